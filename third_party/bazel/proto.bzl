@@ -19,7 +19,6 @@ def palisade_cc_proto(name, srcs, deps = [], grpc = False, visibility = None):
     pkg = native.package_name()
     if not pkg.startswith(_PROTO_ROOT + "/"):
         fail("palisade_cc_proto must be used under //proto")
-    depth = len(pkg.split("/")) - 1
 
     grpc_flags = ""
     if grpc:
@@ -44,7 +43,7 @@ def palisade_cc_proto(name, srcs, deps = [], grpc = False, visibility = None):
         name = name,
         srcs = [o for o in outs if o.endswith(".cc")],
         hdrs = [o for o in outs if o.endswith(".h")],
-        includes = ["/".join([".."] * depth)],
+        strip_include_prefix = "/" + _PROTO_ROOT,
         deps = deps + ["//third_party:protobuf"] + (["//third_party:grpc"] if grpc else []),
         visibility = visibility,
     )

@@ -1,0 +1,129 @@
+#include "services/common/ip.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+
+#include "absl/status/status.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace palisade {
+
+std::optional<IpAddress> IpAddress::Parse(absl::string_view text) {
+  if (text.size() >= 2 && text.front() == '[' && text.back() == ']') {
+    text = text.substr(1, text.size() - 2);
+  }
+  if (text.empty() || text.size() >= 64) return std::nullopt;
+  char buf[64];
+  std::memcpy(buf, text.data(), text.size());
+  buf[text.size()] = '\0';
+
+  IpAddress ip;
+  if (text.find(':') == absl::string_view::npos) {
+    if (inet_pton(AF_INET, buf, ip.bytes_.data()) != 1) return std::nullopt;
+    ip.v4_ = true;
+    return ip;
+  }
+  // Drop a zone index ("fe80::1%eth0"): it is meaningless off the host.
+  if (char* pct = std::strchr(buf, '%')) *pct = '\0';
+  if (inet_pton(AF_INET6, buf, ip.bytes_.data()) != 1) return std::nullopt;
+  static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::memcmp(ip.bytes_.data(), kMapped, 12) == 0) {
+    std::memmove(ip.bytes_.data(), ip.bytes_.data() + 12, 4);
+    std::memset(ip.bytes_.data() + 4, 0, 12);
+    ip.v4_ = true;
+  }
+  return ip;
+}
+
+absl::string_view IpAddress::Format(char (&buf)[kMaxTextLength]) const {
+  // inet_ntop writes RFC 5952 canonical text (lower case, longest zero run compressed).
+  const char* out = inet_ntop(v4_ ? AF_INET : AF_INET6, bytes_.data(), buf, sizeof(buf));
+  if (out == nullptr) return {};
+  return absl::string_view(buf);
+}
+
+std::string IpAddress::ToString() const {
+  char buf[kMaxTextLength];
+  return std::string(Format(buf));
+}
+
+bool IpAddress::IsNonPublic() const {
+  static const CidrSet* kNonPublic = [] {
+    auto set = CidrSet::Parse({"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8",
+                               "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "::/128",
+                               "::1/128", "fc00::/7", "fe80::/10"});
+    return new CidrSet(*std::move(set));
+  }();
+  return kNonPublic->Contains(*this);
+}
+
+absl::StatusOr<Cidr> Cidr::Parse(absl::string_view text) {
+  absl::string_view addr = text;
+  int prefix = -1;
+  size_t slash = text.find('/');
+  if (slash != absl::string_view::npos) {
+    addr = text.substr(0, slash);
+    if (!absl::SimpleAtoi(text.substr(slash + 1), &prefix)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"", text, "\": prefix length is not a number"));
+    }
+  }
+  std::optional<IpAddress> ip = IpAddress::Parse(addr);
+  if (!ip) {
+    return absl::InvalidArgumentError(absl::StrCat("\"", text, "\": not an IP address"));
+  }
+  if (prefix == -1) prefix = ip->bit_length();
+  // A mapped IPv6 prefix (::ffff:a.b.c.d/120) folds to IPv4 like the address does.
+  if (ip->is_v4() && addr.find(':') != absl::string_view::npos && prefix >= 96) prefix -= 96;
+  if (prefix < 0 || prefix > ip->bit_length()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("\"", text, "\": prefix length must be 0..", ip->bit_length()));
+  }
+  Cidr cidr(*ip, prefix);
+  IpAddress masked = *ip;
+  for (int bit = prefix; bit < ip->bit_length(); ++bit) {
+    masked.bytes_[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+  }
+  if (!(masked == *ip)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "\"", text, "\": host bits are set; did you mean ", Cidr(masked, prefix).ToString(), "?"));
+  }
+  return cidr;
+}
+
+bool Cidr::Contains(const IpAddress& ip) const {
+  if (ip.is_v4() != base_.is_v4()) return false;
+  int full = prefix_ / 8;
+  if (std::memcmp(ip.bytes().data(), base_.bytes().data(), full) != 0) return false;
+  int rest = prefix_ % 8;
+  if (rest == 0) return true;
+  uint8_t mask = static_cast<uint8_t>(0xff << (8 - rest));
+  return (ip.bytes()[full] & mask) == (base_.bytes()[full] & mask);
+}
+
+std::string Cidr::ToString() const { return absl::StrCat(base_.ToString(), "/", prefix_); }
+
+absl::StatusOr<CidrSet> CidrSet::Parse(const std::vector<std::string>& entries) {
+  std::vector<Cidr> ranges;
+  ranges.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    absl::StatusOr<Cidr> c = Cidr::Parse(entries[i]);
+    if (!c.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("entry ", i + 1, ": ", c.status().message()));
+    }
+    ranges.push_back(*c);
+  }
+  return CidrSet(std::move(ranges));
+}
+
+bool CidrSet::Contains(const IpAddress& ip) const {
+  for (const Cidr& c : ranges_) {
+    if (c.Contains(ip)) return true;
+  }
+  return false;
+}
+
+}  // namespace palisade

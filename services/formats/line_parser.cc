@@ -1,0 +1,300 @@
+#include "services/formats/line_parser.h"
+
+#include <cstring>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/civil_time.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::LogFormat;
+
+bool ReadDigits(absl::string_view text, size_t pos, size_t n, int* value) {
+  if (pos + n > text.size()) return false;
+  int v = 0;
+  for (size_t i = pos; i < pos + n; ++i) {
+    char c = text[i];
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + (c - '0');
+  }
+  *value = v;
+  return true;
+}
+
+int MonthFromAbbrev(absl::string_view m) {
+  static constexpr char kMonths[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+  if (m.size() != 3) return 0;
+  for (int i = 0; i < 12; ++i) {
+    if (std::memcmp(kMonths + 3 * i, m.data(), 3) == 0) return i + 1;
+  }
+  return 0;
+}
+
+// Splits "prog[pid]: msg" / "prog: msg" into program and message. Returns false when there is
+// no tag, in which case the whole text is the message.
+bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_view* message) {
+  size_t i = 0;
+  // A tag is at most 48 chars of [A-Za-z0-9_./-] (RFC 3164 says 32; real daemons exceed it).
+  while (i < text.size() && i < 48) {
+    char c = text[i];
+    if (c == '[' || c == ':') break;
+    if (c == ' ') return false;
+    ++i;
+  }
+  if (i == 0 || i >= text.size()) return false;
+  *program = text.substr(0, i);
+  if (text[i] == '[') {
+    size_t close = text.find(']', i);
+    if (close == absl::string_view::npos) return false;
+    i = close + 1;
+  }
+  if (i >= text.size() || text[i] != ':') return false;
+  ++i;
+  if (i < text.size() && text[i] == ' ') ++i;
+  *message = text.substr(i);
+  return true;
+}
+
+absl::string_view NextToken(absl::string_view text, size_t* pos) {
+  size_t start = *pos;
+  size_t end = text.find(' ', start);
+  if (end == absl::string_view::npos) end = text.size();
+  *pos = end < text.size() ? end + 1 : end;
+  return text.substr(start, end - start);
+}
+
+}  // namespace
+
+size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out) {
+  int year, month, day, hour, minute, second;
+  if (!ReadDigits(text, 0, 4, &year) || text.size() < 19 || text[4] != '-' ||
+      !ReadDigits(text, 5, 2, &month) || text[7] != '-' || !ReadDigits(text, 8, 2, &day) ||
+      (text[10] != 'T' && text[10] != 't' && text[10] != ' ') ||
+      !ReadDigits(text, 11, 2, &hour) || text[13] != ':' || !ReadDigits(text, 14, 2, &minute) ||
+      text[16] != ':' || !ReadDigits(text, 17, 2, &second)) {
+    return 0;
+  }
+  if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+    return 0;
+  }
+  size_t pos = 19;
+  absl::Duration frac;
+  if (pos < text.size() && (text[pos] == '.' || text[pos] == ',')) {
+    ++pos;
+    int64_t nanos = 0;
+    int digits = 0;
+    while (pos < text.size() && absl::ascii_isdigit(text[pos])) {
+      if (digits < 9) {
+        nanos = nanos * 10 + (text[pos] - '0');
+        ++digits;
+      }
+      ++pos;
+    }
+    if (digits == 0) return 0;
+    for (int d = digits; d < 9; ++d) nanos *= 10;
+    frac = absl::Nanoseconds(nanos);
+  }
+  int offset_seconds = 0;
+  if (pos < text.size() && (text[pos] == 'Z' || text[pos] == 'z')) {
+    ++pos;
+  } else if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
+    int oh, om;
+    if (!ReadDigits(text, pos + 1, 2, &oh) || pos + 3 >= text.size() || text[pos + 3] != ':' ||
+        !ReadDigits(text, pos + 4, 2, &om)) {
+      return 0;
+    }
+    offset_seconds = (oh * 3600 + om * 60) * (text[pos] == '-' ? -1 : 1);
+    pos += 6;
+  }
+  absl::CivilSecond cs(year, month, day, hour, minute, second);
+  if (cs.day() != day) return 0;  // e.g. February 31st normalised away
+  *out = absl::FromCivil(cs, absl::UTCTimeZone()) + frac - absl::Seconds(offset_seconds);
+  return pos;
+}
+
+absl::Time LineParser::DayStart(int64_t year, int month, int day) {
+  if (year != cached_year_ || month != cached_month_ || day != cached_day_) {
+    cached_year_ = year;
+    cached_month_ = month;
+    cached_day_ = day;
+    cached_day_start_ = absl::FromCivil(absl::CivilDay(year, month, day), absl::UTCTimeZone());
+  }
+  return cached_day_start_;
+}
+
+absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, ParsedLine* out) {
+  *out = ParsedLine();
+  switch (format_) {
+    case LogFormat::LOG_FORMAT_SYSLOG:
+      return ParseSyslog3164(line, reference, out);
+    case LogFormat::LOG_FORMAT_SYSLOG5424:
+      return ParseSyslog5424(line, out);
+    case LogFormat::LOG_FORMAT_COMBINED:
+      return ParseCombined(line, out);
+    case LogFormat::LOG_FORMAT_RAW:
+      out->message = line;
+      return absl::OkStatus();
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("unsupported log format ", palisade::v1::LogFormat_Name(format_)));
+  }
+}
+
+absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time reference,
+                                         ParsedLine* out) {
+  size_t pos = 0;
+  // Optional <PRI>.
+  if (!line.empty() && line[0] == '<') {
+    size_t close = line.find('>');
+    if (close == absl::string_view::npos || close > 4) {
+      return absl::InvalidArgumentError("syslog: unterminated <PRI> at column 1");
+    }
+    pos = close + 1;
+  }
+  absl::string_view rest = line.substr(pos);
+  absl::Time t;
+  size_t used = ParseRfc3339Prefix(rest, &t);  // rsyslog's high-precision timestamps
+  if (used > 0) {
+    out->time = t;
+    pos += used;
+  } else {
+    // "Mmm dd hh:mm:ss" (day space-padded).
+    int day, hour, minute, second;
+    int month = rest.size() >= 15 ? MonthFromAbbrev(rest.substr(0, 3)) : 0;
+    if (month == 0 || rest[3] != ' ') {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "syslog: no timestamp at column ", pos + 1, " (expected \"Mmm dd hh:mm:ss\")"));
+    }
+    bool day_ok = rest[4] == ' ' ? ReadDigits(rest, 5, 1, &day) : ReadDigits(rest, 4, 2, &day);
+    if (!day_ok || day < 1 || day > 31 || rest[6] != ' ' || !ReadDigits(rest, 7, 2, &hour) ||
+        rest[9] != ':' || !ReadDigits(rest, 10, 2, &minute) || rest[12] != ':' ||
+        !ReadDigits(rest, 13, 2, &second) || hour > 23 || minute > 59 || second > 60) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("syslog: bad timestamp at column ", pos + 1));
+    }
+    absl::CivilSecond ref = absl::ToCivilSecond(reference, absl::UTCTimeZone());
+    int64_t year = ref.year();
+    absl::Duration tod = absl::Seconds(hour * 3600 + minute * 60 + second);
+    t = DayStart(year, month, day) + tod;
+    if (t > reference + absl::Hours(24)) t = DayStart(year - 1, month, day) + tod;
+    out->time = t;
+    pos += 15;
+  }
+  if (pos >= line.size() || line[pos] != ' ') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("syslog: expected a space after the timestamp at column ", pos + 1));
+  }
+  ++pos;
+  out->host = NextToken(line, &pos);
+  if (out->host.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("syslog: no host at column ", pos + 1));
+  }
+  absl::string_view body = line.substr(pos);
+  if (!SplitTag(body, &out->program, &out->message)) out->message = body;
+  return absl::OkStatus();
+}
+
+absl::Status LineParser::ParseSyslog5424(absl::string_view line, ParsedLine* out) {
+  // <PRI>VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP SD [SP MSG]
+  if (line.empty() || line[0] != '<') {
+    return absl::InvalidArgumentError("syslog5424: line does not start with <PRI>");
+  }
+  size_t close = line.find('>');
+  if (close == absl::string_view::npos || close > 4) {
+    return absl::InvalidArgumentError("syslog5424: unterminated <PRI>");
+  }
+  size_t pos = close + 1;
+  absl::string_view version = NextToken(line, &pos);
+  if (version != "1") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("syslog5424: unsupported version at column ", close + 2));
+  }
+  size_t ts_col = pos;
+  absl::string_view ts = NextToken(line, &pos);
+  if (ts != "-") {
+    absl::Time t;
+    if (ParseRfc3339Prefix(ts, &t) != ts.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("syslog5424: bad timestamp at column ", ts_col + 1));
+    }
+    out->time = t;
+  }
+  out->host = NextToken(line, &pos);
+  absl::string_view app = NextToken(line, &pos);
+  NextToken(line, &pos);  // PROCID
+  NextToken(line, &pos);  // MSGID
+  if (pos >= line.size()) {
+    return absl::InvalidArgumentError("syslog5424: line ends before STRUCTURED-DATA");
+  }
+  if (out->host == "-") out->host = {};
+  if (app != "-") out->program = app;
+  if (line[pos] == '-') {
+    ++pos;
+  } else if (line[pos] == '[') {
+    // Skip SD-ELEMENTs; values are quoted and may escape '"', '\' and ']'.
+    bool in_quotes = false;
+    while (pos < line.size()) {
+      char c = line[pos];
+      if (in_quotes) {
+        if (c == '\\') {
+          ++pos;
+        } else if (c == '"') {
+          in_quotes = false;
+        }
+      } else if (c == '"') {
+        in_quotes = true;
+      } else if (c == ']' && (pos + 1 >= line.size() || line[pos + 1] != '[')) {
+        ++pos;
+        break;
+      }
+      ++pos;
+    }
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("syslog5424: bad STRUCTURED-DATA at column ", pos + 1));
+  }
+  if (pos < line.size() && line[pos] == ' ') ++pos;
+  absl::string_view msg = line.substr(std::min(pos, line.size()));
+  if (msg.size() >= 3 && msg.substr(0, 3) == "\xEF\xBB\xBF") msg.remove_prefix(3);  // BOM
+  out->message = msg;
+  return absl::OkStatus();
+}
+
+absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) {
+  // host ident user [dd/Mon/yyyy:hh:mm:ss +zzzz] "request" status bytes ["referer" "agent"]
+  size_t open = line.find(" [");
+  if (open == absl::string_view::npos || open == 0) {
+    return absl::InvalidArgumentError("combined: no \"[time]\" field");
+  }
+  out->host = line.substr(0, line.find(' '));
+  size_t ts = open + 2;
+  int day, year, hour, minute, second, oh, om;
+  int month = line.size() > ts + 27 ? MonthFromAbbrev(line.substr(ts + 3, 3)) : 0;
+  if (month == 0 || !ReadDigits(line, ts, 2, &day) || line[ts + 2] != '/' ||
+      line[ts + 6] != '/' || !ReadDigits(line, ts + 7, 4, &year) || line[ts + 11] != ':' ||
+      !ReadDigits(line, ts + 12, 2, &hour) || line[ts + 14] != ':' ||
+      !ReadDigits(line, ts + 15, 2, &minute) || line[ts + 17] != ':' ||
+      !ReadDigits(line, ts + 18, 2, &second) || line[ts + 20] != ' ' ||
+      (line[ts + 21] != '+' && line[ts + 21] != '-') || !ReadDigits(line, ts + 22, 2, &oh) ||
+      !ReadDigits(line, ts + 24, 2, &om) || line[ts + 26] != ']') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "combined: bad time at column ", ts + 1, " (expected dd/Mon/yyyy:hh:mm:ss +zzzz)"));
+  }
+  if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+    return absl::InvalidArgumentError(absl::StrCat("combined: bad time at column ", ts + 1));
+  }
+  int offset = (oh * 3600 + om * 60) * (line[ts + 21] == '-' ? -1 : 1);
+  out->time = DayStart(year, month, day) + absl::Seconds(hour * 3600 + minute * 60 + second) -
+              absl::Seconds(offset);
+  size_t req = ts + 27;
+  if (req + 2 > line.size() || line[req] != ' ' || line[req + 1] != '"') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("combined: no quoted request at column ", req + 2));
+  }
+  out->message = line;
+  return absl::OkStatus();
+}
+
+}  // namespace palisade

@@ -1,0 +1,65 @@
+// Line parsers for the log formats of palisade.v1.LogFormat. A parser splits one raw line into
+// its event time, host, program and the message that rules match, without copying: every view
+// in ParsedLine points into the input line.
+//
+// RFC 3164 lines carry no year; the parser takes the year of a reference time (the server
+// clock, or the time of the previous line in a replay) and picks the year before when that
+// would put the line more than a day in the future, as syslog daemons do at New Year.
+//
+// Thread-safety: a LineParser keeps a small date cache; use one per thread or stream.
+#ifndef PALISADE_SERVICES_FORMATS_LINE_PARSER_H_
+#define PALISADE_SERVICES_FORMATS_LINE_PARSER_H_
+
+#include <cstdint>
+#include <optional>
+
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "palisade/v1/rules.pb.h"
+
+namespace palisade {
+
+struct ParsedLine {
+  // The text rules match: the syslog MSG, or the whole line for access logs and raw lines.
+  absl::string_view message;
+  absl::string_view host;
+  // Syslog APP-NAME / TAG without the pid, e.g. "sshd". Empty for access logs.
+  absl::string_view program;
+  // Event time from the line, when it has one.
+  std::optional<absl::Time> time;
+};
+
+class LineParser {
+ public:
+  explicit LineParser(palisade::v1::LogFormat format) : format_(format) {}
+
+  // Parses `line`. `reference` resolves the missing year of RFC 3164 timestamps.
+  // Returns kInvalidArgument naming what was wrong (and where) for a malformed line.
+  absl::Status Parse(absl::string_view line, absl::Time reference, ParsedLine* out);
+
+  palisade::v1::LogFormat format() const { return format_; }
+
+ private:
+  absl::Status ParseSyslog3164(absl::string_view line, absl::Time reference, ParsedLine* out);
+  absl::Status ParseSyslog5424(absl::string_view line, ParsedLine* out);
+  absl::Status ParseCombined(absl::string_view line, ParsedLine* out);
+
+  // Midnight UTC of a civil date, cached since consecutive lines share their date.
+  absl::Time DayStart(int64_t year, int month, int day);
+
+  palisade::v1::LogFormat format_;
+  int64_t cached_year_ = 0;
+  int cached_month_ = 0;
+  int cached_day_ = 0;
+  absl::Time cached_day_start_;
+};
+
+// Parses RFC 3339 / ISO 8601 "2026-03-03T14:02:01.123+01:00" (fraction and offset optional,
+// space allowed for T). Returns the number of characters consumed, 0 when `text` does not start
+// with such a timestamp.
+size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out);
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_FORMATS_LINE_PARSER_H_
