@@ -1,0 +1,202 @@
+#include "services/engine/engine.h"
+
+#include <algorithm>
+
+#include "absl/time/clock.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::TargetKind;
+
+int64_t ToMillis(absl::Time t) { return absl::ToUnixMillis(t); }
+
+}  // namespace
+
+Engine::Engine(std::shared_ptr<const RuleSet> rules, EngineOptions options)
+    : options_(std::move(options)) {
+  options_.allowlist.Add(*Cidr::Parse("127.0.0.0/8"));
+  options_.allowlist.Add(*Cidr::Parse("::1/128"));
+  if (options_.max_keys_per_rule == 0) options_.max_keys_per_rule = 1'000'000;
+  SetRules(std::move(rules));
+}
+
+void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
+  std::vector<WindowMap> windows(rules->rules().size());
+  std::vector<uint64_t> matches(rules->rules().size(), 0);
+  if (rules_ != nullptr) {
+    const auto& old_rules = rules_->rules();
+    for (size_t n = 0; n < rules->rules().size(); ++n) {
+      const CompiledRule& rule = *rules->rules()[n];
+      for (size_t o = 0; o < old_rules.size(); ++o) {
+        const CompiledRule& old = *old_rules[o];
+        if (old.id() == rule.id()) {
+          matches[n] = matches_per_rule_[o];
+          if (old.count == rule.count && old.window == rule.window) {
+            windows[n] = std::move(windows_[o]);
+          }
+          break;
+        }
+      }
+    }
+  }
+  rules_ = std::move(rules);
+  windows_ = std::move(windows);
+  matches_per_rule_ = std::move(matches);
+}
+
+bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
+                          absl::string_view* key, bool* allowlisted) {
+  *allowlisted = false;
+  if (rule.proto.key_kind() != TargetKind::TARGET_KIND_IP) {
+    if (captured.empty()) return false;
+    *key = captured;
+    return true;
+  }
+  std::optional<IpAddress> ip = IpAddress::Parse(captured);
+  if (!ip) return false;
+  *allowlisted = options_.allowlist.Contains(*ip);
+  *key = ip->Format(key_buf_);
+  return !key->empty();
+}
+
+LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& line,
+                           absl::string_view raw, absl::Time time, std::vector<Detection>* out) {
+  LineResult result;
+  ++stats_.lines;
+  Candidates(format, line, [&](int rule_index, absl::string_view captured) {
+    const CompiledRule& rule = *rules_->rules()[rule_index];
+    for (const auto& ignore : rule.ignores) {
+      if (RE2::PartialMatch(Piece(line.message), *ignore)) {
+        ++result.ignored;
+        return;
+      }
+    }
+    absl::string_view key;
+    bool allowlisted = false;
+    if (!NormaliseKey(rule, captured, &key, &allowlisted)) {
+      ++result.invalid_keys;
+      return;
+    }
+    if (allowlisted) {
+      ++result.ignored;
+      return;
+    }
+    ++result.matches;
+    ++matches_per_rule_[rule_index];
+    Count(rule_index, key, raw, time, out);
+  });
+  result.matched = result.matches > 0;
+  if (result.matched) ++stats_.matched_lines;
+  stats_.invalid_keys += result.invalid_keys;
+  stats_.ignored += result.ignored;
+  return result;
+}
+
+void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
+                   std::vector<Detection>* out) {
+  const CompiledRule& rule = *rules_->rules()[rule_index];
+  if (rule.count == 1) {  // no window needed: every match is a detection
+    Detection d;
+    d.rule = &rule;
+    d.rule_id = rule.id();
+    d.kind = rule.proto.key_kind();
+    d.key = std::string(key);
+    d.time = time;
+    if (options_.max_evidence > 0) d.evidence.emplace_back(raw);
+    out->push_back(std::move(d));
+    ++stats_.detections;
+    return;
+  }
+  WindowMap& map = windows_[rule_index];
+  auto it = map.find(key);
+  if (it == map.end()) {
+    if (map.size() >= options_.max_keys_per_rule) Evict(map);
+    it = map.emplace(std::string(key), Window()).first;
+  }
+  Window& w = it->second;
+  const int64_t now = ToMillis(time);
+  const int64_t horizon = now - absl::ToInt64Milliseconds(rule.window);
+  // Slide: forget matches that fell out of the window (lines may arrive slightly out of order,
+  // so filter rather than pop from the front).
+  if (!w.times.empty() && w.times.front() < horizon) {
+    w.times.erase(std::remove_if(w.times.begin(), w.times.end(),
+                                 [horizon](int64_t t) { return t < horizon; }),
+                  w.times.end());
+  }
+  w.times.push_back(now);
+  w.last = std::max(w.last, now);
+  if (options_.max_evidence > 0) {
+    if (w.evidence.size() < options_.max_evidence) {
+      w.evidence.emplace_back(raw);
+      w.evidence_next = w.evidence.size() % options_.max_evidence;
+    } else {
+      w.evidence[w.evidence_next].assign(raw.data(), raw.size());
+      w.evidence_next = (w.evidence_next + 1) % options_.max_evidence;
+    }
+  }
+  if (w.times.size() < rule.count) return;
+
+  Detection d;
+  d.rule = &rule;
+  d.rule_id = rule.id();
+  d.kind = rule.proto.key_kind();
+  d.key = std::string(key);
+  d.time = time;
+  // Oldest first: the ring starts at evidence_next once full.
+  const size_t n = w.evidence.size();
+  const size_t start = n < options_.max_evidence ? 0 : w.evidence_next;
+  d.evidence.reserve(n);
+  for (size_t i = 0; i < n; ++i) d.evidence.push_back(w.evidence[(start + i) % n]);
+  out->push_back(std::move(d));
+  ++stats_.detections;
+  // Start over: the next detection needs a full threshold of new matches.
+  w.times.clear();
+  w.evidence.clear();
+  w.evidence_next = 0;
+}
+
+void Engine::Evict(WindowMap& map) {
+  // Drop the least recently active tenth in one go, so eviction is amortised O(1) per insert.
+  std::vector<int64_t> lasts;
+  lasts.reserve(map.size());
+  for (const auto& [key, w] : map) lasts.push_back(w.last);
+  size_t drop = std::max<size_t>(1, map.size() / 10);
+  std::nth_element(lasts.begin(), lasts.begin() + (drop - 1), lasts.end());
+  const int64_t cutoff = lasts[drop - 1];
+  size_t dropped = 0;
+  for (auto it = map.begin(); it != map.end() && dropped < drop;) {
+    if (it->second.last <= cutoff) {
+      map.erase(it++);
+      ++dropped;
+    } else {
+      ++it;
+    }
+  }
+  stats_.evicted_windows += dropped;
+}
+
+void Engine::Expire(absl::Time now) {
+  const int64_t now_ms = ToMillis(now);
+  for (size_t r = 0; r < windows_.size(); ++r) {
+    const CompiledRule& rule = *rules_->rules()[r];
+    const int64_t horizon = now_ms - std::max<int64_t>(absl::ToInt64Milliseconds(rule.window), 0);
+    WindowMap& map = windows_[r];
+    for (auto it = map.begin(); it != map.end();) {
+      if (it->second.last < horizon) {
+        map.erase(it++);
+        ++stats_.expired_windows;
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+size_t Engine::live_windows() const {
+  size_t n = 0;
+  for (const WindowMap& m : windows_) n += m.size();
+  return n;
+}
+
+}  // namespace palisade

@@ -1,0 +1,226 @@
+#include "services/engine/engine.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::v1::LogFormat;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+constexpr absl::string_view kPack = R"pb(
+  rules {
+    id: "ssh-fail"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^Failed password for (?:invalid user )?(?P<user>\\S+) from (?P<ip>\\S+) port"
+    ignore_patterns: "for backup from"
+    threshold { count: 3 window { seconds: 60 } }
+    decision { action: ACTION_BLOCK duration { seconds: 600 } }
+  }
+  rules {
+    id: "ssh-probe"
+    formats: LOG_FORMAT_SYSLOG
+    patterns: "^Did not receive identification string from (?P<ip>\\S+)"
+    threshold { count: 1 }
+    decision { action: ACTION_BLOCK duration { seconds: 60 } }
+  }
+)pb";
+
+std::shared_ptr<const RuleSet> Rules(absl::string_view text = kPack) {
+  auto pack = ParseRulePack(text, "test.textproto");
+  EXPECT_TRUE(pack.ok()) << pack.status();
+  auto set = RuleSet::Compile({*pack});
+  EXPECT_TRUE(set.ok()) << set.status();
+  return *set;
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  EngineTest() : engine_(Rules(), EngineOptions()) {}
+
+  // Feeds a sshd message at `offset` seconds after t0; returns the detections it raised.
+  std::vector<Detection> Feed(absl::string_view message, int offset_seconds,
+                              absl::string_view program = "sshd") {
+    ParsedLine line;
+    line.message = message;
+    line.program = program;
+    std::vector<Detection> out;
+    last_ = engine_.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message,
+                            t0_ + absl::Seconds(offset_seconds), &out);
+    return out;
+  }
+  std::string Fail(absl::string_view ip) {
+    return absl::StrCat("Failed password for root from ", ip, " port 22 ssh2");
+  }
+
+  Engine engine_;
+  LineResult last_;
+  absl::Time t0_ = absl::FromUnixSeconds(1'767'225'600);
+};
+
+TEST_F(EngineTest, DetectsExactlyAtTheThreshold) {
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 0), IsEmpty());
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 10), IsEmpty());
+  std::vector<Detection> d = Feed(Fail("203.0.113.7"), 20);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].rule_id, "ssh-fail");
+  EXPECT_EQ(d[0].key, "203.0.113.7");
+  EXPECT_EQ(d[0].time, t0_ + absl::Seconds(20));
+  EXPECT_THAT(d[0].evidence, SizeIs(3));
+  // The window starts over after a detection.
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 21), IsEmpty());
+}
+
+TEST_F(EngineTest, MatchesOutsideTheWindowDoNotCount) {
+  Feed(Fail("203.0.113.7"), 0);
+  Feed(Fail("203.0.113.7"), 30);
+  // 61 s after the first: the first fell out of the 60 s window.
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 61), IsEmpty());
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 62), SizeIs(1));
+}
+
+TEST_F(EngineTest, WindowEdgeIsInclusive) {
+  Feed(Fail("203.0.113.7"), 0);
+  Feed(Fail("203.0.113.7"), 30);
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 60), SizeIs(1));
+}
+
+TEST_F(EngineTest, KeysAreCountedSeparately) {
+  Feed(Fail("203.0.113.7"), 0);
+  Feed(Fail("203.0.113.8"), 1);
+  Feed(Fail("203.0.113.7"), 2);
+  EXPECT_THAT(Feed(Fail("203.0.113.8"), 3), IsEmpty());
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 4), SizeIs(1));
+}
+
+TEST_F(EngineTest, Ipv6FormsShareOneWindow) {
+  Feed(Fail("2001:DB8:0::7"), 0);
+  Feed(Fail("2001:db8::7"), 1);
+  std::vector<Detection> d = Feed(Fail("2001:0db8:0000:0000:0000:0000:0000:0007"), 2);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].key, "2001:db8::7");
+}
+
+TEST_F(EngineTest, MappedIpv4CountsAsIpv4) {
+  Feed(Fail("::ffff:198.51.100.4"), 0);
+  Feed(Fail("198.51.100.4"), 1);
+  std::vector<Detection> d = Feed(Fail("::ffff:198.51.100.4"), 2);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].key, "198.51.100.4");
+}
+
+TEST_F(EngineTest, InvalidKeysAreCountedNotWindowed) {
+  EXPECT_THAT(Feed("Failed password for root from not-an-ip port 22", 0), IsEmpty());
+  EXPECT_EQ(last_.invalid_keys, 1u);
+  EXPECT_FALSE(last_.matched);
+  EXPECT_EQ(engine_.live_windows(), 0u);
+}
+
+TEST_F(EngineTest, LoopbackAndAllowlistAreIgnored) {
+  EngineOptions options;
+  options.allowlist = *CidrSet::Parse({"198.51.100.0/24"});
+  Engine engine(Rules(), options);
+  ParsedLine line;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  for (absl::string_view ip : {"127.0.0.1", "::1", "198.51.100.9"}) {
+    std::string msg = Fail(ip);
+    line.message = msg;
+    for (int i = 0; i < 5; ++i) {
+      LineResult r = engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, msg, t0_, &out);
+      EXPECT_EQ(r.ignored, 1u);
+    }
+  }
+  EXPECT_THAT(out, IsEmpty());
+  EXPECT_EQ(engine.live_windows(), 0u);
+}
+
+TEST_F(EngineTest, IgnorePatternsAndProgramFilter) {
+  for (int i = 0; i < 5; ++i) Feed("Failed password for backup from 203.0.113.7 port 22", i);
+  EXPECT_EQ(last_.ignored, 1u);
+  for (int i = 0; i < 5; ++i) EXPECT_THAT(Feed(Fail("203.0.113.9"), i, "vsftpd"), IsEmpty());
+  EXPECT_EQ(engine_.live_windows(), 0u);
+}
+
+TEST_F(EngineTest, CountOneDetectsAtOnceWithoutAWindow) {
+  std::vector<Detection> d = Feed("Did not receive identification string from 203.0.113.5", 0);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].rule_id, "ssh-probe");
+  EXPECT_THAT(d[0].evidence,
+              ElementsAre("Did not receive identification string from 203.0.113.5"));
+  EXPECT_EQ(engine_.live_windows(), 0u);
+}
+
+TEST_F(EngineTest, EvidenceIsCappedAndOldestFirst) {
+  EngineOptions options;
+  options.max_evidence = 2;
+  Engine engine(Rules(), options);
+  ParsedLine line;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  std::vector<std::string> msgs = {Fail("203.0.113.7") + " a", Fail("203.0.113.7") + " b",
+                                   Fail("203.0.113.7") + " c"};
+  for (const std::string& m : msgs) {
+    line.message = m;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_, &out);
+  }
+  ASSERT_THAT(out, SizeIs(1));
+  EXPECT_THAT(out[0].evidence, ElementsAre(msgs[1], msgs[2]));
+}
+
+TEST_F(EngineTest, ExpireDropsIdleWindows) {
+  Feed(Fail("203.0.113.7"), 0);
+  Feed(Fail("203.0.113.8"), 50);
+  EXPECT_EQ(engine_.live_windows(), 2u);
+  engine_.Expire(t0_ + absl::Seconds(61));
+  EXPECT_EQ(engine_.live_windows(), 1u);
+  EXPECT_EQ(engine_.stats().expired_windows, 1u);
+  engine_.Expire(t0_ + absl::Seconds(200));
+  EXPECT_EQ(engine_.live_windows(), 0u);
+}
+
+TEST_F(EngineTest, KeyCapEvictsTheLeastRecentlyActive) {
+  EngineOptions options;
+  options.max_keys_per_rule = 100;
+  Engine engine(Rules(), options);
+  ParsedLine line;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  for (int i = 0; i < 1000; ++i) {
+    std::string m = Fail(absl::StrCat("10.0.", i / 256, ".", i % 256));
+    line.message = m;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(i), &out);
+  }
+  EXPECT_LE(engine.live_windows(), 100u);
+  EXPECT_GE(engine.stats().evicted_windows, 900u);
+  // The newest key survived and still counts toward its threshold.
+  std::string newest = Fail("10.0.3.231");
+  line.message = newest;
+  engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, newest, t0_ + absl::Seconds(1000), &out);
+  engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, newest, t0_ + absl::Seconds(1001), &out);
+  ASSERT_THAT(out, SizeIs(1));
+  EXPECT_EQ(out[0].key, "10.0.3.231");
+}
+
+TEST_F(EngineTest, ReloadKeepsWindowsOfUnchangedRules) {
+  Feed(Fail("203.0.113.7"), 0);
+  Feed(Fail("203.0.113.7"), 1);
+  engine_.SetRules(Rules());
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 2), SizeIs(1));
+}
+
+TEST_F(EngineTest, NoRuleForFormatMatchesNothing) {
+  ParsedLine line;
+  line.message = Fail("203.0.113.7");
+  std::vector<Detection> out;
+  LineResult r = engine_.Process(LogFormat::LOG_FORMAT_COMBINED, line, line.message, t0_, &out);
+  EXPECT_FALSE(r.matched);
+}
+
+}  // namespace
+}  // namespace palisade

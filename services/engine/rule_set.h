@@ -1,0 +1,82 @@
+// Rule packs, loaded and compiled. A RuleSet is the immutable, compiled form of every loaded
+// pack: one RE2::Set per log format over the patterns of all rules for that format (the single
+// pass each line gets), plus each rule's capturing regexes, run only for the Set's candidates.
+//
+// Loading is all or nothing: an invalid regex, a missing key group, an unknown field or a
+// duplicate id refuses the whole set, with an error naming the file, the rule id and the reason.
+// The running rules are untouched by a failed load; the server swaps a new RuleSet in only after
+// Compile succeeded.
+//
+// Thread-safety: a RuleSet is immutable once built; share it through shared_ptr<const RuleSet>.
+#ifndef PALISADE_SERVICES_ENGINE_RULE_SET_H_
+#define PALISADE_SERVICES_ENGINE_RULE_SET_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "palisade/v1/rules.pb.h"
+#include "re2/re2.h"
+#include "re2/set.h"
+
+namespace palisade {
+
+// A pack and the file it came from (for error messages).
+struct LoadedPack {
+  std::string file;
+  palisade::v1::RulePack pack;
+};
+
+// Parses a textproto RulePack strictly: unknown fields and syntax errors are refused with
+// "file:line:column: reason". The pack name defaults to the file's base name.
+absl::StatusOr<LoadedPack> ParseRulePack(absl::string_view text, absl::string_view file);
+absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path);
+
+struct CompiledRule {
+  palisade::v1::Rule proto;
+  std::string pack;
+  // One capturing regex per pattern, and the index of the key group in each.
+  std::vector<std::unique_ptr<RE2>> patterns;
+  std::vector<int> key_group;
+  std::vector<std::unique_ptr<RE2>> ignores;
+  uint32_t count = 1;
+  absl::Duration window;
+  absl::Duration duration;
+
+  const std::string& id() const { return proto.id(); }
+  bool AppliesToProgram(absl::string_view program) const;
+};
+
+class RuleSet {
+ public:
+  // Compiles every rule of every pack. Fails whole on the first error.
+  static absl::StatusOr<std::shared_ptr<const RuleSet>> Compile(
+      const std::vector<LoadedPack>& packs);
+
+  const std::vector<std::unique_ptr<CompiledRule>>& rules() const { return rules_; }
+  const std::vector<std::string>& pack_names() const { return pack_names_; }
+
+  // The Set for a format and, for each Set index, the (rule, pattern) it stands for.
+  // Returns nullptr when no rule applies to the format.
+  struct FormatIndex {
+    std::unique_ptr<RE2::Set> set;
+    std::vector<std::pair<int, int>> entries;  // set index -> (rule index, pattern index)
+  };
+  const FormatIndex* ForFormat(palisade::v1::LogFormat format) const;
+
+ private:
+  RuleSet() = default;
+  std::vector<std::unique_ptr<CompiledRule>> rules_;
+  std::vector<std::string> pack_names_;
+  std::vector<std::unique_ptr<FormatIndex>> by_format_;  // indexed by LogFormat value
+};
+
+// RE2 options every Palisade regex is compiled with: bounded memory, no logging.
+RE2::Options PalisadeRe2Options();
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_ENGINE_RULE_SET_H_
