@@ -1,0 +1,89 @@
+// Loads every shipped pack through the production loader, compiles them together (ids must be
+// unique across packs), and checks each rule's examples: the line parses in the rule's first
+// format, the rule matches, and it extracts exactly the annotated key; counter-examples must not
+// match that rule.
+#include <dirent.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_join.h"
+#include "gtest/gtest.h"
+#include "services/engine/engine.h"
+#include "services/engine/rule_set.h"
+#include "services/formats/line_parser.h"
+
+namespace palisade {
+namespace {
+
+std::vector<std::string> PackFiles() {
+  std::vector<std::string> files;
+  DIR* dir = opendir("rules");
+  if (dir == nullptr) return files;
+  while (dirent* e = readdir(dir)) {
+    std::string name = e->d_name;
+    if (absl::EndsWith(name, ".textproto")) files.push_back("rules/" + name);
+  }
+  closedir(dir);
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+// Returns the keys `rule_id` extracts from `line`.
+std::vector<std::string> KeysFor(Engine& engine, palisade::v1::LogFormat format,
+                                 const std::string& line, const std::string& rule_id,
+                                 std::string* parse_error) {
+  LineParser parser(format);
+  ParsedLine parsed;
+  absl::Status s = parser.Parse(line, absl::FromUnixSeconds(1'772'000'000), &parsed);
+  if (!s.ok()) {
+    *parse_error = s.ToString();
+    return {};
+  }
+  std::vector<std::string> keys;
+  engine.MatchOnly(format, parsed, [&](const CompiledRule& rule, absl::string_view key) {
+    if (rule.id() == rule_id) keys.emplace_back(key);
+  });
+  return keys;
+}
+
+TEST(PackTest, EveryPackLoadsAndEveryExampleHolds) {
+  std::vector<std::string> files = PackFiles();
+  ASSERT_GE(files.size(), 2u) << "no packs found under rules/";
+  std::vector<LoadedPack> packs;
+  for (const std::string& f : files) {
+    absl::StatusOr<LoadedPack> pack = LoadRulePackFile(f);
+    ASSERT_TRUE(pack.ok()) << pack.status();
+    packs.push_back(*std::move(pack));
+  }
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile(packs);
+  ASSERT_TRUE(set.ok()) << set.status();
+  Engine engine(*set, EngineOptions());
+
+  int examples = 0;
+  for (const auto& rule : (*set)->rules()) {
+    const auto format = static_cast<palisade::v1::LogFormat>(rule->proto.formats(0));
+    EXPECT_GT(rule->proto.examples_size(), 0) << rule->id() << " has no examples";
+    for (const auto& ex : rule->proto.examples()) {
+      std::string err;
+      const auto ex_format = ex.format() != palisade::v1::LOG_FORMAT_UNSPECIFIED ? ex.format()
+                                                                                 : format;
+      std::vector<std::string> keys = KeysFor(engine, ex_format, ex.line(), rule->id(), &err);
+      EXPECT_TRUE(err.empty()) << rule->id() << ": example does not parse: " << err;
+      EXPECT_EQ(keys, std::vector<std::string>{ex.key()})
+          << rule->id() << " on: " << ex.line();
+      ++examples;
+    }
+    for (const auto& line : rule->proto.counter_examples()) {
+      std::string err;
+      std::vector<std::string> keys = KeysFor(engine, format, line, rule->id(), &err);
+      EXPECT_TRUE(keys.empty()) << rule->id() << " must not match: " << line << " (got "
+                                << absl::StrJoin(keys, ",") << ")";
+    }
+  }
+  EXPECT_GE(examples, 10);
+}
+
+}  // namespace
+}  // namespace palisade
