@@ -1,0 +1,266 @@
+#include "services/decisions/decision_table.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "services/common/ip.h"
+#include "services/common/proto_time.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::Decision;
+using palisade::v1::TargetKind;
+
+constexpr absl::Duration kDefaultMaxDuration = absl::Hours(24 * 30);
+constexpr absl::Duration kDefaultMemory = absl::Hours(24 * 7);
+
+absl::Duration Escalated(absl::Duration base, const palisade::v1::Escalation& esc,
+                         uint32_t offence) {
+  absl::Duration cap = esc.has_max_duration() ? FromProtoDuration(esc.max_duration())
+                                              : kDefaultMaxDuration;
+  if (esc.factor() <= 1.0 || offence <= 1) return base;
+  double scale = std::pow(esc.factor(), static_cast<double>(offence - 1));
+  absl::Duration grown = scale > 1e6 ? cap : base * scale;
+  return std::min(grown, std::max(cap, base));
+}
+
+}  // namespace
+
+absl::string_view DecisionChangeName(DecisionChange c) {
+  switch (c) {
+    case DecisionChange::kCreated:
+      return "created";
+    case DecisionChange::kExtended:
+      return "extended";
+    case DecisionChange::kExpired:
+      return "expired";
+    case DecisionChange::kWithdrawn:
+      return "withdrawn";
+    case DecisionChange::kStale:
+      return "stale";
+  }
+  return "unknown";
+}
+
+absl::Time DecisionExpiry(const Decision& d) { return FromProtoTime(d.expiry()); }
+
+DecisionTable::DecisionTable(Clock& clock, uint32_t max_evidence)
+    : clock_(clock), max_evidence_(max_evidence) {}
+
+void DecisionTable::AddListener(Listener listener) {
+  absl::MutexLock lock(&listeners_mu_);
+  listeners_.push_back(std::move(listener));
+}
+
+void DecisionTable::Notify(const std::vector<DecisionUpdate>& updates) {
+  absl::MutexLock lock(&listeners_mu_);
+  for (const DecisionUpdate& u : updates) {
+    for (const Listener& l : listeners_) l(u);
+  }
+}
+
+std::string DecisionTable::NewIdLocked() {
+  for (;;) {
+    std::string id = absl::StrFormat("%016x", absl::Uniform<uint64_t>(bitgen_));
+    if (!by_id_.contains(id)) return id;
+  }
+}
+
+DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
+                                          palisade::v1::Action action, absl::Time start,
+                                          absl::Duration base,
+                                          const palisade::v1::Escalation& escalation,
+                                          palisade::v1::Origin origin, absl::string_view rule_id,
+                                          const std::vector<std::string>& evidence,
+                                          absl::string_view reason) {
+  const absl::Time now = clock_.TimeNow();
+  auto active = active_.find(target.value());
+  if (active != active_.end()) {
+    Decision& d = by_id_[active->second];
+    const absl::Duration duration = Escalated(base, escalation, d.offence());
+    const absl::Time expiry = std::max(DecisionExpiry(d), start + duration);
+    *d.mutable_expiry() = ToProtoTime(expiry);
+    d.set_extensions(d.extensions() + 1);
+    for (const std::string& line : evidence) {
+      if (d.evidence_size() >= static_cast<int>(max_evidence_)) break;
+      d.add_evidence(line);
+    }
+    return {DecisionChange::kExtended, d};
+  }
+
+  absl::Duration memory =
+      escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory;
+  Offences& off = offences_[target.value()];
+  if (off.count > 0 && start - off.last > memory) off.count = 0;
+  const uint32_t offence = off.count + 1;
+  const absl::Duration duration = Escalated(base, escalation, offence);
+
+  Decision d;
+  *d.mutable_target() = target;
+  d.set_action(action);
+  *d.mutable_start() = ToProtoTime(start);
+  *d.mutable_expiry() = ToProtoTime(start + duration);
+  d.set_rule_id(std::string(rule_id));
+  d.set_origin(origin);
+  d.set_offence(offence);
+  d.set_reason(std::string(reason));
+  for (const std::string& line : evidence) {
+    if (d.evidence_size() >= static_cast<int>(max_evidence_)) break;
+    d.add_evidence(line);
+  }
+  if (start + duration <= now) {
+    d.set_active(false);
+    return {DecisionChange::kStale, d};
+  }
+  off.count = offence;
+  off.last = start;
+  d.set_id(NewIdLocked());
+  d.set_active(true);
+  active_[target.value()] = d.id();
+  by_id_[d.id()] = d;
+  return {DecisionChange::kCreated, d};
+}
+
+DecisionUpdate DecisionTable::Apply(const Detection& detection, palisade::v1::Action action,
+                                    absl::Duration base,
+                                    const palisade::v1::Escalation& escalation) {
+  palisade::v1::Target target;
+  target.set_kind(detection.kind);
+  target.set_value(detection.key);
+  DecisionUpdate update;
+  {
+    absl::MutexLock lock(&mu_);
+    update = ApplyLocked(target, action, detection.time, base, escalation,
+                         palisade::v1::ORIGIN_RULE, detection.rule_id, detection.evidence, "");
+  }
+  Notify({update});
+  return update;
+}
+
+absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisionRequest& req) {
+  palisade::v1::Target target = req.target();
+  switch (target.kind()) {
+    case TargetKind::TARGET_KIND_UNSPECIFIED:
+    case TargetKind::TARGET_KIND_IP: {
+      std::optional<IpAddress> ip = IpAddress::Parse(target.value());
+      if (!ip) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("target.value \"", target.value(), "\" is not an IP address"));
+      }
+      target.set_kind(TargetKind::TARGET_KIND_IP);
+      target.set_value(ip->ToString());
+      break;
+    }
+    case TargetKind::TARGET_KIND_RANGE: {
+      absl::StatusOr<Cidr> cidr = Cidr::Parse(target.value());
+      if (!cidr.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat("target.value: ", cidr.status().message()));
+      }
+      target.set_value(cidr->ToString());
+      break;
+    }
+    case TargetKind::TARGET_KIND_PATH:
+      if (target.value().empty() || target.value()[0] != '/') {
+        return absl::InvalidArgumentError("target.value: a path must start with '/'");
+      }
+      break;
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("target.kind ", palisade::v1::TargetKind_Name(target.kind()),
+                       " cannot be added by hand"));
+  }
+  const absl::Duration duration = FromProtoDuration(req.duration());
+  if (duration <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("duration must be > 0: every decision expires");
+  }
+  const palisade::v1::Action action =
+      req.action() == palisade::v1::ACTION_UNSPECIFIED ? palisade::v1::ACTION_BLOCK : req.action();
+  DecisionUpdate update;
+  {
+    absl::MutexLock lock(&mu_);
+    update = ApplyLocked(target, action, clock_.TimeNow(), duration, palisade::v1::Escalation(),
+                         palisade::v1::ORIGIN_MANUAL, "", {}, req.reason());
+  }
+  Notify({update});
+  return update.decision;
+}
+
+absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
+  DecisionUpdate update;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) {
+      return absl::NotFoundError(absl::StrCat("no decision with id \"", id, "\""));
+    }
+    Decision& d = it->second;
+    if (!d.active()) {
+      return absl::FailedPreconditionError(absl::StrCat("decision ", id, " is not active"));
+    }
+    d.set_active(false);
+    *d.mutable_expiry() = ToProtoTime(clock_.TimeNow());
+    active_.erase(d.target().value());
+    update = {DecisionChange::kWithdrawn, d};
+  }
+  Notify({update});
+  return update.decision;
+}
+
+absl::StatusOr<Decision> DecisionTable::Get(absl::string_view id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) {
+    return absl::NotFoundError(absl::StrCat("no decision with id \"", id, "\""));
+  }
+  return it->second;
+}
+
+std::vector<Decision> DecisionTable::List(const DecisionFilter& filter) const {
+  std::vector<Decision> out;
+  absl::MutexLock lock(&mu_);
+  for (const auto& [id, d] : by_id_) {
+    if (!filter.target.empty() && d.target().value() != filter.target) continue;
+    if (!filter.rule_id.empty() && d.rule_id() != filter.rule_id) continue;
+    if (filter.origin != palisade::v1::ORIGIN_UNSPECIFIED && d.origin() != filter.origin) continue;
+    if (filter.active_only && !d.active()) continue;
+    out.push_back(d);
+  }
+  std::sort(out.begin(), out.end(), [](const Decision& a, const Decision& b) {
+    if (a.start().seconds() != b.start().seconds()) return a.start().seconds() < b.start().seconds();
+    return a.id() < b.id();
+  });
+  return out;
+}
+
+std::vector<Decision> DecisionTable::ExpireDue() {
+  std::vector<DecisionUpdate> updates;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_.TimeNow();
+    for (auto it = active_.begin(); it != active_.end();) {
+      Decision& d = by_id_[it->second];
+      if (DecisionExpiry(d) <= now) {
+        d.set_active(false);
+        updates.push_back({DecisionChange::kExpired, d});
+        active_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  Notify(updates);
+  std::vector<Decision> out;
+  out.reserve(updates.size());
+  for (DecisionUpdate& u : updates) out.push_back(std::move(u.decision));
+  return out;
+}
+
+size_t DecisionTable::active_count() const {
+  absl::MutexLock lock(&mu_);
+  return active_.size();
+}
+
+}  // namespace palisade

@@ -1,0 +1,110 @@
+// The decision table: turns detections (and manual bans) into decisions, and owns their life
+// cycle: creation, extension, escalation, expiry, withdrawal. In memory for now; issue 4 puts
+// it behind a SQLite store with an outbox.
+//
+// Rules of the table:
+//  - one active decision per target: a new detection or manual ban on an actively decided
+//    target extends its expiry instead of creating a duplicate;
+//  - a new decision on a target that offended before, within the escalation memory, lasts
+//    duration * factor^(offences - 1), capped at max_duration;
+//  - decisions start at the detection's event time, so a replayed log yields the decisions it
+//    would have yielded live; one whose expiry is already past on the clock is not created
+//    (counted as stale), as fail2ban ignores lines older than its find time.
+//
+// Thread-safety: all methods are thread-safe.
+#ifndef PALISADE_SERVICES_DECISIONS_DECISION_TABLE_H_
+#define PALISADE_SERVICES_DECISIONS_DECISION_TABLE_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/random/random.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "palisade/v1/palisade.pb.h"
+#include "services/common/clock.h"
+#include "services/engine/engine.h"
+
+namespace palisade {
+
+enum class DecisionChange { kCreated, kExtended, kExpired, kWithdrawn, kStale };
+
+absl::string_view DecisionChangeName(DecisionChange c);
+
+struct DecisionUpdate {
+  DecisionChange change;
+  palisade::v1::Decision decision;
+};
+
+struct DecisionFilter {
+  std::string target;
+  std::string rule_id;
+  palisade::v1::Origin origin = palisade::v1::ORIGIN_UNSPECIFIED;
+  bool active_only = false;
+};
+
+class DecisionTable {
+ public:
+  // Called, outside the table's lock, for every change (the actuators and Watch subscribe).
+  using Listener = std::function<void(const DecisionUpdate&)>;
+
+  DecisionTable(Clock& clock, uint32_t max_evidence = 5);
+
+  void AddListener(Listener listener);
+
+  // Applies a detection: creates, extends, or (when already expired) drops it as stale.
+  DecisionUpdate Apply(const Detection& detection, palisade::v1::Action action,
+                       absl::Duration base, const palisade::v1::Escalation& escalation);
+
+  // A manual ban. kInvalidArgument when the target does not parse or the duration is not > 0.
+  absl::StatusOr<palisade::v1::Decision> AddManual(const palisade::v1::AddDecisionRequest& req);
+
+  // A manual unban. kNotFound for an unknown id; kFailedPrecondition when already inactive.
+  absl::StatusOr<palisade::v1::Decision> Withdraw(absl::string_view id);
+
+  absl::StatusOr<palisade::v1::Decision> Get(absl::string_view id) const;
+  std::vector<palisade::v1::Decision> List(const DecisionFilter& filter) const;
+
+  // Marks every active decision whose expiry is at or before the clock's now as expired.
+  std::vector<palisade::v1::Decision> ExpireDue();
+
+  size_t active_count() const;
+
+ private:
+  struct Offences {
+    uint32_t count = 0;
+    absl::Time last;
+  };
+
+  DecisionUpdate ApplyLocked(const palisade::v1::Target& target, palisade::v1::Action action,
+                             absl::Time start, absl::Duration base,
+                             const palisade::v1::Escalation& escalation,
+                             palisade::v1::Origin origin, absl::string_view rule_id,
+                             const std::vector<std::string>& evidence, absl::string_view reason)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Notify(const std::vector<DecisionUpdate>& updates);
+
+  Clock& clock_;
+  const uint32_t max_evidence_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, palisade::v1::Decision> by_id_ ABSL_GUARDED_BY(mu_);
+  // Target value -> id of its active decision.
+  absl::flat_hash_map<std::string, std::string> active_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, Offences> offences_ ABSL_GUARDED_BY(mu_);
+  absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex listeners_mu_;
+  std::vector<Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
+};
+
+// Decision timestamps, as absl::Time.
+absl::Time DecisionExpiry(const palisade::v1::Decision& d);
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_DECISIONS_DECISION_TABLE_H_

@@ -1,0 +1,165 @@
+#include "services/decisions/decision_table.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/proto_time.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+using ::palisade::v1::Decision;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+class DecisionTableTest : public ::testing::Test {
+ protected:
+  DecisionTableTest() : table_(clock_) {
+    escalation_.set_factor(2);
+    *escalation_.mutable_max_duration() = ToProtoDuration(absl::Hours(5));
+    table_.AddListener([this](const DecisionUpdate& u) { changes_.push_back(u.change); });
+  }
+
+  Detection Det(absl::string_view ip, absl::Time t) {
+    Detection d;
+    d.rule_id = "ssh";
+    d.key = std::string(ip);
+    d.time = t;
+    d.evidence = {"line 1", "line 2"};
+    return d;
+  }
+  DecisionUpdate Apply(absl::string_view ip, absl::Time t) {
+    return table_.Apply(Det(ip, t), palisade::v1::ACTION_BLOCK, absl::Hours(1), escalation_);
+  }
+
+  SimulatedClock clock_;
+  DecisionTable table_;
+  palisade::v1::Escalation escalation_;
+  std::vector<DecisionChange> changes_;
+};
+
+TEST_F(DecisionTableTest, CreatesADecisionThatStartsAtEventTime) {
+  absl::Time t = clock_.TimeNow() - absl::Minutes(5);
+  DecisionUpdate u = Apply("203.0.113.7", t);
+  ASSERT_EQ(u.change, DecisionChange::kCreated);
+  EXPECT_EQ(FromProtoTime(u.decision.start()), t);
+  EXPECT_EQ(DecisionExpiry(u.decision), t + absl::Hours(1));
+  EXPECT_EQ(u.decision.offence(), 1u);
+  EXPECT_TRUE(u.decision.active());
+  EXPECT_THAT(u.decision.evidence(), SizeIs(2));
+  EXPECT_EQ(table_.active_count(), 1u);
+  EXPECT_THAT(table_.Get(u.decision.id()), IsOk());
+}
+
+TEST_F(DecisionTableTest, ActiveDecisionIsExtendedNotDuplicated) {
+  DecisionUpdate first = Apply("203.0.113.7", clock_.TimeNow());
+  clock_.Advance(absl::Minutes(30));
+  DecisionUpdate second = Apply("203.0.113.7", clock_.TimeNow());
+  EXPECT_EQ(second.change, DecisionChange::kExtended);
+  EXPECT_EQ(second.decision.id(), first.decision.id());
+  EXPECT_EQ(DecisionExpiry(second.decision), clock_.TimeNow() + absl::Hours(1));
+  EXPECT_EQ(second.decision.extensions(), 1u);
+  EXPECT_THAT(table_.List({}), SizeIs(1));
+}
+
+TEST_F(DecisionTableTest, RepeatOffenderEscalatesAndIsCapped) {
+  std::vector<absl::Duration> durations;
+  for (int i = 0; i < 5; ++i) {
+    DecisionUpdate u = Apply("203.0.113.7", clock_.TimeNow());
+    ASSERT_EQ(u.change, DecisionChange::kCreated);
+    durations.push_back(DecisionExpiry(u.decision) - FromProtoTime(u.decision.start()));
+    clock_.Advance(durations.back());
+    EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
+  }
+  EXPECT_EQ(durations, (std::vector<absl::Duration>{absl::Hours(1), absl::Hours(2),
+                                                    absl::Hours(4), absl::Hours(5),
+                                                    absl::Hours(5)}));
+}
+
+TEST_F(DecisionTableTest, OffencesAreForgottenAfterTheMemory) {
+  Apply("203.0.113.7", clock_.TimeNow());
+  clock_.Advance(absl::Hours(24 * 8));
+  table_.ExpireDue();
+  DecisionUpdate u = Apply("203.0.113.7", clock_.TimeNow());
+  EXPECT_EQ(u.decision.offence(), 1u);
+}
+
+TEST_F(DecisionTableTest, ExpiryUsesTheClock) {
+  Apply("203.0.113.7", clock_.TimeNow());
+  clock_.Advance(absl::Minutes(59));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(0));
+  clock_.Advance(absl::Minutes(1));
+  std::vector<Decision> expired = table_.ExpireDue();
+  ASSERT_THAT(expired, SizeIs(1));
+  EXPECT_FALSE(expired[0].active());
+  EXPECT_EQ(table_.active_count(), 0u);
+  EXPECT_EQ(changes_, (std::vector<DecisionChange>{DecisionChange::kCreated,
+                                                   DecisionChange::kExpired}));
+}
+
+TEST_F(DecisionTableTest, StaleDetectionsDoNotCreateDecisions) {
+  DecisionUpdate u = Apply("203.0.113.7", clock_.TimeNow() - absl::Hours(2));
+  EXPECT_EQ(u.change, DecisionChange::kStale);
+  EXPECT_EQ(table_.active_count(), 0u);
+  EXPECT_THAT(table_.List({}), SizeIs(0));
+}
+
+TEST_F(DecisionTableTest, ManualBanAndUnban) {
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("2001:DB8::1");
+  *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
+  req.set_reason("operator");
+  absl::StatusOr<Decision> d = table_.AddManual(req);
+  ASSERT_THAT(d, IsOk());
+  EXPECT_EQ(d->target().value(), "2001:db8::1");
+  EXPECT_EQ(d->origin(), palisade::v1::ORIGIN_MANUAL);
+  EXPECT_EQ(d->action(), palisade::v1::ACTION_BLOCK);
+
+  absl::StatusOr<Decision> w = table_.Withdraw(d->id());
+  ASSERT_THAT(w, IsOk());
+  EXPECT_FALSE(w->active());
+  EXPECT_THAT(table_.Withdraw(d->id()), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(table_.Withdraw("nope"), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(DecisionTableTest, ManualBanValidatesInput) {
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("not-an-ip");
+  *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
+  EXPECT_THAT(table_.AddManual(req), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("not an IP address")));
+  req.mutable_target()->set_value("203.0.113.7");
+  req.clear_duration();
+  EXPECT_THAT(table_.AddManual(req), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("duration must be > 0")));
+  req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_RANGE);
+  req.mutable_target()->set_value("10.0.0.1/8");
+  *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
+  EXPECT_THAT(table_.AddManual(req), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              HasSubstr("host bits")));
+}
+
+TEST_F(DecisionTableTest, ListFilters) {
+  Apply("203.0.113.7", clock_.TimeNow());
+  Apply("203.0.113.8", clock_.TimeNow());
+  DecisionFilter f;
+  f.target = "203.0.113.8";
+  EXPECT_THAT(table_.List(f), SizeIs(1));
+  f = {};
+  f.rule_id = "other";
+  EXPECT_THAT(table_.List(f), SizeIs(0));
+  f = {};
+  f.origin = palisade::v1::ORIGIN_MANUAL;
+  EXPECT_THAT(table_.List(f), SizeIs(0));
+  clock_.Advance(absl::Hours(2));
+  table_.ExpireDue();
+  f = {};
+  f.active_only = true;
+  EXPECT_THAT(table_.List(f), SizeIs(0));
+  EXPECT_THAT(table_.List({}), SizeIs(2));
+}
+
+}  // namespace
+}  // namespace palisade
