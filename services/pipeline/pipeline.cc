@@ -1,0 +1,275 @@
+#include "services/pipeline/pipeline.h"
+
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "services/common/proto_time.h"
+#include "services/formats/line_parser.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::BatchAck;
+using palisade::v1::LogBatch;
+using palisade::v1::LogFormat;
+
+std::string FormatLabel(LogFormat f) {
+  switch (f) {
+    case palisade::v1::LOG_FORMAT_SYSLOG:
+      return "syslog";
+    case palisade::v1::LOG_FORMAT_SYSLOG5424:
+      return "syslog5424";
+    case palisade::v1::LOG_FORMAT_COMBINED:
+      return "combined";
+    case palisade::v1::LOG_FORMAT_RAW:
+      return "raw";
+    default:
+      return "unspecified";
+  }
+}
+
+std::string ActionLabel(palisade::v1::Action a) {
+  std::string name = palisade::v1::Action_Name(a);
+  absl::string_view v = name;
+  if (absl::ConsumePrefix(&v, "ACTION_")) name = std::string(v);
+  std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+  return name;
+}
+
+prometheus::Histogram::BucketBoundaries LatencyBuckets() {
+  return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
+}
+
+}  // namespace
+
+Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options, Clock& clock,
+                   DecisionTable& decisions, prometheus::Registry& registry)
+    : options_(std::move(options)),
+      clock_(clock),
+      decisions_(decisions),
+      engine_(rules, options_.engine),
+      received_family_(prometheus::BuildCounter()
+                           .Name("palisade_ingest_lines_received_total")
+                           .Help("Log lines received, by source and format.")
+                           .Register(registry)),
+      malformed_family_(prometheus::BuildCounter()
+                            .Name("palisade_ingest_lines_malformed_total")
+                            .Help("Lines that did not parse in their format; counted and skipped.")
+                            .Register(registry)),
+      truncated_family_(prometheus::BuildCounter()
+                            .Name("palisade_ingest_lines_truncated_total")
+                            .Help("Lines longer than engine.max_line_bytes, cut before matching.")
+                            .Register(registry)),
+      matches_family_(prometheus::BuildCounter()
+                          .Name("palisade_engine_rule_matches_total")
+                          .Help("Lines a rule matched and counted, by rule.")
+                          .Register(registry)),
+      detections_family_(prometheus::BuildCounter()
+                             .Name("palisade_engine_detections_total")
+                             .Help("Thresholds crossed, by rule.")
+                             .Register(registry)),
+      decisions_family_(prometheus::BuildCounter()
+                            .Name("palisade_decisions_total")
+                            .Help("Decision changes, by rule, action and change "
+                                  "(created, extended, expired, withdrawn, stale).")
+                            .Register(registry)),
+      windows_gauge_(prometheus::BuildGauge()
+                         .Name("palisade_engine_windows")
+                         .Help("Live (rule, key) windows.")
+                         .Register(registry)
+                         .Add({})),
+      evicted_counter_(prometheus::BuildCounter()
+                           .Name("palisade_engine_windows_evicted_total")
+                           .Help("Windows evicted because a rule hit max_keys_per_rule.")
+                           .Register(registry)
+                           .Add({})),
+      rules_loaded_gauge_(prometheus::BuildGauge()
+                              .Name("palisade_rules_loaded")
+                              .Help("Rules currently loaded.")
+                              .Register(registry)
+                              .Add({})),
+      batch_latency_(prometheus::BuildHistogram()
+                         .Name("palisade_ingest_batch_duration_seconds")
+                         .Help("Time to run one batch through parse, match, window and decide.")
+                         .Register(registry)
+                         .Add({}, LatencyBuckets())) {
+  auto& active = prometheus::BuildGauge()
+                     .Name("palisade_decisions_active")
+                     .Help("Decisions currently active.")
+                     .Register(registry)
+                     .Add({});
+  decisions_.AddListener([this, &active](const DecisionUpdate& u) {
+    const std::string rule =
+        u.decision.origin() == palisade::v1::ORIGIN_RULE
+            ? u.decision.rule_id()
+            : (u.decision.origin() == palisade::v1::ORIGIN_MANUAL ? "manual" : "feed");
+    decisions_family_
+        .Add({{"rule", rule},
+              {"action", ActionLabel(u.decision.action())},
+              {"change", std::string(DecisionChangeName(u.change))}})
+        .Increment();
+    active.Set(static_cast<double>(decisions_.active_count()));
+  });
+  absl::MutexLock lock(&mu_);
+  RebuildRuleMetricsLocked();
+}
+
+void Pipeline::RebuildRuleMetricsLocked() {
+  rule_metrics_.clear();
+  for (const auto& rule : engine_.rules()->rules()) {
+    rule_metrics_.push_back({&matches_family_.Add({{"rule", rule->id()}}),
+                             &detections_family_.Add({{"rule", rule->id()}})});
+  }
+  rules_loaded_gauge_.Set(static_cast<double>(engine_.rules()->rules().size()));
+}
+
+Pipeline::SourceMetrics& Pipeline::SourceMetricsFor(const std::string& source, LogFormat format) {
+  std::string key = absl::StrCat(source, "\t", static_cast<int>(format));
+  auto it = source_metrics_.find(key);
+  if (it != source_metrics_.end()) return it->second;
+  const prometheus::Labels labels = {{"source", source}, {"format", FormatLabel(format)}};
+  SourceMetrics m{&received_family_.Add(labels), &malformed_family_.Add(labels),
+                  &truncated_family_.Add(labels)};
+  return source_metrics_.emplace(std::move(key), m).first->second;
+}
+
+absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
+  if (batch.format() == palisade::v1::LOG_FORMAT_UNSPECIFIED ||
+      !palisade::v1::LogFormat_IsValid(batch.format())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch ", batch.sequence(), ": format is required"));
+  }
+  const absl::Time started = clock_.TimeNow();
+  const absl::Time reference = started;
+  BatchAck ack;
+  ack.set_sequence(batch.sequence());
+  LineParser parser(batch.format());
+  ParsedLine parsed;
+  {
+    absl::MutexLock lock(&mu_);
+    SourceMetrics& sm = SourceMetricsFor(batch.source().empty() ? "-" : batch.source(),
+                                         batch.format());
+    std::vector<uint32_t> per_rule_matches(rule_metrics_.size(), 0);
+    for (const palisade::v1::LogRecord& record : batch.records()) {
+      absl::string_view line = record.line();
+      while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+      if (line.size() > options_.max_line_bytes) {
+        line = line.substr(0, options_.max_line_bytes);
+        ack.set_truncated(ack.truncated() + 1);
+      }
+      absl::Status s = parser.Parse(line, reference, &parsed);
+      if (!s.ok()) {
+        ack.set_malformed(ack.malformed() + 1);
+        continue;
+      }
+      absl::Time when = record.has_event_time() ? FromProtoTime(record.event_time())
+                                                : parsed.time.value_or(reference);
+      LineResult r = engine_.Process(batch.format(), parsed, line, when, &detections_);
+      ack.set_accepted(ack.accepted() + 1);
+      if (r.matched) ack.set_matched(ack.matched() + 1);
+      ack.set_ignored(ack.ignored() + r.ignored);
+    }
+    malformed_ += ack.malformed();
+    sm.received->Increment(batch.records_size());
+    if (ack.malformed() > 0) sm.malformed->Increment(ack.malformed());
+    if (ack.truncated() > 0) sm.truncated->Increment(ack.truncated());
+    // Per-rule match counters from the engine's running totals.
+    const auto& totals = engine_.matches_per_rule();
+    for (size_t i = 0; i < rule_metrics_.size() && i < totals.size(); ++i) {
+      const double delta = static_cast<double>(totals[i]) - rule_metrics_[i].matches->Value();
+      if (delta > 0) rule_metrics_[i].matches->Increment(delta);
+    }
+    const auto& rules = engine_.rules()->rules();
+    for (const Detection& d : detections_) {
+      for (size_t i = 0; i < rules.size(); ++i) {
+        if (rules[i].get() == d.rule) rule_metrics_[i].detections->Increment();
+      }
+      // Decided under the lock, so the CompiledRule a detection points to cannot be swapped out.
+      decisions_.Apply(d, d.rule->proto.decision().action(), d.rule->duration,
+                       d.rule->proto.decision().escalation());
+    }
+    ack.set_detections(static_cast<uint32_t>(detections_.size()));
+    detections_.clear();
+    PublishEngineGaugesLocked();
+  }
+  batch_latency_.Observe(absl::ToDoubleSeconds(clock_.TimeNow() - started));
+  return ack;
+}
+
+void Pipeline::PublishEngineGaugesLocked() {
+  windows_gauge_.Set(static_cast<double>(engine_.live_windows()));
+  const uint64_t evicted = engine_.stats().evicted_windows;
+  if (evicted > evicted_published_) {
+    evicted_counter_.Increment(static_cast<double>(evicted - evicted_published_));
+    evicted_published_ = evicted;
+  }
+}
+
+void Pipeline::SetRules(std::shared_ptr<const RuleSet> rules) {
+  absl::MutexLock lock(&mu_);
+  engine_.SetRules(std::move(rules));
+  RebuildRuleMetricsLocked();
+}
+
+std::shared_ptr<const RuleSet> Pipeline::rules() const {
+  absl::MutexLock lock(&mu_);
+  return engine_.rules();
+}
+
+void Pipeline::ExpireWindows() {
+  absl::MutexLock lock(&mu_);
+  engine_.Expire(clock_.TimeNow());
+  PublishEngineGaugesLocked();
+}
+
+EngineStats Pipeline::engine_stats() const {
+  absl::MutexLock lock(&mu_);
+  return engine_.stats();
+}
+
+uint64_t Pipeline::lines_malformed() const {
+  absl::MutexLock lock(&mu_);
+  return malformed_;
+}
+
+palisade::v1::TestRulesResponse Pipeline::TestRules(std::shared_ptr<const RuleSet> rules,
+                                                    LogFormat format,
+                                                    const std::vector<std::string>& lines,
+                                                    absl::Time reference) {
+  palisade::v1::TestRulesResponse out;
+  Engine engine(rules, EngineOptions());
+  LineParser parser(format);
+  ParsedLine parsed;
+  std::map<std::string, palisade::v1::RuleSummary> summary;
+  for (const auto& rule : rules->rules()) summary[rule->id()].set_rule_id(rule->id());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    out.set_lines(out.lines() + 1);
+    if (!parser.Parse(lines[i], reference, &parsed).ok()) {
+      out.set_malformed(out.malformed() + 1);
+      continue;
+    }
+    if (parsed.time) reference = *parsed.time;
+    bool any = false;
+    engine.MatchOnly(format, parsed, [&](const CompiledRule& rule, absl::string_view key) {
+      any = true;
+      palisade::v1::LineMatch* m = out.add_matches();
+      m->set_line_number(static_cast<uint32_t>(i + 1));
+      m->set_rule_id(rule.id());
+      m->set_key(std::string(key));
+      if (parsed.time) *m->mutable_event_time() = ToProtoTime(*parsed.time);
+      palisade::v1::RuleSummary& s = summary[rule.id()];
+      s.set_matches(s.matches() + 1);
+      if (s.keys_size() < 20 &&
+          std::find(s.keys().begin(), s.keys().end(), key) == s.keys().end()) {
+        s.add_keys(std::string(key));
+      }
+    });
+    if (any) out.set_matched_lines(out.matched_lines() + 1);
+  }
+  for (auto& [id, s] : summary) *out.add_rules() = std::move(s);
+  return out;
+}
+
+}  // namespace palisade

@@ -1,0 +1,156 @@
+#include "services/pipeline/pipeline.h"
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/proto_time.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+using ::palisade::v1::LogBatch;
+using ::palisade::v1::LogFormat;
+using ::testing::SizeIs;
+
+constexpr absl::string_view kPack = R"pb(
+  rules {
+    id: "ssh-fail"
+    formats: LOG_FORMAT_SYSLOG
+    patterns: "Failed password for \\S+ from (?P<ip>\\S+) port"
+    threshold { count: 3 window { seconds: 60 } }
+    decision { action: ACTION_BLOCK duration { seconds: 600 } }
+  }
+)pb";
+
+double CounterValue(prometheus::Registry& registry, const std::string& name,
+                    const std::map<std::string, std::string>& labels = {}) {
+  double total = 0;
+  for (const auto& family : registry.Collect()) {
+    if (family.name != name) continue;
+    for (const auto& m : family.metric) {
+      bool ok = true;
+      for (const auto& [k, v] : labels) {
+        bool found = false;
+        for (const auto& l : m.label) found |= l.name == k && l.value == v;
+        ok &= found;
+      }
+      if (!ok) continue;
+      total += m.counter.value + m.gauge.value;
+    }
+  }
+  return total;
+}
+
+class PipelineTest : public ::testing::Test {
+ protected:
+  PipelineTest() : table_(clock_), pipeline_(Rules(), PipelineOptions(), clock_, table_, registry_) {}
+
+  static std::shared_ptr<const RuleSet> Rules() {
+    return *RuleSet::Compile({*ParseRulePack(kPack, "test.textproto")});
+  }
+
+  // A syslog line `seconds_ago` before the simulated now.
+  std::string Line(absl::string_view ip, int seconds_ago) {
+    absl::Time t = clock_.TimeNow() - absl::Seconds(seconds_ago);
+    return absl::StrCat(absl::FormatTime("%b %e %H:%M:%S", t, absl::UTCTimeZone()),
+                        " web-1 sshd[1]: Failed password for root from ", ip, " port 22 ssh2");
+  }
+
+  SimulatedClock clock_;
+  prometheus::Registry registry_;
+  DecisionTable table_;
+  Pipeline pipeline_;
+};
+
+TEST_F(PipelineTest, BatchBecomesAckAndDecision) {
+  LogBatch batch;
+  batch.set_sequence(7);
+  batch.set_source("web-1");
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  for (int i = 3; i > 0; --i) batch.add_records()->set_line(Line("203.0.113.7", i));
+  batch.add_records()->set_line("garbage");
+  batch.add_records()->set_line(Line("127.0.0.1", 1));
+
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->sequence(), 7u);
+  EXPECT_EQ(ack->accepted(), 4u);
+  EXPECT_EQ(ack->malformed(), 1u);
+  EXPECT_EQ(ack->matched(), 3u);
+  EXPECT_EQ(ack->ignored(), 1u);
+  EXPECT_EQ(ack->detections(), 1u);
+
+  std::vector<palisade::v1::Decision> decisions = table_.List({});
+  ASSERT_THAT(decisions, SizeIs(1));
+  EXPECT_EQ(decisions[0].target().value(), "203.0.113.7");
+  EXPECT_EQ(decisions[0].rule_id(), "ssh-fail");
+  EXPECT_THAT(decisions[0].evidence(), SizeIs(3));
+
+  EXPECT_EQ(CounterValue(registry_, "palisade_ingest_lines_received_total",
+                         {{"source", "web-1"}, {"format", "syslog"}}),
+            5);
+  EXPECT_EQ(CounterValue(registry_, "palisade_ingest_lines_malformed_total"), 1);
+  EXPECT_EQ(CounterValue(registry_, "palisade_engine_rule_matches_total", {{"rule", "ssh-fail"}}),
+            3);
+  EXPECT_EQ(CounterValue(registry_, "palisade_engine_detections_total", {{"rule", "ssh-fail"}}), 1);
+  EXPECT_EQ(CounterValue(registry_, "palisade_decisions_total",
+                         {{"rule", "ssh-fail"}, {"action", "block"}, {"change", "created"}}),
+            1);
+  EXPECT_EQ(CounterValue(registry_, "palisade_decisions_active"), 1);
+}
+
+TEST_F(PipelineTest, RecordEventTimeWinsOverTheLine) {
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  // The lines say "now", but the shipper says they are three hours old: too old to act on.
+  for (int i = 0; i < 3; ++i) {
+    auto* r = batch.add_records();
+    r->set_line(Line("203.0.113.7", 0));
+    *r->mutable_event_time() = ToProtoTime(clock_.TimeNow() - absl::Hours(3));
+  }
+  ASSERT_THAT(pipeline_.ProcessBatch(batch), IsOk());
+  EXPECT_EQ(table_.active_count(), 0u);
+  EXPECT_EQ(CounterValue(registry_, "palisade_decisions_total", {{"change", "stale"}}), 1);
+}
+
+TEST_F(PipelineTest, LongLinesAreCutAndCounted) {
+  PipelineOptions options;
+  options.max_line_bytes = 40;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  batch.add_records()->set_line(Line("203.0.113.7", 0) + std::string(10000, 'x'));
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->truncated(), 1u);
+  EXPECT_EQ(ack->matched(), 0u);  // the cut line lost its address
+}
+
+TEST_F(PipelineTest, BatchWithoutFormatIsRefused) {
+  LogBatch batch;
+  batch.set_sequence(3);
+  EXPECT_THAT(pipeline_.ProcessBatch(batch), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST_F(PipelineTest, TestRulesReportsPerLineAndPerRule) {
+  std::vector<std::string> lines = {Line("203.0.113.7", 3), "junk", Line("2001:db8::1", 2)};
+  palisade::v1::TestRulesResponse r =
+      Pipeline::TestRules(Rules(), LogFormat::LOG_FORMAT_SYSLOG, lines, clock_.TimeNow());
+  EXPECT_EQ(r.lines(), 3u);
+  EXPECT_EQ(r.malformed(), 1u);
+  EXPECT_EQ(r.matched_lines(), 2u);
+  ASSERT_THAT(r.matches(), SizeIs(2));
+  EXPECT_EQ(r.matches(1).line_number(), 3u);
+  EXPECT_EQ(r.matches(1).key(), "2001:db8::1");
+  ASSERT_THAT(r.rules(), SizeIs(1));
+  EXPECT_EQ(r.rules(0).matches(), 2u);
+  EXPECT_EQ(table_.List({}).size(), 0u);  // testing decides nothing
+}
+
+}  // namespace
+}  // namespace palisade
