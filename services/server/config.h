@@ -1,0 +1,29 @@
+// Loading palisaded's configuration (palisade.v1.Config, textproto). Parsed strictly (unknown
+// fields refused), validated once, defaults applied, and every error names the file, the field
+// and the reason, before any port opens.
+#ifndef PALISADE_SERVICES_SERVER_CONFIG_H_
+#define PALISADE_SERVICES_SERVER_CONFIG_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "palisade/v1/config.pb.h"
+#include "services/engine/rule_set.h"
+
+namespace palisade {
+
+// Parses and validates `text`. Relative rule_files are resolved against `base_dir`.
+absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const std::string& file,
+                                                 const std::string& base_dir);
+absl::StatusOr<palisade::v1::Config> LoadConfigFile(const std::string& path);
+
+// The embedded defaults: loopback listeners and the shipped packs under `rules_dir`.
+palisade::v1::Config DefaultConfig(const std::string& rules_dir);
+
+// Loads and compiles every configured pack: all or nothing.
+absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(const palisade::v1::Config& config);
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_SERVER_CONFIG_H_

@@ -1,0 +1,56 @@
+#include "services/server/config.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+TEST(ConfigTest, DefaultsAreLoopbackAndTheShippedPacksLoad) {
+  palisade::v1::Config config = DefaultConfig("rules");
+  EXPECT_EQ(config.grpc_listen(), "127.0.0.1:50051");
+  EXPECT_EQ(config.metrics_listen(), "127.0.0.1:9464");
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(config);
+  ASSERT_THAT(rules, IsOk());
+  EXPECT_GE((*rules)->rules().size(), 8u);
+}
+
+TEST(ConfigTest, ParsesAndResolvesRelativePacks) {
+  absl::StatusOr<palisade::v1::Config> config = ParseConfig(
+      R"pb(rule_files: "sshd.textproto" allowlist: "192.0.2.0/24")pb", "/etc/p/c.textproto",
+      "/etc/p");
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->rule_files(0), "/etc/p/sshd.textproto");
+  EXPECT_EQ(config->grpc_listen(), "127.0.0.1:50051");
+  EXPECT_EQ(config->engine().max_keys_per_rule(), 1'000'000u);
+}
+
+TEST(ConfigTest, ErrorsNameFileAndField) {
+  EXPECT_THAT(ParseConfig("grpc_listne: \"x\"", "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto:1:"), HasSubstr("grpc_listne"))));
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a" grpc_listen: "localhost")pb", "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("grpc_listen"), HasSubstr("not host:port"))));
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a" allowlist: "10.0.0.0/8" allowlist: "oops")pb",
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("allowlist[1]")));
+  EXPECT_THAT(ParseConfig("", "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rule_files")));
+}
+
+TEST(ConfigTest, ABadPackRefusesTheWholeSet) {
+  palisade::v1::Config config = DefaultConfig("rules");
+  config.add_rule_files("rules/does-not-exist.textproto");
+  EXPECT_THAT(LoadRules(config), StatusIs(absl::StatusCode::kNotFound,
+                                          HasSubstr("does-not-exist.textproto")));
+}
+
+}  // namespace
+}  // namespace palisade

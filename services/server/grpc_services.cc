@@ -1,0 +1,191 @@
+#include "services/server/grpc_services.h"
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "services/common/proto_time.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::BatchAck;
+using palisade::v1::LogBatch;
+
+constexpr int kMaxTestLines = 200'000;
+
+class ShipReactor final : public grpc::ServerBidiReactor<LogBatch, BatchAck> {
+ public:
+  explicit ShipReactor(Pipeline& pipeline) : pipeline_(pipeline) { StartRead(&batch_); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client half-closed: every batch it sent has been acked
+      Finish(grpc::Status::OK);
+      return;
+    }
+    absl::StatusOr<BatchAck> ack = pipeline_.ProcessBatch(batch_);
+    if (!ack.ok()) {
+      Finish(ToGrpcStatus(ack.status()));
+      return;
+    }
+    ack_ = *std::move(ack);
+    StartWrite(&ack_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "ack could not be written"));
+      return;
+    }
+    batch_.Clear();
+    StartRead(&batch_);
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  Pipeline& pipeline_;
+  LogBatch batch_;
+  BatchAck ack_;
+};
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl::Status& s) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(s));
+  return reactor;
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  // absl and gRPC share the canonical code numbering.
+  return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
+}
+
+grpc::ServerBidiReactor<LogBatch, BatchAck>* IngestService::Ship(
+    grpc::CallbackServerContext* /*context*/) {
+  return new ShipReactor(pipeline_);
+}
+
+grpc::ServerUnaryReactor* DecisionsService::List(grpc::CallbackServerContext* context,
+                                                 const palisade::v1::ListDecisionsRequest* request,
+                                                 palisade::v1::ListDecisionsResponse* response) {
+  DecisionFilter filter;
+  filter.target = request->target();
+  filter.rule_id = request->rule_id();
+  filter.origin = request->origin();
+  filter.active_only = request->active_only();
+  for (auto& d : table_.List(filter)) *response->add_decisions() = std::move(d);
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* DecisionsService::Get(grpc::CallbackServerContext* context,
+                                                const palisade::v1::GetDecisionRequest* request,
+                                                palisade::v1::Decision* response) {
+  absl::StatusOr<palisade::v1::Decision> d = table_.Get(request->id());
+  if (d.ok()) *response = *std::move(d);
+  return Reply(context, d.status());
+}
+
+grpc::ServerUnaryReactor* DecisionsService::Add(grpc::CallbackServerContext* context,
+                                                const palisade::v1::AddDecisionRequest* request,
+                                                palisade::v1::Decision* response) {
+  absl::StatusOr<palisade::v1::Decision> d = table_.AddManual(*request);
+  if (d.ok()) *response = *std::move(d);
+  return Reply(context, d.status());
+}
+
+grpc::ServerUnaryReactor* DecisionsService::Delete(
+    grpc::CallbackServerContext* context, const palisade::v1::DeleteDecisionRequest* request,
+    palisade::v1::Decision* response) {
+  absl::StatusOr<palisade::v1::Decision> d = table_.Withdraw(request->id());
+  if (d.ok()) *response = *std::move(d);
+  return Reply(context, d.status());
+}
+
+AdminService::AdminService(Pipeline& pipeline, DecisionTable& table, Clock& clock,
+                           RuleLoader reload, prometheus::Registry& registry, std::string version)
+    : pipeline_(pipeline),
+      table_(table),
+      clock_(clock),
+      reload_(std::move(reload)),
+      started_(clock.TimeNow()),
+      version_(std::move(version)),
+      reload_ok_(prometheus::BuildCounter()
+                     .Name("palisade_rules_reloads_total")
+                     .Help("Rule reloads, by result; a failed reload keeps the running rules.")
+                     .Register(registry)
+                     .Add({{"result", "success"}})),
+      reload_failed_(prometheus::BuildCounter()
+                         .Name("palisade_rules_reloads_total")
+                         .Help("Rule reloads, by result; a failed reload keeps the running rules.")
+                         .Register(registry)
+                         .Add({{"result", "failure"}})) {}
+
+absl::StatusOr<std::shared_ptr<const RuleSet>> AdminService::Reload() {
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = reload_();
+  if (!rules.ok()) {
+    reload_failed_.Increment();
+    return absl::Status(rules.status().code(),
+                        absl::StrCat("reload refused, the running rules stay: ",
+                                     rules.status().message()));
+  }
+  pipeline_.SetRules(*rules);
+  reload_ok_.Increment();
+  return rules;
+}
+
+grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* context,
+                                               const palisade::v1::StatusRequest* /*request*/,
+                                               palisade::v1::StatusResponse* response) {
+  std::shared_ptr<const RuleSet> rules = pipeline_.rules();
+  EngineStats stats = pipeline_.engine_stats();
+  response->set_version(version_);
+  *response->mutable_uptime() = ToProtoDuration(clock_.TimeNow() - started_);
+  response->set_rules_loaded(static_cast<uint32_t>(rules->rules().size()));
+  for (const std::string& p : rules->pack_names()) response->add_packs(p);
+  response->set_lines_malformed(pipeline_.lines_malformed());
+  response->set_lines_received(stats.lines + response->lines_malformed());
+  response->set_lines_matched(stats.matched_lines);
+  response->set_detections(stats.detections);
+  response->set_decisions_active(static_cast<uint32_t>(table_.active_count()));
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::ReloadRules(
+    grpc::CallbackServerContext* context, const palisade::v1::ReloadRulesRequest* /*request*/,
+    palisade::v1::ReloadRulesResponse* response) {
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = Reload();
+  if (rules.ok()) {
+    response->set_rules_loaded(static_cast<uint32_t>((*rules)->rules().size()));
+    for (const std::string& p : (*rules)->pack_names()) response->add_packs(p);
+  }
+  return Reply(context, rules.status());
+}
+
+grpc::ServerUnaryReactor* AdminService::TestRules(grpc::CallbackServerContext* context,
+                                                  const palisade::v1::TestRulesRequest* request,
+                                                  palisade::v1::TestRulesResponse* response) {
+  if (request->format() == palisade::v1::LOG_FORMAT_UNSPECIFIED) {
+    return Reply(context, absl::InvalidArgumentError("format is required"));
+  }
+  if (request->lines_size() > kMaxTestLines) {
+    return Reply(context, absl::InvalidArgumentError(
+                              absl::StrCat("at most ", kMaxTestLines, " lines per call")));
+  }
+  std::shared_ptr<const RuleSet> rules;
+  if (request->has_pack()) {
+    absl::StatusOr<std::shared_ptr<const RuleSet>> compiled =
+        RuleSet::Compile({LoadedPack{"request.pack", request->pack()}});
+    if (!compiled.ok()) return Reply(context, compiled.status());
+    rules = *compiled;
+  } else {
+    rules = pipeline_.rules();
+  }
+  std::vector<std::string> lines(request->lines().begin(), request->lines().end());
+  *response = Pipeline::TestRules(rules, request->format(), lines, clock_.TimeNow());
+  return Reply(context, absl::OkStatus());
+}
+
+}  // namespace palisade

@@ -1,0 +1,91 @@
+// The gRPC services of palisaded (palisade.v1.Ingest, Decisions, Admin) on the callback API.
+// They translate between the wire and the Pipeline / DecisionTable, and nothing else: all
+// detection logic lives behind Pipeline.
+// Thread-safety: the services are called concurrently by gRPC; everything they touch is
+// thread-safe.
+#ifndef PALISADE_SERVICES_SERVER_GRPC_SERVICES_H_
+#define PALISADE_SERVICES_SERVER_GRPC_SERVICES_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "grpcpp/grpcpp.h"
+#include "palisade/v1/palisade.grpc.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/registry.h"
+#include "services/common/clock.h"
+#include "services/decisions/decision_table.h"
+#include "services/pipeline/pipeline.h"
+
+namespace palisade {
+
+grpc::Status ToGrpcStatus(const absl::Status& s);
+
+class IngestService final : public palisade::v1::Ingest::CallbackService {
+ public:
+  explicit IngestService(Pipeline& pipeline) : pipeline_(pipeline) {}
+  grpc::ServerBidiReactor<palisade::v1::LogBatch, palisade::v1::BatchAck>* Ship(
+      grpc::CallbackServerContext* context) override;
+
+ private:
+  Pipeline& pipeline_;
+};
+
+class DecisionsService final : public palisade::v1::Decisions::CallbackService {
+ public:
+  explicit DecisionsService(DecisionTable& table) : table_(table) {}
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
+                                 const palisade::v1::ListDecisionsRequest* request,
+                                 palisade::v1::ListDecisionsResponse* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context,
+                                const palisade::v1::GetDecisionRequest* request,
+                                palisade::v1::Decision* response) override;
+  grpc::ServerUnaryReactor* Add(grpc::CallbackServerContext* context,
+                                const palisade::v1::AddDecisionRequest* request,
+                                palisade::v1::Decision* response) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
+                                   const palisade::v1::DeleteDecisionRequest* request,
+                                   palisade::v1::Decision* response) override;
+
+ private:
+  DecisionTable& table_;
+};
+
+class AdminService final : public palisade::v1::Admin::CallbackService {
+ public:
+  // `reload` loads and compiles the configured packs (all or nothing).
+  using RuleLoader = std::function<absl::StatusOr<std::shared_ptr<const RuleSet>>()>;
+
+  AdminService(Pipeline& pipeline, DecisionTable& table, Clock& clock, RuleLoader reload,
+               prometheus::Registry& registry, std::string version);
+
+  grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
+                                   const palisade::v1::StatusRequest* request,
+                                   palisade::v1::StatusResponse* response) override;
+  grpc::ServerUnaryReactor* ReloadRules(grpc::CallbackServerContext* context,
+                                        const palisade::v1::ReloadRulesRequest* request,
+                                        palisade::v1::ReloadRulesResponse* response) override;
+  grpc::ServerUnaryReactor* TestRules(grpc::CallbackServerContext* context,
+                                      const palisade::v1::TestRulesRequest* request,
+                                      palisade::v1::TestRulesResponse* response) override;
+
+  // Shared with the SIGHUP handler: reloads and records the outcome.
+  absl::StatusOr<std::shared_ptr<const RuleSet>> Reload();
+
+ private:
+  Pipeline& pipeline_;
+  DecisionTable& table_;
+  Clock& clock_;
+  RuleLoader reload_;
+  const absl::Time started_;
+  const std::string version_;
+  prometheus::Counter& reload_ok_;
+  prometheus::Counter& reload_failed_;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_SERVER_GRPC_SERVICES_H_

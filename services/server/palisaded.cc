@@ -1,0 +1,193 @@
+// palisaded: the composition root. Loads the config and the rule packs (refusing to start on
+// any error), wires Pipeline, DecisionTable and the gRPC services together, serves /metrics,
+// sweeps expiries, and shuts down cleanly on SIGINT/SIGTERM. SIGHUP reloads the rules.
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "prometheus/exposer.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/common/clock.h"
+#include "services/common/proto_time.h"
+#include "services/decisions/decision_table.h"
+#include "services/pipeline/pipeline.h"
+#include "services/server/config.h"
+#include "services/server/grpc_services.h"
+
+ABSL_FLAG(std::string, config, "",
+          "Config file (textproto palisade.v1.Config). Empty: embedded defaults.");
+ABSL_FLAG(std::string, rules_dir, "rules", "Where the shipped packs are, for the defaults.");
+ABSL_FLAG(std::string, grpc_listen, "", "Overrides the config's grpc_listen (port 0: any).");
+ABSL_FLAG(std::string, metrics_listen, "", "Overrides the config's metrics_listen.");
+ABSL_FLAG(std::string, port_file, "",
+          "When set, writes 'grpc=PORT' and 'metrics=PORT' lines here once listening.");
+
+namespace palisade {
+namespace {
+
+constexpr char kVersion[] = "0.1.0";
+
+void Log(const std::string& message) { std::cerr << "palisaded: " << message << std::endl; }
+
+int Run() {
+  absl::StatusOr<palisade::v1::Config> config =
+      absl::GetFlag(FLAGS_config).empty()
+          ? absl::StatusOr<palisade::v1::Config>(DefaultConfig(absl::GetFlag(FLAGS_rules_dir)))
+          : LoadConfigFile(absl::GetFlag(FLAGS_config));
+  if (!config.ok()) {
+    Log(absl::StrCat("refusing to start: ", config.status().message()));
+    return 2;
+  }
+  if (!absl::GetFlag(FLAGS_grpc_listen).empty()) {
+    config->set_grpc_listen(absl::GetFlag(FLAGS_grpc_listen));
+  }
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    config->set_metrics_listen(absl::GetFlag(FLAGS_metrics_listen));
+  }
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(*config);
+  if (!rules.ok()) {
+    Log(absl::StrCat("refusing to start: ", rules.status().message()));
+    return 2;
+  }
+  absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
+      std::vector<std::string>(config->allowlist().begin(), config->allowlist().end()));
+  if (!allowlist.ok()) {
+    Log(absl::StrCat("refusing to start: allowlist: ", allowlist.status().message()));
+    return 2;
+  }
+
+  Clock& clock = RealClock::Get();
+  auto registry = std::make_shared<prometheus::Registry>();
+  prometheus::BuildGauge()
+      .Name("palisade_build_info")
+      .Help("Build information; always 1.")
+      .Register(*registry)
+      .Add({{"version", kVersion}})
+      .Set(1);
+  prometheus::BuildGauge()
+      .Name("palisade_start_time_seconds")
+      .Help("Start time of the process, in unix seconds.")
+      .Register(*registry)
+      .Add({})
+      .Set(absl::ToDoubleSeconds(clock.TimeNow() - absl::UnixEpoch()));
+
+  DecisionTable table(clock, config->engine().max_evidence());
+  PipelineOptions options;
+  options.engine.max_keys_per_rule = config->engine().max_keys_per_rule();
+  options.engine.max_evidence = config->engine().max_evidence();
+  options.engine.allowlist = *allowlist;
+  options.max_line_bytes = config->engine().max_line_bytes();
+  Pipeline pipeline(*rules, options, clock, table, *registry);
+
+  IngestService ingest(pipeline);
+  DecisionsService decisions(table);
+  const palisade::v1::Config loaded = *config;
+  AdminService admin(pipeline, table, clock, [loaded] { return LoadRules(loaded); }, *registry,
+                     kVersion);
+
+  std::unique_ptr<prometheus::Exposer> exposer;
+  int metrics_port = 0;
+  if (config->metrics_listen() != "off") {
+    try {
+      exposer = std::make_unique<prometheus::Exposer>(config->metrics_listen());
+    } catch (const std::exception& e) {
+      Log(absl::StrCat("refusing to start: cannot serve metrics on ", config->metrics_listen(),
+                       ": ", e.what()));
+      return 2;
+    }
+    exposer->RegisterCollectable(registry);
+    std::vector<int> ports = exposer->GetListeningPorts();
+    metrics_port = ports.empty() ? 0 : ports[0];
+  }
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(config->grpc_listen(), grpc::InsecureServerCredentials(), &grpc_port);
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  builder.RegisterService(&ingest);
+  builder.RegisterService(&decisions);
+  builder.RegisterService(&admin);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || grpc_port == 0) {
+    Log(absl::StrCat("refusing to start: cannot listen on ", config->grpc_listen()));
+    return 2;
+  }
+  Log(absl::StrCat("version ", kVersion, ", ", (*rules)->rules().size(), " rules loaded"));
+  Log(absl::StrCat("gRPC on port ", grpc_port, ", metrics on port ", metrics_port));
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    const std::string path = absl::GetFlag(FLAGS_port_file);
+    {
+      std::ofstream out(path + ".tmp");
+      out << "grpc=" << grpc_port << "\nmetrics=" << metrics_port << "\n";
+    }
+    std::rename((path + ".tmp").c_str(), path.c_str());
+  }
+
+  // Expiry sweep.
+  absl::Notification stopping;
+  const absl::Duration sweep = FromProtoDuration(config->sweep_interval());
+  std::thread sweeper([&] {
+    while (!stopping.WaitForNotificationWithTimeout(sweep)) {
+      for (const auto& d : table.ExpireDue()) {
+        Log(absl::StrCat("decision ", d.id(), " on ", d.target().value(), " expired"));
+      }
+      pipeline.ExpireWindows();
+    }
+  });
+
+  // Signals: SIGINT/SIGTERM stop, SIGHUP reloads. They are blocked in every thread and taken
+  // here with sigwait, so no handler runs in an arbitrary thread.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  for (;;) {
+    int sig = 0;
+    if (sigwait(&signals, &sig) != 0) continue;
+    if (sig == SIGHUP) {
+      absl::StatusOr<std::shared_ptr<const RuleSet>> reloaded = admin.Reload();
+      Log(reloaded.ok() ? absl::StrCat("rules reloaded: ", (*reloaded)->rules().size(), " rules")
+                        : std::string(reloaded.status().message()));
+      continue;
+    }
+    Log(absl::StrCat("signal ", sig, ": shutting down"));
+    break;
+  }
+  stopping.Notify();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  sweeper.join();
+  return 0;
+}
+
+}  // namespace
+}  // namespace palisade
+
+int main(int argc, char** argv) {
+  // Block the signals before any thread starts, so they all inherit the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  absl::SetProgramUsageMessage("palisaded --config=FILE  (or no flag: embedded defaults)");
+  absl::ParseCommandLine(argc, argv);
+  return palisade::Run();
+}
