@@ -67,6 +67,30 @@ absl::string_view NextToken(absl::string_view text, size_t* pos) {
 
 }  // namespace
 
+absl::StatusOr<LogFormat> ParseFormatName(absl::string_view name) {
+  for (LogFormat f : {LogFormat::LOG_FORMAT_SYSLOG, LogFormat::LOG_FORMAT_SYSLOG5424,
+                      LogFormat::LOG_FORMAT_COMBINED, LogFormat::LOG_FORMAT_RAW}) {
+    if (FormatName(f) == name) return f;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown format \"", name, "\" (expected syslog, syslog5424, combined or raw)"));
+}
+
+absl::string_view FormatName(LogFormat format) {
+  switch (format) {
+    case LogFormat::LOG_FORMAT_SYSLOG:
+      return "syslog";
+    case LogFormat::LOG_FORMAT_SYSLOG5424:
+      return "syslog5424";
+    case LogFormat::LOG_FORMAT_COMBINED:
+      return "combined";
+    case LogFormat::LOG_FORMAT_RAW:
+      return "raw";
+    default:
+      return "unspecified";
+  }
+}
+
 size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out) {
   int year, month, day, hour, minute, second;
   if (!ReadDigits(text, 0, 4, &year) || text.size() < 19 || text[4] != '-' ||

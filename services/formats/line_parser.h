@@ -14,6 +14,7 @@
 #include <optional>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "palisade/v1/rules.pb.h"
@@ -54,6 +55,10 @@ class LineParser {
   int cached_day_ = 0;
   absl::Time cached_day_start_;
 };
+
+// "syslog", "syslog5424", "combined", "raw" <-> LogFormat. The names are also metric labels.
+absl::StatusOr<palisade::v1::LogFormat> ParseFormatName(absl::string_view name);
+absl::string_view FormatName(palisade::v1::LogFormat format);
 
 // Parses RFC 3339 / ISO 8601 "2026-03-03T14:02:01.123+01:00" (fraction and offset optional,
 // space allowed for T). Returns the number of characters consumed, 0 when `text` does not start

@@ -128,3 +128,19 @@ TEST(Rfc3339Test, RejectsImpossibleDates) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+TEST(FormatNameTest, RoundTripsAndRejectsUnknown) {
+  for (auto f : {palisade::v1::LOG_FORMAT_SYSLOG, palisade::v1::LOG_FORMAT_SYSLOG5424,
+                 palisade::v1::LOG_FORMAT_COMBINED, palisade::v1::LOG_FORMAT_RAW}) {
+    EXPECT_EQ(*ParseFormatName(FormatName(f)), f);
+  }
+  EXPECT_THAT(ParseFormatName("apache"),
+              palisade::testing::StatusIs(absl::StatusCode::kInvalidArgument,
+                                          ::testing::HasSubstr("unknown format \"apache\"")));
+}
+
+}  // namespace
+}  // namespace palisade

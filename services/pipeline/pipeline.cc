@@ -15,21 +15,6 @@ using palisade::v1::BatchAck;
 using palisade::v1::LogBatch;
 using palisade::v1::LogFormat;
 
-std::string FormatLabel(LogFormat f) {
-  switch (f) {
-    case palisade::v1::LOG_FORMAT_SYSLOG:
-      return "syslog";
-    case palisade::v1::LOG_FORMAT_SYSLOG5424:
-      return "syslog5424";
-    case palisade::v1::LOG_FORMAT_COMBINED:
-      return "combined";
-    case palisade::v1::LOG_FORMAT_RAW:
-      return "raw";
-    default:
-      return "unspecified";
-  }
-}
-
 std::string ActionLabel(palisade::v1::Action a) {
   std::string name = palisade::v1::Action_Name(a);
   absl::string_view v = name;
@@ -129,7 +114,7 @@ Pipeline::SourceMetrics& Pipeline::SourceMetricsFor(const std::string& source, L
   std::string key = absl::StrCat(source, "\t", static_cast<int>(format));
   auto it = source_metrics_.find(key);
   if (it != source_metrics_.end()) return it->second;
-  const prometheus::Labels labels = {{"source", source}, {"format", FormatLabel(format)}};
+  const prometheus::Labels labels = {{"source", source}, {"format", std::string(FormatName(format))}};
   SourceMetrics m{&received_family_.Add(labels), &malformed_family_.Add(labels),
                   &truncated_family_.Add(labels)};
   return source_metrics_.emplace(std::move(key), m).first->second;

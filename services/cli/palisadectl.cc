@@ -1,0 +1,333 @@
+// palisadectl: the command-line client of palisaded.
+//
+//   palisadectl ship FILE... [--format F] [--source S] [--retime]
+//   palisadectl decisions list [--active] [--target T] [--rule R] [--json]
+//   palisadectl decisions add ADDRESS|CIDR --duration 1h [--reason TEXT]
+//   palisadectl decisions delete ID
+//   palisadectl rules test PACK FILE [--format F] [--json] [--remote]
+//   palisadectl rules reload
+//   palisadectl status
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "google/protobuf/util/json_util.h"
+#include "grpcpp/grpcpp.h"
+#include "palisade/v1/palisade.grpc.pb.h"
+#include "services/cli/shipper.h"
+#include "services/common/proto_time.h"
+#include "services/engine/rule_set.h"
+#include "services/formats/line_parser.h"
+#include "services/pipeline/pipeline.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "palisaded's gRPC address.");
+ABSL_FLAG(std::string, format, "syslog", "Log format: syslog, syslog5424, combined, raw.");
+ABSL_FLAG(std::string, source, "", "Source name for shipped lines (default: the file name).");
+ABSL_FLAG(bool, retime, false,
+          "ship: move the lines' event times so the last line happened now (for demos and "
+          "tests that ship a recorded log to a live daemon).");
+ABSL_FLAG(int32_t, batch_lines, 1000, "ship: lines per batch.");
+ABSL_FLAG(bool, json, false, "Machine-readable output.");
+ABSL_FLAG(bool, active, false, "decisions list: only active decisions.");
+ABSL_FLAG(std::string, target, "", "decisions list: only this target.");
+ABSL_FLAG(std::string, rule, "", "decisions list: only this rule.");
+ABSL_FLAG(absl::Duration, duration, absl::Hours(1), "decisions add: how long.");
+ABSL_FLAG(std::string, reason, "", "decisions add: free text.");
+ABSL_FLAG(bool, remote, false, "rules test: run through the server's Admin.TestRules.");
+
+namespace palisade {
+namespace {
+
+using palisade::v1::LogFormat;
+
+int Fail(const std::string& message) {
+  std::cerr << "palisadectl: " << message << std::endl;
+  return 1;
+}
+
+int Fail(const grpc::Status& s, absl::string_view what) {
+  return Fail(absl::StrCat(what, ": ", s.error_message(), " (code ", s.error_code(), ")"));
+}
+
+std::shared_ptr<grpc::Channel> Channel() {
+  return grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
+}
+
+std::unique_ptr<grpc::ClientContext> Context() {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  return ctx;
+}
+
+absl::StatusOr<std::vector<std::string>> ReadLines(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) lines.push_back(std::move(line));
+  return lines;
+}
+
+std::string Json(const google::protobuf::Message& m) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, options);
+  return out;
+}
+
+int ShipFiles(const std::vector<std::string>& files) {
+  if (files.empty()) return Fail("ship: no files given");
+  absl::StatusOr<LogFormat> format = ParseFormatName(absl::GetFlag(FLAGS_format));
+  if (!format.ok()) return Fail(std::string(format.status().message()));
+  auto stub = palisade::v1::Ingest::NewStub(Channel());
+  const bool tty = isatty(STDERR_FILENO);
+  int rc = 0;
+  for (const std::string& file : files) {
+    absl::StatusOr<std::vector<std::string>> lines = ReadLines(file);
+    if (!lines.ok()) return Fail(std::string(lines.status().message()));
+    std::vector<palisade::v1::LogRecord> records(lines->size());
+    for (size_t i = 0; i < lines->size(); ++i) records[i].set_line((*lines)[i]);
+    if (absl::GetFlag(FLAGS_retime)) {
+      // Shift every parsed time by (now - last parsed time).
+      const absl::Time now = absl::Now();
+      LineParser parser(*format);
+      ParsedLine parsed;
+      std::vector<std::optional<absl::Time>> times(records.size());
+      std::optional<absl::Time> last;
+      for (size_t i = 0; i < records.size(); ++i) {
+        if (parser.Parse(records[i].line(), now, &parsed).ok() && parsed.time) {
+          times[i] = parsed.time;
+          last = last ? std::max(*last, *parsed.time) : *parsed.time;
+        }
+      }
+      for (size_t i = 0; last && i < records.size(); ++i) {
+        if (times[i]) *records[i].mutable_event_time() = ToProtoTime(*times[i] + (now - *last));
+      }
+    }
+    ShipOptions options;
+    options.format = *format;
+    options.source = absl::GetFlag(FLAGS_source).empty() ? file : absl::GetFlag(FLAGS_source);
+    options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
+    if (tty) {
+      options.progress = [&file](uint64_t done, uint64_t total) {
+        std::fprintf(stderr, "\r%s: %llu/%llu lines acked", file.c_str(),
+                     static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
+      };
+    }
+    const absl::Time start = absl::Now();
+    absl::StatusOr<ShipSummary> summary = Ship(*stub, records, options);
+    if (tty) std::fprintf(stderr, "\n");
+    if (!summary.ok()) {
+      rc = Fail(absl::StrCat("ship ", file, ": ", summary.status().message()));
+      continue;
+    }
+    const double secs = std::max(1e-9, absl::ToDoubleSeconds(absl::Now() - start));
+    std::printf(
+        "%s: %zu lines in %llu batches: %llu accepted, %llu malformed, %llu matched, "
+        "%llu ignored, %llu detections (%.0f lines/s)\n",
+        file.c_str(), records.size(), static_cast<unsigned long long>(summary->batches),
+        static_cast<unsigned long long>(summary->accepted),
+        static_cast<unsigned long long>(summary->malformed),
+        static_cast<unsigned long long>(summary->matched),
+        static_cast<unsigned long long>(summary->ignored),
+        static_cast<unsigned long long>(summary->detections), records.size() / secs);
+  }
+  return rc;
+}
+
+std::string ShortAction(palisade::v1::Action a) {
+  std::string s = palisade::v1::Action_Name(a);
+  return s.rfind("ACTION_", 0) == 0 ? s.substr(7) : s;
+}
+
+int DecisionsList() {
+  auto stub = palisade::v1::Decisions::NewStub(Channel());
+  palisade::v1::ListDecisionsRequest req;
+  req.set_active_only(absl::GetFlag(FLAGS_active));
+  req.set_target(absl::GetFlag(FLAGS_target));
+  req.set_rule_id(absl::GetFlag(FLAGS_rule));
+  palisade::v1::ListDecisionsResponse resp;
+  grpc::Status s = stub->List(Context().get(), req, &resp);
+  if (!s.ok()) return Fail(s, "decisions list");
+  if (absl::GetFlag(FLAGS_json)) {
+    for (const auto& d : resp.decisions()) std::printf("%s\n", Json(d).c_str());
+    return 0;
+  }
+  std::printf("%-16s  %-39s  %-17s  %-26s  %-7s  %-20s  %s\n", "ID", "TARGET", "ACTION", "RULE",
+              "OFFENCE", "EXPIRES (UTC)", "ACTIVE");
+  for (const auto& d : resp.decisions()) {
+    std::printf("%-16s  %-39s  %-17s  %-26s  %-7u  %-20s  %s\n", d.id().c_str(),
+                d.target().value().c_str(), ShortAction(d.action()).c_str(),
+                (d.rule_id().empty() ? "(manual)" : d.rule_id()).c_str(), d.offence(),
+                absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProtoTime(d.expiry()),
+                                 absl::UTCTimeZone())
+                    .c_str(),
+                d.active() ? "yes" : "no");
+  }
+  std::printf("%d decisions\n", resp.decisions_size());
+  return 0;
+}
+
+int DecisionsAdd(const std::string& target) {
+  auto stub = palisade::v1::Decisions::NewStub(Channel());
+  palisade::v1::AddDecisionRequest req;
+  bool range = target.find('/') != std::string::npos;
+  req.mutable_target()->set_kind(range ? palisade::v1::TARGET_KIND_RANGE
+                                       : palisade::v1::TARGET_KIND_IP);
+  req.mutable_target()->set_value(target);
+  *req.mutable_duration() = ToProtoDuration(absl::GetFlag(FLAGS_duration));
+  req.set_reason(absl::GetFlag(FLAGS_reason));
+  palisade::v1::Decision d;
+  grpc::Status s = stub->Add(Context().get(), req, &d);
+  if (!s.ok()) return Fail(s, "decisions add");
+  std::printf("%s\n", Json(d).c_str());
+  return 0;
+}
+
+int DecisionsDelete(const std::string& id) {
+  auto stub = palisade::v1::Decisions::NewStub(Channel());
+  palisade::v1::DeleteDecisionRequest req;
+  req.set_id(id);
+  palisade::v1::Decision d;
+  grpc::Status s = stub->Delete(Context().get(), req, &d);
+  if (!s.ok()) return Fail(s, "decisions delete");
+  std::printf("withdrawn: %s on %s\n", d.id().c_str(), d.target().value().c_str());
+  return 0;
+}
+
+int RulesTest(const std::string& pack_path, const std::string& file) {
+  absl::StatusOr<LogFormat> format = ParseFormatName(absl::GetFlag(FLAGS_format));
+  if (!format.ok()) return Fail(std::string(format.status().message()));
+  absl::StatusOr<LoadedPack> pack = LoadRulePackFile(pack_path);
+  if (!pack.ok()) return Fail(std::string(pack.status().message()));
+  absl::StatusOr<std::vector<std::string>> lines = ReadLines(file);
+  if (!lines.ok()) return Fail(std::string(lines.status().message()));
+
+  palisade::v1::TestRulesResponse resp;
+  const absl::Time start = absl::Now();
+  if (absl::GetFlag(FLAGS_remote)) {
+    auto stub = palisade::v1::Admin::NewStub(Channel());
+    palisade::v1::TestRulesRequest req;
+    *req.mutable_pack() = pack->pack;
+    req.set_format(*format);
+    for (auto& l : *lines) req.add_lines(l);
+    grpc::Status s = stub->TestRules(Context().get(), req, &resp);
+    if (!s.ok()) return Fail(s, "rules test");
+  } else {
+    absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
+    if (!rules.ok()) return Fail(std::string(rules.status().message()));
+    resp = Pipeline::TestRules(*rules, *format, *lines, absl::Now());
+  }
+  const double secs = absl::ToDoubleSeconds(absl::Now() - start);
+
+  if (absl::GetFlag(FLAGS_json)) {
+    for (const auto& m : resp.matches()) {
+      std::printf("{\"line\":%u,\"rule\":\"%s\",\"key\":\"%s\",\"time\":\"%s\"}\n",
+                  m.line_number(), m.rule_id().c_str(), m.key().c_str(),
+                  m.has_event_time() ? absl::FormatTime(absl::RFC3339_full,
+                                                        FromProtoTime(m.event_time()),
+                                                        absl::UTCTimeZone())
+                                           .c_str()
+                                     : "");
+    }
+    return 0;
+  }
+  std::printf("Running tests\n=============\n\nUse   rules file : %s (pack \"%s\")\nUse   log file   : %s"
+              " (%s)\n\nResults\n=======\n\n",
+              pack_path.c_str(), pack->pack.name().c_str(), file.c_str(),
+              std::string(FormatName(*format)).c_str());
+  std::printf("%-28s %10s  %s\n", "rule", "matches", "keys (first 20)");
+  for (const auto& r : resp.rules()) {
+    std::string keys;
+    for (const auto& k : r.keys()) absl::StrAppend(&keys, keys.empty() ? "" : " ", k);
+    std::printf("%-28s %10u  %s\n", r.rule_id().c_str(), r.matches(), keys.c_str());
+  }
+  std::printf("\nLines: %u lines, %u matched, %u missed, %u malformed [processed in %.2f s]\n",
+              resp.lines(), resp.matched_lines(),
+              resp.lines() - resp.matched_lines() - resp.malformed(), resp.malformed(), secs);
+  return 0;
+}
+
+int RulesReload() {
+  auto stub = palisade::v1::Admin::NewStub(Channel());
+  palisade::v1::ReloadRulesResponse resp;
+  grpc::Status s = stub->ReloadRules(Context().get(), {}, &resp);
+  if (!s.ok()) return Fail(s, "rules reload");
+  std::printf("reloaded: %u rules\n", resp.rules_loaded());
+  return 0;
+}
+
+int Status() {
+  auto stub = palisade::v1::Admin::NewStub(Channel());
+  palisade::v1::StatusResponse resp;
+  grpc::Status s = stub->Status(Context().get(), {}, &resp);
+  if (!s.ok()) return Fail(s, "status");
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", Json(resp).c_str());
+    return 0;
+  }
+  std::string packs;
+  for (const auto& p : resp.packs()) absl::StrAppend(&packs, packs.empty() ? "" : ", ", p);
+  std::printf(
+      "palisaded %s, up %s\nrules:     %u (%s)\nlines:     %llu received, %llu malformed, %llu "
+      "matched\ndetections: %llu\ndecisions: %u active\n",
+      resp.version().c_str(),
+      absl::FormatDuration(absl::Trunc(FromProtoDuration(resp.uptime()), absl::Seconds(1)))
+          .c_str(),
+      resp.rules_loaded(), packs.c_str(), static_cast<unsigned long long>(resp.lines_received()),
+      static_cast<unsigned long long>(resp.lines_malformed()),
+      static_cast<unsigned long long>(resp.lines_matched()),
+      static_cast<unsigned long long>(resp.detections()), resp.decisions_active());
+  return 0;
+}
+
+int Usage() {
+  std::cerr << absl::ProgramUsageMessage() << std::endl;
+  return 2;
+}
+
+}  // namespace
+}  // namespace palisade
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "palisadectl COMMAND [flags]\n"
+      "  ship FILE... [--format F] [--source S] [--retime]\n"
+      "  decisions list [--active] [--target T] [--rule R] [--json]\n"
+      "  decisions add ADDRESS|CIDR [--duration 1h] [--reason TEXT]\n"
+      "  decisions delete ID\n"
+      "  rules test PACK FILE [--format F] [--json] [--remote]\n"
+      "  rules reload\n"
+      "  status [--json]\n"
+      "Common: --server host:port (default 127.0.0.1:50051)");
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  std::vector<std::string> args(positional.begin() + 1, positional.end());
+  using palisade::Usage;
+  if (args.empty()) return Usage();
+  const std::string& cmd = args[0];
+  if (cmd == "ship") return palisade::ShipFiles({args.begin() + 1, args.end()});
+  if (cmd == "status") return palisade::Status();
+  if (cmd == "decisions" && args.size() >= 2) {
+    if (args[1] == "list") return palisade::DecisionsList();
+    if (args[1] == "add" && args.size() == 3) return palisade::DecisionsAdd(args[2]);
+    if (args[1] == "delete" && args.size() == 3) return palisade::DecisionsDelete(args[2]);
+  }
+  if (cmd == "rules" && args.size() >= 2) {
+    if (args[1] == "test" && args.size() == 4) return palisade::RulesTest(args[2], args[3]);
+    if (args[1] == "reload") return palisade::RulesReload();
+  }
+  return Usage();
+}

@@ -1,0 +1,93 @@
+#include "services/cli/shipper.h"
+
+#include <chrono>
+#include <deque>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+
+namespace palisade {
+
+absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
+                                 const std::vector<palisade::v1::LogRecord>& records,
+                                 const ShipOptions& options) {
+  const uint32_t batch_lines = std::max<uint32_t>(1, options.batch_lines);
+  const uint32_t window = std::max<uint32_t>(1, options.max_in_flight);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() +
+                       absl::ToChronoSeconds(options.deadline));
+  auto stream = stub.Ship(&context);
+
+  ShipSummary summary;
+  absl::Mutex mu;
+  std::deque<std::pair<uint64_t, absl::Time>> in_flight;  // sequence, sent at
+  uint64_t acked_lines = 0;
+  bool reader_done = false;
+  std::string ack_error;
+
+  std::thread reader([&] {
+    palisade::v1::BatchAck ack;
+    while (stream->Read(&ack)) {
+      absl::MutexLock lock(&mu);
+      if (in_flight.empty() || in_flight.front().first != ack.sequence()) {
+        ack_error = absl::StrCat("ack for batch ", ack.sequence(), " arrived out of order");
+        context.TryCancel();
+        break;
+      }
+      summary.ack_latencies.push_back(absl::Now() - in_flight.front().second);
+      in_flight.pop_front();
+      ++summary.batches;
+      summary.accepted += ack.accepted();
+      summary.malformed += ack.malformed();
+      summary.matched += ack.matched();
+      summary.detections += ack.detections();
+      summary.ignored += ack.ignored();
+      summary.truncated += ack.truncated();
+      acked_lines += ack.accepted() + ack.malformed();
+      if (options.progress) options.progress(acked_lines, records.size());
+    }
+    absl::MutexLock lock(&mu);
+    reader_done = true;
+  });
+
+  uint64_t sequence = 0;
+  bool write_failed = false;
+  for (size_t start = 0; start < records.size(); start += batch_lines) {
+    palisade::v1::LogBatch batch;
+    batch.set_sequence(++sequence);
+    batch.set_source(options.source);
+    batch.set_format(options.format);
+    const size_t end = std::min(records.size(), start + batch_lines);
+    batch.mutable_records()->Reserve(static_cast<int>(end - start));
+    for (size_t i = start; i < end; ++i) *batch.add_records() = records[i];
+    {
+      absl::MutexLock lock(&mu);
+      auto room = [&] { return reader_done || in_flight.size() < window; };
+      mu.Await(absl::Condition(&room));
+      if (reader_done) break;
+      in_flight.emplace_back(batch.sequence(), absl::Now());
+    }
+    if (!stream->Write(batch)) {
+      write_failed = true;
+      break;
+    }
+  }
+  stream->WritesDone();
+  reader.join();
+  grpc::Status status = stream->Finish();
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        status.error_message());
+  }
+  if (!ack_error.empty()) return absl::DataLossError(ack_error);
+  if (write_failed || summary.batches != sequence) {
+    return absl::DataLossError(
+        absl::StrCat("sent ", sequence, " batches but ", summary.batches, " were acked"));
+  }
+  return summary;
+}
+
+}  // namespace palisade

@@ -1,0 +1,49 @@
+// Ships log records to palisaded over the Ingest stream, with a bounded number of batches in
+// flight (backpressure: when the server is slow, the shipper waits for acks instead of
+// buffering without end). Used by `palisadectl ship`, the load client and the tests.
+// Thread-safety: one Ship() call at a time per Shipper.
+#ifndef PALISADE_SERVICES_CLI_SHIPPER_H_
+#define PALISADE_SERVICES_CLI_SHIPPER_H_
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "palisade/v1/palisade.grpc.pb.h"
+
+namespace palisade {
+
+struct ShipOptions {
+  std::string source;
+  palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_SYSLOG;
+  uint32_t batch_lines = 1000;
+  uint32_t max_in_flight = 8;
+  absl::Duration deadline = absl::Minutes(30);
+  // Called after every ack with (lines acked so far, lines total).
+  std::function<void(uint64_t, uint64_t)> progress;
+};
+
+struct ShipSummary {
+  uint64_t batches = 0;
+  uint64_t accepted = 0;
+  uint64_t malformed = 0;
+  uint64_t matched = 0;
+  uint64_t detections = 0;
+  uint64_t ignored = 0;
+  uint64_t truncated = 0;
+  // Ack latency per batch (write of the batch → its ack), in send order.
+  std::vector<absl::Duration> ack_latencies;
+};
+
+// Ships `records` and waits for every ack. kUnavailable when the server cannot be reached;
+// the server's own status when it refused a batch; kDataLoss when acks went missing.
+absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
+                                 const std::vector<palisade::v1::LogRecord>& records,
+                                 const ShipOptions& options);
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_CLI_SHIPPER_H_
