@@ -1,0 +1,122 @@
+#include "tests/e2e/daemon.h"
+
+#include <curl/curl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+
+extern char** environ;
+
+namespace palisade::testing {
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> args) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  static int counter = 0;
+  const std::string port_file =
+      absl::StrCat(tmp ? tmp : "/tmp", "/palisaded-ports-", getpid(), "-", ++counter);
+  std::remove(port_file.c_str());
+  args.insert(args.begin(), "services/server/palisaded");
+  args.push_back("--grpc_listen=127.0.0.1:0");
+  args.push_back("--metrics_listen=127.0.0.1:0");
+  args.push_back("--port_file=" + port_file);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  auto daemon = std::unique_ptr<Daemon>(new Daemon());
+  if (posix_spawn(&daemon->pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
+    return absl::InternalError("cannot spawn palisaded");
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    int status = 0;
+    if (waitpid(daemon->pid_, &status, WNOHANG) == daemon->pid_) {
+      daemon->pid_ = -1;
+      return absl::FailedPreconditionError(
+          absl::StrCat("palisaded exited early with status ", WEXITSTATUS(status)));
+    }
+    std::ifstream in(port_file);
+    std::string line;
+    while (std::getline(in, line)) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(line, '=');
+      if (kv.first == "grpc") (void)absl::SimpleAtoi(kv.second, &daemon->grpc_port_);
+      if (kv.first == "metrics") (void)absl::SimpleAtoi(kv.second, &daemon->metrics_port_);
+    }
+    if (daemon->grpc_port_ > 0) return daemon;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::DeadlineExceededError("palisaded did not start listening within 20 s");
+}
+
+int Daemon::Stop() {
+  if (pid_ <= 0) return -1;
+  kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+Daemon::~Daemon() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+namespace {
+size_t Append(char* data, size_t size, size_t n, void* out) {
+  static_cast<std::string*>(out)->append(data, size * n);
+  return size * n;
+}
+}  // namespace
+
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
+  CURL* curl = curl_easy_init();
+  if (curl == nullptr) return absl::InternalError("curl_easy_init failed");
+  std::string body;
+  const std::string url = absl::StrCat("http://127.0.0.1:", port, path);
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Append);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
+  CURLcode rc = curl_easy_perform(curl);
+  long code = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
+  curl_easy_cleanup(curl);
+  if (rc != CURLE_OK) return absl::UnavailableError(curl_easy_strerror(rc));
+  if (code != 200) return absl::UnavailableError(absl::StrCat("HTTP ", code));
+  return body;
+}
+
+double MetricValue(const std::string& exposition, const std::string& name,
+                   const std::vector<std::string>& labels) {
+  double total = 0;
+  std::istringstream in(exposition);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == '#') continue;
+    if (!absl::StartsWith(line, name)) continue;
+    char next = line.size() > name.size() ? line[name.size()] : '\0';
+    if (next != '{' && next != ' ') continue;
+    bool ok = true;
+    for (const auto& l : labels) ok &= absl::StrContains(line, l);
+    if (!ok) continue;
+    double v = 0;
+    if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) total += v;
+  }
+  return total;
+}
+
+}  // namespace palisade::testing

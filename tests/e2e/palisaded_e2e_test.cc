@@ -1,0 +1,270 @@
+// End to end through the real binary: palisaded on free loopback ports, logs shipped over the
+// Ingest stream, decisions read back through the Decisions API, rules administered through
+// Admin, and metrics scraped over HTTP from /metrics.
+#include <fstream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "palisade/v1/palisade.grpc.pb.h"
+#include "services/cli/shipper.h"
+#include "services/common/proto_time.h"
+#include "tests/corpus/corpus.h"
+#include "tests/e2e/daemon.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::Daemon;
+using ::palisade::testing::HttpGet;
+using ::palisade::testing::MetricValue;
+using ::testing::HasSubstr;
+
+std::vector<palisade::v1::LogRecord> Records(const std::vector<std::string>& lines) {
+  std::vector<palisade::v1::LogRecord> out(lines.size());
+  for (size_t i = 0; i < lines.size(); ++i) out[i].set_line(lines[i]);
+  return out;
+}
+
+// A corpus whose last line happened just now, so its decisions are live.
+Corpus RecentCorpus(bool nginx, uint64_t lines, uint64_t seed) {
+  CorpusOptions options;
+  options.lines = lines;
+  options.seed = seed;
+  options.step = absl::Milliseconds(20);
+  options.start = absl::Now() - options.step * static_cast<int64_t>(lines);
+  return nginx ? GenerateNginx(options) : GenerateSshd(options);
+}
+
+class PalisadedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start({"--rules_dir=rules"});
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    channel_ = grpc::CreateChannel(daemon_->grpc_address(), grpc::InsecureChannelCredentials());
+    ingest_ = palisade::v1::Ingest::NewStub(channel_);
+    decisions_ = palisade::v1::Decisions::NewStub(channel_);
+    admin_ = palisade::v1::Admin::NewStub(channel_);
+  }
+
+  std::set<std::string> ActiveTargets() {
+    grpc::ClientContext ctx;
+    palisade::v1::ListDecisionsRequest req;
+    req.set_active_only(true);
+    palisade::v1::ListDecisionsResponse resp;
+    EXPECT_TRUE(decisions_->List(&ctx, req, &resp).ok());
+    std::set<std::string> out;
+    for (const auto& d : resp.decisions()) out.insert(d.target().value());
+    return out;
+  }
+
+  std::unique_ptr<Daemon> daemon_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<palisade::v1::Ingest::Stub> ingest_;
+  std::unique_ptr<palisade::v1::Decisions::Stub> decisions_;
+  std::unique_ptr<palisade::v1::Admin::Stub> admin_;
+};
+
+TEST_F(PalisadedTest, ShippedAttackLogsBecomeDecisionsAndMetrics) {
+  Corpus sshd = RecentCorpus(false, 6000, 11);
+  Corpus nginx = RecentCorpus(true, 6000, 12);
+  std::vector<std::string> sshd_lines = sshd.lines;
+  sshd_lines.push_back("this is not syslog");
+
+  ShipOptions options;
+  options.source = "auth";
+  options.format = palisade::v1::LOG_FORMAT_SYSLOG;
+  options.batch_lines = 500;
+  absl::StatusOr<ShipSummary> s1 = Ship(*ingest_, Records(sshd_lines), options);
+  ASSERT_TRUE(s1.ok()) << s1.status();
+  EXPECT_EQ(s1->batches, 13u);
+  EXPECT_EQ(s1->accepted, 6000u);
+  EXPECT_EQ(s1->malformed, 1u);
+  EXPECT_GT(s1->matched, 1000u);
+  EXPECT_GE(s1->detections, sshd.attackers.size());
+
+  options.source = "nginx";
+  options.format = palisade::v1::LOG_FORMAT_COMBINED;
+  absl::StatusOr<ShipSummary> s2 = Ship(*ingest_, Records(nginx.lines), options);
+  ASSERT_TRUE(s2.ok()) << s2.status();
+  EXPECT_EQ(s2->accepted, 6000u);
+
+  std::set<std::string> expected = sshd.attackers;
+  expected.insert(nginx.attackers.begin(), nginx.attackers.end());
+  EXPECT_EQ(ActiveTargets(), expected);
+
+  // Get one decision by id and check what it carries.
+  grpc::ClientContext ctx;
+  palisade::v1::ListDecisionsRequest req;
+  req.set_target(*sshd.attackers.begin());
+  palisade::v1::ListDecisionsResponse list;
+  ASSERT_TRUE(decisions_->List(&ctx, req, &list).ok());
+  ASSERT_EQ(list.decisions_size(), 1);
+  const palisade::v1::Decision& d = list.decisions(0);
+  EXPECT_EQ(d.origin(), palisade::v1::ORIGIN_RULE);
+  EXPECT_EQ(d.action(), palisade::v1::ACTION_BLOCK);
+  EXPECT_GT(d.evidence_size(), 0);
+  EXPECT_THAT(d.evidence(0), HasSubstr(*sshd.attackers.begin()));
+  EXPECT_GT(FromProtoTime(d.expiry()), absl::Now());
+  grpc::ClientContext get_ctx;
+  palisade::v1::GetDecisionRequest get;
+  get.set_id(d.id());
+  palisade::v1::Decision got;
+  ASSERT_TRUE(decisions_->Get(&get_ctx, get, &got).ok());
+  EXPECT_EQ(got.target().value(), d.target().value());
+
+  absl::StatusOr<std::string> metrics = HttpGet(daemon_->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(MetricValue(*metrics, "palisade_ingest_lines_received_total",
+                        {"source=\"auth\"", "format=\"syslog\""}),
+            6001);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_ingest_lines_malformed_total"), 1);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_ingest_lines_received_total",
+                        {"source=\"nginx\"", "format=\"combined\""}),
+            6000);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_decisions_active"), expected.size());
+  EXPECT_EQ(MetricValue(*metrics, "palisade_decisions_total", {"change=\"created\""}),
+            expected.size());
+  EXPECT_GT(MetricValue(*metrics, "palisade_engine_rule_matches_total",
+                        {"rule=\"sshd-failed-password\""}),
+            0);
+  EXPECT_GT(MetricValue(*metrics, "palisade_engine_detections_total",
+                        {"rule=\"nginx-scanner-probe\""}),
+            0);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_ingest_batch_duration_seconds_count"), 25);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_rules_loaded"), 8);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_build_info"), 1);
+
+  grpc::ClientContext status_ctx;
+  palisade::v1::StatusResponse status;
+  ASSERT_TRUE(admin_->Status(&status_ctx, {}, &status).ok());
+  EXPECT_EQ(status.lines_received(), 12001u);
+  EXPECT_EQ(status.lines_malformed(), 1u);
+  EXPECT_EQ(status.decisions_active(), expected.size());
+  EXPECT_EQ(status.rules_loaded(), 8u);
+}
+
+TEST_F(PalisadedTest, ManualBanAndUnbanThroughTheApi) {
+  grpc::ClientContext add_ctx;
+  palisade::v1::AddDecisionRequest add;
+  add.mutable_target()->set_value("2001:DB8::dead");
+  *add.mutable_duration() = ToProtoDuration(absl::Minutes(5));
+  add.set_reason("test");
+  palisade::v1::Decision added;
+  ASSERT_TRUE(decisions_->Add(&add_ctx, add, &added).ok());
+  EXPECT_EQ(added.target().value(), "2001:db8::dead");
+  EXPECT_EQ(ActiveTargets(), std::set<std::string>{"2001:db8::dead"});
+
+  grpc::ClientContext del_ctx;
+  palisade::v1::DeleteDecisionRequest del;
+  del.set_id(added.id());
+  palisade::v1::Decision deleted;
+  ASSERT_TRUE(decisions_->Delete(&del_ctx, del, &deleted).ok());
+  EXPECT_FALSE(deleted.active());
+  EXPECT_TRUE(ActiveTargets().empty());
+
+  grpc::ClientContext bad_ctx;
+  add.mutable_target()->set_value("999.1.1.1");
+  grpc::Status bad = decisions_->Add(&bad_ctx, add, &added);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad.error_message(), HasSubstr("not an IP address"));
+
+  grpc::ClientContext missing_ctx;
+  palisade::v1::GetDecisionRequest get;
+  get.set_id("nope");
+  palisade::v1::Decision got;
+  EXPECT_EQ(decisions_->Get(&missing_ctx, get, &got).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(PalisadedTest, BatchWithoutFormatGetsInvalidArgument) {
+  ShipOptions options;
+  options.format = palisade::v1::LOG_FORMAT_UNSPECIFIED;
+  absl::StatusOr<ShipSummary> s = Ship(*ingest_, Records({"x"}), options);
+  EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
+  // The daemon is still serving.
+  grpc::ClientContext ctx;
+  palisade::v1::StatusResponse status;
+  EXPECT_TRUE(admin_->Status(&ctx, {}, &status).ok());
+}
+
+TEST_F(PalisadedTest, TestRulesLikeFail2banRegex) {
+  grpc::ClientContext ctx;
+  palisade::v1::TestRulesRequest req;
+  req.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+  req.add_lines("Mar  3 14:02:01 h sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2");
+  req.add_lines("Mar  3 14:02:01 h sshd[1]: Accepted password for root from 203.0.113.7 port 22");
+  palisade::v1::TestRulesResponse resp;
+  ASSERT_TRUE(admin_->TestRules(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.matches_size(), 1);
+  EXPECT_EQ(resp.matches(0).rule_id(), "sshd-failed-password");
+  EXPECT_EQ(resp.matches(0).key(), "203.0.113.7");
+  EXPECT_EQ(resp.matches(0).line_number(), 1u);
+
+  grpc::ClientContext bad_ctx;
+  req.mutable_pack()->add_rules()->set_id("Bad Id");
+  grpc::Status bad = admin_->TestRules(&bad_ctx, req, &resp);
+  EXPECT_EQ(bad.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(bad.error_message(), HasSubstr("Bad Id"));
+}
+
+// A config whose pack is broken after start: the reload is refused whole, says why, and the
+// running rules keep detecting.
+TEST(PalisadedReloadTest, FailedReloadKeepsTheRunningRules) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  const std::string pack = dir + "/sshd.textproto";
+  {
+    std::ifstream in("rules/sshd.textproto");
+    std::ofstream out(pack);
+    out << in.rdbuf();
+  }
+  {
+    std::ofstream out(dir + "/palisade.textproto");
+    out << "rule_files: \"sshd.textproto\"\n";
+  }
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + dir + "/palisade.textproto"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel =
+      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto admin = palisade::v1::Admin::NewStub(channel);
+
+  {
+    std::ofstream out(pack, std::ios::app);
+    out << "rules { id: \"broken\" patterns: \"(?P<ip>[\" }\n";
+  }
+  grpc::ClientContext ctx;
+  palisade::v1::ReloadRulesResponse resp;
+  grpc::Status s = admin->ReloadRules(&ctx, {}, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("the running rules stay"));
+  EXPECT_THAT(s.error_message(), HasSubstr("sshd.textproto"));
+  EXPECT_THAT(s.error_message(), HasSubstr("rule \"broken\""));
+
+  grpc::ClientContext status_ctx;
+  palisade::v1::StatusResponse status;
+  ASSERT_TRUE(admin->Status(&status_ctx, {}, &status).ok());
+  EXPECT_EQ(status.rules_loaded(), 5u);
+
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(MetricValue(*metrics, "palisade_rules_reloads_total", {"result=\"failure\""}), 1);
+  EXPECT_EQ((*daemon)->Stop(), 0);
+}
+
+TEST(PalisadedStartTest, RefusesToStartOnABadConfig) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  {
+    std::ofstream out(dir + "/bad.textproto");
+    out << "rule_files: \"missing.textproto\"\n";
+  }
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + dir + "/bad.textproto"});
+  EXPECT_EQ(daemon.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace palisade
