@@ -10,7 +10,49 @@
 
 namespace palisade {
 
+namespace {
+
+// Dotted-quad fast path: the common case on the hot path, without inet_pton's copy.
+bool ParseV4(absl::string_view text, uint8_t* out) {
+  int part = 0;
+  int value = 0;
+  int digits = 0;
+  for (char c : text) {
+    if (c >= '0' && c <= '9') {
+      if (digits == 3 || (digits > 0 && value == 0)) return false;  // too long, or leading 0
+      value = value * 10 + (c - '0');
+      ++digits;
+      if (value > 255) return false;
+    } else if (c == '.') {
+      if (digits == 0 || part == 3) return false;
+      out[part++] = static_cast<uint8_t>(value);
+      value = 0;
+      digits = 0;
+    } else {
+      return false;
+    }
+  }
+  if (part != 3 || digits == 0) return false;
+  out[3] = static_cast<uint8_t>(value);
+  return true;
+}
+
+char* FormatOctet(char* p, uint8_t v) {
+  if (v >= 100) *p++ = static_cast<char>('0' + v / 100);
+  if (v >= 10) *p++ = static_cast<char>('0' + (v / 10) % 10);
+  *p++ = static_cast<char>('0' + v % 10);
+  return p;
+}
+
+}  // namespace
+
 std::optional<IpAddress> IpAddress::Parse(absl::string_view text) {
+  if (!text.empty() && text.size() <= 15 && text.find(':') == absl::string_view::npos) {
+    IpAddress ip;
+    if (!ParseV4(text, ip.bytes_.data())) return std::nullopt;
+    ip.v4_ = true;
+    return ip;
+  }
   if (text.size() >= 2 && text.front() == '[' && text.back() == ']') {
     text = text.substr(1, text.size() - 2);
   }
@@ -38,6 +80,15 @@ std::optional<IpAddress> IpAddress::Parse(absl::string_view text) {
 }
 
 absl::string_view IpAddress::Format(char (&buf)[kMaxTextLength]) const {
+  if (v4_) {
+    char* p = buf;
+    for (int i = 0; i < 4; ++i) {
+      if (i > 0) *p++ = '.';
+      p = FormatOctet(p, bytes_[i]);
+    }
+    *p = '\0';
+    return absl::string_view(buf, p - buf);
+  }
   // inet_ntop writes RFC 5952 canonical text (lower case, longest zero run compressed).
   const char* out = inet_ntop(v4_ ? AF_INET : AF_INET6, bytes_.data(), buf, sizeof(buf));
   if (out == nullptr) return {};

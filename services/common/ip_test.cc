@@ -17,6 +17,9 @@ std::string Canon(absl::string_view text) {
 
 TEST(IpAddressTest, ParsesAndCanonicalises) {
   EXPECT_EQ(Canon("203.0.113.7"), "203.0.113.7");
+  EXPECT_EQ(Canon("0.0.0.0"), "0.0.0.0");
+  EXPECT_EQ(Canon("255.255.255.255"), "255.255.255.255");
+  EXPECT_EQ(Canon("10.100.0.9"), "10.100.0.9");
   EXPECT_EQ(Canon("2001:DB8:0:0:0:0:0:1"), "2001:db8::1");
   EXPECT_EQ(Canon("[2001:db8::1]"), "2001:db8::1");
   EXPECT_EQ(Canon("fe80::1%eth0"), "fe80::1");
@@ -31,7 +34,8 @@ TEST(IpAddressTest, FoldsMappedIpv6ToIpv4) {
 }
 
 TEST(IpAddressTest, RejectsNonAddresses) {
-  for (absl::string_view bad : {"", "1.2.3", "1.2.3.4.5", "256.1.1.1", "example.com", "1.2.3.4 ",
+  for (absl::string_view bad : {"", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1..2.3",
+                                "1.2.3.", ".1.2.3", "1.2.3.1000", "example.com", "1.2.3.4 ",
                                 "::g", "1.2.3.4; rm -rf /", "[1.2.3.4"}) {
     EXPECT_FALSE(IpAddress::Parse(bad).has_value()) << bad;
   }

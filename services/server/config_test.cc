@@ -54,3 +54,19 @@ TEST(ConfigTest, ABadPackRefusesTheWholeSet) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// Every config shipped under deploy/ loads through the real loader, packs included.
+TEST(ShippedConfigTest, DeployConfigLoads) {
+  absl::StatusOr<palisade::v1::Config> config = LoadConfigFile("deploy/palisade.textproto");
+  ASSERT_THAT(config, palisade::testing::IsOk());
+  EXPECT_EQ(config->allowlist_size(), 2);
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(*config);
+  ASSERT_THAT(rules, palisade::testing::IsOk());
+  EXPECT_EQ((*rules)->pack_names(), (std::vector<std::string>{"sshd", "nginx"}));
+}
+
+}  // namespace
+}  // namespace palisade

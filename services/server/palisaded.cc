@@ -33,6 +33,8 @@ ABSL_FLAG(std::string, config, "",
 ABSL_FLAG(std::string, rules_dir, "rules", "Where the shipped packs are, for the defaults.");
 ABSL_FLAG(std::string, grpc_listen, "", "Overrides the config's grpc_listen (port 0: any).");
 ABSL_FLAG(std::string, metrics_listen, "", "Overrides the config's metrics_listen.");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
+          "On SIGTERM, how long in-flight RPCs may finish before they are cancelled.");
 ABSL_FLAG(std::string, port_file, "",
           "When set, writes 'grpc=PORT' and 'metrics=PORT' lines here once listening.");
 
@@ -171,8 +173,13 @@ int Run() {
     break;
   }
   stopping.Notify();
-  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  const absl::Time t0 = absl::Now();
+  server->Shutdown(std::chrono::system_clock::now() +
+                   absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   sweeper.join();
+  exposer.reset();
+  Log(absl::StrCat("stopped in ", absl::FormatDuration(absl::Trunc(absl::Now() - t0,
+                                                                     absl::Milliseconds(1)))));
   return 0;
 }
 

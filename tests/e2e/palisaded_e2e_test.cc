@@ -226,7 +226,7 @@ TEST(PalisadedReloadTest, FailedReloadKeepsTheRunningRules) {
     out << "rule_files: \"sshd.textproto\"\n";
   }
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
-      Daemon::Start({"--config=" + dir + "/palisade.textproto"});
+      Daemon::Start({"--config=" + dir + "/palisade.textproto", "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto channel =
       grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());

@@ -1,0 +1,172 @@
+// Engine throughput over generated sshd + nginx corpora (tests/corpus), with the shipped packs.
+//   bazel run -c opt //tests/bench:engine_bench
+// items_per_second is lines per second on one core.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "services/common/ip.h"
+#include "services/engine/engine.h"
+#include "services/formats/line_parser.h"
+#include "tests/corpus/corpus.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::LogFormat;
+
+constexpr uint64_t kLines = 200'000;
+
+struct Fixture {
+  std::shared_ptr<const RuleSet> rules;
+  Corpus sshd;
+  Corpus nginx;
+  std::vector<ParsedLine> sshd_parsed;
+  std::vector<ParsedLine> nginx_parsed;
+
+  static const Fixture& Get() {
+    static const Fixture* f = [] {
+      auto* f = new Fixture();
+      std::vector<LoadedPack> packs;
+      for (const char* file : {"rules/sshd.textproto", "rules/nginx.textproto"}) {
+        auto pack = LoadRulePackFile(file);
+        if (!pack.ok()) {
+          std::fprintf(stderr, "%s\n", pack.status().ToString().c_str());
+          std::abort();
+        }
+        packs.push_back(*pack);
+      }
+      f->rules = *RuleSet::Compile(packs);
+      CorpusOptions options;
+      options.lines = kLines;
+      f->sshd = GenerateSshd(options);
+      f->nginx = GenerateNginx(options);
+      f->sshd_parsed = Parse(f->sshd, LogFormat::LOG_FORMAT_SYSLOG);
+      f->nginx_parsed = Parse(f->nginx, LogFormat::LOG_FORMAT_COMBINED);
+      return f;
+    }();
+    return *f;
+  }
+
+  static std::vector<ParsedLine> Parse(const Corpus& c, LogFormat format) {
+    LineParser parser(format);
+    std::vector<ParsedLine> out(c.lines.size());
+    for (size_t i = 0; i < c.lines.size(); ++i) {
+      (void)parser.Parse(c.lines[i], absl::FromUnixSeconds(1'772'600'000), &out[i]);
+    }
+    return out;
+  }
+};
+
+const Corpus& CorpusFor(LogFormat f) {
+  return f == LogFormat::LOG_FORMAT_SYSLOG ? Fixture::Get().sshd : Fixture::Get().nginx;
+}
+const std::vector<ParsedLine>& ParsedFor(LogFormat f) {
+  return f == LogFormat::LOG_FORMAT_SYSLOG ? Fixture::Get().sshd_parsed
+                                           : Fixture::Get().nginx_parsed;
+}
+
+void BM_Parse(benchmark::State& state) {
+  const LogFormat format = static_cast<LogFormat>(state.range(0));
+  const Corpus& corpus = CorpusFor(format);
+  LineParser parser(format);
+  ParsedLine out;
+  const absl::Time ref = absl::FromUnixSeconds(1'772'600'000);
+  size_t i = 0;
+  for (auto _ : state) {
+    benchmark::DoNotOptimize(parser.Parse(corpus.lines[i], ref, &out));
+    if (++i == corpus.lines.size()) i = 0;
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Parse)
+    ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
+    ->Arg(LogFormat::LOG_FORMAT_COMBINED)
+    ->ArgName("format");
+
+// The RE2::Set pass plus candidate captures and key normalisation; no windows.
+void BM_Match(benchmark::State& state) {
+  const LogFormat format = static_cast<LogFormat>(state.range(0));
+  const auto& parsed = ParsedFor(format);
+  Engine engine(Fixture::Get().rules, EngineOptions());
+  size_t i = 0;
+  uint64_t matches = 0;
+  for (auto _ : state) {
+    engine.MatchOnly(format, parsed[i], [&](const CompiledRule&, absl::string_view) { ++matches; });
+    if (++i == parsed.size()) i = 0;
+  }
+  benchmark::DoNotOptimize(matches);
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_Match)
+    ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
+    ->Arg(LogFormat::LOG_FORMAT_COMBINED)
+    ->ArgName("format");
+
+// Match + window + detection (the target of DESIGN.md), over pre-parsed lines.
+void BM_MatchWindow(benchmark::State& state) {
+  const LogFormat format = static_cast<LogFormat>(state.range(0));
+  const auto& parsed = ParsedFor(format);
+  const Corpus& corpus = CorpusFor(format);
+  Engine engine(Fixture::Get().rules, EngineOptions());
+  std::vector<Detection> out;
+  size_t i = 0;
+  absl::Duration lap;  // keeps event time moving forward across laps of the corpus
+  for (auto _ : state) {
+    engine.Process(format, parsed[i], corpus.lines[i], *parsed[i].time + lap, &out);
+    if (out.size() > 1024) out.clear();
+    if (++i == parsed.size()) {
+      i = 0;
+      lap += absl::Hours(24);
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_MatchWindow)
+    ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
+    ->Arg(LogFormat::LOG_FORMAT_COMBINED)
+    ->ArgName("format");
+
+// Parse + match + window: what one ingest core does per line.
+void BM_ParseMatchWindow(benchmark::State& state) {
+  const LogFormat format = static_cast<LogFormat>(state.range(0));
+  const Corpus& corpus = CorpusFor(format);
+  Engine engine(Fixture::Get().rules, EngineOptions());
+  LineParser parser(format);
+  ParsedLine parsed;
+  std::vector<Detection> out;
+  const absl::Time ref = absl::FromUnixSeconds(1'772'600'000);
+  size_t i = 0;
+  absl::Duration lap;
+  for (auto _ : state) {
+    if (parser.Parse(corpus.lines[i], ref, &parsed).ok()) {
+      engine.Process(format, parsed, corpus.lines[i], *parsed.time + lap, &out);
+    }
+    if (out.size() > 1024) out.clear();
+    if (++i == corpus.lines.size()) {
+      i = 0;
+      lap += absl::Hours(24);
+    }
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_ParseMatchWindow)
+    ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
+    ->Arg(LogFormat::LOG_FORMAT_COMBINED)
+    ->ArgName("format");
+
+void BM_IpParseFormat(benchmark::State& state) {
+  const char* ips[] = {"203.0.113.7", "2001:db8:1f:2a::7", "::ffff:198.51.100.4"};
+  char buf[IpAddress::kMaxTextLength];
+  size_t i = 0;
+  for (auto _ : state) {
+    auto ip = IpAddress::Parse(ips[i++ % 3]);
+    benchmark::DoNotOptimize(ip->Format(buf));
+  }
+  state.SetItemsProcessed(state.iterations());
+}
+BENCHMARK(BM_IpParseFormat);
+
+}  // namespace
+}  // namespace palisade
