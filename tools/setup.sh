@@ -10,6 +10,7 @@ PACKAGES=(
   libabsl-dev libre2-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev libsqlite3-dev
+  libcpp-httplib-dev nlohmann-json3-dev
   python3-grpcio python3-protobuf
   curl ca-certificates
 )

@@ -1,0 +1,70 @@
+// cloudflare_emulator: the local Cloudflare API emulator as a process, for the demo and for
+// tests that run palisaded against it.
+//   cloudflare_emulator --port=0 --port_file=F --token_file=T [--plan=business]
+// It seeds one API token with every permission; its value is written to --token_file (never
+// printed). State, faults and the clock are driven through /__emulator/ endpoints.
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_cat.h"
+#include "services/common/clock.h"
+#include "tests/cloudflare_fake/emulator_server.h"
+#include "tests/cloudflare_fake/fake_cloudflare.h"
+
+ABSL_FLAG(int32_t, port, 0, "Loopback port (0: any free port).");
+ABSL_FLAG(std::string, port_file, "", "Writes the port here once listening.");
+ABSL_FLAG(std::string, token_file, "", "Writes the seeded API token's value here (mode 0600).");
+ABSL_FLAG(std::string, token_value, "", "Use this value for the seeded token.");
+ABSL_FLAG(int32_t, max_list_items, 10000, "Plan quota: items across all lists.");
+ABSL_FLAG(int32_t, max_ratelimit_rules, 5, "Plan quota: rate limiting rules per zone.");
+ABSL_FLAG(int32_t, operation_delay_ms, 100, "Pending and running time of list operations.");
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  palisade::OffsetClock clock;
+  palisade::fake::Options options;
+  options.max_list_items = absl::GetFlag(FLAGS_max_list_items);
+  options.max_ratelimit_rules = absl::GetFlag(FLAGS_max_ratelimit_rules);
+  options.operation_pending = absl::Milliseconds(absl::GetFlag(FLAGS_operation_delay_ms));
+  options.operation_running = options.operation_pending;
+  palisade::fake::FakeCloudflare fake(clock, options);
+  palisade::fake::TokenSpec spec;
+  spec.name = "palisade-enforcer";
+  spec.value = absl::GetFlag(FLAGS_token_value);
+  spec.permissions = {"access_rules", "lists", "rulesets", "tokens", "audit_logs"};
+  auto [id, value] = fake.AddToken(spec);
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    std::ofstream out(absl::GetFlag(FLAGS_token_file));
+    out << value << "\n";
+  }
+  palisade::fake::EmulatorServer server(fake, [&clock](absl::Duration d) { clock.Advance(d); });
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  absl::StatusOr<int> port = server.Start(absl::GetFlag(FLAGS_port));
+  if (!port.ok()) {
+    std::cerr << "cloudflare_emulator: " << port.status().message() << std::endl;
+    return 2;
+  }
+  std::cerr << "cloudflare_emulator: serving " << server.base_url() << " (token id " << id
+            << ")" << std::endl;
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    const std::string path = absl::GetFlag(FLAGS_port_file);
+    {
+      std::ofstream out(path + ".tmp");
+      out << *port << "\n";
+    }
+    std::rename((path + ".tmp").c_str(), path.c_str());
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  server.Stop();
+  return 0;
+}
