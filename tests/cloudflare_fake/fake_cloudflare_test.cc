@@ -1,0 +1,319 @@
+// The emulator's own tests: the behaviours of ../shared/cloudflare-api.md §8 that Palisade's
+// tests rely on, asserted through FakeCloudflare::Handle.
+#include "tests/cloudflare_fake/fake_cloudflare.h"
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace palisade::fake {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+
+class FakeCloudflareTest : public ::testing::Test {
+ protected:
+  FakeCloudflareTest() : fake_(clock_) {
+    TokenSpec spec;
+    spec.permissions = {"access_rules", "lists", "rulesets", "tokens", "audit_logs"};
+    token_ = fake_.AddToken(spec).second;
+  }
+
+  Response Call(const std::string& method, const std::string& path, const std::string& body = "",
+                std::map<std::string, std::string> query = {}, const std::string& token = "") {
+    Request r;
+    r.method = method;
+    r.path = "/client/v4" + path;
+    r.query = std::move(query);
+    r.body = body;
+    r.headers["authorization"] = "Bearer " + (token.empty() ? token_ : token);
+    return fake_.Handle(r);
+  }
+  static json Body(const Response& r) { return json::parse(r.body); }
+  static int Code(const Response& r) { return Body(r)["errors"][0]["code"].get<int>(); }
+
+  std::string Zone() { return "/zones/" + fake_.options().zone_id; }
+  std::string Account() { return "/accounts/" + fake_.options().account_id; }
+
+  SimulatedClock clock_;
+  FakeCloudflare fake_;
+  std::string token_;
+};
+
+TEST_F(FakeCloudflareTest, EnvelopeOnSuccessAndFailure) {
+  Response ok = Call("GET", Zone() + "/firewall/access_rules/rules");
+  ASSERT_EQ(ok.status, 200);
+  json b = Body(ok);
+  EXPECT_TRUE(b["success"]);
+  EXPECT_TRUE(b["errors"].empty());
+  EXPECT_TRUE(b["result"].is_array());
+  EXPECT_EQ(b["result_info"]["total_pages"], 0);
+  EXPECT_THAT(ok.headers["ratelimit"], HasSubstr("r=1199"));
+
+  Response bad = Call("GET", "/zones/00000000000000000000000000000000/firewall/access_rules/rules");
+  EXPECT_EQ(bad.status, 404);
+  EXPECT_FALSE(Body(bad)["success"]);
+  EXPECT_TRUE(Body(bad)["result"].is_null());
+  EXPECT_EQ(Code(bad), 7003);
+}
+
+TEST_F(FakeCloudflareTest, CredentialErrors) {
+  Request r;
+  r.method = "GET";
+  r.path = "/client/v4" + Zone() + "/firewall/access_rules/rules";
+  r.headers["authorization"] = "Token abc";
+  Response malformed = fake_.Handle(r);
+  EXPECT_EQ(malformed.status, 400);
+  EXPECT_EQ(Code(malformed), 6003);
+  EXPECT_EQ(Body(malformed)["errors"][0]["error_chain"][0]["code"], 6111);
+
+  EXPECT_EQ(Code(Call("GET", Zone() + "/firewall/access_rules/rules", "", {}, "unknowntoken")),
+            9109);
+  EXPECT_EQ(Code(Call("GET", "/user/tokens/verify", "", {}, "unknowntoken")), 1000);
+
+  r.headers.clear();
+  r.headers["x-auth-email"] = "ops@example.com";
+  EXPECT_EQ(Code(fake_.Handle(r)), 9107);
+  r.headers["x-auth-key"] = "0123456789abcdef0123456789abcdef01234";
+  EXPECT_EQ(Code(fake_.Handle(r)), 9103);
+  r.headers["x-auth-key"] = "not-hex";
+  EXPECT_EQ(Body(fake_.Handle(r))["errors"][0]["error_chain"][0]["code"], 6103);
+}
+
+TEST_F(FakeCloudflareTest, PermissionsAndIpConditions) {
+  TokenSpec reader;
+  reader.permissions = {"lists"};
+  reader.ip_in = {"192.0.2.0/24"};
+  std::string value = fake_.AddToken(reader).second;
+  Request r;
+  r.method = "GET";
+  r.path = "/client/v4" + Zone() + "/firewall/access_rules/rules";
+  r.headers["authorization"] = "Bearer " + value;
+  r.remote_ip = "192.0.2.10";
+  Response denied = fake_.Handle(r);
+  EXPECT_EQ(denied.status, 403);
+  EXPECT_EQ(Code(denied), 10000);
+  r.remote_ip = "198.51.100.1";
+  Response location = fake_.Handle(r);
+  EXPECT_EQ(Code(location), 9109);
+  EXPECT_THAT(Body(location)["errors"][0]["message"].get<std::string>(),
+              HasSubstr("from location: 198.51.100.1"));
+}
+
+TEST_F(FakeCloudflareTest, GlobalRateLimitBlocksForTheWindow) {
+  fake_.options().rate_limit_requests = 5;
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(Call("GET", "/user/tokens/verify").status, 200);
+  Response limited = Call("GET", "/user/tokens/verify");
+  EXPECT_EQ(limited.status, 429);
+  EXPECT_EQ(Code(limited), 971);
+  EXPECT_EQ(limited.headers["retry-after"], "300");
+  clock_.Advance(absl::Seconds(299));
+  EXPECT_EQ(Call("GET", "/user/tokens/verify").status, 429);
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_EQ(Call("GET", "/user/tokens/verify").status, 200);
+}
+
+TEST_F(FakeCloudflareTest, AccessRulesCreateDuplicateFilterPageDelete) {
+  const std::string rules = Zone() + "/firewall/access_rules/rules";
+  for (int i = 1; i <= 5; ++i) {
+    Response r = Call("POST", rules,
+                      absl::StrCat(R"({"mode":"block","configuration":{"target":"ip","value":"203.0.113.)",
+                                   i, R"("},"notes":"palisade:d)", i, R"("})"));
+    ASSERT_EQ(r.status, 200) << r.body;
+  }
+  Response dup = Call("POST", rules,
+                      R"({"mode":"challenge","configuration":{"target":"ip","value":"203.0.113.1"},"notes":"x"})");
+  EXPECT_EQ(dup.status, 400);
+  EXPECT_EQ(Code(dup), 10009);
+  Response bad = Call("POST", rules,
+                      R"({"mode":"block","configuration":{"target":"ip","value":"2001:db8::1"},"notes":"x"})");
+  EXPECT_EQ(Code(bad), 10013);
+  EXPECT_EQ(Call("POST", rules,
+                 R"({"mode":"block","configuration":{"target":"ip_range","value":"2001:db8::/48"},"notes":"x"})")
+                .status,
+            200);
+
+  json page2 = Body(Call("GET", rules, "", {{"page", "2"}, {"per_page", "2"}}));
+  EXPECT_THAT(page2["result"], SizeIs(2));
+  EXPECT_EQ(page2["result_info"]["total_count"], 6);
+  EXPECT_EQ(page2["result_info"]["total_pages"], 3);
+  EXPECT_THAT(Body(Call("GET", rules, "", {{"page", "9"}}))["result"], SizeIs(0));
+  EXPECT_EQ(Call("GET", rules, "", {{"per_page", "5000"}}).status, 400);
+
+  json found = Body(Call("GET", rules, "", {{"notes", "PALISADE:D3"}}))["result"];
+  ASSERT_THAT(found, SizeIs(1));
+  EXPECT_EQ(found[0]["configuration"]["value"], "203.0.113.3");
+  json by_value = Body(Call("GET", rules, "", {{"configuration.value", "203.0.113.4"}}))["result"];
+  ASSERT_THAT(by_value, SizeIs(1));
+
+  const std::string id = found[0]["id"];
+  EXPECT_EQ(Body(Call("DELETE", rules + "/" + id))["result"]["id"], id);
+  EXPECT_EQ(Code(Call("DELETE", rules + "/" + id)), 10001);
+  EXPECT_THAT(fake_.AuditLog(), SizeIs(7));  // 6 creates + 1 delete
+}
+
+TEST_F(FakeCloudflareTest, ListOperationsAreAsynchronous) {
+  const std::string lists = Account() + "/rules/lists";
+  json list = Body(Call("POST", lists, R"({"name":"palisade_block","kind":"ip"})"))["result"];
+  const std::string items = lists + "/" + list["id"].get<std::string>() + "/items";
+  Response add = Call("POST", items, R"([{"ip":"203.0.113.7","comment":"a"},{"ip":"2001:DB8::/64"}])");
+  ASSERT_EQ(add.status, 200) << add.body;
+  const std::string op = Body(add)["result"]["operation_id"];
+  EXPECT_EQ(Body(Call("GET", lists + "/bulk_operations/" + op))["result"]["status"], "pending");
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(0));  // items change on completion
+  // A second write while one is in flight is refused.
+  EXPECT_EQ(Call("POST", items, R"([{"ip":"198.51.100.1"}])").status, 429);
+  clock_.Advance(absl::Milliseconds(250));
+  EXPECT_EQ(Body(Call("GET", lists + "/bulk_operations/" + op))["result"]["status"], "running");
+  clock_.Advance(absl::Milliseconds(250));
+  EXPECT_EQ(Body(Call("GET", lists + "/bulk_operations/" + op))["result"]["status"], "completed");
+  json snapshot = fake_.ListSnapshot("palisade_block");
+  ASSERT_THAT(snapshot, SizeIs(2));
+  EXPECT_EQ(Code(Call("POST", items, R"([{"ip":"198.51.100.1"},{"ip":"198.51.100.1/32"}])")),
+            10028);
+}
+
+TEST_F(FakeCloudflareTest, ListItemsUseCursorPaginationInAddressOrder) {
+  fake_.options().operation_pending = fake_.options().operation_running = absl::ZeroDuration();
+  const std::string lists = Account() + "/rules/lists";
+  json list = Body(Call("POST", lists, R"({"name":"l","kind":"ip"})"))["result"];
+  const std::string items = lists + "/" + list["id"].get<std::string>() + "/items";
+  json body = json::array();
+  for (int i = 20; i >= 1; --i) body.push_back({{"ip", absl::StrCat("10.0.0.", i)}});
+  ASSERT_EQ(Call("POST", items, body.dump()).status, 200);
+  std::vector<std::string> seen;
+  std::string cursor;
+  int pages = 0;
+  do {
+    std::map<std::string, std::string> q = {{"per_page", "7"}};
+    if (!cursor.empty()) q["cursor"] = cursor;
+    json page = Body(Call("GET", items, "", q));
+    for (const auto& it : page["result"]) seen.push_back(it["ip"]);
+    json after = page["result_info"]["cursors"].value("after", json());
+    cursor = after.is_string() ? after.get<std::string>() : "";
+    ++pages;
+  } while (!cursor.empty());
+  EXPECT_EQ(pages, 3);
+  ASSERT_THAT(seen, SizeIs(20));
+  EXPECT_EQ(seen.front(), "10.0.0.1");
+  EXPECT_EQ(seen[1], "10.0.0.2");
+  EXPECT_EQ(seen.back(), "10.0.0.20");
+}
+
+TEST_F(FakeCloudflareTest, ListItemQuotaFailsTheOperation) {
+  fake_.options().operation_pending = fake_.options().operation_running = absl::ZeroDuration();
+  fake_.options().max_list_items = 2;
+  const std::string lists = Account() + "/rules/lists";
+  json list = Body(Call("POST", lists, R"({"name":"l","kind":"ip"})"))["result"];
+  const std::string items = lists + "/" + list["id"].get<std::string>() + "/items";
+  json op = Body(Call("POST", items, R"([{"ip":"10.0.0.1"},{"ip":"10.0.0.2"},{"ip":"10.0.0.3"}])"));
+  json status =
+      Body(Call("GET", lists + "/bulk_operations/" + op["result"]["operation_id"].get<std::string>()));
+  EXPECT_EQ(status["result"]["status"], "failed");
+  EXPECT_THAT(status["result"]["error"].get<std::string>(), HasSubstr("maximum number"));
+}
+
+TEST_F(FakeCloudflareTest, RulesetsEntrypointSemantics) {
+  const std::string ep = Zone() + "/rulesets/phases/http_ratelimit/entrypoint";
+  Response missing = Call("GET", ep);
+  EXPECT_EQ(missing.status, 404);
+  EXPECT_EQ(Code(missing), 10003);
+
+  Response no_colo = Call("PUT", ep, R"({"rules":[{"action":"block","expression":"true",
+      "ratelimit":{"characteristics":["ip.src"],"period":60,"requests_per_period":10,"mitigation_timeout":600}}]})");
+  EXPECT_EQ(no_colo.status, 400);
+  EXPECT_EQ(Body(no_colo)["errors"][0]["source"]["pointer"], "/rules/0/ratelimit/characteristics");
+
+  json rs = Body(Call("PUT", ep, R"J({"rules":[{"ref":"a","action":"block","expression":"(http.request.uri.path eq \"/login\")",
+      "ratelimit":{"characteristics":["cf.colo.id","ip.src"],"period":60,"requests_per_period":10,"mitigation_timeout":600}}]})J"))["result"];
+  EXPECT_EQ(rs["version"], "1");
+  ASSERT_THAT(rs["rules"], SizeIs(1));
+  const std::string id = rs["id"];
+  json rule = {{"ref", "b"}, {"action", "block"}, {"expression", "true"},
+               {"ratelimit", {{"characteristics", {"cf.colo.id", "ip.src"}}, {"period", 10},
+                              {"requests_per_period", 5}, {"mitigation_timeout", 60}}},
+               {"position", {{"index", 1}}}};
+  json after_post = Body(Call("POST", Zone() + "/rulesets/" + id + "/rules", rule.dump()))["result"];
+  EXPECT_EQ(after_post["version"], "2");
+  EXPECT_EQ(after_post["rules"][0]["ref"], "b");
+  const std::string rule_id = after_post["rules"][0]["id"];
+  json after_delete = Body(Call("DELETE", Zone() + "/rulesets/" + id + "/rules/" + rule_id))["result"];
+  EXPECT_EQ(after_delete["version"], "3");
+  EXPECT_THAT(after_delete["rules"], SizeIs(1));
+
+  fake_.options().max_ratelimit_rules = 1;
+  EXPECT_EQ(Code(Call("POST", Zone() + "/rulesets/" + id + "/rules", rule.dump())), 20022);
+}
+
+TEST_F(FakeCloudflareTest, ReferencedListCannotBeDeleted) {
+  const std::string lists = Account() + "/rules/lists";
+  json list = Body(Call("POST", lists, R"({"name":"palisade_block","kind":"ip"})"))["result"];
+  ASSERT_EQ(Call("PUT", Zone() + "/rulesets/phases/http_request_firewall_custom/entrypoint",
+                 R"({"rules":[{"action":"block","expression":"ip.src in $palisade_block"}]})")
+                .status,
+            200);
+  EXPECT_EQ(Code(Call("DELETE", lists + "/" + list["id"].get<std::string>())), 10031);
+  EXPECT_EQ(Code(Call("PUT", Zone() + "/rulesets/phases/http_request_firewall_custom/entrypoint",
+                      R"({"rules":[{"action":"block","expression":"ip.src in $nope"}]})")),
+            20021);
+}
+
+TEST_F(FakeCloudflareTest, TokenLifecycle) {
+  TokenSpec leaked;
+  leaked.name = "ci";
+  leaked.permissions = {"lists"};
+  auto [id, value] = fake_.AddToken(leaked);
+  json verify = Body(Call("GET", "/user/tokens/verify", "", {}, value));
+  EXPECT_EQ(verify["result"]["id"], id);
+  EXPECT_EQ(verify["messages"][0]["code"], 10000);
+
+  json got = Body(Call("GET", "/user/tokens/" + id))["result"];
+  EXPECT_FALSE(got.contains("value"));
+  got["status"] = "disabled";
+  ASSERT_EQ(Call("PUT", "/user/tokens/" + id, got.dump()).status, 200);
+  EXPECT_EQ(Code(Call("GET", "/user/tokens/verify", "", {}, value)), 1000);
+  EXPECT_EQ(fake_.TokenSnapshot(id)["status"], "disabled");
+
+  std::string rolled = Body(Call("PUT", "/user/tokens/" + id + "/value", "{}"))["result"];
+  EXPECT_NE(rolled, value);
+  EXPECT_EQ(Body(Call("DELETE", "/user/tokens/" + id))["result"]["id"], id);
+  EXPECT_TRUE(fake_.TokenSnapshot(id).is_null());
+}
+
+TEST_F(FakeCloudflareTest, AccountTokensVerifyOnTheAccountPath) {
+  TokenSpec account;
+  account.account_owned = true;
+  std::string value = fake_.AddToken(account).second;
+  EXPECT_EQ(value.substr(0, 5), "cfat_");
+  EXPECT_EQ(Code(Call("GET", "/user/tokens/verify", "", {}, value)), 1000);
+  EXPECT_EQ(Call("GET", Account() + "/tokens/verify", "", {}, value).status, 200);
+}
+
+TEST_F(FakeCloudflareTest, AuditLogRecordsMutationsNewestFirst) {
+  Call("POST", Zone() + "/firewall/access_rules/rules",
+       R"({"mode":"block","configuration":{"target":"ip","value":"203.0.113.9"},"notes":"n"})");
+  Call("POST", Account() + "/rules/lists", R"({"name":"l","kind":"ip"})");
+  json logs = Body(Call("GET", Account() + "/audit_logs"));
+  ASSERT_THAT(logs["result"], SizeIs(2));
+  EXPECT_EQ(logs["result"][0]["resource"]["type"], "filters.list");
+  EXPECT_EQ(logs["result"][1]["action"]["type"], "create");
+  EXPECT_EQ(logs["result"][1]["interface"], "API");
+}
+
+TEST_F(FakeCloudflareTest, ScriptedFaults) {
+  Faults f;
+  f.fail_call = 2;
+  f.error_status = 502;
+  fake_.SetFaults(f);
+  EXPECT_EQ(Call("GET", "/user/tokens/verify").status, 200);
+  EXPECT_EQ(Call("GET", "/user/tokens/verify").status, 502);
+  EXPECT_EQ(Call("GET", "/user/tokens/verify").status, 200);
+  f = Faults();
+  f.drop_rate = 1.0;
+  fake_.SetFaults(f);
+  EXPECT_TRUE(Call("GET", "/user/tokens/verify").drop_connection);
+}
+
+}  // namespace
+}  // namespace palisade::fake
