@@ -203,7 +203,12 @@ Response FakeCloudflare::Handle(const Request& request) {
     return p > 0 && static_cast<double>(rng_ % 1000000) / 1e6 < p;
   };
   if (faults_.fail_call > 0 && --faults_.fail_call == 0) {
-    fault = Error(faults_.error_status, 10500 + faults_.error_status % 100, "Internal error");
+    if (faults_.error_status == 429) {
+      fault = Error(429, 971, "Please wait and consider throttling your request speed");
+      fault.headers["retry-after"] = "2";
+    } else {
+      fault = Error(faults_.error_status, 10500 + faults_.error_status % 100, "Internal error");
+    }
     fault.delay = faults_.latency;
     return fault;
   }

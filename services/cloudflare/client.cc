@@ -1,0 +1,638 @@
+#include "services/cloudflare/client.h"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+
+#include "absl/strings/cord.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace palisade {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr char kRetryDelayUrl[] = "type.palisade.dev/cloudflare.retry_delay_ms";
+
+std::string Escape(const std::string& s) {
+  char* e = curl_easy_escape(nullptr, s.c_str(), static_cast<int>(s.size()));
+  std::string out = e ? e : "";
+  curl_free(e);
+  return out;
+}
+
+std::string Str(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+std::optional<absl::Time> ParseTime(const std::string& s) {
+  absl::Time t;
+  std::string err;
+  if (s.empty() || !absl::ParseTime(absl::RFC3339_full, s, &t, &err)) return std::nullopt;
+  return t;
+}
+
+absl::StatusCode CodeFor(int http, int cf_code) {
+  switch (cf_code) {
+    case 10009:
+      return absl::StatusCode::kAlreadyExists;
+    case 10001:
+    case 10003:
+    case 10004:
+    case 10006:
+    case 1003:
+    case 7000:
+    case 7003:
+      return absl::StatusCode::kNotFound;
+    case 9109:
+    case 1000:
+    case 9103:
+    case 9106:
+    case 9107:
+    case 6003:
+      return absl::StatusCode::kUnauthenticated;
+    case 10031:
+      return absl::StatusCode::kFailedPrecondition;
+    case 10024:
+    case 10012:
+    case 20022:
+    case 1002:
+      return absl::StatusCode::kResourceExhausted;
+    default:
+      break;
+  }
+  if (http == 429) return absl::StatusCode::kResourceExhausted;
+  if (http >= 500) return absl::StatusCode::kUnavailable;
+  if (http == 403 && cf_code == 10000) return absl::StatusCode::kPermissionDenied;
+  if (http == 401) return absl::StatusCode::kUnauthenticated;
+  if (http == 403) return absl::StatusCode::kPermissionDenied;
+  if (http == 404) return absl::StatusCode::kNotFound;
+  return absl::StatusCode::kInvalidArgument;
+}
+
+bool Retryable(const absl::Status& s, int http) {
+  if (s.code() == absl::StatusCode::kUnavailable) return true;
+  return s.code() == absl::StatusCode::kResourceExhausted && http == 429;
+}
+
+// Seconds from "Retry-After: N" (or an HTTP date, which Cloudflare does not send: ignored).
+std::optional<absl::Duration> RetryAfter(const HttpResponse& r) {
+  auto it = r.headers.find("retry-after-ms");
+  double v = 0;
+  if (it != r.headers.end() && absl::SimpleAtod(it->second, &v)) return absl::Milliseconds(v);
+  it = r.headers.find("retry-after");
+  if (it != r.headers.end() && absl::SimpleAtod(it->second, &v)) return absl::Seconds(v);
+  return std::nullopt;
+}
+
+// "Ratelimit: "default";r=50;t=30": when r reaches 0, nothing before t seconds.
+std::optional<absl::Duration> ExhaustedFor(const HttpResponse& r) {
+  auto it = r.headers.find("ratelimit");
+  if (it == r.headers.end()) return std::nullopt;
+  int remaining = -1, reset = 0;
+  for (absl::string_view part : absl::StrSplit(it->second, ';')) {
+    if (absl::ConsumePrefix(&part, "r=")) (void)absl::SimpleAtoi(part, &remaining);
+    if (absl::ConsumePrefix(&part, "t=")) (void)absl::SimpleAtoi(part, &reset);
+  }
+  if (remaining == 0) return absl::Seconds(reset);
+  return std::nullopt;
+}
+
+AccessRule ToAccessRule(const json& j) {
+  AccessRule a;
+  a.id = Str(j, "id");
+  a.mode = Str(j, "mode");
+  a.notes = Str(j, "notes");
+  if (j.contains("configuration")) {
+    a.target = Str(j["configuration"], "target");
+    a.value = Str(j["configuration"], "value");
+  }
+  return a;
+}
+
+IpList ToList(const json& j) {
+  IpList l;
+  l.id = Str(j, "id");
+  l.name = Str(j, "name");
+  l.kind = Str(j, "kind");
+  l.description = Str(j, "description");
+  l.num_items = j.value("num_items", 0);
+  l.num_referencing_filters = j.value("num_referencing_filters", 0);
+  return l;
+}
+
+json FromRule(const RulesetRule& r) {
+  json j = {{"action", r.action}, {"expression", r.expression}, {"description", r.description},
+            {"enabled", r.enabled}};
+  if (!r.id.empty()) j["id"] = r.id;
+  if (!r.ref.empty()) j["ref"] = r.ref;
+  if (r.ratelimit) {
+    j["ratelimit"] = {{"characteristics", r.ratelimit->characteristics},
+                      {"period", r.ratelimit->period},
+                      {"requests_per_period", r.ratelimit->requests_per_period},
+                      {"mitigation_timeout", r.ratelimit->mitigation_timeout}};
+  }
+  return j;
+}
+
+Ruleset ToRuleset(const json& j) {
+  Ruleset rs;
+  rs.id = Str(j, "id");
+  rs.phase = Str(j, "phase");
+  rs.version = Str(j, "version");
+  for (const json& r : j.value("rules", json::array())) {
+    RulesetRule rule;
+    rule.id = Str(r, "id");
+    rule.ref = Str(r, "ref");
+    rule.description = Str(r, "description");
+    rule.expression = Str(r, "expression");
+    rule.action = Str(r, "action");
+    rule.enabled = r.value("enabled", true);
+    if (r.contains("ratelimit") && r["ratelimit"].is_object()) {
+      const json& rl = r["ratelimit"];
+      RateLimit limit;
+      limit.characteristics = rl.value("characteristics", std::vector<std::string>{});
+      limit.period = rl.value("period", 0);
+      limit.requests_per_period = rl.value("requests_per_period", 0);
+      limit.mitigation_timeout = rl.value("mitigation_timeout", 0);
+      rule.ratelimit = limit;
+    }
+    rs.rules.push_back(std::move(rule));
+  }
+  return rs;
+}
+
+TokenInfo ToToken(const json& j) {
+  TokenInfo t;
+  t.id = Str(j, "id");
+  t.name = Str(j, "name");
+  t.status = Str(j, "status");
+  t.expires_on = ParseTime(Str(j, "expires_on"));
+  t.policies = j.value("policies", json::array());
+  return t;
+}
+
+}  // namespace
+
+std::optional<absl::Duration> RetryDelay(const absl::Status& status) {
+  absl::optional<absl::Cord> p = status.GetPayload(kRetryDelayUrl);
+  int64_t ms = 0;
+  if (!p || !absl::SimpleAtoi(std::string(*p), &ms)) return std::nullopt;
+  return absl::Milliseconds(ms);
+}
+
+CloudflareClient::CloudflareClient(HttpTransport& transport, Clock& clock, ClientOptions options,
+                                   Credentials credentials, prometheus::Registry& registry)
+    : transport_(transport),
+      clock_(clock),
+      options_(std::move(options)),
+      credentials_(std::move(credentials)),
+      budget_(options_.budget_requests, options_.budget_window),
+      requests_(prometheus::BuildCounter()
+                    .Name("palisade_cloudflare_requests_total")
+                    .Help("Cloudflare API requests, by endpoint and HTTP status "
+                          "(\"transport\" when no answer came).")
+                    .Register(registry)),
+      retries_(prometheus::BuildCounter()
+                   .Name("palisade_cloudflare_retries_total")
+                   .Help("Cloudflare API requests retried after 429, 5xx or a transport failure.")
+                   .Register(registry)),
+      latency_(prometheus::BuildHistogram()
+                   .Name("palisade_cloudflare_request_duration_seconds")
+                   .Help("Cloudflare API request latency, by endpoint.")
+                   .Register(registry)),
+      budget_gauge_(prometheus::BuildGauge()
+                        .Name("palisade_cloudflare_budget_remaining")
+                        .Help("Requests left in the client's sliding rate-limit window.")
+                        .Register(registry)
+                        .Add({})) {
+  budget_gauge_.Set(options_.budget_requests);
+}
+
+int CloudflareClient::BudgetRemaining() { return budget_.Remaining(clock_.TimeNow()); }
+
+absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_status) {
+  HttpRequest req;
+  req.method = call.method;
+  req.url = options_.base_url + call.path;
+  for (size_t i = 0; i < call.query.size(); ++i) {
+    absl::StrAppend(&req.url, i == 0 ? "?" : "&", Escape(call.query[i].first), "=",
+                    Escape(call.query[i].second));
+  }
+  req.timeout = options_.timeout;
+  req.headers.emplace_back("Content-Type", "application/json");
+  if (call.as_token != nullptr) {
+    req.headers.emplace_back("Authorization", "Bearer " + call.as_token->value());
+  } else if (!credentials_.token.empty()) {
+    req.headers.emplace_back("Authorization", "Bearer " + credentials_.token.value());
+  } else {
+    req.headers.emplace_back("X-Auth-Email", credentials_.email);
+    req.headers.emplace_back("X-Auth-Key", credentials_.api_key.value());
+  }
+  if (call.body) req.body = call.body->dump();
+
+  const absl::Time start = clock_.TimeNow();
+  absl::StatusOr<HttpResponse> resp = transport_.Send(req);
+  const std::string where = absl::StrCat("cloudflare ", call.method, " ", call.label);
+  latency_.Add({{"endpoint", call.label}}, prometheus::Histogram::BucketBoundaries{
+                                               0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                               2.5, 5, 10})
+      .Observe(absl::ToDoubleSeconds(clock_.TimeNow() - start));
+  if (!resp.ok()) {
+    *http_status = 0;
+    requests_.Add({{"endpoint", call.label}, {"code", "transport"}}).Increment();
+    return absl::UnavailableError(absl::StrCat(where, ": ", resp.status().message()));
+  }
+  *http_status = resp->status;
+  requests_.Add({{"endpoint", call.label}, {"code", std::to_string(resp->status)}}).Increment();
+  if (call.as_token == nullptr) {
+    if (std::optional<absl::Duration> wait = ExhaustedFor(*resp)) {
+      budget_.BlockUntil(clock_.TimeNow() + *wait);
+    }
+  }
+  json body;
+  try {
+    body = json::parse(resp->body);
+  } catch (const json::exception&) {
+    if (resp->status >= 500 || resp->status == 429) {
+      return absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status));
+    }
+    return absl::InternalError(
+        absl::StrCat(where, ": HTTP ", resp->status, " with a body that is not JSON"));
+  }
+  if (resp->status >= 200 && resp->status < 300 && body.value("success", false)) return body;
+
+  int cf_code = 0;
+  std::string message = "no error detail";
+  if (body.contains("errors") && body["errors"].is_array() && !body["errors"].empty()) {
+    const json& e = body["errors"][0];
+    cf_code = e.value("code", 0);
+    message = Str(e, "message");
+    if (e.contains("error_chain") && e["error_chain"].is_array() && !e["error_chain"].empty()) {
+      absl::StrAppend(&message, " (", e["error_chain"][0].value("code", 0), " ",
+                      Str(e["error_chain"][0], "message"), ")");
+    }
+    if (e.contains("source")) absl::StrAppend(&message, " at ", Str(e["source"], "pointer"));
+  }
+  absl::Status status(CodeFor(resp->status, cf_code),
+                      absl::StrCat(where, ": HTTP ", resp->status, " code ", cf_code, " ", message));
+  if (resp->status == 429) {
+    std::optional<absl::Duration> delay = RetryAfter(*resp);
+    if (delay) {
+      status.SetPayload(kRetryDelayUrl, absl::Cord(std::to_string(absl::ToInt64Milliseconds(*delay))));
+      if (call.as_token == nullptr) budget_.BlockUntil(clock_.TimeNow() + *delay);
+    }
+  }
+  return status;
+}
+
+absl::StatusOr<json> CloudflareClient::Send(const Call& call) {
+  static thread_local std::mt19937_64 jitter(std::random_device{}());
+  absl::Status last;
+  for (int attempt = 1; attempt <= options_.max_attempts; ++attempt) {
+    if (call.as_token == nullptr) {
+      absl::Duration wait = budget_.Acquire(clock_.TimeNow());
+      if (wait > options_.max_wait) {
+        absl::Status s = absl::ResourceExhaustedError(absl::StrCat(
+            "cloudflare ", call.method, " ", call.label, ": request budget spent; retry in ",
+            absl::FormatDuration(absl::Ceil(wait, absl::Seconds(1)))));
+        s.SetPayload(kRetryDelayUrl, absl::Cord(std::to_string(absl::ToInt64Milliseconds(wait))));
+        return s;
+      }
+      while (wait > absl::ZeroDuration()) {
+        clock_.SleepFor(wait);
+        wait = budget_.Acquire(clock_.TimeNow());
+      }
+      budget_gauge_.Set(budget_.Remaining(clock_.TimeNow()));
+    }
+    int http = 0;
+    absl::StatusOr<json> result = SendOnce(call, &http);
+    if (result.ok()) return result;
+    last = result.status();
+    if (!Retryable(last, http) || attempt == options_.max_attempts) break;
+    // Backoff: the server's Retry-After when it gave one, else 1s·2^n capped, with jitter.
+    absl::Duration delay;
+    if (std::optional<absl::Duration> server = RetryDelay(last)) {
+      delay = *server;
+    } else {
+      const absl::Duration base =
+          std::min(options_.max_backoff, options_.initial_backoff * std::pow(2.0, attempt - 1));
+      delay = base * (0.5 + 0.5 * std::uniform_real_distribution<double>(0, 1)(jitter));
+    }
+    if (delay > options_.max_wait) break;
+    retries_.Add({{"endpoint", call.label}}).Increment();
+    clock_.SleepFor(delay);
+  }
+  return last;
+}
+
+std::string CloudflareClient::ScopePath(RuleScope scope) const {
+  return scope == RuleScope::kZone ? "/zones/" + options_.zone_id
+                                   : "/accounts/" + options_.account_id;
+}
+
+std::string CloudflareClient::TokenPath(bool account_owned) const {
+  return account_owned ? "/accounts/" + options_.account_id + "/tokens" : "/user/tokens";
+}
+
+// --- tokens ----------------------------------------------------------------------------------
+
+absl::StatusOr<TokenInfo> CloudflareClient::VerifyToken(bool account_owned) {
+  absl::StatusOr<json> r = Send({"GET", TokenPath(account_owned) + "/verify", "tokens/verify"});
+  if (!r.ok()) return r.status();
+  return ToToken((*r)["result"]);
+}
+
+absl::StatusOr<TokenInfo> CloudflareClient::VerifyOtherToken(const Secret& token,
+                                                             bool account_owned) {
+  Call call{"GET", TokenPath(account_owned) + "/verify", "tokens/verify"};
+  call.as_token = &token;
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  return ToToken((*r)["result"]);
+}
+
+absl::StatusOr<TokenInfo> CloudflareClient::GetToken(const std::string& id, bool account_owned) {
+  absl::StatusOr<json> r = Send({"GET", TokenPath(account_owned) + "/" + id, "tokens/get"});
+  if (!r.ok()) return r.status();
+  return ToToken((*r)["result"]);
+}
+
+absl::StatusOr<TokenInfo> CloudflareClient::DisableToken(const std::string& id,
+                                                         bool account_owned) {
+  absl::StatusOr<TokenInfo> current = GetToken(id, account_owned);
+  if (!current.ok()) return current.status();
+  Call call{"PUT", TokenPath(account_owned) + "/" + id, "tokens/update"};
+  call.body = json{{"name", current->name}, {"policies", current->policies},
+                   {"status", "disabled"}};
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  return ToToken((*r)["result"]);
+}
+
+absl::Status CloudflareClient::DeleteToken(const std::string& id, bool account_owned) {
+  return Send({"DELETE", TokenPath(account_owned) + "/" + id, "tokens/delete"}).status();
+}
+
+// --- access rules ----------------------------------------------------------------------------
+
+absl::StatusOr<Page<AccessRule>> CloudflareClient::ListAccessRules(RuleScope scope,
+                                                                   const AccessRuleFilter& f,
+                                                                   int page, int per_page) {
+  Call call{"GET", ScopePath(scope) + "/firewall/access_rules/rules", "access_rules/list"};
+  call.query = {{"page", std::to_string(page)}, {"per_page", std::to_string(per_page)}};
+  if (!f.mode.empty()) call.query.emplace_back("mode", f.mode);
+  if (!f.target.empty()) call.query.emplace_back("configuration.target", f.target);
+  if (!f.value.empty()) call.query.emplace_back("configuration.value", f.value);
+  if (!f.notes.empty()) call.query.emplace_back("notes", f.notes);
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  Page<AccessRule> out;
+  for (const json& j : (*r)["result"]) out.items.push_back(ToAccessRule(j));
+  if (r->contains("result_info")) {
+    out.total_pages = (*r)["result_info"].value("total_pages", 0);
+    out.total_count = (*r)["result_info"].value("total_count", 0);
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<AccessRule>> CloudflareClient::ListAllAccessRules(
+    RuleScope scope, const AccessRuleFilter& f) {
+  std::vector<AccessRule> all;
+  for (int page = 1;; ++page) {
+    absl::StatusOr<Page<AccessRule>> p = ListAccessRules(scope, f, page);
+    if (!p.ok()) return p.status();
+    // Stop on an empty page (past the end answers 200 with []), as the SDK does.
+    if (p->items.empty()) break;
+    all.insert(all.end(), p->items.begin(), p->items.end());
+    if (p->total_pages > 0 && page >= p->total_pages) break;
+  }
+  return all;
+}
+
+absl::StatusOr<AccessRule> CloudflareClient::CreateAccessRule(RuleScope scope,
+                                                              const std::string& mode,
+                                                              const std::string& target,
+                                                              const std::string& value,
+                                                              const std::string& notes) {
+  Call call{"POST", ScopePath(scope) + "/firewall/access_rules/rules", "access_rules/create"};
+  call.body = json{{"mode", mode},
+                   {"configuration", {{"target", target}, {"value", value}}},
+                   {"notes", notes}};
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  return ToAccessRule((*r)["result"]);
+}
+
+absl::Status CloudflareClient::DeleteAccessRule(RuleScope scope, const std::string& id) {
+  return Send({"DELETE", ScopePath(scope) + "/firewall/access_rules/rules/" + id,
+               "access_rules/delete"})
+      .status();
+}
+
+// --- lists -----------------------------------------------------------------------------------
+
+absl::StatusOr<std::vector<IpList>> CloudflareClient::ListLists() {
+  absl::StatusOr<json> r =
+      Send({"GET", "/accounts/" + options_.account_id + "/rules/lists", "lists/list"});
+  if (!r.ok()) return r.status();
+  std::vector<IpList> out;
+  for (const json& j : (*r)["result"]) out.push_back(ToList(j));
+  return out;
+}
+
+absl::StatusOr<IpList> CloudflareClient::CreateList(const std::string& name,
+                                                    const std::string& description) {
+  Call call{"POST", "/accounts/" + options_.account_id + "/rules/lists", "lists/create"};
+  call.body = json{{"name", name}, {"kind", "ip"}, {"description", description}};
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  return ToList((*r)["result"]);
+}
+
+absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListItems(const std::string& list_id,
+                                                                  const std::string& cursor,
+                                                                  int per_page,
+                                                                  std::string* next_cursor) {
+  Call call{"GET", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
+            "lists/items/list"};
+  call.query = {{"per_page", std::to_string(per_page)}};
+  if (!cursor.empty()) call.query.emplace_back("cursor", cursor);
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  std::vector<ListItem> out;
+  for (const json& j : (*r)["result"]) out.push_back({Str(j, "id"), Str(j, "ip"), Str(j, "comment")});
+  next_cursor->clear();
+  if (r->contains("result_info") && (*r)["result_info"].contains("cursors")) {
+    *next_cursor = Str((*r)["result_info"]["cursors"], "after");
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListAllItems(const std::string& list_id) {
+  std::vector<ListItem> all;
+  std::string cursor;
+  do {
+    std::string next;
+    absl::StatusOr<std::vector<ListItem>> page = ListItems(list_id, cursor, 500, &next);
+    if (!page.ok()) return page.status();
+    all.insert(all.end(), page->begin(), page->end());
+    cursor = next;
+  } while (!cursor.empty());
+  return all;
+}
+
+namespace {
+json ItemsJson(const std::vector<ListItem>& items) {
+  json out = json::array();
+  for (const ListItem& i : items) {
+    json j = {{"ip", i.ip}};
+    if (!i.comment.empty()) j["comment"] = i.comment;
+    out.push_back(j);
+  }
+  return out;
+}
+}  // namespace
+
+absl::StatusOr<std::string> CloudflareClient::AddListItems(const std::string& list_id,
+                                                           const std::vector<ListItem>& items) {
+  Call call{"POST", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
+            "lists/items/add"};
+  call.body = ItemsJson(items);
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  return Str((*r)["result"], "operation_id");
+}
+
+absl::StatusOr<std::string> CloudflareClient::ReplaceListItems(
+    const std::string& list_id, const std::vector<ListItem>& items) {
+  Call call{"PUT", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
+            "lists/items/replace"};
+  call.body = ItemsJson(items);
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  return Str((*r)["result"], "operation_id");
+}
+
+absl::StatusOr<std::string> CloudflareClient::DeleteListItems(
+    const std::string& list_id, const std::vector<std::string>& item_ids) {
+  Call call{"DELETE", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
+            "lists/items/delete"};
+  json items = json::array();
+  for (const std::string& id : item_ids) items.push_back({{"id", id}});
+  call.body = json{{"items", items}};
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  return Str((*r)["result"], "operation_id");
+}
+
+absl::Status CloudflareClient::WaitForOperation(const std::string& operation_id) {
+  const absl::Time deadline = clock_.TimeNow() + options_.poll_timeout;
+  for (;;) {
+    absl::StatusOr<json> r =
+        Send({"GET",
+              "/accounts/" + options_.account_id + "/rules/lists/bulk_operations/" + operation_id,
+              "lists/bulk_operations/get"});
+    if (!r.ok()) return r.status();
+    const std::string status = Str((*r)["result"], "status");
+    if (status == "completed") return absl::OkStatus();
+    if (status == "failed") {
+      return absl::AbortedError(absl::StrCat("list operation ", operation_id, " failed: ",
+                                             Str((*r)["result"], "error")));
+    }
+    if (status != "pending" && status != "running") {
+      return absl::InternalError(
+          absl::StrCat("list operation ", operation_id, ": unknown status \"", status, "\""));
+    }
+    if (clock_.TimeNow() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "list operation ", operation_id, " still ", status, " after ",
+          absl::FormatDuration(options_.poll_timeout)));
+    }
+    clock_.SleepFor(options_.poll_interval);
+  }
+}
+
+// --- rulesets --------------------------------------------------------------------------------
+
+absl::StatusOr<Ruleset> CloudflareClient::GetEntrypoint(const std::string& phase) {
+  absl::StatusOr<json> r = Send({"GET", "/zones/" + options_.zone_id + "/rulesets/phases/" +
+                                            phase + "/entrypoint",
+                                 "rulesets/entrypoint/get"});
+  if (!r.ok()) return r.status();
+  return ToRuleset((*r)["result"]);
+}
+
+absl::StatusOr<Ruleset> CloudflareClient::PutEntrypoint(const std::string& phase,
+                                                        const std::vector<RulesetRule>& rules) {
+  Call call{"PUT", "/zones/" + options_.zone_id + "/rulesets/phases/" + phase + "/entrypoint",
+            "rulesets/entrypoint/put"};
+  json arr = json::array();
+  for (const RulesetRule& r : rules) arr.push_back(FromRule(r));
+  call.body = json{{"rules", arr}};
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  return ToRuleset((*r)["result"]);
+}
+
+absl::StatusOr<Ruleset> CloudflareClient::AddRulesetRule(const std::string& ruleset_id,
+                                                         const RulesetRule& rule) {
+  Call call{"POST", "/zones/" + options_.zone_id + "/rulesets/" + ruleset_id + "/rules",
+            "rulesets/rules/add"};
+  call.body = FromRule(rule);
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  return ToRuleset((*r)["result"]);
+}
+
+absl::StatusOr<Ruleset> CloudflareClient::DeleteRulesetRule(const std::string& ruleset_id,
+                                                            const std::string& rule_id) {
+  absl::StatusOr<json> r =
+      Send({"DELETE", "/zones/" + options_.zone_id + "/rulesets/" + ruleset_id + "/rules/" + rule_id,
+            "rulesets/rules/delete"});
+  if (!r.ok()) return r.status();
+  return ToRuleset((*r)["result"]);
+}
+
+// --- audit logs ------------------------------------------------------------------------------
+
+absl::StatusOr<Page<AuditLogEntry>> CloudflareClient::ListAuditLogs(absl::Time since, int page,
+                                                                    int per_page) {
+  Call call{"GET", "/accounts/" + options_.account_id + "/audit_logs", "audit_logs/list"};
+  call.query = {{"since", absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", since, absl::UTCTimeZone())},
+                {"page", std::to_string(page)},
+                {"per_page", std::to_string(per_page)},
+                {"direction", "asc"}};
+  absl::StatusOr<json> r = Send(call);
+  if (!r.ok()) return r.status();
+  Page<AuditLogEntry> out;
+  for (const json& j : (*r)["result"]) {
+    AuditLogEntry e;
+    e.id = Str(j, "id");
+    if (j.contains("action")) e.action_type = Str(j["action"], "type");
+    if (j.contains("actor")) {
+      e.actor_email = Str(j["actor"], "email");
+      e.actor_ip = Str(j["actor"], "ip");
+      e.actor_token_id = Str(j["actor"], "token_id");
+    }
+    if (j.contains("resource")) {
+      e.resource_type = Str(j["resource"], "type");
+      e.resource_id = Str(j["resource"], "id");
+    }
+    e.when = ParseTime(Str(j, "when")).value_or(absl::InfinitePast());
+    out.items.push_back(std::move(e));
+  }
+  if (r->contains("result_info")) {
+    out.total_pages = (*r)["result_info"].value("total_pages", 0);
+    out.total_count = (*r)["result_info"].value("total_count", 0);
+  }
+  return out;
+}
+
+}  // namespace palisade

@@ -1,0 +1,216 @@
+// The typed Cloudflare API v4 client: one method per call Palisade needs, results and errors as
+// absl::StatusOr, every request through one RequestBudget, retries with jittered exponential
+// backoff on 429/5xx/transport failures (honouring Retry-After), and metrics per endpoint.
+//
+// Error mapping (the Cloudflare code and message are kept in the status message):
+//   10009 duplicate                           → kAlreadyExists
+//   10001/10003/10004/10006/1003/7000/7003    → kNotFound
+//   403 + 10000                               → kPermissionDenied
+//   9109/1000/9103/9106/9107/6003             → kUnauthenticated
+//   429 (971/10100/10055)                     → kResourceExhausted (retry delay attached)
+//   5xx, transport failures, timeouts         → kUnavailable
+//   10031 list in use                         → kFailedPrecondition
+//   other 4xx                                 → kInvalidArgument (quotas: kResourceExhausted)
+// No status message, log line or metric label ever contains a credential.
+//
+// The client knows nothing of rules or decisions (services/actions drives it).
+// Thread-safety: thread-safe.
+#ifndef PALISADE_SERVICES_CLOUDFLARE_CLIENT_H_
+#define PALISADE_SERVICES_CLOUDFLARE_CLIENT_H_
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "nlohmann/json.hpp"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "services/cloudflare/http_transport.h"
+#include "services/cloudflare/request_budget.h"
+#include "services/cloudflare/secret.h"
+#include "services/common/clock.h"
+
+namespace palisade {
+
+struct Credentials {
+  // API token (preferred): "Authorization: Bearer".
+  Secret token;
+  // The legacy Global API Key, only when the config allows it explicitly.
+  std::string email;
+  Secret api_key;
+};
+
+struct ClientOptions {
+  std::string base_url = "https://api.cloudflare.com/client/v4";
+  std::string account_id;
+  std::string zone_id;
+  absl::Duration timeout = absl::Seconds(10);
+  int max_attempts = 6;
+  absl::Duration initial_backoff = absl::Seconds(1);
+  absl::Duration max_backoff = absl::Seconds(30);
+  // Waits longer than this (budget spent, long Retry-After) are returned as kResourceExhausted
+  // instead of slept through.
+  absl::Duration max_wait = absl::Seconds(60);
+  int budget_requests = 1200;
+  absl::Duration budget_window = absl::Seconds(300);
+  // List bulk operations: poll interval and give-up time.
+  absl::Duration poll_interval = absl::Seconds(1);
+  absl::Duration poll_timeout = absl::Seconds(60);
+};
+
+enum class RuleScope { kZone, kAccount };
+
+struct AccessRule {
+  std::string id, mode, target, value, notes;
+};
+
+struct AccessRuleFilter {
+  std::string mode, target, value, notes;
+};
+
+struct IpList {
+  std::string id, name, kind, description;
+  int num_items = 0;
+  int num_referencing_filters = 0;
+};
+
+struct ListItem {
+  std::string id, ip, comment;
+};
+
+struct RateLimit {
+  std::vector<std::string> characteristics = {"cf.colo.id", "ip.src"};
+  int period = 60;
+  int requests_per_period = 10;
+  int mitigation_timeout = 600;
+};
+
+struct RulesetRule {
+  std::string id, ref, description, expression, action;
+  bool enabled = true;
+  std::optional<RateLimit> ratelimit;
+};
+
+struct Ruleset {
+  std::string id, phase, version;
+  std::vector<RulesetRule> rules;
+};
+
+struct TokenInfo {
+  std::string id, name, status;
+  std::optional<absl::Time> expires_on;
+  nlohmann::json policies;  // opaque: sent back unchanged on update
+};
+
+struct AuditLogEntry {
+  std::string id, action_type, actor_email, actor_ip, actor_token_id, resource_type,
+      resource_id;
+  absl::Time when;
+};
+
+template <typename T>
+struct Page {
+  std::vector<T> items;
+  int total_pages = 0;
+  int total_count = 0;
+};
+
+// The retry delay a kResourceExhausted status carries, when the server gave one.
+std::optional<absl::Duration> RetryDelay(const absl::Status& status);
+
+class CloudflareClient {
+ public:
+  CloudflareClient(HttpTransport& transport, Clock& clock, ClientOptions options,
+                   Credentials credentials, prometheus::Registry& registry);
+
+  // --- tokens ---
+  // Verifies the client's own token (user or account path).
+  absl::StatusOr<TokenInfo> VerifyToken(bool account_owned = false);
+  // Verifies another token, e.g. one found leaked in a log, using it as the credential.
+  absl::StatusOr<TokenInfo> VerifyOtherToken(const Secret& token, bool account_owned);
+  absl::StatusOr<TokenInfo> GetToken(const std::string& id, bool account_owned);
+  // PUT with status "disabled", keeping name and policies (a full replacement).
+  absl::StatusOr<TokenInfo> DisableToken(const std::string& id, bool account_owned);
+  absl::Status DeleteToken(const std::string& id, bool account_owned);
+
+  // --- IP access rules ---
+  absl::StatusOr<Page<AccessRule>> ListAccessRules(RuleScope scope, const AccessRuleFilter& f,
+                                                   int page, int per_page = 100);
+  absl::StatusOr<std::vector<AccessRule>> ListAllAccessRules(RuleScope scope,
+                                                             const AccessRuleFilter& f);
+  absl::StatusOr<AccessRule> CreateAccessRule(RuleScope scope, const std::string& mode,
+                                              const std::string& target,
+                                              const std::string& value,
+                                              const std::string& notes);
+  absl::Status DeleteAccessRule(RuleScope scope, const std::string& id);
+
+  // --- IP lists ---
+  absl::StatusOr<std::vector<IpList>> ListLists();
+  absl::StatusOr<IpList> CreateList(const std::string& name, const std::string& description);
+  // One page of items; `next_cursor` is empty on the last page.
+  absl::StatusOr<std::vector<ListItem>> ListItems(const std::string& list_id,
+                                                  const std::string& cursor, int per_page,
+                                                  std::string* next_cursor);
+  absl::StatusOr<std::vector<ListItem>> ListAllItems(const std::string& list_id);
+  // Asynchronous writes: each returns the bulk operation id.
+  absl::StatusOr<std::string> AddListItems(const std::string& list_id,
+                                           const std::vector<ListItem>& items);
+  absl::StatusOr<std::string> ReplaceListItems(const std::string& list_id,
+                                               const std::vector<ListItem>& items);
+  absl::StatusOr<std::string> DeleteListItems(const std::string& list_id,
+                                              const std::vector<std::string>& item_ids);
+  // Polls until completed (OK), failed (kAborted with the operation's error), or poll_timeout
+  // (kDeadlineExceeded).
+  absl::Status WaitForOperation(const std::string& operation_id);
+
+  // --- rulesets (zone phase entrypoints) ---
+  // kNotFound when the phase has no entrypoint yet.
+  absl::StatusOr<Ruleset> GetEntrypoint(const std::string& phase);
+  absl::StatusOr<Ruleset> PutEntrypoint(const std::string& phase,
+                                        const std::vector<RulesetRule>& rules);
+  absl::StatusOr<Ruleset> AddRulesetRule(const std::string& ruleset_id, const RulesetRule& rule);
+  absl::StatusOr<Ruleset> DeleteRulesetRule(const std::string& ruleset_id,
+                                            const std::string& rule_id);
+
+  // --- audit logs ---
+  absl::StatusOr<Page<AuditLogEntry>> ListAuditLogs(absl::Time since, int page,
+                                                    int per_page = 100);
+
+  int BudgetRemaining();
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  struct Call {
+    std::string method;
+    std::string path;   // after base_url, with ids filled in
+    std::string label;  // endpoint template, the metric label
+    std::vector<std::pair<std::string, std::string>> query;
+    std::optional<nlohmann::json> body;
+    const Secret* as_token = nullptr;  // another credential (token verification)
+  };
+  // Sends with budget, retries and error mapping; returns the whole envelope.
+  absl::StatusOr<nlohmann::json> Send(const Call& call);
+  absl::StatusOr<nlohmann::json> SendOnce(const Call& call, int* http_status);
+  std::string ScopePath(RuleScope scope) const;
+  std::string TokenPath(bool account_owned) const;
+
+  HttpTransport& transport_;
+  Clock& clock_;
+  const ClientOptions options_;
+  const Credentials credentials_;
+  RequestBudget budget_;
+  prometheus::Family<prometheus::Counter>& requests_;
+  prometheus::Family<prometheus::Counter>& retries_;
+  prometheus::Family<prometheus::Histogram>& latency_;
+  prometheus::Gauge& budget_gauge_;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_CLOUDFLARE_CLIENT_H_

@@ -1,0 +1,263 @@
+// The client against the emulator over real HTTP on loopback. Client and emulator share one
+// SimulatedClock: the client's backoff "sleeps" move it, so nothing here sleeps.
+#include "services/cloudflare/client.h"
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/status_matchers.h"
+#include "tests/cloudflare_fake/emulator_server.h"
+#include "tests/cloudflare_fake/fake_cloudflare.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+using ::testing::HasSubstr;
+using ::testing::Not;
+using ::testing::SizeIs;
+
+double Count(prometheus::Registry& registry, const std::string& name) {
+  double total = 0;
+  for (const auto& f : registry.Collect()) {
+    if (f.name != name) continue;
+    for (const auto& m : f.metric) total += m.counter.value;
+  }
+  return total;
+}
+
+class ClientTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fake::TokenSpec spec;
+    spec.permissions = {"access_rules", "lists", "rulesets", "tokens", "audit_logs"};
+    token_ = fake_.AddToken(spec).second;
+    ASSERT_THAT(server_.Start(), IsOk());
+  }
+
+  std::unique_ptr<CloudflareClient> Client(const std::string& token,
+                                           ClientOptions options = ClientOptions()) {
+    options.base_url = server_.base_url();
+    options.account_id = fake_.options().account_id;
+    options.zone_id = fake_.options().zone_id;
+    options.poll_interval = absl::Milliseconds(100);
+    Credentials creds;
+    creds.token = Secret(token);
+    return std::make_unique<CloudflareClient>(transport_, clock_, options, creds, registry_);
+  }
+
+  SimulatedClock clock_;
+  fake::FakeCloudflare fake_{clock_};
+  fake::EmulatorServer server_{fake_};
+  CurlTransport transport_;
+  prometheus::Registry registry_;
+  std::string token_;
+};
+
+TEST_F(ClientTest, VerifiesItsTokenAndRefusesABadOne) {
+  absl::StatusOr<TokenInfo> info = Client(token_)->VerifyToken();
+  ASSERT_THAT(info, IsOk());
+  EXPECT_EQ(info->status, "active");
+  EXPECT_EQ(info->id.size(), 32u);
+
+  const std::string bad = "notarealtoken0123456789abcdefghijklmnopq";
+  absl::StatusOr<TokenInfo> refused = Client(bad)->VerifyToken();
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("code 1000")));
+  EXPECT_THAT(refused.status().message(), Not(HasSubstr(bad)));
+}
+
+TEST_F(ClientTest, AccessRulesAcrossSeveralPages) {
+  auto client = Client(token_);
+  for (int i = 0; i < 230; ++i) {
+    ASSERT_THAT(client->CreateAccessRule(RuleScope::kZone, "block", "ip",
+                                         absl::StrCat("198.51.", i / 200, ".", i % 200 + 1),
+                                         absl::StrCat("palisade:", i, ";")),
+                IsOk());
+  }
+  absl::StatusOr<std::vector<AccessRule>> all = client->ListAllAccessRules(RuleScope::kZone, {});
+  ASSERT_THAT(all, IsOk());
+  EXPECT_THAT(*all, SizeIs(230));
+  EXPECT_THAT(client->CreateAccessRule(RuleScope::kZone, "block", "ip", "198.51.0.1", "again"),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("10009")));
+  AccessRuleFilter f;
+  f.notes = "palisade:17;";
+  absl::StatusOr<std::vector<AccessRule>> found = client->ListAllAccessRules(RuleScope::kZone, f);
+  ASSERT_THAT(found, IsOk());
+  ASSERT_THAT(*found, SizeIs(1));
+  EXPECT_THAT(client->DeleteAccessRule(RuleScope::kZone, (*found)[0].id), IsOk());
+  EXPECT_THAT(client->DeleteAccessRule(RuleScope::kZone, (*found)[0].id),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_GE(Count(registry_, "palisade_cloudflare_requests_total"), 235);
+}
+
+TEST_F(ClientTest, PermissionDenied) {
+  fake::TokenSpec spec;
+  spec.permissions = {"lists"};
+  auto client = Client(fake_.AddToken(spec).second);
+  EXPECT_THAT(client->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.1", "n"),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("10000")));
+}
+
+// The server's "Ratelimit: r=0;t=N" header makes the client wait before it is refused.
+TEST_F(ClientTest, HonoursTheRateLimitHeaderBeforeA429) {
+  fake_.options().rate_limit_requests = 3;
+  fake_.options().rate_limit_window = absl::Seconds(20);
+  auto client = Client(token_);
+  const absl::Time start = clock_.TimeNow();
+  for (int i = 0; i < 5; ++i) ASSERT_THAT(client->VerifyToken(), IsOk()) << i;
+  EXPECT_GE(clock_.TimeNow() - start, absl::Seconds(20));
+  for (const auto& f : registry_.Collect()) {
+    if (f.name != "palisade_cloudflare_requests_total") continue;
+    for (const auto& m : f.metric) {
+      for (const auto& l : m.label) EXPECT_FALSE(l.name == "code" && l.value == "429");
+    }
+  }
+}
+
+TEST_F(ClientTest, RetriesA429AfterRetryAfter) {
+  fake::Faults f;
+  f.fail_call = 1;
+  f.error_status = 429;
+  fake_.SetFaults(f);
+  auto client = Client(token_);
+  const absl::Time start = clock_.TimeNow();
+  ASSERT_THAT(client->VerifyToken(), IsOk());
+  EXPECT_GE(clock_.TimeNow() - start, absl::Seconds(2));  // Retry-After: 2
+  EXPECT_EQ(Count(registry_, "palisade_cloudflare_retries_total"), 1);
+}
+
+TEST_F(ClientTest, RetriesServerErrorsAndDroppedConnectionsThenGivesUp) {
+  fake::Faults f;
+  f.fail_call = 1;
+  fake_.SetFaults(f);
+  auto client = Client(token_);
+  EXPECT_THAT(client->VerifyToken(), IsOk());
+  EXPECT_EQ(Count(registry_, "palisade_cloudflare_retries_total"), 1);
+
+  f = fake::Faults();
+  f.drop_rate = 1.0;
+  fake_.SetFaults(f);
+  ClientOptions options;
+  options.max_attempts = 3;
+  EXPECT_THAT(Client(token_, options)->VerifyToken(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("transport")));
+  f = fake::Faults();
+  f.error_rate = 1.0;
+  fake_.SetFaults(f);
+  EXPECT_THAT(Client(token_, options)->VerifyToken(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("HTTP 503")));
+}
+
+TEST_F(ClientTest, ClientBudgetRefusesInsteadOfFlooding) {
+  ClientOptions options;
+  options.budget_requests = 2;
+  options.budget_window = absl::Seconds(300);
+  auto client = Client(token_, options);
+  const int64_t before = fake_.calls();
+  EXPECT_THAT(client->VerifyToken(), IsOk());
+  EXPECT_THAT(client->VerifyToken(), IsOk());
+  absl::StatusOr<TokenInfo> third = client->VerifyToken();
+  EXPECT_THAT(third, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("budget")));
+  ASSERT_TRUE(RetryDelay(third.status()).has_value());
+  EXPECT_GT(*RetryDelay(third.status()), absl::Seconds(200));
+  EXPECT_EQ(fake_.calls() - before, 2);
+}
+
+TEST_F(ClientTest, ListsWithOperationsAndCursorPages) {
+  auto client = Client(token_);
+  absl::StatusOr<IpList> list = client->CreateList("palisade_block", "test");
+  ASSERT_THAT(list, IsOk());
+  std::vector<ListItem> items;
+  for (int i = 0; i < 600; ++i) {
+    items.push_back({"", absl::StrCat("10.", i / 256, ".", i % 256, ".1"), "c"});
+  }
+  absl::StatusOr<std::string> op = client->AddListItems(list->id, items);
+  ASSERT_THAT(op, IsOk());
+  EXPECT_THAT(client->WaitForOperation(*op), IsOk());
+  absl::StatusOr<std::vector<ListItem>> all = client->ListAllItems(list->id);
+  ASSERT_THAT(all, IsOk());
+  ASSERT_THAT(*all, SizeIs(600));
+  absl::StatusOr<std::string> del = client->DeleteListItems(list->id, {(*all)[0].id, (*all)[1].id});
+  ASSERT_THAT(del, IsOk());
+  EXPECT_THAT(client->WaitForOperation(*del), IsOk());
+  EXPECT_THAT(*client->ListAllItems(list->id), SizeIs(598));
+  absl::StatusOr<std::vector<IpList>> lists = client->ListLists();
+  ASSERT_THAT(lists, IsOk());
+  EXPECT_EQ((*lists)[0].num_items, 598);
+}
+
+TEST_F(ClientTest, FailedOperationIsAborted) {
+  fake_.options().max_list_items = 1;
+  auto client = Client(token_);
+  absl::StatusOr<IpList> list = client->CreateList("l", "");
+  ASSERT_THAT(list, IsOk());
+  absl::StatusOr<std::string> op =
+      client->AddListItems(list->id, {{"", "10.0.0.1", ""}, {"", "10.0.0.2", ""}});
+  ASSERT_THAT(op, IsOk());
+  EXPECT_THAT(client->WaitForOperation(*op),
+              StatusIs(absl::StatusCode::kAborted, HasSubstr("maximum number")));
+}
+
+TEST_F(ClientTest, RateLimitRulesOnTheEntrypoint) {
+  auto client = Client(token_);
+  EXPECT_THAT(client->GetEntrypoint("http_ratelimit"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("10003")));
+  RulesetRule rule;
+  rule.ref = "palisade_login";
+  rule.action = "block";
+  rule.expression = "(http.request.uri.path eq \"/login\")";
+  rule.ratelimit = RateLimit();
+  absl::StatusOr<Ruleset> rs = client->PutEntrypoint("http_ratelimit", {rule});
+  ASSERT_THAT(rs, IsOk());
+  ASSERT_THAT(rs->rules, SizeIs(1));
+  rule.ref = "palisade_api";
+  absl::StatusOr<Ruleset> added = client->AddRulesetRule(rs->id, rule);
+  ASSERT_THAT(added, IsOk());
+  EXPECT_EQ(added->version, "2");
+  absl::StatusOr<Ruleset> removed = client->DeleteRulesetRule(rs->id, added->rules[0].id);
+  ASSERT_THAT(removed, IsOk());
+  EXPECT_THAT(removed->rules, SizeIs(1));
+  rule.ratelimit->period = 7;
+  EXPECT_THAT(client->AddRulesetRule(rs->id, rule),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("/ratelimit/period")));
+}
+
+TEST_F(ClientTest, LeakedTokenIsVerifiedThenDisabledAndDeleted) {
+  fake::TokenSpec spec;
+  spec.name = "ci-deploy";
+  spec.permissions = {"lists"};
+  auto [id, leaked] = fake_.AddToken(spec);
+  auto client = Client(token_);
+  absl::StatusOr<TokenInfo> info = client->VerifyOtherToken(Secret(leaked), false);
+  ASSERT_THAT(info, IsOk());
+  EXPECT_EQ(info->id, id);
+  absl::StatusOr<TokenInfo> disabled = client->DisableToken(id, false);
+  ASSERT_THAT(disabled, IsOk());
+  EXPECT_EQ(disabled->status, "disabled");
+  EXPECT_EQ(disabled->name, "ci-deploy");
+  EXPECT_THAT(client->VerifyOtherToken(Secret(leaked), false),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_THAT(client->DeleteToken(id, false), IsOk());
+  EXPECT_THAT(client->GetToken(id, false), StatusIs(absl::StatusCode::kNotFound));
+}
+
+TEST_F(ClientTest, AuditLogsArePaged) {
+  auto client = Client(token_);
+  const absl::Time since = clock_.TimeNow() - absl::Seconds(1);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_THAT(client->CreateAccessRule(RuleScope::kAccount, "challenge", "ip",
+                                         absl::StrCat("203.0.113.", i + 1), ""),
+                IsOk());
+  }
+  absl::StatusOr<Page<AuditLogEntry>> page = client->ListAuditLogs(since, 1, 2);
+  ASSERT_THAT(page, IsOk());
+  EXPECT_THAT(page->items, SizeIs(2));
+  EXPECT_EQ(page->total_pages, 2);
+  EXPECT_EQ(page->items[0].action_type, "create");
+  EXPECT_EQ(page->items[0].resource_type, "firewall.access_rule");
+  EXPECT_EQ(page->items[0].actor_ip, "127.0.0.1");
+}
+
+}  // namespace
+}  // namespace palisade

@@ -1,0 +1,57 @@
+// The HTTP seam under the Cloudflare client: HttpTransport is the interface, CurlTransport the
+// libcurl implementation (connection reuse, TLS verification on, a timeout on every call).
+// A transport failure (refused, reset, timed out, cut mid-reply) is kUnavailable; HTTP error
+// statuses are not failures here: the client reads them.
+// Thread-safety: CurlTransport::Send may be called from any thread.
+#ifndef PALISADE_SERVICES_CLOUDFLARE_HTTP_TRANSPORT_H_
+#define PALISADE_SERVICES_CLOUDFLARE_HTTP_TRANSPORT_H_
+
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace palisade {
+
+struct HttpRequest {
+  std::string method;  // GET, POST, PUT, PATCH, DELETE
+  std::string url;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+  absl::Duration timeout = absl::Seconds(10);
+};
+
+struct HttpResponse {
+  int status = 0;
+  std::map<std::string, std::string> headers;  // names lower-cased
+  std::string body;
+};
+
+class HttpTransport {
+ public:
+  virtual ~HttpTransport() = default;
+  virtual absl::StatusOr<HttpResponse> Send(const HttpRequest& request) = 0;
+};
+
+class CurlTransport final : public HttpTransport {
+ public:
+  CurlTransport();
+  ~CurlTransport() override;
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& request) override;
+
+ private:
+  void* Acquire();
+  void Release(void* handle);
+
+  absl::Mutex mu_;
+  std::vector<void*> idle_ ABSL_GUARDED_BY(mu_);  // CURL* handles, kept for connection reuse
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_CLOUDFLARE_HTTP_TRANSPORT_H_
