@@ -22,9 +22,6 @@ class Secret {
   std::string value_;
 };
 
-// A short, stable, non-reversible name for a token: "sha256:" + 16 hex characters.
-std::string Fingerprint(absl::string_view secret);
-
 }  // namespace palisade
 
 #endif  // PALISADE_SERVICES_CLOUDFLARE_SECRET_H_

@@ -70,13 +70,14 @@ std::string DecisionTable::NewIdLocked() {
 }
 
 DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
-                                          palisade::v1::Action action, absl::Time start,
-                                          absl::Duration base,
-                                          const palisade::v1::Escalation& escalation,
-                                          palisade::v1::Origin origin, absl::string_view rule_id,
+                                          const palisade::v1::DecisionSpec& spec,
+                                          absl::Time start, palisade::v1::Origin origin,
+                                          absl::string_view rule_id,
                                           const std::vector<std::string>& evidence,
                                           absl::string_view reason) {
   const absl::Time now = clock_.TimeNow();
+  const absl::Duration base = FromProtoDuration(spec.duration());
+  const palisade::v1::Escalation& escalation = spec.escalation();
   auto active = active_.find(target.value());
   if (active != active_.end()) {
     Decision& d = by_id_[active->second];
@@ -100,7 +101,8 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
 
   Decision d;
   *d.mutable_target() = target;
-  d.set_action(action);
+  d.set_action(spec.action());
+  d.set_actuator(spec.actuator());
   *d.mutable_start() = ToProtoTime(start);
   *d.mutable_expiry() = ToProtoTime(start + duration);
   d.set_rule_id(std::string(rule_id));
@@ -124,18 +126,18 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   return {DecisionChange::kCreated, d};
 }
 
-DecisionUpdate DecisionTable::Apply(const Detection& detection, palisade::v1::Action action,
-                                    absl::Duration base,
-                                    const palisade::v1::Escalation& escalation) {
+DecisionUpdate DecisionTable::Apply(const Detection& detection,
+                                    const palisade::v1::DecisionSpec& spec) {
   palisade::v1::Target target;
   target.set_kind(detection.kind);
   target.set_value(detection.key);
   DecisionUpdate update;
   {
     absl::MutexLock lock(&mu_);
-    update = ApplyLocked(target, action, detection.time, base, escalation,
-                         palisade::v1::ORIGIN_RULE, detection.rule_id, detection.evidence, "");
+    update = ApplyLocked(target, spec, detection.time, palisade::v1::ORIGIN_RULE,
+                         detection.rule_id, detection.evidence, "");
   }
+  if (update.change == DecisionChange::kCreated) update.secret = detection.secret;
   Notify({update});
   return update;
 }
@@ -176,13 +178,29 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
   if (duration <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("duration must be > 0: every decision expires");
   }
-  const palisade::v1::Action action =
-      req.action() == palisade::v1::ACTION_UNSPECIFIED ? palisade::v1::ACTION_BLOCK : req.action();
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(req.action() == palisade::v1::ACTION_UNSPECIFIED ? palisade::v1::ACTION_BLOCK
+                                                                   : req.action());
+  *spec.mutable_duration() = req.duration();
+  palisade::v1::Actuator actuator = req.actuator();
+  if (actuator == palisade::v1::ACTUATOR_UNSPECIFIED) {
+    actuator = target.kind() == TargetKind::TARGET_KIND_PATH ? palisade::v1::ACTUATOR_RATE_LIMIT
+                                                             : palisade::v1::ACTUATOR_ACCESS_RULE;
+  }
+  const bool path = target.kind() == TargetKind::TARGET_KIND_PATH;
+  if ((path && actuator != palisade::v1::ACTUATOR_RATE_LIMIT &&
+       actuator != palisade::v1::ACTUATOR_NONE) ||
+      (!path && actuator == palisade::v1::ACTUATOR_RATE_LIMIT) ||
+      actuator == palisade::v1::ACTUATOR_TOKEN_REVOCATION) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "actuator ", palisade::v1::Actuator_Name(actuator), " cannot act on this target"));
+  }
+  spec.set_actuator(actuator);
   DecisionUpdate update;
   {
     absl::MutexLock lock(&mu_);
-    update = ApplyLocked(target, action, clock_.TimeNow(), duration, palisade::v1::Escalation(),
-                         palisade::v1::ORIGIN_MANUAL, "", {}, req.reason());
+    update = ApplyLocked(target, spec, clock_.TimeNow(), palisade::v1::ORIGIN_MANUAL, "", {},
+                         req.reason());
   }
   Notify({update});
   return update.decision;

@@ -39,6 +39,9 @@ absl::string_view DecisionChangeName(DecisionChange c);
 struct DecisionUpdate {
   DecisionChange change;
   palisade::v1::Decision decision;
+  // Token revocations only, on kCreated: the leaked token, which the actuator needs to learn
+  // the token's id. Never stored in the table.
+  std::string secret;
 };
 
 struct DecisionFilter {
@@ -57,9 +60,9 @@ class DecisionTable {
 
   void AddListener(Listener listener);
 
-  // Applies a detection: creates, extends, or (when already expired) drops it as stale.
-  DecisionUpdate Apply(const Detection& detection, palisade::v1::Action action,
-                       absl::Duration base, const palisade::v1::Escalation& escalation);
+  // Applies a detection under its rule's decision spec (action, duration, escalation,
+  // actuator): creates, extends, or (when already expired) drops it as stale.
+  DecisionUpdate Apply(const Detection& detection, const palisade::v1::DecisionSpec& spec);
 
   // A manual ban. kInvalidArgument when the target does not parse or the duration is not > 0.
   absl::StatusOr<palisade::v1::Decision> AddManual(const palisade::v1::AddDecisionRequest& req);
@@ -81,9 +84,8 @@ class DecisionTable {
     absl::Time last;
   };
 
-  DecisionUpdate ApplyLocked(const palisade::v1::Target& target, palisade::v1::Action action,
-                             absl::Time start, absl::Duration base,
-                             const palisade::v1::Escalation& escalation,
+  DecisionUpdate ApplyLocked(const palisade::v1::Target& target,
+                             const palisade::v1::DecisionSpec& spec, absl::Time start,
                              palisade::v1::Origin origin, absl::string_view rule_id,
                              const std::vector<std::string>& evidence, absl::string_view reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

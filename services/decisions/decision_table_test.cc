@@ -31,7 +31,12 @@ class DecisionTableTest : public ::testing::Test {
     return d;
   }
   DecisionUpdate Apply(absl::string_view ip, absl::Time t) {
-    return table_.Apply(Det(ip, t), palisade::v1::ACTION_BLOCK, absl::Hours(1), escalation_);
+    palisade::v1::DecisionSpec spec;
+    spec.set_action(palisade::v1::ACTION_BLOCK);
+    *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    *spec.mutable_escalation() = escalation_;
+    spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+    return table_.Apply(Det(ip, t), spec);
   }
 
   SimulatedClock clock_;
@@ -116,6 +121,7 @@ TEST_F(DecisionTableTest, ManualBanAndUnban) {
   EXPECT_EQ(d->target().value(), "2001:db8::1");
   EXPECT_EQ(d->origin(), palisade::v1::ORIGIN_MANUAL);
   EXPECT_EQ(d->action(), palisade::v1::ACTION_BLOCK);
+  EXPECT_EQ(d->actuator(), palisade::v1::ACTUATOR_ACCESS_RULE);
 
   absl::StatusOr<Decision> w = table_.Withdraw(d->id());
   ASSERT_THAT(w, IsOk());
@@ -139,6 +145,25 @@ TEST_F(DecisionTableTest, ManualBanValidatesInput) {
   *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
   EXPECT_THAT(table_.AddManual(req), StatusIs(absl::StatusCode::kInvalidArgument,
                                               HasSubstr("host bits")));
+}
+
+TEST_F(DecisionTableTest, TokenSecretTravelsInTheUpdateOnlyAndOnlyOnce) {
+  std::vector<DecisionUpdate> updates;
+  table_.AddListener([&](const DecisionUpdate& u) { updates.push_back(u); });
+  Detection d = Det("sha256:0011223344556677", clock_.TimeNow());
+  d.kind = palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT;
+  d.secret = "cfut_0123456789abcdefghij0123456789abcdefghij";
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_REVOKE_TOKEN);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  spec.set_actuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION);
+  table_.Apply(d, spec);
+  table_.Apply(d, spec);
+  ASSERT_THAT(updates, SizeIs(2));
+  EXPECT_EQ(updates[0].secret, d.secret);
+  EXPECT_EQ(updates[1].change, DecisionChange::kExtended);
+  EXPECT_EQ(updates[1].secret, "");
+  EXPECT_EQ(updates[0].decision.DebugString().find("cfut_"), std::string::npos);
 }
 
 TEST_F(DecisionTableTest, ListFilters) {

@@ -2,7 +2,11 @@
 
 #include <algorithm>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
+#include "services/common/fingerprint.h"
 
 namespace palisade {
 namespace {
@@ -48,6 +52,18 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
 bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
                           absl::string_view* key, bool* allowlisted) {
   *allowlisted = false;
+  if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) {
+    // Token shapes: 40 characters of [A-Za-z0-9_-], optionally behind cfut_/cfat_/cfk_.
+    if (captured.size() < 40 || captured.size() > 80) return false;
+    for (char c : captured) {
+      if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) {
+        return false;
+      }
+    }
+    token_key_ = Fingerprint(captured);
+    *key = token_key_;
+    return true;
+  }
   if (rule.proto.key_kind() != TargetKind::TARGET_KIND_IP) {
     if (captured.empty()) return false;
     *key = captured;
@@ -84,7 +100,14 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
     }
     ++result.matches;
     ++matches_per_rule_[rule_index];
-    Count(rule_index, key, raw, time, out);
+    if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) {
+      // Evidence must not carry the token: replace it with its fingerprint.
+      const std::string redacted =
+          absl::StrReplaceAll(raw, {{captured, absl::StrCat("[token ", key, "]")}});
+      Count(rule_index, key, redacted, time, captured, out);
+      return;
+    }
+    Count(rule_index, key, raw, time, {}, out);
   });
   result.matched = result.matches > 0;
   if (result.matched) ++stats_.matched_lines;
@@ -94,7 +117,7 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
 }
 
 void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
-                   std::vector<Detection>* out) {
+                   absl::string_view secret, std::vector<Detection>* out) {
   const CompiledRule& rule = *rules_->rules()[rule_index];
   if (rule.count == 1) {  // no window needed: every match is a detection
     Detection d;
@@ -104,6 +127,7 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
     d.key = std::string(key);
     d.time = time;
     if (options_.max_evidence > 0) d.evidence.emplace_back(raw);
+    d.secret = std::string(secret);
     out->push_back(std::move(d));
     ++stats_.detections;
     return;
@@ -148,6 +172,7 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
   const size_t start = n < options_.max_evidence ? 0 : w.evidence_next;
   d.evidence.reserve(n);
   for (size_t i = 0; i < n; ++i) d.evidence.push_back(w.evidence[(start + i) % n]);
+  d.secret = std::string(secret);
   out->push_back(std::move(d));
   ++stats_.detections;
   // Start over: the next detection needs a full threshold of new matches.

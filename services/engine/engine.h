@@ -45,6 +45,9 @@ struct Detection {
   std::string key;   // canonical: "203.0.113.7", "2001:db8::1", or the raw path
   absl::Time time;   // event time of the line that crossed the threshold
   std::vector<std::string> evidence;  // oldest first, at most max_evidence
+  // TARGET_KIND_TOKEN_FINGERPRINT only: the token itself, which the revocation needs. It lives
+  // in memory only: never in a decision, a log line, a metric or evidence (which is redacted).
+  std::string secret;
 };
 
 // What one line did; the server turns these into acks and metrics.
@@ -110,7 +113,7 @@ class Engine {
   bool NormaliseKey(const CompiledRule& rule, absl::string_view captured, absl::string_view* key,
                     bool* allowlisted);
   void Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
-             std::vector<Detection>* out);
+             absl::string_view secret, std::vector<Detection>* out);
   void Evict(WindowMap& map);
 
   std::shared_ptr<const RuleSet> rules_;
@@ -123,6 +126,7 @@ class Engine {
   std::vector<int> set_hits_;
   std::vector<re2::StringPiece> groups_;
   char key_buf_[IpAddress::kMaxTextLength];
+  std::string token_key_;
 };
 
 // --- implementation of the templates ---------------------------------------------------------

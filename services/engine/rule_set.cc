@@ -67,9 +67,35 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
   if (out->proto.key_kind() == TargetKind::TARGET_KIND_UNSPECIFIED) {
     out->proto.set_key_kind(TargetKind::TARGET_KIND_IP);
   }
-  if (out->proto.key_kind() != TargetKind::TARGET_KIND_IP &&
-      out->proto.key_kind() != TargetKind::TARGET_KIND_PATH) {
-    return RuleError(pack, rule.id(), "key_kind must be TARGET_KIND_IP or TARGET_KIND_PATH");
+  const TargetKind kind = out->proto.key_kind();
+  if (kind != TargetKind::TARGET_KIND_IP && kind != TargetKind::TARGET_KIND_PATH &&
+      kind != TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) {
+    return RuleError(pack, rule.id(),
+                     "key_kind must be TARGET_KIND_IP, TARGET_KIND_PATH or "
+                     "TARGET_KIND_TOKEN_FINGERPRINT");
+  }
+  // The actuator follows from the key unless the rule names one; the pair must make sense.
+  using palisade::v1::Actuator;
+  auto* decision = out->proto.mutable_decision();
+  if (decision->actuator() == Actuator::ACTUATOR_UNSPECIFIED) {
+    decision->set_actuator(kind == TargetKind::TARGET_KIND_IP ? Actuator::ACTUATOR_ACCESS_RULE
+                           : kind == TargetKind::TARGET_KIND_PATH
+                               ? Actuator::ACTUATOR_RATE_LIMIT
+                               : Actuator::ACTUATOR_TOKEN_REVOCATION);
+  }
+  const Actuator actuator = decision->actuator();
+  const bool fits =
+      actuator == Actuator::ACTUATOR_NONE ||
+      ((actuator == Actuator::ACTUATOR_ACCESS_RULE || actuator == Actuator::ACTUATOR_IP_LIST) &&
+       kind == TargetKind::TARGET_KIND_IP) ||
+      (actuator == Actuator::ACTUATOR_RATE_LIMIT && kind == TargetKind::TARGET_KIND_PATH) ||
+      (actuator == Actuator::ACTUATOR_TOKEN_REVOCATION &&
+       kind == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT);
+  if (!fits) {
+    return RuleError(pack, rule.id(),
+                     absl::StrCat("decision.actuator ", palisade::v1::Actuator_Name(actuator),
+                                  " cannot act on a ", palisade::v1::TargetKind_Name(kind),
+                                  " key"));
   }
   if (rule.formats().empty()) return RuleError(pack, rule.id(), "no formats");
   for (int f : rule.formats()) {

@@ -172,8 +172,7 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
         if (rules[i].get() == d.rule) rule_metrics_[i].detections->Increment();
       }
       // Decided under the lock, so the CompiledRule a detection points to cannot be swapped out.
-      decisions_.Apply(d, d.rule->proto.decision().action(), d.rule->duration,
-                       d.rule->proto.decision().escalation());
+      decisions_.Apply(d, d.rule->proto.decision());
     }
     ack.set_detections(static_cast<uint32_t>(detections_.size()));
     detections_.clear();

@@ -1,4 +1,4 @@
-#include "services/cloudflare/secret.h"
+#include "services/common/fingerprint.h"
 
 #include <openssl/sha.h>
 
