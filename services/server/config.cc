@@ -48,6 +48,7 @@ palisade::v1::Config DefaultConfig(const std::string& rules_dir) {
   config.set_metrics_listen("127.0.0.1:9464");
   config.add_rule_files(absl::StrCat(rules_dir, "/sshd.textproto"));
   config.add_rule_files(absl::StrCat(rules_dir, "/nginx.textproto"));
+  config.add_rule_files(absl::StrCat(rules_dir, "/cloudflare-tokens.textproto"));
   config.mutable_engine()->set_max_keys_per_rule(1'000'000);
   config.mutable_engine()->set_max_evidence(5);
   config.mutable_engine()->set_max_line_bytes(16384);

@@ -65,7 +65,7 @@ TEST(ShippedConfigTest, DeployConfigLoads) {
   EXPECT_EQ(config->allowlist_size(), 2);
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(*config);
   ASSERT_THAT(rules, palisade::testing::IsOk());
-  EXPECT_EQ((*rules)->pack_names(), (std::vector<std::string>{"sshd", "nginx"}));
+  EXPECT_EQ((*rules)->pack_names(), (std::vector<std::string>{"sshd", "nginx", "cloudflare-tokens"}));
 }
 
 }  // namespace

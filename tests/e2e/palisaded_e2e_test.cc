@@ -136,7 +136,7 @@ TEST_F(PalisadedTest, ShippedAttackLogsBecomeDecisionsAndMetrics) {
                         {"rule=\"nginx-scanner-probe\""}),
             0);
   EXPECT_EQ(MetricValue(*metrics, "palisade_ingest_batch_duration_seconds_count"), 25);
-  EXPECT_EQ(MetricValue(*metrics, "palisade_rules_loaded"), 8);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_rules_loaded"), 9);
   EXPECT_EQ(MetricValue(*metrics, "palisade_build_info"), 1);
 
   grpc::ClientContext status_ctx;
@@ -145,7 +145,7 @@ TEST_F(PalisadedTest, ShippedAttackLogsBecomeDecisionsAndMetrics) {
   EXPECT_EQ(status.lines_received(), 12001u);
   EXPECT_EQ(status.lines_malformed(), 1u);
   EXPECT_EQ(status.decisions_active(), expected.size());
-  EXPECT_EQ(status.rules_loaded(), 8u);
+  EXPECT_EQ(status.rules_loaded(), 9u);
 }
 
 TEST_F(PalisadedTest, ManualBanAndUnbanThroughTheApi) {

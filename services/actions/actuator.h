@@ -1,0 +1,56 @@
+// What an actuator is: the piece that makes one kind of decision true at the edge, and undoes
+// it when the decision ends. The Dispatcher (dispatcher.h) hands actuators batches of ActionOps;
+// an actuator fills in each op's result and, for applies, the EdgeRef that its remove will need.
+// Thread-safety: Run is called from the dispatcher's single worker thread.
+#ifndef PALISADE_SERVICES_ACTIONS_ACTUATOR_H_
+#define PALISADE_SERVICES_ACTIONS_ACTUATOR_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "palisade/v1/palisade.pb.h"
+
+namespace palisade {
+
+// What an actuator made at the edge, so it can find it again.
+struct EdgeRef {
+  std::string id;         // access rule id, list item ip, ruleset rule id, token id
+  std::string container;  // ruleset id / list id, when the id lives inside one
+  // The edge object existed before Palisade (an adopted duplicate): it is not Palisade's to
+  // delete.
+  bool foreign = false;
+};
+
+struct ActionOp {
+  enum class Kind { kApply, kRemove };
+  Kind kind = Kind::kApply;
+  palisade::v1::Decision decision;
+  // Token revocation only (memory only, never logged).
+  std::string secret;
+  // In for removes, out for applies.
+  EdgeRef edge;
+  // Out: the outcome of this attempt.
+  absl::Status result;
+  // Dispatcher bookkeeping.
+  int attempts = 0;
+  absl::Time not_before = absl::InfinitePast();
+};
+
+class Actuator {
+ public:
+  virtual ~Actuator() = default;
+  // Stable, bounded: used as a metric label ("access_rule", "ip_list", ...).
+  virtual std::string name() const = 0;
+  // Carries out `ops` (applies and removes, in order) and sets each op's result.
+  virtual void Run(std::vector<ActionOp*>& ops) = 0;
+};
+
+// Retry an op that failed with this status? (transient: unavailable, throttled, timed out,
+// an aborted list operation).
+bool IsTransient(const absl::Status& s);
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_ACTIONS_ACTUATOR_H_

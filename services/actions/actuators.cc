@@ -1,0 +1,427 @@
+#include "services/actions/actuators.h"
+
+#include <arpa/inet.h>
+
+#include <array>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "services/common/ip.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::Decision;
+using palisade::v1::TargetKind;
+
+constexpr char kBlocklistRef[] = "palisade_blocklist";
+constexpr char kCustomPhase[] = "http_request_firewall_custom";
+constexpr char kRateLimitPhase[] = "http_ratelimit";
+
+absl::StatusOr<std::string> ModeFor(palisade::v1::Action action) {
+  switch (action) {
+    case palisade::v1::ACTION_BLOCK:
+      return std::string("block");
+    case palisade::v1::ACTION_CHALLENGE:
+      return std::string("challenge");
+    case palisade::v1::ACTION_MANAGED_CHALLENGE:
+      return std::string("managed_challenge");
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          "an access rule cannot carry action ", palisade::v1::Action_Name(action)));
+  }
+}
+
+}  // namespace
+
+bool IsTransient(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kResourceExhausted:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kAborted:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// --- access rules ----------------------------------------------------------------------------
+
+std::string AccessRuleActuator::Notes(const Decision& d) {
+  return absl::StrCat("palisade:", d.id(), " ", d.rule_id().empty() ? "manual" : d.rule_id());
+}
+
+absl::Status AccessRuleActuator::Apply(ActionOp& op) {
+  const Decision& d = op.decision;
+  absl::StatusOr<std::string> mode = ModeFor(d.action());
+  if (!mode.ok()) return mode.status();
+  std::string target, value;
+  if (d.target().kind() == TargetKind::TARGET_KIND_IP) {
+    std::optional<IpAddress> ip = IpAddress::Parse(d.target().value());
+    if (!ip) return absl::InvalidArgumentError("decision target is not an IP address");
+    target = ip->is_v4() ? "ip" : "ip6";
+    value = ip->ToString();
+  } else if (d.target().kind() == TargetKind::TARGET_KIND_RANGE) {
+    absl::StatusOr<Cidr> cidr = Cidr::Parse(d.target().value());
+    if (!cidr.ok()) return cidr.status();
+    const int len = cidr->prefix_length();
+    const bool ok = cidr->base().is_v4() ? (len == 16 || len == 24)
+                                         : (len == 32 || len == 48 || len == 64);
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "access rules take IPv4 /16 or /24 and IPv6 /32, /48 or /64 ranges, not /", len,
+          "; use the IP list actuator"));
+    }
+    target = "ip_range";
+    value = cidr->ToString();
+  } else {
+    return absl::InvalidArgumentError("access rules act on addresses and ranges only");
+  }
+  absl::StatusOr<AccessRule> rule = client_.CreateAccessRule(scope_, *mode, target, value, Notes(d));
+  if (rule.ok()) {
+    op.edge = {rule->id, "", false};
+    return absl::OkStatus();
+  }
+  if (rule.status().code() != absl::StatusCode::kAlreadyExists) return rule.status();
+  // 10009: the same target already has a rule. Adopt it; delete it later only if it is ours.
+  AccessRuleFilter f;
+  f.target = target;
+  f.value = value;
+  absl::StatusOr<std::vector<AccessRule>> existing = client_.ListAllAccessRules(scope_, f);
+  if (!existing.ok()) return existing.status();
+  for (const AccessRule& r : *existing) {
+    if (r.target == target && r.value == value) {
+      op.edge = {r.id, "", !absl::StartsWith(r.notes, "palisade:")};
+      return absl::OkStatus();
+    }
+  }
+  return rule.status();
+}
+
+absl::Status AccessRuleActuator::Remove(ActionOp& op) {
+  if (op.edge.foreign) return absl::OkStatus();  // not ours to delete
+  std::string id = op.edge.id;
+  if (id.empty()) {
+    AccessRuleFilter f;
+    f.notes = Notes(op.decision);
+    absl::StatusOr<std::vector<AccessRule>> found = client_.ListAllAccessRules(scope_, f);
+    if (!found.ok()) return found.status();
+    for (const AccessRule& r : *found) {
+      if (r.notes == f.notes) id = r.id;  // the filter is a substring match: check exactly
+    }
+    if (id.empty()) return absl::OkStatus();
+  }
+  absl::Status s = client_.DeleteAccessRule(scope_, id);
+  return s.code() == absl::StatusCode::kNotFound ? absl::OkStatus() : s;
+}
+
+void AccessRuleActuator::Run(std::vector<ActionOp*>& ops) {
+  for (ActionOp* op : ops) {
+    op->result = op->kind == ActionOp::Kind::kApply ? Apply(*op) : Remove(*op);
+  }
+}
+
+// --- IP list ---------------------------------------------------------------------------------
+
+IpListActuator::IpListActuator(CloudflareClient& client, IpListOptions options,
+                               prometheus::Registry& registry)
+    : client_(client),
+      options_(std::move(options)),
+      items_gauge_(prometheus::BuildGauge()
+                       .Name("palisade_actions_list_items")
+                       .Help("Items Palisade keeps in its Cloudflare IP list.")
+                       .Register(registry)
+                       .Add({{"list", options_.list_name}})),
+      cap_gauge_(prometheus::BuildGauge()
+                     .Name("palisade_actions_list_capacity")
+                     .Help("The configured cap on items in Palisade's IP list.")
+                     .Register(registry)
+                     .Add({{"list", options_.list_name}})),
+      overflow_(prometheus::BuildCounter()
+                    .Name("palisade_actions_list_overflow_total")
+                    .Help("Decisions not added to the IP list because it was at its cap.")
+                    .Register(registry)
+                    .Add({{"list", options_.list_name}})) {
+  cap_gauge_.Set(options_.max_items);
+}
+
+absl::StatusOr<std::string> IpListActuator::ItemFor(const palisade::v1::Target& target) const {
+  absl::StatusOr<Cidr> cidr = Cidr::Parse(target.value());
+  if (!cidr.ok()) return cidr.status();
+  if (target.kind() != TargetKind::TARGET_KIND_IP && target.kind() != TargetKind::TARGET_KIND_RANGE) {
+    return absl::InvalidArgumentError("the IP list holds addresses and ranges only");
+  }
+  int len = cidr->prefix_length();
+  if (cidr->base().is_v4()) {
+    if (len < 8) return absl::InvalidArgumentError("IPv4 list items must be /8 or longer");
+    return len == 32 ? cidr->base().ToString() : cidr->ToString();
+  }
+  // IPv6: one attacker holds a whole /64; collapse to the configured prefix.
+  if (len > options_.ipv6_prefix) {
+    std::array<uint8_t, 16> bytes = cidr->base().bytes();
+    for (int bit = options_.ipv6_prefix; bit < 128; ++bit) {
+      bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+    }
+    char buf[64];
+    inet_ntop(AF_INET6, bytes.data(), buf, sizeof(buf));
+    return absl::StrCat(buf, "/", options_.ipv6_prefix);
+  }
+  if (len < 12) return absl::InvalidArgumentError("IPv6 list items must be /12 or longer");
+  return len == 128 ? cidr->base().ToString() : cidr->ToString();
+}
+
+absl::Status IpListActuator::EnsureListAndRule() {
+  if (list_id_.empty()) {
+    absl::StatusOr<std::vector<IpList>> lists = client_.ListLists();
+    if (!lists.ok()) return lists.status();
+    for (const IpList& l : *lists) {
+      if (l.name == options_.list_name) {
+        list_id_ = l.id;
+        items_in_list_ = l.num_items;
+      }
+    }
+    if (list_id_.empty()) {
+      absl::StatusOr<IpList> created =
+          client_.CreateList(options_.list_name, "Blocked by palisaded (managed; do not edit)");
+      if (!created.ok()) return created.status();
+      list_id_ = created->id;
+      items_in_list_ = 0;
+    }
+  }
+  if (!rule_ready_) {
+    RulesetRule rule;
+    rule.ref = kBlocklistRef;
+    rule.description = "palisade: block addresses in $" + options_.list_name;
+    rule.expression = "ip.src in $" + options_.list_name;
+    rule.action = "block";
+    absl::StatusOr<Ruleset> rs = client_.GetEntrypoint(kCustomPhase);
+    if (rs.status().code() == absl::StatusCode::kNotFound) {
+      absl::StatusOr<Ruleset> put = client_.PutEntrypoint(kCustomPhase, {rule});
+      if (!put.ok()) return put.status();
+    } else if (!rs.ok()) {
+      return rs.status();
+    } else {
+      bool present = false;
+      for (const RulesetRule& r : rs->rules) present |= r.ref == kBlocklistRef;
+      if (!present) {
+        absl::StatusOr<Ruleset> added = client_.AddRulesetRule(rs->id, rule);
+        if (!added.ok()) return added.status();
+      }
+    }
+    rule_ready_ = true;
+  }
+  return absl::OkStatus();
+}
+
+void IpListActuator::Run(std::vector<ActionOp*>& ops) {
+  absl::Status ready = EnsureListAndRule();
+  if (!ready.ok()) {
+    for (ActionOp* op : ops) op->result = ready;
+    return;
+  }
+  // Adds: one bulk operation for every new item.
+  std::vector<ListItem> batch;
+  std::vector<std::pair<ActionOp*, std::string>> adds;
+  std::set<std::string> batched;
+  for (ActionOp* op : ops) {
+    if (op->kind != ActionOp::Kind::kApply) continue;
+    absl::StatusOr<std::string> item = ItemFor(op->decision.target());
+    if (!item.ok()) {
+      op->result = item.status();
+      continue;
+    }
+    if (refs_[*item] > 0 || batched.count(*item)) {  // already there or on its way
+      ++refs_[*item];
+      op->edge = {*item, list_id_, false};
+      op->result = absl::OkStatus();
+      continue;
+    }
+    if (items_in_list_ + static_cast<int>(batch.size()) >= options_.max_items) {
+      overflow_.Increment();
+      op->result = absl::FailedPreconditionError(absl::StrCat(
+          "IP list ", options_.list_name, " is at its cap of ", options_.max_items, " items"));
+      continue;
+    }
+    batched.insert(*item);
+    batch.push_back({"", *item, "palisade:" + op->decision.id()});
+    adds.emplace_back(op, *item);
+  }
+  if (!batch.empty()) {
+    absl::StatusOr<std::string> operation = client_.AddListItems(list_id_, batch);
+    absl::Status s = operation.ok() ? client_.WaitForOperation(*operation) : operation.status();
+    if (s.code() == absl::StatusCode::kNotFound) {  // the list was deleted behind our back
+      list_id_.clear();
+      rule_ready_ = false;
+      s = absl::UnavailableError(absl::StrCat("IP list ", options_.list_name,
+                                              " disappeared; it will be re-created"));
+    }
+    for (auto& [op, item] : adds) {
+      op->result = s;
+      if (s.ok()) {
+        ++refs_[item];
+        op->edge = {item, list_id_, false};
+      }
+    }
+    if (s.ok()) items_in_list_ += static_cast<int>(batch.size());
+  }
+  // Removes: an item goes when its last decision goes.
+  std::vector<std::pair<ActionOp*, std::string>> removes;
+  std::set<std::string> doomed;
+  for (ActionOp* op : ops) {
+    if (op->kind != ActionOp::Kind::kRemove) continue;
+    std::string item = op->edge.id;
+    if (item.empty()) {
+      absl::StatusOr<std::string> computed = ItemFor(op->decision.target());
+      if (!computed.ok()) {
+        op->result = absl::OkStatus();  // nothing could have been added
+        continue;
+      }
+      item = *computed;
+    }
+    auto it = refs_.find(item);
+    if (it != refs_.end() && it->second > 1) {
+      --it->second;
+      op->result = absl::OkStatus();
+      continue;
+    }
+    doomed.insert(item);
+    removes.emplace_back(op, item);
+  }
+  if (!doomed.empty()) {
+    absl::Status s;
+    absl::StatusOr<std::vector<ListItem>> items = client_.ListAllItems(list_id_);
+    std::vector<std::string> ids;
+    if (items.ok()) {
+      for (const ListItem& i : *items) {
+        if (doomed.count(i.ip)) ids.push_back(i.id);
+      }
+      if (!ids.empty()) {
+        absl::StatusOr<std::string> operation = client_.DeleteListItems(list_id_, ids);
+        s = operation.ok() ? client_.WaitForOperation(*operation) : operation.status();
+      }
+    } else {
+      s = items.status();
+    }
+    if (s.code() == absl::StatusCode::kNotFound) s = absl::OkStatus();  // list gone: so are items
+    for (auto& [op, item] : removes) {
+      op->result = s;
+      if (s.ok()) refs_.erase(item);
+    }
+    if (s.ok()) items_in_list_ = std::max(0, items_in_list_ - static_cast<int>(ids.size()));
+  }
+  items_gauge_.Set(items_in_list_);
+}
+
+// --- rate limiting rules ---------------------------------------------------------------------
+
+absl::StatusOr<std::string> RateLimitActuator::ExpressionFor(const std::string& path) {
+  if (path.empty() || path[0] != '/') {
+    return absl::InvalidArgumentError("rate-limit path must start with '/'");
+  }
+  if (path.size() > 512) return absl::InvalidArgumentError("rate-limit path is over 512 bytes");
+  for (char c : path) {
+    // Printable ASCII without space, quote or backslash: the path cannot break out of the
+    // expression's string literal.
+    if (c < 0x21 || c > 0x7e || c == '"' || c == '\\') {
+      return absl::InvalidArgumentError(
+          "rate-limit path holds a character that is not allowed in an expression");
+    }
+  }
+  return absl::StrCat("(http.request.uri.path eq \"", path, "\")");
+}
+
+absl::Status RateLimitActuator::Apply(ActionOp& op) {
+  const Decision& d = op.decision;
+  if (d.target().kind() != TargetKind::TARGET_KIND_PATH) {
+    return absl::InvalidArgumentError("rate-limit rules act on paths only");
+  }
+  absl::StatusOr<std::string> expression = ExpressionFor(d.target().value());
+  if (!expression.ok()) return expression.status();
+  RulesetRule rule;
+  rule.ref = "palisade_" + d.id();
+  rule.description = absl::StrCat("palisade ", d.rule_id().empty() ? "manual" : d.rule_id(), " ",
+                                   d.target().value());
+  rule.expression = *expression;
+  rule.action = options_.action;
+  RateLimit limit;
+  limit.period = options_.period;
+  limit.requests_per_period = options_.requests_per_period;
+  limit.mitigation_timeout = options_.mitigation_timeout;
+  rule.ratelimit = limit;
+
+  absl::StatusOr<Ruleset> rs = client_.GetEntrypoint(kRateLimitPhase);
+  if (rs.status().code() == absl::StatusCode::kNotFound) {
+    rs = client_.PutEntrypoint(kRateLimitPhase, {rule});
+  } else if (rs.ok()) {
+    bool present = false;
+    for (const RulesetRule& r : rs->rules) present |= r.ref == rule.ref;
+    if (!present) rs = client_.AddRulesetRule(rs->id, rule);
+  }
+  if (!rs.ok()) return rs.status();
+  for (const RulesetRule& r : rs->rules) {
+    if (r.ref == rule.ref) {
+      op.edge = {r.id, rs->id, false};
+      return absl::OkStatus();
+    }
+  }
+  return absl::InternalError("rate-limit rule missing from the ruleset after it was added");
+}
+
+absl::Status RateLimitActuator::Remove(ActionOp& op) {
+  EdgeRef edge = op.edge;
+  if (edge.id.empty()) {
+    absl::StatusOr<Ruleset> rs = client_.GetEntrypoint(kRateLimitPhase);
+    if (rs.status().code() == absl::StatusCode::kNotFound) return absl::OkStatus();
+    if (!rs.ok()) return rs.status();
+    for (const RulesetRule& r : rs->rules) {
+      if (r.ref == "palisade_" + op.decision.id()) edge = {r.id, rs->id, false};
+    }
+    if (edge.id.empty()) return absl::OkStatus();
+  }
+  absl::Status s = client_.DeleteRulesetRule(edge.container, edge.id).status();
+  return s.code() == absl::StatusCode::kNotFound ? absl::OkStatus() : s;
+}
+
+void RateLimitActuator::Run(std::vector<ActionOp*>& ops) {
+  for (ActionOp* op : ops) {
+    op->result = op->kind == ActionOp::Kind::kApply ? Apply(*op) : Remove(*op);
+  }
+}
+
+// --- token revocation ------------------------------------------------------------------------
+
+absl::Status TokenActuator::Apply(ActionOp& op) {
+  if (op.secret.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the leaked token ", op.decision.target().value(),
+        " is no longer in memory; revoke it by hand (find it by its fingerprint)"));
+  }
+  const bool account = absl::StartsWith(op.secret, "cfat_");
+  absl::StatusOr<TokenInfo> info = client_.VerifyOtherToken(Secret(op.secret), account);
+  if (info.status().code() == absl::StatusCode::kUnauthenticated) {
+    op.edge = {"", "", false};  // already invalid: revoked, expired or never real
+    return absl::OkStatus();
+  }
+  if (!info.ok()) return info.status();
+  if (delete_) {
+    absl::Status s = client_.DeleteToken(info->id, account);
+    if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
+  } else {
+    absl::StatusOr<TokenInfo> disabled = client_.DisableToken(info->id, account);
+    if (!disabled.ok()) return disabled.status();
+  }
+  op.edge = {info->id, account ? "account" : "user", false};
+  op.secret.clear();  // done with it
+  return absl::OkStatus();
+}
+
+void TokenActuator::Run(std::vector<ActionOp*>& ops) {
+  for (ActionOp* op : ops) {
+    // A revoked leaked token stays revoked when its decision ends.
+    op->result = op->kind == ActionOp::Kind::kApply ? Apply(*op) : absl::OkStatus();
+  }
+}
+
+}  // namespace palisade

@@ -1,0 +1,117 @@
+// The four Cloudflare actuators (see docs/ARCHITECTURE.md and ../shared/cloudflare-api.md):
+//
+//  AccessRuleActuator  one IP access rule per decision; notes "palisade:<decision id> ..." so
+//                      Palisade can find exactly its own rules; a duplicate (10009) is adopted.
+//  IpListActuator      decisions batched into one list operation per flush on Palisade's IP
+//                      list, which one custom rule (`ip.src in $list`) blocks; list and rule are
+//                      created when missing; IPv6 collapsed to a prefix; a cap on items.
+//  RateLimitActuator   a temporary rate-limiting rule for a path under attack.
+//  TokenActuator       a leaked token is verified (to learn its id), then disabled or deleted.
+//                      Its removal leaves the token revoked: a leaked secret is never re-enabled.
+//
+// Thread-safety: each is driven by the dispatcher's worker thread only.
+#ifndef PALISADE_SERVICES_ACTIONS_ACTUATORS_H_
+#define PALISADE_SERVICES_ACTIONS_ACTUATORS_H_
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/actions/actuator.h"
+#include "services/cloudflare/client.h"
+
+namespace palisade {
+
+class AccessRuleActuator final : public Actuator {
+ public:
+  AccessRuleActuator(CloudflareClient& client, RuleScope scope) : client_(client), scope_(scope) {}
+  std::string name() const override { return "access_rule"; }
+  void Run(std::vector<ActionOp*>& ops) override;
+
+  // The notes Palisade writes on its rules (and searches for).
+  static std::string Notes(const palisade::v1::Decision& d);
+
+ private:
+  absl::Status Apply(ActionOp& op);
+  absl::Status Remove(ActionOp& op);
+  CloudflareClient& client_;
+  RuleScope scope_;
+};
+
+struct IpListOptions {
+  std::string list_name = "palisade_block";
+  int max_items = 10000;
+  int ipv6_prefix = 64;
+};
+
+class IpListActuator final : public Actuator {
+ public:
+  IpListActuator(CloudflareClient& client, IpListOptions options,
+                 prometheus::Registry& registry);
+  std::string name() const override { return "ip_list"; }
+  void Run(std::vector<ActionOp*>& ops) override;
+
+  // The list item an address or range becomes ("203.0.113.7", "2001:db8:1:2::/64").
+  absl::StatusOr<std::string> ItemFor(const palisade::v1::Target& target) const;
+
+ private:
+  // Finds or creates the list and the custom rule that blocks it.
+  absl::Status EnsureListAndRule();
+
+  CloudflareClient& client_;
+  const IpListOptions options_;
+  std::string list_id_;
+  bool rule_ready_ = false;
+  // Decisions per item: an item shared by several decisions (one IPv6 /64) stays until the last
+  // of them ends.
+  std::map<std::string, int> refs_;
+  int items_in_list_ = 0;
+  prometheus::Gauge& items_gauge_;
+  prometheus::Gauge& cap_gauge_;
+  prometheus::Counter& overflow_;
+};
+
+struct RateLimitOptions {
+  int period = 60;
+  int requests_per_period = 10;
+  int mitigation_timeout = 600;
+  std::string action = "block";
+};
+
+class RateLimitActuator final : public Actuator {
+ public:
+  RateLimitActuator(CloudflareClient& client, RateLimitOptions options)
+      : client_(client), options_(std::move(options)) {}
+  std::string name() const override { return "rate_limit"; }
+  void Run(std::vector<ActionOp*>& ops) override;
+
+  // The rule expression for a path; kInvalidArgument for a path that is not a plain URI path
+  // (nothing from a log line reaches an expression unvalidated).
+  static absl::StatusOr<std::string> ExpressionFor(const std::string& path);
+
+ private:
+  absl::Status Apply(ActionOp& op);
+  absl::Status Remove(ActionOp& op);
+  CloudflareClient& client_;
+  const RateLimitOptions options_;
+};
+
+class TokenActuator final : public Actuator {
+ public:
+  TokenActuator(CloudflareClient& client, bool delete_token)
+      : client_(client), delete_(delete_token) {}
+  std::string name() const override { return "token_revocation"; }
+  void Run(std::vector<ActionOp*>& ops) override;
+
+ private:
+  absl::Status Apply(ActionOp& op);
+  CloudflareClient& client_;
+  const bool delete_;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_ACTIONS_ACTUATORS_H_

@@ -1,0 +1,221 @@
+#include "services/actions/dispatcher.h"
+
+#include <algorithm>
+#include <cmath>
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+
+namespace palisade {
+namespace {
+
+const char* OpName(ActionOp::Kind k) { return k == ActionOp::Kind::kApply ? "apply" : "remove"; }
+
+}  // namespace
+
+Dispatcher::Dispatcher(Clock& clock, DispatcherOptions options, prometheus::Registry& registry)
+    : clock_(clock),
+      options_(std::move(options)),
+      actions_(prometheus::BuildCounter()
+                   .Name("palisade_actions_total")
+                   .Help("Edge actions by actuator, op (apply, remove) and result (applied, "
+                         "failed, retried, cancelled, dry_run).")
+                   .Register(registry)),
+      pending_family_(prometheus::BuildGauge()
+                          .Name("palisade_actions_pending")
+                          .Help("Edge actions queued, by actuator.")
+                          .Register(registry)),
+      latency_(prometheus::BuildHistogram()
+                   .Name("palisade_actions_apply_latency_seconds")
+                   .Help("From a decision's creation to its confirmation at the edge.")
+                   .Register(registry)
+                   .Add({}, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05,
+                                                                    0.1, 0.25, 0.5, 1, 2.5, 5,
+                                                                    10, 30})) {}
+
+Dispatcher::~Dispatcher() { Stop(); }
+
+void Dispatcher::AddActuator(palisade::v1::Actuator kind, std::unique_ptr<Actuator> actuator) {
+  absl::MutexLock lock(&mu_);
+  Queue& q = queues_[kind];
+  q.pending = &pending_family_.Add({{"actuator", actuator->name()}});
+  q.actuator = std::move(actuator);
+}
+
+void Dispatcher::Count(const std::string& actuator, ActionOp::Kind kind,
+                       const std::string& result) {
+  actions_.Add({{"actuator", actuator}, {"op", OpName(kind)}, {"result", result}}).Increment();
+}
+
+void Dispatcher::OnDecision(const DecisionUpdate& update) {
+  const palisade::v1::Decision& d = update.decision;
+  absl::MutexLock lock(&mu_);
+  auto q = queues_.find(d.actuator());
+  if (q == queues_.end()) return;  // ACTUATOR_NONE, or Cloudflare not configured
+  if (update.change == DecisionChange::kCreated) {
+    ActionOp op;
+    op.kind = ActionOp::Kind::kApply;
+    op.decision = d;
+    op.secret = update.secret;
+    q->second.ops.push_back(std::move(op));
+    queued_at_[d.id()] = clock_.TimeNow();
+  } else if (update.change == DecisionChange::kExpired ||
+             update.change == DecisionChange::kWithdrawn) {
+    auto& ops = q->second.ops;
+    auto queued = std::find_if(ops.begin(), ops.end(), [&](const ActionOp& op) {
+      return op.kind == ActionOp::Kind::kApply && op.decision.id() == d.id();
+    });
+    if (queued != ops.end()) {  // never went out: nothing to undo
+      ops.erase(queued);
+      Count(q->second.actuator->name(), ActionOp::Kind::kApply, "cancelled");
+    } else if (in_flight_.count(d.id())) {
+      remove_after_.insert(d.id());
+    } else if (auto edge = edges_.find(d.id()); edge != edges_.end()) {
+      ActionOp op;
+      op.kind = ActionOp::Kind::kRemove;
+      op.decision = d;
+      op.edge = edge->second;
+      ops.push_back(std::move(op));
+    }
+  } else {
+    return;
+  }
+  q->second.pending->Set(static_cast<double>(q->second.ops.size()));
+  wake_.Signal();
+}
+
+int Dispatcher::RunOnce() {
+  // Take the due ops out of the queues.
+  std::map<int, std::vector<ActionOp>> batches;
+  const absl::Time now = clock_.TimeNow();
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [kind, q] : queues_) {
+      std::deque<ActionOp> keep;
+      for (ActionOp& op : q.ops) {
+        if (op.not_before > now) {
+          keep.push_back(std::move(op));
+          continue;
+        }
+        if (op.kind == ActionOp::Kind::kApply) in_flight_.insert(op.decision.id());
+        batches[kind].push_back(std::move(op));
+      }
+      q.ops = std::move(keep);
+    }
+  }
+  int ran = 0;
+  for (auto& [kind, batch] : batches) {
+    Actuator* actuator;
+    {
+      absl::MutexLock lock(&mu_);
+      actuator = queues_[kind].actuator.get();
+    }
+    std::vector<ActionOp*> ptrs;
+    for (ActionOp& op : batch) ptrs.push_back(&op);
+    if (options_.dry_run) {
+      for (ActionOp* op : ptrs) {
+        op->result = absl::OkStatus();
+        op->edge = {"dry-run", "", true};
+        std::cerr << "palisaded: dry run: would " << OpName(op->kind) << " "
+                  << actuator->name() << " for decision " << op->decision.id() << " on "
+                  << op->decision.target().value() << std::endl;
+      }
+    } else {
+      actuator->Run(ptrs);
+    }
+    ran += static_cast<int>(ptrs.size());
+
+    absl::MutexLock lock(&mu_);
+    Queue& q = queues_[kind];
+    const absl::Time done = clock_.TimeNow();
+    for (ActionOp& op : batch) {
+      const std::string& id = op.decision.id();
+      if (op.kind == ActionOp::Kind::kApply) in_flight_.erase(id);
+      if (op.result.ok()) {
+        Count(actuator->name(), op.kind, options_.dry_run ? "dry_run" : "applied");
+        if (op.kind == ActionOp::Kind::kApply) {
+          edges_[id] = op.edge;
+          if (auto t = queued_at_.find(id); t != queued_at_.end()) {
+            latency_.Observe(absl::ToDoubleSeconds(done - t->second));
+            queued_at_.erase(t);
+          }
+          if (remove_after_.erase(id)) {
+            ActionOp remove;
+            remove.kind = ActionOp::Kind::kRemove;
+            remove.decision = op.decision;
+            remove.edge = op.edge;
+            q.ops.push_back(std::move(remove));
+          }
+        } else {
+          edges_.erase(id);
+        }
+        continue;
+      }
+      ++op.attempts;
+      if (IsTransient(op.result) && op.attempts < options_.max_attempts) {
+        const absl::Duration backoff =
+            std::min(options_.max_backoff,
+                     options_.initial_backoff * std::pow(2.0, op.attempts - 1));
+        op.not_before = done + backoff;
+        Count(actuator->name(), op.kind, "retried");
+        if (op.kind == ActionOp::Kind::kApply && remove_after_.erase(id)) {
+          Count(actuator->name(), op.kind, "cancelled");  // ended before it reached the edge
+          continue;
+        }
+        q.ops.push_back(std::move(op));
+        continue;
+      }
+      Count(actuator->name(), op.kind, "failed");
+      remove_after_.erase(id);
+      queued_at_.erase(id);
+      std::cerr << "palisaded: " << actuator->name() << " " << OpName(op.kind)
+                << " for decision " << id << " on " << op.decision.target().value()
+                << " failed after " << op.attempts << " attempt(s): " << op.result.message()
+                << std::endl;
+    }
+    q.pending->Set(static_cast<double>(q.ops.size()));
+  }
+  return ran;
+}
+
+void Dispatcher::Start() {
+  worker_ = std::thread([this] {
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_);
+        if (stopping_) return;
+        bool any_due = false;
+        const absl::Time now = clock_.TimeNow();
+        for (auto& [kind, q] : queues_) {
+          for (const ActionOp& op : q.ops) any_due |= op.not_before <= now;
+        }
+        if (!any_due) wake_.WaitWithTimeout(&mu_, options_.flush_interval);
+        if (stopping_) return;
+      }
+      RunOnce();
+    }
+  });
+}
+
+void Dispatcher::Stop() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    wake_.Signal();
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+size_t Dispatcher::pending() const {
+  absl::MutexLock lock(&mu_);
+  size_t n = in_flight_.size();
+  for (const auto& [kind, q] : queues_) n += q.ops.size();
+  return n;
+}
+
+std::map<std::string, EdgeRef> Dispatcher::edges() const {
+  absl::MutexLock lock(&mu_);
+  return edges_;
+}
+
+}  // namespace palisade

@@ -1,0 +1,88 @@
+// The dispatcher: the only way a decision reaches the edge. It listens to the DecisionTable,
+// turns each change into ActionOps (created → apply; expired or withdrawn → remove what the
+// apply made), queues them per actuator, and a worker runs them: transient failures are retried
+// with exponential backoff (bounded attempts), permanent ones are counted and logged, and a
+// removal for a decision whose apply has not gone out yet cancels both.
+//
+// The queue is in memory for now; issue 4 makes it a durable SQLite outbox.
+// Dry run: every op is recorded and counted as "dry_run", nothing is sent.
+// Thread-safety: OnDecision is called from any thread; RunOnce from one thread at a time (the
+// worker, or a test).
+#ifndef PALISADE_SERVICES_ACTIONS_DISPATCHER_H_
+#define PALISADE_SERVICES_ACTIONS_DISPATCHER_H_
+
+#include <deque>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/histogram.h"
+#include "prometheus/registry.h"
+#include "services/actions/actuator.h"
+#include "services/common/clock.h"
+#include "services/decisions/decision_table.h"
+
+namespace palisade {
+
+struct DispatcherOptions {
+  // How long the worker waits for new work before it looks again (it also wakes on new work).
+  absl::Duration flush_interval = absl::Seconds(1);
+  bool dry_run = false;
+  int max_attempts = 10;
+  absl::Duration initial_backoff = absl::Seconds(1);
+  absl::Duration max_backoff = absl::Minutes(5);
+};
+
+class Dispatcher {
+ public:
+  Dispatcher(Clock& clock, DispatcherOptions options, prometheus::Registry& registry);
+  ~Dispatcher();
+
+  void AddActuator(palisade::v1::Actuator kind, std::unique_ptr<Actuator> actuator);
+  // The DecisionTable listener.
+  void OnDecision(const DecisionUpdate& update);
+
+  // Runs every op that is due, once. Returns the number of ops run.
+  int RunOnce();
+  void Start();
+  void Stop();
+
+  size_t pending() const;
+  // What Palisade made at the edge, by decision id.
+  std::map<std::string, EdgeRef> edges() const;
+
+ private:
+  struct Queue {
+    std::unique_ptr<Actuator> actuator;
+    std::deque<ActionOp> ops;
+    prometheus::Gauge* pending = nullptr;
+  };
+  void Count(const std::string& actuator, ActionOp::Kind kind, const std::string& result);
+
+  Clock& clock_;
+  const DispatcherOptions options_;
+  mutable absl::Mutex mu_;
+  absl::CondVar wake_;
+  std::map<int, Queue> queues_ ABSL_GUARDED_BY(mu_);  // by palisade.v1.Actuator
+  std::map<std::string, EdgeRef> edges_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);       // decision ids being applied
+  std::set<std::string> remove_after_ ABSL_GUARDED_BY(mu_);    // removals that came meanwhile
+  std::map<std::string, absl::Time> queued_at_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread worker_;
+
+  prometheus::Family<prometheus::Counter>& actions_;
+  prometheus::Family<prometheus::Gauge>& pending_family_;
+  prometheus::Histogram& latency_;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_ACTIONS_DISPATCHER_H_

@@ -1,0 +1,171 @@
+#include "services/actions/dispatcher.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/proto_time.h"
+
+namespace palisade {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+
+// A scriptable actuator that records what it was asked to do.
+class FakeActuator final : public Actuator {
+ public:
+  std::string name() const override { return "fake"; }
+  void Run(std::vector<ActionOp*>& ops) override {
+    for (ActionOp* op : ops) {
+      calls.push_back(std::string(op->kind == ActionOp::Kind::kApply ? "apply " : "remove ") +
+                      op->decision.id() + (op->edge.id.empty() ? "" : " " + op->edge.id));
+      if (during_run) during_run();
+      if (!failures.empty()) {
+        op->result = failures.front();
+        failures.pop_front();
+        continue;
+      }
+      op->result = absl::OkStatus();
+      if (op->kind == ActionOp::Kind::kApply) op->edge = {"edge-" + op->decision.id(), "", false};
+    }
+  }
+  std::vector<std::string> calls;
+  std::deque<absl::Status> failures;
+  std::function<void()> during_run;
+};
+
+class DispatcherTest : public ::testing::Test {
+ protected:
+  DispatcherTest() : dispatcher_(clock_, Options(), registry_) {
+    auto fake = std::make_unique<FakeActuator>();
+    fake_ = fake.get();
+    dispatcher_.AddActuator(palisade::v1::ACTUATOR_ACCESS_RULE, std::move(fake));
+  }
+  static DispatcherOptions Options() {
+    DispatcherOptions o;
+    o.max_attempts = 3;
+    return o;
+  }
+  DecisionUpdate Update(DecisionChange change, const std::string& id) {
+    DecisionUpdate u;
+    u.change = change;
+    u.decision.set_id(id);
+    u.decision.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+    u.decision.mutable_target()->set_value("203.0.113.7");
+    return u;
+  }
+  double Actions(const std::string& result) {
+    double n = 0;
+    for (const auto& f : registry_.Collect()) {
+      if (f.name != "palisade_actions_total") continue;
+      for (const auto& m : f.metric) {
+        for (const auto& l : m.label) {
+          if (l.name == "result" && l.value == result) n += m.counter.value;
+        }
+      }
+    }
+    return n;
+  }
+
+  SimulatedClock clock_;
+  prometheus::Registry registry_;
+  Dispatcher dispatcher_;
+  FakeActuator* fake_;
+};
+
+TEST_F(DispatcherTest, ApplyThenRemoveWhatWasMade) {
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  EXPECT_EQ(dispatcher_.pending(), 1u);
+  EXPECT_EQ(dispatcher_.RunOnce(), 1);
+  EXPECT_EQ(dispatcher_.edges().at("d1").id, "edge-d1");
+  dispatcher_.OnDecision(Update(DecisionChange::kExtended, "d1"));
+  dispatcher_.OnDecision(Update(DecisionChange::kExpired, "d1"));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1", "remove d1 edge-d1"));
+  EXPECT_THAT(dispatcher_.edges(), IsEmpty());
+  EXPECT_EQ(Actions("applied"), 2);
+}
+
+TEST_F(DispatcherTest, TransientFailuresAreRetriedWithBackoff) {
+  fake_->failures = {absl::UnavailableError("503"), absl::ResourceExhaustedError("429")};
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.RunOnce(), 0);  // not due yet
+  clock_.Advance(absl::Seconds(1));
+  dispatcher_.RunOnce();
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(dispatcher_.RunOnce(), 0);  // second backoff is 2 s
+  clock_.Advance(absl::Seconds(1));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, SizeIs(3));
+  EXPECT_EQ(Actions("retried"), 2);
+  EXPECT_EQ(Actions("applied"), 1);
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+TEST_F(DispatcherTest, RetriesAreBounded) {
+  fake_->failures = {absl::UnavailableError("1"), absl::UnavailableError("2"),
+                     absl::UnavailableError("3"), absl::UnavailableError("4")};
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  for (int i = 0; i < 10; ++i) {
+    dispatcher_.RunOnce();
+    clock_.Advance(absl::Minutes(10));
+  }
+  EXPECT_THAT(fake_->calls, SizeIs(3));
+  EXPECT_EQ(Actions("failed"), 1);
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+TEST_F(DispatcherTest, PermanentFailureIsNotRetriedAndLeavesNothingToRemove) {
+  fake_->failures = {absl::InvalidArgumentError("bad")};
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  dispatcher_.RunOnce();
+  dispatcher_.OnDecision(Update(DecisionChange::kExpired, "d1"));
+  clock_.Advance(absl::Hours(1));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1"));
+  EXPECT_EQ(Actions("failed"), 1);
+}
+
+TEST_F(DispatcherTest, EndingBeforeTheApplyWentOutCancelsBoth) {
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  dispatcher_.OnDecision(Update(DecisionChange::kWithdrawn, "d1"));
+  EXPECT_EQ(dispatcher_.RunOnce(), 0);
+  EXPECT_THAT(fake_->calls, IsEmpty());
+  EXPECT_EQ(Actions("cancelled"), 1);
+}
+
+TEST_F(DispatcherTest, RemovalDuringTheApplyIsQueuedAfterIt) {
+  fake_->during_run = [this] {
+    fake_->during_run = nullptr;
+    dispatcher_.OnDecision(Update(DecisionChange::kExpired, "d1"));
+  };
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1", "remove d1 edge-d1"));
+  EXPECT_THAT(dispatcher_.edges(), IsEmpty());
+}
+
+TEST_F(DispatcherTest, DryRunSendsNothing) {
+  DispatcherOptions o;
+  o.dry_run = true;
+  prometheus::Registry registry;
+  Dispatcher dry(clock_, o, registry);
+  auto fake = std::make_unique<FakeActuator>();
+  FakeActuator* f = fake.get();
+  dry.AddActuator(palisade::v1::ACTUATOR_ACCESS_RULE, std::move(fake));
+  dry.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  EXPECT_EQ(dry.RunOnce(), 1);
+  EXPECT_THAT(f->calls, IsEmpty());
+}
+
+TEST_F(DispatcherTest, DecisionsForOtherActuatorsAreIgnored) {
+  DecisionUpdate u = Update(DecisionChange::kCreated, "d1");
+  u.decision.set_actuator(palisade::v1::ACTUATOR_NONE);
+  dispatcher_.OnDecision(u);
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+}  // namespace
+}  // namespace palisade
