@@ -1,8 +1,10 @@
 #include "services/server/config.h"
 
 #include <fstream>
+#include <set>
 #include <sstream>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -36,6 +38,65 @@ absl::Status CheckListen(const std::string& file, const std::string& field,
       !absl::SimpleAtoi(value.substr(colon + 1), &port) || port < 0 || port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat(
         file, ": ", field, ": \"", value, "\" is not host:port (e.g. 127.0.0.1:50051)"));
+  }
+  return absl::OkStatus();
+}
+
+bool Hex32(const std::string& s) {
+  if (s.size() != 32) return false;
+  for (char c : s) {
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  }
+  return true;
+}
+
+absl::Status ValidateCloudflare(const std::string& file, palisade::v1::CloudflareConfig* cf) {
+  if (!cf->enabled()) return absl::OkStatus();
+  auto error = [&file](absl::string_view field, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": cloudflare.", field, ": ", why));
+  };
+  if (cf->api_base().empty()) cf->set_api_base("https://api.cloudflare.com/client/v4");
+  if (!absl::StartsWith(cf->api_base(), "https://") &&
+      !absl::StartsWith(cf->api_base(), "http://127.") &&
+      !absl::StartsWith(cf->api_base(), "http://localhost") &&
+      !absl::StartsWith(cf->api_base(), "http://[::1]")) {
+    return error("api_base", "must be https://, or http:// on loopback (the emulator)");
+  }
+  if (!Hex32(cf->account_id())) return error("account_id", "must be 32 lowercase hex characters");
+  if (!Hex32(cf->zone_id())) return error("zone_id", "must be 32 lowercase hex characters");
+  if (cf->token_file().empty() && cf->token_env().empty() && cf->api_key_file().empty()) {
+    return error("token_file", "set token_file or token_env (the token is never in this file)");
+  }
+  if (cf->access_rule_scope().empty()) cf->set_access_rule_scope("zone");
+  if (cf->access_rule_scope() != "zone" && cf->access_rule_scope() != "account") {
+    return error("access_rule_scope", "must be \"zone\" or \"account\"");
+  }
+  if (cf->list_name().empty()) cf->set_list_name("palisade_block");
+  for (char c : cf->list_name()) {
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_')) {
+      return error("list_name", "must match [A-Za-z0-9_]+");
+    }
+  }
+  if (cf->list_max_items() == 0) cf->set_list_max_items(10000);
+  if (cf->list_ipv6_prefix() == 0) cf->set_list_ipv6_prefix(64);
+  if (cf->list_ipv6_prefix() < 12 || cf->list_ipv6_prefix() > 128) {
+    return error("list_ipv6_prefix", "must be 12..128");
+  }
+  if (cf->budget_requests() == 0) cf->set_budget_requests(1200);
+  if (!cf->has_budget_window()) cf->mutable_budget_window()->set_seconds(300);
+  if (!cf->has_request_timeout()) cf->mutable_request_timeout()->set_seconds(10);
+  if (!cf->has_flush_interval()) cf->mutable_flush_interval()->set_seconds(1);
+  if (cf->ratelimit_period() == 0) cf->set_ratelimit_period(60);
+  if (cf->ratelimit_requests_per_period() == 0) cf->set_ratelimit_requests_per_period(10);
+  if (cf->ratelimit_mitigation_timeout() == 0) cf->set_ratelimit_mitigation_timeout(600);
+  static const std::set<uint32_t> kPeriods = {10, 60, 120, 300, 600, 3600};
+  static const std::set<uint32_t> kTimeouts = {0, 10, 60, 120, 300, 600, 3600, 86400};
+  if (!kPeriods.count(cf->ratelimit_period())) {
+    return error("ratelimit_period", "must be one of 10, 60, 120, 300, 600, 3600");
+  }
+  if (!kTimeouts.count(cf->ratelimit_mitigation_timeout())) {
+    return error("ratelimit_mitigation_timeout",
+                 "must be one of 0, 10, 60, 120, 300, 600, 3600, 86400");
   }
   return absl::OkStatus();
 }
@@ -95,12 +156,17 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
           absl::StrCat(file, ": allowlist[", i, "]: ", c.status().message()));
     }
   }
+  s = ValidateCloudflare(file, config.mutable_cloudflare());
+  if (!s.ok()) return s;
   if (config.rule_files().empty()) {
     return absl::InvalidArgumentError(file + ": rule_files: at least one rule pack is required");
   }
-  for (std::string& f : *config.mutable_rule_files()) {
-    if (!f.empty() && f[0] != '/' && !base_dir.empty()) f = absl::StrCat(base_dir, "/", f);
-  }
+  auto resolve = [&base_dir](std::string* f) {
+    if (!f->empty() && (*f)[0] != '/' && !base_dir.empty()) *f = absl::StrCat(base_dir, "/", *f);
+  };
+  for (std::string& f : *config.mutable_rule_files()) resolve(&f);
+  resolve(config.mutable_cloudflare()->mutable_token_file());
+  resolve(config.mutable_cloudflare()->mutable_api_key_file());
   return config;
 }
 

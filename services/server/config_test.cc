@@ -45,6 +45,41 @@ TEST(ConfigTest, ErrorsNameFileAndField) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rule_files")));
 }
 
+TEST(ConfigTest, CloudflareSectionIsValidatedWithDefaults) {
+  const std::string ok = R"pb(
+    rule_files: "a"
+    cloudflare {
+      enabled: true
+      account_id: "0123456789abcdef0123456789abcdef"
+      zone_id: "fedcba9876543210fedcba9876543210"
+      token_file: "token"
+    })pb";
+  absl::StatusOr<palisade::v1::Config> config = ParseConfig(ok, "c.textproto", "/etc/p");
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->cloudflare().api_base(), "https://api.cloudflare.com/client/v4");
+  EXPECT_EQ(config->cloudflare().token_file(), "/etc/p/token");
+  EXPECT_EQ(config->cloudflare().budget_requests(), 1200u);
+  EXPECT_EQ(config->cloudflare().list_name(), "palisade_block");
+  EXPECT_EQ(config->cloudflare().access_rule_scope(), "zone");
+
+  std::string bad = ok;
+  bad.replace(bad.find("0123456789abcdef0123456789abcdef"), 32, "nope");
+  EXPECT_THAT(ParseConfig(bad, "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cloudflare.account_id")));
+  bad = ok;
+  bad.replace(bad.find("token_file: \"token\""), 20, "");
+  EXPECT_THAT(ParseConfig(bad, "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cloudflare.token_file")));
+  bad = ok;
+  bad.insert(bad.find("enabled"), "api_base: \"http://api.example.com\" ");
+  EXPECT_THAT(ParseConfig(bad, "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cloudflare.api_base")));
+  bad = ok;
+  bad.insert(bad.find("enabled"), "ratelimit_period: 7 ");
+  EXPECT_THAT(ParseConfig(bad, "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ratelimit_period")));
+}
+
 TEST(ConfigTest, ABadPackRefusesTheWholeSet) {
   palisade::v1::Config config = DefaultConfig("rules");
   config.add_rule_files("rules/does-not-exist.textproto");

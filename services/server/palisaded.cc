@@ -26,6 +26,7 @@
 #include "services/decisions/decision_table.h"
 #include "services/pipeline/pipeline.h"
 #include "services/server/config.h"
+#include "services/server/edge.h"
 #include "services/server/grpc_services.h"
 
 ABSL_FLAG(std::string, config, "",
@@ -94,6 +95,20 @@ int Run() {
   options.engine.allowlist = *allowlist;
   options.max_line_bytes = config->engine().max_line_bytes();
   Pipeline pipeline(*rules, options, clock, table, *registry);
+
+  // The edge: Cloudflare client, token check, dispatcher and actuators.
+  std::unique_ptr<Edge> edge;
+  if (config->cloudflare().enabled()) {
+    absl::StatusOr<std::unique_ptr<Edge>> started =
+        Edge::Start(config->cloudflare(), clock, *registry, table);
+    if (!started.ok()) {
+      Log(absl::StrCat("refusing to start: ", started.status().message()));
+      return 2;
+    }
+    edge = *std::move(started);
+    Log(absl::StrCat("cloudflare: acting on zone ", config->cloudflare().zone_id(),
+                     config->cloudflare().dry_run() ? " (dry run)" : ""));
+  }
 
   IngestService ingest(pipeline);
   DecisionsService decisions(table);
@@ -177,6 +192,7 @@ int Run() {
   server->Shutdown(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   sweeper.join();
+  edge.reset();
   exposer.reset();
   Log(absl::StrCat("stopped in ", absl::FormatDuration(absl::Trunc(absl::Now() - t0,
                                                                      absl::Milliseconds(1)))));

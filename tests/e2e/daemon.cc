@@ -75,19 +75,55 @@ Daemon::~Daemon() {
   }
 }
 
+absl::StatusOr<std::unique_ptr<Emulator>> Emulator::Start(std::vector<std::string> args) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  static int counter = 0;
+  const std::string base =
+      absl::StrCat(tmp ? tmp : "/tmp", "/emulator-", getpid(), "-", ++counter);
+  auto emulator = std::unique_ptr<Emulator>(new Emulator());
+  emulator->token_file_ = base + ".token";
+  const std::string port_file = base + ".port";
+  args.insert(args.begin(), "tests/cloudflare_fake/cloudflare_emulator");
+  args.push_back("--port_file=" + port_file);
+  args.push_back("--token_file=" + emulator->token_file_);
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  if (posix_spawn(&emulator->pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
+    return absl::InternalError("cannot spawn cloudflare_emulator");
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    std::ifstream in(port_file);
+    if (in >> emulator->port_ && emulator->port_ > 0) return emulator;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::DeadlineExceededError("cloudflare_emulator did not start within 20 s");
+}
+
+Emulator::~Emulator() {
+  if (pid_ > 0) {
+    kill(pid_, SIGTERM);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
 namespace {
 size_t Append(char* data, size_t size, size_t n, void* out) {
   static_cast<std::string*>(out)->append(data, size * n);
   return size * n;
 }
-}  // namespace
 
-absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
+absl::StatusOr<std::string> Http(int port, const std::string& path, const std::string* post) {
   CURL* curl = curl_easy_init();
   if (curl == nullptr) return absl::InternalError("curl_easy_init failed");
   std::string body;
   const std::string url = absl::StrCat("http://127.0.0.1:", port, path);
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  if (post != nullptr) {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, post->c_str());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(post->size()));
+  }
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Append);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
   curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
@@ -96,8 +132,17 @@ absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
   curl_easy_cleanup(curl);
   if (rc != CURLE_OK) return absl::UnavailableError(curl_easy_strerror(rc));
-  if (code != 200) return absl::UnavailableError(absl::StrCat("HTTP ", code));
+  if (code != 200) return absl::UnavailableError(absl::StrCat("HTTP ", code, ": ", body));
   return body;
+}
+}  // namespace
+
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
+  return Http(port, path, nullptr);
+}
+
+absl::StatusOr<std::string> HttpPost(int port, const std::string& path, const std::string& body) {
+  return Http(port, path, &body);
 }
 
 double MetricValue(const std::string& exposition, const std::string& name,

@@ -5,6 +5,8 @@
 
 #include <sys/types.h>
 
+#include <memory>
+
 #include <string>
 #include <vector>
 
@@ -31,8 +33,25 @@ class Daemon {
   int metrics_port_ = 0;
 };
 
-// GET http://127.0.0.1:port/path through libcurl.
+// The Cloudflare emulator binary on a free loopback port, with one seeded API token.
+class Emulator {
+ public:
+  static absl::StatusOr<std::unique_ptr<Emulator>> Start(std::vector<std::string> args = {});
+  ~Emulator();
+  int port() const { return port_; }
+  std::string api_base() const { return "http://127.0.0.1:" + std::to_string(port_) + "/client/v4"; }
+  // A file holding the seeded token (for palisaded's token_file).
+  const std::string& token_file() const { return token_file_; }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::string token_file_;
+};
+
+// GET / POST http://127.0.0.1:port/path through libcurl.
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
+absl::StatusOr<std::string> HttpPost(int port, const std::string& path, const std::string& body);
 
 // Sum of the samples of `name` in a Prometheus text exposition whose labels contain every
 // `k="v"` in `labels` (e.g. {"rule=\"x\""}).

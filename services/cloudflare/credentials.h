@@ -1,0 +1,26 @@
+// Loading the Cloudflare credential: an API token from a file (first line, trimmed) or an
+// environment variable; never from the config text itself. The legacy Global API Key is
+// refused unless explicitly allowed. Errors name the file or variable, never the value.
+#ifndef PALISADE_SERVICES_CLOUDFLARE_CREDENTIALS_H_
+#define PALISADE_SERVICES_CLOUDFLARE_CREDENTIALS_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "services/cloudflare/client.h"
+
+namespace palisade {
+
+struct CredentialSource {
+  std::string token_file;
+  std::string token_env;
+  bool allow_global_api_key = false;
+  std::string email;
+  std::string api_key_file;
+};
+
+absl::StatusOr<Credentials> LoadCredentials(const CredentialSource& source);
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_CLOUDFLARE_CREDENTIALS_H_

@@ -1,0 +1,65 @@
+#include "services/cloudflare/credentials.h"
+
+#include <cstdlib>
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kToken[] = "cfut_0123456789abcdefghijABCDEFGHIJ0123456789";
+
+std::string WriteFile(const std::string& name, const std::string& content) {
+  std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
+  std::ofstream(path) << content;
+  return path;
+}
+
+TEST(CredentialsTest, TokenFromFileOrEnvironment) {
+  CredentialSource s;
+  s.token_file = WriteFile("token", std::string(kToken) + "\n");
+  absl::StatusOr<Credentials> c = LoadCredentials(s);
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->token.value(), kToken);
+
+  setenv("PALISADE_TEST_TOKEN", kToken, 1);
+  s = CredentialSource();
+  s.token_env = "PALISADE_TEST_TOKEN";
+  EXPECT_EQ(LoadCredentials(s)->token.value(), kToken);
+  s.token_env = "PALISADE_TEST_UNSET";
+  EXPECT_THAT(LoadCredentials(s), StatusIs(absl::StatusCode::kNotFound,
+                                           HasSubstr("PALISADE_TEST_UNSET")));
+}
+
+TEST(CredentialsTest, ErrorsNeverShowTheValue) {
+  CredentialSource s;
+  s.token_file = WriteFile("bad", "not a token: hunter2\n");
+  absl::StatusOr<Credentials> c = LoadCredentials(s);
+  EXPECT_THAT(c, StatusIs(absl::StatusCode::kInvalidArgument, Not(HasSubstr("hunter2"))));
+  s.token_file = "/nonexistent/token";
+  EXPECT_THAT(LoadCredentials(s), StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent")));
+}
+
+TEST(CredentialsTest, GlobalApiKeyIsRefusedUnlessAllowed) {
+  CredentialSource s;
+  s.email = "ops@example.com";
+  s.api_key_file = WriteFile("key", "0123456789abcdef0123456789abcdef01234\n");
+  EXPECT_THAT(LoadCredentials(s), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                           HasSubstr("Global API Key")));
+  s.allow_global_api_key = true;
+  absl::StatusOr<Credentials> c = LoadCredentials(s);
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->email, "ops@example.com");
+  EXPECT_TRUE(c->token.empty());
+}
+
+}  // namespace
+}  // namespace palisade

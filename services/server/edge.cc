@@ -1,0 +1,114 @@
+#include "services/server/edge.h"
+
+#include <iostream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "services/actions/actuators.h"
+#include "services/cloudflare/credentials.h"
+#include "services/common/proto_time.h"
+
+namespace palisade {
+namespace {
+
+// Only API tokens can be verified; the legacy key has no verify endpoint.
+bool HasToken(const CredentialSource& s) {
+  return !s.token_file.empty() || !s.token_env.empty();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::CloudflareConfig& config,
+                                                  Clock& clock, prometheus::Registry& registry,
+                                                  DecisionTable& table) {
+  CredentialSource source;
+  source.token_file = config.token_file();
+  source.token_env = config.token_env();
+  source.allow_global_api_key = config.allow_global_api_key();
+  source.email = config.email();
+  source.api_key_file = config.api_key_file();
+  absl::StatusOr<Credentials> creds = LoadCredentials(source);
+  if (!creds.ok()) return creds.status();
+  const bool account_token = absl::StartsWith(creds->token.value(), "cfat_");
+
+  std::unique_ptr<Edge> edge(new Edge());
+  edge->transport_ = std::make_unique<CurlTransport>();
+  ClientOptions options;
+  options.base_url = config.api_base();
+  options.account_id = config.account_id();
+  options.zone_id = config.zone_id();
+  options.budget_requests = static_cast<int>(config.budget_requests());
+  options.budget_window = FromProtoDuration(config.budget_window());
+  options.timeout = FromProtoDuration(config.request_timeout());
+  edge->client_ = std::make_unique<CloudflareClient>(*edge->transport_, clock, options,
+                                                     *std::move(creds), registry);
+
+  if (!edge->client_->options().base_url.empty() && HasToken(source)) {
+    absl::StatusOr<TokenInfo> info = edge->client_->VerifyToken(account_token);
+    if (info.status().code() == absl::StatusCode::kUnauthenticated) {
+      return absl::UnauthenticatedError(absl::StrCat(
+          "cloudflare: the API token was refused (invalid, disabled or expired): ",
+          info.status().message()));
+    }
+    if (!info.ok()) {
+      std::cerr << "palisaded: cloudflare: could not verify the token yet ("
+                << info.status().message() << "); actions will retry" << std::endl;
+    } else {
+      if (info->status != "active") {
+        return absl::FailedPreconditionError(
+            absl::StrCat("cloudflare: the API token ", info->id, " is ", info->status));
+      }
+      std::string expiry = info->expires_on
+                               ? absl::FormatTime(absl::RFC3339_sec, *info->expires_on,
+                                                  absl::UTCTimeZone())
+                               : "never";
+      std::cerr << "palisaded: cloudflare: token " << info->id << " " << info->status
+                << ", expires " << expiry << std::endl;
+      auto& expiry_gauge = prometheus::BuildGauge()
+                               .Name("palisade_cloudflare_token_expiry_timestamp_seconds")
+                               .Help("When the service's API token expires (0: never).")
+                               .Register(registry)
+                               .Add({});
+      expiry_gauge.Set(info->expires_on ? absl::ToUnixSeconds(*info->expires_on) : 0);
+      if (info->expires_on && *info->expires_on - clock.TimeNow() < absl::Hours(24 * 14)) {
+        std::cerr << "palisaded: WARNING: cloudflare: the API token expires within 14 days ("
+                  << expiry << "); roll it" << std::endl;
+      }
+    }
+  }
+
+  DispatcherOptions dopts;
+  dopts.flush_interval = FromProtoDuration(config.flush_interval());
+  dopts.dry_run = config.dry_run();
+  edge->dispatcher_ = std::make_unique<Dispatcher>(clock, dopts, registry);
+  CloudflareClient& client = *edge->client_;
+  edge->dispatcher_->AddActuator(
+      palisade::v1::ACTUATOR_ACCESS_RULE,
+      std::make_unique<AccessRuleActuator>(
+          client, config.access_rule_scope() == "account" ? RuleScope::kAccount
+                                                          : RuleScope::kZone));
+  IpListOptions list;
+  list.list_name = config.list_name();
+  list.max_items = static_cast<int>(config.list_max_items());
+  list.ipv6_prefix = static_cast<int>(config.list_ipv6_prefix());
+  edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_IP_LIST,
+                                 std::make_unique<IpListActuator>(client, list, registry));
+  RateLimitOptions rl;
+  rl.period = static_cast<int>(config.ratelimit_period());
+  rl.requests_per_period = static_cast<int>(config.ratelimit_requests_per_period());
+  rl.mitigation_timeout = static_cast<int>(config.ratelimit_mitigation_timeout());
+  edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_RATE_LIMIT,
+                                 std::make_unique<RateLimitActuator>(client, rl));
+  edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION,
+                                 std::make_unique<TokenActuator>(client, config.token_delete()));
+  Dispatcher* dispatcher = edge->dispatcher_.get();
+  table.AddListener([dispatcher](const DecisionUpdate& u) { dispatcher->OnDecision(u); });
+  edge->dispatcher_->Start();
+  return edge;
+}
+
+Edge::~Edge() {
+  if (dispatcher_) dispatcher_->Stop();
+}
+
+}  // namespace palisade

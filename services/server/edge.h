@@ -1,0 +1,40 @@
+// The edge side of palisaded: builds the Cloudflare client, verifies the token at start, and
+// wires the dispatcher and the four actuators to the decision table. Only built when the
+// config enables Cloudflare.
+#ifndef PALISADE_SERVICES_SERVER_EDGE_H_
+#define PALISADE_SERVICES_SERVER_EDGE_H_
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "palisade/v1/config.pb.h"
+#include "prometheus/registry.h"
+#include "services/actions/dispatcher.h"
+#include "services/cloudflare/client.h"
+#include "services/common/clock.h"
+#include "services/decisions/decision_table.h"
+
+namespace palisade {
+
+class Edge {
+ public:
+  // Loads the credential and verifies it: kUnauthenticated / kFailedPrecondition for an
+  // invalid, disabled or expired token (the daemon refuses to start). Logs the token's id,
+  // status and expiry, never its value; warns when it expires within 14 days.
+  static absl::StatusOr<std::unique_ptr<Edge>> Start(const palisade::v1::CloudflareConfig& config,
+                                                     Clock& clock, prometheus::Registry& registry,
+                                                     DecisionTable& table);
+  ~Edge();
+
+  Dispatcher& dispatcher() { return *dispatcher_; }
+
+ private:
+  Edge() = default;
+  std::unique_ptr<CurlTransport> transport_;
+  std::unique_ptr<CloudflareClient> client_;
+  std::unique_ptr<Dispatcher> dispatcher_;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_SERVER_EDGE_H_

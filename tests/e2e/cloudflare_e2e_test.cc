@@ -1,0 +1,218 @@
+// End to end with the edge: the real palisaded, configured against the real emulator binary,
+// fed attack logs over gRPC. The emulator's state must show the access rules, the IP list
+// items with their custom rule, the rate-limiting rule and the revoked token, and then, once
+// the (short) decisions expire, everything but the revocation must be gone.
+#include <fstream>
+#include <functional>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "palisade/v1/palisade.grpc.pb.h"
+#include "services/cli/shipper.h"
+#include "services/common/proto_time.h"
+#include "tests/e2e/daemon.h"
+
+namespace palisade {
+namespace {
+
+using ::nlohmann::json;
+using ::palisade::testing::Daemon;
+using ::palisade::testing::Emulator;
+using ::palisade::testing::HttpGet;
+using ::palisade::testing::HttpPost;
+using ::palisade::testing::MetricValue;
+using ::testing::HasSubstr;
+
+constexpr char kAccount[] = "0123456789abcdef0123456789abcdef";
+constexpr char kZone[] = "fedcba9876543210fedcba9876543210";
+
+std::string WriteConfig(const Emulator& emulator, const std::string& token_file,
+                        const std::string& extra = "") {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/edge-config.textproto";
+  std::ofstream out(path);
+  out << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/tests/e2e/testdata/edge.textproto\"\n"
+      << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/rules/cloudflare-tokens.textproto\"\n"
+      << "sweep_interval { nanos: 100000000 }\n"
+      << "cloudflare {\n  enabled: true\n  api_base: \"" << emulator.api_base() << "\"\n"
+      << "  account_id: \"" << kAccount << "\"\n  zone_id: \"" << kZone << "\"\n"
+      << "  token_file: \"" << token_file << "\"\n  flush_interval { nanos: 100000000 }\n"
+      << extra << "}\n";
+  return path;
+}
+
+json State(const Emulator& emulator) {
+  absl::StatusOr<std::string> body = HttpGet(emulator.port(), "/__emulator/state");
+  EXPECT_TRUE(body.ok()) << body.status();
+  return body.ok() ? json::parse(*body)["result"] : json();
+}
+
+bool WaitFor(const std::function<bool()>& done, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (done()) return true;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return done();
+}
+
+std::vector<palisade::v1::LogRecord> Records(const std::vector<std::string>& lines) {
+  std::vector<palisade::v1::LogRecord> out(lines.size());
+  const auto now = ToProtoTime(absl::Now());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    out[i].set_line(lines[i]);
+    *out[i].mutable_event_time() = now;
+  }
+  return out;
+}
+
+void ShipOrDie(palisade::v1::Ingest::Stub& stub, palisade::v1::LogFormat format,
+               const std::vector<std::string>& lines) {
+  ShipOptions options;
+  options.format = format;
+  options.source = "e2e";
+  absl::StatusOr<ShipSummary> s = Ship(stub, Records(lines), options);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->malformed, 0u);
+}
+
+TEST(CloudflareE2eTest, DecisionsReachTheEdgeAndLeaveWhenTheyExpire) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator =
+      Emulator::Start({"--operation_delay_ms=50"});
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  // A token that will leak into a log line.
+  absl::StatusOr<std::string> seeded = HttpPost(
+      cf.port(), "/__emulator/tokens", R"({"name":"ci-deploy","permissions":["lists"]})");
+  ASSERT_TRUE(seeded.ok()) << seeded.status();
+  const json leaked = json::parse(*seeded)["result"];
+
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+      {"--config=" + WriteConfig(cf, cf.token_file()), "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel =
+      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+
+  std::vector<std::string> auth;
+  for (const char* ip : {"203.0.113.7", "203.0.113.8", "2001:db8::66"}) {
+    for (int i = 0; i < 3; ++i) {
+      auth.push_back(absl::StrCat("Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from ",
+                                  ip, " port 22 ssh2"));
+    }
+  }
+  auth.push_back("Mar  3 14:02:01 ci deploy[9]: curl -H 'Authorization: Bearer " +
+                 leaked["value"].get<std::string>() + "' https://api.example.com");
+  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, auth);
+  std::vector<std::string> access;
+  for (const char* ip : {"198.51.100.4", "2001:db8:aa:bb::1"}) {
+    access.push_back(absl::StrCat(ip, " - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 1 \"-\" \"x\""));
+    access.push_back(absl::StrCat(ip, " - - [03/Mar/2026:14:02:02 +0000] \"GET /wp-login.php HTTP/1.1\" 404 1 \"-\" \"x\""));
+  }
+  for (int i = 1; i <= 5; ++i) {
+    access.push_back(absl::StrCat("192.0.2.", i, " - - [03/Mar/2026:14:02:03 +0000] \"POST /login HTTP/1.1\" 401 1 \"-\" \"x\""));
+  }
+  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_COMBINED, access);
+
+  // Everything reaches the edge.
+  json state;
+  const bool applied = WaitFor(
+      [&] {
+        state = State(cf);
+        const json& rl = state["rulesets"]["http_ratelimit"];
+        bool token_disabled = false;
+        for (const auto& t : state["tokens"]) {
+          if (t["id"] == leaked["id"]) token_disabled = t["status"] == "disabled";
+        }
+        return state["access_rules"].size() == 3 && state["lists"].contains("palisade_block") &&
+               state["lists"]["palisade_block"].size() == 2 && rl.is_object() &&
+               rl["rules"].size() == 1 && token_disabled;
+      },
+      absl::Seconds(10));
+  ASSERT_TRUE(applied) << state.dump(2);
+  std::set<std::string> banned;
+  for (const auto& r : state["access_rules"]) {
+    banned.insert(r["configuration"]["value"].get<std::string>());
+    EXPECT_THAT(r["notes"].get<std::string>(), HasSubstr("palisade:"));
+  }
+  EXPECT_EQ(banned, (std::set<std::string>{"203.0.113.7", "203.0.113.8", "2001:db8::66"}));
+  std::set<std::string> listed;
+  for (const auto& i : state["lists"]["palisade_block"]) listed.insert(i["ip"].get<std::string>());
+  EXPECT_EQ(listed, (std::set<std::string>{"198.51.100.4", "2001:db8:aa:bb::/64"}));
+  EXPECT_EQ(state["rulesets"]["http_request_firewall_custom"]["rules"][0]["expression"],
+            "ip.src in $palisade_block");
+  EXPECT_EQ(state["rulesets"]["http_ratelimit"]["rules"][0]["expression"],
+            "(http.request.uri.path eq \"/login\")");
+
+  // The token's decision carries only its fingerprint.
+  auto decisions = palisade::v1::Decisions::NewStub(channel);
+  grpc::ClientContext ctx;
+  palisade::v1::ListDecisionsRequest req;
+  req.set_rule_id("cloudflare-token-leaked");
+  palisade::v1::ListDecisionsResponse list;
+  ASSERT_TRUE(decisions->List(&ctx, req, &list).ok());
+  ASSERT_EQ(list.decisions_size(), 1);
+  EXPECT_THAT(list.decisions(0).target().value(), HasSubstr("sha256:"));
+  EXPECT_EQ(list.decisions(0).DebugString().find(leaked["value"].get<std::string>()),
+            std::string::npos);
+
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_GE(MetricValue(*metrics, "palisade_actions_total", {"result=\"applied\""}), 7);
+  EXPECT_GT(MetricValue(*metrics, "palisade_cloudflare_requests_total"), 0);
+  EXPECT_EQ(metrics->find(leaked["value"].get<std::string>()), std::string::npos);
+
+  // The decisions last 3 s: then everything they made is removed, but the token stays revoked.
+  const bool removed = WaitFor(
+      [&] {
+        state = State(cf);
+        return state["access_rules"].empty() && state["lists"]["palisade_block"].empty() &&
+               state["rulesets"]["http_ratelimit"]["rules"].empty();
+      },
+      absl::Seconds(15));
+  EXPECT_TRUE(removed) << state.dump(2);
+  for (const auto& t : state["tokens"]) {
+    if (t["id"] == leaked["id"]) EXPECT_EQ(t["status"], "disabled");
+  }
+  // The custom rule that blocks the list stays: it is cheap, and the list may refill.
+  EXPECT_EQ(state["rulesets"]["http_request_firewall_custom"]["rules"].size(), 1u);
+}
+
+TEST(CloudflareE2eTest, RefusesToStartWithAnInvalidToken) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  const std::string bad = std::string(std::getenv("TEST_TMPDIR")) + "/bad.token";
+  std::ofstream(bad) << "cfut_thisTokenDoesNotExist0123456789abcdefghij\n";
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig(**emulator, bad)});
+  EXPECT_EQ(daemon.status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST(CloudflareE2eTest, DryRunSendsNothing) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+      {"--config=" + WriteConfig(**emulator, (*emulator)->token_file(), "  dry_run: true\n")});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto ingest = palisade::v1::Ingest::NewStub(
+      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials()));
+  std::vector<std::string> auth(
+      3, "Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2");
+  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, auth);
+  double dry = 0;
+  WaitFor(
+      [&] {
+        absl::StatusOr<std::string> m = HttpGet((*daemon)->metrics_port(), "/metrics");
+        dry = m.ok() ? MetricValue(*m, "palisade_actions_total", {"result=\"dry_run\""}) : 0;
+        return dry >= 1;
+      },
+      absl::Seconds(5));
+  EXPECT_EQ(dry, 1);
+  EXPECT_TRUE(State(**emulator)["access_rules"].empty());
+}
+
+}  // namespace
+}  // namespace palisade
