@@ -1,23 +1,55 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults: builds palisaded and palisadectl, starts the daemon on
-# loopback with the shipped sshd and nginx packs, ships the bundled sample attack logs over gRPC
-# (re-timed so they happened just now), and prints what was decided and the metrics.
+# The main job on embedded defaults: builds palisaded, palisadectl and the local Cloudflare API
+# emulator; starts the emulator and palisaded on loopback (shipped sshd, nginx and
+# cloudflare-tokens packs; decisions driven to the emulator); ships the bundled sample attack
+# logs over gRPC (re-timed so they happened just now); and prints the decisions, the bans that
+# appeared at the (emulated) edge, and the metrics. Nothing leaves the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 
-bazel build //services/server:palisaded //services/cli:palisadectl
-bin=bazel-bin/services
+bazel build //services/server:palisaded //services/cli:palisadectl \
+  //tests/cloudflare_fake:cloudflare_emulator
+bin=bazel-bin
 work=$(mktemp -d)
-trap 'kill "$daemon" 2>/dev/null; wait "$daemon" 2>/dev/null; rm -rf "$work"' EXIT
+daemon=""
+emulator=""
+cleanup() {
+  for p in $daemon $emulator; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
 
-"$bin/server/palisaded" --rules_dir=rules --grpc_listen=127.0.0.1:0 \
-  --metrics_listen=127.0.0.1:0 --port_file="$work/ports" &
+wait_file() { for _ in $(seq 200); do [ -s "$1" ] && return 0; sleep 0.05; done; return 1; }
+
+"$bin/tests/cloudflare_fake/cloudflare_emulator" --port_file="$work/cf.port" \
+  --token_file="$work/cf.token" 2>"$work/emulator.log" &
+emulator=$!
+wait_file "$work/cf.port"
+cf_port=$(cat "$work/cf.port")
+
+cat >"$work/palisade.textproto" <<CONFIG
+rule_files: "$PWD/rules/sshd.textproto"
+rule_files: "$PWD/rules/nginx.textproto"
+rule_files: "$PWD/rules/cloudflare-tokens.textproto"
+cloudflare {
+  enabled: true
+  api_base: "http://127.0.0.1:$cf_port/client/v4"
+  account_id: "0123456789abcdef0123456789abcdef"
+  zone_id: "fedcba9876543210fedcba9876543210"
+  token_file: "$work/cf.token"
+  flush_interval { nanos: 200000000 }
+}
+CONFIG
+
+"$bin/services/server/palisaded" --config="$work/palisade.textproto" \
+  --grpc_listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --port_file="$work/ports" \
+  --shutdown_grace=1s &
 daemon=$!
-for _ in $(seq 100); do [ -s "$work/ports" ] && break; sleep 0.1; done
+wait_file "$work/ports"
 grpc_port=$(sed -n 's/^grpc=//p' "$work/ports")
 metrics_port=$(sed -n 's/^metrics=//p' "$work/ports")
-ctl() { "$bin/cli/palisadectl" --server="127.0.0.1:$grpc_port" "$@"; }
+ctl() { "$bin/services/cli/palisadectl" --server="127.0.0.1:$grpc_port" "$@"; }
 
 echo
 echo "== shipping the sample logs over gRPC"
@@ -26,10 +58,43 @@ ctl ship tests/testdata/sample_access.log --format=combined --source=access.log 
 
 echo
 echo "== what palisaded decided"
-ctl decisions list --active
+ctl decisions list --active | tail -8
 echo
 ctl status
+
+# Let the dispatcher drain its queue to the emulator.
+for _ in $(seq 100); do
+  pending=$(curl -s "http://127.0.0.1:$metrics_port/metrics" |
+    awk '/^palisade_actions_pending/ {s += $2} END {print s + 0}')
+  applied=$(curl -s "http://127.0.0.1:$metrics_port/metrics" |
+    awk '/^palisade_actions_total.*result="applied"/ {s += $2} END {print s + 0}')
+  [ "$pending" = 0 ] && [ "$applied" -gt 0 ] && break
+  sleep 0.2
+done
+
+echo
+echo "== the edge (Cloudflare API emulator on 127.0.0.1:$cf_port)"
+curl -s "http://127.0.0.1:$cf_port/__emulator/state" >"$work/state.json"
+python3 - "$work/state.json" <<'PY'
+import json, sys
+state = json.load(open(sys.argv[1]))["result"]
+rules = state["access_rules"]
+print("IP access rules: %d" % len(rules))
+for r in rules[:5]:
+    print("  %-18s %-40s %s" % (r["mode"], r["configuration"]["value"], r["notes"]))
+if len(rules) > 5:
+    print("  ... and %d more" % (len(rules) - 5))
+for name, items in state["lists"].items():
+    print("IP list %s: %d items, e.g. %s" % (name, len(items), ", ".join(i["ip"] for i in items[:3])))
+custom = state["rulesets"]["http_request_firewall_custom"]
+if custom:
+    for r in custom["rules"]:
+        print("custom rule: %s -> %s" % (r["expression"], r["action"]))
+print("API calls served: %d, audit log entries: %d" % (state["calls"], state["audit_log_entries"]))
+PY
+
 echo
 echo "== metrics (http://127.0.0.1:$metrics_port/metrics, excerpt)"
 curl -s "http://127.0.0.1:$metrics_port/metrics" |
-  grep -E '^palisade_(ingest_lines|decisions_active|engine_detections_total|rules_loaded)' | sort
+  grep -E '^palisade_(ingest_lines_received|decisions_active|rules_loaded|actions_total|cloudflare_requests_total|cloudflare_budget_remaining)' |
+  sort
