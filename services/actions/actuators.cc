@@ -393,6 +393,25 @@ void RateLimitActuator::Run(std::vector<ActionOp*>& ops) {
 // --- token revocation ------------------------------------------------------------------------
 
 absl::Status TokenActuator::Apply(ActionOp& op) {
+  if (op.decision.target().kind() == TargetKind::TARGET_KIND_TOKEN_ID) {
+    // Known by id (an audit-log record): user tokens first, then the account's.
+    const std::string& id = op.decision.target().value();
+    if (!own_token_id_.empty() && id == own_token_id_) {
+      return absl::FailedPreconditionError(
+          "refusing to revoke palisaded's own API token; add the addresses it calls from to "
+          "the token's CIDR set");
+    }
+    for (bool account : {false, true}) {
+      absl::Status s = delete_ ? client_.DeleteToken(id, account)
+                               : client_.DisableToken(id, account).status();
+      if (s.code() == absl::StatusCode::kNotFound) continue;
+      if (!s.ok()) return s;
+      op.edge = {id, account ? "account" : "user", false};
+      return absl::OkStatus();
+    }
+    op.edge = {"", "", false};  // no such token (any more): nothing to revoke
+    return absl::OkStatus();
+  }
   if (op.secret.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "the leaked token ", op.decision.target().value(),
@@ -405,6 +424,11 @@ absl::Status TokenActuator::Apply(ActionOp& op) {
     return absl::OkStatus();
   }
   if (!info.ok()) return info.status();
+  if (!own_token_id_.empty() && info->id == own_token_id_) {
+    op.secret.clear();
+    return absl::FailedPreconditionError(
+        "the leaked token is palisaded's own: not revoked automatically; roll it now");
+  }
   if (delete_) {
     absl::Status s = client_.DeleteToken(info->id, account);
     if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;

@@ -101,8 +101,9 @@ class RateLimitActuator final : public Actuator {
 
 class TokenActuator final : public Actuator {
  public:
-  TokenActuator(CloudflareClient& client, bool delete_token)
-      : client_(client), delete_(delete_token) {}
+  // `own_token_id`: palisaded's own token, which it refuses to revoke whatever a log says.
+  TokenActuator(CloudflareClient& client, bool delete_token, std::string own_token_id = "")
+      : client_(client), delete_(delete_token), own_token_id_(std::move(own_token_id)) {}
   std::string name() const override { return "token_revocation"; }
   void Run(std::vector<ActionOp*>& ops) override;
 
@@ -110,6 +111,7 @@ class TokenActuator final : public Actuator {
   absl::Status Apply(ActionOp& op);
   CloudflareClient& client_;
   const bool delete_;
+  const std::string own_token_id_;
 };
 
 }  // namespace palisade

@@ -218,5 +218,27 @@ TEST_F(ActuatorsTest, LeakedTokenIsDisabledOrDeleted) {
   EXPECT_THAT(more[0].result, IsOk());
 }
 
+TEST_F(ActuatorsTest, TokenByIdAndNeverOurOwn) {
+  fake::TokenSpec spec;
+  spec.permissions = {"lists"};
+  auto [id, value] = fake_.AddToken(spec);
+  const std::string own = client_->VerifyToken()->id;
+  TokenActuator actuator(*client_, false, own);
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_TOKEN_ID, id,
+         palisade::v1::ACTION_REVOKE_TOKEN),
+      Op(ActionOp::Kind::kApply, "d2", palisade::v1::TARGET_KIND_TOKEN_ID, own,
+         palisade::v1::ACTION_REVOKE_TOKEN),
+      Op(ActionOp::Kind::kApply, "d3", palisade::v1::TARGET_KIND_TOKEN_ID,
+         "00000000000000000000000000000000", palisade::v1::ACTION_REVOKE_TOKEN)};
+  ops[1].secret = token_;
+  Run(actuator, ops);
+  EXPECT_THAT(ops[0].result, IsOk());
+  EXPECT_EQ(fake_.TokenSnapshot(id)["status"], "disabled");
+  EXPECT_THAT(ops[1].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("own")));
+  EXPECT_EQ(fake_.TokenSnapshot(own)["status"], "active");
+  EXPECT_THAT(ops[2].result, IsOk());  // no such token: nothing to revoke
+}
+
 }  // namespace
 }  // namespace palisade

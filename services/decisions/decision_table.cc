@@ -169,6 +169,15 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
         return absl::InvalidArgumentError("target.value: a path must start with '/'");
       }
       break;
+    case TargetKind::TARGET_KIND_TOKEN_ID: {
+      const std::string& v = target.value();
+      if (v.size() != 32 || !std::all_of(v.begin(), v.end(), [](char c) {
+            return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+          })) {
+        return absl::InvalidArgumentError("target.value: a token id is 32 lowercase hex");
+      }
+      break;
+    }
     default:
       return absl::InvalidArgumentError(
           absl::StrCat("target.kind ", palisade::v1::TargetKind_Name(target.kind()),
@@ -183,15 +192,21 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
                                                                    : req.action());
   *spec.mutable_duration() = req.duration();
   palisade::v1::Actuator actuator = req.actuator();
-  if (actuator == palisade::v1::ACTUATOR_UNSPECIFIED) {
-    actuator = target.kind() == TargetKind::TARGET_KIND_PATH ? palisade::v1::ACTUATOR_RATE_LIMIT
-                                                             : palisade::v1::ACTUATOR_ACCESS_RULE;
-  }
   const bool path = target.kind() == TargetKind::TARGET_KIND_PATH;
-  if ((path && actuator != palisade::v1::ACTUATOR_RATE_LIMIT &&
-       actuator != palisade::v1::ACTUATOR_NONE) ||
-      (!path && actuator == palisade::v1::ACTUATOR_RATE_LIMIT) ||
-      actuator == palisade::v1::ACTUATOR_TOKEN_REVOCATION) {
+  const bool token = target.kind() == TargetKind::TARGET_KIND_TOKEN_ID;
+  if (actuator == palisade::v1::ACTUATOR_UNSPECIFIED) {
+    actuator = path    ? palisade::v1::ACTUATOR_RATE_LIMIT
+               : token ? palisade::v1::ACTUATOR_TOKEN_REVOCATION
+                       : palisade::v1::ACTUATOR_ACCESS_RULE;
+  }
+  if (token && req.action() == palisade::v1::ACTION_UNSPECIFIED) {
+    spec.set_action(palisade::v1::ACTION_REVOKE_TOKEN);
+  }
+  if (actuator != palisade::v1::ACTUATOR_NONE &&
+      ((path && actuator != palisade::v1::ACTUATOR_RATE_LIMIT) ||
+       (token && actuator != palisade::v1::ACTUATOR_TOKEN_REVOCATION) ||
+       (!path && !token && (actuator == palisade::v1::ACTUATOR_RATE_LIMIT ||
+                            actuator == palisade::v1::ACTUATOR_TOKEN_REVOCATION)))) {
     return absl::InvalidArgumentError(absl::StrCat(
         "actuator ", palisade::v1::Actuator_Name(actuator), " cannot act on this target"));
   }

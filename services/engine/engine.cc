@@ -49,6 +49,15 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
   matches_per_rule_ = std::move(matches);
 }
 
+bool Engine::ConditionsHold(const CompiledRule& rule, int pattern_index) const {
+  for (const CompiledCondition& c : rule.conditions) {
+    const re2::StringPiece& g = groups_[c.group[pattern_index]];
+    std::optional<IpAddress> ip = IpAddress::Parse(absl::string_view(g.data(), g.size()));
+    if (!ip || c.set->Contains(*ip) != c.inside) return false;
+  }
+  return true;
+}
+
 bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
                           absl::string_view* key, bool* allowlisted) {
   *allowlisted = false;
@@ -62,6 +71,14 @@ bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
     }
     token_key_ = Fingerprint(captured);
     *key = token_key_;
+    return true;
+  }
+  if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_ID) {
+    if (captured.size() != 32) return false;
+    for (char c : captured) {
+      if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+    }
+    *key = captured;
     return true;
   }
   if (rule.proto.key_kind() != TargetKind::TARGET_KIND_IP) {

@@ -109,6 +109,8 @@ class Engine {
   template <typename Fn>
   void Candidates(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn);
 
+  // The rule's conditions on the other captures of the last match (in groups_).
+  bool ConditionsHold(const CompiledRule& rule, int pattern_index) const;
   // Normalises a captured key into key_buf_; returns false (and counts) when invalid.
   bool NormaliseKey(const CompiledRule& rule, absl::string_view captured, absl::string_view* key,
                     bool* allowlisted);
@@ -151,11 +153,13 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
     if (!rule.AppliesToProgram(line.program)) continue;
     const RE2& re = *rule.patterns[pattern_index];
     const int group = rule.key_group[pattern_index];
-    if (groups_.size() < static_cast<size_t>(group + 1)) groups_.resize(group + 1);
+    const int n = rule.submatches[pattern_index];
+    if (groups_.size() < static_cast<size_t>(n)) groups_.resize(n);
     if (!re.Match(Piece(line.message), 0, line.message.size(), RE2::UNANCHORED, groups_.data(),
-                  group + 1)) {
+                  n)) {
       continue;
     }
+    if (!ConditionsHold(rule, pattern_index)) continue;
     last_rule = rule_index;
     fn(rule_index, absl::string_view(groups_[group].data(), groups_[group].size()));
   }

@@ -214,6 +214,67 @@ TEST_F(EngineTest, ReloadKeepsWindowsOfUnchangedRules) {
   EXPECT_THAT(Feed(Fail("203.0.113.7"), 2), SizeIs(1));
 }
 
+TEST_F(EngineTest, TokenKeysAreFingerprintsAndEvidenceIsRedacted) {
+  constexpr absl::string_view kTokenPack = R"pb(
+    rules {
+      id: "tok"
+      formats: LOG_FORMAT_RAW
+      key: "token"
+      key_kind: TARGET_KIND_TOKEN_FINGERPRINT
+      patterns: "Bearer (?P<token>[A-Za-z0-9_-]{40,})"
+      threshold { count: 1 }
+      decision { action: ACTION_REVOKE_TOKEN duration { seconds: 60 } }
+    }
+  )pb";
+  Engine engine(Rules(kTokenPack), EngineOptions());
+  const std::string token = "cfut_0123456789abcdefghijABCDEFGHIJ0123456789";
+  const std::string raw = "curl -H 'Authorization: Bearer " + token + "' https://x";
+  ParsedLine line;
+  line.message = raw;
+  std::vector<Detection> out;
+  engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
+  ASSERT_THAT(out, SizeIs(1));
+  EXPECT_EQ(out[0].key.substr(0, 7), "sha256:");
+  EXPECT_EQ(out[0].secret, token);
+  ASSERT_THAT(out[0].evidence, SizeIs(1));
+  EXPECT_EQ(out[0].evidence[0].find(token), std::string::npos);
+  EXPECT_NE(out[0].evidence[0].find("[token sha256:"), std::string::npos);
+  EXPECT_EQ(out[0].rule->proto.decision().actuator(), palisade::v1::ACTUATOR_TOKEN_REVOCATION);
+}
+
+TEST_F(EngineTest, ConditionsOnOtherCaptures) {
+  constexpr absl::string_view kAuditPack = R"pb(
+    rules {
+      id: "misuse"
+      formats: LOG_FORMAT_RAW
+      key: "token_id"
+      key_kind: TARGET_KIND_TOKEN_ID
+      patterns: "ip=(?P<ip>\\S+) token=(?P<token_id>[0-9a-f]{32})"
+      conditions { group: "ip" not_in_set: "allowed" }
+      threshold { count: 1 }
+      decision { action: ACTION_REVOKE_TOKEN duration { seconds: 60 } }
+    }
+  )pb";
+  auto pack = ParseRulePack(kAuditPack, "audit.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  CidrSets sets;
+  sets.emplace("allowed", *CidrSet::Parse({"192.0.2.0/24"}));
+  auto rules = RuleSet::Compile({*pack}, sets);
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  Engine engine(*rules, EngineOptions());
+  std::vector<Detection> out;
+  for (const std::string raw : {"ip=192.0.2.7 token=0123456789abcdef0123456789abcdef",
+                                "ip=not-an-ip token=0123456789abcdef0123456789abcdef",
+                                "ip=203.0.113.5 token=0123456789abcdef0123456789abcdef"}) {
+    ParsedLine line;
+    line.message = raw;
+    engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
+  }
+  ASSERT_THAT(out, SizeIs(1));
+  EXPECT_EQ(out[0].key, "0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(out[0].kind, palisade::v1::TARGET_KIND_TOKEN_ID);
+}
+
 TEST_F(EngineTest, NoRuleForFormatMatchesNothing) {
   ParsedLine line;
   line.message = Fail("203.0.113.7");

@@ -59,7 +59,8 @@ absl::Status RuleError(const LoadedPack& pack, absl::string_view rule_id, absl::
 }
 
 absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack,
-                                                          const Rule& rule) {
+                                                          const Rule& rule,
+                                                          const CidrSets& sets) {
   auto out = std::make_unique<CompiledRule>();
   out->proto = rule;
   out->pack = pack.pack.name();
@@ -69,10 +70,11 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
   }
   const TargetKind kind = out->proto.key_kind();
   if (kind != TargetKind::TARGET_KIND_IP && kind != TargetKind::TARGET_KIND_PATH &&
-      kind != TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) {
+      kind != TargetKind::TARGET_KIND_TOKEN_FINGERPRINT &&
+      kind != TargetKind::TARGET_KIND_TOKEN_ID) {
     return RuleError(pack, rule.id(),
-                     "key_kind must be TARGET_KIND_IP, TARGET_KIND_PATH or "
-                     "TARGET_KIND_TOKEN_FINGERPRINT");
+                     "key_kind must be TARGET_KIND_IP, TARGET_KIND_PATH, "
+                     "TARGET_KIND_TOKEN_FINGERPRINT or TARGET_KIND_TOKEN_ID");
   }
   // The actuator follows from the key unless the rule names one; the pair must make sense.
   using palisade::v1::Actuator;
@@ -90,7 +92,8 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
        kind == TargetKind::TARGET_KIND_IP) ||
       (actuator == Actuator::ACTUATOR_RATE_LIMIT && kind == TargetKind::TARGET_KIND_PATH) ||
       (actuator == Actuator::ACTUATOR_TOKEN_REVOCATION &&
-       kind == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT);
+       (kind == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT ||
+        kind == TargetKind::TARGET_KIND_TOKEN_ID));
   if (!fits) {
     return RuleError(pack, rule.id(),
                      absl::StrCat("decision.actuator ", palisade::v1::Actuator_Name(actuator),
@@ -120,7 +123,37 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
                                     ">...) group for the key"));
     }
     out->key_group.push_back(it->second);
+    out->submatches.push_back(it->second + 1);
     out->patterns.push_back(std::move(re));
+  }
+  for (int c = 0; c < rule.conditions_size(); ++c) {
+    const palisade::v1::Condition& cond = rule.conditions(c);
+    const std::string& set_name = cond.in_set().empty() ? cond.not_in_set() : cond.in_set();
+    if (cond.in_set().empty() == cond.not_in_set().empty()) {
+      return RuleError(pack, rule.id(),
+                       absl::StrCat("condition ", c + 1, ": set exactly one of in_set, not_in_set"));
+    }
+    auto set = sets.find(set_name);
+    if (set == sets.end()) {
+      return RuleError(pack, rule.id(),
+                       absl::StrCat("condition ", c + 1, ": CIDR set \"", set_name,
+                                    "\" is not defined (add it to the config's cidr_sets)"));
+    }
+    CompiledCondition compiled;
+    compiled.set = &set->second;
+    compiled.inside = !cond.in_set().empty();
+    for (size_t p = 0; p < out->patterns.size(); ++p) {
+      const auto& groups = out->patterns[p]->NamedCapturingGroups();
+      auto g = groups.find(cond.group());
+      if (g == groups.end()) {
+        return RuleError(pack, rule.id(),
+                         absl::StrCat("condition ", c + 1, ": pattern ", p + 1, " has no (?P<",
+                                      cond.group(), ">...) group"));
+      }
+      compiled.group.push_back(g->second);
+      out->submatches[p] = std::max(out->submatches[p], g->second + 1);
+    }
+    out->conditions.push_back(compiled);
   }
   for (int i = 0; i < rule.ignore_patterns_size(); ++i) {
     auto re = std::make_unique<RE2>(rule.ignore_patterns(i), options);
@@ -192,8 +225,9 @@ absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path) {
 }
 
 absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
-    const std::vector<LoadedPack>& packs) {
+    const std::vector<LoadedPack>& packs, const CidrSets& sets) {
   std::shared_ptr<RuleSet> set(new RuleSet());
+  set->sets_ = sets;
   absl::flat_hash_set<std::string> ids;
   absl::flat_hash_set<std::string> pack_names;
   for (const LoadedPack& pack : packs) {
@@ -211,7 +245,7 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       if (!ids.insert(rule.id()).second) {
         return RuleError(pack, rule.id(), "duplicate rule id");
       }
-      absl::StatusOr<std::unique_ptr<CompiledRule>> compiled = CompileRule(pack, rule);
+      absl::StatusOr<std::unique_ptr<CompiledRule>> compiled = CompileRule(pack, rule, set->sets_);
       if (!compiled.ok()) return compiled.status();
       set->rules_.push_back(*std::move(compiled));
     }

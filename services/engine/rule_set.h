@@ -11,6 +11,7 @@
 #ifndef PALISADE_SERVICES_ENGINE_RULE_SET_H_
 #define PALISADE_SERVICES_ENGINE_RULE_SET_H_
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "palisade/v1/rules.pb.h"
+#include "services/common/ip.h"
 #include "re2/re2.h"
 #include "re2/set.h"
 
@@ -35,12 +37,24 @@ struct LoadedPack {
 absl::StatusOr<LoadedPack> ParseRulePack(absl::string_view text, absl::string_view file);
 absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path);
 
+// CIDR sets by name (from the config), for rule conditions.
+using CidrSets = std::map<std::string, CidrSet>;
+
+struct CompiledCondition {
+  std::vector<int> group;  // per pattern
+  const CidrSet* set = nullptr;
+  bool inside = false;     // in_set (true) or not_in_set (false)
+};
+
 struct CompiledRule {
   palisade::v1::Rule proto;
   std::string pack;
   // One capturing regex per pattern, and the index of the key group in each.
   std::vector<std::unique_ptr<RE2>> patterns;
   std::vector<int> key_group;
+  // Per pattern: how many submatches the captures and conditions need.
+  std::vector<int> submatches;
+  std::vector<CompiledCondition> conditions;
   std::vector<std::unique_ptr<RE2>> ignores;
   uint32_t count = 1;
   absl::Duration window;
@@ -54,7 +68,7 @@ class RuleSet {
  public:
   // Compiles every rule of every pack. Fails whole on the first error.
   static absl::StatusOr<std::shared_ptr<const RuleSet>> Compile(
-      const std::vector<LoadedPack>& packs);
+      const std::vector<LoadedPack>& packs, const CidrSets& sets = {});
 
   const std::vector<std::unique_ptr<CompiledRule>>& rules() const { return rules_; }
   const std::vector<std::string>& pack_names() const { return pack_names_; }
@@ -72,6 +86,7 @@ class RuleSet {
   std::vector<std::unique_ptr<CompiledRule>> rules_;
   std::vector<std::string> pack_names_;
   std::vector<std::unique_ptr<FormatIndex>> by_format_;  // indexed by LogFormat value
+  CidrSets sets_;  // owned here: conditions point into it
 };
 
 // RE2 options every Palisade regex is compiled with: bounded memory, no logging.

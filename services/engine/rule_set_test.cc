@@ -101,6 +101,30 @@ TEST(RuleSetTest, BadIdAndMissingFormat) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no formats")));
 }
 
+TEST(RuleSetTest, ConditionsNeedADefinedSetAndTheGroupInEveryPattern) {
+  std::string text(kGoodRule);
+  text.insert(text.find("threshold"), "conditions { group: \"ip\" not_in_set: \"office\" } ");
+  EXPECT_THAT(CompileText(text), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("CIDR set \"office\" is not defined")));
+  auto pack = ParseRulePack(text, "t.textproto");
+  ASSERT_THAT(pack, IsOk());
+  CidrSets sets;
+  sets.emplace("office", *CidrSet::Parse({"192.0.2.0/24"}));
+  EXPECT_THAT(RuleSet::Compile({*pack}, sets), IsOk());
+  std::string bad(kGoodRule);
+  bad.insert(bad.find("threshold"), "conditions { group: \"nope\" in_set: \"office\" } ");
+  EXPECT_THAT(RuleSet::Compile({*ParseRulePack(bad, "t.textproto")}, sets),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no (?P<nope>...) group")));
+}
+
+TEST(RuleSetTest, ActuatorMustFitTheKey) {
+  std::string text(kGoodRule);
+  text.replace(text.find("action: ACTION_BLOCK"), 20,
+               "action: ACTION_BLOCK actuator: ACTUATOR_RATE_LIMIT");
+  EXPECT_THAT(CompileText(text), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("cannot act on a TARGET_KIND_IP key")));
+}
+
 TEST(RuleSetTest, MissingFileIsNotFound) {
   EXPECT_THAT(LoadRulePackFile("/nonexistent/pack.textproto"),
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent/pack.textproto")));

@@ -156,6 +156,15 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
           absl::StrCat(file, ": allowlist[", i, "]: ", c.status().message()));
     }
   }
+  for (const auto& [name, list] : config.cidr_sets()) {
+    for (int i = 0; i < list.cidrs_size(); ++i) {
+      absl::StatusOr<Cidr> c = Cidr::Parse(list.cidrs(i));
+      if (!c.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(file, ": cidr_sets[\"", name, "\"][", i,
+                                                       "]: ", c.status().message()));
+      }
+    }
+  }
   s = ValidateCloudflare(file, config.mutable_cloudflare());
   if (!s.ok()) return s;
   if (config.rule_files().empty()) {
@@ -187,7 +196,14 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(const palisade::v1::Con
     if (!pack.ok()) return pack.status();
     packs.push_back(*std::move(pack));
   }
-  return RuleSet::Compile(packs);
+  CidrSets sets;
+  for (const auto& [name, list] : config.cidr_sets()) {
+    absl::StatusOr<CidrSet> set =
+        CidrSet::Parse(std::vector<std::string>(list.cidrs().begin(), list.cidrs().end()));
+    if (!set.ok()) return set.status();
+    sets.emplace(name, *std::move(set));
+  }
+  return RuleSet::Compile(packs, sets);
 }
 
 }  // namespace palisade

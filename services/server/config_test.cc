@@ -98,9 +98,10 @@ TEST(ShippedConfigTest, DeployConfigLoads) {
   absl::StatusOr<palisade::v1::Config> config = LoadConfigFile("deploy/palisade.textproto");
   ASSERT_THAT(config, palisade::testing::IsOk());
   EXPECT_EQ(config->allowlist_size(), 2);
+  EXPECT_EQ(config->cidr_sets().at("cloudflare_token_ips").cidrs_size(), 2);
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(*config);
   ASSERT_THAT(rules, palisade::testing::IsOk());
-  EXPECT_EQ((*rules)->pack_names(), (std::vector<std::string>{"sshd", "nginx", "cloudflare-tokens"}));
+  EXPECT_EQ((*rules)->pack_names(), (std::vector<std::string>{"sshd", "nginx", "cloudflare-tokens", "cloudflare-audit"}));
 }
 
 }  // namespace

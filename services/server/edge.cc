@@ -43,6 +43,7 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Cloudflare
   edge->client_ = std::make_unique<CloudflareClient>(*edge->transport_, clock, options,
                                                      *std::move(creds), registry);
 
+  std::string own_token_id;
   if (!edge->client_->options().base_url.empty() && HasToken(source)) {
     absl::StatusOr<TokenInfo> info = edge->client_->VerifyToken(account_token);
     if (info.status().code() == absl::StatusCode::kUnauthenticated) {
@@ -62,6 +63,7 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Cloudflare
                                ? absl::FormatTime(absl::RFC3339_sec, *info->expires_on,
                                                   absl::UTCTimeZone())
                                : "never";
+      own_token_id = info->id;
       std::cerr << "palisaded: cloudflare: token " << info->id << " " << info->status
                 << ", expires " << expiry << std::endl;
       auto& expiry_gauge = prometheus::BuildGauge()
@@ -100,7 +102,8 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Cloudflare
   edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_RATE_LIMIT,
                                  std::make_unique<RateLimitActuator>(client, rl));
   edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION,
-                                 std::make_unique<TokenActuator>(client, config.token_delete()));
+                                 std::make_unique<TokenActuator>(client, config.token_delete(),
+                                                                 own_token_id));
   Dispatcher* dispatcher = edge->dispatcher_.get();
   table.AddListener([dispatcher](const DecisionUpdate& u) { dispatcher->OnDecision(u); });
   edge->dispatcher_->Start();

@@ -31,12 +31,12 @@ constexpr char kAccount[] = "0123456789abcdef0123456789abcdef";
 constexpr char kZone[] = "fedcba9876543210fedcba9876543210";
 
 std::string WriteConfig(const Emulator& emulator, const std::string& token_file,
-                        const std::string& extra = "") {
+                        const std::string& extra = "", const std::string& top = "") {
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/edge-config.textproto";
   std::ofstream out(path);
   out << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/tests/e2e/testdata/edge.textproto\"\n"
       << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/rules/cloudflare-tokens.textproto\"\n"
-      << "sweep_interval { nanos: 100000000 }\n"
+      << "sweep_interval { nanos: 100000000 }\n" << top
       << "cloudflare {\n  enabled: true\n  api_base: \"" << emulator.api_base() << "\"\n"
       << "  account_id: \"" << kAccount << "\"\n  zone_id: \"" << kZone << "\"\n"
       << "  token_file: \"" << token_file << "\"\n  flush_interval { nanos: 100000000 }\n"
@@ -179,6 +179,62 @@ TEST(CloudflareE2eTest, DecisionsReachTheEdgeAndLeaveWhenTheyExpire) {
   }
   // The custom rule that blocks the list stays: it is cheap, and the list may refill.
   EXPECT_EQ(state["rulesets"]["http_request_firewall_custom"]["rules"].size(), 1u);
+}
+
+// A token used from outside its expected addresses, as the account's audit log tells it, is
+// revoked by id; palisaded's own token, used from the same place, is not.
+TEST(CloudflareE2eTest, AuditLogRecordsRevokeAMisusedToken) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  absl::StatusOr<std::string> seeded = HttpPost(
+      cf.port(), "/__emulator/tokens", R"({"name":"ci-deploy","permissions":["lists"]})");
+  ASSERT_TRUE(seeded.ok()) << seeded.status();
+  const json misused = json::parse(*seeded)["result"];
+  // The token is used from 127.0.0.1, which is outside the expected 192.0.2.0/24.
+  ASSERT_TRUE(HttpPost(cf.port(), absl::StrCat("/client/v4/accounts/", kAccount, "/rules/lists"),
+                       R"({"name":"exfil","kind":"ip"})",
+                       {"Authorization: Bearer " + misused["value"].get<std::string>()})
+                  .ok());
+
+  const std::string audit_pack =
+      absl::StrCat("rule_files: \"", std::getenv("TEST_SRCDIR"),
+                   "/palisade/rules/cloudflare-audit.textproto\"\n"
+                   "cidr_sets { key: \"cloudflare_token_ips\" value { cidrs: \"192.0.2.0/24\" } }\n");
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+      {"--config=" + WriteConfig(cf, cf.token_file(), "", audit_pack), "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+
+  // A shipper pulls the audit log and ships each record as a raw line.
+  std::ifstream token_in(cf.token_file());
+  std::string service_token;
+  std::getline(token_in, service_token);
+  absl::StatusOr<std::string> audit =
+      HttpGet(cf.port(), absl::StrCat("/client/v4/accounts/", kAccount, "/audit_logs"),
+              {"Authorization: Bearer " + service_token});
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  std::vector<std::string> lines;
+  const json records = json::parse(*audit)["result"];
+  for (const auto& entry : records) lines.push_back(entry.dump());
+  ASSERT_FALSE(lines.empty()) << *audit;
+  auto ingest = palisade::v1::Ingest::NewStub(
+      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials()));
+  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_RAW, lines);
+
+  json state;
+  const bool revoked = WaitFor(
+      [&] {
+        state = State(cf);
+        for (const auto& t : state["tokens"]) {
+          if (t["id"] == misused["id"]) return t["status"] == "disabled";
+        }
+        return false;
+      },
+      absl::Seconds(10));
+  EXPECT_TRUE(revoked) << state.dump(2);
+  for (const auto& t : state["tokens"]) {
+    if (t["id"] != misused["id"]) EXPECT_EQ(t["status"], "active") << t.dump();
+  }
 }
 
 TEST(CloudflareE2eTest, RefusesToStartWithAnInvalidToken) {

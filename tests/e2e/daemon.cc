@@ -114,9 +114,13 @@ size_t Append(char* data, size_t size, size_t n, void* out) {
   return size * n;
 }
 
-absl::StatusOr<std::string> Http(int port, const std::string& path, const std::string* post) {
+absl::StatusOr<std::string> Http(int port, const std::string& path, const std::string* post,
+                                 const std::vector<std::string>& headers) {
   CURL* curl = curl_easy_init();
   if (curl == nullptr) return absl::InternalError("curl_easy_init failed");
+  curl_slist* list = nullptr;
+  for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
   std::string body;
   const std::string url = absl::StrCat("http://127.0.0.1:", port, path);
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
@@ -131,18 +135,21 @@ absl::StatusOr<std::string> Http(int port, const std::string& path, const std::s
   long code = 0;
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
   curl_easy_cleanup(curl);
+  curl_slist_free_all(list);
   if (rc != CURLE_OK) return absl::UnavailableError(curl_easy_strerror(rc));
   if (code != 200) return absl::UnavailableError(absl::StrCat("HTTP ", code, ": ", body));
   return body;
 }
 }  // namespace
 
-absl::StatusOr<std::string> HttpGet(int port, const std::string& path) {
-  return Http(port, path, nullptr);
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path,
+                                    const std::vector<std::string>& headers) {
+  return Http(port, path, nullptr, headers);
 }
 
-absl::StatusOr<std::string> HttpPost(int port, const std::string& path, const std::string& body) {
-  return Http(port, path, &body);
+absl::StatusOr<std::string> HttpPost(int port, const std::string& path, const std::string& body,
+                                     const std::vector<std::string>& headers) {
+  return Http(port, path, &body, headers);
 }
 
 double MetricValue(const std::string& exposition, const std::string& name,

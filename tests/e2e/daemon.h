@@ -50,8 +50,10 @@ class Emulator {
 };
 
 // GET / POST http://127.0.0.1:port/path through libcurl.
-absl::StatusOr<std::string> HttpGet(int port, const std::string& path);
-absl::StatusOr<std::string> HttpPost(int port, const std::string& path, const std::string& body);
+absl::StatusOr<std::string> HttpGet(int port, const std::string& path,
+                                    const std::vector<std::string>& headers = {});
+absl::StatusOr<std::string> HttpPost(int port, const std::string& path, const std::string& body,
+                                     const std::vector<std::string>& headers = {});
 
 // Sum of the samples of `name` in a Prometheus text exposition whose labels contain every
 // `k="v"` in `labels` (e.g. {"rule=\"x\""}).
