@@ -36,6 +36,8 @@ struct ActionOp {
   // Dispatcher bookkeeping.
   int attempts = 0;
   absl::Time not_before = absl::InfinitePast();
+  // An operator released it past the blast-radius limit.
+  bool released = false;
 };
 
 class Actuator {

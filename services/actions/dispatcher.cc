@@ -31,7 +31,42 @@ Dispatcher::Dispatcher(Clock& clock, DispatcherOptions options, prometheus::Regi
                    .Register(registry)
                    .Add({}, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05,
                                                                     0.1, 0.25, 0.5, 1, 2.5, 5,
-                                                                    10, 30})) {}
+                                                                    10, 30})),
+      guard_refused_(prometheus::BuildCounter()
+                         .Name("palisade_guard_refused_total")
+                         .Help("Applies refused by the safety guard, by reason.")
+                         .Register(registry)),
+      held_gauge_(prometheus::BuildGauge()
+                      .Name("palisade_guard_held")
+                      .Help("Applies held by the blast-radius limit until an operator "
+                            "releases them.")
+                      .Register(registry)
+                      .Add({})) {}
+
+void Dispatcher::SetGuard(std::unique_ptr<Guard> guard) {
+  absl::MutexLock lock(&mu_);
+  guard_ = std::move(guard);
+}
+
+int Dispatcher::ReleaseHeld(int max) {
+  absl::MutexLock lock(&mu_);
+  int n = 0;
+  while (!held_.empty() && n < max) {
+    auto [kind, op] = std::move(held_.front());
+    held_.pop_front();
+    op.released = true;
+    queues_[kind].ops.push_back(std::move(op));
+    ++n;
+  }
+  held_gauge_.Set(static_cast<double>(held_.size()));
+  if (n > 0) wake_.Signal();
+  return n;
+}
+
+size_t Dispatcher::held() const {
+  absl::MutexLock lock(&mu_);
+  return held_.size();
+}
 
 Dispatcher::~Dispatcher() { Stop(); }
 
@@ -65,8 +100,15 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     auto queued = std::find_if(ops.begin(), ops.end(), [&](const ActionOp& op) {
       return op.kind == ActionOp::Kind::kApply && op.decision.id() == d.id();
     });
+    auto held = std::find_if(held_.begin(), held_.end(), [&](const auto& h) {
+      return h.second.decision.id() == d.id();
+    });
     if (queued != ops.end()) {  // never went out: nothing to undo
       ops.erase(queued);
+      Count(q->second.actuator->name(), ActionOp::Kind::kApply, "cancelled");
+    } else if (held != held_.end()) {
+      held_.erase(held);
+      held_gauge_.Set(static_cast<double>(held_.size()));
       Count(q->second.actuator->name(), ActionOp::Kind::kApply, "cancelled");
     } else if (in_flight_.count(d.id())) {
       remove_after_.insert(d.id());
@@ -97,11 +139,34 @@ int Dispatcher::RunOnce() {
           keep.push_back(std::move(op));
           continue;
         }
+        if (op.kind == ActionOp::Kind::kApply && guard_ != nullptr) {
+          if (guard_->NeverBan(op.decision.target())) {
+            guard_refused_.Add({{"reason", "never_ban"}}).Increment();
+            Count(q.actuator->name(), op.kind, "refused");
+            std::cerr << "palisaded: guard: decision " << op.decision.id() << " on "
+                      << op.decision.target().value()
+                      << " targets a never-ban address; not sent" << std::endl;
+            continue;
+          }
+          if (op.released) {
+            guard_->Record(now);
+          } else if (guard_->Check(op.decision, now, active_[kind]) == Guard::Verdict::kHeld) {
+            std::cerr << "palisaded: guard: holding decision " << op.decision.id() << " on "
+                      << op.decision.target().value()
+                      << " (blast-radius limit); release with palisadectl actions release"
+                      << std::endl;
+            Count(q.actuator->name(), op.kind, "held");
+            held_.emplace_back(kind, std::move(op));
+            continue;
+          }
+        }
         if (op.kind == ActionOp::Kind::kApply) in_flight_.insert(op.decision.id());
         batches[kind].push_back(std::move(op));
       }
       q.ops = std::move(keep);
+      q.pending->Set(static_cast<double>(q.ops.size()));
     }
+    held_gauge_.Set(static_cast<double>(held_.size()));
   }
   int ran = 0;
   for (auto& [kind, batch] : batches) {
@@ -133,6 +198,7 @@ int Dispatcher::RunOnce() {
       if (op.kind == ActionOp::Kind::kApply) in_flight_.erase(id);
       if (op.result.ok()) {
         Count(actuator->name(), op.kind, options_.dry_run ? "dry_run" : "applied");
+        active_[kind] += op.kind == ActionOp::Kind::kApply ? 1 : -1;
         if (op.kind == ActionOp::Kind::kApply) {
           edges_[id] = op.edge;
           if (auto t = queued_at_.find(id); t != queued_at_.end()) {

@@ -26,6 +26,7 @@
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
 #include "services/actions/actuator.h"
+#include "services/actions/guard.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
 
@@ -46,6 +47,12 @@ class Dispatcher {
   ~Dispatcher();
 
   void AddActuator(palisade::v1::Actuator kind, std::unique_ptr<Actuator> actuator);
+  // Checked before every apply (see guard.h). Without one, nothing is held or refused here.
+  void SetGuard(std::unique_ptr<Guard> guard);
+  // Moves up to `max` held applies (oldest first) back to the queue, past the blast-radius
+  // limit (the never-ban set still applies). Returns how many.
+  int ReleaseHeld(int max);
+  size_t held() const;
   // The DecisionTable listener.
   void OnDecision(const DecisionUpdate& update);
 
@@ -64,6 +71,7 @@ class Dispatcher {
     std::deque<ActionOp> ops;
     prometheus::Gauge* pending = nullptr;
   };
+  struct Released {};
   void Count(const std::string& actuator, ActionOp::Kind kind, const std::string& result);
 
   Clock& clock_;
@@ -75,12 +83,17 @@ class Dispatcher {
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);       // decision ids being applied
   std::set<std::string> remove_after_ ABSL_GUARDED_BY(mu_);    // removals that came meanwhile
   std::map<std::string, absl::Time> queued_at_ ABSL_GUARDED_BY(mu_);
+  std::unique_ptr<Guard> guard_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::pair<int, ActionOp>> held_ ABSL_GUARDED_BY(mu_);  // (actuator kind, op)
+  std::map<int, int> active_ ABSL_GUARDED_BY(mu_);                  // edge objects per actuator
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread worker_;
 
   prometheus::Family<prometheus::Counter>& actions_;
   prometheus::Family<prometheus::Gauge>& pending_family_;
   prometheus::Histogram& latency_;
+  prometheus::Family<prometheus::Counter>& guard_refused_;
+  prometheus::Gauge& held_gauge_;
 };
 
 }  // namespace palisade

@@ -1,5 +1,6 @@
 #include "services/actions/dispatcher.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/proto_time.h"
@@ -158,6 +159,32 @@ TEST_F(DispatcherTest, DryRunSendsNothing) {
   dry.OnDecision(Update(DecisionChange::kCreated, "d1"));
   EXPECT_EQ(dry.RunOnce(), 1);
   EXPECT_THAT(f->calls, IsEmpty());
+}
+
+TEST_F(DispatcherTest, GuardRefusesNeverBanAndHoldsPastTheLimitUntilReleased) {
+  GuardOptions options;
+  options.max_new_per_minute = 2;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  DecisionUpdate never = Update(DecisionChange::kCreated, "d0");
+  never.decision.mutable_target()->set_value("10.0.0.1");
+  dispatcher_.OnDecision(never);
+  for (int i = 1; i <= 4; ++i) dispatcher_.OnDecision(Update(DecisionChange::kCreated, absl::StrCat("d", i)));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1", "apply d2"));
+  EXPECT_EQ(dispatcher_.held(), 2u);
+  EXPECT_EQ(Actions("refused"), 1);
+  EXPECT_EQ(Actions("held"), 2);
+  // Held stays held, even after the minute: an operator decides.
+  clock_.Advance(absl::Minutes(5));
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 2u);
+  // An expired held decision just goes away.
+  dispatcher_.OnDecision(Update(DecisionChange::kExpired, "d4"));
+  EXPECT_EQ(dispatcher_.held(), 1u);
+  EXPECT_EQ(dispatcher_.ReleaseHeld(10), 1);
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1", "apply d2", "apply d3"));
+  EXPECT_EQ(dispatcher_.held(), 0u);
 }
 
 TEST_F(DispatcherTest, DecisionsForOtherActuatorsAreIgnored) {

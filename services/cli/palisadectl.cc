@@ -6,6 +6,7 @@
 //   palisadectl decisions delete ID
 //   palisadectl rules test PACK FILE [--format F] [--json] [--remote]
 //   palisadectl rules reload
+//   palisadectl actions release [--max N]
 //   palisadectl status
 #include <unistd.h>
 
@@ -46,6 +47,7 @@ ABSL_FLAG(std::string, rule, "", "decisions list: only this rule.");
 ABSL_FLAG(absl::Duration, duration, absl::Hours(1), "decisions add: how long.");
 ABSL_FLAG(std::string, reason, "", "decisions add: free text.");
 ABSL_FLAG(bool, remote, false, "rules test: run through the server's Admin.TestRules.");
+ABSL_FLAG(int32_t, max, 0, "actions release: at most this many (0: all).");
 
 namespace palisade {
 namespace {
@@ -270,6 +272,17 @@ int RulesReload() {
   return 0;
 }
 
+int ActionsRelease(int max) {
+  auto stub = palisade::v1::Admin::NewStub(Channel());
+  palisade::v1::ReleaseHeldRequest req;
+  req.set_max(static_cast<uint32_t>(std::max(0, max)));
+  palisade::v1::ReleaseHeldResponse resp;
+  grpc::Status s = stub->ReleaseHeld(Context().get(), req, &resp);
+  if (!s.ok()) return Fail(s, "actions release");
+  std::printf("released %u held action(s)\n", resp.released());
+  return 0;
+}
+
 int Status() {
   auto stub = palisade::v1::Admin::NewStub(Channel());
   palisade::v1::StatusResponse resp;
@@ -283,14 +296,16 @@ int Status() {
   for (const auto& p : resp.packs()) absl::StrAppend(&packs, packs.empty() ? "" : ", ", p);
   std::printf(
       "palisaded %s, up %s\nrules:     %u (%s)\nlines:     %llu received, %llu malformed, %llu "
-      "matched\ndetections: %llu\ndecisions: %u active\n",
+      "matched\ndetections: %llu\ndecisions: %u active\nactions:   %u pending, %u held by "
+      "the guard\n",
       resp.version().c_str(),
       absl::FormatDuration(absl::Trunc(FromProtoDuration(resp.uptime()), absl::Seconds(1)))
           .c_str(),
       resp.rules_loaded(), packs.c_str(), static_cast<unsigned long long>(resp.lines_received()),
       static_cast<unsigned long long>(resp.lines_malformed()),
       static_cast<unsigned long long>(resp.lines_matched()),
-      static_cast<unsigned long long>(resp.detections()), resp.decisions_active());
+      static_cast<unsigned long long>(resp.detections()), resp.decisions_active(),
+      resp.actions_pending(), resp.actions_held());
   return 0;
 }
 
@@ -311,6 +326,7 @@ int main(int argc, char** argv) {
       "  decisions delete ID\n"
       "  rules test PACK FILE [--format F] [--json] [--remote]\n"
       "  rules reload\n"
+      "  actions release [--max N]   (let actions held by the blast-radius guard go out)\n"
       "  status [--json]\n"
       "Common: --server host:port (default 127.0.0.1:50051)");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
@@ -324,6 +340,9 @@ int main(int argc, char** argv) {
     if (args[1] == "list") return palisade::DecisionsList();
     if (args[1] == "add" && args.size() == 3) return palisade::DecisionsAdd(args[2]);
     if (args[1] == "delete" && args.size() == 3) return palisade::DecisionsDelete(args[2]);
+  }
+  if (cmd == "actions" && args.size() == 2 && args[1] == "release") {
+    return palisade::ActionsRelease(absl::GetFlag(FLAGS_max));
   }
   if (cmd == "rules" && args.size() >= 2) {
     if (args[1] == "test" && args.size() == 4) return palisade::RulesTest(args[2], args[3]);

@@ -170,6 +170,13 @@ absl::StatusOr<CidrSet> CidrSet::Parse(const std::vector<std::string>& entries) 
   return CidrSet(std::move(ranges));
 }
 
+bool CidrSet::ContainsAnyIn(const Cidr& range) const {
+  for (const Cidr& c : ranges_) {
+    if (range.Contains(c.base()) || c.Contains(range.base())) return true;
+  }
+  return false;
+}
+
 bool CidrSet::Contains(const IpAddress& ip) const {
   for (const Cidr& c : ranges_) {
     if (c.Contains(ip)) return true;

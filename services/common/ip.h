@@ -76,6 +76,8 @@ class CidrSet {
 
   void Add(Cidr c) { ranges_.push_back(c); }
   bool Contains(const IpAddress& ip) const;
+  // True when some range of the set lies inside `range` (or contains it).
+  bool ContainsAnyIn(const Cidr& range) const;
   size_t size() const { return ranges_.size(); }
 
  private:

@@ -114,6 +114,8 @@ palisade::v1::Config DefaultConfig(const std::string& rules_dir) {
   config.mutable_engine()->set_max_evidence(5);
   config.mutable_engine()->set_max_line_bytes(16384);
   config.mutable_sweep_interval()->set_seconds(1);
+  config.mutable_guard()->set_max_new_bans_per_minute(60);
+  config.mutable_guard()->set_max_active_per_actuator(10000);
   return config;
 }
 
@@ -165,6 +167,16 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
       }
     }
   }
+  auto* guard = config.mutable_guard();
+  for (int i = 0; i < guard->never_ban_size(); ++i) {
+    absl::StatusOr<Cidr> c = Cidr::Parse(guard->never_ban(i));
+    if (!c.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file, ": guard.never_ban[", i, "]: ", c.status().message()));
+    }
+  }
+  if (guard->max_new_bans_per_minute() == 0) guard->set_max_new_bans_per_minute(60);
+  if (guard->max_active_per_actuator() == 0) guard->set_max_active_per_actuator(10000);
   s = ValidateCloudflare(file, config.mutable_cloudflare());
   if (!s.ok()) return s;
   if (config.rule_files().empty()) {
@@ -176,6 +188,7 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   for (std::string& f : *config.mutable_rule_files()) resolve(&f);
   resolve(config.mutable_cloudflare()->mutable_token_file());
   resolve(config.mutable_cloudflare()->mutable_api_key_file());
+  resolve(config.mutable_guard()->mutable_cloudflare_ranges_file());
   return config;
 }
 

@@ -18,9 +18,30 @@ bool HasToken(const CredentialSource& s) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::CloudflareConfig& config,
+absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& full_config,
                                                   Clock& clock, prometheus::Registry& registry,
                                                   DecisionTable& table) {
+  const palisade::v1::CloudflareConfig& config = full_config.cloudflare();
+  // The guard first: a bad never-ban file refuses the start before anything is sent.
+  GuardOptions guard;
+  std::vector<std::string> never(full_config.allowlist().begin(), full_config.allowlist().end());
+  never.insert(never.end(), full_config.guard().never_ban().begin(),
+               full_config.guard().never_ban().end());
+  if (full_config.guard().cloudflare_ranges_file().empty()) {
+    for (const auto& c : Guard::CloudflareRanges()) never.push_back(c);
+  } else {
+    absl::StatusOr<std::vector<std::string>> ranges =
+        Guard::ReadCidrFile(full_config.guard().cloudflare_ranges_file());
+    if (!ranges.ok()) return ranges.status();
+    never.insert(never.end(), ranges->begin(), ranges->end());
+  }
+  for (const auto& ip : Guard::LocalAddresses()) never.push_back(ip);
+  absl::StatusOr<CidrSet> never_ban = CidrSet::Parse(never);
+  if (!never_ban.ok()) return never_ban.status();
+  guard.never_ban = *std::move(never_ban);
+  guard.max_new_per_minute = static_cast<int>(full_config.guard().max_new_bans_per_minute());
+  guard.max_active_per_actuator = static_cast<int>(full_config.guard().max_active_per_actuator());
+
   CredentialSource source;
   source.token_file = config.token_file();
   source.token_env = config.token_env();
@@ -83,6 +104,7 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Cloudflare
   dopts.flush_interval = FromProtoDuration(config.flush_interval());
   dopts.dry_run = config.dry_run();
   edge->dispatcher_ = std::make_unique<Dispatcher>(clock, dopts, registry);
+  edge->dispatcher_->SetGuard(std::make_unique<Guard>(std::move(guard)));
   CloudflareClient& client = *edge->client_;
   edge->dispatcher_->AddActuator(
       palisade::v1::ACTUATOR_ACCESS_RULE,

@@ -21,7 +21,8 @@ class Edge {
   // Loads the credential and verifies it: kUnauthenticated / kFailedPrecondition for an
   // invalid, disabled or expired token (the daemon refuses to start). Logs the token's id,
   // status and expiry, never its value; warns when it expires within 14 days.
-  static absl::StatusOr<std::unique_ptr<Edge>> Start(const palisade::v1::CloudflareConfig& config,
+  // The guard is built from config.guard, config.allowlist and this host's addresses.
+  static absl::StatusOr<std::unique_ptr<Edge>> Start(const palisade::v1::Config& full_config,
                                                      Clock& clock, prometheus::Registry& registry,
                                                      DecisionTable& table);
   ~Edge();

@@ -1,5 +1,6 @@
 #include "services/server/grpc_services.h"
 
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -105,7 +106,8 @@ grpc::ServerUnaryReactor* DecisionsService::Delete(
 }
 
 AdminService::AdminService(Pipeline& pipeline, DecisionTable& table, Clock& clock,
-                           RuleLoader reload, prometheus::Registry& registry, std::string version)
+                           RuleLoader reload, prometheus::Registry& registry, std::string version,
+                           Dispatcher* dispatcher)
     : pipeline_(pipeline),
       table_(table),
       clock_(clock),
@@ -121,7 +123,8 @@ AdminService::AdminService(Pipeline& pipeline, DecisionTable& table, Clock& cloc
                          .Name("palisade_rules_reloads_total")
                          .Help("Rule reloads, by result; a failed reload keeps the running rules.")
                          .Register(registry)
-                         .Add({{"result", "failure"}})) {}
+                         .Add({{"result", "failure"}})),
+      dispatcher_(dispatcher) {}
 
 absl::StatusOr<std::shared_ptr<const RuleSet>> AdminService::Reload() {
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = reload_();
@@ -150,6 +153,23 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* cont
   response->set_lines_matched(stats.matched_lines);
   response->set_detections(stats.detections);
   response->set_decisions_active(static_cast<uint32_t>(table_.active_count()));
+  if (dispatcher_ != nullptr) {
+    response->set_actions_held(static_cast<uint32_t>(dispatcher_->held()));
+    response->set_actions_pending(static_cast<uint32_t>(dispatcher_->pending()));
+  }
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::ReleaseHeld(grpc::CallbackServerContext* context,
+                                                    const palisade::v1::ReleaseHeldRequest* request,
+                                                    palisade::v1::ReleaseHeldResponse* response) {
+  if (dispatcher_ == nullptr) {
+    return Reply(context, absl::FailedPreconditionError(
+                              "nothing is held: Cloudflare is not enabled in the config"));
+  }
+  const int max = request->max() == 0 ? std::numeric_limits<int>::max()
+                                      : static_cast<int>(request->max());
+  response->set_released(static_cast<uint32_t>(dispatcher_->ReleaseHeld(max)));
   return Reply(context, absl::OkStatus());
 }
 

@@ -16,6 +16,7 @@
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "prometheus/counter.h"
 #include "prometheus/registry.h"
+#include "services/actions/dispatcher.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
 #include "services/pipeline/pipeline.h"
@@ -59,8 +60,10 @@ class AdminService final : public palisade::v1::Admin::CallbackService {
   // `reload` loads and compiles the configured packs (all or nothing).
   using RuleLoader = std::function<absl::StatusOr<std::shared_ptr<const RuleSet>>()>;
 
+  // `dispatcher` is null when Cloudflare is not enabled.
   AdminService(Pipeline& pipeline, DecisionTable& table, Clock& clock, RuleLoader reload,
-               prometheus::Registry& registry, std::string version);
+               prometheus::Registry& registry, std::string version,
+               Dispatcher* dispatcher = nullptr);
 
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
                                    const palisade::v1::StatusRequest* request,
@@ -71,6 +74,9 @@ class AdminService final : public palisade::v1::Admin::CallbackService {
   grpc::ServerUnaryReactor* TestRules(grpc::CallbackServerContext* context,
                                       const palisade::v1::TestRulesRequest* request,
                                       palisade::v1::TestRulesResponse* response) override;
+  grpc::ServerUnaryReactor* ReleaseHeld(grpc::CallbackServerContext* context,
+                                        const palisade::v1::ReleaseHeldRequest* request,
+                                        palisade::v1::ReleaseHeldResponse* response) override;
 
   // Shared with the SIGHUP handler: reloads and records the outcome.
   absl::StatusOr<std::shared_ptr<const RuleSet>> Reload();
@@ -84,6 +90,7 @@ class AdminService final : public palisade::v1::Admin::CallbackService {
   const std::string version_;
   prometheus::Counter& reload_ok_;
   prometheus::Counter& reload_failed_;
+  Dispatcher* dispatcher_;
 };
 
 }  // namespace palisade

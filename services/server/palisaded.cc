@@ -100,7 +100,7 @@ int Run() {
   std::unique_ptr<Edge> edge;
   if (config->cloudflare().enabled()) {
     absl::StatusOr<std::unique_ptr<Edge>> started =
-        Edge::Start(config->cloudflare(), clock, *registry, table);
+        Edge::Start(*config, clock, *registry, table);
     if (!started.ok()) {
       Log(absl::StrCat("refusing to start: ", started.status().message()));
       return 2;
@@ -114,7 +114,7 @@ int Run() {
   DecisionsService decisions(table);
   const palisade::v1::Config loaded = *config;
   AdminService admin(pipeline, table, clock, [loaded] { return LoadRules(loaded); }, *registry,
-                     kVersion);
+                     kVersion, edge ? &edge->dispatcher() : nullptr);
 
   std::unique_ptr<prometheus::Exposer> exposer;
   int metrics_port = 0;

@@ -237,6 +237,72 @@ TEST(CloudflareE2eTest, AuditLogRecordsRevokeAMisusedToken) {
   }
 }
 
+// A flood that would ban 2,000 addresses at once is held at the configured rate; a Cloudflare
+// address or an allowlisted one is never sent, whatever the rules or an operator say.
+TEST(CloudflareE2eTest, GuardHoldsTheFloodAndNeverBansCloudflare) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+      {"--config=" + WriteConfig(cf, cf.token_file(), "",
+                                 "guard { max_new_bans_per_minute: 50 }\n"
+                                 "allowlist: \"198.51.100.0/24\"\n"),
+       "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel =
+      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  auto admin = palisade::v1::Admin::NewStub(channel);
+  auto decisions = palisade::v1::Decisions::NewStub(channel);
+
+  std::vector<std::string> flood;
+  for (int i = 0; i < 2000; ++i) {
+    flood.push_back(absl::StrCat("Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification ",
+                                 "string from 203.0.", i / 250, ".", i % 250 + 1));
+  }
+  flood.push_back(
+      "Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 104.16.0.1");
+  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, flood);
+  // An operator's manual ban of a Cloudflare range is refused at the edge too.
+  grpc::ClientContext add_ctx;
+  palisade::v1::AddDecisionRequest add;
+  add.mutable_target()->set_kind(palisade::v1::TARGET_KIND_RANGE);
+  add.mutable_target()->set_value("2606:4700::/32");
+  *add.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  palisade::v1::Decision added;
+  ASSERT_TRUE(decisions->Add(&add_ctx, add, &added).ok());
+
+  palisade::v1::StatusResponse status;
+  WaitFor(
+      [&] {
+        grpc::ClientContext ctx;
+        if (!admin->Status(&ctx, {}, &status).ok()) return false;
+        return status.actions_pending() == 0 && status.actions_held() > 0;
+      },
+      absl::Seconds(15));
+  EXPECT_EQ(status.decisions_active(), 2002u);
+  EXPECT_EQ(status.actions_held(), 1950u);
+  json state = State(cf);
+  EXPECT_EQ(state["access_rules"].size(), 50u);
+  for (const auto& r : state["access_rules"]) {
+    const std::string v = r["configuration"]["value"];
+    EXPECT_NE(v, "104.16.0.1");
+    EXPECT_NE(v.rfind("2606:4700", 0), 0u);
+  }
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(MetricValue(*metrics, "palisade_guard_refused_total", {"reason=\"never_ban\""}), 2);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_guard_held"), 1950);
+
+  grpc::ClientContext release_ctx;
+  palisade::v1::ReleaseHeldRequest release;
+  release.set_max(10);
+  palisade::v1::ReleaseHeldResponse released;
+  ASSERT_TRUE(admin->ReleaseHeld(&release_ctx, release, &released).ok());
+  EXPECT_EQ(released.released(), 10u);
+  EXPECT_TRUE(WaitFor([&] { return State(cf)["access_rules"].size() == 60u; }, absl::Seconds(10)));
+}
+
 TEST(CloudflareE2eTest, RefusesToStartWithAnInvalidToken) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();

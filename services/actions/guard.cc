@@ -1,0 +1,122 @@
+#include "services/actions/guard.h"
+
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace palisade {
+namespace {
+
+constexpr const char* kNonPublic[] = {"0.0.0.0/8",      "10.0.0.0/8",     "100.64.0.0/10",
+                                      "127.0.0.0/8",    "169.254.0.0/16", "172.16.0.0/12",
+                                      "192.168.0.0/16", "224.0.0.0/4",    "240.0.0.0/4",
+                                      "::/128",         "::1/128",        "fc00::/7",
+                                      "fe80::/10",      "ff00::/8"};
+
+bool Overlaps(const Cidr& a, const Cidr& b) {
+  return a.Contains(b.base()) || b.Contains(a.base());
+}
+
+constexpr const char* kCloudflare[] = {
+    "173.245.48.0/20", "103.21.244.0/22", "103.22.200.0/22", "103.31.4.0/22",
+    "141.101.64.0/18", "108.162.192.0/18", "190.93.240.0/20", "188.114.96.0/20",
+    "197.234.240.0/22", "198.41.128.0/17", "162.158.0.0/15",  "104.16.0.0/13",
+    "104.24.0.0/14",   "172.64.0.0/13",   "131.0.72.0/22",   "2400:cb00::/32",
+    "2606:4700::/32",  "2803:f800::/32",  "2405:b500::/32",  "2405:8100::/32",
+    "2a06:98c0::/29",  "2c0f:f248::/32"};
+
+}  // namespace
+
+std::vector<std::string> Guard::CloudflareRanges() {
+  return std::vector<std::string>(std::begin(kCloudflare), std::end(kCloudflare));
+}
+
+Guard::Guard(GuardOptions options) : options_(std::move(options)) {
+  for (const char* c : kNonPublic) never_ban_ranges_.push_back(*Cidr::Parse(c));
+}
+
+bool Guard::NeverBan(const palisade::v1::Target& target) const {
+  switch (target.kind()) {
+    case palisade::v1::TARGET_KIND_PATH:
+    case palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT:
+    case palisade::v1::TARGET_KIND_TOKEN_ID:
+      return false;
+    default:  // addresses, ranges, and anything unlabelled is checked as an address
+      break;
+  }
+  absl::StatusOr<Cidr> cidr = Cidr::Parse(target.value());
+  if (!cidr.ok()) {
+    std::optional<IpAddress> ip = IpAddress::Parse(target.value());
+    if (!ip) return true;  // not an address: never send it
+    cidr = Cidr::Parse(ip->ToString());
+  }
+  if (options_.never_ban.Contains(cidr->base())) return true;
+  for (const Cidr& r : never_ban_ranges_) {
+    if (Overlaps(r, *cidr)) return true;
+  }
+  // A range that contains a never-ban address is refused too (e.g. banning 104.16.0.0/12).
+  if (cidr->prefix_length() < cidr->base().bit_length()) {
+    return options_.never_ban.ContainsAnyIn(*cidr);
+  }
+  return false;
+}
+
+Guard::Verdict Guard::Check(const palisade::v1::Decision& d, absl::Time now, int active) {
+  if (NeverBan(d.target())) return Verdict::kNeverBan;
+  while (!recent_.empty() && recent_.front() <= now - absl::Minutes(1)) recent_.pop_front();
+  if (static_cast<int>(recent_.size()) >= options_.max_new_per_minute ||
+      active >= options_.max_active_per_actuator) {
+    return Verdict::kHeld;
+  }
+  recent_.push_back(now);
+  return Verdict::kAllow;
+}
+
+void Guard::Record(absl::Time now) { recent_.push_back(now); }
+
+absl::StatusOr<std::vector<std::string>> Guard::ReadCidrFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open CIDR file"));
+  std::vector<std::string> out;
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    absl::string_view v = line;
+    size_t hash = v.find('#');
+    if (hash != absl::string_view::npos) v = v.substr(0, hash);
+    v = absl::StripAsciiWhitespace(v);
+    if (v.empty()) continue;
+    absl::StatusOr<Cidr> c = Cidr::Parse(v);
+    if (!c.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ":", n, ": ", c.status().message()));
+    }
+    out.emplace_back(v);
+  }
+  return out;
+}
+
+std::vector<std::string> Guard::LocalAddresses() {
+  std::vector<std::string> out;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return out;
+  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr) continue;
+    char buf[INET6_ADDRSTRLEN];
+    if (a->ifa_addr->sa_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, buf, sizeof(buf));
+      out.emplace_back(buf);
+    } else if (a->ifa_addr->sa_family == AF_INET6) {
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ifa_addr)->sin6_addr, buf,
+                sizeof(buf));
+      out.emplace_back(buf);
+    }
+  }
+  freeifaddrs(list);
+  return out;
+}
+
+}  // namespace palisade

@@ -1,0 +1,62 @@
+// The safety guard, checked by the dispatcher before any apply reaches the edge, so Palisade can
+// never become an attacker's tool to take a site down:
+//  - the never-ban set: loopback, private, link-local and CGNAT ranges, the configured
+//    allowlist, the addresses palisaded itself runs on, and Cloudflare's own published ranges
+//    (shipped as data, deploy/cloudflare-ips.txt). A target inside it, or a range overlapping
+//    it, is refused outright and counted.
+//  - the blast-radius limit: at most N new bans per minute over all actuators, and at most M
+//    active per actuator. Past it, applies are held: kept, reported (metric, log line,
+//    Admin.Status), not pushed, until an operator releases them (Admin.ReleaseHeld).
+// Thread-safety: not thread-safe; the dispatcher calls it under its lock.
+#ifndef PALISADE_SERVICES_ACTIONS_GUARD_H_
+#define PALISADE_SERVICES_ACTIONS_GUARD_H_
+
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "palisade/v1/palisade.pb.h"
+#include "services/common/ip.h"
+
+namespace palisade {
+
+struct GuardOptions {
+  // Ranges never acted upon (the non-public ranges are always added).
+  CidrSet never_ban;
+  int max_new_per_minute = 60;
+  int max_active_per_actuator = 10000;
+};
+
+class Guard {
+ public:
+  enum class Verdict { kAllow, kNeverBan, kHeld };
+
+  explicit Guard(GuardOptions options);
+
+  // For an apply at `now` with `active` decisions already at the edge for its actuator. kAllow
+  // counts the apply toward the per-minute limit.
+  Verdict Check(const palisade::v1::Decision& d, absl::Time now, int active);
+  // Counts a released (operator-approved) apply toward the limit without checking it.
+  void Record(absl::Time now);
+
+  // True when the target is (or overlaps) the never-ban set. Paths and tokens never are.
+  bool NeverBan(const palisade::v1::Target& target) const;
+
+  // Reads a file of CIDRs, one per line, '#' comments. Errors name the file and line.
+  static absl::StatusOr<std::vector<std::string>> ReadCidrFile(const std::string& path);
+  // The addresses of this host's interfaces.
+  static std::vector<std::string> LocalAddresses();
+  // The built-in copy of Cloudflare's published ranges (deploy/cloudflare-ips.txt).
+  static std::vector<std::string> CloudflareRanges();
+
+ private:
+  const GuardOptions options_;
+  std::vector<Cidr> never_ban_ranges_;
+  std::deque<absl::Time> recent_;  // applies allowed in the last minute
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_ACTIONS_GUARD_H_

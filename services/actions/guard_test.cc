@@ -1,0 +1,64 @@
+#include "services/actions/guard.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace palisade {
+namespace {
+
+palisade::v1::Decision Ban(const std::string& value,
+                           palisade::v1::TargetKind kind = palisade::v1::TARGET_KIND_IP) {
+  palisade::v1::Decision d;
+  d.mutable_target()->set_kind(kind);
+  d.mutable_target()->set_value(value);
+  return d;
+}
+
+TEST(GuardTest, NeverBanSet) {
+  GuardOptions options;
+  options.never_ban = *CidrSet::Parse(Guard::CloudflareRanges());
+  options.never_ban.Add(*Cidr::Parse("198.51.100.0/24"));  // configured allowlist
+  Guard guard(options);
+  for (const char* ip : {"127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.1.1", "100.64.0.1",
+                         "::1", "fe80::1", "fd00::1", "104.16.0.1", "2606:4700::1111",
+                         "198.51.100.77"}) {
+    EXPECT_TRUE(guard.NeverBan(Ban(ip).target())) << ip;
+  }
+  EXPECT_FALSE(guard.NeverBan(Ban("203.0.113.7").target()));
+  EXPECT_FALSE(guard.NeverBan(Ban("2001:db8::7").target()));
+  // A range that would cover a never-ban address is refused, even if its base is fine.
+  EXPECT_TRUE(guard.NeverBan(Ban("104.0.0.0/8", palisade::v1::TARGET_KIND_RANGE).target()));
+  EXPECT_TRUE(guard.NeverBan(Ban("0.0.0.0/0", palisade::v1::TARGET_KIND_RANGE).target()));
+  EXPECT_FALSE(guard.NeverBan(Ban("203.0.113.0/24", palisade::v1::TARGET_KIND_RANGE).target()));
+  EXPECT_TRUE(guard.NeverBan(Ban("not an address").target()));
+  EXPECT_FALSE(guard.NeverBan(Ban("/login", palisade::v1::TARGET_KIND_PATH).target()));
+}
+
+TEST(GuardTest, BlastRadiusPerMinuteAndActive) {
+  GuardOptions options;
+  options.max_new_per_minute = 3;
+  options.max_active_per_actuator = 10;
+  Guard guard(options);
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(guard.Check(Ban("203.0.113.7"), t0 + absl::Seconds(i), 0), Guard::Verdict::kAllow);
+  }
+  EXPECT_EQ(guard.Check(Ban("203.0.113.8"), t0 + absl::Seconds(10), 0), Guard::Verdict::kHeld);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.8"), t0 + absl::Seconds(61), 0), Guard::Verdict::kAllow);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.9"), t0 + absl::Hours(1), 10), Guard::Verdict::kHeld);
+  EXPECT_EQ(guard.Check(Ban("127.0.0.1"), t0 + absl::Hours(2), 0), Guard::Verdict::kNeverBan);
+}
+
+TEST(GuardTest, ShippedRangesFileMatchesTheBuiltInCopy) {
+  absl::StatusOr<std::vector<std::string>> file = Guard::ReadCidrFile("deploy/cloudflare-ips.txt");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(*file, Guard::CloudflareRanges());
+}
+
+TEST(GuardTest, LocalAddressesIncludeLoopback) {
+  std::vector<std::string> local = Guard::LocalAddresses();
+  EXPECT_THAT(local, ::testing::Contains("127.0.0.1"));
+}
+
+}  // namespace
+}  // namespace palisade
