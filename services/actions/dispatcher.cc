@@ -177,17 +177,20 @@ int Dispatcher::RunOnce() {
     }
     std::vector<ActionOp*> ptrs;
     for (ActionOp& op : batch) ptrs.push_back(&op);
-    if (options_.dry_run) {
-      for (ActionOp* op : ptrs) {
-        op->result = absl::OkStatus();
-        op->edge = {"dry-run", "", true};
-        std::cerr << "palisaded: dry run: would " << OpName(op->kind) << " "
-                  << actuator->name() << " for decision " << op->decision.id() << " on "
-                  << op->decision.target().value() << std::endl;
+    // Shadow mode (global or per rule): record and count, send nothing.
+    std::vector<ActionOp*> live;
+    for (ActionOp* op : ptrs) {
+      if (!options_.dry_run && !op->decision.dry_run()) {
+        live.push_back(op);
+        continue;
       }
-    } else {
-      actuator->Run(ptrs);
+      op->result = absl::OkStatus();
+      op->edge = {"dry-run", "", true};
+      std::cerr << "palisaded: dry run: would " << OpName(op->kind) << " " << actuator->name()
+                << " for decision " << op->decision.id() << " on "
+                << op->decision.target().value() << std::endl;
     }
+    if (!live.empty()) actuator->Run(live);
     ran += static_cast<int>(ptrs.size());
 
     absl::MutexLock lock(&mu_);
@@ -197,7 +200,8 @@ int Dispatcher::RunOnce() {
       const std::string& id = op.decision.id();
       if (op.kind == ActionOp::Kind::kApply) in_flight_.erase(id);
       if (op.result.ok()) {
-        Count(actuator->name(), op.kind, options_.dry_run ? "dry_run" : "applied");
+        Count(actuator->name(), op.kind,
+              options_.dry_run || op.decision.dry_run() ? "dry_run" : "applied");
         active_[kind] += op.kind == ActionOp::Kind::kApply ? 1 : -1;
         if (op.kind == ActionOp::Kind::kApply) {
           edges_[id] = op.edge;

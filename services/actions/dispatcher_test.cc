@@ -187,6 +187,17 @@ TEST_F(DispatcherTest, GuardRefusesNeverBanAndHoldsPastTheLimitUntilReleased) {
   EXPECT_EQ(dispatcher_.held(), 0u);
 }
 
+TEST_F(DispatcherTest, PerRuleShadowMode) {
+  DecisionUpdate u = Update(DecisionChange::kCreated, "d1");
+  u.decision.set_dry_run(true);
+  dispatcher_.OnDecision(u);
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d2"));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d2"));
+  EXPECT_EQ(Actions("dry_run"), 1);
+  EXPECT_EQ(Actions("applied"), 1);
+}
+
 TEST_F(DispatcherTest, DecisionsForOtherActuatorsAreIgnored) {
   DecisionUpdate u = Update(DecisionChange::kCreated, "d1");
   u.decision.set_actuator(palisade::v1::ACTUATOR_NONE);

@@ -103,6 +103,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   *d.mutable_target() = target;
   d.set_action(spec.action());
   d.set_actuator(spec.actuator());
+  d.set_dry_run(spec.dry_run());
   *d.mutable_start() = ToProtoTime(start);
   *d.mutable_expiry() = ToProtoTime(start + duration);
   d.set_rule_id(std::string(rule_id));

@@ -1,6 +1,7 @@
 #include "services/pipeline/pipeline.h"
 
 #include <algorithm>
+#include <algorithm>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -29,6 +30,30 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
 
 }  // namespace
 
+bool IsValidUtf8(absl::string_view s) {
+  size_t i = 0;
+  const size_t n = s.size();
+  while (i < n) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+    if (len == 0 || c > 0xf4 || i + len > n) return false;
+    for (int k = 1; k < len; ++k) {
+      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+    }
+    const unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+    if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) ||
+        (c == 0xf4 && c1 > 0x8f)) {
+      return false;  // overlong, surrogate, or past U+10FFFF
+    }
+    i += len;
+  }
+  return true;
+}
+
 Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options, Clock& clock,
                    DecisionTable& decisions, prometheus::Registry& registry)
     : options_(std::move(options)),
@@ -47,6 +72,15 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
                             .Name("palisade_ingest_lines_truncated_total")
                             .Help("Lines longer than engine.max_line_bytes, cut before matching.")
                             .Register(registry)),
+      sanitized_family_(prometheus::BuildCounter()
+                            .Name("palisade_ingest_lines_sanitized_total")
+                            .Help("Lines holding NUL bytes (replaced) or invalid UTF-8.")
+                            .Register(registry)),
+      clamped_family_(prometheus::BuildCounter()
+                          .Name("palisade_ingest_lines_bad_time_total")
+                          .Help("Lines with an absurd time: future ones clamped to now, ones "
+                                "before 2000 rejected.")
+                          .Register(registry)),
       matches_family_(prometheus::BuildCounter()
                           .Name("palisade_engine_rule_matches_total")
                           .Help("Lines a rule matched and counted, by rule.")
@@ -116,7 +150,8 @@ Pipeline::SourceMetrics& Pipeline::SourceMetricsFor(const std::string& source, L
   if (it != source_metrics_.end()) return it->second;
   const prometheus::Labels labels = {{"source", source}, {"format", std::string(FormatName(format))}};
   SourceMetrics m{&received_family_.Add(labels), &malformed_family_.Add(labels),
-                  &truncated_family_.Add(labels)};
+                  &truncated_family_.Add(labels), &sanitized_family_.Add(labels),
+                  &clamped_family_.Add(labels)};
   return source_metrics_.emplace(std::move(key), m).first->second;
 }
 
@@ -144,6 +179,17 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
         line = line.substr(0, options_.max_line_bytes);
         ack.set_truncated(ack.truncated() + 1);
       }
+      // Hostile bytes: NULs are replaced (they would cut evidence and log lines short), invalid
+      // UTF-8 is matched as it is (RE2 simply does not match across it); both are counted.
+      bool nul = line.find('\0') != absl::string_view::npos;
+      if (nul || !IsValidUtf8(line)) {
+        ack.set_sanitized(ack.sanitized() + 1);
+        if (nul) {
+          sanitized_.assign(line.data(), line.size());
+          std::replace(sanitized_.begin(), sanitized_.end(), '\0', ' ');
+          line = sanitized_;
+        }
+      }
       absl::Status s = parser.Parse(line, reference, &parsed);
       if (!s.ok()) {
         ack.set_malformed(ack.malformed() + 1);
@@ -151,6 +197,16 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
       }
       absl::Time when = record.has_event_time() ? FromProtoTime(record.event_time())
                                                 : parsed.time.value_or(reference);
+      // Absurd times: from the future (clock skew, forged lines) are clamped to now; from
+      // before 2000 are rejected.
+      if (when > reference + absl::Hours(24)) {
+        when = reference;
+        ack.set_clamped(ack.clamped() + 1);
+      } else if (when < absl::FromUnixSeconds(946'684'800)) {
+        ack.set_clamped(ack.clamped() + 1);
+        ack.set_malformed(ack.malformed() + 1);
+        continue;
+      }
       LineResult r = engine_.Process(batch.format(), parsed, line, when, &detections_);
       ack.set_accepted(ack.accepted() + 1);
       if (r.matched) ack.set_matched(ack.matched() + 1);
@@ -160,6 +216,8 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
     sm.received->Increment(batch.records_size());
     if (ack.malformed() > 0) sm.malformed->Increment(ack.malformed());
     if (ack.truncated() > 0) sm.truncated->Increment(ack.truncated());
+    if (ack.sanitized() > 0) sm.sanitized->Increment(ack.sanitized());
+    if (ack.clamped() > 0) sm.clamped->Increment(ack.clamped());
     // Per-rule match counters from the engine's running totals.
     const auto& totals = engine_.matches_per_rule();
     for (size_t i = 0; i < rule_metrics_.size() && i < totals.size(); ++i) {

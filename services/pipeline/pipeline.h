@@ -35,6 +35,9 @@ struct PipelineOptions {
   uint32_t max_line_bytes = 16384;
 };
 
+// RFC 3629 UTF-8 validity (no overlongs, surrogates or code points past U+10FFFF).
+bool IsValidUtf8(absl::string_view s);
+
 class Pipeline {
  public:
   Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options, Clock& clock,
@@ -68,6 +71,8 @@ class Pipeline {
     prometheus::Counter* received;
     prometheus::Counter* malformed;
     prometheus::Counter* truncated;
+    prometheus::Counter* sanitized;
+    prometheus::Counter* clamped;
   };
   SourceMetrics& SourceMetricsFor(const std::string& source, palisade::v1::LogFormat format)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -81,6 +86,7 @@ class Pipeline {
   mutable absl::Mutex mu_;
   Engine engine_ ABSL_GUARDED_BY(mu_);
   std::vector<Detection> detections_ ABSL_GUARDED_BY(mu_);  // scratch
+  std::string sanitized_ ABSL_GUARDED_BY(mu_);               // scratch
   std::vector<RuleMetrics> rule_metrics_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, SourceMetrics> source_metrics_ ABSL_GUARDED_BY(mu_);
   uint64_t malformed_ ABSL_GUARDED_BY(mu_) = 0;
@@ -89,6 +95,8 @@ class Pipeline {
   prometheus::Family<prometheus::Counter>& received_family_;
   prometheus::Family<prometheus::Counter>& malformed_family_;
   prometheus::Family<prometheus::Counter>& truncated_family_;
+  prometheus::Family<prometheus::Counter>& sanitized_family_;
+  prometheus::Family<prometheus::Counter>& clamped_family_;
   prometheus::Family<prometheus::Counter>& matches_family_;
   prometheus::Family<prometheus::Counter>& detections_family_;
   prometheus::Family<prometheus::Counter>& decisions_family_;

@@ -131,6 +131,41 @@ TEST_F(PipelineTest, LongLinesAreCutAndCounted) {
   EXPECT_EQ(ack->matched(), 0u);  // the cut line lost its address
 }
 
+TEST_F(PipelineTest, HostileBytesAndAbsurdTimesAreCountedNotFatal) {
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  std::string nul = Line("203.0.113.7", 3);
+  nul += std::string("\0\0 trailing", 11);
+  batch.add_records()->set_line(nul);
+  batch.add_records()->set_line(Line("203.0.113.7", 2) + " \xff\xfe bad utf-8");
+  auto* future = batch.add_records();
+  future->set_line(Line("203.0.113.7", 1));
+  *future->mutable_event_time() = ToProtoTime(clock_.TimeNow() + absl::Hours(24 * 365));
+  auto* ancient = batch.add_records();
+  ancient->set_line(Line("203.0.113.9", 1));
+  *ancient->mutable_event_time() = ToProtoTime(absl::FromUnixSeconds(1000));
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->sanitized(), 2u);
+  EXPECT_EQ(ack->clamped(), 2u);
+  EXPECT_EQ(ack->malformed(), 1u);
+  EXPECT_EQ(ack->matched(), 3u);  // the NUL line, the bad UTF-8 line, the clamped future line
+  ASSERT_EQ(table_.active_count(), 1u);
+  const std::vector<palisade::v1::Decision> decisions = table_.List({});
+  for (const auto& e : decisions[0].evidence()) {
+    EXPECT_EQ(e.find('\0'), std::string::npos);
+  }
+}
+
+TEST(Utf8Test, Validity) {
+  EXPECT_TRUE(IsValidUtf8("plain ascii"));
+  EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
+  EXPECT_FALSE(IsValidUtf8("\xc3"));
+  EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong
+  EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
+  EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+}
+
 TEST_F(PipelineTest, BatchWithoutFormatIsRefused) {
   LogBatch batch;
   batch.set_sequence(3);

@@ -136,7 +136,13 @@ int Run() {
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(config->grpc_listen(), grpc::InsecureServerCredentials(), &grpc_port);
+  // Bounded resources: message size, concurrent streams per connection, handler threads.
   builder.SetMaxReceiveMessageSize(16 << 20);
+  builder.SetMaxSendMessageSize(16 << 20);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 64);
+  grpc::ResourceQuota quota("palisaded");
+  quota.SetMaxThreads(64);
+  builder.SetResourceQuota(quota);
   builder.RegisterService(&ingest);
   builder.RegisterService(&decisions);
   builder.RegisterService(&admin);

@@ -7,6 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
+#include "absl/synchronization/notification.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "palisade/v1/palisade.grpc.pb.h"
@@ -186,6 +188,40 @@ TEST_F(PalisadedTest, BatchWithoutFormatGetsInvalidArgument) {
   absl::StatusOr<ShipSummary> s = Ship(*ingest_, Records({"x"}), options);
   EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument);
   // The daemon is still serving.
+  grpc::ClientContext ctx;
+  palisade::v1::StatusResponse status;
+  EXPECT_TRUE(admin_->Status(&ctx, {}, &status).ok());
+}
+
+TEST_F(PalisadedTest, GarbageOnTheWireIsRefusedNotFatal) {
+  grpc::GenericStub generic(channel_);
+  for (const char* method : {"/palisade.v1.Decisions/Get", "/palisade.v1.Admin/TestRules"}) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    const std::string junk = "\xff\xff\xff\xff\x0f garbage that is no protobuf";
+    grpc::Slice slice(junk);
+    grpc::ByteBuffer request(&slice, 1), response;
+    absl::Notification done;
+    grpc::Status status;
+    generic.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response,
+                      [&](grpc::Status s) {
+                        status = s;
+                        done.Notify();
+                      });
+    done.WaitForNotification();
+    // gRPC 1.51's callback API answers a request it cannot decode with UNIMPLEMENTED before
+    // any handler runs (server_callback_handlers.h); decodable garbage reaches the handlers
+    // and gets INVALID_ARGUMENT (below, and BatchWithoutFormatGetsInvalidArgument).
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNIMPLEMENTED)
+        << method << ": " << status.error_message();
+  }
+  grpc::ClientContext bad_ctx;
+  palisade::v1::TestRulesRequest bad;
+  bad.add_lines("x");
+  palisade::v1::TestRulesResponse bad_resp;
+  EXPECT_EQ(admin_->TestRules(&bad_ctx, bad, &bad_resp).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // Still serving.
   grpc::ClientContext ctx;
   palisade::v1::StatusResponse status;
   EXPECT_TRUE(admin_->Status(&ctx, {}, &status).ok());
