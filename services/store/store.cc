@@ -1,0 +1,342 @@
+#include "services/store/store.h"
+
+#include <sqlite3.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace palisade {
+namespace {
+
+// A prepared statement that finalizes itself. (SQLite's C API is used directly: it is small,
+// and no C++ wrapper is packaged in Debian that is better kept than SQLite itself.)
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  bool ok() const { return rc_ == SQLITE_OK; }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(stmt_, i, v);
+    return *this;
+  }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  // SQLITE_ROW, SQLITE_DONE, or an error.
+  int Step() { return sqlite3_step(stmt_); }
+  int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  std::string Blob(int col) {
+    const void* p = sqlite3_column_blob(stmt_, col);
+    return p ? std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, col)) : "";
+  }
+  absl::Status Done(const char* what) {
+    int rc = Step();
+    if (rc == SQLITE_DONE || rc == SQLITE_ROW) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db_)));
+  }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+int64_t Millis(absl::Time t) {
+  return t == absl::InfinitePast() ? 0 : absl::ToUnixMillis(t);
+}
+
+absl::Status Prepared(const Stmt& s, sqlite3* db) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat("store: prepare: ", sqlite3_errmsg(db)));
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db,
+                      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) != SQLITE_OK) {
+    std::string err = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return absl::UnavailableError(absl::StrCat("store: cannot open ", path, ": ", err));
+  }
+  std::unique_ptr<Store> store(new Store(db));
+  absl::MutexLock lock(&store->mu_);
+  sqlite3_busy_timeout(db, 5000);
+  {
+    Stmt check(db, "PRAGMA integrity_check");
+    if (!check.ok() || check.Step() != SQLITE_ROW || check.Blob(0) != "ok") {
+      return absl::DataLossError(absl::StrCat("store: ", path, " fails PRAGMA integrity_check"));
+    }
+  }
+  absl::Status s = store->Exec("PRAGMA journal_mode=WAL");
+  if (s.ok()) s = store->Exec("PRAGMA synchronous=NORMAL");
+  if (s.ok()) s = store->Exec("PRAGMA foreign_keys=ON");
+  if (s.ok()) s = store->Migrate();
+  if (!s.ok()) return s;
+  return store;
+}
+
+Store::~Store() {
+  absl::MutexLock lock(&mu_);
+  sqlite3_close(db_);
+}
+
+absl::Status Store::Exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    return absl::InternalError(absl::StrCat("store: ", msg));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::Migrate() {
+  int version = 0;
+  {
+    Stmt v(db_, "PRAGMA user_version");
+    if (v.ok() && v.Step() == SQLITE_ROW) version = static_cast<int>(v.Int(0));
+  }
+  if (version > kSchemaVersion) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "store: schema version ", version, " is newer than this palisaded (", kSchemaVersion,
+        ")"));
+  }
+  if (version < 1) {
+    absl::Status s = Exec(R"sql(
+      BEGIN;
+      CREATE TABLE decisions (
+        id TEXT PRIMARY KEY,
+        target TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        expiry_ms INTEGER NOT NULL,
+        proto BLOB NOT NULL);
+      CREATE INDEX decisions_active ON decisions(active);
+      CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        decision_id TEXT NOT NULL,
+        apply INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before_ms INTEGER NOT NULL DEFAULT 0);
+      CREATE TABLE edges (
+        decision_id TEXT PRIMARY KEY,
+        actuator INTEGER NOT NULL,
+        edge_id TEXT NOT NULL,
+        container TEXT NOT NULL,
+        foreign_object INTEGER NOT NULL);
+      CREATE TABLE offences (
+        target TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        last_ms INTEGER NOT NULL);
+      CREATE TABLE snapshots (
+        name TEXT PRIMARY KEY,
+        blob BLOB NOT NULL);
+      PRAGMA user_version = 1;
+      COMMIT;)sql");
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> Store::RecordDecision(const palisade::v1::Decision& d,
+                                              const OffenceRow* offence,
+                                              std::optional<bool> outbox) {
+  absl::MutexLock lock(&mu_);
+  absl::Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  int64_t seq = 0;
+  {
+    Stmt up(db_,
+            "INSERT INTO decisions(id, target, active, expiry_ms, proto) VALUES(?,?,?,?,?) "
+            "ON CONFLICT(id) DO UPDATE SET target=excluded.target, active=excluded.active, "
+            "expiry_ms=excluded.expiry_ms, proto=excluded.proto");
+    s = Prepared(up, db_);
+    if (s.ok()) {
+      s = up.Bind(1, d.id())
+              .Bind(2, d.target().value())
+              .Bind(3, int64_t{d.active()})
+              .Bind(4, d.expiry().seconds() * 1000)
+              .Bind(5, d.SerializeAsString())
+              .Done("record decision");
+    }
+  }
+  if (s.ok() && offence != nullptr) {
+    Stmt off(db_,
+             "INSERT INTO offences(target, count, last_ms) VALUES(?,?,?) ON CONFLICT(target) "
+             "DO UPDATE SET count=excluded.count, last_ms=excluded.last_ms");
+    s = Prepared(off, db_);
+    if (s.ok()) {
+      s = off.Bind(1, offence->target)
+              .Bind(2, int64_t{offence->count})
+              .Bind(3, Millis(offence->last))
+              .Done("record offence");
+    }
+  }
+  if (s.ok() && outbox.has_value()) {
+    Stmt op(db_, "INSERT INTO outbox(decision_id, apply) VALUES(?,?)");
+    s = Prepared(op, db_);
+    if (s.ok()) s = op.Bind(1, d.id()).Bind(2, int64_t{*outbox}).Done("record operation");
+    seq = sqlite3_last_insert_rowid(db_);
+  }
+  if (!s.ok()) {
+    (void)Exec("ROLLBACK");
+    return s;
+  }
+  s = Exec("COMMIT");
+  if (!s.ok()) return s;
+  return seq;
+}
+
+absl::Status Store::CompleteApply(int64_t seq, const EdgeRow& edge) {
+  absl::MutexLock lock(&mu_);
+  absl::Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  {
+    Stmt del(db_, "DELETE FROM outbox WHERE seq = ?");
+    s = Prepared(del, db_);
+    if (s.ok()) s = del.Bind(1, seq).Done("complete apply");
+  }
+  if (s.ok()) {
+    Stmt up(db_,
+            "INSERT OR REPLACE INTO edges(decision_id, actuator, edge_id, container, "
+            "foreign_object) VALUES(?,?,?,?,?)");
+    s = Prepared(up, db_);
+    if (s.ok()) {
+      s = up.Bind(1, edge.decision_id)
+              .Bind(2, int64_t{edge.actuator})
+              .Bind(3, edge.id)
+              .Bind(4, edge.container)
+              .Bind(5, int64_t{edge.foreign})
+              .Done("record edge");
+    }
+  }
+  if (!s.ok()) {
+    (void)Exec("ROLLBACK");
+    return s;
+  }
+  return Exec("COMMIT");
+}
+
+absl::Status Store::CompleteRemove(int64_t seq, const std::string& decision_id) {
+  absl::MutexLock lock(&mu_);
+  absl::Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  {
+    Stmt del(db_, "DELETE FROM outbox WHERE seq = ?");
+    s = Prepared(del, db_);
+    if (s.ok()) s = del.Bind(1, seq).Done("complete remove");
+  }
+  if (s.ok()) {
+    Stmt del(db_, "DELETE FROM edges WHERE decision_id = ?");
+    s = Prepared(del, db_);
+    if (s.ok()) s = del.Bind(1, decision_id).Done("forget edge");
+  }
+  if (!s.ok()) {
+    (void)Exec("ROLLBACK");
+    return s;
+  }
+  return Exec("COMMIT");
+}
+
+absl::Status Store::DropOperation(int64_t seq) {
+  absl::MutexLock lock(&mu_);
+  Stmt del(db_, "DELETE FROM outbox WHERE seq = ?");
+  absl::Status s = Prepared(del, db_);
+  return s.ok() ? del.Bind(1, seq).Done("drop operation") : s;
+}
+
+absl::Status Store::Reschedule(int64_t seq, int attempts, absl::Time not_before) {
+  absl::MutexLock lock(&mu_);
+  Stmt up(db_, "UPDATE outbox SET attempts = ?, not_before_ms = ? WHERE seq = ?");
+  absl::Status s = Prepared(up, db_);
+  return s.ok() ? up.Bind(1, int64_t{attempts}).Bind(2, Millis(not_before)).Bind(3, seq)
+                      .Done("reschedule")
+                : s;
+}
+
+absl::StatusOr<std::vector<palisade::v1::Decision>> Store::LoadDecisions(bool active_only) {
+  absl::MutexLock lock(&mu_);
+  Stmt q(db_, active_only ? "SELECT proto FROM decisions WHERE active = 1"
+                          : "SELECT proto FROM decisions");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  std::vector<palisade::v1::Decision> out;
+  while (q.Step() == SQLITE_ROW) {
+    palisade::v1::Decision d;
+    if (!d.ParseFromString(q.Blob(0))) return absl::DataLossError("store: a decision is corrupt");
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences() {
+  absl::MutexLock lock(&mu_);
+  Stmt q(db_, "SELECT target, count, last_ms FROM offences");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  std::vector<OffenceRow> out;
+  while (q.Step() == SQLITE_ROW) {
+    out.push_back({q.Blob(0), static_cast<uint32_t>(q.Int(1)), absl::FromUnixMillis(q.Int(2))});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<OutboxRow>> Store::LoadOutbox() {
+  absl::MutexLock lock(&mu_);
+  Stmt q(db_,
+         "SELECT o.seq, o.apply, o.attempts, o.not_before_ms, d.proto FROM outbox o "
+         "JOIN decisions d ON d.id = o.decision_id ORDER BY o.seq");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  std::vector<OutboxRow> out;
+  while (q.Step() == SQLITE_ROW) {
+    OutboxRow row;
+    row.seq = q.Int(0);
+    row.apply = q.Int(1) != 0;
+    row.attempts = static_cast<int>(q.Int(2));
+    row.not_before = q.Int(3) == 0 ? absl::InfinitePast() : absl::FromUnixMillis(q.Int(3));
+    if (!row.decision.ParseFromString(q.Blob(4))) {
+      return absl::DataLossError("store: a decision is corrupt");
+    }
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<EdgeRow>> Store::LoadEdges() {
+  absl::MutexLock lock(&mu_);
+  Stmt q(db_, "SELECT decision_id, actuator, edge_id, container, foreign_object FROM edges");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  std::vector<EdgeRow> out;
+  while (q.Step() == SQLITE_ROW) {
+    out.push_back({q.Blob(0), static_cast<int>(q.Int(1)), q.Blob(2), q.Blob(3), q.Int(4) != 0});
+  }
+  return out;
+}
+
+absl::Status Store::SaveSnapshot(const std::string& name, const std::string& blob) {
+  absl::MutexLock lock(&mu_);
+  Stmt up(db_, "INSERT OR REPLACE INTO snapshots(name, blob) VALUES(?,?)");
+  absl::Status s = Prepared(up, db_);
+  return s.ok() ? up.Bind(1, name).Bind(2, blob).Done("save snapshot") : s;
+}
+
+absl::StatusOr<std::string> Store::LoadSnapshot(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  Stmt q(db_, "SELECT blob FROM snapshots WHERE name = ?");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  q.Bind(1, name);
+  if (q.Step() == SQLITE_ROW) return q.Blob(0);
+  return std::string();
+}
+
+}  // namespace palisade
