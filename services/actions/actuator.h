@@ -5,6 +5,7 @@
 #ifndef PALISADE_SERVICES_ACTIONS_ACTUATOR_H_
 #define PALISADE_SERVICES_ACTIONS_ACTUATOR_H_
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,8 @@ struct ActionOp {
   absl::Time not_before = absl::InfinitePast();
   // An operator released it past the blast-radius limit.
   bool released = false;
+  // Its row in the durable outbox (0: not persisted).
+  int64_t seq = 0;
 };
 
 class Actuator {

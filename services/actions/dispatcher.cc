@@ -43,6 +43,56 @@ Dispatcher::Dispatcher(Clock& clock, DispatcherOptions options, prometheus::Regi
                       .Register(registry)
                       .Add({})) {}
 
+void Dispatcher::SetStore(Store* store) {
+  absl::MutexLock lock(&mu_);
+  store_ = store;
+}
+
+void Dispatcher::Drop(int64_t seq) {
+  if (store_ == nullptr || seq == 0) return;
+  absl::Status s = store_->DropOperation(seq);
+  if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
+}
+
+absl::Status Dispatcher::Restore() {
+  absl::MutexLock lock(&mu_);
+  if (store_ == nullptr) return absl::OkStatus();
+  absl::StatusOr<std::vector<EdgeRow>> edges = store_->LoadEdges();
+  if (!edges.ok()) return edges.status();
+  for (const EdgeRow& e : *edges) {
+    edges_[e.decision_id] = {e.id, e.container, e.foreign};
+    ++active_[e.actuator];
+  }
+  absl::StatusOr<std::vector<OutboxRow>> outbox = store_->LoadOutbox();
+  if (!outbox.ok()) return outbox.status();
+  for (OutboxRow& row : *outbox) {
+    auto q = queues_.find(row.decision.actuator());
+    if (q == queues_.end()) {
+      Drop(row.seq);  // its actuator is gone from the config
+      continue;
+    }
+    ActionOp op;
+    op.kind = row.apply ? ActionOp::Kind::kApply : ActionOp::Kind::kRemove;
+    op.decision = std::move(row.decision);
+    op.seq = row.seq;
+    op.attempts = row.attempts;
+    op.not_before = row.not_before;
+    if (!row.apply) {
+      auto edge = edges_.find(op.decision.id());
+      if (edge == edges_.end()) {
+        // The apply never reached the edge (or its record did not): the remove finds its
+        // object by the decision's marker instead.
+        op.edge = EdgeRef();
+      } else {
+        op.edge = edge->second;
+      }
+    }
+    q->second.ops.push_back(std::move(op));
+  }
+  for (auto& [kind, q] : queues_) q.pending->Set(static_cast<double>(q.ops.size()));
+  return absl::OkStatus();
+}
+
 void Dispatcher::SetGuard(std::unique_ptr<Guard> guard) {
   absl::MutexLock lock(&mu_);
   guard_ = std::move(guard);
@@ -86,12 +136,16 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
   const palisade::v1::Decision& d = update.decision;
   absl::MutexLock lock(&mu_);
   auto q = queues_.find(d.actuator());
-  if (q == queues_.end()) return;  // ACTUATOR_NONE, or Cloudflare not configured
+  if (q == queues_.end()) {  // ACTUATOR_NONE, or Cloudflare not configured
+    Drop(update.outbox_seq);
+    return;
+  }
   if (update.change == DecisionChange::kCreated) {
     ActionOp op;
     op.kind = ActionOp::Kind::kApply;
     op.decision = d;
     op.secret = update.secret;
+    op.seq = update.outbox_seq;
     q->second.ops.push_back(std::move(op));
     queued_at_[d.id()] = clock_.TimeNow();
   } else if (update.change == DecisionChange::kExpired ||
@@ -104,20 +158,27 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       return h.second.decision.id() == d.id();
     });
     if (queued != ops.end()) {  // never went out: nothing to undo
+      Drop(queued->seq);
+      Drop(update.outbox_seq);
       ops.erase(queued);
       Count(q->second.actuator->name(), ActionOp::Kind::kApply, "cancelled");
     } else if (held != held_.end()) {
+      Drop(held->second.seq);
+      Drop(update.outbox_seq);
       held_.erase(held);
       held_gauge_.Set(static_cast<double>(held_.size()));
       Count(q->second.actuator->name(), ActionOp::Kind::kApply, "cancelled");
     } else if (in_flight_.count(d.id())) {
-      remove_after_.insert(d.id());
+      remove_after_[d.id()] = update.outbox_seq;
     } else if (auto edge = edges_.find(d.id()); edge != edges_.end()) {
       ActionOp op;
       op.kind = ActionOp::Kind::kRemove;
       op.decision = d;
       op.edge = edge->second;
+      op.seq = update.outbox_seq;
       ops.push_back(std::move(op));
+    } else {
+      Drop(update.outbox_seq);  // nothing at the edge to remove
     }
   } else {
     return;
@@ -142,6 +203,7 @@ int Dispatcher::RunOnce() {
         if (op.kind == ActionOp::Kind::kApply && guard_ != nullptr) {
           if (guard_->NeverBan(op.decision.target())) {
             guard_refused_.Add({{"reason", "never_ban"}}).Increment();
+            Drop(op.seq);
             Count(q.actuator->name(), op.kind, "refused");
             std::cerr << "palisaded: guard: decision " << op.decision.id() << " on "
                       << op.decision.target().value()
@@ -203,17 +265,28 @@ int Dispatcher::RunOnce() {
         Count(actuator->name(), op.kind,
               options_.dry_run || op.decision.dry_run() ? "dry_run" : "applied");
         active_[kind] += op.kind == ActionOp::Kind::kApply ? 1 : -1;
+        if (store_ != nullptr && op.seq != 0) {
+          absl::Status s = op.kind == ActionOp::Kind::kApply
+                               ? store_->CompleteApply(op.seq, {id, kind, op.edge.id,
+                                                                op.edge.container,
+                                                                op.edge.foreign})
+                               : store_->CompleteRemove(op.seq, id);
+          if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
+        }
         if (op.kind == ActionOp::Kind::kApply) {
           edges_[id] = op.edge;
           if (auto t = queued_at_.find(id); t != queued_at_.end()) {
             latency_.Observe(absl::ToDoubleSeconds(done - t->second));
             queued_at_.erase(t);
           }
-          if (remove_after_.erase(id)) {
+          if (auto after = remove_after_.find(id); after != remove_after_.end()) {
             ActionOp remove;
             remove.kind = ActionOp::Kind::kRemove;
             remove.decision = op.decision;
+            remove.decision.set_active(false);
             remove.edge = op.edge;
+            remove.seq = after->second;
+            remove_after_.erase(after);
             q.ops.push_back(std::move(remove));
           }
         } else {
@@ -228,15 +301,27 @@ int Dispatcher::RunOnce() {
                      options_.initial_backoff * std::pow(2.0, op.attempts - 1));
         op.not_before = done + backoff;
         Count(actuator->name(), op.kind, "retried");
-        if (op.kind == ActionOp::Kind::kApply && remove_after_.erase(id)) {
+        if (auto after = remove_after_.find(id);
+            op.kind == ActionOp::Kind::kApply && after != remove_after_.end()) {
           Count(actuator->name(), op.kind, "cancelled");  // ended before it reached the edge
+          Drop(op.seq);
+          Drop(after->second);
+          remove_after_.erase(after);
           continue;
+        }
+        if (store_ != nullptr && op.seq != 0) {
+          absl::Status s = store_->Reschedule(op.seq, op.attempts, op.not_before);
+          if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
         }
         q.ops.push_back(std::move(op));
         continue;
       }
       Count(actuator->name(), op.kind, "failed");
-      remove_after_.erase(id);
+      Drop(op.seq);
+      if (auto after = remove_after_.find(id); after != remove_after_.end()) {
+        Drop(after->second);
+        remove_after_.erase(after);
+      }
       queued_at_.erase(id);
       std::cerr << "palisaded: " << actuator->name() << " " << OpName(op.kind)
                 << " for decision " << id << " on " << op.decision.target().value()

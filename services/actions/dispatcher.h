@@ -29,6 +29,7 @@
 #include "services/actions/guard.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
+#include "services/store/store.h"
 
 namespace palisade {
 
@@ -49,6 +50,11 @@ class Dispatcher {
   void AddActuator(palisade::v1::Actuator kind, std::unique_ptr<Actuator> actuator);
   // Checked before every apply (see guard.h). Without one, nothing is held or refused here.
   void SetGuard(std::unique_ptr<Guard> guard);
+  // Makes the queue durable: completions, retries and drops are written to `store`.
+  void SetStore(Store* store);
+  // After a restart: loads what is at the edge and the operations still to do.
+  absl::Status Restore();
+
   // Moves up to `max` held applies (oldest first) back to the queue, past the blast-radius
   // limit (the never-ban set still applies). Returns how many.
   int ReleaseHeld(int max);
@@ -73,6 +79,7 @@ class Dispatcher {
   };
   struct Released {};
   void Count(const std::string& actuator, ActionOp::Kind kind, const std::string& result);
+  void Drop(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Clock& clock_;
   const DispatcherOptions options_;
@@ -81,7 +88,8 @@ class Dispatcher {
   std::map<int, Queue> queues_ ABSL_GUARDED_BY(mu_);  // by palisade.v1.Actuator
   std::map<std::string, EdgeRef> edges_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);       // decision ids being applied
-  std::set<std::string> remove_after_ ABSL_GUARDED_BY(mu_);    // removals that came meanwhile
+  std::map<std::string, int64_t> remove_after_ ABSL_GUARDED_BY(mu_);  // id -> remove's seq
+  Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::map<std::string, absl::Time> queued_at_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Guard> guard_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<int, ActionOp>> held_ ABSL_GUARDED_BY(mu_);  // (actuator kind, op)

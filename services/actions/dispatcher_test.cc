@@ -198,6 +198,42 @@ TEST_F(DispatcherTest, PerRuleShadowMode) {
   EXPECT_EQ(Actions("applied"), 1);
 }
 
+TEST_F(DispatcherTest, DurableQueueSurvivesARestart) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/dispatch.db";
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_TRUE(store.ok());
+  dispatcher_.SetStore(store->get());
+  auto record = [&](DecisionChange change, const std::string& id) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_active(change == DecisionChange::kCreated);
+    u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr,
+                                              change == DecisionChange::kCreated);
+    return u;
+  };
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "d1"));
+  dispatcher_.RunOnce();  // d1 reaches the edge
+  record(DecisionChange::kCreated, "d2");  // recorded, then the process "dies" before sending
+  EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(1));
+  EXPECT_THAT(*(*store)->LoadEdges(), SizeIs(1));
+
+  prometheus::Registry registry;
+  Dispatcher restarted(clock_, Options(), registry);
+  auto fake = std::make_unique<FakeActuator>();
+  FakeActuator* f = fake.get();
+  restarted.AddActuator(palisade::v1::ACTUATOR_ACCESS_RULE, std::move(fake));
+  restarted.SetStore(store->get());
+  ASSERT_TRUE(restarted.Restore().ok());
+  EXPECT_EQ(restarted.edges().at("d1").id, "edge-d1");
+  restarted.RunOnce();
+  EXPECT_THAT(f->calls, ElementsAre("apply d2"));  // d1 is not sent again
+  restarted.OnDecision(record(DecisionChange::kExpired, "d1"));
+  restarted.RunOnce();
+  EXPECT_THAT(f->calls, ElementsAre("apply d2", "remove d1 edge-d1"));
+  EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(0));
+  EXPECT_THAT(*(*store)->LoadEdges(), SizeIs(1));  // d2's
+}
+
 TEST_F(DispatcherTest, DecisionsForOtherActuatorsAreIgnored) {
   DecisionUpdate u = Update(DecisionChange::kCreated, "d1");
   u.decision.set_actuator(palisade::v1::ACTUATOR_NONE);

@@ -50,6 +50,57 @@ absl::Time DecisionExpiry(const Decision& d) { return FromProtoTime(d.expiry());
 DecisionTable::DecisionTable(Clock& clock, uint32_t max_evidence)
     : clock_(clock), max_evidence_(max_evidence) {}
 
+void DecisionTable::SetStore(Store* store, std::set<palisade::v1::Actuator> edge_actuators) {
+  absl::MutexLock lock(&mu_);
+  store_ = store;
+  edge_actuators_ = std::move(edge_actuators);
+}
+
+absl::Status DecisionTable::Restore() {
+  absl::MutexLock lock(&mu_);
+  if (store_ == nullptr) return absl::OkStatus();
+  absl::StatusOr<std::vector<Decision>> decisions = store_->LoadDecisions(/*active_only=*/true);
+  if (!decisions.ok()) return decisions.status();
+  for (Decision& d : *decisions) {
+    active_[d.target().value()] = d.id();
+    by_id_[d.id()] = std::move(d);
+  }
+  absl::StatusOr<std::vector<OffenceRow>> offences = store_->LoadOffences();
+  if (!offences.ok()) return offences.status();
+  for (const OffenceRow& o : *offences) offences_[o.target] = {o.count, o.last};
+  return absl::OkStatus();
+}
+
+void DecisionTable::PersistLocked(DecisionUpdate* update) {
+  if (store_ == nullptr || update->change == DecisionChange::kStale) return;
+  const Decision& d = update->decision;
+  std::optional<bool> outbox;
+  if (edge_actuators_.count(d.actuator())) {
+    if (update->change == DecisionChange::kCreated) outbox = true;
+    if (update->change == DecisionChange::kExpired ||
+        update->change == DecisionChange::kWithdrawn) {
+      outbox = false;
+    }
+  }
+  OffenceRow offence;
+  const OffenceRow* off = nullptr;
+  if (update->change == DecisionChange::kCreated) {
+    auto it = offences_.find(d.target().value());
+    if (it != offences_.end()) {
+      offence = {d.target().value(), it->second.count, it->second.last};
+      off = &offence;
+    }
+  }
+  absl::StatusOr<int64_t> seq = store_->RecordDecision(d, off, outbox);
+  if (!seq.ok()) {
+    // The decision stands in memory; say loudly that it is not durable.
+    std::cerr << "palisaded: store: decision " << d.id() << " not persisted: "
+              << seq.status().message() << std::endl;
+    return;
+  }
+  update->outbox_seq = *seq;
+}
+
 void DecisionTable::AddListener(Listener listener) {
   absl::MutexLock lock(&listeners_mu_);
   listeners_.push_back(std::move(listener));
@@ -89,7 +140,9 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       if (d.evidence_size() >= static_cast<int>(max_evidence_)) break;
       d.add_evidence(line);
     }
-    return {DecisionChange::kExtended, d};
+    DecisionUpdate update{DecisionChange::kExtended, d};
+    PersistLocked(&update);
+    return update;
   }
 
   absl::Duration memory =
@@ -124,7 +177,9 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   d.set_active(true);
   active_[target.value()] = d.id();
   by_id_[d.id()] = d;
-  return {DecisionChange::kCreated, d};
+  DecisionUpdate update{DecisionChange::kCreated, d};
+  PersistLocked(&update);
+  return update;
 }
 
 DecisionUpdate DecisionTable::Apply(const Detection& detection,
@@ -238,6 +293,7 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
     *d.mutable_expiry() = ToProtoTime(clock_.TimeNow());
     active_.erase(d.target().value());
     update = {DecisionChange::kWithdrawn, d};
+    PersistLocked(&update);
   }
   Notify({update});
   return update.decision;
@@ -279,6 +335,7 @@ std::vector<Decision> DecisionTable::ExpireDue() {
       if (DecisionExpiry(d) <= now) {
         d.set_active(false);
         updates.push_back({DecisionChange::kExpired, d});
+        PersistLocked(&updates.back());
         active_.erase(it++);
       } else {
         ++it;

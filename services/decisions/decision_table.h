@@ -17,6 +17,8 @@
 
 #include <cstdint>
 #include <functional>
+#include <iostream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -29,6 +31,7 @@
 #include "palisade/v1/palisade.pb.h"
 #include "services/common/clock.h"
 #include "services/engine/engine.h"
+#include "services/store/store.h"
 
 namespace palisade {
 
@@ -42,6 +45,8 @@ struct DecisionUpdate {
   // Token revocations only, on kCreated: the leaked token, which the actuator needs to learn
   // the token's id. Never stored in the table.
   std::string secret;
+  // The durable outbox operation recorded with this change (0: none, or no store).
+  int64_t outbox_seq = 0;
 };
 
 struct DecisionFilter {
@@ -59,6 +64,12 @@ class DecisionTable {
   DecisionTable(Clock& clock, uint32_t max_evidence = 5);
 
   void AddListener(Listener listener);
+
+  // Makes the table durable: every change is written to `store` (with the outbox operation it
+  // implies for the actuators in `edge_actuators`) before listeners hear of it.
+  void SetStore(Store* store, std::set<palisade::v1::Actuator> edge_actuators);
+  // Loads the active decisions and the offence history after a restart.
+  absl::Status Restore();
 
   // Applies a detection under its rule's decision spec (action, duration, escalation,
   // actuator): creates, extends, or (when already expired) drops it as stale.
@@ -90,6 +101,8 @@ class DecisionTable {
                              const std::vector<std::string>& evidence, absl::string_view reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes the change to the store, if any; sets update->outbox_seq.
+  void PersistLocked(DecisionUpdate* update) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Notify(const std::vector<DecisionUpdate>& updates);
 
   Clock& clock_;
@@ -100,6 +113,8 @@ class DecisionTable {
   absl::flat_hash_map<std::string, std::string> active_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Offences> offences_ ABSL_GUARDED_BY(mu_);
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
+  Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::set<palisade::v1::Actuator> edge_actuators_ ABSL_GUARDED_BY(mu_);
   absl::Mutex listeners_mu_;
   std::vector<Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
 };

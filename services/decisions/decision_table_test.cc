@@ -166,6 +166,48 @@ TEST_F(DecisionTableTest, TokenSecretTravelsInTheUpdateOnlyAndOnlyOnce) {
   EXPECT_EQ(updates[0].decision.DebugString().find("cfut_"), std::string::npos);
 }
 
+TEST_F(DecisionTableTest, ChangesAndTheirOperationsAreDurable) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/table.db";
+  std::remove(path.c_str());
+  std::string id;
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    std::vector<int64_t> seqs;
+    table.AddListener([&](const DecisionUpdate& u) { seqs.push_back(u.outbox_seq); });
+    palisade::v1::DecisionSpec spec;
+    spec.set_action(palisade::v1::ACTION_BLOCK);
+    *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+    id = table.Apply(Det("203.0.113.7", clock_.TimeNow()), spec).decision.id();
+    table.Apply(Det("203.0.113.7", clock_.TimeNow()), spec);  // extended: no operation
+    spec.set_actuator(palisade::v1::ACTUATOR_NONE);
+    table.Apply(Det("203.0.113.8", clock_.TimeNow()), spec);  // local only: no operation
+    ASSERT_THAT(seqs, SizeIs(3));
+    EXPECT_GT(seqs[0], 0);
+    EXPECT_EQ(seqs[1], 0);
+    EXPECT_EQ(seqs[2], 0);
+    EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(1));
+  }
+  // "Restart": a new table over the same file knows the decision and expires it on time,
+  // recording the remove operation.
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  ASSERT_THAT(table.Restore(), IsOk());
+  EXPECT_EQ(table.active_count(), 2u);
+  EXPECT_THAT(table.Get(id), IsOk());
+  clock_.Advance(absl::Hours(2));
+  EXPECT_THAT(table.ExpireDue(), SizeIs(2));
+  auto outbox = (*store)->LoadOutbox();
+  ASSERT_THAT(*outbox, SizeIs(2));
+  EXPECT_FALSE((*outbox)[1].apply);
+  EXPECT_EQ((*outbox)[1].decision.id(), id);
+}
+
 TEST_F(DecisionTableTest, ListFilters) {
   Apply("203.0.113.7", clock_.TimeNow());
   Apply("203.0.113.8", clock_.TimeNow());
