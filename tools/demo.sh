@@ -32,6 +32,7 @@ cat >"$work/palisade.textproto" <<CONFIG
 rule_files: "$PWD/rules/sshd.textproto"
 rule_files: "$PWD/rules/nginx.textproto"
 rule_files: "$PWD/rules/cloudflare-tokens.textproto"
+state_file: "$work/palisade.db"
 cloudflare {
   enabled: true
   api_base: "http://127.0.0.1:$cf_port/client/v4"

@@ -235,6 +235,32 @@ void Engine::Expire(absl::Time now) {
   }
 }
 
+palisade::v1::EngineSnapshot Engine::Snapshot() const {
+  palisade::v1::EngineSnapshot out;
+  for (size_t r = 0; r < windows_.size(); ++r) {
+    for (const auto& [key, w] : windows_[r]) {
+      if (w.times.empty()) continue;
+      auto* s = out.add_windows();
+      s->set_rule_id(rules_->rules()[r]->id());
+      s->set_key(key);
+      for (int64_t t : w.times) s->add_times_ms(t);
+    }
+  }
+  return out;
+}
+
+void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
+  absl::flat_hash_map<std::string, size_t> index;
+  for (size_t r = 0; r < rules_->rules().size(); ++r) index[rules_->rules()[r]->id()] = r;
+  for (const auto& s : snapshot.windows()) {
+    auto it = index.find(s.rule_id());
+    if (it == index.end() || s.times_ms().empty()) continue;
+    Window& w = windows_[it->second][s.key()];
+    w.times.assign(s.times_ms().begin(), s.times_ms().end());
+    w.last = *std::max_element(s.times_ms().begin(), s.times_ms().end());
+  }
+}
+
 size_t Engine::live_windows() const {
   size_t n = 0;
   for (const WindowMap& m : windows_) n += m.size();

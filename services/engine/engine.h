@@ -24,6 +24,7 @@
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "palisade/v1/state.pb.h"
 #include "services/common/ip.h"
 #include "services/engine/rule_set.h"
 #include "services/formats/line_parser.h"
@@ -89,6 +90,11 @@ class Engine {
 
   // Drops windows whose last event is older than their rule's window before `now`.
   void Expire(absl::Time now);
+
+  // The live windows (match times only), and putting them back after a restart: windows of
+  // rules that no longer exist are skipped.
+  palisade::v1::EngineSnapshot Snapshot() const;
+  void Restore(const palisade::v1::EngineSnapshot& snapshot);
 
   const EngineStats& stats() const { return stats_; }
   // Live windows over all rules.

@@ -207,6 +207,22 @@ TEST_F(EngineTest, KeyCapEvictsTheLeastRecentlyActive) {
   EXPECT_EQ(out[0].key, "10.0.3.231");
 }
 
+TEST_F(EngineTest, SnapshotRestoresWindowsAcrossARestart) {
+  Feed(Fail("203.0.113.7"), 0);
+  Feed(Fail("203.0.113.7"), 1);  // one short of the threshold
+  palisade::v1::EngineSnapshot snapshot = engine_.Snapshot();
+  ASSERT_EQ(snapshot.windows_size(), 1);
+  Engine restarted(Rules(), EngineOptions());
+  restarted.Restore(snapshot);
+  ParsedLine line;
+  line.program = "sshd";
+  std::string m = Fail("203.0.113.7");
+  line.message = m;
+  std::vector<Detection> out;
+  restarted.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(2), &out);
+  EXPECT_THAT(out, SizeIs(1));
+}
+
 TEST_F(EngineTest, ReloadKeepsWindowsOfUnchangedRules) {
   Feed(Fail("203.0.113.7"), 0);
   Feed(Fail("203.0.113.7"), 1);

@@ -266,6 +266,19 @@ void Pipeline::ExpireWindows() {
   PublishEngineGaugesLocked();
 }
 
+std::string Pipeline::SnapshotWindows() const {
+  absl::MutexLock lock(&mu_);
+  return engine_.Snapshot().SerializeAsString();
+}
+
+void Pipeline::RestoreWindows(const std::string& blob) {
+  palisade::v1::EngineSnapshot snapshot;
+  if (blob.empty() || !snapshot.ParseFromString(blob)) return;
+  absl::MutexLock lock(&mu_);
+  engine_.Restore(snapshot);
+  PublishEngineGaugesLocked();
+}
+
 EngineStats Pipeline::engine_stats() const {
   absl::MutexLock lock(&mu_);
   return engine_.stats();

@@ -59,6 +59,10 @@ class Pipeline {
                                                    const std::vector<std::string>& lines,
                                                    absl::Time reference);
 
+  // The engine's windows, for the store (see Engine::Snapshot).
+  std::string SnapshotWindows() const;
+  void RestoreWindows(const std::string& blob);
+
   EngineStats engine_stats() const;
   uint64_t lines_malformed() const;
 

@@ -116,6 +116,7 @@ palisade::v1::Config DefaultConfig(const std::string& rules_dir) {
   config.mutable_sweep_interval()->set_seconds(1);
   config.mutable_guard()->set_max_new_bans_per_minute(60);
   config.mutable_guard()->set_max_active_per_actuator(10000);
+  config.set_state_file("palisade.db");
   return config;
 }
 
@@ -189,6 +190,8 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   resolve(config.mutable_cloudflare()->mutable_token_file());
   resolve(config.mutable_cloudflare()->mutable_api_key_file());
   resolve(config.mutable_guard()->mutable_cloudflare_ranges_file());
+  if (config.state_file().empty()) config.set_state_file("palisade.db");
+  if (config.state_file() != ":memory:") resolve(config.mutable_state_file());
   return config;
 }
 

@@ -20,7 +20,7 @@ bool HasToken(const CredentialSource& s) {
 
 absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& full_config,
                                                   Clock& clock, prometheus::Registry& registry,
-                                                  DecisionTable& table) {
+                                                  DecisionTable& table, Store* store) {
   const palisade::v1::CloudflareConfig& config = full_config.cloudflare();
   // The guard first: a bad never-ban file refuses the start before anything is sent.
   GuardOptions guard;
@@ -126,6 +126,11 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION,
                                  std::make_unique<TokenActuator>(client, config.token_delete(),
                                                                  own_token_id));
+  if (store != nullptr) {
+    edge->dispatcher_->SetStore(store);
+    absl::Status restored = edge->dispatcher_->Restore();
+    if (!restored.ok()) return restored;
+  }
   Dispatcher* dispatcher = edge->dispatcher_.get();
   table.AddListener([dispatcher](const DecisionUpdate& u) { dispatcher->OnDecision(u); });
   edge->dispatcher_->Start();

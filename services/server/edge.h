@@ -13,6 +13,7 @@
 #include "services/cloudflare/client.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
+#include "services/store/store.h"
 
 namespace palisade {
 
@@ -22,9 +23,10 @@ class Edge {
   // invalid, disabled or expired token (the daemon refuses to start). Logs the token's id,
   // status and expiry, never its value; warns when it expires within 14 days.
   // The guard is built from config.guard, config.allowlist and this host's addresses.
+  // With a store, the dispatcher's queue is durable and restored before it starts.
   static absl::StatusOr<std::unique_ptr<Edge>> Start(const palisade::v1::Config& full_config,
                                                      Clock& clock, prometheus::Registry& registry,
-                                                     DecisionTable& table);
+                                                     DecisionTable& table, Store* store);
   ~Edge();
 
   Dispatcher& dispatcher() { return *dispatcher_; }

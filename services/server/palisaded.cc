@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -27,6 +28,7 @@
 #include "services/pipeline/pipeline.h"
 #include "services/server/config.h"
 #include "services/server/edge.h"
+#include "services/store/store.h"
 #include "services/server/grpc_services.h"
 
 ABSL_FLAG(std::string, config, "",
@@ -34,6 +36,7 @@ ABSL_FLAG(std::string, config, "",
 ABSL_FLAG(std::string, rules_dir, "rules", "Where the shipped packs are, for the defaults.");
 ABSL_FLAG(std::string, grpc_listen, "", "Overrides the config's grpc_listen (port 0: any).");
 ABSL_FLAG(std::string, metrics_listen, "", "Overrides the config's metrics_listen.");
+ABSL_FLAG(std::string, state_file, "", "Overrides the config's state_file (the SQLite database).");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
           "On SIGTERM, how long in-flight RPCs may finish before they are cancelled.");
 ABSL_FLAG(std::string, port_file, "",
@@ -57,6 +60,9 @@ int Run() {
   }
   if (!absl::GetFlag(FLAGS_grpc_listen).empty()) {
     config->set_grpc_listen(absl::GetFlag(FLAGS_grpc_listen));
+  }
+  if (!absl::GetFlag(FLAGS_state_file).empty()) {
+    config->set_state_file(absl::GetFlag(FLAGS_state_file));
   }
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     config->set_metrics_listen(absl::GetFlag(FLAGS_metrics_listen));
@@ -88,19 +94,41 @@ int Run() {
       .Add({})
       .Set(absl::ToDoubleSeconds(clock.TimeNow() - absl::UnixEpoch()));
 
+  // Durable state first: a database that cannot be opened, or fails its integrity check,
+  // refuses the start.
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(config->state_file());
+  if (!store.ok()) {
+    Log(absl::StrCat("refusing to start: ", store.status().message()));
+    return 2;
+  }
   DecisionTable table(clock, config->engine().max_evidence());
+  std::set<palisade::v1::Actuator> edge_actuators;
+  if (config->cloudflare().enabled()) {
+    edge_actuators = {palisade::v1::ACTUATOR_ACCESS_RULE, palisade::v1::ACTUATOR_IP_LIST,
+                      palisade::v1::ACTUATOR_RATE_LIMIT, palisade::v1::ACTUATOR_TOKEN_REVOCATION};
+  }
+  table.SetStore(store->get(), edge_actuators);
+  if (absl::Status s = table.Restore(); !s.ok()) {
+    Log(absl::StrCat("refusing to start: ", s.message()));
+    return 2;
+  }
   PipelineOptions options;
   options.engine.max_keys_per_rule = config->engine().max_keys_per_rule();
   options.engine.max_evidence = config->engine().max_evidence();
   options.engine.allowlist = *allowlist;
   options.max_line_bytes = config->engine().max_line_bytes();
   Pipeline pipeline(*rules, options, clock, table, *registry);
+  if (absl::StatusOr<std::string> windows = (*store)->LoadSnapshot("windows"); windows.ok()) {
+    pipeline.RestoreWindows(*windows);
+  }
+  Log(absl::StrCat("state: ", config->state_file(), ", ", table.active_count(),
+                   " active decisions restored"));
 
   // The edge: Cloudflare client, token check, dispatcher and actuators.
   std::unique_ptr<Edge> edge;
   if (config->cloudflare().enabled()) {
     absl::StatusOr<std::unique_ptr<Edge>> started =
-        Edge::Start(*config, clock, *registry, table);
+        Edge::Start(*config, clock, *registry, table, store->get());
     if (!started.ok()) {
       Log(absl::StrCat("refusing to start: ", started.status().message()));
       return 2;
@@ -165,12 +193,21 @@ int Run() {
   // Expiry sweep.
   absl::Notification stopping;
   const absl::Duration sweep = FromProtoDuration(config->sweep_interval());
+  auto save_windows = [&] {
+    absl::Status s = (*store)->SaveSnapshot("windows", pipeline.SnapshotWindows());
+    if (!s.ok()) Log(std::string(s.message()));
+  };
   std::thread sweeper([&] {
+    absl::Time last_snapshot = clock.TimeNow();
     while (!stopping.WaitForNotificationWithTimeout(sweep)) {
       for (const auto& d : table.ExpireDue()) {
         Log(absl::StrCat("decision ", d.id(), " on ", d.target().value(), " expired"));
       }
       pipeline.ExpireWindows();
+      if (clock.TimeNow() - last_snapshot > absl::Seconds(30)) {
+        save_windows();
+        last_snapshot = clock.TimeNow();
+      }
     }
   });
 
@@ -198,6 +235,7 @@ int Run() {
   server->Shutdown(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   sweeper.join();
+  save_windows();
   edge.reset();
   exposer.reset();
   Log(absl::StrCat("stopped in ", absl::FormatDuration(absl::Trunc(absl::Now() - t0,

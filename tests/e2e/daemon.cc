@@ -20,7 +20,8 @@ extern char** environ;
 
 namespace palisade::testing {
 
-absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> args) {
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> args,
+                                                      const std::string& state_file) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   static int counter = 0;
   const std::string port_file =
@@ -30,6 +31,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> a
   args.push_back("--grpc_listen=127.0.0.1:0");
   args.push_back("--metrics_listen=127.0.0.1:0");
   args.push_back("--port_file=" + port_file);
+  args.push_back("--state_file=" +
+                 (state_file.empty() ? absl::StrCat(port_file, ".db") : state_file));
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -57,6 +60,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> a
     absl::SleepFor(absl::Milliseconds(20));
   }
   return absl::DeadlineExceededError("palisaded did not start listening within 20 s");
+}
+
+void Daemon::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
 }
 
 int Daemon::Stop() {

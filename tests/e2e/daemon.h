@@ -16,9 +16,13 @@ namespace palisade::testing {
 
 class Daemon {
  public:
-  // Starts services/server/palisaded with `args` (plus the listen and port-file flags) and
-  // waits until it listens. kDeadlineExceeded if it does not within 20 s.
-  static absl::StatusOr<std::unique_ptr<Daemon>> Start(std::vector<std::string> args);
+  // Starts services/server/palisaded with `args` (plus the listen and port-file flags, and a
+  // fresh state file unless `state_file` names one) and waits until it listens.
+  // kDeadlineExceeded if it does not within 20 s.
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(std::vector<std::string> args,
+                                                       const std::string& state_file = "");
+  // SIGKILL, as a crash would.
+  void Kill();
   ~Daemon();
 
   std::string grpc_address() const { return "127.0.0.1:" + std::to_string(grpc_port_); }

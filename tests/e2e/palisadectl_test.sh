@@ -9,7 +9,8 @@ work="${TEST_TMPDIR:-$(mktemp -d)}"
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
 "$daemon_bin" --rules_dir=rules --grpc_listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 \
-  --port_file="$work/ports" --shutdown_grace=200ms 2>"$work/daemon.log" &
+  --port_file="$work/ports" --state_file="$work/state.db" --shutdown_grace=200ms \
+  2>"$work/daemon.log" &
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true' EXIT
 for _ in $(seq 200); do [ -s "$work/ports" ] && break; sleep 0.05; done
