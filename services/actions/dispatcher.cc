@@ -109,7 +109,7 @@ int Dispatcher::ReleaseHeld(int max) {
     ++n;
   }
   held_gauge_.Set(static_cast<double>(held_.size()));
-  if (n > 0) wake_.Signal();
+  if (n > 0) wake_.SignalAll();
   return n;
 }
 
@@ -184,16 +184,28 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     return;
   }
   q->second.pending->Set(static_cast<double>(q->second.ops.size()));
-  wake_.Signal();
+  wake_.SignalAll();
 }
 
 int Dispatcher::RunOnce() {
-  // Take the due ops out of the queues.
+  std::vector<int> kinds;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [kind, q] : queues_) kinds.push_back(kind);
+  }
+  int ran = 0;
+  for (int kind : kinds) ran += RunQueue(kind);
+  return ran;
+}
+
+int Dispatcher::RunQueue(int only) {
+  // Take the due ops out of the queue.
   std::map<int, std::vector<ActionOp>> batches;
   const absl::Time now = clock_.TimeNow();
   {
     absl::MutexLock lock(&mu_);
     for (auto& [kind, q] : queues_) {
+      if (kind != only) continue;
       std::deque<ActionOp> keep;
       for (ActionOp& op : q.ops) {
         if (op.not_before > now) {
@@ -334,31 +346,40 @@ int Dispatcher::RunOnce() {
 }
 
 void Dispatcher::Start() {
-  worker_ = std::thread([this] {
-    for (;;) {
-      {
-        absl::MutexLock lock(&mu_);
-        if (stopping_) return;
-        bool any_due = false;
-        const absl::Time now = clock_.TimeNow();
-        for (auto& [kind, q] : queues_) {
-          for (const ActionOp& op : q.ops) any_due |= op.not_before <= now;
+  // One worker per actuator: a slow list operation never delays an access rule.
+  std::vector<int> kinds;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [kind, q] : queues_) kinds.push_back(kind);
+  }
+  for (int kind : kinds) {
+    workers_.emplace_back([this, kind] {
+      for (;;) {
+        {
+          absl::MutexLock lock(&mu_);
+          if (stopping_) return;
+          bool any_due = false;
+          const absl::Time now = clock_.TimeNow();
+          for (const ActionOp& op : queues_[kind].ops) any_due |= op.not_before <= now;
+          if (!any_due) wake_.WaitWithTimeout(&mu_, options_.flush_interval);
+          if (stopping_) return;
         }
-        if (!any_due) wake_.WaitWithTimeout(&mu_, options_.flush_interval);
-        if (stopping_) return;
+        RunQueue(kind);
       }
-      RunOnce();
-    }
-  });
+    });
+  }
 }
 
 void Dispatcher::Stop() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
-    wake_.Signal();
+    wake_.SignalAll();
   }
-  if (worker_.joinable()) worker_.join();
+  for (std::thread& t : workers_) {
+    if (t.joinable()) t.join();
+  }
+  workers_.clear();
 }
 
 size_t Dispatcher::pending() const {

@@ -6,8 +6,8 @@
 //
 // The queue is in memory for now; issue 4 makes it a durable SQLite outbox.
 // Dry run: every op is recorded and counted as "dry_run", nothing is sent.
-// Thread-safety: OnDecision is called from any thread; RunOnce from one thread at a time (the
-// worker, or a test).
+// Thread-safety: OnDecision is called from any thread; each actuator's queue is run by one
+// worker thread (Start), or by RunOnce from one thread at a time in tests.
 #ifndef PALISADE_SERVICES_ACTIONS_DISPATCHER_H_
 #define PALISADE_SERVICES_ACTIONS_DISPATCHER_H_
 
@@ -64,6 +64,7 @@ class Dispatcher {
 
   // Runs every op that is due, once. Returns the number of ops run.
   int RunOnce();
+  // Starts one worker thread per actuator.
   void Start();
   void Stop();
 
@@ -78,6 +79,7 @@ class Dispatcher {
     prometheus::Gauge* pending = nullptr;
   };
   struct Released {};
+  int RunQueue(int kind);
   void Count(const std::string& actuator, ActionOp::Kind kind, const std::string& result);
   void Drop(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -95,7 +97,7 @@ class Dispatcher {
   std::deque<std::pair<int, ActionOp>> held_ ABSL_GUARDED_BY(mu_);  // (actuator kind, op)
   std::map<int, int> active_ ABSL_GUARDED_BY(mu_);                  // edge objects per actuator
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread worker_;
+  std::vector<std::thread> workers_;
 
   prometheus::Family<prometheus::Counter>& actions_;
   prometheus::Family<prometheus::Gauge>& pending_family_;

@@ -135,7 +135,8 @@ int Run() {
     }
     edge = *std::move(started);
     Log(absl::StrCat("cloudflare: acting on zone ", config->cloudflare().zone_id(),
-                     config->cloudflare().dry_run() ? " (dry run)" : ""));
+                     config->cloudflare().dry_run() ? " (dry run)" : "", "; ",
+                     edge->dispatcher().pending(), " operations resumed from the outbox"));
   }
 
   IngestService ingest(pipeline);

@@ -159,9 +159,16 @@ TEST(CloudflareE2eTest, DecisionsReachTheEdgeAndLeaveWhenTheyExpire) {
   EXPECT_EQ(list.decisions(0).DebugString().find(leaked["value"].get<std::string>()),
             std::string::npos);
 
-  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  // The edge answers before the dispatcher counts: wait for the counter too.
+  absl::StatusOr<std::string> metrics;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+        return metrics.ok() &&
+               MetricValue(*metrics, "palisade_actions_total", {"result=\"applied\""}) >= 7;
+      },
+      absl::Seconds(5)));
   ASSERT_TRUE(metrics.ok());
-  EXPECT_GE(MetricValue(*metrics, "palisade_actions_total", {"result=\"applied\""}), 7);
   EXPECT_GT(MetricValue(*metrics, "palisade_cloudflare_requests_total"), 0);
   EXPECT_EQ(metrics->find(leaked["value"].get<std::string>()), std::string::npos);
 
