@@ -41,6 +41,9 @@ struct ActionOp {
   bool released = false;
   // Its row in the durable outbox (0: not persisted).
   int64_t seq = 0;
+  // Re-applied by the reconciler: the object is known to be missing, whatever the actuator
+  // remembers.
+  bool repair = false;
 };
 
 class Actuator {

@@ -232,8 +232,8 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
       op->result = item.status();
       continue;
     }
-    if (refs_[*item] > 0 || batched.count(*item)) {  // already there or on its way
-      ++refs_[*item];
+    if (batched.count(*item) || (!op->repair && refs_[*item] > 0)) {  // there or on its way
+      if (!op->repair) ++refs_[*item];
       op->edge = {*item, list_id_, false};
       op->result = absl::OkStatus();
       continue;
@@ -260,7 +260,8 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
     for (auto& [op, item] : adds) {
       op->result = s;
       if (s.ok()) {
-        ++refs_[item];
+        // A repair re-adds an item whose decision is already counted.
+        refs_[item] = op->repair ? std::max(refs_[item], 1) : refs_[item] + 1;
         op->edge = {item, list_id_, false};
       }
     }

@@ -382,6 +382,53 @@ void Dispatcher::Stop() {
   workers_.clear();
 }
 
+bool Dispatcher::Busy(const std::string& id) const {
+  absl::MutexLock lock(&mu_);
+  if (in_flight_.count(id)) return true;
+  for (const auto& [kind, q] : queues_) {
+    for (const ActionOp& op : q.ops) {
+      if (op.decision.id() == id) return true;
+    }
+  }
+  for (const auto& [kind, op] : held_) {
+    if (op.decision.id() == id) return true;
+  }
+  return false;
+}
+
+void Dispatcher::ForgetEdge(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  auto it = edges_.find(id);
+  if (it == edges_.end()) return;
+  edges_.erase(it);
+  if (store_ != nullptr) {
+    absl::Status s = store_->ForgetEdge(id);
+    if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
+  }
+}
+
+void Dispatcher::Reapply(const palisade::v1::Decision& decision) {
+  absl::MutexLock lock(&mu_);
+  auto q = queues_.find(decision.actuator());
+  if (q == queues_.end()) return;
+  if (auto it = edges_.find(decision.id()); it != edges_.end()) {
+    edges_.erase(it);
+    --active_[decision.actuator()];
+    if (store_ != nullptr) (void)store_->ForgetEdge(decision.id());
+  }
+  ActionOp op;
+  op.kind = ActionOp::Kind::kApply;
+  op.decision = decision;
+  op.repair = true;
+  if (store_ != nullptr) {
+    absl::StatusOr<int64_t> seq = store_->AddOperation(decision.id(), true);
+    if (seq.ok()) op.seq = *seq;
+  }
+  q->second.ops.push_back(std::move(op));
+  q->second.pending->Set(static_cast<double>(q->second.ops.size()));
+  wake_.SignalAll();
+}
+
 size_t Dispatcher::pending() const {
   absl::MutexLock lock(&mu_);
   size_t n = in_flight_.size();

@@ -69,6 +69,13 @@ class Dispatcher {
   void Stop();
 
   size_t pending() const;
+  // True while an operation for the decision is queued, held or in flight.
+  bool Busy(const std::string& decision_id) const;
+  // The reconciler found the decision's object missing at the edge: forget the old edge record
+  // and apply again (durably, when there is a store).
+  void Reapply(const palisade::v1::Decision& decision);
+  // The reconciler removed an orphan, or found an object gone: forget the edge record.
+  void ForgetEdge(const std::string& decision_id);
   // What Palisade made at the edge, by decision id.
   std::map<std::string, EdgeRef> edges() const;
 

@@ -134,10 +134,35 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   Dispatcher* dispatcher = edge->dispatcher_.get();
   table.AddListener([dispatcher](const DecisionUpdate& u) { dispatcher->OnDecision(u); });
   edge->dispatcher_->Start();
+
+  // Drift: once at start, then every reconcile_interval.
+  ReconcilerOptions ropts;
+  ropts.scope = config.access_rule_scope() == "account" ? RuleScope::kAccount : RuleScope::kZone;
+  ropts.list = list;
+  ropts.withdraw_on_missing = config.drift_policy() == "withdraw";
+  edge->reconciler_ = std::make_unique<Reconciler>(client, *edge->dispatcher_, table, ropts,
+                                                   registry);
+  if (!config.dry_run()) {
+    const absl::Duration every = FromProtoDuration(config.reconcile_interval());
+    Edge* e = edge.get();
+    edge->reconcile_thread_ = std::thread([e, every] {
+      do {
+        absl::StatusOr<DriftReport> r = e->reconciler_->Run();
+        if (!r.ok()) {
+          std::cerr << "palisaded: reconcile: " << r.status().message() << std::endl;
+        } else if (r->missing + r->orphans > 0) {
+          std::cerr << "palisaded: reconcile: " << r->missing << " missing, " << r->orphans
+                    << " orphaned object(s) repaired" << std::endl;
+        }
+      } while (!e->stopping_.WaitForNotificationWithTimeout(every));
+    });
+  }
   return edge;
 }
 
 Edge::~Edge() {
+  stopping_.Notify();
+  if (reconcile_thread_.joinable()) reconcile_thread_.join();
   if (dispatcher_) dispatcher_->Stop();
 }
 

@@ -5,11 +5,15 @@
 #define PALISADE_SERVICES_SERVER_EDGE_H_
 
 #include <memory>
+#include <thread>
+
+#include "absl/synchronization/notification.h"
 
 #include "absl/status/statusor.h"
 #include "palisade/v1/config.pb.h"
 #include "prometheus/registry.h"
 #include "services/actions/dispatcher.h"
+#include "services/actions/reconciler.h"
 #include "services/cloudflare/client.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
@@ -33,6 +37,9 @@ class Edge {
 
  private:
   Edge() = default;
+  std::unique_ptr<Reconciler> reconciler_;
+  std::thread reconcile_thread_;
+  absl::Notification stopping_;
   std::unique_ptr<CurlTransport> transport_;
   std::unique_ptr<CloudflareClient> client_;
   std::unique_ptr<Dispatcher> dispatcher_;

@@ -245,6 +245,22 @@ absl::Status Store::CompleteRemove(int64_t seq, const std::string& decision_id) 
   return Exec("COMMIT");
 }
 
+absl::StatusOr<int64_t> Store::AddOperation(const std::string& decision_id, bool apply) {
+  absl::MutexLock lock(&mu_);
+  Stmt op(db_, "INSERT INTO outbox(decision_id, apply) VALUES(?,?)");
+  absl::Status s = Prepared(op, db_);
+  if (s.ok()) s = op.Bind(1, decision_id).Bind(2, int64_t{apply}).Done("add operation");
+  if (!s.ok()) return s;
+  return sqlite3_last_insert_rowid(db_);
+}
+
+absl::Status Store::ForgetEdge(const std::string& decision_id) {
+  absl::MutexLock lock(&mu_);
+  Stmt del(db_, "DELETE FROM edges WHERE decision_id = ?");
+  absl::Status s = Prepared(del, db_);
+  return s.ok() ? del.Bind(1, decision_id).Done("forget edge") : s;
+}
+
 absl::Status Store::DropOperation(int64_t seq) {
   absl::MutexLock lock(&mu_);
   Stmt del(db_, "DELETE FROM outbox WHERE seq = ?");

@@ -72,6 +72,10 @@ class Store {
   // record, in one transaction.
   absl::Status CompleteApply(int64_t seq, const EdgeRow& edge);
   absl::Status CompleteRemove(int64_t seq, const std::string& decision_id);
+  // A new operation for an existing decision (the reconciler re-applying a missing object).
+  absl::StatusOr<int64_t> AddOperation(const std::string& decision_id, bool apply);
+  // Forgets an edge record (its object is gone from the edge).
+  absl::Status ForgetEdge(const std::string& decision_id);
   // Drop an operation that will never run (permanent failure, or cancelled).
   absl::Status DropOperation(int64_t seq);
   absl::Status Reschedule(int64_t seq, int attempts, absl::Time not_before);

@@ -310,6 +310,97 @@ TEST(CloudflareE2eTest, GuardHoldsTheFloodAndNeverBansCloudflare) {
   EXPECT_TRUE(WaitFor([&] { return State(cf)["access_rules"].size() == 60u; }, absl::Seconds(10)));
 }
 
+// Objects deleted at the edge behind Palisade's back come back; objects carrying Palisade's
+// marker that no decision wants are removed; a human's object is left alone.
+TEST(CloudflareE2eTest, ReconcilerRepairsDriftBothWays) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start({"--operation_delay_ms=20"});
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  const std::string pack = absl::StrCat("rule_files: \"", std::getenv("TEST_SRCDIR"),
+                                        "/palisade/tests/e2e/testdata/drift.textproto\"\n");
+  std::ofstream config(std::string(std::getenv("TEST_TMPDIR")) + "/drift.textproto");
+  config << pack << "cloudflare {\n  enabled: true\n  api_base: \"" << cf.api_base() << "\"\n"
+         << "  account_id: \"" << kAccount << "\"\n  zone_id: \"" << kZone << "\"\n"
+         << "  token_file: \"" << cf.token_file() << "\"\n  flush_interval { nanos: 100000000 }\n"
+         << "  reconcile_interval { nanos: 300000000 }\n}\n";
+  config.close();
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+      {"--config=" + std::string(std::getenv("TEST_TMPDIR")) + "/drift.textproto",
+       "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto ingest = palisade::v1::Ingest::NewStub(
+      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials()));
+  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG,
+            {"Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 203.0.113.77"});
+  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_COMBINED,
+            {"198.51.100.4 - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 1 \"-\" \"x\"",
+             "192.0.2.9 - - [03/Mar/2026:14:02:01 +0000] \"POST /login HTTP/1.1\" 401 1 \"-\" \"x\""});
+  json state;
+  auto applied = [&] {
+    state = State(cf);
+    return state["access_rules"].size() == 1 && state["lists"].contains("palisade_block") &&
+           state["lists"]["palisade_block"].size() == 1 &&
+           state["rulesets"]["http_ratelimit"].is_object() &&
+           state["rulesets"]["http_ratelimit"]["rules"].size() == 1;
+  };
+  ASSERT_TRUE(WaitFor(applied, absl::Seconds(10))) << state.dump(2);
+  const std::string rule_id = state["access_rules"][0]["id"];
+
+  // Behind Palisade's back, with the account's token.
+  std::ifstream token_in(cf.token_file());
+  std::string token;
+  std::getline(token_in, token);
+  const std::vector<std::string> auth = {"Authorization: Bearer " + token};
+  auto call = [&](const std::string& method, const std::string& path, const std::string& body) {
+    // curl through the emulator's HTTP API, as an operator's script would.
+    std::string cmd = absl::StrCat("curl -s -X ", method, " -H '", auth[0], "' -d '", body,
+                                   "' http://127.0.0.1:", cf.port(), "/client/v4", path,
+                                   " > /dev/null");
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  };
+  const std::string zone_rules = absl::StrCat("/zones/", kZone, "/firewall/access_rules/rules");
+  call("DELETE", zone_rules + "/" + rule_id, "");
+  const std::string rs = state["rulesets"]["http_ratelimit"]["id"];
+  call("DELETE",
+       absl::StrCat("/zones/", kZone, "/rulesets/", rs, "/rules/",
+                    state["rulesets"]["http_ratelimit"]["rules"][0]["id"].get<std::string>()),
+       "");
+  absl::StatusOr<std::string> lists =
+      HttpGet(cf.port(), absl::StrCat("/client/v4/accounts/", kAccount, "/rules/lists"), auth);
+  ASSERT_TRUE(lists.ok());
+  const std::string list_items =
+      absl::StrCat("/accounts/", kAccount, "/rules/lists/",
+                   json::parse(*lists)["result"][0]["id"].get<std::string>(), "/items");
+  absl::StatusOr<std::string> items = HttpGet(cf.port(), "/client/v4" + list_items, auth);
+  ASSERT_TRUE(items.ok());
+  call("DELETE", list_items,
+       absl::StrCat(R"({"items":[{"id":")",
+                    json::parse(*items)["result"][0]["id"].get<std::string>(), R"("}]})"));
+  absl::SleepFor(absl::Milliseconds(100));  // let that list operation finish
+  call("POST", list_items, R"([{"ip":"198.18.5.5","comment":"palisade:00000000deadbeef"}])");
+  // An orphan with Palisade's marker, and a human's rule without it.
+  call("POST", zone_rules,
+       R"({"mode":"block","configuration":{"target":"ip","value":"192.0.2.200"},"notes":"palisade:00000000deadbeef manual"})");
+  call("POST", zone_rules,
+       R"({"mode":"block","configuration":{"target":"ip","value":"192.0.2.201"},"notes":"blocked by hand"})");
+
+  auto repaired = [&] {
+    state = State(cf);
+    std::set<std::string> values;
+    for (const auto& r : state["access_rules"]) values.insert(r["configuration"]["value"]);
+    std::set<std::string> listed;
+    for (const auto& i : state["lists"]["palisade_block"]) listed.insert(i["ip"]);
+    return values == std::set<std::string>{"203.0.113.77", "192.0.2.201"} &&
+           listed == std::set<std::string>{"198.51.100.4"} &&
+           state["rulesets"]["http_ratelimit"]["rules"].size() == 1;
+  };
+  EXPECT_TRUE(WaitFor(repaired, absl::Seconds(10))) << state.dump(2);
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(MetricValue(*metrics, "palisade_reconcile_drift_total", {"kind=\"missing\""}), 3);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_reconcile_drift_total", {"kind=\"orphan\""}), 2);
+}
+
 TEST(CloudflareE2eTest, RefusesToStartWithAnInvalidToken) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();

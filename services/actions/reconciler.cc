@@ -1,0 +1,184 @@
+#include "services/actions/reconciler.h"
+
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::Decision;
+
+// "palisade:<id> rest" -> "<id>".
+std::string MarkedId(absl::string_view marker) {
+  if (!absl::ConsumePrefix(&marker, "palisade:")) return "";
+  size_t end = marker.find(' ');
+  return std::string(marker.substr(0, end));
+}
+
+}  // namespace
+
+Reconciler::Reconciler(CloudflareClient& client, Dispatcher& dispatcher, DecisionTable& table,
+                       ReconcilerOptions options, prometheus::Registry& registry)
+    : client_(client),
+      dispatcher_(dispatcher),
+      table_(table),
+      options_(std::move(options)),
+      items_(client, options_.list, registry),
+      drift_(prometheus::BuildCounter()
+                 .Name("palisade_reconcile_drift_total")
+                 .Help("Drift found at the edge, by actuator and kind (missing: re-applied or "
+                       "withdrawn; orphan: removed).")
+                 .Register(registry)),
+      runs_(prometheus::BuildCounter()
+                .Name("palisade_reconcile_runs_total")
+                .Help("Reconciler passes, by result.")
+                .Register(registry)) {}
+
+void Reconciler::Missing(const Decision& d, const std::string& actuator, DriftReport* r) {
+  ++r->missing;
+  drift_.Add({{"actuator", actuator}, {"kind", "missing"}}).Increment();
+  if (options_.withdraw_on_missing) {
+    dispatcher_.ForgetEdge(d.id());
+    (void)table_.Withdraw(d.id());
+    std::cerr << "palisaded: reconcile: " << actuator << " for decision " << d.id()
+              << " is gone from the edge; decision withdrawn (policy)" << std::endl;
+  } else {
+    dispatcher_.Reapply(d);
+    std::cerr << "palisaded: reconcile: " << actuator << " for decision " << d.id()
+              << " is gone from the edge; applying it again" << std::endl;
+  }
+}
+
+void Reconciler::Orphan(const std::string& actuator, DriftReport* r) {
+  ++r->orphans;
+  drift_.Add({{"actuator", actuator}, {"kind", "orphan"}}).Increment();
+}
+
+absl::StatusOr<DriftReport> Reconciler::Run() {
+  DriftReport report;
+  absl::Status s = CheckAccessRules(&report);
+  if (s.ok()) s = CheckIpList(&report);
+  if (s.ok()) s = CheckRateLimits(&report);
+  runs_.Add({{"result", s.ok() ? "ok" : "error"}}).Increment();
+  if (!s.ok()) return s;
+  return report;
+}
+
+absl::Status Reconciler::CheckAccessRules(DriftReport* report) {
+  AccessRuleFilter f;
+  f.notes = "palisade:";
+  absl::StatusOr<std::vector<AccessRule>> rules = client_.ListAllAccessRules(options_.scope, f);
+  if (!rules.ok()) return rules.status();
+  std::map<std::string, const AccessRule*> at_edge;
+  for (const AccessRule& r : *rules) {
+    std::string id = MarkedId(r.notes);
+    if (!id.empty()) at_edge[id] = &r;
+  }
+  DecisionFilter active;
+  active.active_only = true;
+  std::set<std::string> wanted;
+  for (const Decision& d : table_.List(active)) {
+    if (d.actuator() != palisade::v1::ACTUATOR_ACCESS_RULE || d.dry_run()) continue;
+    wanted.insert(d.id());
+    if (dispatcher_.Busy(d.id()) || at_edge.count(d.id())) continue;
+    auto edges = dispatcher_.edges();
+    auto e = edges.find(d.id());
+    if (e != edges.end() && e->second.foreign) continue;  // adopted a human's rule
+    Missing(d, "access_rule", report);
+  }
+  for (const auto& [id, rule] : at_edge) {
+    if (wanted.count(id) || dispatcher_.Busy(id)) continue;
+    absl::Status s = client_.DeleteAccessRule(options_.scope, rule->id);
+    if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
+    dispatcher_.ForgetEdge(id);
+    Orphan("access_rule", report);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Reconciler::CheckIpList(DriftReport* report) {
+  absl::StatusOr<std::vector<IpList>> lists = client_.ListLists();
+  if (!lists.ok()) return lists.status();
+  std::string list_id;
+  for (const auto& l : *lists) {
+    if (l.name == options_.list.list_name) list_id = l.id;
+  }
+  DecisionFilter active;
+  active.active_only = true;
+  std::vector<Decision> decisions;
+  for (Decision& d : table_.List(active)) {
+    if (d.actuator() == palisade::v1::ACTUATOR_IP_LIST && !d.dry_run()) {
+      decisions.push_back(std::move(d));
+    }
+  }
+  if (list_id.empty()) {
+    // No list at all: every active list decision that is not on its way is missing.
+    for (const Decision& d : decisions) {
+      if (!dispatcher_.Busy(d.id())) Missing(d, "ip_list", report);
+    }
+    return absl::OkStatus();
+  }
+  absl::StatusOr<std::vector<ListItem>> items = client_.ListAllItems(list_id);
+  if (!items.ok()) return items.status();
+  std::set<std::string> at_edge;
+  std::map<std::string, std::string> marked;  // ip -> item id, for Palisade's items
+  for (const ListItem& i : *items) {
+    at_edge.insert(i.ip);
+    if (absl::StartsWith(i.comment, "palisade:")) marked[i.ip] = i.id;
+  }
+  std::set<std::string> wanted;
+  for (const Decision& d : decisions) {
+    absl::StatusOr<std::string> item = items_.ItemFor(d.target());
+    if (!item.ok()) continue;
+    wanted.insert(*item);
+    if (dispatcher_.Busy(d.id()) || at_edge.count(*item)) continue;
+    Missing(d, "ip_list", report);
+  }
+  std::vector<std::string> orphans;
+  for (const auto& [ip, id] : marked) {
+    if (!wanted.count(ip)) orphans.push_back(id);
+  }
+  if (!orphans.empty()) {
+    absl::StatusOr<std::string> op = client_.DeleteListItems(list_id, orphans);
+    absl::Status s = op.ok() ? client_.WaitForOperation(*op) : op.status();
+    if (!s.ok()) return s;
+    for (size_t i = 0; i < orphans.size(); ++i) Orphan("ip_list", report);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Reconciler::CheckRateLimits(DriftReport* report) {
+  absl::StatusOr<Ruleset> rs = client_.GetEntrypoint("http_ratelimit");
+  if (!rs.ok() && rs.status().code() != absl::StatusCode::kNotFound) return rs.status();
+  std::map<std::string, std::string> at_edge;  // decision id -> rule id
+  if (rs.ok()) {
+    for (const RulesetRule& r : rs->rules) {
+      absl::string_view ref = r.ref;
+      if (absl::ConsumePrefix(&ref, "palisade_")) at_edge[std::string(ref)] = r.id;
+    }
+  }
+  DecisionFilter active;
+  active.active_only = true;
+  std::set<std::string> wanted;
+  for (const Decision& d : table_.List(active)) {
+    if (d.actuator() != palisade::v1::ACTUATOR_RATE_LIMIT || d.dry_run()) continue;
+    wanted.insert(d.id());
+    if (dispatcher_.Busy(d.id()) || at_edge.count(d.id())) continue;
+    Missing(d, "rate_limit", report);
+  }
+  for (const auto& [id, rule_id] : at_edge) {
+    if (wanted.count(id) || dispatcher_.Busy(id)) continue;
+    absl::Status s = client_.DeleteRulesetRule(rs->id, rule_id).status();
+    if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
+    dispatcher_.ForgetEdge(id);
+    Orphan("rate_limit", report);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace palisade

@@ -1,0 +1,64 @@
+// The reconciler: compares what Palisade's markers say is at the edge with the active
+// decisions, and repairs drift both ways. Run at start and periodically.
+//  - missing: a decision is active but its object is gone (deleted by hand). Policy "recreate"
+//    (default) applies it again; policy "withdraw" withdraws the decision instead.
+//  - orphan: an object carries Palisade's marker but no active decision wants it (its
+//    decision expired while palisaded was down, or never existed). It is removed.
+// Markers: access rules with notes "palisade:<decision id> ...", list items with comment
+// "palisade:<decision id>", rate-limit rules with ref "palisade_<decision id>". Objects without
+// them (a human's rules) are never touched. Decisions with an operation queued, held or in
+// flight are left to the dispatcher. Races with it are benign: every actuator is idempotent.
+// Thread-safety: Run from one thread at a time.
+#ifndef PALISADE_SERVICES_ACTIONS_RECONCILER_H_
+#define PALISADE_SERVICES_ACTIONS_RECONCILER_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/registry.h"
+#include "services/actions/actuators.h"
+#include "services/actions/dispatcher.h"
+#include "services/cloudflare/client.h"
+#include "services/decisions/decision_table.h"
+
+namespace palisade {
+
+struct ReconcilerOptions {
+  RuleScope scope = RuleScope::kZone;
+  IpListOptions list;
+  bool withdraw_on_missing = false;  // policy "withdraw"; default "recreate"
+};
+
+struct DriftReport {
+  int missing = 0;
+  int orphans = 0;
+};
+
+class Reconciler {
+ public:
+  Reconciler(CloudflareClient& client, Dispatcher& dispatcher, DecisionTable& table,
+             ReconcilerOptions options, prometheus::Registry& registry);
+
+  absl::StatusOr<DriftReport> Run();
+
+ private:
+  absl::Status CheckAccessRules(DriftReport* report);
+  absl::Status CheckIpList(DriftReport* report);
+  absl::Status CheckRateLimits(DriftReport* report);
+  void Missing(const palisade::v1::Decision& d, const std::string& actuator, DriftReport* r);
+  void Orphan(const std::string& actuator, DriftReport* r);
+
+  CloudflareClient& client_;
+  Dispatcher& dispatcher_;
+  DecisionTable& table_;
+  const ReconcilerOptions options_;
+  IpListActuator items_;  // only for ItemFor: the list item a target becomes
+  prometheus::Family<prometheus::Counter>& drift_;
+  prometheus::Family<prometheus::Counter>& runs_;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_ACTIONS_RECONCILER_H_
