@@ -87,6 +87,7 @@ absl::Status ValidateCloudflare(const std::string& file, palisade::v1::Cloudflar
   if (!cf->has_request_timeout()) cf->mutable_request_timeout()->set_seconds(10);
   if (!cf->has_flush_interval()) cf->mutable_flush_interval()->set_seconds(1);
   if (!cf->has_reconcile_interval()) cf->mutable_reconcile_interval()->set_seconds(300);
+  if (!cf->has_retry_initial_backoff()) cf->mutable_retry_initial_backoff()->set_seconds(1);
   if (cf->drift_policy().empty()) cf->set_drift_policy("recreate");
   if (cf->drift_policy() != "recreate" && cf->drift_policy() != "withdraw") {
     return error("drift_policy", "must be \"recreate\" or \"withdraw\"");

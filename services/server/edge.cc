@@ -61,6 +61,7 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   options.budget_requests = static_cast<int>(config.budget_requests());
   options.budget_window = FromProtoDuration(config.budget_window());
   options.timeout = FromProtoDuration(config.request_timeout());
+  options.initial_backoff = FromProtoDuration(config.retry_initial_backoff());
   edge->client_ = std::make_unique<CloudflareClient>(*edge->transport_, clock, options,
                                                      *std::move(creds), registry);
 

@@ -29,11 +29,12 @@ using ::palisade::testing::HttpGet;
 constexpr char kAccount[] = "0123456789abcdef0123456789abcdef";
 constexpr char kZone[] = "fedcba9876543210fedcba9876543210";
 
-std::string Config(const Emulator& cf, const std::string& extra = "") {
+std::string Config(const Emulator& cf, const std::string& extra = "",
+                   const std::string& pack = "edge.textproto") {
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/crash.textproto";
   std::ofstream out(path);
-  out << "rule_files: \"" << std::getenv("TEST_SRCDIR")
-      << "/palisade/tests/e2e/testdata/edge.textproto\"\n"
+  out << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/tests/e2e/testdata/"
+      << pack << "\"\n"
       << "sweep_interval { nanos: 100000000 }\n"
       << "guard { max_new_bans_per_minute: 100000 }\n"
       << "cloudflare {\n  enabled: true\n  api_base: \"" << cf.api_base() << "\"\n"
@@ -148,6 +149,53 @@ void CheckEdge(const Emulator& cf, const Attack& attack, const std::string& stat
   }
   EXPECT_EQ(stored_rules, rule_ids);
   EXPECT_TRUE((*store)->LoadOutbox()->empty());
+}
+
+// The emulator fails 20% of calls with 5xx, throttles 5% with 429 and drops 5% of connections:
+// the edge still converges to exactly the expected set, and the retries show in the metrics.
+TEST(FaultTest, ConvergesThroughErrorsThrottlingAndDroppedConnections) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start({"--operation_delay_ms=20"});
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  const Emulator& cf = **emulator;
+  ASSERT_TRUE(palisade::testing::HttpPost(
+                  cf.port(), "/__emulator/faults",
+                  R"({"error_rate":0.2,"error_status":503,"throttle_rate":0.05,"drop_rate":0.05})")
+                  .ok());
+  const std::string state_file = std::string(std::getenv("TEST_TMPDIR")) + "/fault.db";
+  Attack attack = MakeAttack();
+  attack.auth.resize(100);
+  attack.probes.clear();
+  for (int i = 0; i < 100; ++i) attack.probes.insert(absl::StrCat("203.0.", i / 200, ".", i % 200 + 1));
+  attack.access.resize(100);
+  attack.scanners.clear();
+  for (int i = 0; i < 50; ++i) attack.scanners.insert(absl::StrCat("198.18.", i / 100, ".", i % 100 + 1));
+
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+      // One-hour decisions (the drift pack): nothing may expire while the faults slow things.
+      {"--config=" + Config(cf, "  retry_initial_backoff { nanos: 50000000 }\n",
+                            "drift.textproto"),
+       "--shutdown_grace=200ms"},
+      state_file);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  ASSERT_TRUE(ShipChunk(**daemon, palisade::v1::LOG_FORMAT_SYSLOG, attack.auth, 0, 100).ok());
+  ASSERT_TRUE(ShipChunk(**daemon, palisade::v1::LOG_FORMAT_COMBINED, attack.access, 0, 100).ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(90);
+  while (Pending(**daemon) > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
+  ASSERT_EQ(Pending(**daemon), 0u);
+
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  const double retries = palisade::testing::MetricValue(*metrics, "palisade_cloudflare_retries_total");
+  EXPECT_GT(retries, 5);
+  EXPECT_EQ(palisade::testing::MetricValue(*metrics, "palisade_actions_total",
+                                           {"result=\"failed\""}),
+            0);
+  EXPECT_GT(palisade::testing::MetricValue(*metrics, "palisade_cloudflare_requests_total",
+                                           {"code=\"503\""}),
+            0);
+  EXPECT_EQ((*daemon)->Stop(), 0);
+  ASSERT_TRUE(palisade::testing::HttpPost(cf.port(), "/__emulator/faults", "{}").ok());
+  CheckEdge(cf, attack, state_file);
 }
 
 TEST(CrashTest, KillNineRepeatedlyAndTheEdgeStillEndsExact) {
