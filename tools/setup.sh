@@ -13,6 +13,7 @@ PACKAGES=(
   libcpp-httplib-dev nlohmann-json3-dev
   python3-grpcio python3-protobuf
   curl ca-certificates
+  clang-14 libclang-rt-14-dev
 )
 
 missing=()

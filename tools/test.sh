@@ -1,15 +1,47 @@
 #!/usr/bin/env bash
-# Sets up (Debian packages), builds and runs every test: `bazel test //...`.
-# Ends with the plain summary line "N passed, N failed" and bazel's exit code.
+# Sets up (Debian packages), builds and runs every test:
+#   1. bazel test //...                      (gcc, the build everyone uses)
+#   2. bazel test --config=asan //...        (AddressSanitizer + UBSan, own output base)
+#   3. tools/fuzz.sh 10                       (libFuzzer targets, clang, 10 s each)
+# PALISADE_QUICK=1 runs only the first. Ends with "N passed, N failed" and a non-zero exit
+# when anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh || exit 1
 
+passed=0
+failed=0
+count() {  # counts bazel's per-target result lines in $1
+  passed=$((passed + $(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$1" || true)))
+  failed=$((failed + $(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$1" || true)))
+}
 log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+rc=0
+
+echo "== bazel test //..."
 bazel test //... "$@" 2>&1 | tee "$log"
-rc=${PIPESTATUS[0]}
-passed=$(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$log" || true)
-failed=$(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$log" || true)
-rm -f "$log"
+[ "${PIPESTATUS[0]}" = 0 ] || rc=1
+count "$log"
+
+if [ "${PALISADE_QUICK:-0}" != 1 ]; then
+  # Separate output bases, keyed by this checkout, so the three builds never evict each other.
+  key=$(pwd | md5sum | cut -c1-10)
+  echo "== bazel test --config=asan //..."
+  bazel --output_base="$HOME/.cache/palisade-asan-$key" test --config=asan //... "$@" 2>&1 |
+    tee "$log"
+  [ "${PIPESTATUS[0]}" = 0 ] || rc=1
+  count "$log"
+
+  echo "== fuzz"
+  if PALISADE_FUZZ_OUTPUT_BASE="$HOME/.cache/palisade-fuzz-$key" bash tools/fuzz.sh 10 2>&1 |
+      tee "$log"; then
+    passed=$((passed + 3))
+  else
+    failed=$((failed + 1))
+    rc=1
+  fi
+fi
+
 echo "tests: ${passed} passed, ${failed} failed"
 exit "$rc"

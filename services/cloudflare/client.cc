@@ -178,6 +178,19 @@ TokenInfo ToToken(const json& j) {
   return t;
 }
 
+// The Cloudflare API is outside Palisade's control: a reply of an unexpected shape makes the
+// JSON library throw, and no exception may leave the client. (Found by
+// tests/fuzz/cloudflare_response_fuzz.)
+template <typename R, typename Fn>
+R Guarded(Fn fn) {
+  try {
+    return fn();
+  } catch (const json::exception& e) {
+    return absl::InternalError(
+        absl::StrCat("cloudflare: a reply had an unexpected shape (", e.what(), ")"));
+  }
+}
+
 }  // namespace
 
 std::optional<absl::Duration> RetryDelay(const absl::Status& status) {
@@ -266,6 +279,13 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
     return absl::InternalError(
         absl::StrCat(where, ": HTTP ", resp->status, " with a body that is not JSON"));
   }
+  if (!body.is_object()) {
+    if (resp->status >= 500 || resp->status == 429) {
+      return absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status));
+    }
+    return absl::InternalError(
+        absl::StrCat(where, ": HTTP ", resp->status, " with a body that is not a JSON object"));
+  }
   if (resp->status >= 200 && resp->status < 300 && body.value("success", false)) return body;
 
   int cf_code = 0;
@@ -344,28 +364,39 @@ std::string CloudflareClient::TokenPath(bool account_owned) const {
 // --- tokens ----------------------------------------------------------------------------------
 
 absl::StatusOr<TokenInfo> CloudflareClient::VerifyToken(bool account_owned) {
+  return Guarded<absl::StatusOr<TokenInfo>>([&]() -> absl::StatusOr<TokenInfo> {
   absl::StatusOr<json> r = Send({"GET", TokenPath(account_owned) + "/verify", "tokens/verify"});
   if (!r.ok()) return r.status();
-  return ToToken((*r)["result"]);
+  TokenInfo info = ToToken((*r)["result"]);
+  if (info.id.empty()) return absl::InternalError("cloudflare tokens/verify: reply has no id");
+  return info;
+  });
 }
 
 absl::StatusOr<TokenInfo> CloudflareClient::VerifyOtherToken(const Secret& token,
                                                              bool account_owned) {
+  return Guarded<absl::StatusOr<TokenInfo>>([&]() -> absl::StatusOr<TokenInfo> {
   Call call{"GET", TokenPath(account_owned) + "/verify", "tokens/verify"};
   call.as_token = &token;
   absl::StatusOr<json> r = Send(call);
   if (!r.ok()) return r.status();
-  return ToToken((*r)["result"]);
+  TokenInfo info = ToToken((*r)["result"]);
+  if (info.id.empty()) return absl::InternalError("cloudflare tokens/verify: reply has no id");
+  return info;
+  });
 }
 
 absl::StatusOr<TokenInfo> CloudflareClient::GetToken(const std::string& id, bool account_owned) {
+  return Guarded<absl::StatusOr<TokenInfo>>([&]() -> absl::StatusOr<TokenInfo> {
   absl::StatusOr<json> r = Send({"GET", TokenPath(account_owned) + "/" + id, "tokens/get"});
   if (!r.ok()) return r.status();
   return ToToken((*r)["result"]);
+  });
 }
 
 absl::StatusOr<TokenInfo> CloudflareClient::DisableToken(const std::string& id,
                                                          bool account_owned) {
+  return Guarded<absl::StatusOr<TokenInfo>>([&]() -> absl::StatusOr<TokenInfo> {
   absl::StatusOr<TokenInfo> current = GetToken(id, account_owned);
   if (!current.ok()) return current.status();
   Call call{"PUT", TokenPath(account_owned) + "/" + id, "tokens/update"};
@@ -374,10 +405,13 @@ absl::StatusOr<TokenInfo> CloudflareClient::DisableToken(const std::string& id,
   absl::StatusOr<json> r = Send(call);
   if (!r.ok()) return r.status();
   return ToToken((*r)["result"]);
+  });
 }
 
 absl::Status CloudflareClient::DeleteToken(const std::string& id, bool account_owned) {
+  return Guarded<absl::Status>([&]() -> absl::Status {
   return Send({"DELETE", TokenPath(account_owned) + "/" + id, "tokens/delete"}).status();
+  });
 }
 
 // --- access rules ----------------------------------------------------------------------------
@@ -385,6 +419,7 @@ absl::Status CloudflareClient::DeleteToken(const std::string& id, bool account_o
 absl::StatusOr<Page<AccessRule>> CloudflareClient::ListAccessRules(RuleScope scope,
                                                                    const AccessRuleFilter& f,
                                                                    int page, int per_page) {
+  return Guarded<absl::StatusOr<Page<AccessRule>>>([&]() -> absl::StatusOr<Page<AccessRule>> {
   Call call{"GET", ScopePath(scope) + "/firewall/access_rules/rules", "access_rules/list"};
   call.query = {{"page", std::to_string(page)}, {"per_page", std::to_string(per_page)}};
   if (!f.mode.empty()) call.query.emplace_back("mode", f.mode);
@@ -400,10 +435,12 @@ absl::StatusOr<Page<AccessRule>> CloudflareClient::ListAccessRules(RuleScope sco
     out.total_count = (*r)["result_info"].value("total_count", 0);
   }
   return out;
+  });
 }
 
 absl::StatusOr<std::vector<AccessRule>> CloudflareClient::ListAllAccessRules(
     RuleScope scope, const AccessRuleFilter& f) {
+  return Guarded<absl::StatusOr<std::vector<AccessRule>>>([&]() -> absl::StatusOr<std::vector<AccessRule>> {
   std::vector<AccessRule> all;
   for (int page = 1;; ++page) {
     absl::StatusOr<Page<AccessRule>> p = ListAccessRules(scope, f, page);
@@ -414,6 +451,7 @@ absl::StatusOr<std::vector<AccessRule>> CloudflareClient::ListAllAccessRules(
     if (p->total_pages > 0 && page >= p->total_pages) break;
   }
   return all;
+  });
 }
 
 absl::StatusOr<AccessRule> CloudflareClient::CreateAccessRule(RuleScope scope,
@@ -421,6 +459,7 @@ absl::StatusOr<AccessRule> CloudflareClient::CreateAccessRule(RuleScope scope,
                                                               const std::string& target,
                                                               const std::string& value,
                                                               const std::string& notes) {
+  return Guarded<absl::StatusOr<AccessRule>>([&]() -> absl::StatusOr<AccessRule> {
   Call call{"POST", ScopePath(scope) + "/firewall/access_rules/rules", "access_rules/create"};
   call.body = json{{"mode", mode},
                    {"configuration", {{"target", target}, {"value", value}}},
@@ -428,38 +467,46 @@ absl::StatusOr<AccessRule> CloudflareClient::CreateAccessRule(RuleScope scope,
   absl::StatusOr<json> r = Send(call);
   if (!r.ok()) return r.status();
   return ToAccessRule((*r)["result"]);
+  });
 }
 
 absl::Status CloudflareClient::DeleteAccessRule(RuleScope scope, const std::string& id) {
+  return Guarded<absl::Status>([&]() -> absl::Status {
   return Send({"DELETE", ScopePath(scope) + "/firewall/access_rules/rules/" + id,
                "access_rules/delete"})
       .status();
+  });
 }
 
 // --- lists -----------------------------------------------------------------------------------
 
 absl::StatusOr<std::vector<IpList>> CloudflareClient::ListLists() {
+  return Guarded<absl::StatusOr<std::vector<IpList>>>([&]() -> absl::StatusOr<std::vector<IpList>> {
   absl::StatusOr<json> r =
       Send({"GET", "/accounts/" + options_.account_id + "/rules/lists", "lists/list"});
   if (!r.ok()) return r.status();
   std::vector<IpList> out;
   for (const json& j : (*r)["result"]) out.push_back(ToList(j));
   return out;
+  });
 }
 
 absl::StatusOr<IpList> CloudflareClient::CreateList(const std::string& name,
                                                     const std::string& description) {
+  return Guarded<absl::StatusOr<IpList>>([&]() -> absl::StatusOr<IpList> {
   Call call{"POST", "/accounts/" + options_.account_id + "/rules/lists", "lists/create"};
   call.body = json{{"name", name}, {"kind", "ip"}, {"description", description}};
   absl::StatusOr<json> r = Send(call);
   if (!r.ok()) return r.status();
   return ToList((*r)["result"]);
+  });
 }
 
 absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListItems(const std::string& list_id,
                                                                   const std::string& cursor,
                                                                   int per_page,
                                                                   std::string* next_cursor) {
+  return Guarded<absl::StatusOr<std::vector<ListItem>>>([&]() -> absl::StatusOr<std::vector<ListItem>> {
   Call call{"GET", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
             "lists/items/list"};
   call.query = {{"per_page", std::to_string(per_page)}};
@@ -473,9 +520,11 @@ absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListItems(const std::str
     *next_cursor = Str((*r)["result_info"]["cursors"], "after");
   }
   return out;
+  });
 }
 
 absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListAllItems(const std::string& list_id) {
+  return Guarded<absl::StatusOr<std::vector<ListItem>>>([&]() -> absl::StatusOr<std::vector<ListItem>> {
   std::vector<ListItem> all;
   std::string cursor;
   do {
@@ -486,6 +535,7 @@ absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListAllItems(const std::
     cursor = next;
   } while (!cursor.empty());
   return all;
+  });
 }
 
 namespace {
@@ -502,26 +552,31 @@ json ItemsJson(const std::vector<ListItem>& items) {
 
 absl::StatusOr<std::string> CloudflareClient::AddListItems(const std::string& list_id,
                                                            const std::vector<ListItem>& items) {
+  return Guarded<absl::StatusOr<std::string>>([&]() -> absl::StatusOr<std::string> {
   Call call{"POST", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
             "lists/items/add"};
   call.body = ItemsJson(items);
   absl::StatusOr<json> r = Send(call);
   if (!r.ok()) return r.status();
   return Str((*r)["result"], "operation_id");
+  });
 }
 
 absl::StatusOr<std::string> CloudflareClient::ReplaceListItems(
     const std::string& list_id, const std::vector<ListItem>& items) {
+  return Guarded<absl::StatusOr<std::string>>([&]() -> absl::StatusOr<std::string> {
   Call call{"PUT", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
             "lists/items/replace"};
   call.body = ItemsJson(items);
   absl::StatusOr<json> r = Send(call);
   if (!r.ok()) return r.status();
   return Str((*r)["result"], "operation_id");
+  });
 }
 
 absl::StatusOr<std::string> CloudflareClient::DeleteListItems(
     const std::string& list_id, const std::vector<std::string>& item_ids) {
+  return Guarded<absl::StatusOr<std::string>>([&]() -> absl::StatusOr<std::string> {
   Call call{"DELETE", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
             "lists/items/delete"};
   json items = json::array();
@@ -530,9 +585,11 @@ absl::StatusOr<std::string> CloudflareClient::DeleteListItems(
   absl::StatusOr<json> r = Send(call);
   if (!r.ok()) return r.status();
   return Str((*r)["result"], "operation_id");
+  });
 }
 
 absl::Status CloudflareClient::WaitForOperation(const std::string& operation_id) {
+  return Guarded<absl::Status>([&]() -> absl::Status {
   const absl::Time deadline = clock_.TimeNow() + options_.poll_timeout;
   for (;;) {
     absl::StatusOr<json> r =
@@ -557,20 +614,24 @@ absl::Status CloudflareClient::WaitForOperation(const std::string& operation_id)
     }
     clock_.SleepFor(options_.poll_interval);
   }
+  });
 }
 
 // --- rulesets --------------------------------------------------------------------------------
 
 absl::StatusOr<Ruleset> CloudflareClient::GetEntrypoint(const std::string& phase) {
+  return Guarded<absl::StatusOr<Ruleset>>([&]() -> absl::StatusOr<Ruleset> {
   absl::StatusOr<json> r = Send({"GET", "/zones/" + options_.zone_id + "/rulesets/phases/" +
                                             phase + "/entrypoint",
                                  "rulesets/entrypoint/get"});
   if (!r.ok()) return r.status();
   return ToRuleset((*r)["result"]);
+  });
 }
 
 absl::StatusOr<Ruleset> CloudflareClient::PutEntrypoint(const std::string& phase,
                                                         const std::vector<RulesetRule>& rules) {
+  return Guarded<absl::StatusOr<Ruleset>>([&]() -> absl::StatusOr<Ruleset> {
   Call call{"PUT", "/zones/" + options_.zone_id + "/rulesets/phases/" + phase + "/entrypoint",
             "rulesets/entrypoint/put"};
   json arr = json::array();
@@ -579,31 +640,37 @@ absl::StatusOr<Ruleset> CloudflareClient::PutEntrypoint(const std::string& phase
   absl::StatusOr<json> r = Send(call);
   if (!r.ok()) return r.status();
   return ToRuleset((*r)["result"]);
+  });
 }
 
 absl::StatusOr<Ruleset> CloudflareClient::AddRulesetRule(const std::string& ruleset_id,
                                                          const RulesetRule& rule) {
+  return Guarded<absl::StatusOr<Ruleset>>([&]() -> absl::StatusOr<Ruleset> {
   Call call{"POST", "/zones/" + options_.zone_id + "/rulesets/" + ruleset_id + "/rules",
             "rulesets/rules/add"};
   call.body = FromRule(rule);
   absl::StatusOr<json> r = Send(call);
   if (!r.ok()) return r.status();
   return ToRuleset((*r)["result"]);
+  });
 }
 
 absl::StatusOr<Ruleset> CloudflareClient::DeleteRulesetRule(const std::string& ruleset_id,
                                                             const std::string& rule_id) {
+  return Guarded<absl::StatusOr<Ruleset>>([&]() -> absl::StatusOr<Ruleset> {
   absl::StatusOr<json> r =
       Send({"DELETE", "/zones/" + options_.zone_id + "/rulesets/" + ruleset_id + "/rules/" + rule_id,
             "rulesets/rules/delete"});
   if (!r.ok()) return r.status();
   return ToRuleset((*r)["result"]);
+  });
 }
 
 // --- audit logs ------------------------------------------------------------------------------
 
 absl::StatusOr<Page<AuditLogEntry>> CloudflareClient::ListAuditLogs(absl::Time since, int page,
                                                                     int per_page) {
+  return Guarded<absl::StatusOr<Page<AuditLogEntry>>>([&]() -> absl::StatusOr<Page<AuditLogEntry>> {
   Call call{"GET", "/accounts/" + options_.account_id + "/audit_logs", "audit_logs/list"};
   call.query = {{"since", absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", since, absl::UTCTimeZone())},
                 {"page", std::to_string(page)},
@@ -633,6 +700,7 @@ absl::StatusOr<Page<AuditLogEntry>> CloudflareClient::ListAuditLogs(absl::Time s
     out.total_count = (*r)["result_info"].value("total_count", 0);
   }
   return out;
+  });
 }
 
 }  // namespace palisade

@@ -259,5 +259,34 @@ TEST_F(ClientTest, AuditLogsArePaged) {
   EXPECT_EQ(page->items[0].actor_ip, "127.0.0.1");
 }
 
+// A reply of an unexpected shape is an error, never a crash (a fuzzer found this one).
+class OddTransport final : public HttpTransport {
+ public:
+  explicit OddTransport(std::string body) : body_(std::move(body)) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest&) override {
+    HttpResponse r;
+    r.status = 200;
+    r.body = body_;
+    return r;
+  }
+
+ private:
+  std::string body_;
+};
+
+TEST(ClientShapeTest, UnexpectedRepliesAreErrors) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  for (const char* body : {R"({"success":true,"result":[1,2,3]})", R"([1,2])", R"("text")",
+                           R"({"success":true,"result":{"rules":"nope"}})"}) {
+    OddTransport transport(body);
+    CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+    EXPECT_THAT(client.VerifyToken(), StatusIs(absl::StatusCode::kInternal)) << body;
+    EXPECT_FALSE(client.GetEntrypoint("http_ratelimit").ok()) << body;
+  }
+}
+
 }  // namespace
 }  // namespace palisade

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (--config=fuzz, in a separate Bazel output base so the
+# gcc build's cache is untouched) and runs each for N seconds (default 10) on a fresh corpus
+# seeded from the repository's own data. Exits non-zero on the first crash, with the reproducer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-10}"
+bash tools/setup.sh
+base="${PALISADE_FUZZ_OUTPUT_BASE:-$HOME/.cache/palisade-fuzz}"
+targets=(line_parser_fuzz rule_pack_fuzz cloudflare_response_fuzz)
+bazel --output_base="$base" build --config=fuzz $(printf '//tests/fuzz:%s ' "${targets[@]}") >&2
+bin=$(bazel --output_base="$base" info --config=fuzz bazel-bin 2>/dev/null)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir -p "$work/line_parser_fuzz" "$work/rule_pack_fuzz" "$work/cloudflare_response_fuzz"
+head -200 tests/testdata/sample_auth.log | split -l 1 - "$work/line_parser_fuzz/auth"
+head -200 tests/testdata/sample_access.log | split -l 1 - "$work/line_parser_fuzz/access"
+cp rules/*.textproto tests/e2e/testdata/*.textproto "$work/rule_pack_fuzz/"
+printf '\000{"success":true,"errors":[],"messages":[],"result":[{"id":"a","configuration":{"target":"ip","value":"1.2.3.4"}}],"result_info":{"page":1,"total_pages":1}}' \
+  >"$work/cloudflare_response_fuzz/ok"
+printf '\006{"success":false,"errors":[{"code":971,"message":"wait"}],"result":null}' \
+  >"$work/cloudflare_response_fuzz/throttled"
+status=0
+for t in "${targets[@]}"; do
+  echo "fuzz: $t for ${seconds}s" >&2
+  if ! "$bin/tests/fuzz/$t" -max_total_time="$seconds" -print_final_stats=1 \
+      -artifact_prefix="$work/$t-" "$work/$t" 2>"$work/$t.log"; then
+    echo "fuzz: $t FAILED; reproducer and log:" >&2
+    ls "$work/$t-"* >&2 || true
+    tail -40 "$work/$t.log" >&2
+    status=1
+  fi
+  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' "$work/$t.log" | sed "s/^/  $t: /" >&2
+done
+if [ "$status" = 0 ]; then
+  echo "fuzz: ${#targets[@]} passed, 0 failed"
+else
+  echo "fuzz: some target failed"
+fi
+exit "$status"
