@@ -8,7 +8,8 @@ seconds="${1:-10}"
 bash tools/setup.sh
 base="${PALISADE_FUZZ_OUTPUT_BASE:-$HOME/.cache/palisade-fuzz}"
 targets=(line_parser_fuzz rule_pack_fuzz cloudflare_response_fuzz)
-bazel --output_base="$base" build --config=fuzz $(printf '//tests/fuzz:%s ' "${targets[@]}") >&2
+bazel --output_base="$base" build --config=fuzz --symlink_prefix=/ \
+  $(printf '//tests/fuzz:%s ' "${targets[@]}") >&2
 bin=$(bazel --output_base="$base" info --config=fuzz bazel-bin 2>/dev/null)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

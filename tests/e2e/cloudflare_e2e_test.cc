@@ -244,7 +244,7 @@ TEST(CloudflareE2eTest, AuditLogRecordsRevokeAMisusedToken) {
   }
 }
 
-// A flood that would ban 2,000 addresses at once is held at the configured rate; a Cloudflare
+// A flood that would ban 10,000 addresses at once is held at the configured rate; a Cloudflare
 // address or an allowlisted one is never sent, whatever the rules or an operator say.
 TEST(CloudflareE2eTest, GuardHoldsTheFloodAndNeverBansCloudflare) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
@@ -263,9 +263,10 @@ TEST(CloudflareE2eTest, GuardHoldsTheFloodAndNeverBansCloudflare) {
   auto decisions = palisade::v1::Decisions::NewStub(channel);
 
   std::vector<std::string> flood;
-  for (int i = 0; i < 2000; ++i) {
+  for (int i = 0; i < 10000; ++i) {
     flood.push_back(absl::StrCat("Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification ",
-                                 "string from 203.0.", i / 250, ".", i % 250 + 1));
+                                 "string from 11.", i / 62500, ".", (i / 250) % 250,
+                                 ".", i % 250 + 1));
   }
   flood.push_back(
       "Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 104.16.0.1");
@@ -287,8 +288,8 @@ TEST(CloudflareE2eTest, GuardHoldsTheFloodAndNeverBansCloudflare) {
         return status.actions_pending() == 0 && status.actions_held() > 0;
       },
       absl::Seconds(15));
-  EXPECT_EQ(status.decisions_active(), 2002u);
-  EXPECT_EQ(status.actions_held(), 1950u);
+  EXPECT_EQ(status.decisions_active(), 10002u);
+  EXPECT_EQ(status.actions_held(), 9950u);
   json state = State(cf);
   EXPECT_EQ(state["access_rules"].size(), 50u);
   for (const auto& r : state["access_rules"]) {
@@ -299,7 +300,7 @@ TEST(CloudflareE2eTest, GuardHoldsTheFloodAndNeverBansCloudflare) {
   absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
   ASSERT_TRUE(metrics.ok());
   EXPECT_EQ(MetricValue(*metrics, "palisade_guard_refused_total", {"reason=\"never_ban\""}), 2);
-  EXPECT_EQ(MetricValue(*metrics, "palisade_guard_held"), 1950);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_guard_held"), 9950);
 
   grpc::ClientContext release_ctx;
   palisade::v1::ReleaseHeldRequest release;
