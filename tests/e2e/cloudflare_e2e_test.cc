@@ -182,7 +182,9 @@ TEST(CloudflareE2eTest, DecisionsReachTheEdgeAndLeaveWhenTheyExpire) {
       absl::Seconds(15));
   EXPECT_TRUE(removed) << state.dump(2);
   for (const auto& t : state["tokens"]) {
-    if (t["id"] == leaked["id"]) EXPECT_EQ(t["status"], "disabled");
+    if (t["id"] == leaked["id"]) {
+      EXPECT_EQ(t["status"], "disabled");
+    }
   }
   // The custom rule that blocks the list stays: it is cheap, and the list may refill.
   EXPECT_EQ(state["rulesets"]["http_request_firewall_custom"]["rules"].size(), 1u);
@@ -240,7 +242,9 @@ TEST(CloudflareE2eTest, AuditLogRecordsRevokeAMisusedToken) {
       absl::Seconds(10));
   EXPECT_TRUE(revoked) << state.dump(2);
   for (const auto& t : state["tokens"]) {
-    if (t["id"] != misused["id"]) EXPECT_EQ(t["status"], "active") << t.dump();
+    if (t["id"] != misused["id"]) {
+      EXPECT_EQ(t["status"], "active") << t.dump();
+    }
   }
 }
 

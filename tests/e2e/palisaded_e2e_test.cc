@@ -291,6 +291,40 @@ TEST(PalisadedReloadTest, FailedReloadKeepsTheRunningRules) {
   EXPECT_EQ((*daemon)->Stop(), 0);
 }
 
+// A restart does not forget an attacker one failure short of the threshold: the windows are
+// snapshotted at shutdown and restored at start.
+TEST(PalisadedRestartTest, WindowsSurviveARestart) {
+  const std::string state = std::string(std::getenv("TEST_TMPDIR")) + "/windows.db";
+  auto ship = [](Daemon& d, int n) {
+    auto ingest = palisade::v1::Ingest::NewStub(
+        grpc::CreateChannel(d.grpc_address(), grpc::InsecureChannelCredentials()));
+    std::vector<palisade::v1::LogRecord> records(n);
+    for (auto& r : records) {
+      r.set_line("Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from 203.0.113.99 "
+                 "port 22 ssh2");
+      *r.mutable_event_time() = ToProtoTime(absl::Now());
+    }
+    ShipOptions options;
+    options.format = palisade::v1::LOG_FORMAT_SYSLOG;
+    return Ship(*ingest, records, options);
+  };
+  {
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+        Daemon::Start({"--rules_dir=rules", "--shutdown_grace=200ms"}, state);
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    absl::StatusOr<ShipSummary> s = ship(**daemon, 4);  // the threshold is 5
+    ASSERT_TRUE(s.ok());
+    EXPECT_EQ(s->detections, 0u);
+    EXPECT_EQ((*daemon)->Stop(), 0);
+  }
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--rules_dir=rules", "--shutdown_grace=200ms"}, state);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  absl::StatusOr<ShipSummary> s = ship(**daemon, 1);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->detections, 1u);
+}
+
 TEST(PalisadedStartTest, RefusesToStartOnABadConfig) {
   const std::string dir = std::getenv("TEST_TMPDIR");
   {
