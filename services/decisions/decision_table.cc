@@ -71,34 +71,44 @@ absl::Status DecisionTable::Restore() {
   return absl::OkStatus();
 }
 
-void DecisionTable::PersistLocked(DecisionUpdate* update) {
-  if (store_ == nullptr || update->change == DecisionChange::kStale) return;
-  const Decision& d = update->decision;
-  std::optional<bool> outbox;
-  if (edge_actuators_.count(d.actuator())) {
-    if (update->change == DecisionChange::kCreated) outbox = true;
-    if (update->change == DecisionChange::kExpired ||
-        update->change == DecisionChange::kWithdrawn) {
-      outbox = false;
+void DecisionTable::PersistLocked(const std::vector<DecisionUpdate*>& updates) {
+  if (store_ == nullptr) return;
+  std::vector<Store::Change> changes;
+  std::vector<DecisionUpdate*> recorded;
+  // A decision extended several times in one batch is written once, as it ends up.
+  absl::flat_hash_map<absl::string_view, size_t> last;
+  for (size_t i = 0; i < updates.size(); ++i) last[updates[i]->decision.id()] = i;
+  for (size_t i = 0; i < updates.size(); ++i) {
+    DecisionUpdate* update = updates[i];
+    if (update->change == DecisionChange::kStale) continue;
+    if (update->change == DecisionChange::kExtended && last[update->decision.id()] != i) continue;
+    const Decision& d = update->decision;
+    Store::Change c{&d, std::nullopt, std::nullopt};
+    if (edge_actuators_.count(d.actuator())) {
+      if (update->change == DecisionChange::kCreated) c.outbox = true;
+      if (update->change == DecisionChange::kExpired ||
+          update->change == DecisionChange::kWithdrawn) {
+        c.outbox = false;
+      }
     }
-  }
-  OffenceRow offence;
-  const OffenceRow* off = nullptr;
-  if (update->change == DecisionChange::kCreated) {
-    auto it = offences_.find(d.target().value());
-    if (it != offences_.end()) {
-      offence = {d.target().value(), it->second.count, it->second.last};
-      off = &offence;
+    if (update->change == DecisionChange::kCreated) {
+      auto it = offences_.find(d.target().value());
+      if (it != offences_.end()) {
+        c.offence = OffenceRow{d.target().value(), it->second.count, it->second.last};
+      }
     }
+    changes.push_back(c);
+    recorded.push_back(update);
   }
-  absl::StatusOr<int64_t> seq = store_->RecordDecision(d, off, outbox);
-  if (!seq.ok()) {
-    // The decision stands in memory; say loudly that it is not durable.
-    std::cerr << "palisaded: store: decision " << d.id() << " not persisted: "
-              << seq.status().message() << std::endl;
+  if (changes.empty()) return;
+  absl::StatusOr<std::vector<int64_t>> seqs = store_->RecordDecisions(changes);
+  if (!seqs.ok()) {
+    // The decisions stand in memory; say loudly that they are not durable.
+    std::cerr << "palisaded: store: " << changes.size() << " decision change(s) not persisted: "
+              << seqs.status().message() << std::endl;
     return;
   }
-  update->outbox_seq = *seq;
+  for (size_t i = 0; i < recorded.size(); ++i) recorded[i]->outbox_seq = (*seqs)[i];
 }
 
 void DecisionTable::AddListener(Listener listener) {
@@ -140,9 +150,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       if (d.evidence_size() >= static_cast<int>(max_evidence_)) break;
       d.add_evidence(line);
     }
-    DecisionUpdate update{DecisionChange::kExtended, d};
-    PersistLocked(&update);
-    return update;
+    return {DecisionChange::kExtended, d};
   }
 
   absl::Duration memory =
@@ -177,9 +185,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   d.set_active(true);
   active_[target.value()] = d.id();
   by_id_[d.id()] = d;
-  DecisionUpdate update{DecisionChange::kCreated, d};
-  PersistLocked(&update);
-  return update;
+  return {DecisionChange::kCreated, d};
 }
 
 DecisionUpdate DecisionTable::Apply(const Detection& detection,
@@ -192,10 +198,35 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
     absl::MutexLock lock(&mu_);
     update = ApplyLocked(target, spec, detection.time, palisade::v1::ORIGIN_RULE,
                          detection.rule_id, detection.evidence, "");
+    PersistLocked({&update});
   }
   if (update.change == DecisionChange::kCreated) update.secret = detection.secret;
   Notify({update});
   return update;
+}
+
+std::vector<DecisionUpdate> DecisionTable::ApplyAll(const std::vector<Detection>& detections) {
+  std::vector<DecisionUpdate> updates;
+  updates.reserve(detections.size());
+  {
+    absl::MutexLock lock(&mu_);
+    for (const Detection& detection : detections) {
+      palisade::v1::Target target;
+      target.set_kind(detection.kind);
+      target.set_value(detection.key);
+      updates.push_back(ApplyLocked(target, detection.rule->proto.decision(), detection.time,
+                                    palisade::v1::ORIGIN_RULE, detection.rule_id,
+                                    detection.evidence, ""));
+      if (updates.back().change == DecisionChange::kCreated) {
+        updates.back().secret = detection.secret;
+      }
+    }
+    std::vector<DecisionUpdate*> ptrs;
+    for (DecisionUpdate& u : updates) ptrs.push_back(&u);
+    PersistLocked(ptrs);
+  }
+  Notify(updates);
+  return updates;
 }
 
 absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisionRequest& req) {
@@ -272,6 +303,7 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
     absl::MutexLock lock(&mu_);
     update = ApplyLocked(target, spec, clock_.TimeNow(), palisade::v1::ORIGIN_MANUAL, "", {},
                          req.reason());
+    PersistLocked({&update});
   }
   Notify({update});
   return update.decision;
@@ -293,7 +325,7 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
     *d.mutable_expiry() = ToProtoTime(clock_.TimeNow());
     active_.erase(d.target().value());
     update = {DecisionChange::kWithdrawn, d};
-    PersistLocked(&update);
+    PersistLocked({&update});
   }
   Notify({update});
   return update.decision;
@@ -335,12 +367,14 @@ std::vector<Decision> DecisionTable::ExpireDue() {
       if (DecisionExpiry(d) <= now) {
         d.set_active(false);
         updates.push_back({DecisionChange::kExpired, d});
-        PersistLocked(&updates.back());
         active_.erase(it++);
       } else {
         ++it;
       }
     }
+    std::vector<DecisionUpdate*> ptrs;
+    for (DecisionUpdate& u : updates) ptrs.push_back(&u);
+    PersistLocked(ptrs);
   }
   Notify(updates);
   std::vector<Decision> out;

@@ -74,6 +74,9 @@ class DecisionTable {
   // Applies a detection under its rule's decision spec (action, duration, escalation,
   // actuator): creates, extends, or (when already expired) drops it as stale.
   DecisionUpdate Apply(const Detection& detection, const palisade::v1::DecisionSpec& spec);
+  // The same for many detections (one ingest batch), written to the store in one transaction.
+  // Each detection's spec is its rule's decision spec.
+  std::vector<DecisionUpdate> ApplyAll(const std::vector<Detection>& detections);
 
   // A manual ban. kInvalidArgument when the target does not parse or the duration is not > 0.
   absl::StatusOr<palisade::v1::Decision> AddManual(const palisade::v1::AddDecisionRequest& req);
@@ -101,8 +104,9 @@ class DecisionTable {
                              const std::vector<std::string>& evidence, absl::string_view reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes the change to the store, if any; sets update->outbox_seq.
-  void PersistLocked(DecisionUpdate* update) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes the changes to the store, if any, in one transaction; sets their outbox_seq.
+  void PersistLocked(const std::vector<DecisionUpdate*>& updates)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Notify(const std::vector<DecisionUpdate>& updates);
 
   Clock& clock_;

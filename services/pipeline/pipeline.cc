@@ -229,9 +229,10 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
       for (size_t i = 0; i < rules.size(); ++i) {
         if (rules[i].get() == d.rule) rule_metrics_[i].detections->Increment();
       }
-      // Decided under the lock, so the CompiledRule a detection points to cannot be swapped out.
-      decisions_.Apply(d, d.rule->proto.decision());
     }
+    // Decided under the lock (the CompiledRule a detection points to cannot be swapped out),
+    // and written to the store in one transaction for the whole batch.
+    if (!detections_.empty()) decisions_.ApplyAll(detections_);
     ack.set_detections(static_cast<uint32_t>(detections_.size()));
     detections_.clear();
     PublishEngineGaugesLocked();

@@ -148,10 +148,34 @@ absl::Status Store::Migrate() {
 absl::StatusOr<int64_t> Store::RecordDecision(const palisade::v1::Decision& d,
                                               const OffenceRow* offence,
                                               std::optional<bool> outbox) {
+  Change c{&d, offence ? std::optional<OffenceRow>(*offence) : std::nullopt, outbox};
+  absl::StatusOr<std::vector<int64_t>> seqs = RecordDecisions({c});
+  if (!seqs.ok()) return seqs.status();
+  return (*seqs)[0];
+}
+
+absl::StatusOr<std::vector<int64_t>> Store::RecordDecisions(const std::vector<Change>& changes) {
   absl::MutexLock lock(&mu_);
   absl::Status s = Exec("BEGIN IMMEDIATE");
   if (!s.ok()) return s;
-  int64_t seq = 0;
+  std::vector<int64_t> seqs;
+  seqs.reserve(changes.size());
+  for (const Change& c : changes) {
+    absl::StatusOr<int64_t> seq = RecordLocked(c);
+    if (!seq.ok()) {
+      (void)Exec("ROLLBACK");
+      return seq.status();
+    }
+    seqs.push_back(*seq);
+  }
+  s = Exec("COMMIT");
+  if (!s.ok()) return s;
+  return seqs;
+}
+
+absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
+  const palisade::v1::Decision& d = *c.decision;
+  absl::Status s;
   {
     Stmt up(db_,
             "INSERT INTO decisions(id, target, active, expiry_ms, proto) VALUES(?,?,?,?,?) "
@@ -167,29 +191,25 @@ absl::StatusOr<int64_t> Store::RecordDecision(const palisade::v1::Decision& d,
               .Done("record decision");
     }
   }
-  if (s.ok() && offence != nullptr) {
+  if (s.ok() && c.offence.has_value()) {
     Stmt off(db_,
              "INSERT INTO offences(target, count, last_ms) VALUES(?,?,?) ON CONFLICT(target) "
              "DO UPDATE SET count=excluded.count, last_ms=excluded.last_ms");
     s = Prepared(off, db_);
     if (s.ok()) {
-      s = off.Bind(1, offence->target)
-              .Bind(2, int64_t{offence->count})
-              .Bind(3, Millis(offence->last))
+      s = off.Bind(1, c.offence->target)
+              .Bind(2, int64_t{c.offence->count})
+              .Bind(3, Millis(c.offence->last))
               .Done("record offence");
     }
   }
-  if (s.ok() && outbox.has_value()) {
+  int64_t seq = 0;
+  if (s.ok() && c.outbox.has_value()) {
     Stmt op(db_, "INSERT INTO outbox(decision_id, apply) VALUES(?,?)");
     s = Prepared(op, db_);
-    if (s.ok()) s = op.Bind(1, d.id()).Bind(2, int64_t{*outbox}).Done("record operation");
+    if (s.ok()) s = op.Bind(1, d.id()).Bind(2, int64_t{*c.outbox}).Done("record operation");
     seq = sqlite3_last_insert_rowid(db_);
   }
-  if (!s.ok()) {
-    (void)Exec("ROLLBACK");
-    return s;
-  }
-  s = Exec("COMMIT");
   if (!s.ok()) return s;
   return seq;
 }

@@ -68,6 +68,15 @@ class Store {
   absl::StatusOr<int64_t> RecordDecision(const palisade::v1::Decision& d,
                                          const OffenceRow* offence, std::optional<bool> outbox);
 
+  // The same for many changes in one transaction (a whole ingest batch): one commit instead of
+  // one per decision. Returns the sequence numbers in order.
+  struct Change {
+    const palisade::v1::Decision* decision;
+    std::optional<OffenceRow> offence;
+    std::optional<bool> outbox;
+  };
+  absl::StatusOr<std::vector<int64_t>> RecordDecisions(const std::vector<Change>& changes);
+
   // The edge confirmed an operation: delete it from the outbox and write (or delete) the edge
   // record, in one transaction.
   absl::Status CompleteApply(int64_t seq, const EdgeRow& edge);
@@ -92,6 +101,7 @@ class Store {
   explicit Store(sqlite3* db) : db_(db) {}
   absl::Status Exec(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<int64_t> RecordLocked(const Change& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
