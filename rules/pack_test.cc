@@ -70,12 +70,11 @@ TEST(PackTest, EveryPackLoadsAndEveryExampleHolds) {
     EXPECT_GT(rule->proto.examples_size(), 0) << rule->id() << " has no examples";
     for (const auto& ex : rule->proto.examples()) {
       std::string err;
-      const auto ex_format = ex.format() != palisade::v1::LOG_FORMAT_UNSPECIFIED ? ex.format()
-                                                                                 : format;
+      const auto ex_format =
+          ex.format() != palisade::v1::LOG_FORMAT_UNSPECIFIED ? ex.format() : format;
       std::vector<std::string> keys = KeysFor(engine, ex_format, ex.line(), rule->id(), &err);
       EXPECT_TRUE(err.empty()) << rule->id() << ": example does not parse: " << err;
-      EXPECT_EQ(keys, std::vector<std::string>{ex.key()})
-          << rule->id() << " on: " << ex.line();
+      EXPECT_EQ(keys, std::vector<std::string>{ex.key()}) << rule->id() << " on: " << ex.line();
       ++examples;
     }
     for (const auto& line : rule->proto.counter_examples()) {

@@ -28,8 +28,8 @@ absl::StatusOr<std::string> ModeFor(palisade::v1::Action action) {
     case palisade::v1::ACTION_MANAGED_CHALLENGE:
       return std::string("managed_challenge");
     default:
-      return absl::InvalidArgumentError(absl::StrCat(
-          "an access rule cannot carry action ", palisade::v1::Action_Name(action)));
+      return absl::InvalidArgumentError(
+          absl::StrCat("an access rule cannot carry action ", palisade::v1::Action_Name(action)));
   }
 }
 
@@ -67,19 +67,20 @@ absl::Status AccessRuleActuator::Apply(ActionOp& op) {
     absl::StatusOr<Cidr> cidr = Cidr::Parse(d.target().value());
     if (!cidr.ok()) return cidr.status();
     const int len = cidr->prefix_length();
-    const bool ok = cidr->base().is_v4() ? (len == 16 || len == 24)
-                                         : (len == 32 || len == 48 || len == 64);
+    const bool ok =
+        cidr->base().is_v4() ? (len == 16 || len == 24) : (len == 32 || len == 48 || len == 64);
     if (!ok) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "access rules take IPv4 /16 or /24 and IPv6 /32, /48 or /64 ranges, not /", len,
-          "; use the IP list actuator"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("access rules take IPv4 /16 or /24 and IPv6 /32, /48 or /64 ranges, not /",
+                       len, "; use the IP list actuator"));
     }
     target = "ip_range";
     value = cidr->ToString();
   } else {
     return absl::InvalidArgumentError("access rules act on addresses and ranges only");
   }
-  absl::StatusOr<AccessRule> rule = client_.CreateAccessRule(scope_, *mode, target, value, Notes(d));
+  absl::StatusOr<AccessRule> rule =
+      client_.CreateAccessRule(scope_, *mode, target, value, Notes(d));
   if (rule.ok()) {
     op.edge = {rule->id, "", false};
     return absl::OkStatus();
@@ -150,7 +151,8 @@ IpListActuator::IpListActuator(CloudflareClient& client, IpListOptions options,
 absl::StatusOr<std::string> IpListActuator::ItemFor(const palisade::v1::Target& target) const {
   absl::StatusOr<Cidr> cidr = Cidr::Parse(target.value());
   if (!cidr.ok()) return cidr.status();
-  if (target.kind() != TargetKind::TARGET_KIND_IP && target.kind() != TargetKind::TARGET_KIND_RANGE) {
+  if (target.kind() != TargetKind::TARGET_KIND_IP &&
+      target.kind() != TargetKind::TARGET_KIND_RANGE) {
     return absl::InvalidArgumentError("the IP list holds addresses and ranges only");
   }
   int len = cidr->prefix_length();
@@ -254,8 +256,8 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
     if (s.code() == absl::StatusCode::kNotFound) {  // the list was deleted behind our back
       list_id_.clear();
       rule_ready_ = false;
-      s = absl::UnavailableError(absl::StrCat("IP list ", options_.list_name,
-                                              " disappeared; it will be re-created"));
+      s = absl::UnavailableError(
+          absl::StrCat("IP list ", options_.list_name, " disappeared; it will be re-created"));
     }
     for (auto& [op, item] : adds) {
       op->result = s;
@@ -343,7 +345,7 @@ absl::Status RateLimitActuator::Apply(ActionOp& op) {
   RulesetRule rule;
   rule.ref = "palisade_" + d.id();
   rule.description = absl::StrCat("palisade ", d.rule_id().empty() ? "manual" : d.rule_id(), " ",
-                                   d.target().value());
+                                  d.target().value());
   rule.expression = *expression;
   rule.action = options_.action;
   RateLimit limit;
@@ -403,8 +405,8 @@ absl::Status TokenActuator::Apply(ActionOp& op) {
           "the token's CIDR set");
     }
     for (bool account : {false, true}) {
-      absl::Status s = delete_ ? client_.DeleteToken(id, account)
-                               : client_.DisableToken(id, account).status();
+      absl::Status s =
+          delete_ ? client_.DeleteToken(id, account) : client_.DisableToken(id, account).status();
       if (s.code() == absl::StatusCode::kNotFound) continue;
       if (!s.ok()) return s;
       op.edge = {id, account ? "account" : "user", false};
@@ -414,9 +416,9 @@ absl::Status TokenActuator::Apply(ActionOp& op) {
     return absl::OkStatus();
   }
   if (op.secret.empty()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the leaked token ", op.decision.target().value(),
-        " is no longer in memory; revoke it by hand (find it by its fingerprint)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the leaked token ", op.decision.target().value(),
+                     " is no longer in memory; revoke it by hand (find it by its fingerprint)"));
   }
   const bool account = absl::StartsWith(op.secret, "cfat_");
   absl::StatusOr<TokenInfo> info = client_.VerifyOtherToken(Secret(op.secret), account);

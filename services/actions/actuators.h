@@ -49,8 +49,7 @@ struct IpListOptions {
 
 class IpListActuator final : public Actuator {
  public:
-  IpListActuator(CloudflareClient& client, IpListOptions options,
-                 prometheus::Registry& registry);
+  IpListActuator(CloudflareClient& client, IpListOptions options, prometheus::Registry& registry);
   std::string name() const override { return "ip_list"; }
   void Run(std::vector<ActionOp*>& ops) override;
 

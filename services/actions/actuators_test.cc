@@ -92,9 +92,9 @@ TEST_F(ActuatorsTest, AccessRulesAreMadeAndRemovedWithTheirNotes) {
 }
 
 TEST_F(ActuatorsTest, ADuplicateIsAdoptedAndAForeignRuleIsNeverDeleted) {
-  ASSERT_THAT(client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.9",
-                                        "added by a human"),
-              IsOk());
+  ASSERT_THAT(
+      client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.9", "added by a human"),
+      IsOk());
   AccessRuleActuator actuator(*client_, RuleScope::kZone);
   std::vector<ActionOp> ops = {
       Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_IP, "203.0.113.9")};
@@ -155,13 +155,12 @@ TEST_F(ActuatorsTest, IpListBatchesCreatesListAndRuleAndCollapsesIpv6) {
 
 TEST_F(ActuatorsTest, RateLimitRuleForAPath) {
   RateLimitActuator actuator(*client_, RateLimitOptions());
-  std::vector<ActionOp> ops = {
-      Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_PATH, "/login",
-         palisade::v1::ACTION_RATE_LIMIT),
-      Op(ActionOp::Kind::kApply, "d2", palisade::v1::TARGET_KIND_PATH, "/api/v1/token",
-         palisade::v1::ACTION_RATE_LIMIT),
-      Op(ActionOp::Kind::kApply, "d3", palisade::v1::TARGET_KIND_PATH,
-         "/x\") or (ip.src ne 1.1.1.1", palisade::v1::ACTION_RATE_LIMIT)};
+  std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_PATH,
+                                  "/login", palisade::v1::ACTION_RATE_LIMIT),
+                               Op(ActionOp::Kind::kApply, "d2", palisade::v1::TARGET_KIND_PATH,
+                                  "/api/v1/token", palisade::v1::ACTION_RATE_LIMIT),
+                               Op(ActionOp::Kind::kApply, "d3", palisade::v1::TARGET_KIND_PATH,
+                                  "/x\") or (ip.src ne 1.1.1.1", palisade::v1::ACTION_RATE_LIMIT)};
   Run(actuator, ops);
   EXPECT_THAT(ops[0].result, IsOk());
   EXPECT_THAT(ops[1].result, IsOk());
@@ -188,20 +187,19 @@ TEST_F(ActuatorsTest, LeakedTokenIsDisabledOrDeleted) {
   auto [id1, value1] = fake_.AddToken(leaked);
   auto [id2, value2] = fake_.AddToken(leaked);
   TokenActuator disable(*client_, false);
-  std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d1",
-                                  palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT, "sha256:x",
-                                  palisade::v1::ACTION_REVOKE_TOKEN),
-                               Op(ActionOp::Kind::kApply, "d2",
-                                  palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT, "sha256:y",
-                                  palisade::v1::ACTION_REVOKE_TOKEN)};
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT, "sha256:x",
+         palisade::v1::ACTION_REVOKE_TOKEN),
+      Op(ActionOp::Kind::kApply, "d2", palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT, "sha256:y",
+         palisade::v1::ACTION_REVOKE_TOKEN)};
   ops[0].secret = value1;
   Run(disable, ops);
   EXPECT_THAT(ops[0].result, IsOk());
   EXPECT_EQ(ops[0].edge.id, id1);
   EXPECT_TRUE(ops[0].secret.empty());
   EXPECT_EQ(fake_.TokenSnapshot(id1)["status"], "disabled");
-  EXPECT_THAT(ops[1].result, StatusIs(absl::StatusCode::kFailedPrecondition,
-                                      HasSubstr("no longer in memory")));
+  EXPECT_THAT(ops[1].result,
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("no longer in memory")));
 
   TokenActuator del(*client_, true);
   std::vector<ActionOp> more = {Op(ActionOp::Kind::kApply, "d3",

@@ -29,9 +29,8 @@ Dispatcher::Dispatcher(Clock& clock, DispatcherOptions options, prometheus::Regi
                    .Name("palisade_actions_apply_latency_seconds")
                    .Help("From a decision's creation to its confirmation at the edge.")
                    .Register(registry)
-                   .Add({}, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05,
-                                                                    0.1, 0.25, 0.5, 1, 2.5, 5,
-                                                                    10, 30})),
+                   .Add({}, prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1,
+                                                                    0.25, 0.5, 1, 2.5, 5, 10, 30})),
       guard_refused_(prometheus::BuildCounter()
                          .Name("palisade_guard_refused_total")
                          .Help("Applies refused by the safety guard, by reason.")
@@ -154,9 +153,8 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     auto queued = std::find_if(ops.begin(), ops.end(), [&](const ActionOp& op) {
       return op.kind == ActionOp::Kind::kApply && op.decision.id() == d.id();
     });
-    auto held = std::find_if(held_.begin(), held_.end(), [&](const auto& h) {
-      return h.second.decision.id() == d.id();
-    });
+    auto held = std::find_if(held_.begin(), held_.end(),
+                             [&](const auto& h) { return h.second.decision.id() == d.id(); });
     if (queued != ops.end()) {  // never went out: nothing to undo
       Drop(queued->seq);
       Drop(update.outbox_seq);
@@ -218,8 +216,8 @@ int Dispatcher::RunQueue(int only) {
             Drop(op.seq);
             Count(q.actuator->name(), op.kind, "refused");
             std::cerr << "palisaded: guard: decision " << op.decision.id() << " on "
-                      << op.decision.target().value()
-                      << " targets a never-ban address; not sent" << std::endl;
+                      << op.decision.target().value() << " targets a never-ban address; not sent"
+                      << std::endl;
             continue;
           }
           if (op.released) {
@@ -261,8 +259,8 @@ int Dispatcher::RunQueue(int only) {
       op->result = absl::OkStatus();
       op->edge = {"dry-run", "", true};
       std::cerr << "palisaded: dry run: would " << OpName(op->kind) << " " << actuator->name()
-                << " for decision " << op->decision.id() << " on "
-                << op->decision.target().value() << std::endl;
+                << " for decision " << op->decision.id() << " on " << op->decision.target().value()
+                << std::endl;
     }
     if (!live.empty()) actuator->Run(live);
     ran += static_cast<int>(ptrs.size());
@@ -280,8 +278,7 @@ int Dispatcher::RunQueue(int only) {
         if (store_ != nullptr && op.seq != 0) {
           absl::Status s = op.kind == ActionOp::Kind::kApply
                                ? store_->CompleteApply(op.seq, {id, kind, op.edge.id,
-                                                                op.edge.container,
-                                                                op.edge.foreign})
+                                                                op.edge.container, op.edge.foreign})
                                : store_->CompleteRemove(op.seq, id);
           if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
         }
@@ -308,9 +305,8 @@ int Dispatcher::RunQueue(int only) {
       }
       ++op.attempts;
       if (IsTransient(op.result) && op.attempts < options_.max_attempts) {
-        const absl::Duration backoff =
-            std::min(options_.max_backoff,
-                     options_.initial_backoff * std::pow(2.0, op.attempts - 1));
+        const absl::Duration backoff = std::min(
+            options_.max_backoff, options_.initial_backoff * std::pow(2.0, op.attempts - 1));
         op.not_before = done + backoff;
         Count(actuator->name(), op.kind, "retried");
         if (auto after = remove_after_.find(id);
@@ -335,10 +331,9 @@ int Dispatcher::RunQueue(int only) {
         remove_after_.erase(after);
       }
       queued_at_.erase(id);
-      std::cerr << "palisaded: " << actuator->name() << " " << OpName(op.kind)
-                << " for decision " << id << " on " << op.decision.target().value()
-                << " failed after " << op.attempts << " attempt(s): " << op.result.message()
-                << std::endl;
+      std::cerr << "palisaded: " << actuator->name() << " " << OpName(op.kind) << " for decision "
+                << id << " on " << op.decision.target().value() << " failed after " << op.attempts
+                << " attempt(s): " << op.result.message() << std::endl;
     }
     q.pending->Set(static_cast<double>(q.ops.size()));
   }

@@ -96,7 +96,7 @@ class Dispatcher {
   absl::CondVar wake_;
   std::map<int, Queue> queues_ ABSL_GUARDED_BY(mu_);  // by palisade.v1.Actuator
   std::map<std::string, EdgeRef> edges_ ABSL_GUARDED_BY(mu_);
-  std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);       // decision ids being applied
+  std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);              // decision ids being applied
   std::map<std::string, int64_t> remove_after_ ABSL_GUARDED_BY(mu_);  // id -> remove's seq
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::map<std::string, absl::Time> queued_at_ ABSL_GUARDED_BY(mu_);

@@ -168,7 +168,8 @@ TEST_F(DispatcherTest, GuardRefusesNeverBanAndHoldsPastTheLimitUntilReleased) {
   DecisionUpdate never = Update(DecisionChange::kCreated, "d0");
   never.decision.mutable_target()->set_value("10.0.0.1");
   dispatcher_.OnDecision(never);
-  for (int i = 1; i <= 4; ++i) dispatcher_.OnDecision(Update(DecisionChange::kCreated, absl::StrCat("d", i)));
+  for (int i = 1; i <= 4; ++i)
+    dispatcher_.OnDecision(Update(DecisionChange::kCreated, absl::StrCat("d", i)));
   dispatcher_.RunOnce();
   EXPECT_THAT(fake_->calls, ElementsAre("apply d1", "apply d2"));
   EXPECT_EQ(dispatcher_.held(), 2u);
@@ -207,12 +208,12 @@ TEST_F(DispatcherTest, DurableQueueSurvivesARestart) {
   auto record = [&](DecisionChange change, const std::string& id) {
     DecisionUpdate u = Update(change, id);
     u.decision.set_active(change == DecisionChange::kCreated);
-    u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr,
-                                              change == DecisionChange::kCreated);
+    u.outbox_seq =
+        *(*store)->RecordDecision(u.decision, nullptr, change == DecisionChange::kCreated);
     return u;
   };
   dispatcher_.OnDecision(record(DecisionChange::kCreated, "d1"));
-  dispatcher_.RunOnce();  // d1 reaches the edge
+  dispatcher_.RunOnce();                   // d1 reaches the edge
   record(DecisionChange::kCreated, "d2");  // recorded, then the process "dies" before sending
   EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(1));
   EXPECT_THAT(*(*store)->LoadEdges(), SizeIs(1));

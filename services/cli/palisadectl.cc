@@ -171,13 +171,13 @@ int DecisionsList() {
   std::printf("%-16s  %-39s  %-17s  %-26s  %-7s  %-20s  %s\n", "ID", "TARGET", "ACTION", "RULE",
               "OFFENCE", "EXPIRES (UTC)", "ACTIVE");
   for (const auto& d : resp.decisions()) {
-    std::printf("%-16s  %-39s  %-17s  %-26s  %-7u  %-20s  %s\n", d.id().c_str(),
-                d.target().value().c_str(), ShortAction(d.action()).c_str(),
-                (d.rule_id().empty() ? "(manual)" : d.rule_id()).c_str(), d.offence(),
-                absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProtoTime(d.expiry()),
-                                 absl::UTCTimeZone())
-                    .c_str(),
-                d.active() ? "yes" : "no");
+    std::printf(
+        "%-16s  %-39s  %-17s  %-26s  %-7u  %-20s  %s\n", d.id().c_str(), d.target().value().c_str(),
+        ShortAction(d.action()).c_str(), (d.rule_id().empty() ? "(manual)" : d.rule_id()).c_str(),
+        d.offence(),
+        absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProtoTime(d.expiry()), absl::UTCTimeZone())
+            .c_str(),
+        d.active() ? "yes" : "no");
   }
   std::printf("%d decisions\n", resp.decisions_size());
   return 0;
@@ -237,20 +237,21 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
 
   if (absl::GetFlag(FLAGS_json)) {
     for (const auto& m : resp.matches()) {
-      std::printf("{\"line\":%u,\"rule\":\"%s\",\"key\":\"%s\",\"time\":\"%s\"}\n",
-                  m.line_number(), m.rule_id().c_str(), m.key().c_str(),
-                  m.has_event_time() ? absl::FormatTime(absl::RFC3339_full,
-                                                        FromProtoTime(m.event_time()),
-                                                        absl::UTCTimeZone())
-                                           .c_str()
-                                     : "");
+      std::printf("{\"line\":%u,\"rule\":\"%s\",\"key\":\"%s\",\"time\":\"%s\"}\n", m.line_number(),
+                  m.rule_id().c_str(), m.key().c_str(),
+                  m.has_event_time()
+                      ? absl::FormatTime(absl::RFC3339_full, FromProtoTime(m.event_time()),
+                                         absl::UTCTimeZone())
+                            .c_str()
+                      : "");
     }
     return 0;
   }
-  std::printf("Running tests\n=============\n\nUse   rules file : %s (pack \"%s\")\nUse   log file   : %s"
-              " (%s)\n\nResults\n=======\n\n",
-              pack_path.c_str(), pack->pack.name().c_str(), file.c_str(),
-              std::string(FormatName(*format)).c_str());
+  std::printf(
+      "Running tests\n=============\n\nUse   rules file : %s (pack \"%s\")\nUse   log file   : %s"
+      " (%s)\n\nResults\n=======\n\n",
+      pack_path.c_str(), pack->pack.name().c_str(), file.c_str(),
+      std::string(FormatName(*format)).c_str());
   std::printf("%-28s %10s  %s\n", "rule", "matches", "keys (first 20)");
   for (const auto& r : resp.rules()) {
     std::string keys;
@@ -299,8 +300,7 @@ int Status() {
       "matched\ndetections: %llu\ndecisions: %u active\nactions:   %u pending, %u held by "
       "the guard\n",
       resp.version().c_str(),
-      absl::FormatDuration(absl::Trunc(FromProtoDuration(resp.uptime()), absl::Seconds(1)))
-          .c_str(),
+      absl::FormatDuration(absl::Trunc(FromProtoDuration(resp.uptime()), absl::Seconds(1))).c_str(),
       resp.rules_loaded(), packs.c_str(), static_cast<unsigned long long>(resp.lines_received()),
       static_cast<unsigned long long>(resp.lines_malformed()),
       static_cast<unsigned long long>(resp.lines_matched()),

@@ -17,8 +17,7 @@ absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
   const uint32_t batch_lines = std::max<uint32_t>(1, options.batch_lines);
   const uint32_t window = std::max<uint32_t>(1, options.max_in_flight);
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() +
-                       absl::ToChronoSeconds(options.deadline));
+  context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(options.deadline));
   auto stream = stub.Ship(&context);
 
   ShipSummary summary;
@@ -79,8 +78,7 @@ absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
   reader.join();
   grpc::Status status = stream->Finish();
   if (!status.ok()) {
-    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
-                        status.error_message());
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   }
   if (!ack_error.empty()) return absl::DataLossError(ack_error);
   if (write_failed || summary.batches != sequence) {

@@ -128,7 +128,9 @@ IpList ToList(const json& j) {
 }
 
 json FromRule(const RulesetRule& r) {
-  json j = {{"action", r.action}, {"expression", r.expression}, {"description", r.description},
+  json j = {{"action", r.action},
+            {"expression", r.expression},
+            {"description", r.description},
             {"enabled", r.enabled}};
   if (!r.id.empty()) j["id"] = r.id;
   if (!r.ref.empty()) j["ref"] = r.ref;
@@ -253,9 +255,10 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
   const absl::Time start = clock_.TimeNow();
   absl::StatusOr<HttpResponse> resp = transport_.Send(req);
   const std::string where = absl::StrCat("cloudflare ", call.method, " ", call.label);
-  latency_.Add({{"endpoint", call.label}}, prometheus::Histogram::BucketBoundaries{
-                                               0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                               2.5, 5, 10})
+  latency_
+      .Add({{"endpoint", call.label}},
+           prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                                   5, 10})
       .Observe(absl::ToDoubleSeconds(clock_.TimeNow() - start));
   if (!resp.ok()) {
     *http_status = 0;
@@ -300,12 +303,14 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
     }
     if (e.contains("source")) absl::StrAppend(&message, " at ", Str(e["source"], "pointer"));
   }
-  absl::Status status(CodeFor(resp->status, cf_code),
-                      absl::StrCat(where, ": HTTP ", resp->status, " code ", cf_code, " ", message));
+  absl::Status status(
+      CodeFor(resp->status, cf_code),
+      absl::StrCat(where, ": HTTP ", resp->status, " code ", cf_code, " ", message));
   if (resp->status == 429) {
     std::optional<absl::Duration> delay = RetryAfter(*resp);
     if (delay) {
-      status.SetPayload(kRetryDelayUrl, absl::Cord(std::to_string(absl::ToInt64Milliseconds(*delay))));
+      status.SetPayload(kRetryDelayUrl,
+                        absl::Cord(std::to_string(absl::ToInt64Milliseconds(*delay))));
       if (call.as_token == nullptr) budget_.BlockUntil(clock_.TimeNow() + *delay);
     }
   }
@@ -365,52 +370,52 @@ std::string CloudflareClient::TokenPath(bool account_owned) const {
 
 absl::StatusOr<TokenInfo> CloudflareClient::VerifyToken(bool account_owned) {
   return Guarded<absl::StatusOr<TokenInfo>>([&]() -> absl::StatusOr<TokenInfo> {
-  absl::StatusOr<json> r = Send({"GET", TokenPath(account_owned) + "/verify", "tokens/verify"});
-  if (!r.ok()) return r.status();
-  TokenInfo info = ToToken((*r)["result"]);
-  if (info.id.empty()) return absl::InternalError("cloudflare tokens/verify: reply has no id");
-  return info;
+    absl::StatusOr<json> r = Send({"GET", TokenPath(account_owned) + "/verify", "tokens/verify"});
+    if (!r.ok()) return r.status();
+    TokenInfo info = ToToken((*r)["result"]);
+    if (info.id.empty()) return absl::InternalError("cloudflare tokens/verify: reply has no id");
+    return info;
   });
 }
 
 absl::StatusOr<TokenInfo> CloudflareClient::VerifyOtherToken(const Secret& token,
                                                              bool account_owned) {
   return Guarded<absl::StatusOr<TokenInfo>>([&]() -> absl::StatusOr<TokenInfo> {
-  Call call{"GET", TokenPath(account_owned) + "/verify", "tokens/verify"};
-  call.as_token = &token;
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  TokenInfo info = ToToken((*r)["result"]);
-  if (info.id.empty()) return absl::InternalError("cloudflare tokens/verify: reply has no id");
-  return info;
+    Call call{"GET", TokenPath(account_owned) + "/verify", "tokens/verify"};
+    call.as_token = &token;
+    absl::StatusOr<json> r = Send(call);
+    if (!r.ok()) return r.status();
+    TokenInfo info = ToToken((*r)["result"]);
+    if (info.id.empty()) return absl::InternalError("cloudflare tokens/verify: reply has no id");
+    return info;
   });
 }
 
 absl::StatusOr<TokenInfo> CloudflareClient::GetToken(const std::string& id, bool account_owned) {
   return Guarded<absl::StatusOr<TokenInfo>>([&]() -> absl::StatusOr<TokenInfo> {
-  absl::StatusOr<json> r = Send({"GET", TokenPath(account_owned) + "/" + id, "tokens/get"});
-  if (!r.ok()) return r.status();
-  return ToToken((*r)["result"]);
+    absl::StatusOr<json> r = Send({"GET", TokenPath(account_owned) + "/" + id, "tokens/get"});
+    if (!r.ok()) return r.status();
+    return ToToken((*r)["result"]);
   });
 }
 
 absl::StatusOr<TokenInfo> CloudflareClient::DisableToken(const std::string& id,
                                                          bool account_owned) {
   return Guarded<absl::StatusOr<TokenInfo>>([&]() -> absl::StatusOr<TokenInfo> {
-  absl::StatusOr<TokenInfo> current = GetToken(id, account_owned);
-  if (!current.ok()) return current.status();
-  Call call{"PUT", TokenPath(account_owned) + "/" + id, "tokens/update"};
-  call.body = json{{"name", current->name}, {"policies", current->policies},
-                   {"status", "disabled"}};
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  return ToToken((*r)["result"]);
+    absl::StatusOr<TokenInfo> current = GetToken(id, account_owned);
+    if (!current.ok()) return current.status();
+    Call call{"PUT", TokenPath(account_owned) + "/" + id, "tokens/update"};
+    call.body =
+        json{{"name", current->name}, {"policies", current->policies}, {"status", "disabled"}};
+    absl::StatusOr<json> r = Send(call);
+    if (!r.ok()) return r.status();
+    return ToToken((*r)["result"]);
   });
 }
 
 absl::Status CloudflareClient::DeleteToken(const std::string& id, bool account_owned) {
   return Guarded<absl::Status>([&]() -> absl::Status {
-  return Send({"DELETE", TokenPath(account_owned) + "/" + id, "tokens/delete"}).status();
+    return Send({"DELETE", TokenPath(account_owned) + "/" + id, "tokens/delete"}).status();
   });
 }
 
@@ -420,38 +425,39 @@ absl::StatusOr<Page<AccessRule>> CloudflareClient::ListAccessRules(RuleScope sco
                                                                    const AccessRuleFilter& f,
                                                                    int page, int per_page) {
   return Guarded<absl::StatusOr<Page<AccessRule>>>([&]() -> absl::StatusOr<Page<AccessRule>> {
-  Call call{"GET", ScopePath(scope) + "/firewall/access_rules/rules", "access_rules/list"};
-  call.query = {{"page", std::to_string(page)}, {"per_page", std::to_string(per_page)}};
-  if (!f.mode.empty()) call.query.emplace_back("mode", f.mode);
-  if (!f.target.empty()) call.query.emplace_back("configuration.target", f.target);
-  if (!f.value.empty()) call.query.emplace_back("configuration.value", f.value);
-  if (!f.notes.empty()) call.query.emplace_back("notes", f.notes);
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  Page<AccessRule> out;
-  for (const json& j : (*r)["result"]) out.items.push_back(ToAccessRule(j));
-  if (r->contains("result_info")) {
-    out.total_pages = (*r)["result_info"].value("total_pages", 0);
-    out.total_count = (*r)["result_info"].value("total_count", 0);
-  }
-  return out;
+    Call call{"GET", ScopePath(scope) + "/firewall/access_rules/rules", "access_rules/list"};
+    call.query = {{"page", std::to_string(page)}, {"per_page", std::to_string(per_page)}};
+    if (!f.mode.empty()) call.query.emplace_back("mode", f.mode);
+    if (!f.target.empty()) call.query.emplace_back("configuration.target", f.target);
+    if (!f.value.empty()) call.query.emplace_back("configuration.value", f.value);
+    if (!f.notes.empty()) call.query.emplace_back("notes", f.notes);
+    absl::StatusOr<json> r = Send(call);
+    if (!r.ok()) return r.status();
+    Page<AccessRule> out;
+    for (const json& j : (*r)["result"]) out.items.push_back(ToAccessRule(j));
+    if (r->contains("result_info")) {
+      out.total_pages = (*r)["result_info"].value("total_pages", 0);
+      out.total_count = (*r)["result_info"].value("total_count", 0);
+    }
+    return out;
   });
 }
 
 absl::StatusOr<std::vector<AccessRule>> CloudflareClient::ListAllAccessRules(
     RuleScope scope, const AccessRuleFilter& f) {
-  return Guarded<absl::StatusOr<std::vector<AccessRule>>>([&]() -> absl::StatusOr<std::vector<AccessRule>> {
-  std::vector<AccessRule> all;
-  for (int page = 1;; ++page) {
-    absl::StatusOr<Page<AccessRule>> p = ListAccessRules(scope, f, page);
-    if (!p.ok()) return p.status();
-    // Stop on an empty page (past the end answers 200 with []), as the SDK does.
-    if (p->items.empty()) break;
-    all.insert(all.end(), p->items.begin(), p->items.end());
-    if (p->total_pages > 0 && page >= p->total_pages) break;
-  }
-  return all;
-  });
+  return Guarded<absl::StatusOr<std::vector<AccessRule>>>(
+      [&]() -> absl::StatusOr<std::vector<AccessRule>> {
+        std::vector<AccessRule> all;
+        for (int page = 1;; ++page) {
+          absl::StatusOr<Page<AccessRule>> p = ListAccessRules(scope, f, page);
+          if (!p.ok()) return p.status();
+          // Stop on an empty page (past the end answers 200 with []), as the SDK does.
+          if (p->items.empty()) break;
+          all.insert(all.end(), p->items.begin(), p->items.end());
+          if (p->total_pages > 0 && page >= p->total_pages) break;
+        }
+        return all;
+      });
 }
 
 absl::StatusOr<AccessRule> CloudflareClient::CreateAccessRule(RuleScope scope,
@@ -460,21 +466,21 @@ absl::StatusOr<AccessRule> CloudflareClient::CreateAccessRule(RuleScope scope,
                                                               const std::string& value,
                                                               const std::string& notes) {
   return Guarded<absl::StatusOr<AccessRule>>([&]() -> absl::StatusOr<AccessRule> {
-  Call call{"POST", ScopePath(scope) + "/firewall/access_rules/rules", "access_rules/create"};
-  call.body = json{{"mode", mode},
-                   {"configuration", {{"target", target}, {"value", value}}},
-                   {"notes", notes}};
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  return ToAccessRule((*r)["result"]);
+    Call call{"POST", ScopePath(scope) + "/firewall/access_rules/rules", "access_rules/create"};
+    call.body = json{{"mode", mode},
+                     {"configuration", {{"target", target}, {"value", value}}},
+                     {"notes", notes}};
+    absl::StatusOr<json> r = Send(call);
+    if (!r.ok()) return r.status();
+    return ToAccessRule((*r)["result"]);
   });
 }
 
 absl::Status CloudflareClient::DeleteAccessRule(RuleScope scope, const std::string& id) {
   return Guarded<absl::Status>([&]() -> absl::Status {
-  return Send({"DELETE", ScopePath(scope) + "/firewall/access_rules/rules/" + id,
-               "access_rules/delete"})
-      .status();
+    return Send({"DELETE", ScopePath(scope) + "/firewall/access_rules/rules/" + id,
+                 "access_rules/delete"})
+        .status();
   });
 }
 
@@ -482,23 +488,23 @@ absl::Status CloudflareClient::DeleteAccessRule(RuleScope scope, const std::stri
 
 absl::StatusOr<std::vector<IpList>> CloudflareClient::ListLists() {
   return Guarded<absl::StatusOr<std::vector<IpList>>>([&]() -> absl::StatusOr<std::vector<IpList>> {
-  absl::StatusOr<json> r =
-      Send({"GET", "/accounts/" + options_.account_id + "/rules/lists", "lists/list"});
-  if (!r.ok()) return r.status();
-  std::vector<IpList> out;
-  for (const json& j : (*r)["result"]) out.push_back(ToList(j));
-  return out;
+    absl::StatusOr<json> r =
+        Send({"GET", "/accounts/" + options_.account_id + "/rules/lists", "lists/list"});
+    if (!r.ok()) return r.status();
+    std::vector<IpList> out;
+    for (const json& j : (*r)["result"]) out.push_back(ToList(j));
+    return out;
   });
 }
 
 absl::StatusOr<IpList> CloudflareClient::CreateList(const std::string& name,
                                                     const std::string& description) {
   return Guarded<absl::StatusOr<IpList>>([&]() -> absl::StatusOr<IpList> {
-  Call call{"POST", "/accounts/" + options_.account_id + "/rules/lists", "lists/create"};
-  call.body = json{{"name", name}, {"kind", "ip"}, {"description", description}};
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  return ToList((*r)["result"]);
+    Call call{"POST", "/accounts/" + options_.account_id + "/rules/lists", "lists/create"};
+    call.body = json{{"name", name}, {"kind", "ip"}, {"description", description}};
+    absl::StatusOr<json> r = Send(call);
+    if (!r.ok()) return r.status();
+    return ToList((*r)["result"]);
   });
 }
 
@@ -506,36 +512,39 @@ absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListItems(const std::str
                                                                   const std::string& cursor,
                                                                   int per_page,
                                                                   std::string* next_cursor) {
-  return Guarded<absl::StatusOr<std::vector<ListItem>>>([&]() -> absl::StatusOr<std::vector<ListItem>> {
-  Call call{"GET", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
-            "lists/items/list"};
-  call.query = {{"per_page", std::to_string(per_page)}};
-  if (!cursor.empty()) call.query.emplace_back("cursor", cursor);
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  std::vector<ListItem> out;
-  for (const json& j : (*r)["result"]) out.push_back({Str(j, "id"), Str(j, "ip"), Str(j, "comment")});
-  next_cursor->clear();
-  if (r->contains("result_info") && (*r)["result_info"].contains("cursors")) {
-    *next_cursor = Str((*r)["result_info"]["cursors"], "after");
-  }
-  return out;
-  });
+  return Guarded<absl::StatusOr<std::vector<ListItem>>>(
+      [&]() -> absl::StatusOr<std::vector<ListItem>> {
+        Call call{"GET", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
+                  "lists/items/list"};
+        call.query = {{"per_page", std::to_string(per_page)}};
+        if (!cursor.empty()) call.query.emplace_back("cursor", cursor);
+        absl::StatusOr<json> r = Send(call);
+        if (!r.ok()) return r.status();
+        std::vector<ListItem> out;
+        for (const json& j : (*r)["result"])
+          out.push_back({Str(j, "id"), Str(j, "ip"), Str(j, "comment")});
+        next_cursor->clear();
+        if (r->contains("result_info") && (*r)["result_info"].contains("cursors")) {
+          *next_cursor = Str((*r)["result_info"]["cursors"], "after");
+        }
+        return out;
+      });
 }
 
 absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListAllItems(const std::string& list_id) {
-  return Guarded<absl::StatusOr<std::vector<ListItem>>>([&]() -> absl::StatusOr<std::vector<ListItem>> {
-  std::vector<ListItem> all;
-  std::string cursor;
-  do {
-    std::string next;
-    absl::StatusOr<std::vector<ListItem>> page = ListItems(list_id, cursor, 500, &next);
-    if (!page.ok()) return page.status();
-    all.insert(all.end(), page->begin(), page->end());
-    cursor = next;
-  } while (!cursor.empty());
-  return all;
-  });
+  return Guarded<absl::StatusOr<std::vector<ListItem>>>(
+      [&]() -> absl::StatusOr<std::vector<ListItem>> {
+        std::vector<ListItem> all;
+        std::string cursor;
+        do {
+          std::string next;
+          absl::StatusOr<std::vector<ListItem>> page = ListItems(list_id, cursor, 500, &next);
+          if (!page.ok()) return page.status();
+          all.insert(all.end(), page->begin(), page->end());
+          cursor = next;
+        } while (!cursor.empty());
+        return all;
+      });
 }
 
 namespace {
@@ -550,70 +559,63 @@ json ItemsJson(const std::vector<ListItem>& items) {
 }
 }  // namespace
 
-absl::StatusOr<std::string> CloudflareClient::AddListItems(const std::string& list_id,
-                                                           const std::vector<ListItem>& items) {
+absl::StatusOr<std::string> CloudflareClient::WriteListItems(const std::string& method,
+                                                             const std::string& label,
+                                                             const std::string& list_id,
+                                                             nlohmann::json body) {
   return Guarded<absl::StatusOr<std::string>>([&]() -> absl::StatusOr<std::string> {
-  Call call{"POST", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
-            "lists/items/add"};
-  call.body = ItemsJson(items);
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  return Str((*r)["result"], "operation_id");
+    Call call{method, "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
+              label};
+    call.body = std::move(body);
+    absl::StatusOr<json> r = Send(call);
+    if (!r.ok()) return r.status();
+    return Str((*r)["result"], "operation_id");
   });
 }
 
-absl::StatusOr<std::string> CloudflareClient::ReplaceListItems(
-    const std::string& list_id, const std::vector<ListItem>& items) {
-  return Guarded<absl::StatusOr<std::string>>([&]() -> absl::StatusOr<std::string> {
-  Call call{"PUT", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
-            "lists/items/replace"};
-  call.body = ItemsJson(items);
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  return Str((*r)["result"], "operation_id");
-  });
+absl::StatusOr<std::string> CloudflareClient::AddListItems(const std::string& list_id,
+                                                           const std::vector<ListItem>& items) {
+  return WriteListItems("POST", "lists/items/add", list_id, ItemsJson(items));
+}
+
+absl::StatusOr<std::string> CloudflareClient::ReplaceListItems(const std::string& list_id,
+                                                               const std::vector<ListItem>& items) {
+  return WriteListItems("PUT", "lists/items/replace", list_id, ItemsJson(items));
 }
 
 absl::StatusOr<std::string> CloudflareClient::DeleteListItems(
     const std::string& list_id, const std::vector<std::string>& item_ids) {
-  return Guarded<absl::StatusOr<std::string>>([&]() -> absl::StatusOr<std::string> {
-  Call call{"DELETE", "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
-            "lists/items/delete"};
   json items = json::array();
   for (const std::string& id : item_ids) items.push_back({{"id", id}});
-  call.body = json{{"items", items}};
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  return Str((*r)["result"], "operation_id");
-  });
+  return WriteListItems("DELETE", "lists/items/delete", list_id, json{{"items", items}});
 }
 
 absl::Status CloudflareClient::WaitForOperation(const std::string& operation_id) {
   return Guarded<absl::Status>([&]() -> absl::Status {
-  const absl::Time deadline = clock_.TimeNow() + options_.poll_timeout;
-  for (;;) {
-    absl::StatusOr<json> r =
-        Send({"GET",
-              "/accounts/" + options_.account_id + "/rules/lists/bulk_operations/" + operation_id,
-              "lists/bulk_operations/get"});
-    if (!r.ok()) return r.status();
-    const std::string status = Str((*r)["result"], "status");
-    if (status == "completed") return absl::OkStatus();
-    if (status == "failed") {
-      return absl::AbortedError(absl::StrCat("list operation ", operation_id, " failed: ",
-                                             Str((*r)["result"], "error")));
+    const absl::Time deadline = clock_.TimeNow() + options_.poll_timeout;
+    for (;;) {
+      absl::StatusOr<json> r =
+          Send({"GET",
+                "/accounts/" + options_.account_id + "/rules/lists/bulk_operations/" + operation_id,
+                "lists/bulk_operations/get"});
+      if (!r.ok()) return r.status();
+      const std::string status = Str((*r)["result"], "status");
+      if (status == "completed") return absl::OkStatus();
+      if (status == "failed") {
+        return absl::AbortedError(absl::StrCat("list operation ", operation_id,
+                                               " failed: ", Str((*r)["result"], "error")));
+      }
+      if (status != "pending" && status != "running") {
+        return absl::InternalError(
+            absl::StrCat("list operation ", operation_id, ": unknown status \"", status, "\""));
+      }
+      if (clock_.TimeNow() >= deadline) {
+        return absl::DeadlineExceededError(
+            absl::StrCat("list operation ", operation_id, " still ", status, " after ",
+                         absl::FormatDuration(options_.poll_timeout)));
+      }
+      clock_.SleepFor(options_.poll_interval);
     }
-    if (status != "pending" && status != "running") {
-      return absl::InternalError(
-          absl::StrCat("list operation ", operation_id, ": unknown status \"", status, "\""));
-    }
-    if (clock_.TimeNow() >= deadline) {
-      return absl::DeadlineExceededError(absl::StrCat(
-          "list operation ", operation_id, " still ", status, " after ",
-          absl::FormatDuration(options_.poll_timeout)));
-    }
-    clock_.SleepFor(options_.poll_interval);
-  }
   });
 }
 
@@ -621,48 +623,48 @@ absl::Status CloudflareClient::WaitForOperation(const std::string& operation_id)
 
 absl::StatusOr<Ruleset> CloudflareClient::GetEntrypoint(const std::string& phase) {
   return Guarded<absl::StatusOr<Ruleset>>([&]() -> absl::StatusOr<Ruleset> {
-  absl::StatusOr<json> r = Send({"GET", "/zones/" + options_.zone_id + "/rulesets/phases/" +
-                                            phase + "/entrypoint",
-                                 "rulesets/entrypoint/get"});
-  if (!r.ok()) return r.status();
-  return ToRuleset((*r)["result"]);
+    absl::StatusOr<json> r =
+        Send({"GET", "/zones/" + options_.zone_id + "/rulesets/phases/" + phase + "/entrypoint",
+              "rulesets/entrypoint/get"});
+    if (!r.ok()) return r.status();
+    return ToRuleset((*r)["result"]);
   });
 }
 
 absl::StatusOr<Ruleset> CloudflareClient::PutEntrypoint(const std::string& phase,
                                                         const std::vector<RulesetRule>& rules) {
   return Guarded<absl::StatusOr<Ruleset>>([&]() -> absl::StatusOr<Ruleset> {
-  Call call{"PUT", "/zones/" + options_.zone_id + "/rulesets/phases/" + phase + "/entrypoint",
-            "rulesets/entrypoint/put"};
-  json arr = json::array();
-  for (const RulesetRule& r : rules) arr.push_back(FromRule(r));
-  call.body = json{{"rules", arr}};
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  return ToRuleset((*r)["result"]);
+    Call call{"PUT", "/zones/" + options_.zone_id + "/rulesets/phases/" + phase + "/entrypoint",
+              "rulesets/entrypoint/put"};
+    json arr = json::array();
+    for (const RulesetRule& r : rules) arr.push_back(FromRule(r));
+    call.body = json{{"rules", arr}};
+    absl::StatusOr<json> r = Send(call);
+    if (!r.ok()) return r.status();
+    return ToRuleset((*r)["result"]);
   });
 }
 
 absl::StatusOr<Ruleset> CloudflareClient::AddRulesetRule(const std::string& ruleset_id,
                                                          const RulesetRule& rule) {
   return Guarded<absl::StatusOr<Ruleset>>([&]() -> absl::StatusOr<Ruleset> {
-  Call call{"POST", "/zones/" + options_.zone_id + "/rulesets/" + ruleset_id + "/rules",
-            "rulesets/rules/add"};
-  call.body = FromRule(rule);
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  return ToRuleset((*r)["result"]);
+    Call call{"POST", "/zones/" + options_.zone_id + "/rulesets/" + ruleset_id + "/rules",
+              "rulesets/rules/add"};
+    call.body = FromRule(rule);
+    absl::StatusOr<json> r = Send(call);
+    if (!r.ok()) return r.status();
+    return ToRuleset((*r)["result"]);
   });
 }
 
 absl::StatusOr<Ruleset> CloudflareClient::DeleteRulesetRule(const std::string& ruleset_id,
                                                             const std::string& rule_id) {
   return Guarded<absl::StatusOr<Ruleset>>([&]() -> absl::StatusOr<Ruleset> {
-  absl::StatusOr<json> r =
-      Send({"DELETE", "/zones/" + options_.zone_id + "/rulesets/" + ruleset_id + "/rules/" + rule_id,
-            "rulesets/rules/delete"});
-  if (!r.ok()) return r.status();
-  return ToRuleset((*r)["result"]);
+    absl::StatusOr<json> r = Send(
+        {"DELETE", "/zones/" + options_.zone_id + "/rulesets/" + ruleset_id + "/rules/" + rule_id,
+         "rulesets/rules/delete"});
+    if (!r.ok()) return r.status();
+    return ToRuleset((*r)["result"]);
   });
 }
 
@@ -671,35 +673,35 @@ absl::StatusOr<Ruleset> CloudflareClient::DeleteRulesetRule(const std::string& r
 absl::StatusOr<Page<AuditLogEntry>> CloudflareClient::ListAuditLogs(absl::Time since, int page,
                                                                     int per_page) {
   return Guarded<absl::StatusOr<Page<AuditLogEntry>>>([&]() -> absl::StatusOr<Page<AuditLogEntry>> {
-  Call call{"GET", "/accounts/" + options_.account_id + "/audit_logs", "audit_logs/list"};
-  call.query = {{"since", absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", since, absl::UTCTimeZone())},
-                {"page", std::to_string(page)},
-                {"per_page", std::to_string(per_page)},
-                {"direction", "asc"}};
-  absl::StatusOr<json> r = Send(call);
-  if (!r.ok()) return r.status();
-  Page<AuditLogEntry> out;
-  for (const json& j : (*r)["result"]) {
-    AuditLogEntry e;
-    e.id = Str(j, "id");
-    if (j.contains("action")) e.action_type = Str(j["action"], "type");
-    if (j.contains("actor")) {
-      e.actor_email = Str(j["actor"], "email");
-      e.actor_ip = Str(j["actor"], "ip");
-      e.actor_token_id = Str(j["actor"], "token_id");
+    Call call{"GET", "/accounts/" + options_.account_id + "/audit_logs", "audit_logs/list"};
+    call.query = {{"since", absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", since, absl::UTCTimeZone())},
+                  {"page", std::to_string(page)},
+                  {"per_page", std::to_string(per_page)},
+                  {"direction", "asc"}};
+    absl::StatusOr<json> r = Send(call);
+    if (!r.ok()) return r.status();
+    Page<AuditLogEntry> out;
+    for (const json& j : (*r)["result"]) {
+      AuditLogEntry e;
+      e.id = Str(j, "id");
+      if (j.contains("action")) e.action_type = Str(j["action"], "type");
+      if (j.contains("actor")) {
+        e.actor_email = Str(j["actor"], "email");
+        e.actor_ip = Str(j["actor"], "ip");
+        e.actor_token_id = Str(j["actor"], "token_id");
+      }
+      if (j.contains("resource")) {
+        e.resource_type = Str(j["resource"], "type");
+        e.resource_id = Str(j["resource"], "id");
+      }
+      e.when = ParseTime(Str(j, "when")).value_or(absl::InfinitePast());
+      out.items.push_back(std::move(e));
     }
-    if (j.contains("resource")) {
-      e.resource_type = Str(j["resource"], "type");
-      e.resource_id = Str(j["resource"], "id");
+    if (r->contains("result_info")) {
+      out.total_pages = (*r)["result_info"].value("total_pages", 0);
+      out.total_count = (*r)["result_info"].value("total_count", 0);
     }
-    e.when = ParseTime(Str(j, "when")).value_or(absl::InfinitePast());
-    out.items.push_back(std::move(e));
-  }
-  if (r->contains("result_info")) {
-    out.total_pages = (*r)["result_info"].value("total_pages", 0);
-    out.total_count = (*r)["result_info"].value("total_count", 0);
-  }
-  return out;
+    return out;
   });
 }
 

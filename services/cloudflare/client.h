@@ -109,8 +109,7 @@ struct TokenInfo {
 };
 
 struct AuditLogEntry {
-  std::string id, action_type, actor_email, actor_ip, actor_token_id, resource_type,
-      resource_id;
+  std::string id, action_type, actor_email, actor_ip, actor_token_id, resource_type, resource_id;
   absl::Time when;
 };
 
@@ -145,8 +144,7 @@ class CloudflareClient {
   absl::StatusOr<std::vector<AccessRule>> ListAllAccessRules(RuleScope scope,
                                                              const AccessRuleFilter& f);
   absl::StatusOr<AccessRule> CreateAccessRule(RuleScope scope, const std::string& mode,
-                                              const std::string& target,
-                                              const std::string& value,
+                                              const std::string& target, const std::string& value,
                                               const std::string& notes);
   absl::Status DeleteAccessRule(RuleScope scope, const std::string& id);
 
@@ -179,8 +177,7 @@ class CloudflareClient {
                                             const std::string& rule_id);
 
   // --- audit logs ---
-  absl::StatusOr<Page<AuditLogEntry>> ListAuditLogs(absl::Time since, int page,
-                                                    int per_page = 100);
+  absl::StatusOr<Page<AuditLogEntry>> ListAuditLogs(absl::Time since, int page, int per_page = 100);
 
   int BudgetRemaining();
   const ClientOptions& options() const { return options_; }
@@ -197,6 +194,9 @@ class CloudflareClient {
   // Sends with budget, retries and error mapping; returns the whole envelope.
   absl::StatusOr<nlohmann::json> Send(const Call& call);
   absl::StatusOr<nlohmann::json> SendOnce(const Call& call, int* http_status);
+  // POST/PUT/DELETE on a list's items: the asynchronous operation's id.
+  absl::StatusOr<std::string> WriteListItems(const std::string& method, const std::string& label,
+                                             const std::string& list_id, nlohmann::json body);
   std::string ScopePath(RuleScope scope) const;
   std::string TokenPath(bool account_owned) const;
 

@@ -15,7 +15,8 @@ absl::StatusOr<std::string> ReadFirstLine(const std::string& path, const char* w
   std::string line;
   std::getline(in, line);
   std::string value(absl::StripAsciiWhitespace(line));
-  if (value.empty()) return absl::InvalidArgumentError(absl::StrCat(what, " file ", path, " is empty"));
+  if (value.empty())
+    return absl::InvalidArgumentError(absl::StrCat(what, " file ", path, " is empty"));
   return value;
 }
 

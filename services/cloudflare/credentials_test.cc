@@ -35,8 +35,8 @@ TEST(CredentialsTest, TokenFromFileOrEnvironment) {
   s.token_env = "PALISADE_TEST_TOKEN";
   EXPECT_EQ(LoadCredentials(s)->token.value(), kToken);
   s.token_env = "PALISADE_TEST_UNSET";
-  EXPECT_THAT(LoadCredentials(s), StatusIs(absl::StatusCode::kNotFound,
-                                           HasSubstr("PALISADE_TEST_UNSET")));
+  EXPECT_THAT(LoadCredentials(s),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("PALISADE_TEST_UNSET")));
 }
 
 TEST(CredentialsTest, ErrorsNeverShowTheValue) {
@@ -52,8 +52,8 @@ TEST(CredentialsTest, GlobalApiKeyIsRefusedUnlessAllowed) {
   CredentialSource s;
   s.email = "ops@example.com";
   s.api_key_file = WriteFile("key", "0123456789abcdef0123456789abcdef01234\n");
-  EXPECT_THAT(LoadCredentials(s), StatusIs(absl::StatusCode::kFailedPrecondition,
-                                           HasSubstr("Global API Key")));
+  EXPECT_THAT(LoadCredentials(s),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("Global API Key")));
   s.allow_global_api_key = true;
   absl::StatusOr<Credentials> c = LoadCredentials(s);
   ASSERT_THAT(c, IsOk());

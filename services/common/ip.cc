@@ -162,8 +162,7 @@ absl::StatusOr<CidrSet> CidrSet::Parse(const std::vector<std::string>& entries) 
   for (size_t i = 0; i < entries.size(); ++i) {
     absl::StatusOr<Cidr> c = Cidr::Parse(entries[i]);
     if (!c.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("entry ", i + 1, ": ", c.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat("entry ", i + 1, ": ", c.status().message()));
     }
     ranges.push_back(*c);
   }

@@ -34,9 +34,9 @@ TEST(IpAddressTest, FoldsMappedIpv6ToIpv4) {
 }
 
 TEST(IpAddressTest, RejectsNonAddresses) {
-  for (absl::string_view bad : {"", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1..2.3",
-                                "1.2.3.", ".1.2.3", "1.2.3.1000", "example.com", "1.2.3.4 ",
-                                "::g", "1.2.3.4; rm -rf /", "[1.2.3.4"}) {
+  for (absl::string_view bad :
+       {"", "1.2.3", "1.2.3.4.5", "256.1.1.1", "01.2.3.4", "1..2.3", "1.2.3.", ".1.2.3",
+        "1.2.3.1000", "example.com", "1.2.3.4 ", "::g", "1.2.3.4; rm -rf /", "[1.2.3.4"}) {
     EXPECT_FALSE(IpAddress::Parse(bad).has_value()) << bad;
   }
 }

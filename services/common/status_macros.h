@@ -11,9 +11,9 @@
 #define PALISADE_CONCAT_INNER_(a, b) a##b
 #define PALISADE_CONCAT_(a, b) PALISADE_CONCAT_INNER_(a, b)
 
-#define RETURN_IF_ERROR(expr)                   \
-  do {                                          \
-    ::absl::Status palisade_status_ = (expr);   \
+#define RETURN_IF_ERROR(expr)                            \
+  do {                                                   \
+    ::absl::Status palisade_status_ = (expr);            \
     if (!palisade_status_.ok()) return palisade_status_; \
   } while (0)
 

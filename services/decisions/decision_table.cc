@@ -19,8 +19,8 @@ constexpr absl::Duration kDefaultMemory = absl::Hours(24 * 7);
 
 absl::Duration Escalated(absl::Duration base, const palisade::v1::Escalation& esc,
                          uint32_t offence) {
-  absl::Duration cap = esc.has_max_duration() ? FromProtoDuration(esc.max_duration())
-                                              : kDefaultMaxDuration;
+  absl::Duration cap =
+      esc.has_max_duration() ? FromProtoDuration(esc.max_duration()) : kDefaultMaxDuration;
   if (esc.factor() <= 1.0 || offence <= 1) return base;
   double scale = std::pow(esc.factor(), static_cast<double>(offence - 1));
   absl::Duration grown = scale > 1e6 ? cap : base * scale;
@@ -104,8 +104,8 @@ void DecisionTable::PersistLocked(const std::vector<DecisionUpdate*>& updates) {
   absl::StatusOr<std::vector<int64_t>> seqs = store_->RecordDecisions(changes);
   if (!seqs.ok()) {
     // The decisions stand in memory; say loudly that they are not durable.
-    std::cerr << "palisaded: store: " << changes.size() << " decision change(s) not persisted: "
-              << seqs.status().message() << std::endl;
+    std::cerr << "palisaded: store: " << changes.size()
+              << " decision change(s) not persisted: " << seqs.status().message() << std::endl;
     return;
   }
   for (size_t i = 0; i < recorded.size(); ++i) recorded[i]->outbox_seq = (*seqs)[i];
@@ -131,9 +131,8 @@ std::string DecisionTable::NewIdLocked() {
 }
 
 DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
-                                          const palisade::v1::DecisionSpec& spec,
-                                          absl::Time start, palisade::v1::Origin origin,
-                                          absl::string_view rule_id,
+                                          const palisade::v1::DecisionSpec& spec, absl::Time start,
+                                          palisade::v1::Origin origin, absl::string_view rule_id,
                                           const std::vector<std::string>& evidence,
                                           absl::string_view reason) {
   const absl::Time now = clock_.TimeNow();
@@ -196,8 +195,8 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
   DecisionUpdate update;
   {
     absl::MutexLock lock(&mu_);
-    update = ApplyLocked(target, spec, detection.time, palisade::v1::ORIGIN_RULE,
-                         detection.rule_id, detection.evidence, "");
+    update = ApplyLocked(target, spec, detection.time, palisade::v1::ORIGIN_RULE, detection.rule_id,
+                         detection.evidence, "");
     PersistLocked({&update});
   }
   if (update.change == DecisionChange::kCreated) update.secret = detection.secret;
@@ -266,9 +265,9 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
       break;
     }
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("target.kind ", palisade::v1::TargetKind_Name(target.kind()),
-                       " cannot be added by hand"));
+      return absl::InvalidArgumentError(absl::StrCat("target.kind ",
+                                                     palisade::v1::TargetKind_Name(target.kind()),
+                                                     " cannot be added by hand"));
   }
   const absl::Duration duration = FromProtoDuration(req.duration());
   if (duration <= absl::ZeroDuration()) {
@@ -292,8 +291,9 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
   if (actuator != palisade::v1::ACTUATOR_NONE &&
       ((path && actuator != palisade::v1::ACTUATOR_RATE_LIMIT) ||
        (token && actuator != palisade::v1::ACTUATOR_TOKEN_REVOCATION) ||
-       (!path && !token && (actuator == palisade::v1::ACTUATOR_RATE_LIMIT ||
-                            actuator == palisade::v1::ACTUATOR_TOKEN_REVOCATION)))) {
+       (!path && !token &&
+        (actuator == palisade::v1::ACTUATOR_RATE_LIMIT ||
+         actuator == palisade::v1::ACTUATOR_TOKEN_REVOCATION)))) {
     return absl::InvalidArgumentError(absl::StrCat(
         "actuator ", palisade::v1::Actuator_Name(actuator), " cannot act on this target"));
   }
@@ -351,7 +351,8 @@ std::vector<Decision> DecisionTable::List(const DecisionFilter& filter) const {
     out.push_back(d);
   }
   std::sort(out.begin(), out.end(), [](const Decision& a, const Decision& b) {
-    if (a.start().seconds() != b.start().seconds()) return a.start().seconds() < b.start().seconds();
+    if (a.start().seconds() != b.start().seconds())
+      return a.start().seconds() < b.start().seconds();
     return a.id() < b.id();
   });
   return out;

@@ -78,9 +78,8 @@ TEST_F(DecisionTableTest, RepeatOffenderEscalatesAndIsCapped) {
     clock_.Advance(durations.back());
     EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
   }
-  EXPECT_EQ(durations, (std::vector<absl::Duration>{absl::Hours(1), absl::Hours(2),
-                                                    absl::Hours(4), absl::Hours(5),
-                                                    absl::Hours(5)}));
+  EXPECT_EQ(durations, (std::vector<absl::Duration>{absl::Hours(1), absl::Hours(2), absl::Hours(4),
+                                                    absl::Hours(5), absl::Hours(5)}));
 }
 
 TEST_F(DecisionTableTest, OffencesAreForgottenAfterTheMemory) {
@@ -100,8 +99,8 @@ TEST_F(DecisionTableTest, ExpiryUsesTheClock) {
   ASSERT_THAT(expired, SizeIs(1));
   EXPECT_FALSE(expired[0].active());
   EXPECT_EQ(table_.active_count(), 0u);
-  EXPECT_EQ(changes_, (std::vector<DecisionChange>{DecisionChange::kCreated,
-                                                   DecisionChange::kExpired}));
+  EXPECT_EQ(changes_,
+            (std::vector<DecisionChange>{DecisionChange::kCreated, DecisionChange::kExpired}));
 }
 
 TEST_F(DecisionTableTest, StaleDetectionsDoNotCreateDecisions) {
@@ -134,17 +133,17 @@ TEST_F(DecisionTableTest, ManualBanValidatesInput) {
   palisade::v1::AddDecisionRequest req;
   req.mutable_target()->set_value("not-an-ip");
   *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
-  EXPECT_THAT(table_.AddManual(req), StatusIs(absl::StatusCode::kInvalidArgument,
-                                              HasSubstr("not an IP address")));
+  EXPECT_THAT(table_.AddManual(req),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not an IP address")));
   req.mutable_target()->set_value("203.0.113.7");
   req.clear_duration();
-  EXPECT_THAT(table_.AddManual(req), StatusIs(absl::StatusCode::kInvalidArgument,
-                                              HasSubstr("duration must be > 0")));
+  EXPECT_THAT(table_.AddManual(req),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("duration must be > 0")));
   req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_RANGE);
   req.mutable_target()->set_value("10.0.0.1/8");
   *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
-  EXPECT_THAT(table_.AddManual(req), StatusIs(absl::StatusCode::kInvalidArgument,
-                                              HasSubstr("host bits")));
+  EXPECT_THAT(table_.AddManual(req),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("host bits")));
 }
 
 TEST_F(DecisionTableTest, TokenSecretTravelsInTheUpdateOnlyAndOnlyOnce) {

@@ -136,17 +136,20 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
 void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
                    absl::string_view secret, std::vector<Detection>* out) {
   const CompiledRule& rule = *rules_->rules()[rule_index];
-  if (rule.count == 1) {  // no window needed: every match is a detection
-    Detection d;
+  auto detection = [&]() -> Detection& {
+    ++stats_.detections;
+    Detection& d = out->emplace_back();
     d.rule = &rule;
     d.rule_id = rule.id();
     d.kind = rule.proto.key_kind();
     d.key = std::string(key);
     d.time = time;
-    if (options_.max_evidence > 0) d.evidence.emplace_back(raw);
     d.secret = std::string(secret);
-    out->push_back(std::move(d));
-    ++stats_.detections;
+    return d;
+  };
+  if (rule.count == 1) {  // no window needed: every match is a detection
+    Detection& d = detection();
+    if (options_.max_evidence > 0) d.evidence.emplace_back(raw);
     return;
   }
   WindowMap& map = windows_[rule_index];
@@ -178,20 +181,12 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
   }
   if (w.times.size() < rule.count) return;
 
-  Detection d;
-  d.rule = &rule;
-  d.rule_id = rule.id();
-  d.kind = rule.proto.key_kind();
-  d.key = std::string(key);
-  d.time = time;
+  Detection& d = detection();
   // Oldest first: the ring starts at evidence_next once full.
   const size_t n = w.evidence.size();
   const size_t start = n < options_.max_evidence ? 0 : w.evidence_next;
   d.evidence.reserve(n);
   for (size_t i = 0; i < n; ++i) d.evidence.push_back(w.evidence[(start + i) % n]);
-  d.secret = std::string(secret);
-  out->push_back(std::move(d));
-  ++stats_.detections;
   // Start over: the next detection needs a full threshold of new matches.
   w.times.clear();
   w.evidence.clear();

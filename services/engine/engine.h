@@ -43,8 +43,8 @@ struct Detection {
   const CompiledRule* rule = nullptr;  // valid while the RuleSet it came from is alive
   std::string rule_id;
   palisade::v1::TargetKind kind = palisade::v1::TargetKind::TARGET_KIND_IP;
-  std::string key;   // canonical: "203.0.113.7", "2001:db8::1", or the raw path
-  absl::Time time;   // event time of the line that crossed the threshold
+  std::string key;                    // canonical: "203.0.113.7", "2001:db8::1", or the raw path
+  absl::Time time;                    // event time of the line that crossed the threshold
   std::vector<std::string> evidence;  // oldest first, at most max_evidence
   // TARGET_KIND_TOKEN_FINGERPRINT only: the token itself, which the revocation needs. It lives
   // in memory only: never in a decision, a log line, a metric or evidence (which is redacted).
@@ -53,10 +53,10 @@ struct Detection {
 
 // What one line did; the server turns these into acks and metrics.
 struct LineResult {
-  bool matched = false;        // at least one rule counted it
-  uint32_t matches = 0;        // rules that counted it
-  uint32_t ignored = 0;        // rules that matched an allowlisted key or an ignore pattern
-  uint32_t invalid_keys = 0;   // rules whose "ip" capture was not an address
+  bool matched = false;       // at least one rule counted it
+  uint32_t matches = 0;       // rules that counted it
+  uint32_t ignored = 0;       // rules that matched an allowlisted key or an ignore pattern
+  uint32_t invalid_keys = 0;  // rules whose "ip" capture was not an address
 };
 
 struct EngineStats {
@@ -80,8 +80,8 @@ class Engine {
 
   // Matches one parsed line of `format`, counts it, and appends any detections to `out`.
   // `raw` is the whole line (kept as evidence); `time` its event time.
-  LineResult Process(palisade::v1::LogFormat format, const ParsedLine& line,
-                     absl::string_view raw, absl::Time time, std::vector<Detection>* out);
+  LineResult Process(palisade::v1::LogFormat format, const ParsedLine& line, absl::string_view raw,
+                     absl::Time time, std::vector<Detection>* out);
 
   // Only the matching step: calls `fn(rule, key)` for each rule whose pattern matches, with
   // the normalised key. Used by Admin.TestRules and `palisadectl rules test`.

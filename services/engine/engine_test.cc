@@ -19,15 +19,24 @@ constexpr absl::string_view kPack = R"pb(
     programs: "sshd"
     patterns: "^Failed password for (?:invalid user )?(?P<user>\\S+) from (?P<ip>\\S+) port"
     ignore_patterns: "for backup from"
-    threshold { count: 3 window { seconds: 60 } }
-    decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    threshold {
+      count: 3
+      window { seconds: 60 }
+    }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
   }
   rules {
     id: "ssh-probe"
     formats: LOG_FORMAT_SYSLOG
     patterns: "^Did not receive identification string from (?P<ip>\\S+)"
     threshold { count: 1 }
-    decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 60 }
+    }
   }
 )pb";
 
@@ -151,8 +160,7 @@ TEST_F(EngineTest, CountOneDetectsAtOnceWithoutAWindow) {
   std::vector<Detection> d = Feed("Did not receive identification string from 203.0.113.5", 0);
   ASSERT_THAT(d, SizeIs(1));
   EXPECT_EQ(d[0].rule_id, "ssh-probe");
-  EXPECT_THAT(d[0].evidence,
-              ElementsAre("Did not receive identification string from 203.0.113.5"));
+  EXPECT_THAT(d[0].evidence, ElementsAre("Did not receive identification string from 203.0.113.5"));
   EXPECT_EQ(engine_.live_windows(), 0u);
 }
 
@@ -239,7 +247,10 @@ TEST_F(EngineTest, TokenKeysAreFingerprintsAndEvidenceIsRedacted) {
       key_kind: TARGET_KIND_TOKEN_FINGERPRINT
       patterns: "Bearer (?P<token>[A-Za-z0-9_-]{40,})"
       threshold { count: 1 }
-      decision { action: ACTION_REVOKE_TOKEN duration { seconds: 60 } }
+      decision {
+        action: ACTION_REVOKE_TOKEN
+        duration { seconds: 60 }
+      }
     }
   )pb";
   Engine engine(Rules(kTokenPack), EngineOptions());
@@ -268,7 +279,10 @@ TEST_F(EngineTest, ConditionsOnOtherCaptures) {
       patterns: "ip=(?P<ip>\\S+) token=(?P<token_id>[0-9a-f]{32})"
       conditions { group: "ip" not_in_set: "allowed" }
       threshold { count: 1 }
-      decision { action: ACTION_REVOKE_TOKEN duration { seconds: 60 } }
+      decision {
+        action: ACTION_REVOKE_TOKEN
+        duration { seconds: 60 }
+      }
     }
   )pb";
   auto pack = ParseRulePack(kAuditPack, "audit.textproto");

@@ -54,12 +54,10 @@ std::string BaseName(absl::string_view path) {
 }
 
 absl::Status RuleError(const LoadedPack& pack, absl::string_view rule_id, absl::string_view why) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(pack.file, ": rule \"", rule_id, "\": ", why));
+  return absl::InvalidArgumentError(absl::StrCat(pack.file, ": rule \"", rule_id, "\": ", why));
 }
 
-absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack,
-                                                          const Rule& rule,
+absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack, const Rule& rule,
                                                           const CidrSets& sets) {
   auto out = std::make_unique<CompiledRule>();
   out->proto = rule;
@@ -95,10 +93,10 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
        (kind == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT ||
         kind == TargetKind::TARGET_KIND_TOKEN_ID));
   if (!fits) {
-    return RuleError(pack, rule.id(),
-                     absl::StrCat("decision.actuator ", palisade::v1::Actuator_Name(actuator),
-                                  " cannot act on a ", palisade::v1::TargetKind_Name(kind),
-                                  " key"));
+    return RuleError(
+        pack, rule.id(),
+        absl::StrCat("decision.actuator ", palisade::v1::Actuator_Name(actuator),
+                     " cannot act on a ", palisade::v1::TargetKind_Name(kind), " key"));
   }
   if (rule.formats().empty()) return RuleError(pack, rule.id(), "no formats");
   for (int f : rule.formats()) {
@@ -130,8 +128,9 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
     const palisade::v1::Condition& cond = rule.conditions(c);
     const std::string& set_name = cond.in_set().empty() ? cond.not_in_set() : cond.in_set();
     if (cond.in_set().empty() == cond.not_in_set().empty()) {
-      return RuleError(pack, rule.id(),
-                       absl::StrCat("condition ", c + 1, ": set exactly one of in_set, not_in_set"));
+      return RuleError(
+          pack, rule.id(),
+          absl::StrCat("condition ", c + 1, ": set exactly one of in_set, not_in_set"));
     }
     auto set = sets.find(set_name);
     if (set == sets.end()) {
@@ -268,17 +267,17 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
         std::string error;
         int idx = index->set->Add(rule.proto.patterns(p), &error);
         if (idx < 0) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              "rule \"", rule.id(), "\": pattern ", p + 1, " rejected by RE2::Set: ", error));
+          return absl::InvalidArgumentError(absl::StrCat("rule \"", rule.id(), "\": pattern ",
+                                                         p + 1, " rejected by RE2::Set: ", error));
         }
         index->entries.emplace_back(static_cast<int>(r), p);
       }
     }
     if (index->entries.empty()) continue;
     if (!index->set->Compile()) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "the patterns for ", palisade::v1::LogFormat_Name(f),
-          " do not fit the regex memory budget; split or simplify them"));
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the patterns for ", palisade::v1::LogFormat_Name(f),
+                       " do not fit the regex memory budget; split or simplify them"));
     }
     set->by_format_[f] = std::move(index);
   }

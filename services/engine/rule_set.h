@@ -20,9 +20,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "palisade/v1/rules.pb.h"
-#include "services/common/ip.h"
 #include "re2/re2.h"
 #include "re2/set.h"
+#include "services/common/ip.h"
 
 namespace palisade {
 
@@ -43,7 +43,7 @@ using CidrSets = std::map<std::string, CidrSet>;
 struct CompiledCondition {
   std::vector<int> group;  // per pattern
   const CidrSet* set = nullptr;
-  bool inside = false;     // in_set (true) or not_in_set (false)
+  bool inside = false;  // in_set (true) or not_in_set (false)
 };
 
 struct CompiledRule {
@@ -86,7 +86,7 @@ class RuleSet {
   std::vector<std::unique_ptr<CompiledRule>> rules_;
   std::vector<std::string> pack_names_;
   std::vector<std::unique_ptr<FormatIndex>> by_format_;  // indexed by LogFormat value
-  CidrSets sets_;  // owned here: conditions point into it
+  CidrSets sets_;                                        // owned here: conditions point into it
 };
 
 // RE2 options every Palisade regex is compiled with: bounded memory, no logging.

@@ -17,8 +17,14 @@ constexpr absl::string_view kGoodRule = R"pb(
     id: "ssh-fail"
     formats: LOG_FORMAT_SYSLOG
     patterns: "Failed password for .* from (?P<ip>\\S+)"
-    threshold { count: 3 window { seconds: 60 } }
-    decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    threshold {
+      count: 3
+      window { seconds: 60 }
+    }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
   }
 )pb";
 
@@ -59,15 +65,15 @@ TEST(RuleSetTest, InvalidRegexNamesRuleAndPattern) {
 TEST(RuleSetTest, RefusesBackreferencesSinceRe2IsLinearTime) {
   std::string text(kGoodRule);
   text.replace(text.find("(?P<ip>\\\\S+)"), 12, "(?P<ip>\\\\S+) \\\\1");
-  EXPECT_THAT(CompileText(text), StatusIs(absl::StatusCode::kInvalidArgument,
-                                          HasSubstr("does not compile")));
+  EXPECT_THAT(CompileText(text),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not compile")));
 }
 
 TEST(RuleSetTest, MissingKeyGroup) {
   std::string text(kGoodRule);
   text.replace(text.find("(?P<ip>"), 7, "(?P<addr>");
-  EXPECT_THAT(CompileText(text), StatusIs(absl::StatusCode::kInvalidArgument,
-                                          HasSubstr("no (?P<ip>...) group")));
+  EXPECT_THAT(CompileText(text),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no (?P<ip>...) group")));
 }
 
 TEST(RuleSetTest, DuplicateIdsAcrossPacksRefuseEverything) {

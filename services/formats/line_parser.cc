@@ -72,8 +72,8 @@ absl::StatusOr<LogFormat> ParseFormatName(absl::string_view name) {
                       LogFormat::LOG_FORMAT_COMBINED, LogFormat::LOG_FORMAT_RAW}) {
     if (FormatName(f) == name) return f;
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown format \"", name, "\" (expected syslog, syslog5424, combined or raw)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown format \"", name, "\" (expected syslog, syslog5424, combined or raw)"));
 }
 
 absl::string_view FormatName(LogFormat format) {
@@ -95,9 +95,9 @@ size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out) {
   int year, month, day, hour, minute, second;
   if (!ReadDigits(text, 0, 4, &year) || text.size() < 19 || text[4] != '-' ||
       !ReadDigits(text, 5, 2, &month) || text[7] != '-' || !ReadDigits(text, 8, 2, &day) ||
-      (text[10] != 'T' && text[10] != 't' && text[10] != ' ') ||
-      !ReadDigits(text, 11, 2, &hour) || text[13] != ':' || !ReadDigits(text, 14, 2, &minute) ||
-      text[16] != ':' || !ReadDigits(text, 17, 2, &second)) {
+      (text[10] != 'T' && text[10] != 't' && text[10] != ' ') || !ReadDigits(text, 11, 2, &hour) ||
+      text[13] != ':' || !ReadDigits(text, 14, 2, &minute) || text[16] != ':' ||
+      !ReadDigits(text, 17, 2, &second)) {
     return 0;
   }
   if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
@@ -188,15 +188,14 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
     int day, hour, minute, second;
     int month = rest.size() >= 15 ? MonthFromAbbrev(rest.substr(0, 3)) : 0;
     if (month == 0 || rest[3] != ' ') {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "syslog: no timestamp at column ", pos + 1, " (expected \"Mmm dd hh:mm:ss\")"));
+      return absl::InvalidArgumentError(absl::StrCat("syslog: no timestamp at column ", pos + 1,
+                                                     " (expected \"Mmm dd hh:mm:ss\")"));
     }
     bool day_ok = rest[4] == ' ' ? ReadDigits(rest, 5, 1, &day) : ReadDigits(rest, 4, 2, &day);
     if (!day_ok || day < 1 || day > 31 || rest[6] != ' ' || !ReadDigits(rest, 7, 2, &hour) ||
         rest[9] != ':' || !ReadDigits(rest, 10, 2, &minute) || rest[12] != ':' ||
         !ReadDigits(rest, 13, 2, &second) || hour > 23 || minute > 59 || second > 60) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("syslog: bad timestamp at column ", pos + 1));
+      return absl::InvalidArgumentError(absl::StrCat("syslog: bad timestamp at column ", pos + 1));
     }
     absl::CivilSecond ref = absl::ToCivilSecond(reference, absl::UTCTimeZone());
     int64_t year = ref.year();
@@ -296,15 +295,15 @@ absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) 
   size_t ts = open + 2;
   int day, year, hour, minute, second, oh, om;
   int month = line.size() > ts + 27 ? MonthFromAbbrev(line.substr(ts + 3, 3)) : 0;
-  if (month == 0 || !ReadDigits(line, ts, 2, &day) || line[ts + 2] != '/' ||
-      line[ts + 6] != '/' || !ReadDigits(line, ts + 7, 4, &year) || line[ts + 11] != ':' ||
+  if (month == 0 || !ReadDigits(line, ts, 2, &day) || line[ts + 2] != '/' || line[ts + 6] != '/' ||
+      !ReadDigits(line, ts + 7, 4, &year) || line[ts + 11] != ':' ||
       !ReadDigits(line, ts + 12, 2, &hour) || line[ts + 14] != ':' ||
       !ReadDigits(line, ts + 15, 2, &minute) || line[ts + 17] != ':' ||
       !ReadDigits(line, ts + 18, 2, &second) || line[ts + 20] != ' ' ||
       (line[ts + 21] != '+' && line[ts + 21] != '-') || !ReadDigits(line, ts + 22, 2, &oh) ||
       !ReadDigits(line, ts + 24, 2, &om) || line[ts + 26] != ']') {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "combined: bad time at column ", ts + 1, " (expected dd/Mon/yyyy:hh:mm:ss +zzzz)"));
+    return absl::InvalidArgumentError(absl::StrCat("combined: bad time at column ", ts + 1,
+                                                   " (expected dd/Mon/yyyy:hh:mm:ss +zzzz)"));
   }
   if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
     return absl::InvalidArgumentError(absl::StrCat("combined: bad time at column ", ts + 1));

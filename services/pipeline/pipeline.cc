@@ -1,7 +1,6 @@
 #include "services/pipeline/pipeline.h"
 
 #include <algorithm>
-#include <algorithm>
 #include <map>
 
 #include "absl/strings/str_cat.h"
@@ -148,7 +147,8 @@ Pipeline::SourceMetrics& Pipeline::SourceMetricsFor(const std::string& source, L
   std::string key = absl::StrCat(source, "\t", static_cast<int>(format));
   auto it = source_metrics_.find(key);
   if (it != source_metrics_.end()) return it->second;
-  const prometheus::Labels labels = {{"source", source}, {"format", std::string(FormatName(format))}};
+  const prometheus::Labels labels = {{"source", source},
+                                     {"format", std::string(FormatName(format))}};
   SourceMetrics m{&received_family_.Add(labels), &malformed_family_.Add(labels),
                   &truncated_family_.Add(labels), &sanitized_family_.Add(labels),
                   &clamped_family_.Add(labels)};
@@ -169,8 +169,8 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
   ParsedLine parsed;
   {
     absl::MutexLock lock(&mu_);
-    SourceMetrics& sm = SourceMetricsFor(batch.source().empty() ? "-" : batch.source(),
-                                         batch.format());
+    SourceMetrics& sm =
+        SourceMetricsFor(batch.source().empty() ? "-" : batch.source(), batch.format());
     std::vector<uint32_t> per_rule_matches(rule_metrics_.size(), 0);
     for (const palisade::v1::LogRecord& record : batch.records()) {
       absl::string_view line = record.line();

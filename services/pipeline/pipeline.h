@@ -90,7 +90,7 @@ class Pipeline {
   mutable absl::Mutex mu_;
   Engine engine_ ABSL_GUARDED_BY(mu_);
   std::vector<Detection> detections_ ABSL_GUARDED_BY(mu_);  // scratch
-  std::string sanitized_ ABSL_GUARDED_BY(mu_);               // scratch
+  std::string sanitized_ ABSL_GUARDED_BY(mu_);              // scratch
   std::vector<RuleMetrics> rule_metrics_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, SourceMetrics> source_metrics_ ABSL_GUARDED_BY(mu_);
   uint64_t malformed_ ABSL_GUARDED_BY(mu_) = 0;

@@ -20,8 +20,14 @@ constexpr absl::string_view kPack = R"pb(
     id: "ssh-fail"
     formats: LOG_FORMAT_SYSLOG
     patterns: "Failed password for \\S+ from (?P<ip>\\S+) port"
-    threshold { count: 3 window { seconds: 60 } }
-    decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    threshold {
+      count: 3
+      window { seconds: 60 }
+    }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
   }
 )pb";
 
@@ -46,7 +52,8 @@ double CounterValue(prometheus::Registry& registry, const std::string& name,
 
 class PipelineTest : public ::testing::Test {
  protected:
-  PipelineTest() : table_(clock_), pipeline_(Rules(), PipelineOptions(), clock_, table_, registry_) {}
+  PipelineTest()
+      : table_(clock_), pipeline_(Rules(), PipelineOptions(), clock_, table_, registry_) {}
 
   static std::shared_ptr<const RuleSet> Rules() {
     return *RuleSet::Compile({*ParseRulePack(kPack, "test.textproto")});

@@ -36,8 +36,8 @@ absl::Status CheckListen(const std::string& file, const std::string& field,
   int port = -1;
   if (colon == std::string::npos || colon == 0 ||
       !absl::SimpleAtoi(value.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        file, ": ", field, ": \"", value, "\" is not host:port (e.g. 127.0.0.1:50051)"));
+    return absl::InvalidArgumentError(absl::StrCat(file, ": ", field, ": \"", value,
+                                                   "\" is not host:port (e.g. 127.0.0.1:50051)"));
   }
   return absl::OkStatus();
 }
@@ -169,8 +169,8 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
     for (int i = 0; i < list.cidrs_size(); ++i) {
       absl::StatusOr<Cidr> c = Cidr::Parse(list.cidrs(i));
       if (!c.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(file, ": cidr_sets[\"", name, "\"][", i,
-                                                       "]: ", c.status().message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(file, ": cidr_sets[\"", name, "\"][", i, "]: ", c.status().message()));
       }
     }
   }

@@ -22,9 +22,9 @@ TEST(ConfigTest, DefaultsAreLoopbackAndTheShippedPacksLoad) {
 }
 
 TEST(ConfigTest, ParsesAndResolvesRelativePacks) {
-  absl::StatusOr<palisade::v1::Config> config = ParseConfig(
-      R"pb(rule_files: "sshd.textproto" allowlist: "192.0.2.0/24")pb", "/etc/p/c.textproto",
-      "/etc/p");
+  absl::StatusOr<palisade::v1::Config> config = ParseConfig(R"pb(rule_files: "sshd.textproto"
+                                                                 allowlist: "192.0.2.0/24")pb",
+                                                            "/etc/p/c.textproto", "/etc/p");
   ASSERT_THAT(config, IsOk());
   EXPECT_EQ(config->rule_files(0), "/etc/p/sshd.textproto");
   EXPECT_EQ(config->grpc_listen(), "127.0.0.1:50051");
@@ -83,8 +83,8 @@ TEST(ConfigTest, CloudflareSectionIsValidatedWithDefaults) {
 TEST(ConfigTest, ABadPackRefusesTheWholeSet) {
   palisade::v1::Config config = DefaultConfig("rules");
   config.add_rule_files("rules/does-not-exist.textproto");
-  EXPECT_THAT(LoadRules(config), StatusIs(absl::StatusCode::kNotFound,
-                                          HasSubstr("does-not-exist.textproto")));
+  EXPECT_THAT(LoadRules(config),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("does-not-exist.textproto")));
 }
 
 }  // namespace
@@ -101,7 +101,8 @@ TEST(ShippedConfigTest, DeployConfigLoads) {
   EXPECT_EQ(config->cidr_sets().at("cloudflare_token_ips").cidrs_size(), 2);
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(*config);
   ASSERT_THAT(rules, palisade::testing::IsOk());
-  EXPECT_EQ((*rules)->pack_names(), (std::vector<std::string>{"sshd", "nginx", "cloudflare-tokens", "cloudflare-audit"}));
+  EXPECT_EQ((*rules)->pack_names(),
+            (std::vector<std::string>{"sshd", "nginx", "cloudflare-tokens", "cloudflare-audit"}));
 }
 
 }  // namespace

@@ -12,9 +12,7 @@ namespace palisade {
 namespace {
 
 // Only API tokens can be verified; the legacy key has no verify endpoint.
-bool HasToken(const CredentialSource& s) {
-  return !s.token_file.empty() || !s.token_env.empty();
-}
+bool HasToken(const CredentialSource& s) { return !s.token_file.empty() || !s.token_env.empty(); }
 
 }  // namespace
 
@@ -69,9 +67,9 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   if (!edge->client_->options().base_url.empty() && HasToken(source)) {
     absl::StatusOr<TokenInfo> info = edge->client_->VerifyToken(account_token);
     if (info.status().code() == absl::StatusCode::kUnauthenticated) {
-      return absl::UnauthenticatedError(absl::StrCat(
-          "cloudflare: the API token was refused (invalid, disabled or expired): ",
-          info.status().message()));
+      return absl::UnauthenticatedError(
+          absl::StrCat("cloudflare: the API token was refused (invalid, disabled or expired): ",
+                       info.status().message()));
     }
     if (!info.ok()) {
       std::cerr << "palisaded: cloudflare: could not verify the token yet ("
@@ -81,10 +79,9 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
         return absl::FailedPreconditionError(
             absl::StrCat("cloudflare: the API token ", info->id, " is ", info->status));
       }
-      std::string expiry = info->expires_on
-                               ? absl::FormatTime(absl::RFC3339_sec, *info->expires_on,
-                                                  absl::UTCTimeZone())
-                               : "never";
+      std::string expiry = info->expires_on ? absl::FormatTime(absl::RFC3339_sec, *info->expires_on,
+                                                               absl::UTCTimeZone())
+                                            : "never";
       own_token_id = info->id;
       std::cerr << "palisaded: cloudflare: token " << info->id << " " << info->status
                 << ", expires " << expiry << std::endl;
@@ -109,9 +106,9 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   CloudflareClient& client = *edge->client_;
   edge->dispatcher_->AddActuator(
       palisade::v1::ACTUATOR_ACCESS_RULE,
-      std::make_unique<AccessRuleActuator>(
-          client, config.access_rule_scope() == "account" ? RuleScope::kAccount
-                                                          : RuleScope::kZone));
+      std::make_unique<AccessRuleActuator>(client, config.access_rule_scope() == "account"
+                                                       ? RuleScope::kAccount
+                                                       : RuleScope::kZone));
   IpListOptions list;
   list.list_name = config.list_name();
   list.max_items = static_cast<int>(config.list_max_items());
@@ -124,9 +121,9 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   rl.mitigation_timeout = static_cast<int>(config.ratelimit_mitigation_timeout());
   edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_RATE_LIMIT,
                                  std::make_unique<RateLimitActuator>(client, rl));
-  edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION,
-                                 std::make_unique<TokenActuator>(client, config.token_delete(),
-                                                                 own_token_id));
+  edge->dispatcher_->AddActuator(
+      palisade::v1::ACTUATOR_TOKEN_REVOCATION,
+      std::make_unique<TokenActuator>(client, config.token_delete(), own_token_id));
   if (store != nullptr) {
     edge->dispatcher_->SetStore(store);
     absl::Status restored = edge->dispatcher_->Restore();
@@ -141,8 +138,8 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   ropts.scope = config.access_rule_scope() == "account" ? RuleScope::kAccount : RuleScope::kZone;
   ropts.list = list;
   ropts.withdraw_on_missing = config.drift_policy() == "withdraw";
-  edge->reconciler_ = std::make_unique<Reconciler>(client, *edge->dispatcher_, table, ropts,
-                                                   registry);
+  edge->reconciler_ =
+      std::make_unique<Reconciler>(client, *edge->dispatcher_, table, ropts, registry);
   if (!config.dry_run()) {
     const absl::Duration every = FromProtoDuration(config.reconcile_interval());
     Edge* e = edge.get();

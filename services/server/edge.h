@@ -7,9 +7,8 @@
 #include <memory>
 #include <thread>
 
-#include "absl/synchronization/notification.h"
-
 #include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
 #include "palisade/v1/config.pb.h"
 #include "prometheus/registry.h"
 #include "services/actions/dispatcher.h"

@@ -130,9 +130,9 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> AdminService::Reload() {
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = reload_();
   if (!rules.ok()) {
     reload_failed_.Increment();
-    return absl::Status(rules.status().code(),
-                        absl::StrCat("reload refused, the running rules stay: ",
-                                     rules.status().message()));
+    return absl::Status(
+        rules.status().code(),
+        absl::StrCat("reload refused, the running rules stay: ", rules.status().message()));
   }
   pipeline_.SetRules(*rules);
   reload_ok_.Increment();
@@ -167,8 +167,8 @@ grpc::ServerUnaryReactor* AdminService::ReleaseHeld(grpc::CallbackServerContext*
     return Reply(context, absl::FailedPreconditionError(
                               "nothing is held: Cloudflare is not enabled in the config"));
   }
-  const int max = request->max() == 0 ? std::numeric_limits<int>::max()
-                                      : static_cast<int>(request->max());
+  const int max =
+      request->max() == 0 ? std::numeric_limits<int>::max() : static_cast<int>(request->max());
   response->set_released(static_cast<uint32_t>(dispatcher_->ReleaseHeld(max)));
   return Reply(context, absl::OkStatus());
 }

@@ -28,8 +28,8 @@
 #include "services/pipeline/pipeline.h"
 #include "services/server/config.h"
 #include "services/server/edge.h"
-#include "services/store/store.h"
 #include "services/server/grpc_services.h"
+#include "services/store/store.h"
 
 ABSL_FLAG(std::string, config, "",
           "Config file (textproto palisade.v1.Config). Empty: embedded defaults.");
@@ -142,8 +142,9 @@ int Run() {
   IngestService ingest(pipeline);
   DecisionsService decisions(table);
   const palisade::v1::Config loaded = *config;
-  AdminService admin(pipeline, table, clock, [loaded] { return LoadRules(loaded); }, *registry,
-                     kVersion, edge ? &edge->dispatcher() : nullptr);
+  AdminService admin(
+      pipeline, table, clock, [loaded] { return LoadRules(loaded); }, *registry, kVersion,
+      edge ? &edge->dispatcher() : nullptr);
 
   std::unique_ptr<prometheus::Exposer> exposer;
   int metrics_port = 0;
@@ -239,8 +240,8 @@ int Run() {
   save_windows();
   edge.reset();
   exposer.reset();
-  Log(absl::StrCat("stopped in ", absl::FormatDuration(absl::Trunc(absl::Now() - t0,
-                                                                     absl::Milliseconds(1)))));
+  Log(absl::StrCat("stopped in ",
+                   absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1)))));
   return 0;
 }
 

@@ -43,9 +43,7 @@ class Stmt {
   int rc_;
 };
 
-int64_t Millis(absl::Time t) {
-  return t == absl::InfinitePast() ? 0 : absl::ToUnixMillis(t);
-}
+int64_t Millis(absl::Time t) { return t == absl::InfinitePast() ? 0 : absl::ToUnixMillis(t); }
 
 absl::Status Prepared(const Stmt& s, sqlite3* db) {
   if (s.ok()) return absl::OkStatus();
@@ -103,8 +101,7 @@ absl::Status Store::Migrate() {
   }
   if (version > kSchemaVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "store: schema version ", version, " is newer than this palisaded (", kSchemaVersion,
-        ")"));
+        "store: schema version ", version, " is newer than this palisaded (", kSchemaVersion, ")"));
   }
   if (version < 1) {
     absl::Status s = Exec(R"sql(
@@ -292,7 +289,9 @@ absl::Status Store::Reschedule(int64_t seq, int attempts, absl::Time not_before)
   absl::MutexLock lock(&mu_);
   Stmt up(db_, "UPDATE outbox SET attempts = ?, not_before_ms = ? WHERE seq = ?");
   absl::Status s = Prepared(up, db_);
-  return s.ok() ? up.Bind(1, int64_t{attempts}).Bind(2, Millis(not_before)).Bind(3, seq)
+  return s.ok() ? up.Bind(1, int64_t{attempts})
+                      .Bind(2, Millis(not_before))
+                      .Bind(3, seq)
                       .Done("reschedule")
                 : s;
 }

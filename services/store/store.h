@@ -16,8 +16,8 @@
 
 #include <cstdint>
 #include <map>
-#include <optional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -65,8 +65,8 @@ class Store {
   // One transaction: the decision as it is now, the offence count behind it, and, when
   // `outbox` is set, the operation it implies. Returns the operation's sequence number (0 when
   // none).
-  absl::StatusOr<int64_t> RecordDecision(const palisade::v1::Decision& d,
-                                         const OffenceRow* offence, std::optional<bool> outbox);
+  absl::StatusOr<int64_t> RecordDecision(const palisade::v1::Decision& d, const OffenceRow* offence,
+                                         std::optional<bool> outbox);
 
   // The same for many changes in one transaction (a whole ingest batch): one commit instead of
   // one per decision. Returns the sequence numbers in order.

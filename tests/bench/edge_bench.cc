@@ -59,7 +59,8 @@ class Timed final : public Actuator {
 void Scenario(const char* title, palisade::v1::Actuator kind) {
   RealClock& clock = RealClock::Get();
   fake::Options fo;
-  fo.operation_pending = fo.operation_running = absl::Milliseconds(absl::GetFlag(FLAGS_operation_ms));
+  fo.operation_pending = fo.operation_running =
+      absl::Milliseconds(absl::GetFlag(FLAGS_operation_ms));
   fo.max_list_items = 1'000'000;
   fake::FakeCloudflare fake(clock, fo);
   fake::TokenSpec spec;
@@ -84,7 +85,8 @@ void Scenario(const char* title, palisade::v1::Actuator kind) {
   Dispatcher dispatcher(clock, dopts, registry);
   Timed* timed;
   if (kind == palisade::v1::ACTUATOR_ACCESS_RULE) {
-    auto t = std::make_unique<Timed>(std::make_unique<AccessRuleActuator>(client, RuleScope::kZone));
+    auto t =
+        std::make_unique<Timed>(std::make_unique<AccessRuleActuator>(client, RuleScope::kZone));
     timed = t.get();
     dispatcher.AddActuator(kind, std::move(t));
   } else {
@@ -108,7 +110,8 @@ void Scenario(const char* title, palisade::v1::Actuator kind) {
     u.decision.set_actuator(kind);
     u.decision.set_action(palisade::v1::ACTION_BLOCK);
     u.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
-    u.decision.mutable_target()->set_value(absl::StrCat("10.", i / 65536, ".", (i / 256) % 256, ".", i % 256));
+    u.decision.mutable_target()->set_value(
+        absl::StrCat("10.", i / 65536, ".", (i / 256) % 256, ".", i % 256));
     created[u.decision.id()] = absl::Now();
     dispatcher.OnDecision(u);
     const absl::Duration ahead = start + gap * (i + 1) - absl::Now();
@@ -124,15 +127,18 @@ void Scenario(const char* title, palisade::v1::Actuator kind) {
     ms.push_back(absl::ToDoubleMilliseconds(t - created[id]));
   }
   std::sort(ms.begin(), ms.end());
-  auto pct = [&](double p) { return ms.empty() ? 0 : ms[std::min(ms.size() - 1, size_t(p * ms.size()))]; };
+  auto pct = [&](double p) {
+    return ms.empty() ? 0 : ms[std::min(ms.size() - 1, size_t(p * ms.size()))];
+  };
   const int64_t calls = fake.calls() - calls_before;
   std::printf("%s: %d decisions offered at %d/s, %zu applied in %.2f s\n", title, n,
               absl::GetFlag(FLAGS_rate), ms.size(), wall);
   std::printf("  decision -> confirmed at the edge: p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
               pct(0.50), pct(0.99), ms.empty() ? 0 : ms.back());
-  std::printf("  API requests: %lld (%.2f per decision, %.1f decisions per request), %d actuator runs\n",
-              static_cast<long long>(calls), n ? double(calls) / n : 0,
-              calls ? double(ms.size()) / calls : 0, timed->batches());
+  std::printf(
+      "  API requests: %lld (%.2f per decision, %.1f decisions per request), %d actuator runs\n",
+      static_cast<long long>(calls), n ? double(calls) / n : 0,
+      calls ? double(ms.size()) / calls : 0, timed->batches());
   server.Stop();
 }
 

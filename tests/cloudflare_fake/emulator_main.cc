@@ -53,8 +53,8 @@ int main(int argc, char** argv) {
     std::cerr << "cloudflare_emulator: " << port.status().message() << std::endl;
     return 2;
   }
-  std::cerr << "cloudflare_emulator: serving " << server.base_url() << " (token id " << id
-            << ")" << std::endl;
+  std::cerr << "cloudflare_emulator: serving " << server.base_url() << " (token id " << id << ")"
+            << std::endl;
   if (!absl::GetFlag(FLAGS_port_file).empty()) {
     const std::string path = absl::GetFlag(FLAGS_port_file);
     {

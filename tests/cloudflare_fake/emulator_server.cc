@@ -44,9 +44,8 @@ absl::StatusOr<int> EmulatorServer::Start(int port) {
     if (out.delay > absl::ZeroDuration()) absl::SleepFor(out.delay);
     if (out.drop_connection) {
       // Promise a body, then abort: the client sees the connection die mid-reply.
-      res.set_content_provider(
-          64, "application/json",
-          [](size_t, size_t, httplib::DataSink&) { return false; });
+      res.set_content_provider(64, "application/json",
+                               [](size_t, size_t, httplib::DataSink&) { return false; });
       return;
     }
     res.status = out.status;

@@ -47,9 +47,9 @@ Response Error(int status, int code, const std::string& message, json chain = nu
 Response NoRoute() { return Error(404, 7000, "No route for that URI"); }
 
 Response BadObject(const std::string& what) {
-  return Error(404, 7003,
-               absl::StrCat("Could not route to ", what,
-                            ", perhaps your object identifier is invalid?"));
+  return Error(
+      404, 7003,
+      absl::StrCat("Could not route to ", what, ", perhaps your object identifier is invalid?"));
 }
 
 int QueryInt(const Request& r, const std::string& key, int dflt) {
@@ -65,13 +65,12 @@ std::string Query(const Request& r, const std::string& key) {
 }
 
 // Page-style pagination: returns false (and an error) on bad bounds.
-bool Paginate(const Request& r, int max_per_page, int default_per_page, size_t total,
-              size_t* begin, size_t* end, json* info, Response* error) {
+bool Paginate(const Request& r, int max_per_page, int default_per_page, size_t total, size_t* begin,
+              size_t* end, json* info, Response* error) {
   const int page = QueryInt(r, "page", 1);
   const int per_page = QueryInt(r, "per_page", default_per_page);
   if (page < 1 || per_page < 1 || per_page > max_per_page) {
-    *error = Error(400, 1004,
-                   absl::StrCat("page must be >= 1 and per_page in 1..", max_per_page));
+    *error = Error(400, 1004, absl::StrCat("page must be >= 1 and per_page in 1..", max_per_page));
     return false;
   }
   *begin = std::min(total, static_cast<size_t>(page - 1) * per_page);
@@ -133,8 +132,8 @@ bool ValidAccessValue(const std::string& target, const std::string& value) {
 }
 
 const std::set<std::string>& RuleActions() {
-  static const auto* s = new std::set<std::string>{"block", "challenge", "js_challenge",
-                                                   "managed_challenge", "log", "skip"};
+  static const auto* s = new std::set<std::string>{
+      "block", "challenge", "js_challenge", "managed_challenge", "log", "skip"};
   return *s;
 }
 
@@ -171,11 +170,11 @@ std::pair<std::string, std::string> FakeCloudflare::AddTokenLocked(const TokenSp
   t.issued = t.modified = clock_.TimeNow();
   json groups = json::array();
   for (const auto& p : spec.permissions) groups.push_back({{"id", p}, {"name", p}});
-  t.policies = json::array({{{"id", NewId()},
-                             {"effect", "allow"},
-                             {"resources", {{"com.cloudflare.api.account." + options_.account_id,
-                                             "*"}}},
-                             {"permission_groups", groups}}});
+  t.policies =
+      json::array({{{"id", NewId()},
+                    {"effect", "allow"},
+                    {"resources", {{"com.cloudflare.api.account." + options_.account_id, "*"}}},
+                    {"permission_groups", groups}}});
   tokens_[t.id] = t;
   return {t.id, t.spec.value};
 }
@@ -254,8 +253,8 @@ bool FakeCloudflare::RateLimited(const std::string& credential, Response* out) {
   const int64_t reset = absl::ToInt64Seconds(window.front() + options_.rate_limit_window - now);
   out->headers["ratelimit"] = absl::StrCat("\"default\";r=", remaining, ";t=", reset);
   out->headers["ratelimit-policy"] =
-      absl::StrCat("\"default\";q=", options_.rate_limit_requests, ";w=",
-                   absl::ToInt64Seconds(options_.rate_limit_window));
+      absl::StrCat("\"default\";q=", options_.rate_limit_requests,
+                   ";w=", absl::ToInt64Seconds(options_.rate_limit_window));
   return false;
 }
 
@@ -268,9 +267,9 @@ bool FakeCloudflare::Authenticate(const Request& r, bool verify_endpoint, Caller
         !std::all_of(v.begin(), v.end(), [](char c) {
           return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_';
         })) {
-      *error = Error(400, 6003, "Invalid request headers",
-                     json::array({{{"code", 6111},
-                                   {"message", "Invalid format for Authorization header"}}}));
+      *error = Error(
+          400, 6003, "Invalid request headers",
+          json::array({{{"code", 6111}, {"message", "Invalid format for Authorization header"}}}));
       return false;
     }
     const TokenState* found = nullptr;
@@ -323,8 +322,9 @@ bool FakeCloudflare::Authenticate(const Request& r, bool verify_endpoint, Caller
   const std::string& k = key->second;
   if (k.size() < 37 || k.size() > 45 ||
       !std::all_of(k.begin(), k.end(), [](char c) { return absl::ascii_isxdigit(c); })) {
-    *error = Error(400, 6003, "Invalid request headers",
-                   json::array({{{"code", 6103}, {"message", "Invalid format for X-Auth-Key header"}}}));
+    *error =
+        Error(400, 6003, "Invalid request headers",
+              json::array({{{"code", 6103}, {"message", "Invalid format for X-Auth-Key header"}}}));
     return false;
   }
   if (options_.legacy_key.empty() || k != options_.legacy_key ||
@@ -410,15 +410,15 @@ Response FakeCloudflare::HandleLocked(const Request& r) {
 // IP access rules
 
 json FakeCloudflare::AccessRuleJson(const AccessRule& a) const {
-  return {{"id", a.id},
-          {"mode", a.mode},
-          {"notes", a.notes},
-          {"allowed_modes",
-           {"whitelist", "block", "challenge", "js_challenge", "managed_challenge"}},
-          {"configuration", {{"target", a.target}, {"value", a.value}}},
-          {"scope", {{"id", a.scope_id}, {"type", a.scope_type == "zone" ? "zone" : "account"}}},
-          {"created_on", Time(a.created)},
-          {"modified_on", Time(a.modified)}};
+  return {
+      {"id", a.id},
+      {"mode", a.mode},
+      {"notes", a.notes},
+      {"allowed_modes", {"whitelist", "block", "challenge", "js_challenge", "managed_challenge"}},
+      {"configuration", {{"target", a.target}, {"value", a.value}}},
+      {"scope", {{"id", a.scope_id}, {"type", a.scope_type == "zone" ? "zone" : "account"}}},
+      {"created_on", Time(a.created)},
+      {"modified_on", Time(a.modified)}};
 }
 
 Response FakeCloudflare::AccessRules(const Request& r, const Caller& c,
@@ -439,7 +439,8 @@ Response FakeCloudflare::AccessRules(const Request& r, const Caller& c,
       if (!mode.empty()) checks.push_back(a.mode == mode);
       if (!target.empty()) checks.push_back(a.target == target);
       if (!value.empty()) checks.push_back(a.value == value);
-      if (!notes.empty()) checks.push_back(absl::StrContains(absl::AsciiStrToLower(a.notes), notes));
+      if (!notes.empty())
+        checks.push_back(absl::StrContains(absl::AsciiStrToLower(a.notes), notes));
       bool ok = checks.empty() ||
                 (any ? std::any_of(checks.begin(), checks.end(), [](bool b) { return b; })
                      : std::all_of(checks.begin(), checks.end(), [](bool b) { return b; }));
@@ -463,8 +464,8 @@ Response FakeCloudflare::AccessRules(const Request& r, const Caller& c,
     const std::string target = conf.is_object() ? Str(conf, "target") : "";
     const std::string value = conf.is_object() ? Str(conf, "value") : "";
     std::string problems;
-    static const std::set<std::string> kModes = {"block", "challenge", "whitelist",
-                                                 "js_challenge", "managed_challenge"};
+    static const std::set<std::string> kModes = {"block", "challenge", "whitelist", "js_challenge",
+                                                 "managed_challenge"};
     if (!kModes.count(mode)) absl::StrAppend(&problems, "invalid mode received: ", mode);
     if (!ValidAccessValue(target, value)) {
       absl::StrAppend(&problems, problems.empty() ? "" : ",",
@@ -596,8 +597,8 @@ void FakeCloudflare::AdvanceOperations() {
     const int others = ItemsInUse() - static_cast<int>(list->second.items.size());
     if (others + static_cast<int>(items.size()) > options_.max_list_items) {
       op.status = "failed";
-      op.error = absl::StrCat("exceeded maximum number of list items (",
-                              options_.max_list_items, ")");
+      op.error =
+          absl::StrCat("exceeded maximum number of list items (", options_.max_list_items, ")");
       continue;
     }
     list->second.items = std::move(items);
@@ -622,9 +623,9 @@ Response FakeCloudflare::Lists(const Request& r, const Caller& c,
       Response error;
       if (!ParseBody(r, &body, &error)) return error;
       const std::string name = Str(body, "name");
-      if (name.empty() || name.size() > 50 ||
-          !std::all_of(name.begin(), name.end(),
-                       [](char ch) { return absl::ascii_isalnum(ch) || ch == '_'; })) {
+      if (name.empty() || name.size() > 50 || !std::all_of(name.begin(), name.end(), [](char ch) {
+            return absl::ascii_isalnum(ch) || ch == '_';
+          })) {
         return Error(400, 10003, "list name must match ^[a-zA-Z0-9_]+$ and be at most 50 long",
                      nullptr, "/name");
       }
@@ -684,8 +685,11 @@ Response FakeCloudflare::Lists(const Request& r, const Caller& c,
   if (parts.size() == 3 && r.method == "GET") {
     for (const auto& [ip, item] : l.items) {
       if (item.id == parts[2]) {
-        return Envelope({{"id", item.id}, {"ip", item.ip}, {"comment", item.comment},
-                         {"created_on", Time(item.created)}, {"modified_on", Time(item.modified)}});
+        return Envelope({{"id", item.id},
+                         {"ip", item.ip},
+                         {"comment", item.comment},
+                         {"created_on", Time(item.created)},
+                         {"modified_on", Time(item.modified)}});
       }
     }
     return Error(404, 10006, "item not found");
@@ -721,8 +725,11 @@ Response FakeCloudflare::Lists(const Request& r, const Caller& c,
     size_t i = start;
     for (; i < sorted.size() && i < start + per_page; ++i) {
       const ListItem& item = *sorted[i].second;
-      result.push_back({{"id", item.id}, {"ip", item.ip}, {"comment", item.comment},
-                        {"created_on", Time(item.created)}, {"modified_on", Time(item.modified)}});
+      result.push_back({{"id", item.id},
+                        {"ip", item.ip},
+                        {"comment", item.comment},
+                        {"created_on", Time(item.created)},
+                        {"modified_on", Time(item.modified)}});
     }
     json cursors = json::object();
     if (i < sorted.size()) cursors["after"] = absl::BytesToHexString(sorted[i].first);
@@ -791,8 +798,7 @@ json FakeCloudflare::RulesetJson(const RulesetState& rs) const {
 Response FakeCloudflare::Rulesets(const Request& r, const Caller& c,
                                   const std::vector<std::string>& parts) {
   if (!Allowed(c, "rulesets")) return Error(403, 10000, "Authentication error");
-  auto validate = [&](const std::string& phase, json& rule, size_t index,
-                      Response* error) -> bool {
+  auto validate = [&](const std::string& phase, json& rule, size_t index, Response* error) -> bool {
     const std::string ptr = absl::StrCat("/rules/", index);
     if (!rule.is_object()) {
       *error = Error(400, 20021, "rule must be an object", nullptr, ptr);
@@ -815,8 +821,8 @@ Response FakeCloudflare::Rulesets(const Request& r, const Caller& c,
       bool found = false;
       for (const auto& [id, l] : lists_) found |= l.name == name;
       if (!found) {
-        *error = Error(400, 20021, absl::StrCat("referenced list '", name, "' not found"),
-                       nullptr, ptr + "/expression");
+        *error = Error(400, 20021, absl::StrCat("referenced list '", name, "' not found"), nullptr,
+                       ptr + "/expression");
         return false;
       }
     }
@@ -844,8 +850,8 @@ Response FakeCloudflare::Rulesets(const Request& r, const Caller& c,
         return false;
       }
       if (!kTimeouts.count(rl.value("mitigation_timeout", 0))) {
-        *error = Error(400, 20021, "ratelimit.mitigation_timeout is not an allowed value",
-                       nullptr, ptr + "/ratelimit/mitigation_timeout");
+        *error = Error(400, 20021, "ratelimit.mitigation_timeout is not an allowed value", nullptr,
+                       ptr + "/ratelimit/mitigation_timeout");
         return false;
       }
     }
@@ -940,7 +946,8 @@ Response FakeCloudflare::Rulesets(const Request& r, const Caller& c,
         return std::string::npos;
       };
       if (position.contains("index")) {
-        at = std::min(rs->rules.size(), static_cast<size_t>(std::max(1, position.value("index", 1)) - 1));
+        at = std::min(rs->rules.size(),
+                      static_cast<size_t>(std::max(1, position.value("index", 1)) - 1));
       } else if (position.contains("before") || position.contains("after")) {
         const bool before = position.contains("before");
         size_t i = find(Str(position, before ? "before" : "after"));
@@ -1171,14 +1178,15 @@ Response FakeCloudflare::HandleAdmin(const Request& r) {
       absl::MutexLock lock(&mu_);
       for (const auto& [id, t] : tokens_) tokens.push_back(TokenJson(t));
     }
-    json state = {{"access_rules", AccessRuleSnapshot()},
-                  {"lists", lists},
-                  {"rulesets",
-                   {{"http_request_firewall_custom", RulesetSnapshot("http_request_firewall_custom")},
-                    {"http_ratelimit", RulesetSnapshot("http_ratelimit")}}},
-                  {"tokens", tokens},
-                  {"audit_log_entries", AuditLog().size()},
-                  {"calls", calls()}};
+    json state = {
+        {"access_rules", AccessRuleSnapshot()},
+        {"lists", lists},
+        {"rulesets",
+         {{"http_request_firewall_custom", RulesetSnapshot("http_request_firewall_custom")},
+          {"http_ratelimit", RulesetSnapshot("http_ratelimit")}}},
+        {"tokens", tokens},
+        {"audit_log_entries", AuditLog().size()},
+        {"calls", calls()}};
     return Envelope(state);
   }
   json body;

@@ -89,7 +89,7 @@ struct Faults {
 //   "tokens.read", "verify" (always allowed).
 struct TokenSpec {
   std::string name = "palisade";
-  std::string value;            // the secret; empty: generated
+  std::string value;  // the secret; empty: generated
   bool account_owned = false;
   std::string status = "active";
   absl::Time expires_on = absl::InfiniteFuture();
@@ -113,10 +113,10 @@ class FakeCloudflare {
   Response HandleAdmin(const Request& request);
 
   // Snapshots for assertions.
-  json AccessRuleSnapshot() const;               // all access rules, zone and account
+  json AccessRuleSnapshot() const;                        // all access rules, zone and account
   json ListSnapshot(const std::string& list_name) const;  // ips of a list (empty if no list)
-  json RulesetSnapshot(const std::string& phase) const;        // entrypoint or null
-  json TokenSnapshot(const std::string& id) const;             // token object or null
+  json RulesetSnapshot(const std::string& phase) const;   // entrypoint or null
+  json TokenSnapshot(const std::string& id) const;        // token object or null
   json AuditLog() const;
   int64_t calls() const;
 
@@ -155,7 +155,7 @@ class FakeCloudflare {
     json policies;
   };
   struct Caller {
-    std::string id;      // credential id for the rate limit
+    std::string id;           // credential id for the rate limit
     const TokenState* token;  // nullptr for legacy key auth
   };
 
@@ -166,8 +166,7 @@ class FakeCloudflare {
   bool Authenticate(const Request& r, bool verify_endpoint, Caller* caller, Response* error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Allowed(const Caller& c, const std::string& permission) const;
-  bool RateLimited(const std::string& credential, Response* out)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool RateLimited(const std::string& credential, Response* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AdvanceOperations() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Audit(const Caller& c, const Request& r, const std::string& action,
              const std::string& resource_type, const std::string& resource_id)
@@ -204,7 +203,7 @@ class FakeCloudflare {
   std::map<std::string, IpList> lists_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Operation> operations_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, RulesetState> rulesets_ ABSL_GUARDED_BY(mu_);  // by phase
-  std::map<std::string, TokenState> tokens_ ABSL_GUARDED_BY(mu_);           // by id
+  std::map<std::string, TokenState> tokens_ ABSL_GUARDED_BY(mu_);      // by id
   std::map<std::string, std::deque<absl::Time>> requests_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Time> blocked_until_ ABSL_GUARDED_BY(mu_);
   std::vector<json> audit_ ABSL_GUARDED_BY(mu_);

@@ -117,22 +117,27 @@ TEST_F(FakeCloudflareTest, GlobalRateLimitBlocksForTheWindow) {
 TEST_F(FakeCloudflareTest, AccessRulesCreateDuplicateFilterPageDelete) {
   const std::string rules = Zone() + "/firewall/access_rules/rules";
   for (int i = 1; i <= 5; ++i) {
-    Response r = Call("POST", rules,
-                      absl::StrCat(R"({"mode":"block","configuration":{"target":"ip","value":"203.0.113.)",
-                                   i, R"("},"notes":"palisade:d)", i, R"("})"));
+    Response r =
+        Call("POST", rules,
+             absl::StrCat(R"({"mode":"block","configuration":{"target":"ip","value":"203.0.113.)",
+                          i, R"("},"notes":"palisade:d)", i, R"("})"));
     ASSERT_EQ(r.status, 200) << r.body;
   }
-  Response dup = Call("POST", rules,
-                      R"({"mode":"challenge","configuration":{"target":"ip","value":"203.0.113.1"},"notes":"x"})");
+  Response dup = Call(
+      "POST", rules,
+      R"({"mode":"challenge","configuration":{"target":"ip","value":"203.0.113.1"},"notes":"x"})");
   EXPECT_EQ(dup.status, 400);
   EXPECT_EQ(Code(dup), 10009);
-  Response bad = Call("POST", rules,
-                      R"({"mode":"block","configuration":{"target":"ip","value":"2001:db8::1"},"notes":"x"})");
+  Response bad =
+      Call("POST", rules,
+           R"({"mode":"block","configuration":{"target":"ip","value":"2001:db8::1"},"notes":"x"})");
   EXPECT_EQ(Code(bad), 10013);
-  EXPECT_EQ(Call("POST", rules,
-                 R"({"mode":"block","configuration":{"target":"ip_range","value":"2001:db8::/48"},"notes":"x"})")
-                .status,
-            200);
+  EXPECT_EQ(
+      Call(
+          "POST", rules,
+          R"({"mode":"block","configuration":{"target":"ip_range","value":"2001:db8::/48"},"notes":"x"})")
+          .status,
+      200);
 
   json page2 = Body(Call("GET", rules, "", {{"page", "2"}, {"per_page", "2"}}));
   EXPECT_THAT(page2["result"], SizeIs(2));
@@ -157,7 +162,8 @@ TEST_F(FakeCloudflareTest, ListOperationsAreAsynchronous) {
   const std::string lists = Account() + "/rules/lists";
   json list = Body(Call("POST", lists, R"({"name":"palisade_block","kind":"ip"})"))["result"];
   const std::string items = lists + "/" + list["id"].get<std::string>() + "/items";
-  Response add = Call("POST", items, R"([{"ip":"203.0.113.7","comment":"a"},{"ip":"2001:DB8::/64"}])");
+  Response add =
+      Call("POST", items, R"([{"ip":"203.0.113.7","comment":"a"},{"ip":"2001:DB8::/64"}])");
   ASSERT_EQ(add.status, 200) << add.body;
   const std::string op = Body(add)["result"]["operation_id"];
   EXPECT_EQ(Body(Call("GET", lists + "/bulk_operations/" + op))["result"]["status"], "pending");
@@ -208,8 +214,8 @@ TEST_F(FakeCloudflareTest, ListItemQuotaFailsTheOperation) {
   json list = Body(Call("POST", lists, R"({"name":"l","kind":"ip"})"))["result"];
   const std::string items = lists + "/" + list["id"].get<std::string>() + "/items";
   json op = Body(Call("POST", items, R"([{"ip":"10.0.0.1"},{"ip":"10.0.0.2"},{"ip":"10.0.0.3"}])"));
-  json status =
-      Body(Call("GET", lists + "/bulk_operations/" + op["result"]["operation_id"].get<std::string>()));
+  json status = Body(
+      Call("GET", lists + "/bulk_operations/" + op["result"]["operation_id"].get<std::string>()));
   EXPECT_EQ(status["result"]["status"], "failed");
   EXPECT_THAT(status["result"]["error"].get<std::string>(), HasSubstr("maximum number"));
 }
@@ -225,20 +231,30 @@ TEST_F(FakeCloudflareTest, RulesetsEntrypointSemantics) {
   EXPECT_EQ(no_colo.status, 400);
   EXPECT_EQ(Body(no_colo)["errors"][0]["source"]["pointer"], "/rules/0/ratelimit/characteristics");
 
-  json rs = Body(Call("PUT", ep, R"J({"rules":[{"ref":"a","action":"block","expression":"(http.request.uri.path eq \"/login\")",
-      "ratelimit":{"characteristics":["cf.colo.id","ip.src"],"period":60,"requests_per_period":10,"mitigation_timeout":600}}]})J"))["result"];
+  json rs = Body(Call(
+      "PUT", ep,
+      R"J({"rules":[{"ref":"a","action":"block","expression":"(http.request.uri.path eq \"/login\")",
+      "ratelimit":{"characteristics":["cf.colo.id","ip.src"],"period":60,"requests_per_period":10,"mitigation_timeout":600}}]})J"))
+      ["result"];
   EXPECT_EQ(rs["version"], "1");
   ASSERT_THAT(rs["rules"], SizeIs(1));
   const std::string id = rs["id"];
-  json rule = {{"ref", "b"}, {"action", "block"}, {"expression", "true"},
-               {"ratelimit", {{"characteristics", {"cf.colo.id", "ip.src"}}, {"period", 10},
-                              {"requests_per_period", 5}, {"mitigation_timeout", 60}}},
+  json rule = {{"ref", "b"},
+               {"action", "block"},
+               {"expression", "true"},
+               {"ratelimit",
+                {{"characteristics", {"cf.colo.id", "ip.src"}},
+                 {"period", 10},
+                 {"requests_per_period", 5},
+                 {"mitigation_timeout", 60}}},
                {"position", {{"index", 1}}}};
-  json after_post = Body(Call("POST", Zone() + "/rulesets/" + id + "/rules", rule.dump()))["result"];
+  json after_post =
+      Body(Call("POST", Zone() + "/rulesets/" + id + "/rules", rule.dump()))["result"];
   EXPECT_EQ(after_post["version"], "2");
   EXPECT_EQ(after_post["rules"][0]["ref"], "b");
   const std::string rule_id = after_post["rules"][0]["id"];
-  json after_delete = Body(Call("DELETE", Zone() + "/rulesets/" + id + "/rules/" + rule_id))["result"];
+  json after_delete =
+      Body(Call("DELETE", Zone() + "/rulesets/" + id + "/rules/" + rule_id))["result"];
   EXPECT_EQ(after_delete["version"], "3");
   EXPECT_THAT(after_delete["rules"], SizeIs(1));
 

@@ -14,7 +14,9 @@ class Rng {
   uint64_t Below(uint64_t n) { return gen_() % n; }
   bool Percent(int p) { return Below(100) < static_cast<uint64_t>(p); }
   template <typename T>
-  const T& Pick(const std::vector<T>& v) { return v[Below(v.size())]; }
+  const T& Pick(const std::vector<T>& v) {
+    return v[Below(v.size())];
+  }
 
  private:
   std::mt19937_64 gen_;
@@ -29,8 +31,7 @@ std::string Ip(Rng& rng, bool v6) {
   // RFC 1918, which the engine would ignore.
   uint64_t first = 11 + rng.Below(180);
   if (first == 100 || first == 127 || first == 172) ++first;  // CGNAT, loopback, RFC 1918
-  return absl::StrFormat("%d.%d.%d.%d", first, rng.Below(256), rng.Below(256),
-                         1 + rng.Below(254));
+  return absl::StrFormat("%d.%d.%d.%d", first, rng.Below(256), rng.Below(256), 1 + rng.Below(254));
 }
 
 struct Attack {
@@ -43,8 +44,8 @@ struct Attack {
 
 const std::vector<std::string>& Users() {
   static const auto* v = new std::vector<std::string>{
-      "root", "admin", "test", "oracle", "ubuntu", "git", "postgres", "user", "pi", "ftpuser",
-      "guest", "deploy", "www-data", "support", "minecraft"};
+      "root", "admin",   "test",  "oracle", "ubuntu",   "git",     "postgres", "user",
+      "pi",   "ftpuser", "guest", "deploy", "www-data", "support", "minecraft"};
   return *v;
 }
 
@@ -109,14 +110,14 @@ Corpus GenerateSshd(const CorpusOptions& options) {
                                1024 + rng.Below(64000));
             crossed = ++a.sent_b == 3;
           } else {
-            msg = absl::StrCat("Failed password for invalid user ", user, " from ", a.ip,
-                               " port ", 1024 + rng.Below(64000), " ssh2");
+            msg = absl::StrCat("Failed password for invalid user ", user, " from ", a.ip, " port ",
+                               1024 + rng.Below(64000), " ssh2");
             crossed = ++a.sent_a == 5;
           }
           break;
         case 2:
-          msg = absl::StrCat("Connection closed by authenticating user ", user, " ", a.ip,
-                             " port ", 1024 + rng.Below(64000), " [preauth]");
+          msg = absl::StrCat("Connection closed by authenticating user ", user, " ", a.ip, " port ",
+                             1024 + rng.Below(64000), " [preauth]");
           crossed = ++a.sent_a == 10;
           break;
         default:
@@ -187,14 +188,22 @@ Corpus GenerateNginx(const CorpusOptions& options) {
   std::vector<Attack> active;
   std::vector<std::string> visitors;
   for (int i = 0; i < 2000; ++i) visitors.push_back(Ip(rng, i % 7 == 0));
-  const std::vector<std::string> pages = {"/", "/blog/", "/blog/2026/03/release-notes",
-                                          "/pricing", "/docs/getting-started", "/about",
-                                          "/static/app.3f9c.js", "/static/site.css",
-                                          "/img/logo.svg", "/api/v1/status"};
+  const std::vector<std::string> pages = {"/",
+                                          "/blog/",
+                                          "/blog/2026/03/release-notes",
+                                          "/pricing",
+                                          "/docs/getting-started",
+                                          "/about",
+                                          "/static/app.3f9c.js",
+                                          "/static/site.css",
+                                          "/img/logo.svg",
+                                          "/api/v1/status"};
   const std::vector<std::string> probes = {
-      "/wp-login.php", "/.env", "/.git/config", "/xmlrpc.php", "/phpmyadmin/index.php",
-      "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php", "/cgi-bin/luci", "/HNAP1/",
-      "/actuator/env", "/.aws/credentials"};
+      "/wp-login.php",         "/.env",
+      "/.git/config",          "/xmlrpc.php",
+      "/phpmyadmin/index.php", "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php",
+      "/cgi-bin/luci",         "/HNAP1/",
+      "/actuator/env",         "/.aws/credentials"};
   const std::vector<std::string> agents = {
       "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0",
       "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15",
@@ -221,8 +230,9 @@ Corpus GenerateNginx(const CorpusOptions& options) {
       }
       switch (a.kind) {
         case 0:
-          corpus.lines.push_back(absl::StrCat(a.ip, " - - ", ts, " \"GET ", rng.Pick(probes),
-                                              " HTTP/1.1\" 404 153 \"-\" \"Mozilla/5.0 zgrab/0.x\""));
+          corpus.lines.push_back(
+              absl::StrCat(a.ip, " - - ", ts, " \"GET ", rng.Pick(probes),
+                           " HTTP/1.1\" 404 153 \"-\" \"Mozilla/5.0 zgrab/0.x\""));
           break;
         case 1:
           corpus.lines.push_back(absl::StrCat(a.ip, " - - ", ts,
@@ -242,8 +252,8 @@ Corpus GenerateNginx(const CorpusOptions& options) {
     }
     const std::string& ip = rng.Pick(visitors);
     int status = rng.Percent(90) ? 200 : (rng.Percent(50) ? 304 : 404);
-    corpus.lines.push_back(absl::StrCat(ip, " - - ", ts, " \"GET ", rng.Pick(pages),
-                                        " HTTP/2.0\" ", status, " ", 200 + rng.Below(50000),
+    corpus.lines.push_back(absl::StrCat(ip, " - - ", ts, " \"GET ", rng.Pick(pages), " HTTP/2.0\" ",
+                                        status, " ", 200 + rng.Below(50000),
                                         " \"https://example.com/\" \"", rng.Pick(agents), "\""));
   }
   return corpus;

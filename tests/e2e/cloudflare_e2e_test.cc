@@ -34,10 +34,12 @@ std::string WriteConfig(const Emulator& emulator, const std::string& token_file,
                         const std::string& extra = "", const std::string& top = "") {
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/edge-config.textproto";
   std::ofstream out(path);
-  out << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/tests/e2e/testdata/edge.textproto\"\n"
-      << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/rules/cloudflare-tokens.textproto\"\n"
-      << "sweep_interval { nanos: 100000000 }\n" << top
-      << "cloudflare {\n  enabled: true\n  api_base: \"" << emulator.api_base() << "\"\n"
+  out << "rule_files: \"" << std::getenv("TEST_SRCDIR")
+      << "/palisade/tests/e2e/testdata/edge.textproto\"\n"
+      << "rule_files: \"" << std::getenv("TEST_SRCDIR")
+      << "/palisade/rules/cloudflare-tokens.textproto\"\n"
+      << "sweep_interval { nanos: 100000000 }\n"
+      << top << "cloudflare {\n  enabled: true\n  api_base: \"" << emulator.api_base() << "\"\n"
       << "  account_id: \"" << kAccount << "\"\n  zone_id: \"" << kZone << "\"\n"
       << "  token_file: \"" << token_file << "\"\n  flush_interval { nanos: 100000000 }\n"
       << extra << "}\n";
@@ -80,21 +82,19 @@ void ShipOrDie(palisade::v1::Ingest::Stub& stub, palisade::v1::LogFormat format,
 }
 
 TEST(CloudflareE2eTest, DecisionsReachTheEdgeAndLeaveWhenTheyExpire) {
-  absl::StatusOr<std::unique_ptr<Emulator>> emulator =
-      Emulator::Start({"--operation_delay_ms=50"});
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start({"--operation_delay_ms=50"});
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
   // A token that will leak into a log line.
-  absl::StatusOr<std::string> seeded = HttpPost(
-      cf.port(), "/__emulator/tokens", R"({"name":"ci-deploy","permissions":["lists"]})");
+  absl::StatusOr<std::string> seeded =
+      HttpPost(cf.port(), "/__emulator/tokens", R"({"name":"ci-deploy","permissions":["lists"]})");
   ASSERT_TRUE(seeded.ok()) << seeded.status();
   const json leaked = json::parse(*seeded)["result"];
 
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      {"--config=" + WriteConfig(cf, cf.token_file()), "--shutdown_grace=200ms"});
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig(cf, cf.token_file()), "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
-  auto channel =
-      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
   auto ingest = palisade::v1::Ingest::NewStub(channel);
 
   std::vector<std::string> auth;
@@ -109,11 +109,15 @@ TEST(CloudflareE2eTest, DecisionsReachTheEdgeAndLeaveWhenTheyExpire) {
   ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, auth);
   std::vector<std::string> access;
   for (const char* ip : {"198.51.100.4", "2001:db8:aa:bb::1"}) {
-    access.push_back(absl::StrCat(ip, " - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 1 \"-\" \"x\""));
-    access.push_back(absl::StrCat(ip, " - - [03/Mar/2026:14:02:02 +0000] \"GET /wp-login.php HTTP/1.1\" 404 1 \"-\" \"x\""));
+    access.push_back(absl::StrCat(
+        ip, " - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 1 \"-\" \"x\""));
+    access.push_back(absl::StrCat(
+        ip, " - - [03/Mar/2026:14:02:02 +0000] \"GET /wp-login.php HTTP/1.1\" 404 1 \"-\" \"x\""));
   }
   for (int i = 1; i <= 5; ++i) {
-    access.push_back(absl::StrCat("192.0.2.", i, " - - [03/Mar/2026:14:02:03 +0000] \"POST /login HTTP/1.1\" 401 1 \"-\" \"x\""));
+    access.push_back(absl::StrCat(
+        "192.0.2.", i,
+        " - - [03/Mar/2026:14:02:03 +0000] \"POST /login HTTP/1.1\" 401 1 \"-\" \"x\""));
   }
   ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_COMBINED, access);
 
@@ -196,8 +200,8 @@ TEST(CloudflareE2eTest, AuditLogRecordsRevokeAMisusedToken) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  absl::StatusOr<std::string> seeded = HttpPost(
-      cf.port(), "/__emulator/tokens", R"({"name":"ci-deploy","permissions":["lists"]})");
+  absl::StatusOr<std::string> seeded =
+      HttpPost(cf.port(), "/__emulator/tokens", R"({"name":"ci-deploy","permissions":["lists"]})");
   ASSERT_TRUE(seeded.ok()) << seeded.status();
   const json misused = json::parse(*seeded)["result"];
   // The token is used from 127.0.0.1, which is outside the expected 192.0.2.0/24.
@@ -206,10 +210,10 @@ TEST(CloudflareE2eTest, AuditLogRecordsRevokeAMisusedToken) {
                        {"Authorization: Bearer " + misused["value"].get<std::string>()})
                   .ok());
 
-  const std::string audit_pack =
-      absl::StrCat("rule_files: \"", std::getenv("TEST_SRCDIR"),
-                   "/palisade/rules/cloudflare-audit.textproto\"\n"
-                   "cidr_sets { key: \"cloudflare_token_ips\" value { cidrs: \"192.0.2.0/24\" } }\n");
+  const std::string audit_pack = absl::StrCat(
+      "rule_files: \"", std::getenv("TEST_SRCDIR"),
+      "/palisade/rules/cloudflare-audit.textproto\"\n"
+      "cidr_sets { key: \"cloudflare_token_ips\" value { cidrs: \"192.0.2.0/24\" } }\n");
   absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
       {"--config=" + WriteConfig(cf, cf.token_file(), "", audit_pack), "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
@@ -254,14 +258,13 @@ TEST(CloudflareE2eTest, GuardHoldsTheFloodAndNeverBansCloudflare) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      {"--config=" + WriteConfig(cf, cf.token_file(), "",
-                                 "guard { max_new_bans_per_minute: 50 }\n"
-                                 "allowlist: \"198.51.100.0/24\"\n"),
-       "--shutdown_grace=200ms"});
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig(cf, cf.token_file(), "",
+                                               "guard { max_new_bans_per_minute: 50 }\n"
+                                               "allowlist: \"198.51.100.0/24\"\n"),
+                     "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
-  auto channel =
-      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
   auto ingest = palisade::v1::Ingest::NewStub(channel);
   auto admin = palisade::v1::Admin::NewStub(channel);
   auto decisions = palisade::v1::Decisions::NewStub(channel);
@@ -269,8 +272,8 @@ TEST(CloudflareE2eTest, GuardHoldsTheFloodAndNeverBansCloudflare) {
   std::vector<std::string> flood;
   for (int i = 0; i < 10000; ++i) {
     flood.push_back(absl::StrCat("Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification ",
-                                 "string from 11.", i / 62500, ".", (i / 250) % 250,
-                                 ".", i % 250 + 1));
+                                 "string from 11.", i / 62500, ".", (i / 250) % 250, ".",
+                                 i % 250 + 1));
   }
   flood.push_back(
       "Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 104.16.0.1");
@@ -329,17 +332,19 @@ TEST(CloudflareE2eTest, ReconcilerRepairsDriftBothWays) {
          << "  token_file: \"" << cf.token_file() << "\"\n  flush_interval { nanos: 100000000 }\n"
          << "  reconcile_interval { nanos: 300000000 }\n}\n";
   config.close();
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      {"--config=" + std::string(std::getenv("TEST_TMPDIR")) + "/drift.textproto",
-       "--shutdown_grace=200ms"});
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + std::string(std::getenv("TEST_TMPDIR")) + "/drift.textproto",
+                     "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto ingest = palisade::v1::Ingest::NewStub(
       grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials()));
-  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG,
-            {"Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 203.0.113.77"});
-  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_COMBINED,
-            {"198.51.100.4 - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 1 \"-\" \"x\"",
-             "192.0.2.9 - - [03/Mar/2026:14:02:01 +0000] \"POST /login HTTP/1.1\" 401 1 \"-\" \"x\""});
+  ShipOrDie(
+      *ingest, palisade::v1::LOG_FORMAT_SYSLOG,
+      {"Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 203.0.113.77"});
+  ShipOrDie(
+      *ingest, palisade::v1::LOG_FORMAT_COMBINED,
+      {"198.51.100.4 - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 1 \"-\" \"x\"",
+       "192.0.2.9 - - [03/Mar/2026:14:02:01 +0000] \"POST /login HTTP/1.1\" 401 1 \"-\" \"x\""});
   json state;
   auto applied = [&] {
     state = State(cf);
@@ -358,9 +363,9 @@ TEST(CloudflareE2eTest, ReconcilerRepairsDriftBothWays) {
   const std::vector<std::string> auth = {"Authorization: Bearer " + token};
   auto call = [&](const std::string& method, const std::string& path, const std::string& body) {
     // curl through the emulator's HTTP API, as an operator's script would.
-    std::string cmd = absl::StrCat("curl -s -X ", method, " -H '", auth[0], "' -d '", body,
-                                   "' http://127.0.0.1:", cf.port(), "/client/v4", path,
-                                   " > /dev/null");
+    std::string cmd =
+        absl::StrCat("curl -s -X ", method, " -H '", auth[0], "' -d '", body,
+                     "' http://127.0.0.1:", cf.port(), "/client/v4", path, " > /dev/null");
     ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   };
   const std::string zone_rules = absl::StrCat("/zones/", kZone, "/firewall/access_rules/rules");
@@ -384,10 +389,12 @@ TEST(CloudflareE2eTest, ReconcilerRepairsDriftBothWays) {
   absl::SleepFor(absl::Milliseconds(100));  // let that list operation finish
   call("POST", list_items, R"([{"ip":"198.18.5.5","comment":"palisade:00000000deadbeef"}])");
   // An orphan with Palisade's marker, and a human's rule without it.
-  call("POST", zone_rules,
-       R"({"mode":"block","configuration":{"target":"ip","value":"192.0.2.200"},"notes":"palisade:00000000deadbeef manual"})");
-  call("POST", zone_rules,
-       R"({"mode":"block","configuration":{"target":"ip","value":"192.0.2.201"},"notes":"blocked by hand"})");
+  call(
+      "POST", zone_rules,
+      R"({"mode":"block","configuration":{"target":"ip","value":"192.0.2.200"},"notes":"palisade:00000000deadbeef manual"})");
+  call(
+      "POST", zone_rules,
+      R"({"mode":"block","configuration":{"target":"ip","value":"192.0.2.201"},"notes":"blocked by hand"})");
 
   auto repaired = [&] {
     state = State(cf);

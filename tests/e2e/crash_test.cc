@@ -33,8 +33,8 @@ std::string Config(const Emulator& cf, const std::string& extra = "",
                    const std::string& pack = "edge.textproto") {
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/crash.textproto";
   std::ofstream out(path);
-  out << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/tests/e2e/testdata/"
-      << pack << "\"\n"
+  out << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/tests/e2e/testdata/" << pack
+      << "\"\n"
       << "sweep_interval { nanos: 100000000 }\n"
       << "guard { max_new_bans_per_minute: 100000 }\n"
       << "cloudflare {\n  enabled: true\n  api_base: \"" << cf.api_base() << "\"\n"
@@ -124,11 +124,10 @@ void CheckEdge(const Emulator& cf, const Attack& attack, const std::string& stat
   }();
   int creates = 0;
   for (int page = 1;; ++page) {
-    absl::StatusOr<std::string> audit =
-        HttpGet(cf.port(),
-                absl::StrCat("/client/v4/accounts/", kAccount, "/audit_logs?per_page=1000&page=",
-                             page),
-                {"Authorization: Bearer " + *token});
+    absl::StatusOr<std::string> audit = HttpGet(
+        cf.port(),
+        absl::StrCat("/client/v4/accounts/", kAccount, "/audit_logs?per_page=1000&page=", page),
+        {"Authorization: Bearer " + *token});
     ASSERT_TRUE(audit.ok()) << audit.status();
     json entries = json::parse(*audit)["result"];
     if (entries.empty()) break;
@@ -165,15 +164,16 @@ TEST(FaultTest, ConvergesThroughErrorsThrottlingAndDroppedConnections) {
   Attack attack = MakeAttack();
   attack.auth.resize(100);
   attack.probes.clear();
-  for (int i = 0; i < 100; ++i) attack.probes.insert(absl::StrCat("203.0.", i / 200, ".", i % 200 + 1));
+  for (int i = 0; i < 100; ++i)
+    attack.probes.insert(absl::StrCat("203.0.", i / 200, ".", i % 200 + 1));
   attack.access.resize(100);
   attack.scanners.clear();
-  for (int i = 0; i < 50; ++i) attack.scanners.insert(absl::StrCat("198.18.", i / 100, ".", i % 100 + 1));
+  for (int i = 0; i < 50; ++i)
+    attack.scanners.insert(absl::StrCat("198.18.", i / 100, ".", i % 100 + 1));
 
   absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
       // One-hour decisions (the drift pack): nothing may expire while the faults slow things.
-      {"--config=" + Config(cf, "  retry_initial_backoff { nanos: 50000000 }\n",
-                            "drift.textproto"),
+      {"--config=" + Config(cf, "  retry_initial_backoff { nanos: 50000000 }\n", "drift.textproto"),
        "--shutdown_grace=200ms"},
       state_file);
   ASSERT_TRUE(daemon.ok()) << daemon.status();
@@ -185,11 +185,11 @@ TEST(FaultTest, ConvergesThroughErrorsThrottlingAndDroppedConnections) {
 
   absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
   ASSERT_TRUE(metrics.ok());
-  const double retries = palisade::testing::MetricValue(*metrics, "palisade_cloudflare_retries_total");
+  const double retries =
+      palisade::testing::MetricValue(*metrics, "palisade_cloudflare_retries_total");
   EXPECT_GT(retries, 5);
-  EXPECT_EQ(palisade::testing::MetricValue(*metrics, "palisade_actions_total",
-                                           {"result=\"failed\""}),
-            0);
+  EXPECT_EQ(
+      palisade::testing::MetricValue(*metrics, "palisade_actions_total", {"result=\"failed\""}), 0);
   EXPECT_GT(palisade::testing::MetricValue(*metrics, "palisade_cloudflare_requests_total",
                                            {"code=\"503\""}),
             0);

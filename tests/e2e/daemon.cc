@@ -88,8 +88,7 @@ Daemon::~Daemon() {
 absl::StatusOr<std::unique_ptr<Emulator>> Emulator::Start(std::vector<std::string> args) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   static int counter = 0;
-  const std::string base =
-      absl::StrCat(tmp ? tmp : "/tmp", "/emulator-", getpid(), "-", ++counter);
+  const std::string base = absl::StrCat(tmp ? tmp : "/tmp", "/emulator-", getpid(), "-", ++counter);
   auto emulator = std::unique_ptr<Emulator>(new Emulator());
   emulator->token_file_ = base + ".token";
   const std::string port_file = base + ".port";

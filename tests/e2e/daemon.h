@@ -6,7 +6,6 @@
 #include <sys/types.h>
 
 #include <memory>
-
 #include <string>
 #include <vector>
 
@@ -43,7 +42,9 @@ class Emulator {
   static absl::StatusOr<std::unique_ptr<Emulator>> Start(std::vector<std::string> args = {});
   ~Emulator();
   int port() const { return port_; }
-  std::string api_base() const { return "http://127.0.0.1:" + std::to_string(port_) + "/client/v4"; }
+  std::string api_base() const {
+    return "http://127.0.0.1:" + std::to_string(port_) + "/client/v4";
+  }
   // A file holding the seeded token (for palisaded's token_file).
   const std::string& token_file() const { return token_file_; }
 

@@ -5,9 +5,9 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
-#include "absl/synchronization/notification.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -134,9 +134,9 @@ TEST_F(PalisadedTest, ShippedAttackLogsBecomeDecisionsAndMetrics) {
   EXPECT_GT(MetricValue(*metrics, "palisade_engine_rule_matches_total",
                         {"rule=\"sshd-failed-password\""}),
             0);
-  EXPECT_GT(MetricValue(*metrics, "palisade_engine_detections_total",
-                        {"rule=\"nginx-scanner-probe\""}),
-            0);
+  EXPECT_GT(
+      MetricValue(*metrics, "palisade_engine_detections_total", {"rule=\"nginx-scanner-probe\""}),
+      0);
   EXPECT_EQ(MetricValue(*metrics, "palisade_ingest_batch_duration_seconds_count"), 25);
   EXPECT_EQ(MetricValue(*metrics, "palisade_rules_loaded"), 9);
   EXPECT_EQ(MetricValue(*metrics, "palisade_build_info"), 1);
@@ -203,11 +203,10 @@ TEST_F(PalisadedTest, GarbageOnTheWireIsRefusedNotFatal) {
     grpc::ByteBuffer request(&slice, 1), response;
     absl::Notification done;
     grpc::Status status;
-    generic.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response,
-                      [&](grpc::Status s) {
-                        status = s;
-                        done.Notify();
-                      });
+    generic.UnaryCall(&ctx, method, grpc::StubOptions(), &request, &response, [&](grpc::Status s) {
+      status = s;
+      done.Notify();
+    });
     done.WaitForNotification();
     // gRPC 1.51's callback API answers a request it cannot decode with UNIMPLEMENTED before
     // any handler runs (server_callback_handlers.h); decodable garbage reaches the handlers
@@ -231,7 +230,8 @@ TEST_F(PalisadedTest, TestRulesLikeFail2banRegex) {
   grpc::ClientContext ctx;
   palisade::v1::TestRulesRequest req;
   req.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
-  req.add_lines("Mar  3 14:02:01 h sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2");
+  req.add_lines(
+      "Mar  3 14:02:01 h sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2");
   req.add_lines("Mar  3 14:02:01 h sshd[1]: Accepted password for root from 203.0.113.7 port 22");
   palisade::v1::TestRulesResponse resp;
   ASSERT_TRUE(admin_->TestRules(&ctx, req, &resp).ok());
@@ -264,8 +264,7 @@ TEST(PalisadedReloadTest, FailedReloadKeepsTheRunningRules) {
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
       Daemon::Start({"--config=" + dir + "/palisade.textproto", "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
-  auto channel =
-      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
   auto admin = palisade::v1::Admin::NewStub(channel);
 
   {
@@ -300,8 +299,9 @@ TEST(PalisadedRestartTest, WindowsSurviveARestart) {
         grpc::CreateChannel(d.grpc_address(), grpc::InsecureChannelCredentials()));
     std::vector<palisade::v1::LogRecord> records(n);
     for (auto& r : records) {
-      r.set_line("Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from 203.0.113.99 "
-                 "port 22 ssh2");
+      r.set_line(
+          "Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from 203.0.113.99 "
+          "port 22 ssh2");
       *r.mutable_event_time() = ToProtoTime(absl::Now());
     }
     ShipOptions options;
