@@ -7,6 +7,7 @@
 //   palisadectl rules test PACK FILE [--format F] [--json] [--remote]
 //   palisadectl rules reload
 //   palisadectl actions release [--max N]
+//   palisadectl replay FILE... [--format F] [--rules PACK,...] [--json]
 //   palisadectl status
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +34,7 @@
 #include "services/engine/rule_set.h"
 #include "services/formats/line_parser.h"
 #include "services/pipeline/pipeline.h"
+#include "services/replay/replay.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "palisaded's gRPC address.");
 ABSL_FLAG(std::string, format, "syslog", "Log format: syslog, syslog5424, combined, raw.");
@@ -48,6 +51,9 @@ ABSL_FLAG(absl::Duration, duration, absl::Hours(1), "decisions add: how long.");
 ABSL_FLAG(std::string, reason, "", "decisions add: free text.");
 ABSL_FLAG(bool, remote, false, "rules test: run through the server's Admin.TestRules.");
 ABSL_FLAG(int32_t, max, 0, "actions release: at most this many (0: all).");
+ABSL_FLAG(std::vector<std::string>, rules, {},
+          "replay: rule pack files (comma-separated). Default: every pack in --rules_dir.");
+ABSL_FLAG(std::string, rules_dir, "rules", "replay: where the shipped packs are.");
 
 namespace palisade {
 namespace {
@@ -309,6 +315,54 @@ int Status() {
   return 0;
 }
 
+int ReplayFiles(const std::vector<std::string>& files) {
+  if (files.empty()) return Fail("replay: no files given");
+  absl::StatusOr<LogFormat> format = ParseFormatName(absl::GetFlag(FLAGS_format));
+  if (!format.ok()) return Fail(std::string(format.status().message()));
+  std::vector<std::string> pack_files = absl::GetFlag(FLAGS_rules);
+  if (pack_files.empty()) {
+    for (const char* p : {"sshd", "nginx", "cloudflare-tokens"}) {
+      pack_files.push_back(absl::StrCat(absl::GetFlag(FLAGS_rules_dir), "/", p, ".textproto"));
+    }
+  }
+  std::vector<LoadedPack> packs;
+  for (const std::string& f : pack_files) {
+    absl::StatusOr<LoadedPack> pack = LoadRulePackFile(f);
+    if (!pack.ok()) return Fail(std::string(pack.status().message()));
+    packs.push_back(*std::move(pack));
+  }
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile(packs);
+  if (!rules.ok()) return Fail(std::string(rules.status().message()));
+  std::vector<std::string> lines;
+  for (const std::string& file : files) {
+    absl::StatusOr<std::vector<std::string>> l = ReadLines(file);
+    if (!l.ok()) return Fail(std::string(l.status().message()));
+    lines.insert(lines.end(), std::make_move_iterator(l->begin()),
+                 std::make_move_iterator(l->end()));
+  }
+  absl::StatusOr<ReplaySummary> summary = Replay(*rules, *format, lines);
+  if (!summary.ok()) return Fail(std::string(summary.status().message()));
+  if (absl::GetFlag(FLAGS_json)) {
+    for (const auto& d : summary->decisions) std::printf("%s\n", Json(d).c_str());
+    return 0;
+  }
+  std::set<std::string> targets;
+  for (const auto& d : summary->decisions) targets.insert(d.target().value());
+  const double secs = std::max(1e-9, absl::ToDoubleSeconds(summary->wall));
+  std::printf("replayed %llu lines (%llu malformed, %llu matched) in %.3f s: %.0f lines/s\n",
+              static_cast<unsigned long long>(summary->lines),
+              static_cast<unsigned long long>(summary->malformed),
+              static_cast<unsigned long long>(summary->matched), secs, summary->lines / secs);
+  std::printf("%-28s %10s\n", "rule", "matches");
+  for (const auto& [rule, n] : summary->matches_per_rule) {
+    std::printf("%-28s %10llu\n", rule.c_str(), static_cast<unsigned long long>(n));
+  }
+  std::printf("detections: %llu, decisions: %zu, targets that would be acted on: %zu\n",
+              static_cast<unsigned long long>(summary->detections), summary->decisions.size(),
+              targets.size());
+  return 0;
+}
+
 int Usage() {
   std::cerr << absl::ProgramUsageMessage() << std::endl;
   return 2;
@@ -326,6 +380,7 @@ int main(int argc, char** argv) {
       "  decisions delete ID\n"
       "  rules test PACK FILE [--format F] [--json] [--remote]\n"
       "  rules reload\n"
+      "  replay FILE... [--format F] [--rules A,B] [--json]   (offline, event time, dry run)\n"
       "  actions release [--max N]   (let actions held by the blast-radius guard go out)\n"
       "  status [--json]\n"
       "Common: --server host:port (default 127.0.0.1:50051)");
@@ -336,6 +391,7 @@ int main(int argc, char** argv) {
   const std::string& cmd = args[0];
   if (cmd == "ship") return palisade::ShipFiles({args.begin() + 1, args.end()});
   if (cmd == "status") return palisade::Status();
+  if (cmd == "replay") return palisade::ReplayFiles({args.begin() + 1, args.end()});
   if (cmd == "decisions" && args.size() >= 2) {
     if (args[1] == "list") return palisade::DecisionsList();
     if (args[1] == "add" && args.size() == 3) return palisade::DecisionsAdd(args[2]);

@@ -63,6 +63,7 @@ absl::Status DecisionTable::Restore() {
   if (!decisions.ok()) return decisions.status();
   for (Decision& d : *decisions) {
     active_[d.target().value()] = d.id();
+    by_expiry_.emplace(DecisionExpiry(d), d.id());
     by_id_[d.id()] = std::move(d);
   }
   absl::StatusOr<std::vector<OffenceRow>> offences = store_->LoadOffences();
@@ -143,7 +144,11 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     Decision& d = by_id_[active->second];
     const absl::Duration duration = Escalated(base, escalation, d.offence());
     const absl::Time expiry = std::max(DecisionExpiry(d), start + duration);
-    *d.mutable_expiry() = ToProtoTime(expiry);
+    if (expiry != DecisionExpiry(d)) {
+      by_expiry_.erase({DecisionExpiry(d), d.id()});
+      by_expiry_.emplace(expiry, d.id());
+      *d.mutable_expiry() = ToProtoTime(expiry);
+    }
     d.set_extensions(d.extensions() + 1);
     for (const std::string& line : evidence) {
       if (d.evidence_size() >= static_cast<int>(max_evidence_)) break;
@@ -183,6 +188,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   d.set_id(NewIdLocked());
   d.set_active(true);
   active_[target.value()] = d.id();
+  by_expiry_.emplace(start + duration, d.id());
   by_id_[d.id()] = d;
   return {DecisionChange::kCreated, d};
 }
@@ -322,6 +328,7 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
       return absl::FailedPreconditionError(absl::StrCat("decision ", id, " is not active"));
     }
     d.set_active(false);
+    by_expiry_.erase({DecisionExpiry(d), d.id()});
     *d.mutable_expiry() = ToProtoTime(clock_.TimeNow());
     active_.erase(d.target().value());
     update = {DecisionChange::kWithdrawn, d};
@@ -363,15 +370,12 @@ std::vector<Decision> DecisionTable::ExpireDue() {
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.TimeNow();
-    for (auto it = active_.begin(); it != active_.end();) {
-      Decision& d = by_id_[it->second];
-      if (DecisionExpiry(d) <= now) {
-        d.set_active(false);
-        updates.push_back({DecisionChange::kExpired, d});
-        active_.erase(it++);
-      } else {
-        ++it;
-      }
+    while (!by_expiry_.empty() && by_expiry_.begin()->first <= now) {
+      Decision& d = by_id_[by_expiry_.begin()->second];
+      by_expiry_.erase(by_expiry_.begin());
+      d.set_active(false);
+      active_.erase(d.target().value());
+      updates.push_back({DecisionChange::kExpired, d});
     }
     std::vector<DecisionUpdate*> ptrs;
     for (DecisionUpdate& u : updates) ptrs.push_back(&u);

@@ -116,6 +116,8 @@ class DecisionTable {
   // Target value -> id of its active decision.
   absl::flat_hash_map<std::string, std::string> active_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Offences> offences_ ABSL_GUARDED_BY(mu_);
+  // Active decisions by expiry, so a sweep costs what expires, not what is active.
+  std::set<std::pair<absl::Time, std::string>> by_expiry_ ABSL_GUARDED_BY(mu_);
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::set<palisade::v1::Actuator> edge_actuators_ ABSL_GUARDED_BY(mu_);

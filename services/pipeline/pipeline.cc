@@ -167,6 +167,7 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
   ack.set_sequence(batch.sequence());
   LineParser parser(batch.format());
   ParsedLine parsed;
+  absl::Time latest = absl::InfinitePast();
   {
     absl::MutexLock lock(&mu_);
     SourceMetrics& sm =
@@ -207,6 +208,7 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
         ack.set_malformed(ack.malformed() + 1);
         continue;
       }
+      latest = std::max(latest, when);
       LineResult r = engine_.Process(batch.format(), parsed, line, when, &detections_);
       ack.set_accepted(ack.accepted() + 1);
       if (r.matched) ack.set_matched(ack.matched() + 1);
@@ -230,6 +232,7 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
         if (rules[i].get() == d.rule) rule_metrics_[i].detections->Increment();
       }
     }
+    if (options_.advance_clock && latest > absl::InfinitePast()) options_.advance_clock(latest);
     // Decided under the lock (the CompiledRule a detection points to cannot be swapped out),
     // and written to the store in one transaction for the whole batch.
     if (!detections_.empty()) decisions_.ApplyAll(detections_);
@@ -278,6 +281,11 @@ void Pipeline::RestoreWindows(const std::string& blob) {
   absl::MutexLock lock(&mu_);
   engine_.Restore(snapshot);
   PublishEngineGaugesLocked();
+}
+
+std::vector<uint64_t> Pipeline::matches_per_rule() const {
+  absl::MutexLock lock(&mu_);
+  return engine_.matches_per_rule();
 }
 
 EngineStats Pipeline::engine_stats() const {

@@ -10,6 +10,7 @@
 #ifndef PALISADE_SERVICES_PIPELINE_PIPELINE_H_
 #define PALISADE_SERVICES_PIPELINE_PIPELINE_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +34,9 @@ namespace palisade {
 struct PipelineOptions {
   EngineOptions engine;
   uint32_t max_line_bytes = 16384;
+  // Replay: called with the latest event time of each batch before its detections are decided,
+  // so a simulated clock can follow the log.
+  std::function<void(absl::Time)> advance_clock;
 };
 
 // RFC 3629 UTF-8 validity (no overlongs, surrogates or code points past U+10FFFF).
@@ -64,6 +68,7 @@ class Pipeline {
   void RestoreWindows(const std::string& blob);
 
   EngineStats engine_stats() const;
+  std::vector<uint64_t> matches_per_rule() const;
   uint64_t lines_malformed() const;
 
  private:
