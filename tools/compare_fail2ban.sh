@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Side by side with fail2ban: generates the sshd corpus (with its ground truth), runs
+# fail2ban-regex with fail2ban's own sshd filter and `palisadectl replay` on the same file, and
+# prints both times, the ratio, and how well each one's flagged addresses match the ground truth.
+# Installs Debian's fail2ban when it is missing. Not part of CI (it only measures).
+#   bash tools/compare_fail2ban.sh [LINES]      # default 200000
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lines="${1:-200000}"
+bash tools/setup.sh
+if ! command -v fail2ban-regex >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fail2ban >/dev/null
+fi
+bazel build -c opt //services/cli:palisadectl //tests/corpus:gen_corpus >&2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+bazel-bin/tests/corpus/gen_corpus --kind=sshd --lines="$lines" --seed=1 \
+  --out="$work/auth.log" --truth="$work/truth.txt" 2>/dev/null
+
+start=$(date +%s%N)
+fail2ban-regex --print-all-matched "$work/auth.log" /etc/fail2ban/filter.d/sshd.conf \
+  >"$work/f2b.out" 2>&1
+f2b=$(( $(date +%s%N) - start ))
+
+start=$(date +%s%N)
+bazel-bin/services/cli/palisadectl replay "$work/auth.log" --format=syslog --json \
+  --rules=rules/sshd.textproto >"$work/palisade.json"
+pal=$(( $(date +%s%N) - start ))
+
+python3 - "$work" "$lines" "$f2b" "$pal" <<'PY'
+import collections, datetime, json, re, sys
+work, lines = sys.argv[1], int(sys.argv[2])
+f2b, pal = int(sys.argv[3]) / 1e9, int(sys.argv[4]) / 1e9
+truth = set(open(f"{work}/truth.txt").read().split())
+# What fail2ban's sshd jail would ban: maxretry (5) matches inside findtime (10 min), per
+# address, from the lines fail2ban-regex says its filter matched.
+ip = re.compile(r"from (\S+) port|user \S+ (\S+) port|from (\S+)$")
+times = collections.defaultdict(list)
+for line in open(f"{work}/f2b.out", errors="replace"):
+    if not line.startswith("|  "):
+        continue
+    text = line[3:].strip()
+    m = ip.search(text)
+    if not m or not re.match(r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d ", text):
+        continue
+    when = datetime.datetime.strptime("2026 " + text[:15], "%Y %b %d %H:%M:%S")
+    times[next(g for g in m.groups() if g)].append(when)
+f2b_flagged = set()
+for addr, ts in times.items():
+    ts.sort()
+    for i in range(4, len(ts)):
+        if ts[i] - ts[i - 4] <= datetime.timedelta(minutes=10):
+            f2b_flagged.add(addr)
+            break
+pal_flagged = {json.loads(l)["target"]["value"] for l in open(f"{work}/palisade.json")}
+def agree(flagged):
+    tp = len(flagged & truth)
+    return f"{tp}/{len(truth)} attackers found, {len(flagged - truth)} innocent flagged"
+print(f"corpus: {lines} sshd lines, {len(truth)} attackers (ground truth)")
+print(f"fail2ban-regex: {f2b:.2f} s = {lines / f2b:,.0f} lines/s; {agree(f2b_flagged)}")
+print(f"palisade replay: {pal:.2f} s = {lines / pal:,.0f} lines/s (full pipeline, incl. start-up); {agree(pal_flagged)}")
+print(f"ratio: palisade is {f2b / pal:.1f}x faster")
+PY
