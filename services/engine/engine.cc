@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/hash/hash.h"
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -17,8 +19,13 @@ int64_t ToMillis(absl::Time t) { return absl::ToUnixMillis(t); }
 
 }  // namespace
 
+Engine::Scratch& Engine::ThreadScratch() {
+  static thread_local Scratch scratch;
+  return scratch;
+}
+
 Engine::Engine(std::shared_ptr<const RuleSet> rules, EngineOptions options)
-    : options_(std::move(options)) {
+    : options_(std::move(options)), shards_(new Shard[kShards]) {
   options_.allowlist.Add(*Cidr::Parse("127.0.0.0/8"));
   options_.allowlist.Add(*Cidr::Parse("::1/128"));
   if (options_.max_keys_per_rule == 0) options_.max_keys_per_rule = 1'000'000;
@@ -26,32 +33,69 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, EngineOptions options)
 }
 
 void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
-  std::vector<WindowMap> windows(rules->rules().size());
-  std::vector<uint64_t> matches(rules->rules().size(), 0);
+  const size_t n_rules = rules->rules().size();
+  auto matches = std::make_unique<std::atomic<uint64_t>[]>(n_rules);
+  for (size_t i = 0; i < n_rules; ++i) matches[i] = 0;
+  // For each new rule, the index of the old rule with the same id (and, for its windows, the
+  // same threshold), or -1.
+  std::vector<int> keep_matches(n_rules, -1), keep_windows(n_rules, -1);
   if (rules_ != nullptr) {
     const auto& old_rules = rules_->rules();
-    for (size_t n = 0; n < rules->rules().size(); ++n) {
+    for (size_t n = 0; n < n_rules; ++n) {
       const CompiledRule& rule = *rules->rules()[n];
       for (size_t o = 0; o < old_rules.size(); ++o) {
         const CompiledRule& old = *old_rules[o];
-        if (old.id() == rule.id()) {
-          matches[n] = matches_per_rule_[o];
-          if (old.count == rule.count && old.window == rule.window) {
-            windows[n] = std::move(windows_[o]);
-          }
-          break;
+        if (old.id() != rule.id()) continue;
+        keep_matches[n] = static_cast<int>(o);
+        if (old.count == rule.count && old.window == rule.window) {
+          keep_windows[n] = static_cast<int>(o);
         }
+        break;
       }
     }
   }
+  for (size_t n = 0; n < n_rules; ++n) {
+    if (keep_matches[n] >= 0) matches[n] = matches_per_rule_[keep_matches[n]].load();
+  }
+  for (size_t s = 0; s < kShards; ++s) {
+    absl::MutexLock lock(&shards_[s].mu);
+    std::vector<WindowMap> maps(n_rules);
+    for (size_t n = 0; n < n_rules; ++n) {
+      if (keep_windows[n] >= 0) maps[n] = std::move(shards_[s].maps[keep_windows[n]]);
+    }
+    shards_[s].maps = std::move(maps);
+  }
   rules_ = std::move(rules);
-  windows_ = std::move(windows);
   matches_per_rule_ = std::move(matches);
+  rule_count_ = n_rules;
+}
+
+Engine::Shard& Engine::ShardFor(int rule_index, absl::string_view key) {
+  const size_t h = absl::Hash<std::pair<int, absl::string_view>>()({rule_index, key});
+  return shards_[h % kShards];
+}
+
+EngineStats Engine::stats() const {
+  EngineStats s;
+  s.lines = stats_.lines.load();
+  s.matched_lines = stats_.matched_lines.load();
+  s.detections = stats_.detections.load();
+  s.evicted_windows = stats_.evicted_windows.load();
+  s.expired_windows = stats_.expired_windows.load();
+  s.invalid_keys = stats_.invalid_keys.load();
+  s.ignored = stats_.ignored.load();
+  return s;
+}
+
+std::vector<uint64_t> Engine::matches_per_rule() const {
+  std::vector<uint64_t> out(rule_count_);
+  for (size_t i = 0; i < rule_count_; ++i) out[i] = matches_per_rule_[i].load();
+  return out;
 }
 
 bool Engine::ConditionsHold(const CompiledRule& rule, int pattern_index) const {
   for (const CompiledCondition& c : rule.conditions) {
-    const re2::StringPiece& g = groups_[c.group[pattern_index]];
+    const re2::StringPiece& g = ThreadScratch().groups[c.group[pattern_index]];
     std::optional<IpAddress> ip = IpAddress::Parse(absl::string_view(g.data(), g.size()));
     if (!ip || c.set->Contains(*ip) != c.inside) return false;
   }
@@ -69,8 +113,9 @@ bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
         return false;
       }
     }
-    token_key_ = Fingerprint(captured);
-    *key = token_key_;
+    Scratch& scratch = ThreadScratch();
+    scratch.token_key = Fingerprint(captured);
+    *key = scratch.token_key;
     return true;
   }
   if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_ID) {
@@ -89,14 +134,14 @@ bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
   std::optional<IpAddress> ip = IpAddress::Parse(captured);
   if (!ip) return false;
   *allowlisted = options_.allowlist.Contains(*ip);
-  *key = ip->Format(key_buf_);
+  *key = ip->Format(ThreadScratch().key_buf);
   return !key->empty();
 }
 
 LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& line,
                            absl::string_view raw, absl::Time time, std::vector<Detection>* out) {
   LineResult result;
-  ++stats_.lines;
+  stats_.lines.fetch_add(1, std::memory_order_relaxed);
   Candidates(format, line, [&](int rule_index, absl::string_view captured) {
     const CompiledRule& rule = *rules_->rules()[rule_index];
     for (const auto& ignore : rule.ignores) {
@@ -116,7 +161,7 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
       return;
     }
     ++result.matches;
-    ++matches_per_rule_[rule_index];
+    matches_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
     if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) {
       // Evidence must not carry the token: replace it with its fingerprint.
       const std::string redacted =
@@ -127,9 +172,9 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
     Count(rule_index, key, raw, time, {}, out);
   });
   result.matched = result.matches > 0;
-  if (result.matched) ++stats_.matched_lines;
-  stats_.invalid_keys += result.invalid_keys;
-  stats_.ignored += result.ignored;
+  if (result.matched) stats_.matched_lines.fetch_add(1, std::memory_order_relaxed);
+  if (result.invalid_keys) stats_.invalid_keys.fetch_add(result.invalid_keys);
+  if (result.ignored) stats_.ignored.fetch_add(result.ignored);
   return result;
 }
 
@@ -137,7 +182,7 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
                    absl::string_view secret, std::vector<Detection>* out) {
   const CompiledRule& rule = *rules_->rules()[rule_index];
   auto detection = [&]() -> Detection& {
-    ++stats_.detections;
+    stats_.detections.fetch_add(1, std::memory_order_relaxed);
     Detection& d = out->emplace_back();
     d.rule = &rule;
     d.rule_id = rule.id();
@@ -152,10 +197,12 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
     if (options_.max_evidence > 0) d.evidence.emplace_back(raw);
     return;
   }
-  WindowMap& map = windows_[rule_index];
+  Shard& shard = ShardFor(rule_index, key);
+  absl::MutexLock lock(&shard.mu);
+  WindowMap& map = shard.maps[rule_index];
   auto it = map.find(key);
   if (it == map.end()) {
-    if (map.size() >= options_.max_keys_per_rule) Evict(map);
+    if (map.size() >= std::max<size_t>(1, options_.max_keys_per_rule / kShards)) Evict(map);
     it = map.emplace(std::string(key), Window()).first;
   }
   Window& w = it->second;
@@ -210,21 +257,25 @@ void Engine::Evict(WindowMap& map) {
       ++it;
     }
   }
-  stats_.evicted_windows += dropped;
+  stats_.evicted_windows.fetch_add(dropped);
 }
 
 void Engine::Expire(absl::Time now) {
   const int64_t now_ms = ToMillis(now);
-  for (size_t r = 0; r < windows_.size(); ++r) {
-    const CompiledRule& rule = *rules_->rules()[r];
-    const int64_t horizon = now_ms - std::max<int64_t>(absl::ToInt64Milliseconds(rule.window), 0);
-    WindowMap& map = windows_[r];
-    for (auto it = map.begin(); it != map.end();) {
-      if (it->second.last < horizon) {
-        map.erase(it++);
-        ++stats_.expired_windows;
-      } else {
-        ++it;
+  for (size_t sh = 0; sh < kShards; ++sh) {
+    absl::MutexLock lock(&shards_[sh].mu);
+    for (size_t r = 0; r < shards_[sh].maps.size(); ++r) {
+      const CompiledRule& rule = *rules_->rules()[r];
+      const int64_t horizon =
+          now_ms - std::max<int64_t>(absl::ToInt64Milliseconds(rule.window), 0);
+      WindowMap& map = shards_[sh].maps[r];
+      for (auto it = map.begin(); it != map.end();) {
+        if (it->second.last < horizon) {
+          map.erase(it++);
+          stats_.expired_windows.fetch_add(1, std::memory_order_relaxed);
+        } else {
+          ++it;
+        }
       }
     }
   }
@@ -232,13 +283,16 @@ void Engine::Expire(absl::Time now) {
 
 palisade::v1::EngineSnapshot Engine::Snapshot() const {
   palisade::v1::EngineSnapshot out;
-  for (size_t r = 0; r < windows_.size(); ++r) {
-    for (const auto& [key, w] : windows_[r]) {
-      if (w.times.empty()) continue;
-      auto* s = out.add_windows();
-      s->set_rule_id(rules_->rules()[r]->id());
-      s->set_key(key);
-      for (int64_t t : w.times) s->add_times_ms(t);
+  for (size_t sh = 0; sh < kShards; ++sh) {
+    absl::MutexLock lock(&shards_[sh].mu);
+    for (size_t r = 0; r < shards_[sh].maps.size(); ++r) {
+      for (const auto& [key, w] : shards_[sh].maps[r]) {
+        if (w.times.empty()) continue;
+        auto* s = out.add_windows();
+        s->set_rule_id(rules_->rules()[r]->id());
+        s->set_key(key);
+        for (int64_t t : w.times) s->add_times_ms(t);
+      }
     }
   }
   return out;
@@ -250,7 +304,10 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
   for (const auto& s : snapshot.windows()) {
     auto it = index.find(s.rule_id());
     if (it == index.end() || s.times_ms().empty()) continue;
-    Window& w = windows_[it->second][s.key()];
+    const int rule = static_cast<int>(it->second);
+    Shard& shard = ShardFor(rule, s.key());
+    absl::MutexLock lock(&shard.mu);
+    Window& w = shard.maps[rule][s.key()];
     w.times.assign(s.times_ms().begin(), s.times_ms().end());
     w.last = *std::max_element(s.times_ms().begin(), s.times_ms().end());
   }
@@ -258,7 +315,10 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
 
 size_t Engine::live_windows() const {
   size_t n = 0;
-  for (const WindowMap& m : windows_) n += m.size();
+  for (size_t sh = 0; sh < kShards; ++sh) {
+    absl::MutexLock lock(&shards_[sh].mu);
+    for (const WindowMap& m : shards_[sh].maps) n += m.size();
+  }
   return n;
 }
 

@@ -11,10 +11,13 @@
 // counted). Once warmed up, a line that matches nothing allocates nothing.
 //
 // The engine does no I/O and reads no clock: time comes with each line.
-// Thread-safety: not thread-safe; callers own one Engine per shard or guard it.
+// Thread-safety: Process and MatchOnly may run concurrently from any number of threads
+// (matching uses per-thread scratch; windows live in shards, each behind its own mutex).
+// SetRules, Expire, Snapshot and Restore must not overlap a Process: callers serialise them.
 #ifndef PALISADE_SERVICES_ENGINE_ENGINE_H_
 #define PALISADE_SERVICES_ENGINE_ENGINE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -22,6 +25,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "palisade/v1/state.pb.h"
@@ -96,11 +100,11 @@ class Engine {
   palisade::v1::EngineSnapshot Snapshot() const;
   void Restore(const palisade::v1::EngineSnapshot& snapshot);
 
-  const EngineStats& stats() const { return stats_; }
+  EngineStats stats() const;
   // Live windows over all rules.
   size_t live_windows() const;
   // Per rule index (same order as rules()->rules()): matches counted so far.
-  const std::vector<uint64_t>& matches_per_rule() const { return matches_per_rule_; }
+  std::vector<uint64_t> matches_per_rule() const;
 
  private:
   struct Window {
@@ -110,31 +114,45 @@ class Engine {
     int64_t last = 0;
   };
   using WindowMap = absl::flat_hash_map<std::string, Window>;
+  // Windows are spread over shards by (rule, key), so concurrent lines rarely wait.
+  static constexpr size_t kShards = 16;
+  struct Shard {
+    absl::Mutex mu;
+    std::vector<WindowMap> maps ABSL_GUARDED_BY(mu);  // per rule index
+  };
+  // Per-thread scratch reused across lines so the hot path does not allocate.
+  struct Scratch {
+    std::vector<int> set_hits;
+    std::vector<re2::StringPiece> groups;
+    char key_buf[IpAddress::kMaxTextLength];
+    std::string token_key;
+  };
+  static Scratch& ThreadScratch();
 
   // Runs the candidate rules' captures; calls fn(rule_index, key) for each match.
   template <typename Fn>
   void Candidates(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn);
 
-  // The rule's conditions on the other captures of the last match (in groups_).
+  // The rule's conditions on the other captures of the last match (in the scratch groups).
   bool ConditionsHold(const CompiledRule& rule, int pattern_index) const;
-  // Normalises a captured key into key_buf_; returns false (and counts) when invalid.
+  // Normalises a captured key into the scratch; returns false when invalid.
   bool NormaliseKey(const CompiledRule& rule, absl::string_view captured, absl::string_view* key,
                     bool* allowlisted);
   void Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
              absl::string_view secret, std::vector<Detection>* out);
   void Evict(WindowMap& map);
+  Shard& ShardFor(int rule_index, absl::string_view key);
 
   std::shared_ptr<const RuleSet> rules_;
   EngineOptions options_;
-  std::vector<WindowMap> windows_;  // per rule index
-  std::vector<uint64_t> matches_per_rule_;
-  EngineStats stats_;
-
-  // Scratch reused across lines so the hot path does not allocate.
-  std::vector<int> set_hits_;
-  std::vector<re2::StringPiece> groups_;
-  char key_buf_[IpAddress::kMaxTextLength];
-  std::string token_key_;
+  std::unique_ptr<Shard[]> shards_;
+  std::unique_ptr<std::atomic<uint64_t>[]> matches_per_rule_;
+  size_t rule_count_ = 0;
+  struct AtomicStats {
+    std::atomic<uint64_t> lines{0}, matched_lines{0}, detections{0}, evicted_windows{0},
+        expired_windows{0}, invalid_keys{0}, ignored{0};
+  };
+  AtomicStats stats_;
 };
 
 // --- implementation of the templates ---------------------------------------------------------
@@ -146,13 +164,16 @@ template <typename Fn>
 void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn) {
   const RuleSet::FormatIndex* index = rules_->ForFormat(format);
   if (index == nullptr) return;
+  Scratch& scratch = ThreadScratch();
+  std::vector<int>& set_hits = scratch.set_hits;
+  std::vector<re2::StringPiece>& groups = scratch.groups;
   // RE2::Set::Match allocates its match set when asked for indices, so ask "any?" first: most
   // lines of a normal log match nothing and then cost one DFA pass and no allocation.
   if (!index->set->Match(Piece(line.message), nullptr)) return;
-  if (!index->set->Match(Piece(line.message), &set_hits_)) return;
-  if (set_hits_.size() > 1) std::sort(set_hits_.begin(), set_hits_.end());
+  if (!index->set->Match(Piece(line.message), &set_hits)) return;
+  if (set_hits.size() > 1) std::sort(set_hits.begin(), set_hits.end());
   int last_rule = -1;
-  for (int hit : set_hits_) {
+  for (int hit : set_hits) {
     const auto [rule_index, pattern_index] = index->entries[hit];
     if (rule_index == last_rule) continue;  // one match per rule per line
     const CompiledRule& rule = *rules_->rules()[rule_index];
@@ -160,14 +181,14 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
     const RE2& re = *rule.patterns[pattern_index];
     const int group = rule.key_group[pattern_index];
     const int n = rule.submatches[pattern_index];
-    if (groups_.size() < static_cast<size_t>(n)) groups_.resize(n);
-    if (!re.Match(Piece(line.message), 0, line.message.size(), RE2::UNANCHORED, groups_.data(),
+    if (groups.size() < static_cast<size_t>(n)) groups.resize(n);
+    if (!re.Match(Piece(line.message), 0, line.message.size(), RE2::UNANCHORED, groups.data(),
                   n)) {
       continue;
     }
     if (!ConditionsHold(rule, pattern_index)) continue;
     last_rule = rule_index;
-    fn(rule_index, absl::string_view(groups_[group].data(), groups_[group].size()));
+    fn(rule_index, absl::string_view(groups[group].data(), groups[group].size()));
   }
 }
 

@@ -130,7 +130,7 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
         .Increment();
     active.Set(static_cast<double>(decisions_.active_count()));
   });
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&metrics_mu_);
   RebuildRuleMetricsLocked();
 }
 
@@ -168,11 +168,16 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
   LineParser parser(batch.format());
   ParsedLine parsed;
   absl::Time latest = absl::InfinitePast();
+  std::vector<Detection> detections;
+  std::string sanitized;
   {
-    absl::MutexLock lock(&mu_);
-    SourceMetrics& sm =
-        SourceMetricsFor(batch.source().empty() ? "-" : batch.source(), batch.format());
-    std::vector<uint32_t> per_rule_matches(rule_metrics_.size(), 0);
+    // Batches run concurrently (one per stream); only a rule swap waits for them.
+    absl::ReaderMutexLock rules_lock(&rules_mu_);
+    SourceMetrics* sm;
+    {
+      absl::MutexLock lock(&metrics_mu_);
+      sm = &SourceMetricsFor(batch.source().empty() ? "-" : batch.source(), batch.format());
+    }
     for (const palisade::v1::LogRecord& record : batch.records()) {
       absl::string_view line = record.line();
       while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
@@ -186,9 +191,9 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
       if (nul || !IsValidUtf8(line)) {
         ack.set_sanitized(ack.sanitized() + 1);
         if (nul) {
-          sanitized_.assign(line.data(), line.size());
-          std::replace(sanitized_.begin(), sanitized_.end(), '\0', ' ');
-          line = sanitized_;
+          sanitized.assign(line.data(), line.size());
+          std::replace(sanitized.begin(), sanitized.end(), '\0', ' ');
+          line = sanitized;
         }
       }
       absl::Status s = parser.Parse(line, reference, &parsed);
@@ -209,36 +214,38 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
         continue;
       }
       latest = std::max(latest, when);
-      LineResult r = engine_.Process(batch.format(), parsed, line, when, &detections_);
+      LineResult r = engine_.Process(batch.format(), parsed, line, when, &detections);
       ack.set_accepted(ack.accepted() + 1);
       if (r.matched) ack.set_matched(ack.matched() + 1);
       ack.set_ignored(ack.ignored() + r.ignored);
     }
-    malformed_ += ack.malformed();
-    sm.received->Increment(batch.records_size());
-    if (ack.malformed() > 0) sm.malformed->Increment(ack.malformed());
-    if (ack.truncated() > 0) sm.truncated->Increment(ack.truncated());
-    if (ack.sanitized() > 0) sm.sanitized->Increment(ack.sanitized());
-    if (ack.clamped() > 0) sm.clamped->Increment(ack.clamped());
-    // Per-rule match counters from the engine's running totals.
-    const auto& totals = engine_.matches_per_rule();
-    for (size_t i = 0; i < rule_metrics_.size() && i < totals.size(); ++i) {
-      const double delta = static_cast<double>(totals[i]) - rule_metrics_[i].matches->Value();
-      if (delta > 0) rule_metrics_[i].matches->Increment(delta);
-    }
-    const auto& rules = engine_.rules()->rules();
-    for (const Detection& d : detections_) {
-      for (size_t i = 0; i < rules.size(); ++i) {
-        if (rules[i].get() == d.rule) rule_metrics_[i].detections->Increment();
+    malformed_.fetch_add(ack.malformed(), std::memory_order_relaxed);
+    sm->received->Increment(batch.records_size());
+    if (ack.malformed() > 0) sm->malformed->Increment(ack.malformed());
+    if (ack.truncated() > 0) sm->truncated->Increment(ack.truncated());
+    if (ack.sanitized() > 0) sm->sanitized->Increment(ack.sanitized());
+    if (ack.clamped() > 0) sm->clamped->Increment(ack.clamped());
+    {
+      absl::MutexLock lock(&metrics_mu_);
+      // Per-rule match counters from the engine's running totals.
+      const std::vector<uint64_t> totals = engine_.matches_per_rule();
+      for (size_t i = 0; i < rule_metrics_.size() && i < totals.size(); ++i) {
+        const double delta = static_cast<double>(totals[i]) - rule_metrics_[i].matches->Value();
+        if (delta > 0) rule_metrics_[i].matches->Increment(delta);
       }
+      const auto& rules = engine_.rules()->rules();
+      for (const Detection& d : detections) {
+        for (size_t i = 0; i < rules.size(); ++i) {
+          if (rules[i].get() == d.rule) rule_metrics_[i].detections->Increment();
+        }
+      }
+      PublishEngineGaugesLocked();
     }
     if (options_.advance_clock && latest > absl::InfinitePast()) options_.advance_clock(latest);
-    // Decided under the lock (the CompiledRule a detection points to cannot be swapped out),
-    // and written to the store in one transaction for the whole batch.
-    if (!detections_.empty()) decisions_.ApplyAll(detections_);
-    ack.set_detections(static_cast<uint32_t>(detections_.size()));
-    detections_.clear();
-    PublishEngineGaugesLocked();
+    // Decided while the rules cannot be swapped (a detection points into its RuleSet), and
+    // written to the store in one transaction for the whole batch.
+    if (!detections.empty()) decisions_.ApplyAll(detections);
+    ack.set_detections(static_cast<uint32_t>(detections.size()));
   }
   batch_latency_.Observe(absl::ToDoubleSeconds(clock_.TimeNow() - started));
   return ack;
@@ -254,49 +261,46 @@ void Pipeline::PublishEngineGaugesLocked() {
 }
 
 void Pipeline::SetRules(std::shared_ptr<const RuleSet> rules) {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock rules_lock(&rules_mu_);
   engine_.SetRules(std::move(rules));
+  absl::MutexLock lock(&metrics_mu_);
   RebuildRuleMetricsLocked();
 }
 
 std::shared_ptr<const RuleSet> Pipeline::rules() const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&rules_mu_);
   return engine_.rules();
 }
 
 void Pipeline::ExpireWindows() {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock rules_lock(&rules_mu_);
   engine_.Expire(clock_.TimeNow());
+  absl::MutexLock lock(&metrics_mu_);
   PublishEngineGaugesLocked();
 }
 
 std::string Pipeline::SnapshotWindows() const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&rules_mu_);
   return engine_.Snapshot().SerializeAsString();
 }
 
 void Pipeline::RestoreWindows(const std::string& blob) {
   palisade::v1::EngineSnapshot snapshot;
   if (blob.empty() || !snapshot.ParseFromString(blob)) return;
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock rules_lock(&rules_mu_);
   engine_.Restore(snapshot);
+  absl::MutexLock lock(&metrics_mu_);
   PublishEngineGaugesLocked();
 }
 
 std::vector<uint64_t> Pipeline::matches_per_rule() const {
-  absl::MutexLock lock(&mu_);
+  absl::ReaderMutexLock lock(&rules_mu_);
   return engine_.matches_per_rule();
 }
 
-EngineStats Pipeline::engine_stats() const {
-  absl::MutexLock lock(&mu_);
-  return engine_.stats();
-}
+EngineStats Pipeline::engine_stats() const { return engine_.stats(); }
 
-uint64_t Pipeline::lines_malformed() const {
-  absl::MutexLock lock(&mu_);
-  return malformed_;
-}
+uint64_t Pipeline::lines_malformed() const { return malformed_.load(); }
 
 palisade::v1::TestRulesResponse Pipeline::TestRules(std::shared_ptr<const RuleSet> rules,
                                                     LogFormat format,

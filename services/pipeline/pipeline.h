@@ -2,21 +2,23 @@
 // parse → match → window → decide, and comes back as an ack. palisaded's Ingest service, the
 // replay tool and the tests all drive this one class, so they make the same decisions.
 //
-// It owns the Engine (behind a mutex: one shard for now) and publishes its counters to the
-// prometheus::Registry it is given. Rule reloads are all or nothing: a pack set that fails to
+// It owns the Engine and publishes its counters to the prometheus::Registry it is given.
+// Batches from different streams run concurrently: matching needs no lock and the engine's
+// windows are sharded; only a rule swap waits for the batches in flight. Rule reloads are all or nothing: a pack set that fails to
 // compile leaves the running rules in place and returns the error.
 //
 // Thread-safety: all methods are thread-safe.
 #ifndef PALISADE_SERVICES_PIPELINE_PIPELINE_H_
 #define PALISADE_SERVICES_PIPELINE_PIPELINE_H_
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "palisade/v1/palisade.pb.h"
@@ -84,22 +86,23 @@ class Pipeline {
     prometheus::Counter* clamped;
   };
   SourceMetrics& SourceMetricsFor(const std::string& source, palisade::v1::LogFormat format)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RebuildRuleMetricsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PublishEngineGaugesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(metrics_mu_);
+  void RebuildRuleMetricsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(metrics_mu_);
+  void PublishEngineGaugesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(metrics_mu_);
 
   const PipelineOptions options_;
   Clock& clock_;
   DecisionTable& decisions_;
 
-  mutable absl::Mutex mu_;
-  Engine engine_ ABSL_GUARDED_BY(mu_);
-  std::vector<Detection> detections_ ABSL_GUARDED_BY(mu_);  // scratch
-  std::string sanitized_ ABSL_GUARDED_BY(mu_);              // scratch
-  std::vector<RuleMetrics> rule_metrics_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<std::string, SourceMetrics> source_metrics_ ABSL_GUARDED_BY(mu_);
-  uint64_t malformed_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t evicted_published_ ABSL_GUARDED_BY(mu_) = 0;
+  // Readers: batches (and sweeps, snapshots). Writer: a rule swap.
+  mutable absl::Mutex rules_mu_;
+  Engine engine_;  // thread-safe for Process; rule swaps under rules_mu_ as writer
+  absl::Mutex metrics_mu_;
+  std::vector<RuleMetrics> rule_metrics_ ABSL_GUARDED_BY(metrics_mu_);
+  // node_hash_map: batches keep a pointer to their entry while others are added.
+  absl::node_hash_map<std::string, SourceMetrics> source_metrics_ ABSL_GUARDED_BY(metrics_mu_);
+  std::atomic<uint64_t> malformed_{0};
+  uint64_t evicted_published_ ABSL_GUARDED_BY(metrics_mu_) = 0;
 
   prometheus::Family<prometheus::Counter>& received_family_;
   prometheus::Family<prometheus::Counter>& malformed_family_;

@@ -97,6 +97,7 @@ TEST(EqualityTest, ReplayEqualsOneStreamEqualsManyStreams) {
             grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials()));
         ShipOptions o = ship;
         o.batch_lines = 250;
+        o.source = h == 0 ? "even" : "odd";  // distinct sources: metrics entries added mid-batch
         results[h] = Ship(*ingest, halves[h], o).status();
       });
     }
