@@ -4,7 +4,8 @@
 // with exponential backoff (bounded attempts), permanent ones are counted and logged, and a
 // removal for a decision whose apply has not gone out yet cancels both.
 //
-// The queue is in memory for now; issue 4 makes it a durable SQLite outbox.
+// With a Store (SetStore), the queue is the durable outbox: every operation was recorded with
+// its decision, and is deleted only once the edge confirmed it (see services/store/store.h).
 // Dry run: every op is recorded and counted as "dry_run", nothing is sent.
 // Thread-safety: OnDecision is called from any thread; each actuator's queue is run by one
 // worker thread (Start), or by RunOnce from one thread at a time in tests.

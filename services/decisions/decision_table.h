@@ -1,6 +1,6 @@
 // The decision table: turns detections (and manual bans) into decisions, and owns their life
-// cycle: creation, extension, escalation, expiry, withdrawal. In memory for now; issue 4 puts
-// it behind a SQLite store with an outbox.
+// cycle: creation, extension, escalation, expiry, withdrawal. With a Store (SetStore), every
+// change is written, with the outbox operation it implies, before any listener hears of it.
 //
 // Rules of the table:
 //  - one active decision per target: a new detection or manual ban on an actively decided
