@@ -63,13 +63,16 @@ ctl decisions list --active | tail -8
 echo
 ctl status
 
-# Let the dispatcher drain its queue to the emulator.
-for _ in $(seq 100); do
-  pending=$(curl -s "http://127.0.0.1:$metrics_port/metrics" |
-    awk '/^palisade_actions_pending/ {s += $2} END {print s + 0}')
-  applied=$(curl -s "http://127.0.0.1:$metrics_port/metrics" |
-    awk '/^palisade_actions_total.*result="applied"/ {s += $2} END {print s + 0}')
-  [ "$pending" = 0 ] && [ "$applied" -gt 0 ] && break
+# The blast-radius guard (60 new bans a minute by default) holds the rest of this burst until an
+# operator lets it go: do that, as an operator would after reading the status above.
+sleep 1
+echo
+echo "== releasing what the guard held"
+ctl actions release
+
+# Let the dispatcher drain its queue to the emulator (list operations take a poll or two).
+for _ in $(seq 150); do
+  ctl status | grep -q 'actions:   0 pending, 0 held' && break
   sleep 0.2
 done
 

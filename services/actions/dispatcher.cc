@@ -223,12 +223,15 @@ int Dispatcher::RunQueue(int only) {
           if (op.released) {
             guard_->Record(now);
           } else if (guard_->Check(op.decision, now, active_[kind]) == Guard::Verdict::kHeld) {
-            std::cerr << "palisaded: guard: holding decision " << op.decision.id() << " on "
-                      << op.decision.target().value()
-                      << " (blast-radius limit); release with palisadectl actions release"
-                      << std::endl;
             Count(q.actuator->name(), op.kind, "held");
             held_.emplace_back(kind, std::move(op));
+            // One line for the first held action and one per thousand after, not one each.
+            if (held_.size() == 1 || held_.size() % 1000 == 0) {
+              std::cerr << "palisaded: guard: " << held_.size()
+                        << " action(s) held by the blast-radius limit; release with "
+                           "palisadectl actions release"
+                        << std::endl;
+            }
             continue;
           }
         }
