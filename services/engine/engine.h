@@ -123,6 +123,7 @@ class Engine {
   // Per-thread scratch reused across lines so the hot path does not allocate.
   struct Scratch {
     std::vector<int> set_hits;
+    std::vector<std::pair<int, int>> candidates;  // (rule index, pattern index)
     std::vector<re2::StringPiece> groups;
     char key_buf[IpAddress::kMaxTextLength];
     std::string token_key;
@@ -166,15 +167,20 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
   if (index == nullptr) return;
   Scratch& scratch = ThreadScratch();
   std::vector<int>& set_hits = scratch.set_hits;
+  std::vector<std::pair<int, int>>& candidates = scratch.candidates;
   std::vector<re2::StringPiece>& groups = scratch.groups;
-  // RE2::Set::Match allocates its match set when asked for indices, so ask "any?" first: most
-  // lines of a normal log match nothing and then cost one DFA pass and no allocation.
-  if (!index->set->Match(Piece(line.message), nullptr)) return;
-  if (!index->set->Match(Piece(line.message), &set_hits)) return;
-  if (set_hits.size() > 1) std::sort(set_hits.begin(), set_hits.end());
+  candidates.clear();
+  for (const RuleSet::SetPart& part : index->parts) {
+    // RE2::Set::Match allocates its match set when asked for indices, so ask "any?" first:
+    // most lines of a normal log match nothing and then cost one DFA pass and no allocation.
+    if (!part.set->Match(Piece(line.message), nullptr)) continue;
+    if (!part.set->Match(Piece(line.message), &set_hits)) continue;
+    for (int hit : set_hits) candidates.push_back(part.entries[hit]);
+  }
+  if (candidates.empty()) return;
+  if (candidates.size() > 1) std::sort(candidates.begin(), candidates.end());
   int last_rule = -1;
-  for (int hit : set_hits) {
-    const auto [rule_index, pattern_index] = index->entries[hit];
+  for (const auto& [rule_index, pattern_index] : candidates) {
     if (rule_index == last_rule) continue;  // one match per rule per line
     const CompiledRule& rule = *rules_->rules()[rule_index];
     if (!rule.AppliesToProgram(line.program)) continue;

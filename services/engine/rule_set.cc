@@ -257,29 +257,35 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
   set_options.set_max_mem(64 << 20);
   for (int f = 1; f <= max_format; ++f) {
     auto index = std::make_unique<FormatIndex>();
-    index->set = std::make_unique<RE2::Set>(set_options, RE2::UNANCHORED);
-    for (size_t r = 0; r < set->rules_.size(); ++r) {
-      const CompiledRule& rule = *set->rules_[r];
-      bool applies = false;
-      for (int rf : rule.proto.formats()) applies |= rf == f;
-      if (!applies) continue;
-      for (int p = 0; p < rule.proto.patterns_size(); ++p) {
-        std::string error;
-        int idx = index->set->Add(rule.proto.patterns(p), &error);
-        if (idx < 0) {
-          return absl::InvalidArgumentError(absl::StrCat("rule \"", rule.id(), "\": pattern ",
-                                                         p + 1, " rejected by RE2::Set: ", error));
+    for (bool anchored : {true, false}) {
+      SetPart part;
+      part.set = std::make_unique<RE2::Set>(set_options,
+                                            anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
+      for (size_t r = 0; r < set->rules_.size(); ++r) {
+        const CompiledRule& rule = *set->rules_[r];
+        bool applies = false;
+        for (int rf : rule.proto.formats()) applies |= rf == f;
+        if (!applies) continue;
+        for (int p = 0; p < rule.proto.patterns_size(); ++p) {
+          const std::string& pattern = rule.proto.patterns(p);
+          if ((!pattern.empty() && pattern[0] == '^') != anchored) continue;
+          std::string error;
+          if (part.set->Add(pattern, &error) < 0) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "rule \"", rule.id(), "\": pattern ", p + 1, " rejected by RE2::Set: ", error));
+          }
+          part.entries.emplace_back(static_cast<int>(r), p);
         }
-        index->entries.emplace_back(static_cast<int>(r), p);
       }
+      if (part.entries.empty()) continue;
+      if (!part.set->Compile()) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat("the patterns for ", palisade::v1::LogFormat_Name(f),
+                         " do not fit the regex memory budget; split or simplify them"));
+      }
+      index->parts.push_back(std::move(part));
     }
-    if (index->entries.empty()) continue;
-    if (!index->set->Compile()) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the patterns for ", palisade::v1::LogFormat_Name(f),
-                       " do not fit the regex memory budget; split or simplify them"));
-    }
-    set->by_format_[f] = std::move(index);
+    if (!index->parts.empty()) set->by_format_[f] = std::move(index);
   }
   return std::shared_ptr<const RuleSet>(std::move(set));
 }

@@ -73,11 +73,16 @@ class RuleSet {
   const std::vector<std::unique_ptr<CompiledRule>>& rules() const { return rules_; }
   const std::vector<std::string>& pack_names() const { return pack_names_; }
 
-  // The Set for a format and, for each Set index, the (rule, pattern) it stands for.
+  // The Sets for a format and, for each Set index, the (rule, pattern) it stands for.
   // Returns nullptr when no rule applies to the format.
-  struct FormatIndex {
+  // Up to two Sets per format: the patterns anchored at the start ("^...") in an anchored Set,
+  // whose DFA gives up at the first byte no pattern can take, and the others unanchored.
+  struct SetPart {
     std::unique_ptr<RE2::Set> set;
     std::vector<std::pair<int, int>> entries;  // set index -> (rule index, pattern index)
+  };
+  struct FormatIndex {
+    std::vector<SetPart> parts;
   };
   const FormatIndex* ForFormat(palisade::v1::LogFormat format) const;
 
