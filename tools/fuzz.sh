@@ -4,6 +4,7 @@
 # seeded from the repository's own data. Exits non-zero on the first crash, with the reproducer.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export HOME="${HOME:-/root}"  # CI may start without it; Bazel needs it
 seconds="${1:-10}"
 bash tools/setup.sh
 base="${PALISADE_FUZZ_OUTPUT_BASE:-$HOME/.cache/palisade-fuzz}"

@@ -7,6 +7,7 @@
 # when anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+export HOME="${HOME:-/root}"  # CI may start without it; Bazel needs it
 bash tools/setup.sh || exit 1
 
 # Convenience symlinks left by a build in another output base would look like packages.
