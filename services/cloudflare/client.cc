@@ -508,6 +508,15 @@ absl::StatusOr<IpList> CloudflareClient::CreateList(const std::string& name,
   });
 }
 
+absl::StatusOr<IpList> CloudflareClient::GetList(const std::string& list_id) {
+  return Guarded<absl::StatusOr<IpList>>([&]() -> absl::StatusOr<IpList> {
+    absl::StatusOr<json> r =
+        Send({"GET", "/accounts/" + options_.account_id + "/rules/lists/" + list_id, "lists/get"});
+    if (!r.ok()) return r.status();
+    return ToList((*r)["result"]);
+  });
+}
+
 absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListItems(const std::string& list_id,
                                                                   const std::string& cursor,
                                                                   int per_page,

@@ -151,6 +151,7 @@ class CloudflareClient {
   // --- IP lists ---
   absl::StatusOr<std::vector<IpList>> ListLists();
   absl::StatusOr<IpList> CreateList(const std::string& name, const std::string& description);
+  absl::StatusOr<IpList> GetList(const std::string& list_id);
   // One page of items; `next_cursor` is empty on the last page.
   absl::StatusOr<std::vector<ListItem>> ListItems(const std::string& list_id,
                                                   const std::string& cursor, int per_page,

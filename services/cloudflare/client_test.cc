@@ -185,6 +185,12 @@ TEST_F(ClientTest, ListsWithOperationsAndCursorPages) {
   absl::StatusOr<std::vector<IpList>> lists = client->ListLists();
   ASSERT_THAT(lists, IsOk());
   EXPECT_EQ((*lists)[0].num_items, 598);
+  absl::StatusOr<IpList> one = client->GetList(list->id);
+  ASSERT_THAT(one, IsOk());
+  EXPECT_EQ(one->name, "palisade_block");
+  EXPECT_EQ(one->num_items, 598);
+  EXPECT_THAT(client->GetList("00000000000000000000000000000000"),
+              StatusIs(absl::StatusCode::kNotFound));
 }
 
 TEST_F(ClientTest, FailedOperationIsAborted) {
