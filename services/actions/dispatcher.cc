@@ -53,14 +53,25 @@ void Dispatcher::Drop(int64_t seq) {
   if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
 }
 
+void Dispatcher::RememberEdge(const std::string& id, int kind, const EdgeRef& ref) {
+  auto [it, inserted] = edges_.insert_or_assign(id, Made{kind, ref});
+  if (inserted) ++active_[kind];
+}
+
+void Dispatcher::ForgetEdgeLocked(const std::string& id) {
+  auto it = edges_.find(id);
+  if (it == edges_.end()) return;
+  --active_[it->second.kind];
+  edges_.erase(it);
+}
+
 absl::Status Dispatcher::Restore() {
   absl::MutexLock lock(&mu_);
   if (store_ == nullptr) return absl::OkStatus();
   absl::StatusOr<std::vector<EdgeRow>> edges = store_->LoadEdges();
   if (!edges.ok()) return edges.status();
   for (const EdgeRow& e : *edges) {
-    edges_[e.decision_id] = {e.id, e.container, e.foreign};
-    ++active_[e.actuator];
+    RememberEdge(e.decision_id, e.actuator, {e.id, e.container, e.foreign});
   }
   absl::StatusOr<std::vector<OutboxRow>> outbox = store_->LoadOutbox();
   if (!outbox.ok()) return outbox.status();
@@ -77,14 +88,9 @@ absl::Status Dispatcher::Restore() {
     op.attempts = row.attempts;
     op.not_before = row.not_before;
     if (!row.apply) {
+      // Without an edge record, the remove finds its object by the decision's marker.
       auto edge = edges_.find(op.decision.id());
-      if (edge == edges_.end()) {
-        // The apply never reached the edge (or its record did not): the remove finds its
-        // object by the decision's marker instead.
-        op.edge = EdgeRef();
-      } else {
-        op.edge = edge->second;
-      }
+      op.edge = edge == edges_.end() ? EdgeRef() : edge->second.ref;
     }
     q->second.ops.push_back(std::move(op));
   }
@@ -172,7 +178,7 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       ActionOp op;
       op.kind = ActionOp::Kind::kRemove;
       op.decision = d;
-      op.edge = edge->second;
+      op.edge = edge->second.ref;
       op.seq = update.outbox_seq;
       ops.push_back(std::move(op));
     } else {
@@ -277,7 +283,6 @@ int Dispatcher::RunQueue(int only) {
       if (op.result.ok()) {
         Count(actuator->name(), op.kind,
               options_.dry_run || op.decision.dry_run() ? "dry_run" : "applied");
-        active_[kind] += op.kind == ActionOp::Kind::kApply ? 1 : -1;
         if (store_ != nullptr && op.seq != 0) {
           absl::Status s = op.kind == ActionOp::Kind::kApply
                                ? store_->CompleteApply(op.seq, {id, kind, op.edge.id,
@@ -286,7 +291,7 @@ int Dispatcher::RunQueue(int only) {
           if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
         }
         if (op.kind == ActionOp::Kind::kApply) {
-          edges_[id] = op.edge;
+          RememberEdge(id, kind, op.edge);
           if (auto t = queued_at_.find(id); t != queued_at_.end()) {
             latency_.Observe(absl::ToDoubleSeconds(done - t->second));
             queued_at_.erase(t);
@@ -302,7 +307,7 @@ int Dispatcher::RunQueue(int only) {
             q.ops.push_back(std::move(remove));
           }
         } else {
-          edges_.erase(id);
+          ForgetEdgeLocked(id);
         }
         continue;
       }
@@ -396,9 +401,8 @@ bool Dispatcher::Busy(const std::string& id) const {
 
 void Dispatcher::ForgetEdge(const std::string& id) {
   absl::MutexLock lock(&mu_);
-  auto it = edges_.find(id);
-  if (it == edges_.end()) return;
-  edges_.erase(it);
+  if (!edges_.count(id)) return;
+  ForgetEdgeLocked(id);
   if (store_ != nullptr) {
     absl::Status s = store_->ForgetEdge(id);
     if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
@@ -409,9 +413,8 @@ void Dispatcher::Reapply(const palisade::v1::Decision& decision) {
   absl::MutexLock lock(&mu_);
   auto q = queues_.find(decision.actuator());
   if (q == queues_.end()) return;
-  if (auto it = edges_.find(decision.id()); it != edges_.end()) {
-    edges_.erase(it);
-    --active_[decision.actuator()];
+  if (edges_.count(decision.id())) {
+    ForgetEdgeLocked(decision.id());
     if (store_ != nullptr) (void)store_->ForgetEdge(decision.id());
   }
   ActionOp op;
@@ -436,7 +439,9 @@ size_t Dispatcher::pending() const {
 
 std::map<std::string, EdgeRef> Dispatcher::edges() const {
   absl::MutexLock lock(&mu_);
-  return edges_;
+  std::map<std::string, EdgeRef> out;
+  for (const auto& [id, made] : edges_) out.emplace(id, made.ref);
+  return out;
 }
 
 }  // namespace palisade

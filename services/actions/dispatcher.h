@@ -86,24 +86,32 @@ class Dispatcher {
     std::deque<ActionOp> ops;
     prometheus::Gauge* pending = nullptr;
   };
-  struct Released {};
   int RunQueue(int kind);
   void Count(const std::string& actuator, ActionOp::Kind kind, const std::string& result);
   void Drop(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The only writers of edges_ (and so of active_).
+  void RememberEdge(const std::string& id, int kind, const EdgeRef& ref)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ForgetEdgeLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Clock& clock_;
   const DispatcherOptions options_;
   mutable absl::Mutex mu_;
   absl::CondVar wake_;
   std::map<int, Queue> queues_ ABSL_GUARDED_BY(mu_);  // by palisade.v1.Actuator
-  std::map<std::string, EdgeRef> edges_ ABSL_GUARDED_BY(mu_);
+  // What is at the edge, by decision id, and (kept with it) how many objects per actuator.
+  struct Made {
+    int kind;
+    EdgeRef ref;
+  };
+  std::map<std::string, Made> edges_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);              // decision ids being applied
   std::map<std::string, int64_t> remove_after_ ABSL_GUARDED_BY(mu_);  // id -> remove's seq
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::map<std::string, absl::Time> queued_at_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Guard> guard_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<int, ActionOp>> held_ ABSL_GUARDED_BY(mu_);  // (actuator kind, op)
-  std::map<int, int> active_ ABSL_GUARDED_BY(mu_);                  // edge objects per actuator
+  std::map<int, int> active_ ABSL_GUARDED_BY(mu_);  // edges_ counted per actuator
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;
 

@@ -12,13 +12,6 @@
 namespace palisade {
 namespace {
 
-constexpr const char* kNonPublic[] = {
-    "0.0.0.0/8",     "10.0.0.0/8",     "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4",   "240.0.0.0/4", "::/128",
-    "::1/128",       "fc00::/7",       "fe80::/10",     "ff00::/8"};
-
-bool Overlaps(const Cidr& a, const Cidr& b) { return a.Contains(b.base()) || b.Contains(a.base()); }
-
 constexpr const char* kCloudflare[] = {
     "173.245.48.0/20",  "103.21.244.0/22", "103.22.200.0/22", "103.31.4.0/22",    "141.101.64.0/18",
     "108.162.192.0/18", "190.93.240.0/20", "188.114.96.0/20", "197.234.240.0/22", "198.41.128.0/17",
@@ -32,9 +25,7 @@ std::vector<std::string> Guard::CloudflareRanges() {
   return std::vector<std::string>(std::begin(kCloudflare), std::end(kCloudflare));
 }
 
-Guard::Guard(GuardOptions options) : options_(std::move(options)) {
-  for (const char* c : kNonPublic) never_ban_ranges_.push_back(*Cidr::Parse(c));
-}
+Guard::Guard(GuardOptions options) : options_(std::move(options)) {}
 
 bool Guard::NeverBan(const palisade::v1::Target& target) const {
   switch (target.kind()) {
@@ -51,15 +42,9 @@ bool Guard::NeverBan(const palisade::v1::Target& target) const {
     if (!ip) return true;  // not an address: never send it
     cidr = Cidr::Parse(ip->ToString());
   }
-  if (options_.never_ban.Contains(cidr->base())) return true;
-  for (const Cidr& r : never_ban_ranges_) {
-    if (Overlaps(r, *cidr)) return true;
-  }
-  // A range that contains a never-ban address is refused too (e.g. banning 104.16.0.0/12).
-  if (cidr->prefix_length() < cidr->base().bit_length()) {
-    return options_.never_ban.ContainsAnyIn(*cidr);
-  }
-  return false;
+  // Overlap either way: an address inside a never-ban range, or a range that would cover one
+  // (e.g. banning 104.0.0.0/8).
+  return NonPublicRanges().ContainsAnyIn(*cidr) || options_.never_ban.ContainsAnyIn(*cidr);
 }
 
 Guard::Verdict Guard::Check(const palisade::v1::Decision& d, absl::Time now, int active) {

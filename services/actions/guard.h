@@ -23,7 +23,7 @@
 namespace palisade {
 
 struct GuardOptions {
-  // Ranges never acted upon (the non-public ranges are always added).
+  // Ranges never acted upon, on top of NonPublicRanges() (services/common/ip.h).
   CidrSet never_ban;
   int max_new_per_minute = 60;
   int max_active_per_actuator = 10000;
@@ -53,7 +53,6 @@ class Guard {
 
  private:
   const GuardOptions options_;
-  std::vector<Cidr> never_ban_ranges_;
   std::deque<absl::Time> recent_;  // applies allowed in the last minute
 };
 

@@ -100,15 +100,18 @@ std::string IpAddress::ToString() const {
   return std::string(Format(buf));
 }
 
-bool IpAddress::IsNonPublic() const {
-  static const CidrSet* kNonPublic = [] {
+const CidrSet& NonPublicRanges() {
+  static const CidrSet* ranges = [] {
     auto set = CidrSet::Parse({"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8",
-                               "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "::/128",
-                               "::1/128", "fc00::/7", "fe80::/10"});
+                               "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4",
+                               "240.0.0.0/4", "::/128", "::1/128", "fc00::/7", "fe80::/10",
+                               "ff00::/8"});
     return new CidrSet(*std::move(set));
   }();
-  return kNonPublic->Contains(*this);
+  return *ranges;
 }
+
+bool IpAddress::IsNonPublic() const { return NonPublicRanges().Contains(*this); }
 
 absl::StatusOr<Cidr> Cidr::Parse(absl::string_view text) {
   absl::string_view addr = text;

@@ -34,7 +34,7 @@ class IpAddress {
   absl::string_view Format(char (&buf)[kMaxTextLength]) const;
   std::string ToString() const;
 
-  // True for loopback, private (RFC 1918, ULA), link-local, unspecified and CGNAT ranges.
+  // True inside NonPublicRanges().
   bool IsNonPublic() const;
 
   friend bool operator==(const IpAddress& a, const IpAddress& b) {
@@ -83,6 +83,10 @@ class CidrSet {
  private:
   std::vector<Cidr> ranges_;
 };
+
+// Loopback, private (RFC 1918, ULA), link-local, unspecified, CGNAT, multicast and reserved
+// ranges: never a Cloudflare visitor, never a ban target.
+const CidrSet& NonPublicRanges();
 
 }  // namespace palisade
 
