@@ -27,39 +27,19 @@ using ::palisade::testing::HttpPost;
 using ::palisade::testing::MetricValue;
 using ::testing::HasSubstr;
 
-constexpr char kAccount[] = "0123456789abcdef0123456789abcdef";
-constexpr char kZone[] = "fedcba9876543210fedcba9876543210";
+constexpr const char* kAccount = ::palisade::testing::kEmulatorAccount;
+constexpr const char* kZone = ::palisade::testing::kEmulatorZone;
+using ::palisade::testing::WaitFor;
+
+const std::vector<std::string> kEdgePacks = {"tests/e2e/testdata/edge.textproto",
+                                             "rules/cloudflare-tokens.textproto"};
 
 std::string WriteConfig(const Emulator& emulator, const std::string& token_file,
                         const std::string& extra = "", const std::string& top = "") {
-  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/edge-config.textproto";
-  std::ofstream out(path);
-  out << "rule_files: \"" << std::getenv("TEST_SRCDIR")
-      << "/palisade/tests/e2e/testdata/edge.textproto\"\n"
-      << "rule_files: \"" << std::getenv("TEST_SRCDIR")
-      << "/palisade/rules/cloudflare-tokens.textproto\"\n"
-      << "sweep_interval { nanos: 100000000 }\n"
-      << top << "cloudflare {\n  enabled: true\n  api_base: \"" << emulator.api_base() << "\"\n"
-      << "  account_id: \"" << kAccount << "\"\n  zone_id: \"" << kZone << "\"\n"
-      << "  token_file: \"" << token_file << "\"\n  flush_interval { nanos: 100000000 }\n"
-      << extra << "}\n";
-  return path;
+  return ::palisade::testing::WriteEdgeConfig(emulator, token_file, kEdgePacks, top, extra);
 }
 
-json State(const Emulator& emulator) {
-  absl::StatusOr<std::string> body = HttpGet(emulator.port(), "/__emulator/state");
-  EXPECT_TRUE(body.ok()) << body.status();
-  return body.ok() ? json::parse(*body)["result"] : json();
-}
-
-bool WaitFor(const std::function<bool()>& done, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  return done();
-}
+json State(const Emulator& emulator) { return ::palisade::testing::EmulatorState(emulator); }
 
 std::vector<palisade::v1::LogRecord> Records(const std::vector<std::string>& lines) {
   std::vector<palisade::v1::LogRecord> out(lines.size());
@@ -324,16 +304,10 @@ TEST(CloudflareE2eTest, ReconcilerRepairsDriftBothWays) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start({"--operation_delay_ms=20"});
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  const std::string pack = absl::StrCat("rule_files: \"", std::getenv("TEST_SRCDIR"),
-                                        "/palisade/tests/e2e/testdata/drift.textproto\"\n");
-  std::ofstream config(std::string(std::getenv("TEST_TMPDIR")) + "/drift.textproto");
-  config << pack << "cloudflare {\n  enabled: true\n  api_base: \"" << cf.api_base() << "\"\n"
-         << "  account_id: \"" << kAccount << "\"\n  zone_id: \"" << kZone << "\"\n"
-         << "  token_file: \"" << cf.token_file() << "\"\n  flush_interval { nanos: 100000000 }\n"
-         << "  reconcile_interval { nanos: 300000000 }\n}\n";
-  config.close();
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
-      Daemon::Start({"--config=" + std::string(std::getenv("TEST_TMPDIR")) + "/drift.textproto",
+      Daemon::Start({"--config=" + ::palisade::testing::WriteEdgeConfig(
+                                       cf, cf.token_file(), {"tests/e2e/testdata/drift.textproto"},
+                                       "", "  reconcile_interval { nanos: 300000000 }\n"),
                      "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto ingest = palisade::v1::Ingest::NewStub(

@@ -26,28 +26,17 @@ using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::HttpGet;
 
-constexpr char kAccount[] = "0123456789abcdef0123456789abcdef";
-constexpr char kZone[] = "fedcba9876543210fedcba9876543210";
+constexpr const char* kAccount = ::palisade::testing::kEmulatorAccount;
 
+// One-hour or edge-pack decisions, no blast-radius limit (the test bans hundreds at once), fast
+// flushes.
 std::string Config(const Emulator& cf, const std::string& extra = "",
                    const std::string& pack = "edge.textproto") {
-  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/crash.textproto";
-  std::ofstream out(path);
-  out << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/tests/e2e/testdata/" << pack
-      << "\"\n"
-      << "sweep_interval { nanos: 100000000 }\n"
-      << "guard { max_new_bans_per_minute: 100000 }\n"
-      << "cloudflare {\n  enabled: true\n  api_base: \"" << cf.api_base() << "\"\n"
-      << "  account_id: \"" << kAccount << "\"\n  zone_id: \"" << kZone << "\"\n"
-      << "  token_file: \"" << cf.token_file() << "\"\n  flush_interval { nanos: 50000000 }\n"
-      << extra << "}\n";
-  return path;
+  return ::palisade::testing::WriteEdgeConfig(cf, cf.token_file(), {"tests/e2e/testdata/" + pack},
+                                              "guard { max_new_bans_per_minute: 100000 }\n", extra);
 }
 
-json State(const Emulator& cf) {
-  absl::StatusOr<std::string> body = HttpGet(cf.port(), "/__emulator/state");
-  return body.ok() ? json::parse(*body)["result"] : json();
-}
+json State(const Emulator& cf) { return ::palisade::testing::EmulatorState(cf); }
 
 struct Attack {
   std::vector<std::string> auth, access;

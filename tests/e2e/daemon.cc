@@ -117,6 +117,38 @@ Emulator::~Emulator() {
   }
 }
 
+std::string WriteEdgeConfig(const Emulator& emulator, const std::string& token_file,
+                            const std::vector<std::string>& packs, const std::string& top,
+                            const std::string& cloudflare_extra) {
+  static int counter = 0;
+  const std::string path =
+      absl::StrCat(std::getenv("TEST_TMPDIR"), "/edge-config-", ++counter, ".textproto");
+  std::ofstream out(path);
+  for (const std::string& pack : packs) {
+    out << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/" << pack << "\"\n";
+  }
+  out << "sweep_interval { nanos: 100000000 }\n"
+      << top << "cloudflare {\n  enabled: true\n  api_base: \"" << emulator.api_base() << "\"\n"
+      << "  account_id: \"" << kEmulatorAccount << "\"\n  zone_id: \"" << kEmulatorZone
+      << "\"\n  token_file: \"" << token_file << "\"\n  flush_interval { nanos: 100000000 }\n"
+      << cloudflare_extra << "}\n";
+  return path;
+}
+
+nlohmann::json EmulatorState(const Emulator& emulator) {
+  absl::StatusOr<std::string> body = HttpGet(emulator.port(), "/__emulator/state");
+  return body.ok() ? nlohmann::json::parse(*body)["result"] : nlohmann::json();
+}
+
+bool WaitFor(const std::function<bool()>& done, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (absl::Now() < deadline) {
+    if (done()) return true;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  return done();
+}
+
 namespace {
 size_t Append(char* data, size_t size, size_t n, void* out) {
   static_cast<std::string*>(out)->append(data, size * n);

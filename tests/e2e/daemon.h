@@ -5,11 +5,14 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "nlohmann/json.hpp"
 
 namespace palisade::testing {
 
@@ -53,6 +56,24 @@ class Emulator {
   int port_ = 0;
   std::string token_file_;
 };
+
+// The account and zone the emulator serves by default.
+constexpr char kEmulatorAccount[] = "0123456789abcdef0123456789abcdef";
+constexpr char kEmulatorZone[] = "fedcba9876543210fedcba9876543210";
+
+// Writes a palisaded config (in TEST_TMPDIR) that drives `emulator` with the token in
+// `token_file`: `packs` are runfiles paths ("tests/e2e/testdata/edge.textproto"), `top` is
+// added at the top level and `cloudflare_extra` inside the cloudflare section. Sweeps and flushes
+// run every 100 ms. Returns the file's path.
+std::string WriteEdgeConfig(const Emulator& emulator, const std::string& token_file,
+                            const std::vector<std::string>& packs, const std::string& top = "",
+                            const std::string& cloudflare_extra = "");
+
+// The emulator's whole state (GET /__emulator/state), or null when it does not answer.
+nlohmann::json EmulatorState(const Emulator& emulator);
+
+// Polls `done` every 50 ms until it holds or `timeout` passes; returns its last answer.
+bool WaitFor(const std::function<bool()>& done, absl::Duration timeout);
 
 // GET / POST http://127.0.0.1:port/path through libcurl.
 absl::StatusOr<std::string> HttpGet(int port, const std::string& path,
