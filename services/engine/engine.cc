@@ -57,16 +57,20 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
   for (size_t n = 0; n < n_rules; ++n) {
     if (keep_matches[n] >= 0) matches[n] = matches_per_rule_[keep_matches[n]].load();
   }
+  auto windows = std::make_unique<std::atomic<int64_t>[]>(n_rules);
+  for (size_t i = 0; i < n_rules; ++i) windows[i] = 0;
   for (size_t s = 0; s < kShards; ++s) {
     absl::MutexLock lock(&shards_[s].mu);
     std::vector<WindowMap> maps(n_rules);
     for (size_t n = 0; n < n_rules; ++n) {
       if (keep_windows[n] >= 0) maps[n] = std::move(shards_[s].maps[keep_windows[n]]);
+      windows[n] += static_cast<int64_t>(maps[n].size());
     }
     shards_[s].maps = std::move(maps);
   }
   rules_ = std::move(rules);
   matches_per_rule_ = std::move(matches);
+  windows_per_rule_ = std::move(windows);
   rule_count_ = n_rules;
 }
 
@@ -202,8 +206,13 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
   WindowMap& map = shard.maps[rule_index];
   auto it = map.find(key);
   if (it == map.end()) {
-    if (map.size() >= std::max<size_t>(1, options_.max_keys_per_rule / kShards)) Evict(map);
+    // The cap is per rule over all shards; the shard taking the new key makes the room.
+    if (windows_per_rule_[rule_index].load(std::memory_order_relaxed) >=
+        static_cast<int64_t>(options_.max_keys_per_rule)) {
+      Evict(map, rule_index);
+    }
     it = map.emplace(std::string(key), Window()).first;
+    windows_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
   }
   Window& w = it->second;
   const int64_t now = ToMillis(time);
@@ -240,7 +249,7 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
   w.evidence_next = 0;
 }
 
-void Engine::Evict(WindowMap& map) {
+void Engine::Evict(WindowMap& map, int rule_index) {
   // Drop the least recently active tenth in one go, so eviction is amortised O(1) per insert.
   std::vector<int64_t> lasts;
   lasts.reserve(map.size());
@@ -258,6 +267,7 @@ void Engine::Evict(WindowMap& map) {
     }
   }
   stats_.evicted_windows.fetch_add(dropped);
+  windows_per_rule_[rule_index].fetch_sub(static_cast<int64_t>(dropped));
 }
 
 void Engine::Expire(absl::Time now) {
@@ -273,6 +283,7 @@ void Engine::Expire(absl::Time now) {
         if (it->second.last < horizon) {
           map.erase(it++);
           stats_.expired_windows.fetch_add(1, std::memory_order_relaxed);
+          windows_per_rule_[r].fetch_sub(1, std::memory_order_relaxed);
         } else {
           ++it;
         }
@@ -307,19 +318,18 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
     const int rule = static_cast<int>(it->second);
     Shard& shard = ShardFor(rule, s.key());
     absl::MutexLock lock(&shard.mu);
-    Window& w = shard.maps[rule][s.key()];
+    auto [slot, inserted] = shard.maps[rule].try_emplace(s.key());
+    if (inserted) windows_per_rule_[rule].fetch_add(1, std::memory_order_relaxed);
+    Window& w = slot->second;
     w.times.assign(s.times_ms().begin(), s.times_ms().end());
     w.last = *std::max_element(s.times_ms().begin(), s.times_ms().end());
   }
 }
 
 size_t Engine::live_windows() const {
-  size_t n = 0;
-  for (size_t sh = 0; sh < kShards; ++sh) {
-    absl::MutexLock lock(&shards_[sh].mu);
-    for (const WindowMap& m : shards_[sh].maps) n += m.size();
-  }
-  return n;
+  int64_t n = 0;
+  for (size_t r = 0; r < rule_count_; ++r) n += windows_per_rule_[r].load();
+  return static_cast<size_t>(n);
 }
 
 }  // namespace palisade

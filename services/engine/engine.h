@@ -141,13 +141,14 @@ class Engine {
                     bool* allowlisted);
   void Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
              absl::string_view secret, std::vector<Detection>* out);
-  void Evict(WindowMap& map);
+  void Evict(WindowMap& map, int rule_index);
   Shard& ShardFor(int rule_index, absl::string_view key);
 
   std::shared_ptr<const RuleSet> rules_;
   EngineOptions options_;
   std::unique_ptr<Shard[]> shards_;
   std::unique_ptr<std::atomic<uint64_t>[]> matches_per_rule_;
+  std::unique_ptr<std::atomic<int64_t>[]> windows_per_rule_;  // live windows, all shards
   size_t rule_count_ = 0;
   struct AtomicStats {
     std::atomic<uint64_t> lines{0}, matched_lines{0}, detections{0}, evicted_windows{0},

@@ -205,6 +205,7 @@ TEST_F(EngineTest, KeyCapEvictsTheLeastRecentlyActive) {
     engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(i), &out);
   }
   EXPECT_LE(engine.live_windows(), 100u);
+  EXPECT_GE(engine.live_windows(), 85u);  // evicts about a tenth of a shard at a time
   EXPECT_GE(engine.stats().evicted_windows, 900u);
   // The newest key survived and still counts toward its threshold.
   std::string newest = Fail("10.0.3.231");
@@ -229,6 +230,23 @@ TEST_F(EngineTest, SnapshotRestoresWindowsAcrossARestart) {
   std::vector<Detection> out;
   restarted.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(2), &out);
   EXPECT_THAT(out, SizeIs(1));
+}
+
+TEST_F(EngineTest, TheCapIsPerRuleNotPerShard) {
+  // Under the cap nothing is evicted, however the keys spread over shards.
+  EngineOptions options;
+  options.max_keys_per_rule = 2000;
+  Engine engine(Rules(), options);
+  ParsedLine line;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  for (int i = 0; i < 2000; ++i) {
+    std::string m = Fail(absl::StrCat("10.1.", i / 256, ".", i % 256));
+    line.message = m;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_, &out);
+  }
+  EXPECT_EQ(engine.live_windows(), 2000u);
+  EXPECT_EQ(engine.stats().evicted_windows, 0u);
 }
 
 TEST_F(EngineTest, ReloadKeepsWindowsOfUnchangedRules) {
