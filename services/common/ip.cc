@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/status/status.h"
@@ -112,6 +113,23 @@ const CidrSet& NonPublicRanges() {
 }
 
 bool IpAddress::IsNonPublic() const { return NonPublicRanges().Contains(*this); }
+
+IpAddress IpAddress::FromBytes(bool v4, const std::array<uint8_t, 16>& bytes) {
+  IpAddress ip;
+  ip.v4_ = v4;
+  ip.bytes_ = bytes;
+  if (v4) std::fill(ip.bytes_.begin() + 4, ip.bytes_.end(), 0);
+  return ip;
+}
+
+Cidr Cidr::Covering(const IpAddress& ip, int prefix) {
+  prefix = std::max(0, std::min(prefix, ip.bit_length()));
+  IpAddress masked = ip;
+  for (int bit = prefix; bit < ip.bit_length(); ++bit) {
+    masked.bytes_[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+  }
+  return Cidr(masked, prefix);
+}
 
 absl::StatusOr<Cidr> Cidr::Parse(absl::string_view text) {
   absl::string_view addr = text;

@@ -24,6 +24,8 @@ class IpAddress {
   // Accepts dotted IPv4, any RFC 4291 IPv6 text form, and "[v6]" brackets. Returns nullopt on
   // anything else (no allocation either way).
   static std::optional<IpAddress> Parse(absl::string_view text);
+  // From raw bytes: 4 (IPv4, network order, in bytes[0..3]) or 16 (IPv6).
+  static IpAddress FromBytes(bool v4, const std::array<uint8_t, 16>& bytes);
 
   bool is_v4() const { return v4_; }
   // Network-order bytes; for IPv4 only the first 4 are used.
@@ -53,6 +55,11 @@ class Cidr {
   // "203.0.113.0/24", "2001:db8::/32", or a bare address (a /32 or /128). Host bits must be
   // zero: "10.0.0.1/8" is refused, since it almost always hides a typo.
   static absl::StatusOr<Cidr> Parse(absl::string_view text);
+  // "::/128", the unspecified address alone: a placeholder for a value assigned later, never
+  // a range that could match anything real.
+  Cidr() : prefix_(128) {}
+  // The range of `prefix` bits (clamped to the family's length) around `ip`: host bits cleared.
+  static Cidr Covering(const IpAddress& ip, int prefix);
 
   bool Contains(const IpAddress& ip) const;
   const IpAddress& base() const { return base_; }

@@ -1,0 +1,381 @@
+#include "services/feeds/feed_parser.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "nlohmann/json.hpp"
+#include "re2/re2.h"
+
+namespace palisade {
+namespace {
+
+using json = nlohmann::json;
+using palisade::v1::FeedFormat;
+
+constexpr size_t kMaxLineLength = 4096;
+constexpr size_t kMaxQuotedText = 200;
+
+// Collects indicators and rejections for one parse.
+class Collector {
+ public:
+  explicit Collector(const FeedParseOptions& options) : options_(options) {}
+
+  void Reject(uint32_t line, absl::string_view text, std::string reason) {
+    ++out_.rejected;
+    if (out_.rejections.size() < ParsedFeed::kMaxRejections) {
+      out_.rejections.push_back(
+          {line, std::string(text.substr(0, kMaxQuotedText)), std::move(reason)});
+    }
+  }
+  void Ignore() { ++out_.ignored; }
+
+  // Parses `value` as an address or CIDR and keeps it, or rejects the line saying why.
+  void Add(uint32_t line, absl::string_view text, absl::string_view value, Indicator base) {
+    value = absl::StripAsciiWhitespace(value);
+    if (value.empty()) return Reject(line, text, "no address");
+    absl::StatusOr<Cidr> cidr = Cidr::Parse(value);
+    if (!cidr.ok()) return Reject(line, text, std::string(cidr.status().message()));
+    if (base.confidence > 0 && base.confidence < options_.min_confidence) {
+      return Reject(line, text,
+                    absl::StrCat("confidence ", base.confidence, " is below the minimum ",
+                                 options_.min_confidence));
+    }
+    base.cidr = *cidr;
+    out_.indicators.push_back(std::move(base));
+  }
+
+  ParsedFeed Take() { return std::move(out_); }
+
+ private:
+  const FeedParseOptions& options_;
+  ParsedFeed out_;
+};
+
+// Calls fn(line_number, line) for each line, without its "\r\n"; over-long lines are rejected.
+template <typename Fn>
+void ForEachLine(absl::string_view content, Collector& c, Fn fn) {
+  uint32_t number = 0;
+  while (!content.empty()) {
+    size_t end = content.find('\n');
+    absl::string_view line = content.substr(0, end);
+    content.remove_prefix(end == absl::string_view::npos ? content.size() : end + 1);
+    ++number;
+    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    if (line.size() > kMaxLineLength) {
+      c.Reject(number, line, absl::StrCat("line longer than ", kMaxLineLength, " bytes"));
+      continue;
+    }
+    fn(number, line);
+  }
+}
+
+// The part of a line before a comment starting with any of `comment_chars`, trimmed.
+absl::string_view StripComment(absl::string_view line, absl::string_view comment_chars) {
+  size_t cut = line.find_first_of(comment_chars);
+  return absl::StripAsciiWhitespace(line.substr(0, cut));
+}
+
+ParsedFeed ParsePlain(absl::string_view content, const FeedParseOptions& options,
+                      absl::string_view comment_chars) {
+  Collector c(options);
+  ForEachLine(content, c, [&](uint32_t n, absl::string_view line) {
+    absl::string_view body = StripComment(line, comment_chars);
+    if (body.empty()) return;
+    // One address per line; anything after it (a tab-separated note) is not ours to judge.
+    size_t space = body.find_first_of(" \t");
+    c.Add(n, line, body.substr(0, space), Indicator{});
+  });
+  return c.Take();
+}
+
+ParsedFeed ParseSpamhaus(absl::string_view content, const FeedParseOptions& options) {
+  Collector c(options);
+  ForEachLine(content, c, [&](uint32_t n, absl::string_view line) {
+    absl::string_view trimmed = absl::StripAsciiWhitespace(line);
+    if (trimmed.empty() || trimmed[0] == ';' || trimmed[0] == '#') return;
+    size_t semi = trimmed.find(';');
+    Indicator ind;
+    if (semi != absl::string_view::npos) {
+      ind.ref = std::string(absl::StripAsciiWhitespace(trimmed.substr(semi + 1)));
+    }
+    c.Add(n, line, trimmed.substr(0, semi), std::move(ind));
+  });
+  return c.Take();
+}
+
+ParsedFeed ParseSpamhausJson(absl::string_view content, const FeedParseOptions& options) {
+  Collector c(options);
+  ForEachLine(content, c, [&](uint32_t n, absl::string_view line) {
+    if (absl::StripAsciiWhitespace(line).empty()) return;
+    json record = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);
+    if (record.is_discarded() || !record.is_object()) {
+      return c.Reject(n, line, "not a JSON object");
+    }
+    if (record.value("type", "") == "metadata") return c.Ignore();
+    auto cidr = record.find("cidr");
+    if (cidr == record.end() || !cidr->is_string()) {
+      return c.Reject(n, line, "no \"cidr\" string");
+    }
+    Indicator ind;
+    auto sbl = record.find("sblid");
+    if (sbl != record.end() && sbl->is_string()) ind.ref = sbl->get<std::string>();
+    c.Add(n, line, cidr->get<std::string>(), std::move(ind));
+  });
+  return c.Take();
+}
+
+// Splits one CSV record (RFC 4180: quoted fields with "" escapes). False when a quote is open.
+bool SplitCsv(absl::string_view line, std::vector<std::string>* fields) {
+  fields->clear();
+  std::string field;
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char ch = line[i];
+    if (quoted) {
+      if (ch != '"') {
+        field.push_back(ch);
+      } else if (i + 1 < line.size() && line[i + 1] == '"') {
+        field.push_back('"');
+        ++i;
+      } else {
+        quoted = false;
+      }
+    } else if (ch == '"') {
+      quoted = true;
+    } else if (ch == ',') {
+      fields->push_back(std::move(field));
+      field.clear();
+    } else {
+      field.push_back(ch);
+    }
+  }
+  fields->push_back(std::move(field));
+  return !quoted;
+}
+
+absl::StatusOr<ParsedFeed> ParseCsv(absl::string_view content, const FeedParseOptions& options) {
+  Collector c(options);
+  int column = -1, confidence_column = -1;
+  bool header_seen = false;
+  absl::Status header_error;
+  std::vector<std::string> fields;
+  ForEachLine(content, c, [&](uint32_t n, absl::string_view line) {
+    if (!header_error.ok()) return;
+    if (absl::StripAsciiWhitespace(line).empty() || line[0] == '#') return;
+    if (!SplitCsv(line, &fields)) return c.Reject(n, line, "unterminated quoted field");
+    if (!header_seen) {
+      header_seen = true;
+      for (size_t i = 0; i < fields.size(); ++i) {
+        absl::string_view name = absl::StripAsciiWhitespace(fields[i]);
+        if (absl::EqualsIgnoreCase(name, options.csv_column)) column = static_cast<int>(i);
+        if (!options.csv_confidence_column.empty() &&
+            absl::EqualsIgnoreCase(name, options.csv_confidence_column)) {
+          confidence_column = static_cast<int>(i);
+        }
+      }
+      if (column < 0) {
+        header_error = absl::InvalidArgumentError(
+            absl::StrCat("CSV line ", n, ": the header has no column \"", options.csv_column,
+                         "\" (columns: ", absl::StrJoin(fields, ", "), ")"));
+      } else if (!options.csv_confidence_column.empty() && confidence_column < 0) {
+        header_error = absl::InvalidArgumentError(
+            absl::StrCat("CSV line ", n, ": the header has no confidence column \"",
+                         options.csv_confidence_column, "\""));
+      }
+      return;
+    }
+    if (static_cast<int>(fields.size()) <= std::max(column, confidence_column)) {
+      return c.Reject(n, line,
+                      absl::StrCat("has ", fields.size(), " fields; the header has more"));
+    }
+    Indicator ind;
+    if (confidence_column >= 0) {
+      double confidence = 0;
+      if (!absl::SimpleAtod(absl::StripAsciiWhitespace(fields[confidence_column]), &confidence) ||
+          confidence < 0 || confidence > 100) {
+        return c.Reject(n, line, "confidence is not a number in 0..100");
+      }
+      // A zero score is a real score; keep it distinguishable from "not said".
+      ind.confidence = std::max<uint32_t>(1, static_cast<uint32_t>(confidence));
+      if (confidence < options.min_confidence) {
+        return c.Reject(n, line,
+                        absl::StrCat("confidence ", confidence, " is below the minimum ",
+                                     options.min_confidence));
+      }
+    }
+    c.Add(n, line, fields[column], std::move(ind));
+  });
+  if (!header_error.ok()) return header_error;
+  if (!header_seen) return absl::InvalidArgumentError("CSV content has no header line");
+  return c.Take();
+}
+
+absl::StatusOr<absl::Time> ParseStixTime(const json& value) {
+  if (!value.is_string()) return absl::InvalidArgumentError("is not a string");
+  absl::Time t;
+  std::string err;
+  if (!absl::ParseTime(absl::RFC3339_full, value.get<std::string>(), &t, &err)) {
+    return absl::InvalidArgumentError(absl::StrCat("is not an RFC 3339 time: ", err));
+  }
+  return t;
+}
+
+absl::StatusOr<ParsedFeed> ParseStix(absl::string_view content, const FeedParseOptions& options) {
+  json bundle;
+  try {
+    bundle = json::parse(content.begin(), content.end());
+  } catch (const json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat("STIX bundle is not JSON: ", e.what()));
+  }
+  if (!bundle.is_object() || bundle.value("type", json()) != "bundle") {
+    return absl::InvalidArgumentError("STIX content is not a bundle (no \"type\": \"bundle\")");
+  }
+  auto objects = bundle.find("objects");
+  if (objects == bundle.end()) return ParsedFeed{};
+  if (!objects->is_array()) {
+    return absl::InvalidArgumentError("STIX bundle: \"objects\" is not an array");
+  }
+  // One comparison of an address observable; a pattern may OR several.
+  static const RE2 kComparison(
+      R"re((ipv4-addr|ipv6-addr):value\s*=\s*'((?:[^'\\]|\\.)*)')re");
+  // What may remain once the comparisons are cut out: brackets, parentheses and OR.
+  static const RE2 kOnlyOr(R"re([\s\[\]()]*(?:OR[\s\[\]()]*)*)re");
+
+  Collector c(options);
+  uint32_t index = 0;
+  for (const json& object : *objects) {
+    ++index;
+    if (!object.is_object() || object.value("type", json()) != "indicator") {
+      c.Ignore();
+      continue;
+    }
+    std::string id;
+    auto id_it = object.find("id");
+    if (id_it != object.end() && id_it->is_string()) id = id_it->get<std::string>();
+    auto text_of = [&]() { return id.empty() ? absl::StrCat("objects[", index - 1, "]") : id; };
+    auto pattern_it = object.find("pattern");
+    if (pattern_it == object.end() || !pattern_it->is_string()) {
+      c.Reject(index, text_of(), "indicator has no \"pattern\" string");
+      continue;
+    }
+    const json pattern_type = object.value("pattern_type", json("stix"));
+    if (pattern_type != "stix") {
+      c.Ignore();  // snort, yara, …: not ours
+      continue;
+    }
+    const std::string pattern = pattern_it->get<std::string>();
+    std::vector<std::string> values;
+    re2::StringPiece input(pattern);
+    std::string kind, value;
+    while (RE2::FindAndConsume(&input, kComparison, &kind, &value)) values.push_back(value);
+    if (values.empty()) {
+      c.Ignore();  // an indicator about files, domains, …
+      continue;
+    }
+    std::string rest = pattern;
+    RE2::GlobalReplace(&rest, kComparison, "");
+    if (!RE2::FullMatch(rest, kOnlyOr)) {
+      c.Reject(index, text_of(),
+               "pattern combines addresses with other operators or observables; only '=' "
+               "comparisons joined by OR are taken");
+      continue;
+    }
+    Indicator base;
+    if (object.contains("valid_until")) {
+      absl::StatusOr<absl::Time> until = ParseStixTime(object["valid_until"]);
+      if (!until.ok()) {
+        c.Reject(index, text_of(), absl::StrCat("valid_until ", until.status().message()));
+        continue;
+      }
+      if (*until <= options.now) {
+        c.Reject(index, text_of(),
+                 absl::StrCat("expired: valid_until ", absl::FormatTime(*until)));
+        continue;
+      }
+      base.valid_until = absl::ToUnixSeconds(*until);
+    }
+    if (object.contains("valid_from")) {
+      absl::StatusOr<absl::Time> from = ParseStixTime(object["valid_from"]);
+      if (!from.ok()) {
+        c.Reject(index, text_of(), absl::StrCat("valid_from ", from.status().message()));
+        continue;
+      }
+      if (*from > options.now && options.now != absl::InfinitePast()) {
+        c.Reject(index, text_of(),
+                 absl::StrCat("not yet valid: valid_from ", absl::FormatTime(*from)));
+        continue;
+      }
+    }
+    if (object.contains("confidence")) {
+      const json& conf = object["confidence"];
+      if (!conf.is_number_integer() || conf.get<int64_t>() < 0 || conf.get<int64_t>() > 100) {
+        c.Reject(index, text_of(), "confidence is not an integer in 0..100");
+        continue;
+      }
+      base.confidence = std::max<uint32_t>(1, conf.get<uint32_t>());
+    }
+    base.ref = id;
+    auto labels = object.find("labels");
+    if (labels != object.end() && labels->is_array()) {
+      std::vector<std::string> names;
+      for (const json& l : *labels) {
+        if (l.is_string()) names.push_back(l.get<std::string>());
+      }
+      if (!names.empty()) absl::StrAppend(&base.ref, " (", absl::StrJoin(names, ", "), ")");
+    }
+    for (const std::string& v : values) c.Add(index, text_of(), v, base);
+  }
+  return c.Take();
+}
+
+}  // namespace
+
+absl::StatusOr<ParsedFeed> ParseFeed(FeedFormat format, absl::string_view content,
+                                     const FeedParseOptions& options) {
+  switch (format) {
+    case palisade::v1::FEED_FORMAT_PLAIN:
+      return ParsePlain(content, options, "#;");
+    case palisade::v1::FEED_FORMAT_FIREHOL:
+      return ParsePlain(content, options, "#");
+    case palisade::v1::FEED_FORMAT_SPAMHAUS:
+      return ParseSpamhaus(content, options);
+    case palisade::v1::FEED_FORMAT_SPAMHAUS_JSON:
+      return ParseSpamhausJson(content, options);
+    case palisade::v1::FEED_FORMAT_CSV:
+      return ParseCsv(content, options);
+    case palisade::v1::FEED_FORMAT_STIX:
+      return ParseStix(content, options);
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("feed format ", palisade::v1::FeedFormat_Name(format), " is not parsable"));
+  }
+}
+
+absl::StatusOr<palisade::v1::FeedFormat> ParseFeedFormatName(absl::string_view name) {
+  static const std::pair<const char*, FeedFormat> kNames[] = {
+      {"plain", palisade::v1::FEED_FORMAT_PLAIN},
+      {"spamhaus", palisade::v1::FEED_FORMAT_SPAMHAUS},
+      {"spamhaus-json", palisade::v1::FEED_FORMAT_SPAMHAUS_JSON},
+      {"firehol", palisade::v1::FEED_FORMAT_FIREHOL},
+      {"csv", palisade::v1::FEED_FORMAT_CSV},
+      {"stix", palisade::v1::FEED_FORMAT_STIX},
+  };
+  for (const auto& [text, format] : kNames) {
+    if (name == text) return format;
+  }
+  FeedFormat format;
+  if (palisade::v1::FeedFormat_Parse(std::string(name), &format) &&
+      format != palisade::v1::FEED_FORMAT_UNSPECIFIED) {
+    return format;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown feed format \"", name, "\" (plain, spamhaus, spamhaus-json, firehol, csv, stix)"));
+}
+
+}  // namespace palisade

@@ -1,0 +1,177 @@
+#include "services/feeds/feed_parser.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::FeedFormat;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using testing::IsOk;
+using testing::IsOkAndHolds;
+using testing::StatusIs;
+
+std::string ReadTestdata(const std::string& name) {
+  std::ifstream in("services/feeds/testdata/" + name, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> Cidrs(const ParsedFeed& feed) {
+  std::vector<std::string> out;
+  for (const Indicator& i : feed.indicators) out.push_back(i.cidr.ToString());
+  return out;
+}
+
+ParsedFeed MustParse(FeedFormat format, const std::string& content,
+                     FeedParseOptions options = {}) {
+  absl::StatusOr<ParsedFeed> parsed = ParseFeed(format, content, options);
+  EXPECT_THAT(parsed.status(), IsOk());
+  return parsed.ok() ? *std::move(parsed) : ParsedFeed{};
+}
+
+TEST(FeedParserTest, PlainListWithCommentsAndBothFamilies) {
+  ParsedFeed feed = MustParse(palisade::v1::FEED_FORMAT_PLAIN,
+                              "# a list\n"
+                              "; also a comment\n"
+                              "\n"
+                              "203.0.113.7\r\n"
+                              "198.51.100.0/24   # a range\n"
+                              "2001:db8::/32\n"
+                              "2001:db8::1\tnoted by hand\n"
+                              "300.1.1.1\n"
+                              "10.0.0.1/8\n");
+  EXPECT_THAT(Cidrs(feed), ElementsAre("203.0.113.7/32", "198.51.100.0/24", "2001:db8::/32",
+                                       "2001:db8::1/128"));
+  ASSERT_EQ(feed.rejected, 2u);
+  EXPECT_EQ(feed.rejections[0].line, 8u);
+  EXPECT_EQ(feed.rejections[0].text, "300.1.1.1");
+  EXPECT_THAT(feed.rejections[0].reason, HasSubstr("not an IP address"));
+  EXPECT_EQ(feed.rejections[1].line, 9u);
+  EXPECT_THAT(feed.rejections[1].reason, HasSubstr("host bits are set; did you mean 10.0.0.0/8"));
+}
+
+TEST(FeedParserTest, SpamhausDropText) {
+  ParsedFeed feed = MustParse(palisade::v1::FEED_FORMAT_SPAMHAUS, ReadTestdata("drop.txt"));
+  EXPECT_THAT(Cidrs(feed), ElementsAre("1.10.16.0/20", "1.19.0.0/16", "1.32.128.0/18",
+                                       "2.56.192.0/22", "5.134.128.0/19"));
+  EXPECT_EQ(feed.indicators[0].ref, "SBL256894");
+  ASSERT_EQ(feed.rejected, 2u);
+  EXPECT_EQ(feed.rejections[0].line, 10u);
+  EXPECT_EQ(feed.rejections[1].line, 11u);
+}
+
+TEST(FeedParserTest, SpamhausJsonLines) {
+  ParsedFeed feed =
+      MustParse(palisade::v1::FEED_FORMAT_SPAMHAUS_JSON, ReadTestdata("drop_v4.json"));
+  EXPECT_THAT(Cidrs(feed), ElementsAre("1.10.16.0/20", "1.19.0.0/16", "2a06:e480::/29"));
+  EXPECT_EQ(feed.indicators[2].ref, "SBL301771");
+  EXPECT_EQ(feed.ignored, 1u);  // the metadata line
+  ASSERT_EQ(feed.rejected, 2u);
+  EXPECT_EQ(feed.rejections[0].line, 4u);
+  EXPECT_THAT(feed.rejections[0].reason, HasSubstr("no \"cidr\""));
+  EXPECT_EQ(feed.rejections[1].line, 5u);
+  EXPECT_THAT(feed.rejections[1].reason, HasSubstr("not a JSON object"));
+}
+
+TEST(FeedParserTest, FireholNetset) {
+  ParsedFeed feed =
+      MustParse(palisade::v1::FEED_FORMAT_FIREHOL, ReadTestdata("firehol_level1.netset"));
+  EXPECT_THAT(Cidrs(feed), ElementsAre("1.10.16.0/20", "1.19.0.0/16", "5.188.10.0/23",
+                                       "23.94.0.0/15", "185.220.101.7/32"));
+  ASSERT_EQ(feed.rejected, 1u);
+  EXPECT_EQ(feed.rejections[0].line, 16u);
+}
+
+TEST(FeedParserTest, CsvWithConfidenceColumnAndMinimum) {
+  FeedParseOptions options;
+  options.csv_column = "ipAddress";
+  options.csv_confidence_column = "abuseConfidenceScore";
+  options.min_confidence = 50;
+  ParsedFeed feed = MustParse(palisade::v1::FEED_FORMAT_CSV, ReadTestdata("abuseipdb.csv"), options);
+  EXPECT_THAT(Cidrs(feed),
+              ElementsAre("185.220.101.7/32", "45.155.205.233/32", "2001:db8:dead::1/128"));
+  EXPECT_EQ(feed.indicators[1].confidence, 87u);
+  ASSERT_EQ(feed.rejected, 3u);
+  EXPECT_EQ(feed.rejections[0].line, 5u);
+  EXPECT_THAT(feed.rejections[0].reason, HasSubstr("below the minimum 50"));
+  EXPECT_EQ(feed.rejections[1].line, 6u);
+  EXPECT_THAT(feed.rejections[1].reason, HasSubstr("not an IP address"));
+  EXPECT_EQ(feed.rejections[2].line, 7u);
+  EXPECT_THAT(feed.rejections[2].reason, HasSubstr("unterminated quoted field"));
+}
+
+TEST(FeedParserTest, CsvWithoutTheColumnIsRefusedWhole) {
+  FeedParseOptions options;
+  options.csv_column = "address";
+  EXPECT_THAT(ParseFeed(palisade::v1::FEED_FORMAT_CSV, ReadTestdata("abuseipdb.csv"), options)
+                  .status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("no column \"address\" (columns: ipAddress, countryCode")));
+  EXPECT_THAT(ParseFeed(palisade::v1::FEED_FORMAT_CSV, "", options).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no header")));
+}
+
+TEST(FeedParserTest, StixBundle) {
+  FeedParseOptions options;
+  options.now = absl::FromUnixSeconds(1795000000);  // 2026-11-18
+  ParsedFeed feed = MustParse(palisade::v1::FEED_FORMAT_STIX, ReadTestdata("bundle.json"), options);
+  EXPECT_THAT(Cidrs(feed),
+              ElementsAre("198.51.100.23/32", "203.0.113.0/24", "2001:db8:bad::/48"));
+  const Indicator& first = feed.indicators[0];
+  EXPECT_EQ(first.confidence, 85u);
+  EXPECT_EQ(first.valid_until, 1798761600);  // 2027-01-01
+  EXPECT_EQ(first.ref,
+            "indicator--8e2e2d2b-17d4-4cbf-938f-98ee46b3cd3f (malicious-activity, bruteforce)");
+  // identity, malware, the domain indicator and the snort one.
+  EXPECT_EQ(feed.ignored, 4u);
+  ASSERT_EQ(feed.rejected, 2u);
+  EXPECT_EQ(feed.rejections[0].line, 4u);
+  EXPECT_THAT(feed.rejections[0].reason, HasSubstr("other operators or observables"));
+  EXPECT_EQ(feed.rejections[1].line, 5u);
+  EXPECT_THAT(feed.rejections[1].reason, HasSubstr("expired"));
+}
+
+TEST(FeedParserTest, StixThatIsNotABundleIsRefusedWhole) {
+  EXPECT_THAT(ParseFeed(palisade::v1::FEED_FORMAT_STIX, "{\"type\": \"bund", {}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not JSON")));
+  EXPECT_THAT(ParseFeed(palisade::v1::FEED_FORMAT_STIX, "[1, 2]", {}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not a bundle")));
+  EXPECT_THAT(
+      ParseFeed(palisade::v1::FEED_FORMAT_STIX, R"({"type":"bundle","objects":{}})", {}).status(),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not an array")));
+}
+
+TEST(FeedParserTest, HugeInputKeepsGoingAndCapsWhatItQuotes) {
+  std::string content;
+  for (int i = 0; i < 200000; ++i) {
+    absl::StrAppend(&content, 10 + i / 65536, ".", (i / 256) % 256, ".", i % 256, ".1\n");
+  }
+  content += std::string(1 << 20, 'x') + "\n";  // one 1 MiB line
+  for (int i = 0; i < 2000; ++i) content += "garbage\n";
+  ParsedFeed feed = MustParse(palisade::v1::FEED_FORMAT_PLAIN, content);
+  EXPECT_EQ(feed.indicators.size(), 200000u);
+  EXPECT_EQ(feed.rejected, 2001u);
+  EXPECT_EQ(feed.rejections.size(), ParsedFeed::kMaxRejections);
+  EXPECT_THAT(feed.rejections[0].reason, HasSubstr("longer than 4096"));
+  EXPECT_EQ(feed.rejections[0].text.size(), 200u);
+}
+
+TEST(FeedParserTest, FormatNames) {
+  EXPECT_THAT(ParseFeedFormatName("spamhaus-json"),
+              IsOkAndHolds(palisade::v1::FEED_FORMAT_SPAMHAUS_JSON));
+  EXPECT_THAT(ParseFeedFormatName("FEED_FORMAT_STIX"), IsOkAndHolds(palisade::v1::FEED_FORMAT_STIX));
+  EXPECT_THAT(ParseFeedFormatName("xml").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("unknown feed format")));
+}
+
+}  // namespace
+}  // namespace palisade
