@@ -4,7 +4,8 @@
 //    allowlist, the addresses palisaded itself runs on, and Cloudflare's own published ranges
 //    (shipped as data, deploy/cloudflare-ips.txt). A target inside it, or a range overlapping
 //    it, is refused outright and counted.
-//  - the blast-radius limit: at most N new bans per minute over all actuators, and at most M
+//  - the blast-radius limit: at most N new bans per minute over all actuators (threat-feed
+//    entries excepted: a feed version is vetted by its own shrink guard), and at most M
 //    active per actuator. Past it, applies are held: kept, reported (metric, log line,
 //    Admin.Status), not pushed, until an operator releases them (Admin.ReleaseHeld).
 // Thread-safety: not thread-safe; the dispatcher calls it under its lock.

@@ -46,6 +46,17 @@ TEST(GuardTest, BlastRadiusPerMinuteAndActive) {
   EXPECT_EQ(guard.Check(Ban("203.0.113.8"), t0 + absl::Seconds(61), 0), Guard::Verdict::kAllow);
   EXPECT_EQ(guard.Check(Ban("203.0.113.9"), t0 + absl::Hours(1), 10), Guard::Verdict::kHeld);
   EXPECT_EQ(guard.Check(Ban("127.0.0.1"), t0 + absl::Hours(2), 0), Guard::Verdict::kNeverBan);
+
+  // Feed entries skip the per-minute budget, not the never-ban set or the active cap.
+  palisade::v1::Decision feed = Ban("198.51.100.0/24", palisade::v1::TARGET_KIND_RANGE);
+  feed.set_origin(palisade::v1::ORIGIN_FEED);
+  const absl::Time t1 = t0 + absl::Hours(3);
+  for (int i = 0; i < 3; ++i) guard.Check(Ban("203.0.113.7"), t1, 0);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.10"), t1, 0), Guard::Verdict::kHeld);
+  EXPECT_EQ(guard.Check(feed, t1, 0), Guard::Verdict::kAllow);
+  EXPECT_EQ(guard.Check(feed, t1, 10), Guard::Verdict::kHeld);
+  feed.mutable_target()->set_value("10.0.0.0/8");
+  EXPECT_EQ(guard.Check(feed, t1, 0), Guard::Verdict::kNeverBan);
 }
 
 TEST(GuardTest, ShippedRangesFileMatchesTheBuiltInCopy) {

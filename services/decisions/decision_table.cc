@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "services/common/ip.h"
@@ -315,6 +316,50 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
   return update.decision;
 }
 
+DecisionUpdate DecisionTable::WithdrawLocked(Decision& d) {
+  d.set_active(false);
+  by_expiry_.erase({DecisionExpiry(d), d.id()});
+  *d.mutable_expiry() = ToProtoTime(clock_.TimeNow());
+  active_.erase(d.target().value());
+  return {DecisionChange::kWithdrawn, d};
+}
+
+std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget>& desired,
+                                                    const palisade::v1::DecisionSpec& spec,
+                                                    absl::Time refresh_before) {
+  std::vector<DecisionUpdate> updates;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_.TimeNow();
+    absl::flat_hash_set<absl::string_view> wanted;
+    wanted.reserve(desired.size());
+    for (const FeedTarget& f : desired) {
+      wanted.insert(f.target.value());
+      auto active = active_.find(f.target.value());
+      if (active != active_.end()) {
+        const Decision& d = by_id_[active->second];
+        if (d.origin() != palisade::v1::ORIGIN_FEED || DecisionExpiry(d) >= refresh_before) {
+          continue;
+        }
+      }
+      updates.push_back(
+          ApplyLocked(f.target, spec, now, palisade::v1::ORIGIN_FEED, "feed", {}, f.reason));
+    }
+    std::vector<std::string> leaving;
+    for (const auto& [target, id] : active_) {
+      if (!wanted.contains(target) && by_id_[id].origin() == palisade::v1::ORIGIN_FEED) {
+        leaving.push_back(id);
+      }
+    }
+    for (const std::string& id : leaving) updates.push_back(WithdrawLocked(by_id_[id]));
+    std::vector<DecisionUpdate*> ptrs;
+    for (DecisionUpdate& u : updates) ptrs.push_back(&u);
+    PersistLocked(ptrs);
+  }
+  Notify(updates);
+  return updates;
+}
+
 absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
   DecisionUpdate update;
   {
@@ -327,11 +372,7 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
     if (!d.active()) {
       return absl::FailedPreconditionError(absl::StrCat("decision ", id, " is not active"));
     }
-    d.set_active(false);
-    by_expiry_.erase({DecisionExpiry(d), d.id()});
-    *d.mutable_expiry() = ToProtoTime(clock_.TimeNow());
-    active_.erase(d.target().value());
-    update = {DecisionChange::kWithdrawn, d};
+    update = WithdrawLocked(d);
     PersistLocked({&update});
   }
   Notify({update});

@@ -78,6 +78,18 @@ class DecisionTable {
   // Each detection's spec is its rule's decision spec.
   std::vector<DecisionUpdate> ApplyAll(const std::vector<Detection>& detections);
 
+  // Threat-feed entries as decisions (origin feed): makes the active feed decisions exactly
+  // `desired` (by target value). Missing ones are created under `spec`, those expiring before
+  // `refresh_before` are extended, and active feed decisions not desired are withdrawn. A target
+  // already decided by a rule or by hand keeps that decision. One store transaction.
+  struct FeedTarget {
+    palisade::v1::Target target;
+    std::string reason;  // provenance: the feeds and their references
+  };
+  std::vector<DecisionUpdate> SyncFeed(const std::vector<FeedTarget>& desired,
+                                       const palisade::v1::DecisionSpec& spec,
+                                       absl::Time refresh_before);
+
   // A manual ban. kInvalidArgument when the target does not parse or the duration is not > 0.
   absl::StatusOr<palisade::v1::Decision> AddManual(const palisade::v1::AddDecisionRequest& req);
 
@@ -104,6 +116,7 @@ class DecisionTable {
                              const std::vector<std::string>& evidence, absl::string_view reason)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  DecisionUpdate WithdrawLocked(palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes the changes to the store, if any, in one transaction; sets their outbox_seq.
   void PersistLocked(const std::vector<DecisionUpdate*>& updates)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -129,6 +129,55 @@ TEST_F(DecisionTableTest, ManualBanAndUnban) {
   EXPECT_THAT(table_.Withdraw("nope"), StatusIs(absl::StatusCode::kNotFound));
 }
 
+TEST_F(DecisionTableTest, FeedSyncCreatesRefreshesAndWithdrawsOnlyFeedDecisions) {
+  auto feed = [](const std::string& value) {
+    DecisionTable::FeedTarget f;
+    f.target.set_kind(value.find('/') == std::string::npos ? palisade::v1::TARGET_KIND_IP
+                                                           : palisade::v1::TARGET_KIND_RANGE);
+    f.target.set_value(value);
+    f.reason = "feed drop";
+    return f;
+  };
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  spec.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(24));
+  // A rule already banned 203.0.113.7: the feed leaves that decision alone.
+  Apply("203.0.113.7", clock_.TimeNow());
+  std::vector<DecisionUpdate> first = table_.SyncFeed(
+      {feed("198.51.100.0/24"), feed("192.0.2.1"), feed("203.0.113.7")}, spec, absl::InfinitePast());
+  ASSERT_THAT(first, SizeIs(2));
+  EXPECT_EQ(first[0].change, DecisionChange::kCreated);
+  EXPECT_EQ(first[0].decision.origin(), palisade::v1::ORIGIN_FEED);
+  EXPECT_EQ(first[0].decision.actuator(), palisade::v1::ACTUATOR_IP_LIST);
+  EXPECT_EQ(first[0].decision.reason(), "feed drop");
+
+  // The same set again changes nothing; a refresh horizon past the expiry extends both.
+  EXPECT_THAT(table_.SyncFeed({feed("198.51.100.0/24"), feed("192.0.2.1")}, spec,
+                              absl::InfinitePast()),
+              SizeIs(0));
+  clock_.Advance(absl::Hours(20));
+  std::vector<DecisionUpdate> refreshed = table_.SyncFeed(
+      {feed("198.51.100.0/24"), feed("192.0.2.1")}, spec, clock_.TimeNow() + absl::Hours(12));
+  ASSERT_THAT(refreshed, SizeIs(2));
+  EXPECT_EQ(refreshed[0].change, DecisionChange::kExtended);
+  EXPECT_EQ(DecisionExpiry(refreshed[0].decision), clock_.TimeNow() + absl::Hours(24));
+
+  // 192.0.2.1 left the feed: withdrawn; the rule's decision stays.
+  std::vector<DecisionUpdate> removed =
+      table_.SyncFeed({feed("198.51.100.0/24")}, spec, absl::InfinitePast());
+  ASSERT_THAT(removed, SizeIs(1));
+  EXPECT_EQ(removed[0].change, DecisionChange::kWithdrawn);
+  EXPECT_EQ(removed[0].decision.target().value(), "192.0.2.1");
+  EXPECT_THAT(table_.SyncFeed({}, spec, absl::InfinitePast()), SizeIs(1));
+  DecisionFilter active;
+  active.active_only = true;
+  std::vector<Decision> left = table_.List(active);
+  ASSERT_THAT(left, SizeIs(1));
+  EXPECT_EQ(left[0].target().value(), "203.0.113.7");
+  EXPECT_EQ(left[0].origin(), palisade::v1::ORIGIN_RULE);
+}
+
 TEST_F(DecisionTableTest, ManualBanValidatesInput) {
   palisade::v1::AddDecisionRequest req;
   req.mutable_target()->set_value("not-an-ip");
