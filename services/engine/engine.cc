@@ -101,7 +101,11 @@ bool Engine::ConditionsHold(const CompiledRule& rule, int pattern_index) const {
   for (const CompiledCondition& c : rule.conditions) {
     const re2::StringPiece& g = ThreadScratch().groups[c.group[pattern_index]];
     std::optional<IpAddress> ip = IpAddress::Parse(absl::string_view(g.data(), g.size()));
-    if (!ip || c.set->Contains(*ip) != c.inside) return false;
+    if (!ip) return false;
+    const bool member = c.set != nullptr ? c.set->Contains(*ip)
+                        : options_.feeds != nullptr ? options_.feeds->Contains(c.feed, *ip)
+                                                    : false;
+    if (member != c.inside) return false;
   }
   return true;
 }

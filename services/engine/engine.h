@@ -31,6 +31,7 @@
 #include "palisade/v1/state.pb.h"
 #include "services/common/ip.h"
 #include "services/engine/rule_set.h"
+#include "services/feeds/feed_set.h"
 #include "services/formats/line_parser.h"
 
 namespace palisade {
@@ -40,6 +41,8 @@ struct EngineOptions {
   uint32_t max_evidence = 5;
   // Ranges whose keys never count (loopback is added by the engine itself).
   CidrSet allowlist;
+  // Threat feeds for in_feed / not_in_feed conditions (none: every feed is empty). Not owned.
+  const FeedRegistry* feeds = nullptr;
 };
 
 // A threshold crossed.

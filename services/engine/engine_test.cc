@@ -323,6 +323,55 @@ TEST_F(EngineTest, ConditionsOnOtherCaptures) {
   EXPECT_EQ(out[0].kind, palisade::v1::TARGET_KIND_TOKEN_ID);
 }
 
+TEST_F(EngineTest, FeedConditionsFollowTheCurrentFeedVersion) {
+  constexpr absl::string_view kPack = R"pb(
+    rules {
+      id: "listed-failure"
+      formats: LOG_FORMAT_RAW
+      key: "ip"
+      patterns: "Failed password for \\S+ from (?P<ip>\\S+)"
+      conditions { group: "ip" in_feed: "drop" }
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+    rules {
+      id: "unlisted-failure"
+      formats: LOG_FORMAT_RAW
+      key: "ip"
+      patterns: "Failed password for \\S+ from (?P<ip>\\S+)"
+      conditions { group: "ip" not_in_feed: "*" }
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+  )pb";
+  auto pack = ParseRulePack(kPack, "feeds.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  auto rules = RuleSet::Compile({*pack}, {});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  FeedRegistry feeds;
+  EngineOptions options;
+  options.feeds = &feeds;
+  Engine engine(*rules, options);
+  auto rules_hit = [&](const std::string& ip) {
+    std::vector<Detection> out;
+    ParsedLine line;
+    std::string raw = "Failed password for root from " + ip;
+    line.message = raw;
+    engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
+    std::vector<std::string> ids;
+    for (const Detection& d : out) ids.push_back(d.rule_id);
+    return ids;
+  };
+  EXPECT_THAT(rules_hit("198.51.100.7"), ElementsAre("unlisted-failure"));
+  FeedEntry entry;
+  entry.cidr = *Cidr::Parse("198.51.100.0/24");
+  feeds.Publish("drop", std::make_shared<const FeedSet>(std::vector<FeedEntry>{entry}));
+  EXPECT_THAT(rules_hit("198.51.100.8"), ElementsAre("listed-failure"));
+  EXPECT_THAT(rules_hit("203.0.113.9"), ElementsAre("unlisted-failure"));
+  feeds.Publish("drop", nullptr);
+  EXPECT_THAT(rules_hit("198.51.100.9"), ElementsAre("unlisted-failure"));
+}
+
 TEST_F(EngineTest, NoRuleForFormatMatchesNothing) {
   ParsedLine line;
   line.message = Fail("203.0.113.7");

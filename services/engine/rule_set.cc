@@ -126,21 +126,30 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
   }
   for (int c = 0; c < rule.conditions_size(); ++c) {
     const palisade::v1::Condition& cond = rule.conditions(c);
-    const std::string& set_name = cond.in_set().empty() ? cond.not_in_set() : cond.in_set();
-    if (cond.in_set().empty() == cond.not_in_set().empty()) {
-      return RuleError(
-          pack, rule.id(),
-          absl::StrCat("condition ", c + 1, ": set exactly one of in_set, not_in_set"));
-    }
-    auto set = sets.find(set_name);
-    if (set == sets.end()) {
+    const int kinds = !cond.in_set().empty() + !cond.not_in_set().empty() +
+                      !cond.in_feed().empty() + !cond.not_in_feed().empty();
+    if (kinds != 1) {
       return RuleError(pack, rule.id(),
-                       absl::StrCat("condition ", c + 1, ": CIDR set \"", set_name,
-                                    "\" is not defined (add it to the config's cidr_sets)"));
+                       absl::StrCat("condition ", c + 1,
+                                    ": set exactly one of in_set, not_in_set, in_feed, "
+                                    "not_in_feed"));
     }
     CompiledCondition compiled;
-    compiled.set = &set->second;
-    compiled.inside = !cond.in_set().empty();
+    if (!cond.in_feed().empty() || !cond.not_in_feed().empty()) {
+      // Feeds come and go at run time; an unknown feed is simply empty.
+      compiled.feed = cond.in_feed().empty() ? cond.not_in_feed() : cond.in_feed();
+      compiled.inside = !cond.in_feed().empty();
+    } else {
+      const std::string& set_name = cond.in_set().empty() ? cond.not_in_set() : cond.in_set();
+      auto set = sets.find(set_name);
+      if (set == sets.end()) {
+        return RuleError(pack, rule.id(),
+                         absl::StrCat("condition ", c + 1, ": CIDR set \"", set_name,
+                                      "\" is not defined (add it to the config's cidr_sets)"));
+      }
+      compiled.set = &set->second;
+      compiled.inside = !cond.in_set().empty();
+    }
     for (size_t p = 0; p < out->patterns.size(); ++p) {
       const auto& groups = out->patterns[p]->NamedCapturingGroups();
       auto g = groups.find(cond.group());

@@ -43,8 +43,9 @@ using CidrSets = std::map<std::string, CidrSet>;
 
 struct CompiledCondition {
   std::vector<int> group;  // per pattern
-  const CidrSet* set = nullptr;
-  bool inside = false;  // in_set (true) or not_in_set (false)
+  const CidrSet* set = nullptr;  // a CIDR set condition, or
+  std::string feed;              // a feed condition ("*": any feed)
+  bool inside = false;           // in_set / in_feed (true) or not_in_set / not_in_feed (false)
 };
 
 struct CompiledRule {
