@@ -172,6 +172,14 @@ const FeedEntry* FeedSet::Find(const Cidr& cidr) const {
   return &*it;
 }
 
+bool FeedSet::Overlaps(const Cidr& range) const {
+  if (Lookup(range.base()) != nullptr) return true;  // an entry covers the range's start
+  // Otherwise an overlapping entry starts inside the range.
+  auto it = std::lower_bound(entries_.begin(), entries_.end(), range,
+                             [](const FeedEntry& e, const Cidr& c) { return CidrLess(e.cidr, c); });
+  return it != entries_.end() && range.Contains(it->cidr.base());
+}
+
 std::vector<Cidr> FeedSet::Merged() const {
   std::vector<Cidr> cidrs;
   cidrs.reserve(entries_.size());

@@ -50,6 +50,8 @@ class FeedSet {
   // The most specific entry containing `ip`, or nullptr.
   const FeedEntry* Lookup(const IpAddress& ip) const;
   bool Contains(const IpAddress& ip) const { return Lookup(ip) != nullptr; }
+  // Whether any entry shares an address with `range`.
+  bool Overlaps(const Cidr& range) const;
   // The entry with exactly this CIDR, or nullptr.
   const FeedEntry* Find(const Cidr& cidr) const;
 

@@ -36,6 +36,10 @@ TEST(FeedSetTest, LongestPrefixWinsForBothFamilies) {
   EXPECT_EQ(set.Lookup(Ip("2001:db8:1::7"))->ref, "v6 narrow");
   EXPECT_EQ(set.Lookup(Ip("2001:db8:2::7"))->ref, "v6 wide");
   EXPECT_EQ(set.Lookup(Ip("2001:db9::1")), nullptr);
+  EXPECT_TRUE(set.Overlaps(*Cidr::Parse("10.1.2.0/24")));
+  EXPECT_TRUE(set.Overlaps(*Cidr::Parse("0.0.0.0/4")));   // holds 10/8
+  EXPECT_FALSE(set.Overlaps(*Cidr::Parse("11.0.0.0/8")));
+  EXPECT_TRUE(set.Overlaps(*Cidr::Parse("2001::/16")));
   EXPECT_NE(set.Find(*Cidr::Parse("10.1.0.0/16")), nullptr);
   EXPECT_EQ(set.Find(*Cidr::Parse("10.1.0.0/17")), nullptr);
 }

@@ -1,0 +1,559 @@
+#include "services/feeds/feed_manager.h"
+
+#include <algorithm>
+#include <iostream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "palisade/v1/state.pb.h"
+#include "services/common/proto_time.h"
+#include "services/feeds/fetcher.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::FeedConfig;
+using palisade::v1::FeedPushMode;
+using palisade::v1::PushFeedResponse;
+
+constexpr absl::Duration kDefaultInterval = absl::Hours(1);
+constexpr absl::Duration kDefaultTimeout = absl::Seconds(30);
+constexpr absl::Duration kDefaultTtl = absl::Hours(24 * 7);
+constexpr uint64_t kDefaultMaxBytes = 64ull << 20;
+constexpr double kDefaultKeepRatio = 0.1;
+constexpr size_t kMaxRejectionsReturned = 100;
+
+absl::Duration Or(const google::protobuf::Duration& d, absl::Duration fallback) {
+  absl::Duration v = FromProtoDuration(d);
+  return v > absl::ZeroDuration() ? v : fallback;
+}
+
+absl::Duration TtlOf(const FeedConfig& c) { return Or(c.entry_ttl(), kDefaultTtl); }
+
+double KeepRatioOf(const FeedConfig& c) {
+  return c.min_keep_ratio() > 0 ? c.min_keep_ratio()
+                                : (c.min_keep_ratio() < 0 ? 0 : kDefaultKeepRatio);
+}
+
+std::string SnapshotName(absl::string_view feed) { return absl::StrCat("feed:", feed); }
+
+void Log(absl::string_view message) { std::cerr << "palisaded: feeds: " << message << std::endl; }
+
+// Entries of `a` whose CIDR is not in `b` (both sorted by CidrLess).
+size_t CountMissing(const std::vector<FeedEntry>& a, const std::vector<FeedEntry>& b) {
+  size_t missing = 0, j = 0;
+  for (const FeedEntry& e : a) {
+    while (j < b.size() && CidrLess(b[j].cidr, e.cidr)) ++j;
+    if (j == b.size() || CidrLess(e.cidr, b[j].cidr)) ++missing;
+  }
+  return missing;
+}
+
+}  // namespace
+
+FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::Registry& metrics,
+                         DecisionTable* table, Store* store)
+    : options_(std::move(options)),
+      clock_(clock),
+      table_(table),
+      store_(store),
+      edge_entries_(prometheus::BuildGauge()
+                        .Name("palisade_feed_edge_entries")
+                        .Help("Merged feed ranges decided for the edge (origin feed).")
+                        .Register(metrics)
+                        .Add({})),
+      edge_added_(prometheus::BuildCounter()
+                      .Name("palisade_feed_edge_changes_total")
+                      .Help("Feed ranges added to or removed from the edge set by a sync.")
+                      .Register(metrics)
+                      .Add({{"change", "added"}})),
+      edge_removed_(prometheus::BuildCounter()
+                        .Name("palisade_feed_edge_changes_total")
+                        .Help("Feed ranges added to or removed from the edge set by a sync.")
+                        .Register(metrics)
+                        .Add({{"change", "removed"}})),
+      edge_held_(prometheus::BuildCounter()
+                     .Name("palisade_feed_edge_held_total")
+                     .Help("Edge syncs not done because the union exceeded the edge cap.")
+                     .Register(metrics)
+                     .Add({})) {
+  auto& entries = prometheus::BuildGauge()
+                      .Name("palisade_feed_entries")
+                      .Help("Entries in the feed's applied version.")
+                      .Register(metrics);
+  auto& version = prometheus::BuildGauge()
+                      .Name("palisade_feed_version")
+                      .Help("The feed's applied version number (0: none yet).")
+                      .Register(metrics);
+  auto& success = prometheus::BuildGauge()
+                      .Name("palisade_feed_last_success_timestamp_seconds")
+                      .Help("When the feed last fetched or was pushed successfully.")
+                      .Register(metrics);
+  auto& age = prometheus::BuildGauge()
+                  .Name("palisade_feed_age_seconds")
+                  .Help("Seconds since the feed's last success (-1: never).")
+                  .Register(metrics);
+  auto& errors = prometheus::BuildCounter()
+                     .Name("palisade_feed_fetch_errors_total")
+                     .Help("Failed fetches and unreadable contents.")
+                     .Register(metrics);
+  auto& rejected = prometheus::BuildCounter()
+                       .Name("palisade_feed_rejected_total")
+                       .Help("Feed lines or objects rejected by the parser.")
+                       .Register(metrics);
+  auto& never = prometheus::BuildCounter()
+                    .Name("palisade_feed_never_ban_total")
+                    .Help("Indicators dropped because they touch the allowlist/never-ban set.")
+                    .Register(metrics);
+  auto& held = prometheus::BuildCounter()
+                   .Name("palisade_feed_held_total")
+                   .Help("Versions held by the shrink guard.")
+                   .Register(metrics);
+  for (const FeedConfig& config : options_.feeds) {
+    Feed feed;
+    feed.config = config;
+    const std::map<std::string, std::string> label = {{"feed", config.name()}};
+    feed.entries_gauge = &entries.Add(label);
+    feed.version_gauge = &version.Add(label);
+    feed.success_gauge = &success.Add(label);
+    feed.age_gauge = &age.Add(label);
+    feed.age_gauge->Set(-1);
+    feed.fetch_errors = &errors.Add(label);
+    feed.rejected_counter = &rejected.Add(label);
+    feed.never_ban_counter = &never.Add(label);
+    feed.held_counter = &held.Add(label);
+    feeds_.emplace(config.name(), std::move(feed));
+  }
+}
+
+FeedManager::~FeedManager() { Stop(); }
+
+FeedManager::Feed* FeedManager::FindLocked(absl::string_view name) {
+  auto it = feeds_.find(name);
+  return it == feeds_.end() ? nullptr : &it->second;
+}
+
+FeedParseOptions FeedManager::ParseOptionsFor(const FeedConfig& config) const {
+  FeedParseOptions p;
+  if (!config.csv_column().empty()) p.csv_column = config.csv_column();
+  p.csv_confidence_column = config.csv_confidence_column();
+  p.min_confidence = config.min_confidence();
+  p.now = clock_.TimeNow();
+  return p;
+}
+
+absl::Status FeedManager::Restore() {
+  if (store_ == nullptr) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  for (auto& [name, feed] : feeds_) {
+    absl::StatusOr<std::string> blob = store_->LoadSnapshot(SnapshotName(name));
+    if (!blob.ok()) return blob.status();
+    if (blob->empty()) continue;
+    palisade::v1::FeedState state;
+    if (!state.ParseFromString(*blob)) {
+      return absl::DataLossError(absl::StrCat("feed ", name, ": stored version is unreadable"));
+    }
+    std::vector<FeedEntry> entries;
+    entries.reserve(state.entries_size());
+    for (const auto& e : state.entries()) {
+      absl::StatusOr<Cidr> cidr = Cidr::Parse(e.cidr());
+      if (!cidr.ok()) continue;
+      entries.push_back(
+          {*cidr, e.first_seen(), e.last_seen(), e.expiry(), e.confidence(), e.ref()});
+    }
+    feed.version = state.version();
+    feed.etag = state.etag();
+    feed.last_modified = state.last_modified();
+    feed.last_success = absl::FromUnixSeconds(state.last_success());
+    feed.success_gauge->Set(static_cast<double>(state.last_success()));
+    // A restarted daemon fetches at once rather than waiting a whole interval.
+    feed.next_fetch = clock_.TimeNow();
+    PublishLocked(feed, std::make_shared<const FeedSet>(std::move(entries)));
+    Log(absl::StrCat(name, ": restored version ", feed.version, ", ", feed.current->size(),
+                     " entries"));
+  }
+  return absl::OkStatus();
+}
+
+void FeedManager::PublishLocked(Feed& feed, std::shared_ptr<const FeedSet> set) {
+  feed.min_expiry = 0;
+  for (const FeedEntry& e : set->entries()) {
+    if (feed.min_expiry == 0 || e.expiry < feed.min_expiry) feed.min_expiry = e.expiry;
+  }
+  feed.current = set;
+  feed.entries_gauge->Set(static_cast<double>(set->size()));
+  feed.version_gauge->Set(static_cast<double>(feed.version));
+  registry_.Publish(feed.config.name(), std::move(set));
+}
+
+void FeedManager::PersistLocked(const Feed& feed) {
+  if (store_ == nullptr || feed.current == nullptr) return;
+  palisade::v1::FeedState state;
+  state.set_version(feed.version);
+  state.set_etag(feed.etag);
+  state.set_last_modified(feed.last_modified);
+  state.set_last_success(absl::ToUnixSeconds(feed.last_success));
+  state.mutable_entries()->Reserve(static_cast<int>(feed.current->size()));
+  for (const FeedEntry& e : feed.current->entries()) {
+    auto* out = state.add_entries();
+    out->set_cidr(e.cidr.ToString());
+    out->set_first_seen(e.first_seen);
+    out->set_last_seen(e.last_seen);
+    out->set_expiry(e.expiry);
+    out->set_confidence(e.confidence);
+    out->set_ref(e.ref);
+  }
+  absl::Status s = store_->SaveSnapshot(SnapshotName(feed.config.name()), state.SerializeAsString());
+  if (!s.ok()) Log(absl::StrCat(feed.config.name(), ": version not persisted: ", s.message()));
+}
+
+absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMode mode,
+                                                          const ParsedFeed& parsed, bool force) {
+  const int64_t now = absl::ToUnixSeconds(clock_.TimeNow());
+  const int64_t ttl = absl::ToInt64Seconds(TtlOf(feed.config));
+  PushFeedResponse response;
+  response.set_rejected(static_cast<uint32_t>(parsed.rejected));
+  response.set_ignored(static_cast<uint32_t>(parsed.ignored));
+  for (const FeedRejection& r : parsed.rejections) {
+    if (static_cast<size_t>(response.rejections_size()) >= kMaxRejectionsReturned) break;
+    auto* out = response.add_rejections();
+    out->set_line(r.line);
+    out->set_text(r.text);
+    out->set_reason(r.reason);
+  }
+  feed.rejected_counter->Increment(static_cast<double>(parsed.rejected));
+
+  // The indicators as entries, minus what must never be banned.
+  std::vector<FeedEntry> incoming;
+  incoming.reserve(parsed.indicators.size());
+  uint32_t never_ban = 0;
+  for (const Indicator& ind : parsed.indicators) {
+    if (NonPublicRanges().ContainsAnyIn(ind.cidr) || options_.never_ban.ContainsAnyIn(ind.cidr)) {
+      ++never_ban;
+      continue;
+    }
+    FeedEntry e{ind.cidr, now, now, ind.valid_until > 0 ? ind.valid_until : now + ttl,
+                ind.confidence, ind.ref};
+    if (feed.current != nullptr) {
+      if (const FeedEntry* old = feed.current->Find(ind.cidr)) e.first_seen = old->first_seen;
+    }
+    incoming.push_back(std::move(e));
+  }
+  response.set_never_ban(never_ban);
+  feed.never_ban_counter->Increment(never_ban);
+  response.set_accepted(static_cast<uint32_t>(incoming.size()));
+
+  std::vector<FeedEntry> entries;
+  const std::vector<FeedEntry> none;
+  const std::vector<FeedEntry>& old = feed.current ? feed.current->entries() : none;
+  switch (mode) {
+    case palisade::v1::FEED_PUSH_MODE_ADD:
+      entries = old;
+      entries.insert(entries.end(), incoming.begin(), incoming.end());
+      break;
+    case palisade::v1::FEED_PUSH_MODE_REMOVE: {
+      FeedSet removing(std::move(incoming));
+      for (const FeedEntry& e : old) {
+        if (removing.Find(e.cidr) == nullptr) entries.push_back(e);
+      }
+      break;
+    }
+    default:
+      entries = std::move(incoming);
+  }
+  auto next = std::make_shared<const FeedSet>(std::move(entries));
+  response.set_added(static_cast<uint32_t>(CountMissing(next->entries(), old)));
+  response.set_removed(static_cast<uint32_t>(CountMissing(old, next->entries())));
+
+  const double keep = KeepRatioOf(feed.config);
+  if (!force && keep > 0 && !old.empty() &&
+      static_cast<double>(next->size()) < keep * static_cast<double>(old.size())) {
+    feed.held_entries = next->size();
+    feed.held_reason = absl::StrCat("the new version has ", next->size(), " entries, fewer than ",
+                                    keep * 100, "% of the current ", old.size(),
+                                    "; held (push with force to apply)");
+    feed.held_counter->Increment();
+    Log(absl::StrCat(feed.config.name(), ": ", feed.held_reason));
+    response.set_held(true);
+    response.set_held_reason(feed.held_reason);
+    response.set_version(feed.version);
+    return response;
+  }
+  feed.held_entries = 0;
+  feed.held_reason.clear();
+  feed.rejected = parsed.rejected;
+  feed.never_ban = never_ban;
+  ++feed.version;
+  feed.last_success = clock_.TimeNow();
+  feed.success_gauge->Set(static_cast<double>(now));
+  feed.age_gauge->Set(0);
+  PublishLocked(feed, std::move(next));
+  PersistLocked(feed);
+  response.set_version(feed.version);
+  if (feed.config.to_edge()) SyncEdgeLocked();
+  return response;
+}
+
+void FeedManager::SyncEdgeLocked() {
+  if (table_ == nullptr) return;
+  std::vector<Cidr> all;
+  absl::Duration ttl = absl::ZeroDuration();
+  for (const auto& [name, feed] : feeds_) {
+    if (!feed.config.to_edge()) continue;
+    ttl = std::max(ttl, TtlOf(feed.config));
+    if (feed.current == nullptr) continue;
+    for (const FeedEntry& e : feed.current->entries()) all.push_back(e.cidr);
+  }
+  std::vector<Cidr> merged = MergeCidrs(all);
+  if (merged.size() > options_.edge_max_entries) {
+    edge_held_.Increment();
+    Log(absl::StrCat("the feeds' union is ", merged.size(), " ranges, over feed_edge_max_entries ",
+                     options_.edge_max_entries, "; the edge keeps its current set"));
+    return;
+  }
+  std::vector<DecisionTable::FeedTarget> desired;
+  desired.reserve(merged.size());
+  for (const Cidr& c : merged) {
+    DecisionTable::FeedTarget t;
+    const bool host = c.prefix_length() == c.base().bit_length();
+    t.target.set_kind(host ? palisade::v1::TARGET_KIND_IP : palisade::v1::TARGET_KIND_RANGE);
+    t.target.set_value(host ? c.base().ToString() : c.ToString());
+    // Provenance: each feed with entries in the range (and the reference of the one holding
+    // its first address, when it has one).
+    std::vector<std::string> sources;
+    for (const auto& [name, feed] : feeds_) {
+      if (!feed.config.to_edge() || feed.current == nullptr || !feed.current->Overlaps(c)) {
+        continue;
+      }
+      const FeedEntry* e = feed.current->Lookup(c.base());
+      sources.push_back(e == nullptr || e->ref.empty() ? name : absl::StrCat(name, " ", e->ref));
+    }
+    t.reason = absl::StrCat("feed: ", absl::StrJoin(sources, "; "));
+    desired.push_back(std::move(t));
+  }
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  spec.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+  *spec.mutable_duration() = ToProtoDuration(ttl);
+  const absl::Time now = clock_.TimeNow();
+  std::vector<DecisionUpdate> updates = table_->SyncFeed(desired, spec, now + ttl / 2);
+  for (const DecisionUpdate& u : updates) {
+    if (u.change == DecisionChange::kCreated) edge_added_.Increment();
+    if (u.change == DecisionChange::kWithdrawn) edge_removed_.Increment();
+  }
+  edge_entries_.Set(static_cast<double>(merged.size()));
+  next_edge_refresh_ = now + ttl / 4;
+}
+
+absl::StatusOr<PushFeedResponse> FeedManager::Push(absl::string_view name, FeedPushMode mode,
+                                                   palisade::v1::FeedFormat format, bool force,
+                                                   absl::string_view content) {
+  FeedConfig config;
+  {
+    absl::MutexLock lock(&mu_);
+    Feed* feed = FindLocked(name);
+    if (feed == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat("feed \"", name, "\" is not configured (add it to the config's feeds)"));
+    }
+    config = feed->config;
+  }
+  if (content.size() > (config.max_bytes() > 0 ? config.max_bytes() : kDefaultMaxBytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("feed \"", name, "\": ", content.size(), " bytes is over its max_bytes"));
+  }
+  if (format == palisade::v1::FEED_FORMAT_UNSPECIFIED) format = config.format();
+  // Parsing needs no lock: a slow parse of a big push does not stall lookups or other feeds.
+  absl::StatusOr<ParsedFeed> parsed = ParseFeed(format, content, ParseOptionsFor(config));
+  absl::MutexLock lock(&mu_);
+  Feed* feed = FindLocked(name);
+  feed->last_attempt = clock_.TimeNow();
+  if (!parsed.ok()) {
+    feed->fetch_errors->Increment();
+    feed->last_error = std::string(parsed.status().message());
+    return absl::InvalidArgumentError(absl::StrCat("feed \"", name, "\": ", feed->last_error));
+  }
+  feed->last_error.clear();
+  return ApplyLocked(*feed, mode, *parsed, force);
+}
+
+absl::StatusOr<PushFeedResponse> FeedManager::FetchNow(absl::string_view name) {
+  return FetchAndApply(std::string(name));
+}
+
+absl::StatusOr<PushFeedResponse> FeedManager::FetchAndApply(const std::string& name) {
+  absl::MutexLock fetch_lock(&fetch_mu_);
+  FetchRequest request;
+  FeedConfig config;
+  {
+    absl::MutexLock lock(&mu_);
+    Feed* feed = FindLocked(name);
+    if (feed == nullptr) return absl::NotFoundError(absl::StrCat("no feed \"", name, "\""));
+    if (feed->config.url().empty()) {
+      return absl::FailedPreconditionError(absl::StrCat("feed \"", name, "\" is pushed, not pulled"));
+    }
+    config = feed->config;
+    request.url = config.url();
+    // Without a version, ask for the whole content even if validators survived somewhere.
+    if (feed->current != nullptr) {
+      request.etag = feed->etag;
+      request.last_modified = feed->last_modified;
+    }
+    request.timeout = Or(config.timeout(), kDefaultTimeout);
+    request.max_bytes = config.max_bytes() > 0 ? config.max_bytes() : kDefaultMaxBytes;
+    feed->last_attempt = clock_.TimeNow();
+  }
+  absl::StatusOr<FetchResult> fetched = Fetch(request);
+  absl::StatusOr<ParsedFeed> parsed = absl::UnknownError("not parsed");
+  if (fetched.ok() && !fetched->not_modified) {
+    parsed = ParseFeed(config.format(), fetched->body, ParseOptionsFor(config));
+  }
+  absl::MutexLock lock(&mu_);
+  Feed* feed = FindLocked(name);
+  const absl::Time now = clock_.TimeNow();
+  absl::Status failure = !fetched.ok() ? fetched.status()
+                         : fetched->not_modified ? absl::OkStatus()
+                                                 : parsed.status();
+  if (!failure.ok()) {
+    // The last good version stays; retry sooner than the interval, backing off.
+    feed->fetch_errors->Increment();
+    feed->last_error = std::string(failure.message());
+    ++feed->failures;
+    const absl::Duration interval = Or(config.interval(), kDefaultInterval);
+    feed->next_fetch = now + std::min(interval, absl::Seconds(15) * (1 << std::min(feed->failures, 8)));
+    Log(absl::StrCat(name, ": ", feed->last_error, " (keeping version ", feed->version, ")"));
+    return absl::Status(failure.code(), absl::StrCat("feed \"", name, "\": ", failure.message()));
+  }
+  feed->failures = 0;
+  feed->last_error.clear();
+  feed->next_fetch = now + Or(config.interval(), kDefaultInterval);
+  if (fetched->not_modified) {
+    feed->last_success = now;
+    feed->success_gauge->Set(static_cast<double>(absl::ToUnixSeconds(now)));
+    feed->age_gauge->Set(0);
+    PushFeedResponse unchanged;
+    unchanged.set_version(feed->version);
+    return unchanged;
+  }
+  absl::StatusOr<PushFeedResponse> applied =
+      ApplyLocked(*feed, palisade::v1::FEED_PUSH_MODE_REPLACE, *parsed, /*force=*/false);
+  if (applied.ok() && !applied->held()) {
+    feed->etag = fetched->etag;
+    feed->last_modified = fetched->last_modified;
+    PersistLocked(*feed);
+  }
+  return applied;
+}
+
+void FeedManager::Tick() {
+  const absl::Time now = clock_.TimeNow();
+  std::vector<std::string> due;
+  {
+    absl::MutexLock lock(&mu_);
+    bool resync = now >= next_edge_refresh_ && next_edge_refresh_ != absl::InfinitePast();
+    for (auto& [name, feed] : feeds_) {
+      if (!feed.config.url().empty() && now >= feed.next_fetch) due.push_back(name);
+      if (feed.last_success != absl::InfinitePast()) {
+        feed.age_gauge->Set(absl::ToDoubleSeconds(now - feed.last_success));
+      }
+      // Entries past their expiry leave the feed (a new version of it).
+      if (feed.current != nullptr && feed.min_expiry != 0 &&
+          feed.min_expiry <= absl::ToUnixSeconds(now)) {
+        std::vector<FeedEntry> kept;
+        for (const FeedEntry& e : feed.current->entries()) {
+          if (e.expiry > absl::ToUnixSeconds(now)) kept.push_back(e);
+        }
+        ++feed.version;
+        PublishLocked(feed, std::make_shared<const FeedSet>(std::move(kept)));
+        PersistLocked(feed);
+        resync |= feed.config.to_edge();
+      }
+    }
+    if (resync) SyncEdgeLocked();
+  }
+  for (const std::string& name : due) FetchAndApply(name).IgnoreError();
+}
+
+void FeedManager::Start() {
+  {
+    absl::MutexLock lock(&mu_);
+    // Feeds restored from the store go to the edge as they were (nothing changes if it is
+    // already there); a fresh start has nothing to send yet.
+    SyncEdgeLocked();
+  }
+  thread_ = std::thread([this] {
+    while (!stopping_.WaitForNotificationWithTimeout(absl::Seconds(1))) Tick();
+  });
+}
+
+void FeedManager::Stop() {
+  if (!stopping_.HasBeenNotified()) stopping_.Notify();
+  if (thread_.joinable()) thread_.join();
+}
+
+palisade::v1::FeedInfo FeedManager::InfoLocked(const Feed& feed) const {
+  palisade::v1::FeedInfo info;
+  info.set_name(feed.config.name());
+  info.set_format(feed.config.format());
+  info.set_url(RedactUrl(feed.config.url()));
+  if (feed.config.url().empty()) info.clear_url();
+  info.set_entries(feed.current ? feed.current->size() : 0);
+  info.set_version(feed.version);
+  if (feed.last_success != absl::InfinitePast()) {
+    *info.mutable_last_success() = ToProtoTime(feed.last_success);
+  }
+  if (feed.last_attempt != absl::InfinitePast()) {
+    *info.mutable_last_attempt() = ToProtoTime(feed.last_attempt);
+  }
+  info.set_last_error(feed.last_error);
+  info.set_held(!feed.held_reason.empty());
+  info.set_held_entries(feed.held_entries);
+  info.set_held_reason(feed.held_reason);
+  info.set_to_edge(feed.config.to_edge());
+  info.set_rejected(feed.rejected);
+  info.set_never_ban(feed.never_ban);
+  return info;
+}
+
+palisade::v1::ListFeedsResponse FeedManager::List() const {
+  absl::ReaderMutexLock lock(&mu_);
+  palisade::v1::ListFeedsResponse out;
+  for (const auto& [name, feed] : feeds_) *out.add_feeds() = InfoLocked(feed);
+  return out;
+}
+
+absl::StatusOr<palisade::v1::GetFeedResponse> FeedManager::Get(
+    const palisade::v1::GetFeedRequest& req) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = feeds_.find(req.name());
+  if (it == feeds_.end()) return absl::NotFoundError(absl::StrCat("no feed \"", req.name(), "\""));
+  const Feed& feed = it->second;
+  palisade::v1::GetFeedResponse out;
+  *out.mutable_info() = InfoLocked(feed);
+  auto add = [&out](const FeedEntry& e) {
+    auto* entry = out.add_entries();
+    entry->set_cidr(e.cidr.ToString());
+    *entry->mutable_first_seen() = ToProtoTime(absl::FromUnixSeconds(e.first_seen));
+    *entry->mutable_last_seen() = ToProtoTime(absl::FromUnixSeconds(e.last_seen));
+    *entry->mutable_expiry() = ToProtoTime(absl::FromUnixSeconds(e.expiry));
+    entry->set_confidence(e.confidence);
+    entry->set_ref(e.ref);
+  };
+  if (feed.current == nullptr) return out;
+  if (!req.lookup().empty()) {
+    std::optional<IpAddress> ip = IpAddress::Parse(req.lookup());
+    if (!ip) {
+      return absl::InvalidArgumentError(absl::StrCat("lookup \"", req.lookup(), "\" is not an IP address"));
+    }
+    if (const FeedEntry* e = feed.current->Lookup(*ip)) add(*e);
+    return out;
+  }
+  for (const FeedEntry& e : feed.current->entries()) {
+    if (static_cast<uint32_t>(out.entries_size()) >= req.max_entries()) break;
+    add(e);
+  }
+  return out;
+}
+
+}  // namespace palisade

@@ -1,0 +1,136 @@
+// The threat-feed manager: owns every configured feed, applies new versions (pushed over
+// Feeds.Push or pulled by its own thread), and keeps three things in step with them:
+//  - the FeedRegistry the engine reads for in_feed conditions (swapped, never locked by readers);
+//  - the feed's durable copy in the store, so a restart resumes with the last applied version;
+//  - the edge: the merged union of the feeds marked to_edge becomes decisions of origin feed
+//    (DecisionTable::SyncFeed), so only entries that came or went cause list operations.
+//
+// Safety: indicators that touch the never-ban set (non-public ranges, the allowlist, this host,
+// Cloudflare's ranges) are dropped and counted; a version that shrinks the feed below
+// min_keep_ratio of its current size is held, not applied (push with force to override); a
+// union larger than edge_max_entries is not sent.
+//
+// Thread-safety: all public methods are thread-safe.
+#ifndef PALISADE_SERVICES_FEEDS_FEED_MANAGER_H_
+#define PALISADE_SERVICES_FEEDS_FEED_MANAGER_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "palisade/v1/config.pb.h"
+#include "palisade/v1/palisade.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/common/clock.h"
+#include "services/common/ip.h"
+#include "services/decisions/decision_table.h"
+#include "services/feeds/feed_parser.h"
+#include "services/feeds/feed_set.h"
+#include "services/store/store.h"
+
+namespace palisade {
+
+struct FeedManagerOptions {
+  // Validated by the config loader (names unique and well formed, formats set).
+  std::vector<palisade::v1::FeedConfig> feeds;
+  size_t edge_max_entries = 10000;
+  // Never acted upon, on top of NonPublicRanges().
+  CidrSet never_ban;
+};
+
+class FeedManager {
+ public:
+  // `table` (may be null: no edge sync) and `store` (may be null: nothing durable) outlive it.
+  FeedManager(FeedManagerOptions options, Clock& clock, prometheus::Registry& metrics,
+              DecisionTable* table, Store* store);
+  ~FeedManager();
+
+  // Loads each feed's last applied version from the store and publishes it. Call before Start.
+  absl::Status Restore();
+  // Starts the thread that pulls feeds with a URL when due and expires entries.
+  void Start();
+  void Stop();
+
+  const FeedRegistry& registry() const { return registry_; }
+
+  // A pushed version or delta. `content` is in `format` (UNSPECIFIED: the feed's own).
+  absl::StatusOr<palisade::v1::PushFeedResponse> Push(absl::string_view feed,
+                                                      palisade::v1::FeedPushMode mode,
+                                                      palisade::v1::FeedFormat format, bool force,
+                                                      absl::string_view content);
+  // Fetches a pulled feed now and applies what it got.
+  absl::StatusOr<palisade::v1::PushFeedResponse> FetchNow(absl::string_view feed);
+  // One round of the background work, at the clock's now: due fetches, expired entries, edge
+  // refresh, age gauges. The thread calls it every second; tests call it directly.
+  void Tick();
+
+  palisade::v1::ListFeedsResponse List() const;
+  absl::StatusOr<palisade::v1::GetFeedResponse> Get(const palisade::v1::GetFeedRequest& req) const;
+
+ private:
+  struct Feed {
+    palisade::v1::FeedConfig config;
+    std::shared_ptr<const FeedSet> current;  // null until the first version
+    uint64_t version = 0;
+    absl::Time last_success = absl::InfinitePast();
+    absl::Time last_attempt = absl::InfinitePast();
+    absl::Time next_fetch = absl::InfinitePast();
+    int failures = 0;  // consecutive fetch failures, for backoff
+    std::string last_error;
+    std::string etag, last_modified;
+    size_t held_entries = 0;
+    std::string held_reason;
+    uint64_t rejected = 0, never_ban = 0;
+    int64_t min_expiry = 0;  // earliest entry expiry of `current`
+    prometheus::Gauge* entries_gauge;
+    prometheus::Gauge* version_gauge;
+    prometheus::Gauge* success_gauge;
+    prometheus::Gauge* age_gauge;
+    prometheus::Counter* fetch_errors;
+    prometheus::Counter* rejected_counter;
+    prometheus::Counter* never_ban_counter;
+    prometheus::Counter* held_counter;
+  };
+
+  Feed* FindLocked(absl::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::StatusOr<palisade::v1::PushFeedResponse> ApplyLocked(
+      Feed& feed, palisade::v1::FeedPushMode mode, const ParsedFeed& parsed, bool force)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishLocked(Feed& feed, std::shared_ptr<const FeedSet> set)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistLocked(const Feed& feed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SyncEdgeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  palisade::v1::FeedInfo InfoLocked(const Feed& feed) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  FeedParseOptions ParseOptionsFor(const palisade::v1::FeedConfig& config) const;
+  absl::StatusOr<palisade::v1::PushFeedResponse> FetchAndApply(const std::string& name);
+
+  const FeedManagerOptions options_;
+  Clock& clock_;
+  DecisionTable* const table_;
+  Store* const store_;
+  FeedRegistry registry_;
+  // Fetches of one feed never overlap; other work waits on mu_ only while a version applies.
+  absl::Mutex fetch_mu_;
+  mutable absl::Mutex mu_;
+  std::map<std::string, Feed, std::less<>> feeds_ ABSL_GUARDED_BY(mu_);
+  absl::Time next_edge_refresh_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  prometheus::Gauge& edge_entries_;
+  prometheus::Counter& edge_added_;
+  prometheus::Counter& edge_removed_;
+  prometheus::Counter& edge_held_;
+  absl::Notification stopping_;
+  std::thread thread_;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_FEEDS_FEED_MANAGER_H_

@@ -1,0 +1,142 @@
+#include "services/feeds/fetcher.h"
+
+#include <curl/curl.h>
+
+#include <memory>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+namespace palisade {
+namespace {
+
+struct CurlGlobal {
+  CurlGlobal() { curl_global_init(CURL_GLOBAL_DEFAULT); }
+};
+
+struct Transfer {
+  std::string body;
+  uint64_t max_bytes = 0;
+  bool too_large = false;
+  std::string etag;
+  std::string last_modified;
+};
+
+size_t OnBody(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  const size_t bytes = size * n;
+  if (t->body.size() + bytes > t->max_bytes) {
+    t->too_large = true;
+    return 0;  // aborts the transfer
+  }
+  t->body.append(data, bytes);
+  return bytes;
+}
+
+size_t OnHeader(char* data, size_t size, size_t n, void* user) {
+  auto* t = static_cast<Transfer*>(user);
+  absl::string_view line(data, size * n);
+  size_t colon = line.find(':');
+  if (colon != absl::string_view::npos) {
+    absl::string_view name = line.substr(0, colon);
+    absl::string_view value = absl::StripAsciiWhitespace(line.substr(colon + 1));
+    // Each response of a redirect chain starts over.
+    if (absl::EqualsIgnoreCase(name, "etag")) t->etag = std::string(value);
+    if (absl::EqualsIgnoreCase(name, "last-modified")) t->last_modified = std::string(value);
+  } else if (absl::StartsWith(line, "HTTP/")) {
+    t->etag.clear();
+    t->last_modified.clear();
+  }
+  return size * n;
+}
+
+}  // namespace
+
+std::string RedactUrl(absl::string_view url) {
+  size_t scheme = url.find("://");
+  if (scheme == absl::string_view::npos) return "(url)";
+  absl::string_view rest = url.substr(scheme + 3);
+  rest = rest.substr(0, rest.find_first_of("?#"));
+  size_t slash = rest.find('/');
+  absl::string_view authority = rest.substr(0, slash);
+  size_t at = authority.rfind('@');
+  if (at != absl::string_view::npos) authority.remove_prefix(at + 1);
+  absl::string_view path = slash == absl::string_view::npos ? "" : rest.substr(slash);
+  return absl::StrCat(url.substr(0, scheme), "://", authority, path);
+}
+
+absl::StatusOr<FetchResult> Fetch(const FetchRequest& request) {
+  static CurlGlobal global;
+  const std::string shown = RedactUrl(request.url);
+  const bool file = absl::StartsWith(request.url, "file://");
+  if (!file && !absl::StartsWith(request.url, "http://") &&
+      !absl::StartsWith(request.url, "https://")) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(shown, ": only http://, https:// and file:// feeds are fetched"));
+  }
+  std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
+  if (curl == nullptr) return absl::InternalError("curl_easy_init failed");
+  Transfer t;
+  t.max_bytes = request.max_bytes;
+  CURL* h = curl.get();
+  curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
+  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https,file");
+  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(h, CURLOPT_MAXREDIRS, 3L);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(absl::ToInt64Milliseconds(request.timeout)));
+  curl_easy_setopt(h, CURLOPT_ACCEPT_ENCODING, "");  // gzip and friends, decoded
+  curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(request.max_bytes));
+  curl_easy_setopt(h, CURLOPT_USERAGENT, "palisaded-feeds/1");
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, OnBody);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
+  curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
+  curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);
+  struct curl_slist* headers = nullptr;
+  if (!file) {
+    if (!request.etag.empty()) {
+      headers = curl_slist_append(headers, ("If-None-Match: " + request.etag).c_str());
+    }
+    if (!request.last_modified.empty()) {
+      headers =
+          curl_slist_append(headers, ("If-Modified-Since: " + request.last_modified).c_str());
+    }
+  }
+  std::unique_ptr<curl_slist, void (*)(curl_slist*)> header_list(headers, curl_slist_free_all);
+  if (headers != nullptr) curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+
+  const CURLcode rc = curl_easy_perform(h);
+  if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(shown, ": larger than the feed's cap of ", request.max_bytes, " bytes"));
+  }
+  if (rc != CURLE_OK) {
+    return absl::UnavailableError(absl::StrCat(shown, ": ", curl_easy_strerror(rc)));
+  }
+  FetchResult result;
+  if (!file) {
+    long status = 0;
+    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (status == 304) {
+      result.not_modified = true;
+      result.etag = request.etag;
+      result.last_modified = request.last_modified;
+      return result;
+    }
+    if (status >= 500) {
+      return absl::UnavailableError(absl::StrCat(shown, ": HTTP ", status));
+    }
+    if (status != 200) {
+      return absl::FailedPreconditionError(absl::StrCat(shown, ": HTTP ", status));
+    }
+    result.etag = t.etag;
+    result.last_modified = t.last_modified;
+  }
+  result.body = std::move(t.body);
+  return result;
+}
+
+}  // namespace palisade

@@ -1,0 +1,43 @@
+// Pulls a feed over http(s):// or file:// with libcurl: conditional requests (ETag /
+// If-Modified-Since, so an unchanged feed costs a 304), a size cap enforced while receiving,
+// a whole-transfer timeout, at most 3 redirects and only to http(s).
+// Thread-safety: Fetch may be called from any thread.
+#ifndef PALISADE_SERVICES_FEEDS_FETCHER_H_
+#define PALISADE_SERVICES_FEEDS_FETCHER_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+
+namespace palisade {
+
+struct FetchRequest {
+  std::string url;
+  // Validators from the last good fetch; sent as If-None-Match / If-Modified-Since.
+  std::string etag;
+  std::string last_modified;
+  absl::Duration timeout = absl::Seconds(30);
+  uint64_t max_bytes = 64ull << 20;
+};
+
+struct FetchResult {
+  bool not_modified = false;  // 304: keep the current version
+  std::string body;
+  std::string etag;
+  std::string last_modified;
+};
+
+// kUnavailable for transport failures and 5xx, kFailedPrecondition for other HTTP errors,
+// kResourceExhausted past max_bytes, kInvalidArgument for a URL of another scheme. Messages
+// name the URL without its credentials or query (RedactUrl).
+absl::StatusOr<FetchResult> Fetch(const FetchRequest& request);
+
+// "https://user:secret@host/path?key=…" -> "https://host/path": feed URLs may carry API keys.
+std::string RedactUrl(absl::string_view url);
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_FEEDS_FETCHER_H_
