@@ -225,6 +225,11 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(const std::vector<Detection>
                                     detection.evidence, ""));
       if (updates.back().change == DecisionChange::kCreated) {
         updates.back().secret = detection.secret;
+        if (!detection.feeds.empty()) {
+          Decision& d = by_id_[updates.back().decision.id()];
+          for (const std::string& f : detection.feeds) d.add_feeds(f);
+          *updates.back().decision.mutable_feeds() = d.feeds();
+        }
       }
     }
     std::vector<DecisionUpdate*> ptrs;

@@ -198,6 +198,11 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
     d.key = std::string(key);
     d.time = time;
     d.secret = std::string(secret);
+    if (options_.feeds != nullptr && d.kind == TargetKind::TARGET_KIND_IP) {
+      if (std::optional<IpAddress> ip = IpAddress::Parse(d.key)) {
+        d.feeds = options_.feeds->FeedsContaining(*ip);
+      }
+    }
     return d;
   };
   if (rule.count == 1) {  // no window needed: every match is a detection

@@ -56,6 +56,8 @@ struct Detection {
   // TARGET_KIND_TOKEN_FINGERPRINT only: the token itself, which the revocation needs. It lives
   // in memory only: never in a decision, a log line, a metric or evidence (which is redacted).
   std::string secret;
+  // Address keys only: the threat feeds listing the address when the threshold was crossed.
+  std::vector<std::string> feeds;
 };
 
 // What one line did; the server turns these into acks and metrics.

@@ -352,6 +352,7 @@ TEST_F(EngineTest, FeedConditionsFollowTheCurrentFeedVersion) {
   EngineOptions options;
   options.feeds = &feeds;
   Engine engine(*rules, options);
+  std::vector<std::string> last_feeds;
   auto rules_hit = [&](const std::string& ip) {
     std::vector<Detection> out;
     ParsedLine line;
@@ -360,6 +361,7 @@ TEST_F(EngineTest, FeedConditionsFollowTheCurrentFeedVersion) {
     engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
     std::vector<std::string> ids;
     for (const Detection& d : out) ids.push_back(d.rule_id);
+    last_feeds = out.empty() ? std::vector<std::string>() : out[0].feeds;
     return ids;
   };
   EXPECT_THAT(rules_hit("198.51.100.7"), ElementsAre("unlisted-failure"));
@@ -367,6 +369,7 @@ TEST_F(EngineTest, FeedConditionsFollowTheCurrentFeedVersion) {
   entry.cidr = *Cidr::Parse("198.51.100.0/24");
   feeds.Publish("drop", std::make_shared<const FeedSet>(std::vector<FeedEntry>{entry}));
   EXPECT_THAT(rules_hit("198.51.100.8"), ElementsAre("listed-failure"));
+  EXPECT_THAT(last_feeds, ElementsAre("drop"));  // the detection is tagged
   EXPECT_THAT(rules_hit("203.0.113.9"), ElementsAre("unlisted-failure"));
   feeds.Publish("drop", nullptr);
   EXPECT_THAT(rules_hit("198.51.100.9"), ElementsAre("unlisted-failure"));

@@ -1,5 +1,6 @@
 #include "services/server/config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -48,6 +49,38 @@ bool Hex32(const std::string& s) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   }
   return true;
+}
+
+absl::Status ValidateFeeds(const std::string& file, palisade::v1::Config* config) {
+  std::set<std::string> names;
+  for (int i = 0; i < config->feeds_size(); ++i) {
+    const palisade::v1::FeedConfig& feed = config->feeds(i);
+    auto error = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(absl::StrCat(file, ": feeds[", i, "] (\"", feed.name(),
+                                                     "\"): ", why));
+    };
+    if (feed.name().empty() || !std::all_of(feed.name().begin(), feed.name().end(), [](char c) {
+          return absl::ascii_islower(c) || absl::ascii_isdigit(c) || c == '_' || c == '-' ||
+                 c == '.';
+        })) {
+      return error("name must be [a-z0-9_.-]+");
+    }
+    if (!names.insert(feed.name()).second) return error("name is used twice");
+    if (feed.format() == palisade::v1::FEED_FORMAT_UNSPECIFIED) return error("format is required");
+    if (!feed.url().empty() && !absl::StartsWith(feed.url(), "http://") &&
+        !absl::StartsWith(feed.url(), "https://") && !absl::StartsWith(feed.url(), "file://")) {
+      return error("url must be http://, https:// or file:// (or empty for a pushed feed)");
+    }
+    if (feed.min_keep_ratio() < 0 || feed.min_keep_ratio() > 1) {
+      return error("min_keep_ratio must be in 0..1");
+    }
+    if (feed.has_interval() && feed.interval().seconds() < 10) {
+      return error("interval must be >= 10s");
+    }
+    if (feed.min_confidence() > 100) return error("min_confidence must be <= 100");
+  }
+  if (config->feed_edge_max_entries() == 0) config->set_feed_edge_max_entries(10000);
+  return absl::OkStatus();
 }
 
 absl::Status ValidateCloudflare(const std::string& file, palisade::v1::CloudflareConfig* cf) {
@@ -182,6 +215,8 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
           absl::StrCat(file, ": guard.never_ban[", i, "]: ", c.status().message()));
     }
   }
+  s = ValidateFeeds(file, &config);
+  if (!s.ok()) return s;
   if (guard->max_new_bans_per_minute() == 0) guard->set_max_new_bans_per_minute(60);
   if (guard->max_active_per_actuator() == 0) guard->set_max_active_per_actuator(10000);
   s = ValidateCloudflare(file, config.mutable_cloudflare());
@@ -193,6 +228,14 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
     if (!f->empty() && (*f)[0] != '/' && !base_dir.empty()) *f = absl::StrCat(base_dir, "/", *f);
   };
   for (std::string& f : *config.mutable_rule_files()) resolve(&f);
+  for (auto& feed : *config.mutable_feeds()) {
+    // file://relative/path is relative to the config, like the other files.
+    if (absl::StartsWith(feed.url(), "file://") && feed.url().size() > 7 && feed.url()[7] != '/') {
+      std::string path = feed.url().substr(7);
+      resolve(&path);
+      feed.set_url("file://" + path);
+    }
+  }
   resolve(config.mutable_cloudflare()->mutable_token_file());
   resolve(config.mutable_cloudflare()->mutable_api_key_file());
   resolve(config.mutable_guard()->mutable_cloudflare_ranges_file());

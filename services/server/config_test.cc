@@ -1,5 +1,6 @@
 #include "services/server/config.h"
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
@@ -43,6 +44,30 @@ TEST(ConfigTest, ErrorsNameFileAndField) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("allowlist[1]")));
   EXPECT_THAT(ParseConfig("", "c.textproto", "."),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rule_files")));
+}
+
+TEST(ConfigTest, FeedsAreValidatedAndFileUrlsResolved) {
+  auto config = ParseConfig(R"pb(rule_files: "a"
+                                 feeds { name: "drop" format: FEED_FORMAT_SPAMHAUS url: "file://feeds/drop.txt" }
+                                 feeds { name: "push" format: FEED_FORMAT_PLAIN to_edge: true })pb",
+                            "c.textproto", "/etc/palisade");
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->feeds(0).url(), "file:///etc/palisade/feeds/drop.txt");
+  EXPECT_EQ(config->feed_edge_max_entries(), 10000u);
+  const std::pair<const char*, const char*> bad[] = {
+      {R"pb(feeds { name: "Drop" format: FEED_FORMAT_PLAIN })pb", "feeds[0] (\"Drop\"): name"},
+      {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN } feeds { name: "a" format: FEED_FORMAT_PLAIN })pb",
+       "feeds[1] (\"a\"): name is used twice"},
+      {R"pb(feeds { name: "a" })pb", "format is required"},
+      {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN url: "ftp://x/y" })pb", "url must be"},
+      {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN min_keep_ratio: 2 })pb", "min_keep_ratio"},
+      {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN interval { seconds: 1 } })pb", "interval"},
+  };
+  for (const auto& [text, message] : bad) {
+    EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", text), "c.textproto", "."),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(message)))
+        << text;
+  }
 }
 
 TEST(ConfigTest, CloudflareSectionIsValidatedWithDefaults) {

@@ -16,25 +16,28 @@ bool HasToken(const CredentialSource& s) { return !s.token_file.empty() || !s.to
 
 }  // namespace
 
+absl::StatusOr<CidrSet> NeverBanSet(const palisade::v1::Config& config) {
+  std::vector<std::string> never(config.allowlist().begin(), config.allowlist().end());
+  never.insert(never.end(), config.guard().never_ban().begin(), config.guard().never_ban().end());
+  if (config.guard().cloudflare_ranges_file().empty()) {
+    for (const auto& c : Guard::CloudflareRanges()) never.push_back(c);
+  } else {
+    absl::StatusOr<std::vector<std::string>> ranges =
+        Guard::ReadCidrFile(config.guard().cloudflare_ranges_file());
+    if (!ranges.ok()) return ranges.status();
+    never.insert(never.end(), ranges->begin(), ranges->end());
+  }
+  for (const auto& ip : Guard::LocalAddresses()) never.push_back(ip);
+  return CidrSet::Parse(never);
+}
+
 absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& full_config,
                                                   Clock& clock, prometheus::Registry& registry,
                                                   DecisionTable& table, Store* store) {
   const palisade::v1::CloudflareConfig& config = full_config.cloudflare();
   // The guard first: a bad never-ban file refuses the start before anything is sent.
   GuardOptions guard;
-  std::vector<std::string> never(full_config.allowlist().begin(), full_config.allowlist().end());
-  never.insert(never.end(), full_config.guard().never_ban().begin(),
-               full_config.guard().never_ban().end());
-  if (full_config.guard().cloudflare_ranges_file().empty()) {
-    for (const auto& c : Guard::CloudflareRanges()) never.push_back(c);
-  } else {
-    absl::StatusOr<std::vector<std::string>> ranges =
-        Guard::ReadCidrFile(full_config.guard().cloudflare_ranges_file());
-    if (!ranges.ok()) return ranges.status();
-    never.insert(never.end(), ranges->begin(), ranges->end());
-  }
-  for (const auto& ip : Guard::LocalAddresses()) never.push_back(ip);
-  absl::StatusOr<CidrSet> never_ban = CidrSet::Parse(never);
+  absl::StatusOr<CidrSet> never_ban = NeverBanSet(full_config);
   if (!never_ban.ok()) return never_ban.status();
   guard.never_ban = *std::move(never_ban);
   guard.max_new_per_minute = static_cast<int>(full_config.guard().max_new_bans_per_minute());

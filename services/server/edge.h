@@ -20,6 +20,11 @@
 
 namespace palisade {
 
+// What the guard never acts on, on top of NonPublicRanges(): the allowlist, guard.never_ban,
+// Cloudflare's ranges (built in, or guard.cloudflare_ranges_file) and this host's addresses.
+// Threat feeds drop indicators touching it too.
+absl::StatusOr<CidrSet> NeverBanSet(const palisade::v1::Config& config);
+
 class Edge {
  public:
   // Loads the credential and verifies it: kUnauthenticated / kFailedPrecondition for an

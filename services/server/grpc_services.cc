@@ -50,6 +50,57 @@ class ShipReactor final : public grpc::ServerBidiReactor<LogBatch, BatchAck> {
   BatchAck ack_;
 };
 
+// Collects a pushed feed: the header from the first chunk, the content from all of them.
+class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk> {
+ public:
+  // The whole push is held in memory before it is parsed; this bounds it (the feed's own
+  // max_bytes, usually smaller, is checked by the manager).
+  static constexpr size_t kMaxPushBytes = 256u << 20;
+
+  PushReactor(FeedManager& feeds, palisade::v1::PushFeedResponse* response)
+      : feeds_(feeds), response_(response) {
+    StartRead(&chunk_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      if (first_) {
+        header_ = chunk_;
+        header_.clear_data();
+        first_ = false;
+      }
+      if (content_.size() + chunk_.data().size() > kMaxPushBytes) {
+        Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                            absl::StrCat("a push is at most ", kMaxPushBytes, " bytes")));
+        return;
+      }
+      content_.append(chunk_.data());
+      chunk_.Clear();
+      StartRead(&chunk_);
+      return;
+    }
+    if (header_.feed().empty()) {
+      Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "the first FeedChunk must name the feed"));
+      return;
+    }
+    absl::StatusOr<palisade::v1::PushFeedResponse> result = feeds_.Push(
+        header_.feed(), header_.mode(), header_.format(), header_.force(), content_);
+    if (result.ok()) *response_ = *std::move(result);
+    Finish(ToGrpcStatus(result.status()));
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  FeedManager& feeds_;
+  palisade::v1::PushFeedResponse* response_;
+  palisade::v1::FeedChunk chunk_;
+  palisade::v1::FeedChunk header_;
+  bool first_ = true;
+  std::string content_;
+};
+
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl::Status& s) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(s));
@@ -206,6 +257,30 @@ grpc::ServerUnaryReactor* AdminService::TestRules(grpc::CallbackServerContext* c
   std::vector<std::string> lines(request->lines().begin(), request->lines().end());
   *response = Pipeline::TestRules(rules, request->format(), lines, clock_.TimeNow());
   return Reply(context, absl::OkStatus());
+}
+
+}  // namespace palisade
+
+namespace palisade {
+
+grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
+    grpc::CallbackServerContext* /*context*/, palisade::v1::PushFeedResponse* response) {
+  return new PushReactor(feeds_, response);
+}
+
+grpc::ServerUnaryReactor* FeedsService::List(grpc::CallbackServerContext* context,
+                                             const palisade::v1::ListFeedsRequest* /*request*/,
+                                             palisade::v1::ListFeedsResponse* response) {
+  *response = feeds_.List();
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* FeedsService::Get(grpc::CallbackServerContext* context,
+                                            const palisade::v1::GetFeedRequest* request,
+                                            palisade::v1::GetFeedResponse* response) {
+  absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds_.Get(*request);
+  if (got.ok()) *response = *std::move(got);
+  return Reply(context, got.status());
 }
 
 }  // namespace palisade

@@ -1,4 +1,5 @@
-// The gRPC services of palisaded (palisade.v1.Ingest, Decisions, Admin) on the callback API.
+// The gRPC services of palisaded (palisade.v1.Ingest, Decisions, Admin, Feeds) on the callback
+// API.
 // They translate between the wire and the Pipeline / DecisionTable, and nothing else: all
 // detection logic lives behind Pipeline.
 // Thread-safety: the services are called concurrently by gRPC; everything they touch is
@@ -19,6 +20,7 @@
 #include "services/actions/dispatcher.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
+#include "services/feeds/feed_manager.h"
 #include "services/pipeline/pipeline.h"
 
 namespace palisade {
@@ -91,6 +93,22 @@ class AdminService final : public palisade::v1::Admin::CallbackService {
   prometheus::Counter& reload_ok_;
   prometheus::Counter& reload_failed_;
   Dispatcher* dispatcher_;
+};
+
+class FeedsService final : public palisade::v1::Feeds::CallbackService {
+ public:
+  explicit FeedsService(FeedManager& feeds) : feeds_(feeds) {}
+  grpc::ServerReadReactor<palisade::v1::FeedChunk>* Push(
+      grpc::CallbackServerContext* context, palisade::v1::PushFeedResponse* response) override;
+  grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
+                                 const palisade::v1::ListFeedsRequest* request,
+                                 palisade::v1::ListFeedsResponse* response) override;
+  grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context,
+                                const palisade::v1::GetFeedRequest* request,
+                                palisade::v1::GetFeedResponse* response) override;
+
+ private:
+  FeedManager& feeds_;
 };
 
 }  // namespace palisade

@@ -112,7 +112,23 @@ int Run() {
     Log(absl::StrCat("refusing to start: ", s.message()));
     return 2;
   }
+  // Threat feeds: their last applied versions are matched from the first line on.
+  absl::StatusOr<CidrSet> never_ban = NeverBanSet(*config);
+  if (!never_ban.ok()) {
+    Log(absl::StrCat("refusing to start: never-ban set: ", never_ban.status().message()));
+    return 2;
+  }
+  FeedManagerOptions feed_options;
+  feed_options.feeds.assign(config->feeds().begin(), config->feeds().end());
+  feed_options.edge_max_entries = config->feed_edge_max_entries();
+  feed_options.never_ban = *std::move(never_ban);
+  FeedManager feeds(std::move(feed_options), clock, *registry, &table, store->get());
+  if (absl::Status s = feeds.Restore(); !s.ok()) {
+    Log(absl::StrCat("refusing to start: ", s.message()));
+    return 2;
+  }
   PipelineOptions options;
+  options.engine.feeds = &feeds.registry();
   options.engine.max_keys_per_rule = config->engine().max_keys_per_rule();
   options.engine.max_evidence = config->engine().max_evidence();
   options.engine.allowlist = *allowlist;
@@ -139,7 +155,11 @@ int Run() {
                      edge->dispatcher().pending(), " operations resumed from the outbox"));
   }
 
+  // After the edge: a restored feed's entries go out through the dispatcher.
+  feeds.Start();
+
   IngestService ingest(pipeline);
+  FeedsService feeds_service(feeds);
   DecisionsService decisions(table);
   const palisade::v1::Config loaded = *config;
   AdminService admin(
@@ -176,6 +196,7 @@ int Run() {
   builder.RegisterService(&ingest);
   builder.RegisterService(&decisions);
   builder.RegisterService(&admin);
+  builder.RegisterService(&feeds_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     Log(absl::StrCat("refusing to start: cannot listen on ", config->grpc_listen()));
@@ -237,6 +258,7 @@ int Run() {
   server->Shutdown(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   sweeper.join();
+  feeds.Stop();
   save_windows();
   edge.reset();
   exposer.reset();
