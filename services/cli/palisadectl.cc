@@ -13,6 +13,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 #include <iostream>
 #include <map>
 #include <set>
@@ -32,6 +33,7 @@
 #include "services/cli/shipper.h"
 #include "services/common/proto_time.h"
 #include "services/engine/rule_set.h"
+#include "services/feeds/feed_parser.h"
 #include "services/formats/line_parser.h"
 #include "services/pipeline/pipeline.h"
 #include "services/replay/replay.h"
@@ -54,6 +56,13 @@ ABSL_FLAG(int32_t, max, 0, "actions release: at most this many (0: all).");
 ABSL_FLAG(std::vector<std::string>, rules, {},
           "replay: rule pack files (comma-separated). Default: every pack in --rules_dir.");
 ABSL_FLAG(std::string, rules_dir, "rules", "replay: where the shipped packs are.");
+ABSL_FLAG(std::string, mode, "replace", "feeds push: replace, add or remove.");
+ABSL_FLAG(bool, force, false, "feeds push: apply even if the shrink guard would hold it.");
+ABSL_FLAG(std::string, lookup, "", "feeds show: only the entry containing this address.");
+ABSL_FLAG(int32_t, entries, 20, "feeds show: at most this many entries.");
+ABSL_FLAG(std::string, csv_column, "ip", "feeds test: CSV address column.");
+ABSL_FLAG(std::string, csv_confidence_column, "", "feeds test: CSV confidence column.");
+ABSL_FLAG(int32_t, min_confidence, 0, "feeds test: least confidence kept.");
 
 namespace palisade {
 namespace {
@@ -363,6 +372,180 @@ int ReplayFiles(const std::vector<std::string>& files) {
   return 0;
 }
 
+// Feed commands take --format as a feed format; "syslog" is the flag's default for logs.
+absl::StatusOr<palisade::v1::FeedFormat> FeedFormatFlag(bool required) {
+  const std::string name = absl::GetFlag(FLAGS_format);
+  if (name == "syslog") {
+    if (required) return absl::InvalidArgumentError("--format is required (plain, spamhaus, "
+                                                    "spamhaus-json, firehol, csv, stix)");
+    return palisade::v1::FEED_FORMAT_UNSPECIFIED;
+  }
+  return ParseFeedFormatName(name);
+}
+
+std::string Time(const google::protobuf::Timestamp& t) {
+  if (t.seconds() == 0) return "never";
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProtoTime(t), absl::UTCTimeZone());
+}
+
+void PrintPush(const palisade::v1::PushFeedResponse& r) {
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", Json(r).c_str());
+    return;
+  }
+  for (const auto& rej : r.rejections()) {
+    std::printf("line %u: %s: %s\n", rej.line(), rej.reason().c_str(), rej.text().c_str());
+  }
+  std::printf("accepted %u, rejected %u, ignored %u, never-ban %u\n", r.accepted(), r.rejected(),
+              r.ignored(), r.never_ban());
+  if (r.held()) {
+    std::printf("HELD: %s\n", r.held_reason().c_str());
+  } else {
+    std::printf("version %llu: %u added, %u removed\n",
+                static_cast<unsigned long long>(r.version()), r.added(), r.removed());
+  }
+}
+
+int FeedsList() {
+  auto stub = palisade::v1::Feeds::NewStub(Channel());
+  palisade::v1::ListFeedsResponse resp;
+  grpc::Status s = stub->List(Context().get(), {}, &resp);
+  if (!s.ok()) return Fail(s, "feeds list");
+  if (absl::GetFlag(FLAGS_json)) {
+    for (const auto& f : resp.feeds()) std::printf("%s\n", Json(f).c_str());
+    return 0;
+  }
+  std::printf("%-20s  %-22s  %9s  %7s  %-19s  %-5s  %s\n", "FEED", "FORMAT", "ENTRIES", "VERSION",
+              "LAST SUCCESS (UTC)", "EDGE", "STATE");
+  for (const auto& f : resp.feeds()) {
+    std::string state = f.held() ? "held: " + f.held_reason()
+                        : !f.last_error().empty() ? "error: " + f.last_error()
+                                                   : "ok";
+    std::printf("%-20s  %-22s  %9llu  %7llu  %-19s  %-5s  %s\n", f.name().c_str(),
+                palisade::v1::FeedFormat_Name(f.format()).c_str(),
+                static_cast<unsigned long long>(f.entries()),
+                static_cast<unsigned long long>(f.version()), Time(f.last_success()).c_str(),
+                f.to_edge() ? "yes" : "no", state.c_str());
+  }
+  return 0;
+}
+
+int FeedsShow(const std::string& name) {
+  auto stub = palisade::v1::Feeds::NewStub(Channel());
+  palisade::v1::GetFeedRequest req;
+  req.set_name(name);
+  req.set_lookup(absl::GetFlag(FLAGS_lookup));
+  req.set_max_entries(static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_entries))));
+  palisade::v1::GetFeedResponse resp;
+  grpc::Status s = stub->Get(Context().get(), req, &resp);
+  if (!s.ok()) return Fail(s, "feeds show");
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", Json(resp).c_str());
+    return 0;
+  }
+  const auto& f = resp.info();
+  std::printf("%s: %llu entries, version %llu, last success %s%s%s\n", f.name().c_str(),
+              static_cast<unsigned long long>(f.entries()),
+              static_cast<unsigned long long>(f.version()), Time(f.last_success()).c_str(),
+              f.url().empty() ? " (pushed)" : (", from " + f.url()).c_str(),
+              f.held() ? (", HELD: " + f.held_reason()).c_str() : "");
+  for (const auto& e : resp.entries()) {
+    std::printf("  %-43s  first %s  last %s  expires %s  %s\n", e.cidr().c_str(),
+                Time(e.first_seen()).c_str(), Time(e.last_seen()).c_str(),
+                Time(e.expiry()).c_str(), e.ref().c_str());
+  }
+  if (!req.lookup().empty() && resp.entries().empty()) {
+    std::printf("  %s is not listed\n", req.lookup().c_str());
+    return 3;
+  }
+  return 0;
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+int FeedsPush(const std::string& name, const std::string& path) {
+  absl::StatusOr<palisade::v1::FeedFormat> format = FeedFormatFlag(/*required=*/false);
+  if (!format.ok()) return Fail(std::string(format.status().message()));
+  palisade::v1::FeedPushMode mode;
+  const std::string mode_name = absl::GetFlag(FLAGS_mode);
+  if (mode_name == "replace") mode = palisade::v1::FEED_PUSH_MODE_REPLACE;
+  else if (mode_name == "add") mode = palisade::v1::FEED_PUSH_MODE_ADD;
+  else if (mode_name == "remove") mode = palisade::v1::FEED_PUSH_MODE_REMOVE;
+  else return Fail("--mode must be replace, add or remove");
+  absl::StatusOr<std::string> content = ReadFile(path);
+  if (!content.ok()) return Fail(std::string(content.status().message()));
+  auto stub = palisade::v1::Feeds::NewStub(Channel());
+  auto ctx = Context();
+  palisade::v1::PushFeedResponse resp;
+  std::unique_ptr<grpc::ClientWriter<palisade::v1::FeedChunk>> writer =
+      stub->Push(ctx.get(), &resp);
+  constexpr size_t kChunk = 1 << 20;
+  size_t offset = 0;
+  do {
+    palisade::v1::FeedChunk chunk;
+    if (offset == 0) {
+      chunk.set_feed(name);
+      chunk.set_mode(mode);
+      chunk.set_format(*format);
+      chunk.set_force(absl::GetFlag(FLAGS_force));
+    }
+    chunk.set_data(content->substr(offset, kChunk));
+    offset += kChunk;
+    if (!writer->Write(chunk)) break;
+  } while (offset < content->size());
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  if (!s.ok()) return Fail(s, "feeds push");
+  PrintPush(resp);
+  return resp.held() ? 3 : 0;
+}
+
+int FeedsTest(const std::string& path) {
+  absl::StatusOr<palisade::v1::FeedFormat> format = FeedFormatFlag(/*required=*/true);
+  if (!format.ok()) return Fail(std::string(format.status().message()));
+  absl::StatusOr<std::string> content = ReadFile(path);
+  if (!content.ok()) return Fail(std::string(content.status().message()));
+  FeedParseOptions options;
+  options.csv_column = absl::GetFlag(FLAGS_csv_column);
+  options.csv_confidence_column = absl::GetFlag(FLAGS_csv_confidence_column);
+  options.min_confidence = static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_min_confidence)));
+  options.now = absl::Now();
+  absl::StatusOr<ParsedFeed> parsed = ParseFeed(*format, *content, options);
+  if (!parsed.ok()) return Fail(absl::StrCat(path, ": ", parsed.status().message()));
+  palisade::v1::PushFeedResponse summary;  // the same shape as a push's answer, minus the apply
+  summary.set_accepted(static_cast<uint32_t>(parsed->indicators.size()));
+  summary.set_rejected(static_cast<uint32_t>(parsed->rejected));
+  summary.set_ignored(static_cast<uint32_t>(parsed->ignored));
+  for (const FeedRejection& r : parsed->rejections) {
+    auto* out = summary.add_rejections();
+    out->set_line(r.line);
+    out->set_text(r.text);
+    out->set_reason(r.reason);
+  }
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", Json(summary).c_str());
+  } else {
+    for (const auto& rej : summary.rejections()) {
+      // A STIX rejection is numbered by object, not by line.
+      std::printf(*format == palisade::v1::FEED_FORMAT_STIX ? "%s: object %u: %s: %s\n"
+                                                            : "%s:%u: %s: %s\n",
+                  path.c_str(), rej.line(), rej.reason().c_str(), rej.text().c_str());
+    }
+    std::vector<Cidr> cidrs;
+    for (const Indicator& i : parsed->indicators) cidrs.push_back(i.cidr);
+    std::printf("%u indicators (%zu ranges once merged), %u rejected, %u ignored\n",
+                summary.accepted(), MergeCidrs(cidrs).size(), summary.rejected(),
+                summary.ignored());
+  }
+  return parsed->rejected > 0 ? 1 : 0;
+}
+
 int Usage() {
   std::cerr << absl::ProgramUsageMessage() << std::endl;
   return 2;
@@ -383,6 +566,11 @@ int main(int argc, char** argv) {
       "  replay FILE... [--format F] [--rules A,B] [--json]   (offline, event time, dry run)\n"
       "  actions release [--max N]   (let actions held by the blast-radius guard go out)\n"
       "  status [--json]\n"
+      "  feeds list [--json]\n"
+      "  feeds show NAME [--lookup IP] [--entries N] [--json]\n"
+      "  feeds push NAME FILE [--format F] [--mode replace|add|remove] [--force] [--json]\n"
+      "  feeds test FILE --format F [--csv_column C] [--csv_confidence_column C] "
+      "[--min_confidence N]\n"
       "Common: --server host:port (default 127.0.0.1:50051)");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   std::vector<std::string> args(positional.begin() + 1, positional.end());
@@ -399,6 +587,12 @@ int main(int argc, char** argv) {
   }
   if (cmd == "actions" && args.size() == 2 && args[1] == "release") {
     return palisade::ActionsRelease(absl::GetFlag(FLAGS_max));
+  }
+  if (cmd == "feeds" && args.size() >= 2) {
+    if (args[1] == "list") return palisade::FeedsList();
+    if (args[1] == "show" && args.size() == 3) return palisade::FeedsShow(args[2]);
+    if (args[1] == "push" && args.size() == 4) return palisade::FeedsPush(args[2], args[3]);
+    if (args[1] == "test" && args.size() == 3) return palisade::FeedsTest(args[2]);
   }
   if (cmd == "rules" && args.size() >= 2) {
     if (args[1] == "test" && args.size() == 4) return palisade::RulesTest(args[2], args[3]);

@@ -1,0 +1,193 @@
+// End to end for threat feeds: a feed pushed over gRPC to the real palisaded lands, merged, in
+// the emulator's IP list; the next version removes exactly the entries that left it (the ones
+// that stayed keep their list items); a failed login from a listed address is banned at once
+// and its decision names the feed; a restart resumes the feed from the state file.
+#include <set>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "palisade/v1/palisade.grpc.pb.h"
+#include "services/cli/shipper.h"
+#include "services/common/proto_time.h"
+#include "tests/e2e/daemon.h"
+
+namespace palisade {
+namespace {
+
+using ::nlohmann::json;
+using ::palisade::testing::Daemon;
+using ::palisade::testing::Emulator;
+using ::palisade::testing::HttpGet;
+using ::palisade::testing::MetricValue;
+using ::palisade::testing::WaitFor;
+using ::testing::ElementsAre;
+using ::testing::UnorderedElementsAre;
+
+// The list's items, as item value -> item id.
+std::map<std::string, std::string> ListItems(const Emulator& cf) {
+  std::map<std::string, std::string> out;
+  json state = ::palisade::testing::EmulatorState(cf);
+  if (!state.contains("lists") || !state["lists"].contains("palisade_block")) return out;
+  for (const auto& item : state["lists"]["palisade_block"]) {
+    out[item["ip"].get<std::string>()] = item.value("id", "");
+  }
+  return out;
+}
+
+std::set<std::string> Keys(const std::map<std::string, std::string>& m) {
+  std::set<std::string> out;
+  for (const auto& [k, v] : m) out.insert(k);
+  return out;
+}
+
+palisade::v1::PushFeedResponse PushOrDie(palisade::v1::Feeds::Stub& feeds, const std::string& name,
+                                         const std::string& content) {
+  grpc::ClientContext ctx;
+  palisade::v1::PushFeedResponse resp;
+  auto writer = feeds.Push(&ctx, &resp);
+  // Two chunks, cut mid-line: the server must join them.
+  palisade::v1::FeedChunk first;
+  first.set_feed(name);
+  first.set_data(content.substr(0, content.size() / 2));
+  palisade::v1::FeedChunk second;
+  second.set_data(content.substr(content.size() / 2));
+  EXPECT_TRUE(writer->Write(first));
+  EXPECT_TRUE(writer->Write(second));
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  return resp;
+}
+
+TEST(FeedsE2eTest, PushedFeedReachesTheListAndANewVersionRemovesExactlyWhatLeft) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  const std::string config = ::palisade::testing::WriteEdgeConfig(
+      cf, cf.token_file(), {"tests/e2e/testdata/feeds.textproto"},
+      "feeds { name: \"drop\" format: FEED_FORMAT_SPAMHAUS to_edge: true }\n"
+      "feeds { name: \"watch\" format: FEED_FORMAT_PLAIN }\n");
+  const std::string state_file = std::string(std::getenv("TEST_TMPDIR")) + "/feeds.db";
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"}, state_file);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto feeds = palisade::v1::Feeds::NewStub(channel);
+
+  palisade::v1::PushFeedResponse v1 = PushOrDie(*feeds, "drop",
+                                                "; Spamhaus DROP List\n"
+                                                "198.18.0.0/24 ; SBL1\n"
+                                                "198.18.1.0/24 ; SBL2\n"
+                                                "203.0.113.7/32 ; SBL3\n"
+                                                "2001:db8:bad::/48 ; SBL4\n"
+                                                "10.0.0.0/8 ; SBL5\n"
+                                                "not a range ; SBL6\n");
+  EXPECT_EQ(v1.accepted(), 4u);
+  EXPECT_EQ(v1.never_ban(), 1u);
+  EXPECT_EQ(v1.rejected(), 1u);
+  ASSERT_EQ(v1.rejections_size(), 1);
+  EXPECT_EQ(v1.rejections(0).line(), 7u);
+  EXPECT_EQ(v1.version(), 1u);
+
+  // The two adjacent /24s go out as one /23.
+  const std::set<std::string> want1 = {"198.18.0.0/23", "203.0.113.7", "2001:db8:bad::/48"};
+  ASSERT_TRUE(WaitFor([&] { return Keys(ListItems(cf)) == want1; }, absl::Seconds(15)))
+      << ::palisade::testing::EmulatorState(cf).dump();
+  const std::string kept_item = ListItems(cf)["2001:db8:bad::/48"];
+
+  // A failed login from inside a listed range: one line is enough, and the decision says why.
+  {
+    ShipOptions options;
+    options.format = palisade::v1::LOG_FORMAT_SYSLOG;
+    options.source = "e2e";
+    palisade::v1::LogRecord r;
+    r.set_line("Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from 198.18.0.77 port 22 ssh2");
+    *r.mutable_event_time() = ToProtoTime(absl::Now());
+    auto ingest = palisade::v1::Ingest::NewStub(channel);
+    absl::StatusOr<ShipSummary> shipped = Ship(*ingest, {r}, options);
+    ASSERT_TRUE(shipped.ok()) << shipped.status();
+    EXPECT_EQ(shipped->detections, 1u);
+    auto decisions = palisade::v1::Decisions::NewStub(channel);
+    grpc::ClientContext ctx;
+    palisade::v1::ListDecisionsRequest req;
+    req.set_rule_id("listed-ssh-failure");
+    palisade::v1::ListDecisionsResponse resp;
+    ASSERT_TRUE(decisions->List(&ctx, req, &resp).ok());
+    ASSERT_EQ(resp.decisions_size(), 1);
+    EXPECT_EQ(resp.decisions(0).target().value(), "198.18.0.77");
+    EXPECT_THAT(resp.decisions(0).feeds(), ElementsAre("drop"));
+    EXPECT_TRUE(WaitFor(
+        [&] {
+          json state = ::palisade::testing::EmulatorState(cf);
+          for (const auto& r : state["access_rules"]) {
+            if (r["configuration"]["value"] == "198.18.0.77") return true;
+          }
+          return false;
+        },
+        absl::Seconds(10)));
+  }
+
+  // Version 2: 198.18.1.0/24 and 203.0.113.7 leave, 198.51.100.0/24 comes.
+  palisade::v1::PushFeedResponse v2 = PushOrDie(*feeds, "drop",
+                                                "198.18.0.0/24 ; SBL1\n"
+                                                "2001:db8:bad::/48 ; SBL4\n"
+                                                "198.51.100.0/24 ; SBL7\n");
+  EXPECT_EQ(v2.added(), 1u);
+  EXPECT_EQ(v2.removed(), 2u);
+  const std::set<std::string> want2 = {"198.18.0.0/24", "198.51.100.0/24", "2001:db8:bad::/48"};
+  ASSERT_TRUE(WaitFor([&] { return Keys(ListItems(cf)) == want2; }, absl::Seconds(15)))
+      << ::palisade::testing::EmulatorState(cf).dump();
+  EXPECT_EQ(ListItems(cf)["2001:db8:bad::/48"], kept_item);  // untouched, not re-created
+
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(MetricValue(*metrics, "palisade_feed_entries", {"feed=\"drop\""}), 3);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_feed_version", {"feed=\"drop\""}), 2);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_feed_never_ban_total", {"feed=\"drop\""}), 1);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_feed_rejected_total", {"feed=\"drop\""}), 1);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_feed_edge_entries"), 3);
+
+  // An undeclared feed is refused by name.
+  {
+    grpc::ClientContext ctx;
+    palisade::v1::PushFeedResponse resp;
+    auto writer = feeds->Push(&ctx, &resp);
+    palisade::v1::FeedChunk chunk;
+    chunk.set_feed("nope");
+    chunk.set_data("198.18.9.9\n");
+    writer->Write(chunk);
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("\"nope\" is not configured"));
+  }
+
+  // Restart on the same state file: the feed is back at version 2 and the list unchanged.
+  EXPECT_EQ((*daemon)->Stop(), 0);
+  daemon = Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"}, state_file);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  feeds = palisade::v1::Feeds::NewStub(channel);
+  grpc::ClientContext ctx;
+  palisade::v1::GetFeedRequest get;
+  get.set_name("drop");
+  get.set_lookup("198.51.100.9");
+  palisade::v1::GetFeedResponse got;
+  ASSERT_TRUE(feeds->Get(&ctx, get, &got).ok());
+  EXPECT_EQ(got.info().version(), 2u);
+  EXPECT_EQ(got.info().entries(), 3u);
+  ASSERT_EQ(got.entries_size(), 1);
+  EXPECT_EQ(got.entries(0).cidr(), "198.51.100.0/24");
+  EXPECT_EQ(got.entries(0).ref(), "SBL7");
+  absl::SleepFor(absl::Seconds(1));
+  EXPECT_EQ(Keys(ListItems(cf)), want2);
+  EXPECT_EQ(ListItems(cf)["2001:db8:bad::/48"], kept_item);
+}
+
+}  // namespace
+}  // namespace palisade
