@@ -1,6 +1,7 @@
 #include "services/engine/engine.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "absl/hash/hash.h"
 
@@ -186,6 +187,53 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
   return result;
 }
 
+Engine::Window::Window(absl::string_view key) : key_len_(static_cast<uint32_t>(key.size())) {
+  Reserve(key.size());
+  std::memcpy(buf_.get(), key.data(), key.size());
+  used_ = key_len_;
+}
+
+void Engine::Window::Reserve(size_t bytes) {
+  if (bytes <= cap_) return;
+  const size_t cap = std::max(bytes, static_cast<size_t>(cap_) + cap_ / 2);
+  std::unique_ptr<char[]> grown(new char[cap]);
+  if (used_ > 0) std::memcpy(grown.get(), buf_.get(), used_);
+  buf_ = std::move(grown);
+  cap_ = static_cast<uint32_t>(cap);
+}
+
+void Engine::Window::AddEvidence(absl::string_view line, uint32_t max) {
+  if (max == 0) return;
+  if (evidence_count_ >= max) {  // drop the oldest record
+    uint32_t len;
+    std::memcpy(&len, buf_.get() + key_len_, sizeof(len));
+    const uint32_t record = sizeof(len) + len;
+    std::memmove(buf_.get() + key_len_, buf_.get() + key_len_ + record,
+                 used_ - key_len_ - record);
+    used_ -= record;
+    --evidence_count_;
+  }
+  const uint32_t len = static_cast<uint32_t>(line.size());
+  Reserve(used_ + sizeof(len) + len);
+  std::memcpy(buf_.get() + used_, &len, sizeof(len));
+  std::memcpy(buf_.get() + used_ + sizeof(len), line.data(), len);
+  used_ += sizeof(len) + len;
+  ++evidence_count_;
+}
+
+void Engine::Window::TakeEvidence(std::vector<std::string>* out) {
+  out->reserve(out->size() + evidence_count_);
+  uint32_t at = key_len_;
+  while (at < used_) {
+    uint32_t len;
+    std::memcpy(&len, buf_.get() + at, sizeof(len));
+    out->emplace_back(buf_.get() + at + sizeof(len), len);
+    at += sizeof(len) + len;
+  }
+  used_ = key_len_;
+  evidence_count_ = 0;
+}
+
 void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
                    absl::string_view secret, std::vector<Detection>* out) {
   const CompiledRule& rule = *rules_->rules()[rule_index];
@@ -220,10 +268,10 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
         static_cast<int64_t>(options_.max_keys_per_rule)) {
       Evict(map, rule_index);
     }
-    it = map.emplace(std::string(key), Window()).first;
+    it = map.insert(std::make_unique<Window>(key)).first;
     windows_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
   }
-  Window& w = it->second;
+  Window& w = **it;
   const int64_t now = ToMillis(time);
   const int64_t horizon = now - absl::ToInt64Milliseconds(rule.window);
   // Slide: forget matches that fell out of the window (lines may arrive slightly out of order,
@@ -235,40 +283,26 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
   }
   w.times.push_back(now);
   w.last = std::max(w.last, now);
-  if (options_.max_evidence > 0) {
-    if (w.evidence.size() < options_.max_evidence) {
-      w.evidence.emplace_back(raw);
-      w.evidence_next = w.evidence.size() % options_.max_evidence;
-    } else {
-      w.evidence[w.evidence_next].assign(raw.data(), raw.size());
-      w.evidence_next = (w.evidence_next + 1) % options_.max_evidence;
-    }
-  }
+  w.AddEvidence(raw, options_.max_evidence);
   if (w.times.size() < rule.count) return;
 
   Detection& d = detection();
-  // Oldest first: the ring starts at evidence_next once full.
-  const size_t n = w.evidence.size();
-  const size_t start = n < options_.max_evidence ? 0 : w.evidence_next;
-  d.evidence.reserve(n);
-  for (size_t i = 0; i < n; ++i) d.evidence.push_back(w.evidence[(start + i) % n]);
+  w.TakeEvidence(&d.evidence);
   // Start over: the next detection needs a full threshold of new matches.
   w.times.clear();
-  w.evidence.clear();
-  w.evidence_next = 0;
 }
 
 void Engine::Evict(WindowMap& map, int rule_index) {
   // Drop the least recently active tenth in one go, so eviction is amortised O(1) per insert.
   std::vector<int64_t> lasts;
   lasts.reserve(map.size());
-  for (const auto& [key, w] : map) lasts.push_back(w.last);
+  for (const auto& w : map) lasts.push_back(w->last);
   size_t drop = std::max<size_t>(1, map.size() / 10);
   std::nth_element(lasts.begin(), lasts.begin() + (drop - 1), lasts.end());
   const int64_t cutoff = lasts[drop - 1];
   size_t dropped = 0;
   for (auto it = map.begin(); it != map.end() && dropped < drop;) {
-    if (it->second.last <= cutoff) {
+    if ((*it)->last <= cutoff) {
       map.erase(it++);
       ++dropped;
     } else {
@@ -289,7 +323,7 @@ void Engine::Expire(absl::Time now) {
           now_ms - std::max<int64_t>(absl::ToInt64Milliseconds(rule.window), 0);
       WindowMap& map = shards_[sh].maps[r];
       for (auto it = map.begin(); it != map.end();) {
-        if (it->second.last < horizon) {
+        if ((*it)->last < horizon) {
           map.erase(it++);
           stats_.expired_windows.fetch_add(1, std::memory_order_relaxed);
           windows_per_rule_[r].fetch_sub(1, std::memory_order_relaxed);
@@ -306,12 +340,12 @@ palisade::v1::EngineSnapshot Engine::Snapshot() const {
   for (size_t sh = 0; sh < kShards; ++sh) {
     absl::MutexLock lock(&shards_[sh].mu);
     for (size_t r = 0; r < shards_[sh].maps.size(); ++r) {
-      for (const auto& [key, w] : shards_[sh].maps[r]) {
-        if (w.times.empty()) continue;
+      for (const auto& w : shards_[sh].maps[r]) {
+        if (w->times.empty()) continue;
         auto* s = out.add_windows();
         s->set_rule_id(rules_->rules()[r]->id());
-        s->set_key(key);
-        for (int64_t t : w.times) s->add_times_ms(t);
+        s->set_key(std::string(w->key()));
+        for (int64_t t : w->times) s->add_times_ms(t);
       }
     }
   }
@@ -327,9 +361,13 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
     const int rule = static_cast<int>(it->second);
     Shard& shard = ShardFor(rule, s.key());
     absl::MutexLock lock(&shard.mu);
-    auto [slot, inserted] = shard.maps[rule].try_emplace(s.key());
-    if (inserted) windows_per_rule_[rule].fetch_add(1, std::memory_order_relaxed);
-    Window& w = slot->second;
+    WindowMap& map = shard.maps[rule];
+    auto slot = map.find(absl::string_view(s.key()));
+    if (slot == map.end()) {
+      slot = map.insert(std::make_unique<Window>(s.key())).first;
+      windows_per_rule_[rule].fetch_add(1, std::memory_order_relaxed);
+    }
+    Window& w = **slot;
     w.times.assign(s.times_ms().begin(), s.times_ms().end());
     w.last = *std::max_element(s.times_ms().begin(), s.times_ms().end());
   }

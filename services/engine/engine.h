@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/hash/hash.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/strings/string_view.h"
@@ -112,13 +114,47 @@ class Engine {
   std::vector<uint64_t> matches_per_rule() const;
 
  private:
-  struct Window {
-    absl::InlinedVector<int64_t, 4> times;  // unix ms, of the matches inside the window
-    std::vector<std::string> evidence;      // ring of the last max_evidence lines
-    uint32_t evidence_next = 0;
+  // A live window: its match times, its last activity, and one buffer holding the key followed
+  // by the evidence ring (records of [uint32 length][bytes], oldest first). Two allocations per
+  // window (this object and its buffer) and an 8-byte slot in the shard's table: about 160
+  // bytes for an address with one short line, where a map of strings to vectors of strings
+  // cost 350.
+  class Window {
+   public:
+    explicit Window(absl::string_view key);
+    absl::string_view key() const { return absl::string_view(buf_.get(), key_len_); }
+    // Appends a line, dropping the oldest once `max` are kept.
+    void AddEvidence(absl::string_view line, uint32_t max);
+    // The evidence lines, oldest first; the ring is emptied.
+    void TakeEvidence(std::vector<std::string>* out);
+
+    absl::InlinedVector<int64_t, 1> times;  // unix ms, of the matches inside the window
     int64_t last = 0;
+
+   private:
+    void Reserve(size_t bytes);
+    std::unique_ptr<char[]> buf_;
+    uint32_t used_ = 0;  // key + records
+    uint32_t cap_ = 0;
+    uint32_t key_len_ = 0;
+    uint32_t evidence_count_ = 0;
   };
-  using WindowMap = absl::flat_hash_map<std::string, Window>;
+  // Windows are found by key (heterogeneous lookup: no string is built to look one up).
+  struct WindowHash {
+    using is_transparent = void;
+    size_t operator()(absl::string_view key) const { return absl::Hash<absl::string_view>()(key); }
+    size_t operator()(const std::unique_ptr<Window>& w) const { return (*this)(w->key()); }
+  };
+  struct WindowEq {
+    using is_transparent = void;
+    static absl::string_view Key(absl::string_view k) { return k; }
+    static absl::string_view Key(const std::unique_ptr<Window>& w) { return w->key(); }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return Key(a) == Key(b);
+    }
+  };
+  using WindowMap = absl::flat_hash_set<std::unique_ptr<Window>, WindowHash, WindowEq>;
   // Windows are spread over shards by (rule, key), so concurrent lines rarely wait.
   static constexpr size_t kShards = 16;
   struct Shard {

@@ -181,6 +181,27 @@ TEST_F(EngineTest, EvidenceIsCappedAndOldestFirst) {
   EXPECT_THAT(out[0].evidence, ElementsAre(msgs[1], msgs[2]));
 }
 
+TEST_F(EngineTest, EvidenceRingKeepsLinesOfAnyLengthAndStartsOverAfterADetection) {
+  EngineOptions options;
+  options.max_evidence = 2;
+  Engine engine(Rules(), options);
+  ParsedLine line;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  // Long and short lines in turn make the window's buffer grow and its oldest record move.
+  std::vector<std::string> msgs;
+  for (size_t tail : {1, 5000, 3, 0, 700, 2}) {
+    msgs.push_back(Fail("203.0.113.7") + " " + std::string(tail, 'x'));
+  }
+  for (const std::string& m : msgs) {
+    line.message = m;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_, &out);
+  }
+  ASSERT_THAT(out, SizeIs(2));
+  EXPECT_THAT(out[0].evidence, ElementsAre(msgs[1], msgs[2]));
+  EXPECT_THAT(out[1].evidence, ElementsAre(msgs[4], msgs[5]));  // nothing of the first three
+}
+
 TEST_F(EngineTest, ExpireDropsIdleWindows) {
   Feed(Fail("203.0.113.7"), 0);
   Feed(Fail("203.0.113.8"), 50);
