@@ -137,6 +137,25 @@ void Dispatcher::Count(const std::string& actuator, ActionOp::Kind kind,
   actions_.Add({{"actuator", actuator}, {"op", OpName(kind)}, {"result", result}}).Increment();
 }
 
+void Dispatcher::SetObserver(Observer observer) {
+  absl::MutexLock lock(&mu_);
+  observer_ = std::move(observer);
+}
+
+void Dispatcher::Report(palisade::v1::Actuator kind, const std::string& actuator,
+                        const ActionOp& op, const std::string& result, absl::string_view detail) {
+  Count(actuator, op.kind, result);
+  if (!observer_) return;
+  ActionOutcome outcome;
+  outcome.outcome = result;
+  outcome.actuator = kind;
+  outcome.operation = OpName(op.kind);
+  outcome.decision = op.decision;
+  outcome.attempt = op.attempts;
+  outcome.detail = std::string(detail);
+  observer_(outcome);
+}
+
 void Dispatcher::OnDecision(const DecisionUpdate& update) {
   const palisade::v1::Decision& d = update.decision;
   absl::MutexLock lock(&mu_);
@@ -164,14 +183,16 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     if (queued != ops.end()) {  // never went out: nothing to undo
       Drop(queued->seq);
       Drop(update.outbox_seq);
+      Report(static_cast<palisade::v1::Actuator>(q->first), q->second.actuator->name(), *queued,
+             "cancelled", "the decision ended before it was sent");
       ops.erase(queued);
-      Count(q->second.actuator->name(), ActionOp::Kind::kApply, "cancelled");
     } else if (held != held_.end()) {
       Drop(held->second.seq);
       Drop(update.outbox_seq);
+      Report(static_cast<palisade::v1::Actuator>(q->first), q->second.actuator->name(),
+             held->second, "cancelled", "the decision ended while held by the guard");
       held_.erase(held);
       held_gauge_.Set(static_cast<double>(held_.size()));
-      Count(q->second.actuator->name(), ActionOp::Kind::kApply, "cancelled");
     } else if (in_flight_.count(d.id())) {
       remove_after_[d.id()] = update.outbox_seq;
     } else if (auto edge = edges_.find(d.id()); edge != edges_.end()) {
@@ -220,7 +241,8 @@ int Dispatcher::RunQueue(int only) {
           if (guard_->NeverBan(op.decision.target())) {
             guard_refused_.Add({{"reason", "never_ban"}}).Increment();
             Drop(op.seq);
-            Count(q.actuator->name(), op.kind, "refused");
+            Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "refused",
+                   "the target is in the never-ban set");
             std::cerr << "palisaded: guard: decision " << op.decision.id() << " on "
                       << op.decision.target().value() << " targets a never-ban address; not sent"
                       << std::endl;
@@ -229,7 +251,8 @@ int Dispatcher::RunQueue(int only) {
           if (op.released) {
             guard_->Record(now);
           } else if (guard_->Check(op.decision, now, active_[kind]) == Guard::Verdict::kHeld) {
-            Count(q.actuator->name(), op.kind, "held");
+            Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "held",
+                   "over the blast-radius limit; release with palisadectl actions release");
             held_.emplace_back(kind, std::move(op));
             // One line for the first held action and one per thousand after, not one each.
             if (held_.size() == 1 || held_.size() % 1000 == 0) {
@@ -281,8 +304,8 @@ int Dispatcher::RunQueue(int only) {
       const std::string& id = op.decision.id();
       if (op.kind == ActionOp::Kind::kApply) in_flight_.erase(id);
       if (op.result.ok()) {
-        Count(actuator->name(), op.kind,
-              options_.dry_run || op.decision.dry_run() ? "dry_run" : "applied");
+        Report(static_cast<palisade::v1::Actuator>(kind), actuator->name(), op,
+               options_.dry_run || op.decision.dry_run() ? "dry_run" : "applied");
         if (store_ != nullptr && op.seq != 0) {
           absl::Status s = op.kind == ActionOp::Kind::kApply
                                ? store_->CompleteApply(op.seq, {id, kind, op.edge.id,
@@ -316,10 +339,13 @@ int Dispatcher::RunQueue(int only) {
         const absl::Duration backoff = std::min(
             options_.max_backoff, options_.initial_backoff * std::pow(2.0, op.attempts - 1));
         op.not_before = done + backoff;
-        Count(actuator->name(), op.kind, "retried");
+        Report(static_cast<palisade::v1::Actuator>(kind), actuator->name(), op, "retried",
+               op.result.message());
         if (auto after = remove_after_.find(id);
             op.kind == ActionOp::Kind::kApply && after != remove_after_.end()) {
-          Count(actuator->name(), op.kind, "cancelled");  // ended before it reached the edge
+          // Ended before it reached the edge.
+          Report(static_cast<palisade::v1::Actuator>(kind), actuator->name(), op, "cancelled",
+                 "the decision ended before it was sent");
           Drop(op.seq);
           Drop(after->second);
           remove_after_.erase(after);
@@ -332,7 +358,8 @@ int Dispatcher::RunQueue(int only) {
         q.ops.push_back(std::move(op));
         continue;
       }
-      Count(actuator->name(), op.kind, "failed");
+      Report(static_cast<palisade::v1::Actuator>(kind), actuator->name(), op, "failed",
+             op.result.message());
       Drop(op.seq);
       if (auto after = remove_after_.find(id); after != remove_after_.end()) {
         Drop(after->second);

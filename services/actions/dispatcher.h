@@ -13,6 +13,7 @@
 #define PALISADE_SERVICES_ACTIONS_DISPATCHER_H_
 
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -43,8 +44,22 @@ struct DispatcherOptions {
   absl::Duration max_backoff = absl::Minutes(5);
 };
 
+// What became of one edge operation, for the event stream.
+struct ActionOutcome {
+  std::string outcome;  // applied, dry_run, failed, retried, held, refused, cancelled
+  palisade::v1::Actuator actuator = palisade::v1::ACTUATOR_UNSPECIFIED;
+  std::string operation;  // apply, remove
+  palisade::v1::Decision decision;
+  int attempt = 0;
+  std::string detail;  // the error, for failed / retried / refused
+};
+
 class Dispatcher {
  public:
+  // Called with every outcome, under the dispatcher's lock: it must not block or call back.
+  using Observer = std::function<void(const ActionOutcome&)>;
+  void SetObserver(Observer observer);
+
   Dispatcher(Clock& clock, DispatcherOptions options, prometheus::Registry& registry);
   ~Dispatcher();
 
@@ -88,6 +103,9 @@ class Dispatcher {
   };
   int RunQueue(int kind);
   void Count(const std::string& actuator, ActionOp::Kind kind, const std::string& result);
+  // Counts and tells the observer.
+  void Report(palisade::v1::Actuator kind, const std::string& actuator, const ActionOp& op,
+              const std::string& result, absl::string_view detail = "");
   void Drop(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The only writers of edges_ (and so of active_).
   void RememberEdge(const std::string& id, int kind, const EdgeRef& ref)
@@ -110,6 +128,7 @@ class Dispatcher {
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::map<std::string, absl::Time> queued_at_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Guard> guard_ ABSL_GUARDED_BY(mu_);
+  Observer observer_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<int, ActionOp>> held_ ABSL_GUARDED_BY(mu_);  // (actuator kind, op)
   std::map<int, int> active_ ABSL_GUARDED_BY(mu_);  // edges_ counted per actuator
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

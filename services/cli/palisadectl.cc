@@ -33,6 +33,7 @@
 #include "services/cli/shipper.h"
 #include "services/common/proto_time.h"
 #include "services/engine/rule_set.h"
+#include "services/events/event_hub.h"
 #include "services/feeds/feed_parser.h"
 #include "services/formats/line_parser.h"
 #include "services/pipeline/pipeline.h"
@@ -56,6 +57,11 @@ ABSL_FLAG(int32_t, max, 0, "actions release: at most this many (0: all).");
 ABSL_FLAG(std::vector<std::string>, rules, {},
           "replay: rule pack files (comma-separated). Default: every pack in --rules_dir.");
 ABSL_FLAG(std::string, rules_dir, "rules", "replay: where the shipped packs are.");
+ABSL_FLAG(std::vector<std::string>, kinds, {},
+          "watch: only these kinds (detection, decision, action; comma-separated).");
+ABSL_FLAG(uint64_t, after, 0, "watch: resume after this sequence number (0: new events only).");
+ABSL_FLAG(std::string, origin, "", "watch: only this origin (rule, manual, feed).");
+ABSL_FLAG(int32_t, count, 0, "watch: stop after this many events (0: follow until interrupted).");
 ABSL_FLAG(std::string, mode, "replace", "feeds push: replace, add or remove.");
 ABSL_FLAG(bool, force, false, "feeds push: apply even if the shrink guard would hold it.");
 ABSL_FLAG(std::string, lookup, "", "feeds show: only the entry containing this address.");
@@ -546,6 +552,74 @@ int FeedsTest(const std::string& path) {
   return parsed->rejected > 0 ? 1 : 0;
 }
 
+std::string ShortTarget(const palisade::v1::Target& t) { return t.value(); }
+
+// One human line per event: "#seq time kind rule [correlation] summary".
+std::string HumanEvent(const palisade::v1::Event& e) {
+  std::string head = absl::StrFormat(
+      "#%llu %s %-9s %-24s %-16s ", static_cast<unsigned long long>(e.sequence()),
+      absl::FormatTime("%H:%M:%S", FromProtoTime(e.time()), absl::UTCTimeZone()),
+      EventKindName(e.kind()), e.rule_id().empty() ? "-" : e.rule_id(),
+      e.correlation_id().empty() ? "-" : e.correlation_id());
+  switch (e.body_case()) {
+    case palisade::v1::Event::kDetection:
+      return absl::StrCat(head, ShortTarget(e.detection().target()), " from ",
+                          e.detection().source(), ", ", e.detection().evidence_size(),
+                          " evidence line(s)",
+                          e.detection().feeds().empty()
+                              ? ""
+                              : absl::StrCat(", listed by ", e.detection().feeds(0)));
+    case palisade::v1::Event::kDecision:
+      return absl::StrCat(head, e.decision().change(), " ",
+                          ShortAction(e.decision().decision().action()), " ",
+                          ShortTarget(e.decision().decision().target()), " until ",
+                          Time(e.decision().decision().expiry()));
+    case palisade::v1::Event::kAction:
+      return absl::StrCat(head, e.action().operation(), " ",
+                          palisade::v1::Actuator_Name(e.action().actuator()), " ",
+                          ShortTarget(e.action().target()), ": ", e.action().outcome(),
+                          e.action().detail().empty() ? "" : " (" + e.action().detail() + ")");
+    default:
+      return head;
+  }
+}
+
+int Watch() {
+  palisade::v1::WatchRequest req;
+  for (const std::string& k : absl::GetFlag(FLAGS_kinds)) {
+    if (k == "detection") req.add_kinds(palisade::v1::EVENT_KIND_DETECTION);
+    else if (k == "decision") req.add_kinds(palisade::v1::EVENT_KIND_DECISION);
+    else if (k == "action") req.add_kinds(palisade::v1::EVENT_KIND_ACTION);
+    else return Fail(absl::StrCat("--kinds: unknown kind \"", k, "\" (detection, decision, action)"));
+  }
+  const std::string origin = absl::GetFlag(FLAGS_origin);
+  if (origin == "rule") req.set_origin(palisade::v1::ORIGIN_RULE);
+  else if (origin == "manual") req.set_origin(palisade::v1::ORIGIN_MANUAL);
+  else if (origin == "feed") req.set_origin(palisade::v1::ORIGIN_FEED);
+  else if (!origin.empty()) return Fail("--origin must be rule, manual or feed");
+  req.set_rule_id(absl::GetFlag(FLAGS_rule));
+  req.set_after_sequence(absl::GetFlag(FLAGS_after));
+  auto stub = palisade::v1::Events::NewStub(Channel());
+  grpc::ClientContext ctx;  // no deadline: a watch follows until stopped
+  std::unique_ptr<grpc::ClientReader<palisade::v1::Event>> reader = stub->Watch(&ctx, req);
+  const int max = absl::GetFlag(FLAGS_count);
+  const bool json = absl::GetFlag(FLAGS_json);
+  int seen = 0;
+  palisade::v1::Event e;
+  while (reader->Read(&e)) {
+    std::printf("%s\n", json ? Json(e).c_str() : HumanEvent(e).c_str());
+    std::fflush(stdout);
+    if (max > 0 && ++seen >= max) {
+      ctx.TryCancel();
+      break;
+    }
+  }
+  grpc::Status s = reader->Finish();
+  if (max > 0 && seen >= max) return 0;
+  if (!s.ok()) return Fail(s, "watch");
+  return 0;
+}
+
 int Usage() {
   std::cerr << absl::ProgramUsageMessage() << std::endl;
   return 2;
@@ -566,6 +640,8 @@ int main(int argc, char** argv) {
       "  replay FILE... [--format F] [--rules A,B] [--json]   (offline, event time, dry run)\n"
       "  actions release [--max N]   (let actions held by the blast-radius guard go out)\n"
       "  status [--json]\n"
+      "  watch [--kinds detection,decision,action] [--rule R] [--origin rule|manual|feed]\n"
+      "        [--after SEQ] [--count N] [--json]   (follow the event stream)\n"
       "  feeds list [--json]\n"
       "  feeds show NAME [--lookup IP] [--entries N] [--json]\n"
       "  feeds push NAME FILE [--format F] [--mode replace|add|remove] [--force] [--json]\n"
@@ -588,6 +664,7 @@ int main(int argc, char** argv) {
   if (cmd == "actions" && args.size() == 2 && args[1] == "release") {
     return palisade::ActionsRelease(absl::GetFlag(FLAGS_max));
   }
+  if (cmd == "watch" && args.size() == 1) return palisade::Watch();
   if (cmd == "feeds" && args.size() >= 2) {
     if (args[1] == "list") return palisade::FeedsList();
     if (args[1] == "show" && args.size() == 3) return palisade::FeedsShow(args[2]);

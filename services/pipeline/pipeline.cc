@@ -244,7 +244,10 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
     if (options_.advance_clock && latest > absl::InfinitePast()) options_.advance_clock(latest);
     // Decided while the rules cannot be swapped (a detection points into its RuleSet), and
     // written to the store in one transaction for the whole batch.
-    if (!detections.empty()) decisions_.ApplyAll(detections);
+    if (!detections.empty()) {
+      std::vector<DecisionUpdate> updates = decisions_.ApplyAll(detections);
+      if (options_.on_detections) options_.on_detections(batch.source(), detections, updates);
+    }
     ack.set_detections(static_cast<uint32_t>(detections.size()));
   }
   batch_latency_.Observe(absl::ToDoubleSeconds(clock_.TimeNow() - started));

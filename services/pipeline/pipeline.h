@@ -39,6 +39,11 @@ struct PipelineOptions {
   // Replay: called with the latest event time of each batch before its detections are decided,
   // so a simulated clock can follow the log.
   std::function<void(absl::Time)> advance_clock;
+  // Called after a batch's detections were decided: updates[i] is what detections[i] did (for
+  // the event stream). `source` is the batch's.
+  std::function<void(absl::string_view source, const std::vector<Detection>& detections,
+                     const std::vector<DecisionUpdate>& updates)>
+      on_detections;
 };
 
 // RFC 3629 UTF-8 validity (no overlongs, surrogates or code points past U+10FFFF).

@@ -1,5 +1,6 @@
 #include "services/server/grpc_services.h"
 
+#include <deque>
 #include <limits>
 #include <string>
 #include <vector>
@@ -99,6 +100,90 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
   palisade::v1::FeedChunk header_;
   bool first_ = true;
   std::string content_;
+};
+
+// Follows the event hub for one Watch call: the hub delivers into a bounded queue (never
+// waiting), and the reactor writes one event at a time from it. Overflow ends the call with
+// RESOURCE_EXHAUSTED; the client resumes with after_sequence.
+class WatchReactor final : public grpc::ServerWriteReactor<palisade::v1::Event>,
+                           public EventHub::Subscriber {
+ public:
+  // Events a subscriber may be behind (about 3 MiB): a burst of detections must not drop a
+  // client that reads as fast as the network lets it.
+  static constexpr size_t kQueue = 10000;
+
+  WatchReactor(EventHub& hub, const palisade::v1::WatchRequest& request) : hub_(hub) {
+    absl::Status s = hub_.Subscribe(this, request);
+    if (!s.ok()) {
+      absl::MutexLock lock(&mu_);
+      FinishLocked(ToGrpcStatus(s));
+    }
+  }
+
+  bool Deliver(const palisade::v1::Event& event) override {
+    absl::MutexLock lock(&mu_);
+    if (finished_ || overflowed_) return false;
+    if (queue_.size() >= kQueue) {
+      // A write is in flight (the queue is not empty); its completion ends the call. Finishing
+      // here, under the hub's lock, could meet OnDone taking that lock.
+      overflowed_ = true;
+      return false;
+    }
+    queue_.push_back(event);
+    if (!writing_) WriteFrontLocked();
+    return true;
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) {
+      FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
+      return;
+    }
+    last_written_ = queue_.front().sequence();
+    queue_.pop_front();
+    if (overflowed_) {
+      FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                absl::StrCat("subscriber fell ", kQueue,
+                                             " events behind; resume after sequence ",
+                                             last_written_)));
+      return;
+    }
+    if (!queue_.empty() && !finished_) WriteFrontLocked();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&mu_);
+    FinishLocked(grpc::Status::CANCELLED);
+  }
+
+  void OnDone() override {
+    hub_.Unsubscribe(this);  // no Deliver runs after this
+    delete this;
+  }
+
+ private:
+  void WriteFrontLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    writing_ = true;
+    // More are waiting: let gRPC coalesce them into fewer frames.
+    grpc::WriteOptions options;
+    if (queue_.size() > 1) options.set_buffer_hint();
+    StartWrite(&queue_.front(), options);
+  }
+  void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (finished_) return;
+    finished_ = true;
+    Finish(status);
+  }
+
+  EventHub& hub_;
+  absl::Mutex mu_;
+  std::deque<palisade::v1::Event> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t last_written_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl::Status& s) {
@@ -281,6 +366,15 @@ grpc::ServerUnaryReactor* FeedsService::Get(grpc::CallbackServerContext* context
   absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds_.Get(*request);
   if (got.ok()) *response = *std::move(got);
   return Reply(context, got.status());
+}
+
+}  // namespace palisade
+
+namespace palisade {
+
+grpc::ServerWriteReactor<palisade::v1::Event>* EventsService::Watch(
+    grpc::CallbackServerContext* /*context*/, const palisade::v1::WatchRequest* request) {
+  return new WatchReactor(hub_, *request);
 }
 
 }  // namespace palisade

@@ -1,5 +1,5 @@
-// The gRPC services of palisaded (palisade.v1.Ingest, Decisions, Admin, Feeds) on the callback
-// API.
+// The gRPC services of palisaded (palisade.v1.Ingest, Decisions, Admin, Feeds, Events) on the
+// callback API.
 // They translate between the wire and the Pipeline / DecisionTable, and nothing else: all
 // detection logic lives behind Pipeline.
 // Thread-safety: the services are called concurrently by gRPC; everything they touch is
@@ -20,6 +20,7 @@
 #include "services/actions/dispatcher.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
+#include "services/events/event_hub.h"
 #include "services/feeds/feed_manager.h"
 #include "services/pipeline/pipeline.h"
 
@@ -109,6 +110,16 @@ class FeedsService final : public palisade::v1::Feeds::CallbackService {
 
  private:
   FeedManager& feeds_;
+};
+
+class EventsService final : public palisade::v1::Events::CallbackService {
+ public:
+  explicit EventsService(EventHub& hub) : hub_(hub) {}
+  grpc::ServerWriteReactor<palisade::v1::Event>* Watch(
+      grpc::CallbackServerContext* context, const palisade::v1::WatchRequest* request) override;
+
+ private:
+  EventHub& hub_;
 };
 
 }  // namespace palisade

@@ -25,6 +25,8 @@
 #include "services/common/clock.h"
 #include "services/common/proto_time.h"
 #include "services/decisions/decision_table.h"
+#include "services/events/convert.h"
+#include "services/events/event_hub.h"
 #include "services/pipeline/pipeline.h"
 #include "services/server/config.h"
 #include "services/server/edge.h"
@@ -127,7 +129,21 @@ int Run() {
     Log(absl::StrCat("refusing to start: ", s.message()));
     return 2;
   }
+  // The event stream (Events.Watch): decision changes from the table, detections from the
+  // pipeline, action outcomes from the dispatcher.
+  EventHub events({}, clock, *registry);
+  table.AddListener([&events](const DecisionUpdate& update) {
+    palisade::v1::Event e;
+    if (DecisionEventFrom(update, &e)) events.Publish(std::move(e));
+  });
   PipelineOptions options;
+  options.on_detections = [&events](absl::string_view source,
+                                    const std::vector<Detection>& detections,
+                                    const std::vector<DecisionUpdate>& updates) {
+    for (size_t i = 0; i < detections.size() && i < updates.size(); ++i) {
+      events.Publish(DetectionEventFrom(source, detections[i], updates[i]));
+    }
+  };
   options.engine.feeds = &feeds.registry();
   options.engine.max_keys_per_rule = config->engine().max_keys_per_rule();
   options.engine.max_evidence = config->engine().max_evidence();
@@ -150,6 +166,8 @@ int Run() {
       return 2;
     }
     edge = *std::move(started);
+    edge->dispatcher().SetObserver(
+        [&events](const ActionOutcome& outcome) { events.Publish(ActionEventFrom(outcome)); });
     Log(absl::StrCat("cloudflare: acting on zone ", config->cloudflare().zone_id(),
                      config->cloudflare().dry_run() ? " (dry run)" : "", "; ",
                      edge->dispatcher().pending(), " operations resumed from the outbox"));
@@ -160,6 +178,7 @@ int Run() {
 
   IngestService ingest(pipeline);
   FeedsService feeds_service(feeds);
+  EventsService events_service(events);
   DecisionsService decisions(table);
   const palisade::v1::Config loaded = *config;
   AdminService admin(
@@ -197,6 +216,7 @@ int Run() {
   builder.RegisterService(&decisions);
   builder.RegisterService(&admin);
   builder.RegisterService(&feeds_service);
+  builder.RegisterService(&events_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || grpc_port == 0) {
     Log(absl::StrCat("refusing to start: cannot listen on ", config->grpc_listen()));

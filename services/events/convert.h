@@ -1,0 +1,25 @@
+// Builds the stream's events from what the pipeline, the decision table and the dispatcher
+// report. The correlation id of all three is the decision's id, so a SIEM can join a detection,
+// its decision and the API calls that carried it.
+#ifndef PALISADE_SERVICES_EVENTS_CONVERT_H_
+#define PALISADE_SERVICES_EVENTS_CONVERT_H_
+
+#include <vector>
+
+#include "absl/strings/string_view.h"
+#include "palisade/v1/palisade.pb.h"
+#include "services/actions/dispatcher.h"
+#include "services/decisions/decision_table.h"
+#include "services/engine/engine.h"
+
+namespace palisade {
+
+// kStale updates make no event (nothing was decided); the detection event still says it.
+bool DecisionEventFrom(const DecisionUpdate& update, palisade::v1::Event* out);
+palisade::v1::Event DetectionEventFrom(absl::string_view source, const Detection& detection,
+                                       const DecisionUpdate& update);
+palisade::v1::Event ActionEventFrom(const ActionOutcome& outcome);
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_EVENTS_CONVERT_H_

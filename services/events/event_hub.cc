@@ -1,0 +1,145 @@
+#include "services/events/event_hub.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "services/common/proto_time.h"
+
+namespace palisade {
+
+using palisade::v1::Event;
+using palisade::v1::WatchRequest;
+
+const char* EventKindName(palisade::v1::EventKind kind) {
+  switch (kind) {
+    case palisade::v1::EVENT_KIND_DETECTION:
+      return "detection";
+    case palisade::v1::EVENT_KIND_DECISION:
+      return "decision";
+    case palisade::v1::EVENT_KIND_ACTION:
+      return "action";
+    default:
+      return "unknown";
+  }
+}
+
+EventHub::EventHub(EventHubOptions options, Clock& clock, prometheus::Registry& registry)
+    : options_(options),
+      clock_(clock),
+      published_(prometheus::BuildCounter()
+                     .Name("palisade_events_published_total")
+                     .Help("Events published to the stream, by kind.")
+                     .Register(registry)),
+      subscribers_gauge_(prometheus::BuildGauge()
+                             .Name("palisade_events_subscribers")
+                             .Help("Subscribers following the event stream.")
+                             .Register(registry)
+                             .Add({})),
+      dropped_(prometheus::BuildCounter()
+                   .Name("palisade_events_subscribers_dropped_total")
+                   .Help("Subscribers dropped because they fell too far behind.")
+                   .Register(registry)
+                   .Add({})) {}
+
+bool EventHub::Matches(const WatchRequest& filter, const Event& event) {
+  if (filter.kinds_size() > 0 &&
+      std::find(filter.kinds().begin(), filter.kinds().end(), event.kind()) ==
+          filter.kinds().end()) {
+    return false;
+  }
+  if (!filter.rule_id().empty() && filter.rule_id() != event.rule_id()) return false;
+  if (filter.origin() != palisade::v1::ORIGIN_UNSPECIFIED && filter.origin() != event.origin()) {
+    return false;
+  }
+  return true;
+}
+
+void EventHub::Publish(Event event) {
+  published_.Add({{"kind", EventKindName(event.kind())}}).Increment();
+  absl::MutexLock lock(&mu_);
+  event.set_sequence(++sequence_);
+  *event.mutable_time() = ToProtoTime(clock_.TimeNow());
+  for (size_t i = 0; i < subscribers_.size();) {
+    if (Matches(subscribers_[i].filter, event) && !subscribers_[i].subscriber->Deliver(event)) {
+      DropLocked(i);
+      continue;
+    }
+    ++i;
+  }
+  buffer_.push_back(std::move(event));
+  while (buffer_.size() > options_.replay_capacity) buffer_.pop_front();
+}
+
+void EventHub::DropLocked(size_t index) {
+  subscribers_.erase(subscribers_.begin() + static_cast<std::ptrdiff_t>(index));
+  dropped_.Increment();
+  subscribers_gauge_.Set(static_cast<double>(subscribers_.size()));
+}
+
+absl::Status EventHub::Subscribe(Subscriber* subscriber, const WatchRequest& filter) {
+  absl::MutexLock lock(&mu_);
+  if (filter.after_sequence() > 0) {
+    if (filter.after_sequence() > sequence_) {
+      return absl::OutOfRangeError(absl::StrCat("sequence ", filter.after_sequence(),
+                                                " is ahead of the stream (last ", sequence_, ")"));
+    }
+    const uint64_t oldest = buffer_.empty() ? sequence_ + 1 : buffer_.front().sequence();
+    if (filter.after_sequence() + 1 < oldest) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "events ", filter.after_sequence() + 1, "..", oldest - 1,
+          " have left the replay buffer (it holds ", options_.replay_capacity,
+          "); resume from 0 for new events only"));
+    }
+    for (const Event& e : buffer_) {
+      if (e.sequence() <= filter.after_sequence() || !Matches(filter, e)) continue;
+      if (!subscriber->Deliver(e)) {
+        dropped_.Increment();
+        return absl::ResourceExhaustedError("the replay does not fit the subscriber's queue");
+      }
+    }
+  }
+  subscribers_.push_back({subscriber, filter});
+  subscribers_gauge_.Set(static_cast<double>(subscribers_.size()));
+  return absl::OkStatus();
+}
+
+void EventHub::Unsubscribe(Subscriber* subscriber) {
+  absl::MutexLock lock(&mu_);
+  auto it = std::find_if(subscribers_.begin(), subscribers_.end(),
+                         [subscriber](const Entry& e) { return e.subscriber == subscriber; });
+  if (it == subscribers_.end()) return;
+  subscribers_.erase(it);
+  subscribers_gauge_.Set(static_cast<double>(subscribers_.size()));
+}
+
+uint64_t EventHub::last_sequence() const {
+  absl::MutexLock lock(&mu_);
+  return sequence_;
+}
+
+bool QueueSubscriber::Deliver(const Event& event) {
+  absl::MutexLock lock(&mu_);
+  if (queue_.size() >= capacity_) {
+    dropped_ = true;
+    return false;
+  }
+  queue_.push_back(event);
+  return true;
+}
+
+std::optional<Event> QueueSubscriber::Next(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !queue_.empty() || dropped_; };
+  mu_.AwaitWithTimeout(absl::Condition(&ready), timeout);
+  if (queue_.empty()) return std::nullopt;
+  Event e = std::move(queue_.front());
+  queue_.pop_front();
+  return e;
+}
+
+bool QueueSubscriber::dropped() const {
+  absl::MutexLock lock(&mu_);
+  return dropped_;
+}
+
+}  // namespace palisade

@@ -1,0 +1,96 @@
+// The event stream: every detection, decision change and edge-action outcome, numbered, kept in
+// a bounded replay buffer, and handed to subscribers (Events.Watch clients, the SIEM sinks).
+//
+// Publishing never waits for a subscriber: each one takes events into its own bounded queue,
+// and one that cannot take more is dropped (and counted); it may come back and resume from the
+// last sequence it saw, as long as the replay buffer still holds what followed.
+// Thread-safety: all methods are thread-safe.
+#ifndef PALISADE_SERVICES_EVENTS_EVENT_HUB_H_
+#define PALISADE_SERVICES_EVENTS_EVENT_HUB_H_
+
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "palisade/v1/palisade.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/common/clock.h"
+
+namespace palisade {
+
+struct EventHubOptions {
+  size_t replay_capacity = 10000;
+};
+
+class EventHub {
+ public:
+  class Subscriber {
+   public:
+    virtual ~Subscriber() = default;
+    // Takes one event. Called with the hub's lock held: must not block or call the hub.
+    // Returning false means "no more room": the hub removes the subscriber and counts a drop.
+    virtual bool Deliver(const palisade::v1::Event& event) = 0;
+  };
+
+  EventHub(EventHubOptions options, Clock& clock, prometheus::Registry& registry);
+
+  // Stamps the sequence number and time and delivers the event.
+  void Publish(palisade::v1::Event event);
+
+  // Adds `subscriber` with `filter`; first replays the buffered events after
+  // filter.after_sequence (if any). kOutOfRange when some of those have left the buffer.
+  absl::Status Subscribe(Subscriber* subscriber, const palisade::v1::WatchRequest& filter);
+  // Removes it (no-op when already removed). No Deliver call runs after this returns.
+  void Unsubscribe(Subscriber* subscriber);
+
+  uint64_t last_sequence() const;
+
+  static bool Matches(const palisade::v1::WatchRequest& filter, const palisade::v1::Event& event);
+
+ private:
+  struct Entry {
+    Subscriber* subscriber;
+    palisade::v1::WatchRequest filter;
+  };
+  void DropLocked(size_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const EventHubOptions options_;
+  Clock& clock_;
+  mutable absl::Mutex mu_;
+  uint64_t sequence_ ABSL_GUARDED_BY(mu_) = 0;
+  std::deque<palisade::v1::Event> buffer_ ABSL_GUARDED_BY(mu_);
+  std::vector<Entry> subscribers_ ABSL_GUARDED_BY(mu_);
+  prometheus::Family<prometheus::Counter>& published_;
+  prometheus::Gauge& subscribers_gauge_;
+  prometheus::Counter& dropped_;
+};
+
+// A subscriber with a bounded queue, read by a thread of its own (sinks, tests).
+class QueueSubscriber final : public EventHub::Subscriber {
+ public:
+  explicit QueueSubscriber(size_t capacity = 1024) : capacity_(capacity) {}
+  bool Deliver(const palisade::v1::Event& event) override;
+  // The next event, or nullopt after `timeout` or once dropped and drained.
+  std::optional<palisade::v1::Event> Next(absl::Duration timeout);
+  bool dropped() const;
+
+ private:
+  const size_t capacity_;
+  mutable absl::Mutex mu_;
+  std::deque<palisade::v1::Event> queue_ ABSL_GUARDED_BY(mu_);
+  bool dropped_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// "created", "extended", … for DecisionEvent.change; "detection", "decision", "action".
+const char* EventKindName(palisade::v1::EventKind kind);
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_EVENTS_EVENT_HUB_H_

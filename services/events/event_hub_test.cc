@@ -1,0 +1,103 @@
+#include "services/events/event_hub.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::Event;
+using palisade::v1::WatchRequest;
+using ::testing::HasSubstr;
+using testing::IsOk;
+using testing::StatusIs;
+
+Event Make(palisade::v1::EventKind kind, const std::string& rule,
+           palisade::v1::Origin origin = palisade::v1::ORIGIN_RULE) {
+  Event e;
+  e.set_kind(kind);
+  e.set_rule_id(rule);
+  e.set_origin(origin);
+  return e;
+}
+
+std::vector<uint64_t> Drain(QueueSubscriber& s) {
+  std::vector<uint64_t> out;
+  while (auto e = s.Next(absl::ZeroDuration())) out.push_back(e->sequence());
+  return out;
+}
+
+class EventHubTest : public ::testing::Test {
+ protected:
+  SimulatedClock clock_;
+  prometheus::Registry registry_;
+};
+
+TEST_F(EventHubTest, OrderedAndFiltered) {
+  EventHub hub({}, clock_, registry_);
+  QueueSubscriber all, decisions_of_ssh;
+  ASSERT_THAT(hub.Subscribe(&all, {}), IsOk());
+  WatchRequest filter;
+  filter.add_kinds(palisade::v1::EVENT_KIND_DECISION);
+  filter.set_rule_id("ssh");
+  ASSERT_THAT(hub.Subscribe(&decisions_of_ssh, filter), IsOk());
+  hub.Publish(Make(palisade::v1::EVENT_KIND_DETECTION, "ssh"));
+  hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+  hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "nginx"));
+  hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+  EXPECT_EQ(Drain(all), (std::vector<uint64_t>{1, 2, 3, 4}));
+  EXPECT_EQ(Drain(decisions_of_ssh), (std::vector<uint64_t>{2, 4}));
+
+  QueueSubscriber feeds_only;
+  WatchRequest origin;
+  origin.set_origin(palisade::v1::ORIGIN_FEED);
+  ASSERT_THAT(hub.Subscribe(&feeds_only, origin), IsOk());
+  hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "feed", palisade::v1::ORIGIN_FEED));
+  hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+  EXPECT_EQ(Drain(feeds_only), (std::vector<uint64_t>{5}));
+}
+
+TEST_F(EventHubTest, ResumeReplaysWhatFollowsTheLastSequenceSeen) {
+  EventHubOptions options;
+  options.replay_capacity = 5;
+  EventHub hub(options, clock_, registry_);
+  for (int i = 0; i < 8; ++i) hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+  QueueSubscriber resumed;
+  WatchRequest after;
+  after.set_after_sequence(5);
+  ASSERT_THAT(hub.Subscribe(&resumed, after), IsOk());
+  hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+  EXPECT_EQ(Drain(resumed), (std::vector<uint64_t>{6, 7, 8, 9}));
+
+  // Events 2 and 3 are gone: say so rather than silently skip them.
+  QueueSubscriber late;
+  after.set_after_sequence(1);
+  EXPECT_THAT(hub.Subscribe(&late, after),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("events 2..4 have left")));
+  after.set_after_sequence(100);
+  EXPECT_THAT(hub.Subscribe(&late, after), StatusIs(absl::StatusCode::kOutOfRange));
+}
+
+TEST_F(EventHubTest, ASlowSubscriberIsDroppedAndTheOthersKeepUp) {
+  EventHub hub({}, clock_, registry_);
+  QueueSubscriber slow(3), fast(100);
+  ASSERT_THAT(hub.Subscribe(&slow, {}), IsOk());
+  ASSERT_THAT(hub.Subscribe(&fast, {}), IsOk());
+  for (int i = 0; i < 10; ++i) hub.Publish(Make(palisade::v1::EVENT_KIND_ACTION, "ssh"));
+  EXPECT_TRUE(slow.dropped());
+  EXPECT_EQ(Drain(slow), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(Drain(fast).size(), 10u);
+  hub.Unsubscribe(&slow);  // already gone: a no-op
+  bool found = false;
+  for (const auto& family : registry_.Collect()) {
+    if (family.name == "palisade_events_subscribers_dropped_total") {
+      EXPECT_EQ(family.metric[0].counter.value, 1);
+      found = true;
+    }
+  }
+  EXPECT_TRUE(found);
+}
+
+}  // namespace
+}  // namespace palisade
