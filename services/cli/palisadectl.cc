@@ -33,6 +33,7 @@
 #include "services/cli/shipper.h"
 #include "services/common/proto_time.h"
 #include "services/engine/rule_set.h"
+#include "services/server/auth.h"
 #include "services/events/event_hub.h"
 #include "services/feeds/feed_parser.h"
 #include "services/formats/line_parser.h"
@@ -40,6 +41,12 @@
 #include "services/replay/replay.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "palisaded's gRPC address.");
+ABSL_FLAG(std::string, token_file, "",
+          "A file holding the bearer token for palisaded's api.clients (default: the "
+          "PALISADE_TOKEN environment variable, if set).");
+ABSL_FLAG(std::string, tls_ca, "", "Connect over TLS, trusting this PEM CA bundle.");
+ABSL_FLAG(std::string, tls_cert, "", "TLS client certificate (PEM), for mutual TLS.");
+ABSL_FLAG(std::string, tls_key, "", "TLS client key (PEM), for mutual TLS.");
 ABSL_FLAG(std::string, format, "syslog", "Log format: syslog, syslog5424, combined, raw.");
 ABSL_FLAG(std::string, source, "", "Source name for shipped lines (default: the file name).");
 ABSL_FLAG(bool, retime, false,
@@ -84,13 +91,53 @@ int Fail(const grpc::Status& s, absl::string_view what) {
   return Fail(absl::StrCat(what, ": ", s.error_message(), " (code ", s.error_code(), ")"));
 }
 
+std::string ReadWholeFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    std::cerr << "palisadectl: cannot read " << path << std::endl;
+    std::exit(2);
+  }
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// The bearer token: --token_file, else $PALISADE_TOKEN, else none. Never printed.
+const std::string& Token() {
+  static const std::string* token = [] {
+    std::string t;
+    if (!absl::GetFlag(FLAGS_token_file).empty()) {
+      t = ReadWholeFile(absl::GetFlag(FLAGS_token_file));
+    } else if (const char* env = std::getenv("PALISADE_TOKEN")) {
+      t = env;
+    }
+    while (!t.empty() && (t.back() == '\n' || t.back() == '\r' || t.back() == ' ')) t.pop_back();
+    return new std::string(t);
+  }();
+  return *token;
+}
+
 std::shared_ptr<grpc::Channel> Channel() {
-  return grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
+  if (absl::GetFlag(FLAGS_tls_ca).empty()) {
+    return grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
+  }
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadWholeFile(absl::GetFlag(FLAGS_tls_ca));
+  if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
+    ssl.pem_cert_chain = ReadWholeFile(absl::GetFlag(FLAGS_tls_cert));
+    ssl.pem_private_key = ReadWholeFile(absl::GetFlag(FLAGS_tls_key));
+  }
+  return grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::SslCredentials(ssl));
+}
+
+void Authorize(grpc::ClientContext* ctx) {
+  if (!Token().empty()) ctx->AddMetadata("authorization", "Bearer " + Token());
 }
 
 std::unique_ptr<grpc::ClientContext> Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  Authorize(ctx.get());
   return ctx;
 }
 
@@ -143,6 +190,7 @@ int ShipFiles(const std::vector<std::string>& files) {
     ShipOptions options;
     options.format = *format;
     options.source = absl::GetFlag(FLAGS_source).empty() ? file : absl::GetFlag(FLAGS_source);
+    options.bearer_token = Token();
     options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
     if (tty) {
       options.progress = [&file](uint64_t done, uint64_t total) {
@@ -601,6 +649,7 @@ int Watch() {
   req.set_after_sequence(absl::GetFlag(FLAGS_after));
   auto stub = palisade::v1::Events::NewStub(Channel());
   grpc::ClientContext ctx;  // no deadline: a watch follows until stopped
+  Authorize(&ctx);
   std::unique_ptr<grpc::ClientReader<palisade::v1::Event>> reader = stub->Watch(&ctx, req);
   const int max = absl::GetFlag(FLAGS_count);
   const bool json = absl::GetFlag(FLAGS_json);
@@ -617,6 +666,16 @@ int Watch() {
   grpc::Status s = reader->Finish();
   if (max > 0 && seen >= max) return 0;
   if (!s.ok()) return Fail(s, "watch");
+  return 0;
+}
+
+// Reads a token on standard input and prints the SHA-256 that api.clients wants.
+int HashToken() {
+  std::string token;
+  std::getline(std::cin, token);
+  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) token.pop_back();
+  if (token.size() < 32) return Fail("hash-token: a token should be at least 32 characters");
+  std::printf("%s\n", Authorizer::HashToken(token).c_str());
   return 0;
 }
 
@@ -647,7 +706,9 @@ int main(int argc, char** argv) {
       "  feeds push NAME FILE [--format F] [--mode replace|add|remove] [--force] [--json]\n"
       "  feeds test FILE --format F [--csv_column C] [--csv_confidence_column C] "
       "[--min_confidence N]\n"
-      "Common: --server host:port (default 127.0.0.1:50051)");
+      "  hash-token < TOKEN   (the token_sha256 for a client in the config's api.clients)\n"
+      "Common: --server host:port (default 127.0.0.1:50051), --token_file F (or $PALISADE_TOKEN),\n"
+      "        --tls_ca CA.pem [--tls_cert C.pem --tls_key K.pem]");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
   std::vector<std::string> args(positional.begin() + 1, positional.end());
   using palisade::Usage;
@@ -665,6 +726,7 @@ int main(int argc, char** argv) {
     return palisade::ActionsRelease(absl::GetFlag(FLAGS_max));
   }
   if (cmd == "watch" && args.size() == 1) return palisade::Watch();
+  if (cmd == "hash-token" && args.size() == 1) return palisade::HashToken();
   if (cmd == "feeds" && args.size() >= 2) {
     if (args[1] == "list") return palisade::FeedsList();
     if (args[1] == "show" && args.size() == 3) return palisade::FeedsShow(args[2]);

@@ -17,6 +17,9 @@ absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
   const uint32_t batch_lines = std::max<uint32_t>(1, options.batch_lines);
   const uint32_t window = std::max<uint32_t>(1, options.max_in_flight);
   grpc::ClientContext context;
+  if (!options.bearer_token.empty()) {
+    context.AddMetadata("authorization", "Bearer " + options.bearer_token);
+  }
   context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(options.deadline));
   auto stream = stub.Ship(&context);
 

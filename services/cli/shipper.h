@@ -22,6 +22,8 @@ struct ShipOptions {
   uint32_t batch_lines = 1000;
   uint32_t max_in_flight = 8;
   absl::Duration deadline = absl::Minutes(30);
+  // Sent as "authorization: Bearer <token>" when set (palisaded's api.clients).
+  std::string bearer_token;
   // Called after every ack with (lines acked so far, lines total).
   std::function<void(uint64_t, uint64_t)> progress;
 };

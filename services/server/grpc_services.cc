@@ -186,6 +186,32 @@ class WatchReactor final : public grpc::ServerWriteReactor<palisade::v1::Event>,
   uint64_t last_written_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// Streaming calls refused by the authorizer end at once with its status.
+template <typename Req, typename Resp>
+class RefusedBidi final : public grpc::ServerBidiReactor<Req, Resp> {
+ public:
+  explicit RefusedBidi(const grpc::Status& s) { this->Finish(s); }
+  void OnDone() override { delete this; }
+};
+template <typename Req>
+class RefusedRead final : public grpc::ServerReadReactor<Req> {
+ public:
+  explicit RefusedRead(const grpc::Status& s) { this->Finish(s); }
+  void OnDone() override { delete this; }
+};
+template <typename Resp>
+class RefusedWrite final : public grpc::ServerWriteReactor<Resp> {
+ public:
+  explicit RefusedWrite(const grpc::Status& s) { this->Finish(s); }
+  void OnDone() override { delete this; }
+};
+
+grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const grpc::Status& s) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(s);
+  return reactor;
+}
+
 grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl::Status& s) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(ToGrpcStatus(s));
@@ -201,13 +227,17 @@ grpc::Status ToGrpcStatus(const absl::Status& s) {
 }
 
 grpc::ServerBidiReactor<LogBatch, BatchAck>* IngestService::Ship(
-    grpc::CallbackServerContext* /*context*/) {
+    grpc::CallbackServerContext* context) {
+  if (grpc::Status a = Allow(context, Role::kIngest, "Ingest.Ship"); !a.ok()) {
+    return new RefusedBidi<LogBatch, BatchAck>(a);
+  }
   return new ShipReactor(pipeline_);
 }
 
 grpc::ServerUnaryReactor* DecisionsService::List(grpc::CallbackServerContext* context,
                                                  const palisade::v1::ListDecisionsRequest* request,
                                                  palisade::v1::ListDecisionsResponse* response) {
+  if (grpc::Status a = Allow(context, Role::kRead, "Decisions.List"); !a.ok()) return Reply(context, a);
   DecisionFilter filter;
   filter.target = request->target();
   filter.rule_id = request->rule_id();
@@ -220,6 +250,7 @@ grpc::ServerUnaryReactor* DecisionsService::List(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* DecisionsService::Get(grpc::CallbackServerContext* context,
                                                 const palisade::v1::GetDecisionRequest* request,
                                                 palisade::v1::Decision* response) {
+  if (grpc::Status a = Allow(context, Role::kRead, "Decisions.Get"); !a.ok()) return Reply(context, a);
   absl::StatusOr<palisade::v1::Decision> d = table_.Get(request->id());
   if (d.ok()) *response = *std::move(d);
   return Reply(context, d.status());
@@ -228,6 +259,7 @@ grpc::ServerUnaryReactor* DecisionsService::Get(grpc::CallbackServerContext* con
 grpc::ServerUnaryReactor* DecisionsService::Add(grpc::CallbackServerContext* context,
                                                 const palisade::v1::AddDecisionRequest* request,
                                                 palisade::v1::Decision* response) {
+  if (grpc::Status a = Allow(context, Role::kAdmin, "Decisions.Add"); !a.ok()) return Reply(context, a);
   absl::StatusOr<palisade::v1::Decision> d = table_.AddManual(*request);
   if (d.ok()) *response = *std::move(d);
   return Reply(context, d.status());
@@ -236,6 +268,7 @@ grpc::ServerUnaryReactor* DecisionsService::Add(grpc::CallbackServerContext* con
 grpc::ServerUnaryReactor* DecisionsService::Delete(
     grpc::CallbackServerContext* context, const palisade::v1::DeleteDecisionRequest* request,
     palisade::v1::Decision* response) {
+  if (grpc::Status a = Allow(context, Role::kAdmin, "Decisions.Delete"); !a.ok()) return Reply(context, a);
   absl::StatusOr<palisade::v1::Decision> d = table_.Withdraw(request->id());
   if (d.ok()) *response = *std::move(d);
   return Reply(context, d.status());
@@ -278,6 +311,7 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> AdminService::Reload() {
 grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* context,
                                                const palisade::v1::StatusRequest* /*request*/,
                                                palisade::v1::StatusResponse* response) {
+  if (grpc::Status a = Allow(context, Role::kRead, "Admin.Status"); !a.ok()) return Reply(context, a);
   std::shared_ptr<const RuleSet> rules = pipeline_.rules();
   EngineStats stats = pipeline_.engine_stats();
   response->set_version(version_);
@@ -299,6 +333,7 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* cont
 grpc::ServerUnaryReactor* AdminService::ReleaseHeld(grpc::CallbackServerContext* context,
                                                     const palisade::v1::ReleaseHeldRequest* request,
                                                     palisade::v1::ReleaseHeldResponse* response) {
+  if (grpc::Status a = Allow(context, Role::kAdmin, "Admin.ReleaseHeld"); !a.ok()) return Reply(context, a);
   if (dispatcher_ == nullptr) {
     return Reply(context, absl::FailedPreconditionError(
                               "nothing is held: Cloudflare is not enabled in the config"));
@@ -312,6 +347,7 @@ grpc::ServerUnaryReactor* AdminService::ReleaseHeld(grpc::CallbackServerContext*
 grpc::ServerUnaryReactor* AdminService::ReloadRules(
     grpc::CallbackServerContext* context, const palisade::v1::ReloadRulesRequest* /*request*/,
     palisade::v1::ReloadRulesResponse* response) {
+  if (grpc::Status a = Allow(context, Role::kAdmin, "Admin.ReloadRules"); !a.ok()) return Reply(context, a);
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = Reload();
   if (rules.ok()) {
     response->set_rules_loaded(static_cast<uint32_t>((*rules)->rules().size()));
@@ -323,6 +359,7 @@ grpc::ServerUnaryReactor* AdminService::ReloadRules(
 grpc::ServerUnaryReactor* AdminService::TestRules(grpc::CallbackServerContext* context,
                                                   const palisade::v1::TestRulesRequest* request,
                                                   palisade::v1::TestRulesResponse* response) {
+  if (grpc::Status a = Allow(context, Role::kRead, "Admin.TestRules"); !a.ok()) return Reply(context, a);
   if (request->format() == palisade::v1::LOG_FORMAT_UNSPECIFIED) {
     return Reply(context, absl::InvalidArgumentError("format is required"));
   }
@@ -349,13 +386,17 @@ grpc::ServerUnaryReactor* AdminService::TestRules(grpc::CallbackServerContext* c
 namespace palisade {
 
 grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
-    grpc::CallbackServerContext* /*context*/, palisade::v1::PushFeedResponse* response) {
+    grpc::CallbackServerContext* context, palisade::v1::PushFeedResponse* response) {
+  if (grpc::Status a = Allow(context, Role::kIngest, "Feeds.Push"); !a.ok()) {
+    return new RefusedRead<palisade::v1::FeedChunk>(a);
+  }
   return new PushReactor(feeds_, response);
 }
 
 grpc::ServerUnaryReactor* FeedsService::List(grpc::CallbackServerContext* context,
                                              const palisade::v1::ListFeedsRequest* /*request*/,
                                              palisade::v1::ListFeedsResponse* response) {
+  if (grpc::Status a = Allow(context, Role::kRead, "Feeds.List"); !a.ok()) return Reply(context, a);
   *response = feeds_.List();
   return Reply(context, absl::OkStatus());
 }
@@ -363,6 +404,7 @@ grpc::ServerUnaryReactor* FeedsService::List(grpc::CallbackServerContext* contex
 grpc::ServerUnaryReactor* FeedsService::Get(grpc::CallbackServerContext* context,
                                             const palisade::v1::GetFeedRequest* request,
                                             palisade::v1::GetFeedResponse* response) {
+  if (grpc::Status a = Allow(context, Role::kRead, "Feeds.Get"); !a.ok()) return Reply(context, a);
   absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds_.Get(*request);
   if (got.ok()) *response = *std::move(got);
   return Reply(context, got.status());
@@ -373,7 +415,10 @@ grpc::ServerUnaryReactor* FeedsService::Get(grpc::CallbackServerContext* context
 namespace palisade {
 
 grpc::ServerWriteReactor<palisade::v1::Event>* EventsService::Watch(
-    grpc::CallbackServerContext* /*context*/, const palisade::v1::WatchRequest* request) {
+    grpc::CallbackServerContext* context, const palisade::v1::WatchRequest* request) {
+  if (grpc::Status a = Allow(context, Role::kRead, "Events.Watch"); !a.ok()) {
+    return new RefusedWrite<palisade::v1::Event>(a);
+  }
   return new WatchReactor(hub_, *request);
 }
 

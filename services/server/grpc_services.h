@@ -21,6 +21,7 @@
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
 #include "services/events/event_hub.h"
+#include "services/server/auth.h"
 #include "services/feeds/feed_manager.h"
 #include "services/pipeline/pipeline.h"
 
@@ -28,7 +29,7 @@ namespace palisade {
 
 grpc::Status ToGrpcStatus(const absl::Status& s);
 
-class IngestService final : public palisade::v1::Ingest::CallbackService {
+class IngestService final : public palisade::v1::Ingest::CallbackService, public Guarded {
  public:
   explicit IngestService(Pipeline& pipeline) : pipeline_(pipeline) {}
   grpc::ServerBidiReactor<palisade::v1::LogBatch, palisade::v1::BatchAck>* Ship(
@@ -38,7 +39,7 @@ class IngestService final : public palisade::v1::Ingest::CallbackService {
   Pipeline& pipeline_;
 };
 
-class DecisionsService final : public palisade::v1::Decisions::CallbackService {
+class DecisionsService final : public palisade::v1::Decisions::CallbackService, public Guarded {
  public:
   explicit DecisionsService(DecisionTable& table) : table_(table) {}
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
@@ -58,7 +59,7 @@ class DecisionsService final : public palisade::v1::Decisions::CallbackService {
   DecisionTable& table_;
 };
 
-class AdminService final : public palisade::v1::Admin::CallbackService {
+class AdminService final : public palisade::v1::Admin::CallbackService, public Guarded {
  public:
   // `reload` loads and compiles the configured packs (all or nothing).
   using RuleLoader = std::function<absl::StatusOr<std::shared_ptr<const RuleSet>>()>;
@@ -96,7 +97,7 @@ class AdminService final : public palisade::v1::Admin::CallbackService {
   Dispatcher* dispatcher_;
 };
 
-class FeedsService final : public palisade::v1::Feeds::CallbackService {
+class FeedsService final : public palisade::v1::Feeds::CallbackService, public Guarded {
  public:
   explicit FeedsService(FeedManager& feeds) : feeds_(feeds) {}
   grpc::ServerReadReactor<palisade::v1::FeedChunk>* Push(
@@ -112,7 +113,7 @@ class FeedsService final : public palisade::v1::Feeds::CallbackService {
   FeedManager& feeds_;
 };
 
-class EventsService final : public palisade::v1::Events::CallbackService {
+class EventsService final : public palisade::v1::Events::CallbackService, public Guarded {
  public:
   explicit EventsService(EventHub& hub) : hub_(hub) {}
   grpc::ServerWriteReactor<palisade::v1::Event>* Watch(

@@ -8,6 +8,7 @@
 #include <iostream>
 #include <memory>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -28,6 +29,7 @@
 #include "services/events/convert.h"
 #include "services/events/event_hub.h"
 #include "services/pipeline/pipeline.h"
+#include "services/server/auth.h"
 #include "services/server/config.h"
 #include "services/server/edge.h"
 #include "services/server/grpc_services.h"
@@ -48,6 +50,32 @@ namespace palisade {
 namespace {
 
 constexpr char kVersion[] = "0.1.0";
+
+absl::StatusOr<std::string> ReadPem(const std::string& path, absl::string_view what) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("api.tls.", what, ": cannot read ", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// gRPC over TLS from api.tls; with client_ca_file, clients must present a certificate.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
+    const palisade::v1::TlsConfig& tls) {
+  absl::StatusOr<std::string> cert = ReadPem(tls.cert_file(), "cert_file");
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadPem(tls.key_file(), "key_file");
+  if (!key.ok()) return key.status();
+  grpc::SslServerCredentialsOptions options(GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  options.pem_key_cert_pairs.push_back({*key, *cert});
+  if (!tls.client_ca_file().empty()) {
+    absl::StatusOr<std::string> ca = ReadPem(tls.client_ca_file(), "client_ca_file");
+    if (!ca.ok()) return ca.status();
+    options.pem_root_certs = *ca;
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
 
 void Log(const std::string& message) { std::cerr << "palisaded: " << message << std::endl; }
 
@@ -200,11 +228,37 @@ int Run() {
     metrics_port = ports.empty() ? 0 : ports[0];
   }
 
+  // Who may call the API. Without clients configured, only loopback may listen.
+  absl::StatusOr<std::unique_ptr<Authorizer>> auth = Authorizer::Create(config->api(), *registry);
+  if (!auth.ok()) {
+    Log(absl::StrCat("refusing to start: ", auth.status().message()));
+    return 2;
+  }
+  if (!(*auth)->enabled() && !IsLoopbackListen(config->grpc_listen())) {
+    Log(absl::StrCat("refusing to start: grpc_listen ", config->grpc_listen(),
+                     " is not a loopback address and api.clients is empty: anyone could ban and "
+                     "unban; configure bearer tokens (palisadectl hash-token) first"));
+    return 2;
+  }
+  for (Guarded* service : std::initializer_list<Guarded*>{&ingest, &decisions, &admin,
+                                                          &feeds_service, &events_service}) {
+    service->set_authorizer(auth->get());
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (const auto& tls = config->api().tls(); !tls.cert_file().empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ssl = TlsCredentials(tls);
+    if (!ssl.ok()) {
+      Log(absl::StrCat("refusing to start: ", ssl.status().message()));
+      return 2;
+    }
+    credentials = *std::move(ssl);
+  }
+
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(config->grpc_listen(), grpc::InsecureServerCredentials(), &grpc_port);
+  builder.AddListeningPort(config->grpc_listen(), credentials, &grpc_port);
   // Bounded resources: message size, concurrent streams per connection, handler threads.
   builder.SetMaxReceiveMessageSize(16 << 20);
   builder.SetMaxSendMessageSize(16 << 20);

@@ -58,9 +58,14 @@ grep -q '^5 indicators (5 ranges once merged), 2 rejected, 0 ignored' <<<"$out" 
 "$ctl_bin" feeds test "$feeds/drop.txt" 2>"$work/err" && fail "feeds test without --format"
 grep -q -- '--format is required' "$work/err" || fail "feeds test error: $(cat "$work/err")"
 
+# This daemon wants a bearer token: the CLI reads it from PALISADE_TOKEN or --token_file.
+token="cli-test-token-0123456789abcdef0123456789"
+hash=$(echo "$token" | "$ctl_bin" hash-token)
+[ "${#hash}" -eq 64 ] || fail "hash-token: $hash"
 cat >"$work/feeds.textproto" <<EOF2
 rule_files: "$PWD/rules/sshd.textproto"
 feeds { name: "drop" format: FEED_FORMAT_SPAMHAUS }
+api { clients { name: "cli" token_sha256: "$hash" roles: API_ROLE_INGEST roles: API_ROLE_READ } }
 EOF2
 "$daemon_bin" --config="$work/feeds.textproto" --grpc_listen=127.0.0.1:0 --metrics_listen=off \
   --port_file="$work/ports2" --state_file=:memory: --shutdown_grace=200ms 2>"$work/daemon2.log" &
@@ -69,7 +74,12 @@ trap 'kill "$daemon" "$daemon2" 2>/dev/null || true; wait 2>/dev/null || true' E
 for _ in $(seq 200); do [ -s "$work/ports2" ] && break; sleep 0.05; done
 [ -s "$work/ports2" ] || fail "palisaded (feeds) did not start: $(cat "$work/daemon2.log")"
 port2=$(sed -n 's/^grpc=//p' "$work/ports2")
-ctl2() { "$ctl_bin" --server="127.0.0.1:$port2" "$@"; }
+ctl2() { PALISADE_TOKEN="$token" "$ctl_bin" --server="127.0.0.1:$port2" "$@"; }
+"$ctl_bin" --server="127.0.0.1:$port2" feeds list 2>"$work/err" && fail "a call without a token"
+grep -q 'UNAUTHENTICATED\|code 16' "$work/err" || fail "no-token error: $(cat "$work/err")"
+printf '%s\n' "$token" >"$work/token"
+"$ctl_bin" --server="127.0.0.1:$port2" --token_file="$work/token" feeds list >/dev/null \
+  || fail "--token_file"
 out=$(ctl2 feeds push drop "$feeds/drop.txt")
 grep -q 'accepted 5, rejected 2, ignored 0, never-ban 0' <<<"$out" || fail "feeds push: $out"
 grep -q 'version 1: 5 added, 0 removed' <<<"$out" || fail "feeds push: $out"

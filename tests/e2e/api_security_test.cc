@@ -1,0 +1,303 @@
+// API security on the real palisaded: every method refuses a call without a token
+// (UNAUTHENTICATED), refuses a token without the method's role (PERMISSION_DENIED), and serves
+// the right role; refusals are counted. A non-loopback listener without tokens refuses to
+// start. gRPC over TLS, and mutual TLS, with certificates made by openssl for the test.
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "palisade/v1/palisade.grpc.pb.h"
+#include "services/server/auth.h"
+#include "tests/e2e/daemon.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::Daemon;
+using ::palisade::testing::HttpGet;
+using ::palisade::testing::MetricValue;
+using ::testing::HasSubstr;
+
+constexpr char kIngestToken[] = "ingest-token-0123456789abcdef0123456789";
+constexpr char kReadToken[] = "read-token-0123456789abcdef0123456789abc";
+constexpr char kAdminToken[] = "admin-token-0123456789abcdef0123456789ab";
+
+std::string Tmp(const std::string& name) { return std::string(std::getenv("TEST_TMPDIR")) + "/" + name; }
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string WriteConfig(const std::string& name, const std::string& extra) {
+  const std::string path = Tmp(name);
+  std::ofstream out(path);
+  out << "rule_files: \"" << std::getenv("TEST_SRCDIR") << "/palisade/rules/sshd.textproto\"\n"
+      << "feeds { name: \"drop\" format: FEED_FORMAT_PLAIN }\n"
+      << extra;
+  return path;
+}
+
+std::string ClientsConfig() {
+  return absl::StrCat(
+      "api {\n",
+      "  clients { name: \"shipper\" token_sha256: \"", Authorizer::HashToken(kIngestToken),
+      "\" roles: API_ROLE_INGEST }\n",
+      "  clients { name: \"siem\" token_sha256: \"", Authorizer::HashToken(kReadToken),
+      "\" roles: API_ROLE_READ }\n",
+      "  clients { name: \"ops\" token_sha256: \"", Authorizer::HashToken(kAdminToken),
+      "\" roles: API_ROLE_ADMIN }\n", "}\n");
+}
+
+// One call of each method; returns its status code.
+using Call = std::function<grpc::StatusCode(grpc::ClientContext*)>;
+
+struct Method {
+  std::string name;
+  Role role;
+  Call call;
+};
+
+std::vector<Method> Methods(const std::shared_ptr<grpc::Channel>& channel) {
+  auto ingest = std::shared_ptr<palisade::v1::Ingest::Stub>(palisade::v1::Ingest::NewStub(channel));
+  auto decisions =
+      std::shared_ptr<palisade::v1::Decisions::Stub>(palisade::v1::Decisions::NewStub(channel));
+  auto admin = std::shared_ptr<palisade::v1::Admin::Stub>(palisade::v1::Admin::NewStub(channel));
+  auto feeds = std::shared_ptr<palisade::v1::Feeds::Stub>(palisade::v1::Feeds::NewStub(channel));
+  auto events = std::shared_ptr<palisade::v1::Events::Stub>(palisade::v1::Events::NewStub(channel));
+  return {
+      {"Ingest.Ship", Role::kIngest,
+       [ingest](grpc::ClientContext* ctx) {
+         auto stream = ingest->Ship(ctx);
+         palisade::v1::LogBatch batch;
+         batch.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+         batch.add_records()->set_line("Mar  3 14:02:01 h sshd[1]: hello");
+         stream->Write(batch);
+         stream->WritesDone();
+         palisade::v1::BatchAck ack;
+         while (stream->Read(&ack)) {
+         }
+         return stream->Finish().error_code();
+       }},
+      {"Feeds.Push", Role::kIngest,
+       [feeds](grpc::ClientContext* ctx) {
+         palisade::v1::PushFeedResponse resp;
+         auto w = feeds->Push(ctx, &resp);
+         palisade::v1::FeedChunk chunk;
+         chunk.set_feed("drop");
+         chunk.set_data("198.51.100.1\n");
+         w->Write(chunk);
+         w->WritesDone();
+         return w->Finish().error_code();
+       }},
+      {"Decisions.List", Role::kRead,
+       [decisions](grpc::ClientContext* ctx) {
+         palisade::v1::ListDecisionsResponse r;
+         return decisions->List(ctx, {}, &r).error_code();
+       }},
+      {"Decisions.Get", Role::kRead,
+       [decisions](grpc::ClientContext* ctx) {
+         palisade::v1::GetDecisionRequest req;
+         req.set_id("0000000000000000");
+         palisade::v1::Decision d;
+         return decisions->Get(ctx, req, &d).error_code();  // NOT_FOUND when allowed
+       }},
+      {"Feeds.List", Role::kRead,
+       [feeds](grpc::ClientContext* ctx) {
+         palisade::v1::ListFeedsResponse r;
+         return feeds->List(ctx, {}, &r).error_code();
+       }},
+      {"Feeds.Get", Role::kRead,
+       [feeds](grpc::ClientContext* ctx) {
+         palisade::v1::GetFeedRequest req;
+         req.set_name("drop");
+         palisade::v1::GetFeedResponse r;
+         return feeds->Get(ctx, req, &r).error_code();
+       }},
+      {"Events.Watch", Role::kRead,
+       [events](grpc::ClientContext* ctx) {
+         ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(300));
+         auto reader = events->Watch(ctx, {});
+         palisade::v1::Event e;
+         while (reader->Read(&e)) {
+         }
+         // Allowed: the watch runs until the deadline.
+         grpc::StatusCode code = reader->Finish().error_code();
+         return code == grpc::StatusCode::DEADLINE_EXCEEDED ? grpc::StatusCode::OK : code;
+       }},
+      {"Admin.Status", Role::kRead,
+       [admin](grpc::ClientContext* ctx) {
+         palisade::v1::StatusResponse r;
+         return admin->Status(ctx, {}, &r).error_code();
+       }},
+      {"Admin.TestRules", Role::kRead,
+       [admin](grpc::ClientContext* ctx) {
+         palisade::v1::TestRulesRequest req;
+         req.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+         req.add_lines("Mar  3 14:02:01 h sshd[1]: hello");
+         palisade::v1::TestRulesResponse r;
+         return admin->TestRules(ctx, req, &r).error_code();
+       }},
+      {"Decisions.Add", Role::kAdmin,
+       [decisions](grpc::ClientContext* ctx) {
+         palisade::v1::AddDecisionRequest req;
+         req.mutable_target()->set_value("198.51.100.77");
+         req.mutable_duration()->set_seconds(60);
+         palisade::v1::Decision d;
+         return decisions->Add(ctx, req, &d).error_code();
+       }},
+      {"Decisions.Delete", Role::kAdmin,
+       [decisions](grpc::ClientContext* ctx) {
+         palisade::v1::DeleteDecisionRequest req;
+         req.set_id("0000000000000000");
+         palisade::v1::Decision d;
+         return decisions->Delete(ctx, req, &d).error_code();  // NOT_FOUND when allowed
+       }},
+      {"Admin.ReloadRules", Role::kAdmin,
+       [admin](grpc::ClientContext* ctx) {
+         palisade::v1::ReloadRulesResponse r;
+         return admin->ReloadRules(ctx, {}, &r).error_code();
+       }},
+      {"Admin.ReleaseHeld", Role::kAdmin,
+       [admin](grpc::ClientContext* ctx) {
+         palisade::v1::ReleaseHeldResponse r;
+         // FAILED_PRECONDITION when allowed: no edge in this config.
+         return admin->ReleaseHeld(ctx, {}, &r).error_code();
+       }},
+  };
+}
+
+bool Refused(grpc::StatusCode c) {
+  return c == grpc::StatusCode::UNAUTHENTICATED || c == grpc::StatusCode::PERMISSION_DENIED;
+}
+
+TEST(ApiSecurityTest, EveryMethodChecksTokenAndRole) {
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig("auth.textproto", ClientsConfig())});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  const std::vector<Method> methods = Methods(channel);
+  ASSERT_EQ(methods.size(), 13u);  // every method of Ingest, Decisions, Admin, Feeds, Events
+  int expected_denied = 0;
+  for (const Method& m : methods) {
+    SCOPED_TRACE(m.name);
+    {
+      grpc::ClientContext ctx;
+      EXPECT_EQ(m.call(&ctx), grpc::StatusCode::UNAUTHENTICATED);
+    }
+    {
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("authorization", "Bearer not-a-known-token-0123456789abcdef");
+      EXPECT_EQ(m.call(&ctx), grpc::StatusCode::UNAUTHENTICATED);
+    }
+    for (const auto& [token, role] : {std::pair<const char*, Role>{kIngestToken, Role::kIngest},
+                                      {kReadToken, Role::kRead},
+                                      {kAdminToken, Role::kAdmin}}) {
+      grpc::ClientContext ctx;
+      ctx.AddMetadata("authorization", std::string("Bearer ") + token);
+      const grpc::StatusCode code = m.call(&ctx);
+      const bool allowed = role == Role::kAdmin || role == m.role;
+      if (allowed) {
+        EXPECT_FALSE(Refused(code)) << token << " got " << code;
+      } else {
+        EXPECT_EQ(code, grpc::StatusCode::PERMISSION_DENIED) << token;
+        ++expected_denied;
+      }
+    }
+  }
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(MetricValue(*metrics, "palisade_api_refused_total",
+                        {"method=\"Decisions.Add\"", "reason=\"permission_denied\""}),
+            2);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_api_refused_total",
+                        {"method=\"Ingest.Ship\"", "reason=\"unauthenticated\""}),
+            2);
+  // Ingest's 2 methods deny the read token, read's 7 the ingest token, admin's 4 both.
+  EXPECT_EQ(expected_denied, 2 + 7 + 4 * 2);
+}
+
+TEST(ApiSecurityTest, NonLoopbackWithoutTokensRefusesToStart) {
+  const std::string config = WriteConfig("open.textproto", "");
+  const std::string log = Tmp("open.log");
+  const int status = std::system(
+      absl::StrCat("services/server/palisaded --config=", config,
+                   " --grpc_listen=0.0.0.0:0 --metrics_listen=off --state_file=:memory: 2>", log)
+          .c_str());
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+  EXPECT_THAT(ReadFile(log), HasSubstr("is not a loopback address and api.clients is empty"));
+  // A malformed hash is refused by name.
+  const std::string bad = WriteConfig(
+      "bad.textproto", "api { clients { name: \"x\" token_sha256: \"abc\" roles: API_ROLE_READ } }\n");
+  const int bad_status = std::system(
+      absl::StrCat("services/server/palisaded --config=", bad,
+                   " --metrics_listen=off --state_file=:memory: 2>", log)
+          .c_str());
+  EXPECT_EQ(WEXITSTATUS(bad_status), 2);
+  EXPECT_THAT(ReadFile(log), HasSubstr("api.clients[0] (\"x\"): token_sha256 must be 64"));
+}
+
+// A CA, a server certificate for 127.0.0.1 and a client certificate, by openssl.
+void MakeCertificates() {
+  const std::string d = Tmp("");
+  const std::string script = absl::StrCat(
+      "set -e; cd ", d, "; ",
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=test-ca -keyout ca.key "
+      "-out ca.pem 2>/dev/null; ",
+      "printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext; ",
+      "openssl req -newkey rsa:2048 -nodes -subj /CN=palisaded -keyout server.key -out server.csr "
+      "2>/dev/null; ",
+      "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 "
+      "-extfile san.ext -out server.pem 2>/dev/null; ",
+      "openssl req -newkey rsa:2048 -nodes -subj /CN=client -keyout client.key -out client.csr "
+      "2>/dev/null; ",
+      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 "
+      "-out client.pem 2>/dev/null");
+  {
+    std::ofstream out(d + "certs.sh");
+    out << script << "\n";
+  }
+  ASSERT_EQ(std::system(("bash " + d + "certs.sh").c_str()), 0);
+}
+
+grpc::StatusCode StatusOver(const std::shared_ptr<grpc::Channel>& channel) {
+  auto admin = palisade::v1::Admin::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  palisade::v1::StatusResponse r;
+  return admin->Status(&ctx, {}, &r).error_code();
+}
+
+TEST(ApiSecurityTest, TlsAndMutualTls) {
+  MakeCertificates();
+  const std::string d = Tmp("");
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+      {"--config=" + WriteConfig("tls.textproto",
+                                 absl::StrCat("api { tls { cert_file: \"", d, "server.pem\" key_file: \"",
+                                              d, "server.key\" client_ca_file: \"", d,
+                                              "ca.pem\" } }\n"))});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadFile(d + "ca.pem");
+  // Without a client certificate: refused by mutual TLS.
+  EXPECT_EQ(StatusOver(grpc::CreateChannel((*daemon)->grpc_address(), grpc::SslCredentials(ssl))),
+            grpc::StatusCode::UNAVAILABLE);
+  // Plain text to a TLS port: no.
+  EXPECT_EQ(StatusOver(grpc::CreateChannel((*daemon)->grpc_address(),
+                                           grpc::InsecureChannelCredentials())),
+            grpc::StatusCode::UNAVAILABLE);
+  ssl.pem_cert_chain = ReadFile(d + "client.pem");
+  ssl.pem_private_key = ReadFile(d + "client.key");
+  EXPECT_EQ(StatusOver(grpc::CreateChannel((*daemon)->grpc_address(), grpc::SslCredentials(ssl))),
+            grpc::StatusCode::OK);
+}
+
+}  // namespace
+}  // namespace palisade
