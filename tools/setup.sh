@@ -12,7 +12,8 @@ PACKAGES=(
   libcurl4-openssl-dev libsqlite3-dev
   libcpp-httplib-dev nlohmann-json3-dev
   python3-grpcio python3-protobuf
-  curl ca-certificates
+  curl ca-certificates openssl
+  prometheus
   clang-14 libclang-rt-14-dev
 )
 
