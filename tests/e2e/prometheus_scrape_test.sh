@@ -73,4 +73,16 @@ done
 rules=$(curl -sf "http://127.0.0.1:$prom_port/api/v1/rules")
 grep -q '"name":"PalisadeOutboxGrowing"' <<<"$rules" || fail "rules not loaded: $rules"
 grep -q '"health":"err"' <<<"$rules" && fail "a rule fails to evaluate: $rules"
+# Every query of the Grafana dashboard is valid PromQL that this Prometheus accepts.
+/usr/bin/python3 - deploy/grafana/palisade.json >"$work/exprs" <<'EOF2'
+import json, sys
+for panel in json.load(open(sys.argv[1]))["panels"]:
+    for target in panel.get("targets", []):
+        print(target["expr"].replace("$instance", ".*"))
+EOF2
+[ "$(wc -l <"$work/exprs")" -ge 15 ] || fail "dashboard queries: $(cat "$work/exprs")"
+while IFS= read -r expr; do
+  out=$(query "$expr") || fail "dashboard query refused: $expr"
+  grep -q '"status":"success"' <<<"$out" || fail "dashboard query failed: $expr: $out"
+done <"$work/exprs"
 echo "prometheus scrape: 1 passed, 0 failed"
