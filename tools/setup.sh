@@ -11,7 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev libsqlite3-dev
   libcpp-httplib-dev nlohmann-json3-dev
-  python3-grpcio python3-protobuf
+  python3-grpcio python3-protobuf python3-yaml
   curl ca-certificates openssl
   prometheus
   clang-14 libclang-rt-14-dev

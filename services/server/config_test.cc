@@ -1,7 +1,11 @@
 #include "services/server/config.h"
 
 #include "absl/strings/str_cat.h"
+#include <filesystem>
+
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
+#include "services/server/auth.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
 
@@ -128,6 +132,35 @@ TEST(ShippedConfigTest, DeployConfigLoads) {
   ASSERT_THAT(rules, palisade::testing::IsOk());
   EXPECT_EQ((*rules)->pack_names(),
             (std::vector<std::string>{"sshd", "nginx", "cloudflare-tokens", "cloudflare-audit"}));
+}
+
+// Every config shipped anywhere under deploy/ (systemd, Kubernetes, the example) loads through
+// the real loader, its packs compile, and its API clients are valid. Packs installed under
+// /usr/share/palisade/rules are taken from the tree's rules/.
+TEST(ShippedConfigTest, EveryShippedConfigLoads) {
+  std::vector<std::string> files;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator("deploy")) {
+    if (entry.path().extension() == ".textproto") files.push_back(entry.path().string());
+  }
+  std::sort(files.begin(), files.end());
+  EXPECT_THAT(files, ::testing::IsSupersetOf({"deploy/kubernetes/palisade.textproto",
+                                              "deploy/palisade.textproto",
+                                              "deploy/systemd/palisade.textproto"}));
+  for (const std::string& file : files) {
+    SCOPED_TRACE(file);
+    absl::StatusOr<palisade::v1::Config> config = LoadConfigFile(file);
+    ASSERT_THAT(config, palisade::testing::IsOk());
+    for (std::string& pack : *config->mutable_rule_files()) {
+      constexpr absl::string_view kInstalled = "/usr/share/palisade/rules/";
+      if (absl::StartsWith(pack, kInstalled)) pack = "rules/" + pack.substr(kInstalled.size());
+    }
+    EXPECT_THAT(LoadRules(*config), palisade::testing::IsOk());
+    prometheus::Registry registry;
+    absl::StatusOr<std::unique_ptr<Authorizer>> auth = Authorizer::Create(config->api(), registry);
+    EXPECT_THAT(auth, palisade::testing::IsOk());
+    // Listening beyond loopback requires tokens (palisaded refuses otherwise).
+    if (!IsLoopbackListen(config->grpc_listen())) EXPECT_TRUE((*auth)->enabled());
+  }
 }
 
 }  // namespace
