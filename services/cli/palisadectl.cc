@@ -35,6 +35,7 @@
 #include "services/engine/rule_set.h"
 #include "services/server/auth.h"
 #include "services/events/event_hub.h"
+#include "services/events/sinks.h"
 #include "services/feeds/feed_parser.h"
 #include "services/formats/line_parser.h"
 #include "services/pipeline/pipeline.h"
@@ -600,36 +601,13 @@ int FeedsTest(const std::string& path) {
   return parsed->rejected > 0 ? 1 : 0;
 }
 
-std::string ShortTarget(const palisade::v1::Target& t) { return t.value(); }
-
-// One human line per event: "#seq time kind rule [correlation] summary".
+// One human line per event: "#seq time kind rule correlation summary".
 std::string HumanEvent(const palisade::v1::Event& e) {
-  std::string head = absl::StrFormat(
-      "#%llu %s %-9s %-24s %-16s ", static_cast<unsigned long long>(e.sequence()),
-      absl::FormatTime("%H:%M:%S", FromProtoTime(e.time()), absl::UTCTimeZone()),
-      EventKindName(e.kind()), e.rule_id().empty() ? "-" : e.rule_id(),
-      e.correlation_id().empty() ? "-" : e.correlation_id());
-  switch (e.body_case()) {
-    case palisade::v1::Event::kDetection:
-      return absl::StrCat(head, ShortTarget(e.detection().target()), " from ",
-                          e.detection().source(), ", ", e.detection().evidence_size(),
-                          " evidence line(s)",
-                          e.detection().feeds().empty()
-                              ? ""
-                              : absl::StrCat(", listed by ", e.detection().feeds(0)));
-    case palisade::v1::Event::kDecision:
-      return absl::StrCat(head, e.decision().change(), " ",
-                          ShortAction(e.decision().decision().action()), " ",
-                          ShortTarget(e.decision().decision().target()), " until ",
-                          Time(e.decision().decision().expiry()));
-    case palisade::v1::Event::kAction:
-      return absl::StrCat(head, e.action().operation(), " ",
-                          palisade::v1::Actuator_Name(e.action().actuator()), " ",
-                          ShortTarget(e.action().target()), ": ", e.action().outcome(),
-                          e.action().detail().empty() ? "" : " (" + e.action().detail() + ")");
-    default:
-      return head;
-  }
+  return absl::StrFormat("#%llu %s %-9s %-24s %-16s %s",
+                         static_cast<unsigned long long>(e.sequence()),
+                         absl::FormatTime("%H:%M:%S", FromProtoTime(e.time()), absl::UTCTimeZone()),
+                         EventKindName(e.kind()), e.rule_id().empty() ? "-" : e.rule_id(),
+                         e.correlation_id().empty() ? "-" : e.correlation_id(), EventSummary(e));
 }
 
 int Watch() {

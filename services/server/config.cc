@@ -83,6 +83,33 @@ absl::Status ValidateFeeds(const std::string& file, palisade::v1::Config* config
   return absl::OkStatus();
 }
 
+absl::Status ValidateSinks(const std::string& file, palisade::v1::Config* config) {
+  std::set<std::string> names;
+  for (int i = 0; i < config->sinks_size(); ++i) {
+    const palisade::v1::SinkConfig& sink = config->sinks(i);
+    auto error = [&](absl::string_view why) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file, ": sinks[", i, "] (\"", sink.name(), "\"): ", why));
+    };
+    if (sink.name().empty() || !names.insert(sink.name()).second) {
+      return error("every sink needs a name of its own");
+    }
+    if (sink.kind_case() == palisade::v1::SinkConfig::KIND_NOT_SET) {
+      return error("set ecs_file or cef_syslog");
+    }
+    if (sink.has_ecs_file() && sink.ecs_file().path().empty()) return error("ecs_file.path is required");
+    if (sink.has_cef_syslog() && sink.cef_syslog().address().empty()) {
+      return error("cef_syslog.address is required");
+    }
+    for (const std::string& k : sink.kinds()) {
+      if (k != "detection" && k != "decision" && k != "action") {
+        return error(absl::StrCat("kinds: \"", k, "\" is not detection, decision or action"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ValidateCloudflare(const std::string& file, palisade::v1::CloudflareConfig* cf) {
   if (!cf->enabled()) return absl::OkStatus();
   auto error = [&file](absl::string_view field, absl::string_view why) {
@@ -217,6 +244,8 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   }
   s = ValidateFeeds(file, &config);
   if (!s.ok()) return s;
+  s = ValidateSinks(file, &config);
+  if (!s.ok()) return s;
   if (guard->max_new_bans_per_minute() == 0) guard->set_max_new_bans_per_minute(60);
   if (guard->max_active_per_actuator() == 0) guard->set_max_active_per_actuator(10000);
   s = ValidateCloudflare(file, config.mutable_cloudflare());
@@ -228,6 +257,9 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
     if (!f->empty() && (*f)[0] != '/' && !base_dir.empty()) *f = absl::StrCat(base_dir, "/", *f);
   };
   for (std::string& f : *config.mutable_rule_files()) resolve(&f);
+  for (auto& sink : *config.mutable_sinks()) {
+    if (sink.has_ecs_file()) resolve(sink.mutable_ecs_file()->mutable_path());
+  }
   for (auto& feed : *config.mutable_feeds()) {
     // file://relative/path is relative to the config, like the other files.
     if (absl::StartsWith(feed.url(), "file://") && feed.url().size() > 7 && feed.url()[7] != '/') {

@@ -28,6 +28,7 @@
 #include "services/decisions/decision_table.h"
 #include "services/events/convert.h"
 #include "services/events/event_hub.h"
+#include "services/events/sinks.h"
 #include "services/pipeline/pipeline.h"
 #include "services/server/auth.h"
 #include "services/server/config.h"
@@ -204,6 +205,17 @@ int Run() {
   // After the edge: a restored feed's entries go out through the dispatcher.
   feeds.Start();
 
+  // SIEM sinks follow the event stream on threads of their own.
+  std::vector<std::unique_ptr<SinkRunner>> sinks;
+  for (const palisade::v1::SinkConfig& sink : config->sinks()) {
+    absl::StatusOr<std::unique_ptr<SinkOutput>> output = SinkRunner::OutputFor(sink);
+    if (!output.ok()) {
+      Log(absl::StrCat("refusing to start: sink \"", sink.name(), "\": ", output.status().message()));
+      return 2;
+    }
+    sinks.push_back(std::make_unique<SinkRunner>(sink, *std::move(output), events, *registry));
+  }
+
   IngestService ingest(pipeline);
   FeedsService feeds_service(feeds);
   EventsService events_service(events);
@@ -333,6 +345,7 @@ int Run() {
                    absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   sweeper.join();
   feeds.Stop();
+  sinks.clear();  // after the last events were published
   save_windows();
   edge.reset();
   exposer.reset();

@@ -2,6 +2,7 @@
 // detections, decisions and action outcomes arrive in sequence order and share a correlation
 // id; filters work; a client that reconnects resumes without a gap; a client that does not read
 // is dropped with RESOURCE_EXHAUSTED (and counted) while ingest goes on at full speed.
+#include <fstream>
 #include <map>
 #include <set>
 #include <thread>
@@ -12,6 +13,7 @@
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "services/cli/shipper.h"
 #include "services/common/proto_time.h"
@@ -102,9 +104,12 @@ class WatchE2eTest : public ::testing::Test {
     absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
     ASSERT_TRUE(emulator.ok()) << emulator.status();
     cf_ = *std::move(emulator);
+    ecs_path_ = std::string(std::getenv("TEST_TMPDIR")) + "/events.ndjson";
+    std::remove(ecs_path_.c_str());
     const std::string config = ::palisade::testing::WriteEdgeConfig(
         *cf_, cf_->token_file(), {"tests/e2e/testdata/watch.textproto"},
-        "guard { max_new_bans_per_minute: 1000 }\n");
+        "guard { max_new_bans_per_minute: 1000 }\n"
+        "sinks { name: \"siem-file\" ecs_file { path: \"" + ecs_path_ + "\" } }\n");
     absl::StatusOr<std::unique_ptr<Daemon>> daemon =
         Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
     ASSERT_TRUE(daemon.ok()) << daemon.status();
@@ -115,6 +120,7 @@ class WatchE2eTest : public ::testing::Test {
 
   std::unique_ptr<Emulator> cf_;
   std::unique_ptr<Daemon> daemon_;
+  std::string ecs_path_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<palisade::v1::Events::Stub> events_;
 };
@@ -172,6 +178,22 @@ TEST_F(WatchE2eTest, OrderedCorrelatedAndFiltered) {
   EXPECT_EQ(decisions.events().size(), 3u);
   for (const Event& e : decisions.events()) EXPECT_EQ(e.kind(), palisade::v1::EVENT_KIND_DECISION);
   EXPECT_TRUE(none.events().empty());
+
+  // The ECS sink wrote the same events, with the same sequence numbers and correlation ids.
+  std::map<uint64_t, std::string> ecs;  // sequence -> correlation id
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        std::ifstream in(ecs_path_);
+        std::string line;
+        ecs.clear();
+        while (std::getline(in, line)) {
+          nlohmann::json j = nlohmann::json::parse(line);
+          ecs[j["event"]["sequence"].get<uint64_t>()] = j["palisade"]["correlation_id"];
+        }
+        return ecs.size() >= got.size();
+      },
+      absl::Seconds(5)));
+  for (const Event& e : got) EXPECT_EQ(ecs[e.sequence()], e.correlation_id()) << e.sequence();
 }
 
 TEST_F(WatchE2eTest, ResumesWithoutAGapAfterAReconnect) {

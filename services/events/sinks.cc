@@ -1,0 +1,501 @@
+#include "services/events/sinks.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/time.h"
+#include "nlohmann/json.hpp"
+#include "services/common/proto_time.h"
+
+namespace palisade {
+namespace {
+
+using json = nlohmann::json;
+using palisade::v1::Event;
+
+constexpr char kVersion[] = "0.1.0";
+
+std::string Rfc3339(const google::protobuf::Timestamp& t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", FromProtoTime(t), absl::UTCTimeZone());
+}
+
+std::string OriginName(palisade::v1::Origin o) {
+  switch (o) {
+    case palisade::v1::ORIGIN_RULE:
+      return "rule";
+    case palisade::v1::ORIGIN_MANUAL:
+      return "manual";
+    case palisade::v1::ORIGIN_FEED:
+      return "feed";
+    default:
+      return "unknown";
+  }
+}
+
+std::string KindName(palisade::v1::TargetKind k) {
+  switch (k) {
+    case palisade::v1::TARGET_KIND_IP:
+      return "ip";
+    case palisade::v1::TARGET_KIND_RANGE:
+      return "range";
+    case palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT:
+      return "token_fingerprint";
+    case palisade::v1::TARGET_KIND_PATH:
+      return "path";
+    case palisade::v1::TARGET_KIND_TOKEN_ID:
+      return "token_id";
+    default:
+      return "unknown";
+  }
+}
+
+// Lower-case enum value without its prefix: ACTION_BLOCK -> "block".
+std::string Short(const std::string& name, absl::string_view prefix) {
+  std::string s = name.substr(std::min(name.size(), prefix.size()));
+  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+const palisade::v1::Target* TargetOf(const Event& e) {
+  switch (e.body_case()) {
+    case Event::kDetection:
+      return &e.detection().target();
+    case Event::kDecision:
+      return &e.decision().decision().target();
+    case Event::kAction:
+      return &e.action().target();
+    default:
+      return nullptr;
+  }
+}
+
+std::string ActionOf(const Event& e) {
+  switch (e.body_case()) {
+    case Event::kDetection:
+      return "detection";
+    case Event::kDecision:
+      return "decision-" + e.decision().change();
+    case Event::kAction:
+      return e.action().operation() + "-" + e.action().outcome();
+    default:
+      return "unknown";
+  }
+}
+
+int CefSeverity(const Event& e) {
+  switch (e.body_case()) {
+    case Event::kDetection:
+      return 7;
+    case Event::kDecision:
+      return e.decision().change() == "created" ? 6 : 3;
+    case Event::kAction:
+      if (e.action().outcome() == "failed") return 8;
+      if (e.action().outcome() == "refused" || e.action().outcome() == "held") return 5;
+      return 3;
+    default:
+      return 3;
+  }
+}
+
+std::string CefHeader(absl::string_view s) {
+  return absl::StrReplaceAll(s, {{"\\", "\\\\"}, {"|", "\\|"}, {"\n", " "}, {"\r", " "}});
+}
+
+std::string CefValue(absl::string_view s) {
+  return absl::StrReplaceAll(s, {{"\\", "\\\\"}, {"=", "\\="}, {"\n", "\\n"}, {"\r", "\\r"}});
+}
+
+}  // namespace
+
+std::string EventSummary(const Event& e) {
+  const palisade::v1::Target* t = TargetOf(e);
+  const std::string target = t == nullptr ? "-" : t->value();
+  switch (e.body_case()) {
+    case Event::kDetection:
+      return absl::StrCat("detection by ", e.rule_id(), ": ", target, " from ",
+                          e.detection().source(), ", ", e.detection().evidence_size(),
+                          " evidence line(s)",
+                          e.detection().feeds().empty()
+                              ? ""
+                              : absl::StrCat(", listed by ", absl::StrJoin(e.detection().feeds(), ",")));
+    case Event::kDecision:
+      return absl::StrCat(
+          "decision ", e.decision().change(), ": ",
+          Short(palisade::v1::Action_Name(e.decision().decision().action()), "ACTION_"), " ",
+          target, " until ", Rfc3339(e.decision().decision().expiry()));
+    case Event::kAction:
+      return absl::StrCat(
+          e.action().operation(), " ",
+          Short(palisade::v1::Actuator_Name(e.action().actuator()), "ACTUATOR_"), " ",
+          target, ": ", e.action().outcome(),
+          e.action().detail().empty() ? "" : absl::StrCat(" (", e.action().detail(), ")"));
+    default:
+      return "event";
+  }
+}
+
+std::string ToEcsJson(const Event& e) {
+  json j;
+  j["@timestamp"] = Rfc3339(e.time());
+  j["ecs"]["version"] = "8.11.0";
+  j["message"] = EventSummary(e);
+  j["observer"] = {{"vendor", "Palisade"}, {"product", "palisaded"}, {"version", kVersion}};
+  json& ev = j["event"];
+  ev["id"] = std::to_string(e.sequence());
+  ev["sequence"] = e.sequence();
+  ev["module"] = "palisade";
+  ev["dataset"] = absl::StrCat("palisade.", EventKindName(e.kind()));
+  ev["action"] = ActionOf(e);
+  ev["severity"] = CefSeverity(e);
+  if (!e.rule_id().empty()) j["rule"] = {{"id", e.rule_id()}, {"name", e.rule_id()}};
+  json& p = j["palisade"];
+  p["correlation_id"] = e.correlation_id();
+  p["origin"] = OriginName(e.origin());
+  if (const palisade::v1::Target* t = TargetOf(e)) {
+    p["target"] = {{"kind", KindName(t->kind()) }, {"value", t->value()}};
+    if (t->kind() == palisade::v1::TARGET_KIND_IP) {
+      j["source"] = {{"ip", t->value()}, {"address", t->value()}};
+      j["related"]["ip"] = json::array({t->value()});
+    } else if (t->kind() == palisade::v1::TARGET_KIND_RANGE) {
+      j["source"]["address"] = t->value();
+    }
+  }
+  switch (e.body_case()) {
+    case Event::kDetection: {
+      ev["kind"] = "alert";
+      ev["category"] = json::array({"intrusion_detection"});
+      ev["type"] = json::array({"indicator"});
+      ev["provider"] = e.detection().source();
+      p["evidence"] = json::array();
+      for (const std::string& line : e.detection().evidence()) p["evidence"].push_back(line);
+      if (!e.detection().feeds().empty()) {
+        j["threat"]["feed"]["name"] = e.detection().feeds(0);
+        p["feeds"] = json::array();
+        for (const std::string& f : e.detection().feeds()) p["feeds"].push_back(f);
+      }
+      break;
+    }
+    case Event::kDecision: {
+      const palisade::v1::Decision& d = e.decision().decision();
+      const std::string& change = e.decision().change();
+      ev["kind"] = "event";
+      ev["category"] = json::array({"intrusion_detection"});
+      ev["type"] = json::array({change == "created"    ? "creation"
+                                : change == "extended" ? "change"
+                                                       : "deletion"});
+      p["decision"] = {
+          {"id", d.id()},
+          {"change", change},
+          {"action", Short(palisade::v1::Action_Name(d.action()), "ACTION_")},
+          {"actuator", Short(palisade::v1::Actuator_Name(d.actuator()), "ACTUATOR_")},
+          {"start", Rfc3339(d.start())},
+          {"expiry", Rfc3339(d.expiry())},
+          {"offence", d.offence()},
+          {"dry_run", d.dry_run()}};
+      if (!d.reason().empty()) p["decision"]["reason"] = d.reason();
+      break;
+    }
+    case Event::kAction: {
+      const palisade::v1::ActionEvent& a = e.action();
+      ev["kind"] = "event";
+      ev["category"] = json::array({"configuration"});
+      ev["type"] = json::array({"change"});
+      ev["outcome"] = (a.outcome() == "applied" || a.outcome() == "dry_run") ? "success"
+                      : (a.outcome() == "failed" || a.outcome() == "refused") ? "failure"
+                                                                               : "unknown";
+      p["action"] = {{"actuator", Short(palisade::v1::Actuator_Name(a.actuator()), "ACTUATOR_")},
+                     {"operation", a.operation()},
+                     {"outcome", a.outcome()},
+                     {"attempt", a.attempt()}};
+      if (!a.detail().empty()) {
+        p["action"]["detail"] = a.detail();
+        if (a.outcome() == "failed") j["error"]["message"] = a.detail();
+      }
+      break;
+    }
+    default:
+      ev["kind"] = "event";
+  }
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+std::string ToCef(const Event& e) {
+  std::vector<std::string> ext;
+  auto add = [&ext](absl::string_view key, absl::string_view value) {
+    ext.push_back(absl::StrCat(key, "=", CefValue(value)));
+  };
+  add("rt", std::to_string(absl::ToUnixMillis(FromProtoTime(e.time()))));
+  add("cn1Label", "sequence");
+  add("cn1", std::to_string(e.sequence()));
+  add("cs1Label", "rule");
+  add("cs1", e.rule_id());
+  add("cs2Label", "correlationId");
+  add("cs2", e.correlation_id());
+  add("cs3Label", "origin");
+  add("cs3", OriginName(e.origin()));
+  if (const palisade::v1::Target* t = TargetOf(e)) {
+    if (t->kind() == palisade::v1::TARGET_KIND_IP) add("src", t->value());
+    add("cs4Label", "target");
+    add("cs4", t->value());
+  }
+  if (e.body_case() == Event::kDecision) {
+    add("act", Short(palisade::v1::Action_Name(e.decision().decision().action()), "ACTION_"));
+    add("end", std::to_string(absl::ToUnixMillis(FromProtoTime(e.decision().decision().expiry()))));
+  }
+  if (e.body_case() == Event::kAction) add("outcome", e.action().outcome());
+  if (e.body_case() == Event::kDetection && !e.detection().feeds().empty()) {
+    add("cs5Label", "feeds");
+    add("cs5", absl::StrJoin(e.detection().feeds(), ","));
+  }
+  add("msg", EventSummary(e));
+  return absl::StrCat("CEF:0|Palisade|palisaded|", kVersion, "|", CefHeader(ActionOf(e)), "|",
+                      CefHeader(EventSummary(e)), "|", CefSeverity(e), "|",
+                      absl::StrJoin(ext, " "));
+}
+
+std::string ToSyslog5424(const Event& e, absl::string_view message, absl::string_view hostname) {
+  const int cef = CefSeverity(e);
+  const int severity = cef >= 8 ? 3 : cef >= 6 ? 4 : cef == 5 ? 5 : 6;  // err, warning, notice, info
+  const int pri = 10 * 8 + severity;                                     // facility authpriv
+  return absl::StrCat("<", pri, ">1 ", Rfc3339(e.time()), " ", hostname.empty() ? "-" : hostname,
+                      " palisaded ", getpid(), " ", EventKindName(e.kind()), " - ", message);
+}
+
+// --- EcsFileOutput -----------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<EcsFileOutput>> EcsFileOutput::Open(
+    const palisade::v1::EcsFileSink& c) {
+  std::FILE* f = std::fopen(c.path().c_str(), "a");
+  if (f == nullptr) {
+    return absl::UnavailableError(absl::StrCat("ecs_file ", c.path(), ": ", std::strerror(errno)));
+  }
+  std::fseek(f, 0, SEEK_END);
+  const long size = std::ftell(f);
+  return std::unique_ptr<EcsFileOutput>(
+      new EcsFileOutput(c, f, size > 0 ? static_cast<uint64_t>(size) : 0));
+}
+
+EcsFileOutput::EcsFileOutput(palisade::v1::EcsFileSink config, std::FILE* file, uint64_t size)
+    : config_(std::move(config)), file_(file), size_(size) {}
+
+EcsFileOutput::~EcsFileOutput() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+absl::Status EcsFileOutput::Rotate() {
+  std::fclose(file_);
+  file_ = nullptr;
+  const uint32_t keep = config_.max_files() > 0 ? config_.max_files() : 5;
+  const std::string& path = config_.path();
+  std::remove(absl::StrCat(path, ".", keep).c_str());
+  for (uint32_t i = keep - 1; i >= 1; --i) {
+    std::rename(absl::StrCat(path, ".", i).c_str(), absl::StrCat(path, ".", i + 1).c_str());
+  }
+  std::rename(path.c_str(), (path + ".1").c_str());
+  file_ = std::fopen(path.c_str(), "w");
+  size_ = 0;
+  if (file_ == nullptr) {
+    return absl::UnavailableError(absl::StrCat("ecs_file ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EcsFileOutput::Write(const Event& event) {
+  const std::string line = ToEcsJson(event) + "\n";
+  const uint64_t max = config_.max_bytes() > 0 ? config_.max_bytes() : (100ull << 20);
+  if (file_ == nullptr || (size_ > 0 && size_ + line.size() > max)) {
+    if (absl::Status s = Rotate(); !s.ok()) return s;
+  }
+  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("ecs_file ", config_.path(), ": ", std::strerror(errno)));
+  }
+  size_ += line.size();
+  return absl::OkStatus();
+}
+
+// --- CefSyslogOutput ---------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<CefSyslogOutput>> CefSyslogOutput::Open(
+    const palisade::v1::CefSyslogSink& c) {
+  const std::string& address = c.address();
+  size_t colon = address.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || !absl::SimpleAtoi(address.substr(colon + 1), &port) ||
+      port <= 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cef_syslog.address \"", address, "\" is not host:port"));
+  }
+  std::string host = address.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  const std::string& transport = c.transport();
+  if (!transport.empty() && transport != "udp" && transport != "tcp") {
+    return absl::InvalidArgumentError("cef_syslog.transport must be udp or tcp");
+  }
+  std::unique_ptr<CefSyslogOutput> out(new CefSyslogOutput(transport == "tcp", host, port));
+  if (absl::Status s = out->Connect(); !s.ok() && !out->tcp_) return s;  // TCP retries later
+  return out;
+}
+
+CefSyslogOutput::CefSyslogOutput(bool tcp, std::string host, int port)
+    : tcp_(tcp), host_(std::move(host)), port_(port) {
+  char name[256] = {};
+  if (gethostname(name, sizeof(name) - 1) == 0) hostname_ = name;
+}
+
+CefSyslogOutput::~CefSyslogOutput() {
+  if (fd_ >= 0) close(fd_);
+}
+
+absl::Status CefSyslogOutput::Connect() {
+  if (fd_ >= 0) close(fd_);
+  fd_ = -1;
+  addrinfo hints{};
+  hints.ai_socktype = tcp_ ? SOCK_STREAM : SOCK_DGRAM;
+  addrinfo* found = nullptr;
+  const std::string port = std::to_string(port_);
+  if (int rc = getaddrinfo(host_.c_str(), port.c_str(), &hints, &found); rc != 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cef_syslog ", host_, ":", port_, ": ", gai_strerror(rc)));
+  }
+  int fd = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, 0);
+  if (fd < 0 || connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
+    const int err = errno;
+    if (fd >= 0) close(fd);
+    freeaddrinfo(found);
+    return absl::UnavailableError(
+        absl::StrCat("cef_syslog ", host_, ":", port_, ": ", std::strerror(err)));
+  }
+  freeaddrinfo(found);
+  fd_ = fd;
+  return absl::OkStatus();
+}
+
+absl::Status CefSyslogOutput::Write(const Event& event) {
+  const std::string message = ToSyslog5424(event, ToCef(event), hostname_);
+  // RFC 6587 octet counting over TCP; one datagram per message over UDP.
+  const std::string frame = tcp_ ? absl::StrCat(message.size(), " ", message) : message;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    if (fd_ < 0) {
+      if (absl::Status s = Connect(); !s.ok()) return s;
+    }
+    size_t sent = 0;
+    while (sent < frame.size()) {
+      ssize_t n = send(fd_, frame.data() + sent, frame.size() - sent, MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
+    }
+    if (sent == frame.size()) return absl::OkStatus();
+    close(fd_);  // a collector that restarted: reconnect once
+    fd_ = -1;
+  }
+  return absl::UnavailableError(absl::StrCat("cef_syslog ", host_, ":", port_, ": send failed"));
+}
+
+// --- SinkRunner --------------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<SinkOutput>> SinkRunner::OutputFor(
+    const palisade::v1::SinkConfig& config) {
+  switch (config.kind_case()) {
+    case palisade::v1::SinkConfig::kEcsFile: {
+      absl::StatusOr<std::unique_ptr<EcsFileOutput>> out = EcsFileOutput::Open(config.ecs_file());
+      if (!out.ok()) return out.status();
+      return std::unique_ptr<SinkOutput>(std::move(*out));
+    }
+    case palisade::v1::SinkConfig::kCefSyslog: {
+      absl::StatusOr<std::unique_ptr<CefSyslogOutput>> out =
+          CefSyslogOutput::Open(config.cef_syslog());
+      if (!out.ok()) return out.status();
+      return std::unique_ptr<SinkOutput>(std::move(*out));
+    }
+    default:
+      return absl::InvalidArgumentError(
+          absl::StrCat("sink \"", config.name(), "\": set ecs_file or cef_syslog"));
+  }
+}
+
+SinkRunner::SinkRunner(const palisade::v1::SinkConfig& config, std::unique_ptr<SinkOutput> output,
+                       EventHub& hub, prometheus::Registry& registry)
+    : config_(config),
+      output_(std::move(output)),
+      hub_(hub),
+      written_(prometheus::BuildCounter()
+                   .Name("palisade_sink_events_total")
+                   .Help("Events written by a SIEM sink, or not (result=failed: the output "
+                         "refused it; lost: gone from the replay buffer before the sink got it).")
+                   .Register(registry)
+                   .Add({{"sink", config.name()}, {"result", "written"}})),
+      failed_(prometheus::BuildCounter()
+                  .Name("palisade_sink_events_total")
+                  .Help("Events written by a SIEM sink, or not (result=failed: the output "
+                        "refused it; lost: gone from the replay buffer before the sink got it).")
+                  .Register(registry)
+                  .Add({{"sink", config.name()}, {"result", "failed"}})),
+      lost_(prometheus::BuildCounter()
+                .Name("palisade_sink_events_total")
+                .Help("Events written by a SIEM sink, or not (result=failed: the output "
+                      "refused it; lost: gone from the replay buffer before the sink got it).")
+                .Register(registry)
+                .Add({{"sink", config.name()}, {"result", "lost"}})) {
+  thread_ = std::thread([this] { Run(); });
+}
+
+SinkRunner::~SinkRunner() {
+  stopping_.Notify();
+  thread_.join();
+}
+
+void SinkRunner::Run() {
+  palisade::v1::WatchRequest filter;
+  for (const std::string& k : config_.kinds()) {
+    if (k == "detection") filter.add_kinds(palisade::v1::EVENT_KIND_DETECTION);
+    if (k == "decision") filter.add_kinds(palisade::v1::EVENT_KIND_DECISION);
+    if (k == "action") filter.add_kinds(palisade::v1::EVENT_KIND_ACTION);
+  }
+  auto subscriber = std::make_unique<QueueSubscriber>(4096);
+  (void)hub_.Subscribe(subscriber.get(), filter);
+  uint64_t last = hub_.last_sequence();
+  std::string last_error;
+  for (;;) {
+    std::optional<Event> e = subscriber->Next(absl::Milliseconds(200));
+    if (e.has_value()) {
+      absl::Status s = output_->Write(*e);
+      if (s.ok()) {
+        written_.Increment();
+      } else {
+        failed_.Increment();
+        if (std::string(s.message()) != last_error) {  // one log line per distinct error
+          last_error = std::string(s.message());
+          std::fprintf(stderr, "palisaded: sink %s: %s\n", config_.name().c_str(),
+                       last_error.c_str());
+        }
+      }
+      last = e->sequence();
+      continue;
+    }
+    if (stopping_.HasBeenNotified()) break;
+    if (subscriber->dropped()) {
+      // Fell behind: pick up after the last event taken, from the hub's replay buffer.
+      subscriber = std::make_unique<QueueSubscriber>(4096);
+      filter.set_after_sequence(last);
+      if (!hub_.Subscribe(subscriber.get(), filter).ok()) {
+        filter.set_after_sequence(0);
+        const uint64_t now = hub_.last_sequence();
+        lost_.Increment(static_cast<double>(now - last));  // at most that many were ours
+        last = now;
+        (void)hub_.Subscribe(subscriber.get(), filter);
+      }
+    }
+  }
+  hub_.Unsubscribe(subscriber.get());
+}
+
+}  // namespace palisade

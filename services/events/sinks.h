@@ -1,0 +1,100 @@
+// SIEM outputs of the event stream: Elastic Common Schema NDJSON to a rotated file, and CEF in
+// RFC 5424 syslog over UDP or TCP. Field mappings are in docs/EVENTS.md.
+//
+// A SinkRunner follows the hub on its own thread through a bounded queue, so a slow disk or
+// collector never slows ingest; if it falls behind and is dropped, it resubscribes after the
+// last event it wrote, and what the replay buffer no longer holds is counted as lost.
+#ifndef PALISADE_SERVICES_EVENTS_SINKS_H_
+#define PALISADE_SERVICES_EVENTS_SINKS_H_
+
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/notification.h"
+#include "palisade/v1/config.pb.h"
+#include "palisade/v1/palisade.pb.h"
+#include "prometheus/registry.h"
+#include "services/events/event_hub.h"
+
+namespace palisade {
+
+// One line saying what happened ("decision created: block 203.0.113.7 until …").
+std::string EventSummary(const palisade::v1::Event& event);
+// One JSON object (no newline) with ECS field names.
+std::string ToEcsJson(const palisade::v1::Event& event);
+// "CEF:0|Palisade|palisaded|<version>|<signature>|<name>|<severity>|<extension>".
+std::string ToCef(const palisade::v1::Event& event);
+// RFC 5424: "<PRI>1 TIMESTAMP HOST palisaded - MSGID - MSG" (facility authpriv).
+std::string ToSyslog5424(const palisade::v1::Event& event, absl::string_view message,
+                         absl::string_view hostname);
+
+// Where a sink writes; Write is called from the runner's thread only.
+class SinkOutput {
+ public:
+  virtual ~SinkOutput() = default;
+  virtual absl::Status Write(const palisade::v1::Event& event) = 0;
+};
+
+// ECS NDJSON, rotated by size. Each line is flushed.
+class EcsFileOutput final : public SinkOutput {
+ public:
+  static absl::StatusOr<std::unique_ptr<EcsFileOutput>> Open(const palisade::v1::EcsFileSink& c);
+  ~EcsFileOutput() override;
+  absl::Status Write(const palisade::v1::Event& event) override;
+
+ private:
+  EcsFileOutput(palisade::v1::EcsFileSink config, std::FILE* file, uint64_t size);
+  absl::Status Rotate();
+  const palisade::v1::EcsFileSink config_;
+  std::FILE* file_;
+  uint64_t size_;
+};
+
+// CEF over syslog. UDP: one datagram per event. TCP: octet-counted frames, reconnecting.
+class CefSyslogOutput final : public SinkOutput {
+ public:
+  static absl::StatusOr<std::unique_ptr<CefSyslogOutput>> Open(
+      const palisade::v1::CefSyslogSink& c);
+  ~CefSyslogOutput() override;
+  absl::Status Write(const palisade::v1::Event& event) override;
+
+ private:
+  CefSyslogOutput(bool tcp, std::string host, int port);
+  absl::Status Connect();
+  const bool tcp_;
+  const std::string host_;
+  const int port_;
+  int fd_ = -1;
+  std::string hostname_;
+};
+
+class SinkRunner {
+ public:
+  SinkRunner(const palisade::v1::SinkConfig& config, std::unique_ptr<SinkOutput> output,
+             EventHub& hub, prometheus::Registry& registry);
+  ~SinkRunner();  // stops after writing what it already took
+
+  // Builds the output a config names (files opened, addresses resolved).
+  static absl::StatusOr<std::unique_ptr<SinkOutput>> OutputFor(
+      const palisade::v1::SinkConfig& config);
+
+ private:
+  void Run();
+  const palisade::v1::SinkConfig config_;
+  std::unique_ptr<SinkOutput> output_;
+  EventHub& hub_;
+  prometheus::Counter& written_;
+  prometheus::Counter& failed_;
+  prometheus::Counter& lost_;
+  absl::Notification stopping_;
+  std::thread thread_;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_EVENTS_SINKS_H_

@@ -1,0 +1,321 @@
+#include "services/events/sinks.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "services/common/proto_time.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using json = nlohmann::json;
+using palisade::v1::Event;
+using ::testing::HasSubstr;
+using testing::IsOk;
+
+Event Detection() {
+  Event e;
+  e.set_sequence(41);
+  *e.mutable_time() = ToProtoTime(absl::FromUnixMillis(1795000000123));
+  e.set_kind(palisade::v1::EVENT_KIND_DETECTION);
+  e.set_correlation_id("00c0ffee00c0ffee");
+  e.set_rule_id("sshd|odd=rule");  // CEF must escape both
+  e.set_origin(palisade::v1::ORIGIN_RULE);
+  auto* d = e.mutable_detection();
+  d->mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+  d->mutable_target()->set_value("203.0.113.7");
+  d->add_evidence("Failed password for root from 203.0.113.7 port 22 ssh2");
+  d->set_source("web-1:/var/log/auth.log");
+  d->add_feeds("drop");
+  return e;
+}
+
+Event Decision() {
+  Event e;
+  e.set_sequence(42);
+  *e.mutable_time() = ToProtoTime(absl::FromUnixMillis(1795000000456));
+  e.set_kind(palisade::v1::EVENT_KIND_DECISION);
+  e.set_correlation_id("00c0ffee00c0ffee");
+  e.set_rule_id("sshd-failed-password");
+  e.set_origin(palisade::v1::ORIGIN_RULE);
+  e.mutable_decision()->set_change("created");
+  auto* d = e.mutable_decision()->mutable_decision();
+  d->set_id("00c0ffee00c0ffee");
+  d->mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+  d->mutable_target()->set_value("203.0.113.7");
+  d->set_action(palisade::v1::ACTION_BLOCK);
+  d->set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  *d->mutable_expiry() = ToProtoTime(absl::FromUnixSeconds(1795003600));
+  d->set_offence(2);
+  return e;
+}
+
+Event Action(const std::string& outcome) {
+  Event e;
+  e.set_sequence(43);
+  *e.mutable_time() = ToProtoTime(absl::FromUnixMillis(1795000000789));
+  e.set_kind(palisade::v1::EVENT_KIND_ACTION);
+  e.set_correlation_id("00c0ffee00c0ffee");
+  e.set_rule_id("sshd-failed-password");
+  e.set_origin(palisade::v1::ORIGIN_RULE);
+  auto* a = e.mutable_action();
+  a->set_outcome(outcome);
+  a->set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  a->set_operation("apply");
+  a->mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+  a->mutable_target()->set_value("203.0.113.7");
+  a->set_attempt(3);
+  if (outcome == "failed") a->set_detail("cloudflare: 403 (10000): Authentication error");
+  return e;
+}
+
+TEST(EcsTest, FieldsByKind) {
+  json d = json::parse(ToEcsJson(Detection()));
+  EXPECT_EQ(d["@timestamp"], "2026-11-18T11:06:40.123Z");
+  EXPECT_EQ(d["ecs"]["version"], "8.11.0");
+  EXPECT_EQ(d["event"]["kind"], "alert");
+  EXPECT_EQ(d["event"]["category"], json::array({"intrusion_detection"}));
+  EXPECT_EQ(d["event"]["action"], "detection");
+  EXPECT_EQ(d["event"]["sequence"], 41);
+  EXPECT_EQ(d["event"]["provider"], "web-1:/var/log/auth.log");
+  EXPECT_EQ(d["source"]["ip"], "203.0.113.7");
+  EXPECT_EQ(d["rule"]["id"], "sshd|odd=rule");
+  EXPECT_EQ(d["threat"]["feed"]["name"], "drop");
+  EXPECT_EQ(d["palisade"]["correlation_id"], "00c0ffee00c0ffee");
+  EXPECT_EQ(d["palisade"]["evidence"][0],
+            "Failed password for root from 203.0.113.7 port 22 ssh2");
+
+  json c = json::parse(ToEcsJson(Decision()));
+  EXPECT_EQ(c["event"]["kind"], "event");
+  EXPECT_EQ(c["event"]["type"], json::array({"creation"}));
+  EXPECT_EQ(c["event"]["action"], "decision-created");
+  EXPECT_EQ(c["palisade"]["decision"]["action"], "block");
+  EXPECT_EQ(c["palisade"]["decision"]["actuator"], "access_rule");
+  EXPECT_EQ(c["palisade"]["decision"]["expiry"], "2026-11-18T12:06:40.000Z");
+  EXPECT_EQ(c["palisade"]["decision"]["offence"], 2);
+
+  json ok = json::parse(ToEcsJson(Action("applied")));
+  EXPECT_EQ(ok["event"]["outcome"], "success");
+  EXPECT_EQ(ok["event"]["action"], "apply-applied");
+  EXPECT_EQ(ok["palisade"]["action"]["attempt"], 3);
+  json failed = json::parse(ToEcsJson(Action("failed")));
+  EXPECT_EQ(failed["event"]["outcome"], "failure");
+  EXPECT_EQ(failed["error"]["message"], "cloudflare: 403 (10000): Authentication error");
+}
+
+// Splits a CEF record back: the 7 header fields, and the extension's key=value pairs.
+struct Cef {
+  std::vector<std::string> header;
+  std::map<std::string, std::string> ext;
+};
+
+Cef ParseCef(const std::string& s) {
+  Cef out;
+  std::string field;
+  size_t i = 0;
+  for (; i < s.size() && out.header.size() < 7; ++i) {
+    if (s[i] == '\\' && i + 1 < s.size()) {
+      field.push_back(s[++i]);
+    } else if (s[i] == '|') {
+      out.header.push_back(field);
+      field.clear();
+    } else {
+      field.push_back(s[i]);
+    }
+  }
+  // Extension: keys are [A-Za-z0-9]+ followed by '='; values run to the next " key=".
+  std::string key, value;
+  bool in_key = true;
+  for (; i <= s.size(); ++i) {
+    if (i == s.size()) {
+      if (!key.empty()) out.ext[key] = value;
+      break;
+    }
+    const char ch = s[i];
+    if (in_key) {
+      if (ch == '=') {
+        in_key = false;
+      } else {
+        key.push_back(ch);
+      }
+      continue;
+    }
+    if (ch == '\\' && i + 1 < s.size()) {
+      const char next = s[++i];
+      value.push_back(next == 'n' ? '\n' : next == 'r' ? '\r' : next);
+      continue;
+    }
+    if (ch == ' ') {
+      size_t eq = s.find('=', i + 1), sp = s.find(' ', i + 1);
+      if (eq != std::string::npos && (sp == std::string::npos || eq < sp) && s[eq - 1] != '\\') {
+        out.ext[key] = value;
+        key.clear();
+        value.clear();
+        in_key = true;
+        continue;
+      }
+    }
+    value.push_back(ch);
+  }
+  return out;
+}
+
+TEST(CefTest, HeaderAndExtensionParseBack) {
+  Cef d = ParseCef(ToCef(Detection()));
+  ASSERT_EQ(d.header.size(), 7u);
+  EXPECT_EQ(d.header[0], "CEF:0");
+  EXPECT_EQ(d.header[1], "Palisade");
+  EXPECT_EQ(d.header[2], "palisaded");
+  EXPECT_EQ(d.header[4], "detection");
+  EXPECT_THAT(d.header[5], HasSubstr("detection by sshd|odd=rule: 203.0.113.7"));
+  EXPECT_EQ(d.header[6], "7");
+  EXPECT_EQ(d.ext["rt"], "1795000000123");
+  EXPECT_EQ(d.ext["src"], "203.0.113.7");
+  EXPECT_EQ(d.ext["cs1Label"], "rule");
+  EXPECT_EQ(d.ext["cs1"], "sshd|odd=rule");
+  EXPECT_EQ(d.ext["cs2"], "00c0ffee00c0ffee");
+  EXPECT_EQ(d.ext["cn1"], "41");
+  EXPECT_EQ(d.ext["cs5"], "drop");
+
+  Cef c = ParseCef(ToCef(Decision()));
+  EXPECT_EQ(c.header[4], "decision-created");
+  EXPECT_EQ(c.header[6], "6");
+  EXPECT_EQ(c.ext["act"], "block");
+  EXPECT_EQ(c.ext["end"], "1795003600000");
+
+  Cef f = ParseCef(ToCef(Action("failed")));
+  EXPECT_EQ(f.header[4], "apply-failed");
+  EXPECT_EQ(f.header[6], "8");
+  EXPECT_EQ(f.ext["outcome"], "failed");
+}
+
+TEST(SyslogTest, Rfc5424Frame) {
+  const std::string m = ToSyslog5424(Action("failed"), "CEF:0|x", "web-1");
+  // <authpriv.err>1 TIMESTAMP HOST APP PROCID MSGID SD MSG
+  EXPECT_THAT(m, ::testing::MatchesRegex(
+                     "<83>1 2026-11-18T11:06:40\\.789Z web-1 palisaded [0-9]+ action - CEF:0\\|x"));
+  EXPECT_THAT(ToSyslog5424(Decision(), "m", ""), ::testing::StartsWith("<84>1 "));
+}
+
+TEST(EcsFileTest, RotatesBySizeAndKeepsMaxFiles) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/events.ndjson");
+  for (const char* suffix : {"", ".1", ".2", ".3"}) std::remove((path + suffix).c_str());
+  palisade::v1::EcsFileSink config;
+  config.set_path(path);
+  config.set_max_bytes(3000);
+  config.set_max_files(2);
+  absl::StatusOr<std::unique_ptr<EcsFileOutput>> out = EcsFileOutput::Open(config);
+  ASSERT_THAT(out, IsOk());
+  for (int i = 1; i <= 40; ++i) {
+    Event e = Decision();
+    e.set_sequence(i);
+    ASSERT_THAT((*out)->Write(e), IsOk());
+  }
+  out->reset();
+  std::vector<uint64_t> sequences;
+  for (const char* suffix : {".2", ".1", ""}) {
+    std::ifstream in(path + suffix);
+    ASSERT_TRUE(in) << suffix;
+    std::string line;
+    uint64_t bytes = 0;
+    while (std::getline(in, line)) {
+      bytes += line.size() + 1;
+      sequences.push_back(json::parse(line)["event"]["sequence"].get<uint64_t>());
+    }
+    EXPECT_LE(bytes, 3000u);
+  }
+  EXPECT_FALSE(std::ifstream(path + ".3"));
+  // The newest events, in order, with nothing missing between the kept files.
+  ASSERT_FALSE(sequences.empty());
+  EXPECT_EQ(sequences.back(), 40u);
+  for (size_t i = 1; i < sequences.size(); ++i) EXPECT_EQ(sequences[i], sequences[i - 1] + 1);
+}
+
+int Listen(int type, int* port) {
+  int fd = socket(AF_INET, type, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  *port = ntohs(addr.sin_port);
+  if (type == SOCK_STREAM) listen(fd, 1);
+  timeval tv{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  return fd;
+}
+
+TEST(SinkRunnerTest, CefOverUdpAndTcpFollowsTheHub) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  EventHub hub({}, clock, registry);
+  int udp_port = 0, tcp_port = 0;
+  const int udp = Listen(SOCK_DGRAM, &udp_port);
+  const int tcp = Listen(SOCK_STREAM, &tcp_port);
+  palisade::v1::SinkConfig u;
+  u.set_name("udp");
+  u.mutable_cef_syslog()->set_address(absl::StrCat("127.0.0.1:", udp_port));
+  u.add_kinds("decision");
+  palisade::v1::SinkConfig t;
+  t.set_name("tcp");
+  t.mutable_cef_syslog()->set_address(absl::StrCat("127.0.0.1:", tcp_port));
+  t.mutable_cef_syslog()->set_transport("tcp");
+  auto udp_out = SinkRunner::OutputFor(u);
+  ASSERT_THAT(udp_out, IsOk());
+  auto tcp_out = SinkRunner::OutputFor(t);
+  ASSERT_THAT(tcp_out, IsOk());
+  {
+    SinkRunner udp_sink(u, *std::move(udp_out), hub, registry);
+    SinkRunner tcp_sink(t, *std::move(tcp_out), hub, registry);
+    absl::SleepFor(absl::Milliseconds(100));  // subscribed
+    Event det = Detection(), dec = Decision();
+    det.clear_sequence();
+    dec.clear_sequence();
+    hub.Publish(det);
+    hub.Publish(dec);
+    absl::SleepFor(absl::Milliseconds(300));
+  }
+  // UDP: only the decision (the sink's kinds), one datagram.
+  char buf[8192];
+  ssize_t n = recv(udp, buf, sizeof(buf), 0);
+  ASSERT_GT(n, 0);
+  std::string datagram(buf, static_cast<size_t>(n));
+  EXPECT_THAT(datagram, HasSubstr(" palisaded "));
+  const std::string cef = datagram.substr(datagram.find("CEF:0"));
+  EXPECT_EQ(ParseCef(cef).header[4], "decision-created");
+  EXPECT_EQ(ParseCef(cef).ext["cn1"], "2");
+  // TCP: both events, octet-counted.
+  int conn = accept(tcp, nullptr, nullptr);
+  ASSERT_GE(conn, 0);
+  std::string stream;
+  while ((n = recv(conn, buf, sizeof(buf), 0)) > 0) stream.append(buf, static_cast<size_t>(n));
+  std::vector<std::string> messages;
+  while (!stream.empty()) {
+    size_t space = stream.find(' ');
+    ASSERT_NE(space, std::string::npos);
+    const size_t len = std::stoul(stream.substr(0, space));
+    messages.push_back(stream.substr(space + 1, len));
+    stream.erase(0, space + 1 + len);
+  }
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(ParseCef(messages[0].substr(messages[0].find("CEF:0"))).header[4], "detection");
+  EXPECT_EQ(ParseCef(messages[1].substr(messages[1].find("CEF:0"))).header[4], "decision-created");
+  close(conn);
+  close(udp);
+  close(tcp);
+}
+
+}  // namespace
+}  // namespace palisade
