@@ -257,6 +257,11 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
     if (!f->empty() && (*f)[0] != '/' && !base_dir.empty()) *f = absl::StrCat(base_dir, "/", *f);
   };
   for (std::string& f : *config.mutable_rule_files()) resolve(&f);
+  for (auto* tls : {config.mutable_api()->mutable_tls(), config.mutable_metrics_tls()}) {
+    resolve(tls->mutable_cert_file());
+    resolve(tls->mutable_key_file());
+    resolve(tls->mutable_client_ca_file());
+  }
   for (auto& sink : *config.mutable_sinks()) {
     if (sink.has_ecs_file()) resolve(sink.mutable_ecs_file()->mutable_path());
   }

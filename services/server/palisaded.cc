@@ -32,6 +32,7 @@
 #include "services/pipeline/pipeline.h"
 #include "services/server/auth.h"
 #include "services/server/config.h"
+#include "services/server/metrics_https.h"
 #include "services/server/edge.h"
 #include "services/server/grpc_services.h"
 #include "services/store/store.h"
@@ -227,7 +228,17 @@ int Run() {
 
   std::unique_ptr<prometheus::Exposer> exposer;
   int metrics_port = 0;
-  if (config->metrics_listen() != "off") {
+  std::unique_ptr<MetricsHttpsServer> metrics_https;
+  if (config->metrics_listen() != "off" && !config->metrics_tls().cert_file().empty()) {
+    absl::StatusOr<std::unique_ptr<MetricsHttpsServer>> https =
+        MetricsHttpsServer::Start(config->metrics_listen(), config->metrics_tls(), registry);
+    if (!https.ok()) {
+      Log(absl::StrCat("refusing to start: ", https.status().message()));
+      return 2;
+    }
+    metrics_https = *std::move(https);
+    metrics_port = metrics_https->port();
+  } else if (config->metrics_listen() != "off") {
     try {
       exposer = std::make_unique<prometheus::Exposer>(config->metrics_listen());
     } catch (const std::exception& e) {
@@ -349,6 +360,7 @@ int Run() {
   save_windows();
   edge.reset();
   exposer.reset();
+  metrics_https.reset();
   Log(absl::StrCat("stopped in ",
                    absl::FormatDuration(absl::Trunc(absl::Now() - t0, absl::Milliseconds(1)))));
   return 0;

@@ -282,7 +282,9 @@ TEST(ApiSecurityTest, TlsAndMutualTls) {
       {"--config=" + WriteConfig("tls.textproto",
                                  absl::StrCat("api { tls { cert_file: \"", d, "server.pem\" key_file: \"",
                                               d, "server.key\" client_ca_file: \"", d,
-                                              "ca.pem\" } }\n"))});
+                                              "ca.pem\" } }\n",
+                                              "metrics_tls { cert_file: \"", d, "server.pem\" key_file: \"", d,
+                                              "server.key\" }\n"))});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   grpc::SslCredentialsOptions ssl;
   ssl.pem_root_certs = ReadFile(d + "ca.pem");
@@ -297,6 +299,18 @@ TEST(ApiSecurityTest, TlsAndMutualTls) {
   ssl.pem_private_key = ReadFile(d + "client.key");
   EXPECT_EQ(StatusOver(grpc::CreateChannel((*daemon)->grpc_address(), grpc::SslCredentials(ssl))),
             grpc::StatusCode::OK);
+
+  // /metrics over HTTPS, verified against the CA; plain HTTP gets nothing.
+  const std::string port = std::to_string((*daemon)->metrics_port());
+  const std::string out = Tmp("metrics.txt");
+  EXPECT_EQ(std::system(absl::StrCat("curl -sf --cacert ", d, "ca.pem https://127.0.0.1:", port,
+                                     "/metrics -o ", out)
+                            .c_str()),
+            0);
+  EXPECT_THAT(ReadFile(out), HasSubstr("palisade_build_info"));
+  EXPECT_NE(std::system(absl::StrCat("curl -sf -m 5 http://127.0.0.1:", port, "/metrics -o /dev/null")
+                            .c_str()),
+            0);
 }
 
 }  // namespace
