@@ -16,7 +16,8 @@ namespace palisade {
 
 // kStale updates make no event (nothing was decided); the detection event still says it.
 bool DecisionEventFrom(const DecisionUpdate& update, palisade::v1::Event* out);
-palisade::v1::Event DetectionEventFrom(absl::string_view source, const Detection& detection,
+// Moves the detection's evidence into the event (the detection is done with once decided).
+palisade::v1::Event DetectionEventFrom(absl::string_view source, Detection&& detection,
                                        const DecisionUpdate& update);
 palisade::v1::Event ActionEventFrom(const ActionOutcome& outcome);
 

@@ -26,10 +26,6 @@ const char* EventKindName(palisade::v1::EventKind kind) {
 EventHub::EventHub(EventHubOptions options, Clock& clock, prometheus::Registry& registry)
     : options_(options),
       clock_(clock),
-      published_(prometheus::BuildCounter()
-                     .Name("palisade_events_published_total")
-                     .Help("Events published to the stream, by kind.")
-                     .Register(registry)),
       subscribers_gauge_(prometheus::BuildGauge()
                              .Name("palisade_events_subscribers")
                              .Help("Subscribers following the event stream.")
@@ -39,7 +35,16 @@ EventHub::EventHub(EventHubOptions options, Clock& clock, prometheus::Registry& 
                    .Name("palisade_events_subscribers_dropped_total")
                    .Help("Subscribers dropped because they fell too far behind.")
                    .Register(registry)
-                   .Add({})) {}
+                   .Add({})) {
+  auto& published = prometheus::BuildCounter()
+                        .Name("palisade_events_published_total")
+                        .Help("Events published to the stream, by kind.")
+                        .Register(registry);
+  for (int k = 0; k < 4; ++k) {
+    published_[k] =
+        &published.Add({{"kind", EventKindName(static_cast<palisade::v1::EventKind>(k))}});
+  }
+}
 
 bool EventHub::Matches(const WatchRequest& filter, const Event& event) {
   if (filter.kinds_size() > 0 &&
@@ -55,7 +60,8 @@ bool EventHub::Matches(const WatchRequest& filter, const Event& event) {
 }
 
 void EventHub::Publish(Event event) {
-  published_.Add({{"kind", EventKindName(event.kind())}}).Increment();
+  const int kind = event.kind();
+  published_[kind >= 0 && kind < 4 ? kind : 0]->Increment();
   absl::MutexLock lock(&mu_);
   event.set_sequence(++sequence_);
   *event.mutable_time() = ToProtoTime(clock_.TimeNow());
@@ -77,6 +83,7 @@ void EventHub::DropLocked(size_t index) {
 }
 
 absl::Status EventHub::Subscribe(Subscriber* subscriber, const WatchRequest& filter) {
+  wanted_.store(true, std::memory_order_relaxed);
   absl::MutexLock lock(&mu_);
   if (filter.after_sequence() > 0) {
     if (filter.after_sequence() > sequence_) {

@@ -40,8 +40,9 @@ struct PipelineOptions {
   // so a simulated clock can follow the log.
   std::function<void(absl::Time)> advance_clock;
   // Called after a batch's detections were decided: updates[i] is what detections[i] did (for
-  // the event stream). `source` is the batch's.
-  std::function<void(absl::string_view source, const std::vector<Detection>& detections,
+  // the event stream). `source` is the batch's. The detections are done with: a callee may move
+  // from them (their evidence, say).
+  std::function<void(absl::string_view source, std::vector<Detection>& detections,
                      const std::vector<DecisionUpdate>& updates)>
       on_detections;
 };

@@ -163,15 +163,16 @@ int Run() {
   // pipeline, action outcomes from the dispatcher.
   EventHub events({}, clock, *registry);
   table.AddListener([&events](const DecisionUpdate& update) {
+    if (!events.wanted()) return;
     palisade::v1::Event e;
     if (DecisionEventFrom(update, &e)) events.Publish(std::move(e));
   });
   PipelineOptions options;
-  options.on_detections = [&events](absl::string_view source,
-                                    const std::vector<Detection>& detections,
+  options.on_detections = [&events](absl::string_view source, std::vector<Detection>& detections,
                                     const std::vector<DecisionUpdate>& updates) {
+    if (!events.wanted()) return;
     for (size_t i = 0; i < detections.size() && i < updates.size(); ++i) {
-      events.Publish(DetectionEventFrom(source, detections[i], updates[i]));
+      events.Publish(DetectionEventFrom(source, std::move(detections[i]), updates[i]));
     }
   };
   options.engine.feeds = &feeds.registry();
@@ -197,7 +198,9 @@ int Run() {
     }
     edge = *std::move(started);
     edge->dispatcher().SetObserver(
-        [&events](const ActionOutcome& outcome) { events.Publish(ActionEventFrom(outcome)); });
+        [&events](const ActionOutcome& outcome) {
+          if (events.wanted()) events.Publish(ActionEventFrom(outcome));
+        });
     Log(absl::StrCat("cloudflare: acting on zone ", config->cloudflare().zone_id(),
                      config->cloudflare().dry_run() ? " (dry run)" : "", "; ",
                      edge->dispatcher().pending(), " operations resumed from the outbox"));

@@ -14,7 +14,26 @@ class Stmt {
   Stmt(sqlite3* db, const char* sql) : db_(db) {
     rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
   }
-  ~Stmt() { sqlite3_finalize(stmt_); }
+  // From the store's cache (keyed by the SQL literal's address): prepared once, reset after use.
+  Stmt(absl::flat_hash_map<const char*, sqlite3_stmt*>& cache, sqlite3* db, const char* sql)
+      : db_(db), cached_(true) {
+    auto it = cache.find(sql);
+    if (it != cache.end()) {
+      stmt_ = it->second;
+      rc_ = SQLITE_OK;
+      return;
+    }
+    rc_ = sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, &stmt_, nullptr);
+    if (rc_ == SQLITE_OK) cache.emplace(sql, stmt_);
+  }
+  ~Stmt() {
+    if (cached_ && rc_ == SQLITE_OK) {
+      sqlite3_reset(stmt_);
+      sqlite3_clear_bindings(stmt_);
+    } else {
+      sqlite3_finalize(stmt_);
+    }
+  }
   bool ok() const { return rc_ == SQLITE_OK; }
   Stmt& Bind(int i, int64_t v) {
     sqlite3_bind_int64(stmt_, i, v);
@@ -41,6 +60,7 @@ class Stmt {
   sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
   int rc_;
+  bool cached_ = false;
 };
 
 int64_t Millis(absl::Time t) { return t == absl::InfinitePast() ? 0 : absl::ToUnixMillis(t); }
@@ -80,6 +100,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
 
 Store::~Store() {
   absl::MutexLock lock(&mu_);
+  for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
   sqlite3_close(db_);
 }
 
@@ -96,7 +117,7 @@ absl::Status Store::Exec(const std::string& sql) {
 absl::Status Store::Migrate() {
   int version = 0;
   {
-    Stmt v(db_, "PRAGMA user_version");
+    Stmt v(statements_, db_, "PRAGMA user_version");
     if (v.ok() && v.Step() == SQLITE_ROW) version = static_cast<int>(v.Int(0));
   }
   if (version > kSchemaVersion) {
@@ -174,7 +195,7 @@ absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
   const palisade::v1::Decision& d = *c.decision;
   absl::Status s;
   {
-    Stmt up(db_,
+    Stmt up(statements_, db_,
             "INSERT INTO decisions(id, target, active, expiry_ms, proto) VALUES(?,?,?,?,?) "
             "ON CONFLICT(id) DO UPDATE SET target=excluded.target, active=excluded.active, "
             "expiry_ms=excluded.expiry_ms, proto=excluded.proto");
@@ -189,7 +210,7 @@ absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
     }
   }
   if (s.ok() && c.offence.has_value()) {
-    Stmt off(db_,
+    Stmt off(statements_, db_,
              "INSERT INTO offences(target, count, last_ms) VALUES(?,?,?) ON CONFLICT(target) "
              "DO UPDATE SET count=excluded.count, last_ms=excluded.last_ms");
     s = Prepared(off, db_);
@@ -202,7 +223,7 @@ absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
   }
   int64_t seq = 0;
   if (s.ok() && c.outbox.has_value()) {
-    Stmt op(db_, "INSERT INTO outbox(decision_id, apply) VALUES(?,?)");
+    Stmt op(statements_, db_, "INSERT INTO outbox(decision_id, apply) VALUES(?,?)");
     s = Prepared(op, db_);
     if (s.ok()) s = op.Bind(1, d.id()).Bind(2, int64_t{*c.outbox}).Done("record operation");
     seq = sqlite3_last_insert_rowid(db_);
@@ -216,12 +237,12 @@ absl::Status Store::CompleteApply(int64_t seq, const EdgeRow& edge) {
   absl::Status s = Exec("BEGIN IMMEDIATE");
   if (!s.ok()) return s;
   {
-    Stmt del(db_, "DELETE FROM outbox WHERE seq = ?");
+    Stmt del(statements_, db_, "DELETE FROM outbox WHERE seq = ?");
     s = Prepared(del, db_);
     if (s.ok()) s = del.Bind(1, seq).Done("complete apply");
   }
   if (s.ok()) {
-    Stmt up(db_,
+    Stmt up(statements_, db_,
             "INSERT OR REPLACE INTO edges(decision_id, actuator, edge_id, container, "
             "foreign_object) VALUES(?,?,?,?,?)");
     s = Prepared(up, db_);
@@ -246,12 +267,12 @@ absl::Status Store::CompleteRemove(int64_t seq, const std::string& decision_id) 
   absl::Status s = Exec("BEGIN IMMEDIATE");
   if (!s.ok()) return s;
   {
-    Stmt del(db_, "DELETE FROM outbox WHERE seq = ?");
+    Stmt del(statements_, db_, "DELETE FROM outbox WHERE seq = ?");
     s = Prepared(del, db_);
     if (s.ok()) s = del.Bind(1, seq).Done("complete remove");
   }
   if (s.ok()) {
-    Stmt del(db_, "DELETE FROM edges WHERE decision_id = ?");
+    Stmt del(statements_, db_, "DELETE FROM edges WHERE decision_id = ?");
     s = Prepared(del, db_);
     if (s.ok()) s = del.Bind(1, decision_id).Done("forget edge");
   }
@@ -264,7 +285,7 @@ absl::Status Store::CompleteRemove(int64_t seq, const std::string& decision_id) 
 
 absl::StatusOr<int64_t> Store::AddOperation(const std::string& decision_id, bool apply) {
   absl::MutexLock lock(&mu_);
-  Stmt op(db_, "INSERT INTO outbox(decision_id, apply) VALUES(?,?)");
+  Stmt op(statements_, db_, "INSERT INTO outbox(decision_id, apply) VALUES(?,?)");
   absl::Status s = Prepared(op, db_);
   if (s.ok()) s = op.Bind(1, decision_id).Bind(2, int64_t{apply}).Done("add operation");
   if (!s.ok()) return s;
@@ -273,21 +294,21 @@ absl::StatusOr<int64_t> Store::AddOperation(const std::string& decision_id, bool
 
 absl::Status Store::ForgetEdge(const std::string& decision_id) {
   absl::MutexLock lock(&mu_);
-  Stmt del(db_, "DELETE FROM edges WHERE decision_id = ?");
+  Stmt del(statements_, db_, "DELETE FROM edges WHERE decision_id = ?");
   absl::Status s = Prepared(del, db_);
   return s.ok() ? del.Bind(1, decision_id).Done("forget edge") : s;
 }
 
 absl::Status Store::DropOperation(int64_t seq) {
   absl::MutexLock lock(&mu_);
-  Stmt del(db_, "DELETE FROM outbox WHERE seq = ?");
+  Stmt del(statements_, db_, "DELETE FROM outbox WHERE seq = ?");
   absl::Status s = Prepared(del, db_);
   return s.ok() ? del.Bind(1, seq).Done("drop operation") : s;
 }
 
 absl::Status Store::Reschedule(int64_t seq, int attempts, absl::Time not_before) {
   absl::MutexLock lock(&mu_);
-  Stmt up(db_, "UPDATE outbox SET attempts = ?, not_before_ms = ? WHERE seq = ?");
+  Stmt up(statements_, db_, "UPDATE outbox SET attempts = ?, not_before_ms = ? WHERE seq = ?");
   absl::Status s = Prepared(up, db_);
   return s.ok() ? up.Bind(1, int64_t{attempts})
                       .Bind(2, Millis(not_before))
@@ -298,7 +319,7 @@ absl::Status Store::Reschedule(int64_t seq, int attempts, absl::Time not_before)
 
 absl::StatusOr<std::vector<palisade::v1::Decision>> Store::LoadDecisions(bool active_only) {
   absl::MutexLock lock(&mu_);
-  Stmt q(db_, active_only ? "SELECT proto FROM decisions WHERE active = 1"
+  Stmt q(statements_, db_, active_only ? "SELECT proto FROM decisions WHERE active = 1"
                           : "SELECT proto FROM decisions");
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
@@ -313,7 +334,7 @@ absl::StatusOr<std::vector<palisade::v1::Decision>> Store::LoadDecisions(bool ac
 
 absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences() {
   absl::MutexLock lock(&mu_);
-  Stmt q(db_, "SELECT target, count, last_ms FROM offences");
+  Stmt q(statements_, db_, "SELECT target, count, last_ms FROM offences");
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
   std::vector<OffenceRow> out;
@@ -325,7 +346,7 @@ absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences() {
 
 absl::StatusOr<std::vector<OutboxRow>> Store::LoadOutbox() {
   absl::MutexLock lock(&mu_);
-  Stmt q(db_,
+  Stmt q(statements_, db_,
          "SELECT o.seq, o.apply, o.attempts, o.not_before_ms, d.proto FROM outbox o "
          "JOIN decisions d ON d.id = o.decision_id ORDER BY o.seq");
   absl::Status s = Prepared(q, db_);
@@ -347,7 +368,7 @@ absl::StatusOr<std::vector<OutboxRow>> Store::LoadOutbox() {
 
 absl::StatusOr<std::vector<EdgeRow>> Store::LoadEdges() {
   absl::MutexLock lock(&mu_);
-  Stmt q(db_, "SELECT decision_id, actuator, edge_id, container, foreign_object FROM edges");
+  Stmt q(statements_, db_, "SELECT decision_id, actuator, edge_id, container, foreign_object FROM edges");
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
   std::vector<EdgeRow> out;
@@ -359,14 +380,14 @@ absl::StatusOr<std::vector<EdgeRow>> Store::LoadEdges() {
 
 absl::Status Store::SaveSnapshot(const std::string& name, const std::string& blob) {
   absl::MutexLock lock(&mu_);
-  Stmt up(db_, "INSERT OR REPLACE INTO snapshots(name, blob) VALUES(?,?)");
+  Stmt up(statements_, db_, "INSERT OR REPLACE INTO snapshots(name, blob) VALUES(?,?)");
   absl::Status s = Prepared(up, db_);
   return s.ok() ? up.Bind(1, name).Bind(2, blob).Done("save snapshot") : s;
 }
 
 absl::StatusOr<std::string> Store::LoadSnapshot(const std::string& name) {
   absl::MutexLock lock(&mu_);
-  Stmt q(db_, "SELECT blob FROM snapshots WHERE name = ?");
+  Stmt q(statements_, db_, "SELECT blob FROM snapshots WHERE name = ?");
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
   q.Bind(1, name);

@@ -22,12 +22,14 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "palisade/v1/palisade.pb.h"
 
 struct sqlite3;
+struct sqlite3_stmt;
 
 namespace palisade {
 
@@ -105,6 +107,8 @@ class Store {
 
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  // Prepared statements by their SQL literal, reused (reset) instead of parsed on every call.
+  absl::flat_hash_map<const char*, sqlite3_stmt*> statements_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace palisade
