@@ -206,9 +206,6 @@ int Run() {
                      edge->dispatcher().pending(), " operations resumed from the outbox"));
   }
 
-  // After the edge: a restored feed's entries go out through the dispatcher.
-  feeds.Start();
-
   // SIEM sinks follow the event stream on threads of their own.
   std::vector<std::unique_ptr<SinkRunner>> sinks;
   for (const palisade::v1::SinkConfig& sink : config->sinks()) {
@@ -219,6 +216,9 @@ int Run() {
     }
     sinks.push_back(std::make_unique<SinkRunner>(sink, *std::move(output), events, *registry));
   }
+
+  // After the edge and the sinks: a restored feed's entries go out through the dispatcher.
+  feeds.Start();
 
   IngestService ingest(pipeline);
   FeedsService feeds_service(feeds);
