@@ -33,6 +33,7 @@ rule_files: "$PWD/rules/sshd.textproto"
 rule_files: "$PWD/rules/nginx.textproto"
 rule_files: "$PWD/rules/cloudflare-tokens.textproto"
 state_file: "$work/palisade.db"
+feeds { name: "drop" format: FEED_FORMAT_SPAMHAUS to_edge: true }
 cloudflare {
   enabled: true
   api_base: "http://127.0.0.1:$cf_port/client/v4"
@@ -52,10 +53,29 @@ grpc_port=$(sed -n 's/^grpc=//p' "$work/ports")
 metrics_port=$(sed -n 's/^metrics=//p' "$work/ports")
 ctl() { "$bin/services/cli/palisadectl" --server="127.0.0.1:$grpc_port" "$@"; }
 
+# Follow the event stream while the logs go in (one decision's story is shown below).
+ctl watch >"$work/watch.out" 2>&1 &
+watcher=$!
+sleep 0.5
+
 echo
 echo "== shipping the sample logs over gRPC"
 ctl ship tests/testdata/sample_auth.log --format=syslog --source=auth.log --retime
 ctl ship tests/testdata/sample_access.log --format=combined --source=access.log --retime
+
+sleep 2
+kill "$watcher" 2>/dev/null || true
+wait "$watcher" 2>/dev/null || true
+echo
+echo "== the event stream (palisadectl watch): $(wc -l <"$work/watch.out") events; one decision's"
+echo "   story, joined by its correlation id (line -> detection -> decision -> API call):"
+id=$(awk 'NR == 1 { print $5 }' "$work/watch.out")
+grep -- " $id " "$work/watch.out" | head -6
+
+echo
+echo "== a threat feed (Spamhaus DROP sample), pushed; its ranges go to the IP list"
+ctl feeds push drop services/feeds/testdata/drop.txt || true
+ctl feeds list
 
 echo
 echo "== what palisaded decided"

@@ -211,7 +211,9 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
   return update;
 }
 
-std::vector<DecisionUpdate> DecisionTable::ApplyAll(const std::vector<Detection>& detections) {
+std::vector<DecisionUpdate> DecisionTable::ApplyAll(
+    const std::vector<Detection>& detections,
+    const std::function<void(const std::vector<DecisionUpdate>&)>& before_notify) {
   std::vector<DecisionUpdate> updates;
   updates.reserve(detections.size());
   {
@@ -236,6 +238,7 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(const std::vector<Detection>
     for (DecisionUpdate& u : updates) ptrs.push_back(&u);
     PersistLocked(ptrs);
   }
+  if (before_notify) before_notify(updates);
   Notify(updates);
   return updates;
 }

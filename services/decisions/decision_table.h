@@ -76,7 +76,12 @@ class DecisionTable {
   DecisionUpdate Apply(const Detection& detection, const palisade::v1::DecisionSpec& spec);
   // The same for many detections (one ingest batch), written to the store in one transaction.
   // Each detection's spec is its rule's decision spec.
-  std::vector<DecisionUpdate> ApplyAll(const std::vector<Detection>& detections);
+  // `before_notify`, when set, sees the updates (updates[i] for detections[i]) after they are
+  // stored and before any listener hears of them: the event stream tells of a detection before
+  // the decision it made.
+  std::vector<DecisionUpdate> ApplyAll(
+      const std::vector<Detection>& detections,
+      const std::function<void(const std::vector<DecisionUpdate>&)>& before_notify = nullptr);
 
   // Threat-feed entries as decisions (origin feed): makes the active feed decisions exactly
   // `desired` (by target value). Missing ones are created under `spec`, those expiring before

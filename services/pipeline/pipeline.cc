@@ -245,8 +245,9 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
     // Decided while the rules cannot be swapped (a detection points into its RuleSet), and
     // written to the store in one transaction for the whole batch.
     if (!detections.empty()) {
-      std::vector<DecisionUpdate> updates = decisions_.ApplyAll(detections);
-      if (options_.on_detections) options_.on_detections(batch.source(), detections, updates);
+      decisions_.ApplyAll(detections, [&](const std::vector<DecisionUpdate>& updates) {
+        if (options_.on_detections) options_.on_detections(batch.source(), detections, updates);
+      });
     }
     ack.set_detections(static_cast<uint32_t>(detections.size()));
   }

@@ -39,8 +39,8 @@ struct PipelineOptions {
   // Replay: called with the latest event time of each batch before its detections are decided,
   // so a simulated clock can follow the log.
   std::function<void(absl::Time)> advance_clock;
-  // Called after a batch's detections were decided: updates[i] is what detections[i] did (for
-  // the event stream). `source` is the batch's. The detections are done with: a callee may move
+  // Called once a batch's detections are decided, before the decision table's listeners hear of
+  // the changes: updates[i] is what detections[i] did (for the event stream). `source` is the batch's. The detections are done with: a callee may move
   // from them (their evidence, say).
   std::function<void(absl::string_view source, std::vector<Detection>& detections,
                      const std::vector<DecisionUpdate>& updates)>

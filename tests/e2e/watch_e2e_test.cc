@@ -166,6 +166,14 @@ TEST_F(WatchE2eTest, OrderedCorrelatedAndFiltered) {
         ADD_FAILURE() << "event without a body";
     }
   }
+  // Line -> detection -> decision -> API call, in that order in the stream.
+  std::map<std::string, std::vector<Event::BodyCase>> order;
+  for (const Event& e : got) order[e.correlation_id()].push_back(e.body_case());
+  for (const auto& [id, bodies] : order) {
+    EXPECT_EQ(bodies, (std::vector<Event::BodyCase>{Event::kDetection, Event::kDecision,
+                                                    Event::kAction}))
+        << id;
+  }
   ASSERT_EQ(by_correlation.size(), 3u);
   for (const auto& [id, kinds] : by_correlation) {
     ASSERT_EQ(kinds.size(), 3u) << id;
