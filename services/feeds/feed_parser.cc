@@ -117,7 +117,8 @@ ParsedFeed ParseSpamhausJson(absl::string_view content, const FeedParseOptions& 
     if (record.is_discarded() || !record.is_object()) {
       return c.Reject(n, line, "not a JSON object");
     }
-    if (record.value("type", "") == "metadata") return c.Ignore();
+    // value("type", "") would throw on a non-string "type" (found by the fuzzer).
+    if (record.value("type", json()) == "metadata") return c.Ignore();
     auto cidr = record.find("cidr");
     if (cidr == record.end() || !cidr->is_string()) {
       return c.Reject(n, line, "no \"cidr\" string");

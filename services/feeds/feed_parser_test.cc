@@ -82,6 +82,17 @@ TEST(FeedParserTest, SpamhausJsonLines) {
   EXPECT_THAT(feed.rejections[1].reason, HasSubstr("not a JSON object"));
 }
 
+TEST(FeedParserTest, SpamhausJsonWithOddTypesDoesNotThrow) {
+  // Found by the fuzzer: a non-string "type" made nlohmann-json throw out of the parser.
+  ParsedFeed feed = MustParse(palisade::v1::FEED_FORMAT_SPAMHAUS_JSON,
+                              "{\"type\": 1, \"cidr\": \"198.51.100.0/24\"}\n"
+                              "{\"type\": \"metadata\"}\n"
+                              "{\"cidr\": 7, \"sblid\": [1]}\n");
+  EXPECT_THAT(Cidrs(feed), ElementsAre("198.51.100.0/24"));
+  EXPECT_EQ(feed.ignored, 1u);
+  EXPECT_EQ(feed.rejected, 1u);
+}
+
 TEST(FeedParserTest, FireholNetset) {
   ParsedFeed feed =
       MustParse(palisade::v1::FEED_FORMAT_FIREHOL, ReadTestdata("firehol_level1.netset"));
