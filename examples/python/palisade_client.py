@@ -51,7 +51,7 @@ def ship(stub, args, metadata):
     return accepted, detections
 
 
-def watch(stub, metadata, seen, stop, ready):
+def watch(stub, metadata, seen, stop, ready, last_event):
     """Prints each decision event until stopped; counts the created ones in `seen`."""
     request = palisade_pb2.WatchRequest(kinds=[palisade_pb2.EVENT_KIND_DECISION])
     call = stub.Watch(request, metadata=metadata)
@@ -64,6 +64,7 @@ def watch(stub, metadata, seen, stop, ready):
                   f"rule={decision.rule_id} id={decision.id}", flush=True)
             if change == "created":
                 seen.add(decision.id)
+            last_event[0] = time.time()
             if stop.is_set():
                 break
     except grpc.RpcError as e:
@@ -84,6 +85,8 @@ def main():
     parser.add_argument("--expect", type=int, default=0,
                         help="wait until this many decisions were created (up to --timeout)")
     parser.add_argument("--timeout", type=float, default=20)
+    parser.add_argument("--settle", type=float, default=0.5,
+                        help="then keep watching until no event came for this long (seconds)")
     args = parser.parse_args()
 
     token = os.environ.get("PALISADE_TOKEN")
@@ -93,8 +96,9 @@ def main():
     events = palisade_pb2_grpc.EventsStub(channel)
     ingest = palisade_pb2_grpc.IngestStub(channel)
 
-    seen, stop, ready = set(), threading.Event(), threading.Event()
-    watcher = threading.Thread(target=watch, args=(events, metadata, seen, stop, ready), daemon=True)
+    seen, stop, ready, last_event = set(), threading.Event(), threading.Event(), [time.time()]
+    watcher = threading.Thread(target=watch, args=(events, metadata, seen, stop, ready, last_event),
+                               daemon=True)
     watcher.start()
     ready.wait(5)
     time.sleep(0.2)  # the subscription is in place before the first line goes out
@@ -103,6 +107,8 @@ def main():
     print(f"shipped {args.file}: {accepted} lines accepted, {detections} detections", flush=True)
     deadline = time.time() + args.timeout
     while len(seen) < args.expect and time.time() < deadline:
+        time.sleep(0.05)
+    while time.time() - last_event[0] < args.settle and time.time() < deadline:
         time.sleep(0.05)
     stop.set()
     print(f"{len(seen)} decisions created", flush=True)
