@@ -2,6 +2,7 @@
 // the emulator's IP list; the next version removes exactly the entries that left it (the ones
 // that stayed keep their list items); a failed login from a listed address is banned at once
 // and its decision names the feed; a restart resumes the feed from the state file.
+#include <fstream>
 #include <set>
 #include <string>
 
@@ -187,6 +188,38 @@ TEST(FeedsE2eTest, PushedFeedReachesTheListAndANewVersionRemovesExactlyWhatLeft)
   absl::SleepFor(absl::Seconds(1));
   EXPECT_EQ(Keys(ListItems(cf)), want2);
   EXPECT_EQ(ListItems(cf)["2001:db8:bad::/48"], kept_item);
+}
+
+TEST(FeedsE2eTest, APulledFeedIsFetchedAtStartAndSyncedToTheEdge) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  const std::string netset = std::string(std::getenv("TEST_TMPDIR")) + "/level1.netset";
+  {
+    std::ofstream out(netset);
+    out << "# firehol_level1\n198.18.4.0/24\n198.18.5.0/24\n203.0.113.99\n10.1.0.0/16\n";
+  }
+  const std::string config = ::palisade::testing::WriteEdgeConfig(
+      cf, cf.token_file(), {"tests/e2e/testdata/feeds.textproto"},
+      absl::StrCat("feeds { name: \"firehol\" format: FEED_FORMAT_FIREHOL url: \"file://", netset,
+                   "\" interval { seconds: 3600 } to_edge: true }\n"));
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  // The puller fetches at once; the private range is dropped, the adjacent /24s merge.
+  const std::set<std::string> want = {"198.18.4.0/23", "203.0.113.99"};
+  ASSERT_TRUE(WaitFor([&] { return Keys(ListItems(cf)) == want; }, absl::Seconds(15)))
+      << ::palisade::testing::EmulatorState(cf).dump();
+  auto feeds = palisade::v1::Feeds::NewStub(
+      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  palisade::v1::ListFeedsResponse list;
+  ASSERT_TRUE(feeds->List(&ctx, {}, &list).ok());
+  ASSERT_EQ(list.feeds_size(), 1);
+  EXPECT_EQ(list.feeds(0).entries(), 3u);
+  EXPECT_EQ(list.feeds(0).never_ban(), 1u);
+  EXPECT_EQ(list.feeds(0).url(), "file://" + netset);
+  EXPECT_TRUE(list.feeds(0).has_last_success());
 }
 
 }  // namespace
