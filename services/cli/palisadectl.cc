@@ -92,15 +92,19 @@ int Fail(const grpc::Status& s, absl::string_view what) {
   return Fail(absl::StrCat(what, ": ", s.error_message(), " (code ", s.error_code(), ")"));
 }
 
-std::string ReadWholeFile(const std::string& path) {
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    std::cerr << "palisadectl: cannot read " << path << std::endl;
-    std::exit(2);
-  }
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+// For credentials: a file that cannot be read ends the command (nothing can be sent without it).
+std::string ReadFileOrExit(const std::string& path) {
+  absl::StatusOr<std::string> content = ReadFile(path);
+  if (!content.ok()) std::exit(Fail(std::string(content.status().message())));
+  return *std::move(content);
 }
 
 // The bearer token: --token_file, else $PALISADE_TOKEN, else none. Never printed.
@@ -108,7 +112,7 @@ const std::string& Token() {
   static const std::string* token = [] {
     std::string t;
     if (!absl::GetFlag(FLAGS_token_file).empty()) {
-      t = ReadWholeFile(absl::GetFlag(FLAGS_token_file));
+      t = ReadFileOrExit(absl::GetFlag(FLAGS_token_file));
     } else if (const char* env = std::getenv("PALISADE_TOKEN")) {
       t = env;
     }
@@ -123,10 +127,10 @@ std::shared_ptr<grpc::Channel> Channel() {
     return grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
   }
   grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = ReadWholeFile(absl::GetFlag(FLAGS_tls_ca));
+  ssl.pem_root_certs = ReadFileOrExit(absl::GetFlag(FLAGS_tls_ca));
   if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
-    ssl.pem_cert_chain = ReadWholeFile(absl::GetFlag(FLAGS_tls_cert));
-    ssl.pem_private_key = ReadWholeFile(absl::GetFlag(FLAGS_tls_key));
+    ssl.pem_cert_chain = ReadFileOrExit(absl::GetFlag(FLAGS_tls_cert));
+    ssl.pem_private_key = ReadFileOrExit(absl::GetFlag(FLAGS_tls_key));
   }
   return grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::SslCredentials(ssl));
 }
@@ -514,14 +518,6 @@ int FeedsShow(const std::string& name) {
     return 3;
   }
   return 0;
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 int FeedsPush(const std::string& name, const std::string& path) {

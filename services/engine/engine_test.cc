@@ -164,24 +164,7 @@ TEST_F(EngineTest, CountOneDetectsAtOnceWithoutAWindow) {
   EXPECT_EQ(engine_.live_windows(), 0u);
 }
 
-TEST_F(EngineTest, EvidenceIsCappedAndOldestFirst) {
-  EngineOptions options;
-  options.max_evidence = 2;
-  Engine engine(Rules(), options);
-  ParsedLine line;
-  line.program = "sshd";
-  std::vector<Detection> out;
-  std::vector<std::string> msgs = {Fail("203.0.113.7") + " a", Fail("203.0.113.7") + " b",
-                                   Fail("203.0.113.7") + " c"};
-  for (const std::string& m : msgs) {
-    line.message = m;
-    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_, &out);
-  }
-  ASSERT_THAT(out, SizeIs(1));
-  EXPECT_THAT(out[0].evidence, ElementsAre(msgs[1], msgs[2]));
-}
-
-TEST_F(EngineTest, EvidenceRingKeepsLinesOfAnyLengthAndStartsOverAfterADetection) {
+TEST_F(EngineTest, EvidenceIsCappedOldestFirstAndStartsOverAfterADetection) {
   EngineOptions options;
   options.max_evidence = 2;
   Engine engine(Rules(), options);

@@ -67,4 +67,22 @@ palisade::v1::Event ActionEventFrom(const ActionOutcome& outcome) {
   return e;
 }
 
+void PublishDecision(EventHub& hub, const DecisionUpdate& update) {
+  if (!hub.wanted()) return;
+  palisade::v1::Event e;
+  if (DecisionEventFrom(update, &e)) hub.Publish(std::move(e));
+}
+
+void PublishDetections(EventHub& hub, absl::string_view source, std::vector<Detection>& detections,
+                       const std::vector<DecisionUpdate>& updates) {
+  if (!hub.wanted()) return;
+  for (size_t i = 0; i < detections.size() && i < updates.size(); ++i) {
+    hub.Publish(DetectionEventFrom(source, std::move(detections[i]), updates[i]));
+  }
+}
+
+void PublishAction(EventHub& hub, const ActionOutcome& outcome) {
+  if (hub.wanted()) hub.Publish(ActionEventFrom(outcome));
+}
+
 }  // namespace palisade

@@ -11,6 +11,7 @@
 #include "services/actions/dispatcher.h"
 #include "services/decisions/decision_table.h"
 #include "services/engine/engine.h"
+#include "services/events/event_hub.h"
 
 namespace palisade {
 
@@ -20,6 +21,14 @@ bool DecisionEventFrom(const DecisionUpdate& update, palisade::v1::Event* out);
 palisade::v1::Event DetectionEventFrom(absl::string_view source, Detection&& detection,
                                        const DecisionUpdate& update);
 palisade::v1::Event ActionEventFrom(const ActionOutcome& outcome);
+
+// What palisaded wires to the table, the pipeline and the dispatcher: each builds and publishes
+// its events only when the hub is wanted (someone subscribed), so an unwatched daemon pays
+// nothing for the stream.
+void PublishDecision(EventHub& hub, const DecisionUpdate& update);
+void PublishDetections(EventHub& hub, absl::string_view source, std::vector<Detection>& detections,
+                       const std::vector<DecisionUpdate>& updates);
+void PublishAction(EventHub& hub, const ActionOutcome& outcome);
 
 }  // namespace palisade
 

@@ -422,29 +422,24 @@ absl::StatusOr<std::unique_ptr<SinkOutput>> SinkRunner::OutputFor(
   }
 }
 
+namespace {
+prometheus::Family<prometheus::Counter>& SinkEvents(prometheus::Registry& registry) {
+  return prometheus::BuildCounter()
+      .Name("palisade_sink_events_total")
+      .Help("Events written by a SIEM sink, or not (result=failed: the output refused it; "
+            "lost: gone from the replay buffer before the sink got it).")
+      .Register(registry);
+}
+}  // namespace
+
 SinkRunner::SinkRunner(const palisade::v1::SinkConfig& config, std::unique_ptr<SinkOutput> output,
                        EventHub& hub, prometheus::Registry& registry)
     : config_(config),
       output_(std::move(output)),
       hub_(hub),
-      written_(prometheus::BuildCounter()
-                   .Name("palisade_sink_events_total")
-                   .Help("Events written by a SIEM sink, or not (result=failed: the output "
-                         "refused it; lost: gone from the replay buffer before the sink got it).")
-                   .Register(registry)
-                   .Add({{"sink", config.name()}, {"result", "written"}})),
-      failed_(prometheus::BuildCounter()
-                  .Name("palisade_sink_events_total")
-                  .Help("Events written by a SIEM sink, or not (result=failed: the output "
-                        "refused it; lost: gone from the replay buffer before the sink got it).")
-                  .Register(registry)
-                  .Add({{"sink", config.name()}, {"result", "failed"}})),
-      lost_(prometheus::BuildCounter()
-                .Name("palisade_sink_events_total")
-                .Help("Events written by a SIEM sink, or not (result=failed: the output "
-                      "refused it; lost: gone from the replay buffer before the sink got it).")
-                .Register(registry)
-                .Add({{"sink", config.name()}, {"result", "lost"}})) {
+      written_(SinkEvents(registry).Add({{"sink", config.name()}, {"result", "written"}})),
+      failed_(SinkEvents(registry).Add({{"sink", config.name()}, {"result", "failed"}})),
+      lost_(SinkEvents(registry).Add({{"sink", config.name()}, {"result", "lost"}})) {
   thread_ = std::thread([this] { Run(); });
 }
 

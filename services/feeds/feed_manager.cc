@@ -50,6 +50,13 @@ size_t CountMissing(const std::vector<FeedEntry>& a, const std::vector<FeedEntry
   return missing;
 }
 
+prometheus::Family<prometheus::Counter>& EdgeChanges(prometheus::Registry& registry) {
+  return prometheus::BuildCounter()
+      .Name("palisade_feed_edge_changes_total")
+      .Help("Feed ranges added to or removed from the edge set by a sync.")
+      .Register(registry);
+}
+
 }  // namespace
 
 FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::Registry& metrics,
@@ -63,16 +70,8 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
                         .Help("Merged feed ranges decided for the edge (origin feed).")
                         .Register(metrics)
                         .Add({})),
-      edge_added_(prometheus::BuildCounter()
-                      .Name("palisade_feed_edge_changes_total")
-                      .Help("Feed ranges added to or removed from the edge set by a sync.")
-                      .Register(metrics)
-                      .Add({{"change", "added"}})),
-      edge_removed_(prometheus::BuildCounter()
-                        .Name("palisade_feed_edge_changes_total")
-                        .Help("Feed ranges added to or removed from the edge set by a sync.")
-                        .Register(metrics)
-                        .Add({{"change", "removed"}})),
+      edge_added_(EdgeChanges(metrics).Add({{"change", "added"}})),
+      edge_removed_(EdgeChanges(metrics).Add({{"change", "removed"}})),
       edge_held_(prometheus::BuildCounter()
                      .Name("palisade_feed_edge_held_total")
                      .Help("Edge syncs not done because the union exceeded the edge cap.")
@@ -379,10 +378,6 @@ absl::StatusOr<PushFeedResponse> FeedManager::Push(absl::string_view name, FeedP
 }
 
 absl::StatusOr<PushFeedResponse> FeedManager::FetchNow(absl::string_view name) {
-  return FetchAndApply(std::string(name));
-}
-
-absl::StatusOr<PushFeedResponse> FeedManager::FetchAndApply(const std::string& name) {
   absl::MutexLock fetch_lock(&fetch_mu_);
   FetchRequest request;
   FeedConfig config;
@@ -472,7 +467,7 @@ void FeedManager::Tick() {
     }
     if (resync) SyncEdgeLocked();
   }
-  for (const std::string& name : due) FetchAndApply(name).IgnoreError();
+  for (const std::string& name : due) FetchNow(name).IgnoreError();
 }
 
 void FeedManager::Start() {
@@ -496,8 +491,7 @@ palisade::v1::FeedInfo FeedManager::InfoLocked(const Feed& feed) const {
   palisade::v1::FeedInfo info;
   info.set_name(feed.config.name());
   info.set_format(feed.config.format());
-  info.set_url(RedactUrl(feed.config.url()));
-  if (feed.config.url().empty()) info.clear_url();
+  if (!feed.config.url().empty()) info.set_url(RedactUrl(feed.config.url()));
   info.set_entries(feed.current ? feed.current->size() : 0);
   info.set_version(feed.version);
   if (feed.last_success != absl::InfinitePast()) {

@@ -111,7 +111,6 @@ class FeedManager {
   void SyncEdgeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   palisade::v1::FeedInfo InfoLocked(const Feed& feed) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   FeedParseOptions ParseOptionsFor(const palisade::v1::FeedConfig& config) const;
-  absl::StatusOr<palisade::v1::PushFeedResponse> FetchAndApply(const std::string& name);
 
   const FeedManagerOptions options_;
   Clock& clock_;

@@ -162,18 +162,11 @@ int Run() {
   // The event stream (Events.Watch): decision changes from the table, detections from the
   // pipeline, action outcomes from the dispatcher.
   EventHub events({}, clock, *registry);
-  table.AddListener([&events](const DecisionUpdate& update) {
-    if (!events.wanted()) return;
-    palisade::v1::Event e;
-    if (DecisionEventFrom(update, &e)) events.Publish(std::move(e));
-  });
+  table.AddListener([&events](const DecisionUpdate& update) { PublishDecision(events, update); });
   PipelineOptions options;
   options.on_detections = [&events](absl::string_view source, std::vector<Detection>& detections,
                                     const std::vector<DecisionUpdate>& updates) {
-    if (!events.wanted()) return;
-    for (size_t i = 0; i < detections.size() && i < updates.size(); ++i) {
-      events.Publish(DetectionEventFrom(source, std::move(detections[i]), updates[i]));
-    }
+    PublishDetections(events, source, detections, updates);
   };
   options.engine.feeds = &feeds.registry();
   options.engine.max_keys_per_rule = config->engine().max_keys_per_rule();
@@ -198,9 +191,7 @@ int Run() {
     }
     edge = *std::move(started);
     edge->dispatcher().SetObserver(
-        [&events](const ActionOutcome& outcome) {
-          if (events.wanted()) events.Publish(ActionEventFrom(outcome));
-        });
+        [&events](const ActionOutcome& outcome) { PublishAction(events, outcome); });
     Log(absl::StrCat("cloudflare: acting on zone ", config->cloudflare().zone_id(),
                      config->cloudflare().dry_run() ? " (dry run)" : "", "; ",
                      edge->dispatcher().pending(), " operations resumed from the outbox"));
