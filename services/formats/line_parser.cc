@@ -91,7 +91,7 @@ absl::string_view FormatName(LogFormat format) {
   }
 }
 
-size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out) {
+size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out, absl::TimeZone zone) {
   int year, month, day, hour, minute, second;
   if (!ReadDigits(text, 0, 4, &year) || text.size() < 19 || text[4] != '-' ||
       !ReadDigits(text, 5, 2, &month) || text[7] != '-' || !ReadDigits(text, 8, 2, &day) ||
@@ -121,6 +121,7 @@ size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out) {
     frac = absl::Nanoseconds(nanos);
   }
   int offset_seconds = 0;
+  bool has_offset = true;
   if (pos < text.size() && (text[pos] == 'Z' || text[pos] == 'z')) {
     ++pos;
   } else if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
@@ -131,10 +132,13 @@ size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out) {
     }
     offset_seconds = (oh * 3600 + om * 60) * (text[pos] == '-' ? -1 : 1);
     pos += 6;
+  } else {
+    has_offset = false;
   }
   absl::CivilSecond cs(year, month, day, hour, minute, second);
   if (cs.day() != day) return 0;  // e.g. February 31st normalised away
-  *out = absl::FromCivil(cs, absl::UTCTimeZone()) + frac - absl::Seconds(offset_seconds);
+  *out = absl::FromCivil(cs, has_offset ? absl::UTCTimeZone() : zone) + frac -
+         absl::Seconds(offset_seconds);
   return pos;
 }
 
@@ -148,11 +152,28 @@ absl::Time LineParser::DayStart(int64_t year, int month, int day) {
   return cached_day_start_;
 }
 
-absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, ParsedLine* out) {
+bool LineParser::CivilToTime(int64_t year, int month, int day, int seconds_of_day,
+                             absl::Time* out) {
+  if (zone_is_utc_) {
+    const absl::CivilDay civil(year, month, day);
+    if (civil.day() != day) return false;
+    *out = DayStart(year, month, day) + absl::Seconds(seconds_of_day);
+    return true;
+  }
+  // A zone with daylight saving: the offset may change within the day, so no day cache.
+  const absl::CivilSecond civil(year, month, day, seconds_of_day / 3600,
+                                (seconds_of_day / 60) % 60, seconds_of_day % 60);
+  if (civil.day() != day) return false;
+  *out = absl::FromCivil(civil, zone_);
+  return true;
+}
+
+absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, ParsedLine* out,
+                               YearRule rule) {
   *out = ParsedLine();
   switch (format_) {
     case LogFormat::LOG_FORMAT_SYSLOG:
-      return ParseSyslog3164(line, reference, out);
+      return ParseSyslog3164(line, reference, rule, out);
     case LogFormat::LOG_FORMAT_SYSLOG5424:
       return ParseSyslog5424(line, out);
     case LogFormat::LOG_FORMAT_COMBINED:
@@ -167,7 +188,7 @@ absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, Par
 }
 
 absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time reference,
-                                         ParsedLine* out) {
+                                         YearRule rule, ParsedLine* out) {
   size_t pos = 0;
   // Optional <PRI>.
   if (!line.empty() && line[0] == '<') {
@@ -179,7 +200,7 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
   }
   absl::string_view rest = line.substr(pos);
   absl::Time t;
-  size_t used = ParseRfc3339Prefix(rest, &t);  // rsyslog's high-precision timestamps
+  size_t used = ParseRfc3339Prefix(rest, &t, zone_);  // rsyslog's high-precision timestamps
   if (used > 0) {
     out->time = t;
     pos += used;
@@ -197,11 +218,36 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
         !ReadDigits(rest, 13, 2, &second) || hour > 23 || minute > 59 || second > 60) {
       return absl::InvalidArgumentError(absl::StrCat("syslog: bad timestamp at column ", pos + 1));
     }
-    absl::CivilSecond ref = absl::ToCivilSecond(reference, absl::UTCTimeZone());
-    int64_t year = ref.year();
-    absl::Duration tod = absl::Seconds(hour * 3600 + minute * 60 + second);
-    t = DayStart(year, month, day) + tod;
-    if (t > reference + absl::Hours(24)) t = DayStart(year - 1, month, day) + tod;
+    const int64_t year = absl::ToCivilYear(reference, zone_).year();
+    const int tod = hour * 3600 + minute * 60 + second;
+    bool found = false;
+    if (rule == YearRule::kNearest) {
+      // The previous line's year, or the one before or after: whichever is nearest to it.
+      absl::Duration best = absl::InfiniteDuration();
+      for (int64_t y : {year, year + 1, year - 1}) {
+        absl::Time candidate;
+        if (!CivilToTime(y, month, day, tod, &candidate)) continue;
+        const absl::Duration distance = absl::AbsDuration(candidate - reference);
+        if (distance < best) {
+          best = distance;
+          t = candidate;
+          found = true;
+        }
+      }
+    } else {
+      // The latest year that is at most a day ahead of now (29 February: up to 8 years back).
+      for (int64_t y = year + 1; y >= year - 8 && !found; --y) {
+        absl::Time candidate;
+        if (CivilToTime(y, month, day, tod, &candidate) &&
+            candidate <= reference + absl::Hours(24)) {
+          t = candidate;
+          found = true;
+        }
+      }
+    }
+    if (!found) {
+      return absl::InvalidArgumentError(absl::StrCat("syslog: bad date at column ", pos + 1));
+    }
     out->time = t;
     pos += 15;
   }
@@ -293,25 +339,41 @@ absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) 
   }
   out->host = line.substr(0, line.find(' '));
   size_t ts = open + 2;
-  int day, year, hour, minute, second, oh, om;
-  int month = line.size() > ts + 27 ? MonthFromAbbrev(line.substr(ts + 3, 3)) : 0;
+  int day, year, hour, minute, second, oh = 0, om = 0;
+  int month = line.size() > ts + 21 ? MonthFromAbbrev(line.substr(ts + 3, 3)) : 0;
   if (month == 0 || !ReadDigits(line, ts, 2, &day) || line[ts + 2] != '/' || line[ts + 6] != '/' ||
       !ReadDigits(line, ts + 7, 4, &year) || line[ts + 11] != ':' ||
       !ReadDigits(line, ts + 12, 2, &hour) || line[ts + 14] != ':' ||
       !ReadDigits(line, ts + 15, 2, &minute) || line[ts + 17] != ':' ||
-      !ReadDigits(line, ts + 18, 2, &second) || line[ts + 20] != ' ' ||
-      (line[ts + 21] != '+' && line[ts + 21] != '-') || !ReadDigits(line, ts + 22, 2, &oh) ||
-      !ReadDigits(line, ts + 24, 2, &om) || line[ts + 26] != ']') {
+      !ReadDigits(line, ts + 18, 2, &second)) {
+    return absl::InvalidArgumentError(absl::StrCat("combined: bad time at column ", ts + 1,
+                                                   " (expected dd/Mon/yyyy:hh:mm:ss +zzzz)"));
+  }
+  // "[dd/Mon/yyyy:hh:mm:ss +zzzz]", or without the offset (a custom log_format writing
+  // $time_local's fields by hand): then the time is read in the parser's zone.
+  const bool has_offset = line.size() > ts + 27 && line[ts + 20] == ' ';
+  if (has_offset ? ((line[ts + 21] != '+' && line[ts + 21] != '-') ||
+                    !ReadDigits(line, ts + 22, 2, &oh) || !ReadDigits(line, ts + 24, 2, &om) ||
+                    line[ts + 26] != ']')
+                 : line[ts + 20] != ']') {
     return absl::InvalidArgumentError(absl::StrCat("combined: bad time at column ", ts + 1,
                                                    " (expected dd/Mon/yyyy:hh:mm:ss +zzzz)"));
   }
   if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
     return absl::InvalidArgumentError(absl::StrCat("combined: bad time at column ", ts + 1));
   }
-  int offset = (oh * 3600 + om * 60) * (line[ts + 21] == '-' ? -1 : 1);
-  out->time = DayStart(year, month, day) + absl::Seconds(hour * 3600 + minute * 60 + second) -
-              absl::Seconds(offset);
-  size_t req = ts + 27;
+  const int tod = hour * 3600 + minute * 60 + second;
+  if (has_offset) {
+    const int offset = (oh * 3600 + om * 60) * (line[ts + 21] == '-' ? -1 : 1);
+    out->time = DayStart(year, month, day) + absl::Seconds(tod) - absl::Seconds(offset);
+  } else {
+    absl::Time t;
+    if (!CivilToTime(year, month, day, tod, &t)) {
+      return absl::InvalidArgumentError(absl::StrCat("combined: bad date at column ", ts + 1));
+    }
+    out->time = t;
+  }
+  size_t req = has_offset ? ts + 27 : ts + 21;
   if (req + 2 > line.size() || line[req] != ' ' || line[req + 1] != '"') {
     return absl::InvalidArgumentError(
         absl::StrCat("combined: no quoted request at column ", req + 2));

@@ -2,9 +2,13 @@
 // its event time, host, program and the message that rules match, without copying: every view
 // in ParsedLine points into the input line.
 //
-// RFC 3164 lines carry no year; the parser takes the year of a reference time (the server
-// clock, or the time of the previous line in a replay) and picks the year before when that
-// would put the line more than a day in the future, as syslog daemons do at New Year.
+// RFC 3164 lines carry no year, and neither they nor some access logs carry a UTC offset. The
+// year comes from a reference time (see YearRule): the previous line of the same stream, when
+// there is one, picks the nearest year (a log crossing 31 Dec -> 1 Jan moves on to the next
+// year; a gap of days or months changes nothing); otherwise "now" picks the year that puts the
+// line at most a day ahead of it, as syslog daemons do at New Year. Times without an offset are
+// read in the parser's zone (palisade.v1.Config.time_zone, default the host's local zone, which
+// is how syslog writes them).
 //
 // Thread-safety: a LineParser keeps a small date cache; use one per thread or stream.
 #ifndef PALISADE_SERVICES_FORMATS_LINE_PARSER_H_
@@ -31,25 +35,42 @@ struct ParsedLine {
   std::optional<absl::Time> time;
 };
 
+// How `reference` resolves a missing year.
+enum class YearRule {
+  // `reference` is now: the latest year that puts the line at most a day after it.
+  kAtMostADayAhead,
+  // `reference` is the previous line's time: the year that puts the line nearest to it.
+  kNearest,
+};
+
 class LineParser {
  public:
-  explicit LineParser(palisade::v1::LogFormat format) : format_(format) {}
+  // `zone` reads the times that carry no UTC offset.
+  explicit LineParser(palisade::v1::LogFormat format, absl::TimeZone zone = absl::UTCTimeZone())
+      : format_(format), zone_(zone), zone_is_utc_(zone == absl::UTCTimeZone()) {}
 
-  // Parses `line`. `reference` resolves the missing year of RFC 3164 timestamps.
+  // Parses `line`. `reference` and `rule` resolve the missing year of RFC 3164 timestamps.
   // Returns kInvalidArgument naming what was wrong (and where) for a malformed line.
-  absl::Status Parse(absl::string_view line, absl::Time reference, ParsedLine* out);
+  absl::Status Parse(absl::string_view line, absl::Time reference, ParsedLine* out,
+                     YearRule rule = YearRule::kAtMostADayAhead);
 
   palisade::v1::LogFormat format() const { return format_; }
 
  private:
-  absl::Status ParseSyslog3164(absl::string_view line, absl::Time reference, ParsedLine* out);
+  absl::Status ParseSyslog3164(absl::string_view line, absl::Time reference, YearRule rule,
+                               ParsedLine* out);
   absl::Status ParseSyslog5424(absl::string_view line, ParsedLine* out);
   absl::Status ParseCombined(absl::string_view line, ParsedLine* out);
 
   // Midnight UTC of a civil date, cached since consecutive lines share their date.
   absl::Time DayStart(int64_t year, int month, int day);
+  // A civil time in the parser's zone (UTC: through the day cache). False when the date does
+  // not exist (29 February of a common year).
+  bool CivilToTime(int64_t year, int month, int day, int seconds_of_day, absl::Time* out);
 
   palisade::v1::LogFormat format_;
+  absl::TimeZone zone_;
+  bool zone_is_utc_;
   int64_t cached_year_ = 0;
   int cached_month_ = 0;
   int cached_day_ = 0;
@@ -61,9 +82,10 @@ absl::StatusOr<palisade::v1::LogFormat> ParseFormatName(absl::string_view name);
 absl::string_view FormatName(palisade::v1::LogFormat format);
 
 // Parses RFC 3339 / ISO 8601 "2026-03-03T14:02:01.123+01:00" (fraction and offset optional,
-// space allowed for T). Returns the number of characters consumed, 0 when `text` does not start
-// with such a timestamp.
-size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out);
+// space allowed for T; without an offset the time is read in `zone`). Returns the number of
+// characters consumed, 0 when `text` does not start with such a timestamp.
+size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out,
+                          absl::TimeZone zone = absl::UTCTimeZone());
 
 }  // namespace palisade
 

@@ -40,6 +40,69 @@ TEST(Syslog3164Test, YearRollsBackAcrossNewYear) {
   EXPECT_EQ(*out.time, At("2025-12-31T23:59:59Z"));
 }
 
+TEST(Syslog3164Test, NearestYearToThePreviousLineCrossesNewYear) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine out;
+  // The previous line was on 31 Dec 2025: "Jan  1" is the next day, not eleven months back.
+  ASSERT_THAT(p.Parse("Jan  1 00:00:03 h sshd: x", At("2025-12-31T23:59:58Z"), &out,
+                      YearRule::kNearest),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-01T00:00:03Z"));
+  // And back: a line of 31 Dec after one of 1 Jan stays in the old year.
+  ASSERT_THAT(p.Parse("Dec 31 23:59:59 h sshd: x", At("2026-01-01T00:00:03Z"), &out,
+                      YearRule::kNearest),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2025-12-31T23:59:59Z"));
+}
+
+TEST(Syslog3164Test, GapOfDaysAfterThePreviousLineKeepsItsYear) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine out;
+  // A sparse log: the next line comes three days later. Resolved against the previous line
+  // it stays in 2025 (against a "now" of that previous line, the old rule moved it a year back).
+  ASSERT_THAT(p.Parse("Mar  6 10:00:00 h sshd: x", At("2025-03-03T10:00:00Z"), &out,
+                      YearRule::kNearest),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2025-03-06T10:00:00Z"));
+  // Now as reference: at most a day ahead of it, else the year before.
+  ASSERT_THAT(p.Parse("Mar  6 10:00:00 h sshd: x", At("2025-03-03T10:00:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2024-03-06T10:00:00Z"));
+  // Just after New Year's Eve (now 31 Dec, 23:50): "Jan  1 00:10" is twenty minutes ahead.
+  ASSERT_THAT(p.Parse("Jan  1 00:10:00 h sshd: x", At("2025-12-31T23:50:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-01T00:10:00Z"));
+}
+
+TEST(Syslog3164Test, TimesWithoutOffsetAreReadInTheSourceZone) {
+  // A host five hours behind UTC (New York in winter, four in summer).
+  const absl::TimeZone new_york = [] {
+    absl::TimeZone tz;
+    EXPECT_TRUE(absl::LoadTimeZone("America/New_York", &tz));
+    return tz;
+  }();
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG, new_york);
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("Jan 15 09:00:00 h sshd: x", At("2026-01-15T15:00:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-15T14:00:00Z"));
+  ASSERT_THAT(p.Parse("Jul 15 09:00:00 h sshd: x", At("2026-07-15T15:00:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-07-15T13:00:00Z"));
+  // rsyslog's ISO time without an offset: the zone too; with an offset: the offset.
+  ASSERT_THAT(p.Parse("2026-01-15T09:00:00 h sshd: x", absl::Now(), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-15T14:00:00Z"));
+  ASSERT_THAT(p.Parse("2026-01-15T09:00:00Z h sshd: x", absl::Now(), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-15T09:00:00Z"));
+  // A fixed offset works the same way.
+  LineParser fixed(LogFormat::LOG_FORMAT_SYSLOG, absl::FixedTimeZone(-5 * 3600));
+  ASSERT_THAT(fixed.Parse("Jul 15 09:00:00 h sshd: x", At("2026-07-15T15:00:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-07-15T14:00:00Z"));
+}
+
+TEST(Syslog3164Test, TwentyNinthOfFebruaryFindsALeapYear) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("Feb 29 12:00:00 h sshd: x", At("2026-03-01T00:00:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2024-02-29T12:00:00Z"));
+}
+
 TEST(Syslog3164Test, AcceptsPriorityAndIsoTimestamps) {
   LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
   ParsedLine out;
@@ -106,6 +169,20 @@ TEST(CombinedTest, ParsesTimeWithOffset) {
   EXPECT_EQ(out.host, "198.51.100.4");
   EXPECT_EQ(out.message, line);
   EXPECT_EQ(*out.time, At("2026-03-03T21:02:01Z"));
+}
+
+TEST(CombinedTest, TimeWithoutOffsetIsReadInTheSourceZone) {
+  LineParser p(LogFormat::LOG_FORMAT_COMBINED, absl::FixedTimeZone(-5 * 3600));
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("198.51.100.4 - - [03/Mar/2026:14:02:01] \"GET / HTTP/1.1\" 200 1",
+                      absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2026-03-03T19:02:01Z"));
+  // The offset, when there is one, wins over the zone.
+  ASSERT_THAT(p.Parse("198.51.100.4 - - [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 200 1",
+                      absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2026-03-03T14:02:01Z"));
 }
 
 TEST(CombinedTest, Malformed) {
