@@ -114,6 +114,14 @@ absl::Status Store::Exec(const std::string& sql) {
   return absl::OkStatus();
 }
 
+absl::Status Store::CommitLocked() {
+  absl::Status s = Exec("COMMIT");
+  // A failed COMMIT (a deferred constraint, SQLITE_BUSY, a full disk) can leave the transaction
+  // open, and then every later BEGIN fails: roll it back so the next transaction starts clean.
+  if (!s.ok() && !sqlite3_get_autocommit(db_)) (void)Exec("ROLLBACK");
+  return s;
+}
+
 absl::Status Store::Migrate() {
   int version = 0;
   {
@@ -186,7 +194,7 @@ absl::StatusOr<std::vector<int64_t>> Store::RecordDecisions(const std::vector<Ch
     }
     seqs.push_back(*seq);
   }
-  s = Exec("COMMIT");
+  s = CommitLocked();
   if (!s.ok()) return s;
   return seqs;
 }
@@ -259,7 +267,7 @@ absl::Status Store::CompleteApply(int64_t seq, const EdgeRow& edge) {
     (void)Exec("ROLLBACK");
     return s;
   }
-  return Exec("COMMIT");
+  return CommitLocked();
 }
 
 absl::Status Store::CompleteRemove(int64_t seq, const std::string& decision_id) {
@@ -280,7 +288,7 @@ absl::Status Store::CompleteRemove(int64_t seq, const std::string& decision_id) 
     (void)Exec("ROLLBACK");
     return s;
   }
-  return Exec("COMMIT");
+  return CommitLocked();
 }
 
 absl::StatusOr<int64_t> Store::AddOperation(const std::string& decision_id, bool apply) {

@@ -102,6 +102,8 @@ class Store {
  private:
   explicit Store(sqlite3* db) : db_(db) {}
   absl::Status Exec(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // COMMIT, and ROLLBACK when the COMMIT failed and left the transaction open.
+  absl::Status CommitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<int64_t> RecordLocked(const Change& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

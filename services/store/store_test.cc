@@ -2,6 +2,8 @@
 
 #include <fstream>
 
+#include "sqlite3.h"
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
@@ -88,6 +90,40 @@ TEST(StoreTest, RefusesACorruptFile) {
   const std::string path = Path("d.db");
   std::ofstream(path) << "this is not a database at all, not even close";
   EXPECT_FALSE(Store::Open(path).ok());
+}
+
+// A COMMIT can fail (a deferred constraint, SQLITE_BUSY, a full disk) and SQLite then leaves the
+// transaction open: without a ROLLBACK every later BEGIN fails and nothing is durable again.
+TEST(StoreTest, AFailedCommitIsRolledBackAndLaterTransactionsWork) {
+  const std::string path = Path("e.db");
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  {
+    // A second connection adds a trigger that breaks a deferred foreign key for decision "bad":
+    // the statements succeed and only the COMMIT fails. (The store binds text as blobs.)
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    ASSERT_EQ(sqlite3_exec(db, R"sql(
+        CREATE TABLE parent(id TEXT PRIMARY KEY);
+        CREATE TABLE child(p TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED);
+        CREATE TRIGGER break_bad AFTER INSERT ON decisions WHEN CAST(NEW.id AS TEXT) = 'bad'
+          BEGIN INSERT INTO child VALUES('missing'); END;)sql",
+                           nullptr, nullptr, &err),
+              SQLITE_OK)
+        << (err ? err : "");
+    sqlite3_close(db);
+  }
+  EXPECT_THAT((*store)->RecordDecision(D("bad"), nullptr, true),
+              StatusIs(absl::StatusCode::kInternal));
+  EXPECT_THAT(*(*store)->LoadDecisions(false), SizeIs(0));
+  absl::StatusOr<int64_t> seq = (*store)->RecordDecision(D("good"), nullptr, true);
+  ASSERT_THAT(seq, IsOk());
+  ASSERT_THAT((*store)->CompleteApply(*seq, {"good", 1, "rule-1", "", false}), IsOk());
+  auto decisions = (*store)->LoadDecisions(false);
+  ASSERT_THAT(*decisions, SizeIs(1));
+  EXPECT_EQ((*decisions)[0].id(), "good");
+  EXPECT_THAT(*(*store)->LoadEdges(), SizeIs(1));
 }
 
 }  // namespace
