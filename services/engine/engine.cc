@@ -293,24 +293,44 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
 }
 
 void Engine::Evict(WindowMap& map, int rule_index) {
-  // Drop the least recently active tenth in one go, so eviction is amortised O(1) per insert.
-  std::vector<int64_t> lasts;
-  lasts.reserve(map.size());
-  for (const auto& w : map) lasts.push_back(w->last);
-  size_t drop = std::max<size_t>(1, map.size() / 10);
-  std::nth_element(lasts.begin(), lasts.begin() + (drop - 1), lasts.end());
-  const int64_t cutoff = lasts[drop - 1];
-  size_t dropped = 0;
-  for (auto it = map.begin(); it != map.end() && dropped < drop;) {
-    if ((*it)->last <= cutoff) {
-      map.erase(it++);
-      ++dropped;
-    } else {
-      ++it;
+  // Drops the least recently active tenth of `from` in one go, so eviction is amortised O(1)
+  // per insert. `from` must not be empty.
+  auto evict_from = [this, rule_index](WindowMap& from) {
+    std::vector<int64_t> lasts;
+    lasts.reserve(from.size());
+    for (const auto& w : from) lasts.push_back(w->last);
+    size_t drop = std::max<size_t>(1, from.size() / 10);
+    std::nth_element(lasts.begin(), lasts.begin() + (drop - 1), lasts.end());
+    const int64_t cutoff = lasts[drop - 1];
+    size_t dropped = 0;
+    for (auto it = from.begin(); it != from.end() && dropped < drop;) {
+      if ((*it)->last <= cutoff) {
+        from.erase(it++);
+        ++dropped;
+      } else {
+        ++it;
+      }
     }
+    stats_.evicted_windows.fetch_add(dropped);
+    windows_per_rule_[rule_index].fetch_sub(static_cast<int64_t>(dropped));
+  };
+  if (!map.empty()) {
+    evict_from(map);
+    return;
   }
-  stats_.evicted_windows.fetch_add(dropped);
-  windows_per_rule_[rule_index].fetch_sub(static_cast<int64_t>(dropped));
+  // The new key's shard has nothing of this rule (common when max_keys_per_rule is small): make
+  // the room in another shard. The caller holds this shard's lock, so the others are only tried
+  // (no lock-order deadlock); when every non-empty one is busy the cap is exceeded by this one
+  // key, and the next insert there evicts again.
+  for (size_t sh = 0; sh < kShards; ++sh) {
+    Shard& other = shards_[sh];
+    if (&other.maps[rule_index] == &map || !other.mu.TryLock()) continue;
+    WindowMap& from = other.maps[rule_index];
+    const bool found = !from.empty();
+    if (found) evict_from(from);
+    other.mu.Unlock();
+    if (found) return;
+  }
 }
 
 void Engine::Expire(absl::Time now) {

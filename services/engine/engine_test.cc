@@ -220,6 +220,33 @@ TEST_F(EngineTest, KeyCapEvictsTheLeastRecentlyActive) {
   EXPECT_EQ(out[0].key, "10.0.3.231");
 }
 
+TEST_F(EngineTest, ATinyKeyCapEvictsFromAnotherShardWhenTheNewKeysShardIsEmpty) {
+  // With a cap of a few keys most shards are empty, so the shard a new key lands in often has
+  // nothing to evict: the room is made in another shard, and the cap still holds.
+  for (uint32_t cap : {1u, 2u, 3u}) {
+    EngineOptions options;
+    options.max_keys_per_rule = cap;
+    Engine engine(Rules(), options);
+    ParsedLine line;
+    line.program = "sshd";
+    std::vector<Detection> out;
+    for (int i = 0; i < 200; ++i) {
+      std::string m = Fail(absl::StrCat("10.2.", i / 256, ".", i % 256));
+      line.message = m;
+      engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(i), &out);
+      ASSERT_LE(engine.live_windows(), cap) << "cap " << cap << " after key " << i;
+    }
+    EXPECT_GE(engine.stats().evicted_windows, 200u - cap);
+    // The newest key kept its window: two more matches reach the threshold of three.
+    std::string newest = Fail("10.2.0.199");
+    line.message = newest;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, newest, t0_ + absl::Seconds(200), &out);
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, newest, t0_ + absl::Seconds(201), &out);
+    ASSERT_THAT(out, SizeIs(1)) << "cap " << cap;
+    EXPECT_EQ(out[0].key, "10.2.0.199");
+  }
+}
+
 TEST_F(EngineTest, SnapshotRestoresWindowsAcrossARestart) {
   Feed(Fail("203.0.113.7"), 0);
   Feed(Fail("203.0.113.7"), 1);  // one short of the threshold
