@@ -478,10 +478,18 @@ void SinkRunner::Run() {
     }
     if (stopping_.HasBeenNotified()) break;
     if (subscriber->dropped()) {
-      // Fell behind: pick up after the last event taken, from the hub's replay buffer.
+      // Fell behind (and everything it took is written): pick up after the last event taken,
+      // from the hub's replay buffer. The old subscriber goes first: a failed catch-up leaves
+      // one that the hub may still hold (it is removed only when a delivery fails).
+      hub_.Unsubscribe(subscriber.get());
       subscriber = std::make_unique<QueueSubscriber>(4096);
       filter.set_after_sequence(last);
-      if (!hub_.Subscribe(subscriber.get(), filter).ok()) {
+      absl::Status s = hub_.Subscribe(subscriber.get(), filter);
+      // kResourceExhausted: more to catch up than the queue holds. The subscriber was not added
+      // and holds the first part: the loop writes it and then resumes from there again.
+      if (!s.ok() && !absl::IsResourceExhausted(s)) {
+        // The buffer no longer holds what followed `last`: count it lost, go on with new events.
+        subscriber = std::make_unique<QueueSubscriber>(4096);
         filter.set_after_sequence(0);
         const uint64_t now = hub_.last_sequence();
         lost_.Increment(static_cast<double>(now - last));  // at most that many were ours

@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <functional>
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -315,6 +318,98 @@ TEST(SinkRunnerTest, CefOverUdpAndTcpFollowsTheHub) {
   close(conn);
   close(udp);
   close(tcp);
+}
+
+// An output that blocks until opened and records the sequence of every event it writes.
+class GatedOutput final : public SinkOutput {
+ public:
+  absl::Status Write(const Event& event) override {
+    {
+      absl::MutexLock lock(&mu_);
+      entered_ = true;
+    }
+    open_.WaitForNotification();
+    absl::MutexLock lock(&mu_);
+    written_.push_back(event.sequence());
+    return absl::OkStatus();
+  }
+  void Open() { open_.Notify(); }
+  // Polls (wide deadline, no machine-speed assumption) until `done` holds for what was written.
+  bool WaitFor(const std::function<bool(bool entered, const std::vector<uint64_t>&)>& done) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    absl::MutexLock lock(&mu_);
+    auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return done(entered_, written_); };
+    return mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
+  }
+  std::vector<uint64_t> written() {
+    absl::MutexLock lock(&mu_);
+    return written_;
+  }
+
+ private:
+  absl::Notification open_;
+  absl::Mutex mu_;
+  bool entered_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<uint64_t> written_ ABSL_GUARDED_BY(mu_);
+};
+
+double MetricValue(prometheus::Registry& registry, absl::string_view name,
+                   absl::string_view label_value) {
+  for (const prometheus::MetricFamily& f : registry.Collect()) {
+    if (f.name != name) continue;
+    for (const prometheus::ClientMetric& m : f.metric) {
+      bool match = label_value.empty();
+      for (const prometheus::ClientMetric::Label& l : m.label) match |= l.value == label_value;
+      if (!match) continue;
+      return f.type == prometheus::MetricType::Gauge ? m.gauge.value : m.counter.value;
+    }
+  }
+  return -1;
+}
+
+// A sink that falls behind resumes from the hub's replay buffer. When the catch-up is more than
+// its queue holds, the replay fails half way (kResourceExhausted): the runner must not keep that
+// half-filled subscriber registered and then free it (a use-after-free in the hub, caught by
+// ASan), nor count as lost what the replay buffer still holds.
+TEST(SinkRunnerTest, CatchingUpMoreThanTheQueueHoldsLosesNothingAndLeavesNoSubscriberBehind) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  EventHubOptions hub_options;
+  hub_options.replay_capacity = 20000;
+  EventHub hub(hub_options, clock, registry);
+  palisade::v1::SinkConfig config;
+  config.set_name("slow");
+  auto output = std::make_unique<GatedOutput>();
+  GatedOutput* out = output.get();
+  {
+    SinkRunner sink(config, std::move(output), hub, registry);
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (MetricValue(registry, "palisade_events_subscribers", "") < 1 && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(5));  // polls for the subscription
+    }
+    ASSERT_EQ(MetricValue(registry, "palisade_events_subscribers", ""), 1);
+    Event e = Decision();
+    e.clear_sequence();
+    hub.Publish(e);  // the sink takes it and blocks writing it
+    ASSERT_TRUE(out->WaitFor([](bool entered, const std::vector<uint64_t>&) { return entered; }));
+    // 4096 fill the sink's queue, the next one drops it; more than a queue's worth follow, so
+    // the catch-up cannot fit in one go.
+    constexpr uint64_t kTotal = 9000;
+    for (uint64_t i = 1; i < kTotal; ++i) hub.Publish(e);
+    out->Open();
+    ASSERT_TRUE(out->WaitFor(
+        [](bool, const std::vector<uint64_t>& w) { return !w.empty() && w.back() >= kTotal; }))
+        << "the sink stopped at " << out->written().size() << " events";
+    EXPECT_EQ(MetricValue(registry, "palisade_sink_events_total", "lost"), 0);
+    std::vector<uint64_t> written = out->written();
+    ASSERT_EQ(written.size(), kTotal);
+    for (uint64_t i = 0; i < kTotal; ++i) ASSERT_EQ(written[i], i + 1);
+    // One subscriber, the live one: publishing again reaches it (and nothing freed).
+    EXPECT_EQ(MetricValue(registry, "palisade_events_subscribers", ""), 1);
+    hub.Publish(e);
+    ASSERT_TRUE(out->WaitFor(
+        [](bool, const std::vector<uint64_t>& w) { return w.back() == kTotal + 1; }));
+  }
 }
 
 }  // namespace
