@@ -53,6 +53,18 @@ class Actuator {
   virtual std::string name() const = 0;
   // Carries out `ops` (applies and removes, in order) and sets each op's result.
   virtual void Run(std::vector<ActionOp*>& ops) = 0;
+
+  // True when Run needs every due op at once (one bulk API operation for all of them). When
+  // false, the dispatcher hands ops over one at a time and records each outcome as soon as it
+  // is known, so a daemon killed in the middle of a long queue redoes nothing it confirmed.
+  virtual bool RunsInBatches() const { return false; }
+  // True when an apply can adopt an object already at the edge (10009) that a remove queued
+  // before it, for the same target, is about to delete: the dispatcher then runs the apply only
+  // once that remove has settled.
+  virtual bool AdoptsExisting() const { return false; }
+  // After a restart, before any Run: what the store says this actuator made at the edge, one
+  // entry per decision that still has an edge record (foreign and dry-run objects left out).
+  virtual void Restore(const std::vector<EdgeRef>& made) { (void)made; }
 };
 
 // Retry an op that failed with this status? (transient: unavailable, throttled, timed out,

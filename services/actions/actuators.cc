@@ -174,6 +174,13 @@ absl::StatusOr<std::string> IpListActuator::ItemFor(const palisade::v1::Target& 
   return len == 128 ? cidr->base().ToString() : cidr->ToString();
 }
 
+void IpListActuator::Restore(const std::vector<EdgeRef>& made) {
+  refs_.clear();
+  for (const EdgeRef& ref : made) {
+    if (!ref.foreign && !ref.id.empty()) ++refs_[ref.id];
+  }
+}
+
 absl::Status IpListActuator::EnsureListAndRule() {
   if (list_id_.empty()) {
     absl::StatusOr<std::vector<IpList>> lists = client_.ListLists();
@@ -225,6 +232,8 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
   }
   // Adds: one bulk operation for every new item.
   std::vector<ListItem> batch;
+  // Every apply whose item is in the bulk operation (the first for each item, and any other
+  // decision on the same item in this flush): each succeeds or fails with the operation.
   std::vector<std::pair<ActionOp*, std::string>> adds;
   std::set<std::string> batched;
   for (ActionOp* op : ops) {
@@ -234,8 +243,13 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
       op->result = item.status();
       continue;
     }
-    if (batched.count(*item) || (!op->repair && refs_[*item] > 0)) {  // there or on its way
-      if (!op->repair) ++refs_[*item];
+    if (batched.count(*item)) {  // on its way in this very operation
+      adds.emplace_back(op, *item);
+      continue;
+    }
+    auto counted = refs_.find(*item);
+    if (!op->repair && counted != refs_.end() && counted->second > 0) {  // already there
+      ++counted->second;
       op->edge = {*item, list_id_, false};
       op->result = absl::OkStatus();
       continue;
@@ -263,7 +277,8 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
       op->result = s;
       if (s.ok()) {
         // A repair re-adds an item whose decision is already counted.
-        refs_[item] = op->repair ? std::max(refs_[item], 1) : refs_[item] + 1;
+        int& refs = refs_[item];
+        refs = op->repair ? std::max(refs, 1) : refs + 1;
         op->edge = {item, list_id_, false};
       }
     }

@@ -30,6 +30,8 @@ class AccessRuleActuator final : public Actuator {
   AccessRuleActuator(CloudflareClient& client, RuleScope scope) : client_(client), scope_(scope) {}
   std::string name() const override { return "access_rule"; }
   void Run(std::vector<ActionOp*>& ops) override;
+  // A duplicate (10009) is adopted, even one another Palisade decision made.
+  bool AdoptsExisting() const override { return true; }
 
   // The notes Palisade writes on its rules (and searches for).
   static std::string Notes(const palisade::v1::Decision& d);
@@ -51,7 +53,13 @@ class IpListActuator final : public Actuator {
  public:
   IpListActuator(CloudflareClient& client, IpListOptions options, prometheus::Registry& registry);
   std::string name() const override { return "ip_list"; }
+  // Adds are one bulk operation: an op whose item is in that operation succeeds or fails with
+  // it, and only a confirmed item is counted as made.
   void Run(std::vector<ActionOp*>& ops) override;
+  bool RunsInBatches() const override { return true; }
+  // Counts the decisions per item again from the edge records, so an item shared by several
+  // decisions (one IPv6 /64) still stays until the last of them ends after a restart.
+  void Restore(const std::vector<EdgeRef>& made) override;
 
   // The list item an address or range becomes ("203.0.113.7", "2001:db8:1:2::/64").
   absl::StatusOr<std::string> ItemFor(const palisade::v1::Target& target) const;

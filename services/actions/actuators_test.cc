@@ -153,6 +153,67 @@ TEST_F(ActuatorsTest, IpListBatchesCreatesListAndRuleAndCollapsesIpv6) {
   EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(3));
 }
 
+// Two decisions on one /64 in one flush: the second is in the same bulk operation, so it fails
+// with it, and the first's retry still sends the item (it was never counted as there).
+TEST_F(ActuatorsTest, IpListOpsOnOneItemFailWithTheirBulkOperation) {
+  ClientOptions options = client_->options();
+  options.max_attempts = 1;  // the client does not retry: the dispatcher would
+  Credentials creds;
+  creds.token = Secret(token_);
+  CloudflareClient client(transport_, clock_, options, creds, registry_);
+  IpListActuator actuator(client, IpListOptions(), registry_);
+  std::vector<ActionOp> first = {
+      Op(ActionOp::Kind::kApply, "d0", palisade::v1::TARGET_KIND_IP, "203.0.113.50")};
+  Run(actuator, first);  // the list and its rule exist from here on
+  ASSERT_THAT(first[0].result, IsOk());
+
+  fake::Faults faults;
+  faults.fail_call = 1;  // the bulk add
+  faults.error_status = 503;
+  fake_.SetFaults(faults);
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "d5", palisade::v1::TARGET_KIND_IP, "2001:db8:1:2::7"),
+      Op(ActionOp::Kind::kApply, "d6", palisade::v1::TARGET_KIND_IP, "2001:db8:1:2::8")};
+  Run(actuator, ops);
+  EXPECT_THAT(ops[0].result, StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(ops[1].result, StatusIs(absl::StatusCode::kUnavailable));
+  fake_.SetFaults(fake::Faults());
+
+  std::vector<ActionOp> retry = {ops[0]};
+  Run(actuator, retry);
+  ASSERT_THAT(retry[0].result, IsOk());
+  fake::json items = fake_.ListSnapshot("palisade_block");
+  ASSERT_THAT(items, SizeIs(2));
+  EXPECT_EQ(items[0]["ip"], "2001:db8:1:2::/64");
+}
+
+// After a restart the counts of decisions per item come back from the edge records: ending one
+// of two decisions on a /64 leaves the item.
+TEST_F(ActuatorsTest, IpListCountsAreRestoredFromTheEdgeRecords) {
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "d5", palisade::v1::TARGET_KIND_IP, "2001:db8:1:2::7"),
+      Op(ActionOp::Kind::kApply, "d6", palisade::v1::TARGET_KIND_IP, "2001:db8:1:2::8")};
+  {
+    IpListActuator before(*client_, IpListOptions(), registry_);
+    Run(before, ops);
+    ASSERT_THAT(ops[0].result, IsOk());
+    ASSERT_THAT(ops[1].result, IsOk());
+  }
+  IpListActuator after(*client_, IpListOptions(), registry_);
+  after.Restore({ops[0].edge, ops[1].edge});
+  std::vector<ActionOp> removes = {
+      Op(ActionOp::Kind::kRemove, "d5", palisade::v1::TARGET_KIND_IP, "2001:db8:1:2::7")};
+  removes[0].edge = ops[0].edge;
+  Run(after, removes);
+  ASSERT_THAT(removes[0].result, IsOk());
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(1));
+  removes = {Op(ActionOp::Kind::kRemove, "d6", palisade::v1::TARGET_KIND_IP, "2001:db8:1:2::8")};
+  removes[0].edge = ops[1].edge;
+  Run(after, removes);
+  ASSERT_THAT(removes[0].result, IsOk());
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(0));
+}
+
 TEST_F(ActuatorsTest, RateLimitRuleForAPath) {
   RateLimitActuator actuator(*client_, RateLimitOptions());
   std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_PATH,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 
@@ -10,6 +11,11 @@ namespace palisade {
 namespace {
 
 const char* OpName(ActionOp::Kind k) { return k == ActionOp::Kind::kApply ? "apply" : "remove"; }
+
+// Two ops are for the same target when kind and value match.
+std::string TargetKey(const palisade::v1::Target& t) {
+  return absl::StrCat(static_cast<int>(t.kind()), "/", t.value());
+}
 
 }  // namespace
 
@@ -70,9 +76,13 @@ absl::Status Dispatcher::Restore() {
   if (store_ == nullptr) return absl::OkStatus();
   absl::StatusOr<std::vector<EdgeRow>> edges = store_->LoadEdges();
   if (!edges.ok()) return edges.status();
+  std::map<int, std::vector<EdgeRef>> made;
   for (const EdgeRow& e : *edges) {
     RememberEdge(e.decision_id, e.actuator, {e.id, e.container, e.foreign});
+    if (!e.foreign) made[e.actuator].push_back({e.id, e.container, e.foreign});
   }
+  // Actuators that keep counts (decisions per list item) start from the edge records.
+  for (auto& [kind, q] : queues_) q.actuator->Restore(made[kind]);
   absl::StatusOr<std::vector<OutboxRow>> outbox = store_->LoadOutbox();
   if (!outbox.ok()) return outbox.status();
   for (OutboxRow& row : *outbox) {
@@ -223,67 +233,120 @@ int Dispatcher::RunOnce() {
   return ran;
 }
 
-int Dispatcher::RunQueue(int only) {
-  // Take the due ops out of the queue.
-  std::map<int, std::vector<ActionOp>> batches;
-  const absl::Time now = clock_.TimeNow();
+bool Dispatcher::HasDue(int kind, absl::Time now) const {
+  auto qi = queues_.find(kind);
+  if (qi == queues_.end()) return false;
+  const bool ordered = qi->second.actuator->AdoptsExisting();
+  std::set<std::string> removing;
+  for (const ActionOp& op : qi->second.ops) {
+    const bool waits = ordered && op.kind == ActionOp::Kind::kApply &&
+                       removing.count(TargetKey(op.decision.target())) > 0;
+    if (op.not_before <= now && !waits) return true;
+    if (ordered && op.kind == ActionOp::Kind::kRemove) {
+      removing.insert(TargetKey(op.decision.target()));
+    }
+  }
+  return false;
+}
+
+std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
+  std::vector<ActionOp> batch;
+  auto qi = queues_.find(kind);
+  if (qi == queues_.end()) return batch;
+  Queue& q = qi->second;
+  // An apply that could adopt an existing object waits while a remove of the same target,
+  // queued before it, has not settled: otherwise a retried remove would delete what the apply
+  // adopted (one access rule per target at the edge). The target stays blocked meanwhile by
+  // the object that remove has not deleted yet.
+  const bool ordered = q.actuator->AdoptsExisting();
+  std::set<std::string> removing;
+  std::deque<ActionOp> keep;
+  for (ActionOp& op : q.ops) {
+    const bool waits = ordered && op.kind == ActionOp::Kind::kApply &&
+                       removing.count(TargetKey(op.decision.target())) > 0;
+    if (ordered && op.kind == ActionOp::Kind::kRemove) {
+      removing.insert(TargetKey(op.decision.target()));
+    }
+    if (op.not_before > now || waits) {
+      keep.push_back(std::move(op));
+      continue;
+    }
+    if (op.kind == ActionOp::Kind::kApply && guard_ != nullptr) {
+      if (guard_->NeverBan(op.decision.target())) {
+        guard_refused_.Add({{"reason", "never_ban"}}).Increment();
+        Drop(op.seq);
+        Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "refused",
+               "the target is in the never-ban set");
+        std::cerr << "palisaded: guard: decision " << op.decision.id() << " on "
+                  << op.decision.target().value() << " targets a never-ban address; not sent"
+                  << std::endl;
+        continue;
+      }
+      if (op.released) {
+        guard_->Record(now);
+      } else if (guard_->Check(op.decision, now, active_[kind]) == Guard::Verdict::kHeld) {
+        Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "held",
+               "over the blast-radius limit; release with palisadectl actions release");
+        held_.emplace_back(kind, std::move(op));
+        // One line for the first held action and one per thousand after, not one each.
+        if (held_.size() == 1 || held_.size() % 1000 == 0) {
+          std::cerr << "palisaded: guard: " << held_.size()
+                    << " action(s) held by the blast-radius limit; release with "
+                       "palisadectl actions release"
+                    << std::endl;
+        }
+        continue;
+      }
+    }
+    if (op.kind == ActionOp::Kind::kApply) in_flight_.insert(op.decision.id());
+    batch.push_back(std::move(op));
+  }
+  q.ops = std::move(keep);
+  q.pending->Set(static_cast<double>(q.ops.size()));
+  held_gauge_.Set(static_cast<double>(held_.size()));
+  return batch;
+}
+
+int Dispatcher::RunQueue(int kind) {
+  std::vector<ActionOp> batch;
+  Actuator* actuator = nullptr;
   {
     absl::MutexLock lock(&mu_);
-    for (auto& [kind, q] : queues_) {
-      if (kind != only) continue;
-      std::deque<ActionOp> keep;
-      for (ActionOp& op : q.ops) {
-        if (op.not_before > now) {
-          keep.push_back(std::move(op));
-          continue;
-        }
-        if (op.kind == ActionOp::Kind::kApply && guard_ != nullptr) {
-          if (guard_->NeverBan(op.decision.target())) {
-            guard_refused_.Add({{"reason", "never_ban"}}).Increment();
-            Drop(op.seq);
-            Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "refused",
-                   "the target is in the never-ban set");
-            std::cerr << "palisaded: guard: decision " << op.decision.id() << " on "
-                      << op.decision.target().value() << " targets a never-ban address; not sent"
-                      << std::endl;
-            continue;
-          }
-          if (op.released) {
-            guard_->Record(now);
-          } else if (guard_->Check(op.decision, now, active_[kind]) == Guard::Verdict::kHeld) {
-            Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "held",
-                   "over the blast-radius limit; release with palisadectl actions release");
-            held_.emplace_back(kind, std::move(op));
-            // One line for the first held action and one per thousand after, not one each.
-            if (held_.size() == 1 || held_.size() % 1000 == 0) {
-              std::cerr << "palisaded: guard: " << held_.size()
-                        << " action(s) held by the blast-radius limit; release with "
-                           "palisadectl actions release"
-                        << std::endl;
-            }
-            continue;
-          }
-        }
-        if (op.kind == ActionOp::Kind::kApply) in_flight_.insert(op.decision.id());
-        batches[kind].push_back(std::move(op));
-      }
-      q.ops = std::move(keep);
-      q.pending->Set(static_cast<double>(q.ops.size()));
-    }
-    held_gauge_.Set(static_cast<double>(held_.size()));
+    if (paused_ > 0) return 0;
+    auto q = queues_.find(kind);
+    if (q == queues_.end()) return 0;
+    actuator = q->second.actuator.get();
+    batch = TakeDue(kind, clock_.TimeNow());
+    if (batch.empty()) return 0;
+    ++running_;
+  }
+  // An actuator that makes one bulk operation of the batch gets it whole; any other gets one op
+  // at a time, and each outcome is recorded before the next op goes out.
+  std::vector<std::vector<ActionOp*>> chunks;
+  for (ActionOp& op : batch) {
+    if (chunks.empty() || !actuator->RunsInBatches()) chunks.emplace_back();
+    chunks.back().push_back(&op);
   }
   int ran = 0;
-  for (auto& [kind, batch] : batches) {
-    Actuator* actuator;
-    {
+  for (size_t c = 0; c < chunks.size(); ++c) {
+    if (c > 0) {
       absl::MutexLock lock(&mu_);
-      actuator = queues_[kind].actuator.get();
+      if (stopping_) {
+        // Shutting down: what has not gone out goes back to the queue (and is in the outbox).
+        Queue& q = queues_[kind];
+        for (size_t rest = chunks.size(); rest-- > c;) {
+          for (auto it = chunks[rest].rbegin(); it != chunks[rest].rend(); ++it) {
+            if ((*it)->kind == ActionOp::Kind::kApply) in_flight_.erase((*it)->decision.id());
+            q.ops.push_front(std::move(**it));
+          }
+        }
+        q.pending->Set(static_cast<double>(q.ops.size()));
+        break;
+      }
     }
-    std::vector<ActionOp*> ptrs;
-    for (ActionOp& op : batch) ptrs.push_back(&op);
     // Shadow mode (global or per rule): record and count, send nothing.
     std::vector<ActionOp*> live;
-    for (ActionOp* op : ptrs) {
+    for (ActionOp* op : chunks[c]) {
       if (!options_.dry_run && !op->decision.dry_run()) {
         live.push_back(op);
         continue;
@@ -295,84 +358,90 @@ int Dispatcher::RunQueue(int only) {
                 << std::endl;
     }
     if (!live.empty()) actuator->Run(live);
-    ran += static_cast<int>(ptrs.size());
-
+    ran += static_cast<int>(chunks[c].size());
     absl::MutexLock lock(&mu_);
-    Queue& q = queues_[kind];
-    const absl::Time done = clock_.TimeNow();
-    for (ActionOp& op : batch) {
-      const std::string& id = op.decision.id();
-      if (op.kind == ActionOp::Kind::kApply) in_flight_.erase(id);
-      if (op.result.ok()) {
-        Report(static_cast<palisade::v1::Actuator>(kind), actuator->name(), op,
-               options_.dry_run || op.decision.dry_run() ? "dry_run" : "applied");
-        if (store_ != nullptr && op.seq != 0) {
-          absl::Status s = op.kind == ActionOp::Kind::kApply
-                               ? store_->CompleteApply(op.seq, {id, kind, op.edge.id,
-                                                                op.edge.container, op.edge.foreign})
-                               : store_->CompleteRemove(op.seq, id);
-          if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
-        }
-        if (op.kind == ActionOp::Kind::kApply) {
-          RememberEdge(id, kind, op.edge);
-          if (auto t = queued_at_.find(id); t != queued_at_.end()) {
-            latency_.Observe(absl::ToDoubleSeconds(done - t->second));
-            queued_at_.erase(t);
-          }
-          if (auto after = remove_after_.find(id); after != remove_after_.end()) {
-            ActionOp remove;
-            remove.kind = ActionOp::Kind::kRemove;
-            remove.decision = op.decision;
-            remove.decision.set_active(false);
-            remove.edge = op.edge;
-            remove.seq = after->second;
-            remove_after_.erase(after);
-            q.ops.push_back(std::move(remove));
-          }
-        } else {
-          ForgetEdgeLocked(id);
-        }
-        continue;
+    Settle(kind, *actuator, chunks[c]);
+  }
+  absl::MutexLock lock(&mu_);
+  --running_;
+  return ran;
+}
+
+void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& ops) {
+  Queue& q = queues_[kind];
+  const absl::Time done = clock_.TimeNow();
+  for (ActionOp* settled : ops) {
+    ActionOp& op = *settled;
+    const std::string id = op.decision.id();
+    if (op.kind == ActionOp::Kind::kApply) in_flight_.erase(id);
+    if (op.result.ok()) {
+      Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op,
+             options_.dry_run || op.decision.dry_run() ? "dry_run" : "applied");
+      if (store_ != nullptr && op.seq != 0) {
+        absl::Status s = op.kind == ActionOp::Kind::kApply
+                             ? store_->CompleteApply(op.seq, {id, kind, op.edge.id,
+                                                              op.edge.container, op.edge.foreign})
+                             : store_->CompleteRemove(op.seq, id);
+        if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
       }
-      ++op.attempts;
-      if (IsTransient(op.result) && op.attempts < options_.max_attempts) {
-        const absl::Duration backoff = std::min(
-            options_.max_backoff, options_.initial_backoff * std::pow(2.0, op.attempts - 1));
-        op.not_before = done + backoff;
-        Report(static_cast<palisade::v1::Actuator>(kind), actuator->name(), op, "retried",
-               op.result.message());
-        if (auto after = remove_after_.find(id);
-            op.kind == ActionOp::Kind::kApply && after != remove_after_.end()) {
-          // Ended before it reached the edge.
-          Report(static_cast<palisade::v1::Actuator>(kind), actuator->name(), op, "cancelled",
-                 "the decision ended before it was sent");
-          Drop(op.seq);
-          Drop(after->second);
+      if (op.kind == ActionOp::Kind::kApply) {
+        RememberEdge(id, kind, op.edge);
+        if (auto t = queued_at_.find(id); t != queued_at_.end()) {
+          latency_.Observe(absl::ToDoubleSeconds(done - t->second));
+          queued_at_.erase(t);
+        }
+        if (auto after = remove_after_.find(id); after != remove_after_.end()) {
+          ActionOp remove;
+          remove.kind = ActionOp::Kind::kRemove;
+          remove.decision = op.decision;
+          remove.decision.set_active(false);
+          remove.edge = op.edge;
+          remove.seq = after->second;
           remove_after_.erase(after);
-          continue;
+          q.ops.push_back(std::move(remove));
         }
-        if (store_ != nullptr && op.seq != 0) {
-          absl::Status s = store_->Reschedule(op.seq, op.attempts, op.not_before);
-          if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
-        }
-        q.ops.push_back(std::move(op));
-        continue;
+      } else {
+        ForgetEdgeLocked(id);
       }
-      Report(static_cast<palisade::v1::Actuator>(kind), actuator->name(), op, "failed",
+      continue;
+    }
+    ++op.attempts;
+    if (IsTransient(op.result) && op.attempts < options_.max_attempts) {
+      const absl::Duration backoff = std::min(
+          options_.max_backoff, options_.initial_backoff * std::pow(2.0, op.attempts - 1));
+      op.not_before = done + backoff;
+      Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "retried",
              op.result.message());
-      Drop(op.seq);
-      if (auto after = remove_after_.find(id); after != remove_after_.end()) {
+      if (auto after = remove_after_.find(id);
+          op.kind == ActionOp::Kind::kApply && after != remove_after_.end()) {
+        // Ended before it reached the edge.
+        Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "cancelled",
+               "the decision ended before it was sent");
+        Drop(op.seq);
         Drop(after->second);
         remove_after_.erase(after);
+        continue;
       }
-      queued_at_.erase(id);
-      std::cerr << "palisaded: " << actuator->name() << " " << OpName(op.kind) << " for decision "
-                << id << " on " << op.decision.target().value() << " failed after " << op.attempts
-                << " attempt(s): " << op.result.message() << std::endl;
+      if (store_ != nullptr && op.seq != 0) {
+        absl::Status s = store_->Reschedule(op.seq, op.attempts, op.not_before);
+        if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
+      }
+      q.ops.push_back(std::move(op));
+      continue;
     }
-    q.pending->Set(static_cast<double>(q.ops.size()));
+    Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "failed",
+           op.result.message());
+    Drop(op.seq);
+    if (auto after = remove_after_.find(id); after != remove_after_.end()) {
+      Drop(after->second);
+      remove_after_.erase(after);
+    }
+    queued_at_.erase(id);
+    std::cerr << "palisaded: " << actuator.name() << " " << OpName(op.kind) << " for decision "
+              << id << " on " << op.decision.target().value() << " failed after " << op.attempts
+              << " attempt(s): " << op.result.message() << std::endl;
   }
-  return ran;
+  q.pending->Set(static_cast<double>(q.ops.size()));
 }
 
 void Dispatcher::Start() {
@@ -388,16 +457,27 @@ void Dispatcher::Start() {
         {
           absl::MutexLock lock(&mu_);
           if (stopping_) return;
-          bool any_due = false;
-          const absl::Time now = clock_.TimeNow();
-          for (const ActionOp& op : queues_[kind].ops) any_due |= op.not_before <= now;
-          if (!any_due) wake_.WaitWithTimeout(&mu_, options_.flush_interval);
+          if (paused_ > 0 || !HasDue(kind, clock_.TimeNow())) {
+            wake_.WaitWithTimeout(&mu_, options_.flush_interval);
+          }
           if (stopping_) return;
         }
         RunQueue(kind);
       }
     });
   }
+}
+
+void Dispatcher::Pause() {
+  absl::MutexLock lock(&mu_);
+  ++paused_;
+  mu_.Await(absl::Condition(this, &Dispatcher::Idle));
+}
+
+void Dispatcher::Resume() {
+  absl::MutexLock lock(&mu_);
+  --paused_;
+  wake_.SignalAll();
 }
 
 void Dispatcher::Stop() {
@@ -424,6 +504,17 @@ bool Dispatcher::Busy(const std::string& id) const {
     if (op.decision.id() == id) return true;
   }
   return false;
+}
+
+std::map<std::string, palisade::v1::Decision> Dispatcher::BusyDecisions() const {
+  absl::MutexLock lock(&mu_);
+  std::map<std::string, palisade::v1::Decision> out;
+  for (const std::string& id : in_flight_) out[id].set_id(id);
+  for (const auto& [kind, q] : queues_) {
+    for (const ActionOp& op : q.ops) out.emplace(op.decision.id(), op.decision);
+  }
+  for (const auto& [kind, op] : held_) out.emplace(op.decision.id(), op.decision);
+  return out;
 }
 
 void Dispatcher::ForgetEdge(const std::string& id) {

@@ -6,6 +6,13 @@
 //
 // With a Store (SetStore), the queue is the durable outbox: every operation was recorded with
 // its decision, and is deleted only once the edge confirmed it (see services/store/store.h).
+// Each confirmed operation is recorded as soon as the edge confirms it (not when its whole batch
+// ends), so a daemon killed again and again still moves forward.
+// Order: ops run in the order they were queued; for an actuator that adopts existing objects
+// (AccessRule), an apply waits for any remove of the same target queued before it, so it never
+// adopts an object that remove is about to delete.
+// Pause / Resume let the reconciler compare the edge with the decisions while nothing changes
+// the edge: ops are still queued, none starts.
 // Dry run: every op is recorded and counted as "dry_run", nothing is sent.
 // Thread-safety: OnDecision is called from any thread; each actuator's queue is run by one
 // worker thread (Start), or by RunOnce from one thread at a time in tests.
@@ -87,6 +94,25 @@ class Dispatcher {
   size_t pending() const;
   // True while an operation for the decision is queued, held or in flight.
   bool Busy(const std::string& decision_id) const;
+  // Every decision with an operation queued, held or in flight, by id (for an op in flight, only
+  // its id is filled in: none is in flight while paused).
+  std::map<std::string, palisade::v1::Decision> BusyDecisions() const;
+
+  // No operation starts until the matching Resume; returns once those running have settled.
+  // Pauses nest. While paused, the edge changes only by the caller's (or a human's) hand.
+  void Pause();
+  void Resume();
+  // Pause for the lifetime of the object.
+  class Paused {
+   public:
+    explicit Paused(Dispatcher& d) : d_(d) { d_.Pause(); }
+    ~Paused() { d_.Resume(); }
+    Paused(const Paused&) = delete;
+    Paused& operator=(const Paused&) = delete;
+
+   private:
+    Dispatcher& d_;
+  };
   // The reconciler found the decision's object missing at the edge: forget the old edge record
   // and apply again (durably, when there is a store).
   void Reapply(const palisade::v1::Decision& decision);
@@ -102,6 +128,14 @@ class Dispatcher {
     prometheus::Gauge* pending = nullptr;
   };
   int RunQueue(int kind);
+  // Is an op of queue `kind` due and free to go (not waiting behind a remove)?
+  bool HasDue(int kind, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; }
+  // Takes the due ops of queue `kind` out (guard checks, order rules); marks applies in flight.
+  std::vector<ActionOp> TakeDue(int kind, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records what became of `ops` (just run): store, edges, metrics, retries.
+  void Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& ops)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Count(const std::string& actuator, ActionOp::Kind kind, const std::string& result);
   // Counts and tells the observer.
   void Report(palisade::v1::Actuator kind, const std::string& actuator, const ActionOp& op,
@@ -132,6 +166,8 @@ class Dispatcher {
   std::deque<std::pair<int, ActionOp>> held_ ABSL_GUARDED_BY(mu_);  // (actuator kind, op)
   std::map<int, int> active_ ABSL_GUARDED_BY(mu_);  // edges_ counted per actuator
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  int paused_ ABSL_GUARDED_BY(mu_) = 0;   // nested Pause calls
+  int running_ ABSL_GUARDED_BY(mu_) = 0;  // RunQueue calls between TakeDue and their last Settle
   std::vector<std::thread> workers_;
 
   prometheus::Family<prometheus::Counter>& actions_;

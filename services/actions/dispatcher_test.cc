@@ -1,6 +1,9 @@
 #include "services/actions/dispatcher.h"
 
+#include <thread>
+
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/proto_time.h"
@@ -16,6 +19,10 @@ using ::testing::SizeIs;
 class FakeActuator final : public Actuator {
  public:
   std::string name() const override { return "fake"; }
+  bool AdoptsExisting() const override { return adopts; }
+  void Restore(const std::vector<EdgeRef>& made) override {
+    for (const EdgeRef& r : made) restored.push_back(r.id);
+  }
   void Run(std::vector<ActionOp*>& ops) override {
     for (ActionOp* op : ops) {
       calls.push_back(std::string(op->kind == ActionOp::Kind::kApply ? "apply " : "remove ") +
@@ -30,6 +37,8 @@ class FakeActuator final : public Actuator {
       if (op->kind == ActionOp::Kind::kApply) op->edge = {"edge-" + op->decision.id(), "", false};
     }
   }
+  bool adopts = false;
+  std::vector<std::string> restored;
   std::vector<std::string> calls;
   std::deque<absl::Status> failures;
   std::function<void()> during_run;
@@ -226,6 +235,7 @@ TEST_F(DispatcherTest, DurableQueueSurvivesARestart) {
   restarted.SetStore(store->get());
   ASSERT_TRUE(restarted.Restore().ok());
   EXPECT_EQ(restarted.edges().at("d1").id, "edge-d1");
+  EXPECT_THAT(f->restored, ElementsAre("edge-d1"));  // the actuator hears what it made
   restarted.RunOnce();
   EXPECT_THAT(f->calls, ElementsAre("apply d2"));  // d1 is not sent again
   restarted.OnDecision(record(DecisionChange::kExpired, "d1"));
@@ -233,6 +243,85 @@ TEST_F(DispatcherTest, DurableQueueSurvivesARestart) {
   EXPECT_THAT(f->calls, ElementsAre("apply d2", "remove d1 edge-d1"));
   EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(0));
   EXPECT_THAT(*(*store)->LoadEdges(), SizeIs(1));  // d2's
+}
+
+// A daemon killed in the middle of a long queue must not redo what the edge confirmed: each
+// operation is recorded as it completes, not when the whole batch ends.
+TEST_F(DispatcherTest, EachConfirmedOperationIsRecordedAsItCompletes) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/each.db";
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_TRUE(store.ok());
+  dispatcher_.SetStore(store->get());
+  for (const char* id : {"d1", "d2", "d3"}) {
+    DecisionUpdate u = Update(DecisionChange::kCreated, id);
+    u.decision.set_active(true);
+    u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr, true);
+    dispatcher_.OnDecision(u);
+  }
+  // What a crash at each call would leave: the outbox still to do, the edge records made.
+  std::vector<std::pair<size_t, size_t>> seen;
+  fake_->during_run = [&] {
+    seen.emplace_back((*store)->LoadOutbox()->size(), (*store)->LoadEdges()->size());
+  };
+  EXPECT_EQ(dispatcher_.RunOnce(), 3);
+  EXPECT_THAT(seen, ElementsAre(std::pair<size_t, size_t>{3, 0}, std::pair<size_t, size_t>{2, 1},
+                                std::pair<size_t, size_t>{1, 2}));
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+}
+
+// An access rule is one per target at the edge, and an apply adopts the one there (10009): it
+// must not run while an earlier remove of the same target is still to be retried, or the retry
+// would delete the rule the new decision adopted.
+TEST_F(DispatcherTest, AnApplyWaitsForAnEarlierRemoveOfTheSameTarget) {
+  fake_->adopts = true;
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  dispatcher_.RunOnce();
+  fake_->failures = {absl::UnavailableError("503")};
+  dispatcher_.OnDecision(Update(DecisionChange::kExpired, "d1"));
+  dispatcher_.RunOnce();  // the remove fails and waits 1 s
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d2"));
+  DecisionUpdate other = Update(DecisionChange::kCreated, "d3");
+  other.decision.mutable_target()->set_value("203.0.113.8");
+  dispatcher_.OnDecision(other);
+  dispatcher_.RunOnce();  // d3 goes; d2 waits for d1's remove
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1", "remove d1 edge-d1", "apply d3"));
+  EXPECT_TRUE(dispatcher_.Busy("d2"));
+  clock_.Advance(absl::Seconds(1));
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1", "remove d1 edge-d1", "apply d3",
+                                        "remove d1 edge-d1", "apply d2"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+TEST_F(DispatcherTest, NothingStartsWhilePaused) {
+  dispatcher_.Pause();
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  EXPECT_EQ(dispatcher_.RunOnce(), 0);
+  EXPECT_TRUE(dispatcher_.Busy("d1"));
+  EXPECT_EQ(dispatcher_.BusyDecisions().count("d1"), 1u);
+  dispatcher_.Resume();
+  EXPECT_EQ(dispatcher_.RunOnce(), 1);
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1"));
+}
+
+// Pause returns only once the operations running have settled.
+TEST_F(DispatcherTest, PauseWaitsForTheRunningBatch) {
+  absl::Notification running, paused;
+  fake_->during_run = [&] {
+    running.Notify();
+    // Pause cannot return while this op runs.
+    EXPECT_FALSE(paused.WaitForNotificationWithTimeout(absl::Milliseconds(200)));
+  };
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  std::thread worker([&] { dispatcher_.RunOnce(); });
+  running.WaitForNotification();
+  dispatcher_.Pause();
+  paused.Notify();
+  EXPECT_EQ(dispatcher_.edges().count("d1"), 1u);  // settled before Pause returned
+  dispatcher_.Resume();
+  worker.join();
 }
 
 TEST_F(DispatcherTest, DecisionsForOtherActuatorsAreIgnored) {

@@ -54,6 +54,13 @@ void Reconciler::Missing(const Decision& d, const std::string& actuator, DriftRe
   }
 }
 
+void Reconciler::Snapshot() {
+  // After the decisions were listed: a decision created since is queued, so busy, and a busy
+  // decision listed as active is not missing; while paused, nothing here goes out.
+  edges_ = dispatcher_.edges();
+  busy_ = dispatcher_.BusyDecisions();
+}
+
 void Reconciler::Orphan(const std::string& actuator, DriftReport* r) {
   ++r->orphans;
   drift_.Add({{"actuator", actuator}, {"kind", "orphan"}}).Increment();
@@ -61,6 +68,10 @@ void Reconciler::Orphan(const std::string& actuator, DriftReport* r) {
 
 absl::StatusOr<DriftReport> Reconciler::Run() {
   DriftReport report;
+  // The edge, the decisions and the dispatcher's work are read with the dispatcher paused: an
+  // object it adds between two of those reads would look like an orphan, and a decision it
+  // applies in between like a missing one. What it has queued meanwhile is busy, not drift.
+  Dispatcher::Paused paused(dispatcher_);
   absl::Status s = CheckAccessRules(&report);
   if (s.ok()) s = CheckIpList(&report);
   if (s.ok()) s = CheckRateLimits(&report);
@@ -74,25 +85,37 @@ absl::Status Reconciler::CheckAccessRules(DriftReport* report) {
   f.notes = "palisade:";
   absl::StatusOr<std::vector<AccessRule>> rules = client_.ListAllAccessRules(options_.scope, f);
   if (!rules.ok()) return rules.status();
-  std::map<std::string, const AccessRule*> at_edge;
+  std::map<std::string, const AccessRule*> at_edge;  // by the decision id in the notes
+  std::set<std::string> rule_ids;
   for (const AccessRule& r : *rules) {
     std::string id = MarkedId(r.notes);
     if (!id.empty()) at_edge[id] = &r;
+    rule_ids.insert(r.id);
   }
   DecisionFilter active;
   active.active_only = true;
   std::set<std::string> wanted;
-  for (const Decision& d : table_.List(active)) {
+  // Rules an active decision holds by id: its own, or one it adopted (10009) from another
+  // Palisade decision, whose notes still name that one.
+  std::set<std::string> held_rules;
+  const std::vector<Decision> decisions = table_.List(active);
+  Snapshot();
+  for (const Decision& d : decisions) {
     if (d.actuator() != palisade::v1::ACTUATOR_ACCESS_RULE || d.dry_run()) continue;
     wanted.insert(d.id());
-    if (dispatcher_.Busy(d.id()) || at_edge.count(d.id())) continue;
-    auto edges = dispatcher_.edges();
-    auto e = edges.find(d.id());
-    if (e != edges.end() && e->second.foreign) continue;  // adopted a human's rule
+    auto e = edges_.find(d.id());
+    if (e != edges_.end()) {
+      if (e->second.foreign) continue;  // adopted a human's rule
+      if (rule_ids.count(e->second.id)) {
+        held_rules.insert(e->second.id);
+        continue;
+      }
+    }
+    if (busy_.count(d.id()) || at_edge.count(d.id())) continue;
     Missing(d, "access_rule", report);
   }
   for (const auto& [id, rule] : at_edge) {
-    if (wanted.count(id) || dispatcher_.Busy(id)) continue;
+    if (wanted.count(id) || held_rules.count(rule->id) || busy_.count(id)) continue;
     absl::Status s = client_.DeleteAccessRule(options_.scope, rule->id);
     if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
     dispatcher_.ForgetEdge(id);
@@ -116,32 +139,45 @@ absl::Status Reconciler::CheckIpList(DriftReport* report) {
       decisions.push_back(std::move(d));
     }
   }
+  Snapshot();
   if (list_id.empty()) {
     // No list at all: every active list decision that is not on its way is missing.
     for (const Decision& d : decisions) {
-      if (!dispatcher_.Busy(d.id())) Missing(d, "ip_list", report);
+      if (!busy_.count(d.id())) Missing(d, "ip_list", report);
     }
     return absl::OkStatus();
   }
   absl::StatusOr<std::vector<ListItem>> items = client_.ListAllItems(list_id);
   if (!items.ok()) return items.status();
   std::set<std::string> at_edge;
-  std::map<std::string, std::string> marked;  // ip -> item id, for Palisade's items
+  std::map<std::string, std::string> marked;    // ip -> item id, for Palisade's items
+  std::map<std::string, std::string> comments;  // ip -> comment, for Palisade's items
   for (const ListItem& i : *items) {
     at_edge.insert(i.ip);
-    if (absl::StartsWith(i.comment, "palisade:")) marked[i.ip] = i.id;
+    if (absl::StartsWith(i.comment, "palisade:")) {
+      marked[i.ip] = i.id;
+      comments[i.ip] = i.comment;
+    }
   }
   std::set<std::string> wanted;
   for (const Decision& d : decisions) {
     absl::StatusOr<std::string> item = items_.ItemFor(d.target());
     if (!item.ok()) continue;
     wanted.insert(*item);
-    if (dispatcher_.Busy(d.id()) || at_edge.count(*item)) continue;
+    if (busy_.count(d.id()) || at_edge.count(*item)) continue;
     Missing(d, "ip_list", report);
+  }
+  // An item the dispatcher still has an operation for is left to it: a queued apply may count
+  // on an item already there (shared by a /64), a queued remove will take it when it is the
+  // last. The same for an item whose own decision has an operation to run.
+  for (const auto& [id, d] : busy_) {
+    if (d.actuator() != palisade::v1::ACTUATOR_IP_LIST) continue;
+    absl::StatusOr<std::string> item = items_.ItemFor(d.target());
+    if (item.ok()) wanted.insert(*item);
   }
   std::vector<std::string> orphans;
   for (const auto& [ip, id] : marked) {
-    if (!wanted.count(ip)) orphans.push_back(id);
+    if (!wanted.count(ip) && !busy_.count(MarkedId(comments[ip]))) orphans.push_back(id);
   }
   if (!orphans.empty()) {
     absl::StatusOr<std::string> op = client_.DeleteListItems(list_id, orphans);
@@ -165,14 +201,16 @@ absl::Status Reconciler::CheckRateLimits(DriftReport* report) {
   DecisionFilter active;
   active.active_only = true;
   std::set<std::string> wanted;
-  for (const Decision& d : table_.List(active)) {
+  const std::vector<Decision> decisions = table_.List(active);
+  Snapshot();
+  for (const Decision& d : decisions) {
     if (d.actuator() != palisade::v1::ACTUATOR_RATE_LIMIT || d.dry_run()) continue;
     wanted.insert(d.id());
-    if (dispatcher_.Busy(d.id()) || at_edge.count(d.id())) continue;
+    if (busy_.count(d.id()) || at_edge.count(d.id())) continue;
     Missing(d, "rate_limit", report);
   }
   for (const auto& [id, rule_id] : at_edge) {
-    if (wanted.count(id) || dispatcher_.Busy(id)) continue;
+    if (wanted.count(id) || busy_.count(id)) continue;
     absl::Status s = client_.DeleteRulesetRule(rs->id, rule_id).status();
     if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
     dispatcher_.ForgetEdge(id);

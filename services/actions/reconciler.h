@@ -7,11 +7,14 @@
 // Markers: access rules with notes "palisade:<decision id> ...", list items with comment
 // "palisade:<decision id>", rate-limit rules with ref "palisade_<decision id>". Objects without
 // them (a human's rules) are never touched. Decisions with an operation queued, held or in
-// flight are left to the dispatcher. Races with it are benign: every actuator is idempotent.
-// Thread-safety: Run from one thread at a time.
+// flight are left to the dispatcher. Run pauses the dispatcher (Dispatcher::Paused) while it
+// reads the edge and the decisions and removes orphans, so no operation lands between those
+// reads; operations are still queued meanwhile, and run once it returns.
+// Thread-safety: Run from one thread at a time (never a dispatcher worker).
 #ifndef PALISADE_SERVICES_ACTIONS_RECONCILER_H_
 #define PALISADE_SERVICES_ACTIONS_RECONCILER_H_
 
+#include <map>
 #include <string>
 
 #include "absl/status/status.h"
@@ -49,12 +52,17 @@ class Reconciler {
   absl::Status CheckRateLimits(DriftReport* report);
   void Missing(const palisade::v1::Decision& d, const std::string& actuator, DriftReport* r);
   void Orphan(const std::string& actuator, DriftReport* r);
+  // Reads the dispatcher's edge records and busy decisions into edges_ and busy_.
+  void Snapshot();
 
   CloudflareClient& client_;
   Dispatcher& dispatcher_;
   DecisionTable& table_;
   const ReconcilerOptions options_;
   IpListActuator items_;  // only for ItemFor: the list item a target becomes
+  // Taken by Snapshot, with the dispatcher paused.
+  std::map<std::string, EdgeRef> edges_;
+  std::map<std::string, palisade::v1::Decision> busy_;
   prometheus::Family<prometheus::Counter>& drift_;
   prometheus::Family<prometheus::Counter>& runs_;
 };

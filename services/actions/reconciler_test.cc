@@ -1,0 +1,172 @@
+// The reconciler against the emulator over HTTP, with the real dispatcher, actuators and
+// decision table (shared SimulatedClock, no sleeping). A transport hook lets the dispatcher act
+// in the middle of the reconciler's reads, where the races were.
+#include "services/actions/reconciler.h"
+
+#include <functional>
+
+#include "absl/strings/match.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/proto_time.h"
+#include "services/common/status_matchers.h"
+#include "tests/cloudflare_fake/emulator_server.h"
+#include "tests/cloudflare_fake/fake_cloudflare.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::IsOk;
+using ::testing::SizeIs;
+
+// CurlTransport with a hook called once, before or after the first request that matches.
+class HookTransport final : public HttpTransport {
+ public:
+  struct Hook {
+    std::string method;
+    std::string url_part;
+    bool after_reply = false;
+    std::function<void()> run;
+  };
+  void Arm(Hook hook) { hook_ = std::move(hook); }
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& request) override {
+    const bool match = hook_.run && request.method == hook_.method &&
+                       absl::StrContains(request.url, hook_.url_part);
+    std::function<void()> run;
+    if (match) std::swap(run, hook_.run);  // once; the hook's own requests pass through
+    if (run && !hook_.after_reply) run();
+    absl::StatusOr<HttpResponse> reply = curl_.Send(request);
+    if (run && hook_.after_reply) run();
+    return reply;
+  }
+
+ private:
+  CurlTransport curl_;
+  Hook hook_;
+};
+
+class ReconcilerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fake::TokenSpec spec;
+    spec.permissions = {"access_rules", "lists", "rulesets"};
+    const std::string token = fake_.AddToken(spec).second;
+    ASSERT_THAT(server_.Start(), IsOk());
+    ClientOptions options;
+    options.base_url = server_.base_url();
+    options.account_id = fake_.options().account_id;
+    options.zone_id = fake_.options().zone_id;
+    options.poll_interval = absl::Milliseconds(100);
+    Credentials creds;
+    creds.token = Secret(token);
+    client_ = std::make_unique<CloudflareClient>(transport_, clock_, options, creds, registry_);
+    dispatcher_ = std::make_unique<Dispatcher>(clock_, DispatcherOptions(), registry_);
+    dispatcher_->AddActuator(palisade::v1::ACTUATOR_ACCESS_RULE,
+                             std::make_unique<AccessRuleActuator>(*client_, RuleScope::kZone));
+    dispatcher_->AddActuator(palisade::v1::ACTUATOR_IP_LIST,
+                             std::make_unique<IpListActuator>(*client_, IpListOptions(),
+                                                              registry_));
+    table_.AddListener([this](const DecisionUpdate& u) { dispatcher_->OnDecision(u); });
+  }
+
+  std::unique_ptr<Reconciler> MakeReconciler(bool withdraw_on_missing) {
+    ReconcilerOptions options;
+    options.withdraw_on_missing = withdraw_on_missing;
+    return std::make_unique<Reconciler>(*client_, *dispatcher_, table_, options, reconciler_registry_);
+  }
+
+  palisade::v1::Decision Ban(const std::string& ip, palisade::v1::Actuator actuator) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+    req.mutable_target()->set_value(ip);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    req.set_actuator(actuator);
+    absl::StatusOr<palisade::v1::Decision> d = table_.AddManual(req);
+    EXPECT_THAT(d.status(), IsOk());
+    return d.ok() ? *d : palisade::v1::Decision();
+  }
+
+  SimulatedClock clock_;
+  fake::FakeCloudflare fake_{clock_};
+  fake::EmulatorServer server_{fake_};
+  HookTransport transport_;
+  prometheus::Registry registry_;
+  prometheus::Registry reconciler_registry_;
+  std::unique_ptr<CloudflareClient> client_;
+  DecisionTable table_{clock_};
+  std::unique_ptr<Dispatcher> dispatcher_;
+};
+
+// The reconciler lists the decisions, then the list items. A decision made and applied between
+// the two reads must not have its item deleted as an orphan.
+TEST_F(ReconcilerTest, AnItemAddedBetweenItsReadsIsNotAnOrphan) {
+  Ban("198.51.100.1", palisade::v1::ACTUATOR_IP_LIST);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(1));
+  std::unique_ptr<Reconciler> reconciler = MakeReconciler(false);
+  transport_.Arm({"GET", "/items", false, [&] {
+                    Ban("198.51.100.2", palisade::v1::ACTUATOR_IP_LIST);
+                    dispatcher_->RunOnce();  // the dispatcher's worker, racing the reconciler
+                  }});
+  absl::StatusOr<DriftReport> report = reconciler->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->orphans, 0);
+  dispatcher_->RunOnce();  // whatever waited for the reconciler
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(2));
+  EXPECT_EQ(dispatcher_->pending(), 0u);
+}
+
+// The reconciler reads the access rules, then the decisions. A decision made and applied
+// between the two reads is neither missing nor (policy "withdraw") withdrawn.
+TEST_F(ReconcilerTest, ADecisionAppliedBetweenItsReadsIsNotWithdrawn) {
+  std::unique_ptr<Reconciler> reconciler = MakeReconciler(true);
+  palisade::v1::Decision late;
+  transport_.Arm({"GET", "/access_rules/rules", true, [&] {
+                    late = Ban("203.0.113.9", palisade::v1::ACTUATOR_ACCESS_RULE);
+                    dispatcher_->RunOnce();
+                  }});
+  absl::StatusOr<DriftReport> report = reconciler->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 0);
+  EXPECT_TRUE(table_.Get(late.id())->active());
+  dispatcher_->RunOnce();
+  EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(1));
+}
+
+// A decision that adopted (10009) the rule of an earlier Palisade decision holds it: the rule's
+// notes name the earlier decision, but it is not an orphan, and the decision is not missing.
+TEST_F(ReconcilerTest, AnAdoptedPalisadeRuleIsNeitherOrphanNorMissing) {
+  ASSERT_THAT(client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.9",
+                                        "palisade:gone-decision manual"),
+              IsOk());
+  palisade::v1::Decision d = Ban("203.0.113.9", palisade::v1::ACTUATOR_ACCESS_RULE);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_FALSE(dispatcher_->edges().at(d.id()).foreign);
+  absl::StatusOr<DriftReport> report = MakeReconciler(false)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->orphans, 0);
+  EXPECT_EQ(report->missing, 0);
+  EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(1));
+}
+
+// Orphans and missing objects are still found (the pause does not hide drift).
+TEST_F(ReconcilerTest, DriftIsStillRepaired) {
+  palisade::v1::Decision d = Ban("203.0.113.7", palisade::v1::ACTUATOR_ACCESS_RULE);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_THAT(client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.8",
+                                        "palisade:long-gone manual"),
+              IsOk());
+  ASSERT_THAT(client_->DeleteAccessRule(RuleScope::kZone, dispatcher_->edges().at(d.id()).id),
+              IsOk());
+  absl::StatusOr<DriftReport> report = MakeReconciler(false)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->orphans, 1);
+  EXPECT_EQ(report->missing, 1);
+  dispatcher_->RunOnce();
+  fake::json rules = fake_.AccessRuleSnapshot();
+  ASSERT_THAT(rules, SizeIs(1));
+  EXPECT_EQ(rules[0]["configuration"]["value"], "203.0.113.7");
+}
+
+}  // namespace
+}  // namespace palisade
