@@ -118,11 +118,26 @@ void DecisionTable::AddListener(Listener listener) {
   listeners_.push_back(std::move(listener));
 }
 
-void DecisionTable::Notify(const std::vector<DecisionUpdate>& updates) {
+namespace {
+struct Turn {
+  const uint64_t* notified;
+  uint64_t ticket;
+};
+bool IsTurn(Turn* t) { return *t->notified == t->ticket; }
+}  // namespace
+
+void DecisionTable::Notify(uint64_t ticket, const std::vector<DecisionUpdate>& updates,
+                           const std::function<void(const std::vector<DecisionUpdate>&)>& before) {
   absl::MutexLock lock(&listeners_mu_);
+  // Changes are made under mu_ but heard outside it (listeners do I/O); without the turn, a
+  // thread that expired a decision could reach the dispatcher before the one that created it.
+  Turn turn{&notified_, ticket};
+  listeners_mu_.Await(absl::Condition(&IsTurn, &turn));
+  if (before) before(updates);
   for (const DecisionUpdate& u : updates) {
     for (const Listener& l : listeners_) l(u);
   }
+  ++notified_;
 }
 
 std::string DecisionTable::NewIdLocked() {
@@ -200,14 +215,16 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
   target.set_kind(detection.kind);
   target.set_value(detection.key);
   DecisionUpdate update;
+  uint64_t ticket;
   {
     absl::MutexLock lock(&mu_);
     update = ApplyLocked(target, spec, detection.time, palisade::v1::ORIGIN_RULE, detection.rule_id,
                          detection.evidence, "");
     PersistLocked({&update});
+    ticket = NextTicketLocked();
   }
   if (update.change == DecisionChange::kCreated) update.secret = detection.secret;
-  Notify({update});
+  Notify(ticket, {update});
   return update;
 }
 
@@ -216,6 +233,7 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
     const std::function<void(const std::vector<DecisionUpdate>&)>& before_notify) {
   std::vector<DecisionUpdate> updates;
   updates.reserve(detections.size());
+  uint64_t ticket;
   {
     absl::MutexLock lock(&mu_);
     for (const Detection& detection : detections) {
@@ -237,9 +255,9 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
     std::vector<DecisionUpdate*> ptrs;
     for (DecisionUpdate& u : updates) ptrs.push_back(&u);
     PersistLocked(ptrs);
+    ticket = NextTicketLocked();
   }
-  if (before_notify) before_notify(updates);
-  Notify(updates);
+  Notify(ticket, updates, before_notify);
   return updates;
 }
 
@@ -314,13 +332,15 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
   }
   spec.set_actuator(actuator);
   DecisionUpdate update;
+  uint64_t ticket;
   {
     absl::MutexLock lock(&mu_);
     update = ApplyLocked(target, spec, clock_.TimeNow(), palisade::v1::ORIGIN_MANUAL, "", {},
                          req.reason());
     PersistLocked({&update});
+    ticket = NextTicketLocked();
   }
-  Notify({update});
+  Notify(ticket, {update});
   return update.decision;
 }
 
@@ -336,6 +356,7 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
                                                     const palisade::v1::DecisionSpec& spec,
                                                     absl::Time refresh_before) {
   std::vector<DecisionUpdate> updates;
+  uint64_t ticket;
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.TimeNow();
@@ -363,13 +384,15 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
     std::vector<DecisionUpdate*> ptrs;
     for (DecisionUpdate& u : updates) ptrs.push_back(&u);
     PersistLocked(ptrs);
+    ticket = NextTicketLocked();
   }
-  Notify(updates);
+  Notify(ticket, updates);
   return updates;
 }
 
 absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
   DecisionUpdate update;
+  uint64_t ticket;
   {
     absl::MutexLock lock(&mu_);
     auto it = by_id_.find(id);
@@ -382,8 +405,9 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
     }
     update = WithdrawLocked(d);
     PersistLocked({&update});
+    ticket = NextTicketLocked();
   }
-  Notify({update});
+  Notify(ticket, {update});
   return update.decision;
 }
 
@@ -416,6 +440,7 @@ std::vector<Decision> DecisionTable::List(const DecisionFilter& filter) const {
 
 std::vector<Decision> DecisionTable::ExpireDue() {
   std::vector<DecisionUpdate> updates;
+  uint64_t ticket;
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.TimeNow();
@@ -429,8 +454,9 @@ std::vector<Decision> DecisionTable::ExpireDue() {
     std::vector<DecisionUpdate*> ptrs;
     for (DecisionUpdate& u : updates) ptrs.push_back(&u);
     PersistLocked(ptrs);
+    ticket = NextTicketLocked();
   }
-  Notify(updates);
+  Notify(ticket, updates);
   std::vector<Decision> out;
   out.reserve(updates.size());
   for (DecisionUpdate& u : updates) out.push_back(std::move(u.decision));

@@ -59,6 +59,9 @@ struct DecisionFilter {
 class DecisionTable {
  public:
   // Called, outside the table's lock, for every change (the actuators and Watch subscribe).
+  // Listeners hear the changes in the order the table made them, one call at a time: a
+  // decision's creation always before its extension, expiry or withdrawal. A listener must not
+  // call back into the table's changing methods (it would wait for its own turn).
   using Listener = std::function<void(const DecisionUpdate&)>;
 
   DecisionTable(Clock& clock, uint32_t max_evidence = 5);
@@ -125,7 +128,13 @@ class DecisionTable {
   // Writes the changes to the store, if any, in one transaction; sets their outbox_seq.
   void PersistLocked(const std::vector<DecisionUpdate*>& updates)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Notify(const std::vector<DecisionUpdate>& updates);
+  // Hands `updates` to the listeners once every change set made before it was handed over:
+  // each set takes a ticket under mu_ (NextTicketLocked), in the order of the changes, and sets
+  // are heard in ticket order. `before`, when set, runs in the same turn, first. Every ticket
+  // taken must be notified (even with no updates), or the later ones would wait forever.
+  uint64_t NextTicketLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return next_ticket_++; }
+  void Notify(uint64_t ticket, const std::vector<DecisionUpdate>& updates,
+              const std::function<void(const std::vector<DecisionUpdate>&)>& before = nullptr);
 
   Clock& clock_;
   const uint32_t max_evidence_;
@@ -139,8 +148,10 @@ class DecisionTable {
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::set<palisade::v1::Actuator> edge_actuators_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Mutex listeners_mu_;
   std::vector<Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
+  uint64_t notified_ ABSL_GUARDED_BY(listeners_mu_) = 0;  // tickets handed over so far
 };
 
 // Decision timestamps, as absl::Time.

@@ -1,5 +1,10 @@
 #include "services/decisions/decision_table.h"
 
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/proto_time.h"
@@ -7,6 +12,16 @@
 
 namespace palisade {
 namespace {
+
+// Polls `done` until it holds or `timeout` passes (a wide deadline, not a guess at speed).
+bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(2));
+  }
+  return true;
+}
 
 using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
@@ -274,6 +289,95 @@ TEST_F(DecisionTableTest, ListFilters) {
   f.active_only = true;
   EXPECT_THAT(table_.List(f), SizeIs(0));
   EXPECT_THAT(table_.List({}), SizeIs(2));
+}
+
+// One decision's changes reach listeners in the order the table made them. A creation whose
+// notification is late (its thread paused between the change and the listeners, here inside
+// ApplyAll's before_notify) is still heard before the withdrawal another thread made right after
+// it. Before the notification turn, the withdrawal reached the listeners first: the dispatcher
+// then applied a ban that nothing would ever remove.
+TEST_F(DecisionTableTest, ListenersHearADecisionsChangesInOrder) {
+  CompiledRule rule;
+  rule.proto.set_id("ssh");
+  rule.proto.mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
+  *rule.proto.mutable_decision()->mutable_duration() = ToProtoDuration(absl::Hours(1));
+  Detection d = Det("203.0.113.7", clock_.TimeNow());
+  d.rule = &rule;
+
+  absl::Mutex mu;
+  std::vector<std::pair<std::string, DecisionChange>> heard;
+  table_.AddListener([&](const DecisionUpdate& u) {
+    absl::MutexLock lock(&mu);
+    heard.emplace_back(u.decision.id(), u.change);
+  });
+  std::string id;
+  absl::Notification created;
+  std::thread withdrawer([&] {
+    created.WaitForNotification();
+    EXPECT_THAT(table_.Withdraw(id), IsOk());
+  });
+  table_.ApplyAll({d}, [&](const std::vector<DecisionUpdate>& updates) {
+    ASSERT_EQ(updates.size(), 1u);
+    id = updates[0].decision.id();
+    created.Notify();
+    // Pause until the withdrawal is made (the table says so)...
+    ASSERT_TRUE(WaitUntil([&] { return !table_.Get(id)->active(); }, absl::Seconds(60)));
+    // ... and give its notification a chance to overtake this one (it must not). A slow
+    // machine can only make this test pass without proving anything, never fail wrongly.
+    WaitUntil(
+        [&] {
+          absl::MutexLock lock(&mu);
+          return !heard.empty();
+        },
+        absl::Seconds(1));
+  });
+  withdrawer.join();
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(heard.size(), 2u);
+  EXPECT_EQ(heard[0], std::make_pair(id, DecisionChange::kCreated));
+  EXPECT_EQ(heard[1], std::make_pair(id, DecisionChange::kWithdrawn));
+}
+
+// Many threads creating, extending, withdrawing and expiring: every decision is heard created
+// first, and ended at most once, after.
+TEST_F(DecisionTableTest, ConcurrentChangesKeepPerDecisionOrder) {
+  absl::Mutex mu;
+  absl::flat_hash_map<std::string, std::vector<DecisionChange>> heard;
+  table_.AddListener([&](const DecisionUpdate& u) {
+    if (u.change == DecisionChange::kStale) return;  // no decision (the clock moved on)
+    absl::MutexLock lock(&mu);
+    heard[u.decision.id()].push_back(u.change);
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i) {
+        const std::string ip = absl::StrCat("203.0.113.", (i + t) % 20);
+        DecisionUpdate u = Apply(ip, clock_.TimeNow());
+        if (i % 3 == 0) (void)table_.Withdraw(u.decision.id());
+        if (i % 7 == 0) {
+          clock_.Advance(absl::Hours(2));
+          table_.ExpireDue();
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  absl::MutexLock lock(&mu);
+  for (const auto& [id, changes] : heard) {
+    ASSERT_FALSE(changes.empty());
+    EXPECT_EQ(changes.front(), DecisionChange::kCreated) << id;
+    int ends = 0;
+    for (size_t i = 1; i < changes.size(); ++i) {
+      EXPECT_NE(changes[i], DecisionChange::kCreated) << id;
+      if (changes[i] == DecisionChange::kExpired || changes[i] == DecisionChange::kWithdrawn) {
+        ++ends;
+      } else {
+        EXPECT_EQ(ends, 0) << id << ": extended after its end";
+      }
+    }
+    EXPECT_LE(ends, 1) << id;
+  }
 }
 
 }  // namespace
