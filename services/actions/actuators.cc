@@ -49,6 +49,13 @@ bool IsTransient(const absl::Status& s) {
 
 // --- access rules ----------------------------------------------------------------------------
 
+bool SameAddressValue(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  absl::StatusOr<Cidr> x = Cidr::Parse(a);
+  absl::StatusOr<Cidr> y = Cidr::Parse(b);
+  return x.ok() && y.ok() && x->base() == y->base() && x->prefix_length() == y->prefix_length();
+}
+
 std::string AccessRuleActuator::Notes(const Decision& d) {
   return absl::StrCat("palisade:", d.id(), " ", d.rule_id().empty() ? "manual" : d.rule_id());
 }
@@ -87,18 +94,45 @@ absl::Status AccessRuleActuator::Apply(ActionOp& op) {
   }
   if (rule.status().code() != absl::StatusCode::kAlreadyExists) return rule.status();
   // 10009: the same target already has a rule. Adopt it; delete it later only if it is ours.
-  AccessRuleFilter f;
-  f.target = target;
-  f.value = value;
-  absl::StatusOr<std::vector<AccessRule>> existing = client_.ListAllAccessRules(scope_, f);
+  absl::StatusOr<std::optional<AccessRule>> existing = FindRule(target, value);
   if (!existing.ok()) return existing.status();
-  for (const AccessRule& r : *existing) {
-    if (r.target == target && r.value == value) {
-      op.edge = {r.id, "", !absl::StartsWith(r.notes, "palisade:")};
-      return absl::OkStatus();
+  if (!existing->has_value()) return rule.status();
+  op.edge = {(*existing)->id, "", !absl::StartsWith((*existing)->notes, "palisade:")};
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<AccessRule>> AccessRuleActuator::FindRule(const std::string& target,
+                                                                       const std::string& value) {
+  auto same = [&](const AccessRule& r) {
+    return r.target == target && SameAddressValue(r.value, value);
+  };
+  std::vector<AccessRuleFilter> searches;
+  absl::StatusOr<Cidr> cidr = Cidr::Parse(value);
+  const bool searchable =
+      cidr.ok() && cidr->base().is_v4() &&
+      (target == "ip" || cidr->prefix_length() == 16 || cidr->prefix_length() == 24);
+  if (searchable) {
+    // The value search is documented for IPv4 addresses and /16 and /24 ranges.
+    AccessRuleFilter f;
+    f.target = target;
+    f.value = value;
+    searches.push_back(f);
+  } else {
+    // IPv6: the list filters take no "ip6" target and no IPv6 value. Palisade's own rules are
+    // found by their notes; a human's only by paging through every rule.
+    AccessRuleFilter ours;
+    ours.notes = "palisade:";
+    searches.push_back(ours);
+    searches.push_back(AccessRuleFilter());
+  }
+  for (const AccessRuleFilter& f : searches) {
+    absl::StatusOr<std::vector<AccessRule>> rules = client_.ListAllAccessRules(scope_, f);
+    if (!rules.ok()) return rules.status();
+    for (const AccessRule& r : *rules) {
+      if (same(r)) return std::optional<AccessRule>(r);
     }
   }
-  return rule.status();
+  return std::optional<AccessRule>();
 }
 
 absl::Status AccessRuleActuator::Remove(ActionOp& op) {
@@ -435,13 +469,25 @@ absl::Status TokenActuator::Apply(ActionOp& op) {
         absl::StrCat("the leaked token ", op.decision.target().value(),
                      " is no longer in memory; revoke it by hand (find it by its fingerprint)"));
   }
-  const bool account = absl::StartsWith(op.secret, "cfat_");
-  absl::StatusOr<TokenInfo> info = client_.VerifyOtherToken(Secret(op.secret), account);
+  // The cfat_ prefix says "account token", but older account tokens have none: the client tries
+  // the other verify endpoint when the first refuses the token.
+  absl::StatusOr<TokenInfo> info =
+      client_.VerifyOtherToken(Secret(op.secret), absl::StartsWith(op.secret, "cfat_"));
   if (info.status().code() == absl::StatusCode::kUnauthenticated) {
-    op.edge = {"", "", false};  // already invalid: revoked, expired or never real
+    op.edge = {"", "", false};  // refused by both endpoints: revoked, expired or never real
     return absl::OkStatus();
   }
+  if (IsIpRestricted(info.status())) {
+    // A live token that may not be used from here: verify cannot name it, so it cannot be
+    // revoked from here by secret. Say so loudly; never count it as revoked.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the leaked token ", op.decision.target().value(),
+        " is LIVE but IP-restricted (Cloudflare 9109: it cannot be used from this host), so its "
+        "id cannot be learnt here and it was NOT revoked; revoke it by hand, or ship the "
+        "account's audit logs (v2, rules/cloudflare-audit.textproto) so it is revoked by id"));
+  }
   if (!info.ok()) return info.status();
+  const bool account = info->account_owned;
   if (!own_token_id_.empty() && info->id == own_token_id_) {
     op.secret.clear();
     return absl::FailedPreconditionError(

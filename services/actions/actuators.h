@@ -25,6 +25,10 @@
 
 namespace palisade {
 
+// True when two access-rule values name the same address or range ("2001:db8::1" and
+// "2001:0db8::0001", "192.0.2.1" and "192.0.2.1/32").
+bool SameAddressValue(const std::string& a, const std::string& b);
+
 class AccessRuleActuator final : public Actuator {
  public:
   AccessRuleActuator(CloudflareClient& client, RuleScope scope) : client_(client), scope_(scope) {}
@@ -39,6 +43,10 @@ class AccessRuleActuator final : public Actuator {
  private:
   absl::Status Apply(ActionOp& op);
   absl::Status Remove(ActionOp& op);
+  // The rule already at the edge for a target (after a 10009), using only filters the API
+  // takes: the value search for IPv4, else Palisade's notes, then every page.
+  absl::StatusOr<std::optional<AccessRule>> FindRule(const std::string& target,
+                                                     const std::string& value);
   CloudflareClient& client_;
   RuleScope scope_;
 };
@@ -81,10 +89,12 @@ class IpListActuator final : public Actuator {
   prometheus::Counter& overflow_;
 };
 
+// Defaults are the only values the Free plan takes (10 s / 10 s), valid on every plan; the
+// config sets them per plan (services/server/config.cc).
 struct RateLimitOptions {
-  int period = 60;
+  int period = 10;
   int requests_per_period = 10;
-  int mitigation_timeout = 600;
+  int mitigation_timeout = 10;
   std::string action = "block";
 };
 

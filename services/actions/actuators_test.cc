@@ -91,6 +91,41 @@ TEST_F(ActuatorsTest, AccessRulesAreMadeAndRemovedWithTheirNotes) {
   EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(1));
 }
 
+// 10009 on an IPv6 target: the rule already there is found without the "ip6" target filter or
+// an IPv6 value search, which the API refuses: by Palisade's notes, else by paging.
+TEST_F(ActuatorsTest, AnExistingIpv6RuleIsAdoptedWithFiltersTheApiTakes) {
+  for (int i = 0; i < 150; ++i) {  // more than one page of rules before the ones that matter
+    ASSERT_THAT(client_->CreateAccessRule(RuleScope::kZone, "block", "ip",
+                                          absl::StrCat("198.51.100.", i + 1), "someone's"),
+                IsOk());
+  }
+  absl::StatusOr<AccessRule> human = client_->CreateAccessRule(
+      RuleScope::kZone, "block", "ip6", "2001:db8::9", "added by a human");
+  ASSERT_THAT(human, IsOk());
+  absl::StatusOr<AccessRule> older = client_->CreateAccessRule(
+      RuleScope::kZone, "block", "ip6", "2001:db8::a", "palisade:old test-rule");
+  ASSERT_THAT(older, IsOk());
+  absl::StatusOr<AccessRule> range = client_->CreateAccessRule(
+      RuleScope::kZone, "block", "ip_range", "2001:db8:1:2::/64", "a human's range");
+  ASSERT_THAT(range, IsOk());
+  AccessRuleActuator actuator(*client_, RuleScope::kZone);
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_IP, "2001:DB8:0::9"),
+      Op(ActionOp::Kind::kApply, "d2", palisade::v1::TARGET_KIND_IP, "2001:db8::a"),
+      Op(ActionOp::Kind::kApply, "d3", palisade::v1::TARGET_KIND_RANGE, "2001:db8:1:2::/64")};
+  Run(actuator, ops);
+  ASSERT_THAT(ops[0].result, IsOk());
+  EXPECT_EQ(ops[0].edge.id, human->id);
+  EXPECT_TRUE(ops[0].edge.foreign);
+  ASSERT_THAT(ops[1].result, IsOk());
+  EXPECT_EQ(ops[1].edge.id, older->id);
+  EXPECT_FALSE(ops[1].edge.foreign);
+  ASSERT_THAT(ops[2].result, IsOk());
+  EXPECT_EQ(ops[2].edge.id, range->id);
+  EXPECT_TRUE(ops[2].edge.foreign);
+  EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(153));
+}
+
 TEST_F(ActuatorsTest, ADuplicateIsAdoptedAndAForeignRuleIsNeverDeleted) {
   ASSERT_THAT(
       client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.9", "added by a human"),
@@ -229,7 +264,9 @@ TEST_F(ActuatorsTest, RateLimitRuleForAPath) {
   fake::json rs = fake_.RulesetSnapshot("http_ratelimit");
   ASSERT_THAT(rs["rules"], SizeIs(2));
   EXPECT_EQ(rs["rules"][0]["expression"], "(http.request.uri.path eq \"/login\")");
-  EXPECT_EQ(rs["rules"][0]["ratelimit"]["period"], 60);
+  // The defaults are the Free plan's, valid on every plan.
+  EXPECT_EQ(rs["rules"][0]["ratelimit"]["period"], 10);
+  EXPECT_EQ(rs["rules"][0]["ratelimit"]["mitigation_timeout"], 10);
   EXPECT_EQ(rs["rules"][0]["ref"], "palisade_d1");
   std::vector<ActionOp> removes = {
       Op(ActionOp::Kind::kRemove, "d1", palisade::v1::TARGET_KIND_PATH, "/login"),
@@ -275,6 +312,55 @@ TEST_F(ActuatorsTest, LeakedTokenIsDisabledOrDeleted) {
   more[0].result = absl::UnknownError("");
   Run(del, more);
   EXPECT_THAT(more[0].result, IsOk());
+}
+
+// A leaked token that Cloudflare refuses from here as IP-restricted (9109 "from location") is
+// live: it is never counted as revoked, and the failure says so.
+TEST_F(ActuatorsTest, AnIpRestrictedLeakedTokenIsReportedLiveNotRevoked) {
+  fake::TokenSpec leaked;
+  leaked.name = "ci";
+  leaked.permissions = {"lists"};
+  leaked.ip_in = {"192.0.2.0/24"};  // the emulator sees calls from 127.0.0.1
+  auto [id, value] = fake_.AddToken(leaked);
+  TokenActuator actuator(*client_, false);
+  std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d1",
+                                  palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT, "sha256:x",
+                                  palisade::v1::ACTION_REVOKE_TOKEN)};
+  ops[0].secret = value;
+  Run(actuator, ops);
+  EXPECT_THAT(ops[0].result,
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("NOT revoked")));
+  EXPECT_EQ(fake_.TokenSnapshot(id)["status"], "active");
+
+  // Known by id (from the audit log), it is revoked through palisaded's own token, and keeps
+  // its IP condition.
+  std::vector<ActionOp> by_id = {Op(ActionOp::Kind::kApply, "d2",
+                                    palisade::v1::TARGET_KIND_TOKEN_ID, id,
+                                    palisade::v1::ACTION_REVOKE_TOKEN)};
+  Run(actuator, by_id);
+  EXPECT_THAT(by_id[0].result, IsOk());
+  EXPECT_EQ(fake_.TokenSnapshot(id)["status"], "disabled");
+  EXPECT_EQ(fake_.TokenSnapshot(id)["condition"]["request.ip"]["in"][0], "192.0.2.0/24");
+}
+
+// An account token made before the cfat_ prefix is still found (account verify) and revoked.
+TEST_F(ActuatorsTest, AnUnprefixedAccountTokenIsRevoked) {
+  fake::TokenSpec leaked;
+  leaked.name = "old-account-token";
+  leaked.account_owned = true;
+  leaked.value = "Zz0123456789abcdefghijABCDEFGHIJ01234567";
+  leaked.permissions = {"lists"};
+  const std::string id = fake_.AddToken(leaked).first;
+  TokenActuator actuator(*client_, false);
+  std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d1",
+                                  palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT, "sha256:x",
+                                  palisade::v1::ACTION_REVOKE_TOKEN)};
+  ops[0].secret = leaked.value;
+  Run(actuator, ops);
+  EXPECT_THAT(ops[0].result, IsOk());
+  EXPECT_EQ(ops[0].edge.id, id);
+  EXPECT_EQ(ops[0].edge.container, "account");
+  EXPECT_EQ(fake_.TokenSnapshot(id)["status"], "disabled");
 }
 
 TEST_F(ActuatorsTest, TokenByIdAndNeverOurOwn) {

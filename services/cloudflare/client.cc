@@ -6,11 +6,13 @@
 #include <cmath>
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "services/common/ip.h"
 
 namespace palisade {
 namespace {
@@ -18,6 +20,7 @@ namespace {
 using json = nlohmann::json;
 
 constexpr char kRetryDelayUrl[] = "type.palisade.dev/cloudflare.retry_delay_ms";
+constexpr char kErrorCodeUrl[] = "type.palisade.dev/cloudflare.error_code";
 
 std::string Escape(const std::string& s) {
   char* e = curl_easy_escape(nullptr, s.c_str(), static_cast<int>(s.size()));
@@ -38,18 +41,23 @@ std::optional<absl::Time> ParseTime(const std::string& s) {
   return t;
 }
 
-absl::StatusCode CodeFor(int http, int cf_code) {
+// HTTP status first, then the code (cloudflare-api.md, corrections 2 and 3): the same code means
+// different things on different endpoints, so a code alone never makes a 400 "not found".
+// RFC 3339 in UTC, as the API writes and takes times.
+std::string ApiTime(absl::Time t) {
+  return absl::FormatTime("%Y-%m-%dT%H:%M:%E*SZ", t, absl::UTCTimeZone());
+}
+
+absl::StatusCode CodeFor(int http, int cf_code, absl::string_view message) {
+  if (http == 429) return absl::StatusCode::kResourceExhausted;
+  if (http >= 500) return absl::StatusCode::kUnavailable;
+  if (http == 404) return absl::StatusCode::kNotFound;
+  if (http == 401) return absl::StatusCode::kUnauthenticated;
+  // A valid token used from outside its condition.request.ip: not an invalid credential.
+  if (cf_code == 9109 && absl::StrContains(absl::AsciiStrToLower(message), "from location")) {
+    return absl::StatusCode::kPermissionDenied;
+  }
   switch (cf_code) {
-    case 10009:
-      return absl::StatusCode::kAlreadyExists;
-    case 10001:
-    case 10003:
-    case 10004:
-    case 10006:
-    case 1003:
-    case 7000:
-    case 7003:
-      return absl::StatusCode::kNotFound;
     case 9109:
     case 1000:
     case 9103:
@@ -57,6 +65,13 @@ absl::StatusCode CodeFor(int http, int cf_code) {
     case 9107:
     case 6003:
       return absl::StatusCode::kUnauthenticated;
+    default:
+      break;
+  }
+  if (http == 403) return absl::StatusCode::kPermissionDenied;
+  switch (cf_code) {
+    case 10009:
+      return absl::StatusCode::kAlreadyExists;
     case 10031:
       return absl::StatusCode::kFailedPrecondition;
     case 10024:
@@ -65,15 +80,8 @@ absl::StatusCode CodeFor(int http, int cf_code) {
     case 1002:
       return absl::StatusCode::kResourceExhausted;
     default:
-      break;
+      return absl::StatusCode::kInvalidArgument;
   }
-  if (http == 429) return absl::StatusCode::kResourceExhausted;
-  if (http >= 500) return absl::StatusCode::kUnavailable;
-  if (http == 403 && cf_code == 10000) return absl::StatusCode::kPermissionDenied;
-  if (http == 401) return absl::StatusCode::kUnauthenticated;
-  if (http == 403) return absl::StatusCode::kPermissionDenied;
-  if (http == 404) return absl::StatusCode::kNotFound;
-  return absl::StatusCode::kInvalidArgument;
 }
 
 bool Retryable(const absl::Status& s, int http) {
@@ -176,7 +184,9 @@ TokenInfo ToToken(const json& j) {
   t.name = Str(j, "name");
   t.status = Str(j, "status");
   t.expires_on = ParseTime(Str(j, "expires_on"));
+  t.not_before = ParseTime(Str(j, "not_before"));
   t.policies = j.value("policies", json::array());
+  if (j.contains("condition") && j["condition"].is_object()) t.condition = j["condition"];
   return t;
 }
 
@@ -200,6 +210,25 @@ std::optional<absl::Duration> RetryDelay(const absl::Status& status) {
   int64_t ms = 0;
   if (!p || !absl::SimpleAtoi(std::string(*p), &ms)) return std::nullopt;
   return absl::Milliseconds(ms);
+}
+
+std::string CanonicalListIp(const std::string& ip) {
+  absl::StatusOr<Cidr> c = Cidr::Parse(ip);
+  if (!c.ok()) return ip;
+  const int host = c->base().is_v4() ? 32 : 128;
+  return c->prefix_length() == host ? c->base().ToString() : c->ToString();
+}
+
+int CloudflareErrorCode(const absl::Status& status) {
+  absl::optional<absl::Cord> p = status.GetPayload(kErrorCodeUrl);
+  int code = 0;
+  if (!p || !absl::SimpleAtoi(std::string(*p), &code)) return 0;
+  return code;
+}
+
+bool IsIpRestricted(const absl::Status& status) {
+  return status.code() == absl::StatusCode::kPermissionDenied &&
+         CloudflareErrorCode(status) == 9109;
 }
 
 CloudflareClient::CloudflareClient(HttpTransport& transport, Clock& clock, ClientOptions options,
@@ -304,8 +333,9 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
     if (e.contains("source")) absl::StrAppend(&message, " at ", Str(e["source"], "pointer"));
   }
   absl::Status status(
-      CodeFor(resp->status, cf_code),
+      CodeFor(resp->status, cf_code, message),
       absl::StrCat(where, ": HTTP ", resp->status, " code ", cf_code, " ", message));
+  if (cf_code != 0) status.SetPayload(kErrorCodeUrl, absl::Cord(std::to_string(cf_code)));
   if (resp->status == 429) {
     std::optional<absl::Duration> delay = RetryAfter(*resp);
     if (delay) {
@@ -368,27 +398,39 @@ std::string CloudflareClient::TokenPath(bool account_owned) const {
 
 // --- tokens ----------------------------------------------------------------------------------
 
-absl::StatusOr<TokenInfo> CloudflareClient::VerifyToken(bool account_owned) {
+absl::StatusOr<TokenInfo> CloudflareClient::Verify(const Secret* as_token, bool account_first) {
   return Guarded<absl::StatusOr<TokenInfo>>([&]() -> absl::StatusOr<TokenInfo> {
-    absl::StatusOr<json> r = Send({"GET", TokenPath(account_owned) + "/verify", "tokens/verify"});
-    if (!r.ok()) return r.status();
-    TokenInfo info = ToToken((*r)["result"]);
-    if (info.id.empty()) return absl::InternalError("cloudflare tokens/verify: reply has no id");
-    return info;
+    absl::Status first;
+    for (bool account : {account_first, !account_first}) {
+      Call call{"GET", TokenPath(account) + "/verify", "tokens/verify"};
+      call.as_token = as_token;
+      absl::StatusOr<json> r = Send(call);
+      if (!r.ok()) {
+        // The user endpoint refuses an account token (and the reverse) as "Invalid API Token";
+        // only a refusal from both says the token is invalid.
+        if (r.status().code() != absl::StatusCode::kUnauthenticated) return r.status();
+        if (first.ok()) {
+          first = r.status();
+          continue;
+        }
+        return first;
+      }
+      TokenInfo info = ToToken((*r)["result"]);
+      if (info.id.empty()) return absl::InternalError("cloudflare tokens/verify: reply has no id");
+      info.account_owned = account;
+      return info;
+    }
+    return first;
   });
+}
+
+absl::StatusOr<TokenInfo> CloudflareClient::VerifyToken(bool account_owned) {
+  return Verify(nullptr, account_owned);
 }
 
 absl::StatusOr<TokenInfo> CloudflareClient::VerifyOtherToken(const Secret& token,
                                                              bool account_owned) {
-  return Guarded<absl::StatusOr<TokenInfo>>([&]() -> absl::StatusOr<TokenInfo> {
-    Call call{"GET", TokenPath(account_owned) + "/verify", "tokens/verify"};
-    call.as_token = &token;
-    absl::StatusOr<json> r = Send(call);
-    if (!r.ok()) return r.status();
-    TokenInfo info = ToToken((*r)["result"]);
-    if (info.id.empty()) return absl::InternalError("cloudflare tokens/verify: reply has no id");
-    return info;
-  });
+  return Verify(&token, account_owned);
 }
 
 absl::StatusOr<TokenInfo> CloudflareClient::GetToken(const std::string& id, bool account_owned) {
@@ -405,8 +447,11 @@ absl::StatusOr<TokenInfo> CloudflareClient::DisableToken(const std::string& id,
     absl::StatusOr<TokenInfo> current = GetToken(id, account_owned);
     if (!current.ok()) return current.status();
     Call call{"PUT", TokenPath(account_owned) + "/" + id, "tokens/update"};
-    call.body =
-        json{{"name", current->name}, {"policies", current->policies}, {"status", "disabled"}};
+    json body{{"name", current->name}, {"policies", current->policies}, {"status", "disabled"}};
+    if (!current->condition.is_null()) body["condition"] = current->condition;
+    if (current->expires_on) body["expires_on"] = ApiTime(*current->expires_on);
+    if (current->not_before) body["not_before"] = ApiTime(*current->not_before);
+    call.body = std::move(body);
     absl::StatusOr<json> r = Send(call);
     if (!r.ok()) return r.status();
     return ToToken((*r)["result"]);
@@ -425,6 +470,12 @@ absl::StatusOr<Page<AccessRule>> CloudflareClient::ListAccessRules(RuleScope sco
                                                                    const AccessRuleFilter& f,
                                                                    int page, int per_page) {
   return Guarded<absl::StatusOr<Page<AccessRule>>>([&]() -> absl::StatusOr<Page<AccessRule>> {
+    // The filter takes only these targets (no "ip6": an IPv6 rule is found by notes or paging).
+    if (!f.target.empty() && f.target != "ip" && f.target != "ip_range" && f.target != "asn" &&
+        f.target != "country") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cloudflare access_rules/list: configuration.target cannot be \"", f.target, "\""));
+    }
     Call call{"GET", ScopePath(scope) + "/firewall/access_rules/rules", "access_rules/list"};
     call.query = {{"page", std::to_string(page)}, {"per_page", std::to_string(per_page)}};
     if (!f.mode.empty()) call.query.emplace_back("mode", f.mode);
@@ -531,7 +582,7 @@ absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListItems(const std::str
         if (!r.ok()) return r.status();
         std::vector<ListItem> out;
         for (const json& j : (*r)["result"])
-          out.push_back({Str(j, "id"), Str(j, "ip"), Str(j, "comment")});
+          out.push_back({Str(j, "id"), CanonicalListIp(Str(j, "ip")), Str(j, "comment")});
         next_cursor->clear();
         if (r->contains("result_info") && (*r)["result_info"].contains("cursors")) {
           *next_cursor = Str((*r)["result_info"]["cursors"], "after");
@@ -679,36 +730,46 @@ absl::StatusOr<Ruleset> CloudflareClient::DeleteRulesetRule(const std::string& r
 
 // --- audit logs ------------------------------------------------------------------------------
 
-absl::StatusOr<Page<AuditLogEntry>> CloudflareClient::ListAuditLogs(absl::Time since, int page,
-                                                                    int per_page) {
-  return Guarded<absl::StatusOr<Page<AuditLogEntry>>>([&]() -> absl::StatusOr<Page<AuditLogEntry>> {
-    Call call{"GET", "/accounts/" + options_.account_id + "/audit_logs", "audit_logs/list"};
-    call.query = {{"since", absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", since, absl::UTCTimeZone())},
-                  {"page", std::to_string(page)},
-                  {"per_page", std::to_string(per_page)},
+absl::StatusOr<AuditLogPage> CloudflareClient::ListAuditLogs(absl::Time since, absl::Time before,
+                                                             const std::string& cursor,
+                                                             int limit) {
+  return Guarded<absl::StatusOr<AuditLogPage>>([&]() -> absl::StatusOr<AuditLogPage> {
+    Call call{"GET", "/accounts/" + options_.account_id + "/logs/audit", "logs/audit/list"};
+    // `since` and `before` are required and are full dates: ask for the whole days around the
+    // interval and keep only what falls in it.
+    const absl::TimeZone utc = absl::UTCTimeZone();
+    call.query = {{"since", absl::FormatTime("%Y-%m-%d", since, utc)},
+                  {"before", absl::FormatTime("%Y-%m-%d", before + absl::Hours(24), utc)},
+                  {"limit", std::to_string(limit)},
                   {"direction", "asc"}};
+    if (!cursor.empty()) call.query.emplace_back("cursor", cursor);
     absl::StatusOr<json> r = Send(call);
     if (!r.ok()) return r.status();
-    Page<AuditLogEntry> out;
+    AuditLogPage out;
     for (const json& j : (*r)["result"]) {
       AuditLogEntry e;
       e.id = Str(j, "id");
-      if (j.contains("action")) e.action_type = Str(j["action"], "type");
-      if (j.contains("actor")) {
-        e.actor_email = Str(j["actor"], "email");
-        e.actor_ip = Str(j["actor"], "ip");
-        e.actor_token_id = Str(j["actor"], "token_id");
+      if (j.contains("action") && j["action"].is_object()) {
+        e.action_type = Str(j["action"], "type");
+        e.action_result = Str(j["action"], "result");
+        e.when = ParseTime(Str(j["action"], "time")).value_or(absl::InfinitePast());
       }
-      if (j.contains("resource")) {
+      if (j.contains("actor") && j["actor"].is_object()) {
+        const json& actor = j["actor"];
+        e.actor_email = Str(actor, "email");
+        e.actor_ip = Str(actor, "ip_address");
+        e.actor_token_id = Str(actor, "token_id");
+        e.actor_token_name = Str(actor, "token_name");
+      }
+      if (j.contains("resource") && j["resource"].is_object()) {
         e.resource_type = Str(j["resource"], "type");
         e.resource_id = Str(j["resource"], "id");
       }
-      e.when = ParseTime(Str(j, "when")).value_or(absl::InfinitePast());
+      if (e.when < since || e.when >= before) continue;
       out.items.push_back(std::move(e));
     }
-    if (r->contains("result_info")) {
-      out.total_pages = (*r)["result_info"].value("total_pages", 0);
-      out.total_count = (*r)["result_info"].value("total_count", 0);
+    if (r->contains("result_info") && (*r)["result_info"].is_object()) {
+      out.cursor = Str((*r)["result_info"], "cursor");
     }
     return out;
   });

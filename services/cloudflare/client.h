@@ -2,15 +2,22 @@
 // absl::StatusOr, every request through one RequestBudget, retries with jittered exponential
 // backoff on 429/5xx/transport failures (honouring Retry-After), and metrics per endpoint.
 //
-// Error mapping (the Cloudflare code and message are kept in the status message):
-//   10009 duplicate                           → kAlreadyExists
-//   10001/10003/10004/10006/1003/7000/7003    → kNotFound
-//   403 + 10000                               → kPermissionDenied
-//   9109/1000/9103/9106/9107/6003             → kUnauthenticated
+// Error mapping: by HTTP status first, then by the Cloudflare code, because the same code means
+// different things on different endpoints (10001/10003/10004/10006 are "not found" on some,
+// "malformed URL parameter" on others: only a 404 is "not found"). The code and message are kept
+// in the status message, and the code in a payload (CloudflareErrorCode).
 //   429 (971/10100/10055)                     → kResourceExhausted (retry delay attached)
 //   5xx, transport failures, timeouts         → kUnavailable
-//   10031 list in use                         → kFailedPrecondition
-//   other 4xx                                 → kInvalidArgument (quotas: kResourceExhausted)
+//   404 (10001/10006/1003/7000/7003/...)      → kNotFound
+//   401; 9109/1000/9103/9106/9107/6003        → kUnauthenticated
+//   403 + 9109 "Cannot use the access token from location"
+//                                             → kPermissionDenied: the token is valid but
+//                                               IP-restricted (IsIpRestricted)
+//   other 403 (10000)                         → kPermissionDenied
+//   4xx + 10009 duplicate                     → kAlreadyExists
+//   4xx + 10031 list in use                   → kFailedPrecondition
+//   4xx + quota codes                         → kResourceExhausted
+//   other 4xx                                 → kInvalidArgument
 // No status message, log line or metric label ever contains a credential.
 //
 // The client knows nothing of rules or decisions (services/actions drives it).
@@ -81,7 +88,9 @@ struct IpList {
 };
 
 struct ListItem {
-  std::string id, ip, comment;
+  std::string id;
+  std::string ip;  // canonical (CanonicalListIp) in what the client returns
+  std::string comment;
 };
 
 struct RateLimit {
@@ -105,12 +114,26 @@ struct Ruleset {
 struct TokenInfo {
   std::string id, name, status;
   std::optional<absl::Time> expires_on;
-  nlohmann::json policies;  // opaque: sent back unchanged on update
+  std::optional<absl::Time> not_before;
+  // Opaque, sent back unchanged on update: a token PUT replaces the whole token, so what is not
+  // resent is dropped (an IP condition lost on disable would be gone on re-enable).
+  nlohmann::json policies;
+  nlohmann::json condition;  // null when the token has none
+  // Which verify endpoint accepted the token (set by VerifyToken / VerifyOtherToken).
+  bool account_owned = false;
 };
 
+// One record of audit logs v2 (GET /accounts/{id}/logs/audit): v1 has no actor.token_id.
 struct AuditLogEntry {
-  std::string id, action_type, actor_email, actor_ip, actor_token_id, resource_type, resource_id;
+  std::string id, action_type, action_result, actor_email, actor_ip, actor_token_id,
+      actor_token_name, resource_type, resource_id;
   absl::Time when;
+};
+
+// One page of audit logs v2; `cursor` is empty on the last page.
+struct AuditLogPage {
+  std::vector<AuditLogEntry> items;
+  std::string cursor;
 };
 
 template <typename T>
@@ -123,18 +146,33 @@ struct Page {
 // The retry delay a kResourceExhausted status carries, when the server gave one.
 std::optional<absl::Duration> RetryDelay(const absl::Status& status);
 
+// The canonical form of a list item's ip, as Palisade writes items: one IPv4 address bare
+// ("192.0.2.1", which the API may answer as "192.0.2.1/32": the same item), a range as
+// "base/len" with the address in its shortest lower-case form. Unparsable text is returned as is.
+std::string CanonicalListIp(const std::string& ip);
+
+// The Cloudflare error code a status from the client carries (errors[0].code), 0 when none.
+int CloudflareErrorCode(const absl::Status& status);
+
+// True when Cloudflare refused a call because the token may not be used from the caller's
+// address (403, 9109 "Cannot use the access token from location"): the token itself is valid.
+bool IsIpRestricted(const absl::Status& status);
+
 class CloudflareClient {
  public:
   CloudflareClient(HttpTransport& transport, Clock& clock, ClientOptions options,
                    Credentials credentials, prometheus::Registry& registry);
 
   // --- tokens ---
-  // Verifies the client's own token (user or account path).
+  // Verifies the client's own token. `account_owned` picks the endpoint tried first (a cfat_
+  // prefix says so, but account tokens made before 2026 have no prefix): when it refuses the
+  // token, the other one (user or account) is tried. TokenInfo.account_owned tells which took it.
   absl::StatusOr<TokenInfo> VerifyToken(bool account_owned = false);
-  // Verifies another token, e.g. one found leaked in a log, using it as the credential.
+  // The same for another token, e.g. one found leaked in a log, using it as the credential.
   absl::StatusOr<TokenInfo> VerifyOtherToken(const Secret& token, bool account_owned);
   absl::StatusOr<TokenInfo> GetToken(const std::string& id, bool account_owned);
-  // PUT with status "disabled", keeping name and policies (a full replacement).
+  // PUT with status "disabled", resending everything else the token has (name, policies,
+  // condition, not_before, expires_on): the PUT is a full replacement.
   absl::StatusOr<TokenInfo> DisableToken(const std::string& id, bool account_owned);
   absl::Status DeleteToken(const std::string& id, bool account_owned);
 
@@ -177,8 +215,12 @@ class CloudflareClient {
   absl::StatusOr<Ruleset> DeleteRulesetRule(const std::string& ruleset_id,
                                             const std::string& rule_id);
 
-  // --- audit logs ---
-  absl::StatusOr<Page<AuditLogEntry>> ListAuditLogs(absl::Time since, int page, int per_page = 100);
+  // --- audit logs (v2: the only version that names the token used for a call) ---
+  // Records from `since` (inclusive) to `before` (exclusive), oldest first, one page of at most
+  // `limit`; pass the previous page's cursor for the next one. The API filters by whole days
+  // (`since`/`before` are dates); the rest is filtered here.
+  absl::StatusOr<AuditLogPage> ListAuditLogs(absl::Time since, absl::Time before,
+                                             const std::string& cursor = "", int limit = 100);
 
   int BudgetRemaining();
   const ClientOptions& options() const { return options_; }
@@ -198,6 +240,8 @@ class CloudflareClient {
   // POST/PUT/DELETE on a list's items: the asynchronous operation's id.
   absl::StatusOr<std::string> WriteListItems(const std::string& method, const std::string& label,
                                              const std::string& list_id, nlohmann::json body);
+  // Verify on the preferred endpoint, then the other one when the first refuses the token.
+  absl::StatusOr<TokenInfo> Verify(const Secret* as_token, bool account_first);
   std::string ScopePath(RuleScope scope) const;
   std::string TokenPath(bool account_owned) const;
 

@@ -2,6 +2,8 @@
 // SimulatedClock: the client's backoff "sleeps" move it, so nothing here sleeps.
 #include "services/cloudflare/client.h"
 
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -248,21 +250,152 @@ TEST_F(ClientTest, LeakedTokenIsVerifiedThenDisabledAndDeleted) {
   EXPECT_THAT(client->GetToken(id, false), StatusIs(absl::StatusCode::kNotFound));
 }
 
-TEST_F(ClientTest, AuditLogsArePaged) {
+// Audit logs v2: the only version whose records name the token a call was made with.
+TEST_F(ClientTest, AuditLogsV2AreCursorPagedAndNameTheToken) {
   auto client = Client(token_);
-  const absl::Time since = clock_.TimeNow() - absl::Seconds(1);
+  const std::string own_id = client->VerifyToken()->id;
+  const absl::Time since = clock_.TimeNow();
+  clock_.Advance(absl::Seconds(1));
   for (int i = 0; i < 3; ++i) {
     ASSERT_THAT(client->CreateAccessRule(RuleScope::kAccount, "challenge", "ip",
                                          absl::StrCat("203.0.113.", i + 1), ""),
                 IsOk());
   }
-  absl::StatusOr<Page<AuditLogEntry>> page = client->ListAuditLogs(since, 1, 2);
+  const absl::Time before = clock_.TimeNow() + absl::Seconds(1);
+  absl::StatusOr<AuditLogPage> page = client->ListAuditLogs(since, before, "", 2);
   ASSERT_THAT(page, IsOk());
-  EXPECT_THAT(page->items, SizeIs(2));
-  EXPECT_EQ(page->total_pages, 2);
+  ASSERT_THAT(page->items, SizeIs(2));
+  EXPECT_FALSE(page->cursor.empty());
   EXPECT_EQ(page->items[0].action_type, "create");
   EXPECT_EQ(page->items[0].resource_type, "firewall.access_rule");
   EXPECT_EQ(page->items[0].actor_ip, "127.0.0.1");
+  EXPECT_EQ(page->items[0].actor_token_id, own_id);
+  EXPECT_GE(page->items[0].when, since);
+  absl::StatusOr<AuditLogPage> next = client->ListAuditLogs(since, before, page->cursor, 2);
+  ASSERT_THAT(next, IsOk());
+  EXPECT_THAT(next->items, SizeIs(1));
+  EXPECT_TRUE(next->cursor.empty());
+  // The API filters by whole days; the client keeps only the interval asked for.
+  absl::StatusOr<AuditLogPage> none = client->ListAuditLogs(before, before + absl::Seconds(1));
+  ASSERT_THAT(none, IsOk());
+  EXPECT_THAT(none->items, SizeIs(0));
+}
+
+// HTTP status first, then the code: 10006 on a 400 is a bad request, not "not found".
+class ScriptedTransport final : public HttpTransport {
+ public:
+  ScriptedTransport(int status, std::string body) : status_(status), body_(std::move(body)) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest&) override {
+    HttpResponse r;
+    r.status = status_;
+    r.body = body_;
+    return r;
+  }
+
+ private:
+  int status_;
+  std::string body_;
+};
+
+TEST(ClientErrorTest, DecidedByHttpStatusFirst) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  auto error = [&](int status, int code, const std::string& message) {
+    ScriptedTransport transport(
+        status, absl::StrCat(R"({"success":false,"result":null,"messages":[],"errors":[{"code":)",
+                             code, R"(,"message":")", message, R"("}]})"));
+    CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+    return client.DeleteAccessRule(RuleScope::kZone, "0123456789abcdef0123456789abcdef");
+  };
+  for (int code : {10001, 10003, 10004, 10006}) {
+    EXPECT_THAT(error(400, code, "missing or malformed URL parameter"),
+                StatusIs(absl::StatusCode::kInvalidArgument))
+        << code;
+    EXPECT_THAT(error(404, code, "not found"), StatusIs(absl::StatusCode::kNotFound)) << code;
+  }
+  EXPECT_THAT(error(400, 10009, "duplicate"), StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT(error(403, 10000, "Authentication error"),
+              StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_THAT(error(403, 9109, "Invalid access token"),
+              StatusIs(absl::StatusCode::kUnauthenticated));
+  absl::Status located = error(403, 9109, "Cannot use the access token from location: 192.0.2.1");
+  EXPECT_THAT(located, StatusIs(absl::StatusCode::kPermissionDenied));
+  EXPECT_TRUE(IsIpRestricted(located));
+  EXPECT_EQ(CloudflareErrorCode(located), 9109);
+  EXPECT_FALSE(IsIpRestricted(error(403, 10000, "Authentication error")));
+}
+
+// An account token made before the cfat_ prefix: the user verify endpoint refuses it, the
+// account one takes it.
+TEST_F(ClientTest, UnprefixedAccountTokenIsVerifiedOnTheAccountPath) {
+  fake::TokenSpec spec;
+  spec.account_owned = true;
+  spec.value = "0123456789abcdefghijABCDEFGHIJ0123456789";
+  spec.permissions = {"lists"};
+  const std::string id = fake_.AddToken(spec).first;
+  absl::StatusOr<TokenInfo> own = Client(spec.value)->VerifyToken(false);
+  ASSERT_THAT(own, IsOk());
+  EXPECT_EQ(own->id, id);
+  EXPECT_TRUE(own->account_owned);
+  absl::StatusOr<TokenInfo> other = Client(token_)->VerifyOtherToken(Secret(spec.value), false);
+  ASSERT_THAT(other, IsOk());
+  EXPECT_EQ(other->id, id);
+  EXPECT_TRUE(other->account_owned);
+  // A user token still answers on the user path first.
+  absl::StatusOr<TokenInfo> user = Client(token_)->VerifyToken(false);
+  ASSERT_THAT(user, IsOk());
+  EXPECT_FALSE(user->account_owned);
+}
+
+// A token PUT replaces the whole token: disabling must keep its IP condition and its validity
+// window, or re-enabling it later would lift its restrictions.
+TEST_F(ClientTest, DisableKeepsConditionAndValidity) {
+  fake::TokenSpec spec;
+  spec.name = "ci-deploy";
+  spec.permissions = {"lists"};
+  spec.ip_in = {"192.0.2.0/24"};
+  spec.ip_not_in = {"192.0.2.1/32"};
+  spec.expires_on = clock_.TimeNow() + absl::Hours(24 * 30);
+  spec.not_before = clock_.TimeNow() - absl::Hours(1);
+  const std::string id = fake_.AddToken(spec).first;
+  const fake::json before = fake_.TokenSnapshot(id);
+  absl::StatusOr<TokenInfo> disabled = Client(token_)->DisableToken(id, false);
+  ASSERT_THAT(disabled, IsOk());
+  const fake::json after = fake_.TokenSnapshot(id);
+  EXPECT_EQ(after["status"], "disabled");
+  EXPECT_EQ(after["condition"], before["condition"]) << after.dump();
+  EXPECT_EQ(after["expires_on"], before["expires_on"]);
+  EXPECT_EQ(after["not_before"], before["not_before"]);
+  EXPECT_EQ(after["policies"], before["policies"]);
+}
+
+TEST_F(ClientTest, ListItemsComeBackCanonical) {
+  fake_.options().ipv4_items_as_cidr = true;  // the API has answered "192.0.2.1/32"
+  auto client = Client(token_);
+  absl::StatusOr<IpList> list = client->CreateList("l", "");
+  ASSERT_THAT(list, IsOk());
+  absl::StatusOr<std::string> op = client->AddListItems(
+      list->id, {{"", "192.0.2.1", ""}, {"", "2001:DB8:0:1::/64", ""}, {"", "10.1.0.0/16", ""}});
+  ASSERT_THAT(op, IsOk());
+  ASSERT_THAT(client->WaitForOperation(*op), IsOk());
+  absl::StatusOr<std::vector<ListItem>> items = client->ListAllItems(list->id);
+  ASSERT_THAT(items, IsOk());
+  std::set<std::string> ips;
+  for (const ListItem& i : *items) ips.insert(i.ip);
+  EXPECT_EQ(ips, (std::set<std::string>{"192.0.2.1", "2001:db8:0:1::/64", "10.1.0.0/16"}));
+  EXPECT_EQ(CanonicalListIp("192.0.2.1/32"), "192.0.2.1");
+  EXPECT_EQ(CanonicalListIp("2001:DB8::1/128"), "2001:db8::1");
+}
+
+TEST_F(ClientTest, AccessRuleListRefusesAnIp6TargetFilter) {
+  AccessRuleFilter f;
+  f.target = "ip6";
+  const int64_t calls = fake_.calls();
+  EXPECT_THAT(Client(token_)->ListAccessRules(RuleScope::kZone, f, 1),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ip6")));
+  EXPECT_EQ(fake_.calls(), calls);
 }
 
 // A reply of an unexpected shape is an error, never a crash (a fuzzer found this one).

@@ -139,8 +139,9 @@ absl::Status ValidateCloudflare(const std::string& file, palisade::v1::Cloudflar
   }
   if (cf->list_max_items() == 0) cf->set_list_max_items(10000);
   if (cf->list_ipv6_prefix() == 0) cf->set_list_ipv6_prefix(64);
-  if (cf->list_ipv6_prefix() < 12 || cf->list_ipv6_prefix() > 128) {
-    return error("list_ipv6_prefix", "must be 12..128");
+  // IPv6 list items are limited to /64 or wider (cloudflare-api.md, corrections 8).
+  if (cf->list_ipv6_prefix() < 12 || cf->list_ipv6_prefix() > 64) {
+    return error("list_ipv6_prefix", "must be 12..64 (IPv6 list items are /64 or wider)");
   }
   if (cf->budget_requests() == 0) cf->set_budget_requests(1200);
   if (!cf->has_budget_window()) cf->mutable_budget_window()->set_seconds(300);
@@ -152,9 +153,20 @@ absl::Status ValidateCloudflare(const std::string& file, palisade::v1::Cloudflar
   if (cf->drift_policy() != "recreate" && cf->drift_policy() != "withdraw") {
     return error("drift_policy", "must be \"recreate\" or \"withdraw\"");
   }
-  if (cf->ratelimit_period() == 0) cf->set_ratelimit_period(60);
+  // Rate limiting by plan (cloudflare-api.md §4.3, corrections 6): Free takes only a 10 s period
+  // and a 10 s timeout; Pro up to 60 s / 1 h; Business 600 s / 1 day; Enterprise any allowed
+  // value. Rules are made with action "block", so a timeout of 0 (throttle) is allowed above Free.
+  if (cf->plan().empty()) cf->set_plan("free");
+  const std::string& plan = cf->plan();
+  if (plan != "free" && plan != "pro" && plan != "business" && plan != "enterprise") {
+    return error("plan", "must be \"free\", \"pro\", \"business\" or \"enterprise\"");
+  }
+  const bool free = plan == "free";
+  if (cf->ratelimit_period() == 0) cf->set_ratelimit_period(free ? 10 : 60);
   if (cf->ratelimit_requests_per_period() == 0) cf->set_ratelimit_requests_per_period(10);
-  if (cf->ratelimit_mitigation_timeout() == 0) cf->set_ratelimit_mitigation_timeout(600);
+  if (!cf->has_ratelimit_mitigation_timeout()) {
+    cf->set_ratelimit_mitigation_timeout(free ? 10 : 600);
+  }
   static const std::set<uint32_t> kPeriods = {10, 60, 120, 300, 600, 3600};
   static const std::set<uint32_t> kTimeouts = {0, 10, 60, 120, 300, 600, 3600, 86400};
   if (!kPeriods.count(cf->ratelimit_period())) {
@@ -163,6 +175,24 @@ absl::Status ValidateCloudflare(const std::string& file, palisade::v1::Cloudflar
   if (!kTimeouts.count(cf->ratelimit_mitigation_timeout())) {
     return error("ratelimit_mitigation_timeout",
                  "must be one of 0, 10, 60, 120, 300, 600, 3600, 86400");
+  }
+  const uint32_t max_period = free ? 10 : plan == "pro" ? 60 : plan == "business" ? 600 : 3600;
+  const uint32_t max_timeout = free ? 10 : plan == "pro" ? 3600 : 86400;
+  if (free && cf->ratelimit_period() != 10) {
+    return error("ratelimit_period", "must be 10 on the free plan (set cloudflare.plan if the "
+                                     "zone is on another)");
+  }
+  if (free && cf->ratelimit_mitigation_timeout() != 10) {
+    return error("ratelimit_mitigation_timeout",
+                 "must be 10 on the free plan (set cloudflare.plan if the zone is on another)");
+  }
+  if (cf->ratelimit_period() > max_period) {
+    return error("ratelimit_period", absl::StrCat("must be at most ", max_period, " on the ",
+                                                  plan, " plan"));
+  }
+  if (cf->ratelimit_mitigation_timeout() > max_timeout) {
+    return error("ratelimit_mitigation_timeout",
+                 absl::StrCat("must be at most ", max_timeout, " on the ", plan, " plan"));
   }
   return absl::OkStatus();
 }

@@ -109,6 +109,53 @@ TEST(ConfigTest, CloudflareSectionIsValidatedWithDefaults) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ratelimit_period")));
 }
 
+// Rate-limit values follow the zone's plan (Free: 10 s / 10 s only); a timeout of 0 (throttle)
+// can be set; IPv6 list items are /64 or wider.
+TEST(ConfigTest, CloudflarePlanSetsAndBoundsRateLimits) {
+  auto parse = [](const std::string& extra) {
+    return ParseConfig(absl::StrCat(R"pb(
+      rule_files: "a"
+      cloudflare {
+        enabled: true
+        account_id: "0123456789abcdef0123456789abcdef"
+        zone_id: "fedcba9876543210fedcba9876543210"
+        token_file: "token" )pb",
+                                    extra, "}"),
+                       "c.textproto", "/etc/p");
+  };
+  absl::StatusOr<palisade::v1::Config> free = parse("");
+  ASSERT_THAT(free, IsOk());
+  EXPECT_EQ(free->cloudflare().plan(), "free");
+  EXPECT_EQ(free->cloudflare().ratelimit_period(), 10u);
+  EXPECT_EQ(free->cloudflare().ratelimit_mitigation_timeout(), 10u);
+  EXPECT_THAT(parse("ratelimit_period: 60"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("free plan")));
+  EXPECT_THAT(parse("ratelimit_mitigation_timeout: 600"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("cloudflare.ratelimit_mitigation_timeout")));
+
+  absl::StatusOr<palisade::v1::Config> pro = parse("plan: \"pro\"");
+  ASSERT_THAT(pro, IsOk());
+  EXPECT_EQ(pro->cloudflare().ratelimit_period(), 60u);
+  EXPECT_EQ(pro->cloudflare().ratelimit_mitigation_timeout(), 600u);
+  absl::StatusOr<palisade::v1::Config> throttle =
+      parse("plan: \"pro\" ratelimit_mitigation_timeout: 0");
+  ASSERT_THAT(throttle, IsOk());
+  EXPECT_EQ(throttle->cloudflare().ratelimit_mitigation_timeout(), 0u);
+  EXPECT_THAT(parse("plan: \"pro\" ratelimit_period: 120"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("at most 60")));
+  EXPECT_THAT(parse("plan: \"pro\" ratelimit_mitigation_timeout: 86400"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("at most 3600")));
+  EXPECT_THAT(parse("plan: \"business\" ratelimit_period: 600 ratelimit_mitigation_timeout: 86400"),
+              IsOk());
+  EXPECT_THAT(parse("plan: \"gold\""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cloudflare.plan")));
+
+  EXPECT_THAT(parse("list_ipv6_prefix: 128"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("list_ipv6_prefix")));
+  EXPECT_THAT(parse("list_ipv6_prefix: 48"), IsOk());
+}
+
 TEST(ConfigTest, ABadPackRefusesTheWholeSet) {
   palisade::v1::Config config = DefaultConfig("rules");
   config.add_rule_files("rules/does-not-exist.textproto");

@@ -21,6 +21,8 @@ ABSL_FLAG(std::string, port_file, "", "Writes the port here once listening.");
 ABSL_FLAG(std::string, token_file, "", "Writes the seeded API token's value here (mode 0600).");
 ABSL_FLAG(std::string, token_value, "", "Use this value for the seeded token.");
 ABSL_FLAG(int32_t, max_list_items, 10000, "Plan quota: items across all lists.");
+ABSL_FLAG(std::string, plan, "business",
+          "The zone's plan (free, pro, business, enterprise): allowed rate-limit values.");
 ABSL_FLAG(int32_t, max_ratelimit_rules, 5, "Plan quota: rate limiting rules per zone.");
 ABSL_FLAG(int32_t, operation_delay_ms, 100, "Pending and running time of list operations.");
 
@@ -30,6 +32,7 @@ int main(int argc, char** argv) {
   palisade::fake::Options options;
   options.max_list_items = absl::GetFlag(FLAGS_max_list_items);
   options.max_ratelimit_rules = absl::GetFlag(FLAGS_max_ratelimit_rules);
+  options.plan = absl::GetFlag(FLAGS_plan);
   options.operation_pending = absl::Milliseconds(absl::GetFlag(FLAGS_operation_delay_ms));
   options.operation_running = options.operation_pending;
   palisade::fake::FakeCloudflare fake(clock, options);

@@ -107,8 +107,32 @@ std::string NormaliseListIp(const std::string& ip) {
     if (len < 8) return "";
     return len == 32 ? c->base().ToString() : c->ToString();
   }
-  if (len < 12) return "";
-  return len == 128 ? c->base().ToString() : c->ToString();
+  // IPv6 items are /64 or wider (cloudflare-api.md, corrections 8); /12 the widest.
+  if (len < 12 || len > 64) return "";
+  return c->ToString();
+}
+
+// An item's ip as the API answers it: one IPv4 address optionally as ".../32".
+std::string ItemIpForApi(const std::string& ip, bool ipv4_as_cidr) {
+  if (ipv4_as_cidr && ip.find('/') == std::string::npos) return ip + "/32";
+  return ip;
+}
+
+// What the access-rule list's configuration.value search is documented for.
+bool SearchableAccessValue(const std::string& value) {
+  if (value.size() == 2 && absl::ascii_isalpha(value[0]) && absl::ascii_isalpha(value[1])) {
+    return true;  // a country
+  }
+  if (absl::StartsWith(value, "AS") && value.size() > 2 &&
+      std::all_of(value.begin() + 2, value.end(), [](char c) { return absl::ascii_isdigit(c); })) {
+    return true;
+  }
+  if (value.find('/') == std::string::npos) {
+    auto ip = IpAddress::Parse(value);
+    return ip && ip->is_v4();
+  }
+  absl::StatusOr<Cidr> c = Cidr::Parse(value);
+  return c.ok() && c->base().is_v4() && (c->prefix_length() == 16 || c->prefix_length() == 24);
 }
 
 bool ValidAccessValue(const std::string& target, const std::string& value) {
@@ -129,6 +153,51 @@ bool ValidAccessValue(const std::string& target, const std::string& value) {
   if (target == "asn") return absl::StartsWith(value, "AS") && value.size() > 2;
   if (target == "country") return value.size() == 2;
   return false;
+}
+
+// Why the plan refuses a rate limiting rule's period and mitigation timeout (empty: it does not).
+// cloudflare-api.md §4.3 and corrections 6.
+std::string PlanRefuses(const std::string& plan, const std::string& action, int period,
+                        int timeout) {
+  const bool challenge = action == "challenge" || action == "js_challenge" ||
+                         action == "managed_challenge";
+  if (plan == "enterprise") return "";
+  if (challenge && timeout != 0) {
+    return absl::StrCat("ratelimit.mitigation_timeout must be 0 for ", action, " on the ", plan,
+                        " plan");
+  }
+  int max_period = 600, max_timeout = 86400;
+  if (plan == "free") {
+    if (period != 10) return "ratelimit.period must be 10 on the free plan";
+    if (!challenge && timeout != 10) {
+      return "ratelimit.mitigation_timeout must be 10 on the free plan";
+    }
+    return "";
+  }
+  if (plan == "pro") max_period = 60, max_timeout = 3600;
+  if (period > max_period) {
+    return absl::StrCat("ratelimit.period over ", max_period, " s on the ", plan, " plan");
+  }
+  if (timeout > max_timeout) {
+    return absl::StrCat("ratelimit.mitigation_timeout over ", max_timeout, " s on the ", plan,
+                        " plan");
+  }
+  return "";
+}
+
+// A v1 audit record: the stored one without what only v2 shows.
+json AuditV1(const json& e) {
+  json out = e;
+  out.erase("_v2");
+  return out;
+}
+
+// "YYYY-MM-DD" (midnight UTC) or an RFC 3339 date-time.
+bool ParseDate(const std::string& s, absl::Time* out) {
+  std::string err;
+  if (s.empty()) return false;
+  if (absl::ParseTime("%Y-%m-%d", s, absl::UTCTimeZone(), out, &err)) return true;
+  return absl::ParseTime(absl::RFC3339_full, s, out, &err);
 }
 
 const std::set<std::string>& RuleActions() {
@@ -278,7 +347,7 @@ bool FakeCloudflare::Authenticate(const Request& r, bool verify_endpoint, Caller
     }
     const absl::Time now = clock_.TimeNow();
     const bool usable = found != nullptr && found->spec.status == "active" &&
-                        found->spec.expires_on > now &&
+                        found->spec.expires_on > now && found->spec.not_before <= now &&
                         !(verify_endpoint && found->spec.account_owned &&
                           absl::StartsWith(r.path, "/client/v4/user/"));
     if (!usable) {
@@ -344,11 +413,17 @@ bool FakeCloudflare::Allowed(const Caller& c, const std::string& permission) con
 
 void FakeCloudflare::Audit(const Caller& c, const Request& r, const std::string& action,
                            const std::string& resource_type, const std::string& resource_id) {
-  json actor = {{"id", c.token ? c.token->id : c.id},
+  // The v1 record; what only v2 shows (the token used, the raw request) is kept beside it under
+  // "_v2" and never shown by v1.
+  json actor = {{"id", options_.user_id},
                 {"email", options_.legacy_email},
                 {"ip", r.remote_ip},
                 {"type", "user"}};
-  if (c.token) actor["token_id"] = c.token->id;
+  json v2 = {{"token_id", c.token ? c.token->id : ""},
+             {"token_name", c.token ? c.token->spec.name : ""},
+             {"context", c.token ? "api_token" : "api_key"},
+             {"method", r.method},
+             {"uri", r.path}};
   audit_.push_back({{"id", NewId()},
                     {"action", {{"type", action}, {"result", true}}},
                     {"actor", actor},
@@ -356,7 +431,8 @@ void FakeCloudflare::Audit(const Caller& c, const Request& r, const std::string&
                     {"metadata", json::object()},
                     {"owner", {{"id", options_.account_id}}},
                     {"resource", {{"id", resource_id}, {"type", resource_type}}},
-                    {"when", Time(clock_.TimeNow())}});
+                    {"when", Time(clock_.TimeNow())},
+                    {"_v2", v2}});
 }
 
 Response FakeCloudflare::HandleLocked(const Request& r) {
@@ -403,6 +479,9 @@ Response FakeCloudflare::HandleLocked(const Request& r) {
   if (scope == "accounts" && parts[2] == "audit_logs" && parts.size() == 3) {
     return with_headers(AuditLogs(r, caller));
   }
+  if (scope == "accounts" && parts[2] == "logs" && parts.size() == 4 && parts[3] == "audit") {
+    return with_headers(AuditLogsV2(r, caller));
+  }
   return NoRoute();
 }
 
@@ -432,6 +511,23 @@ Response FakeCloudflare::AccessRules(const Request& r, const Caller& c,
     const std::string value = Query(r, "configuration.value");
     const std::string notes = absl::AsciiStrToLower(Query(r, "notes"));
     const bool any = Query(r, "match") == "any";
+    // The list filters take what the schema documents, no more (cloudflare-api.md, corrections
+    // 1): no "ip6" target, and the value search is for IPv4, IPv4 /16 and /24, countries (and
+    // ASNs). Anything else is refused, so a client cannot rely on it.
+    static const std::set<std::string> kFilterTargets = {"ip", "ip_range", "asn", "country"};
+    if (!target.empty() && !kFilterTargets.count(target)) {
+      return Error(400, 10013,
+                   absl::StrCat("firewallaccessrules.api.validation_error:invalid "
+                                "configuration.target filter: ",
+                                target));
+    }
+    if (!value.empty() && !SearchableAccessValue(value)) {
+      return Error(400, 10013,
+                   absl::StrCat("firewallaccessrules.api.validation_error:configuration.value "
+                                "search takes an IPv4 address, an IPv4 /16 or /24 range, an ASN "
+                                "or a country code, not ",
+                                value));
+    }
     std::vector<const AccessRule*> hits;
     for (const auto& [id, a] : access_rules_) {
       if (a.scope_type != scope_type) continue;
@@ -686,7 +782,7 @@ Response FakeCloudflare::Lists(const Request& r, const Caller& c,
     for (const auto& [ip, item] : l.items) {
       if (item.id == parts[2]) {
         return Envelope({{"id", item.id},
-                         {"ip", item.ip},
+                         {"ip", ItemIpForApi(item.ip, options_.ipv4_items_as_cidr)},
                          {"comment", item.comment},
                          {"created_on", Time(item.created)},
                          {"modified_on", Time(item.modified)}});
@@ -726,7 +822,7 @@ Response FakeCloudflare::Lists(const Request& r, const Caller& c,
     for (; i < sorted.size() && i < start + per_page; ++i) {
       const ListItem& item = *sorted[i].second;
       result.push_back({{"id", item.id},
-                        {"ip", item.ip},
+                        {"ip", ItemIpForApi(item.ip, options_.ipv4_items_as_cidr)},
                         {"comment", item.comment},
                         {"created_on", Time(item.created)},
                         {"modified_on", Time(item.modified)}});
@@ -852,6 +948,12 @@ Response FakeCloudflare::Rulesets(const Request& r, const Caller& c,
       if (!kTimeouts.count(rl.value("mitigation_timeout", 0))) {
         *error = Error(400, 20021, "ratelimit.mitigation_timeout is not an allowed value", nullptr,
                        ptr + "/ratelimit/mitigation_timeout");
+        return false;
+      }
+      std::string refused = PlanRefuses(options_.plan, Str(rule, "action"),
+                                        rl.value("period", 0), rl.value("mitigation_timeout", 0));
+      if (!refused.empty()) {
+        *error = Error(400, 20021, refused, nullptr, ptr + "/ratelimit");
         return false;
       }
     }
@@ -999,6 +1101,7 @@ json FakeCloudflare::TokenJson(const TokenState& t) const {
             {"modified_on", Time(t.modified)},
             {"policies", t.policies}};
   if (t.spec.expires_on != absl::InfiniteFuture()) j["expires_on"] = Time(t.spec.expires_on);
+  if (t.spec.not_before != absl::InfinitePast()) j["not_before"] = Time(t.spec.not_before);
   if (!t.spec.ip_in.empty() || !t.spec.ip_not_in.empty()) {
     json cond = json::object();
     if (!t.spec.ip_in.empty()) cond["in"] = t.spec.ip_in;
@@ -1095,9 +1198,35 @@ Response FakeCloudflare::Tokens(const Request& r, const Caller& c,
     if (status != "active" && status != "disabled") {
       return Error(400, 1001, "status must be active or disabled");
     }
+    // A full replacement: whatever is omitted is dropped (policies, condition, not_before,
+    // expires_on), as the API does.
+    absl::Time expires_on = absl::InfiniteFuture(), not_before = absl::InfinitePast();
+    std::string err;
+    if (body.contains("expires_on") &&
+        !absl::ParseTime(absl::RFC3339_full, Str(body, "expires_on"), &expires_on, &err)) {
+      return Error(400, 1001, "expires_on must be an RFC 3339 time");
+    }
+    if (body.contains("not_before") &&
+        !absl::ParseTime(absl::RFC3339_full, Str(body, "not_before"), &not_before, &err)) {
+      return Error(400, 1001, "not_before must be an RFC 3339 time");
+    }
+    std::vector<std::string> ip_in, ip_not_in;
+    if (body.contains("condition") && body["condition"].is_object()) {
+      // The docs write "request.ip", the generated SDKs "request_ip": both are taken.
+      const json& cond = body["condition"];
+      json ip = cond.contains("request.ip") ? cond["request.ip"] : cond.value("request_ip", json());
+      if (ip.is_object()) {
+        for (const auto& c : ip.value("in", json::array())) ip_in.push_back(c);
+        for (const auto& c : ip.value("not_in", json::array())) ip_not_in.push_back(c);
+      }
+    }
     t.spec.name = Str(body, "name");
     t.spec.status = status;
-    t.policies = body["policies"];  // a full replacement: omitted policies are dropped
+    t.spec.expires_on = expires_on;
+    t.spec.not_before = not_before;
+    t.spec.ip_in = std::move(ip_in);
+    t.spec.ip_not_in = std::move(ip_not_in);
+    t.policies = body["policies"];
     t.modified = clock_.TimeNow();
     Audit(c, r, "update", "token", t.id);
     return Envelope(TokenJson(t));
@@ -1123,7 +1252,72 @@ Response FakeCloudflare::AuditLogs(const Request& r, const Caller& c) {
   Response error;
   if (!Paginate(r, 1000, 100, hits.size(), &begin, &end, &info, &error)) return error;
   json result = json::array();
-  for (size_t i = begin; i < end; ++i) result.push_back(*hits[i]);
+  for (size_t i = begin; i < end; ++i) result.push_back(AuditV1(*hits[i]));
+  return Envelope(result, info);
+}
+
+Response FakeCloudflare::AuditLogsV2(const Request& r, const Caller& c) {
+  if (!Allowed(c, "audit_logs")) return Error(403, 10000, "Authentication error");
+  if (r.method != "GET") return NoRoute();
+  // since and before are required full dates (RFC 3339 full-date; a date-time is taken too).
+  absl::Time since, before;
+  if (!ParseDate(Query(r, "since"), &since) || !ParseDate(Query(r, "before"), &before)) {
+    return Error(400, 10400, "since and before are required dates (YYYY-MM-DD)");
+  }
+  const int limit = QueryInt(r, "limit", 100);
+  if (limit < 1 || limit > 1000) return Error(400, 10400, "limit must be in 1..1000");
+  const std::string token_id = Query(r, "actor_token_id");
+  std::vector<const json*> hits;
+  for (const json& e : audit_) {
+    absl::Time when;
+    std::string err;
+    if (!absl::ParseTime(absl::RFC3339_full, e["when"].get<std::string>(), &when, &err)) continue;
+    if (when < since || when >= before) continue;
+    if (!token_id.empty() && e["_v2"]["token_id"] != token_id) continue;
+    hits.push_back(&e);
+  }
+  if (Query(r, "direction") != "asc") std::reverse(hits.begin(), hits.end());
+  // The cursor is opaque to clients; here it is the offset of the next record.
+  size_t begin = 0;
+  const std::string cursor = Query(r, "cursor");
+  if (!cursor.empty() && !absl::SimpleAtoi(absl::HexStringToBytes(cursor), &begin)) {
+    return Error(400, 10400, "invalid cursor");
+  }
+  begin = std::min(begin, hits.size());
+  const size_t end = std::min(hits.size(), begin + limit);
+  json result = json::array();
+  for (size_t i = begin; i < end; ++i) {
+    const json& e = *hits[i];
+    const json& v2 = e["_v2"];
+    json actor = {{"id", e["actor"]["id"]},
+                  {"context", v2["context"]},
+                  {"email", e["actor"]["email"]},
+                  {"ip_address", e["actor"]["ip"]},
+                  {"type", "user"}};
+    if (!v2["token_id"].get<std::string>().empty()) {
+      actor["token_id"] = v2["token_id"];
+      actor["token_name"] = v2["token_name"];
+    }
+    result.push_back(
+        {{"id", e["id"]},
+         {"account", {{"id", options_.account_id}, {"name", "Emulated account"}}},
+         {"action",
+          {{"description", e["action"]["type"]},
+           {"result", "success"},
+           {"time", e["when"]},
+           {"type", e["action"]["type"]}}},
+         {"actor", actor},
+         {"raw",
+          {{"cf_ray_id", e["id"].get<std::string>().substr(0, 16)},
+           {"method", v2["method"]},
+           {"status_code", 200},
+           {"uri", v2["uri"]},
+           {"user_agent", ""}}},
+         {"resource", {{"id", e["resource"]["id"]}, {"type", e["resource"]["type"]}}},
+         {"zone", json::object()}});
+  }
+  json info = {{"count", std::to_string(end - begin)}};
+  if (end < hits.size()) info["cursor"] = absl::BytesToHexString(std::to_string(end));
   return Envelope(result, info);
 }
 
@@ -1162,7 +1356,9 @@ json FakeCloudflare::TokenSnapshot(const std::string& id) const {
 
 json FakeCloudflare::AuditLog() const {
   absl::MutexLock lock(&mu_);
-  return audit_;
+  json out = json::array();
+  for (const json& e : audit_) out.push_back(AuditV1(e));
+  return out;
 }
 
 Response FakeCloudflare::HandleAdmin(const Request& r) {

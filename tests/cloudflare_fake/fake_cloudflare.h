@@ -55,6 +55,9 @@ struct Response {
 struct Options {
   std::string account_id = "0123456789abcdef0123456789abcdef";
   std::string zone_id = "fedcba9876543210fedcba9876543210";
+  // The zone's plan: "free", "pro", "business" (default) or "enterprise". It sets which rate
+  // limiting `period` and `mitigation_timeout` values are accepted (Free: 10 s and 10 s).
+  std::string plan = "business";
   // Plan quotas (Business by default).
   int max_lists = 10;
   int max_list_items = 10000;
@@ -71,6 +74,11 @@ struct Options {
   // Accept X-Auth-Email + X-Auth-Key with this key (empty: legacy auth always fails).
   std::string legacy_email = "ops@example.com";
   std::string legacy_key;
+  // The user behind the tokens and the key (audit logs' actor.id).
+  std::string user_id = "f6b5de0326bb5182b8a4840ee01ec774";
+  // List items of one IPv4 address are answered as "a.b.c.d/32", as the API has done (the
+  // same item as "a.b.c.d"); false answers the bare address.
+  bool ipv4_items_as_cidr = true;
 };
 
 struct Faults {
@@ -93,6 +101,7 @@ struct TokenSpec {
   bool account_owned = false;
   std::string status = "active";
   absl::Time expires_on = absl::InfiniteFuture();
+  absl::Time not_before = absl::InfinitePast();
   std::set<std::string> permissions;
   std::vector<std::string> ip_in;      // CIDRs
   std::vector<std::string> ip_not_in;  // CIDRs
@@ -117,7 +126,7 @@ class FakeCloudflare {
   json ListSnapshot(const std::string& list_name) const;  // ips of a list (empty if no list)
   json RulesetSnapshot(const std::string& phase) const;   // entrypoint or null
   json TokenSnapshot(const std::string& id) const;        // token object or null
-  json AuditLog() const;
+  json AuditLog() const;  // v1 shape
   int64_t calls() const;
 
  private:
@@ -183,7 +192,10 @@ class FakeCloudflare {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Response Tokens(const Request& r, const Caller& c, const std::vector<std::string>& parts,
                   bool account) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // v1 (/audit_logs: page style, actor without token id) and v2 (/logs/audit: cursor style,
+  // since/before required, actor.token_id).
   Response AuditLogs(const Request& r, const Caller& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Response AuditLogsV2(const Request& r, const Caller& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   json AccessRuleJson(const AccessRule& a) const;
   json ListJson(const IpList& l) const;

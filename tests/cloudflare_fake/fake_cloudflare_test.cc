@@ -202,9 +202,10 @@ TEST_F(FakeCloudflareTest, ListItemsUseCursorPaginationInAddressOrder) {
   } while (!cursor.empty());
   EXPECT_EQ(pages, 3);
   ASSERT_THAT(seen, SizeIs(20));
-  EXPECT_EQ(seen.front(), "10.0.0.1");
-  EXPECT_EQ(seen[1], "10.0.0.2");
-  EXPECT_EQ(seen.back(), "10.0.0.20");
+  // One address is answered as a /32, as the API has done.
+  EXPECT_EQ(seen.front(), "10.0.0.1/32");
+  EXPECT_EQ(seen[1], "10.0.0.2/32");
+  EXPECT_EQ(seen.back(), "10.0.0.20/32");
 }
 
 TEST_F(FakeCloudflareTest, ListItemQuotaFailsTheOperation) {
@@ -315,6 +316,143 @@ TEST_F(FakeCloudflareTest, AuditLogRecordsMutationsNewestFirst) {
   EXPECT_EQ(logs["result"][0]["resource"]["type"], "filters.list");
   EXPECT_EQ(logs["result"][1]["action"]["type"], "create");
   EXPECT_EQ(logs["result"][1]["interface"], "API");
+}
+
+// The list filters take what the schema documents: no ip6 target, no IPv6 value search.
+TEST_F(FakeCloudflareTest, AccessRuleListRefusesUndocumentedFilters) {
+  const std::string rules = Zone() + "/firewall/access_rules/rules";
+  ASSERT_EQ(Call("POST", rules,
+                 R"({"mode":"block","configuration":{"target":"ip6","value":"2001:db8::1"},"notes":"n"})")
+                .status,
+            200);
+  EXPECT_EQ(Call("GET", rules, "", {{"configuration.target", "ip6"}}).status, 400);
+  EXPECT_EQ(Call("GET", rules, "", {{"configuration.value", "2001:db8::1"}}).status, 400);
+  EXPECT_EQ(Call("GET", rules, "", {{"configuration.value", "2001:db8::/64"}}).status, 400);
+  EXPECT_EQ(Call("GET", rules, "", {{"configuration.value", "198.51.100.0/25"}}).status, 400);
+  for (const char* ok : {"198.51.100.7", "198.51.0.0/16", "198.51.100.0/24", "NL", "AS13335"}) {
+    EXPECT_EQ(Call("GET", rules, "", {{"configuration.value", ok}}).status, 200) << ok;
+  }
+  EXPECT_EQ(Call("GET", rules, "", {{"configuration.target", "ip"}}).status, 200);
+  // The IPv6 rule is found again by its notes.
+  EXPECT_THAT(Body(Call("GET", rules, "", {{"notes", "N"}}))["result"], SizeIs(1));
+}
+
+// PUT replaces the whole token: what is not resent is dropped.
+TEST_F(FakeCloudflareTest, TokenPutDropsWhatItOmits) {
+  TokenSpec spec;
+  spec.name = "ci";
+  spec.permissions = {"lists"};
+  spec.ip_in = {"192.0.2.0/24"};
+  spec.expires_on = clock_.TimeNow() + absl::Hours(48);
+  auto [id, value] = fake_.AddToken(spec);
+  json got = Body(Call("GET", "/user/tokens/" + id))["result"];
+  ASSERT_TRUE(got.contains("condition"));
+  ASSERT_TRUE(got.contains("expires_on"));
+  json kept = got;
+  kept["status"] = "disabled";
+  json put = Body(Call("PUT", "/user/tokens/" + id, kept.dump()))["result"];
+  EXPECT_EQ(put["condition"], got["condition"]);
+  EXPECT_EQ(put["expires_on"], got["expires_on"]);
+  json bare = {{"name", "ci"}, {"policies", got["policies"]}, {"status", "active"}};
+  json stripped = Body(Call("PUT", "/user/tokens/" + id, bare.dump()))["result"];
+  EXPECT_FALSE(stripped.contains("condition"));
+  EXPECT_FALSE(stripped.contains("expires_on"));
+  // Condition keys: the docs' "request.ip" and the SDKs' "request_ip".
+  bare["condition"] = {{"request_ip", {{"in", {"198.51.100.0/24"}}}}};
+  json sdk = Body(Call("PUT", "/user/tokens/" + id, bare.dump()))["result"];
+  EXPECT_EQ(sdk["condition"]["request.ip"]["in"][0], "198.51.100.0/24");
+  // The token is now refused from 127.0.0.1 as IP-restricted, not as invalid.
+  Response located = Call("GET", "/user/tokens/verify", "", {}, value);
+  EXPECT_EQ(located.status, 403);
+  EXPECT_EQ(Code(located), 9109);
+  EXPECT_THAT(Body(located)["errors"][0]["message"].get<std::string>(),
+              HasSubstr("from location"));
+}
+
+// Rate limiting by plan: Free takes only period 10 and mitigation_timeout 10.
+TEST_F(FakeCloudflareTest, RateLimitValuesFollowThePlan) {
+  const std::string ep = Zone() + "/rulesets/phases/http_ratelimit/entrypoint";
+  auto put = [&](int period, int timeout, const std::string& action = "block") {
+    json body = {{"rules",
+                  {{{"action", action},
+                    {"expression", "(http.request.uri.path eq \"/login\")"},
+                    {"ratelimit",
+                     {{"characteristics", {"cf.colo.id", "ip.src"}},
+                      {"period", period},
+                      {"requests_per_period", 10},
+                      {"mitigation_timeout", timeout}}}}}}};
+    return Call("PUT", ep, body.dump()).status;
+  };
+  fake_.options().plan = "free";
+  EXPECT_EQ(put(60, 600), 400);
+  EXPECT_EQ(put(10, 600), 400);
+  EXPECT_EQ(put(10, 0), 400);
+  EXPECT_EQ(put(10, 10), 200);
+  EXPECT_EQ(put(10, 0, "managed_challenge"), 200);
+  fake_.options().plan = "pro";
+  EXPECT_EQ(put(120, 600), 400);
+  EXPECT_EQ(put(60, 86400), 400);
+  EXPECT_EQ(put(60, 0), 200);
+  EXPECT_EQ(put(60, 600, "challenge"), 400);
+  fake_.options().plan = "business";
+  EXPECT_EQ(put(600, 86400), 200);
+  fake_.options().plan = "enterprise";
+  EXPECT_EQ(put(3600, 600, "challenge"), 200);
+}
+
+// v1 has no token id; v2 names the token, needs since and before, and pages by cursor.
+TEST_F(FakeCloudflareTest, AuditLogsV1AndV2Shapes) {
+  const std::string own_id = Body(Call("GET", "/user/tokens/verify"))["result"]["id"];
+  for (int i = 0; i < 3; ++i) {
+    Call("POST", Zone() + "/firewall/access_rules/rules",
+         absl::StrCat(R"({"mode":"block","configuration":{"target":"ip","value":"203.0.113.)", i,
+                      R"("},"notes":"n"})"));
+  }
+  json v1 = Body(Call("GET", Account() + "/audit_logs"))["result"];
+  ASSERT_THAT(v1, SizeIs(3));
+  EXPECT_FALSE(v1[0]["actor"].contains("token_id")) << v1[0].dump();
+  EXPECT_NE(v1[0]["actor"]["id"], own_id);
+  EXPECT_TRUE(v1[0]["actor"].contains("ip"));
+
+  const std::string v2 = Account() + "/logs/audit";
+  EXPECT_EQ(Call("GET", v2).status, 400);
+  EXPECT_EQ(Call("GET", v2, "", {{"since", "2000-01-01"}}).status, 400);
+  std::map<std::string, std::string> q = {
+      {"since", "2000-01-01"}, {"before", "2100-01-01"}, {"limit", "2"}, {"direction", "asc"}};
+  json page = Body(Call("GET", v2, "", q));
+  ASSERT_THAT(page["result"], SizeIs(2));
+  const json& e = page["result"][0];
+  EXPECT_EQ(e["actor"]["token_id"], own_id);
+  EXPECT_EQ(e["actor"]["ip_address"], "127.0.0.1");
+  EXPECT_EQ(e["actor"]["context"], "api_token");
+  EXPECT_EQ(e["action"]["type"], "create");
+  EXPECT_EQ(e["action"]["result"], "success");
+  EXPECT_TRUE(e["action"].contains("time"));
+  EXPECT_EQ(e["resource"]["type"], "firewall.access_rule");
+  ASSERT_TRUE(page["result_info"].contains("cursor"));
+  q["cursor"] = page["result_info"]["cursor"];
+  json last = Body(Call("GET", v2, "", q));
+  EXPECT_THAT(last["result"], SizeIs(1));
+  EXPECT_FALSE(last["result_info"].contains("cursor"));
+  q.erase("cursor");
+  q["actor_token_id"] = "00000000000000000000000000000000";
+  EXPECT_THAT(Body(Call("GET", v2, "", q))["result"], SizeIs(0));
+}
+
+// List items: one IPv4 address is the same item bare or as /32; IPv6 items are /64 or wider.
+TEST_F(FakeCloudflareTest, ListItemsCanonicalAndIpv6AtMost64) {
+  const std::string lists = Account() + "/rules/lists";
+  const std::string id = Body(Call("POST", lists, R"({"name":"l","kind":"ip"})"))["result"]["id"];
+  const std::string items = lists + "/" + id + "/items";
+  EXPECT_EQ(Call("POST", items, R"([{"ip":"2001:db8::1"}])").status, 400);
+  EXPECT_EQ(Call("POST", items, R"([{"ip":"2001:db8::/96"}])").status, 400);
+  EXPECT_EQ(Call("POST", items, R"([{"ip":"192.0.2.1"},{"ip":"192.0.2.1/32"}])").status, 400);
+  ASSERT_EQ(Call("POST", items, R"([{"ip":"192.0.2.1"},{"ip":"2001:DB8::/64"}])").status, 200);
+  clock_.Advance(absl::Seconds(1));
+  json got = Body(Call("GET", items))["result"];
+  ASSERT_THAT(got, SizeIs(2));
+  EXPECT_EQ(got[0]["ip"], "192.0.2.1/32");
+  EXPECT_EQ(got[1]["ip"], "2001:db8::/64");
 }
 
 TEST_F(FakeCloudflareTest, ScriptedFaults) {

@@ -198,12 +198,15 @@ TEST(CloudflareE2eTest, AuditLogRecordsRevokeAMisusedToken) {
       {"--config=" + WriteConfig(cf, cf.token_file(), "", audit_pack), "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
 
-  // A shipper pulls the audit log and ships each record as a raw line.
+  // A shipper pulls the audit log (v2: only v2 records name the token used) and ships each
+  // record as a raw line.
   std::ifstream token_in(cf.token_file());
   std::string service_token;
   std::getline(token_in, service_token);
   absl::StatusOr<std::string> audit =
-      HttpGet(cf.port(), absl::StrCat("/client/v4/accounts/", kAccount, "/audit_logs"),
+      HttpGet(cf.port(),
+              absl::StrCat("/client/v4/accounts/", kAccount,
+                           "/logs/audit?since=2000-01-01&before=2100-01-01&limit=1000"),
               {"Authorization: Bearer " + service_token});
   ASSERT_TRUE(audit.ok()) << audit.status();
   std::vector<std::string> lines;

@@ -62,7 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)client.GetEntrypoint("http_ratelimit");
       break;
     case 5:
-      (void)client.ListAuditLogs(absl::UnixEpoch(), 1);
+      (void)client.ListAuditLogs(absl::UnixEpoch(), absl::UnixEpoch() + absl::Hours(48));
       break;
     case 6:
       (void)client.DisableToken("0123456789abcdef0123456789abcdef", false);
