@@ -28,10 +28,12 @@ using ::palisade::testing::HttpGet;
 
 constexpr const char* kAccount = ::palisade::testing::kEmulatorAccount;
 
-// One-hour or edge-pack decisions, no blast-radius limit (the test bans hundreds at once), fast
-// flushes.
+// One-hour decisions (the drift pack), no blast-radius limit (the test bans hundreds at once).
+// Nothing may expire while the test runs, however slow the machine: the kill rounds take longer
+// on a loaded one, and a decision that ended before the check would leave the edge "short" (the
+// edge pack's seconds-long decisions did exactly that on a busy CI machine).
 std::string Config(const Emulator& cf, const std::string& extra = "",
-                   const std::string& pack = "edge.textproto") {
+                   const std::string& pack = "drift.textproto") {
   return ::palisade::testing::WriteEdgeConfig(cf, cf.token_file(), {"tests/e2e/testdata/" + pack},
                                               "guard { max_new_bans_per_minute: 100000 }\n", extra);
 }
@@ -161,14 +163,13 @@ TEST(FaultTest, ConvergesThroughErrorsThrottlingAndDroppedConnections) {
     attack.scanners.insert(absl::StrCat("198.18.", i / 100, ".", i % 100 + 1));
 
   absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      // One-hour decisions (the drift pack): nothing may expire while the faults slow things.
-      {"--config=" + Config(cf, "  retry_initial_backoff { nanos: 50000000 }\n", "drift.textproto"),
+      {"--config=" + Config(cf, "  retry_initial_backoff { nanos: 50000000 }\n"),
        "--shutdown_grace=200ms"},
       state_file);
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   ASSERT_TRUE(ShipChunk(**daemon, palisade::v1::LOG_FORMAT_SYSLOG, attack.auth, 0, 100).ok());
   ASSERT_TRUE(ShipChunk(**daemon, palisade::v1::LOG_FORMAT_COMBINED, attack.access, 0, 100).ok());
-  const absl::Time deadline = absl::Now() + absl::Seconds(90);
+  const absl::Time deadline = absl::Now() + absl::Seconds(180);
   while (Pending(**daemon) > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
   ASSERT_EQ(Pending(**daemon), 0u);
 
@@ -213,7 +214,7 @@ TEST(CrashTest, KillNineRepeatedlyAndTheEdgeStillEndsExact) {
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
       Daemon::Start({"--config=" + Config(cf), "--shutdown_grace=200ms"}, state_file);
   ASSERT_TRUE(daemon.ok()) << daemon.status();
-  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  const absl::Time deadline = absl::Now() + absl::Seconds(180);
   while (Pending(**daemon) > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
   ASSERT_EQ(Pending(**daemon), 0u);
   EXPECT_EQ((*daemon)->Stop(), 0);

@@ -41,7 +41,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> a
   if (posix_spawn(&daemon->pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
     return absl::InternalError("cannot spawn palisaded");
   }
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < deadline) {
     int status = 0;
     if (waitpid(daemon->pid_, &status, WNOHANG) == daemon->pid_) {
@@ -101,7 +101,7 @@ absl::StatusOr<std::unique_ptr<Emulator>> Emulator::Start(std::vector<std::strin
   if (posix_spawn(&emulator->pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
     return absl::InternalError("cannot spawn cloudflare_emulator");
   }
-  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < deadline) {
     std::ifstream in(port_file);
     if (in >> emulator->port_ && emulator->port_ > 0) return emulator;

@@ -13,7 +13,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
   2>"$work/daemon.log" &
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null || true' EXIT
-for _ in $(seq 200); do [ -s "$work/ports" ] && break; sleep 0.05; done
+for _ in $(seq 1200); do [ -s "$work/ports" ] && break; sleep 0.05; done
 [ -s "$work/ports" ] || fail "palisaded did not start: $(cat "$work/daemon.log")"
 port=$(sed -n 's/^grpc=//p' "$work/ports")
 ctl() { "$ctl_bin" --server="127.0.0.1:$port" "$@"; }
@@ -71,7 +71,7 @@ EOF2
   --port_file="$work/ports2" --state_file=:memory: --shutdown_grace=200ms 2>"$work/daemon2.log" &
 daemon2=$!
 trap 'kill "$daemon" "$daemon2" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-for _ in $(seq 200); do [ -s "$work/ports2" ] && break; sleep 0.05; done
+for _ in $(seq 1200); do [ -s "$work/ports2" ] && break; sleep 0.05; done
 [ -s "$work/ports2" ] || fail "palisaded (feeds) did not start: $(cat "$work/daemon2.log")"
 port2=$(sed -n 's/^grpc=//p' "$work/ports2")
 ctl2() { PALISADE_TOKEN="$token" "$ctl_bin" --server="127.0.0.1:$port2" "$@"; }

@@ -19,7 +19,7 @@ cleanup() {
   wait 2>/dev/null || true
 }
 trap cleanup EXIT
-for _ in $(seq 200); do [ -s "$work/ports" ] && break; sleep 0.05; done
+for _ in $(seq 1200); do [ -s "$work/ports" ] && break; sleep 0.05; done
 [ -s "$work/ports" ] || fail "palisaded did not start: $(cat "$work/daemon.log")"
 metrics_port=$(sed -n 's/^metrics=//p' "$work/ports")
 
@@ -44,7 +44,7 @@ for _ in 1 2 3 4 5; do
   prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
     --web.listen-address="127.0.0.1:$prom_port" >"$work/prometheus.log" 2>&1 &
   prom=$!
-  for _ in $(seq 100); do
+  for _ in $(seq 600); do
     curl -sf "http://127.0.0.1:$prom_port/-/ready" >/dev/null 2>&1 && break
     kill -0 "$prom" 2>/dev/null || break
     sleep 0.1
@@ -58,7 +58,7 @@ done
 
 query() { curl -sf --get "http://127.0.0.1:$prom_port/api/v1/query" --data-urlencode "query=$1"; }
 ok=""
-for _ in $(seq 100); do
+for _ in $(seq 300); do
   out=$(query 'up{job="palisade"}' || true)
   if grep -q '"value":\[[0-9.]*,"1"\]' <<<"$out"; then ok=1; break; fi
   sleep 0.2

@@ -16,7 +16,7 @@ bash examples/python/gen_stubs.sh "$work/stubs"
   --port_file="$work/ports" --state_file=:memory: --shutdown_grace=200ms 2>"$work/daemon.log" &
 daemon=$!
 trap 'kill "$daemon" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-for _ in $(seq 200); do [ -s "$work/ports" ] && break; sleep 0.05; done
+for _ in $(seq 1200); do [ -s "$work/ports" ] && break; sleep 0.05; done
 [ -s "$work/ports" ] || fail "palisaded did not start: $(cat "$work/daemon.log")"
 port=$(sed -n 's/^grpc=//p' "$work/ports")
 

@@ -60,7 +60,7 @@ class Watcher {
                  : "open";
   }
   bool WaitForCount(size_t n) {
-    return WaitFor([&] { return events().size() >= n; }, absl::Seconds(15));
+    return WaitFor([&] { return events().size() >= n; }, absl::Seconds(60));
   }
 
  private:
@@ -200,7 +200,7 @@ TEST_F(WatchE2eTest, OrderedCorrelatedAndFiltered) {
         }
         return ecs.size() >= got.size();
       },
-      absl::Seconds(5)));
+      absl::Seconds(60)));
   for (const Event& e : got) EXPECT_EQ(ecs[e.sequence()], e.correlation_id()) << e.sequence();
 }
 
@@ -243,7 +243,7 @@ TEST_F(WatchE2eTest, ASubscriberThatDoesNotReadIsDroppedAndIngestGoesOn) {
         absl::StatusOr<std::string> m = HttpGet(daemon_->metrics_port(), "/metrics");
         return m.ok() && MetricValue(*m, "palisade_events_subscribers_dropped_total") >= 1;
       },
-      absl::Seconds(20)))
+      absl::Seconds(60)))
       << live.events().size() << " events to the live subscriber, " << live.status() << "; "
       << *HttpGet(daemon_->metrics_port(), "/metrics");
   // The stalled client finds the end of its stream once it reads: RESOURCE_EXHAUSTED, with the
