@@ -28,6 +28,26 @@ absl::Duration Escalated(absl::Duration base, const palisade::v1::Escalation& es
   return std::min(grown, std::max(cap, base));
 }
 
+// How strongly a claim acts: at the edge > dry run (recorded, not sent) > local only.
+int Enforcement(palisade::v1::Actuator actuator, bool dry_run) {
+  if (actuator == palisade::v1::ACTUATOR_NONE) return 0;
+  return dry_run ? 1 : 2;
+}
+
+// Which origin prevails among claims that act alike: manual > rule > feed.
+int Precedence(palisade::v1::Origin origin) {
+  switch (origin) {
+    case palisade::v1::ORIGIN_MANUAL:
+      return 3;
+    case palisade::v1::ORIGIN_RULE:
+      return 2;
+    case palisade::v1::ORIGIN_FEED:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
 }  // namespace
 
 absl::string_view DecisionChangeName(DecisionChange c) {
@@ -93,7 +113,8 @@ void DecisionTable::PersistLocked(const std::vector<DecisionUpdate*>& updates) {
         c.outbox = false;
       }
     }
-    if (update->change == DecisionChange::kCreated) {
+    if (update->change == DecisionChange::kCreated ||
+        update->change == DecisionChange::kExtended) {
       auto it = offences_.find(d.target().value());
       if (it != offences_.end()) {
         c.offence = OffenceRow{d.target().value(), it->second.count, it->second.last};
@@ -147,11 +168,81 @@ std::string DecisionTable::NewIdLocked() {
   }
 }
 
+DecisionTable::Claim DecisionTable::ClaimOf(const Decision& d) {
+  return {d.origin(), d.action(),  d.actuator(), d.dry_run(),
+          DecisionExpiry(d), d.rule_id(), d.reason()};
+}
+
+std::pair<int, int> DecisionTable::Rank(const Claim& c) {
+  return {Enforcement(c.actuator, c.dry_run), Precedence(c.origin)};
+}
+
+void DecisionTable::CoverLocked(const std::string& target, Claim claim) {
+  if (claim.expiry <= clock_.TimeNow()) return;
+  std::vector<Claim>& claims = covered_[target];
+  for (Claim& c : claims) {
+    if (c.origin == claim.origin && c.action == claim.action && c.actuator == claim.actuator &&
+        c.dry_run == claim.dry_run) {
+      c.expiry = std::max(c.expiry, claim.expiry);
+      c.rule_id = std::move(claim.rule_id);
+      c.reason = std::move(claim.reason);
+      return;
+    }
+  }
+  claims.push_back(std::move(claim));
+}
+
+Decision DecisionTable::InstateLocked(const palisade::v1::Target& target, const Claim& claim,
+                                      absl::Time start, uint32_t offence) {
+  Decision d;
+  *d.mutable_target() = target;
+  d.set_action(claim.action);
+  d.set_actuator(claim.actuator);
+  d.set_dry_run(claim.dry_run);
+  *d.mutable_start() = ToProtoTime(start);
+  *d.mutable_expiry() = ToProtoTime(claim.expiry);
+  d.set_rule_id(claim.rule_id);
+  d.set_origin(claim.origin);
+  d.set_offence(offence);
+  d.set_reason(claim.reason);
+  d.set_id(NewIdLocked());
+  d.set_active(true);
+  active_[target.value()] = d.id();
+  by_expiry_.emplace(claim.expiry, d.id());
+  by_id_[d.id()] = d;
+  return d;
+}
+
+void DecisionTable::ReinstateLocked(const Decision& ended_decision,
+                                    std::vector<DecisionUpdate>* out) {
+  auto it = covered_.find(ended_decision.target().value());
+  if (it == covered_.end()) return;
+  // A copy: `ended_decision` may live in by_id_, which deciding the next claim can rehash.
+  const Decision ended = ended_decision;
+  std::vector<Claim> claims = std::move(it->second);
+  covered_.erase(it);
+  const absl::Time now = clock_.TimeNow();
+  claims.erase(std::remove_if(claims.begin(), claims.end(),
+                              [now](const Claim& c) { return c.expiry <= now; }),
+               claims.end());
+  if (claims.empty()) return;
+  auto best = std::max_element(claims.begin(), claims.end(), [](const Claim& a, const Claim& b) {
+    return std::make_pair(Rank(a), a.expiry) < std::make_pair(Rank(b), b.expiry);
+  });
+  Claim next = std::move(*best);
+  claims.erase(best);
+  // The same episode goes on under the next claim: no new offence.
+  out->push_back({DecisionChange::kCreated, InstateLocked(ended.target(), next, now,
+                                                          std::max<uint32_t>(1, ended.offence()))});
+  if (!claims.empty()) covered_[ended.target().value()] = std::move(claims);
+}
+
 DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
                                           const palisade::v1::DecisionSpec& spec, absl::Time start,
                                           palisade::v1::Origin origin, absl::string_view rule_id,
                                           const std::vector<std::string>& evidence,
-                                          absl::string_view reason) {
+                                          absl::string_view reason,
+                                          std::vector<DecisionUpdate>* replaced) {
   const absl::Time now = clock_.TimeNow();
   const absl::Duration base = FromProtoDuration(spec.duration());
   const palisade::v1::Escalation& escalation = spec.escalation();
@@ -159,6 +250,43 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   if (active != active_.end()) {
     Decision& d = by_id_[active->second];
     const absl::Duration duration = Escalated(base, escalation, d.offence());
+    // The escalation memory runs from the offender's last offence, not from the decision's
+    // creation: a decision extended for days is remembered from its last detection. (A feed
+    // listing is not an offence.)
+    if (origin != palisade::v1::ORIGIN_FEED) {
+      Offences& off = offences_[target.value()];
+      off.last = std::max(off.last, start);
+    }
+    Claim incoming{origin, spec.action(), spec.actuator(), spec.dry_run(), start + duration,
+                   std::string(rule_id), std::string(reason)};
+    const Claim current = ClaimOf(d);
+    if (incoming.origin != current.origin || incoming.action != current.action ||
+        incoming.actuator != current.actuator || incoming.dry_run != current.dry_run) {
+      // Another kind of claim on a decided target. The active decision is the strongest claim
+      // (enforcement first, then manual > rule > feed); the others wait, and the strongest of
+      // them still due takes over when it ends (ReinstateLocked).
+      if (incoming.expiry > now && Rank(incoming) > Rank(current)) {
+        // Stronger: the current decision is withdrawn (its edge object removed, a queued apply
+        // cancelled) and the new claim decided, in this order, for the same offence.
+        const uint32_t offence = d.offence();
+        replaced->push_back(WithdrawLocked(d));
+        CoverLocked(target.value(), current);
+        Decision next = InstateLocked(target, incoming, start, offence);
+        for (const std::string& line : evidence) {
+          if (next.evidence_size() >= static_cast<int>(max_evidence_)) break;
+          next.add_evidence(line);
+        }
+        by_id_[next.id()] = next;
+        return {DecisionChange::kCreated, next};
+      }
+      CoverLocked(target.value(), std::move(incoming));
+      d.set_extensions(d.extensions() + 1);
+      for (const std::string& line : evidence) {
+        if (d.evidence_size() >= static_cast<int>(max_evidence_)) break;
+        d.add_evidence(line);
+      }
+      return {DecisionChange::kExtended, d};
+    }
     const absl::Time expiry = std::max(DecisionExpiry(d), start + duration);
     if (expiry != DecisionExpiry(d)) {
       by_expiry_.erase({DecisionExpiry(d), d.id()});
@@ -214,26 +342,32 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
   palisade::v1::Target target;
   target.set_kind(detection.kind);
   target.set_value(detection.key);
-  DecisionUpdate update;
-  uint64_t ticket;
+  std::vector<DecisionUpdate> all;  // a replaced decision's withdrawal, then this one
+  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
   {
     absl::MutexLock lock(&mu_);
-    update = ApplyLocked(target, spec, detection.time, palisade::v1::ORIGIN_RULE, detection.rule_id,
-                         detection.evidence, "");
-    PersistLocked({&update});
+    DecisionUpdate update = ApplyLocked(target, spec, detection.time, palisade::v1::ORIGIN_RULE,
+                                        detection.rule_id, detection.evidence, "", &all);
+    if (update.change == DecisionChange::kCreated) update.secret = detection.secret;
+    all.push_back(std::move(update));
+    std::vector<DecisionUpdate*> ptrs;
+    for (DecisionUpdate& u : all) ptrs.push_back(&u);
+    PersistLocked(ptrs);
     ticket = NextTicketLocked();
   }
-  if (update.change == DecisionChange::kCreated) update.secret = detection.secret;
-  Notify(ticket, {update});
-  return update;
+  Notify(ticket, all);
+  return all.back();
 }
 
 std::vector<DecisionUpdate> DecisionTable::ApplyAll(
     const std::vector<Detection>& detections,
     const std::function<void(const std::vector<DecisionUpdate>&)>& before_notify) {
-  std::vector<DecisionUpdate> updates;
+  std::vector<DecisionUpdate> updates;  // updates[i] for detections[i]
   updates.reserve(detections.size());
-  uint64_t ticket;
+  // What listeners hear, in order: `updates`, with the withdrawal of each decision a stronger
+  // claim replaced just before its replacement.
+  std::vector<DecisionUpdate> all;
+  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
   {
     absl::MutexLock lock(&mu_);
     for (const Detection& detection : detections) {
@@ -242,7 +376,7 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
       target.set_value(detection.key);
       updates.push_back(ApplyLocked(target, detection.rule->proto.decision(), detection.time,
                                     palisade::v1::ORIGIN_RULE, detection.rule_id,
-                                    detection.evidence, ""));
+                                    detection.evidence, "", &all));
       if (updates.back().change == DecisionChange::kCreated) {
         updates.back().secret = detection.secret;
         if (!detection.feeds.empty()) {
@@ -251,13 +385,24 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
           *updates.back().decision.mutable_feeds() = d.feeds();
         }
       }
+      all.push_back(updates.back());
     }
     std::vector<DecisionUpdate*> ptrs;
-    for (DecisionUpdate& u : updates) ptrs.push_back(&u);
+    for (DecisionUpdate& u : all) ptrs.push_back(&u);
     PersistLocked(ptrs);
+    // Hand the recorded outbox operations back to the per-detection view.
+    for (size_t i = 0, j = 0; i < updates.size(); ++i, ++j) {
+      while (all[j].change != updates[i].change ||
+             all[j].decision.id() != updates[i].decision.id()) {
+        ++j;
+      }
+      updates[i].outbox_seq = all[j].outbox_seq;
+    }
     ticket = NextTicketLocked();
   }
-  Notify(ticket, updates, before_notify);
+  Notify(ticket, all, [&](const std::vector<DecisionUpdate>&) {
+    if (before_notify) before_notify(updates);
+  });
   return updates;
 }
 
@@ -331,17 +476,20 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
         "actuator ", palisade::v1::Actuator_Name(actuator), " cannot act on this target"));
   }
   spec.set_actuator(actuator);
-  DecisionUpdate update;
-  uint64_t ticket;
+  std::vector<DecisionUpdate> all;  // a replaced decision's withdrawal, then this one
+  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
   {
     absl::MutexLock lock(&mu_);
-    update = ApplyLocked(target, spec, clock_.TimeNow(), palisade::v1::ORIGIN_MANUAL, "", {},
-                         req.reason());
-    PersistLocked({&update});
+    DecisionUpdate update = ApplyLocked(target, spec, clock_.TimeNow(),
+                                        palisade::v1::ORIGIN_MANUAL, "", {}, req.reason(), &all);
+    all.push_back(std::move(update));
+    std::vector<DecisionUpdate*> ptrs;
+    for (DecisionUpdate& u : all) ptrs.push_back(&u);
+    PersistLocked(ptrs);
     ticket = NextTicketLocked();
   }
-  Notify(ticket, {update});
-  return update.decision;
+  Notify(ticket, all);
+  return all.back().decision;
 }
 
 DecisionUpdate DecisionTable::WithdrawLocked(Decision& d) {
@@ -356,7 +504,7 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
                                                     const palisade::v1::DecisionSpec& spec,
                                                     absl::Time refresh_before) {
   std::vector<DecisionUpdate> updates;
-  uint64_t ticket;
+  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.TimeNow();
@@ -367,20 +515,53 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
       auto active = active_.find(f.target.value());
       if (active != active_.end()) {
         const Decision& d = by_id_[active->second];
-        if (d.origin() != palisade::v1::ORIGIN_FEED || DecisionExpiry(d) >= refresh_before) {
-          continue;
+        if (d.origin() == palisade::v1::ORIGIN_FEED) {
+          if (DecisionExpiry(d) >= refresh_before) continue;
+        } else {
+          // Decided by a rule or by hand: the feed's claim waits behind it (refreshed here) and
+          // takes over when that decision ends; or replaces it if it acts more strongly (a
+          // dry-run or local-only decision).
+          Claim claim{palisade::v1::ORIGIN_FEED, spec.action(),
+                      spec.actuator(),           spec.dry_run(),
+                      now + FromProtoDuration(spec.duration()), "feed",
+                      f.reason};
+          if (Rank(claim) <= Rank(ClaimOf(d))) {
+            CoverLocked(f.target.value(), std::move(claim));
+            continue;
+          }
         }
       }
-      updates.push_back(
-          ApplyLocked(f.target, spec, now, palisade::v1::ORIGIN_FEED, "feed", {}, f.reason));
+      DecisionUpdate u = ApplyLocked(f.target, spec, now, palisade::v1::ORIGIN_FEED, "feed", {},
+                                     f.reason, &updates);
+      updates.push_back(std::move(u));
     }
+    // Targets the feeds no longer list lose their waiting feed claims...
+    for (auto it = covered_.begin(); it != covered_.end();) {
+      if (!wanted.contains(it->first)) {
+        std::vector<Claim>& claims = it->second;
+        claims.erase(std::remove_if(claims.begin(), claims.end(),
+                                    [](const Claim& c) {
+                                      return c.origin == palisade::v1::ORIGIN_FEED;
+                                    }),
+                     claims.end());
+      }
+      if (it->second.empty()) {
+        covered_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+    // ...and their feed decisions (a claim that waited behind one takes over).
     std::vector<std::string> leaving;
     for (const auto& [target, id] : active_) {
       if (!wanted.contains(target) && by_id_[id].origin() == palisade::v1::ORIGIN_FEED) {
         leaving.push_back(id);
       }
     }
-    for (const std::string& id : leaving) updates.push_back(WithdrawLocked(by_id_[id]));
+    for (const std::string& id : leaving) {
+      updates.push_back(WithdrawLocked(by_id_[id]));
+      ReinstateLocked(by_id_[id], &updates);
+    }
     std::vector<DecisionUpdate*> ptrs;
     for (DecisionUpdate& u : updates) ptrs.push_back(&u);
     PersistLocked(ptrs);
@@ -392,7 +573,8 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
 
 absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
   DecisionUpdate update;
-  uint64_t ticket;
+  std::vector<DecisionUpdate> all;  // the withdrawal, then a feed claim taking over
+  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
   {
     absl::MutexLock lock(&mu_);
     auto it = by_id_.find(id);
@@ -404,10 +586,24 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
       return absl::FailedPreconditionError(absl::StrCat("decision ", id, " is not active"));
     }
     update = WithdrawLocked(d);
-    PersistLocked({&update});
+    all.push_back(update);
+    // An operator's unban ends the waiting rule and manual claims too; a feed's claim would be
+    // decided again by the next sync anyway, so it takes over now.
+    if (auto c = covered_.find(d.target().value()); c != covered_.end()) {
+      std::vector<Claim>& claims = c->second;
+      claims.erase(std::remove_if(claims.begin(), claims.end(),
+                                  [](const Claim& claim) {
+                                    return claim.origin != palisade::v1::ORIGIN_FEED;
+                                  }),
+                   claims.end());
+    }
+    ReinstateLocked(d, &all);
+    std::vector<DecisionUpdate*> ptrs;
+    for (DecisionUpdate& u : all) ptrs.push_back(&u);
+    PersistLocked(ptrs);
     ticket = NextTicketLocked();
   }
-  Notify(ticket, {update});
+  Notify(ticket, all);
   return update.decision;
 }
 
@@ -440,7 +636,7 @@ std::vector<Decision> DecisionTable::List(const DecisionFilter& filter) const {
 
 std::vector<Decision> DecisionTable::ExpireDue() {
   std::vector<DecisionUpdate> updates;
-  uint64_t ticket;
+  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.TimeNow();
@@ -450,6 +646,7 @@ std::vector<Decision> DecisionTable::ExpireDue() {
       d.set_active(false);
       active_.erase(d.target().value());
       updates.push_back({DecisionChange::kExpired, d});
+      ReinstateLocked(d, &updates);  // a claim that waited behind it takes over
     }
     std::vector<DecisionUpdate*> ptrs;
     for (DecisionUpdate& u : updates) ptrs.push_back(&u);
@@ -459,7 +656,9 @@ std::vector<Decision> DecisionTable::ExpireDue() {
   Notify(ticket, updates);
   std::vector<Decision> out;
   out.reserve(updates.size());
-  for (DecisionUpdate& u : updates) out.push_back(std::move(u.decision));
+  for (DecisionUpdate& u : updates) {
+    if (u.change == DecisionChange::kExpired) out.push_back(std::move(u.decision));
+  }
   return out;
 }
 

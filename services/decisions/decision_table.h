@@ -5,6 +5,13 @@
 // Rules of the table:
 //  - one active decision per target: a new detection or manual ban on an actively decided
 //    target extends its expiry instead of creating a duplicate;
+//  - a different claim on a decided target (another origin, actuator, action or dry run) never
+//    weakens it: the active decision is the strongest claim, by enforcement (at the edge > dry
+//    run > local only) and then precedence (manual > rule > feed). A stronger claim replaces
+//    the decision (withdrawn, then the new one created, so the edge ends right); a weaker one
+//    waits behind it and is decided when it ends (expiry, a feed dropping the entry), if still
+//    due. An operator's withdrawal also ends the waiting rule and manual claims;
+//  - the escalation memory runs from the offender's last offence (an extension counts);
 //  - a new decision on a target that offended before, within the escalation memory, lasts
 //    duration * factor^(offences - 1), capped at max_duration;
 //  - decisions start at the detection's event time, so a replayed log yields the decisions it
@@ -20,6 +27,7 @@
 #include <iostream>
 #include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -89,7 +97,8 @@ class DecisionTable {
   // Threat-feed entries as decisions (origin feed): makes the active feed decisions exactly
   // `desired` (by target value). Missing ones are created under `spec`, those expiring before
   // `refresh_before` are extended, and active feed decisions not desired are withdrawn. A target
-  // already decided by a rule or by hand keeps that decision. One store transaction.
+  // decided by a rule or by hand keeps that decision, the feed's claim waiting behind it, unless
+  // the feed acts more strongly (that decision is dry run or local only). One store transaction.
   struct FeedTarget {
     palisade::v1::Target target;
     std::string reason;  // provenance: the feeds and their references
@@ -121,7 +130,30 @@ class DecisionTable {
   DecisionUpdate ApplyLocked(const palisade::v1::Target& target,
                              const palisade::v1::DecisionSpec& spec, absl::Time start,
                              palisade::v1::Origin origin, absl::string_view rule_id,
-                             const std::vector<std::string>& evidence, absl::string_view reason)
+                             const std::vector<std::string>& evidence, absl::string_view reason,
+                             std::vector<DecisionUpdate>* replaced)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A request to act on a target: what one decision would carry, and until when.
+  struct Claim {
+    palisade::v1::Origin origin;
+    palisade::v1::Action action;
+    palisade::v1::Actuator actuator;
+    bool dry_run;
+    absl::Time expiry;
+    std::string rule_id;
+    std::string reason;
+  };
+  static Claim ClaimOf(const palisade::v1::Decision& d);
+  // (enforcement: edge > dry run > local only, precedence: manual > rule > feed).
+  static std::pair<int, int> Rank(const Claim& c);
+  // Keeps `claim` waiting behind the target's active decision (merged with a like one).
+  void CoverLocked(const std::string& target, Claim claim) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes `claim` the target's active decision.
+  palisade::v1::Decision InstateLocked(const palisade::v1::Target& target, const Claim& claim,
+                                       absl::Time start, uint32_t offence)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After `ended` ended: the strongest claim still due that waited behind it is decided.
+  void ReinstateLocked(const palisade::v1::Decision& ended, std::vector<DecisionUpdate>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   DecisionUpdate WithdrawLocked(palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -143,6 +175,9 @@ class DecisionTable {
   // Target value -> id of its active decision.
   absl::flat_hash_map<std::string, std::string> active_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Offences> offences_ ABSL_GUARDED_BY(mu_);
+  // Target value -> the claims waiting behind its active decision (in memory: after a restart
+  // the feeds' claims come back with the first sync, the others are gone).
+  absl::flat_hash_map<std::string, std::vector<Claim>> covered_ ABSL_GUARDED_BY(mu_);
   // Active decisions by expiry, so a sweep costs what expires, not what is active.
   std::set<std::pair<absl::Time, std::string>> by_expiry_ ABSL_GUARDED_BY(mu_);
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);

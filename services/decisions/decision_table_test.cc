@@ -105,6 +105,26 @@ TEST_F(DecisionTableTest, OffencesAreForgottenAfterTheMemory) {
   EXPECT_EQ(u.decision.offence(), 1u);
 }
 
+TEST_F(DecisionTableTest, EscalationMemoryCountsFromTheLastActivityNotTheCreation) {
+  *escalation_.mutable_memory() = ToProtoDuration(absl::Hours(24));
+  DecisionUpdate first = Apply("203.0.113.7", clock_.TimeNow());
+  ASSERT_EQ(first.change, DecisionChange::kCreated);
+  // The offender keeps at it for three days: each detection extends the same decision.
+  for (int i = 0; i < 3 * 24 * 2; ++i) {
+    clock_.Advance(absl::Minutes(30));
+    ASSERT_EQ(Apply("203.0.113.7", clock_.TimeNow()).change, DecisionChange::kExtended);
+  }
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  // Back twelve hours after its last offence: within the memory, so it escalates.
+  clock_.Advance(absl::Hours(11));
+  DecisionUpdate again = Apply("203.0.113.7", clock_.TimeNow());
+  ASSERT_EQ(again.change, DecisionChange::kCreated);
+  EXPECT_EQ(again.decision.offence(), 2u);
+  EXPECT_EQ(DecisionExpiry(again.decision) - FromProtoTime(again.decision.start()),
+            absl::Hours(2));
+}
+
 TEST_F(DecisionTableTest, ExpiryUsesTheClock) {
   Apply("203.0.113.7", clock_.TimeNow());
   clock_.Advance(absl::Minutes(59));
@@ -191,6 +211,148 @@ TEST_F(DecisionTableTest, FeedSyncCreatesRefreshesAndWithdrawsOnlyFeedDecisions)
   ASSERT_THAT(left, SizeIs(1));
   EXPECT_EQ(left[0].target().value(), "203.0.113.7");
   EXPECT_EQ(left[0].origin(), palisade::v1::ORIGIN_RULE);
+}
+
+// Issue 11: a new claim on a decided target must not be lost to the old decision's origin,
+// actuator or dry run. Precedence manual > rule > feed; enforcement the strongest active.
+class ClaimsTest : public DecisionTableTest {
+ protected:
+  ClaimsTest() {
+    table_.AddListener([this](const DecisionUpdate& u) { heard_.push_back(u); });
+  }
+  DecisionUpdate Rule(absl::string_view ip, absl::Duration duration, bool dry_run,
+                      palisade::v1::Actuator actuator = palisade::v1::ACTUATOR_ACCESS_RULE) {
+    palisade::v1::DecisionSpec spec;
+    spec.set_action(palisade::v1::ACTION_BLOCK);
+    *spec.mutable_duration() = ToProtoDuration(duration);
+    spec.set_actuator(actuator);
+    spec.set_dry_run(dry_run);
+    return table_.Apply(Det(ip, clock_.TimeNow()), spec);
+  }
+  absl::StatusOr<Decision> Manual(absl::string_view ip, absl::Duration duration) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value(std::string(ip));
+    *req.mutable_duration() = ToProtoDuration(duration);
+    return table_.AddManual(req);
+  }
+  std::vector<DecisionUpdate> Feed(const std::vector<std::string>& targets) {
+    std::vector<DecisionTable::FeedTarget> desired;
+    for (const std::string& t : targets) {
+      DecisionTable::FeedTarget f;
+      f.target.set_kind(palisade::v1::TARGET_KIND_IP);
+      f.target.set_value(t);
+      f.reason = "feed drop";
+      desired.push_back(f);
+    }
+    palisade::v1::DecisionSpec spec;
+    spec.set_action(palisade::v1::ACTION_BLOCK);
+    spec.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    *spec.mutable_duration() = ToProtoDuration(absl::Hours(24));
+    return table_.SyncFeed(desired, spec, clock_.TimeNow() + absl::Hours(12));
+  }
+  Decision Active(absl::string_view ip) {
+    DecisionFilter f;
+    f.target = std::string(ip);
+    f.active_only = true;
+    std::vector<Decision> active = table_.List(f);
+    EXPECT_THAT(active, SizeIs(1));
+    return active.empty() ? Decision() : active[0];
+  }
+  std::vector<DecisionUpdate> heard_;
+};
+
+TEST_F(ClaimsTest, ManualBanOverADryRunDecisionReachesTheEdgeAndTheDryRunResumesAfter) {
+  DecisionUpdate dry = Rule("203.0.113.7", absl::Hours(1), /*dry_run=*/true);
+  ASSERT_EQ(dry.change, DecisionChange::kCreated);
+  heard_.clear();
+  absl::StatusOr<Decision> manual = Manual("203.0.113.7", absl::Minutes(10));
+  ASSERT_THAT(manual, IsOk());
+  EXPECT_FALSE(manual->dry_run());
+  EXPECT_EQ(manual->origin(), palisade::v1::ORIGIN_MANUAL);
+  EXPECT_NE(manual->id(), dry.decision.id());
+  // The dispatcher hears the dry-run decision end, then the live one begin: an apply goes out.
+  ASSERT_THAT(heard_, SizeIs(2));
+  EXPECT_EQ(heard_[0].change, DecisionChange::kWithdrawn);
+  EXPECT_EQ(heard_[0].decision.id(), dry.decision.id());
+  EXPECT_EQ(heard_[1].change, DecisionChange::kCreated);
+  EXPECT_EQ(heard_[1].decision.id(), manual->id());
+  EXPECT_EQ(Active("203.0.113.7").id(), manual->id());
+  EXPECT_EQ(table_.active_count(), 1u);
+  // The manual ban ends; the rule's dry run still has 50 minutes: it is decided again.
+  heard_.clear();
+  clock_.Advance(absl::Minutes(10));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
+  ASSERT_THAT(heard_, SizeIs(2));
+  EXPECT_EQ(heard_[1].change, DecisionChange::kCreated);
+  EXPECT_TRUE(heard_[1].decision.dry_run());
+  EXPECT_EQ(heard_[1].decision.origin(), palisade::v1::ORIGIN_RULE);
+  EXPECT_EQ(DecisionExpiry(heard_[1].decision), FromProtoTime(dry.decision.expiry()));
+  clock_.Advance(absl::Minutes(50));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
+  EXPECT_EQ(table_.active_count(), 0u);
+}
+
+TEST_F(ClaimsTest, ManualBanOverALocalOnlyDecisionReachesTheEdge) {
+  Rule("203.0.113.8", absl::Hours(1), false, palisade::v1::ACTUATOR_NONE);
+  absl::StatusOr<Decision> manual = Manual("203.0.113.8", absl::Hours(2));
+  ASSERT_THAT(manual, IsOk());
+  EXPECT_EQ(manual->actuator(), palisade::v1::ACTUATOR_ACCESS_RULE);
+  EXPECT_EQ(Active("203.0.113.8").id(), manual->id());
+  // A weaker claim later (the rule again) does not take it back.
+  EXPECT_EQ(Rule("203.0.113.8", absl::Hours(1), false, palisade::v1::ACTUATOR_NONE).change,
+            DecisionChange::kExtended);
+  EXPECT_EQ(Active("203.0.113.8").actuator(), palisade::v1::ACTUATOR_ACCESS_RULE);
+}
+
+TEST_F(ClaimsTest, ARuleBanOnAFeedListedTargetOutlivesTheFeedEntry) {
+  ASSERT_THAT(Feed({"203.0.113.9"}), SizeIs(1));
+  DecisionUpdate rule = Rule("203.0.113.9", absl::Hours(1), false);
+  ASSERT_EQ(rule.change, DecisionChange::kCreated);
+  EXPECT_EQ(rule.decision.origin(), palisade::v1::ORIGIN_RULE);
+  // The feed drops the entry: the rule's ban stays.
+  heard_.clear();
+  EXPECT_THAT(Feed({}), SizeIs(0));
+  EXPECT_THAT(heard_, SizeIs(0));
+  EXPECT_EQ(Active("203.0.113.9").id(), rule.decision.id());
+  // And once the rule's ban ends, the dropped feed entry does not come back.
+  clock_.Advance(absl::Hours(1));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
+  EXPECT_EQ(table_.active_count(), 0u);
+}
+
+TEST_F(ClaimsTest, AFeedTargetCoveredByARuleDecisionIsEnforcedWhenThatDecisionEnds) {
+  DecisionUpdate rule = Rule("203.0.113.10", absl::Hours(1), false);
+  EXPECT_THAT(Feed({"203.0.113.10"}), SizeIs(0));  // covered by the rule's ban
+  clock_.Advance(absl::Hours(1));
+  heard_.clear();
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
+  ASSERT_THAT(heard_, SizeIs(2));
+  EXPECT_EQ(heard_[0].change, DecisionChange::kExpired);
+  EXPECT_EQ(heard_[1].change, DecisionChange::kCreated);
+  EXPECT_EQ(heard_[1].decision.origin(), palisade::v1::ORIGIN_FEED);
+  EXPECT_EQ(heard_[1].decision.actuator(), palisade::v1::ACTUATOR_IP_LIST);
+  EXPECT_EQ(Active("203.0.113.10").id(), heard_[1].decision.id());
+  // It is an ordinary feed decision from then on: the feed dropping it withdraws it.
+  std::vector<DecisionUpdate> dropped = Feed({});
+  ASSERT_THAT(dropped, SizeIs(1));
+  EXPECT_EQ(dropped[0].change, DecisionChange::kWithdrawn);
+}
+
+TEST_F(ClaimsTest, AFeedReplacesADryRunRuleDecisionAndTheOperatorsUnbanKeepsTheFeed) {
+  Rule("203.0.113.11", absl::Hours(1), /*dry_run=*/true);
+  std::vector<DecisionUpdate> sync = Feed({"203.0.113.11"});
+  ASSERT_THAT(sync, SizeIs(2));
+  EXPECT_EQ(sync[0].change, DecisionChange::kWithdrawn);
+  EXPECT_EQ(sync[1].change, DecisionChange::kCreated);
+  EXPECT_EQ(Active("203.0.113.11").origin(), palisade::v1::ORIGIN_FEED);
+  // A manual ban on top, then the operator withdraws it: the feed's claim (still listed) is
+  // decided again; the rule's dry run is not.
+  absl::StatusOr<Decision> manual = Manual("203.0.113.11", absl::Hours(3));
+  ASSERT_THAT(manual, IsOk());
+  ASSERT_THAT(table_.Withdraw(manual->id()), IsOk());
+  Decision after = Active("203.0.113.11");
+  EXPECT_EQ(after.origin(), palisade::v1::ORIGIN_FEED);
+  EXPECT_FALSE(after.dry_run());
 }
 
 TEST_F(DecisionTableTest, ManualBanValidatesInput) {
