@@ -365,10 +365,12 @@ TEST_F(ClientTest, DisableKeepsConditionAndValidity) {
   ASSERT_THAT(disabled, IsOk());
   const fake::json after = fake_.TokenSnapshot(id);
   EXPECT_EQ(after["status"], "disabled");
-  EXPECT_EQ(after["condition"], before["condition"]) << after.dump();
-  EXPECT_EQ(after["expires_on"], before["expires_on"]);
-  EXPECT_EQ(after["not_before"], before["not_before"]);
-  EXPECT_EQ(after["policies"], before["policies"]);
+  ASSERT_TRUE(before.contains("condition") && before.contains("not_before"));
+  // value(): a key the PUT dropped reads as null instead of aborting on a const json.
+  EXPECT_EQ(after.value("condition", fake::json()), before["condition"]) << after.dump();
+  EXPECT_EQ(after.value("expires_on", fake::json()), before["expires_on"]);
+  EXPECT_EQ(after.value("not_before", fake::json()), before["not_before"]);
+  EXPECT_EQ(after.value("policies", fake::json()), before["policies"]);
 }
 
 TEST_F(ClientTest, ListItemsComeBackCanonical) {
