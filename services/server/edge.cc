@@ -74,6 +74,14 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
           absl::StrCat("cloudflare: the API token was refused (invalid, disabled or expired): ",
                        info.status().message()));
     }
+    if (IsIpRestricted(info.status())) {
+      // Every call would be refused the same way: nothing to retry until the token changes.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cloudflare: the API token may not be used from this host's address (its IP filter, "
+          "condition.request.ip, leaves it out): add this host to the token's allowed addresses "
+          "or run palisaded from one of them: ",
+          info.status().message()));
+    }
     if (!info.ok()) {
       std::cerr << "palisaded: cloudflare: could not verify the token yet ("
                 << info.status().message() << "); actions will retry" << std::endl;

@@ -400,6 +400,23 @@ TEST(CloudflareE2eTest, RefusesToStartWithAnInvalidToken) {
   EXPECT_EQ(daemon.status().code(), absl::StatusCode::kFailedPrecondition);
 }
 
+// A token whose IP filter leaves this host out (Cloudflare 9109) can do nothing from here: the
+// daemon says so and refuses to start, rather than starting to retry calls that cannot succeed.
+TEST(CloudflareE2eTest, RefusesToStartWithATokenThatMayNotBeUsedFromHere) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  absl::StatusOr<std::string> seeded =
+      HttpPost((*emulator)->port(), "/__emulator/tokens",
+               R"({"name":"elsewhere","permissions":["access_rules","lists"],)"
+               R"("ip_in":["192.0.2.0/24"]})");
+  ASSERT_TRUE(seeded.ok()) << seeded.status();
+  const std::string token_file = std::string(std::getenv("TEST_TMPDIR")) + "/elsewhere.token";
+  std::ofstream(token_file) << json::parse(*seeded)["result"]["value"].get<std::string>() << "\n";
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig(**emulator, token_file)});
+  EXPECT_EQ(daemon.status().code(), absl::StatusCode::kFailedPrecondition) << daemon.status();
+}
+
 TEST(CloudflareE2eTest, DryRunSendsNothing) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();

@@ -59,7 +59,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> a
     if (daemon->grpc_port_ > 0) return daemon;
     absl::SleepFor(absl::Milliseconds(20));
   }
-  return absl::DeadlineExceededError("palisaded did not start listening within 20 s");
+  return absl::DeadlineExceededError("palisaded did not start listening within 60 s");
 }
 
 void Daemon::Kill() {

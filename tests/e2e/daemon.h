@@ -20,7 +20,7 @@ class Daemon {
  public:
   // Starts services/server/palisaded with `args` (plus the listen and port-file flags, and a
   // fresh state file unless `state_file` names one) and waits until it listens.
-  // kDeadlineExceeded if it does not within 20 s.
+  // kDeadlineExceeded if it does not within 60 s.
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(std::vector<std::string> args,
                                                        const std::string& state_file = "");
   // SIGKILL, as a crash would.
