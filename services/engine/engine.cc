@@ -148,7 +148,8 @@ bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
 }
 
 LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& line,
-                           absl::string_view raw, absl::Time time, std::vector<Detection>* out) {
+                           absl::string_view raw, absl::Time time, std::vector<Detection>* out,
+                           uint32_t stream) {
   LineResult result;
   stats_.lines.fetch_add(1, std::memory_order_relaxed);
   Candidates(format, line, [&](int rule_index, absl::string_view captured) {
@@ -175,10 +176,10 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
       // Evidence must not carry the token: replace it with its fingerprint.
       const std::string redacted =
           absl::StrReplaceAll(raw, {{captured, absl::StrCat("[token ", key, "]")}});
-      Count(rule_index, key, redacted, time, captured, out);
+      Count(rule_index, key, redacted, time, captured, stream, out);
       return;
     }
-    Count(rule_index, key, raw, time, {}, out);
+    Count(rule_index, key, raw, time, {}, stream, out);
   });
   result.matched = result.matches > 0;
   if (result.matched) stats_.matched_lines.fetch_add(1, std::memory_order_relaxed);
@@ -235,7 +236,7 @@ void Engine::Window::TakeEvidence(std::vector<std::string>* out) {
 }
 
 void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
-                   absl::string_view secret, std::vector<Detection>* out) {
+                   absl::string_view secret, uint32_t stream, std::vector<Detection>* out) {
   const CompiledRule& rule = *rules_->rules()[rule_index];
   auto detection = [&]() -> Detection& {
     stats_.detections.fetch_add(1, std::memory_order_relaxed);
@@ -283,6 +284,7 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
   }
   w.times.push_back(now);
   w.last = std::max(w.last, now);
+  w.stream = stream;
   w.AddEvidence(raw, options_.max_evidence);
   if (w.times.size() < rule.count) return;
 
@@ -333,16 +335,21 @@ void Engine::Evict(WindowMap& map, int rule_index) {
   }
 }
 
-void Engine::Expire(absl::Time now) {
-  const int64_t now_ms = ToMillis(now);
+void Engine::Expire(absl::Time now) { ExpireByStream({}, now); }
+
+void Engine::ExpireByStream(const std::vector<absl::Time>& stream_now, absl::Time other_now) {
+  std::vector<int64_t> now_ms(stream_now.size() + 1);
+  now_ms[0] = ToMillis(other_now);
+  for (size_t s = 1; s < stream_now.size(); ++s) now_ms[s] = ToMillis(stream_now[s]);
   for (size_t sh = 0; sh < kShards; ++sh) {
     absl::MutexLock lock(&shards_[sh].mu);
     for (size_t r = 0; r < shards_[sh].maps.size(); ++r) {
       const CompiledRule& rule = *rules_->rules()[r];
-      const int64_t horizon =
-          now_ms - std::max<int64_t>(absl::ToInt64Milliseconds(rule.window), 0);
+      const int64_t span = std::max<int64_t>(absl::ToInt64Milliseconds(rule.window), 0);
       WindowMap& map = shards_[sh].maps[r];
       for (auto it = map.begin(); it != map.end();) {
+        const uint32_t s = (*it)->stream;
+        const int64_t horizon = (s < stream_now.size() && s > 0 ? now_ms[s] : now_ms[0]) - span;
         if ((*it)->last < horizon) {
           map.erase(it++);
           stats_.expired_windows.fetch_add(1, std::memory_order_relaxed);

@@ -7,6 +7,8 @@
 // evidence lines, and the window starts over.
 //
 // Memory is bounded: windows idle for longer than their rule's window are dropped by Expire(),
+// which takes "now" per stream: each window remembers the stream that last counted in it, and
+// ages in that stream's event time (a backlog shipped an hour late still fills its windows);
 // and past `max_keys_per_rule` the least recently active windows of a rule are evicted (and
 // counted). Once warmed up, a line that matches nothing allocates nothing.
 //
@@ -90,9 +92,10 @@ class Engine {
   const std::shared_ptr<const RuleSet>& rules() const { return rules_; }
 
   // Matches one parsed line of `format`, counts it, and appends any detections to `out`.
-  // `raw` is the whole line (kept as evidence); `time` its event time.
+  // `raw` is the whole line (kept as evidence); `time` its event time; `stream` the caller's
+  // number for the stream the line came from (see ExpireByStream; 0: none).
   LineResult Process(palisade::v1::LogFormat format, const ParsedLine& line, absl::string_view raw,
-                     absl::Time time, std::vector<Detection>* out);
+                     absl::Time time, std::vector<Detection>* out, uint32_t stream = 0);
 
   // Only the matching step: calls `fn(rule, key)` for each rule whose pattern matches, with
   // the normalised key. Used by Admin.TestRules and `palisadectl rules test`.
@@ -101,6 +104,10 @@ class Engine {
 
   // Drops windows whose last event is older than their rule's window before `now`.
   void Expire(absl::Time now);
+  // The same, with "now" per stream: a window last counted by stream s ages against
+  // stream_now[s] (its event time), and against `other_now` when s is 0 or past the vector
+  // (windows restored from a snapshot, lines of no stream).
+  void ExpireByStream(const std::vector<absl::Time>& stream_now, absl::Time other_now);
 
   // The live windows (match times only), and putting them back after a restart: windows of
   // rules that no longer exist are skipped.
@@ -130,6 +137,7 @@ class Engine {
 
     absl::InlinedVector<int64_t, 1> times;  // unix ms, of the matches inside the window
     int64_t last = 0;
+    uint32_t stream = 0;  // the stream that counted in it last (Process's `stream`)
 
    private:
     void Reserve(size_t bytes);
@@ -181,7 +189,7 @@ class Engine {
   bool NormaliseKey(const CompiledRule& rule, absl::string_view captured, absl::string_view* key,
                     bool* allowlisted);
   void Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
-             absl::string_view secret, std::vector<Detection>* out);
+             absl::string_view secret, uint32_t stream, std::vector<Detection>* out);
   void Evict(WindowMap& map, int rule_index);
   Shard& ShardFor(int rule_index, absl::string_view key);
 

@@ -162,13 +162,51 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
         absl::StrCat("batch ", batch.sequence(), ": format is required"));
   }
   const absl::Time started = clock_.TimeNow();
-  const absl::Time reference = started;
+  const absl::Time now = started;
   BatchAck ack;
   ack.set_sequence(batch.sequence());
-  LineParser parser(batch.format());
+  const std::string source = batch.source().empty() ? "-" : batch.source();
+  StreamState stream;
+  {
+    absl::MutexLock lock(&streams_mu_);
+    StreamState& s = streams_[source];
+    if (s.id == 0) s.id = static_cast<uint32_t>(streams_.size());
+    stream = s;
+  }
+  auto zone = options_.source_time_zones.find(source);
+  LineParser parser(batch.format(), zone != options_.source_time_zones.end()
+                                        ? zone->second
+                                        : options_.time_zone);
   ParsedLine parsed;
+  // The previous line's time resolves a missing year (nearest year); the first line of a
+  // stream has only the clock.
+  absl::Time previous = stream.last_line;
   absl::Time latest = absl::InfinitePast();
   std::vector<Detection> detections;
+  // Replay decides line by line, in event time; the daemon per batch (one store transaction).
+  const bool line_by_line = static_cast<bool>(options_.advance_clock);
+  size_t decided = 0;
+  uint32_t detection_count = 0;
+  std::vector<const CompiledRule*> detected;
+  auto decide = [&]() {
+    if (decided == detections.size()) return;
+    for (size_t i = decided; i < detections.size(); ++i) detected.push_back(detections[i].rule);
+    detection_count += static_cast<uint32_t>(detections.size() - decided);
+    std::vector<Detection> fresh;
+    if (decided == 0) {
+      fresh.swap(detections);
+    } else {
+      fresh.assign(std::make_move_iterator(detections.begin() + decided),
+                   std::make_move_iterator(detections.end()));
+    }
+    detections.clear();
+    decided = 0;
+    // Decided while the rules cannot be swapped (a detection points into its RuleSet), and
+    // written to the store in one transaction.
+    decisions_.ApplyAll(fresh, [&](const std::vector<DecisionUpdate>& updates) {
+      if (options_.on_detections) options_.on_detections(batch.source(), fresh, updates);
+    });
+  };
   std::string sanitized;
   {
     // Batches run concurrently (one per stream); only a rule swap waits for them.
@@ -176,7 +214,7 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
     SourceMetrics* sm;
     {
       absl::MutexLock lock(&metrics_mu_);
-      sm = &SourceMetricsFor(batch.source().empty() ? "-" : batch.source(), batch.format());
+      sm = &SourceMetricsFor(source, batch.format());
     }
     for (const palisade::v1::LogRecord& record : batch.records()) {
       absl::string_view line = record.line();
@@ -196,25 +234,30 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
           line = sanitized;
         }
       }
-      absl::Status s = parser.Parse(line, reference, &parsed);
+      const bool first = previous == absl::InfinitePast();
+      absl::Status s = parser.Parse(line, first ? now : previous, &parsed,
+                                    first ? YearRule::kAtMostADayAhead : YearRule::kNearest);
       if (!s.ok()) {
         ack.set_malformed(ack.malformed() + 1);
         continue;
       }
+      if (parsed.time) previous = *parsed.time;
       absl::Time when = record.has_event_time() ? FromProtoTime(record.event_time())
-                                                : parsed.time.value_or(reference);
-      // Absurd times: from the future (clock skew, forged lines) are clamped to now; from
-      // before 2000 are rejected.
-      if (when > reference + absl::Hours(24)) {
-        when = reference;
+                                                : parsed.time.value_or(now);
+      // Absurd times: from the future (clock skew, forged lines) are clamped to now in the
+      // daemon; from before 2000 are rejected.
+      if (options_.clamp_future && when > now + absl::Hours(24)) {
+        when = now;
         ack.set_clamped(ack.clamped() + 1);
       } else if (when < absl::FromUnixSeconds(946'684'800)) {
         ack.set_clamped(ack.clamped() + 1);
         ack.set_malformed(ack.malformed() + 1);
         continue;
       }
+      if (line_by_line && when > latest) options_.advance_clock(when);
       latest = std::max(latest, when);
-      LineResult r = engine_.Process(batch.format(), parsed, line, when, &detections);
+      LineResult r = engine_.Process(batch.format(), parsed, line, when, &detections, stream.id);
+      if (line_by_line) decide();
       ack.set_accepted(ack.accepted() + 1);
       if (r.matched) ack.set_matched(ack.matched() + 1);
       ack.set_ignored(ack.ignored() + r.ignored);
@@ -234,22 +277,23 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
         if (delta > 0) rule_metrics_[i].matches->Increment(delta);
       }
       const auto& rules = engine_.rules()->rules();
-      for (const Detection& d : detections) {
+      for (const Detection& d : detections) detected.push_back(d.rule);
+      for (const CompiledRule* rule : detected) {
         for (size_t i = 0; i < rules.size(); ++i) {
-          if (rules[i].get() == d.rule) rule_metrics_[i].detections->Increment();
+          if (rules[i].get() == rule) rule_metrics_[i].detections->Increment();
         }
       }
       PublishEngineGaugesLocked();
     }
-    if (options_.advance_clock && latest > absl::InfinitePast()) options_.advance_clock(latest);
-    // Decided while the rules cannot be swapped (a detection points into its RuleSet), and
-    // written to the store in one transaction for the whole batch.
-    if (!detections.empty()) {
-      decisions_.ApplyAll(detections, [&](const std::vector<DecisionUpdate>& updates) {
-        if (options_.on_detections) options_.on_detections(batch.source(), detections, updates);
-      });
-    }
-    ack.set_detections(static_cast<uint32_t>(detections.size()));
+    detected.clear();
+    decide();
+    ack.set_detections(detection_count);
+  }
+  {
+    absl::MutexLock lock(&streams_mu_);
+    StreamState& s = streams_[source];
+    if (previous != absl::InfinitePast()) s.last_line = previous;
+    s.watermark = std::max(s.watermark, latest);
   }
   batch_latency_.Observe(absl::ToDoubleSeconds(clock_.TimeNow() - started));
   return ack;
@@ -277,8 +321,17 @@ std::shared_ptr<const RuleSet> Pipeline::rules() const {
 }
 
 void Pipeline::ExpireWindows() {
+  const absl::Time now = clock_.TimeNow();
+  std::vector<absl::Time> stream_now;
+  {
+    absl::MutexLock lock(&streams_mu_);
+    stream_now.assign(streams_.size() + 1, now);
+    for (const auto& [source, s] : streams_) {
+      stream_now[s.id] = std::clamp(s.watermark, now - absl::Hours(24), now);
+    }
+  }
   absl::ReaderMutexLock rules_lock(&rules_mu_);
-  engine_.Expire(clock_.TimeNow());
+  engine_.ExpireByStream(stream_now, now);
   absl::MutexLock lock(&metrics_mu_);
   PublishEngineGaugesLocked();
 }

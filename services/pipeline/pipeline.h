@@ -13,11 +13,13 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -36,9 +38,18 @@ namespace palisade {
 struct PipelineOptions {
   EngineOptions engine;
   uint32_t max_line_bytes = 16384;
-  // Replay: called with the latest event time of each batch before its detections are decided,
-  // so a simulated clock can follow the log.
+  // Replay: called, line by line, with the latest event time seen so far whenever it moves on,
+  // before that line's detections are decided (they are then decided line by line, not per
+  // batch), so a simulated clock follows the log and the result does not depend on how the lines
+  // were cut into batches.
   std::function<void(absl::Time)> advance_clock;
+  // Live: a line more than a day ahead of the clock (skew, forgery) is moved to the clock's now
+  // and counted. Replay turns it off: there the clock follows the log.
+  bool clamp_future = true;
+  // The zone of the times that carry no UTC offset (RFC 3164, combined logs without one): per
+  // batch source, else `time_zone`. The daemon defaults it to the host's local zone.
+  absl::TimeZone time_zone = absl::UTCTimeZone();
+  std::map<std::string, absl::TimeZone> source_time_zones;
   // Called once a batch's detections are decided, before the decision table's listeners hear of
   // the changes: updates[i] is what detections[i] did (for the event stream). `source` is the batch's. The detections are done with: a callee may move
   // from them (their evidence, say).
@@ -62,7 +73,10 @@ class Pipeline {
   void SetRules(std::shared_ptr<const RuleSet> rules);
   std::shared_ptr<const RuleSet> rules() const;
 
-  // Drops idle windows; the server calls this from its sweep.
+  // Drops idle windows; the server calls this from its sweep. A window ages in the event time of
+  // the stream (batch source) that last counted in it: the latest line time seen from it, at
+  // most the clock's now and at least a day behind it (so a source that stops does not keep its
+  // windows forever). Windows of no known stream age on the clock.
   void ExpireWindows();
 
   // Admin.TestRules: runs `rules` (or the loaded ones) over lines, without touching windows.
@@ -96,9 +110,19 @@ class Pipeline {
   void RebuildRuleMetricsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(metrics_mu_);
   void PublishEngineGaugesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(metrics_mu_);
 
+  // Per batch source: what carries over from one batch to the next.
+  struct StreamState {
+    uint32_t id = 0;                             // Engine's stream number (1, 2, ...)
+    absl::Time last_line = absl::InfinitePast();  // the previous line's own time (year rule)
+    absl::Time watermark = absl::InfinitePast();  // the latest event time counted
+  };
+
   const PipelineOptions options_;
   Clock& clock_;
   DecisionTable& decisions_;
+
+  absl::Mutex streams_mu_;
+  absl::flat_hash_map<std::string, StreamState> streams_ ABSL_GUARDED_BY(streams_mu_);
 
   // Readers: batches (and sweeps, snapshots). Writer: a rule swap.
   mutable absl::Mutex rules_mu_;

@@ -72,6 +72,37 @@ class PipelineTest : public ::testing::Test {
   Pipeline pipeline_;
 };
 
+// A backlog shipped after an outage: lines an hour old, an attack cut in two batches, the
+// daemon's sweep running between them. The windows age in the stream's event time, so the
+// second batch completes the threshold (the wall-clock sweep used to drop the window). The
+// decision would be over on the clock (600 s ban, an hour ago): stale, counted, not enforced.
+TEST_F(PipelineTest, BacklogWindowsAgeInEventTimeAcrossTheSweep) {
+  LogBatch first;
+  first.set_source("web-1");
+  first.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  first.add_records()->set_line(Line("203.0.113.7", 3600));
+  first.add_records()->set_line(Line("203.0.113.7", 3590));
+  ASSERT_THAT(pipeline_.ProcessBatch(first), IsOk());
+  clock_.Advance(absl::Seconds(1));
+  pipeline_.ExpireWindows();
+  EXPECT_EQ(pipeline_.engine_stats().expired_windows, 0u);
+  LogBatch second = first;
+  second.clear_records();
+  second.add_records()->set_line(Line("203.0.113.7", 3581));
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(second);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 1u);
+  EXPECT_EQ(table_.active_count(), 0u);
+  EXPECT_EQ(CounterValue(registry_, "palisade_decisions_total", {{"change", "stale"}}), 1);
+  // Once the stream itself moves on past the window, the sweep drops it.
+  LogBatch later = first;
+  later.clear_records();
+  later.add_records()->set_line(Line("198.51.100.9", 0));
+  ASSERT_THAT(pipeline_.ProcessBatch(later), IsOk());
+  pipeline_.ExpireWindows();
+  EXPECT_EQ(pipeline_.engine_stats().expired_windows, 1u);
+}
+
 TEST_F(PipelineTest, BatchBecomesAckAndDecision) {
   LogBatch batch;
   batch.set_sequence(7);

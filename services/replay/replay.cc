@@ -6,7 +6,6 @@
 #include "prometheus/registry.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
-#include "services/formats/line_parser.h"
 #include "services/pipeline/pipeline.h"
 
 namespace palisade {
@@ -15,31 +14,42 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
                                      palisade::v1::LogFormat format,
                                      const std::vector<std::string>& lines,
                                      uint32_t batch_lines) {
+  ReplayOptions options;
+  options.batch_lines = batch_lines;
+  return Replay(std::move(rules), format, lines, options);
+}
+
+absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
+                                     palisade::v1::LogFormat format,
+                                     const std::vector<std::string>& lines,
+                                     const ReplayOptions& replay) {
   const absl::Time start = absl::Now();
   ReplaySummary summary;
-  // The clock follows the lines: it starts at the first line's time and moves to the latest
-  // time seen before each batch, so windows, expiry and staleness all run in event time.
-  SimulatedClock clock(absl::Now());
-  LineParser probe(format);
-  ParsedLine parsed;
-  absl::Time reference = absl::Now();
-  for (const std::string& l : lines) {
-    if (probe.Parse(l, reference, &parsed).ok() && parsed.time) {
-      clock.Set(*parsed.time);
-      break;
-    }
-  }
+  // Before the first line the clock reads the wall clock's now: the reference for the first
+  // yearless time, as for a log written up to today. From the first line on it follows the
+  // lines (PipelineOptions::advance_clock): each line is decided at the latest line time seen so
+  // far, after what expired by then.
+  SimulatedClock clock(start);
+  bool started = false;
   prometheus::Registry registry;
-  DecisionTable table(clock);
+  DecisionTable table(clock, replay.max_evidence);
   table.AddListener([&summary](const DecisionUpdate& u) {
     if (u.change == DecisionChange::kCreated) summary.decisions.push_back(u.decision);
+    if (u.change == DecisionChange::kStale) summary.stale.push_back(u.decision);
   });
   PipelineOptions options;
-  options.advance_clock = [&clock](absl::Time t) {
-    if (t > clock.TimeNow()) clock.Set(t);
+  options.engine.allowlist = replay.allowlist;
+  options.engine.max_evidence = replay.max_evidence;
+  options.clamp_future = false;
+  options.time_zone = replay.time_zone;
+  options.advance_clock = [&clock, &table, &started](absl::Time t) {
+    if (started && t <= clock.TimeNow()) return;
+    started = true;
+    clock.Set(t);
+    table.ExpireDue();
   };
   Pipeline pipeline(rules, options, clock, table, registry);
-  const uint32_t n = std::max<uint32_t>(1, batch_lines);
+  const uint32_t n = std::max<uint32_t>(1, replay.batch_lines);
   for (size_t begin = 0; begin < lines.size(); begin += n) {
     palisade::v1::LogBatch batch;
     batch.set_format(format);
@@ -51,7 +61,6 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
     summary.malformed += ack->malformed();
     summary.matched += ack->matched();
     summary.detections += ack->detections();
-    table.ExpireDue();
   }
   const auto& per_rule = pipeline.matches_per_rule();
   for (size_t i = 0; i < rules->rules().size() && i < per_rule.size(); ++i) {

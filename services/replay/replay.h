@@ -2,7 +2,16 @@
 // decide — with nothing sent anywhere. The clock follows the lines, so a month-old log yields
 // the decisions living through it would have: the tool to tune thresholds on last month's logs,
 // and the one the benchmarks compare with fail2ban-regex.
-// Thread-safety: one Replay at a time per object.
+//
+// Event time, line by line: before each line is decided, the simulated clock moves to the latest
+// line time seen so far and the decisions due by then expire; the line's detections are then
+// decided at that clock. Nothing depends on where batches are cut, and nothing a line decided
+// depends on the lines after it: the decisions over any prefix of a log are a subset of those
+// over the whole log, and `batch_lines` changes only the batch size, not the result. Times are
+// never clamped to the wall clock (a log from the future replays as written); a yearless time
+// takes the year nearest to the previous line's (the first line: at most a day after now).
+//
+// Thread-safety: Replay is a pure function of its arguments (each call has its own pipeline).
 #ifndef PALISADE_SERVICES_REPLAY_REPLAY_H_
 #define PALISADE_SERVICES_REPLAY_REPLAY_H_
 
@@ -14,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "palisade/v1/palisade.pb.h"
+#include "services/common/ip.h"
 #include "services/engine/rule_set.h"
 
 namespace palisade {
@@ -26,11 +36,29 @@ struct ReplaySummary {
   std::map<std::string, uint64_t> matches_per_rule;
   // Every decision made (created), in order.
   std::vector<palisade::v1::Decision> decisions;
+  // Detections that made no decision because it would already have been over at the replay's
+  // clock (a line far older than the latest one before it): not enforced, but told.
+  std::vector<palisade::v1::Decision> stale;
   absl::Duration wall;
 };
 
-// Replays `lines` of `format` through `rules`. `batch_lines` only changes how often decisions
-// are expired; the result does not depend on it.
+struct ReplayOptions {
+  // Lines per batch given to the pipeline. The result does not depend on it.
+  uint32_t batch_lines = 1000;
+  // The zone of times written without a UTC offset (RFC 3164, combined logs without one).
+  absl::TimeZone time_zone = absl::UTCTimeZone();
+  // Keys never counted (loopback is always added), as the daemon's config.allowlist.
+  CidrSet allowlist;
+  // Evidence lines kept per decision.
+  uint32_t max_evidence = 5;
+};
+
+// Replays `lines` of `format` through `rules`.
+absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
+                                     palisade::v1::LogFormat format,
+                                     const std::vector<std::string>& lines,
+                                     const ReplayOptions& options);
+// The same with the default options and `batch_lines` lines per batch.
 absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
                                      palisade::v1::LogFormat format,
                                      const std::vector<std::string>& lines,

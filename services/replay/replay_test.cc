@@ -4,6 +4,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
 #include "tests/corpus/corpus.h"
 
 namespace palisade {
@@ -50,6 +51,94 @@ TEST(ReplayTest, BatchSizeDoesNotChangeTheDecisions) {
   EXPECT_EQ(Targets(*big), Targets(*small));
   EXPECT_EQ(Targets(*big), corpus.attackers);
   EXPECT_EQ(big->detections, small->detections);
+}
+
+// What identifies a decision across runs (ids are random).
+std::set<std::string> Keys(const std::vector<palisade::v1::Decision>& decisions) {
+  std::set<std::string> out;
+  for (const auto& d : decisions) {
+    out.insert(absl::StrCat(d.rule_id(), " ", d.target().value(), " ", d.start().seconds(), "..",
+                            d.expiry().seconds(), " #", d.offence()));
+  }
+  return out;
+}
+
+// A realistic four-hour auth.log: the required property of replay. Before decisions were made
+// line by line, a 1,000-line batch spanned an hour, the clock jumped to its last line first,
+// and every decision made early in it that ended before that line was dropped as stale: the
+// longer the file, the fewer attackers.
+TEST(ReplayTest, PrefixDecisionsAreASubsetOfTheWholeAndBatchSizeChangesNothing) {
+  CorpusOptions options;
+  options.lines = 3000;
+  options.step = absl::Seconds(5);  // 3,000 lines over 4 h 10 min
+  options.seed = 11;
+  Corpus corpus = GenerateSshd(options);
+  auto rules = Pack("rules/sshd.textproto");
+  auto run = [&](size_t lines, uint32_t batch) {
+    std::vector<std::string> prefix(corpus.lines.begin(), corpus.lines.begin() + lines);
+    absl::StatusOr<ReplaySummary> s = Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, prefix, batch);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return *std::move(s);
+  };
+  const ReplaySummary whole = run(corpus.lines.size(), 1000);
+  ASSERT_GT(whole.decisions.size(), 10u);
+  EXPECT_TRUE(whole.stale.empty());
+  for (uint32_t batch : {1u, 7u, 1000u, 5000u}) {
+    const ReplaySummary s = run(corpus.lines.size(), batch);
+    EXPECT_EQ(Keys(s.decisions), Keys(whole.decisions)) << "batch_lines " << batch;
+    EXPECT_EQ(s.detections, whole.detections) << "batch_lines " << batch;
+  }
+  for (size_t lines : {400u, 1000u, 1777u, 2500u}) {
+    for (uint32_t batch : {7u, 1000u}) {
+      const ReplaySummary s = run(lines, batch);
+      EXPECT_THAT(Keys(s.decisions), ::testing::IsSubsetOf(Keys(whole.decisions)))
+          << lines << " lines, batch_lines " << batch;
+    }
+  }
+}
+
+// A line far older than the ones before it (an out-of-order merge of two files) makes a
+// decision that would already be over: it is not created, but the summary tells of it.
+TEST(ReplayTest, StaleDetectionsAreReported) {
+  std::vector<std::string> lines = {"Mar  3 15:00:00 h sshd[1]: Accepted publickey for a from "
+                                    "198.51.100.1 port 1 ssh2"};
+  for (int i = 0; i < 5; ++i) {
+    lines.push_back(absl::StrCat("Mar  3 12:00:0", i,
+                                 " h sshd[1]: Failed password for root from 203.0.113.9 port ",
+                                 100 + i, " ssh2"));
+  }
+  absl::StatusOr<ReplaySummary> s =
+      Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, lines);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->detections, 1u);
+  EXPECT_TRUE(s->decisions.empty());
+  ASSERT_EQ(s->stale.size(), 1u);
+  EXPECT_EQ(s->stale[0].target().value(), "203.0.113.9");
+}
+
+// Yearless lines across New Year: the year follows the previous line, and a log from the future
+// is replayed as written (no clamp to the wall clock).
+TEST(ReplayTest, NewYearAndFutureLogs) {
+  std::vector<std::string> lines;
+  for (int i = 0; i < 5; ++i) {
+    lines.push_back(absl::StrCat(i < 2 ? "Dec 31 23:59:5" : "Jan  1 00:00:0", i,
+                                 " h sshd[1]: Failed password for root from 203.0.113.9 port ",
+                                 100 + i, " ssh2"));
+  }
+  absl::StatusOr<ReplaySummary> s =
+      Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, lines);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->decisions.size(), 1u);  // five failures within seconds: one decision
+  std::vector<std::string> future;
+  for (int i = 0; i < 5; ++i) {
+    future.push_back(absl::StrCat("2099-01-01T00:00:0", i,
+                                  "Z h sshd[1]: Failed password for root from 203.0.113.9 port ",
+                                  100 + i, " ssh2"));
+  }
+  s = Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, future);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->decisions.size(), 1u);
+  EXPECT_EQ(s->decisions[0].start().seconds(), 4070908804);  // 2099-01-01T00:00:04Z
 }
 
 }  // namespace
