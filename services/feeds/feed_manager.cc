@@ -305,14 +305,34 @@ void FeedManager::SyncEdgeLocked() {
     for (const FeedEntry& e : feed.current->entries()) all.push_back(e.cidr);
   }
   std::vector<Cidr> merged = MergeCidrs(all);
-  if (merged.size() > options_.edge_max_entries) {
-    edge_held_.Increment();
-    Log(absl::StrCat("the feeds' union is ", merged.size(), " ranges, over feed_edge_max_entries ",
-                     options_.edge_max_entries, "; the edge keeps its current set"));
-    return;
-  }
   std::vector<DecisionTable::FeedTarget> desired;
-  desired.reserve(merged.size());
+  const bool over_cap = merged.size() > options_.edge_max_entries;
+  if (over_cap) {
+    // Hold the edge set as it is, refreshed below so it does not lapse, and say so once (not
+    // at every refresh).
+    edge_held_.Increment();
+    if (!edge_capped_) {
+      Log(absl::StrCat("the feeds' union is ", merged.size(),
+                       " ranges, over feed_edge_max_entries ", options_.edge_max_entries,
+                       "; the edge keeps its current set until the union fits"));
+    }
+    edge_capped_ = true;
+    DecisionFilter current;
+    current.origin = palisade::v1::ORIGIN_FEED;
+    current.active_only = true;
+    for (palisade::v1::Decision& d : table_->List(current)) {
+      DecisionTable::FeedTarget t;
+      t.target = std::move(*d.mutable_target());
+      t.reason = std::move(*d.mutable_reason());
+      desired.push_back(std::move(t));
+    }
+    merged.clear();
+  } else if (edge_capped_) {
+    Log(absl::StrCat("the feeds' union is ", merged.size(), " ranges, within ",
+                     "feed_edge_max_entries again; the edge follows the feeds"));
+    edge_capped_ = false;
+  }
+  desired.reserve(desired.size() + merged.size());
   for (const Cidr& c : merged) {
     DecisionTable::FeedTarget t;
     const bool host = c.prefix_length() == c.base().bit_length();
@@ -341,7 +361,7 @@ void FeedManager::SyncEdgeLocked() {
     if (u.change == DecisionChange::kCreated) edge_added_.Increment();
     if (u.change == DecisionChange::kWithdrawn) edge_removed_.Increment();
   }
-  edge_entries_.Set(static_cast<double>(merged.size()));
+  edge_entries_.Set(static_cast<double>(desired.size()));
   next_edge_refresh_ = now + ttl / 4;
 }
 

@@ -7,8 +7,9 @@
 //
 // Safety: indicators that touch the never-ban set (non-public ranges, the allowlist, this host,
 // Cloudflare's ranges) are dropped and counted; a version that shrinks the feed below
-// min_keep_ratio of its current size is held, not applied (push with force to override); a
-// union larger than edge_max_entries is not sent.
+// min_keep_ratio of its current size is held, not applied (push with force to override); while
+// the union is larger than edge_max_entries the edge keeps (and refreshes) the set it has, and
+// says so once (log, palisade_feed_edge_held_total counts the held syncs).
 //
 // Thread-safety: all public methods are thread-safe.
 #ifndef PALISADE_SERVICES_FEEDS_FEED_MANAGER_H_
@@ -122,6 +123,8 @@ class FeedManager {
   mutable absl::Mutex mu_;
   std::map<std::string, Feed, std::less<>> feeds_ ABSL_GUARDED_BY(mu_);
   absl::Time next_edge_refresh_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The union is over edge_max_entries: the edge holds its set (logged once per episode).
+  bool edge_capped_ ABSL_GUARDED_BY(mu_) = false;
   prometheus::Gauge& edge_entries_;
   prometheus::Counter& edge_added_;
   prometheus::Counter& edge_removed_;

@@ -9,11 +9,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
+#include "services/common/proto_time.h"
 #include "services/common/status_matchers.h"
 
 namespace palisade {
 namespace {
 
+using palisade::v1::Decision;
 using palisade::v1::FeedConfig;
 using palisade::v1::PushFeedResponse;
 using ::testing::HasSubstr;
@@ -170,6 +172,54 @@ TEST_F(FeedManagerTest, EdgeGetsTheMergedUnionAndOnlyTheDifference) {
   auto capped = Make({Plain("big", true)}, &table, nullptr, /*edge_max=*/5);
   ASSERT_THAT(capped->Push("big", kReplace, {}, false, Hosts(0, 10)), IsOk());
   EXPECT_THAT(targets(), SizeIs(2));
+}
+
+double Counter(prometheus::Registry& registry, const std::string& name) {
+  for (const prometheus::MetricFamily& f : registry.Collect()) {
+    if (f.name == name && !f.metric.empty()) return f.metric[0].counter.value;
+  }
+  return -1;
+}
+
+// Over feed_edge_max_entries the edge keeps the set it has, refreshed so it does not lapse, and
+// the sync is held once per refresh, not resynced every second.
+TEST_F(FeedManagerTest, OverTheEdgeCapTheCurrentEdgeSetIsHeldAndRefreshed) {
+  DecisionTable table(clock_);
+  FeedConfig config = Plain("big", true);
+  *config.mutable_entry_ttl() = ToProtoDuration(absl::Hours(4));
+  auto feeds = Make({config}, &table, nullptr, /*edge_max=*/5);
+  auto spread = [](int n) {  // n hosts that do not merge into ranges
+    std::string out;
+    for (int i = 0; i < n; ++i) absl::StrAppend(&out, "198.18.0.", 2 * i, "\n");
+    return out;
+  };
+  ASSERT_THAT(feeds->Push("big", kReplace, {}, false, spread(3)), IsOk());
+  DecisionFilter active;
+  active.active_only = true;
+  active.origin = palisade::v1::ORIGIN_FEED;
+  ASSERT_THAT(table.List(active), SizeIs(3));
+  ASSERT_THAT(feeds->Push("big", kReplace, {}, false, spread(10)), IsOk());  // over the cap
+  EXPECT_THAT(table.List(active), SizeIs(3));
+  const double held_after_push = Counter(metrics_, "palisade_feed_edge_held_total");
+  EXPECT_EQ(held_after_push, 1);
+  // A day of ticks, one a second, the feed still over the cap in every hourly version: the
+  // three decisions never lapse, and the held sync is counted per version and per refresh (a
+  // quarter of the entry TTL), not once a second.
+  for (int i = 0; i < 24 * 3600; ++i) {
+    if (i % 3600 == 0) {
+      ASSERT_THAT(feeds->Push("big", kReplace, {}, false, spread(10)), IsOk());
+    }
+    clock_.Advance(absl::Seconds(1));
+    feeds->Tick();
+    table.ExpireDue();
+  }
+  std::vector<Decision> still = table.List(active);
+  ASSERT_THAT(still, SizeIs(3));
+  for (const Decision& d : still) EXPECT_GT(DecisionExpiry(d), clock_.TimeNow());
+  EXPECT_LE(Counter(metrics_, "palisade_feed_edge_held_total"), held_after_push + 24 + 24);
+  // Back under the cap: the feed's set goes to the edge again.
+  ASSERT_THAT(feeds->Push("big", kReplace, {}, true, spread(4)), IsOk());
+  EXPECT_THAT(table.List(active), SizeIs(4));
 }
 
 TEST_F(FeedManagerTest, ExpiredEntriesLeaveTheFeedAndTheEdge) {
