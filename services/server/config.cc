@@ -264,6 +264,16 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
       }
     }
   }
+  if (absl::StatusOr<absl::TimeZone> z = TimeZoneNamed(config.time_zone()); !z.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": time_zone: ", z.status().message()));
+  }
+  for (const auto& [source, zone] : config.source_time_zones()) {
+    if (absl::StatusOr<absl::TimeZone> z = TimeZoneNamed(zone); !z.ok() || zone.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file, ": source_time_zones[\"", source, "\"]: ",
+          z.ok() ? "a zone name is required" : z.status().message()));
+    }
+  }
   auto* guard = config.mutable_guard();
   for (int i = 0; i < guard->never_ban_size(); ++i) {
     absl::StatusOr<Cidr> c = Cidr::Parse(guard->never_ban(i));
@@ -319,6 +329,16 @@ absl::StatusOr<palisade::v1::Config> LoadConfigFile(const std::string& path) {
   size_t slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
   return ParseConfig(buf.str(), path, dir);
+}
+
+absl::StatusOr<absl::TimeZone> TimeZoneNamed(const std::string& name) {
+  if (name.empty()) return absl::LocalTimeZone();
+  absl::TimeZone zone;
+  if (!absl::LoadTimeZone(name, &zone)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown time zone \"", name, "\" (expected an IANA name such as America/New_York, or UTC)"));
+  }
+  return zone;
 }
 
 absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(const palisade::v1::Config& config) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "palisade/v1/config.pb.h"
 #include "services/engine/rule_set.h"
 
@@ -20,6 +21,10 @@ absl::StatusOr<palisade::v1::Config> LoadConfigFile(const std::string& path);
 
 // The embedded defaults: loopback listeners and the shipped packs under `rules_dir`.
 palisade::v1::Config DefaultConfig(const std::string& rules_dir);
+
+// The zone a config names for times without an offset: an IANA name, "UTC", or "" for the
+// host's local zone. kInvalidArgument naming the zone when it is unknown.
+absl::StatusOr<absl::TimeZone> TimeZoneNamed(const std::string& name);
 
 // Loads and compiles every configured pack: all or nothing.
 absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(const palisade::v1::Config& config);

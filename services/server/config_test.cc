@@ -50,6 +50,27 @@ TEST(ConfigTest, ErrorsNameFileAndField) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("rule_files")));
 }
 
+TEST(ConfigTest, TimeZonesAreValidated) {
+  auto config = ParseConfig(R"pb(rule_files: "a"
+                                 time_zone: "America/New_York"
+                                 source_time_zones { key: "web-2" value: "UTC" })pb",
+                            "c.textproto", ".");
+  ASSERT_THAT(config, IsOk());
+  absl::StatusOr<absl::TimeZone> zone = TimeZoneNamed(config->time_zone());
+  ASSERT_THAT(zone, IsOk());
+  // 09:00 in New York in January is 14:00 UTC (UTC-5).
+  EXPECT_EQ(absl::FormatTime("%H:%M", absl::FromCivil(absl::CivilSecond(2026, 1, 15, 9, 0, 0), *zone),
+                             absl::UTCTimeZone()),
+            "14:00");
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a" time_zone: "Mars/Olympus")pb", "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("time_zone"), HasSubstr("Mars/Olympus"))));
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a" source_time_zones { key: "x" value: "" })pb",
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("source_time_zones[\"x\"]")));
+  EXPECT_THAT(TimeZoneNamed(""), IsOk());  // the host's local zone
+}
+
 TEST(ConfigTest, FeedsAreValidatedAndFileUrlsResolved) {
   auto config = ParseConfig(R"pb(rule_files: "a"
                                  feeds { name: "drop" format: FEED_FORMAT_SPAMHAUS url: "file://feeds/drop.txt" }

@@ -173,6 +173,11 @@ int Run() {
   options.engine.max_evidence = config->engine().max_evidence();
   options.engine.allowlist = *allowlist;
   options.max_line_bytes = config->engine().max_line_bytes();
+  // Times without an offset: the config's zone, else the host's (validated at load).
+  options.time_zone = *TimeZoneNamed(config->time_zone());
+  for (const auto& [source, zone] : config->source_time_zones()) {
+    options.source_time_zones[source] = *TimeZoneNamed(zone);
+  }
   Pipeline pipeline(*rules, options, clock, table, *registry);
   if (absl::StatusOr<std::string> windows = (*store)->LoadSnapshot("windows"); windows.ok()) {
     pipeline.RestoreWindows(*windows);
