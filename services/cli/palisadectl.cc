@@ -7,7 +7,8 @@
 //   palisadectl rules test PACK FILE [--format F] [--json] [--remote]
 //   palisadectl rules reload
 //   palisadectl actions release [--max N]
-//   palisadectl replay FILE... [--format F] [--rules PACK,...] [--json]
+//   palisadectl replay FILE... [--format F] [--config C | --rules PACK,...] [--batch_lines N]
+//                              [--time_zone Z] [--json]
 //   palisadectl status
 #include <unistd.h>
 
@@ -34,6 +35,7 @@
 #include "services/common/proto_time.h"
 #include "services/engine/rule_set.h"
 #include "services/server/auth.h"
+#include "services/server/config.h"
 #include "services/events/event_hub.h"
 #include "services/events/sinks.h"
 #include "services/feeds/feed_parser.h"
@@ -53,7 +55,8 @@ ABSL_FLAG(std::string, source, "", "Source name for shipped lines (default: the 
 ABSL_FLAG(bool, retime, false,
           "ship: move the lines' event times so the last line happened now (for demos and "
           "tests that ship a recorded log to a live daemon).");
-ABSL_FLAG(int32_t, batch_lines, 1000, "ship: lines per batch.");
+ABSL_FLAG(int32_t, batch_lines, 1000,
+          "ship, replay: lines per batch (replay's result does not depend on it).");
 ABSL_FLAG(bool, json, false, "Machine-readable output.");
 ABSL_FLAG(bool, active, false, "decisions list: only active decisions.");
 ABSL_FLAG(std::string, target, "", "decisions list: only this target.");
@@ -63,8 +66,15 @@ ABSL_FLAG(std::string, reason, "", "decisions add: free text.");
 ABSL_FLAG(bool, remote, false, "rules test: run through the server's Admin.TestRules.");
 ABSL_FLAG(int32_t, max, 0, "actions release: at most this many (0: all).");
 ABSL_FLAG(std::vector<std::string>, rules, {},
-          "replay: rule pack files (comma-separated). Default: every pack in --rules_dir.");
-ABSL_FLAG(std::string, rules_dir, "rules", "replay: where the shipped packs are.");
+          "replay: rule pack files (comma-separated). Default: --config's rule_files, else the "
+          "shipped packs from --rules_dir or the install locations.");
+ABSL_FLAG(std::string, rules_dir, "",
+          "replay: where the shipped packs are (default: /usr/share/palisade/rules, "
+          "/usr/local/share/palisade/rules, then ./rules).");
+ABSL_FLAG(std::string, config, "",
+          "replay: palisaded's config; its rule_files, cidr_sets, allowlist and time zones apply.");
+ABSL_FLAG(std::string, time_zone, "",
+          "replay: zone of times without a UTC offset (default: --config's, else the host's).");
 ABSL_FLAG(std::vector<std::string>, kinds, {},
           "watch: only these kinds (detection, decision, action; comma-separated).");
 ABSL_FLAG(uint64_t, after, 0, "watch: resume after this sequence number (0: new events only).");
@@ -387,20 +397,55 @@ int ReplayFiles(const std::vector<std::string>& files) {
   if (files.empty()) return Fail("replay: no files given");
   absl::StatusOr<LogFormat> format = ParseFormatName(absl::GetFlag(FLAGS_format));
   if (!format.ok()) return Fail(std::string(format.status().message()));
-  std::vector<std::string> pack_files = absl::GetFlag(FLAGS_rules);
-  if (pack_files.empty()) {
-    for (const char* p : {"sshd", "nginx", "cloudflare-tokens"}) {
-      pack_files.push_back(absl::StrCat(absl::GetFlag(FLAGS_rules_dir), "/", p, ".textproto"));
+  // The rules, sets, allowlist and zone of a real config when one is given (the packs that
+  // test CIDR sets, like cloudflare-audit, need its cidr_sets); else the shipped packs, found
+  // where an installed palisaded finds them.
+  palisade::v1::Config config;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    absl::StatusOr<palisade::v1::Config> loaded = LoadConfigFile(absl::GetFlag(FLAGS_config));
+    if (!loaded.ok()) return Fail(absl::StrCat("replay: ", loaded.status().message()));
+    config = *std::move(loaded);
+  }
+  if (!absl::GetFlag(FLAGS_rules).empty()) {
+    config.clear_rule_files();
+    for (const std::string& f : absl::GetFlag(FLAGS_rules)) config.add_rule_files(f);
+  }
+  if (config.rule_files().empty()) {
+    std::vector<std::string> dirs;
+    if (!absl::GetFlag(FLAGS_rules_dir).empty()) {
+      dirs.push_back(absl::GetFlag(FLAGS_rules_dir));
+    } else {
+      dirs = {"/usr/share/palisade/rules", "/usr/local/share/palisade/rules", "rules"};
+    }
+    std::string looked;
+    for (const std::string& dir : dirs) {
+      absl::StrAppend(&looked, looked.empty() ? "" : ", ", dir);
+      if (std::ifstream(absl::StrCat(dir, "/sshd.textproto")).good()) {
+        for (const char* p : {"sshd", "nginx", "cloudflare-tokens"}) {
+          config.add_rule_files(absl::StrCat(dir, "/", p, ".textproto"));
+        }
+        break;
+      }
+    }
+    if (config.rule_files().empty()) {
+      return Fail(absl::StrCat("replay: no rule packs found (looked for sshd.textproto in ", looked,
+                               "); give --config=palisade.textproto, --rules_dir=DIR or "
+                               "--rules=PACK,..."));
     }
   }
-  std::vector<LoadedPack> packs;
-  for (const std::string& f : pack_files) {
-    absl::StatusOr<LoadedPack> pack = LoadRulePackFile(f);
-    if (!pack.ok()) return Fail(std::string(pack.status().message()));
-    packs.push_back(*std::move(pack));
-  }
-  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile(packs);
-  if (!rules.ok()) return Fail(std::string(rules.status().message()));
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(config);
+  if (!rules.ok()) return Fail(absl::StrCat("replay: ", rules.status().message()));
+  ReplayOptions options;
+  options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
+  absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
+      std::vector<std::string>(config.allowlist().begin(), config.allowlist().end()));
+  if (!allowlist.ok()) return Fail(absl::StrCat("replay: allowlist: ", allowlist.status().message()));
+  options.allowlist = *std::move(allowlist);
+  if (config.engine().max_evidence() > 0) options.max_evidence = config.engine().max_evidence();
+  absl::StatusOr<absl::TimeZone> zone = TimeZoneNamed(
+      absl::GetFlag(FLAGS_time_zone).empty() ? config.time_zone() : absl::GetFlag(FLAGS_time_zone));
+  if (!zone.ok()) return Fail(absl::StrCat("replay: ", zone.status().message()));
+  options.time_zone = *zone;
   std::vector<std::string> lines;
   for (const std::string& file : files) {
     absl::StatusOr<std::vector<std::string>> l = ReadLines(file);
@@ -408,10 +453,13 @@ int ReplayFiles(const std::vector<std::string>& files) {
     lines.insert(lines.end(), std::make_move_iterator(l->begin()),
                  std::make_move_iterator(l->end()));
   }
-  absl::StatusOr<ReplaySummary> summary = Replay(*rules, *format, lines);
+  absl::StatusOr<ReplaySummary> summary = Replay(*rules, *format, lines, options);
   if (!summary.ok()) return Fail(std::string(summary.status().message()));
   if (absl::GetFlag(FLAGS_json)) {
+    // One decision per line; a stale one (would already have been over) is not active and has
+    // no id.
     for (const auto& d : summary->decisions) std::printf("%s\n", Json(d).c_str());
+    for (const auto& d : summary->stale) std::printf("%s\n", Json(d).c_str());
     return 0;
   }
   std::set<std::string> targets;
@@ -428,6 +476,18 @@ int ReplayFiles(const std::vector<std::string>& files) {
   std::printf("detections: %llu, decisions: %zu, targets that would be acted on: %zu\n",
               static_cast<unsigned long long>(summary->detections), summary->decisions.size(),
               targets.size());
+  if (!summary->stale.empty()) {
+    // Not enforced (they would already have been over when their line came, the log being out of
+    // order), but never silently lost.
+    std::printf("stale: %zu detection(s) whose decision would already have ended:\n",
+                summary->stale.size());
+    for (const auto& d : summary->stale) {
+      std::printf("  %s %s at %s\n", d.rule_id().c_str(), d.target().value().c_str(),
+                  absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProtoTime(d.start()),
+                                   absl::UTCTimeZone())
+                      .c_str());
+    }
+  }
   return 0;
 }
 
@@ -670,7 +730,8 @@ int main(int argc, char** argv) {
       "  decisions delete ID\n"
       "  rules test PACK FILE [--format F] [--json] [--remote]\n"
       "  rules reload\n"
-      "  replay FILE... [--format F] [--rules A,B] [--json]   (offline, event time, dry run)\n"
+      "  replay FILE... [--format F] [--config C | --rules A,B | --rules_dir D] [--batch_lines N]\n"
+      "        [--time_zone Z] [--json]   (offline, event time, dry run)\n"
       "  actions release [--max N]   (let actions held by the blast-radius guard go out)\n"
       "  status [--json]\n"
       "  watch [--kinds detection,decision,action] [--rule R] [--origin rule|manual|feed]\n"
