@@ -22,7 +22,7 @@
 #include "services/decisions/decision_table.h"
 #include "services/events/event_hub.h"
 #include "services/server/auth.h"
-#include "services/feeds/feed_manager.h"
+#include "services/feedmanager/feed_manager.h"
 #include "services/pipeline/pipeline.h"
 
 namespace palisade {

@@ -12,7 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "prometheus/registry.h"
 #include "services/common/clock.h"
-#include "services/feeds/feed_manager.h"
+#include "services/feedmanager/feed_manager.h"
 #include "services/feeds/feed_parser.h"
 #include "services/feeds/feed_set.h"
 

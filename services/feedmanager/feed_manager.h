@@ -12,8 +12,8 @@
 // says so once (log, palisade_feed_edge_held_total counts the held syncs).
 //
 // Thread-safety: all public methods are thread-safe.
-#ifndef PALISADE_SERVICES_FEEDS_FEED_MANAGER_H_
-#define PALISADE_SERVICES_FEEDS_FEED_MANAGER_H_
+#ifndef PALISADE_SERVICES_FEEDMANAGER_FEED_MANAGER_H_
+#define PALISADE_SERVICES_FEEDMANAGER_FEED_MANAGER_H_
 
 #include <map>
 #include <memory>
@@ -135,4 +135,4 @@ class FeedManager {
 
 }  // namespace palisade
 
-#endif  // PALISADE_SERVICES_FEEDS_FEED_MANAGER_H_
+#endif  // PALISADE_SERVICES_FEEDMANAGER_FEED_MANAGER_H_

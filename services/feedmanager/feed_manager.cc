@@ -1,4 +1,4 @@
-#include "services/feeds/feed_manager.h"
+#include "services/feedmanager/feed_manager.h"
 
 #include <algorithm>
 #include <iostream>
