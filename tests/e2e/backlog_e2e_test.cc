@@ -2,6 +2,8 @@
 // is cut over two batches, with the daemon's sweep running between them. Windows age in each
 // stream's event time, so the threshold is still reached; a decision that would already be over
 // is not enforced but counted as stale (palisade_decisions_total{change="stale"}).
+#include <stdlib.h>
+
 #include <fstream>
 #include <set>
 
@@ -127,6 +129,47 @@ TEST(BacklogTest, HourOldAttackInTwoBatchesReachesItsThreshold) {
   EXPECT_EQ(Metric(**daemon, "palisade_decisions_total",
                    {"change=\"created\"", "rule=\"backlog-long\""}),
             1);
+  EXPECT_EQ((*daemon)->Stop(), 0);
+}
+
+// A host five hours behind UTC (TZ=America/New_York in January; four hours in summer): syslog
+// writes local time without an offset, and palisaded (no time_zone in its config) reads it in
+// the host's zone. Read as UTC, as it was, these fresh lines were four or five hours old and the
+// four-hour ban was stale on arrival.
+TEST(TimeZoneTest, SyslogTimesOfAUtcMinusFiveHostAreReadInItsZone) {
+  ASSERT_EQ(setenv("TZ", "America/New_York", 1), 0);
+  absl::TimeZone new_york;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  std::ofstream(dir + "/tz.textproto") << kPack;
+  std::ofstream(dir + "/tz_config.textproto") << "rule_files: \"" << dir << "/tz.textproto\"\n";
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + dir + "/tz_config.textproto"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel =
+      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  auto decisions = palisade::v1::Decisions::NewStub(channel);
+  const absl::Time start = absl::FromUnixSeconds(absl::ToUnixSeconds(absl::Now()) - 10);
+  std::vector<std::string> lines;
+  for (int i = 0; i < 4; ++i) {
+    lines.push_back(absl::StrCat(
+        absl::FormatTime("%b %e %H:%M:%S", start + absl::Seconds(i), new_york),
+        " web-1 sshd[1]: Failed password for root from 203.0.113.60 port ", 1000 + i, " ssh2"));
+  }
+  ShipOptions options;
+  options.source = "web-1";
+  absl::StatusOr<ShipSummary> shipped = Ship(*ingest, Records(lines), options);
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
+  EXPECT_EQ(shipped->detections, 1u);
+  grpc::ClientContext ctx;
+  palisade::v1::ListDecisionsRequest req;
+  req.set_target("203.0.113.60");
+  palisade::v1::ListDecisionsResponse resp;
+  ASSERT_TRUE(decisions->List(&ctx, req, &resp).ok());
+  ASSERT_EQ(resp.decisions_size(), 1);
+  EXPECT_TRUE(resp.decisions(0).active());
+  EXPECT_EQ(resp.decisions(0).start().seconds(), absl::ToUnixSeconds(start + absl::Seconds(3)));
   EXPECT_EQ((*daemon)->Stop(), 0);
 }
 
