@@ -48,6 +48,7 @@ palisade::v1::Event DetectionEventFrom(absl::string_view source, Detection&& det
   for (std::string& line : detection.evidence) body->add_evidence(std::move(line));  // redacted
   body->set_source(std::string(source));
   for (const std::string& f : detection.feeds) body->add_feeds(f);
+  body->set_outcome(std::string(DecisionChangeName(update.change)));
   return e;
 }
 

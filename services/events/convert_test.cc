@@ -81,6 +81,7 @@ TEST(ConvertTest, StaleDecisionsMakeNoEventAndDetectionsKeepTheirLines) {
   detection.feeds = {"drop"};
   palisade::v1::Event d = DetectionEventFrom("web-1", std::move(detection), stale);
   EXPECT_TRUE(d.correlation_id().empty());  // a stale detection made no decision
+  EXPECT_EQ(d.detection().outcome(), "stale");  // but says so
   EXPECT_THAT(d.detection().evidence(), ::testing::ElementsAre("line 1", "line 2"));
   EXPECT_THAT(d.detection().feeds(), ::testing::ElementsAre("drop"));
   EXPECT_EQ(d.detection().source(), "web-1");
