@@ -369,13 +369,19 @@ palisade::v1::TestRulesResponse Pipeline::TestRules(std::shared_ptr<const RuleSe
   ParsedLine parsed;
   std::map<std::string, palisade::v1::RuleSummary> summary;
   for (const auto& rule : rules->rules()) summary[rule->id()].set_rule_id(rule->id());
+  // As in a batch: the first yearless time against `reference` (now), the next ones against
+  // the previous line.
+  YearRule rule = YearRule::kAtMostADayAhead;
   for (size_t i = 0; i < lines.size(); ++i) {
     out.set_lines(out.lines() + 1);
-    if (!parser.Parse(lines[i], reference, &parsed).ok()) {
+    if (!parser.Parse(lines[i], reference, &parsed, rule).ok()) {
       out.set_malformed(out.malformed() + 1);
       continue;
     }
-    if (parsed.time) reference = *parsed.time;
+    if (parsed.time) {
+      reference = *parsed.time;
+      rule = YearRule::kNearest;
+    }
     bool any = false;
     engine.MatchOnly(format, parsed, [&](const CompiledRule& rule, absl::string_view key) {
       any = true;
