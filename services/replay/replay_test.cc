@@ -116,6 +116,37 @@ TEST(ReplayTest, StaleDetectionsAreReported) {
   EXPECT_EQ(s->stale[0].target().value(), "203.0.113.9");
 }
 
+// A sparse log with a gap of three days: the later lines keep their own times. Before, they were
+// resolved against the batch's reference (the clock, a day-ahead limit): RFC 3164 lines moved a
+// year back (the attack's decision was then stale and dropped), and dated lines were clamped to
+// one instant (five failures forty minutes apart became a false detection).
+TEST(ReplayTest, GapOfDaysKeepsLineTimes) {
+  const std::string first =
+      "Mar  3 12:00:00 h sshd[1]: Accepted publickey for a from 198.51.100.1 port 1 ssh2";
+  std::vector<std::string> attack = {first}, sparse = {first};
+  for (int i = 0; i < 5; ++i) {
+    attack.push_back(absl::StrCat("Mar  6 12:00:0", i,
+                                  " h sshd[1]: Failed password for root from 203.0.113.9 port ",
+                                  100 + i, " ssh2"));
+    sparse.push_back(absl::StrCat("2026-03-06T12:", i,
+                                  "0:00Z h sshd[1]: Failed password for root from 203.0.113.8 "
+                                  "port ",
+                                  100 + i, " ssh2"));
+  }
+  for (uint32_t batch : {1u, 1000u}) {
+    absl::StatusOr<ReplaySummary> s =
+        Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, attack, batch);
+    ASSERT_TRUE(s.ok()) << s.status();
+    ASSERT_EQ(s->decisions.size(), 1u) << "batch_lines " << batch;
+    EXPECT_EQ(absl::FormatTime("%m-%d %H:%M:%S", absl::FromUnixSeconds(s->decisions[0].start().seconds()),
+                               absl::UTCTimeZone()),
+              "03-06 12:00:04");
+    s = Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, sparse, batch);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->detections, 0u) << "batch_lines " << batch;
+  }
+}
+
 // Yearless lines across New Year: the year follows the previous line, and a log from the future
 // is replayed as written (no clamp to the wall clock).
 TEST(ReplayTest, NewYearAndFutureLogs) {
