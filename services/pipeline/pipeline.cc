@@ -234,7 +234,10 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
           line = sanitized;
         }
       }
-      const bool first = previous == absl::InfinitePast();
+      // In the daemon, a stream silent for a month starts over from now: the nearest year to a
+      // line half a year old could be the wrong one, and live lines are recent.
+      const bool first = previous == absl::InfinitePast() ||
+                         (options_.clamp_future && now - previous > absl::Hours(24 * 30));
       absl::Status s = parser.Parse(line, first ? now : previous, &parsed,
                                     first ? YearRule::kAtMostADayAhead : YearRule::kNearest);
       if (!s.ok()) {

@@ -103,6 +103,34 @@ TEST_F(PipelineTest, BacklogWindowsAgeInEventTimeAcrossTheSweep) {
   EXPECT_EQ(pipeline_.engine_stats().expired_windows, 1u);
 }
 
+// Yearless lines of one source follow its previous line across batches (nearest year: 31 Dec
+// then 1 Jan is the next day); after a month of silence the daemon starts again from now.
+TEST_F(PipelineTest, YearlessTimesFollowThePreviousLineOfTheirSource) {
+  clock_.Set(absl::FromUnixSeconds(1'767'225'700));  // 2026-01-01 00:01:40 UTC
+  auto batch = [](absl::string_view line) {
+    LogBatch b;
+    b.set_source("web-1");
+    b.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+    b.add_records()->set_line(std::string(line));
+    return b;
+  };
+  // A backlog shipped just after New Year: 31 Dec is last year (at most a day ahead of now)...
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_THAT(pipeline_.ProcessBatch(batch(absl::StrCat(
+                    "Dec 31 23:59:5", i,
+                    " web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2"))),
+                IsOk());
+  }
+  // ... and 1 Jan, in a later batch, the day after its previous line (not eleven months back).
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch(
+      "Jan  1 00:00:01 web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2"));
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 1u);
+  std::vector<palisade::v1::Decision> all = table_.List({});
+  ASSERT_THAT(all, SizeIs(1));
+  EXPECT_EQ(all[0].start().seconds(), 1'767'225'601);  // 2026-01-01 00:00:01
+}
+
 TEST_F(PipelineTest, BatchBecomesAckAndDecision) {
   LogBatch batch;
   batch.set_sequence(7);
