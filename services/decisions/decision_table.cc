@@ -93,8 +93,11 @@ absl::Status DecisionTable::Restore() {
   return absl::OkStatus();
 }
 
-void DecisionTable::PersistLocked(const std::vector<DecisionUpdate*>& updates) {
+void DecisionTable::PersistLocked(std::vector<DecisionUpdate>& change_set) {
   if (store_ == nullptr) return;
+  std::vector<DecisionUpdate*> updates;
+  updates.reserve(change_set.size());
+  for (DecisionUpdate& u : change_set) updates.push_back(&u);
   std::vector<Store::Change> changes;
   std::vector<DecisionUpdate*> recorded;
   // A decision extended several times in one batch is written once, as it ends up.
@@ -350,9 +353,7 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
                                         detection.rule_id, detection.evidence, "", &all);
     if (update.change == DecisionChange::kCreated) update.secret = detection.secret;
     all.push_back(std::move(update));
-    std::vector<DecisionUpdate*> ptrs;
-    for (DecisionUpdate& u : all) ptrs.push_back(&u);
-    PersistLocked(ptrs);
+    PersistLocked(all);
     ticket = NextTicketLocked();
   }
   Notify(ticket, all);
@@ -387,9 +388,7 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
       }
       all.push_back(updates.back());
     }
-    std::vector<DecisionUpdate*> ptrs;
-    for (DecisionUpdate& u : all) ptrs.push_back(&u);
-    PersistLocked(ptrs);
+    PersistLocked(all);
     // Hand the recorded outbox operations back to the per-detection view.
     for (size_t i = 0, j = 0; i < updates.size(); ++i, ++j) {
       while (all[j].change != updates[i].change ||
@@ -483,9 +482,7 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
     DecisionUpdate update = ApplyLocked(target, spec, clock_.TimeNow(),
                                         palisade::v1::ORIGIN_MANUAL, "", {}, req.reason(), &all);
     all.push_back(std::move(update));
-    std::vector<DecisionUpdate*> ptrs;
-    for (DecisionUpdate& u : all) ptrs.push_back(&u);
-    PersistLocked(ptrs);
+    PersistLocked(all);
     ticket = NextTicketLocked();
   }
   Notify(ticket, all);
@@ -562,9 +559,7 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
       updates.push_back(WithdrawLocked(by_id_[id]));
       ReinstateLocked(by_id_[id], &updates);
     }
-    std::vector<DecisionUpdate*> ptrs;
-    for (DecisionUpdate& u : updates) ptrs.push_back(&u);
-    PersistLocked(ptrs);
+    PersistLocked(updates);
     ticket = NextTicketLocked();
   }
   Notify(ticket, updates);
@@ -598,9 +593,7 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
                    claims.end());
     }
     ReinstateLocked(d, &all);
-    std::vector<DecisionUpdate*> ptrs;
-    for (DecisionUpdate& u : all) ptrs.push_back(&u);
-    PersistLocked(ptrs);
+    PersistLocked(all);
     ticket = NextTicketLocked();
   }
   Notify(ticket, all);
@@ -648,9 +641,7 @@ std::vector<Decision> DecisionTable::ExpireDue() {
       updates.push_back({DecisionChange::kExpired, d});
       ReinstateLocked(d, &updates);  // a claim that waited behind it takes over
     }
-    std::vector<DecisionUpdate*> ptrs;
-    for (DecisionUpdate& u : updates) ptrs.push_back(&u);
-    PersistLocked(ptrs);
+    PersistLocked(updates);
     ticket = NextTicketLocked();
   }
   Notify(ticket, updates);

@@ -158,8 +158,7 @@ class DecisionTable {
   std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   DecisionUpdate WithdrawLocked(palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes the changes to the store, if any, in one transaction; sets their outbox_seq.
-  void PersistLocked(const std::vector<DecisionUpdate*>& updates)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PersistLocked(std::vector<DecisionUpdate>& change_set) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands `updates` to the listeners once every change set made before it was handed over:
   // each set takes a ticket under mu_ (NextTicketLocked), in the order of the changes, and sets
   // are heard in ticket order. `before`, when set, runs in the same turn, first. Every ticket
