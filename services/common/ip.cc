@@ -106,13 +106,80 @@ const CidrSet& NonPublicRanges() {
     auto set = CidrSet::Parse({"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8",
                                "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4",
                                "240.0.0.0/4", "::/128", "::1/128", "fc00::/7", "fe80::/10",
-                               "ff00::/8"});
+                               "ff00::/8", "64:ff9b:1::/48"});
     return new CidrSet(*std::move(set));
   }();
   return *ranges;
 }
 
 bool IpAddress::IsNonPublic() const { return NonPublicRanges().Contains(*this); }
+
+namespace {
+
+// An IPv6 prefix whose addresses carry an IPv4 address in 4 bytes from `v4_byte` (every
+// documented form puts it on a byte boundary), stored inverted for Teredo.
+struct EmbeddingForm {
+  std::array<uint8_t, 16> prefix;
+  int prefix_length;
+  int v4_byte;
+  bool inverted;
+};
+
+constexpr EmbeddingForm kEmbeddingForms[] = {
+    {{}, 96, 12, false},                                             // ::a.b.c.d
+    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}, 96, 12, false},     // ::ffff:a.b.c.d
+    {{0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0}, 96, 12, false},     // ::ffff:0:a.b.c.d
+    {{0x00, 0x64, 0xff, 0x9b}, 96, 12, false},                       // 64:ff9b::a.b.c.d
+    {{0x20, 0x02}, 16, 2, false},                                    // 2002:aabb:ccdd::/48
+    {{0x20, 0x01, 0x00, 0x00}, 32, 12, true},                        // Teredo 2001:0::/32
+};
+
+}  // namespace
+
+std::vector<Cidr> EmbeddedIpv4Ranges(const Cidr& range) {
+  std::vector<Cidr> out;
+  if (range.base().is_v4()) return out;
+  for (const EmbeddingForm& form : kEmbeddingForms) {
+    const Cidr prefix = Cidr::Covering(IpAddress::FromBytes(false, form.prefix),
+                                       form.prefix_length);
+    if (range.prefix_length() <= form.prefix_length) {
+      // The range holds the whole form (or misses it): every IPv4 address, or none.
+      if (range.Contains(prefix.base())) {
+        out.push_back(Cidr::Covering(IpAddress::FromBytes(true, {}), 0));
+      }
+      continue;
+    }
+    if (!prefix.Contains(range.base())) continue;
+    std::array<uint8_t, 16> v4{};
+    for (int i = 0; i < 4; ++i) {
+      const uint8_t b = range.base().bytes()[form.v4_byte + i];
+      v4[i] = form.inverted ? static_cast<uint8_t>(~b) : b;
+    }
+    // Only the IPv4 bits the range fixes count; Covering clears the rest (and so undoes the
+    // inversion of bits the range leaves free).
+    const int fixed = std::max(0, std::min(32, range.prefix_length() - form.v4_byte * 8));
+    out.push_back(Cidr::Covering(IpAddress::FromBytes(true, v4), fixed));
+  }
+  return out;
+}
+
+std::optional<IpAddress> EmbeddedIpv4(const IpAddress& ip) {
+  if (ip.is_v4()) return std::nullopt;
+  std::vector<Cidr> ranges = EmbeddedIpv4Ranges(Cidr::Covering(ip, 128));
+  if (ranges.empty()) return std::nullopt;
+  return ranges.front().base();
+}
+
+bool TouchesNeverBan(const Cidr& range, const CidrSet& protected_set) {
+  auto touches = [&](const Cidr& c) {
+    return NonPublicRanges().ContainsAnyIn(c) || protected_set.ContainsAnyIn(c);
+  };
+  if (touches(range)) return true;
+  for (const Cidr& v4 : EmbeddedIpv4Ranges(range)) {
+    if (touches(v4)) return true;
+  }
+  return false;
+}
 
 IpAddress IpAddress::FromBytes(bool v4, const std::array<uint8_t, 16>& bytes) {
   IpAddress ip;

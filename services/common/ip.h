@@ -92,8 +92,32 @@ class CidrSet {
 };
 
 // Loopback, private (RFC 1918, ULA), link-local, unspecified, CGNAT, multicast and reserved
-// ranges: never a Cloudflare visitor, never a ban target.
+// ranges (and the local-use NAT64 prefix 64:ff9b:1::/48, RFC 8215, whose IPv4 position depends
+// on a prefix length only its operator knows): never a Cloudflare visitor, never a ban target.
 const CidrSet& NonPublicRanges();
+
+// The IPv4 address an IPv6 address carries, for the documented forms that embed one (the forms
+// are disjoint, so there is at most one):
+//   ::a.b.c.d          IPv4-compatible (RFC 4291 2.5.5.1, deprecated)
+//   ::ffff:a.b.c.d     IPv4-mapped (RFC 4291 2.5.5.2; IpAddress::Parse folds it already)
+//   ::ffff:0:a.b.c.d   IPv4-translated (SIIT, RFC 2765)
+//   64:ff9b::a.b.c.d   NAT64 well-known prefix (RFC 6052)
+//   2002:AABB:CCDD::/48  6to4 (RFC 3056): the IPv4 in bits 16..47
+//   2001:0::/32        Teredo (RFC 4380): the client's mapped address, stored inverted in the
+//                      last 32 bits
+// nullopt for IPv4 and for any other IPv6. Whoever writes a log line picks the address text,
+// so "::a00:1" must be judged as 10.0.0.1, not as some public IPv6 host.
+std::optional<IpAddress> EmbeddedIpv4(const IpAddress& ip);
+
+// The IPv4 ranges an IPv6 range covers through those forms: "2002:a00::/24" → 10.0.0.0/8,
+// "64:ff9b::/64" → 0.0.0.0/0 (it holds the whole embedded space), a /128 → the /32 it embeds.
+// Empty for IPv4 ranges and ranges that touch no embedding form.
+std::vector<Cidr> EmbeddedIpv4Ranges(const Cidr& range);
+
+// The one never-ban test (guard, IP list actuator, feeds): true when `range` (an address is a
+// /32 or /128) overlaps NonPublicRanges() or `protected_set` (either holds the other), directly
+// or through an IPv4 address or range it embeds.
+bool TouchesNeverBan(const Cidr& range, const CidrSet& protected_set);
 
 }  // namespace palisade
 

@@ -80,5 +80,88 @@ TEST(CidrTest, ErrorsNameTheProblem) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("entry 2")));
 }
 
+std::string Embedded(absl::string_view text) {
+  std::optional<IpAddress> ip = IpAddress::Parse(text);
+  if (!ip) return "<invalid>";
+  std::optional<IpAddress> v4 = EmbeddedIpv4(*ip);
+  return v4 ? v4->ToString() : "<none>";
+}
+
+TEST(EmbeddedIpv4Test, EveryDocumentedFormYieldsItsIpv4) {
+  EXPECT_EQ(Embedded("::a00:1"), "10.0.0.1");          // IPv4-compatible
+  EXPECT_EQ(Embedded("::7f00:1"), "127.0.0.1");
+  EXPECT_EQ(Embedded("::ffff:0:a00:1"), "10.0.0.1");   // IPv4-translated (SIIT)
+  EXPECT_EQ(Embedded("64:ff9b::a00:1"), "10.0.0.1");   // NAT64
+  EXPECT_EQ(Embedded("64:ff9b::192.168.1.1"), "192.168.1.1");
+  EXPECT_EQ(Embedded("2002:a00:1::1"), "10.0.0.1");    // 6to4
+  EXPECT_EQ(Embedded("2002:c633:6405:7::9"), "198.51.100.5");
+  // Teredo: the client's address is stored inverted (10.0.0.1 → f5ff:fffe).
+  EXPECT_EQ(Embedded("2001:0:4136:e378:8000:63bf:f5ff:fffe"), "10.0.0.1");
+  // Parse folds the mapped form itself: an IPv4 address embeds nothing further.
+  EXPECT_EQ(Embedded("::ffff:10.0.0.1"), "<none>");
+  EXPECT_EQ(Embedded("10.0.0.1"), "<none>");
+  // Ordinary global IPv6 embeds nothing.
+  EXPECT_EQ(Embedded("2a01:4f8:1:2::6"), "<none>");
+  EXPECT_EQ(Embedded("2001:db8::a00:1"), "<none>");
+  EXPECT_EQ(Embedded("64:ff9c::a00:1"), "<none>");
+  // Mapped bytes that did not come through Parse are read the same way.
+  std::array<uint8_t, 16> mapped{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1};
+  std::optional<IpAddress> v4 = EmbeddedIpv4(IpAddress::FromBytes(false, mapped));
+  ASSERT_TRUE(v4.has_value());
+  EXPECT_EQ(v4->ToString(), "10.0.0.1");
+}
+
+std::vector<std::string> EmbeddedRanges(absl::string_view text) {
+  std::vector<std::string> out;
+  for (const Cidr& c : EmbeddedIpv4Ranges(*Cidr::Parse(text))) out.push_back(c.ToString());
+  return out;
+}
+
+TEST(EmbeddedIpv4Test, RangesMapToTheIpv4TheyCover) {
+  using ::testing::ElementsAre;
+  using ::testing::IsEmpty;
+  EXPECT_THAT(EmbeddedRanges("2002:a00::/24"), ElementsAre("10.0.0.0/8"));
+  EXPECT_THAT(EmbeddedRanges("2002::/16"), ElementsAre("0.0.0.0/0"));
+  EXPECT_THAT(EmbeddedRanges("2002:c633:6400::/40"), ElementsAre("198.51.100.0/24"));
+  EXPECT_THAT(EmbeddedRanges("64:ff9b::a00:0/104"), ElementsAre("10.0.0.0/8"));
+  EXPECT_THAT(EmbeddedRanges("64:ff9b::/64"), ElementsAre("0.0.0.0/0"));
+  EXPECT_THAT(EmbeddedRanges("2001:0:1:2::/64"), ElementsAre("0.0.0.0/0"));  // Teredo clients
+  EXPECT_THAT(EmbeddedRanges("2001:0:1:2:0:0:f5ff:ff00/120"), ElementsAre("10.0.0.0/24"));
+  EXPECT_THAT(EmbeddedRanges("::a00:1/128"), ElementsAre("10.0.0.1/32"));
+  // A wide range holds several forms at once.
+  EXPECT_THAT(EmbeddedRanges("2000::/3"), ElementsAre("0.0.0.0/0", "0.0.0.0/0"));
+  EXPECT_THAT(EmbeddedRanges("2a01:4f8:1:2::/64"), IsEmpty());
+  EXPECT_THAT(EmbeddedRanges("10.0.0.0/8"), IsEmpty());
+}
+
+TEST(TouchesNeverBanTest, JudgesWhatIsSentIncludingEmbeddedIpv4) {
+  const CidrSet allow = *CidrSet::Parse({"2a01:4f8:1:2::5", "198.51.100.5"});
+  auto touches = [&](absl::string_view text) { return TouchesNeverBan(*Cidr::Parse(text), allow); };
+  // The allowlisted host's /64, and any wider range, covers it.
+  EXPECT_TRUE(touches("2a01:4f8:1:2::5"));
+  EXPECT_TRUE(touches("2a01:4f8:1:2::/64"));
+  EXPECT_TRUE(touches("2a01:4f8::/32"));
+  EXPECT_FALSE(touches("2a01:4f8:1:2::6"));
+  EXPECT_FALSE(touches("2a01:4f8:1:3::/64"));
+  // Non-public IPv4 in every IPv6 disguise.
+  for (absl::string_view disguised :
+       {"::a00:1", "::7f00:1", "64:ff9b::a00:1", "2002:a00:1::1", "::ffff:10.0.0.1",
+        "::ffff:0:a00:1", "2001:0:4136:e378:8000:63bf:f5ff:fffe", "64:ff9b:1::a00:1"}) {
+    EXPECT_TRUE(touches(disguised)) << disguised;
+  }
+  // An allowlisted public IPv4 through 6to4 and NAT64, as an address and as a range.
+  EXPECT_TRUE(touches("2002:c633:6405::1"));
+  EXPECT_TRUE(touches("64:ff9b::c633:6405"));
+  EXPECT_TRUE(touches("2002:c633:6400::/40"));
+  // Ranges that hold a whole embedding form hold private space too.
+  EXPECT_TRUE(touches("2002::/16"));
+  EXPECT_TRUE(touches("64:ff9b::/96"));
+  // Public IPv4 embedded is judged as that IPv4: an ordinary address.
+  EXPECT_FALSE(touches("2002:cb00:7107::1"));   // 203.0.113.7
+  EXPECT_FALSE(touches("64:ff9b::cb00:7107"));
+  EXPECT_FALSE(touches("203.0.113.7"));
+  EXPECT_TRUE(touches("10.0.0.1"));
+}
+
 }  // namespace
 }  // namespace palisade
