@@ -91,7 +91,8 @@ absl::string_view FormatName(LogFormat format) {
   }
 }
 
-size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out, absl::TimeZone zone) {
+absl::StatusOr<size_t> ParseRfc3339Timestamp(absl::string_view text, absl::Time* out,
+                                              absl::TimeZone zone) {
   int year, month, day, hour, minute, second;
   if (!ReadDigits(text, 0, 4, &year) || text.size() < 19 || text[4] != '-' ||
       !ReadDigits(text, 5, 2, &month) || text[7] != '-' || !ReadDigits(text, 8, 2, &day) ||
@@ -100,8 +101,9 @@ size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out, absl::TimeZon
       !ReadDigits(text, 17, 2, &second)) {
     return 0;
   }
+  // From here on the text has a timestamp's shape: what is wrong with it is an impossible time.
   if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
-    return 0;
+    return absl::OutOfRangeError("a date or time field out of range");
   }
   size_t pos = 19;
   absl::Duration frac;
@@ -110,10 +112,10 @@ size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out, absl::TimeZon
     int64_t nanos = 0;
     int digits = 0;
     while (pos < text.size() && absl::ascii_isdigit(text[pos])) {
-      if (digits < 9) {
-        nanos = nanos * 10 + (text[pos] - '0');
-        ++digits;
-      }
+      // Past nanoseconds a fraction means nothing (RFC 5424 allows six digits): a longer one is
+      // forged, and scanning thousands of digits per line would be the attacker's to choose.
+      if (++digits > 9) return absl::OutOfRangeError("a fraction of more than 9 digits");
+      nanos = nanos * 10 + (text[pos] - '0');
       ++pos;
     }
     if (digits == 0) return 0;
@@ -130,16 +132,26 @@ size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out, absl::TimeZon
         !ReadDigits(text, pos + 4, 2, &om)) {
       return 0;
     }
+    // RFC 3339's time-numoffset: hours 00-23, minutes 00-59 (+99:99 would move the line by
+    // four days).
+    if (oh > 23 || om > 59) return absl::OutOfRangeError("a UTC offset out of range");
     offset_seconds = (oh * 3600 + om * 60) * (text[pos] == '-' ? -1 : 1);
     pos += 6;
   } else {
     has_offset = false;
   }
   absl::CivilSecond cs(year, month, day, hour, minute, second);
-  if (cs.day() != day) return 0;  // e.g. February 31st normalised away
+  if (cs.day() != day) {  // e.g. February 31st normalised away
+    return absl::OutOfRangeError("a date that does not exist");
+  }
   *out = absl::FromCivil(cs, has_offset ? absl::UTCTimeZone() : zone) + frac -
          absl::Seconds(offset_seconds);
   return pos;
+}
+
+size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out, absl::TimeZone zone) {
+  absl::StatusOr<size_t> used = ParseRfc3339Timestamp(text, out, zone);
+  return used.ok() ? *used : 0;
 }
 
 absl::Time LineParser::DayStart(int64_t year, int month, int day) {
@@ -200,10 +212,15 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
   }
   absl::string_view rest = line.substr(pos);
   absl::Time t;
-  size_t used = ParseRfc3339Prefix(rest, &t, zone_);  // rsyslog's high-precision timestamps
-  if (used > 0) {
+  // rsyslog's high-precision timestamps.
+  absl::StatusOr<size_t> used = ParseRfc3339Timestamp(rest, &t, zone_);
+  if (!used.ok()) {
+    return absl::OutOfRangeError(absl::StrCat("syslog: impossible timestamp at column ", pos + 1,
+                                              ": ", used.status().message()));
+  }
+  if (*used > 0) {
     out->time = t;
-    pos += used;
+    pos += *used;
   } else {
     // "Mmm dd hh:mm:ss" (day space-padded).
     int day, hour, minute, second;
@@ -213,10 +230,13 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
                                                      " (expected \"Mmm dd hh:mm:ss\")"));
     }
     bool day_ok = rest[4] == ' ' ? ReadDigits(rest, 5, 1, &day) : ReadDigits(rest, 4, 2, &day);
-    if (!day_ok || day < 1 || day > 31 || rest[6] != ' ' || !ReadDigits(rest, 7, 2, &hour) ||
-        rest[9] != ':' || !ReadDigits(rest, 10, 2, &minute) || rest[12] != ':' ||
-        !ReadDigits(rest, 13, 2, &second) || hour > 23 || minute > 59 || second > 60) {
+    if (!day_ok || rest[6] != ' ' || !ReadDigits(rest, 7, 2, &hour) || rest[9] != ':' ||
+        !ReadDigits(rest, 10, 2, &minute) || rest[12] != ':' || !ReadDigits(rest, 13, 2, &second)) {
       return absl::InvalidArgumentError(absl::StrCat("syslog: bad timestamp at column ", pos + 1));
+    }
+    if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+      return absl::OutOfRangeError(
+          absl::StrCat("syslog: bad timestamp at column ", pos + 1, ": a field out of range"));
     }
     const int64_t year = absl::ToCivilYear(reference, zone_).year();
     const int tod = hour * 3600 + minute * 60 + second;
@@ -246,7 +266,7 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
       }
     }
     if (!found) {
-      return absl::InvalidArgumentError(absl::StrCat("syslog: bad date at column ", pos + 1));
+      return absl::OutOfRangeError(absl::StrCat("syslog: bad date at column ", pos + 1));
     }
     out->time = t;
     pos += 15;
@@ -284,7 +304,12 @@ absl::Status LineParser::ParseSyslog5424(absl::string_view line, ParsedLine* out
   absl::string_view ts = NextToken(line, &pos);
   if (ts != "-") {
     absl::Time t;
-    if (ParseRfc3339Prefix(ts, &t) != ts.size()) {
+    absl::StatusOr<size_t> used = ParseRfc3339Timestamp(ts, &t);
+    if (!used.ok()) {
+      return absl::OutOfRangeError(absl::StrCat("syslog5424: impossible timestamp at column ",
+                                                ts_col + 1, ": ", used.status().message()));
+    }
+    if (*used != ts.size()) {
       return absl::InvalidArgumentError(
           absl::StrCat("syslog5424: bad timestamp at column ", ts_col + 1));
     }
@@ -359,17 +384,22 @@ absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) 
     return absl::InvalidArgumentError(absl::StrCat("combined: bad time at column ", ts + 1,
                                                    " (expected dd/Mon/yyyy:hh:mm:ss +zzzz)"));
   }
-  if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
-    return absl::InvalidArgumentError(absl::StrCat("combined: bad time at column ", ts + 1));
+  // The offset is +hhmm with hours 00-23 and minutes 00-59, as RFC 3339's.
+  if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60 || oh > 23 || om > 59) {
+    return absl::OutOfRangeError(
+        absl::StrCat("combined: bad time at column ", ts + 1, ": a field out of range"));
   }
   const int tod = hour * 3600 + minute * 60 + second;
   if (has_offset) {
+    if (absl::CivilDay(year, month, day).day() != day) {  // 31 February, normalised away
+      return absl::OutOfRangeError(absl::StrCat("combined: bad date at column ", ts + 1));
+    }
     const int offset = (oh * 3600 + om * 60) * (line[ts + 21] == '-' ? -1 : 1);
     out->time = DayStart(year, month, day) + absl::Seconds(tod) - absl::Seconds(offset);
   } else {
     absl::Time t;
     if (!CivilToTime(year, month, day, tod, &t)) {
-      return absl::InvalidArgumentError(absl::StrCat("combined: bad date at column ", ts + 1));
+      return absl::OutOfRangeError(absl::StrCat("combined: bad date at column ", ts + 1));
     }
     out->time = t;
   }

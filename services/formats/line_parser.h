@@ -50,7 +50,10 @@ class LineParser {
       : format_(format), zone_(zone), zone_is_utc_(zone == absl::UTCTimeZone()) {}
 
   // Parses `line`. `reference` and `rule` resolve the missing year of RFC 3164 timestamps.
-  // Returns kInvalidArgument naming what was wrong (and where) for a malformed line.
+  // Returns kInvalidArgument naming what was wrong (and where) for a malformed line, and
+  // kOutOfRange for a line whose timestamp has the right shape but an impossible value (a field
+  // out of range, a date that does not exist, a UTC offset past ±23:59, a fraction of more than
+  // nine digits): the pipeline counts those as bad times as well as malformed.
   absl::Status Parse(absl::string_view line, absl::Time reference, ParsedLine* out,
                      YearRule rule = YearRule::kAtMostADayAhead);
 
@@ -86,6 +89,11 @@ absl::string_view FormatName(palisade::v1::LogFormat format);
 // characters consumed, 0 when `text` does not start with such a timestamp.
 size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out,
                           absl::TimeZone zone = absl::UTCTimeZone());
+// The same, telling an impossible timestamp from text that is none: kOutOfRange when `text`
+// starts with a timestamp's shape but a field is out of range, the date does not exist, the
+// offset is past ±23:59 or the fraction has more than nine digits; 0 when it is no timestamp.
+absl::StatusOr<size_t> ParseRfc3339Timestamp(absl::string_view text, absl::Time* out,
+                                             absl::TimeZone zone = absl::UTCTimeZone());
 
 }  // namespace palisade
 

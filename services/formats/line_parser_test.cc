@@ -2,12 +2,14 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "absl/strings/str_cat.h"
 #include "services/common/status_matchers.h"
 
 namespace palisade {
 namespace {
 
 using ::palisade::testing::IsOk;
+using ::palisade::testing::IsOkAndHolds;
 using ::palisade::testing::StatusIs;
 using ::palisade::v1::LogFormat;
 using ::testing::HasSubstr;
@@ -127,8 +129,9 @@ TEST(Syslog3164Test, MalformedLinesNameTheProblem) {
   ParsedLine out;
   EXPECT_THAT(p.Parse("hello world", absl::Now(), &out),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no timestamp")));
+  // A timestamp's shape with an impossible value: a bad time (kOutOfRange), counted as such.
   EXPECT_THAT(p.Parse("Mar 33 14:02:01 h x: y", absl::Now(), &out),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad timestamp")));
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("bad timestamp")));
   EXPECT_THAT(p.Parse("Mar  3 14:02:01", absl::Now(), &out),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("space after")));
   EXPECT_THAT(p.Parse("", absl::Now(), &out), StatusIs(absl::StatusCode::kInvalidArgument));
@@ -201,6 +204,59 @@ TEST(Rfc3339Test, RejectsImpossibleDates) {
   absl::Time t;
   EXPECT_EQ(ParseRfc3339Prefix("2026-02-31T00:00:00Z", &t), 0u);
   EXPECT_EQ(ParseRfc3339Prefix("2026-02-28T00:00:00Z rest", &t), 20u);
+  EXPECT_THAT(ParseRfc3339Timestamp("2026-02-31T00:00:00Z", &t),
+              StatusIs(absl::StatusCode::kOutOfRange));
+  EXPECT_THAT(ParseRfc3339Timestamp("not a time", &t), IsOkAndHolds(0u));
+}
+
+// Forged times: an offset past ±23:59 moved the line by days, and a fraction of any length was
+// read (and scanned) digit by digit. Both are impossible times now: kOutOfRange.
+TEST(Rfc3339Test, RejectsImpossibleOffsetsAndFractions) {
+  absl::Time t;
+  EXPECT_THAT(ParseRfc3339Timestamp("2026-03-03T14:02:01+99:99", &t),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("offset")));
+  EXPECT_THAT(ParseRfc3339Timestamp("2026-03-03T14:02:01-24:00", &t),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("offset")));
+  EXPECT_THAT(ParseRfc3339Timestamp("2026-03-03T14:02:01+23:59", &t), IsOkAndHolds(25u));
+  EXPECT_THAT(ParseRfc3339Timestamp(absl::StrCat("2026-03-03T14:02:01.", std::string(5000, '7'),
+                                                 "Z"),
+                                    &t),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("9 digits")));
+  EXPECT_THAT(ParseRfc3339Timestamp("2026-03-03T14:02:01.123456789Z", &t), IsOkAndHolds(30u));
+  EXPECT_EQ(t, At("2026-03-03T14:02:01.123456789Z"));
+}
+
+TEST(Syslog5424Test, ImpossibleTimesAreOutOfRange) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG5424);
+  ParsedLine out;
+  EXPECT_THAT(p.Parse("<34>1 2026-03-03T14:02:01+99:99 h sshd - - - Invalid user a from 1.2.3.4",
+                      absl::Now(), &out),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("impossible timestamp")));
+  EXPECT_THAT(p.Parse(absl::StrCat("<34>1 2026-03-03T14:02:01.", std::string(5000, '1'),
+                                   "Z h sshd - - - msg"),
+                      absl::Now(), &out),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("impossible timestamp")));
+  ASSERT_THAT(p.Parse("<34>1 2026-03-03T14:02:01-05:30 h sshd - - - msg", absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2026-03-03T19:32:01Z"));
+}
+
+TEST(Syslog3164Test, ImpossibleIsoTimesAreOutOfRange) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine out;
+  EXPECT_THAT(p.Parse("2026-03-03T14:02:01+99:99 h sshd[1]: msg", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("offset")));
+}
+
+TEST(CombinedTest, ImpossibleOffsetsAndDatesAreOutOfRange) {
+  LineParser p(LogFormat::LOG_FORMAT_COMBINED);
+  ParsedLine out;
+  EXPECT_THAT(p.Parse("1.2.3.4 - - [03/Mar/2026:14:02:01 +9999] \"GET / HTTP/1.1\" 200 1",
+                      absl::Now(), &out),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("out of range")));
+  EXPECT_THAT(p.Parse("1.2.3.4 - - [31/Feb/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 200 1",
+                      absl::Now(), &out),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("bad date")));
 }
 
 }  // namespace

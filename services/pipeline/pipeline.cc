@@ -77,8 +77,9 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
                             .Register(registry)),
       clamped_family_(prometheus::BuildCounter()
                           .Name("palisade_ingest_lines_bad_time_total")
-                          .Help("Lines with an absurd time: future ones clamped to now, ones "
-                                "before 2000 rejected.")
+                          .Help("Lines with an absurd time: future ones clamped to now; ones "
+                                "before 2000, impossible ones (a field or offset out of range, "
+                                "a fraction past nanoseconds, bad event_time nanos) rejected.")
                           .Register(registry)),
       matches_family_(prometheus::BuildCounter()
                           .Name("palisade_engine_rule_matches_total")
@@ -241,12 +242,25 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
       absl::Status s = parser.Parse(line, first ? now : previous, &parsed,
                                     first ? YearRule::kAtMostADayAhead : YearRule::kNearest);
       if (!s.ok()) {
+        // An impossible time in the line (an offset past ±23:59, a 5,000-digit fraction) is a
+        // bad time as well as a malformed line.
+        if (s.code() == absl::StatusCode::kOutOfRange) ack.set_clamped(ack.clamped() + 1);
         ack.set_malformed(ack.malformed() + 1);
         continue;
       }
+      absl::Time when = parsed.time.value_or(now);
+      if (record.has_event_time()) {
+        // The client's Timestamp is checked as the line's is: nanos outside 0..999,999,999 or
+        // a year past 9999 is refused, not normalised into some other time.
+        absl::StatusOr<absl::Time> t = CheckedProtoTime(record.event_time());
+        if (!t.ok()) {
+          ack.set_clamped(ack.clamped() + 1);
+          ack.set_malformed(ack.malformed() + 1);
+          continue;
+        }
+        when = *t;
+      }
       if (parsed.time) previous = *parsed.time;
-      absl::Time when = record.has_event_time() ? FromProtoTime(record.event_time())
-                                                : parsed.time.value_or(now);
       // Absurd times: from the future (clock skew, forged lines) are clamped to now in the
       // daemon; from before 2000 are rejected.
       if (options_.clamp_future && when > now + absl::Hours(24)) {

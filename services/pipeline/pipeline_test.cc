@@ -223,6 +223,37 @@ TEST_F(PipelineTest, HostileBytesAndAbsurdTimesAreCountedNotFatal) {
   }
 }
 
+// Forged times (issue 12): a record's nanos outside 0..999,999,999 moved its event by seconds,
+// and an RFC 5424 offset of +99:99 or a 5,000-digit fraction parsed. Each is now refused as
+// malformed and counted as a bad time, and none of them counts towards a detection.
+TEST_F(PipelineTest, ImpossibleTimesAreMalformedAndCounted) {
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  batch.set_source("forged");
+  for (int32_t nanos : {-1, 1'000'000'000, 2'000'000'000}) {
+    auto* r = batch.add_records();
+    r->set_line(Line("203.0.113.7", 1));
+    *r->mutable_event_time() = ToProtoTime(clock_.TimeNow());
+    r->mutable_event_time()->set_nanos(nanos);
+  }
+  const std::string iso = absl::FormatTime("%Y-%m-%dT%H:%M:%S", clock_.TimeNow(),
+                                           absl::UTCTimeZone());
+  batch.add_records()->set_line(
+      absl::StrCat(iso, "+99:99 web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22"));
+  batch.add_records()->set_line(absl::StrCat(iso, ".", std::string(5000, '9'),
+                                             "Z web-1 sshd[1]: Failed password for root from "
+                                             "203.0.113.7 port 22"));
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->malformed(), 5u);
+  EXPECT_EQ(ack->clamped(), 5u);
+  EXPECT_EQ(ack->accepted(), 0u);
+  EXPECT_EQ(ack->matched(), 0u);
+  EXPECT_EQ(table_.active_count(), 0u);
+  EXPECT_EQ(CounterValue(registry_, "palisade_ingest_lines_bad_time_total"), 5);
+  EXPECT_EQ(CounterValue(registry_, "palisade_ingest_lines_malformed_total"), 5);
+}
+
 TEST(Utf8Test, Validity) {
   EXPECT_TRUE(IsValidUtf8("plain ascii"));
   EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));
