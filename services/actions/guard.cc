@@ -43,8 +43,10 @@ bool Guard::NeverBan(const palisade::v1::Target& target) const {
     cidr = Cidr::Parse(ip->ToString());
   }
   // Overlap either way: an address inside a never-ban range, or a range that would cover one
-  // (e.g. banning 104.0.0.0/8).
-  return NonPublicRanges().ContainsAnyIn(*cidr) || options_.never_ban.ContainsAnyIn(*cidr);
+  // (e.g. banning 104.0.0.0/8); and the same for the IPv4 an IPv6 form embeds ("::a00:1" is
+  // 10.0.0.1, "2002:a00::/24" covers 10.0.0.0/8). The IP list widens IPv6 after this check and
+  // judges its item again (IpListOptions::never_ban).
+  return TouchesNeverBan(*cidr, options_.never_ban);
 }
 
 Guard::Verdict Guard::Check(const palisade::v1::Decision& d, absl::Time now, int active) {

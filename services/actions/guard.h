@@ -3,7 +3,10 @@
 //  - the never-ban set: loopback, private, link-local and CGNAT ranges, the configured
 //    allowlist, the addresses palisaded itself runs on, and Cloudflare's own published ranges
 //    (shipped as data, deploy/cloudflare-ips.txt). A target inside it, or a range overlapping
-//    it, is refused outright and counted.
+//    it, is refused outright and counted; an IPv6 form that embeds an IPv4 address (NAT64,
+//    6to4, Teredo, IPv4-compatible; services/common/ip.h EmbeddedIpv4) is judged as that IPv4
+//    too. What an actuator sends can be wider than the target (the IP list widens IPv6 to a
+//    prefix): that actuator checks its item against the same set (TouchesNeverBan).
 //  - the blast-radius limit: at most N new bans per minute over all actuators (threat-feed
 //    entries excepted: a feed version is vetted by its own shrink guard), and at most M
 //    active per actuator. Past it, applies are held: kept, reported (metric, log line,

@@ -33,6 +33,29 @@ TEST(GuardTest, NeverBanSet) {
   EXPECT_FALSE(guard.NeverBan(Ban("/login", palisade::v1::TARGET_KIND_PATH).target()));
 }
 
+// Whoever writes the log line picks the address text: a non-public IPv4 written in an IPv6
+// form that embeds it is the IPv4 address, for the guard as for the rest.
+TEST(GuardTest, NeverBanSeesIpv4InsideIpv6) {
+  GuardOptions options;
+  options.never_ban = *CidrSet::Parse({"198.51.100.5", "2a01:4f8:1:2::5"});
+  Guard guard(options);
+  for (const char* ip : {"::a00:1", "::7f00:1", "64:ff9b::a00:1", "2002:a00:1::1",
+                         "::ffff:10.0.0.1", "::ffff:0:a00:1", "2001:0:4136:e378:8000:63bf:f5ff:fffe",
+                         "2002:c633:6405::1", "64:ff9b::c633:6405"}) {
+    EXPECT_TRUE(guard.NeverBan(Ban(ip).target())) << ip;
+  }
+  EXPECT_TRUE(guard.NeverBan(Ban("2002:a00::/24", palisade::v1::TARGET_KIND_RANGE).target()));
+  EXPECT_TRUE(guard.NeverBan(Ban("64:ff9b::/96", palisade::v1::TARGET_KIND_RANGE).target()));
+  // A range over the allowlisted IPv6 host (a manual range ban, a feed CIDR).
+  EXPECT_TRUE(guard.NeverBan(Ban("2a01:4f8:1:2::/64", palisade::v1::TARGET_KIND_RANGE).target()));
+  EXPECT_EQ(guard.Check(Ban("64:ff9b::a00:1"), absl::FromUnixSeconds(1000), 0),
+            Guard::Verdict::kNeverBan);
+  // Public IPv4 embedded, and the allowlisted host's neighbour as a single address, are fine.
+  EXPECT_FALSE(guard.NeverBan(Ban("2002:cb00:7107::1").target()));
+  EXPECT_FALSE(guard.NeverBan(Ban("64:ff9b::cb00:7107").target()));
+  EXPECT_FALSE(guard.NeverBan(Ban("2a01:4f8:1:2::6").target()));
+}
+
 TEST(GuardTest, BlastRadiusPerMinuteAndActive) {
   GuardOptions options;
   options.max_new_per_minute = 3;
