@@ -2,16 +2,88 @@
 
 #include <openssl/sha.h>
 
+#include <algorithm>
+#include <utility>
+
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "re2/re2.h"
 
 namespace palisade {
+namespace {
+
+re2::StringPiece Piece(absl::string_view s) { return re2::StringPiece(s.data(), s.size()); }
+
+// The shapes of rules/cloudflare-tokens.textproto, as one pattern whose only capturing group is
+// the token. The leading context is matched but not captured, so a search resumed at the end of
+// a token still sees the separator before the next one.
+const RE2& TokenShapes() {
+  static const RE2* const re = [] {
+    RE2::Options options;
+    options.set_log_errors(false);
+    options.set_max_mem(8 << 20);
+    return new RE2(
+        "(?:(?:^|[^A-Za-z0-9_])(cf[ua]t_[A-Za-z0-9]{40})(?:[^A-Za-z0-9_-]|$)"
+        "|(?i:authorization:\\s*bearer\\s+|cf_api_token=|cloudflare_api_token=|[?&]cf_token=)"
+        "([A-Za-z0-9_-]{40})(?:[^A-Za-z0-9_-]|$))",
+        options);
+  }();
+  return *re;
+}
+
+}  // namespace
 
 std::string Fingerprint(absl::string_view secret) {
   unsigned char digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(secret.data()), secret.size(), digest);
   return absl::StrCat("sha256:", absl::BytesToHexString(
                                      absl::string_view(reinterpret_cast<const char*>(digest), 8)));
+}
+
+std::vector<absl::string_view> FindTokenShapes(absl::string_view line) {
+  std::vector<absl::string_view> out;
+  const RE2& re = TokenShapes();
+  re2::StringPiece groups[3];
+  size_t at = 0;
+  while (at <= line.size() &&
+         re.Match(Piece(line), at, line.size(), RE2::UNANCHORED, groups, 3)) {
+    const re2::StringPiece& token = groups[1].data() != nullptr ? groups[1] : groups[2];
+    out.emplace_back(token.data(), token.size());
+    // Resume right after the token (not after the separator the match consumed), so two tokens
+    // one character apart are both found.
+    at = static_cast<size_t>(token.data() - line.data()) + token.size();
+  }
+  return out;
+}
+
+bool RedactTokenShapes(absl::string_view line, std::string* out,
+                       const std::vector<absl::string_view>& also) {
+  // (offset, length) of each secret, from the built-in shapes and the caller's own.
+  std::vector<std::pair<size_t, size_t>> spans;
+  for (absl::string_view t : FindTokenShapes(line)) {
+    spans.emplace_back(static_cast<size_t>(t.data() - line.data()), t.size());
+  }
+  for (absl::string_view secret : also) {
+    if (secret.empty()) continue;
+    for (size_t pos = line.find(secret); pos != absl::string_view::npos;
+         pos = line.find(secret, pos + secret.size())) {
+      spans.emplace_back(pos, secret.size());
+    }
+  }
+  if (spans.empty()) return false;
+  std::sort(spans.begin(), spans.end());
+  std::string redacted;
+  redacted.reserve(line.size());
+  size_t copied = 0;
+  for (const auto& [pos, len] : spans) {
+    if (pos < copied) continue;  // overlaps one already replaced
+    absl::StrAppend(&redacted, line.substr(copied, pos - copied), "[token ",
+                    Fingerprint(line.substr(pos, len)), "]");
+    copied = pos + len;
+  }
+  absl::StrAppend(&redacted, line.substr(copied));
+  *out = std::move(redacted);
+  return true;
 }
 
 }  // namespace palisade

@@ -1,0 +1,78 @@
+#include "services/common/fingerprint.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace palisade {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kUser[] = "cfut_Q3vX8mK2pL9nR4tY7wZ1aB5cD6eF0gH3jK8mN2pQ";
+constexpr char kAccount[] = "cfat_z9Y8x7W6v5U4t3S2r1Q0p9O8n7M6l5K4j3I2h1G0";
+constexpr char kOld[] = "Zx8Kq2Lm9Np4Rt7Vw1Ya5Bc6De0Fg3Hj8Km2Np4Q";
+
+TEST(FingerprintTest, IsShortStableAndNamesTheSecret) {
+  EXPECT_EQ(Fingerprint(kOld), "sha256:3cc9e8f3c7832a51");  // the pack's example key
+  EXPECT_NE(Fingerprint(kUser), Fingerprint(kAccount));
+}
+
+// The lines of rules/cloudflare-tokens.textproto's examples: each holds one token shape.
+TEST(FindTokenShapesTest, FindsTheShapesOfTheTokenPack) {
+  EXPECT_THAT(FindTokenShapes(std::string("curl -H 'Authorization: Bearer ") + kUser + "' x"),
+              ElementsAre(kUser));
+  EXPECT_THAT(FindTokenShapes(std::string("env: CLOUDFLARE_API_TOKEN=") + kAccount + " NODE=1"),
+              ElementsAre(kAccount));
+  EXPECT_THAT(FindTokenShapes(std::string("{Authorization: Bearer ") + kOld + ", Accept: */*}"),
+              ElementsAre(kOld));
+  EXPECT_THAT(FindTokenShapes(std::string("\"GET /hook?cf_token=") + kOld + " HTTP/1.1\" 200"),
+              ElementsAre(kOld));
+  EXPECT_THAT(FindTokenShapes(std::string("GET /x?a=1&CF_TOKEN=") + kOld), ElementsAre(kOld));
+}
+
+TEST(FindTokenShapesTest, LeavesLookAlikesAlone) {
+  // A git hash: 40 characters with no context saying it is a token.
+  EXPECT_TRUE(FindTokenShapes("HEAD is now at 4f2a9c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39").empty());
+  EXPECT_TRUE(FindTokenShapes("token cfut_short is not a token").empty());
+  // One character too many: not the 40-character form.
+  EXPECT_TRUE(FindTokenShapes(std::string("?cf_token=") + kOld + "x").empty());
+  EXPECT_TRUE(FindTokenShapes(std::string("xcfut_") + (kUser + 5)).empty());
+}
+
+TEST(FindTokenShapesTest, FindsEveryTokenOnTheLine) {
+  // One separator between them: the first match consumes it, the second must still see it.
+  const std::string line = std::string(kUser) + " " + kAccount + " /x?cf_token=" + kOld;
+  EXPECT_THAT(FindTokenShapes(line), ElementsAre(kUser, kAccount, kOld));
+}
+
+TEST(RedactTokenShapesTest, ReplacesEveryTokenWithItsFingerprint) {
+  const std::string line = std::string("Failed password for invalid user ") + kUser +
+                           " from 203.0.113.9 port 22 ssh2; GET /?cf_token=" + kOld;
+  std::string out;
+  ASSERT_TRUE(RedactTokenShapes(line, &out));
+  EXPECT_THAT(out, Not(HasSubstr(kUser)));
+  EXPECT_THAT(out, Not(HasSubstr(kOld)));
+  EXPECT_EQ(out, "Failed password for invalid user [token " + Fingerprint(kUser) +
+                     "] from 203.0.113.9 port 22 ssh2; GET /?cf_token=[token " + Fingerprint(kOld) +
+                     "]");
+}
+
+TEST(RedactTokenShapesTest, NothingToRedactLeavesTheOutputAlone) {
+  std::string out = "untouched";
+  EXPECT_FALSE(RedactTokenShapes("Failed password for root from 203.0.113.9 port 22 ssh2", &out));
+  EXPECT_EQ(out, "untouched");
+}
+
+TEST(RedactTokenShapesTest, RedactsTheCallersOwnSecretsToo) {
+  // A token rule of the operator's own, whose shape the built-in patterns do not know.
+  std::string out;
+  ASSERT_TRUE(RedactTokenShapes("key=abc123secret and again abc123secret", &out,
+                                {"abc123secret"}));
+  EXPECT_EQ(out, "key=[token " + Fingerprint("abc123secret") + "] and again [token " +
+                     Fingerprint("abc123secret") + "]");
+}
+
+}  // namespace
+}  // namespace palisade
