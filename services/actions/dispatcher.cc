@@ -191,12 +191,14 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     auto held = std::find_if(held_.begin(), held_.end(),
                              [&](const auto& h) { return h.second.decision.id() == d.id(); });
     if (queued != ops.end()) {  // never went out: nothing to undo
+      queued_at_.erase(d.id());
       Drop(queued->seq);
       Drop(update.outbox_seq);
       Report(static_cast<palisade::v1::Actuator>(q->first), q->second.actuator->name(), *queued,
              "cancelled", "the decision ended before it was sent");
       ops.erase(queued);
     } else if (held != held_.end()) {
+      queued_at_.erase(d.id());
       Drop(held->second.seq);
       Drop(update.outbox_seq);
       Report(static_cast<palisade::v1::Actuator>(q->first), q->second.actuator->name(),
@@ -273,6 +275,7 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
     }
     if (op.kind == ActionOp::Kind::kApply && guard_ != nullptr) {
       if (guard_->NeverBan(op.decision.target())) {
+        queued_at_.erase(op.decision.id());
         guard_refused_.Add({{"reason", "never_ban"}}).Increment();
         Drop(op.seq);
         Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "refused",
@@ -283,7 +286,7 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
         continue;
       }
       if (op.released) {
-        guard_->Record(now);
+        guard_->Record(op.decision, now);
       } else if (guard_->Check(op.decision, now, active_[kind]) == Guard::Verdict::kHeld) {
         Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "held",
                "over the blast-radius limit; release with palisadectl actions release");
@@ -415,6 +418,7 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
       if (auto after = remove_after_.find(id);
           op.kind == ActionOp::Kind::kApply && after != remove_after_.end()) {
         // Ended before it reached the edge.
+        queued_at_.erase(id);
         Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "cancelled",
                "the decision ended before it was sent");
         Drop(op.seq);
@@ -553,6 +557,11 @@ size_t Dispatcher::pending() const {
   size_t n = in_flight_.size();
   for (const auto& [kind, q] : queues_) n += q.ops.size();
   return n;
+}
+
+size_t Dispatcher::latency_tracked() const {
+  absl::MutexLock lock(&mu_);
+  return queued_at_.size();
 }
 
 std::map<std::string, EdgeRef> Dispatcher::edges() const {

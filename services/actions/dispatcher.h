@@ -92,6 +92,9 @@ class Dispatcher {
   void Stop();
 
   size_t pending() const;
+  // Applies whose queueing time is kept for the latency histogram (tests: it must not outlive
+  // the applies).
+  size_t latency_tracked() const;
   // True while an operation for the decision is queued, held or in flight.
   bool Busy(const std::string& decision_id) const;
   // Every decision with an operation queued, held or in flight, by id (for an op in flight, only
@@ -160,6 +163,9 @@ class Dispatcher {
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);              // decision ids being applied
   std::map<std::string, int64_t> remove_after_ ABSL_GUARDED_BY(mu_);  // id -> remove's seq
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
+  // When each apply was queued, for the latency histogram. An entry lives exactly as long as
+  // its apply: erased when it settles, fails, is refused or is cancelled (queued or held), so
+  // the map never holds more than the queues, the held list and the ops in flight.
   std::map<std::string, absl::Time> queued_at_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<Guard> guard_ ABSL_GUARDED_BY(mu_);
   Observer observer_ ABSL_GUARDED_BY(mu_);

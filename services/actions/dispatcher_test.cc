@@ -145,6 +145,39 @@ TEST_F(DispatcherTest, EndingBeforeTheApplyWentOutCancelsBoth) {
   EXPECT_EQ(Actions("cancelled"), 1);
 }
 
+// queued_at_ (the latency histogram's start times) grew by one entry per apply that never
+// settled: cancelled while queued or held, refused by the never-ban set, or ended while being
+// retried. Every way an apply ends now forgets it.
+TEST_F(DispatcherTest, LatencyStartTimesDoNotOutliveTheirApplies) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  // Cancelled while queued.
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "queued"));
+  dispatcher_.OnDecision(Update(DecisionChange::kWithdrawn, "queued"));
+  // Refused by the never-ban set.
+  DecisionUpdate never = Update(DecisionChange::kCreated, "never");
+  never.decision.mutable_target()->set_value("10.0.0.1");
+  dispatcher_.OnDecision(never);
+  // Retried, then ended before it reached the edge.
+  fake_->failures = {absl::UnavailableError("503")};
+  fake_->during_run = [this] {
+    fake_->during_run = nullptr;
+    dispatcher_.OnDecision(Update(DecisionChange::kExpired, "retried"));
+  };
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "retried"));
+  // Held by the blast-radius limit (one per minute, taken by "retried"), then ended.
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "held"));
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.held(), 1u);
+  dispatcher_.OnDecision(Update(DecisionChange::kExpired, "held"));
+  EXPECT_EQ(dispatcher_.held(), 0u);
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+  EXPECT_EQ(Actions("cancelled"), 3);
+  EXPECT_EQ(Actions("refused"), 1);
+  EXPECT_EQ(dispatcher_.latency_tracked(), 0u);
+}
+
 TEST_F(DispatcherTest, RemovalDuringTheApplyIsQueuedAfterIt) {
   fake_->during_run = [this] {
     fake_->during_run = nullptr;
