@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "services/common/ip.h"
@@ -17,6 +19,9 @@ using palisade::v1::TargetKind;
 
 constexpr absl::Duration kDefaultMaxDuration = absl::Hours(24 * 30);
 constexpr absl::Duration kDefaultMemory = absl::Hours(24 * 7);
+// Offences restored from the store do not say which rule's memory they ran under: they are kept
+// as long as the longest default (a rule with a longer memory escalates less after a restart).
+constexpr absl::Duration kRestoredMemory = absl::Hours(24 * 30);
 
 absl::Duration Escalated(absl::Duration base, const palisade::v1::Escalation& esc,
                          uint32_t offence) {
@@ -71,6 +76,65 @@ absl::Time DecisionExpiry(const Decision& d) { return FromProtoTime(d.expiry());
 DecisionTable::DecisionTable(Clock& clock, uint32_t max_evidence)
     : clock_(clock), max_evidence_(max_evidence) {}
 
+void DecisionTable::SetLimits(const DecisionTableLimits& limits, prometheus::Registry* registry) {
+  absl::MutexLock lock(&mu_);
+  limits_ = limits;
+  if (registry == nullptr) return;
+  auto& family = prometheus::BuildCounter()
+                     .Name("palisade_decisions_forgotten_total")
+                     .Help("Ended decisions and offenders dropped from memory, by what and "
+                           "reason (age: past their retention or escalation memory; cap: "
+                           "early, over the decisions.limits caps).")
+                     .Register(*registry);
+  forgotten_decision_age_ = &family.Add({{"what", "decision"}, {"reason", "age"}});
+  forgotten_decision_cap_ = &family.Add({{"what", "decision"}, {"reason", "cap"}});
+  forgotten_offender_age_ = &family.Add({{"what", "offender"}, {"reason", "age"}});
+  forgotten_offender_cap_ = &family.Add({{"what", "offender"}, {"reason", "cap"}});
+}
+
+DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target,
+                                                       absl::Time last, absl::Duration memory) {
+  Offences& off = offences_[target];
+  const absl::Time forget_at = std::max(off.forget_at, last + memory);
+  if (forget_at != off.forget_at) {
+    offences_by_forget_.erase({off.forget_at, target});
+    offences_by_forget_.emplace(forget_at, target);
+    off.forget_at = forget_at;
+  }
+  return off;
+}
+
+void DecisionTable::EndedLocked(const Decision& d) {
+  const size_t bytes = d.ByteSizeLong();
+  if (ended_.emplace(std::make_pair(DecisionExpiry(d), d.id()), bytes).second) {
+    ended_bytes_ += bytes;
+  }
+}
+
+void DecisionTable::ForgetLocked() {
+  const absl::Time now = clock_.TimeNow();
+  auto count = [](prometheus::Counter* c) {
+    if (c != nullptr) c->Increment();
+  };
+  while (!ended_.empty()) {
+    const bool old = ended_.begin()->first.first + limits_.inactive_retention <= now;
+    const bool over =
+        ended_.size() > limits_.max_inactive || ended_bytes_ > limits_.max_inactive_bytes;
+    if (!old && !over) break;
+    count(old ? forgotten_decision_age_ : forgotten_decision_cap_);
+    by_id_.erase(ended_.begin()->first.second);
+    ended_bytes_ -= ended_.begin()->second;
+    ended_.erase(ended_.begin());
+  }
+  while (!offences_by_forget_.empty()) {
+    const bool old = offences_by_forget_.begin()->first <= now;
+    if (!old && offences_.size() <= limits_.max_offenders) break;
+    count(old ? forgotten_offender_age_ : forgotten_offender_cap_);
+    offences_.erase(offences_by_forget_.begin()->second);
+    offences_by_forget_.erase(offences_by_forget_.begin());
+  }
+}
+
 void DecisionTable::SetStore(Store* store, std::set<palisade::v1::Actuator> edge_actuators) {
   absl::MutexLock lock(&mu_);
   store_ = store;
@@ -89,7 +153,12 @@ absl::Status DecisionTable::Restore() {
   }
   absl::StatusOr<std::vector<OffenceRow>> offences = store_->LoadOffences();
   if (!offences.ok()) return offences.status();
-  for (const OffenceRow& o : *offences) offences_[o.target] = {o.count, o.last};
+  for (const OffenceRow& o : *offences) {
+    Offences& off = OffencesLocked(o.target, o.last, kRestoredMemory);
+    off.count = o.count;
+    off.last = o.last;
+  }
+  ForgetLocked();
   return absl::OkStatus();
 }
 
@@ -257,7 +326,9 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     // creation: a decision extended for days is remembered from its last detection. (A feed
     // listing is not an offence.)
     if (origin != palisade::v1::ORIGIN_FEED) {
-      Offences& off = offences_[target.value()];
+      Offences& off = OffencesLocked(
+          target.value(), start,
+          escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory);
       off.last = std::max(off.last, start);
     }
     Claim incoming{origin, spec.action(), spec.actuator(), spec.dry_run(), start + duration,
@@ -306,9 +377,11 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
 
   absl::Duration memory =
       escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory;
-  Offences& off = offences_[target.value()];
-  if (off.count > 0 && start - off.last > memory) off.count = 0;
-  const uint32_t offence = off.count + 1;
+  uint32_t previous = 0;
+  if (auto it = offences_.find(target.value()); it != offences_.end()) {
+    if (start - it->second.last <= memory) previous = it->second.count;
+  }
+  const uint32_t offence = previous + 1;
   const absl::Duration duration = Escalated(base, escalation, offence);
 
   Decision d;
@@ -328,8 +401,9 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   }
   if (start + duration <= now) {
     d.set_active(false);
-    return {DecisionChange::kStale, d};
+    return {DecisionChange::kStale, d};  // no offence recorded: nothing is kept of it
   }
+  Offences& off = OffencesLocked(target.value(), start, memory);
   off.count = offence;
   off.last = start;
   d.set_id(NewIdLocked());
@@ -354,6 +428,7 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
     if (update.change == DecisionChange::kCreated) update.secret = detection.secret;
     all.push_back(std::move(update));
     PersistLocked(all);
+    ForgetLocked();
     ticket = NextTicketLocked();
   }
   Notify(ticket, all);
@@ -397,6 +472,7 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
       }
       updates[i].outbox_seq = all[j].outbox_seq;
     }
+    ForgetLocked();
     ticket = NextTicketLocked();
   }
   Notify(ticket, all, [&](const std::vector<DecisionUpdate>&) {
@@ -483,6 +559,7 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
                                         palisade::v1::ORIGIN_MANUAL, "", {}, req.reason(), &all);
     all.push_back(std::move(update));
     PersistLocked(all);
+    ForgetLocked();
     ticket = NextTicketLocked();
   }
   Notify(ticket, all);
@@ -494,6 +571,7 @@ DecisionUpdate DecisionTable::WithdrawLocked(Decision& d) {
   by_expiry_.erase({DecisionExpiry(d), d.id()});
   *d.mutable_expiry() = ToProtoTime(clock_.TimeNow());
   active_.erase(d.target().value());
+  EndedLocked(d);
   return {DecisionChange::kWithdrawn, d};
 }
 
@@ -560,6 +638,7 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
       ReinstateLocked(by_id_[id], &updates);
     }
     PersistLocked(updates);
+    ForgetLocked();
     ticket = NextTicketLocked();
   }
   Notify(ticket, updates);
@@ -594,6 +673,7 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
     }
     ReinstateLocked(d, &all);
     PersistLocked(all);
+    ForgetLocked();
     ticket = NextTicketLocked();
   }
   Notify(ticket, all);
@@ -627,6 +707,71 @@ std::vector<Decision> DecisionTable::List(const DecisionFilter& filter) const {
   return out;
 }
 
+namespace {
+
+// List's order: start (seconds), then id. A page token is the key of the last decision a page
+// returned: "<start seconds>/<id>".
+using ListKey = std::pair<int64_t, absl::string_view>;
+ListKey KeyOf(const Decision& d) { return {d.start().seconds(), d.id()}; }
+
+}  // namespace
+
+absl::StatusOr<DecisionPage> DecisionTable::ListPage(const DecisionFilter& filter,
+                                                     size_t page_size,
+                                                     absl::string_view page_token,
+                                                     size_t max_bytes) const {
+  std::optional<ListKey> after;
+  if (!page_token.empty()) {
+    const size_t slash = page_token.find('/');
+    int64_t seconds = 0;
+    if (slash == absl::string_view::npos ||
+        !absl::SimpleAtoi(page_token.substr(0, slash), &seconds) || slash + 1 == page_token.size()) {
+      return absl::InvalidArgumentError("page_token: not a token a previous page returned");
+    }
+    after = ListKey{seconds, page_token.substr(slash + 1)};
+  }
+  page_size = std::max<size_t>(page_size, 1);
+  DecisionPage page;
+  absl::MutexLock lock(&mu_);
+  std::vector<const Decision*> matching;
+  for (const auto& [id, d] : by_id_) {
+    if (!filter.target.empty() && d.target().value() != filter.target) continue;
+    if (!filter.rule_id.empty() && d.rule_id() != filter.rule_id) continue;
+    if (filter.origin != palisade::v1::ORIGIN_UNSPECIFIED && d.origin() != filter.origin) continue;
+    if (filter.active_only && !d.active()) continue;
+    if (after && !(*after < KeyOf(d))) continue;
+    matching.push_back(&d);
+  }
+  // Only the page needs ordering: the first page_size + 1 (one more tells whether a next page
+  // exists).
+  const size_t want = std::min(matching.size(), page_size + 1);
+  auto by_key = [](const Decision* a, const Decision* b) { return KeyOf(*a) < KeyOf(*b); };
+  std::partial_sort(matching.begin(), matching.begin() + want, matching.end(), by_key);
+  size_t bytes = 0;
+  size_t taken = 0;
+  for (; taken < want && taken < page_size; ++taken) {
+    const size_t size = matching[taken]->ByteSizeLong();
+    if (taken > 0 && bytes + size > max_bytes) break;
+    bytes += size;
+    page.decisions.push_back(*matching[taken]);
+  }
+  if (taken < matching.size()) {
+    const Decision& last = page.decisions.back();
+    page.next_page_token = absl::StrCat(last.start().seconds(), "/", last.id());
+  }
+  return page;
+}
+
+size_t DecisionTable::size() const {
+  absl::MutexLock lock(&mu_);
+  return by_id_.size();
+}
+
+size_t DecisionTable::offenders() const {
+  absl::MutexLock lock(&mu_);
+  return offences_.size();
+}
+
 std::vector<Decision> DecisionTable::ExpireDue() {
   std::vector<DecisionUpdate> updates;
   uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
@@ -638,10 +783,12 @@ std::vector<Decision> DecisionTable::ExpireDue() {
       by_expiry_.erase(by_expiry_.begin());
       d.set_active(false);
       active_.erase(d.target().value());
+      EndedLocked(d);
       updates.push_back({DecisionChange::kExpired, d});
       ReinstateLocked(d, &updates);  // a claim that waited behind it takes over
     }
     PersistLocked(updates);
+    ForgetLocked();
     ticket = NextTicketLocked();
   }
   Notify(ticket, updates);

@@ -18,6 +18,11 @@
 //    would have yielded live; one whose expiry is already past on the clock is not created
 //    (counted as stale), as fail2ban ignores lines older than its find time.
 //
+// Memory is bounded (DecisionTableLimits): an ended decision (expired, withdrawn) stays for
+// Get and List for a retention period, under a count and a byte cap (the store keeps it); an
+// offender's history stays until its escalation memory runs out, under a count cap. What is
+// forgotten early is counted (palisade_decisions_forgotten_total).
+//
 // Thread-safety: all methods are thread-safe.
 #ifndef PALISADE_SERVICES_DECISIONS_DECISION_TABLE_H_
 #define PALISADE_SERVICES_DECISIONS_DECISION_TABLE_H_
@@ -25,6 +30,7 @@
 #include <cstdint>
 #include <functional>
 #include <iostream>
+#include <map>
 #include <set>
 #include <string>
 #include <utility>
@@ -37,6 +43,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "palisade/v1/palisade.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/registry.h"
 #include "services/common/clock.h"
 #include "services/engine/engine.h"
 #include "services/store/store.h"
@@ -64,6 +72,28 @@ struct DecisionFilter {
   bool active_only = false;
 };
 
+// What the table keeps in memory besides its active decisions. Hostile logs can make decisions
+// and offenders by the thousand; each bound below is counted when it bites.
+struct DecisionTableLimits {
+  // How long an ended decision (expired or withdrawn) is kept for Get and List. The store keeps
+  // it for good; an operator asking about yesterday's bans still finds them here.
+  absl::Duration inactive_retention = absl::Hours(24);
+  // At most this many ended decisions, and this many bytes of them (evidence lines make a
+  // decision up to tens of KiB), in memory: past either, the one that ended first goes first.
+  size_t max_inactive = 50'000;
+  size_t max_inactive_bytes = size_t{64} << 20;
+  // Offenders remembered for escalation. One is forgotten when its escalation memory has run
+  // out (it would start over at offence 1 anyway); past the cap, the one whose memory ends
+  // first is forgotten early (its next offence escalates less).
+  size_t max_offenders = 200'000;
+};
+
+// One page of List: the decisions, and the token of the next page ("" when this is the last).
+struct DecisionPage {
+  std::vector<palisade::v1::Decision> decisions;
+  std::string next_page_token;
+};
+
 class DecisionTable {
  public:
   // Called, outside the table's lock, for every change (the actuators and Watch subscribe).
@@ -73,6 +103,9 @@ class DecisionTable {
   using Listener = std::function<void(const DecisionUpdate&)>;
 
   DecisionTable(Clock& clock, uint32_t max_evidence = 5);
+
+  // Replaces the default limits; with a registry, counts what they forget. Call before use.
+  void SetLimits(const DecisionTableLimits& limits, prometheus::Registry* registry = nullptr);
 
   void AddListener(Listener listener);
 
@@ -115,17 +148,37 @@ class DecisionTable {
 
   absl::StatusOr<palisade::v1::Decision> Get(absl::string_view id) const;
   std::vector<palisade::v1::Decision> List(const DecisionFilter& filter) const;
+  // One page of List's order (start, then id): at most `page_size` decisions (at least 1) and,
+  // past the first, no more than `max_bytes` of them, after the one `page_token` names ("": from
+  // the start). A token stays valid while decisions come and go: the next page starts after
+  // the last decision returned, wherever it now is. kInvalidArgument for a malformed token.
+  absl::StatusOr<DecisionPage> ListPage(const DecisionFilter& filter, size_t page_size,
+                                        absl::string_view page_token, size_t max_bytes) const;
 
-  // Marks every active decision whose expiry is at or before the clock's now as expired.
+  // Marks every active decision whose expiry is at or before the clock's now as expired, and
+  // forgets the ended decisions and offenders past their retention.
   std::vector<palisade::v1::Decision> ExpireDue();
 
   size_t active_count() const;
+  // Decisions in memory, active or ended; offenders remembered (tests, memory accounting).
+  size_t size() const;
+  size_t offenders() const;
 
  private:
   struct Offences {
     uint32_t count = 0;
     absl::Time last;
+    // When the escalation memory of every rule that counted it has run out: past it the entry
+    // means nothing (the next offence is the first again) and is forgotten.
+    absl::Time forget_at = absl::InfinitePast();
   };
+  // The target's offences, created if needed; `memory` extends when they are forgotten.
+  Offences& OffencesLocked(const std::string& target, absl::Time last, absl::Duration memory)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `d` has just ended (expired, withdrawn): it becomes forgettable.
+  void EndedLocked(const palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the ended decisions and offenders past their retention or over the caps.
+  void ForgetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   DecisionUpdate ApplyLocked(const palisade::v1::Target& target,
                              const palisade::v1::DecisionSpec& spec, absl::Time start,
@@ -174,6 +227,17 @@ class DecisionTable {
   // Target value -> id of its active decision.
   absl::flat_hash_map<std::string, std::string> active_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Offences> offences_ ABSL_GUARDED_BY(mu_);
+  // Offenders by forget_at, so forgetting costs what is forgotten.
+  std::set<std::pair<absl::Time, std::string>> offences_by_forget_ ABSL_GUARDED_BY(mu_);
+  // Ended decisions in memory by (end, id), with their size; and the sum of the sizes.
+  std::map<std::pair<absl::Time, std::string>, size_t> ended_ ABSL_GUARDED_BY(mu_);
+  size_t ended_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  DecisionTableLimits limits_ ABSL_GUARDED_BY(mu_);
+  // palisade_decisions_forgotten_total by {what, reason}; null without a registry.
+  prometheus::Counter* forgotten_decision_age_ = nullptr;
+  prometheus::Counter* forgotten_decision_cap_ = nullptr;
+  prometheus::Counter* forgotten_offender_age_ = nullptr;
+  prometheus::Counter* forgotten_offender_cap_ = nullptr;
   // Target value -> the claims waiting behind its active decision (in memory: after a restart
   // the feeds' claims come back with the first sync, the others are gone).
   absl::flat_hash_map<std::string, std::vector<Claim>> covered_ ABSL_GUARDED_BY(mu_);

@@ -453,6 +453,152 @@ TEST_F(DecisionTableTest, ListFilters) {
   EXPECT_THAT(table_.List({}), SizeIs(2));
 }
 
+double Forgotten(prometheus::Registry& registry, const std::string& what,
+                 const std::string& reason) {
+  for (const auto& f : registry.Collect()) {
+    if (f.name != "palisade_decisions_forgotten_total") continue;
+    for (const auto& m : f.metric) {
+      bool w = false, r = false;
+      for (const auto& l : m.label) {
+        w |= l.name == "what" && l.value == what;
+        r |= l.name == "reason" && l.value == reason;
+      }
+      if (w && r) return m.counter.value;
+    }
+  }
+  return -1;
+}
+
+// Issue 12: every ended decision stayed in memory for good (10,000 forged detections left
+// 10,000 decisions, evidence and all). Ended decisions now leave after the retention.
+TEST_F(DecisionTableTest, EndedDecisionsLeaveMemoryAfterTheRetention) {
+  prometheus::Registry registry;
+  DecisionTableLimits limits;
+  limits.inactive_retention = absl::Hours(2);
+  table_.SetLimits(limits, &registry);
+  const std::string id = Apply("203.0.113.7", clock_.TimeNow()).decision.id();
+  Apply("203.0.113.8", clock_.TimeNow() + absl::Minutes(30));
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  // Ended, still within the retention: Get and List find it.
+  clock_.Advance(absl::Hours(1) + absl::Minutes(59));
+  table_.ExpireDue();
+  EXPECT_THAT(table_.Get(id), IsOk());
+  EXPECT_EQ(table_.size(), 2u);
+  clock_.Advance(absl::Minutes(1));
+  table_.ExpireDue();
+  EXPECT_THAT(table_.Get(id), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(table_.size(), 1u);  // the other ended 30 minutes later: still kept
+  EXPECT_EQ(Forgotten(registry, "decision", "age"), 1);
+  EXPECT_EQ(Forgotten(registry, "decision", "cap"), 0);
+}
+
+TEST_F(DecisionTableTest, EndedDecisionsAreCappedByCountAndBytesOldestFirst) {
+  prometheus::Registry registry;
+  DecisionTableLimits limits;
+  limits.max_inactive = 3;
+  table_.SetLimits(limits, &registry);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    DecisionUpdate u = Apply(absl::StrCat("203.0.113.", i + 1), clock_.TimeNow());
+    ids.push_back(u.decision.id());
+    ASSERT_THAT(table_.Withdraw(u.decision.id()), IsOk());
+    clock_.Advance(absl::Seconds(1));
+  }
+  EXPECT_EQ(table_.size(), 3u);
+  EXPECT_THAT(table_.Get(ids[0]), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(table_.Get(ids[1]), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(table_.Get(ids[4]), IsOk());
+  EXPECT_EQ(Forgotten(registry, "decision", "cap"), 2);
+
+  // Bytes: decisions carrying 4 KiB of evidence each, under a 10 KiB cap, keep two.
+  limits.max_inactive = 1000;
+  limits.max_inactive_bytes = 10 << 10;
+  DecisionTable big(clock_);
+  prometheus::Registry registry2;
+  big.SetLimits(limits, &registry2);
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  for (int i = 0; i < 6; ++i) {
+    Detection d = Det(absl::StrCat("198.51.100.", i + 1), clock_.TimeNow());
+    d.evidence = {std::string(4096, 'x')};
+    ASSERT_THAT(big.Withdraw(big.Apply(d, spec).decision.id()), IsOk());
+  }
+  EXPECT_EQ(big.size(), 2u);
+  EXPECT_EQ(Forgotten(registry2, "decision", "cap"), 4);
+}
+
+// Offenders were remembered for good, one entry per address that ever offended. An offender
+// whose escalation memory has run out is forgotten (its next offence is the first anyway), and
+// the number of offenders is capped.
+TEST_F(DecisionTableTest, OffendersLeaveMemoryAfterTheirEscalationMemoryAndAreCapped) {
+  prometheus::Registry registry;
+  DecisionTableLimits limits;
+  limits.max_offenders = 3;
+  table_.SetLimits(limits, &registry);
+  *escalation_.mutable_memory() = ToProtoDuration(absl::Hours(24));
+  for (int i = 0; i < 5; ++i) {
+    Apply(absl::StrCat("203.0.113.", i + 1), clock_.TimeNow());
+    clock_.Advance(absl::Minutes(1));
+  }
+  EXPECT_EQ(table_.offenders(), 3u);
+  EXPECT_EQ(Forgotten(registry, "offender", "cap"), 2);
+  // A stale detection leaves nothing behind.
+  Apply("203.0.113.99", clock_.TimeNow() - absl::Hours(3));
+  EXPECT_EQ(table_.offenders(), 3u);
+  // An extension moves the memory on: the last offender offends again 23 hours on.
+  clock_.Advance(absl::Hours(23));
+  table_.ExpireDue();
+  ASSERT_EQ(Apply("203.0.113.5", clock_.TimeNow()).change, DecisionChange::kCreated);
+  clock_.Advance(absl::Hours(2));
+  table_.ExpireDue();
+  EXPECT_EQ(table_.offenders(), 1u);  // the others' memory ran out
+  EXPECT_EQ(Forgotten(registry, "offender", "age"), 2);
+  clock_.Advance(absl::Hours(12));
+  EXPECT_EQ(Apply("203.0.113.5", clock_.TimeNow()).decision.offence(), 3u);
+}
+
+// Decisions.List answered with every decision in one message. ListPage pages it in a stable
+// order; a token stays good while decisions come and go.
+TEST_F(DecisionTableTest, ListPagesInAStableOrder) {
+  for (int i = 0; i < 7; ++i) {
+    Apply(absl::StrCat("203.0.113.", i + 1), clock_.TimeNow());
+    clock_.Advance(absl::Seconds(1));
+  }
+  std::vector<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    absl::StatusOr<DecisionPage> page = table_.ListPage({}, 3, token, 1 << 20);
+    ASSERT_THAT(page, IsOk());
+    ASSERT_LE(page->decisions.size(), 3u);
+    for (const Decision& d : page->decisions) seen.push_back(d.target().value());
+    token = page->next_page_token;
+    if (++pages == 1) {
+      // A decision made between two pages that sorts after the token still comes.
+      Apply("203.0.113.200", clock_.TimeNow());
+    }
+  } while (!token.empty());
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(seen, (std::vector<std::string>{"203.0.113.1", "203.0.113.2", "203.0.113.3",
+                                            "203.0.113.4", "203.0.113.5", "203.0.113.6",
+                                            "203.0.113.7", "203.0.113.200"}));
+  // The byte bound: one decision per page when each is bigger than the bound (never zero).
+  absl::StatusOr<DecisionPage> small = table_.ListPage({}, 100, "", 1);
+  ASSERT_THAT(small, IsOk());
+  EXPECT_THAT(small->decisions, SizeIs(1));
+  EXPECT_FALSE(small->next_page_token.empty());
+  EXPECT_THAT(table_.ListPage({}, 3, "garbage", 1 << 20),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  DecisionFilter active;
+  active.active_only = true;
+  absl::StatusOr<DecisionPage> all = table_.ListPage(active, 100, "", 1 << 20);
+  ASSERT_THAT(all, IsOk());
+  EXPECT_THAT(all->decisions, SizeIs(8));
+  EXPECT_TRUE(all->next_page_token.empty());
+}
+
 // One decision's changes reach listeners in the order the table made them. A creation whose
 // notification is late (its thread paused between the change and the listeners, here inside
 // ApplyAll's before_notify) is still heard before the withdrawal another thread made right after
