@@ -1,7 +1,9 @@
 // Loads every shipped pack through the production loader, compiles them together (ids must be
 // unique across packs), and checks each rule's examples: the line parses in the rule's first
 // format, the rule matches, and it extracts exactly the annotated key; counter-examples must not
-// match that rule.
+// match that rule. A rule with a field a client writes (a variable-length piece beyond digits and
+// spaces: a user name, a path, a header) must carry an injection example: a line where that
+// field holds a smuggled key, from which the rule still extracts the server's.
 #include <dirent.h>
 
 #include <string>
@@ -68,7 +70,20 @@ TEST(PackTest, EveryPackLoadsAndEveryExampleHolds) {
   for (const auto& rule : (*set)->rules()) {
     const auto format = static_cast<palisade::v1::LogFormat>(rule->proto.formats(0));
     EXPECT_GT(rule->proto.examples_size(), 0) << rule->id() << " has no examples";
+    bool free_text = false;
+    for (const std::string& pattern : rule->proto.patterns()) {
+      absl::StatusOr<KeyPlacement> placement = AnalyzeKeyPlacement(pattern, rule->proto.key());
+      ASSERT_TRUE(placement.ok()) << rule->id() << ": " << placement.status();
+      free_text |= placement->has_free_text_field;
+    }
+    int injections = 0;
     for (const auto& ex : rule->proto.examples()) {
+      if (!ex.smuggled_key().empty()) {
+        ++injections;
+        EXPECT_NE(ex.smuggled_key(), ex.key()) << rule->id() << " on: " << ex.line();
+        EXPECT_TRUE(absl::StrContains(ex.line(), ex.smuggled_key()))
+            << rule->id() << ": the injection line does not hold its smuggled key: " << ex.line();
+      }
       std::string err;
       const auto ex_format =
           ex.format() != palisade::v1::LOG_FORMAT_UNSPECIFIED ? ex.format() : format;
@@ -76,6 +91,11 @@ TEST(PackTest, EveryPackLoadsAndEveryExampleHolds) {
       EXPECT_TRUE(err.empty()) << rule->id() << ": example does not parse: " << err;
       EXPECT_EQ(keys, std::vector<std::string>{ex.key()}) << rule->id() << " on: " << ex.line();
       ++examples;
+    }
+    if (free_text) {
+      EXPECT_GT(injections, 0) << rule->id()
+                               << " has a field a client writes but no injection example "
+                                  "(an example with smuggled_key)";
     }
     for (const auto& line : rule->proto.counter_examples()) {
       std::string err;

@@ -1,10 +1,14 @@
 #include "services/engine/rule_set.h"
 
+#include <bitset>
 #include <fstream>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -193,6 +197,697 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
   return out;
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// Key anchoring: a small parser for RE2 syntax, just enough structure to tell where the key
+// group sits (see rule_set.h). Patterns reach it only after RE2 compiled them, so it may assume
+// well-formed input; anything it does not know is an error, never a pass.
+
+using CharSet = std::bitset<256>;
+
+struct ReNode {
+  enum Kind { kChars, kBeginText, kEndText, kEmptyWidth, kConcat, kAlternate, kRepeat, kGroup };
+  Kind kind = kConcat;
+  CharSet chars;         // kChars: the bytes this one-byte piece matches
+  int min = 1;           // kRepeat
+  int max = 1;           // kRepeat; -1: unbounded
+  bool capture = false;  // kGroup
+  std::string name;      // kGroup: the capture's name, if any
+  std::vector<ReNode> subs;
+  size_t begin = 0;  // the piece's text in the pattern
+  size_t end = 0;
+};
+
+CharSet Range(int lo, int hi) {
+  CharSet s;
+  for (int c = lo; c <= hi; ++c) s.set(c);
+  return s;
+}
+CharSet Digits() { return Range('0', '9'); }
+CharSet Spaces() {
+  CharSet s;
+  for (char c : {' ', '\t', '\n', '\f', '\r', '\v'}) s.set(static_cast<unsigned char>(c));
+  return s;
+}
+CharSet Word() { return Range('0', '9') | Range('A', 'Z') | Range('a', 'z') | Range('_', '_'); }
+CharSet All() { return CharSet().set(); }
+
+CharSet Fold(CharSet s) {
+  for (int c = 'a'; c <= 'z'; ++c) {
+    if (s[c] || s[c - 'a' + 'A']) {
+      s.set(c);
+      s.set(c - 'a' + 'A');
+    }
+  }
+  return s;
+}
+
+class ReParser {
+ public:
+  explicit ReParser(absl::string_view re) : re_(re) {}
+
+  absl::StatusOr<ReNode> Parse() {
+    Flags flags;
+    absl::StatusOr<ReNode> root = ParseAlternate(flags);
+    if (!root.ok()) return root;
+    if (pos_ != re_.size()) return Error("unbalanced ')'");
+    return root;
+  }
+
+ private:
+  struct Flags {
+    bool fold = false;
+    bool multi_line = false;
+    bool dot_nl = false;
+  };
+
+  absl::Status Error(absl::string_view why) const {
+    return absl::InvalidArgumentError(absl::StrCat("cannot analyse the pattern at offset ", pos_,
+                                                   ": ", why));
+  }
+  bool More() const { return pos_ < re_.size(); }
+  char Peek() const { return re_[pos_]; }
+
+  absl::StatusOr<ReNode> ParseAlternate(Flags& flags) {
+    ReNode alt;
+    alt.kind = ReNode::kAlternate;
+    alt.begin = pos_;
+    while (true) {
+      absl::StatusOr<ReNode> seq = ParseConcat(flags);
+      if (!seq.ok()) return seq;
+      alt.subs.push_back(*std::move(seq));
+      if (More() && Peek() == '|') {
+        ++pos_;
+        continue;
+      }
+      break;
+    }
+    alt.end = pos_;
+    if (alt.subs.size() == 1) return std::move(alt.subs[0]);
+    return alt;
+  }
+
+  absl::StatusOr<ReNode> ParseConcat(Flags& flags) {
+    ReNode seq;
+    seq.kind = ReNode::kConcat;
+    seq.begin = pos_;
+    while (More() && Peek() != '|' && Peek() != ')') {
+      const size_t start = pos_;
+      std::vector<ReNode> atoms;
+      absl::Status s = ParseAtom(flags, atoms);
+      if (!s.ok()) return s;
+      if (atoms.size() == 1) {
+        absl::StatusOr<bool> q = ParseQuantifier(atoms[0], start);
+        if (!q.ok()) return q.status();
+      } else if (More() && (Peek() == '*' || Peek() == '+' || Peek() == '?' || Peek() == '{')) {
+        // A quantifier after \Q..\E applies to its last character only.
+        if (atoms.empty()) return Error("quantifier after nothing");
+        absl::StatusOr<bool> q = ParseQuantifier(atoms.back(), atoms.back().begin);
+        if (!q.ok()) return q.status();
+      }
+      for (ReNode& a : atoms) seq.subs.push_back(std::move(a));
+    }
+    seq.end = pos_;
+    return seq;
+  }
+
+  // Wraps `atom` in a kRepeat when a quantifier follows.
+  absl::StatusOr<bool> ParseQuantifier(ReNode& atom, size_t start) {
+    if (!More()) return false;
+    int min = 0;
+    int max = 0;
+    const char c = Peek();
+    if (c == '*') {
+      min = 0, max = -1, ++pos_;
+    } else if (c == '+') {
+      min = 1, max = -1, ++pos_;
+    } else if (c == '?') {
+      min = 0, max = 1, ++pos_;
+    } else if (c == '{') {
+      // {n}, {n,}, {n,m}; anything else is a literal '{' (as RE2 reads it).
+      size_t p = pos_ + 1;
+      auto number = [&](int* out) {
+        size_t q = p;
+        int v = 0;
+        while (q < re_.size() && absl::ascii_isdigit(re_[q]) && q - p < 5) {
+          v = v * 10 + (re_[q++] - '0');
+        }
+        if (q == p) return false;
+        p = q;
+        *out = v;
+        return true;
+      };
+      if (!number(&min)) return false;
+      max = min;
+      if (p < re_.size() && re_[p] == ',') {
+        ++p;
+        if (!number(&max)) max = -1;
+      }
+      if (p >= re_.size() || re_[p] != '}') return false;
+      pos_ = p + 1;
+    } else {
+      return false;
+    }
+    if (More() && Peek() == '?') ++pos_;  // lazy: the same reach
+    ReNode rep;
+    rep.kind = ReNode::kRepeat;
+    rep.min = min;
+    rep.max = max;
+    rep.begin = start;
+    rep.end = pos_;
+    rep.subs.push_back(std::move(atom));
+    atom = std::move(rep);
+    return true;
+  }
+
+  ReNode Chars(CharSet set, size_t begin, const Flags& flags) const {
+    ReNode n;
+    n.kind = ReNode::kChars;
+    n.chars = flags.fold ? Fold(set) : set;
+    n.begin = begin;
+    n.end = pos_;
+    return n;
+  }
+
+  ReNode Marker(ReNode::Kind kind, size_t begin) const {
+    ReNode n;
+    n.kind = kind;
+    n.begin = begin;
+    n.end = pos_;
+    return n;
+  }
+
+  // Parses one atom into `out` (none for a flag group such as "(?i)", several for \Q..\E).
+  absl::Status ParseAtom(Flags& flags, std::vector<ReNode>& out) {
+    const size_t start = pos_;
+    const char c = re_[pos_++];
+    switch (c) {
+      case '(':
+        return ParseGroup(flags, start, out);
+      case '[': {
+        absl::StatusOr<CharSet> set = ParseClass();
+        if (!set.ok()) return set.status();
+        out.push_back(Chars(*set, start, flags));
+        return absl::OkStatus();
+      }
+      case '.': {
+        CharSet set = All();
+        if (!flags.dot_nl) set.reset('\n');
+        out.push_back(Chars(set, start, flags));
+        return absl::OkStatus();
+      }
+      case '^':
+        out.push_back(Marker(flags.multi_line ? ReNode::kEmptyWidth : ReNode::kBeginText, start));
+        return absl::OkStatus();
+      case '$':
+        out.push_back(Marker(flags.multi_line ? ReNode::kEmptyWidth : ReNode::kEndText, start));
+        return absl::OkStatus();
+      case '\\':
+        return ParseEscapeAtom(flags, start, out);
+      case '*':
+      case '+':
+      case '?':
+        return Error("quantifier after nothing");
+      default:
+        out.push_back(Chars(CharSet().set(static_cast<unsigned char>(c)), start, flags));
+        return absl::OkStatus();
+    }
+  }
+
+  absl::Status ParseGroup(Flags& flags, size_t start, std::vector<ReNode>& out) {
+    ReNode group;
+    group.kind = ReNode::kGroup;
+    group.begin = start;
+    Flags inner = flags;
+    if (More() && Peek() == '?') {
+      ++pos_;
+      if (More() && (Peek() == 'P' || Peek() == '<')) {
+        if (Peek() == 'P') ++pos_;
+        if (!More() || Peek() != '<') return Error("unknown group syntax");
+        const size_t close = re_.find('>', pos_);
+        if (close == absl::string_view::npos) return Error("unterminated group name");
+        group.capture = true;
+        group.name = std::string(re_.substr(pos_ + 1, close - pos_ - 1));
+        pos_ = close + 1;
+      } else {
+        // Flags: (?flags) for the rest of the enclosing group, (?flags:re) for re.
+        bool negate = false;
+        while (More() && Peek() != ')' && Peek() != ':') {
+          const char f = re_[pos_++];
+          if (f == '-') {
+            negate = true;
+          } else if (f == 'i') {
+            inner.fold = !negate;
+          } else if (f == 'm') {
+            inner.multi_line = !negate;
+          } else if (f == 's') {
+            inner.dot_nl = !negate;
+          } else if (f == 'U') {
+            // Ungreedy swaps laziness: the reach of every repetition is the same.
+          } else {
+            return Error("unknown flag");
+          }
+        }
+        if (!More()) return Error("unterminated flag group");
+        if (Peek() == ')') {
+          ++pos_;
+          flags = inner;
+          return absl::OkStatus();
+        }
+        ++pos_;  // ':'
+      }
+    } else {
+      group.capture = true;
+    }
+    absl::StatusOr<ReNode> body = ParseAlternate(inner);
+    if (!body.ok()) return body.status();
+    if (!More() || Peek() != ')') return Error("missing ')'");
+    ++pos_;
+    group.subs.push_back(*std::move(body));
+    group.end = pos_;
+    out.push_back(std::move(group));
+    return absl::OkStatus();
+  }
+
+  // After a backslash outside a class.
+  absl::Status ParseEscapeAtom(Flags& flags, size_t start, std::vector<ReNode>& out) {
+    if (!More()) return Error("trailing backslash");
+    const char e = Peek();
+    if (e == 'A') {
+      ++pos_;
+      out.push_back(Marker(ReNode::kBeginText, start));
+      return absl::OkStatus();
+    }
+    if (e == 'z') {
+      ++pos_;
+      out.push_back(Marker(ReNode::kEndText, start));
+      return absl::OkStatus();
+    }
+    if (e == 'b' || e == 'B') {
+      ++pos_;
+      out.push_back(Marker(ReNode::kEmptyWidth, start));
+      return absl::OkStatus();
+    }
+    if (e == 'Q') {
+      ++pos_;
+      size_t stop = re_.find("\\E", pos_);
+      if (stop == absl::string_view::npos) stop = re_.size();
+      for (; pos_ < stop; ++pos_) {
+        const size_t at = pos_;
+        ReNode n = Chars(CharSet().set(static_cast<unsigned char>(re_[pos_])), at, flags);
+        n.end = at + 1;
+        out.push_back(n);
+      }
+      if (pos_ < re_.size()) pos_ += 2;
+      return absl::OkStatus();
+    }
+    absl::StatusOr<CharSet> set = ParseEscape();
+    if (!set.ok()) return set.status();
+    out.push_back(Chars(*set, start, flags));
+    return absl::OkStatus();
+  }
+
+  // An escape that stands for a set of bytes (inside or outside a class), after the backslash.
+  absl::StatusOr<CharSet> ParseEscape() {
+    if (!More()) return Error("trailing backslash");
+    const char e = re_[pos_++];
+    switch (e) {
+      case 'd':
+        return Digits();
+      case 'D':
+        return ~Digits();
+      case 's':
+        return Spaces() & ~CharSet().set('\v');
+      case 'S':
+        return ~(Spaces() & ~CharSet().set('\v'));
+      case 'w':
+        return Word();
+      case 'W':
+        return ~Word();
+      case 'C':
+        return All();
+      case 'p':
+      case 'P':
+        // Unicode classes: taken as reaching every byte (the cautious side for this check).
+        if (More() && Peek() == '{') {
+          const size_t close = re_.find('}', pos_);
+          if (close == absl::string_view::npos) return Error("unterminated \\p{");
+          pos_ = close + 1;
+        } else if (More()) {
+          ++pos_;
+        }
+        return All();
+      case 'n':
+        return CharSet().set('\n');
+      case 't':
+        return CharSet().set('\t');
+      case 'r':
+        return CharSet().set('\r');
+      case 'f':
+        return CharSet().set('\f');
+      case 'v':
+        return CharSet().set('\v');
+      case 'a':
+        return CharSet().set('\a');
+      case 'x': {
+        int value = 0;
+        if (More() && Peek() == '{') {
+          const size_t close = re_.find('}', pos_);
+          if (close == absl::string_view::npos) return Error("unterminated \\x{");
+          for (size_t i = pos_ + 1; i < close; ++i) value = value * 16 + HexValue(re_[i]);
+          pos_ = close + 1;
+        } else {
+          for (int i = 0; i < 2 && More(); ++i) value = value * 16 + HexValue(re_[pos_++]);
+        }
+        return value < 256 ? CharSet().set(value) : All();
+      }
+      default:
+        if (e >= '0' && e <= '7') {
+          int value = e - '0';
+          for (int i = 0; i < 2 && More() && Peek() >= '0' && Peek() <= '7'; ++i) {
+            value = value * 8 + (re_[pos_++] - '0');
+          }
+          return CharSet().set(value & 0xff);
+        }
+        if (absl::ascii_isalnum(e)) return Error(absl::StrCat("unknown escape \\", std::string(1, e)));
+        return CharSet().set(static_cast<unsigned char>(e));
+    }
+  }
+
+  static int HexValue(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return 0;
+  }
+
+  // After '['.
+  absl::StatusOr<CharSet> ParseClass() {
+    CharSet set;
+    bool negated = false;
+    if (More() && Peek() == '^') {
+      negated = true;
+      ++pos_;
+    }
+    bool first = true;
+    while (More() && (Peek() != ']' || first)) {
+      first = false;
+      if (re_.substr(pos_, 2) == "[:") {
+        const size_t close = re_.find(":]", pos_);
+        if (close == absl::string_view::npos) return Error("unterminated [:class:]");
+        const absl::string_view name = re_.substr(pos_ + 2, close - pos_ - 2);
+        pos_ = close + 2;
+        if (name == "digit") {
+          set |= Digits();
+        } else if (name == "space") {
+          set |= Spaces();
+        } else if (name == "alpha") {
+          set |= Range('A', 'Z') | Range('a', 'z');
+        } else if (name == "alnum") {
+          set |= Digits() | Range('A', 'Z') | Range('a', 'z');
+        } else if (name == "xdigit") {
+          set |= Digits() | Range('A', 'F') | Range('a', 'f');
+        } else {
+          set |= All();  // cautious
+        }
+        continue;
+      }
+      int lo;
+      if (Peek() == '\\') {
+        ++pos_;
+        absl::StatusOr<CharSet> esc = ParseEscape();
+        if (!esc.ok()) return esc.status();
+        if (esc->count() != 1) {
+          set |= *esc;
+          continue;
+        }
+        lo = FirstOf(*esc);
+      } else {
+        lo = static_cast<unsigned char>(re_[pos_++]);
+      }
+      if (pos_ + 1 < re_.size() && Peek() == '-' && re_[pos_ + 1] != ']') {
+        ++pos_;
+        int hi;
+        if (Peek() == '\\') {
+          ++pos_;
+          absl::StatusOr<CharSet> esc = ParseEscape();
+          if (!esc.ok()) return esc.status();
+          if (esc->count() != 1) return Error("range to a class");
+          hi = FirstOf(*esc);
+        } else {
+          hi = static_cast<unsigned char>(re_[pos_++]);
+        }
+        if (hi < lo) return Error("inverted range");
+        set |= Range(lo, hi);
+      } else {
+        set.set(lo);
+      }
+    }
+    if (!More()) return Error("missing ']'");
+    ++pos_;
+    return negated ? ~set : set;
+  }
+
+  static int FirstOf(const CharSet& s) {
+    for (int c = 0; c < 256; ++c) {
+      if (s[c]) return c;
+    }
+    return 0;
+  }
+
+  absl::string_view re_;
+  size_t pos_ = 0;
+};
+
+bool IsVariableRepeat(const ReNode& n) {
+  return n.kind == ReNode::kRepeat && (n.max == -1 || (n.max > 1 && n.max != n.min));
+}
+bool IsMultiRepeat(const ReNode& n) {
+  return n.kind == ReNode::kRepeat && (n.max == -1 || n.max > 1);
+}
+
+// Every byte any piece of `n` can match.
+CharSet Reach(const ReNode& n) {
+  if (n.kind == ReNode::kChars) return n.chars;
+  CharSet out;
+  for (const ReNode& s : n.subs) out |= Reach(s);
+  return out;
+}
+
+bool StartsAnchored(const ReNode& n) {
+  switch (n.kind) {
+    case ReNode::kBeginText:
+      return true;
+    case ReNode::kConcat:
+      return !n.subs.empty() && StartsAnchored(n.subs.front());
+    case ReNode::kGroup:
+      return StartsAnchored(n.subs[0]);
+    case ReNode::kAlternate:
+      for (const ReNode& s : n.subs) {
+        if (!StartsAnchored(s)) return false;
+      }
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool EndsAnchored(const ReNode& n) {
+  switch (n.kind) {
+    case ReNode::kEndText:
+      return true;
+    case ReNode::kConcat:
+      return !n.subs.empty() && EndsAnchored(n.subs.back());
+    case ReNode::kGroup:
+      return EndsAnchored(n.subs[0]);
+    case ReNode::kAlternate:
+      for (const ReNode& s : n.subs) {
+        if (!EndsAnchored(s)) return false;
+      }
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Depth-first: the first repetition inside `n` for which `pred` holds, or nullptr.
+template <typename Pred>
+const ReNode* FindRepeat(const ReNode& n, const Pred& pred, const ReNode* skip = nullptr) {
+  if (&n == skip) return nullptr;
+  if (n.kind == ReNode::kRepeat && pred(n)) return &n;
+  for (const ReNode& s : n.subs) {
+    if (const ReNode* found = FindRepeat(s, pred, skip)) return found;
+  }
+  return nullptr;
+}
+
+// The chain of (node, child index) from the root down to the capture named `key`.
+bool FindKey(const ReNode& n, absl::string_view key,
+             std::vector<std::pair<const ReNode*, size_t>>& path, const ReNode** group) {
+  if (n.kind == ReNode::kGroup && n.capture && n.name == key) {
+    *group = &n;
+    return true;
+  }
+  for (size_t i = 0; i < n.subs.size(); ++i) {
+    path.emplace_back(&n, i);
+    if (FindKey(n.subs[i], key, path, group)) return true;
+    path.pop_back();
+  }
+  return false;
+}
+
+bool IsSingleString(const ReNode& n) {
+  switch (n.kind) {
+    case ReNode::kChars:
+      return n.chars.count() == 1;
+    case ReNode::kConcat:
+    case ReNode::kGroup:
+      for (const ReNode& s : n.subs) {
+        if (!IsSingleString(s)) return false;
+      }
+      return true;
+    case ReNode::kRepeat:
+      return n.min == n.max && IsSingleString(n.subs[0]);
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern,
+                                                 absl::string_view key) {
+  RE2 re(re2::StringPiece(pattern.data(), pattern.size()), PalisadeRe2Options());
+  if (!re.ok()) return absl::InvalidArgumentError(absl::StrCat("does not compile: ", re.error()));
+  absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
+  if (!root.ok()) return root.status();
+  std::vector<std::pair<const ReNode*, size_t>> path;
+  const ReNode* group = nullptr;
+  if (!FindKey(*root, key, path, &group)) {
+    return absl::InvalidArgumentError(absl::StrCat("has no (?P<", key, ">...) group"));
+  }
+  KeyPlacement out;
+  out.literal_key = IsSingleString(group->subs[0]);
+  out.has_free_text_field =
+      FindRepeat(
+          *root,
+          [](const ReNode& r) {
+            return IsVariableRepeat(r) && (Reach(r) & ~(Digits() | Spaces())).any();
+          },
+          group) != nullptr;
+
+  // Before the key: the pieces that precede it in every sequence that holds it, and any
+  // repetition that holds it (its earlier rounds come first).
+  auto quote = [&](const ReNode& n) {
+    return absl::StrCat("`", pattern.substr(n.begin, n.end - n.begin), "`");
+  };
+  if (!StartsAnchored(*root)) {
+    out.follows_field = true;
+    out.field = "an unanchored start (the match may begin anywhere in the line)";
+  }
+  for (const auto& [node, index] : path) {
+    if (out.follows_field) break;
+    if (node->kind == ReNode::kConcat) {
+      for (size_t j = 0; j < index && !out.follows_field; ++j) {
+        if (const ReNode* r = FindRepeat(node->subs[j], IsVariableRepeat)) {
+          out.follows_field = true;
+          out.field = quote(*r);
+        }
+      }
+    } else if (IsMultiRepeat(*node)) {
+      out.follows_field = true;
+      out.field = quote(*node);
+    }
+  }
+
+  // The text that introduces the key: the one-byte pieces right before it, walking out through
+  // groups and alternations (not repetitions) while the key starts its sequence.
+  std::vector<CharSet> introducer;
+  bool stopped = false;
+  for (size_t k = path.size(); k-- > 0 && !stopped;) {
+    const auto& [node, index] = path[k];
+    if (node->kind == ReNode::kRepeat) break;
+    if (node->kind != ReNode::kConcat) continue;
+    for (size_t j = index; j-- > 0;) {
+      const ReNode& prev = node->subs[j];
+      if (prev.kind != ReNode::kChars || prev.chars.count() > 2) {
+        stopped = true;
+        break;
+      }
+      introducer.insert(introducer.begin(), prev.chars);
+    }
+  }
+  auto crosses = [&](const ReNode& r) {
+    if (!IsMultiRepeat(r)) return false;
+    const CharSet reach = Reach(r);
+    for (const CharSet& c : introducer) {
+      if ((reach & c).none()) return false;
+    }
+    return true;  // an empty introducer: every repetition counts
+  };
+  // After the key: the pieces that follow it in every sequence that holds it, innermost first,
+  // up to the first that ends at `$`.
+  bool crossing = false;
+  for (size_t k = path.size(); k-- > 0 && !out.pinned_to_end && !crossing;) {
+    const auto& [node, index] = path[k];
+    if (IsMultiRepeat(*node)) {
+      crossing = true;  // later rounds of a repetition that holds the key
+      break;
+    }
+    if (node->kind != ReNode::kConcat) continue;
+    for (size_t j = index + 1; j < node->subs.size(); ++j) {
+      if (FindRepeat(node->subs[j], crosses) != nullptr) {
+        crossing = true;
+        break;
+      }
+      if (EndsAnchored(node->subs[j])) {
+        out.pinned_to_end = true;
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
+  for (const Rule& rule : pack.pack.rules()) {
+    const std::string key = rule.key().empty() ? "ip" : rule.key();
+    const bool address = rule.key_kind() == TargetKind::TARGET_KIND_UNSPECIFIED ||
+                         rule.key_kind() == TargetKind::TARGET_KIND_IP;
+    const std::string where =
+        absl::StrCat(pack.file, ": pack \"", pack.pack.name(), "\": rule \"", rule.id(), "\": ");
+    if (!rule.unanchored_key_reason().empty()) {
+      if (address) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, "unanchored_key_reason is refused on an address key: a client writes text "
+                   "next to every address a server logs; anchor the pattern instead"));
+      }
+      continue;
+    }
+    for (int i = 0; i < rule.patterns_size(); ++i) {
+      absl::StatusOr<KeyPlacement> placement = AnalyzeKeyPlacement(rule.patterns(i), key);
+      if (!placement.ok()) {
+        // Compile names RE2's errors and missing groups; refuse only what it would accept.
+        RE2 re(rule.patterns(i), PalisadeRe2Options());
+        if (!re.ok() || re.NamedCapturingGroups().count(key) == 0) continue;
+        return absl::InvalidArgumentError(absl::StrCat(where, "pattern ", i + 1, " `",
+                                                       rule.patterns(i), "`: ",
+                                                       placement.status().message()));
+      }
+      if (placement->safe()) continue;
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "pattern ", i + 1, " `", rule.patterns(i), "`: the key group (?P<", key,
+          ">...) follows ", placement->field,
+          " and nothing pins it to the end of the line, so whoever writes that field chooses "
+          "the key (a user name \"x from <victim> port 22\" bans the victim). Anchor the whole "
+          "line (^...$) or match the fixed tail the server appends after the key (... from "
+          "(?P<ip>...) port \\d+ ssh2$)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
 }  // namespace
 
 RE2::Options PalisadeRe2Options() {
@@ -229,7 +924,10 @@ absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path) {
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open rule pack"));
   std::stringstream buf;
   buf << in.rdbuf();
-  return ParseRulePack(buf.str(), path);
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(buf.str(), path);
+  if (!pack.ok()) return pack;
+  if (absl::Status s = CheckKeyAnchoring(*pack); !s.ok()) return s;
+  return pack;
 }
 
 absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(

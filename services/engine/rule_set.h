@@ -5,6 +5,30 @@
 //
 // Loading is all or nothing: an invalid regex, a missing key group, an unknown field or a
 // duplicate id refuses the whole set, with an error naming the file, the rule id and the reason.
+//
+// Key anchoring (issue 12, "choosing the victim"): a pack read from a file (LoadRulePackFile: the
+// daemon's config and reloads, palisadectl, the pack test) is also refused when a rule lets the
+// writer of a line choose its key. `Failed password for x from V port 22 from A port 1 ssh2` is
+// what sshd writes when A tries the user name "x from V port 22"; a pattern that takes the user
+// lazily (`for (?P<user>.*?) from (?P<ip>...) port`) with nothing pinning the end bans V. The
+// criterion, per pattern (see KeyPlacement):
+//   refused  when the key group follows a variable-length field (a repetition of unbounded or
+//            variable length, such as `.*`, `.+?`, `\S+`, `[^ ]*`, `\w{1,32}`, or an unanchored
+//            start, which RE2 runs as a leading `.*?`), a client can write that field, and so
+//            can write a copy of the text that introduces the key;
+//   unless   the pattern is pinned to the end after the key: a `$` (or `\z`, outside (?m)) that
+//            the match must reach through pieces that cannot re-cross the text introducing the
+//            key (for ` from (?P<ip>...) port \d+ ssh2$`: `\d+` cannot take the space of
+//            " from "), so the key is the one in the fixed tail the server appends; or the key
+//            group matches a single string (`(?P<path>/login)`), which no writer can vary; or the
+//            rule sets `unanchored_key_reason` (never for an address key).
+// A field before the key that cannot be written by a client (a pid, a timestamp) is refused all
+// the same: the check reads syntax, not intent, and anchoring such a rule costs nothing.
+// The analysis parses RE2 syntax here (libre2-dev 20220601 in Debian does not ship re2/regexp.h,
+// so RE2's own parse tree is not reachable); patterns are first compiled by RE2, and anything
+// the parser does not understand is refused, never waved through.
+// Packs built in memory (ParseRulePack, e.g. test fixtures, Admin.TestRules) are not checked
+// unless the caller runs CheckKeyAnchoring.
 // The running rules are untouched by a failed load; the server swaps a new RuleSet in only after
 // Compile succeeded.
 //
@@ -36,7 +60,40 @@ struct LoadedPack {
 // Parses a textproto RulePack strictly: unknown fields and syntax errors are refused with
 // "file:line:column: reason". The pack name defaults to the file's base name.
 absl::StatusOr<LoadedPack> ParseRulePack(absl::string_view text, absl::string_view file);
+// ParseRulePack on the file's contents, then CheckKeyAnchoring.
 absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path);
+
+// Where a pattern's key group sits relative to the fields a line's writer controls.
+struct KeyPlacement {
+  // The key group follows a variable-length field or an unanchored start; `field` quotes the
+  // first such piece of the pattern (e.g. ".*?") or says "an unanchored start".
+  bool follows_field = false;
+  std::string field;
+  // After the key the match must reach `$`/`\z` through pieces that cannot re-cross the
+  // literal text that introduces the key (for a key with no literal before it: through no
+  // repetition at all).
+  bool pinned_to_end = false;
+  // The key group matches exactly one string.
+  bool literal_key = false;
+  // Some repetition outside the key group can take more than digits and whitespace: a field a
+  // client may write (user name, path, header, reason). The pack test asks such rules for an
+  // injection example (Example.smuggled_key).
+  bool has_free_text_field = false;
+
+  // Whether the writer of a line cannot choose the key.
+  bool safe() const { return !follows_field || pinned_to_end || literal_key; }
+};
+
+// Analyses `pattern` for the capture group named `key`. kInvalidArgument when the pattern does
+// not compile, has no such group, or uses syntax the analysis does not understand.
+absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern,
+                                                 absl::string_view key);
+
+// Refuses (kInvalidArgument, naming the file, the pack, the rule id and the pattern) the first
+// rule with a pattern whose KeyPlacement is not safe(), unless the rule sets
+// unanchored_key_reason; refuses that field on an address key. Patterns that do not compile are
+// left to RuleSet::Compile, which names the RE2 error.
+absl::Status CheckKeyAnchoring(const LoadedPack& pack);
 
 // CIDR sets by name (from the config), for rule conditions.
 using CidrSets = std::map<std::string, CidrSet>;

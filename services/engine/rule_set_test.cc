@@ -1,5 +1,10 @@
 #include "services/engine/rule_set.h"
 
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
@@ -16,7 +21,7 @@ constexpr absl::string_view kGoodRule = R"pb(
   rules {
     id: "ssh-fail"
     formats: LOG_FORMAT_SYSLOG
-    patterns: "Failed password for .* from (?P<ip>\\S+)"
+    patterns: "^Failed password for .* from (?P<ip>\\S+) port \\d+ ssh2$"
     threshold {
       count: 3
       window { seconds: 60 }
@@ -129,6 +134,146 @@ TEST(RuleSetTest, ActuatorMustFitTheKey) {
                "action: ACTION_BLOCK actuator: ACTUATOR_RATE_LIMIT");
   EXPECT_THAT(CompileText(text), StatusIs(absl::StatusCode::kInvalidArgument,
                                           HasSubstr("cannot act on a TARGET_KIND_IP key")));
+}
+
+// Key anchoring (issue 12): patterns that let the writer of a line choose the key, and patterns
+// that do not.
+KeyPlacement Placement(absl::string_view pattern, absl::string_view key = "ip") {
+  absl::StatusOr<KeyPlacement> p = AnalyzeKeyPlacement(pattern, key);
+  EXPECT_THAT(p, IsOk()) << pattern;
+  return p.ok() ? *p : KeyPlacement();
+}
+
+TEST(KeyPlacementTest, RefusesAKeyAfterAFieldWithNothingPinningTheEnd) {
+  // The shipped sshd rule before the fix: "x from <victim> port 22" as a user name won.
+  const KeyPlacement old = Placement(
+      R"(^Failed (?:password|publickey) for (?:invalid user )?(?P<user>.*?) from )"
+      R"((?P<ip>[0-9A-Fa-f:.]+) port \d+)");
+  EXPECT_FALSE(old.safe());
+  EXPECT_TRUE(old.follows_field);
+  EXPECT_EQ(old.field, "`.*?`");
+  EXPECT_FALSE(old.pinned_to_end);
+  EXPECT_TRUE(old.has_free_text_field);
+  for (absl::string_view pattern : {
+           // \S+ takes "x", the injected " from <victim> port" follows.
+           R"(^Failed password for \S+ from (?P<ip>\S+) port)",
+           R"(^Failed password for [^ ]* from (?P<ip>\S+) port \d+)",
+           R"(^Failed password for .+ from (?P<ip>\S+))",
+           R"(^id=\w{1,32} ip=(?P<ip>\S+))",
+           R"(^(?:\S+ ){2}from (?P<ip>\S+) port)",
+           // An unanchored start is a leading .*?: the first "from <ip>" anywhere wins.
+           R"(from (?P<ip>[0-9a-f:.]+) port \d+)",
+           // A `$` that a repetition after the key can reach across " from <attacker>" pins
+           // nothing.
+           R"(^for .*? from (?P<ip>\S+) port \d+ ssh2.*$)",
+           R"(^for .*? from (?P<ip>\S+) port (?:\d+|.*)$)",
+           R"(^for .*? from (?P<ip>\S+)(?: port \d+$|.*))",
+           R"(^for (?:\S+ )+from (?P<ip>\S+) (?:\S+ )+ssh2$)",
+           // Under (?m), ^ and $ are line anchors, not the ends of the text.
+           R"((?m)^for .*? from (?P<ip>\S+) port \d+ ssh2$)",
+           // The key inside a repetition: any round may hold the client's copy.
+           R"(^(?:for \S+ from (?P<ip>\S+) )+$)",
+       }) {
+    const KeyPlacement p = Placement(pattern);
+    EXPECT_FALSE(p.safe()) << pattern;
+  }
+}
+
+TEST(KeyPlacementTest, AcceptsKeysTheServerWrote) {
+  const KeyPlacement fixed = Placement(
+      R"(^Failed (?:password|publickey) for (?:invalid user )?(?P<user>.*?) from )"
+      R"((?P<ip>[0-9A-Fa-f:.]+) port \d+ ssh2(?:: [A-Z0-9-]+ SHA256:[A-Za-z0-9+/]+)?$)");
+  EXPECT_TRUE(fixed.safe());
+  EXPECT_TRUE(fixed.follows_field);
+  EXPECT_TRUE(fixed.pinned_to_end);
+  for (absl::string_view pattern : {
+           // The key first: nothing before it for a client to write.
+           R"(^(?P<ip>[0-9A-Fa-f:.]+) \S+ \S+ \[[^\]]+\] "[^"]*" 40[13] )",
+           R"(^Did not receive identification string from (?P<ip>[0-9a-f:.]+))",
+           R"(\A(?P<ip>\S+) .*)",
+           // Pinned by a fixed tail; \d+ and \S+ cannot take the spaces of " from ".
+           R"(^Invalid user (?P<user>.*?) from (?P<ip>[0-9A-Fa-f:.]+)(?: port \d+)?$)",
+           R"(^for (?:\S+ )+from (?P<ip>\S+) port \d+ ssh2(?:: \S+ \S+)?$)",
+           R"(for .* from (?P<ip>\S+) port \d+ ssh2\z)",
+           R"((?i)^FAILED password for .*? from (?P<ip>\S+) port \d+ ssh2$)",
+       }) {
+    EXPECT_TRUE(Placement(pattern).safe()) << pattern;
+  }
+  // A key that can only be one string cannot be chosen.
+  const KeyPlacement literal =
+      Placement(R"(^\S+ \S+ \S+ \[[^\]]+\] "POST (?P<path>/login) [^"]*" 401 )", "path");
+  EXPECT_TRUE(literal.literal_key);
+  EXPECT_TRUE(literal.safe());
+  EXPECT_FALSE(Placement(R"(^\S+ \S+ "POST (?P<path>/log(?:in|out)) )", "path").safe());
+}
+
+TEST(KeyPlacementTest, FreeTextFieldsAreRepetitionsBeyondDigitsAndSpaces) {
+  EXPECT_FALSE(
+      Placement(R"(^banner exchange: Connection from (?P<ip>[0-9A-Fa-f:.]+) port \d+: invalid)")
+          .has_free_text_field);
+  EXPECT_FALSE(Placement(R"(^Did not receive identification string from (?P<ip>[0-9a-f:.]+))")
+                   .has_free_text_field);
+  EXPECT_TRUE(Placement(R"(^(?P<ip>\S+) \S+ )").has_free_text_field);
+  EXPECT_TRUE(Placement(R"(^x (?P<ip>\d+) (?P<path>/[^ "]*) )").has_free_text_field);
+}
+
+TEST(KeyPlacementTest, ErrorsAreInvalidArgument) {
+  EXPECT_THAT(AnalyzeKeyPlacement("(?P<ip>[", "ip"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("does not compile")));
+  EXPECT_THAT(AnalyzeKeyPlacement("^(?P<addr>x)$", "ip"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no (?P<ip>...) group")));
+}
+
+std::string WritePack(absl::string_view name, absl::string_view text) {
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(KeyAnchoringTest, TheFileLoaderRefusesAChoosableKeyNamingPackRuleAndPattern) {
+  std::string text(kGoodRule);
+  text.replace(text.find("$"), 1, "");  // no longer pinned to the end
+  const std::string path = WritePack("choosable.textproto", "name: \"ssh\"\n" + text);
+  EXPECT_THAT(LoadRulePackFile(path),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("choosable.textproto"), HasSubstr("pack \"ssh\""),
+                             HasSubstr("rule \"ssh-fail\""), HasSubstr("pattern 1 `^Failed"),
+                             HasSubstr("follows `.*`"))));
+  // The same pack, pinned, loads.
+  EXPECT_THAT(LoadRulePackFile(WritePack("pinned.textproto", kGoodRule)), IsOk());
+}
+
+TEST(KeyAnchoringTest, UnanchoredKeyReasonOnlyForKeysThatAreNotAddresses) {
+  constexpr absl::string_view kToken = R"pb(
+    rules {
+      id: "token"
+      formats: LOG_FORMAT_RAW
+      key: "token"
+      key_kind: TARGET_KIND_TOKEN_FINGERPRINT
+      patterns: "Bearer (?P<token>[A-Za-z0-9]{40})"
+      threshold { count: 1 }
+      decision { action: ACTION_REVOKE_TOKEN duration { seconds: 60 } }
+    }
+  )pb";
+  EXPECT_THAT(LoadRulePackFile(WritePack("token.textproto", kToken)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("an unanchored start")));
+  std::string reasoned(kToken);
+  reasoned.insert(reasoned.find("threshold"),
+                  "unanchored_key_reason: \"a leaked token is a finding wherever it is\" ");
+  EXPECT_THAT(LoadRulePackFile(WritePack("token2.textproto", reasoned)), IsOk());
+
+  std::string address(kGoodRule);
+  address.insert(address.find("threshold"), "unanchored_key_reason: \"trust me\" ");
+  EXPECT_THAT(LoadRulePackFile(WritePack("address.textproto", address)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("rule \"ssh-fail\""),
+                             HasSubstr("refused on an address key"))));
+}
+
+TEST(KeyAnchoringTest, AnInvalidRegexIsLeftToCompileWithItsRe2Error) {
+  std::string text(kGoodRule);
+  text.replace(text.find("(?P<ip>"), 7, "(?P<ip>[");
+  EXPECT_THAT(LoadRulePackFile(WritePack("broken.textproto", text)), IsOk());
 }
 
 TEST(RuleSetTest, MissingFileIsNotFound) {
