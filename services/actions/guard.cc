@@ -19,6 +19,12 @@ constexpr const char* kCloudflare[] = {
     "2400:cb00::/32",   "2606:4700::/32",  "2803:f800::/32",  "2405:b500::/32",   "2405:8100::/32",
     "2a06:98c0::/29",   "2c0f:f248::/32"};
 
+// Token revocations spend a budget of their own (see GuardOptions::max_revocations_per_minute).
+bool IsRevocation(const palisade::v1::Decision& d) {
+  return d.target().kind() == palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT ||
+         d.target().kind() == palisade::v1::TARGET_KIND_TOKEN_ID;
+}
+
 }  // namespace
 
 std::vector<std::string> Guard::CloudflareRanges() {
@@ -56,12 +62,27 @@ Guard::Verdict Guard::Check(const palisade::v1::Decision& d, absl::Time now, int
   // A feed version is one deliberate change, vetted by the feed's shrink guard and the edge
   // cap on feed entries; its entries do not spend the per-minute budget of detections.
   if (d.origin() == palisade::v1::ORIGIN_FEED) return Verdict::kAllow;
+  if (IsRevocation(d)) {
+    while (!recent_revocations_.empty() &&
+           recent_revocations_.front() <= now - absl::Minutes(1)) {
+      recent_revocations_.pop_front();
+    }
+    if (static_cast<int>(recent_revocations_.size()) >= options_.max_revocations_per_minute) {
+      return Verdict::kHeld;
+    }
+    recent_revocations_.push_back(now);
+    return Verdict::kAllow;
+  }
   if (static_cast<int>(recent_.size()) >= options_.max_new_per_minute) return Verdict::kHeld;
   recent_.push_back(now);
   return Verdict::kAllow;
 }
 
 void Guard::Record(absl::Time now) { recent_.push_back(now); }
+
+void Guard::Record(const palisade::v1::Decision& d, absl::Time now) {
+  (IsRevocation(d) ? recent_revocations_ : recent_).push_back(now);
+}
 
 absl::StatusOr<std::vector<std::string>> Guard::ReadCidrFile(const std::string& path) {
   std::ifstream in(path);

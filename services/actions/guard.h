@@ -9,7 +9,9 @@
 //    prefix): that actuator checks its item against the same set (TouchesNeverBan).
 //  - the blast-radius limit: at most N new bans per minute over all actuators (threat-feed
 //    entries excepted: a feed version is vetted by its own shrink guard), and at most M
-//    active per actuator. Past it, applies are held: kept, reported (metric, log line,
+//    active per actuator. Token revocations have a per-minute budget of their own: they block
+//    no visitor, and a burst of them (tokens in a log) must not hold the bans behind it.
+//    Past it, applies are held: kept, reported (metric, log line,
 //    Admin.Status), not pushed, until an operator releases them (Admin.ReleaseHeld).
 // Thread-safety: not thread-safe; the dispatcher calls it under its lock.
 #ifndef PALISADE_SERVICES_ACTIONS_GUARD_H_
@@ -30,6 +32,10 @@ struct GuardOptions {
   // Ranges never acted upon, on top of NonPublicRanges() (services/common/ip.h).
   CidrSet never_ban;
   int max_new_per_minute = 60;
+  // Token revocations (token fingerprint or id targets) per minute, apart from the bans. Only
+  // verified tokens get here (services/actions/token_vetter.h); 30 a minute is far more than an
+  // honest leak, and a flood of real leaked tokens is held for an operator, not the bans.
+  int max_revocations_per_minute = 30;
   int max_active_per_actuator = 10000;
 };
 
@@ -44,6 +50,8 @@ class Guard {
   Verdict Check(const palisade::v1::Decision& d, absl::Time now, int active);
   // Counts a released (operator-approved) apply toward the limit without checking it.
   void Record(absl::Time now);
+  // The same, toward the budget the decision's kind spends (bans, or revocations).
+  void Record(const palisade::v1::Decision& d, absl::Time now);
 
   // True when the target is (or overlaps) the never-ban set. Paths and tokens never are.
   bool NeverBan(const palisade::v1::Target& target) const;
@@ -57,7 +65,8 @@ class Guard {
 
  private:
   const GuardOptions options_;
-  std::deque<absl::Time> recent_;  // applies allowed in the last minute
+  std::deque<absl::Time> recent_;              // bans allowed in the last minute
+  std::deque<absl::Time> recent_revocations_;  // revocations allowed in the last minute
 };
 
 }  // namespace palisade

@@ -56,6 +56,37 @@ TEST(GuardTest, NeverBanSeesIpv4InsideIpv6) {
   EXPECT_FALSE(guard.NeverBan(Ban("2a01:4f8:1:2::6").target()));
 }
 
+// Issue 12 §2: revocations used up the ban budget and the attacker's ban was held. Each kind now
+// spends its own budget.
+TEST(GuardTest, RevocationsHaveABudgetApartFromBans) {
+  GuardOptions options;
+  options.max_new_per_minute = 3;
+  options.max_revocations_per_minute = 2;
+  Guard guard(options);
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  const auto token = [](int i) {
+    return Ban("sha256:00000000000000" + std::to_string(10 + i),
+               palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT);
+  };
+  EXPECT_EQ(guard.Check(token(1), t0, 0), Guard::Verdict::kAllow);
+  EXPECT_EQ(guard.Check(token(2), t0, 0), Guard::Verdict::kAllow);
+  EXPECT_EQ(guard.Check(token(3), t0, 0), Guard::Verdict::kHeld);
+  const palisade::v1::Decision by_id =
+      Ban("0123456789abcdef0123456789abcdef", palisade::v1::TARGET_KIND_TOKEN_ID);
+  EXPECT_EQ(guard.Check(by_id, t0, 0), Guard::Verdict::kHeld);
+  // The bans still have all of theirs.
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(guard.Check(Ban("203.0.113.7"), t0, 0), Guard::Verdict::kAllow) << i;
+  }
+  EXPECT_EQ(guard.Check(Ban("203.0.113.8"), t0, 0), Guard::Verdict::kHeld);
+  // A released revocation counts toward the revocations, not the bans.
+  const absl::Time t1 = t0 + absl::Minutes(2);
+  guard.Record(token(4), t1);
+  guard.Record(token(5), t1);
+  EXPECT_EQ(guard.Check(token(6), t1, 0), Guard::Verdict::kHeld);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.9"), t1, 0), Guard::Verdict::kAllow);
+}
+
 TEST(GuardTest, BlastRadiusPerMinuteAndActive) {
   GuardOptions options;
   options.max_new_per_minute = 3;
