@@ -1,7 +1,10 @@
 // palisadectl: the command-line client of palisaded.
 //
 //   palisadectl ship FILE... [--format F] [--source S] [--retime]
-//   palisadectl decisions list [--active] [--target T] [--rule R] [--json]
+//   palisadectl decisions list [--active] [--target T] [--rule R] [--page_size N] [--json]
+//
+// Human output escapes what peers and logs wrote (control characters, bidi marks, invalid
+// UTF-8): a log line or a batch source must not be able to forge lines on an operator's screen.
 //   palisadectl decisions add ADDRESS|CIDR --duration 1h [--reason TEXT]
 //   palisadectl decisions delete ID
 //   palisadectl rules test PACK FILE [--format F] [--json] [--remote]
@@ -61,6 +64,8 @@ ABSL_FLAG(bool, json, false, "Machine-readable output.");
 ABSL_FLAG(bool, active, false, "decisions list: only active decisions.");
 ABSL_FLAG(std::string, target, "", "decisions list: only this target.");
 ABSL_FLAG(std::string, rule, "", "decisions list: only this rule.");
+ABSL_FLAG(int32_t, page_size, 0,
+          "decisions list: decisions per call (0: the server's default); every page is read.");
 ABSL_FLAG(absl::Duration, duration, absl::Hours(1), "decisions add: how long.");
 ABSL_FLAG(std::string, reason, "", "decisions add: free text.");
 ABSL_FLAG(bool, remote, false, "rules test: run through the server's Admin.TestRules.");
@@ -93,8 +98,90 @@ namespace {
 
 using palisade::v1::LogFormat;
 
+// Walks `s` by UTF-8 code point: `cp` is -1 for a byte that starts no valid sequence (bad
+// lead, truncated, overlong, surrogate, past U+10FFFF), whose `len` is then 1.
+template <typename F>
+void ForEachCodePoint(absl::string_view s, F f) {
+  for (size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    int len = b < 0x80 ? 1 : (b >> 5) == 0x6 ? 2 : (b >> 4) == 0xE ? 3 : (b >> 3) == 0x1E ? 4 : 0;
+    int32_t cp = len == 1 ? b : len == 2 ? (b & 0x1F) : len == 3 ? (b & 0x0F) : (b & 0x07);
+    bool ok = len > 0 && i + len <= s.size();
+    for (int k = 1; ok && k < len; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      ok = (c & 0xC0) == 0x80;
+      cp = (cp << 6) | (c & 0x3F);
+    }
+    static constexpr int32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (ok && (cp < kMin[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))) ok = false;
+    if (!ok) {
+      f(-1, s.substr(i, 1));
+      ++i;
+      continue;
+    }
+    f(cp, s.substr(i, static_cast<size_t>(len)));
+    i += static_cast<size_t>(len);
+  }
+}
+
+// Characters a terminal must not get raw from text a peer or a log wrote (issue 12: a newline
+// in LogBatch.source forged whole lines of `watch`): the C0 controls, DEL, the C1 controls, and
+// the ones that reorder or hide text (bidi marks, embeddings, overrides and isolates; the line
+// and paragraph separators).
+bool Unsafe(int32_t cp) {
+  return cp < 0x20 || cp == 0x7F || (cp >= 0x80 && cp <= 0x9F) || cp == 0x061C ||
+         cp == 0x200E || cp == 0x200F || (cp >= 0x2028 && cp <= 0x202E) ||
+         (cp >= 0x2066 && cp <= 0x2069);
+}
+
+// Text for a human: every unsafe character escaped (\n, \t, \r, \xNN, \u{NNNN}), every
+// invalid UTF-8 byte as \xNN, and the backslash doubled so an escape cannot be forged either.
+std::string Safe(absl::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  ForEachCodePoint(s, [&out](int32_t cp, absl::string_view bytes) {
+    if (cp < 0) {
+      absl::StrAppendFormat(&out, "\\x%02x", static_cast<unsigned char>(bytes[0]));
+    } else if (cp == '\\') {
+      out += "\\\\";
+    } else if (cp == '\n') {
+      out += "\\n";
+    } else if (cp == '\r') {
+      out += "\\r";
+    } else if (cp == '\t') {
+      out += "\\t";
+    } else if (cp < 0x80 && Unsafe(cp)) {
+      absl::StrAppendFormat(&out, "\\x%02x", cp);
+    } else if (Unsafe(cp)) {
+      absl::StrAppendFormat(&out, "\\u{%04x}", cp);
+    } else {
+      out.append(bytes.data(), bytes.size());
+    }
+  });
+  return out;
+}
+
+// A JSON string literal of `s` (invalid UTF-8 bytes become U+FFFD: JSON text is UTF-8).
+std::string JsonQuote(absl::string_view s) {
+  std::string out = "\"";
+  ForEachCodePoint(s, [&out](int32_t cp, absl::string_view bytes) {
+    if (cp < 0) {
+      out += "\\ufffd";
+    } else if (cp == '"' || cp == '\\') {
+      out += '\\';
+      out += static_cast<char>(cp);
+    } else if (cp < 0x20 || cp == 0x7F || cp == 0x2028 || cp == 0x2029) {
+      absl::StrAppendFormat(&out, "\\u%04x", cp);
+    } else {
+      out.append(bytes.data(), bytes.size());
+    }
+  });
+  out += '"';
+  return out;
+}
+
 int Fail(const std::string& message) {
-  std::cerr << "palisadectl: " << message << std::endl;
+  std::cerr << "palisadectl: " << Safe(message) << std::endl;
   return 1;
 }
 
@@ -209,7 +296,7 @@ int ShipFiles(const std::vector<std::string>& files) {
     options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
     if (tty) {
       options.progress = [&file](uint64_t done, uint64_t total) {
-        std::fprintf(stderr, "\r%s: %llu/%llu lines acked", file.c_str(),
+        std::fprintf(stderr, "\r%s: %llu/%llu lines acked", Safe(file).c_str(),
                      static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
       };
     }
@@ -224,7 +311,7 @@ int ShipFiles(const std::vector<std::string>& files) {
     std::printf(
         "%s: %zu lines in %llu batches: %llu accepted, %llu malformed, %llu matched, "
         "%llu ignored, %llu detections (%.0f lines/s)\n",
-        file.c_str(), records.size(), static_cast<unsigned long long>(summary->batches),
+        Safe(file).c_str(), records.size(), static_cast<unsigned long long>(summary->batches),
         static_cast<unsigned long long>(summary->accepted),
         static_cast<unsigned long long>(summary->malformed),
         static_cast<unsigned long long>(summary->matched),
@@ -245,25 +332,48 @@ int DecisionsList() {
   req.set_active_only(absl::GetFlag(FLAGS_active));
   req.set_target(absl::GetFlag(FLAGS_target));
   req.set_rule_id(absl::GetFlag(FLAGS_rule));
-  palisade::v1::ListDecisionsResponse resp;
-  grpc::Status s = stub->List(Context().get(), req, &resp);
-  if (!s.ok()) return Fail(s, "decisions list");
-  if (absl::GetFlag(FLAGS_json)) {
-    for (const auto& d : resp.decisions()) std::printf("%s\n", Json(d).c_str());
-    return 0;
+  req.set_page_size(std::max(0, absl::GetFlag(FLAGS_page_size)));
+  const bool json = absl::GetFlag(FLAGS_json);
+  if (!json) {
+    std::printf("%-16s  %-39s  %-17s  %-26s  %-7s  %-20s  %s\n", "ID", "TARGET", "ACTION",
+                "RULE", "OFFENCE", "EXPIRES (UTC)", "ACTIVE");
   }
-  std::printf("%-16s  %-39s  %-17s  %-26s  %-7s  %-20s  %s\n", "ID", "TARGET", "ACTION", "RULE",
-              "OFFENCE", "EXPIRES (UTC)", "ACTIVE");
-  for (const auto& d : resp.decisions()) {
-    std::printf(
-        "%-16s  %-39s  %-17s  %-26s  %-7u  %-20s  %s\n", d.id().c_str(), d.target().value().c_str(),
-        ShortAction(d.action()).c_str(), (d.rule_id().empty() ? "(manual)" : d.rule_id()).c_str(),
-        d.offence(),
-        absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProtoTime(d.expiry()), absl::UTCTimeZone())
-            .c_str(),
-        d.active() ? "yes" : "no");
+  // The server pages the list (issue 12): each page is printed as it comes, so a long list
+  // costs the client one page of memory too.
+  int total = 0;
+  int pages = 0;
+  for (;;) {
+    palisade::v1::ListDecisionsResponse resp;
+    grpc::Status s = stub->List(Context().get(), req, &resp);
+    if (!s.ok()) return Fail(s, "decisions list");
+    ++pages;
+    total += resp.decisions_size();
+    for (const auto& d : resp.decisions()) {
+      if (json) {
+        std::printf("%s\n", Json(d).c_str());
+        continue;
+      }
+      std::printf("%-16s  %-39s  %-17s  %-26s  %-7u  %-20s  %s\n", Safe(d.id()).c_str(),
+                  Safe(d.target().value()).c_str(), ShortAction(d.action()).c_str(),
+                  (d.rule_id().empty() ? "(manual)" : Safe(d.rule_id())).c_str(), d.offence(),
+                  absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProtoTime(d.expiry()),
+                                   absl::UTCTimeZone())
+                      .c_str(),
+                  d.active() ? "yes" : "no");
+    }
+    if (resp.next_page_token().empty()) break;
+    if (resp.next_page_token() == req.page_token()) {
+      return Fail("decisions list: the server repeated a page");
+    }
+    req.set_page_token(resp.next_page_token());
   }
-  std::printf("%d decisions\n", resp.decisions_size());
+  if (!json) {
+    if (pages > 1) {
+      std::printf("%d decisions in %d pages\n", total, pages);
+    } else {
+      std::printf("%d decisions\n", total);
+    }
+  }
   return 0;
 }
 
@@ -290,7 +400,7 @@ int DecisionsDelete(const std::string& id) {
   palisade::v1::Decision d;
   grpc::Status s = stub->Delete(Context().get(), req, &d);
   if (!s.ok()) return Fail(s, "decisions delete");
-  std::printf("withdrawn: %s on %s\n", d.id().c_str(), d.target().value().c_str());
+  std::printf("withdrawn: %s on %s\n", Safe(d.id()).c_str(), Safe(d.target().value()).c_str());
   return 0;
 }
 
@@ -321,8 +431,8 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
 
   if (absl::GetFlag(FLAGS_json)) {
     for (const auto& m : resp.matches()) {
-      std::printf("{\"line\":%u,\"rule\":\"%s\",\"key\":\"%s\",\"time\":\"%s\"}\n", m.line_number(),
-                  m.rule_id().c_str(), m.key().c_str(),
+      std::printf("{\"line\":%u,\"rule\":%s,\"key\":%s,\"time\":\"%s\"}\n", m.line_number(),
+                  JsonQuote(m.rule_id()).c_str(), JsonQuote(m.key()).c_str(),
                   m.has_event_time()
                       ? absl::FormatTime(absl::RFC3339_full, FromProtoTime(m.event_time()),
                                          absl::UTCTimeZone())
@@ -334,13 +444,13 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
   std::printf(
       "Running tests\n=============\n\nUse   rules file : %s (pack \"%s\")\nUse   log file   : %s"
       " (%s)\n\nResults\n=======\n\n",
-      pack_path.c_str(), pack->pack.name().c_str(), file.c_str(),
+      Safe(pack_path).c_str(), Safe(pack->pack.name()).c_str(), Safe(file).c_str(),
       std::string(FormatName(*format)).c_str());
   std::printf("%-28s %10s  %s\n", "rule", "matches", "keys (first 20)");
   for (const auto& r : resp.rules()) {
     std::string keys;
-    for (const auto& k : r.keys()) absl::StrAppend(&keys, keys.empty() ? "" : " ", k);
-    std::printf("%-28s %10u  %s\n", r.rule_id().c_str(), r.matches(), keys.c_str());
+    for (const auto& k : r.keys()) absl::StrAppend(&keys, keys.empty() ? "" : " ", Safe(k));
+    std::printf("%-28s %10u  %s\n", Safe(r.rule_id()).c_str(), r.matches(), keys.c_str());
   }
   std::printf("\nLines: %u lines, %u matched, %u missed, %u malformed [processed in %.2f s]\n",
               resp.lines(), resp.matched_lines(),
@@ -378,12 +488,12 @@ int Status() {
     return 0;
   }
   std::string packs;
-  for (const auto& p : resp.packs()) absl::StrAppend(&packs, packs.empty() ? "" : ", ", p);
+  for (const auto& p : resp.packs()) absl::StrAppend(&packs, packs.empty() ? "" : ", ", Safe(p));
   std::printf(
       "palisaded %s, up %s\nrules:     %u (%s)\nlines:     %llu received, %llu malformed, %llu "
       "matched\ndetections: %llu\ndecisions: %u active\nactions:   %u pending, %u held by "
       "the guard\n",
-      resp.version().c_str(),
+      Safe(resp.version()).c_str(),
       absl::FormatDuration(absl::Trunc(FromProtoDuration(resp.uptime()), absl::Seconds(1))).c_str(),
       resp.rules_loaded(), packs.c_str(), static_cast<unsigned long long>(resp.lines_received()),
       static_cast<unsigned long long>(resp.lines_malformed()),
@@ -471,7 +581,7 @@ int ReplayFiles(const std::vector<std::string>& files) {
               static_cast<unsigned long long>(summary->matched), secs, summary->lines / secs);
   std::printf("%-28s %10s\n", "rule", "matches");
   for (const auto& [rule, n] : summary->matches_per_rule) {
-    std::printf("%-28s %10llu\n", rule.c_str(), static_cast<unsigned long long>(n));
+    std::printf("%-28s %10llu\n", Safe(rule).c_str(), static_cast<unsigned long long>(n));
   }
   std::printf("detections: %llu, decisions: %zu, targets that would be acted on: %zu\n",
               static_cast<unsigned long long>(summary->detections), summary->decisions.size(),
@@ -482,7 +592,7 @@ int ReplayFiles(const std::vector<std::string>& files) {
     std::printf("stale: %zu detection(s) whose decision would already have ended:\n",
                 summary->stale.size());
     for (const auto& d : summary->stale) {
-      std::printf("  %s %s at %s\n", d.rule_id().c_str(), d.target().value().c_str(),
+      std::printf("  %s %s at %s\n", Safe(d.rule_id()).c_str(), Safe(d.target().value()).c_str(),
                   absl::FormatTime("%Y-%m-%d %H:%M:%S", FromProtoTime(d.start()),
                                    absl::UTCTimeZone())
                       .c_str());
@@ -513,12 +623,13 @@ void PrintPush(const palisade::v1::PushFeedResponse& r) {
     return;
   }
   for (const auto& rej : r.rejections()) {
-    std::printf("line %u: %s: %s\n", rej.line(), rej.reason().c_str(), rej.text().c_str());
+    std::printf("line %u: %s: %s\n", rej.line(), Safe(rej.reason()).c_str(),
+                Safe(rej.text()).c_str());
   }
   std::printf("accepted %u, rejected %u, ignored %u, never-ban %u\n", r.accepted(), r.rejected(),
               r.ignored(), r.never_ban());
   if (r.held()) {
-    std::printf("HELD: %s\n", r.held_reason().c_str());
+    std::printf("HELD: %s\n", Safe(r.held_reason()).c_str());
   } else {
     std::printf("version %llu: %u added, %u removed\n",
                 static_cast<unsigned long long>(r.version()), r.added(), r.removed());
@@ -540,11 +651,11 @@ int FeedsList() {
     std::string state = f.held() ? "held: " + f.held_reason()
                         : !f.last_error().empty() ? "error: " + f.last_error()
                                                    : "ok";
-    std::printf("%-20s  %-22s  %9llu  %7llu  %-19s  %-5s  %s\n", f.name().c_str(),
+    std::printf("%-20s  %-22s  %9llu  %7llu  %-19s  %-5s  %s\n", Safe(f.name()).c_str(),
                 palisade::v1::FeedFormat_Name(f.format()).c_str(),
                 static_cast<unsigned long long>(f.entries()),
                 static_cast<unsigned long long>(f.version()), Time(f.last_success()).c_str(),
-                f.to_edge() ? "yes" : "no", state.c_str());
+                f.to_edge() ? "yes" : "no", Safe(state).c_str());
   }
   return 0;
 }
@@ -563,18 +674,19 @@ int FeedsShow(const std::string& name) {
     return 0;
   }
   const auto& f = resp.info();
-  std::printf("%s: %llu entries, version %llu, last success %s%s%s\n", f.name().c_str(),
+  const std::string from = f.url().empty() ? " (pushed)" : ", from " + Safe(f.url());
+  const std::string held = f.held() ? ", HELD: " + Safe(f.held_reason()) : "";
+  std::printf("%s: %llu entries, version %llu, last success %s%s%s\n", Safe(f.name()).c_str(),
               static_cast<unsigned long long>(f.entries()),
               static_cast<unsigned long long>(f.version()), Time(f.last_success()).c_str(),
-              f.url().empty() ? " (pushed)" : (", from " + f.url()).c_str(),
-              f.held() ? (", HELD: " + f.held_reason()).c_str() : "");
+              from.c_str(), held.c_str());
   for (const auto& e : resp.entries()) {
-    std::printf("  %-43s  first %s  last %s  expires %s  %s\n", e.cidr().c_str(),
+    std::printf("  %-43s  first %s  last %s  expires %s  %s\n", Safe(e.cidr()).c_str(),
                 Time(e.first_seen()).c_str(), Time(e.last_seen()).c_str(),
-                Time(e.expiry()).c_str(), e.ref().c_str());
+                Time(e.expiry()).c_str(), Safe(e.ref()).c_str());
   }
   if (!req.lookup().empty() && resp.entries().empty()) {
-    std::printf("  %s is not listed\n", req.lookup().c_str());
+    std::printf("  %s is not listed\n", Safe(req.lookup()).c_str());
     return 3;
   }
   return 0;
@@ -646,7 +758,8 @@ int FeedsTest(const std::string& path) {
       // A STIX rejection is numbered by object, not by line.
       std::printf(*format == palisade::v1::FEED_FORMAT_STIX ? "%s: object %u: %s: %s\n"
                                                             : "%s:%u: %s: %s\n",
-                  path.c_str(), rej.line(), rej.reason().c_str(), rej.text().c_str());
+                  Safe(path).c_str(), rej.line(), Safe(rej.reason()).c_str(),
+                  Safe(rej.text()).c_str());
     }
     std::vector<Cidr> cidrs;
     for (const Indicator& i : parsed->indicators) cidrs.push_back(i.cidr);
@@ -657,13 +770,14 @@ int FeedsTest(const std::string& path) {
   return parsed->rejected > 0 ? 1 : 0;
 }
 
-// One human line per event: "#seq time kind rule correlation summary".
+// One human line per event: "#seq time kind rule correlation summary". The whole line is escaped:
+// its fields come from log lines and batch sources an attacker may have written.
 std::string HumanEvent(const palisade::v1::Event& e) {
-  return absl::StrFormat("#%llu %s %-9s %-24s %-16s %s",
+  return Safe(absl::StrFormat("#%llu %s %-9s %-24s %-16s %s",
                          static_cast<unsigned long long>(e.sequence()),
                          absl::FormatTime("%H:%M:%S", FromProtoTime(e.time()), absl::UTCTimeZone()),
                          EventKindName(e.kind()), e.rule_id().empty() ? "-" : e.rule_id(),
-                         e.correlation_id().empty() ? "-" : e.correlation_id(), EventSummary(e));
+                         e.correlation_id().empty() ? "-" : e.correlation_id(), EventSummary(e)));
 }
 
 int Watch() {
@@ -725,7 +839,7 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "palisadectl COMMAND [flags]\n"
       "  ship FILE... [--format F] [--source S] [--retime]\n"
-      "  decisions list [--active] [--target T] [--rule R] [--json]\n"
+      "  decisions list [--active] [--target T] [--rule R] [--page_size N] [--json]\n"
       "  decisions add ADDRESS|CIDR [--duration 1h] [--reason TEXT]\n"
       "  decisions delete ID\n"
       "  rules test PACK FILE [--format F] [--json] [--remote]\n"

@@ -724,8 +724,8 @@ absl::StatusOr<DecisionPage> DecisionTable::ListPage(const DecisionFilter& filte
   if (!page_token.empty()) {
     const size_t slash = page_token.find('/');
     int64_t seconds = 0;
-    if (slash == absl::string_view::npos ||
-        !absl::SimpleAtoi(page_token.substr(0, slash), &seconds) || slash + 1 == page_token.size()) {
+    if (slash == absl::string_view::npos || slash + 1 == page_token.size() ||
+        !absl::SimpleAtoi(page_token.substr(0, slash), &seconds)) {
       return absl::InvalidArgumentError("page_token: not a token a previous page returned");
     }
     after = ListKey{seconds, page_token.substr(slash + 1)};

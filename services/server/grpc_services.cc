@@ -1,5 +1,6 @@
 #include "services/server/grpc_services.h"
 
+#include <algorithm>
 #include <deque>
 #include <limits>
 #include <string>
@@ -243,7 +244,21 @@ grpc::ServerUnaryReactor* DecisionsService::List(grpc::CallbackServerContext* co
   filter.rule_id = request->rule_id();
   filter.origin = request->origin();
   filter.active_only = request->active_only();
-  for (auto& d : table_.List(filter)) *response->add_decisions() = std::move(d);
+  // Paged (issue 12): one response held every decision, however many hostile logs made.
+  constexpr int32_t kDefaultPageSize = 500;
+  constexpr int32_t kMaxPageSize = 5000;
+  // Under the 4 MiB a gRPC client accepts by default, with room for the framing.
+  constexpr size_t kMaxPageBytes = size_t{3} << 20;
+  if (request->page_size() < 0) {
+    return Reply(context, absl::InvalidArgumentError("page_size must be >= 0"));
+  }
+  const int32_t page_size =
+      request->page_size() == 0 ? kDefaultPageSize : std::min(request->page_size(), kMaxPageSize);
+  absl::StatusOr<DecisionPage> page =
+      table_.ListPage(filter, static_cast<size_t>(page_size), request->page_token(), kMaxPageBytes);
+  if (!page.ok()) return Reply(context, page.status());
+  for (auto& d : page->decisions) *response->add_decisions() = std::move(d);
+  response->set_next_page_token(std::move(page->next_page_token));
   return Reply(context, absl::OkStatus());
 }
 

@@ -134,6 +134,8 @@ int Run() {
     return 2;
   }
   DecisionTable table(clock, config->engine().max_evidence());
+  // The default limits (ended decisions kept a day, offenders capped), counted in /metrics.
+  table.SetLimits(DecisionTableLimits(), registry.get());
   std::set<palisade::v1::Actuator> edge_actuators;
   if (config->cloudflare().enabled()) {
     edge_actuators = {palisade::v1::ACTUATOR_ACCESS_RULE, palisade::v1::ACTUATOR_IP_LIST,

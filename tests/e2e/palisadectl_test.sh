@@ -31,6 +31,12 @@ ctl ship tests/testdata/sample_access.log --format=combined --source=web --retim
 active=$(ctl decisions list --active --json | wc -l)
 [ "$active" -eq 77 ] || fail "expected 77 active decisions, got $active"
 
+# Paging (issue 12): the server answers List a page at a time and the CLI follows the pages.
+out=$(ctl decisions list --active --page_size=10)
+grep -q '^77 decisions in 8 pages$' <<<"$out" || fail "paging: $(tail -n 1 <<<"$out")"
+[ "$(ctl decisions list --active --json --page_size=10 | sort)" = \
+  "$(ctl decisions list --active --json | sort)" ] || fail "the paged list differs from the whole"
+
 added=$(ctl decisions add 198.51.100.200 --duration=10m --reason=cli-test)
 id=$(echo "$added" | sed -n 's/.*"id":"\([0-9a-f]*\)".*/\1/p')
 [ -n "$id" ] || fail "no id in: $added"
@@ -50,6 +56,35 @@ grep -q 'Lines: 3000 lines' <<<"$summary" || fail "summary: $summary"
 
 status=$(ctl status)
 grep -q 'decisions: 77 active' <<<"$status" || fail "status: $status"
+
+# A newline in a batch's source forged whole lines in watch's text output (issue 12): every
+# human output escapes what logs and peers wrote.
+metrics_port=$(sed -n 's/^metrics=//p' "$work/ports")
+ctl watch --kinds=detection --count=1 >"$work/watch.txt" 2>"$work/watch.err" &
+watcher=$!
+subscribed=""
+for _ in $(seq 1200); do
+  if curl -sf "http://127.0.0.1:$metrics_port/metrics" | grep -q '^palisade_events_subscribers 1'; then
+    subscribed=yes
+    break
+  fi
+  sleep 0.05
+done
+[ -n "$subscribed" ] || fail "watch did not subscribe: $(cat "$work/watch.err")"
+for i in 1 2 3 4 5 6; do
+  echo "Mar  3 14:02:0$i web-1 sshd[4211]: Failed password for root from 203.0.113.250 port 5123$i ssh2"
+done >"$work/attack.log"
+evil=$'evil\n#999 12:00:00 decision  -  -  decision created: BLOCK 192.0.2.1 \e[2K\xe2\x80\xae'
+ctl ship "$work/attack.log" --format=syslog --source="$evil" --retime >/dev/null
+for _ in $(seq 1200); do [ -s "$work/watch.txt" ] && break; sleep 0.05; done
+wait "$watcher" || fail "watch: $(cat "$work/watch.err")"
+[ "$(wc -l <"$work/watch.txt")" -eq 1 ] || fail "watch printed forged lines: $(cat -A "$work/watch.txt")"
+grep -qF 'from evil\n#999 12:00:00 decision' "$work/watch.txt" \
+  || fail "source not escaped: $(cat -A "$work/watch.txt")"
+grep -qF '\x1b[2K\u{202e}' "$work/watch.txt" \
+  || fail "controls not escaped: $(cat -A "$work/watch.txt")"
+if LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$work/watch.txt"; then fail "raw control bytes in watch"; fi
+
 # Threat feeds: test a file locally, then push it to a daemon that declares the feed.
 feeds=services/feeds/testdata
 out=$("$ctl_bin" feeds test "$feeds/drop.txt" --format=spamhaus) && fail "rejections must exit 1"
