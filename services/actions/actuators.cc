@@ -1,8 +1,5 @@
 #include "services/actions/actuators.h"
 
-#include <arpa/inet.h>
-
-#include <array>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -178,33 +175,70 @@ IpListActuator::IpListActuator(CloudflareClient& client, IpListOptions options,
                     .Name("palisade_actions_list_overflow_total")
                     .Help("Decisions not added to the IP list because it was at its cap.")
                     .Register(registry)
-                    .Add({{"list", options_.list_name}})) {
+                    .Add({{"list", options_.list_name}})),
+      never_ban_narrowed_(prometheus::BuildCounter()
+                              .Name("palisade_actions_list_never_ban_total")
+                              .Help("List items that would cover a never-ban address, by reason "
+                                    "(narrowed: IPv6 sent as a longer prefix than configured; "
+                                    "refused: not sent, e.g. even the /64 covers one).")
+                              .Register(registry)
+                              .Add({{"list", options_.list_name}, {"reason", "narrowed"}})),
+      never_ban_refused_(prometheus::BuildCounter()
+                             .Name("palisade_actions_list_never_ban_total")
+                             .Help("List items that would cover a never-ban address, by reason "
+                                   "(narrowed: IPv6 sent as a longer prefix than configured; "
+                                   "refused: not sent, e.g. even the /64 covers one).")
+                             .Register(registry)
+                             .Add({{"list", options_.list_name}, {"reason", "refused"}})) {
   cap_gauge_.Set(options_.max_items);
 }
 
 absl::StatusOr<std::string> IpListActuator::ItemFor(const palisade::v1::Target& target) const {
+  return Item(target, nullptr);
+}
+
+absl::StatusOr<std::string> IpListActuator::Item(const palisade::v1::Target& target,
+                                                 bool* narrowed) const {
+  if (narrowed != nullptr) *narrowed = false;
   absl::StatusOr<Cidr> cidr = Cidr::Parse(target.value());
   if (!cidr.ok()) return cidr.status();
   if (target.kind() != TargetKind::TARGET_KIND_IP &&
       target.kind() != TargetKind::TARGET_KIND_RANGE) {
     return absl::InvalidArgumentError("the IP list holds addresses and ranges only");
   }
+  // The guard judged the decision's target; what goes out is judged here again, since the item
+  // can be wider than the target (and an actuator must not rely on being called past a guard).
+  auto refuse = [&](const Cidr& sent) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "IP list item ", sent.ToString(), " for ", target.value(),
+        " would cover a never-ban address; not sent"));
+  };
   int len = cidr->prefix_length();
   if (cidr->base().is_v4()) {
     if (len < 8) return absl::InvalidArgumentError("IPv4 list items must be /8 or longer");
+    if (TouchesNeverBan(*cidr, options_.never_ban)) return refuse(*cidr);
     return len == 32 ? cidr->base().ToString() : cidr->ToString();
   }
-  // IPv6: one attacker holds a whole /64; collapse to the configured prefix.
+  // IPv6: one attacker holds a whole /64; collapse to the configured prefix. When that prefix
+  // would also cover a never-ban address (an allowlisted host beside the attacker), send the
+  // widest longer prefix that spares it. Cloudflare lists take IPv6 items of /64 or wider only,
+  // so if even the /64 holds a protected address the item is refused, not narrowed to the
+  // /128: an access rule for the one address would live outside this list, where neither the
+  // per-item counts nor the reconciler's view of the list could follow it, and it would stop
+  // little anyway, since an attacker inside a /64 picks a new address at will. The decision
+  // stays recorded; the refusal is counted and reported as a failed apply.
+  constexpr int kNarrowestV6Item = 64;
   if (len > options_.ipv6_prefix) {
-    std::array<uint8_t, 16> bytes = cidr->base().bytes();
-    for (int bit = options_.ipv6_prefix; bit < 128; ++bit) {
-      bytes[bit / 8] &= static_cast<uint8_t>(~(0x80u >> (bit % 8)));
+    for (int prefix = options_.ipv6_prefix; prefix <= kNarrowestV6Item; ++prefix) {
+      const Cidr item = Cidr::Covering(cidr->base(), prefix);
+      if (TouchesNeverBan(item, options_.never_ban)) continue;
+      if (narrowed != nullptr) *narrowed = prefix != options_.ipv6_prefix;
+      return item.ToString();
     }
-    char buf[64];
-    inet_ntop(AF_INET6, bytes.data(), buf, sizeof(buf));
-    return absl::StrCat(buf, "/", options_.ipv6_prefix);
+    return refuse(Cidr::Covering(cidr->base(), kNarrowestV6Item));
   }
   if (len < 12) return absl::InvalidArgumentError("IPv6 list items must be /12 or longer");
+  if (TouchesNeverBan(*cidr, options_.never_ban)) return refuse(*cidr);
   return len == 128 ? cidr->base().ToString() : cidr->ToString();
 }
 
@@ -272,8 +306,14 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
   std::set<std::string> batched;
   for (ActionOp* op : ops) {
     if (op->kind != ActionOp::Kind::kApply) continue;
-    absl::StatusOr<std::string> item = ItemFor(op->decision.target());
+    bool narrowed = false;
+    absl::StatusOr<std::string> item = Item(op->decision.target(), &narrowed);
+    if (narrowed) never_ban_narrowed_.Increment();
     if (!item.ok()) {
+      // Only the never-ban check answers kFailedPrecondition here (bad targets are invalid).
+      if (item.status().code() == absl::StatusCode::kFailedPrecondition) {
+        never_ban_refused_.Increment();
+      }
       op->result = item.status();
       continue;
     }

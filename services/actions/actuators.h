@@ -22,6 +22,7 @@
 #include "prometheus/registry.h"
 #include "services/actions/actuator.h"
 #include "services/cloudflare/client.h"
+#include "services/common/ip.h"
 
 namespace palisade {
 
@@ -55,6 +56,10 @@ struct IpListOptions {
   std::string list_name = "palisade_block";
   int max_items = 10000;
   int ipv6_prefix = 64;
+  // The guard's never-ban set (on top of NonPublicRanges()): the guard judges the decision's
+  // target, but an IPv6 address goes out widened to `ipv6_prefix`, so the list judges the item
+  // it actually sends again (see ItemFor).
+  CidrSet never_ban;
 };
 
 class IpListActuator final : public Actuator {
@@ -69,10 +74,14 @@ class IpListActuator final : public Actuator {
   // decisions (one IPv6 /64) still stays until the last of them ends after a restart.
   void Restore(const std::vector<EdgeRef>& made) override;
 
-  // The list item an address or range becomes ("203.0.113.7", "2001:db8:1:2::/64").
+  // The list item an address or range becomes ("203.0.113.7", "2001:db8:1:2::/64"). An IPv6
+  // item that the configured prefix would spread over a never-ban address is narrowed to the
+  // widest prefix, down to /64, that spares it; kFailedPrecondition when even the /64 holds one.
   absl::StatusOr<std::string> ItemFor(const palisade::v1::Target& target) const;
 
  private:
+  // ItemFor, saying whether the never-ban set narrowed the item.
+  absl::StatusOr<std::string> Item(const palisade::v1::Target& target, bool* narrowed) const;
   // Finds or creates the list and the custom rule that blocks it.
   absl::Status EnsureListAndRule();
 
@@ -87,6 +96,8 @@ class IpListActuator final : public Actuator {
   prometheus::Gauge& items_gauge_;
   prometheus::Gauge& cap_gauge_;
   prometheus::Counter& overflow_;
+  prometheus::Counter& never_ban_narrowed_;
+  prometheus::Counter& never_ban_refused_;
 };
 
 // Defaults are the only values the Free plan takes (10 s / 10 s), valid on every plan; the

@@ -1,6 +1,8 @@
 // The four actuators against the emulator over HTTP (shared SimulatedClock, no sleeping).
 #include "services/actions/actuators.h"
 
+#include <set>
+
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -247,6 +249,51 @@ TEST_F(ActuatorsTest, IpListCountsAreRestoredFromTheEdgeRecords) {
   Run(after, removes);
   ASSERT_THAT(removes[0].result, IsOk());
   EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(0));
+}
+
+// The guard passes 2a01:4f8:1:2::6 (not allowlisted), but its /64 item would block the
+// allowlisted 2a01:4f8:1:2::5: the list judges the item it sends, narrows it when a longer
+// prefix spares the protected host, and refuses it when even the /64 holds one.
+TEST_F(ActuatorsTest, IpListNeverWidensOverANeverBanAddress) {
+  IpListOptions options;
+  options.ipv6_prefix = 48;
+  options.never_ban = *CidrSet::Parse({"2a01:4f8:1:2::5"});
+  IpListActuator actuator(*client_, options, registry_);
+  using palisade::v1::TARGET_KIND_IP;
+  using palisade::v1::TARGET_KIND_RANGE;
+  EXPECT_THAT(actuator.ItemFor(Op(ActionOp::Kind::kApply, "x", TARGET_KIND_IP, "2a01:4f8:1:2::6")
+                                   .decision.target()),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("never-ban")));
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "n1", TARGET_KIND_IP, "2a01:4f8:1:2::6"),       // same /64
+      Op(ActionOp::Kind::kApply, "n2", TARGET_KIND_RANGE, "2a01:4f8:1:2::/80"),  // same /64
+      Op(ActionOp::Kind::kApply, "n3", TARGET_KIND_IP, "2a01:4f8:1:8000::1"),    // same /48
+      Op(ActionOp::Kind::kApply, "n4", TARGET_KIND_IP, "2a01:4f8:2::1"),         // elsewhere
+      Op(ActionOp::Kind::kApply, "n5", TARGET_KIND_IP, "64:ff9b::a00:1")};       // 10.0.0.1
+  Run(actuator, ops);
+  EXPECT_THAT(ops[0].result, StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(ops[1].result, StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(ops[2].result, IsOk());
+  EXPECT_THAT(ops[3].result, IsOk());
+  EXPECT_THAT(ops[4].result, StatusIs(absl::StatusCode::kFailedPrecondition));
+  std::set<std::string> sent;
+  for (const auto& item : fake_.ListSnapshot("palisade_block")) sent.insert(item["ip"]);
+  // The /48 around 2a01:4f8:1:8000::1 holds ::5; its /49 does not.
+  EXPECT_EQ(sent, (std::set<std::string>{"2a01:4f8:1:8000::/49", "2a01:4f8:2::/48"}));
+  EXPECT_EQ(ops[2].edge.id, "2a01:4f8:1:8000::/49");
+  auto counted = [&](const std::string& reason) {
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != "palisade_actions_list_never_ban_total") continue;
+      for (const auto& m : family.metric) {
+        for (const auto& l : m.label) {
+          if (l.name == "reason" && l.value == reason) return m.counter.value;
+        }
+      }
+    }
+    return -1.0;
+  };
+  EXPECT_EQ(counted("narrowed"), 1);
+  EXPECT_EQ(counted("refused"), 3);
 }
 
 TEST_F(ActuatorsTest, RateLimitRuleForAPath) {

@@ -228,7 +228,9 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
   incoming.reserve(parsed.indicators.size());
   uint32_t never_ban = 0;
   for (const Indicator& ind : parsed.indicators) {
-    if (NonPublicRanges().ContainsAnyIn(ind.cidr) || options_.never_ban.ContainsAnyIn(ind.cidr)) {
+    // The guard's own test (services/common/ip.h): a range over a protected address, and IPv6
+    // forms embedding a non-public or protected IPv4 (64:ff9b::a00:0/120, 2002:a00::/24).
+    if (TouchesNeverBan(ind.cidr, options_.never_ban)) {
       ++never_ban;
       continue;
     }

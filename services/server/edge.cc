@@ -113,7 +113,7 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   dopts.flush_interval = FromProtoDuration(config.flush_interval());
   dopts.dry_run = config.dry_run();
   edge->dispatcher_ = std::make_unique<Dispatcher>(clock, dopts, registry);
-  edge->dispatcher_->SetGuard(std::make_unique<Guard>(std::move(guard)));
+  edge->dispatcher_->SetGuard(std::make_unique<Guard>(guard));
   CloudflareClient& client = *edge->client_;
   edge->dispatcher_->AddActuator(
       palisade::v1::ACTUATOR_ACCESS_RULE,
@@ -124,6 +124,7 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   list.list_name = config.list_name();
   list.max_items = static_cast<int>(config.list_max_items());
   list.ipv6_prefix = static_cast<int>(config.list_ipv6_prefix());
+  list.never_ban = guard.never_ban;  // the list judges the (wider) item it sends as well
   edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_IP_LIST,
                                  std::make_unique<IpListActuator>(client, list, registry));
   RateLimitOptions rl;

@@ -1,0 +1,213 @@
+// End to end for the never-ban set against what is actually sent (issue 12, section 1): the real
+// palisaded with the shipped sshd and nginx packs, driving the real emulator binary.
+//  - An allowlisted IPv6 host: three /.env probes from its neighbour in the same /64 must not put
+//    that /64 on the IP list (the guard passes the neighbour's /128; the list widens it), nor
+//    must a feed entry whose list item would be that /64.
+//  - Non-public IPv4 written in an IPv6 form that embeds it (::a00:1, 64:ff9b::a00:1,
+//    2002:a00:1::1, Teredo...) never becomes an access rule, and a feed range that embeds
+//    private IPv4 is dropped as never-ban.
+// Each test waits (polling, 60 s deadline) for a public control target to reach the edge and the
+// queue to drain, then checks that nothing else did.
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "palisade/v1/palisade.grpc.pb.h"
+#include "services/cli/shipper.h"
+#include "services/common/proto_time.h"
+#include "tests/e2e/daemon.h"
+
+namespace palisade {
+namespace {
+
+using ::nlohmann::json;
+using ::palisade::testing::Daemon;
+using ::palisade::testing::Emulator;
+using ::palisade::testing::HttpGet;
+using ::palisade::testing::MetricValue;
+using ::palisade::testing::WaitFor;
+
+// The allowlisted IPv6 host, and its attacking neighbour in the same /64.
+constexpr char kProtected[] = "2a01:4f8:1:2::5";
+constexpr char kNeighbour[] = "2a01:4f8:1:2::6";
+
+std::string WriteConfig(const Emulator& cf) {
+  return ::palisade::testing::WriteEdgeConfig(
+      cf, cf.token_file(), {"rules/sshd.textproto", "rules/nginx.textproto"},
+      absl::StrCat("allowlist: \"", kProtected, "\"\n",
+                   "feeds { name: \"drop\" format: FEED_FORMAT_PLAIN to_edge: true }\n"));
+}
+
+void ShipOrDie(palisade::v1::Ingest::Stub& stub, palisade::v1::LogFormat format,
+               const std::vector<std::string>& lines) {
+  std::vector<palisade::v1::LogRecord> records(lines.size());
+  const auto now = ToProtoTime(absl::Now());
+  for (size_t i = 0; i < lines.size(); ++i) {
+    records[i].set_line(lines[i]);
+    *records[i].mutable_event_time() = now;
+  }
+  ShipOptions options;
+  options.format = format;
+  options.source = "never-ban-e2e";
+  absl::StatusOr<ShipSummary> s = Ship(stub, records, options);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->malformed, 0u);
+}
+
+std::set<std::string> ListItems(const Emulator& cf) {
+  std::set<std::string> out;
+  json state = ::palisade::testing::EmulatorState(cf);
+  if (!state.contains("lists") || !state["lists"].contains("palisade_block")) return out;
+  for (const auto& item : state["lists"]["palisade_block"]) out.insert(item["ip"]);
+  return out;
+}
+
+std::set<std::string> AccessRuleValues(const Emulator& cf) {
+  std::set<std::string> out;
+  json state = ::palisade::testing::EmulatorState(cf);
+  if (!state.contains("access_rules")) return out;
+  for (const auto& r : state["access_rules"]) out.insert(r["configuration"]["value"]);
+  return out;
+}
+
+// Waits until `at_edge` holds and the dispatcher has nothing queued.
+bool Settled(palisade::v1::Admin::Stub& admin, const std::function<bool()>& at_edge) {
+  return WaitFor(
+      [&] {
+        if (!at_edge()) return false;
+        grpc::ClientContext ctx;
+        palisade::v1::StatusResponse status;
+        return admin.Status(&ctx, {}, &status).ok() && status.actions_pending() == 0;
+      },
+      absl::Seconds(60));
+}
+
+std::string Probe(const std::string& ip) {
+  return absl::StrCat(ip, " - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 153 ",
+                      "\"-\" \"curl/8.0\"");
+}
+
+TEST(NeverBanE2eTest, TheAllowlistedIpv6HostsSlash64NeverReachesTheList) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig(cf), "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  auto admin = palisade::v1::Admin::NewStub(channel);
+  auto feeds = palisade::v1::Feeds::NewStub(channel);
+
+  // nginx-scanner-probe: three probes, IP list. The neighbour first, then a control scanner in
+  // another /64 whose item must arrive (so the neighbour's op has been judged by then).
+  std::vector<std::string> lines;
+  for (int i = 0; i < 3; ++i) lines.push_back(Probe(kNeighbour));
+  for (int i = 0; i < 3; ++i) lines.push_back(Probe("2a01:4f8:1:3::9"));
+  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_COMBINED, lines);
+  ASSERT_TRUE(Settled(*admin, [&] { return ListItems(cf).count("2a01:4f8:1:3::/64") > 0; }))
+      << ::palisade::testing::EmulatorState(cf).dump(2);
+  EXPECT_EQ(ListItems(cf), std::set<std::string>{"2a01:4f8:1:3::/64"});
+
+  // The neighbour was decided (the guard had nothing against its /128), just not sent.
+  grpc::ClientContext list_ctx;
+  palisade::v1::ListDecisionsRequest list_request;
+  list_request.set_target(kNeighbour);
+  palisade::v1::ListDecisionsResponse listed;
+  ASSERT_TRUE(palisade::v1::Decisions::NewStub(channel)
+                  ->List(&list_ctx, list_request, &listed)
+                  .ok());
+  bool decided = false;
+  for (const auto& d : listed.decisions()) decided |= d.target().value() == kNeighbour;
+  EXPECT_TRUE(decided) << listed.DebugString();
+
+  // A feed entry for another neighbour (a /128 the feed filter passes) would also become the
+  // /64 item; one for the /64 itself is never-ban at the feed already.
+  {
+    grpc::ClientContext ctx;
+    palisade::v1::PushFeedResponse resp;
+    auto writer = feeds->Push(&ctx, &resp);
+    palisade::v1::FeedChunk chunk;
+    chunk.set_feed("drop");
+    chunk.set_data("2a01:4f8:1:2::7\n2a01:4f8:1:2::/64\n203.0.113.0/24\n");
+    ASSERT_TRUE(writer->Write(chunk));
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(resp.accepted(), 2u);
+    EXPECT_EQ(resp.never_ban(), 1u);
+  }
+  ASSERT_TRUE(Settled(*admin, [&] { return ListItems(cf).count("203.0.113.0/24") > 0; }))
+      << ::palisade::testing::EmulatorState(cf).dump(2);
+  EXPECT_EQ(ListItems(cf), (std::set<std::string>{"2a01:4f8:1:3::/64", "203.0.113.0/24"}));
+
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  // Refused twice: the rule's decision and the feed's, each once.
+  EXPECT_EQ(MetricValue(*metrics, "palisade_actions_list_never_ban_total", {"reason=\"refused\""}),
+            2);
+}
+
+TEST(NeverBanE2eTest, PrivateIpv4InsideIpv6NeverBecomesAnAccessRule) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig(cf), "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  auto admin = palisade::v1::Admin::NewStub(channel);
+  auto feeds = palisade::v1::Feeds::NewStub(channel);
+
+  // sshd-no-identification: three lines per address, an access rule each. 10.0.0.1 and
+  // 127.0.0.1 in the IPv4-compatible, NAT64, 6to4, SIIT and Teredo forms, then a public control.
+  const std::vector<std::string> disguised = {
+      "::a00:1", "::7f00:1", "64:ff9b::a00:1", "2002:a00:1::1", "::ffff:0:a00:1",
+      "2001:0:4136:e378:8000:63bf:f5ff:fffe"};
+  std::vector<std::string> lines;
+  for (const std::string& ip : disguised) {
+    for (int i = 0; i < 3; ++i) {
+      lines.push_back("Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from " +
+                      ip);
+    }
+  }
+  for (int i = 0; i < 3; ++i) {
+    lines.push_back(
+        "Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 203.0.113.7");
+  }
+  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, lines);
+  ASSERT_TRUE(Settled(*admin, [&] { return AccessRuleValues(cf).count("203.0.113.7") > 0; }))
+      << ::palisade::testing::EmulatorState(cf).dump(2);
+  EXPECT_EQ(AccessRuleValues(cf), std::set<std::string>{"203.0.113.7"});
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(MetricValue(*metrics, "palisade_guard_refused_total", {"reason=\"never_ban\""}),
+            disguised.size());
+
+  // A feed's ranges that embed private IPv4 are never-ban too; the public one goes out.
+  grpc::ClientContext ctx;
+  palisade::v1::PushFeedResponse resp;
+  auto writer = feeds->Push(&ctx, &resp);
+  palisade::v1::FeedChunk chunk;
+  chunk.set_feed("drop");
+  chunk.set_data("64:ff9b::a00:0/120\n2002:a00::/24\n2002:c0a8::/32\n198.18.0.0/24\n");
+  ASSERT_TRUE(writer->Write(chunk));
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(resp.accepted(), 1u);
+  EXPECT_EQ(resp.never_ban(), 3u);
+  ASSERT_TRUE(Settled(*admin, [&] { return ListItems(cf).count("198.18.0.0/24") > 0; }))
+      << ::palisade::testing::EmulatorState(cf).dump(2);
+  EXPECT_EQ(ListItems(cf), std::set<std::string>{"198.18.0.0/24"});
+}
+
+}  // namespace
+}  // namespace palisade
