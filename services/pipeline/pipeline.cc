@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <map>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "services/common/proto_time.h"
@@ -22,6 +23,11 @@ std::string ActionLabel(palisade::v1::Action a) {
   std::transform(name.begin(), name.end(), name.begin(), ::tolower);
   return name;
 }
+
+// Source labels (LogBatch.source is chosen by the shipper): distinct labels kept, and bytes per
+// label. Enough for every log file of a fleet of tens of hosts; more go to source="other".
+constexpr size_t kMaxSourceLabels = 100;
+constexpr size_t kMaxSourceLabelBytes = 64;
 
 prometheus::Histogram::BucketBoundaries LatencyBuckets() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
@@ -113,7 +119,13 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
                          .Name("palisade_ingest_batch_duration_seconds")
                          .Help("Time to run one batch through parse, match, window and decide.")
                          .Register(registry)
-                         .Add({}, LatencyBuckets())) {
+                         .Add({}, LatencyBuckets())),
+      source_overflow_(prometheus::BuildCounter()
+                           .Name("palisade_ingest_source_label_overflow_total")
+                           .Help("Batches counted under source=\"other\": their source was a new "
+                                 "one past the 100 distinct source labels kept.")
+                           .Register(registry)
+                           .Add({})) {
   auto& active = prometheus::BuildGauge()
                      .Name("palisade_decisions_active")
                      .Help("Decisions currently active.")
@@ -145,10 +157,28 @@ void Pipeline::RebuildRuleMetricsLocked() {
 }
 
 Pipeline::SourceMetrics& Pipeline::SourceMetricsFor(const std::string& source, LogFormat format) {
-  std::string key = absl::StrCat(source, "\t", static_cast<int>(format));
+  // The label: at most kMaxSourceLabelBytes of [A-Za-z0-9._:/@-] (anything else becomes '_'),
+  // so a megabyte or a newline in a source cannot reach the exposition; past kMaxSourceLabels
+  // distinct labels, "other". 80,000 sources made 400,000 series before.
+  std::string label = source.substr(0, kMaxSourceLabelBytes);
+  for (char& c : label) {
+    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' ||
+          c == ':' || c == '/' || c == '@' || c == '-')) {
+      c = '_';
+    }
+  }
+  if (!source_labels_.contains(label)) {
+    if (source_labels_.size() < kMaxSourceLabels) {
+      source_labels_.insert(label);
+    } else {
+      label = "other";
+      source_overflow_.Increment();
+    }
+  }
+  std::string key = absl::StrCat(label, "\t", static_cast<int>(format));
   auto it = source_metrics_.find(key);
   if (it != source_metrics_.end()) return it->second;
-  const prometheus::Labels labels = {{"source", source},
+  const prometheus::Labels labels = {{"source", label},
                                      {"format", std::string(FormatName(format))}};
   SourceMetrics m{&received_family_.Add(labels), &malformed_family_.Add(labels),
                   &truncated_family_.Add(labels), &sanitized_family_.Add(labels),

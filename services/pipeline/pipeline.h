@@ -20,6 +20,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -105,6 +106,8 @@ class Pipeline {
     prometheus::Counter* sanitized;
     prometheus::Counter* clamped;
   };
+  // A batch's source is written by whoever ships: as a metric label it is bounded (see
+  // kMaxSourceLabels in pipeline.cc), overflowing into source="other", which is counted.
   SourceMetrics& SourceMetricsFor(const std::string& source, palisade::v1::LogFormat format)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(metrics_mu_);
   void RebuildRuleMetricsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(metrics_mu_);
@@ -131,6 +134,8 @@ class Pipeline {
   std::vector<RuleMetrics> rule_metrics_ ABSL_GUARDED_BY(metrics_mu_);
   // node_hash_map: batches keep a pointer to their entry while others are added.
   absl::node_hash_map<std::string, SourceMetrics> source_metrics_ ABSL_GUARDED_BY(metrics_mu_);
+  // The distinct source labels handed out so far (at most kMaxSourceLabels).
+  absl::flat_hash_set<std::string> source_labels_ ABSL_GUARDED_BY(metrics_mu_);
   std::atomic<uint64_t> malformed_{0};
   uint64_t evicted_published_ ABSL_GUARDED_BY(metrics_mu_) = 0;
 
@@ -146,6 +151,7 @@ class Pipeline {
   prometheus::Counter& evicted_counter_;
   prometheus::Gauge& rules_loaded_gauge_;
   prometheus::Histogram& batch_latency_;
+  prometheus::Counter& source_overflow_;
 };
 
 }  // namespace palisade

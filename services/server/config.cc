@@ -78,6 +78,8 @@ absl::Status ValidateFeeds(const std::string& file, palisade::v1::Config* config
       return error("interval must be >= 10s");
     }
     if (feed.min_confidence() > 100) return error("min_confidence must be <= 100");
+    // Stated here, not only in the manager: Feeds.Push refuses a push past it while it streams.
+    if (feed.max_bytes() == 0) config->mutable_feeds(i)->set_max_bytes(64ull << 20);
   }
   if (config->feed_edge_max_entries() == 0) config->set_feed_edge_max_entries(10000);
   return absl::OkStatus();
@@ -197,6 +199,39 @@ absl::Status ValidateCloudflare(const std::string& file, palisade::v1::Cloudflar
   return absl::OkStatus();
 }
 
+// The ingress caps (api.max_*) and the /metrics tokens: defaults and ranges.
+absl::Status ValidateIngress(const std::string& file, palisade::v1::Config* config) {
+  palisade::v1::ApiConfig* api = config->mutable_api();
+  auto error = [&file](absl::string_view field, absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": ", field, ": ", why));
+  };
+  if (api->max_records_per_batch() == 0) api->set_max_records_per_batch(10'000);
+  if (api->max_message_bytes() == 0) api->set_max_message_bytes(16u << 20);
+  if (api->max_streams_per_connection() == 0) api->set_max_streams_per_connection(16);
+  if (api->max_streams() == 0) api->set_max_streams(64);
+  if (api->max_records_per_batch() > 1'000'000) {
+    return error("api.max_records_per_batch", "must be at most 1,000,000");
+  }
+  if (api->max_message_bytes() < (64u << 10) || api->max_message_bytes() > (64u << 20)) {
+    return error("api.max_message_bytes", "must be 64 KiB..64 MiB (65536..67108864)");
+  }
+  if (api->max_streams_per_connection() > 1000) {
+    return error("api.max_streams_per_connection", "must be at most 1000");
+  }
+  if (api->max_streams() > 10'000) return error("api.max_streams", "must be at most 10,000");
+  const auto& tokens = config->metrics_auth().token_sha256();
+  for (int i = 0; i < tokens.size(); ++i) {
+    const std::string& h = tokens[i];
+    if (h.size() != 64 || !std::all_of(h.begin(), h.end(), [](char c) {
+          return absl::ascii_isdigit(c) || (c >= 'a' && c <= 'f');
+        })) {
+      return error(absl::StrCat("metrics_auth.token_sha256[", i, "]"),
+                   "must be 64 lowercase hex characters (palisadectl hash-token)");
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 palisade::v1::Config DefaultConfig(const std::string& rules_dir) {
@@ -213,6 +248,7 @@ palisade::v1::Config DefaultConfig(const std::string& rules_dir) {
   config.mutable_guard()->set_max_new_bans_per_minute(60);
   config.mutable_guard()->set_max_active_per_actuator(10000);
   config.set_state_file("palisade.db");
+  (void)ValidateIngress("", &config);  // fills the ingress defaults; they are valid
   return config;
 }
 
@@ -285,6 +321,8 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   s = ValidateFeeds(file, &config);
   if (!s.ok()) return s;
   s = ValidateSinks(file, &config);
+  if (!s.ok()) return s;
+  s = ValidateIngress(file, &config);
   if (!s.ok()) return s;
   if (guard->max_new_bans_per_minute() == 0) guard->set_max_new_bans_per_minute(60);
   if (guard->max_active_per_actuator() == 0) guard->set_max_active_per_actuator(10000);

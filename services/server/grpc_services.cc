@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/proto_time.h"
 
@@ -17,22 +18,50 @@ using palisade::v1::LogBatch;
 
 constexpr int kMaxTestLines = 200'000;
 
-class ShipReactor final : public grpc::ServerBidiReactor<LogBatch, BatchAck> {
+// Called from OnDone (when IsCancelled is settled) of a call whose read failed: if gRPC
+// cancelled it before its deadline, in gRPC 1.51 that is a message over api.max_message_bytes
+// (the transport cancels the call with RESOURCE_EXHAUSTED and tells the handler only that the
+// read failed), or a client that cancelled mid-stream, which the server cannot tell apart. A
+// half-close is not a cancellation and is not counted.
+void CountIfRefusedForSize(grpc::CallbackServerContext* context, ApiLimits& limits,
+                           absl::string_view method) {
+  if (context->IsCancelled() && std::chrono::system_clock::now() < context->deadline()) {
+    limits.CountRefusal(method, "max_message_bytes");
+  }
+}
+
+// One Ingest.Ship stream. Batches arrive as bytes: ApiLimits counts their records on the wire
+// before one is parsed, and each batch is parsed into a fresh message that is freed once acked
+// (a reused message would keep the capacity of the largest batch for the stream's life).
+class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
-  explicit ShipReactor(Pipeline& pipeline) : pipeline_(pipeline) { StartRead(&batch_); }
+  ShipReactor(grpc::CallbackServerContext* context, Pipeline& pipeline, ApiLimits& limits,
+              ApiLimits::StreamSlot slot)
+      : context_(context), pipeline_(pipeline), limits_(limits), slot_(std::move(slot)) {
+    StartRead(&wire_);
+  }
 
   void OnReadDone(bool ok) override {
     if (!ok) {  // the client half-closed: every batch it sent has been acked
+      reads_ended_ = true;
       Finish(grpc::Status::OK);
       return;
     }
-    absl::StatusOr<BatchAck> ack = pipeline_.ProcessBatch(batch_);
+    LogBatch batch;
+    absl::Status parsed = limits_.ParseLogBatch(wire_, &batch);
+    wire_.Clear();
+    if (!parsed.ok()) {
+      Finish(ToGrpcStatus(parsed));
+      return;
+    }
+    absl::StatusOr<BatchAck> ack = pipeline_.ProcessBatch(batch);
     if (!ack.ok()) {
       Finish(ToGrpcStatus(ack.status()));
       return;
     }
-    ack_ = *std::move(ack);
-    StartWrite(&ack_);
+    grpc::Slice slice(ack->SerializeAsString());
+    ack_wire_ = grpc::ByteBuffer(&slice, 1);
+    StartWrite(&ack_wire_);
   }
 
   void OnWriteDone(bool ok) override {
@@ -40,40 +69,74 @@ class ShipReactor final : public grpc::ServerBidiReactor<LogBatch, BatchAck> {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "ack could not be written"));
       return;
     }
-    batch_.Clear();
-    StartRead(&batch_);
+    ack_wire_.Clear();
+    StartRead(&wire_);
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (reads_ended_) CountIfRefusedForSize(context_, limits_, "Ingest.Ship");
+    delete this;
+  }
 
  private:
+  grpc::CallbackServerContext* const context_;
+  bool reads_ended_ = false;
   Pipeline& pipeline_;
-  LogBatch batch_;
-  BatchAck ack_;
+  ApiLimits& limits_;
+  ApiLimits::StreamSlot slot_;
+  grpc::ByteBuffer wire_;
+  grpc::ByteBuffer ack_wire_;
 };
 
-// Collects a pushed feed: the header from the first chunk, the content from all of them.
+// A client-chosen name in an error: at most 64 bytes, escaped.
+std::string Shown(absl::string_view name) {
+  return absl::CHexEscape(name.substr(0, 64)) + (name.size() > 64 ? "..." : "");
+}
+
+// Collects a pushed feed: the header from the first chunk, the content from all of them. The
+// header is checked as soon as it arrives (the feed must be configured), and the content is
+// refused the moment it passes the feed's max_bytes: a push that will be refused costs at most
+// one message.
 class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk> {
  public:
-  // The whole push is held in memory before it is parsed; this bounds it (the feed's own
-  // max_bytes, usually smaller, is checked by the manager).
-  static constexpr size_t kMaxPushBytes = 256u << 20;
-
-  PushReactor(FeedManager& feeds, palisade::v1::PushFeedResponse* response)
-      : feeds_(feeds), response_(response) {
+  PushReactor(grpc::CallbackServerContext* context, FeedManager& feeds, ApiLimits& limits,
+              const std::map<std::string, uint64_t>& caps, ApiLimits::StreamSlot slot,
+              palisade::v1::PushFeedResponse* response)
+      : context_(context),
+        feeds_(feeds),
+        limits_(limits),
+        caps_(caps),
+        slot_(std::move(slot)),
+        response_(response) {
     StartRead(&chunk_);
   }
 
   void OnReadDone(bool ok) override {
     if (ok) {
       if (first_) {
+        first_ = false;
         header_ = chunk_;
         header_.clear_data();
-        first_ = false;
+        if (header_.feed().empty()) {
+          Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "the first FeedChunk must name the feed"));
+          return;
+        }
+        auto cap = caps_.find(header_.feed());
+        if (cap == caps_.end()) {
+          limits_.CountRefusal("Feeds.Push", "unknown_feed");
+          Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                              absl::StrCat("feed \"", Shown(header_.feed()),
+                                           "\" is not configured (add it to the config's feeds)")));
+          return;
+        }
+        cap_ = cap->second;
       }
-      if (content_.size() + chunk_.data().size() > kMaxPushBytes) {
+      if (content_.size() + chunk_.data().size() > cap_) {
+        limits_.CountRefusal("Feeds.Push", "feed_max_bytes");
         Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                            absl::StrCat("a push is at most ", kMaxPushBytes, " bytes")));
+                            absl::StrCat("a push to feed \"", header_.feed(), "\" is at most ",
+                                         cap_, " bytes (the feed's max_bytes)")));
         return;
       }
       content_.append(chunk_.data());
@@ -81,7 +144,12 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
       StartRead(&chunk_);
       return;
     }
-    if (header_.feed().empty()) {
+    reads_ended_ = true;
+    if (context_->IsCancelled()) {
+      Finish(grpc::Status::CANCELLED);
+      return;
+    }
+    if (first_) {
       Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                           "the first FeedChunk must name the feed"));
       return;
@@ -92,14 +160,23 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
     Finish(ToGrpcStatus(result.status()));
   }
 
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    if (reads_ended_) CountIfRefusedForSize(context_, limits_, "Feeds.Push");
+    delete this;
+  }
 
  private:
+  grpc::CallbackServerContext* const context_;
+  bool reads_ended_ = false;
   FeedManager& feeds_;
+  ApiLimits& limits_;
+  const std::map<std::string, uint64_t>& caps_;
+  ApiLimits::StreamSlot slot_;
   palisade::v1::PushFeedResponse* response_;
   palisade::v1::FeedChunk chunk_;
   palisade::v1::FeedChunk header_;
   bool first_ = true;
+  uint64_t cap_ = 0;
   std::string content_;
 };
 
@@ -112,8 +189,11 @@ class WatchReactor final : public grpc::ServerWriteReactor<palisade::v1::Event>,
   // Events a subscriber may be behind (about 3 MiB): a burst of detections must not drop a
   // client that reads as fast as the network lets it.
   static constexpr size_t kQueue = 10000;
+  // And bytes (serialized size): detections carry evidence lines an attacker sizes (issue 12).
+  static constexpr size_t kQueueBytes = size_t{16} << 20;
 
-  WatchReactor(EventHub& hub, const palisade::v1::WatchRequest& request) : hub_(hub) {
+  WatchReactor(EventHub& hub, ApiLimits::StreamSlot slot, const palisade::v1::WatchRequest& request)
+      : hub_(hub), slot_(std::move(slot)) {
     absl::Status s = hub_.Subscribe(this, request);
     if (!s.ok()) {
       absl::MutexLock lock(&mu_);
@@ -124,13 +204,15 @@ class WatchReactor final : public grpc::ServerWriteReactor<palisade::v1::Event>,
   bool Deliver(const palisade::v1::Event& event) override {
     absl::MutexLock lock(&mu_);
     if (finished_ || overflowed_) return false;
-    if (queue_.size() >= kQueue) {
+    const size_t size = event.ByteSizeLong();
+    if (queue_.size() >= kQueue || (!queue_.empty() && queued_bytes_ + size > kQueueBytes)) {
       // A write is in flight (the queue is not empty); its completion ends the call. Finishing
       // here, under the hub's lock, could meet OnDone taking that lock.
       overflowed_ = true;
       return false;
     }
     queue_.push_back(event);
+    queued_bytes_ += size;
     if (!writing_) WriteFrontLocked();
     return true;
   }
@@ -143,11 +225,12 @@ class WatchReactor final : public grpc::ServerWriteReactor<palisade::v1::Event>,
       return;
     }
     last_written_ = queue_.front().sequence();
+    queued_bytes_ -= std::min(queued_bytes_, queue_.front().ByteSizeLong());
     queue_.pop_front();
     if (overflowed_) {
       FinishLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                absl::StrCat("subscriber fell ", kQueue,
-                                             " events behind; resume after sequence ",
+                                absl::StrCat("subscriber fell ", kQueue, " events or ",
+                                             kQueueBytes, " bytes behind; resume after sequence ",
                                              last_written_)));
       return;
     }
@@ -179,8 +262,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<palisade::v1::Event>,
   }
 
   EventHub& hub_;
+  ApiLimits::StreamSlot slot_;
   absl::Mutex mu_;
   std::deque<palisade::v1::Event> queue_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
   bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
@@ -227,12 +312,16 @@ grpc::Status ToGrpcStatus(const absl::Status& s) {
   return grpc::Status(static_cast<grpc::StatusCode>(s.code()), std::string(s.message()));
 }
 
-grpc::ServerBidiReactor<LogBatch, BatchAck>* IngestService::Ship(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestService::Ship(
     grpc::CallbackServerContext* context) {
   if (grpc::Status a = Allow(context, Role::kIngest, "Ingest.Ship"); !a.ok()) {
-    return new RefusedBidi<LogBatch, BatchAck>(a);
+    return new RefusedBidi<grpc::ByteBuffer, grpc::ByteBuffer>(a);
   }
-  return new ShipReactor(pipeline_);
+  absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Ingest.Ship");
+  if (!slot.ok()) {
+    return new RefusedBidi<grpc::ByteBuffer, grpc::ByteBuffer>(ToGrpcStatus(slot.status()));
+  }
+  return new ShipReactor(context, pipeline_, limits_, *std::move(slot));
 }
 
 grpc::ServerUnaryReactor* DecisionsService::List(grpc::CallbackServerContext* context,
@@ -405,7 +494,9 @@ grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
   if (grpc::Status a = Allow(context, Role::kIngest, "Feeds.Push"); !a.ok()) {
     return new RefusedRead<palisade::v1::FeedChunk>(a);
   }
-  return new PushReactor(feeds_, response);
+  absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Feeds.Push");
+  if (!slot.ok()) return new RefusedRead<palisade::v1::FeedChunk>(ToGrpcStatus(slot.status()));
+  return new PushReactor(context, feeds_, limits_, push_caps_, *std::move(slot), response);
 }
 
 grpc::ServerUnaryReactor* FeedsService::List(grpc::CallbackServerContext* context,
@@ -434,7 +525,9 @@ grpc::ServerWriteReactor<palisade::v1::Event>* EventsService::Watch(
   if (grpc::Status a = Allow(context, Role::kRead, "Events.Watch"); !a.ok()) {
     return new RefusedWrite<palisade::v1::Event>(a);
   }
-  return new WatchReactor(hub_, *request);
+  absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Events.Watch");
+  if (!slot.ok()) return new RefusedWrite<palisade::v1::Event>(ToGrpcStatus(slot.status()));
+  return new WatchReactor(hub_, *std::move(slot), *request);
 }
 
 }  // namespace palisade

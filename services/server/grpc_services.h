@@ -8,6 +8,7 @@
 #define PALISADE_SERVICES_SERVER_GRPC_SERVICES_H_
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -21,6 +22,7 @@
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
 #include "services/events/event_hub.h"
+#include "services/server/api_limits.h"
 #include "services/server/auth.h"
 #include "services/feedmanager/feed_manager.h"
 #include "services/pipeline/pipeline.h"
@@ -29,14 +31,19 @@ namespace palisade {
 
 grpc::Status ToGrpcStatus(const absl::Status& s);
 
-class IngestService final : public palisade::v1::Ingest::CallbackService, public Guarded {
+// Ship takes its batches as bytes (a raw method): their records are counted on the wire and a
+// batch over api.max_records_per_batch is refused before it is parsed.
+class IngestService final
+    : public palisade::v1::Ingest::WithRawCallbackMethod_Ship<palisade::v1::Ingest::Service>,
+      public Guarded {
  public:
-  explicit IngestService(Pipeline& pipeline) : pipeline_(pipeline) {}
-  grpc::ServerBidiReactor<palisade::v1::LogBatch, palisade::v1::BatchAck>* Ship(
+  IngestService(Pipeline& pipeline, ApiLimits& limits) : pipeline_(pipeline), limits_(limits) {}
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Ship(
       grpc::CallbackServerContext* context) override;
 
  private:
   Pipeline& pipeline_;
+  ApiLimits& limits_;
 };
 
 class DecisionsService final : public palisade::v1::Decisions::CallbackService, public Guarded {
@@ -99,7 +106,11 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
 
 class FeedsService final : public palisade::v1::Feeds::CallbackService, public Guarded {
  public:
-  explicit FeedsService(FeedManager& feeds) : feeds_(feeds) {}
+  // `push_caps`: each configured feed's max_bytes. A push names its feed on its first chunk: an
+  // unknown feed is refused then (NOT_FOUND), and a push is refused as soon as it passes its
+  // feed's cap (RESOURCE_EXHAUSTED), so nothing unwanted is buffered.
+  FeedsService(FeedManager& feeds, ApiLimits& limits, std::map<std::string, uint64_t> push_caps)
+      : feeds_(feeds), limits_(limits), push_caps_(std::move(push_caps)) {}
   grpc::ServerReadReactor<palisade::v1::FeedChunk>* Push(
       grpc::CallbackServerContext* context, palisade::v1::PushFeedResponse* response) override;
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
@@ -111,16 +122,19 @@ class FeedsService final : public palisade::v1::Feeds::CallbackService, public G
 
  private:
   FeedManager& feeds_;
+  ApiLimits& limits_;
+  const std::map<std::string, uint64_t> push_caps_;
 };
 
 class EventsService final : public palisade::v1::Events::CallbackService, public Guarded {
  public:
-  explicit EventsService(EventHub& hub) : hub_(hub) {}
+  EventsService(EventHub& hub, ApiLimits& limits) : hub_(hub), limits_(limits) {}
   grpc::ServerWriteReactor<palisade::v1::Event>* Watch(
       grpc::CallbackServerContext* context, const palisade::v1::WatchRequest* request) override;
 
  private:
   EventHub& hub_;
+  ApiLimits& limits_;
 };
 
 }  // namespace palisade

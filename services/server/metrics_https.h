@@ -1,7 +1,11 @@
-// /metrics over HTTPS (config `metrics_tls`), for when Prometheus scrapes across a network.
+// /metrics served by cpp-httplib, for when the plain prometheus-cpp exposer is not enough: over
+// HTTPS (config `metrics_tls`; with client_ca_file, scrapers must present a certificate), and/or
+// behind bearer tokens (config `metrics_auth`: a scrape without a known token gets 401 and is
+// counted in palisade_metrics_scrapes_refused_total).
 // prometheus-cpp's own server (civetweb) loads OpenSSL at run time and crashes with Debian's
-// OpenSSL 3, so HTTPS is served by cpp-httplib instead, rendering the same registry with
-// prometheus-cpp's text serializer. With client_ca_file, scrapers must present a certificate.
+// OpenSSL 3, and cannot check a bearer token, so this serves the same registry with
+// prometheus-cpp's text serializer.
+// Thread-safety: the server runs on its own threads; Start and the destructor are called once.
 #ifndef PALISADE_SERVICES_SERVER_METRICS_HTTPS_H_
 #define PALISADE_SERVICES_SERVER_METRICS_HTTPS_H_
 
@@ -14,26 +18,32 @@
 #include "prometheus/registry.h"
 
 namespace httplib {
-class SSLServer;
+class Server;
 }
 
 namespace palisade {
 
 class MetricsHttpsServer {
  public:
-  // `listen` is host:port (port 0: any free port).
+  // `listen` is host:port (port 0: any free port). TLS when tls.cert_file is set (then key_file
+  // is required), plain HTTP otherwise; bearer tokens when auth has any.
   static absl::StatusOr<std::unique_ptr<MetricsHttpsServer>> Start(
       const std::string& listen, const palisade::v1::TlsConfig& tls,
-      std::shared_ptr<prometheus::Registry> registry);
+      const palisade::v1::MetricsAuthConfig& auth, std::shared_ptr<prometheus::Registry> registry);
   ~MetricsHttpsServer();
   int port() const { return port_; }
 
  private:
   MetricsHttpsServer() = default;
-  std::unique_ptr<httplib::SSLServer> server_;
+  std::unique_ptr<httplib::Server> server_;
   std::thread thread_;
   int port_ = 0;
 };
+
+// Whether a /metrics listener is protected enough to face a network: bearer tokens, or TLS
+// that asks scrapers for a certificate. TLS alone encrypts but lets anyone scrape.
+bool MetricsProtected(const palisade::v1::TlsConfig& tls,
+                      const palisade::v1::MetricsAuthConfig& auth);
 
 }  // namespace palisade
 

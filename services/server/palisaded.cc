@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -30,6 +31,7 @@
 #include "services/events/event_hub.h"
 #include "services/events/sinks.h"
 #include "services/pipeline/pipeline.h"
+#include "services/server/api_limits.h"
 #include "services/server/auth.h"
 #include "services/server/config.h"
 #include "services/server/metrics_https.h"
@@ -218,9 +220,19 @@ int Run() {
   // After the edge and the sinks: a restored feed's entries go out through the dispatcher.
   feeds.Start();
 
-  IngestService ingest(pipeline);
-  FeedsService feeds_service(feeds);
-  EventsService events_service(events);
+  // Ingress caps (api.max_*): records per batch, streams per process, message size.
+  ApiLimits::Options limit_options;
+  limit_options.max_records_per_batch = config->api().max_records_per_batch();
+  limit_options.max_streams = config->api().max_streams();
+  limit_options.max_message_bytes = config->api().max_message_bytes();
+  ApiLimits limits(limit_options, *registry);
+  std::map<std::string, uint64_t> push_caps;
+  for (const palisade::v1::FeedConfig& feed : config->feeds()) {
+    push_caps[feed.name()] = feed.max_bytes();
+  }
+  IngestService ingest(pipeline, limits);
+  FeedsService feeds_service(feeds, limits, std::move(push_caps));
+  EventsService events_service(events, limits);
   DecisionsService decisions(table);
   const palisade::v1::Config loaded = *config;
   AdminService admin(
@@ -230,9 +242,27 @@ int Run() {
   std::unique_ptr<prometheus::Exposer> exposer;
   int metrics_port = 0;
   std::unique_ptr<MetricsHttpsServer> metrics_https;
-  if (config->metrics_listen() != "off" && !config->metrics_tls().cert_file().empty()) {
-    absl::StatusOr<std::unique_ptr<MetricsHttpsServer>> https =
-        MetricsHttpsServer::Start(config->metrics_listen(), config->metrics_tls(), registry);
+  // The same rule as gRPC: a listener others can reach must say who may read it. The metrics
+  // name the rules, the log sources and how much is being detected.
+  if (config->metrics_listen() != "off" && !IsLoopbackListen(config->metrics_listen()) &&
+      !MetricsProtected(config->metrics_tls(), config->metrics_auth())) {
+    Log(absl::StrCat("refusing to start: metrics_listen ", config->metrics_listen(),
+                     " is not a loopback address and /metrics is not protected: anyone who "
+                     "reaches it reads the rules, the sources and the detection counts; set "
+                     "metrics_auth { token_sha256 } (bearer tokens, palisadectl hash-token) or "
+                     "metrics_tls with client_ca_file, or listen on 127.0.0.1"));
+    return 2;
+  }
+  if (config->metrics_listen() != "off" && !IsLoopbackListen(config->metrics_listen()) &&
+      config->metrics_tls().cert_file().empty()) {
+    Log("warning: /metrics takes bearer tokens over plain HTTP on a non-loopback address: "
+        "anyone on the path can read them; set metrics_tls as well");
+  }
+  if (config->metrics_listen() != "off" &&
+      (!config->metrics_tls().cert_file().empty() ||
+       !config->metrics_auth().token_sha256().empty())) {
+    absl::StatusOr<std::unique_ptr<MetricsHttpsServer>> https = MetricsHttpsServer::Start(
+        config->metrics_listen(), config->metrics_tls(), config->metrics_auth(), registry);
     if (!https.ok()) {
       Log(absl::StrCat("refusing to start: ", https.status().message()));
       return 2;
@@ -283,10 +313,12 @@ int Run() {
   grpc::ServerBuilder builder;
   int grpc_port = 0;
   builder.AddListeningPort(config->grpc_listen(), credentials, &grpc_port);
-  // Bounded resources: message size, concurrent streams per connection, handler threads.
-  builder.SetMaxReceiveMessageSize(16 << 20);
+  // Bounded resources: message size, concurrent streams per connection (api.max_*; streams per
+  // process are counted by ApiLimits), handler threads.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(config->api().max_message_bytes()));
   builder.SetMaxSendMessageSize(16 << 20);
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 64);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             static_cast<int>(config->api().max_streams_per_connection()));
   grpc::ResourceQuota quota("palisaded");
   quota.SetMaxThreads(64);
   builder.SetResourceQuota(quota);

@@ -1,0 +1,83 @@
+// The ingress caps of palisaded's gRPC API (config api.max_*), shared by its services:
+//  - streaming calls open at once over the whole process (Ingest.Ship, Feeds.Push, Events.Watch
+//    each hold a slot while they run; past api.max_streams a new one is refused);
+//  - records per LogBatch, counted on the wire before the batch is parsed (a parsed empty record
+//    costs ~190 bytes for its 2 bytes on the wire: the cap has to act before parsing);
+//  - one counter of every refusal, palisade_api_limit_refusals_total{method,limit}, which also
+//    counts the messages gRPC itself refused for their size (api.max_message_bytes).
+// Per-connection streams (GRPC_ARG_MAX_CONCURRENT_STREAMS) and the message size are enforced by
+// gRPC; palisaded sets them from the same config.
+//
+// Thread-safety: all methods may be called concurrently; a StreamSlot belongs to one call.
+#ifndef PALISADE_SERVICES_SERVER_API_LIMITS_H_
+#define PALISADE_SERVICES_SERVER_API_LIMITS_H_
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "palisade/v1/palisade.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+
+namespace palisade {
+
+class ApiLimits {
+ public:
+  struct Options {
+    // Defaults as in config.proto (ApiConfig).
+    uint32_t max_records_per_batch = 10'000;
+    uint32_t max_streams = 64;
+    uint32_t max_message_bytes = 16u << 20;
+  };
+
+  // One of max_streams, held by a streaming call until it is done (destroyed).
+  class StreamSlot {
+   public:
+    StreamSlot() = default;
+    StreamSlot(StreamSlot&& other) noexcept : limits_(other.limits_) { other.limits_ = nullptr; }
+    StreamSlot& operator=(StreamSlot&& other) noexcept;
+    StreamSlot(const StreamSlot&) = delete;
+    StreamSlot& operator=(const StreamSlot&) = delete;
+    ~StreamSlot();
+
+   private:
+    friend class ApiLimits;
+    explicit StreamSlot(ApiLimits* limits) : limits_(limits) {}
+    ApiLimits* limits_ = nullptr;
+  };
+
+  ApiLimits(Options options, prometheus::Registry& registry);
+
+  const Options& options() const { return options_; }
+
+  // A slot for one streaming call, or RESOURCE_EXHAUSTED naming api.max_streams (counted).
+  absl::StatusOr<StreamSlot> AcquireStream(absl::string_view method);
+  uint32_t streams_open() const { return open_.load(std::memory_order_relaxed); }
+
+  // Parses a LogBatch received as bytes. RESOURCE_EXHAUSTED naming api.max_records_per_batch
+  // (counted) when it holds more records, found by walking the wire format before anything is
+  // parsed; INVALID_ARGUMENT when it is not a LogBatch.
+  absl::Status ParseLogBatch(const grpc::ByteBuffer& wire, palisade::v1::LogBatch* batch);
+
+  // Counts a refusal: `limit` is the config field's short name, e.g. "max_message_bytes".
+  void CountRefusal(absl::string_view method, absl::string_view limit);
+
+ private:
+  const Options options_;
+  void Release();
+
+  std::atomic<uint32_t> open_{0};
+  prometheus::Family<prometheus::Counter>& refusals_;
+  prometheus::Gauge& open_gauge_;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_SERVER_API_LIMITS_H_
