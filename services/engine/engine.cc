@@ -1,6 +1,7 @@
 #include "services/engine/engine.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "absl/hash/hash.h"
@@ -18,6 +19,22 @@ using palisade::v1::TargetKind;
 
 int64_t ToMillis(absl::Time t) { return absl::ToUnixMillis(t); }
 
+// What malloc (glibc) really takes for a request of n bytes: an 8-byte header, rounded up to
+// 16, at least 32. Accounting the request alone would undercount small windows by a third.
+size_t HeapBytes(size_t n) {
+  if (n == 0) return 0;
+  return std::max<size_t>(32, (n + 8 + 15) & ~size_t{15});
+}
+
+// The most of `line` that fits in `max` bytes without splitting a UTF-8 sequence (evidence ends
+// up in protos, JSON and terminals).
+absl::string_view CutUtf8(absl::string_view line, size_t max) {
+  if (line.size() <= max) return line;
+  size_t n = max;
+  while (n > 0 && (static_cast<unsigned char>(line[n]) & 0xc0) == 0x80) --n;
+  return line.substr(0, n);
+}
+
 }  // namespace
 
 Engine::Scratch& Engine::ThreadScratch() {
@@ -30,6 +47,11 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, EngineOptions options)
   options_.allowlist.Add(*Cidr::Parse("127.0.0.0/8"));
   options_.allowlist.Add(*Cidr::Parse("::1/128"));
   if (options_.max_keys_per_rule == 0) options_.max_keys_per_rule = 1'000'000;
+  if (options_.max_evidence_bytes == 0) options_.max_evidence_bytes = 2048;
+  if (options_.memory_budget_bytes == 0) options_.memory_budget_bytes = uint64_t{1} << 30;
+  // Each line gets an equal share of the ring, so a full ring fits in max_evidence_bytes.
+  const uint32_t share = options_.max_evidence_bytes / std::max<uint32_t>(1, options_.max_evidence);
+  evidence_line_bytes_ = std::max<uint32_t>(kMinEvidenceLine, share - std::min<uint32_t>(share, 4));
   SetRules(std::move(rules));
 }
 
@@ -68,6 +90,7 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
       windows[n] += static_cast<int64_t>(maps[n].size());
     }
     shards_[s].maps = std::move(maps);
+    RecountLocked(shards_[s]);
   }
   rules_ = std::move(rules);
   matches_per_rule_ = std::move(matches);
@@ -86,6 +109,9 @@ EngineStats Engine::stats() const {
   s.matched_lines = stats_.matched_lines.load();
   s.detections = stats_.detections.load();
   s.evicted_windows = stats_.evicted_windows.load();
+  s.memory_evicted_windows = stats_.memory_evicted_windows.load();
+  s.evidence_truncated = stats_.evidence_truncated.load();
+  s.memory_bytes = memory_bytes();
   s.expired_windows = stats_.expired_windows.load();
   s.invalid_keys = stats_.invalid_keys.load();
   s.ignored = stats_.ignored.load();
@@ -189,36 +215,50 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
 }
 
 Engine::Window::Window(absl::string_view key) : key_len_(static_cast<uint32_t>(key.size())) {
-  Reserve(key.size());
+  Reserve(key.size(), key.size());
   std::memcpy(buf_.get(), key.data(), key.size());
   used_ = key_len_;
 }
 
-void Engine::Window::Reserve(size_t bytes) {
+size_t Engine::Window::Bytes() const {
+  return HeapBytes(sizeof(Window)) + HeapBytes(cap_) +
+         (times.capacity() > 1 ? HeapBytes(times.capacity() * sizeof(int64_t)) : 0);
+}
+
+void Engine::Window::Reserve(size_t bytes, size_t limit) {
   if (bytes <= cap_) return;
-  const size_t cap = std::max(bytes, static_cast<size_t>(cap_) + cap_ / 2);
+  // Grows by half (amortised appends), but never past `limit`: the byte cap is the cap.
+  const size_t cap =
+      std::max(bytes, std::min(static_cast<size_t>(cap_) + cap_ / 2, limit));
   std::unique_ptr<char[]> grown(new char[cap]);
   if (used_ > 0) std::memcpy(grown.get(), buf_.get(), used_);
   buf_ = std::move(grown);
   cap_ = static_cast<uint32_t>(cap);
 }
 
-void Engine::Window::AddEvidence(absl::string_view line, uint32_t max) {
-  if (max == 0) return;
-  if (evidence_count_ >= max) {  // drop the oldest record
-    uint32_t len;
-    std::memcpy(&len, buf_.get() + key_len_, sizeof(len));
-    const uint32_t record = sizeof(len) + len;
-    std::memmove(buf_.get() + key_len_, buf_.get() + key_len_ + record,
-                 used_ - key_len_ - record);
-    used_ -= record;
-    --evidence_count_;
+void Engine::Window::DropOldest() {
+  uint32_t len;
+  std::memcpy(&len, buf_.get() + key_len_, sizeof(len));
+  const uint32_t record = sizeof(len) + len;
+  std::memmove(buf_.get() + key_len_, buf_.get() + key_len_ + record, used_ - key_len_ - record);
+  used_ -= record;
+  --evidence_count_;
+}
+
+void Engine::Window::AddEvidence(absl::string_view line, absl::string_view marker, uint32_t max,
+                                 uint32_t max_bytes) {
+  const size_t record = sizeof(uint32_t) + line.size() + marker.size();
+  if (max == 0 || record > max_bytes) return;
+  while (evidence_count_ > 0 &&
+         (evidence_count_ >= max || used_ - key_len_ + record > max_bytes)) {
+    DropOldest();
   }
-  const uint32_t len = static_cast<uint32_t>(line.size());
-  Reserve(used_ + sizeof(len) + len);
+  const uint32_t len = static_cast<uint32_t>(line.size() + marker.size());
+  Reserve(used_ + record, key_len_ + static_cast<size_t>(max_bytes));
   std::memcpy(buf_.get() + used_, &len, sizeof(len));
-  std::memcpy(buf_.get() + used_ + sizeof(len), line.data(), len);
-  used_ += sizeof(len) + len;
+  std::memcpy(buf_.get() + used_ + sizeof(len), line.data(), line.size());
+  std::memcpy(buf_.get() + used_ + sizeof(len) + line.size(), marker.data(), marker.size());
+  used_ += len + sizeof(len);
   ++evidence_count_;
 }
 
@@ -254,23 +294,41 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
     }
     return d;
   };
+  // The evidence share of this line: a 16 KiB line must not cost 16 KiB per window. The cut
+  // keeps the head (the part a log writer puts first: who, what, from where) and says how much
+  // went. `raw` is already redacted, so the cut cannot leave half a token behind.
+  absl::string_view kept = raw;
+  char marker_buf[32];
+  absl::string_view marker;
+  if (options_.max_evidence > 0 && raw.size() > evidence_line_bytes_) {
+    kept = CutUtf8(raw, evidence_line_bytes_ - kMarkerRoom);
+    const int n = std::snprintf(marker_buf, sizeof(marker_buf), " [%zu bytes cut]",
+                                raw.size() - kept.size());
+    marker = absl::string_view(marker_buf, static_cast<size_t>(std::max(n, 0)));
+    stats_.evidence_truncated.fetch_add(1, std::memory_order_relaxed);
+  }
   if (rule.count == 1) {  // no window needed: every match is a detection
     Detection& d = detection();
-    if (options_.max_evidence > 0) d.evidence.emplace_back(raw);
+    if (options_.max_evidence > 0) d.evidence.push_back(absl::StrCat(kept, marker));
     return;
   }
   Shard& shard = ShardFor(rule_index, key);
   absl::MutexLock lock(&shard.mu);
   WindowMap& map = shard.maps[rule_index];
   auto it = map.find(key);
+  int64_t grown = 0;  // bytes this call adds to the shard
   if (it == map.end()) {
     // The cap is per rule over all shards; the shard taking the new key makes the room.
     if (windows_per_rule_[rule_index].load(std::memory_order_relaxed) >=
         static_cast<int64_t>(options_.max_keys_per_rule)) {
-      Evict(map, rule_index);
+      Evict(shard, map, rule_index);
     }
+    const size_t table_before = TableBytes(map);
     it = map.insert(std::make_unique<Window>(key)).first;
     windows_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
+    grown = static_cast<int64_t>(TableBytes(map)) - static_cast<int64_t>(table_before);
+  } else {
+    grown = -static_cast<int64_t>((*it)->Bytes());
   }
   Window& w = **it;
   const int64_t now = ToMillis(time);
@@ -285,19 +343,97 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
   w.times.push_back(now);
   w.last = std::max(w.last, now);
   w.stream = stream;
-  w.AddEvidence(raw, options_.max_evidence);
-  if (w.times.size() < rule.count) return;
-
-  Detection& d = detection();
-  w.TakeEvidence(&d.evidence);
-  // Start over: the next detection needs a full threshold of new matches.
-  w.times.clear();
+  w.touched = activity_.fetch_add(1, std::memory_order_relaxed);
+  w.AddEvidence(kept, marker, options_.max_evidence, options_.max_evidence_bytes);
+  if (w.times.size() >= rule.count) {
+    Detection& d = detection();
+    w.TakeEvidence(&d.evidence);
+    // Start over: the next detection needs a full threshold of new matches.
+    w.times.clear();
+  }
+  AccountLocked(shard, grown + static_cast<int64_t>(w.Bytes()));
+  EnforceBudgetLocked(shard);  // `w` may be gone after this
 }
 
-void Engine::Evict(WindowMap& map, int rule_index) {
+size_t Engine::TableBytes(const WindowMap& map) {
+  // One slot (a pointer) and one control byte per capacity, plus a group of cloned control
+  // bytes: what raw_hash_set allocates, whether the slots are full or not.
+  if (map.capacity() == 0) return 0;
+  return HeapBytes(map.capacity() * (sizeof(WindowMap::value_type) + 1) + 16);
+}
+
+void Engine::AccountLocked(Shard& shard, int64_t delta) {
+  shard.bytes = static_cast<size_t>(static_cast<int64_t>(shard.bytes) + delta);
+  memory_bytes_.fetch_add(delta, std::memory_order_relaxed);
+}
+
+void Engine::EraseLocked(Shard& shard, WindowMap& map, WindowMap::iterator it) {
+  AccountLocked(shard, -static_cast<int64_t>((*it)->Bytes()));
+  map.erase(it);
+}
+
+void Engine::ShrinkLocked(Shard& shard, WindowMap& map) {
+  // A quarter full or less: rebuilt to fit (O(size), rare: after an eviction or an expiry that
+  // emptied most of it). An empty table gives back all of its array.
+  if (map.capacity() == 0 || map.size() * 4 > map.capacity()) return;
+  const size_t before = TableBytes(map);
+  map.rehash(0);
+  AccountLocked(shard, static_cast<int64_t>(TableBytes(map)) - static_cast<int64_t>(before));
+}
+
+void Engine::RecountLocked(Shard& shard) {
+  size_t bytes = 0;
+  for (const WindowMap& map : shard.maps) {
+    bytes += TableBytes(map);
+    for (const auto& w : map) bytes += w->Bytes();
+  }
+  AccountLocked(shard, static_cast<int64_t>(bytes) - static_cast<int64_t>(shard.bytes));
+}
+
+void Engine::EnforceBudgetLocked(Shard& shard) {
+  const size_t share = options_.memory_budget_bytes / kShards;
+  if (shard.bytes <= share) return;
+  // Drop down to seven eighths of the share in one go, so the O(n log n) pass below runs once
+  // per many inserts (amortised O(log n) each), least recently active first over all rules.
+  // Keys spread evenly over shards, so this is close to a global least-recently-active order.
+  const size_t target = share - share / 8;
+  std::vector<std::pair<uint64_t, size_t>> order;  // (touched, bytes); ticks are unique
+  for (const WindowMap& map : shard.maps) {
+    for (const auto& w : map) order.emplace_back(w->touched, w->Bytes());
+  }
+  std::sort(order.begin(), order.end());
+  size_t freed = 0;
+  uint64_t cutoff = 0;
+  bool any = false;
+  for (const auto& [touched, bytes] : order) {
+    if (shard.bytes - freed <= target) break;
+    freed += bytes;
+    cutoff = touched;
+    any = true;
+  }
+  if (!any) return;
+  for (size_t r = 0; r < shard.maps.size(); ++r) {
+    WindowMap& map = shard.maps[r];
+    size_t dropped = 0;
+    for (auto it = map.begin(); it != map.end();) {
+      if ((*it)->touched <= cutoff) {
+        EraseLocked(shard, map, it++);
+        ++dropped;
+      } else {
+        ++it;
+      }
+    }
+    if (dropped == 0) continue;
+    stats_.memory_evicted_windows.fetch_add(dropped, std::memory_order_relaxed);
+    windows_per_rule_[r].fetch_sub(static_cast<int64_t>(dropped), std::memory_order_relaxed);
+    ShrinkLocked(shard, map);
+  }
+}
+
+void Engine::Evict(Shard& shard, WindowMap& map, int rule_index) {
   // Drops the least recently active tenth of `from` in one go, so eviction is amortised O(1)
   // per insert. `from` must not be empty.
-  auto evict_from = [this, rule_index](WindowMap& from) {
+  auto evict_from = [this, rule_index](Shard& in, WindowMap& from) {
     std::vector<int64_t> lasts;
     lasts.reserve(from.size());
     for (const auto& w : from) lasts.push_back(w->last);
@@ -307,7 +443,7 @@ void Engine::Evict(WindowMap& map, int rule_index) {
     size_t dropped = 0;
     for (auto it = from.begin(); it != from.end() && dropped < drop;) {
       if ((*it)->last <= cutoff) {
-        from.erase(it++);
+        EraseLocked(in, from, it++);
         ++dropped;
       } else {
         ++it;
@@ -317,7 +453,7 @@ void Engine::Evict(WindowMap& map, int rule_index) {
     windows_per_rule_[rule_index].fetch_sub(static_cast<int64_t>(dropped));
   };
   if (!map.empty()) {
-    evict_from(map);
+    evict_from(shard, map);
     return;
   }
   // The new key's shard has nothing of this rule (common when max_keys_per_rule is small): make
@@ -329,7 +465,7 @@ void Engine::Evict(WindowMap& map, int rule_index) {
     if (&other.maps[rule_index] == &map || !other.mu.TryLock()) continue;
     WindowMap& from = other.maps[rule_index];
     const bool found = !from.empty();
-    if (found) evict_from(from);
+    if (found) evict_from(other, from);
     other.mu.Unlock();
     if (found) return;
   }
@@ -351,13 +487,14 @@ void Engine::ExpireByStream(const std::vector<absl::Time>& stream_now, absl::Tim
         const uint32_t s = (*it)->stream;
         const int64_t horizon = (s < stream_now.size() && s > 0 ? now_ms[s] : now_ms[0]) - span;
         if ((*it)->last < horizon) {
-          map.erase(it++);
+          EraseLocked(shards_[sh], map, it++);
           stats_.expired_windows.fetch_add(1, std::memory_order_relaxed);
           windows_per_rule_[r].fetch_sub(1, std::memory_order_relaxed);
         } else {
           ++it;
         }
       }
+      ShrinkLocked(shards_[sh], map);
     }
   }
 }
@@ -390,14 +527,26 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
     absl::MutexLock lock(&shard.mu);
     WindowMap& map = shard.maps[rule];
     auto slot = map.find(absl::string_view(s.key()));
+    int64_t grown = 0;
     if (slot == map.end()) {
+      const size_t table_before = TableBytes(map);
       slot = map.insert(std::make_unique<Window>(s.key())).first;
       windows_per_rule_[rule].fetch_add(1, std::memory_order_relaxed);
+      grown = static_cast<int64_t>(TableBytes(map)) - static_cast<int64_t>(table_before);
+    } else {
+      grown = -static_cast<int64_t>((*slot)->Bytes());
     }
     Window& w = **slot;
     w.times.assign(s.times_ms().begin(), s.times_ms().end());
     w.last = *std::max_element(s.times_ms().begin(), s.times_ms().end());
+    w.touched = activity_.fetch_add(1, std::memory_order_relaxed);
+    AccountLocked(shard, grown + static_cast<int64_t>(w.Bytes()));
+    EnforceBudgetLocked(shard);
   }
+}
+
+size_t Engine::memory_bytes() const {
+  return static_cast<size_t>(std::max<int64_t>(0, memory_bytes_.load()));
 }
 
 size_t Engine::live_windows() const {

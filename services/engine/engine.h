@@ -10,7 +10,12 @@
 // which takes "now" per stream: each window remembers the stream that last counted in it, and
 // ages in that stream's event time (a backlog shipped an hour late still fills its windows);
 // and past `max_keys_per_rule` the least recently active windows of a rule are evicted (and
-// counted). Once warmed up, a line that matches nothing allocates nothing.
+// counted). Memory is also bounded in bytes, whatever the lines and keys an attacker writes:
+// a window keeps at most `max_evidence_bytes` of evidence (each line cut to an equal share, the
+// cut marked and counted), and every byte a window holds (its object, its buffer, its table
+// slot, as the allocator hands them out) is accounted against `memory_budget_bytes`; a shard
+// past its share of the budget evicts its least recently active windows first (counted apart
+// from the key cap). Once warmed up, a line that matches nothing allocates nothing.
 //
 // The engine does no I/O and reads no clock: time comes with each line.
 // Thread-safety: Process and MatchOnly may run concurrently from any number of threads
@@ -43,6 +48,17 @@ namespace palisade {
 struct EngineOptions {
   uint32_t max_keys_per_rule = 1'000'000;
   uint32_t max_evidence = 5;
+  // Evidence bytes a window keeps (records of [4-byte length][line]). Each line is cut to
+  // max_evidence_bytes / max_evidence (less its record header, at least 64) so that a full ring
+  // fits, and the oldest lines go first if it still would not. A detection's evidence is within
+  // it too. 2 KiB keeps five ordinary log lines whole; a 16 KiB line costs ~400 bytes, not 16 KiB.
+  uint32_t max_evidence_bytes = 2048;
+  // The ceiling on everything the windows hold, over all rules. Each of the kShards shards keeps
+  // to its share of it (keys spread evenly over shards), so the total never passes it: past its
+  // share a shard drops its least recently active windows until an eighth of the share is free.
+  // "Least recently active" is the order in which lines counted, not their event time, which the
+  // log writer chooses. 0: the default, 1 GiB.
+  uint64_t memory_budget_bytes = uint64_t{1} << 30;
   // Ranges whose keys never count (loopback is added by the engine itself).
   CidrSet allowlist;
   // Threat feeds for in_feed / not_in_feed conditions (none: every feed is empty). Not owned.
@@ -76,7 +92,10 @@ struct EngineStats {
   uint64_t lines = 0;
   uint64_t matched_lines = 0;
   uint64_t detections = 0;
-  uint64_t evicted_windows = 0;
+  uint64_t evicted_windows = 0;         // by max_keys_per_rule
+  uint64_t memory_evicted_windows = 0;  // by memory_budget_bytes
+  uint64_t evidence_truncated = 0;      // evidence lines cut to fit max_evidence_bytes
+  uint64_t memory_bytes = 0;            // accounted now (see Engine::memory_bytes)
   uint64_t expired_windows = 0;
   uint64_t invalid_keys = 0;
   uint64_t ignored = 0;
@@ -117,6 +136,10 @@ class Engine {
   EngineStats stats() const;
   // Live windows over all rules.
   size_t live_windows() const;
+  // Bytes the live windows hold: each window's object and buffers and its rules' hash tables
+  // (their whole capacity), rounded as malloc rounds them. Never above memory_budget_bytes once
+  // a Process, Restore or SetRules has returned.
+  size_t memory_bytes() const;
   // Per rule index (same order as rules()->rules()): matches counted so far.
   std::vector<uint64_t> matches_per_rule() const;
 
@@ -130,17 +153,25 @@ class Engine {
    public:
     explicit Window(absl::string_view key);
     absl::string_view key() const { return absl::string_view(buf_.get(), key_len_); }
-    // Appends a line, dropping the oldest once `max` are kept.
-    void AddEvidence(absl::string_view line, uint32_t max);
+    // Appends `line` followed by `marker` as one record, dropping the oldest records while
+    // `max` are kept or the records would pass `max_bytes` (the buffer never grows past the
+    // key and `max_bytes`). The caller has cut the line to fit.
+    void AddEvidence(absl::string_view line, absl::string_view marker, uint32_t max,
+                     uint32_t max_bytes);
     // The evidence lines, oldest first; the ring is emptied.
     void TakeEvidence(std::vector<std::string>* out);
 
+    // What the allocator holds for this window: the object, its buffer, its spilled times.
+    size_t Bytes() const;
+
     absl::InlinedVector<int64_t, 1> times;  // unix ms, of the matches inside the window
     int64_t last = 0;
-    uint32_t stream = 0;  // the stream that counted in it last (Process's `stream`)
+    uint64_t touched = 0;  // Engine::activity_ when it last counted: the eviction order
+    uint32_t stream = 0;   // the stream that counted in it last (Process's `stream`)
 
    private:
-    void Reserve(size_t bytes);
+    void Reserve(size_t bytes, size_t limit);
+    void DropOldest();
     std::unique_ptr<char[]> buf_;
     uint32_t used_ = 0;  // key + records
     uint32_t cap_ = 0;
@@ -168,6 +199,7 @@ class Engine {
   struct Shard {
     absl::Mutex mu;
     std::vector<WindowMap> maps ABSL_GUARDED_BY(mu);  // per rule index
+    size_t bytes ABSL_GUARDED_BY(mu) = 0;             // accounted: windows and tables
   };
   // Per-thread scratch reused across lines so the hot path does not allocate.
   struct Scratch {
@@ -190,8 +222,20 @@ class Engine {
                     bool* allowlisted);
   void Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
              absl::string_view secret, uint32_t stream, std::vector<Detection>* out);
-  void Evict(WindowMap& map, int rule_index);
+  void Evict(Shard& shard, WindowMap& map, int rule_index)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   Shard& ShardFor(int rule_index, absl::string_view key);
+  // Memory accounting; every change to a shard's windows or tables goes through these.
+  void AccountLocked(Shard& shard, int64_t delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  void EraseLocked(Shard& shard, WindowMap& map, WindowMap::iterator it)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Gives back the table memory of a map left mostly empty (tables do not shrink on erase).
+  void ShrinkLocked(Shard& shard, WindowMap& map) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Recounts a shard from scratch (after a rule swap).
+  void RecountLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Past the shard's share of memory_budget_bytes: drops its least recently active windows.
+  void EnforceBudgetLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  static size_t TableBytes(const WindowMap& map);
 
   std::shared_ptr<const RuleSet> rules_;
   EngineOptions options_;
@@ -199,9 +243,17 @@ class Engine {
   std::unique_ptr<std::atomic<uint64_t>[]> matches_per_rule_;
   std::unique_ptr<std::atomic<int64_t>[]> windows_per_rule_;  // live windows, all shards
   size_t rule_count_ = 0;
+  // A cut evidence line keeps at most this (its share of the ring, at least kMinEvidenceLine),
+  // of which kMarkerRoom is left for " [N bytes cut]".
+  static constexpr uint32_t kMinEvidenceLine = 64;
+  static constexpr uint32_t kMarkerRoom = 24;
+  uint32_t evidence_line_bytes_ = 0;
+  std::atomic<uint64_t> activity_{0};      // ticks once per counted match (Window::touched)
+  std::atomic<int64_t> memory_bytes_{0};  // sum of the shards' bytes
   struct AtomicStats {
     std::atomic<uint64_t> lines{0}, matched_lines{0}, detections{0}, evicted_windows{0},
-        expired_windows{0}, invalid_keys{0}, ignored{0};
+        memory_evicted_windows{0}, evidence_truncated{0}, expired_windows{0}, invalid_keys{0},
+        ignored{0};
   };
   AtomicStats stats_;
 };

@@ -1,5 +1,8 @@
 #include "services/engine/engine.h"
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
@@ -167,6 +170,7 @@ TEST_F(EngineTest, CountOneDetectsAtOnceWithoutAWindow) {
 TEST_F(EngineTest, EvidenceIsCappedOldestFirstAndStartsOverAfterADetection) {
   EngineOptions options;
   options.max_evidence = 2;
+  options.max_evidence_bytes = 64 * 1024;  // the lines here are kept whole
   Engine engine(Rules(), options);
   ParsedLine line;
   line.program = "sshd";
@@ -404,6 +408,177 @@ TEST_F(EngineTest, FeedConditionsFollowTheCurrentFeedVersion) {
   EXPECT_THAT(rules_hit("203.0.113.9"), ElementsAre("unlisted-failure"));
   feeds.Publish("drop", nullptr);
   EXPECT_THAT(rules_hit("198.51.100.9"), ElementsAre("unlisted-failure"));
+}
+
+// Issue 12 section 4: one 16 KiB line per address cost ~17 KB per live window. A window keeps
+// at most max_evidence_bytes of evidence (default 2 KiB): each line is cut to an equal share,
+// with a marker saying how much went, and the cut is counted.
+TEST_F(EngineTest, EvidenceIsBoundedInBytesPerWindow) {
+  Engine engine(Rules(), EngineOptions());
+  ParsedLine line;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  const std::string head = Fail("2001:db8::7");
+  const std::string m = head + " " + std::string(16 * 1024, 'A');
+  line.message = m;
+  for (int i = 0; i < 2; ++i) {
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(i), &out);
+  }
+  // Two 16 KiB lines in one window: the engine holds a few KiB in all (was over 33 KiB).
+  EXPECT_LE(engine.memory_bytes(), 4096u);
+  EXPECT_GE(engine.memory_bytes(), 2 * 400u);  // the two cut lines are still there
+  engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(2), &out);
+  ASSERT_THAT(out, SizeIs(1));
+  ASSERT_THAT(out[0].evidence, SizeIs(3));
+  size_t total = 0;
+  for (const std::string& e : out[0].evidence) {
+    EXPECT_LE(e.size(), 2048u / 5) << e;
+    EXPECT_TRUE(absl::StartsWith(e, head)) << e;  // the part that says who and what is kept
+    EXPECT_TRUE(absl::StrContains(e, "bytes cut]")) << e;
+    total += e.size();
+  }
+  EXPECT_LE(total, 2048u);
+  EXPECT_EQ(engine.stats().evidence_truncated, 3u);
+  // A short line is kept whole and not counted as cut.
+  std::vector<Detection> whole = Feed("Did not receive identification string from 203.0.113.5", 0);
+  ASSERT_THAT(whole, SizeIs(1));
+  EXPECT_EQ(whole[0].evidence[0], "Did not receive identification string from 203.0.113.5");
+}
+
+// With many evidence lines allowed, the ring still stays under its byte cap: the oldest lines
+// go first, and the line that crossed the threshold is always kept.
+TEST_F(EngineTest, EvidenceRingStaysUnderItsByteCap) {
+  EngineOptions options;
+  options.max_evidence = 100;
+  options.max_evidence_bytes = 1024;
+  Engine engine(Rules(R"pb(
+    rules {
+      id: "ssh-fail-50"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^Failed password for (?P<user>\\S+) from (?P<ip>\\S+) port"
+      threshold {
+        count: 50
+        window { seconds: 600 }
+      }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb"),
+                options);
+  ParsedLine line;
+  std::vector<Detection> out;
+  std::vector<std::string> msgs;
+  for (int i = 0; i < 50; ++i) {
+    msgs.push_back(absl::StrCat("Failed password for u", i, " from 203.0.113.9 port 22 ssh2 ",
+                                std::string(i * 7, 'y')));
+    line.message = msgs.back();
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, msgs.back(), t0_ + absl::Seconds(i), &out);
+  }
+  ASSERT_THAT(out, SizeIs(1));
+  const std::vector<std::string>& ev = out[0].evidence;
+  ASSERT_FALSE(ev.empty());
+  EXPECT_LT(ev.size(), 50u);
+  size_t total = 0;
+  for (const std::string& e : ev) total += e.size() + sizeof(uint32_t);
+  EXPECT_LE(total, 1024u);
+  // The newest lines, in order, ending with the one that crossed the threshold; each keeps at
+  // least its first 40 bytes (the line's share is the 64-byte minimum here).
+  for (size_t k = 0; k < ev.size(); ++k) {
+    EXPECT_TRUE(absl::StartsWith(ev[k], absl::StrCat("Failed password for u",
+                                                     50 - ev.size() + k, " from ")))
+        << k << ": " << ev[k];
+  }
+}
+
+// Every byte the engine accounts for a window (its object, its buffer, its table slot) is given
+// back when the window goes, whichever way it goes.
+TEST_F(EngineTest, AccountedBytesReturnToZeroWhenWindowsGo) {
+  ParsedLine line;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  for (int i = 0; i < 3000; ++i) {
+    std::string m = absl::StrCat(Fail(absl::StrCat("10.3.", i / 256, ".", i % 256)), " ",
+                                 std::string(i % 900, 'z'));
+    line.message = m;
+    engine_.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_, &out);
+  }
+  EXPECT_EQ(engine_.live_windows(), 3000u);
+  // At least the window object, a buffer and a slot each: honest, not a guess per key.
+  EXPECT_GE(engine_.memory_bytes(), 3000u * (64 + 32 + 8));
+  EXPECT_EQ(engine_.stats().memory_bytes, engine_.memory_bytes());
+  const palisade::v1::EngineSnapshot snapshot = engine_.Snapshot();
+  engine_.Expire(t0_ + absl::Hours(1));
+  EXPECT_EQ(engine_.live_windows(), 0u);
+  EXPECT_EQ(engine_.memory_bytes(), 0u);
+  engine_.Restore(snapshot);
+  EXPECT_EQ(engine_.live_windows(), 3000u);
+  EXPECT_GE(engine_.memory_bytes(), 3000u * (64 + 8));
+  engine_.SetRules(Rules(R"pb(
+    rules {
+      id: "other"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^nothing (?P<ip>\\S+)"
+      threshold {
+        count: 2
+        window { seconds: 60 }
+      }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 60 }
+      }
+    }
+  )pb"));
+  EXPECT_EQ(engine_.memory_bytes(), 0u);
+}
+
+// The process-wide ceiling: a flood of distinct IPv6 addresses with long lines never takes the
+// engine past memory_budget_bytes; the least recently active windows go first (counted), an
+// attacker who keeps hitting keeps their window, and the newest keys are still detected.
+TEST_F(EngineTest, MemoryBudgetEvictsTheLeastRecentlyActiveAndCountsIt) {
+  EngineOptions options;
+  options.memory_budget_bytes = 1 << 20;
+  Engine engine(Rules(), options);
+  ParsedLine line;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  const std::string pad(4096, 'B');
+  const std::string steady = Fail("2001:db8:ffff::1");
+  int steady_hits = 0;
+  const int kFlood = 20'000;
+  for (int i = 0; i < kFlood; ++i) {
+    const absl::Time t = t0_ + absl::Milliseconds(i);
+    std::string m = absl::StrCat(
+        Fail(absl::StrFormat("2001:db8:%x:%x::1", i / 65536, i % 65536)), " ", pad);
+    line.message = m;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t, &out);
+    if (i % 50 == 0) {
+      line.message = steady;
+      engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, steady, t, &out);
+      ++steady_hits;
+    }
+    ASSERT_LE(engine.memory_bytes(), options.memory_budget_bytes) << "after line " << i;
+  }
+  EXPECT_LT(engine.live_windows(), static_cast<size_t>(kFlood));
+  EXPECT_GE(engine.memory_bytes(), options.memory_budget_bytes / 2);  // the budget is used
+  EXPECT_GE(engine.stats().memory_evicted_windows, static_cast<uint64_t>(kFlood) / 2);
+  EXPECT_EQ(engine.stats().evicted_windows, 0u);  // the key cap was never the reason
+  // The steady attacker was never evicted: every third hit was a detection.
+  size_t steady_detections = 0;
+  for (const Detection& d : out) steady_detections += d.key == "2001:db8:ffff::1";
+  EXPECT_EQ(steady_detections, static_cast<size_t>(steady_hits / 3));
+  // The newest flood key kept its window: two more matches reach the threshold.
+  out.clear();
+  std::string newest =
+      Fail(absl::StrFormat("2001:db8:%x:%x::1", (kFlood - 1) / 65536, (kFlood - 1) % 65536));
+  line.message = newest;
+  for (int i = 0; i < 2; ++i) {
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, newest, t0_ + absl::Seconds(30), &out);
+  }
+  ASSERT_THAT(out, SizeIs(1));
+  EXPECT_EQ(out[0].key, absl::StrFormat("2001:db8:%x:%x::1", (kFlood - 1) / 65536,
+                                        (kFlood - 1) % 65536));
 }
 
 TEST_F(EngineTest, NoRuleForFormatMatchesNothing) {

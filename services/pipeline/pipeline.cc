@@ -16,6 +16,10 @@ using palisade::v1::BatchAck;
 using palisade::v1::LogBatch;
 using palisade::v1::LogFormat;
 
+constexpr char kEvictedHelp[] =
+    "Windows evicted, by reason: key_cap (a rule hit engine.max_keys_per_rule), memory_budget "
+    "(the engine reached engine.memory_budget_bytes; least recently active first).";
+
 std::string ActionLabel(palisade::v1::Action a) {
   std::string name = palisade::v1::Action_Name(a);
   absl::string_view v = name;
@@ -107,9 +111,9 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
                          .Add({})),
       evicted_counter_(prometheus::BuildCounter()
                            .Name("palisade_engine_windows_evicted_total")
-                           .Help("Windows evicted because a rule hit max_keys_per_rule.")
+                           .Help(kEvictedHelp)
                            .Register(registry)
-                           .Add({})),
+                           .Add({{"reason", "key_cap"}})),
       rules_loaded_gauge_(prometheus::BuildGauge()
                               .Name("palisade_rules_loaded")
                               .Help("Rules currently loaded.")
@@ -126,6 +130,32 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
                                  "one past the 100 distinct source labels kept.")
                            .Register(registry)
                            .Add({})) {
+  // The same family (the registry merges by name): evictions by the engine's memory ceiling.
+  memory_evicted_counter_ = &prometheus::BuildCounter()
+                                 .Name("palisade_engine_windows_evicted_total")
+                                 .Help(kEvictedHelp)
+                                 .Register(registry)
+                                 .Add({{"reason", "memory_budget"}});
+  memory_gauge_ = &prometheus::BuildGauge()
+                       .Name("palisade_engine_memory_bytes")
+                       .Help("Bytes the engine's windows hold (objects, evidence, tables), as "
+                             "accounted against engine.memory_budget_bytes.")
+                       .Register(registry)
+                       .Add({});
+  prometheus::BuildGauge()
+      .Name("palisade_engine_memory_budget_bytes")
+      .Help("engine.memory_budget_bytes: the ceiling on palisade_engine_memory_bytes.")
+      .Register(registry)
+      .Add({})
+      .Set(static_cast<double>(options_.engine.memory_budget_bytes != 0
+                                   ? options_.engine.memory_budget_bytes
+                                   : EngineOptions().memory_budget_bytes));
+  evidence_truncated_counter_ =
+      &prometheus::BuildCounter()
+           .Name("palisade_engine_evidence_truncated_total")
+           .Help("Evidence lines cut to their share of engine.max_evidence_bytes.")
+           .Register(registry)
+           .Add({});
   auto& active = prometheus::BuildGauge()
                      .Name("palisade_decisions_active")
                      .Help("Decisions currently active.")
@@ -352,6 +382,18 @@ void Pipeline::PublishEngineGaugesLocked() {
   if (evicted > evicted_published_) {
     evicted_counter_.Increment(static_cast<double>(evicted - evicted_published_));
     evicted_published_ = evicted;
+  }
+  const EngineStats stats = engine_.stats();
+  memory_gauge_->Set(static_cast<double>(stats.memory_bytes));
+  if (stats.memory_evicted_windows > memory_evicted_published_) {
+    memory_evicted_counter_->Increment(
+        static_cast<double>(stats.memory_evicted_windows - memory_evicted_published_));
+    memory_evicted_published_ = stats.memory_evicted_windows;
+  }
+  if (stats.evidence_truncated > truncated_published_) {
+    evidence_truncated_counter_->Increment(
+        static_cast<double>(stats.evidence_truncated - truncated_published_));
+    truncated_published_ = stats.evidence_truncated;
   }
 }
 

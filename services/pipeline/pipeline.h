@@ -138,6 +138,12 @@ class Pipeline {
   absl::flat_hash_set<std::string> source_labels_ ABSL_GUARDED_BY(metrics_mu_);
   std::atomic<uint64_t> malformed_{0};
   uint64_t evicted_published_ ABSL_GUARDED_BY(metrics_mu_) = 0;
+  uint64_t memory_evicted_published_ ABSL_GUARDED_BY(metrics_mu_) = 0;
+  uint64_t truncated_published_ ABSL_GUARDED_BY(metrics_mu_) = 0;
+  // Registered in the constructor's body (set once, never null after it).
+  prometheus::Counter* memory_evicted_counter_ = nullptr;
+  prometheus::Gauge* memory_gauge_ = nullptr;
+  prometheus::Counter* evidence_truncated_counter_ = nullptr;
 
   prometheus::Family<prometheus::Counter>& received_family_;
   prometheus::Family<prometheus::Counter>& malformed_family_;

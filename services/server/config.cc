@@ -244,6 +244,8 @@ palisade::v1::Config DefaultConfig(const std::string& rules_dir) {
   config.mutable_engine()->set_max_keys_per_rule(1'000'000);
   config.mutable_engine()->set_max_evidence(5);
   config.mutable_engine()->set_max_line_bytes(16384);
+  config.mutable_engine()->set_max_evidence_bytes(2048);
+  config.mutable_engine()->set_memory_budget_bytes(uint64_t{1} << 30);
   config.mutable_sweep_interval()->set_seconds(1);
   config.mutable_guard()->set_max_new_bans_per_minute(60);
   config.mutable_guard()->set_max_active_per_actuator(10000);
@@ -274,6 +276,16 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   }
   if (engine->max_line_bytes() < 64) {
     return absl::InvalidArgumentError(file + ": engine.max_line_bytes must be >= 64");
+  }
+  if (engine->max_evidence_bytes() == 0) engine->set_max_evidence_bytes(2048);
+  if (engine->max_evidence_bytes() < 256 || engine->max_evidence_bytes() > (1u << 20)) {
+    return absl::InvalidArgumentError(file +
+                                      ": engine.max_evidence_bytes must be 256..1048576");
+  }
+  if (engine->memory_budget_bytes() == 0) engine->set_memory_budget_bytes(uint64_t{1} << 30);
+  if (engine->memory_budget_bytes() < (uint64_t{1} << 20)) {
+    return absl::InvalidArgumentError(file +
+                                      ": engine.memory_budget_bytes must be >= 1048576 (1 MiB)");
   }
   if (!config.has_sweep_interval()) config.mutable_sweep_interval()->set_seconds(1);
   if (config.sweep_interval().seconds() < 0 ||

@@ -175,6 +175,8 @@ int Run() {
   options.engine.feeds = &feeds.registry();
   options.engine.max_keys_per_rule = config->engine().max_keys_per_rule();
   options.engine.max_evidence = config->engine().max_evidence();
+  options.engine.max_evidence_bytes = config->engine().max_evidence_bytes();
+  options.engine.memory_budget_bytes = config->engine().memory_budget_bytes();
   options.engine.allowlist = *allowlist;
   options.max_line_bytes = config->engine().max_line_bytes();
   // Times without an offset: the config's zone, else the host's (validated at load).
