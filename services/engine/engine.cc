@@ -178,8 +178,21 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
                            uint32_t stream) {
   LineResult result;
   stats_.lines.fetch_add(1, std::memory_order_relaxed);
+  // First what counts on this line, then the evidence (once, redacted), then the counting: the
+  // evidence must hide every token on the line, found by any rule, before any window keeps it.
+  Scratch& scratch = ThreadScratch();
+  std::vector<std::pair<int, absl::string_view>>& counted = scratch.counted;
+  std::vector<absl::string_view>& secrets = scratch.secrets;
+  counted.clear();
+  secrets.clear();
   Candidates(format, line, [&](int rule_index, absl::string_view captured) {
     const CompiledRule& rule = *rules_->rules()[rule_index];
+    const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
+    // A token rule reports every token on the line; the same token found twice counts once.
+    if (token && std::find(counted.begin(), counted.end(),
+                           std::make_pair(rule_index, captured)) != counted.end()) {
+      return;
+    }
     for (const auto& ignore : rule.ignores) {
       if (RE2::PartialMatch(Piece(line.message), *ignore)) {
         ++result.ignored;
@@ -196,17 +209,26 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
       ++result.ignored;
       return;
     }
-    ++result.matches;
-    matches_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
-    if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) {
-      // Evidence must not carry the token: replace it with its fingerprint.
-      const std::string redacted =
-          absl::StrReplaceAll(raw, {{captured, absl::StrCat("[token ", key, "]")}});
-      Count(rule_index, key, redacted, time, captured, stream, out);
-      return;
-    }
-    Count(rule_index, key, raw, time, {}, stream, out);
+    counted.emplace_back(rule_index, captured);
+    if (token) secrets.push_back(captured);
   });
+  if (!counted.empty()) {
+    // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
+    // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in
+    // a URL a web rule counts, reaches no decision, event, sink or store.
+    absl::string_view evidence = raw;
+    if (RedactTokenShapes(raw, &scratch.evidence, secrets)) evidence = scratch.evidence;
+    for (const auto& [rule_index, captured] : counted) {
+      const CompiledRule& rule = *rules_->rules()[rule_index];
+      absl::string_view key;
+      bool allowlisted = false;
+      NormaliseKey(rule, captured, &key, &allowlisted);  // held in the first pass
+      ++result.matches;
+      matches_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
+      const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
+      Count(rule_index, key, evidence, time, token ? captured : absl::string_view(), stream, out);
+    }
+  }
   result.matched = result.matches > 0;
   if (result.matched) stats_.matched_lines.fetch_add(1, std::memory_order_relaxed);
   if (result.invalid_keys) stats_.invalid_keys.fetch_add(result.invalid_keys);

@@ -208,6 +208,9 @@ class Engine {
     std::vector<re2::StringPiece> groups;
     char key_buf[IpAddress::kMaxTextLength];
     std::string token_key;
+    std::vector<std::pair<int, absl::string_view>> counted;  // (rule index, captured) per line
+    std::vector<absl::string_view> secrets;                  // token rules' captures per line
+    std::string evidence;                                    // the line, tokens redacted
   };
   static Scratch& ThreadScratch();
 
@@ -283,20 +286,33 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
   if (candidates.size() > 1) std::sort(candidates.begin(), candidates.end());
   int last_rule = -1;
   for (const auto& [rule_index, pattern_index] : candidates) {
-    if (rule_index == last_rule) continue;  // one match per rule per line
     const CompiledRule& rule = *rules_->rules()[rule_index];
+    // One match per rule per line, except for token rules: every token on a line is a leak of
+    // its own (each pattern, each match; the caller drops a token found twice).
+    const bool every =
+        rule.proto.key_kind() == palisade::v1::TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
+    if (rule_index == last_rule && !every) continue;
     if (!rule.AppliesToProgram(line.program)) continue;
     const RE2& re = *rule.patterns[pattern_index];
     const int group = rule.key_group[pattern_index];
     const int n = rule.submatches[pattern_index];
     if (groups.size() < static_cast<size_t>(n)) groups.resize(n);
-    if (!re.Match(Piece(line.message), 0, line.message.size(), RE2::UNANCHORED, groups.data(),
-                  n)) {
-      continue;
+    size_t start = 0;
+    while (start <= line.message.size() &&
+           re.Match(Piece(line.message), start, line.message.size(), RE2::UNANCHORED,
+                    groups.data(), n)) {
+      const re2::StringPiece key = groups[group];
+      if (ConditionsHold(rule, pattern_index)) {
+        last_rule = rule_index;
+        fn(rule_index, absl::string_view(key.data(), key.size()));
+      }
+      if (!every) break;
+      // Resume right after the key, not after the match: the separator a match consumed after
+      // one token is the one the next token's pattern needs before it.
+      const re2::StringPiece& end = key.data() != nullptr ? key : groups[0];
+      const size_t next = static_cast<size_t>(end.data() - line.message.data()) + end.size();
+      start = next > start ? next : start + 1;
     }
-    if (!ConditionsHold(rule, pattern_index)) continue;
-    last_rule = rule_index;
-    fn(rule_index, absl::string_view(groups[group].data(), groups[group].size()));
   }
 }
 

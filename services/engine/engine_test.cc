@@ -322,6 +322,87 @@ TEST_F(EngineTest, TokenKeysAreFingerprintsAndEvidenceIsRedacted) {
   EXPECT_EQ(out[0].rule->proto.decision().actuator(), palisade::v1::ACTUATOR_TOKEN_REVOCATION);
 }
 
+// The token pack's two patterns (rules/cloudflare-tokens.textproto) beside an sshd rule that
+// keeps its evidence in a window.
+constexpr absl::string_view kTokensAndSshPack = R"pb(
+  rules {
+    id: "cloudflare-token-leaked"
+    formats: LOG_FORMAT_SYSLOG
+    key: "token"
+    key_kind: TARGET_KIND_TOKEN_FINGERPRINT
+    patterns: "(?:^|[^A-Za-z0-9_])(?P<token>cf[ua]t_[A-Za-z0-9]{40})(?:[^A-Za-z0-9_-]|$)"
+    patterns: "(?i)(?:authorization:\\s*bearer\\s+|cf_api_token=|cloudflare_api_token=|[?&]cf_token=)(?P<token>[A-Za-z0-9_-]{40})(?:[^A-Za-z0-9_-]|$)"
+    threshold { count: 1 }
+    decision {
+      action: ACTION_REVOKE_TOKEN
+      duration { seconds: 60 }
+    }
+  }
+  rules {
+    id: "ssh-invalid-user"
+    formats: LOG_FORMAT_SYSLOG
+    patterns: "^Failed password for invalid user \\S+ from (?P<ip>\\S+) port \\d+ ssh2$"
+    threshold {
+      count: 2
+      window { seconds: 60 }
+    }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 60 }
+    }
+  }
+)pb";
+
+constexpr char kTokenA[] = "cfut_Q3vX8mK2pL9nR4tY7wZ1aB5cD6eF0gH3jK8mN2pQ";
+constexpr char kTokenB[] = "cfat_z9Y8x7W6v5U4t3S2r1Q0p9O8n7M6l5K4j3I2h1G0";
+constexpr char kTokenOld[] = "Zx8Kq2Lm9Np4Rt7Vw1Ya5Bc6De0Fg3Hj8Km2Np4Q";
+
+TEST_F(EngineTest, EveryTokenOnALineIsDetectedAndRedacted) {
+  Engine engine(Rules(kTokensAndSshPack), EngineOptions());
+  // Three tokens, two shapes, one separator apart; the first is repeated.
+  const std::string raw = absl::StrCat("deploy: ", kTokenA, " ", kTokenB, " GET /h?cf_token=",
+                                       kTokenOld, " again ", kTokenA);
+  ParsedLine line;
+  line.message = raw;
+  std::vector<Detection> out;
+  engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, raw, t0_, &out);
+  ASSERT_THAT(out, SizeIs(3));
+  std::vector<std::string> secrets;
+  for (const Detection& d : out) {
+    secrets.push_back(d.secret);
+    ASSERT_THAT(d.evidence, SizeIs(1));
+    for (const char* t : {kTokenA, kTokenB, kTokenOld}) {
+      EXPECT_EQ(d.evidence[0].find(t), std::string::npos) << d.evidence[0];
+    }
+  }
+  EXPECT_THAT(secrets, ::testing::UnorderedElementsAre(kTokenA, kTokenB, kTokenOld));
+}
+
+TEST_F(EngineTest, TokensInOtherRulesEvidenceAreRedacted) {
+  Engine engine(Rules(kTokensAndSshPack), EngineOptions());
+  std::vector<Detection> out;
+  for (int i = 0; i < 2; ++i) {
+    // A token pasted as the user name: the sshd rule keeps the line in its window.
+    const std::string raw = absl::StrCat("Failed password for invalid user ", kTokenA,
+                                         " from 203.0.113.9 port 22 ssh2");
+    ParsedLine line;
+    line.message = raw;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, raw, t0_ + absl::Seconds(i), &out);
+  }
+  std::vector<const Detection*> ssh;
+  for (const Detection& d : out) {
+    if (d.rule_id == "ssh-invalid-user") ssh.push_back(&d);
+    for (const std::string& e : d.evidence) {
+      EXPECT_EQ(e.find(kTokenA), std::string::npos) << d.rule_id << ": " << e;
+      EXPECT_NE(e.find("[token sha256:"), std::string::npos) << e;
+    }
+  }
+  ASSERT_THAT(ssh, SizeIs(1));
+  EXPECT_EQ(ssh[0]->key, "203.0.113.9");
+  EXPECT_THAT(ssh[0]->evidence, SizeIs(2));
+  EXPECT_TRUE(ssh[0]->secret.empty());
+}
+
 TEST_F(EngineTest, ConditionsOnOtherCaptures) {
   constexpr absl::string_view kAuditPack = R"pb(
     rules {

@@ -262,6 +262,20 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
     }
     detections.clear();
     decided = 0;
+    if (options_.token_candidates) {
+      std::vector<Detection> tokens;
+      auto is_token = [](const Detection& d) {
+        return d.kind == palisade::v1::TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
+      };
+      for (Detection& d : fresh) {
+        if (is_token(d)) tokens.push_back(std::move(d));
+      }
+      if (!tokens.empty()) {
+        fresh.erase(std::remove_if(fresh.begin(), fresh.end(), is_token), fresh.end());
+        options_.token_candidates(batch.source(), tokens, engine_.rules());
+        if (fresh.empty()) return;
+      }
+    }
     // Decided while the rules cannot be swapped (a detection points into its RuleSet), and
     // written to the store in one transaction.
     decisions_.ApplyAll(fresh, [&](const std::vector<DecisionUpdate>& updates) {

@@ -57,6 +57,14 @@ struct PipelineOptions {
   std::function<void(absl::string_view source, std::vector<Detection>& detections,
                      const std::vector<DecisionUpdate>& updates)>
       on_detections;
+  // When set, detections of token rules (TARGET_KIND_TOKEN_FINGERPRINT) are handed here instead
+  // of to the decision table: a token-shaped string is only a candidate until a verify says it
+  // is a live token (palisaded: services/actions/token_vetter.h), so random strings in a log make
+  // no decision, no store row and use no budget. `rules` keeps each candidate's rule alive. The
+  // callee takes the detections (moves from them) and must not block.
+  std::function<void(absl::string_view source, std::vector<Detection>& candidates,
+                     std::shared_ptr<const RuleSet> rules)>
+      token_candidates;
 };
 
 // RFC 3629 UTF-8 validity (no overlongs, surrogates or code points past U+10FFFF).

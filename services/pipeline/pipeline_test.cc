@@ -286,3 +286,68 @@ TEST_F(PipelineTest, TestRulesReportsPerLineAndPerRule) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// With a token-candidate stage wired, a token rule's detection goes there, not to the decision
+// table (only a verified token may become a decision); the address rules decide as before.
+TEST(PipelineTokenCandidatesTest, TokenDetectionsGoToTheCandidateStage) {
+  constexpr absl::string_view kTokens = R"pb(
+    rules {
+      id: "tok"
+      formats: LOG_FORMAT_RAW
+      key: "token"
+      key_kind: TARGET_KIND_TOKEN_FINGERPRINT
+      patterns: "cf_token=(?P<token>[A-Za-z0-9]{40})"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_REVOKE_TOKEN
+        duration { seconds: 2592000 }
+      }
+    }
+    rules {
+      id: "probe"
+      formats: LOG_FORMAT_RAW
+      patterns: "^probe from (?P<ip>\\S+)"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb";
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  DecisionTable table(clock);
+  std::vector<Detection> candidates;
+  std::string candidate_source;
+  PipelineOptions options;
+  options.token_candidates = [&](absl::string_view source, std::vector<Detection>& ds,
+                                 std::shared_ptr<const RuleSet> rules) {
+    EXPECT_NE(rules, nullptr);
+    candidate_source = std::string(source);
+    for (Detection& d : ds) candidates.push_back(std::move(d));
+  };
+  Pipeline pipeline(*RuleSet::Compile({*ParseRulePack(kTokens, "t.textproto")}), options, clock,
+                    table, registry);
+  LogBatch batch;
+  batch.set_source("web-1");
+  batch.set_format(LogFormat::LOG_FORMAT_RAW);
+  for (int i = 0; i < 70; ++i) {
+    batch.add_records()->set_line(
+        absl::StrCat("GET /?cf_token=", std::string(36, 'a'), absl::Dec(1000 + i)));
+  }
+  batch.add_records()->set_line("probe from 203.0.113.9");
+  ASSERT_THAT(pipeline.ProcessBatch(batch), IsOk());
+  EXPECT_THAT(candidates, SizeIs(70));
+  EXPECT_EQ(candidate_source, "web-1");
+  EXPECT_FALSE(candidates[0].secret.empty());
+  // Only the address made a decision.
+  std::vector<palisade::v1::Decision> decisions = table.List({});
+  ASSERT_THAT(decisions, SizeIs(1));
+  EXPECT_EQ(decisions[0].target().value(), "203.0.113.9");
+}
+
+}  // namespace
+}  // namespace palisade

@@ -38,6 +38,8 @@ class Edge {
   ~Edge();
 
   Dispatcher& dispatcher() { return *dispatcher_; }
+  // The verified client (thread-safe), for the token-candidate stage's verify calls.
+  CloudflareClient& client() { return *client_; }
 
  private:
   Edge() = default;

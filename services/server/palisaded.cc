@@ -26,6 +26,7 @@
 #include "prometheus/registry.h"
 #include "services/common/clock.h"
 #include "services/common/proto_time.h"
+#include "services/actions/token_vetter.h"
 #include "services/decisions/decision_table.h"
 #include "services/events/convert.h"
 #include "services/events/event_hub.h"
@@ -172,6 +173,15 @@ int Run() {
                                     const std::vector<DecisionUpdate>& updates) {
     PublishDetections(events, source, detections, updates);
   };
+  // Token rules' detections are candidates until a verify says they are live tokens
+  // (services/actions/token_vetter.h): random token-shaped strings make no decision. The stage
+  // is built once the edge is up, before the first batch can arrive.
+  std::unique_ptr<TokenVetter> token_vetter;
+  options.token_candidates = [&token_vetter](absl::string_view source,
+                                             std::vector<Detection>& candidates,
+                                             std::shared_ptr<const RuleSet> rules) {
+    if (token_vetter != nullptr) token_vetter->Submit(source, candidates, std::move(rules));
+  };
   options.engine.feeds = &feeds.registry();
   options.engine.max_keys_per_rule = config->engine().max_keys_per_rule();
   options.engine.max_evidence = config->engine().max_evidence();
@@ -206,6 +216,28 @@ int Run() {
     Log(absl::StrCat("cloudflare: acting on zone ", config->cloudflare().zone_id(),
                      config->cloudflare().dry_run() ? " (dry run)" : "", "; ",
                      edge->dispatcher().pending(), " operations resumed from the outbox"));
+  }
+
+  {
+    // A verified token is decided like any detection, and its detection event published.
+    TokenVetter::Sink decide = [&table, &events](const std::string& source,
+                                                 std::vector<Detection>& verified) {
+      table.ApplyAll(verified, [&](const std::vector<DecisionUpdate>& updates) {
+        PublishDetections(events, source, verified, updates);
+      });
+    };
+    TokenVetter::VerifyFn verify;
+    if (edge) {
+      verify = [client = &edge->client()](const std::string& secret) {
+        return VerifyWithCloudflare(*client, secret);
+      };
+    } else {
+      Log("cloudflare is off: token-shaped strings are counted, not decided (nothing can verify "
+          "or revoke them)");
+    }
+    token_vetter = std::make_unique<TokenVetter>(TokenVetterOptions(), clock, std::move(verify),
+                                                 std::move(decide), *registry);
+    token_vetter->Start();
   }
 
   // SIEM sinks follow the event stream on threads of their own.
@@ -393,6 +425,7 @@ int Run() {
   feeds.Stop();
   sinks.clear();  // after the last events were published
   save_windows();
+  token_vetter.reset();  // before the client it verifies with
   edge.reset();
   exposer.reset();
   metrics_https.reset();
