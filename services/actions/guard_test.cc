@@ -39,9 +39,10 @@ TEST(GuardTest, NeverBanSeesIpv4InsideIpv6) {
   GuardOptions options;
   options.never_ban = *CidrSet::Parse({"198.51.100.5", "2a01:4f8:1:2::5"});
   Guard guard(options);
-  for (const char* ip : {"::a00:1", "::7f00:1", "64:ff9b::a00:1", "2002:a00:1::1",
-                         "::ffff:10.0.0.1", "::ffff:0:a00:1", "2001:0:4136:e378:8000:63bf:f5ff:fffe",
-                         "2002:c633:6405::1", "64:ff9b::c633:6405"}) {
+  for (const char* ip :
+       {"::a00:1", "::7f00:1", "64:ff9b::a00:1", "2002:a00:1::1", "::ffff:10.0.0.1",
+        "::ffff:0:a00:1", "2001:0:4136:e378:8000:63bf:f5ff:fffe", "2002:c633:6405::1",
+        "64:ff9b::c633:6405"}) {
     EXPECT_TRUE(guard.NeverBan(Ban(ip).target())) << ip;
   }
   EXPECT_TRUE(guard.NeverBan(Ban("2002:a00::/24", palisade::v1::TARGET_KIND_RANGE).target()));

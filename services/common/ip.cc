@@ -103,10 +103,10 @@ std::string IpAddress::ToString() const {
 
 const CidrSet& NonPublicRanges() {
   static const CidrSet* ranges = [] {
-    auto set = CidrSet::Parse({"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8",
-                               "169.254.0.0/16", "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4",
-                               "240.0.0.0/4", "::/128", "::1/128", "fc00::/7", "fe80::/10",
-                               "ff00::/8", "64:ff9b:1::/48"});
+    auto set =
+        CidrSet::Parse({"0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+                        "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4", "240.0.0.0/4", "::/128",
+                        "::1/128", "fc00::/7", "fe80::/10", "ff00::/8", "64:ff9b:1::/48"});
     return new CidrSet(*std::move(set));
   }();
   return *ranges;
@@ -126,12 +126,12 @@ struct EmbeddingForm {
 };
 
 constexpr EmbeddingForm kEmbeddingForms[] = {
-    {{}, 96, 12, false},                                             // ::a.b.c.d
-    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}, 96, 12, false},     // ::ffff:a.b.c.d
-    {{0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0}, 96, 12, false},     // ::ffff:0:a.b.c.d
-    {{0x00, 0x64, 0xff, 0x9b}, 96, 12, false},                       // 64:ff9b::a.b.c.d
-    {{0x20, 0x02}, 16, 2, false},                                    // 2002:aabb:ccdd::/48
-    {{0x20, 0x01, 0x00, 0x00}, 32, 12, true},                        // Teredo 2001:0::/32
+    {{}, 96, 12, false},                                          // ::a.b.c.d
+    {{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}, 96, 12, false},  // ::ffff:a.b.c.d
+    {{0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0}, 96, 12, false},  // ::ffff:0:a.b.c.d
+    {{0x00, 0x64, 0xff, 0x9b}, 96, 12, false},                    // 64:ff9b::a.b.c.d
+    {{0x20, 0x02}, 16, 2, false},                                 // 2002:aabb:ccdd::/48
+    {{0x20, 0x01, 0x00, 0x00}, 32, 12, true},                     // Teredo 2001:0::/32
 };
 
 }  // namespace
@@ -140,8 +140,8 @@ std::vector<Cidr> EmbeddedIpv4Ranges(const Cidr& range) {
   std::vector<Cidr> out;
   if (range.base().is_v4()) return out;
   for (const EmbeddingForm& form : kEmbeddingForms) {
-    const Cidr prefix = Cidr::Covering(IpAddress::FromBytes(false, form.prefix),
-                                       form.prefix_length);
+    const Cidr prefix =
+        Cidr::Covering(IpAddress::FromBytes(false, form.prefix), form.prefix_length);
     if (range.prefix_length() <= form.prefix_length) {
       // The range holds the whole form (or misses it): every IPv4 address, or none.
       if (range.Contains(prefix.base())) {

@@ -88,12 +88,12 @@ std::string Embedded(absl::string_view text) {
 }
 
 TEST(EmbeddedIpv4Test, EveryDocumentedFormYieldsItsIpv4) {
-  EXPECT_EQ(Embedded("::a00:1"), "10.0.0.1");          // IPv4-compatible
+  EXPECT_EQ(Embedded("::a00:1"), "10.0.0.1");  // IPv4-compatible
   EXPECT_EQ(Embedded("::7f00:1"), "127.0.0.1");
-  EXPECT_EQ(Embedded("::ffff:0:a00:1"), "10.0.0.1");   // IPv4-translated (SIIT)
-  EXPECT_EQ(Embedded("64:ff9b::a00:1"), "10.0.0.1");   // NAT64
+  EXPECT_EQ(Embedded("::ffff:0:a00:1"), "10.0.0.1");  // IPv4-translated (SIIT)
+  EXPECT_EQ(Embedded("64:ff9b::a00:1"), "10.0.0.1");  // NAT64
   EXPECT_EQ(Embedded("64:ff9b::192.168.1.1"), "192.168.1.1");
-  EXPECT_EQ(Embedded("2002:a00:1::1"), "10.0.0.1");    // 6to4
+  EXPECT_EQ(Embedded("2002:a00:1::1"), "10.0.0.1");  // 6to4
   EXPECT_EQ(Embedded("2002:c633:6405:7::9"), "198.51.100.5");
   // Teredo: the client's address is stored inverted (10.0.0.1 → f5ff:fffe).
   EXPECT_EQ(Embedded("2001:0:4136:e378:8000:63bf:f5ff:fffe"), "10.0.0.1");
@@ -157,7 +157,7 @@ TEST(TouchesNeverBanTest, JudgesWhatIsSentIncludingEmbeddedIpv4) {
   EXPECT_TRUE(touches("2002::/16"));
   EXPECT_TRUE(touches("64:ff9b::/96"));
   // Public IPv4 embedded is judged as that IPv4: an ordinary address.
-  EXPECT_FALSE(touches("2002:cb00:7107::1"));   // 203.0.113.7
+  EXPECT_FALSE(touches("2002:cb00:7107::1"));  // 203.0.113.7
   EXPECT_FALSE(touches("64:ff9b::cb00:7107"));
   EXPECT_FALSE(touches("203.0.113.7"));
   EXPECT_TRUE(touches("10.0.0.1"));

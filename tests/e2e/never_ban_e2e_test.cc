@@ -120,9 +120,8 @@ TEST(NeverBanE2eTest, TheAllowlistedIpv6HostsSlash64NeverReachesTheList) {
   palisade::v1::ListDecisionsRequest list_request;
   list_request.set_target(kNeighbour);
   palisade::v1::ListDecisionsResponse listed;
-  ASSERT_TRUE(palisade::v1::Decisions::NewStub(channel)
-                  ->List(&list_ctx, list_request, &listed)
-                  .ok());
+  ASSERT_TRUE(
+      palisade::v1::Decisions::NewStub(channel)->List(&list_ctx, list_request, &listed).ok());
   bool decided = false;
   for (const auto& d : listed.decisions()) decided |= d.target().value() == kNeighbour;
   EXPECT_TRUE(decided) << listed.DebugString();
@@ -169,8 +168,8 @@ TEST(NeverBanE2eTest, PrivateIpv4InsideIpv6NeverBecomesAnAccessRule) {
   // sshd-no-identification: three lines per address, an access rule each. 10.0.0.1 and
   // 127.0.0.1 in the IPv4-compatible, NAT64, 6to4, SIIT and Teredo forms, then a public control.
   const std::vector<std::string> disguised = {
-      "::a00:1", "::7f00:1", "64:ff9b::a00:1", "2002:a00:1::1", "::ffff:0:a00:1",
-      "2001:0:4136:e378:8000:63bf:f5ff:fffe"};
+      "::a00:1",       "::7f00:1",       "64:ff9b::a00:1",
+      "2002:a00:1::1", "::ffff:0:a00:1", "2001:0:4136:e378:8000:63bf:f5ff:fffe"};
   std::vector<std::string> lines;
   for (const std::string& ip : disguised) {
     for (int i = 0; i < 3; ++i) {
