@@ -35,7 +35,18 @@ EventHub::EventHub(EventHubOptions options, Clock& clock, prometheus::Registry& 
                    .Name("palisade_events_subscribers_dropped_total")
                    .Help("Subscribers dropped because they fell too far behind.")
                    .Register(registry)
-                   .Add({})) {
+                   .Add({})),
+      evicted_for_bytes_(prometheus::BuildCounter()
+                             .Name("palisade_events_replay_evicted_total")
+                             .Help("Events that left the replay buffer early, by reason (bytes: "
+                                   "over replay_max_bytes before replay_capacity events).")
+                             .Register(registry)
+                             .Add({{"reason", "bytes"}})),
+      buffer_bytes_gauge_(prometheus::BuildGauge()
+                              .Name("palisade_events_replay_bytes")
+                              .Help("Serialized size of the events in the replay buffer.")
+                              .Register(registry)
+                              .Add({})) {
   auto& published = prometheus::BuildCounter()
                         .Name("palisade_events_published_total")
                         .Help("Events published to the stream, by kind.")
@@ -72,8 +83,18 @@ void EventHub::Publish(Event event) {
     }
     ++i;
   }
+  const size_t size = event.ByteSizeLong();
   buffer_.push_back(std::move(event));
-  while (buffer_.size() > options_.replay_capacity) buffer_.pop_front();
+  buffer_sizes_.push_back(size);
+  buffer_bytes_ += size;
+  while (!buffer_.empty() && (buffer_.size() > options_.replay_capacity ||
+                              buffer_bytes_ > options_.replay_max_bytes)) {
+    if (buffer_.size() <= options_.replay_capacity) evicted_for_bytes_.Increment();
+    buffer_bytes_ -= buffer_sizes_.front();
+    buffer_.pop_front();
+    buffer_sizes_.pop_front();
+  }
+  buffer_bytes_gauge_.Set(static_cast<double>(buffer_bytes_));
 }
 
 void EventHub::DropLocked(size_t index) {
@@ -94,8 +115,8 @@ absl::Status EventHub::Subscribe(Subscriber* subscriber, const WatchRequest& fil
     if (filter.after_sequence() + 1 < oldest) {
       return absl::OutOfRangeError(absl::StrCat(
           "events ", filter.after_sequence() + 1, "..", oldest - 1,
-          " have left the replay buffer (it holds ", options_.replay_capacity,
-          "); resume from 0 for new events only"));
+          " have left the replay buffer (it holds ", options_.replay_capacity, " events or ",
+          options_.replay_max_bytes, " bytes); resume from 0 for new events only"));
     }
     for (const Event& e : buffer_) {
       if (e.sequence() <= filter.after_sequence() || !Matches(filter, e)) continue;
@@ -125,12 +146,15 @@ uint64_t EventHub::last_sequence() const {
 }
 
 bool QueueSubscriber::Deliver(const Event& event) {
+  const size_t size = event.ByteSizeLong();
   absl::MutexLock lock(&mu_);
-  if (queue_.size() >= capacity_) {
+  // One event is always taken, however big, so a single large event cannot wedge a subscriber.
+  if (queue_.size() >= capacity_ || (!queue_.empty() && bytes_ + size > max_bytes_)) {
     dropped_ = true;
     return false;
   }
   queue_.push_back(event);
+  bytes_ += size;
   return true;
 }
 
@@ -141,6 +165,7 @@ std::optional<Event> QueueSubscriber::Next(absl::Duration timeout) {
   if (queue_.empty()) return std::nullopt;
   Event e = std::move(queue_.front());
   queue_.pop_front();
+  bytes_ -= std::min(bytes_, e.ByteSizeLong());
   return e;
 }
 

@@ -28,6 +28,10 @@ namespace palisade {
 
 struct EventHubOptions {
   size_t replay_capacity = 10000;
+  // The replay buffer's bound in bytes (serialized size): a detection carries its evidence
+  // lines, so 10,000 events of hostile 16 KiB lines would be over a gigabyte. Past it the oldest
+  // events leave first, counted in palisade_events_replay_evicted_total{reason="bytes"}.
+  size_t replay_max_bytes = size_t{32} << 20;
 };
 
 class EventHub {
@@ -73,18 +77,24 @@ class EventHub {
   mutable absl::Mutex mu_;
   uint64_t sequence_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<palisade::v1::Event> buffer_ ABSL_GUARDED_BY(mu_);
+  std::deque<size_t> buffer_sizes_ ABSL_GUARDED_BY(mu_);  // ByteSizeLong of each, in order
+  size_t buffer_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<Entry> subscribers_ ABSL_GUARDED_BY(mu_);
   // Per kind (index: EventKind), resolved once: a label lookup per event costs more than the
   // rest of Publish.
   prometheus::Counter* published_[4];
   prometheus::Gauge& subscribers_gauge_;
   prometheus::Counter& dropped_;
+  prometheus::Counter& evicted_for_bytes_;
+  prometheus::Gauge& buffer_bytes_gauge_;
 };
 
-// A subscriber with a bounded queue, read by a thread of its own (sinks, tests).
+// A subscriber with a queue bounded in events and in bytes (serialized size), read by a thread of
+// its own (sinks, tests).
 class QueueSubscriber final : public EventHub::Subscriber {
  public:
-  explicit QueueSubscriber(size_t capacity = 1024) : capacity_(capacity) {}
+  explicit QueueSubscriber(size_t capacity = 1024, size_t max_bytes = size_t{8} << 20)
+      : capacity_(capacity), max_bytes_(max_bytes) {}
   bool Deliver(const palisade::v1::Event& event) override;
   // The next event, or nullopt after `timeout` or once dropped and drained.
   std::optional<palisade::v1::Event> Next(absl::Duration timeout);
@@ -92,8 +102,10 @@ class QueueSubscriber final : public EventHub::Subscriber {
 
  private:
   const size_t capacity_;
+  const size_t max_bytes_;
   mutable absl::Mutex mu_;
   std::deque<palisade::v1::Event> queue_ ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool dropped_ ABSL_GUARDED_BY(mu_) = false;
 };
 

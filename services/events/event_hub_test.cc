@@ -101,3 +101,62 @@ TEST_F(EventHubTest, ASlowSubscriberIsDroppedAndTheOthersKeepUp) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// A detection event carrying 16 KiB of (hostile) evidence.
+Event Big() {
+  Event e = Make(palisade::v1::EVENT_KIND_DETECTION, "ssh");
+  e.mutable_detection()->add_evidence(std::string(16 << 10, 'x'));
+  return e;
+}
+
+double Value(prometheus::Registry& registry, const std::string& name) {
+  for (const auto& family : registry.Collect()) {
+    if (family.name == name) return family.metric[0].counter.value + family.metric[0].gauge.value;
+  }
+  return -1;
+}
+
+// Issue 12: the replay buffer was bounded in events only: 10,000 detections of 16 KiB lines
+// held 160 MiB and more. It is bounded in bytes too; what leaves early is counted.
+TEST_F(EventHubTest, TheReplayBufferIsBoundedInBytes) {
+  EventHubOptions options;
+  options.replay_max_bytes = 3 * Big().ByteSizeLong() + 100;  // room for three (with numbers)
+  EventHub hub(options, clock_, registry_);
+  QueueSubscriber first;  // events are buffered once someone subscribed
+  ASSERT_THAT(hub.Subscribe(&first, {}), IsOk());
+  for (int i = 0; i < 10; ++i) hub.Publish(Big());
+  QueueSubscriber resumed;
+  WatchRequest after;
+  after.set_after_sequence(7);
+  ASSERT_THAT(hub.Subscribe(&resumed, after), IsOk());
+  EXPECT_EQ(Drain(resumed), (std::vector<uint64_t>{8, 9, 10}));
+  QueueSubscriber late;
+  after.set_after_sequence(6);
+  EXPECT_THAT(hub.Subscribe(&late, after),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("have left the replay buffer")));
+  EXPECT_EQ(Value(registry_, "palisade_events_replay_evicted_total"), 7);
+  EXPECT_LE(Value(registry_, "palisade_events_replay_bytes"), options.replay_max_bytes);
+}
+
+// A subscriber's queue is bounded in bytes as well as in events: one that falls a few big events
+// behind is dropped (and may resume), however few events that is.
+TEST_F(EventHubTest, ASubscriberQueueIsBoundedInBytes) {
+  EventHub hub({}, clock_, registry_);
+  QueueSubscriber slow(/*capacity=*/1000, /*max_bytes=*/40 << 10);
+  ASSERT_THAT(hub.Subscribe(&slow, {}), IsOk());
+  for (int i = 0; i < 5; ++i) hub.Publish(Big());
+  EXPECT_TRUE(slow.dropped());
+  EXPECT_EQ(Drain(slow), (std::vector<uint64_t>{1, 2}));
+  // A single event bigger than the bound still goes through to an empty queue.
+  QueueSubscriber tiny(/*capacity=*/1000, /*max_bytes=*/1);
+  ASSERT_THAT(hub.Subscribe(&tiny, {}), IsOk());
+  hub.Publish(Big());
+  EXPECT_FALSE(tiny.dropped());
+  EXPECT_EQ(Drain(tiny), (std::vector<uint64_t>{6}));
+}
+
+}  // namespace
+}  // namespace palisade
