@@ -413,12 +413,16 @@ void Engine::RecountLocked(Shard& shard) {
 }
 
 void Engine::EnforceBudgetLocked(Shard& shard) {
+  // The budget is for resident memory: an eighth of it is left to what the accounting cannot
+  // see (the allocator's free lists after evictions, this pass's own vector). memory_bench
+  // measured resident growth 12% over the accounted bytes under a flood of short windows.
   const size_t share = options_.memory_budget_bytes / kShards;
-  if (shard.bytes <= share) return;
-  // Drop down to seven eighths of the share in one go, so the O(n log n) pass below runs once
+  const size_t limit = share - share / 8;
+  if (shard.bytes <= limit) return;
+  // Drop down to seven eighths of the limit in one go, so the O(n log n) pass below runs once
   // per many inserts (amortised O(log n) each), least recently active first over all rules.
   // Keys spread evenly over shards, so this is close to a global least-recently-active order.
-  const size_t target = share - share / 8;
+  const size_t target = limit - limit / 8;
   std::vector<std::pair<uint64_t, size_t>> order;  // (touched, bytes); ticks are unique
   for (const WindowMap& map : shard.maps) {
     for (const auto& w : map) order.emplace_back(w->touched, w->Bytes());

@@ -53,9 +53,11 @@ struct EngineOptions {
   // fits, and the oldest lines go first if it still would not. A detection's evidence is within
   // it too. 2 KiB keeps five ordinary log lines whole; a 16 KiB line costs ~400 bytes, not 16 KiB.
   uint32_t max_evidence_bytes = 2048;
-  // The ceiling on everything the windows hold, over all rules. Each of the kShards shards keeps
-  // to its share of it (keys spread evenly over shards), so the total never passes it: past its
-  // share a shard drops its least recently active windows until an eighth of the share is free.
+  // The ceiling on the resident memory the windows take, over all rules. The accounted bytes
+  // keep to seven eighths of it (the rest is the allocator's slack, which the accounting cannot
+  // see); each of the kShards shards keeps to its share (keys spread evenly over shards), so
+  // the total never passes it: past its share a shard drops its least recently active windows
+  // until an eighth of the share is free.
   // "Least recently active" is the order in which lines counted, not their event time, which the
   // log writer chooses. 0: the default, 1 GiB.
   uint64_t memory_budget_bytes = uint64_t{1} << 30;
@@ -137,8 +139,8 @@ class Engine {
   // Live windows over all rules.
   size_t live_windows() const;
   // Bytes the live windows hold: each window's object and buffers and its rules' hash tables
-  // (their whole capacity), rounded as malloc rounds them. Never above memory_budget_bytes once
-  // a Process, Restore or SetRules has returned.
+  // (their whole capacity), rounded as malloc rounds them. Never above 7/8 of
+  // memory_budget_bytes once a Process, Restore or SetRules has returned.
   size_t memory_bytes() const;
   // Per rule index (same order as rules()->rules()): matches counted so far.
   std::vector<uint64_t> matches_per_rule() const;

@@ -639,7 +639,8 @@ TEST_F(EngineTest, MemoryBudgetEvictsTheLeastRecentlyActiveAndCountsIt) {
       engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, steady, t, &out);
       ++steady_hits;
     }
-    ASSERT_LE(engine.memory_bytes(), options.memory_budget_bytes) << "after line " << i;
+    // Seven eighths: the rest of the budget is left to the allocator's slack.
+    ASSERT_LE(engine.memory_bytes(), options.memory_budget_bytes / 8 * 7) << "after line " << i;
   }
   EXPECT_LT(engine.live_windows(), static_cast<size_t>(kFlood));
   EXPECT_GE(engine.memory_bytes(), options.memory_budget_bytes / 2);  // the budget is used
