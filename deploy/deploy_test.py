@@ -33,6 +33,10 @@ container = pod["containers"][0]
 check(container["readinessProbe"]["grpc"]["port"] == 50051, "gRPC readiness probe")
 check(container["livenessProbe"]["grpc"]["port"] == 50051, "gRPC liveness probe")
 check(container["securityContext"]["readOnlyRootFilesystem"] is True, "read-only root")
+monitor = next(d for (k, _), d in docs.items() if k == "ServiceMonitor")
+auth = monitor["spec"]["endpoints"][0].get("authorization", {})
+check(auth.get("type") == "Bearer" and auth.get("credentials", {}).get("name") == "palisade-metrics",
+      "Prometheus presents the metrics token (palisaded refuses an open /metrics)")
 secret_volumes = [v for v in pod["volumes"] if "secret" in v]
 check(secret_volumes and secret_volumes[0]["secret"]["secretName"] == "palisade-cloudflare",
       "token from the palisade-cloudflare Secret")

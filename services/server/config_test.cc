@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "services/server/auth.h"
+#include "services/server/metrics_https.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
 
@@ -228,6 +229,11 @@ TEST(ShippedConfigTest, EveryShippedConfigLoads) {
     EXPECT_THAT(auth, palisade::testing::IsOk());
     // Listening beyond loopback requires tokens (palisaded refuses otherwise).
     if (!IsLoopbackListen(config->grpc_listen())) EXPECT_TRUE((*auth)->enabled());
+    // The same for /metrics: bearer tokens or TLS with client certificates.
+    if (config->metrics_listen() != "off" && !IsLoopbackListen(config->metrics_listen())) {
+      EXPECT_TRUE(MetricsProtected(config->metrics_tls(), config->metrics_auth()))
+          << "metrics_listen " << config->metrics_listen() << " would be refused";
+    }
   }
 }
 
