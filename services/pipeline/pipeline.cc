@@ -129,7 +129,13 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
                            .Help("Batches counted under source=\"other\": their source was a new "
                                  "one past the 100 distinct source labels kept.")
                            .Register(registry)
-                           .Add({})) {
+                           .Add({})),
+      streams_overflow_counter_(prometheus::BuildCounter()
+                                    .Name("palisade_ingest_streams_overflow_total")
+                                    .Help("Batches from sources past the per-source state cap "
+                                          "(they share one state; windows age on the clock).")
+                                    .Register(registry)
+                                    .Add({})) {
   // The same family (the registry merges by name): evictions by the engine's memory ceiling.
   memory_evicted_counter_ = &prometheus::BuildCounter()
                                  .Name("palisade_engine_windows_evicted_total")
@@ -230,8 +236,11 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
   StreamState stream;
   {
     absl::MutexLock lock(&streams_mu_);
-    StreamState& s = streams_[source];
-    if (s.id == 0) s.id = static_cast<uint32_t>(streams_.size());
+    StreamState& s = StreamFor(source);
+    if (&s == &overflow_stream_) {
+      ++streams_overflowed_;
+      streams_overflow_counter_.Increment();
+    }
     stream = s;
   }
   auto zone = options_.source_time_zones.find(source);
@@ -382,12 +391,32 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
   }
   {
     absl::MutexLock lock(&streams_mu_);
-    StreamState& s = streams_[source];
+    StreamState& s = StreamFor(source);
     if (previous != absl::InfinitePast()) s.last_line = previous;
     s.watermark = std::max(s.watermark, latest);
   }
   batch_latency_.Observe(absl::ToDoubleSeconds(clock_.TimeNow() - started));
   return ack;
+}
+
+Pipeline::StreamState& Pipeline::StreamFor(absl::string_view source) {
+  const uint64_t key = absl::Hash<absl::string_view>()(source);
+  auto it = streams_.find(key);
+  if (it != streams_.end()) return it->second;
+  if (streams_.size() >= options_.max_streams) return overflow_stream_;
+  StreamState& s = streams_[key];
+  s.id = static_cast<uint32_t>(streams_.size());
+  return s;
+}
+
+size_t Pipeline::streams() const {
+  absl::MutexLock lock(&streams_mu_);
+  return streams_.size();
+}
+
+uint64_t Pipeline::streams_overflowed() const {
+  absl::MutexLock lock(&streams_mu_);
+  return streams_overflowed_;
 }
 
 void Pipeline::PublishEngineGaugesLocked() {
@@ -429,7 +458,7 @@ void Pipeline::ExpireWindows() {
   {
     absl::MutexLock lock(&streams_mu_);
     stream_now.assign(streams_.size() + 1, now);
-    for (const auto& [source, s] : streams_) {
+    for (const auto& [key, s] : streams_) {
       stream_now[s.id] = std::clamp(s.watermark, now - absl::Hours(24), now);
     }
   }

@@ -65,6 +65,11 @@ struct PipelineOptions {
   std::function<void(absl::string_view source, std::vector<Detection>& candidates,
                      std::shared_ptr<const RuleSet> rules)>
       token_candidates;
+  // Per-source state (the year rule's previous line, the event-time watermark windows age by)
+  // is kept for at most this many distinct sources, found by a hash of the source: a source is
+  // written by the client, so neither its length nor how many there are may grow memory. Past
+  // the cap, new sources share one state whose windows age on the clock (counted).
+  uint32_t max_streams = 65536;
 };
 
 // RFC 3629 UTF-8 validity (no overlongs, surrogates or code points past U+10FFFF).
@@ -101,6 +106,9 @@ class Pipeline {
   EngineStats engine_stats() const;
   std::vector<uint64_t> matches_per_rule() const;
   uint64_t lines_malformed() const;
+  // Distinct sources with their own stream state, and batches from sources past the cap.
+  size_t streams() const;
+  uint64_t streams_overflowed() const;
 
  private:
   struct RuleMetrics {
@@ -132,8 +140,15 @@ class Pipeline {
   Clock& clock_;
   DecisionTable& decisions_;
 
-  absl::Mutex streams_mu_;
-  absl::flat_hash_map<std::string, StreamState> streams_ ABSL_GUARDED_BY(streams_mu_);
+  // The state of `source`'s stream (see PipelineOptions::max_streams).
+  StreamState& StreamFor(absl::string_view source) ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);
+
+  mutable absl::Mutex streams_mu_;
+  // Keyed by absl::Hash of the source: 8 bytes whatever the source's length.
+  absl::flat_hash_map<uint64_t, StreamState> streams_ ABSL_GUARDED_BY(streams_mu_);
+  // Sources past max_streams: id 0, so their windows age on the clock.
+  StreamState overflow_stream_ ABSL_GUARDED_BY(streams_mu_);
+  uint64_t streams_overflowed_ ABSL_GUARDED_BY(streams_mu_) = 0;
 
   // Readers: batches (and sweeps, snapshots). Writer: a rule swap.
   mutable absl::Mutex rules_mu_;
@@ -166,6 +181,7 @@ class Pipeline {
   prometheus::Gauge& rules_loaded_gauge_;
   prometheus::Histogram& batch_latency_;
   prometheus::Counter& source_overflow_;
+  prometheus::Counter& streams_overflow_counter_;
 };
 
 }  // namespace palisade

@@ -197,6 +197,28 @@ TEST_F(PipelineTest, LongLinesAreCutAndCounted) {
   EXPECT_EQ(ack->matched(), 0u);  // the cut line lost its address
 }
 
+// A source is written by the client: per-source state costs the same whatever its length, and
+// past the cap new sources share one state (counted) instead of growing memory.
+TEST_F(PipelineTest, PerSourceStateIsBoundedInCountAndBytes) {
+  PipelineOptions options;
+  options.max_streams = 3;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  for (int i = 0; i < 10; ++i) {
+    LogBatch batch;
+    batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+    batch.set_source(absl::StrCat(i, std::string(1 << 20, 'x')));  // 1 MiB sources
+    batch.add_records()->set_line(Line("203.0.113.7", i));
+    ASSERT_THAT(pipeline.ProcessBatch(batch), IsOk());
+  }
+  EXPECT_EQ(pipeline.streams(), 3u);
+  EXPECT_EQ(pipeline.streams_overflowed(), 7u);
+  EXPECT_EQ(CounterValue(registry, "palisade_ingest_streams_overflow_total"), 7);
+  // The lines of overflowed sources still count: three failures from one address, detected.
+  EXPECT_EQ(table.active_count(), 1u);
+}
+
 TEST_F(PipelineTest, HostileBytesAndAbsurdTimesAreCountedNotFatal) {
   LogBatch batch;
   batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
