@@ -12,6 +12,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
 #include "gtest/gtest.h"
+#include "services/common/fingerprint.h"
 #include "services/engine/engine.h"
 #include "services/engine/rule_set.h"
 #include "services/formats/line_parser.h"
@@ -90,6 +91,16 @@ TEST(PackTest, EveryPackLoadsAndEveryExampleHolds) {
       std::vector<std::string> keys = KeysFor(engine, ex_format, ex.line(), rule->id(), &err);
       EXPECT_TRUE(err.empty()) << rule->id() << ": example does not parse: " << err;
       EXPECT_EQ(keys, std::vector<std::string>{ex.key()}) << rule->id() << " on: " << ex.line();
+      if (rule->proto.key_kind() == palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT) {
+        // Evidence redaction knows token shapes by hand (services/common/fingerprint.h): every
+        // token a token rule detects must also be one it redacts from other rules' evidence.
+        bool redacted = false;
+        for (absl::string_view token : FindTokenShapes(ex.line())) {
+          redacted |= Fingerprint(token) == ex.key();
+        }
+        EXPECT_TRUE(redacted) << rule->id() << ": FindTokenShapes misses the token of: "
+                              << ex.line();
+      }
       ++examples;
     }
     if (free_text) {

@@ -9,7 +9,7 @@
 // "cloudflare_api_token=" or "?cf_token=" / "&cf_token=" (case-insensitive). The engine redacts
 // them from every evidence line, whichever rule keeps the line, so no token reaches a decision,
 // the event stream, a sink or the store. Keep the two in step: the pack's examples are checked
-// against FindTokenShapes in fingerprint_test.
+// against FindTokenShapes by //rules:pack_test (every token rule of every pack).
 //
 // Thread-safety: every function is thread-safe (the patterns are compiled once, on first use).
 #ifndef PALISADE_SERVICES_COMMON_FINGERPRINT_H_
