@@ -12,6 +12,7 @@ PACKAGES=(
   libcurl4-openssl-dev libsqlite3-dev
   libcpp-httplib-dev nlohmann-json3-dev
   python3-grpcio python3-protobuf python3-yaml
+  fail2ban
   curl ca-certificates openssl
   prometheus
   clang-14 libclang-rt-14-dev
