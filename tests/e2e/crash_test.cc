@@ -22,9 +22,11 @@ namespace palisade {
 namespace {
 
 using ::nlohmann::json;
+using ::palisade::testing::ActionsPending;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::HttpGet;
+using ::palisade::testing::WaitFor;
 
 constexpr const char* kAccount = ::palisade::testing::kEmulatorAccount;
 
@@ -80,15 +82,6 @@ absl::Status ShipChunk(const Daemon& daemon, palisade::v1::LogFormat format,
   options.format = format;
   options.batch_lines = 20;
   return Ship(*ingest, records, options).status();
-}
-
-uint32_t Pending(const Daemon& daemon) {
-  auto admin = palisade::v1::Admin::NewStub(
-      grpc::CreateChannel(daemon.grpc_address(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  palisade::v1::StatusResponse status;
-  if (!admin->Status(&ctx, {}, &status).ok()) return 1u << 30;
-  return status.actions_pending();
 }
 
 void CheckEdge(const Emulator& cf, const Attack& attack, const std::string& state_file) {
@@ -169,9 +162,7 @@ TEST(FaultTest, ConvergesThroughErrorsThrottlingAndDroppedConnections) {
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   ASSERT_TRUE(ShipChunk(**daemon, palisade::v1::LOG_FORMAT_SYSLOG, attack.auth, 0, 100).ok());
   ASSERT_TRUE(ShipChunk(**daemon, palisade::v1::LOG_FORMAT_COMBINED, attack.access, 0, 100).ok());
-  const absl::Time deadline = absl::Now() + absl::Seconds(180);
-  while (Pending(**daemon) > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
-  ASSERT_EQ(Pending(**daemon), 0u);
+  ASSERT_TRUE(WaitFor([&] { return ActionsPending(**daemon) == 0; }, absl::Seconds(180)));
 
   absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
   ASSERT_TRUE(metrics.ok());
@@ -214,9 +205,7 @@ TEST(CrashTest, KillNineRepeatedlyAndTheEdgeStillEndsExact) {
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
       Daemon::Start({"--config=" + Config(cf), "--shutdown_grace=200ms"}, state_file);
   ASSERT_TRUE(daemon.ok()) << daemon.status();
-  const absl::Time deadline = absl::Now() + absl::Seconds(180);
-  while (Pending(**daemon) > 0 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(50));
-  ASSERT_EQ(Pending(**daemon), 0u);
+  ASSERT_TRUE(WaitFor([&] { return ActionsPending(**daemon) == 0; }, absl::Seconds(180)));
   EXPECT_EQ((*daemon)->Stop(), 0);
   CheckEdge(cf, attack, state_file);
 }

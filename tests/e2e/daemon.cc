@@ -15,6 +15,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "palisade/v1/palisade.grpc.pb.h"
 
 extern char** environ;
 
@@ -138,6 +140,42 @@ std::string WriteEdgeConfig(const Emulator& emulator, const std::string& token_f
 nlohmann::json EmulatorState(const Emulator& emulator) {
   absl::StatusOr<std::string> body = HttpGet(emulator.port(), "/__emulator/state");
   return body.ok() ? nlohmann::json::parse(*body)["result"] : nlohmann::json();
+}
+
+std::map<std::string, std::string> EmulatorListItems(const Emulator& emulator,
+                                                     const std::string& list) {
+  std::map<std::string, std::string> out;
+  nlohmann::json state = EmulatorState(emulator);
+  if (!state.is_object() || !state.contains("lists") || !state["lists"].contains(list)) return out;
+  for (const auto& item : state["lists"][list]) {
+    out[item["ip"].get<std::string>()] = item.value("id", "");
+  }
+  return out;
+}
+
+std::set<std::string> EmulatorListedValues(const Emulator& emulator, const std::string& list) {
+  std::set<std::string> out;
+  for (const auto& [value, id] : EmulatorListItems(emulator, list)) out.insert(value);
+  return out;
+}
+
+std::set<std::string> EmulatorAccessRuleValues(const Emulator& emulator) {
+  std::set<std::string> out;
+  nlohmann::json state = EmulatorState(emulator);
+  if (!state.is_object() || !state.contains("access_rules")) return out;
+  for (const auto& r : state["access_rules"]) {
+    out.insert(r["configuration"]["value"].get<std::string>());
+  }
+  return out;
+}
+
+uint32_t ActionsPending(const Daemon& daemon) {
+  auto admin = palisade::v1::Admin::NewStub(
+      grpc::CreateChannel(daemon.grpc_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  palisade::v1::StatusResponse status;
+  if (!admin->Status(&ctx, {}, &status).ok()) return 1u << 30;
+  return status.actions_pending();
 }
 
 bool WaitFor(const std::function<bool()>& done, absl::Duration timeout) {

@@ -6,7 +6,9 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -71,6 +73,17 @@ std::string WriteEdgeConfig(const Emulator& emulator, const std::string& token_f
 
 // The emulator's whole state (GET /__emulator/state), or null when it does not answer.
 nlohmann::json EmulatorState(const Emulator& emulator);
+
+// The emulator's IP list `list` as item value -> item id, its values alone, and the values of
+// its access rules (empty when the emulator does not answer).
+std::map<std::string, std::string> EmulatorListItems(const Emulator& emulator,
+                                                     const std::string& list = "palisade_block");
+std::set<std::string> EmulatorListedValues(const Emulator& emulator,
+                                           const std::string& list = "palisade_block");
+std::set<std::string> EmulatorAccessRuleValues(const Emulator& emulator);
+
+// Admin.Status's actions_pending, or 2^30 when the daemon does not answer.
+uint32_t ActionsPending(const Daemon& daemon);
 
 // Polls `done` every 50 ms until it holds or `timeout` passes; returns its last answer.
 bool WaitFor(const std::function<bool()>& done, absl::Duration timeout);

@@ -22,40 +22,16 @@ namespace palisade {
 namespace {
 
 using ::nlohmann::json;
+using ::palisade::testing::ActionsPending;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
+using ::palisade::testing::EmulatorAccessRuleValues;
+using ::palisade::testing::EmulatorListedValues;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::MetricValue;
 using ::palisade::testing::WaitFor;
 
 constexpr absl::Duration kDeadline = absl::Seconds(60);
-
-std::set<std::string> ListItems(const Emulator& cf) {
-  std::set<std::string> out;
-  json state = ::palisade::testing::EmulatorState(cf);
-  if (!state.is_object() || !state["lists"].contains("palisade_block")) return out;
-  for (const auto& i : state["lists"]["palisade_block"]) out.insert(i["ip"].get<std::string>());
-  return out;
-}
-
-std::set<std::string> RuleValues(const Emulator& cf) {
-  std::set<std::string> out;
-  json state = ::palisade::testing::EmulatorState(cf);
-  if (!state.is_object()) return out;
-  for (const auto& r : state["access_rules"]) {
-    out.insert(r["configuration"]["value"].get<std::string>());
-  }
-  return out;
-}
-
-uint32_t Pending(const Daemon& daemon) {
-  auto admin = palisade::v1::Admin::NewStub(
-      grpc::CreateChannel(daemon.grpc_address(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext ctx;
-  palisade::v1::StatusResponse status;
-  if (!admin->Status(&ctx, {}, &status).ok()) return 1u << 30;
-  return status.actions_pending();
-}
 
 double Metric(const Daemon& daemon, const std::string& name,
               const std::vector<std::string>& labels) {
@@ -115,7 +91,10 @@ TEST(EdgeBookkeepingE2eTest, ASharedIpv6ItemStaysUntilItsLastDecisionEndsAcrossA
     second_id = second->id();
     ASSERT_NE(first_id, second_id);
     ASSERT_TRUE(WaitFor(
-        [&] { return ListItems(cf).count(item) == 1 && Pending(**daemon) == 0; }, kDeadline))
+        [&] {
+          return EmulatorListedValues(cf).count(item) == 1 && ActionsPending(**daemon) == 0;
+        },
+        kDeadline))
         << ::palisade::testing::EmulatorState(cf).dump(2);
     ASSERT_EQ((*daemon)->Stop(), 0);  // a clean stop
   }
@@ -129,14 +108,14 @@ TEST(EdgeBookkeepingE2eTest, ASharedIpv6ItemStaysUntilItsLastDecisionEndsAcrossA
       [&] {
         return Metric(**daemon, "palisade_actions_total",
                       {"actuator=\"ip_list\"", "op=\"remove\"", "result=\"applied\""}) >= 1 &&
-               Pending(**daemon) == 0;
+               ActionsPending(**daemon) == 0;
       },
       kDeadline));
-  EXPECT_EQ(ListItems(cf).count(item), 1u)
+  EXPECT_EQ(EmulatorListedValues(cf).count(item), 1u)
       << "the /64 went with the first decision although the second still needs it";
 
   ASSERT_TRUE(Withdraw(**daemon, second_id).ok());
-  EXPECT_TRUE(WaitFor([&] { return ListItems(cf).count(item) == 0; }, kDeadline))
+  EXPECT_TRUE(WaitFor([&] { return EmulatorListedValues(cf).count(item) == 0; }, kDeadline))
       << "the /64 stayed after its last decision ended";
   EXPECT_EQ((*daemon)->Stop(), 0);
 }
@@ -188,10 +167,10 @@ TEST(EdgeBookkeepingE2eTest, AManualBanOverAShadowOrLocalOnlyDecisionReachesTheE
   ASSERT_TRUE(WaitFor(
       [&] {
         return active_rule_decision(shadowed, "shadow-probe") &&
-               active_rule_decision(local, "local-probe") && Pending(**daemon) == 0;
+               active_rule_decision(local, "local-probe") && ActionsPending(**daemon) == 0;
       },
       kDeadline));
-  EXPECT_TRUE(RuleValues(cf).empty());
+  EXPECT_TRUE(EmulatorAccessRuleValues(cf).empty());
 
   // The operator's bans, as `palisadectl decisions add` sends them (default actuator).
   for (const std::string& ip : {shadowed, local}) {
@@ -205,7 +184,7 @@ TEST(EdgeBookkeepingE2eTest, AManualBanOverAShadowOrLocalOnlyDecisionReachesTheE
   std::set<std::string> at_edge;
   EXPECT_TRUE(WaitFor(
       [&] {
-        at_edge = RuleValues(cf);
+        at_edge = EmulatorAccessRuleValues(cf);
         return at_edge == std::set<std::string>{shadowed, local};
       },
       kDeadline))

@@ -23,28 +23,13 @@ namespace {
 using ::nlohmann::json;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
+using ::palisade::testing::EmulatorListItems;
+using ::palisade::testing::EmulatorListedValues;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::MetricValue;
 using ::palisade::testing::WaitFor;
 using ::testing::ElementsAre;
 using ::testing::UnorderedElementsAre;
-
-// The list's items, as item value -> item id.
-std::map<std::string, std::string> ListItems(const Emulator& cf) {
-  std::map<std::string, std::string> out;
-  json state = ::palisade::testing::EmulatorState(cf);
-  if (!state.contains("lists") || !state["lists"].contains("palisade_block")) return out;
-  for (const auto& item : state["lists"]["palisade_block"]) {
-    out[item["ip"].get<std::string>()] = item.value("id", "");
-  }
-  return out;
-}
-
-std::set<std::string> Keys(const std::map<std::string, std::string>& m) {
-  std::set<std::string> out;
-  for (const auto& [k, v] : m) out.insert(k);
-  return out;
-}
 
 palisade::v1::PushFeedResponse PushOrDie(palisade::v1::Feeds::Stub& feeds, const std::string& name,
                                          const std::string& content) {
@@ -97,9 +82,9 @@ TEST(FeedsE2eTest, PushedFeedReachesTheListAndANewVersionRemovesExactlyWhatLeft)
 
   // The two adjacent /24s go out as one /23.
   const std::set<std::string> want1 = {"198.18.0.0/23", "203.0.113.7", "2001:db8:bad::/48"};
-  ASSERT_TRUE(WaitFor([&] { return Keys(ListItems(cf)) == want1; }, absl::Seconds(60)))
+  ASSERT_TRUE(WaitFor([&] { return EmulatorListedValues(cf) == want1; }, absl::Seconds(60)))
       << ::palisade::testing::EmulatorState(cf).dump();
-  const std::string kept_item = ListItems(cf)["2001:db8:bad::/48"];
+  const std::string kept_item = EmulatorListItems(cf)["2001:db8:bad::/48"];
 
   // A failed login from inside a listed range: one line is enough, and the decision says why.
   {
@@ -141,9 +126,9 @@ TEST(FeedsE2eTest, PushedFeedReachesTheListAndANewVersionRemovesExactlyWhatLeft)
   EXPECT_EQ(v2.added(), 1u);
   EXPECT_EQ(v2.removed(), 2u);
   const std::set<std::string> want2 = {"198.18.0.0/24", "198.51.100.0/24", "2001:db8:bad::/48"};
-  ASSERT_TRUE(WaitFor([&] { return Keys(ListItems(cf)) == want2; }, absl::Seconds(60)))
+  ASSERT_TRUE(WaitFor([&] { return EmulatorListedValues(cf) == want2; }, absl::Seconds(60)))
       << ::palisade::testing::EmulatorState(cf).dump();
-  EXPECT_EQ(ListItems(cf)["2001:db8:bad::/48"], kept_item);  // untouched, not re-created
+  EXPECT_EQ(EmulatorListItems(cf)["2001:db8:bad::/48"], kept_item);  // untouched, not re-created
 
   absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
   ASSERT_TRUE(metrics.ok());
@@ -186,8 +171,8 @@ TEST(FeedsE2eTest, PushedFeedReachesTheListAndANewVersionRemovesExactlyWhatLeft)
   EXPECT_EQ(got.entries(0).cidr(), "198.51.100.0/24");
   EXPECT_EQ(got.entries(0).ref(), "SBL7");
   absl::SleepFor(absl::Seconds(1));
-  EXPECT_EQ(Keys(ListItems(cf)), want2);
-  EXPECT_EQ(ListItems(cf)["2001:db8:bad::/48"], kept_item);
+  EXPECT_EQ(EmulatorListedValues(cf), want2);
+  EXPECT_EQ(EmulatorListItems(cf)["2001:db8:bad::/48"], kept_item);
 }
 
 TEST(FeedsE2eTest, APulledFeedIsFetchedAtStartAndSyncedToTheEdge) {
@@ -208,7 +193,7 @@ TEST(FeedsE2eTest, APulledFeedIsFetchedAtStartAndSyncedToTheEdge) {
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   // The puller fetches at once; the private range is dropped, the adjacent /24s merge.
   const std::set<std::string> want = {"198.18.4.0/23", "203.0.113.99"};
-  ASSERT_TRUE(WaitFor([&] { return Keys(ListItems(cf)) == want; }, absl::Seconds(60)))
+  ASSERT_TRUE(WaitFor([&] { return EmulatorListedValues(cf) == want; }, absl::Seconds(60)))
       << ::palisade::testing::EmulatorState(cf).dump();
   auto feeds = palisade::v1::Feeds::NewStub(
       grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials()));

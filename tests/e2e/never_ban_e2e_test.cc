@@ -29,6 +29,8 @@ namespace {
 using ::nlohmann::json;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
+using ::palisade::testing::EmulatorAccessRuleValues;
+using ::palisade::testing::EmulatorListedValues;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::MetricValue;
 using ::palisade::testing::WaitFor;
@@ -58,22 +60,6 @@ void ShipOrDie(palisade::v1::Ingest::Stub& stub, palisade::v1::LogFormat format,
   absl::StatusOr<ShipSummary> s = Ship(stub, records, options);
   ASSERT_TRUE(s.ok()) << s.status();
   ASSERT_EQ(s->malformed, 0u);
-}
-
-std::set<std::string> ListItems(const Emulator& cf) {
-  std::set<std::string> out;
-  json state = ::palisade::testing::EmulatorState(cf);
-  if (!state.contains("lists") || !state["lists"].contains("palisade_block")) return out;
-  for (const auto& item : state["lists"]["palisade_block"]) out.insert(item["ip"]);
-  return out;
-}
-
-std::set<std::string> AccessRuleValues(const Emulator& cf) {
-  std::set<std::string> out;
-  json state = ::palisade::testing::EmulatorState(cf);
-  if (!state.contains("access_rules")) return out;
-  for (const auto& r : state["access_rules"]) out.insert(r["configuration"]["value"]);
-  return out;
 }
 
 // Waits until `at_edge` holds and the dispatcher has nothing queued.
@@ -111,9 +97,10 @@ TEST(NeverBanE2eTest, TheAllowlistedIpv6HostsSlash64NeverReachesTheList) {
   for (int i = 0; i < 3; ++i) lines.push_back(Probe(kNeighbour));
   for (int i = 0; i < 3; ++i) lines.push_back(Probe("2a01:4f8:1:3::9"));
   ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_COMBINED, lines);
-  ASSERT_TRUE(Settled(*admin, [&] { return ListItems(cf).count("2a01:4f8:1:3::/64") > 0; }))
+  ASSERT_TRUE(
+      Settled(*admin, [&] { return EmulatorListedValues(cf).count("2a01:4f8:1:3::/64") > 0; }))
       << ::palisade::testing::EmulatorState(cf).dump(2);
-  EXPECT_EQ(ListItems(cf), std::set<std::string>{"2a01:4f8:1:3::/64"});
+  EXPECT_EQ(EmulatorListedValues(cf), std::set<std::string>{"2a01:4f8:1:3::/64"});
 
   // The neighbour was decided (the guard had nothing against its /128), just not sent.
   grpc::ClientContext list_ctx;
@@ -142,9 +129,10 @@ TEST(NeverBanE2eTest, TheAllowlistedIpv6HostsSlash64NeverReachesTheList) {
     EXPECT_EQ(resp.accepted(), 2u);
     EXPECT_EQ(resp.never_ban(), 1u);
   }
-  ASSERT_TRUE(Settled(*admin, [&] { return ListItems(cf).count("203.0.113.0/24") > 0; }))
+  ASSERT_TRUE(Settled(*admin, [&] { return EmulatorListedValues(cf).count("203.0.113.0/24") > 0; }))
       << ::palisade::testing::EmulatorState(cf).dump(2);
-  EXPECT_EQ(ListItems(cf), (std::set<std::string>{"2a01:4f8:1:3::/64", "203.0.113.0/24"}));
+  EXPECT_EQ(EmulatorListedValues(cf),
+            (std::set<std::string>{"2a01:4f8:1:3::/64", "203.0.113.0/24"}));
 
   absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
@@ -182,9 +170,10 @@ TEST(NeverBanE2eTest, PrivateIpv4InsideIpv6NeverBecomesAnAccessRule) {
         "Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 203.0.113.7");
   }
   ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, lines);
-  ASSERT_TRUE(Settled(*admin, [&] { return AccessRuleValues(cf).count("203.0.113.7") > 0; }))
+  ASSERT_TRUE(
+      Settled(*admin, [&] { return EmulatorAccessRuleValues(cf).count("203.0.113.7") > 0; }))
       << ::palisade::testing::EmulatorState(cf).dump(2);
-  EXPECT_EQ(AccessRuleValues(cf), std::set<std::string>{"203.0.113.7"});
+  EXPECT_EQ(EmulatorAccessRuleValues(cf), std::set<std::string>{"203.0.113.7"});
   absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   EXPECT_EQ(MetricValue(*metrics, "palisade_guard_refused_total", {"reason=\"never_ban\""}),
@@ -203,9 +192,9 @@ TEST(NeverBanE2eTest, PrivateIpv4InsideIpv6NeverBecomesAnAccessRule) {
   ASSERT_TRUE(s.ok()) << s.error_message();
   EXPECT_EQ(resp.accepted(), 1u);
   EXPECT_EQ(resp.never_ban(), 3u);
-  ASSERT_TRUE(Settled(*admin, [&] { return ListItems(cf).count("198.18.0.0/24") > 0; }))
+  ASSERT_TRUE(Settled(*admin, [&] { return EmulatorListedValues(cf).count("198.18.0.0/24") > 0; }))
       << ::palisade::testing::EmulatorState(cf).dump(2);
-  EXPECT_EQ(ListItems(cf), std::set<std::string>{"198.18.0.0/24"});
+  EXPECT_EQ(EmulatorListedValues(cf), std::set<std::string>{"198.18.0.0/24"});
 }
 
 }  // namespace
