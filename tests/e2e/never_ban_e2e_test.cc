@@ -79,6 +79,24 @@ std::string Probe(const std::string& ip) {
                       "\"-\" \"curl/8.0\"");
 }
 
+// Pushes `data` as the whole "drop" feed in one chunk.
+absl::StatusOr<palisade::v1::PushFeedResponse> PushDrop(palisade::v1::Feeds::Stub& feeds,
+                                                        const std::string& data) {
+  grpc::ClientContext ctx;
+  palisade::v1::PushFeedResponse resp;
+  auto writer = feeds.Push(&ctx, &resp);
+  palisade::v1::FeedChunk chunk;
+  chunk.set_feed("drop");
+  chunk.set_data(data);
+  if (!writer->Write(chunk)) return absl::UnavailableError("the push stream closed");
+  writer->WritesDone();
+  grpc::Status s = writer->Finish();
+  if (!s.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(s.error_code()), s.error_message());
+  }
+  return resp;
+}
+
 TEST(NeverBanE2eTest, TheAllowlistedIpv6HostsSlash64NeverReachesTheList) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
@@ -116,18 +134,11 @@ TEST(NeverBanE2eTest, TheAllowlistedIpv6HostsSlash64NeverReachesTheList) {
   // A feed entry for another neighbour (a /128 the feed filter passes) would also become the
   // /64 item; one for the /64 itself is never-ban at the feed already.
   {
-    grpc::ClientContext ctx;
-    palisade::v1::PushFeedResponse resp;
-    auto writer = feeds->Push(&ctx, &resp);
-    palisade::v1::FeedChunk chunk;
-    chunk.set_feed("drop");
-    chunk.set_data("2a01:4f8:1:2::7\n2a01:4f8:1:2::/64\n203.0.113.0/24\n");
-    ASSERT_TRUE(writer->Write(chunk));
-    writer->WritesDone();
-    grpc::Status s = writer->Finish();
-    ASSERT_TRUE(s.ok()) << s.error_message();
-    EXPECT_EQ(resp.accepted(), 2u);
-    EXPECT_EQ(resp.never_ban(), 1u);
+    absl::StatusOr<palisade::v1::PushFeedResponse> resp =
+        PushDrop(*feeds, "2a01:4f8:1:2::7\n2a01:4f8:1:2::/64\n203.0.113.0/24\n");
+    ASSERT_TRUE(resp.ok()) << resp.status();
+    EXPECT_EQ(resp->accepted(), 2u);
+    EXPECT_EQ(resp->never_ban(), 1u);
   }
   ASSERT_TRUE(Settled(*admin, [&] { return EmulatorListedValues(cf).count("203.0.113.0/24") > 0; }))
       << ::palisade::testing::EmulatorState(cf).dump(2);
@@ -180,18 +191,11 @@ TEST(NeverBanE2eTest, PrivateIpv4InsideIpv6NeverBecomesAnAccessRule) {
             disguised.size());
 
   // A feed's ranges that embed private IPv4 are never-ban too; the public one goes out.
-  grpc::ClientContext ctx;
-  palisade::v1::PushFeedResponse resp;
-  auto writer = feeds->Push(&ctx, &resp);
-  palisade::v1::FeedChunk chunk;
-  chunk.set_feed("drop");
-  chunk.set_data("64:ff9b::a00:0/120\n2002:a00::/24\n2002:c0a8::/32\n198.18.0.0/24\n");
-  ASSERT_TRUE(writer->Write(chunk));
-  writer->WritesDone();
-  grpc::Status s = writer->Finish();
-  ASSERT_TRUE(s.ok()) << s.error_message();
-  EXPECT_EQ(resp.accepted(), 1u);
-  EXPECT_EQ(resp.never_ban(), 3u);
+  absl::StatusOr<palisade::v1::PushFeedResponse> resp =
+      PushDrop(*feeds, "64:ff9b::a00:0/120\n2002:a00::/24\n2002:c0a8::/32\n198.18.0.0/24\n");
+  ASSERT_TRUE(resp.ok()) << resp.status();
+  EXPECT_EQ(resp->accepted(), 1u);
+  EXPECT_EQ(resp->never_ban(), 3u);
   ASSERT_TRUE(Settled(*admin, [&] { return EmulatorListedValues(cf).count("198.18.0.0/24") > 0; }))
       << ::palisade::testing::EmulatorState(cf).dump(2);
   EXPECT_EQ(EmulatorListedValues(cf), std::set<std::string>{"198.18.0.0/24"});
