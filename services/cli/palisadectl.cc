@@ -8,6 +8,7 @@
 //   palisadectl decisions add ADDRESS|CIDR --duration 1h [--reason TEXT]
 //   palisadectl decisions delete ID
 //   palisadectl rules test PACK FILE [--format F] [--json] [--remote]
+//   palisadectl rules import-fail2ban FILTER.conf [--report] [--filter_params=k=v,...]
 //   palisadectl rules reload
 //   palisadectl actions release [--max N]
 //   palisadectl replay FILE... [--format F] [--config C | --rules PACK,...] [--batch_lines N]
@@ -30,6 +31,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
@@ -44,6 +46,7 @@
 #include "services/feeds/feed_parser.h"
 #include "services/formats/line_parser.h"
 #include "services/pipeline/pipeline.h"
+#include "services/fail2ban/fail2ban_import.h"
 #include "services/replay/replay.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "palisaded's gRPC address.");
@@ -69,6 +72,11 @@ ABSL_FLAG(int32_t, page_size, 0,
 ABSL_FLAG(absl::Duration, duration, absl::Hours(1), "decisions add: how long.");
 ABSL_FLAG(std::string, reason, "", "decisions add: free text.");
 ABSL_FLAG(bool, remote, false, "rules test: run through the server's Admin.TestRules.");
+ABSL_FLAG(bool, report, false,
+          "rules import-fail2ban: print what became of each regex instead of the pack.");
+ABSL_FLAG(std::string, filter_params, "",
+          "rules import-fail2ban: filter parameters, as a jail's `filter = sshd[mode=aggressive]` "
+          "sets them (comma-separated k=v).");
 ABSL_FLAG(int32_t, max, 0, "actions release: at most this many (0: all).");
 ABSL_FLAG(std::vector<std::string>, rules, {},
           "replay: rule pack files (comma-separated). Default: --config's rule_files, else the "
@@ -401,6 +409,30 @@ int DecisionsDelete(const std::string& id) {
   grpc::Status s = stub->Delete(Context().get(), req, &d);
   if (!s.ok()) return Fail(s, "decisions delete");
   std::printf("withdrawn: %s on %s\n", Safe(d.id()).c_str(), Safe(d.target().value()).c_str());
+  return 0;
+}
+
+// `rules import-fail2ban FILTER.conf`: the converted pack on stdout (or, with --report, what
+// became of each regex), the counts on stderr. A filter none of whose regexes converts fails.
+int RulesImportFail2ban(const std::string& path) {
+  Fail2banImportOptions options;
+  for (absl::string_view kv :
+       absl::StrSplit(absl::GetFlag(FLAGS_filter_params), ',', absl::SkipEmpty())) {
+    std::pair<std::string, std::string> p = absl::StrSplit(kv, absl::MaxSplits('=', 1));
+    if (p.first.empty()) return Fail(absl::StrCat("--filter_params: \"", kv, "\" is not k=v"));
+    options.params[p.first] = p.second;
+  }
+  absl::StatusOr<Fail2banImport> imported = ImportFail2banFilter(path, options);
+  if (!imported.ok()) {
+    return Fail(absl::StrCat("rules import-fail2ban: ", imported.status().message()));
+  }
+  const std::string out = absl::GetFlag(FLAGS_report) ? Fail2banReportText(*imported)
+                                                      : Fail2banPackText(*imported);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  std::cerr << "palisadectl: " << Safe(imported->filter) << ": "
+            << imported->count(RegexOutcome::kConverted) << " converted, "
+            << imported->count(RegexOutcome::kRewritten) << " rewritten, "
+            << imported->count(RegexOutcome::kRefused) << " refused" << std::endl;
   return 0;
 }
 
@@ -843,6 +875,7 @@ int main(int argc, char** argv) {
       "  decisions add ADDRESS|CIDR [--duration 1h] [--reason TEXT]\n"
       "  decisions delete ID\n"
       "  rules test PACK FILE [--format F] [--json] [--remote]\n"
+      "  rules import-fail2ban FILTER.conf [--report] [--filter_params=mode=aggressive]\n"
       "  rules reload\n"
       "  replay FILE... [--format F] [--config C | --rules A,B | --rules_dir D] [--batch_lines N]\n"
       "        [--time_zone Z] [--json]   (offline, event time, dry run)\n"
@@ -885,6 +918,9 @@ int main(int argc, char** argv) {
   if (cmd == "rules" && args.size() >= 2) {
     if (args[1] == "test" && args.size() == 4) return palisade::RulesTest(args[2], args[3]);
     if (args[1] == "reload") return palisade::RulesReload();
+    if (args[1] == "import-fail2ban" && args.size() == 3) {
+      return palisade::RulesImportFail2ban(args[2]);
+    }
   }
   return Usage();
 }

@@ -54,6 +54,23 @@ grep -qE '^[{]"line":[0-9]+,"rule":"sshd-[a-z-]+","key":"[0-9a-f:.]+","time":"20
 summary=$("$ctl_bin" rules test rules/sshd.textproto tests/testdata/sample_auth.log --format=syslog)
 grep -q 'Lines: 3000 lines' <<<"$summary" || fail "summary: $summary"
 
+# rules import-fail2ban (issue 13): Debian's sshd filter (tools/setup.sh installs fail2ban)
+# becomes a pack the loader accepts, and the pack finds what fail2ban's filter finds.
+[ -f /etc/fail2ban/filter.d/sshd.conf ] || fail "fail2ban's filters are missing: run tools/setup.sh"
+"$ctl_bin" rules import-fail2ban /etc/fail2ban/filter.d/sshd.conf >"$work/f2b.textproto" \
+  2>"$work/f2b.err" || fail "import: $(cat "$work/f2b.err")"
+grep -qE '^palisadectl: sshd: [1-9][0-9]* converted, [0-9]+ rewritten, [0-9]+ refused' "$work/f2b.err" \
+  || fail "import counts: $(cat "$work/f2b.err")"
+echo 'Jan  5 01:31:41 www sshd[1643]: ROOT LOGIN REFUSED FROM 192.0.2.9' >"$work/f2b.log"
+keys=$("$ctl_bin" rules test "$work/f2b.textproto" "$work/f2b.log" --format=syslog --json)
+grep -q '"rule":"f2b-sshd","key":"192.0.2.9"' <<<"$keys" || fail "imported pack: $keys"
+report=$("$ctl_bin" rules import-fail2ban /etc/fail2ban/filter.d/sshd.conf --report 2>/dev/null)
+grep -qE 'sshd.conf:[0-9]+: failregex refused: ' <<<"$report" || fail "report: $report"
+if "$ctl_bin" rules import-fail2ban "$work/no-such.conf" 2>"$work/err" >/dev/null; then
+  fail "a missing filter was imported"
+fi
+grep -q 'no-such.conf' "$work/err" || fail "the error does not name the file: $(cat "$work/err")"
+
 status=$(ctl status)
 grep -q 'decisions: 77 active' <<<"$status" || fail "status: $status"
 
