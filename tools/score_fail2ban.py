@@ -32,6 +32,8 @@ DEFAULT_PAIRS = [
     ("dovecot", "rules/dovecot.textproto"),
     ("pure-ftpd", "rules/pure-ftpd.textproto"),
     ("vsftpd", "rules/vsftpd.textproto"),
+    ("proftpd", "rules/proftpd.textproto"),
+    ("mysqld-auth", "rules/mysql.textproto"),
 ]
 
 
