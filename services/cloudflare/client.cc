@@ -407,13 +407,11 @@ absl::StatusOr<TokenInfo> CloudflareClient::Verify(const Secret* as_token, bool 
       absl::StatusOr<json> r = Send(call);
       if (!r.ok()) {
         // The user endpoint refuses an account token (and the reverse) as "Invalid API Token";
-        // only a refusal from both says the token is invalid.
+        // only a refusal from both says the token is invalid. The first refusal is the one
+        // reported: it comes from the endpoint the caller named.
         if (r.status().code() != absl::StatusCode::kUnauthenticated) return r.status();
-        if (first.ok()) {
-          first = r.status();
-          continue;
-        }
-        return first;
+        if (first.ok()) first = r.status();
+        continue;
       }
       TokenInfo info = ToToken((*r)["result"]);
       if (info.id.empty()) return absl::InternalError("cloudflare tokens/verify: reply has no id");
