@@ -41,13 +41,13 @@ std::optional<absl::Time> ParseTime(const std::string& s) {
   return t;
 }
 
-// HTTP status first, then the code (cloudflare-api.md, corrections 2 and 3): the same code means
-// different things on different endpoints, so a code alone never makes a 400 "not found".
 // RFC 3339 in UTC, as the API writes and takes times.
 std::string ApiTime(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E*SZ", t, absl::UTCTimeZone());
 }
 
+// HTTP status first, then the code (cloudflare-api.md, corrections 2 and 3): the same code means
+// different things on different endpoints, so a code alone never makes a 400 "not found".
 absl::StatusCode CodeFor(int http, int cf_code, absl::string_view message) {
   if (http == 429) return absl::StatusCode::kResourceExhausted;
   if (http >= 500) return absl::StatusCode::kUnavailable;
@@ -215,8 +215,7 @@ std::optional<absl::Duration> RetryDelay(const absl::Status& status) {
 std::string CanonicalListIp(const std::string& ip) {
   absl::StatusOr<Cidr> c = Cidr::Parse(ip);
   if (!c.ok()) return ip;
-  const int host = c->base().is_v4() ? 32 : 128;
-  return c->prefix_length() == host ? c->base().ToString() : c->ToString();
+  return c->prefix_length() == c->base().bit_length() ? c->base().ToString() : c->ToString();
 }
 
 int CloudflareErrorCode(const absl::Status& status) {
