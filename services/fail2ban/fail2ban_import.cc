@@ -2,8 +2,6 @@
 
 #include <cstring>
 #include <fstream>
-#include <memory>
-#include <sstream>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -62,8 +60,7 @@ absl::Status ReadConfig(const std::string& path, const std::string& included_fro
   }
   Sections own;
   std::string section;
-  ValueLine* last = nullptr;  // the value being continued
-  std::vector<ValueLine>* last_value = nullptr;
+  std::vector<ValueLine>* last_value = nullptr;  // the value being continued
   std::string raw;
   int n = 0;
   while (std::getline(in, raw)) {
@@ -75,7 +72,6 @@ absl::Status ReadConfig(const std::string& path, const std::string& included_fro
     if (indented && last_value != nullptr) {
       // A continuation line: one more entry of a multi-line value.
       last_value->push_back({std::string(stripped), path, n});
-      last = &last_value->back();
       continue;
     }
     if (stripped[0] == '[') {
@@ -99,10 +95,8 @@ absl::Status ReadConfig(const std::string& path, const std::string& included_fro
     auto& lines = own[section][key];
     lines.clear();
     lines.push_back({value, path, n});
-    last = &lines.back();
     last_value = &lines;
   }
-  (void)last;
 
   auto include = [&](const char* which) -> absl::Status {
     auto sec = own.find("INCLUDES");
