@@ -43,8 +43,9 @@ absl::Status CheckListen(const std::string& file, const std::string& field,
   return absl::OkStatus();
 }
 
-bool Hex32(const std::string& s) {
-  if (s.size() != 32) return false;
+// `size` lowercase hex characters: Cloudflare ids (32), token SHA-256 hashes (64).
+bool LowerHex(const std::string& s, size_t size) {
+  if (s.size() != size) return false;
   for (char c : s) {
     if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
   }
@@ -124,8 +125,8 @@ absl::Status ValidateCloudflare(const std::string& file, palisade::v1::Cloudflar
       !absl::StartsWith(cf->api_base(), "http://[::1]")) {
     return error("api_base", "must be https://, or http:// on loopback (the emulator)");
   }
-  if (!Hex32(cf->account_id())) return error("account_id", "must be 32 lowercase hex characters");
-  if (!Hex32(cf->zone_id())) return error("zone_id", "must be 32 lowercase hex characters");
+  if (!LowerHex(cf->account_id(), 32)) return error("account_id", "must be 32 lowercase hex characters");
+  if (!LowerHex(cf->zone_id(), 32)) return error("zone_id", "must be 32 lowercase hex characters");
   if (cf->token_file().empty() && cf->token_env().empty() && cf->api_key_file().empty()) {
     return error("token_file", "set token_file or token_env (the token is never in this file)");
   }
@@ -221,10 +222,7 @@ absl::Status ValidateIngress(const std::string& file, palisade::v1::Config* conf
   if (api->max_streams() > 10'000) return error("api.max_streams", "must be at most 10,000");
   const auto& tokens = config->metrics_auth().token_sha256();
   for (int i = 0; i < tokens.size(); ++i) {
-    const std::string& h = tokens[i];
-    if (h.size() != 64 || !std::all_of(h.begin(), h.end(), [](char c) {
-          return absl::ascii_isdigit(c) || (c >= 'a' && c <= 'f');
-        })) {
+    if (!LowerHex(tokens[i], 64)) {
       return error(absl::StrCat("metrics_auth.token_sha256[", i, "]"),
                    "must be 64 lowercase hex characters (palisadectl hash-token)");
     }
