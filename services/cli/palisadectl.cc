@@ -35,6 +35,7 @@
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
+#include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "services/cli/shipper.h"
 #include "services/common/proto_time.h"
@@ -166,25 +167,6 @@ std::string Safe(absl::string_view s) {
       out.append(bytes.data(), bytes.size());
     }
   });
-  return out;
-}
-
-// A JSON string literal of `s` (invalid UTF-8 bytes become U+FFFD: JSON text is UTF-8).
-std::string JsonQuote(absl::string_view s) {
-  std::string out = "\"";
-  ForEachCodePoint(s, [&out](int32_t cp, absl::string_view bytes) {
-    if (cp < 0) {
-      out += "\\ufffd";
-    } else if (cp == '"' || cp == '\\') {
-      out += '\\';
-      out += static_cast<char>(cp);
-    } else if (cp < 0x20 || cp == 0x7F || cp == 0x2028 || cp == 0x2029) {
-      absl::StrAppendFormat(&out, "\\u%04x", cp);
-    } else {
-      out.append(bytes.data(), bytes.size());
-    }
-  });
-  out += '"';
   return out;
 }
 
@@ -463,13 +445,18 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
 
   if (absl::GetFlag(FLAGS_json)) {
     for (const auto& m : resp.matches()) {
-      std::printf("{\"line\":%u,\"rule\":%s,\"key\":%s,\"time\":\"%s\"}\n", m.line_number(),
-                  JsonQuote(m.rule_id()).c_str(), JsonQuote(m.key()).c_str(),
-                  m.has_event_time()
-                      ? absl::FormatTime(absl::RFC3339_full, FromProtoTime(m.event_time()),
-                                         absl::UTCTimeZone())
-                            .c_str()
-                      : "");
+      // Fields in this order; invalid UTF-8 becomes U+FFFD (JSON text is UTF-8), as in the ECS
+      // sink.
+      const nlohmann::ordered_json line = {
+          {"line", m.line_number()},
+          {"rule", m.rule_id()},
+          {"key", m.key()},
+          {"time", m.has_event_time() ? absl::FormatTime(absl::RFC3339_full,
+                                                         FromProtoTime(m.event_time()),
+                                                         absl::UTCTimeZone())
+                                      : ""}};
+      std::printf("%s\n",
+                  line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     }
     return 0;
   }
