@@ -99,12 +99,6 @@ TEST_F(EventHubTest, ASlowSubscriberIsDroppedAndTheOthersKeepUp) {
   EXPECT_TRUE(found);
 }
 
-}  // namespace
-}  // namespace palisade
-
-namespace palisade {
-namespace {
-
 // A detection event carrying 16 KiB of (hostile) evidence.
 Event Big() {
   Event e = Make(palisade::v1::EVENT_KIND_DETECTION, "ssh");
