@@ -276,10 +276,12 @@ int Run() {
   std::unique_ptr<prometheus::Exposer> exposer;
   int metrics_port = 0;
   std::unique_ptr<MetricsHttpsServer> metrics_https;
+  const bool metrics_on = config->metrics_listen() != "off";
+  const bool metrics_exposed = metrics_on && !IsLoopbackListen(config->metrics_listen());
+  const bool metrics_tls = !config->metrics_tls().cert_file().empty();
   // The same rule as gRPC: a listener others can reach must say who may read it. The metrics
   // name the rules, the log sources and how much is being detected.
-  if (config->metrics_listen() != "off" && !IsLoopbackListen(config->metrics_listen()) &&
-      !MetricsProtected(config->metrics_tls(), config->metrics_auth())) {
+  if (metrics_exposed && !MetricsProtected(config->metrics_tls(), config->metrics_auth())) {
     Log(absl::StrCat("refusing to start: metrics_listen ", config->metrics_listen(),
                      " is not a loopback address and /metrics is not protected: anyone who "
                      "reaches it reads the rules, the sources and the detection counts; set "
@@ -287,14 +289,11 @@ int Run() {
                      "metrics_tls with client_ca_file, or listen on 127.0.0.1"));
     return 2;
   }
-  if (config->metrics_listen() != "off" && !IsLoopbackListen(config->metrics_listen()) &&
-      config->metrics_tls().cert_file().empty()) {
+  if (metrics_exposed && !metrics_tls) {
     Log("warning: /metrics takes bearer tokens over plain HTTP on a non-loopback address: "
         "anyone on the path can read them; set metrics_tls as well");
   }
-  if (config->metrics_listen() != "off" &&
-      (!config->metrics_tls().cert_file().empty() ||
-       !config->metrics_auth().token_sha256().empty())) {
+  if (metrics_on && (metrics_tls || !config->metrics_auth().token_sha256().empty())) {
     absl::StatusOr<std::unique_ptr<MetricsHttpsServer>> https = MetricsHttpsServer::Start(
         config->metrics_listen(), config->metrics_tls(), config->metrics_auth(), registry);
     if (!https.ok()) {
@@ -303,7 +302,7 @@ int Run() {
     }
     metrics_https = *std::move(https);
     metrics_port = metrics_https->port();
-  } else if (config->metrics_listen() != "off") {
+  } else if (metrics_on) {
     try {
       exposer = std::make_unique<prometheus::Exposer>(config->metrics_listen());
     } catch (const std::exception& e) {
