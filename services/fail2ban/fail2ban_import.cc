@@ -363,9 +363,7 @@ absl::StatusOr<Prefix> SplitPrefregex(std::string pref, std::vector<std::string>
   if (pref.empty()) return p;
   // The session id is the syslog prefix, which the line parser strips: nothing is left of it.
   static const LazyRE2 kMlfid = {"<F-MLFID>(.*?)</F-MLFID>"};
-  std::string id;
-  if (RE2::PartialMatch(pref, *kMlfid, &id)) {
-    RE2::Replace(&pref, *kMlfid, "\\1");
+  if (RE2::Replace(&pref, *kMlfid, "\\1")) {
     notes->push_back("prefregex: <F-MLFID> dropped (no multi-line sessions yet)");
   }
   size_t open = pref.find("<F-CONTENT>");
@@ -384,26 +382,21 @@ RegexReport ConvertOne(const ValueLine& line, const std::string& kind, const Pre
   r.kind = kind;
   r.file = line.file;
   r.line = line.line;
-  r.original = line.text;
-  absl::StrReplaceAll({{kPrefixMarker, ""}}, &r.original);
+  // __prefix_line becomes nothing: the syslog parser strips it (and `prefix` is already clean).
+  r.original = absl::StrReplaceAll(line.text, {{kPrefixMarker, ""}});
   auto refuse = [&](std::string reason) {
     r.outcome = RegexOutcome::kRefused;
     r.reason = std::move(reason);
-    r.converted.clear();
     return r;
   };
-  std::string body = r.original;
-  std::string re;
+  std::string re = r.original;
   if (!prefix.before.empty() || !prefix.after.empty()) {
     // The failregex matches the content: its ^ is the content's start.
-    absl::string_view b = body;
+    absl::string_view b = r.original;
     std::string content =
         absl::ConsumePrefix(&b, "^") ? std::string(b) : absl::StrCat("(?:.*?)", b);
     re = absl::StrCat(prefix.before, "(?:", content, ")", prefix.after);
-  } else {
-    re = body;
   }
-  absl::StrReplaceAll({{kPrefixMarker, ""}}, &re);
   if (std::string why = ConvertTags(&re); !why.empty()) return refuse(why);
   if (std::string why = PythonOnlyConstruct(re); !why.empty()) {
     return refuse(absl::StrCat(why, " has no RE2 equivalent"));
