@@ -166,7 +166,6 @@ std::string PlanRefuses(const std::string& plan, const std::string& action, int 
     return absl::StrCat("ratelimit.mitigation_timeout must be 0 for ", action, " on the ", plan,
                         " plan");
   }
-  int max_period = 600, max_timeout = 86400;
   if (plan == "free") {
     if (period != 10) return "ratelimit.period must be 10 on the free plan";
     if (!challenge && timeout != 10) {
@@ -174,7 +173,9 @@ std::string PlanRefuses(const std::string& plan, const std::string& action, int 
     }
     return "";
   }
-  if (plan == "pro") max_period = 60, max_timeout = 3600;
+  const bool pro = plan == "pro";
+  const int max_period = pro ? 60 : 600;
+  const int max_timeout = pro ? 3600 : 86400;
   if (period > max_period) {
     return absl::StrCat("ratelimit.period over ", max_period, " s on the ", plan, " plan");
   }
