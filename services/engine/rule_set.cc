@@ -297,13 +297,11 @@ class ReParser {
       absl::Status s = ParseAtom(flags, atoms);
       if (!s.ok()) return s;
       if (atoms.size() == 1) {
-        absl::StatusOr<bool> q = ParseQuantifier(atoms[0], start);
-        if (!q.ok()) return q.status();
+        ParseQuantifier(atoms[0], start);
       } else if (More() && (Peek() == '*' || Peek() == '+' || Peek() == '?' || Peek() == '{')) {
         // A quantifier after \Q..\E applies to its last character only.
         if (atoms.empty()) return Error("quantifier after nothing");
-        absl::StatusOr<bool> q = ParseQuantifier(atoms.back(), atoms.back().begin);
-        if (!q.ok()) return q.status();
+        ParseQuantifier(atoms.back(), atoms.back().begin);
       }
       for (ReNode& a : atoms) seq.subs.push_back(std::move(a));
     }
@@ -312,8 +310,8 @@ class ReParser {
   }
 
   // Wraps `atom` in a kRepeat when a quantifier follows.
-  absl::StatusOr<bool> ParseQuantifier(ReNode& atom, size_t start) {
-    if (!More()) return false;
+  void ParseQuantifier(ReNode& atom, size_t start) {
+    if (!More()) return;
     int min = 0;
     int max = 0;
     const char c = Peek();
@@ -337,16 +335,16 @@ class ReParser {
         *out = v;
         return true;
       };
-      if (!number(&min)) return false;
+      if (!number(&min)) return;
       max = min;
       if (p < re_.size() && re_[p] == ',') {
         ++p;
         if (!number(&max)) max = -1;
       }
-      if (p >= re_.size() || re_[p] != '}') return false;
+      if (p >= re_.size() || re_[p] != '}') return;
       pos_ = p + 1;
     } else {
-      return false;
+      return;
     }
     if (More() && Peek() == '?') ++pos_;  // lazy: the same reach
     ReNode rep;
@@ -357,7 +355,6 @@ class ReParser {
     rep.end = pos_;
     rep.subs.push_back(std::move(atom));
     atom = std::move(rep);
-    return true;
   }
 
   ReNode Chars(CharSet set, size_t begin, const Flags& flags) const {
@@ -674,35 +671,20 @@ CharSet Reach(const ReNode& n) {
   return out;
 }
 
-bool StartsAnchored(const ReNode& n) {
+// Whether every match of `n` starts (at_start) or ends (!at_start) at the edge of the text.
+bool Anchored(const ReNode& n, bool at_start) {
   switch (n.kind) {
     case ReNode::kBeginText:
-      return true;
-    case ReNode::kConcat:
-      return !n.subs.empty() && StartsAnchored(n.subs.front());
-    case ReNode::kGroup:
-      return StartsAnchored(n.subs[0]);
-    case ReNode::kAlternate:
-      for (const ReNode& s : n.subs) {
-        if (!StartsAnchored(s)) return false;
-      }
-      return true;
-    default:
-      return false;
-  }
-}
-
-bool EndsAnchored(const ReNode& n) {
-  switch (n.kind) {
+      return at_start;
     case ReNode::kEndText:
-      return true;
+      return !at_start;
     case ReNode::kConcat:
-      return !n.subs.empty() && EndsAnchored(n.subs.back());
+      return !n.subs.empty() && Anchored(at_start ? n.subs.front() : n.subs.back(), at_start);
     case ReNode::kGroup:
-      return EndsAnchored(n.subs[0]);
+      return Anchored(n.subs[0], at_start);
     case ReNode::kAlternate:
       for (const ReNode& s : n.subs) {
-        if (!EndsAnchored(s)) return false;
+        if (!Anchored(s, at_start)) return false;
       }
       return true;
     default:
@@ -781,7 +763,7 @@ absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern,
   auto quote = [&](const ReNode& n) {
     return absl::StrCat("`", pattern.substr(n.begin, n.end - n.begin), "`");
   };
-  if (!StartsAnchored(*root)) {
+  if (!Anchored(*root, /*at_start=*/true)) {
     out.follows_field = true;
     out.field = "an unanchored start (the match may begin anywhere in the line)";
   }
@@ -840,7 +822,7 @@ absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern,
         crossing = true;
         break;
       }
-      if (EndsAnchored(node->subs[j])) {
+      if (Anchored(node->subs[j], /*at_start=*/false)) {
         out.pinned_to_end = true;
         break;
       }
@@ -886,9 +868,6 @@ absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
   }
   return absl::OkStatus();
 }
-
-namespace {
-}  // namespace
 
 RE2::Options PalisadeRe2Options() {
   RE2::Options options;
