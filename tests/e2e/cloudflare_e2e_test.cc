@@ -41,24 +41,10 @@ std::string WriteConfig(const Emulator& emulator, const std::string& token_file,
 
 json State(const Emulator& emulator) { return ::palisade::testing::EmulatorState(emulator); }
 
-std::vector<palisade::v1::LogRecord> Records(const std::vector<std::string>& lines) {
-  std::vector<palisade::v1::LogRecord> out(lines.size());
-  const auto now = ToProtoTime(absl::Now());
-  for (size_t i = 0; i < lines.size(); ++i) {
-    out[i].set_line(lines[i]);
-    *out[i].mutable_event_time() = now;
-  }
-  return out;
-}
-
 void ShipOrDie(palisade::v1::Ingest::Stub& stub, palisade::v1::LogFormat format,
                const std::vector<std::string>& lines) {
-  ShipOptions options;
-  options.format = format;
-  options.source = "e2e";
-  absl::StatusOr<ShipSummary> s = Ship(stub, Records(lines), options);
-  ASSERT_TRUE(s.ok()) << s.status();
-  ASSERT_EQ(s->malformed, 0u);
+  absl::StatusOr<ShipSummary> shipped = ::palisade::testing::ShipLines(stub, format, lines);
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
 }
 
 TEST(CloudflareE2eTest, DecisionsReachTheEdgeAndLeaveWhenTheyExpire) {

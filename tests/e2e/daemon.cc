@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -17,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 #include "palisade/v1/palisade.grpc.pb.h"
+#include "services/common/proto_time.h"
 
 extern char** environ;
 
@@ -29,9 +31,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> a
   const std::string port_file =
       absl::StrCat(tmp ? tmp : "/tmp", "/palisaded-ports-", getpid(), "-", ++counter);
   std::remove(port_file.c_str());
+  // Free loopback ports unless the caller chose where to listen.
+  for (const char* flag : {"--grpc_listen=", "--metrics_listen="}) {
+    const bool given = std::any_of(args.begin(), args.end(),
+                                   [&](const std::string& a) { return absl::StartsWith(a, flag); });
+    if (!given) args.push_back(absl::StrCat(flag, "127.0.0.1:0"));
+  }
   args.insert(args.begin(), "services/server/palisaded");
-  args.push_back("--grpc_listen=127.0.0.1:0");
-  args.push_back("--metrics_listen=127.0.0.1:0");
   args.push_back("--port_file=" + port_file);
   args.push_back("--state_file=" +
                  (state_file.empty() ? absl::StrCat(port_file, ".db") : state_file));
@@ -178,6 +184,35 @@ uint32_t ActionsPending(const Daemon& daemon) {
   return status.actions_pending();
 }
 
+std::vector<palisade::v1::LogRecord> Records(const std::vector<std::string>& lines) {
+  std::vector<palisade::v1::LogRecord> out(lines.size());
+  for (size_t i = 0; i < lines.size(); ++i) out[i].set_line(lines[i]);
+  return out;
+}
+
+std::vector<palisade::v1::LogRecord> Records(const std::vector<std::string>& lines,
+                                             absl::Time event_time) {
+  std::vector<palisade::v1::LogRecord> out = Records(lines);
+  const google::protobuf::Timestamp t = ToProtoTime(event_time);
+  for (auto& r : out) *r.mutable_event_time() = t;
+  return out;
+}
+
+absl::StatusOr<ShipSummary> ShipLines(palisade::v1::Ingest::Stub& stub,
+                                      palisade::v1::LogFormat format,
+                                      const std::vector<std::string>& lines,
+                                      const std::string& source) {
+  ShipOptions options;
+  options.format = format;
+  options.source = source;
+  absl::StatusOr<ShipSummary> shipped = Ship(stub, Records(lines, absl::Now()), options);
+  if (shipped.ok() && shipped->malformed != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(shipped->malformed, " of ", lines.size(), " lines were malformed"));
+  }
+  return shipped;
+}
+
 bool WaitFor(const std::function<bool()>& done, absl::Duration timeout) {
   const absl::Time deadline = absl::Now() + timeout;
   while (absl::Now() < deadline) {
@@ -248,6 +283,12 @@ double MetricValue(const std::string& exposition, const std::string& name,
     if (absl::SimpleAtod(line.substr(line.rfind(' ') + 1), &v)) total += v;
   }
   return total;
+}
+
+double ScrapeMetric(const Daemon& daemon, const std::string& name,
+                    const std::vector<std::string>& labels) {
+  absl::StatusOr<std::string> metrics = HttpGet(daemon.metrics_port(), "/metrics");
+  return metrics.ok() ? MetricValue(*metrics, name, labels) : -1;
 }
 
 }  // namespace palisade::testing

@@ -15,13 +15,16 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "palisade/v1/palisade.grpc.pb.h"
+#include "services/cli/shipper.h"
 
 namespace palisade::testing {
 
 class Daemon {
  public:
-  // Starts services/server/palisaded with `args` (plus the listen and port-file flags, and a
-  // fresh state file unless `state_file` names one) and waits until it listens.
+  // Starts services/server/palisaded with `args` (plus the port-file flag, free loopback ports
+  // for --grpc_listen and --metrics_listen unless `args` sets them, and a fresh state file
+  // unless `state_file` names one) and waits until it listens.
   // kDeadlineExceeded if it does not within 60 s.
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(std::vector<std::string> args,
                                                        const std::string& state_file = "");
@@ -85,6 +88,19 @@ std::set<std::string> EmulatorAccessRuleValues(const Emulator& emulator);
 // Admin.Status's actions_pending, or 2^30 when the daemon does not answer.
 uint32_t ActionsPending(const Daemon& daemon);
 
+// `lines` as log records without an event time (the daemon reads each line's own timestamp),
+// and stamped with `event_time` (as a shipper stamps the time it read them).
+std::vector<palisade::v1::LogRecord> Records(const std::vector<std::string>& lines);
+std::vector<palisade::v1::LogRecord> Records(const std::vector<std::string>& lines,
+                                             absl::Time event_time);
+
+// Ships `lines`, stamped now, as `format` from `source`; an error when the call fails or a line
+// is malformed (every caller's lines are well-formed), else the summary.
+absl::StatusOr<ShipSummary> ShipLines(palisade::v1::Ingest::Stub& stub,
+                                      palisade::v1::LogFormat format,
+                                      const std::vector<std::string>& lines,
+                                      const std::string& source = "e2e");
+
 // Polls `done` every 50 ms until it holds or `timeout` passes; returns its last answer.
 bool WaitFor(const std::function<bool()>& done, absl::Duration timeout);
 
@@ -98,6 +114,9 @@ absl::StatusOr<std::string> HttpPost(int port, const std::string& path, const st
 // `k="v"` in `labels` (e.g. {"rule=\"x\""}).
 double MetricValue(const std::string& exposition, const std::string& name,
                    const std::vector<std::string>& labels = {});
+// MetricValue of the daemon's /metrics now, or -1 when it does not answer.
+double ScrapeMetric(const Daemon& daemon, const std::string& name,
+                    const std::vector<std::string>& labels = {});
 
 }  // namespace palisade::testing
 

@@ -8,11 +8,9 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
-#include "gmock/gmock.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "services/cli/shipper.h"
 #include "services/common/proto_time.h"
@@ -21,23 +19,16 @@
 namespace palisade {
 namespace {
 
-using ::nlohmann::json;
 using ::palisade::testing::ActionsPending;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::EmulatorAccessRuleValues;
 using ::palisade::testing::EmulatorListedValues;
-using ::palisade::testing::HttpGet;
-using ::palisade::testing::MetricValue;
+using ::palisade::testing::ScrapeMetric;
+using ::palisade::testing::ShipLines;
 using ::palisade::testing::WaitFor;
 
 constexpr absl::Duration kDeadline = absl::Seconds(60);
-
-double Metric(const Daemon& daemon, const std::string& name,
-              const std::vector<std::string>& labels) {
-  absl::StatusOr<std::string> metrics = HttpGet(daemon.metrics_port(), "/metrics");
-  return metrics.ok() ? MetricValue(*metrics, name, labels) : -1;
-}
 
 std::unique_ptr<palisade::v1::Decisions::Stub> DecisionsStub(const Daemon& daemon) {
   return palisade::v1::Decisions::NewStub(
@@ -91,9 +82,7 @@ TEST(EdgeBookkeepingE2eTest, ASharedIpv6ItemStaysUntilItsLastDecisionEndsAcrossA
     second_id = second->id();
     ASSERT_NE(first_id, second_id);
     ASSERT_TRUE(WaitFor(
-        [&] {
-          return EmulatorListedValues(cf).count(item) == 1 && ActionsPending(**daemon) == 0;
-        },
+        [&] { return EmulatorListedValues(cf).count(item) == 1 && ActionsPending(**daemon) == 0; },
         kDeadline))
         << ::palisade::testing::EmulatorState(cf).dump(2);
     ASSERT_EQ((*daemon)->Stop(), 0);  // a clean stop
@@ -106,8 +95,8 @@ TEST(EdgeBookkeepingE2eTest, ASharedIpv6ItemStaysUntilItsLastDecisionEndsAcrossA
   // The dispatcher has taken the removal through the IP list actuator.
   ASSERT_TRUE(WaitFor(
       [&] {
-        return Metric(**daemon, "palisade_actions_total",
-                      {"actuator=\"ip_list\"", "op=\"remove\"", "result=\"applied\""}) >= 1 &&
+        return ScrapeMetric(**daemon, "palisade_actions_total",
+                            {"actuator=\"ip_list\"", "op=\"remove\"", "result=\"applied\""}) >= 1 &&
                ActionsPending(**daemon) == 0;
       },
       kDeadline));
@@ -140,15 +129,12 @@ TEST(EdgeBookkeepingE2eTest, AManualBanOverAShadowOrLocalOnlyDecisionReachesTheE
   {
     auto ingest = palisade::v1::Ingest::NewStub(
         grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials()));
-    std::vector<palisade::v1::LogRecord> records(2);
-    records[0].set_line(absl::StrCat(
-        "Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from ", shadowed));
-    records[1].set_line(absl::StrCat("Mar  3 14:02:01 web-1 sshd[1]: Connection closed by ",
-                                     local, " port 22 [preauth]"));
-    for (auto& r : records) *r.mutable_event_time() = ToProtoTime(absl::Now());
-    ShipOptions options;
-    options.format = palisade::v1::LOG_FORMAT_SYSLOG;
-    absl::StatusOr<ShipSummary> shipped = Ship(*ingest, records, options);
+    absl::StatusOr<ShipSummary> shipped = ShipLines(
+        *ingest, palisade::v1::LOG_FORMAT_SYSLOG,
+        {absl::StrCat("Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from ",
+                      shadowed),
+         absl::StrCat("Mar  3 14:02:01 web-1 sshd[1]: Connection closed by ", local,
+                      " port 22 [preauth]")});
     ASSERT_TRUE(shipped.ok()) << shipped.status();
   }
   // Both rule decisions exist and are active; neither is at the edge.

@@ -7,21 +7,20 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "services/cli/shipper.h"
-#include "services/common/proto_time.h"
 #include "tests/e2e/daemon.h"
 
 namespace palisade {
 namespace {
 
-using ::nlohmann::json;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
+using ::palisade::testing::EmulatorAccessRuleValues;
+using ::palisade::testing::ShipLines;
 using ::palisade::testing::WaitFor;
 
 // Victims are in 198.51.100.0/24, attackers in 203.0.113.0/24.
@@ -30,31 +29,12 @@ constexpr char kAttackerPassword[] = "203.0.113.44";
 constexpr char kVictimMaxAuth[] = "198.51.100.78";
 constexpr char kAttackerMaxAuth[] = "203.0.113.45";
 
-std::vector<palisade::v1::LogRecord> Records(const std::vector<std::string>& lines) {
-  std::vector<palisade::v1::LogRecord> out(lines.size());
-  const auto now = ToProtoTime(absl::Now());
-  for (size_t i = 0; i < lines.size(); ++i) {
-    out[i].set_line(lines[i]);
-    *out[i].mutable_event_time() = now;
-  }
-  return out;
-}
-
-std::set<std::string> AccessRuleTargets(const json& state) {
-  std::set<std::string> out;
-  if (!state.contains("access_rules")) return out;
-  for (const auto& r : state["access_rules"]) {
-    out.insert(r["configuration"]["value"].get<std::string>());
-  }
-  return out;
-}
-
 TEST(InjectionE2eTest, AUserNameNamingAnotherAddressBansTheAttackerNeverTheVictim) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  const std::string config = ::palisade::testing::WriteEdgeConfig(
-      cf, cf.token_file(), {"rules/sshd.textproto"});
+  const std::string config =
+      ::palisade::testing::WriteEdgeConfig(cf, cf.token_file(), {"rules/sshd.textproto"});
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
       Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
@@ -65,10 +45,9 @@ TEST(InjectionE2eTest, AUserNameNamingAnotherAddressBansTheAttackerNeverTheVicti
   // sshd-failed-password: threshold 5. The user name is "x from <victim> port 22"; sshd
   // appends the real "from <attacker> port <n> ssh2".
   for (int i = 0; i < 5; ++i) {
-    lines.push_back(absl::StrCat("Mar  3 14:02:0", i,
-                                 " web-1 sshd[4211]: Failed password for invalid user x from ",
-                                 kVictimPassword, " port 22 from ", kAttackerPassword, " port ",
-                                 51234 + i, " ssh2"));
+    lines.push_back(absl::StrCat(
+        "Mar  3 14:02:0", i, " web-1 sshd[4211]: Failed password for invalid user x from ",
+        kVictimPassword, " port 22 from ", kAttackerPassword, " port ", 51234 + i, " ssh2"));
   }
   // sshd-max-auth-attempts: threshold 2, the same trick.
   for (int i = 0; i < 2; ++i) {
@@ -79,29 +58,23 @@ TEST(InjectionE2eTest, AUserNameNamingAnotherAddressBansTheAttackerNeverTheVicti
         kVictimMaxAuth, " port 22 from ", kAttackerMaxAuth, " port ", 40000 + i,
         " ssh2 [preauth]"));
   }
-  ShipOptions options;
-  options.format = palisade::v1::LOG_FORMAT_SYSLOG;
-  options.source = "injection-e2e";
-  absl::StatusOr<ShipSummary> shipped = Ship(*ingest, Records(lines), options);
+  absl::StatusOr<ShipSummary> shipped =
+      ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, lines, "injection-e2e");
   ASSERT_TRUE(shipped.ok()) << shipped.status();
-  ASSERT_EQ(shipped->malformed, 0u);
 
   // Both attackers reach the edge (a wide deadline: the machine may be loaded).
-  json state;
   const bool both = WaitFor(
       [&] {
-        state = ::palisade::testing::EmulatorState(cf);
-        const std::set<std::string> targets = AccessRuleTargets(state);
+        const std::set<std::string> targets = EmulatorAccessRuleValues(cf);
         return targets.count(kAttackerPassword) == 1 && targets.count(kAttackerMaxAuth) == 1;
       },
       absl::Seconds(60));
-  EXPECT_TRUE(both) << state.dump(2);
+  EXPECT_TRUE(both) << ::palisade::testing::EmulatorState(cf).dump(2);
   // And only they: the victims named in the user names are never banned. Everything the daemon
   // decided from these lines has been flushed by now (both attackers' rules are on the edge,
   // and they were decided from the same batch), so the set is final.
-  EXPECT_EQ(AccessRuleTargets(state),
-            (std::set<std::string>{kAttackerPassword, kAttackerMaxAuth}))
-      << state.dump(2);
+  EXPECT_EQ(EmulatorAccessRuleValues(cf),
+            (std::set<std::string>{kAttackerPassword, kAttackerMaxAuth}));
 
   // Nor is any decision, sent or not, held against a victim.
   auto decisions = palisade::v1::Decisions::NewStub(channel);

@@ -13,26 +13,24 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
-#include "gmock/gmock.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "services/cli/shipper.h"
-#include "services/common/proto_time.h"
 #include "tests/e2e/daemon.h"
 
 namespace palisade {
 namespace {
 
-using ::nlohmann::json;
+using ::palisade::testing::ActionsPending;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::EmulatorAccessRuleValues;
 using ::palisade::testing::EmulatorListedValues;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::MetricValue;
+using ::palisade::testing::ShipLines;
 using ::palisade::testing::WaitFor;
 
 // The allowlisted IPv6 host, and its attacking neighbour in the same /64.
@@ -44,34 +42,6 @@ std::string WriteConfig(const Emulator& cf) {
       cf, cf.token_file(), {"rules/sshd.textproto", "rules/nginx.textproto"},
       absl::StrCat("allowlist: \"", kProtected, "\"\n",
                    "feeds { name: \"drop\" format: FEED_FORMAT_PLAIN to_edge: true }\n"));
-}
-
-void ShipOrDie(palisade::v1::Ingest::Stub& stub, palisade::v1::LogFormat format,
-               const std::vector<std::string>& lines) {
-  std::vector<palisade::v1::LogRecord> records(lines.size());
-  const auto now = ToProtoTime(absl::Now());
-  for (size_t i = 0; i < lines.size(); ++i) {
-    records[i].set_line(lines[i]);
-    *records[i].mutable_event_time() = now;
-  }
-  ShipOptions options;
-  options.format = format;
-  options.source = "never-ban-e2e";
-  absl::StatusOr<ShipSummary> s = Ship(stub, records, options);
-  ASSERT_TRUE(s.ok()) << s.status();
-  ASSERT_EQ(s->malformed, 0u);
-}
-
-// Waits until `at_edge` holds and the dispatcher has nothing queued.
-bool Settled(palisade::v1::Admin::Stub& admin, const std::function<bool()>& at_edge) {
-  return WaitFor(
-      [&] {
-        if (!at_edge()) return false;
-        grpc::ClientContext ctx;
-        palisade::v1::StatusResponse status;
-        return admin.Status(&ctx, {}, &status).ok() && status.actions_pending() == 0;
-      },
-      absl::Seconds(60));
 }
 
 std::string Probe(const std::string& ip) {
@@ -97,26 +67,46 @@ absl::StatusOr<palisade::v1::PushFeedResponse> PushDrop(palisade::v1::Feeds::Stu
   return resp;
 }
 
-TEST(NeverBanE2eTest, TheAllowlistedIpv6HostsSlash64NeverReachesTheList) {
-  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
-  ASSERT_TRUE(emulator.ok()) << emulator.status();
-  Emulator& cf = **emulator;
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
-      Daemon::Start({"--config=" + WriteConfig(cf), "--shutdown_grace=200ms"});
-  ASSERT_TRUE(daemon.ok()) << daemon.status();
-  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
-  auto ingest = palisade::v1::Ingest::NewStub(channel);
-  auto admin = palisade::v1::Admin::NewStub(channel);
-  auto feeds = palisade::v1::Feeds::NewStub(channel);
+// The emulator and a daemon driving it with WriteConfig's config.
+class NeverBanE2eTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+    ASSERT_TRUE(emulator.ok()) << emulator.status();
+    cf_ = *std::move(emulator);
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+        Daemon::Start({"--config=" + WriteConfig(*cf_), "--shutdown_grace=200ms"});
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    daemon_ = *std::move(daemon);
+    channel_ = grpc::CreateChannel(daemon_->grpc_address(), grpc::InsecureChannelCredentials());
+    ingest_ = palisade::v1::Ingest::NewStub(channel_);
+    feeds_ = palisade::v1::Feeds::NewStub(channel_);
+  }
+
+  // Waits until `at_edge` holds and the dispatcher has nothing queued.
+  bool Settled(const std::function<bool()>& at_edge) {
+    return WaitFor([&] { return at_edge() && ActionsPending(*daemon_) == 0; }, absl::Seconds(60));
+  }
+
+  std::unique_ptr<Emulator> cf_;
+  std::unique_ptr<Daemon> daemon_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<palisade::v1::Ingest::Stub> ingest_;
+  std::unique_ptr<palisade::v1::Feeds::Stub> feeds_;
+};
+
+TEST_F(NeverBanE2eTest, TheAllowlistedIpv6HostsSlash64NeverReachesTheList) {
+  const Emulator& cf = *cf_;
 
   // nginx-scanner-probe: three probes, IP list. The neighbour first, then a control scanner in
   // another /64 whose item must arrive (so the neighbour's op has been judged by then).
   std::vector<std::string> lines;
   for (int i = 0; i < 3; ++i) lines.push_back(Probe(kNeighbour));
   for (int i = 0; i < 3; ++i) lines.push_back(Probe("2a01:4f8:1:3::9"));
-  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_COMBINED, lines);
-  ASSERT_TRUE(
-      Settled(*admin, [&] { return EmulatorListedValues(cf).count("2a01:4f8:1:3::/64") > 0; }))
+  absl::StatusOr<ShipSummary> shipped =
+      ShipLines(*ingest_, palisade::v1::LOG_FORMAT_COMBINED, lines, "never-ban-e2e");
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
+  ASSERT_TRUE(Settled([&] { return EmulatorListedValues(cf).count("2a01:4f8:1:3::/64") > 0; }))
       << ::palisade::testing::EmulatorState(cf).dump(2);
   EXPECT_EQ(EmulatorListedValues(cf), std::set<std::string>{"2a01:4f8:1:3::/64"});
 
@@ -126,7 +116,7 @@ TEST(NeverBanE2eTest, TheAllowlistedIpv6HostsSlash64NeverReachesTheList) {
   list_request.set_target(kNeighbour);
   palisade::v1::ListDecisionsResponse listed;
   ASSERT_TRUE(
-      palisade::v1::Decisions::NewStub(channel)->List(&list_ctx, list_request, &listed).ok());
+      palisade::v1::Decisions::NewStub(channel_)->List(&list_ctx, list_request, &listed).ok());
   bool decided = false;
   for (const auto& d : listed.decisions()) decided |= d.target().value() == kNeighbour;
   EXPECT_TRUE(decided) << listed.DebugString();
@@ -135,34 +125,25 @@ TEST(NeverBanE2eTest, TheAllowlistedIpv6HostsSlash64NeverReachesTheList) {
   // /64 item; one for the /64 itself is never-ban at the feed already.
   {
     absl::StatusOr<palisade::v1::PushFeedResponse> resp =
-        PushDrop(*feeds, "2a01:4f8:1:2::7\n2a01:4f8:1:2::/64\n203.0.113.0/24\n");
+        PushDrop(*feeds_, "2a01:4f8:1:2::7\n2a01:4f8:1:2::/64\n203.0.113.0/24\n");
     ASSERT_TRUE(resp.ok()) << resp.status();
     EXPECT_EQ(resp->accepted(), 2u);
     EXPECT_EQ(resp->never_ban(), 1u);
   }
-  ASSERT_TRUE(Settled(*admin, [&] { return EmulatorListedValues(cf).count("203.0.113.0/24") > 0; }))
+  ASSERT_TRUE(Settled([&] { return EmulatorListedValues(cf).count("203.0.113.0/24") > 0; }))
       << ::palisade::testing::EmulatorState(cf).dump(2);
   EXPECT_EQ(EmulatorListedValues(cf),
             (std::set<std::string>{"2a01:4f8:1:3::/64", "203.0.113.0/24"}));
 
-  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  absl::StatusOr<std::string> metrics = HttpGet(daemon_->metrics_port(), "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   // Refused twice: the rule's decision and the feed's, each once.
   EXPECT_EQ(MetricValue(*metrics, "palisade_actions_list_never_ban_total", {"reason=\"refused\""}),
             2);
 }
 
-TEST(NeverBanE2eTest, PrivateIpv4InsideIpv6NeverBecomesAnAccessRule) {
-  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
-  ASSERT_TRUE(emulator.ok()) << emulator.status();
-  Emulator& cf = **emulator;
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
-      Daemon::Start({"--config=" + WriteConfig(cf), "--shutdown_grace=200ms"});
-  ASSERT_TRUE(daemon.ok()) << daemon.status();
-  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
-  auto ingest = palisade::v1::Ingest::NewStub(channel);
-  auto admin = palisade::v1::Admin::NewStub(channel);
-  auto feeds = palisade::v1::Feeds::NewStub(channel);
+TEST_F(NeverBanE2eTest, PrivateIpv4InsideIpv6NeverBecomesAnAccessRule) {
+  const Emulator& cf = *cf_;
 
   // sshd-no-identification: three lines per address, an access rule each. 10.0.0.1 and
   // 127.0.0.1 in the IPv4-compatible, NAT64, 6to4, SIIT and Teredo forms, then a public control.
@@ -180,23 +161,24 @@ TEST(NeverBanE2eTest, PrivateIpv4InsideIpv6NeverBecomesAnAccessRule) {
     lines.push_back(
         "Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 203.0.113.7");
   }
-  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, lines);
-  ASSERT_TRUE(
-      Settled(*admin, [&] { return EmulatorAccessRuleValues(cf).count("203.0.113.7") > 0; }))
+  absl::StatusOr<ShipSummary> shipped =
+      ShipLines(*ingest_, palisade::v1::LOG_FORMAT_SYSLOG, lines, "never-ban-e2e");
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
+  ASSERT_TRUE(Settled([&] { return EmulatorAccessRuleValues(cf).count("203.0.113.7") > 0; }))
       << ::palisade::testing::EmulatorState(cf).dump(2);
   EXPECT_EQ(EmulatorAccessRuleValues(cf), std::set<std::string>{"203.0.113.7"});
-  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  absl::StatusOr<std::string> metrics = HttpGet(daemon_->metrics_port(), "/metrics");
   ASSERT_TRUE(metrics.ok()) << metrics.status();
   EXPECT_EQ(MetricValue(*metrics, "palisade_guard_refused_total", {"reason=\"never_ban\""}),
             disguised.size());
 
   // A feed's ranges that embed private IPv4 are never-ban too; the public one goes out.
   absl::StatusOr<palisade::v1::PushFeedResponse> resp =
-      PushDrop(*feeds, "64:ff9b::a00:0/120\n2002:a00::/24\n2002:c0a8::/32\n198.18.0.0/24\n");
+      PushDrop(*feeds_, "64:ff9b::a00:0/120\n2002:a00::/24\n2002:c0a8::/32\n198.18.0.0/24\n");
   ASSERT_TRUE(resp.ok()) << resp.status();
   EXPECT_EQ(resp->accepted(), 1u);
   EXPECT_EQ(resp->never_ban(), 3u);
-  ASSERT_TRUE(Settled(*admin, [&] { return EmulatorListedValues(cf).count("198.18.0.0/24") > 0; }))
+  ASSERT_TRUE(Settled([&] { return EmulatorListedValues(cf).count("198.18.0.0/24") > 0; }))
       << ::palisade::testing::EmulatorState(cf).dump(2);
   EXPECT_EQ(EmulatorListedValues(cf), std::set<std::string>{"198.18.0.0/24"});
 }

@@ -10,13 +10,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/time/clock.h"
-#include "gtest/gtest.h"
+#include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "services/cli/shipper.h"
-#include "services/common/proto_time.h"
 #include "tests/e2e/daemon.h"
 
 namespace palisade {
@@ -25,29 +24,13 @@ namespace {
 using ::nlohmann::json;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
-using ::palisade::testing::HttpGet;
 using ::palisade::testing::HttpPost;
-using ::palisade::testing::MetricValue;
+using ::palisade::testing::ScrapeMetric;
+using ::palisade::testing::ShipLines;
 using ::palisade::testing::WaitFor;
 
 const std::vector<std::string> kPacks = {"rules/cloudflare-tokens.textproto",
                                          "rules/sshd.textproto"};
-
-void ShipOrDie(palisade::v1::Ingest::Stub& stub, palisade::v1::LogFormat format,
-               const std::vector<std::string>& lines, const std::string& source) {
-  std::vector<palisade::v1::LogRecord> records(lines.size());
-  const auto now = ToProtoTime(absl::Now());
-  for (size_t i = 0; i < lines.size(); ++i) {
-    records[i].set_line(lines[i]);
-    *records[i].mutable_event_time() = now;
-  }
-  ShipOptions options;
-  options.format = format;
-  options.source = source;
-  absl::StatusOr<ShipSummary> s = Ship(stub, records, options);
-  ASSERT_TRUE(s.ok()) << s.status();
-  ASSERT_EQ(s->malformed, 0u);
-}
 
 // 40 alphanumerics, different for each n, that Cloudflare has never issued.
 std::string RandomToken(int n) {
@@ -82,12 +65,6 @@ std::vector<palisade::v1::Decision> ListAll(palisade::v1::Decisions::Stub& stub)
   }
 }
 
-double Metric(const Daemon& daemon, const std::string& name,
-              const std::vector<std::string>& labels) {
-  absl::StatusOr<std::string> m = HttpGet(daemon.metrics_port(), "/metrics");
-  return m.ok() ? MetricValue(*m, name, labels) : -1;
-}
-
 // Before: 70 such lines made 70 revocation decisions and used the guard's 60 bans a minute; the
 // attacker's ban that followed was held and never reached the edge.
 TEST(TokenGuardE2eTest, RandomTokensCostNothingAndTheAttackerIsStillBanned) {
@@ -117,11 +94,15 @@ TEST(TokenGuardE2eTest, RandomTokensCostNothingAndTheAttackerIsStillBanned) {
   std::vector<std::string> access;
   for (int i = 0; i < 70; ++i) access.push_back(AccessLine("198.51.100.4", RandomToken(i)));
   access.insert(access.begin() + 35, AccessLine("198.51.100.5", leaked_value));
-  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_COMBINED, access, "access.log");
+  absl::StatusOr<ShipSummary> shipped =
+      ShipLines(*ingest, palisade::v1::LOG_FORMAT_COMBINED, access, "access.log");
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
   // Then the attacker.
-  std::vector<std::string> auth(5, "Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from "
-                                   "203.0.113.50 port 51234 ssh2");
-  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, auth, "auth.log");
+  std::vector<std::string> auth(5,
+                                "Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from "
+                                "203.0.113.50 port 51234 ssh2");
+  shipped = ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, auth, "auth.log");
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
 
   json state;
   bool banned = false, revoked = false;
@@ -144,12 +125,12 @@ TEST(TokenGuardE2eTest, RandomTokensCostNothingAndTheAttackerIsStillBanned) {
   // Every candidate was looked at: seventy refused, one live.
   EXPECT_TRUE(WaitFor(
       [&] {
-        return Metric(**daemon, "palisade_token_candidates_total", {"result=\"not_a_token\""}) ==
-               70;
+        return ScrapeMetric(**daemon, "palisade_token_candidates_total",
+                            {"result=\"not_a_token\""}) == 70;
       },
       absl::Seconds(60)))
-      << Metric(**daemon, "palisade_token_candidates_total", {"result=\"not_a_token\""});
-  EXPECT_EQ(Metric(**daemon, "palisade_token_candidates_total", {"result=\"live\""}), 1);
+      << ScrapeMetric(**daemon, "palisade_token_candidates_total", {"result=\"not_a_token\""});
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_token_candidates_total", {"result=\"live\""}), 1);
 
   // One revocation decision (the real token's), none for the random strings; nothing held.
   int token_decisions = 0;
@@ -160,10 +141,10 @@ TEST(TokenGuardE2eTest, RandomTokensCostNothingAndTheAttackerIsStillBanned) {
     }
   }
   EXPECT_EQ(token_decisions, 1);
-  EXPECT_EQ(Metric(**daemon, "palisade_actions_total",
-                   {"actuator=\"token_revocation\"", "op=\"apply\"", "result=\"applied\""}),
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actions_total",
+                         {"actuator=\"token_revocation\"", "op=\"apply\"", "result=\"applied\""}),
             1);
-  EXPECT_EQ(Metric(**daemon, "palisade_guard_held", {}), 0);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_guard_held", {}), 0);
   // The emulator's own token and every other stayed active: only the leaked one was touched.
   int disabled = 0;
   for (const auto& t : state["tokens"]) disabled += t["status"] == "disabled";
@@ -224,7 +205,9 @@ TEST(TokenGuardE2eTest, ATokenInAnSshUserNameNeverLeavesTheEngine) {
   std::vector<std::string> auth(
       5, absl::StrCat("Mar  3 14:02:01 web-1 sshd[1]: Failed password for invalid user ",
                       user_token, "?cf_token=", old_token, " from 203.0.113.60 port 51234 ssh2"));
-  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, auth, "auth.log");
+  absl::StatusOr<ShipSummary> shipped =
+      ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, auth, "auth.log");
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
 
   // The sshd decision, its detection event in the stream and in the ECS file.
   std::vector<palisade::v1::Decision> listed;
@@ -265,10 +248,12 @@ TEST(TokenGuardE2eTest, ATokenInAnSshUserNameNeverLeavesTheEngine) {
   // Both random tokens were refused by verify: no revocation decision.
   EXPECT_TRUE(WaitFor(
       [&] {
-        return Metric(**daemon, "palisade_token_candidates_total", {"result=\"not_a_token\""}) +
-                   Metric(**daemon, "palisade_token_candidates_total",
-                          {"result=\"cached_not_a_token\""}) +
-                   Metric(**daemon, "palisade_token_candidates_total", {"result=\"duplicate\""}) ==
+        return ScrapeMetric(**daemon, "palisade_token_candidates_total",
+                            {"result=\"not_a_token\""}) +
+                   ScrapeMetric(**daemon, "palisade_token_candidates_total",
+                                {"result=\"cached_not_a_token\""}) +
+                   ScrapeMetric(**daemon, "palisade_token_candidates_total",
+                                {"result=\"duplicate\""}) ==
                10;
       },
       absl::Seconds(60)));
