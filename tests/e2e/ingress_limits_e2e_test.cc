@@ -8,8 +8,6 @@
 //  - Feeds.Push to a feed that does not exist is refused on its first chunk, and a push past its
 //    feed's max_bytes as soon as it passes it;
 //  - a non-loopback metrics_listen without protection refuses to start; metrics_auth tokens.
-#include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -30,14 +28,13 @@
 #include "services/server/auth.h"
 #include "tests/e2e/daemon.h"
 
-extern char** environ;
-
 namespace palisade {
 namespace {
 
 using ::palisade::testing::Daemon;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::MetricValue;
+using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::WaitFor;
 using ::testing::HasSubstr;
 
@@ -153,7 +150,8 @@ palisade::v1::LogBatch Batch(size_t records, const std::string& source = "web-1"
   batch.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
   batch.set_source(source);
   for (size_t i = 0; i < records; ++i) {
-    batch.add_records()->set_line("Mar  3 14:02:01 web-1 sshd[1]: Connection closed by 203.0.113.9");
+    batch.add_records()->set_line(
+        "Mar  3 14:02:01 web-1 sshd[1]: Connection closed by 203.0.113.9");
   }
   return batch;
 }
@@ -200,8 +198,8 @@ TEST(IngressLimitsTest, OversizedMessageIsRefusedAndCounted) {
   EXPECT_TRUE(Ship(*stub, Batch(10)).ok());
   EXPECT_TRUE(WaitFor(
       [&] {
-        return MetricValue(Metrics(*daemon), "palisade_api_limit_refusals_total",
-                           {"limit=\"max_message_bytes\"", "method=\"Ingest.Ship\""}) == 1;
+        return ScrapeMetric(*daemon, "palisade_api_limit_refusals_total",
+                            {"limit=\"max_message_bytes\"", "method=\"Ingest.Ship\""}) == 1;
       },
       absl::Seconds(60)))
       << Metrics(*daemon);
@@ -233,22 +231,20 @@ TEST(IngressLimitsTest, StreamsPerProcessAreCapped) {
   auto events_b = palisade::v1::Events::NewStub(b);
   std::unique_ptr<OpenWatch> w1 = Watch(*events_a);
   std::unique_ptr<OpenWatch> w2 = Watch(*events_b);
-  ASSERT_TRUE(WaitFor(
-      [&] { return MetricValue(Metrics(*daemon), "palisade_api_streams_open") == 2; },
-      absl::Seconds(60)));
+  ASSERT_TRUE(WaitFor([&] { return ScrapeMetric(*daemon, "palisade_api_streams_open") == 2; },
+                      absl::Seconds(60)));
   auto ingest = palisade::v1::Ingest::NewStub(b);
   grpc::Status third = Ship(*ingest, Batch(1));
   EXPECT_EQ(third.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(third.error_message(), HasSubstr("api.max_streams"));
-  EXPECT_EQ(MetricValue(Metrics(*daemon), "palisade_api_limit_refusals_total",
-                        {"limit=\"max_streams\"", "method=\"Ingest.Ship\""}),
+  EXPECT_EQ(ScrapeMetric(*daemon, "palisade_api_limit_refusals_total",
+                         {"limit=\"max_streams\"", "method=\"Ingest.Ship\""}),
             1);
   // One ends: its slot is free again.
   w1->ctx.TryCancel();
   w1->reader->Finish();
-  ASSERT_TRUE(WaitFor(
-      [&] { return MetricValue(Metrics(*daemon), "palisade_api_streams_open") == 1; },
-      absl::Seconds(60)));
+  ASSERT_TRUE(WaitFor([&] { return ScrapeMetric(*daemon, "palisade_api_streams_open") == 1; },
+                      absl::Seconds(60)));
   EXPECT_TRUE(Ship(*ingest, Batch(1)).ok());
   w2->ctx.TryCancel();
   w2->reader->Finish();
@@ -264,9 +260,8 @@ TEST(IngressLimitsTest, StreamsPerConnectionAreCapped) {
                                      separate);
   auto events = palisade::v1::Events::NewStub(a);
   std::unique_ptr<OpenWatch> w = Watch(*events);
-  ASSERT_TRUE(WaitFor(
-      [&] { return MetricValue(Metrics(*daemon), "palisade_api_streams_open") == 1; },
-      absl::Seconds(60)));
+  ASSERT_TRUE(WaitFor([&] { return ScrapeMetric(*daemon, "palisade_api_streams_open") == 1; },
+                      absl::Seconds(60)));
   // The connection's one stream is taken: a second call on it waits for a slot (and times out;
   // a short deadline can only make this pass sooner, not wrongly).
   auto admin_a = palisade::v1::Admin::NewStub(a);
@@ -299,7 +294,8 @@ TEST(IngressLimitsTest, SourceLabelsAreBounded) {
   auto stream = stub->Ship(&ctx);
   // 150 distinct sources of 1,000 bytes each, some with a newline.
   for (int i = 0; i < 150; ++i) {
-    palisade::v1::LogBatch batch = Batch(1, absl::StrCat("host-", i, i % 2 ? "\n" : "", std::string(1000, 'a')));
+    palisade::v1::LogBatch batch =
+        Batch(1, absl::StrCat("host-", i, i % 2 ? "\n" : "", std::string(1000, 'a')));
     batch.set_sequence(i);
     ASSERT_TRUE(stream->Write(batch));
     palisade::v1::BatchAck ack;
@@ -325,8 +321,7 @@ TEST(IngressLimitsTest, SourceLabelsAreBounded) {
     EXPECT_LE(l.size(), 64u) << l;
     EXPECT_EQ(l.find('\n'), std::string::npos);
   }
-  EXPECT_EQ(MetricValue(metrics, "palisade_ingest_lines_received_total", {"source=\"other\""}),
-            50);
+  EXPECT_EQ(MetricValue(metrics, "palisade_ingest_lines_received_total", {"source=\"other\""}), 50);
   EXPECT_EQ(MetricValue(metrics, "palisade_ingest_source_label_overflow_total"), 50);
   EXPECT_LT(metrics.size(), 200u << 10);
 }
@@ -399,30 +394,13 @@ TEST(IngressLimitsTest, MetricsOnANetworkNeedProtection) {
 
   // With a bearer token it starts on 0.0.0.0 and answers only to the token (the test reaches it
   // over loopback).
-  const std::string config =
-      WriteConfig("metrics_auth.textproto",
-                  absl::StrCat("metrics_auth { token_sha256: \"", Authorizer::HashToken(kScrapeToken),
-                               "\" }\n"));
-  const std::string port_file = Tmp("metrics_auth.ports");
-  std::vector<std::string> args = {"services/server/palisaded", "--config=" + config,
-                                   "--grpc_listen=127.0.0.1:0", "--metrics_listen=0.0.0.0:0",
-                                   "--state_file=:memory:", "--port_file=" + port_file};
-  std::vector<char*> argv;
-  for (auto& arg : args) argv.push_back(arg.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
-  int port = 0;
-  ASSERT_TRUE(WaitFor(
-      [&] {
-        std::ifstream in(port_file);
-        std::string line;
-        while (std::getline(in, line)) {
-          if (absl::StartsWith(line, "metrics=")) (void)absl::SimpleAtoi(line.substr(8), &port);
-        }
-        return port > 0;
-      },
-      absl::Seconds(60)));
+  const std::string config = WriteConfig(
+      "metrics_auth.textproto", absl::StrCat("metrics_auth { token_sha256: \"",
+                                             Authorizer::HashToken(kScrapeToken), "\" }\n"));
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + config, "--metrics_listen=0.0.0.0:0"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  const int port = (*daemon)->metrics_port();
   absl::StatusOr<std::string> anonymous = HttpGet(port, "/metrics");
   EXPECT_FALSE(anonymous.ok());
   EXPECT_THAT(std::string(anonymous.status().message()), HasSubstr("HTTP 401"));
@@ -434,8 +412,6 @@ TEST(IngressLimitsTest, MetricsOnANetworkNeedProtection) {
   ASSERT_TRUE(scraped.ok()) << scraped.status();
   EXPECT_THAT(*scraped, HasSubstr("palisade_build_info"));
   EXPECT_EQ(MetricValue(*scraped, "palisade_metrics_scrapes_refused_total"), 2);
-  kill(pid, SIGTERM);
-  waitpid(pid, nullptr, 0);
 }
 
 }  // namespace
