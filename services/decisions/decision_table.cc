@@ -206,6 +206,12 @@ void DecisionTable::PersistLocked(std::vector<DecisionUpdate>& change_set) {
   for (size_t i = 0; i < recorded.size(); ++i) recorded[i]->outbox_seq = (*seqs)[i];
 }
 
+uint64_t DecisionTable::CommitLocked(std::vector<DecisionUpdate>& change_set) {
+  PersistLocked(change_set);
+  ForgetLocked();
+  return next_ticket_++;
+}
+
 void DecisionTable::AddListener(Listener listener) {
   absl::MutexLock lock(&listeners_mu_);
   listeners_.push_back(std::move(listener));
@@ -240,9 +246,21 @@ std::string DecisionTable::NewIdLocked() {
   }
 }
 
+void DecisionTable::AddEvidence(const std::vector<std::string>& evidence, Decision* d) const {
+  for (const std::string& line : evidence) {
+    if (d->evidence_size() >= static_cast<int>(max_evidence_)) break;
+    d->add_evidence(line);
+  }
+}
+
 DecisionTable::Claim DecisionTable::ClaimOf(const Decision& d) {
   return {d.origin(), d.action(),  d.actuator(), d.dry_run(),
           DecisionExpiry(d), d.rule_id(), d.reason()};
+}
+
+bool DecisionTable::SameKind(const Claim& a, const Claim& b) {
+  return a.origin == b.origin && a.action == b.action && a.actuator == b.actuator &&
+         a.dry_run == b.dry_run;
 }
 
 std::pair<int, int> DecisionTable::Rank(const Claim& c) {
@@ -253,8 +271,7 @@ void DecisionTable::CoverLocked(const std::string& target, Claim claim) {
   if (claim.expiry <= clock_.TimeNow()) return;
   std::vector<Claim>& claims = covered_[target];
   for (Claim& c : claims) {
-    if (c.origin == claim.origin && c.action == claim.action && c.actuator == claim.actuator &&
-        c.dry_run == claim.dry_run) {
+    if (SameKind(c, claim)) {
       c.expiry = std::max(c.expiry, claim.expiry);
       c.rule_id = std::move(claim.rule_id);
       c.reason = std::move(claim.reason);
@@ -265,7 +282,8 @@ void DecisionTable::CoverLocked(const std::string& target, Claim claim) {
 }
 
 Decision DecisionTable::InstateLocked(const palisade::v1::Target& target, const Claim& claim,
-                                      absl::Time start, uint32_t offence) {
+                                      absl::Time start, uint32_t offence,
+                                      const std::vector<std::string>& evidence) {
   Decision d;
   *d.mutable_target() = target;
   d.set_action(claim.action);
@@ -277,6 +295,7 @@ Decision DecisionTable::InstateLocked(const palisade::v1::Target& target, const 
   d.set_origin(claim.origin);
   d.set_offence(offence);
   d.set_reason(claim.reason);
+  AddEvidence(evidence, &d);
   d.set_id(NewIdLocked());
   d.set_active(true);
   active_[target.value()] = d.id();
@@ -334,8 +353,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     Claim incoming{origin, spec.action(), spec.actuator(), spec.dry_run(), start + duration,
                    std::string(rule_id), std::string(reason)};
     const Claim current = ClaimOf(d);
-    if (incoming.origin != current.origin || incoming.action != current.action ||
-        incoming.actuator != current.actuator || incoming.dry_run != current.dry_run) {
+    if (!SameKind(incoming, current)) {
       // Another kind of claim on a decided target. The active decision is the strongest claim
       // (enforcement first, then manual > rule > feed); the others wait, and the strongest of
       // them still due takes over when it ends (ReinstateLocked).
@@ -345,20 +363,12 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
         const uint32_t offence = d.offence();
         replaced->push_back(WithdrawLocked(d));
         CoverLocked(target.value(), current);
-        Decision next = InstateLocked(target, incoming, start, offence);
-        for (const std::string& line : evidence) {
-          if (next.evidence_size() >= static_cast<int>(max_evidence_)) break;
-          next.add_evidence(line);
-        }
-        by_id_[next.id()] = next;
-        return {DecisionChange::kCreated, next};
+        return {DecisionChange::kCreated,
+                InstateLocked(target, incoming, start, offence, evidence)};
       }
       CoverLocked(target.value(), std::move(incoming));
       d.set_extensions(d.extensions() + 1);
-      for (const std::string& line : evidence) {
-        if (d.evidence_size() >= static_cast<int>(max_evidence_)) break;
-        d.add_evidence(line);
-      }
+      AddEvidence(evidence, &d);
       return {DecisionChange::kExtended, d};
     }
     const absl::Time expiry = std::max(DecisionExpiry(d), start + duration);
@@ -368,10 +378,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       *d.mutable_expiry() = ToProtoTime(expiry);
     }
     d.set_extensions(d.extensions() + 1);
-    for (const std::string& line : evidence) {
-      if (d.evidence_size() >= static_cast<int>(max_evidence_)) break;
-      d.add_evidence(line);
-    }
+    AddEvidence(evidence, &d);
     return {DecisionChange::kExtended, d};
   }
 
@@ -395,10 +402,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   d.set_origin(origin);
   d.set_offence(offence);
   d.set_reason(std::string(reason));
-  for (const std::string& line : evidence) {
-    if (d.evidence_size() >= static_cast<int>(max_evidence_)) break;
-    d.add_evidence(line);
-  }
+  AddEvidence(evidence, &d);
   if (start + duration <= now) {
     d.set_active(false);
     return {DecisionChange::kStale, d};  // no offence recorded: nothing is kept of it
@@ -427,9 +431,7 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
                                         detection.rule_id, detection.evidence, "", &all);
     if (update.change == DecisionChange::kCreated) update.secret = detection.secret;
     all.push_back(std::move(update));
-    PersistLocked(all);
-    ForgetLocked();
-    ticket = NextTicketLocked();
+    ticket = CommitLocked(all);
   }
   Notify(ticket, all);
   return all.back();
@@ -443,6 +445,8 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
   // What listeners hear, in order: `updates`, with the withdrawal of each decision a stronger
   // claim replaced just before its replacement.
   std::vector<DecisionUpdate> all;
+  std::vector<size_t> in_all;  // all[in_all[i]] is updates[i]
+  in_all.reserve(detections.size());
   uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
   {
     absl::MutexLock lock(&mu_);
@@ -461,19 +465,12 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
           *updates.back().decision.mutable_feeds() = d.feeds();
         }
       }
+      in_all.push_back(all.size());
       all.push_back(updates.back());
     }
-    PersistLocked(all);
+    ticket = CommitLocked(all);
     // Hand the recorded outbox operations back to the per-detection view.
-    for (size_t i = 0, j = 0; i < updates.size(); ++i, ++j) {
-      while (all[j].change != updates[i].change ||
-             all[j].decision.id() != updates[i].decision.id()) {
-        ++j;
-      }
-      updates[i].outbox_seq = all[j].outbox_seq;
-    }
-    ForgetLocked();
-    ticket = NextTicketLocked();
+    for (size_t i = 0; i < updates.size(); ++i) updates[i].outbox_seq = all[in_all[i]].outbox_seq;
   }
   Notify(ticket, all, [&](const std::vector<DecisionUpdate>&) {
     if (before_notify) before_notify(updates);
@@ -558,9 +555,7 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
     DecisionUpdate update = ApplyLocked(target, spec, clock_.TimeNow(),
                                         palisade::v1::ORIGIN_MANUAL, "", {}, req.reason(), &all);
     all.push_back(std::move(update));
-    PersistLocked(all);
-    ForgetLocked();
-    ticket = NextTicketLocked();
+    ticket = CommitLocked(all);
   }
   Notify(ticket, all);
   return all.back().decision;
@@ -637,9 +632,7 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
       updates.push_back(WithdrawLocked(by_id_[id]));
       ReinstateLocked(by_id_[id], &updates);
     }
-    PersistLocked(updates);
-    ForgetLocked();
-    ticket = NextTicketLocked();
+    ticket = CommitLocked(updates);
   }
   Notify(ticket, updates);
   return updates;
@@ -672,9 +665,7 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
                    claims.end());
     }
     ReinstateLocked(d, &all);
-    PersistLocked(all);
-    ForgetLocked();
-    ticket = NextTicketLocked();
+    ticket = CommitLocked(all);
   }
   Notify(ticket, all);
   return update.decision;
@@ -787,9 +778,7 @@ std::vector<Decision> DecisionTable::ExpireDue() {
       updates.push_back({DecisionChange::kExpired, d});
       ReinstateLocked(d, &updates);  // a claim that waited behind it takes over
     }
-    PersistLocked(updates);
-    ForgetLocked();
-    ticket = NextTicketLocked();
+    ticket = CommitLocked(updates);
   }
   Notify(ticket, updates);
   std::vector<Decision> out;

@@ -197,14 +197,19 @@ class DecisionTable {
     std::string reason;
   };
   static Claim ClaimOf(const palisade::v1::Decision& d);
+  // Same origin, action, actuator and dry run: one claim, whatever its expiry.
+  static bool SameKind(const Claim& a, const Claim& b);
   // (enforcement: edge > dry run > local only, precedence: manual > rule > feed).
   static std::pair<int, int> Rank(const Claim& c);
   // Keeps `claim` waiting behind the target's active decision (merged with a like one).
   void CoverLocked(const std::string& target, Claim claim) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Makes `claim` the target's active decision.
+  // Makes `claim` the target's active decision, with `evidence` (AddEvidence).
   palisade::v1::Decision InstateLocked(const palisade::v1::Target& target, const Claim& claim,
-                                       absl::Time start, uint32_t offence)
+                                       absl::Time start, uint32_t offence,
+                                       const std::vector<std::string>& evidence = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds `evidence` to `d`, up to max_evidence_ lines in all.
+  void AddEvidence(const std::vector<std::string>& evidence, palisade::v1::Decision* d) const;
   // After `ended` ended: the strongest claim still due that waited behind it is decided.
   void ReinstateLocked(const palisade::v1::Decision& ended, std::vector<DecisionUpdate>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -212,11 +217,14 @@ class DecisionTable {
   DecisionUpdate WithdrawLocked(palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes the changes to the store, if any, in one transaction; sets their outbox_seq.
   void PersistLocked(std::vector<DecisionUpdate>& change_set) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a change set made under mu_: persists it (PersistLocked), forgets what is past its
+  // retention (ForgetLocked), and returns the set's ticket for Notify.
+  uint64_t CommitLocked(std::vector<DecisionUpdate>& change_set)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands `updates` to the listeners once every change set made before it was handed over:
-  // each set takes a ticket under mu_ (NextTicketLocked), in the order of the changes, and sets
+  // each set takes a ticket under mu_ (CommitLocked), in the order of the changes, and sets
   // are heard in ticket order. `before`, when set, runs in the same turn, first. Every ticket
   // taken must be notified (even with no updates), or the later ones would wait forever.
-  uint64_t NextTicketLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return next_ticket_++; }
   void Notify(uint64_t ticket, const std::vector<DecisionUpdate>& updates,
               const std::function<void(const std::vector<DecisionUpdate>&)>& before = nullptr);
 
