@@ -78,8 +78,6 @@ Guard::Verdict Guard::Check(const palisade::v1::Decision& d, absl::Time now, int
   return Verdict::kAllow;
 }
 
-void Guard::Record(absl::Time now) { recent_.push_back(now); }
-
 void Guard::Record(const palisade::v1::Decision& d, absl::Time now) {
   (IsRevocation(d) ? recent_revocations_ : recent_).push_back(now);
 }

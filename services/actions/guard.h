@@ -48,9 +48,8 @@ class Guard {
   // For an apply at `now` with `active` decisions already at the edge for its actuator. kAllow
   // counts the apply toward the per-minute limit.
   Verdict Check(const palisade::v1::Decision& d, absl::Time now, int active);
-  // Counts a released (operator-approved) apply toward the limit without checking it.
-  void Record(absl::Time now);
-  // The same, toward the budget the decision's kind spends (bans, or revocations).
+  // Counts a released (operator-approved) apply toward the budget its kind spends (bans, or
+  // revocations) without checking it.
   void Record(const palisade::v1::Decision& d, absl::Time now);
 
   // True when the target is (or overlaps) the never-ban set. Paths and tokens never are.
