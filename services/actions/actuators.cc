@@ -46,13 +46,6 @@ bool IsTransient(const absl::Status& s) {
 
 // --- access rules ----------------------------------------------------------------------------
 
-bool SameAddressValue(const std::string& a, const std::string& b) {
-  if (a == b) return true;
-  absl::StatusOr<Cidr> x = Cidr::Parse(a);
-  absl::StatusOr<Cidr> y = Cidr::Parse(b);
-  return x.ok() && y.ok() && x->base() == y->base() && x->prefix_length() == y->prefix_length();
-}
-
 std::string AccessRuleActuator::Notes(const Decision& d) {
   return absl::StrCat("palisade:", d.id(), " ", d.rule_id().empty() ? "manual" : d.rule_id());
 }
@@ -100,8 +93,11 @@ absl::Status AccessRuleActuator::Apply(ActionOp& op) {
 
 absl::StatusOr<std::optional<AccessRule>> AccessRuleActuator::FindRule(const std::string& target,
                                                                        const std::string& value) {
+  // The same address or range, however written ("192.0.2.1" and "192.0.2.1/32",
+  // "2001:0db8::0001" and "2001:db8::1").
+  const std::string canonical = CanonicalListIp(value);
   auto same = [&](const AccessRule& r) {
-    return r.target == target && SameAddressValue(r.value, value);
+    return r.target == target && CanonicalListIp(r.value) == canonical;
   };
   std::vector<AccessRuleFilter> searches;
   absl::StatusOr<Cidr> cidr = Cidr::Parse(value);
@@ -176,20 +172,15 @@ IpListActuator::IpListActuator(CloudflareClient& client, IpListOptions options,
                     .Help("Decisions not added to the IP list because it was at its cap.")
                     .Register(registry)
                     .Add({{"list", options_.list_name}})),
-      never_ban_narrowed_(prometheus::BuildCounter()
-                              .Name("palisade_actions_list_never_ban_total")
-                              .Help("List items that would cover a never-ban address, by reason "
-                                    "(narrowed: IPv6 sent as a longer prefix than configured; "
-                                    "refused: not sent, e.g. even the /64 covers one).")
-                              .Register(registry)
-                              .Add({{"list", options_.list_name}, {"reason", "narrowed"}})),
-      never_ban_refused_(prometheus::BuildCounter()
-                             .Name("palisade_actions_list_never_ban_total")
-                             .Help("List items that would cover a never-ban address, by reason "
-                                   "(narrowed: IPv6 sent as a longer prefix than configured; "
-                                   "refused: not sent, e.g. even the /64 covers one).")
-                             .Register(registry)
-                             .Add({{"list", options_.list_name}, {"reason", "refused"}})) {
+      never_ban_(prometheus::BuildCounter()
+                     .Name("palisade_actions_list_never_ban_total")
+                     .Help("List items that would cover a never-ban address, by reason "
+                           "(narrowed: IPv6 sent as a longer prefix than configured; "
+                           "refused: not sent, e.g. even the /64 covers one).")
+                     .Register(registry)),
+      never_ban_narrowed_(
+          never_ban_.Add({{"list", options_.list_name}, {"reason", "narrowed"}})),
+      never_ban_refused_(never_ban_.Add({{"list", options_.list_name}, {"reason", "refused"}})) {
   cap_gauge_.Set(options_.max_items);
 }
 

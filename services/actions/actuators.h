@@ -26,10 +26,6 @@
 
 namespace palisade {
 
-// True when two access-rule values name the same address or range ("2001:db8::1" and
-// "2001:0db8::0001", "192.0.2.1" and "192.0.2.1/32").
-bool SameAddressValue(const std::string& a, const std::string& b);
-
 class AccessRuleActuator final : public Actuator {
  public:
   AccessRuleActuator(CloudflareClient& client, RuleScope scope) : client_(client), scope_(scope) {}
@@ -96,6 +92,7 @@ class IpListActuator final : public Actuator {
   prometheus::Gauge& items_gauge_;
   prometheus::Gauge& cap_gauge_;
   prometheus::Counter& overflow_;
+  prometheus::Family<prometheus::Counter>& never_ban_;  // by reason:
   prometheus::Counter& never_ban_narrowed_;
   prometheus::Counter& never_ban_refused_;
 };
