@@ -150,14 +150,10 @@ absl::Status Reconciler::CheckIpList(DriftReport* report) {
   absl::StatusOr<std::vector<ListItem>> items = client_.ListAllItems(list_id);
   if (!items.ok()) return items.status();
   std::set<std::string> at_edge;
-  std::map<std::string, std::string> marked;    // ip -> item id, for Palisade's items
-  std::map<std::string, std::string> comments;  // ip -> comment, for Palisade's items
+  std::map<std::string, const ListItem*> marked;  // by ip, Palisade's items
   for (const ListItem& i : *items) {
     at_edge.insert(i.ip);
-    if (absl::StartsWith(i.comment, "palisade:")) {
-      marked[i.ip] = i.id;
-      comments[i.ip] = i.comment;
-    }
+    if (absl::StartsWith(i.comment, "palisade:")) marked[i.ip] = &i;
   }
   std::set<std::string> wanted;
   for (const Decision& d : decisions) {
@@ -176,8 +172,8 @@ absl::Status Reconciler::CheckIpList(DriftReport* report) {
     if (item.ok()) wanted.insert(*item);
   }
   std::vector<std::string> orphans;
-  for (const auto& [ip, id] : marked) {
-    if (!wanted.count(ip) && !busy_.count(MarkedId(comments[ip]))) orphans.push_back(id);
+  for (const auto& [ip, item] : marked) {
+    if (!wanted.count(ip) && !busy_.count(MarkedId(item->comment))) orphans.push_back(item->id);
   }
   if (!orphans.empty()) {
     absl::StatusOr<std::string> op = client_.DeleteListItems(list_id, orphans);
