@@ -12,10 +12,30 @@ namespace {
 
 const char* OpName(ActionOp::Kind k) { return k == ActionOp::Kind::kApply ? "apply" : "remove"; }
 
-// Two ops are for the same target when kind and value match.
-std::string TargetKey(const palisade::v1::Target& t) {
-  return absl::StrCat(static_cast<int>(t.kind()), "/", t.value());
-}
+// The order rule for an actuator that adopts existing objects (AdoptsExisting): an apply waits
+// while a remove of the same target (kind and value), queued before it, has not settled;
+// otherwise a retried remove would delete what the apply adopted (one access rule per target at
+// the edge). The target stays blocked meanwhile by the object that remove has not deleted yet.
+// Feed it a queue's ops in order.
+class RemoveBarrier {
+ public:
+  explicit RemoveBarrier(const Actuator& actuator) : ordered_(actuator.AdoptsExisting()) {}
+  // True when `op` must wait for an earlier remove.
+  bool Waits(const ActionOp& op) {
+    if (!ordered_) return false;
+    const palisade::v1::Target& t = op.decision.target();
+    std::string key = absl::StrCat(static_cast<int>(t.kind()), "/", t.value());
+    if (op.kind == ActionOp::Kind::kRemove) {
+      removing_.insert(std::move(key));
+      return false;
+    }
+    return removing_.count(key) > 0;
+  }
+
+ private:
+  const bool ordered_;
+  std::set<std::string> removing_;
+};
 
 }  // namespace
 
@@ -238,15 +258,9 @@ int Dispatcher::RunOnce() {
 bool Dispatcher::HasDue(int kind, absl::Time now) const {
   auto qi = queues_.find(kind);
   if (qi == queues_.end()) return false;
-  const bool ordered = qi->second.actuator->AdoptsExisting();
-  std::set<std::string> removing;
+  RemoveBarrier barrier(*qi->second.actuator);
   for (const ActionOp& op : qi->second.ops) {
-    const bool waits = ordered && op.kind == ActionOp::Kind::kApply &&
-                       removing.count(TargetKey(op.decision.target())) > 0;
-    if (op.not_before <= now && !waits) return true;
-    if (ordered && op.kind == ActionOp::Kind::kRemove) {
-      removing.insert(TargetKey(op.decision.target()));
-    }
+    if (!barrier.Waits(op) && op.not_before <= now) return true;
   }
   return false;
 }
@@ -256,20 +270,10 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
   auto qi = queues_.find(kind);
   if (qi == queues_.end()) return batch;
   Queue& q = qi->second;
-  // An apply that could adopt an existing object waits while a remove of the same target,
-  // queued before it, has not settled: otherwise a retried remove would delete what the apply
-  // adopted (one access rule per target at the edge). The target stays blocked meanwhile by
-  // the object that remove has not deleted yet.
-  const bool ordered = q.actuator->AdoptsExisting();
-  std::set<std::string> removing;
+  RemoveBarrier barrier(*q.actuator);
   std::deque<ActionOp> keep;
   for (ActionOp& op : q.ops) {
-    const bool waits = ordered && op.kind == ActionOp::Kind::kApply &&
-                       removing.count(TargetKey(op.decision.target())) > 0;
-    if (ordered && op.kind == ActionOp::Kind::kRemove) {
-      removing.insert(TargetKey(op.decision.target()));
-    }
-    if (op.not_before > now || waits) {
+    if (barrier.Waits(op) || op.not_before > now) {
       keep.push_back(std::move(op));
       continue;
     }
