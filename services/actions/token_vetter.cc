@@ -90,14 +90,14 @@ void TokenVetter::RememberLocked(uint64_t fp, bool live, absl::Time now) {
 
 void TokenVetter::Submit(absl::string_view source_view, std::vector<Detection>& candidates,
                          std::shared_ptr<const RuleSet> rules) {
+  if (!verify_) {  // no edge: nothing can say it is a token, nor revoke it
+    if (!candidates.empty()) Count("unverifiable", static_cast<double>(candidates.size()));
+    return;
+  }
   const std::string source(source_view);
   const absl::Time now = clock_.TimeNow();
   absl::MutexLock lock(&mu_);
   for (Detection& d : candidates) {
-    if (!verify_) {  // no edge: nothing can say it is a token, nor revoke it
-      Count("unverifiable");
-      continue;
-    }
     const uint64_t fp = FingerprintBits(d.key);
     if (queued_fps_.contains(fp)) {
       Count("duplicate");

@@ -16,7 +16,7 @@
 // Nothing here is durable: a candidate is in memory until it is verified (the secret never is).
 //
 // Everything is counted in palisade_token_candidates_total{result} (bounded labels).
-// Thread-safety: Submit, RunOnce, pending and stats are thread-safe; the sink and the verify are
+// Thread-safety: Submit, RunOnce and pending are thread-safe; the sink and the verify are
 // called without the stage's lock, from the worker thread (Start) or from RunOnce's caller.
 #ifndef PALISADE_SERVICES_ACTIONS_TOKEN_VETTER_H_
 #define PALISADE_SERVICES_ACTIONS_TOKEN_VETTER_H_
