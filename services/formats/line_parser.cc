@@ -243,6 +243,9 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
     bool found = false;
     if (rule == YearRule::kNearest) {
       // The previous line's year, or the one before or after: whichever is nearest to it.
+      // Less than 182 days away, the previous line's year wins outright (the others are at
+      // least a year less an hour from it), which is every line but those around New Year:
+      // stopping there keeps the one-day cache warm instead of refilling it three times a line.
       absl::Duration best = absl::InfiniteDuration();
       for (int64_t y : {year, year + 1, year - 1}) {
         absl::Time candidate;
@@ -253,6 +256,7 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
           t = candidate;
           found = true;
         }
+        if (best < absl::Hours(24 * 182)) break;
       }
     } else {
       // The latest year that is at most a day ahead of now (29 February: up to 8 years back).
