@@ -209,6 +209,9 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
       ++result.ignored;
       return;
     }
+    // The key is copied out: the next rule's NormaliseKey reuses the scratch it points into.
+    if (scratch.keys.size() <= counted.size()) scratch.keys.emplace_back();
+    scratch.keys[counted.size()].assign(key.data(), key.size());
     counted.emplace_back(rule_index, captured);
     if (token) secrets.push_back(captured);
   });
@@ -218,15 +221,14 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
     // a URL a web rule counts, reaches no decision, event, sink or store.
     absl::string_view evidence = raw;
     if (RedactTokenShapes(raw, &scratch.evidence, secrets)) evidence = scratch.evidence;
-    for (const auto& [rule_index, captured] : counted) {
+    for (size_t i = 0; i < counted.size(); ++i) {
+      const auto& [rule_index, captured] = counted[i];
       const CompiledRule& rule = *rules_->rules()[rule_index];
-      absl::string_view key;
-      bool allowlisted = false;
-      NormaliseKey(rule, captured, &key, &allowlisted);  // held in the first pass
       ++result.matches;
       matches_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
       const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
-      Count(rule_index, key, evidence, time, token ? captured : absl::string_view(), stream, out);
+      Count(rule_index, scratch.keys[i], evidence, time, token ? captured : absl::string_view(),
+            stream, out);
     }
   }
   result.matched = result.matches > 0;

@@ -211,6 +211,7 @@ class Engine {
     char key_buf[IpAddress::kMaxTextLength];
     std::string token_key;
     std::vector<std::pair<int, absl::string_view>> counted;  // (rule index, captured) per line
+    std::vector<std::string> keys;  // keys[i]: counted[i]'s normalised key (capacity reused)
     std::vector<absl::string_view> secrets;                  // token rules' captures per line
     std::string evidence;                                    // the line, tokens redacted
   };
