@@ -37,6 +37,13 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
 }
 
+// Moves `counter` up to the engine's running total `total`; `published` is what it has had.
+void CatchUp(prometheus::Counter& counter, uint64_t total, uint64_t& published) {
+  if (total <= published) return;
+  counter.Increment(static_cast<double>(total - published));
+  published = total;
+}
+
 }  // namespace
 
 bool IsValidUtf8(absl::string_view s) {
@@ -421,23 +428,11 @@ uint64_t Pipeline::streams_overflowed() const {
 
 void Pipeline::PublishEngineGaugesLocked() {
   windows_gauge_.Set(static_cast<double>(engine_.live_windows()));
-  const uint64_t evicted = engine_.stats().evicted_windows;
-  if (evicted > evicted_published_) {
-    evicted_counter_.Increment(static_cast<double>(evicted - evicted_published_));
-    evicted_published_ = evicted;
-  }
   const EngineStats stats = engine_.stats();
   memory_gauge_->Set(static_cast<double>(stats.memory_bytes));
-  if (stats.memory_evicted_windows > memory_evicted_published_) {
-    memory_evicted_counter_->Increment(
-        static_cast<double>(stats.memory_evicted_windows - memory_evicted_published_));
-    memory_evicted_published_ = stats.memory_evicted_windows;
-  }
-  if (stats.evidence_truncated > truncated_published_) {
-    evidence_truncated_counter_->Increment(
-        static_cast<double>(stats.evidence_truncated - truncated_published_));
-    truncated_published_ = stats.evidence_truncated;
-  }
+  CatchUp(evicted_counter_, stats.evicted_windows, evicted_published_);
+  CatchUp(*memory_evicted_counter_, stats.memory_evicted_windows, memory_evicted_published_);
+  CatchUp(*evidence_truncated_counter_, stats.evidence_truncated, truncated_published_);
 }
 
 void Pipeline::SetRules(std::shared_ptr<const RuleSet> rules) {
