@@ -219,6 +219,35 @@ TEST_F(PipelineTest, PerSourceStateIsBoundedInCountAndBytes) {
   EXPECT_EQ(table.active_count(), 1u);
 }
 
+// The engine's byte bounds reach Prometheus through the pipeline, each under its own name and
+// label: evictions by the key cap and by the memory budget are told apart, cut evidence counted.
+TEST_F(PipelineTest, EngineBoundsArePublishedAsMetrics) {
+  PipelineOptions options;
+  options.engine.max_keys_per_rule = 1;
+  options.engine.max_evidence_bytes = 256;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  for (int i = 1; i <= 3; ++i) {
+    // Long lines (the user name) whose evidence must be cut; three addresses for one slot.
+    batch.add_records()->set_line(absl::StrCat(
+        absl::FormatTime("%b %e %H:%M:%S", clock_.TimeNow(), absl::UTCTimeZone()),
+        " web-1 sshd[1]: Failed password for ", std::string(600, 'u'), " from 203.0.113.", i,
+        " port 22 ssh2"));
+  }
+  ASSERT_THAT(pipeline.ProcessBatch(batch), IsOk());
+  EXPECT_EQ(CounterValue(registry, "palisade_engine_windows_evicted_total",
+                         {{"reason", "key_cap"}}),
+            2);
+  EXPECT_EQ(CounterValue(registry, "palisade_engine_windows_evicted_total",
+                         {{"reason", "memory_budget"}}),
+            0);
+  EXPECT_EQ(CounterValue(registry, "palisade_engine_evidence_truncated_total"), 3);
+  EXPECT_GT(CounterValue(registry, "palisade_engine_memory_bytes"), 0);
+}
+
 TEST_F(PipelineTest, HostileBytesAndAbsurdTimesAreCountedNotFatal) {
   LogBatch batch;
   batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
