@@ -34,7 +34,8 @@ int MonthFromAbbrev(absl::string_view m) {
 
 // Splits "prog[pid]: msg" / "prog: msg" into program and message. Returns false when there is
 // no tag, in which case the whole text is the message.
-bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_view* message) {
+bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_view* pid,
+              absl::string_view* message) {
   size_t i = 0;
   // A tag is at most 48 chars of [A-Za-z0-9_./-] (RFC 3164 says 32; real daemons exceed it).
   while (i < text.size() && i < 48) {
@@ -48,6 +49,7 @@ bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_v
   if (text[i] == '[') {
     size_t close = text.find(']', i);
     if (close == absl::string_view::npos) return false;
+    *pid = text.substr(i + 1, close - i - 1);
     i = close + 1;
   }
   if (i >= text.size() || text[i] != ':') return false;
@@ -285,7 +287,11 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
     return absl::InvalidArgumentError(absl::StrCat("syslog: no host at column ", pos + 1));
   }
   absl::string_view body = line.substr(pos);
-  if (!SplitTag(body, &out->program, &out->message)) out->message = body;
+  if (!SplitTag(body, &out->program, &out->pid, &out->message)) {
+    out->program = {};
+    out->pid = {};
+    out->message = body;
+  }
   return absl::OkStatus();
 }
 
@@ -321,13 +327,14 @@ absl::Status LineParser::ParseSyslog5424(absl::string_view line, ParsedLine* out
   }
   out->host = NextToken(line, &pos);
   absl::string_view app = NextToken(line, &pos);
-  NextToken(line, &pos);  // PROCID
+  absl::string_view procid = NextToken(line, &pos);
   NextToken(line, &pos);  // MSGID
   if (pos >= line.size()) {
     return absl::InvalidArgumentError("syslog5424: line ends before STRUCTURED-DATA");
   }
   if (out->host == "-") out->host = {};
   if (app != "-") out->program = app;
+  if (procid != "-") out->pid = procid;
   if (line[pos] == '-') {
     ++pos;
   } else if (line[pos] == '[') {

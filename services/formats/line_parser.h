@@ -31,6 +31,9 @@ struct ParsedLine {
   absl::string_view host;
   // Syslog APP-NAME / TAG without the pid, e.g. "sshd". Empty for access logs.
   absl::string_view program;
+  // Syslog PID / PROCID, e.g. "1234" from "sshd[1234]:". Empty when the line has none. Rules
+  // tie a connection's lines together by program and pid (Rule.session).
+  absl::string_view pid;
   // Event time from the line, when it has one.
   std::optional<absl::Time> time;
 };

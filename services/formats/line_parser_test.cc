@@ -30,6 +30,7 @@ TEST(Syslog3164Test, SplitsHostProgramAndMessage) {
               IsOk());
   EXPECT_EQ(out.host, "web-1");
   EXPECT_EQ(out.program, "sshd");
+  EXPECT_EQ(out.pid, "4211");
   EXPECT_EQ(out.message, "Failed password for root from 203.0.113.7 port 22 ssh2");
   ASSERT_TRUE(out.time.has_value());
   EXPECT_EQ(*out.time, At("2026-03-03T14:02:01Z"));
@@ -112,6 +113,7 @@ TEST(Syslog3164Test, AcceptsPriorityAndIsoTimestamps) {
               IsOk());
   EXPECT_EQ(*out.time, At("2026-03-03T13:02:01.25Z"));
   EXPECT_EQ(out.program, "sshd");
+  EXPECT_EQ(out.pid, "");
   EXPECT_EQ(out.message, "hello");
 }
 
@@ -146,6 +148,7 @@ TEST(Syslog5424Test, ParsesAllFields) {
               IsOk());
   EXPECT_EQ(out.host, "web-1");
   EXPECT_EQ(out.program, "sshd");
+  EXPECT_EQ(out.pid, "4211");
   EXPECT_EQ(out.message, "Invalid user admin from 2001:db8::7");
   EXPECT_EQ(*out.time, At("2026-03-03T14:02:01.003Z"));
 }
@@ -155,6 +158,7 @@ TEST(Syslog5424Test, NilValues) {
   ParsedLine out;
   ASSERT_THAT(p.Parse("<34>1 - - - - - - msg", absl::Now(), &out), IsOk());
   EXPECT_FALSE(out.time.has_value());
+  EXPECT_EQ(out.pid, "");
   EXPECT_EQ(out.message, "msg");
   EXPECT_THAT(p.Parse("<34>2 - - - - - - msg", absl::Now(), &out),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("version")));
