@@ -71,11 +71,13 @@ absl::string_view NextToken(absl::string_view text, size_t* pos) {
 
 absl::StatusOr<LogFormat> ParseFormatName(absl::string_view name) {
   for (LogFormat f : {LogFormat::LOG_FORMAT_SYSLOG, LogFormat::LOG_FORMAT_SYSLOG5424,
-                      LogFormat::LOG_FORMAT_COMBINED, LogFormat::LOG_FORMAT_RAW}) {
+                      LogFormat::LOG_FORMAT_COMBINED, LogFormat::LOG_FORMAT_RAW,
+                      LogFormat::LOG_FORMAT_DECISIONS}) {
     if (FormatName(f) == name) return f;
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown format \"", name, "\" (expected syslog, syslog5424, combined or raw)"));
+      absl::StrCat("unknown format \"", name,
+                   "\" (expected syslog, syslog5424, combined, raw or decisions)"));
 }
 
 absl::string_view FormatName(LogFormat format) {
@@ -88,6 +90,8 @@ absl::string_view FormatName(LogFormat format) {
       return "combined";
     case LogFormat::LOG_FORMAT_RAW:
       return "raw";
+    case LogFormat::LOG_FORMAT_DECISIONS:
+      return "decisions";
     default:
       return "unspecified";
   }
@@ -193,6 +197,7 @@ absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, Par
     case LogFormat::LOG_FORMAT_COMBINED:
       return ParseCombined(line, out);
     case LogFormat::LOG_FORMAT_RAW:
+    case LogFormat::LOG_FORMAT_DECISIONS:  // Palisade's own lines: no header, no time
       out->message = line;
       return absl::OkStatus();
     default:
@@ -224,16 +229,27 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
     out->time = t;
     pos += *used;
   } else {
-    // "Mmm dd hh:mm:ss" (day space-padded).
+    // "Mmm dd hh:mm:ss": the day space-padded ("Mar  3", as syslogd writes it), zero-padded
+    // ("Mar 03") or unpadded ("Feb 1", as proftpd's own log and some relays write it).
     int day, hour, minute, second;
-    int month = rest.size() >= 15 ? MonthFromAbbrev(rest.substr(0, 3)) : 0;
+    int month = rest.size() >= 14 ? MonthFromAbbrev(rest.substr(0, 3)) : 0;
     if (month == 0 || rest[3] != ' ') {
       return absl::InvalidArgumentError(absl::StrCat("syslog: no timestamp at column ", pos + 1,
                                                      " (expected \"Mmm dd hh:mm:ss\")"));
     }
-    bool day_ok = rest[4] == ' ' ? ReadDigits(rest, 5, 1, &day) : ReadDigits(rest, 4, 2, &day);
-    if (!day_ok || rest[6] != ' ' || !ReadDigits(rest, 7, 2, &hour) || rest[9] != ':' ||
-        !ReadDigits(rest, 10, 2, &minute) || rest[12] != ':' || !ReadDigits(rest, 13, 2, &second)) {
+    bool day_ok;
+    size_t at = 6;  // the space before hh:mm:ss
+    if (rest[4] == ' ') {
+      day_ok = ReadDigits(rest, 5, 1, &day);
+    } else if (rest[5] == ' ') {
+      day_ok = ReadDigits(rest, 4, 1, &day);
+      at = 5;
+    } else {
+      day_ok = ReadDigits(rest, 4, 2, &day);
+    }
+    if (!day_ok || rest.size() < at + 9 || rest[at] != ' ' || !ReadDigits(rest, at + 1, 2, &hour) ||
+        rest[at + 3] != ':' || !ReadDigits(rest, at + 4, 2, &minute) || rest[at + 6] != ':' ||
+        !ReadDigits(rest, at + 7, 2, &second)) {
       return absl::InvalidArgumentError(absl::StrCat("syslog: bad timestamp at column ", pos + 1));
     }
     if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
@@ -275,7 +291,7 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
       return absl::OutOfRangeError(absl::StrCat("syslog: bad date at column ", pos + 1));
     }
     out->time = t;
-    pos += 15;
+    pos += at + 9;
   }
   if (pos >= line.size() || line[pos] != ' ') {
     return absl::InvalidArgumentError(

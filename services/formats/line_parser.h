@@ -83,7 +83,8 @@ class LineParser {
   absl::Time cached_day_start_;
 };
 
-// "syslog", "syslog5424", "combined", "raw" <-> LogFormat. The names are also metric labels.
+// "syslog", "syslog5424", "combined", "raw", "decisions" <-> LogFormat. The names are also metric
+// labels.
 absl::StatusOr<palisade::v1::LogFormat> ParseFormatName(absl::string_view name);
 absl::string_view FormatName(palisade::v1::LogFormat format);
 

@@ -271,12 +271,25 @@ namespace {
 
 TEST(FormatNameTest, RoundTripsAndRejectsUnknown) {
   for (auto f : {palisade::v1::LOG_FORMAT_SYSLOG, palisade::v1::LOG_FORMAT_SYSLOG5424,
-                 palisade::v1::LOG_FORMAT_COMBINED, palisade::v1::LOG_FORMAT_RAW}) {
+                 palisade::v1::LOG_FORMAT_COMBINED, palisade::v1::LOG_FORMAT_RAW,
+                 palisade::v1::LOG_FORMAT_DECISIONS}) {
     EXPECT_EQ(*ParseFormatName(FormatName(f)), f);
   }
+  EXPECT_EQ(FormatName(palisade::v1::LOG_FORMAT_DECISIONS), "decisions");
   EXPECT_THAT(ParseFormatName("apache"),
               palisade::testing::StatusIs(absl::StatusCode::kInvalidArgument,
                                           ::testing::HasSubstr("unknown format \"apache\"")));
+}
+
+// Palisade's own decision lines (recidive) are read as raw lines: the whole line, no time.
+TEST(LineParserTest, DecisionLinesAreWholeMessagesWithoutTime) {
+  LineParser parser(palisade::v1::LOG_FORMAT_DECISIONS);
+  ParsedLine parsed;
+  const std::string line = "decision rule=sshd-invalid-user kind=ip key=203.0.113.7 action=block";
+  ASSERT_TRUE(parser.Parse(line, absl::UnixEpoch(), &parsed).ok());
+  EXPECT_EQ(parsed.message, line);
+  EXPECT_FALSE(parsed.time.has_value());
+  EXPECT_TRUE(parsed.program.empty());
 }
 
 }  // namespace
