@@ -23,6 +23,8 @@ FORMATS = {
     "syslog5424": rules_pb2.LOG_FORMAT_SYSLOG5424,
     "combined": rules_pb2.LOG_FORMAT_COMBINED,
     "raw": rules_pb2.LOG_FORMAT_RAW,
+    "nginx_error": rules_pb2.LOG_FORMAT_NGINX_ERROR,
+    "apache_error": rules_pb2.LOG_FORMAT_APACHE_ERROR,
 }
 
 

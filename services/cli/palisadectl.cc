@@ -57,7 +57,8 @@ ABSL_FLAG(std::string, token_file, "",
 ABSL_FLAG(std::string, tls_ca, "", "Connect over TLS, trusting this PEM CA bundle.");
 ABSL_FLAG(std::string, tls_cert, "", "TLS client certificate (PEM), for mutual TLS.");
 ABSL_FLAG(std::string, tls_key, "", "TLS client key (PEM), for mutual TLS.");
-ABSL_FLAG(std::string, format, "syslog", "Log format: syslog, syslog5424, combined, raw.");
+ABSL_FLAG(std::string, format, "syslog",
+          "Log format: syslog, syslog5424, combined, raw, nginx_error, apache_error.");
 ABSL_FLAG(std::string, source, "", "Source name for shipped lines (default: the file name).");
 ABSL_FLAG(bool, retime, false,
           "ship: move the lines' event times so the last line happened now (for demos and "

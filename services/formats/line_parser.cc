@@ -1,5 +1,7 @@
 #include "services/formats/line_parser.h"
 
+#include <arpa/inet.h>
+
 #include <cstring>
 
 #include "absl/strings/ascii.h"
@@ -67,17 +69,68 @@ absl::string_view NextToken(absl::string_view text, size_t* pos) {
   return text.substr(start, end - start);
 }
 
+// Whether `token` is an IPv4 or IPv6 address (no port, no brackets).
+bool IsIpAddress(absl::string_view token) {
+  if (token.empty() || token.size() > 45) return false;
+  for (char c : token) {
+    if (!absl::ascii_isxdigit(c) && c != ':' && c != '.') return false;
+  }
+  char buf[46];
+  std::memcpy(buf, token.data(), token.size());
+  buf[token.size()] = '\0';
+  unsigned char addr[16];
+  return inet_pton(AF_INET, buf, addr) == 1 || inet_pton(AF_INET6, buf, addr) == 1;
+}
+
+// Reads digits from `pos` up to `max` of them; at least one. Advances `pos`.
+bool ReadNumber(absl::string_view text, size_t* pos, size_t max, absl::string_view* out) {
+  size_t i = *pos;
+  while (i < text.size() && i - *pos < max && absl::ascii_isdigit(text[i])) ++i;
+  if (i == *pos || (i < text.size() && absl::ascii_isdigit(text[i]))) return false;
+  *out = text.substr(*pos, i - *pos);
+  *pos = i;
+  return true;
+}
+
+bool IsNginxLevel(absl::string_view level) {
+  for (absl::string_view l : {"debug", "info", "notice", "warn", "error", "crit", "alert",
+                              "emerg"}) {
+    if (level == l) return true;
+  }
+  return false;
+}
+
+// Apache's LogLevel names: 2.2's eight and 2.4's trace1..trace8.
+bool IsApacheLevel(absl::string_view level) {
+  if (level.size() == 6 && level.substr(0, 5) == "trace" && level[5] >= '1' && level[5] <= '8') {
+    return true;
+  }
+  return IsNginxLevel(level);  // the same eight syslog levels
+}
+
+// Whether `text` starts a syslog header (<PRI>, "Mmm " or an ISO date): a daemon logging
+// through syslog (nginx's `error_log syslog:`, Apache's `ErrorLog syslog`).
+bool LooksLikeSyslog(absl::string_view text) {
+  if (text.empty()) return false;
+  if (text[0] == '<') return true;
+  if (text.size() >= 4 && text[3] == ' ' && MonthFromAbbrev(text.substr(0, 3)) != 0) return true;
+  return text.size() >= 11 && text[4] == '-' && text[7] == '-' &&
+         (text[10] == 'T' || text[10] == ' ') && absl::ascii_isdigit(text[0]);
+}
+
 }  // namespace
 
 absl::StatusOr<LogFormat> ParseFormatName(absl::string_view name) {
   for (LogFormat f : {LogFormat::LOG_FORMAT_SYSLOG, LogFormat::LOG_FORMAT_SYSLOG5424,
                       LogFormat::LOG_FORMAT_COMBINED, LogFormat::LOG_FORMAT_RAW,
+                      LogFormat::LOG_FORMAT_NGINX_ERROR, LogFormat::LOG_FORMAT_APACHE_ERROR,
                       LogFormat::LOG_FORMAT_DECISIONS}) {
     if (FormatName(f) == name) return f;
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown format \"", name,
-                   "\" (expected syslog, syslog5424, combined, raw or decisions)"));
+                   "\" (expected syslog, syslog5424, combined, raw, nginx_error, apache_error or "
+                   "decisions)"));
 }
 
 absl::string_view FormatName(LogFormat format) {
@@ -90,6 +143,10 @@ absl::string_view FormatName(LogFormat format) {
       return "combined";
     case LogFormat::LOG_FORMAT_RAW:
       return "raw";
+    case LogFormat::LOG_FORMAT_NGINX_ERROR:
+      return "nginx_error";
+    case LogFormat::LOG_FORMAT_APACHE_ERROR:
+      return "apache_error";
     case LogFormat::LOG_FORMAT_DECISIONS:
       return "decisions";
     default:
@@ -196,6 +253,10 @@ absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, Par
       return ParseSyslog5424(line, out);
     case LogFormat::LOG_FORMAT_COMBINED:
       return ParseCombined(line, out);
+    case LogFormat::LOG_FORMAT_NGINX_ERROR:
+      return ParseNginxError(line, reference, rule, out);
+    case LogFormat::LOG_FORMAT_APACHE_ERROR:
+      return ParseApacheError(line, reference, rule, out);
     case LogFormat::LOG_FORMAT_RAW:
     case LogFormat::LOG_FORMAT_DECISIONS:  // Palisade's own lines: no header, no time
       out->message = line;
@@ -384,12 +445,24 @@ absl::Status LineParser::ParseSyslog5424(absl::string_view line, ParsedLine* out
 }
 
 absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) {
-  // host ident user [dd/Mon/yyyy:hh:mm:ss +zzzz] "request" status bytes ["referer" "agent"]
+  // [vhost] client ident user [dd/Mon/yyyy:hh:mm:ss +zzzz] "request" status bytes [...]
   size_t open = line.find(" [");
   if (open == absl::string_view::npos || open == 0) {
     return absl::InvalidArgumentError("combined: no \"[time]\" field");
   }
-  out->host = line.substr(0, line.find(' '));
+  const size_t first_space = line.find(' ');
+  out->host = line.substr(0, first_space);
+  out->message = line;
+  // A virtual host in front (Apache's vhost_combined "%v:%p", nginx's "$host"): the second
+  // field is the client address. The ident field after a client address is "-" (or an identd
+  // answer, never an address in practice), so a second field that is an address means a vhost,
+  // even when the vhost is itself an address (nginx's $host is the client's Host header).
+  if (first_space < open) {
+    const size_t second_end = line.find(' ', first_space + 1);
+    if (IsIpAddress(line.substr(first_space + 1, second_end - first_space - 1))) {
+      out->message = line.substr(first_space + 1);
+    }
+  }
   size_t ts = open + 2;
   int day, year, hour, minute, second, oh = 0, om = 0;
   int month = line.size() > ts + 21 ? MonthFromAbbrev(line.substr(ts + 3, 3)) : 0;
@@ -435,7 +508,205 @@ absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) 
     return absl::InvalidArgumentError(
         absl::StrCat("combined: no quoted request at column ", req + 2));
   }
-  out->message = line;
+  return absl::OkStatus();
+}
+
+namespace {
+
+// A syslog parser's error, said as the error-log format's own.
+absl::Status Within(absl::string_view format, const absl::Status& s) {
+  return absl::Status(s.code(), absl::StrCat(format, ": ", s.message()));
+}
+
+}  // namespace
+
+absl::Status LineParser::ParseNginxError(absl::string_view line, absl::Time reference,
+                                         YearRule rule, ParsedLine* out) {
+  // [syslog header] yyyy/mm/dd hh:mm:ss [level] PID#TID: [*CID ]message
+  size_t pos = 0;
+  const bool wrapped = LooksLikeSyslog(line);
+  if (wrapped) {
+    if (absl::Status s = ParseSyslog3164(line, reference, rule, out); !s.ok()) {
+      return Within("nginx_error", s);
+    }
+    pos = static_cast<size_t>(out->message.data() - line.data());
+  }
+  // Its own time: always in the file, and kept by some relays in front of the syslog message.
+  if (!wrapped || (line.size() > pos + 4 && line[pos + 4] == '/')) {
+    int year, month, day, hour, minute, second;
+    if (line.size() < pos + 20 || !ReadDigits(line, pos, 4, &year) || line[pos + 4] != '/' ||
+        !ReadDigits(line, pos + 5, 2, &month) || line[pos + 7] != '/' ||
+        !ReadDigits(line, pos + 8, 2, &day) || line[pos + 10] != ' ' ||
+        !ReadDigits(line, pos + 11, 2, &hour) || line[pos + 13] != ':' ||
+        !ReadDigits(line, pos + 14, 2, &minute) || line[pos + 16] != ':' ||
+        !ReadDigits(line, pos + 17, 2, &second) || line[pos + 19] != ' ') {
+      return absl::InvalidArgumentError(absl::StrCat("nginx_error: bad time at column ", pos + 1,
+                                                     " (expected yyyy/mm/dd hh:mm:ss)"));
+    }
+    if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 ||
+        second > 60) {
+      return absl::OutOfRangeError(
+          absl::StrCat("nginx_error: bad time at column ", pos + 1, ": a field out of range"));
+    }
+    absl::Time t;
+    if (!CivilToTime(year, month, day, hour * 3600 + minute * 60 + second, &t)) {
+      return absl::OutOfRangeError(absl::StrCat("nginx_error: bad date at column ", pos + 1));
+    }
+    out->time = t;
+    pos += 20;
+  }
+  // "[level] "
+  const size_t close = pos < line.size() && line[pos] == '[' ? line.find(']', pos) : pos;
+  if (close == absl::string_view::npos || close == pos || close - pos > 7 ||
+      !IsNginxLevel(line.substr(pos + 1, close - pos - 1)) || close + 1 >= line.size() ||
+      line[close + 1] != ' ') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "nginx_error: no [level] at column ", pos + 1, " (expected [debug] ... [emerg])"));
+  }
+  pos = close + 2;
+  // "PID#TID: "
+  absl::string_view pid, tid;
+  const size_t pid_col = pos + 1;
+  if (!ReadNumber(line, &pos, 10, &pid) || pos >= line.size() || line[pos] != '#' ||
+      !ReadNumber(line, &++pos, 20, &tid) || pos >= line.size() || line[pos] != ':') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("nginx_error: no \"PID#TID: \" at column ", pid_col));
+  }
+  ++pos;
+  if (pos < line.size() && line[pos] == ' ') ++pos;
+  // "*CID ": the connection number, when the line is about one.
+  if (pos < line.size() && line[pos] == '*') {
+    size_t after = pos + 1;
+    absl::string_view cid;
+    if (ReadNumber(line, &after, 20, &cid) && after < line.size() && line[after] == ' ') {
+      pos = after + 1;
+    }
+  }
+  out->program = "nginx";
+  out->pid = pid;
+  out->message = line.substr(pos);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> LineParser::ParseApacheTime(absl::string_view f, absl::Time* out) {
+  // "Www Mmm dd hh:mm:ss[.ffffff] yyyy" (ErrorLogFormat %t / %{u}t, the default).
+  if (f.size() >= 24 && absl::ascii_isalpha(f[0]) && f[3] == ' ' && f[7] == ' ') {
+    const int month = MonthFromAbbrev(f.substr(4, 3));
+    int day, hour, minute, second, year;
+    const bool day_ok = f[8] == ' ' ? ReadDigits(f, 9, 1, &day) : ReadDigits(f, 8, 2, &day);
+    if (month == 0 || !day_ok || f[10] != ' ' || !ReadDigits(f, 11, 2, &hour) || f[13] != ':' ||
+        !ReadDigits(f, 14, 2, &minute) || f[16] != ':' || !ReadDigits(f, 17, 2, &second)) {
+      return false;
+    }
+    size_t pos = 19;
+    int64_t nanos = 0;
+    if (f[pos] == '.') {
+      int digits = 0;
+      while (++pos < f.size() && absl::ascii_isdigit(f[pos])) {
+        if (++digits > 9) return absl::OutOfRangeError("a fraction of more than 9 digits");
+        nanos = nanos * 10 + (f[pos] - '0');
+      }
+      if (digits == 0) return false;
+      for (int d = digits; d < 9; ++d) nanos *= 10;
+    }
+    if (pos + 5 != f.size() || f[pos] != ' ' || !ReadDigits(f, pos + 1, 4, &year)) return false;
+    if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+      return absl::OutOfRangeError("a field out of range");
+    }
+    absl::Time t;
+    if (!CivilToTime(year, month, day, hour * 3600 + minute * 60 + second, &t)) {
+      return absl::OutOfRangeError("a date that does not exist");
+    }
+    *out = t + absl::Nanoseconds(nanos);
+    return true;
+  }
+  // "yyyy-mm-dd hh:mm:ss[.ffffff]" (ErrorLogFormat %{cu}t).
+  absl::StatusOr<size_t> used = ParseRfc3339Timestamp(f, out, zone_);
+  if (!used.ok()) return used.status();
+  return *used > 0 && *used == f.size();
+}
+
+absl::Status LineParser::ParseApacheError(absl::string_view line, absl::Time reference,
+                                          YearRule rule, ParsedLine* out) {
+  // [syslog header] [time] [module:level] [pid P:tid T] message   (2.4)
+  //                 [time] [level] message                         (2.2)
+  size_t pos = 0;
+  const bool wrapped = LooksLikeSyslog(line);
+  if (wrapped) {
+    if (absl::Status s = ParseSyslog3164(line, reference, rule, out); !s.ok()) {
+      return Within("apache_error", s);
+    }
+    pos = static_cast<size_t>(out->message.data() - line.data());
+  }
+  // "[time] ": required in the file; `ErrorLog syslog` leaves it to the syslog header.
+  bool has_time = false;
+  if (pos < line.size() && line[pos] == '[') {
+    const size_t close = line.find(']', pos);
+    if (close != absl::string_view::npos && close - pos <= 40) {
+      absl::Time t;
+      absl::StatusOr<bool> is_time = ParseApacheTime(line.substr(pos + 1, close - pos - 1), &t);
+      if (!is_time.ok()) {
+        return absl::OutOfRangeError(absl::StrCat("apache_error: impossible time at column ",
+                                                  pos + 1, ": ", is_time.status().message()));
+      }
+      if (*is_time) {
+        out->time = t;
+        has_time = true;
+        pos = close + 1;
+        if (pos < line.size() && line[pos] == ' ') ++pos;
+      }
+    }
+  }
+  if (!has_time && !wrapped) {
+    return absl::InvalidArgumentError(
+        "apache_error: no [time] at column 1 (expected [Www Mmm dd hh:mm:ss yyyy])");
+  }
+  // "[module:level]" (2.4; the module may be empty) or "[level]" (2.2).
+  size_t close = pos < line.size() && line[pos] == '[' ? line.find(']', pos) : pos;
+  bool level_ok = close != absl::string_view::npos && close > pos && close - pos <= 64;
+  if (level_ok) {
+    absl::string_view field = line.substr(pos + 1, close - pos - 1);
+    const size_t colon = field.rfind(':');
+    if (colon != absl::string_view::npos) {
+      for (char c : field.substr(0, colon)) {
+        level_ok &= absl::ascii_isalnum(c) || c == '_';
+      }
+      field.remove_prefix(colon + 1);
+    }
+    level_ok &= IsApacheLevel(field);
+  }
+  if (!level_ok) {
+    return absl::InvalidArgumentError(absl::StrCat("apache_error: no [module:level] at column ",
+                                                   pos + 1, " (expected e.g. [core:error])"));
+  }
+  pos = close + 1;
+  // " [pid P]" / " [pid P:tid T]" (2.4).
+  absl::string_view pid = out->pid;
+  if (line.substr(pos, 6) == " [pid ") {
+    const size_t field_col = pos + 2;
+    pos += 6;
+    absl::string_view tid;
+    bool ok = ReadNumber(line, &pos, 10, &pid);
+    if (ok && line.substr(pos, 5) == ":tid ") {
+      pos += 5;
+      ok = ReadNumber(line, &pos, 20, &tid);
+    }
+    if (!ok || pos >= line.size() || line[pos] != ']') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("apache_error: bad [pid] field at column ", field_col));
+    }
+    ++pos;
+  }
+  if (pos < line.size()) {
+    if (line[pos] != ' ') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("apache_error: expected a space at column ", pos + 1));
+    }
+    ++pos;
+  }
+  out->program = "apache";
+  out->pid = pid;
+  out->message = line.substr(pos);
   return absl::OkStatus();
 }
 

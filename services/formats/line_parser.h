@@ -10,6 +10,31 @@
 // read in the parser's zone (palisade.v1.Config.time_zone, default the host's local zone, which
 // is how syslog writes them).
 //
+// What `message` is, per format (rules anchor on its start, which the server writes):
+//   syslog, syslog5424  the MSG after the header and tag.
+//   combined            the line from the client address on. A line with a virtual host in
+//                       front ("example.com:443 203.0.113.7 - - [...] ...", Apache's
+//                       vhost_combined, nginx's "$host $remote_addr ...") has the vhost as
+//                       `host` and the same message as without it, so one set of web rules
+//                       reads both. A vhost line is told by its second field being an address.
+//   nginx_error         "2026/03/03 14:02:01 [error] 1234#0: *5 MESSAGE, client: ..., ...":
+//                       the text after "PID#TID: " and the optional "*CID " (connection
+//                       number); `pid` is PID, `program` "nginx". The time is local (the
+//                       parser's zone). The "[level]" is not in the message.
+//   apache_error        "[Tue Mar 03 14:02:01.123456 2026] [auth_basic:error] [pid 1234:tid 5]
+//                       MESSAGE" (2.4) or "[Tue Mar 03 14:02:01 2026] [error] MESSAGE" (2.2):
+//                       the text after the time, "[module:level]" and "[pid ...]" fields, so a
+//                       message about a client begins with the server's "[client ADDR:PORT] "
+//                       (2.2: "[client ADDR] ") and rules anchor the address at ^\[client .
+//                       Lines with an APR error ("(13)Permission denied: [client ...") keep it
+//                       in front. `pid` is P, `program` "apache"; local time; the time field
+//                       may also be ErrorLogFormat's %{cu}t ("[2026-03-03 14:02:01.123456]").
+//   raw, decisions      the whole line.
+// Both error formats also read lines relayed through syslog (nginx `error_log syslog:...`,
+// Apache `ErrorLog syslog`): "Mar  3 14:02:01 web-1 httpd[1234]: [core:error] [pid 1234] ..."
+// gives the same message, with the syslog host and time (nginx's own time, when the relay
+// kept it, wins).
+//
 // Thread-safety: a LineParser keeps a small date cache; use one per thread or stream.
 #ifndef PALISADE_SERVICES_FORMATS_LINE_PARSER_H_
 #define PALISADE_SERVICES_FORMATS_LINE_PARSER_H_
@@ -26,13 +51,17 @@
 namespace palisade {
 
 struct ParsedLine {
-  // The text rules match: the syslog MSG, or the whole line for access logs and raw lines.
+  // The text rules match (see the table above): the syslog MSG, an access line from the client
+  // address on, an error log's message, or the whole line for raw lines.
   absl::string_view message;
+  // Syslog HOSTNAME; an access line's first field (the client, or the vhost when there is one).
   absl::string_view host;
-  // Syslog APP-NAME / TAG without the pid, e.g. "sshd". Empty for access logs.
+  // Syslog APP-NAME / TAG without the pid, e.g. "sshd"; "nginx" or "apache" for error logs.
+  // Empty for access logs.
   absl::string_view program;
-  // Syslog PID / PROCID, e.g. "1234" from "sshd[1234]:". Empty when the line has none. Rules
-  // tie a connection's lines together by program and pid (Rule.session).
+  // Syslog PID / PROCID, e.g. "1234" from "sshd[1234]:", or an error log's process id. Empty
+  // when the line has none. Rules tie a connection's lines together by program and pid
+  // (Rule.session).
   absl::string_view pid;
   // Event time from the line, when it has one.
   std::optional<absl::Time> time;
@@ -67,6 +96,13 @@ class LineParser {
                                ParsedLine* out);
   absl::Status ParseSyslog5424(absl::string_view line, ParsedLine* out);
   absl::Status ParseCombined(absl::string_view line, ParsedLine* out);
+  absl::Status ParseNginxError(absl::string_view line, absl::Time reference, YearRule rule,
+                               ParsedLine* out);
+  absl::Status ParseApacheError(absl::string_view line, absl::Time reference, YearRule rule,
+                                ParsedLine* out);
+  // The inside of Apache's "[...]" time field, read in the parser's zone: true when it is a
+  // time, false when it is not (a "[module:level]" field), kOutOfRange when impossible.
+  absl::StatusOr<bool> ParseApacheTime(absl::string_view field, absl::Time* out);
 
   // Midnight UTC of a civil date, cached since consecutive lines share their date.
   absl::Time DayStart(int64_t year, int month, int day);
@@ -83,8 +119,8 @@ class LineParser {
   absl::Time cached_day_start_;
 };
 
-// "syslog", "syslog5424", "combined", "raw", "decisions" <-> LogFormat. The names are also metric
-// labels.
+// "syslog", "syslog5424", "combined", "raw", "nginx_error", "apache_error", "decisions" <->
+// LogFormat. The names are also metric labels and the values of palisadectl's --format.
 absl::StatusOr<palisade::v1::LogFormat> ParseFormatName(absl::string_view name);
 absl::string_view FormatName(palisade::v1::LogFormat format);
 

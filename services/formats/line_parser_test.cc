@@ -294,3 +294,244 @@ TEST(LineParserTest, DecisionLinesAreWholeMessagesWithoutTime) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+using ::palisade::v1::LogFormat;
+using ::testing::HasSubstr;
+
+absl::Time Utc(absl::string_view rfc3339) {
+  absl::Time t;
+  std::string err;
+  EXPECT_TRUE(absl::ParseTime(absl::RFC3339_full, std::string(rfc3339), &t, &err)) << err;
+  return t;
+}
+
+TEST(FormatNameTest, ErrorLogFormatsHaveNames) {
+  EXPECT_EQ(FormatName(LogFormat::LOG_FORMAT_NGINX_ERROR), "nginx_error");
+  EXPECT_EQ(FormatName(LogFormat::LOG_FORMAT_APACHE_ERROR), "apache_error");
+  EXPECT_EQ(*ParseFormatName("nginx_error"), LogFormat::LOG_FORMAT_NGINX_ERROR);
+  EXPECT_EQ(*ParseFormatName("apache_error"), LogFormat::LOG_FORMAT_APACHE_ERROR);
+}
+
+// proftpd's own log and some relays write the day unpadded: "Feb 1", not "Feb  1".
+TEST(Syslog3164Test, UnpaddedDay) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("Feb 1 14:02:01 ftp-1 proftpd[1]: msg", Utc("2026-03-01T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_EQ(*out.time, Utc("2026-02-01T14:02:01Z"));
+  EXPECT_EQ(out.host, "ftp-1");
+  EXPECT_EQ(out.program, "proftpd");
+  EXPECT_EQ(out.pid, "1");
+  EXPECT_EQ(out.message, "msg");
+  // Zero-padded and space-padded still read the same day.
+  ASSERT_THAT(p.Parse("Feb 01 14:02:01 h x: y", Utc("2026-03-01T00:00:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, Utc("2026-02-01T14:02:01Z"));
+  ASSERT_THAT(p.Parse("Feb  1 14:02:01 h x: y", Utc("2026-03-01T00:00:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, Utc("2026-02-01T14:02:01Z"));
+  EXPECT_THAT(p.Parse("Feb 1 14:02:xx h x: y", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad timestamp at column 1")));
+  EXPECT_THAT(p.Parse("Feb 1x14:02:01 h x: y", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad timestamp")));
+}
+
+TEST(CombinedTest, VhostPrefixIsTheHostAndTheMessageStartsAtTheClient) {
+  LineParser p(LogFormat::LOG_FORMAT_COMBINED);
+  ParsedLine out;
+  const absl::string_view access =
+      "203.0.113.7 - - [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 200 5 \"-\" \"curl/8\"";
+  const std::string vhost = absl::StrCat("example.com:443 ", access);
+  ASSERT_THAT(p.Parse(vhost, absl::Now(), &out), IsOk());
+  EXPECT_EQ(out.host, "example.com:443");
+  EXPECT_EQ(out.message, access);
+  EXPECT_EQ(*out.time, Utc("2026-03-03T14:02:01Z"));
+  // nginx's $host is the client's Host header, which may be an address: the second field still
+  // tells the client.
+  const std::string ip_host = absl::StrCat("198.51.100.9 ", access);
+  ASSERT_THAT(p.Parse(ip_host, absl::Now(), &out), IsOk());
+  EXPECT_EQ(out.host, "198.51.100.9");
+  EXPECT_EQ(out.message, access);
+  // IPv6 clients behind a vhost.
+  ASSERT_THAT(p.Parse("www.example.org:80 2001:db8::7 - bob [03/Mar/2026:14:02:01 +0000] "
+                      "\"GET / HTTP/1.1\" 401 5",
+                      absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(out.message.substr(0, 12), "2001:db8::7 ");
+  // Without a vhost the message is the whole line, and a user name holding spaces and an
+  // address does not make it look like one (the ident field "-" comes second).
+  const absl::string_view spaced =
+      "203.0.113.7 - 198.51.100.9 x [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 401 5";
+  ASSERT_THAT(p.Parse(spaced, absl::Now(), &out), IsOk());
+  EXPECT_EQ(out.host, "203.0.113.7");
+  EXPECT_EQ(out.message, spaced);
+  EXPECT_THAT(p.Parse("example.com:443 203.0.113.7 - - [03/Mar/2026:14:02:01 +0000] GET",
+                      absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no quoted request")));
+}
+
+TEST(NginxErrorTest, SplitsPidConnectionAndMessage) {
+  LineParser p(LogFormat::LOG_FORMAT_NGINX_ERROR);
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("2026/03/03 14:02:01 [error] 1234#0: *5 user \"x\" was not found in "
+                      "\"/etc/nginx/.htpasswd\", client: 203.0.113.7, server: x",
+                      absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(out.program, "nginx");
+  EXPECT_EQ(out.pid, "1234");
+  EXPECT_EQ(out.host, "");
+  EXPECT_EQ(out.message,
+            "user \"x\" was not found in \"/etc/nginx/.htpasswd\", client: 203.0.113.7, server: x");
+  EXPECT_EQ(*out.time, Utc("2026-03-03T14:02:01Z"));
+  // Without a connection number (a line about the process), and a 64-bit thread id.
+  ASSERT_THAT(p.Parse("2026/03/03 14:02:01 [notice] 76952#140123104306944: signal process started",
+                      absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(out.pid, "76952");
+  EXPECT_EQ(out.message, "signal process started");
+  // Every level from debug to emerg.
+  for (absl::string_view level : {"debug", "info", "notice", "warn", "error", "crit", "alert",
+                                  "emerg"}) {
+    EXPECT_THAT(p.Parse(absl::StrCat("2026/03/03 14:02:01 [", level, "] 1#1: *1 m"), absl::Now(),
+                        &out),
+                IsOk())
+        << level;
+    EXPECT_EQ(out.message, "m");
+  }
+}
+
+TEST(NginxErrorTest, LocalTimeIsReadInTheParsersZone) {
+  LineParser p(LogFormat::LOG_FORMAT_NGINX_ERROR, absl::FixedTimeZone(-5 * 3600));
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("2026/03/03 14:02:01 [error] 1#0: *1 m", absl::Now(), &out), IsOk());
+  EXPECT_EQ(*out.time, Utc("2026-03-03T19:02:01Z"));
+}
+
+TEST(NginxErrorTest, MalformedLinesNameWhatAndWhere) {
+  LineParser p(LogFormat::LOG_FORMAT_NGINX_ERROR);
+  ParsedLine out;
+  EXPECT_THAT(p.Parse("2026/03/3 14:02:01 [error] 1#0: m", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad time at column 1")));
+  EXPECT_THAT(p.Parse("2026/03/03 14:02:01 [fatal] 1#0: m", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no [level] at column 21")));
+  EXPECT_THAT(p.Parse("2026/03/03 14:02:01 [error] 1: m", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("no \"PID#TID: \" at column 29")));
+  EXPECT_THAT(p.Parse("2026/03/03 14:02:01 [error]", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no [level]")));
+  EXPECT_THAT(p.Parse("2026/02/30 14:02:01 [error] 1#0: m", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("bad date at column 1")));
+  EXPECT_THAT(p.Parse("2026/03/03 25:02:01 [error] 1#0: m", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("out of range")));
+  EXPECT_THAT(p.Parse("", absl::Now(), &out), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(NginxErrorTest, RelayedThroughSyslog) {
+  LineParser p(LogFormat::LOG_FORMAT_NGINX_ERROR);
+  ParsedLine out;
+  // error_log syslog:server=...: the syslog header, then nginx's level, pid and message.
+  ASSERT_THAT(p.Parse("Mar  3 14:02:01 web-1 nginx: [error] 88#88: *9 limiting requests, excess: "
+                      "1.2 by zone \"one\", client: 203.0.113.7, server: x",
+                      Utc("2026-03-04T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_EQ(out.host, "web-1");
+  EXPECT_EQ(out.program, "nginx");
+  EXPECT_EQ(out.pid, "88");
+  EXPECT_EQ(*out.time, Utc("2026-03-03T14:02:01Z"));
+  EXPECT_EQ(out.message.substr(0, 18), "limiting requests,");
+  // A relay that kept nginx's own time in front of it.
+  ASSERT_THAT(p.Parse("Mar  3 14:02:05 web-1 nginx: 2026/03/03 14:02:01 [warn] 88#88: *9 m",
+                      Utc("2026-03-04T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_EQ(*out.time, Utc("2026-03-03T14:02:01Z"));
+  EXPECT_EQ(out.message, "m");
+  EXPECT_THAT(p.Parse("Mar  3 14:02:01", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("nginx_error: syslog:")));
+}
+
+TEST(ApacheErrorTest, Apache24MessageStartsAtTheClientField) {
+  LineParser p(LogFormat::LOG_FORMAT_APACHE_ERROR);
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("[Tue Mar 03 14:02:01.123456 2026] [auth_basic:error] [pid 1234:tid 5] "
+                      "[client 203.0.113.7:51234] AH01618: user x not found: /admin",
+                      absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(out.program, "apache");
+  EXPECT_EQ(out.pid, "1234");
+  EXPECT_EQ(out.message, "[client 203.0.113.7:51234] AH01618: user x not found: /admin");
+  EXPECT_EQ(*out.time, Utc("2026-03-03T14:02:01.123456Z"));
+  // No tid, an empty module, an IPv6 client.
+  ASSERT_THAT(p.Parse("[Mon Dec 23 07:49:01.981912 2013] [:error] [pid 3790] "
+                      "[client [2001:db8::7]:46301] script '/var/www/x.php' not found or unable "
+                      "to stat",
+                      absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(out.pid, "3790");
+  EXPECT_EQ(out.message.substr(0, 28), "[client [2001:db8::7]:46301]");
+  // trace levels, and ErrorLogFormat's %{cu}t time.
+  ASSERT_THAT(p.Parse("[2026-03-03 14:02:01.500000] [ssl:trace3] [pid 7] m", absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(*out.time, Utc("2026-03-03T14:02:01.5Z"));
+  EXPECT_EQ(out.message, "m");
+}
+
+TEST(ApacheErrorTest, Apache22HasNoPid) {
+  LineParser p(LogFormat::LOG_FORMAT_APACHE_ERROR, absl::FixedTimeZone(3600));
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("[Tue Mar 03 14:02:01 2026] [error] [client 203.0.113.7] File does not "
+                      "exist: /var/www/x",
+                      absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(out.pid, "");
+  EXPECT_EQ(out.message, "[client 203.0.113.7] File does not exist: /var/www/x");
+  EXPECT_EQ(*out.time, Utc("2026-03-03T13:02:01Z"));  // local time, an hour ahead of UTC
+}
+
+TEST(ApacheErrorTest, RelayedThroughSyslog) {
+  LineParser p(LogFormat::LOG_FORMAT_APACHE_ERROR);
+  ParsedLine out;
+  // ErrorLog syslog: no time field of its own.
+  ASSERT_THAT(p.Parse("Feb 15 16:23:00 srv httpd[22034]: [authz_core:error] [pid 22035] "
+                      "[client 192.0.2.1:58585] AH01630: client denied by server configuration",
+                      Utc("2026-03-01T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_EQ(out.host, "srv");
+  EXPECT_EQ(out.program, "apache");
+  EXPECT_EQ(out.pid, "22035");
+  EXPECT_EQ(*out.time, Utc("2026-02-15T16:23:00Z"));
+  EXPECT_EQ(out.message.substr(0, 25), "[client 192.0.2.1:58585] ");
+  ASSERT_THAT(p.Parse("Feb 16 22:32:48 srv httpd[22034]: [error] [client 127.0.0.1] user x not "
+                      "found: /basic/file",
+                      Utc("2026-03-01T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_EQ(out.pid, "22034");  // the syslog tag's, when Apache wrote none
+  EXPECT_EQ(out.message, "[client 127.0.0.1] user x not found: /basic/file");
+}
+
+TEST(ApacheErrorTest, MalformedLinesNameWhatAndWhere) {
+  LineParser p(LogFormat::LOG_FORMAT_APACHE_ERROR);
+  ParsedLine out;
+  EXPECT_THAT(p.Parse("[yesterday] [error] m", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no [time] at column 1")));
+  EXPECT_THAT(p.Parse("[Tue Mar 03 14:02:01 2026] [core:fatal] m", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("no [module:level] at column 28")));
+  EXPECT_THAT(p.Parse("[Tue Mar 03 14:02:01 2026] [core:error] [pid x] m", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("bad [pid] field at column 41")));
+  EXPECT_THAT(p.Parse("[Tue Mar 03 14:02:01 2026] [error]x", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("space at column 35")));
+  EXPECT_THAT(p.Parse("[Tue Feb 31 14:02:01 2026] [error] m", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("impossible time at column 1")));
+  EXPECT_THAT(p.Parse(absl::StrCat("[Tue Mar 03 14:02:01.", std::string(12, '1'),
+                                   " 2026] [error] m"),
+                      absl::Now(), &out),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("9 digits")));
+  EXPECT_THAT(p.Parse("", absl::Now(), &out), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace palisade
