@@ -4,13 +4,19 @@
 // match that rule. A rule with a field a client writes (a variable-length piece beyond digits and
 // spaces: a user name, a path, a header) must carry an injection example: a line where that
 // field holds a smuggled key, from which the rule still extracts the server's.
+// Session rules (Rule.session) take examples of several lines, separated by "\n", fed in order
+// through a fresh engine: the key is what the rule extracts from the last line (for a note_only
+// rule, what it notes). A rule that matches every counter-example written for its format, in
+// all the packs, matches everything and is refused.
 #include <dirent.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "services/common/fingerprint.h"
 #include "services/engine/engine.h"
@@ -33,21 +39,43 @@ std::vector<std::string> PackFiles() {
   return files;
 }
 
-// Returns the keys `rule_id` extracts from `line`.
-std::vector<std::string> KeysFor(Engine& engine, palisade::v1::LogFormat format,
-                                 const std::string& line, const std::string& rule_id,
-                                 std::string* parse_error) {
+// Returns the keys `rule_id` extracts from the last line of `text` ("\n"-separated lines, fed in
+// order through a fresh engine so that sessions carry from one to the next). A note_only rule
+// never counts: its keys are what its patterns capture.
+std::vector<std::string> KeysFor(const std::shared_ptr<const RuleSet>& set,
+                                 palisade::v1::LogFormat format, const std::string& text,
+                                 const std::string& rule_id, std::string* parse_error) {
+  Engine engine(set, EngineOptions());
   LineParser parser(format);
   ParsedLine parsed;
-  absl::Status s = parser.Parse(line, absl::FromUnixSeconds(1'772'000'000), &parsed);
-  if (!s.ok()) {
-    *parse_error = s.ToString();
-    return {};
-  }
   std::vector<std::string> keys;
-  engine.MatchOnly(format, parsed, [&](const CompiledRule& rule, absl::string_view key) {
-    if (rule.id() == rule_id) keys.emplace_back(key);
-  });
+  const std::vector<std::string> lines = absl::StrSplit(text, '\n');
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const absl::Time time = absl::FromUnixSeconds(1'772'000'000 + static_cast<int64_t>(i));
+    absl::Status s = parser.Parse(lines[i], time, &parsed);
+    if (!s.ok()) {
+      *parse_error = s.ToString();
+      return {};
+    }
+    keys.clear();
+    engine.MatchOnly(
+        format, parsed,
+        [&](const CompiledRule& rule, absl::string_view key) {
+          if (rule.id() == rule_id) keys.emplace_back(key);
+        },
+        time);
+  }
+  for (const auto& rule : set->rules()) {
+    if (rule->id() != rule_id || !rule->proto.session().note_only()) continue;
+    for (size_t p = 0; p < rule->patterns.size() && keys.empty(); ++p) {
+      std::vector<re2::StringPiece> groups(rule->submatches[p]);
+      if (rule->patterns[p]->Match(Piece(parsed.message), 0, parsed.message.size(),
+                                   RE2::UNANCHORED, groups.data(), groups.size())) {
+        const re2::StringPiece& key = groups[rule->key_group[p]];
+        keys.emplace_back(key.data(), key.size());
+      }
+    }
+  }
   return keys;
 }
 
@@ -65,14 +93,24 @@ TEST(PackTest, EveryPackLoadsAndEveryExampleHolds) {
   sets.emplace("cloudflare_token_ips", *CidrSet::Parse({"192.0.2.0/24", "2001:db8:c0::/48"}));
   absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile(packs, sets);
   ASSERT_TRUE(set.ok()) << set.status();
-  Engine engine(*set, EngineOptions());
+
+  // Every counter-example per format, from all packs: a rule matching each of them matches
+  // everything.
+  std::map<int, std::vector<std::string>> counter_pool;
+  for (const auto& rule : (*set)->rules()) {
+    for (const auto& line : rule->proto.counter_examples()) {
+      counter_pool[rule->proto.formats(0)].push_back(line);
+    }
+  }
 
   int examples = 0;
   for (const auto& rule : (*set)->rules()) {
     const auto format = static_cast<palisade::v1::LogFormat>(rule->proto.formats(0));
     EXPECT_GT(rule->proto.examples_size(), 0) << rule->id() << " has no examples";
     bool free_text = false;
-    for (const std::string& pattern : rule->proto.patterns()) {
+    for (size_t p = 0; p < rule->patterns.size(); ++p) {
+      if (rule->key_group[p] < 0) continue;  // a session rule's key from its session
+      const std::string& pattern = rule->proto.patterns(static_cast<int>(p));
       absl::StatusOr<KeyPlacement> placement = AnalyzeKeyPlacement(pattern, rule->proto.key());
       ASSERT_TRUE(placement.ok()) << rule->id() << ": " << placement.status();
       free_text |= placement->has_free_text_field;
@@ -88,7 +126,7 @@ TEST(PackTest, EveryPackLoadsAndEveryExampleHolds) {
       std::string err;
       const auto ex_format =
           ex.format() != palisade::v1::LOG_FORMAT_UNSPECIFIED ? ex.format() : format;
-      std::vector<std::string> keys = KeysFor(engine, ex_format, ex.line(), rule->id(), &err);
+      std::vector<std::string> keys = KeysFor(*set, ex_format, ex.line(), rule->id(), &err);
       EXPECT_TRUE(err.empty()) << rule->id() << ": example does not parse: " << err;
       EXPECT_EQ(keys, std::vector<std::string>{ex.key()}) << rule->id() << " on: " << ex.line();
       if (rule->proto.key_kind() == palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT) {
@@ -110,9 +148,20 @@ TEST(PackTest, EveryPackLoadsAndEveryExampleHolds) {
     }
     for (const auto& line : rule->proto.counter_examples()) {
       std::string err;
-      std::vector<std::string> keys = KeysFor(engine, format, line, rule->id(), &err);
+      std::vector<std::string> keys = KeysFor(*set, format, line, rule->id(), &err);
       EXPECT_TRUE(keys.empty()) << rule->id() << " must not match: " << line << " (got "
                                 << absl::StrJoin(keys, ",") << ")";
+    }
+    const std::vector<std::string>& pool = counter_pool[rule->proto.formats(0)];
+    if (pool.size() >= 5) {
+      size_t matched = 0;
+      for (const std::string& line : pool) {
+        std::string err;
+        matched += !KeysFor(*set, format, line, rule->id(), &err).empty();
+      }
+      EXPECT_LT(matched, pool.size())
+          << rule->id() << " matches every one of the " << pool.size()
+          << " counter-examples written for its format: it matches everything";
     }
   }
   EXPECT_GE(examples, 10);

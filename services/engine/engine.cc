@@ -43,7 +43,7 @@ Engine::Scratch& Engine::ThreadScratch() {
 }
 
 Engine::Engine(std::shared_ptr<const RuleSet> rules, EngineOptions options)
-    : options_(std::move(options)), shards_(new Shard[kShards]) {
+    : options_(std::move(options)), shards_(new Shard[kShards]), sessions_(options_.sessions) {
   options_.allowlist.Add(*Cidr::Parse("127.0.0.0/8"));
   options_.allowlist.Add(*Cidr::Parse("::1/128"));
   if (options_.max_keys_per_rule == 0) options_.max_keys_per_rule = 1'000'000;
@@ -115,6 +115,8 @@ EngineStats Engine::stats() const {
   s.expired_windows = stats_.expired_windows.load();
   s.invalid_keys = stats_.invalid_keys.load();
   s.ignored = stats_.ignored.load();
+  s.session_misses = stats_.session_misses.load();
+  s.sessions = sessions_.stats();
   return s;
 }
 
@@ -173,6 +175,40 @@ bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
   return !key->empty();
 }
 
+bool Engine::PidSessionId(const ParsedLine& line, uint32_t stream, std::string* id) {
+  if (line.pid.empty() || line.program.empty()) return false;
+  if (line.program.size() + line.pid.size() + 8 > SessionTable::kMaxIdBytes) return false;
+  // The stream first: pid 1234 of one host is not pid 1234 of another.
+  id->assign(reinterpret_cast<const char*>(&stream), sizeof(stream));
+  absl::StrAppend(id, "p", line.program, "[", line.pid, "]");
+  return true;
+}
+
+bool Engine::SessionId(const CompiledRule& rule, int pattern_index, const ParsedLine& line,
+                       uint32_t stream, std::string* id) {
+  if (rule.session_by_pid) return PidSessionId(line, stream, id);
+  const re2::StringPiece& value = ThreadScratch().groups[rule.session_group[pattern_index]];
+  const std::string& by = rule.proto.session().by();
+  if (value.data() == nullptr || value.empty() ||
+      by.size() + value.size() + 8 > SessionTable::kMaxIdBytes) {
+    return false;
+  }
+  id->assign(reinterpret_cast<const char*>(&stream), sizeof(stream));
+  absl::StrAppend(id, "c", by, "=", absl::string_view(value.data(), value.size()));
+  return true;
+}
+
+void Engine::NoteCounted(const CompiledRule& rule, int pattern_index, const ParsedLine& line,
+                         absl::string_view key, absl::Time time, uint32_t stream) {
+  // A token is a secret: it is never kept anywhere but the detection that revokes it.
+  if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) return;
+  std::string& id = ThreadScratch().session_id;
+  const bool in_session = rule.has_session
+                              ? SessionId(rule, pattern_index, line, stream, &id)
+                              : rules_->uses_pid_sessions() && PidSessionId(line, stream, &id);
+  if (in_session) sessions_.Note(id, rule.proto.key(), key, /*failed=*/true, time, stream);
+}
+
 LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& line,
                            absl::string_view raw, absl::Time time, std::vector<Detection>* out,
                            uint32_t stream) {
@@ -185,35 +221,38 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
   std::vector<absl::string_view>& secrets = scratch.secrets;
   counted.clear();
   secrets.clear();
-  Candidates(format, line, [&](int rule_index, absl::string_view captured) {
+  Candidates(format, line, time, stream, [&](int rule_index, absl::string_view captured) {
     const CompiledRule& rule = *rules_->rules()[rule_index];
     const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
     // A token rule reports every token on the line; the same token found twice counts once.
     if (token && std::find(counted.begin(), counted.end(),
                            std::make_pair(rule_index, captured)) != counted.end()) {
-      return;
+      return false;
     }
     for (const auto& ignore : rule.ignores) {
       if (RE2::PartialMatch(Piece(line.message), *ignore)) {
         ++result.ignored;
-        return;
+        return false;
       }
     }
     absl::string_view key;
     bool allowlisted = false;
     if (!NormaliseKey(rule, captured, &key, &allowlisted)) {
       ++result.invalid_keys;
-      return;
+      return false;
     }
     if (allowlisted) {
       ++result.ignored;
-      return;
+      return false;
     }
     // The key is copied out: the next rule's NormaliseKey reuses the scratch it points into.
     if (scratch.keys.size() <= counted.size()) scratch.keys.emplace_back();
     scratch.keys[counted.size()].assign(key.data(), key.size());
+    // `captured` may view a key read from a session (scratch, reused by the next candidate);
+    // only token rules, which have no session, use it past this point.
     counted.emplace_back(rule_index, captured);
     if (token) secrets.push_back(captured);
+    return true;
   });
   if (!counted.empty()) {
     // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
@@ -502,6 +541,7 @@ void Engine::Evict(Shard& shard, WindowMap& map, int rule_index) {
 void Engine::Expire(absl::Time now) { ExpireByStream({}, now); }
 
 void Engine::ExpireByStream(const std::vector<absl::Time>& stream_now, absl::Time other_now) {
+  sessions_.ExpireByStream(stream_now, other_now);
   std::vector<int64_t> now_ms(stream_now.size() + 1);
   now_ms[0] = ToMillis(other_now);
   for (size_t s = 1; s < stream_now.size(); ++s) now_ms[s] = ToMillis(stream_now[s]);

@@ -17,6 +17,15 @@
 // past its share of the budget evicts its least recently active windows first (counted apart
 // from the key cap). Once warmed up, a line that matches nothing allocates nothing.
 //
+// Sessions (Rule.session, issue 13 §1): a rule with a session ties its lines to the connection
+// that wrote them, by the line's program and pid or by a capture (SessionTable). A `note_only`
+// rule only notes its key in the session; a rule whose pattern has no key group takes the key an
+// earlier line of the session noted; an `after_failure` rule counts only once the session
+// failed. Every counted match of a session rule notes its key and marks the session failed, and
+// when some rule goes by pid, so does every counted match on a line with a pid (a failed
+// password names the address a later "Too many authentication failures" line leaves out). Token
+// rules never touch sessions (their key is a secret). Sessions are kept in memory only.
+//
 // The engine does no I/O and reads no clock: time comes with each line.
 // Thread-safety: Process and MatchOnly may run concurrently from any number of threads
 // (matching uses per-thread scratch; windows live in shards, each behind its own mutex).
@@ -40,6 +49,7 @@
 #include "palisade/v1/state.pb.h"
 #include "services/common/ip.h"
 #include "services/engine/rule_set.h"
+#include "services/engine/session_table.h"
 #include "services/feeds/feed_set.h"
 #include "services/formats/line_parser.h"
 
@@ -65,6 +75,8 @@ struct EngineOptions {
   CidrSet allowlist;
   // Threat feeds for in_feed / not_in_feed conditions (none: every feed is empty). Not owned.
   const FeedRegistry* feeds = nullptr;
+  // The session table's bounds (rules with a session, see below).
+  SessionOptions sessions;
 };
 
 // A threshold crossed.
@@ -101,6 +113,10 @@ struct EngineStats {
   uint64_t expired_windows = 0;
   uint64_t invalid_keys = 0;
   uint64_t ignored = 0;
+  // Session rules' matches that needed a key from their session and found none (no earlier line
+  // of the session named one, or it aged out): not counted.
+  uint64_t session_misses = 0;
+  SessionStats sessions;
 };
 
 class Engine {
@@ -119,9 +135,12 @@ class Engine {
                      absl::Time time, std::vector<Detection>* out, uint32_t stream = 0);
 
   // Only the matching step: calls `fn(rule, key)` for each rule whose pattern matches, with
-  // the normalised key. Used by Admin.TestRules and `palisadectl rules test`.
+  // the normalised key. Used by Admin.TestRules and `palisadectl rules test`. Sessions are
+  // followed as in Process (a test of lines in order sees what their sessions said); `time` is
+  // the line's event time, for the sessions' ages.
   template <typename Fn>
-  void MatchOnly(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn);
+  void MatchOnly(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn,
+                 absl::Time time = absl::UnixEpoch());
 
   // Drops windows whose last event is older than their rule's window before `now`.
   void Expire(absl::Time now);
@@ -214,12 +233,24 @@ class Engine {
     std::vector<std::string> keys;  // keys[i]: counted[i]'s normalised key (capacity reused)
     std::vector<absl::string_view> secrets;                  // token rules' captures per line
     std::string evidence;                                    // the line, tokens redacted
+    std::string session_id;
+    std::string session_value;  // a key read from a session
   };
   static Scratch& ThreadScratch();
 
-  // Runs the candidate rules' captures; calls fn(rule_index, key) for each match.
+  // Runs the candidate rules' captures; calls fn(rule_index, key) for each match, which returns
+  // whether the match counted; follows the rules' sessions (see the header comment).
   template <typename Fn>
-  void Candidates(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn);
+  void Candidates(palisade::v1::LogFormat format, const ParsedLine& line, absl::Time time,
+                  uint32_t stream, Fn fn);
+  // The session id of a rule's match (its pid's, or its `by` capture's) into `*id`; false when
+  // the line has none (no pid, no capture) or it is too long to keep.
+  static bool SessionId(const CompiledRule& rule, int pattern_index, const ParsedLine& line,
+                        uint32_t stream, std::string* id);
+  static bool PidSessionId(const ParsedLine& line, uint32_t stream, std::string* id);
+  // After a counted match: notes its key in its session, marks the session failed.
+  void NoteCounted(const CompiledRule& rule, int pattern_index, const ParsedLine& line,
+                   absl::string_view key, absl::Time time, uint32_t stream);
 
   // The rule's conditions on the other captures of the last match (in the scratch groups).
   bool ConditionsHold(const CompiledRule& rule, int pattern_index) const;
@@ -246,6 +277,7 @@ class Engine {
   std::shared_ptr<const RuleSet> rules_;
   EngineOptions options_;
   std::unique_ptr<Shard[]> shards_;
+  SessionTable sessions_;
   std::unique_ptr<std::atomic<uint64_t>[]> matches_per_rule_;
   std::unique_ptr<std::atomic<int64_t>[]> windows_per_rule_;  // live windows, all shards
   size_t rule_count_ = 0;
@@ -259,7 +291,7 @@ class Engine {
   struct AtomicStats {
     std::atomic<uint64_t> lines{0}, matched_lines{0}, detections{0}, evicted_windows{0},
         memory_evicted_windows{0}, evidence_truncated{0}, expired_windows{0}, invalid_keys{0},
-        ignored{0};
+        ignored{0}, session_misses{0};
   };
   AtomicStats stats_;
 };
@@ -270,7 +302,8 @@ class Engine {
 inline re2::StringPiece Piece(absl::string_view s) { return re2::StringPiece(s.data(), s.size()); }
 
 template <typename Fn>
-void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn) {
+void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, absl::Time time,
+                        uint32_t stream, Fn fn) {
   const RuleSet::FormatIndex* index = rules_->ForFormat(format);
   if (index == nullptr) return;
   Scratch& scratch = ThreadScratch();
@@ -304,15 +337,53 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
     while (start <= line.message.size() &&
            re.Match(Piece(line.message), start, line.message.size(), RE2::UNANCHORED,
                     groups.data(), n)) {
-      const re2::StringPiece key = groups[group];
+      // A session rule's pattern may have no key group, or leave it out of this match.
+      const bool has_key = group >= 0 && groups[group].data() != nullptr;
+      absl::string_view key =
+          has_key ? absl::string_view(groups[group].data(), groups[group].size())
+                  : absl::string_view();
       if (ConditionsHold(rule, pattern_index)) {
-        last_rule = rule_index;
-        fn(rule_index, absl::string_view(key.data(), key.size()));
+        bool in_session = false;
+        bool proceed = true;
+        if (rule.has_session) {
+          const palisade::v1::Session& session = rule.proto.session();
+          in_session = SessionId(rule, pattern_index, line, stream, &scratch.session_id);
+          if (session.note_only()) {
+            if (in_session && has_key) {
+              sessions_.Note(scratch.session_id, rule.proto.key(), key, /*failed=*/false, time,
+                             stream);
+            }
+            proceed = false;
+          } else {
+            if (!has_key) {
+              if (in_session && sessions_.Get(scratch.session_id, rule.proto.key(), time,
+                                              &scratch.session_value)) {
+                key = scratch.session_value;
+              } else {
+                stats_.session_misses.fetch_add(1, std::memory_order_relaxed);
+                proceed = false;
+              }
+            }
+            if (proceed && session.after_failure() &&
+                !(in_session && sessions_.Failed(scratch.session_id, time))) {
+              proceed = false;
+            }
+          }
+        }
+        if (proceed) {
+          last_rule = rule_index;
+          if (fn(rule_index, key)) NoteCounted(rule, pattern_index, line, key, time, stream);
+        }
+        // Rebuilt: NoteCounted may have reused the scratch id for the line's pid.
+        if (in_session && rule.proto.session().ends() &&
+            SessionId(rule, pattern_index, line, stream, &scratch.session_id)) {
+          sessions_.End(scratch.session_id);
+        }
       }
       if (!every) break;
       // Resume right after the key, not after the match: the separator a match consumed after
       // one token is the one the next token's pattern needs before it.
-      const re2::StringPiece& end = key.data() != nullptr ? key : groups[0];
+      const re2::StringPiece& end = has_key ? groups[group] : groups[0];
       const size_t next = static_cast<size_t>(end.data() - line.message.data()) + end.size();
       start = next > start ? next : start + 1;
     }
@@ -320,16 +391,18 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
 }
 
 template <typename Fn>
-void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn) {
-  Candidates(format, line, [&](int rule_index, absl::string_view captured) {
+void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn,
+                       absl::Time time) {
+  Candidates(format, line, time, /*stream=*/0, [&](int rule_index, absl::string_view captured) {
     const CompiledRule& rule = *rules_->rules()[rule_index];
     for (const auto& ignore : rule.ignores) {
-      if (RE2::PartialMatch(Piece(line.message), *ignore)) return;
+      if (RE2::PartialMatch(Piece(line.message), *ignore)) return false;
     }
     absl::string_view key;
     bool allowlisted = false;
-    if (!NormaliseKey(rule, captured, &key, &allowlisted)) return;
+    if (!NormaliseKey(rule, captured, &key, &allowlisted)) return false;
     fn(rule, key);
+    return true;
   });
 }
 

@@ -109,6 +109,22 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
     }
   }
   if (rule.patterns().empty()) return RuleError(pack, rule.id(), "no patterns");
+  if (rule.has_session()) {
+    const palisade::v1::Session& session = rule.session();
+    out->has_session = true;
+    out->session_by_pid = session.by().empty() || session.by() == "pid";
+    if (kind == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) {
+      return RuleError(pack, rule.id(), "a token rule cannot have a session");
+    }
+    if (session.note_only() && session.after_failure()) {
+      return RuleError(pack, rule.id(),
+                       "session.note_only and session.after_failure exclude each other: a "
+                       "note never counts");
+    }
+    if (!out->session_by_pid && session.by() == out->proto.key()) {
+      return RuleError(pack, rule.id(), "session.by cannot be the key group");
+    }
+  }
 
   const RE2::Options options = PalisadeRe2Options();
   for (int i = 0; i < rule.patterns_size(); ++i) {
@@ -119,13 +135,28 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
     }
     const auto& groups = re->NamedCapturingGroups();
     auto it = groups.find(out->proto.key());
-    if (it == groups.end()) {
+    // A session rule that counts may take its key from the session instead (rules.proto).
+    const bool key_from_session = rule.has_session() && !rule.session().note_only();
+    if (it == groups.end() && !key_from_session) {
       return RuleError(pack, rule.id(),
                        absl::StrCat("pattern ", i + 1, " has no (?P<", out->proto.key(),
                                     ">...) group for the key"));
     }
-    out->key_group.push_back(it->second);
-    out->submatches.push_back(it->second + 1);
+    out->key_group.push_back(it == groups.end() ? -1 : it->second);
+    out->submatches.push_back(it == groups.end() ? 1 : it->second + 1);
+    if (rule.has_session() && out->session_by_pid == false) {
+      const std::string& by = rule.session().by();
+      if (!by.empty() && by != "pid") {
+        auto g = groups.find(by);
+        if (g == groups.end()) {
+          return RuleError(pack, rule.id(),
+                           absl::StrCat("pattern ", i + 1, " has no (?P<", by,
+                                        ">...) group for session.by"));
+        }
+        out->session_group.push_back(g->second);
+        out->submatches.back() = std::max(out->submatches.back(), g->second + 1);
+      }
+    }
     out->patterns.push_back(std::move(re));
   }
   for (int c = 0; c < rule.conditions_size(); ++c) {
@@ -176,6 +207,14 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
     out->ignores.push_back(std::move(re));
   }
 
+  if (rule.session().note_only()) {
+    // A note never counts: it has no threshold and makes no decision.
+    if (rule.has_threshold() || rule.has_decision()) {
+      return RuleError(pack, rule.id(),
+                       "a session.note_only rule never counts: leave out threshold and decision");
+    }
+    return out;
+  }
   out->count = rule.threshold().count();
   if (out->count == 0) return RuleError(pack, rule.id(), "threshold.count must be >= 1");
   out->window = FromProto(rule.threshold().window());
@@ -838,6 +877,27 @@ absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
                          rule.key_kind() == TargetKind::TARGET_KIND_IP;
     const std::string where =
         absl::StrCat(pack.file, ": pack \"", pack.pack.name(), "\": rule \"", rule.id(), "\": ");
+    // A session's id is a key of its own: a client who chose it could write into another
+    // connection's session (its address, its failure).
+    const std::string& by = rule.session().by();
+    if (rule.has_session() && !by.empty() && by != "pid") {
+      for (int i = 0; i < rule.patterns_size(); ++i) {
+        absl::StatusOr<KeyPlacement> placement = AnalyzeKeyPlacement(rule.patterns(i), by);
+        if (!placement.ok()) {
+          RE2 re(rule.patterns(i), PalisadeRe2Options());
+          if (!re.ok() || re.NamedCapturingGroups().count(by) == 0) continue;  // Compile says
+          return absl::InvalidArgumentError(absl::StrCat(where, "pattern ", i + 1, " `",
+                                                         rule.patterns(i), "`: ",
+                                                         placement.status().message()));
+        }
+        if (placement->safe()) continue;
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, "pattern ", i + 1, " `", rule.patterns(i), "`: the session group (?P<", by,
+            ">...) follows ", placement->field,
+            " and nothing pins it to the end of the line, so whoever writes that field chooses "
+            "the session; anchor it as a key group is anchored"));
+      }
+    }
     if (!rule.unanchored_key_reason().empty()) {
       if (address) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -932,6 +992,7 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       }
       absl::StatusOr<std::unique_ptr<CompiledRule>> compiled = CompileRule(pack, rule, set->sets_);
       if (!compiled.ok()) return compiled.status();
+      if ((*compiled)->has_session && (*compiled)->session_by_pid) set->uses_pid_sessions_ = true;
       set->rules_.push_back(*std::move(compiled));
     }
   }

@@ -115,6 +115,12 @@ struct CompiledRule {
   std::vector<int> submatches;
   std::vector<CompiledCondition> conditions;
   std::vector<std::unique_ptr<RE2>> ignores;
+  // Rule.session (see rules.proto): whether the rule has one, whether it goes by the line's
+  // program and pid, and otherwise the index of the `by` group in each pattern. A pattern of a
+  // session rule may have no key group (key_group -1): its key comes from the session.
+  bool has_session = false;
+  bool session_by_pid = false;
+  std::vector<int> session_group;
   uint32_t count = 1;
   absl::Duration window;
   absl::Duration duration;
@@ -131,6 +137,9 @@ class RuleSet {
 
   const std::vector<std::unique_ptr<CompiledRule>>& rules() const { return rules_; }
   const std::vector<std::string>& pack_names() const { return pack_names_; }
+  // Some rule has a session by pid: then every counted match on a line with a pid notes its
+  // key in that pid's session and marks it failed (see Engine::Process).
+  bool uses_pid_sessions() const { return uses_pid_sessions_; }
 
   // The Sets for a format and, for each Set index, the (rule, pattern) it stands for.
   // Returns nullptr when no rule applies to the format.
@@ -149,6 +158,7 @@ class RuleSet {
   RuleSet() = default;
   std::vector<std::unique_ptr<CompiledRule>> rules_;
   std::vector<std::string> pack_names_;
+  bool uses_pid_sessions_ = false;
   std::vector<std::unique_ptr<FormatIndex>> by_format_;  // indexed by LogFormat value
   CidrSets sets_;                                        // owned here: conditions point into it
 };

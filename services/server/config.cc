@@ -285,6 +285,19 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
     return absl::InvalidArgumentError(file +
                                       ": engine.memory_budget_bytes must be >= 1048576 (1 MiB)");
   }
+  if (engine->max_sessions() == 0) engine->set_max_sessions(65'536);
+  if (engine->max_sessions() > (1u << 24)) {
+    return absl::InvalidArgumentError(file + ": engine.max_sessions must be <= 16777216");
+  }
+  if (engine->max_session_bytes() == 0) engine->set_max_session_bytes(uint64_t{16} << 20);
+  if (engine->max_session_bytes() < (uint64_t{64} << 10)) {
+    return absl::InvalidArgumentError(file +
+                                      ": engine.max_session_bytes must be >= 65536 (64 KiB)");
+  }
+  if (!engine->has_session_ttl()) engine->mutable_session_ttl()->set_seconds(600);
+  if (engine->session_ttl().seconds() < 1 || engine->session_ttl().seconds() > 86'400) {
+    return absl::InvalidArgumentError(file + ": engine.session_ttl must be 1s..1d");
+  }
   if (!config.has_sweep_interval()) config.mutable_sweep_interval()->set_seconds(1);
   if (config.sweep_interval().seconds() < 0 ||
       (config.sweep_interval().seconds() == 0 && config.sweep_interval().nanos() < 1'000'000)) {

@@ -96,6 +96,24 @@ TEST(ConfigTest, FeedsAreValidatedAndFileUrlsResolved) {
   }
 }
 
+TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
+  auto config = ParseConfig(R"pb(rule_files: "a")pb", "c.textproto", ".");
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->engine().max_sessions(), 65536u);
+  EXPECT_EQ(config->engine().max_session_bytes(), uint64_t{16} << 20);
+  EXPECT_EQ(config->engine().session_ttl().seconds(), 600);
+  const std::pair<const char*, const char*> bad[] = {
+      {R"pb(engine { max_sessions: 20000000 })pb", "engine.max_sessions"},
+      {R"pb(engine { max_session_bytes: 1000 })pb", "engine.max_session_bytes"},
+      {R"pb(engine { session_ttl { seconds: 100000 } })pb", "engine.session_ttl"},
+  };
+  for (const auto& [text, message] : bad) {
+    EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", text), "c.textproto", "."),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(message)))
+        << text;
+  }
+}
+
 TEST(ConfigTest, CloudflareSectionIsValidatedWithDefaults) {
   const std::string ok = R"pb(
     rule_files: "a"

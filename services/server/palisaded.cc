@@ -187,6 +187,9 @@ int Run() {
   options.engine.max_evidence = config->engine().max_evidence();
   options.engine.max_evidence_bytes = config->engine().max_evidence_bytes();
   options.engine.memory_budget_bytes = config->engine().memory_budget_bytes();
+  options.engine.sessions.max_sessions = config->engine().max_sessions();
+  options.engine.sessions.max_bytes = config->engine().max_session_bytes();
+  options.engine.sessions.ttl = absl::Seconds(config->engine().session_ttl().seconds());
   options.engine.allowlist = *allowlist;
   options.max_line_bytes = config->engine().max_line_bytes();
   // Times without an offset: the config's zone, else the host's (validated at load).

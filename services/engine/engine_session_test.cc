@@ -1,0 +1,303 @@
+// Session correlation in the engine (Rule.session, issue 13 §1): lines of one sshd connection
+// tied together by pid, interleaved with other connections' lines.
+#include <random>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/status_matchers.h"
+#include "services/engine/engine.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::v1::LogFormat;
+using ::testing::IsEmpty;
+using ::testing::SizeIs;
+using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+
+// sshd at LogLevel VERBOSE: "Connection from" names the address; "Too many authentication
+// failures" does not; "Connection closed ... [preauth]" is an attack only after a failure.
+constexpr absl::string_view kPack = R"pb(
+  rules {
+    id: "ssh-conn"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^Connection from (?P<ip>[0-9a-fA-F:.]+) port \\d+ on [0-9a-fA-F:.]+ port \\d+$"
+    session { note_only: true }
+  }
+  rules {
+    id: "ssh-fail"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^Failed password for (?:invalid user )?\\S+ from (?P<ip>[0-9a-fA-F:.]+) port \\d+ ssh2$"
+    threshold {
+      count: 5
+      window { seconds: 600 }
+    }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
+  }
+  rules {
+    id: "ssh-too-many"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^Disconnecting: Too many authentication failures(?: \\[preauth\\])?$"
+    session {}
+    threshold { count: 1 }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
+  }
+  rules {
+    id: "ssh-closed-after-failure"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^Connection closed by (?P<ip>[0-9a-fA-F:.]+) port \\d+ \\[preauth\\]$"
+    session { after_failure: true ends: true }
+    threshold { count: 1 }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
+  }
+  rules {
+    id: "queue-reject"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "mail"
+    patterns: "^(?P<qid>[0-9A-F]{10}): client=\\S+\\[(?P<ip>[0-9a-fA-F:.]+)\\]$"
+    session { by: "qid" note_only: true }
+  }
+  rules {
+    id: "queue-spam"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "mail"
+    patterns: "^(?P<qid>[0-9A-F]{10}): milter-reject: spam$"
+    session { by: "qid" }
+    threshold { count: 1 }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
+  }
+)pb";
+
+std::shared_ptr<const RuleSet> Rules(absl::string_view text = kPack) {
+  auto pack = ParseRulePack(text, "sessions.textproto");
+  EXPECT_TRUE(pack.ok()) << pack.status();
+  EXPECT_THAT(CheckKeyAnchoring(*pack), IsOk());
+  auto set = RuleSet::Compile({*pack});
+  EXPECT_TRUE(set.ok()) << set.status();
+  return *set;
+}
+
+class SessionEngineTest : public ::testing::Test {
+ protected:
+  explicit SessionEngineTest(EngineOptions options = {}) : engine_(Rules(), options) {}
+
+  std::vector<Detection> Feed(absl::string_view program, absl::string_view pid,
+                              absl::string_view message, int offset_seconds,
+                              uint32_t stream = 1) {
+    ParsedLine line;
+    line.message = message;
+    line.program = program;
+    line.pid = pid;
+    std::vector<Detection> out;
+    engine_.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message,
+                    t0_ + absl::Seconds(offset_seconds), &out, stream);
+    return out;
+  }
+  std::vector<Detection> Ssh(absl::string_view pid, absl::string_view message, int offset,
+                             uint32_t stream = 1) {
+    return Feed("sshd", pid, message, offset, stream);
+  }
+
+  Engine engine_;
+  absl::Time t0_ = absl::FromUnixSeconds(1'767'225'600);
+};
+
+TEST_F(SessionEngineTest, ALineWithoutAnAddressTakesItsSessionsAddress) {
+  EXPECT_THAT(Ssh("100", "Connection from 203.0.113.7 port 5000 on 10.0.0.1 port 22", 0),
+              IsEmpty());
+  std::vector<Detection> d =
+      Ssh("100", "Disconnecting: Too many authentication failures [preauth]", 3);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].rule_id, "ssh-too-many");
+  EXPECT_EQ(d[0].key, "203.0.113.7");
+  // Another pid with no "Connection from" line: nothing to key on, nothing counted.
+  EXPECT_THAT(Ssh("101", "Disconnecting: Too many authentication failures [preauth]", 4),
+              IsEmpty());
+  EXPECT_EQ(engine_.stats().session_misses, 1u);
+}
+
+TEST_F(SessionEngineTest, AFailureNotesTheAddressForTheSessionsLaterLines) {
+  // At sshd's default LogLevel there is no "Connection from": the failure names the address.
+  EXPECT_THAT(Ssh("200", "Failed password for root from 198.51.100.4 port 4000 ssh2", 0),
+              IsEmpty());
+  std::vector<Detection> d =
+      Ssh("200", "Disconnecting: Too many authentication failures [preauth]", 1);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].key, "198.51.100.4");
+}
+
+TEST_F(SessionEngineTest, AfterFailureCountsOnlyWhenTheSessionFailed) {
+  // A scanner that connects and leaves: no failure, not counted.
+  EXPECT_THAT(Ssh("300", "Connection closed by 203.0.113.9 port 5000 [preauth]", 0), IsEmpty());
+  // A connection that failed first: counted, and the session ends with it.
+  Ssh("301", "Failed password for root from 203.0.113.10 port 5001 ssh2", 1);
+  std::vector<Detection> d =
+      Ssh("301", "Connection closed by 203.0.113.10 port 5001 [preauth]", 2);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].rule_id, "ssh-closed-after-failure");
+  EXPECT_EQ(d[0].key, "203.0.113.10");
+  EXPECT_EQ(engine_.stats().sessions.ended, 1u);
+  // The pid reused by an innocent connection: the ended session's failure does not carry over.
+  EXPECT_THAT(Ssh("301", "Connection closed by 192.0.2.50 port 6000 [preauth]", 3), IsEmpty());
+}
+
+TEST_F(SessionEngineTest, InterleavedSessionsFromManyPidsNeverCrossAddresses) {
+  // 2,000 connections from 2,000 addresses, lines of all of them shuffled together (each
+  // connection's own lines stay in order), over two hosts (streams) that reuse the same pids.
+  struct Conn {
+    std::string pid, ip;
+    uint32_t stream;
+    bool fails;
+    int step = 0;
+  };
+  std::vector<Conn> conns;
+  for (int i = 0; i < 2000; ++i) {
+    conns.push_back({absl::StrCat(1000 + i % 1000), absl::StrCat("10.", i / 250, ".", i % 250, ".9"),
+                     static_cast<uint32_t>(1 + i / 1000), i % 3 != 0});
+  }
+  std::mt19937 rng(7);
+  std::vector<int> order;
+  for (int i = 0; i < 2000; ++i) order.insert(order.end(), 3, i);
+  std::shuffle(order.begin(), order.end(), rng);
+  int t = 0;
+  std::map<std::string, std::string> flagged;  // rule:key -> stream/pid that raised it
+  int too_many = 0, closed = 0;
+  for (int i : order) {
+    Conn& c = conns[i];
+    std::string message;
+    switch (c.step++) {
+      case 0:
+        message = absl::StrCat("Connection from ", c.ip, " port 5000 on 10.0.0.1 port 22");
+        break;
+      case 1:
+        message = c.fails ? "Disconnecting: Too many authentication failures [preauth]"
+                          : "Accepted publickey for deploy from " + c.ip + " port 5000 ssh2";
+        break;
+      default:
+        message = absl::StrCat("Connection closed by ", c.ip, " port 5000 [preauth]");
+    }
+    for (const Detection& d : Ssh(c.pid, message, t++ / 100, c.stream)) {
+      EXPECT_EQ(d.key, c.ip) << d.rule_id << " for pid " << c.pid << " stream " << c.stream;
+      too_many += d.rule_id == "ssh-too-many";
+      closed += d.rule_id == "ssh-closed-after-failure";
+    }
+  }
+  // Every failing connection is found twice (too many, then closed after failure); none of the
+  // others; every connection's "Connection closed" ended its session.
+  const int failing = 2000 - (2000 + 2) / 3;
+  EXPECT_EQ(too_many, failing);
+  EXPECT_EQ(closed, failing);
+  EXPECT_EQ(engine_.stats().session_misses, 0u);
+  EXPECT_EQ(engine_.stats().sessions.live, 0u);
+  EXPECT_EQ(engine_.stats().sessions.ended, 2000u);
+}
+
+TEST_F(SessionEngineTest, SessionsByACaptureAndTheirAnchoring) {
+  Feed("mail", "9", "0123456789: client=mx.example[203.0.113.20]", 0);
+  Feed("mail", "9", "ABCDEF0123: client=mx.example[203.0.113.21]", 0);
+  std::vector<Detection> d = Feed("mail", "10", "ABCDEF0123: milter-reject: spam", 1);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].key, "203.0.113.21");
+
+  // A session id a client could write is refused at load, like a key.
+  auto pack = ParseRulePack(R"pb(
+    rules {
+      id: "bad"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^from (?P<ip>[0-9.]+) user .* id=(?P<qid>\\S+) \\w+"
+      session { by: "qid" note_only: true }
+    }
+  )pb", "bad.textproto");
+  ASSERT_THAT(pack, IsOk());
+  EXPECT_THAT(CheckKeyAnchoring(*pack),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("session group")));
+}
+
+TEST_F(SessionEngineTest, SessionsAgeOutInEventTime) {
+  Ssh("400", "Connection from 203.0.113.30 port 5000 on 10.0.0.1 port 22", 0);
+  // Eleven minutes later the session is gone (ttl 10 min): nothing to key on.
+  EXPECT_THAT(Ssh("400", "Disconnecting: Too many authentication failures [preauth]", 660),
+              IsEmpty());
+  engine_.Expire(t0_ + absl::Seconds(660));
+  EXPECT_EQ(engine_.stats().sessions.live, 0u);
+  EXPECT_EQ(engine_.stats().sessions.expired, 1u);
+}
+
+TEST(SessionEngineBoundsTest, ACapEvictsAndCountsWhateverAnAttackerOpens) {
+  EngineOptions options;
+  options.sessions.max_sessions = 1600;
+  Engine engine(Rules(), options);
+  const absl::Time t0 = absl::FromUnixSeconds(1'767'225'600);
+  for (int i = 0; i < 200'000; ++i) {
+    const std::string message =
+        absl::StrCat("Connection from 10.1.", i / 250 % 250, ".", i % 250, " port 5000 on 10.0.0.1 port 22");
+    ParsedLine line;
+    line.message = message;
+    line.program = "sshd";
+    const std::string pid = absl::StrCat(i);
+    line.pid = pid;
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message, t0, &out, 1);
+  }
+  const SessionStats s = engine.stats().sessions;
+  EXPECT_LE(s.live, 1600u);
+  EXPECT_EQ(s.evicted, 200'000u - s.live);
+  EXPECT_LE(s.bytes, 1600u * 400u);
+}
+
+TEST(SessionRuleSetTest, RefusesWhatCannotWork) {
+  auto compile = [](absl::string_view text) {
+    auto pack = ParseRulePack(text, "x.textproto");
+    EXPECT_TRUE(pack.ok()) << pack.status();
+    return RuleSet::Compile({*pack}).status();
+  };
+  // Without a session, a pattern still needs the key group.
+  EXPECT_THAT(compile(R"pb(rules { id: "a" formats: LOG_FORMAT_SYSLOG patterns: "^x$"
+                               threshold { count: 1 }
+                               decision { action: ACTION_BLOCK duration { seconds: 1 } } })pb"),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("no (?P<ip>")));
+  // A note never counts.
+  EXPECT_THAT(compile(R"pb(rules { id: "b" formats: LOG_FORMAT_SYSLOG
+                               patterns: "^x (?P<ip>\\S+)$"
+                               session { note_only: true }
+                               threshold { count: 1 } })pb"),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("never counts")));
+  EXPECT_THAT(compile(R"pb(rules { id: "c" formats: LOG_FORMAT_SYSLOG
+                               patterns: "^x (?P<ip>\\S+)$"
+                               session { note_only: true after_failure: true } })pb"),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("exclude")));
+  EXPECT_THAT(compile(R"pb(rules { id: "d" formats: LOG_FORMAT_SYSLOG
+                               patterns: "^x (?P<ip>\\S+)$"
+                               session { by: "conn" }
+                               threshold { count: 1 }
+                               decision { action: ACTION_BLOCK duration { seconds: 1 } } })pb"),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("session.by")));
+  EXPECT_THAT(compile(R"pb(rules { id: "e" formats: LOG_FORMAT_RAW key: "token"
+                               key_kind: TARGET_KIND_TOKEN_FINGERPRINT
+                               patterns: "(?P<token>[A-Za-z0-9_-]{40})"
+                               session {}
+                               threshold { count: 1 }
+                               decision { action: ACTION_REVOKE_TOKEN duration { seconds: 1 } } })pb"),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("token rule")));
+}
+
+}  // namespace
+}  // namespace palisade

@@ -1,0 +1,181 @@
+#include "services/engine/session_table.h"
+
+#include <algorithm>
+
+#include "absl/hash/hash.h"
+
+namespace palisade {
+namespace {
+
+// What malloc (glibc) takes for n bytes (see engine.cc): an 8-byte header, rounded up to 16.
+size_t HeapBytes(size_t n) {
+  if (n == 0) return 0;
+  return std::max<size_t>(32, (n + 8 + 15) & ~size_t{15});
+}
+
+// A std::string keeps up to 15 bytes inside itself; past that it allocates its capacity.
+size_t StringHeap(const std::string& s) { return s.capacity() > 15 ? HeapBytes(s.capacity() + 1) : 0; }
+
+}  // namespace
+
+SessionTable::SessionTable(SessionOptions options)
+    : options_(options), shards_(new Shard[kShards]) {
+  const SessionOptions defaults;
+  if (options_.max_sessions == 0) options_.max_sessions = defaults.max_sessions;
+  if (options_.max_bytes == 0) options_.max_bytes = defaults.max_bytes;
+  if (options_.ttl <= absl::ZeroDuration()) options_.ttl = defaults.ttl;
+  max_per_shard_ = std::max<size_t>(1, options_.max_sessions / kShards);
+  max_bytes_per_shard_ = std::max<size_t>(1024, options_.max_bytes / kShards);
+}
+
+SessionTable::Shard& SessionTable::ShardFor(absl::string_view id) const {
+  return shards_[absl::Hash<absl::string_view>()(id) % kShards];
+}
+
+size_t SessionTable::SessionBytes(const Session& s) {
+  // The list node (two pointers and the Session), the map slot, and the strings' heap.
+  size_t bytes = HeapBytes(sizeof(Session) + 2 * sizeof(void*)) +
+                 sizeof(std::pair<absl::string_view, List::iterator>) + 1 + StringHeap(s.id);
+  if (s.values.size() > 1) {
+    bytes += HeapBytes(s.values.capacity() * sizeof(std::pair<std::string, std::string>));
+  }
+  for (const auto& [name, value] : s.values) bytes += StringHeap(name) + StringHeap(value);
+  return bytes;
+}
+
+const SessionTable::Session* SessionTable::FindLocked(const Shard& shard, absl::string_view id,
+                                                      int64_t time_ms) const {
+  auto it = shard.by_id.find(id);
+  if (it == shard.by_id.end()) return nullptr;
+  const Session& s = *it->second;
+  if (time_ms - s.last_ms > absl::ToInt64Milliseconds(options_.ttl)) return nullptr;
+  return &s;
+}
+
+void SessionTable::EraseLocked(Shard& shard, List::iterator it) {
+  shard.bytes -= it->bytes;
+  shard.by_id.erase(absl::string_view(it->id));
+  shard.lru.erase(it);
+}
+
+void SessionTable::Note(absl::string_view id, absl::string_view name, absl::string_view value,
+                        bool failed, absl::Time time, uint32_t stream) {
+  if (id.empty() || id.size() > kMaxIdBytes) return;
+  const bool keep_value = !name.empty() && value.size() <= options_.max_value_bytes;
+  const int64_t time_ms = absl::ToUnixMillis(time);
+  Shard& shard = ShardFor(id);
+  absl::MutexLock lock(&shard.mu);
+  auto found = shard.by_id.find(id);
+  List::iterator it;
+  if (found == shard.by_id.end()) {
+    shard.lru.emplace_back();
+    it = std::prev(shard.lru.end());
+    it->id.assign(id.data(), id.size());
+    shard.by_id.emplace(absl::string_view(it->id), it);
+  } else {
+    it = found->second;
+    // A session idle past ttl is a new one (a pid reused by a later connection).
+    if (time_ms - it->last_ms > absl::ToInt64Milliseconds(options_.ttl)) {
+      it->values.clear();
+      it->failed = false;
+    }
+    shard.lru.splice(shard.lru.end(), shard.lru, it);  // most recently seen last
+  }
+  Session& s = *it;
+  s.last_ms = std::max(s.last_ms, time_ms);
+  s.stream = stream;
+  s.failed = s.failed || failed;
+  if (keep_value) {
+    auto v = std::find_if(s.values.begin(), s.values.end(),
+                          [&](const auto& p) { return p.first == name; });
+    if (v != s.values.end()) {
+      v->second.assign(value.data(), value.size());
+    } else if (s.values.size() < options_.max_values) {
+      s.values.emplace_back(std::string(name), std::string(value));
+    }
+  }
+  shard.bytes -= s.bytes;
+  s.bytes = SessionBytes(s);
+  shard.bytes += s.bytes;
+  // Past the shard's share of either bound: the least recently seen go (never the one just
+  // written, which is last in the list).
+  while (shard.lru.size() > 1 &&
+         (shard.lru.size() > max_per_shard_ || shard.bytes > max_bytes_per_shard_)) {
+    EraseLocked(shard, shard.lru.begin());
+    evicted_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+bool SessionTable::Get(absl::string_view id, absl::string_view name, absl::Time time,
+                       std::string* value) const {
+  const Shard& shard = ShardFor(id);
+  absl::ReaderMutexLock lock(&shard.mu);
+  const Session* s = FindLocked(shard, id, absl::ToUnixMillis(time));
+  if (s == nullptr) return false;
+  for (const auto& [n, v] : s->values) {
+    if (n == name) {
+      *value = v;
+      return true;
+    }
+  }
+  return false;
+}
+
+bool SessionTable::Failed(absl::string_view id, absl::Time time) const {
+  const Shard& shard = ShardFor(id);
+  absl::ReaderMutexLock lock(&shard.mu);
+  const Session* s = FindLocked(shard, id, absl::ToUnixMillis(time));
+  return s != nullptr && s->failed;
+}
+
+void SessionTable::End(absl::string_view id) {
+  Shard& shard = ShardFor(id);
+  absl::MutexLock lock(&shard.mu);
+  auto it = shard.by_id.find(id);
+  if (it == shard.by_id.end()) return;
+  EraseLocked(shard, it->second);
+  ended_.fetch_add(1, std::memory_order_relaxed);
+}
+
+template <typename NowFn>
+void SessionTable::ExpireIf(NowFn now_for) {
+  const int64_t ttl_ms = absl::ToInt64Milliseconds(options_.ttl);
+  for (size_t i = 0; i < kShards; ++i) {
+    Shard& shard = shards_[i];
+    absl::MutexLock lock(&shard.mu);
+    for (auto it = shard.lru.begin(); it != shard.lru.end();) {
+      auto next = std::next(it);
+      if (absl::ToUnixMillis(now_for(it->stream)) - it->last_ms > ttl_ms) {
+        EraseLocked(shard, it);
+        expired_.fetch_add(1, std::memory_order_relaxed);
+      }
+      it = next;
+    }
+  }
+}
+
+void SessionTable::Expire(absl::Time now) {
+  ExpireIf([now](uint32_t) { return now; });
+}
+
+void SessionTable::ExpireByStream(const std::vector<absl::Time>& stream_now,
+                                  absl::Time other_now) {
+  ExpireIf([&](uint32_t stream) {
+    return stream != 0 && stream < stream_now.size() ? stream_now[stream] : other_now;
+  });
+}
+
+SessionStats SessionTable::stats() const {
+  SessionStats s;
+  for (size_t i = 0; i < kShards; ++i) {
+    absl::ReaderMutexLock lock(&shards_[i].mu);
+    s.live += shards_[i].lru.size();
+    s.bytes += shards_[i].bytes;
+  }
+  s.evicted = evicted_.load();
+  s.expired = expired_.load();
+  s.ended = ended_.load();
+  return s;
+}
+
+}  // namespace palisade

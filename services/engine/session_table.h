@@ -1,0 +1,128 @@
+// The session table: what earlier lines of one connection established, for the lines after
+// them (issue 13 §1; fail2ban's <F-MLFID>/<F-NOFAIL>). A daemon writes the lines of one
+// connection under one pid (sshd[1234]) or one id of its own (a mail queue id); a later line may
+// name no address ("Disconnecting: Too many authentication failures [preauth]") or mean an
+// attack only after a failure ("Connection closed by 203.0.113.7 port 22 [preauth]"). The
+// engine (engine.h) notes in the session the key a line yielded and whether it counted
+// (failed); a later line of the session reads them back.
+//
+// A session is found by an opaque id the engine builds (stream, then program and pid, or the
+// capture's name and value). Each holds up to `max_values` named values of at most
+// `max_value_bytes` each (longer ones are not noted), whether the session failed, and the
+// event time of its last line.
+// Bounded, whatever the lines an attacker makes a server write:
+//   - a session idle for longer than `ttl` in event time is absent to a reader at once, and its
+//     memory is taken back by Expire / ExpireByStream (each session ages in the time of the
+//     stream that last wrote it, as the engine's windows do);
+//   - past `max_sessions`, or past `max_bytes` of accounted memory, the least recently seen
+//     sessions are dropped (counted in `evicted`).
+// Ids longer than kMaxIdBytes are refused by the caller (the engine builds no session for them).
+//
+// Thread-safety: every method may be called from any thread (sessions live in shards, each
+// behind its own mutex).
+#ifndef PALISADE_SERVICES_ENGINE_SESSION_TABLE_H_
+#define PALISADE_SERVICES_ENGINE_SESSION_TABLE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace palisade {
+
+struct SessionOptions {
+  // Sessions kept at most, over all streams. 0: the default.
+  uint32_t max_sessions = 65'536;
+  // Accounted bytes at most (each session's node, id and values as malloc rounds them). A full
+  // session is under 1 KiB; an ordinary one (an address noted) about 200 bytes. 0: the default.
+  uint64_t max_bytes = uint64_t{16} << 20;
+  // How long a session outlives its last line, in event time. fail2ban keeps a pid's lines for
+  // `maxlines`; a connection's lines come within seconds, a slow login within minutes.
+  absl::Duration ttl = absl::Minutes(10);
+  uint32_t max_values = 4;
+  uint32_t max_value_bytes = 128;
+};
+
+struct SessionStats {
+  uint64_t live = 0;
+  uint64_t bytes = 0;
+  uint64_t evicted = 0;  // by max_sessions or max_bytes
+  uint64_t expired = 0;  // idle past ttl
+  uint64_t ended = 0;    // by a rule's session.ends
+};
+
+class SessionTable {
+ public:
+  static constexpr size_t kMaxIdBytes = 160;
+
+  explicit SessionTable(SessionOptions options = {});
+
+  // Notes `name` = `value` in the session (creating it), and marks it failed when `failed`.
+  // The session's time becomes `time` (event time) and its stream `stream`.
+  void Note(absl::string_view id, absl::string_view name, absl::string_view value, bool failed,
+            absl::Time time, uint32_t stream);
+  // The session's value for `name` into `*value`; false when the session or the value is
+  // absent, or the session was idle for longer than ttl before `time`.
+  bool Get(absl::string_view id, absl::string_view name, absl::Time time,
+           std::string* value) const;
+  // Whether the session failed (a line of it counted), under the same rule as Get.
+  bool Failed(absl::string_view id, absl::Time time) const;
+  // Forgets the session.
+  void End(absl::string_view id);
+
+  // Drops sessions idle for longer than ttl before `now`.
+  void Expire(absl::Time now);
+  // The same with "now" per stream (as Engine::ExpireByStream): a session last written by stream
+  // s ages against stream_now[s], and against other_now when s is 0 or past the vector.
+  void ExpireByStream(const std::vector<absl::Time>& stream_now, absl::Time other_now);
+
+  SessionStats stats() const;
+  const SessionOptions& options() const { return options_; }
+
+ private:
+  struct Session {
+    std::string id;
+    absl::InlinedVector<std::pair<std::string, std::string>, 1> values;
+    bool failed = false;
+    int64_t last_ms = 0;
+    uint32_t stream = 0;
+    size_t bytes = 0;  // accounted
+  };
+  using List = std::list<Session>;  // least recently seen first
+  static constexpr size_t kShards = 16;
+  struct Shard {
+    mutable absl::Mutex mu;
+    List lru ABSL_GUARDED_BY(mu);
+    // Keys view the ids inside the list's nodes, which never move.
+    absl::flat_hash_map<absl::string_view, List::iterator> by_id ABSL_GUARDED_BY(mu);
+    size_t bytes ABSL_GUARDED_BY(mu) = 0;
+  };
+
+  Shard& ShardFor(absl::string_view id) const;
+  // The live session with `id`, or nullptr (absent, or idle past ttl before time_ms).
+  const Session* FindLocked(const Shard& shard, absl::string_view id, int64_t time_ms) const
+      ABSL_SHARED_LOCKS_REQUIRED(shard.mu);
+  void EraseLocked(Shard& shard, List::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  static size_t SessionBytes(const Session& s);
+  template <typename NowFn>
+  void ExpireIf(NowFn now_for);
+
+  SessionOptions options_;
+  size_t max_per_shard_ = 0;
+  size_t max_bytes_per_shard_ = 0;
+  std::unique_ptr<Shard[]> shards_;
+  mutable std::atomic<uint64_t> evicted_{0}, expired_{0}, ended_{0};
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_ENGINE_SESSION_TABLE_H_
