@@ -9,13 +9,17 @@
 //   palisadectl decisions delete ID
 //   palisadectl rules test PACK FILE [--format F] [--json] [--remote]
 //   palisadectl rules import-fail2ban FILTER.conf [--report] [--filter_params=k=v,...]
+//                              [--jail=jail.conf[,jail.local] [--jail_name=J]] | DIR --report
 //   palisadectl rules reload
 //   palisadectl actions release [--max N]
 //   palisadectl replay FILE... [--format F] [--config C | --rules PACK,...] [--batch_lines N]
 //                              [--time_zone Z] [--json]
 //   palisadectl status
+#include <dirent.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -79,6 +83,11 @@ ABSL_FLAG(bool, report, false,
 ABSL_FLAG(std::string, filter_params, "",
           "rules import-fail2ban: filter parameters, as a jail's `filter = sshd[mode=aggressive]` "
           "sets them (comma-separated k=v).");
+ABSL_FLAG(std::vector<std::string>, jail, {},
+          "rules import-fail2ban: jail.conf[,jail.local]: read the jail's maxretry, findtime, "
+          "bantime, bantime.increment/factor/maxtime and ignoreip.");
+ABSL_FLAG(std::string, jail_name, "",
+          "rules import-fail2ban --jail: the jail to read (default: the filter's name).");
 ABSL_FLAG(int32_t, max, 0, "actions release: at most this many (0: all).");
 ABSL_FLAG(std::vector<std::string>, rules, {},
           "replay: rule pack files (comma-separated). Default: --config's rule_files, else the "
@@ -397,6 +406,7 @@ int DecisionsDelete(const std::string& id) {
 
 // `rules import-fail2ban FILTER.conf`: the converted pack on stdout (or, with --report, what
 // became of each regex), the counts on stderr. A filter none of whose regexes converts fails.
+// On a directory (--report only): one line per filter.d/*.conf and the totals.
 int RulesImportFail2ban(const std::string& path) {
   Fail2banImportOptions options;
   for (absl::string_view kv :
@@ -405,7 +415,51 @@ int RulesImportFail2ban(const std::string& path) {
     if (p.first.empty()) return Fail(absl::StrCat("--filter_params: \"", kv, "\" is not k=v"));
     options.params[p.first] = p.second;
   }
-  absl::StatusOr<Fail2banImport> imported = ImportFail2banFilter(path, options);
+  struct stat st;
+  if (stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+    if (!absl::GetFlag(FLAGS_report)) {
+      return Fail("rules import-fail2ban DIR: only with --report (import filters one by one)");
+    }
+    std::vector<std::string> names;
+    if (DIR* dir = opendir(path.c_str())) {
+      while (dirent* e = readdir(dir)) {
+        std::string n = e->d_name;
+        if (n.size() > 5 && n.compare(n.size() - 5, 5, ".conf") == 0) names.push_back(n);
+      }
+      closedir(dir);
+    }
+    std::sort(names.begin(), names.end());
+    int converted = 0, refused = 0, errors = 0, regex[3] = {0, 0, 0};
+    for (const std::string& n : names) {
+      absl::StatusOr<Fail2banImport> r = ConvertFail2banFilter(absl::StrCat(path, "/", n), options);
+      std::printf("%s\n", Fail2banSummaryLine(n.substr(0, n.size() - 5), r).c_str());
+      if (!r.ok()) {
+        ++errors;
+        continue;
+      }
+      ++(r->pack.rules_size() > 0 ? converted : refused);
+      regex[0] += r->failregexes(RegexOutcome::kConverted);
+      regex[1] += r->failregexes(RegexOutcome::kRewritten);
+      regex[2] += r->failregexes(RegexOutcome::kRefused);
+    }
+    std::printf("total: %zu filters: %d converted, %d with no failregex converted, %d errors; "
+                "failregex %d converted, %d rewritten, %d refused\n",
+                names.size(), converted, refused, errors, regex[0], regex[1], regex[2]);
+    return 0;
+  }
+  if (!absl::GetFlag(FLAGS_jail).empty()) {
+    std::string jail = absl::GetFlag(FLAGS_jail_name);
+    if (jail.empty()) {
+      jail = path.substr(path.rfind('/') + 1);
+      if (jail.size() > 5 && jail.compare(jail.size() - 5, 5, ".conf") == 0) jail.resize(jail.size() - 5);
+    }
+    absl::Status s = ReadFail2banJail(absl::GetFlag(FLAGS_jail), jail, &options);
+    if (!s.ok()) return Fail(absl::StrCat("rules import-fail2ban --jail: ", s.message()));
+  }
+  // --report says what became of every regex, even when none converted (then exit 1).
+  absl::StatusOr<Fail2banImport> imported = absl::GetFlag(FLAGS_report)
+                                                ? ConvertFail2banFilter(path, options)
+                                                : ImportFail2banFilter(path, options);
   if (!imported.ok()) {
     return Fail(absl::StrCat("rules import-fail2ban: ", imported.status().message()));
   }
@@ -416,7 +470,11 @@ int RulesImportFail2ban(const std::string& path) {
             << imported->count(RegexOutcome::kConverted) << " converted, "
             << imported->count(RegexOutcome::kRewritten) << " rewritten, "
             << imported->count(RegexOutcome::kRefused) << " refused" << std::endl;
-  return 0;
+  if (!imported->ignoreip.empty()) {
+    std::cerr << "palisadectl: the jail's ignoreip is not in the pack: add it to palisaded's "
+                 "config allowlist (see the pack's header)" << std::endl;
+  }
+  return imported->pack.rules_size() > 0 ? 0 : 1;
 }
 
 int RulesTest(const std::string& pack_path, const std::string& file) {
@@ -864,6 +922,7 @@ int main(int argc, char** argv) {
       "  decisions delete ID\n"
       "  rules test PACK FILE [--format F] [--json] [--remote]\n"
       "  rules import-fail2ban FILTER.conf [--report] [--filter_params=mode=aggressive]\n"
+      "        [--jail=jail.conf[,jail.local] [--jail_name=sshd]]   (or FILTER_DIR --report)\n"
       "  rules reload\n"
       "  replay FILE... [--format F] [--config C | --rules A,B | --rules_dir D] [--batch_lines N]\n"
       "        [--time_zone Z] [--json]   (offline, event time, dry run)\n"

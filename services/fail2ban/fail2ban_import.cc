@@ -1,9 +1,13 @@
 #include "services/fail2ban/fail2ban_import.h"
 
 #include <cstring>
+#include <algorithm>
 #include <fstream>
+#include <set>
+#include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -263,11 +267,18 @@ class Interpolator {
 constexpr char kIpGroup[] = "(?P<ip>[0-9A-Fa-f:.]+)";
 constexpr char kIp4Group[] = "(?P<ip>[0-9.]+)";
 constexpr char kIp6Group[] = "(?P<ip>[0-9A-Fa-f:.]+)";
+// Stands for apache-common.conf's `_apache_error_client` ("[client <HOST>:port]") during
+// interpolation: the message of LOG_FORMAT_APACHE_ERROR starts there.
+constexpr char kApacheClientMarker[] = "\x02";
+constexpr char kApacheClient[] = "\x02\\[client <HOST>(?::\\d{1,5})?\\]";
 // The time stamps fail2ban cuts from the start of a non-syslog line before matching:
 // "2012/04/09 11:53:29", ISO 8601, "[09/Apr/2012:11:53:29 +0200]".
 constexpr char kLeadingDate[] =
     "(?:\\d{4}[-/]\\d{2}[-/]\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d+)?(?:Z|[+-]\\d{2}:?\\d{2})?"
     "|\\[\\d{2}/\\w{3}/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}\\])?";
+// Longest regex a rewrite may produce (unrolling copies groups).
+constexpr size_t kMaxRewrittenSize = 16 << 10;
+constexpr int kMaxUnrollCopies = 4;
 
 // Why `re` uses Python-only syntax RE2 lacks; empty when it does not.
 std::string PythonOnlyConstruct(absl::string_view re) {
@@ -307,6 +318,170 @@ std::string PythonOnlyConstruct(absl::string_view re) {
   return "";
 }
 
+// The groups of `re` as (open, close) offsets, innermost first; false when the parentheses do
+// not balance.
+bool ScanGroups(absl::string_view re, std::vector<std::pair<size_t, size_t>>* groups) {
+  std::vector<size_t> open;
+  bool in_class = false;
+  for (size_t i = 0; i < re.size(); ++i) {
+    char c = re[i];
+    if (c == '\\') {
+      ++i;
+      continue;
+    }
+    if (in_class) {
+      if (c == ']') in_class = false;
+      continue;
+    }
+    if (c == '[') {
+      in_class = true;
+      if (i + 1 < re.size() && re[i + 1] == '^') ++i;
+      if (i + 1 < re.size() && re[i + 1] == ']') ++i;
+      continue;
+    }
+    if (c == '(') {
+      open.push_back(i);
+    } else if (c == ')') {
+      if (open.empty()) return false;
+      groups->emplace_back(open.back(), i);
+      open.pop_back();
+    }
+  }
+  return open.empty();
+}
+
+// Splits `body` at its top-level '|'.
+std::vector<std::string> TopLevelAlternatives(absl::string_view body) {
+  std::vector<std::string> out(1);
+  int depth = 0;
+  bool in_class = false;
+  for (size_t i = 0; i < body.size(); ++i) {
+    char c = body[i];
+    if (c == '\\' && i + 1 < body.size()) {
+      absl::StrAppend(&out.back(), body.substr(i, 2));
+      ++i;
+      continue;
+    }
+    if (in_class) {
+      if (c == ']') in_class = false;
+    } else if (c == '[') {
+      in_class = true;
+      if (i + 1 < body.size() && body[i + 1] == '^') out.back() += body[i++];
+      if (i + 1 < body.size() && body[i + 1] == ']') out.back() += body[i++];
+    } else if (c == '(') {
+      ++depth;
+    } else if (c == ')') {
+      --depth;
+    } else if (c == '|' && depth == 0) {
+      out.emplace_back();
+      continue;
+    }
+    out.back() += c;
+  }
+  return out;
+}
+
+bool EndsAtEnd(absl::string_view branch) {
+  return absl::EndsWith(branch, "$") && !absl::EndsWith(branch, "\\$");
+}
+
+// `(?(name)yes|no)` → the branch that ends at `$` (stricter), else both (looser); the condition
+// groups `(?P<name>` become `(?:`. Returns false when there is no conditional.
+bool RewriteConditionals(std::string* re, std::vector<std::string>* notes) {
+  bool any = false;
+  std::set<std::string> names;
+  for (int round = 0; round < 8; ++round) {
+    std::vector<std::pair<size_t, size_t>> groups;
+    if (!ScanGroups(*re, &groups)) return any;
+    bool changed = false;
+    for (const auto& [open, close] : groups) {
+      if (re->compare(open, 3, "(?(") != 0) continue;
+      size_t name_end = re->find(')', open + 3);
+      if (name_end == std::string::npos || name_end > close) continue;
+      std::string name = re->substr(open + 3, name_end - open - 3);
+      std::vector<std::string> branches =
+          TopLevelAlternatives(absl::string_view(*re).substr(name_end + 1, close - name_end - 1));
+      if (branches.size() > 2) break;
+      std::string yes = branches[0];
+      std::string no = branches.size() > 1 ? branches[1] : "";
+      std::string replacement;
+      if (EndsAtEnd(yes) != EndsAtEnd(no)) {
+        replacement = absl::StrCat("(?:", EndsAtEnd(yes) ? yes : no, ")");
+        notes->push_back(absl::StrCat("(?(", name, ")...) -> its branch that ends at $"));
+      } else {
+        replacement = absl::StrCat("(?:", yes, "|", no, ")");
+        notes->push_back(absl::StrCat("(?(", name, ")yes|no) -> (?:yes|no)"));
+      }
+      re->replace(open, close - open + 1, replacement);
+      names.insert(name);
+      changed = any = true;
+      break;
+    }
+    if (!changed) break;
+  }
+  for (const std::string& name : names) {
+    absl::StrReplaceAll({{absl::StrCat("(?P<", name, ">"), "(?:"}}, re);
+  }
+  return any;
+}
+
+// Unrolls a small bounded repetition of a group, G{m,n} (n <= kMaxUnrollCopies, no named group
+// inside), into m copies of G and n-m optional ones: the same language, with no piece that
+// repeats more than once.
+bool UnrollBoundedRepeats(std::string* re, std::vector<std::string>* notes) {
+  bool any = false;
+  for (int round = 0; round < 16; ++round) {
+    std::vector<std::pair<size_t, size_t>> groups;
+    if (!ScanGroups(*re, &groups)) return any;
+    bool changed = false;
+    for (const auto& [open, close] : groups) {
+      int min = 0, max = 0;
+      size_t after = close + 1;
+      if (after >= re->size() || (*re)[after] != '{') continue;
+      size_t end = re->find('}', after);
+      if (end == std::string::npos) continue;
+      std::string bounds = re->substr(after + 1, end - after - 1);
+      std::vector<std::string> parts = absl::StrSplit(bounds, ',');
+      if (parts.size() == 1) {
+        if (!absl::SimpleAtoi(parts[0], &min)) continue;
+        max = min;
+      } else if (parts.size() == 2) {
+        if (!absl::SimpleAtoi(parts[0], &min) || !absl::SimpleAtoi(parts[1], &max)) continue;
+      } else {
+        continue;
+      }
+      if (max < 2 || max > kMaxUnrollCopies || min > max) continue;
+      std::string group = re->substr(open, close - open + 1);
+      if (absl::StrContains(group, "(?P<")) continue;
+      bool lazy = end + 1 < re->size() && (*re)[end + 1] == '?';
+      std::string copies;
+      for (int i = 0; i < min; ++i) copies += group;
+      for (int i = min; i < max; ++i) absl::StrAppend(&copies, group, lazy ? "??" : "?");
+      if (re->size() + copies.size() > kMaxRewrittenSize) return any;
+      re->replace(open, end + (lazy ? 2 : 1) - open, copies);
+      notes->push_back(absl::StrCat("{", bounds, "} unrolled"));
+      changed = any = true;
+      break;
+    }
+    if (!changed) break;
+  }
+  return any;
+}
+
+// The rewrites tried when a regex would be refused for its key placement (see the header).
+std::string RewriteForKeyPlacement(std::string re, std::vector<std::string>* notes) {
+  static const LazyRE2 kNotContainingToEnd = {
+      "\\(\\?:\\(\\?:\\(\\?![^()]*\\)\\.\\)[*+]\\??\\)\\$|\\(\\?:\\(\\?![^()]*\\)\\.\\)[*+]\\??\\$"};
+  if (RE2::GlobalReplace(&re, *kNotContainingToEnd, "$") > 0) {
+    notes->push_back("(?:(?!X).)*$ -> $");
+  }
+  RewriteConditionals(&re, notes);
+  static const LazyRE2 kAnyButWhere = {"\\(\\?:\\(\\?![^()]*\\)\\.\\)"};
+  if (RE2::GlobalReplace(&re, *kAnyButWhere, "(?:.)") > 0) notes->push_back("(?:(?!X).) -> .");
+  UnrollBoundedRepeats(&re, notes);
+  return re;
+}
+
 // RE2 equivalents of Python syntax; appends what it rewrote to `notes`.
 std::string Rewrite(std::string re, std::vector<std::string>* notes) {
   if (absl::StrContains(re, "\\Z")) {
@@ -318,17 +493,31 @@ std::string Rewrite(std::string re, std::vector<std::string>* notes) {
   return re;
 }
 
-// Turns fail2ban tags into RE2 groups; a non-empty return is the reason to refuse.
-std::string ConvertTags(std::string* re) {
-  for (const char* tag : {"F-NOFAIL", "F-MLFID", "F-MLFGAINED", "F-ID"}) {
-    if (absl::StrContains(*re, absl::StrCat("<", tag, ">"))) {
-      return absl::StrCat("<", tag,
-                          "> needs session correlation, unsupported until issue 13 §1 lands");
-    }
+// The session role of one regex, from its tags.
+struct Role {
+  bool note_only = false;  // <F-NOFAIL>, <F-MLFGAINED>
+  bool ends = false;       // <F-MLFFORGET>
+};
+
+// Turns fail2ban tags into RE2 groups and reads the session role; a non-empty return is the
+// reason to refuse.
+std::string ConvertTags(std::string* re, Role* role) {
+  if (absl::StrContains(*re, "<F-ID>")) {
+    return "<F-ID> keys on a failure id, not an address: Palisade's fail2ban rules key addresses";
   }
   if (absl::StrContains(*re, "<DNS>")) return "<DNS>: host names are not keys, only addresses";
-  if (absl::StrContains(*re, "<SKIPLINES>")) return "<SKIPLINES>: multi-line matching";
-  absl::StrReplaceAll({{"<F-MLFFORGET>", ""}, {"</F-MLFFORGET>", ""}}, re);
+  if (absl::StrContains(*re, "<SKIPLINES>")) {
+    return "<SKIPLINES>: multi-line buffers (maxlines) are not supported";
+  }
+  role->note_only = absl::StrContains(*re, "<F-NOFAIL>") || absl::StrContains(*re, "<F-MLFGAINED>");
+  role->ends = absl::StrContains(*re, "<F-MLFFORGET>");
+  absl::StrReplaceAll({{"<F-NOFAIL>", "(?:"},
+                       {"</F-NOFAIL>", ")"},
+                       {"<F-MLFFORGET>", "(?:"},
+                       {"</F-MLFFORGET>", ")"},
+                       {"<F-MLFGAINED>", "(?:"},
+                       {"</F-MLFGAINED>", ")"}},
+                      re);
   int hosts = 0;
   for (const auto& [tag, group] : {std::pair<const char*, const char*>{"<HOST>", kIpGroup},
                                    {"<ADDR>", kIpGroup},
@@ -340,13 +529,21 @@ std::string ConvertTags(std::string* re) {
   }
   if (hosts > 1) return "more than one address tag: which one is the key is ambiguous";
   std::string name;
+  std::map<std::string, int> seen;
   static const LazyRE2 kOpen = {"<F-([A-Za-z0-9_]+)>"};
   while (RE2::PartialMatch(*re, *kOpen, &name)) {
     std::string lower = absl::AsciiStrToLower(name);
     if (lower == "ip") return "<F-IP> would clash with the address group";
-    absl::StrReplaceAll({{absl::StrCat("<F-", name, ">"), absl::StrCat("(?P<", lower, ">")},
-                         {absl::StrCat("</F-", name, ">"), ")"}},
-                        re);
+    // RE2 refuses a name used twice (fail2ban's alternatives often repeat <F-USER>).
+    int n = ++seen[lower];
+    std::string group = n == 1 ? lower : absl::StrCat(lower, n);
+    std::string open = absl::StrCat("<F-", name, ">");
+    std::string close = absl::StrCat("</F-", name, ">");
+    size_t at = re->find(open);
+    re->replace(at, open.size(), absl::StrCat("(?P<", group, ">"));
+    size_t end = re->find(close, at);
+    if (end == std::string::npos) return absl::StrCat("<F-", name, "> is not closed");
+    re->replace(end, close.size(), ")");
   }
   if (absl::StrContains(*re, "</F-")) return "an </F-...> tag without its opening tag";
   return "";
@@ -358,14 +555,9 @@ struct Prefix {
   std::string after;
 };
 
-absl::StatusOr<Prefix> SplitPrefregex(std::string pref, std::vector<std::string>* notes) {
+absl::StatusOr<Prefix> SplitPrefregex(std::string pref) {
   Prefix p;
   if (pref.empty()) return p;
-  // The session id is the syslog prefix, which the line parser strips: nothing is left of it.
-  static const LazyRE2 kMlfid = {"<F-MLFID>(.*?)</F-MLFID>"};
-  if (RE2::Replace(&pref, *kMlfid, "\\1")) {
-    notes->push_back("prefregex: <F-MLFID> dropped (no multi-line sessions yet)");
-  }
   size_t open = pref.find("<F-CONTENT>");
   size_t close = pref.find("</F-CONTENT>");
   if (open == std::string::npos || close == std::string::npos || close < open) {
@@ -376,62 +568,147 @@ absl::StatusOr<Prefix> SplitPrefregex(std::string pref, std::vector<std::string>
   return p;
 }
 
-RegexReport ConvertOne(const ValueLine& line, const std::string& kind, const Prefix& prefix,
-                       bool syslog) {
-  RegexReport r;
+// nginx's error-log header as fail2ban's nginx filters write it after the date; the
+// LOG_FORMAT_NGINX_ERROR message starts after it.
+const LazyRE2 kNginxHeader = {
+    "^\\^(?:\\\\s\\*| )?\\\\\\[(?:error|\\[a-z\\]\\+|[a-z]+)\\\\\\] \\\\d\\+#\\\\d\\+: "
+    "\\\\\\*\\\\d\\+ "};
+
+struct Converted {
+  RegexReport report;
+  Role role;
+};
+
+Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefix& prefix,
+                     palisade::v1::LogFormat format, bool session) {
+  Converted c;
+  RegexReport& r = c.report;
   r.kind = kind;
   r.file = line.file;
   r.line = line.line;
   // __prefix_line becomes nothing: the syslog parser strips it (and `prefix` is already clean).
-  r.original = absl::StrReplaceAll(line.text, {{kPrefixMarker, ""}});
+  r.original = absl::StrReplaceAll(line.text, {{kPrefixMarker, ""}, {kApacheClientMarker, ""}});
   auto refuse = [&](std::string reason) {
     r.outcome = RegexOutcome::kRefused;
     r.reason = std::move(reason);
-    return r;
+    return c;
   };
-  std::string re = r.original;
+  std::string re = absl::StrReplaceAll(line.text, {{kPrefixMarker, ""}});
   if (!prefix.before.empty() || !prefix.after.empty()) {
     // The failregex matches the content: its ^ is the content's start.
-    absl::string_view b = r.original;
+    absl::string_view b = re;
     std::string content =
         absl::ConsumePrefix(&b, "^") ? std::string(b) : absl::StrCat("(?:.*?)", b);
     re = absl::StrCat(prefix.before, "(?:", content, ")", prefix.after);
   }
-  if (std::string why = ConvertTags(&re); !why.empty()) return refuse(why);
-  if (std::string why = PythonOnlyConstruct(re); !why.empty()) {
-    return refuse(absl::StrCat(why, " has no RE2 equivalent"));
-  }
   std::vector<std::string> rewrites;
+  if (format == palisade::v1::LOG_FORMAT_APACHE_ERROR) {
+    // The message starts at "[client": what precedes the marker is the log's own header.
+    size_t at = re.find(kApacheClientMarker);
+    if (at == std::string::npos) {
+      return refuse("an apache error-log filter regex without [client <HOST>]");
+    }
+    re = absl::StrCat("^", re.substr(at + 1));
+    rewrites.push_back("apache error header -> LOG_FORMAT_APACHE_ERROR");
+  } else if (format == palisade::v1::LOG_FORMAT_NGINX_ERROR) {
+    if (!RE2::Replace(&re, *kNginxHeader, "^")) {
+      return refuse("an nginx error-log filter regex that does not start with its header");
+    }
+    rewrites.push_back("nginx error header -> LOG_FORMAT_NGINX_ERROR");
+  }
+  if (std::string why = ConvertTags(&re, &c.role); !why.empty()) return refuse(why);
+  if (c.role.note_only && !session) {
+    return refuse("<F-NOFAIL>/<F-MLFGAINED> outside a session: the line never counts");
+  }
   re = Rewrite(std::move(re), &rewrites);
-  if (!syslog && absl::StartsWith(re, "^")) re = absl::StrCat("^", kLeadingDate, re.substr(1));
-  RE2 compiled(re, PalisadeRe2Options());
-  if (!compiled.ok()) return refuse(absl::StrCat("RE2 refuses it: ", compiled.error()));
-  if (kind == "failregex") {
+  if (format == palisade::v1::LOG_FORMAT_RAW && absl::StartsWith(re, "^")) {
+    re = absl::StrCat("^", kLeadingDate, re.substr(1));
+  }
+  // Python-only syntax first gets the rewrites that have an RE2 equivalent; a regex that still
+  // has some is refused.
+  auto safe_key = [&](const std::string& candidate, std::string* why) {
+    RE2 compiled(candidate, PalisadeRe2Options());
+    if (!compiled.ok()) {
+      *why = absl::StrCat("RE2 refuses it: ", compiled.error());
+      return false;
+    }
+    if (kind != "failregex") return true;
     if (compiled.NamedCapturingGroups().count("ip") == 0) {
-      return refuse("no address tag (<HOST>/<ADDR>/<IP4>/<IP6>): nothing to key on");
+      if (session) return true;  // keyed by what the session noted
+      *why = "no address tag (<HOST>/<ADDR>/<IP4>/<IP6>) and no session: nothing to key on";
+      return false;
     }
-    absl::StatusOr<KeyPlacement> placement = AnalyzeKeyPlacement(re, "ip");
-    if (!placement.ok()) return refuse(std::string(placement.status().message()));
+    absl::StatusOr<KeyPlacement> placement = AnalyzeKeyPlacement(candidate, "ip");
+    if (!placement.ok()) {
+      *why = std::string(placement.status().message());
+      return false;
+    }
     if (!placement->safe()) {
-      return refuse(absl::StrCat("the address follows ", placement->field,
-                                 " and nothing pins it to the end: a client could choose the key"));
+      *why = absl::StrCat("the address follows ", placement->field,
+                          " and nothing pins it to the end: a client could choose the key");
+      return false;
     }
+    return true;
+  };
+  std::string why;
+  std::string python = PythonOnlyConstruct(re);
+  if (!python.empty() || !safe_key(re, &why)) {
+    std::vector<std::string> tried = rewrites;
+    std::string candidate = RewriteForKeyPlacement(re, &tried);
+    std::string still_python = PythonOnlyConstruct(candidate);
+    std::string why_after;
+    if (!still_python.empty()) {
+      return refuse(absl::StrCat(still_python, " has no RE2 equivalent"));
+    }
+    if (tried.size() == rewrites.size() || !safe_key(candidate, &why_after)) {
+      if (!python.empty()) return refuse(absl::StrCat(python, " has no RE2 equivalent"));
+      return refuse(why.empty() ? why_after : why);
+    }
+    re = std::move(candidate);
+    rewrites = std::move(tried);
   }
   r.converted = re;
   if (!rewrites.empty()) {
     r.outcome = RegexOutcome::kRewritten;
     r.reason = absl::StrJoin(rewrites, ", ");
   }
-  return r;
+  return c;
 }
 
-std::string RuleId(const std::string& filter) {
+// A regex whose <F-NOFAIL> part is one alternative (`(?:<F-NOFAIL>publickey</F-NOFAIL>|\S+)`):
+// fail2ban tries the tagged alternative first, so the line notes (does not count) when the
+// regex matches with it. Returns the note-only variant (the other alternatives dropped), or ""
+// when the tag does not sit in an alternation.
+std::string NofailAlternative(const std::string& re) {
+  size_t open = re.find("<F-NOFAIL>");
+  size_t close = re.find("</F-NOFAIL>");
+  if (open == std::string::npos || close == std::string::npos) return "";
+  size_t after = close + strlen("</F-NOFAIL>");
+  if (after >= re.size() || re[after] != '|') return "";
+  std::vector<std::pair<size_t, size_t>> groups;
+  if (!ScanGroups(re, &groups)) return "";
+  for (const auto& [g_open, g_close] : groups) {
+    if (g_open < open && g_close > after) {
+      // The innermost group holding the alternation: keep only the tagged alternative.
+      std::string variant = re;
+      variant.replace(after, g_close - after, "");
+      return variant;
+    }
+  }
+  return "";
+}
+
+std::string RuleId(const std::string& filter, const Role& role) {
   std::string id = "f2b-";
   for (char c : absl::AsciiStrToLower(filter)) {
     id += (absl::ascii_isalnum(c) || c == '_' || c == '-') ? c : '-';
   }
+  if (role.note_only) id += "-note";
+  if (role.ends) id += "-ends";
   return id;
 }
+
+std::string Seconds(absl::Duration d) { return absl::FormatDuration(d); }
 
 }  // namespace
 
@@ -441,8 +718,14 @@ int Fail2banImport::count(RegexOutcome outcome) const {
   return n;
 }
 
-absl::StatusOr<Fail2banImport> ImportFail2banFilter(const std::string& path,
-                                                    const Fail2banImportOptions& options) {
+int Fail2banImport::failregexes(RegexOutcome outcome) const {
+  int n = 0;
+  for (const RegexReport& r : regexes) n += r.kind != "ignoreregex" && r.outcome == outcome;
+  return n;
+}
+
+absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
+                                                     const Fail2banImportOptions& options) {
   Sections sections;
   RETURN_IF_ERROR(ReadConfig(path, "", 0, 0, &sections));
   // fail2ban reads name.local after name.conf.
@@ -452,11 +735,14 @@ absl::StatusOr<Fail2banImport> ImportFail2banFilter(const std::string& path,
   }
   std::map<std::string, std::string> params = options.params;
   params["__prefix_line"] = kPrefixMarker;
+  params["_apache_error_client"] = kApacheClient;
   Interpolator interp(sections, params);
 
   Fail2banImport out;
   out.filter = BaseName(path);
   if (absl::EndsWith(out.filter, ".conf")) out.filter.resize(out.filter.size() - 5);
+  out.ignoreip = options.ignoreip;
+  out.notes = options.jail_notes;
 
   auto scalar = [&](const char* name) -> absl::StatusOr<std::string> {
     const std::vector<ValueLine>* v = interp.Find(name);
@@ -472,16 +758,32 @@ absl::StatusOr<Fail2banImport> ImportFail2banFilter(const std::string& path,
   ASSIGN_OR_RETURN(out.datepattern, scalar("datepattern"));
   ASSIGN_OR_RETURN(std::string maxlines, scalar("maxlines"));
   if (!maxlines.empty() && !absl::SimpleAtoi(maxlines, &out.maxlines)) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": maxlines '", maxlines,
-                                                   "' is not a number"));
+    const std::vector<ValueLine>* v = interp.Find("maxlines");
+    return absl::InvalidArgumentError(absl::StrCat(v->front().file, ":", v->front().line,
+                                                   ": maxlines '", maxlines, "' is not a number"));
   }
   if (out.maxlines > 1) {
-    out.notes.push_back(absl::StrCat("maxlines ", out.maxlines,
-                                     ": multi-line matching is not supported, lines match alone"));
+    out.notes.push_back(absl::StrCat(
+        "maxlines ", out.maxlines,
+        ": multi-line buffers are not supported; each line matches alone (regexes joining lines "
+        "with \\n or <SKIPLINES> are refused)"));
+  }
+  // A session filter: prefregex wraps the syslog prefix (program[pid]) in <F-MLFID>.
+  static const LazyRE2 kMlfid = {"<F-MLFID>(.*?)</F-MLFID>"};
+  std::string mlfid;
+  if (RE2::PartialMatch(pref, *kMlfid, &mlfid)) {
+    if (mlfid == kPrefixMarker) {
+      out.session_by = "pid";
+      out.notes.push_back("session filter: <F-MLFID> is the syslog program[pid] (session.by pid)");
+    } else {
+      out.notes.push_back(absl::StrCat("prefregex: <F-MLFID>", mlfid,
+                                       "</F-MLFID> is not the syslog pid: no session"));
+    }
+    RE2::Replace(&pref, *kMlfid, "\\1");
   }
   bool syslog = absl::StrContains(pref, kPrefixMarker);
-  out.prefregex = absl::StrReplaceAll(pref, {{kPrefixMarker, ""}});
-  ASSIGN_OR_RETURN(Prefix prefix, SplitPrefregex(out.prefregex, &out.notes));
+  out.prefregex = absl::StrReplaceAll(pref, {{kPrefixMarker, ""}, {kApacheClientMarker, ""}});
+  ASSIGN_OR_RETURN(Prefix prefix, SplitPrefregex(absl::StrReplaceAll(pref, {{kPrefixMarker, ""}})));
 
   std::vector<ValueLine> fails, ignores;
   if (const std::vector<ValueLine>* v = interp.Find("failregex")) {
@@ -490,74 +792,329 @@ absl::StatusOr<Fail2banImport> ImportFail2banFilter(const std::string& path,
   if (const std::vector<ValueLine>* v = interp.Find("ignoreregex")) {
     RETURN_IF_ERROR(interp.ExpandList(*v, 0, &ignores));
   }
-  for (const ValueLine& l : fails) syslog = syslog || absl::StrContains(l.text, kPrefixMarker);
-
-  palisade::v1::Rule rule;
-  rule.set_id(RuleId(out.filter));
-  ASSIGN_OR_RETURN(std::string daemon, scalar("_daemon"));
-  if (syslog) {
-    rule.add_formats(palisade::v1::LOG_FORMAT_SYSLOG);
-    rule.add_formats(palisade::v1::LOG_FORMAT_SYSLOG5424);
-    if (RE2::FullMatch(daemon, "[A-Za-z0-9_.-]+")) rule.add_programs(daemon);
-  } else {
-    rule.add_formats(palisade::v1::LOG_FORMAT_RAW);
-  }
+  bool apache = absl::StrContains(pref, kApacheClientMarker);
+  bool nginx = !fails.empty();
   for (const ValueLine& l : fails) {
-    out.regexes.push_back(ConvertOne(l, "failregex", prefix, syslog));
-    if (out.regexes.back().outcome != RegexOutcome::kRefused) {
-      rule.add_patterns(out.regexes.back().converted);
+    syslog = syslog || absl::StrContains(l.text, kPrefixMarker);
+    apache = apache || absl::StrContains(l.text, kApacheClientMarker);
+    std::string folded = absl::StrCat(prefix.before, l.text);
+    nginx = nginx && RE2::PartialMatch(folded, *kNginxHeader);
+  }
+  palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_RAW;
+  if (apache) {
+    format = palisade::v1::LOG_FORMAT_APACHE_ERROR;
+  } else if (nginx) {
+    format = palisade::v1::LOG_FORMAT_NGINX_ERROR;
+  } else if (syslog) {
+    format = palisade::v1::LOG_FORMAT_SYSLOG;
+  }
+  const bool session = !out.session_by.empty();
+
+  std::map<std::string, palisade::v1::Rule> rules;  // by id
+  std::vector<std::string> order;
+  std::vector<std::string> shared_ignores;
+  auto rule_for = [&](const Role& role) -> palisade::v1::Rule& {
+    std::string id = RuleId(out.filter, role);
+    auto [it, inserted] = rules.try_emplace(id);
+    if (inserted) {
+      order.push_back(id);
+      it->second.set_id(id);
+      if (session) {
+        palisade::v1::Session* s = it->second.mutable_session();
+        s->set_by(out.session_by);
+        s->set_note_only(role.note_only);
+        s->set_ends(role.ends);
+      }
     }
+    return it->second;
+  };
+  for (const ValueLine& l : fails) {
+    std::string note_variant = session ? NofailAlternative(l.text) : "";
+    if (!note_variant.empty()) {
+      // Counted unless it matches with the <F-NOFAIL> alternative, which only notes.
+      ValueLine counting = l;
+      counting.text = absl::StrReplaceAll(l.text, {{"<F-NOFAIL>", "(?:"}, {"</F-NOFAIL>", ")"}});
+      Converted count = ConvertOne(counting, "failregex", prefix, format, session);
+      ValueLine noting = l;
+      noting.text = note_variant;
+      Converted note = ConvertOne(noting, "failregex", prefix, format, session);
+      note.report.kind = "failregex (its <F-NOFAIL> alternative)";
+      if (count.report.outcome != RegexOutcome::kRefused &&
+          note.report.outcome != RegexOutcome::kRefused) {
+        palisade::v1::Rule& rule = rule_for(count.role);
+        rule.add_patterns(count.report.converted);
+        count.report.rule_id = rule.id();
+        // The counting rule skips what the note rule takes.
+        rule.add_ignore_patterns(note.report.converted);
+        palisade::v1::Rule& note_rule = rule_for(note.role);
+        note_rule.add_patterns(note.report.converted);
+        note.report.rule_id = note_rule.id();
+      } else if (count.report.outcome != RegexOutcome::kRefused) {
+        count.report.outcome = RegexOutcome::kRefused;
+        count.report.reason = absl::StrCat("its <F-NOFAIL> alternative is refused: ",
+                                           note.report.reason);
+        count.report.converted.clear();
+      }
+      out.regexes.push_back(std::move(count.report));
+      out.regexes.push_back(std::move(note.report));
+      continue;
+    }
+    Converted c = ConvertOne(l, "failregex", prefix, format, session);
+    if (c.report.outcome != RegexOutcome::kRefused) {
+      palisade::v1::Rule& rule = rule_for(c.role);
+      rule.add_patterns(c.report.converted);
+      c.report.rule_id = rule.id();
+    }
+    out.regexes.push_back(std::move(c.report));
   }
   for (const ValueLine& l : ignores) {
-    out.regexes.push_back(ConvertOne(l, "ignoreregex", prefix, syslog));
-    if (out.regexes.back().outcome != RegexOutcome::kRefused) {
-      rule.add_ignore_patterns(out.regexes.back().converted);
+    Converted c = ConvertOne(l, "ignoreregex", prefix, format, session);
+    if (c.report.outcome != RegexOutcome::kRefused) {
+      shared_ignores.push_back(c.report.converted);
     }
+    out.regexes.push_back(std::move(c.report));
   }
-  if (rule.patterns_size() == 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, ": no failregex converted (", fails.size(), " refused)"));
+
+  ASSIGN_OR_RETURN(std::string daemon, scalar("_daemon"));
+  std::string escalation;
+  if (options.bantime_increment) {
+    escalation = absl::StrCat(", bantime.increment (factor ", options.bantime_factor,
+                              options.bantime_maxtime > absl::ZeroDuration()
+                                  ? absl::StrCat(", maxtime ", Seconds(options.bantime_maxtime))
+                                  : "",
+                              ")");
   }
-  rule.set_description(absl::StrCat(
-      "Imported from fail2ban filter ", BaseName(path), ". Threshold from fail2ban's jail "
-      "defaults: maxretry ", options.maxretry, " within findtime ",
-      absl::FormatDuration(options.findtime), ", bantime ", absl::FormatDuration(options.bantime),
-      "."));
-  rule.mutable_threshold()->set_count(options.maxretry);
-  rule.mutable_threshold()->mutable_window()->set_seconds(
-      absl::ToInt64Seconds(options.findtime));
-  rule.mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
-  rule.mutable_decision()->mutable_duration()->set_seconds(absl::ToInt64Seconds(options.bantime));
+  for (const std::string& id : order) {
+    palisade::v1::Rule rule = std::move(rules[id]);
+    if (format == palisade::v1::LOG_FORMAT_SYSLOG) {
+      rule.add_formats(palisade::v1::LOG_FORMAT_SYSLOG);
+      rule.add_formats(palisade::v1::LOG_FORMAT_SYSLOG5424);
+      if (RE2::FullMatch(daemon, "[A-Za-z0-9_.-]+")) rule.add_programs(daemon);
+    } else {
+      rule.add_formats(format);
+    }
+    for (const std::string& ignore : shared_ignores) rule.add_ignore_patterns(ignore);
+    std::string role = !rule.has_session()       ? ""
+                       : rule.session().note_only() ? " Session rule: its lines only note the "
+                                                    "address for later lines of the connection."
+                                                  : " Session rule (by pid): a line without an "
+                                                    "address uses the one its connection noted.";
+    if (rule.session().ends()) role += " A match ends the session.";
+    rule.set_description(absl::StrCat(
+        "Imported from fail2ban filter ", BaseName(path), ".", role, " Threshold from ",
+        options.threshold_source, ": maxretry ", options.maxretry, " within findtime ",
+        Seconds(options.findtime), ", bantime ", Seconds(options.bantime), escalation, "."));
+    rule.mutable_threshold()->set_count(options.maxretry);
+    if (options.maxretry > 1 || options.findtime > absl::ZeroDuration()) {
+      rule.mutable_threshold()->mutable_window()->set_seconds(
+          std::max<int64_t>(1, absl::ToInt64Seconds(options.findtime)));
+    }
+    rule.mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
+    rule.mutable_decision()->mutable_duration()->set_seconds(
+        absl::ToInt64Seconds(options.bantime));
+    if (options.bantime_increment) {
+      // fail2ban's default formula doubles the ban per repeat (ban.Time * 2**count * factor).
+      palisade::v1::Escalation* e = rule.mutable_decision()->mutable_escalation();
+      e->set_factor(2 * options.bantime_factor);
+      if (options.bantime_maxtime > absl::ZeroDuration()) {
+        e->mutable_max_duration()->set_seconds(absl::ToInt64Seconds(options.bantime_maxtime));
+      }
+    }
+    *out.pack.add_rules() = std::move(rule);
+  }
   out.pack.set_name(absl::StrCat("fail2ban-", out.filter));
   out.pack.set_description(absl::StrCat("fail2ban filter ", path, ", converted"));
-  *out.pack.add_rules() = std::move(rule);
   return out;
+}
+
+absl::StatusOr<Fail2banImport> ImportFail2banFilter(const std::string& path,
+                                                    const Fail2banImportOptions& options) {
+  ASSIGN_OR_RETURN(Fail2banImport out, ConvertFail2banFilter(path, options));
+  if (out.pack.rules_size() == 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(path, ": no failregex converted (", out.failregexes(RegexOutcome::kRefused),
+                     " refused)"));
+  }
+  return out;
+}
+
+absl::StatusOr<absl::Duration> ParseFail2banTime(absl::string_view text) {
+  std::string t = absl::AsciiStrToLower(absl::StripAsciiWhitespace(text));
+  if (t.empty()) return absl::InvalidArgumentError("an empty time value");
+  double number;
+  if (absl::SimpleAtod(t, &number)) {
+    if (number < 0) return absl::InfiniteDuration();
+    return absl::Seconds(number);
+  }
+  static const LazyRE2 kPart = {"\\s*(\\d+(?:\\.\\d+)?)\\s*([a-z]*)"};
+  absl::string_view rest = t;
+  std::string value, unit;
+  absl::Duration total;
+  while (!rest.empty()) {
+    re2::StringPiece in(rest.data(), rest.size());
+    if (!RE2::Consume(&in, *kPart, &value, &unit)) {
+      return absl::InvalidArgumentError(absl::StrCat("'", text, "' is not a fail2ban time"));
+    }
+    rest = absl::string_view(in.data(), in.size());
+    double n = std::stod(value);
+    double seconds;
+    if (unit.empty() || unit == "s" || absl::StartsWith(unit, "sec")) {
+      seconds = 1;
+    } else if (unit == "m" || absl::StartsWith(unit, "mi")) {
+      seconds = 60;
+    } else if (unit == "h" || absl::StartsWith(unit, "hour")) {
+      seconds = 3600;
+    } else if (unit == "d" || absl::StartsWith(unit, "day")) {
+      seconds = 86400;
+    } else if (unit == "w" || absl::StartsWith(unit, "week")) {
+      seconds = 7 * 86400;
+    } else if (unit == "mo" || absl::StartsWith(unit, "mon")) {
+      seconds = 30.4375 * 86400;  // fail2ban's month: a year over 12
+    } else if (unit == "y" || absl::StartsWith(unit, "year")) {
+      seconds = 365.25 * 86400;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", text, "': unknown time unit '", unit, "'"));
+    }
+    total += absl::Seconds(n * seconds);
+  }
+  return total;
+}
+
+absl::Status ReadFail2banJail(const std::vector<std::string>& files, const std::string& jail_name,
+                              Fail2banImportOptions* options) {
+  Sections sections;
+  for (const std::string& file : files) {
+    std::ifstream probe(file);
+    if (!probe && !absl::EndsWith(file, ".local")) {
+      return absl::NotFoundError(absl::StrCat(file, ": cannot read"));
+    }
+    RETURN_IF_ERROR(ReadConfig(file, "", 0, 0, &sections));
+  }
+  if (sections.count(jail_name) == 0) {
+    return absl::NotFoundError(absl::StrCat("jail [", jail_name, "] is in none of ",
+                                            absl::StrJoin(files, ", ")));
+  }
+  // The jail's own options over [DEFAULT]: give the interpolator the jail as [Definition].
+  Sections view;
+  view["DEFAULT"] = sections["DEFAULT"];
+  view["Definition"] = sections[jail_name];
+  for (const auto& [name, section] : sections) {
+    if (name != "DEFAULT" && name != jail_name) view[name] = section;
+  }
+  Interpolator interp(view, {});
+  auto value = [&](const char* key, std::string* out, const ValueLine** where) -> absl::Status {
+    const std::vector<ValueLine>* v = interp.Find(key);
+    if (v == nullptr || v->empty()) return absl::OkStatus();
+    *where = &v->front();
+    std::vector<std::string> texts;
+    for (const ValueLine& l : *v) texts.push_back(l.text);
+    absl::StatusOr<std::string> s = interp.Expand(absl::StrJoin(texts, " "));
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(v->front().file, ":", v->front().line, ": ", s.status().message()));
+    }
+    *out = *s;
+    return absl::OkStatus();
+  };
+  auto bad = [](const ValueLine* where, const char* key, absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where->file, ":", where->line, ": ", key, ": ", why));
+  };
+  std::string text;
+  const ValueLine* where = nullptr;
+  RETURN_IF_ERROR(value("maxretry", &text, &where));
+  if (where != nullptr) {
+    int n;
+    if (!absl::SimpleAtoi(text, &n) || n < 1) return bad(where, "maxretry", "not a count >= 1");
+    options->maxretry = n;
+  }
+  auto time_option = [&](const char* key, absl::Duration* out) -> absl::Status {
+    std::string t;
+    const ValueLine* at = nullptr;
+    RETURN_IF_ERROR(value(key, &t, &at));
+    if (at == nullptr) return absl::OkStatus();
+    absl::StatusOr<absl::Duration> d = ParseFail2banTime(t);
+    if (!d.ok()) return bad(at, key, d.status().message());
+    *out = *d;
+    return absl::OkStatus();
+  };
+  RETURN_IF_ERROR(time_option("findtime", &options->findtime));
+  RETURN_IF_ERROR(time_option("bantime", &options->bantime));
+  if (options->bantime == absl::InfiniteDuration()) {
+    options->bantime = absl::Hours(24 * 365);
+    options->jail_notes.push_back(
+        "bantime -1 (permanent) became 365 days: every Palisade decision expires");
+  }
+  where = nullptr;
+  RETURN_IF_ERROR(value("bantime.increment", &text, &where));
+  if (where != nullptr) {
+    std::string b = absl::AsciiStrToLower(text);
+    options->bantime_increment = b == "true" || b == "yes" || b == "1" || b == "on";
+  }
+  where = nullptr;
+  RETURN_IF_ERROR(value("bantime.factor", &text, &where));
+  if (where != nullptr && !absl::SimpleAtod(text, &options->bantime_factor)) {
+    return bad(where, "bantime.factor", "not a number");
+  }
+  RETURN_IF_ERROR(time_option("bantime.maxtime", &options->bantime_maxtime));
+  where = nullptr;
+  RETURN_IF_ERROR(value("ignoreip", &text, &where));
+  options->ignoreip.clear();
+  for (absl::string_view ip : absl::StrSplit(text, absl::ByAnyChar(" ,\t"), absl::SkipEmpty())) {
+    options->ignoreip.emplace_back(ip);
+  }
+  options->threshold_source =
+      absl::StrCat("jail [", jail_name, "] in ", absl::StrJoin(files, ", "));
+  return absl::OkStatus();
 }
 
 std::string Fail2banPackText(const Fail2banImport& imported) {
   std::string text;
   google::protobuf::TextFormat::PrintToString(imported.pack, &text);
+  std::string allow;
+  if (!imported.ignoreip.empty()) {
+    allow = absl::StrCat(
+        "# The jail's ignoreip: packs carry no allowlist; add these to palisaded's config:\n"
+        "#   allowlist: [\"",
+        absl::StrJoin(imported.ignoreip, "\", \""), "\"]\n");
+  }
   return absl::StrCat("# proto-file: proto/palisade/v1/rules.proto\n",
                       "# proto-message: palisade.v1.RulePack\n",
                       "# Generated by palisadectl rules import-fail2ban from filter '",
-                      imported.filter, "'.\n", text);
+                      imported.filter, "'.\n", allow, text);
 }
 
 std::string Fail2banReportText(const Fail2banImport& imported) {
   std::string out = absl::StrCat(
       imported.filter, ": ", imported.count(RegexOutcome::kConverted), " converted, ",
       imported.count(RegexOutcome::kRewritten), " rewritten, ",
-      imported.count(RegexOutcome::kRefused), " refused; maxlines ", imported.maxlines,
-      "; datepattern '", imported.datepattern, "'\n");
+      imported.count(RegexOutcome::kRefused), " refused; ", imported.pack.rules_size(),
+      " rules; maxlines ", imported.maxlines, "; datepattern '", imported.datepattern, "'\n");
   for (const std::string& note : imported.notes) absl::StrAppend(&out, "  note: ", note, "\n");
+  if (!imported.ignoreip.empty()) {
+    absl::StrAppend(&out, "  ignoreip: add to palisaded's config allowlist: ",
+                    absl::StrJoin(imported.ignoreip, " "), "\n");
+  }
   for (const RegexReport& r : imported.regexes) {
     const char* what = r.outcome == RegexOutcome::kConverted   ? "converted"
                        : r.outcome == RegexOutcome::kRewritten ? "rewritten"
                                                                : "refused";
     absl::StrAppend(&out, "  ", r.file, ":", r.line, ": ", r.kind, " ", what,
+                    r.rule_id.empty() ? "" : absl::StrCat(" (", r.rule_id, ")"),
                     r.reason.empty() ? "" : ": ", r.reason, "\n    ", r.original, "\n");
   }
   return out;
+}
+
+std::string Fail2banSummaryLine(const std::string& name, const absl::StatusOr<Fail2banImport>& r) {
+  if (!r.ok()) return absl::StrCat(name, "\terror\t", r.status().message());
+  return absl::StrCat(name, "\t", r->pack.rules_size() > 0 ? "converted" : "refused", "\trules ",
+                      r->pack.rules_size(), "\tfailregex ",
+                      r->failregexes(RegexOutcome::kConverted), " converted, ",
+                      r->failregexes(RegexOutcome::kRewritten), " rewritten, ",
+                      r->failregexes(RegexOutcome::kRefused), " refused",
+                      r->session_by.empty() ? "" : "\tsession by pid");
 }
 
 }  // namespace palisade

@@ -1,5 +1,6 @@
 // Converts fail2ban filters (filter.d/*.conf) into Palisade rule packs (palisade.v1.RulePack),
-// for `palisadectl rules import-fail2ban` (issue 13 §2).
+// for `palisadectl rules import-fail2ban` (issue 13 §2), and reads fail2ban jails (jail.conf,
+// jail.local) for their thresholds.
 //
 // A filter is read as fail2ban reads it: an INI file whose [INCLUDES] before/after files are
 // resolved relative to it (a missing `.local` is skipped, as fail2ban does; a missing `.conf` is
@@ -8,24 +9,47 @@
 // `<lt_<logtype>/__prefix_line>`), values continued on indented lines. Each `failregex` /
 // `ignoreregex` line is converted to RE2 on its own:
 //   - `prefregex` is folded in: the failregex takes the place of its `<F-CONTENT>` part;
-//   - `__prefix_line` (common.conf: "host daemon[pid]: ") becomes nothing, since the syslog
-//     parser (services/formats/line_parser.h) already strips it and rules match the message;
-//     such a filter applies to LOG_FORMAT_SYSLOG/SYSLOG5424 and to the program `_daemon` names;
-//     other filters apply to LOG_FORMAT_RAW, with an optional leading time stamp (fail2ban cuts
-//     the date out of the line before matching, our raw format keeps it);
+//   - the log format: `__prefix_line` (common.conf: "host daemon[pid]: ") becomes nothing, since
+//     the syslog parser (services/formats/line_parser.h) already strips it and rules match the
+//     message; such a filter applies to LOG_FORMAT_SYSLOG/SYSLOG5424 and to the program
+//     `_daemon` names. Apache error-log filters (apache-common.conf's `_apache_error_client`)
+//     apply to LOG_FORMAT_APACHE_ERROR, whose message starts at "[client ADDR:PORT]"; nginx
+//     error-log filters (`^\s*\[error\] \d+#\d+: \*\d+ `) to LOG_FORMAT_NGINX_ERROR, whose
+//     message starts after "*CID ". Other filters apply to LOG_FORMAT_RAW, with an optional
+//     leading time stamp (fail2ban cuts the date out of the line before matching, our raw format
+//     keeps it);
 //   - `<HOST>`, `<ADDR>`, `<IP4>`, `<IP6>` become the named group `ip` (one per regex);
 //     `<F-USER>...</F-USER>` (and any `<F-NAME>`) a named group `name` (lower case);
-//     `<F-MLFFORGET>` is dropped (it only ends a session);
-//   - refused, with the reason: session tags (`<F-NOFAIL>`, `<F-MLFID>`, `<F-MLFGAINED>`,
-//     `<F-ID>`: unsupported until session correlation lands, issue 13 §1), host names (`<DNS>`),
-//     Python-only syntax (look-ahead/behind, back-references, `(?P=name)`, conditionals, atomic
-//     groups, possessive quantifiers), a regex RE2 does not compile, a failregex without an
-//     address, and one whose address a client could choose (services/engine/rule_set.h,
+//   - sessions (fail2ban's multi-line `<F-MLFID>`): a filter whose prefregex wraps the syslog
+//     prefix in `<F-MLFID>` ties lines by program and pid (Rule.session.by = "pid"). Its regexes
+//     become up to four rules, by role: counting (`f2b-NAME`), `<F-NOFAIL>` or `<F-MLFGAINED>`
+//     ones that only note the address (`-note`, session.note_only), and the same two whose
+//     match ends the session (`<F-MLFFORGET>`: `-ends`, `-note-ends`, session.ends). A
+//     failregex without an address in a session filter keys on the address an earlier line of
+//     the session noted. Outside a session, a `<F-NOFAIL>` regex never counts and is dropped;
+//   - refused, with the reason: `<F-ID>` (a failure id other than an address), host names
+//     (`<DNS>`), `<SKIPLINES>` (multi-line buffers), Python-only syntax that has no rewrite
+//     below (look-ahead/behind, back-references, `(?P=name)`, atomic groups, possessive
+//     quantifiers), a regex RE2 does not compile, a failregex without an address outside a
+//     session, and one whose address a client could choose (services/engine/rule_set.h,
 //     AnalyzeKeyPlacement: address keys cannot opt out, so the regex is refused, not waved
 //     through);
-//   - rewritten, when RE2 has an equivalent: `\Z` → `\z`, `{,n}` → `{0,n}`.
-// The rest of the filter still converts. The pack has one rule per filter (its patterns are the
-// converted failregexes, fail2ban counts them together), thresholds from the defaults below.
+//   - rewritten, when RE2 has an equivalent: `\Z` → `\z`, `{,n}` → `{0,n}`; and, only when the
+//     regex would otherwise be refused for its key placement, these (each named in the report):
+//       * a small bounded repetition of a group after the address, `(?: (?:port \d+|on
+//         \S+)){0,3}`, unrolled into optional copies (the same language; the loader's check
+//         then sees that no piece of the tail can hold " from ");
+//       * "nothing containing X up to the end", `(?:(?:(?!X).)*)$`, → `$` (stricter: the line
+//         must end there);
+//       * a conditional `(?(name)yes|no)` → the branch that ends at `$` (stricter), or both
+//         branches as an alternation when neither does (looser); its condition groups become
+//         plain groups;
+//       * "any character but where X starts", `(?:(?!X).)`, → `.` (looser: the key is pinned
+//         to the server's tail, so a user name holding X no longer hides the line).
+//     A rewritten regex is kept only when the loader's key check passes; the check itself is
+//     never weakened.
+// The rest of the filter still converts. Thresholds come from fail2ban's jail defaults, or from a
+// jail (ReadFail2banJail).
 //
 // Thread-safety: the functions are pure apart from reading files; call them from any thread.
 #ifndef PALISADE_SERVICES_FAIL2BAN_FAIL2BAN_IMPORT_H_
@@ -36,6 +60,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "palisade/v1/rules.pb.h"
 
@@ -49,6 +74,19 @@ struct Fail2banImportOptions {
   uint32_t maxretry = 5;
   absl::Duration findtime = absl::Minutes(10);
   absl::Duration bantime = absl::Minutes(10);
+  // bantime.increment (+ bantime.factor, bantime.maxtime): repeat offenders' bans grow; read
+  // into DecisionSpec.escalation (factor 2 per repeat when bantime.factor is 1, fail2ban's
+  // default formula doubling the ban each time; maxtime the cap).
+  bool bantime_increment = false;
+  double bantime_factor = 1;
+  absl::Duration bantime_maxtime = absl::ZeroDuration();  // zero: unset
+  // ignoreip, as written in the jail: packs carry no allowlist, so the report and the pack's
+  // header print it as the `allowlist` the operator should add to palisaded's config.
+  std::vector<std::string> ignoreip;
+  // Where the thresholds came from ("fail2ban's jail defaults" or "jail sshd in FILES").
+  std::string threshold_source = "fail2ban's jail defaults";
+  // Notes from reading the jail (e.g. a permanent ban turned into a year).
+  std::vector<std::string> jail_notes;
 };
 
 enum class RegexOutcome { kConverted, kRewritten, kRefused };
@@ -61,32 +99,59 @@ struct RegexReport {
   std::string original;   // after interpolation, before conversion
   std::string converted;  // the RE2 pattern (empty when refused)
   RegexOutcome outcome = RegexOutcome::kConverted;
-  std::string reason;  // refused: why; rewritten: what was rewritten
+  std::string reason;   // refused: why; rewritten: what was rewritten
+  std::string rule_id;  // the rule it went to (failregex, not refused)
 };
 
 struct Fail2banImport {
   std::string filter;  // the file's base name without ".conf", e.g. "sshd"
+  // One rule per role (see the header comment); no rule when nothing converted.
   palisade::v1::RulePack pack;
   std::vector<RegexReport> regexes;
-  // Read and reported; not used beyond the notes.
+  // Read and reported.
   std::string prefregex;
   std::string datepattern;
   int maxlines = 1;
-  std::vector<std::string> notes;  // e.g. "maxlines 10: multi-line matching is not supported"
+  std::string session_by;          // "pid" for a session filter, else empty
+  std::vector<std::string> notes;  // e.g. "maxlines 10: multi-line buffers are not supported"
+  std::vector<std::string> ignoreip;  // from the jail, for the operator's allowlist
 
   int count(RegexOutcome outcome) const;
+  // Failregexes (not ignoreregexes) by outcome.
+  int failregexes(RegexOutcome outcome) const;
 };
 
-// Reads and converts the filter at `path`. kNotFound: the file (or a .conf it includes) does not
-// exist; kInvalidArgument: a syntax error ("file:line: reason") or an interpolation loop;
-// kFailedPrecondition: no failregex converted (the pack would have no patterns).
+// Reads and converts the filter at `path`, whatever converts: the pack may have no rule.
+// kNotFound: the file (or a .conf it includes) does not exist; kInvalidArgument: a syntax error
+// ("file:line: reason") or an interpolation loop.
+absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
+                                                     const Fail2banImportOptions& options = {});
+// ConvertFail2banFilter, and kFailedPrecondition when no failregex converted (the pack would
+// have no rule).
 absl::StatusOr<Fail2banImport> ImportFail2banFilter(const std::string& path,
                                                     const Fail2banImportOptions& options = {});
 
-// The pack as textproto, with a header saying where it came from.
+// fail2ban's time values: "600", "10m", "1h 30m", "1d", "1w", "1mo", "1y"; "-1" (or any negative
+// value) is a permanent ban, returned as absl::InfiniteDuration().
+absl::StatusOr<absl::Duration> ParseFail2banTime(absl::string_view text);
+
+// Reads jail `jail_name` from `files` (jail.conf, then jail.local, ... : later files override
+// earlier ones, [DEFAULT] under the jail's own section) into `options`: maxretry, findtime,
+// bantime, bantime.increment / .factor / .maxtime, ignoreip. A permanent bantime becomes 365
+// days (every Palisade decision expires), noted. kNotFound: a file cannot be read (a missing
+// .local is skipped) or the jail is not in any file; kInvalidArgument: a value that does not
+// parse, naming the file and line.
+absl::Status ReadFail2banJail(const std::vector<std::string>& files, const std::string& jail_name,
+                              Fail2banImportOptions* options);
+
+// The pack as textproto, with a header saying where it came from (and the allowlist the jail's
+// ignoreip asks for).
 std::string Fail2banPackText(const Fail2banImport& imported);
 // The per-regex report: counts per outcome, then each regex with its file, line and reason.
 std::string Fail2banReportText(const Fail2banImport& imported);
+// One line for a directory report: "NAME  converted|refused|error  rules N  failregex
+// converted/rewritten/refused".
+std::string Fail2banSummaryLine(const std::string& name, const absl::StatusOr<Fail2banImport>& r);
 
 }  // namespace palisade
 

