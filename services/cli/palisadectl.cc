@@ -42,6 +42,7 @@
 #include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "services/cli/shipper.h"
+#include "services/inputs/line_reader.h"
 #include "services/common/proto_time.h"
 #include "services/engine/rule_set.h"
 #include "services/server/auth.h"
@@ -260,6 +261,26 @@ std::string Json(const google::protobuf::Message& m) {
   return out;
 }
 
+// The latest time `format`'s parser reads in `file` (streamed), for --retime.
+absl::StatusOr<std::optional<absl::Time>> LatestTime(const std::string& file, LogFormat format,
+                                                     absl::Time now) {
+  absl::StatusOr<std::unique_ptr<LineReader>> reader = LineReader::Open(file);
+  if (!reader.ok()) return reader.status();
+  LineParser parser(format);
+  ParsedLine parsed;
+  std::optional<absl::Time> last;
+  absl::string_view line;
+  while (true) {
+    absl::StatusOr<bool> more = (*reader)->Next(&line);
+    if (!more.ok()) return more.status();
+    if (!*more) return last;
+    if (parser.Parse(line, now, &parsed).ok() && parsed.time) {
+      last = last ? std::max(*last, *parsed.time) : *parsed.time;
+    }
+  }
+}
+
+// Ships each file streamed (memory bounded by the batches in flight, whatever the file's size).
 int ShipFiles(const std::vector<std::string>& files) {
   if (files.empty()) return Fail("ship: no files given");
   absl::StatusOr<LogFormat> format = ParseFormatName(absl::GetFlag(FLAGS_format));
@@ -268,55 +289,72 @@ int ShipFiles(const std::vector<std::string>& files) {
   const bool tty = isatty(STDERR_FILENO);
   int rc = 0;
   for (const std::string& file : files) {
-    absl::StatusOr<std::vector<std::string>> lines = ReadLines(file);
-    if (!lines.ok()) return Fail(std::string(lines.status().message()));
-    std::vector<palisade::v1::LogRecord> records(lines->size());
-    for (size_t i = 0; i < lines->size(); ++i) records[i].set_line((*lines)[i]);
+    // --retime shifts every parsed time by (now - the file's latest time): a first pass finds
+    // that time (the file is read twice, never held whole; standard input cannot be).
+    const absl::Time now = absl::Now();
+    std::optional<absl::Duration> shift;
     if (absl::GetFlag(FLAGS_retime)) {
-      // Shift every parsed time by (now - last parsed time).
-      const absl::Time now = absl::Now();
-      LineParser parser(*format);
-      ParsedLine parsed;
-      std::vector<std::optional<absl::Time>> times(records.size());
-      std::optional<absl::Time> last;
-      for (size_t i = 0; i < records.size(); ++i) {
-        if (parser.Parse(records[i].line(), now, &parsed).ok() && parsed.time) {
-          times[i] = parsed.time;
-          last = last ? std::max(*last, *parsed.time) : *parsed.time;
-        }
-      }
-      for (size_t i = 0; last && i < records.size(); ++i) {
-        if (times[i]) *records[i].mutable_event_time() = ToProtoTime(*times[i] + (now - *last));
-      }
+      if (file == "-") return Fail("ship --retime: standard input cannot be read twice");
+      absl::StatusOr<std::optional<absl::Time>> latest = LatestTime(file, *format, now);
+      if (!latest.ok()) return Fail(std::string(latest.status().message()));
+      if (*latest) shift = now - **latest;
     }
+    absl::StatusOr<std::unique_ptr<LineReader>> reader = LineReader::Open(file);
+    if (!reader.ok()) return Fail(std::string(reader.status().message()));
+    LineParser parser(*format);
+    ParsedLine parsed;
+    uint64_t lines = 0;
+    RecordSource source = [&](palisade::v1::LogBatch* batch,
+                              size_t max) -> absl::StatusOr<size_t> {
+      absl::string_view line;
+      size_t n = 0;
+      while (n < max) {
+        absl::StatusOr<bool> more = (*reader)->Next(&line);
+        if (!more.ok()) return more.status();
+        if (!*more) break;
+        palisade::v1::LogRecord* record = batch->add_records();
+        record->set_line(line.data(), line.size());
+        if (shift && parser.Parse(line, now, &parsed).ok() && parsed.time) {
+          *record->mutable_event_time() = ToProtoTime(*parsed.time + *shift);
+        }
+        ++n;
+      }
+      lines += n;
+      return n;
+    };
     ShipOptions options;
     options.format = *format;
     options.source = absl::GetFlag(FLAGS_source).empty() ? file : absl::GetFlag(FLAGS_source);
     options.bearer_token = Token();
     options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
     if (tty) {
-      options.progress = [&file](uint64_t done, uint64_t total) {
-        std::fprintf(stderr, "\r%s: %llu/%llu lines acked", Safe(file).c_str(),
-                     static_cast<unsigned long long>(done), static_cast<unsigned long long>(total));
+      options.progress = [&file](uint64_t done, uint64_t) {
+        std::fprintf(stderr, "\r%s: %llu lines acked", Safe(file).c_str(),
+                     static_cast<unsigned long long>(done));
       };
     }
     const absl::Time start = absl::Now();
-    absl::StatusOr<ShipSummary> summary = Ship(*stub, records, options);
+    absl::StatusOr<ShipSummary> summary = Ship(*stub, source, options);
     if (tty) std::fprintf(stderr, "\n");
     if (!summary.ok()) {
       rc = Fail(absl::StrCat("ship ", file, ": ", summary.status().message()));
       continue;
     }
+    if ((*reader)->cut_lines() > 0) {
+      std::fprintf(stderr, "%s: %llu line(s) longer than 1 MiB cut\n", Safe(file).c_str(),
+                   static_cast<unsigned long long>((*reader)->cut_lines()));
+    }
     const double secs = std::max(1e-9, absl::ToDoubleSeconds(absl::Now() - start));
     std::printf(
-        "%s: %zu lines in %llu batches: %llu accepted, %llu malformed, %llu matched, "
+        "%s: %llu lines in %llu batches: %llu accepted, %llu malformed, %llu matched, "
         "%llu ignored, %llu detections (%.0f lines/s)\n",
-        Safe(file).c_str(), records.size(), static_cast<unsigned long long>(summary->batches),
+        Safe(file).c_str(), static_cast<unsigned long long>(lines),
+        static_cast<unsigned long long>(summary->batches),
         static_cast<unsigned long long>(summary->accepted),
         static_cast<unsigned long long>(summary->malformed),
         static_cast<unsigned long long>(summary->matched),
         static_cast<unsigned long long>(summary->ignored),
-        static_cast<unsigned long long>(summary->detections), records.size() / secs);
+        static_cast<unsigned long long>(summary->detections), lines / secs);
   }
   return rc;
 }
@@ -634,14 +672,31 @@ int ReplayFiles(const std::vector<std::string>& files) {
       absl::GetFlag(FLAGS_time_zone).empty() ? config.time_zone() : absl::GetFlag(FLAGS_time_zone));
   if (!zone.ok()) return Fail(absl::StrCat("replay: ", zone.status().message()));
   options.time_zone = *zone;
-  std::vector<std::string> lines;
-  for (const std::string& file : files) {
-    absl::StatusOr<std::vector<std::string>> l = ReadLines(file);
-    if (!l.ok()) return Fail(std::string(l.status().message()));
-    lines.insert(lines.end(), std::make_move_iterator(l->begin()),
-                 std::make_move_iterator(l->end()));
-  }
-  absl::StatusOr<ReplaySummary> summary = Replay(*rules, *format, lines, options);
+  // The files one after the other, streamed: memory bounded by a batch, whatever their size.
+  class Files : public LineSource {
+   public:
+    explicit Files(const std::vector<std::string>& paths) : paths_(paths) {}
+    absl::StatusOr<bool> Next(absl::string_view* line) override {
+      while (true) {
+        if (reader_ == nullptr) {
+          if (next_ >= paths_.size()) return false;
+          absl::StatusOr<std::unique_ptr<LineReader>> r = LineReader::Open(paths_[next_++]);
+          if (!r.ok()) return r.status();
+          reader_ = *std::move(r);
+        }
+        absl::StatusOr<bool> more = reader_->Next(line);
+        if (!more.ok() || *more) return more;
+        reader_.reset();
+      }
+    }
+
+   private:
+    const std::vector<std::string>& paths_;
+    size_t next_ = 0;
+    std::unique_ptr<LineReader> reader_;
+  };
+  Files source(files);
+  absl::StatusOr<ReplaySummary> summary = Replay(*rules, *format, source, options);
   if (!summary.ok()) return Fail(std::string(summary.status().message()));
   if (absl::GetFlag(FLAGS_json)) {
     // One decision per line; a stale one (would already have been over) is not active and has

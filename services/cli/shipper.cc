@@ -14,6 +14,26 @@ namespace palisade {
 absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
                                  const std::vector<palisade::v1::LogRecord>& records,
                                  const ShipOptions& options) {
+  size_t next = 0;
+  ShipOptions with_total = options;
+  if (options.progress) {
+    with_total.progress = [&](uint64_t done, uint64_t) { options.progress(done, records.size()); };
+  }
+  return Ship(
+      stub,
+      [&](palisade::v1::LogBatch* batch, size_t max) -> absl::StatusOr<size_t> {
+        const size_t end = std::min(records.size(), next + max);
+        batch->mutable_records()->Reserve(static_cast<int>(end - next));
+        for (size_t i = next; i < end; ++i) *batch->add_records() = records[i];
+        const size_t n = end - next;
+        next = end;
+        return n;
+      },
+      with_total);
+}
+
+absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
+                                 const RecordSource& source, const ShipOptions& options) {
   const uint32_t batch_lines = std::max<uint32_t>(1, options.batch_lines);
   const uint32_t window = std::max<uint32_t>(1, options.max_in_flight);
   grpc::ClientContext context;
@@ -49,7 +69,7 @@ absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
       summary.ignored += ack.ignored();
       summary.truncated += ack.truncated();
       acked_lines += ack.accepted() + ack.malformed();
-      if (options.progress) options.progress(acked_lines, records.size());
+      if (options.progress) options.progress(acked_lines, 0);
     }
     absl::MutexLock lock(&mu);
     reader_done = true;
@@ -57,14 +77,18 @@ absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
 
   uint64_t sequence = 0;
   bool write_failed = false;
-  for (size_t start = 0; start < records.size(); start += batch_lines) {
+  absl::Status source_error;
+  while (true) {
     palisade::v1::LogBatch batch;
+    absl::StatusOr<size_t> n = source(&batch, batch_lines);
+    if (!n.ok()) {
+      source_error = n.status();
+      break;
+    }
+    if (*n == 0) break;
     batch.set_sequence(++sequence);
     batch.set_source(options.source);
     batch.set_format(options.format);
-    const size_t end = std::min(records.size(), start + batch_lines);
-    batch.mutable_records()->Reserve(static_cast<int>(end - start));
-    for (size_t i = start; i < end; ++i) *batch.add_records() = records[i];
     {
       absl::MutexLock lock(&mu);
       auto room = [&] { return reader_done || in_flight.size() < window; };
@@ -84,6 +108,7 @@ absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
     return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   }
   if (!ack_error.empty()) return absl::DataLossError(ack_error);
+  if (!source_error.ok()) return source_error;
   if (write_failed || summary.batches != sequence) {
     return absl::DataLossError(
         absl::StrCat("sent ", sequence, " batches but ", summary.batches, " were acked"));

@@ -46,6 +46,15 @@ absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
                                  const std::vector<palisade::v1::LogRecord>& records,
                                  const ShipOptions& options);
 
+// Where a streamed Ship takes its records: adds up to `max` records to `batch` and returns how
+// many (0: no more), or an error, which ends the shipping with it. Memory stays bounded by the
+// batches in flight, whatever the source's size.
+using RecordSource =
+    std::function<absl::StatusOr<size_t>(palisade::v1::LogBatch* batch, size_t max)>;
+// The same, streamed: `progress` gets 0 as the total (unknown in advance).
+absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
+                                 const RecordSource& source, const ShipOptions& options);
+
 }  // namespace palisade
 
 #endif  // PALISADE_SERVICES_CLI_SHIPPER_H_

@@ -23,6 +23,13 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
                                      palisade::v1::LogFormat format,
                                      const std::vector<std::string>& lines,
                                      const ReplayOptions& replay) {
+  VectorLineSource source(lines);
+  return Replay(std::move(rules), format, source, replay);
+}
+
+absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
+                                     palisade::v1::LogFormat format, LineSource& source,
+                                     const ReplayOptions& replay) {
   const absl::Time start = absl::Now();
   ReplaySummary summary;
   // Before the first line the clock reads the wall clock's now: the reference for the first
@@ -50,14 +57,25 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   };
   Pipeline pipeline(rules, options, clock, table, registry);
   const uint32_t n = std::max<uint32_t>(1, replay.batch_lines);
-  for (size_t begin = 0; begin < lines.size(); begin += n) {
-    palisade::v1::LogBatch batch;
+  palisade::v1::LogBatch batch;
+  bool more = true;
+  while (more) {
+    batch.Clear();
     batch.set_format(format);
-    const size_t end = std::min(lines.size(), begin + n);
-    for (size_t i = begin; i < end; ++i) batch.add_records()->set_line(lines[i]);
+    absl::string_view line;
+    while (static_cast<uint32_t>(batch.records_size()) < n) {
+      absl::StatusOr<bool> next = source.Next(&line);
+      if (!next.ok()) return next.status();
+      if (!*next) {
+        more = false;
+        break;
+      }
+      batch.add_records()->set_line(line.data(), line.size());
+    }
+    if (batch.records_size() == 0) break;
     absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
     if (!ack.ok()) return ack.status();
-    summary.lines += end - begin;
+    summary.lines += batch.records_size();
     summary.malformed += ack->malformed();
     summary.matched += ack->matched();
     summary.detections += ack->detections();

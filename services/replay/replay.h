@@ -25,6 +25,7 @@
 #include "palisade/v1/palisade.pb.h"
 #include "services/common/ip.h"
 #include "services/engine/rule_set.h"
+#include "services/inputs/line_reader.h"
 
 namespace palisade {
 
@@ -53,6 +54,12 @@ struct ReplayOptions {
   uint32_t max_evidence = 5;
 };
 
+// Replays the lines of `source` (a file streamed through a LineReader: memory bounded by one
+// batch, whatever the file's size) of `format` through `rules`. The source's error, if any, ends
+// the replay with it.
+absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
+                                     palisade::v1::LogFormat format, LineSource& source,
+                                     const ReplayOptions& options);
 // Replays `lines` of `format` through `rules`.
 absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
                                      palisade::v1::LogFormat format,

@@ -1,5 +1,7 @@
 #include "services/replay/replay.h"
 
+#include <cstdlib>
+#include <fstream>
 #include <set>
 
 #include "gmock/gmock.h"
@@ -37,6 +39,53 @@ TEST(ReplayTest, OldLogYieldsTheGroundTruth) {
 }
 
 // The decisions do not depend on how the log is cut into batches.
+// A file streamed through a LineReader (small chunks, so lines straddle them) replays exactly as
+// the same lines held in memory; a read error ends the replay with it.
+TEST(ReplayTest, AStreamedFileReplaysAsTheLinesInMemory) {
+  CorpusOptions options;
+  options.lines = 20000;
+  Corpus corpus = GenerateSshd(options);
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/sshd.log");
+  {
+    std::ofstream out(path);
+    for (const std::string& line : corpus.lines) out << line << "\n";
+  }
+  LineReaderOptions small;
+  small.chunk_bytes = 4096;
+  absl::StatusOr<std::unique_ptr<LineReader>> reader = LineReader::Open(path, small);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  ReplayOptions replay;
+  replay.batch_lines = 333;
+  absl::StatusOr<ReplaySummary> streamed =
+      Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, **reader, replay);
+  absl::StatusOr<ReplaySummary> in_memory =
+      Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, corpus.lines, replay);
+  ASSERT_TRUE(streamed.ok()) << streamed.status();
+  ASSERT_TRUE(in_memory.ok()) << in_memory.status();
+  EXPECT_EQ(streamed->lines, corpus.lines.size());
+  EXPECT_EQ(streamed->matched, in_memory->matched);
+  EXPECT_EQ(Targets(*streamed), Targets(*in_memory));
+  EXPECT_EQ(Targets(*streamed), corpus.attackers);
+
+  class Failing : public LineSource {
+   public:
+    absl::StatusOr<bool> Next(absl::string_view* line) override {
+      if (n_++ < 10) {
+        *line = "Mar  3 14:02:01 h sshd[1]: hello";
+        return true;
+      }
+      return absl::DataLossError("disk gone");
+    }
+
+   private:
+    int n_ = 0;
+  } failing;
+  EXPECT_EQ(Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, failing, replay)
+                .status()
+                .code(),
+            absl::StatusCode::kDataLoss);
+}
+
 TEST(ReplayTest, BatchSizeDoesNotChangeTheDecisions) {
   CorpusOptions options;
   options.lines = 20000;
