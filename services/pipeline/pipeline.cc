@@ -5,6 +5,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "services/common/proto_time.h"
 #include "services/formats/line_parser.h"
@@ -235,6 +236,11 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch ", batch.sequence(), ": format is required"));
   }
+  if (batch.format() == palisade::v1::LOG_FORMAT_DECISIONS) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batch ", batch.sequence(),
+        ": format decisions is Palisade's own stream of decisions; it cannot be shipped"));
+  }
   const absl::Time started = clock_.TimeNow();
   const absl::Time now = started;
   BatchAck ack;
@@ -262,41 +268,55 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
   std::vector<Detection> detections;
   // Replay decides line by line, in event time; the daemon per batch (one store transaction).
   const bool line_by_line = static_cast<bool>(options_.advance_clock);
-  size_t decided = 0;
   uint32_t detection_count = 0;
   std::vector<const CompiledRule*> detected;
+  // Recidive: the decision lines a round of decisions feeds back (see the header), as (line,
+  // event time); built before on_detections, which may move from the detections.
+  std::vector<std::pair<std::string, absl::Time>> fed;
+  ParsedLine fed_parsed;
+  // Decides `detections`, then feeds the decisions made back as LOG_FORMAT_DECISIONS lines,
+  // whose own detections are decided in the next round. Decisions of decisions-format rules are
+  // never fed, so there are at most two rounds, whatever the packs say.
   auto decide = [&]() {
-    if (decided == detections.size()) return;
-    for (size_t i = decided; i < detections.size(); ++i) detected.push_back(detections[i].rule);
-    detection_count += static_cast<uint32_t>(detections.size() - decided);
-    std::vector<Detection> fresh;
-    if (decided == 0) {
+    while (!detections.empty()) {
+      for (const Detection& d : detections) detected.push_back(d.rule);
+      detection_count += static_cast<uint32_t>(detections.size());
+      std::vector<Detection> fresh;
       fresh.swap(detections);
-    } else {
-      fresh.assign(std::make_move_iterator(detections.begin() + decided),
-                   std::make_move_iterator(detections.end()));
-    }
-    detections.clear();
-    decided = 0;
-    if (options_.token_candidates) {
-      std::vector<Detection> tokens;
-      auto is_token = [](const Detection& d) {
-        return d.kind == palisade::v1::TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
-      };
-      for (Detection& d : fresh) {
-        if (is_token(d)) tokens.push_back(std::move(d));
+      if (options_.token_candidates) {
+        std::vector<Detection> tokens;
+        auto is_token = [](const Detection& d) {
+          return d.kind == palisade::v1::TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
+        };
+        for (Detection& d : fresh) {
+          if (is_token(d)) tokens.push_back(std::move(d));
+        }
+        if (!tokens.empty()) {
+          fresh.erase(std::remove_if(fresh.begin(), fresh.end(), is_token), fresh.end());
+          options_.token_candidates(batch.source(), tokens, engine_.rules());
+          if (fresh.empty()) continue;
+        }
       }
-      if (!tokens.empty()) {
-        fresh.erase(std::remove_if(fresh.begin(), fresh.end(), is_token), fresh.end());
-        options_.token_candidates(batch.source(), tokens, engine_.rules());
-        if (fresh.empty()) return;
+      const bool feed =
+          engine_.rules()->ForFormat(palisade::v1::LogFormat::LOG_FORMAT_DECISIONS) != nullptr;
+      fed.clear();
+      // Decided while the rules cannot be swapped (a detection points into its RuleSet), and
+      // written to the store in one transaction.
+      decisions_.ApplyAll(fresh, [&](const std::vector<DecisionUpdate>& updates) {
+        for (size_t i = 0; feed && i < fresh.size() && i < updates.size(); ++i) {
+          std::string fed_line;
+          if (DecisionLine(fresh[i], updates[i].change, &fed_line)) {
+            fed.emplace_back(std::move(fed_line), fresh[i].time);
+          }
+        }
+        if (options_.on_detections) options_.on_detections(batch.source(), fresh, updates);
+      });
+      for (const auto& [fed_line, when] : fed) {
+        fed_parsed.message = fed_line;
+        engine_.Process(palisade::v1::LogFormat::LOG_FORMAT_DECISIONS, fed_parsed, fed_line, when,
+                        &detections, stream.id);
       }
     }
-    // Decided while the rules cannot be swapped (a detection points into its RuleSet), and
-    // written to the store in one transaction.
-    decisions_.ApplyAll(fresh, [&](const std::vector<DecisionUpdate>& updates) {
-      if (options_.on_detections) options_.on_detections(batch.source(), fresh, updates);
-    });
   };
   std::string sanitized;
   {
@@ -375,6 +395,9 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
     if (ack.truncated() > 0) sm->truncated->Increment(ack.truncated());
     if (ack.sanitized() > 0) sm->sanitized->Increment(ack.sanitized());
     if (ack.clamped() > 0) sm->clamped->Increment(ack.clamped());
+    // The daemon decides the batch here (replay has, line by line); decision lines fed back
+    // count in the metrics below.
+    decide();
     {
       absl::MutexLock lock(&metrics_mu_);
       // Per-rule match counters from the engine's running totals.
@@ -384,7 +407,6 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
         if (delta > 0) rule_metrics_[i].matches->Increment(delta);
       }
       const auto& rules = engine_.rules()->rules();
-      for (const Detection& d : detections) detected.push_back(d.rule);
       for (const CompiledRule* rule : detected) {
         for (size_t i = 0; i < rules.size(); ++i) {
           if (rules[i].get() == rule) rule_metrics_[i].detections->Increment();
@@ -392,8 +414,6 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
       }
       PublishEngineGaugesLocked();
     }
-    detected.clear();
-    decide();
     ack.set_detections(detection_count);
   }
   {
@@ -414,6 +434,31 @@ Pipeline::StreamState& Pipeline::StreamFor(absl::string_view source) {
   StreamState& s = streams_[key];
   s.id = static_cast<uint32_t>(streams_.size());
   return s;
+}
+
+bool Pipeline::DecisionLine(const Detection& d, DecisionChange change, std::string* line) {
+  if (change != DecisionChange::kCreated && change != DecisionChange::kExtended) return false;
+  for (int f : d.rule->proto.formats()) {
+    if (f == palisade::v1::LogFormat::LOG_FORMAT_DECISIONS) return false;
+  }
+  std::string kind = palisade::v1::TargetKind_Name(d.kind);
+  absl::string_view k = kind;
+  if (absl::ConsumePrefix(&k, "TARGET_KIND_")) kind = std::string(k);
+  absl::AsciiStrToLower(&kind);
+  // The key as printable ASCII without spaces: a path key is the client's text, and must not
+  // add a field ("/x kind=ip key=192.0.2.1") or a line.
+  std::string key;
+  key.reserve(d.key.size());
+  for (unsigned char c : d.key) {
+    if (c > 0x20 && c < 0x7f && c != '%') {
+      key.push_back(static_cast<char>(c));
+    } else {
+      absl::StrAppend(&key, absl::StrFormat("%%%02X", c));
+    }
+  }
+  *line = absl::StrCat("decision rule=", d.rule_id, " kind=", kind, " key=", key,
+                       " action=", ActionLabel(d.rule->proto.decision().action()));
+  return true;
 }
 
 size_t Pipeline::streams() const {

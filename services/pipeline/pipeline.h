@@ -7,6 +7,22 @@
 // windows are sharded; only a rule swap waits for the batches in flight. Rule reloads are all or nothing: a pack set that fails to
 // compile leaves the running rules in place and returns the error.
 //
+// Recidive (issue 13 §3): each decision the pipeline makes or renews from a detection (created
+// or extended; not a stale one, not manual bans, feed syncs or token candidates, which are
+// decided elsewhere) is fed back to the same engine as one LOG_FORMAT_DECISIONS line,
+//     decision rule=ID kind=KIND key=KEY action=ACTION
+// (KIND and ACTION lower case without their enum prefix: ip, range, path, ...; block,
+// challenge, ...; KEY with every byte outside printable ASCII, the space and '%' written as
+// %XX, so a path key cannot add a field), at the detection's event time and in the stream of
+// the batch that made it, so the rules of that format (rules/recidive.textproto) count
+// decisions in windows that age in that stream's event time. Dry-run rules' decisions are fed
+// too: a dry-run recidive sees what an enforcing one would. Only when some loaded rule reads
+// the format. The line's detections are decided at once (in the daemon, in the same batch;
+// in replay, on the same line, so replay decides as the daemon does). Decisions made by rules
+// of LOG_FORMAT_DECISIONS are never fed, whatever their patterns say, so a pack that counts
+// its own decisions cannot loop. Batches shipped in that format are refused: the stream is
+// Palisade's own.
+//
 // Thread-safety: all methods are thread-safe.
 #ifndef PALISADE_SERVICES_PIPELINE_PIPELINE_H_
 #define PALISADE_SERVICES_PIPELINE_PIPELINE_H_
@@ -139,6 +155,10 @@ class Pipeline {
   const PipelineOptions options_;
   Clock& clock_;
   DecisionTable& decisions_;
+
+  // Recidive: the LOG_FORMAT_DECISIONS line for the decision `change` made from `d` (see the
+  // header), or false when none is fed (not created or extended; a decisions-format rule's).
+  static bool DecisionLine(const Detection& d, DecisionChange change, std::string* line);
 
   // The state of `source`'s stream (see PipelineOptions::max_streams).
   StreamState& StreamFor(absl::string_view source) ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);

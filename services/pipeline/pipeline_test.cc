@@ -400,5 +400,268 @@ TEST(PipelineTokenCandidatesTest, TokenDetectionsGoToTheCandidateStage) {
   EXPECT_EQ(decisions[0].target().value(), "203.0.113.9");
 }
 
+// Recidive (issue 13 §3): the decisions the pipeline makes are fed back as LOG_FORMAT_DECISIONS
+// lines, which the shipped rules/recidive.textproto counts: three blocks of one address within
+// a day, by different rules of different sources, block it for a week.
+constexpr absl::string_view kOffences = R"pb(
+  rules {
+    id: "ssh-fail"
+    formats: LOG_FORMAT_SYSLOG
+    patterns: "^Failed password for \\S+ from (?P<ip>[0-9a-f:.]+) port \\d+ ssh2$"
+    threshold { count: 1 }
+    decision { action: ACTION_BLOCK duration { seconds: 600 } }
+  }
+  rules {
+    id: "ssh-invalid"
+    formats: LOG_FORMAT_SYSLOG
+    patterns: "^Invalid user \\S+ from (?P<ip>[0-9a-f:.]+) port \\d+$"
+    threshold { count: 1 }
+    decision { action: ACTION_BLOCK duration { seconds: 600 } dry_run: true }
+  }
+  rules {
+    id: "web-env"
+    formats: LOG_FORMAT_COMBINED
+    patterns: "^(?P<ip>[0-9a-f:.]+) \\S+ \\S+ \\[[^\\]]+\\] \"GET /\\.env "
+    threshold { count: 1 }
+    decision { action: ACTION_BLOCK duration { seconds: 600 } }
+  }
+  rules {
+    id: "web-login"
+    formats: LOG_FORMAT_COMBINED
+    patterns: "^(?P<ip>[0-9a-f:.]+) \\S+ \\S+ \\[[^\\]]+\\] \"POST /login "
+    threshold { count: 1 }
+    decision { action: ACTION_MANAGED_CHALLENGE duration { seconds: 600 } }
+  }
+)pb";
+
+class RecidiveTest : public ::testing::Test {
+ protected:
+  RecidiveTest()
+      : table_(clock_),
+        pipeline_(Rules(kOffences, /*recidive=*/true), PipelineOptions(), clock_, table_,
+                  registry_) {}
+
+  static std::shared_ptr<const RuleSet> Rules(absl::string_view pack, bool recidive) {
+    std::vector<LoadedPack> packs = {*ParseRulePack(pack, "offences.textproto")};
+    if (recidive) {
+      absl::StatusOr<LoadedPack> shipped = LoadRulePackFile("rules/recidive.textproto");
+      EXPECT_THAT(shipped.status(), IsOk());
+      packs.push_back(*shipped);
+    }
+    absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile(packs);
+    EXPECT_THAT(set.status(), IsOk());
+    return *set;
+  }
+
+  // One offence by `rule` from `ip`, now, in its own source's format; returns the batch's
+  // detections. The decisions of earlier offences are expired first, as the sweep would.
+  uint32_t Offend(Pipeline& pipeline, absl::string_view rule, absl::string_view ip) {
+    table_.ExpireDue();
+    const absl::Time now = clock_.TimeNow();
+    LogBatch batch;
+    std::string line;
+    if (rule == "ssh-fail" || rule == "ssh-invalid") {
+      batch.set_source("auth");
+      batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+      line = absl::StrCat(absl::FormatTime("%b %e %H:%M:%S", now, absl::UTCTimeZone()),
+                          " web-1 sshd[1]: ",
+                          rule == "ssh-fail" ? "Failed password for root from "
+                                             : "Invalid user admin from ",
+                          ip, " port 22", rule == "ssh-fail" ? " ssh2" : "");
+    } else {
+      batch.set_source("web");
+      batch.set_format(LogFormat::LOG_FORMAT_COMBINED);
+      line = absl::StrCat(ip, " - - [",
+                          absl::FormatTime("%d/%b/%Y:%H:%M:%S +0000", now, absl::UTCTimeZone()),
+                          "] \"", rule == "web-env" ? "GET /.env" : "POST /login",
+                          " HTTP/1.1\" 401 1 \"-\" \"x\"");
+    }
+    batch.add_records()->set_line(line);
+    absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+    EXPECT_THAT(ack.status(), IsOk());
+    EXPECT_EQ(ack.ok() ? ack->matched() : 0u, 1u) << line;
+    return ack.ok() ? ack->detections() : 0;
+  }
+
+  // The active decision on `ip`; fails the test when there is none.
+  palisade::v1::Decision Active(absl::string_view ip) {
+    DecisionFilter filter;
+    filter.target = std::string(ip);
+    filter.active_only = true;
+    std::vector<palisade::v1::Decision> found = table_.List(filter);
+    EXPECT_THAT(found, SizeIs(1)) << ip;
+    return found.empty() ? palisade::v1::Decision() : found[0];
+  }
+
+  double Detections(absl::string_view rule) {
+    return CounterValue(registry_, "palisade_engine_detections_total",
+                        {{"rule", std::string(rule)}});
+  }
+
+  SimulatedClock clock_;
+  prometheus::Registry registry_;
+  DecisionTable table_;
+  Pipeline pipeline_;
+};
+
+// Three blocks by three rules (one of them dry run), from two sources, hours apart: the third
+// one's batch also decides recidive, which extends the decision to a week from that offence.
+// An address blocked twice, and one challenged (not blocked) on top of two blocks, keep their
+// ten minutes.
+TEST_F(RecidiveTest, ThreeBlocksWithinADayMakeAWeek) {
+  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);
+  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "198.51.100.8"), 1u);
+  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "198.51.100.9"), 1u);
+  clock_.Advance(absl::Hours(5));
+  EXPECT_EQ(Offend(pipeline_, "ssh-invalid", "203.0.113.7"), 1u);
+  EXPECT_EQ(Offend(pipeline_, "web-env", "198.51.100.8"), 1u);
+  EXPECT_EQ(Offend(pipeline_, "web-env", "198.51.100.9"), 1u);
+  clock_.Advance(absl::Hours(18));  // 23 h after the first offence
+  const absl::Time third = clock_.TimeNow();
+  EXPECT_EQ(Offend(pipeline_, "web-env", "203.0.113.7"), 2u);  // web-env and recidive
+  EXPECT_EQ(Offend(pipeline_, "web-login", "198.51.100.9"), 1u);
+
+  const palisade::v1::Decision week = Active("203.0.113.7");
+  EXPECT_EQ(FromProtoTime(week.expiry()), third + absl::Hours(24 * 7));
+  EXPECT_FALSE(week.dry_run());
+  EXPECT_EQ(Detections("recidive"), 1);
+  EXPECT_EQ(CounterValue(registry_, "palisade_engine_rule_matches_total", {{"rule", "recidive"}}),
+            7);  // every block counted; the challenge not (it is no block)
+  // Twice blocked: the second block's ten minutes are over. Twice blocked then challenged:
+  // the challenge's ten minutes.
+  DecisionFilter twice;
+  twice.target = "198.51.100.8";
+  twice.active_only = true;
+  EXPECT_THAT(table_.List(twice), SizeIs(0));
+  EXPECT_EQ(FromProtoTime(Active("198.51.100.9").expiry()), third + absl::Minutes(10));
+}
+
+// Three blocks spread over more than a day are not a recidive.
+TEST_F(RecidiveTest, BlocksMoreThanADayApartDoNotCount) {
+  Offend(pipeline_, "ssh-fail", "203.0.113.7");
+  clock_.Advance(absl::Hours(13));
+  Offend(pipeline_, "ssh-fail", "203.0.113.7");
+  clock_.Advance(absl::Hours(13));
+  Offend(pipeline_, "web-env", "203.0.113.7");
+  EXPECT_EQ(Detections("recidive"), 0);
+  EXPECT_EQ(FromProtoTime(Active("203.0.113.7").expiry()),
+            clock_.TimeNow() + absl::Minutes(10));
+}
+
+// Recidive's own decision is not fed back: two more blocks after it make two, not three.
+TEST_F(RecidiveTest, RecidiveDoesNotCountItself) {
+  for (absl::string_view rule : {"ssh-fail", "ssh-invalid", "web-env"}) {
+    Offend(pipeline_, rule, "203.0.113.7");
+    clock_.Advance(absl::Minutes(30));
+  }
+  ASSERT_EQ(Detections("recidive"), 1);
+  Offend(pipeline_, "ssh-fail", "203.0.113.7");
+  clock_.Advance(absl::Minutes(30));
+  Offend(pipeline_, "web-env", "203.0.113.7");
+  EXPECT_EQ(Detections("recidive"), 1);
+  // The next block is the third since recidive's: a second recidive.
+  clock_.Advance(absl::Minutes(30));
+  Offend(pipeline_, "ssh-fail", "203.0.113.7");
+  EXPECT_EQ(Detections("recidive"), 2);
+}
+
+// A badly written decisions rule that matches every decision line, its own included, with a
+// threshold of one: each block makes one detection of it, never a loop.
+TEST_F(RecidiveTest, ADecisionsRuleMatchingItsOwnLinesCannotLoop) {
+  const std::string pack = absl::StrCat(kOffences, R"pb(
+    rules {
+      id: "greedy"
+      formats: LOG_FORMAT_DECISIONS
+      patterns: " key=(?P<ip>[0-9a-f:.]+) action=[a-z_]+$"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+  )pb");
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(pack, /*recidive=*/false), PipelineOptions(), clock_, table, registry);
+  EXPECT_EQ(Offend(pipeline, "ssh-fail", "203.0.113.7"), 2u);
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_EQ(Offend(pipeline, "web-env", "203.0.113.7"), 2u);
+  EXPECT_EQ(CounterValue(registry, "palisade_engine_detections_total", {{"rule", "greedy"}}), 2);
+}
+
+// Replay decides line by line (PipelineOptions::advance_clock): the decision lines are fed and
+// decided on the line that made them, with the same outcome as the daemon's per-batch decide.
+TEST_F(RecidiveTest, LineByLineDecidesAsPerBatch) {
+  PipelineOptions options;
+  options.advance_clock = [&](absl::Time t) {
+    clock_.Set(std::max(clock_.TimeNow(), t));
+    table_.ExpireDue();
+  };
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(kOffences, /*recidive=*/true), options, clock_, table, registry);
+  LogBatch batch;
+  batch.set_source("auth");
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  const absl::Time start = clock_.TimeNow();
+  for (int i = 0; i < 3; ++i) {
+    batch.add_records()->set_line(absl::StrCat(
+        absl::FormatTime("%b %e %H:%M:%S", start + absl::Hours(i), absl::UTCTimeZone()),
+        " web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2"));
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 4u);
+  DecisionFilter filter;
+  filter.active_only = true;
+  std::vector<palisade::v1::Decision> active = table.List(filter);
+  ASSERT_THAT(active, SizeIs(1));
+  EXPECT_EQ(FromProtoTime(active[0].expiry()), start + absl::Hours(2) + absl::Hours(24 * 7));
+}
+
+// The decisions stream is Palisade's own: a client cannot ship lines into it.
+TEST_F(RecidiveTest, ShippedDecisionLinesAreRefused) {
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_DECISIONS);
+  for (int i = 0; i < 3; ++i) {
+    batch.add_records()->set_line(
+        "decision rule=ssh-fail kind=ip key=203.0.113.7 action=block");
+  }
+  EXPECT_THAT(pipeline_.ProcessBatch(batch),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("decisions")));
+  EXPECT_EQ(table_.size(), 0u);
+}
+
+// A path key is the client's text: written with %XX for spaces and '%', it cannot end its line
+// as an address block would, so recidive never counts it.
+TEST_F(RecidiveTest, PathKeysCannotPoseAsAddresses) {
+  constexpr absl::string_view kPaths = R"pb(
+    rules {
+      id: "path-block"
+      formats: LOG_FORMAT_RAW
+      key: "path"
+      key_kind: TARGET_KIND_PATH
+      patterns: "^hot path (?P<path>/.*)$"
+      unanchored_key_reason: "test"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } actuator: ACTUATOR_NONE }
+    }
+  )pb";
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(kPaths, /*recidive=*/true), PipelineOptions(), clock_, table, registry);
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_RAW);
+  for (int i = 0; i < 3; ++i) {
+    batch.add_records()->set_line(
+        absl::StrCat("hot path /", i, " kind=ip key=198.51.100.77"));
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 3u);  // the three paths; no recidive
+  EXPECT_EQ(CounterValue(registry, "palisade_engine_rule_matches_total", {{"rule", "recidive"}}),
+            0);
+  DecisionFilter filter;
+  filter.target = "198.51.100.77";
+  EXPECT_THAT(table.List(filter), SizeIs(0));
+}
+
 }  // namespace
 }  // namespace palisade
