@@ -221,5 +221,50 @@ TEST(ReplayTest, NewYearAndFutureLogs) {
   EXPECT_EQ(s->decisions[0].start().seconds(), 4070908804);  // 2099-01-01T00:00:04Z
 }
 
+// Recidive (rules/recidive.textproto) in replay: the decision lines are fed and decided on the
+// line that made them, as in the daemon. 203.0.113.7 is blocked three times in four hours: the
+// third block becomes a week, so its failure three days later only extends it (no new
+// decision); 198.51.100.8, blocked twice, is blocked anew then. The batch size changes nothing.
+TEST(ReplayTest, RecidiveTurnsTheThirdBlockOfADayIntoAWeek) {
+  constexpr absl::string_view kOffences = R"pb(
+    rules {
+      id: "ssh-fail"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^Failed password for \\S+ from (?P<ip>[0-9a-f:.]+) port \\d+ ssh2$"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    }
+  )pb";
+  absl::StatusOr<LoadedPack> recidive = LoadRulePackFile("rules/recidive.textproto");
+  ASSERT_TRUE(recidive.ok()) << recidive.status();
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules =
+      RuleSet::Compile({*ParseRulePack(kOffences, "offences.textproto"), *recidive});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  std::vector<std::string> lines;
+  auto fail = [&](absl::string_view when, absl::string_view ip) {
+    lines.push_back(absl::StrCat(when, " h sshd[1]: Failed password for root from ", ip,
+                                 " port 22 ssh2"));
+  };
+  fail("Mar  3 00:00:00", "203.0.113.7");
+  fail("Mar  3 00:30:00", "198.51.100.8");
+  fail("Mar  3 02:00:00", "203.0.113.7");
+  fail("Mar  3 02:30:00", "198.51.100.8");
+  fail("Mar  3 04:00:00", "203.0.113.7");
+  fail("Mar  6 04:00:00", "203.0.113.7");
+  fail("Mar  6 04:30:00", "198.51.100.8");
+  for (uint32_t batch : {1u, 1000u}) {
+    absl::StatusOr<ReplaySummary> s =
+        Replay(*rules, palisade::v1::LOG_FORMAT_SYSLOG, lines, batch);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->detections, 8u) << batch;  // seven blocks and one recidive
+    // Every block was fed, including the extension on Mar 6; the week's own decision was not.
+    EXPECT_EQ(s->matches_per_rule["recidive"], 7u) << batch;
+    std::map<std::string, int> created;
+    for (const auto& d : s->decisions) ++created[d.target().value()];
+    EXPECT_EQ(created["203.0.113.7"], 3) << batch;
+    EXPECT_EQ(created["198.51.100.8"], 3) << batch;
+  }
+}
+
 }  // namespace
 }  // namespace palisade
