@@ -366,8 +366,10 @@ std::vector<std::string> TopLevelAlternatives(absl::string_view body) {
       if (c == ']') in_class = false;
     } else if (c == '[') {
       in_class = true;
-      if (i + 1 < body.size() && body[i + 1] == '^') out.back() += body[i++];
-      if (i + 1 < body.size() && body[i + 1] == ']') out.back() += body[i++];
+      out.back() += c;
+      if (i + 1 < body.size() && body[i + 1] == '^') out.back() += body[++i];
+      if (i + 1 < body.size() && body[i + 1] == ']') out.back() += body[++i];
+      continue;
     } else if (c == '(') {
       ++depth;
     } else if (c == ')') {
@@ -658,11 +660,17 @@ Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefi
     std::string still_python = PythonOnlyConstruct(candidate);
     std::string why_after;
     if (!still_python.empty()) {
-      return refuse(absl::StrCat(still_python, " has no RE2 equivalent"));
+      return refuse(absl::StrCat(still_python, " has no RE2 equivalent (after the rewrites: ",
+                                 candidate, ")"));
     }
-    if (tried.size() == rewrites.size() || !safe_key(candidate, &why_after)) {
+    if (tried.size() == rewrites.size()) {
       if (!python.empty()) return refuse(absl::StrCat(python, " has no RE2 equivalent"));
-      return refuse(why.empty() ? why_after : why);
+      return refuse(why);
+    }
+    if (!safe_key(candidate, &why_after)) {
+      return refuse(absl::StrCat(why_after, " (after the rewrites ",
+                                 absl::StrJoin(tried.begin() + rewrites.size(), tried.end(), ", "),
+                                 ": ", candidate, ")"));
     }
     re = std::move(candidate);
     rewrites = std::move(tried);
@@ -904,6 +912,13 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
         "Imported from fail2ban filter ", BaseName(path), ".", role, " Threshold from ",
         options.threshold_source, ": maxretry ", options.maxretry, " within findtime ",
         Seconds(options.findtime), ", bantime ", Seconds(options.bantime), escalation, "."));
+    if (rule.session().note_only()) {
+      // A note never counts: no threshold, no decision.
+      rule.set_description(absl::StrCat("Imported from fail2ban filter ", BaseName(path), ".",
+                                        role));
+      *out.pack.add_rules() = std::move(rule);
+      continue;
+    }
     rule.mutable_threshold()->set_count(options.maxretry);
     if (options.maxretry > 1 || options.findtime > absl::ZeroDuration()) {
       rule.mutable_threshold()->mutable_window()->set_seconds(
