@@ -100,6 +100,8 @@ DEFAULT_PAIRS = [
     ("ejabberd-auth", "rules/auth-apps.textproto", "raw"),
     ("znc-adminlog", "rules/auth-apps.textproto", "raw"),
     ("counter-strike", "rules/auth-apps.textproto", "raw"),
+    ("slapd", "rules/auth-apps.textproto", "syslog"),
+    ("mongodb-auth", "rules/auth-apps.textproto", "raw"),
     ("kerio", "rules/mail-gateways.textproto", "raw"),
     ("domino-smtp", "rules/mail-gateways.textproto", "raw"),
     ("oracleims", "rules/mail-gateways.textproto", "raw"),
