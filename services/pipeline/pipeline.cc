@@ -170,6 +170,31 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
            .Help("Evidence lines cut to their share of engine.max_evidence_bytes.")
            .Register(registry)
            .Add({});
+  sessions_gauge_ = &prometheus::BuildGauge()
+                         .Name("palisade_engine_sessions")
+                         .Help("Live sessions (a connection's lines tied by pid or id, for rules "
+                               "with a session).")
+                         .Register(registry)
+                         .Add({});
+  session_bytes_gauge_ = &prometheus::BuildGauge()
+                              .Name("palisade_engine_session_bytes")
+                              .Help("Bytes the sessions hold, against engine.max_session_bytes.")
+                              .Register(registry)
+                              .Add({});
+  sessions_evicted_counter_ =
+      &prometheus::BuildCounter()
+           .Name("palisade_engine_sessions_evicted_total")
+           .Help("Sessions dropped past engine.max_sessions or engine.max_session_bytes, least "
+                 "recently seen first.")
+           .Register(registry)
+           .Add({});
+  session_misses_counter_ =
+      &prometheus::BuildCounter()
+           .Name("palisade_engine_session_misses_total")
+           .Help("Matches of session rules that needed a key from their session and found none "
+                 "(not counted).")
+           .Register(registry)
+           .Add({});
   auto& active = prometheus::BuildGauge()
                      .Name("palisade_decisions_active")
                      .Help("Decisions currently active.")
@@ -478,6 +503,10 @@ void Pipeline::PublishEngineGaugesLocked() {
   CatchUp(evicted_counter_, stats.evicted_windows, evicted_published_);
   CatchUp(*memory_evicted_counter_, stats.memory_evicted_windows, memory_evicted_published_);
   CatchUp(*evidence_truncated_counter_, stats.evidence_truncated, truncated_published_);
+  sessions_gauge_->Set(static_cast<double>(stats.sessions.live));
+  session_bytes_gauge_->Set(static_cast<double>(stats.sessions.bytes));
+  CatchUp(*sessions_evicted_counter_, stats.sessions.evicted, sessions_evicted_published_);
+  CatchUp(*session_misses_counter_, stats.session_misses, session_misses_published_);
 }
 
 void Pipeline::SetRules(std::shared_ptr<const RuleSet> rules) {
@@ -555,7 +584,10 @@ palisade::v1::TestRulesResponse Pipeline::TestRules(std::shared_ptr<const RuleSe
       rule = YearRule::kNearest;
     }
     bool any = false;
-    engine.MatchOnly(format, parsed, [&](const CompiledRule& rule, absl::string_view key) {
+    // Sessions follow the lines' own times (a line without one: the previous line's).
+    engine.MatchOnly(
+        format, parsed,
+        [&](const CompiledRule& rule, absl::string_view key) {
       any = true;
       palisade::v1::LineMatch* m = out.add_matches();
       m->set_line_number(static_cast<uint32_t>(i + 1));
@@ -568,7 +600,8 @@ palisade::v1::TestRulesResponse Pipeline::TestRules(std::shared_ptr<const RuleSe
           std::find(s.keys().begin(), s.keys().end(), key) == s.keys().end()) {
         s.add_keys(std::string(key));
       }
-    });
+        },
+        parsed.time.value_or(reference));
     if (any) out.set_matched_lines(out.matched_lines() + 1);
   }
   for (auto& [id, s] : summary) *out.add_rules() = std::move(s);

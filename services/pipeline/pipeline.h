@@ -187,6 +187,13 @@ class Pipeline {
   prometheus::Counter* memory_evicted_counter_ = nullptr;
   prometheus::Gauge* memory_gauge_ = nullptr;
   prometheus::Counter* evidence_truncated_counter_ = nullptr;
+  // The engine's session table (Rule.session).
+  prometheus::Gauge* sessions_gauge_ = nullptr;
+  prometheus::Gauge* session_bytes_gauge_ = nullptr;
+  prometheus::Counter* sessions_evicted_counter_ = nullptr;
+  prometheus::Counter* session_misses_counter_ = nullptr;
+  uint64_t sessions_evicted_published_ ABSL_GUARDED_BY(metrics_mu_) = 0;
+  uint64_t session_misses_published_ ABSL_GUARDED_BY(metrics_mu_) = 0;
 
   prometheus::Family<prometheus::Counter>& received_family_;
   prometheus::Family<prometheus::Counter>& malformed_family_;

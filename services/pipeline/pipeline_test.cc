@@ -320,6 +320,68 @@ TEST_F(PipelineTest, BatchWithoutFormatIsRefused) {
   EXPECT_THAT(pipeline_.ProcessBatch(batch), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+// Sessions through the real path: the parser's pid ties "Too many authentication failures"
+// (no address) to the failure that named one, per source (two hosts reuse pid 500), and the
+// session table reaches Prometheus. TestRules follows sessions the same way.
+TEST_F(PipelineTest, SessionsTieAConnectionsLinesPerSource) {
+  constexpr absl::string_view kSessionPack = R"pb(
+    rules {
+      id: "ssh-fail"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^Failed password for \\S+ from (?P<ip>[0-9.]+) port \\d+ ssh2$"
+      threshold { count: 10 window { seconds: 60 } }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    }
+    rules {
+      id: "ssh-too-many"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^Disconnecting: Too many authentication failures \\[preauth\\]$"
+      session {}
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    }
+  )pb";
+  auto rules = *RuleSet::Compile({*ParseRulePack(kSessionPack, "s.textproto")});
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(rules, PipelineOptions(), clock_, table, registry);
+  const std::string stamp =
+      absl::FormatTime("%b %e %H:%M:%S", clock_.TimeNow(), absl::UTCTimeZone());
+  auto batch = [&](absl::string_view source, absl::string_view ip) {
+    LogBatch b;
+    b.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+    b.set_source(std::string(source));
+    b.add_records()->set_line(absl::StrCat(stamp, " h sshd[500]: Failed password for root from ",
+                                           ip, " port 22 ssh2"));
+    return b;
+  };
+  ASSERT_THAT(pipeline.ProcessBatch(batch("web-1", "203.0.113.7")), IsOk());
+  ASSERT_THAT(pipeline.ProcessBatch(batch("web-2", "198.51.100.8")), IsOk());
+  LogBatch end;
+  end.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  end.set_source("web-2");
+  end.add_records()->set_line(
+      absl::StrCat(stamp, " h sshd[500]: Disconnecting: Too many authentication failures "
+                          "[preauth]"));
+  end.add_records()->set_line(
+      absl::StrCat(stamp, " h sshd[501]: Disconnecting: Too many authentication failures "
+                          "[preauth]"));
+  ASSERT_THAT(pipeline.ProcessBatch(end), IsOk());
+  const auto decisions = table.List({});
+  ASSERT_THAT(decisions, SizeIs(1));
+  EXPECT_EQ(decisions[0].target().value(), "198.51.100.8");  // web-2's pid 500, not web-1's
+  EXPECT_EQ(CounterValue(registry, "palisade_engine_sessions"), 2);
+  EXPECT_GT(CounterValue(registry, "palisade_engine_session_bytes"), 0);
+  EXPECT_EQ(CounterValue(registry, "palisade_engine_session_misses_total"), 1);  // pid 501
+
+  palisade::v1::TestRulesResponse r = Pipeline::TestRules(
+      rules, LogFormat::LOG_FORMAT_SYSLOG,
+      {batch("x", "203.0.113.9").records(0).line(), end.records(0).line()}, clock_.TimeNow());
+  ASSERT_THAT(r.matches(), SizeIs(2));
+  EXPECT_EQ(r.matches(1).rule_id(), "ssh-too-many");
+  EXPECT_EQ(r.matches(1).key(), "203.0.113.9");
+}
+
 TEST_F(PipelineTest, TestRulesReportsPerLineAndPerRule) {
   std::vector<std::string> lines = {Line("203.0.113.7", 3), "junk", Line("2001:db8::1", 2)};
   palisade::v1::TestRulesResponse r =
