@@ -51,10 +51,12 @@ namespace {
 constexpr char kFilterDir[] = "/etc/fail2ban/filter.d";
 constexpr char kLogDir[] = "/usr/lib/python3/dist-packages/fail2ban/tests/files/logs";
 const absl::Time kTestNow = absl::FromUnixSeconds(1124013600);
-// Measured floors (see the end of the test).
-constexpr int kMinConverted = 0;
-constexpr int kMinRecallPermille = 0;
-constexpr int kMaxFalsePositivePermille = 1000;
+// Floors measured 2026-12-02 on Debian bookworm's fail2ban (59 of 89 converted, 215/768 = 28.0 %
+// recall, 0 of 127 false positives): a regression fails here. The targets (90 %, 95 %, 1 %) are not
+// reached; docs/COVERAGE.md says where the gap is.
+constexpr int kMinConverted = 59;
+constexpr int kMinRecallPermille = 275;
+constexpr int kMaxFalsePositivePermille = 0;
 
 // "192.000.001.001" -> "192.0.1.1", "::ffff:1.2.3.4" -> "1.2.3.4"; "" when not an address.
 std::string Canonical(std::string text) {
@@ -97,6 +99,21 @@ struct Score {
   }
 };
 
+// fail2ban's test conditions are Python expressions; the shipped logs use only
+// `name == 'X'` and `opts.get('K') == / != 'V'`. Anything else: nullopt (not scored).
+std::optional<bool> Condition(const std::string& expr, const std::string& name,
+                              const nlohmann::json& opts) {
+  static const LazyRE2 kCompare = {
+      "\\s*(name|opts\\.get\\('([\\w.-]+)'\\))\\s*(==|!=)\\s*'([^']*)'\\s*"};
+  std::string lhs, key, op, value;
+  if (!RE2::FullMatch(expr, *kCompare, &lhs, &key, &op, &value)) return std::nullopt;
+  std::string actual = name;
+  if (lhs != "name") {
+    actual = opts.contains(key) && opts[key].is_string() ? opts[key].get<std::string>() : "";
+  }
+  return (actual == value) == (op == "==");
+}
+
 // One filter under one set of filter options, with its engine (sessions live across lines).
 struct Runner {
   absl::StatusOr<Fail2banImport> imported;
@@ -106,6 +123,7 @@ struct Runner {
   palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_UNSPECIFIED;
   std::optional<absl::Time> previous;
   std::string error;  // why it does not run: not converted, or refused by the loader
+  nlohmann::json opts = nlohmann::json::object();
 
   std::set<std::string> Flag(const std::string& line) {
     std::set<std::string> keys;
@@ -233,15 +251,22 @@ FilterResult ScoreFilter(const std::string& name) {
           for (const nlohmann::json& one : data.is_array() ? data : nlohmann::json::array({data})) {
             nlohmann::json opts = file_options;
             opts.update(one);
-            if (opts.contains("test.condition") ||
-                (opts.contains("logtype") && opts["logtype"] == "journal")) {
+            std::optional<bool> cond = true;
+            if (opts.contains("test.condition")) {
+              cond = Condition(opts["test.condition"].get<std::string>(), name, opts);
+            }
+            if (!cond.has_value() || (opts.contains("logtype") && opts["logtype"] == "journal")) {
               block_scored = false;
               continue;
             }
+            if (!*cond) continue;  // fail2ban ignores the block for this filter
             std::map<std::string, std::string> params = Params(opts);
             std::string id = opts.dump();
             auto& r = cache[id];
-            if (!r) r = MakeRunner(name, params);
+            if (!r) {
+              r = MakeRunner(name, params);
+              r->opts = opts;
+            }
             block.push_back(r.get());
           }
           continue;
@@ -256,7 +281,9 @@ FilterResult ScoreFilter(const std::string& name) {
         ++result.score.not_scored;
         continue;
       }
-      if (faildata.contains("constraint")) {
+      bool unknown_constraint = false;
+      if (faildata.contains("constraint") && !block.empty() &&
+          !Condition(faildata["constraint"].get<std::string>(), name, block[0]->opts)) {
         ++result.score.not_scored;
         continue;
       }
@@ -266,6 +293,13 @@ FilterResult ScoreFilter(const std::string& name) {
         host = faildata["host"].get<std::string>();
       }
       for (Runner* r : block) {
+        if (faildata.contains("constraint")) {
+          std::optional<bool> c =
+              Condition(faildata["constraint"].get<std::string>(), name, r->opts);
+          if (!c.has_value()) unknown_constraint = true;
+          if (!c.value_or(false)) continue;
+        }
+        (void)unknown_constraint;
         std::set<std::string> keys = r->Flag(line);
         ++result.score.lines;
         if (!match) {
@@ -357,7 +391,7 @@ TEST(Fail2banCorpusTest, EveryShippedFilterOnItsAnnotatedLog) {
       total.false_positives, Percent(total.false_positives, total.non_failures),
       total.host_names, total.no_host, total.not_scored);
 
-  // Floors measured on Debian bookworm's fail2ban 1.0.2 (see docs/COVERAGE.md).
+  // The floors (top of the file).
   EXPECT_GE(converted, kMinConverted);
   EXPECT_GE(total.found * 1000, kMinRecallPermille * total.failures);
   EXPECT_LE(total.false_positives * 1000, kMaxFalsePositivePermille * total.non_failures);

@@ -274,8 +274,17 @@ constexpr char kApacheClient[] = "\x02\\[client <HOST>(?::\\d{1,5})?\\]";
 // The time stamps fail2ban cuts from the start of a non-syslog line before matching:
 // "2012/04/09 11:53:29", ISO 8601, "[09/Apr/2012:11:53:29 +0200]".
 constexpr char kLeadingDate[] =
-    "(?:\\d{4}[-/]\\d{2}[-/]\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d+)?(?:Z|[+-]\\d{2}:?\\d{2})?"
-    "|\\[\\d{2}/\\w{3}/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}\\])?";
+    // Fixed-width pieces only: a variable-length field before the key would make the loader's
+    // check ask for the end to be pinned.
+    "(?:(?:\\d{4}[-/]\\d{2}[-/]\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d{3}(?:\\d{3})?)?"
+    "(?:Z|[+-]\\d{2}:?\\d{2})?"
+    "|\\[\\d{2}/\\w{3}/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}\\]"
+    "|\\[\\d{2}/\\w{3}/\\d{4} \\d{2}:\\d{2}:\\d{2}\\]"
+    "|\\[\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}\\]"
+    "|\\[\\d{2}-\\w{3}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?: [+-]\\d{4})?\\]:?"
+    "|\\d{2}/\\d{2}/\\d{4} \\d{2}:\\d{2}:\\d{2}"
+    "|\\w{3} \\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2} \\d{4}"
+    "|\\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2}) ?)?";
 // Longest regex a rewrite may produce (unrolling copies groups).
 constexpr size_t kMaxRewrittenSize = 16 << 10;
 constexpr int kMaxUnrollCopies = 4;
