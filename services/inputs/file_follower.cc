@@ -1,0 +1,247 @@
+#include "services/inputs/file_follower.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "services/common/fingerprint.h"
+
+namespace palisade {
+
+FileFollower::FileFollower(std::string path, FileFollowerOptions options,
+                           std::optional<palisade::v1::FileCheckpoint> from)
+    : path_(std::move(path)), options_(options) {
+  if (options_.max_line_bytes < 64) options_.max_line_bytes = 64;
+  if (options_.read_bytes < 4096) options_.read_bytes = 4096;
+  if (from) Resume(*from);
+}
+
+FileFollower::~FileFollower() { Close(); }
+
+void FileFollower::Close() {
+  if (open_.fd >= 0) ::close(open_.fd);
+  open_ = Open();
+  pending_.clear();
+  skipping_ = false;
+  read_offset_ = 0;
+  fingerprint_.clear();
+  fingerprint_bytes_ = 0;
+}
+
+std::string FileFollower::FingerprintOf(int fd, uint32_t* bytes) const {
+  std::string head(options_.fingerprint_bytes, '\0');
+  const ssize_t n = ::pread(fd, head.data(), head.size(), 0);
+  *bytes = n > 0 ? static_cast<uint32_t>(n) : 0;
+  if (n <= 0) return "";
+  head.resize(static_cast<size_t>(n));
+  return Fingerprint(head);
+}
+
+absl::StatusOr<bool> FileFollower::OpenAt(const std::string& path, uint64_t offset) {
+  Close();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return false;
+    return absl::PermissionDeniedError(absl::StrCat(path, ": ", std::strerror(errno)));
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  }
+  open_.fd = fd;
+  open_.device = st.st_dev;
+  open_.inode = st.st_ino;
+  read_offset_ = offset;
+  fingerprint_ = FingerprintOf(fd, &fingerprint_bytes_);
+  return true;
+}
+
+void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
+  auto same_file = [&](const std::string& path) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0 || st.st_dev != from.device() ||
+        st.st_ino != from.inode()) {
+      return false;
+    }
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    // The same bytes at the start as when the checkpoint was taken (an inode reused by a new
+    // file has others), and at least as many bytes as were taken.
+    std::string head(from.fingerprint_bytes(), '\0');
+    const ssize_t n = from.fingerprint_bytes() == 0 ? 0 : ::pread(fd, head.data(), head.size(), 0);
+    ::close(fd);
+    const bool same_head = from.fingerprint_bytes() == 0 ||
+                           (n == static_cast<ssize_t>(head.size()) &&
+                            Fingerprint(head) == from.fingerprint());
+    return same_head && static_cast<uint64_t>(st.st_size) >= from.offset();
+  };
+  if (same_file(path_)) {
+    if (absl::StatusOr<bool> opened = OpenAt(path_, from.offset()); opened.ok() && *opened) return;
+  }
+  // Rotated while we were away: logrotate moves the file to PATH.1. Read it on from the
+  // checkpoint, then the new file from its start.
+  if (same_file(path_ + ".1")) {
+    if (absl::StatusOr<bool> opened = OpenAt(path_ + ".1", from.offset());
+        opened.ok() && *opened) {
+      draining_rotated_ = true;
+      ++stats_.rotations;
+      return;
+    }
+  }
+  // Replaced or truncated below the checkpoint: from the start of what is there now.
+  struct stat st;
+  if (::stat(path_.c_str(), &st) == 0) {
+    if (st.st_dev == from.device() && st.st_ino == from.inode()) {
+      ++stats_.truncations;
+    } else {
+      ++stats_.rotations;
+    }
+  }
+  (void)OpenAt(path_, 0);
+}
+
+absl::StatusOr<size_t> FileFollower::ReadMore() {
+  if (open_.fd < 0) return 0;
+  if (fingerprint_bytes_ < options_.fingerprint_bytes) {
+    fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);  // the file was short: again
+  }
+  const size_t old = pending_.size();
+  pending_.resize(old + options_.read_bytes);
+  const ssize_t n = ::pread(open_.fd, pending_.data() + old, options_.read_bytes,
+                            static_cast<off_t>(read_offset_));
+  if (n < 0) {
+    pending_.resize(old);
+    return absl::DataLossError(absl::StrCat(path_, ": read failed: ", std::strerror(errno)));
+  }
+  pending_.resize(old + static_cast<size_t>(n));
+  read_offset_ += static_cast<uint64_t>(n);
+  stats_.bytes += static_cast<uint64_t>(n);
+  return static_cast<size_t>(n);
+}
+
+size_t FileFollower::TakeLines(size_t max_lines, std::vector<std::string>* lines) {
+  size_t taken = 0;
+  size_t at = 0;
+  while (taken < max_lines && at < pending_.size()) {
+    const size_t nl = pending_.find('\n', at);
+    if (skipping_) {
+      if (nl == std::string::npos) {
+        at = pending_.size();
+        break;
+      }
+      skipping_ = false;
+      at = nl + 1;
+      continue;
+    }
+    if (nl == std::string::npos) {
+      if (pending_.size() - at <= options_.max_line_bytes) break;  // wait for the newline
+      lines->emplace_back(pending_, at, options_.max_line_bytes);
+      ++stats_.cut_lines;
+      skipping_ = true;
+      at = pending_.size();
+      ++taken;
+      break;
+    }
+    size_t len = nl - at;
+    if (len > 0 && pending_[at + len - 1] == '\r') --len;
+    if (len > options_.max_line_bytes) {
+      len = options_.max_line_bytes;
+      ++stats_.cut_lines;
+    }
+    lines->emplace_back(pending_, at, len);
+    at = nl + 1;
+    ++taken;
+  }
+  pending_.erase(0, at);
+  stats_.lines += taken;
+  return taken;
+}
+
+absl::StatusOr<bool> FileFollower::CheckFile() {
+  if (draining_rotated_) {
+    // The rotated file is read to its end: on to the new one. A last line without its newline
+    // will never be finished: it is a line.
+    if (!pending_.empty() && !skipping_) pending_.push_back('\n');
+    std::string rest = std::move(pending_);
+    draining_rotated_ = false;
+    absl::StatusOr<bool> opened = OpenAt(path_, 0);
+    pending_ = std::move(rest);
+    return opened;
+  }
+  struct stat st;
+  if (::stat(path_.c_str(), &st) != 0) {
+    if (errno == ENOENT) return false;  // renamed, the new one not created yet; or not yet there
+    return absl::PermissionDeniedError(absl::StrCat(path_, ": ", std::strerror(errno)));
+  }
+  if (open_.fd < 0) return OpenAt(path_, 0);  // it appeared
+  if (st.st_dev != open_.device || st.st_ino != open_.inode) {
+    // Renamed and created again: the old file is read to its end (we are here only then).
+    if (!pending_.empty() && !skipping_) pending_.push_back('\n');
+    std::string rest = std::move(pending_);
+    absl::StatusOr<bool> opened = OpenAt(path_, 0);
+    pending_ = std::move(rest);
+    ++stats_.rotations;
+    return opened.ok() ? absl::StatusOr<bool>(true) : opened;
+  }
+  struct stat open_st;
+  if (::fstat(open_.fd, &open_st) == 0 && static_cast<uint64_t>(open_st.st_size) < read_offset_) {
+    // Copied and truncated in place: what is there now is new.
+    pending_.clear();
+    skipping_ = false;
+    read_offset_ = 0;
+    fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);
+    ++stats_.truncations;
+    return true;
+  }
+  return false;
+}
+
+absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines, std::vector<std::string>* lines) {
+  size_t taken = 0;
+  absl::Status error;
+  while (taken < max_lines) {
+    taken += TakeLines(max_lines - taken, lines);
+    if (taken >= max_lines) break;
+    absl::StatusOr<size_t> n = ReadMore();
+    if (!n.ok()) {
+      error = n.status();
+      break;
+    }
+    if (*n > 0) continue;
+    absl::StatusOr<bool> switched = CheckFile();
+    if (!switched.ok()) {
+      error = switched.status();
+      break;
+    }
+    if (!*switched) break;
+  }
+  struct stat st;
+  lag_bytes_ = open_.fd >= 0 && ::fstat(open_.fd, &st) == 0 &&
+                       static_cast<uint64_t>(st.st_size) > checkpoint().offset()
+                   ? static_cast<uint64_t>(st.st_size) - checkpoint().offset()
+                   : 0;
+  if (taken == 0 && !error.ok()) return error;
+  return taken;
+}
+
+palisade::v1::FileCheckpoint FileFollower::checkpoint() const {
+  palisade::v1::FileCheckpoint c;
+  c.set_path(path_);  // the input's path; which file it is, the inode and fingerprint say
+  c.set_device(open_.device);
+  c.set_inode(open_.inode);
+  // After the last line handed out: what was read less what waits in the buffer. Lines that
+  // the last rotation's buffer carried over belong to the previous file: the new file's
+  // position is then 0 until they are taken.
+  const uint64_t held = skipping_ ? 0 : pending_.size();
+  c.set_offset(read_offset_ >= held ? read_offset_ - held : 0);
+  c.set_fingerprint(fingerprint_);
+  c.set_fingerprint_bytes(fingerprint_bytes_);
+  return c;
+}
+
+}  // namespace palisade

@@ -1,0 +1,103 @@
+// Following one log file as `tail -F` does, with a checkpoint that says exactly where its lines
+// were taken (issue 14 §1). Poll() hands out the complete lines written since the last call:
+//   - a partial last line (no newline yet) is held until its newline comes;
+//   - rotation by rename + create: the old file is read to its end first (lines written just
+//     before the rename are not lost), then the new one from its start;
+//   - rotation by copytruncate (the file shrinks below what was taken): read again from the
+//     start, counted as a truncation;
+//   - a file that does not exist yet (or was removed) is waited for, not an error;
+//   - lines longer than max_line_bytes are cut there and counted.
+// checkpoint() is the position after the last line handed out: device, inode, offset, and a
+// fingerprint of the file's first bytes (an inode reused by another file is not mistaken for
+// the same file). A follower created from a checkpoint resumes there: at the offset when the
+// file is the same; in the rotated file (PATH.1, where logrotate moves it) when the file was
+// rotated meanwhile, then the new file from its start; from the start when the file was
+// truncated below the offset or replaced.
+//
+// Thread-safety: none; one follower per thread.
+#ifndef PALISADE_SERVICES_INPUTS_FILE_FOLLOWER_H_
+#define PALISADE_SERVICES_INPUTS_FILE_FOLLOWER_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "palisade/v1/state.pb.h"
+
+namespace palisade {
+
+struct FileFollowerOptions {
+  size_t max_line_bytes = 16 * 1024;
+  size_t read_bytes = 256 * 1024;  // per read() call
+  // The first bytes of a file whose hash tells one file from another with the same inode.
+  size_t fingerprint_bytes = 256;
+};
+
+struct FollowerStats {
+  uint64_t lines = 0;
+  uint64_t bytes = 0;
+  uint64_t rotations = 0;    // rename + create seen
+  uint64_t truncations = 0;  // copytruncate (or a shrink) seen
+  uint64_t cut_lines = 0;
+};
+
+class FileFollower {
+ public:
+  FileFollower(std::string path, FileFollowerOptions options = {},
+               std::optional<palisade::v1::FileCheckpoint> from = std::nullopt);
+  ~FileFollower();
+  FileFollower(const FileFollower&) = delete;
+  FileFollower& operator=(const FileFollower&) = delete;
+
+  // Appends up to `max_lines` complete new lines to `*lines` and returns how many. An error
+  // (a read failing, permission denied) names the path; the follower stays usable and retries
+  // on the next call.
+  absl::StatusOr<size_t> Poll(size_t max_lines, std::vector<std::string>* lines);
+
+  // The position after the last line handed out (input name left empty).
+  palisade::v1::FileCheckpoint checkpoint() const;
+  // Bytes written to the file and not yet handed out (the lag), as of the last Poll.
+  uint64_t lag_bytes() const { return lag_bytes_; }
+  const FollowerStats& stats() const { return stats_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  struct Open {
+    int fd = -1;
+    uint64_t device = 0;
+    uint64_t inode = 0;
+  };
+  // Opens `path` at `offset`; false when it does not exist.
+  absl::StatusOr<bool> OpenAt(const std::string& path, uint64_t offset);
+  void Close();
+  // Reads what the open file has past `read_offset_` into the pending buffer; returns bytes read.
+  absl::StatusOr<size_t> ReadMore();
+  // Moves complete lines out of the pending buffer.
+  size_t TakeLines(size_t max_lines, std::vector<std::string>* lines);
+  // At the end of the open file: rotation, truncation, a file appearing. True when the follower
+  // switched files or position (read again).
+  absl::StatusOr<bool> CheckFile();
+  std::string FingerprintOf(int fd, uint32_t* bytes) const;
+  // Resumes from a checkpoint (constructor).
+  void Resume(const palisade::v1::FileCheckpoint& from);
+
+  std::string path_;
+  FileFollowerOptions options_;
+  Open open_;
+  uint64_t read_offset_ = 0;   // file offset after the bytes read into pending_
+  std::string pending_;        // read, not yet handed out (a partial line at most, after Poll)
+  bool skipping_ = false;      // dropping the rest of a cut line
+  std::string fingerprint_;    // of the open file (empty until it has a byte)
+  uint32_t fingerprint_bytes_ = 0;
+  uint64_t lag_bytes_ = 0;
+  FollowerStats stats_;
+  // Resuming into the rotated file: after it is drained, the current file from its start.
+  bool draining_rotated_ = false;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_INPUTS_FILE_FOLLOWER_H_

@@ -1,0 +1,143 @@
+#include "services/inputs/file_follower.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace palisade {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+class FileFollowerTest : public ::testing::Test {
+ protected:
+  FileFollowerTest()
+      : path_(absl::StrCat(std::getenv("TEST_TMPDIR"), "/",
+                           ::testing::UnitTest::GetInstance()->current_test_info()->name(),
+                           ".log")) {
+    std::remove(path_.c_str());
+    std::remove((path_ + ".1").c_str());
+  }
+  void Append(const std::string& text, const std::string& path = "") {
+    std::ofstream(path.empty() ? path_ : path, std::ios::app | std::ios::binary) << text;
+  }
+  std::vector<std::string> Poll(FileFollower& f, size_t max = 1000) {
+    std::vector<std::string> lines;
+    absl::StatusOr<size_t> n = f.Poll(max, &lines);
+    EXPECT_TRUE(n.ok()) << n.status();
+    return lines;
+  }
+  std::string path_;
+};
+
+TEST_F(FileFollowerTest, NewLinesAsTheyComeAndAPartialLineHeld) {
+  FileFollower f(path_);
+  EXPECT_THAT(Poll(f), IsEmpty());  // not there yet: waited for
+  Append("one\ntwo\nthr");
+  EXPECT_THAT(Poll(f), ElementsAre("one", "two"));
+  EXPECT_EQ(f.checkpoint().offset(), 8u);
+  EXPECT_EQ(f.lag_bytes(), 3u);
+  Append("ee\r\nfour\n");
+  EXPECT_THAT(Poll(f), ElementsAre("three", "four"));
+  EXPECT_EQ(f.checkpoint().offset(), 20u);
+  EXPECT_EQ(f.stats().lines, 4u);
+  // At most max lines per poll; the rest on the next.
+  Append("5\n6\n7\n");
+  EXPECT_THAT(Poll(f, 2), ElementsAre("5", "6"));
+  EXPECT_THAT(Poll(f, 2), ElementsAre("7"));
+}
+
+TEST_F(FileFollowerTest, RenameAndCreateLosesNothing) {
+  FileFollower f(path_);
+  Append("a1\na2\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a1", "a2"));
+  Append("a3\na4-no-newline");  // written just before the rotation
+  ASSERT_EQ(std::rename(path_.c_str(), (path_ + ".1").c_str()), 0);
+  EXPECT_THAT(Poll(f), ElementsAre("a3"));  // the new file is not there yet
+  Append("b1\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a4-no-newline", "b1"));
+  EXPECT_EQ(f.stats().rotations, 1u);
+  Append("b2\n");
+  EXPECT_THAT(Poll(f), ElementsAre("b2"));
+  EXPECT_EQ(f.checkpoint().offset(), 6u);
+}
+
+TEST_F(FileFollowerTest, CopyTruncateReadsTheNewStart) {
+  FileFollower f(path_);
+  Append("a1\na2\na3\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a1", "a2", "a3"));
+  std::ofstream(path_, std::ios::trunc | std::ios::binary) << "b1\n";  // shorter than before
+  EXPECT_THAT(Poll(f), ElementsAre("b1"));
+  EXPECT_EQ(f.stats().truncations, 1u);
+}
+
+TEST_F(FileFollowerTest, LongLinesAreCutAndTheNextOneSurvives) {
+  FileFollowerOptions options;
+  options.max_line_bytes = 100;
+  options.read_bytes = 4096;
+  FileFollower f(path_, options);
+  Append(std::string(10'000, 'x'));
+  EXPECT_THAT(Poll(f), ElementsAre(std::string(100, 'x')));  // cut before its newline came
+  Append(std::string(50, 'x') + "\nnext\n" + std::string(300, 'y') + "\n");
+  EXPECT_THAT(Poll(f), ElementsAre("next", std::string(100, 'y')));
+  EXPECT_EQ(f.stats().cut_lines, 2u);
+}
+
+TEST_F(FileFollowerTest, ResumesFromACheckpointExactly) {
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("a1\na2\na3\n");
+    EXPECT_THAT(Poll(f, 2), ElementsAre("a1", "a2"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a4\n");
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("a3", "a4"));
+}
+
+TEST_F(FileFollowerTest, ResumesInTheRotatedFileThenTheNewOne) {
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("a1\na2\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1", "a2"));
+    checkpoint = f.checkpoint();
+  }
+  // While the daemon was down: two more lines, a rotation, a new file.
+  Append("a3\na4\n");
+  ASSERT_EQ(std::rename(path_.c_str(), (path_ + ".1").c_str()), 0);
+  Append("b1\n");
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("a3", "a4", "b1"));
+  EXPECT_EQ(again.stats().rotations, 1u);
+}
+
+TEST_F(FileFollowerTest, AReplacedOrTruncatedFileIsReadFromItsStart) {
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("a1\na2\na3\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1", "a2", "a3"));
+    checkpoint = f.checkpoint();
+  }
+  std::ofstream(path_, std::ios::trunc | std::ios::binary) << "b1\n";  // same inode, shorter
+  {
+    FileFollower again(path_, {}, checkpoint);
+    EXPECT_THAT(Poll(again), ElementsAre("b1"));
+    EXPECT_EQ(again.stats().truncations, 1u);
+  }
+  // Same length and inode but other bytes at the start (the fingerprint tells): from the start.
+  checkpoint.set_offset(3);
+  std::ofstream(path_, std::ios::trunc | std::ios::binary) << "c1\nc2\n";
+  FileFollower other(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(other), ElementsAre("c1", "c2"));
+}
+
+}  // namespace
+}  // namespace palisade
