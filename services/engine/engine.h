@@ -312,16 +312,31 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
   std::vector<re2::StringPiece>& groups = scratch.groups;
   candidates.clear();
   for (const RuleSet::SetPart& part : index->parts) {
+    // The gated part: patterns whose required literal occurs are candidates (their capturing
+    // regex decides); a line without any of the literals costs one vectorised scan.
+    // Candidates are (rule, pattern << 1 | unproven): a Set's hits are known to match.
+    if (part.gate != nullptr) {
+      const size_t before = candidates.size();
+      part.gate->Scan(line.message, part.entries, &candidates);
+      for (size_t k = before; k < candidates.size(); ++k) {
+        candidates[k].second = candidates[k].second << 1 | 1;
+      }
+      continue;
+    }
     // RE2::Set::Match allocates its match set when asked for indices, so ask "any?" first:
     // most lines of a normal log match nothing and then cost one DFA pass and no allocation.
     if (!part.set->Match(Piece(line.message), nullptr)) continue;
     if (!part.set->Match(Piece(line.message), &set_hits)) continue;
-    for (int hit : set_hits) candidates.push_back(part.entries[hit]);
+    for (int hit : set_hits) {
+      candidates.emplace_back(part.entries[hit].first, part.entries[hit].second << 1);
+    }
   }
   if (candidates.empty()) return;
   if (candidates.size() > 1) std::sort(candidates.begin(), candidates.end());
   int last_rule = -1;
-  for (const auto& [rule_index, pattern_index] : candidates) {
+  for (const auto& [rule_index, encoded] : candidates) {
+    const int pattern_index = encoded >> 1;
+    const bool proven = (encoded & 1) == 0;
     const CompiledRule& rule = *rules_->rules()[rule_index];
     // One match per rule per line, except for token rules: every token on a line is a leak of
     // its own (each pattern, each match; the caller drops a token found twice).
@@ -333,10 +348,30 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
     const int group = rule.key_group[pattern_index];
     const int n = rule.submatches[pattern_index];
     if (groups.size() < static_cast<size_t>(n)) groups.resize(n);
+    // A pattern led by its key, the only capture needed (CompiledRule::LeadingKey), needs no
+    // submatch engine: a Set's hit runs no regex at all, a gated candidate a DFA-only test.
+    const bool leading = !every && rule.conditions.empty() && !rule.has_session &&
+                         group >= 1 && n == group + 1 &&
+                         rule.leading_key_max[pattern_index] != 0;
     size_t start = 0;
-    while (start <= line.message.size() &&
-           re.Match(Piece(line.message), start, line.message.size(), RE2::UNANCHORED,
-                    groups.data(), n)) {
+    auto next_match = [&]() {
+      if (leading) {
+        absl::string_view led;
+        if (start != 0 ||
+            (!proven && !re.Match(Piece(line.message), 0, line.message.size(), RE2::UNANCHORED,
+                                  nullptr, 0)) ||
+            !rule.LeadingKey(pattern_index, line.message, &led)) {
+          return false;
+        }
+        groups[0] = Piece(line.message);  // not read: such a rule stops at its first match
+        groups[group] = Piece(led);
+        return true;
+      }
+      return start <= line.message.size() &&
+             re.Match(Piece(line.message), start, line.message.size(), RE2::UNANCHORED,
+                      groups.data(), n);
+    };
+    while (next_match()) {
       // A session rule's pattern may have no key group, or leave it out of this match.
       const bool has_key = group >= 0 && groups[group].data() != nullptr;
       absl::string_view key =

@@ -1,10 +1,17 @@
 #include "services/engine/rule_set.h"
 
+#include <algorithm>
 #include <bitset>
+#include <climits>
+#include <cstdint>
 #include <fstream>
 #include <sstream>
 #include <utility>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
@@ -60,6 +67,9 @@ std::string BaseName(absl::string_view path) {
 absl::Status RuleError(const LoadedPack& pack, absl::string_view rule_id, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(pack.file, ": rule \"", rule_id, "\": ", why));
 }
+
+// Appends the pattern's CompiledRule::leading_key_* entries (defined with the parser below).
+void AddLeadingKey(const std::string& pattern, bool has_key, CompiledRule* out);
 
 absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack, const Rule& rule,
                                                           const CidrSets& sets) {
@@ -158,6 +168,7 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
       }
     }
     out->patterns.push_back(std::move(re));
+    AddLeadingKey(rule.patterns(i), it != groups.end(), out.get());
   }
   for (int c = 0; c < rule.conditions_size(); ++c) {
     const palisade::v1::Condition& cond = rule.conditions(c);
@@ -774,6 +785,221 @@ bool IsSingleString(const ReNode& n) {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Required literals (the prefilter, issue 13 §4): from the same parse tree, the strings every
+// match of a piece must contain one of. Letters are kept lowercased (the gate compares without
+// case, a superset of what a case-sensitive pattern matches). RE2 folds `k` and `s` under (?i)
+// to U+212A (KELVIN SIGN) and U+017F (LATIN SMALL LETTER LONG S) too: a set holding both cases
+// of those letters also stands for their UTF-8 bytes. A set with a byte past ASCII (whose UTF-8
+// meaning and folding the byte-level tree does not model) stands for nothing exact.
+
+constexpr size_t kMaxExactStrings = 16;   // cross products of exact pieces
+constexpr size_t kMaxRequired = 64;       // alternatives in a required set
+constexpr size_t kMaxSetExpansion = 4;    // a one-byte piece expands to at most this many strings
+
+struct LitInfo {
+  bool exact = false;
+  std::vector<std::string> strings;  // exact: every string the piece can match
+  std::vector<std::string> required;  // every match contains one of them (empty: none known)
+};
+
+// Higher is a better filter: longer shortest string, then fewer strings. -1: no filter.
+int LiteralScore(const std::vector<std::string>& set) {
+  if (set.empty() || set.size() > kMaxRequired) return -1;
+  size_t shortest = SIZE_MAX;
+  for (const std::string& s : set) shortest = std::min(shortest, s.size());
+  if (shortest == 0) return -1;
+  return static_cast<int>(std::min<size_t>(shortest, 16)) * 1000 - static_cast<int>(set.size());
+}
+
+void Dedupe(std::vector<std::string>* v) {
+  std::sort(v->begin(), v->end());
+  v->erase(std::unique(v->begin(), v->end()), v->end());
+}
+
+// The strings a one-byte piece stands for, or false when not a small exact set.
+bool ExpandChars(const CharSet& chars, std::vector<std::string>* out) {
+  out->clear();
+  for (int c = 0x80; c < 256; ++c) {
+    if (chars[c]) return false;
+  }
+  for (int c = 0; c < 0x80; ++c) {
+    if (!chars[c]) continue;
+    out->push_back(std::string(1, absl::ascii_tolower(static_cast<char>(c))));
+  }
+  Dedupe(out);
+  if (chars['k'] && chars['K']) out->push_back("\xE2\x84\xAA");
+  if (chars['s'] && chars['S']) out->push_back("\xC5\xBF");
+  return !out->empty() && out->size() <= kMaxSetExpansion;
+}
+
+// Every a + b, or false when there would be more than kMaxExactStrings.
+bool Cross(const std::vector<std::string>& a, const std::vector<std::string>& b,
+           std::vector<std::string>* out) {
+  if (a.size() * b.size() > kMaxExactStrings) return false;
+  std::vector<std::string> product;
+  for (const std::string& x : a) {
+    for (const std::string& y : b) product.push_back(x + y);
+  }
+  Dedupe(&product);
+  *out = std::move(product);
+  return true;
+}
+
+// The better of the piece's exact strings and its required set.
+const std::vector<std::string>& BestOf(const LitInfo& info) {
+  if (info.exact && LiteralScore(info.strings) >= LiteralScore(info.required)) return info.strings;
+  return info.required;
+}
+
+LitInfo Literals(const ReNode& n) {
+  LitInfo out;
+  auto consider = [&out](const std::vector<std::string>& set) {
+    if (LiteralScore(set) > LiteralScore(out.required)) out.required = set;
+  };
+  switch (n.kind) {
+    case ReNode::kChars:
+      out.exact = ExpandChars(n.chars, &out.strings);
+      if (!out.exact) out.strings.clear();
+      break;
+    case ReNode::kBeginText:
+    case ReNode::kEndText:
+    case ReNode::kEmptyWidth:
+      out.exact = true;
+      out.strings = {""};
+      break;
+    case ReNode::kGroup:
+      return Literals(n.subs[0]);
+    case ReNode::kConcat: {
+      // Runs of adjacent exact pieces make longer strings; any one run, or any piece's required
+      // set, is required of the whole.
+      std::vector<std::string> run = {""};
+      bool all_exact = true;
+      for (const ReNode& sub : n.subs) {
+        LitInfo info = Literals(sub);
+        if (info.exact) {
+          std::vector<std::string> product;
+          if (Cross(run, info.strings, &product)) {
+            run = std::move(product);
+          } else {
+            all_exact = false;
+            consider(run);
+            run = info.strings;
+          }
+        } else {
+          all_exact = false;
+          consider(run);
+          run = {""};
+          consider(info.required);
+        }
+      }
+      consider(run);
+      if (all_exact) {
+        out.exact = true;
+        out.strings = std::move(run);
+      }
+      break;
+    }
+    case ReNode::kAlternate: {
+      bool all_exact = true;
+      bool all_required = true;
+      std::vector<std::string> exact, required;
+      for (const ReNode& sub : n.subs) {
+        LitInfo info = Literals(sub);
+        if (info.exact) {
+          exact.insert(exact.end(), info.strings.begin(), info.strings.end());
+        } else {
+          all_exact = false;
+        }
+        const std::vector<std::string>& best = BestOf(info);
+        if (LiteralScore(best) < 0) {
+          all_required = false;
+        } else {
+          required.insert(required.end(), best.begin(), best.end());
+        }
+      }
+      Dedupe(&exact);
+      Dedupe(&required);
+      if (all_exact && exact.size() <= kMaxExactStrings) {
+        out.exact = true;
+        out.strings = std::move(exact);
+      }
+      if (all_required) consider(required);
+      break;
+    }
+    case ReNode::kRepeat: {
+      LitInfo info = Literals(n.subs[0]);
+      if (info.exact && n.min == n.max && n.min <= 4) {
+        std::vector<std::string> power = {""};
+        bool fits = true;
+        for (int i = 0; i < n.min && fits; ++i) fits = Cross(power, info.strings, &power);
+        if (fits) {
+          out.exact = true;
+          out.strings = std::move(power);
+        }
+      } else if (info.exact && n.min == 0 && n.max == 1 && info.strings.size() < kMaxExactStrings) {
+        out.exact = true;
+        out.strings = info.strings;
+        out.strings.push_back("");
+        Dedupe(&out.strings);
+      }
+      if (n.min >= 1) consider(BestOf(info));
+      break;
+    }
+  }
+  if (out.exact) consider(out.strings);
+  return out;
+}
+
+// A pattern `^(?P<key>[S]{min,max}) c...`: the key group right after the start, holding a
+// repetition of one class S of ASCII bytes, followed by a piece c whose bytes are ASCII and
+// outside S. Any match then has the key = the longest run of S bytes at the start (the byte
+// after the run cannot be in S, and c needs a byte outside S). False for anything else.
+const ReNode& Unwrap(const ReNode& n) {
+  if (n.kind == ReNode::kConcat && n.subs.size() == 1) return Unwrap(n.subs[0]);
+  return n;
+}
+bool AsciiOnly(const CharSet& s) {
+  for (int c = 0x80; c < 256; ++c) {
+    if (s[c]) return false;
+  }
+  return true;
+}
+bool LeadingKeyOf(const ReNode& root, absl::string_view key, CharSet* set, int* min, int* max) {
+  const ReNode& top = Unwrap(root);
+  if (top.kind != ReNode::kConcat || top.subs.size() < 3) return false;
+  if (top.subs[0].kind != ReNode::kBeginText) return false;
+  const ReNode& group = top.subs[1];
+  if (group.kind != ReNode::kGroup || !group.capture || group.name != key) return false;
+  const ReNode& rep = Unwrap(group.subs[0]);
+  if (rep.kind != ReNode::kRepeat || rep.min < 1) return false;
+  const ReNode& chars = Unwrap(rep.subs[0]);
+  if (chars.kind != ReNode::kChars || !AsciiOnly(chars.chars)) return false;
+  const ReNode& next = top.subs[2];
+  if (next.kind != ReNode::kChars || !AsciiOnly(next.chars) || (next.chars & chars.chars).any()) {
+    return false;
+  }
+  *set = chars.chars;
+  *min = rep.min;
+  *max = rep.max;
+  return true;
+}
+
+void AddLeadingKey(const std::string& pattern, bool has_key, CompiledRule* out) {
+  out->leading_key_bytes.emplace_back();
+  out->leading_key_bytes.back().fill(false);
+  out->leading_key_min.push_back(0);
+  out->leading_key_max.push_back(0);
+  if (!has_key) return;
+  absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
+  CharSet set;
+  int min = 0, max = 0;
+  if (!root.ok() || !LeadingKeyOf(*root, out->proto.key(), &set, &min, &max)) return;
+  for (int b = 0; b < 256; ++b) out->leading_key_bytes.back()[b] = set[b];
+  out->leading_key_min.back() = static_cast<uint32_t>(min);
+  out->leading_key_max.back() = max < 0 ? UINT32_MAX : static_cast<uint32_t>(max);
+}
+
 }  // namespace
 
 absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern,
@@ -929,11 +1155,164 @@ absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<std::string>> RequiredLiterals(absl::string_view pattern) {
+  RE2 re(re2::StringPiece(pattern.data(), pattern.size()), PalisadeRe2Options());
+  if (!re.ok()) return absl::InvalidArgumentError(absl::StrCat("does not compile: ", re.error()));
+  absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
+  if (!root.ok()) return root.status();
+  LitInfo info = Literals(*root);
+  std::vector<std::string> best = BestOf(info);
+  if (LiteralScore(best) < 0) return std::vector<std::string>();
+  return best;
+}
+
+namespace {
+
+// How often a byte turns up in log text, roughly (higher: more often). A guess that only
+// steers which byte of a literal the gate looks for first; never what it finds.
+int ByteCost(unsigned char c) {
+  static const int kLetters[26] = {
+      // a  b  c  d  e  f  g  h  i  j  k  l  m  n  o  p  q  r  s  t  u  v  w  x  y  z
+      8, 3, 5, 6, 9, 4, 4, 6, 8, 1, 2, 6, 5, 8, 8, 4, 1, 7, 7, 8, 5, 2, 4, 2, 3, 1};
+  if (c >= 'a' && c <= 'z') return kLetters[c - 'a'] + 2;  // both cases are looked for
+  if (c >= '0' && c <= '9') return 9;
+  switch (c) {
+    case ' ':
+      return 12;
+    case '.':
+    case '/':
+    case ':':
+    case '-':
+      return 8;
+    case '"':
+    case '=':
+    case '[':
+    case ']':
+    case '(':
+    case ')':
+    case ',':
+    case ';':
+      return 5;
+    case '_':
+    case '?':
+    case '&':
+    case '%':
+    case '+':
+      return 3;
+    default:
+      return 1;
+  }
+}
+
+unsigned char Lower(unsigned char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<unsigned char>(c + 32) : c;
+}
+
+}  // namespace
+
+LiteralGate::LiteralGate(const std::vector<std::pair<std::string, int>>& literals) {
+  for (const auto& [text, entry] : literals) {
+    if (text.empty()) continue;  // would pass every line: the caller keeps such patterns out
+    Literal lit;
+    lit.text = absl::AsciiStrToLower(text);
+    lit.entry = entry;
+    size_t best = 0;
+    for (size_t i = 1; i < lit.text.size(); ++i) {
+      if (ByteCost(lit.text[i]) < ByteCost(lit.text[best])) best = i;
+    }
+    lit.offset = static_cast<uint32_t>(best);
+    const unsigned char a = lit.text[best];
+    literals_.push_back(std::move(lit));
+    const uint32_t index = static_cast<uint32_t>(literals_.size() - 1);
+    by_byte_[a].push_back(index);
+    if (a >= 'a' && a <= 'z') by_byte_[a - 32].push_back(index);
+  }
+  for (int c = 0; c < 256; ++c) {
+    if (by_byte_[c].empty()) continue;
+    anchors_.push_back(static_cast<char>(c));
+    std::array<char, 16> v;
+    v.fill(static_cast<char>(c));
+    vectors_.push_back(v);
+  }
+}
+
+bool LiteralGate::At(absl::string_view text, size_t pos, const std::vector<std::pair<int, int>>& entries,
+                     std::vector<std::pair<int, int>>* out, size_t first) const {
+  bool found = false;
+  for (uint32_t index : by_byte_[static_cast<unsigned char>(text[pos])]) {
+    const Literal& lit = literals_[index];
+    if (pos < lit.offset) continue;
+    const size_t start = pos - lit.offset;
+    if (text.size() - start < lit.text.size()) continue;
+    bool equal = true;
+    for (size_t i = 0; i < lit.text.size() && equal; ++i) {
+      equal = Lower(static_cast<unsigned char>(text[start + i])) ==
+              static_cast<unsigned char>(lit.text[i]);
+    }
+    if (!equal) continue;
+    found = true;
+    if (out == nullptr) return true;
+    const std::pair<int, int>& candidate = entries[lit.entry];
+    if (std::find(out->begin() + first, out->end(), candidate) == out->end()) {
+      out->push_back(candidate);
+    }
+  }
+  return found;
+}
+
+bool LiteralGate::Scan(absl::string_view text, const std::vector<std::pair<int, int>>& entries,
+                       std::vector<std::pair<int, int>>* out) const {
+  const size_t first = out == nullptr ? 0 : out->size();
+  bool found = false;
+  size_t i = 0;
+  const char* p = text.data();
+  const size_t n = text.size();
+#if defined(__SSE2__)
+  if (!vectors_.empty()) {
+    for (; i + 16 <= n; i += 16) {
+      const __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+      __m128i eq = _mm_setzero_si128();
+      for (const std::array<char, 16>& v : vectors_) {
+        const __m128i anchor = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v.data()));
+        eq = _mm_or_si128(eq, _mm_cmpeq_epi8(block, anchor));
+      }
+      uint32_t mask = static_cast<uint32_t>(_mm_movemask_epi8(eq));
+      while (mask != 0) {
+        const size_t pos = i + static_cast<size_t>(__builtin_ctz(mask));
+        mask &= mask - 1;
+        if (At(text, pos, entries, out, first)) {
+          found = true;
+          if (out == nullptr) return true;
+        }
+      }
+    }
+  }
+#endif
+  for (; i < n; ++i) {
+    if (by_byte_[static_cast<unsigned char>(p[i])].empty()) continue;
+    if (At(text, i, entries, out, first)) {
+      found = true;
+      if (out == nullptr) return true;
+    }
+  }
+  return found;
+}
+
 RE2::Options PalisadeRe2Options() {
   RE2::Options options;
   options.set_log_errors(false);
   options.set_max_mem(8 << 20);
   return options;
+}
+
+bool CompiledRule::LeadingKey(int p, absl::string_view message, absl::string_view* key) const {
+  if (leading_key_max[p] == 0) return false;
+  const std::array<bool, 256>& in = leading_key_bytes[p];
+  size_t n = 0;
+  while (n < message.size() && in[static_cast<unsigned char>(message[n])]) ++n;
+  if (n < leading_key_min[p] || n > leading_key_max[p]) return false;  // cannot be a match
+  *key = message.substr(0, n);
+  return true;
 }
 
 bool CompiledRule::AppliesToProgram(absl::string_view program) const {
@@ -970,7 +1349,7 @@ absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path) {
 }
 
 absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
-    const std::vector<LoadedPack>& packs, const CidrSets& sets) {
+    const std::vector<LoadedPack>& packs, const CidrSets& sets, const RuleSetOptions& options) {
   std::shared_ptr<RuleSet> set(new RuleSet());
   set->sets_ = sets;
   absl::flat_hash_set<std::string> ids;
@@ -993,27 +1372,69 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       absl::StatusOr<std::unique_ptr<CompiledRule>> compiled = CompileRule(pack, rule, set->sets_);
       if (!compiled.ok()) return compiled.status();
       if ((*compiled)->has_session && (*compiled)->session_by_pid) set->uses_pid_sessions_ = true;
+      if (!options.leading_keys) {
+        for (uint32_t& max : (*compiled)->leading_key_max) max = 0;
+      }
       set->rules_.push_back(*std::move(compiled));
     }
   }
 
-  // One Set per format over all the patterns that apply to it.
+  // Per format: the gated part (patterns with good required literals) and up to two Sets over
+  // the other patterns that apply to it.
   const int max_format = palisade::v1::LogFormat_MAX;
   set->by_format_.resize(max_format + 1);
   RE2::Options set_options = PalisadeRe2Options();
   set_options.set_max_mem(64 << 20);
+  // Required literals per (rule, pattern), computed once; empty: the pattern stays in a Set.
+  std::vector<std::vector<std::vector<std::string>>> gated(set->rules_.size());
+  for (size_t r = 0; r < set->rules_.size(); ++r) {
+    const Rule& proto = set->rules_[r]->proto;
+    gated[r].resize(proto.patterns_size());
+    if (!options.prefilter) continue;
+    for (int p = 0; p < proto.patterns_size(); ++p) {
+      const std::string& pattern = proto.patterns(p);
+      absl::StatusOr<std::vector<std::string>> literals = RequiredLiterals(pattern);
+      if (!literals.ok() || literals->empty()) continue;
+      const size_t min_length = (!pattern.empty() && pattern[0] == '^')
+                                    ? options.min_literal_anchored
+                                    : options.min_literal_unanchored;
+      bool long_enough = true;
+      for (const std::string& l : *literals) long_enough &= l.size() >= min_length;
+      if (long_enough) gated[r][p] = *std::move(literals);
+    }
+  }
   for (int f = 1; f <= max_format; ++f) {
     auto index = std::make_unique<FormatIndex>();
+    auto applies = [f](const CompiledRule& rule) {
+      for (int rf : rule.proto.formats()) {
+        if (rf == f) return true;
+      }
+      return false;
+    };
+    SetPart gate_part;
+    std::vector<std::pair<std::string, int>> literals;
+    for (size_t r = 0; r < set->rules_.size(); ++r) {
+      if (!applies(*set->rules_[r])) continue;
+      for (size_t p = 0; p < gated[r].size(); ++p) {
+        if (gated[r][p].empty()) continue;
+        const int entry = static_cast<int>(gate_part.entries.size());
+        gate_part.entries.emplace_back(static_cast<int>(r), static_cast<int>(p));
+        for (const std::string& l : gated[r][p]) literals.emplace_back(l, entry);
+      }
+    }
+    if (!gate_part.entries.empty()) {
+      gate_part.gate = std::make_unique<LiteralGate>(literals);
+      index->parts.push_back(std::move(gate_part));
+    }
     for (bool anchored : {true, false}) {
       SetPart part;
       part.set = std::make_unique<RE2::Set>(set_options,
                                             anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
       for (size_t r = 0; r < set->rules_.size(); ++r) {
         const CompiledRule& rule = *set->rules_[r];
-        bool applies = false;
-        for (int rf : rule.proto.formats()) applies |= rf == f;
-        if (!applies) continue;
+        if (!applies(rule)) continue;
         for (int p = 0; p < rule.proto.patterns_size(); ++p) {
+          if (!gated[r][p].empty()) continue;
           const std::string& pattern = rule.proto.patterns(p);
           if ((!pattern.empty() && pattern[0] == '^') != anchored) continue;
           std::string error;

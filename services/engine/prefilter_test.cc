@@ -1,0 +1,264 @@
+// The literal prefilter (issue 13 §4): RequiredLiterals, LiteralGate, leading keys, and the
+// proof that they change no result: every shipped pack compiled with and without them, and every
+// example, counter-example, generated sshd and nginx corpus line (and token-bearing variants)
+// matched through both, (rule, key) compared line by line.
+#include <dirent.h>
+
+#include <algorithm>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "re2/re2.h"
+#include "services/engine/engine.h"
+#include "services/engine/rule_set.h"
+#include "services/formats/line_parser.h"
+#include "tests/corpus/corpus.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::LogFormat;
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+using ::testing::UnorderedElementsAre;
+
+std::vector<std::string> Literals(absl::string_view pattern) {
+  absl::StatusOr<std::vector<std::string>> out = RequiredLiterals(pattern);
+  EXPECT_TRUE(out.ok()) << out.status();
+  return out.ok() ? *out : std::vector<std::string>{"<error>"};
+}
+
+TEST(RequiredLiteralsTest, TakesTheLongestRunOfExactPieces) {
+  EXPECT_THAT(Literals("(?:^|[^A-Za-z0-9_])(?P<token>cf[ua]t_[A-Za-z0-9]{40})(?:[^A-Za-z0-9_-]|$)"),
+              UnorderedElementsAre("cfat_", "cfut_"));
+  EXPECT_THAT(Literals("^Failed password for (?P<user>\\S+) from (?P<ip>\\S+) port \\d+"),
+              ElementsAre("failed password for "));
+  // An optional piece multiplies the run.
+  EXPECT_THAT(Literals("x?abc"), UnorderedElementsAre("abc", "xabc"));
+  // Alternatives: one literal from each (the better one of a branch: the longer).
+  EXPECT_THAT(Literals("(?:union\\s+select|sleep\\()"), UnorderedElementsAre("select", "sleep("));
+}
+
+TEST(RequiredLiteralsTest, NoneWhenSomeMatchNeedsNoLiteral) {
+  EXPECT_THAT(Literals("^(?P<ip>\\S+) .*"), ElementsAre(" "));
+  EXPECT_THAT(Literals("abc|"), IsEmpty());
+  EXPECT_THAT(Literals("(?:abc)*\\d+"), IsEmpty());
+  EXPECT_THAT(Literals("[a-z]+"), IsEmpty());
+  // A byte past ASCII is not taken as a literal (its UTF-8 meaning is not modelled).
+  EXPECT_THAT(Literals("\\xE9"), IsEmpty());
+}
+
+TEST(RequiredLiteralsTest, FoldedKAndSStandForTheirUnicodeFolds) {
+  // RE2 matches (?i)k against U+212A KELVIN SIGN and (?i)s against U+017F LONG S.
+  const std::string pattern = "(?i)ks";
+  EXPECT_THAT(Literals(pattern), UnorderedElementsAre("ks", "k\xC5\xBF", "\xE2\x84\xAAs",
+                                                      "\xE2\x84\xAA\xC5\xBF"));
+  const std::string kelvin = "token \xE2\x84\xAA\xC5\xBF here";
+  ASSERT_TRUE(RE2::PartialMatch(kelvin, RE2(pattern)));
+  LiteralGate gate({{"ks", 0}, {"k\xC5\xBF", 0}, {"\xE2\x84\xAAs", 0}, {"\xE2\x84\xAA\xC5\xBF", 0}});
+  EXPECT_TRUE(gate.Scan(kelvin, {{0, 0}}, nullptr));
+  // Case-sensitive: only the letter itself.
+  EXPECT_THAT(Literals("k"), ElementsAre("k"));
+}
+
+TEST(LiteralGateTest, FindsLiteralsAnywhereWithoutCase) {
+  LiteralGate gate({{"cfut_", 0}, {"authorization:", 1}, {"../", 2}});
+  const std::vector<std::pair<int, int>> entries = {{7, 0}, {8, 1}, {9, 0}};
+  EXPECT_FALSE(gate.Scan("GET /index.html HTTP/1.1 200 a perfectly ordinary line", entries,
+                         nullptr));
+  EXPECT_FALSE(gate.Scan("", entries, nullptr));
+  EXPECT_FALSE(gate.Scan("cfut", entries, nullptr));  // shorter than the literal
+  // At the start, at the very end (the scalar tail), across a 16-byte block boundary.
+  EXPECT_TRUE(gate.Scan("cfut_abc", entries, nullptr));
+  EXPECT_TRUE(gate.Scan("0123456789abcdefghijklmnopqrstuvwxyz ..", entries, nullptr) == false);
+  EXPECT_TRUE(gate.Scan("0123456789abcdefghijklmnopqrstuvwxyz ../", entries, nullptr));
+  EXPECT_TRUE(gate.Scan("0123456789abcAUTHORIZATION: Bearer", entries, nullptr));
+  std::vector<std::pair<int, int>> out = {{1, 1}};
+  EXPECT_TRUE(gate.Scan("GET /a/../b?x=cfUT_1&y=cfut_2 AuThorization:", entries, &out));
+  // Earlier contents kept; each entry once, in the order found.
+  EXPECT_THAT(out, ElementsAre(std::make_pair(1, 1), std::make_pair(9, 0),
+                               std::make_pair(7, 0), std::make_pair(8, 1)));
+}
+
+TEST(LeadingKeyTest, OnlyForAKeyGroupLeadingThePatternAndClosedByAByteOutsideIt) {
+  auto compile = [](const std::string& pattern) {
+    absl::StatusOr<LoadedPack> pack = ParseRulePack(
+        "rules { id: \"r\" formats: [LOG_FORMAT_RAW] patterns: '" + pattern +
+            "' threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } } }",
+        "t.textproto");
+    EXPECT_TRUE(pack.ok()) << pack.status();
+    absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*pack});
+    EXPECT_TRUE(set.ok()) << set.status();
+    return *set;
+  };
+  auto led = compile("^(?P<ip>[0-9a-f:.]+) GET");
+  absl::string_view key;
+  ASSERT_TRUE(led->rules()[0]->LeadingKey(0, "2001:db8::1 GET /", &key));
+  EXPECT_EQ(key, "2001:db8::1");
+  EXPECT_FALSE(led->rules()[0]->LeadingKey(0, " GET /", &key));  // shorter than its minimum
+  // Not led: the class takes the byte after it, no start anchor, a group before the key.
+  for (const char* pattern : {"^(?P<ip>[0-9a-f:. ]+) GET", "(?P<ip>[0-9a-f:.]+) GET",
+                              "^(x)(?P<ip>[0-9a-f:.]+) GET", "^(?P<ip>\\\\S+) GET"}) {
+    auto set = compile(pattern);
+    EXPECT_FALSE(set->rules()[0]->LeadingKey(0, "1.2.3.4 GET /", &key)) << pattern;
+  }
+}
+
+// --- both matching paths over the shipped packs ----------------------------------------------
+
+std::vector<std::string> PackFiles() {
+  std::vector<std::string> files;
+  DIR* dir = opendir("rules");
+  if (dir == nullptr) return files;
+  while (dirent* e = readdir(dir)) {
+    std::string name = e->d_name;
+    if (absl::EndsWith(name, ".textproto")) files.push_back("rules/" + name);
+  }
+  closedir(dir);
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+struct Line {
+  LogFormat format;
+  std::string text;
+};
+
+// (rule id, key) per line, through one engine fed the lines in order (sessions carry).
+std::vector<std::vector<std::pair<std::string, std::string>>> MatchAll(
+    const std::shared_ptr<const RuleSet>& rules, const std::vector<Line>& lines) {
+  Engine engine(rules, EngineOptions());
+  std::map<LogFormat, LineParser> parsers;
+  std::vector<std::vector<std::pair<std::string, std::string>>> out(lines.size());
+  ParsedLine parsed;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const absl::Time time = absl::FromUnixSeconds(1'772'000'000 + static_cast<int64_t>(i));
+    auto parser = parsers.try_emplace(lines[i].format, lines[i].format).first;
+    if (!parser->second.Parse(lines[i].text, time, &parsed).ok()) continue;
+    engine.MatchOnly(
+        lines[i].format, parsed,
+        [&](const CompiledRule& rule, absl::string_view key) {
+          out[i].emplace_back(rule.id(), std::string(key));
+        },
+        time);
+  }
+  return out;
+}
+
+TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
+  std::vector<LoadedPack> packs;
+  for (const std::string& f : PackFiles()) {
+    absl::StatusOr<LoadedPack> pack = LoadRulePackFile(f);
+    ASSERT_TRUE(pack.ok()) << pack.status();
+    packs.push_back(*std::move(pack));
+  }
+  ASSERT_GE(packs.size(), 4u) << "packs missing under rules/";
+  CidrSets sets;  // as rules/pack_test.cc defines them
+  sets.emplace("cloudflare_token_ips", *CidrSet::Parse({"192.0.2.0/24", "2001:db8:c0::/48"}));
+  RuleSetOptions off;
+  off.prefilter = false;
+  off.leading_keys = false;
+  absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile(packs, sets);
+  absl::StatusOr<std::shared_ptr<const RuleSet>> without = RuleSet::Compile(packs, sets, off);
+  ASSERT_TRUE(with.ok()) << with.status();
+  ASSERT_TRUE(without.ok()) << without.status();
+
+  // The prefilter is in use (else this test proves nothing): some format has a gated part,
+  // and the token-leak pack's unanchored patterns are in it.
+  size_t gated = 0;
+  for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
+    const RuleSet::FormatIndex* index = (*with)->ForFormat(static_cast<LogFormat>(f));
+    if (index == nullptr) continue;
+    for (const auto& part : index->parts) {
+      if (part.gate != nullptr) gated += part.entries.size();
+    }
+    for (const auto& part : (*without)->ForFormat(static_cast<LogFormat>(f))->parts) {
+      ASSERT_EQ(part.gate, nullptr);
+    }
+  }
+  EXPECT_GT(gated, 0u);
+  size_t leading = 0;
+  for (const auto& rule : (*with)->rules()) {
+    for (uint32_t max : rule->leading_key_max) leading += max != 0;
+  }
+  EXPECT_GT(leading, 10u);  // the access-log patterns, led by the client address
+
+  std::vector<Line> lines;
+  // Every example and counter-example, in every format of its rule.
+  for (const auto& rule : (*with)->rules()) {
+    std::vector<std::string> texts;
+    for (const auto& ex : rule->proto.examples()) texts.push_back(ex.line());
+    for (const auto& line : rule->proto.counter_examples()) texts.push_back(line);
+    for (int f : rule->proto.formats()) {
+      for (const std::string& text : texts) {
+        for (absl::string_view one : absl::StrSplit(text, '\n')) {
+          lines.push_back({static_cast<LogFormat>(f), std::string(one)});
+        }
+      }
+    }
+  }
+  const size_t examples = lines.size();
+  // The generated corpora, and the same lines carrying tokens and attack strings in the forms
+  // the gated patterns look for (case changed, at the end, folded letters).
+  CorpusOptions options;
+  options.lines = 20'000;
+  const Corpus sshd = GenerateSshd(options);
+  const Corpus nginx = GenerateNginx(options);
+  const std::vector<std::string> inserts = {
+      "cfut_0123456789abcdefghijABCDEFGHIJ0123456789",
+      "CFAT_0123456789abcdefghijABCDEFGHIJ0123456789 x",
+      "Authorization: Bearer 0123456789abcdefghijABCDEFGHIJ01234567_-",
+      "?cf_to\xE2\x84\xAA" "en=0123456789abcdefghijABCDEFGHIJ01234567_-",
+      "/../../etc/passwd",
+      "' UNION SELECT 1,2--",
+      "<script>alert(1)</script>",
+      "${jndi:ldap://x}",
+  };
+  for (size_t i = 0; i < sshd.lines.size(); ++i) {
+    lines.push_back({LogFormat::LOG_FORMAT_SYSLOG, sshd.lines[i]});
+    lines.push_back({LogFormat::LOG_FORMAT_RAW, sshd.lines[i]});
+    if (i % 50 == 0) {
+      lines.push_back(
+          {LogFormat::LOG_FORMAT_SYSLOG, sshd.lines[i] + " " + inserts[(i / 50) % inserts.size()]});
+    }
+  }
+  for (size_t i = 0; i < nginx.lines.size(); ++i) {
+    lines.push_back({LogFormat::LOG_FORMAT_COMBINED, nginx.lines[i]});
+    if (i % 50 == 0) {
+      std::string line = nginx.lines[i];
+      const size_t path = line.find(" /");
+      if (path != std::string::npos) line.insert(path + 2, inserts[(i / 50) % inserts.size()]);
+      lines.push_back({LogFormat::LOG_FORMAT_COMBINED, line});
+      lines.push_back({LogFormat::LOG_FORMAT_RAW, line});
+    }
+  }
+
+  const auto a = MatchAll(*with, lines);
+  const auto b = MatchAll(*without, lines);
+  ASSERT_EQ(a.size(), b.size());
+  size_t matched = 0, matched_examples = 0, differences = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (!b[i].empty()) {
+      ++matched;
+      if (i < examples) ++matched_examples;
+    }
+    if (a[i] != b[i] && ++differences <= 20) {
+      ADD_FAILURE() << "line " << i << " (format " << lines[i].format << "): " << lines[i].text
+                    << "\n  with the prefilter: " << a[i].size() << " matches, without: "
+                    << b[i].size();
+    }
+  }
+  EXPECT_EQ(differences, 0u);
+  // The comparison covered real matches, in the examples and in the corpora.
+  EXPECT_GT(matched_examples, 100u);
+  EXPECT_GT(matched - matched_examples, 1000u);
+}
+
+}  // namespace
+}  // namespace palisade
