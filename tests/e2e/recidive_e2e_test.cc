@@ -105,10 +105,9 @@ std::string ShortSshdPack(std::vector<Attack>* attacks) {
     ParsedLine parsed;
     if (!parser.Parse(a.example_line, absl::Now(), &parsed).ok()) continue;
     std::set<std::string> matched;
-    engine.MatchOnly(palisade::v1::LOG_FORMAT_SYSLOG, parsed,
-                     [&](const CompiledRule& rule, absl::string_view) {
-                       matched.insert(rule.id());
-                     });
+    engine.MatchOnly(
+        palisade::v1::LOG_FORMAT_SYSLOG, parsed,
+        [&](const CompiledRule& rule, absl::string_view) { matched.insert(rule.id()); });
     if (matched == std::set<std::string>{a.rule_id}) single.push_back(a);
   }
   *attacks = std::move(single);
@@ -140,9 +139,9 @@ TEST(RecidiveE2eTest, ThirdBlockOfTheDayStaysAtTheEdgeForAWeek) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  const std::string config = ::palisade::testing::WriteEdgeConfig(
-      cf, cf.token_file(), {"rules/recidive.textproto"},
-      absl::StrCat("rule_files: \"", sshd, "\"\n"));
+  const std::string config =
+      ::palisade::testing::WriteEdgeConfig(cf, cf.token_file(), {"rules/recidive.textproto"},
+                                           absl::StrCat("rule_files: \"", sshd, "\"\n"));
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
       Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
@@ -190,8 +189,7 @@ TEST(RecidiveE2eTest, ThirdBlockOfTheDayStaysAtTheEdgeForAWeek) {
   EXPECT_EQ(ScrapeMetric(**daemon, "palisade_engine_detections_total", {"rule=\"recidive\""}), 1);
   // Every block was counted by recidive: three for one address, two for the other, one for the
   // last; its own decision was not.
-  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_engine_rule_matches_total", {"rule=\"recidive\""}),
-            6);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_engine_rule_matches_total", {"rule=\"recidive\""}), 6);
 }
 
 }  // namespace
