@@ -556,19 +556,24 @@ absl::Status LineParser::ParseNginxError(absl::string_view line, absl::Time refe
     pos += 20;
   }
   // "[level] "
-  const size_t close = pos < line.size() && line[pos] == '[' ? line.find(']', pos) : pos;
-  if (close == absl::string_view::npos || close == pos || close - pos > 7 ||
-      !IsNginxLevel(line.substr(pos + 1, close - pos - 1)) || close + 1 >= line.size() ||
-      line[close + 1] != ' ') {
+  // The longest level is 6 letters: look no further for the ']' (the line is the client's too).
+  const size_t close = pos < line.size() && line[pos] == '[' ? line.substr(pos, 8).find(']') : 0;
+  if (close == absl::string_view::npos || close == 0 ||
+      !IsNginxLevel(line.substr(pos + 1, close - 1)) || pos + close + 1 >= line.size() ||
+      line[pos + close + 1] != ' ') {
     return absl::InvalidArgumentError(absl::StrCat(
         "nginx_error: no [level] at column ", pos + 1, " (expected [debug] ... [emerg])"));
   }
-  pos = close + 2;
+  pos += close + 2;
   // "PID#TID: "
   absl::string_view pid, tid;
   const size_t pid_col = pos + 1;
-  if (!ReadNumber(line, &pos, 10, &pid) || pos >= line.size() || line[pos] != '#' ||
-      !ReadNumber(line, &++pos, 20, &tid) || pos >= line.size() || line[pos] != ':') {
+  bool ok = ReadNumber(line, &pos, 10, &pid) && pos < line.size() && line[pos] == '#';
+  if (ok) {
+    ++pos;
+    ok = ReadNumber(line, &pos, 20, &tid) && pos < line.size() && line[pos] == ':';
+  }
+  if (!ok) {
     return absl::InvalidArgumentError(
         absl::StrCat("nginx_error: no \"PID#TID: \" at column ", pid_col));
   }
@@ -641,8 +646,9 @@ absl::Status LineParser::ParseApacheError(absl::string_view line, absl::Time ref
   // "[time] ": required in the file; `ErrorLog syslog` leaves it to the syslog header.
   bool has_time = false;
   if (pos < line.size() && line[pos] == '[') {
-    const size_t close = line.find(']', pos);
-    if (close != absl::string_view::npos && close - pos <= 40) {
+    // The longest time field is 40 bytes ("Www Mmm dd hh:mm:ss.fffffffff yyyy" and brackets).
+    const size_t close = line.substr(0, pos + 40).find(']', pos);
+    if (close != absl::string_view::npos) {
       absl::Time t;
       absl::StatusOr<bool> is_time = ParseApacheTime(line.substr(pos + 1, close - pos - 1), &t);
       if (!is_time.ok()) {
@@ -662,8 +668,9 @@ absl::Status LineParser::ParseApacheError(absl::string_view line, absl::Time ref
         "apache_error: no [time] at column 1 (expected [Www Mmm dd hh:mm:ss yyyy])");
   }
   // "[module:level]" (2.4; the module may be empty) or "[level]" (2.2).
-  size_t close = pos < line.size() && line[pos] == '[' ? line.find(']', pos) : pos;
-  bool level_ok = close != absl::string_view::npos && close > pos && close - pos <= 64;
+  const size_t close =
+      pos < line.size() && line[pos] == '[' ? line.substr(0, pos + 66).find(']', pos) : pos;
+  bool level_ok = close != absl::string_view::npos && close > pos;
   if (level_ok) {
     absl::string_view field = line.substr(pos + 1, close - pos - 1);
     const size_t colon = field.rfind(':');

@@ -1,6 +1,6 @@
 // Line parsers for the log formats of palisade.v1.LogFormat. A parser splits one raw line into
 // its event time, host, program and the message that rules match, without copying: every view
-// in ParsedLine points into the input line.
+// in ParsedLine points into the input line (but the error formats' program, a constant).
 //
 // RFC 3164 lines carry no year, and neither they nor some access logs carry a UTC offset. The
 // year comes from a reference time (see YearRule): the previous line of the same stream, when
