@@ -30,7 +30,8 @@ import tempfile
 LOGS = "/usr/lib/python3/dist-packages/fail2ban/tests/files/logs"
 # (fail2ban log, packs, formats): the formats the log's lines are written in.
 DEFAULT_PAIRS = [
-    ("sshd", "rules/sshd.textproto", "syslog"),
+    # fail2ban's sshd log ends with two RFC 5424 lines.
+    ("sshd", "rules/sshd.textproto", "syslog,syslog5424"),
     ("nginx-http-auth", "rules/nginx-error.textproto", "nginx_error"),
     ("nginx-limit-req", "rules/nginx-error.textproto", "nginx_error"),
     ("nginx-botsearch",
@@ -48,7 +49,23 @@ DEFAULT_PAIRS = [
     # apache-fakegooglebot is not scored: its one failure is Google's own 66.249.66.1, which
     # fail2ban flags only to have its jail's ignorecommand check the reverse DNS.
     ("postfix", "rules/postfix.textproto", "syslog"),
-    ("dovecot", "rules/dovecot.textproto", "syslog"),
+    # Dovecot's log mixes syslog lines with its own log file's (no host) and multilog's.
+    ("dovecot", "rules/dovecot.textproto", "syslog,raw"),
+    # fail2ban's aggressive mode: the log has the same lines annotated both ways (normal mode
+    # false, aggressive mode true), so each counts once as found and once as a false positive.
+    ("dovecot", "rules/dovecot.textproto,rules/dovecot-aggressive.textproto", "syslog,raw"),
+    ("exim", "rules/exim.textproto", "raw"),
+    ("exim-spam", "rules/exim.textproto", "raw"),
+    ("courier-auth", "rules/mail-others.textproto", "syslog"),
+    ("courier-smtp", "rules/mail-others.textproto", "syslog"),
+    ("cyrus-imap", "rules/mail-others.textproto", "syslog"),
+    ("sieve", "rules/mail-others.textproto", "syslog"),
+    ("solid-pop3d", "rules/mail-others.textproto", "syslog"),
+    ("uwimap-auth", "rules/mail-others.textproto", "syslog"),
+    ("perdition", "rules/mail-others.textproto", "syslog"),
+    ("qmail", "rules/mail-others.textproto", "syslog"),
+    ("sendmail-auth", "rules/mail-others.textproto", "syslog"),
+    ("sendmail-reject", "rules/mail-others.textproto", "syslog"),
     ("pure-ftpd", "rules/pure-ftpd.textproto", "syslog"),
     ("vsftpd", "rules/vsftpd.textproto", "syslog,raw"),
     ("proftpd", "rules/proftpd.textproto", "syslog"),
