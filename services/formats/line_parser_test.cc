@@ -490,6 +490,25 @@ TEST(ApacheErrorTest, Apache22HasNoPid) {
   EXPECT_EQ(*out.time, Utc("2026-03-03T13:02:01Z"));  // local time, an hour ahead of UTC
 }
 
+// A field whose ']' is not where the field can end (the parsers look no further for it) is
+// refused at the column where the field starts, whatever closes later in the line.
+TEST(ErrorLogTest, UnclosedFieldsAreRefusedWhereTheyStart) {
+  const std::string tail(4096, 'x');
+  LineParser nginx(LogFormat::LOG_FORMAT_NGINX_ERROR);
+  LineParser apache(LogFormat::LOG_FORMAT_APACHE_ERROR);
+  ParsedLine out;
+  EXPECT_THAT(nginx.Parse(absl::StrCat("2026/03/03 14:02:01 [error ", tail, "]"), absl::Now(),
+                          &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no [level] at column 21")));
+  EXPECT_THAT(apache.Parse(absl::StrCat("[Tue Mar 03 14:02:01 2026 ", tail, "]"), absl::Now(),
+                           &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no [time] at column 1")));
+  EXPECT_THAT(apache.Parse(absl::StrCat("[Tue Mar 03 14:02:01 2026] [core:", tail, "]"),
+                           absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("no [module:level] at column 28")));
+}
+
 TEST(ApacheErrorTest, RelayedThroughSyslog) {
   LineParser p(LogFormat::LOG_FORMAT_APACHE_ERROR);
   ParsedLine out;
