@@ -221,7 +221,8 @@ def main():
         print(f"| {log} | {names} | {formats.replace(',', ', ')} | {f} | {h} | {recall} | {n} |"
               f" {neg} | {fp} |")
     f, h, n, neg, fp = total
-    print(f"| **all** | | | {f} | {h} | {100 * h / f:.0f} % | {n} | {neg} | {fp} |")
+    recall = f"{100 * h / f:.0f} %" if f else "—"
+    print(f"| **all** | | | {f} | {h} | {recall} | {n} | {neg} | {fp} |")
 
 
 if __name__ == "__main__":
