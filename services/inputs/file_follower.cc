@@ -201,9 +201,25 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
   return false;
 }
 
+bool FileFollower::HeadChanged() const {
+  if (open_.fd < 0 || fingerprint_bytes_ == 0) return false;
+  std::string head(fingerprint_bytes_, '\0');
+  const ssize_t n = ::pread(open_.fd, head.data(), head.size(), 0);
+  return n != static_cast<ssize_t>(head.size()) || Fingerprint(head) != fingerprint_;
+}
+
 absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines, std::vector<std::string>* lines) {
   size_t taken = 0;
   absl::Status error;
+  // Truncated and written again past our offset before we looked (copytruncate while the
+  // daemon writes fast): the size cannot tell, the first bytes can.
+  if (!draining_rotated_ && HeadChanged()) {
+    pending_.clear();
+    skipping_ = false;
+    read_offset_ = 0;
+    fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);
+    ++stats_.truncations;
+  }
   while (taken < max_lines) {
     taken += TakeLines(max_lines - taken, lines);
     if (taken >= max_lines) break;

@@ -3,8 +3,9 @@
 //   - a partial last line (no newline yet) is held until its newline comes;
 //   - rotation by rename + create: the old file is read to its end first (lines written just
 //     before the rename are not lost), then the new one from its start;
-//   - rotation by copytruncate (the file shrinks below what was taken): read again from the
-//     start, counted as a truncation;
+//   - rotation by copytruncate (the file shrinks below what was taken, or its first bytes are no
+//     longer the ones fingerprinted, when it was written past the old offset before we looked):
+//     read again from the start, counted as a truncation;
 //   - a file that does not exist yet (or was removed) is waited for, not an error;
 //   - lines longer than max_line_bytes are cut there and counted.
 // checkpoint() is the position after the last line handed out: device, inode, offset, and a
@@ -81,6 +82,8 @@ class FileFollower {
   // switched files or position (read again).
   absl::StatusOr<bool> CheckFile();
   std::string FingerprintOf(int fd, uint32_t* bytes) const;
+  // The open file's first bytes are no longer the ones fingerprinted: rewritten in place.
+  bool HeadChanged() const;
   // Resumes from a checkpoint (constructor).
   void Resume(const palisade::v1::FileCheckpoint& from);
 

@@ -76,6 +76,16 @@ TEST_F(FileFollowerTest, CopyTruncateReadsTheNewStart) {
   EXPECT_EQ(f.stats().truncations, 1u);
 }
 
+TEST_F(FileFollowerTest, CopyTruncateWrittenPastTheOldOffsetIsSeenByItsFirstBytes) {
+  FileFollower f(path_);
+  Append("a1\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a1"));
+  // Emptied and written again, longer than before, between two polls.
+  std::ofstream(path_, std::ios::trunc | std::ios::binary) << "b1\nb2\nb3\n";
+  EXPECT_THAT(Poll(f), ElementsAre("b1", "b2", "b3"));
+  EXPECT_EQ(f.stats().truncations, 1u);
+}
+
 TEST_F(FileFollowerTest, LongLinesAreCutAndTheNextOneSurvives) {
   FileFollowerOptions options;
   options.max_line_bytes = 100;

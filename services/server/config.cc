@@ -12,6 +12,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "services/common/ip.h"
+#include "services/common/proto_time.h"
 
 namespace palisade {
 namespace {
@@ -297,6 +298,21 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   if (!engine->has_session_ttl()) engine->mutable_session_ttl()->set_seconds(600);
   if (engine->session_ttl().seconds() < 1 || engine->session_ttl().seconds() > 86'400) {
     return absl::InvalidArgumentError(file + ": engine.session_ttl must be 1s..1d");
+  }
+  if (config.has_snapshot_interval()) {
+    const absl::Duration d = FromProtoDuration(config.snapshot_interval());
+    if (d < absl::Milliseconds(100) || d > absl::Hours(24)) {
+      return absl::InvalidArgumentError(file + ": snapshot_interval must be 100ms..24h");
+    }
+  }
+  if (config.inputs().has_poll_interval()) {
+    const absl::Duration d = FromProtoDuration(config.inputs().poll_interval());
+    if (d < absl::Milliseconds(10) || d > absl::Seconds(10)) {
+      return absl::InvalidArgumentError(file + ": inputs.poll_interval must be 10ms..10s");
+    }
+  }
+  if (config.inputs().batch_lines() > 100'000) {
+    return absl::InvalidArgumentError(file + ": inputs.batch_lines must be <= 100000");
   }
   if (!config.has_sweep_interval()) config.mutable_sweep_interval()->set_seconds(1);
   if (config.sweep_interval().seconds() < 0 ||

@@ -106,6 +106,9 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
       {R"pb(engine { max_sessions: 20000000 })pb", "engine.max_sessions"},
       {R"pb(engine { max_session_bytes: 1000 })pb", "engine.max_session_bytes"},
       {R"pb(engine { session_ttl { seconds: 100000 } })pb", "engine.session_ttl"},
+      {R"pb(snapshot_interval { nanos: 1000 })pb", "snapshot_interval"},
+      {R"pb(inputs { poll_interval { seconds: 60 } })pb", "inputs.poll_interval"},
+      {R"pb(inputs { batch_lines: 1000000 })pb", "inputs.batch_lines"},
   };
   for (const auto& [text, message] : bad) {
     EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", text), "c.textproto", "."),

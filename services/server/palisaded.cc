@@ -31,6 +31,7 @@
 #include "services/events/convert.h"
 #include "services/events/event_hub.h"
 #include "services/events/sinks.h"
+#include "services/inputs/file_inputs.h"
 #include "services/pipeline/pipeline.h"
 #include "services/server/api_limits.h"
 #include "services/server/auth.h"
@@ -197,9 +198,42 @@ int Run() {
   for (const auto& [source, zone] : config->source_time_zones()) {
     options.source_time_zones[source] = *TimeZoneNamed(zone);
   }
+  // Each file input's zone, per its source, as for a remote source.
+  for (const auto& input : config->inputs().files()) {
+    if (!input.time_zone().empty()) {
+      absl::StatusOr<absl::TimeZone> zone = TimeZoneNamed(input.time_zone());
+      if (!zone.ok()) {
+        Log(absl::StrCat("refusing to start: inputs \"", input.name(), "\": ",
+                         zone.status().message()));
+        return 2;
+      }
+      options.source_time_zones[input.source().empty() ? input.name() : input.source()] = *zone;
+    }
+  }
   Pipeline pipeline(*rules, options, clock, table, *registry);
+  // The windows, and where each file input stood when they were taken.
+  palisade::v1::EngineSnapshot snapshot;
   if (absl::StatusOr<std::string> windows = (*store)->LoadSnapshot("windows"); windows.ok()) {
     pipeline.RestoreWindows(*windows);
+    if (!windows->empty()) (void)snapshot.ParseFromString(*windows);
+  }
+  FileInputsOptions input_options;
+  input_options.checkpoints.assign(snapshot.inputs().begin(), snapshot.inputs().end());
+  input_options.max_line_bytes = config->engine().max_line_bytes();
+  if (config->inputs().batch_lines() > 0) input_options.batch_lines = config->inputs().batch_lines();
+  if (config->inputs().has_poll_interval()) {
+    input_options.poll_interval = FromProtoDuration(config->inputs().poll_interval());
+  }
+  input_options.log = [](const std::string& m) { Log(m); };
+  absl::StatusOr<std::unique_ptr<FileInputs>> inputs = FileInputs::Create(
+      config->inputs(), input_options,
+      [&pipeline](const palisade::v1::LogBatch& batch) {
+        return pipeline.ProcessBatch(batch).status();
+      },
+      *registry);
+  if (!inputs.ok()) {
+    Log(absl::StrCat("refusing to start: ", inputs.status().message()));
+    return 2;
   }
   Log(absl::StrCat("state: ", config->state_file(), ", ", table.active_count(),
                    " active decisions restored"));
@@ -382,10 +416,25 @@ int Run() {
   // Expiry sweep.
   absl::Notification stopping;
   const absl::Duration sweep = FromProtoDuration(config->sweep_interval());
+  // The windows and the file inputs' positions, taken while no file batch is in flight: a
+  // restart reads every file on from exactly the lines these windows hold.
   auto save_windows = [&] {
-    absl::Status s = (*store)->SaveSnapshot("windows", pipeline.SnapshotWindows());
-    if (!s.ok()) Log(std::string(s.message()));
+    (*inputs)->Consistent([&](const std::vector<palisade::v1::FileCheckpoint>& positions) {
+      palisade::v1::EngineSnapshot snap;
+      (void)snap.ParseFromString(pipeline.SnapshotWindows());
+      for (const auto& p : positions) *snap.add_inputs() = p;
+      absl::Status s = (*store)->SaveSnapshot("windows", snap.SerializeAsString());
+      if (!s.ok()) Log(std::string(s.message()));
+    });
   };
+  const absl::Duration snapshot_interval = config->has_snapshot_interval()
+                                               ? FromProtoDuration(config->snapshot_interval())
+                                               : absl::Seconds(30);
+  (*inputs)->Start();
+  if (config->inputs().files_size() > 0) {
+    Log(absl::StrCat(config->inputs().files_size(), " file input(s) followed, ",
+                     input_options.checkpoints.size(), " position(s) restored"));
+  }
   std::thread sweeper([&] {
     absl::Time last_snapshot = clock.TimeNow();
     while (!stopping.WaitForNotificationWithTimeout(sweep)) {
@@ -393,7 +442,7 @@ int Run() {
         Log(absl::StrCat("decision ", d.id(), " on ", d.target().value(), " expired"));
       }
       pipeline.ExpireWindows();
-      if (clock.TimeNow() - last_snapshot > absl::Seconds(30)) {
+      if (clock.TimeNow() - last_snapshot > snapshot_interval) {
         save_windows();
         last_snapshot = clock.TimeNow();
       }
@@ -421,6 +470,7 @@ int Run() {
   }
   stopping.Notify();
   const absl::Time t0 = absl::Now();
+  (*inputs)->Stop();
   server->Shutdown(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   sweeper.join();
