@@ -34,6 +34,7 @@ rule_files: "$PWD/rules/nginx.textproto"
 rule_files: "$PWD/rules/cloudflare-tokens.textproto"
 state_file: "$work/palisade.db"
 feeds { name: "drop" format: FEED_FORMAT_SPAMHAUS to_edge: true }
+inputs { files { name: "auth" paths: "$work/auth.log" format: "syslog" time_zone: "UTC" } }
 cloudflare {
   enabled: true
   api_base: "http://127.0.0.1:$cf_port/client/v4"
@@ -71,6 +72,23 @@ echo "== the event stream (palisadectl watch): $(wc -l <"$work/watch.out") event
 echo "   story, joined by its correlation id (line -> detection -> decision -> API call):"
 id=$(awk 'NR == 1 { print $5 }' "$work/watch.out")
 grep -- " $id " "$work/watch.out" | head -6
+
+echo
+echo "== a log file palisaded follows itself (inputs { files { ... } }): appended to, then rotated"
+fail_lines() {  # IP COUNT: failed passwords stamped now, as sshd writes them
+  for i in $(seq "$2"); do
+    echo "$(date -u '+%b %e %H:%M:%S') demo sshd[$((4000 + i))]: Failed password for root from $1 port 22 ssh2"
+  done
+}
+fail_lines 203.0.113.201 3 >>"$work/auth.log"
+mv "$work/auth.log" "$work/auth.log.1"  # logrotate: rename, then the daemon writes a new file
+fail_lines 203.0.113.201 2 >>"$work/auth.log"
+for _ in $(seq 100); do
+  ctl decisions list --target=203.0.113.201 | grep -q 203.0.113.201 && break
+  sleep 0.1
+done
+ctl decisions list --target=203.0.113.201 | tail -1
+curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^palisade_input_(lines|rotations)_total'
 
 echo
 echo "== a threat feed (Spamhaus DROP sample), pushed; its ranges go to the IP list"
