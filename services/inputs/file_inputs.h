@@ -40,7 +40,7 @@
 namespace palisade {
 
 struct FileInputsOptions {
-  absl::Duration poll_interval = absl::Milliseconds(200);
+  absl::Duration poll_interval = absl::Milliseconds(50);
   uint32_t batch_lines = 1000;
   size_t max_line_bytes = 16 * 1024;
   // Where each file stood at the last snapshot (EngineSnapshot.inputs).
