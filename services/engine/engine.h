@@ -343,7 +343,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
     const bool every =
         rule.proto.key_kind() == palisade::v1::TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
     if (rule_index == last_rule && !every) continue;
-    if (!rule.AppliesToProgram(line.program)) continue;
+    if (!rule.AppliesToProgram(format, line.program)) continue;
     const RE2& re = *rule.patterns[pattern_index];
     const int group = rule.key_group[pattern_index];
     const int n = rule.submatches[pattern_index];

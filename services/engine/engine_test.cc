@@ -673,3 +673,38 @@ TEST_F(EngineTest, NoRuleForFormatMatchesNothing) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// Rule.programs filters syslog lines only: a web rule listing "nginx" for its syslog-relayed form
+// still matches the plain access log (which names no program).
+TEST(EngineProgramsTest, ProgramsFilterSyslogLinesOnly) {
+  auto pack = ParseRulePack(R"pb(
+    rules {
+      id: "web"
+      formats: [LOG_FORMAT_COMBINED, LOG_FORMAT_SYSLOG]
+      programs: "nginx"
+      patterns: "^(?P<ip>[0-9.]+) - - \\[[^\\]]*\\] \"GET /\\.env"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+  )pb", "p.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  Engine engine(*RuleSet::Compile({*pack}), EngineOptions());
+  const std::string access = "203.0.113.7 - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 1";
+  auto keys = [&](LogFormat format, absl::string_view program) {
+    ParsedLine line;
+    line.message = access;
+    line.program = program;
+    std::vector<std::string> out;
+    engine.MatchOnly(format, line, [&](const CompiledRule&, absl::string_view k) { out.emplace_back(k); });
+    return out;
+  };
+  EXPECT_THAT(keys(LogFormat::LOG_FORMAT_COMBINED, ""), ElementsAre("203.0.113.7"));
+  EXPECT_THAT(keys(LogFormat::LOG_FORMAT_SYSLOG, "nginx"), ElementsAre("203.0.113.7"));
+  EXPECT_THAT(keys(LogFormat::LOG_FORMAT_SYSLOG, "sshd"), IsEmpty());
+}
+
+}  // namespace
+}  // namespace palisade

@@ -1315,8 +1315,12 @@ bool CompiledRule::LeadingKey(int p, absl::string_view message, absl::string_vie
   return true;
 }
 
-bool CompiledRule::AppliesToProgram(absl::string_view program) const {
+bool CompiledRule::AppliesToProgram(palisade::v1::LogFormat format,
+                                    absl::string_view program) const {
   if (proto.programs().empty()) return true;
+  if (format != LogFormat::LOG_FORMAT_SYSLOG && format != LogFormat::LOG_FORMAT_SYSLOG5424) {
+    return true;
+  }
   for (const std::string& p : proto.programs()) {
     if (p == program) return true;
   }

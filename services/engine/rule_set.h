@@ -178,7 +178,10 @@ struct CompiledRule {
   absl::Duration duration;
 
   const std::string& id() const { return proto.id(); }
-  bool AppliesToProgram(absl::string_view program) const;
+  // Rule.programs: checked on syslog lines only (RFC 3164, 5424), the formats whose lines name
+  // their program; a rule for access logs and their syslog-relayed form lists "nginx" and still
+  // matches the plain access log.
+  bool AppliesToProgram(palisade::v1::LogFormat format, absl::string_view program) const;
 };
 
 struct RuleSetOptions {
