@@ -135,6 +135,7 @@ class Interpolator {
 
   // The lines of option `name` ("key" or "section/key"); nullptr when unknown.
   const std::vector<ValueLine>* Find(absl::string_view name) const {
+    if (auto p = params_.find(std::string(name)); p != params_.end()) return &p->second;
     size_t slash = name.find('/');
     if (slash != absl::string_view::npos) {
       const std::vector<ValueLine>* v =
@@ -264,9 +265,12 @@ class Interpolator {
 
 // fail2ban's address tags, in the shape the shipped packs use (rules/sshd.textproto): the
 // key-anchoring analysis reads it, and the engine parses the capture as an address anyway.
-constexpr char kIpGroup[] = "(?P<ip>[0-9A-Fa-f:.]+)";
-constexpr char kIp4Group[] = "(?P<ip>[0-9.]+)";
-constexpr char kIp6Group[] = "(?P<ip>[0-9A-Fa-f:.]+)";
+// An IPv4 address is tried first and takes no more than four octets, so that a ":port" after
+// it (Apache's "[client 192.0.2.1:51380]") is not read into the key.
+constexpr char kIpGroup[] =
+    "(?P<ip>(?:\\d{1,3}\\.){3}\\d{1,3}|[0-9A-Fa-f]*:[0-9A-Fa-f:.]+)";
+constexpr char kIp4Group[] = "(?P<ip>(?:\\d{1,3}\\.){3}\\d{1,3})";
+constexpr char kIp6Group[] = "(?P<ip>[0-9A-Fa-f]*:[0-9A-Fa-f:.]+)";
 // Stands for apache-common.conf's `_apache_error_client` ("[client <HOST>:port]") during
 // interpolation: the message of LOG_FORMAT_APACHE_ERROR starts there.
 constexpr char kApacheClientMarker[] = "\x02";
@@ -504,6 +508,42 @@ std::string Rewrite(std::string re, std::vector<std::string>* notes) {
   return re;
 }
 
+// `\[(?:(?:IPv6:)?<IP6>|<IP4>)\]`: an alternation whose every branch is some text then one
+// address tag becomes `(?:(?:IPv6:)?|)<HOST>`, one address group (RE2 refuses a name used
+// twice). Returns false when the tags are not in such an alternation.
+bool MergeAddressAlternatives(std::string* re, std::vector<std::string>* notes) {
+  static const LazyRE2 kTag = {"<(?:HOST|ADDR|IP4|IP6)>"};
+  std::vector<std::pair<size_t, size_t>> groups;
+  if (!ScanGroups(*re, &groups)) return false;
+  for (const auto& [open, close] : groups) {  // innermost first
+    std::string group = re->substr(open, close - open + 1);
+    if (!absl::StartsWith(group, "(?:")) continue;
+    std::vector<std::string> branches =
+        TopLevelAlternatives(absl::string_view(group).substr(3, group.size() - 4));
+    if (branches.size() < 2) continue;
+    std::vector<std::string> prefixes;
+    for (const std::string& b : branches) {
+      re2::StringPiece tag;
+      if (!RE2::PartialMatch(b, "(" + kTag->pattern() + ")$", &tag)) break;
+      std::string prefix = b.substr(0, b.size() - tag.size());
+      if (RE2::PartialMatch(prefix, *kTag)) break;
+      prefixes.push_back(prefix);
+    }
+    if (prefixes.size() != branches.size()) continue;
+    // With a bare branch, keep only it: text before the key stops the loader's check from seeing
+    // what introduces the key (`\[`), and it would then refuse any repetition after it.
+    bool bare = std::find(prefixes.begin(), prefixes.end(), "") != prefixes.end();
+    re->replace(open, close - open + 1,
+                bare ? std::string("<HOST>")
+                     : absl::StrCat("(?:", absl::StrJoin(prefixes, "|"), ")<HOST>"));
+    notes->push_back(bare ? absl::StrCat(group, " -> <HOST> (stricter: no ",
+                                         absl::StrJoin(prefixes, " "), " form)")
+                          : absl::StrCat(group, " -> one address group"));
+    return true;
+  }
+  return false;
+}
+
 // The session role of one regex, from its tags.
 struct Role {
   bool note_only = false;  // <F-NOFAIL>, <F-MLFGAINED>
@@ -512,7 +552,7 @@ struct Role {
 
 // Turns fail2ban tags into RE2 groups and reads the session role; a non-empty return is the
 // reason to refuse.
-std::string ConvertTags(std::string* re, Role* role) {
+std::string ConvertTags(std::string* re, Role* role, std::vector<std::string>* notes) {
   if (absl::StrContains(*re, "<F-ID>")) {
     return "<F-ID> keys on a failure id, not an address: Palisade's fail2ban rules key addresses";
   }
@@ -529,6 +569,10 @@ std::string ConvertTags(std::string* re, Role* role) {
                        {"<F-MLFGAINED>", "(?:"},
                        {"</F-MLFGAINED>", ")"}},
                       re);
+  static const LazyRE2 kTwoTags = {"<(?:HOST|ADDR|IP4|IP6)>.*<(?:HOST|ADDR|IP4|IP6)>"};
+  if (RE2::PartialMatch(*re, *kTwoTags) && !MergeAddressAlternatives(re, notes)) {
+    return "more than one address tag: which one is the key is ambiguous";
+  }
   int hosts = 0;
   for (const auto& [tag, group] : {std::pair<const char*, const char*>{"<HOST>", kIpGroup},
                                    {"<ADDR>", kIpGroup},
@@ -564,6 +608,10 @@ std::string ConvertTags(std::string* re, Role* role) {
 struct Prefix {
   std::string before;
   std::string after;
+  // `<F-CONTENT>.+</F-CONTENT>$`: the content runs to the end of the line, the failregex need
+  // not (fail2ban searches it in the content). When the loader's check refuses the failregex
+  // as it is, the importer tries it pinned to the end (stricter).
+  bool content_to_end = false;
 };
 
 absl::StatusOr<Prefix> SplitPrefregex(std::string pref) {
@@ -576,6 +624,12 @@ absl::StatusOr<Prefix> SplitPrefregex(std::string pref) {
   }
   p.before = pref.substr(0, open);
   p.after = pref.substr(close + strlen("</F-CONTENT>"));
+  // `<F-CONTENT>.+</F-CONTENT>$`: fail2ban searches the failregex in the content, which runs to
+  // the end of the line; the failregex itself need not reach it.
+  if (p.after == "$" && pref.compare(open, close - open, "<F-CONTENT>.+") == 0) {
+    p.after.clear();
+    p.content_to_end = true;
+  }
   return p;
 }
 
@@ -590,8 +644,30 @@ struct Converted {
   Role role;
 };
 
+Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Prefix& prefix,
+                        palisade::v1::LogFormat format, bool session);
+
 Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefix& prefix,
                      palisade::v1::LogFormat format, bool session) {
+  Converted c = ConvertFolded(line, kind, prefix, format, session);
+  if (c.report.outcome != RegexOutcome::kRefused || !prefix.content_to_end ||
+      !absl::StrContains(c.report.reason, "client could choose")) {
+    return c;
+  }
+  Prefix pinned = prefix;
+  pinned.after = "$";
+  pinned.content_to_end = false;
+  Converted strict = ConvertFolded(line, kind, pinned, format, session);
+  if (strict.report.outcome == RegexOutcome::kRefused) return c;
+  strict.report.outcome = RegexOutcome::kRewritten;
+  strict.report.reason = absl::StrCat(
+      "pinned to the end of the line (stricter: fail2ban lets text follow)",
+      strict.report.reason.empty() ? "" : ", ", strict.report.reason);
+  return strict;
+}
+
+Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Prefix& prefix,
+                        palisade::v1::LogFormat format, bool session) {
   Converted c;
   RegexReport& r = c.report;
   r.kind = kind;
@@ -627,7 +703,7 @@ Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefi
     }
     rewrites.push_back("nginx error header -> LOG_FORMAT_NGINX_ERROR");
   }
-  if (std::string why = ConvertTags(&re, &c.role); !why.empty()) return refuse(why);
+  if (std::string why = ConvertTags(&re, &c.role, &rewrites); !why.empty()) return refuse(why);
   if (c.role.note_only && !session) {
     return refuse("<F-NOFAIL>/<F-MLFGAINED> outside a session: the line never counts");
   }
@@ -751,7 +827,17 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
                                &sections));
   }
   std::map<std::string, std::string> params = options.params;
-  params["__prefix_line"] = kPrefixMarker;
+  // common.conf's __prefix_line is what the syslog parser strips; a filter that extends it
+  // (`__prefix_line = %(known/__prefix_line)s(?:\w{14,20}: )?`, sendmail) keeps its extension.
+  const auto& defaults = sections["DEFAULT"];
+  auto own_prefix = defaults.find("__prefix_line");
+  if (own_prefix != defaults.end() && !own_prefix->second.empty() &&
+      BaseName(own_prefix->second.front().file) != "common.conf" &&
+      absl::StrContains(own_prefix->second.front().text, "known/__prefix_line")) {
+    params["known/__prefix_line"] = kPrefixMarker;
+  } else {
+    params["__prefix_line"] = kPrefixMarker;
+  }
   params["_apache_error_client"] = kApacheClient;
   Interpolator interp(sections, params);
 
@@ -820,6 +906,13 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_RAW;
   if (apache) {
     format = palisade::v1::LOG_FORMAT_APACHE_ERROR;
+    ASSIGN_OR_RETURN(std::string module_ignore, scalar("apache-pref-ignore"));
+    if (!module_ignore.empty()) {
+      out.notes.push_back(absl::StrCat(
+          "apache-pref-ignore ", module_ignore,
+          " is not applied: the apache_error message starts after the [module:level] field, so "
+          "lines of that module (e.g. mod_evasive's 'client denied') match too"));
+    }
   } else if (nginx) {
     format = palisade::v1::LOG_FORMAT_NGINX_ERROR;
   } else if (syslog) {
