@@ -359,9 +359,16 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
         absl::StrCat("syslog: expected a space after the timestamp at column ", pos + 1));
   }
   ++pos;
+  const size_t host_at = pos;
   out->host = NextToken(line, &pos);
   if (out->host.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("syslog: no host at column ", pos + 1));
+  }
+  // No host at all: the token after the time is already the tag ("sshd[8148]:", "sshd:"), as
+  // some local loggers write. A host name never ends with ':' nor holds a '['.
+  if (out->host.back() == ':' || out->host.find('[') != absl::string_view::npos) {
+    out->host = {};
+    pos = host_at;
   }
   absl::string_view body = line.substr(pos);
   if (!SplitTag(body, &out->program, &out->pid, &out->message)) {

@@ -36,6 +36,22 @@ TEST(Syslog3164Test, SplitsHostProgramAndMessage) {
   EXPECT_EQ(*out.time, At("2026-03-03T14:02:01Z"));
 }
 
+TEST(Syslog3164Test, ALineWithoutAHostStartsWithItsTag) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("Nov 23 21:50:37 sshd[8148]: Invalid user admin from 203.0.113.7 port 22",
+                      At("2026-12-01T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_EQ(out.host, "");
+  EXPECT_EQ(out.program, "sshd");
+  EXPECT_EQ(out.pid, "8148");
+  EXPECT_EQ(out.message, "Invalid user admin from 203.0.113.7 port 22");
+  ASSERT_THAT(p.Parse("Nov 23 21:50:37 sshd: Connection closed", At("2026-12-01T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_EQ(out.program, "sshd");
+  EXPECT_EQ(out.message, "Connection closed");
+}
+
 TEST(Syslog3164Test, YearRollsBackAcrossNewYear) {
   LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
   ParsedLine out;
