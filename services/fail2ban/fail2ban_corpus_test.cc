@@ -52,12 +52,12 @@ namespace {
 constexpr char kFilterDir[] = "/etc/fail2ban/filter.d";
 constexpr char kLogDir[] = "/usr/lib/python3/dist-packages/fail2ban/tests/files/logs";
 const absl::Time kTestNow = absl::FromUnixSeconds(1124013600);
-// Floors measured 2026-12-02 on Debian bookworm's fail2ban 1.0.2 (60 of 89 converted, 258/720 =
-// 35.8 % recall, 1 of 127 false positives: apache-auth's mod_evasive line, see the importer's
+// Floors measured 2026-12-02 on Debian bookworm's fail2ban 1.0.2 (65 of 89 converted, 272/733 =
+// 37.1 % recall, 1 of 134 false positives: apache-auth's mod_evasive line, see the importer's
 // note on apache-pref-ignore): a regression fails here. The targets (90 %, 95 %, 1 %) are not
 // all reached; docs/COVERAGE.md says where the gap is.
-constexpr int kMinConverted = 60;
-constexpr int kMinRecallPermille = 355;
+constexpr int kMinConverted = 65;
+constexpr int kMinRecallPermille = 365;
 constexpr int kMaxFalsePositivePermille = 10;
 
 // "192.000.001.001" -> "192.0.1.1", "::ffff:1.2.3.4" -> "1.2.3.4"; "" when not an address.

@@ -647,23 +647,69 @@ struct Converted {
 Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Prefix& prefix,
                         palisade::v1::LogFormat format, bool session);
 
+// The punctuation character closest before the address tag in the literal text that introduces
+// it (`\[` in `\[<HOST>\]`, `=` in `rip=<HOST>`); 0 when that text has none.
+char IntroducerPunctuation(absl::string_view re) {
+  static const LazyRE2 kTag = {"<(?:HOST|ADDR|IP4|IP6)>"};
+  re2::StringPiece tag;
+  if (!RE2::PartialMatch(re2::StringPiece(re.data(), re.size()), "(" + kTag->pattern() + ")",
+                         &tag)) {
+    return 0;
+  }
+  size_t i = tag.data() - re.data();
+  while (i > 0) {
+    char c = re[i - 1];
+    bool escaped = i >= 2 && re[i - 2] == '\\' && !(i >= 3 && re[i - 3] == '\\');
+    if (escaped) {
+      if (absl::ascii_isalnum(c)) return 0;  // \d, \s, ...: a class, not text
+      return c;
+    }
+    if (strchr("()[]{}|*+?.^$", c) != nullptr) return 0;
+    if (absl::ascii_ispunct(c)) return c;
+    --i;
+  }
+  return 0;
+}
+
 Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefix& prefix,
                      palisade::v1::LogFormat format, bool session) {
   Converted c = ConvertFolded(line, kind, prefix, format, session);
-  if (c.report.outcome != RegexOutcome::kRefused || !prefix.content_to_end ||
+  if (c.report.outcome != RegexOutcome::kRefused ||
       !absl::StrContains(c.report.reason, "client could choose")) {
     return c;
   }
-  Prefix pinned = prefix;
-  pinned.after = "$";
-  pinned.content_to_end = false;
-  Converted strict = ConvertFolded(line, kind, pinned, format, session);
-  if (strict.report.outcome == RegexOutcome::kRefused) return c;
-  strict.report.outcome = RegexOutcome::kRewritten;
-  strict.report.reason = absl::StrCat(
-      "pinned to the end of the line (stricter: fail2ban lets text follow)",
-      strict.report.reason.empty() ? "" : ", ", strict.report.reason);
-  return strict;
+  // Stricter variants that pin the address to the server's tail, tried in turn (both pass or
+  // fail the loader's check alike; the first matches more lines):
+  //  1. the rest of the line holds no copy of the punctuation that introduces the address
+  //     (`[^\[]*$` after `\[<HOST>\]`): the address is then the last one so introduced, the
+  //     one in the server's tail; a line whose later (client) text has one is missed, not
+  //     mis-keyed;
+  //  2. the failregex reaches the end of the line (fail2ban lets any text follow it).
+  std::vector<std::pair<std::string, std::string>> tails;
+  if (char p = IntroducerPunctuation(line.text); p != 0) {
+    std::string cls = absl::StrCat("[^", p == ']' || p == '\\' || p == '^' || p == '-' ? "\\" : "",
+                                   std::string(1, p), "]*$");
+    tails.emplace_back(cls, absl::StrCat("pinned by ", cls, " (stricter: the rest of the line has "
+                                         "no '", std::string(1, p), "', so the address is the "
+                                         "server's last one)"));
+  }
+  tails.emplace_back("$", "pinned to the end of the line (stricter: fail2ban lets text follow)");
+  for (const auto& [tail, why] : tails) {
+    ValueLine pinned_line = line;
+    absl::string_view text = line.text;
+    bool anchored = absl::ConsumePrefix(&text, "^");
+    pinned_line.text = absl::StrCat(anchored ? "^" : "", "(?:", text, ")", tail);
+    Prefix pinned = prefix;
+    if (prefix.content_to_end) pinned.content_to_end = false;
+    Converted strict = ConvertFolded(pinned_line, kind, pinned, format, session);
+    if (strict.report.outcome == RegexOutcome::kRefused) continue;
+    strict.report.original = c.report.original;
+    strict.report.outcome = RegexOutcome::kRewritten;
+    strict.report.reason =
+        absl::StrCat(why, strict.report.reason.empty() ? "" : ", ", strict.report.reason);
+    return strict;
+  }
+  return c;
 }
 
 Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Prefix& prefix,

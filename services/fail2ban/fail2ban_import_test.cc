@@ -286,7 +286,7 @@ TEST(Fail2banImportTest, RawFilterRefusesBackReferencesAndUnanchoredKeys) {
   ASSERT_TRUE(imported.ok()) << imported.status();
   const palisade::v1::Rule& rule = imported->pack.rules(0);
   EXPECT_EQ(rule.formats(0), palisade::v1::LOG_FORMAT_RAW);
-  EXPECT_EQ(rule.patterns_size(), 1);
+  EXPECT_EQ(rule.patterns_size(), 2);
   const RegexReport* backref = FindReport(*imported, "again \\1");
   ASSERT_NE(backref, nullptr);
   EXPECT_EQ(backref->outcome, RegexOutcome::kRefused);
@@ -294,13 +294,23 @@ TEST(Fail2banImportTest, RawFilterRefusesBackReferencesAndUnanchoredKeys) {
   EXPECT_EQ(backref->line, 5);
   const RegexReport* unanchored = FindReport(*imported, "denied");
   ASSERT_NE(unanchored, nullptr);
-  EXPECT_EQ(unanchored->outcome, RegexOutcome::kRefused);
-  EXPECT_THAT(unanchored->reason, HasSubstr("client could choose"));
+  // Unanchored and unpinned as written; pinned by "no ':' in the rest of the line" (stricter),
+  // the address is the last one "client: " introduces, as the loader's check asks.
+  EXPECT_EQ(unanchored->outcome, RegexOutcome::kRewritten);
+  EXPECT_THAT(unanchored->reason, HasSubstr("pinned by [^:]*$"));
 
   Matcher m(*imported);
   EXPECT_EQ(m.Keys("2012/04/09 11:53:29 [error] 2865#0: *66647 user \"xyz\" password mismatch, "
                    "client: 192.0.43.10, server: www.myhost.com"),
             std::set<std::string>{"192.0.43.10"});
+  EXPECT_EQ(m.Keys("proxy says client: 203.0.113.5 denied"), std::set<std::string>{"203.0.113.5"});
+  // A client that writes "client: V denied" before the server's text: the key stays the server's.
+  EXPECT_EQ(m.Keys("GET /?q=client: 198.51.100.66 denied, client: 203.0.113.5 denied"),
+            std::set<std::string>{"203.0.113.5"});
+  // Text after the tail without ':' is fine; with one, no match (the check's model: the text
+  // after the key is the server's tail).
+  EXPECT_EQ(m.Keys("client: 203.0.113.5 denied, referrer x"), std::set<std::string>{"203.0.113.5"});
+  EXPECT_TRUE(m.Keys("client: 203.0.113.5 denied, referrer: x").empty());
 }
 
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
