@@ -22,6 +22,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/time_util.h"
+#include "services/formats/line_parser.h"
 
 namespace palisade {
 namespace {
@@ -1349,7 +1350,49 @@ absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path) {
   absl::StatusOr<LoadedPack> pack = ParseRulePack(buf.str(), path);
   if (!pack.ok()) return pack;
   if (absl::Status s = CheckKeyAnchoring(*pack); !s.ok()) return s;
+  if (absl::Status s = CheckExamplesMatch(*pack); !s.ok()) return s;
   return pack;
+}
+
+absl::Status CheckExamplesMatch(const LoadedPack& pack) {
+  const absl::Time reference = absl::FromUnixSeconds(1'772'000'000);  // 2026-02-25
+  for (const Rule& rule : pack.pack.rules()) {
+    if (rule.formats().empty()) continue;  // Compile names it
+    std::vector<std::unique_ptr<RE2>> patterns;
+    for (const std::string& p : rule.patterns()) {
+      auto re = std::make_unique<RE2>(p, PalisadeRe2Options());
+      if (!re->ok()) return absl::OkStatus();  // Compile names the RE2 error
+      patterns.push_back(std::move(re));
+    }
+    for (int e = 0; e < rule.examples_size(); ++e) {
+      const palisade::v1::Example& example = rule.examples(e);
+      const LogFormat format = example.format() != LogFormat::LOG_FORMAT_UNSPECIFIED
+                                   ? example.format()
+                                   : static_cast<LogFormat>(rule.formats(0));
+      // A session example holds the connection's lines; its last is the one that matches.
+      absl::string_view line = example.line();
+      if (size_t nl = line.rfind('\n'); nl != absl::string_view::npos) line = line.substr(nl + 1);
+      const std::string where = absl::StrCat(pack.file, ": pack \"", pack.pack.name(),
+                                             "\": rule \"", rule.id(), "\": example ", e + 1);
+      LineParser parser(format);
+      ParsedLine parsed;
+      if (absl::Status s = parser.Parse(line, reference, &parsed); !s.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, " is not a ", FormatName(format),
+                                                       " line: ", s.message()));
+      }
+      bool any = false;
+      const re2::StringPiece message(parsed.message.data(), parsed.message.size());
+      for (const auto& re : patterns) any = any || RE2::PartialMatch(message, *re);
+      if (!any) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, ": no pattern matches it, as ", FormatName(format),
+            " hands it to the rules (message: \"", parsed.message.substr(0, 120),
+            "\"); a pattern anchored at a part the parser strips (a syslog header, a time "
+            "stamp) can never match"));
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(

@@ -134,6 +134,14 @@ class LiteralGate {
   std::vector<std::array<char, 16>> vectors_;  // each anchor repeated 16 times
 };
 
+// Refuses (kInvalidArgument, naming the file, the pack, the rule and the example) a rule with an
+// example that does not parse in its format or that none of its patterns matches as that format
+// hands lines to the rules: such a rule can never match (e.g. a pattern anchored at the syslog
+// header, which the parser strips). Only that a pattern matches is checked here; keys, ignore
+// patterns and counter-examples are the pack test's (rules/pack_test.cc). LoadRulePackFile runs
+// it, so a reload with such a pack is refused and the running rules stay.
+absl::Status CheckExamplesMatch(const LoadedPack& pack);
+
 // CIDR sets by name (from the config), for rule conditions.
 using CidrSets = std::map<std::string, CidrSet>;
 

@@ -283,3 +283,40 @@ TEST(RuleSetTest, MissingFileIsNotFound) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// A rule that can never match is refused at load: here a pattern anchored at the syslog header,
+// which the parser strips before the rules see the message. Its example says so.
+TEST(ExamplesMatchTest, TheFileLoaderRefusesARuleItsOwnExamplesCannotMatch) {
+  constexpr absl::string_view kHeaderAnchored = R"pb(
+    name: "ssh"
+    rules {
+      id: "ssh-header"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^\\w{3} +\\d+ [\\d:]+ \\S+ sshd\\[\\d+\\]: Failed password for root from (?P<ip>[0-9.]+) port \\d+ ssh2$"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } }
+      examples { line: "Mar  3 14:02:01 h sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2" key: "203.0.113.7" }
+    }
+  )pb";
+  EXPECT_THAT(LoadRulePackFile(WritePack("header.textproto", kHeaderAnchored)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("header.textproto"), HasSubstr("rule \"ssh-header\""),
+                             HasSubstr("example 1"), HasSubstr("can never match"))));
+  // An example that is not a line of the rule's format is named too.
+  std::string bad_line(kHeaderAnchored);
+  bad_line.replace(bad_line.find("line: \"Mar  3"), 14, "line: \"garbage");
+  EXPECT_THAT(LoadRulePackFile(WritePack("garbage.textproto", bad_line)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("is not a syslog line")));
+  // Without examples there is nothing to check against: loaded.
+  std::string no_examples(kHeaderAnchored);
+  no_examples.erase(no_examples.find("      examples"),
+                    no_examples.find("\n", no_examples.find("      examples")) -
+                        no_examples.find("      examples"));
+  EXPECT_THAT(LoadRulePackFile(WritePack("none.textproto", no_examples)), IsOk());
+}
+
+}  // namespace
+}  // namespace palisade
