@@ -3,34 +3,67 @@
 # fail2ban-regex with fail2ban's own sshd filter and `palisadectl replay` on the same file, and
 # prints both times, the ratio, and how well each one's flagged addresses match the ground truth.
 # Installs Debian's fail2ban when it is missing. Not part of CI (it only measures).
-#   bash tools/compare_fail2ban.sh [LINES]      # default 200000
+#   bash tools/compare_fail2ban.sh [LINES] [sshd|all]      # default 200000 sshd
+# Mode `all` (issue 13 §4, breadth): palisadectl replay with EVERY pack under rules/ loaded (the
+# CIDR sets as rules/pack_test.cc defines them), against fail2ban-regex run with each of the
+# fail2ban filters for the same services (F2B_ALL below), one pass per filter as a fail2ban jail
+# per filter reads the log, on the same file; fail2ban's time is the sum of its passes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines="${1:-200000}"
+mode="${2:-sshd}"
+# fail2ban's filters for the services the shipped packs cover (sshd and its PAM/dropbear kin,
+# mail, FTP, databases, DNS, panels, VoIP, web servers, recidive).
+F2B_ALL="sshd dropbear pam-generic xinetd-fail screensharingd softethervpn znc-adminlog slapd
+  named-refused nsd dovecot exim exim-spam courier-auth courier-smtp cyrus-imap solid-pop3d
+  uwimap-auth perdition qmail sendmail-auth sendmail-reject postfix mysqld-auth proftpd pure-ftpd
+  vsftpd webmin-auth froxlor-auth monit recidive asterisk freeswitch roundcube-auth horde
+  sogo-auth squirrelmail nginx-http-auth nginx-limit-req nginx-botsearch nginx-bad-request
+  apache-auth apache-badbots apache-botsearch apache-noscript apache-overflows apache-shellshock"
 bash tools/setup.sh
 if ! command -v fail2ban-regex >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fail2ban >/dev/null
 fi
 bazel build -c opt //services/cli:palisadectl //tests/corpus:gen_corpus >&2
+# The -c opt outputs by path, not bazel-bin: another build may have pointed it elsewhere.
+bin=$(bazel info -c opt bazel-bin 2>/dev/null)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-bazel-bin/tests/corpus/gen_corpus --kind=sshd --lines="$lines" --seed=1 \
+"$bin"/tests/corpus/gen_corpus --kind=sshd --lines="$lines" --seed=1 \
   --out="$work/auth.log" --truth="$work/truth.txt" 2>/dev/null
 
+filters=sshd
+replay_rules=(--rules=rules/sshd.textproto)
+if [ "$mode" = all ]; then
+  filters=""
+  for f in $F2B_ALL; do
+    [ -f "/etc/fail2ban/filter.d/$f.conf" ] && filters="$filters $f"
+  done
+  {
+    for p in rules/*.textproto; do echo "rule_files: \"$PWD/$p\""; done
+    echo 'cidr_sets { key: "cloudflare_token_ips" value { cidrs: "192.0.2.0/24" cidrs: "2001:db8:c0::/48" } }'
+  } >"$work/all.textproto"
+  replay_rules=(--config="$work/all.textproto")
+fi
+
+: >"$work/f2b.out"
 start=$(date +%s%N)
-fail2ban-regex --print-all-matched "$work/auth.log" /etc/fail2ban/filter.d/sshd.conf \
-  >"$work/f2b.out" 2>&1
+for f in $filters; do
+  fail2ban-regex --print-all-matched "$work/auth.log" "/etc/fail2ban/filter.d/$f.conf" \
+    >>"$work/f2b.out" 2>&1
+done
 f2b=$(( $(date +%s%N) - start ))
 
 start=$(date +%s%N)
-bazel-bin/services/cli/palisadectl replay "$work/auth.log" --format=syslog --json \
-  --rules=rules/sshd.textproto >"$work/palisade.json"
+"$bin"/services/cli/palisadectl replay "$work/auth.log" --format=syslog --json \
+  "${replay_rules[@]}" >"$work/palisade.json"
 pal=$(( $(date +%s%N) - start ))
 
-python3 - "$work" "$lines" "$f2b" "$pal" <<'PY'
+python3 - "$work" "$lines" "$f2b" "$pal" "$mode" "$(echo $filters | wc -w)" "$(ls rules/*.textproto | wc -l)" <<'PY'
 import collections, datetime, json, re, sys
 work, lines = sys.argv[1], int(sys.argv[2])
 f2b, pal = int(sys.argv[3]) / 1e9, int(sys.argv[4]) / 1e9
+mode, nfilters, npacks = sys.argv[5], int(sys.argv[6]), int(sys.argv[7])
 truth = set(open(f"{work}/truth.txt").read().split())
 # What fail2ban's sshd jail would ban: maxretry (5) matches inside findtime (10 min), per
 # address, from the lines fail2ban-regex says its filter matched.
@@ -56,8 +89,8 @@ pal_flagged = {json.loads(l)["target"]["value"] for l in open(f"{work}/palisade.
 def agree(flagged):
     tp = len(flagged & truth)
     return f"{tp}/{len(truth)} attackers found, {len(flagged - truth)} innocent flagged"
-print(f"corpus: {lines} sshd lines, {len(truth)} attackers (ground truth)")
-print(f"fail2ban-regex: {f2b:.2f} s = {lines / f2b:,.0f} lines/s; {agree(f2b_flagged)}")
-print(f"palisade replay: {pal:.2f} s = {lines / pal:,.0f} lines/s (full pipeline, incl. start-up); {agree(pal_flagged)}")
+print(f"corpus: {lines} sshd lines, {len(truth)} attackers (ground truth); mode {mode}")
+print(f"fail2ban-regex ({nfilters} filter(s), one pass each): {f2b:.2f} s = {lines / f2b:,.0f} lines/s; {agree(f2b_flagged)}")
+print(f"palisade replay ({'every pack: ' + str(npacks) if mode == 'all' else 'the sshd pack'}): {pal:.2f} s = {lines / pal:,.0f} lines/s (full pipeline, incl. start-up); {agree(pal_flagged)}")
 print(f"ratio: palisade is {f2b / pal:.1f}x faster")
 PY

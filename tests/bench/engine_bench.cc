@@ -1,6 +1,12 @@
-// Engine throughput over generated sshd + nginx corpora (tests/corpus), with the shipped packs.
+// Engine throughput over generated sshd + nginx corpora (tests/corpus), with the shipped packs:
+// the sshd and nginx packs (each corpus's format sees only its own pack), and every pack under
+// rules/ (BM_*Everything, issue 13 §4), each also without the prefilter (BM_*NoPrefilter).
 //   bazel run -c opt //tests/bench:engine_bench
+//   bazel run -c opt //tests/bench:engine_bench -- --benchmark_filter='BM_Match'
 // items_per_second is lines per second on one core.
+#include <dirent.h>
+
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <memory>
@@ -8,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "benchmark/benchmark.h"
 #include "services/common/ip.h"
 #include "services/engine/engine.h"
@@ -35,6 +42,11 @@ constexpr uint64_t kLines = 200'000;
 struct Fixture {
   std::shared_ptr<const RuleSet> rules;
   std::shared_ptr<const RuleSet> all_rules;  // + cloudflare-tokens (unanchored patterns)
+  // Every pack under rules/ (issue 13 §4: breadth must not cost speed).
+  std::shared_ptr<const RuleSet> everything;
+  // The same without the prefilter and leading keys (RuleSetOptions): as before issue 13 §4.
+  std::shared_ptr<const RuleSet> everything_no_prefilter;
+  std::shared_ptr<const RuleSet> rules_no_prefilter;
   Corpus sshd;
   Corpus nginx;
   std::vector<ParsedLine> sshd_parsed;
@@ -53,10 +65,17 @@ struct Fixture {
         packs.push_back(*pack);
       }
       f->rules = *RuleSet::Compile(packs);
+      const std::vector<LoadedPack> packs_sshd_nginx = packs;
       auto tokens = LoadRulePackFile("rules/cloudflare-tokens.textproto");
       if (!tokens.ok()) std::abort();
       packs.push_back(*tokens);
       f->all_rules = *RuleSet::Compile(packs);
+      f->everything = Everything(RuleSetOptions());
+      RuleSetOptions off;
+      off.prefilter = false;
+      off.leading_keys = false;
+      f->everything_no_prefilter = Everything(off);
+      f->rules_no_prefilter = *RuleSet::Compile(packs_sshd_nginx, {}, off);
       CorpusOptions options;
       options.lines = kLines;
       f->sshd = GenerateSshd(options);
@@ -66,6 +85,39 @@ struct Fixture {
       return f;
     }();
     return *f;
+  }
+
+  // Every rules/*.textproto through the production loader, with the CIDR sets the packs name
+  // (the same as rules/pack_test.cc).
+  static std::shared_ptr<const RuleSet> Everything(const RuleSetOptions& options) {
+    std::vector<std::string> files;
+    if (DIR* dir = opendir("rules")) {
+      while (dirent* e = readdir(dir)) {
+        std::string name = e->d_name;
+        if (absl::EndsWith(name, ".textproto")) files.push_back("rules/" + name);
+      }
+      closedir(dir);
+    }
+    std::sort(files.begin(), files.end());
+    std::vector<LoadedPack> packs;
+    for (const std::string& file : files) {
+      auto pack = LoadRulePackFile(file);
+      if (!pack.ok()) {
+        std::fprintf(stderr, "%s\n", pack.status().ToString().c_str());
+        std::abort();
+      }
+      packs.push_back(*pack);
+    }
+    CidrSets sets;
+    sets.emplace("cloudflare_token_ips", *CidrSet::Parse({"192.0.2.0/24", "2001:db8:c0::/48"}));
+    auto compiled = RuleSet::Compile(packs, sets, options);
+    if (!compiled.ok()) {
+      std::fprintf(stderr, "%s\n", compiled.status().ToString().c_str());
+      std::abort();
+    }
+    std::fprintf(stderr, "everything: %zu packs, %zu rules\n", packs.size(),
+                 (*compiled)->rules().size());
+    return *compiled;
   }
 
   static std::vector<ParsedLine> Parse(const Corpus& c, LogFormat format) {
@@ -105,10 +157,10 @@ BENCHMARK(BM_Parse)
     ->ArgName("format");
 
 // The RE2::Set pass plus candidate captures and key normalisation; no windows.
-void BM_Match(benchmark::State& state) {
+void RunMatch(benchmark::State& state, std::shared_ptr<const RuleSet> rules) {
   const LogFormat format = static_cast<LogFormat>(state.range(0));
   const auto& parsed = ParsedFor(format);
-  Engine engine(Fixture::Get().rules, EngineOptions());
+  Engine engine(std::move(rules), EngineOptions());
   size_t i = 0;
   uint64_t matches = 0;
   const uint64_t allocations_before = g_allocations.load();
@@ -121,7 +173,16 @@ void BM_Match(benchmark::State& state) {
       static_cast<double>(g_allocations.load() - allocations_before) / state.iterations();
   state.SetItemsProcessed(state.iterations());
 }
+void BM_Match(benchmark::State& state) { RunMatch(state, Fixture::Get().rules); }
 BENCHMARK(BM_Match)
+    ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
+    ->Arg(LogFormat::LOG_FORMAT_COMBINED)
+    ->ArgName("format");
+// Without the prefilter and leading keys (see BM_MatchEverythingNoPrefilter).
+void BM_MatchNoPrefilter(benchmark::State& state) {
+  RunMatch(state, Fixture::Get().rules_no_prefilter);
+}
+BENCHMARK(BM_MatchNoPrefilter)
     ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
     ->Arg(LogFormat::LOG_FORMAT_COMBINED)
     ->ArgName("format");
@@ -178,9 +239,16 @@ BENCHMARK(BM_MatchWindow)
     ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
     ->Arg(LogFormat::LOG_FORMAT_COMBINED)
     ->ArgName("format");
+void BM_MatchWindowNoPrefilter(benchmark::State& state) {
+  RunMatchWindow(state, Fixture::Get().rules_no_prefilter);
+}
+BENCHMARK(BM_MatchWindowNoPrefilter)
+    ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
+    ->Arg(LogFormat::LOG_FORMAT_COMBINED)
+    ->ArgName("format");
 
 // With the token-leak pack loaded too, as palisaded runs by default: its patterns are
-// unanchored, so each line also takes a second, unanchored Set pass.
+// unanchored; the literal prefilter spares lines without "cfut_", "bearer"... a Set pass.
 void BM_MatchWindowAllPacks(benchmark::State& state) {
   RunMatchWindow(state, Fixture::Get().all_rules);
 }
@@ -189,6 +257,37 @@ BENCHMARK(BM_MatchWindowAllPacks)
     ->Arg(LogFormat::LOG_FORMAT_COMBINED)
     ->ArgName("format");
 
+// Every pack under rules/ loaded (150+ rules): the figure issue 13 §4 holds against BM_Match /
+// BM_MatchWindow (the sshd and nginx packs; each corpus's format sees only its own pack there).
+void BM_MatchEverything(benchmark::State& state) { RunMatch(state, Fixture::Get().everything); }
+BENCHMARK(BM_MatchEverything)
+    ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
+    ->Arg(LogFormat::LOG_FORMAT_COMBINED)
+    ->ArgName("format");
+void BM_MatchWindowEverything(benchmark::State& state) {
+  RunMatchWindow(state, Fixture::Get().everything);
+}
+BENCHMARK(BM_MatchWindowEverything)
+    ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
+    ->Arg(LogFormat::LOG_FORMAT_COMBINED)
+    ->ArgName("format");
+// The same without the literal prefilter and leading keys (RuleSetOptions): every pattern in a
+// Set, every key through RE2's submatch engine, as before issue 13 §4; run alongside so that the
+// comparison is made in one run.
+void BM_MatchEverythingNoPrefilter(benchmark::State& state) {
+  RunMatch(state, Fixture::Get().everything_no_prefilter);
+}
+BENCHMARK(BM_MatchEverythingNoPrefilter)
+    ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
+    ->Arg(LogFormat::LOG_FORMAT_COMBINED)
+    ->ArgName("format");
+void BM_MatchWindowEverythingNoPrefilter(benchmark::State& state) {
+  RunMatchWindow(state, Fixture::Get().everything_no_prefilter);
+}
+BENCHMARK(BM_MatchWindowEverythingNoPrefilter)
+    ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
+    ->Arg(LogFormat::LOG_FORMAT_COMBINED)
+    ->ArgName("format");
 // Parse + match + window: what one ingest core does per line.
 void BM_ParseMatchWindow(benchmark::State& state) {
   const LogFormat format = static_cast<LogFormat>(state.range(0));
@@ -231,3 +330,4 @@ BENCHMARK(BM_IpParseFormat);
 
 }  // namespace
 }  // namespace palisade
+
