@@ -536,8 +536,12 @@ bool MergeAddressAlternatives(std::string* re, std::vector<std::string>* notes) 
     re->replace(open, close - open + 1,
                 bare ? std::string("<HOST>")
                      : absl::StrCat("(?:", absl::StrJoin(prefixes, "|"), ")<HOST>"));
+    std::vector<std::string> forms;
+    for (const std::string& p : prefixes) {
+      if (!p.empty()) forms.push_back(p);
+    }
     notes->push_back(bare ? absl::StrCat(group, " -> <HOST> (stricter: no ",
-                                         absl::StrJoin(prefixes, " "), " form)")
+                                         absl::StrJoin(forms, ", "), " form)")
                           : absl::StrCat(group, " -> one address group"));
     return true;
   }
@@ -649,8 +653,12 @@ Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Pr
 
 // The punctuation character closest before the address tag in the literal text that introduces
 // it (`\[` in `\[<HOST>\]`, `=` in `rip=<HOST>`); 0 when that text has none.
-char IntroducerPunctuation(absl::string_view re) {
+char IntroducerPunctuation(absl::string_view text) {
   static const LazyRE2 kTag = {"<(?:HOST|ADDR|IP4|IP6)>"};
+  std::string merged(text);
+  std::vector<std::string> ignored;
+  MergeAddressAlternatives(&merged, &ignored);  // as ConvertTags will
+  absl::string_view re = merged;
   re2::StringPiece tag;
   if (!RE2::PartialMatch(re2::StringPiece(re.data(), re.size()), "(" + kTag->pattern() + ")",
                          &tag)) {
@@ -921,9 +929,11 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   static const LazyRE2 kMlfid = {"<F-MLFID>(.*?)</F-MLFID>"};
   std::string mlfid;
   if (RE2::PartialMatch(pref, *kMlfid, &mlfid)) {
-    if (mlfid == kPrefixMarker) {
+    if (absl::StartsWith(mlfid, kPrefixMarker)) {
       out.session_by = "pid";
-      out.notes.push_back("session filter: <F-MLFID> is the syslog program[pid] (session.by pid)");
+      out.notes.push_back(absl::StrCat(
+          "session filter: <F-MLFID> is the syslog program[pid] (session.by pid)",
+          mlfid == kPrefixMarker ? "" : "; what the filter adds to __prefix_line is left out"));
     } else {
       out.notes.push_back(absl::StrCat("prefregex: <F-MLFID>", mlfid,
                                        "</F-MLFID> is not the syslog pid: no session"));

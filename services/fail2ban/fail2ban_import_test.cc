@@ -270,6 +270,51 @@ TEST(Fail2banImportTest, ParsesFail2banTimes) {
   EXPECT_EQ(ParseFail2banTime("").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(Fail2banImportTest, ApacheErrorFiltersReadTheApacheErrorFormat) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-apache.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  const palisade::v1::Rule& rule = imported->pack.rules(0);
+  ASSERT_EQ(rule.formats_size(), 1);
+  EXPECT_EQ(rule.formats(0), palisade::v1::LOG_FORMAT_APACHE_ERROR);
+  Matcher m(*imported);
+  // 2.4 and 2.2 headers; ":port" after the address is not read into the key.
+  EXPECT_EQ(m.Keys("[Sat Jul 20 21:39:11.978080 2013] [auth_basic:error] [pid 17512:tid 1401] "
+                   "[client 198.51.100.7:51390] AH01617: user bob: authentication failure for "
+                   "\"/basic/file\": Password Mismatch"),
+            std::set<std::string>{"198.51.100.7"});
+  EXPECT_EQ(m.Keys("[Sat Jul 20 21:39:11 2013] [error] [client 198.51.100.8] user bob: "
+                   "authentication failure for \"/\": Password Mismatch"),
+            std::set<std::string>{"198.51.100.8"});
+  // A user name naming a victim: the key is the [client] the server wrote first.
+  EXPECT_EQ(m.Keys("[Sat Jul 20 21:39:11 2013] [error] [client 198.51.100.9] user [client "
+                   "203.0.113.66] x: authentication failure for \"/\": Password Mismatch"),
+            std::set<std::string>{"198.51.100.9"});
+}
+
+TEST(Fail2banImportTest, ExtendedPrefixAndAddressAlternativesConvert) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-mail.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  const palisade::v1::Rule& rule = imported->pack.rules(0);
+  EXPECT_EQ(rule.formats(0), palisade::v1::LOG_FORMAT_SYSLOG);  // __prefix_line via known/
+  ASSERT_EQ(imported->regexes.size(), 1u);
+  EXPECT_EQ(imported->regexes[0].outcome, RegexOutcome::kRewritten);
+  EXPECT_THAT(imported->regexes[0].reason, HasSubstr("-> <HOST>"));
+  EXPECT_THAT(imported->regexes[0].reason, HasSubstr("pinned by [^[]*$"));
+  Matcher m(*imported);
+  const std::string head = "Feb 25 03:01:10 mx sm-mta[27713]: s1P819mk027713: ";
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "ruleset=check_rcpt, arg1=<a@example.org>, relay=h.example "
+                                      "[198.51.100.10], reject=550 5.7.1 Relaying denied. "
+                                      "Proper authentication required.")),
+            std::set<std::string>{"198.51.100.10"});
+  // The sender is the client's ("arg1=<x [V]>" is no \\S+@\\S+ either); a "[V]" after the
+  // server's address makes no match, never a key.
+  EXPECT_TRUE(m.Keys(absl::StrCat(head, "ruleset=check_rcpt, arg1=<a@example.org>, relay=h "
+                                        "[198.51.100.10], reject=550 5.7.1 Relaying denied "
+                                        "[203.0.113.66]"))
+                  .empty());
+}
+
 TEST(Fail2banImportTest, ModeParameterSelectsTheVariant) {
   Fail2banImportOptions options;
   options.params["mode"] = "ddos";
