@@ -1,7 +1,8 @@
 // The detection engine: match → window → detection, for one stream of parsed lines.
 //
 // Process() runs the RuleSet's RE2::Set passes over a line (anchored patterns in one Set,
-// unanchored ones in another), runs the capturing regex of each candidate rule, normalises the
+// unanchored ones in another; unanchored patterns with required literals are found by a literal
+// prefilter instead), runs the capturing regex of each candidate rule, normalises the
 // key (an "ip" must parse as an address: nothing else can become a target), drops allowlisted
 // keys, and counts the match in the (rule, key) window in event time. When a window reaches its rule's threshold it raises a Detection carrying the
 // evidence lines, and the window starts over.

@@ -1,7 +1,8 @@
 // Rule packs, loaded and compiled. A RuleSet is the immutable, compiled form of every loaded
 // pack: per log format, RE2::Sets over the patterns of all rules for that format (anchored
-// patterns in an anchored Set, the rest in an unanchored one: the passes each line gets), plus
-// each rule's capturing regexes, run only for the Sets' candidates.
+// patterns in an anchored Set, the rest in an unanchored one: the passes each line gets), a
+// literal prefilter for the unanchored patterns that have required literals (they skip the
+// Sets: see SetPart), plus each rule's capturing regexes, run only for the candidates.
 //
 // Loading is all or nothing: an invalid regex, a missing key group, an unknown field or a
 // duplicate id refuses the whole set, with an error naming the file, the rule id and the reason.
