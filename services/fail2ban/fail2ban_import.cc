@@ -1232,10 +1232,14 @@ absl::Status ReadFail2banJail(const std::vector<std::string>& files, const std::
   }
   RETURN_IF_ERROR(time_option("bantime.maxtime", &options->bantime_maxtime));
   where = nullptr;
+  text.clear();
   RETURN_IF_ERROR(value("ignoreip", &text, &where));
   options->ignoreip.clear();
-  for (absl::string_view ip : absl::StrSplit(text, absl::ByAnyChar(" ,\t"), absl::SkipEmpty())) {
-    options->ignoreip.emplace_back(ip);
+  if (where != nullptr) {
+    for (absl::string_view ip :
+         absl::StrSplit(text, absl::ByAnyChar(" ,\t"), absl::SkipEmpty())) {
+      options->ignoreip.emplace_back(ip);
+    }
   }
   options->threshold_source =
       absl::StrCat("jail [", jail_name, "] in ", absl::StrJoin(files, ", "));

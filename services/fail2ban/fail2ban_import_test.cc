@@ -247,6 +247,13 @@ TEST(Fail2banImportTest, JailSetsThresholdsEscalationAndAllowlist) {
   EXPECT_EQ(recidive.bantime, absl::Hours(24 * 365));
   EXPECT_EQ(recidive.findtime, absl::Hours(24));
   ASSERT_EQ(recidive.jail_notes.size(), 1u);
+  // A jail with no ignoreip has none (not another option's value).
+  Fail2banImportOptions bare;
+  ASSERT_TRUE(ReadFail2banJail({dir + "bare.conf"}, "bare", &bare).ok());
+  EXPECT_EQ(bare.maxretry, 7u);
+  EXPECT_EQ(bare.findtime, absl::Minutes(1));
+  EXPECT_TRUE(bare.ignoreip.empty());
+  EXPECT_FALSE(bare.bantime_increment);
   // Errors name the file and line; an unknown jail is kNotFound.
   Fail2banImportOptions broken;
   absl::Status s = ReadFail2banJail({dir + "jail.conf"}, "broken", &broken);
