@@ -45,9 +45,18 @@
 //         branches as an alternation when neither does (looser); its condition groups become
 //         plain groups;
 //       * "any character but where X starts", `(?:(?!X).)`, → `.` (looser: the key is pinned
-//         to the server's tail, so a user name holding X no longer hides the line).
+//         to the server's tail, so a user name holding X no longer hides the line);
+//       * still refused: the failregex pinned to the end of the line (stricter: fail2ban lets
+//         text follow it), first by "no later copy of the punctuation that introduces the
+//         address" (`[^\[]*$` after `\[<HOST>\]`: the address is the last one so introduced),
+//         then by `$`.
 //     A rewritten regex is kept only when the loader's key check passes; the check itself is
-//     never weakened.
+//     never weakened. Also rewritten: `(?:IPv6:<IP6>|<IP4>)` → one address group (`<HOST>`,
+//     without the "IPv6:" form when a bare branch exists: stricter); an IPv4 key stops at four
+//     octets, so a ":port" after it stays out of the key;
+//   - a filter that extends `__prefix_line` (`%(known/__prefix_line)s(?:\w{14,20}: )?`,
+//     sendmail) keeps its extension in the regexes; apache's `apache-pref-ignore` (a module
+//     excluded by its `[module:level]` field) cannot apply to the apache_error message, noted;
 // The rest of the filter still converts. Thresholds come from fail2ban's jail defaults, or from a
 // jail (ReadFail2banJail).
 //
