@@ -32,6 +32,7 @@
 #include "services/events/event_hub.h"
 #include "services/events/sinks.h"
 #include "services/inputs/file_inputs.h"
+#include "services/inputs/syslog_receiver.h"
 #include "services/pipeline/pipeline.h"
 #include "services/server/api_limits.h"
 #include "services/server/auth.h"
@@ -234,6 +235,24 @@ int Run() {
   if (!inputs.ok()) {
     Log(absl::StrCat("refusing to start: ", inputs.status().message()));
     return 2;
+  }
+  std::vector<std::unique_ptr<SyslogReceiver>> syslog_receivers;
+  for (const auto& input : config->inputs().syslog()) {
+    SyslogReceiverOptions syslog_options;
+    syslog_options.log = [](const std::string& m) { Log(m); };
+    absl::StatusOr<std::unique_ptr<SyslogReceiver>> receiver = SyslogReceiver::Start(
+        input, syslog_options,
+        [&pipeline](const palisade::v1::LogBatch& batch) {
+          return pipeline.ProcessBatch(batch).status();
+        },
+        *registry);
+    if (!receiver.ok()) {
+      Log(absl::StrCat("refusing to start: ", receiver.status().message()));
+      return 2;
+    }
+    Log(absl::StrCat("syslog input ", input.name(), ": udp port ", (*receiver)->udp_port(),
+                     ", tcp port ", (*receiver)->tcp_port(), " (0: off)"));
+    syslog_receivers.push_back(*std::move(receiver));
   }
   Log(absl::StrCat("state: ", config->state_file(), ", ", table.active_count(),
                    " active decisions restored"));
@@ -471,6 +490,7 @@ int Run() {
   stopping.Notify();
   const absl::Time t0 = absl::Now();
   (*inputs)->Stop();
+  for (auto& r : syslog_receivers) r->Stop();
   server->Shutdown(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   sweeper.join();
