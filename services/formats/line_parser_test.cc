@@ -411,10 +411,9 @@ TEST(NginxErrorTest, SplitsPidConnectionAndMessage) {
   // Every level from debug to emerg.
   for (absl::string_view level : {"debug", "info", "notice", "warn", "error", "crit", "alert",
                                   "emerg"}) {
-    EXPECT_THAT(p.Parse(absl::StrCat("2026/03/03 14:02:01 [", level, "] 1#1: *1 m"), absl::Now(),
-                        &out),
-                IsOk())
-        << level;
+    // The line outlives `out`, which views into it.
+    const std::string line = absl::StrCat("2026/03/03 14:02:01 [", level, "] 1#1: *1 m");
+    EXPECT_THAT(p.Parse(line, absl::Now(), &out), IsOk()) << level;
     EXPECT_EQ(out.message, "m");
   }
 }
