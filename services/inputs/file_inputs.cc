@@ -15,14 +15,6 @@
 namespace palisade {
 namespace {
 
-bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char c : name) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
-  }
-  return true;
-}
-
 bool IsGlob(const std::string& path) { return path.find_first_of("*?[") != std::string::npos; }
 
 bool Compressed(const std::string& path) {
@@ -48,6 +40,14 @@ std::vector<std::string> Glob(const std::string& pattern) {
 }
 
 }  // namespace
+
+bool ValidInputName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
+  }
+  return true;
+}
 
 absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
     const palisade::v1::InputsConfig& config, FileInputsOptions options, BatchSink sink,
@@ -84,7 +84,7 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
   for (int i = 0; i < config.files_size(); ++i) {
     const palisade::v1::FileInput& f = config.files(i);
     const std::string where = absl::StrCat("inputs.files[", i, "] (\"", f.name(), "\"): ");
-    if (!ValidName(f.name())) {
+    if (!ValidInputName(f.name())) {
       return absl::InvalidArgumentError(where + "name must match [a-z0-9_-]{1,64}");
     }
     if (!names.insert(f.name()).second) {

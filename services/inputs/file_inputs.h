@@ -50,6 +50,9 @@ struct FileInputsOptions {
 
 using BatchSink = std::function<absl::Status(const palisade::v1::LogBatch&)>;
 
+// An input's name: [a-z0-9_-]{1,64} (a metric label and a key of saved positions).
+bool ValidInputName(const std::string& name);
+
 class FileInputs {
  public:
   // Validates the inputs (names, formats, paths): kInvalidArgument naming the input; a file

@@ -17,14 +17,6 @@ namespace {
 
 constexpr int kPollMs = 100;  // how often blocked threads look at `stopping_`
 
-bool ValidName(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char c : name) {
-    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) return false;
-  }
-  return true;
-}
-
 // Binds "host:port" / "[v6]:port"; returns the fd and the bound port.
 absl::StatusOr<std::pair<int, int>> Bind(const std::string& where, const std::string& address,
                                          int type) {
@@ -79,7 +71,7 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
     const palisade::v1::SyslogInput& config, SyslogReceiverOptions options, BatchSink sink,
     prometheus::Registry& registry) {
   const std::string where = absl::StrCat("inputs.syslog \"", config.name(), "\": ");
-  if (!ValidName(config.name())) {
+  if (!ValidInputName(config.name())) {
     return absl::InvalidArgumentError(where + "name must match [a-z0-9_-]{1,64}");
   }
   if (config.udp_listen().empty() && config.tcp_listen().empty()) {
