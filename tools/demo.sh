@@ -87,7 +87,7 @@ for _ in $(seq 100); do
   ctl decisions list --target=203.0.113.201 | grep -q 203.0.113.201 && break
   sleep 0.1
 done
-ctl decisions list --target=203.0.113.201 | tail -1
+ctl decisions list --target=203.0.113.201 | grep 203.0.113.201
 curl -s "http://127.0.0.1:$metrics_port/metrics" | grep -E '^palisade_input_(lines|rotations)_total'
 
 echo
