@@ -142,7 +142,7 @@ void SyslogReceiver::Stop() {
   for (std::thread& t : threads_) t.join();
   {
     absl::MutexLock lock(&conn_mu_);
-    for (std::thread& t : conn_threads_) t.join();
+    for (ConnThread& c : conn_threads_) c.thread.join();
     conn_threads_.clear();
   }
   if (udp_fd_ >= 0) ::close(udp_fd_);
@@ -225,7 +225,20 @@ void SyslogReceiver::AcceptLoop() {
     connections_.fetch_add(1);
     open_->Increment();
     absl::MutexLock lock(&conn_mu_);
-    conn_threads_.emplace_back([this, fd] { Connection(fd); });
+    for (auto it = conn_threads_.begin(); it != conn_threads_.end();) {
+      if (it->done->load()) {
+        it->thread.join();
+        it = conn_threads_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    conn_threads_.push_back({std::thread([this, fd, done] {
+                               Connection(fd);
+                               done->store(true);
+                             }),
+                             done});
   }
 }
 

@@ -56,6 +56,11 @@ class SyslogReceiver {
   int tcp_port() const { return tcp_port_; }
   // Stops every thread and flushes what is pending.
   void Stop();
+  // Connection threads held (running, or ended and not yet joined). For tests.
+  size_t connection_threads() {
+    absl::MutexLock lock(&conn_mu_);
+    return conn_threads_.size();
+  }
 
   // What a connection's deframing carries from one read to the next: the bytes of an oversized
   // octet-counted frame still to drop, or the rest of an oversized newline-framed one.
@@ -87,8 +92,14 @@ class SyslogReceiver {
   std::atomic<bool> stopping_{false};
   std::atomic<int> connections_{0};
   std::vector<std::thread> threads_;
+  // Connection threads; a finished one is joined when the next connection is accepted, so a
+  // sender that connects per message (logger) does not pile up ended threads.
+  struct ConnThread {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
   absl::Mutex conn_mu_;
-  std::vector<std::thread> conn_threads_ ABSL_GUARDED_BY(conn_mu_);
+  std::vector<ConnThread> conn_threads_ ABSL_GUARDED_BY(conn_mu_);
   absl::Mutex batch_mu_;
   palisade::v1::LogBatch rfc3164_ ABSL_GUARDED_BY(batch_mu_);
   palisade::v1::LogBatch rfc5424_ ABSL_GUARDED_BY(batch_mu_);
