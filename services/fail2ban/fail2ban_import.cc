@@ -293,15 +293,15 @@ constexpr char kLeadingDate[] =
 constexpr size_t kMaxRewrittenSize = 16 << 10;
 constexpr int kMaxUnrollCopies = 4;
 
-// Why `re` uses Python-only syntax RE2 lacks; empty when it does not.
-std::string PythonOnlyConstruct(absl::string_view re) {
+// Walks `re` outside escapes and character classes: `on_escape(i)` sees each escape's backslash
+// (outside classes) and `fn(i)` each other byte; either returns false to stop the walk.
+template <typename OnEscape, typename Fn>
+void WalkOutsideClasses(absl::string_view re, OnEscape on_escape, Fn fn) {
   bool in_class = false;
   for (size_t i = 0; i < re.size(); ++i) {
-    char c = re[i];
+    const char c = re[i];
     if (c == '\\') {
-      if (i + 1 < re.size() && !in_class && re[i + 1] >= '1' && re[i + 1] <= '9') {
-        return absl::StrCat("back-reference \\", std::string(1, re[i + 1]));
-      }
+      if (!in_class && !on_escape(i)) return;
       ++i;
       continue;
     }
@@ -315,52 +315,58 @@ std::string PythonOnlyConstruct(absl::string_view re) {
       if (i + 1 < re.size() && re[i + 1] == ']') ++i;  // a literal ] first in the class
       continue;
     }
-    absl::string_view rest = re.substr(i);
-    if (absl::StartsWith(rest, "(?=")) return "look-ahead (?=...)";
-    if (absl::StartsWith(rest, "(?!")) return "negative look-ahead (?!...)";
-    if (absl::StartsWith(rest, "(?<=")) return "look-behind (?<=...)";
-    if (absl::StartsWith(rest, "(?<!")) return "negative look-behind (?<!...)";
-    if (absl::StartsWith(rest, "(?P=")) return "named back-reference (?P=name)";
-    if (absl::StartsWith(rest, "(?>")) return "atomic group (?>...)";
-    if (absl::StartsWith(rest, "(?(")) return "conditional group (?(name)...)";
-    if ((c == '*' || c == '+' || c == '?' || c == '}') && i + 1 < re.size() && re[i + 1] == '+' &&
-        !(i > 0 && re[i - 1] == '(')) {
-      return absl::StrCat("possessive quantifier ", std::string(1, c), "+");
-    }
+    if (!fn(i)) return;
   }
-  return "";
+}
+
+// Why `re` uses Python-only syntax RE2 lacks; empty when it does not.
+std::string PythonOnlyConstruct(absl::string_view re) {
+  std::string why;
+  WalkOutsideClasses(
+      re,
+      [&](size_t i) {
+        if (i + 1 < re.size() && re[i + 1] >= '1' && re[i + 1] <= '9') {
+          why = absl::StrCat("back-reference \\", std::string(1, re[i + 1]));
+        }
+        return why.empty();
+      },
+      [&](size_t i) {
+        const char c = re[i];
+        absl::string_view rest = re.substr(i);
+        if (absl::StartsWith(rest, "(?=")) why = "look-ahead (?=...)";
+        else if (absl::StartsWith(rest, "(?!")) why = "negative look-ahead (?!...)";
+        else if (absl::StartsWith(rest, "(?<=")) why = "look-behind (?<=...)";
+        else if (absl::StartsWith(rest, "(?<!")) why = "negative look-behind (?<!...)";
+        else if (absl::StartsWith(rest, "(?P=")) why = "named back-reference (?P=name)";
+        else if (absl::StartsWith(rest, "(?>")) why = "atomic group (?>...)";
+        else if (absl::StartsWith(rest, "(?(")) why = "conditional group (?(name)...)";
+        else if ((c == '*' || c == '+' || c == '?' || c == '}') && i + 1 < re.size() &&
+                 re[i + 1] == '+' && !(i > 0 && re[i - 1] == '(')) {
+          why = absl::StrCat("possessive quantifier ", std::string(1, c), "+");
+        }
+        return why.empty();
+      });
+  return why;
 }
 
 // The groups of `re` as (open, close) offsets, innermost first; false when the parentheses do
 // not balance.
 bool ScanGroups(absl::string_view re, std::vector<std::pair<size_t, size_t>>* groups) {
   std::vector<size_t> open;
-  bool in_class = false;
-  for (size_t i = 0; i < re.size(); ++i) {
-    char c = re[i];
-    if (c == '\\') {
-      ++i;
-      continue;
-    }
-    if (in_class) {
-      if (c == ']') in_class = false;
-      continue;
-    }
-    if (c == '[') {
-      in_class = true;
-      if (i + 1 < re.size() && re[i + 1] == '^') ++i;
-      if (i + 1 < re.size() && re[i + 1] == ']') ++i;
-      continue;
-    }
-    if (c == '(') {
-      open.push_back(i);
-    } else if (c == ')') {
-      if (open.empty()) return false;
-      groups->emplace_back(open.back(), i);
-      open.pop_back();
-    }
-  }
-  return open.empty();
+  bool balanced = true;
+  WalkOutsideClasses(
+      re, [](size_t) { return true; },
+      [&](size_t i) {
+        if (re[i] == '(') {
+          open.push_back(i);
+        } else if (re[i] == ')') {
+          if (open.empty()) return balanced = false;
+          groups->emplace_back(open.back(), i);
+          open.pop_back();
+        }
+        return true;
+      });
+  return balanced && open.empty();
 }
 
 // Splits `body` at its top-level '|'.
