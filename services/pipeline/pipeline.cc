@@ -537,14 +537,12 @@ void Pipeline::ExpireWindows() {
   PublishEngineGaugesLocked();
 }
 
-std::string Pipeline::SnapshotWindows() const {
+palisade::v1::EngineSnapshot Pipeline::SnapshotWindows() const {
   absl::ReaderMutexLock lock(&rules_mu_);
-  return engine_.Snapshot().SerializeAsString();
+  return engine_.Snapshot();
 }
 
-void Pipeline::RestoreWindows(const std::string& blob) {
-  palisade::v1::EngineSnapshot snapshot;
-  if (blob.empty() || !snapshot.ParseFromString(blob)) return;
+void Pipeline::RestoreWindows(const palisade::v1::EngineSnapshot& snapshot) {
   absl::ReaderMutexLock rules_lock(&rules_mu_);
   engine_.Restore(snapshot);
   absl::MutexLock lock(&metrics_mu_);

@@ -115,9 +115,9 @@ class Pipeline {
                                                    const std::vector<std::string>& lines,
                                                    absl::Time reference);
 
-  // The engine's windows, for the store (see Engine::Snapshot).
-  std::string SnapshotWindows() const;
-  void RestoreWindows(const std::string& blob);
+  // The engine's windows, for the store (see Engine::Snapshot), and putting them back.
+  palisade::v1::EngineSnapshot SnapshotWindows() const;
+  void RestoreWindows(const palisade::v1::EngineSnapshot& snapshot);
 
   EngineStats engine_stats() const;
   std::vector<uint64_t> matches_per_rule() const;

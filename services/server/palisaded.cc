@@ -214,9 +214,15 @@ int Run() {
   Pipeline pipeline(*rules, options, clock, table, *registry);
   // The windows, and where each file input stood when they were taken.
   palisade::v1::EngineSnapshot snapshot;
-  if (absl::StatusOr<std::string> windows = (*store)->LoadSnapshot("windows"); windows.ok()) {
-    pipeline.RestoreWindows(*windows);
-    if (!windows->empty()) (void)snapshot.ParseFromString(*windows);
+  if (absl::StatusOr<std::string> windows = (*store)->LoadSnapshot("windows");
+      windows.ok() && !windows->empty()) {
+    if (snapshot.ParseFromString(*windows)) {
+      pipeline.RestoreWindows(snapshot);
+    } else {
+      snapshot.Clear();
+      Log("state: the saved windows do not parse; starting with none (files are read from "
+          "their start)");
+    }
   }
   FileInputsOptions input_options;
   input_options.checkpoints.assign(snapshot.inputs().begin(), snapshot.inputs().end());
@@ -439,8 +445,7 @@ int Run() {
   // restart reads every file on from exactly the lines these windows hold.
   auto save_windows = [&] {
     (*inputs)->Consistent([&](const std::vector<palisade::v1::FileCheckpoint>& positions) {
-      palisade::v1::EngineSnapshot snap;
-      (void)snap.ParseFromString(pipeline.SnapshotWindows());
+      palisade::v1::EngineSnapshot snap = pipeline.SnapshotWindows();
       for (const auto& p : positions) *snap.add_inputs() = p;
       absl::Status s = (*store)->SaveSnapshot("windows", snap.SerializeAsString());
       if (!s.ok()) Log(std::string(s.message()));
