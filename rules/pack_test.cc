@@ -8,7 +8,6 @@
 // through a fresh engine: the key is what the rule extracts from the last line (for a note_only
 // rule, what it notes). A rule that matches every counter-example written for its format, in
 // all the packs, matches everything and is refused.
-#include <dirent.h>
 
 #include <map>
 #include <string>
@@ -18,6 +17,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
+#include "rules/shipped_packs.h"
 #include "services/common/fingerprint.h"
 #include "services/engine/engine.h"
 #include "services/engine/rule_set.h"
@@ -25,19 +25,6 @@
 
 namespace palisade {
 namespace {
-
-std::vector<std::string> PackFiles() {
-  std::vector<std::string> files;
-  DIR* dir = opendir("rules");
-  if (dir == nullptr) return files;
-  while (dirent* e = readdir(dir)) {
-    std::string name = e->d_name;
-    if (absl::EndsWith(name, ".textproto")) files.push_back("rules/" + name);
-  }
-  closedir(dir);
-  std::sort(files.begin(), files.end());
-  return files;
-}
 
 // Returns the keys `rule_id` extracts from the last line of `text` ("\n"-separated lines, fed in
 // order through a fresh engine so that sessions carry from one to the next). A note_only rule
@@ -80,7 +67,7 @@ std::vector<std::string> KeysFor(const std::shared_ptr<const RuleSet>& set,
 }
 
 TEST(PackTest, EveryPackLoadsAndEveryExampleHolds) {
-  std::vector<std::string> files = PackFiles();
+  std::vector<std::string> files = FilesIn("rules", ".textproto");
   ASSERT_GE(files.size(), 4u) << "packs missing under rules/";
   std::vector<LoadedPack> packs;
   for (const std::string& f : files) {
@@ -89,8 +76,7 @@ TEST(PackTest, EveryPackLoadsAndEveryExampleHolds) {
     packs.push_back(*std::move(pack));
   }
   // The CIDR sets packs may name in conditions, as a deployment would define them.
-  CidrSets sets;
-  sets.emplace("cloudflare_token_ips", *CidrSet::Parse({"192.0.2.0/24", "2001:db8:c0::/48"}));
+  const CidrSets sets = ShippedPackCidrSets();
   absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile(packs, sets);
   ASSERT_TRUE(set.ok()) << set.status();
 

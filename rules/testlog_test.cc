@@ -6,7 +6,6 @@
 // ...) sets the format of the lines after it. The whole log goes through one engine in order,
 // so sessions carry from line to line as they would in the daemon. Other comment lines are
 // free text. The pack must match every annotation exactly: nothing missed, nothing extra.
-#include <dirent.h>
 
 #include <fstream>
 #include <set>
@@ -19,6 +18,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "gtest/gtest.h"
+#include "rules/shipped_packs.h"
 #include "services/engine/engine.h"
 #include "services/engine/rule_set.h"
 #include "services/formats/line_parser.h"
@@ -26,24 +26,13 @@
 namespace palisade {
 namespace {
 
-std::vector<std::string> Logs() {
-  std::vector<std::string> logs;
-  DIR* dir = opendir("rules/testlogs");
-  if (dir == nullptr) return logs;
-  while (dirent* e = readdir(dir)) {
-    std::string name = e->d_name;
-    if (absl::EndsWith(name, ".log")) logs.push_back(name.substr(0, name.size() - 4));
-  }
-  closedir(dir);
-  std::sort(logs.begin(), logs.end());
-  return logs;
-}
-
 TEST(TestLogTest, EveryPackLogMatchesItsAnnotations) {
-  const std::vector<std::string> packs = Logs();
+  std::vector<std::string> packs;  // the pack names that have a log
+  for (const std::string& log : FilesIn("rules/testlogs", ".log")) {
+    packs.push_back(log.substr(15, log.size() - 15 - 4));  // "rules/testlogs/" NAME ".log"
+  }
   ASSERT_GE(packs.size(), 3u) << "annotated logs missing under rules/testlogs/";
-  CidrSets sets;
-  sets.emplace("cloudflare_token_ips", *CidrSet::Parse({"192.0.2.0/24", "2001:db8:c0::/48"}));
+  const CidrSets sets = ShippedPackCidrSets();
   for (const std::string& pack_name : packs) {
     SCOPED_TRACE(pack_name);
     absl::StatusOr<LoadedPack> pack = LoadRulePackFile("rules/" + pack_name + ".textproto");

@@ -2,7 +2,6 @@
 // proof that they change no result: every shipped pack compiled with and without them, and every
 // example, counter-example, generated sshd and nginx corpus line (and token-bearing variants)
 // matched through both, (rule, key) compared line by line.
-#include <dirent.h>
 
 #include <algorithm>
 #include <map>
@@ -14,6 +13,7 @@
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "rules/shipped_packs.h"
 #include "re2/re2.h"
 #include "services/engine/engine.h"
 #include "services/engine/rule_set.h"
@@ -112,19 +112,6 @@ TEST(LeadingKeyTest, OnlyForAKeyGroupLeadingThePatternAndClosedByAByteOutsideIt)
 
 // --- both matching paths over the shipped packs ----------------------------------------------
 
-std::vector<std::string> PackFiles() {
-  std::vector<std::string> files;
-  DIR* dir = opendir("rules");
-  if (dir == nullptr) return files;
-  while (dirent* e = readdir(dir)) {
-    std::string name = e->d_name;
-    if (absl::EndsWith(name, ".textproto")) files.push_back("rules/" + name);
-  }
-  closedir(dir);
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
 struct Line {
   LogFormat format;
   std::string text;
@@ -153,14 +140,13 @@ std::vector<std::vector<std::pair<std::string, std::string>>> MatchAll(
 
 TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
   std::vector<LoadedPack> packs;
-  for (const std::string& f : PackFiles()) {
+  for (const std::string& f : FilesIn("rules", ".textproto")) {
     absl::StatusOr<LoadedPack> pack = LoadRulePackFile(f);
     ASSERT_TRUE(pack.ok()) << pack.status();
     packs.push_back(*std::move(pack));
   }
   ASSERT_GE(packs.size(), 4u) << "packs missing under rules/";
-  CidrSets sets;  // as rules/pack_test.cc defines them
-  sets.emplace("cloudflare_token_ips", *CidrSet::Parse({"192.0.2.0/24", "2001:db8:c0::/48"}));
+  const CidrSets sets = ShippedPackCidrSets();
   RuleSetOptions off;
   off.prefilter = false;
   off.leading_keys = false;

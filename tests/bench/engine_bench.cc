@@ -4,7 +4,6 @@
 //   bazel run -c opt //tests/bench:engine_bench
 //   bazel run -c opt //tests/bench:engine_bench -- --benchmark_filter='BM_Match'
 // items_per_second is lines per second on one core.
-#include <dirent.h>
 
 #include <algorithm>
 #include <atomic>
@@ -17,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "benchmark/benchmark.h"
 #include "services/common/ip.h"
+#include "rules/shipped_packs.h"
 #include "services/engine/engine.h"
 #include "services/formats/line_parser.h"
 #include "tests/corpus/corpus.h"
@@ -90,15 +90,7 @@ struct Fixture {
   // Every rules/*.textproto through the production loader, with the CIDR sets the packs name
   // (the same as rules/pack_test.cc).
   static std::shared_ptr<const RuleSet> Everything(const RuleSetOptions& options) {
-    std::vector<std::string> files;
-    if (DIR* dir = opendir("rules")) {
-      while (dirent* e = readdir(dir)) {
-        std::string name = e->d_name;
-        if (absl::EndsWith(name, ".textproto")) files.push_back("rules/" + name);
-      }
-      closedir(dir);
-    }
-    std::sort(files.begin(), files.end());
+    const std::vector<std::string> files = FilesIn("rules", ".textproto");
     std::vector<LoadedPack> packs;
     for (const std::string& file : files) {
       auto pack = LoadRulePackFile(file);
@@ -108,8 +100,7 @@ struct Fixture {
       }
       packs.push_back(*pack);
     }
-    CidrSets sets;
-    sets.emplace("cloudflare_token_ips", *CidrSet::Parse({"192.0.2.0/24", "2001:db8:c0::/48"}));
+    const CidrSets sets = ShippedPackCidrSets();
     auto compiled = RuleSet::Compile(packs, sets, options);
     if (!compiled.ok()) {
       std::fprintf(stderr, "%s\n", compiled.status().ToString().c_str());
