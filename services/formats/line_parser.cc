@@ -124,13 +124,18 @@ absl::StatusOr<LogFormat> ParseFormatName(absl::string_view name) {
   for (LogFormat f : {LogFormat::LOG_FORMAT_SYSLOG, LogFormat::LOG_FORMAT_SYSLOG5424,
                       LogFormat::LOG_FORMAT_COMBINED, LogFormat::LOG_FORMAT_RAW,
                       LogFormat::LOG_FORMAT_NGINX_ERROR, LogFormat::LOG_FORMAT_APACHE_ERROR,
-                      LogFormat::LOG_FORMAT_DECISIONS}) {
+                      LogFormat::LOG_FORMAT_DECISIONS, LogFormat::LOG_FORMAT_JSON,
+                      LogFormat::LOG_FORMAT_NGINX_JSON, LogFormat::LOG_FORMAT_CADDY_JSON,
+                      LogFormat::LOG_FORMAT_TRAEFIK_JSON, LogFormat::LOG_FORMAT_ENVOY_JSON,
+                      LogFormat::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS,
+                      LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS}) {
     if (FormatName(f) == name) return f;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown format \"", name,
-                   "\" (expected syslog, syslog5424, combined, raw, nginx_error, apache_error or "
-                   "decisions)"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown format \"", name,
+      "\" (expected syslog, syslog5424, combined, raw, nginx_error, apache_error, decisions, "
+      "json, nginx_json, caddy_json, traefik_json, envoy_json, logpush_http_requests or "
+      "logpush_firewall_events)"));
 }
 
 absl::string_view FormatName(LogFormat format) {
@@ -149,6 +154,20 @@ absl::string_view FormatName(LogFormat format) {
       return "apache_error";
     case LogFormat::LOG_FORMAT_DECISIONS:
       return "decisions";
+    case LogFormat::LOG_FORMAT_JSON:
+      return "json";
+    case LogFormat::LOG_FORMAT_NGINX_JSON:
+      return "nginx_json";
+    case LogFormat::LOG_FORMAT_CADDY_JSON:
+      return "caddy_json";
+    case LogFormat::LOG_FORMAT_TRAEFIK_JSON:
+      return "traefik_json";
+    case LogFormat::LOG_FORMAT_ENVOY_JSON:
+      return "envoy_json";
+    case LogFormat::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS:
+      return "logpush_http_requests";
+    case LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS:
+      return "logpush_firewall_events";
     default:
       return "unspecified";
   }

@@ -288,9 +288,17 @@ namespace {
 TEST(FormatNameTest, RoundTripsAndRejectsUnknown) {
   for (auto f : {palisade::v1::LOG_FORMAT_SYSLOG, palisade::v1::LOG_FORMAT_SYSLOG5424,
                  palisade::v1::LOG_FORMAT_COMBINED, palisade::v1::LOG_FORMAT_RAW,
-                 palisade::v1::LOG_FORMAT_DECISIONS}) {
+                 palisade::v1::LOG_FORMAT_DECISIONS, palisade::v1::LOG_FORMAT_JSON,
+                 palisade::v1::LOG_FORMAT_NGINX_JSON, palisade::v1::LOG_FORMAT_CADDY_JSON,
+                 palisade::v1::LOG_FORMAT_TRAEFIK_JSON, palisade::v1::LOG_FORMAT_ENVOY_JSON,
+                 palisade::v1::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS,
+                 palisade::v1::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS}) {
     EXPECT_EQ(*ParseFormatName(FormatName(f)), f);
   }
+  EXPECT_EQ(*ParseFormatName("logpush_http_requests"),
+            palisade::v1::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS);
+  EXPECT_EQ(*ParseFormatName("logpush_firewall_events"),
+            palisade::v1::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS);
   EXPECT_EQ(FormatName(palisade::v1::LOG_FORMAT_DECISIONS), "decisions");
   EXPECT_THAT(ParseFormatName("apache"),
               palisade::testing::StatusIs(absl::StatusCode::kInvalidArgument,
