@@ -13,6 +13,7 @@ PACKAGES=(
   libcpp-httplib-dev nlohmann-json3-dev
   python3-grpcio python3-protobuf python3-yaml
   fail2ban
+  libsystemd-dev systemd-journal-remote
   curl ca-certificates openssl
   prometheus
   clang-14 libclang-rt-14-dev
