@@ -1,0 +1,118 @@
+// Drops what a follow-mode shipper (`palisadectl ship --follow`, issue 14 §1) sends again.
+//
+// A shipper advances its own checkpoint only when a batch is acked, so after a dropped
+// connection, a shipper restart (kill -9 included) or a server restart it sends again from its
+// last ack: batches the server may already have taken. Each such batch carries its origin
+// (LogBatch.origin: shipper id, the file's path and identity, the end offset of every record);
+// this table keeps, per (shipper, path) and file identity, the end offset taken, and Take()
+// runs only the records past it through the pipeline. The rest are acknowledged (the shipper
+// moves on) and counted in palisade_ingest_duplicate_lines_total.
+//
+// Exactness across server restarts: the positions are saved with the engine's windows, in the
+// same snapshot (EngineSnapshot.shipped), taken inside Consistent(), while no batch with an
+// origin is in the pipeline. After a restart the windows and the positions agree: a resent batch
+// is counted once. (A kill -9 of the server loses, from the windows, the batches acked since the
+// last snapshot, exactly as for any gRPC batch: the shipper does not send them again.)
+//
+// Bounds (the origin is written by the client, so by an attacker holding a token): at most
+// files_per_path identities per (shipper, path) and max_files / max_bytes in all; past them the
+// least recently used file is forgotten (counted in palisade_ingest_shipped_evictions_total; a
+// forgotten file's resent lines would be counted again). Shipper ids and paths are never metric
+// labels.
+//
+// Thread-safety: all methods may be called from any thread. Batches with an origin go through
+// the pipeline one at a time (one mutex held across check, pipeline and update).
+#ifndef PALISADE_SERVICES_SERVER_SHIP_DEDUP_H_
+#define PALISADE_SERVICES_SERVER_SHIP_DEDUP_H_
+
+#include <cstdint>
+#include <functional>
+#include <list>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "palisade/v1/palisade.pb.h"
+#include "palisade/v1/state.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+
+namespace palisade {
+
+struct ShipDedupOptions {
+  // Files (shipper x path x identity) remembered in all. 4096 x (128 + 1024 + 64 + overhead)
+  // bytes at most: about 5 MiB, and max_bytes caps it lower.
+  size_t max_files = 4096;
+  // Bytes of the remembered ids, paths and fingerprints (plus 64 per file for the rest).
+  size_t max_bytes = size_t{2} << 20;
+  // Identities per (shipper, path): the current file and the rotated ones a restarted shipper
+  // may still be draining (logrotate's PATH.1) or resending.
+  size_t files_per_path = 4;
+};
+
+class ShipDedup {
+ public:
+  using Process =
+      std::function<absl::StatusOr<palisade::v1::BatchAck>(const palisade::v1::LogBatch&)>;
+
+  ShipDedup(ShipDedupOptions options, prometheus::Registry& registry);
+
+  // kInvalidArgument naming the field when `batch.origin` is not one a shipper sends: a shipper
+  // id outside [A-Za-z0-9._:-]{1,128}, an empty path or one over 1024 bytes, a fingerprint over
+  // 64 bytes, fingerprint_bytes over 4096, or line_ends not one per record and non-decreasing.
+  static absl::Status Validate(const palisade::v1::LogBatch& batch);
+
+  // Runs `batch` (which has an origin) through `process` without the records at or below what
+  // was taken from its file, and remembers the new end once `process` returned OK (an error
+  // leaves the table as it was: the batch will be sent again). A batch wholly taken before is
+  // not processed: its ack has its sequence and zero counts. Validate() errors are returned.
+  absl::StatusOr<palisade::v1::BatchAck> Take(palisade::v1::LogBatch batch, const Process& process);
+
+  // Runs `fn` with every remembered position (most recently used first) while no batch is in
+  // the pipeline through Take().
+  void Consistent(const std::function<void(const std::vector<palisade::v1::ShippedPosition>&)>& fn);
+
+  // Puts back the positions of a snapshot (at start, before any batch). Invalid ones are skipped.
+  void Restore(const palisade::v1::EngineSnapshot& snapshot);
+
+  size_t files() const;
+  uint64_t duplicate_lines() const;
+
+ private:
+  struct Entry {
+    palisade::v1::ShippedPosition position;
+    uint64_t used = 0;  // use_clock_ when last taken from
+  };
+  using Lru = std::list<Entry>;  // most recently used first
+
+  static std::string KeyOf(const std::string& shipper_id, const std::string& path);
+  static size_t BytesOf(const palisade::v1::ShippedPosition& p);
+  // The remembered file of `origin`'s (shipper, path) with its identity, or lru_.end().
+  Lru::iterator FindLocked(const palisade::v1::BatchOrigin& origin)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void InsertLocked(palisade::v1::ShippedPosition position) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void EraseLocked(Lru::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void TouchLocked(Lru::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const ShipDedupOptions options_;
+  mutable absl::Mutex mu_;
+  Lru lru_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::vector<Lru::iterator>> by_path_ ABSL_GUARDED_BY(mu_);
+  size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t use_clock_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t duplicate_lines_ ABSL_GUARDED_BY(mu_) = 0;
+  prometheus::Counter& duplicate_lines_total_;
+  prometheus::Counter& duplicate_batches_total_;
+  prometheus::Counter& evictions_total_;
+  prometheus::Gauge& files_gauge_;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_SERVER_SHIP_DEDUP_H_

@@ -1,0 +1,229 @@
+#include "services/server/ship_dedup.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::BatchAck;
+using palisade::v1::LogBatch;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::palisade::testing::StatusIs;
+
+// Records what reached the pipeline, line by line.
+struct FakePipeline {
+  std::vector<std::string> lines;
+  bool fail = false;
+  ShipDedup::Process process() {
+    return [this](const LogBatch& batch) -> absl::StatusOr<BatchAck> {
+      if (fail) return absl::UnavailableError("pipeline down");
+      BatchAck ack;
+      ack.set_sequence(batch.sequence());
+      for (const auto& r : batch.records()) lines.push_back(r.line());
+      ack.set_accepted(static_cast<uint32_t>(batch.records_size()));
+      return ack;
+    };
+  }
+};
+
+// A batch of `lines` from `path`'s file `inode`, each line `len` bytes long plus its newline,
+// the first one starting at `start`.
+LogBatch Batch(const std::vector<std::string>& lines, uint64_t start, uint64_t inode = 7,
+               const std::string& path = "/var/log/auth.log", const std::string& shipper = "web-1",
+               const std::string& fingerprint = "aa", uint32_t fingerprint_bytes = 256) {
+  static uint64_t sequence = 0;
+  LogBatch b;
+  b.set_sequence(++sequence);
+  b.set_source("web-1");
+  b.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+  auto* o = b.mutable_origin();
+  o->set_shipper_id(shipper);
+  o->set_path(path);
+  o->set_device(1);
+  o->set_inode(inode);
+  o->set_fingerprint(fingerprint);
+  o->set_fingerprint_bytes(fingerprint_bytes);
+  o->set_start_offset(start);
+  uint64_t at = start;
+  for (const auto& l : lines) {
+    b.add_records()->set_line(l);
+    at += l.size() + 1;
+    o->add_line_ends(at);
+  }
+  o->set_end_offset(at);
+  return b;
+}
+
+class ShipDedupTest : public ::testing::Test {
+ protected:
+  prometheus::Registry registry_;
+  FakePipeline pipeline_;
+};
+
+TEST_F(ShipDedupTest, ASentAgainBatchIsAckedNotCounted) {
+  ShipDedup dedup({}, registry_);
+  ASSERT_TRUE(dedup.Take(Batch({"a1", "a2"}, 0), pipeline_.process()).ok());
+  // The same batch again (its ack was lost): acked with its sequence, nothing processed.
+  LogBatch again = Batch({"a1", "a2"}, 0);
+  absl::StatusOr<BatchAck> ack = dedup.Take(again, pipeline_.process());
+  ASSERT_TRUE(ack.ok()) << ack.status();
+  EXPECT_EQ(ack->sequence(), again.sequence());
+  EXPECT_EQ(ack->accepted(), 0u);
+  EXPECT_THAT(pipeline_.lines, ElementsAre("a1", "a2"));
+  EXPECT_EQ(dedup.duplicate_lines(), 2u);
+}
+
+TEST_F(ShipDedupTest, APartlyTakenBatchGoesOnWithItsNewLines) {
+  ShipDedup dedup({}, registry_);
+  ASSERT_TRUE(dedup.Take(Batch({"a1", "a2"}, 0), pipeline_.process()).ok());
+  // A restarted shipper batches differently: from its older ack (0) up to new lines.
+  absl::StatusOr<BatchAck> ack = dedup.Take(Batch({"a1", "a2", "a3"}, 0), pipeline_.process());
+  ASSERT_TRUE(ack.ok());
+  EXPECT_EQ(ack->accepted(), 1u);
+  EXPECT_THAT(pipeline_.lines, ElementsAre("a1", "a2", "a3"));
+  EXPECT_EQ(dedup.duplicate_lines(), 2u);
+  // And past the end: everything new.
+  ASSERT_TRUE(dedup.Take(Batch({"a4"}, 9), pipeline_.process()).ok());
+  EXPECT_THAT(pipeline_.lines, ElementsAre("a1", "a2", "a3", "a4"));
+}
+
+TEST_F(ShipDedupTest, ARotatedFileIsAnotherFileAndTheOldOneIsStillKnown) {
+  ShipDedup dedup({}, registry_);
+  ASSERT_TRUE(dedup.Take(Batch({"old1", "old2"}, 0, /*inode=*/7), pipeline_.process()).ok());
+  // logrotate renamed it and created a new one (another inode): its first lines are new.
+  ASSERT_TRUE(dedup.Take(Batch({"new1"}, 0, /*inode=*/8), pipeline_.process()).ok());
+  // A shipper restarted from an older ack drains the rotated file (PATH.1) again: dropped.
+  ASSERT_TRUE(dedup.Take(Batch({"old1", "old2"}, 0, /*inode=*/7), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(Batch({"new1", "new2"}, 0, /*inode=*/8), pipeline_.process()).ok());
+  EXPECT_THAT(pipeline_.lines, ElementsAre("old1", "old2", "new1", "new2"));
+  EXPECT_EQ(dedup.files(), 2u);
+}
+
+TEST_F(ShipDedupTest, CopytruncateIsANewFileWhenTheFirstBytesDiffer) {
+  ShipDedup dedup({}, registry_);
+  ASSERT_TRUE(dedup.Take(Batch({"x1", "x2"}, 0, 7, "/l", "s", "aa"), pipeline_.process()).ok());
+  // Same inode, emptied in place and written again: other first bytes.
+  ASSERT_TRUE(dedup.Take(Batch({"y1", "y2"}, 0, 7, "/l", "s", "bb"), pipeline_.process()).ok());
+  EXPECT_THAT(pipeline_.lines, ElementsAre("x1", "x2", "y1", "y2"));
+  // A fingerprint over fewer bytes (the file was shorter) cannot tell: the same file, grown.
+  ASSERT_TRUE(
+      dedup.Take(Batch({"y1", "y2", "y3"}, 0, 7, "/l", "s", "b", 3), pipeline_.process()).ok());
+  EXPECT_THAT(pipeline_.lines, ElementsAre("x1", "x2", "y1", "y2", "y3"));
+}
+
+TEST_F(ShipDedupTest, ShippersAndPathsAreApart) {
+  ShipDedup dedup({}, registry_);
+  ASSERT_TRUE(dedup.Take(Batch({"a"}, 0, 7, "/l", "host-a"), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(Batch({"b"}, 0, 7, "/l", "host-b"), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(Batch({"c"}, 0, 7, "/m", "host-a"), pipeline_.process()).ok());
+  EXPECT_THAT(pipeline_.lines, ElementsAre("a", "b", "c"));
+}
+
+TEST_F(ShipDedupTest, APipelineErrorLeavesThePositionSoTheResendIsTaken) {
+  ShipDedup dedup({}, registry_);
+  pipeline_.fail = true;
+  EXPECT_THAT(dedup.Take(Batch({"a1"}, 0), pipeline_.process()),
+              StatusIs(absl::StatusCode::kUnavailable));
+  pipeline_.fail = false;
+  ASSERT_TRUE(dedup.Take(Batch({"a1"}, 0), pipeline_.process()).ok());
+  EXPECT_THAT(pipeline_.lines, ElementsAre("a1"));
+  EXPECT_EQ(dedup.duplicate_lines(), 0u);
+}
+
+TEST_F(ShipDedupTest, InvalidOriginsAreRefusedNamingTheField) {
+  ShipDedup dedup({}, registry_);
+  LogBatch b = Batch({"a"}, 0);
+  b.mutable_origin()->set_shipper_id("bad id\n");
+  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.shipper_id")));
+  b = Batch({"a"}, 0);
+  b.mutable_origin()->set_shipper_id(std::string(129, 'a'));
+  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.shipper_id")));
+  b = Batch({"a"}, 0);
+  b.mutable_origin()->set_path(std::string(1025, '/'));
+  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.path")));
+  b = Batch({"a", "b"}, 0);
+  b.mutable_origin()->mutable_line_ends()->RemoveLast();
+  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.line_ends")));
+  b = Batch({"a", "b"}, 0);
+  b.mutable_origin()->set_line_ends(1, 0);
+  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must not decrease")));
+  b = Batch({"a"}, 0);
+  b.mutable_origin()->set_fingerprint(std::string(65, 'f'));
+  EXPECT_THAT(dedup.Take(b, pipeline_.process()),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("origin.fingerprint")));
+  EXPECT_TRUE(pipeline_.lines.empty());
+  EXPECT_EQ(dedup.files(), 0u);
+}
+
+TEST_F(ShipDedupTest, TheTableIsBoundedInFilesPerPathFilesAndBytes) {
+  ShipDedupOptions options;
+  options.files_per_path = 2;
+  options.max_files = 3;
+  options.max_bytes = 1 << 20;
+  ShipDedup dedup(options, registry_);
+  // Three files of one path: the oldest is forgotten (its resend would count again).
+  for (uint64_t inode = 1; inode <= 3; ++inode) {
+    ASSERT_TRUE(dedup.Take(Batch({"l"}, 0, inode, "/p"), pipeline_.process()).ok());
+  }
+  EXPECT_EQ(dedup.files(), 2u);
+  ASSERT_TRUE(dedup.Take(Batch({"l"}, 0, 3, "/p"), pipeline_.process()).ok());  // known
+  ASSERT_TRUE(dedup.Take(Batch({"l"}, 0, 1, "/p"), pipeline_.process()).ok());  // forgotten
+  EXPECT_EQ(pipeline_.lines.size(), 4u);
+  // Many shippers: at most max_files in all, the least recently used go first.
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(dedup.Take(Batch({"l"}, 0, 1, "/p", "s" + std::to_string(i)), pipeline_.process())
+                    .ok());
+  }
+  EXPECT_EQ(dedup.files(), 3u);
+  ASSERT_TRUE(dedup.Take(Batch({"l"}, 0, 1, "/p", "s9"), pipeline_.process()).ok());
+  EXPECT_EQ(pipeline_.lines.size(), 14u);  // s9 is still known: not processed again
+
+  // Bytes: long paths fill the budget before the count does.
+  ShipDedupOptions small;
+  small.max_bytes = 3 * (5 + 1000 + 2 + 64);
+  prometheus::Registry other;
+  ShipDedup bytes(small, other);
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(bytes.Take(Batch({"l"}, 0, 1, std::string(999, 'p') + std::to_string(i)),
+                           pipeline_.process())
+                    .ok());
+  }
+  EXPECT_EQ(bytes.files(), 3u);
+}
+
+TEST_F(ShipDedupTest, PositionsComeBackFromTheSnapshot) {
+  palisade::v1::EngineSnapshot snapshot;
+  {
+    ShipDedup dedup({}, registry_);
+    ASSERT_TRUE(dedup.Take(Batch({"a1", "a2"}, 0, 7), pipeline_.process()).ok());
+    ASSERT_TRUE(dedup.Take(Batch({"b1"}, 0, 8), pipeline_.process()).ok());
+    dedup.Consistent([&](const std::vector<palisade::v1::ShippedPosition>& positions) {
+      for (const auto& p : positions) *snapshot.add_shipped() = p;
+    });
+  }
+  ASSERT_EQ(snapshot.shipped_size(), 2);
+  EXPECT_EQ(snapshot.shipped(0).inode(), 8u);  // most recent first
+  EXPECT_EQ(snapshot.shipped(1).end_offset(), 6u);
+  // One saved position is not one a shipper could send: skipped.
+  snapshot.add_shipped()->set_shipper_id("bad id");
+  prometheus::Registry other;
+  ShipDedup restored({}, other);
+  restored.Restore(snapshot);
+  EXPECT_EQ(restored.files(), 2u);
+  ASSERT_TRUE(restored.Take(Batch({"a1", "a2", "a3"}, 0, 7), pipeline_.process()).ok());
+  EXPECT_THAT(pipeline_.lines, ElementsAre("a1", "a2", "b1", "a3"));
+}
+
+}  // namespace
+}  // namespace palisade
