@@ -7,6 +7,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
+#include "services/formats/json_parser.h"
 
 namespace palisade {
 namespace {
@@ -262,9 +263,36 @@ bool LineParser::CivilToTime(int64_t year, int month, int day, int seconds_of_da
   return true;
 }
 
+LineParser::LineParser(LogFormat format, absl::TimeZone zone)
+    : format_(format), zone_(zone), zone_is_utc_(zone == absl::UTCTimeZone()) {}
+LineParser::~LineParser() = default;
+LineParser::LineParser(LineParser&&) = default;
+LineParser& LineParser::operator=(LineParser&&) = default;
+
+absl::Status LineParser::SetJsonFormat(const palisade::v1::JsonFormat& mapping) {
+  absl::StatusOr<std::unique_ptr<JsonLineParser>> parser =
+      JsonLineParser::ForMapping(mapping, zone_);
+  if (!parser.ok()) return parser.status();
+  json_ = *std::move(parser);
+  return absl::OkStatus();
+}
+
 absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, ParsedLine* out,
                                YearRule rule) {
   *out = ParsedLine();
+  if (IsJsonFormat(format_)) {
+    if (json_ == nullptr) {
+      if (format_ == LogFormat::LOG_FORMAT_JSON) {
+        return absl::InvalidArgumentError(
+            "json: no json_format names the mapping of these records (Config.json_formats)");
+      }
+      absl::StatusOr<std::unique_ptr<JsonLineParser>> preset =
+          JsonLineParser::ForPreset(format_, zone_);
+      if (!preset.ok()) return preset.status();
+      json_ = *std::move(preset);
+    }
+    return json_->Parse(line, out);
+  }
   switch (format_) {
     case LogFormat::LOG_FORMAT_SYSLOG:
       return ParseSyslog3164(line, reference, rule, out);

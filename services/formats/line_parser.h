@@ -30,6 +30,10 @@
 //                       in front. `pid` is P, `program` "apache"; local time; the time field
 //                       may also be ErrorLogFormat's %{cu}t ("[2026-03-03 14:02:01.123456]").
 //   raw, decisions      the whole line.
+//   json formats        services/formats/json_parser.h: the access-log records rendered as a
+//                       combined line from the client address on (so combined rules read
+//                       them), firewall events as "ADDR ACTION SOURCE RULEID ...". Their views
+//                       point into the parser's buffers, valid until its next Parse.
 // Both error formats also read lines relayed through syslog (nginx `error_log syslog:...`,
 // Apache `ErrorLog syslog`): "Mar  3 14:02:01 web-1 httpd[1234]: [core:error] [pid 1234] ..."
 // gives the same message, with the syslog host and time (nginx's own time, when the relay
@@ -40,15 +44,20 @@
 #define PALISADE_SERVICES_FORMATS_LINE_PARSER_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "palisade/v1/config.pb.h"
 #include "palisade/v1/rules.pb.h"
 
 namespace palisade {
+
+class JsonRecord;
+class JsonLineParser;
 
 struct ParsedLine {
   // The text rules match (see the table above): the syslog MSG, an access line from the client
@@ -65,6 +74,12 @@ struct ParsedLine {
   absl::string_view pid;
   // Event time from the line, when it has one.
   std::optional<absl::Time> time;
+  // JSON lines formats (services/formats/json_parser.h): the client address field, cut from its
+  // port and checked to be an address, and the record's fields (Rule.field). Empty / null for
+  // the other formats. Like the other views of a JSON record, valid until the parser's next
+  // Parse.
+  absl::string_view client_address;
+  const JsonRecord* record = nullptr;
 };
 
 // How `reference` resolves a missing year.
@@ -78,8 +93,15 @@ enum class YearRule {
 class LineParser {
  public:
   // `zone` reads the times that carry no UTC offset.
-  explicit LineParser(palisade::v1::LogFormat format, absl::TimeZone zone = absl::UTCTimeZone())
-      : format_(format), zone_(zone), zone_is_utc_(zone == absl::UTCTimeZone()) {}
+  explicit LineParser(palisade::v1::LogFormat format, absl::TimeZone zone = absl::UTCTimeZone());
+  ~LineParser();
+  LineParser(LineParser&&);
+  LineParser& operator=(LineParser&&);
+
+  // For LOG_FORMAT_JSON: the custom mapping its records are read with (Config.json_formats).
+  // Without one, every line of that format is malformed. kInvalidArgument for a mapping that
+  // ValidateJsonFormat refuses.
+  absl::Status SetJsonFormat(const palisade::v1::JsonFormat& mapping);
 
   // Parses `line`. `reference` and `rule` resolve the missing year of RFC 3164 timestamps.
   // Returns kInvalidArgument naming what was wrong (and where) for a malformed line, and
@@ -111,6 +133,8 @@ class LineParser {
   bool CivilToTime(int64_t year, int month, int day, int seconds_of_day, absl::Time* out);
 
   palisade::v1::LogFormat format_;
+  // JSON lines formats: the record parser (made at the first line of a preset).
+  std::unique_ptr<JsonLineParser> json_;
   absl::TimeZone zone_;
   bool zone_is_utc_;
   int64_t cached_year_ = 0;
@@ -119,8 +143,9 @@ class LineParser {
   absl::Time cached_day_start_;
 };
 
-// "syslog", "syslog5424", "combined", "raw", "nginx_error", "apache_error", "decisions" <->
-// LogFormat. The names are also metric labels and the values of palisadectl's --format.
+// "syslog", "syslog5424", "combined", "raw", "nginx_error", "apache_error", "decisions", "json",
+// "nginx_json", "caddy_json", "traefik_json", "envoy_json", "logpush_http_requests",
+// "logpush_firewall_events" <-> LogFormat. The names are also metric labels and the values of palisadectl's --format.
 absl::StatusOr<palisade::v1::LogFormat> ParseFormatName(absl::string_view name);
 absl::string_view FormatName(palisade::v1::LogFormat format);
 
