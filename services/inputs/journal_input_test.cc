@@ -1,0 +1,395 @@
+// JournalInput over real journal files, written by systemd-journal-remote from export-format
+// entries (what `journalctl -o export` prints): matches, the rebuilt syslog line, cursor resume,
+// a vacuumed cursor, hostile MESSAGE and identifier, following while running.
+#include "services/inputs/journal_input.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr int64_t kBase = 1796180615000000;  // 2026-12-02T03:03:35Z, in microseconds
+
+// One entry in the export format: text fields as NAME=value lines, a value holding a newline
+// (or any binary) as NAME\n<le64 length><bytes>\n.
+std::string Entry(int64_t usec, const std::vector<std::pair<std::string, std::string>>& fields) {
+  std::string out = absl::StrCat("__REALTIME_TIMESTAMP=", usec, "\n");
+  for (const auto& [name, value] : fields) {
+    if (value.find('\n') == std::string::npos) {
+      absl::StrAppend(&out, name, "=", value, "\n");
+      continue;
+    }
+    absl::StrAppend(&out, name, "\n");
+    uint64_t n = value.size();
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+    absl::StrAppend(&out, value, "\n");
+  }
+  return out + "\n";
+}
+
+std::string Ssh(int64_t usec, int pid, const std::string& message,
+                const std::string& unit = "ssh.service", const std::string& host = "web-1") {
+  return Entry(usec, {{"_PID", std::to_string(pid)},
+                      {"SYSLOG_IDENTIFIER", "sshd"},
+                      {"_SYSTEMD_UNIT", unit},
+                      {"_HOSTNAME", host},
+                      {"MESSAGE", message}});
+}
+
+class JournalInputTest : public ::testing::Test {
+ protected:
+  JournalInputTest() {
+    dir_ = absl::StrCat(std::getenv("TEST_TMPDIR"), "/",
+                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::system(absl::StrCat("rm -rf ", dir_, " && mkdir -p ", dir_).c_str());
+    file_ = dir_ + "/x.journal";
+  }
+
+  // Appends entries to a journal file (created when missing), as journal-remote writes them.
+  void Write(const std::string& entries, const std::string& path = "") {
+    const std::string in = dir_ + "/in.export";
+    std::ofstream(in, std::ios::binary | std::ios::trunc) << entries;
+    const std::string cmd = absl::StrCat("/lib/systemd/systemd-journal-remote --output=",
+                                         path.empty() ? file_ : path, " - < ", in,
+                                         " 2>/dev/null");
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  }
+
+  palisade::v1::JournalInput Config(const std::vector<std::string>& matches = {}) {
+    palisade::v1::JournalInput c;
+    c.set_name("journal");
+    c.add_files(file_);
+    for (const auto& m : matches) c.add_matches(m);
+    return c;
+  }
+
+  absl::StatusOr<std::unique_ptr<JournalInput>> Make(
+      const palisade::v1::JournalInput& config,
+      std::vector<palisade::v1::JournalCheckpoint> from = {}) {
+    JournalInputOptions options;
+    options.batch_lines = 2;
+    options.max_line_bytes = 200;
+    options.checkpoints = std::move(from);
+    options.log = [this](const std::string& m) {
+      absl::MutexLock lock(&mu_);
+      logged_.push_back(m);
+    };
+    return JournalInput::Create(
+        0, config, options,
+        [this](const palisade::v1::LogBatch& b) {
+          absl::MutexLock lock(&mu_);
+          if (refuse_) return absl::UnavailableError("shutting down");
+          EXPECT_EQ(b.source(), "journal");
+          EXPECT_EQ(b.format(), palisade::v1::LOG_FORMAT_SYSLOG);
+          for (const auto& r : b.records()) {
+            lines_.push_back(r.line());
+            times_.push_back(r.event_time().seconds() * 1000000 + r.event_time().nanos() / 1000);
+          }
+          return absl::OkStatus();
+        },
+        registry_);
+  }
+
+  // Polls until a round delivers nothing.
+  void Drain(JournalInput& input) {
+    while (input.PollOnce() > 0) {
+    }
+  }
+
+  palisade::v1::JournalCheckpoint Position(JournalInput& input) {
+    palisade::v1::JournalCheckpoint out;
+    input.Consistent([&](const palisade::v1::JournalCheckpoint& c) { out = c; });
+    return out;
+  }
+
+  double Metric(const std::string& name, const std::string& reason = "") {
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != name) continue;
+      for (const auto& m : family.metric) {
+        bool ok = true;
+        for (const auto& l : m.label) {
+          if (l.name == "reason" && l.value != reason) ok = false;
+        }
+        if (ok) return family.type == prometheus::MetricType::Counter ? m.counter.value
+                                                                       : m.gauge.value;
+      }
+    }
+    return -1;
+  }
+
+  void Clear() {
+    absl::MutexLock lock(&mu_);
+    lines_.clear();
+    times_.clear();
+  }
+
+  std::vector<std::string> Lines() {
+    absl::MutexLock lock(&mu_);
+    return lines_;
+  }
+
+  std::string dir_, file_;
+  prometheus::Registry registry_;
+  absl::Mutex mu_;
+  std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
+  std::vector<int64_t> times_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> logged_ ABSL_GUARDED_BY(mu_);
+  bool refuse_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+TEST_F(JournalInputTest, RebuildsSyslogLinesWithTheJournalsTimeAndMatchesLikeJournalctl) {
+  Write(Ssh(kBase, 42, "Failed password for root from 203.0.113.1 port 22 ssh2") +
+        Entry(kBase + 1, {{"_PID", "7"}, {"_COMM", "cron"}, {"_SYSTEMD_UNIT", "cron.service"},
+                          {"MESSAGE", "(root) CMD (true)"}}) +
+        Ssh(kBase + 2, 43, "Accepted publickey for alice", "ssh.service", "web-2"));
+  auto input = Make(Config({"_SYSTEMD_UNIT=ssh.service"}));
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  EXPECT_THAT(Lines(),
+              ElementsAre("2026-12-02T03:03:35.000000Z web-1 sshd[42]: Failed password for root "
+                          "from 203.0.113.1 port 22 ssh2",
+                          "2026-12-02T03:03:35.000002Z web-2 sshd[43]: Accepted publickey for alice"));
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_THAT(times_, ElementsAre(kBase, kBase + 2));
+  }
+  EXPECT_EQ(Metric("palisade_input_lines_total"), 2);
+
+  // The same field twice is OR; another field is AND; _COMM stands in for a missing identifier.
+  Clear();
+  auto both = Make(Config({"_SYSTEMD_UNIT=ssh.service", "_SYSTEMD_UNIT=cron.service"}));
+  ASSERT_TRUE(both.ok()) << both.status();
+  Drain(**both);
+  EXPECT_EQ(Lines().size(), 3u);
+  EXPECT_EQ(Lines()[1], "2026-12-02T03:03:35.000001Z cron[7]: (root) CMD (true)");
+  Clear();
+  auto one = Make(Config({"_SYSTEMD_UNIT=ssh.service", "_SYSTEMD_UNIT=cron.service",
+                          "_HOSTNAME=web-2"}));
+  ASSERT_TRUE(one.ok()) << one.status();
+  Drain(**one);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr("web-2 sshd[43]: Accepted")));
+}
+
+TEST_F(JournalInputTest, ResumesAfterTheSavedCursorExactly) {
+  Write(Ssh(kBase, 1, "one") + Ssh(kBase + 1, 2, "two") +
+        Entry(kBase + 2, {{"SYSLOG_IDENTIFIER", "cron"}, {"MESSAGE", "other unit"}}) +
+        Ssh(kBase + 3, 3, "three"));
+  palisade::v1::JournalCheckpoint saved;
+  {
+    auto input = Make(Config({"SYSLOG_IDENTIFIER=sshd"}));
+    ASSERT_TRUE(input.ok()) << input.status();
+    Drain(**input);
+    saved = Position(**input);
+  }
+  EXPECT_EQ(saved.input(), "journal");
+  EXPECT_THAT(saved.cursor(), HasSubstr("i="));
+  ASSERT_EQ(Lines().size(), 3u);
+  Clear();
+  // Entries written while it was down (one of another identifier), then a restart.
+  Write(Entry(kBase + 4, {{"SYSLOG_IDENTIFIER", "cron"}, {"MESSAGE", "x"}}) +
+        Ssh(kBase + 5, 4, "four") + Ssh(kBase + 6, 5, "five"));
+  auto again = Make(Config({"SYSLOG_IDENTIFIER=sshd"}), {saved});
+  ASSERT_TRUE(again.ok()) << again.status();
+  Drain(**again);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr("sshd[4]: four"), HasSubstr("sshd[5]: five")));
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
+  // Nothing new: the position stays, and another restart reads nothing.
+  const palisade::v1::JournalCheckpoint last = Position(**again);
+  Clear();
+  auto third = Make(Config({"SYSLOG_IDENTIFIER=sshd"}), {last});
+  ASSERT_TRUE(third.ok());
+  Drain(**third);
+  EXPECT_TRUE(Lines().empty());
+  EXPECT_EQ(Position(**third).cursor(), last.cursor());
+}
+
+TEST_F(JournalInputTest, ACursorNoLongerInTheJournalIsCountedAndTheHeadRead) {
+  // The cursor of an entry in a journal since removed (another file, another sequence id).
+  const std::string old = dir_ + "/old.journal";
+  Write(Ssh(kBase, 1, "gone"), old);
+  palisade::v1::JournalInput old_config = Config();
+  old_config.clear_files();
+  old_config.add_files(old);
+  palisade::v1::JournalCheckpoint gone;
+  {
+    auto input = Make(old_config);
+    ASSERT_TRUE(input.ok()) << input.status();
+    Drain(**input);
+    gone = Position(**input);
+  }
+  ASSERT_FALSE(gone.cursor().empty());
+  std::remove(old.c_str());
+  Clear();
+  Write(Ssh(kBase + 10, 2, "kept") + Ssh(kBase + 11, 3, "kept too"));
+  auto input = Make(Config(), {gone});
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  EXPECT_EQ(Lines().size(), 2u);
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 1);
+  absl::MutexLock lock(&mu_);
+  EXPECT_THAT(logged_, ElementsAre(HasSubstr("input journal: the saved journal cursor is no "
+                                             "longer in the journal")));
+}
+
+TEST_F(JournalInputTest, HostileMessageAndIdentifierCannotForgeTheHeader) {
+  const std::string huge(100000, 'A');
+  const std::string forged =
+      "hello\nDec  2 03:03:35 web-1 sshd[9]: Failed password for root from 198.51.100.1 port 22 "
+      "ssh2\r" + std::string("\0tail", 5);
+  Write(
+      // A newline and a forged second line, a NUL (left to the pipeline, which counts it).
+      Ssh(kBase, 1, forged) +
+      // An identifier that carries a tag and a message of its own, a pid that is not one.
+      Entry(kBase + 1, {{"_PID", "12x"},
+                        {"SYSLOG_IDENTIFIER", "sshd[1]: Failed password for root from 1.2.3.4"},
+                        {"_HOSTNAME", "h ost:"},
+                        {"MESSAGE", "x"}}) +
+      Ssh(kBase + 2, 3, huge) +
+      Entry(kBase + 3, {{"SYSLOG_IDENTIFIER", "sshd"}, {"CODE_FILE", "no message here"}}) +
+      // A time in MESSAGE is text, never the event's time.
+      Ssh(kBase + 4, 4, "2030-01-01T00:00:00Z h sshd[1]: later"));
+  auto input = Make(Config());
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  const std::vector<std::string> lines = Lines();
+  ASSERT_EQ(lines.size(), 4u);
+  std::string flat = forged;
+  for (char& c : flat) {
+    if (c == '\n' || c == '\r') c = ' ';
+  }
+  EXPECT_EQ(lines[0], "2026-12-02T03:03:35.000000Z web-1 sshd[1]: " + flat);
+  EXPECT_EQ(lines[1], "2026-12-02T03:03:35.000001Z h_ost_ sshd_1___Failed_password_for_root_"
+                      "from_1.2.3.4: x");
+  EXPECT_EQ(lines[2].size(), 200u);  // max_line_bytes
+  EXPECT_EQ(lines[2].substr(0, 48), "2026-12-02T03:03:35.000002Z web-1 sshd[3]: AAAAA");
+  EXPECT_EQ(lines[3], "2026-12-02T03:03:35.000004Z web-1 sshd[4]: 2030-01-01T00:00:00Z h "
+                      "sshd[1]: later");
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_EQ(times_[3], kBase + 4);
+  }
+  EXPECT_EQ(Metric("palisade_journal_skipped_total", "no_message"), 1);
+}
+
+TEST_F(JournalInputTest, ARefusedBatchIsOfferedAgain) {
+  Write(Ssh(kBase, 1, "one") + Ssh(kBase + 1, 2, "two") + Ssh(kBase + 2, 3, "three"));
+  auto input = Make(Config());
+  ASSERT_TRUE(input.ok());
+  {
+    absl::MutexLock lock(&mu_);
+    refuse_ = true;
+  }
+  EXPECT_EQ((*input)->PollOnce(), 0u);
+  EXPECT_EQ((*input)->PollOnce(), 0u);
+  EXPECT_TRUE(Position(**input).cursor().empty());
+  EXPECT_EQ(Metric("palisade_input_errors_total"), 2);
+  {
+    absl::MutexLock lock(&mu_);
+    refuse_ = false;
+  }
+  Drain(**input);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": one"), HasSubstr(": two"), HasSubstr(": three")));
+}
+
+TEST_F(JournalInputTest, FollowsNewEntriesAndStopsPromptly) {
+  Write(Ssh(kBase, 1, "before"));
+  auto input = Make(Config());
+  ASSERT_TRUE(input.ok());
+  (*input)->Start();
+  Write(Ssh(kBase + 1, 2, "after"));
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (Lines().size() < 2 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": before"), HasSubstr(": after")));
+  (*input)->Stop();
+}
+
+TEST_F(JournalInputTest, ReadsADirectoryAndFilesAddedToIt) {
+  Write(Ssh(kBase, 1, "first"), dir_ + "/a.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(dir_);
+  auto input = Make(c);
+  ASSERT_TRUE(input.ok()) << input.status();
+  (*input)->Start();
+  Write(Ssh(kBase + 1, 2, "second file"), dir_ + "/b.journal");
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (Lines().size() < 2 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  (*input)->Stop();
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": first"), HasSubstr(": second file")));
+}
+
+TEST_F(JournalInputTest, BadConfigIsRefusedNamingTheInput) {
+  Write(Ssh(kBase, 1, "x"));
+  auto bad_match = Make(Config({"ssh.service"}));
+  EXPECT_THAT(bad_match.status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("inputs.journal[0] (\"journal\"): match \"ssh.service\" is not "
+                                 "FIELD=value")));
+  EXPECT_THAT(Make(Config({"unit=ssh.service"})).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("FIELD=value")));
+  EXPECT_THAT(Make(Config({"1UNIT=x"})).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("FIELD=value")));
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(dir_ + "/missing");
+  EXPECT_THAT(Make(c).status(),
+              StatusIs(absl::StatusCode::kNotFound,
+                       HasSubstr("inputs.journal[0] (\"journal\"): directory " + dir_ +
+                                 "/missing: No such file or directory")));
+  c.set_directory(file_);
+  EXPECT_THAT(Make(c).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("is not a directory")));
+  c.set_directory(dir_);
+  c.add_files(file_);
+  EXPECT_THAT(Make(c).status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                         HasSubstr("directory and files are exclusive")));
+  palisade::v1::JournalInput f = Config();
+  f.add_files(dir_ + "/nope.journal");
+  EXPECT_THAT(Make(f).status(),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("nope.journal")));
+  palisade::v1::JournalInput n = Config();
+  n.set_name("Bad Name");
+  EXPECT_THAT(Make(n).status(), StatusIs(absl::StatusCode::kInvalidArgument,
+                                         HasSubstr("name must match")));
+  // A file that is not a journal.
+  std::ofstream(dir_ + "/junk.journal") << "not a journal";
+  palisade::v1::JournalInput junk = Config();
+  junk.clear_files();
+  junk.add_files(dir_ + "/junk.journal");
+  auto j = Make(junk);
+  if (!j.ok()) {
+    EXPECT_THAT(j.status(), StatusIs(absl::StatusCode::kUnavailable,
+                                     HasSubstr("inputs.journal[0] (\"journal\"): cannot open")));
+  } else {
+    Drain(**j);  // libsystemd skips a file it cannot read: nothing, and no crash
+    EXPECT_TRUE(Lines().empty());
+  }
+}
+
+TEST(JournalBuildLineTest, CutsAtTheCapAndLeavesOutMissingParts) {
+  EXPECT_EQ(JournalInput::BuildLine(absl::FromUnixSeconds(946684800), "", "",
+                                    "", "m", 100),
+            "2000-01-01T00:00:00.000000Z -: m");
+  EXPECT_EQ(JournalInput::BuildLine(absl::FromUnixMicros(kBase), "h", "sshd", "99999999999",
+                                    "0123456789", 50),
+            "2026-12-02T03:03:35.000000Z h sshd: 0123456789");
+  EXPECT_EQ(JournalInput::BuildLine(absl::FromUnixMicros(kBase), "h", "sshd", "1",
+                                    "0123456789", 45).size(),
+            45u);
+}
+
+}  // namespace
+}  // namespace palisade
