@@ -175,11 +175,27 @@ bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
   return !key->empty();
 }
 
+namespace {
+
+// The stream number in front of a session id, as a varint (prefix-free, so ids of different
+// streams never collide): one byte for streams below 128, which keeps a pid id such as
+// "\x01psshd[12345]" within std::string's inline 15 bytes (no heap block per session).
+void StartSessionId(uint32_t stream, std::string* id) {
+  id->clear();
+  while (stream >= 0x80) {
+    id->push_back(static_cast<char>((stream & 0x7f) | 0x80));
+    stream >>= 7;
+  }
+  id->push_back(static_cast<char>(stream));
+}
+
+}  // namespace
+
 bool Engine::PidSessionId(const ParsedLine& line, uint32_t stream, std::string* id) {
   if (line.pid.empty() || line.program.empty()) return false;
   if (line.program.size() + line.pid.size() + 8 > SessionTable::kMaxIdBytes) return false;
   // The stream first: pid 1234 of one host is not pid 1234 of another.
-  id->assign(reinterpret_cast<const char*>(&stream), sizeof(stream));
+  StartSessionId(stream, id);
   absl::StrAppend(id, "p", line.program, "[", line.pid, "]");
   return true;
 }
@@ -193,7 +209,7 @@ bool Engine::SessionId(const CompiledRule& rule, int pattern_index, const Parsed
       by.size() + value.size() + 8 > SessionTable::kMaxIdBytes) {
     return false;
   }
-  id->assign(reinterpret_cast<const char*>(&stream), sizeof(stream));
+  StartSessionId(stream, id);
   absl::StrAppend(id, "c", by, "=", absl::string_view(value.data(), value.size()));
   return true;
 }
@@ -202,11 +218,25 @@ void Engine::NoteCounted(const CompiledRule& rule, int pattern_index, const Pars
                          absl::string_view key, absl::Time time, uint32_t stream) {
   // A token is a secret: it is never kept anywhere but the detection that revokes it.
   if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) return;
-  std::string& id = ThreadScratch().session_id;
-  const bool in_session = rule.has_session
-                              ? SessionId(rule, pattern_index, line, stream, &id)
-                              : rules_->uses_pid_sessions() && PidSessionId(line, stream, &id);
-  if (in_session) sessions_.Note(id, rule.proto.key(), key, /*failed=*/true, time, stream);
+  Scratch& scratch = ThreadScratch();
+  std::string& id = scratch.session_id;
+  const bool in_session =
+      rule.has_session ? SessionId(rule, pattern_index, line, stream, &id)
+                       : rules_->NotesPidSession(line.program) && PidSessionId(line, stream, &id);
+  if (!in_session) return;
+  // The same note twice on one line (two rules counting the line under the same key name)
+  // changes nothing the second time: Note is idempotent for equal arguments, and nothing else
+  // touched the session in between (a note_only Note or an End clears `noted`).
+  if (scratch.noted && scratch.noted_line == scratch.line && scratch.noted_id == id &&
+      scratch.noted_name == rule.proto.key() && scratch.noted_key == key) {
+    return;
+  }
+  sessions_.Note(id, rule.proto.key(), key, /*failed=*/true, time, stream);
+  scratch.noted = true;
+  scratch.noted_line = scratch.line;
+  scratch.noted_id.assign(id);
+  scratch.noted_name.assign(rule.proto.key());
+  scratch.noted_key.assign(key.data(), key.size());
 }
 
 LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& line,
@@ -229,8 +259,10 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
                            std::make_pair(rule_index, captured)) != counted.end()) {
       return false;
     }
+    absl::string_view text;
+    RuleText(rule, line, &text);
     for (const auto& ignore : rule.ignores) {
-      if (RE2::PartialMatch(Piece(line.message), *ignore)) {
+      if (RE2::PartialMatch(Piece(text), *ignore)) {
         ++result.ignored;
         return false;
       }

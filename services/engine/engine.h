@@ -52,6 +52,7 @@
 #include "services/engine/rule_set.h"
 #include "services/engine/session_table.h"
 #include "services/feeds/feed_set.h"
+#include "services/formats/json_parser.h"
 #include "services/formats/line_parser.h"
 
 namespace palisade {
@@ -236,8 +237,26 @@ class Engine {
     std::string evidence;                                    // the line, tokens redacted
     std::string session_id;
     std::string session_value;  // a key read from a session
+    // The last NoteCounted of this thread (Engine::NoteCounted skips an identical one on the
+    // same line): `line` counts Candidates calls; `noted` is cleared by any other session write.
+    uint64_t line = 0;
+    bool noted = false;
+    uint64_t noted_line = 0;
+    std::string noted_id, noted_name, noted_key;
   };
   static Scratch& ThreadScratch();
+
+  // The text a rule's patterns and ignore patterns read: the line's message, or for a field
+  // rule its field of the JSON record. False (and empty) when the record lacks the field.
+  static bool RuleText(const CompiledRule& rule, const ParsedLine& line,
+                       absl::string_view* text) {
+    if (rule.proto.field().empty()) {
+      *text = line.message;
+      return true;
+    }
+    *text = absl::string_view();
+    return line.record != nullptr && line.record->Find(rule.proto.field(), text);
+  }
 
   // Runs the candidate rules' captures; calls fn(rule_index, key) for each match, which returns
   // whether the match counted; follows the rules' sessions (see the header comment).
@@ -312,6 +331,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
   std::vector<std::pair<int, int>>& candidates = scratch.candidates;
   std::vector<re2::StringPiece>& groups = scratch.groups;
   candidates.clear();
+  ++scratch.line;
   for (const RuleSet::SetPart& part : index->parts) {
     // The gated part: patterns whose required literal occurs are candidates (their capturing
     // regex decides); a line without any of the literals costs one vectorised scan.
@@ -332,6 +352,12 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
       candidates.emplace_back(part.entries[hit].first, part.entries[hit].second << 1);
     }
   }
+  // Field rules (Rule.field) are candidates on every record of their formats: their patterns
+  // run on the field's value, which no Set has scanned.
+  for (int r : index->field_rules) {
+    const int patterns = rules_->rules()[r]->proto.patterns_size();
+    for (int p = 0; p < patterns; ++p) candidates.emplace_back(r, p << 1 | 1);
+  }
   if (candidates.empty()) return;
   if (candidates.size() > 1) std::sort(candidates.begin(), candidates.end());
   int last_rule = -1;
@@ -345,6 +371,9 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
         rule.proto.key_kind() == palisade::v1::TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
     if (rule_index == last_rule && !every) continue;
     if (!rule.AppliesToProgram(format, line.program)) continue;
+    // What the patterns read: the message, or a field rule's field (absent: no match).
+    absl::string_view text;
+    if (!RuleText(rule, line, &text)) continue;
     const RE2& re = *rule.patterns[pattern_index];
     const int group = rule.key_group[pattern_index];
     const int n = rule.submatches[pattern_index];
@@ -359,17 +388,17 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
       if (leading) {
         absl::string_view led;
         if (start != 0 ||
-            (!proven && !re.Match(Piece(line.message), 0, line.message.size(), RE2::UNANCHORED,
-                                  nullptr, 0)) ||
-            !rule.LeadingKey(pattern_index, line.message, &led)) {
+            (!proven &&
+             !re.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) ||
+            !rule.LeadingKey(pattern_index, text, &led)) {
           return false;
         }
-        groups[0] = Piece(line.message);  // not read: such a rule stops at its first match
+        groups[0] = Piece(text);  // not read: such a rule stops at its first match
         groups[group] = Piece(led);
         return true;
       }
-      return start <= line.message.size() &&
-             re.Match(Piece(line.message), start, line.message.size(), RE2::UNANCHORED,
+      return start <= text.size() &&
+             re.Match(Piece(text), start, text.size(), RE2::UNANCHORED,
                       groups.data(), n);
     };
     while (next_match()) {
@@ -378,6 +407,9 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
       absl::string_view key =
           has_key ? absl::string_view(groups[group].data(), groups[group].size())
                   : absl::string_view();
+      // A field rule without a key group is keyed on the record's client address, the field
+      // the server wrote (rules.proto).
+      if (!has_key && !rule.proto.field().empty()) key = line.client_address;
       if (ConditionsHold(rule, pattern_index)) {
         bool in_session = false;
         bool proceed = true;
@@ -388,6 +420,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
             if (in_session && has_key) {
               sessions_.Note(scratch.session_id, rule.proto.key(), key, /*failed=*/false, time,
                              stream);
+              scratch.noted = false;
             }
             proceed = false;
           } else {
@@ -414,13 +447,14 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
         if (in_session && rule.proto.session().ends() &&
             SessionId(rule, pattern_index, line, stream, &scratch.session_id)) {
           sessions_.End(scratch.session_id);
+          scratch.noted = false;
         }
       }
       if (!every) break;
       // Resume right after the key, not after the match: the separator a match consumed after
       // one token is the one the next token's pattern needs before it.
       const re2::StringPiece& end = has_key ? groups[group] : groups[0];
-      const size_t next = static_cast<size_t>(end.data() - line.message.data()) + end.size();
+      const size_t next = static_cast<size_t>(end.data() - text.data()) + end.size();
       start = next > start ? next : start + 1;
     }
   }
@@ -431,8 +465,10 @@ void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& line, F
                        absl::Time time) {
   Candidates(format, line, time, /*stream=*/0, [&](int rule_index, absl::string_view captured) {
     const CompiledRule& rule = *rules_->rules()[rule_index];
+    absl::string_view text;
+    RuleText(rule, line, &text);
     for (const auto& ignore : rule.ignores) {
-      if (RE2::PartialMatch(Piece(line.message), *ignore)) return false;
+      if (RE2::PartialMatch(Piece(text), *ignore)) return false;
     }
     absl::string_view key;
     bool allowlisted = false;

@@ -22,6 +22,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/time_util.h"
+#include "services/formats/json_parser.h"
 #include "services/formats/line_parser.h"
 
 namespace palisade {
@@ -120,6 +121,19 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
     }
   }
   if (rule.patterns().empty()) return RuleError(pack, rule.id(), "no patterns");
+  // Rule.field: the patterns read one field of a JSON record, which only JSON formats have.
+  if (!rule.field().empty()) {
+    for (int f : rule.formats()) {
+      if (!IsJsonFormat(static_cast<LogFormat>(f))) {
+        return RuleError(pack, rule.id(),
+                         absl::StrCat("field \"", rule.field(), "\" is for JSON lines formats; ",
+                                      palisade::v1::LogFormat_Name(f), " has no fields"));
+      }
+    }
+    if (rule.has_session()) {
+      return RuleError(pack, rule.id(), "a field rule cannot have a session");
+    }
+  }
   if (rule.has_session()) {
     const palisade::v1::Session& session = rule.session();
     out->has_session = true;
@@ -148,7 +162,9 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
     auto it = groups.find(out->proto.key());
     // A session rule that counts may take its key from the session instead (rules.proto).
     const bool key_from_session = rule.has_session() && !rule.session().note_only();
-    if (it == groups.end() && !key_from_session) {
+    // A field rule on an address may take the record's client address (rules.proto).
+    const bool key_from_record = !rule.field().empty() && kind == TargetKind::TARGET_KIND_IP;
+    if (it == groups.end() && !key_from_session && !key_from_record) {
       return RuleError(pack, rule.id(),
                        absl::StrCat("pattern ", i + 1, " has no (?P<", out->proto.key(),
                                     ">...) group for the key"));
@@ -1381,7 +1397,13 @@ absl::Status CheckExamplesMatch(const LoadedPack& pack) {
                                                        " line: ", s.message()));
       }
       bool any = false;
-      const re2::StringPiece message(parsed.message.data(), parsed.message.size());
+      absl::string_view text = parsed.message;
+      if (!rule.field().empty() &&
+          (parsed.record == nullptr || !parsed.record->Find(rule.field(), &text))) {
+        return absl::InvalidArgumentError(absl::StrCat(where, ": the record has no field \"",
+                                                       rule.field(), "\" (or has it twice)"));
+      }
+      const re2::StringPiece message(text.data(), text.size());
       for (const auto& re : patterns) any = any || RE2::PartialMatch(message, *re);
       if (!any) {
         return absl::InvalidArgumentError(absl::StrCat(
@@ -1418,7 +1440,22 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       }
       absl::StatusOr<std::unique_ptr<CompiledRule>> compiled = CompileRule(pack, rule, set->sets_);
       if (!compiled.ok()) return compiled.status();
-      if ((*compiled)->has_session && (*compiled)->session_by_pid) set->uses_pid_sessions_ = true;
+      if ((*compiled)->has_session && (*compiled)->session_by_pid) {
+        set->uses_pid_sessions_ = true;
+        // The programs whose pid sessions this rule reads (AppliesToProgram): all of them when
+        // it names none or applies to a format whose lines are not filtered by program.
+        bool any = rule.programs().empty();
+        for (int f : rule.formats()) {
+          any = any || (f != LogFormat::LOG_FORMAT_SYSLOG && f != LogFormat::LOG_FORMAT_SYSLOG5424);
+        }
+        set->pid_session_any_program_ = set->pid_session_any_program_ || any;
+        for (const std::string& program : rule.programs()) {
+          if (std::find(set->pid_session_programs_.begin(), set->pid_session_programs_.end(),
+                        program) == set->pid_session_programs_.end()) {
+            set->pid_session_programs_.push_back(program);
+          }
+        }
+      }
       if (!options.leading_keys) {
         for (uint32_t& max : (*compiled)->leading_key_max) max = 0;
       }
@@ -1452,12 +1489,26 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
   }
   for (int f = 1; f <= max_format; ++f) {
     auto index = std::make_unique<FormatIndex>();
-    auto applies = [f](const CompiledRule& rule) {
+    // Rules for COMBINED read the JSON access logs too: their records are rendered as combined
+    // lines (services/formats/json_parser.h). Field rules go by the field, not in the Sets.
+    const bool combined_too = RendersCombined(static_cast<LogFormat>(f));
+    auto applies = [f, combined_too](const CompiledRule& rule) {
+      if (!rule.proto.field().empty()) return false;
       for (int rf : rule.proto.formats()) {
-        if (rf == f) return true;
+        if (rf == f || (combined_too && rf == LogFormat::LOG_FORMAT_COMBINED)) return true;
       }
       return false;
     };
+    for (size_t r = 0; r < set->rules_.size(); ++r) {
+      const Rule& proto = set->rules_[r]->proto;
+      if (proto.field().empty()) continue;
+      for (int rf : proto.formats()) {
+        if (rf == f) {
+          index->field_rules.push_back(static_cast<int>(r));
+          break;
+        }
+      }
+    }
     SetPart gate_part;
     std::vector<std::pair<std::string, int>> literals;
     for (size_t r = 0; r < set->rules_.size(); ++r) {
@@ -1500,7 +1551,9 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       }
       index->parts.push_back(std::move(part));
     }
-    if (!index->parts.empty()) set->by_format_[f] = std::move(index);
+    if (!index->parts.empty() || !index->field_rules.empty()) {
+      set->by_format_[f] = std::move(index);
+    }
   }
   return std::shared_ptr<const RuleSet>(std::move(set));
 }

@@ -223,6 +223,19 @@ class RuleSet {
   // Some rule has a session by pid: then every counted match on a line with a pid notes its
   // key in that pid's session and marks it failed (see Engine::Process).
   bool uses_pid_sessions() const { return uses_pid_sessions_; }
+  // Whether a counted match on a line of `program` must note its key in the line's pid session:
+  // some rule with a session by pid could read that session back (it applies to `program` in
+  // one of its formats; a session id names the program, so no other program's line reads it).
+  // Computed at load: the sshd pack's session rules make every counted nginx or postfix line
+  // with a pid skip the session table.
+  bool NotesPidSession(absl::string_view program) const {
+    if (!uses_pid_sessions_) return false;
+    if (pid_session_any_program_) return true;
+    for (const std::string& p : pid_session_programs_) {
+      if (p == program) return true;
+    }
+    return false;
+  }
 
   // The Sets for a format and, for each Set index, the (rule, pattern) it stands for.
   // Returns nullptr when no rule applies to the format.
@@ -240,6 +253,9 @@ class RuleSet {
   };
   struct FormatIndex {
     std::vector<SetPart> parts;
+    // Rules with Rule.field (JSON formats): their patterns run on the field's value, for every
+    // record that has it, outside the Sets (which scan the message).
+    std::vector<int> field_rules;
   };
   const FormatIndex* ForFormat(palisade::v1::LogFormat format) const;
 
@@ -248,6 +264,8 @@ class RuleSet {
   std::vector<std::unique_ptr<CompiledRule>> rules_;
   std::vector<std::string> pack_names_;
   bool uses_pid_sessions_ = false;
+  bool pid_session_any_program_ = false;          // see NotesPidSession
+  std::vector<std::string> pid_session_programs_;
   std::vector<std::unique_ptr<FormatIndex>> by_format_;  // indexed by LogFormat value
   CidrSets sets_;                                        // owned here: conditions point into it
 };

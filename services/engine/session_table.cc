@@ -63,9 +63,11 @@ void SessionTable::Note(absl::string_view id, absl::string_view name, absl::stri
   if (id.empty() || id.size() > kMaxIdBytes) return;
   const bool keep_value = !name.empty() && value.size() <= options_.max_value_bytes;
   const int64_t time_ms = absl::ToUnixMillis(time);
-  Shard& shard = ShardFor(id);
+  // One hash for the shard and the lookup in it (the map hashes with the same absl::Hash).
+  const size_t hash = absl::Hash<absl::string_view>()(id);
+  Shard& shard = shards_[hash % kShards];
   absl::MutexLock lock(&shard.mu);
-  auto found = shard.by_id.find(id);
+  auto found = shard.by_id.find(id, hash);
   List::iterator it;
   if (found == shard.by_id.end()) {
     shard.lru.emplace_back();
