@@ -32,6 +32,7 @@
 #include "services/events/event_hub.h"
 #include "services/events/sinks.h"
 #include "services/inputs/file_inputs.h"
+#include "services/inputs/journal_input.h"
 #include "services/inputs/syslog_receiver.h"
 #include "services/pipeline/pipeline.h"
 #include "services/server/api_limits.h"
@@ -260,6 +261,40 @@ int Run() {
                      ", tcp port ", (*receiver)->tcp_port(), " (0: off)"));
     syslog_receivers.push_back(*std::move(receiver));
   }
+  // The journal: each input opened (and sought past its saved cursor) now, read once started.
+  std::vector<std::unique_ptr<JournalInput>> journal_inputs;
+  {
+    std::set<std::string> names;
+    for (const auto& f : config->inputs().files()) names.insert(f.name());
+    for (const auto& s : config->inputs().syslog()) names.insert(s.name());
+    JournalInputOptions journal_options;
+    journal_options.checkpoints.assign(snapshot.journal_cursors().begin(),
+                                       snapshot.journal_cursors().end());
+    journal_options.max_line_bytes = config->engine().max_line_bytes();
+    journal_options.batch_lines = input_options.batch_lines;
+    journal_options.wait_interval = input_options.poll_interval;
+    journal_options.log = [](const std::string& m) { Log(m); };
+    journal_options.clock = &clock;
+    for (int i = 0; i < config->inputs().journal_size(); ++i) {
+      const palisade::v1::JournalInput& input = config->inputs().journal(i);
+      if (!names.insert(input.name()).second) {
+        Log(absl::StrCat("refusing to start: inputs.journal[", i, "] (\"", input.name(),
+                         "\"): the name is used by another input"));
+        return 2;
+      }
+      absl::StatusOr<std::unique_ptr<JournalInput>> journal = JournalInput::Create(
+          i, input, journal_options,
+          [&pipeline](const palisade::v1::LogBatch& batch) {
+            return pipeline.ProcessBatch(batch).status();
+          },
+          *registry);
+      if (!journal.ok()) {
+        Log(absl::StrCat("refusing to start: ", journal.status().message()));
+        return 2;
+      }
+      journal_inputs.push_back(*std::move(journal));
+    }
+  }
   Log(absl::StrCat("state: ", config->state_file(), ", ", table.active_count(),
                    " active decisions restored"));
 
@@ -444,9 +479,12 @@ int Run() {
   // The windows and the file inputs' positions, taken while no file batch is in flight: a
   // restart reads every file on from exactly the lines these windows hold.
   auto save_windows = [&] {
+    // No journal batch in flight either: the journal cursors match the windows too.
+    JournalsHeld journals(journal_inputs);
     (*inputs)->Consistent([&](const std::vector<palisade::v1::FileCheckpoint>& positions) {
       palisade::v1::EngineSnapshot snap = pipeline.SnapshotWindows();
       for (const auto& p : positions) *snap.add_inputs() = p;
+      for (const auto& c : journals.cursors()) *snap.add_journal_cursors() = c;
       absl::Status s = (*store)->SaveSnapshot("windows", snap.SerializeAsString());
       if (!s.ok()) Log(std::string(s.message()));
     });
@@ -455,6 +493,11 @@ int Run() {
                                                ? FromProtoDuration(config->snapshot_interval())
                                                : absl::Seconds(30);
   (*inputs)->Start();
+  for (auto& j : journal_inputs) j->Start();
+  if (!journal_inputs.empty()) {
+    Log(absl::StrCat(journal_inputs.size(), " journal input(s) read, ",
+                     snapshot.journal_cursors_size(), " cursor(s) restored"));
+  }
   if (config->inputs().files_size() > 0) {
     Log(absl::StrCat(config->inputs().files_size(), " file input(s) followed, ",
                      input_options.checkpoints.size(), " position(s) restored"));
@@ -495,6 +538,7 @@ int Run() {
   stopping.Notify();
   const absl::Time t0 = absl::Now();
   (*inputs)->Stop();
+  for (auto& j : journal_inputs) j->Stop();
   for (auto& r : syslog_receivers) r->Stop();
   server->Shutdown(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
