@@ -365,22 +365,20 @@ void JournalInput::Consistent(
   fn(c);
 }
 
-void ConsistentJournals(
-    const std::vector<std::unique_ptr<JournalInput>>& inputs,
-    const std::function<void(const std::vector<palisade::v1::JournalCheckpoint>&)>& fn) {
-  std::vector<palisade::v1::JournalCheckpoint> out;
-  // Each input's lock is held while the next ones are taken, and all while fn runs.
-  std::function<void(size_t)> nest = [&](size_t i) {
-    if (i == inputs.size()) {
-      fn(out);
-      return;
-    }
-    inputs[i]->Consistent([&](const palisade::v1::JournalCheckpoint& c) {
-      if (!c.cursor().empty()) out.push_back(c);
-      nest(i + 1);
-    });
-  };
-  nest(0);
+JournalsHeld::JournalsHeld(const std::vector<std::unique_ptr<JournalInput>>& inputs)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS : inputs_(inputs) {
+  for (const auto& input : inputs_) {
+    input->mu_.Lock();
+    if (input->taken_cursor_.empty()) continue;
+    palisade::v1::JournalCheckpoint c;
+    c.set_input(input->config_.name());
+    c.set_cursor(input->taken_cursor_);
+    cursors_.push_back(std::move(c));
+  }
+}
+
+JournalsHeld::~JournalsHeld() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  for (auto it = inputs_.rbegin(); it != inputs_.rend(); ++it) (*it)->mu_.Unlock();
 }
 
 }  // namespace palisade

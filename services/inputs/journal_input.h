@@ -91,6 +91,7 @@ class JournalInput {
   // Runs `fn` with this input's position (empty cursor: nothing taken yet) while no batch is in
   // flight.
   void Consistent(const std::function<void(const palisade::v1::JournalCheckpoint&)>& fn);
+  friend class JournalsHeld;
 
   // Builds the syslog line of an entry from its fields (exposed for tests). `message` is cut
   // at max_line_bytes.
@@ -132,11 +133,21 @@ class JournalInput {
   std::thread thread_;
 };
 
-// Runs `fn` with every input's position while none of them has a batch in flight (their locks
-// are taken in order, the snapshot is taken inside).
-void ConsistentJournals(
-    const std::vector<std::unique_ptr<JournalInput>>& inputs,
-    const std::function<void(const std::vector<palisade::v1::JournalCheckpoint>&)>& fn);
+// Holds every journal input's lock from construction to destruction, so that no journal batch
+// is in flight while the daemon takes the engine's windows, and gives their positions (inputs
+// that took nothing yet are left out). Locks are taken in the vector's order.
+class JournalsHeld {
+ public:
+  explicit JournalsHeld(const std::vector<std::unique_ptr<JournalInput>>& inputs);
+  ~JournalsHeld();
+  JournalsHeld(const JournalsHeld&) = delete;
+  JournalsHeld& operator=(const JournalsHeld&) = delete;
+  const std::vector<palisade::v1::JournalCheckpoint>& cursors() const { return cursors_; }
+
+ private:
+  const std::vector<std::unique_ptr<JournalInput>>& inputs_;
+  std::vector<palisade::v1::JournalCheckpoint> cursors_;
+};
 
 }  // namespace palisade
 

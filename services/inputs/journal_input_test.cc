@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -282,6 +283,34 @@ TEST_F(JournalInputTest, HostileMessageAndIdentifierCannotForgeTheHeader) {
     EXPECT_EQ(times_[3], kBase + 4);
   }
   EXPECT_EQ(Metric("palisade_journal_skipped_total", "no_message"), 1);
+}
+
+TEST_F(JournalInputTest, HeldJournalsGiveTheirCursorsAndNoBatchRunsMeanwhile) {
+  Write(Ssh(kBase, 1, "one"));
+  std::vector<std::unique_ptr<JournalInput>> inputs;
+  auto a = Make(Config());
+  ASSERT_TRUE(a.ok());
+  inputs.push_back(*std::move(a));
+  palisade::v1::JournalInput quiet = Config({"_SYSTEMD_UNIT=none.service"});
+  quiet.set_name("quiet");
+  auto b = Make(quiet);
+  ASSERT_TRUE(b.ok());
+  inputs.push_back(*std::move(b));
+  Drain(*inputs[0]);
+  Drain(*inputs[1]);
+  Write(Ssh(kBase + 1, 2, "two"));
+  std::thread poller;
+  {
+    JournalsHeld held(inputs);
+    ASSERT_EQ(held.cursors().size(), 1u);  // the quiet one took nothing
+    EXPECT_EQ(held.cursors()[0].input(), "journal");
+    EXPECT_THAT(held.cursors()[0].cursor(), HasSubstr("i="));
+    poller = std::thread([&] { inputs[0]->PollOnce(); });
+    absl::SleepFor(absl::Milliseconds(100));  // not a timing assertion: only gives it a chance
+    EXPECT_EQ(Lines().size(), 1u);            // the second entry waits for the lock
+  }
+  poller.join();
+  EXPECT_EQ(Lines().size(), 2u);
 }
 
 TEST_F(JournalInputTest, ARefusedBatchIsOfferedAgain) {
