@@ -198,6 +198,14 @@ absl::Status JournalInput::Open(const std::string& where) {
     journal_ = nullptr;
     return absl::UnavailableError(absl::StrCat(where, "cannot open the journal: ", Errno(r)));
   }
+  // The system journal opens without error when none of its files can be read (palisaded not
+  // root nor in the systemd-journal group): said at once rather than reading nothing silently.
+  if (config_.directory().empty() && config_.files_size() == 0 &&
+      sd_journal_has_runtime_files(journal_) <= 0 && sd_journal_has_persistent_files(journal_) <= 0) {
+    Log(absl::StrCat("input ", config_.name(),
+                     ": no system journal file is readable yet (is palisaded root or in the "
+                     "systemd-journal group?); waiting for one"));
+  }
   // Compressed fields are inflated only this far: a huge MESSAGE costs no more than a line.
   sd_journal_set_data_threshold(journal_, options_.max_line_bytes + 64);
   // The saved cursor is found before the matches are added, so that the entry it names is

@@ -313,6 +313,23 @@ TEST_F(JournalInputTest, HeldJournalsGiveTheirCursorsAndNoBatchRunsMeanwhile) {
   EXPECT_EQ(Lines().size(), 2u);
 }
 
+TEST_F(JournalInputTest, LagIsNowLessTheNewestEntryTaken) {
+  Write(Ssh(kBase, 1, "one") + Ssh(kBase + 3000000, 2, "three seconds later"));
+  SimulatedClock clock(absl::FromUnixMicros(kBase) + absl::Seconds(10));
+  JournalInputOptions options;
+  options.clock = &clock;
+  auto input = JournalInput::Create(
+      0, Config(), options, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); },
+      registry_);
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  EXPECT_DOUBLE_EQ(Metric("palisade_journal_lag_seconds"), 7);
+  clock.Advance(absl::Seconds(5));
+  (*input)->PollOnce();
+  EXPECT_DOUBLE_EQ(Metric("palisade_journal_lag_seconds"), 12);
+  EXPECT_EQ(Metric("palisade_input_bytes_total"), 3 + 19);  // the messages' bytes
+}
+
 TEST_F(JournalInputTest, ARefusedBatchIsOfferedAgain) {
   Write(Ssh(kBase, 1, "one") + Ssh(kBase + 1, 2, "two") + Ssh(kBase + 2, 3, "three"));
   auto input = Make(Config());
