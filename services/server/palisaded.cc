@@ -33,6 +33,7 @@
 #include "services/events/sinks.h"
 #include "services/inputs/file_inputs.h"
 #include "services/inputs/journal_input.h"
+#include "services/inputs/logpush_receiver.h"
 #include "services/inputs/syslog_receiver.h"
 #include "services/pipeline/pipeline.h"
 #include "services/server/api_limits.h"
@@ -260,6 +261,30 @@ int Run() {
     Log(absl::StrCat("syslog input ", input.name(), ": udp port ", (*receiver)->udp_port(),
                      ", tcp port ", (*receiver)->tcp_port(), " (0: off)"));
     syslog_receivers.push_back(*std::move(receiver));
+  }
+  // Cloudflare Logpush HTTP destinations: an upload is answered after the pipeline took it.
+  std::vector<std::unique_ptr<LogpushReceiver>> logpush_receivers;
+  std::set<std::string> logpush_names;
+  for (const auto& input : config->inputs().logpush()) {
+    if (!logpush_names.insert(input.name()).second) {
+      Log(absl::StrCat("refusing to start: inputs.logpush \"", input.name(),
+                       "\": the name is used twice"));
+      return 2;
+    }
+    LogpushReceiverOptions logpush_options;
+    logpush_options.log = [](const std::string& m) { Log(m); };
+    absl::StatusOr<std::unique_ptr<LogpushReceiver>> receiver = LogpushReceiver::Start(
+        input, logpush_options,
+        [&pipeline](const palisade::v1::LogBatch& batch) {
+          return pipeline.ProcessBatch(batch).status();
+        },
+        *registry);
+    if (!receiver.ok()) {
+      Log(absl::StrCat("refusing to start: ", receiver.status().message()));
+      return 2;
+    }
+    Log(absl::StrCat("logpush input ", input.name(), ": port ", (*receiver)->port()));
+    logpush_receivers.push_back(*std::move(receiver));
   }
   // The journal: each input opened (and sought past its saved cursor) now, read once started.
   std::vector<std::unique_ptr<JournalInput>> journal_inputs;
@@ -540,6 +565,7 @@ int Run() {
   (*inputs)->Stop();
   for (auto& j : journal_inputs) j->Stop();
   for (auto& r : syslog_receivers) r->Stop();
+  for (auto& r : logpush_receivers) r->Stop();
   server->Shutdown(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   sweeper.join();

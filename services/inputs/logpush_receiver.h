@@ -1,0 +1,159 @@
+// A Cloudflare Logpush HTTP destination (issue 14 §2): palisaded serves `POST <path>` (HTTPS when
+// configured) for a Logpush job whose destination is `https://host/path?header_Authorization=...`
+// (config: InputsConfig.logpush, proto LogpushInput). Each upload is gzipped NDJSON; its lines
+// become ONE LogBatch of the job's dataset format, handed to the batch sink (the daemon's
+// Pipeline::ProcessBatch, the path gRPC batches take), and the reply is sent after the sink
+// answered: 200 when it took the batch, 503 when it did not. Logpush retries a file on any
+// non-2xx, so a refused upload comes again and is counted once (one batch per upload: never half
+// taken).
+//
+// Hostile input, whatever the sender writes:
+// - the Authorization header is compared with the secret in constant time (both hashed with
+//   SHA-256 first, then CRYPTO_memcmp, so neither the length nor the first differing byte leaks);
+//   a request without the secret gets 401 before its body is read; the secret never reaches a
+//   log line, a metric or a reply;
+// - the body is capped as sent (max_body_bytes) and once inflated (max_inflated_bytes): a
+//   decompression bomb is refused with 413 as soon as the cap is passed, without inflating the
+//   rest; a body that is not valid gzip is 400; records per upload are capped too;
+// - at most `max_in_flight` uploads are handled at once (more get 503 with Retry-After), a
+//   bounded number of connections wait in a bounded queue (more wait in the kernel's backlog),
+//   reads and writes time out, and a whole upload must arrive within `request_timeout`;
+// - any other path or method is answered 404/405 before a body is read.
+// cpp-httplib 0.11 (Debian) inflates `Content-Encoding: gzip` bodies itself with no cap on the
+// result; the receiver takes that header away before httplib reads the body and inflates with
+// zlib itself (BoundedInflater), with the caps above.
+//
+// Cloudflare's check upload when a job is created (a small gzipped `{"content":"test",
+// "filename":"test.txt"}`) is answered 200 and counted as a check, not as a malformed record.
+//
+// Metrics per input: palisade_logpush_requests_total{input,outcome}, _lines_total,
+// _body_bytes_total{input,form=sent|inflated}, _malformed_total{input,reason}, _in_flight.
+//
+// Thread-safety: Start/Stop from one thread; the pure helpers (SecretMatches, BoundedInflater
+// objects each used by one thread, IsCheckUpload, SplitLines) from any thread. The server runs
+// on its own threads; batches reach the sink one at a time.
+#ifndef PALISADE_SERVICES_INPUTS_LOGPUSH_RECEIVER_H_
+#define PALISADE_SERVICES_INPUTS_LOGPUSH_RECEIVER_H_
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "palisade/v1/config.pb.h"
+#include "palisade/v1/palisade.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/common/clock.h"
+#include "services/inputs/file_inputs.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace palisade {
+
+struct LogpushReceiverOptions {
+  // Uploads handled at once; more are answered 503 + Retry-After (Logpush retries). Each holds
+  // at most max_inflated_bytes plus its batch, so this bounds the memory uploads take.
+  int max_in_flight = 4;
+  // Connections accepted and waiting for a worker; past it the server stops accepting (the
+  // kernel's listen backlog holds the rest).
+  int max_queued_connections = 16;
+  // Records (non-empty lines) per upload; more: 413. Logpush's max_upload_records is at most
+  // 1,000,000 (default 100,000).
+  size_t max_records = 1'000'000;
+  // Each socket read / write; and the whole upload, from its headers to its last byte.
+  absl::Duration io_timeout = absl::Seconds(10);
+  absl::Duration request_timeout = absl::Seconds(60);
+  // Time for request_timeout; null: the real clock.
+  Clock* clock = nullptr;
+  std::function<void(const std::string&)> log;
+};
+
+// Inflates a gzip stream (one or more members, as `cat a.gz b.gz` makes) fed in pieces, into at
+// most `max_out` bytes. Written by hand on zlib's inflate, since httplib's decompressor has no
+// cap on its output.
+class BoundedInflater {
+ public:
+  explicit BoundedInflater(size_t max_out);
+  ~BoundedInflater();
+  BoundedInflater(const BoundedInflater&) = delete;
+  BoundedInflater& operator=(const BoundedInflater&) = delete;
+
+  // Appends what `in` inflates to to `*out`. kResourceExhausted once the output would pass
+  // max_out (nothing more is inflated), kInvalidArgument for bytes that are not gzip.
+  absl::Status Feed(absl::string_view in, std::string* out);
+  // OK when the stream ended at a member's end; kInvalidArgument when it was cut short.
+  absl::Status Finish();
+
+ private:
+  size_t max_out_;
+  size_t produced_ = 0;
+  bool member_open_ = false;  // inside a member (its header seen, its end not yet)
+  bool failed_ = false;
+  void* stream_;  // z_stream, kept out of the header
+};
+
+class LogpushReceiver {
+ public:
+  // Validates the config (kInvalidArgument naming the input), reads the secret file and the TLS
+  // files (kNotFound / kInvalidArgument naming the input and the file, never its content), binds
+  // `listen` (kUnavailable naming the input and the address: a port in use) and serves.
+  static absl::StatusOr<std::unique_ptr<LogpushReceiver>> Start(
+      const palisade::v1::LogpushInput& config, LogpushReceiverOptions options, BatchSink sink,
+      prometheus::Registry& registry);
+  ~LogpushReceiver();
+
+  int port() const { return port_; }
+  // Stops serving; waits for the uploads in flight.
+  void Stop();
+
+  // Whether `got` equals `secret`, in time that depends on neither.
+  static bool SecretMatches(absl::string_view secret, absl::string_view got);
+  // Whether an inflated body is Cloudflare's check upload: one JSON object with "content"
+  // "test" (or "tests") and at most a "filename" string besides.
+  static bool IsCheckUpload(absl::string_view body);
+  // NDJSON lines: split at '\n', a '\r' before it dropped, empty lines skipped; a last line
+  // without its newline is a record too (the upload is whole). Appended to `batch`; false (and
+  // nothing more appended) past `max_records`.
+  static bool SplitLines(absl::string_view body, size_t max_records,
+                         palisade::v1::LogBatch* batch);
+
+ private:
+  struct Metrics;
+  LogpushReceiver(palisade::v1::LogpushInput config, LogpushReceiverOptions options,
+                  BatchSink sink);
+  void Count(const std::string& outcome);
+  void Log(const std::string& message) const;
+
+  palisade::v1::LogpushInput config_;
+  LogpushReceiverOptions options_;
+  BatchSink sink_;
+  palisade::v1::LogFormat format_ = palisade::v1::LOG_FORMAT_UNSPECIFIED;
+  std::string secret_;
+  std::unique_ptr<httplib::Server> server_;
+  std::thread thread_;
+  int port_ = 0;
+  std::atomic<int> in_flight_{0};
+  absl::Mutex sink_mu_;  // batches reach the sink one at a time
+  prometheus::Family<prometheus::Counter>* requests_ = nullptr;
+  prometheus::Family<prometheus::Counter>* malformed_ = nullptr;
+  prometheus::Counter* lines_ = nullptr;
+  prometheus::Counter* sent_bytes_ = nullptr;
+  prometheus::Counter* inflated_bytes_ = nullptr;
+  prometheus::Gauge* in_flight_gauge_ = nullptr;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_INPUTS_LOGPUSH_RECEIVER_H_

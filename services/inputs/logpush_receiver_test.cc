@@ -1,0 +1,535 @@
+#include "services/inputs/logpush_receiver.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "prometheus/text_serializer.h"
+#include "services/common/clock.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+constexpr char kSecret[] = "Bearer s3cr3t-8c6b1f0e";
+
+std::string Gzip(const std::string& data, int level = Z_DEFAULT_COMPRESSION) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
+  std::string out(deflateBound(&z, data.size()) + 64, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
+  z.avail_in = static_cast<uInt>(data.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+absl::StatusOr<std::string> InflateAll(const std::string& gz, size_t max_out) {
+  BoundedInflater inflater(max_out);
+  std::string out;
+  if (absl::Status s = inflater.Feed(gz, &out); !s.ok()) return s;
+  if (absl::Status s = inflater.Finish(); !s.ok()) return s;
+  return out;
+}
+
+// --- constant-time secret check ---------------------------------------------------------------
+
+TEST(LogpushSecretTest, OnlyTheExactValueMatches) {
+  EXPECT_TRUE(LogpushReceiver::SecretMatches(kSecret, kSecret));
+  EXPECT_FALSE(LogpushReceiver::SecretMatches(kSecret, ""));
+  EXPECT_FALSE(LogpushReceiver::SecretMatches(kSecret, "Bearer s3cr3t"));  // a prefix
+  EXPECT_FALSE(LogpushReceiver::SecretMatches(kSecret, std::string(kSecret) + "x"));
+  EXPECT_FALSE(LogpushReceiver::SecretMatches(kSecret, "bearer s3cr3t-8c6b1f0e"));
+  // No secret configured never matches, not even an empty header.
+  EXPECT_FALSE(LogpushReceiver::SecretMatches("", ""));
+}
+
+// --- inflate with caps -------------------------------------------------------------------------
+
+TEST(BoundedInflaterTest, InflatesWholeAndPieceByPiece) {
+  const std::string text = "{\"ClientIP\":\"203.0.113.5\"}\n{\"ClientIP\":\"203.0.113.6\"}\n";
+  EXPECT_EQ(*InflateAll(Gzip(text), 1 << 20), text);
+  // One byte at a time, as a slow sender's reads arrive.
+  const std::string gz = Gzip(text);
+  BoundedInflater inflater(1 << 20);
+  std::string out;
+  for (char c : gz) ASSERT_TRUE(inflater.Feed(std::string(1, c), &out).ok());
+  EXPECT_TRUE(inflater.Finish().ok());
+  EXPECT_EQ(out, text);
+}
+
+TEST(BoundedInflaterTest, ConcatenatedMembersAreOneStream) {
+  EXPECT_EQ(*InflateAll(Gzip("a\n") + Gzip("b\n"), 1 << 20), "a\nb\n");
+}
+
+TEST(BoundedInflaterTest, ExactlyTheCapPassesOneMoreByteDoesNot) {
+  const std::string text(100000, 'x');
+  EXPECT_TRUE(InflateAll(Gzip(text), text.size()).ok());
+  EXPECT_THAT(InflateAll(Gzip(text), text.size() - 1), StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+TEST(BoundedInflaterTest, ABombStopsAtTheCap) {
+  // 64 MiB of zeros in ~64 KB: refused after the first MiB, with no more than that produced.
+  const std::string gz = Gzip(std::string(64u << 20, '\0'), 9);
+  ASSERT_LT(gz.size(), 1u << 20);
+  BoundedInflater inflater(1 << 20);
+  std::string out;
+  EXPECT_THAT(inflater.Feed(gz, &out), StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_LE(out.size(), 1u << 20);
+  // Nothing more once refused.
+  EXPECT_FALSE(inflater.Feed(gz, &out).ok());
+  EXPECT_FALSE(inflater.Finish().ok());
+}
+
+TEST(BoundedInflaterTest, GarbageAndCutShortAreInvalid) {
+  EXPECT_THAT(InflateAll("not gzip at all", 1 << 20), StatusIs(absl::StatusCode::kInvalidArgument));
+  const std::string gz = Gzip(std::string(10000, 'y'));
+  EXPECT_THAT(InflateAll(gz.substr(0, gz.size() / 2), 1 << 20),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  // A member, then bytes that are not one.
+  EXPECT_THAT(InflateAll(gz + "trailing", 1 << 20), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// --- the check upload and NDJSON -------------------------------------------------------------
+
+TEST(LogpushCheckUploadTest, RecognizesCloudflaresCheckOnly) {
+  EXPECT_TRUE(LogpushReceiver::IsCheckUpload("{\"content\":\"test\",\"filename\":\"test.txt\"}"));
+  EXPECT_TRUE(LogpushReceiver::IsCheckUpload("{\"content\":\"tests\"}\n"));
+  EXPECT_FALSE(LogpushReceiver::IsCheckUpload(
+      "{\"content\":\"test\",\"filename\":\"test.txt\",\"ClientIP\":\"203.0.113.5\"}"));
+  EXPECT_FALSE(LogpushReceiver::IsCheckUpload("{\"content\":\"nope\"}"));
+  EXPECT_FALSE(LogpushReceiver::IsCheckUpload("{\"ClientIP\":\"203.0.113.5\"}"));
+  EXPECT_FALSE(LogpushReceiver::IsCheckUpload("{\"content\":\"test\"}\n{\"content\":\"test\"}"));
+  EXPECT_FALSE(LogpushReceiver::IsCheckUpload(""));
+}
+
+std::vector<std::string> Lines(const palisade::v1::LogBatch& batch) {
+  std::vector<std::string> out;
+  for (const auto& r : batch.records()) out.push_back(r.line());
+  return out;
+}
+
+TEST(LogpushSplitTest, CrlfEmptyLinesAndALastLineWithoutNewline) {
+  palisade::v1::LogBatch batch;
+  ASSERT_TRUE(LogpushReceiver::SplitLines("{\"a\":1}\r\n\n{\"b\":2}\n\r\n{\"c\":3}", 10, &batch));
+  EXPECT_THAT(Lines(batch), ElementsAre("{\"a\":1}", "{\"b\":2}", "{\"c\":3}"));
+}
+
+TEST(LogpushSplitTest, RecordsPastTheCapAreRefused) {
+  palisade::v1::LogBatch batch;
+  EXPECT_TRUE(LogpushReceiver::SplitLines("a\nb\n", 2, &batch));
+  palisade::v1::LogBatch over;
+  EXPECT_FALSE(LogpushReceiver::SplitLines("a\nb\nc\n", 2, &over));
+}
+
+// --- the server --------------------------------------------------------------------------------
+
+std::string TempFile(const std::string& name, const std::string& content) {
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
+  std::ofstream(path, std::ios::binary) << content;
+  return path;
+}
+
+class LogpushServerTest : public ::testing::Test {
+ protected:
+  // Starts a receiver whose sink records batches (and fails while `fail_` is set).
+  void StartReceiver(LogpushReceiverOptions options = {},
+                     std::function<void(palisade::v1::LogpushInput&)> edit = nullptr) {
+    palisade::v1::LogpushInput config;
+    config.set_name("cf");
+    config.set_listen("127.0.0.1:0");
+    config.set_format("raw");
+    config.set_secret_file(TempFile("secret", std::string(kSecret) + "\n"));
+    config.set_max_body_bytes(1 << 20);
+    config.set_max_inflated_bytes(4 << 20);
+    if (edit) edit(config);
+    options.log = [this](const std::string& m) { logs_.push_back(m); };
+    absl::StatusOr<std::unique_ptr<LogpushReceiver>> r = LogpushReceiver::Start(
+        config, options,
+        [this](const palisade::v1::LogBatch& batch) {
+          if (before_sink_) before_sink_();
+          if (fail_) return absl::UnavailableError("store is busy");
+          batches_.push_back(batch);
+          return absl::OkStatus();
+        },
+        registry_);
+    ASSERT_TRUE(r.ok()) << r.status();
+    receiver_ = *std::move(r);
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", receiver_->port());
+  }
+
+  httplib::Result Post(const std::string& body, const std::string& encoding = "gzip",
+                       const std::string& authorization = kSecret,
+                       const std::string& path = "/logpush") {
+    httplib::Headers headers;
+    if (!authorization.empty()) headers.emplace("Authorization", authorization);
+    if (!encoding.empty()) headers.emplace("Content-Encoding", encoding);
+    return client_->Post(path.c_str(), headers, body, "application/x-ndjson");
+  }
+
+  double Metric(const std::string& name, const std::string& label = "") {
+    double sum = 0;
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != name) continue;
+      for (const auto& m : family.metric) {
+        bool match = label.empty();
+        for (const auto& l : m.label) match |= absl::StrCat(l.name, "=", l.value) == label;
+        if (match) sum += m.counter.value + m.gauge.value;
+      }
+    }
+    return sum;
+  }
+  double Outcome(const std::string& outcome) {
+    return Metric("palisade_logpush_requests_total", "outcome=" + outcome);
+  }
+
+  prometheus::Registry registry_;
+  std::vector<palisade::v1::LogBatch> batches_;  // written by the server's thread, read after
+  std::vector<std::string> logs_;                // the reply (the reply follows the sink)
+  bool fail_ = false;
+  std::function<void()> before_sink_;
+  std::unique_ptr<LogpushReceiver> receiver_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(LogpushServerTest, GzippedNdjsonBecomesOneBatch) {
+  StartReceiver();
+  auto res = Post(Gzip("{\"ClientIP\":\"203.0.113.5\"}\n{\"ClientIP\":\"203.0.113.6\"}\n"));
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  ASSERT_EQ(batches_.size(), 1u);
+  EXPECT_EQ(batches_[0].format(), palisade::v1::LOG_FORMAT_RAW);
+  EXPECT_EQ(batches_[0].source(), "cf");
+  EXPECT_THAT(Lines(batches_[0]),
+              ElementsAre("{\"ClientIP\":\"203.0.113.5\"}", "{\"ClientIP\":\"203.0.113.6\"}"));
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 2);
+  EXPECT_EQ(Outcome("ok"), 1);
+  EXPECT_GT(Metric("palisade_logpush_body_bytes_total", "form=sent"), 0);
+  EXPECT_EQ(Metric("palisade_logpush_body_bytes_total", "form=inflated"), 54);
+}
+
+TEST_F(LogpushServerTest, GzipByItsMagicAndPlainBodies) {
+  StartReceiver();
+  auto gz = Post(Gzip("a\r\nb"), /*encoding=*/"");
+  ASSERT_TRUE(gz);
+  EXPECT_EQ(gz->status, 200);
+  auto plain = Post("c\nd\n", /*encoding=*/"");
+  ASSERT_TRUE(plain);
+  EXPECT_EQ(plain->status, 200);
+  ASSERT_EQ(batches_.size(), 2u);
+  EXPECT_THAT(Lines(batches_[0]), ElementsAre("a", "b"));
+  EXPECT_THAT(Lines(batches_[1]), ElementsAre("c", "d"));
+}
+
+TEST_F(LogpushServerTest, AWrongOrMissingSecretIs401AndNothingIsRead) {
+  StartReceiver();
+  for (const std::string auth : {"Bearer wrong", "", "Bearer s3cr3t-8c6b1f0"}) {
+    auto res = Post(Gzip("x\n"), "gzip", auth);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 401);
+    EXPECT_THAT(res->body, Not(HasSubstr("s3cr3t")));
+  }
+  EXPECT_TRUE(batches_.empty());
+  EXPECT_EQ(Outcome("unauthorized"), 3);
+  EXPECT_EQ(Metric("palisade_logpush_body_bytes_total", "form=sent"), 0);
+}
+
+TEST_F(LogpushServerTest, ABombIs413AndTheServerGoesOn) {
+  StartReceiver();  // max_inflated_bytes 4 MiB
+  const std::string bomb = Gzip(std::string(128u << 20, 'A'), 9);  // 128 MiB in ~128 KB
+  ASSERT_LT(bomb.size(), 1u << 20);
+  auto res = Post(bomb);
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 413);
+  EXPECT_EQ(Outcome("inflated_too_large"), 1);
+  EXPECT_LE(Metric("palisade_logpush_body_bytes_total", "form=inflated"), 4u << 20);
+  EXPECT_TRUE(batches_.empty());
+  // The same bomb unlabelled (found by its magic), and then an honest upload.
+  client_ = std::make_unique<httplib::Client>("127.0.0.1", receiver_->port());
+  auto magic = Post(bomb, "");
+  ASSERT_TRUE(magic);
+  EXPECT_EQ(magic->status, 413);
+  client_ = std::make_unique<httplib::Client>("127.0.0.1", receiver_->port());
+  auto ok = Post(Gzip("fine\n"));
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 200);
+  EXPECT_EQ(batches_.size(), 1u);
+}
+
+TEST_F(LogpushServerTest, BodiesOverTheSentCapAre413) {
+  StartReceiver();  // max_body_bytes 1 MiB
+  auto res = Post(std::string((1 << 20) + 1, 'x'), "");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 413);
+  EXPECT_EQ(Outcome("too_large"), 1);
+  EXPECT_TRUE(batches_.empty());
+}
+
+TEST_F(LogpushServerTest, ChunkedBodiesAreCappedToo) {
+  StartReceiver();
+  size_t sent = 0;
+  httplib::Headers headers = {{"Authorization", kSecret}};
+  auto res = client_->Post(
+      "/logpush", headers,
+      [&sent](size_t, httplib::DataSink& sink) {
+        const std::string chunk(64 * 1024, 'x');
+        if (sent > (2u << 20)) {
+          sink.done();
+          return true;
+        }
+        sent += chunk.size();
+        return sink.write(chunk.data(), chunk.size());
+      },
+      "text/plain");
+  // Refused once the cap is passed (the reply may race with the rest of the upload).
+  if (res) {
+    EXPECT_EQ(res->status, 413);
+  }
+  EXPECT_TRUE(batches_.empty());
+  EXPECT_EQ(Outcome("too_large"), 1);
+}
+
+TEST_F(LogpushServerTest, SaidGzipButIsNotIs400Malformed) {
+  StartReceiver();
+  auto res = Post("{\"ClientIP\":\"203.0.113.5\"}\n", "gzip");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  auto cut = Post(Gzip(std::string(5000, 'z')).substr(0, 20), "gzip");
+  ASSERT_TRUE(cut);
+  EXPECT_EQ(cut->status, 400);
+  auto br = Post("x", "br");
+  ASSERT_TRUE(br);
+  EXPECT_EQ(br->status, 415);
+  EXPECT_EQ(Metric("palisade_logpush_malformed_total", "reason=gzip"), 2);
+  EXPECT_EQ(Metric("palisade_logpush_malformed_total", "reason=encoding"), 1);
+  EXPECT_TRUE(batches_.empty());
+}
+
+TEST_F(LogpushServerTest, TheCheckUploadIs200AndCountedAsACheck) {
+  StartReceiver();
+  auto res = Post(Gzip("{\"content\":\"test\",\"filename\":\"test.txt\"}"));
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_TRUE(batches_.empty());
+  EXPECT_EQ(Outcome("check"), 1);
+  EXPECT_EQ(Outcome("malformed"), 0);
+  EXPECT_EQ(Metric("palisade_logpush_malformed_total"), 0);
+}
+
+TEST_F(LogpushServerTest, ASinkErrorIs503AndTheRetryCountsOnce) {
+  StartReceiver();
+  const std::string file = Gzip("one\ntwo\nthree\n");
+  fail_ = true;
+  auto refused = Post(file);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 503);
+  EXPECT_EQ(refused->get_header_value("Retry-After"), "1");
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 0);
+  fail_ = false;
+  auto retried = Post(file);  // what Logpush does after a non-2xx
+  ASSERT_TRUE(retried);
+  EXPECT_EQ(retried->status, 200);
+  ASSERT_EQ(batches_.size(), 1u);
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 3);
+  EXPECT_EQ(Outcome("unavailable"), 1);
+  EXPECT_EQ(Outcome("ok"), 1);
+  ASSERT_EQ(logs_.size(), 1u);
+  EXPECT_THAT(logs_[0], HasSubstr("cf"));
+  EXPECT_THAT(logs_[0], Not(HasSubstr("s3cr3t")));
+}
+
+TEST_F(LogpushServerTest, PastMaxInFlightIs503Busy) {
+  LogpushReceiverOptions options;
+  options.max_in_flight = 1;
+  absl::Notification in_sink, release;
+  before_sink_ = [&] {
+    if (!in_sink.HasBeenNotified()) {
+      in_sink.Notify();
+      release.WaitForNotification();
+    }
+  };
+  StartReceiver(options);
+  std::thread first([&] {
+    httplib::Client c("127.0.0.1", receiver_->port());
+    auto res = c.Post("/logpush", {{"Authorization", kSecret}}, "held\n", "text/plain");
+    EXPECT_TRUE(res && res->status == 200);
+  });
+  in_sink.WaitForNotification();
+  auto busy = Post("second\n", "");
+  ASSERT_TRUE(busy);
+  EXPECT_EQ(busy->status, 503);
+  EXPECT_EQ(Outcome("busy"), 1);
+  release.Notify();
+  first.join();
+  client_ = std::make_unique<httplib::Client>("127.0.0.1", receiver_->port());
+  auto after = Post("second\n", "");
+  ASSERT_TRUE(after);
+  EXPECT_EQ(after->status, 200);
+  EXPECT_EQ(Metric("palisade_logpush_lines_total"), 2);
+}
+
+TEST_F(LogpushServerTest, AnUploadPastTheRequestTimeoutIs408) {
+  SimulatedClock clock;
+  LogpushReceiverOptions options;
+  options.clock = &clock;
+  options.request_timeout = absl::Seconds(60);
+  StartReceiver(options);
+  int chunks = 0;
+  auto res = client_->Post(
+      "/logpush", {{"Authorization", kSecret}},
+      [&](size_t, httplib::DataSink& sink) {
+        if (chunks == 2) {
+          sink.done();
+          return true;
+        }
+        if (chunks++ == 1) {
+          // The upload has begun at the server (its start time taken): now a sender trickling
+          // its body lets more than request_timeout pass before its next bytes.
+          const absl::Time deadline = absl::Now() + absl::Seconds(60);
+          while (Metric("palisade_logpush_in_flight") < 1 && absl::Now() < deadline) {
+            absl::SleepFor(absl::Milliseconds(5));
+          }
+          clock.Advance(absl::Seconds(61));
+        }
+        return sink.write("line\n", 5);
+      },
+      "text/plain");
+  if (res) {
+    EXPECT_EQ(res->status, 408);
+  }
+  EXPECT_EQ(Outcome("timeout"), 1);
+  EXPECT_TRUE(batches_.empty());
+}
+
+TEST_F(LogpushServerTest, OtherPathsAndMethodsAreRefusedUnread) {
+  StartReceiver();
+  auto other = Post(Gzip("x\n"), "gzip", kSecret, "/elsewhere");
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404);
+  client_ = std::make_unique<httplib::Client>("127.0.0.1", receiver_->port());
+  auto get = client_->Get("/logpush");
+  ASSERT_TRUE(get);
+  EXPECT_EQ(get->status, 405);
+  EXPECT_TRUE(batches_.empty());
+}
+
+TEST_F(LogpushServerTest, ACustomPathAndTheDatasetFormat) {
+  StartReceiver({}, [](palisade::v1::LogpushInput& c) {
+    c.set_path("/cf/http_requests.v1");
+    c.set_source("edge");
+  });
+  auto res = Post("x\n", "", kSecret, "/cf/http_requests.v1");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  ASSERT_EQ(batches_.size(), 1u);
+  EXPECT_EQ(batches_[0].source(), "edge");
+  client_ = std::make_unique<httplib::Client>("127.0.0.1", receiver_->port());
+  auto dot = Post("x\n", "", kSecret, "/cf/http_requestsXv1");  // '.' is not a regex wildcard
+  ASSERT_TRUE(dot);
+  EXPECT_EQ(dot->status, 404);
+}
+
+// --- bad config ----------------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<LogpushReceiver>> StartWith(const palisade::v1::LogpushInput& c,
+                                                          prometheus::Registry& registry) {
+  return LogpushReceiver::Start(
+      c, {}, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); }, registry);
+}
+
+palisade::v1::LogpushInput Valid() {
+  palisade::v1::LogpushInput c;
+  c.set_name("cf");
+  c.set_listen("127.0.0.1:0");
+  c.set_format("raw");
+  c.set_secret_file(TempFile("secret2", kSecret));
+  return c;
+}
+
+TEST(LogpushConfigTest, APortInUseNamesTheInput) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(fd, 1), 0);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  palisade::v1::LogpushInput c = Valid();
+  c.set_listen(absl::StrCat("127.0.0.1:", ntohs(a.sin_port)));
+  prometheus::Registry registry;
+  EXPECT_THAT(StartWith(c, registry),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("inputs.logpush \"cf\"")));
+  ::close(fd);
+}
+
+TEST(LogpushConfigTest, UnreadableFilesNameTheInputNeverTheSecret) {
+  prometheus::Registry registry;
+  palisade::v1::LogpushInput c = Valid();
+  c.set_secret_file("/nonexistent/secret");
+  EXPECT_THAT(StartWith(c, registry),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("inputs.logpush \"cf\"")));
+  c = Valid();
+  c.clear_secret_file();
+  EXPECT_THAT(StartWith(c, registry), StatusIs(absl::StatusCode::kInvalidArgument));
+  c = Valid();
+  c.set_secret_file(TempFile("empty", "\n"));
+  EXPECT_THAT(StartWith(c, registry), StatusIs(absl::StatusCode::kInvalidArgument));
+  c = Valid();
+  c.set_tls_cert_file("/nonexistent/cert.pem");
+  c.set_tls_key_file("/nonexistent/key.pem");
+  absl::StatusOr<std::unique_ptr<LogpushReceiver>> r = StartWith(c, registry);
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kNotFound, HasSubstr("inputs.logpush \"cf\"")));
+  EXPECT_THAT(std::string(r.status().message()), Not(HasSubstr("s3cr3t")));
+  // Files that exist but are no certificate.
+  c.set_tls_cert_file(TempFile("cert.pem", "not a certificate"));
+  c.set_tls_key_file(TempFile("key.pem", "not a key"));
+  r = StartWith(c, registry);
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("inputs.logpush \"cf\"")));
+  EXPECT_THAT(std::string(r.status().message()), Not(HasSubstr("s3cr3t")));
+}
+
+TEST(LogpushConfigTest, BadNamesPathsAndFormatsAreRefused) {
+  prometheus::Registry registry;
+  palisade::v1::LogpushInput c = Valid();
+  c.set_name("Bad Name");
+  EXPECT_THAT(StartWith(c, registry), StatusIs(absl::StatusCode::kInvalidArgument));
+  c = Valid();
+  c.set_path("logpush");
+  EXPECT_THAT(StartWith(c, registry), StatusIs(absl::StatusCode::kInvalidArgument));
+  c = Valid();
+  c.set_path("/a(b)");
+  EXPECT_THAT(StartWith(c, registry), StatusIs(absl::StatusCode::kInvalidArgument));
+  c = Valid();
+  c.set_format("nonsense");
+  EXPECT_THAT(StartWith(c, registry),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("inputs.logpush \"cf\"")));
+  c = Valid();
+  c.clear_format();
+  EXPECT_THAT(StartWith(c, registry), StatusIs(absl::StatusCode::kInvalidArgument));
+  c = Valid();
+  c.set_listen("nowhere");
+  EXPECT_THAT(StartWith(c, registry), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+}  // namespace
+}  // namespace palisade
