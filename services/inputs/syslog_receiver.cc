@@ -1,13 +1,17 @@
 #include "services/inputs/syslog_receiver.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
+#include <deque>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -65,7 +69,221 @@ absl::StatusOr<std::pair<int, int>> Bind(const std::string& where, const std::st
   return std::make_pair(fd, bound_port);
 }
 
+// "1.2.3.4:5" / "[::1]:5" of a socket's peer or (for UDP) a sender; `with_port` false: the
+// address alone (a UDP sender's identity: one host may use any number of source ports).
+std::string Address(const sockaddr_storage& a, bool with_port) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  int port = 0;
+  if (a.ss_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(&a);
+    inet_ntop(AF_INET, &v4->sin_addr, host, sizeof(host));
+    port = ntohs(v4->sin_port);
+    return with_port ? absl::StrCat(host, ":", port) : host;
+  }
+  if (a.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+    inet_ntop(AF_INET6, &v6->sin6_addr, host, sizeof(host));
+    port = ntohs(v6->sin6_port);
+    return with_port ? absl::StrCat("[", host, "]:", port) : host;
+  }
+  return host;
+}
+
+std::string PeerOf(int fd) {
+  sockaddr_storage a{};
+  socklen_t len = sizeof(a);
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) return "?";
+  return Address(a, /*with_port=*/true);
+}
+
+// OpenSSL's reason for the last error on this thread: a fixed text ("certificate verify
+// failed", "wrong version number"), never key material.
+std::string TlsReason() {
+  const unsigned long e = ERR_peek_last_error();
+  const char* reason = e == 0 ? nullptr : ERR_reason_error_string(e);
+  ERR_clear_error();
+  return reason != nullptr ? reason : "unknown";
+}
+
+// Reads the TLS files once, at start. Errors name the field and the file, never its content.
+absl::StatusOr<SSL_CTX*> TlsContext(const std::string& where,
+                                    const palisade::v1::SyslogInput& config) {
+  for (const auto& [field, file] :
+       {std::pair<const char*, const std::string*>{"tls_cert_file", &config.tls_cert_file()},
+        {"tls_key_file", &config.tls_key_file()},
+        {"tls_client_ca_file", &config.tls_client_ca_file()}}) {
+    if (file->empty()) continue;
+    const int fd = ::open(file->c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      return absl::FailedPreconditionError(absl::StrCat(where, "cannot read ", field, " \"",
+                                                        *file, "\": ", std::strerror(errno)));
+    }
+    ::close(fd);
+  }
+  ERR_clear_error();
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) return absl::InternalError(where + "cannot make a TLS context");
+  auto fail = [&](const char* field, const std::string& file, const char* what) {
+    const std::string reason = TlsReason();
+    SSL_CTX_free(ctx);
+    return absl::FailedPreconditionError(
+        absl::StrCat(where, field, " \"", file, "\" ", what, " (", reason, ")"));
+  };
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_num_tickets(ctx, 0);  // senders keep one long connection; no resumption state
+  if (SSL_CTX_use_certificate_chain_file(ctx, config.tls_cert_file().c_str()) != 1) {
+    return fail("tls_cert_file", config.tls_cert_file(), "does not load as a PEM certificate");
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, config.tls_key_file().c_str(), SSL_FILETYPE_PEM) != 1) {
+    return fail("tls_key_file", config.tls_key_file(), "does not load as a PEM private key");
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    return fail("tls_key_file", config.tls_key_file(), "does not match tls_cert_file");
+  }
+  if (!config.tls_client_ca_file().empty()) {
+    if (SSL_CTX_load_verify_locations(ctx, config.tls_client_ca_file().c_str(), nullptr) != 1) {
+      return fail("tls_client_ca_file", config.tls_client_ca_file(),
+                  "does not load as PEM certificates");
+    }
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(config.tls_client_ca_file().c_str());
+    if (names != nullptr) SSL_CTX_set_client_CA_list(ctx, names);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  }
+  return ctx;
+}
+
+// One connection's bytes in: plain TCP, or TLS through memory BIOs. The socket is read and
+// written here (send with MSG_NOSIGNAL: a peer gone mid-handshake must not SIGPIPE the daemon,
+// and OpenSSL's socket BIO would write()), and only when the connection wants more bytes, so
+// the rate limit's backpressure reaches the sender.
+class Stream {
+ public:
+  enum Result { kData, kWait, kClosed };
+
+  Stream(int fd, SSL_CTX* tls) : fd_(fd) {
+    if (tls == nullptr) return;
+    ssl_ = SSL_new(tls);
+    BIO* in = BIO_new(BIO_s_mem());
+    BIO* out = BIO_new(BIO_s_mem());
+    SSL_set_bio(ssl_, in, out);  // the SSL owns both
+    in_ = in;
+    out_ = out;
+    SSL_set_accept_state(ssl_);
+  }
+  ~Stream() {
+    if (ssl_ != nullptr) SSL_free(ssl_);
+  }
+  bool tls() const { return ssl_ != nullptr; }
+
+  // Runs the TLS handshake until `deadline`, or while `go` says so. "" when done, else why not.
+  std::string Handshake(Clock& clock, absl::Time deadline, const std::atomic<bool>& stopping) {
+    ERR_clear_error();
+    while (true) {
+      const int r = SSL_do_handshake(ssl_);
+      Flush();
+      if (r == 1) return "";
+      const int e = SSL_get_error(ssl_, r);
+      if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) return TlsReason();
+      if (stopping.load()) return "the receiver is stopping";
+      if (clock.TimeNow() >= deadline) return "timed out";
+      if (FromSocket() == kClosed) return "the peer closed the connection";
+    }
+  }
+
+  // Up to `n` bytes of the stream into `buf`; kWait when none came within a poll interval.
+  Result Read(char* buf, size_t n, size_t* got) {
+    if (ssl_ == nullptr) {
+      pollfd p{fd_, POLLIN, 0};
+      const int ready = ::poll(&p, 1, 100);
+      if (ready == 0) return kWait;
+      if (ready < 0 && errno == EINTR) return kWait;
+      if (ready < 0) return kClosed;
+      const ssize_t r = ::recv(fd_, buf, n, 0);
+      if (r < 0 && (errno == EAGAIN || errno == EINTR)) return kWait;
+      if (r <= 0) return kClosed;  // closed (or an error): the connection ends
+      *got = static_cast<size_t>(r);
+      return kData;
+    }
+    ERR_clear_error();
+    const int r = SSL_read(ssl_, buf, static_cast<int>(n));
+    Flush();
+    if (r > 0) {
+      *got = static_cast<size_t>(r);
+      return kData;
+    }
+    const int e = SSL_get_error(ssl_, r);
+    if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE) {
+      ERR_clear_error();
+      return kClosed;  // close_notify, a bad record: the connection ends
+    }
+    return FromSocket();
+  }
+
+ private:
+  // Moves what the socket has into the TLS input (one poll interval at most).
+  Result FromSocket() {
+    pollfd p{fd_, POLLIN, 0};
+    const int ready = ::poll(&p, 1, 100);
+    if (ready <= 0) return ready < 0 && errno != EINTR ? kClosed : kWait;
+    char buf[16 * 1024 + 512];  // a TLS record at most
+    const ssize_t r = ::recv(fd_, buf, sizeof(buf), 0);
+    if (r < 0 && (errno == EAGAIN || errno == EINTR)) return kWait;
+    if (r <= 0) return kClosed;
+    BIO_write(in_, buf, static_cast<int>(r));
+    return kData;
+  }
+  // Sends what TLS wrote (handshake messages, alerts): small, so a short wait at most.
+  void Flush() {
+    char buf[4096];
+    int n;
+    while ((n = BIO_read(out_, buf, sizeof(buf))) > 0) {
+      int off = 0;
+      for (int tries = 0; off < n && tries < 50; ++tries) {
+        const ssize_t w = ::send(fd_, buf + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
+        if (w > 0) {
+          off += static_cast<int>(w);
+        } else if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
+          pollfd p{fd_, POLLOUT, 0};
+          ::poll(&p, 1, 100);
+        } else {
+          return;  // the peer is gone; the next read says so
+        }
+      }
+    }
+  }
+
+  int fd_;
+  SSL* ssl_ = nullptr;
+  BIO* in_ = nullptr;
+  BIO* out_ = nullptr;
+};
+
 }  // namespace
+
+void TokenBucket::Refill(absl::Time now) {
+  if (now > last_) {
+    tokens_ = std::min(burst_, tokens_ + rate_ * absl::ToDoubleSeconds(now - last_));
+    last_ = now;
+  }
+}
+
+bool TokenBucket::TryTake(absl::Time now) {
+  Refill(now);
+  if (tokens_ < 1) return false;
+  tokens_ -= 1;
+  return true;
+}
+
+bool TokenBucket::Full(absl::Time now) {
+  Refill(now);
+  return tokens_ >= burst_;
+}
+
+absl::Duration TokenBucket::UntilNext(absl::Time now) {
+  Refill(now);
+  return tokens_ >= 1 ? absl::ZeroDuration() : absl::Seconds((1 - tokens_) / rate_);
+}
 
 absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
     const palisade::v1::SyslogInput& config, SyslogReceiverOptions options, BatchSink sink,
@@ -74,10 +292,26 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
   if (!ValidInputName(config.name())) {
     return absl::InvalidArgumentError(where + "name must match [a-z0-9_-]{1,64}");
   }
-  if (config.udp_listen().empty() && config.tcp_listen().empty()) {
-    return absl::InvalidArgumentError(where + "set udp_listen, tcp_listen or both");
+  if (config.udp_listen().empty() && config.tcp_listen().empty() && config.tls_listen().empty()) {
+    return absl::InvalidArgumentError(where + "set udp_listen, tcp_listen, tls_listen or more");
+  }
+  const bool tls_files = !config.tls_cert_file().empty() || !config.tls_key_file().empty() ||
+                         !config.tls_client_ca_file().empty();
+  if (config.tls_listen().empty() && tls_files) {
+    return absl::InvalidArgumentError(where + "tls_*_file set without tls_listen");
+  }
+  if (!config.tls_listen().empty() &&
+      (config.tls_cert_file().empty() || config.tls_key_file().empty())) {
+    return absl::InvalidArgumentError(where + "tls_listen needs tls_cert_file and tls_key_file");
+  }
+  if (config.max_burst_lines() > 0 && config.max_lines_per_second() == 0) {
+    return absl::InvalidArgumentError(where + "max_burst_lines needs max_lines_per_second");
   }
   std::unique_ptr<SyslogReceiver> r(new SyslogReceiver(config, std::move(options), std::move(sink)));
+  r->clock_ = r->options_.clock != nullptr ? r->options_.clock : &RealClock::Get();
+  if (r->config_.max_lines_per_second() > 0 && r->config_.max_burst_lines() == 0) {
+    r->config_.set_max_burst_lines(r->config_.max_lines_per_second());
+  }
   if (r->config_.source().empty()) r->config_.set_source(config.name());
   if (r->config_.max_connections() == 0) r->config_.set_max_connections(64);
   if (r->config_.max_frame_bytes() == 0) r->config_.set_max_frame_bytes(64 * 1024);
@@ -89,6 +323,26 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
                      .Register(registry);
   r->udp_frames_ = &frames.Add({{"input", config.name()}, {"transport", "udp"}});
   r->tcp_frames_ = &frames.Add({{"input", config.name()}, {"transport", "tcp"}});
+  r->tls_frames_ = &frames.Add({{"input", config.name()}, {"transport", "tls"}});
+  r->tls_handshake_failures_ =
+      &prometheus::BuildCounter()
+           .Name("palisade_syslog_tls_handshake_failures_total")
+           .Help("TLS connections that did not complete a handshake (no or a bad client "
+                 "certificate, not TLS, too slow); each is logged with the peer's address.")
+           .Register(registry)
+           .Add(input);
+  r->throttled_lines_ = &prometheus::BuildCounter()
+                             .Name("palisade_syslog_throttled_lines_total")
+                             .Help("TCP/TLS lines held back by max_lines_per_second (the "
+                                   "connection is not read meanwhile; none is lost).")
+                             .Register(registry)
+                             .Add(input);
+  r->udp_rate_drops_ = &prometheus::BuildCounter()
+                            .Name("palisade_syslog_rate_limited_drops_total")
+                            .Help("UDP datagrams dropped: their sender was over "
+                                  "max_lines_per_second.")
+                            .Register(registry)
+                            .Add(input);
   r->malformed_ = &prometheus::BuildCounter()
                        .Name("palisade_syslog_malformed_frames_total")
                        .Help("Syslog frames skipped: too long, a bad length, no <PRI>.")
@@ -123,9 +377,30 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
     }
     std::tie(r->tcp_fd_, r->tcp_port_) = *b;
   }
+  if (!config.tls_listen().empty()) {
+    // The files first: a key that cannot be read is the error to see, not a port.
+    absl::StatusOr<SSL_CTX*> ctx = TlsContext(where, config);
+    absl::StatusOr<std::pair<int, int>> b =
+        ctx.ok() ? Bind(where, config.tls_listen(), SOCK_STREAM) : ctx.status();
+    if (!b.ok()) {
+      if (ctx.ok()) SSL_CTX_free(*ctx);
+      for (int* fd : {&r->udp_fd_, &r->tcp_fd_}) {
+        if (*fd >= 0) ::close(*fd);
+        *fd = -1;
+      }
+      return b.status();
+    }
+    r->tls_ctx_ = *ctx;
+    std::tie(r->tls_fd_, r->tls_port_) = *b;
+  }
   SyslogReceiver* self = r.get();
   if (r->udp_fd_ >= 0) r->threads_.emplace_back([self] { self->UdpLoop(); });
-  if (r->tcp_fd_ >= 0) r->threads_.emplace_back([self] { self->AcceptLoop(); });
+  if (r->tcp_fd_ >= 0) {
+    r->threads_.emplace_back([self] { self->AcceptLoop(self->tcp_fd_, /*tls=*/false); });
+  }
+  if (r->tls_fd_ >= 0) {
+    r->threads_.emplace_back([self] { self->AcceptLoop(self->tls_fd_, /*tls=*/true); });
+  }
   r->threads_.emplace_back([self] {
     while (!self->stopping_.load()) {
       absl::SleepFor(self->options_.flush_interval);
@@ -147,6 +422,9 @@ void SyslogReceiver::Stop() {
   }
   if (udp_fd_ >= 0) ::close(udp_fd_);
   if (tcp_fd_ >= 0) ::close(tcp_fd_);
+  if (tls_fd_ >= 0) ::close(tls_fd_);
+  if (tls_ctx_ != nullptr) SSL_CTX_free(tls_ctx_);
+  tls_ctx_ = nullptr;
   Flush();
 }
 
@@ -200,9 +478,16 @@ void SyslogReceiver::UdpLoop() {
   while (!stopping_.load()) {
     pollfd p{udp_fd_, POLLIN, 0};
     if (::poll(&p, 1, kPollMs) <= 0) continue;
-    const ssize_t n = ::recv(udp_fd_, buf.data(), buf.size(), 0);
+    sockaddr_storage from{};
+    socklen_t from_len = sizeof(from);
+    const ssize_t n = ::recvfrom(udp_fd_, buf.data(), buf.size(), 0,
+                                 reinterpret_cast<sockaddr*>(&from), &from_len);
     if (n <= 0) continue;
     udp_frames_->Increment();
+    if (config_.max_lines_per_second() > 0 && !UdpAllowed(Address(from, /*with_port=*/false))) {
+      udp_rate_drops_->Increment();
+      continue;
+    }
     if (static_cast<size_t>(n) > config_.max_frame_bytes()) {
       malformed_->Increment();
       continue;
@@ -211,11 +496,36 @@ void SyslogReceiver::UdpLoop() {
   }
 }
 
-void SyslogReceiver::AcceptLoop() {
+bool SyslogReceiver::UdpAllowed(const std::string& sender) {
+  const absl::Time now = clock_->TimeNow();
+  auto it = udp_buckets_.find(sender);
+  if (it == udp_buckets_.end()) {
+    if (udp_buckets_.size() >= kMaxUdpSenders) {
+      // A full bucket is what a new sender gets anyway: forgetting it changes nothing.
+      absl::erase_if(udp_buckets_, [now](auto& kv) { return kv.second.Full(now); });
+    }
+    if (udp_buckets_.size() >= kMaxUdpSenders) {
+      // Still full (that many senders, all busy, or forged source addresses): the rest share
+      // one bucket, so memory stays bounded and a flood of new addresses gains nothing.
+      if (udp_overflow_ == nullptr) {
+        udp_overflow_ = std::make_unique<TokenBucket>(config_.max_lines_per_second(),
+                                                      config_.max_burst_lines(), now);
+      }
+      return udp_overflow_->TryTake(now);
+    }
+    it = udp_buckets_
+             .emplace(sender, TokenBucket(config_.max_lines_per_second(),
+                                          config_.max_burst_lines(), now))
+             .first;
+  }
+  return it->second.TryTake(now);
+}
+
+void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
   while (!stopping_.load()) {
-    pollfd p{tcp_fd_, POLLIN, 0};
+    pollfd p{listen_fd, POLLIN, 0};
     if (::poll(&p, 1, kPollMs) <= 0) continue;
-    const int fd = ::accept4(tcp_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) continue;
     if (connections_.load() >= static_cast<int>(config_.max_connections())) {
       ::close(fd);
@@ -234,8 +544,8 @@ void SyslogReceiver::AcceptLoop() {
       }
     }
     auto done = std::make_shared<std::atomic<bool>>(false);
-    conn_threads_.push_back({std::thread([this, fd, done] {
-                               Connection(fd);
+    conn_threads_.push_back({std::thread([this, fd, tls, done] {
+                               Connection(fd, tls);
                                done->store(true);
                              }),
                              done});
@@ -312,31 +622,74 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
   stream->erase(0, at);
 }
 
-void SyslogReceiver::Connection(int fd) {
+void SyslogReceiver::Connection(int fd, bool tls) {
+  Stream in(fd, tls ? tls_ctx_ : nullptr);
+  prometheus::Counter* frames_in = tls ? tls_frames_ : tcp_frames_;
+  if (tls) {
+    const std::string failed = in.Handshake(
+        *clock_, clock_->TimeNow() + options_.tls_handshake_timeout, stopping_);
+    if (!failed.empty()) {
+      tls_handshake_failures_->Increment();
+      if (options_.log) {
+        options_.log(absl::StrCat("input ", config_.name(), ": TLS handshake from ", PeerOf(fd),
+                                  " failed: ", failed));
+      }
+      ::close(fd);
+      connections_.fetch_sub(1);
+      open_->Decrement();
+      return;
+    }
+  }
+  const bool limited = config_.max_lines_per_second() > 0;
+  TokenBucket bucket(config_.max_lines_per_second(), config_.max_burst_lines(),
+                     clock_->TimeNow());
+  // Frames read and not yet let through by the rate limit: at most one read's worth, as the
+  // connection is not read again until they are all through.
+  std::deque<std::string> waiting;
+  size_t waiting_counted = 0;  // the first ones of `waiting` already counted as throttled
   std::string stream;
   std::string buf(64 * 1024, '\0');
   DeframeState state;
+  bool closed = false;
   while (!stopping_.load()) {
-    pollfd p{fd, POLLIN, 0};
-    const int ready = ::poll(&p, 1, kPollMs);
-    if (ready == 0) continue;
-    if (ready < 0) break;
-    const ssize_t n = ::recv(fd, buf.data(), buf.size(), 0);
-    if (n <= 0) break;  // closed (or an error): the connection ends, the receiver goes on
-    stream.append(buf.data(), static_cast<size_t>(n));
+    while (!waiting.empty() && (!limited || bucket.TryTake(clock_->TimeNow()))) {
+      Add(std::move(waiting.front()));
+      waiting.pop_front();
+      if (waiting_counted > 0) --waiting_counted;
+    }
+    if (!waiting.empty()) {
+      // Over the budget: count the newly held lines, and wait without reading (backpressure).
+      throttled_lines_->Increment(static_cast<double>(waiting.size() - waiting_counted));
+      waiting_counted = waiting.size();
+      absl::SleepFor(std::min(absl::Milliseconds(kPollMs), bucket.UntilNext(clock_->TimeNow())));
+      continue;
+    }
+    if (closed) break;
+    size_t n = 0;
+    const Stream::Result r = in.Read(buf.data(), buf.size(), &n);
+    if (r == Stream::kWait) continue;
+    if (r == Stream::kClosed) {
+      // A last newline-framed message without its newline, as some senders end a connection.
+      // It, and frames still held, go through at the connection's rate (so connecting, sending
+      // a read's worth and closing gains nothing): the connection keeps its slot meanwhile.
+      closed = true;
+      if (!stream.empty() && state.skip == 0 && !state.dropping_line &&
+          stream.size() <= config_.max_frame_bytes() && !(stream[0] >= '1' && stream[0] <= '9')) {
+        frames_in->Increment();
+        waiting.push_back(std::move(stream));
+      }
+      continue;
+    }
+    stream.append(buf.data(), n);
     std::vector<std::string> frames;
     uint64_t malformed = 0;
     Deframe(&stream, config_.max_frame_bytes(), &state, &frames, &malformed);
     if (malformed > 0) malformed_->Increment(static_cast<double>(malformed));
-    tcp_frames_->Increment(static_cast<double>(frames.size()));
-    for (std::string& f : frames) Add(std::move(f));
+    frames_in->Increment(static_cast<double>(frames.size()));
+    for (std::string& f : frames) waiting.push_back(std::move(f));
   }
-  // A last newline-framed message without its newline, as some senders end a connection.
-  if (!stream.empty() && state.skip == 0 && !state.dropping_line &&
-      stream.size() <= config_.max_frame_bytes() && !(stream[0] >= '1' && stream[0] <= '9')) {
-    tcp_frames_->Increment();
-    Add(std::move(stream));
-  }
+  // Stopping: what was read (one read at most) is delivered, not lost.
+  for (std::string& f : waiting) Add(std::move(f));
   ::close(fd);
   connections_.fetch_sub(1);
   open_->Decrement();

@@ -1,5 +1,6 @@
-// A syslog receiver (issue 14 §1): RFC 5424 and RFC 3164 messages over UDP and TCP (RFC 6587:
-// octet counting, "LEN SP MSG", and newline framing, told apart per frame by its first byte),
+// A syslog receiver (issue 14 §1): RFC 5424 and RFC 3164 messages over UDP, TCP (RFC 6587:
+// octet counting, "LEN SP MSG", and newline framing, told apart per frame by its first byte)
+// and TLS (RFC 5425: the same frames inside OpenSSL, optionally with client certificates),
 // handed to a batch sink (the daemon's Pipeline::ProcessBatch) in batches per format: a frame
 // whose header is `<PRI>1 ` is RFC 5424, any other RFC 3164.
 //
@@ -8,12 +9,20 @@
 // one by its length, a newline-framed one up to its newline) and the connection goes on; a
 // batch is flushed at `batch_lines` or after `flush_interval`, so memory is a batch per format.
 // A malformed frame (no `<PRI>`, a bad length) is counted and skipped, never fatal.
-// Metrics per receiver: frames by transport, malformed by reason, open and refused connections.
+// A TLS handshake that fails (no client certificate when one is required, plain text, a
+// timeout) is counted and logged with the peer's address and OpenSSL's reason, and only that
+// connection ends.
 //
-// Not here yet: TLS (RFC 5425) and per-connection rate limits.
+// Rate limits (max_lines_per_second, max_burst_lines), a token bucket on the injected clock:
+// a TCP/TLS connection over its budget is not read until the bucket refills, so the sender is
+// slowed by TCP backpressure and loses nothing (rsyslog queues); UDP has no backpressure, so a
+// sender address over its budget has its datagrams dropped and counted (buckets for at most
+// kMaxUdpSenders addresses; past that, full buckets are forgotten, then new senders share one).
+// Metrics per receiver: frames by transport, malformed frames, open and refused connections,
+// TLS handshake failures, lines held back (TCP/TLS) and dropped (UDP) by the rate limit.
 //
 // Thread-safety: Start and Stop from one thread; the receiver runs its own threads (one for UDP,
-// one accepting TCP, one per TCP connection, one flushing).
+// one accepting per TCP/TLS listener, one per connection, one flushing).
 #ifndef PALISADE_SERVICES_INPUTS_SYSLOG_RECEIVER_H_
 #define PALISADE_SERVICES_INPUTS_SYSLOG_RECEIVER_H_
 
@@ -23,6 +32,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -31,7 +41,10 @@
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
+#include "services/common/clock.h"
 #include "services/inputs/file_inputs.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
 
 namespace palisade {
 
@@ -39,13 +52,40 @@ struct SyslogReceiverOptions {
   uint32_t batch_lines = 1000;
   absl::Duration flush_interval = absl::Milliseconds(50);
   std::function<void(const std::string&)> log;
+  // Reads time for the rate limits and the TLS handshake deadline. Null: the real clock.
+  Clock* clock = nullptr;
+  // A TLS sender that has not finished its handshake by then is cut off (it held a connection).
+  absl::Duration tls_handshake_timeout = absl::Seconds(10);
+};
+
+// A token bucket: `rate` tokens a second up to `burst`, starting full. Not thread-safe (each
+// connection or UDP sender has its own, used by one thread).
+class TokenBucket {
+ public:
+  TokenBucket(double rate, double burst, absl::Time now)
+      : rate_(rate), burst_(burst), tokens_(burst), last_(now) {}
+  // Takes a token if there is one.
+  bool TryTake(absl::Time now);
+  // Whether the bucket is full at `now` (a sender idle that long is as good as new).
+  bool Full(absl::Time now);
+  // How long until the next token.
+  absl::Duration UntilNext(absl::Time now);
+
+ private:
+  void Refill(absl::Time now);
+  double rate_, burst_, tokens_;
+  absl::Time last_;
 };
 
 class SyslogReceiver {
  public:
+  // UDP senders with a bucket of their own at most (memory: ~100 bytes each).
+  static constexpr size_t kMaxUdpSenders = 10000;
+
   // Binds the configured addresses ("127.0.0.1:5514", "[::1]:5514"; port 0: any) and starts.
-  // kInvalidArgument for a bad config, kUnavailable naming the input and the address when a
-  // socket cannot be bound (a port in use).
+  // kInvalidArgument for a bad config, kFailedPrecondition naming the input and the file when a
+  // TLS certificate, key or CA file cannot be read or does not load, kUnavailable naming the
+  // input and the address when a socket cannot be bound (a port in use).
   static absl::StatusOr<std::unique_ptr<SyslogReceiver>> Start(
       const palisade::v1::SyslogInput& config, SyslogReceiverOptions options, BatchSink sink,
       prometheus::Registry& registry);
@@ -54,6 +94,7 @@ class SyslogReceiver {
   // The bound ports (0: that transport is off).
   int udp_port() const { return udp_port_; }
   int tcp_port() const { return tcp_port_; }
+  int tls_port() const { return tls_port_; }
   // Stops every thread and flushes what is pending.
   void Stop();
   // Connection threads held (running, or ended and not yet joined). For tests.
@@ -81,14 +122,21 @@ class SyslogReceiver {
   void Add(std::string frame);
   void Flush();
   void UdpLoop();
-  void AcceptLoop();
-  void Connection(int fd);
+  void AcceptLoop(int listen_fd, bool tls);
+  void Connection(int fd, bool tls);
+  // Whether a datagram from `sender` is within its budget (UDP rate limit).
+  bool UdpAllowed(const std::string& sender);
 
   palisade::v1::SyslogInput config_;
   SyslogReceiverOptions options_;
   BatchSink sink_;
-  int udp_fd_ = -1, tcp_fd_ = -1;
-  int udp_port_ = 0, tcp_port_ = 0;
+  Clock* clock_ = nullptr;
+  int udp_fd_ = -1, tcp_fd_ = -1, tls_fd_ = -1;
+  int udp_port_ = 0, tcp_port_ = 0, tls_port_ = 0;
+  SSL_CTX* tls_ctx_ = nullptr;
+  // UDP buckets by sender address, used by the UDP thread only.
+  absl::flat_hash_map<std::string, TokenBucket> udp_buckets_;
+  std::unique_ptr<TokenBucket> udp_overflow_;  // shared by senders past kMaxUdpSenders
   std::atomic<bool> stopping_{false};
   std::atomic<int> connections_{0};
   std::vector<std::thread> threads_;
@@ -106,6 +154,10 @@ class SyslogReceiver {
   absl::Mutex sink_mu_;  // batches reach the sink one at a time, in order
   prometheus::Counter* udp_frames_ = nullptr;
   prometheus::Counter* tcp_frames_ = nullptr;
+  prometheus::Counter* tls_frames_ = nullptr;
+  prometheus::Counter* tls_handshake_failures_ = nullptr;
+  prometheus::Counter* throttled_lines_ = nullptr;
+  prometheus::Counter* udp_rate_drops_ = nullptr;
   prometheus::Counter* malformed_ = nullptr;
   prometheus::Counter* refused_ = nullptr;
   prometheus::Counter* sink_errors_ = nullptr;

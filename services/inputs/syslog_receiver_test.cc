@@ -2,8 +2,13 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -55,11 +60,34 @@ TEST(DeframeTest, OversizedAndBadFramesAreSkippedAndTheStreamGoesOn) {
   EXPECT_EQ(malformed, 1u);
 }
 
+TEST(TokenBucketTest, BurstThenRate) {
+  SimulatedClock clock;
+  TokenBucket b(/*rate=*/2, /*burst=*/3, clock.TimeNow());
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(b.TryTake(clock.TimeNow())) << i;
+  EXPECT_FALSE(b.TryTake(clock.TimeNow()));
+  EXPECT_EQ(b.UntilNext(clock.TimeNow()), absl::Milliseconds(500));
+  clock.Advance(absl::Milliseconds(499));
+  EXPECT_FALSE(b.TryTake(clock.TimeNow()));
+  clock.Advance(absl::Milliseconds(1));
+  EXPECT_TRUE(b.TryTake(clock.TimeNow()));
+  EXPECT_FALSE(b.Full(clock.TimeNow()));
+  clock.Advance(absl::Hours(1));  // never more than the burst
+  EXPECT_TRUE(b.Full(clock.TimeNow()));
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(b.TryTake(clock.TimeNow())) << i;
+  EXPECT_FALSE(b.TryTake(clock.TimeNow()));
+}
+
 class ReceiverTest : public ::testing::Test {
  protected:
-  std::unique_ptr<SyslogReceiver> Start(palisade::v1::SyslogInput config) {
+  std::unique_ptr<SyslogReceiver> Start(palisade::v1::SyslogInput config,
+                                        Clock* clock = nullptr) {
     SyslogReceiverOptions options;
     options.flush_interval = absl::Milliseconds(10);
+    options.clock = clock;
+    options.log = [this](const std::string& m) {
+      absl::MutexLock lock(&mu_);
+      logs_.push_back(m);
+    };
     auto r = SyslogReceiver::Start(
         config, options,
         [this](const palisade::v1::LogBatch& b) {
@@ -87,6 +115,27 @@ class ReceiverTest : public ::testing::Test {
     absl::MutexLock lock(&mu_);
     return got_;
   }
+  // A counter's value, summed over its series.
+  double Metric(const std::string& name) {
+    double sum = 0;
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != name) continue;
+      for (const auto& m : family.metric) sum += m.counter.value;
+    }
+    return sum;
+  }
+  // Polls (60 s at most) until `done`.
+  static bool Eventually(const std::function<bool()>& done) {
+    for (int i = 0; i < 6000; ++i) {
+      if (done()) return true;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return done();
+  }
+  size_t Got() {
+    absl::MutexLock lock(&mu_);
+    return got_.size();
+  }
   static int Connect(int port) {
     const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
@@ -100,6 +149,7 @@ class ReceiverTest : public ::testing::Test {
   prometheus::Registry registry_;
   absl::Mutex mu_;
   std::vector<std::string> got_;
+  std::vector<std::string> logs_;
 };
 
 TEST_F(ReceiverTest, TcpAndUdpFramesBecomeBatchesPerFormat) {
@@ -184,6 +234,233 @@ TEST_F(ReceiverTest, APortInUseIsAClearError) {
   EXPECT_EQ(again.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(again.status().message(), HasSubstr("inputs.syslog \"second\""));
   EXPECT_THAT(again.status().message(), HasSubstr("cannot listen"));
+}
+
+TEST_F(ReceiverTest, ATcpConnectionOverItsRateIsHeldBackNotDropped) {
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config;
+  config.set_name("limited");
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_max_lines_per_second(10);
+  config.set_max_burst_lines(5);
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  const int fd = Connect(r->tcp_port());
+  std::string lines;
+  for (int i = 0; i < 20; ++i) lines += absl::StrCat("<13>Mar  3 14:02:01 h app: ", i, "\n");
+  ASSERT_EQ(::send(fd, lines.data(), lines.size(), 0), static_cast<ssize_t>(lines.size()));
+  // The burst goes through; the rest waits (counted) while the clock stands still. (Loopback
+  // gives the 20 lines in one read; were it two, the second is not read until the first's
+  // lines are through, and the counts below hold all the same.)
+  ASSERT_TRUE(Eventually([&] { return Metric("palisade_syslog_throttled_lines_total") > 0; }));
+  EXPECT_EQ(Got(), 5u);
+  clock.Advance(absl::Seconds(1));  // 10 tokens, but the bucket holds 5
+  ASSERT_TRUE(Eventually([&] { return Got() >= 10; }));
+  EXPECT_EQ(Got(), 10u);
+  clock.Advance(absl::Milliseconds(500));
+  ASSERT_TRUE(Eventually([&] { return Got() >= 15; }));
+  EXPECT_EQ(Got(), 15u);
+  // The sender closes with 5 lines held: they still go at the connection's rate.
+  ::close(fd);
+  clock.Advance(absl::Milliseconds(300));  // 3 tokens
+  ASSERT_TRUE(Eventually([&] { return Got() >= 18; }));
+  EXPECT_EQ(Got(), 18u);
+  clock.Advance(absl::Seconds(1));
+  EXPECT_EQ(WaitFor(20).size(), 20u);
+  // Each held line counted once: 15 at most (the 5 of the burst never waited).
+  EXPECT_LE(Metric("palisade_syslog_throttled_lines_total"), 15);
+}
+
+// UDP has no backpressure: a sender's datagrams over its budget are dropped and counted, and
+// another sender (127.0.0.2: Linux answers for all of 127/8) has its own budget.
+TEST_F(ReceiverTest, AUdpSenderOverItsRateIsDroppedAndCounted) {
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config;
+  config.set_name("udp");
+  config.set_udp_listen("127.0.0.1:0");
+  config.set_max_lines_per_second(2);
+  config.set_max_burst_lines(3);
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  auto send_from = [&](const char* from, int n) {
+    const int u = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    inet_pton(AF_INET, from, &src.sin_addr);
+    ASSERT_EQ(::bind(u, reinterpret_cast<sockaddr*>(&src), sizeof(src)), 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(r->udp_port()));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    for (int i = 0; i < n; ++i) {
+      const std::string d = absl::StrCat("<13>Mar  3 14:02:01 h app: ", from, " ", i);
+      ::sendto(u, d.data(), d.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    }
+    ::close(u);
+  };
+  send_from("127.0.0.1", 10);
+  ASSERT_TRUE(Eventually([&] { return Metric("palisade_syslog_frames_total") >= 10; }));
+  EXPECT_EQ(Metric("palisade_syslog_rate_limited_drops_total"), 7);
+  send_from("127.0.0.2", 2);
+  ASSERT_TRUE(Eventually([&] { return Metric("palisade_syslog_frames_total") >= 12; }));
+  EXPECT_EQ(Metric("palisade_syslog_rate_limited_drops_total"), 7);
+  EXPECT_EQ(WaitFor(5).size(), 5u);
+  clock.Advance(absl::Seconds(1));  // two more for 127.0.0.1
+  send_from("127.0.0.1", 3);
+  ASSERT_TRUE(Eventually([&] { return Metric("palisade_syslog_frames_total") >= 15; }));
+  EXPECT_EQ(Metric("palisade_syslog_rate_limited_drops_total"), 8);
+  EXPECT_EQ(WaitFor(7).size(), 7u);
+}
+
+// A throwaway PKI (testdata/make_certs.sh) in the test's temporary directory.
+std::string Pki() {
+  static const std::string* dir = [] {
+    auto* d = new std::string(absl::StrCat(std::getenv("TEST_TMPDIR"), "/pki"));
+    EXPECT_EQ(std::system(("services/inputs/testdata/make_certs.sh " + *d).c_str()), 0);
+    return d;
+  }();
+  return *dir;
+}
+
+// A TLS client: connects, handshakes (verifying the server against the test CA), with the
+// client certificate `name` ("": none). Null when the handshake fails.
+struct TlsClient {
+  SSL_CTX* ctx = nullptr;
+  SSL* ssl = nullptr;
+  int fd = -1;
+  ~TlsClient() {
+    if (ssl != nullptr) SSL_free(ssl);
+    if (ctx != nullptr) SSL_CTX_free(ctx);
+    if (fd >= 0) ::close(fd);
+  }
+  // True when the handshake completes and the server then accepts data (TLS 1.3 reports a
+  // refused client certificate only at the first read, so read for the server's verdict).
+  bool Open(int port, const std::string& name) {
+    ctx = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_load_verify_locations(ctx, (Pki() + "/ca.pem").c_str(), nullptr);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
+    if (!name.empty()) {
+      SSL_CTX_use_certificate_chain_file(ctx, (Pki() + "/" + name + ".pem").c_str());
+      SSL_CTX_use_PrivateKey_file(ctx, (Pki() + "/" + name + ".key").c_str(), SSL_FILETYPE_PEM);
+    }
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) return false;
+    ssl = SSL_new(ctx);
+    SSL_set_fd(ssl, fd);
+    SSL_set1_host(ssl, "127.0.0.1");
+    const bool ok = SSL_connect(ssl) == 1;
+    ERR_clear_error();
+    return ok;
+  }
+  bool Send(const std::string& data) {
+    return SSL_write(ssl, data.data(), static_cast<int>(data.size())) ==
+           static_cast<int>(data.size());
+  }
+  // Waits for the server to end the connection (a refused certificate: an alert, then close).
+  bool ClosedByServer() {
+    char c;
+    const int r = SSL_read(ssl, &c, 1);
+    ERR_clear_error();
+    return r <= 0;
+  }
+};
+
+palisade::v1::SyslogInput TlsConfig(const std::string& name, bool mutual) {
+  palisade::v1::SyslogInput config;
+  config.set_name(name);
+  config.set_tls_listen("127.0.0.1:0");
+  config.set_tls_cert_file(Pki() + "/server.pem");
+  config.set_tls_key_file(Pki() + "/server.key");
+  if (mutual) config.set_tls_client_ca_file(Pki() + "/ca.pem");
+  return config;
+}
+
+TEST_F(ReceiverTest, TlsOctetCountedFramesArrive) {
+  auto r = Start(TlsConfig("tls", /*mutual=*/false));
+  ASSERT_NE(r, nullptr);
+  ASSERT_GT(r->tls_port(), 0);
+  TlsClient client;
+  ASSERT_TRUE(client.Open(r->tls_port(), ""));
+  const std::string m1 = "<38>1 2026-03-03T14:02:01Z h sshd 1 - - one";
+  const std::string m2 = "<38>Mar  3 14:02:01 h sshd[1]: two";
+  ASSERT_TRUE(client.Send(absl::StrCat(m1.size(), " ", m1, m2.size(), " ", m2)));
+  std::vector<std::string> got = WaitFor(2);
+  std::sort(got.begin(), got.end());
+  EXPECT_THAT(got, ElementsAre("3164 tls " + m2, "5424 tls " + m1));
+  EXPECT_EQ(Metric("palisade_syslog_frames_total"), 2);
+}
+
+// Mutual TLS: no client certificate, or one from another CA, or plain text on the TLS port:
+// each handshake fails, is counted and logged with the peer, and the connections that are
+// good (one open all along) go on.
+TEST_F(ReceiverTest, FailedTlsHandshakesAreCountedAndOthersGoOn) {
+  auto r = Start(TlsConfig("mtls", /*mutual=*/true));
+  ASSERT_NE(r, nullptr);
+  TlsClient good;
+  ASSERT_TRUE(good.Open(r->tls_port(), "client"));
+  ASSERT_TRUE(good.Send("<13>a: first\n"));
+  ASSERT_EQ(WaitFor(1).size(), 1u);
+
+  TlsClient anonymous;
+  if (anonymous.Open(r->tls_port(), "")) EXPECT_TRUE(anonymous.ClosedByServer());
+  TlsClient stranger;
+  if (stranger.Open(r->tls_port(), "stranger")) EXPECT_TRUE(stranger.ClosedByServer());
+  const int plain = Connect(r->tls_port());
+  const std::string text = "<13>Mar  3 14:02:01 h app: not tls\n";
+  ::send(plain, text.data(), text.size(), 0);
+  ASSERT_TRUE(
+      Eventually([&] { return Metric("palisade_syslog_tls_handshake_failures_total") >= 3; }));
+  EXPECT_EQ(Metric("palisade_syslog_tls_handshake_failures_total"), 3);
+  ::close(plain);
+
+  ASSERT_TRUE(good.Send("<13>a: second\n"));
+  EXPECT_THAT(WaitFor(2), ElementsAre("3164 mtls <13>a: first", "3164 mtls <13>a: second"));
+  absl::MutexLock lock(&mu_);
+  ASSERT_EQ(logs_.size(), 3u);
+  for (const std::string& l : logs_) {
+    EXPECT_THAT(l, HasSubstr("input mtls: TLS handshake from 127.0.0.1:"));
+    EXPECT_THAT(l, ::testing::Not(HasSubstr("PRIVATE KEY")));
+  }
+  EXPECT_THAT(logs_, ::testing::Contains(HasSubstr("peer did not return a certificate")));
+}
+
+TEST_F(ReceiverTest, ATlsKeyThatCannotBeReadOrLoadedIsAClearError) {
+  auto start = [&](palisade::v1::SyslogInput c) {
+    return SyslogReceiver::Start(c, {}, [](const palisade::v1::LogBatch&) {
+      return absl::OkStatus();
+    }, registry_);
+  };
+  palisade::v1::SyslogInput config = TlsConfig("keyless", /*mutual=*/false);
+  config.set_tls_key_file(Pki() + "/no-such.key");
+  auto r = start(config);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(), HasSubstr("inputs.syslog \"keyless\": cannot read "
+                                              "tls_key_file \"" + Pki() + "/no-such.key\""));
+  // A key file that is not a key (here: a certificate): named, and its content is not echoed.
+  config.set_tls_key_file(Pki() + "/ca.pem");
+  r = start(config);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(), HasSubstr("tls_key_file \"" + Pki() + "/ca.pem\" does not"));
+  EXPECT_THAT(r.status().message(), ::testing::Not(HasSubstr("BEGIN")));
+  // Another certificate's key.
+  config.set_tls_key_file(Pki() + "/client.key");
+  r = start(config);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(r.status().message(), HasSubstr("tls_key_file \"" + Pki() + "/client.key\""));
+  config.clear_tls_key_file();
+  EXPECT_EQ(start(config).status().code(), absl::StatusCode::kInvalidArgument);
+  // A port in use on the TLS listener.
+  auto first = start(TlsConfig("first", false));
+  ASSERT_TRUE(first.ok()) << first.status();
+  config = TlsConfig("second", false);
+  config.set_tls_listen(absl::StrCat("127.0.0.1:", (*first)->tls_port()));
+  r = start(config);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(r.status().message(), HasSubstr("inputs.syslog \"second\": cannot listen"));
 }
 
 }  // namespace
