@@ -170,6 +170,7 @@ size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& f
   palisade::v1::LogBatch batch;
   batch.set_source(input.config.source());
   batch.set_format(input.format);
+  batch.set_json_format(input.config.json_format());
   batch.mutable_records()->Reserve(static_cast<int>(file.held.size()));
   for (std::string& line : file.held) batch.add_records()->set_line(std::move(line));
   absl::Status s = sink_(batch);

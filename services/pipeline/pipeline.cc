@@ -285,6 +285,15 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
   LineParser parser(batch.format(), zone != options_.source_time_zones.end()
                                         ? zone->second
                                         : options_.time_zone);
+  if (batch.format() == palisade::v1::LOG_FORMAT_JSON) {
+    auto mapping = options_.json_formats.find(batch.json_format());
+    if (mapping == options_.json_formats.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch ", batch.sequence(), ": format json needs json_format naming one of the "
+          "config's json_formats (\"", batch.json_format().substr(0, 64), "\" is none)"));
+    }
+    if (absl::Status s = parser.SetJsonFormat(mapping->second); !s.ok()) return s;
+  }
   ParsedLine parsed;
   // The previous line's time resolves a missing year (nearest year); the first line of a
   // stream has only the clock.

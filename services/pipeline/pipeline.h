@@ -40,6 +40,7 @@
 #include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "palisade/v1/config.pb.h"
 #include "palisade/v1/palisade.pb.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -67,6 +68,8 @@ struct PipelineOptions {
   // batch source, else `time_zone`. The daemon defaults it to the host's local zone.
   absl::TimeZone time_zone = absl::UTCTimeZone();
   std::map<std::string, absl::TimeZone> source_time_zones;
+  // Config.json_formats by name: the mappings a LOG_FORMAT_JSON batch names (json_format).
+  std::map<std::string, palisade::v1::JsonFormat> json_formats;
   // Called once a batch's detections are decided, before the decision table's listeners hear of
   // the changes: updates[i] is what detections[i] did (for the event stream). `source` is the batch's. The detections are done with: a callee may move
   // from them (their evidence, say).

@@ -13,6 +13,8 @@
 #include "google/protobuf/text_format.h"
 #include "services/common/ip.h"
 #include "services/common/proto_time.h"
+#include "services/formats/json_parser.h"
+#include "services/formats/line_parser.h"
 
 namespace palisade {
 namespace {
@@ -347,6 +349,30 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
       return absl::InvalidArgumentError(absl::StrCat(
           file, ": source_time_zones[\"", source, "\"]: ",
           z.ok() ? "a zone name is required" : z.status().message()));
+    }
+  }
+  // JSON lines mappings, and the file inputs that name one (issue 14 §2).
+  std::set<std::string> json_formats;
+  for (int i = 0; i < config.json_formats_size(); ++i) {
+    if (absl::Status j = ValidateJsonFormat(config.json_formats(i)); !j.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(file, ": ", j.message()));
+    }
+    if (!json_formats.insert(config.json_formats(i).name()).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file, ": json_formats \"", config.json_formats(i).name(), "\" is defined twice"));
+    }
+  }
+  for (const palisade::v1::FileInput& f : config.inputs().files()) {
+    const bool json = f.format() == FormatName(palisade::v1::LOG_FORMAT_JSON);
+    if (json && f.json_format().empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file, ": inputs.files \"", f.name(),
+          "\": format json needs json_format, naming a json_formats entry"));
+    }
+    if (!f.json_format().empty() && (!json || json_formats.count(f.json_format()) == 0)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file, ": inputs.files \"", f.name(), "\": json_format \"", f.json_format(), "\" ",
+          json ? "is not defined in json_formats" : "is only for format json"));
     }
   }
   auto* guard = config.mutable_guard();

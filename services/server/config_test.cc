@@ -72,6 +72,44 @@ TEST(ConfigTest, TimeZonesAreValidated) {
   EXPECT_THAT(TimeZoneNamed(""), IsOk());  // the host's local zone
 }
 
+TEST(ConfigTest, JsonFormatsAreValidatedAndNamedByTheirInputs) {
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               json_formats { name: "app" client_address: "peer" }
+                               inputs {
+                                 files { name: "app" paths: "/var/log/app.json" format: "json"
+                                         json_format: "app" }
+                               })pb",
+                          "c.textproto", "."),
+              IsOk());
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a" json_formats { name: "app" })pb", "c.textproto",
+                          "."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("json_formats \"app\""), HasSubstr("client_address"))));
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               json_formats { name: "app" message: "m" }
+                               json_formats { name: "app" message: "m" })pb",
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("defined twice")));
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               inputs { files { name: "x" paths: "/l" format: "json" } })pb",
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("inputs.files \"x\""), HasSubstr("needs json_format"))));
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               inputs {
+                                 files { name: "x" paths: "/l" format: "json" json_format: "b" }
+                               })pb",
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not defined")));
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               json_formats { name: "app" message: "m" }
+                               inputs {
+                                 files { name: "x" paths: "/l" format: "combined" json_format: "app" }
+                               })pb",
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("only for format json")));
+}
+
 TEST(ConfigTest, FeedsAreValidatedAndFileUrlsResolved) {
   auto config = ParseConfig(R"pb(rule_files: "a"
                                  feeds { name: "drop" format: FEED_FORMAT_SPAMHAUS url: "file://feeds/drop.txt" }

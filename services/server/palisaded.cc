@@ -201,6 +201,10 @@ int Run() {
   for (const auto& [source, zone] : config->source_time_zones()) {
     options.source_time_zones[source] = *TimeZoneNamed(zone);
   }
+  // JSON lines mappings (validated at load), for files and batches of format json.
+  for (const auto& mapping : config->json_formats()) {
+    options.json_formats[mapping.name()] = mapping;
+  }
   // Each file input's zone, per its source, as for a remote source.
   for (const auto& input : config->inputs().files()) {
     if (!input.time_zone().empty()) {
