@@ -171,6 +171,13 @@ bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
   std::optional<IpAddress> ip = IpAddress::Parse(captured);
   if (!ip) return false;
   *allowlisted = options_.allowlist.Contains(*ip);
+  // Text of at most 15 bytes without ':' parses only as a dotted quad without leading zeros
+  // (IpAddress::Parse), which is its own canonical form: no need to format it again.
+  if (ip->is_v4() && captured.size() <= 15 &&
+      captured.find(':') == absl::string_view::npos) {
+    *key = captured;
+    return true;
+  }
   *key = ip->Format(ThreadScratch().key_buf);
   return !key->empty();
 }

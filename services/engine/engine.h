@@ -240,11 +240,16 @@ class Engine {
     // The last NoteCounted of this thread (Engine::NoteCounted skips an identical one on the
     // same line): `line` counts Candidates calls; `noted` is cleared by any other session write.
     uint64_t line = 0;
+    // Per Set of the last FormatIndex matched: how many lines in a row it matched (see
+    // Candidates). Only the cost depends on it, never a result.
+    const void* streak_index = nullptr;
+    std::vector<uint8_t> streaks;
     bool noted = false;
     uint64_t noted_line = 0;
     std::string noted_id, noted_name, noted_key;
   };
   static Scratch& ThreadScratch();
+  static constexpr uint8_t kProbeStreak = 16;
 
   // The text a rule's patterns and ignore patterns read: the line's message, or for a field
   // rule its field of the JSON record. False (and empty) when the record lacks the field.
@@ -332,7 +337,12 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
   std::vector<re2::StringPiece>& groups = scratch.groups;
   candidates.clear();
   ++scratch.line;
-  for (const RuleSet::SetPart& part : index->parts) {
+  if (scratch.streak_index != index || scratch.streaks.size() != index->parts.size()) {
+    scratch.streak_index = index;
+    scratch.streaks.assign(index->parts.size(), 0);
+  }
+  for (size_t part_no = 0; part_no < index->parts.size(); ++part_no) {
+    const RuleSet::SetPart& part = index->parts[part_no];
     // The gated part: patterns whose required literal occurs are candidates (their capturing
     // regex decides); a line without any of the literals costs one vectorised scan.
     // Candidates are (rule, pattern << 1 | unproven): a Set's hits are known to match.
@@ -346,8 +356,21 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
     }
     // RE2::Set::Match allocates its match set when asked for indices, so ask "any?" first:
     // most lines of a normal log match nothing and then cost one DFA pass and no allocation.
-    if (!part.set->Match(Piece(line.message), nullptr)) continue;
-    if (!part.set->Match(Piece(line.message), &set_hits)) continue;
+    // Unless this Set matched the last kProbeStreak lines in a row (a rule that counts every
+    // request, such as web-request-flood): then the probe is a pass for nothing, until the
+    // indexed pass finds no match again. Either way the hits are the same.
+    uint8_t& streak = scratch.streaks[part_no];
+    if (streak < kProbeStreak) {
+      if (!part.set->Match(Piece(line.message), nullptr)) {
+        streak = 0;
+        continue;
+      }
+      ++streak;
+    }
+    if (!part.set->Match(Piece(line.message), &set_hits)) {
+      streak = 0;
+      continue;
+    }
     for (int hit : set_hits) {
       candidates.emplace_back(part.entries[hit].first, part.entries[hit].second << 1);
     }
@@ -383,8 +406,25 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
     const bool leading = !every && rule.conditions.empty() && !rule.has_session &&
                          group >= 1 && n == group + 1 &&
                          rule.leading_key_max[pattern_index] != 0;
+    // A pattern whose key follows a fixed introducer (CompiledRule::SplitKey), the only
+    // capture needed (a pid session needs none): the head's DFA and the tail's capture, unless
+    // the split is ambiguous.
+    const bool split = !every && !leading && rule.conditions.empty() &&
+                       (!rule.has_session || rule.session_by_pid) && group >= 1 &&
+                       n == group + 1 && rule.key_split[pattern_index] != nullptr;
     size_t start = 0;
     auto next_match = [&]() {
+      if (split && start == 0) {
+        absl::string_view split_key;
+        const int found = rule.SplitKey(pattern_index, text, proven, &split_key);
+        if (found == 0 && !proven) return false;
+        if (found == 1) {
+          groups[0] = Piece(text);  // not read: such a rule stops at its first match
+          groups[group] = Piece(split_key);
+          return true;
+        }
+        // Ambiguous (or a Set's hit the split did not find, which cannot happen): RE2 decides.
+      }
       if (leading) {
         absl::string_view led;
         if (start != 0 ||

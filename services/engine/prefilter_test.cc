@@ -110,6 +110,76 @@ TEST(LeadingKeyTest, OnlyForAKeyGroupLeadingThePatternAndClosedByAByteOutsideIt)
   }
 }
 
+TEST(SplitKeyTest, TheKeyAfterTheOnlySplitElseRe2Decides) {
+  auto compile = [](const std::string& pattern, const RuleSetOptions& options = {}) {
+    absl::StatusOr<LoadedPack> pack = ParseRulePack(
+        "rules { id: \"r\" formats: [LOG_FORMAT_RAW] patterns: '" + pattern +
+            "' threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } } }",
+        "t.textproto");
+    EXPECT_TRUE(pack.ok()) << pack.status();
+    absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*pack}, {}, options);
+    EXPECT_TRUE(set.ok()) << set.status();
+    return *set;
+  };
+  // The key through the engine, and through RE2 alone (leading_keys off).
+  auto key_of = [](const std::shared_ptr<const RuleSet>& set, const std::string& text) {
+    Engine engine(set, EngineOptions());
+    ParsedLine line;
+    line.message = text;
+    std::string key = "(none)";
+    engine.MatchOnly(LogFormat::LOG_FORMAT_RAW, line,
+                     [&](const CompiledRule&, absl::string_view k) { key = std::string(k); });
+    return key;
+  };
+  RuleSetOptions re2_only;
+  re2_only.leading_keys = false;
+  const std::string sshd =
+      "^Failed password for (?P<user>.*?) from (?P<ip>[0-9.]+) port \\\\d+ ssh2$";
+  auto set = compile(sshd);
+  ASSERT_NE(set->rules()[0]->key_split[0], nullptr);
+  absl::string_view key;
+  EXPECT_EQ(set->rules()[0]->SplitKey(0, "Failed password for root from 203.0.113.7 port 22 ssh2",
+                                      /*proven=*/false, &key), 1);
+  EXPECT_EQ(key, "203.0.113.7");
+  // Injection: the user name holds the introducer and an address; only the server's tail ends
+  // the line, so the split is the last one.
+  const std::string smuggled =
+      "Failed password for x from 198.51.100.1 port 22 ssh2 from 203.0.113.8 port 22 ssh2";
+  EXPECT_EQ(set->rules()[0]->SplitKey(0, smuggled, /*proven=*/false, &key), 1);
+  EXPECT_EQ(key, "203.0.113.8");
+  EXPECT_EQ(key_of(set, smuggled), key_of(compile(sshd, re2_only), smuggled));
+  EXPECT_EQ(set->rules()[0]->SplitKey(0, smuggled, /*proven=*/true, &key), 1);
+  EXPECT_EQ(key, "203.0.113.8");
+  EXPECT_EQ(set->rules()[0]->SplitKey(0, "Failed password for root from x port 22 ssh2",
+                                      /*proven=*/false, &key),
+            0);
+  // Two splits pass (the tail takes anything): RE2 decides, lazy and greedy alike.
+  for (const std::string pattern : {"^a (?P<u>.*?) from (?P<ip>[0-9.]+).*$",
+                                    "^a (?P<u>.*) from (?P<ip>[0-9.]+).*$"}) {
+    auto two = compile(pattern);
+    ASSERT_NE(two->rules()[0]->key_split[0], nullptr);
+    const std::string line = "a x from 198.51.100.2 y from 203.0.113.9 z";
+    EXPECT_EQ(two->rules()[0]->SplitKey(0, line, /*proven=*/true, &key), -1);
+    EXPECT_EQ(key_of(two, line), key_of(compile(pattern, re2_only), line)) << pattern;
+  }
+  EXPECT_EQ(key_of(compile("^a (?P<u>.*?) from (?P<ip>[0-9.]+).*$"),
+                   "a x from 198.51.100.2 y from 203.0.113.9 z"),
+            "198.51.100.2");
+  // A hostile line with the introducer many times: RE2 decides (bounded work per line).
+  std::string many = "Failed password for ";
+  for (int i = 0; i < 20; ++i) many += "x from 198.51.100.3 port 1 ";
+  many += "from 203.0.113.10 port 22 ssh2";
+  EXPECT_EQ(set->rules()[0]->SplitKey(0, many, /*proven=*/true, &key), -1);
+  EXPECT_EQ(key_of(set, many), "203.0.113.10");
+  // Not split: a flag group, an empty-width assertion, no fixed introducer, no end anchor.
+  for (const char* pattern : {"(?i)^failed for (?P<u>.*?) from (?P<ip>[0-9.]+) port$",
+                              "^failed for (?P<u>.*?)\\\\b from (?P<ip>[0-9.]+) port$",
+                              "^failed for (?P<u>.*?)[ ]*(?P<ip>[0-9.]+) port$",
+                              "^failed for (?P<u>.*?) from (?P<ip>[0-9.]+) port"}) {
+    EXPECT_EQ(compile(pattern)->rules()[0]->key_split[0], nullptr) << pattern;
+  }
+}
+
 // --- both matching paths over the shipped packs ----------------------------------------------
 
 struct Line {

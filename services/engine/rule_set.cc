@@ -4,6 +4,7 @@
 #include <bitset>
 #include <climits>
 #include <cstdint>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <utility>
@@ -72,6 +73,8 @@ absl::Status RuleError(const LoadedPack& pack, absl::string_view rule_id, absl::
 
 // Appends the pattern's CompiledRule::leading_key_* entries (defined with the parser below).
 void AddLeadingKey(const std::string& pattern, bool has_key, CompiledRule* out);
+// Appends the pattern's CompiledRule::key_split entry (null when it has none).
+void AddKeySplit(const std::string& pattern, bool has_key, CompiledRule* out);
 
 absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack, const Rule& rule,
                                                           const CidrSets& sets) {
@@ -186,6 +189,7 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
     }
     out->patterns.push_back(std::move(re));
     AddLeadingKey(rule.patterns(i), it != groups.end(), out.get());
+    AddKeySplit(rule.patterns(i), it != groups.end(), out.get());
   }
   for (int c = 0; c < rule.conditions_size(); ++c) {
     const palisade::v1::Condition& cond = rule.conditions(c);
@@ -1017,7 +1021,110 @@ void AddLeadingKey(const std::string& pattern, bool has_key, CompiledRule* out) 
   out->leading_key_max.back() = max < 0 ? UINT32_MAX : static_cast<uint32_t>(max);
 }
 
+// Whether the tree holds an empty-width piece other than `allowed_begin` / `allowed_end`.
+bool HasOtherEmptyWidth(const ReNode& n, const ReNode* allowed_begin, const ReNode* allowed_end) {
+  switch (n.kind) {
+    case ReNode::kEmptyWidth:
+      return true;
+    case ReNode::kBeginText:
+      return &n != allowed_begin;
+    case ReNode::kEndText:
+      return &n != allowed_end;
+    default:
+      for (const ReNode& sub : n.subs) {
+        if (HasOtherEmptyWidth(sub, allowed_begin, allowed_end)) return true;
+      }
+      return false;
+  }
+}
+
+void AddKeySplit(const std::string& pattern, bool has_key, CompiledRule* out) {
+  out->key_split.emplace_back();
+  if (!has_key) return;
+  // No flag group anywhere ("(?i)", "(?s:...)", "(?U)"): the head and tail are cut out of the
+  // pattern's text and must mean what they meant in it. Only "(?:" and named groups pass; an
+  // escaped "\(?" is refused too (conservative: the pattern keeps RE2's path).
+  for (size_t at = pattern.find("(?"); at != std::string::npos; at = pattern.find("(?", at + 2)) {
+    const char c = at + 2 < pattern.size() ? pattern[at + 2] : '\0';
+    if (c != ':' && c != 'P' && c != '<') return;
+  }
+  absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
+  if (!root.ok()) return;
+  const ReNode& top = Unwrap(*root);
+  if (top.kind != ReNode::kConcat || top.subs.size() < 4) return;
+  if (top.subs.front().kind != ReNode::kBeginText || top.subs.back().kind != ReNode::kEndText) {
+    return;
+  }
+  if (HasOtherEmptyWidth(top, &top.subs.front(), &top.subs.back())) return;
+  size_t g = 0;
+  for (size_t i = 1; i + 1 < top.subs.size(); ++i) {
+    const ReNode& n = top.subs[i];
+    if (n.kind == ReNode::kGroup && n.capture && n.name == out->proto.key()) {
+      g = i;
+      break;
+    }
+  }
+  if (g < 2) return;
+  std::string intro;
+  for (size_t j = g; j-- > 1;) {
+    const ReNode& prev = top.subs[j];
+    if (prev.kind != ReNode::kChars || prev.chars.count() != 1) break;
+    for (int b = 0; b < 256; ++b) {
+      if (prev.chars[b]) intro.insert(intro.begin(), static_cast<char>(b));
+    }
+  }
+  if (intro.empty()) return;
+  auto split = std::make_unique<CompiledRule::KeySplit>();
+  split->intro = std::move(intro);
+  const size_t cut = top.subs[g].begin;
+  split->head = std::make_unique<RE2>(pattern.substr(0, cut), PalisadeRe2Options());
+  split->tail = std::make_unique<RE2>(pattern.substr(cut), PalisadeRe2Options());
+  if (!split->head->ok() || !split->tail->ok()) return;
+  // The tail's group 1 must be the key group (the cut is at its parenthesis).
+  const auto& names = split->tail->NamedCapturingGroups();
+  auto named = names.find(out->proto.key());
+  if (named == names.end() || named->second != 1) return;
+  out->key_split.back() = std::move(split);
+}
+
 }  // namespace
+
+int CompiledRule::SplitKey(int p, absl::string_view message, bool proven,
+                           absl::string_view* key) const {
+  const KeySplit* split = key_split[p].get();
+  if (split == nullptr) return -1;
+  // A line with many occurrences of the introducer costs RE2's one pass instead of a test per
+  // occurrence (each bounded by the line, so a hostile line could make this quadratic).
+  constexpr int kMaxTries = 8;
+  const re2::StringPiece text(message.data(), message.size());
+  // The splits whose tail matches: (key start, key).
+  std::pair<size_t, re2::StringPiece> passed[kMaxTries];
+  int n_passed = 0, tries = 0;
+  const std::string& intro = split->intro;
+  for (size_t at = 0; at + intro.size() <= message.size(); ++at) {
+    const void* hit = memmem(message.data() + at, message.size() - at, intro.data(), intro.size());
+    if (hit == nullptr) break;
+    at = static_cast<size_t>(static_cast<const char*>(hit) - message.data());
+    if (++tries > kMaxTries) return -1;
+    const size_t s = at + intro.size();
+    re2::StringPiece groups[2];
+    if (!split->tail->Match(text, s, message.size(), RE2::ANCHOR_BOTH, groups, 2)) continue;
+    if (groups[1].data() == nullptr) return -1;
+    passed[n_passed++] = {s, groups[1]};
+  }
+  // A match known to exist has its split among those passing the tail: when one passes, it is
+  // that one, and the head needs no test.
+  int found = 0;
+  for (int i = 0; i < n_passed; ++i) {
+    if (!(proven && n_passed == 1) &&
+        !split->head->Match(text, 0, passed[i].first, RE2::ANCHOR_BOTH, nullptr, 0)) {
+      continue;
+    }
+    if (++found > 1) return -1;
+    *key = absl::string_view(passed[i].second.data(), passed[i].second.size());
+  }
+  return found;
+}
 
 absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern,
                                                  absl::string_view key) {
@@ -1458,6 +1565,7 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       }
       if (!options.leading_keys) {
         for (uint32_t& max : (*compiled)->leading_key_max) max = 0;
+        for (auto& split : (*compiled)->key_split) split.reset();
       }
       set->rules_.push_back(*std::move(compiled));
     }

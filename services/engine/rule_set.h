@@ -176,6 +176,28 @@ struct CompiledRule {
   // (see above); false otherwise.
   bool LeadingKey(int p, absl::string_view message, absl::string_view* key) const;
 
+  // Per pattern: a pattern `^H I(?P<key>...)T$` whose key group is a piece of the top-level
+  // sequence right after fixed bytes I (the introducer: " from ", "rhost=", with no case
+  // folding), with no flag group and no empty-width assertion but the outer ^ and $ (RuleSet
+  // options: leading_keys). Every match then splits the line at a key start s that ends an
+  // occurrence of I, with `^H I` matching [0, s) and `(?P<key>...)T$` matching [s, end). When
+  // exactly one occurrence passes both, every parse has that split, and the key RE2 would report
+  // for the whole pattern is the one the tail's own (leftmost-first) parse reports: found by a
+  // DFA-only test of the head and an anchored capture of the tail (a one-pass regex, usually),
+  // instead of RE2's submatch engine over the whole line (BitState with `.*?` user fields: about
+  // 7,000 instructions per sshd line). See SplitKey(). Null: not such a pattern.
+  struct KeySplit {
+    std::string intro;
+    std::unique_ptr<RE2> head;  // `^H I`, no captures needed
+    std::unique_ptr<RE2> tail;  // `(?P<key>...)T$`: the key is its group 1
+  };
+  std::vector<std::unique_ptr<KeySplit>> key_split;
+  // With pattern `p`'s KeySplit: 1 and the key when exactly one split passes, 0 when none does
+  // (the pattern does not match), -1 when more than one does, or too many occurrences of the
+  // introducer to try (a hostile line): the caller asks RE2. `proven`: the caller knows the
+  // pattern matches (a Set's hit), so a split that alone passes the tail needs no head test.
+  int SplitKey(int p, absl::string_view message, bool proven, absl::string_view* key) const;
+
   // Rule.session (see rules.proto): whether the rule has one, whether it goes by the line's
   // program and pid, and otherwise the index of the `by` group in each pattern. A pattern of a
   // session rule may have no key group (key_group -1): its key comes from the session.
@@ -198,8 +220,9 @@ struct RuleSetOptions {
   // only the patterns whose literal occurs become candidates (see RuleSet::SetPart). false: every
   // pattern in a Set, as before the prefilter (kept for the test that compares both paths).
   bool prefilter = true;
-  // CompiledRule::LeadingKey: the key of a pattern it leads is read without a submatch engine.
-  // false: every capture through RE2 (kept for the same test).
+  // CompiledRule::LeadingKey: the key of a pattern it leads is read without a submatch engine;
+  // CompiledRule::SplitKey: the key after a fixed introducer through the pattern's head and
+  // tail. false: every capture through RE2 (kept for the same test).
   bool leading_keys = true;
   // The shortest literal a pattern may be gated by, by whether it is anchored at the start
   // ("^...") or not. Unanchored patterns each cost a Set pass over the whole line, which a
