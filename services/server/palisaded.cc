@@ -263,7 +263,8 @@ int Run() {
       return 2;
     }
     Log(absl::StrCat("syslog input ", input.name(), ": udp port ", (*receiver)->udp_port(),
-                     ", tcp port ", (*receiver)->tcp_port(), " (0: off)"));
+                     ", tcp port ", (*receiver)->tcp_port(), ", tls port ",
+                     (*receiver)->tls_port(), " (0: off)"));
     syslog_receivers.push_back(*std::move(receiver));
   }
   // Cloudflare Logpush HTTP destinations: an upload is answered after the pipeline took it.
