@@ -1,6 +1,7 @@
 // palisadectl: the command-line client of palisaded.
 //
 //   palisadectl ship FILE... [--format F] [--source S] [--retime]
+//   palisadectl ship --follow FILE... --state_file S [--shipper_id ID] [--verbose]
 //   palisadectl decisions list [--active] [--target T] [--rule R] [--page_size N] [--json]
 //
 // Human output escapes what peers and logs wrote (control characters, bidi marks, invalid
@@ -16,6 +17,7 @@
 //                              [--time_zone Z] [--json]
 //   palisadectl status
 #include <dirent.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -28,6 +30,7 @@
 #include <set>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -41,6 +44,7 @@
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
+#include "services/cli/follow_shipper.h"
 #include "services/cli/shipper.h"
 #include "services/inputs/line_reader.h"
 #include "services/common/proto_time.h"
@@ -70,6 +74,15 @@ ABSL_FLAG(bool, retime, false,
           "tests that ship a recorded log to a live daemon).");
 ABSL_FLAG(int32_t, batch_lines, 1000,
           "ship, replay: lines per batch (replay's result does not depend on it).");
+ABSL_FLAG(bool, follow, false,
+          "ship: follow the files as tail -F does (rotation, copytruncate) until SIGTERM, "
+          "sending again after a reconnect from the last ack; needs --state_file.");
+ABSL_FLAG(std::string, state_file, "",
+          "ship --follow: where the acked positions are kept (written atomically).");
+ABSL_FLAG(std::string, shipper_id, "",
+          "ship --follow: this host's name to the server (default: the host name); the server "
+          "drops what a shipper sends again per shipper id and path.");
+ABSL_FLAG(bool, verbose, false, "ship --follow: a status line (acks, lag) every 10 s.");
 ABSL_FLAG(bool, json, false, "Machine-readable output.");
 ABSL_FLAG(bool, active, false, "decisions list: only active decisions.");
 ABSL_FLAG(std::string, target, "", "decisions list: only this target.");
@@ -280,9 +293,61 @@ absl::StatusOr<std::optional<absl::Time>> LatestTime(const std::string& file, Lo
   }
 }
 
+// ship --follow: runs until SIGTERM or SIGINT (taken by a thread of its own with sigwait), then
+// waits a little for the batches in flight and prints what was acked.
+int FollowFiles(const std::vector<std::string>& files) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  // Before any thread (gRPC's included) starts, so they all inherit the mask.
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  absl::StatusOr<LogFormat> format = ParseFormatName(absl::GetFlag(FLAGS_format));
+  if (!format.ok()) return Fail(std::string(format.status().message()));
+  FollowOptions options;
+  options.paths = files;
+  options.state_file = absl::GetFlag(FLAGS_state_file);
+  options.shipper_id = absl::GetFlag(FLAGS_shipper_id);
+  options.source = absl::GetFlag(FLAGS_source);
+  options.format = *format;
+  options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
+  options.bearer_token = Token();
+  options.verbose = absl::GetFlag(FLAGS_verbose);
+  options.log = [](const std::string& m) { std::cerr << "palisadectl: " << Safe(m) << std::endl; };
+  FollowShipper shipper(std::move(options));
+  std::thread waiter([&shipper, signals] {
+    int sig = 0;
+    while (sigwait(&signals, &sig) != 0) {
+    }
+    shipper.Stop();
+  });
+  auto stub = palisade::v1::Ingest::NewStub(Channel());
+  absl::StatusOr<FollowSummary> summary = shipper.Run(*stub);
+  if (!summary.ok()) {
+    // The waiter still waits for a signal: end the process without joining it.
+    std::exit(Fail(std::string(summary.status().message())));
+  }
+  waiter.join();
+  std::printf(
+      "ship --follow: %llu lines acked in %llu batches (%llu accepted, %llu malformed, %llu "
+      "already taken, %llu detections); %llu reconnects, %llu batches sent again, lag %llu "
+      "bytes\n",
+      static_cast<unsigned long long>(summary->lines_acked),
+      static_cast<unsigned long long>(summary->batches_acked),
+      static_cast<unsigned long long>(summary->accepted),
+      static_cast<unsigned long long>(summary->malformed),
+      static_cast<unsigned long long>(summary->duplicates),
+      static_cast<unsigned long long>(summary->detections),
+      static_cast<unsigned long long>(summary->reconnects),
+      static_cast<unsigned long long>(summary->resent_batches),
+      static_cast<unsigned long long>(summary->lag_bytes));
+  return 0;
+}
+
 // Ships each file streamed (memory bounded by the batches in flight, whatever the file's size).
 int ShipFiles(const std::vector<std::string>& files) {
   if (files.empty()) return Fail("ship: no files given");
+  if (absl::GetFlag(FLAGS_follow)) return FollowFiles(files);
   absl::StatusOr<LogFormat> format = ParseFormatName(absl::GetFlag(FLAGS_format));
   if (!format.ok()) return Fail(std::string(format.status().message()));
   auto stub = palisade::v1::Ingest::NewStub(Channel());
@@ -972,6 +1037,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "palisadectl COMMAND [flags]\n"
       "  ship FILE... [--format F] [--source S] [--retime]\n"
+      "  ship --follow FILE... --state_file S [--shipper_id ID] [--format F] [--source S]\n"
+      "        [--verbose]   (tail -F to the server until SIGTERM; nothing counted twice)\n"
       "  decisions list [--active] [--target T] [--rule R] [--page_size N] [--json]\n"
       "  decisions add ADDRESS|CIDR [--duration 1h] [--reason TEXT]\n"
       "  decisions delete ID\n"

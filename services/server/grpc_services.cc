@@ -36,8 +36,12 @@ void CountIfRefusedForSize(grpc::CallbackServerContext* context, ApiLimits& limi
 class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer> {
  public:
   ShipReactor(grpc::CallbackServerContext* context, Pipeline& pipeline, ApiLimits& limits,
-              ApiLimits::StreamSlot slot)
-      : context_(context), pipeline_(pipeline), limits_(limits), slot_(std::move(slot)) {
+              ShipDedup* dedup, ApiLimits::StreamSlot slot)
+      : context_(context),
+        pipeline_(pipeline),
+        limits_(limits),
+        dedup_(dedup),
+        slot_(std::move(slot)) {
     StartRead(&wire_);
   }
 
@@ -54,7 +58,20 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       Finish(ToGrpcStatus(parsed));
       return;
     }
-    absl::StatusOr<BatchAck> ack = pipeline_.ProcessBatch(batch);
+    absl::StatusOr<BatchAck> ack;
+    if (batch.has_origin() && dedup_ != nullptr) {
+      // A follow-mode batch: what this file gave before is acked and dropped.
+      if (absl::Status valid = ShipDedup::Validate(batch); !valid.ok()) {
+        limits_.CountRefusal("Ingest.Ship", "origin");
+        Finish(ToGrpcStatus(valid));
+        return;
+      }
+      ack = dedup_->Take(std::move(batch), [this](const LogBatch& b) {
+        return pipeline_.ProcessBatch(b);
+      });
+    } else {
+      ack = pipeline_.ProcessBatch(batch);
+    }
     if (!ack.ok()) {
       Finish(ToGrpcStatus(ack.status()));
       return;
@@ -83,6 +100,7 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   bool reads_ended_ = false;
   Pipeline& pipeline_;
   ApiLimits& limits_;
+  ShipDedup* const dedup_;
   ApiLimits::StreamSlot slot_;
   grpc::ByteBuffer wire_;
   grpc::ByteBuffer ack_wire_;
@@ -321,7 +339,7 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestService::Ship
   if (!slot.ok()) {
     return new RefusedBidi<grpc::ByteBuffer, grpc::ByteBuffer>(ToGrpcStatus(slot.status()));
   }
-  return new ShipReactor(context, pipeline_, limits_, *std::move(slot));
+  return new ShipReactor(context, pipeline_, limits_, dedup_, *std::move(slot));
 }
 
 grpc::ServerUnaryReactor* DecisionsService::List(grpc::CallbackServerContext* context,

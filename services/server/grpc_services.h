@@ -24,6 +24,7 @@
 #include "services/events/event_hub.h"
 #include "services/server/api_limits.h"
 #include "services/server/auth.h"
+#include "services/server/ship_dedup.h"
 #include "services/feedmanager/feed_manager.h"
 #include "services/pipeline/pipeline.h"
 
@@ -32,18 +33,22 @@ namespace palisade {
 grpc::Status ToGrpcStatus(const absl::Status& s);
 
 // Ship takes its batches as bytes (a raw method): their records are counted on the wire and a
-// batch over api.max_records_per_batch is refused before it is parsed.
+// batch over api.max_records_per_batch is refused before it is parsed. A batch with an origin
+// (`palisadectl ship --follow`) goes through `dedup` when set: what was taken before is acked
+// and dropped; an invalid origin ends the stream with INVALID_ARGUMENT (counted).
 class IngestService final
     : public palisade::v1::Ingest::WithRawCallbackMethod_Ship<palisade::v1::Ingest::Service>,
       public Guarded {
  public:
-  IngestService(Pipeline& pipeline, ApiLimits& limits) : pipeline_(pipeline), limits_(limits) {}
+  IngestService(Pipeline& pipeline, ApiLimits& limits, ShipDedup* dedup = nullptr)
+      : pipeline_(pipeline), limits_(limits), dedup_(dedup) {}
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Ship(
       grpc::CallbackServerContext* context) override;
 
  private:
   Pipeline& pipeline_;
   ApiLimits& limits_;
+  ShipDedup* const dedup_;
 };
 
 class DecisionsService final : public palisade::v1::Decisions::CallbackService, public Guarded {

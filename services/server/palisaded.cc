@@ -42,6 +42,7 @@
 #include "services/server/metrics_https.h"
 #include "services/server/edge.h"
 #include "services/server/grpc_services.h"
+#include "services/server/ship_dedup.h"
 #include "services/store/store.h"
 
 ABSL_FLAG(std::string, config, "",
@@ -230,6 +231,9 @@ int Run() {
           "their start)");
     }
   }
+  // Where each remote shipper's followed files stood when those windows were taken.
+  ShipDedup ship_dedup(ShipDedupOptions(), *registry);
+  ship_dedup.Restore(snapshot);
   FileInputsOptions input_options;
   input_options.checkpoints.assign(snapshot.inputs().begin(), snapshot.inputs().end());
   input_options.max_line_bytes = config->engine().max_line_bytes();
@@ -391,7 +395,7 @@ int Run() {
   for (const palisade::v1::FeedConfig& feed : config->feeds()) {
     push_caps[feed.name()] = feed.max_bytes();
   }
-  IngestService ingest(pipeline, limits);
+  IngestService ingest(pipeline, limits, &ship_dedup);
   FeedsService feeds_service(feeds, limits, std::move(push_caps));
   EventsService events_service(events, limits);
   DecisionsService decisions(table);
@@ -512,11 +516,15 @@ int Run() {
     // No journal batch in flight either: the journal cursors match the windows too.
     JournalsHeld journals(journal_inputs);
     (*inputs)->Consistent([&](const std::vector<palisade::v1::FileCheckpoint>& positions) {
-      palisade::v1::EngineSnapshot snap = pipeline.SnapshotWindows();
-      for (const auto& p : positions) *snap.add_inputs() = p;
-      for (const auto& c : journals.cursors()) *snap.add_journal_cursors() = c;
-      absl::Status s = (*store)->SaveSnapshot("windows", snap.SerializeAsString());
-      if (!s.ok()) Log(std::string(s.message()));
+      // And no follow-mode batch in flight either: the shippers' positions match too.
+      ship_dedup.Consistent([&](const std::vector<palisade::v1::ShippedPosition>& shipped) {
+        palisade::v1::EngineSnapshot snap = pipeline.SnapshotWindows();
+        for (const auto& p : positions) *snap.add_inputs() = p;
+        for (const auto& c : journals.cursors()) *snap.add_journal_cursors() = c;
+        for (const auto& p : shipped) *snap.add_shipped() = p;
+        absl::Status s = (*store)->SaveSnapshot("windows", snap.SerializeAsString());
+        if (!s.ok()) Log(std::string(s.message()));
+      });
     });
   };
   const absl::Duration snapshot_interval = config->has_snapshot_interval()

@@ -16,7 +16,7 @@ using palisade::v1::ShippedPosition;
 constexpr size_t kMaxShipperId = 128;
 constexpr size_t kMaxPath = 1024;
 constexpr size_t kMaxFingerprint = 64;
-constexpr uint32_t kMaxFingerprintBytes = 4096;
+constexpr uint32_t kMaxFingerprintBytes = 1 << 20;  // a line cut at the largest line cap
 
 bool ValidShipperId(const std::string& id) {
   if (id.empty() || id.size() > kMaxShipperId) return false;
@@ -26,12 +26,12 @@ bool ValidShipperId(const std::string& id) {
   });
 }
 
-// The same file: device and inode, and the same first bytes when both fingerprints cover as
-// many. A fingerprint over fewer bytes (the file was shorter then) cannot tell, and a file that
-// grew is the common case there, so it counts as the same.
+// The same file: device, inode and first line (a new file that reuses an inode, or a file
+// emptied in place and written again, has another first line; the first line does not change
+// while the file grows, so a resent batch matches exactly).
 bool SameFile(const ShippedPosition& p, const BatchOrigin& o) {
-  if (p.device() != o.device() || p.inode() != o.inode()) return false;
-  return p.fingerprint_bytes() != o.fingerprint_bytes() || p.fingerprint() == o.fingerprint();
+  return p.device() == o.device() && p.inode() == o.inode() &&
+         p.fingerprint_bytes() == o.fingerprint_bytes() && p.fingerprint() == o.fingerprint();
 }
 
 }  // namespace
@@ -76,8 +76,8 @@ absl::Status ShipDedup::Validate(const LogBatch& batch) {
   }
   if (o.fingerprint().size() > kMaxFingerprint || o.fingerprint_bytes() > kMaxFingerprintBytes) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "origin.fingerprint is at most ", kMaxFingerprint, " bytes over at most ",
-        kMaxFingerprintBytes, " bytes of the file (shipper ", o.shipper_id(), ")"));
+        "origin.fingerprint is at most ", kMaxFingerprint, " bytes, of a first line of at most ",
+        kMaxFingerprintBytes, " bytes (shipper ", o.shipper_id(), ")"));
   }
   if (o.line_ends_size() != batch.records_size()) {
     return absl::InvalidArgumentError(
@@ -184,13 +184,6 @@ absl::StatusOr<BatchAck> ShipDedup::Take(LogBatch batch, const Process& process)
   if (file != lru_.end()) {
     ShippedPosition& p = file->position;
     p.set_end_offset(std::max(p.end_offset(), end));
-    // Keep the fingerprint over the most bytes: it tells this file from a later one best.
-    if (origin.fingerprint_bytes() > p.fingerprint_bytes()) {
-      bytes_ -= BytesOf(p);
-      p.set_fingerprint(origin.fingerprint());
-      p.set_fingerprint_bytes(origin.fingerprint_bytes());
-      bytes_ += BytesOf(p);
-    }
     TouchLocked(file);
   } else {
     ShippedPosition position;

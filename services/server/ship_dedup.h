@@ -3,7 +3,8 @@
 // A shipper advances its own checkpoint only when a batch is acked, so after a dropped
 // connection, a shipper restart (kill -9 included) or a server restart it sends again from its
 // last ack: batches the server may already have taken. Each such batch carries its origin
-// (LogBatch.origin: shipper id, the file's path and identity, the end offset of every record);
+// (LogBatch.origin: shipper id, the file's path and identity (device, inode and a fingerprint of
+// its first line), the end offset of every record);
 // this table keeps, per (shipper, path) and file identity, the end offset taken, and Take()
 // runs only the records past it through the pipeline. The rest are acknowledged (the shipper
 // moves on) and counted in palisade_ingest_duplicate_lines_total.
@@ -64,7 +65,7 @@ class ShipDedup {
 
   // kInvalidArgument naming the field when `batch.origin` is not one a shipper sends: a shipper
   // id outside [A-Za-z0-9._:-]{1,128}, an empty path or one over 1024 bytes, a fingerprint over
-  // 64 bytes, fingerprint_bytes over 4096, or line_ends not one per record and non-decreasing.
+  // 64 bytes, fingerprint_bytes over 1 MiB, or line_ends not one per record and non-decreasing.
   static absl::Status Validate(const palisade::v1::LogBatch& batch);
 
   // Runs `batch` (which has an origin) through `process` without the records at or below what

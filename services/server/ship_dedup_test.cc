@@ -105,16 +105,18 @@ TEST_F(ShipDedupTest, ARotatedFileIsAnotherFileAndTheOldOneIsStillKnown) {
   EXPECT_EQ(dedup.files(), 2u);
 }
 
-TEST_F(ShipDedupTest, CopytruncateIsANewFileWhenTheFirstBytesDiffer) {
+TEST_F(ShipDedupTest, ANewFirstLineIsANewFileOnTheSameInode) {
   ShipDedup dedup({}, registry_);
-  ASSERT_TRUE(dedup.Take(Batch({"x1", "x2"}, 0, 7, "/l", "s", "aa"), pipeline_.process()).ok());
-  // Same inode, emptied in place and written again: other first bytes.
-  ASSERT_TRUE(dedup.Take(Batch({"y1", "y2"}, 0, 7, "/l", "s", "bb"), pipeline_.process()).ok());
-  EXPECT_THAT(pipeline_.lines, ElementsAre("x1", "x2", "y1", "y2"));
-  // A fingerprint over fewer bytes (the file was shorter) cannot tell: the same file, grown.
+  ASSERT_TRUE(dedup.Take(Batch({"x1", "x2"}, 0, 7, "/l", "s", "aa", 2), pipeline_.process()).ok());
+  // Same inode, emptied in place (copytruncate) or a new file reusing a freed inode: another
+  // first line, whatever its length.
+  ASSERT_TRUE(dedup.Take(Batch({"y1", "y2"}, 0, 7, "/l", "s", "bb", 2), pipeline_.process()).ok());
+  ASSERT_TRUE(dedup.Take(Batch({"z1"}, 0, 7, "/l", "s", "aa", 9), pipeline_.process()).ok());
+  EXPECT_THAT(pipeline_.lines, ElementsAre("x1", "x2", "y1", "y2", "z1"));
+  // The same first line: the same file, grown.
   ASSERT_TRUE(
-      dedup.Take(Batch({"y1", "y2", "y3"}, 0, 7, "/l", "s", "b", 3), pipeline_.process()).ok());
-  EXPECT_THAT(pipeline_.lines, ElementsAre("x1", "x2", "y1", "y2", "y3"));
+      dedup.Take(Batch({"y1", "y2", "y3"}, 0, 7, "/l", "s", "bb", 2), pipeline_.process()).ok());
+  EXPECT_THAT(pipeline_.lines, ElementsAre("x1", "x2", "y1", "y2", "z1", "y3"));
 }
 
 TEST_F(ShipDedupTest, ShippersAndPathsAreApart) {

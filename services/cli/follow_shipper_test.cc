@@ -1,0 +1,229 @@
+#include "services/cli/follow_shipper.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "prometheus/registry.h"
+#include "services/server/ship_dedup.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::BatchAck;
+using palisade::v1::LogBatch;
+
+// An Ingest server in process: batches go through a real ShipDedup into a list of lines. It can
+// be told to end the next stream after taking a batch without acking it (a connection dropped
+// at the worst moment: the shipper must send the batch again, the server must not count it).
+class FakeIngest final : public palisade::v1::Ingest::Service {
+ public:
+  grpc::Status Ship(grpc::ServerContext*,
+                    grpc::ServerReaderWriter<BatchAck, LogBatch>* stream) override {
+    LogBatch batch;
+    while (stream->Read(&batch)) {
+      absl::StatusOr<BatchAck> ack = dedup_.Take(batch, [&](const LogBatch& b) {
+        absl::MutexLock lock(&mu_);
+        for (const auto& r : b.records()) lines_.push_back(r.line());
+        BatchAck a;
+        a.set_sequence(b.sequence());
+        a.set_accepted(static_cast<uint32_t>(b.records_size()));
+        return absl::StatusOr<BatchAck>(a);
+      });
+      if (!ack.ok()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "bad batch");
+      {
+        absl::MutexLock lock(&mu_);
+        if (drop_next_ack_) {
+          drop_next_ack_ = false;
+          return grpc::Status(grpc::StatusCode::UNAVAILABLE, "dropped");
+        }
+      }
+      if (!stream->Write(*ack)) break;
+    }
+    return grpc::Status::OK;
+  }
+
+  void DropNextAck() {
+    absl::MutexLock lock(&mu_);
+    drop_next_ack_ = true;
+  }
+  std::vector<std::string> lines() {
+    absl::MutexLock lock(&mu_);
+    return lines_;
+  }
+  uint64_t duplicates() const { return dedup_.duplicate_lines(); }
+
+ private:
+  prometheus::Registry registry_;
+  ShipDedup dedup_{ShipDedupOptions(), registry_};
+  absl::Mutex mu_;
+  std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
+  bool drop_next_ack_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+class FollowShipperTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::getenv("TEST_TMPDIR");
+    log_ = dir_ + "/auth.log";
+    state_ = dir_ + "/ship.state";
+    for (const auto& p : {log_, log_ + ".1", state_}) std::remove(p.c_str());
+    grpc::ServerBuilder builder;
+    builder.RegisterService(&service_);
+    server_ = builder.BuildAndStart();
+    stub_ = palisade::v1::Ingest::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+  void TearDown() override { server_->Shutdown(); }
+
+  void Append(const std::string& path, const std::vector<std::string>& lines) {
+    std::ofstream out(path, std::ios::app);
+    for (const auto& l : lines) out << l << "\n";
+  }
+
+  // Runs a shipper on its own thread until Stop.
+  struct Running {
+    std::unique_ptr<FollowShipper> shipper;
+    std::thread thread;
+    absl::StatusOr<FollowSummary> summary = absl::UnknownError("not run");
+    FollowSummary Stop() {
+      shipper->Stop();
+      thread.join();
+      EXPECT_TRUE(summary.ok()) << summary.status();
+      return summary.ok() ? *summary : FollowSummary();
+    }
+  };
+  std::unique_ptr<Running> Start() {
+    FollowOptions options;
+    options.paths = {log_};
+    options.state_file = state_;
+    options.shipper_id = "test-host";
+    options.batch_lines = 2;
+    options.poll_interval = absl::Milliseconds(10);
+    options.backoff_min = absl::Milliseconds(10);
+    options.log = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
+    auto r = std::make_unique<Running>();
+    r->shipper = std::make_unique<FollowShipper>(options);
+    Running* raw = r.get();
+    r->thread = std::thread([this, raw] { raw->summary = raw->shipper->Run(*stub_); });
+    return r;
+  }
+
+  bool WaitLines(size_t n) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < deadline) {
+      if (service_.lines().size() >= n) return true;
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return false;
+  }
+
+  std::string dir_, log_, state_;
+  FakeIngest service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<palisade::v1::Ingest::Stub> stub_;
+};
+
+TEST_F(FollowShipperTest, ADroppedAckIsSentAgainAndCountedOnce) {
+  auto shipper = Start();
+  Append(log_, {"l1", "l2", "l3"});
+  ASSERT_TRUE(WaitLines(3));
+  service_.DropNextAck();
+  Append(log_, {"l4", "l5"});
+  ASSERT_TRUE(WaitLines(5));
+  Append(log_, {"l6"});
+  ASSERT_TRUE(WaitLines(6));
+  FollowSummary s = shipper->Stop();
+  EXPECT_EQ(service_.lines(), (std::vector<std::string>{"l1", "l2", "l3", "l4", "l5", "l6"}));
+  EXPECT_GE(s.reconnects, 1u);
+  EXPECT_GE(s.resent_batches, 1u);
+  EXPECT_EQ(s.duplicates, service_.duplicates());
+  EXPECT_GE(s.duplicates, 2u);  // the batch whose ack was lost
+  EXPECT_EQ(s.lag_bytes, 0u);
+
+  // The state file holds the acked end: a restart reads on from there, nothing sent again.
+  absl::StatusOr<std::map<std::string, FollowPosition>> state = FollowShipper::ReadState(state_);
+  ASSERT_TRUE(state.ok()) << state.status();
+  ASSERT_EQ(state->count(log_), 1u);
+  EXPECT_EQ(state->at(log_).checkpoint.offset(), 18u);
+  EXPECT_EQ(state->at(log_).first_line_bytes, 2u);  // "l1"
+  const uint64_t dups = service_.duplicates();
+  shipper = Start();
+  Append(log_, {"l7"});
+  ASSERT_TRUE(WaitLines(7));
+  s = shipper->Stop();
+  EXPECT_EQ(s.duplicates, 0u);
+  EXPECT_EQ(service_.duplicates(), dups);
+}
+
+TEST_F(FollowShipperTest, ALostStateFileResendsAndTheServerDropsIt) {
+  auto shipper = Start();
+  Append(log_, {"a1", "a2", "a3"});
+  ASSERT_TRUE(WaitLines(3));
+  shipper->Stop();
+  std::remove(state_.c_str());
+  // From the start again, with a new line: three dropped, one taken.
+  Append(log_, {"a4"});
+  shipper = Start();
+  ASSERT_TRUE(WaitLines(4));
+  FollowSummary s = shipper->Stop();
+  EXPECT_EQ(service_.lines(), (std::vector<std::string>{"a1", "a2", "a3", "a4"}));
+  EXPECT_EQ(s.duplicates, 3u);
+}
+
+TEST_F(FollowShipperTest, RotationWhileFollowingAndWhileStopped) {
+  auto shipper = Start();
+  Append(log_, {"r1", "r2"});
+  ASSERT_TRUE(WaitLines(2));
+  Append(log_, {"r3"});
+  ASSERT_EQ(std::rename(log_.c_str(), (log_ + ".1").c_str()), 0);
+  Append(log_, {"n1", "n2"});
+  ASSERT_TRUE(WaitLines(5));
+  shipper->Stop();
+  // Rotated again while the shipper is away: it drains PATH.1 from its checkpoint first.
+  Append(log_, {"n3"});
+  ASSERT_EQ(std::rename(log_.c_str(), (log_ + ".1").c_str()), 0);
+  Append(log_, {"m1"});
+  shipper = Start();
+  EXPECT_TRUE(WaitLines(7));
+  FollowSummary s = shipper->Stop();
+  EXPECT_EQ(service_.lines(),
+            (std::vector<std::string>{"r1", "r2", "r3", "n1", "n2", "n3", "m1"}));
+  EXPECT_EQ(service_.duplicates(), 0u);
+  EXPECT_GE(s.rotations, 1u);
+}
+
+TEST_F(FollowShipperTest, StateFiles) {
+  std::map<std::string, FollowPosition> files;
+  palisade::v1::FileCheckpoint& c = files["/var/log/auth.log"].checkpoint;
+  c.set_offset(42);
+  c.set_inode(9);
+  c.set_fingerprint("ab");
+  c.set_fingerprint_bytes(2);
+  files["/var/log/auth.log"].first_line_fingerprint = "sha256:0123";
+  files["/var/log/auth.log"].first_line_bytes = 7;
+  ASSERT_TRUE(FollowShipper::WriteState(state_, "h", files).ok());
+  absl::StatusOr<std::map<std::string, FollowPosition>> back = FollowShipper::ReadState(state_);
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->at("/var/log/auth.log").checkpoint.offset(), 42u);
+  EXPECT_EQ(back->at("/var/log/auth.log").checkpoint.inode(), 9u);
+  EXPECT_EQ(back->at("/var/log/auth.log").checkpoint.fingerprint(), "ab");
+  EXPECT_EQ(back->at("/var/log/auth.log").first_line_fingerprint, "sha256:0123");
+  EXPECT_EQ(back->at("/var/log/auth.log").first_line_bytes, 7u);
+  std::ofstream(state_) << "{not json";
+  EXPECT_EQ(FollowShipper::ReadState(state_).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(FollowShipper::WriteState(dir_ + "/no/such/dir/state", "h", files).code(),
+            absl::StatusCode::kFailedPrecondition);
+  std::remove(state_.c_str());
+  EXPECT_TRUE(FollowShipper::ReadState(state_)->empty());  // a first run
+}
+
+}  // namespace
+}  // namespace palisade
