@@ -269,7 +269,8 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
     absl::string_view text;
     RuleText(rule, line, &text);
     for (const auto& ignore : rule.ignores) {
-      if (RE2::PartialMatch(Piece(text), *ignore)) {
+      // No submatches: RE2 runs its DFA alone (PartialMatch would go through its Arg parsing).
+      if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) {
         ++result.ignored;
         return false;
       }

@@ -508,7 +508,7 @@ void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& line, F
     absl::string_view text;
     RuleText(rule, line, &text);
     for (const auto& ignore : rule.ignores) {
-      if (RE2::PartialMatch(Piece(text), *ignore)) return false;
+      if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) return false;
     }
     absl::string_view key;
     bool allowlisted = false;
