@@ -14,6 +14,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
+#include "services/formats/line_parser.h"
 
 namespace palisade {
 namespace {
@@ -435,6 +436,29 @@ TEST(JournalBuildLineTest, CutsAtTheCapAndLeavesOutMissingParts) {
   EXPECT_EQ(JournalInput::BuildLine(absl::FromUnixMicros(kBase), "h", "sshd", "1",
                                     "0123456789", 45).size(),
             45u);
+}
+
+}  // namespace
+}  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// What the pipeline reads from a rebuilt line: the journal's host, program and pid (sessions by
+// pid), its time, and the message, even when the message itself looks like a header.
+TEST(JournalBuildLineTest, TheSyslogParserReadsTheHeaderBackAndNotTheMessage) {
+  const absl::Time when = absl::FromUnixMicros(kBase + 123456);
+  const std::string line = JournalInput::BuildLine(
+      when, "web-1", "sshd", "4242", "Dec  2 03:03:35 evil sshd[1]: Failed password", 1000);
+  LineParser parser(palisade::v1::LOG_FORMAT_SYSLOG, absl::FixedTimeZone(5 * 3600));
+  ParsedLine parsed;
+  ASSERT_TRUE(parser.Parse(line, when, &parsed).ok());
+  EXPECT_EQ(parsed.host, "web-1");
+  EXPECT_EQ(parsed.program, "sshd");
+  EXPECT_EQ(parsed.pid, "4242");
+  EXPECT_EQ(parsed.message, "Dec  2 03:03:35 evil sshd[1]: Failed password");
+  ASSERT_TRUE(parsed.time.has_value());
+  EXPECT_EQ(*parsed.time, when);  // UTC, whatever the source's zone
 }
 
 }  // namespace
