@@ -15,7 +15,7 @@
 //     memory is taken back by Expire / ExpireByStream (each session ages in the time of the
 //     stream that last wrote it, as the engine's windows do);
 //   - past `max_sessions`, or past `max_bytes` of accounted memory, the least recently seen
-//     sessions are dropped (counted in `evicted`).
+//     sessions are dropped (counted in `evicted`), an eighth of the shard's bound at once.
 // Ids longer than kMaxIdBytes are refused by the caller (the engine builds no session for them).
 //
 // Thread-safety: every method may be called from any thread (sessions live in shards, each
@@ -94,10 +94,11 @@ class SessionTable {
     absl::InlinedVector<std::pair<std::string, std::string>, 1> values;
     bool failed = false;
     int64_t last_ms = 0;
+    uint64_t tick = 0;  // Shard::clock when last noted: the eviction order
     uint32_t stream = 0;
     size_t bytes = 0;  // accounted
   };
-  using List = std::list<Session>;  // least recently seen first
+  using List = std::list<Session>;  // in no particular order (see Session::tick)
   static constexpr size_t kShards = 16;
   struct Shard {
     mutable absl::Mutex mu;
@@ -105,6 +106,7 @@ class SessionTable {
     // Keys view the ids inside the list's nodes, which never move.
     absl::flat_hash_map<absl::string_view, List::iterator> by_id ABSL_GUARDED_BY(mu);
     size_t bytes ABSL_GUARDED_BY(mu) = 0;
+    uint64_t clock ABSL_GUARDED_BY(mu) = 0;  // ticks once per Note
   };
 
   Shard& ShardFor(absl::string_view id) const;
@@ -112,6 +114,8 @@ class SessionTable {
   const Session* FindLocked(const Shard& shard, absl::string_view id, int64_t time_ms) const
       ABSL_SHARED_LOCKS_REQUIRED(shard.mu);
   void EraseLocked(Shard& shard, List::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Drops the least recently seen sessions of a shard past its bounds, down to 7/8 of them.
+  void EvictLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   static size_t SessionBytes(const Session& s);
   template <typename NowFn>
   void ExpireIf(NowFn now_for);
