@@ -326,6 +326,9 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
   server.set_read_timeout(io_us / 1000000, io_us % 1000000);
   server.set_write_timeout(io_us / 1000000, io_us % 1000000);
   server.set_keep_alive_timeout(5);
+  // The reply's head and body go out in two writes: without this, Nagle's algorithm holds the
+  // second until the sender's delayed ACK (~40 ms per upload).
+  server.set_tcp_nodelay(true);
   server.set_payload_max_length(c.max_body_bytes());
   // Every request passes here before httplib reads a body: anything but POST <path> is answered
   // without reading one (httplib would read it whole, and inflate it without a cap).
