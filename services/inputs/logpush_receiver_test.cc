@@ -434,16 +434,18 @@ TEST_F(LogpushServerTest, OtherPathsAndMethodsAreRefusedUnread) {
 
 TEST_F(LogpushServerTest, ACustomPathAndTheDatasetFormat) {
   StartReceiver({}, [](palisade::v1::LogpushInput& c) {
-    c.set_path("/cf/http_requests.v1");
+    c.set_path("/cf/firewall_events.v1");
     c.set_source("edge");
+    c.set_format("logpush_firewall_events");
   });
-  auto res = Post("x\n", "", kSecret, "/cf/http_requests.v1");
+  auto res = Post("x\n", "", kSecret, "/cf/firewall_events.v1");
   ASSERT_TRUE(res);
   EXPECT_EQ(res->status, 200);
   ASSERT_EQ(batches_.size(), 1u);
   EXPECT_EQ(batches_[0].source(), "edge");
+  EXPECT_EQ(batches_[0].format(), palisade::v1::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS);
   client_ = std::make_unique<httplib::Client>("127.0.0.1", receiver_->port());
-  auto dot = Post("x\n", "", kSecret, "/cf/http_requestsXv1");  // '.' is not a regex wildcard
+  auto dot = Post("x\n", "", kSecret, "/cf/firewall_eventsXv1");  // '.' is not a regex wildcard
   ASSERT_TRUE(dot);
   EXPECT_EQ(dot->status, 404);
 }
