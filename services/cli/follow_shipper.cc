@@ -333,6 +333,20 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
                      " reconnect(s)"));
   };
 
+  // Acks taken since the state file was last written, and when that was.
+  bool state_dirty = false;
+  absl::Time state_written = absl::Now();
+  auto write_state = [&](bool force) {
+    if (!state_dirty) return;
+    if (!force && !unacked.empty() && absl::Now() - state_written < o.state_interval) return;
+    if (absl::Status s = WriteState(o.state_file, o.shipper_id, acked); !s.ok()) {
+      log(std::string(s.message()));  // a restart would resend more; the server drops it
+      return;
+    }
+    state_dirty = false;
+    state_written = absl::Now();
+  };
+
   absl::Duration backoff = o.backoff_min;
   while (!stop_.HasBeenNotified()) {
     grpc::ClientContext context;
@@ -389,10 +403,9 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
       }
       if (moved) {
         acked_any = true;
-        if (absl::Status s = WriteState(o.state_file, o.shipper_id, acked); !s.ok()) {
-          log(std::string(s.message()));  // a restart would resend more; the server drops it
-        }
+        state_dirty = true;
       }
+      write_state(/*force=*/false);
     };
 
     absl::Time drain_deadline = absl::InfiniteFuture();
@@ -449,6 +462,7 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     reader.join();
     take_acks();  // those read before the stream ended
     grpc::Status status = stream->Finish();
+    write_state(/*force=*/true);
     if (clean) break;
     if (stop_.HasBeenNotified()) break;
     ++summary.reconnects;
@@ -460,9 +474,8 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     stop_.WaitForNotificationWithTimeout(backoff);
     backoff = std::min(backoff * 2, o.backoff_max);
   }
-  if (absl::Status s = WriteState(o.state_file, o.shipper_id, acked); !s.ok()) {
-    log(std::string(s.message()));
-  }
+  state_dirty = true;  // written on the way out whatever happened
+  write_state(/*force=*/true);
   summary.lag_bytes = lag();
   for (const Followed& f : files) {
     summary.rotations += f.follower->stats().rotations;

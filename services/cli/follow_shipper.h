@@ -6,7 +6,9 @@
 // shipper id, path, the file's device and inode, a fingerprint of its first line, and the offset
 // after each line).
 // The local checkpoint (--state_file) advances only when the server acked a batch, and is
-// written atomically (temp file, fsync, rename, fsync of the directory). After a dropped
+// written atomically (temp file, fsync, rename, fsync of the directory) once all that was sent
+// is acked, or at most every state_interval while more is in flight (an fsync per ack held
+// a bulk ship to a few dozen batches a second). After a dropped
 // connection the batches not acked are sent again (with new sequence numbers on the new
 // stream); after a restart, even a kill -9, the files are read again from the checkpoint. The
 // server (services/server/ship_dedup.h) drops what it took already, so a line counts once.
@@ -50,6 +52,9 @@ struct FollowOptions {
   // Reconnects wait backoff_min, doubling up to backoff_max.
   absl::Duration backoff_min = absl::Milliseconds(100);
   absl::Duration backoff_max = absl::Seconds(10);
+  // The state file is written (with an fsync) when every batch sent is acked, else at most this
+  // often: a crash resends at most this much, which the server drops.
+  absl::Duration state_interval = absl::Seconds(1);
   // On Stop(), how long the batches in flight may take to be acked before the shipper leaves
   // (what is not acked is sent again next time).
   absl::Duration drain_timeout = absl::Seconds(5);
