@@ -217,7 +217,8 @@ class Stream {
       ERR_clear_error();
       return kClosed;  // close_notify, a bad record: the connection ends
     }
-    return FromSocket();
+    // Bytes for TLS, not yet for the stream: the next Read decrypts them.
+    return FromSocket() == kClosed ? kClosed : kWait;
   }
 
  private:
@@ -500,11 +501,13 @@ bool SyslogReceiver::UdpAllowed(const std::string& sender) {
   const absl::Time now = clock_->TimeNow();
   auto it = udp_buckets_.find(sender);
   if (it == udp_buckets_.end()) {
-    if (udp_buckets_.size() >= kMaxUdpSenders) {
-      // A full bucket is what a new sender gets anyway: forgetting it changes nothing.
+    if (udp_buckets_.size() >= options_.max_udp_senders && now - udp_last_sweep_ >= absl::Seconds(1)) {
+      // A full bucket is what a new sender gets anyway: forgetting it changes nothing. At most
+      // once a second, so a flood of new (forged) addresses does not buy a scan per datagram.
+      udp_last_sweep_ = now;
       absl::erase_if(udp_buckets_, [now](auto& kv) { return kv.second.Full(now); });
     }
-    if (udp_buckets_.size() >= kMaxUdpSenders) {
+    if (udp_buckets_.size() >= options_.max_udp_senders) {
       // Still full (that many senders, all busy, or forged source addresses): the rest share
       // one bucket, so memory stays bounded and a flood of new addresses gains nothing.
       if (udp_overflow_ == nullptr) {

@@ -17,7 +17,7 @@
 // a TCP/TLS connection over its budget is not read until the bucket refills, so the sender is
 // slowed by TCP backpressure and loses nothing (rsyslog queues); UDP has no backpressure, so a
 // sender address over its budget has its datagrams dropped and counted (buckets for at most
-// kMaxUdpSenders addresses; past that, full buckets are forgotten, then new senders share one).
+// max_udp_senders addresses; past that, full buckets are forgotten, then new senders share one).
 // Metrics per receiver: frames by transport, malformed frames, open and refused connections,
 // TLS handshake failures, lines held back (TCP/TLS) and dropped (UDP) by the rate limit.
 //
@@ -56,6 +56,8 @@ struct SyslogReceiverOptions {
   Clock* clock = nullptr;
   // A TLS sender that has not finished its handshake by then is cut off (it held a connection).
   absl::Duration tls_handshake_timeout = absl::Seconds(10);
+  // UDP senders with a rate-limit bucket of their own at most (~100 bytes each).
+  size_t max_udp_senders = 10000;
 };
 
 // A token bucket: `rate` tokens a second up to `burst`, starting full. Not thread-safe (each
@@ -79,9 +81,6 @@ class TokenBucket {
 
 class SyslogReceiver {
  public:
-  // UDP senders with a bucket of their own at most (memory: ~100 bytes each).
-  static constexpr size_t kMaxUdpSenders = 10000;
-
   // Binds the configured addresses ("127.0.0.1:5514", "[::1]:5514"; port 0: any) and starts.
   // kInvalidArgument for a bad config, kFailedPrecondition naming the input and the file when a
   // TLS certificate, key or CA file cannot be read or does not load, kUnavailable naming the
@@ -136,7 +135,8 @@ class SyslogReceiver {
   SSL_CTX* tls_ctx_ = nullptr;
   // UDP buckets by sender address, used by the UDP thread only.
   absl::flat_hash_map<std::string, TokenBucket> udp_buckets_;
-  std::unique_ptr<TokenBucket> udp_overflow_;  // shared by senders past kMaxUdpSenders
+  std::unique_ptr<TokenBucket> udp_overflow_;  // shared by senders past max_udp_senders
+  absl::Time udp_last_sweep_ = absl::InfinitePast();
   std::atomic<bool> stopping_{false};
   std::atomic<int> connections_{0};
   std::vector<std::thread> threads_;

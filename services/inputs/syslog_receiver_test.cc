@@ -80,8 +80,9 @@ TEST(TokenBucketTest, BurstThenRate) {
 class ReceiverTest : public ::testing::Test {
  protected:
   std::unique_ptr<SyslogReceiver> Start(palisade::v1::SyslogInput config,
-                                        Clock* clock = nullptr) {
+                                        Clock* clock = nullptr, size_t max_udp_senders = 10000) {
     SyslogReceiverOptions options;
+    options.max_udp_senders = max_udp_senders;
     options.flush_interval = absl::Milliseconds(10);
     options.clock = clock;
     options.log = [this](const std::string& m) {
@@ -273,6 +274,52 @@ TEST_F(ReceiverTest, ATcpConnectionOverItsRateIsHeldBackNotDropped) {
 
 // UDP has no backpressure: a sender's datagrams over its budget are dropped and counted, and
 // another sender (127.0.0.2: Linux answers for all of 127/8) has its own budget.
+void SendUdpFrom(const char* from, int port, int n) {
+  const int u = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in src{};
+  src.sin_family = AF_INET;
+  inet_pton(AF_INET, from, &src.sin_addr);
+  ASSERT_EQ(::bind(u, reinterpret_cast<sockaddr*>(&src), sizeof(src)), 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  for (int i = 0; i < n; ++i) {
+    const std::string d = absl::StrCat("<13>Mar  3 14:02:01 h app: ", from, " ", i);
+    ::sendto(u, d.data(), d.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+  }
+  ::close(u);
+}
+
+// Past max_udp_senders, buckets that have refilled are forgotten (at most once a second); while
+// none has, new senders share one bucket: memory stays bounded and new addresses gain nothing.
+TEST_F(ReceiverTest, UdpSendersPastTheCapShareOneBucket) {
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config;
+  config.set_name("many");
+  config.set_udp_listen("127.0.0.1:0");
+  config.set_max_lines_per_second(1);
+  config.set_max_burst_lines(2);
+  auto r = Start(config, &clock, /*max_udp_senders=*/2);
+  ASSERT_NE(r, nullptr);
+  double sent = 0;
+  auto send = [&](const char* from, int n) {
+    SendUdpFrom(from, r->udp_port(), n);
+    sent += n;
+    ASSERT_TRUE(Eventually([&] { return Metric("palisade_syslog_frames_total") >= sent; }));
+  };
+  send("127.0.0.1", 1);
+  send("127.0.0.2", 1);
+  send("127.0.0.3", 3);  // the shared bucket: 2 pass
+  send("127.0.0.4", 1);  // shares it too: dropped
+  EXPECT_EQ(Metric("palisade_syslog_rate_limited_drops_total"), 2);
+  clock.Advance(absl::Seconds(2));  // all full again: forgotten at the next new sender
+  send("127.0.0.5", 2);
+  send("127.0.0.6", 2);
+  EXPECT_EQ(Metric("palisade_syslog_rate_limited_drops_total"), 2);
+  EXPECT_EQ(WaitFor(8).size(), 8u);
+}
+
 TEST_F(ReceiverTest, AUdpSenderOverItsRateIsDroppedAndCounted) {
   SimulatedClock clock;
   palisade::v1::SyslogInput config;
@@ -282,22 +329,7 @@ TEST_F(ReceiverTest, AUdpSenderOverItsRateIsDroppedAndCounted) {
   config.set_max_burst_lines(3);
   auto r = Start(config, &clock);
   ASSERT_NE(r, nullptr);
-  auto send_from = [&](const char* from, int n) {
-    const int u = ::socket(AF_INET, SOCK_DGRAM, 0);
-    sockaddr_in src{};
-    src.sin_family = AF_INET;
-    inet_pton(AF_INET, from, &src.sin_addr);
-    ASSERT_EQ(::bind(u, reinterpret_cast<sockaddr*>(&src), sizeof(src)), 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(static_cast<uint16_t>(r->udp_port()));
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    for (int i = 0; i < n; ++i) {
-      const std::string d = absl::StrCat("<13>Mar  3 14:02:01 h app: ", from, " ", i);
-      ::sendto(u, d.data(), d.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    }
-    ::close(u);
-  };
+  auto send_from = [&](const char* from, int n) { SendUdpFrom(from, r->udp_port(), n); };
   send_from("127.0.0.1", 10);
   ASSERT_TRUE(Eventually([&] { return Metric("palisade_syslog_frames_total") >= 10; }));
   EXPECT_EQ(Metric("palisade_syslog_rate_limited_drops_total"), 7);
