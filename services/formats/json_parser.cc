@@ -334,7 +334,16 @@ class JsonSaxHandler {
   using string_t = nlohmann::json::string_t;
   using binary_t = nlohmann::json::binary_t;
 
-  explicit JsonSaxHandler(JsonRecord* record) : record_(record) {}
+  // Ready for the next record, into `record`; the buffers keep their capacity, so a warmed-up
+  // parser allocates nothing per record of its own (nlohmann's lexer still keeps one buffer per
+  // call).
+  void Reset(JsonRecord* record) {
+    record_ = record;
+    levels_.clear();
+    path_.clear();
+    error_.clear();
+    started_ = false;
+  }
 
   bool null() { return Skip(); }
   bool boolean(bool v) { return Value(v ? "true" : "false"); }
@@ -441,7 +450,7 @@ class JsonSaxHandler {
     return false;
   }
 
-  JsonRecord* record_;
+  JsonRecord* record_ = nullptr;
   std::vector<Level> levels_;
   std::string path_;
   std::string key_;
@@ -493,7 +502,7 @@ absl::Status ValidateJsonFormat(const palisade::v1::JsonFormat& f) {
 }
 
 JsonLineParser::JsonLineParser(std::unique_ptr<Mapping> mapping, absl::TimeZone zone)
-    : mapping_(std::move(mapping)), zone_(zone) {}
+    : mapping_(std::move(mapping)), zone_(zone), handler_(std::make_unique<JsonSaxHandler>()) {}
 
 JsonLineParser::~JsonLineParser() = default;
 
@@ -536,7 +545,8 @@ absl::StatusOr<std::unique_ptr<JsonLineParser>> JsonLineParser::ForMapping(
 absl::Status JsonLineParser::Flatten(absl::string_view line) {
   record_.data_.clear();
   record_.entries_.clear();
-  JsonSaxHandler handler(&record_);
+  JsonSaxHandler& handler = *handler_;
+  handler.Reset(&record_);
   const bool ok = nlohmann::json::sax_parse(line.begin(), line.end(), &handler,
                                             nlohmann::json::input_format_t::json,
                                             /*strict=*/true);

@@ -87,6 +87,8 @@ bool RendersCombined(palisade::v1::LogFormat format);
 // `client_address`. The error names the mapping and the field.
 absl::Status ValidateJsonFormat(const palisade::v1::JsonFormat& format);
 
+class JsonSaxHandler;
+
 class JsonLineParser {
  public:
   // A preset (a JSON format other than LOG_FORMAT_JSON). `zone` reads times without an offset.
@@ -110,6 +112,7 @@ class JsonLineParser {
   std::unique_ptr<Mapping> mapping_;
   absl::TimeZone zone_;
   JsonRecord record_;
+  std::unique_ptr<JsonSaxHandler> handler_;  // reused: its buffers keep their capacity
   std::string rendered_;  // the message of a rendered record
   std::string address_;   // the client address, cut from its port
   // The last rendered second and its text ("03/Mar/2026:14:02:01 +0000"): lines of one second
