@@ -8,17 +8,23 @@ export HOME="${HOME:-/root}"  # CI may start without it; Bazel needs it
 seconds="${1:-10}"
 bash tools/setup.sh
 base="${PALISADE_FUZZ_OUTPUT_BASE:-$HOME/.cache/palisade-fuzz}"
-targets=(line_parser_fuzz json_parser_fuzz rule_pack_fuzz cloudflare_response_fuzz feed_parser_fuzz)
+targets=(line_parser_fuzz json_parser_fuzz rule_pack_fuzz cloudflare_response_fuzz feed_parser_fuzz
+  logpush_body_fuzz)
 bazel --output_base="$base" build --config=fuzz --symlink_prefix=/ \
   $(printf '//tests/fuzz:%s ' "${targets[@]}") >&2
 bin=$(bazel --output_base="$base" info --config=fuzz bazel-bin 2>/dev/null)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/line_parser_fuzz" "$work/rule_pack_fuzz" "$work/cloudflare_response_fuzz" \
-  "$work/feed_parser_fuzz" "$work/json_parser_fuzz"
+  "$work/feed_parser_fuzz" "$work/json_parser_fuzz" "$work/logpush_body_fuzz"
 # JSON records: the pack and test-log lines of the JSON formats.
 grep -h '^{' rules/testlogs/cloudflare-edge.log | split -l 1 - "$work/json_parser_fuzz/rec"
 cp services/feeds/testdata/* "$work/feed_parser_fuzz/"
+# Logpush bodies: a byte choosing the read sizes, then a gzipped upload / the check upload.
+{ printf '\007'; grep -h '^{' rules/testlogs/cloudflare-edge.log | gzip -c; } \
+  >"$work/logpush_body_fuzz/upload"
+{ printf '\001'; printf '{"content":"test","filename":"test.txt"}' | gzip -c; } \
+  >"$work/logpush_body_fuzz/check"
 head -200 tests/testdata/sample_auth.log | split -l 1 - "$work/line_parser_fuzz/auth"
 head -200 tests/testdata/sample_access.log | split -l 1 - "$work/line_parser_fuzz/access"
 cp rules/*.textproto tests/e2e/testdata/*.textproto "$work/rule_pack_fuzz/"
