@@ -198,6 +198,52 @@ absl::string_view CutAddress(absl::string_view v) {
 
 constexpr char kHex[] = "0123456789ABCDEF";
 
+// The length of the well-formed UTF-8 sequence at s[i] (1 for ASCII), 0 when the byte there
+// starts none (a stray continuation, overlong, surrogate, past U+10FFFF, cut short). By hand, as
+// the pipeline's IsValidUtf8 (which formats cannot depend on).
+size_t Utf8Length(absl::string_view s, size_t i) {
+  const unsigned char c = static_cast<unsigned char>(s[i]);
+  if (c < 0x80) return 1;
+  const size_t len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+  if (len == 0 || c > 0xf4 || i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return 0;
+  }
+  const unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+  if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) ||
+      (c == 0xf4 && c1 > 0x8f)) {
+    return 0;
+  }
+  return len;
+}
+
+// nginx's escape=json leaves bytes >= 0x80 as the client sent them, so a raw 0xFF in a request
+// line makes the record invalid UTF-8, which a strict JSON parser refuses: an attacker would
+// hide every request that way. Such bytes are read as Latin-1 instead ("\u00FF"): the record
+// parses, the byte stays visible (escaped) to the rules. False when `line` was valid already.
+bool Latin1Invalid(absl::string_view line, std::string* out) {
+  size_t i = 0;
+  while (i < line.size()) {
+    const size_t n = Utf8Length(line, i);
+    if (n == 0) break;
+    i += n;
+  }
+  if (i == line.size()) return false;
+  out->assign(line.data(), i);
+  while (i < line.size()) {
+    const size_t n = Utf8Length(line, i);
+    if (n > 0) {
+      out->append(line.data() + i, n);
+      i += n;
+      continue;
+    }
+    const unsigned char c = static_cast<unsigned char>(line[i++]);
+    const char esc[6] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 15]};
+    out->append(esc, 6);
+  }
+  return true;
+}
+
 // nginx's access-log escaping (ngx_http_log_escape): `"`, `\`, control bytes and bytes >= 0x7f
 // as \xHH; with `space`, a space too (for the unquoted fields and the request's three parts,
 // whose separators are spaces).
@@ -545,6 +591,7 @@ absl::StatusOr<std::unique_ptr<JsonLineParser>> JsonLineParser::ForMapping(
 absl::Status JsonLineParser::Flatten(absl::string_view line) {
   record_.data_.clear();
   record_.entries_.clear();
+  if (Latin1Invalid(line, &latin1_)) line = latin1_;
   JsonSaxHandler& handler = *handler_;
   handler.Reset(&record_);
   const bool ok = nlohmann::json::sax_parse(line.begin(), line.end(), &handler,

@@ -29,8 +29,10 @@
 // a unix number whose unit is told by its size (s, ms, µs, ns for dates after 1973) unless the
 // mapping names it (JsonFormat.time_layout).
 //
+// Bytes that are not UTF-8 (nginx's escape=json writes a client's raw bytes >= 0x80 as they
+// came) are read as Latin-1 characters, so such a record is still read, not skipped.
 // Malformed (kInvalidArgument, the reason naming the field): not one JSON object (invalid JSON,
-// invalid UTF-8, a NUL, trailing text), nesting deeper than 32, more than 1,024 fields, a mapped
+// a raw NUL or control byte, trailing text), nesting deeper than 32, more than 1,024 fields, a mapped
 // field that is missing, appears twice, or has the wrong shape. kOutOfRange: an impossible time.
 // The line cap of the caller bounds the bytes.
 //
@@ -113,6 +115,7 @@ class JsonLineParser {
   absl::TimeZone zone_;
   JsonRecord record_;
   std::unique_ptr<JsonSaxHandler> handler_;  // reused: its buffers keep their capacity
+  std::string latin1_;  // a record with invalid UTF-8, its stray bytes read as Latin-1
   std::string rendered_;  // the message of a rendered record
   std::string address_;   // the client address, cut from its port
   // The last rendered second and its text ("03/Mar/2026:14:02:01 +0000"): lines of one second

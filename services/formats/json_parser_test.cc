@@ -236,8 +236,8 @@ TEST(JsonParserTest, HostileInputIsBounded) {
   many += "}";
   EXPECT_THAT(p.Parse(many, kRef, &out),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("more than 1024 fields")));
-  // Invalid UTF-8 and a raw NUL inside a string are not JSON.
-  EXPECT_THAT(p.Parse("{\"remote_addr\":\"\xff\"}", kRef, &out),
+  // A raw NUL inside a string is not JSON; invalid UTF-8 outside a string neither.
+  EXPECT_THAT(p.Parse("{\"remote_addr\"\xff:\"a\"}", kRef, &out),
               StatusIs(absl::StatusCode::kInvalidArgument));
   EXPECT_THAT(p.Parse(std::string("{\"remote_addr\":\"a\0b\"}", 22), kRef, &out),
               StatusIs(absl::StatusCode::kInvalidArgument));
@@ -303,6 +303,20 @@ TEST(JsonParserTest, CustomMapping) {
   bad.set_time_layout("iso");
   EXPECT_THAT(ValidateJsonFormat(bad),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("time_layout")));
+}
+
+// nginx escape=json writes a client's raw bytes >= 0x80 unescaped: a request line with 0xFF in
+// it must not make the record unreadable (an attacker would add one to every request to hide).
+TEST(JsonParserTest, InvalidUtf8FromNginxIsReadAsLatin1) {
+  LineParser p(LogFormat::LOG_FORMAT_NGINX_JSON);
+  ParsedLine out;
+  ASSERT_THAT_OK(p.Parse(
+      "{\"time\":\"2026-03-03T14:02:01Z\",\"remote_addr\":\"203.0.113.7\",\"request\":"
+      "\"GET /\xff../../etc/passwd HTTP/1.1\",\"status\":400,\"http_user_agent\":\"\xc3\xa9\xc3\"}",
+      kRef, &out));
+  EXPECT_EQ(out.message,
+            "203.0.113.7 - - [03/Mar/2026:14:02:01 +0000] \"GET /\\xC3\\xBF../../etc/passwd "
+            "HTTP/1.1\" 400 - \"-\" \"\\xC3\\xA9\\xC3\\x83\"");
 }
 
 TEST(JsonParserTest, DuplicateUnmappedKeysAreAmbiguousToFind) {
