@@ -151,11 +151,19 @@ absl::StatusOr<std::unique_ptr<JournalInput>> JournalInput::Create(
                      .Help("Now less the realtime stamp of the newest journal entry taken.")
                      .Register(registry)
                      .Add(labels);
-  if (absl::Status s = input->Open(where); !s.ok()) return s;
+  input->where_ = where;
+  bool found = false;
+  if (absl::Status s = input->Open(where, input->restored_cursor_, &found); !s.ok()) return s;
+  if (found) {
+    absl::MutexLock lock(&input->mu_);
+    input->taken_cursor_ = input->restored_cursor_;
+    input->pending_cursor_ = input->restored_cursor_;
+  }
   return input;
 }
 
-absl::Status JournalInput::Open(const std::string& where) {
+absl::Status JournalInput::Open(const std::string& where, const std::string& cursor,
+                                bool* found) {
   int r;
   if (!config_.directory().empty()) {
     const std::string& dir = config_.directory();
@@ -173,6 +181,8 @@ absl::Status JournalInput::Open(const std::string& where) {
       return absl::PermissionDeniedError(
           absl::StrCat(where, "directory ", dir, ": ", std::strerror(errno)));
     }
+    directory_device_ = st.st_dev;
+    directory_inode_ = st.st_ino;
     r = sd_journal_open_directory(&journal_, dir.c_str(), 0);
   } else if (config_.files_size() > 0) {
     std::vector<const char*> paths;
@@ -210,27 +220,20 @@ absl::Status JournalInput::Open(const std::string& where) {
   sd_journal_set_data_threshold(journal_, options_.max_line_bytes + 64);
   // The saved cursor is found before the matches are added, so that the entry it names is
   // found even if the matches changed; the matches then apply to the entries after it.
-  if (!restored_cursor_.empty()) {
-    bool found = false;
-    if (sd_journal_seek_cursor(journal_, restored_cursor_.c_str()) >= 0 &&
-        sd_journal_next(journal_) > 0 &&
-        sd_journal_test_cursor(journal_, restored_cursor_.c_str()) > 0) {
-      found = true;
+  *found = false;
+  if (!cursor.empty()) {
+    if (sd_journal_seek_cursor(journal_, cursor.c_str()) >= 0 && sd_journal_next(journal_) > 0 &&
+        sd_journal_test_cursor(journal_, cursor.c_str()) > 0) {
+      *found = true;
     }
-    if (!found) {
+    if (!*found) {
       cursor_lost_->Increment();
       Log(absl::StrCat("input ", config_.name(),
                        ": the saved journal cursor is no longer in the journal (vacuumed?); "
                        "reading from the journal's head"));
-      sd_journal_seek_head(journal_);
-    } else {
-      absl::MutexLock lock(&mu_);
-      taken_cursor_ = restored_cursor_;
-      pending_cursor_ = restored_cursor_;
     }
-  } else {
-    sd_journal_seek_head(journal_);
   }
+  if (!*found) sd_journal_seek_head(journal_);
   for (const std::string& m : config_.matches()) {
     r = sd_journal_add_match(journal_, m.data(), m.size());
     if (r < 0) {
@@ -316,9 +319,35 @@ void JournalInput::ReadLocked() {
   }
 }
 
+void JournalInput::CheckDirectoryLocked() {
+  if (config_.directory().empty()) return;
+  struct stat st;
+  if (::stat(config_.directory().c_str(), &st) != 0) {
+    Error(absl::StrCat("directory ", config_.directory(), ": ", std::strerror(errno),
+                       " (retried every round)"));
+    return;
+  }
+  if (journal_ != nullptr && st.st_dev == directory_device_ && st.st_ino == directory_inode_) {
+    return;
+  }
+  // Removed and made again (or never opened): sd_journal watches the old one only, so the
+  // journal is opened anew and read on after the last entry read, if it is there.
+  Log(absl::StrCat("input ", config_.name(), ": directory ", config_.directory(),
+                   " was replaced; opening it again"));
+  if (journal_ != nullptr) sd_journal_close(journal_);
+  journal_ = nullptr;
+  bool found = false;
+  if (absl::Status s = Open(where_, pending_cursor_, &found); !s.ok()) {
+    if (journal_ != nullptr) sd_journal_close(journal_);
+    journal_ = nullptr;
+    Error(std::string(s.message()));
+  }
+}
+
 size_t JournalInput::PollOnce() {
   absl::MutexLock lock(&mu_);
-  if (held_.empty()) ReadLocked();
+  CheckDirectoryLocked();
+  if (held_.empty() && journal_ != nullptr) ReadLocked();
   if (held_.empty()) {
     // Entries skipped (no MESSAGE) are taken too: a restart does not look at them again.
     taken_cursor_ = pending_cursor_;
@@ -359,6 +388,10 @@ void JournalInput::Start() {
   thread_ = std::thread([this] {
     while (!stop_.HasBeenNotified()) {
       if (PollOnce() >= options_.batch_lines) continue;  // more may be waiting
+      if (journal_ == nullptr) {  // a directory gone: looked for again next round
+        stop_.WaitForNotificationWithTimeout(options_.wait_interval);
+        continue;
+      }
       // Quiet (or a batch refused): wait for the journal to change, at most wait_interval.
       const int r = sd_journal_wait(
           journal_, static_cast<uint64_t>(absl::ToInt64Microseconds(options_.wait_interval)));

@@ -20,7 +20,9 @@
 //
 // Errors: a journal (directory or file) that cannot be opened refuses the start, naming the input
 // (kNotFound / kPermissionDenied / kInvalidArgument); an error while reading is logged when it
-// starts or changes, counted in palisade_input_errors_total{input}, and retried every round.
+// starts or changes, counted in palisade_input_errors_total{input}, and retried every round. A
+// directory removed while running is such an error; made again, it is opened anew and read on
+// after the last entry read (from its head when that entry is not in it).
 // Metrics per input: palisade_input_lines_total, palisade_input_bytes_total (shared with the file
 // inputs), palisade_journal_lag_seconds (now - realtime of the newest entry taken),
 // palisade_journal_skipped_total{reason}, palisade_journal_cursor_lost_total.
@@ -101,7 +103,11 @@ class JournalInput {
 
  private:
   JournalInput(palisade::v1::JournalInput config, JournalInputOptions options, BatchSink sink);
-  absl::Status Open(const std::string& where);
+  // Opens the journal and seeks past `cursor` (*found: it was there; else from the head).
+  absl::Status Open(const std::string& where, const std::string& cursor, bool* found);
+  // A directory input whose directory was removed and made again is opened anew (sd_journal
+  // would watch the old one forever); one that is gone is an error counted every round.
+  void CheckDirectoryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads entries into held_ (and pending_cursor_); false when the journal failed.
   void ReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Error(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -110,8 +116,11 @@ class JournalInput {
   palisade::v1::JournalInput config_;
   JournalInputOptions options_;
   BatchSink sink_;
-  sd_journal* journal_ = nullptr;
+  sd_journal* journal_ = nullptr;  // null while a replaced directory cannot be opened
+  std::string where_;             // "inputs.journal[i] (\"name\"): ", for errors
   std::string restored_cursor_;
+  uint64_t directory_device_ = 0;  // the opened directory's identity
+  uint64_t directory_inode_ = 0;
 
   absl::Mutex mu_;  // held across a round: a batch in flight excludes Consistent
   std::vector<palisade::v1::LogRecord> held_ ABSL_GUARDED_BY(mu_);

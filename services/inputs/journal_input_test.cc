@@ -378,6 +378,31 @@ TEST_F(JournalInputTest, ReadsADirectoryAndFilesAddedToIt) {
   EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": first"), HasSubstr(": second file")));
 }
 
+TEST_F(JournalInputTest, ADirectoryRemovedIsAnErrorAndMadeAgainIsReadOn) {
+  const std::string jd = dir_ + "/jd";
+  std::system(("mkdir -p " + jd).c_str());
+  Write(Ssh(kBase, 1, "first"), jd + "/a.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  auto input = Make(c);
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  ASSERT_EQ(Lines().size(), 1u);
+  std::system(("rm -rf " + jd).c_str());
+  EXPECT_EQ((*input)->PollOnce(), 0u);
+  EXPECT_EQ((*input)->PollOnce(), 0u);
+  EXPECT_EQ(Metric("palisade_input_errors_total"), 2);  // counted every round
+  std::system(("mkdir -p " + jd).c_str());
+  Write(Ssh(kBase + 1, 2, "after"), jd + "/b.journal");
+  Drain(**input);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": first"), HasSubstr(": after")));
+  absl::MutexLock lock(&mu_);
+  EXPECT_THAT(logged_, ::testing::Contains(HasSubstr(
+                           "input journal: directory " + jd + ": No such file or directory")));
+  EXPECT_THAT(logged_, ::testing::Contains(HasSubstr("was replaced; opening it again")));
+}
+
 TEST_F(JournalInputTest, BadConfigIsRefusedNamingTheInput) {
   Write(Ssh(kBase, 1, "x"));
   auto bad_match = Make(Config({"ssh.service"}));
