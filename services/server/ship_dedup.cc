@@ -154,33 +154,48 @@ void ShipDedup::PublishLocked() { files_gauge_.Set(static_cast<double>(lru_.size
 
 absl::StatusOr<BatchAck> ShipDedup::Take(LogBatch batch, const Process& process) {
   if (absl::Status s = Validate(batch); !s.ok()) return s;
-  absl::MutexLock lock(&mu_);
+  // Shared: batches of different files go through the pipeline side by side. Consistent()
+  // takes it exclusively, so it never sees a batch between its check and its update.
+  absl::ReaderMutexLock in_flight(&snapshot_mu_);
   const BatchOrigin& origin = batch.origin();
-  Lru::iterator file = FindLocked(origin);
-  int skip = 0;
-  if (file != lru_.end()) {
-    // line_ends do not decrease: what was taken is a prefix.
-    const uint64_t taken = file->position.end_offset();
-    while (skip < origin.line_ends_size() && origin.line_ends(skip) <= taken) ++skip;
-  }
+  const std::string key = KeyOf(origin.shipper_id(), origin.path());
   const int total = batch.records_size();
-  auto count_duplicates = [&] {
-    duplicate_lines_ += static_cast<uint64_t>(skip);
-    duplicate_lines_total_.Increment(skip);
-  };
-  if (total > 0 && skip == total) {
-    count_duplicates();
-    duplicate_batches_total_.Increment();
-    TouchLocked(file);  // still in use: not the first to be forgotten
-    BatchAck ack;
-    ack.set_sequence(batch.sequence());
-    return ack;
+  int skip = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    // One batch per (shipper, path) at a time: two streams of one shipper (a reconnect while
+    // the old stream still runs) must not both take the same lines.
+    auto free = [&] { return busy_.count(key) == 0; };
+    mu_.Await(absl::Condition(&free));
+    Lru::iterator file = FindLocked(origin);
+    if (file != lru_.end()) {
+      // line_ends do not decrease: what was taken is a prefix.
+      const uint64_t taken = file->position.end_offset();
+      while (skip < origin.line_ends_size() && origin.line_ends(skip) <= taken) ++skip;
+    }
+    if (total > 0 && skip == total) {
+      duplicate_lines_ += static_cast<uint64_t>(skip);
+      duplicate_lines_total_.Increment(skip);
+      duplicate_batches_total_.Increment();
+      TouchLocked(file);  // still in use: not the first to be forgotten
+      BatchAck ack;
+      ack.set_sequence(batch.sequence());
+      return ack;
+    }
+    busy_.insert(key);
   }
   if (skip > 0) batch.mutable_records()->DeleteSubrange(0, skip);
   absl::StatusOr<BatchAck> ack = process(batch);
+  absl::MutexLock lock(&mu_);
+  busy_.erase(key);
   if (!ack.ok() || total == 0) return ack;
-  if (skip > 0) count_duplicates();
+  if (skip > 0) {
+    duplicate_lines_ += static_cast<uint64_t>(skip);
+    duplicate_lines_total_.Increment(skip);
+  }
   const uint64_t end = origin.line_ends(total - 1);
+  // Found again: another file's insert may have evicted it meanwhile.
+  Lru::iterator file = FindLocked(origin);
   if (file != lru_.end()) {
     ShippedPosition& p = file->position;
     p.set_end_offset(std::max(p.end_offset(), end));
@@ -202,6 +217,7 @@ absl::StatusOr<BatchAck> ShipDedup::Take(LogBatch batch, const Process& process)
 
 void ShipDedup::Consistent(
     const std::function<void(const std::vector<ShippedPosition>&)>& fn) {
+  absl::WriterMutexLock no_batch(&snapshot_mu_);
   absl::MutexLock lock(&mu_);
   std::vector<ShippedPosition> positions;
   positions.reserve(lru_.size());

@@ -21,8 +21,9 @@
 // forgotten file's resent lines would be counted again). Shipper ids and paths are never metric
 // labels.
 //
-// Thread-safety: all methods may be called from any thread. Batches with an origin go through
-// the pipeline one at a time (one mutex held across check, pipeline and update).
+// Thread-safety: all methods may be called from any thread. Batches of different files go
+// through the pipeline side by side; those of one (shipper, path) one at a time; Consistent()
+// waits until none is in the pipeline.
 #ifndef PALISADE_SERVICES_SERVER_SHIP_DEDUP_H_
 #define PALISADE_SERVICES_SERVER_SHIP_DEDUP_H_
 
@@ -34,6 +35,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -102,7 +104,11 @@ class ShipDedup {
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ShipDedupOptions options_;
+  // Held shared by Take() from its check to its update, exclusively by Consistent().
+  absl::Mutex snapshot_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   mutable absl::Mutex mu_;
+  // (shipper, path) keys with a batch in the pipeline.
+  absl::flat_hash_set<std::string> busy_ ABSL_GUARDED_BY(mu_);
   Lru lru_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::vector<Lru::iterator>> by_path_ ABSL_GUARDED_BY(mu_);
   size_t bytes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -1,7 +1,12 @@
 #include "services/server/ship_dedup.h"
 
+#include <atomic>
 #include <string>
+#include <thread>
 #include <vector>
+
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -202,6 +207,44 @@ TEST_F(ShipDedupTest, TheTableIsBoundedInFilesPerPathFilesAndBytes) {
                     .ok());
   }
   EXPECT_EQ(bytes.files(), 3u);
+}
+
+// Different files go through the pipeline side by side (one shipper's batch must not wait for
+// another's), and Consistent() waits until no batch is in it.
+TEST_F(ShipDedupTest, FilesGoSideBySideAndConsistentWaitsForThem) {
+  ShipDedup dedup({}, registry_);
+  absl::Notification a_in, b_done, release_a;
+  bool a_saw_b = false;
+  std::thread a([&] {
+    auto process = [&](const LogBatch& b) -> absl::StatusOr<BatchAck> {
+      a_in.Notify();
+      a_saw_b = b_done.WaitForNotificationWithTimeout(absl::Seconds(60));
+      release_a.WaitForNotification();
+      BatchAck ack;
+      ack.set_sequence(b.sequence());
+      return ack;
+    };
+    EXPECT_TRUE(dedup.Take(Batch({"a"}, 0, 7, "/a"), process).ok());
+  });
+  a_in.WaitForNotification();
+  // B runs while A is inside the pipeline.
+  EXPECT_TRUE(dedup.Take(Batch({"b"}, 0, 7, "/b"), pipeline_.process()).ok());
+  b_done.Notify();
+  // A snapshot now would miss A's position while its lines are in the windows: it waits.
+  std::atomic<bool> snapshotted{false};
+  std::thread snap([&] {
+    dedup.Consistent([&](const std::vector<palisade::v1::ShippedPosition>& positions) {
+      EXPECT_EQ(positions.size(), 2u);  // A's too
+      snapshotted = true;
+    });
+  });
+  absl::SleepFor(absl::Milliseconds(50));  // not a correctness wait: only gives it a chance
+  EXPECT_FALSE(snapshotted.load());
+  release_a.Notify();
+  a.join();
+  snap.join();
+  EXPECT_TRUE(a_saw_b);
+  EXPECT_TRUE(snapshotted.load());
 }
 
 TEST_F(ShipDedupTest, PositionsComeBackFromTheSnapshot) {
