@@ -115,7 +115,8 @@ class LogpushReceiver {
   ~LogpushReceiver();
 
   int port() const { return port_; }
-  // Stops serving; waits for the uploads in flight.
+  // Stops serving; waits for the uploads in flight (httplib cannot cut a read short: a stalled
+  // upload holds Stop for at most io_timeout).
   void Stop();
 
   // Whether `got` equals `secret`, in time that depends on neither.
