@@ -53,6 +53,9 @@ for key, value in {"DynamicUser": "yes", "NoNewPrivileges": "yes", "ProtectSyste
                    "MemoryDenyWriteExecute": "yes"}.items():
     check(service.get(key) == value, f"systemd {key}={value}")
 check(service.get("LoadCredential", "").startswith("cloudflare-token:"), "LoadCredential")
+# A DynamicUser reads neither the journal nor /var/log/auth.log without these groups.
+check({"systemd-journal", "adm"} <= set(service.get("SupplementaryGroups", "").split()),
+      "systemd SupplementaryGroups lets the inputs read the journal and /var/log")
 with open("deploy/systemd/palisade.textproto") as f:
     check("/run/credentials/palisaded.service/cloudflare-token" in f.read(),
           "systemd config reads the credential")
