@@ -1,7 +1,9 @@
 #include "services/inputs/syslog_receiver.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <sys/socket.h>
@@ -254,6 +256,7 @@ TEST_F(ReceiverTest, ATcpConnectionOverItsRateIsHeldBackNotDropped) {
   // gives the 20 lines in one read; were it two, the second is not read until the first's
   // lines are through, and the counts below hold all the same.)
   ASSERT_TRUE(Eventually([&] { return Metric("palisade_syslog_throttled_lines_total") > 0; }));
+  ASSERT_TRUE(Eventually([&] { return Got() >= 5; }));  // the burst, once flushed
   EXPECT_EQ(Got(), 5u);
   clock.Advance(absl::Seconds(1));  // 10 tokens, but the bucket holds 5
   ASSERT_TRUE(Eventually([&] { return Got() >= 10; }));
@@ -270,6 +273,62 @@ TEST_F(ReceiverTest, ATcpConnectionOverItsRateIsHeldBackNotDropped) {
   EXPECT_EQ(WaitFor(20).size(), 20u);
   // Each held line counted once: 15 at most (the 5 of the burst never waited).
   EXPECT_LE(Metric("palisade_syslog_throttled_lines_total"), 15);
+}
+
+// Over its budget a connection is not read: the sender's socket buffers fill and its writes
+// block (here: EAGAIN), and everything arrives once the clock lets it.
+TEST_F(ReceiverTest, AThrottledConnectionPushesBackOnTheSender) {
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config;
+  config.set_name("pushback");
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_max_lines_per_second(10000);
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  const int fd = Connect(r->tcp_port());
+  ASSERT_EQ(::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK), 0);
+  const std::string line = "<13>Mar  3 14:02:01 h app: " + std::string(100, 'x') + "\n";
+  size_t sent_lines = 0;
+  std::string rest;  // the unsent end of a line a send took only part of
+  bool blocked = false;
+  // Kernel buffers are a few MiB at most: 256 MiB unblocked would mean nobody pushed back.
+  for (size_t bytes = 0; bytes < (256u << 20);) {
+    const std::string out = rest.empty() ? line : rest;
+    const ssize_t n = ::send(fd, out.data(), out.size(), MSG_NOSIGNAL);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // Make sure it stays blocked: the receiver may still be taking its burst.
+      pollfd p{fd, POLLOUT, 0};
+      if (::poll(&p, 1, 1000) == 0) {
+        blocked = true;
+        break;
+      }
+      continue;
+    }
+    ASSERT_GT(n, 0);
+    bytes += static_cast<size_t>(n);
+    rest = out.substr(static_cast<size_t>(n));
+    if (rest.empty()) ++sent_lines;
+  }
+  ASSERT_TRUE(blocked);
+  EXPECT_LT(Got(), sent_lines);
+  if (!rest.empty()) {  // finish the cut line as the clock lets the receiver read
+    while (!rest.empty()) {
+      clock.Advance(absl::Seconds(1));
+      pollfd p{fd, POLLOUT, 0};
+      ASSERT_EQ(::poll(&p, 1, 60000), 1);
+      const ssize_t n = ::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL);
+      if (n > 0) rest.erase(0, static_cast<size_t>(n));
+    }
+    ++sent_lines;
+  }
+  ::close(fd);
+  for (int step = 0; step < 10000 && Got() < sent_lines; ++step) {
+    const size_t before = Got();
+    clock.Advance(absl::Seconds(1));
+    ASSERT_TRUE(Eventually([&] { return Got() > before || Got() >= sent_lines; }));
+  }
+  EXPECT_EQ(Got(), sent_lines);
+  EXPECT_GT(Metric("palisade_syslog_throttled_lines_total"), 0);
 }
 
 // UDP has no backpressure: a sender's datagrams over its budget are dropped and counted, and
@@ -424,6 +483,17 @@ TEST_F(ReceiverTest, TlsOctetCountedFramesArrive) {
   std::sort(got.begin(), got.end());
   EXPECT_THAT(got, ElementsAre("3164 tls " + m2, "5424 tls " + m1));
   EXPECT_EQ(Metric("palisade_syslog_frames_total"), 2);
+  // Garbage inside TLS (no <PRI>, a bad length, an absurd one): counted, and the connection's
+  // next frame still arrives.
+  ASSERT_TRUE(client.Send("no pri\n12x <1>bad\n99999999 y\n"));
+  ASSERT_TRUE(Eventually([&] { return Metric("palisade_syslog_malformed_frames_total") >= 2; }));
+  const std::string m3 = "<38>Mar  3 14:02:02 h sshd[1]: three";
+  // The absurd length swallows what follows up to its count; end that with a fresh connection.
+  TlsClient second;
+  ASSERT_TRUE(second.Open(r->tls_port(), ""));
+  ASSERT_TRUE(second.Send(absl::StrCat(m3.size(), " ", m3)));
+  EXPECT_EQ(WaitFor(3).size(), 3u);
+  EXPECT_EQ(Metric("palisade_syslog_malformed_frames_total"), 3);
 }
 
 // Mutual TLS: no client certificate, or one from another CA, or plain text on the TLS port:
