@@ -21,6 +21,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/daemon.h"
 
@@ -261,6 +263,67 @@ TEST(LogpushE2eTest, OverHttps) {
   // Plain HTTP to the HTTPS port gets no answer from the receiver.
   EXPECT_NE(Curl(absl::StrCat("http://127.0.0.1:", port, "/logpush/http_requests"), file, kSecret),
             200);
+}
+
+// One Logpush firewall_events record, stamped now.
+std::string FirewallEvent(const std::string& ip, const std::string& action) {
+  return absl::StrCat(
+      R"({"Action":")", action, R"(","ClientIP":")", ip,
+      R"(","ClientRequestHost":"shop.example.com","ClientRequestMethod":"GET",)"
+      R"("ClientRequestPath":"/xmlrpc.php","ClientRequestProtocol":"HTTP/1.1",)"
+      R"("ClientRequestUserAgent":"Mozilla/5.0","Datetime":")",
+      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", absl::Now(), absl::UTCTimeZone()),
+      R"(","EdgeResponseStatus":403,"RayName":"8a1b2c3d4e5f6a7b","RuleID":"r1","Source":"waf"})");
+}
+
+// The shipped pack rules/cloudflare-edge.textproto, fed by two Logpush jobs (one per dataset,
+// each its own destination): credential stuffing on a log-in path seen at the edge, and WAF
+// actions repeated by one address, both banned at the emulator; look-alikes below the
+// thresholds are not.
+TEST(LogpushE2eTest, TheShippedEdgePackBansFromBothDatasets) {
+  absl::StatusOr<std::unique_ptr<Emulator>> cf = Emulator::Start();
+  ASSERT_TRUE(cf.ok()) << cf.status();
+  const int http_port = FreePort();
+  int fw_port = FreePort();
+  while (fw_port == http_port) fw_port = FreePort();
+  const std::string secret = Write("secret-edge", std::string(kSecret) + "\n");
+  const std::string config = ::palisade::testing::WriteEdgeConfig(
+      **cf, (*cf)->token_file(), {"rules/cloudflare-edge.textproto"},
+      absl::StrCat("inputs {\n  logpush { name: \"cf-http\" listen: \"127.0.0.1:", http_port,
+                   "\" path: \"/logpush\" format: \"logpush_http_requests\" secret_file: \"",
+                   secret, "\" }\n  logpush { name: \"cf-fw\" listen: \"127.0.0.1:", fw_port,
+                   "\" path: \"/logpush\" format: \"logpush_firewall_events\" secret_file: \"",
+                   secret, "\" }\n}\n"));
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+
+  // cf-edge-credential-stuffing: 20 POSTs to a log-in path within a minute. .71 makes 20 (in
+  // two uploads), .72 makes 19.
+  std::vector<std::string> first, second;
+  for (int i = 0; i < 10; ++i) first.push_back(Record("203.0.113.71", 401));
+  for (int i = 0; i < 10; ++i) second.push_back(Record("203.0.113.71", 401));
+  for (int i = 0; i < 19; ++i) second.push_back(Record("203.0.113.72", 200));
+  const std::string http_url = absl::StrCat("http://127.0.0.1:", http_port, "/logpush");
+  EXPECT_EQ(Curl(http_url, GzipFile("edge-1.log", first), kSecret), 200);
+  EXPECT_EQ(Curl(http_url, GzipFile("edge-2.log", second), kSecret), 200);
+  // cf-edge-waf-repeated: 10 WAF actions in 10 minutes. .81 is blocked 10 times, .82 is
+  // challenged 5 times and allowed 5 times (an allow is no WAF action).
+  std::vector<std::string> events;
+  for (int i = 0; i < 10; ++i) events.push_back(FirewallEvent("203.0.113.81", "block"));
+  for (int i = 0; i < 5; ++i) events.push_back(FirewallEvent("203.0.113.82", "managed_challenge"));
+  for (int i = 0; i < 5; ++i) events.push_back(FirewallEvent("203.0.113.82", "allow"));
+  EXPECT_EQ(Curl(absl::StrCat("http://127.0.0.1:", fw_port, "/logpush"),
+                 GzipFile("fw-1.log", events), kSecret),
+            200);
+
+  const std::set<std::string> expected = {"203.0.113.71", "203.0.113.81"};
+  ASSERT_TRUE(WaitFor(
+      [&] { return EmulatorAccessRuleValues(**cf) == expected && ActionsPending(**daemon) == 0; },
+      absl::Seconds(60)))
+      << ::palisade::testing::EmulatorState(**cf).dump(2);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_logpush_lines_total", {"input=\"cf-http\""}), 39);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_logpush_lines_total", {"input=\"cf-fw\""}), 20);
 }
 
 // palisaded with `config`, run to its end; returns its exit status and what it wrote.
