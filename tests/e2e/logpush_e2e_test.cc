@@ -1,10 +1,11 @@
 // End to end for the Logpush HTTP destination (issue 14 §2): the real palisaded with the
 // Cloudflare emulator, and curl posting gzipped Logpush http_requests files (made with gzip) as a
 // Logpush job does (`Content-Encoding: gzip`, the job's `header_Authorization`). A multi-file push
-// with one file refused (503) and sent again counts every file once: an address three refusals
+// with one file refused (503) and sent again counts every file once: an address one refusal
 // short of a ban stays unbanned, one with four is banned at the emulator. A wrong secret is 401
 // and counts nothing, a decompression bomb 413, Cloudflare's check upload 200; over HTTPS too; a
-// port in use or unreadable TLS files stop the start naming the input.
+// port in use or unreadable TLS files stop the start naming the input; and the shipped
+// cloudflare-edge pack bans from both datasets, each pushed by its own job.
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
