@@ -10,6 +10,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <utility>
@@ -211,9 +212,11 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
   // Lines are taken one at a time (to know where each ends): a small read buffer keeps the
   // follower's per-line bookkeeping cheap.
   follower_options.read_bytes = 16 * 1024;
+  std::set<std::string> seen;
   for (const std::string& raw : o.paths) {
     Followed f;
     f.path = Absolute(raw);
+    if (!seen.insert(f.path).second) continue;  // named twice: followed once
     std::optional<FileCheckpoint> from;
     if (auto it = state.find(f.path); it != state.end()) {
       from = it->second.checkpoint;
