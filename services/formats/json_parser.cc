@@ -389,23 +389,30 @@ class JsonSaxHandler {
     path_.clear();
     error_.clear();
     started_ = false;
+    syntax_error_at_ = 0;
+    last_scalar_ = false;
   }
+  // The last value read was a number or a literal (whose end the input's end may have cut).
+  bool last_scalar() const { return last_scalar_; }
 
   bool null() { return Skip(); }
-  bool boolean(bool v) { return Value(v ? "true" : "false"); }
+  bool boolean(bool v) { return Scalar(v ? "true" : "false"); }
   bool number_integer(number_integer_t v) {
     char buf[32];
     const int n = snprintf(buf, sizeof(buf), "%lld", static_cast<long long>(v));
-    return Value(absl::string_view(buf, n));
+    return Scalar(absl::string_view(buf, n));
   }
   bool number_unsigned(number_unsigned_t v) {
     char buf[32];
     const int n = snprintf(buf, sizeof(buf), "%llu", static_cast<unsigned long long>(v));
-    return Value(absl::string_view(buf, n));
+    return Scalar(absl::string_view(buf, n));
   }
   // As written: "1772546521.123456789" keeps its nanoseconds, which a double would not.
-  bool number_float(number_float_t, const string_t& text) { return Value(text); }
-  bool string(string_t& v) { return Value(v); }
+  bool number_float(number_float_t, const string_t& text) { return Scalar(text); }
+  bool string(string_t& v) {
+    last_scalar_ = false;  // closed by its quote: whole
+    return Value(v);
+  }
   bool binary(binary_t&) { return Fail("binary value"); }
   bool start_object(std::size_t) {
     if (levels_.empty()) {
@@ -429,8 +436,13 @@ class JsonSaxHandler {
   bool parse_error(std::size_t position, const std::string&,
                    const nlohmann::detail::exception&) {
     error_ = absl::StrCat("not valid JSON at byte ", position);
+    syntax_error_at_ = position;
     return false;
   }
+  // Where the JSON syntax broke (nlohmann counts from 1; past the end: the input ended inside
+  // the record); 0 when it did not (or the handler refused the record).
+  size_t syntax_error_at() const { return syntax_error_at_; }
+  bool started() const { return started_; }
 
   const std::string& error() const { return error_; }
   bool complete() const { return started_ && levels_.empty(); }
@@ -491,6 +503,10 @@ class JsonSaxHandler {
     path_.resize(before);
     return true;
   }
+  bool Scalar(absl::string_view v) {
+    last_scalar_ = true;
+    return Value(v);
+  }
   bool Fail(std::string why) {
     error_ = std::move(why);
     return false;
@@ -502,6 +518,8 @@ class JsonSaxHandler {
   std::string key_;
   std::string error_;
   bool started_ = false;
+  size_t syntax_error_at_ = 0;
+  bool last_scalar_ = false;
 };
 
 bool JsonRecord::Find(absl::string_view name, absl::string_view* value) const {
@@ -597,6 +615,32 @@ absl::Status JsonLineParser::Flatten(absl::string_view line) {
   const bool ok = nlohmann::json::sax_parse(line.begin(), line.end(), &handler,
                                             nlohmann::json::input_format_t::json,
                                             /*strict=*/true);
+  // A record cut at its end (the pipeline cuts lines past engine.max_line_bytes; a client
+  // controls the lengths of the user agent, referer and URI): the fields read in full before the
+  // cut are the server's as they were written, and the record is read from them. Else a client
+  // could hide any request behind an 8 KB user agent. A mapped field after the cut is missing,
+  // as for any record.
+  const bool cut = !ok && handler.started() && handler.syntax_error_at() >= line.size();
+  if (cut) {
+    // The last value read may itself be cut: a number or literal that ends where the input
+    // does ("status":40 of 403) is dropped.
+    // A cut inside a string leaves the scalars before it whole (a comma and a quote followed
+    // them); outside one, a trailing digit or letter may be the scalar's cut end.
+    bool in_string = false;
+    for (size_t i = 0; i < line.size(); ++i) {
+      if (line[i] == '"') {
+        in_string = !in_string;
+      } else if (line[i] == '\\' && in_string) {
+        ++i;
+      }
+    }
+    const char last = line.back();
+    if (handler.last_scalar() && !in_string && !record_.entries_.empty() &&
+        (absl::ascii_isalnum(last) || last == '.' || last == '-' || last == '+')) {
+      record_.entries_.pop_back();
+    }
+    return absl::OkStatus();
+  }
   if (!ok || !handler.complete()) {
     return absl::InvalidArgumentError(absl::StrCat(
         mapping_->label, ": ",

@@ -31,6 +31,8 @@
 //
 // Bytes that are not UTF-8 (nginx's escape=json writes a client's raw bytes >= 0x80 as they
 // came) are read as Latin-1 characters, so such a record is still read, not skipped.
+// A record that ends early (cut at the caller's line cap) is read from the fields it holds in
+// full: a client could otherwise push a record past the cap with a long user agent to hide it.
 // Malformed (kInvalidArgument, the reason naming the field): not one JSON object (invalid JSON,
 // a raw NUL or control byte, trailing text), nesting deeper than 32, more than 1,024 fields, a mapped
 // field that is missing, appears twice, or has the wrong shape. kOutOfRange: an impossible time.

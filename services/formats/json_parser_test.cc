@@ -319,6 +319,30 @@ TEST(JsonParserTest, InvalidUtf8FromNginxIsReadAsLatin1) {
             "HTTP/1.1\" 400 - \"-\" \"\\xC3\\xA9\\xC3\\x83\"");
 }
 
+// The pipeline cuts a line past engine.max_line_bytes; a client writes the user agent: a record
+// cut inside it is still read from the fields before the cut (else a long user agent hides any
+// request). A field after the cut is missing as usual.
+TEST(JsonParserTest, RecordCutAtTheLineCapIsReadFromItsWholeFields) {
+  LineParser p(LogFormat::LOG_FORMAT_NGINX_JSON);
+  ParsedLine out;
+  const std::string record = absl::StrCat(
+      R"({"time":"2026-03-03T14:02:01Z","remote_addr":"203.0.113.7","request_method":"GET",)",
+      R"("request_uri":"/.env","server_protocol":"HTTP/1.1","status":404,"body_bytes_sent":0,)",
+      R"("http_user_agent":")", std::string(20000, 'A'), R"(","host":"example.com"})");
+  ASSERT_THAT_OK(p.Parse(absl::string_view(record).substr(0, 16384), kRef, &out));
+  EXPECT_EQ(out.message,
+            "203.0.113.7 - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 0 \"-\" \"-\"");
+  // A number cut where the input ends is not believed: "status":40 of 403.
+  const size_t status_end = record.find("404") + 2;
+  EXPECT_THAT(p.Parse(absl::string_view(record).substr(0, status_end), kRef, &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("status")));
+  // Cut before the status (a required field): malformed, naming it.
+  EXPECT_THAT(p.Parse(absl::string_view(record).substr(0, 120), kRef, &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("status")));
+  // Garbage that ends early is not a cut record: it must start as one.
+  EXPECT_THAT(p.Parse("nonsense", kRef, &out), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 TEST(JsonParserTest, DuplicateUnmappedKeysAreAmbiguousToFind) {
   LineParser p(LogFormat::LOG_FORMAT_NGINX_JSON);
   ParsedLine out;

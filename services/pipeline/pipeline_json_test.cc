@@ -81,6 +81,25 @@ TEST_F(PipelineJsonTest, NginxJsonBatchBansThroughACombinedRule) {
   EXPECT_EQ(decisions[0].target().value(), "203.0.113.7");
 }
 
+// A record past the line cap is cut by the pipeline and still read (a long user agent would
+// otherwise hide the request).
+TEST_F(PipelineJsonTest, RecordPastTheLineCapStillCounts) {
+  LogBatch batch;
+  batch.set_source("web-2");
+  batch.set_format(LogFormat::LOG_FORMAT_NGINX_JSON);
+  for (int i = 0; i < 3; ++i) {
+    batch.add_records()->set_line(absl::StrCat(
+        R"({"time":")", Now(), R"(","remote_addr":"203.0.113.8","request_method":"POST",)",
+        R"("request_uri":"/login","server_protocol":"HTTP/1.1","status":401,)",
+        R"("http_user_agent":")", std::string(100000, 'A'), R"("})"));
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->truncated(), 3u);
+  EXPECT_EQ(ack->malformed(), 0u);
+  EXPECT_EQ(ack->detections(), 1u);
+}
+
 TEST_F(PipelineJsonTest, CustomMappingNamedByTheBatch) {
   LogBatch batch;
   batch.set_source("app-1");
