@@ -116,6 +116,9 @@ absl::Status BoundedInflater::Feed(absl::string_view in, std::string* out) {
   unsigned char buf[kChunk];
   z->next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
   z->avail_in = static_cast<uInt>(in.size());
+  // Output zlib still holds when a piece runs out (a match mid-copy) comes out with the next
+  // piece, and a member's trailer is read only after all its output, so the last piece always
+  // drains it (OutputPendingWhenAPieceEndsIsNotLost).
   while (z->avail_in > 0) {
     member_open_ = true;
     z->next_out = buf;
