@@ -35,6 +35,23 @@ absl::string_view CutUtf8(absl::string_view line, size_t max) {
   return line.substr(0, n);
 }
 
+// Whether `line` may hold a token shape (services/common/fingerprint.h): every shape holds 40
+// bytes of [A-Za-z0-9_-] in a row (cfut_ + 40 alphanumerics, or a 40-byte value after "Bearer"
+// and the like). A line without such a run (most lines: RedactTokenShapes's regex costs ~3,000
+// instructions on an access-log line) needs no redaction pass. Keep in step with the shapes;
+// EngineTest.TokenShapesAreRedactedWhenNoTokenRuleCounted fails if a shape gets shorter.
+bool MayHoldTokenShape(absl::string_view line) {
+  int run = 0;
+  for (char c : line) {
+    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-') {
+      if (++run >= 40) return true;
+    } else {
+      run = 0;
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 Engine::Scratch& Engine::ThreadScratch() {
@@ -299,7 +316,10 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
     // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in
     // a URL a web rule counts, reaches no decision, event, sink or store.
     absl::string_view evidence = raw;
-    if (RedactTokenShapes(raw, &scratch.evidence, secrets)) evidence = scratch.evidence;
+    if ((!secrets.empty() || MayHoldTokenShape(raw)) &&
+        RedactTokenShapes(raw, &scratch.evidence, secrets)) {
+      evidence = scratch.evidence;
+    }
     for (size_t i = 0; i < counted.size(); ++i) {
       const auto& [rule_index, captured] = counted[i];
       const CompiledRule& rule = *rules_->rules()[rule_index];

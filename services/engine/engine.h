@@ -23,9 +23,10 @@
 // rule only notes its key in the session; a rule whose pattern has no key group takes the key an
 // earlier line of the session noted; an `after_failure` rule counts only once the session
 // failed. Every counted match of a session rule notes its key and marks the session failed, and
-// when some rule goes by pid, so does every counted match on a line with a pid (a failed
-// password names the address a later "Too many authentication failures" line leaves out). Token
-// rules never touch sessions (their key is a secret). Sessions are kept in memory only.
+// when some rule goes by pid, so does every counted match on a line with a pid of a program such
+// a rule reads (a failed password names the address a later "Too many authentication failures"
+// line leaves out; RuleSet::NotesPidSession). Token rules never touch sessions (their key is a
+// secret). Sessions are kept in memory only.
 //
 // The engine does no I/O and reads no clock: time comes with each line.
 // Thread-safety: Process and MatchOnly may run concurrently from any number of threads

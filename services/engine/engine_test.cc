@@ -403,6 +403,44 @@ TEST_F(EngineTest, TokensInOtherRulesEvidenceAreRedacted) {
   EXPECT_TRUE(ssh[0]->secret.empty());
 }
 
+// No token rule loaded: the token shapes (fingerprint.h) still leave every evidence line, at
+// their shortest (exactly 40 bytes) and in each form.
+TEST_F(EngineTest, TokenShapesAreRedactedWhenNoTokenRuleCounted) {
+  constexpr absl::string_view kSshOnly = R"pb(
+    rules {
+      id: "ssh-fail"
+      formats: LOG_FORMAT_RAW
+      patterns: "^Failed password for (?P<user>.*?) from (?P<ip>[0-9.]+) port \\d+ ssh2$"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 60 }
+      }
+    }
+  )pb";
+  Engine engine(Rules(kSshOnly), EngineOptions());
+  const std::string forty = "Ab0_-Cd1Ef2Gh3Ij4Kl5Mn6Op7Qr8St9Uv0Wx1Yz";  // 40 of [A-Za-z0-9_-]
+  ASSERT_EQ(forty.size(), 40u);
+  const std::string alnum = "Ab0Cd1Ef2Gh3Ij4Kl5Mn6Op7Qr8St9Uv0Wx1Yz23";  // 40 alphanumerics
+  ASSERT_EQ(alnum.size(), 40u);
+  int i = 0;
+  for (const std::string& secret :
+       {absl::StrCat("cfut_", alnum), absl::StrCat("Authorization: Bearer ", forty),
+        absl::StrCat("x?cf_token=", forty), absl::StrCat("cf_api_token=", forty)}) {
+    const std::string raw =
+        absl::StrCat("Failed password for ", secret, " from 203.0.113.", ++i, " port 22 ssh2");
+    ParsedLine line;
+    line.message = raw;
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
+    ASSERT_THAT(out, SizeIs(1)) << raw;
+    ASSERT_THAT(out[0].evidence, SizeIs(1));
+    EXPECT_EQ(out[0].evidence[0].find(secret.substr(secret.size() - 40)), std::string::npos)
+        << out[0].evidence[0];
+    EXPECT_NE(out[0].evidence[0].find("[token sha256:"), std::string::npos) << raw;
+  }
+}
+
 TEST_F(EngineTest, ConditionsOnOtherCaptures) {
   constexpr absl::string_view kAuditPack = R"pb(
     rules {
