@@ -268,7 +268,8 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
       f.carry.reset();
     }
     std::vector<std::string> lines;
-    while (static_cast<size_t>(b.records_size()) < batch_lines) {
+    size_t bytes = 0;
+    while (static_cast<size_t>(b.records_size()) < batch_lines && bytes < o.max_batch_bytes) {
       lines.clear();
       const FollowerStats& stats = f.follower->stats();
       const uint64_t switches = stats.rotations + stats.truncations;
@@ -293,6 +294,7 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
         f.carry.emplace(std::move(lines[0]), after);
         break;
       }
+      bytes += lines[0].size();
       add(std::move(lines[0]), after, fresh);
     }
     if (b.records_size() == 0) return false;

@@ -13,7 +13,8 @@
 // stream); after a restart, even a kill -9, the files are read again from the checkpoint. The
 // server (services/server/ship_dedup.h) drops what it took already, so a line counts once.
 //
-// Bounds: at most max_in_flight batches of batch_lines lines (each cut at max_line_bytes) are
+// Bounds: at most max_in_flight batches of batch_lines lines and about max_batch_bytes (each line
+// cut at max_line_bytes) are
 // held, sent or waiting for their ack, whatever the files' sizes and however long the server is
 // away; the files are not read further meanwhile.
 //
@@ -47,6 +48,10 @@ struct FollowOptions {
   uint32_t batch_lines = 1000;
   uint32_t max_in_flight = 8;
   size_t max_line_bytes = 64 * 1024;
+  // A batch ends once its lines reach this many bytes, so it stays under the server's
+  // api.max_message_bytes (16 MiB by default) whatever the lines' length: a batch the server
+  // refuses for its size would be sent again forever.
+  size_t max_batch_bytes = size_t{4} << 20;
   // How often files are looked at when they had nothing new.
   absl::Duration poll_interval = absl::Milliseconds(200);
   // Reconnects wait backoff_min, doubling up to backoff_max.

@@ -1,5 +1,6 @@
 #include "services/cli/follow_shipper.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -30,6 +31,10 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
                     grpc::ServerReaderWriter<BatchAck, LogBatch>* stream) override {
     LogBatch batch;
     while (stream->Read(&batch)) {
+      {
+        absl::MutexLock lock(&mu_);
+        max_batch_bytes_ = std::max(max_batch_bytes_, batch.ByteSizeLong());
+      }
       absl::StatusOr<BatchAck> ack = dedup_.Take(batch, [&](const LogBatch& b) {
         absl::MutexLock lock(&mu_);
         for (const auto& r : b.records()) lines_.push_back(r.line());
@@ -60,6 +65,10 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
     return lines_;
   }
   uint64_t duplicates() const { return dedup_.duplicate_lines(); }
+  size_t max_batch_bytes() {
+    absl::MutexLock lock(&mu_);
+    return max_batch_bytes_;
+  }
 
  private:
   prometheus::Registry registry_;
@@ -67,6 +76,7 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
   absl::Mutex mu_;
   std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
   bool drop_next_ack_ ABSL_GUARDED_BY(mu_) = false;
+  size_t max_batch_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class FollowShipperTest : public ::testing::Test {
@@ -100,12 +110,13 @@ class FollowShipperTest : public ::testing::Test {
       return summary.ok() ? *summary : FollowSummary();
     }
   };
-  std::unique_ptr<Running> Start() {
+  std::unique_ptr<Running> Start(uint32_t batch_lines = 2, size_t max_batch_bytes = 4 << 20) {
     FollowOptions options;
+    options.max_batch_bytes = max_batch_bytes;
     options.paths = {log_};
     options.state_file = state_;
     options.shipper_id = "test-host";
-    options.batch_lines = 2;
+    options.batch_lines = batch_lines;
     options.poll_interval = absl::Milliseconds(10);
     options.backoff_min = absl::Milliseconds(10);
     options.log = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
@@ -198,6 +209,18 @@ TEST_F(FollowShipperTest, RotationWhileFollowingAndWhileStopped) {
             (std::vector<std::string>{"r1", "r2", "r3", "n1", "n2", "n3", "m1"}));
   EXPECT_EQ(service_.duplicates(), 0u);
   EXPECT_GE(s.rotations, 1u);
+}
+
+TEST_F(FollowShipperTest, LongLinesMakeSmallerBatches) {
+  auto shipper = Start(/*batch_lines=*/1000, /*max_batch_bytes=*/100 * 1000);
+  std::vector<std::string> lines;
+  for (int i = 0; i < 50; ++i) lines.push_back(std::string(10 * 1000, 'a' + i % 26));
+  Append(log_, lines);
+  ASSERT_TRUE(WaitLines(50));
+  FollowSummary s = shipper->Stop();
+  EXPECT_EQ(service_.lines(), lines);
+  EXPECT_GE(s.batches_acked, 5u);
+  EXPECT_LT(service_.max_batch_bytes(), 100u * 1000 + 10 * 1000 + 4096);
 }
 
 TEST_F(FollowShipperTest, StateFiles) {
