@@ -115,8 +115,8 @@ absl::StatusOr<SSL_CTX*> TlsContext(const std::string& where,
     if (file->empty()) continue;
     const int fd = ::open(file->c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-      return absl::FailedPreconditionError(absl::StrCat(where, "cannot read ", field, " \"",
-                                                        *file, "\": ", std::strerror(errno)));
+      return absl::FailedPreconditionError(
+          absl::StrCat(where, "cannot read ", field, " \"", *file, "\": ", std::strerror(errno)));
     }
     ::close(fd);
   }
@@ -308,7 +308,8 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
   if (config.max_burst_lines() > 0 && config.max_lines_per_second() == 0) {
     return absl::InvalidArgumentError(where + "max_burst_lines needs max_lines_per_second");
   }
-  std::unique_ptr<SyslogReceiver> r(new SyslogReceiver(config, std::move(options), std::move(sink)));
+  std::unique_ptr<SyslogReceiver> r(
+      new SyslogReceiver(config, std::move(options), std::move(sink)));
   r->clock_ = r->options_.clock != nullptr ? r->options_.clock : &RealClock::Get();
   if (r->config_.max_lines_per_second() > 0 && r->config_.max_burst_lines() == 0) {
     r->config_.set_max_burst_lines(r->config_.max_lines_per_second());
@@ -328,20 +329,23 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
   r->tls_handshake_failures_ =
       &prometheus::BuildCounter()
            .Name("palisade_syslog_tls_handshake_failures_total")
-           .Help("TLS connections that did not complete a handshake (no or a bad client "
-                 "certificate, not TLS, too slow); each is logged with the peer's address.")
+           .Help(
+               "TLS connections that did not complete a handshake (no or a bad client "
+               "certificate, not TLS, too slow); each is logged with the peer's address.")
            .Register(registry)
            .Add(input);
   r->throttled_lines_ = &prometheus::BuildCounter()
                              .Name("palisade_syslog_throttled_lines_total")
-                             .Help("TCP/TLS lines held back by max_lines_per_second (the "
-                                   "connection is not read meanwhile; none is lost).")
+                             .Help(
+                                 "TCP/TLS lines held back by max_lines_per_second (the "
+                                 "connection is not read meanwhile; none is lost).")
                              .Register(registry)
                              .Add(input);
   r->udp_rate_drops_ = &prometheus::BuildCounter()
                             .Name("palisade_syslog_rate_limited_drops_total")
-                            .Help("UDP datagrams dropped: their sender was over "
-                                  "max_lines_per_second.")
+                            .Help(
+                                "UDP datagrams dropped: their sender was over "
+                                "max_lines_per_second.")
                             .Register(registry)
                             .Add(input);
   r->malformed_ = &prometheus::BuildCounter()
@@ -501,7 +505,8 @@ bool SyslogReceiver::UdpAllowed(const std::string& sender) {
   const absl::Time now = clock_->TimeNow();
   auto it = udp_buckets_.find(sender);
   if (it == udp_buckets_.end()) {
-    if (udp_buckets_.size() >= options_.max_udp_senders && now - udp_last_sweep_ >= absl::Seconds(1)) {
+    if (udp_buckets_.size() >= options_.max_udp_senders &&
+        now - udp_last_sweep_ >= absl::Seconds(1)) {
       // A full bucket is what a new sender gets anyway: forgetting it changes nothing. At most
       // once a second, so a flood of new (forged) addresses does not buy a scan per datagram.
       udp_last_sweep_ = now;
@@ -517,8 +522,8 @@ bool SyslogReceiver::UdpAllowed(const std::string& sender) {
       return udp_overflow_->TryTake(now);
     }
     it = udp_buckets_
-             .emplace(sender, TokenBucket(config_.max_lines_per_second(),
-                                          config_.max_burst_lines(), now))
+             .emplace(sender,
+                      TokenBucket(config_.max_lines_per_second(), config_.max_burst_lines(), now))
              .first;
   }
   return it->second.TryTake(now);
@@ -537,6 +542,7 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
     }
     connections_.fetch_add(1);
     open_->Increment();
+    const absl::Time handshake_deadline = clock_->TimeNow() + options_.tls_handshake_timeout;
     absl::MutexLock lock(&conn_mu_);
     for (auto it = conn_threads_.begin(); it != conn_threads_.end();) {
       if (it->done->load()) {
@@ -547,8 +553,8 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
       }
     }
     auto done = std::make_shared<std::atomic<bool>>(false);
-    conn_threads_.push_back({std::thread([this, fd, tls, done] {
-                               Connection(fd, tls);
+    conn_threads_.push_back({std::thread([this, fd, tls, handshake_deadline, done] {
+                               Connection(fd, tls, handshake_deadline);
                                done->store(true);
                              }),
                              done});
@@ -625,12 +631,11 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
   stream->erase(0, at);
 }
 
-void SyslogReceiver::Connection(int fd, bool tls) {
+void SyslogReceiver::Connection(int fd, bool tls, absl::Time handshake_deadline) {
   Stream in(fd, tls ? tls_ctx_ : nullptr);
   prometheus::Counter* frames_in = tls ? tls_frames_ : tcp_frames_;
   if (tls) {
-    const std::string failed = in.Handshake(
-        *clock_, clock_->TimeNow() + options_.tls_handshake_timeout, stopping_);
+    const std::string failed = in.Handshake(*clock_, handshake_deadline, stopping_);
     if (!failed.empty()) {
       tls_handshake_failures_->Increment();
       if (options_.log) {
@@ -644,8 +649,7 @@ void SyslogReceiver::Connection(int fd, bool tls) {
     }
   }
   const bool limited = config_.max_lines_per_second() > 0;
-  TokenBucket bucket(config_.max_lines_per_second(), config_.max_burst_lines(),
-                     clock_->TimeNow());
+  TokenBucket bucket(config_.max_lines_per_second(), config_.max_burst_lines(), clock_->TimeNow());
   // Frames read and not yet let through by the rate limit: at most one read's worth, as the
   // connection is not read again until they are all through.
   std::deque<std::string> waiting;

@@ -122,7 +122,9 @@ class SyslogReceiver {
   void Flush();
   void UdpLoop();
   void AcceptLoop(int listen_fd, bool tls);
-  void Connection(int fd, bool tls);
+  // `handshake_deadline`: when a TLS connection must have finished its handshake (from the
+  // accept, so a slow thread start does not extend it).
+  void Connection(int fd, bool tls, absl::Time handshake_deadline);
   // Whether a datagram from `sender` is within its budget (UDP rate limit).
   bool UdpAllowed(const std::string& sender);
 

@@ -3,9 +3,9 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -81,8 +81,8 @@ TEST(TokenBucketTest, BurstThenRate) {
 
 class ReceiverTest : public ::testing::Test {
  protected:
-  std::unique_ptr<SyslogReceiver> Start(palisade::v1::SyslogInput config,
-                                        Clock* clock = nullptr, size_t max_udp_senders = 10000) {
+  std::unique_ptr<SyslogReceiver> Start(palisade::v1::SyslogInput config, Clock* clock = nullptr,
+                                        size_t max_udp_senders = 10000) {
     SyslogReceiverOptions options;
     options.max_udp_senders = max_udp_senders;
     options.flush_interval = absl::Milliseconds(10);
@@ -96,10 +96,9 @@ class ReceiverTest : public ::testing::Test {
         [this](const palisade::v1::LogBatch& b) {
           absl::MutexLock lock(&mu_);
           for (const auto& rec : b.records()) {
-            got_.push_back(absl::StrCat(b.format() == palisade::v1::LOG_FORMAT_SYSLOG5424
-                                            ? "5424 "
-                                            : "3164 ",
-                                        b.source(), " ", rec.line()));
+            got_.push_back(
+                absl::StrCat(b.format() == palisade::v1::LOG_FORMAT_SYSLOG5424 ? "5424 " : "3164 ",
+                             b.source(), " ", rec.line()));
           }
           return absl::OkStatus();
         },
@@ -231,9 +230,8 @@ TEST_F(ReceiverTest, APortInUseIsAClearError) {
   ASSERT_NE(r, nullptr);
   config.set_name("second");
   config.set_tcp_listen(absl::StrCat("127.0.0.1:", r->tcp_port()));
-  auto again = SyslogReceiver::Start(config, {}, [](const palisade::v1::LogBatch&) {
-    return absl::OkStatus();
-  }, registry_);
+  auto again = SyslogReceiver::Start(
+      config, {}, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); }, registry_);
   EXPECT_EQ(again.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(again.status().message(), HasSubstr("inputs.syslog \"second\""));
   EXPECT_THAT(again.status().message(), HasSubstr("cannot listen"));
@@ -530,18 +528,47 @@ TEST_F(ReceiverTest, FailedTlsHandshakesAreCountedAndOthersGoOn) {
   EXPECT_THAT(logs_, ::testing::Contains(HasSubstr("peer did not return a certificate")));
 }
 
+// A connection that never handshakes holds a slot only until tls_handshake_timeout (on the
+// injected clock): then it is cut off, counted, and the slot serves a real sender.
+TEST_F(ReceiverTest, ASilentTlsConnectionIsCutOffAtTheHandshakeTimeout) {
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config = TlsConfig("slow", /*mutual=*/false);
+  config.set_max_connections(1);
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  const int silent = Connect(r->tls_port());
+  ASSERT_TRUE(Eventually([&] { return r->connection_threads() == 1; }));  // accepted
+  clock.Advance(absl::Seconds(9));
+  clock.Advance(absl::Seconds(1));  // the default 10 s
+  timeval wait{60, 0};              // a bound, should the timeout not fire
+  ::setsockopt(silent, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
+  char c;
+  EXPECT_EQ(::recv(silent, &c, 1, 0), 0);  // closed by the receiver
+  EXPECT_EQ(Metric("palisade_syslog_tls_handshake_failures_total"), 1);
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_THAT(logs_, ElementsAre(HasSubstr("failed: timed out")));
+  }
+  ::close(silent);
+  ASSERT_TRUE(Eventually([&] {  // the slot frees as the cut-off connection's thread ends
+    TlsClient probe;
+    return probe.Open(r->tls_port(), "") && probe.Send("<13>a: in\n");
+  }));
+  EXPECT_EQ(WaitFor(1).size(), 1u);
+}
+
 TEST_F(ReceiverTest, ATlsKeyThatCannotBeReadOrLoadedIsAClearError) {
   auto start = [&](palisade::v1::SyslogInput c) {
-    return SyslogReceiver::Start(c, {}, [](const palisade::v1::LogBatch&) {
-      return absl::OkStatus();
-    }, registry_);
+    return SyslogReceiver::Start(
+        c, {}, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); }, registry_);
   };
   palisade::v1::SyslogInput config = TlsConfig("keyless", /*mutual=*/false);
   config.set_tls_key_file(Pki() + "/no-such.key");
   auto r = start(config);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(r.status().message(), HasSubstr("inputs.syslog \"keyless\": cannot read "
-                                              "tls_key_file \"" + Pki() + "/no-such.key\""));
+                                              "tls_key_file \"" +
+                                              Pki() + "/no-such.key\""));
   // A key file that is not a key (here: a certificate): named, and its content is not echoed.
   config.set_tls_key_file(Pki() + "/ca.pem");
   r = start(config);

@@ -163,11 +163,11 @@ int Run() {
     return 1;
   }
   const double seconds = absl::ToDoubleSeconds(t1 - t0);
-  std::printf("rsyslog -> palisaded over %s: %d lines, %.0f counted at the first poll; "
-              "%.0f lines in %.2f s = %.0f lines/s; batches refused: %.0f\n",
-              tls ? "TLS" : "TCP", lines, first, lines - first, seconds,
-              (lines - first) / seconds,
-              ScrapeMetric(**daemon, "palisade_syslog_batch_errors_total", {"input=\"bench\""}));
+  std::printf(
+      "rsyslog -> palisaded over %s: %d lines, %.0f counted at the first poll; "
+      "%.0f lines in %.2f s = %.0f lines/s; batches refused: %.0f\n",
+      tls ? "TLS" : "TCP", lines, first, lines - first, seconds, (lines - first) / seconds,
+      ScrapeMetric(**daemon, "palisade_syslog_batch_errors_total", {"input=\"bench\""}));
   // Over the whole run (the daemon's start and rsyslogd's reading of the file included).
   std::printf("CPU seconds: rsyslogd %.2f, palisaded %.2f\n", rsyslog_cpu, palisaded_cpu);
   return 0;

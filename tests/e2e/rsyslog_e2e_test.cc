@@ -147,8 +147,7 @@ TEST(RsyslogE2eTest, OmfwdOverTcpUdpAndTlsBans) {
 
   // Plain text on the TLS port: a failed handshake, counted; the TLS sender below is not hurt.
   ASSERT_EQ(std::system(absl::StrCat("printf '<13>Mar  3 14:02:01 h sshd[9]: ", "not tls\\n' | ",
-                                     "timeout 5 bash -c 'cat > /dev/tcp/127.0.0.1/", tls_port,
-                                     "'")
+                                     "timeout 5 bash -c 'cat > /dev/tcp/127.0.0.1/", tls_port, "'")
                             .c_str()),
             0);
   ASSERT_TRUE(WaitFor(
@@ -161,22 +160,23 @@ TEST(RsyslogE2eTest, OmfwdOverTcpUdpAndTlsBans) {
   // Four files, one per way, each with four failures from its own address (the pack bans at 4).
   const std::string dir = TmpDir() + "/rsyslog";
   std::system(("mkdir -p " + dir).c_str());
-  const std::vector<std::pair<std::string, std::string>> ways = {
-      {"octet", "203.0.113.41"}, {"newline", "203.0.113.42"}, {"udp", "203.0.113.43"},
-      {"tls", "203.0.113.44"}};
-  for (const auto& [way, ip] : ways) WriteFile(absl::StrCat(dir, "/", way, ".log"), Failures(ip, 4));
+  const std::vector<std::pair<std::string, std::string>> ways = {{"octet", "203.0.113.41"},
+                                                                 {"newline", "203.0.113.42"},
+                                                                 {"udp", "203.0.113.43"},
+                                                                 {"tls", "203.0.113.44"}};
+  for (const auto& [way, ip] : ways)
+    WriteFile(absl::StrCat(dir, "/", way, ".log"), Failures(ip, 4));
   const std::string target = absl::StrCat("Target=\"127.0.0.1\" Port=\"", port, "\"");
   std::string conf = absl::StrCat(
       // No module reads the system socket (/dev/log) or the kernel log: imfile only. This is
       // what `$OmitLocalLogging on` asks of imuxsock, which is simply not loaded here.
-      "global(workDirectory=\"", dir, "/work\"\n",
-      "       DefaultNetstreamDriverCAFile=\"", pki, "/ca.pem\"\n",
-      "       DefaultNetstreamDriverCertFile=\"", pki, "/client.pem\"\n",
+      "global(workDirectory=\"", dir, "/work\"\n", "       DefaultNetstreamDriverCAFile=\"", pki,
+      "/ca.pem\"\n", "       DefaultNetstreamDriverCertFile=\"", pki, "/client.pem\"\n",
       "       DefaultNetstreamDriverKeyFile=\"", pki, "/client.key\")\n",
       "module(load=\"imfile\")\n");
   for (const auto& [way, ip] : ways) {
-    absl::StrAppend(&conf, "input(type=\"imfile\" File=\"", dir, "/", way,
-                    ".log\" Tag=\"sshd[4", way.size(), "]:\" Ruleset=\"", way, "\")\n");
+    absl::StrAppend(&conf, "input(type=\"imfile\" File=\"", dir, "/", way, ".log\" Tag=\"sshd[4",
+                    way.size(), "]:\" Ruleset=\"", way, "\")\n");
   }
   absl::StrAppend(
       &conf, "ruleset(name=\"octet\") { action(type=\"omfwd\" ", target,
@@ -194,9 +194,7 @@ TEST(RsyslogE2eTest, OmfwdOverTcpUdpAndTlsBans) {
   const std::set<std::string> expected = {"203.0.113.41", "203.0.113.42", "203.0.113.43",
                                           "203.0.113.44"};
   ASSERT_TRUE(WaitFor(
-      [&] {
-        return EmulatorAccessRuleValues(**cf) == expected && ActionsPending(**daemon) == 0;
-      },
+      [&] { return EmulatorAccessRuleValues(**cf) == expected && ActionsPending(**daemon) == 0; },
       absl::Seconds(60)))
       << ::palisade::testing::EmulatorState(**cf).dump(2) << "\nrsyslogd said:\n"
       << rsyslogd.output();
@@ -207,11 +205,10 @@ TEST(RsyslogE2eTest, OmfwdOverTcpUdpAndTlsBans) {
   EXPECT_EQ(frames("tcp"), 8);
   EXPECT_EQ(frames("udp"), 4);
   EXPECT_EQ(frames("tls"), 4);
-  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_syslog_tls_handshake_failures_total",
-                         {"input=\"rsyslog\""}),
-            1);
-  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_syslog_malformed_frames_total",
-                         {"input=\"rsyslog\""}),
+  EXPECT_EQ(
+      ScrapeMetric(**daemon, "palisade_syslog_tls_handshake_failures_total", {"input=\"rsyslog\""}),
+      1);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_syslog_malformed_frames_total", {"input=\"rsyslog\""}),
             0);
 }
 
@@ -254,8 +251,8 @@ TEST(RsyslogE2eTest, APortInUseOrAnUnreadableKeyStopsTheStartNamingTheInput) {
   std::tie(status, err) = RunPalisaded(::palisade::testing::WriteEdgeConfig(
       **cf, (*cf)->token_file(), {"tests/e2e/testdata/file_input.textproto"},
       absl::StrCat("inputs { syslog { name: \"keyless\" tls_listen: \"127.0.0.1:0\" "
-                   "tls_cert_file: \"", pki, "/server.pem\" tls_key_file: \"", pki,
-                   "/missing.key\" } }\n")));
+                   "tls_cert_file: \"",
+                   pki, "/server.pem\" tls_key_file: \"", pki, "/missing.key\" } }\n")));
   EXPECT_EQ(status, 2) << err;
   EXPECT_THAT(err, HasSubstr(absl::StrCat("inputs.syslog \"keyless\": cannot read tls_key_file \"",
                                           pki, "/missing.key\": No such file or directory")));
