@@ -15,6 +15,7 @@ PACKAGES=(
   fail2ban
   libsystemd-dev systemd-journal-remote
   curl ca-certificates openssl
+  rsyslog rsyslog-openssl
   prometheus
   clang-14 libclang-rt-14-dev
 )

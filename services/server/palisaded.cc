@@ -271,30 +271,6 @@ int Run() {
                      (*receiver)->tls_port(), " (0: off)"));
     syslog_receivers.push_back(*std::move(receiver));
   }
-  // Cloudflare Logpush HTTP destinations: an upload is answered after the pipeline took it.
-  std::vector<std::unique_ptr<LogpushReceiver>> logpush_receivers;
-  std::set<std::string> logpush_names;
-  for (const auto& input : config->inputs().logpush()) {
-    if (!logpush_names.insert(input.name()).second) {
-      Log(absl::StrCat("refusing to start: inputs.logpush \"", input.name(),
-                       "\": the name is used twice"));
-      return 2;
-    }
-    LogpushReceiverOptions logpush_options;
-    logpush_options.log = [](const std::string& m) { Log(m); };
-    absl::StatusOr<std::unique_ptr<LogpushReceiver>> receiver = LogpushReceiver::Start(
-        input, logpush_options,
-        [&pipeline](const palisade::v1::LogBatch& batch) {
-          return pipeline.ProcessBatch(batch).status();
-        },
-        *registry);
-    if (!receiver.ok()) {
-      Log(absl::StrCat("refusing to start: ", receiver.status().message()));
-      return 2;
-    }
-    Log(absl::StrCat("logpush input ", input.name(), ": port ", (*receiver)->port()));
-    logpush_receivers.push_back(*std::move(receiver));
-  }
   // The journal: each input opened (and sought past its saved cursor) now, read once started.
   std::vector<std::unique_ptr<JournalInput>> journal_inputs;
   {
@@ -328,6 +304,30 @@ int Run() {
       }
       journal_inputs.push_back(*std::move(journal));
     }
+  }
+  // Cloudflare Logpush HTTP destinations: an upload is answered after the pipeline took it.
+  std::vector<std::unique_ptr<LogpushReceiver>> logpush_receivers;
+  std::set<std::string> logpush_names;
+  for (const auto& input : config->inputs().logpush()) {
+    if (!logpush_names.insert(input.name()).second) {
+      Log(absl::StrCat("refusing to start: inputs.logpush \"", input.name(),
+                       "\": the name is used twice"));
+      return 2;
+    }
+    LogpushReceiverOptions logpush_options;
+    logpush_options.log = [](const std::string& m) { Log(m); };
+    absl::StatusOr<std::unique_ptr<LogpushReceiver>> receiver = LogpushReceiver::Start(
+        input, logpush_options,
+        [&pipeline](const palisade::v1::LogBatch& batch) {
+          return pipeline.ProcessBatch(batch).status();
+        },
+        *registry);
+    if (!receiver.ok()) {
+      Log(absl::StrCat("refusing to start: ", receiver.status().message()));
+      return 2;
+    }
+    Log(absl::StrCat("logpush input ", input.name(), ": port ", (*receiver)->port()));
+    logpush_receivers.push_back(*std::move(receiver));
   }
   Log(absl::StrCat("state: ", config->state_file(), ", ", table.active_count(),
                    " active decisions restored"));
