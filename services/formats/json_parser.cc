@@ -1,8 +1,5 @@
 #include "services/formats/json_parser.h"
 
-#include <arpa/inet.h>
-
-#include <cstring>
 #include <limits>
 
 #include "absl/strings/ascii.h"
@@ -167,31 +164,19 @@ bool ValidName(absl::string_view name) {
   return true;
 }
 
-bool IsIp(absl::string_view token) {
-  if (token.empty() || token.size() > 45) return false;
-  for (char c : token) {
-    if (!absl::ascii_isxdigit(c) && c != ':' && c != '.') return false;
-  }
-  char buf[46];
-  std::memcpy(buf, token.data(), token.size());
-  buf[token.size()] = '\0';
-  unsigned char addr[16];
-  return inet_pton(AF_INET, buf, addr) == 1 || inet_pton(AF_INET6, buf, addr) == 1;
-}
-
 // The address of "ADDR", "ADDR:PORT" or "[V6]:PORT"; empty when it is none.
 absl::string_view CutAddress(absl::string_view v) {
-  if (IsIp(v)) return v;
+  if (IsIpAddress(v)) return v;
   if (!v.empty() && v[0] == '[') {
     const size_t close = v.find(']');
     if (close == absl::string_view::npos) return {};
     absl::string_view inner = v.substr(1, close - 1);
-    return IsIp(inner) ? inner : absl::string_view();
+    return IsIpAddress(inner) ? inner : absl::string_view();
   }
   const size_t colon = v.find(':');
   if (colon != absl::string_view::npos && v.find(':', colon + 1) == absl::string_view::npos) {
     absl::string_view host = v.substr(0, colon);
-    return IsIp(host) ? host : absl::string_view();
+    return IsIpAddress(host) ? host : absl::string_view();
   }
   return {};
 }

@@ -70,19 +70,6 @@ absl::string_view NextToken(absl::string_view text, size_t* pos) {
   return text.substr(start, end - start);
 }
 
-// Whether `token` is an IPv4 or IPv6 address (no port, no brackets).
-bool IsIpAddress(absl::string_view token) {
-  if (token.empty() || token.size() > 45) return false;
-  for (char c : token) {
-    if (!absl::ascii_isxdigit(c) && c != ':' && c != '.') return false;
-  }
-  char buf[46];
-  std::memcpy(buf, token.data(), token.size());
-  buf[token.size()] = '\0';
-  unsigned char addr[16];
-  return inet_pton(AF_INET, buf, addr) == 1 || inet_pton(AF_INET6, buf, addr) == 1;
-}
-
 // Reads digits from `pos` up to `max` of them; at least one. Advances `pos`.
 bool ReadNumber(absl::string_view text, size_t* pos, size_t max, absl::string_view* out) {
   size_t i = *pos;
@@ -120,6 +107,18 @@ bool LooksLikeSyslog(absl::string_view text) {
 }
 
 }  // namespace
+
+bool IsIpAddress(absl::string_view token) {
+  if (token.empty() || token.size() > 45) return false;
+  for (char c : token) {
+    if (!absl::ascii_isxdigit(c) && c != ':' && c != '.') return false;
+  }
+  char buf[46];
+  std::memcpy(buf, token.data(), token.size());
+  buf[token.size()] = '\0';
+  unsigned char addr[16];
+  return inet_pton(AF_INET, buf, addr) == 1 || inet_pton(AF_INET6, buf, addr) == 1;
+}
 
 absl::StatusOr<LogFormat> ParseFormatName(absl::string_view name) {
   for (LogFormat f : {LogFormat::LOG_FORMAT_SYSLOG, LogFormat::LOG_FORMAT_SYSLOG5424,

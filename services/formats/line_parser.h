@@ -59,6 +59,10 @@ namespace palisade {
 class JsonRecord;
 class JsonLineParser;
 
+// Whether `token` is an IPv4 or IPv6 address as written: no port, no brackets (the access
+// formats, plain and JSON, tell their client field by it).
+bool IsIpAddress(absl::string_view token);
+
 struct ParsedLine {
   // The text rules match (see the table above): the syslog MSG, an access line from the client
   // address on, an error log's message, or the whole line for raw lines.
