@@ -303,6 +303,7 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     f.last = last;
     b.set_source(o.source.empty() ? f.path : o.source);
     b.set_format(o.format);
+    b.set_json_format(o.json_format);
     origin->set_shipper_id(o.shipper_id);
     origin->set_path(f.path);
     origin->set_device(last->device());

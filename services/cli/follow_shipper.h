@@ -45,6 +45,8 @@ struct FollowOptions {
   // The batches' source (a metric label on the server); default: the path.
   std::string source;
   palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_SYSLOG;
+  // With format json: the mapping (palisaded's json_formats) that reads the lines.
+  std::string json_format;
   uint32_t batch_lines = 1000;
   uint32_t max_in_flight = 8;
   size_t max_line_bytes = 64 * 1024;

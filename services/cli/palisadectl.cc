@@ -67,7 +67,12 @@ ABSL_FLAG(std::string, tls_ca, "", "Connect over TLS, trusting this PEM CA bundl
 ABSL_FLAG(std::string, tls_cert, "", "TLS client certificate (PEM), for mutual TLS.");
 ABSL_FLAG(std::string, tls_key, "", "TLS client key (PEM), for mutual TLS.");
 ABSL_FLAG(std::string, format, "syslog",
-          "Log format: syslog, syslog5424, combined, raw, nginx_error, apache_error.");
+          "Log format: syslog, syslog5424, combined, raw, nginx_error, apache_error, "
+          "nginx_json, caddy_json, traefik_json, envoy_json, logpush_http_requests, "
+          "logpush_firewall_events, or json with --json_format.");
+ABSL_FLAG(std::string, json_format, "",
+          "ship --format=json: the name of the mapping in palisaded's json_formats that reads "
+          "these lines.");
 ABSL_FLAG(std::string, source, "", "Source name for shipped lines (default: the file name).");
 ABSL_FLAG(bool, retime, false,
           "ship: move the lines' event times so the last line happened now (for demos and "
@@ -293,6 +298,23 @@ absl::StatusOr<std::optional<absl::Time>> LatestTime(const std::string& file, Lo
   }
 }
 
+// --format and --json_format together: json needs the mapping's name, and only json takes one.
+absl::StatusOr<LogFormat> ShipFormat() {
+  absl::StatusOr<LogFormat> format = ParseFormatName(absl::GetFlag(FLAGS_format));
+  if (!format.ok()) return format.status();
+  const bool json = *format == palisade::v1::LOG_FORMAT_JSON;
+  if (json != !absl::GetFlag(FLAGS_json_format).empty()) {
+    return absl::InvalidArgumentError(
+        "ship: --format=json needs --json_format=NAME (a mapping in palisaded's json_formats), "
+        "and --json_format goes with --format=json only");
+  }
+  if (json && absl::GetFlag(FLAGS_retime)) {
+    return absl::InvalidArgumentError(
+        "ship --retime: a custom json mapping's times are read by palisaded, not here");
+  }
+  return format;
+}
+
 // ship --follow: runs until SIGTERM or SIGINT (taken by a thread of its own with sigwait), then
 // waits a little for the batches in flight and prints what was acked.
 int FollowFiles(const std::vector<std::string>& files) {
@@ -302,7 +324,7 @@ int FollowFiles(const std::vector<std::string>& files) {
   sigaddset(&signals, SIGTERM);
   // Before any thread (gRPC's included) starts, so they all inherit the mask.
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  absl::StatusOr<LogFormat> format = ParseFormatName(absl::GetFlag(FLAGS_format));
+  absl::StatusOr<LogFormat> format = ShipFormat();
   if (!format.ok()) return Fail(std::string(format.status().message()));
   FollowOptions options;
   options.paths = files;
@@ -310,6 +332,7 @@ int FollowFiles(const std::vector<std::string>& files) {
   options.shipper_id = absl::GetFlag(FLAGS_shipper_id);
   options.source = absl::GetFlag(FLAGS_source);
   options.format = *format;
+  options.json_format = absl::GetFlag(FLAGS_json_format);
   options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
   options.bearer_token = Token();
   options.verbose = absl::GetFlag(FLAGS_verbose);
@@ -348,7 +371,7 @@ int FollowFiles(const std::vector<std::string>& files) {
 int ShipFiles(const std::vector<std::string>& files) {
   if (files.empty()) return Fail("ship: no files given");
   if (absl::GetFlag(FLAGS_follow)) return FollowFiles(files);
-  absl::StatusOr<LogFormat> format = ParseFormatName(absl::GetFlag(FLAGS_format));
+  absl::StatusOr<LogFormat> format = ShipFormat();
   if (!format.ok()) return Fail(std::string(format.status().message()));
   auto stub = palisade::v1::Ingest::NewStub(Channel());
   const bool tty = isatty(STDERR_FILENO);
@@ -389,6 +412,7 @@ int ShipFiles(const std::vector<std::string>& files) {
     };
     ShipOptions options;
     options.format = *format;
+    options.json_format = absl::GetFlag(FLAGS_json_format);
     options.source = absl::GetFlag(FLAGS_source).empty() ? file : absl::GetFlag(FLAGS_source);
     options.bearer_token = Token();
     options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));

@@ -89,6 +89,7 @@ absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
     batch.set_sequence(++sequence);
     batch.set_source(options.source);
     batch.set_format(options.format);
+    batch.set_json_format(options.json_format);
     {
       absl::MutexLock lock(&mu);
       auto room = [&] { return reader_done || in_flight.size() < window; };

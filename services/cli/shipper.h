@@ -19,6 +19,8 @@ namespace palisade {
 struct ShipOptions {
   std::string source;
   palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_SYSLOG;
+  // With format json: the mapping (palisaded's json_formats) that reads the lines.
+  std::string json_format;
   uint32_t batch_lines = 1000;
   uint32_t max_in_flight = 8;
   absl::Duration deadline = absl::Minutes(30);

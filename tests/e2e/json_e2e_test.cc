@@ -1,7 +1,12 @@
 // End to end for JSON lines (issue 14 §2): the real palisaded reads nginx escape=json records
 // shipped over gRPC, Logpush http_requests records with a field rule, and a file of a custom
 // JSON mapping (json_formats + inputs.files json_format); bans reach the real emulator, keyed on
-// the address the server wrote, never on one a client put in its user agent or path.
+// the address the server wrote, never on one a client put in its user agent or path; and the
+// real palisadectl shipping a file of that mapping from "another host".
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
 #include <set>
@@ -14,6 +19,8 @@
 #include "gtest/gtest.h"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "tests/e2e/daemon.h"
+
+extern char** environ;
 
 namespace palisade {
 namespace {
@@ -124,6 +131,36 @@ TEST_F(JsonE2eTest, LogpushFieldRuleAndCustomFileMapping) {
       absl::Seconds(60)));
   EXPECT_EQ(EmulatorAccessRuleValues(*cf_),
             (std::set<std::string>{"2001:db8::31", "203.0.113.32"}));
+}
+
+// `palisadectl ship --format=json --json_format=app`: the batches name the mapping, so the
+// server reads a file shipped from another host as it reads its own input of that mapping.
+TEST_F(JsonE2eTest, PalisadectlShipsACustomMapping) {
+  const std::string shipped = dir_ + "/remote.json";
+  {
+    std::ofstream out(shipped, std::ios::trunc);
+    for (int i = 0; i < 3; ++i) {
+      out << R"({"ts":)" << absl::ToUnixMillis(absl::Now())
+          << R"(,"peer":{"addr":"203.0.113.33"},"req":{"method":"POST","path":"/login",)"
+          << R"("ua":"x"},"res":{"status":403}})" << "\n";
+    }
+  }
+  std::vector<std::string> args = {"services/cli/palisadectl", "ship",
+                                    "--format=json",           "--json_format=app",
+                                    "--source=remote-app",     "--server=" + daemon_->grpc_address(),
+                                    shipped};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  ASSERT_TRUE(Banned("203.0.113.33")) << ::palisade::testing::EmulatorState(*cf_).dump(2);
+  EXPECT_EQ(ScrapeMetric(*daemon_, "palisade_ingest_lines_malformed_total",
+                         {"source=\"remote-app\"", "format=\"json\""}),
+            0);
 }
 
 }  // namespace
