@@ -9,6 +9,8 @@
 #include <fstream>
 #include <iostream>
 
+#include <string>
+#include <vector>
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
@@ -21,6 +23,14 @@ ABSL_FLAG(std::string, port_file, "", "Writes the port here once listening.");
 ABSL_FLAG(std::string, token_file, "", "Writes the seeded API token's value here (mode 0600).");
 ABSL_FLAG(std::string, token_value, "", "Use this value for the seeded token.");
 ABSL_FLAG(int32_t, max_list_items, 10000, "Plan quota: items across all lists.");
+ABSL_FLAG(std::vector<std::string>, token_permissions,
+          std::vector<std::string>({"access_rules", "lists", "rulesets", "tokens", "audit_logs"}),
+          "The seeded token's permissions (TokenSpec short names or permission group names); "
+          "the default is exactly what Palisade's actuators need.");
+ABSL_FLAG(std::vector<std::string>, token_ip_in, {},
+          "The seeded token's condition.request.ip.in (CIDRs); empty: no IP condition.");
+ABSL_FLAG(int64_t, token_expires_in_hours, 0, "The seeded token expires this far ahead (0: never).");
+ABSL_FLAG(std::string, token_resources, "exact", "exact, all_zones or all_accounts.");
 ABSL_FLAG(std::string, plan, "business",
           "The zone's plan (free, pro, business, enterprise): allowed rate-limit values.");
 ABSL_FLAG(int32_t, max_ratelimit_rules, 5, "Plan quota: rate limiting rules per zone.");
@@ -39,7 +49,12 @@ int main(int argc, char** argv) {
   palisade::fake::TokenSpec spec;
   spec.name = "palisade-enforcer";
   spec.value = absl::GetFlag(FLAGS_token_value);
-  spec.permissions = {"access_rules", "lists", "rulesets", "tokens", "audit_logs"};
+  for (const std::string& p : absl::GetFlag(FLAGS_token_permissions)) spec.permissions.insert(p);
+  spec.ip_in = absl::GetFlag(FLAGS_token_ip_in);
+  spec.resources = absl::GetFlag(FLAGS_token_resources);
+  if (absl::GetFlag(FLAGS_token_expires_in_hours) > 0) {
+    spec.expires_on = clock.TimeNow() + absl::Hours(absl::GetFlag(FLAGS_token_expires_in_hours));
+  }
   auto [id, value] = fake.AddToken(spec);
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     std::ofstream out(absl::GetFlag(FLAGS_token_file));

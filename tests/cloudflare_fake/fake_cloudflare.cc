@@ -209,6 +209,60 @@ const std::set<std::string>& RuleActions() {
 
 }  // namespace
 
+// The ids are from memory of the public permission-group list (Terraform examples, the API
+// docs); only "Zone Read" is confirmed by cloudflare-api.md. Tests compare names and ids from
+// this one table, so a wrong id cannot make them pass for the wrong reason.
+const json& PermissionGroups() {
+  static const json* groups = new json(json::array({
+      {{"id", "a416acf9ef5a4af19fb11ed3b96b1fe6"},
+       {"name", "Account Firewall Access Rules Write"},
+       {"scopes", {"com.cloudflare.api.account"}},
+       {"short", "access_rules"}},
+      {{"id", "2edbf20661fd4661b0fe10e9e12f485c"},
+       {"name", "Account Filter Lists Edit"},
+       {"scopes", {"com.cloudflare.api.account"}},
+       {"short", "lists"}},
+      {{"id", "fb6778dc191143babbfaa57993f1d275"},
+       {"name", "Zone WAF Write"},
+       {"scopes", {"com.cloudflare.api.account.zone"}},
+       {"short", "rulesets"}},
+      {{"id", "686d18d5ac6c441c867cbf6771e58a0a"},
+       {"name", "API Tokens Write"},
+       {"scopes", {"com.cloudflare.api.user"}},
+       {"short", "tokens"}},
+      {{"id", "0cc3a61731504c89b99ec1be78b77aa0"},
+       {"name", "API Tokens Read"},
+       {"scopes", {"com.cloudflare.api.user"}},
+       {"short", "tokens.read"}},
+      {{"id", "b05b28e839c54467a7d6cba5d3abb5a3"},
+       {"name", "Access: Audit Logs Read"},
+       {"scopes", {"com.cloudflare.api.account"}},
+       {"short", "audit_logs"}},
+      {{"id", "c1fde68c7bcc44588cbb6ddbc16d6480"},
+       {"name", "Account Settings Read"},
+       {"scopes", {"com.cloudflare.api.account"}}},
+      {{"id", "4755a26eedb94da69e1066d98aa820be"},
+       {"name", "DNS Write"},
+       {"scopes", {"com.cloudflare.api.account.zone"}}},
+      {{"id", "c8fed203ed3043cba015a93ad1616f1f"},
+       {"name", "Zone Read"},
+       {"scopes", {"com.cloudflare.api.account.zone"}}},
+  }));
+  return *groups;
+}
+
+namespace {
+
+// The table's entry for a permission given by short name, group name or group id; null if none.
+const json* FindGroup(const std::string& key) {
+  for (const json& g : PermissionGroups()) {
+    if (g.value("short", "") == key || g["name"] == key || g["id"] == key) return &g;
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 FakeCloudflare::FakeCloudflare(Clock& clock, Options options)
     : clock_(clock), options_(std::move(options)) {}
 
@@ -238,13 +292,35 @@ std::pair<std::string, std::string> FakeCloudflare::AddTokenLocked(const TokenSp
     t.spec.value = absl::StrCat(spec.account_owned ? "cfat_" : "cfut_", body.substr(0, 40));
   }
   t.issued = t.modified = clock_.TimeNow();
-  json groups = json::array();
-  for (const auto& p : spec.permissions) groups.push_back({{"id", p}, {"name", p}});
-  t.policies =
-      json::array({{{"id", NewId()},
-                    {"effect", "allow"},
-                    {"resources", {{"com.cloudflare.api.account." + options_.account_id, "*"}}},
-                    {"permission_groups", groups}}});
+  // One allow policy per scope (account, zone, user), as the dashboard makes them.
+  std::map<std::string, json> by_scope;
+  for (const auto& p : spec.permissions) {
+    const json* g = FindGroup(p);
+    json group = g ? json{{"id", (*g)["id"]}, {"name", (*g)["name"]}} : json{{"id", p}, {"name", p}};
+    const std::string scope = g ? (*g)["scopes"][0].get<std::string>() : "com.cloudflare.api.account";
+    by_scope[scope].push_back(group);
+  }
+  const std::string account = "com.cloudflare.api.account." + options_.account_id;
+  const std::string zone = "com.cloudflare.api.account.zone." + options_.zone_id;
+  t.policies = json::array();
+  for (const auto& [scope, groups] : by_scope) {
+    json resources;
+    if (scope == "com.cloudflare.api.user") {
+      resources = {{"com.cloudflare.api.user." + options_.user_id, "*"}};
+    } else if (spec.resources == "all_accounts") {
+      resources = {{scope == "com.cloudflare.api.account" ? "com.cloudflare.api.account.*"
+                                                          : "com.cloudflare.api.account.zone.*",
+                    "*"}};
+    } else if (spec.resources == "all_zones" && scope != "com.cloudflare.api.account") {
+      resources = {{account, {{"com.cloudflare.api.account.zone.*", "*"}}}};
+    } else {
+      resources = {{scope == "com.cloudflare.api.account" ? account : zone, "*"}};
+    }
+    t.policies.push_back({{"id", NewId()},
+                          {"effect", "allow"},
+                          {"resources", resources},
+                          {"permission_groups", groups}});
+  }
   tokens_[t.id] = t;
   return {t.id, t.spec.value};
 }
@@ -409,7 +485,37 @@ bool FakeCloudflare::Authenticate(const Request& r, bool verify_endpoint, Caller
 
 bool FakeCloudflare::Allowed(const Caller& c, const std::string& permission) const {
   if (c.token == nullptr) return true;  // the Global API Key can do anything
-  return c.token->spec.permissions.count(permission) > 0;
+  // From the token's policies: explicit deny, then explicit allow, else deny. A resource counts
+  // when it names this emulator's account, zone or user, or a wildcard over them.
+  const std::string account = "com.cloudflare.api.account." + options_.account_id;
+  auto covers = [&](const json& resources) {
+    if (!resources.is_object()) return false;
+    for (const auto& [key, value] : resources.items()) {
+      if (key == account || key == "com.cloudflare.api.account.*" ||
+          key == "com.cloudflare.api.account.zone." + options_.zone_id ||
+          key == "com.cloudflare.api.account.zone.*" ||
+          absl::StartsWith(key, "com.cloudflare.api.user.")) {
+        return true;
+      }
+    }
+    return false;
+  };
+  bool allowed = false;
+  for (const json& policy : c.token->policies) {
+    if (!covers(policy.value("resources", json()))) continue;
+    for (const json& g : policy.value("permission_groups", json::array())) {
+      const json* known = FindGroup(Str(g, "id"));
+      if (known == nullptr) known = FindGroup(Str(g, "name"));
+      const std::string short_name =
+          known ? known->value("short", "") : (Str(g, "name").empty() ? Str(g, "id") : Str(g, "name"));
+      // Write groups include reading.
+      if (short_name == permission || (permission == "tokens.read" && short_name == "tokens")) {
+        if (Str(policy, "effect") == "deny") return false;
+        allowed = true;
+      }
+    }
+  }
+  return allowed;
 }
 
 void FakeCloudflare::Audit(const Caller& c, const Request& r, const std::string& action,
@@ -1126,7 +1232,16 @@ Response FakeCloudflare::Tokens(const Request& r, const Caller& c,
                                   {"message", "This API Token is valid and active"},
                                   {"type", nullptr}}}));
   }
-  if (!Allowed(c, "tokens")) return Error(403, 10000, "Authentication error");
+  if (parts.size() == 1 && parts[0] == "permission_groups" && r.method == "GET") {
+    json result = json::array();
+    for (const json& g : PermissionGroups()) {
+      result.push_back({{"id", g["id"]}, {"name", g["name"]}, {"scopes", g["scopes"]}});
+    }
+    return Envelope(result);
+  }
+  if (!Allowed(c, r.method == "GET" ? "tokens.read" : "tokens")) {
+    return Error(403, 10000, "Authentication error");
+  }
   if (parts.empty()) {
     if (r.method == "GET") {
       std::vector<const TokenState*> owned;
@@ -1415,5 +1530,7 @@ Response FakeCloudflare::HandleAdmin(const Request& r) {
   }
   return NoRoute();
 }
+    for (const auto& c : body.value("ip_not_in", json::array())) spec.ip_not_in.push_back(c);
+    spec.resources = body.value("resources", "exact");
 
 }  // namespace palisade::fake

@@ -94,7 +94,11 @@ struct Faults {
 
 // A token as the emulator knows it. Permissions are short names:
 //   "access_rules", "lists", "rulesets", "tokens", "audit_logs" (each read+write),
-//   "tokens.read", "verify" (always allowed).
+//   "tokens.read", "verify" (always allowed),
+// or the names of permission groups the API has that no endpoint here needs ("DNS Write",
+// "Account Settings Read", "Zone Read"). AddToken turns them into the real policies (permission
+// group ids and names on exact resources, see PermissionGroups()); enforcement reads the
+// policies, so a token changed over the API is enforced as changed.
 struct TokenSpec {
   std::string name = "palisade";
   std::string value;  // the secret; empty: generated
@@ -105,7 +109,14 @@ struct TokenSpec {
   std::set<std::string> permissions;
   std::vector<std::string> ip_in;      // CIDRs
   std::vector<std::string> ip_not_in;  // CIDRs
+  // "exact" (the configured account, zone, user), "all_accounts" (com.cloudflare.api.account.*
+  // and com.cloudflare.api.account.zone.*) or "all_zones" (every zone of the account).
+  std::string resources = "exact";
 };
+
+// The permission groups GET /user/tokens/permission_groups answers: {id, name, scopes, short}
+// where `short` is the TokenSpec name the emulator enforces (absent for groups no endpoint needs).
+const json& PermissionGroups();
 
 class FakeCloudflare {
  public:

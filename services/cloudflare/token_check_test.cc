@@ -1,0 +1,183 @@
+// The credentials check against the emulator's permission-scoped tokens over loopback HTTP (the
+// policies are what the emulator makes of a TokenSpec, with the API's group names and
+// resources), plus a few token objects written by hand.
+#include "services/cloudflare/token_check.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/status_matchers.h"
+#include "tests/cloudflare_fake/emulator_server.h"
+#include "tests/cloudflare_fake/fake_cloudflare.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::IsOk;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+class TokenCheckTest : public ::testing::Test {
+ protected:
+  void SetUp() override { ASSERT_THAT(server_.Start(), IsOk()); }
+
+  // An exact token: what the actuators need, from 127.0.0.1, for 30 days.
+  fake::TokenSpec Exact() {
+    fake::TokenSpec spec;
+    spec.permissions = {"access_rules", "lists", "rulesets", "tokens", "audit_logs"};
+    spec.ip_in = {"127.0.0.1/32"};
+    spec.expires_on = clock_.TimeNow() + absl::Hours(24 * 30);
+    return spec;
+  }
+
+  TokenNeeds Needs() {
+    TokenNeeds n;
+    n.account_id = fake_.options().account_id;
+    n.zone_id = fake_.options().zone_id;
+    n.audit_log = true;
+    return n;
+  }
+
+  CredentialReport Check(const fake::TokenSpec& spec) {
+    secret_ = fake_.AddToken(spec).second;
+    ClientOptions options;
+    options.base_url = server_.base_url();
+    options.account_id = fake_.options().account_id;
+    options.zone_id = fake_.options().zone_id;
+    Credentials creds;
+    creds.token = Secret(secret_);
+    CloudflareClient client(transport_, clock_, options, creds, registry_);
+    absl::StatusOr<CredentialReport> r = CheckCredentials(client, Needs(), clock_.TimeNow());
+    EXPECT_THAT(r, IsOk());
+    if (!r.ok()) return CredentialReport();
+    // Whatever it says, it never says the secret.
+    EXPECT_THAT(r->ToJson().dump(), Not(HasSubstr(secret_)));
+    EXPECT_THAT(r->ToText(), Not(HasSubstr(secret_)));
+    return *r;
+  }
+
+  SimulatedClock clock_;
+  fake::FakeCloudflare fake_{clock_};
+  fake::EmulatorServer server_{fake_};
+  CurlTransport transport_;
+  prometheus::Registry registry_;
+  std::string secret_;
+};
+
+TEST_F(TokenCheckTest, ExactTokenHasNoFindings) {
+  CredentialReport r = Check(Exact());
+  EXPECT_TRUE(r.read_self);
+  EXPECT_TRUE(r.findings.empty()) << r.ToText();
+  ASSERT_EQ(r.actuators.size(), 5u);
+  for (const ActuatorState& a : r.actuators) EXPECT_TRUE(a.enabled) << a.actuator;
+}
+
+TEST_F(TokenCheckTest, TooBroadResourcesAreNamedAndEverythingRuns) {
+  fake::TokenSpec spec = Exact();
+  spec.resources = "all_accounts";
+  CredentialReport r = Check(spec);
+  EXPECT_GE(r.Count("too_broad"), 3) << r.ToText();
+  EXPECT_THAT(r.ToText(), HasSubstr("com.cloudflare.api.account.*"));
+  EXPECT_THAT(r.ToText(), HasSubstr("com.cloudflare.api.account.zone.*"));
+  EXPECT_EQ(r.Count("missing_permission"), 0);
+  for (const ActuatorState& a : r.actuators) EXPECT_TRUE(a.enabled) << a.actuator;
+
+  spec.resources = "all_zones";
+  r = Check(spec);
+  EXPECT_THAT(r.ToText(), HasSubstr("every zone of account"));
+  EXPECT_EQ(r.Count("missing_permission"), 0);
+}
+
+TEST_F(TokenCheckTest, MissingOnePermissionDisablesOnlyItsActuator) {
+  fake::TokenSpec spec = Exact();
+  spec.permissions.erase("lists");
+  CredentialReport r = Check(spec);
+  EXPECT_EQ(r.Count("missing_permission"), 1) << r.ToText();
+  EXPECT_FALSE(r.Enabled(kIpListActuator));
+  EXPECT_TRUE(r.Enabled(kAccessRuleActuator));
+  EXPECT_TRUE(r.Enabled(kRateLimitActuator));
+  EXPECT_TRUE(r.Enabled(kTokenRevocationActuator));
+  EXPECT_TRUE(r.Enabled(kAuditLogActuator));
+  for (const ActuatorState& a : r.actuators) {
+    if (a.actuator == kIpListActuator) {
+      EXPECT_THAT(a.reason, HasSubstr("Account Filter Lists Edit"));
+    }
+  }
+}
+
+TEST_F(TokenCheckTest, MissingWafWriteDisablesBothActuatorsThatWriteRules) {
+  fake::TokenSpec spec = Exact();
+  spec.permissions.erase("rulesets");
+  CredentialReport r = Check(spec);
+  EXPECT_FALSE(r.Enabled(kRateLimitActuator));
+  EXPECT_FALSE(r.Enabled(kIpListActuator));  // its custom rule is a ruleset too
+  EXPECT_TRUE(r.Enabled(kAccessRuleActuator));
+}
+
+TEST_F(TokenCheckTest, NoIpConditionAndUnusedPermissions) {
+  fake::TokenSpec spec = Exact();
+  spec.ip_in.clear();
+  spec.permissions.insert("DNS Write");
+  CredentialReport r = Check(spec);
+  EXPECT_EQ(r.Count("no_ip_condition"), 1) << r.ToText();
+  EXPECT_EQ(r.Count("unused_permission"), 1);
+  EXPECT_THAT(r.ToText(), HasSubstr("DNS Write"));
+  for (const ActuatorState& a : r.actuators) EXPECT_TRUE(a.enabled) << a.actuator;
+}
+
+TEST_F(TokenCheckTest, ExpiryTomorrowNeverAndFar) {
+  fake::TokenSpec spec = Exact();
+  spec.expires_on = clock_.TimeNow() + absl::Hours(24);
+  EXPECT_EQ(Check(spec).Count("expiring_soon"), 1);
+  spec.expires_on = absl::InfiniteFuture();
+  EXPECT_EQ(Check(spec).Count("no_expiry"), 1);
+  spec.expires_on = clock_.TimeNow() + absl::Hours(24 * 365);
+  EXPECT_EQ(Check(spec).Count("expiry_far"), 1);
+}
+
+TEST_F(TokenCheckTest, MayNotReadItselfFallsBackToProbes) {
+  fake::TokenSpec spec = Exact();
+  spec.permissions = {"access_rules", "rulesets"};  // no token or audit-log permission, no lists
+  CredentialReport r = Check(spec);
+  EXPECT_FALSE(r.read_self);
+  EXPECT_EQ(r.Count("cannot_read_self"), 1) << r.ToText();
+  EXPECT_TRUE(r.Enabled(kAccessRuleActuator));
+  EXPECT_TRUE(r.Enabled(kRateLimitActuator));
+  EXPECT_FALSE(r.Enabled(kIpListActuator));
+  EXPECT_FALSE(r.Enabled(kTokenRevocationActuator));
+  EXPECT_FALSE(r.Enabled(kAuditLogActuator));
+  // What verify still says: the expiry.
+  ASSERT_TRUE(r.expires_on.has_value());
+  EXPECT_EQ(r.Count("expiring_soon") + r.Count("no_expiry") + r.Count("expiry_far"), 0);
+}
+
+TEST(CompareTokenTest, IdsOnlyAndDenyPolicies) {
+  TokenNeeds n;
+  n.account_id = "0123456789abcdef0123456789abcdef";
+  n.zone_id = "fedcba9876543210fedcba9876543210";
+  n.ip_list = false;
+  n.rate_limit = false;
+  n.token_revocation = false;
+  const nlohmann::json token = nlohmann::json::parse(R"({
+    "id": "ed17574386854bf78a67040be0a770b0", "status": "active",
+    "expires_on": "2027-01-20T00:00:00Z",
+    "policies": [
+      {"effect": "allow",
+       "resources": {"com.cloudflare.api.account.0123456789abcdef0123456789abcdef": "*"},
+       "permission_groups": [{"id": "a416acf9ef5a4af19fb11ed3b96b1fe6"}]},
+      {"effect": "deny",
+       "resources": {"com.cloudflare.api.account.*": "*"},
+       "permission_groups": [{"id": "a416acf9ef5a4af19fb11ed3b96b1fe6"}]}],
+    "condition": {"request_ip": {"in": ["192.0.2.0/24"]}}})");
+  absl::Time now;
+  std::string err;
+  ASSERT_TRUE(absl::ParseTime(absl::RFC3339_full, "2027-01-01T00:00:00Z", &now, &err));
+  CredentialReport r = CompareToken(token, n, now);
+  EXPECT_FALSE(r.Enabled(kAccessRuleActuator));
+  EXPECT_THAT(r.ToText(), HasSubstr("deny policy"));
+  EXPECT_EQ(r.Count("no_ip_condition"), 0);  // request_ip, as the SDKs write it
+  EXPECT_EQ(r.Count("expiring_soon"), 0);    // 19 days
+  EXPECT_EQ(r.actuators.size(), 1u);
+}
+
+}  // namespace
+}  // namespace palisade
