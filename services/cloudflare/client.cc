@@ -270,6 +270,10 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
   }
   req.timeout = options_.timeout;
   req.headers.emplace_back("Content-Type", "application/json");
+  // Shared hold of the credential gate from reading the secret until the answer is in: a roll
+  // (exclusive) waits for this call, and this call never carries a secret the roll retired.
+  std::optional<absl::ReaderMutexLock> gate;
+  if (call.as_token == nullptr && !call.gate_held) gate.emplace(&cred_mu_);
   if (call.as_token != nullptr) {
     req.headers.emplace_back("Authorization", "Bearer " + call.as_token->value());
   } else if (!credentials_.token.empty()) {
@@ -282,6 +286,7 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
 
   const absl::Time start = clock_.TimeNow();
   absl::StatusOr<HttpResponse> resp = transport_.Send(req);
+  gate.reset();
   const std::string where = absl::StrCat("cloudflare ", call.method, " ", call.label);
   latency_
       .Add({{"endpoint", call.label}},
@@ -453,6 +458,41 @@ absl::StatusOr<TokenInfo> CloudflareClient::DisableToken(const std::string& id,
     if (!r.ok()) return r.status();
     return ToToken((*r)["result"]);
   });
+}
+
+absl::StatusOr<Secret> CloudflareClient::RollToken(
+    const std::string& id, bool account_owned,
+    const std::function<absl::Status(const Secret&)>& persist) {
+  // The budget before the gate: a roll must not hold every other call while it waits for it.
+  absl::Duration wait = budget_.Acquire(clock_.TimeNow());
+  if (wait > options_.max_wait) {
+    return absl::ResourceExhaustedError("cloudflare PUT tokens/roll: request budget spent");
+  }
+  while (wait > absl::ZeroDuration()) {
+    clock_.SleepFor(wait);
+    wait = budget_.Acquire(clock_.TimeNow());
+  }
+  absl::WriterMutexLock lock(&cred_mu_);
+  Call call{"PUT", TokenPath(account_owned) + "/" + id + "/value", "tokens/roll"};
+  call.body = json::object();
+  call.gate_held = true;
+  int http = 0;
+  absl::StatusOr<json> r = SendOnce(call, &http);
+  if (!r.ok()) return r.status();
+  const json& result = (*r)["result"];
+  if (!result.is_string() || result.get<std::string>().empty()) {
+    return absl::InternalError("cloudflare PUT tokens/roll: the reply has no new value");
+  }
+  Secret fresh(result.get<std::string>());
+  absl::Status persisted = persist(fresh);
+  credentials_.token = fresh;
+  if (!persisted.ok()) return persisted;
+  return fresh;
+}
+
+void CloudflareClient::SetToken(Secret token) {
+  absl::WriterMutexLock lock(&cred_mu_);
+  credentials_.token = std::move(token);
 }
 
 absl::Status CloudflareClient::DeleteToken(const std::string& id, bool account_owned) {

@@ -25,12 +25,14 @@
 #ifndef PALISADE_SERVICES_CLOUDFLARE_CLIENT_H_
 #define PALISADE_SERVICES_CLOUDFLARE_CLIENT_H_
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/counter.h"
@@ -175,6 +177,18 @@ class CloudflareClient {
   // condition, not_before, expires_on): the PUT is a full replacement.
   absl::StatusOr<TokenInfo> DisableToken(const std::string& id, bool account_owned);
   absl::Status DeleteToken(const std::string& id, bool account_owned);
+  // Rolls the client's own token's secret (PUT .../tokens/{id}/value). The old secret stops
+  // working the moment the roll succeeds, so the roll runs behind a writer gate: calls in flight
+  // finish first, new calls wait, and none goes out with the old value afterwards. Once the new
+  // value is known `persist` runs (still behind the gate: write it where the next start reads
+  // it), then every later call uses it. A failed roll keeps the old secret and returns the
+  // error. When persist fails the new secret is still switched to (the old one is dead) and the
+  // persist error is returned: the caller must keep the value it was given.
+  // Never retried here: a roll whose answer was lost may have happened.
+  absl::StatusOr<Secret> RollToken(const std::string& id, bool account_owned,
+                                   const std::function<absl::Status(const Secret&)>& persist);
+  // Switches the client to another secret (a roll-forward at start), behind the same gate.
+  void SetToken(Secret token);
 
   // --- IP access rules ---
   absl::StatusOr<Page<AccessRule>> ListAccessRules(RuleScope scope, const AccessRuleFilter& f,
@@ -233,6 +247,7 @@ class CloudflareClient {
     std::vector<std::pair<std::string, std::string>> query;
     std::optional<nlohmann::json> body;
     const Secret* as_token = nullptr;  // another credential (token verification)
+    bool gate_held = false;            // the caller holds cred_mu_ as writer (the roll)
   };
   // Sends with budget, retries and error mapping; returns the whole envelope.
   absl::StatusOr<nlohmann::json> Send(const Call& call);
@@ -248,7 +263,10 @@ class CloudflareClient {
   HttpTransport& transport_;
   Clock& clock_;
   const ClientOptions options_;
-  const Credentials credentials_;
+  // The credential gate: every call holds it shared while it reads the secret and sends; a roll
+  // holds it exclusively. Guards credentials_ (not annotated: SendOnce reads it under either).
+  absl::Mutex cred_mu_;
+  Credentials credentials_;
   RequestBudget budget_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Counter>& retries_;

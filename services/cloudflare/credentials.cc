@@ -1,5 +1,7 @@
 #include "services/cloudflare/credentials.h"
 
+#include <sys/stat.h>
+
 #include <cstdlib>
 #include <fstream>
 
@@ -10,6 +12,7 @@ namespace palisade {
 namespace {
 
 absl::StatusOr<std::string> ReadFirstLine(const std::string& path, const char* what) {
+  if (absl::Status s = CheckSecretFileMode(path, what); !s.ok()) return s;
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(what, " file ", path, " cannot be read"));
   std::string line;
@@ -29,6 +32,23 @@ bool TokenShaped(const std::string& t) {
 }
 
 }  // namespace
+
+absl::Status CheckSecretFileMode(const std::string& path, absl::string_view what) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(what, " file ", path, " cannot be read"));
+  }
+  // A secret others on the host can read (or rewrite) is a secret already shared: refused, not
+  // warned about, so the mistake is fixed before the token is ever used.
+  if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+    char mode[8];
+    snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    return absl::PermissionDeniedError(absl::StrCat(
+        what, " file ", path, " is accessible by group or others (mode ", mode,
+        "); it holds a secret: chmod 600 it (owner only)"));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Credentials> LoadCredentials(const CredentialSource& source) {
   Credentials creds;

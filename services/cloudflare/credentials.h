@@ -6,7 +6,9 @@
 
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "services/cloudflare/client.h"
 
 namespace palisade {
@@ -19,7 +21,12 @@ struct CredentialSource {
   std::string api_key_file;
 };
 
+// The token and key files must be owner-only (no group or other bits): kPermissionDenied naming
+// the file and its mode otherwise.
 absl::StatusOr<Credentials> LoadCredentials(const CredentialSource& source);
+
+// kPermissionDenied when `path` grants any permission to group or others; `what` names it.
+absl::Status CheckSecretFileMode(const std::string& path, absl::string_view what);
 
 }  // namespace palisade
 

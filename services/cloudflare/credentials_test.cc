@@ -1,5 +1,7 @@
 #include "services/cloudflare/credentials.h"
 
+#include <sys/stat.h>
+
 #include <cstdlib>
 #include <fstream>
 
@@ -12,6 +14,7 @@ namespace {
 
 using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -20,6 +23,7 @@ constexpr char kToken[] = "cfut_0123456789abcdefghijABCDEFGHIJ0123456789";
 std::string WriteFile(const std::string& name, const std::string& content) {
   std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
   std::ofstream(path) << content;
+  chmod(path.c_str(), 0600);
   return path;
 }
 
@@ -46,6 +50,22 @@ TEST(CredentialsTest, ErrorsNeverShowTheValue) {
   EXPECT_THAT(c, StatusIs(absl::StatusCode::kInvalidArgument, Not(HasSubstr("hunter2"))));
   s.token_file = "/nonexistent/token";
   EXPECT_THAT(LoadCredentials(s), StatusIs(absl::StatusCode::kNotFound, HasSubstr("/nonexistent")));
+}
+
+TEST(CredentialsTest, TokenFileOpenToGroupOrOthersIsRefused) {
+  // Before this check a 0644 token file was read and used like any other.
+  CredentialSource s;
+  s.token_file = WriteFile("open-token", std::string(kToken) + "\n");
+  for (mode_t mode : {0644, 0640, 0604, 0660, 0620}) {
+    ASSERT_EQ(chmod(s.token_file.c_str(), mode), 0);
+    absl::StatusOr<Credentials> c = LoadCredentials(s);
+    EXPECT_THAT(c, StatusIs(absl::StatusCode::kPermissionDenied,
+                            AllOf(HasSubstr(s.token_file), HasSubstr("chmod 600"),
+                                  Not(HasSubstr(kToken)))))
+        << std::oct << mode;
+  }
+  ASSERT_EQ(chmod(s.token_file.c_str(), 0400), 0);
+  EXPECT_THAT(LoadCredentials(s), IsOk());
 }
 
 TEST(CredentialsTest, GlobalApiKeyIsRefusedUnlessAllowed) {

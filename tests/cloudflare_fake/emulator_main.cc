@@ -4,13 +4,14 @@
 // It seeds one API token with every permission; its value is written to --token_file (never
 // printed). State, faults and the clock are driven through /__emulator/ endpoints.
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <fstream>
 #include <iostream>
-
 #include <string>
 #include <vector>
+
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
@@ -22,7 +23,6 @@ ABSL_FLAG(int32_t, port, 0, "Loopback port (0: any free port).");
 ABSL_FLAG(std::string, port_file, "", "Writes the port here once listening.");
 ABSL_FLAG(std::string, token_file, "", "Writes the seeded API token's value here (mode 0600).");
 ABSL_FLAG(std::string, token_value, "", "Use this value for the seeded token.");
-ABSL_FLAG(int32_t, max_list_items, 10000, "Plan quota: items across all lists.");
 ABSL_FLAG(std::vector<std::string>, token_permissions,
           std::vector<std::string>({"access_rules", "lists", "rulesets", "tokens", "audit_logs"}),
           "The seeded token's permissions (TokenSpec short names or permission group names); "
@@ -31,6 +31,7 @@ ABSL_FLAG(std::vector<std::string>, token_ip_in, {},
           "The seeded token's condition.request.ip.in (CIDRs); empty: no IP condition.");
 ABSL_FLAG(int64_t, token_expires_in_hours, 0, "The seeded token expires this far ahead (0: never).");
 ABSL_FLAG(std::string, token_resources, "exact", "exact, all_zones or all_accounts.");
+ABSL_FLAG(int32_t, max_list_items, 10000, "Plan quota: items across all lists.");
 ABSL_FLAG(std::string, plan, "business",
           "The zone's plan (free, pro, business, enterprise): allowed rate-limit values.");
 ABSL_FLAG(int32_t, max_ratelimit_rules, 5, "Plan quota: rate limiting rules per zone.");
@@ -59,6 +60,9 @@ int main(int argc, char** argv) {
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     std::ofstream out(absl::GetFlag(FLAGS_token_file));
     out << value << "\n";
+    out.close();
+    // As the flag says: palisaded refuses a token file open to group or others.
+    chmod(absl::GetFlag(FLAGS_token_file).c_str(), 0600);
   }
   palisade::fake::EmulatorServer server(fake, [&clock](absl::Duration d) { clock.Advance(d); });
   sigset_t signals;

@@ -330,6 +330,11 @@ void FakeCloudflare::SetFaults(const Faults& faults) {
   faults_ = faults;
 }
 
+int64_t FakeCloudflare::retired_secret_calls() const {
+  absl::MutexLock lock(&mu_);
+  return retired_secret_calls_;
+}
+
 int64_t FakeCloudflare::calls() const {
   absl::MutexLock lock(&mu_);
   return calls_;
@@ -422,6 +427,7 @@ bool FakeCloudflare::Authenticate(const Request& r, bool verify_endpoint, Caller
     for (const auto& [id, t] : tokens_) {
       if (t.spec.value == v) found = &t;
     }
+    if (found == nullptr && retired_.count(std::string(v)) > 0) ++retired_secret_calls_;
     const absl::Time now = clock_.TimeNow();
     const bool usable = found != nullptr && found->spec.status == "active" &&
                         found->spec.expires_on > now && found->spec.not_before <= now &&
@@ -1290,6 +1296,7 @@ Response FakeCloudflare::Tokens(const Request& r, const Caller& c,
   TokenState& t = it->second;
   if (parts.size() == 2 && parts[1] == "value" && r.method == "PUT") {
     std::string body = NewId() + NewId();
+    retired_.insert(t.spec.value);  // refused from now on, and counted when used
     t.spec.value = absl::StrCat(account ? "cfat_" : "cfut_", body.substr(0, 40));
     t.modified = clock_.TimeNow();
     Audit(c, r, "roll", "token", t.id);
@@ -1498,7 +1505,8 @@ Response FakeCloudflare::HandleAdmin(const Request& r) {
           {"http_ratelimit", RulesetSnapshot("http_ratelimit")}}},
         {"tokens", tokens},
         {"audit_log_entries", AuditLog().size()},
-        {"calls", calls()}};
+        {"calls", calls()},
+        {"retired_secret_calls", retired_secret_calls()}};
     return Envelope(state);
   }
   json body;
@@ -1522,6 +1530,8 @@ Response FakeCloudflare::HandleAdmin(const Request& r) {
     spec.account_owned = body.value("account_owned", false);
     for (const auto& p : body.value("permissions", json::array())) spec.permissions.insert(p);
     for (const auto& c : body.value("ip_in", json::array())) spec.ip_in.push_back(c);
+    for (const auto& c : body.value("ip_not_in", json::array())) spec.ip_not_in.push_back(c);
+    spec.resources = body.value("resources", "exact");
     if (body.contains("expires_in_seconds")) {
       spec.expires_on = clock_.TimeNow() + absl::Seconds(body["expires_in_seconds"].get<int64_t>());
     }
@@ -1530,7 +1540,5 @@ Response FakeCloudflare::HandleAdmin(const Request& r) {
   }
   return NoRoute();
 }
-    for (const auto& c : body.value("ip_not_in", json::array())) spec.ip_not_in.push_back(c);
-    spec.resources = body.value("resources", "exact");
 
 }  // namespace palisade::fake

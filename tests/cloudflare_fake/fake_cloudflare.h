@@ -139,6 +139,8 @@ class FakeCloudflare {
   json TokenSnapshot(const std::string& id) const;        // token object or null
   json AuditLog() const;  // v1 shape
   int64_t calls() const;
+  // Calls that carried a secret retired by a roll (PUT .../tokens/{id}/value): each was refused.
+  int64_t retired_secret_calls() const;
 
  private:
   struct AccessRule {
@@ -230,6 +232,8 @@ class FakeCloudflare {
   std::map<std::string, std::deque<absl::Time>> requests_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, absl::Time> blocked_until_ ABSL_GUARDED_BY(mu_);
   std::vector<json> audit_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> retired_ ABSL_GUARDED_BY(mu_);  // secrets replaced by a roll
+  int64_t retired_secret_calls_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace palisade::fake

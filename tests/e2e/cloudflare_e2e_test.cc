@@ -2,6 +2,8 @@
 // fed attack logs over gRPC. The emulator's state must show the access rules, the IP list
 // items with their custom rule, the rate-limiting rule and the revoked token, and then, once
 // the (short) decisions expire, everything but the revocation must be gone.
+#include <sys/stat.h>
+
 #include <fstream>
 #include <functional>
 
@@ -398,6 +400,7 @@ TEST(CloudflareE2eTest, RefusesToStartWithATokenThatMayNotBeUsedFromHere) {
   ASSERT_TRUE(seeded.ok()) << seeded.status();
   const std::string token_file = std::string(std::getenv("TEST_TMPDIR")) + "/elsewhere.token";
   std::ofstream(token_file) << json::parse(*seeded)["result"]["value"].get<std::string>() << "\n";
+  chmod(token_file.c_str(), 0600);  // palisaded refuses a token file open to others
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
       Daemon::Start({"--config=" + WriteConfig(**emulator, token_file)});
   EXPECT_EQ(daemon.status().code(), absl::StatusCode::kFailedPrecondition) << daemon.status();

@@ -1,0 +1,241 @@
+#include "services/cloudflare/rotation.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "services/cloudflare/credentials.h"
+
+namespace palisade {
+namespace {
+
+std::string DirOf(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+absl::Status Errno(absl::string_view what, const std::string& path) {
+  return absl::InternalError(absl::StrCat(what, " ", path, ": ", strerror(errno)));
+}
+
+absl::Status FsyncDir(const std::string& dir) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Errno("cannot open directory", dir);
+  int rc = fsync(fd);
+  close(fd);
+  if (rc != 0) return Errno("cannot fsync directory", dir);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
+  if (absl::Status s = CheckSecretFileMode(path, "cloudflare: rolled token"); !s.ok()) return s;
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  std::string value(absl::StripAsciiWhitespace(line));
+  if (value.empty()) {
+    return absl::DataLossError(absl::StrCat("cloudflare: rolled token file ", path, " is empty"));
+  }
+  return value;
+}
+
+}  // namespace
+
+absl::Status AtomicWriteFile(const std::string& path, absl::string_view content,
+                             mode_t new_mode) {
+  struct stat old;
+  const bool exists = stat(path.c_str(), &old) == 0;
+  const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  // Created owner-only whatever the umask; the old file's mode is applied after the chown, so
+  // the secret is never readable by anyone the old file did not allow.
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return Errno("cannot create", tmp);
+  auto fail = [&](absl::string_view what) {
+    absl::Status s = Errno(what, tmp);
+    close(fd);
+    unlink(tmp.c_str());
+    return s;
+  };
+  if (exists && fchown(fd, old.st_uid, old.st_gid) != 0 && errno != EPERM) {
+    return fail("cannot chown");
+  }
+  if (fchmod(fd, exists ? (old.st_mode & 07777) : new_mode) != 0) return fail("cannot chmod");
+  size_t done = 0;
+  while (done < content.size()) {
+    ssize_t n = write(fd, content.data() + done, content.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail("cannot write");
+    }
+    done += static_cast<size_t>(n);
+  }
+  if (fsync(fd) != 0) return fail("cannot fsync");
+  if (close(fd) != 0) {
+    absl::Status s = Errno("cannot close", tmp);
+    unlink(tmp.c_str());
+    return s;
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    absl::Status s = Errno("cannot rename over", path);
+    unlink(tmp.c_str());
+    return s;
+  }
+  return FsyncDir(DirOf(path));
+}
+
+std::string RolledSideFile(const std::string& token_file) {
+  return absl::StrCat(token_file, ".rolled");
+}
+
+absl::StatusOr<std::optional<Secret>> RollForward(const std::string& token_file,
+                                                  CloudflareClient& client, bool account_owned) {
+  const std::string side = RolledSideFile(token_file);
+  struct stat st;
+  if (stat(side.c_str(), &st) != 0) return std::optional<Secret>();
+  absl::StatusOr<std::string> value = ReadSecretFile(side);
+  if (!value.ok()) return value.status();
+  Secret secret(*value);
+  absl::StatusOr<TokenInfo> info = client.VerifyOtherToken(secret, account_owned);
+  if (info.status().code() == absl::StatusCode::kUnauthenticated) {
+    std::cerr << "palisaded: cloudflare: the rolled token in " << side
+              << " is refused by Cloudflare; removing it and keeping " << token_file << std::endl;
+    if (unlink(side.c_str()) != 0) return Errno("cannot remove", side);
+    return std::optional<Secret>();
+  }
+  if (!info.ok()) {
+    // The side file is written only after a successful roll and removed only once the token
+    // file holds the same value: it is the newest secret even when it cannot be checked now.
+    std::cerr << "palisaded: cloudflare: cannot verify the rolled token in " << side << " ("
+              << info.status().message() << "); rolling forward to it anyway" << std::endl;
+  }
+  if (absl::Status s = AtomicWriteFile(token_file, *value + "\n"); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("cloudflare: rolling the token file ", token_file,
+                                               " forward from ", side, ": ", s.message()));
+  }
+  if (unlink(side.c_str()) != 0) return Errno("cannot remove", side);
+  if (absl::Status s = FsyncDir(DirOf(side)); !s.ok()) return s;
+  client.SetToken(secret);
+  std::cerr << "palisaded: cloudflare: rolled " << token_file << " forward to the secret of an "
+            << "interrupted rotation" << std::endl;
+  return std::optional<Secret>(secret);
+}
+
+TokenRotator::TokenRotator(CloudflareClient& client, Clock& clock, RotationOptions options,
+                           prometheus::Registry& registry)
+    : client_(client),
+      clock_(clock),
+      options_(std::move(options)),
+      rolls_(prometheus::BuildCounter()
+                 .Name("palisade_cloudflare_token_rolls_total")
+                 .Help("Rolls of the service's own API token, by result (ok, failed).")
+                 .Register(registry)),
+      last_roll_(prometheus::BuildGauge()
+                     .Name("palisade_cloudflare_token_last_roll_timestamp_seconds")
+                     .Help("When the service's API token was last rolled (0: not since start).")
+                     .Register(registry)
+                     .Add({})) {
+  absl::MutexLock lock(&mu_);
+  next_roll_ = Schedule(clock_.TimeNow());
+  backoff_ = options_.initial_backoff;
+}
+
+TokenRotator::~TokenRotator() { Stop(); }
+
+absl::Time TokenRotator::Schedule(absl::Time now) const {
+  absl::Time next = now + options_.interval;
+  if (options_.expires_on) {
+    const absl::Time latest = *options_.expires_on - 2 * options_.interval;
+    if (latest > now) next = std::min(next, latest);
+  }
+  return next;
+}
+
+absl::Status TokenRotator::Persist(const Secret& fresh) {
+  const std::string side = RolledSideFile(options_.token_file);
+  if (absl::Status s = AtomicWriteFile(side, fresh.value() + "\n", 0600); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("cloudflare: the token was rolled but the side "
+                                               "file could not be written: ", s.message()));
+  }
+  const char* hook = std::getenv("PALISADE_TEST_EXIT_AFTER_ROLL");
+  if (hook != nullptr && std::string(hook) == "1") {
+    std::cerr << "palisaded: test hook: exiting between the side file and the token file"
+              << std::endl;
+    _exit(86);
+  }
+  if (absl::Status s = AtomicWriteFile(options_.token_file, fresh.value() + "\n"); !s.ok()) {
+    return absl::Status(s.code(),
+                        absl::StrCat("cloudflare: the token was rolled; ", options_.token_file,
+                                     " could not be written (the new secret is kept in ", side,
+                                     "): ", s.message()));
+  }
+  if (unlink(side.c_str()) != 0) return Errno("cannot remove", side);
+  return FsyncDir(DirOf(side));
+}
+
+absl::Status TokenRotator::RotateNow() {
+  absl::MutexLock roll(&roll_mu_);
+  absl::StatusOr<Secret> fresh =
+      client_.RollToken(options_.token_id, options_.account_owned,
+                        [this](const Secret& s) { return Persist(s); });
+  const absl::Time now = clock_.TimeNow();
+  if (!fresh.ok()) {
+    rolls_.Add({{"result", "failed"}}).Increment();
+    return fresh.status();
+  }
+  rolls_.Add({{"result", "ok"}}).Increment();
+  last_roll_.Set(static_cast<double>(absl::ToUnixSeconds(now)));
+  std::cerr << "palisaded: cloudflare: rolled token " << options_.token_id << " (new secret in "
+            << options_.token_file << ")" << std::endl;
+  return absl::OkStatus();
+}
+
+bool TokenRotator::Tick() {
+  {
+    absl::MutexLock lock(&mu_);
+    if (clock_.TimeNow() < next_roll_) return false;
+  }
+  absl::Status s = RotateNow();
+  absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_.TimeNow();
+  if (s.ok()) {
+    next_roll_ = Schedule(now);
+    backoff_ = options_.initial_backoff;
+  } else {
+    std::cerr << "palisaded: cloudflare: token roll failed (" << s.message()
+              << "); the current secret is kept, retrying in " << absl::FormatDuration(backoff_)
+              << std::endl;
+    next_roll_ = now + backoff_;
+    backoff_ = std::min(options_.max_backoff, backoff_ * 2);
+  }
+  return true;
+}
+
+absl::Time TokenRotator::next_roll() const {
+  absl::MutexLock lock(&mu_);
+  return next_roll_;
+}
+
+void TokenRotator::Start() {
+  if (thread_.joinable()) return;
+  thread_ = std::thread([this] {
+    while (!stopping_.WaitForNotificationWithTimeout(options_.poll)) Tick();
+  });
+}
+
+void TokenRotator::Stop() {
+  if (!stopping_.HasBeenNotified()) stopping_.Notify();
+  if (thread_.joinable()) thread_.join();
+}
+
+}  // namespace palisade

@@ -1,0 +1,110 @@
+// Rotation of Palisade's own API token: rolls the secret (PUT .../tokens/{id}/value) on an
+// interval, and writes the new value where the next start reads it without ever losing it.
+//
+// Order of one roll (crash-safe):
+//   1. roll (CloudflareClient::RollToken: calls are held behind the credential gate, the old
+//      secret is dead from here on);
+//   2. write the new secret to the side file (token_file + ".rolled", same dir, mode 0600,
+//      fsync, rename, fsync dir);
+//   3. write it to the token file atomically (same owner and mode, fsync, rename, fsync dir);
+//   4. delete the side file (fsync dir).
+// A side file found at start (RollForward) means a crash between 2 and 4: the token file may
+// hold the dead secret, the side file holds the live one; it is verified and rolled forward.
+// A crash between 1 and 2 loses the new secret: nothing can save it (the API returns it once);
+// the window is one local file write.
+//
+// Test hook: PALISADE_TEST_EXIT_AFTER_ROLL=1 in the environment makes the process _exit(86)
+// after step 2 (the e2e crash test).
+//
+// Thread-safety: TokenRotator's methods may be called from any thread; rolls are serialised.
+#ifndef PALISADE_SERVICES_CLOUDFLARE_ROTATION_H_
+#define PALISADE_SERVICES_CLOUDFLARE_ROTATION_H_
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/cloudflare/client.h"
+#include "services/common/clock.h"
+
+namespace palisade {
+
+// Replaces `path` with `content`: a temporary file in the same directory, given the mode and
+// owner of the file it replaces (`new_mode` when there is none), written, fsynced, renamed over
+// `path`, then the directory fsynced. Readers see the old content or the new, never a mix.
+absl::Status AtomicWriteFile(const std::string& path, absl::string_view content,
+                             mode_t new_mode = 0600);
+
+// Where a rolled secret waits until the token file holds it.
+std::string RolledSideFile(const std::string& token_file);
+
+// At start, before the token is used. No side file: nullopt. A side file: its secret is
+// verified (as itself); accepted, or not checkable (Cloudflare unreachable: by construction the
+// side file holds the newest secret), it is written to the token file, the side file removed,
+// the client switched to it, and it is returned. Refused (invalid): the side file is removed
+// and the token file kept (nullopt). Errors name the files, never the secret.
+absl::StatusOr<std::optional<Secret>> RollForward(const std::string& token_file,
+                                                  CloudflareClient& client, bool account_owned);
+
+struct RotationOptions {
+  std::string token_file;
+  std::string token_id;
+  bool account_owned = false;
+  absl::Duration interval = absl::Hours(24 * 30);
+  // When the token expires, rolls are scheduled to land 2 intervals before it at the latest.
+  std::optional<absl::Time> expires_on;
+  absl::Duration initial_backoff = absl::Minutes(1);
+  absl::Duration max_backoff = absl::Hours(1);
+  // How often the background thread looks at the schedule.
+  absl::Duration poll = absl::Seconds(1);
+};
+
+class TokenRotator {
+ public:
+  TokenRotator(CloudflareClient& client, Clock& clock, RotationOptions options,
+               prometheus::Registry& registry);
+  ~TokenRotator();  // stops the thread
+
+  // One roll now (palisadectl cloudflare rotate, and the schedule). A failed roll keeps the old
+  // secret; the schedule then retries with backoff.
+  absl::Status RotateNow();
+  // Rolls when the schedule says so; returns whether a roll was attempted. For tests on a
+  // SimulatedClock; the thread calls it every `poll`.
+  bool Tick();
+  absl::Time next_roll() const;
+
+  void Start();
+  void Stop();
+
+ private:
+  absl::Status Persist(const Secret& fresh);
+  absl::Time Schedule(absl::Time now) const;
+
+  CloudflareClient& client_;
+  Clock& clock_;
+  const RotationOptions options_;
+  absl::Mutex roll_mu_;  // one roll at a time
+  mutable absl::Mutex mu_;
+  absl::Time next_roll_ ABSL_GUARDED_BY(mu_);
+  absl::Duration backoff_ ABSL_GUARDED_BY(mu_);
+  prometheus::Family<prometheus::Counter>& rolls_;
+  prometheus::Gauge& last_roll_;
+  absl::Notification stopping_;
+  std::thread thread_;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_CLOUDFLARE_ROTATION_H_

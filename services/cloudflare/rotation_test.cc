@@ -1,0 +1,274 @@
+// Token rotation against the emulator over real HTTP on loopback, on a SimulatedClock.
+#include "services/cloudflare/rotation.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/common/status_matchers.h"
+#include "tests/cloudflare_fake/emulator_server.h"
+#include "tests/cloudflare_fake/fake_cloudflare.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+std::string Read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+
+mode_t ModeOf(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(stat(path.c_str(), &st), 0) << path;
+  return st.st_mode & 07777;
+}
+
+std::string TmpPath(const std::string& name) {
+  static int n = 0;
+  return absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name, "-", ++n);
+}
+
+TEST(AtomicWriteFileTest, ReplacesContentKeepingModeAndOwner) {
+  const std::string path = TmpPath("secret");
+  std::ofstream(path) << "old\n";
+  ASSERT_EQ(chmod(path.c_str(), 0400), 0);
+  struct stat before;
+  ASSERT_EQ(stat(path.c_str(), &before), 0);
+
+  ASSERT_THAT(AtomicWriteFile(path, "new-secret\n"), IsOk());
+  EXPECT_EQ(Read(path), "new-secret\n");
+  struct stat after;
+  ASSERT_EQ(stat(path.c_str(), &after), 0);
+  EXPECT_EQ(after.st_mode & 07777, 0400u);
+  EXPECT_EQ(after.st_uid, before.st_uid);
+  EXPECT_EQ(after.st_gid, before.st_gid);
+  EXPECT_NE(after.st_ino, before.st_ino);  // a rename, not an in-place rewrite
+  EXPECT_FALSE(Exists(absl::StrCat(path, ".tmp.", getpid())));
+
+  ASSERT_EQ(chmod(path.c_str(), 0640), 0);
+  ASSERT_THAT(AtomicWriteFile(path, "third\n"), IsOk());
+  EXPECT_EQ(ModeOf(path), 0640u);
+
+  // A new file is owner-only whatever the umask.
+  const std::string fresh = TmpPath("fresh");
+  const mode_t old_umask = umask(0);
+  ASSERT_THAT(AtomicWriteFile(fresh, "x\n"), IsOk());
+  umask(old_umask);
+  EXPECT_EQ(ModeOf(fresh), 0600u);
+}
+
+TEST(AtomicWriteFileTest, ErrorNamesThePathNotTheContent) {
+  absl::Status s = AtomicWriteFile("/nonexistent-dir/token", "hunter2-secret\n");
+  EXPECT_THAT(s, Not(IsOk()));
+  EXPECT_THAT(s.message(), HasSubstr("/nonexistent-dir/token"));
+  EXPECT_THAT(s.message(), Not(HasSubstr("hunter2")));
+}
+
+class RotationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    fake::TokenSpec spec;
+    spec.permissions = {"access_rules", "lists", "rulesets", "tokens", "audit_logs"};
+    std::tie(token_id_, token_) = fake_.AddToken(spec);
+    ASSERT_THAT(server_.Start(), IsOk());
+    token_file_ = TmpPath("cf.token");
+    std::ofstream(token_file_) << token_ << "\n";
+    ASSERT_EQ(chmod(token_file_.c_str(), 0600), 0);
+  }
+
+  std::unique_ptr<CloudflareClient> Client(const std::string& token) {
+    ClientOptions options;
+    options.base_url = server_.base_url();
+    options.account_id = fake_.options().account_id;
+    options.zone_id = fake_.options().zone_id;
+    Credentials creds;
+    creds.token = Secret(token);
+    return std::make_unique<CloudflareClient>(transport_, clock_, options, creds, registry_);
+  }
+
+  RotationOptions Options() {
+    RotationOptions o;
+    o.token_file = token_file_;
+    o.token_id = token_id_;
+    o.interval = absl::Hours(24);
+    o.initial_backoff = absl::Minutes(1);
+    return o;
+  }
+
+  std::string FileToken() {
+    std::string s = Read(token_file_);
+    if (!s.empty() && s.back() == '\n') s.pop_back();
+    return s;
+  }
+
+  SimulatedClock clock_;
+  fake::FakeCloudflare fake_{clock_};
+  fake::EmulatorServer server_{fake_};
+  CurlTransport transport_;
+  prometheus::Registry registry_;
+  std::string token_id_, token_, token_file_;
+};
+
+TEST_F(RotationTest, RollWritesTheFileAndSwitchesTheClient) {
+  auto client = Client(token_);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  ASSERT_THAT(rotator.RotateNow(), IsOk());
+
+  const std::string rolled = FileToken();
+  EXPECT_NE(rolled, token_);
+  EXPECT_EQ(fake_.TokenSnapshot(token_id_)["id"], token_id_);
+  EXPECT_EQ(ModeOf(token_file_), 0600u);
+  EXPECT_FALSE(Exists(RolledSideFile(token_file_)));
+  // The client carries the new secret; the old one is dead and was never sent after the roll.
+  EXPECT_THAT(client->VerifyToken(), IsOk());
+  EXPECT_THAT(client->ListAccessRules(RuleScope::kZone, {}, 1), IsOk());
+  EXPECT_EQ(fake_.retired_secret_calls(), 0);
+  EXPECT_THAT(Client(token_)->VerifyToken(), StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_GE(fake_.retired_secret_calls(), 1);  // the check above (user, then account verify)
+  EXPECT_THAT(Client(rolled)->VerifyToken(), IsOk());
+}
+
+TEST_F(RotationTest, FailedRollKeepsTheOldTokenAndRetriesWithBackoff) {
+  auto client = Client(token_);
+  RotationOptions o = Options();
+  o.initial_backoff = absl::Minutes(1);
+  TokenRotator rotator(*client, clock_, o, registry_);
+  fake::Faults faults;
+  faults.fail_call = 1;  // the roll itself
+  faults.error_status = 503;
+  fake_.SetFaults(faults);
+
+  clock_.Advance(absl::Hours(24));
+  ASSERT_TRUE(rotator.Tick());
+  EXPECT_EQ(FileToken(), token_);
+  EXPECT_FALSE(Exists(RolledSideFile(token_file_)));
+  EXPECT_THAT(client->VerifyToken(), IsOk());
+  EXPECT_EQ(rotator.next_roll(), clock_.TimeNow() + absl::Minutes(1));
+  EXPECT_FALSE(rotator.Tick());  // not before the backoff
+
+  clock_.Advance(absl::Minutes(1));
+  ASSERT_TRUE(rotator.Tick());  // the retry succeeds
+  EXPECT_NE(FileToken(), token_);
+  EXPECT_EQ(rotator.next_roll(), clock_.TimeNow() + absl::Hours(24));
+  EXPECT_THAT(client->VerifyToken(), IsOk());
+  EXPECT_EQ(fake_.retired_secret_calls(), 0);
+}
+
+TEST_F(RotationTest, RollsBeforeExpiry) {
+  auto client = Client(token_);
+  RotationOptions o = Options();
+  o.interval = absl::Hours(24);
+  o.expires_on = clock_.TimeNow() + absl::Hours(60);
+  TokenRotator rotator(*client, clock_, o, registry_);
+  // Two intervals before expiry (12 h from now) comes before one interval (24 h).
+  EXPECT_EQ(rotator.next_roll(), clock_.TimeNow() + absl::Hours(12));
+}
+
+TEST_F(RotationTest, RollForwardFromASideFileAfterACrash) {
+  // A roll whose process died after the side file: the token file still has the dead secret.
+  const std::string side = RolledSideFile(token_file_);
+  {
+    auto before_crash = Client(token_);
+    absl::StatusOr<Secret> fresh =
+        before_crash->RollToken(token_id_, false, [&](const Secret& s) {
+          return AtomicWriteFile(side, s.value() + "\n", 0600);
+        });
+    ASSERT_THAT(fresh, IsOk());
+  }
+  ASSERT_EQ(FileToken(), token_);
+  const std::string live = Read(side).substr(0, Read(side).size() - 1);
+
+  // The restart reads the token file (dead), then rolls forward.
+  auto client = Client(FileToken());
+  absl::StatusOr<std::optional<Secret>> forward = RollForward(token_file_, *client, false);
+  ASSERT_THAT(forward, IsOk());
+  ASSERT_TRUE(forward->has_value());
+  EXPECT_EQ((*forward)->value(), live);
+  EXPECT_EQ(FileToken(), live);
+  EXPECT_EQ(ModeOf(token_file_), 0600u);
+  EXPECT_FALSE(Exists(side));
+  EXPECT_THAT(client->VerifyToken(), IsOk());
+
+  // Nothing to do the next time.
+  forward = RollForward(token_file_, *client, false);
+  ASSERT_THAT(forward, IsOk());
+  EXPECT_FALSE(forward->has_value());
+}
+
+TEST_F(RotationTest, ARefusedSideFileIsDroppedAndTheTokenFileKept) {
+  const std::string side = RolledSideFile(token_file_);
+  std::ofstream(side) << "cfut_notarealtoken0123456789abcdefghijklmnopq\n";
+  ASSERT_EQ(chmod(side.c_str(), 0600), 0);
+  auto client = Client(token_);
+  absl::StatusOr<std::optional<Secret>> forward = RollForward(token_file_, *client, false);
+  ASSERT_THAT(forward, IsOk());
+  EXPECT_FALSE(forward->has_value());
+  EXPECT_FALSE(Exists(side));
+  EXPECT_EQ(FileToken(), token_);
+  EXPECT_THAT(client->VerifyToken(), IsOk());
+}
+
+TEST_F(RotationTest, NoCallFailsAndNoneCarriesTheOldSecretUnderLoad) {
+  auto client = Client(token_);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::vector<std::thread> load;
+  for (int i = 0; i < 4; ++i) {
+    load.emplace_back([&, i] {
+      int n = 0;
+      while (!stop.load()) {
+        absl::Status s =
+            (i % 2 == 0)
+                ? client->CreateAccessRule(RuleScope::kZone, "block", "ip",
+                                           absl::StrCat("198.51.100.", (i * 50 + n++) % 250 + 1),
+                                           "palisade:load;")
+                      .status()
+                : client->ListAccessRules(RuleScope::kZone, {}, 1).status();
+        if (s.ok() || s.code() == absl::StatusCode::kAlreadyExists) {
+          ++ok;
+        } else {
+          ++failed;
+          ADD_FAILURE() << s;
+        }
+      }
+    });
+  }
+  std::vector<std::string> seen = {token_};
+  for (int roll = 0; roll < 5; ++roll) {
+    const int before = ok.load();
+    while (ok.load() < before + 5) std::this_thread::yield();  // calls in flight around it
+    ASSERT_THAT(rotator.RotateNow(), IsOk());
+    seen.push_back(FileToken());
+  }
+  stop = true;
+  for (auto& t : load) t.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(fake_.retired_secret_calls(), 0);
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), seen.size());
+  EXPECT_THAT(Client(FileToken())->VerifyToken(), IsOk());
+}
+
+}  // namespace
+}  // namespace palisade
