@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/actions/actuators.h"
 #include "services/cloudflare/credentials.h"
+#include "services/cloudflare/rotation.h"
 #include "services/common/proto_time.h"
 
 namespace palisade {
@@ -66,7 +67,28 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   edge->client_ = std::make_unique<CloudflareClient>(*edge->transport_, clock, options,
                                                      *std::move(creds), registry);
 
+  // Rotation: a secret from the environment cannot be written back, so it is refused; a roll
+  // interrupted by a crash (side file left) is finished before the token is used.
+  const bool rotate = config.has_rotation();
+  if (rotate && source.token_file.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cloudflare: rotation is configured but the credential does not come from token_file",
+        source.token_env.empty() ? "" : " (it comes from environment variable ",
+        source.token_env, source.token_env.empty() ? "" : ")",
+        ": a rolled secret could not be written back; use token_file or remove "
+        "cloudflare.rotation"));
+  }
+  if (rotate && FromProtoDuration(config.rotation().interval()) < absl::Seconds(1)) {
+    return absl::InvalidArgumentError("cloudflare.rotation.interval must be at least 1s");
+  }
+  if (!source.token_file.empty() && !edge->client_->options().base_url.empty()) {
+    absl::StatusOr<std::optional<Secret>> forward =
+        RollForward(source.token_file, *edge->client_, account_token);
+    if (!forward.ok()) return forward.status();
+  }
+
   std::string own_token_id;
+  TokenInfo own_info;
   if (!edge->client_->options().base_url.empty() && HasToken(source)) {
     absl::StatusOr<TokenInfo> info = edge->client_->VerifyToken(account_token);
     if (info.status().code() == absl::StatusCode::kUnauthenticated) {
@@ -94,6 +116,7 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
                                                                absl::UTCTimeZone())
                                             : "never";
       own_token_id = info->id;
+      own_info = *info;
       std::cerr << "palisaded: cloudflare: token " << info->id << " " << info->status
                 << ", expires " << expiry << std::endl;
       auto& expiry_gauge = prometheus::BuildGauge()
@@ -166,6 +189,27 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
         }
       } while (!e->stopping_.WaitForNotificationWithTimeout(every));
     });
+  }
+  if (rotate) {
+    if (own_info.id.empty()) {
+      std::cerr << "palisaded: WARNING: cloudflare: token rotation is off until a restart: the "
+                   "token was not verified at start, so its id is unknown"
+                << std::endl;
+    } else {
+      RotationOptions ro;
+      ro.token_file = source.token_file;
+      ro.token_id = own_info.id;
+      ro.account_owned = own_info.account_owned;
+      ro.interval = FromProtoDuration(config.rotation().interval());
+      ro.expires_on = own_info.expires_on;
+      edge->rotator_ = std::make_unique<TokenRotator>(*edge->client_, clock, ro, registry);
+      edge->rotator_->Start();
+      std::cerr << "palisaded: cloudflare: token " << own_info.id << " rolled every "
+                << absl::FormatDuration(ro.interval) << ", next at "
+                << absl::FormatTime(absl::RFC3339_sec, edge->rotator_->next_roll(),
+                                    absl::UTCTimeZone())
+                << std::endl;
+    }
   }
   return edge;
 }

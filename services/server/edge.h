@@ -14,6 +14,7 @@
 #include "services/actions/dispatcher.h"
 #include "services/actions/reconciler.h"
 #include "services/cloudflare/client.h"
+#include "services/cloudflare/rotation.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
 #include "services/store/store.h"
@@ -40,6 +41,8 @@ class Edge {
   Dispatcher& dispatcher() { return *dispatcher_; }
   // The verified client (thread-safe), for the token-candidate stage's verify calls.
   CloudflareClient& client() { return *client_; }
+  // The token rotator when cloudflare.rotation is on (and the token's id is known), else null.
+  TokenRotator* rotator() { return rotator_.get(); }
 
  private:
   Edge() = default;
@@ -48,6 +51,7 @@ class Edge {
   absl::Notification stopping_;
   std::unique_ptr<CurlTransport> transport_;
   std::unique_ptr<CloudflareClient> client_;
+  std::unique_ptr<TokenRotator> rotator_;  // after client_: stopped before it goes
   std::unique_ptr<Dispatcher> dispatcher_;
 };
 
