@@ -124,14 +124,19 @@ absl::StatusOr<size_t> FileFollower::ReadMore() {
   return static_cast<size_t>(n);
 }
 
-size_t FileFollower::TakeLines(size_t max_lines, std::vector<std::string>* lines) {
+size_t FileFollower::TakeLines(size_t max_lines,
+                               absl::FunctionRef<void(absl::string_view)> on_line) {
   size_t taken = 0;
   size_t at = 0;
-  while (taken < max_lines && at < pending_.size()) {
-    const size_t nl = pending_.find('\n', at);
+  const char* const data = pending_.data();
+  const size_t size = pending_.size();
+  while (taken < max_lines && at < size) {
+    const void* found = std::memchr(data + at, '\n', size - at);
+    const size_t nl = found == nullptr ? std::string::npos
+                                       : static_cast<size_t>(static_cast<const char*>(found) - data);
     if (skipping_) {
       if (nl == std::string::npos) {
-        at = pending_.size();
+        at = size;
         break;
       }
       skipping_ = false;
@@ -139,21 +144,21 @@ size_t FileFollower::TakeLines(size_t max_lines, std::vector<std::string>* lines
       continue;
     }
     if (nl == std::string::npos) {
-      if (pending_.size() - at <= options_.max_line_bytes) break;  // wait for the newline
-      lines->emplace_back(pending_, at, options_.max_line_bytes);
+      if (size - at <= options_.max_line_bytes) break;  // wait for the newline
+      on_line(absl::string_view(data + at, options_.max_line_bytes));
       ++stats_.cut_lines;
       skipping_ = true;
-      at = pending_.size();
+      at = size;
       ++taken;
       break;
     }
     size_t len = nl - at;
-    if (len > 0 && pending_[at + len - 1] == '\r') --len;
+    if (len > 0 && data[at + len - 1] == '\r') --len;
     if (len > options_.max_line_bytes) {
       len = options_.max_line_bytes;
       ++stats_.cut_lines;
     }
-    lines->emplace_back(pending_, at, len);
+    on_line(absl::string_view(data + at, len));
     at = nl + 1;
     ++taken;
   }
@@ -209,6 +214,11 @@ bool FileFollower::HeadChanged() const {
 }
 
 absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines, std::vector<std::string>* lines) {
+  return Poll(max_lines, [lines](absl::string_view line) { lines->emplace_back(line); });
+}
+
+absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines,
+                                          absl::FunctionRef<void(absl::string_view)> on_line) {
   size_t taken = 0;
   absl::Status error;
   // Truncated and written again past our offset before we looked (copytruncate while the
@@ -221,7 +231,7 @@ absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines, std::vector<std::str
     ++stats_.truncations;
   }
   while (taken < max_lines) {
-    taken += TakeLines(max_lines - taken, lines);
+    taken += TakeLines(max_lines - taken, on_line);
     if (taken >= max_lines) break;
     absl::StatusOr<size_t> n = ReadMore();
     if (!n.ok()) {

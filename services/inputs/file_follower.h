@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "palisade/v1/state.pb.h"
@@ -57,6 +58,11 @@ class FileFollower {
   // (a read failing, permission denied) names the path; the follower stays usable and retries
   // on the next call.
   absl::StatusOr<size_t> Poll(size_t max_lines, std::vector<std::string>* lines);
+  // The same, handing each line to `on_line` as a view into the read buffer, valid only during
+  // the call: no string is made per line (the file inputs copy it straight into a reused
+  // batch; a std::string per line was a malloc and a free per line).
+  absl::StatusOr<size_t> Poll(size_t max_lines,
+                              absl::FunctionRef<void(absl::string_view)> on_line);
 
   // The position after the last line handed out (input name left empty).
   palisade::v1::FileCheckpoint checkpoint() const;
@@ -77,7 +83,7 @@ class FileFollower {
   // Reads what the open file has past `read_offset_` into the pending buffer; returns bytes read.
   absl::StatusOr<size_t> ReadMore();
   // Moves complete lines out of the pending buffer.
-  size_t TakeLines(size_t max_lines, std::vector<std::string>* lines);
+  size_t TakeLines(size_t max_lines, absl::FunctionRef<void(absl::string_view)> on_line);
   // At the end of the open file: rotation, truncation, a file appearing. True when the follower
   // switched files or position (read again).
   absl::StatusOr<bool> CheckFile();

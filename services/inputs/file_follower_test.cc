@@ -52,6 +52,22 @@ TEST_F(FileFollowerTest, NewLinesAsTheyComeAndAPartialLineHeld) {
   EXPECT_THAT(Poll(f, 2), ElementsAre("7"));
 }
 
+// The view-per-line Poll hands out the same lines as the vector one, CRLF and cut included.
+TEST_F(FileFollowerTest, ViewsAreTheSameLines) {
+  FileFollowerOptions options;
+  options.max_line_bytes = 64;
+  FileFollower f(path_, options);
+  Append("one\r\n" + std::string(100, 'x') + "\ntwo\nthr");
+  std::vector<std::string> seen;
+  absl::StatusOr<size_t> n =
+      f.Poll(10, [&](absl::string_view line) { seen.emplace_back(line); });
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 3u);
+  EXPECT_THAT(seen, ElementsAre("one", std::string(64, 'x'), "two"));
+  EXPECT_EQ(f.stats().cut_lines, 1u);
+  EXPECT_EQ(f.checkpoint().offset(), 110u);
+}
+
 TEST_F(FileFollowerTest, RenameAndCreateLosesNothing) {
   FileFollower f(path_);
   Append("a1\na2\n");

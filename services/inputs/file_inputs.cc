@@ -153,9 +153,24 @@ void FileInputs::DiscoverLocked(Input& input) {
   }
 }
 
+namespace {
+
+// A batch whose lines held more than this is not kept for reuse once taken: the strings'
+// capacity would otherwise stay allocated per file (up to batch_lines * max_line_bytes when
+// a sender writes long lines).
+constexpr size_t kReuseBatchBytes = 1 << 20;
+
+}  // namespace
+
 size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& file) {
-  if (file.held.empty()) {
-    absl::StatusOr<size_t> n = file.follower->Poll(options_.batch_lines, &file.held);
+  palisade::v1::LogBatch& batch = file.held;
+  if (batch.records_size() == 0) {
+    // Cleared records are kept by the repeated field and handed out again by add_records():
+    // their strings keep their capacity.
+    auto* records = batch.mutable_records();
+    absl::StatusOr<size_t> n = file.follower->Poll(
+        options_.batch_lines,
+        [records](absl::string_view line) { records->Add()->set_line(line.data(), line.size()); });
     if (!n.ok()) {
       input.errors->Increment();
       const std::string message = absl::StrCat("input ", input.config.name(), ": ", n.status().message());
@@ -166,25 +181,25 @@ size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& f
       Log(absl::StrCat("input ", input.config.name(), ": ", path, " readable again"));
     }
   }
-  if (file.held.empty()) return 0;
-  palisade::v1::LogBatch batch;
+  if (batch.records_size() == 0) return 0;
   batch.set_source(input.config.source());
   batch.set_format(input.format);
   batch.set_json_format(input.config.json_format());
-  batch.mutable_records()->Reserve(static_cast<int>(file.held.size()));
-  for (std::string& line : file.held) batch.add_records()->set_line(std::move(line));
   absl::Status s = sink_(batch);
   if (!s.ok()) {
     // Kept to be offered again: nothing is skipped.
-    for (int i = 0; i < batch.records_size(); ++i) {
-      file.held[static_cast<size_t>(i)] = std::move(*batch.mutable_records(i)->mutable_line());
-    }
     input.errors->Increment();
     Log(absl::StrCat("input ", input.config.name(), ": batch refused: ", s.message()));
     return 0;
   }
-  const size_t n = file.held.size();
-  file.held.clear();
+  const size_t n = static_cast<size_t>(batch.records_size());
+  size_t bytes = 0;
+  for (const auto& record : batch.records()) bytes += record.line().capacity();
+  if (bytes > kReuseBatchBytes) {
+    palisade::v1::LogBatch().Swap(&batch);  // released
+  } else {
+    batch.mutable_records()->Clear();  // kept for the next batch
+  }
   file.taken = file.follower->checkpoint();
   return n;
 }

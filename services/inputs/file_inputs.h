@@ -78,7 +78,10 @@ class FileInputs {
  private:
   struct File {
     std::unique_ptr<FileFollower> follower;
-    std::vector<std::string> held;  // a batch the sink refused, offered again
+    // The batch being built, or one the sink refused (offered again while it has records).
+    // Kept between rounds: its LogRecords and their strings are reused, so a line costs a copy
+    // into a string that already has room, not a malloc and a free (see PERFORMANCE.md).
+    palisade::v1::LogBatch held;
     // The position after the last line the sink took (what a snapshot may say).
     palisade::v1::FileCheckpoint taken;
   };

@@ -83,6 +83,25 @@ TEST_F(FileInputsTest, ARefusedBatchIsOfferedAgainAndNotCheckpointed) {
   EXPECT_EQ(c[0].input(), "auth");
 }
 
+// The batch's records are reused from one batch to the next: a shorter batch or shorter lines
+// after longer ones carry nothing over, and a refused reused batch is offered again as it was.
+TEST_F(FileInputsTest, ReusedBatchesCarryNothingOver) {
+  Append("auth.log", "a much longer first line\nl2\n");
+  auto inputs = Make(Config({"auth.log"}));
+  EXPECT_EQ(inputs->PollOnce(), 2u);
+  Append("auth.log", "x\n");
+  refuse_ = true;
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  refuse_ = false;
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  Append("auth.log", "y\nz\n");
+  EXPECT_EQ(inputs->PollOnce(), 2u);
+  EXPECT_THAT(lines_, ElementsAre("a much longer first line", "l2", "x", "y", "z"));
+  std::vector<palisade::v1::FileCheckpoint> c = inputs->Checkpoints();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].offset(), 34u);
+}
+
 TEST_F(FileInputsTest, ARestartFromTheCheckpointsReadsOnExactly) {
   Append("auth.log", "l1\nl2\nl3\n");
   std::vector<palisade::v1::FileCheckpoint> saved;

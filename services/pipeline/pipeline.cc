@@ -1,6 +1,8 @@
 #include "services/pipeline/pipeline.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <map>
 
 #include "absl/strings/ascii.h"
@@ -51,6 +53,15 @@ bool IsValidUtf8(absl::string_view s) {
   size_t i = 0;
   const size_t n = s.size();
   while (i < n) {
+    // Eight ASCII bytes at a time: log lines are nearly all ASCII (a byte at a time was ~3 %
+    // of a file input's instructions per line).
+    while (i + 8 <= n) {
+      uint64_t word;
+      std::memcpy(&word, s.data() + i, 8);
+      if ((word & 0x8080808080808080ULL) != 0) break;
+      i += 8;
+    }
+    if (i >= n) break;
     const unsigned char c = static_cast<unsigned char>(s[i]);
     if (c < 0x80) {
       ++i;

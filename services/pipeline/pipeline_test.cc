@@ -312,6 +312,11 @@ TEST(Utf8Test, Validity) {
   EXPECT_FALSE(IsValidUtf8("\xc0\xaf"));          // overlong
   EXPECT_FALSE(IsValidUtf8("\xed\xa0\x80"));      // surrogate
   EXPECT_FALSE(IsValidUtf8("\xf4\x90\x80\x80"));  // past U+10FFFF
+  // Past the eight-bytes-at-a-time ASCII scan: a bad byte after, inside, or at the end of a run.
+  EXPECT_TRUE(IsValidUtf8("sixteen ascii by caf\xc3\xa9 and more ascii after it"));
+  EXPECT_FALSE(IsValidUtf8("sixteen ascii by\xc3"));
+  EXPECT_FALSE(IsValidUtf8("seven b\xff then more ascii bytes"));
+  EXPECT_FALSE(IsValidUtf8("0123456789abcdef0123456789abcde\x80"));
 }
 
 TEST_F(PipelineTest, BatchWithoutFormatIsRefused) {
