@@ -1,0 +1,177 @@
+// End to end: the real palisaded rolls its own Cloudflare token against the real emulator.
+// Rolls under load (bans applied while the secret changes) fail no call and send none with a
+// retired secret; a crash between the roll and the token file write (test hook) is rolled
+// forward at the next start; a token file open to others is refused.
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/e2e/daemon.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::Daemon;
+using ::palisade::testing::Emulator;
+using ::palisade::testing::EmulatorAccessRuleValues;
+using ::palisade::testing::EmulatorState;
+using ::palisade::testing::HttpGet;
+using ::palisade::testing::ScrapeMetric;
+using ::palisade::testing::ShipLines;
+using ::palisade::testing::WaitFor;
+using ::palisade::testing::WriteEdgeConfig;
+using json = nlohmann::json;
+
+const std::vector<std::string> kPacks = {"tests/e2e/testdata/edge.textproto"};
+constexpr char kRotation[] = "  rotation { interval { seconds: 1 } }\n";
+
+std::string FileToken(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
+bool Exists(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0;
+}
+
+bool Verifies(const Emulator& cf, const std::string& token) {
+  absl::StatusOr<std::string> r =
+      HttpGet(cf.port(), "/client/v4/user/tokens/verify", {"Authorization: Bearer " + token});
+  if (!r.ok()) return false;
+  json j = json::parse(*r, nullptr, false);
+  return j.is_object() && j.value("success", false);
+}
+
+std::vector<std::string> SshFailures(int first, int count) {
+  std::vector<std::string> lines;
+  for (int n = first; n < first + count; ++n) {
+    for (int i = 0; i < 3; ++i) {
+      lines.push_back(absl::StrCat("Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from ",
+                                   "203.0.113.", n, " port 22 ssh2"));
+    }
+  }
+  return lines;
+}
+
+TEST(RotationE2eTest, RollsUnderLoadFailNoCallAndRetireTheOldSecret) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  const std::string original = FileToken(cf.token_file());
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+      {"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks, "", kRotation),
+       "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+
+  // Bans keep arriving while the token rolls once a second.
+  const double rolls_at_start =
+      std::max(0.0, ScrapeMetric(**daemon, "palisade_cloudflare_token_rolls_total",
+                                 {"result=\"ok\""}));
+  // 30 addresses (under the guard's 60 new bans a minute), 2 every ~500 ms: spread over rolls.
+  int next = 1, polls = 0;
+  auto applied = [&] {
+    return ScrapeMetric(**daemon, "palisade_actions_total",
+                        {"op=\"apply\"", "result=\"applied\""});
+  };
+  const bool done = WaitFor(
+      [&] {
+        if (next <= 30 && polls++ % 10 == 0) {
+          absl::StatusOr<ShipSummary> s =
+              ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, SshFailures(next, 2));
+          EXPECT_TRUE(s.ok()) << s.status();
+          next += 2;
+        }
+        return next > 30 && applied() >= 30 &&
+               ScrapeMetric(**daemon, "palisade_cloudflare_token_rolls_total",
+                            {"result=\"ok\""}) >= rolls_at_start + 3;
+      },
+      absl::Seconds(60));
+  ASSERT_TRUE(done) << "applied " << applied() << ", shipped " << next - 1;
+
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actions_total", {"result=\"failed\""}), 0);
+  EXPECT_EQ(EmulatorState(cf)["retired_secret_calls"], 0);
+  // No call was refused (401/403) and none failed for good.
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_requests_total", {"code=\"401\""}), 0);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_requests_total", {"code=\"403\""}), 0);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_token_rolls_total",
+                         {"result=\"failed\""}) > 0,
+            false);
+  // The file holds a live secret; the original one is dead; the file stayed owner-only.
+  const std::string now = FileToken(cf.token_file());
+  EXPECT_NE(now, original);
+  struct stat st;
+  ASSERT_EQ(stat(cf.token_file().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  (*daemon)->Stop();
+  EXPECT_TRUE(Verifies(cf, FileToken(cf.token_file())));
+  EXPECT_FALSE(Verifies(cf, original));
+  EXPECT_FALSE(Exists(cf.token_file() + ".rolled"));
+}
+
+TEST(RotationE2eTest, ACrashBetweenRollAndFileWriteIsRolledForward) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  const std::string original = FileToken(cf.token_file());
+  const std::string config = WriteEdgeConfig(cf, cf.token_file(), kPacks, "", kRotation);
+  const std::string side = cf.token_file() + ".rolled";
+
+  // The hook makes palisaded _exit(86) after the side file, before the token file.
+  setenv("PALISADE_TEST_EXIT_AFTER_ROLL", "1", 1);
+  absl::StatusOr<std::unique_ptr<Daemon>> crashing =
+      Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
+  unsetenv("PALISADE_TEST_EXIT_AFTER_ROLL");
+  if (crashing.ok()) {
+    ASSERT_TRUE(WaitFor([&] { return Exists(side); }, absl::Seconds(60)));
+    EXPECT_EQ((*crashing)->Stop(), 86);
+  } else {
+    EXPECT_THAT(crashing.status().message(), ::testing::HasSubstr("status 86"));
+  }
+  ASSERT_TRUE(Exists(side));
+  EXPECT_EQ(FileToken(cf.token_file()), original);  // the dead secret
+  EXPECT_FALSE(Verifies(cf, original));
+
+  // The restart rolls forward to the side file's secret and works with it.
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks),
+                     "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  EXPECT_FALSE(Exists(side));
+  EXPECT_NE(FileToken(cf.token_file()), original);
+  EXPECT_TRUE(Verifies(cf, FileToken(cf.token_file())));
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  ASSERT_TRUE(ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, SshFailures(7, 1)).ok());
+  EXPECT_TRUE(WaitFor([&] { return EmulatorAccessRuleValues(cf).count("203.0.113.7") > 0; },
+                      absl::Seconds(60)));
+}
+
+TEST(RotationE2eTest, AWorldReadableTokenFileIsRefused) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  ASSERT_EQ(chmod(cf.token_file().c_str(), 0644), 0);
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks)});
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_THAT(daemon.status().message(), ::testing::HasSubstr("exited early with status 2"));
+  // Fixed, it starts.
+  ASSERT_EQ(chmod(cf.token_file().c_str(), 0600), 0);
+  daemon = Daemon::Start({"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks)});
+  EXPECT_TRUE(daemon.ok()) << daemon.status();
+}
+
+}  // namespace
+}  // namespace palisade
