@@ -36,6 +36,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
@@ -58,6 +59,9 @@
 #include "services/pipeline/pipeline.h"
 #include "services/fail2ban/fail2ban_import.h"
 #include "services/replay/replay.h"
+#include "services/cloudflare/credentials.h"
+#include "services/cloudflare/token_check.h"
+#include "services/server/edge.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "palisaded's gRPC address.");
 ABSL_FLAG(std::string, token_file, "",
@@ -705,6 +709,24 @@ int Status() {
       static_cast<unsigned long long>(resp.lines_matched()),
       static_cast<unsigned long long>(resp.detections()), resp.decisions_active(),
       resp.actions_pending(), resp.actions_held());
+  // The credentials check made at start (palisadectl cloudflare check for the details).
+  for (const auto& a : resp.actuator_states()) {
+    if (!a.enabled()) {
+      std::printf("actuator:  %s DISABLED: %s\n", Safe(a.actuator()).c_str(),
+                  Safe(a.reason()).c_str());
+    }
+  }
+  if (resp.has_cloudflare_token_expires()) {
+    std::printf("token:     expires %s\n",
+                absl::FormatTime(absl::RFC3339_sec, FromProtoTime(resp.cloudflare_token_expires()),
+                                 absl::UTCTimeZone())
+                    .c_str());
+  }
+  if (resp.credential_findings_size() > 0) {
+    std::printf("credentials: %d finding(s):", resp.credential_findings_size());
+    for (const auto& f : resp.credential_findings()) std::printf(" %s", Safe(f.kind()).c_str());
+    std::printf("   (palisadectl cloudflare check)\n");
+  }
   return 0;
 }
 
@@ -1039,6 +1061,47 @@ int Watch() {
   return 0;
 }
 
+// The credentials check, run here with the config's cloudflare section and token: what the token
+// may do against what the actuators need. Exit 1 when an actuator could not run with it.
+int CloudflareCheck() {
+  if (absl::GetFlag(FLAGS_config).empty()) {
+    return Fail("cloudflare check: --config (palisaded's config file) is required");
+  }
+  absl::StatusOr<palisade::v1::Config> config = LoadConfigFile(absl::GetFlag(FLAGS_config));
+  if (!config.ok()) return Fail(std::string(config.status().message()));
+  const palisade::v1::CloudflareConfig& cf = config->cloudflare();
+  if (cf.token_file().empty() && cf.token_env().empty()) {
+    return Fail("cloudflare check: the config names no API token (cloudflare.token_file or "
+                "token_env); the Global API Key has no permissions to check");
+  }
+  CredentialSource source;
+  source.token_file = cf.token_file();
+  source.token_env = cf.token_env();
+  absl::StatusOr<Credentials> creds = LoadCredentials(source);
+  if (!creds.ok()) return Fail(absl::StrCat("cloudflare check: ", creds.status().message()));
+  const bool account_token = absl::StartsWith(creds->token.value(), "cfat_");
+  ClientOptions options;
+  options.base_url = cf.api_base();
+  options.account_id = cf.account_id();
+  options.zone_id = cf.zone_id();
+  options.max_attempts = 3;
+  CurlTransport transport;
+  prometheus::Registry registry;
+  CloudflareClient client(transport, RealClock::Get(), options, *std::move(creds), registry);
+  absl::StatusOr<CredentialReport> report =
+      CheckCredentials(client, TokenNeedsFor(cf), absl::Now(), account_token);
+  if (!report.ok()) return Fail(absl::StrCat("cloudflare check: ", report.status().message()));
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", report->ToJson().dump().c_str());
+  } else {
+    std::printf("%s", report->ToText().c_str());
+  }
+  for (const ActuatorState& a : report->actuators) {
+    if (!a.enabled) return 1;
+  }
+  return 0;
+}
+
 // Reads a token on standard input and prints the SHA-256 that api.clients wants.
 int HashToken() {
   std::string token;
@@ -1082,6 +1145,8 @@ int main(int argc, char** argv) {
       "  feeds test FILE --format F [--csv_column C] [--csv_confidence_column C] "
       "[--min_confidence N]\n"
       "  hash-token < TOKEN   (the token_sha256 for a client in the config's api.clients)\n"
+      "  cloudflare check --config C [--json]   (the API token's permissions against what the\n"
+      "        actuators need; exit 1 when one cannot run)\n"
       "Common: --server host:port (default 127.0.0.1:50051), --token_file F (or $PALISADE_TOKEN),\n"
       "        --tls_ca CA.pem [--tls_cert C.pem --tls_key K.pem]");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
@@ -1102,6 +1167,9 @@ int main(int argc, char** argv) {
   }
   if (cmd == "watch" && args.size() == 1) return palisade::Watch();
   if (cmd == "hash-token" && args.size() == 1) return palisade::HashToken();
+  if (cmd == "cloudflare" && args.size() == 2 && args[1] == "check") {
+    return palisade::CloudflareCheck();
+  }
   if (cmd == "feeds" && args.size() >= 2) {
     if (args[1] == "list") return palisade::FeedsList();
     if (args[1] == "show" && args.size() == 3) return palisade::FeedsShow(args[2]);

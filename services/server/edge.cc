@@ -17,6 +17,14 @@ bool HasToken(const CredentialSource& s) { return !s.token_file.empty() || !s.to
 
 }  // namespace
 
+TokenNeeds TokenNeedsFor(const palisade::v1::CloudflareConfig& config) {
+  TokenNeeds needs;
+  needs.account_id = config.account_id();
+  needs.zone_id = config.zone_id();
+  needs.access_rules_account_scope = config.access_rule_scope() == "account";
+  return needs;
+}
+
 absl::StatusOr<CidrSet> NeverBanSet(const palisade::v1::Config& config) {
   std::vector<std::string> never(config.allowlist().begin(), config.allowlist().end());
   never.insert(never.end(), config.guard().never_ban().begin(), config.guard().never_ban().end());
@@ -129,8 +137,48 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
         std::cerr << "palisaded: WARNING: cloudflare: the API token expires within 14 days ("
                   << expiry << "); roll it" << std::endl;
       }
+      // Least privilege: what the token may do against what the actuators need.
+      absl::StatusOr<CredentialReport> report = CheckCredentials(
+          *edge->client_, TokenNeedsFor(config), clock.TimeNow(), info->account_owned);
+      if (!report.ok()) {
+        std::cerr << "palisaded: cloudflare: credentials check not made ("
+                  << report.status().message() << "); every actuator runs" << std::endl;
+      } else {
+        for (const CredentialFinding& f : report->findings) {
+          std::cerr << "palisaded: cloudflare: credentials: " << f.kind
+                    << (f.actuator.empty() ? "" : " (" + f.actuator + ")") << ": " << f.detail
+                    << std::endl;
+        }
+        auto& findings = prometheus::BuildGauge()
+                             .Name("palisade_cloudflare_token_findings")
+                             .Help("Findings of the credentials check at start, by kind.")
+                             .Register(registry);
+        for (const std::string& kind : CredentialFindingKinds()) {
+          findings.Add({{"kind", kind}}).Set(report->Count(kind));
+        }
+        edge->credential_report_ = *std::move(report);
+      }
     }
   }
+  // An actuator runs unless the check found the token unable to drive it.
+  auto& enabled_family = prometheus::BuildGauge()
+                             .Name("palisade_actuator_enabled")
+                             .Help("1 when the actuator runs, 0 when the credentials check "
+                                   "disabled it (the token lacks a permission it needs).")
+                             .Register(registry);
+  auto enabled = [&edge, &enabled_family](const char* actuator) {
+    const bool on = !edge->credential_report_ || edge->credential_report_->Enabled(actuator);
+    enabled_family.Add({{"actuator", actuator}}).Set(on ? 1 : 0);
+    if (!on) {
+      for (const ActuatorState& a : edge->credential_report_->actuators) {
+        if (a.actuator == actuator) {
+          std::cerr << "palisaded: cloudflare: actuator " << actuator << " disabled: " << a.reason
+                    << std::endl;
+        }
+      }
+    }
+    return on;
+  };
 
   DispatcherOptions dopts;
   dopts.flush_interval = FromProtoDuration(config.flush_interval());
@@ -138,27 +186,35 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   edge->dispatcher_ = std::make_unique<Dispatcher>(clock, dopts, registry);
   edge->dispatcher_->SetGuard(std::make_unique<Guard>(guard));
   CloudflareClient& client = *edge->client_;
-  edge->dispatcher_->AddActuator(
-      palisade::v1::ACTUATOR_ACCESS_RULE,
-      std::make_unique<AccessRuleActuator>(client, config.access_rule_scope() == "account"
-                                                       ? RuleScope::kAccount
-                                                       : RuleScope::kZone));
+  if (enabled(kAccessRuleActuator)) {
+    edge->dispatcher_->AddActuator(
+        palisade::v1::ACTUATOR_ACCESS_RULE,
+        std::make_unique<AccessRuleActuator>(client, config.access_rule_scope() == "account"
+                                                         ? RuleScope::kAccount
+                                                         : RuleScope::kZone));
+  }
   IpListOptions list;
   list.list_name = config.list_name();
   list.max_items = static_cast<int>(config.list_max_items());
   list.ipv6_prefix = static_cast<int>(config.list_ipv6_prefix());
   list.never_ban = guard.never_ban;  // the list judges the (wider) item it sends as well
-  edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_IP_LIST,
-                                 std::make_unique<IpListActuator>(client, list, registry));
+  if (enabled(kIpListActuator)) {
+    edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_IP_LIST,
+                                   std::make_unique<IpListActuator>(client, list, registry));
+  }
   RateLimitOptions rl;
   rl.period = static_cast<int>(config.ratelimit_period());
   rl.requests_per_period = static_cast<int>(config.ratelimit_requests_per_period());
   rl.mitigation_timeout = static_cast<int>(config.ratelimit_mitigation_timeout());
-  edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_RATE_LIMIT,
-                                 std::make_unique<RateLimitActuator>(client, rl));
-  edge->dispatcher_->AddActuator(
-      palisade::v1::ACTUATOR_TOKEN_REVOCATION,
-      std::make_unique<TokenActuator>(client, config.token_delete(), own_token_id));
+  if (enabled(kRateLimitActuator)) {
+    edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_RATE_LIMIT,
+                                   std::make_unique<RateLimitActuator>(client, rl));
+  }
+  if (enabled(kTokenRevocationActuator)) {
+    edge->dispatcher_->AddActuator(
+        palisade::v1::ACTUATOR_TOKEN_REVOCATION,
+        std::make_unique<TokenActuator>(client, config.token_delete(), own_token_id));
+  }
   if (store != nullptr) {
     edge->dispatcher_->SetStore(store);
     absl::Status restored = edge->dispatcher_->Restore();

@@ -5,6 +5,7 @@
 #define PALISADE_SERVICES_SERVER_EDGE_H_
 
 #include <memory>
+#include <optional>
 #include <thread>
 
 #include "absl/status/statusor.h"
@@ -15,6 +16,7 @@
 #include "services/actions/reconciler.h"
 #include "services/cloudflare/client.h"
 #include "services/cloudflare/rotation.h"
+#include "services/cloudflare/token_check.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
 #include "services/store/store.h"
@@ -26,11 +28,16 @@ namespace palisade {
 // Threat feeds drop indicators touching it too.
 absl::StatusOr<CidrSet> NeverBanSet(const palisade::v1::Config& config);
 
+// What the configured actuators need of the token (for the credentials check).
+TokenNeeds TokenNeedsFor(const palisade::v1::CloudflareConfig& config);
+
 class Edge {
  public:
   // Loads the credential and verifies it: kUnauthenticated / kFailedPrecondition for an
   // invalid, disabled or expired token (the daemon refuses to start). Logs the token's id,
-  // status and expiry, never its value; warns when it expires within 14 days.
+  // status and expiry, never its value; warns when it expires within 14 days. Then checks the
+  // token's permissions (CheckCredentials): an actuator the token cannot drive is not started
+  // (logged with the reason, palisade_actuator_enabled 0), the others run.
   // The guard is built from config.guard, config.allowlist and this host's addresses.
   // With a store, the dispatcher's queue is durable and restored before it starts.
   static absl::StatusOr<std::unique_ptr<Edge>> Start(const palisade::v1::Config& full_config,
@@ -43,6 +50,9 @@ class Edge {
   CloudflareClient& client() { return *client_; }
   // The token rotator when cloudflare.rotation is on (and the token's id is known), else null.
   TokenRotator* rotator() { return rotator_.get(); }
+  // The credentials check made at start (none when the token could not be read or verified).
+  // Actuators it found the token unable to drive were not started.
+  const std::optional<CredentialReport>& credential_report() const { return credential_report_; }
 
  private:
   Edge() = default;
@@ -53,6 +63,7 @@ class Edge {
   std::unique_ptr<CloudflareClient> client_;
   std::unique_ptr<TokenRotator> rotator_;  // after client_: stopped before it goes
   std::unique_ptr<Dispatcher> dispatcher_;
+  std::optional<CredentialReport> credential_report_;
 };
 
 }  // namespace palisade

@@ -449,6 +449,7 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* cont
     response->set_actions_held(static_cast<uint32_t>(dispatcher_->held()));
     response->set_actions_pending(static_cast<uint32_t>(dispatcher_->pending()));
   }
+  response->MergeFrom(credential_status_);
   return Reply(context, absl::OkStatus());
 }
 

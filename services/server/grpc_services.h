@@ -97,6 +97,10 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   // Shared with the SIGHUP handler: reloads and records the outcome.
   absl::StatusOr<std::shared_ptr<const RuleSet>> Reload();
 
+  // What Status adds about the Cloudflare credentials (credential_findings, actuator_states,
+  // cloudflare_token_expires). Set once, before the server serves.
+  void SetCredentialStatus(palisade::v1::StatusResponse part) { credential_status_ = std::move(part); }
+
  private:
   Pipeline& pipeline_;
   DecisionTable& table_;
@@ -107,6 +111,7 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   prometheus::Counter& reload_ok_;
   prometheus::Counter& reload_failed_;
   Dispatcher* dispatcher_;
+  palisade::v1::StatusResponse credential_status_;
 };
 
 class FeedsService final : public palisade::v1::Feeds::CallbackService, public Guarded {

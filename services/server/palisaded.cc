@@ -403,6 +403,24 @@ int Run() {
   AdminService admin(
       pipeline, table, clock, [loaded] { return LoadRules(loaded); }, *registry, kVersion,
       edge ? &edge->dispatcher() : nullptr);
+  if (edge && edge->credential_report()) {
+    const CredentialReport& report = *edge->credential_report();
+    palisade::v1::StatusResponse part;
+    for (const CredentialFinding& f : report.findings) {
+      palisade::v1::CredentialFinding* out = part.add_credential_findings();
+      out->set_kind(f.kind);
+      out->set_actuator(f.actuator);
+      out->set_detail(f.detail);
+    }
+    for (const ActuatorState& a : report.actuators) {
+      palisade::v1::ActuatorState* out = part.add_actuator_states();
+      out->set_actuator(a.actuator);
+      out->set_enabled(a.enabled);
+      out->set_reason(a.reason);
+    }
+    if (report.expires_on) *part.mutable_cloudflare_token_expires() = ToProtoTime(*report.expires_on);
+    admin.SetCredentialStatus(std::move(part));
+  }
 
   std::unique_ptr<prometheus::Exposer> exposer;
   int metrics_port = 0;

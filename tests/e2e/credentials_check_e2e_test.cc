@@ -1,0 +1,146 @@
+// Issue 15 (credentials check) through the real palisaded, palisadectl and the emulator binary:
+// the emulator's seeded token lacks "Account Filter Lists Edit" and expires tomorrow. The daemon
+// starts with the IP list actuator disabled (palisade_actuator_enabled 0) while the access-rule
+// actuator bans; `palisadectl cloudflare check --json` names the missing permission and the
+// expiry, exits 1, and never prints the secret.
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "palisade/v1/palisade.grpc.pb.h"
+#include "tests/e2e/daemon.h"
+
+namespace palisade {
+namespace {
+
+using ::nlohmann::json;
+using ::palisade::testing::Daemon;
+using ::palisade::testing::Emulator;
+using ::palisade::testing::ScrapeMetric;
+using ::palisade::testing::ShipLines;
+using ::palisade::testing::WaitFor;
+
+// Runs `command` through the shell; its standard output, and the exit code in `code`.
+std::string RunShell(const std::string& command, int* code) {
+  FILE* p = popen(command.c_str(), "r");
+  std::string out;
+  if (p == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+TEST(CredentialsCheckE2eTest, MissingListPermissionDisablesOnlyTheListActuator) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator =
+      Emulator::Start({"--token_permissions=access_rules,rulesets,tokens,audit_logs",
+                       "--token_ip_in=127.0.0.1/32", "--token_expires_in_hours=24"});
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  std::string secret;
+  {
+    std::ifstream in(cf.token_file());
+    std::getline(in, secret);
+  }
+  ASSERT_FALSE(secret.empty());
+
+  const std::string config = ::palisade::testing::WriteEdgeConfig(
+      cf, cf.token_file(), {"tests/e2e/testdata/edge.textproto"});
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"ip_list\""}), 0);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"access_rule\""}), 1);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"rate_limit\""}), 1);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_token_findings",
+                         {"kind=\"missing_permission\""}),
+            1);
+  EXPECT_EQ(
+      ScrapeMetric(**daemon, "palisade_cloudflare_token_findings", {"kind=\"expiring_soon\""}), 1);
+  EXPECT_EQ(
+      ScrapeMetric(**daemon, "palisade_cloudflare_token_findings", {"kind=\"no_ip_condition\""}),
+      0);
+
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  {
+    // Admin.Status carries the check made at start.
+    auto admin = palisade::v1::Admin::NewStub(channel);
+    grpc::ClientContext ctx;
+    palisade::v1::StatusResponse status;
+    ASSERT_TRUE(admin->Status(&ctx, {}, &status).ok());
+    bool list_disabled = false, rules_enabled = false;
+    for (const auto& a : status.actuator_states()) {
+      if (a.actuator() == "ip_list") {
+        list_disabled = !a.enabled() && a.reason().find("Account Filter Lists Edit") != std::string::npos;
+      }
+      if (a.actuator() == "access_rule") rules_enabled = a.enabled();
+    }
+    EXPECT_TRUE(list_disabled) << status.DebugString();
+    EXPECT_TRUE(rules_enabled) << status.DebugString();
+    EXPECT_TRUE(status.has_cloudflare_token_expires());
+    EXPECT_EQ(status.DebugString().find(secret), std::string::npos);
+  }
+  // A scanner (the IP list rule) and an ssh attacker (the access-rule rule).
+  std::vector<std::string> access(
+      2, "198.51.100.4 - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 1 \"-\" \"x\"");
+  ASSERT_TRUE(ShipLines(*ingest, palisade::v1::LOG_FORMAT_COMBINED, access, "access.log").ok());
+  std::vector<std::string> auth(3,
+                                "Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from "
+                                "203.0.113.7 port 51234 ssh2");
+  ASSERT_TRUE(ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, auth, "auth.log").ok());
+
+  EXPECT_TRUE(WaitFor(
+      [&] { return ::palisade::testing::EmulatorAccessRuleValues(cf).count("203.0.113.7") > 0; },
+      absl::Seconds(60)))
+      << ::palisade::testing::EmulatorState(cf).dump(1);
+  // The scanner's decision was made, but nothing went to a list it may not write: no queue, no
+  // list, no failed call.
+  EXPECT_TRUE(WaitFor([&] { return ::palisade::testing::ActionsPending(**daemon) == 0; },
+                      absl::Seconds(60)));
+  EXPECT_TRUE(::palisade::testing::EmulatorListedValues(cf).empty());
+  EXPECT_GE(ScrapeMetric(**daemon, "palisade_engine_detections_total", {"rule=\"e2e-scanner\""}),
+            1);
+
+  int code = -1;
+  const std::string out = RunShell(
+      absl::StrCat("services/cli/palisadectl cloudflare check --json --config=", config), &code);
+  EXPECT_EQ(code, 1) << out;
+  EXPECT_EQ(out.find(secret), std::string::npos);
+  json report = json::parse(out, nullptr, false);
+  ASSERT_FALSE(report.is_discarded()) << out;
+  EXPECT_TRUE(report["read_self"].get<bool>());
+  std::map<std::string, json> actuators;
+  for (const json& a : report["actuators"]) actuators[a["actuator"]] = a;
+  ASSERT_TRUE(actuators.count("ip_list")) << out;
+  EXPECT_FALSE(actuators["ip_list"]["enabled"].get<bool>());
+  EXPECT_NE(actuators["ip_list"]["reason"].get<std::string>().find("Account Filter Lists Edit"),
+            std::string::npos)
+      << out;
+  EXPECT_TRUE(actuators["access_rule"]["enabled"].get<bool>());
+  EXPECT_TRUE(actuators["token_revocation"]["enabled"].get<bool>());
+  std::set<std::string> kinds;
+  for (const json& f : report["findings"]) kinds.insert(f["kind"]);
+  EXPECT_TRUE(kinds.count("missing_permission")) << out;
+  EXPECT_TRUE(kinds.count("expiring_soon")) << out;
+  EXPECT_FALSE(kinds.count("no_ip_condition")) << out;
+
+  // The human form says the same.
+  const std::string text =
+      RunShell(absl::StrCat("services/cli/palisadectl cloudflare check --config=", config), &code);
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(text.find("ip_list: DISABLED"), std::string::npos) << text;
+  EXPECT_EQ(text.find(secret), std::string::npos);
+}
+
+}  // namespace
+}  // namespace palisade
