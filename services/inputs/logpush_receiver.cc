@@ -189,7 +189,7 @@ bool LogpushReceiver::SplitLines(absl::string_view body, size_t max_records,
     const size_t nl = body.find('\n');
     absl::string_view line = body.substr(0, nl);
     body = nl == absl::string_view::npos ? absl::string_view() : body.substr(nl + 1);
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+    while (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty()) continue;
     if (++taken > max_records) return false;
     batch->add_records()->set_line(std::string(line));

@@ -124,7 +124,7 @@ class LogpushReceiver {
   // Whether an inflated body is Cloudflare's check upload: one JSON object with "content"
   // "test" (or "tests") and at most a "filename" string besides.
   static bool IsCheckUpload(absl::string_view body);
-  // NDJSON lines: split at '\n', a '\r' before it dropped, empty lines skipped; a last line
+  // NDJSON lines: split at '\n', the '\r's before it dropped, empty lines skipped; a last line
   // without its newline is a record too (the upload is whole). Appended to `batch`; false (and
   // nothing more appended) past `max_records`.
   static bool SplitLines(absl::string_view body, size_t max_records,

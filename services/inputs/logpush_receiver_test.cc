@@ -153,6 +153,14 @@ TEST(LogpushSplitTest, CrlfEmptyLinesAndALastLineWithoutNewline) {
   EXPECT_THAT(Lines(batch), ElementsAre("{\"a\":1}", "{\"b\":2}", "{\"c\":3}"));
 }
 
+// libFuzzer's find (tools/fuzz.sh, logpush_body_fuzz): a record ended by several CRs kept all but
+// one, and a line of CRs alone was a record.
+TEST(LogpushSplitTest, EveryCrBeforeTheNewlineIsDropped) {
+  palisade::v1::LogBatch batch;
+  ASSERT_TRUE(LogpushReceiver::SplitLines("z\r\r\x97\xa1z\r\r\n\r\r\n{\"a\":1}\r\r", 10, &batch));
+  EXPECT_THAT(Lines(batch), ElementsAre("z\r\r\x97\xa1z", "{\"a\":1}"));
+}
+
 TEST(LogpushSplitTest, RecordsPastTheCapAreRefused) {
   palisade::v1::LogBatch batch;
   EXPECT_TRUE(LogpushReceiver::SplitLines("a\nb\n", 2, &batch));
