@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <fstream>
 #include <sstream>
 
@@ -23,6 +24,7 @@ using ::palisade::testing::Emulator;
 using ::palisade::testing::EmulatorAccessRuleValues;
 using ::palisade::testing::EmulatorState;
 using ::palisade::testing::HttpGet;
+using ::palisade::testing::HttpPost;
 using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::ShipLines;
 using ::palisade::testing::WaitFor;
@@ -171,6 +173,69 @@ TEST(RotationE2eTest, AWorldReadableTokenFileIsRefused) {
   ASSERT_EQ(chmod(cf.token_file().c_str(), 0600), 0);
   daemon = Daemon::Start({"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks)});
   EXPECT_TRUE(daemon.ok()) << daemon.status();
+}
+
+// Audit of itself: palisaded's own token used from outside the token's expected addresses (as
+// the account's audit log tells it) raises an action event naming it, and is never revoked.
+TEST(RotationE2eTest, TheOwnTokenMisusedRaisesAnEventAndIsNeverRevoked) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  const std::string own = FileToken(cf.token_file());
+  // The service's own token is used from 127.0.0.1, outside the expected 192.0.2.0/24.
+  ASSERT_TRUE(HttpPost(cf.port(),
+                       absl::StrCat("/client/v4/accounts/", ::palisade::testing::kEmulatorAccount,
+                                    "/rules/lists"),
+                       R"({"name":"own_use","kind":"ip"})", {"Authorization: Bearer " + own})
+                  .ok());
+  absl::StatusOr<std::string> audit = HttpGet(
+      cf.port(),
+      absl::StrCat("/client/v4/accounts/", ::palisade::testing::kEmulatorAccount,
+                   "/logs/audit?since=2000-01-01&before=2100-01-01&limit=1000"),
+      {"Authorization: Bearer " + own});
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  std::vector<std::string> lines;
+  std::string own_id;
+  const json records = json::parse(*audit)["result"];
+  for (const auto& entry : records) {
+    lines.push_back(entry.dump());
+    own_id = entry["actor"].value("token_id", "");
+  }
+  ASSERT_FALSE(lines.empty()) << *audit;
+  ASSERT_EQ(own_id.size(), 32u) << *audit;
+
+  const std::string audit_pack = absl::StrCat(
+      "rule_files: \"", std::getenv("TEST_SRCDIR"),
+      "/palisade/rules/cloudflare-audit.textproto\"\n"
+      "cidr_sets { key: \"cloudflare_token_ips\" value { cidrs: \"192.0.2.0/24\" } }\n");
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+      {"--config=" + WriteEdgeConfig(cf, cf.token_file(), {}, audit_pack),
+       "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto events = palisade::v1::Events::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  std::unique_ptr<grpc::ClientReader<palisade::v1::Event>> reader =
+      events->Watch(&ctx, palisade::v1::WatchRequest());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  ASSERT_TRUE(ShipLines(*ingest, palisade::v1::LOG_FORMAT_RAW, lines).ok());
+
+  palisade::v1::Event e;
+  bool alerted = false;
+  while (!alerted && reader->Read(&e)) {
+    alerted = e.has_action() && e.action().target().value() == own_id &&
+              e.action().actuator() == palisade::v1::ACTUATOR_TOKEN_REVOCATION &&
+              e.action().outcome() == "failed" &&
+              e.action().detail().find("own API token") != std::string::npos;
+  }
+  ctx.TryCancel();
+  EXPECT_TRUE(alerted);
+  EXPECT_EQ(e.action().detail().find(own), std::string::npos);  // never the secret
+  for (const auto& t : EmulatorState(cf)["tokens"]) {
+    if (t["id"] == own_id) EXPECT_EQ(t["status"], "active") << t.dump();
+  }
+  EXPECT_TRUE(Verifies(cf, own));
 }
 
 }  // namespace
