@@ -52,8 +52,7 @@ absl::StatusOr<std::string> ReadSecretFile(const std::string& path) {
 
 }  // namespace
 
-absl::Status AtomicWriteFile(const std::string& path, absl::string_view content,
-                             mode_t new_mode) {
+absl::Status AtomicWriteFile(const std::string& path, absl::string_view content, mode_t new_mode) {
   struct stat old;
   const bool exists = stat(path.c_str(), &old) == 0;
   const std::string tmp = absl::StrCat(path, ".tmp.", getpid());
@@ -165,7 +164,8 @@ absl::Status TokenRotator::Persist(const Secret& fresh) {
   const std::string side = RolledSideFile(options_.token_file);
   if (absl::Status s = AtomicWriteFile(side, fresh.value() + "\n", 0600); !s.ok()) {
     return absl::Status(s.code(), absl::StrCat("cloudflare: the token was rolled but the side "
-                                               "file could not be written: ", s.message()));
+                                               "file could not be written: ",
+                                               s.message()));
   }
   const char* hook = std::getenv("PALISADE_TEST_EXIT_AFTER_ROLL");
   if (hook != nullptr && std::string(hook) == "1") {
@@ -185,9 +185,8 @@ absl::Status TokenRotator::Persist(const Secret& fresh) {
 
 absl::Status TokenRotator::RotateNow() {
   absl::MutexLock roll(&roll_mu_);
-  absl::StatusOr<Secret> fresh =
-      client_.RollToken(options_.token_id, options_.account_owned,
-                        [this](const Secret& s) { return Persist(s); });
+  absl::StatusOr<Secret> fresh = client_.RollToken(options_.token_id, options_.account_owned,
+                                                   [this](const Secret& s) { return Persist(s); });
   const absl::Time now = clock_.TimeNow();
   if (!fresh.ok()) {
     rolls_.Add({{"result", "failed"}}).Increment();

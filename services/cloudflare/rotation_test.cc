@@ -190,10 +190,9 @@ TEST_F(RotationTest, RollForwardFromASideFileAfterACrash) {
   const std::string side = RolledSideFile(token_file_);
   {
     auto before_crash = Client(token_);
-    absl::StatusOr<Secret> fresh =
-        before_crash->RollToken(token_id_, false, [&](const Secret& s) {
-          return AtomicWriteFile(side, s.value() + "\n", 0600);
-        });
+    absl::StatusOr<Secret> fresh = before_crash->RollToken(token_id_, false, [&](const Secret& s) {
+      return AtomicWriteFile(side, s.value() + "\n", 0600);
+    });
     ASSERT_THAT(fresh, IsOk());
   }
   ASSERT_EQ(FileToken(), token_);
@@ -241,9 +240,10 @@ TEST_F(RotationTest, NoCallFailsAndNoneCarriesTheOldSecretUnderLoad) {
       while (!stop.load()) {
         absl::Status s =
             (i % 2 == 0)
-                ? client->CreateAccessRule(RuleScope::kZone, "block", "ip",
-                                           absl::StrCat("198.51.100.", (i * 50 + n++) % 250 + 1),
-                                           "palisade:load;")
+                ? client
+                      ->CreateAccessRule(RuleScope::kZone, "block", "ip",
+                                         absl::StrCat("198.51.100.", (i * 50 + n++) % 250 + 1),
+                                         "palisade:load;")
                       .status()
                 : client->ListAccessRules(RuleScope::kZone, {}, 1).status();
         if (s.ok() || s.code() == absl::StatusCode::kAlreadyExists) {

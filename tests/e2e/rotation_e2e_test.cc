@@ -70,22 +70,20 @@ TEST(RotationE2eTest, RollsUnderLoadFailNoCallAndRetireTheOldSecret) {
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
   const std::string original = FileToken(cf.token_file());
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      {"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks, "", kRotation),
-       "--shutdown_grace=200ms"});
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks, "", kRotation),
+                     "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
   auto ingest = palisade::v1::Ingest::NewStub(channel);
 
   // Bans keep arriving while the token rolls once a second.
-  const double rolls_at_start =
-      std::max(0.0, ScrapeMetric(**daemon, "palisade_cloudflare_token_rolls_total",
-                                 {"result=\"ok\""}));
+  const double rolls_at_start = std::max(
+      0.0, ScrapeMetric(**daemon, "palisade_cloudflare_token_rolls_total", {"result=\"ok\""}));
   // 30 addresses (under the guard's 60 new bans a minute), 2 every ~500 ms: spread over rolls.
   int next = 1, polls = 0;
   auto applied = [&] {
-    return ScrapeMetric(**daemon, "palisade_actions_total",
-                        {"op=\"apply\"", "result=\"applied\""});
+    return ScrapeMetric(**daemon, "palisade_actions_total", {"op=\"apply\"", "result=\"applied\""});
   };
   const bool done = WaitFor(
       [&] {
@@ -96,8 +94,8 @@ TEST(RotationE2eTest, RollsUnderLoadFailNoCallAndRetireTheOldSecret) {
           next += 2;
         }
         return next > 30 && applied() >= 30 &&
-               ScrapeMetric(**daemon, "palisade_cloudflare_token_rolls_total",
-                            {"result=\"ok\""}) >= rolls_at_start + 3;
+               ScrapeMetric(**daemon, "palisade_cloudflare_token_rolls_total", {"result=\"ok\""}) >=
+                   rolls_at_start + 3;
       },
       absl::Seconds(60));
   ASSERT_TRUE(done) << "applied " << applied() << ", shipped " << next - 1;
@@ -107,9 +105,9 @@ TEST(RotationE2eTest, RollsUnderLoadFailNoCallAndRetireTheOldSecret) {
   // No call was refused (401/403) and none failed for good.
   EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_requests_total", {"code=\"401\""}), 0);
   EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_requests_total", {"code=\"403\""}), 0);
-  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_token_rolls_total",
-                         {"result=\"failed\""}) > 0,
-            false);
+  EXPECT_EQ(
+      ScrapeMetric(**daemon, "palisade_cloudflare_token_rolls_total", {"result=\"failed\""}) > 0,
+      false);
   // The file holds a live secret; the original one is dead; the file stayed owner-only.
   const std::string now = FileToken(cf.token_file());
   EXPECT_NE(now, original);
@@ -146,9 +144,8 @@ TEST(RotationE2eTest, ACrashBetweenRollAndFileWriteIsRolledForward) {
   EXPECT_FALSE(Verifies(cf, original));
 
   // The restart rolls forward to the side file's secret and works with it.
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
-      Daemon::Start({"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks),
-                     "--shutdown_grace=200ms"});
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+      {"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks), "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   EXPECT_FALSE(Exists(side));
   EXPECT_NE(FileToken(cf.token_file()), original);
@@ -188,11 +185,11 @@ TEST(RotationE2eTest, TheOwnTokenMisusedRaisesAnEventAndIsNeverRevoked) {
                                     "/rules/lists"),
                        R"({"name":"own_use","kind":"ip"})", {"Authorization: Bearer " + own})
                   .ok());
-  absl::StatusOr<std::string> audit = HttpGet(
-      cf.port(),
-      absl::StrCat("/client/v4/accounts/", ::palisade::testing::kEmulatorAccount,
-                   "/logs/audit?since=2000-01-01&before=2100-01-01&limit=1000"),
-      {"Authorization: Bearer " + own});
+  absl::StatusOr<std::string> audit =
+      HttpGet(cf.port(),
+              absl::StrCat("/client/v4/accounts/", ::palisade::testing::kEmulatorAccount,
+                           "/logs/audit?since=2000-01-01&before=2100-01-01&limit=1000"),
+              {"Authorization: Bearer " + own});
   ASSERT_TRUE(audit.ok()) << audit.status();
   std::vector<std::string> lines;
   std::string own_id;
@@ -208,9 +205,9 @@ TEST(RotationE2eTest, TheOwnTokenMisusedRaisesAnEventAndIsNeverRevoked) {
       "rule_files: \"", std::getenv("TEST_SRCDIR"),
       "/palisade/rules/cloudflare-audit.textproto\"\n"
       "cidr_sets { key: \"cloudflare_token_ips\" value { cidrs: \"192.0.2.0/24\" } }\n");
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      {"--config=" + WriteEdgeConfig(cf, cf.token_file(), {}, audit_pack),
-       "--shutdown_grace=200ms"});
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteEdgeConfig(cf, cf.token_file(), {}, audit_pack),
+                     "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
   auto events = palisade::v1::Events::NewStub(channel);
