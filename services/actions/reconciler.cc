@@ -72,9 +72,10 @@ absl::StatusOr<DriftReport> Reconciler::Run() {
   // object it adds between two of those reads would look like an orphan, and a decision it
   // applies in between like a missing one. What it has queued meanwhile is busy, not drift.
   Dispatcher::Paused paused(dispatcher_);
-  absl::Status s = CheckAccessRules(&report);
-  if (s.ok()) s = CheckIpList(&report);
-  if (s.ok()) s = CheckRateLimits(&report);
+  absl::Status s = absl::OkStatus();
+  if (options_.access_rules) s = CheckAccessRules(&report);
+  if (s.ok() && options_.ip_list) s = CheckIpList(&report);
+  if (s.ok() && options_.rate_limits) s = CheckRateLimits(&report);
   runs_.Add({{"result", s.ok() ? "ok" : "error"}}).Increment();
   if (!s.ok()) return s;
   return report;

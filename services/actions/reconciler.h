@@ -32,6 +32,11 @@ struct ReconcilerOptions {
   RuleScope scope = RuleScope::kZone;
   IpListOptions list;
   bool withdraw_on_missing = false;  // policy "withdraw"; default "recreate"
+  // Which kinds are checked: an actuator the credentials check disabled is not (its reads would
+  // be refused on every run, and stop the checks after it).
+  bool access_rules = true;
+  bool ip_list = true;
+  bool rate_limits = true;
 };
 
 struct DriftReport {

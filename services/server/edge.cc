@@ -229,6 +229,9 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   ropts.scope = config.access_rule_scope() == "account" ? RuleScope::kAccount : RuleScope::kZone;
   ropts.list = list;
   ropts.withdraw_on_missing = config.drift_policy() == "withdraw";
+  ropts.access_rules = !edge->credential_report_ || edge->credential_report_->Enabled(kAccessRuleActuator);
+  ropts.ip_list = !edge->credential_report_ || edge->credential_report_->Enabled(kIpListActuator);
+  ropts.rate_limits = !edge->credential_report_ || edge->credential_report_->Enabled(kRateLimitActuator);
   edge->reconciler_ =
       std::make_unique<Reconciler>(client, *edge->dispatcher_, table, ropts, registry);
   if (!config.dry_run()) {

@@ -108,6 +108,14 @@ TEST(CredentialsCheckE2eTest, MissingListPermissionDisablesOnlyTheListActuator) 
   EXPECT_TRUE(WaitFor([&] { return ::palisade::testing::ActionsPending(**daemon) == 0; },
                       absl::Seconds(60)));
   EXPECT_TRUE(::palisade::testing::EmulatorListedValues(cf).empty());
+  // Drift checks skip the disabled actuator instead of failing on its refused reads (before:
+  // every run ended in error at the list, and the rate-limit check after it never ran).
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return ScrapeMetric(**daemon, "palisade_reconcile_runs_total", {"result=\"ok\""}) >= 1;
+      },
+      absl::Seconds(60)));
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_reconcile_runs_total", {"result=\"error\""}), 0);
   EXPECT_GE(ScrapeMetric(**daemon, "palisade_engine_detections_total", {"rule=\"e2e-scanner\""}),
             1);
 
