@@ -150,6 +150,28 @@ TEST_F(TokenCheckTest, MayNotReadItselfFallsBackToProbes) {
   EXPECT_EQ(r.Count("expiring_soon") + r.Count("no_expiry") + r.Count("expiry_far"), 0);
 }
 
+// The emulator side the check relies on: permission groups listed, enforcement from policies.
+TEST_F(TokenCheckTest, EmulatorListsGroupsAndEnforcesPolicies) {
+  fake::TokenSpec spec = Exact();
+  spec.permissions = {"lists"};
+  const std::string secret = fake_.AddToken(spec).second;
+  fake::Request r;
+  r.method = "GET";
+  r.path = "/client/v4/user/tokens/permission_groups";
+  r.headers["authorization"] = "Bearer " + secret;
+  fake::Response resp = fake_.Handle(r);
+  EXPECT_EQ(resp.status, 200);
+  EXPECT_THAT(resp.body, HasSubstr("Account Filter Lists Edit"));
+  EXPECT_THAT(resp.body, HasSubstr("Zone WAF Write"));
+
+  r.path = "/client/v4/zones/" + fake_.options().zone_id + "/rulesets/phases/http_ratelimit/entrypoint";
+  resp = fake_.Handle(r);
+  EXPECT_EQ(resp.status, 403);
+  EXPECT_THAT(resp.body, HasSubstr("10000"));
+  r.path = "/client/v4/accounts/" + fake_.options().account_id + "/rules/lists";
+  EXPECT_EQ(fake_.Handle(r).status, 200);
+}
+
 TEST(CompareTokenTest, IdsOnlyAndDenyPolicies) {
   TokenNeeds n;
   n.account_id = "0123456789abcdef0123456789abcdef";
