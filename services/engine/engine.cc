@@ -379,8 +379,11 @@ void Engine::Window::AddEvidence(absl::string_view line, absl::string_view marke
   const uint32_t len = static_cast<uint32_t>(line.size() + marker.size());
   Reserve(used_ + record, key_len_ + static_cast<size_t>(max_bytes));
   std::memcpy(buf_.get() + used_, &len, sizeof(len));
-  std::memcpy(buf_.get() + used_ + sizeof(len), line.data(), line.size());
-  std::memcpy(buf_.get() + used_ + sizeof(len) + line.size(), marker.data(), marker.size());
+  // An empty view may have a null data(), which memcpy may not be given even for 0 bytes.
+  if (!line.empty()) std::memcpy(buf_.get() + used_ + sizeof(len), line.data(), line.size());
+  if (!marker.empty()) {
+    std::memcpy(buf_.get() + used_ + sizeof(len) + line.size(), marker.data(), marker.size());
+  }
   used_ += len + sizeof(len);
   ++evidence_count_;
 }

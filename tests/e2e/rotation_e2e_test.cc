@@ -229,9 +229,16 @@ TEST(RotationE2eTest, TheOwnTokenMisusedRaisesAnEventAndIsNeverRevoked) {
   ctx.TryCancel();
   EXPECT_TRUE(alerted);
   EXPECT_EQ(e.action().detail().find(own), std::string::npos);  // never the secret
-  for (const auto& t : EmulatorState(cf)["tokens"]) {
-    if (t["id"] == own_id) EXPECT_EQ(t["status"], "active") << t.dump();
+  // The state held in a local: a range-for over EmulatorState(cf)["tokens"] iterated a
+  // temporary already destroyed (ASan: heap-use-after-free).
+  const json state = EmulatorState(cf);
+  int seen = 0;
+  for (const auto& t : state.at("tokens")) {
+    if (t["id"] != own_id) continue;
+    ++seen;
+    EXPECT_EQ(t["status"], "active") << t.dump();
   }
+  EXPECT_EQ(seen, 1) << state.dump();
   EXPECT_TRUE(Verifies(cf, own));
 }
 
