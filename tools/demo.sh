@@ -28,6 +28,10 @@ emulator=$!
 wait_file "$work/cf.port"
 cf_port=$(cat "$work/cf.port")
 
+# The log exists before palisaded starts, as auth.log does on a host: the daemon follows that file
+# from its first line, so a rotation right after the first write loses nothing (a file made and
+# renamed away between two looks, 50 ms, would be as unseen as it is by tail -F).
+: >"$work/auth.log"
 cat >"$work/palisade.textproto" <<CONFIG
 rule_files: "$PWD/rules/sshd.textproto"
 rule_files: "$PWD/rules/nginx.textproto"
