@@ -18,6 +18,7 @@ PACKAGES=(
   rsyslog rsyslog-openssl
   prometheus
   clang-14 libclang-rt-14-dev
+  crowdsec crowdsec-custom-bouncer crowdsec-firewall-bouncer nftables
 )
 
 missing=()
@@ -32,6 +33,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   export DEBIAN_FRONTEND=noninteractive
+  # crowdsec's postinst registers with the Central API (the network) unless this file is non-empty
+  # (README.Debian); the tests only run its Local API on loopback with their own config.
+  if [[ " ${missing[*]} " == *" crowdsec "* ]] && [ ! -s /etc/crowdsec/online_api_credentials.yaml ]; then
+    $SUDO mkdir -p /etc/crowdsec
+    echo "# Palisade: no Central API registration" | $SUDO tee /etc/crowdsec/online_api_credentials.yaml >/dev/null
+  fi
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
