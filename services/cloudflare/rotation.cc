@@ -183,8 +183,8 @@ absl::Status TokenRotator::Persist(const Secret& fresh) {
   return FsyncDir(DirOf(side));
 }
 
-absl::Status TokenRotator::RotateNow() {
-  absl::MutexLock roll(&roll_mu_);
+absl::Status TokenRotator::RollLocked() {
+  if (options_.before_roll_for_test) options_.before_roll_for_test();
   absl::StatusOr<Secret> fresh = client_.RollToken(options_.token_id, options_.account_owned,
                                                    [this](const Secret& s) { return Persist(s); });
   const absl::Time now = clock_.TimeNow();
@@ -199,12 +199,55 @@ absl::Status TokenRotator::RotateNow() {
   return absl::OkStatus();
 }
 
-bool TokenRotator::Tick() {
-  {
-    absl::MutexLock lock(&mu_);
-    if (clock_.TimeNow() < next_roll_) return false;
+absl::Status TokenRotator::RotateNow() {
+  absl::MutexLock roll(&roll_mu_);
+  return RollLocked();
+}
+
+absl::StatusOr<RollReport> TokenRotator::RotateNowForOperator() {
+  if (!roll_mu_.TryLock()) {
+    return absl::AbortedError(absl::StrCat(
+        "a rotation of token ", options_.token_id,
+        " is already running (the schedule's, or another operator's); nothing was done: run "
+        "the command again once it has finished"));
   }
-  absl::Status s = RotateNow();
+  absl::Status s = RollLocked();
+  RollReport report;
+  report.token_id = options_.token_id;
+  report.rolled_at = clock_.TimeNow();
+  if (s.ok()) {
+    absl::MutexLock lock(&mu_);
+    next_roll_ = Schedule(report.rolled_at);
+    backoff_ = options_.initial_backoff;
+    report.next_roll = next_roll_;
+  }
+  roll_mu_.Unlock();
+  if (!s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("the roll of token ", options_.token_id,
+                                               " failed; the current secret is kept: ",
+                                               s.message()));
+  }
+  // A roll keeps the expiry; it is read again so the operator sees what Cloudflare holds.
+  report.expires_on = options_.expires_on;
+  absl::StatusOr<TokenInfo> info = client_.GetToken(options_.token_id, options_.account_owned);
+  if (info.ok()) {
+    report.expires_on = info->expires_on;
+    report.expiry_read = true;
+  }
+  return report;
+}
+
+bool TokenRotator::Tick() {
+  auto due = [this] {
+    absl::MutexLock lock(&mu_);
+    return clock_.TimeNow() >= next_roll_;
+  };
+  // The roll lock is taken only when a roll is due (an operator's roll finds it free otherwise),
+  // and the schedule looked at again under it: an operator's roll that just ran moved it.
+  if (!due()) return false;
+  absl::MutexLock roll(&roll_mu_);
+  if (!due()) return false;
+  absl::Status s = RollLocked();
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_.TimeNow();
   if (s.ok()) {

@@ -22,6 +22,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -69,6 +70,20 @@ struct RotationOptions {
   absl::Duration max_backoff = absl::Hours(1);
   // How often the background thread looks at the schedule.
   absl::Duration poll = absl::Seconds(1);
+  // Test hook: called with the roll lock held, before the roll is sent (a test holds a roll
+  // "running" here to see a second one refused). Unset in production.
+  std::function<void()> before_roll_for_test;
+};
+
+// What an operator's roll (palisadectl cloudflare rotate) reports: never the secret.
+struct RollReport {
+  std::string token_id;
+  absl::Time rolled_at;
+  // The token's expiry as read after the roll (a roll keeps it), or the one known at start when
+  // the token may not read itself; nullopt: it never expires.
+  std::optional<absl::Time> expires_on;
+  bool expiry_read = false;  // expires_on comes from a read after the roll
+  absl::Time next_roll;      // the schedule restarts from the roll
 };
 
 class TokenRotator {
@@ -77,9 +92,13 @@ class TokenRotator {
                prometheus::Registry& registry);
   ~TokenRotator();  // stops the thread
 
-  // One roll now (palisadectl cloudflare rotate, and the schedule). A failed roll keeps the old
+  // One roll now, waiting for one already running (the schedule). A failed roll keeps the old
   // secret; the schedule then retries with backoff.
   absl::Status RotateNow();
+  // One roll now for an operator (Admin.RotateToken): never waits behind another roll, it is
+  // refused (kAborted, saying so) while one runs. On success the schedule restarts from now.
+  // Errors are the roll's (kUnavailable, kPermissionDenied, ...); the secret is never in them.
+  absl::StatusOr<RollReport> RotateNowForOperator();
   // Rolls when the schedule says so; returns whether a roll was attempted. For tests on a
   // SimulatedClock; the thread calls it every `poll`.
   bool Tick();
@@ -90,6 +109,7 @@ class TokenRotator {
 
  private:
   absl::Status Persist(const Secret& fresh);
+  absl::Status RollLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(roll_mu_);
   absl::Time Schedule(absl::Time now) const;
 
   CloudflareClient& client_;

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
@@ -183,6 +184,66 @@ TEST_F(RotationTest, RollsBeforeExpiry) {
   TokenRotator rotator(*client, clock_, o, registry_);
   // Two intervals before expiry (12 h from now) comes before one interval (24 h).
   EXPECT_EQ(rotator.next_roll(), clock_.TimeNow() + absl::Hours(12));
+}
+
+// palisadectl cloudflare rotate: one roll now, its report (id, expiry read back, the schedule
+// restarted), never the secret; refused while another roll runs, without waiting for it.
+TEST_F(RotationTest, AnOperatorRollReportsTheTokenAndRestartsTheSchedule) {
+  auto client = Client(token_);
+  RotationOptions o = Options();
+  TokenRotator rotator(*client, clock_, o, registry_);
+  clock_.Advance(absl::Hours(20));
+  absl::StatusOr<RollReport> report = rotator.RotateNowForOperator();
+  ASSERT_THAT(report, IsOk());
+  EXPECT_EQ(report->token_id, token_id_);
+  EXPECT_EQ(report->rolled_at, clock_.TimeNow());
+  EXPECT_EQ(report->next_roll, clock_.TimeNow() + absl::Hours(24));
+  EXPECT_EQ(rotator.next_roll(), clock_.TimeNow() + absl::Hours(24));
+  EXPECT_TRUE(report->expiry_read);
+  EXPECT_EQ(report->expires_on, std::nullopt);  // the seeded token never expires
+  EXPECT_NE(FileToken(), token_);
+  EXPECT_THAT(Client(token_)->VerifyToken(), StatusIs(absl::StatusCode::kUnauthenticated));
+  EXPECT_THAT(client->VerifyToken(), IsOk());
+  EXPECT_FALSE(rotator.Tick());  // the schedule restarted: not due 20 h after the first
+}
+
+TEST_F(RotationTest, AnOperatorRollIsRefusedWhileAnotherRuns) {
+  auto client = Client(token_);
+  absl::Notification entered, release;
+  RotationOptions o = Options();
+  o.before_roll_for_test = [&] {
+    if (!entered.HasBeenNotified()) {
+      entered.Notify();
+      release.WaitForNotification();
+    }
+  };
+  TokenRotator rotator(*client, clock_, o, registry_);
+  absl::Status first;
+  std::thread running([&] { first = rotator.RotateNow(); });
+  entered.WaitForNotification();
+  absl::StatusOr<RollReport> second = rotator.RotateNowForOperator();
+  EXPECT_THAT(second, StatusIs(absl::StatusCode::kAborted, HasSubstr("already running")));
+  release.Notify();
+  running.join();
+  EXPECT_THAT(first, IsOk());
+  // Only the first rolled: the file holds the secret that verifies.
+  EXPECT_THAT(Client(FileToken())->VerifyToken(), IsOk());
+  // Free again: the next operator roll goes through.
+  EXPECT_THAT(rotator.RotateNowForOperator(), IsOk());
+}
+
+TEST_F(RotationTest, AFailedOperatorRollKeepsTheSecretAndSaysSo) {
+  auto client = Client(token_);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  fake::Faults faults;
+  faults.fail_call = 1;
+  faults.error_status = 503;
+  fake_.SetFaults(faults);
+  absl::StatusOr<RollReport> report = rotator.RotateNowForOperator();
+  EXPECT_THAT(report, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("secret is kept")));
+  EXPECT_EQ(report.status().message().find(token_), std::string::npos);
+  EXPECT_EQ(FileToken(), token_);
+  EXPECT_THAT(client->VerifyToken(), IsOk());
 }
 
 TEST_F(RotationTest, RollForwardFromASideFileAfterACrash) {
