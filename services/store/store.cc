@@ -168,6 +168,43 @@ absl::Status Store::Migrate() {
       return s;
     }
   }
+  if (version < 2) {
+    // Version 2: CrowdSec-compatible bouncers and their change log (services/bouncer_api).
+    // bouncer_changes holds one row per decision a bouncer may see, its latest change: what a
+    // pull from any earlier position is served (see bouncer_api.h).
+    absl::Status s = Exec(R"sql(
+      BEGIN;
+      CREATE TABLE bouncers (
+        name TEXT PRIMARY KEY,
+        key_hash BLOB NOT NULL UNIQUE,
+        created_ms INTEGER NOT NULL,
+        last_pull_ms INTEGER NOT NULL DEFAULT 0,
+        address TEXT NOT NULL DEFAULT '',
+        user_agent TEXT NOT NULL DEFAULT '',
+        position INTEGER NOT NULL DEFAULT 0);
+      CREATE TABLE bouncer_changes (
+        decision_id TEXT PRIMARY KEY,
+        num INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        deleted INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL,
+        scope TEXT NOT NULL,
+        value TEXT NOT NULL,
+        type TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        scenario TEXT NOT NULL,
+        until_ms INTEGER NOT NULL);
+      CREATE INDEX bouncer_changes_seq ON bouncer_changes(seq);
+      CREATE TABLE bouncer_log (
+        key TEXT PRIMARY KEY,
+        value INTEGER NOT NULL);
+      PRAGMA user_version = 2;
+      COMMIT;)sql");
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -401,6 +438,211 @@ absl::StatusOr<std::string> Store::LoadSnapshot(const std::string& name) {
   q.Bind(1, name);
   if (q.Step() == SQLITE_ROW) return q.Blob(0);
   return std::string();
+}
+
+absl::Status Store::AddBouncer(const BouncerRow& row) {
+  absl::MutexLock lock(&mu_);
+  Stmt ins(statements_, db_,
+           "INSERT INTO bouncers(name, key_hash, created_ms, last_pull_ms, address, user_agent, "
+           "position) VALUES(?,?,?,?,?,?,?) ON CONFLICT DO NOTHING");
+  absl::Status s = Prepared(ins, db_);
+  if (s.ok()) {
+    s = ins.Bind(1, row.name)
+            .Bind(2, row.key_hash)
+            .Bind(3, Millis(row.created))
+            .Bind(4, Millis(row.last_pull))
+            .Bind(5, row.address)
+            .Bind(6, row.user_agent)
+            .Bind(7, row.position)
+            .Done("add bouncer");
+  }
+  if (!s.ok()) return s;
+  if (sqlite3_changes(db_) == 0) {
+    return absl::AlreadyExistsError(absl::StrCat("bouncer \"", row.name, "\" exists"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Store::DeleteBouncer(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  Stmt del(statements_, db_, "DELETE FROM bouncers WHERE name = ?");
+  absl::Status s = Prepared(del, db_);
+  if (s.ok()) s = del.Bind(1, name).Done("delete bouncer");
+  if (!s.ok()) return s;
+  if (sqlite3_changes(db_) == 0) {
+    return absl::NotFoundError(absl::StrCat("no bouncer \"", name, "\""));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<BouncerRow>> Store::LoadBouncers() {
+  absl::MutexLock lock(&mu_);
+  Stmt q(statements_, db_,
+         "SELECT name, key_hash, created_ms, last_pull_ms, address, user_agent, position "
+         "FROM bouncers ORDER BY name");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  std::vector<BouncerRow> out;
+  while (q.Step() == SQLITE_ROW) {
+    BouncerRow row;
+    row.name = q.Blob(0);
+    row.key_hash = q.Blob(1);
+    row.created = absl::FromUnixMillis(q.Int(2));
+    row.last_pull = q.Int(3) == 0 ? absl::InfinitePast() : absl::FromUnixMillis(q.Int(3));
+    row.address = q.Blob(4);
+    row.user_agent = q.Blob(5);
+    row.position = q.Int(6);
+    out.push_back(std::move(row));
+  }
+  return out;
+}
+
+absl::Status Store::RecordPull(const std::string& name, absl::Time at, const std::string& address,
+                               const std::string& user_agent, int64_t position) {
+  absl::MutexLock lock(&mu_);
+  Stmt up(statements_, db_,
+          "UPDATE bouncers SET last_pull_ms = ?, address = ?, user_agent = ?, position = ? "
+          "WHERE name = ?");
+  absl::Status s = Prepared(up, db_);
+  return s.ok() ? up.Bind(1, Millis(at))
+                      .Bind(2, address)
+                      .Bind(3, user_agent)
+                      .Bind(4, position)
+                      .Bind(5, name)
+                      .Done("record pull")
+                : s;
+}
+
+absl::Status Store::RecordBouncerChanges(const std::vector<BouncerChangeRow>& rows,
+                                         int64_t last_seq) {
+  absl::MutexLock lock(&mu_);
+  absl::Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  for (const BouncerChangeRow& r : rows) {
+    Stmt up(statements_, db_,
+            "INSERT OR REPLACE INTO bouncer_changes(decision_id, num, seq, deleted, at_ms, scope, "
+            "value, type, origin, scenario, until_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?)");
+    s = Prepared(up, db_);
+    if (s.ok()) {
+      s = up.Bind(1, r.decision_id)
+              .Bind(2, r.num)
+              .Bind(3, r.seq)
+              .Bind(4, int64_t{r.deleted})
+              .Bind(5, Millis(r.at))
+              .Bind(6, r.scope)
+              .Bind(7, r.value)
+              .Bind(8, r.type)
+              .Bind(9, r.origin)
+              .Bind(10, r.scenario)
+              .Bind(11, Millis(r.until))
+              .Done("record bouncer change");
+    }
+    if (!s.ok()) break;
+  }
+  if (s.ok()) {
+    Stmt meta(statements_, db_,
+              "INSERT OR REPLACE INTO bouncer_log(key, value) VALUES('last_seq', ?)");
+    s = Prepared(meta, db_);
+    if (s.ok()) s = meta.Bind(1, last_seq).Done("record bouncer log position");
+  }
+  if (!s.ok()) {
+    (void)Exec("ROLLBACK");
+    return s;
+  }
+  return CommitLocked();
+}
+
+absl::StatusOr<std::vector<BouncerChangeRow>> Store::LoadBouncerChanges(int64_t after,
+                                                                        bool live_only) {
+  absl::MutexLock lock(&mu_);
+  Stmt q(statements_, db_,
+         live_only ? "SELECT decision_id, num, seq, deleted, at_ms, scope, value, type, origin, "
+                     "scenario, until_ms FROM bouncer_changes WHERE seq > ? AND deleted = 0 "
+                     "ORDER BY seq"
+                   : "SELECT decision_id, num, seq, deleted, at_ms, scope, value, type, origin, "
+                     "scenario, until_ms FROM bouncer_changes WHERE seq > ? ORDER BY seq");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  q.Bind(1, after);
+  std::vector<BouncerChangeRow> out;
+  while (q.Step() == SQLITE_ROW) {
+    BouncerChangeRow r;
+    r.decision_id = q.Blob(0);
+    r.num = q.Int(1);
+    r.seq = q.Int(2);
+    r.deleted = q.Int(3) != 0;
+    r.at = absl::FromUnixMillis(q.Int(4));
+    r.scope = q.Blob(5);
+    r.value = q.Blob(6);
+    r.type = q.Blob(7);
+    r.origin = q.Blob(8);
+    r.scenario = q.Blob(9);
+    r.until = absl::FromUnixMillis(q.Int(10));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::StatusOr<BouncerLogMeta> Store::LoadBouncerLogMeta() {
+  absl::MutexLock lock(&mu_);
+  Stmt q(statements_, db_, "SELECT key, value FROM bouncer_log");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  BouncerLogMeta meta;
+  while (q.Step() == SQLITE_ROW) {
+    const std::string key = q.Blob(0);
+    if (key == "last_seq") meta.last_seq = q.Int(1);
+    if (key == "trimmed_through") meta.trimmed_through = q.Int(1);
+  }
+  return meta;
+}
+
+absl::StatusOr<int64_t> Store::TrimBouncerChanges(int64_t served_through, absl::Time older_than,
+                                                  int64_t max_deleted) {
+  absl::MutexLock lock(&mu_);
+  absl::Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  int64_t forgotten = 0;
+  {
+    Stmt del(statements_, db_, "DELETE FROM bouncer_changes WHERE deleted = 1 AND seq <= ?");
+    s = Prepared(del, db_);
+    if (s.ok()) s = del.Bind(1, served_through).Done("trim served deletions");
+    forgotten += sqlite3_changes(db_);
+  }
+  // What age and the count cap take may not have been served to every bouncer yet: remember
+  // how far they reached, so such a bouncer is told (BouncerLogMeta::trimmed_through).
+  int64_t reach = 0;
+  if (s.ok()) {
+    Stmt q(statements_, db_,
+           "SELECT COALESCE(MAX(seq), 0) FROM bouncer_changes WHERE deleted = 1 AND (at_ms < ? "
+           "OR seq < (SELECT COALESCE(MIN(seq), 9223372036854775807) FROM (SELECT seq FROM "
+           "bouncer_changes WHERE deleted = 1 ORDER BY seq DESC LIMIT ?)))");
+    s = Prepared(q, db_);
+    if (s.ok()) {
+      q.Bind(1, Millis(older_than)).Bind(2, max_deleted);
+      if (q.Step() == SQLITE_ROW) reach = q.Int(0);
+    }
+  }
+  if (s.ok() && reach > 0) {
+    Stmt del(statements_, db_, "DELETE FROM bouncer_changes WHERE deleted = 1 AND seq <= ?");
+    s = Prepared(del, db_);
+    if (s.ok()) s = del.Bind(1, reach).Done("trim old deletions");
+    forgotten += sqlite3_changes(db_);
+    if (s.ok()) {
+      Stmt meta(statements_, db_,
+                "INSERT INTO bouncer_log(key, value) VALUES('trimmed_through', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)");
+      s = Prepared(meta, db_);
+      if (s.ok()) s = meta.Bind(1, reach).Done("record trimmed position");
+    }
+  }
+  if (!s.ok()) {
+    (void)Exec("ROLLBACK");
+    return s;
+  }
+  s = CommitLocked();
+  if (!s.ok()) return s;
+  return forgotten;
 }
 
 }  // namespace palisade

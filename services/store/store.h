@@ -49,6 +49,41 @@ struct EdgeRow {
   bool foreign = false;
 };
 
+// A CrowdSec-compatible bouncer (services/bouncer_api): its key only as a SHA-256 hash, and where
+// its last pull left it in the change log.
+struct BouncerRow {
+  std::string name;
+  std::string key_hash;  // SHA-256 of the key, raw 32 bytes
+  absl::Time created = absl::InfinitePast();
+  absl::Time last_pull = absl::InfinitePast();  // InfinitePast: never pulled
+  std::string address;
+  std::string user_agent;
+  // The change log's sequence number the bouncer has been served up to (0: nothing yet).
+  int64_t position = 0;
+};
+
+// One decision as bouncers see it: the latest change of it (the log keeps one row per decision,
+// see BouncerApi), served to a bouncer whose position is below `seq`.
+struct BouncerChangeRow {
+  std::string decision_id;
+  int64_t num = 0;  // the numeric id bouncers see; kept across changes
+  int64_t seq = 0;
+  bool deleted = false;
+  absl::Time at = absl::InfinitePast();  // when the change was logged
+  std::string scope;                     // "Ip" or "Range"
+  std::string value;
+  std::string type;  // "ban" or "captcha"
+  std::string origin;
+  std::string scenario;
+  absl::Time until = absl::InfinitePast();
+};
+
+struct BouncerLogMeta {
+  int64_t last_seq = 0;  // the highest sequence number handed out
+  // Deletions up to here were trimmed by age or count: a bouncer below it missed some.
+  int64_t trimmed_through = 0;
+};
+
 struct OffenceRow {
   std::string target;
   uint32_t count = 0;
@@ -57,7 +92,7 @@ struct OffenceRow {
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens (creating if needed) and migrates the database. kDataLoss when the integrity check
   // fails; kFailedPrecondition for a database from a newer Palisade.
@@ -98,6 +133,26 @@ class Store {
 
   absl::Status SaveSnapshot(const std::string& name, const std::string& blob);
   absl::StatusOr<std::string> LoadSnapshot(const std::string& name);  // "" when none
+
+  // Bouncers (schema version 2). kAlreadyExists for a name taken; kNotFound for an unknown one.
+  absl::Status AddBouncer(const BouncerRow& row);
+  absl::Status DeleteBouncer(const std::string& name);
+  absl::StatusOr<std::vector<BouncerRow>> LoadBouncers();
+  // After a pull: when, from where, with what, and up to which position it was served.
+  absl::Status RecordPull(const std::string& name, absl::Time at, const std::string& address,
+                          const std::string& user_agent, int64_t position);
+
+  // The bouncers' change log: `rows` replace the rows of their decisions, and the log's last
+  // sequence number becomes `last_seq`, in one transaction.
+  absl::Status RecordBouncerChanges(const std::vector<BouncerChangeRow>& rows, int64_t last_seq);
+  // Rows with seq > `after`, by seq; only the live ones (not deleted) when `live_only`.
+  absl::StatusOr<std::vector<BouncerChangeRow>> LoadBouncerChanges(int64_t after, bool live_only);
+  absl::StatusOr<BouncerLogMeta> LoadBouncerLogMeta();
+  // Forgets deletions every bouncer was served (seq <= `served_through`), and those logged before
+  // `older_than` or past the `max_deleted` newest (raising trimmed_through). Returns the rows
+  // forgotten.
+  absl::StatusOr<int64_t> TrimBouncerChanges(int64_t served_through, absl::Time older_than,
+                                             int64_t max_deleted);
 
  private:
   explicit Store(sqlite3* db) : db_(db) {}

@@ -126,5 +126,166 @@ TEST(StoreTest, AFailedCommitIsRolledBackAndLaterTransactionsWork) {
   EXPECT_THAT(*(*store)->LoadEdges(), SizeIs(1));
 }
 
+// A database written by schema version 1 (before bouncers): its tables exactly as version 1
+// made them, with a decision in it.
+void WriteVersion1(const std::string& path) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  palisade::v1::Decision d = D("old");
+  const std::string blob = d.SerializeAsString();
+  std::string hex;
+  for (unsigned char c : blob) {
+    static const char* kHex = "0123456789abcdef";
+    hex += kHex[c >> 4];
+    hex += kHex[c & 15];
+  }
+  char* err = nullptr;
+  const std::string sql = R"sql(
+      CREATE TABLE decisions (id TEXT PRIMARY KEY, target TEXT NOT NULL, active INTEGER NOT NULL,
+        expiry_ms INTEGER NOT NULL, proto BLOB NOT NULL);
+      CREATE INDEX decisions_active ON decisions(active);
+      CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, decision_id TEXT NOT NULL,
+        apply INTEGER NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+        not_before_ms INTEGER NOT NULL DEFAULT 0);
+      CREATE TABLE edges (decision_id TEXT PRIMARY KEY, actuator INTEGER NOT NULL,
+        edge_id TEXT NOT NULL, container TEXT NOT NULL, foreign_object INTEGER NOT NULL);
+      CREATE TABLE offences (target TEXT PRIMARY KEY, count INTEGER NOT NULL,
+        last_ms INTEGER NOT NULL);
+      CREATE TABLE snapshots (name TEXT PRIMARY KEY, blob BLOB NOT NULL);
+      PRAGMA user_version = 1;
+      INSERT INTO decisions VALUES(CAST('old' AS BLOB), '203.0.113.7', 1, 0, X')sql" +
+                          hex + "');";
+  ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  sqlite3_close(db);
+}
+
+int UserVersion(const std::string& path) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &q, nullptr);
+  int v = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int(q, 0) : -1;
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return v;
+}
+
+TEST(StoreTest, AVersion1FileMigratesToBouncersKeepingItsDecisions) {
+  const std::string path = Path("v1.db");
+  WriteVersion1(path);
+  ASSERT_EQ(UserVersion(path), 1);
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    auto decisions = (*store)->LoadDecisions(true);
+    ASSERT_THAT(decisions, IsOk());
+    ASSERT_THAT(*decisions, SizeIs(1));
+    EXPECT_EQ((*decisions)[0].id(), "old");
+    EXPECT_THAT(*(*store)->LoadBouncers(), SizeIs(0));
+    ASSERT_THAT((*store)->AddBouncer({"fw", std::string(32, 'h'), absl::FromUnixSeconds(10)}),
+                IsOk());
+  }
+  EXPECT_EQ(UserVersion(path), 2);
+  auto store = Store::Open(path);  // opening a version-2 file again migrates nothing
+  ASSERT_THAT(store, IsOk());
+  EXPECT_THAT(*(*store)->LoadBouncers(), SizeIs(1));
+}
+
+TEST(StoreTest, RefusesAFileFromANewerSchema) {
+  const std::string path = Path("v3.db");
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 3", nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  EXPECT_THAT(Store::Open(path), StatusIs(absl::StatusCode::kFailedPrecondition));
+}
+
+TEST(StoreTest, Bouncers) {
+  const std::string path = Path("bouncers.db");
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    BouncerRow fw{"fw", std::string(32, 'a'), absl::FromUnixSeconds(100)};
+    ASSERT_THAT((*store)->AddBouncer(fw), IsOk());
+    EXPECT_THAT((*store)->AddBouncer(fw), StatusIs(absl::StatusCode::kAlreadyExists));
+    ASSERT_THAT((*store)->AddBouncer({"nginx", std::string(32, 'b'), absl::FromUnixSeconds(101)}),
+                IsOk());
+    ASSERT_THAT((*store)->RecordPull("fw", absl::FromUnixSeconds(200), "127.0.0.1",
+                                     "crowdsec-firewall-bouncer/v0.0.25", 42),
+                IsOk());
+    ASSERT_THAT((*store)->DeleteBouncer("nginx"), IsOk());
+    EXPECT_THAT((*store)->DeleteBouncer("nginx"), StatusIs(absl::StatusCode::kNotFound));
+  }
+  auto store = Store::Open(path);
+  auto rows = (*store)->LoadBouncers();
+  ASSERT_THAT(rows, IsOk());
+  ASSERT_THAT(*rows, SizeIs(1));
+  EXPECT_EQ((*rows)[0].name, "fw");
+  EXPECT_EQ((*rows)[0].key_hash, std::string(32, 'a'));
+  EXPECT_EQ((*rows)[0].created, absl::FromUnixSeconds(100));
+  EXPECT_EQ((*rows)[0].last_pull, absl::FromUnixSeconds(200));
+  EXPECT_EQ((*rows)[0].address, "127.0.0.1");
+  EXPECT_EQ((*rows)[0].user_agent, "crowdsec-firewall-bouncer/v0.0.25");
+  EXPECT_EQ((*rows)[0].position, 42);
+}
+
+BouncerChangeRow Change(const std::string& id, int64_t seq, bool deleted, int64_t at_s) {
+  BouncerChangeRow r;
+  r.decision_id = id;
+  r.num = seq;
+  r.seq = seq;
+  r.deleted = deleted;
+  r.at = absl::FromUnixSeconds(at_s);
+  r.scope = "Ip";
+  r.value = "203.0.113." + std::to_string(seq);
+  r.type = "ban";
+  r.origin = "crowdsec";
+  r.scenario = "sshd-bf";
+  r.until = absl::FromUnixSeconds(at_s + 3600);
+  return r;
+}
+
+TEST(StoreTest, BouncerChangeLogKeepsTheLatestChangePerDecisionAndTrims) {
+  const std::string path = Path("log.db");
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  ASSERT_THAT((*store)->RecordBouncerChanges(
+                  {Change("a", 1, false, 100), Change("b", 2, false, 100),
+                   Change("c", 3, false, 100), Change("d", 4, false, 100)},
+                  4),
+              IsOk());
+  BouncerChangeRow a_deleted = Change("a", 5, true, 200);
+  a_deleted.num = 1;
+  ASSERT_THAT((*store)->RecordBouncerChanges(
+                  {a_deleted, Change("b", 6, true, 300), Change("c", 7, true, 400)}, 7),
+              IsOk());
+  auto all = (*store)->LoadBouncerChanges(0, false);
+  ASSERT_THAT(all, IsOk());
+  ASSERT_THAT(*all, SizeIs(4));  // one row per decision: a's deletion replaced its creation
+  EXPECT_EQ((*all)[0].decision_id, "d");
+  EXPECT_EQ((*all)[1].decision_id, "a");
+  EXPECT_EQ((*all)[1].num, 1);
+  EXPECT_TRUE((*all)[1].deleted);
+  EXPECT_EQ((*all)[1].until, absl::FromUnixSeconds(3800));
+  EXPECT_THAT(*(*store)->LoadBouncerChanges(5, false), SizeIs(2));
+  EXPECT_THAT(*(*store)->LoadBouncerChanges(0, true), SizeIs(1));
+  EXPECT_EQ((*store)->LoadBouncerLogMeta()->last_seq, 7);
+
+  // Served through 5: a's deletion goes, nothing else; trimmed_through stays (all were served).
+  EXPECT_EQ(*(*store)->TrimBouncerChanges(5, absl::InfinitePast(), 1000), 1);
+  EXPECT_EQ((*store)->LoadBouncerLogMeta()->trimmed_through, 0);
+  // By age: b's deletion (at 300) is older than 350; c's is not.
+  EXPECT_EQ(*(*store)->TrimBouncerChanges(0, absl::FromUnixSeconds(350), 1000), 1);
+  EXPECT_EQ((*store)->LoadBouncerLogMeta()->trimmed_through, 6);
+  // By count: at most 0 deletions kept; the live decision d stays whatever happens.
+  EXPECT_EQ(*(*store)->TrimBouncerChanges(0, absl::InfinitePast(), 0), 1);
+  EXPECT_EQ((*store)->LoadBouncerLogMeta()->trimmed_through, 7);
+  auto left = (*store)->LoadBouncerChanges(0, false);
+  ASSERT_THAT(*left, SizeIs(1));
+  EXPECT_EQ((*left)[0].decision_id, "d");
+}
+
 }  // namespace
 }  // namespace palisade
