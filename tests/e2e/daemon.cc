@@ -1,8 +1,11 @@
 #include "tests/e2e/daemon.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -211,6 +214,64 @@ absl::StatusOr<ShipSummary> ShipLines(palisade::v1::Ingest::Stub& stub,
         absl::StrCat(shipped->malformed, " of ", lines.size(), " lines were malformed"));
   }
   return shipped;
+}
+
+Exit RunToExit(std::vector<std::string> args) {
+  static int counter = 0;
+  const std::string out =
+      absl::StrCat(std::getenv("TEST_TMPDIR"), "/palisaded-run-", getpid(), "-", ++counter);
+  std::string command = "services/server/palisaded";
+  for (const std::string& a : args) absl::StrAppend(&command, " '", a, "'");
+  for (const char* flag : {"--grpc_listen=", "--metrics_listen="}) {
+    const bool given = std::any_of(args.begin(), args.end(),
+                                   [&](const std::string& a) { return absl::StartsWith(a, flag); });
+    if (!given) absl::StrAppend(&command, " ", flag, "127.0.0.1:0");
+  }
+  absl::StrAppend(&command, " --state_file=", out, ".db > ", out, " 2>&1");
+  const int status = std::system(command.c_str());
+  std::ifstream in(out);
+  std::stringstream text;
+  text << in.rdbuf();
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text.str()};
+}
+
+namespace {
+sockaddr_in Loopback(int port) {
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  return a;
+}
+}  // namespace
+
+int FreeLoopbackPort() {
+  for (int attempt = 0; attempt < 50; ++attempt) {
+    const int t = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a = Loopback(0);
+    socklen_t len = sizeof(a);
+    const bool tcp_bound = ::bind(t, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+                           ::getsockname(t, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+    const int u = ::socket(AF_INET, SOCK_DGRAM, 0);
+    const bool udp_free = tcp_bound && ::bind(u, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+    ::close(t);
+    ::close(u);
+    if (udp_free) return ntohs(a.sin_port);
+  }
+  return 0;
+}
+
+HeldLoopbackPort::HeldLoopbackPort() : fd_(::socket(AF_INET, SOCK_STREAM, 0)) {
+  sockaddr_in a = Loopback(0);
+  socklen_t len = sizeof(a);
+  if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 && ::listen(fd_, 1) == 0 &&
+      ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port_ = ntohs(a.sin_port);
+  }
+}
+
+HeldLoopbackPort::~HeldLoopbackPort() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 bool WaitFor(const std::function<bool()>& done, absl::Duration timeout) {

@@ -101,6 +101,33 @@ absl::StatusOr<ShipSummary> ShipLines(palisade::v1::Ingest::Stub& stub,
                                       const std::vector<std::string>& lines,
                                       const std::string& source = "e2e");
 
+// palisaded run to its end, for a start that must be refused (Daemon::Start says only "exited
+// early"): `args` plus free loopback ports and a fresh state file, as Daemon::Start adds them.
+struct Exit {
+  int status = -1;     // the exit status; -1 when a signal ended it
+  std::string output;  // stdout and stderr
+};
+Exit RunToExit(std::vector<std::string> args);
+
+// A port free on 127.0.0.1 for both TCP and UDP now (the daemon binds it a moment later); 0 when
+// none was found in 50 tries.
+int FreeLoopbackPort();
+
+// A TCP listener on a free 127.0.0.1 port, held until destroyed: a port in use. port() is 0 when
+// none could be bound.
+class HeldLoopbackPort {
+ public:
+  HeldLoopbackPort();
+  ~HeldLoopbackPort();
+  HeldLoopbackPort(const HeldLoopbackPort&) = delete;
+  HeldLoopbackPort& operator=(const HeldLoopbackPort&) = delete;
+  int port() const { return port_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
+
 // Polls `done` every 50 ms until it holds or `timeout` passes; returns its last answer.
 bool WaitFor(const std::function<bool()>& done, absl::Duration timeout);
 

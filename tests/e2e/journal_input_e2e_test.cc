@@ -29,6 +29,7 @@ using ::palisade::testing::ActionsPending;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::EmulatorAccessRuleValues;
+using ::palisade::testing::RunToExit;
 using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::WaitFor;
 
@@ -43,9 +44,10 @@ class JournalInputE2eTest : public ::testing::Test {
     // No periodic snapshot while the test runs (an hour): the ones it sees are the clean stop's.
     config_ = ::palisade::testing::WriteEdgeConfig(
         *cf_, cf_->token_file(), {"tests/e2e/testdata/file_input.textproto"},
-        absl::StrCat("inputs { journal { name: \"journal\" directory: \"", dir_,
-                     "\" matches: \"_SYSTEMD_UNIT=ssh.service\" } poll_interval { nanos: 50000000 } }\n",
-                     "snapshot_interval { seconds: 3600 }\n"));
+        absl::StrCat(
+            "inputs { journal { name: \"journal\" directory: \"", dir_,
+            "\" matches: \"_SYSTEMD_UNIT=ssh.service\" } poll_interval { nanos: 50000000 } }\n",
+            "snapshot_interval { seconds: 3600 }\n"));
     state_ = std::string(std::getenv("TEST_TMPDIR")) + "/journal-input.db";
     std::remove(state_.c_str());
   }
@@ -88,7 +90,9 @@ class JournalInputE2eTest : public ::testing::Test {
   }
   bool Banned(const std::string& ip) {
     return WaitFor(
-        [&] { return EmulatorAccessRuleValues(*cf_).count(ip) > 0 && ActionsPending(*daemon_) == 0; },
+        [&] {
+          return EmulatorAccessRuleValues(*cf_).count(ip) > 0 && ActionsPending(*daemon_) == 0;
+        },
         absl::Seconds(60));
   }
   bool Decided(const std::string& ip) {
@@ -168,20 +172,11 @@ TEST_F(JournalInputE2eTest, RestartsReadOnExactlyAfterTheSavedCursor) {
 }
 
 TEST_F(JournalInputE2eTest, AJournalDirectoryThatCannotBeOpenedRefusesTheStart) {
-  // palisaded run by hand (Daemon::Start says only "exited early"): its exit status and stderr.
   const std::string config = ::palisade::testing::WriteEdgeConfig(
       *cf_, cf_->token_file(), {"tests/e2e/testdata/file_input.textproto"},
       absl::StrCat("inputs { journal { name: \"lost\" directory: \"", dir_, "/missing\" } }\n"));
-  const std::string err = dir_ + "/../palisaded.err";
-  const int status = std::system(
-      absl::StrCat("services/server/palisaded --config=", config,
-                   " --grpc_listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --state_file=", err,
-                   ".db > ", err, " 2>&1")
-          .c_str());
-  ASSERT_TRUE(WIFEXITED(status));
-  EXPECT_EQ(WEXITSTATUS(status), 2);
-  std::ifstream in(err);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto [status, text] = RunToExit({"--config=" + config});
+  EXPECT_EQ(status, 2) << text;
   EXPECT_NE(text.find(absl::StrCat("refusing to start: inputs.journal[0] (\"lost\"): directory ",
                                    dir_, "/missing: No such file or directory")),
             std::string::npos)

@@ -34,6 +34,9 @@ using ::palisade::testing::ActionsPending;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::EmulatorAccessRuleValues;
+using ::palisade::testing::FreeLoopbackPort;
+using ::palisade::testing::HeldLoopbackPort;
+using ::palisade::testing::RunToExit;
 using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::WaitFor;
 
@@ -47,19 +50,6 @@ std::string Write(const std::string& name, const std::string& content) {
   const std::string path = Tmp(name);
   std::ofstream(path, std::ios::binary) << content;
   return path;
-}
-
-// A port free on loopback now (the daemon binds it a moment later).
-int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  socklen_t len = sizeof(a);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
 }
 
 // One Logpush http_requests record, stamped now (the edge saw it a moment ago).
@@ -87,8 +77,8 @@ int Curl(const std::string& url, const std::string& file, const std::string& aut
   const std::string cmd = absl::StrCat(
       "curl -s -o /dev/null -w '%{http_code}' --max-time 60 -X POST --data-binary @", file,
       " -H 'Content-Encoding: gzip' -H 'Content-Type: application/x-ndjson' ",
-      authorization.empty() ? "" : absl::StrCat("-H 'Authorization: ", authorization, "' "),
-      extra, " '", url, "'");
+      authorization.empty() ? "" : absl::StrCat("-H 'Authorization: ", authorization, "' "), extra,
+      " '", url, "'");
   FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) return 0;
   char buf[16] = {0};
@@ -105,8 +95,8 @@ std::string LogpushConfig(const Emulator& cf, int port, const std::string& extra
       absl::StrCat("inputs { logpush { name: \"cf\" listen: \"127.0.0.1:", port,
                    "\" path: \"/logpush/http_requests\" format: \"logpush_http_requests\" "
                    "secret_file: \"",
-                   Write("secret", std::string(kSecret) + "\n"),
-                   "\" max_inflated_bytes: 4194304 ", extra, " } }\n"));
+                   Write("secret", std::string(kSecret) + "\n"), "\" max_inflated_bytes: 4194304 ",
+                   extra, " } }\n"));
 }
 
 double Outcome(const Daemon& d, const std::string& outcome) {
@@ -128,8 +118,8 @@ class HeldUpload {
     const std::string head = absl::StrCat(
         "POST /logpush/http_requests HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: ", kSecret,
         "\r\nContent-Type: application/x-ndjson\r\nContent-Length: 100000\r\n\r\n{\"ClientIP\"");
-    ok_ = ok_ && ::send(fd_, head.data(), head.size(), MSG_NOSIGNAL) ==
-                     static_cast<ssize_t>(head.size());
+    ok_ = ok_ &&
+          ::send(fd_, head.data(), head.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(head.size());
   }
   ~HeldUpload() { Close(); }
   bool ok() const { return ok_; }
@@ -146,7 +136,7 @@ class HeldUpload {
 TEST(LogpushE2eTest, AMultiFilePushWithARetriedFileCountsEveryFileOnce) {
   absl::StatusOr<std::unique_ptr<Emulator>> cf = Emulator::Start();
   ASSERT_TRUE(cf.ok()) << cf.status();
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
       Daemon::Start({"--config=" + LogpushConfig(**cf, port), "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
@@ -205,14 +195,14 @@ TEST(LogpushE2eTest, AMultiFilePushWithARetriedFileCountsEveryFileOnce) {
 TEST(LogpushE2eTest, AWrongSecretABombAndGarbageCountNothing) {
   absl::StatusOr<std::unique_ptr<Emulator>> cf = Emulator::Start();
   ASSERT_TRUE(cf.ok()) << cf.status();
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
       Daemon::Start({"--config=" + LogpushConfig(**cf, port), "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   const std::string url = absl::StrCat("http://127.0.0.1:", port, "/logpush/http_requests");
-  const std::string file = GzipFile(
-      "denied.log", {Record("203.0.113.51", 401), Record("203.0.113.51", 401),
-                     Record("203.0.113.51", 401), Record("203.0.113.51", 401)});
+  const std::string file =
+      GzipFile("denied.log", {Record("203.0.113.51", 401), Record("203.0.113.51", 401),
+                              Record("203.0.113.51", 401), Record("203.0.113.51", 401)});
 
   EXPECT_EQ(Curl(url, file, "Bearer e2e-logpush-7f3a9"), 401);
   EXPECT_EQ(Curl(url, file, ""), 401);
@@ -249,12 +239,12 @@ TEST(LogpushE2eTest, OverHttps) {
             0);
   absl::StatusOr<std::unique_ptr<Emulator>> cf = Emulator::Start();
   ASSERT_TRUE(cf.ok()) << cf.status();
-  const int port = FreePort();
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      {"--config=" + LogpushConfig(**cf, port,
-                                   absl::StrCat("tls_cert_file: \"", cert, "\" tls_key_file: \"",
-                                                key, "\"")),
-       "--shutdown_grace=200ms"});
+  const int port = FreeLoopbackPort();
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + LogpushConfig(**cf, port,
+                                                 absl::StrCat("tls_cert_file: \"", cert,
+                                                              "\" tls_key_file: \"", key, "\"")),
+                     "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   const std::string file = GzipFile("tls.log", {Record("203.0.113.61", 403)});
   EXPECT_EQ(Curl(absl::StrCat("https://127.0.0.1:", port, "/logpush/http_requests"), file, kSecret,
@@ -284,9 +274,9 @@ std::string FirewallEvent(const std::string& ip, const std::string& action) {
 TEST(LogpushE2eTest, TheShippedEdgePackBansFromBothDatasets) {
   absl::StatusOr<std::unique_ptr<Emulator>> cf = Emulator::Start();
   ASSERT_TRUE(cf.ok()) << cf.status();
-  const int http_port = FreePort();
-  int fw_port = FreePort();
-  while (fw_port == http_port) fw_port = FreePort();
+  const int http_port = FreeLoopbackPort();
+  int fw_port = FreeLoopbackPort();
+  while (fw_port == http_port) fw_port = FreeLoopbackPort();
   const std::string secret = Write("secret-edge", std::string(kSecret) + "\n");
   const std::string config = ::palisade::testing::WriteEdgeConfig(
       **cf, (*cf)->token_file(), {"rules/cloudflare-edge.textproto"},
@@ -327,37 +317,19 @@ TEST(LogpushE2eTest, TheShippedEdgePackBansFromBothDatasets) {
   EXPECT_EQ(ScrapeMetric(**daemon, "palisade_logpush_lines_total", {"input=\"cf-fw\""}), 20);
 }
 
-// palisaded with `config`, run to its end; returns its exit status and what it wrote.
-std::pair<int, std::string> RunPalisaded(const std::string& config) {
-  const std::string out = Tmp("palisaded.out");
-  const int rc = std::system(absl::StrCat("services/server/palisaded --config=", config,
-                                          " --grpc_listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0"
-                                          " --state_file=",
-                                          Tmp("refused.db"), " > ", out, " 2>&1")
-                                 .c_str());
-  std::stringstream ss;
-  ss << std::ifstream(out).rdbuf();
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, ss.str()};
-}
-
 TEST(LogpushE2eTest, APortInUseOrUnreadableTlsFilesStopTheStartNamingTheInput) {
   absl::StatusOr<std::unique_ptr<Emulator>> cf = Emulator::Start();
   ASSERT_TRUE(cf.ok()) << cf.status();
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  socklen_t len = sizeof(a);
-  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  ASSERT_EQ(::listen(fd, 1), 0);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  auto [rc, out] = RunPalisaded(LogpushConfig(**cf, ntohs(a.sin_port)));
-  ::close(fd);
-  EXPECT_EQ(rc, 2) << out;
-  EXPECT_NE(out.find("inputs.logpush \"cf\": cannot listen on"), std::string::npos) << out;
+  HeldLoopbackPort held;
+  ASSERT_GT(held.port(), 0);
+  const auto [busy_status, busy] = RunToExit({"--config=" + LogpushConfig(**cf, held.port())});
+  EXPECT_EQ(busy_status, 2) << busy;
+  EXPECT_NE(busy.find("inputs.logpush \"cf\": cannot listen on"), std::string::npos) << busy;
 
-  std::tie(rc, out) = RunPalisaded(LogpushConfig(
-      **cf, FreePort(), "tls_cert_file: \"/nonexistent/cert.pem\" tls_key_file: \"/nonexistent/k\""));
+  const auto [rc, out] =
+      RunToExit({"--config=" + LogpushConfig(**cf, FreeLoopbackPort(),
+                                             "tls_cert_file: \"/nonexistent/cert.pem\" "
+                                             "tls_key_file: \"/nonexistent/k\"")});
   EXPECT_EQ(rc, 2) << out;
   EXPECT_NE(out.find("inputs.logpush \"cf\": cannot read \"/nonexistent/cert.pem\""),
             std::string::npos)

@@ -35,30 +35,14 @@ using ::palisade::testing::ActionsPending;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::EmulatorAccessRuleValues;
+using ::palisade::testing::FreeLoopbackPort;
+using ::palisade::testing::HeldLoopbackPort;
+using ::palisade::testing::RunToExit;
 using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::WaitFor;
 using ::testing::HasSubstr;
 
 std::string TmpDir() { return std::getenv("TEST_TMPDIR"); }
-
-// A port free on loopback for both TCP and UDP now (the daemon binds it a moment later).
-int FreePort() {
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    const int t = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    socklen_t len = sizeof(a);
-    ::bind(t, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    ::getsockname(t, reinterpret_cast<sockaddr*>(&a), &len);
-    const int u = ::socket(AF_INET, SOCK_DGRAM, 0);
-    const bool udp_free = ::bind(u, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-    ::close(t);
-    ::close(u);
-    if (udp_free) return ntohs(a.sin_port);
-  }
-  return 0;
-}
 
 // The test PKI (services/inputs/testdata/make_certs.sh): a CA, the server's certificate for
 // 127.0.0.1 and server.palisade.test, a client certificate for rsyslog.
@@ -129,8 +113,8 @@ std::string Failures(const std::string& ip, int n) {
 TEST(RsyslogE2eTest, OmfwdOverTcpUdpAndTlsBans) {
   absl::StatusOr<std::unique_ptr<Emulator>> cf = Emulator::Start();
   ASSERT_TRUE(cf.ok()) << cf.status();
-  const int port = FreePort();
-  const int tls_port = FreePort();
+  const int port = FreeLoopbackPort();
+  const int tls_port = FreeLoopbackPort();
   ASSERT_GT(port, 0);
   ASSERT_GT(tls_port, 0);
   const std::string pki = Pki();
@@ -212,51 +196,34 @@ TEST(RsyslogE2eTest, OmfwdOverTcpUdpAndTlsBans) {
             0);
 }
 
-// palisaded run by hand (Daemon::Start says only "exited early"): its exit status and stderr.
-std::pair<int, std::string> RunPalisaded(const std::string& config) {
-  static int counter = 0;
-  const std::string out = absl::StrCat(TmpDir(), "/palisaded-", ++counter, ".err");
-  const int status = std::system(
-      absl::StrCat("services/server/palisaded --config=", config,
-                   " --grpc_listen=127.0.0.1:0 --metrics_listen=127.0.0.1:0 --state_file=", out,
-                   ".db > ", out, " 2>&1")
-          .c_str());
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ReadFile(out)};
-}
-
 TEST(RsyslogE2eTest, APortInUseOrAnUnreadableKeyStopsTheStartNamingTheInput) {
   absl::StatusOr<std::unique_ptr<Emulator>> cf = Emulator::Start();
   ASSERT_TRUE(cf.ok()) << cf.status();
-  // A port held by a listener of our own.
-  const int held = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  socklen_t len = sizeof(a);
-  ASSERT_EQ(::bind(held, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  ASSERT_EQ(::listen(held, 1), 0);
-  ::getsockname(held, reinterpret_cast<sockaddr*>(&a), &len);
-  const int port = ntohs(a.sin_port);
+  HeldLoopbackPort held;  // a port in use
+  const int port = held.port();
+  ASSERT_GT(port, 0);
   const std::string pki = Pki();
 
-  auto [status, err] = RunPalisaded(::palisade::testing::WriteEdgeConfig(
+  const std::string busy_config = ::palisade::testing::WriteEdgeConfig(
       **cf, (*cf)->token_file(), {"tests/e2e/testdata/file_input.textproto"},
       absl::StrCat("inputs { syslog { name: \"busy\" tls_listen: \"127.0.0.1:", port,
                    "\" tls_cert_file: \"", pki, "/server.pem\" tls_key_file: \"", pki,
-                   "/server.key\" } }\n")));
-  EXPECT_EQ(status, 2) << err;
-  EXPECT_THAT(err, HasSubstr(absl::StrCat("inputs.syslog \"busy\": cannot listen on 127.0.0.1:",
-                                          port, ": Address already in use")));
+                   "/server.key\" } }\n"));
+  const auto [busy_status, busy] = RunToExit({"--config=" + busy_config});
+  EXPECT_EQ(busy_status, 2) << busy;
+  EXPECT_THAT(busy, HasSubstr(absl::StrCat("inputs.syslog \"busy\": cannot listen on 127.0.0.1:",
+                                           port, ": Address already in use")));
 
-  std::tie(status, err) = RunPalisaded(::palisade::testing::WriteEdgeConfig(
+  const std::string keyless_config = ::palisade::testing::WriteEdgeConfig(
       **cf, (*cf)->token_file(), {"tests/e2e/testdata/file_input.textproto"},
       absl::StrCat("inputs { syslog { name: \"keyless\" tls_listen: \"127.0.0.1:0\" "
                    "tls_cert_file: \"",
-                   pki, "/server.pem\" tls_key_file: \"", pki, "/missing.key\" } }\n")));
-  EXPECT_EQ(status, 2) << err;
-  EXPECT_THAT(err, HasSubstr(absl::StrCat("inputs.syslog \"keyless\": cannot read tls_key_file \"",
-                                          pki, "/missing.key\": No such file or directory")));
-  ::close(held);
+                   pki, "/server.pem\" tls_key_file: \"", pki, "/missing.key\" } }\n"));
+  const auto [keyless_status, keyless] = RunToExit({"--config=" + keyless_config});
+  EXPECT_EQ(keyless_status, 2) << keyless;
+  EXPECT_THAT(keyless,
+              HasSubstr(absl::StrCat("inputs.syslog \"keyless\": cannot read tls_key_file \"", pki,
+                                     "/missing.key\": No such file or directory")));
 }
 
 }  // namespace

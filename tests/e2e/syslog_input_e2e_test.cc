@@ -22,27 +22,9 @@ using ::palisade::testing::ActionsPending;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::EmulatorAccessRuleValues;
+using ::palisade::testing::FreeLoopbackPort;
 using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::WaitFor;
-
-// A port free on loopback for both TCP and UDP now (the daemon binds it a moment later).
-int FreePort() {
-  for (int attempt = 0; attempt < 50; ++attempt) {
-    const int t = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    socklen_t len = sizeof(a);
-    ::bind(t, reinterpret_cast<sockaddr*>(&a), sizeof(a));
-    ::getsockname(t, reinterpret_cast<sockaddr*>(&a), &len);
-    const int u = ::socket(AF_INET, SOCK_DGRAM, 0);
-    const bool udp_free = ::bind(u, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
-    ::close(t);
-    ::close(u);
-    if (udp_free) return ntohs(a.sin_port);
-  }
-  return 0;
-}
 
 int Logger(const std::string& args) {
   return std::system(("logger --server 127.0.0.1 " + args).c_str());
@@ -51,7 +33,7 @@ int Logger(const std::string& args) {
 TEST(SyslogInputE2eTest, LoggerOverTcpAndUdpBans) {
   absl::StatusOr<std::unique_ptr<Emulator>> cf = Emulator::Start();
   ASSERT_TRUE(cf.ok()) << cf.status();
-  const int port = FreePort();
+  const int port = FreeLoopbackPort();
   ASSERT_GT(port, 0);
   const std::string config = ::palisade::testing::WriteEdgeConfig(
       **cf, (*cf)->token_file(), {"tests/e2e/testdata/file_input.textproto"},
@@ -63,8 +45,8 @@ TEST(SyslogInputE2eTest, LoggerOverTcpAndUdpBans) {
 
   const std::string msg = "Failed password for root from ";
   for (int i = 0; i < 4; ++i) {
-    ASSERT_EQ(Logger(absl::StrCat("--port ", port, " --tcp --rfc3164 --octet-count -t sshd ",
-                                  "'", msg, "203.0.113.31 port 22 ssh2'")),
+    ASSERT_EQ(Logger(absl::StrCat("--port ", port, " --tcp --rfc3164 --octet-count -t sshd ", "'",
+                                  msg, "203.0.113.31 port 22 ssh2'")),
               0);
     ASSERT_EQ(Logger(absl::StrCat("--port ", port, " --tcp --rfc5424 -t sshd '", msg,
                                   "203.0.113.32 port 22 ssh2'")),
@@ -72,7 +54,9 @@ TEST(SyslogInputE2eTest, LoggerOverTcpAndUdpBans) {
   }
   // Garbage on a connection of its own: counted, and the receiver goes on.
   ASSERT_EQ(std::system(absl::StrCat("printf 'not syslog\\n99999999 x\\n' | timeout 5 bash -c "
-                                     "'cat > /dev/tcp/127.0.0.1/", port, "'").c_str()),
+                                     "'cat > /dev/tcp/127.0.0.1/",
+                                     port, "'")
+                            .c_str()),
             0);
   // UDP: datagrams may be lost on a busy machine in principle; on loopback they are not, but
   // send a few more than the threshold needs.
@@ -83,14 +67,11 @@ TEST(SyslogInputE2eTest, LoggerOverTcpAndUdpBans) {
   }
   const std::set<std::string> expected = {"203.0.113.31", "203.0.113.32", "203.0.113.33"};
   ASSERT_TRUE(WaitFor(
-      [&] {
-        return EmulatorAccessRuleValues(**cf) == expected && ActionsPending(**daemon) == 0;
-      },
+      [&] { return EmulatorAccessRuleValues(**cf) == expected && ActionsPending(**daemon) == 0; },
       absl::Seconds(60)))
       << ::palisade::testing::EmulatorState(**cf).dump(2);
   // The garbage: a line without <PRI> (a frame, refused) and an absurd octet count (skipped).
-  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_syslog_malformed_frames_total", {"input=\"net\""}),
-            2);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_syslog_malformed_frames_total", {"input=\"net\""}), 2);
   EXPECT_EQ(ScrapeMetric(**daemon, "palisade_syslog_frames_total",
                          {"input=\"net\"", "transport=\"tcp\""}),
             9);
