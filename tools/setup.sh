@@ -19,6 +19,7 @@ PACKAGES=(
   prometheus
   clang-14 libclang-rt-14-dev
   crowdsec crowdsec-custom-bouncer crowdsec-firewall-bouncer nftables
+  nats-server libnats-dev
 )
 
 missing=()

@@ -1,0 +1,90 @@
+// Named leases in a JetStream key-value bucket: which node owns a partition of the match stream,
+// which node is the edge writer (issue 17; docs/ARCHITECTURE.md, "Cluster").
+//
+// A lease is one key whose value says {holder, until}. Every change is a compare-and-set on the
+// key's revision (kvStore_Create for a key never held, kvStore_Update with the revision read),
+// so when two nodes race for a free or run-out lease exactly one wins and the other learns it
+// lost. `until` is written from the claiming node's injected clock: a lease counts as run out
+// only when `until + skew` has passed on the reader's clock, so nodes whose clocks agree within
+// `skew` (as NTP keeps them) never see two live holders. The bucket's TTL (a few terms) only
+// cleans up keys of nodes gone for good; liveness is `until`, which tests drive with a
+// SimulatedClock.
+//
+// Thread-safe: each call is one or two JetStream requests; concurrent calls on one table or on
+// tables of different nodes are what the compare-and-set is for.
+#ifndef PALISADE_SERVICES_CLUSTER_LEASE_TABLE_H_
+#define PALISADE_SERVICES_CLUSTER_LEASE_TABLE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "services/cluster/nats_client.h"
+#include "services/common/clock.h"
+
+typedef struct __kvStore kvStore;
+
+namespace palisade::cluster {
+
+struct LeaseOptions {
+  std::string bucket = "palisade_leases";
+  int replicas = 1;
+  // This node's id, written as the holder. [A-Za-z0-9_-], at most 64 bytes.
+  std::string node_id;
+  // How long a claim or renewal holds. A holder renews well before (a third of it, say).
+  absl::Duration term = absl::Seconds(15);
+  // The clock difference between nodes the leases tolerate.
+  absl::Duration skew = absl::Seconds(2);
+  Clock* clock = nullptr;  // null: the real clock
+};
+
+class LeaseTable {
+ public:
+  // Opens (or creates) the bucket.
+  static absl::StatusOr<std::unique_ptr<LeaseTable>> Open(NatsClient& nats, LeaseOptions options);
+  ~LeaseTable();
+
+  // Takes lease `name` when it is free, released or run out, or renews it when this node holds
+  // it. true: this node holds it until now + term. false: another node holds it (or won the race
+  // for it). `name`: [A-Za-z0-9_-.] (a KV key), e.g. "partition.7", "edge-writer".
+  absl::StatusOr<bool> Claim(absl::string_view name);
+
+  // Gives up lease `name` if this node holds it (so another takes it at once, not after the
+  // term). OK when it was not held by this node.
+  absl::Status Release(absl::string_view name);
+
+  struct Holder {
+    std::string node;
+    absl::Time until;
+  };
+  // The live holder of `name` (nullopt: free, released or run out).
+  absl::StatusOr<std::optional<Holder>> HolderOf(absl::string_view name);
+
+ private:
+  LeaseTable(kvStore* kv, LeaseOptions options);
+  struct Entry {
+    bool exists = false;
+    uint64_t revision = 0;
+    std::string node;  // "" when released
+    absl::Time until = absl::InfinitePast();
+  };
+  absl::StatusOr<Entry> Read(const std::string& key);
+  bool Live(const Entry& e) const;
+
+  kvStore* kv_;
+  LeaseOptions options_;
+  Clock* clock_;
+};
+
+// The partition of the match stream a key belongs to: a stable hash (FNV-1a, 64 bits) of the
+// key modulo `partitions`, the same on every node and every build (absl::Hash is not stable
+// across processes, so it cannot be used here).
+uint32_t PartitionOf(absl::string_view key, uint32_t partitions);
+
+}  // namespace palisade::cluster
+
+#endif  // PALISADE_SERVICES_CLUSTER_LEASE_TABLE_H_

@@ -1,0 +1,182 @@
+#include "services/cluster/nats_client.h"
+
+#include <nats/nats.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace palisade::cluster {
+
+absl::Status NatsError(int status, absl::string_view what) {
+  const auto s = static_cast<natsStatus>(status);
+  natsStatus last = NATS_OK;
+  const char* detail = nats_GetLastError(&last);
+  std::string text = absl::StrCat(what, ": ", natsStatus_GetText(s));
+  // libnats' last error adds the server's reason ("wrong last sequence: 7", "stream not found").
+  if (detail != nullptr && *detail != '\0' && last == s) absl::StrAppend(&text, " (", detail, ")");
+  switch (s) {
+    case NATS_NO_SERVER:
+    case NATS_CONNECTION_CLOSED:
+    case NATS_CONNECTION_DISCONNECTED:
+    case NATS_TIMEOUT:
+    case NATS_NO_RESPONDERS:
+    case NATS_STALE_CONNECTION:
+      return absl::UnavailableError(text);
+    case NATS_NOT_FOUND:
+      return absl::NotFoundError(text);
+    case NATS_INVALID_ARG:
+      return absl::InvalidArgumentError(text);
+    default:
+      return absl::InternalError(text);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<NatsClient>> NatsClient::Connect(const NatsOptions& options) {
+  if (options.servers.empty()) return absl::InvalidArgumentError("nats: no servers configured");
+  std::string where = absl::StrCat("nats: connecting to ", absl::StrJoin(options.servers, ","));
+  // libnats reads the credentials file when it connects: name it (never its content).
+  if (!options.credentials_file.empty()) {
+    absl::StrAppend(&where, " with credentials_file \"", options.credentials_file, "\"");
+  }
+  natsOptions* opts = nullptr;
+  natsStatus s = natsOptions_Create(&opts);
+  if (s != NATS_OK) return NatsError(s, where);
+  std::vector<const char*> urls;
+  for (const std::string& u : options.servers) urls.push_back(u.c_str());
+  s = natsOptions_SetServers(opts, urls.data(), static_cast<int>(urls.size()));
+  if (s == NATS_OK) s = natsOptions_SetTimeout(opts, absl::ToInt64Milliseconds(options.timeout));
+  if (s == NATS_OK && !options.name.empty()) s = natsOptions_SetName(opts, options.name.c_str());
+  // After a first connection, reconnect for ever: a node outlives NATS outages (issue 17).
+  if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts, -1);
+  if (s == NATS_OK && !options.ca_file.empty()) {
+    s = natsOptions_SetSecure(opts, true);
+    if (s == NATS_OK) s = natsOptions_LoadCATrustedCertificates(opts, options.ca_file.c_str());
+    if (s != NATS_OK) {
+      natsOptions_Destroy(opts);
+      return NatsError(s, absl::StrCat(where, ": cannot load ca_file \"", options.ca_file, "\""));
+    }
+  }
+  if (s == NATS_OK && !options.credentials_file.empty()) {
+    s = natsOptions_SetUserCredentialsFromFiles(opts, options.credentials_file.c_str(), nullptr);
+    if (s != NATS_OK) {
+      natsOptions_Destroy(opts);
+      return NatsError(s, where);
+    }
+  }
+  auto client = std::unique_ptr<NatsClient>(new NatsClient());
+  client->timeout_ = options.timeout;
+  if (s == NATS_OK) s = natsConnection_Connect(&client->nc_, opts);
+  natsOptions_Destroy(opts);
+  if (s != NATS_OK) return NatsError(s, where);
+  jsOptions js_opts;
+  jsOptions_Init(&js_opts);
+  js_opts.Wait = absl::ToInt64Milliseconds(options.timeout);
+  s = natsConnection_JetStream(&client->js_, client->nc_, &js_opts);
+  if (s != NATS_OK) return NatsError(s, absl::StrCat(where, ": JetStream"));
+  return client;
+}
+
+NatsClient::~NatsClient() {
+  if (js_ != nullptr) jsCtx_Destroy(js_);
+  if (nc_ != nullptr) natsConnection_Destroy(nc_);
+}
+
+namespace {
+
+std::vector<std::string> Subjects(const jsStreamConfig& c) {
+  std::vector<std::string> out;
+  for (int i = 0; i < c.SubjectsLen; ++i) out.emplace_back(c.Subjects[i]);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string List(const std::vector<std::string>& v) {
+  return absl::StrCat("[", absl::StrJoin(v, ","), "]");
+}
+
+}  // namespace
+
+absl::Status NatsClient::EnsureStream(const StreamSpec& spec) {
+  std::vector<const char*> subjects;
+  for (const std::string& sub : spec.subjects) subjects.push_back(sub.c_str());
+  jsStreamConfig want;
+  jsStreamConfig_Init(&want);
+  want.Name = spec.name.c_str();
+  want.Subjects = subjects.data();
+  want.SubjectsLen = static_cast<int>(subjects.size());
+  want.Replicas = spec.replicas;
+  want.MaxAge = absl::ToInt64Nanoseconds(spec.max_age);
+  want.Duplicates = absl::ToInt64Nanoseconds(spec.duplicate_window);
+  want.Storage = spec.memory_storage ? js_MemoryStorage : js_FileStorage;
+
+  jsStreamInfo* info = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  natsStatus s = js_GetStreamInfo(&info, js_, spec.name.c_str(), nullptr, &err);
+  if (s == NATS_NOT_FOUND || err == JSStreamNotFoundErr) {
+    s = js_AddStream(&info, js_, &want, nullptr, &err);
+    if (s != NATS_OK) return NatsError(s, absl::StrCat("nats: creating stream ", spec.name));
+    jsStreamInfo_Destroy(info);
+    return absl::OkStatus();
+  }
+  if (s != NATS_OK) return NatsError(s, absl::StrCat("nats: reading stream ", spec.name));
+  const jsStreamConfig& have = *info->Config;
+  std::vector<std::string> diffs;
+  std::vector<std::string> want_subjects(spec.subjects);
+  std::sort(want_subjects.begin(), want_subjects.end());
+  if (Subjects(have) != want_subjects) {
+    diffs.push_back(
+        absl::StrCat("subjects ", List(Subjects(have)), " (want ", List(want_subjects), ")"));
+  }
+  if (have.Replicas != want.Replicas) {
+    diffs.push_back(absl::StrCat("replicas ", have.Replicas, " (want ", want.Replicas, ")"));
+  }
+  if (have.MaxAge != want.MaxAge) {
+    diffs.push_back(absl::StrCat("max_age ", absl::FormatDuration(absl::Nanoseconds(have.MaxAge)),
+                                 " (want ", absl::FormatDuration(spec.max_age), ")"));
+  }
+  if (have.Duplicates != want.Duplicates) {
+    diffs.push_back(absl::StrCat("duplicate_window ",
+                                 absl::FormatDuration(absl::Nanoseconds(have.Duplicates)),
+                                 " (want ", absl::FormatDuration(spec.duplicate_window), ")"));
+  }
+  if (have.Storage != want.Storage) {
+    diffs.push_back(absl::StrCat("storage ", have.Storage == js_MemoryStorage ? "memory" : "file",
+                                 " (want ", spec.memory_storage ? "memory" : "file", ")"));
+  }
+  jsStreamInfo_Destroy(info);
+  if (diffs.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "nats: stream ", spec.name, " exists with other settings: ", absl::StrJoin(diffs, ", "),
+      "; Palisade does not change a stream it did not make: delete it or fix the config"));
+}
+
+absl::StatusOr<NatsClient::Ack> NatsClient::Publish(const std::string& subject,
+                                                    absl::string_view data,
+                                                    const std::string& msg_id) {
+  jsPubOptions opts;
+  jsPubOptions_Init(&opts);
+  opts.MsgId = msg_id.c_str();
+  opts.MaxWait = absl::ToInt64Milliseconds(timeout_);
+  jsPubAck* ack = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s = js_Publish(&ack, js_, subject.c_str(), data.data(),
+                                  static_cast<int>(data.size()), &opts, &err);
+  if (s != NATS_OK) return NatsError(s, absl::StrCat("nats: publishing to ", subject));
+  Ack out{ack->Sequence, ack->Duplicate};
+  jsPubAck_Destroy(ack);
+  return out;
+}
+
+absl::StatusOr<NatsClient::StreamState> NatsClient::State(const std::string& stream) {
+  jsStreamInfo* info = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s = js_GetStreamInfo(&info, js_, stream.c_str(), nullptr, &err);
+  if (s != NATS_OK) return NatsError(s, absl::StrCat("nats: reading stream ", stream));
+  StreamState out{info->State.Msgs, info->State.LastSeq};
+  jsStreamInfo_Destroy(info);
+  return out;
+}
+
+}  // namespace palisade::cluster
