@@ -66,7 +66,14 @@ Dispatcher::Dispatcher(Clock& clock, DispatcherOptions options, prometheus::Regi
                       .Help("Applies held by the blast-radius limit until an operator "
                             "releases them.")
                       .Register(registry)
-                      .Add({})) {}
+                      .Add({})),
+      own_token_misuse_(prometheus::BuildCounter()
+                            .Name("palisade_cloudflare_own_token_misuse_total")
+                            .Help("Revocations of palisaded's own API token asked for (its use "
+                                  "from an unexpected address, by the audit log): alerted on, "
+                                  "never sent.")
+                            .Register(registry)
+                            .Add({})) {}
 
 void Dispatcher::SetStore(Store* store) {
   absl::MutexLock lock(&mu_);
@@ -173,7 +180,8 @@ void Dispatcher::SetObserver(Observer observer) {
 }
 
 void Dispatcher::Report(palisade::v1::Actuator kind, const std::string& actuator,
-                        const ActionOp& op, const std::string& result, absl::string_view detail) {
+                        const ActionOp& op, const std::string& result, absl::string_view detail,
+                        absl::string_view alert) {
   Count(actuator, op.kind, result);
   if (!observer_) return;
   ActionOutcome outcome;
@@ -183,6 +191,7 @@ void Dispatcher::Report(palisade::v1::Actuator kind, const std::string& actuator
   outcome.decision = op.decision;
   outcome.attempt = op.attempts;
   outcome.detail = std::string(detail);
+  outcome.alert = std::string(alert);
   observer_(outcome);
 }
 
@@ -278,6 +287,23 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
       continue;
     }
     if (op.kind == ActionOp::Kind::kApply && guard_ != nullptr) {
+      if (guard_->OwnToken(op.decision.target())) {
+        // Its own token misused (or so an audit record says): revoking it would cut palisaded
+        // off the edge, which is what someone who stole it might want. An operator decides.
+        queued_at_.erase(op.decision.id());
+        guard_refused_.Add({{"reason", "own_token"}}).Increment();
+        own_token_misuse_.Increment();
+        Drop(op.seq);
+        Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "refused",
+               "palisaded's own API token: never revoked automatically; an alert is raised",
+               "own_token_misuse");
+        std::cerr << "palisaded: ALERT: cloudflare: palisaded's own API token "
+                  << op.decision.target().value() << " was used from an unexpected address "
+                  << "(rule " << op.decision.rule_id() << ", decision " << op.decision.id()
+                  << "); not revoked: check the token's IP filter and roll it "
+                  << "(palisadectl cloudflare rotate) if it was not palisaded" << std::endl;
+        continue;
+      }
       if (guard_->NeverBan(op.decision.target())) {
         queued_at_.erase(op.decision.id());
         guard_refused_.Add({{"reason", "never_ban"}}).Increment();

@@ -59,6 +59,9 @@ struct ActionOutcome {
   palisade::v1::Decision decision;
   int attempt = 0;
   std::string detail;  // the error, for failed / retried / refused
+  // Set when the outcome is also an alert for an operator: "own_token_misuse" (a revocation of
+  // palisaded's own token, refused by the guard: alerted on, never sent).
+  std::string alert;
 };
 
 class Dispatcher {
@@ -140,9 +143,10 @@ class Dispatcher {
   void Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& ops)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Count(const std::string& actuator, ActionOp::Kind kind, const std::string& result);
-  // Counts and tells the observer.
+  // Counts and tells the observer (`alert`: see ActionOutcome::alert).
   void Report(palisade::v1::Actuator kind, const std::string& actuator, const ActionOp& op,
-              const std::string& result, absl::string_view detail = "");
+              const std::string& result, absl::string_view detail = "",
+              absl::string_view alert = "");
   void Drop(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The only writers of edges_ (and so of active_).
   void RememberEdge(const std::string& id, int kind, const EdgeRef& ref)
@@ -181,6 +185,7 @@ class Dispatcher {
   prometheus::Histogram& latency_;
   prometheus::Family<prometheus::Counter>& guard_refused_;
   prometheus::Gauge& held_gauge_;
+  prometheus::Counter& own_token_misuse_;
 };
 
 }  // namespace palisade

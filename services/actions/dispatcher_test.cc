@@ -230,6 +230,54 @@ TEST_F(DispatcherTest, GuardRefusesNeverBanAndHoldsPastTheLimitUntilReleased) {
   EXPECT_EQ(dispatcher_.held(), 0u);
 }
 
+// Audit of itself: a revocation of palisaded's own token (the audit-log misuse rule) never
+// reaches the actuator; it is refused with an alert, counted, and other tokens still go.
+TEST_F(DispatcherTest, TheOwnTokenIsNeverRevokedButAlertedOn) {
+  auto tokens = std::make_unique<FakeActuator>();
+  FakeActuator* revoker = tokens.get();
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(tokens));
+  GuardOptions options;
+  options.own_token_id = "0123456789abcdef0123456789abcdef";
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  std::vector<ActionOutcome> outcomes;
+  dispatcher_.SetObserver([&](const ActionOutcome& o) { outcomes.push_back(o); });
+  auto revoke = [&](const std::string& id, const std::string& token) {
+    DecisionUpdate u = Update(DecisionChange::kCreated, id);
+    u.decision.set_actuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION);
+    u.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_TOKEN_ID);
+    u.decision.mutable_target()->set_value(token);
+    u.decision.set_rule_id("cloudflare-token-misuse");
+    u.decision.add_evidence("{\"actor\":{\"ip_address\":\"203.0.113.50\"}}");
+    dispatcher_.OnDecision(u);
+  };
+  revoke("own", "0123456789abcdef0123456789abcdef");
+  revoke("other", "ed17574386854bf78a67040be0a770b0");
+  dispatcher_.RunOnce();
+  EXPECT_THAT(revoker->calls, ElementsAre("apply other"));
+  ASSERT_THAT(outcomes, SizeIs(2));
+  EXPECT_EQ(outcomes[0].decision.id(), "own");
+  EXPECT_EQ(outcomes[0].outcome, "refused");
+  EXPECT_EQ(outcomes[0].alert, "own_token_misuse");
+  EXPECT_EQ(outcomes[1].outcome, "applied");
+  EXPECT_EQ(outcomes[1].alert, "");
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+  EXPECT_THAT(dispatcher_.edges(), SizeIs(1));
+  double misuse = 0;
+  for (const auto& f : registry_.Collect()) {
+    if (f.name == "palisade_cloudflare_own_token_misuse_total") misuse = f.metric[0].counter.value;
+  }
+  EXPECT_EQ(misuse, 1);
+  // The same target as an IP, or a fingerprint with the same text, is not the own token.
+  Guard guard(options);
+  palisade::v1::Target t;
+  t.set_kind(palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT);
+  t.set_value(options.own_token_id);
+  EXPECT_FALSE(guard.OwnToken(t));
+  t.set_kind(palisade::v1::TARGET_KIND_TOKEN_ID);
+  EXPECT_TRUE(guard.OwnToken(t));
+  EXPECT_FALSE(Guard(GuardOptions()).OwnToken(t));  // unknown id: nothing is "own"
+}
+
 TEST_F(DispatcherTest, PerRuleShadowMode) {
   DecisionUpdate u = Update(DecisionChange::kCreated, "d1");
   u.decision.set_dry_run(true);

@@ -55,6 +55,11 @@ bool Guard::NeverBan(const palisade::v1::Target& target) const {
   return TouchesNeverBan(*cidr, options_.never_ban);
 }
 
+bool Guard::OwnToken(const palisade::v1::Target& target) const {
+  return target.kind() == palisade::v1::TARGET_KIND_TOKEN_ID && !options_.own_token_id.empty() &&
+         target.value() == options_.own_token_id;
+}
+
 Guard::Verdict Guard::Check(const palisade::v1::Decision& d, absl::Time now, int active) {
   if (NeverBan(d.target())) return Verdict::kNeverBan;
   while (!recent_.empty() && recent_.front() <= now - absl::Minutes(1)) recent_.pop_front();

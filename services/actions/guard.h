@@ -13,6 +13,9 @@
 //    no visitor, and a burst of them (tokens in a log) must not hold the bans behind it.
 //    Past it, applies are held: kept, reported (metric, log line,
 //    Admin.Status), not pushed, until an operator releases them (Admin.ReleaseHeld).
+//  - palisaded's own API token (its id, known once verified at start): a revocation of it is
+//    refused outright whatever a log says (the audit-log misuse rule catches it used from an
+//    unexpected address): the dispatcher raises an alert instead (ActionOutcome::alert).
 // Thread-safety: not thread-safe; the dispatcher calls it under its lock.
 #ifndef PALISADE_SERVICES_ACTIONS_GUARD_H_
 #define PALISADE_SERVICES_ACTIONS_GUARD_H_
@@ -37,6 +40,8 @@ struct GuardOptions {
   // honest leak, and a flood of real leaked tokens is held for an operator, not the bans.
   int max_revocations_per_minute = 30;
   int max_active_per_actuator = 10000;
+  // palisaded's own API token id: never revoked (OwnToken). Empty: unknown (not verified).
+  std::string own_token_id;
 };
 
 class Guard {
@@ -54,6 +59,8 @@ class Guard {
 
   // True when the target is (or overlaps) the never-ban set. Paths and tokens never are.
   bool NeverBan(const palisade::v1::Target& target) const;
+  // True when the target is palisaded's own API token (by id).
+  bool OwnToken(const palisade::v1::Target& target) const;
 
   // Reads a file of CIDRs, one per line, '#' comments. Errors name the file and line.
   static absl::StatusOr<std::vector<std::string>> ReadCidrFile(const std::string& path);

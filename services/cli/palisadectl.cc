@@ -123,7 +123,7 @@ ABSL_FLAG(std::string, config, "",
 ABSL_FLAG(std::string, time_zone, "",
           "replay: zone of times without a UTC offset (default: --config's, else the host's).");
 ABSL_FLAG(std::vector<std::string>, kinds, {},
-          "watch: only these kinds (detection, decision, action; comma-separated).");
+          "watch: only these kinds (detection, decision, action, alert; comma-separated).");
 ABSL_FLAG(uint64_t, after, 0, "watch: resume after this sequence number (0: new events only).");
 ABSL_FLAG(std::string, origin, "", "watch: only this origin (rule, manual, feed).");
 ABSL_FLAG(int32_t, count, 0, "watch: stop after this many events (0: follow until interrupted).");
@@ -722,6 +722,14 @@ int Status() {
                                  absl::UTCTimeZone())
                     .c_str());
   }
+  if (resp.has_credentials_checked()) {
+    std::printf("credentials: checked %s%s%s\n",
+                absl::FormatTime(absl::RFC3339_sec, FromProtoTime(resp.credentials_checked()),
+                                 absl::UTCTimeZone())
+                    .c_str(),
+                resp.credentials_check_error().empty() ? "" : "; the last check failed: ",
+                Safe(resp.credentials_check_error()).c_str());
+  }
   if (resp.credential_findings_size() > 0) {
     std::printf("credentials: %d finding(s):", resp.credential_findings_size());
     for (const auto& f : resp.credential_findings()) std::printf(" %s", Safe(f.kind()).c_str());
@@ -1030,7 +1038,9 @@ int Watch() {
     if (k == "detection") req.add_kinds(palisade::v1::EVENT_KIND_DETECTION);
     else if (k == "decision") req.add_kinds(palisade::v1::EVENT_KIND_DECISION);
     else if (k == "action") req.add_kinds(palisade::v1::EVENT_KIND_ACTION);
-    else return Fail(absl::StrCat("--kinds: unknown kind \"", k, "\" (detection, decision, action)"));
+    else if (k == "alert") req.add_kinds(palisade::v1::EVENT_KIND_ALERT);
+    else return Fail(absl::StrCat("--kinds: unknown kind \"", k,
+                                  "\" (detection, decision, action, alert)"));
   }
   const std::string origin = absl::GetFlag(FLAGS_origin);
   if (origin == "rule") req.set_origin(palisade::v1::ORIGIN_RULE);
@@ -1088,8 +1098,15 @@ int CloudflareCheck() {
   CurlTransport transport;
   prometheus::Registry registry;
   CloudflareClient client(transport, RealClock::Get(), options, *std::move(creds), registry);
-  absl::StatusOr<CredentialReport> report =
-      CheckCredentials(client, TokenNeedsFor(cf), absl::Now(), account_token);
+  // The rules say whether the token must read the audit logs (the cloudflare-audit pack).
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(*config);
+  if (!rules.ok()) {
+    return Fail(absl::StrCat("cloudflare check: the config's rules do not load (palisaded would "
+                             "not start either): ",
+                             rules.status().message()));
+  }
+  absl::StatusOr<CredentialReport> report = CheckCredentials(
+      client, TokenNeedsFor(cf, ReadsAuditLogs(**rules)), absl::Now(), account_token);
   if (!report.ok()) return Fail(absl::StrCat("cloudflare check: ", report.status().message()));
   if (absl::GetFlag(FLAGS_json)) {
     std::printf("%s\n", report->ToJson().dump().c_str());
@@ -1099,6 +1116,29 @@ int CloudflareCheck() {
   for (const ActuatorState& a : report->actuators) {
     if (!a.enabled) return 1;
   }
+  return 0;
+}
+
+// One roll of palisaded's own Cloudflare token now, by the running daemon (Admin.RotateToken):
+// the token id, the expiry and the next scheduled roll; never the secret (it is only in the
+// token file, which this command does not read).
+int CloudflareRotate() {
+  auto stub = palisade::v1::Admin::NewStub(Channel());
+  palisade::v1::RotateTokenResponse resp;
+  grpc::Status s = stub->RotateToken(Context().get(), {}, &resp);
+  if (!s.ok()) return Fail(s, "cloudflare rotate");
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", Json(resp).c_str());
+    return 0;
+  }
+  auto at = [](const google::protobuf::Timestamp& t) {
+    return absl::FormatTime(absl::RFC3339_sec, FromProtoTime(t), absl::UTCTimeZone());
+  };
+  std::printf("rolled token %s at %s\n", Safe(resp.token_id()).c_str(),
+              at(resp.rolled_at()).c_str());
+  std::printf("expires:   %s%s\n", resp.has_expires() ? at(resp.expires()).c_str() : "never",
+              resp.expires_read() ? "" : " (as known at start: the token may not read itself)");
+  std::printf("next roll: %s\n", at(resp.next_roll()).c_str());
   return 0;
 }
 
@@ -1137,7 +1177,7 @@ int main(int argc, char** argv) {
       "        [--time_zone Z] [--json]   (offline, event time, dry run)\n"
       "  actions release [--max N]   (let actions held by the blast-radius guard go out)\n"
       "  status [--json]\n"
-      "  watch [--kinds detection,decision,action] [--rule R] [--origin rule|manual|feed]\n"
+      "  watch [--kinds detection,decision,action,alert] [--rule R] [--origin rule|manual|feed]\n"
       "        [--after SEQ] [--count N] [--json]   (follow the event stream)\n"
       "  feeds list [--json]\n"
       "  feeds show NAME [--lookup IP] [--entries N] [--json]\n"
@@ -1146,7 +1186,8 @@ int main(int argc, char** argv) {
       "[--min_confidence N]\n"
       "  hash-token < TOKEN   (the token_sha256 for a client in the config's api.clients)\n"
       "  cloudflare check --config C [--json]   (the API token's permissions against what the\n"
-      "        actuators need; exit 1 when one cannot run)\n"
+      "        actuators need; exit 1 when one cannot run)\n"      "  cloudflare rotate [--json]   (the running palisaded rolls its API token now; prints\n"
+      "        the token id, its expiry and the next roll, never the secret)\n"
       "Common: --server host:port (default 127.0.0.1:50051), --token_file F (or $PALISADE_TOKEN),\n"
       "        --tls_ca CA.pem [--tls_cert C.pem --tls_key K.pem]");
   std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
@@ -1169,6 +1210,9 @@ int main(int argc, char** argv) {
   if (cmd == "hash-token" && args.size() == 1) return palisade::HashToken();
   if (cmd == "cloudflare" && args.size() == 2 && args[1] == "check") {
     return palisade::CloudflareCheck();
+  }
+  if (cmd == "cloudflare" && args.size() == 2 && args[1] == "rotate") {
+    return palisade::CloudflareRotate();
   }
   if (cmd == "feeds" && args.size() >= 2) {
     if (args[1] == "list") return palisade::FeedsList();

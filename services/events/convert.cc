@@ -1,5 +1,6 @@
 #include "services/events/convert.h"
 
+#include "absl/strings/str_cat.h"
 #include "services/common/proto_time.h"
 
 namespace palisade {
@@ -68,6 +69,30 @@ palisade::v1::Event ActionEventFrom(const ActionOutcome& outcome) {
   return e;
 }
 
+bool AlertEventFrom(const ActionOutcome& outcome, palisade::v1::Event* out) {
+  if (outcome.alert.empty()) return false;
+  palisade::v1::Event& e = *out;
+  e.set_kind(palisade::v1::EVENT_KIND_ALERT);
+  e.set_correlation_id(outcome.decision.id());
+  e.set_rule_id(outcome.decision.rule_id());
+  e.set_origin(outcome.decision.origin());
+  auto* body = e.mutable_alert();
+  body->set_kind(outcome.alert);
+  *body->mutable_target() = outcome.decision.target();
+  if (outcome.alert == "own_token_misuse") {
+    body->set_detail(absl::StrCat(
+        "palisaded's own API token ", outcome.decision.target().value(),
+        " was used from an address outside the expected ones (the evidence is the audit "
+        "record). It is not revoked: if the address is a host of yours, add it to the token's IP "
+        "filter and to the cidr set; if not, the token is stolen: roll it now (palisadectl "
+        "cloudflare rotate) and narrow its IP filter"));
+  } else {
+    body->set_detail(outcome.detail);
+  }
+  *body->mutable_evidence() = outcome.decision.evidence();
+  return true;
+}
+
 void PublishDecision(EventHub& hub, const DecisionUpdate& update) {
   if (!hub.wanted()) return;
   palisade::v1::Event e;
@@ -83,7 +108,10 @@ void PublishDetections(EventHub& hub, absl::string_view source, std::vector<Dete
 }
 
 void PublishAction(EventHub& hub, const ActionOutcome& outcome) {
-  if (hub.wanted()) hub.Publish(ActionEventFrom(outcome));
+  if (!hub.wanted()) return;
+  hub.Publish(ActionEventFrom(outcome));
+  palisade::v1::Event alert;
+  if (AlertEventFrom(outcome, &alert)) hub.Publish(std::move(alert));
 }
 
 }  // namespace palisade

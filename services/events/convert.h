@@ -21,6 +21,9 @@ bool DecisionEventFrom(const DecisionUpdate& update, palisade::v1::Event* out);
 palisade::v1::Event DetectionEventFrom(absl::string_view source, Detection&& detection,
                                        const DecisionUpdate& update);
 palisade::v1::Event ActionEventFrom(const ActionOutcome& outcome);
+// The alert an outcome carries (ActionOutcome::alert set), else false: its kind, the
+// decision's target, rule and evidence, and what an operator should do. Never a secret.
+bool AlertEventFrom(const ActionOutcome& outcome, palisade::v1::Event* out);
 
 // What palisaded wires to the table, the pipeline and the dispatcher: each builds and publishes
 // its events only when the hub is wanted (someone subscribed), so an unwatched daemon pays
@@ -28,6 +31,7 @@ palisade::v1::Event ActionEventFrom(const ActionOutcome& outcome);
 void PublishDecision(EventHub& hub, const DecisionUpdate& update);
 void PublishDetections(EventHub& hub, absl::string_view source, std::vector<Detection>& detections,
                        const std::vector<DecisionUpdate>& updates);
+// The action event, then the alert event when the outcome carries one.
 void PublishAction(EventHub& hub, const ActionOutcome& outcome);
 
 }  // namespace palisade

@@ -87,5 +87,30 @@ TEST(ConvertTest, StaleDecisionsMakeNoEventAndDetectionsKeepTheirLines) {
   EXPECT_EQ(d.detection().source(), "web-1");
 }
 
+// Audit of itself: an outcome carrying an alert becomes an alert event (kind, target, rule,
+// evidence, advice); one without makes none.
+TEST(ConvertTest, AnAlertOutcomeMakesAnAlertEvent) {
+  ActionOutcome o;
+  o.outcome = "refused";
+  o.actuator = palisade::v1::ACTUATOR_TOKEN_REVOCATION;
+  o.decision.set_id("d9");
+  o.decision.set_rule_id("cloudflare-token-misuse");
+  o.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_TOKEN_ID);
+  o.decision.mutable_target()->set_value("0123456789abcdef0123456789abcdef");
+  o.decision.add_evidence("{\"actor\":{\"ip_address\":\"203.0.113.50\"}}");
+  palisade::v1::Event e;
+  EXPECT_FALSE(AlertEventFrom(o, &e));
+  o.alert = "own_token_misuse";
+  ASSERT_TRUE(AlertEventFrom(o, &e));
+  EXPECT_EQ(e.kind(), palisade::v1::EVENT_KIND_ALERT);
+  EXPECT_EQ(e.correlation_id(), "d9");
+  EXPECT_EQ(e.rule_id(), "cloudflare-token-misuse");
+  EXPECT_EQ(e.alert().kind(), "own_token_misuse");
+  EXPECT_EQ(e.alert().target().value(), "0123456789abcdef0123456789abcdef");
+  EXPECT_THAT(e.alert().evidence(), ::testing::ElementsAre(::testing::HasSubstr("203.0.113.50")));
+  EXPECT_THAT(e.alert().detail(), ::testing::HasSubstr("not revoked"));
+  EXPECT_THAT(e.alert().detail(), ::testing::HasSubstr("palisadectl cloudflare rotate"));
+}
+
 }  // namespace
 }  // namespace palisade

@@ -18,6 +18,8 @@ const char* EventKindName(palisade::v1::EventKind kind) {
       return "decision";
     case palisade::v1::EVENT_KIND_ACTION:
       return "action";
+    case palisade::v1::EVENT_KIND_ALERT:
+      return "alert";
     default:
       return "unknown";
   }

@@ -72,6 +72,8 @@ const palisade::v1::Target* TargetOf(const Event& e) {
       return &e.decision().decision().target();
     case Event::kAction:
       return &e.action().target();
+    case Event::kAlert:
+      return &e.alert().target();
     default:
       return nullptr;
   }
@@ -85,6 +87,8 @@ std::string ActionOf(const Event& e) {
       return "decision-" + e.decision().change();
     case Event::kAction:
       return e.action().operation() + "-" + e.action().outcome();
+    case Event::kAlert:
+      return "alert-" + e.alert().kind();
     default:
       return "unknown";
   }
@@ -100,6 +104,8 @@ int CefSeverity(const Event& e) {
       if (e.action().outcome() == "failed") return 8;
       if (e.action().outcome() == "refused" || e.action().outcome() == "held") return 5;
       return 3;
+    case Event::kAlert:
+      return 9;  // an operator must look now
     default:
       return 3;
   }
@@ -137,6 +143,8 @@ std::string EventSummary(const Event& e) {
           Short(palisade::v1::Actuator_Name(e.action().actuator()), "ACTUATOR_"), " ",
           target, ": ", e.action().outcome(),
           e.action().detail().empty() ? "" : absl::StrCat(" (", e.action().detail(), ")"));
+    case Event::kAlert:
+      return absl::StrCat("ALERT ", e.alert().kind(), ": ", target, ": ", e.alert().detail());
     default:
       return "event";
   }
@@ -219,6 +227,15 @@ std::string ToEcsJson(const Event& e) {
         p["action"]["detail"] = a.detail();
         if (a.outcome() == "failed") j["error"]["message"] = a.detail();
       }
+      break;
+    }
+    case Event::kAlert: {
+      ev["kind"] = "alert";
+      ev["category"] = json::array({"iam"});
+      ev["type"] = json::array({"indicator"});
+      p["alert"] = {{"kind", e.alert().kind()}, {"detail", e.alert().detail()}};
+      p["evidence"] = json::array();
+      for (const std::string& line : e.alert().evidence()) p["evidence"].push_back(line);
       break;
     }
     default:
@@ -454,6 +471,7 @@ void SinkRunner::Run() {
     if (k == "detection") filter.add_kinds(palisade::v1::EVENT_KIND_DETECTION);
     if (k == "decision") filter.add_kinds(palisade::v1::EVENT_KIND_DECISION);
     if (k == "action") filter.add_kinds(palisade::v1::EVENT_KIND_ACTION);
+    if (k == "alert") filter.add_kinds(palisade::v1::EVENT_KIND_ALERT);
   }
   auto subscriber = std::make_unique<QueueSubscriber>(4096);
   (void)hub_.Subscribe(subscriber.get(), filter);

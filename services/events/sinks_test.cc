@@ -115,6 +115,23 @@ TEST(EcsTest, FieldsByKind) {
   json failed = json::parse(ToEcsJson(Action("failed")));
   EXPECT_EQ(failed["event"]["outcome"], "failure");
   EXPECT_EQ(failed["error"]["message"], "cloudflare: 403 (10000): Authentication error");
+
+  palisade::v1::Event alert;
+  alert.set_kind(palisade::v1::EVENT_KIND_ALERT);
+  alert.set_rule_id("cloudflare-token-misuse");
+  alert.mutable_alert()->set_kind("own_token_misuse");
+  alert.mutable_alert()->mutable_target()->set_kind(palisade::v1::TARGET_KIND_TOKEN_ID);
+  alert.mutable_alert()->mutable_target()->set_value("0123456789abcdef0123456789abcdef");
+  alert.mutable_alert()->set_detail("not revoked");
+  alert.mutable_alert()->add_evidence("{\"actor\":{}}");
+  json a = json::parse(ToEcsJson(alert));
+  EXPECT_EQ(a["event"]["kind"], "alert");
+  EXPECT_EQ(a["event"]["dataset"], "palisade.alert");
+  EXPECT_EQ(a["event"]["action"], "alert-own_token_misuse");
+  EXPECT_EQ(a["palisade"]["alert"]["kind"], "own_token_misuse");
+  EXPECT_EQ(a["palisade"]["target"]["value"], "0123456789abcdef0123456789abcdef");
+  EXPECT_EQ(a["palisade"]["evidence"][0], "{\"actor\":{}}");
+  EXPECT_THAT(ToCef(alert), ::testing::HasSubstr("|alert-own_token_misuse|"));
 }
 
 // Splits a CEF record back: the 7 header fields, and the extension's key=value pairs.

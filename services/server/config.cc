@@ -108,8 +108,9 @@ absl::Status ValidateSinks(const std::string& file, palisade::v1::Config* config
       return error("cef_syslog.address is required");
     }
     for (const std::string& k : sink.kinds()) {
-      if (k != "detection" && k != "decision" && k != "action") {
-        return error(absl::StrCat("kinds: \"", k, "\" is not detection, decision or action"));
+      if (k != "detection" && k != "decision" && k != "action" && k != "alert") {
+        return error(
+            absl::StrCat("kinds: \"", k, "\" is not detection, decision, action or alert"));
       }
     }
   }

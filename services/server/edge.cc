@@ -17,12 +17,20 @@ bool HasToken(const CredentialSource& s) { return !s.token_file.empty() || !s.to
 
 }  // namespace
 
-TokenNeeds TokenNeedsFor(const palisade::v1::CloudflareConfig& config) {
+TokenNeeds TokenNeedsFor(const palisade::v1::CloudflareConfig& config, bool audit_logs) {
   TokenNeeds needs;
   needs.account_id = config.account_id();
   needs.zone_id = config.zone_id();
   needs.access_rules_account_scope = config.access_rule_scope() == "account";
+  needs.audit_log = audit_logs;
   return needs;
+}
+
+bool ReadsAuditLogs(const RuleSet& rules) {
+  for (const auto& rule : rules.rules()) {
+    if (rule->proto.key_kind() == palisade::v1::TARGET_KIND_TOKEN_ID) return true;
+  }
+  return false;
 }
 
 absl::StatusOr<CidrSet> NeverBanSet(const palisade::v1::Config& config) {
@@ -42,7 +50,8 @@ absl::StatusOr<CidrSet> NeverBanSet(const palisade::v1::Config& config) {
 
 absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& full_config,
                                                   Clock& clock, prometheus::Registry& registry,
-                                                  DecisionTable& table, Store* store) {
+                                                  DecisionTable& table, Store* store,
+                                                  bool audit_logs) {
   const palisade::v1::CloudflareConfig& config = full_config.cloudflare();
   // The guard first: a bad never-ban file refuses the start before anything is sent.
   GuardOptions guard;
@@ -89,6 +98,24 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   if (rotate && FromProtoDuration(config.rotation().interval()) < absl::Seconds(1)) {
     return absl::InvalidArgumentError("cloudflare.rotation.interval must be at least 1s");
   }
+  // The periodic credentials check: unset, every hour; 0s turns it off.
+  const absl::Duration check_interval = config.has_check_interval()
+                                            ? FromProtoDuration(config.check_interval())
+                                            : absl::Hours(1);
+  if (check_interval != absl::ZeroDuration() && check_interval < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cloudflare.check_interval must be 0s (off) or at least 1s, not ",
+        absl::FormatDuration(check_interval)));
+  }
+  if (!rotate) {
+    edge->no_rotation_ =
+        source.token_env.empty()
+            ? "token rotation is not configured: add cloudflare { rotation { interval { ... } } } "
+              "(the token must come from cloudflare.token_file)"
+            : absl::StrCat("the API token comes from environment variable ", source.token_env,
+                           ": a rolled secret could not be written back, so it cannot be "
+                           "rotated; use cloudflare.token_file and cloudflare.rotation");
+  }
   if (!source.token_file.empty() && !edge->client_->options().base_url.empty()) {
     absl::StatusOr<std::optional<Secret>> forward =
         RollForward(source.token_file, *edge->client_, account_token);
@@ -127,19 +154,19 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
       own_info = *info;
       std::cerr << "palisaded: cloudflare: token " << info->id << " " << info->status
                 << ", expires " << expiry << std::endl;
-      auto& expiry_gauge = prometheus::BuildGauge()
-                               .Name("palisade_cloudflare_token_expiry_timestamp_seconds")
-                               .Help("When the service's API token expires (0: never).")
-                               .Register(registry)
-                               .Add({});
-      expiry_gauge.Set(info->expires_on ? absl::ToUnixSeconds(*info->expires_on) : 0);
       if (info->expires_on && *info->expires_on - clock.TimeNow() < absl::Hours(24 * 14)) {
         std::cerr << "palisaded: WARNING: cloudflare: the API token expires within 14 days ("
                   << expiry << "); roll it" << std::endl;
       }
-      // Least privilege: what the token may do against what the actuators need.
-      absl::StatusOr<CredentialReport> report = CheckCredentials(
-          *edge->client_, TokenNeedsFor(config), clock.TimeNow(), info->account_owned);
+      // Least privilege: what the token may do against what the actuators need, now and every
+      // check_interval.
+      CredentialMonitorOptions mo;
+      mo.needs = TokenNeedsFor(config, audit_logs);
+      mo.account_owned = info->account_owned;
+      if (check_interval > absl::ZeroDuration()) mo.interval = check_interval;
+      edge->monitor_ =
+          std::make_unique<CredentialMonitor>(*edge->client_, clock, mo, registry);
+      absl::StatusOr<CredentialReport> report = edge->monitor_->CheckAtStart(info->expires_on);
       if (!report.ok()) {
         std::cerr << "palisaded: cloudflare: credentials check not made ("
                   << report.status().message() << "); every actuator runs" << std::endl;
@@ -149,26 +176,25 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
                     << (f.actuator.empty() ? "" : " (" + f.actuator + ")") << ": " << f.detail
                     << std::endl;
         }
-        auto& findings = prometheus::BuildGauge()
-                             .Name("palisade_cloudflare_token_findings")
-                             .Help("Findings of the credentials check at start, by kind.")
-                             .Register(registry);
-        for (const std::string& kind : CredentialFindingKinds()) {
-          findings.Add({{"kind", kind}}).Set(report->Count(kind));
-        }
         edge->credential_report_ = *std::move(report);
       }
     }
   }
-  // An actuator runs unless the check found the token unable to drive it.
-  auto& enabled_family = prometheus::BuildGauge()
-                             .Name("palisade_actuator_enabled")
-                             .Help("1 when the actuator runs, 0 when the credentials check "
-                                   "disabled it (the token lacks a permission it needs).")
-                             .Register(registry);
-  auto enabled = [&edge, &enabled_family](const char* actuator) {
+  // An actuator runs unless the check found the token unable to drive it. With a monitor, it
+  // keeps palisade_actuator_enabled (and the states Status shows) from here on.
+  prometheus::Family<prometheus::Gauge>* enabled_family = nullptr;
+  if (!edge->monitor_) {
+    enabled_family = &prometheus::BuildGauge()
+                          .Name("palisade_actuator_enabled")
+                          .Help("1 when the actuator runs, 0 when the credentials check "
+                                "disabled it (the token lacks a permission it needs).")
+                          .Register(registry);
+  }
+  std::vector<std::string> started;
+  auto enabled = [&edge, enabled_family, &started](const char* actuator) {
     const bool on = !edge->credential_report_ || edge->credential_report_->Enabled(actuator);
-    enabled_family.Add({{"actuator", actuator}}).Set(on ? 1 : 0);
+    if (enabled_family != nullptr) enabled_family->Add({{"actuator", actuator}}).Set(on ? 1 : 0);
+    if (on) started.push_back(actuator);
     if (!on) {
       for (const ActuatorState& a : edge->credential_report_->actuators) {
         if (a.actuator == actuator) {
@@ -184,6 +210,8 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   dopts.flush_interval = FromProtoDuration(config.flush_interval());
   dopts.dry_run = config.dry_run();
   edge->dispatcher_ = std::make_unique<Dispatcher>(clock, dopts, registry);
+  // Its own token is never revoked, whatever a log says (an alert is raised instead).
+  guard.own_token_id = own_token_id;
   edge->dispatcher_->SetGuard(std::make_unique<Guard>(guard));
   CloudflareClient& client = *edge->client_;
   if (enabled(kAccessRuleActuator)) {
@@ -214,6 +242,12 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
     edge->dispatcher_->AddActuator(
         palisade::v1::ACTUATOR_TOKEN_REVOCATION,
         std::make_unique<TokenActuator>(client, config.token_delete(), own_token_id));
+  }
+  if (edge->monitor_) {
+    // Reading the audit logs has nothing to start: it works whenever the token may.
+    started.push_back(kAuditLogActuator);
+    edge->monitor_->Started(started);
+    if (check_interval > absl::ZeroDuration()) edge->monitor_->Start();
   }
   if (store != nullptr) {
     edge->dispatcher_->SetStore(store);
@@ -251,9 +285,10 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   }
   if (rotate) {
     if (own_info.id.empty()) {
-      std::cerr << "palisaded: WARNING: cloudflare: token rotation is off until a restart: the "
-                   "token was not verified at start, so its id is unknown"
-                << std::endl;
+      edge->no_rotation_ =
+          "token rotation is off until a restart: the token was not verified at start, so its "
+          "id is unknown";
+      std::cerr << "palisaded: WARNING: cloudflare: " << edge->no_rotation_ << std::endl;
     } else {
       RotationOptions ro;
       ro.token_file = source.token_file;
@@ -273,7 +308,37 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   return edge;
 }
 
+void Edge::FillCredentialStatus(palisade::v1::StatusResponse* status) const {
+  if (!monitor_) return;
+  const CredentialStatus now = monitor_->status();
+  if (now.report) {
+    for (const CredentialFinding& f : now.report->findings) {
+      palisade::v1::CredentialFinding* out = status->add_credential_findings();
+      out->set_kind(f.kind);
+      out->set_actuator(f.actuator);
+      out->set_detail(f.detail);
+    }
+    if (now.report->expires_on) {
+      *status->mutable_cloudflare_token_expires() = ToProtoTime(*now.report->expires_on);
+    }
+  }
+  for (const ActuatorState& a : now.actuators) {
+    palisade::v1::ActuatorState* out = status->add_actuator_states();
+    out->set_actuator(a.actuator);
+    out->set_enabled(a.enabled);
+    out->set_reason(a.reason);
+  }
+  if (now.checked) *status->mutable_credentials_checked() = ToProtoTime(*now.checked);
+  status->set_credentials_check_error(now.error);
+}
+
+absl::StatusOr<RollReport> Edge::RotateToken() {
+  if (!rotator_) return absl::FailedPreconditionError(no_rotation_);
+  return rotator_->RotateNowForOperator();
+}
+
 Edge::~Edge() {
+  if (monitor_) monitor_->Stop();
   stopping_.Notify();
   if (reconcile_thread_.joinable()) reconcile_thread_.join();
   if (dispatcher_) dispatcher_->Stop();

@@ -11,14 +11,17 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "palisade/v1/config.pb.h"
+#include "palisade/v1/palisade.pb.h"
 #include "prometheus/registry.h"
 #include "services/actions/dispatcher.h"
 #include "services/actions/reconciler.h"
 #include "services/cloudflare/client.h"
+#include "services/cloudflare/credential_monitor.h"
 #include "services/cloudflare/rotation.h"
 #include "services/cloudflare/token_check.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
+#include "services/engine/rule_set.h"
 #include "services/store/store.h"
 
 namespace palisade {
@@ -28,8 +31,14 @@ namespace palisade {
 // Threat feeds drop indicators touching it too.
 absl::StatusOr<CidrSet> NeverBanSet(const palisade::v1::Config& config);
 
-// What the configured actuators need of the token (for the credentials check).
-TokenNeeds TokenNeedsFor(const palisade::v1::CloudflareConfig& config);
+// What the configured actuators need of the token (for the credentials check). `audit_logs`:
+// the loaded rules read Cloudflare audit-log records (ReadsAuditLogs): the token must then
+// read the account's audit logs too.
+TokenNeeds TokenNeedsFor(const palisade::v1::CloudflareConfig& config, bool audit_logs = false);
+
+// True when a rule is keyed by an API token id: the cloudflare-audit pack's misuse rule, whose
+// input is the account's audit logs (read with the service's token).
+bool ReadsAuditLogs(const RuleSet& rules);
 
 class Edge {
  public:
@@ -38,11 +47,16 @@ class Edge {
   // status and expiry, never its value; warns when it expires within 14 days. Then checks the
   // token's permissions (CheckCredentials): an actuator the token cannot drive is not started
   // (logged with the reason, palisade_actuator_enabled 0), the others run.
-  // The guard is built from config.guard, config.allowlist and this host's addresses.
+  // The check is made again every cloudflare.check_interval (default 1 h; see
+  // services/cloudflare/credential_monitor.h for what a permission lost or gained then does).
+  // `audit_logs`: the rules read audit-log records, so the token must read the audit logs.
+  // The guard is built from config.guard, config.allowlist and this host's addresses, and
+  // never lets palisaded's own token (its id, once verified) be revoked.
   // With a store, the dispatcher's queue is durable and restored before it starts.
   static absl::StatusOr<std::unique_ptr<Edge>> Start(const palisade::v1::Config& full_config,
                                                      Clock& clock, prometheus::Registry& registry,
-                                                     DecisionTable& table, Store* store);
+                                                     DecisionTable& table, Store* store,
+                                                     bool audit_logs = false);
   ~Edge();
 
   Dispatcher& dispatcher() { return *dispatcher_; }
@@ -53,6 +67,14 @@ class Edge {
   // The credentials check made at start (none when the token could not be read or verified).
   // Actuators it found the token unable to drive were not started.
   const std::optional<CredentialReport>& credential_report() const { return credential_report_; }
+  // What Admin.Status says of the credentials: the last check's findings and expiry, each
+  // actuator's state now, when the check ran and why the last one could not be made. Nothing
+  // when no check was ever made. Thread-safe.
+  void FillCredentialStatus(palisade::v1::StatusResponse* status) const;
+  // One roll of the token now (Admin.RotateToken). kFailedPrecondition naming why there is no
+  // rotation (not configured; the token comes from an environment variable; its id unknown);
+  // kAborted while a roll runs. Thread-safe.
+  absl::StatusOr<RollReport> RotateToken();
 
  private:
   Edge() = default;
@@ -62,6 +84,8 @@ class Edge {
   std::unique_ptr<CurlTransport> transport_;
   std::unique_ptr<CloudflareClient> client_;
   std::unique_ptr<TokenRotator> rotator_;  // after client_: stopped before it goes
+  std::unique_ptr<CredentialMonitor> monitor_;  // after client_: stopped before it goes
+  std::string no_rotation_;  // why there is no rotator (empty when there is one)
   std::unique_ptr<Dispatcher> dispatcher_;
   std::optional<CredentialReport> credential_report_;
 };

@@ -449,8 +449,25 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* cont
     response->set_actions_held(static_cast<uint32_t>(dispatcher_->held()));
     response->set_actions_pending(static_cast<uint32_t>(dispatcher_->pending()));
   }
-  response->MergeFrom(credential_status_);
+  if (credential_status_) credential_status_(response);
   return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::RotateToken(
+    grpc::CallbackServerContext* context, const palisade::v1::RotateTokenRequest* /*request*/,
+    palisade::v1::RotateTokenResponse* response) {
+  if (grpc::Status a = Allow(context, Role::kAdmin, "Admin.RotateToken"); !a.ok()) {
+    return Reply(context, a);
+  }
+  if (!roll_token_) {
+    return Reply(context, absl::FailedPreconditionError(
+                              "there is no token to roll: Cloudflare is not enabled in the config"));
+  }
+  // The roll blocks this handler for as long as Cloudflare takes (bounded by the client's
+  // request timeout); rolls are rare and operator-driven.
+  absl::StatusOr<palisade::v1::RotateTokenResponse> rolled = roll_token_();
+  if (rolled.ok()) *response = *std::move(rolled);
+  return Reply(context, rolled.status());
 }
 
 grpc::ServerUnaryReactor* AdminService::ReleaseHeld(grpc::CallbackServerContext* context,

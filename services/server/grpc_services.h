@@ -97,9 +97,18 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   // Shared with the SIGHUP handler: reloads and records the outcome.
   absl::StatusOr<std::shared_ptr<const RuleSet>> Reload();
 
-  // What Status adds about the Cloudflare credentials (credential_findings, actuator_states,
-  // cloudflare_token_expires). Set once, before the server serves.
-  void SetCredentialStatus(palisade::v1::StatusResponse part) { credential_status_ = std::move(part); }
+  // Adds what Status says about the Cloudflare credentials (credential_findings,
+  // actuator_states, cloudflare_token_expires, credentials_checked; Edge::FillCredentialStatus).
+  // Set once, before the server serves; called concurrently.
+  using CredentialStatusFill = std::function<void(palisade::v1::StatusResponse*)>;
+  void SetCredentialStatus(CredentialStatusFill fill) { credential_status_ = std::move(fill); }
+  // Rolls the service's own token (Edge::RotateToken, converted). Unset: Cloudflare is off.
+  using TokenRoller = std::function<absl::StatusOr<palisade::v1::RotateTokenResponse>()>;
+  void SetTokenRoller(TokenRoller roll) { roll_token_ = std::move(roll); }
+
+  grpc::ServerUnaryReactor* RotateToken(grpc::CallbackServerContext* context,
+                                        const palisade::v1::RotateTokenRequest* request,
+                                        palisade::v1::RotateTokenResponse* response) override;
 
  private:
   Pipeline& pipeline_;
@@ -111,7 +120,8 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   prometheus::Counter& reload_ok_;
   prometheus::Counter& reload_failed_;
   Dispatcher* dispatcher_;
-  palisade::v1::StatusResponse credential_status_;
+  CredentialStatusFill credential_status_;
+  TokenRoller roll_token_;
 };
 
 class FeedsService final : public palisade::v1::Feeds::CallbackService, public Guarded {

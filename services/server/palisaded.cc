@@ -336,7 +336,7 @@ int Run() {
   std::unique_ptr<Edge> edge;
   if (config->cloudflare().enabled()) {
     absl::StatusOr<std::unique_ptr<Edge>> started =
-        Edge::Start(*config, clock, *registry, table, store->get());
+        Edge::Start(*config, clock, *registry, table, store->get(), ReadsAuditLogs(**rules));
     if (!started.ok()) {
       Log(absl::StrCat("refusing to start: ", started.status().message()));
       return 2;
@@ -403,23 +403,22 @@ int Run() {
   AdminService admin(
       pipeline, table, clock, [loaded] { return LoadRules(loaded); }, *registry, kVersion,
       edge ? &edge->dispatcher() : nullptr);
-  if (edge && edge->credential_report()) {
-    const CredentialReport& report = *edge->credential_report();
-    palisade::v1::StatusResponse part;
-    for (const CredentialFinding& f : report.findings) {
-      palisade::v1::CredentialFinding* out = part.add_credential_findings();
-      out->set_kind(f.kind);
-      out->set_actuator(f.actuator);
-      out->set_detail(f.detail);
-    }
-    for (const ActuatorState& a : report.actuators) {
-      palisade::v1::ActuatorState* out = part.add_actuator_states();
-      out->set_actuator(a.actuator);
-      out->set_enabled(a.enabled);
-      out->set_reason(a.reason);
-    }
-    if (report.expires_on) *part.mutable_cloudflare_token_expires() = ToProtoTime(*report.expires_on);
-    admin.SetCredentialStatus(std::move(part));
+  if (edge) {
+    // The credentials check as of its last run (at start, then every check_interval), and
+    // palisadectl cloudflare rotate.
+    admin.SetCredentialStatus(
+        [e = edge.get()](palisade::v1::StatusResponse* status) { e->FillCredentialStatus(status); });
+    admin.SetTokenRoller([e = edge.get()]() -> absl::StatusOr<palisade::v1::RotateTokenResponse> {
+      absl::StatusOr<RollReport> rolled = e->RotateToken();
+      if (!rolled.ok()) return rolled.status();
+      palisade::v1::RotateTokenResponse out;
+      out.set_token_id(rolled->token_id);
+      *out.mutable_rolled_at() = ToProtoTime(rolled->rolled_at);
+      if (rolled->expires_on) *out.mutable_expires() = ToProtoTime(*rolled->expires_on);
+      out.set_expires_read(rolled->expiry_read);
+      *out.mutable_next_roll() = ToProtoTime(rolled->next_roll);
+      return out;
+    });
   }
 
   std::unique_ptr<prometheus::Exposer> exposer;

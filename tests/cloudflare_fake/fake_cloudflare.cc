@@ -282,16 +282,7 @@ std::pair<std::string, std::string> FakeCloudflare::AddToken(const TokenSpec& sp
   return AddTokenLocked(spec);
 }
 
-std::pair<std::string, std::string> FakeCloudflare::AddTokenLocked(const TokenSpec& spec) {
-  TokenState t;
-  t.id = NewId();
-  t.spec = spec;
-  if (t.spec.value.empty()) {
-    // The 2026 prefixed form: cfut_/cfat_ + 40 characters (+ checksum, not modelled).
-    std::string body = NewId() + NewId();
-    t.spec.value = absl::StrCat(spec.account_owned ? "cfat_" : "cfut_", body.substr(0, 40));
-  }
-  t.issued = t.modified = clock_.TimeNow();
+json FakeCloudflare::PoliciesFor(const TokenSpec& spec) {
   // One allow policy per scope (account, zone, user), as the dashboard makes them.
   std::map<std::string, json> by_scope;
   for (const auto& p : spec.permissions) {
@@ -302,7 +293,7 @@ std::pair<std::string, std::string> FakeCloudflare::AddTokenLocked(const TokenSp
   }
   const std::string account = "com.cloudflare.api.account." + options_.account_id;
   const std::string zone = "com.cloudflare.api.account.zone." + options_.zone_id;
-  t.policies = json::array();
+  json policies = json::array();
   for (const auto& [scope, groups] : by_scope) {
     json resources;
     if (scope == "com.cloudflare.api.user") {
@@ -316,11 +307,25 @@ std::pair<std::string, std::string> FakeCloudflare::AddTokenLocked(const TokenSp
     } else {
       resources = {{scope == "com.cloudflare.api.account" ? account : zone, "*"}};
     }
-    t.policies.push_back({{"id", NewId()},
+    policies.push_back({{"id", NewId()},
                           {"effect", "allow"},
                           {"resources", resources},
                           {"permission_groups", groups}});
   }
+  return policies;
+}
+
+std::pair<std::string, std::string> FakeCloudflare::AddTokenLocked(const TokenSpec& spec) {
+  TokenState t;
+  t.id = NewId();
+  t.spec = spec;
+  if (t.spec.value.empty()) {
+    // The 2026 prefixed form: cfut_/cfat_ + 40 characters (+ checksum, not modelled).
+    std::string body = NewId() + NewId();
+    t.spec.value = absl::StrCat(spec.account_owned ? "cfat_" : "cfut_", body.substr(0, 40));
+  }
+  t.issued = t.modified = clock_.TimeNow();
+  t.policies = PoliciesFor(spec);
   tokens_[t.id] = t;
   return {t.id, t.spec.value};
 }
@@ -333,6 +338,11 @@ void FakeCloudflare::SetFaults(const Faults& faults) {
 int64_t FakeCloudflare::retired_secret_calls() const {
   absl::MutexLock lock(&mu_);
   return retired_secret_calls_;
+}
+
+int64_t FakeCloudflare::token_revocation_calls() const {
+  absl::MutexLock lock(&mu_);
+  return token_revocation_calls_;
 }
 
 int64_t FakeCloudflare::calls() const {
@@ -1245,6 +1255,9 @@ Response FakeCloudflare::Tokens(const Request& r, const Caller& c,
     }
     return Envelope(result);
   }
+  if (parts.size() == 1 && (r.method == "DELETE" || r.method == "PUT")) {
+    ++token_revocation_calls_;  // counted before the permission check: an attempt is a call
+  }
   if (!Allowed(c, r.method == "GET" ? "tokens.read" : "tokens")) {
     return Error(403, 10000, "Authentication error");
   }
@@ -1506,7 +1519,8 @@ Response FakeCloudflare::HandleAdmin(const Request& r) {
         {"tokens", tokens},
         {"audit_log_entries", AuditLog().size()},
         {"calls", calls()},
-        {"retired_secret_calls", retired_secret_calls()}};
+        {"retired_secret_calls", retired_secret_calls()},
+        {"token_revocation_calls", token_revocation_calls()}};
     return Envelope(state);
   }
   json body;
@@ -1522,6 +1536,20 @@ Response FakeCloudflare::HandleAdmin(const Request& r) {
     f.latency = absl::Milliseconds(body.value("latency_ms", 0));
     SetFaults(f);
     return Envelope({{"ok", true}});
+  }
+  if (r.path == "/__emulator/token_permissions" && r.method == "POST") {
+    // What an operator does in the dashboard: the token's permissions replaced (its policies
+    // rebuilt as AddToken builds them; the secret, status, expiry and IP filter kept).
+    absl::MutexLock lock(&mu_);
+    auto it = tokens_.find(body.value("id", ""));
+    if (it == tokens_.end()) return Error(404, 1003, "token not found");
+    it->second.spec.permissions.clear();
+    for (const auto& p : body.value("permissions", json::array())) {
+      it->second.spec.permissions.insert(p.get<std::string>());
+    }
+    it->second.policies = PoliciesFor(it->second.spec);
+    it->second.modified = clock_.TimeNow();
+    return Envelope(TokenJson(it->second));
   }
   if (r.path == "/__emulator/tokens" && r.method == "POST") {
     TokenSpec spec;

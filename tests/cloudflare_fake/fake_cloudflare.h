@@ -141,6 +141,9 @@ class FakeCloudflare {
   int64_t calls() const;
   // Calls that carried a secret retired by a roll (PUT .../tokens/{id}/value): each was refused.
   int64_t retired_secret_calls() const;
+  // Calls that would revoke a token (DELETE .../tokens/{id}, PUT .../tokens/{id}), whether
+  // allowed or refused.
+  int64_t token_revocation_calls() const;
 
  private:
   struct AccessRule {
@@ -182,6 +185,8 @@ class FakeCloudflare {
   };
 
   Response HandleLocked(const Request& r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The policies AddToken gives a token of `spec` (one allow policy per scope).
+  json PoliciesFor(const TokenSpec& spec) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::pair<std::string, std::string> AddTokenLocked(const TokenSpec& spec)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Auth; on failure fills `error` and returns false.
@@ -234,6 +239,7 @@ class FakeCloudflare {
   std::vector<json> audit_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> retired_ ABSL_GUARDED_BY(mu_);  // secrets replaced by a roll
   int64_t retired_secret_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t token_revocation_calls_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace palisade::fake

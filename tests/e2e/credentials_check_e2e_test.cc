@@ -6,10 +6,14 @@
 #include <stdio.h>
 #include <sys/wait.h>
 
+#include <cstdlib>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -148,6 +152,126 @@ TEST(CredentialsCheckE2eTest, MissingListPermissionDisablesOnlyTheListActuator) 
   EXPECT_EQ(code, 1);
   EXPECT_NE(text.find("ip_list: DISABLED"), std::string::npos) << text;
   EXPECT_EQ(text.find(secret), std::string::npos);
+}
+
+// The audit-log need (it was never switched on): with the cloudflare-audit pack loaded, the
+// token must read the account's audit logs. A token without "Access: Audit Logs Read" is told
+// so by palisadectl cloudflare check and by the daemon (metric, Status); the actuators run.
+TEST(CredentialsCheckE2eTest, TheAuditPackNeedsTheAuditLogPermission) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator =
+      Emulator::Start({"--token_permissions=access_rules,lists,rulesets,tokens",
+                       "--token_ip_in=127.0.0.1/32", "--token_expires_in_hours=720"});
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  const std::string audit_pack = absl::StrCat(
+      "rule_files: \"", std::getenv("TEST_SRCDIR"),
+      "/palisade/rules/cloudflare-audit.textproto\"\n"
+      "cidr_sets { key: \"cloudflare_token_ips\" value { cidrs: \"192.0.2.0/24\" } }\n");
+  const std::string config = ::palisade::testing::WriteEdgeConfig(
+      cf, cf.token_file(), {"tests/e2e/testdata/edge.textproto"}, audit_pack);
+  int code = -1;
+  const std::string out = RunShell(
+      absl::StrCat("services/cli/palisadectl cloudflare check --json --config=", config), &code);
+  EXPECT_EQ(code, 1) << out;
+  json report = json::parse(out, nullptr, false);
+  ASSERT_FALSE(report.is_discarded()) << out;
+  std::map<std::string, json> actuators;
+  for (const json& a : report["actuators"]) actuators[a["actuator"]] = a;
+  ASSERT_TRUE(actuators.count("audit_log")) << out;
+  EXPECT_FALSE(actuators["audit_log"]["enabled"].get<bool>());
+  EXPECT_NE(actuators["audit_log"]["reason"].get<std::string>().find("Audit Logs Read"),
+            std::string::npos)
+      << out;
+  EXPECT_TRUE(actuators["ip_list"]["enabled"].get<bool>());
+  // Without the pack, nothing asks for it.
+  const std::string plain = ::palisade::testing::WriteEdgeConfig(
+      cf, cf.token_file(), {"tests/e2e/testdata/edge.textproto"});
+  const std::string without = RunShell(
+      absl::StrCat("services/cli/palisadectl cloudflare check --json --config=", plain), &code);
+  EXPECT_EQ(code, 0) << without;
+  EXPECT_EQ(without.find("audit_log"), std::string::npos) << without;
+
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"audit_log\""}), 0);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"ip_list\""}), 1);
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto admin = palisade::v1::Admin::NewStub(channel);
+  grpc::ClientContext ctx;
+  palisade::v1::StatusResponse status;
+  ASSERT_TRUE(admin->Status(&ctx, {}, &status).ok());
+  bool audit_disabled = false;
+  for (const auto& a : status.actuator_states()) {
+    if (a.actuator() == "audit_log") audit_disabled = !a.enabled();
+  }
+  EXPECT_TRUE(audit_disabled) << status.DebugString();
+}
+
+// The check inside the daemon, every check_interval: a permission removed in the dashboard after
+// the start is seen (metric, Status with the time of the check, counted as lost), and given back
+// it is seen again; the actuator never stopped.
+TEST(CredentialsCheckE2eTest, APermissionRemovedWhileRunningIsSeenByThePeriodicCheck) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator =
+      Emulator::Start({"--token_permissions=access_rules,lists,rulesets,tokens",
+                       "--token_ip_in=127.0.0.1/32", "--token_expires_in_hours=720"});
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  const json tokens = ::palisade::testing::EmulatorState(cf)["tokens"];
+  ASSERT_EQ(tokens.size(), 1u);
+  const std::string id = tokens[0]["id"];
+  const std::string config = ::palisade::testing::WriteEdgeConfig(
+      cf, cf.token_file(), {"tests/e2e/testdata/edge.textproto"}, "",
+      "  check_interval { seconds: 1 }\n");
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"ip_list\""}), 1);
+
+  auto set_permissions = [&](const std::string& list) {
+    json body = {{"id", id}, {"permissions", json::array()}};
+    for (absl::string_view p : absl::StrSplit(list, ',')) body["permissions"].push_back(p);
+    return ::palisade::testing::HttpPost(cf.port(), "/__emulator/token_permissions", body.dump())
+        .ok();
+  };
+  ASSERT_TRUE(set_permissions("access_rules,rulesets,tokens"));
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"ip_list\""}) == 0;
+      },
+      absl::Seconds(60)));
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_permission_changes_total",
+                         {"actuator=\"ip_list\"", "change=\"lost\""}),
+            1);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"access_rule\""}), 1);
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto admin = palisade::v1::Admin::NewStub(channel);
+  {
+    grpc::ClientContext ctx;
+    palisade::v1::StatusResponse status;
+    ASSERT_TRUE(admin->Status(&ctx, {}, &status).ok());
+    EXPECT_TRUE(status.has_credentials_checked());
+    EXPECT_TRUE(status.credentials_check_error().empty()) << status.credentials_check_error();
+    std::string reason;
+    for (const auto& a : status.actuator_states()) {
+      if (a.actuator() == "ip_list" && !a.enabled()) reason = a.reason();
+    }
+    EXPECT_NE(reason.find("Account Filter Lists Edit"), std::string::npos) << status.DebugString();
+    EXPECT_NE(reason.find("still runs"), std::string::npos) << status.DebugString();
+  }
+  // Given back: enabled again, no restart.
+  ASSERT_TRUE(set_permissions("access_rules,lists,rulesets,tokens"));
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"ip_list\""}) == 1;
+      },
+      absl::Seconds(60)));
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_permission_changes_total",
+                         {"actuator=\"ip_list\"", "change=\"gained\""}),
+            1);
+  EXPECT_GE(ScrapeMetric(**daemon, "palisade_cloudflare_credentials_checks_total",
+                         {"result=\"ok\""}),
+            3);
 }
 
 }  // namespace

@@ -173,8 +173,10 @@ TEST(RotationE2eTest, AWorldReadableTokenFileIsRefused) {
 }
 
 // Audit of itself: palisaded's own token used from outside the token's expected addresses (as
-// the account's audit log tells it) raises an action event naming it, and is never revoked.
-TEST(RotationE2eTest, TheOwnTokenMisusedRaisesAnEventAndIsNeverRevoked) {
+// the account's audit log tells it) raises an alert event on Watch and is never revoked: no
+// revocation reaches the actuator (before: the op went to it like any other token's and failed
+// there, "refusing to revoke palisaded's own API token"), the emulator sees no revocation call.
+TEST(RotationE2eTest, TheOwnTokenMisusedRaisesAnAlertAndIsNeverRevoked) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
@@ -218,17 +220,38 @@ TEST(RotationE2eTest, TheOwnTokenMisusedRaisesAnEventAndIsNeverRevoked) {
   auto ingest = palisade::v1::Ingest::NewStub(channel);
   ASSERT_TRUE(ShipLines(*ingest, palisade::v1::LOG_FORMAT_RAW, lines).ok());
 
-  palisade::v1::Event e;
+  // The alert arrives; no action event for the token says the actuator tried (failed/applied).
+  palisade::v1::Event e, alert;
   bool alerted = false;
+  std::vector<std::string> attempts;
   while (!alerted && reader->Read(&e)) {
-    alerted = e.has_action() && e.action().target().value() == own_id &&
-              e.action().actuator() == palisade::v1::ACTUATOR_TOKEN_REVOCATION &&
-              e.action().outcome() == "failed" &&
-              e.action().detail().find("own API token") != std::string::npos;
+    if (e.has_action() && e.action().target().value() == own_id &&
+        e.action().outcome() != "refused") {
+      attempts.push_back(e.action().outcome() + ": " + e.action().detail());
+    }
+    if (e.has_alert()) {
+      alert = e;
+      alerted = true;
+    }
   }
   ctx.TryCancel();
-  EXPECT_TRUE(alerted);
-  EXPECT_EQ(e.action().detail().find(own), std::string::npos);  // never the secret
+  ASSERT_TRUE(alerted);
+  EXPECT_EQ(alert.kind(), palisade::v1::EVENT_KIND_ALERT);
+  EXPECT_EQ(alert.alert().kind(), "own_token_misuse");
+  EXPECT_EQ(alert.alert().target().value(), own_id);
+  EXPECT_EQ(alert.alert().target().kind(), palisade::v1::TARGET_KIND_TOKEN_ID);
+  EXPECT_EQ(alert.rule_id(), "cloudflare-token-misuse");
+  EXPECT_THAT(alert.alert().detail(), ::testing::HasSubstr("own API token"));
+  ASSERT_GT(alert.alert().evidence_size(), 0);  // the audit record, with the address it names
+  EXPECT_THAT(alert.alert().evidence(0), ::testing::HasSubstr(own_id));
+  EXPECT_THAT(alert.alert().evidence(0), ::testing::HasSubstr("127.0.0.1"));
+  EXPECT_EQ(alert.DebugString().find(own), std::string::npos);  // never the secret
+  EXPECT_THAT(attempts, ::testing::IsEmpty());
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_own_token_misuse_total"), 1);
+  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actions_total",
+                         {"actuator=\"token_revocation\"", "result=\"failed\""}),
+            0);
+  EXPECT_EQ(EmulatorState(cf)["token_revocation_calls"], 0);
   // The state held in a local: a range-for over EmulatorState(cf)["tokens"] iterated a
   // temporary already destroyed (ASan: heap-use-after-free).
   const json state = EmulatorState(cf);
