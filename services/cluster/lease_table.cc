@@ -36,16 +36,6 @@ bool LostRace() {
 
 }  // namespace
 
-uint32_t PartitionOf(absl::string_view key, uint32_t partitions) {
-  // FNV-1a 64 (written here: a handful of lines, and its constants are the published ones).
-  uint64_t h = 14695981039346656037ull;
-  for (unsigned char c : key) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return partitions == 0 ? 0 : static_cast<uint32_t>(h % partitions);
-}
-
 absl::StatusOr<std::unique_ptr<LeaseTable>> LeaseTable::Open(NatsClient& nats,
                                                              LeaseOptions options) {
   if (!ValidName(options.node_id, /*dots=*/false)) {

@@ -80,11 +80,6 @@ class LeaseTable {
   Clock* clock_;
 };
 
-// The partition of the match stream a key belongs to: a stable hash (FNV-1a, 64 bits) of the
-// key modulo `partitions`, the same on every node and every build (absl::Hash is not stable
-// across processes, so it cannot be used here).
-uint32_t PartitionOf(absl::string_view key, uint32_t partitions);
-
 }  // namespace palisade::cluster
 
 #endif  // PALISADE_SERVICES_CLUSTER_LEASE_TABLE_H_

@@ -98,20 +98,5 @@ TEST_F(LeaseTableTest, BadNamesAreRefused) {
   EXPECT_EQ(a->Claim("x>").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
-// The partition of a key is the same on every node and build: fixed values, and keys spread.
-TEST(PartitionOfTest, StableAndSpread) {
-  EXPECT_EQ(PartitionOf("", 16), 14695981039346656037ull % 16);
-  EXPECT_EQ(PartitionOf("203.0.113.7", 1), 0u);
-  const uint32_t p = PartitionOf("203.0.113.7", 64);
-  EXPECT_EQ(PartitionOf("203.0.113.7", 64), p);
-  std::vector<int> counts(16, 0);
-  for (int i = 0; i < 16000; ++i)
-    ++counts[PartitionOf(absl::StrCat("10.0.", i / 256, ".", i % 256), 16)];
-  for (int c : counts) {
-    EXPECT_GT(c, 700);
-    EXPECT_LT(c, 1300);
-  }
-}
-
 }  // namespace
 }  // namespace palisade::cluster

@@ -22,9 +22,13 @@ class NatsServerForTests {
   const std::string& url() const { return url_; }
   // SIGKILL, as a crash would.
   void Kill();
+  // Starts it again (after Kill) on the same port with the same store.
+  absl::Status Restart();
 
  private:
+  absl::Status Spawn(const std::string& port);
   pid_t pid_ = -1;
+  std::string dir_;
   std::string url_;
 };
 

@@ -1,0 +1,174 @@
+#include "services/cluster/match_stream.h"
+
+#include <nats/nats.h>
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+
+namespace palisade::cluster {
+
+uint32_t PartitionOf(absl::string_view key, uint32_t partitions) {
+  // FNV-1a 64 (written here: a handful of lines, and its constants are the published ones).
+  uint64_t h = 14695981039346656037ull;
+  for (unsigned char c : key) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return partitions == 0 ? 0 : static_cast<uint32_t>(h % partitions);
+}
+
+absl::StatusOr<std::unique_ptr<MatchPublisher>> MatchPublisher::Start(
+    NatsClient& nats, MatchPublisherOptions options) {
+  if (options.node_id.empty()) return absl::InvalidArgumentError("cluster: node_id is empty");
+  if (options.partitions == 0) return absl::InvalidArgumentError("cluster: partitions is 0");
+  auto p = std::unique_ptr<MatchPublisher>(new MatchPublisher(nats, std::move(options)));
+  p->thread_ = std::thread([self = p.get()] { self->Run(); });
+  return p;
+}
+
+MatchPublisher::MatchPublisher(NatsClient& nats, MatchPublisherOptions options)
+    : nats_(nats),
+      options_(std::move(options)),
+      // A random incarnation: a restarted node numbers from 0 again, and its ids must not fall
+      // into the stream's de-duplication window of the previous run's.
+      id_prefix_(absl::StrCat(options_.node_id, ":", absl::Hex(absl::BitGen()()), ":")) {}
+
+MatchPublisher::~MatchPublisher() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  thread_.join();
+}
+
+bool MatchPublisher::Enqueue(absl::string_view key, std::string match) {
+  const uint32_t partition = PartitionOf(key, options_.partitions);
+  absl::MutexLock lock(&mu_);
+  const size_t cost = Cost(match.size());
+  if (queued_bytes_ + cost > options_.max_queued_bytes) {
+    dropped_.fetch_add(1);
+    return false;
+  }
+  queued_bytes_ += cost;
+  queue_.push_back({partition, next_sequence_++, std::move(match)});
+  return true;
+}
+
+size_t MatchPublisher::queued_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return queued_bytes_;
+}
+
+bool MatchPublisher::WaitUntilPublished(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t target = next_sequence_;
+  auto done = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return acked_through_ >= target; };
+  return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+}
+
+void MatchPublisher::Run() {
+  absl::Duration backoff = options_.retry_min;
+  while (true) {
+    const Item* item = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
+      mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) return;  // stopping, and all published
+      // Only this thread pops, and push_back keeps references to existing elements valid.
+      item = &queue_.front();
+    }
+    absl::StatusOr<NatsClient::Ack> ack =
+        nats_.Publish(absl::StrCat(options_.subject_prefix, ".", item->partition), item->match,
+                      absl::StrCat(id_prefix_, item->sequence));
+    absl::MutexLock lock(&mu_);
+    if (ack.ok()) {
+      published_.fetch_add(1);
+      acked_through_ = item->sequence + 1;
+      queued_bytes_ -= Cost(item->match.size());
+      queue_.pop_front();
+      backoff = options_.retry_min;
+      continue;
+    }
+    failures_.fetch_add(1);
+    if (stopping_) {
+      // Stopping while NATS refuses: what is left is lost, and counted.
+      dropped_.fetch_add(queue_.size());
+      queue_.clear();
+      queued_bytes_ = 0;
+      return;
+    }
+    auto stop = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
+    mu_.AwaitWithTimeout(absl::Condition(&stop), backoff);
+    backoff = std::min(2 * backoff, options_.retry_max);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<PartitionConsumer>> PartitionConsumer::Open(
+    NatsClient& nats, const std::string& stream, const std::string& subject_prefix,
+    const std::string& durable_prefix, uint32_t partition) {
+  auto c = std::unique_ptr<PartitionConsumer>(new PartitionConsumer());
+  c->subject_ = absl::StrCat(subject_prefix, ".", partition);
+  const std::string durable = absl::StrCat(durable_prefix, "-p", partition);
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = stream.c_str();
+  so.Config.AckPolicy = js_AckExplicit;
+  so.Config.DeliverPolicy = js_DeliverAll;
+  so.Config.AckWait = absl::ToInt64Nanoseconds(absl::Seconds(30));
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s = js_PullSubscribe(&c->sub_, nats.jetstream(), c->subject_.c_str(),
+                                        durable.c_str(), nullptr, &so, &err);
+  if (s != NATS_OK) {
+    return NatsError(s, absl::StrCat("cluster: consuming ", c->subject_, " as ", durable));
+  }
+  return c;
+}
+
+PartitionConsumer::~PartitionConsumer() {
+  // Destroy, not Unsubscribe: the durable consumer (its position) must outlive this owner.
+  if (sub_ != nullptr) natsSubscription_Destroy(sub_);
+}
+
+absl::StatusOr<size_t> PartitionConsumer::Poll(
+    size_t max, absl::Duration wait,
+    const std::function<absl::Status(uint64_t, absl::string_view)>& take) {
+  natsMsgList list{nullptr, 0};
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s =
+      natsSubscription_Fetch(&list, sub_, static_cast<int>(std::max<size_t>(max, 1)),
+                             std::max<int64_t>(1, absl::ToInt64Milliseconds(wait)), &err);
+  if (s == NATS_TIMEOUT) return 0;
+  if (s != NATS_OK) return NatsError(s, absl::StrCat("cluster: fetching ", subject_));
+  size_t taken = 0;
+  absl::Status refused;
+  for (int i = 0; i < list.Count; ++i) {
+    natsMsg* m = list.Msgs[i];
+    if (!refused.ok()) {
+      natsMsg_Nak(m, nullptr);  // after a refusal: delivered again, in order, later
+      continue;
+    }
+    jsMsgMetaData* meta = nullptr;
+    uint64_t seq = 0;
+    if (natsMsg_GetMetaData(&meta, m) == NATS_OK) {
+      seq = meta->Sequence.Stream;
+      jsMsgMetaData_Destroy(meta);
+    }
+    refused = take(
+        seq, absl::string_view(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m))));
+    if (refused.ok()) {
+      natsMsg_Ack(m, nullptr);
+      ++taken;
+    } else {
+      natsMsg_Nak(m, nullptr);
+    }
+  }
+  natsMsgList_Destroy(&list);
+  if (!refused.ok()) return refused;
+  return taken;
+}
+
+}  // namespace palisade::cluster

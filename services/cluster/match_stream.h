@@ -1,0 +1,127 @@
+// The match stream of the cluster (issue 17; docs/ARCHITECTURE.md, "Cluster"): every node parses
+// and matches its own lines, and only matches (rule, key, event time, evidence) leave it, on
+// subject `<prefix>.<partition>` where the partition is PartitionOf(key). The node that owns a
+// partition (LeaseTable) reads it with a durable consumer and keeps that partition's windows.
+//
+// MatchPublisher: a node's way out. Enqueue never blocks the pipeline: matches wait in a queue
+// bounded in bytes (past the bound a match is dropped and counted), and one thread publishes them
+// in order, each with the id "<node>:<incarnation>:<sequence>", so a publish retried after a lost
+// ack is stored once by the stream's de-duplication, and a restarted node (a new incarnation)
+// never reuses an id. While NATS is away the thread retries with a capped backoff and the queue
+// holds what comes meanwhile; when NATS returns it catches up.
+//
+// PartitionConsumer: an owner's way in. A durable pull consumer per partition ("<name>-p<N>",
+// filtered on that partition's subject), so a new owner resumes after the last acknowledged
+// match; a match is acknowledged only after the callback took it, and one not acknowledged is
+// delivered again.
+//
+// Thread-safe: MatchPublisher's methods may be called from any thread. A PartitionConsumer is
+// used by one thread (the partition's owner loop).
+#ifndef PALISADE_SERVICES_CLUSTER_MATCH_STREAM_H_
+#define PALISADE_SERVICES_CLUSTER_MATCH_STREAM_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "services/cluster/nats_client.h"
+
+typedef struct __natsSubscription natsSubscription;
+
+namespace palisade::cluster {
+
+// The partition of the match stream a key belongs to: a stable hash (FNV-1a, 64 bits) of the
+// key modulo `partitions`, the same on every node and every build (absl::Hash is not stable
+// across processes, so it cannot be used here).
+uint32_t PartitionOf(absl::string_view key, uint32_t partitions);
+
+struct MatchPublisherOptions {
+  std::string node_id;
+  std::string subject_prefix = "palisade.matches";
+  uint32_t partitions = 16;
+  // The queue's bound: the bytes of the matches waiting (plus a fixed cost per match).
+  size_t max_queued_bytes = 64u << 20;
+  // Between attempts while NATS refuses: doubles from `retry_min` up to `retry_max`.
+  absl::Duration retry_min = absl::Milliseconds(100);
+  absl::Duration retry_max = absl::Seconds(5);
+};
+
+class MatchPublisher {
+ public:
+  static absl::StatusOr<std::unique_ptr<MatchPublisher>> Start(NatsClient& nats,
+                                                               MatchPublisherOptions options);
+  // Publishes what is queued (NATS permitting: at most `retry_max` more), then stops.
+  ~MatchPublisher();
+
+  // Queues `match` (serialized) for the partition of `key`. false: the queue was full and the
+  // match was dropped (counted in dropped()).
+  bool Enqueue(absl::string_view key, std::string match);
+
+  // Waits until every match queued so far is acknowledged by the stream, or `timeout`.
+  bool WaitUntilPublished(absl::Duration timeout);
+
+  uint64_t published() const { return published_.load(); }
+  uint64_t dropped() const { return dropped_.load(); }
+  uint64_t publish_failures() const { return failures_.load(); }
+  size_t queued_bytes() const;
+
+  // A match's cost against max_queued_bytes: its bytes plus the queue's bookkeeping.
+  static size_t Cost(size_t match_bytes) { return match_bytes + 64; }
+
+ private:
+  MatchPublisher(NatsClient& nats, MatchPublisherOptions options);
+  void Run();
+
+  struct Item {
+    uint32_t partition;
+    uint64_t sequence;
+    std::string match;
+  };
+  NatsClient& nats_;
+  const MatchPublisherOptions options_;
+  const std::string id_prefix_;  // "<node>:<incarnation>:"
+  mutable absl::Mutex mu_;
+  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t acked_through_ ABSL_GUARDED_BY(mu_) = 0;  // sequences below this are acknowledged
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<uint64_t> published_{0}, dropped_{0}, failures_{0};
+  std::thread thread_;
+};
+
+class PartitionConsumer {
+ public:
+  // Binds (or creates) the durable consumer "<durable_prefix>-p<partition>" on `stream`.
+  static absl::StatusOr<std::unique_ptr<PartitionConsumer>> Open(NatsClient& nats,
+                                                                 const std::string& stream,
+                                                                 const std::string& subject_prefix,
+                                                                 const std::string& durable_prefix,
+                                                                 uint32_t partition);
+  ~PartitionConsumer();
+
+  // Fetches up to `max` matches (waiting at most `wait` for the first) and gives each to `take`
+  // in stream order with its stream sequence; acknowledges each one `take` returned OK for. A
+  // match `take` refused is not acknowledged (delivered again later) and ends this poll with
+  // that status. Returns how many were taken.
+  absl::StatusOr<size_t> Poll(
+      size_t max, absl::Duration wait,
+      const std::function<absl::Status(uint64_t stream_sequence, absl::string_view match)>& take);
+
+ private:
+  PartitionConsumer() = default;
+  natsSubscription* sub_ = nullptr;
+  std::string subject_;
+};
+
+}  // namespace palisade::cluster
+
+#endif  // PALISADE_SERVICES_CLUSTER_MATCH_STREAM_H_

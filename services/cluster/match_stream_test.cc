@@ -1,0 +1,169 @@
+#include "services/cluster/match_stream.h"
+
+#include <map>
+#include <set>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/cluster/nats_server_for_tests.h"
+
+namespace palisade::cluster {
+namespace {
+
+constexpr uint32_t kPartitions = 4;
+
+class MatchStreamTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = NatsServerForTests::Start();
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    auto client = NatsClient::Connect({.servers = {server_->url()}, .timeout = absl::Seconds(2)});
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+    ASSERT_TRUE(client_
+                    ->EnsureStream({.name = "MATCHES",
+                                    .subjects = {"palisade.matches.*"},
+                                    .duplicate_window = absl::Minutes(2)})
+                    .ok());
+  }
+  std::unique_ptr<MatchPublisher> Publisher(const std::string& node, size_t max_bytes = 1 << 20) {
+    auto p = MatchPublisher::Start(*client_, {.node_id = node,
+                                              .partitions = kPartitions,
+                                              .max_queued_bytes = max_bytes,
+                                              .retry_min = absl::Milliseconds(20),
+                                              .retry_max = absl::Milliseconds(200)});
+    EXPECT_TRUE(p.ok()) << p.status();
+    return p.ok() ? *std::move(p) : nullptr;
+  }
+  // Everything partition `p` holds now, in order, through a consumer named `durable`.
+  std::vector<std::string> Drain(uint32_t p, const std::string& durable = "owner") {
+    auto c = PartitionConsumer::Open(*client_, "MATCHES", "palisade.matches", durable, p);
+    EXPECT_TRUE(c.ok()) << c.status();
+    std::vector<std::string> got;
+    if (!c.ok()) return got;
+    while (true) {
+      absl::StatusOr<size_t> n =
+          (*c)->Poll(100, absl::Milliseconds(300), [&](uint64_t, absl::string_view m) {
+            got.emplace_back(m);
+            return absl::OkStatus();
+          });
+      EXPECT_TRUE(n.ok()) << n.status();
+      if (!n.ok() || *n == 0) break;
+    }
+    return got;
+  }
+  std::unique_ptr<NatsServerForTests> server_;
+  std::unique_ptr<NatsClient> client_;
+};
+
+// Two nodes publish matches for many keys: each partition holds exactly its keys' matches, each
+// once, in each node's order.
+TEST_F(MatchStreamTest, MatchesLandInTheirKeysPartitionOnceInOrder) {
+  auto a = Publisher("web-1");
+  auto b = Publisher("web-2");
+  ASSERT_TRUE(a && b);
+  for (int i = 0; i < 200; ++i) {
+    const std::string key = absl::StrCat("198.51.100.", i % 50);
+    ASSERT_TRUE(a->Enqueue(key, absl::StrCat(key, " web-1 ", i)));
+    ASSERT_TRUE(b->Enqueue(key, absl::StrCat(key, " web-2 ", i)));
+  }
+  ASSERT_TRUE(a->WaitUntilPublished(absl::Seconds(60)));
+  ASSERT_TRUE(b->WaitUntilPublished(absl::Seconds(60)));
+  EXPECT_EQ(a->published() + b->published(), 400u);
+  size_t total = 0;
+  for (uint32_t p = 0; p < kPartitions; ++p) {
+    std::map<std::string, int> last_of_node;
+    for (const std::string& m : Drain(p)) {
+      std::vector<std::string> f = absl::StrSplit(m, ' ');
+      ASSERT_EQ(f.size(), 3u);
+      EXPECT_EQ(PartitionOf(f[0], kPartitions), p) << m;
+      int i = 0;
+      ASSERT_TRUE(absl::SimpleAtoi(f[2], &i));
+      auto it = last_of_node.find(f[1]);
+      if (it != last_of_node.end()) EXPECT_LT(it->second, i) << "out of order: " << m;
+      last_of_node[f[1]] = i;
+      ++total;
+    }
+  }
+  EXPECT_EQ(total, 400u);
+}
+
+// A new owner resumes after the last acknowledged match: what the old owner took is not seen
+// again, what it refused (not acknowledged) is.
+TEST_F(MatchStreamTest, ANewOwnerResumesAfterTheLastAcknowledgedMatch) {
+  auto a = Publisher("web-1");
+  ASSERT_TRUE(a);
+  std::string key;  // a key of partition 0
+  for (int i = 0; PartitionOf(key, kPartitions) != 0 || key.empty(); ++i) {
+    key = absl::StrCat("203.0.113.", i);
+  }
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(a->Enqueue(key, absl::StrCat("m", i)));
+  ASSERT_TRUE(a->WaitUntilPublished(absl::Seconds(60)));
+  {
+    auto first = PartitionConsumer::Open(*client_, "MATCHES", "palisade.matches", "owner", 0);
+    ASSERT_TRUE(first.ok()) << first.status();
+    int seen = 0;
+    absl::StatusOr<size_t> n = (*first)->Poll(10, absl::Seconds(5), [&](uint64_t seq, auto) {
+      ++seen;
+      EXPECT_GT(seq, 0u);
+      return seen <= 4 ? absl::OkStatus() : absl::UnavailableError("owner lost its lease");
+    });
+    EXPECT_EQ(n.status().code(), absl::StatusCode::kUnavailable);
+  }  // the first owner is gone
+  EXPECT_THAT(Drain(0), ::testing::ElementsAre("m4", "m5", "m6", "m7", "m8", "m9"));
+}
+
+// NATS goes away: the node keeps queueing (within its bound), and catches up when NATS is back;
+// nothing is published twice.
+TEST_F(MatchStreamTest, WhileNatsIsAwayMatchesWaitAndCatchUp) {
+  auto a = Publisher("web-1");
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(a->Enqueue("k", "before"));
+  ASSERT_TRUE(a->WaitUntilPublished(absl::Seconds(60)));
+  server_->Kill();
+  for (int i = 0; i < 50; ++i) ASSERT_TRUE(a->Enqueue("k", absl::StrCat("during ", i)));
+  EXPECT_FALSE(a->WaitUntilPublished(absl::Milliseconds(300)));
+  EXPECT_GT(a->queued_bytes(), 0u);
+  ASSERT_TRUE(server_->Restart().ok());
+  ASSERT_TRUE(a->WaitUntilPublished(absl::Seconds(60)));
+  EXPECT_EQ(a->published(), 51u);
+  EXPECT_GT(a->publish_failures(), 0u);
+  EXPECT_EQ(a->dropped(), 0u);
+  EXPECT_EQ(Drain(PartitionOf("k", kPartitions)).size(), 51u);
+}
+
+// The queue is bounded in bytes: past it a match is dropped and counted, never blocking.
+TEST_F(MatchStreamTest, TheQueueIsBoundedInBytes) {
+  server_->Kill();  // nothing drains the queue
+  const std::string match(1000, 'x');
+  auto a = Publisher("web-1", /*max_bytes=*/10 * MatchPublisher::Cost(match.size()));
+  ASSERT_TRUE(a);
+  int accepted = 0;
+  for (int i = 0; i < 25; ++i) accepted += a->Enqueue("k", match) ? 1 : 0;
+  EXPECT_EQ(accepted, 10);
+  EXPECT_EQ(a->dropped(), 15u);
+  EXPECT_LE(a->queued_bytes(), 10 * MatchPublisher::Cost(match.size()));
+}
+
+// The partition of a key is the same on every node and build: fixed values, and keys spread.
+TEST(PartitionOfTest, StableAndSpread) {
+  EXPECT_EQ(PartitionOf("", 16), 14695981039346656037ull % 16);
+  EXPECT_EQ(PartitionOf("203.0.113.7", 1), 0u);
+  const uint32_t p = PartitionOf("203.0.113.7", 64);
+  EXPECT_EQ(PartitionOf("203.0.113.7", 64), p);
+  std::vector<int> counts(16, 0);
+  for (int i = 0; i < 16000; ++i)
+    ++counts[PartitionOf(absl::StrCat("10.0.", i / 256, ".", i % 256), 16)];
+  for (int c : counts) {
+    EXPECT_GT(c, 700);
+    EXPECT_LT(c, 1300);
+  }
+}
+
+}  // namespace
+}  // namespace palisade::cluster
