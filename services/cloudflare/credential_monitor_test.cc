@@ -104,8 +104,8 @@ TEST_F(CredentialMonitorTest, APermissionLostWhileRunningIsReportedAndItsReturnT
   absl::StatusOr<CredentialReport> start = monitor.CheckAtStart(std::nullopt);
   ASSERT_THAT(start, IsOk());
   EXPECT_TRUE(start->Enabled(kIpListActuator));
-  monitor.Started({kAccessRuleActuator, kIpListActuator, kRateLimitActuator,
-                   kTokenRevocationActuator});
+  monitor.Started(
+      {kAccessRuleActuator, kIpListActuator, kRateLimitActuator, kTokenRevocationActuator});
   EXPECT_THAT(Metrics(), HasSubstr("palisade_actuator_enabled{actuator=\"ip_list\"} 1"));
 
   // Removed in the dashboard after the start: seen at the next check, not before.
@@ -148,10 +148,11 @@ TEST_F(CredentialMonitorTest, AnApproachingExpiryAndAFailedCheckAreShown) {
   CredentialMonitor monitor(*client_, clock_, Options(), registry_);
   ASSERT_THAT(monitor.CheckAtStart(std::nullopt), IsOk());
   EXPECT_EQ(monitor.status().report->Count("expiring_soon"), 0);
-  const double expiry = static_cast<double>(absl::ToUnixSeconds(clock_.TimeNow() + absl::Hours(24 * 20)));
-  EXPECT_THAT(Metrics(), HasSubstr(absl::StrCat(
-                             "palisade_cloudflare_token_expiry_timestamp_seconds ",
-                             static_cast<int64_t>(expiry))));
+  const double expiry =
+      static_cast<double>(absl::ToUnixSeconds(clock_.TimeNow() + absl::Hours(24 * 20)));
+  EXPECT_THAT(Metrics(),
+              HasSubstr(absl::StrCat("palisade_cloudflare_token_expiry_timestamp_seconds ",
+                                     static_cast<int64_t>(expiry))));
 
   // Seven days on, the expiry is within 14 days: the periodic check says so.
   clock_.Advance(absl::Hours(24 * 7));
@@ -170,7 +171,8 @@ TEST_F(CredentialMonitorTest, AnApproachingExpiryAndAFailedCheckAreShown) {
   EXPECT_FALSE(s.error.empty());
   EXPECT_EQ(s.report->Count("expiring_soon"), 1);
   EXPECT_TRUE(State(s, kIpListActuator)->enabled);
-  EXPECT_THAT(Metrics(), HasSubstr("palisade_cloudflare_credentials_checks_total{result=\"failed\"} 1"));
+  EXPECT_THAT(Metrics(),
+              HasSubstr("palisade_cloudflare_credentials_checks_total{result=\"failed\"} 1"));
   fake_.SetFaults(fake::Faults());
   clock_.Advance(absl::Hours(1));
   ASSERT_TRUE(monitor.Tick());

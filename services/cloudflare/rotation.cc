@@ -223,9 +223,9 @@ absl::StatusOr<RollReport> TokenRotator::RotateNowForOperator() {
   }
   roll_mu_.Unlock();
   if (!s.ok()) {
-    return absl::Status(s.code(), absl::StrCat("the roll of token ", options_.token_id,
-                                               " failed; the current secret is kept: ",
-                                               s.message()));
+    return absl::Status(s.code(),
+                        absl::StrCat("the roll of token ", options_.token_id,
+                                     " failed; the current secret is kept: ", s.message()));
   }
   // A roll keeps the expiry; it is read again so the operator sees what Cloudflare holds.
   report.expires_on = options_.expires_on;

@@ -90,8 +90,8 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   if (rotate && source.token_file.empty()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cloudflare: rotation is configured but the credential does not come from token_file",
-        source.token_env.empty() ? "" : " (it comes from environment variable ",
-        source.token_env, source.token_env.empty() ? "" : ")",
+        source.token_env.empty() ? "" : " (it comes from environment variable ", source.token_env,
+        source.token_env.empty() ? "" : ")",
         ": a rolled secret could not be written back; use token_file or remove "
         "cloudflare.rotation"));
   }
@@ -99,13 +99,12 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
     return absl::InvalidArgumentError("cloudflare.rotation.interval must be at least 1s");
   }
   // The periodic credentials check: unset, every hour; 0s turns it off.
-  const absl::Duration check_interval = config.has_check_interval()
-                                            ? FromProtoDuration(config.check_interval())
-                                            : absl::Hours(1);
+  const absl::Duration check_interval =
+      config.has_check_interval() ? FromProtoDuration(config.check_interval()) : absl::Hours(1);
   if (check_interval != absl::ZeroDuration() && check_interval < absl::Seconds(1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cloudflare.check_interval must be 0s (off) or at least 1s, not ",
-        absl::FormatDuration(check_interval)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cloudflare.check_interval must be 0s (off) or at least 1s, not ",
+                     absl::FormatDuration(check_interval)));
   }
   if (!rotate) {
     edge->no_rotation_ =
@@ -164,8 +163,7 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
       mo.needs = TokenNeedsFor(config, audit_logs);
       mo.account_owned = info->account_owned;
       if (check_interval > absl::ZeroDuration()) mo.interval = check_interval;
-      edge->monitor_ =
-          std::make_unique<CredentialMonitor>(*edge->client_, clock, mo, registry);
+      edge->monitor_ = std::make_unique<CredentialMonitor>(*edge->client_, clock, mo, registry);
       absl::StatusOr<CredentialReport> report = edge->monitor_->CheckAtStart(info->expires_on);
       if (!report.ok()) {
         std::cerr << "palisaded: cloudflare: credentials check not made ("
@@ -186,8 +184,9 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   if (!edge->monitor_) {
     enabled_family = &prometheus::BuildGauge()
                           .Name("palisade_actuator_enabled")
-                          .Help("1 when the actuator runs, 0 when the credentials check "
-                                "disabled it (the token lacks a permission it needs).")
+                          .Help(
+                              "1 when the actuator runs, 0 when the credentials check "
+                              "disabled it (the token lacks a permission it needs).")
                           .Register(registry);
   }
   std::vector<std::string> started;
@@ -263,9 +262,11 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   ropts.scope = config.access_rule_scope() == "account" ? RuleScope::kAccount : RuleScope::kZone;
   ropts.list = list;
   ropts.withdraw_on_missing = config.drift_policy() == "withdraw";
-  ropts.access_rules = !edge->credential_report_ || edge->credential_report_->Enabled(kAccessRuleActuator);
+  ropts.access_rules =
+      !edge->credential_report_ || edge->credential_report_->Enabled(kAccessRuleActuator);
   ropts.ip_list = !edge->credential_report_ || edge->credential_report_->Enabled(kIpListActuator);
-  ropts.rate_limits = !edge->credential_report_ || edge->credential_report_->Enabled(kRateLimitActuator);
+  ropts.rate_limits =
+      !edge->credential_report_ || edge->credential_report_->Enabled(kRateLimitActuator);
   edge->reconciler_ =
       std::make_unique<Reconciler>(client, *edge->dispatcher_, table, ropts, registry);
   if (!config.dry_run()) {

@@ -83,9 +83,9 @@ class Edge {
   absl::Notification stopping_;
   std::unique_ptr<CurlTransport> transport_;
   std::unique_ptr<CloudflareClient> client_;
-  std::unique_ptr<TokenRotator> rotator_;  // after client_: stopped before it goes
+  std::unique_ptr<TokenRotator> rotator_;       // after client_: stopped before it goes
   std::unique_ptr<CredentialMonitor> monitor_;  // after client_: stopped before it goes
-  std::string no_rotation_;  // why there is no rotator (empty when there is one)
+  std::string no_rotation_;                     // why there is no rotator (empty when there is one)
   std::unique_ptr<Dispatcher> dispatcher_;
   std::optional<CredentialReport> credential_report_;
 };

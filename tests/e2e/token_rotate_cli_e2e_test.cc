@@ -87,9 +87,9 @@ TEST(TokenRotateCliE2eTest, RotateRollsTheTokenNowAndBansStillApply) {
   const json tokens = EmulatorState(cf)["tokens"];
   ASSERT_EQ(tokens.size(), 1u) << tokens.dump();
   const std::string id = tokens[0]["id"];
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
-      {"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks, "", kRotation),
-       "--shutdown_grace=200ms"});
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks, "", kRotation),
+                     "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
   auto ingest = palisade::v1::Ingest::NewStub(channel);
