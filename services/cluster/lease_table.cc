@@ -145,4 +145,24 @@ absl::StatusOr<std::optional<LeaseTable::Holder>> LeaseTable::HolderOf(absl::str
   return Holder{e->node, e->until};
 }
 
+absl::StatusOr<std::map<std::string, LeaseTable::Holder>> LeaseTable::LiveWithPrefix(
+    absl::string_view prefix) {
+  kvKeysList keys{nullptr, 0};
+  const natsStatus s = kvStore_Keys(&keys, kv_, nullptr);
+  std::map<std::string, Holder> out;
+  if (s == NATS_NOT_FOUND) return out;  // an empty bucket
+  if (s != NATS_OK) return NatsError(s, "cluster: listing leases");
+  std::vector<std::string> names;
+  for (int i = 0; i < keys.Count; ++i) {
+    if (absl::StartsWith(keys.Keys[i], prefix)) names.emplace_back(keys.Keys[i]);
+  }
+  kvKeysList_Destroy(&keys);
+  for (const std::string& name : names) {
+    absl::StatusOr<Entry> e = Read(name);
+    if (!e.ok()) return e.status();
+    if (Live(*e)) out.emplace(name, Holder{e->node, e->until});
+  }
+  return out;
+}
+
 }  // namespace palisade::cluster

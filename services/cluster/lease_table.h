@@ -16,6 +16,7 @@
 #define PALISADE_SERVICES_CLUSTER_LEASE_TABLE_H_
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -63,6 +64,9 @@ class LeaseTable {
   };
   // The live holder of `name` (nullopt: free, released or run out).
   absl::StatusOr<std::optional<Holder>> HolderOf(absl::string_view name);
+
+  // The live leases whose name starts with `prefix`: name -> holder.
+  absl::StatusOr<std::map<std::string, Holder>> LiveWithPrefix(absl::string_view prefix);
 
  private:
   LeaseTable(kvStore* kv, LeaseOptions options);
