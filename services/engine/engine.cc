@@ -263,9 +263,66 @@ void Engine::NoteCounted(const CompiledRule& rule, int pattern_index, const Pars
   scratch.noted_key.assign(key.data(), key.size());
 }
 
+void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
+                               Scratch& scratch,
+                               std::vector<std::pair<int, int>>* candidates) const {
+  if (scratch.streak_index != &index || scratch.streaks.size() != index.parts.size()) {
+    scratch.streak_index = &index;
+    scratch.streaks.assign(index.parts.size(), 0);
+  }
+  for (size_t part_no = 0; part_no < index.parts.size(); ++part_no) {
+    const RuleSet::SetPart& part = index.parts[part_no];
+    // The gated part: patterns whose required literal occurs are candidates (their capturing
+    // regex decides); a line without any of the literals costs one vectorised scan.
+    // Candidates are (rule, pattern << 1 | unproven): a Set's hits are known to match.
+    if (part.gate != nullptr) {
+      const size_t before = candidates->size();
+      part.gate->Scan(line.message, part.entries, candidates);
+      for (size_t k = before; k < candidates->size(); ++k) {
+        (*candidates)[k].second = (*candidates)[k].second << 1 | 1;
+      }
+      continue;
+    }
+    // RE2::Set::Match allocates its match set when asked for indices, so ask "any?" first:
+    // most lines of a normal log match nothing and then cost one DFA pass and no allocation.
+    // Unless this Set matched the last kProbeStreak lines in a row (a rule that counts every
+    // request, such as web-request-flood): then the probe is a pass for nothing, until the
+    // indexed pass finds no match again. Either way the hits are the same.
+    uint8_t& streak = scratch.streaks[part_no];
+    if (streak < kProbeStreak) {
+      if (!part.set->Match(Piece(line.message), nullptr)) {
+        streak = 0;
+        continue;
+      }
+      ++streak;
+    }
+    if (!part.set->Match(Piece(line.message), &scratch.set_hits)) {
+      streak = 0;
+      continue;
+    }
+    for (int hit : scratch.set_hits) {
+      candidates->emplace_back(part.entries[hit].first, part.entries[hit].second << 1);
+    }
+  }
+  // Field rules (Rule.field) are candidates on every record of their formats: their patterns
+  // run on the field's value, which no Set has scanned.
+  for (int r : index.field_rules) {
+    const int patterns = rules_->rules()[r]->proto.patterns_size();
+    for (int p = 0; p < patterns; ++p) candidates->emplace_back(r, p << 1 | 1);
+  }
+}
+
+void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
+                      std::vector<std::pair<int, int>>* out) const {
+  const RuleSet::FormatIndex* index = rules_->ForFormat(format);
+  if (index == nullptr) return;
+  CollectCandidates(*index, line, ThreadScratch(), out);
+}
+
 LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& line,
                            absl::string_view raw, absl::Time time, std::vector<Detection>* out,
-                           uint32_t stream) {
+                           uint32_t stream,
+                           const absl::Span<const std::pair<int, int>>* prematched) {
   LineResult result;
   stats_.lines.fetch_add(1, std::memory_order_relaxed);
   // First what counts on this line, then the evidence (once, redacted), then the counting: the
@@ -275,42 +332,45 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
   std::vector<absl::string_view>& secrets = scratch.secrets;
   counted.clear();
   secrets.clear();
-  Candidates(format, line, time, stream, [&](int rule_index, absl::string_view captured) {
-    const CompiledRule& rule = *rules_->rules()[rule_index];
-    const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
-    // A token rule reports every token on the line; the same token found twice counts once.
-    if (token && std::find(counted.begin(), counted.end(),
-                           std::make_pair(rule_index, captured)) != counted.end()) {
-      return false;
-    }
-    absl::string_view text;
-    RuleText(rule, line, &text);
-    for (const auto& ignore : rule.ignores) {
-      // No submatches: RE2 runs its DFA alone (PartialMatch would go through its Arg parsing).
-      if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) {
-        ++result.ignored;
-        return false;
-      }
-    }
-    absl::string_view key;
-    bool allowlisted = false;
-    if (!NormaliseKey(rule, captured, &key, &allowlisted)) {
-      ++result.invalid_keys;
-      return false;
-    }
-    if (allowlisted) {
-      ++result.ignored;
-      return false;
-    }
-    // The key is copied out: the next rule's NormaliseKey reuses the scratch it points into.
-    if (scratch.keys.size() <= counted.size()) scratch.keys.emplace_back();
-    scratch.keys[counted.size()].assign(key.data(), key.size());
-    // `captured` may view a key read from a session (scratch, reused by the next candidate);
-    // only token rules, which have no session, use it past this point.
-    counted.emplace_back(rule_index, captured);
-    if (token) secrets.push_back(captured);
-    return true;
-  });
+  Candidates(
+      format, line, time, stream,
+      [&](int rule_index, absl::string_view captured) {
+        const CompiledRule& rule = *rules_->rules()[rule_index];
+        const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
+        // A token rule reports every token on the line; the same token found twice counts once.
+        if (token && std::find(counted.begin(), counted.end(),
+                               std::make_pair(rule_index, captured)) != counted.end()) {
+          return false;
+        }
+        absl::string_view text;
+        RuleText(rule, line, &text);
+        for (const auto& ignore : rule.ignores) {
+          // No submatches: RE2 runs its DFA alone (PartialMatch would go through its Arg parsing).
+          if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) {
+            ++result.ignored;
+            return false;
+          }
+        }
+        absl::string_view key;
+        bool allowlisted = false;
+        if (!NormaliseKey(rule, captured, &key, &allowlisted)) {
+          ++result.invalid_keys;
+          return false;
+        }
+        if (allowlisted) {
+          ++result.ignored;
+          return false;
+        }
+        // The key is copied out: the next rule's NormaliseKey reuses the scratch it points into.
+        if (scratch.keys.size() <= counted.size()) scratch.keys.emplace_back();
+        scratch.keys[counted.size()].assign(key.data(), key.size());
+        // `captured` may view a key read from a session (scratch, reused by the next candidate);
+        // only token rules, which have no session, use it past this point.
+        counted.emplace_back(rule_index, captured);
+        if (token) secrets.push_back(captured);
+        return true;
+      },
+      prematched);
   if (!counted.empty()) {
     // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
     // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in

@@ -43,11 +43,12 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/hash/hash.h"
 #include "absl/container/inlined_vector.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/hash/hash.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "absl/types/span.h"
 #include "palisade/v1/state.pb.h"
 #include "services/common/ip.h"
 #include "services/engine/rule_set.h"
@@ -134,8 +135,20 @@ class Engine {
   // Matches one parsed line of `format`, counts it, and appends any detections to `out`.
   // `raw` is the whole line (kept as evidence); `time` its event time; `stream` the caller's
   // number for the stream the line came from (see ExpireByStream; 0: none).
+  // `prematched`, when given, is the line's candidates from Prematch with these rules: Process
+  // then runs no Set pass and no literal gate of its own (the result is the same).
   LineResult Process(palisade::v1::LogFormat format, const ParsedLine& line, absl::string_view raw,
-                     absl::Time time, std::vector<Detection>* out, uint32_t stream = 0);
+                     absl::Time time, std::vector<Detection>* out, uint32_t stream = 0,
+                     const absl::Span<const std::pair<int, int>>* prematched = nullptr);
+
+  // The first step of Process, which depends on nothing but the line's message and the rules:
+  // the RE2::Set passes, the literal gates and the field rules give the rules that may match,
+  // appended to `*out` as (rule index, pattern index << 1 | unproven). Keeps no state (but the
+  // calling thread's scratch, whose streaks change only the cost): threads may prematch lines
+  // ahead of the one thread that then processes them in order with `prematched`, and every
+  // window, session and decision is what a Process without it gives (replay on every core).
+  void Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
+                std::vector<std::pair<int, int>>* out) const;
 
   // Only the matching step: calls `fn(rule, key)` for each rule whose pattern matches, with
   // the normalised key. Used by Admin.TestRules and `palisadectl rules test`. Sessions are
@@ -268,7 +281,11 @@ class Engine {
   // whether the match counted; follows the rules' sessions (see the header comment).
   template <typename Fn>
   void Candidates(palisade::v1::LogFormat format, const ParsedLine& line, absl::Time time,
-                  uint32_t stream, Fn fn);
+                  uint32_t stream, Fn fn,
+                  const absl::Span<const std::pair<int, int>>* prematched = nullptr);
+  // The Set passes, gates and field rules of `index` over `line` (see Prematch).
+  void CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
+                         Scratch& scratch, std::vector<std::pair<int, int>>* candidates) const;
   // The session id of a rule's match (its pid's, or its `by` capture's) into `*id`; false when
   // the line has none (no pid, no capture) or it is too long to keep.
   static bool SessionId(const CompiledRule& rule, int pattern_index, const ParsedLine& line,
@@ -329,58 +346,19 @@ inline re2::StringPiece Piece(absl::string_view s) { return re2::StringPiece(s.d
 
 template <typename Fn>
 void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, absl::Time time,
-                        uint32_t stream, Fn fn) {
+                        uint32_t stream, Fn fn,
+                        const absl::Span<const std::pair<int, int>>* prematched) {
   const RuleSet::FormatIndex* index = rules_->ForFormat(format);
   if (index == nullptr) return;
   Scratch& scratch = ThreadScratch();
-  std::vector<int>& set_hits = scratch.set_hits;
   std::vector<std::pair<int, int>>& candidates = scratch.candidates;
   std::vector<re2::StringPiece>& groups = scratch.groups;
   candidates.clear();
   ++scratch.line;
-  if (scratch.streak_index != index || scratch.streaks.size() != index->parts.size()) {
-    scratch.streak_index = index;
-    scratch.streaks.assign(index->parts.size(), 0);
-  }
-  for (size_t part_no = 0; part_no < index->parts.size(); ++part_no) {
-    const RuleSet::SetPart& part = index->parts[part_no];
-    // The gated part: patterns whose required literal occurs are candidates (their capturing
-    // regex decides); a line without any of the literals costs one vectorised scan.
-    // Candidates are (rule, pattern << 1 | unproven): a Set's hits are known to match.
-    if (part.gate != nullptr) {
-      const size_t before = candidates.size();
-      part.gate->Scan(line.message, part.entries, &candidates);
-      for (size_t k = before; k < candidates.size(); ++k) {
-        candidates[k].second = candidates[k].second << 1 | 1;
-      }
-      continue;
-    }
-    // RE2::Set::Match allocates its match set when asked for indices, so ask "any?" first:
-    // most lines of a normal log match nothing and then cost one DFA pass and no allocation.
-    // Unless this Set matched the last kProbeStreak lines in a row (a rule that counts every
-    // request, such as web-request-flood): then the probe is a pass for nothing, until the
-    // indexed pass finds no match again. Either way the hits are the same.
-    uint8_t& streak = scratch.streaks[part_no];
-    if (streak < kProbeStreak) {
-      if (!part.set->Match(Piece(line.message), nullptr)) {
-        streak = 0;
-        continue;
-      }
-      ++streak;
-    }
-    if (!part.set->Match(Piece(line.message), &set_hits)) {
-      streak = 0;
-      continue;
-    }
-    for (int hit : set_hits) {
-      candidates.emplace_back(part.entries[hit].first, part.entries[hit].second << 1);
-    }
-  }
-  // Field rules (Rule.field) are candidates on every record of their formats: their patterns
-  // run on the field's value, which no Set has scanned.
-  for (int r : index->field_rules) {
-    const int patterns = rules_->rules()[r]->proto.patterns_size();
-    for (int p = 0; p < patterns; ++p) candidates.emplace_back(r, p << 1 | 1);
+  if (prematched != nullptr) {
+    candidates.assign(prematched->begin(), prematched->end());
+  } else {
+    CollectCandidates(*index, line, scratch, &candidates);
   }
   if (candidates.empty()) return;
   if (candidates.size() > 1) std::sort(candidates.begin(), candidates.end());

@@ -266,7 +266,126 @@ Pipeline::SourceMetrics& Pipeline::SourceMetricsFor(const std::string& source, L
   return source_metrics_.emplace(std::move(key), m).first->second;
 }
 
+namespace {
+
+// What Pipeline::Run reads of a batch, over either representation.
+class ProtoBatch {
+ public:
+  explicit ProtoBatch(const LogBatch& b) : b_(b) {}
+  LogFormat format() const { return b_.format(); }
+  uint64_t sequence() const { return b_.sequence(); }
+  const std::string& source() const { return b_.source(); }
+  const std::string& json_format() const { return b_.json_format(); }
+  int size() const { return b_.records_size(); }
+  absl::string_view line(int i) const { return b_.records(i).line(); }
+  const google::protobuf::Timestamp* event_time(int i) const {
+    return b_.records(i).has_event_time() ? &b_.records(i).event_time() : nullptr;
+  }
+  bool prematched(int, const RuleSet*, absl::Span<const std::pair<int, int>>*) const {
+    return false;
+  }
+
+ private:
+  const LogBatch& b_;
+};
+
+class ViewBatch {
+ public:
+  explicit ViewBatch(const LineBatch& b) : b_(b) {}
+  LogFormat format() const { return b_.format; }
+  uint64_t sequence() const { return b_.sequence; }
+  const std::string& source() const { return b_.source; }
+  const std::string& json_format() const { return b_.json_format; }
+  int size() const { return static_cast<int>(b_.lines.size()); }
+  absl::string_view line(int i) const { return b_.lines[i]; }
+  const google::protobuf::Timestamp* event_time(int) const { return nullptr; }
+  // Line i's candidates, when Prematch found them with `rules` (the rules in use).
+  bool prematched(int i, const RuleSet* rules, absl::Span<const std::pair<int, int>>* out) const {
+    if (b_.prematched_with == nullptr || b_.prematched_with != rules ||
+        static_cast<size_t>(i) >= b_.spans.size() ||
+        b_.spans[i].first == LineBatch::kNotPrematched || b_.spans[i].first > b_.spans[i].second ||
+        b_.spans[i].second > b_.candidates.size()) {
+      return false;
+    }
+    *out = absl::MakeConstSpan(b_.candidates.data() + b_.spans[i].first,
+                               b_.spans[i].second - b_.spans[i].first);
+    return true;
+  }
+
+ private:
+  const LineBatch& b_;
+};
+
+}  // namespace
+
+absl::string_view Pipeline::PrepareLine(absl::string_view line, std::string* sanitized,
+                                        bool* truncated, bool* sanitize) const {
+  *truncated = false;
+  *sanitize = false;
+  while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
+  if (line.size() > options_.max_line_bytes) {
+    line = line.substr(0, options_.max_line_bytes);
+    *truncated = true;
+  }
+  // Hostile bytes: NULs are replaced (they would cut evidence and log lines short), invalid
+  // UTF-8 is matched as it is (RE2 simply does not match across it); both are counted.
+  bool nul = line.find('\0') != absl::string_view::npos;
+  if (nul || !IsValidUtf8(line)) {
+    *sanitize = true;
+    if (nul) {
+      sanitized->assign(line.data(), line.size());
+      std::replace(sanitized->begin(), sanitized->end(), '\0', ' ');
+      line = *sanitized;
+    }
+  }
+  return line;
+}
+
 absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
+  return Run(ProtoBatch(batch));
+}
+
+absl::StatusOr<BatchAck> Pipeline::ProcessLines(const LineBatch& batch) {
+  return Run(ViewBatch(batch));
+}
+
+void Pipeline::Prematch(LineBatch* batch) const {
+  batch->candidates.clear();
+  batch->spans.assign(batch->lines.size(), {LineBatch::kNotPrematched, 0});
+  absl::ReaderMutexLock rules_lock(&rules_mu_);
+  batch->prematched_with = engine_.rules().get();
+  const std::string source = batch->source.empty() ? "-" : batch->source;
+  auto zone = options_.source_time_zones.find(source);
+  LineParser parser(batch->format,
+                    zone != options_.source_time_zones.end() ? zone->second : options_.time_zone);
+  if (batch->format == palisade::v1::LOG_FORMAT_JSON) {
+    auto mapping = options_.json_formats.find(batch->json_format);
+    if (mapping == options_.json_formats.end() || !parser.SetJsonFormat(mapping->second).ok()) {
+      return;  // ProcessLines refuses the batch, naming why
+    }
+  }
+  // The candidates depend on the message alone, which no reference time changes: the year
+  // only moves the time. A line that does not parse here is left to ProcessLines.
+  absl::Time reference = clock_.TimeNow();
+  YearRule rule = YearRule::kAtMostADayAhead;
+  ParsedLine parsed;
+  std::string sanitized;
+  for (size_t i = 0; i < batch->lines.size(); ++i) {
+    bool truncated, sanitize;
+    absl::string_view line = PrepareLine(batch->lines[i], &sanitized, &truncated, &sanitize);
+    if (!parser.Parse(line, reference, &parsed, rule).ok()) continue;
+    if (parsed.time) {
+      reference = *parsed.time;
+      rule = YearRule::kNearest;
+    }
+    const uint32_t begin = static_cast<uint32_t>(batch->candidates.size());
+    engine_.Prematch(batch->format, parsed, &batch->candidates);
+    batch->spans[i] = {begin, static_cast<uint32_t>(batch->candidates.size())};
+  }
+}
+
+template <typename Batch>
+absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   if (batch.format() == palisade::v1::LOG_FORMAT_UNSPECIFIED ||
       !palisade::v1::LogFormat_IsValid(batch.format())) {
     return absl::InvalidArgumentError(
@@ -372,24 +491,14 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
       absl::MutexLock lock(&metrics_mu_);
       sm = &SourceMetricsFor(source, batch.format());
     }
-    for (const palisade::v1::LogRecord& record : batch.records()) {
-      absl::string_view line = record.line();
-      while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-      if (line.size() > options_.max_line_bytes) {
-        line = line.substr(0, options_.max_line_bytes);
-        ack.set_truncated(ack.truncated() + 1);
-      }
-      // Hostile bytes: NULs are replaced (they would cut evidence and log lines short), invalid
-      // UTF-8 is matched as it is (RE2 simply does not match across it); both are counted.
-      bool nul = line.find('\0') != absl::string_view::npos;
-      if (nul || !IsValidUtf8(line)) {
-        ack.set_sanitized(ack.sanitized() + 1);
-        if (nul) {
-          sanitized.assign(line.data(), line.size());
-          std::replace(sanitized.begin(), sanitized.end(), '\0', ' ');
-          line = sanitized;
-        }
-      }
+    const RuleSet* rules_in_use = engine_.rules().get();
+    const int records = batch.size();
+    absl::Span<const std::pair<int, int>> prematched;
+    for (int record = 0; record < records; ++record) {
+      bool truncated, sanitize;
+      absl::string_view line = PrepareLine(batch.line(record), &sanitized, &truncated, &sanitize);
+      if (truncated) ack.set_truncated(ack.truncated() + 1);
+      if (sanitize) ack.set_sanitized(ack.sanitized() + 1);
       // In the daemon, a stream silent for a month starts over from now: the nearest year to a
       // line half a year old could be the wrong one, and live lines are recent.
       const bool first = previous == absl::InfinitePast() ||
@@ -404,10 +513,10 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
         continue;
       }
       absl::Time when = parsed.time.value_or(now);
-      if (record.has_event_time()) {
+      if (const google::protobuf::Timestamp* event_time = batch.event_time(record)) {
         // The client's Timestamp is checked as the line's is: nanos outside 0..999,999,999 or
         // a year past 9999 is refused, not normalised into some other time.
-        absl::StatusOr<absl::Time> t = CheckedProtoTime(record.event_time());
+        absl::StatusOr<absl::Time> t = CheckedProtoTime(*event_time);
         if (!t.ok()) {
           ack.set_clamped(ack.clamped() + 1);
           ack.set_malformed(ack.malformed() + 1);
@@ -428,14 +537,16 @@ absl::StatusOr<BatchAck> Pipeline::ProcessBatch(const LogBatch& batch) {
       }
       if (line_by_line && when > latest) options_.advance_clock(when);
       latest = std::max(latest, when);
-      LineResult r = engine_.Process(batch.format(), parsed, line, when, &detections, stream.id);
+      LineResult r = engine_.Process(
+          batch.format(), parsed, line, when, &detections, stream.id,
+          batch.prematched(record, rules_in_use, &prematched) ? &prematched : nullptr);
       if (line_by_line) decide();
       ack.set_accepted(ack.accepted() + 1);
       if (r.matched) ack.set_matched(ack.matched() + 1);
       ack.set_ignored(ack.ignored() + r.ignored);
     }
     malformed_.fetch_add(ack.malformed(), std::memory_order_relaxed);
-    sm->received->Increment(batch.records_size());
+    sm->received->Increment(records);
     if (ack.malformed() > 0) sm->malformed->Increment(ack.malformed());
     if (ack.truncated() > 0) sm->truncated->Increment(ack.truncated());
     if (ack.sanitized() > 0) sm->sanitized->Increment(ack.sanitized());

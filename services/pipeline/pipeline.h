@@ -94,6 +94,31 @@ struct PipelineOptions {
 // RFC 3629 UTF-8 validity (no overlongs, surrogates or code points past U+10FFFF).
 bool IsValidUtf8(absl::string_view s);
 
+// A batch of lines as views into the caller's buffer (replay: no protobuf record and no string
+// per line), with what LogBatch carries but the per-record event times. Prematch may fill in
+// each line's candidates on another thread (see Engine::Prematch) before ProcessLines.
+struct LineBatch {
+  palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_UNSPECIFIED;
+  std::string source;
+  std::string json_format;
+  uint64_t sequence = 0;
+  std::vector<absl::string_view> lines;
+  // Filled by Pipeline::Prematch: line i's candidates are
+  // candidates[spans[i].first, spans[i].second); first == kNotPrematched when the line was not
+  // (it did not parse there), and ProcessLines then matches it itself.
+  static constexpr uint32_t kNotPrematched = UINT32_MAX;
+  std::vector<std::pair<int, int>> candidates;
+  std::vector<std::pair<uint32_t, uint32_t>> spans;
+  const RuleSet* prematched_with = nullptr;  // the rules Prematch used (others: ignored)
+  // Empties it, keeping the vectors' capacity.
+  void Clear() {
+    lines.clear();
+    candidates.clear();
+    spans.clear();
+    prematched_with = nullptr;
+  }
+};
+
 class Pipeline {
  public:
   Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options, Clock& clock,
@@ -101,6 +126,13 @@ class Pipeline {
 
   // Runs one batch through the pipeline. kInvalidArgument for a batch without a format.
   absl::StatusOr<palisade::v1::BatchAck> ProcessBatch(const palisade::v1::LogBatch& batch);
+  // The same for lines as views; the result is the one ProcessBatch gives for a LogBatch of
+  // these lines, whether or not Prematch ran over them first.
+  absl::StatusOr<palisade::v1::BatchAck> ProcessLines(const LineBatch& batch);
+  // The stateless part of matching, for every line of `batch` (see Engine::Prematch): may run
+  // on any thread, concurrently with anything, ahead of the ProcessLines of the batch (which
+  // must wait for it). Changes no state of the pipeline.
+  void Prematch(LineBatch* batch) const;
 
   // Swaps in a new compiled rule set (compile it first: a failed compile never gets here).
   void SetRules(std::shared_ptr<const RuleSet> rules);
@@ -154,6 +186,15 @@ class Pipeline {
     absl::Time last_line = absl::InfinitePast();  // the previous line's own time (year rule)
     absl::Time watermark = absl::InfinitePast();  // the latest event time counted
   };
+
+  // ProcessBatch and ProcessLines: `Batch` is an adapter over a LogBatch or a LineBatch
+  // (pipeline.cc).
+  template <typename Batch>
+  absl::StatusOr<palisade::v1::BatchAck> Run(const Batch& batch);
+  // The line as matched: the trailing newline and CR dropped, cut at max_line_bytes, NULs
+  // replaced (into `*sanitized`). Sets *truncated / *sanitize when it did either.
+  absl::string_view PrepareLine(absl::string_view line, std::string* sanitized, bool* truncated,
+                                bool* sanitize) const;
 
   const PipelineOptions options_;
   Clock& clock_;

@@ -1,7 +1,11 @@
 #include "services/replay/replay.h"
 
 #include <algorithm>
+#include <deque>
+#include <thread>
+#include <utility>
 
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "prometheus/registry.h"
 #include "services/common/clock.h"
@@ -9,6 +13,43 @@
 #include "services/pipeline/pipeline.h"
 
 namespace palisade {
+namespace {
+
+// One batch read ahead: its lines' bytes in one buffer (reused), the views into it.
+struct Slot {
+  enum class State { kFree, kFilled, kClaimed, kReady };
+  std::string bytes;
+  std::vector<std::pair<size_t, size_t>> spans;  // (offset, length) per line
+  LineBatch batch;
+  State state = State::kFree;
+};
+
+// Reads the next batch of `source` into `slot` (up to `n` lines or kMaxReplayBatchBytes): false
+// when the source ended (the slot may still hold lines).
+absl::StatusOr<bool> Fill(LineSource& source, uint32_t n, Slot& slot) {
+  slot.bytes.clear();
+  slot.spans.clear();
+  slot.batch.Clear();
+  bool more = true;
+  absl::string_view line;
+  while (slot.spans.size() < n && slot.bytes.size() < kMaxReplayBatchBytes) {
+    absl::StatusOr<bool> next = source.Next(&line);
+    if (!next.ok()) return next.status();
+    if (!*next) {
+      more = false;
+      break;
+    }
+    slot.spans.emplace_back(slot.bytes.size(), line.size());
+    slot.bytes.append(line.data(), line.size());
+  }
+  // The views once the buffer no longer moves.
+  for (const auto& [offset, length] : slot.spans) {
+    slot.batch.lines.emplace_back(slot.bytes.data() + offset, length);
+  }
+  return more;
+}
+
+}  // namespace
 
 absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
                                      palisade::v1::LogFormat format,
@@ -57,28 +98,103 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   };
   Pipeline pipeline(rules, options, clock, table, registry);
   const uint32_t n = std::max<uint32_t>(1, replay.batch_lines);
-  palisade::v1::LogBatch batch;
-  bool more = true;
-  while (more) {
-    batch.Clear();
-    batch.set_format(format);
-    absl::string_view line;
-    while (static_cast<uint32_t>(batch.records_size()) < n) {
-      absl::StatusOr<bool> next = source.Next(&line);
-      if (!next.ok()) return next.status();
-      if (!*next) {
-        more = false;
-        break;
-      }
-      batch.add_records()->set_line(line.data(), line.size());
-    }
-    if (batch.records_size() == 0) break;
-    absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  auto process = [&](const LineBatch& batch) -> absl::Status {
+    absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessLines(batch);
     if (!ack.ok()) return ack.status();
-    summary.lines += batch.records_size();
+    summary.lines += batch.lines.size();
     summary.malformed += ack->malformed();
     summary.matched += ack->matched();
     summary.detections += ack->detections();
+    return absl::OkStatus();
+  };
+  const uint32_t threads =
+      replay.threads != 0 ? replay.threads : std::max(1u, std::thread::hardware_concurrency());
+  if (threads == 1) {
+    Slot slot;
+    slot.batch.format = format;
+    bool more = true;
+    while (more) {
+      absl::StatusOr<bool> filled = Fill(source, n, slot);
+      if (!filled.ok()) return filled.status();
+      more = *filled;
+      if (slot.batch.lines.empty()) break;
+      if (absl::Status s = process(slot.batch); !s.ok()) return s;
+    }
+  } else {
+    // Batches in a ring: this thread reads them in order into free slots, any thread prematches
+    // a filled one, and this thread processes them in order once prematched (prematching the
+    // next itself when no worker has taken it yet).
+    const size_t k = 2 * static_cast<size_t>(threads);
+    std::vector<Slot> slots(k);
+    for (Slot& slot : slots) slot.batch.format = format;
+    absl::Mutex mu;
+    std::deque<size_t> queued;  // filled slots no thread has taken, oldest first
+    bool stop = false;
+    std::vector<std::thread> workers;
+    for (uint32_t t = 1; t < threads; ++t) {
+      workers.emplace_back([&]() {
+        while (true) {
+          size_t i;
+          {
+            absl::MutexLock lock(&mu);
+            auto work = [&]() { return stop || !queued.empty(); };
+            mu.Await(absl::Condition(&work));
+            if (stop) return;
+            i = queued.front();
+            queued.pop_front();
+            slots[i].state = Slot::State::kClaimed;
+          }
+          pipeline.Prematch(&slots[i].batch);
+          absl::MutexLock lock(&mu);
+          slots[i].state = Slot::State::kReady;
+        }
+      });
+    }
+    absl::Status status;
+    uint64_t next_fill = 0, next_process = 0;
+    bool more = true;
+    while (status.ok()) {
+      while (more && next_fill - next_process < k) {
+        Slot& slot = slots[next_fill % k];
+        absl::StatusOr<bool> filled = Fill(source, n, slot);
+        if (!filled.ok()) {
+          status = filled.status();
+          break;
+        }
+        more = *filled;
+        if (slot.batch.lines.empty()) break;
+        absl::MutexLock lock(&mu);
+        slot.state = Slot::State::kFilled;
+        queued.push_back(next_fill % k);
+        ++next_fill;
+      }
+      if (!status.ok() || next_process == next_fill) break;
+      const size_t i = next_process % k;
+      Slot& slot = slots[i];
+      bool mine = false;
+      {
+        absl::MutexLock lock(&mu);
+        if (slot.state == Slot::State::kFilled) {
+          queued.erase(std::find(queued.begin(), queued.end(), i));
+          slot.state = Slot::State::kClaimed;
+          mine = true;
+        } else {
+          mu.Await(absl::Condition(
+              +[](Slot* s) { return s->state == Slot::State::kReady; }, &slot));
+        }
+      }
+      if (mine) pipeline.Prematch(&slot.batch);
+      status = process(slot.batch);
+      absl::MutexLock lock(&mu);
+      slot.state = Slot::State::kFree;
+      ++next_process;
+    }
+    {
+      absl::MutexLock lock(&mu);
+      stop = true;
+    }
+    for (std::thread& w : workers) w.join();
+    if (!status.ok()) return status;
   }
   const auto& per_rule = pipeline.matches_per_rule();
   for (size_t i = 0; i < rules->rules().size() && i < per_rule.size(); ++i) {

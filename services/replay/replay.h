@@ -11,7 +11,11 @@
 // never clamped to the wall clock (a log from the future replays as written); a yearless time
 // takes the year nearest to the previous line's (the first line: at most a day after now).
 //
-// Thread-safety: Replay is a pure function of its arguments (each call has its own pipeline).
+// Lines go to the pipeline as views into one buffer per batch (no string or protobuf record per
+// line), and matching runs on every core (ReplayOptions::threads) with the one-thread result.
+//
+// Thread-safety: Replay is a pure function of its arguments (each call has its own pipeline and
+// threads, joined before it returns).
 #ifndef PALISADE_SERVICES_REPLAY_REPLAY_H_
 #define PALISADE_SERVICES_REPLAY_REPLAY_H_
 
@@ -52,7 +56,17 @@ struct ReplayOptions {
   CidrSet allowlist;
   // Evidence lines kept per decision.
   uint32_t max_evidence = 5;
+  // Threads that match: 0 for one per core. With more than one, the stateless part of matching
+  // (parse, RE2::Set passes, literal gates: Engine::Prematch) runs on every thread over the
+  // batches ahead, while one thread takes the batches in order through the rest (captures,
+  // sessions, windows, decisions) exactly as a one-thread replay does: the result is the same
+  // whatever the count. Memory: at most 2 batches per thread are read ahead, each bounded by
+  // batch_lines and kMaxReplayBatchBytes.
+  uint32_t threads = 0;
 };
+
+// A batch is cut at this many bytes of lines too (a file of long lines reads ahead no more).
+inline constexpr size_t kMaxReplayBatchBytes = size_t{4} << 20;
 
 // Replays the lines of `source` (a file streamed through a LineReader: memory bounded by one
 // batch, whatever the file's size) of `format` through `rules`. The source's error, if any, ends

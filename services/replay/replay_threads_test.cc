@@ -1,0 +1,147 @@
+// Replay on every core gives the one-thread result: the same decisions (in the same order, with
+// the same evidence and times), stale detections, counts and per-rule matches, on generated
+// corpora with a fixed seed and every shipped pack loaded (sessions, recidive, gated token rules),
+// whatever the thread count and batch size. Hostile lines (NULs, invalid UTF-8, lines past
+// max_line_bytes, malformed ones) are mixed in, so the path where Prematch leaves a line to the
+// ordered thread runs too.
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "rules/shipped_packs.h"
+#include "services/replay/replay.h"
+#include "tests/corpus/corpus.h"
+
+namespace palisade {
+namespace {
+
+std::shared_ptr<const RuleSet> EveryPack() {
+  std::vector<LoadedPack> packs;
+  for (const std::string& f : FilesIn("rules", ".textproto")) {
+    absl::StatusOr<LoadedPack> pack = LoadRulePackFile(f);
+    EXPECT_TRUE(pack.ok()) << pack.status();
+    if (pack.ok()) packs.push_back(*std::move(pack));
+  }
+  EXPECT_GE(packs.size(), 10u) << "packs missing under rules/";
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set =
+      RuleSet::Compile(packs, ShippedPackCidrSets());
+  EXPECT_TRUE(set.ok()) << set.status();
+  return set.ok() ? *set : nullptr;
+}
+
+// Every 997th line a hostile one: a NUL, bytes that are not UTF-8, a line past max_line_bytes
+// (16 KiB) that still matches, a line that does not parse.
+std::vector<std::string> WithHostileLines(std::vector<std::string> lines) {
+  std::vector<std::string> out;
+  out.reserve(lines.size() + lines.size() / 997 + 1);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (i % 997 == 500) {
+      switch ((i / 997) % 4) {
+        case 0:
+          out.push_back(lines[i] + std::string(1, '\0') + " tail");
+          break;
+        case 1:
+          out.push_back(lines[i] + " \xff\xfe\xc0\x80");
+          break;
+        case 2:
+          out.push_back(lines[i] + " " + std::string(20000, 'A'));
+          break;
+        default:
+          out.push_back("not a log line at all");
+      }
+    }
+    out.push_back(std::move(lines[i]));
+  }
+  return out;
+}
+
+// Decision ids are random; everything else must be equal.
+std::vector<std::string> Comparable(const std::vector<palisade::v1::Decision>& decisions) {
+  std::vector<std::string> out;
+  for (palisade::v1::Decision d : decisions) {
+    d.clear_id();
+    out.push_back(d.DebugString());
+  }
+  return out;
+}
+
+void ExpectSame(const ReplaySummary& one, const ReplaySummary& many, const std::string& what) {
+  SCOPED_TRACE(what);
+  EXPECT_EQ(one.lines, many.lines);
+  EXPECT_EQ(one.malformed, many.malformed);
+  EXPECT_EQ(one.matched, many.matched);
+  EXPECT_EQ(one.detections, many.detections);
+  EXPECT_EQ(one.matches_per_rule, many.matches_per_rule);
+  EXPECT_EQ(one.decisions.size(), many.decisions.size());
+  EXPECT_TRUE(Comparable(one.decisions) == Comparable(many.decisions));
+  EXPECT_TRUE(Comparable(one.stale) == Comparable(many.stale));
+}
+
+void CheckCorpus(palisade::v1::LogFormat format, std::vector<std::string> lines) {
+  std::shared_ptr<const RuleSet> rules = EveryPack();
+  ASSERT_NE(rules, nullptr);
+  lines = WithHostileLines(std::move(lines));
+  ReplayOptions options;
+  options.threads = 1;
+  absl::StatusOr<ReplaySummary> one = Replay(rules, format, lines, options);
+  ASSERT_TRUE(one.ok()) << one.status();
+  // The corpus exercises what could differ: matches, decisions, malformed lines.
+  EXPECT_GT(one->matched, lines.size() / 10);
+  EXPECT_GT(one->decisions.size(), 50u);
+  EXPECT_GT(one->malformed, 0u);
+  for (uint32_t threads : {2u, 4u}) {
+    for (uint32_t batch : {1000u, 97u}) {
+      options.threads = threads;
+      options.batch_lines = batch;
+      absl::StatusOr<ReplaySummary> many = Replay(rules, format, lines, options);
+      ASSERT_TRUE(many.ok()) << many.status();
+      ExpectSame(*one, *many, absl::StrCat(threads, " threads, batches of ", batch));
+    }
+  }
+}
+
+TEST(ReplayThreadsTest, SshdEveryPackIsTheOneThreadResult) {
+  CorpusOptions corpus;
+  corpus.lines = 60000;
+  corpus.seed = 7;
+  CheckCorpus(palisade::v1::LOG_FORMAT_SYSLOG, GenerateSshd(corpus).lines);
+}
+
+TEST(ReplayThreadsTest, NginxEveryPackIsTheOneThreadResult) {
+  CorpusOptions corpus;
+  corpus.lines = 60000;
+  corpus.seed = 7;
+  CheckCorpus(palisade::v1::LOG_FORMAT_COMBINED, GenerateNginx(corpus).lines);
+}
+
+// A source's error ends a threaded replay with it, as a one-thread one.
+TEST(ReplayThreadsTest, SourceErrorEndsTheReplay) {
+  class Failing : public LineSource {
+   public:
+    absl::StatusOr<bool> Next(absl::string_view* line) override {
+      if (n_++ < 5000) {
+        *line = "Mar  3 14:02:01 h sshd[1]: Failed password for root from 192.0.2.9 port 1 ssh2";
+        return true;
+      }
+      return absl::DataLossError("disk gone");
+    }
+
+   private:
+    int n_ = 0;
+  };
+  std::shared_ptr<const RuleSet> rules = EveryPack();
+  ASSERT_NE(rules, nullptr);
+  for (uint32_t threads : {1u, 3u}) {
+    Failing source;
+    ReplayOptions options;
+    options.threads = threads;
+    options.batch_lines = 100;
+    absl::StatusOr<ReplaySummary> s =
+        Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, source, options);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kDataLoss) << threads;
+  }
+}
+
+}  // namespace
+}  // namespace palisade
