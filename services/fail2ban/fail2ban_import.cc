@@ -3,6 +3,7 @@
 #include <cstring>
 #include <algorithm>
 #include <fstream>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -276,11 +277,12 @@ constexpr char kIp6Group[] = "(?P<ip>[0-9A-Fa-f]*:[0-9A-Fa-f:.]+)";
 constexpr char kApacheClientMarker[] = "\x02";
 constexpr char kApacheClient[] = "\x02\\[client <HOST>(?::\\d{1,5})?\\]";
 // The time stamps fail2ban cuts from the start of a non-syslog line before matching:
-// "2012/04/09 11:53:29", ISO 8601, "[09/Apr/2012:11:53:29 +0200]".
-constexpr char kLeadingDate[] =
+// "2012/04/09 11:53:29", ISO 8601, "[09/Apr/2012:11:53:29 +0200]" (what fail2ban's {DATE}
+// finds in the shipped logs).
+constexpr char kDateShapes[] =
     // Fixed-width pieces only: a variable-length field before the key would make the loader's
     // check ask for the end to be pinned.
-    "(?:(?:\\d{4}[-/]\\d{2}[-/]\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d{3}(?:\\d{3})?)?"
+    "(?:\\d{4}[-/]\\d{2}[-/]\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d{3}(?:\\d{3})?)?"
     "(?:Z|[+-]\\d{2}:?\\d{2})?"
     "|\\[\\d{2}/\\w{3}/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}\\]"
     "|\\[\\d{2}/\\w{3}/\\d{4} \\d{2}:\\d{2}:\\d{2}\\]"
@@ -288,7 +290,126 @@ constexpr char kLeadingDate[] =
     "|\\[\\d{2}-\\w{3}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?: [+-]\\d{4})?\\]:?"
     "|\\d{2}/\\d{2}/\\d{4} \\d{2}:\\d{2}:\\d{2}"
     "|\\w{3} \\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2} \\d{4}"
-    "|\\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2}) ?)?";
+    "|\\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2})";
+// The leading date of a raw line when the filter's datepattern says nothing more precise.
+const std::string& DefaultLeadingDate() {
+  static const std::string* d = new std::string(absl::StrCat("(?:", kDateShapes, " ?)?"));
+  return *d;
+}
+std::string PythonOnlyConstruct(absl::string_view re);
+
+// `(?P<name>[class])` ... `(?P=name)`: a back-reference to a group that captures one character
+// of a class becomes that class (looser: the two characters need not be the same one; e.g.
+// fail2ban's date separator `(?P<_sep>[-/.])%m(?P=_sep)`). Returns how many it inlined; leaves
+// other back-references alone.
+int InlineClassBackReferences(std::string* re) {
+  static const LazyRE2 kGroup = {"\\(\\?P<(\\w+)>(\\[\\^?\\]?[^\\]]*\\]|\\\\.)\\)"};
+  int n = 0;
+  std::string name, cls;
+  for (int round = 0; round < 8; ++round) {
+    re2::StringPiece in(*re);
+    re2::StringPiece whole;
+    if (!RE2::PartialMatch(in, "(" + kGroup->pattern() + ")", &whole, &name, &cls)) break;
+    const std::string ref = absl::StrCat("(?P=", name, ")");
+    if (!absl::StrContains(*re, ref)) break;
+    const size_t at = whole.data() - re->data();
+    re->replace(at, whole.size(), absl::StrCat("(?:", cls, ")"));
+    absl::StrReplaceAll({{ref, cls}}, re);
+    ++n;
+  }
+  return n;
+}
+
+// fail2ban's datepattern (strptime-like codes, `{^LN-BEG}`, `{DATE}`, `Epoch`, `TAI64N`) as an
+// RE2 piece of fixed width for the start of a raw line; nullopt when the pattern is not anchored
+// at the line's start, uses a code we do not know, or holds a variable-length field (the key
+// would then follow a field: the default shapes are used instead). Dates are the server's: `\s*`
+// in a pattern becomes `\s?` (stricter: at most one blank), a day or hour may lose its leading
+// zero (`[0-3]?\d`), a fraction takes one to six digits (`\d\d?\d?\d?\d?\d?`).
+std::optional<std::string> TranslateDatePattern(std::string dp) {
+  absl::string_view rest = dp;
+  if (!absl::ConsumePrefix(&rest, "{^LN-BEG}") && !absl::ConsumePrefix(&rest, "^")) {
+    return std::nullopt;
+  }
+  if (rest.empty()) return std::nullopt;
+  if (rest == "Epoch" || rest == "EPOCH") return std::string("\\[?\\d{10}(?:\\.\\d{3}\\d?\\d?\\d?)?\\]?");
+  if (rest == "TAI64N") return std::string("@[0-9A-Fa-f]{24}");
+  static const auto* kCodes = new std::map<char, std::string>{
+      {'Y', "\\d{4}"},
+      {'y', "\\d{2}"},
+      {'m', "[01]?\\d"},
+      {'d', "[0-3]?\\d"},
+      {'e', "[ 0-3]?\\d"},
+      {'H', "[0-2]?\\d"},
+      {'k', "[ 0-2]?\\d"},
+      {'I', "[01]?\\d"},
+      {'l', "[ 01]?\\d"},
+      {'M', "[0-5]\\d"},
+      {'S', "[0-6]\\d"},
+      {'f', "\\d\\d?\\d?\\d?\\d?\\d?"},
+      {'z', "(?:Z|[+-]\\d\\d:?\\d\\d)"},
+      {'Z', "[A-Z][A-Z][A-Z]?[A-Z]?[A-Z]?"},
+      {'b', "[A-Za-z][a-z][a-z]"},
+      {'h', "[A-Za-z][a-z][a-z]"},
+      {'B', "[A-Z][a-z][a-z][a-z]?[a-z]?[a-z]?[a-z]?[a-z]?[a-z]?"},
+      {'a', "[A-Za-z][a-z][a-z]"},
+      {'A', "[A-Z][a-z][a-z][a-z]?[a-z]?[a-z]?[a-z]?[a-z]?[a-z]?"},
+      {'p', "[AaPp][Mm]"},
+      {'j', "\\d{3}"},
+      {'s', "\\d{10}"},
+      {'%', "%"},
+  };
+  std::string out;
+  for (size_t i = 0; i < rest.size(); ++i) {
+    const char c = rest[i];
+    if (absl::StartsWith(rest.substr(i), "{DATE}")) {
+      absl::StrAppend(&out, kDateShapes);
+      i += strlen("{DATE}") - 1;
+      continue;
+    }
+    if (c == '\\' && i + 1 < rest.size()) {
+      absl::string_view esc = rest.substr(i, 2);
+      const bool star = i + 2 < rest.size() && (rest[i + 2] == '*' || rest[i + 2] == '+');
+      if ((esc == "\\s" || esc == "\\d") && star) {
+        absl::StrAppend(&out, esc, rest[i + 2] == '*' ? "?" : "");
+        i += 2;
+        continue;
+      }
+      absl::StrAppend(&out, esc);
+      ++i;
+      continue;
+    }
+    if (c != '%') {
+      out += c;
+      continue;
+    }
+    // "%%" in the file is one '%' of the pattern (the INI escape); "%Ex" is fail2ban's extended
+    // form of a code (a year 20xx, a day 1-31): the plain code's piece.
+    size_t j = i + 1;
+    if (j < rest.size() && rest[j] == '%') ++j;
+    if (absl::StartsWith(rest.substr(j), "Ex")) j += 2;
+    if (j >= rest.size()) return std::nullopt;
+    auto code = kCodes->find(rest[j]);
+    if (code == kCodes->end()) return std::nullopt;
+    absl::StrAppend(&out, code->second);
+    i = j;
+  }
+  InlineClassBackReferences(&out);
+  if (!PythonOnlyConstruct(out).empty()) return std::nullopt;
+  const std::string probe = absl::StrCat("^(?:", out, ")(?P<ip>\\d)");
+  absl::StatusOr<KeyPlacement> placement = AnalyzeKeyPlacement(probe, "ip");
+  if (!placement.ok() || placement->follows_field) return std::nullopt;
+  return out;
+}
+
+// The leading date of a raw line for a filter with `datepattern` dp: its translation, or the
+// default shapes, optional, with one optional blank after.
+std::string LeadingDateFor(const std::string& dp) {
+  std::optional<std::string> t = TranslateDatePattern(dp);
+  if (!t) return DefaultLeadingDate();
+  return absl::StrCat("(?:(?:", *t, "|", kDateShapes, ") ?)?");
+}
+
 // Longest regex a rewrite may produce (unrolling copies groups).
 constexpr size_t kMaxRewrittenSize = 16 << 10;
 constexpr int kMaxUnrollCopies = 4;
@@ -655,7 +776,8 @@ struct Converted {
 };
 
 Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Prefix& prefix,
-                        palisade::v1::LogFormat format, bool session);
+                        palisade::v1::LogFormat format, bool session,
+                        const std::string& leading_date);
 
 // The punctuation character closest before the address tag in the literal text that introduces
 // it (`\[` in `\[<HOST>\]`, `=` in `rip=<HOST>`); 0 when that text has none.
@@ -686,8 +808,9 @@ char IntroducerPunctuation(absl::string_view text) {
 }
 
 Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefix& prefix,
-                     palisade::v1::LogFormat format, bool session) {
-  Converted c = ConvertFolded(line, kind, prefix, format, session);
+                     palisade::v1::LogFormat format, bool session,
+                     const std::string& leading_date) {
+  Converted c = ConvertFolded(line, kind, prefix, format, session, leading_date);
   if (c.report.outcome != RegexOutcome::kRefused ||
       !absl::StrContains(c.report.reason, "client could choose")) {
     return c;
@@ -715,7 +838,7 @@ Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefi
     pinned_line.text = absl::StrCat(anchored ? "^" : "", "(?:", text, ")", tail);
     Prefix pinned = prefix;
     if (prefix.content_to_end) pinned.content_to_end = false;
-    Converted strict = ConvertFolded(pinned_line, kind, pinned, format, session);
+    Converted strict = ConvertFolded(pinned_line, kind, pinned, format, session, leading_date);
     if (strict.report.outcome == RegexOutcome::kRefused) continue;
     strict.report.original = c.report.original;
     strict.report.outcome = RegexOutcome::kRewritten;
@@ -727,7 +850,8 @@ Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefi
 }
 
 Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Prefix& prefix,
-                        palisade::v1::LogFormat format, bool session) {
+                        palisade::v1::LogFormat format, bool session,
+                        const std::string& leading_date) {
   Converted c;
   RegexReport& r = c.report;
   r.kind = kind;
@@ -769,7 +893,7 @@ Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Pr
   }
   re = Rewrite(std::move(re), &rewrites);
   if (format == palisade::v1::LOG_FORMAT_RAW && absl::StartsWith(re, "^")) {
-    re = absl::StrCat("^", kLeadingDate, re.substr(1));
+    re = absl::StrCat("^", leading_date, re.substr(1));
   }
   // Python-only syntax first gets the rewrites that have an RE2 equivalent; a regex that still
   // has some is refused.
@@ -981,6 +1105,18 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     format = palisade::v1::LOG_FORMAT_SYSLOG;
   }
   const bool session = !out.session_by.empty();
+  const std::string leading_date = LeadingDateFor(out.datepattern);
+  if (format == palisade::v1::LOG_FORMAT_RAW || format == palisade::v1::LOG_FORMAT_SYSLOG) {
+    std::optional<std::string> date = TranslateDatePattern(out.datepattern);
+    out.notes.push_back(
+        date ? absl::StrCat("raw lines: datepattern as the leading date ", *date,
+                            " (or one of the usual shapes)")
+             : out.datepattern.empty() || out.datepattern == "{^LN-BEG}"
+                 ? std::string("raw lines: the usual leading date shapes (fail2ban's templates)")
+                 : absl::StrCat("raw lines: the usual leading date shapes (datepattern '",
+                                out.datepattern,
+                                "' is not a fixed-width date at the line's start)"));
+  }
 
   std::map<std::string, palisade::v1::Rule> rules;  // by id
   std::vector<std::string> order;
@@ -1006,10 +1142,10 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
       // Counted unless it matches with the <F-NOFAIL> alternative, which only notes.
       ValueLine counting = l;
       counting.text = absl::StrReplaceAll(l.text, {{"<F-NOFAIL>", "(?:"}, {"</F-NOFAIL>", ")"}});
-      Converted count = ConvertOne(counting, "failregex", prefix, format, session);
+      Converted count = ConvertOne(counting, "failregex", prefix, format, session, leading_date);
       ValueLine noting = l;
       noting.text = note_variant;
-      Converted note = ConvertOne(noting, "failregex", prefix, format, session);
+      Converted note = ConvertOne(noting, "failregex", prefix, format, session, leading_date);
       note.report.kind = "failregex (its <F-NOFAIL> alternative)";
       if (count.report.outcome != RegexOutcome::kRefused &&
           note.report.outcome != RegexOutcome::kRefused) {
@@ -1031,7 +1167,7 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
       out.regexes.push_back(std::move(note.report));
       continue;
     }
-    Converted c = ConvertOne(l, "failregex", prefix, format, session);
+    Converted c = ConvertOne(l, "failregex", prefix, format, session, leading_date);
     if (c.report.outcome != RegexOutcome::kRefused) {
       palisade::v1::Rule& rule = rule_for(c.role);
       rule.add_patterns(c.report.converted);
@@ -1040,11 +1176,47 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     out.regexes.push_back(std::move(c.report));
   }
   for (const ValueLine& l : ignores) {
-    Converted c = ConvertOne(l, "ignoreregex", prefix, format, session);
+    Converted c = ConvertOne(l, "ignoreregex", prefix, format, session, leading_date);
     if (c.report.outcome != RegexOutcome::kRefused) {
       shared_ignores.push_back(c.report.converted);
     }
     out.regexes.push_back(std::move(c.report));
+  }
+  // fail2ban's __prefix_line is optional throughout (common.conf), so a syslog filter also
+  // matches the daemon's own log file (asterisk's `messages`, a mail server's log_path) once the
+  // date is cut: such lines get a twin rule in LOG_FORMAT_RAW (`-raw`), the same regexes after
+  // the raw format's leading date. Not for session filters: a raw line has no program[pid].
+  std::map<std::string, palisade::v1::LogFormat> rule_format;
+  std::vector<std::string> raw_ignores;
+  if (format == palisade::v1::LOG_FORMAT_SYSLOG && !session) {
+    const std::string raw_id = absl::StrCat(RuleId(out.filter, Role{}), "-raw");
+    int twins = 0, twins_refused = 0;
+    for (const ValueLine& l : fails) {
+      Converted c = ConvertOne(l, "failregex", prefix, palisade::v1::LOG_FORMAT_RAW, false,
+                               leading_date);
+      if (c.report.outcome == RegexOutcome::kRefused || c.role.note_only) {
+        ++twins_refused;
+        continue;
+      }
+      auto [it, inserted] = rules.try_emplace(raw_id);
+      if (inserted) {
+        order.push_back(raw_id);
+        it->second.set_id(raw_id);
+        rule_format[raw_id] = palisade::v1::LOG_FORMAT_RAW;
+      }
+      it->second.add_patterns(c.report.converted);
+      ++twins;
+    }
+    for (const ValueLine& l : ignores) {
+      Converted c = ConvertOne(l, "ignoreregex", prefix, palisade::v1::LOG_FORMAT_RAW, false,
+                               leading_date);
+      if (c.report.outcome != RegexOutcome::kRefused) raw_ignores.push_back(c.report.converted);
+    }
+    if (twins > 0) {
+      out.notes.push_back(absl::StrCat(
+          "also the daemon's own log (LOG_FORMAT_RAW, rule ", raw_id, "): ", twins,
+          " failregexes after a leading date", twins_refused > 0 ? absl::StrCat(", ", twins_refused, " not (refused as above or note-only)") : ""));
+    }
   }
 
   ASSIGN_OR_RETURN(std::string daemon, scalar("_daemon"));
@@ -1058,14 +1230,19 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   }
   for (const std::string& id : order) {
     palisade::v1::Rule rule = std::move(rules[id]);
-    if (format == palisade::v1::LOG_FORMAT_SYSLOG) {
+    if (auto f = rule_format.find(id); f != rule_format.end()) {
+      rule.add_formats(f->second);
+      for (const std::string& ignore : raw_ignores) rule.add_ignore_patterns(ignore);
+    } else if (format == palisade::v1::LOG_FORMAT_SYSLOG) {
       rule.add_formats(palisade::v1::LOG_FORMAT_SYSLOG);
       rule.add_formats(palisade::v1::LOG_FORMAT_SYSLOG5424);
       if (RE2::FullMatch(daemon, "[A-Za-z0-9_.-]+")) rule.add_programs(daemon);
     } else {
       rule.add_formats(format);
     }
-    for (const std::string& ignore : shared_ignores) rule.add_ignore_patterns(ignore);
+    if (rule_format.count(id) == 0) {
+      for (const std::string& ignore : shared_ignores) rule.add_ignore_patterns(ignore);
+    }
     std::string role = !rule.has_session()       ? ""
                        : rule.session().note_only() ? " Session rule: its lines only note the "
                                                     "address for later lines of the connection."

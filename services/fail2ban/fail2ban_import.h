@@ -17,7 +17,12 @@
 //     error-log filters (`^\s*\[error\] \d+#\d+: \*\d+ `) to LOG_FORMAT_NGINX_ERROR, whose
 //     message starts after "*CID ". Other filters apply to LOG_FORMAT_RAW, with an optional
 //     leading time stamp (fail2ban cuts the date out of the line before matching, our raw format
-//     keeps it);
+//     keeps it): the filter's `datepattern` translated to a fixed-width RE2 piece when it is
+//     anchored at the line's start (`{^LN-BEG}%b-%d-%Exy ...`, `Epoch`, `TAI64N`, `{DATE}`; a
+//     one-character back-reference such as `(?P=_sep)` becomes its class), or else the usual
+//     shapes. A syslog filter without sessions also gets a `-raw` twin rule in
+//     LOG_FORMAT_RAW: fail2ban's `__prefix_line` is optional throughout, so the same regexes read
+//     the daemon's own log file (asterisk, freeswitch, ...) after the leading date;
 //   - `<HOST>`, `<ADDR>`, `<IP4>`, `<IP6>` become the named group `ip` (one per regex);
 //     `<F-USER>...</F-USER>` (and any `<F-NAME>`) a named group `name` (lower case);
 //   - sessions (fail2ban's multi-line `<F-MLFID>`): a filter whose prefregex wraps the syslog

@@ -26,12 +26,15 @@ constexpr char kTestdata[] = "services/fail2ban/testdata/filter.d/";
 // Runs the imported pack over one line: the keys it yields (empty: no match).
 class Matcher {
  public:
-  explicit Matcher(const Fail2banImport& imported) {
+  // Lines in `format` (default: the first rule's first format).
+  explicit Matcher(const Fail2banImport& imported,
+                   palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_UNSPECIFIED) {
     LoadedPack pack{"imported", imported.pack};
     auto set = RuleSet::Compile({pack});
     EXPECT_TRUE(set.ok()) << set.status();
     engine_ = std::make_unique<Engine>(*set, EngineOptions{});
-    format_ = imported.pack.rules(0).formats(0);
+    format_ = format != palisade::v1::LOG_FORMAT_UNSPECIFIED ? format
+                                                              : imported.pack.rules(0).formats(0);
   }
   std::set<std::string> Keys(absl::string_view line) {
     LineParser parser(format_);
@@ -363,6 +366,78 @@ TEST(Fail2banImportTest, RawFilterRefusesBackReferencesAndUnanchoredKeys) {
   // after the key is the server's tail).
   EXPECT_EQ(m.Keys("client: 203.0.113.5 denied, referrer x"), std::set<std::string>{"203.0.113.5"});
   EXPECT_TRUE(m.Keys("client: 203.0.113.5 denied, referrer: x").empty());
+}
+
+TEST(Fail2banImportTest, SyslogFilterAlsoReadsTheDaemonsOwnLog) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-asterisk.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  ASSERT_EQ(imported->pack.rules_size(), 2);
+  EXPECT_EQ(imported->pack.rules(0).formats(0), palisade::v1::LOG_FORMAT_SYSLOG);
+  const palisade::v1::Rule& raw = imported->pack.rules(1);
+  EXPECT_EQ(raw.id(), "f2b-demo-asterisk-raw");
+  ASSERT_EQ(raw.formats_size(), 1);
+  EXPECT_EQ(raw.formats(0), palisade::v1::LOG_FORMAT_RAW);
+  EXPECT_EQ(raw.programs_size(), 0);
+  // The twin goes through the same loader check as the syslog rule.
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/demo-asterisk.textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+
+  Matcher syslog(*imported);
+  EXPECT_EQ(syslog.Keys("Nov  4 18:30:40 localhost asterisk[32229]: NOTICE[32257]: chan_sip.c: "
+                        "Registration from '<sip:301@example.com>' failed for '1.2.3.4' - Wrong "
+                        "password"),
+            std::set<std::string>{"1.2.3.4"});
+  Matcher file(*imported, palisade::v1::LOG_FORMAT_RAW);
+  EXPECT_EQ(file.Keys("[2012-02-13 17:21:54] NOTICE[1638] chan_sip.c: Registration from "
+                      "'<sip:301@example.com>' failed for '1.2.3.5' - Wrong password"),
+            std::set<std::string>{"1.2.3.5"});
+  // The SIP URI is the caller's: one that writes a whole forged tail is not keyed at all (the
+  // regex reaches the end of the line), never on the victim.
+  EXPECT_TRUE(file.Keys("[2012-02-13 17:21:54] NOTICE[1638] chan_sip.c: Registration from "
+                        "'<sip:x@y>' failed for '198.51.100.9' - Wrong password' failed for "
+                        "'1.2.3.6' - Wrong password")
+                  .empty());
+  // A line of another shape: no match in either format.
+  EXPECT_TRUE(file.Keys("[2012-02-13 17:21:54] NOTICE[1638] chan_sip.c: Registered '1.2.3.7'")
+                  .empty());
+}
+
+TEST(Fail2banImportTest, DatepatternBecomesTheRawLeadingDate) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-dates.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  Matcher m(*imported);
+  // assp's "%b-%d-%y %H:%M:%S", which none of the default shapes is.
+  EXPECT_EQ(m.Keys("Apr-27-13 02:25:09 Blocking 217.194.197.97 - too much AUTH errors (10);"),
+            std::set<std::string>{"217.194.197.97"});
+  // The default shapes still apply (fail2ban falls back to its templates too).
+  EXPECT_EQ(m.Keys("2013-04-27 02:25:09 Blocking 217.194.197.98 - too much AUTH errors (8);"),
+            std::set<std::string>{"217.194.197.98"});
+  EXPECT_TRUE(m.Keys("Apr-27-13 02:25:09 Blocking 217.194.197.97 - too few").empty());
+
+  // fail2ban's ISO pattern with a back-reference to its separator: the separator class is
+  // inlined (looser: "2019/11-26" passes too), `\s*` before the zone becomes `\s?`.
+  Fail2banImportOptions options;
+  options.params["datepattern"] =
+      "{^LN-BEG}%%ExY(?P<_sep>[-/.])%%m(?P=_sep)%%d[T ]%%H:%%M:%%S(?:[.,]%%f)?(?:\\s*%%z)?";
+  auto iso = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-dates.conf"), options);
+  ASSERT_TRUE(iso.ok()) << iso.status();
+  std::cout << Fail2banReportText(*iso);
+  Matcher mi(*iso);
+  EXPECT_EQ(mi.Keys("2019-11-26 01:04:49.008 +08:00 Blocking 192.0.2.1 - too much AUTH errors (3);"),
+            std::set<std::string>{"192.0.2.1"});
+  EXPECT_EQ(mi.Keys("2019/11/26 01:04:49 Blocking 192.0.2.2 - too much AUTH errors (3);"),
+            std::set<std::string>{"192.0.2.2"});
+  // A datepattern with a variable-length field before the date (`[^\[]*`) would put the key
+  // after a field: the default shapes are used instead, and the regex still converts.
+  options.params["datepattern"] = "^[^\\[]*\\[({DATE})";
+  auto field = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-dates.conf"), options);
+  ASSERT_TRUE(field.ok()) << field.status();
+  Matcher mf(*field);
+  EXPECT_EQ(mf.Keys("2013-04-27 02:25:09 Blocking 192.0.2.3 - too much AUTH errors (8);"),
+            std::set<std::string>{"192.0.2.3"});
 }
 
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
