@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/cluster/nats_server_for_tests.h"
@@ -148,6 +149,56 @@ TEST_F(MatchStreamTest, TheQueueIsBoundedInBytes) {
   EXPECT_EQ(accepted, 10);
   EXPECT_EQ(a->dropped(), 15u);
   EXPECT_LE(a->queued_bytes(), 10 * MatchPublisher::Cost(match.size()));
+}
+
+// Three NATS servers, a stream replicated on all three: one server is killed (-9) in the middle
+// of a node's publishing; every match is stored exactly once, in order.
+TEST(MatchStreamClusterTest, AServerKilledMidStreamLosesAndRepeatsNothing) {
+  auto servers = NatsServerForTests::StartCluster();
+  ASSERT_TRUE(servers.ok()) << servers.status();
+  std::vector<std::string> urls;
+  for (auto& s : *servers) urls.push_back(s->url());
+  auto client = NatsClient::Connect({.servers = urls, .timeout = absl::Seconds(5)});
+  ASSERT_TRUE(client.ok()) << client.status();
+  // The cluster elects its JetStream leader a moment after it forms.
+  absl::Status made;
+  for (int i = 0; i < 120; ++i) {
+    made = (*client)->EnsureStream(
+        {.name = "MATCHES", .subjects = {"palisade.matches.*"}, .replicas = 3});
+    if (made.ok()) break;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  ASSERT_TRUE(made.ok()) << made;
+  auto a = MatchPublisher::Start(**client, {.node_id = "web-1",
+                                            .partitions = 1,
+                                            .retry_min = absl::Milliseconds(50),
+                                            .retry_max = absl::Milliseconds(500)});
+  ASSERT_TRUE(a.ok()) << a.status();
+  for (int i = 0; i < 100; ++i) ASSERT_TRUE((*a)->Enqueue("k", absl::StrCat(i)));
+  ASSERT_TRUE((*a)->WaitUntilPublished(absl::Seconds(60)));
+  (*servers)[0]->Kill();
+  for (int i = 100; i < 300; ++i) ASSERT_TRUE((*a)->Enqueue("k", absl::StrCat(i)));
+  ASSERT_TRUE((*a)->WaitUntilPublished(absl::Seconds(120)));
+  EXPECT_EQ((*a)->dropped(), 0u);
+  // With a server gone, the consumer's replicas are placed after an election: the owner retries.
+  absl::StatusOr<std::unique_ptr<PartitionConsumer>> c;
+  for (int i = 0; i < 12; ++i) {
+    c = PartitionConsumer::Open(**client, "MATCHES", "palisade.matches", "owner", 0);
+    if (c.ok()) break;
+  }
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<std::string> got;
+  for (int empty = 0; empty < 3;) {
+    absl::StatusOr<size_t> n =
+        (*c)->Poll(100, absl::Seconds(1), [&](uint64_t, absl::string_view m) {
+          got.emplace_back(m);
+          return absl::OkStatus();
+        });
+    ASSERT_TRUE(n.ok()) << n.status();
+    empty = *n == 0 ? empty + 1 : 0;
+  }
+  ASSERT_EQ(got.size(), 300u);
+  for (int i = 0; i < 300; ++i) EXPECT_EQ(got[i], absl::StrCat(i));
 }
 
 // The partition of a key is the same on every node and build: fixed values, and keys spread.

@@ -1,7 +1,10 @@
 #include "services/cluster/nats_server_for_tests.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -18,7 +21,7 @@ extern char** environ;
 
 namespace palisade::cluster {
 
-absl::StatusOr<std::unique_ptr<NatsServerForTests>> NatsServerForTests::Start() {
+absl::StatusOr<std::unique_ptr<NatsServerForTests>> NatsServerForTests::Make() {
   static int counter = 0;
   const char* tmp = std::getenv("TEST_TMPDIR");
   auto server = std::unique_ptr<NatsServerForTests>(new NatsServerForTests());
@@ -26,9 +29,60 @@ absl::StatusOr<std::unique_ptr<NatsServerForTests>> NatsServerForTests::Start() 
   if (std::system(absl::StrCat("mkdir -p ", server->dir_, "/store").c_str()) != 0) {
     return absl::InternalError("cannot make " + server->dir_);
   }
-  absl::Status s = server->Spawn("-1");
+  return server;
+}
+
+absl::StatusOr<std::unique_ptr<NatsServerForTests>> NatsServerForTests::Start() {
+  absl::StatusOr<std::unique_ptr<NatsServerForTests>> server = Make();
+  if (!server.ok()) return server.status();
+  absl::Status s = (*server)->Spawn("-1");
   if (!s.ok()) return s;
   return server;
+}
+
+namespace {
+// A TCP port free on 127.0.0.1 now (the server binds it a moment later).
+int FreePort() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  socklen_t len = sizeof(a);
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+}  // namespace
+
+absl::StatusOr<std::vector<std::unique_ptr<NatsServerForTests>>>
+NatsServerForTests::StartCluster() {
+  int cluster_ports[3];
+  for (int& p : cluster_ports) p = FreePort();
+  std::string routes;
+  for (int p : cluster_ports) {
+    absl::StrAppend(&routes, routes.empty() ? "" : ",", "nats://127.0.0.1:", p);
+  }
+  std::vector<std::unique_ptr<NatsServerForTests>> servers;
+  for (int i = 0; i < 3; ++i) {
+    absl::StatusOr<std::unique_ptr<NatsServerForTests>> server = Make();
+    if (!server.ok()) return server.status();
+    (*server)->extra_args_ = {"-n",
+                              absl::StrCat("n", i),
+                              "--cluster_name",
+                              "palisade-test",
+                              "--cluster",
+                              absl::StrCat("nats://127.0.0.1:", cluster_ports[i]),
+                              "--routes",
+                              routes};
+    absl::Status s = (*server)->Spawn("-1");
+    if (!s.ok()) return s;
+    servers.push_back(*std::move(server));
+  }
+  return servers;
 }
 
 absl::Status NatsServerForTests::Restart() {
@@ -41,6 +95,7 @@ absl::Status NatsServerForTests::Spawn(const std::string& port) {
   std::vector<std::string> args = {
       "/usr/sbin/nats-server", "-js", "-a", "127.0.0.1",       "-p", port, "-sd", dir_ + "/store",
       "--ports_file_dir",      dir_,  "-l", dir_ + "/nats.log"};
+  args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -1,6 +1,7 @@
-// Test helper: a real nats-server (Debian's nats-server 2.9, JetStream on) on a free loopback
-// port, its store in the test's temporary directory, stopped (SIGTERM, then SIGKILL) when
-// destroyed. Test-only; not thread-safe.
+// Test helper: real nats-servers (Debian's nats-server 2.9, JetStream on) on free loopback
+// ports, their stores in the test's temporary directory, stopped (SIGTERM, then SIGKILL) when
+// destroyed: one alone, or three in a JetStream cluster (for replicated streams and the loss of
+// a server). Test-only; not thread-safe.
 #ifndef PALISADE_SERVICES_CLUSTER_NATS_SERVER_FOR_TESTS_H_
 #define PALISADE_SERVICES_CLUSTER_NATS_SERVER_FOR_TESTS_H_
 
@@ -8,6 +9,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -17,6 +19,10 @@ class NatsServerForTests {
  public:
   // Starts it and waits (60 s at most) until it wrote its ports file.
   static absl::StatusOr<std::unique_ptr<NatsServerForTests>> Start();
+  // Three servers routed into one JetStream cluster ("palisade-test"), each on its own free
+  // client and cluster ports. The cluster elects its JetStream leader a moment later: callers
+  // retry their first JetStream request.
+  static absl::StatusOr<std::vector<std::unique_ptr<NatsServerForTests>>> StartCluster();
   ~NatsServerForTests();
   // "nats://127.0.0.1:PORT".
   const std::string& url() const { return url_; }
@@ -26,9 +32,11 @@ class NatsServerForTests {
   absl::Status Restart();
 
  private:
+  static absl::StatusOr<std::unique_ptr<NatsServerForTests>> Make();
   absl::Status Spawn(const std::string& port);
   pid_t pid_ = -1;
   std::string dir_;
+  std::vector<std::string> extra_args_;  // a cluster member's name, cluster port and routes
   std::string url_;
 };
 
