@@ -27,22 +27,10 @@ namespace {
 using ::nlohmann::json;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
+using ::palisade::testing::RunShell;
 using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::ShipLines;
 using ::palisade::testing::WaitFor;
-
-// Runs `command` through the shell; its standard output, and the exit code in `code`.
-std::string RunShell(const std::string& command, int* code) {
-  FILE* p = popen(command.c_str(), "r");
-  std::string out;
-  if (p == nullptr) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
-}
 
 TEST(CredentialsCheckE2eTest, MissingListPermissionDisablesOnlyTheListActuator) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator =
@@ -65,9 +53,9 @@ TEST(CredentialsCheckE2eTest, MissingListPermissionDisablesOnlyTheListActuator) 
   EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"ip_list\""}), 0);
   EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"access_rule\""}), 1);
   EXPECT_EQ(ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"rate_limit\""}), 1);
-  EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_token_findings",
-                         {"kind=\"missing_permission\""}),
-            1);
+  EXPECT_EQ(
+      ScrapeMetric(**daemon, "palisade_cloudflare_token_findings", {"kind=\"missing_permission\""}),
+      1);
   EXPECT_EQ(
       ScrapeMetric(**daemon, "palisade_cloudflare_token_findings", {"kind=\"expiring_soon\""}), 1);
   EXPECT_EQ(
@@ -85,7 +73,8 @@ TEST(CredentialsCheckE2eTest, MissingListPermissionDisablesOnlyTheListActuator) 
     bool list_disabled = false, rules_enabled = false;
     for (const auto& a : status.actuator_states()) {
       if (a.actuator() == "ip_list") {
-        list_disabled = !a.enabled() && a.reason().find("Account Filter Lists Edit") != std::string::npos;
+        list_disabled =
+            !a.enabled() && a.reason().find("Account Filter Lists Edit") != std::string::npos;
       }
       if (a.actuator() == "access_rule") rules_enabled = a.enabled();
     }
@@ -269,9 +258,8 @@ TEST(CredentialsCheckE2eTest, APermissionRemovedWhileRunningIsSeenByThePeriodicC
   EXPECT_EQ(ScrapeMetric(**daemon, "palisade_cloudflare_permission_changes_total",
                          {"actuator=\"ip_list\"", "change=\"gained\""}),
             1);
-  EXPECT_GE(ScrapeMetric(**daemon, "palisade_cloudflare_credentials_checks_total",
-                         {"result=\"ok\""}),
-            3);
+  EXPECT_GE(
+      ScrapeMetric(**daemon, "palisade_cloudflare_credentials_checks_total", {"result=\"ok\""}), 3);
 }
 
 }  // namespace

@@ -235,6 +235,28 @@ Exit RunToExit(std::vector<std::string> args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, text.str()};
 }
 
+std::string RunShell(const std::string& command, int* exit_code) {
+  FILE* p = popen(command.c_str(), "r");
+  std::string out;
+  if (p == nullptr) {
+    *exit_code = -1;
+    return out;
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+  const int status = pclose(p);
+  *exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return out;
+}
+
+std::string FirstLine(const std::string& path) {
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  return line;
+}
+
 namespace {
 sockaddr_in Loopback(int port) {
   sockaddr_in a{};

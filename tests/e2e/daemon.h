@@ -109,6 +109,13 @@ struct Exit {
 };
 Exit RunToExit(std::vector<std::string> args);
 
+// `command` run through the shell: what it wrote on stdout (add " 2>&1" for stderr too), and its
+// exit status in *exit_code (-1 when a signal ended it).
+std::string RunShell(const std::string& command, int* exit_code);
+
+// The first line of a file ("" when it cannot be read), e.g. a token file.
+std::string FirstLine(const std::string& path);
+
 // A port free on 127.0.0.1 for both TCP and UDP now (the daemon binds it a moment later); 0 when
 // none was found in 50 tries.
 int FreeLoopbackPort();

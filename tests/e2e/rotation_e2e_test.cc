@@ -23,6 +23,7 @@ using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::EmulatorAccessRuleValues;
 using ::palisade::testing::EmulatorState;
+using ::palisade::testing::FirstLine;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::HttpPost;
 using ::palisade::testing::ScrapeMetric;
@@ -33,13 +34,6 @@ using json = nlohmann::json;
 
 const std::vector<std::string> kPacks = {"tests/e2e/testdata/edge.textproto"};
 constexpr char kRotation[] = "  rotation { interval { seconds: 1 } }\n";
-
-std::string FileToken(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
 
 bool Exists(const std::string& path) {
   struct stat st;
@@ -69,7 +63,7 @@ TEST(RotationE2eTest, RollsUnderLoadFailNoCallAndRetireTheOldSecret) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  const std::string original = FileToken(cf.token_file());
+  const std::string original = FirstLine(cf.token_file());
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
       Daemon::Start({"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks, "", kRotation),
                      "--shutdown_grace=200ms"});
@@ -109,13 +103,13 @@ TEST(RotationE2eTest, RollsUnderLoadFailNoCallAndRetireTheOldSecret) {
       ScrapeMetric(**daemon, "palisade_cloudflare_token_rolls_total", {"result=\"failed\""}) > 0,
       false);
   // The file holds a live secret; the original one is dead; the file stayed owner-only.
-  const std::string now = FileToken(cf.token_file());
+  const std::string now = FirstLine(cf.token_file());
   EXPECT_NE(now, original);
   struct stat st;
   ASSERT_EQ(stat(cf.token_file().c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);
   (*daemon)->Stop();
-  EXPECT_TRUE(Verifies(cf, FileToken(cf.token_file())));
+  EXPECT_TRUE(Verifies(cf, FirstLine(cf.token_file())));
   EXPECT_FALSE(Verifies(cf, original));
   EXPECT_FALSE(Exists(cf.token_file() + ".rolled"));
 }
@@ -124,7 +118,7 @@ TEST(RotationE2eTest, ACrashBetweenRollAndFileWriteIsRolledForward) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  const std::string original = FileToken(cf.token_file());
+  const std::string original = FirstLine(cf.token_file());
   const std::string config = WriteEdgeConfig(cf, cf.token_file(), kPacks, "", kRotation);
   const std::string side = cf.token_file() + ".rolled";
 
@@ -140,7 +134,7 @@ TEST(RotationE2eTest, ACrashBetweenRollAndFileWriteIsRolledForward) {
     EXPECT_THAT(crashing.status().message(), ::testing::HasSubstr("status 86"));
   }
   ASSERT_TRUE(Exists(side));
-  EXPECT_EQ(FileToken(cf.token_file()), original);  // the dead secret
+  EXPECT_EQ(FirstLine(cf.token_file()), original);  // the dead secret
   EXPECT_FALSE(Verifies(cf, original));
 
   // The restart rolls forward to the side file's secret and works with it.
@@ -148,8 +142,8 @@ TEST(RotationE2eTest, ACrashBetweenRollAndFileWriteIsRolledForward) {
       {"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks), "--shutdown_grace=200ms"});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   EXPECT_FALSE(Exists(side));
-  EXPECT_NE(FileToken(cf.token_file()), original);
-  EXPECT_TRUE(Verifies(cf, FileToken(cf.token_file())));
+  EXPECT_NE(FirstLine(cf.token_file()), original);
+  EXPECT_TRUE(Verifies(cf, FirstLine(cf.token_file())));
   auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
   auto ingest = palisade::v1::Ingest::NewStub(channel);
   ASSERT_TRUE(ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, SshFailures(7, 1)).ok());
@@ -180,7 +174,7 @@ TEST(RotationE2eTest, TheOwnTokenMisusedRaisesAnAlertAndIsNeverRevoked) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  const std::string own = FileToken(cf.token_file());
+  const std::string own = FirstLine(cf.token_file());
   // The service's own token is used from 127.0.0.1, outside the expected 192.0.2.0/24.
   ASSERT_TRUE(HttpPost(cf.port(),
                        absl::StrCat("/client/v4/accounts/", ::palisade::testing::kEmulatorAccount,

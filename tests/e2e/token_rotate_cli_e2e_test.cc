@@ -26,7 +26,9 @@ using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::EmulatorAccessRuleValues;
 using ::palisade::testing::EmulatorState;
+using ::palisade::testing::FirstLine;
 using ::palisade::testing::HttpGet;
+using ::palisade::testing::RunShell;
 using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::ShipLines;
 using ::palisade::testing::WaitFor;
@@ -39,29 +41,9 @@ const std::vector<std::string> kPacks = {"tests/e2e/testdata/edge.textproto"};
 // Long enough that the schedule never rolls during the test: every roll is the command's.
 constexpr char kRotation[] = "  rotation { interval { seconds: 86400 } }\n";
 
-std::string FileToken(const std::string& path) {
-  std::ifstream in(path);
-  std::string line;
-  std::getline(in, line);
-  return line;
-}
-
-// Runs `command` through the shell: stdout and stderr together, and the exit code.
-std::string RunShell(const std::string& command, int* code) {
-  FILE* p = popen((command + " 2>&1").c_str(), "r");
-  std::string out;
-  if (p == nullptr) return out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  const int status = pclose(p);
-  *code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return out;
-}
-
 std::string Rotate(const Daemon& daemon, int* code, const std::string& flags = "") {
   return RunShell(absl::StrCat("services/cli/palisadectl --server=", daemon.grpc_address(),
-                               " cloudflare rotate", flags),
+                               " cloudflare rotate", flags, " 2>&1"),
                   code);
 }
 
@@ -83,7 +65,7 @@ TEST(TokenRotateCliE2eTest, RotateRollsTheTokenNowAndBansStillApply) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  const std::string original = FileToken(cf.token_file());
+  const std::string original = FirstLine(cf.token_file());
   const json tokens = EmulatorState(cf)["tokens"];
   ASSERT_EQ(tokens.size(), 1u) << tokens.dump();
   const std::string id = tokens[0]["id"];
@@ -100,7 +82,7 @@ TEST(TokenRotateCliE2eTest, RotateRollsTheTokenNowAndBansStillApply) {
   int code = -1;
   const std::string out = Rotate(**daemon, &code);
   ASSERT_EQ(code, 0) << out;
-  const std::string rolled = FileToken(cf.token_file());
+  const std::string rolled = FirstLine(cf.token_file());
   EXPECT_NE(rolled, original);
   EXPECT_THAT(out, HasSubstr(absl::StrCat("rolled token ", id)));
   EXPECT_THAT(out, HasSubstr("expires:   never"));  // the seeded token has no expiry
@@ -125,16 +107,16 @@ TEST(TokenRotateCliE2eTest, RotateRollsTheTokenNowAndBansStillApply) {
   ASSERT_TRUE(j.is_object()) << again;
   EXPECT_EQ(j["token_id"], id);
   EXPECT_FALSE(j.contains("expires"));
-  EXPECT_NE(FileToken(cf.token_file()), rolled);
-  EXPECT_THAT(again, Not(HasSubstr(FileToken(cf.token_file()))));
-  EXPECT_TRUE(Verifies(cf, FileToken(cf.token_file())));
+  EXPECT_NE(FirstLine(cf.token_file()), rolled);
+  EXPECT_THAT(again, Not(HasSubstr(FirstLine(cf.token_file()))));
+  EXPECT_TRUE(Verifies(cf, FirstLine(cf.token_file())));
 }
 
 TEST(TokenRotateCliE2eTest, RotateIsRefusedWithTheReason) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  const std::string original = FileToken(cf.token_file());
+  const std::string original = FirstLine(cf.token_file());
   int code = -1;
   {
     // No cloudflare.rotation.
@@ -161,7 +143,7 @@ TEST(TokenRotateCliE2eTest, RotateIsRefusedWithTheReason) {
     EXPECT_THAT(out, Not(HasSubstr(original)));
   }
   // Nothing was rolled.
-  EXPECT_EQ(FileToken(cf.token_file()), original);
+  EXPECT_EQ(FirstLine(cf.token_file()), original);
   EXPECT_TRUE(Verifies(cf, original));
 }
 
