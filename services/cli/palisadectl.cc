@@ -13,6 +13,7 @@
 //                              [--jail=jail.conf[,jail.local] [--jail_name=J]] | DIR --report
 //   palisadectl rules reload
 //   palisadectl actions release [--max N]
+//   palisadectl bouncers add NAME | list [--json] | delete NAME
 //   palisadectl replay FILE... [--format F] [--config C | --rules PACK,...] [--batch_lines N]
 //                              [--time_zone Z] [--json]
 //   palisadectl status
@@ -676,6 +677,59 @@ int RulesReload() {
   return 0;
 }
 
+// CrowdSec bouncers (palisaded's bouncer_api). `add` prints the new key alone on standard
+// output (the one time it is shown: palisaded keeps only its SHA-256), the advice on stderr.
+int BouncersAdd(const std::string& name) {
+  auto stub = palisade::v1::Admin::NewStub(Channel());
+  palisade::v1::AddBouncerRequest req;
+  req.set_name(name);
+  palisade::v1::AddBouncerResponse resp;
+  grpc::Status s = stub->AddBouncer(Context().get(), req, &resp);
+  if (!s.ok()) return Fail(s, "bouncers add");
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", Json(resp).c_str());
+    return 0;
+  }
+  std::fprintf(stderr,
+               "bouncer \"%s\" added; its API key follows. It is shown this once (palisaded "
+               "keeps only a hash): put it in the bouncer's api_key.\n",
+               Safe(resp.name()).c_str());
+  std::printf("%s\n", resp.api_key().c_str());
+  return 0;
+}
+
+int BouncersList() {
+  auto stub = palisade::v1::Admin::NewStub(Channel());
+  palisade::v1::ListBouncersResponse resp;
+  grpc::Status s = stub->ListBouncers(Context().get(), {}, &resp);
+  if (!s.ok()) return Fail(s, "bouncers list");
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", Json(resp).c_str());
+    return 0;
+  }
+  std::printf("%-24s %-25s %-40s %s\n", "name", "last pull", "address", "version");
+  for (const auto& b : resp.bouncers()) {
+    const std::string last =
+        b.has_last_pull()
+            ? absl::FormatTime(absl::RFC3339_sec, FromProtoTime(b.last_pull()), absl::UTCTimeZone())
+            : std::string("never");
+    std::printf("%-24s %-25s %-40s %s%s\n", Safe(b.name()).c_str(), last.c_str(),
+                Safe(b.address()).c_str(), Safe(b.version()).c_str(), b.stale() ? "  (stale)" : "");
+  }
+  return 0;
+}
+
+int BouncersDelete(const std::string& name) {
+  auto stub = palisade::v1::Admin::NewStub(Channel());
+  palisade::v1::DeleteBouncerRequest req;
+  req.set_name(name);
+  palisade::v1::DeleteBouncerResponse resp;
+  grpc::Status s = stub->DeleteBouncer(Context().get(), req, &resp);
+  if (!s.ok()) return Fail(s, "bouncers delete");
+  std::printf("bouncer \"%s\" deleted: its key is refused from now on\n", Safe(name).c_str());
+  return 0;
+}
+
 int ActionsRelease(int max) {
   auto stub = palisade::v1::Admin::NewStub(Channel());
   palisade::v1::ReleaseHeldRequest req;
@@ -709,6 +763,10 @@ int Status() {
       static_cast<unsigned long long>(resp.lines_matched()),
       static_cast<unsigned long long>(resp.detections()), resp.decisions_active(),
       resp.actions_pending(), resp.actions_held());
+  if (resp.bouncers_registered() > 0) {
+    std::printf("bouncers:  %u registered, %u stale   (palisadectl bouncers list)\n",
+                resp.bouncers_registered(), resp.bouncers_stale());
+  }
   // The credentials check made at start (palisadectl cloudflare check for the details).
   for (const auto& a : resp.actuator_states()) {
     if (!a.enabled()) {
@@ -1176,6 +1234,9 @@ int main(int argc, char** argv) {
       "  replay FILE... [--format F] [--config C | --rules A,B | --rules_dir D] [--batch_lines N]\n"
       "        [--time_zone Z] [--json]   (offline, event time, dry run)\n"
       "  actions release [--max N]   (let actions held by the blast-radius guard go out)\n"
+      "  bouncers add NAME [--json]   (a CrowdSec bouncer for bouncer_api; prints its key once)\n"
+      "  bouncers list [--json]\n"
+      "  bouncers delete NAME\n"
       "  status [--json]\n"
       "  watch [--kinds detection,decision,action,alert] [--rule R] [--origin rule|manual|feed]\n"
       "        [--after SEQ] [--count N] [--json]   (follow the event stream)\n"
@@ -1205,6 +1266,11 @@ int main(int argc, char** argv) {
   }
   if (cmd == "actions" && args.size() == 2 && args[1] == "release") {
     return palisade::ActionsRelease(absl::GetFlag(FLAGS_max));
+  }
+  if (cmd == "bouncers" && args.size() >= 2) {
+    if (args[1] == "add" && args.size() == 3) return palisade::BouncersAdd(args[2]);
+    if (args[1] == "list" && args.size() == 2) return palisade::BouncersList();
+    if (args[1] == "delete" && args.size() == 3) return palisade::BouncersDelete(args[2]);
   }
   if (cmd == "watch" && args.size() == 1) return palisade::Watch();
   if (cmd == "hash-token" && args.size() == 1) return palisade::HashToken();

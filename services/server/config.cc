@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
+#include "services/bouncer_api/bouncer_api_config.h"
 #include "services/common/ip.h"
 #include "services/common/proto_time.h"
 #include "services/formats/json_parser.h"
@@ -390,6 +391,14 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   if (!s.ok()) return s;
   s = ValidateIngress(file, &config);
   if (!s.ok()) return s;
+  if (config.has_bouncer_api()) {
+    absl::StatusOr<palisade::v1::BouncerApiConfig> bouncer_api =
+        BouncerApiConfigWithDefaults(config.bouncer_api());
+    if (!bouncer_api.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(file, ": ", bouncer_api.status().message()));
+    }
+    *config.mutable_bouncer_api() = *std::move(bouncer_api);
+  }
   if (guard->max_new_bans_per_minute() == 0) guard->set_max_new_bans_per_minute(60);
   if (guard->max_active_per_actuator() == 0) guard->set_max_active_per_actuator(10000);
   s = ValidateCloudflare(file, config.mutable_cloudflare());
@@ -420,6 +429,12 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   resolve(config.mutable_cloudflare()->mutable_token_file());
   resolve(config.mutable_cloudflare()->mutable_api_key_file());
   resolve(config.mutable_guard()->mutable_cloudflare_ranges_file());
+  if (config.has_bouncer_api()) {  // (mutable_bouncer_api() alone would turn it on)
+    palisade::v1::TlsConfig* tls = config.mutable_bouncer_api()->mutable_tls();
+    resolve(tls->mutable_cert_file());
+    resolve(tls->mutable_key_file());
+    resolve(tls->mutable_client_ca_file());
+  }
   if (config.state_file().empty()) config.set_state_file("palisade.db");
   if (config.state_file() != ":memory:") resolve(config.mutable_state_file());
   return config;

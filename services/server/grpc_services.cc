@@ -445,6 +445,11 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* cont
   response->set_lines_matched(stats.matched_lines);
   response->set_detections(stats.detections);
   response->set_decisions_active(static_cast<uint32_t>(table_.active_count()));
+  if (bouncers_ != nullptr) {
+    auto [registered, stale] = bouncers_->BouncerCounts();
+    response->set_bouncers_registered(registered);
+    response->set_bouncers_stale(stale);
+  }
   if (dispatcher_ != nullptr) {
     response->set_actions_held(static_cast<uint32_t>(dispatcher_->held()));
     response->set_actions_pending(static_cast<uint32_t>(dispatcher_->pending()));
@@ -482,6 +487,55 @@ grpc::ServerUnaryReactor* AdminService::ReleaseHeld(grpc::CallbackServerContext*
       request->max() == 0 ? std::numeric_limits<int>::max() : static_cast<int>(request->max());
   response->set_released(static_cast<uint32_t>(dispatcher_->ReleaseHeld(max)));
   return Reply(context, absl::OkStatus());
+}
+
+namespace {
+constexpr char kNoBouncerApi[] =
+    "the bouncer API is off: add a bouncer_api { } block to the config";
+}  // namespace
+
+grpc::ServerUnaryReactor* AdminService::AddBouncer(grpc::CallbackServerContext* context,
+                                                   const palisade::v1::AddBouncerRequest* request,
+                                                   palisade::v1::AddBouncerResponse* response) {
+  if (grpc::Status a = Allow(context, Role::kAdmin, "Admin.AddBouncer"); !a.ok()) {
+    return Reply(context, a);
+  }
+  if (bouncers_ == nullptr) return Reply(context, absl::FailedPreconditionError(kNoBouncerApi));
+  absl::StatusOr<std::string> key = bouncers_->AddBouncer(request->name());
+  if (key.ok()) {
+    response->set_name(request->name());
+    response->set_api_key(*std::move(key));
+  }
+  return Reply(context, key.status());
+}
+
+grpc::ServerUnaryReactor* AdminService::ListBouncers(
+    grpc::CallbackServerContext* context, const palisade::v1::ListBouncersRequest* /*request*/,
+    palisade::v1::ListBouncersResponse* response) {
+  if (grpc::Status a = Allow(context, Role::kRead, "Admin.ListBouncers"); !a.ok()) {
+    return Reply(context, a);
+  }
+  if (bouncers_ == nullptr) return Reply(context, absl::FailedPreconditionError(kNoBouncerApi));
+  for (const BouncerInfo& b : bouncers_->ListBouncers()) {
+    palisade::v1::Bouncer* out = response->add_bouncers();
+    out->set_name(b.name);
+    *out->mutable_created() = ToProtoTime(b.created);
+    if (b.last_pull != absl::InfinitePast()) *out->mutable_last_pull() = ToProtoTime(b.last_pull);
+    out->set_address(b.address);
+    out->set_version(b.user_agent);
+    out->set_stale(b.stale);
+  }
+  return Reply(context, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* AdminService::DeleteBouncer(
+    grpc::CallbackServerContext* context, const palisade::v1::DeleteBouncerRequest* request,
+    palisade::v1::DeleteBouncerResponse* /*response*/) {
+  if (grpc::Status a = Allow(context, Role::kAdmin, "Admin.DeleteBouncer"); !a.ok()) {
+    return Reply(context, a);
+  }
+  if (bouncers_ == nullptr) return Reply(context, absl::FailedPreconditionError(kNoBouncerApi));
+  return Reply(context, bouncers_->DeleteBouncer(request->name()));
 }
 
 grpc::ServerUnaryReactor* AdminService::ReloadRules(

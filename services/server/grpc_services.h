@@ -19,6 +19,7 @@
 #include "prometheus/counter.h"
 #include "prometheus/registry.h"
 #include "services/actions/dispatcher.h"
+#include "services/bouncer_api/bouncer_api.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
 #include "services/events/event_hub.h"
@@ -97,6 +98,19 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   // Shared with the SIGHUP handler: reloads and records the outcome.
   absl::StatusOr<std::shared_ptr<const RuleSet>> Reload();
 
+  // CrowdSec bouncers (config bouncer_api). Unset: the bouncer RPCs are FAILED_PRECONDITION.
+  // Set once, before the server serves.
+  void SetBouncerApi(BouncerApi* bouncers) { bouncers_ = bouncers; }
+  grpc::ServerUnaryReactor* AddBouncer(grpc::CallbackServerContext* context,
+                                       const palisade::v1::AddBouncerRequest* request,
+                                       palisade::v1::AddBouncerResponse* response) override;
+  grpc::ServerUnaryReactor* ListBouncers(grpc::CallbackServerContext* context,
+                                         const palisade::v1::ListBouncersRequest* request,
+                                         palisade::v1::ListBouncersResponse* response) override;
+  grpc::ServerUnaryReactor* DeleteBouncer(grpc::CallbackServerContext* context,
+                                          const palisade::v1::DeleteBouncerRequest* request,
+                                          palisade::v1::DeleteBouncerResponse* response) override;
+
   // Adds what Status says about the Cloudflare credentials (credential_findings,
   // actuator_states, cloudflare_token_expires, credentials_checked; Edge::FillCredentialStatus).
   // Set once, before the server serves; called concurrently.
@@ -120,6 +134,7 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   prometheus::Counter& reload_ok_;
   prometheus::Counter& reload_failed_;
   Dispatcher* dispatcher_;
+  BouncerApi* bouncers_ = nullptr;
   CredentialStatusFill credential_status_;
   TokenRoller roll_token_;
 };

@@ -27,6 +27,7 @@
 #include "services/common/clock.h"
 #include "services/common/proto_time.h"
 #include "services/actions/token_vetter.h"
+#include "services/bouncer_api/bouncer_api.h"
 #include "services/decisions/decision_table.h"
 #include "services/events/convert.h"
 #include "services/events/event_hub.h"
@@ -54,7 +55,8 @@ ABSL_FLAG(std::string, state_file, "", "Overrides the config's state_file (the S
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
           "On SIGTERM, how long in-flight RPCs may finish before they are cancelled.");
 ABSL_FLAG(std::string, port_file, "",
-          "When set, writes 'grpc=PORT' and 'metrics=PORT' lines here once listening.");
+          "When set, writes 'grpc=PORT' and 'metrics=PORT' lines (and 'bouncer=PORT' with "
+          "bouncer_api) here once listening.");
 
 namespace palisade {
 namespace {
@@ -153,6 +155,30 @@ int Run() {
   if (absl::Status s = table.Restore(); !s.ok()) {
     Log(absl::StrCat("refusing to start: ", s.message()));
     return 2;
+  }
+  // CrowdSec bouncers (bouncer_api): attached before anything can change the table (the
+  // receivers below serve at once), so its change log misses nothing.
+  std::unique_ptr<BouncerApi> bouncer_api;
+  if (config->has_bouncer_api()) {
+    const palisade::v1::BouncerApiConfig& b = config->bouncer_api();
+    if (!IsLoopbackListen(b.listen()) && b.tls().cert_file().empty() && !b.allow_plain_http()) {
+      Log(absl::StrCat("refusing to start: bouncer_api.listen ", b.listen(),
+                       " is not a loopback address and bouncer_api.tls is not set: the bouncers' "
+                       "keys would cross the network in clear; set tls (cert_file, key_file), "
+                       "or allow_plain_http on a network you trust"));
+      return 2;
+    }
+    absl::StatusOr<std::unique_ptr<BouncerApi>> created = BouncerApi::Create(
+        b, clock, store->get(), *registry, [](const std::string& m) { Log(m); });
+    absl::Status s = created.ok() ? (*created)->Attach(table) : created.status();
+    if (s.ok()) s = (*created)->Start();
+    if (!s.ok()) {
+      Log(absl::StrCat("refusing to start: ", s.message()));
+      return 2;
+    }
+    bouncer_api = *std::move(created);
+    Log(absl::StrCat("bouncer API (CrowdSec LAPI v1) on port ", bouncer_api->port(),
+                     b.tls().cert_file().empty() ? "" : " (TLS)"));
   }
   // Threat feeds: their last applied versions are matched from the first line on.
   absl::StatusOr<CidrSet> never_ban = NeverBanSet(*config);
@@ -403,6 +429,7 @@ int Run() {
   AdminService admin(
       pipeline, table, clock, [loaded] { return LoadRules(loaded); }, *registry, kVersion,
       edge ? &edge->dispatcher() : nullptr);
+  admin.SetBouncerApi(bouncer_api.get());
   if (edge) {
     // The credentials check as of its last run (at start, then every check_interval), and
     // palisadectl cloudflare rotate.
@@ -520,6 +547,7 @@ int Run() {
     {
       std::ofstream out(path + ".tmp");
       out << "grpc=" << grpc_port << "\nmetrics=" << metrics_port << "\n";
+      if (bouncer_api) out << "bouncer=" << bouncer_api->port() << "\n";
     }
     std::rename((path + ".tmp").c_str(), path.c_str());
   }
@@ -596,6 +624,7 @@ int Run() {
   for (auto& j : journal_inputs) j->Stop();
   for (auto& r : syslog_receivers) r->Stop();
   for (auto& r : logpush_receivers) r->Stop();
+  if (bouncer_api) bouncer_api->Stop();
   server->Shutdown(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(absl::GetFlag(FLAGS_shutdown_grace)));
   sweeper.join();

@@ -1,0 +1,882 @@
+#include "services/bouncer_api/bouncer_api.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <openssl/sha.h>
+
+#include <algorithm>
+#include <fstream>
+#include <optional>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "httplib.h"
+#include "services/common/ip.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::v1::Decision;
+
+constexpr char kForbidden[] = "{\"message\":\"access forbidden\"}";
+constexpr size_t kMaxUserAgent = 128;
+constexpr size_t kMaxScenario = 256;
+
+std::string Sha256(absl::string_view s) {
+  unsigned char md[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(s.data()), s.size(), md);
+  return std::string(reinterpret_cast<const char*>(md), sizeof(md));
+}
+
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+absl::Time ExpiryOf(const Decision& d) {
+  return absl::FromUnixSeconds(d.expiry().seconds()) + absl::Nanoseconds(d.expiry().nanos());
+}
+
+bool ValidName(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '@' &&
+        c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Printable ASCII only, cut: the User-Agent is the sender's to write and ends up in a table and
+// on an operator's terminal.
+std::string Printable(absl::string_view s, size_t max) {
+  std::string out;
+  for (char c : s.substr(0, max)) {
+    out += (c >= 0x20 && c < 0x7f) ? c : '?';
+  }
+  return out;
+}
+
+// The decision as bouncers see it, or nullopt when they must not see it (see the header).
+std::optional<BouncerChangeRow> Visible(const Decision& d) {
+  if (!d.active() || d.dry_run()) return std::nullopt;
+  BouncerChangeRow r;
+  switch (d.target().kind()) {
+    case palisade::v1::TARGET_KIND_IP:
+      r.scope = "Ip";
+      break;
+    case palisade::v1::TARGET_KIND_RANGE:
+      r.scope = "Range";
+      break;
+    default:
+      return std::nullopt;
+  }
+  switch (d.action()) {
+    case palisade::v1::ACTION_BLOCK:
+      r.type = "ban";
+      break;
+    case palisade::v1::ACTION_CHALLENGE:
+    case palisade::v1::ACTION_MANAGED_CHALLENGE:
+      r.type = "captcha";
+      break;
+    default:
+      return std::nullopt;
+  }
+  switch (d.origin()) {
+    case palisade::v1::ORIGIN_MANUAL:
+      r.origin = "cscli";
+      break;
+    case palisade::v1::ORIGIN_FEED:
+      r.origin = "lists";
+      break;
+    default:
+      r.origin = "crowdsec";
+  }
+  if (!d.rule_id().empty()) {
+    r.scenario = d.rule_id();
+  } else if (!d.reason().empty()) {
+    r.scenario = d.reason();
+  } else {
+    r.scenario = d.origin() == palisade::v1::ORIGIN_FEED ? "feed" : "manual";
+  }
+  if (r.scenario.size() > kMaxScenario) r.scenario.resize(kMaxScenario);
+  r.decision_id = d.id();
+  r.value = d.target().value();
+  r.until = ExpiryOf(d);
+  return r;
+}
+
+bool SameServed(const BouncerChangeRow& a, const BouncerChangeRow& b) {
+  return a.deleted == b.deleted && a.scope == b.scope && a.value == b.value && a.type == b.type &&
+         a.origin == b.origin && a.scenario == b.scenario && a.until == b.until;
+}
+
+// JSON string escaping as Go's encoding/json writes it (HTML-safe: <, >, & escaped too).
+void AppendJsonString(absl::string_view s, std::string* out) {
+  static const char kHex[] = "0123456789abcdef";
+  out->push_back('"');
+  for (size_t i = 0; i < s.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    switch (c) {
+      case '"':
+        out->append("\\\"");
+        break;
+      case '\\':
+        out->append("\\\\");
+        break;
+      case '\n':
+        out->append("\\n");
+        break;
+      case '\r':
+        out->append("\\r");
+        break;
+      case '\t':
+        out->append("\\t");
+        break;
+      default:
+        if (c < 0x20 || c == '<' || c == '>' || c == '&') {
+          out->append("\\u00");
+          out->push_back(kHex[c >> 4]);
+          out->push_back(kHex[c & 15]);
+        } else {
+          out->push_back(static_cast<char>(c));
+        }
+    }
+  }
+  out->push_back('"');
+}
+
+// One decision, its keys in the order Go writes models.Decision's fields.
+void AppendDecision(const BouncerChangeRow& r, absl::Time now, std::string* out) {
+  out->append("{\"duration\":");
+  AppendJsonString(GoDuration(r.until - now), out);
+  absl::StrAppend(out, ",\"id\":", r.num, ",\"origin\":");
+  AppendJsonString(r.origin, out);
+  out->append(",\"scenario\":");
+  AppendJsonString(r.scenario, out);
+  out->append(",\"scope\":");
+  AppendJsonString(r.scope, out);
+  out->append(",\"type\":");
+  AppendJsonString(r.type, out);
+  out->append(",\"value\":");
+  AppendJsonString(r.value, out);
+  out->push_back('}');
+}
+
+// A list as CrowdSec 1.4.6 writes it: `null` when empty (a nil Go slice), else an array.
+void AppendList(const std::vector<const BouncerChangeRow*>& rows, absl::Time now,
+                std::string* out) {
+  if (rows.empty()) {
+    out->append("null");
+    return;
+  }
+  out->push_back('[');
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (i > 0) out->push_back(',');
+    AppendDecision(*rows[i], now, out);
+  }
+  out->push_back(']');
+}
+
+BouncerReply JsonError(int status, absl::string_view message) {
+  BouncerReply r;
+  r.status = status;
+  r.body = "{\"message\":";
+  AppendJsonString(message, &r.body);
+  r.body += "}";
+  return r;
+}
+
+// The filters of a request, parsed; `error` set when one is not understood.
+struct Filters {
+  std::optional<std::set<std::string>> scopes;  // lowercase
+  std::optional<std::set<std::string>> origins;
+  std::vector<std::string> scenarios_containing;
+  std::vector<std::string> scenarios_not_containing;
+  std::optional<std::string> type;
+  std::optional<IpAddress> ip;
+  std::optional<Cidr> range;
+  std::optional<std::string> scope;  // lowercase
+  std::optional<std::string> value;
+  bool contains = true;
+  bool startup = false;
+  std::string error;
+
+  bool Matches(const BouncerChangeRow& r) const {
+    const std::string scope_lower = absl::AsciiStrToLower(r.scope);
+    if (scopes && !scopes->count(scope_lower)) return false;
+    if (scope && *scope != scope_lower) return false;
+    if (origins && !origins->count(r.origin)) return false;
+    if (type && *type != r.type) return false;
+    if (value && *value != r.value) return false;
+    if (!scenarios_containing.empty() &&
+        std::none_of(scenarios_containing.begin(), scenarios_containing.end(),
+                     [&](const std::string& s) { return absl::StrContains(r.scenario, s); })) {
+      return false;
+    }
+    for (const std::string& s : scenarios_not_containing) {
+      if (absl::StrContains(r.scenario, s)) return false;
+    }
+    if (ip || range) {
+      std::optional<Cidr> decided;
+      if (r.scope == "Ip") {
+        std::optional<IpAddress> a = IpAddress::Parse(r.value);
+        if (a) decided = Cidr::Covering(*a, a->bit_length());
+      } else {
+        absl::StatusOr<Cidr> c = Cidr::Parse(r.value);
+        if (c.ok()) decided = *c;
+      }
+      if (!decided) return false;
+      if (ip && !decided->Contains(*ip)) return false;
+      if (range) {
+        // contains (the default): decisions covering the whole range; else those inside it.
+        const Cidr& outer = contains ? *decided : *range;
+        const Cidr& inner = contains ? *range : *decided;
+        if (outer.base().is_v4() != inner.base().is_v4() ||
+            outer.prefix_length() > inner.prefix_length() || !outer.Contains(inner.base())) {
+          return false;
+        }
+      }
+    }
+    return true;
+  }
+};
+
+// CrowdSec's scopes (types.Ip, Range, Country, AS, Username): the others name nothing. Only Ip
+// and Range decisions exist here; a filter on the rest is valid and matches none.
+const std::set<std::string>& KnownScopes() {
+  static const auto* s = new std::set<std::string>{"ip", "range", "country", "as", "username"};
+  return *s;
+}
+// CrowdSec 1.4's origins.
+const std::set<std::string>& KnownOrigins() {
+  static const auto* s =
+      new std::set<std::string>{"crowdsec", "cscli", "CAPI", "lists", "cscli-import", "console"};
+  return *s;
+}
+
+std::vector<std::string> CommaList(const std::string& v) {
+  std::vector<std::string> out;
+  for (absl::string_view part : absl::StrSplit(v, ',')) {
+    part = absl::StripAsciiWhitespace(part);
+    if (!part.empty()) out.emplace_back(part);
+  }
+  return out;
+}
+
+Filters ParseFilters(const std::multimap<std::string, std::string>& params,
+                     const std::set<std::string>& allowed) {
+  Filters f;
+  std::set<std::string> seen;
+  for (const auto& [key, value] : params) {
+    if (!allowed.count(key)) {
+      f.error = absl::StrCat("unknown parameter '", Printable(key, 64), "'");
+      return f;
+    }
+    if (!seen.insert(key).second) {
+      f.error = absl::StrCat("parameter '", key, "' is given twice");
+      return f;
+    }
+    auto bad = [&](absl::string_view why) {
+      f.error = absl::StrCat("'", key, "': ", why);
+    };
+    if (key == "startup") {
+      if (value != "true" && value != "false") return bad("must be true or false"), f;
+      f.startup = value == "true";
+    } else if (key == "contains") {
+      if (value != "true" && value != "false") return bad("must be true or false"), f;
+      f.contains = value == "true";
+    } else if (key == "scopes") {
+      f.scopes.emplace();
+      for (const std::string& s : CommaList(value)) {
+        const std::string lower = absl::AsciiStrToLower(s);
+        if (!KnownScopes().count(lower)) {
+          return bad(absl::StrCat("unknown scope '", Printable(s, 64),
+                                  "' (ip, range, country, as, username)")),
+                 f;
+        }
+        f.scopes->insert(lower);
+      }
+      if (f.scopes->empty()) return bad("no scope given"), f;
+    } else if (key == "scope") {
+      const std::string lower = absl::AsciiStrToLower(value);
+      if (!KnownScopes().count(lower)) {
+        return bad(absl::StrCat("unknown scope '", Printable(value, 64), "'")), f;
+      }
+      f.scope = lower;
+    } else if (key == "origins") {
+      f.origins.emplace();
+      for (const std::string& o : CommaList(value)) {
+        if (!KnownOrigins().count(o)) {
+          return bad(absl::StrCat("unknown origin '", Printable(o, 64),
+                                  "' (crowdsec, cscli, CAPI, lists, cscli-import, console)")),
+                 f;
+        }
+        f.origins->insert(o);
+      }
+      if (f.origins->empty()) return bad("no origin given"), f;
+    } else if (key == "scenarios_containing" || key == "scenarios_not_containing") {
+      std::vector<std::string> list = CommaList(value);
+      if (list.empty()) return bad("no scenario given"), f;
+      (key == "scenarios_containing" ? f.scenarios_containing : f.scenarios_not_containing) =
+          std::move(list);
+    } else if (key == "type") {
+      if (value != "ban" && value != "captcha") {
+        return bad(absl::StrCat("unknown type '", Printable(value, 64), "' (ban, captcha)")), f;
+      }
+      f.type = value;
+    } else if (key == "ip") {
+      f.ip = IpAddress::Parse(value);
+      if (!f.ip) return bad(absl::StrCat("'", Printable(value, 64), "' is not an address")), f;
+    } else if (key == "range") {
+      absl::StatusOr<Cidr> c = Cidr::Parse(value);
+      if (!c.ok()) return bad(absl::StrCat("'", Printable(value, 64), "' is not a range")), f;
+      f.range = *c;
+    } else if (key == "value") {
+      f.value = value;
+    }
+  }
+  return f;
+}
+
+const std::set<std::string>& StreamParams() {
+  static const auto* s = new std::set<std::string>{
+      "startup", "scopes", "origins", "scenarios_containing", "scenarios_not_containing"};
+  return *s;
+}
+const std::set<std::string>& LiveParams() {
+  static const auto* s = new std::set<std::string>{
+      "ip",      "range",  "scope", "value", "type", "contains", "origins", "scopes",
+      "scenarios_containing", "scenarios_not_containing"};
+  return *s;
+}
+
+bool ByNum(const BouncerChangeRow* a, const BouncerChangeRow* b) { return a->num < b->num; }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BouncerApi>> BouncerApi::Create(
+    const palisade::v1::BouncerApiConfig& config, Clock& clock, Store* store,
+    prometheus::Registry& registry, std::function<void(const std::string&)> log) {
+  if (store == nullptr) return absl::FailedPreconditionError("bouncer_api: needs the state store");
+  absl::StatusOr<palisade::v1::BouncerApiConfig> c = BouncerApiConfigWithDefaults(config);
+  if (!c.ok()) return c.status();
+  std::unique_ptr<BouncerApi> api(
+      new BouncerApi(*std::move(c), clock, store, registry, std::move(log)));
+  absl::StatusOr<std::vector<BouncerRow>> rows = store->LoadBouncers();
+  if (!rows.ok()) return rows.status();
+  absl::StatusOr<BouncerLogMeta> meta = store->LoadBouncerLogMeta();
+  if (!meta.ok()) return meta.status();
+  absl::MutexLock lock(&api->mu_);
+  api->last_seq_ = meta->last_seq;
+  api->trimmed_through_ = meta->trimmed_through;
+  for (BouncerRow& row : *rows) {
+    auto b = std::make_unique<Bouncer>();
+    b->row = std::move(row);
+    api->AddMetricsLocked(*b);
+    api->bouncers_[b->row.name] = std::move(b);
+  }
+  api->registered_->Set(static_cast<double>(api->bouncers_.size()));
+  return api;
+}
+
+BouncerApi::BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Store* store,
+                       prometheus::Registry& registry,
+                       std::function<void(const std::string&)> log)
+    : config_(std::move(config)),
+      clock_(clock),
+      store_(store),
+      registry_(registry),
+      log_(std::move(log)) {
+  pulls_ = &prometheus::BuildCounter()
+                .Name("palisade_bouncer_pulls_total")
+                .Help("Pulls by CrowdSec bouncers (bouncer_api), by bouncer and kind: startup "
+                      "(everything active), stream (changes since the last pull), live (one "
+                      "address).")
+                .Register(registry);
+  served_ = &prometheus::BuildCounter()
+                 .Name("palisade_bouncer_decisions_served_total")
+                 .Help("Decisions served to CrowdSec bouncers, by bouncer and list (new, "
+                       "deleted).")
+                 .Register(registry);
+  last_pull_ = &prometheus::BuildGauge()
+                    .Name("palisade_bouncer_last_pull_timestamp_seconds")
+                    .Help("When a registered bouncer last pulled (unix seconds); its "
+                          "registration time until its first pull.")
+                    .Register(registry);
+  since_last_pull_ = &prometheus::BuildGauge()
+                          .Name("palisade_bouncer_seconds_since_last_pull")
+                          .Help("Seconds since a registered bouncer last pulled (since its "
+                                "registration until its first pull); refreshed every second.")
+                          .Register(registry);
+  registered_ = &prometheus::BuildGauge()
+                     .Name("palisade_bouncers_registered")
+                     .Help("CrowdSec bouncers registered (palisadectl bouncers add).")
+                     .Register(registry)
+                     .Add({});
+  refused_ = &prometheus::BuildCounter()
+                  .Name("palisade_bouncer_requests_refused_total")
+                  .Help("Bouncer API requests refused, by reason: auth (no or an unknown "
+                        "X-Api-Key), bad_request (a parameter not understood), too_long (the "
+                        "request target past max_query_bytes), not_found (another path).")
+                  .Register(registry);
+}
+
+BouncerApi::~BouncerApi() { Stop(); }
+
+void BouncerApi::Log(const std::string& message) const {
+  if (log_) log_(message);
+}
+
+void BouncerApi::AddMetricsLocked(Bouncer& b) {
+  const std::string& name = b.row.name;
+  b.pulls_startup = &pulls_->Add({{"bouncer", name}, {"kind", "startup"}});
+  b.pulls_stream = &pulls_->Add({{"bouncer", name}, {"kind", "stream"}});
+  b.pulls_live = &pulls_->Add({{"bouncer", name}, {"kind", "live"}});
+  b.served_new = &served_->Add({{"bouncer", name}, {"list", "new"}});
+  b.served_deleted = &served_->Add({{"bouncer", name}, {"list", "deleted"}});
+  b.last_pull = &last_pull_->Add({{"bouncer", name}});
+  b.since_last_pull = &since_last_pull_->Add({{"bouncer", name}});
+  const absl::Time last =
+      b.row.last_pull == absl::InfinitePast() ? b.row.created : b.row.last_pull;
+  b.last_pull->Set(absl::ToDoubleSeconds(last - absl::UnixEpoch()));
+  b.since_last_pull->Set(absl::ToDoubleSeconds(clock_.TimeNow() - last));
+}
+
+void BouncerApi::RemoveMetricsLocked(Bouncer& b) {
+  for (prometheus::Counter* c :
+       {b.pulls_startup, b.pulls_stream, b.pulls_live, b.served_new, b.served_deleted}) {
+    if (c == nullptr) continue;
+    if (c == b.served_new || c == b.served_deleted) {
+      served_->Remove(c);
+    } else {
+      pulls_->Remove(c);
+    }
+  }
+  last_pull_->Remove(b.last_pull);
+  since_last_pull_->Remove(b.since_last_pull);
+}
+
+absl::Status BouncerApi::AppendLocked(std::vector<BouncerChangeRow> rows) {
+  if (rows.empty()) return absl::OkStatus();
+  int64_t seq = last_seq_;
+  const absl::Time now = clock_.TimeNow();
+  for (BouncerChangeRow& r : rows) {
+    r.seq = ++seq;
+    if (r.num == 0) r.num = r.seq;
+    r.at = now;
+  }
+  absl::Status s = store_->RecordBouncerChanges(rows, seq);
+  if (!s.ok()) {
+    // Not logged: the table has the change, and the next start's Attach logs the difference.
+    Log(absl::StrCat("bouncer_api: ", s.message()));
+    return s;
+  }
+  last_seq_ = seq;
+  for (BouncerChangeRow& r : rows) {
+    if (r.deleted) {
+      live_.erase(r.decision_id);
+    } else {
+      live_[r.decision_id] = std::move(r);
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status BouncerApi::Attach(DecisionTable& table) {
+  absl::StatusOr<std::vector<BouncerChangeRow>> live = store_->LoadBouncerChanges(0, true);
+  if (!live.ok()) return live.status();
+  std::vector<BouncerChangeRow> changes;
+  {
+    absl::MutexLock lock(&mu_);
+    for (BouncerChangeRow& r : *live) {
+      std::string id = r.decision_id;
+      live_[id] = std::move(r);
+    }
+    DecisionFilter active;
+    active.active_only = true;
+    std::set<std::string> visible;
+    for (const Decision& d : table.List(active)) {
+      std::optional<BouncerChangeRow> row = Visible(d);
+      if (!row) continue;
+      visible.insert(d.id());
+      auto it = live_.find(d.id());
+      if (it != live_.end()) {
+        if (SameServed(it->second, *row)) continue;
+        row->num = it->second.num;
+      }
+      changes.push_back(*std::move(row));
+    }
+    const absl::Time now = clock_.TimeNow();
+    for (const auto& [id, row] : live_) {
+      if (visible.count(id)) continue;
+      BouncerChangeRow ended = row;
+      ended.deleted = true;
+      ended.until = std::min(ended.until, now);
+      changes.push_back(std::move(ended));
+    }
+    const size_t n = changes.size();
+    if (absl::Status s = AppendLocked(std::move(changes)); !s.ok()) return s;
+    if (n > 0) {
+      Log(absl::StrCat("bouncer_api: ", n,
+                       " decision change(s) logged at start (made while the log was behind)"));
+    }
+  }
+  table.AddListener([this](const DecisionUpdate& update) { OnUpdate(update); });
+  return absl::OkStatus();
+}
+
+void BouncerApi::OnUpdate(const DecisionUpdate& update) {
+  const Decision& d = update.decision;
+  absl::MutexLock lock(&mu_);
+  auto it = live_.find(d.id());
+  std::optional<BouncerChangeRow> row;
+  switch (update.change) {
+    case DecisionChange::kCreated:
+    case DecisionChange::kExtended:
+      row = Visible(d);
+      break;
+    case DecisionChange::kExpired:
+    case DecisionChange::kWithdrawn:
+      break;
+    case DecisionChange::kStale:
+      return;
+  }
+  if (row) {
+    if (it != live_.end()) {
+      if (SameServed(it->second, *row)) return;
+      row->num = it->second.num;
+    }
+    (void)AppendLocked({*std::move(row)});
+    return;
+  }
+  if (it == live_.end()) return;  // never served: nothing to take back
+  BouncerChangeRow ended = it->second;
+  ended.deleted = true;
+  ended.until = std::min(ended.until, clock_.TimeNow());
+  (void)AppendLocked({std::move(ended)});
+}
+
+absl::StatusOr<std::string> BouncerApi::AddBouncer(const std::string& name) {
+  if (!ValidName(name)) {
+    return absl::InvalidArgumentError(
+        "a bouncer's name is 1 to 64 characters of [A-Za-z0-9._@-]");
+  }
+  unsigned char raw[32];
+  if (RAND_bytes(raw, sizeof(raw)) != 1) {
+    return absl::InternalError("bouncer_api: the random generator failed");
+  }
+  static const char kHex[] = "0123456789abcdef";
+  std::string key;
+  for (unsigned char c : raw) {
+    key.push_back(kHex[c >> 4]);
+    key.push_back(kHex[c & 15]);
+  }
+  OPENSSL_cleanse(raw, sizeof(raw));
+  auto b = std::make_unique<Bouncer>();
+  b->row.name = name;
+  b->row.key_hash = Sha256(key);
+  b->row.created = clock_.TimeNow();
+  absl::MutexLock lock(&mu_);
+  if (bouncers_.count(name)) {
+    return absl::AlreadyExistsError(absl::StrCat("bouncer \"", name, "\" exists"));
+  }
+  if (absl::Status s = store_->AddBouncer(b->row); !s.ok()) return s;
+  AddMetricsLocked(*b);
+  bouncers_[name] = std::move(b);
+  registered_->Set(static_cast<double>(bouncers_.size()));
+  Log(absl::StrCat("bouncer_api: bouncer \"", name, "\" added"));
+  return key;
+}
+
+absl::Status BouncerApi::DeleteBouncer(const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  auto it = bouncers_.find(name);
+  if (it == bouncers_.end()) {
+    return absl::NotFoundError(absl::StrCat("no bouncer \"", Printable(name, 64), "\""));
+  }
+  if (absl::Status s = store_->DeleteBouncer(name); !s.ok()) return s;
+  RemoveMetricsLocked(*it->second);
+  bouncers_.erase(it);
+  registered_->Set(static_cast<double>(bouncers_.size()));
+  Log(absl::StrCat("bouncer_api: bouncer \"", name, "\" deleted"));
+  return absl::OkStatus();
+}
+
+std::vector<BouncerInfo> BouncerApi::ListBouncers() {
+  const absl::Time now = clock_.TimeNow();
+  const absl::Duration stale = FromProto(config_.stale_after());
+  absl::MutexLock lock(&mu_);
+  std::vector<BouncerInfo> out;
+  for (const auto& [name, b] : bouncers_) {
+    BouncerInfo info;
+    info.name = name;
+    info.created = b->row.created;
+    info.last_pull = b->row.last_pull;
+    info.address = b->row.address;
+    info.user_agent = b->row.user_agent;
+    const absl::Time last =
+        b->row.last_pull == absl::InfinitePast() ? b->row.created : b->row.last_pull;
+    info.stale = now - last > stale;
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+std::pair<uint32_t, uint32_t> BouncerApi::BouncerCounts() {
+  uint32_t stale = 0;
+  std::vector<BouncerInfo> all = ListBouncers();
+  for (const BouncerInfo& b : all) stale += b.stale ? 1 : 0;
+  return {static_cast<uint32_t>(all.size()), stale};
+}
+
+int64_t BouncerApi::last_seq() {
+  absl::MutexLock lock(&mu_);
+  return last_seq_;
+}
+
+BouncerApi::Bouncer* BouncerApi::Authenticate(const std::string& key) {
+  if (key.empty()) return nullptr;
+  const std::string hash = Sha256(key);
+  Bouncer* found = nullptr;
+  // Every hash is compared, whichever matches: the time taken says nothing about the keys.
+  for (auto& [name, b] : bouncers_) {
+    const bool same = b->row.key_hash.size() == hash.size() &&
+                      CRYPTO_memcmp(b->row.key_hash.data(), hash.data(), hash.size()) == 0;
+    if (same) found = b.get();
+  }
+  return found;
+}
+
+BouncerReply BouncerApi::Handle(const BouncerRequest& request) {
+  if (request.target_bytes > config_.max_query_bytes()) {
+    refused_->Add({{"reason", "too_long"}}).Increment();
+    return JsonError(414, absl::StrCat("the request target is longer than ",
+                                       config_.max_query_bytes(), " bytes"));
+  }
+  const bool stream = request.path == "/v1/decisions/stream";
+  const bool live = request.path == "/v1/decisions";
+  if ((!stream && !live) || !(request.method == "GET" || (live && request.method == "HEAD"))) {
+    // As CrowdSec's router (gin) answers any other route, method included.
+    refused_->Add({{"reason", "not_found"}}).Increment();
+    BouncerReply r;
+    r.status = 404;
+    r.content_type = "text/plain";
+    r.body = "404 page not found";
+    return r;
+  }
+  absl::MutexLock lock(&mu_);
+  Bouncer* bouncer = Authenticate(request.api_key);
+  if (bouncer == nullptr) {
+    refused_->Add({{"reason", "auth"}}).Increment();
+    BouncerReply r;
+    r.status = 403;
+    r.body = kForbidden;
+    return r;
+  }
+  return stream ? Stream(*bouncer, request) : Live(*bouncer, request);
+}
+
+BouncerReply BouncerApi::Stream(Bouncer& bouncer, const BouncerRequest& request) {
+  Filters f = ParseFilters(request.params, StreamParams());
+  if (!f.error.empty()) {
+    refused_->Add({{"reason", "bad_request"}}).Increment();
+    return JsonError(400, f.error);
+  }
+  const absl::Time now = clock_.TimeNow();
+  const int64_t position = bouncer.row.position;
+  std::vector<BouncerChangeRow> logged;  // rows read from the log (they own their data)
+  std::vector<const BouncerChangeRow*> added, deleted;
+  // A bouncer whose position lies below what age or count trimmed missed deletions: it gets
+  // every active decision, as at startup, and the deletions still held.
+  const bool behind = position < trimmed_through_ && position > 0;
+  if (f.startup || behind) {
+    for (const auto& [id, row] : live_) {
+      if (f.Matches(row)) added.push_back(&row);
+    }
+  }
+  if (!f.startup) {
+    absl::StatusOr<std::vector<BouncerChangeRow>> rows =
+        store_->LoadBouncerChanges(position, /*live_only=*/false);
+    if (!rows.ok()) {
+      Log(absl::StrCat("bouncer_api: ", rows.status().message()));
+      return JsonError(500, "the decision log cannot be read");
+    }
+    logged = *std::move(rows);
+    for (const BouncerChangeRow& r : logged) {
+      if (!f.Matches(r)) continue;
+      if (r.deleted) {
+        deleted.push_back(&r);
+      } else if (!behind) {  // behind: the live ones are all in `added` already
+        added.push_back(&r);
+      }
+    }
+  }
+  std::sort(added.begin(), added.end(), ByNum);
+  std::sort(deleted.begin(), deleted.end(), ByNum);
+  BouncerReply reply;
+  reply.body.reserve(32 + 160 * (added.size() + deleted.size()));
+  reply.body = "{\"deleted\":";
+  AppendList(deleted, now, &reply.body);
+  reply.body += ",\"new\":";
+  AppendList(added, now, &reply.body);
+  reply.body += "}";
+
+  // The position moves to the log's end: what was filtered out is not served later either (as
+  // CrowdSec's time-based pulls).
+  BouncerRow& row = bouncer.row;
+  row.position = last_seq_;
+  row.last_pull = now;
+  row.address = Printable(request.address, 64);
+  row.user_agent = Printable(request.user_agent, kMaxUserAgent);
+  if (absl::Status s =
+          store_->RecordPull(row.name, now, row.address, row.user_agent, row.position);
+      !s.ok()) {
+    // The answer is not sent: a pull whose position cannot be kept would be served again.
+    Log(absl::StrCat("bouncer_api: ", s.message()));
+    return JsonError(500, "the pull cannot be recorded");
+  }
+  (f.startup || behind ? bouncer.pulls_startup : bouncer.pulls_stream)->Increment();
+  bouncer.served_new->Increment(static_cast<double>(added.size()));
+  bouncer.served_deleted->Increment(static_cast<double>(deleted.size()));
+  bouncer.last_pull->Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
+  bouncer.since_last_pull->Set(0);
+  return reply;
+}
+
+BouncerReply BouncerApi::Live(Bouncer& bouncer, const BouncerRequest& request) {
+  Filters f = ParseFilters(request.params, LiveParams());
+  if (!f.error.empty()) {
+    refused_->Add({{"reason", "bad_request"}}).Increment();
+    return JsonError(400, f.error);
+  }
+  const absl::Time now = clock_.TimeNow();
+  std::vector<const BouncerChangeRow*> found;
+  for (const auto& [id, row] : live_) {
+    if (f.Matches(row)) found.push_back(&row);
+  }
+  std::sort(found.begin(), found.end(), ByNum);
+  BouncerReply reply;
+  if (request.method != "HEAD") AppendList(found, now, &reply.body);
+  bouncer.pulls_live->Increment();
+  bouncer.served_new->Increment(static_cast<double>(found.size()));
+  // A live bouncer's last pull is its last question (its position does not move).
+  bouncer.row.last_pull = now;
+  bouncer.row.address = Printable(request.address, 64);
+  bouncer.row.user_agent = Printable(request.user_agent, kMaxUserAgent);
+  (void)store_->RecordPull(bouncer.row.name, now, bouncer.row.address, bouncer.row.user_agent,
+                           bouncer.row.position);
+  bouncer.last_pull->Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
+  bouncer.since_last_pull->Set(0);
+  return reply;
+}
+
+absl::StatusOr<int64_t> BouncerApi::Trim() {
+  absl::MutexLock lock(&mu_);
+  int64_t served_through = last_seq_;
+  for (const auto& [name, b] : bouncers_) served_through = std::min(served_through, b->row.position);
+  absl::StatusOr<int64_t> forgotten =
+      store_->TrimBouncerChanges(served_through,
+                                 clock_.TimeNow() - FromProto(config_.deletion_retention()),
+                                 static_cast<int64_t>(config_.max_deletions()));
+  if (!forgotten.ok()) return forgotten;
+  absl::StatusOr<BouncerLogMeta> meta = store_->LoadBouncerLogMeta();
+  if (meta.ok()) trimmed_through_ = meta->trimmed_through;
+  return forgotten;
+}
+
+void BouncerApi::RefreshStaleness() {
+  const absl::Time now = clock_.TimeNow();
+  absl::MutexLock lock(&mu_);
+  for (const auto& [name, b] : bouncers_) {
+    const absl::Time last =
+        b->row.last_pull == absl::InfinitePast() ? b->row.created : b->row.last_pull;
+    b->since_last_pull->Set(absl::ToDoubleSeconds(now - last));
+  }
+}
+
+absl::Status BouncerApi::Start() {
+  const std::string& listen = config_.listen();
+  const size_t colon = listen.rfind(':');
+  int port = 0;
+  (void)absl::SimpleAtoi(listen.substr(colon + 1), &port);  // validated at Create
+  std::string host = listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  const palisade::v1::TlsConfig& tls = config_.tls();
+  if (!tls.cert_file().empty()) {
+    for (const std::string* f : {&tls.cert_file(), &tls.key_file(), &tls.client_ca_file()}) {
+      if (!f->empty() && !std::ifstream(*f)) {
+        return absl::NotFoundError(absl::StrCat("bouncer_api.tls: cannot read \"", *f, "\""));
+      }
+    }
+    server_ = std::make_unique<httplib::SSLServer>(
+        tls.cert_file().c_str(), tls.key_file().c_str(),
+        tls.client_ca_file().empty() ? nullptr : tls.client_ca_file().c_str());
+    if (!server_->is_valid()) {
+      return absl::InvalidArgumentError("bouncer_api.tls: the certificate or key does not load");
+    }
+  } else {
+    server_ = std::make_unique<httplib::Server>();
+  }
+  // httplib 0.11's pool queues connections without a bound; the port is loopback by default
+  // and a request is answered from memory (or one indexed read) without reading a body.
+  const size_t threads = config_.max_concurrent_requests();
+  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server_->set_read_timeout(10, 0);
+  server_->set_write_timeout(10, 0);
+  server_->set_keep_alive_timeout(30);
+  server_->set_tcp_nodelay(true);
+  server_->set_payload_max_length(1024);  // bouncers send no body
+  BouncerApi* self = this;
+  // Every request is answered here, before httplib routes it or reads a body.
+  server_->set_pre_routing_handler([self](const httplib::Request& req, httplib::Response& res) {
+    BouncerRequest r;
+    r.method = req.method;
+    r.path = req.path;
+    r.target_bytes = req.target.size();
+    r.params.insert(req.params.begin(), req.params.end());
+    r.api_key = req.get_header_value("X-Api-Key");
+    r.address = req.remote_addr;
+    r.user_agent = req.get_header_value("User-Agent");
+    BouncerReply reply = self->Handle(r);
+    res.status = reply.status;
+    if (!reply.body.empty() || reply.status != 200) {
+      res.set_content(std::move(reply.body), reply.content_type.c_str());
+    } else {
+      res.set_header("Content-Type", reply.content_type);
+    }
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  port_ = port == 0 ? server_->bind_to_any_port(host)
+                    : (server_->bind_to_port(host, port) ? port : -1);
+  if (port_ <= 0) {
+    return absl::UnavailableError(absl::StrCat("bouncer_api: cannot listen on ", listen));
+  }
+  httplib::Server* server = server_.get();
+  server_thread_ = std::thread([server] { server->listen_after_bind(); });
+  ticker_ = std::thread([this] {
+    int ticks = 0;
+    while (!stopping_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+      RefreshStaleness();
+      if (++ticks % 60 == 0) {
+        absl::StatusOr<int64_t> trimmed = Trim();
+        if (!trimmed.ok()) Log(absl::StrCat("bouncer_api: ", trimmed.status().message()));
+      }
+    }
+  });
+  return absl::OkStatus();
+}
+
+void BouncerApi::Stop() {
+  if (!stopping_.HasBeenNotified()) stopping_.Notify();
+  if (server_ != nullptr) server_->stop();
+  if (server_thread_.joinable()) server_thread_.join();
+  if (ticker_.joinable()) ticker_.join();
+}
+
+}  // namespace palisade

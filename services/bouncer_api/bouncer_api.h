@@ -1,0 +1,211 @@
+// The bouncer side of CrowdSec's Local API v1 (issue 16), so that CrowdSec's bouncers (nftables
+// / iptables, nginx, HAProxy, custom scripts) enforce Palisade's decisions on hosts, next to the
+// Cloudflare edge, with no code of their own. Driven by config `bouncer_api`
+// (palisade.v1.BouncerApiConfig); the shapes are those of CrowdSec 1.4.6 (Debian's), recorded in
+// tests/e2e/testdata/crowdsec/.
+//
+//   GET /v1/decisions/stream?startup=true|false[&scopes=&origins=&scenarios_containing=
+//       &scenarios_not_containing=]   {"deleted": [...], "new": [...]} since this bouncer's last
+//       pull; with startup=true every active decision (and no deletion).
+//   GET|HEAD /v1/decisions?ip=|range=|scope=&value=|type=|origins=   live mode: the decisions on
+//       an address (an Ip decision on it, a Range decision containing it), or `null`.
+//   Every request carries X-Api-Key; without a known one: 403 {"message":"access forbidden"}.
+//
+// Which decisions bouncers see: active, not dry run, on an address (scope "Ip") or a range
+// ("Range": feeds' CIDRs), whose action is block ("ban") or a challenge ("captcha"). Paths,
+// token fingerprints and rate limits never. `id` is a number kept for the decision's life,
+// `scenario` its rule id (or "manual" / the feed's reason), `origin` CrowdSec's vocabulary
+// ("crowdsec" for rules, "cscli" for manual decisions, "lists" for feeds), `duration` the time
+// left as a Go duration ("3h59m58s", negative for a deletion, as CrowdSec sends them).
+//
+// The change log: bouncers pull at their own pace and a restart of either side must neither
+// lose nor replay a deletion, so what a bouncer was served is a position in a durable sequence
+// (Store::bouncer_changes). Every change of a visible decision takes the next sequence number
+// and REPLACES its decision's row: the log holds one row per decision, its latest change, so a
+// pull from position p is "the rows with seq > p" — a decision created and ended between two
+// pulls comes once, as a deletion, as CrowdSec answers it. The bouncer's position moves to the
+// log's end with each pull (stored with the pull). Live rows stay as long as their decision;
+// deletion rows are trimmed once every registered bouncer was served past them, or past
+// deletion_retention, or past max_deletions (oldest first). A bouncer whose position lies below
+// what age or count trimmed is "far behind": it gets a startup-style answer (every active
+// decision in "new") plus the deletions still held — deletions older than those are lost to
+// it, as with CrowdSec, whose expired decisions are flushed too.
+// The log is fed by the decision table's listener (after the table stored the change); a crash
+// between the two is repaired at start (Attach): the table's active decisions are compared with
+// the log's live rows, and only the differences are logged (nothing served is repeated).
+//
+// Keys: 32 random bytes (hex, 64 chars) made by AddBouncer and shown once; only their SHA-256
+// is stored, and a request's key is hashed and compared with every bouncer's hash in constant
+// time. A key never reaches a log line, a metric label, a stored row or an error.
+//
+// Bad input: unknown parameters, unknown scopes / origins / types, a startup that is not
+// true/false, an address or range that does not parse, a parameter given twice: 400
+// {"message": "..."} naming it; a request target over max_query_bytes: 414; another path:
+// 404 "404 page not found" (as CrowdSec's gin router answers); another method: 405.
+//
+// Metrics: palisade_bouncer_pulls_total{bouncer,kind=startup|stream|live},
+// palisade_bouncer_decisions_served_total{bouncer,list=new|deleted},
+// palisade_bouncer_last_pull_timestamp_seconds{bouncer} (the registration time until the first
+// pull), palisade_bouncer_seconds_since_last_pull{bouncer} (refreshed every second),
+// palisade_bouncers_registered, palisade_bouncer_requests_refused_total{reason}.
+//
+// Thread-safety: all public methods are thread-safe. The HTTP server runs on its own threads.
+#ifndef PALISADE_SERVICES_BOUNCER_API_BOUNCER_API_H_
+#define PALISADE_SERVICES_BOUNCER_API_BOUNCER_API_H_
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "palisade/v1/config.pb.h"
+#include "palisade/v1/palisade.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/family.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/bouncer_api/bouncer_api_config.h"
+#include "services/common/clock.h"
+#include "services/decisions/decision_table.h"
+#include "services/store/store.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace palisade {
+
+// One request as the server hands it over (tests call Handle with it directly).
+struct BouncerRequest {
+  std::string method = "GET";
+  std::string path;
+  // The request target's length (path and query as sent), for max_query_bytes.
+  size_t target_bytes = 0;
+  std::multimap<std::string, std::string> params;  // decoded
+  std::string api_key;                             // X-Api-Key
+  std::string address;                             // the peer
+  std::string user_agent;
+};
+
+struct BouncerReply {
+  int status = 200;
+  std::string content_type = "application/json; charset=utf-8";
+  std::string body;
+};
+
+struct BouncerInfo {
+  std::string name;
+  absl::Time created;
+  absl::Time last_pull = absl::InfinitePast();  // InfinitePast: never
+  std::string address;
+  std::string user_agent;
+  bool stale = false;
+};
+
+class BouncerApi {
+ public:
+  // Validates `config` (see BouncerApiConfigWithDefaults), loads the bouncers and the log's
+  // position from `store`. Serves nothing until Start.
+  static absl::StatusOr<std::unique_ptr<BouncerApi>> Create(
+      const palisade::v1::BouncerApiConfig& config, Clock& clock, Store* store,
+      prometheus::Registry& registry, std::function<void(const std::string&)> log = nullptr);
+  ~BouncerApi();
+
+  // Brings the log in line with the table's active decisions and follows its changes. Call
+  // once, after the table's Restore and before anything changes the table.
+  absl::Status Attach(DecisionTable& table);
+  // Binds config.listen (port 0: any free port) and serves. kUnavailable naming the address
+  // when it cannot listen; kNotFound / kInvalidArgument for TLS files that do not load.
+  absl::Status Start();
+  // Stops serving (requests in flight finish) and the metrics ticker.
+  void Stop();
+  int port() const { return port_; }
+
+  // A decision change, as the table's listener hears it (Attach subscribes this).
+  void OnUpdate(const DecisionUpdate& update);
+
+  // Admin: a new bouncer and its key (returned once). kInvalidArgument for a name that is not
+  // [A-Za-z0-9._@-]{1,64}; kAlreadyExists.
+  absl::StatusOr<std::string> AddBouncer(const std::string& name);
+  absl::Status DeleteBouncer(const std::string& name);  // kNotFound
+  std::vector<BouncerInfo> ListBouncers();
+  // Registered bouncers, and those stale (no pull within stale_after).
+  std::pair<uint32_t, uint32_t> BouncerCounts();
+
+  // Answers one request (the HTTP server's handler; tests and the benchmark call it directly).
+  BouncerReply Handle(const BouncerRequest& request);
+
+  // Forgets what the log no longer needs (see the header comment); the ticker runs it every
+  // minute. Returns the rows forgotten.
+  absl::StatusOr<int64_t> Trim();
+
+  // The log's last sequence number (tests).
+  int64_t last_seq();
+
+ private:
+  struct Bouncer {
+    BouncerRow row;
+    prometheus::Counter* pulls_startup = nullptr;
+    prometheus::Counter* pulls_stream = nullptr;
+    prometheus::Counter* pulls_live = nullptr;
+    prometheus::Counter* served_new = nullptr;
+    prometheus::Counter* served_deleted = nullptr;
+    prometheus::Gauge* last_pull = nullptr;
+    prometheus::Gauge* since_last_pull = nullptr;
+  };
+  BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Store* store,
+             prometheus::Registry& registry, std::function<void(const std::string&)> log);
+
+  // The bouncer whose key this is, or null; in constant time over all bouncers.
+  Bouncer* Authenticate(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void AddMetricsLocked(Bouncer& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RemoveMetricsLocked(Bouncer& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Logs `rows` (sequence numbers given here) and applies them to live_.
+  absl::Status AppendLocked(std::vector<BouncerChangeRow> rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  BouncerReply Stream(Bouncer& bouncer, const BouncerRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  BouncerReply Live(Bouncer& bouncer, const BouncerRequest& request)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RefreshStaleness();
+  void Log(const std::string& message) const;
+
+  const palisade::v1::BouncerApiConfig config_;
+  Clock& clock_;
+  Store* store_;
+  prometheus::Registry& registry_;
+  std::function<void(const std::string&)> log_;
+
+  absl::Mutex mu_;
+  std::map<std::string, std::unique_ptr<Bouncer>> bouncers_ ABSL_GUARDED_BY(mu_);
+  // The live rows of the log by decision id: startup answers and live mode read these.
+  absl::flat_hash_map<std::string, BouncerChangeRow> live_ ABSL_GUARDED_BY(mu_);
+  int64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t trimmed_through_ ABSL_GUARDED_BY(mu_) = 0;
+
+  prometheus::Family<prometheus::Counter>* pulls_ = nullptr;
+  prometheus::Family<prometheus::Counter>* served_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* last_pull_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* since_last_pull_ = nullptr;
+  prometheus::Gauge* registered_ = nullptr;
+  prometheus::Family<prometheus::Counter>* refused_ = nullptr;
+
+  std::unique_ptr<httplib::Server> server_;
+  std::thread server_thread_;
+  std::thread ticker_;
+  absl::Notification stopping_;
+  int port_ = 0;
+};
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_BOUNCER_API_BOUNCER_API_H_

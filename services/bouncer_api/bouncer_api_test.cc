@@ -1,0 +1,534 @@
+#include "services/bouncer_api/bouncer_api.h"
+
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "nlohmann/json.hpp"
+#include "prometheus/text_serializer.h"
+#include "services/common/clock.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using ::nlohmann::json;
+using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+using ::testing::HasSubstr;
+using ::testing::SizeIs;
+using ::testing::UnorderedElementsAre;
+
+std::string FreshPath(const std::string& name) {
+  std::string p = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
+  for (const char* suffix : {"", "-wal", "-shm"}) std::remove((p + suffix).c_str());
+  return p;
+}
+
+// palisaded's pieces as it wires them: a store file, the decision table restored from it, and
+// the bouncer API attached to the table and serving on a free loopback port. Destroying one and
+// building another on the same file is a restart.
+struct Daemon {
+  Daemon(const std::string& path, SimulatedClock& clock,
+         palisade::v1::BouncerApiConfig config = {})
+      : table(clock) {
+    store = *Store::Open(path);
+    table.SetStore(store.get(), {});
+    EXPECT_THAT(table.Restore(), IsOk());
+    config.set_listen("127.0.0.1:0");
+    auto created = BouncerApi::Create(config, clock, store.get(), registry);
+    EXPECT_THAT(created, IsOk());
+    api = *std::move(created);
+    EXPECT_THAT(api->Attach(table), IsOk());
+    EXPECT_THAT(api->Start(), IsOk());
+  }
+  ~Daemon() { api.reset(); }
+
+  std::string Ban(const std::string& value, absl::Duration d = absl::Hours(4),
+                  palisade::v1::TargetKind kind = palisade::v1::TARGET_KIND_IP,
+                  palisade::v1::Action action = palisade::v1::ACTION_BLOCK) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_kind(kind);
+    req.mutable_target()->set_value(value);
+    req.set_action(action);
+    req.mutable_duration()->set_seconds(absl::ToInt64Seconds(d));
+    req.set_reason("by hand");
+    absl::StatusOr<palisade::v1::Decision> made = table.AddManual(req);
+    EXPECT_THAT(made, IsOk());
+    return made.ok() ? made->id() : "";
+  }
+
+  // GET path (with its query) with `key`; the status and the body.
+  std::pair<int, std::string> Get(const std::string& target, const std::string& key,
+                                  const std::string& user_agent = "crowdsec-test/v1") {
+    httplib::Client client("127.0.0.1", api->port());
+    httplib::Headers headers = {{"User-Agent", user_agent}};
+    if (!key.empty()) headers.emplace("X-Api-Key", key);
+    httplib::Result r = client.Get(target.c_str(), headers);
+    if (!r) return {-1, ""};
+    return {r->status, r->body};
+  }
+  json Pull(const std::string& key, bool startup = false, const std::string& extra = "") {
+    auto [status, body] =
+        Get(absl::StrCat("/v1/decisions/stream?startup=", startup ? "true" : "false", extra), key);
+    EXPECT_EQ(status, 200) << body;
+    return json::parse(body, nullptr, false);
+  }
+  std::string Metrics() {
+    return prometheus::TextSerializer().Serialize(registry.Collect());
+  }
+
+  prometheus::Registry registry;
+  std::unique_ptr<Store> store;
+  DecisionTable table;
+  std::unique_ptr<BouncerApi> api;
+};
+
+// The values of a stream list (null: none).
+std::set<std::string> Values(const json& list) {
+  std::set<std::string> out;
+  if (list.is_null()) return out;
+  for (const json& d : list) out.insert(d["value"].get<std::string>());
+  return out;
+}
+
+TEST(GoDurationTest, WritesWhatGoWrites) {
+  EXPECT_EQ(GoDuration(absl::ZeroDuration()), "0s");
+  EXPECT_EQ(GoDuration(absl::Milliseconds(999)), "0s");
+  EXPECT_EQ(GoDuration(absl::Seconds(59)), "59s");
+  EXPECT_EQ(GoDuration(absl::Seconds(60)), "1m0s");
+  EXPECT_EQ(GoDuration(absl::Hours(1)), "1h0m0s");
+  EXPECT_EQ(GoDuration(absl::Hours(4) - absl::Seconds(2) + absl::Milliseconds(500)), "3h59m58s");
+  EXPECT_EQ(GoDuration(absl::Hours(200) + absl::Seconds(1)), "200h0m1s");
+  EXPECT_EQ(GoDuration(-absl::Seconds(2)), "-2s");
+  EXPECT_EQ(GoDuration(-absl::Minutes(3) - absl::Seconds(2)), "-3m2s");
+}
+
+TEST(BouncerApiConfigTest, DefaultsAndErrorsNamingTheField) {
+  auto c = BouncerApiConfigWithDefaults({});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->listen(), "127.0.0.1:8081");
+  EXPECT_EQ(c->max_query_bytes(), 2048u);
+  EXPECT_EQ(c->stale_after().seconds(), 300);
+  EXPECT_EQ(c->deletion_retention().seconds(), 7 * 86400);
+  palisade::v1::BouncerApiConfig bad;
+  bad.set_max_query_bytes(10);
+  EXPECT_THAT(BouncerApiConfigWithDefaults(bad).status().message(),
+              HasSubstr("bouncer_api.max_query_bytes"));
+  bad.Clear();
+  bad.set_listen("nowhere");
+  EXPECT_THAT(BouncerApiConfigWithDefaults(bad).status().message(),
+              HasSubstr("bouncer_api.listen"));
+  bad.Clear();
+  bad.mutable_tls()->set_cert_file("/x.pem");
+  EXPECT_THAT(BouncerApiConfigWithDefaults(bad).status().message(),
+              HasSubstr("bouncer_api.tls"));
+  bad.Clear();
+  bad.mutable_stale_after()->set_seconds(0);
+  bad.mutable_stale_after()->set_nanos(1000);
+  EXPECT_THAT(BouncerApiConfigWithDefaults(bad).status().message(),
+              HasSubstr("bouncer_api.stale_after"));
+}
+
+TEST(BouncerApiTest, KeysAuthenticateAndAreStoredHashed) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("auth.db");
+  Daemon d(path, clock);
+  absl::StatusOr<std::string> key = d.api->AddBouncer("fw");
+  ASSERT_THAT(key, IsOk());
+  EXPECT_EQ(key->size(), 64u);
+  EXPECT_THAT(d.api->AddBouncer("fw"), StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_THAT(d.api->AddBouncer("bad name"), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(d.api->AddBouncer(std::string(65, 'a')),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+
+  EXPECT_EQ(d.Get("/v1/decisions/stream?startup=true", ""),
+            std::make_pair(403, std::string("{\"message\":\"access forbidden\"}")));
+  EXPECT_EQ(d.Get("/v1/decisions/stream?startup=true", *key + "x").first, 403);
+  EXPECT_EQ(d.Get("/v1/decisions?ip=1.2.3.4", "nope").first, 403);
+  EXPECT_EQ(d.Get("/v1/decisions/stream?startup=true", *key).first, 200);
+
+  // The key is nowhere in the store: only its SHA-256.
+  auto rows = d.store->LoadBouncers();
+  ASSERT_THAT(*rows, SizeIs(1));
+  EXPECT_EQ((*rows)[0].key_hash.size(), 32u);
+  EXPECT_THAT((*rows)[0].key_hash, ::testing::Not(HasSubstr(*key)));
+  d.api.reset();
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  std::string bytes;
+  char buf[4096];
+  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), f)) > 0;) bytes.append(buf, n);
+  std::fclose(f);
+  EXPECT_EQ(bytes.find(*key), std::string::npos);
+
+  EXPECT_THAT(d.Metrics(), ::testing::Not(HasSubstr(*key)));
+}
+
+TEST(BouncerApiTest, DeletedBouncerIsRefused) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("delete.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  EXPECT_EQ(d.Get("/v1/decisions/stream?startup=true", key).first, 200);
+  ASSERT_THAT(d.api->DeleteBouncer("fw"), IsOk());
+  EXPECT_THAT(d.api->DeleteBouncer("fw"), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_EQ(d.Get("/v1/decisions/stream?startup=true", key).first, 403);
+  EXPECT_THAT(d.Metrics(), ::testing::Not(HasSubstr("bouncer=\"fw\"")));
+}
+
+TEST(BouncerApiTest, StreamServesChangesSinceTheLastPullInCrowdSecShapes) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("stream.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  // Nothing yet: both lists are null, as CrowdSec 1.4.6 writes empty (nil) lists.
+  EXPECT_EQ(d.Get("/v1/decisions/stream?startup=true", key).second,
+            "{\"deleted\":null,\"new\":null}");
+
+  const std::string ip = d.Ban("203.0.113.7");
+  d.Ban("198.51.100.0/24", absl::Hours(1), palisade::v1::TARGET_KIND_RANGE);
+  d.Ban("2001:db8::5", absl::Hours(2), palisade::v1::TARGET_KIND_IP,
+        palisade::v1::ACTION_MANAGED_CHALLENGE);
+  clock.Advance(absl::Seconds(2));
+  json first = d.Pull(key, true);
+  EXPECT_TRUE(first["deleted"].is_null());
+  ASSERT_THAT(first["new"], SizeIs(3));
+  const json& ban = first["new"][0];
+  EXPECT_EQ(ban["value"], "203.0.113.7");
+  EXPECT_EQ(ban["scope"], "Ip");
+  EXPECT_EQ(ban["type"], "ban");
+  EXPECT_EQ(ban["origin"], "cscli");
+  EXPECT_EQ(ban["scenario"], "by hand");
+  EXPECT_EQ(ban["duration"], "3h59m58s");
+  EXPECT_TRUE(ban["id"].is_number_integer());
+  EXPECT_EQ(first["new"][1]["scope"], "Range");
+  EXPECT_EQ(first["new"][1]["value"], "198.51.100.0/24");
+  EXPECT_EQ(first["new"][2]["type"], "captcha");
+  const int64_t id = ban["id"];
+
+  // Nothing new since: null and null.
+  EXPECT_EQ(d.Get("/v1/decisions/stream?startup=false", key).second,
+            "{\"deleted\":null,\"new\":null}");
+  // A new ban and a withdrawal: one each, the withdrawn one with its id.
+  d.Ban("192.0.2.9");
+  ASSERT_THAT(d.table.Withdraw(ip), IsOk());
+  json next = d.Pull(key);
+  EXPECT_EQ(Values(next["new"]), std::set<std::string>{"192.0.2.9"});
+  ASSERT_THAT(next["deleted"], SizeIs(1));
+  EXPECT_EQ(next["deleted"][0]["value"], "203.0.113.7");
+  EXPECT_EQ(next["deleted"][0]["id"], id);
+  EXPECT_EQ(next["deleted"][0]["duration"], "0s");
+  // Served once.
+  json again = d.Pull(key);
+  EXPECT_TRUE(again["new"].is_null());
+  EXPECT_TRUE(again["deleted"].is_null());
+
+  // A second bouncer has its own position: it never pulled, so it gets what is active.
+  std::string key2 = *d.api->AddBouncer("nginx");
+  json other = d.Pull(key2);
+  EXPECT_EQ(Values(other["new"]),
+            (std::set<std::string>{"198.51.100.0/24", "2001:db8::5", "192.0.2.9"}));
+
+  const std::string metrics = d.Metrics();
+  EXPECT_THAT(metrics, HasSubstr("palisade_bouncer_pulls_total{bouncer=\"fw\",kind=\"startup\"} 2"));
+  EXPECT_THAT(metrics, HasSubstr("palisade_bouncer_pulls_total{bouncer=\"fw\",kind=\"stream\"} 3"));
+  EXPECT_THAT(metrics,
+              HasSubstr("palisade_bouncer_decisions_served_total{bouncer=\"fw\",list=\"new\"} 4"));
+  EXPECT_THAT(metrics, HasSubstr(
+                           "palisade_bouncer_decisions_served_total{bouncer=\"fw\",list=\"deleted\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("palisade_bouncers_registered 2"));
+
+  std::vector<BouncerInfo> list = d.api->ListBouncers();
+  ASSERT_THAT(list, SizeIs(2));
+  EXPECT_EQ(list[0].name, "fw");
+  EXPECT_EQ(list[0].address, "127.0.0.1");
+  EXPECT_EQ(list[0].user_agent, "crowdsec-test/v1");
+  EXPECT_EQ(list[0].last_pull, clock.TimeNow());
+}
+
+TEST(BouncerApiTest, AnExtensionIsServedAgainWithTheSameId) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("extend.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7", absl::Hours(1));
+  json first = d.Pull(key);
+  ASSERT_THAT(first["new"], SizeIs(1));
+  d.Ban("203.0.113.7", absl::Hours(3));  // extends the active decision
+  json next = d.Pull(key);
+  ASSERT_THAT(next["new"], SizeIs(1));
+  EXPECT_EQ(next["new"][0]["id"], first["new"][0]["id"]);
+  EXPECT_EQ(next["new"][0]["duration"], "3h0m0s");
+}
+
+TEST(BouncerApiTest, ExpiryOnTheClockIsADeletion) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("expiry.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7", absl::Minutes(10));
+  d.Ban("203.0.113.8", absl::Hours(10));
+  EXPECT_THAT(d.Pull(key)["new"], SizeIs(2));
+  clock.Advance(absl::Minutes(10) + absl::Seconds(3));
+  d.table.ExpireDue();
+  json next = d.Pull(key);
+  EXPECT_TRUE(next["new"].is_null());
+  ASSERT_THAT(next["deleted"], SizeIs(1));
+  EXPECT_EQ(next["deleted"][0]["value"], "203.0.113.7");
+  EXPECT_EQ(next["deleted"][0]["duration"], "-3s");  // as CrowdSec: the time since it ended
+  // On startup, only what is active.
+  json startup = d.Pull(key, true);
+  EXPECT_EQ(Values(startup["new"]), std::set<std::string>{"203.0.113.8"});
+  EXPECT_TRUE(startup["deleted"].is_null());
+}
+
+TEST(BouncerApiTest, ARestartOfPalisadedNeitherLosesNorReplays) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("restart.db");
+  std::string key;
+  std::string withdrawn;
+  {
+    Daemon d(path, clock);
+    key = *d.api->AddBouncer("fw");
+    withdrawn = d.Ban("203.0.113.7");
+    d.Ban("203.0.113.8");
+    EXPECT_THAT(d.Pull(key, true)["new"], SizeIs(2));
+    // Changed after the bouncer's pull, before the restart: still owed to it.
+    ASSERT_THAT(d.table.Withdraw(withdrawn), IsOk());
+    d.Ban("203.0.113.9");
+  }
+  {
+    Daemon d(path, clock);
+    json next = d.Pull(key);
+    EXPECT_EQ(Values(next["new"]), std::set<std::string>{"203.0.113.9"});
+    EXPECT_EQ(Values(next["deleted"]), std::set<std::string>{"203.0.113.7"});
+  }
+  {
+    Daemon d(path, clock);
+    // Served before this restart: never again.
+    json next = d.Pull(key);
+    EXPECT_TRUE(next["new"].is_null()) << next;
+    EXPECT_TRUE(next["deleted"].is_null()) << next;
+    // The bouncer restarting: startup=true gives what is active, ids unchanged.
+    json startup = d.Pull(key, true);
+    EXPECT_EQ(Values(startup["new"]), (std::set<std::string>{"203.0.113.8", "203.0.113.9"}));
+  }
+}
+
+// The table stores a change before its listeners hear of it: a crash in between leaves the log
+// behind, and the next start logs only the difference.
+TEST(BouncerApiTest, AttachLogsWhatTheLogMissed) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("attach.db");
+  std::string key;
+  {
+    Daemon d(path, clock);
+    key = *d.api->AddBouncer("fw");
+    d.Ban("203.0.113.7");
+    d.Ban("203.0.113.8");
+    EXPECT_THAT(d.Pull(key)["new"], SizeIs(2));
+  }
+  std::string missed;
+  {
+    // The table changes with no bouncer API listening (the crash window).
+    auto store = *Store::Open(path);
+    DecisionTable table(clock);
+    table.SetStore(store.get(), {});
+    ASSERT_THAT(table.Restore(), IsOk());
+    DecisionFilter f;
+    f.target = "203.0.113.7";
+    f.active_only = true;
+    std::vector<palisade::v1::Decision> found = table.List(f);
+    ASSERT_THAT(found, SizeIs(1));
+    ASSERT_THAT(table.Withdraw(found[0].id()), IsOk());
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value("203.0.113.10");
+    req.mutable_duration()->set_seconds(3600);
+    ASSERT_THAT(table.AddManual(req), IsOk());
+  }
+  Daemon d(path, clock);
+  json next = d.Pull(key);
+  EXPECT_EQ(Values(next["new"]), std::set<std::string>{"203.0.113.10"});
+  EXPECT_EQ(Values(next["deleted"]), std::set<std::string>{"203.0.113.7"});
+}
+
+TEST(BouncerApiTest, OnlyAddressAndRangeDecisionsThatActAreServed) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("visible.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  auto update = [&](const std::string& id, palisade::v1::TargetKind kind, const std::string& v,
+                    bool dry_run, palisade::v1::Action action = palisade::v1::ACTION_BLOCK) {
+    DecisionUpdate u;
+    u.change = DecisionChange::kCreated;
+    u.decision.set_id(id);
+    u.decision.mutable_target()->set_kind(kind);
+    u.decision.mutable_target()->set_value(v);
+    u.decision.set_action(action);
+    u.decision.set_active(true);
+    u.decision.set_dry_run(dry_run);
+    u.decision.set_origin(palisade::v1::ORIGIN_RULE);
+    u.decision.set_rule_id("sshd-bf");
+    u.decision.mutable_expiry()->set_seconds(absl::ToUnixSeconds(clock.TimeNow()) + 60);
+    d.api->OnUpdate(u);
+  };
+  update("a", palisade::v1::TARGET_KIND_IP, "203.0.113.1", false);
+  update("b", palisade::v1::TARGET_KIND_IP, "203.0.113.2", true);  // dry run
+  update("c", palisade::v1::TARGET_KIND_PATH, "/login", false, palisade::v1::ACTION_RATE_LIMIT);
+  update("d", palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT, "sha256:0123456789abcdef", false,
+         palisade::v1::ACTION_REVOKE_TOKEN);
+  update("e", palisade::v1::TARGET_KIND_RANGE, "198.51.100.0/24", false);
+  json pulled = d.Pull(key);
+  EXPECT_EQ(Values(pulled["new"]), (std::set<std::string>{"203.0.113.1", "198.51.100.0/24"}));
+  EXPECT_EQ(pulled["new"][0]["origin"], "crowdsec");
+  EXPECT_EQ(pulled["new"][0]["scenario"], "sshd-bf");
+  EXPECT_EQ(pulled["new"][0]["duration"], "1m0s");
+  // A decision that turns dry run is taken back.
+  update("a", palisade::v1::TARGET_KIND_IP, "203.0.113.1", true);
+  EXPECT_EQ(Values(d.Pull(key)["deleted"]), std::set<std::string>{"203.0.113.1"});
+}
+
+TEST(BouncerApiTest, StreamFilters) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("filters.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7");
+  d.Ban("198.51.100.0/24", absl::Hours(1), palisade::v1::TARGET_KIND_RANGE);
+  auto values = [&](const std::string& query) {
+    auto [status, body] = d.Get("/v1/decisions/stream?startup=true&" + query, key);
+    EXPECT_EQ(status, 200) << query << ": " << body;
+    return Values(json::parse(body, nullptr, false)["new"]);
+  };
+  EXPECT_EQ(values("scopes=ip"), std::set<std::string>{"203.0.113.7"});
+  EXPECT_EQ(values("scopes=Range"), std::set<std::string>{"198.51.100.0/24"});
+  EXPECT_EQ(values("scopes=ip,range"), (std::set<std::string>{"203.0.113.7", "198.51.100.0/24"}));
+  EXPECT_EQ(values("scopes=country"), std::set<std::string>{});
+  EXPECT_EQ(values("origins=cscli"), (std::set<std::string>{"203.0.113.7", "198.51.100.0/24"}));
+  EXPECT_EQ(values("origins=crowdsec,lists"), std::set<std::string>{});
+  EXPECT_EQ(values("scenarios_containing=hand"),
+            (std::set<std::string>{"203.0.113.7", "198.51.100.0/24"}));
+  EXPECT_EQ(values("scenarios_containing=ssh,http"), std::set<std::string>{});
+  EXPECT_EQ(values("scenarios_not_containing=hand"), std::set<std::string>{});
+  EXPECT_EQ(values("scenarios_not_containing=ssh"),
+            (std::set<std::string>{"203.0.113.7", "198.51.100.0/24"}));
+}
+
+TEST(BouncerApiTest, BadInputIsAClearClientError) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("bad.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7");
+  for (const char* target : {
+           "/v1/decisions/stream?startup=maybe",
+           "/v1/decisions/stream?startup=true&scopes=planet",
+           "/v1/decisions/stream?startup=true&origins=somewhere",
+           "/v1/decisions/stream?startup=true&scopes=",
+           "/v1/decisions/stream?startup=true&startup=false",
+           "/v1/decisions/stream?startup=true&evil=1",
+           "/v1/decisions?ip=not-an-ip",
+           "/v1/decisions?range=10.0.0.1/8",
+           "/v1/decisions?type=tarpit",
+       }) {
+    auto [status, body] = d.Get(target, key);
+    EXPECT_EQ(status, 400) << target;
+    json j = json::parse(body, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << body;
+    EXPECT_TRUE(j["message"].is_string()) << body;
+  }
+  EXPECT_THAT(d.Get("/v1/decisions/stream?startup=maybe", key).second, HasSubstr("startup"));
+  EXPECT_THAT(d.Get("/v1/decisions/stream?evil=1", key).second, HasSubstr("'evil'"));
+  // A huge query string: 414, nothing served, whatever the key.
+  const std::string huge = "/v1/decisions/stream?startup=true&scenarios_containing=" +
+                           std::string(5000, 'a');
+  EXPECT_EQ(d.Get(huge, key).first, 414);
+  EXPECT_EQ(d.Get(huge, "").first, 414);
+  // Beyond httplib's own cap (8 KiB) it is still an error, never an answer.
+  EXPECT_EQ(d.Get("/v1/decisions?ip=" + std::string(10000, '1'), key).first, 414);
+  EXPECT_EQ(d.Get("/v1/other", key).first, 404);
+  EXPECT_EQ(d.Get("/v1/decisions/stream/x", key).first, 404);
+  httplib::Client client("127.0.0.1", d.api->port());
+  auto post = client.Post("/v1/decisions/stream", {{"X-Api-Key", key}}, "{}", "application/json");
+  ASSERT_TRUE(post);
+  EXPECT_EQ(post->status, 404);
+  // A refused pull moved nothing: the bouncer still gets the decision.
+  EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
+  const std::string metrics = d.Metrics();
+  EXPECT_THAT(metrics, HasSubstr("palisade_bouncer_requests_refused_total{reason=\"bad_request\"} 11"));
+  EXPECT_THAT(metrics, HasSubstr("palisade_bouncer_requests_refused_total{reason=\"too_long\"} 2"));
+}
+
+TEST(BouncerApiTest, LiveMode) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("live.db"), clock);
+  std::string key = *d.api->AddBouncer("nginx");
+  d.Ban("203.0.113.7");
+  d.Ban("198.51.100.0/24", absl::Hours(1), palisade::v1::TARGET_KIND_RANGE,
+        palisade::v1::ACTION_CHALLENGE);
+  auto live = [&](const std::string& query) {
+    auto [status, body] = d.Get("/v1/decisions" + query, key);
+    EXPECT_EQ(status, 200) << query << ": " << body;
+    return json::parse(body, nullptr, false);
+  };
+  EXPECT_EQ(Values(live("?ip=203.0.113.7")), std::set<std::string>{"203.0.113.7"});
+  EXPECT_EQ(Values(live("?ip=198.51.100.77")), std::set<std::string>{"198.51.100.0/24"});
+  EXPECT_EQ(live("?ip=198.51.100.77")[0]["type"], "captcha");
+  EXPECT_EQ(d.Get("/v1/decisions?ip=192.0.2.1", key).second, "null");
+  EXPECT_EQ(Values(live("?range=198.51.100.0/25")), std::set<std::string>{"198.51.100.0/24"});
+  EXPECT_EQ(Values(live("?range=198.51.0.0/16&contains=false")),
+            std::set<std::string>{"198.51.100.0/24"});
+  EXPECT_TRUE(live("?range=198.51.0.0/16").is_null());
+  EXPECT_EQ(Values(live("?scope=ip&value=203.0.113.7")), std::set<std::string>{"203.0.113.7"});
+  EXPECT_EQ(Values(live("?type=captcha")), std::set<std::string>{"198.51.100.0/24"});
+  EXPECT_EQ(Values(live("")), (std::set<std::string>{"203.0.113.7", "198.51.100.0/24"}));
+  EXPECT_THAT(d.Metrics(),
+              HasSubstr("palisade_bouncer_pulls_total{bouncer=\"nginx\",kind=\"live\"} 10"));
+}
+
+TEST(BouncerApiTest, TrimmingForgetsServedDeletionsAndAFarBehindBouncerStartsOver) {
+  SimulatedClock clock;
+  palisade::v1::BouncerApiConfig config;
+  config.mutable_deletion_retention()->set_seconds(3600);
+  Daemon d(FreshPath("trim.db"), clock, config);
+  std::string fast = *d.api->AddBouncer("fast");
+  std::string slow = *d.api->AddBouncer("slow");
+  const std::string a = d.Ban("203.0.113.1", absl::Hours(100));
+  d.Ban("203.0.113.2", absl::Hours(100));
+  d.Pull(fast);
+  d.Pull(slow);
+  ASSERT_THAT(d.table.Withdraw(a), IsOk());
+  d.Pull(fast);
+  // slow has not been served the deletion: it stays.
+  EXPECT_EQ(*d.api->Trim(), 0);
+  // Two hours later the deletion is past deletion_retention: forgotten, slow is behind.
+  clock.Advance(absl::Hours(2));
+  EXPECT_EQ(*d.api->Trim(), 1);
+  const std::string c = d.Ban("203.0.113.3", absl::Hours(100));
+  json caught_up = d.Pull(slow);
+  // Every active decision, as at startup (the lost deletion cannot be told).
+  EXPECT_EQ(Values(caught_up["new"]), (std::set<std::string>{"203.0.113.2", "203.0.113.3"}));
+  EXPECT_THAT(d.Metrics(),
+              HasSubstr("palisade_bouncer_pulls_total{bouncer=\"slow\",kind=\"startup\"} 1"));
+  // fast was served everything before: only what is new.
+  EXPECT_EQ(Values(d.Pull(fast)["new"]), std::set<std::string>{"203.0.113.3"});
+  // Once both were served, deletions go at the next trim.
+  ASSERT_THAT(d.table.Withdraw(c), IsOk());
+  d.Pull(fast);
+  d.Pull(slow);
+  EXPECT_EQ(*d.api->Trim(), 1);
+}
+
+TEST(BouncerApiTest, StalenessAndCounts) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("stale.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  d.api->AddBouncer("idle").IgnoreError();
+  EXPECT_EQ(d.api->BouncerCounts(), std::make_pair(2u, 0u));
+  clock.Advance(absl::Minutes(6));
+  d.Pull(key);
+  EXPECT_EQ(d.api->BouncerCounts(), std::make_pair(2u, 1u));
+  std::vector<BouncerInfo> list = d.api->ListBouncers();
+  EXPECT_FALSE(list[0].stale);
+  EXPECT_TRUE(list[1].stale);
+  EXPECT_EQ(list[1].last_pull, absl::InfinitePast());
+}
+
+}  // namespace
+}  // namespace palisade
