@@ -291,12 +291,20 @@ constexpr char kDateShapes[] =
     "|\\d{2}/\\d{2}/\\d{4} \\d{2}:\\d{2}:\\d{2}"
     "|\\w{3} \\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2} \\d{4}"
     "|\\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2})";
+// What fail2ban cut out between brackets where a failregex writes `\[\]` (the access-log date
+// "[18/Nov/2018:21:34:34 +0000]" and its kin), in fixed-width pieces.
+constexpr char kBracketDateShapes[] =
+    "(?:\\d{2}/\\w{3}/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}"
+    "|\\d{2}/\\w{3}/\\d{4} \\d{2}:\\d{2}:\\d{2}"
+    "|\\d{4}-\\d{2}-\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d{3}(?:\\d{3})?)?"
+    "|\\d{2}-\\w{3}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?: [+-]\\d{4})?)";
 // The leading date of a raw line when the filter's datepattern says nothing more precise.
 const std::string& DefaultLeadingDate() {
   static const std::string* d = new std::string(absl::StrCat("(?:", kDateShapes, " ?)?"));
   return *d;
 }
 std::string PythonOnlyConstruct(absl::string_view re);
+int DropWordGuardLookaheads(std::string* re);
 
 // `(?P<name>[class])` ... `(?P=name)`: a back-reference to a group that captures one character
 // of a class becomes that class (looser: the two characters need not be the same one; e.g.
@@ -630,6 +638,10 @@ std::string Rewrite(std::string re, std::vector<std::string>* notes) {
     absl::StrReplaceAll({{"\\Z", "\\z"}}, &re);
     notes->push_back("\\Z -> \\z");
   }
+  if (int n = DropWordGuardLookaheads(&re); n > 0) {
+    notes->push_back("(?:\\w+ (?!W\\b)){m,n}\\w+ W -> (?:\\w+ ){m,n}\\w+ W (the guard only stops a round "
+                     "from taking W)");
+  }
   static const LazyRE2 kEmptyMin = {"\\{,(\\d+)\\}"};
   if (RE2::GlobalReplace(&re, *kEmptyMin, "{0,\\1}") > 0) notes->push_back("{,n} -> {0,n}");
   return re;
@@ -673,6 +685,64 @@ bool MergeAddressAlternatives(std::string* re, std::vector<std::string>* notes) 
     return true;
   }
   return false;
+}
+
+// `(?:\w+ (?!W\b)){m,n}\w+ W` (sshd's __alg_match before " found"): the look-ahead only stops a
+// round of the repetition from taking the word the regex requires next. Dropped, the regex
+// matches the same server lines; it is looser only on a line where W occurs twice in the run of
+// words ("no matching a found b found:"), and holds no key. Returns how many it dropped.
+int DropWordGuardLookaheads(std::string* re) {
+  static const LazyRE2 kGuard = {"\\(\\?:\\\\w\\+ \\(\\?!(\\w+)(?:\\\\b)?\\)\\)"};
+  int n = 0;
+  std::string word;
+  for (int round = 0; round < 8; ++round) {
+    re2::StringPiece whole;
+    if (!RE2::PartialMatch(*re, "(" + kGuard->pattern() + ")", &whole, &word)) break;
+    const size_t at = whole.data() - re->data();
+    // Only when the regex goes on to require the word itself after a last `\w+`.
+    if (re->find(absl::StrCat("\\w+ ", word), at + whole.size()) == std::string::npos &&
+        re->find(absl::StrCat("\\w+) ", word), at + whole.size()) == std::string::npos) {
+      break;
+    }
+    re->replace(at, whole.size(), "(?:\\w+ )");
+    ++n;
+  }
+  return n;
+}
+
+// A negative look-ahead outside every group, `A(?!X)B` (postfix's `authentication
+// failed:(?! Connection lost ...)`, apache-auth's ``user (?!`)``, traefik's `(?!- )`): the
+// failregex becomes `AB` and `A(?:X)` an ignore pattern of its rule. Stricter than Python's: a
+// line that matches AB at one place and A X at another is skipped too. Returns false (nothing
+// changed) when there is none at the top level, or the look-ahead holds a group of its own.
+bool SplitTopLevelNegativeLookahead(std::string* re, std::string* ignore) {
+  int depth = 0;
+  size_t found = std::string::npos;
+  WalkOutsideClasses(
+      *re, [](size_t) { return true; },
+      [&](size_t i) {
+        if (depth == 0 && re->compare(i, 3, "(?!") == 0) {
+          found = i;
+          return false;
+        }
+        if ((*re)[i] == '(') ++depth;
+        if ((*re)[i] == ')') --depth;
+        return true;
+      });
+  if (found == std::string::npos) return false;
+  std::vector<std::pair<size_t, size_t>> groups;
+  if (!ScanGroups(*re, &groups)) return false;
+  size_t close = std::string::npos;
+  for (const auto& [open, end] : groups) {
+    if (open == found) close = end;
+    if (open > found && close == std::string::npos) return false;  // a group inside (?!...)
+  }
+  if (close == std::string::npos) return false;
+  const std::string before = re->substr(0, found);
+  const std::string guarded = re->substr(found + 3, close - found - 3);
+  *ignore = absl::StrCat(before, "(?:", guarded, ")");
+  re->erase(found, close - found + 1);
+  return true;
 }
 
 // The session role of one regex, from its tags.
@@ -894,6 +964,11 @@ Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Pr
   re = Rewrite(std::move(re), &rewrites);
   if (format == palisade::v1::LOG_FORMAT_RAW && absl::StartsWith(re, "^")) {
     re = absl::StrCat("^", leading_date, re.substr(1));
+  }
+  if (format == palisade::v1::LOG_FORMAT_RAW && absl::StrContains(re, "\\[\\]")) {
+    // `\[\]`: where fail2ban cut the date out of the middle of the line; our line keeps it.
+    absl::StrReplaceAll({{"\\[\\]", absl::StrCat("\\[", kBracketDateShapes, "\\]")}}, &re);
+    rewrites.push_back("\\[\\] (the date fail2ban cut) -> \\[date\\]");
   }
   // Python-only syntax first gets the rewrites that have an RE2 equivalent; a regex that still
   // has some is refused.
@@ -1136,6 +1211,42 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     }
     return it->second;
   };
+  // A failregex with negative look-aheads at its top level: converted without them, each
+  // `A(?!X)` becoming the ignore pattern `A(?:X)` of its rule (SplitTopLevelNegativeLookahead).
+  auto convert_fail = [&](const ValueLine& l, palisade::v1::LogFormat f, bool in_session,
+                          std::vector<std::string>* rule_ignores) {
+    ValueLine fail = l;
+    std::vector<std::string> ignore_texts;
+    std::string ignore;
+    while (ignore_texts.size() < 4 && SplitTopLevelNegativeLookahead(&fail.text, &ignore)) {
+      ignore_texts.push_back(ignore);
+    }
+    Converted c = ConvertOne(fail, "failregex", prefix, f, in_session, leading_date);
+    if (ignore_texts.empty() || c.report.outcome == RegexOutcome::kRefused) return c;
+    c.report.original =
+        absl::StrReplaceAll(l.text, {{kPrefixMarker, ""}, {kApacheClientMarker, ""}});
+    std::vector<std::string> converted_ignores;
+    for (const std::string& text : ignore_texts) {
+      ValueLine il = l;
+      il.text = text;
+      Converted ic = ConvertOne(il, "ignoreregex", prefix, f, in_session, leading_date);
+      if (ic.report.outcome == RegexOutcome::kRefused) {
+        c.report.outcome = RegexOutcome::kRefused;
+        c.report.converted.clear();
+        c.report.reason = absl::StrCat("negative look-ahead: its ignore pattern is refused: ",
+                                       ic.report.reason);
+        return c;
+      }
+      converted_ignores.push_back(ic.report.converted);
+    }
+    c.report.outcome = RegexOutcome::kRewritten;
+    c.report.reason = absl::StrCat(
+        "negative look-ahead A(?!X)B -> AB, with A(?:X) an ignore pattern (stricter): ",
+        absl::StrJoin(converted_ignores, " ; "),
+        c.report.reason.empty() ? "" : ", ", c.report.reason);
+    for (std::string& i : converted_ignores) rule_ignores->push_back(std::move(i));
+    return c;
+  };
   for (const ValueLine& l : fails) {
     std::string note_variant = session ? NofailAlternative(l.text) : "";
     if (!note_variant.empty()) {
@@ -1167,10 +1278,12 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
       out.regexes.push_back(std::move(note.report));
       continue;
     }
-    Converted c = ConvertOne(l, "failregex", prefix, format, session, leading_date);
+    std::vector<std::string> own_ignores;
+    Converted c = convert_fail(l, format, session, &own_ignores);
     if (c.report.outcome != RegexOutcome::kRefused) {
       palisade::v1::Rule& rule = rule_for(c.role);
       rule.add_patterns(c.report.converted);
+      for (const std::string& i : own_ignores) rule.add_ignore_patterns(i);
       c.report.rule_id = rule.id();
     }
     out.regexes.push_back(std::move(c.report));
@@ -1192,8 +1305,8 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     const std::string raw_id = absl::StrCat(RuleId(out.filter, Role{}), "-raw");
     int twins = 0, twins_refused = 0;
     for (const ValueLine& l : fails) {
-      Converted c = ConvertOne(l, "failregex", prefix, palisade::v1::LOG_FORMAT_RAW, false,
-                               leading_date);
+      std::vector<std::string> own_ignores;
+      Converted c = convert_fail(l, palisade::v1::LOG_FORMAT_RAW, false, &own_ignores);
       if (c.report.outcome == RegexOutcome::kRefused || c.role.note_only) {
         ++twins_refused;
         continue;
@@ -1205,6 +1318,7 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
         rule_format[raw_id] = palisade::v1::LOG_FORMAT_RAW;
       }
       it->second.add_patterns(c.report.converted);
+      for (const std::string& i : own_ignores) it->second.add_ignore_patterns(i);
       ++twins;
     }
     for (const ValueLine& l : ignores) {

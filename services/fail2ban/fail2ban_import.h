@@ -39,7 +39,13 @@
 //     session, and one whose address a client could choose (services/engine/rule_set.h,
 //     AnalyzeKeyPlacement: address keys cannot opt out, so the regex is refused, not waved
 //     through);
-//   - rewritten, when RE2 has an equivalent: `\Z` → `\z`, `{,n}` → `{0,n}`; and, only when the
+//   - rewritten, when RE2 has an equivalent: `\Z` → `\z`, `{,n}` → `{0,n}`;
+//     `(?:\w+ (?!W\b)){m,n}\w+ W` → `(?:\w+ ){m,n}\w+ W` (sshd's __alg_match: the guard only
+//     stops a round from taking the word required next); a negative look-ahead outside every
+//     group, `A(?!X)B`, → the failregex `AB` and the ignore pattern `A(?:X)` on its rule
+//     (stricter: a line matching both at different places is skipped); in a raw line, `\[\]`
+//     (where fail2ban cut the date) → `\[date\]` (testdata/lookahead_equivalence.py checks the
+//     look-ahead rewrites with Python's `re` on fail2ban's logs); and, only when the
 //     regex would otherwise be refused for its key placement, these (each named in the report):
 //       * a small bounded repetition of a group after the address, `(?: (?:port \d+|on
 //         \S+)){0,3}`, unrolled into optional copies (the same language; the loader's check

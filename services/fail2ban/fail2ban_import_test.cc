@@ -20,6 +20,7 @@ namespace palisade {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr char kTestdata[] = "services/fail2ban/testdata/filter.d/";
 
@@ -438,6 +439,49 @@ TEST(Fail2banImportTest, DatepatternBecomesTheRawLeadingDate) {
   Matcher mf(*field);
   EXPECT_EQ(mf.Keys("2013-04-27 02:25:09 Blocking 192.0.2.3 - too much AUTH errors (8);"),
             std::set<std::string>{"192.0.2.3"});
+}
+
+// Python's look-aheads with an RE2 rewrite. testdata/lookahead_equivalence.py checks each with
+// Python's `re` on fail2ban's annotated sshd and postfix logs: the rewrite matches the same lines.
+TEST(Fail2banImportTest, NegativeLookaheadsBecomeIgnorePatternsOrGo) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-lookahead.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  const RegexReport* sasl = FindReport(*imported, "SASL");
+  ASSERT_NE(sasl, nullptr);
+  EXPECT_EQ(sasl->outcome, RegexOutcome::kRewritten) << sasl->reason;
+  EXPECT_THAT(sasl->reason, HasSubstr("A(?!X)B -> AB, with A(?:X) an ignore pattern"));
+  const RegexReport* alg = FindReport(*imported, "negotiate");
+  ASSERT_NE(alg, nullptr);
+  EXPECT_EQ(alg->outcome, RegexOutcome::kRewritten) << alg->reason;
+  EXPECT_THAT(alg->reason, HasSubstr("(?:\\w+ ){m,n}\\w+ W"));
+  EXPECT_THAT(alg->converted, Not(HasSubstr("(?!")));
+  const palisade::v1::Rule& rule = imported->pack.rules(0);
+  ASSERT_EQ(rule.ignore_patterns_size(), 1);
+  EXPECT_THAT(rule.ignore_patterns(0), HasSubstr("authentication failed:(?: Connection lost"));
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/demo-lookahead.textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+
+  Matcher m(*imported);
+  // Python: `failed:(?! Connection lost ...)` matches the first, not the second.
+  EXPECT_EQ(m.Keys("Jan  1 00:00:00 mail postfix/smtpd[1]: warning: unknown[192.0.2.1]: SASL LOGIN "
+                   "authentication failed: UGFzc3dvcmQ6"),
+            std::set<std::string>{"192.0.2.1"});
+  EXPECT_TRUE(m.Keys("Jan  1 00:00:00 mail postfix/smtpd[1]: warning: unknown[192.0.2.1]: SASL "
+                     "LOGIN authentication failed: Connection lost to authentication server")
+                  .empty());
+  // Python: `(?:\w+ (?!found\b)){0,2}\w+ found\.` matches one to three words before "found.".
+  EXPECT_EQ(m.Keys("Jan  1 00:00:00 mail postfix/smtpd[2]: Unable to negotiate with 192.0.2.2 port "
+                   "22: no matching key exchange method found. Their offer: x"),
+            std::set<std::string>{"192.0.2.2"});
+  EXPECT_EQ(m.Keys("Jan  1 00:00:00 mail postfix/smtpd[3]: Unable to negotiate with 192.0.2.3 port "
+                   "22: no matching cipher found. Their offer: x"),
+            std::set<std::string>{"192.0.2.3"});
+  // Four words: neither Python's regex nor the rewrite.
+  EXPECT_TRUE(m.Keys("Jan  1 00:00:00 mail postfix/smtpd[4]: Unable to negotiate with 192.0.2.4 "
+                     "port 22: no matching a b c d found. x")
+                  .empty());
 }
 
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
