@@ -356,7 +356,10 @@ const std::set<std::string>& LiveParams() {
   return *s;
 }
 
-bool ByNum(const BouncerChangeRow* a, const BouncerChangeRow* b) { return a->num < b->num; }
+// CrowdSec 1.4.6 lists decisions by their end, soonest first (its recordings show it).
+bool ByUntil(const BouncerChangeRow* a, const BouncerChangeRow* b) {
+  return a->until != b->until ? a->until < b->until : a->num < b->num;
+}
 
 }  // namespace
 
@@ -662,12 +665,11 @@ BouncerReply BouncerApi::Handle(const BouncerRequest& request) {
   const bool stream = request.path == "/v1/decisions/stream";
   const bool live = request.path == "/v1/decisions";
   if ((!stream && !live) || !(request.method == "GET" || (live && request.method == "HEAD"))) {
-    // As CrowdSec's router (gin) answers any other route, method included.
+    // As CrowdSec 1.4.6 answers any other route or method: 405, no body.
     refused_->Add({{"reason", "not_found"}}).Increment();
     BouncerReply r;
-    r.status = 404;
-    r.content_type = "text/plain";
-    r.body = "404 page not found";
+    r.status = 405;
+    r.content_type.clear();
     return r;
   }
   absl::MutexLock lock(&mu_);
@@ -700,7 +702,10 @@ BouncerReply BouncerApi::Stream(Bouncer& bouncer, const BouncerRequest& request)
       if (f.Matches(row)) added.push_back(&row);
     }
   }
-  if (!f.startup) {
+  // startup=true lists deletions too, as CrowdSec's does (it sends the expired decisions it
+  // still holds): here those the bouncer was not told of yet, so a restarted bouncer drops what
+  // ended while it was away. A bouncer that never pulled had nothing to drop.
+  if (!f.startup || position > 0) {
     absl::StatusOr<std::vector<BouncerChangeRow>> rows =
         store_->LoadBouncerChanges(position, /*live_only=*/false);
     if (!rows.ok()) {
@@ -712,13 +717,13 @@ BouncerReply BouncerApi::Stream(Bouncer& bouncer, const BouncerRequest& request)
       if (!f.Matches(r)) continue;
       if (r.deleted) {
         deleted.push_back(&r);
-      } else if (!behind) {  // behind: the live ones are all in `added` already
+      } else if (!behind && !f.startup) {  // else the live ones are all in `added` already
         added.push_back(&r);
       }
     }
   }
-  std::sort(added.begin(), added.end(), ByNum);
-  std::sort(deleted.begin(), deleted.end(), ByNum);
+  std::sort(added.begin(), added.end(), ByUntil);
+  std::sort(deleted.begin(), deleted.end(), ByUntil);
   BouncerReply reply;
   reply.body.reserve(32 + 160 * (added.size() + deleted.size()));
   reply.body = "{\"deleted\":";
@@ -760,7 +765,7 @@ BouncerReply BouncerApi::Live(Bouncer& bouncer, const BouncerRequest& request) {
   for (const auto& [id, row] : live_) {
     if (f.Matches(row)) found.push_back(&row);
   }
-  std::sort(found.begin(), found.end(), ByNum);
+  std::sort(found.begin(), found.end(), ByUntil);
   BouncerReply reply;
   if (request.method != "HEAD") AppendList(found, now, &reply.body);
   bouncer.pulls_live->Increment();
@@ -845,9 +850,9 @@ absl::Status BouncerApi::Start() {
     r.user_agent = req.get_header_value("User-Agent");
     BouncerReply reply = self->Handle(r);
     res.status = reply.status;
-    if (!reply.body.empty() || reply.status != 200) {
+    if (!reply.body.empty()) {
       res.set_content(std::move(reply.body), reply.content_type.c_str());
-    } else {
+    } else if (!reply.content_type.empty()) {
       res.set_header("Content-Type", reply.content_type);
     }
     return httplib::Server::HandlerResponse::Handled;

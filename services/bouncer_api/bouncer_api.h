@@ -6,7 +6,8 @@
 //
 //   GET /v1/decisions/stream?startup=true|false[&scopes=&origins=&scenarios_containing=
 //       &scenarios_not_containing=]   {"deleted": [...], "new": [...]} since this bouncer's last
-//       pull; with startup=true every active decision (and no deletion).
+//       pull (no startup: false); with startup=true every active decision, and the deletions
+//       this bouncer was not served yet. Lists are ordered by end, soonest first, as CrowdSec's.
 //   GET|HEAD /v1/decisions?ip=|range=|scope=&value=|type=|origins=   live mode: the decisions on
 //       an address (an Ip decision on it, a Range decision containing it), or `null`.
 //   Every request carries X-Api-Key; without a known one: 403 {"message":"access forbidden"}.
@@ -16,7 +17,8 @@
 // token fingerprints and rate limits never. `id` is a number kept for the decision's life,
 // `scenario` its rule id (or "manual" / the feed's reason), `origin` CrowdSec's vocabulary
 // ("crowdsec" for rules, "cscli" for manual decisions, "lists" for feeds), `duration` the time
-// left as a Go duration ("3h59m58s", negative for a deletion, as CrowdSec sends them).
+// left as Go writes a duration ("3h59m57.07925426s"; negative for a deletion, as CrowdSec
+// sends them). No `until` and no `simulated`: 1.4.6 has neither.
 //
 // The change log: bouncers pull at their own pace and a restart of either side must neither
 // lose nor replay a deletion, so what a bouncer was served is a position in a durable sequence
@@ -40,8 +42,11 @@
 //
 // Bad input: unknown parameters, unknown scopes / origins / types, a startup that is not
 // true/false, an address or range that does not parse, a parameter given twice: 400
-// {"message": "..."} naming it; a request target over max_query_bytes: 414; another path:
-// 404 "404 page not found" (as CrowdSec's gin router answers); another method: 405.
+// {"message": "..."} naming it (CrowdSec answers a bad address 500, takes startup=maybe as
+// false and ignores the rest: a bouncer that sends what we do not understand is told so
+// instead of being served something else than it asked); a request target over
+// max_query_bytes: 414 (CrowdSec: 431 past 1 MiB); another path or method: 405 with no body, as
+// CrowdSec 1.4.6 answers.
 //
 // Metrics: palisade_bouncer_pulls_total{bouncer,kind=startup|stream|live},
 // palisade_bouncer_decisions_served_total{bouncer,list=new|deleted},

@@ -62,20 +62,59 @@ absl::StatusOr<palisade::v1::BouncerApiConfig> BouncerApiConfigWithDefaults(
   return c;
 }
 
+namespace {
+
+// Go's fmtFrac: the fraction of v / 10^prec into the front of `out` (".12"), trailing zeros
+// and then the point left out; returns v / 10^prec.
+uint64_t FracPrefix(uint64_t v, int prec, std::string* out) {
+  std::string digits;
+  bool print = false;
+  for (int i = 0; i < prec; ++i) {
+    const uint64_t digit = v % 10;
+    print = print || digit != 0;
+    if (print) digits.insert(digits.begin(), static_cast<char>('0' + digit));
+    v /= 10;
+  }
+  if (print) out->insert(0, "." + digits);
+  return v;
+}
+
+}  // namespace
+
 std::string GoDuration(absl::Duration d) {
-  int64_t s = absl::ToInt64Seconds(d);  // truncates toward zero
-  if (s == 0) return "0s";
+  // Go's time.Duration.String(), transcribed: a Duration is int64 nanoseconds (saturated here).
+  const int64_t ns = absl::ToInt64Nanoseconds(d);
+  if (ns == 0) return "0s";
+  const bool neg = ns < 0;
+  uint64_t u = neg ? static_cast<uint64_t>(-(ns + 1)) + 1 : static_cast<uint64_t>(ns);
   std::string out;
-  // |INT64_MIN| does not fit; no decision lasts 292 billion years.
-  uint64_t u = s < 0 ? static_cast<uint64_t>(-(s + 1)) + 1 : static_cast<uint64_t>(s);
-  if (s < 0) out = "-";
-  const uint64_t h = u / 3600, m = u / 60 % 60, sec = u % 60;
-  // Go writes hours and minutes only when the duration reaches them, and then every smaller
-  // unit, zero or not ("1h0m0s", "2m0s", "59s").
-  if (h > 0) absl::StrAppend(&out, h, "h");
-  if (h > 0 || m > 0) absl::StrAppend(&out, m, "m");
-  absl::StrAppend(&out, sec, "s");
-  return out;
+  if (u < 1'000'000'000) {
+    // Under a second: the largest unit below it that fits ("1.5ms", "800µs", "7ns").
+    int prec = 0;
+    if (u < 1'000) {
+      out = "ns";
+    } else if (u < 1'000'000) {
+      prec = 3;
+      out = "\u00b5s";  // µ, U+00B5, as Go writes it
+    } else {
+      prec = 6;
+      out = "ms";
+    }
+    std::string frac;
+    u = FracPrefix(u, prec, &frac);
+    out = absl::StrCat(u, frac, out);
+  } else {
+    std::string frac;
+    u = FracPrefix(u, 9, &frac);  // u: whole seconds
+    out = absl::StrCat(u % 60, frac, "s");
+    u /= 60;
+    if (u > 0) {
+      out = absl::StrCat(u % 60, "m", out);
+      u /= 60;
+      if (u > 0) out = absl::StrCat(u, "h", out);
+    }
+  }
+  return neg ? "-" + out : out;
 }
 
 }  // namespace palisade

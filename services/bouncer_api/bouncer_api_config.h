@@ -20,8 +20,8 @@ namespace palisade {
 absl::StatusOr<palisade::v1::BouncerApiConfig> BouncerApiConfigWithDefaults(
     const palisade::v1::BouncerApiConfig& config);
 
-// Go's time.Duration.String() of `d` truncated to whole seconds ("3h59m58s", "1h0m0s", "0s",
-// "-2s"): what bouncers parse with time.ParseDuration.
+// Go's time.Duration.String() of `d` ("3h59m57.07925426s", "1h0m0s", "0s", "-1.269024417s",
+// "1.5ms"): what CrowdSec writes and bouncers parse with time.ParseDuration.
 std::string GoDuration(absl::Duration d);
 
 }  // namespace palisade

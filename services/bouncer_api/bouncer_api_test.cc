@@ -97,11 +97,19 @@ std::set<std::string> Values(const json& list) {
 
 TEST(GoDurationTest, WritesWhatGoWrites) {
   EXPECT_EQ(GoDuration(absl::ZeroDuration()), "0s");
-  EXPECT_EQ(GoDuration(absl::Milliseconds(999)), "0s");
+  EXPECT_EQ(GoDuration(absl::Milliseconds(999)), "999ms");
+  EXPECT_EQ(GoDuration(absl::Microseconds(1500)), "1.5ms");
+  EXPECT_EQ(GoDuration(absl::Microseconds(800)), "800\u00b5s");
+  EXPECT_EQ(GoDuration(absl::Nanoseconds(7)), "7ns");
+  EXPECT_EQ(GoDuration(absl::Nanoseconds(3 * 3600'000'000'000LL + 59 * 60'000'000'000LL +
+                                         57'079'254'260LL)),
+            "3h59m57.07925426s");
+  EXPECT_EQ(GoDuration(-absl::Nanoseconds(1'269'024'417)), "-1.269024417s");
   EXPECT_EQ(GoDuration(absl::Seconds(59)), "59s");
   EXPECT_EQ(GoDuration(absl::Seconds(60)), "1m0s");
   EXPECT_EQ(GoDuration(absl::Hours(1)), "1h0m0s");
-  EXPECT_EQ(GoDuration(absl::Hours(4) - absl::Seconds(2) + absl::Milliseconds(500)), "3h59m58s");
+  EXPECT_EQ(GoDuration(absl::Hours(4) - absl::Seconds(2) + absl::Milliseconds(500)),
+            "3h59m58.5s");
   EXPECT_EQ(GoDuration(absl::Hours(200) + absl::Seconds(1)), "200h0m1s");
   EXPECT_EQ(GoDuration(-absl::Seconds(2)), "-2s");
   EXPECT_EQ(GoDuration(-absl::Minutes(3) - absl::Seconds(2)), "-3m2s");
@@ -194,7 +202,11 @@ TEST(BouncerApiTest, StreamServesChangesSinceTheLastPullInCrowdSecShapes) {
   json first = d.Pull(key, true);
   EXPECT_TRUE(first["deleted"].is_null());
   ASSERT_THAT(first["new"], SizeIs(3));
-  const json& ban = first["new"][0];
+  // By end, soonest first, as CrowdSec lists them: the range (1 h), the v6 (2 h), the ban (4 h).
+  EXPECT_EQ(first["new"][0]["scope"], "Range");
+  EXPECT_EQ(first["new"][0]["value"], "198.51.100.0/24");
+  EXPECT_EQ(first["new"][1]["type"], "captcha");
+  const json& ban = first["new"][2];
   EXPECT_EQ(ban["value"], "203.0.113.7");
   EXPECT_EQ(ban["scope"], "Ip");
   EXPECT_EQ(ban["type"], "ban");
@@ -202,9 +214,12 @@ TEST(BouncerApiTest, StreamServesChangesSinceTheLastPullInCrowdSecShapes) {
   EXPECT_EQ(ban["scenario"], "by hand");
   EXPECT_EQ(ban["duration"], "3h59m58s");
   EXPECT_TRUE(ban["id"].is_number_integer());
-  EXPECT_EQ(first["new"][1]["scope"], "Range");
-  EXPECT_EQ(first["new"][1]["value"], "198.51.100.0/24");
-  EXPECT_EQ(first["new"][2]["type"], "captcha");
+  // Exactly the keys CrowdSec 1.4.6 writes, in its order.
+  EXPECT_EQ(ban.dump().substr(0, 13), "{\"duration\":\"");
+  std::vector<std::string> keys;
+  for (auto it = ban.begin(); it != ban.end(); ++it) keys.push_back(it.key());
+  EXPECT_THAT(keys, ::testing::ElementsAre("duration", "id", "origin", "scenario", "scope", "type",
+                                           "value"));
   const int64_t id = ban["id"];
 
   // Nothing new since: null and null.
@@ -312,6 +327,23 @@ TEST(BouncerApiTest, ARestartOfPalisadedNeitherLosesNorReplays) {
     json startup = d.Pull(key, true);
     EXPECT_EQ(Values(startup["new"]), (std::set<std::string>{"203.0.113.8", "203.0.113.9"}));
   }
+}
+
+// A bouncer that restarts asks with startup=true: everything active, and the deletions it was
+// not told of yet (what ended while it was away), as CrowdSec lists recent deletions then.
+TEST(BouncerApiTest, StartupListsTheDeletionsTheBouncerMissed) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("startup-deleted.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  const std::string gone = d.Ban("203.0.113.7");
+  d.Ban("203.0.113.8");
+  EXPECT_THAT(d.Pull(key)["new"], SizeIs(2));
+  ASSERT_THAT(d.table.Withdraw(gone), IsOk());
+  json startup = d.Pull(key, true);
+  EXPECT_EQ(Values(startup["new"]), std::set<std::string>{"203.0.113.8"});
+  EXPECT_EQ(Values(startup["deleted"]), std::set<std::string>{"203.0.113.7"});
+  // Told once.
+  EXPECT_TRUE(d.Pull(key, true)["deleted"].is_null());
 }
 
 // The table stores a change before its listeners hear of it: a crash in between leaves the log
@@ -442,12 +474,12 @@ TEST(BouncerApiTest, BadInputIsAClearClientError) {
   EXPECT_EQ(d.Get(huge, "").first, 414);
   // Beyond httplib's own cap (8 KiB) it is still an error, never an answer.
   EXPECT_EQ(d.Get("/v1/decisions?ip=" + std::string(10000, '1'), key).first, 414);
-  EXPECT_EQ(d.Get("/v1/other", key).first, 404);
-  EXPECT_EQ(d.Get("/v1/decisions/stream/x", key).first, 404);
+  EXPECT_EQ(d.Get("/v1/other", key), std::make_pair(405, std::string()));
+  EXPECT_EQ(d.Get("/v1/decisions/stream/x", key).first, 405);
   httplib::Client client("127.0.0.1", d.api->port());
   auto post = client.Post("/v1/decisions/stream", {{"X-Api-Key", key}}, "{}", "application/json");
   ASSERT_TRUE(post);
-  EXPECT_EQ(post->status, 404);
+  EXPECT_EQ(post->status, 405);
   // A refused pull moved nothing: the bouncer still gets the decision.
   EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
   const std::string metrics = d.Metrics();

@@ -53,11 +53,11 @@ got=$(pull "$key" startup=true)
 added=$(ctl decisions add 203.0.113.77 --duration=1h --reason=cli-test)
 id=$(echo "$added" | sed -n 's/.*"id":"\([0-9a-f]*\)".*/\1/p')
 got=$(pull "$key" startup=false)
-grep -qE '^200 \{"deleted":null,"new":\[\{"duration":"(59m5[0-9]s|1h0m0s)","id":[0-9]+,"origin":"cscli","scenario":"cli-test","scope":"Ip","type":"ban","value":"203.0.113.77"\}\]\}$' <<<"$got" \
+grep -qE '^200 \{"deleted":null,"new":\[\{"duration":"(59m5[0-9](\.[0-9]+)?s|1h0m0s)","id":[0-9]+,"origin":"cscli","scenario":"cli-test","scope":"Ip","type":"ban","value":"203.0.113.77"\}\]\}$' <<<"$got" \
   || fail "pull after a ban: $got"
 ctl decisions delete "$id" >/dev/null
 got=$(pull "$key" startup=false)
-grep -qE '^200 \{"deleted":\[\{"duration":"-?[0-9]+s","id":[0-9]+,"origin":"cscli".*"value":"203.0.113.77"\}\],"new":null\}$' <<<"$got" \
+grep -qE '^200 \{"deleted":\[\{"duration":"-?[0-9][^"]*s","id":[0-9]+,"origin":"cscli".*"value":"203.0.113.77"\}\],"new":null\}$' <<<"$got" \
   || fail "pull after the delete: $got"
 
 list=$(ctl bouncers list)
