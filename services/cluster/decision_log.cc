@@ -1,0 +1,561 @@
+#include "services/cluster/decision_log.h"
+
+#include <nats/nats.h>
+
+#include <algorithm>
+#include <tuple>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace palisade::cluster {
+namespace {
+
+using palisade::v1::Decision;
+
+// The messages' first line (written here: a few words in front of a protobuf; the proto
+// schema's field numbers belong to the API):
+//   "U1 <change>\n" + Decision                         an update
+//   "S1 <state id> <i> <n>\n" + ListDecisionsResponse  chunk i (1-based) of n of a full state
+constexpr absl::string_view kUpdateTag = "U1 ";
+constexpr absl::string_view kStateTag = "S1 ";
+
+bool ParseChange(absl::string_view name, DecisionChange* out) {
+  for (DecisionChange c : {DecisionChange::kCreated, DecisionChange::kExtended,
+                           DecisionChange::kExpired, DecisionChange::kWithdrawn}) {
+    if (DecisionChangeName(c) == name) {
+      *out = c;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Splits "header\nbody".
+bool SplitMessage(absl::string_view msg, absl::string_view* header, absl::string_view* body) {
+  const size_t nl = msg.find('\n');
+  if (nl == absl::string_view::npos || nl > 256) return false;
+  *header = msg.substr(0, nl);
+  *body = msg.substr(nl + 1);
+  return true;
+}
+
+}  // namespace
+
+StreamSpec DecisionLogStreamSpec(int replicas, absl::Duration duplicate_window) {
+  return {.name = kDecisionStream,
+          .subjects = {kDecisionSubjects},
+          .replicas = replicas,
+          .duplicate_window = duplicate_window};
+}
+
+std::string UpdateId(const DecisionUpdate& update) {
+  const std::string& id = update.decision.id();
+  switch (update.change) {
+    case DecisionChange::kCreated:
+      return absl::StrCat(id, ":c");
+    case DecisionChange::kExtended:
+      // The count of extensions grows by one with each: each extension is its own change.
+      return absl::StrCat(id, ":x", update.decision.extensions());
+    case DecisionChange::kExpired:
+      return absl::StrCat(id, ":e");
+    case DecisionChange::kWithdrawn:
+      return absl::StrCat(id, ":w");
+    case DecisionChange::kStale:
+      break;
+  }
+  return "";
+}
+
+std::string EncodeUpdate(const DecisionUpdate& update) {
+  // The decision only: `secret` (a leaked token a revocation carries) never leaves the writer.
+  return absl::StrCat(kUpdateTag, DecisionChangeName(update.change), "\n",
+                      update.decision.SerializeAsString());
+}
+
+// ---------------------------------------------------------------------------------------------
+// DecisionLogWriter
+
+absl::StatusOr<std::unique_ptr<DecisionLogWriter>> DecisionLogWriter::Start(
+    NatsClient& nats, DecisionLogWriterOptions options) {
+  if (options.node_id.empty()) return absl::InvalidArgumentError("decision log: node_id is empty");
+  if (!options.state) {
+    return absl::InvalidArgumentError(
+        "decision log: no state provider (the writer's full state after take-over or overflow)");
+  }
+  auto w = std::unique_ptr<DecisionLogWriter>(new DecisionLogWriter(nats, std::move(options)));
+  w->thread_ = std::thread([self = w.get()] { self->Run(); });
+  return w;
+}
+
+DecisionLogWriter::DecisionLogWriter(NatsClient& nats, DecisionLogWriterOptions options)
+    : nats_(nats),
+      options_(std::move(options)),
+      // A random incarnation for the states' ids: a restarted writer numbers them from 0 again.
+      id_prefix_(absl::StrCat(options_.node_id, ":", absl::Hex(absl::BitGen()()), ":")) {}
+
+DecisionLogWriter::~DecisionLogWriter() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  thread_.join();
+}
+
+DecisionTable::Listener DecisionLogWriter::Listener() {
+  return [this](const DecisionUpdate& u) { Enqueue(u); };
+}
+
+bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
+  std::string id = UpdateId(update);
+  if (id.empty()) return true;  // stale: nothing was decided
+  std::string data = EncodeUpdate(update);
+  absl::MutexLock lock(&mu_);
+  const size_t cost = Cost(data.size());
+  if (queued_bytes_ + cost > options_.max_queued_bytes) {
+    // Replicas must not miss a change silently: everything waiting but the one in flight (the
+    // writer thread holds it) is dropped, and a full state takes its place, which covers them
+    // and this one. Erasing at a deque's end leaves the front's reference valid.
+    size_t dropped = 1;
+    const size_t keep = queue_.empty() ? 0 : 1;
+    for (size_t i = keep; i < queue_.size(); ++i) {
+      if (!queue_[i].state) ++dropped;
+      queued_bytes_ -= Cost(queue_[i].data.size());
+    }
+    queue_.erase(queue_.begin() + keep, queue_.end());
+    dropped_.fetch_add(dropped);
+    queue_.push_back({.state = true, .ticket = next_ticket_++});
+    queued_bytes_ += Cost(0);
+    return false;
+  }
+  queued_bytes_ += cost;
+  queue_.push_back(
+      {.state = false, .id = std::move(id), .data = std::move(data), .ticket = next_ticket_++});
+  return true;
+}
+
+void DecisionLogWriter::PublishState() {
+  absl::MutexLock lock(&mu_);
+  queued_bytes_ += Cost(0);
+  queue_.push_back({.state = true, .ticket = next_ticket_++});
+}
+
+size_t DecisionLogWriter::queued_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return queued_bytes_;
+}
+
+bool DecisionLogWriter::WaitUntilPublished(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  const uint64_t target = next_ticket_;
+  auto done = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return done_through_ >= target; };
+  return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+}
+
+bool DecisionLogWriter::PublishWithRetry(const std::string& subject, const std::string& data,
+                                         const std::string& id, NatsClient::Ack* ack) {
+  absl::Duration backoff = options_.retry_min;
+  while (true) {
+    absl::StatusOr<NatsClient::Ack> a = nats_.Publish(subject, data, id);
+    if (a.ok()) {
+      *ack = *a;
+      return true;
+    }
+    failures_.fetch_add(1);
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return false;
+    auto stop = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
+    mu_.AwaitWithTimeout(absl::Condition(&stop), backoff);
+    backoff = std::min(2 * backoff, options_.retry_max);
+  }
+}
+
+absl::Status DecisionLogWriter::PublishStateNow() {
+  const std::vector<Decision> all = options_.state();
+  // Chunks under max_chunk_bytes (a decision larger than that alone in its chunk: the table
+  // caps evidence, so one decision stays far below NATS' payload limit).
+  std::vector<palisade::v1::ListDecisionsResponse> chunks(1);
+  size_t bytes = 0;
+  for (const Decision& d : all) {
+    const size_t size = d.ByteSizeLong() + 8;
+    if (bytes > 0 && bytes + size > options_.max_chunk_bytes) {
+      chunks.emplace_back();
+      bytes = 0;
+    }
+    *chunks.back().add_decisions() = d;
+    bytes += size;
+  }
+  const std::string state_id = absl::StrCat(id_prefix_, "state", state_count_++);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const std::string data = absl::StrCat(kStateTag, state_id, " ", i + 1, " ", chunks.size(), "\n",
+                                          chunks[i].SerializeAsString());
+    NatsClient::Ack ack;
+    if (!PublishWithRetry(kDecisionStateSubject, data, absl::StrCat(state_id, ":", i + 1), &ack)) {
+      return absl::UnavailableError("decision log: stopped while publishing a state");
+    }
+  }
+  states_.fetch_add(1);
+  return absl::OkStatus();
+}
+
+void DecisionLogWriter::Run() {
+  while (true) {
+    const Item* item = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
+      mu_.Await(absl::Condition(&ready));
+      if (queue_.empty()) return;  // stopping, and all published
+      // Only this thread pops; Enqueue erases only behind the front and pushes at the back.
+      item = &queue_.front();
+    }
+    bool ok = false;
+    NatsClient::Ack ack;
+    if (item->state) {
+      ok = PublishStateNow().ok();
+    } else {
+      ok = PublishWithRetry(kDecisionSubject, item->data, item->id, &ack);
+    }
+    absl::MutexLock lock(&mu_);
+    if (!ok) {
+      // Stopping while NATS refuses: what is left is lost, and counted.
+      for (const Item& i : queue_) dropped_.fetch_add(i.state ? 0 : 1);
+      queue_.clear();
+      queued_bytes_ = 0;
+      return;
+    }
+    if (!item->state) {
+      published_.fetch_add(1);
+      if (ack.duplicate) duplicates_.fetch_add(1);
+      ++since_state_;
+    } else {
+      since_state_ = 0;
+    }
+    done_through_ = item->ticket + 1;
+    queued_bytes_ -= Cost(item->data.size());
+    queue_.pop_front();
+    if (options_.state_every > 0 && since_state_ >= options_.state_every) {
+      // So that stream limits trimming old updates always leave a state within reach.
+      since_state_ = 0;
+      queued_bytes_ += Cost(0);
+      queue_.push_back({.state = true, .ticket = next_ticket_++});
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DecisionReplica
+
+absl::StatusOr<std::unique_ptr<DecisionReplica>> DecisionReplica::Start(
+    NatsClient& nats, DecisionReplicaOptions options) {
+  if (!options.apply) return absl::InvalidArgumentError("decision replica: no apply callback");
+  auto r = std::unique_ptr<DecisionReplica>(new DecisionReplica(nats, std::move(options)));
+  r->applied_through_ = r->options_.start_after;
+  r->thread_ = std::thread([self = r.get()] { self->Run(); });
+  return r;
+}
+
+DecisionReplica::DecisionReplica(NatsClient& nats, DecisionReplicaOptions options)
+    : nats_(nats), options_(std::move(options)) {}
+
+DecisionReplica::~DecisionReplica() {
+  stopping_ = true;
+  thread_.join();
+  if (sub_ != nullptr) natsSubscription_Destroy(sub_);
+}
+
+bool DecisionReplica::WaitUntilApplied(uint64_t sequence, absl::Duration timeout) {
+  // Polled: the replica thread does not signal (it is the only writer of applied_through_).
+  const absl::Time deadline = absl::Now() + timeout;
+  while (applied_through_.load() < sequence) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  return true;
+}
+
+std::string DecisionReplica::last_error() const {
+  absl::MutexLock lock(&mu_);
+  return last_error_;
+}
+
+void DecisionReplica::SetError(std::string e) {
+  absl::MutexLock lock(&mu_);
+  last_error_ = std::move(e);
+}
+
+absl::Status DecisionReplica::Subscribe(uint64_t after) {
+  if (sub_ != nullptr) {
+    natsSubscription_Destroy(sub_);
+    sub_ = nullptr;
+  }
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = options_.stream.c_str();
+  // An ordered consumer: no acknowledgements, and libnats recreates it from the last sequence
+  // it delivered after a gap, a missed heartbeat or a lost server.
+  so.Ordered = true;
+  if (after == 0) {
+    so.Config.DeliverPolicy = js_DeliverAll;
+  } else {
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = after + 1;
+  }
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s =
+      js_SubscribeSync(&sub_, nats_.jetstream(), kDecisionSubjects, nullptr, &so, &err);
+  if (s != NATS_OK) {
+    sub_ = nullptr;
+    return NatsError(s,
+                     absl::StrCat("decision replica: reading ", options_.stream, " after ", after));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+struct StreamBounds {
+  uint64_t first = 0, last = 0;
+};
+
+absl::StatusOr<StreamBounds> Bounds(NatsClient& nats, const std::string& stream) {
+  jsStreamInfo* info = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s = js_GetStreamInfo(&info, nats.jetstream(), stream.c_str(), nullptr, &err);
+  if (s != NATS_OK) return NatsError(s, absl::StrCat("decision replica: reading stream ", stream));
+  StreamBounds b{info->State.FirstSeq, info->State.LastSeq};
+  jsStreamInfo_Destroy(info);
+  return b;
+}
+
+struct StateHeader {
+  std::string id;
+  uint64_t index = 0, count = 0;
+};
+
+bool ParseStateHeader(absl::string_view header, StateHeader* out) {
+  if (!absl::ConsumePrefix(&header, kStateTag)) return false;
+  std::vector<absl::string_view> f = absl::StrSplit(header, ' ');
+  return f.size() == 3 && !f[0].empty() && absl::SimpleAtoi(f[1], &out->index) &&
+         absl::SimpleAtoi(f[2], &out->count) && out->index >= 1 && out->index <= out->count &&
+         (out->id = std::string(f[0]), true);
+}
+
+}  // namespace
+
+absl::StatusOr<uint64_t> DecisionReplica::FindState() {
+  absl::StatusOr<StreamBounds> bounds = Bounds(nats_, options_.stream);
+  if (!bounds.ok()) return bounds.status();
+  natsMsg* msg = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s = js_GetLastMsg(&msg, nats_.jetstream(), options_.stream.c_str(),
+                                     kDecisionStateSubject, nullptr, &err);
+  if (s == NATS_NOT_FOUND || err == JSNoMessageFoundErr) {
+    return absl::DataLossError(absl::StrCat("decision replica: ", options_.stream,
+                                            " holds no full state; waiting for the writer's"));
+  }
+  if (s != NATS_OK) return NatsError(s, "decision replica: reading the last full state");
+  const uint64_t seq = natsMsg_GetSequence(msg);
+  absl::string_view header, body;
+  StateHeader h;
+  const bool parsed =
+      SplitMessage(absl::string_view(natsMsg_GetData(msg), natsMsg_GetDataLength(msg)), &header,
+                   &body) &&
+      ParseStateHeader(header, &h);
+  natsMsg_Destroy(msg);
+  // The writer publishes a state's chunks one after another: the first is count-index before.
+  if (!parsed || seq < h.count) {
+    return absl::DataLossError(absl::StrCat("decision replica: the last full state (sequence ", seq,
+                                            ") cannot be read; waiting for another"));
+  }
+  const uint64_t first_chunk = seq - (h.count - h.index);
+  const uint64_t start = first_chunk - (h.index - 1);
+  if (start < bounds->first) {
+    return absl::DataLossError(absl::StrCat(
+        "decision replica: the last full state starts at sequence ", start,
+        " but the stream's first is ", bounds->first, "; waiting for the writer's next state"));
+  }
+  return start - 1;
+}
+
+void DecisionReplica::Run() {
+  uint64_t position = options_.start_after;  // the last sequence read
+  bool need_state = false;
+  // The chunks of a state being read.
+  StateHeader pending;
+  std::vector<Decision> pending_decisions;
+  auto wait = [&] {
+    const absl::Time until = absl::Now() + options_.retry;
+    while (!stopping_ && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
+  };
+  while (!stopping_) {
+    if (sub_ == nullptr) {
+      if (need_state) {
+        absl::StatusOr<uint64_t> from = FindState();
+        if (!from.ok()) {
+          SetError(std::string(from.status().message()));
+          wait();
+          continue;
+        }
+        position = *from;
+        need_state = false;
+      } else {
+        absl::StatusOr<StreamBounds> b = Bounds(nats_, options_.stream);
+        if (!b.ok()) {
+          SetError(std::string(b.status().message()));
+          wait();
+          continue;
+        }
+        if (b->first > position + 1 && b->last > position) {
+          fell_behind_.fetch_add(1);
+          SetError(absl::StrCat("decision replica: fell behind: needs sequence ", position + 1,
+                                " but ", options_.stream, " begins at ", b->first,
+                                "; rebuilding from the last full state"));
+          need_state = true;
+          continue;
+        }
+      }
+      absl::Status s = Subscribe(position);
+      if (!s.ok()) {
+        SetError(std::string(s.message()));
+        wait();
+        continue;
+      }
+      pending = {};
+      pending_decisions.clear();
+    }
+    natsMsg* msg = nullptr;
+    const natsStatus s = natsSubscription_NextMsg(&msg, sub_, 200);
+    if (s == NATS_TIMEOUT) continue;
+    if (s != NATS_OK) {
+      SetError(std::string(NatsError(s, "decision replica: reading").message()));
+      natsSubscription_Destroy(sub_);
+      sub_ = nullptr;
+      wait();
+      continue;
+    }
+    jsMsgMetaData* meta = nullptr;
+    uint64_t seq = 0;
+    if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+      seq = meta->Sequence.Stream;
+      jsMsgMetaData_Destroy(meta);
+    }
+    if (seq == 0 || seq <= position) {  // not a stream message, or one already read
+      natsMsg_Destroy(msg);
+      continue;
+    }
+    if (seq > position + 1) {
+      // What came between is gone from the stream (limits, a purge): rebuild from a state.
+      natsMsg_Destroy(msg);
+      fell_behind_.fetch_add(1);
+      SetError(absl::StrCat("decision replica: fell behind: needed sequence ", position + 1,
+                            ", the stream gave ", seq, "; rebuilding from the last full state"));
+      natsSubscription_Destroy(sub_);
+      sub_ = nullptr;
+      need_state = true;
+      continue;
+    }
+    position = seq;
+    const absl::string_view data(natsMsg_GetData(msg),
+                                 static_cast<size_t>(natsMsg_GetDataLength(msg)));
+    absl::string_view header, body;
+    StateHeader h;
+    bool ok = SplitMessage(data, &header, &body);
+    if (ok && absl::StartsWith(header, kUpdateTag)) {
+      ReplicatedChange c;
+      c.sequence = seq;
+      ok = ParseChange(header.substr(kUpdateTag.size()), &c.change) &&
+           c.decision.ParseFromArray(body.data(), static_cast<int>(body.size()));
+      if (ok) {
+        // An update inside a state's chunks: that state is incomplete (a writer cut off).
+        pending = {};
+        pending_decisions.clear();
+        options_.apply(c);
+        updates_.fetch_add(1);
+      }
+    } else if (ok && ParseStateHeader(header, &h)) {
+      palisade::v1::ListDecisionsResponse chunk;
+      ok = chunk.ParseFromArray(body.data(), static_cast<int>(body.size()));
+      if (ok) {
+        if (h.index == 1) {
+          pending = {h.id, 0, h.count};
+          pending_decisions.clear();
+        }
+        if (pending.id == h.id && pending.count == h.count && pending.index + 1 == h.index) {
+          pending.index = h.index;
+          for (Decision& d : *chunk.mutable_decisions()) pending_decisions.push_back(std::move(d));
+          if (h.index == h.count) {
+            ReplicatedChange c;
+            c.kind = ReplicatedChange::Kind::kState;
+            c.sequence = seq;
+            c.state = std::move(pending_decisions);
+            pending = {};
+            pending_decisions.clear();
+            options_.apply(c);
+            states_.fetch_add(1);
+          }
+        } else {
+          // A chunk without its predecessors (the state began before where this replica
+          // started): the state is skipped; the updates around it carry the same changes.
+          pending = {};
+          pending_decisions.clear();
+        }
+      }
+    } else {
+      ok = false;
+    }
+    if (!ok) malformed_.fetch_add(1);
+    natsMsg_Destroy(msg);
+    applied_through_ = seq;
+    SetError("");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DecisionView
+
+void DecisionView::Apply(const ReplicatedChange& change) {
+  absl::MutexLock lock(&mu_);
+  if (change.kind == ReplicatedChange::Kind::kState) {
+    by_id_.clear();
+    for (const Decision& d : change.state) by_id_[d.id()] = d;
+    return;
+  }
+  // Every update carries the whole decision as it now is.
+  by_id_[change.decision.id()] = change.decision;
+}
+
+absl::StatusOr<Decision> DecisionView::Get(absl::string_view id) const {
+  absl::MutexLock lock(&mu_);
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) return absl::NotFoundError(absl::StrCat("no decision ", id));
+  return it->second;
+}
+
+std::vector<Decision> DecisionView::List(bool active_only) const {
+  std::vector<Decision> out;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [id, d] : by_id_) {
+      if (!active_only || d.active()) out.push_back(d);
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const Decision& a, const Decision& b) {
+    return std::make_tuple(a.start().seconds(), a.start().nanos(), a.id()) <
+           std::make_tuple(b.start().seconds(), b.start().nanos(), b.id());
+  });
+  return out;
+}
+
+size_t DecisionView::active_count() const {
+  absl::MutexLock lock(&mu_);
+  size_t n = 0;
+  for (const auto& [id, d] : by_id_) n += d.active() ? 1 : 0;
+  return n;
+}
+
+}  // namespace palisade::cluster

@@ -1,0 +1,235 @@
+// The cluster's decision log (issue 17; docs/ARCHITECTURE.md, "Cluster"): a ban decided anywhere
+// is known everywhere. One node, the edge writer (it holds the `edge-writer` lease), owns the
+// authoritative DecisionTable; every change it makes is published, in order, to a replicated
+// stream (`PALISADE_DECISIONS`, R1 or R3), and every node reads that stream into a local
+// read-only view that the Decisions API, Watch and the bouncer API can serve from.
+//
+// The stream (subjects `palisade.decisions.>`) holds two kinds of message (DecisionLogStreamSpec):
+//   - an update, on `palisade.decisions.update`: one DecisionUpdate (created, extended, expired,
+//     withdrawn) with the whole decision as it now is. Its de-duplication id is derived from the
+//     change itself, "<decision id>:c" (created), ":x<extensions>" (extended: the count grows
+//     with each extension), ":e" (expired), ":w" (withdrawn), so the same change published twice
+//     (a writer killed between publish and ack, then its retry, or a new writer re-publishing
+//     what it adopted) is stored once within the stream's duplicate window. The token secret a
+//     revocation carries is never published (it stays with the writer's actuators).
+//   - a full state, on `palisade.decisions.state`: every decision the writer's table holds, in
+//     consecutive chunks (each under NATS' 1 MiB payload limit) whose header says "i of n". The
+//     writer publishes one on take-over (DecisionLogWriter::PublishState), after its queue
+//     overflowed (the updates it dropped are then covered), and every `state_every` updates, so
+//     stream limits that trim old updates always leave a state within reach.
+// Applying is idempotent and by decision id (a decision is replaced by its newer copy), and a
+// state replaces the view whole. So a state followed by updates that were made before it but
+// heard after it still ends at the writer's table: the updates come in the table's order.
+//
+// DecisionLogWriter: fed by DecisionTable::AddListener (Listener()). Updates wait in a queue
+// bounded in bytes; one thread publishes them in order and counts one published only when the
+// stream acknowledged it; while NATS is away it retries with a capped backoff. Past the bound
+// the queue is emptied (what it held is counted dropped) and a full state is published instead
+// once NATS answers: replicas never miss a change silently.
+//
+// DecisionReplica: every node's reader. An ordered consumer (libnats recreates it after a gap
+// or a lost server, from the last sequence seen) from the start of the stream, or from the
+// position the caller kept with its own copy of the view (`start_after`). It hands each update
+// and each complete state to a callback, in stream order, with its stream sequence. A replica
+// that finds the sequence it needs already gone (stream limits, a purge) says so (fell_behind(),
+// last_error()) and rebuilds from the last full state: it reads the stream again from that
+// state's first chunk. When no state is within reach it keeps saying so and retries until the
+// writer publishes one.
+//
+// DecisionView: a ready-made callback target, the read-only view by id.
+//
+// Thread-safe: DecisionLogWriter's and DecisionView's methods may be called from any thread. A
+// DecisionReplica calls its callback from its own thread, one call at a time.
+#ifndef PALISADE_SERVICES_CLUSTER_DECISION_LOG_H_
+#define PALISADE_SERVICES_CLUSTER_DECISION_LOG_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "palisade/v1/palisade.pb.h"
+#include "services/cluster/nats_client.h"
+#include "services/decisions/decision_table.h"
+
+typedef struct __natsSubscription natsSubscription;
+
+namespace palisade::cluster {
+
+inline constexpr char kDecisionStream[] = "PALISADE_DECISIONS";
+inline constexpr char kDecisionSubjects[] = "palisade.decisions.>";
+inline constexpr char kDecisionSubject[] = "palisade.decisions.update";
+inline constexpr char kDecisionStateSubject[] = "palisade.decisions.state";
+
+// The stream the log needs: both subjects, `replicas` (1 or 3), file storage, a duplicate window
+// long enough for a writer's retries and a take-over.
+StreamSpec DecisionLogStreamSpec(int replicas, absl::Duration duplicate_window = absl::Minutes(2));
+
+// One change as replicas see it.
+struct ReplicatedChange {
+  enum class Kind { kUpdate, kState };
+  Kind kind = Kind::kUpdate;
+  uint64_t sequence = 0;  // in the stream; for a state, its last chunk's
+  // kUpdate: the change and the decision as it now is.
+  DecisionChange change = DecisionChange::kCreated;
+  palisade::v1::Decision decision;
+  // kState: every decision the writer held; the view becomes exactly this.
+  std::vector<palisade::v1::Decision> state;
+};
+
+// The message of one update (exposed for tests and the command transport's replies).
+std::string EncodeUpdate(const DecisionUpdate& update);
+// The de-duplication id of an update; "" for a change that is not published (stale).
+std::string UpdateId(const DecisionUpdate& update);
+
+struct DecisionLogWriterOptions {
+  std::string node_id;
+  std::string stream = kDecisionStream;
+  // The queue's bound: the bytes of the updates waiting (serialized, plus a fixed cost each).
+  size_t max_queued_bytes = 64u << 20;
+  // Chunks of a full state stay under this (NATS' default max_payload is 1 MiB).
+  size_t max_chunk_bytes = 512u << 10;
+  // A full state after this many updates (0: only on take-over and after an overflow).
+  uint64_t state_every = 10'000;
+  // Every decision the writer's table holds (DecisionTable::List({})): for the states the
+  // writer publishes by itself. Called from the writer's thread, outside its lock.
+  std::function<std::vector<palisade::v1::Decision>()> state;
+  absl::Duration retry_min = absl::Milliseconds(100);
+  absl::Duration retry_max = absl::Seconds(5);
+};
+
+class DecisionLogWriter {
+ public:
+  static absl::StatusOr<std::unique_ptr<DecisionLogWriter>> Start(NatsClient& nats,
+                                                                  DecisionLogWriterOptions options);
+  // Publishes what is queued (NATS permitting: at most `retry_max` more), then stops.
+  ~DecisionLogWriter();
+
+  // For DecisionTable::AddListener: Enqueue for each update.
+  DecisionTable::Listener Listener();
+  // Queues one update (stale ones are ignored). false: the queue was full; it was emptied and
+  // a full state will be published in its place.
+  bool Enqueue(const DecisionUpdate& update);
+  // Queues a full state (options.state()) after what is queued: on take-over.
+  void PublishState();
+
+  // Waits until everything queued so far is acknowledged by the stream, or `timeout`.
+  bool WaitUntilPublished(absl::Duration timeout);
+
+  uint64_t published() const { return published_.load(); }    // updates acknowledged
+  uint64_t duplicates() const { return duplicates_.load(); }  // of them, already stored
+  uint64_t states_published() const { return states_.load(); }
+  uint64_t dropped() const { return dropped_.load(); }
+  uint64_t publish_failures() const { return failures_.load(); }
+  size_t queued_bytes() const;
+
+  static size_t Cost(size_t bytes) { return bytes + 64; }
+
+ private:
+  DecisionLogWriter(NatsClient& nats, DecisionLogWriterOptions options);
+  void Run();
+  struct Item {
+    bool state = false;  // a full state, taken when its turn comes
+    std::string id;      // de-duplication id (updates)
+    std::string data;    // the message (updates)
+    uint64_t ticket = 0;
+  };
+  // Publishes a full state taken now; OK when every chunk is acknowledged.
+  absl::Status PublishStateNow();
+  // Publishes with retries until acknowledged or stopping; false when given up (stopping).
+  bool PublishWithRetry(const std::string& subject, const std::string& data, const std::string& id,
+                        NatsClient::Ack* ack);
+
+  NatsClient& nats_;
+  const DecisionLogWriterOptions options_;
+  const std::string id_prefix_;  // "<node>:<incarnation>:" for the states' chunks
+  mutable absl::Mutex mu_;
+  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t done_through_ ABSL_GUARDED_BY(mu_) = 0;  // tickets below this are published
+  uint64_t since_state_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t state_count_ = 0;  // the writer thread's
+  std::atomic<uint64_t> published_{0}, duplicates_{0}, states_{0}, dropped_{0}, failures_{0};
+  std::thread thread_;
+};
+
+struct DecisionReplicaOptions {
+  std::string stream = kDecisionStream;
+  // The last stream sequence the caller's view already holds (0: read from the start).
+  uint64_t start_after = 0;
+  // Each update and each complete state, in stream order. Called from the replica's thread.
+  std::function<void(const ReplicatedChange&)> apply;
+  // While no state is within reach after a gap, or NATS refuses: between attempts.
+  absl::Duration retry = absl::Milliseconds(500);
+};
+
+class DecisionReplica {
+ public:
+  static absl::StatusOr<std::unique_ptr<DecisionReplica>> Start(NatsClient& nats,
+                                                                DecisionReplicaOptions options);
+  ~DecisionReplica();  // stops reading (the view keeps what it has)
+
+  // The last stream sequence applied: what to keep with a snapshot of the view.
+  uint64_t applied_through() const { return applied_through_.load(); }
+  // Waits until the replica applied `sequence` (or beyond), or `timeout`.
+  bool WaitUntilApplied(uint64_t sequence, absl::Duration timeout);
+  uint64_t updates_applied() const { return updates_.load(); }
+  uint64_t states_applied() const { return states_.load(); }
+  // Times the sequence it needed was gone from the stream (then it rebuilt from a state).
+  uint64_t fell_behind() const { return fell_behind_.load(); }
+  // Messages it could not read (counted and skipped: a writer of another version).
+  uint64_t malformed() const { return malformed_.load(); }
+  // What went wrong last ("" when reading normally), e.g. why it waits for a state.
+  std::string last_error() const;
+
+ private:
+  DecisionReplica(NatsClient& nats, DecisionReplicaOptions options);
+  void Run();
+  // Subscribes so that the next message is the one after `after`.
+  absl::Status Subscribe(uint64_t after);
+  // After a gap: the sequence before the last state's first chunk, or an error naming why none
+  // is within reach.
+  absl::StatusOr<uint64_t> FindState();
+  void SetError(std::string e);
+
+  NatsClient& nats_;
+  const DecisionReplicaOptions options_;
+  natsSubscription* sub_ = nullptr;  // the replica thread's
+  std::atomic<bool> stopping_{false};
+  std::atomic<uint64_t> applied_through_{0}, updates_{0}, states_{0}, fell_behind_{0},
+      malformed_{0};
+  mutable absl::Mutex mu_;
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  std::thread thread_;
+};
+
+// A read-only copy of the writer's decisions, by id, fed by a DecisionReplica.
+class DecisionView {
+ public:
+  void Apply(const ReplicatedChange& change);
+  std::function<void(const ReplicatedChange&)> Callback() {
+    return [this](const ReplicatedChange& c) { Apply(c); };
+  }
+  absl::StatusOr<palisade::v1::Decision> Get(absl::string_view id) const;
+  // All decisions, or only the active ones, ordered by start then id (as DecisionTable::List).
+  std::vector<palisade::v1::Decision> List(bool active_only = false) const;
+  size_t active_count() const;
+
+ private:
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, palisade::v1::Decision> by_id_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace palisade::cluster
+
+#endif  // PALISADE_SERVICES_CLUSTER_DECISION_LOG_H_

@@ -1,0 +1,361 @@
+#include "services/cluster/decision_log.h"
+
+#include <nats/nats.h>
+
+#include <set>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/cluster/nats_server_for_tests.h"
+#include "services/common/clock.h"
+#include "services/common/proto_time.h"
+
+namespace palisade::cluster {
+namespace {
+
+using palisade::v1::Decision;
+using ::testing::ElementsAreArray;
+
+// "created <id> 0": what a change is, for comparing sequences of changes.
+std::string Describe(DecisionChange change, const Decision& d) {
+  return absl::StrCat(DecisionChangeName(change), " ", d.id(), " ", d.extensions(), " ",
+                      d.active());
+}
+
+// What a replica applied, in order: its updates described, and "state <n>" for a full state.
+class Recorder {
+ public:
+  void Apply(const ReplicatedChange& c) {
+    view_.Apply(c);
+    absl::MutexLock lock(&mu_);
+    if (c.kind == ReplicatedChange::Kind::kState) {
+      seen_.push_back(absl::StrCat("state ", c.state.size()));
+    } else {
+      seen_.push_back(Describe(c.change, c.decision));
+    }
+  }
+  std::function<void(const ReplicatedChange&)> Callback() {
+    return [this](const ReplicatedChange& c) { Apply(c); };
+  }
+  std::vector<std::string> seen() const {
+    absl::MutexLock lock(&mu_);
+    return seen_;
+  }
+  DecisionView& view() { return view_; }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::vector<std::string> seen_ ABSL_GUARDED_BY(mu_);
+  DecisionView view_;
+};
+
+// The decisions as compared between the writer's table and a view.
+std::vector<std::string> Snapshot(const std::vector<Decision>& decisions) {
+  std::vector<std::string> out;
+  for (const Decision& d : decisions) out.push_back(d.ShortDebugString());
+  return out;
+}
+
+absl::Status EnsureWithRetry(NatsClient& client, const StreamSpec& spec) {
+  // A cluster elects its JetStream leader a moment after it forms.
+  absl::Status made;
+  for (int i = 0; i < 120; ++i) {
+    made = client.EnsureStream(spec);
+    if (made.ok()) break;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  return made;
+}
+
+// The writer's side: a DecisionTable on a simulated clock whose changes go to the log, and the
+// list of those changes as its own listener heard them.
+class Writer {
+ public:
+  Writer(NatsClient& nats, const std::string& node, size_t max_queued_bytes = 1 << 20)
+      : table_(clock_) {
+    auto w = DecisionLogWriter::Start(nats, {.node_id = node,
+                                             .max_queued_bytes = max_queued_bytes,
+                                             .state = [this] { return table_.List({}); },
+                                             .retry_min = absl::Milliseconds(20),
+                                             .retry_max = absl::Milliseconds(200)});
+    EXPECT_TRUE(w.ok()) << w.status();
+    if (w.ok()) log_ = *std::move(w);
+    table_.AddListener([this](const DecisionUpdate& u) {
+      if (u.change == DecisionChange::kStale) return;
+      absl::MutexLock lock(&mu_);
+      heard_.push_back(Describe(u.change, u.decision));
+      updates_.push_back(u);
+    });
+    if (log_) table_.AddListener(log_->Listener());
+  }
+  Decision Manual(const std::string& ip, absl::Duration duration) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value(ip);
+    *req.mutable_duration() = ToProtoDuration(duration);
+    req.set_reason("operator");
+    absl::StatusOr<Decision> d = table_.AddManual(req);
+    EXPECT_TRUE(d.ok()) << d.status();
+    return d.ok() ? *d : Decision();
+  }
+  // A mix of every change: `n` bans (n / 5 of them extended, n / 5 withdrawn, some expired).
+  void Changes(int n, int base = 0) {
+    std::vector<Decision> made;
+    for (int i = 0; i < n; ++i) {
+      made.push_back(Manual(absl::StrCat("198.51.", (base + i) / 250, ".", (base + i) % 250 + 1),
+                            i % 3 == 0 ? absl::Minutes(5) : absl::Hours(1)));
+    }
+    for (int i = 0; i < n; i += 5) Manual(made[i].target().value(), absl::Hours(2));  // extended
+    for (int i = 1; i < n; i += 5) EXPECT_TRUE(table_.Withdraw(made[i].id()).ok());
+    clock_.Advance(absl::Minutes(10));
+    table_.ExpireDue();
+  }
+  std::vector<std::string> heard() const {
+    absl::MutexLock lock(&mu_);
+    return heard_;
+  }
+  std::vector<DecisionUpdate> updates() const {
+    absl::MutexLock lock(&mu_);
+    return updates_;
+  }
+  DecisionTable& table() { return table_; }
+  DecisionLogWriter& log() { return *log_; }
+  void Stop() { log_.reset(); }
+
+ private:
+  SimulatedClock clock_;
+  DecisionTable table_;
+  std::unique_ptr<DecisionLogWriter> log_;
+  mutable absl::Mutex mu_;
+  std::vector<std::string> heard_ ABSL_GUARDED_BY(mu_);
+  std::vector<DecisionUpdate> updates_ ABSL_GUARDED_BY(mu_);
+};
+
+class DecisionLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = NatsServerForTests::Start();
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    client_ = Connect();
+    ASSERT_TRUE(client_);
+    ASSERT_TRUE(client_->EnsureStream(DecisionLogStreamSpec(1)).ok());
+  }
+  std::unique_ptr<NatsClient> Connect() {
+    auto c = NatsClient::Connect({.servers = {server_->url()}, .timeout = absl::Seconds(2)});
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+  std::unique_ptr<DecisionReplica> Replica(Recorder& r, uint64_t start_after = 0,
+                                           NatsClient* client = nullptr) {
+    auto rep = DecisionReplica::Start(
+        client ? *client : *client_,
+        {.start_after = start_after, .apply = r.Callback(), .retry = absl::Milliseconds(50)});
+    EXPECT_TRUE(rep.ok()) << rep.status();
+    return rep.ok() ? *std::move(rep) : nullptr;
+  }
+  uint64_t LastSequence() {
+    absl::StatusOr<NatsClient::StreamState> s = client_->State(kDecisionStream);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? s->last_sequence : 0;
+  }
+  void PurgeBefore(uint64_t sequence) {
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Stream.Purge.Sequence = sequence;
+    jsErrCode err = static_cast<jsErrCode>(0);
+    ASSERT_EQ(js_PurgeStream(client_->jetstream(), kDecisionStream, &o, &err), NATS_OK);
+  }
+  std::unique_ptr<NatsServerForTests> server_;
+  std::unique_ptr<NatsClient> client_;
+};
+
+// Two replicas, each on its own connection, see exactly the writer's changes, in the order the
+// table made them, and their views end equal to the writer's table.
+TEST_F(DecisionLogTest, TwoReplicasSeeExactlyTheWritersChangesInOrder) {
+  Writer writer(*client_, "web-1");
+  Recorder a, b;
+  auto ca = Connect();
+  auto cb = Connect();
+  auto ra = Replica(a, 0, ca.get());
+  auto rb = Replica(b, 0, cb.get());
+  ASSERT_TRUE(ra && rb);
+  writer.Changes(40);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  const std::vector<std::string> heard = writer.heard();
+  ASSERT_GT(heard.size(), 60u);  // 40 created, 8 extended, 8 withdrawn, some expired
+  EXPECT_EQ(writer.log().published(), heard.size());
+  EXPECT_EQ(writer.log().duplicates(), 0u);
+  const uint64_t last = LastSequence();
+  EXPECT_EQ(last, heard.size());
+  ASSERT_TRUE(ra->WaitUntilApplied(last, absl::Seconds(60)));
+  ASSERT_TRUE(rb->WaitUntilApplied(last, absl::Seconds(60)));
+  EXPECT_THAT(a.seen(), ElementsAreArray(heard));
+  EXPECT_THAT(b.seen(), ElementsAreArray(heard));
+  const auto table = Snapshot(writer.table().List({}));
+  EXPECT_THAT(Snapshot(a.view().List()), ElementsAreArray(table));
+  EXPECT_THAT(Snapshot(b.view().List()), ElementsAreArray(table));
+  EXPECT_EQ(a.view().active_count(), writer.table().active_count());
+  EXPECT_EQ(ra->fell_behind(), 0u);
+  EXPECT_EQ(ra->malformed(), 0u);
+}
+
+// A replica stopped mid-stream and started again from the position it kept with its view
+// catches up exactly: nothing lost, nothing applied twice.
+TEST_F(DecisionLogTest, AReplicaRestartedMidStreamCatchesUpExactly) {
+  Writer writer(*client_, "web-1");
+  Recorder r;
+  uint64_t kept = 0;
+  {
+    auto first = Replica(r);
+    ASSERT_TRUE(first);
+    writer.Changes(20);
+    ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+    ASSERT_TRUE(first->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+    kept = first->applied_through();
+  }  // the node stops; its view and position stay (as a snapshot would keep them)
+  writer.Changes(20, /*base=*/100);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  auto second = Replica(r, kept);
+  ASSERT_TRUE(second);
+  ASSERT_TRUE(second->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_THAT(r.seen(), ElementsAreArray(writer.heard()));
+  EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
+  EXPECT_EQ(second->fell_behind(), 0u);
+}
+
+// The writer dies after NATS stored its changes but before it learned so (the acks lost); the
+// new writer, on another node, publishes the same changes again. Their ids come from the changes
+// themselves, so the stream stores each once and replicas apply each once.
+TEST_F(DecisionLogTest, ChangesPublishedAgainByANewWriterAreStoredOnce) {
+  Writer old_writer(*client_, "web-1");
+  old_writer.Changes(20);
+  ASSERT_TRUE(old_writer.log().WaitUntilPublished(absl::Seconds(60)));
+  const uint64_t stored = LastSequence();
+  const std::vector<DecisionUpdate> updates = old_writer.updates();
+  ASSERT_EQ(stored, updates.size());
+  old_writer.Stop();
+
+  Writer new_writer(*client_, "web-2");
+  for (const DecisionUpdate& u : updates) EXPECT_TRUE(new_writer.log().Enqueue(u));
+  ASSERT_TRUE(new_writer.log().WaitUntilPublished(absl::Seconds(60)));
+  EXPECT_EQ(new_writer.log().published(), updates.size());
+  EXPECT_EQ(new_writer.log().duplicates(), updates.size());
+  EXPECT_EQ(LastSequence(), stored);
+
+  Recorder r;
+  auto rep = Replica(r);
+  ASSERT_TRUE(rep);
+  ASSERT_TRUE(rep->WaitUntilApplied(stored, absl::Seconds(60)));
+  EXPECT_THAT(r.seen(), ElementsAreArray(old_writer.heard()));
+  // An extension is a change of its own (its id counts the extensions): not taken for a retry.
+  EXPECT_NE(UpdateId(updates[0]), "");
+  std::set<std::string> ids;
+  for (const DecisionUpdate& u : updates) ids.insert(UpdateId(u));
+  EXPECT_EQ(ids.size(), updates.size());
+}
+
+// A replica whose next sequence was trimmed away says so and rebuilds from the last full state
+// (the one a writer publishes on take-over); with no state within reach it waits, saying why,
+// until the writer publishes one.
+TEST_F(DecisionLogTest, AReplicaFallenBehindRebuildsFromTheLastFullState) {
+  Writer writer(*client_, "web-1");
+  writer.Changes(20);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  const uint64_t before_state = LastSequence();
+  writer.log().PublishState();
+  writer.Changes(10, /*base=*/100);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  EXPECT_EQ(writer.log().states_published(), 1u);
+  PurgeBefore(before_state - 5);  // limits trimmed old updates, not the state
+
+  Recorder r;
+  auto rep = Replica(r, /*start_after=*/3);  // a node whose view stopped at sequence 3
+  ASSERT_TRUE(rep);
+  ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_EQ(rep->fell_behind(), 1u);
+  EXPECT_EQ(rep->states_applied(), 1u);
+  EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
+  ASSERT_FALSE(r.seen().empty());
+  EXPECT_THAT(r.seen()[0], ::testing::StartsWith("state "));
+
+  // Now everything up to the end is gone, the state too, and changes follow.
+  PurgeBefore(LastSequence() + 1);
+  writer.Changes(5, /*base=*/200);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  Recorder late;
+  auto behind = Replica(late, /*start_after=*/3);
+  ASSERT_TRUE(behind);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (behind->last_error().find("waiting for the writer") == std::string::npos &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_THAT(behind->last_error(), ::testing::HasSubstr("waiting for the writer"));
+  EXPECT_EQ(behind->states_applied(), 0u);
+  writer.log().PublishState();
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  ASSERT_TRUE(behind->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_EQ(behind->states_applied(), 1u);
+  EXPECT_EQ(behind->last_error(), "");
+  EXPECT_THAT(Snapshot(late.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
+  // The replica that followed along sees the later changes and the state, and agrees.
+  ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
+}
+
+// While NATS is away the writer's queue overflows: it drops what waits (counted) and publishes a
+// full state in its place when NATS is back, so replicas still end at the writer's table.
+TEST_F(DecisionLogTest, AnOverflowedWriterPublishesAFullStateInstead) {
+  Writer writer(*client_, "web-1", /*max_queued_bytes=*/4096);
+  Recorder r;
+  auto other = Connect();
+  auto rep = Replica(r, 0, other.get());
+  ASSERT_TRUE(rep);
+  writer.Changes(5);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  server_->Kill();
+  writer.Changes(60, /*base=*/100);
+  EXPECT_GT(writer.log().dropped(), 0u);
+  EXPECT_LE(writer.log().queued_bytes(), 4096u);
+  ASSERT_TRUE(server_->Restart().ok());
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  EXPECT_GE(writer.log().states_published(), 1u);
+  ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
+}
+
+// Three NATS servers, the log replicated on all three: one is killed (-9) while the writer
+// publishes; the replica sees every change once, in order.
+TEST(DecisionLogClusterTest, AServerKilledMidStreamLosesNothing) {
+  auto servers = NatsServerForTests::StartCluster();
+  ASSERT_TRUE(servers.ok()) << servers.status();
+  std::vector<std::string> urls;
+  for (auto& s : *servers) urls.push_back(s->url());
+  auto client = NatsClient::Connect({.servers = urls, .timeout = absl::Seconds(5)});
+  ASSERT_TRUE(client.ok()) << client.status();
+  ASSERT_TRUE(EnsureWithRetry(**client, DecisionLogStreamSpec(3)).ok());
+  // The replica reads through the last server, which stays.
+  auto reader = NatsClient::Connect({.servers = {urls[2]}, .timeout = absl::Seconds(5)});
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  Writer writer(**client, "web-1");
+  Recorder r;
+  auto rep = DecisionReplica::Start(**reader, {.apply = r.Callback()});
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  writer.Changes(30);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  (*servers)[0]->Kill();
+  writer.Changes(60, /*base=*/100);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(120)));
+  EXPECT_EQ(writer.log().dropped(), 0u);
+  const std::vector<std::string> heard = writer.heard();
+  ASSERT_TRUE((*rep)->WaitUntilApplied(heard.size(), absl::Seconds(120)));
+  EXPECT_THAT(r.seen(), ElementsAreArray(heard));
+  EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
+}
+
+}  // namespace
+}  // namespace palisade::cluster
