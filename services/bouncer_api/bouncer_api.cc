@@ -37,8 +37,13 @@ absl::Duration FromProto(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
+// Times in the log are kept as the store keeps them, in milliseconds: a row read back after a
+// restart must compare equal to the one made from the same decision (else it is served again).
+absl::Time Millis(absl::Time t) { return absl::FromUnixMillis(absl::ToUnixMillis(t)); }
+
 absl::Time ExpiryOf(const Decision& d) {
-  return absl::FromUnixSeconds(d.expiry().seconds()) + absl::Nanoseconds(d.expiry().nanos());
+  return Millis(absl::FromUnixSeconds(d.expiry().seconds()) +
+                absl::Nanoseconds(d.expiry().nanos()));
 }
 
 bool ValidName(const std::string& name) {
@@ -472,7 +477,8 @@ absl::Status BouncerApi::AppendLocked(std::vector<BouncerChangeRow> rows) {
   for (BouncerChangeRow& r : rows) {
     r.seq = ++seq;
     if (r.num == 0) r.num = r.seq;
-    r.at = now;
+    r.at = Millis(now);
+    r.until = Millis(r.until);
   }
   absl::Status s = store_->RecordBouncerChanges(rows, seq);
   if (!s.ok()) {
@@ -520,7 +526,7 @@ absl::Status BouncerApi::Attach(DecisionTable& table) {
       if (visible.count(id)) continue;
       BouncerChangeRow ended = row;
       ended.deleted = true;
-      ended.until = std::min(ended.until, now);
+      ended.until = std::min(ended.until, Millis(now));
       changes.push_back(std::move(ended));
     }
     const size_t n = changes.size();
@@ -561,7 +567,7 @@ void BouncerApi::OnUpdate(const DecisionUpdate& update) {
   if (it == live_.end()) return;  // never served: nothing to take back
   BouncerChangeRow ended = it->second;
   ended.deleted = true;
-  ended.until = std::min(ended.until, clock_.TimeNow());
+  ended.until = std::min(ended.until, Millis(clock_.TimeNow()));
   (void)AppendLocked({std::move(ended)});
 }
 

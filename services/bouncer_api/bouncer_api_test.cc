@@ -298,6 +298,9 @@ TEST(BouncerApiTest, ExpiryOnTheClockIsADeletion) {
 
 TEST(BouncerApiTest, ARestartOfPalisadedNeitherLosesNorReplays) {
   SimulatedClock clock;
+  // Real clocks have nanoseconds; the store keeps milliseconds (a restart compared the two and
+  // served every active decision again).
+  clock.Advance(absl::Nanoseconds(123'456'789));
   const std::string path = FreshPath("restart.db");
   std::string key;
   std::string withdrawn;
