@@ -3,15 +3,81 @@
 # fail2ban-regex with fail2ban's own sshd filter and `palisadectl replay` on the same file, and
 # prints both times, the ratio, and how well each one's flagged addresses match the ground truth.
 # Installs Debian's fail2ban when it is missing. Not part of CI (it only measures).
-#   bash tools/compare_fail2ban.sh [LINES] [sshd|all]      # default 200000 sshd
+#   bash tools/compare_fail2ban.sh [LINES] [sshd|all|table]      # default 200000 sshd
 # Mode `all` (issue 13 §4, breadth): palisadectl replay with EVERY pack under rules/ loaded (the
 # CIDR sets as rules/pack_test.cc defines them), against fail2ban-regex run with each of the
 # fail2ban filters for the same services (F2B_ALL below), one pass per filter as a fail2ban jail
 # per filter reads the log, on the same file; fail2ban's time is the sum of its passes.
+# Mode `table` (issue 18): the sshd and nginx corpora (LINES each), one run per tool, printed as
+# one ratio table: fail2ban-regex with the equivalent filter (sshd: `sshd`; the combined access
+# log: `nginx-botsearch`, the one access-log filter for what the nginx pack counts), one pass as a
+# jail reads the log; `LC_ALL=C grep -cE` with the pack's patterns rewritten as one POSIX ERE
+# file (named groups and lazy quantifiers dropped, `^` removed since grep sees the whole line
+# and not the message: a ceiling for one DFA pass, not the same matches); palisadectl replay
+# with the one pack on 1 thread, and with every pack on 1 and 2 threads (start-up included).
+# The machine's other load moves every wall time: the script prints the load average.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 lines="${1:-200000}"
 mode="${2:-sshd}"
+if [ "$mode" = table ]; then
+  bash tools/setup.sh
+  if ! command -v fail2ban-regex >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fail2ban >/dev/null
+  fi
+  bazel build -c opt //services/cli:palisadectl //tests/corpus:gen_corpus >&2
+  bin=$(bazel info -c opt bazel-bin 2>/dev/null)
+  work=$(mktemp -d)
+  trap 'rm -rf "$work"' EXIT
+  {
+    for p in rules/*.textproto; do echo "rule_files: \"$PWD/$p\""; done
+    echo 'cidr_sets { key: "cloudflare_token_ips" value { cidrs: "192.0.2.0/24" cidrs: "2001:db8:c0::/48" } }'
+  } >"$work/all.textproto"
+  secs() { python3 -c "import sys; print(f'{(int(sys.argv[2]) - int(sys.argv[1])) / 1e9:.2f}')" "$@"; }
+  now() { date +%s%N; }
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; $lines lines per corpus"
+  printf '%-6s %-44s %9s %12s %10s %9s\n' corpus tool seconds lines/s "matched" "vs f2b"
+  for kind in sshd nginx; do
+    if [ $kind = sshd ]; then fmt=syslog; filter=sshd; else fmt=combined; filter=nginx-botsearch; fi
+    "$bin"/tests/corpus/gen_corpus --kind=$kind --lines="$lines" --seed=1 --out="$work/$kind.log" \
+      2>/dev/null
+    # The pack's patterns as POSIX EREs, one per line.
+    python3 - "rules/$kind.textproto" >"$work/$kind.ere" <<'PY'
+import re, sys
+for m in re.finditer(r'^\s*patterns: "((?:[^"\\]|\\.)*)"', open(sys.argv[1]).read(), re.M):
+    p = m.group(1).encode().decode("unicode_escape")
+    p = re.sub(r"\(\?P<\w+>", "(", p).replace("(?:", "(").replace("*?", "*").replace("+?", "+")
+    p = p.replace(r"\d", "[0-9]").replace(r"\S", "[^[:space:]]").replace(r"\s", "[[:space:]]")
+    p = p.replace(r"\w", "[[:alnum:]_]").replace(r"[^\]]", "[^]]").lstrip("^")
+    if "(?" not in p:
+        print(p)
+PY
+    t0=$(now)
+    f2b_matched=$(fail2ban-regex "$work/$kind.log" "/etc/fail2ban/filter.d/$filter.conf" 2>/dev/null |
+      sed -n 's/^Lines: .* \([0-9]*\) matched.*/\1/p' | head -1)
+    t1=$(now); f2b=$(secs "$t0" "$t1")
+    row() {  # tool seconds matched
+      python3 -c "import sys; t=float(sys.argv[2]); f=float(sys.argv[5]); print(f'{sys.argv[6]:<6} {sys.argv[1]:<44} {t:9.2f} {int(sys.argv[4]) / t:12,.0f} {sys.argv[3]:>10} {f / t:8.1f}x')" \
+        "$1" "$2" "$3" "$lines" "$f2b" "$kind"
+    }
+    row "fail2ban-regex ($filter filter)" "$f2b" "${f2b_matched:-?}"
+    t0=$(now); g=$(LC_ALL=C grep -cE -f "$work/$kind.ere" "$work/$kind.log" || true); t1=$(now)
+    row "LC_ALL=C grep -cE ($(wc -l <"$work/$kind.ere") patterns)" "$(secs "$t0" "$t1")" "$g"
+    for run in "$kind pack, 1 thread|--rules=rules/$kind.textproto --threads=1" \
+               "every pack, 1 thread|--config=$work/all.textproto --threads=1" \
+               "every pack, 2 threads|--config=$work/all.textproto --threads=2"; do
+      label=${run%%|*}; args=${run#*|}
+      t0=$(now)
+      # shellcheck disable=SC2086
+      m=$("$bin"/services/cli/palisadectl replay "$work/$kind.log" --format=$fmt $args |
+        sed -n 's/.* \([0-9]*\) matched.*/\1/p')
+      t1=$(now)
+      row "palisadectl replay, $label" "$(secs "$t0" "$t1")" "$m"
+    done
+  done
+  echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+  exit 0
+fi
 # fail2ban's filters for the services the shipped packs cover (sshd and its PAM/dropbear kin,
 # mail, FTP, databases, DNS, panels, VoIP, web servers, recidive).
 F2B_ALL="sshd dropbear pam-generic xinetd-fail screensharingd softethervpn znc-adminlog slapd

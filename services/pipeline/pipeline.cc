@@ -212,15 +212,27 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
                      .Register(registry)
                      .Add({});
   decisions_.AddListener([this, &active](const DecisionUpdate& u) {
-    const std::string rule =
+    static const std::string kManual = "manual", kFeed = "feed";
+    const std::string& rule =
         u.decision.origin() == palisade::v1::ORIGIN_RULE
             ? u.decision.rule_id()
-            : (u.decision.origin() == palisade::v1::ORIGIN_MANUAL ? "manual" : "feed");
-    decisions_family_
-        .Add({{"rule", rule},
-              {"action", ActionLabel(u.decision.action())},
-              {"change", std::string(DecisionChangeName(u.change))}})
-        .Increment();
+            : (u.decision.origin() == palisade::v1::ORIGIN_MANUAL ? kManual : kFeed);
+    // The counter of (rule, action, change) is looked up in the family once: its label lookup
+    // (a std::map of label strings built and hashed per call) was ~1,400 instructions per
+    // decision change, on the replay's and the daemon's paths alike.
+    const int slot = static_cast<int>(u.decision.action()) * 8 + static_cast<int>(u.change);
+    prometheus::Counter* counter;
+    {
+      absl::MutexLock lock(&decision_counters_mu_);
+      prometheus::Counter*& cached = decision_counters_[rule][slot];
+      if (cached == nullptr) {
+        cached = &decisions_family_.Add({{"rule", rule},
+                                         {"action", ActionLabel(u.decision.action())},
+                                         {"change", std::string(DecisionChangeName(u.change))}});
+      }
+      counter = cached;
+    }
+    counter->Increment();
     active.Set(static_cast<double>(decisions_.active_count()));
   });
   absl::MutexLock lock(&metrics_mu_);

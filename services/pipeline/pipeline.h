@@ -224,6 +224,11 @@ class Pipeline {
   // The distinct source labels handed out so far (at most kMaxSourceLabels).
   absl::flat_hash_set<std::string> source_labels_ ABSL_GUARDED_BY(metrics_mu_);
   std::atomic<uint64_t> malformed_{0};
+  // palisade_decisions_total's counters by rule id, then action * 8 + change (rule ids come
+  // from the loaded packs, "manual" and "feed": as bounded as the family's own series).
+  absl::Mutex decision_counters_mu_;
+  absl::flat_hash_map<std::string, absl::flat_hash_map<int, prometheus::Counter*>>
+      decision_counters_ ABSL_GUARDED_BY(decision_counters_mu_);
   uint64_t evicted_published_ ABSL_GUARDED_BY(metrics_mu_) = 0;
   uint64_t memory_evicted_published_ ABSL_GUARDED_BY(metrics_mu_) = 0;
   uint64_t truncated_published_ ABSL_GUARDED_BY(metrics_mu_) = 0;
