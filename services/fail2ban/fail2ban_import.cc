@@ -618,6 +618,60 @@ bool UnrollBoundedRepeats(std::string* re, std::vector<std::string>* notes) {
   return any;
 }
 
+// `\s*` / `\s+` (and ` *` / ` +`) outside classes, before the key group `(?P<ip>` or at the very
+// end of the pattern (only `)`s and `$`/`\z` after them), become at most kMaxBlanks blanks, each
+// an optional piece of its own (`\s\s?\s?...`): stricter (a longer run of blanks no longer
+// matches). Before the key, a run of blanks cannot hold an address nor the text that introduces
+// one; what else precedes the key is still checked as it is. At the end, blanks cannot hold
+// another address after the key. A run between the key and other tail pieces is left alone:
+// bounded copies of a blank could re-cross a one-space introducer that the check only sees
+// re-crossed by a repetition (sshd's "user x 6.6.6.6 on <real> port 22 [preauth]").
+constexpr int kMaxBlanks = 16;
+int BoundBlankRuns(std::string* re) {
+  std::vector<std::pair<size_t, size_t>> runs;  // [begin, end) of `\s*`, `\s+`, ` *`, ` +`
+  auto quantified = [&](size_t atom_end) -> size_t {
+    if (atom_end >= re->size() || ((*re)[atom_end] != '*' && (*re)[atom_end] != '+')) return 0;
+    size_t end = atom_end + 1;
+    if (end < re->size() && (*re)[end] == '?') ++end;  // lazy: the same language
+    return end;
+  };
+  WalkOutsideClasses(
+      *re,
+      [&](size_t i) {
+        if (i + 1 < re->size() && (*re)[i + 1] == 's') {
+          if (size_t end = quantified(i + 2)) runs.emplace_back(i, end);
+        }
+        return true;
+      },
+      [&](size_t i) {
+        if ((*re)[i] == ' ') {
+          if (size_t end = quantified(i + 1)) runs.emplace_back(i, end);
+        }
+        return true;
+      });
+  const size_t key = re->find("(?P<ip>");
+  auto at_end = [&](size_t end) {
+    while (end < re->size() && (*re)[end] == ')') ++end;
+    absl::string_view rest = absl::string_view(*re).substr(end);
+    return rest == "$" || rest == "\\z";
+  };
+  runs.erase(std::remove_if(runs.begin(), runs.end(),
+                            [&](const std::pair<size_t, size_t>& r) {
+                              return !(key != std::string::npos && r.second <= key) &&
+                                     !at_end(r.second);
+                            }),
+             runs.end());
+  for (auto it = runs.rbegin(); it != runs.rend(); ++it) {
+    const bool space = (*re)[it->first] == ' ';
+    const std::string atom = space ? " " : "\\s";
+    const bool plus = (*re)[it->first + atom.size()] == '+';
+    std::string bounded = plus ? atom : "";
+    for (int k = plus ? 1 : 0; k < kMaxBlanks; ++k) absl::StrAppend(&bounded, atom, "?");
+    re->replace(it->first, it->second - it->first, absl::StrCat("(?:", bounded, ")"));
+  }
+  return static_cast<int>(runs.size());
+}
+
 // The rewrites tried when a regex would be refused for its key placement (see the header).
 std::string RewriteForKeyPlacement(std::string re, std::vector<std::string>* notes) {
   static const LazyRE2 kNotContainingToEnd = {
@@ -629,6 +683,10 @@ std::string RewriteForKeyPlacement(std::string re, std::vector<std::string>* not
   static const LazyRE2 kAnyButWhere = {"\\(\\?:\\(\\?![^()]*\\)\\.\\)"};
   if (RE2::GlobalReplace(&re, *kAnyButWhere, "(?:.)") > 0) notes->push_back("(?:(?!X).) -> .");
   UnrollBoundedRepeats(&re, notes);
+  if (BoundBlankRuns(&re) > 0) {
+    notes->push_back(absl::StrCat("\\s* / \\s+ -> at most ", kMaxBlanks,
+                                  " blanks (stricter; a blank run cannot hold a key)"));
+  }
   return re;
 }
 

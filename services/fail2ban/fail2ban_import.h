@@ -55,6 +55,9 @@
 //       * a conditional `(?(name)yes|no)` → the branch that ends at `$` (stricter), or both
 //         branches as an alternation when neither does (looser); its condition groups become
 //         plain groups;
+//       * a blank run (`\s*`, `\s+`, ` +`) before the key, or at the very end, → at most 16
+//         optional blanks (stricter): blanks hold no address; a run between the key and more
+//         tail stays, since bounded copies could re-cross a one-space introducer unseen;
 //       * "any character but where X starts", `(?:(?!X).)`, → `.` (looser: the key is pinned
 //         to the server's tail, so a user name holding X no longer hides the line);
 //       * still refused: the failregex pinned to the end of the line (stricter: fail2ban lets

@@ -484,6 +484,42 @@ TEST(Fail2banImportTest, NegativeLookaheadsBecomeIgnorePatternsOrGo) {
                   .empty());
 }
 
+TEST(Fail2banImportTest, BlankRunsBeforeTheKeyAreBoundedNotAfterIt) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-blanks.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  const RegexReport* client = FindReport(*imported, "Client");
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(client->outcome, RegexOutcome::kRewritten) << client->reason;
+  EXPECT_THAT(client->reason, HasSubstr("at most 16 blanks"));
+  const RegexReport* ban = FindReport(*imported, "Ban");
+  ASSERT_NE(ban, nullptr);
+  EXPECT_EQ(ban->outcome, RegexOutcome::kRewritten) << ban->reason;
+  // The blank run between the key and " [preauth]" stays a repetition, so the check still sees
+  // that " on \S+" copies after the key can re-cross the one-space introducer: the user name
+  // "x 198.51.100.1 on" would otherwise key 198.51.100.1 on
+  // "... user x 198.51.100.1 on 192.0.2.9 port 22 [preauth]".
+  const RegexReport* closed = FindReport(*imported, "Connection closed");
+  ASSERT_NE(closed, nullptr);
+  EXPECT_EQ(closed->outcome, RegexOutcome::kRefused);
+  EXPECT_THAT(closed->reason, HasSubstr("client could choose"));
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/demo-blanks.textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+
+  Matcher m(*imported);
+  EXPECT_EQ(m.Keys("2020-01-01 10:00:00   Client   192.0.2.3  denied by rule"),
+            std::set<std::string>{"192.0.2.3"});
+  EXPECT_EQ(m.Keys("2020-01-01 10:00:00 NOTICE  [sshd]  Ban 192.0.2.4  "),
+            std::set<std::string>{"192.0.2.4"});
+  // The key is the last token: text after it (where a forged second address would go) fails.
+  EXPECT_TRUE(m.Keys("2020-01-01 10:00:00 NOTICE [sshd] Ban 192.0.2.4 Ban 198.51.100.2").empty());
+  // More than 16 blanks: stricter than fail2ban, not matched.
+  EXPECT_TRUE(m.Keys(absl::StrCat("2020-01-01 10:00:00 Client", std::string(20, ' '),
+                                  "192.0.2.5 denied"))
+                  .empty());
+}
+
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
   auto broken = ImportFail2banFilter(absl::StrCat(kTestdata, "broken.conf"));
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
