@@ -237,6 +237,31 @@ TEST(ConfigTest, CloudflarePlanSetsAndBoundsRateLimits) {
   EXPECT_THAT(parse("list_ipv6_prefix: 48"), IsOk());
 }
 
+// bouncer_api (issue 16): off without the block, defaults with an empty one, errors naming the
+// file and the field, TLS paths resolved like the others.
+TEST(ConfigTest, BouncerApiIsOffWithoutItsBlockAndValidatedWithIt) {
+  absl::StatusOr<palisade::v1::Config> off = ParseConfig(R"pb(rule_files: "a")pb", "c.textproto", "/etc/p");
+  ASSERT_THAT(off, IsOk());
+  EXPECT_FALSE(off->has_bouncer_api());
+  absl::StatusOr<palisade::v1::Config> on =
+      ParseConfig(R"pb(rule_files: "a" bouncer_api {})pb", "c.textproto", "/etc/p");
+  ASSERT_THAT(on, IsOk());
+  EXPECT_EQ(on->bouncer_api().listen(), "127.0.0.1:8081");
+  EXPECT_EQ(on->bouncer_api().max_query_bytes(), 2048u);
+  absl::StatusOr<palisade::v1::Config> tls = ParseConfig(
+      R"pb(rule_files: "a" bouncer_api { tls { cert_file: "b.crt" key_file: "b.key" } })pb",
+      "c.textproto", "/etc/p");
+  ASSERT_THAT(tls, IsOk());
+  EXPECT_EQ(tls->bouncer_api().tls().cert_file(), "/etc/p/b.crt");
+  EXPECT_THAT(
+      ParseConfig(R"pb(rule_files: "a" bouncer_api { max_query_bytes: 9 })pb", "c.textproto", "."),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               HasSubstr("c.textproto: bouncer_api.max_query_bytes: must be 256..65536")));
+  EXPECT_THAT(
+      ParseConfig(R"pb(rule_files: "a" bouncer_api { listen: "8081" })pb", "c.textproto", "."),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bouncer_api.listen")));
+}
+
 TEST(ConfigTest, ABadPackRefusesTheWholeSet) {
   palisade::v1::Config config = DefaultConfig("rules");
   config.add_rule_files("rules/does-not-exist.textproto");
