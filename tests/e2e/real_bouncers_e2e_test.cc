@@ -7,7 +7,8 @@
 //    delete and after an expiry, and across a restart of the API in the middle nothing is lost
 //    and nothing is repeated;
 //  - crowdsec-firewall-bouncer in nftables mode: a banned address and range enter its nftables
-//    sets, a captcha decision does not (it enforces bans only), and a deleted decision leaves.
+//    sets, a captcha decision does not (it enforces bans only), a deleted decision and an
+//    expired one leave.
 // The whole test process runs in its own network namespace (entered before any thread starts),
 // so nftables rules never touch the host; where that or nftables cannot run, the firewall test
 // says so plainly and is skipped while the rest runs. Polls with 60 s deadlines, no fixed sleeps.
@@ -286,6 +287,11 @@ TEST_P(RealBouncersTest, FirewallBouncerPutsBansInItsNftablesSetsAndTakesThemOut
       kDeadline))
       << log();
   EXPECT_TRUE(HasElement(v6(), "2001:db8::40")) << log();
+
+  // A ban that ends by itself: in, then out.
+  Add("Ip", "192.0.2.42", "ban", absl::Seconds(3));
+  ASSERT_TRUE(WaitFor([&] { return HasElement(v4(), "192.0.2.42"); }, kDeadline)) << log();
+  ASSERT_TRUE(WaitFor([&] { return !HasElement(v4(), "192.0.2.42"); }, kDeadline)) << log();
   EXPECT_TRUE(bouncer.value()->Running()) << log();
   bouncer.value()->Stop();
 }
