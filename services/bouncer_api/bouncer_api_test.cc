@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
@@ -548,6 +549,41 @@ TEST(BouncerApiTest, TrimmingForgetsServedDeletionsAndAFarBehindBouncerStartsOve
   d.Pull(fast);
   d.Pull(slow);
   EXPECT_EQ(*d.api->Trim(), 1);
+}
+
+TEST(BouncerApiTest, OverTlsWhenConfigured) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  const std::string cert = dir + "/b-cert.pem", key_file = dir + "/b-key.pem";
+  ASSERT_EQ(std::system(absl::StrCat("openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "
+                                     "/CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout ",
+                                     key_file, " -out ", cert, " 2>/dev/null")
+                            .c_str()),
+            0);
+  SimulatedClock clock;
+  palisade::v1::BouncerApiConfig config;
+  config.mutable_tls()->set_cert_file(cert);
+  config.mutable_tls()->set_key_file(key_file);
+  Daemon d(FreshPath("tls.db"), clock, config);
+  std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7");
+  httplib::SSLClient tls("127.0.0.1", d.api->port());
+  tls.set_ca_cert_path(cert.c_str());
+  tls.enable_server_certificate_verification(true);
+  httplib::Result r = tls.Get("/v1/decisions/stream?startup=true", {{"X-Api-Key", key}});
+  ASSERT_TRUE(r) << httplib::to_string(r.error());
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(Values(json::parse(r->body)["new"]), std::set<std::string>{"203.0.113.7"});
+  // Plain HTTP to the TLS port is not served.
+  EXPECT_NE(d.Get("/v1/decisions/stream?startup=true", key).first, 200);
+
+  palisade::v1::BouncerApiConfig missing = config;
+  missing.set_listen("127.0.0.1:0");
+  missing.mutable_tls()->set_cert_file(dir + "/no-such.pem");
+  prometheus::Registry registry;
+  auto store = *Store::Open(FreshPath("tls-missing.db"));
+  auto api = BouncerApi::Create(missing, clock, store.get(), registry);
+  ASSERT_THAT(api, IsOk());
+  EXPECT_THAT((*api)->Start(), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no-such.pem")));
 }
 
 TEST(BouncerApiTest, StalenessAndCounts) {

@@ -82,6 +82,18 @@ stop
 grep -q "$key" "$work/daemon.log" && fail "the key is in the daemon's log"
 grep -qa "$key" "$work/state.db"* && fail "the key is in the state file"
 
+# Another address than loopback without TLS refuses the start, naming the field.
+cat >"$work/open.textproto" <<CONF
+rule_files: "$PWD/rules/sshd.textproto"
+bouncer_api { listen: "0.0.0.0:0" }
+CONF
+if "$daemon_bin" --config="$work/open.textproto" --grpc_listen=127.0.0.1:0 --metrics_listen=off \
+    --state_file="$work/open.db" 2>"$work/open.log"; then
+  fail "palisaded served bouncers in clear on 0.0.0.0"
+fi
+grep -q 'refusing to start: bouncer_api.listen 0.0.0.0:0 is not a loopback address' "$work/open.log" \
+  || fail "open listener: $(cat "$work/open.log")"
+
 # Without bouncer_api: the commands say how to turn it on.
 echo "rule_files: \"$PWD/rules/sshd.textproto\"" >"$work/off.textproto"
 start "$work/off.textproto"
