@@ -672,6 +672,46 @@ int BoundBlankRuns(std::string* re) {
   return static_cast<int>(runs.size());
 }
 
+// Removes the optional groups `(?:...)?` (or `??`) that end before the key group and hold a
+// variable-length repetition: a field the check refuses before the key. What stays matches a
+// subset of the lines (those without the field), with the key where the server put it. Returns
+// how many it removed (outermost groups only).
+int DropOptionalFieldsBeforeKey(std::string* re) {
+  const size_t key = re->find("(?P<ip>");
+  if (key == std::string::npos) return 0;
+  std::vector<std::pair<size_t, size_t>> groups;
+  if (!ScanGroups(*re, &groups)) return 0;
+  std::vector<std::pair<size_t, size_t>> drop;  // [open, end of the quantifier)
+  for (const auto& [open, close] : groups) {
+    if (close >= key || close + 1 >= re->size() || (*re)[close + 1] != '?') continue;
+    if (re->compare(open, 3, "(?:") != 0) continue;
+    if (open > 0 && (*re)[open - 1] == '\\') continue;
+    bool variable = false;
+    WalkOutsideClasses(
+        absl::string_view(*re).substr(open, close - open + 1), [](size_t) { return true; },
+        [&](size_t i) {
+          const char c = (*re)[open + i];
+          if (c == '*' || c == '+') variable = true;
+          return !variable;
+        });
+    if (!variable) continue;
+    size_t end = close + 2;
+    if (end < re->size() && (*re)[end] == '?') ++end;  // lazy
+    drop.emplace_back(open, end);
+  }
+  // Outermost only: drop a group inside another one being dropped.
+  std::sort(drop.begin(), drop.end());
+  std::vector<std::pair<size_t, size_t>> outer;
+  for (const auto& d : drop) {
+    if (!outer.empty() && d.first < outer.back().second) continue;
+    outer.push_back(d);
+  }
+  for (auto it = outer.rbegin(); it != outer.rend(); ++it) {
+    re->erase(it->first, it->second - it->first);
+  }
+  return static_cast<int>(outer.size());
+}
+
 // The rewrites tried when a regex would be refused for its key placement (see the header).
 std::string RewriteForKeyPlacement(std::string re, std::vector<std::string>* notes) {
   static const LazyRE2 kNotContainingToEnd = {
@@ -1064,6 +1104,18 @@ Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Pr
     if (!still_python.empty()) {
       return refuse(absl::StrCat(still_python, " has no RE2 equivalent (after the rewrites: ",
                                  candidate, ")"));
+    }
+    if (!safe_key(candidate, &why_after) && python.empty()) {
+      // Last: without the optional fields before the key (stricter: lines that have them are
+      // not matched; fail2ban's sshd `(?: authenticating user <F-USER>...)? <HOST>`).
+      std::string dropped = candidate;
+      std::string unused;
+      if (int n = DropOptionalFieldsBeforeKey(&dropped); n > 0 && safe_key(dropped, &unused)) {
+        tried.push_back(absl::StrCat(
+            "without ", n, " optional field", n > 1 ? "s" : "",
+            " before the address (stricter: lines that have them are not matched)"));
+        candidate = std::move(dropped);
+      }
     }
     if (tried.size() == rewrites.size()) {
       if (!python.empty()) return refuse(absl::StrCat(python, " has no RE2 equivalent"));

@@ -514,6 +514,18 @@ TEST(Fail2banImportTest, BlankRunsBeforeTheKeyAreBoundedNotAfterIt) {
             std::set<std::string>{"192.0.2.4"});
   // The key is the last token: text after it (where a forged second address would go) fails.
   EXPECT_TRUE(m.Keys("2020-01-01 10:00:00 NOTICE [sshd] Ban 192.0.2.4 Ban 198.51.100.2").empty());
+  // sshd's ddos-mode regex with the user part optional: converted without it (stricter), so the
+  // lines without a user name count and those with one (where the name could forge the key) do
+  // not match at all.
+  const RegexReport* optional_user = FindReport(*imported, "(?:by|from)");
+  ASSERT_NE(optional_user, nullptr);
+  EXPECT_EQ(optional_user->outcome, RegexOutcome::kRewritten) << optional_user->reason;
+  EXPECT_THAT(optional_user->reason, HasSubstr("without 1 optional field before the address"));
+  EXPECT_EQ(m.Keys("2020-01-01 10:00:00 Connection closed by 192.0.2.6 port 22 [preauth]"),
+            std::set<std::string>{"192.0.2.6"});
+  EXPECT_TRUE(m.Keys("2020-01-01 10:00:00 Connection closed by authenticating user x "
+                     "198.51.100.1 on 192.0.2.9 port 22 [preauth]")
+                  .empty());
   // More than 16 blanks: stricter than fail2ban, not matched.
   EXPECT_TRUE(m.Keys(absl::StrCat("2020-01-01 10:00:00 Client", std::string(20, ' '),
                                   "192.0.2.5 denied"))
