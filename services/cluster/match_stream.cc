@@ -24,7 +24,16 @@ absl::StatusOr<std::unique_ptr<MatchPublisher>> MatchPublisher::Start(
     NatsClient& nats, MatchPublisherOptions options) {
   if (options.node_id.empty()) return absl::InvalidArgumentError("cluster: node_id is empty");
   if (options.partitions == 0) return absl::InvalidArgumentError("cluster: partitions is 0");
+  if (options.batch == 0) return absl::InvalidArgumentError("cluster: batch is 0");
   auto p = std::unique_ptr<MatchPublisher>(new MatchPublisher(nats, std::move(options)));
+  jsOptions js_opts;
+  jsOptions_Init(&js_opts);
+  js_opts.Wait = absl::ToInt64Milliseconds(nats.timeout());
+  js_opts.PublishAsync.MaxPending = static_cast<int64_t>(p->options_.batch);
+  js_opts.PublishAsync.AckHandler = &MatchPublisher::OnAck;
+  js_opts.PublishAsync.AckHandlerClosure = p.get();
+  const natsStatus s = natsConnection_JetStream(&p->js_, nats.connection(), &js_opts);
+  if (s != NATS_OK) return NatsError(s, "cluster: the match publisher's JetStream context");
   p->thread_ = std::thread([self = p.get()] { self->Run(); });
   return p;
 }
@@ -41,7 +50,8 @@ MatchPublisher::~MatchPublisher() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  thread_.join();
+  if (thread_.joinable()) thread_.join();
+  if (js_ != nullptr) jsCtx_Destroy(js_);
 }
 
 bool MatchPublisher::Enqueue(absl::string_view key, std::string match) {
@@ -69,27 +79,68 @@ bool MatchPublisher::WaitUntilPublished(absl::Duration timeout) {
   return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
 }
 
+void MatchPublisher::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr*, void* closure) {
+  auto* self = static_cast<MatchPublisher*>(closure);
+  if (pa != nullptr) {
+    self->batch_acked_.fetch_add(1);
+  } else {
+    self->batch_failed_.fetch_add(1);
+  }
+  natsMsg_Destroy(msg);
+}
+
+bool MatchPublisher::SendBatch(const std::vector<const Item*>& items) {
+  batch_acked_.store(0);
+  batch_failed_.store(0);
+  const int64_t wait_ms = absl::ToInt64Milliseconds(nats_.timeout());
+  bool sent = true;
+  for (const Item* item : items) {
+    const std::string subject = absl::StrCat(options_.subject_prefix, ".", item->partition);
+    const std::string id = absl::StrCat(id_prefix_, item->sequence);
+    jsPubOptions opts;
+    jsPubOptions_Init(&opts);
+    opts.MsgId = id.c_str();
+    opts.MaxWait = wait_ms;
+    if (js_PublishAsync(js_, subject.c_str(), item->match.data(),
+                        static_cast<int>(item->match.size()), &opts) != NATS_OK) {
+      sent = false;
+      break;
+    }
+  }
+  jsPubOptions complete;
+  jsPubOptions_Init(&complete);
+  complete.MaxWait = wait_ms;
+  if (js_PublishAsyncComplete(js_, &complete) != NATS_OK) {
+    // Timed out: take back what is still pending (the batch is sent again whole).
+    natsMsgList pending{nullptr, 0};
+    if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) natsMsgList_Destroy(&pending);
+    return false;
+  }
+  return sent && batch_failed_.load() == 0 && batch_acked_.load() == items.size();
+}
+
 void MatchPublisher::Run() {
   absl::Duration backoff = options_.retry_min;
+  std::vector<const Item*> batch;
   while (true) {
-    const Item* item = nullptr;
+    batch.clear();
     {
       absl::MutexLock lock(&mu_);
       auto ready = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_ || !queue_.empty(); };
       mu_.Await(absl::Condition(&ready));
       if (queue_.empty()) return;  // stopping, and all published
       // Only this thread pops, and push_back keeps references to existing elements valid.
-      item = &queue_.front();
+      for (size_t i = 0; i < queue_.size() && i < options_.batch; ++i) batch.push_back(&queue_[i]);
     }
-    absl::StatusOr<NatsClient::Ack> ack =
-        nats_.Publish(absl::StrCat(options_.subject_prefix, ".", item->partition), item->match,
-                      absl::StrCat(id_prefix_, item->sequence));
+    const bool acked = SendBatch(batch);
     absl::MutexLock lock(&mu_);
-    if (ack.ok()) {
-      published_.fetch_add(1);
-      acked_through_ = item->sequence + 1;
-      queued_bytes_ -= Cost(item->match.size());
-      queue_.pop_front();
+    if (acked) {
+      published_.fetch_add(batch.size());
+      acked_through_ = batch.back()->sequence + 1;
+      for (size_t i = 0; i < batch.size(); ++i) {
+        queued_bytes_ -= Cost(queue_.front().match.size());
+        queue_.pop_front();
+      }
       backoff = options_.retry_min;
       continue;
     }
@@ -116,7 +167,7 @@ absl::StatusOr<std::unique_ptr<PartitionConsumer>> PartitionConsumer::Open(
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = stream.c_str();
-  so.Config.AckPolicy = js_AckExplicit;
+  so.Config.AckPolicy = js_AckAll;
   so.Config.DeliverPolicy = js_DeliverAll;
   so.Config.AckWait = absl::ToInt64Nanoseconds(absl::Seconds(30));
   jsErrCode err = static_cast<jsErrCode>(0);
@@ -145,6 +196,7 @@ absl::StatusOr<size_t> PartitionConsumer::Poll(
   if (s != NATS_OK) return NatsError(s, absl::StrCat("cluster: fetching ", subject_));
   size_t taken = 0;
   absl::Status refused;
+  natsMsg* last_taken = nullptr;
   for (int i = 0; i < list.Count; ++i) {
     natsMsg* m = list.Msgs[i];
     if (!refused.ok()) {
@@ -160,12 +212,14 @@ absl::StatusOr<size_t> PartitionConsumer::Poll(
     refused = take(
         seq, absl::string_view(natsMsg_GetData(m), static_cast<size_t>(natsMsg_GetDataLength(m))));
     if (refused.ok()) {
-      natsMsg_Ack(m, nullptr);
+      last_taken = m;
       ++taken;
     } else {
       natsMsg_Nak(m, nullptr);
     }
   }
+  // Ack-all: acknowledging the last match taken acknowledges every one before it.
+  if (last_taken != nullptr) natsMsg_Ack(last_taken, nullptr);
   natsMsgList_Destroy(&list);
   if (!refused.ok()) return refused;
   return taken;

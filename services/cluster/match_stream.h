@@ -7,13 +7,18 @@
 // bounded in bytes (past the bound a match is dropped and counted), and one thread publishes them
 // in order, each with the id "<node>:<incarnation>:<sequence>", so a publish retried after a lost
 // ack is stored once by the stream's de-duplication, and a restarted node (a new incarnation)
-// never reuses an id. While NATS is away the thread retries with a capped backoff and the queue
-// holds what comes meanwhile; when NATS returns it catches up.
+// never reuses an id. Matches go out in batches (up to `batch` in flight, libnats' asynchronous
+// publish) and leave the queue only when the stream acknowledged every one of the batch; a batch
+// with a failure is sent again whole (the stored ones are then de-duplicated). So in normal
+// operation a node's matches are stored in its order; after a failure a resent match may land
+// after a later one of its batch (the owner counts in event time, which does not mind). While
+// NATS is away the thread retries with a capped backoff and the queue holds what comes
+// meanwhile; when NATS returns it catches up.
 //
 // PartitionConsumer: an owner's way in. A durable pull consumer per partition ("<name>-p<N>",
-// filtered on that partition's subject), so a new owner resumes after the last acknowledged
-// match; a match is acknowledged only after the callback took it, and one not acknowledged is
-// delivered again.
+// filtered on that partition's subject, ack-all), so a new owner resumes after the last
+// acknowledged match; a match is acknowledged (with every one before it) only after the callback
+// took it, and one not acknowledged is delivered again.
 //
 // Thread-safe: MatchPublisher's methods may be called from any thread. A PartitionConsumer is
 // used by one thread (the partition's owner loop).
@@ -27,6 +32,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -35,6 +41,9 @@
 #include "services/cluster/nats_client.h"
 
 typedef struct __natsSubscription natsSubscription;
+typedef struct __natsMsg natsMsg;
+typedef struct jsPubAck jsPubAck;
+typedef struct jsPubAckErr jsPubAckErr;
 
 namespace palisade::cluster {
 
@@ -49,6 +58,8 @@ struct MatchPublisherOptions {
   uint32_t partitions = 16;
   // The queue's bound: the bytes of the matches waiting (plus a fixed cost per match).
   size_t max_queued_bytes = 64u << 20;
+  // Matches in flight at once (one acknowledged batch).
+  size_t batch = 256;
   // Between attempts while NATS refuses: doubles from `retry_min` up to `retry_max`.
   absl::Duration retry_min = absl::Milliseconds(100);
   absl::Duration retry_max = absl::Seconds(5);
@@ -77,14 +88,18 @@ class MatchPublisher {
   static size_t Cost(size_t match_bytes) { return match_bytes + 64; }
 
  private:
-  MatchPublisher(NatsClient& nats, MatchPublisherOptions options);
-  void Run();
-
   struct Item {
     uint32_t partition;
     uint64_t sequence;
     std::string match;
   };
+  MatchPublisher(NatsClient& nats, MatchPublisherOptions options);
+  void Run();
+  // Sends `items` (the queue's front) and waits for the stream's acks: true when every one
+  // was acknowledged.
+  bool SendBatch(const std::vector<const Item*>& items);
+  static void OnAck(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
+
   NatsClient& nats_;
   const MatchPublisherOptions options_;
   const std::string id_prefix_;  // "<node>:<incarnation>:"
@@ -95,6 +110,9 @@ class MatchPublisher {
   uint64_t acked_through_ ABSL_GUARDED_BY(mu_) = 0;  // sequences below this are acknowledged
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> published_{0}, dropped_{0}, failures_{0};
+  // The batch in flight: acknowledgements counted by OnAck (a libnats thread).
+  std::atomic<size_t> batch_acked_{0}, batch_failed_{0};
+  jsCtx* js_ = nullptr;  // this publisher's own context, with OnAck
   std::thread thread_;
 };
 

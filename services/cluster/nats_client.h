@@ -82,8 +82,10 @@ class NatsClient {
   };
   absl::StatusOr<StreamState> State(const std::string& stream);
 
-  // For the components built on this connection (the lease table's KV bucket).
+  // For the components built on this connection (the lease table's KV bucket; the match
+  // publisher makes its own JetStream context for its acknowledgement callback).
   jsCtx* jetstream() const { return js_; }
+  natsConnection* connection() const { return nc_; }
   absl::Duration timeout() const { return timeout_; }
 
  private:
