@@ -113,6 +113,10 @@ DecisionTable::Listener DecisionLogWriter::Listener() {
 bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
   std::string id = UpdateId(update);
   if (id.empty()) return true;  // stale: nothing was decided
+  if (fenced_) {
+    dropped_.fetch_add(1);  // another writer took over: nothing more goes out from here
+    return false;
+  }
   std::string data = EncodeUpdate(update);
   absl::MutexLock lock(&mu_);
   const size_t cost = Cost(data.size());
@@ -160,18 +164,68 @@ bool DecisionLogWriter::PublishWithRetry(const std::string& subject, const std::
                                          const std::string& id, NatsClient::Ack* ack) {
   absl::Duration backoff = options_.retry_min;
   while (true) {
-    absl::StatusOr<NatsClient::Ack> a = nats_.Publish(subject, data, id);
-    if (a.ok()) {
-      *ack = *a;
-      return true;
+    absl::Status failed;
+    if (!last_known_) {
+      absl::StatusOr<NatsClient::StreamState> st = nats_.State(options_.stream);
+      if (st.ok()) {
+        last_sequence_ = st->last_sequence;
+        last_known_ = true;
+      } else {
+        failed = st.status();
+      }
+    }
+    if (failed.ok()) {
+      // js_Publish directly: NatsClient::Publish sets no expected last sequence.
+      jsPubOptions opts;
+      jsPubOptions_Init(&opts);
+      opts.MsgId = id.c_str();
+      opts.MaxWait = absl::ToInt64Milliseconds(nats_.timeout());
+      opts.ExpectLastSeq = last_sequence_;  // 0 (an empty stream): no expectation
+      jsPubAck* pa = nullptr;
+      jsErrCode err = static_cast<jsErrCode>(0);
+      const natsStatus s = js_Publish(&pa, nats_.jetstream(), subject.c_str(), data.data(),
+                                      static_cast<int>(data.size()), &opts, &err);
+      if (s == NATS_OK) {
+        *ack = {pa->Sequence, pa->Duplicate};
+        jsPubAck_Destroy(pa);
+        // A duplicate's sequence is its first copy's: older when re-publishing adopted changes,
+        // or the stream's newest when this writer's own earlier attempt was stored and its ack
+        // lost (libnats also resends what it buffered while reconnecting): take the later.
+        last_sequence_ = std::max(last_sequence_, ack->sequence);
+        took_over_ = true;
+        absl::MutexLock lock(&mu_);
+        last_error_.clear();
+        return true;
+      }
+      if (err == JSStreamWrongLastSequenceErr) {
+        if (!took_over_) {
+          // Taking over: another publish slipped in since the last sequence was read (a
+          // former writer's last words). Read it again; the state published next covers it.
+          last_known_ = false;
+          continue;
+        }
+        fenced_ = true;
+        absl::MutexLock lock(&mu_);
+        last_error_ =
+            absl::StrCat("decision log: fenced: another writer appended to ", options_.stream,
+                         " after sequence ", last_sequence_, "; this node publishes no more");
+        return false;
+      }
+      failed = NatsError(s, absl::StrCat("decision log: publishing to ", subject));
     }
     failures_.fetch_add(1);
     absl::MutexLock lock(&mu_);
+    last_error_ = std::string(failed.message());
     if (stopping_) return false;
     auto stop = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
     mu_.AwaitWithTimeout(absl::Condition(&stop), backoff);
     backoff = std::min(2 * backoff, options_.retry_max);
   }
+}
+
+std::string DecisionLogWriter::last_error() const {
+  absl::MutexLock lock(&mu_);
+  return last_error_;
 }
 
 absl::Status DecisionLogWriter::PublishStateNow() {
@@ -195,7 +249,7 @@ absl::Status DecisionLogWriter::PublishStateNow() {
                                           chunks[i].SerializeAsString());
     NatsClient::Ack ack;
     if (!PublishWithRetry(kDecisionStateSubject, data, absl::StrCat(state_id, ":", i + 1), &ack)) {
-      return absl::UnavailableError("decision log: stopped while publishing a state");
+      return absl::UnavailableError("decision log: stopped or fenced while publishing a state");
     }
   }
   states_.fetch_add(1);
@@ -222,7 +276,7 @@ void DecisionLogWriter::Run() {
     }
     absl::MutexLock lock(&mu_);
     if (!ok) {
-      // Stopping while NATS refuses: what is left is lost, and counted.
+      // Stopping while NATS refuses, or fenced: what is left is lost, and counted.
       for (const Item& i : queue_) dropped_.fetch_add(i.state ? 0 : 1);
       queue_.clear();
       queued_bytes_ = 0;

@@ -27,6 +27,15 @@
 // the queue is emptied (what it held is counted dropped) and a full state is published instead
 // once NATS answers: replicas never miss a change silently.
 //
+// Fencing: only one writer may append. Each publish expects the stream's last sequence to be
+// the one this writer last saw (JetStream's expected-last-sequence check; de-duplication is
+// checked first, so a retry after a lost ack is still answered "duplicate"). A new writer reads
+// the stream's last sequence and takes over with its first publish (its full state), retrying
+// until no other publish slips in between; from then on, a publish refused because the stream
+// moved means another writer took over: this one is fenced (fenced(), last_error()), drops what
+// it holds (counted) and publishes nothing more, so a former writer's late changes never land
+// after its successor's state.
+//
 // DecisionReplica: every node's reader. An ordered consumer (libnats recreates it after a gap
 // or a lost server, from the last sequence seen) from the start of the stream, or from the
 // position the caller kept with its own copy of the view (`start_after`). It hands each update
@@ -129,6 +138,9 @@ class DecisionLogWriter {
   uint64_t states_published() const { return states_.load(); }
   uint64_t dropped() const { return dropped_.load(); }
   uint64_t publish_failures() const { return failures_.load(); }
+  // Another writer appended after this one's last publish: it publishes nothing more.
+  bool fenced() const { return fenced_.load(); }
+  std::string last_error() const;
   size_t queued_bytes() const;
 
   static size_t Cost(size_t bytes) { return bytes + 64; }
@@ -144,7 +156,7 @@ class DecisionLogWriter {
   };
   // Publishes a full state taken now; OK when every chunk is acknowledged.
   absl::Status PublishStateNow();
-  // Publishes with retries until acknowledged or stopping; false when given up (stopping).
+  // Publishes with retries until acknowledged; false when given up (stopping, or fenced).
   bool PublishWithRetry(const std::string& subject, const std::string& data, const std::string& id,
                         NatsClient::Ack* ack);
 
@@ -159,6 +171,13 @@ class DecisionLogWriter {
   uint64_t since_state_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t state_count_ = 0;  // the writer thread's
+  // The writer thread's: the stream's last sequence as this writer knows it (read once, then
+  // each ack's), and whether one of its publishes was stored (it has taken over).
+  bool last_known_ = false;
+  uint64_t last_sequence_ = 0;
+  bool took_over_ = false;
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> fenced_{false};
   std::atomic<uint64_t> published_{0}, duplicates_{0}, states_{0}, dropped_{0}, failures_{0};
   std::thread thread_;
 };

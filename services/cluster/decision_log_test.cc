@@ -258,6 +258,71 @@ TEST_F(DecisionLogTest, ChangesPublishedAgainByANewWriterAreStoredOnce) {
   EXPECT_EQ(ids.size(), updates.size());
 }
 
+// What fencing relies on: JetStream checks a publish's de-duplication id before its expected
+// last sequence, so a writer retrying after a lost ack (the stream moved on by its own message)
+// is told "duplicate", not "wrong last sequence".
+TEST_F(DecisionLogTest, ARetryIsADuplicateBeforeItIsAWrongLastSequence) {
+  auto publish = [&](const char* id, uint64_t expect, jsErrCode* err) -> jsPubAck* {
+    jsPubOptions o;
+    jsPubOptions_Init(&o);
+    o.MsgId = id;
+    o.ExpectLastSeq = expect;
+    jsPubAck* pa = nullptr;
+    *err = static_cast<jsErrCode>(0);
+    js_Publish(&pa, client_->jetstream(), kDecisionSubject, "x", 1, &o, err);
+    return pa;
+  };
+  jsErrCode err;
+  jsPubAck* a = publish("a", 0, &err);
+  ASSERT_NE(a, nullptr);
+  jsPubAck* b = publish("b", a->Sequence, &err);
+  ASSERT_NE(b, nullptr);
+  jsPubAck* retry = publish("b", a->Sequence, &err);  // the ack of b was "lost"
+  ASSERT_NE(retry, nullptr) << "error " << err;
+  EXPECT_TRUE(retry->Duplicate);
+  EXPECT_EQ(retry->Sequence, b->Sequence);
+  jsPubAck* other = publish("c", a->Sequence, &err);  // another writer's stale expectation
+  EXPECT_EQ(other, nullptr);
+  EXPECT_EQ(err, JSStreamWrongLastSequenceErr);
+  for (jsPubAck* p : {a, b, retry, other}) {
+    if (p != nullptr) jsPubAck_Destroy(p);
+  }
+}
+
+// A former writer (its lease lost, it has not noticed yet) makes a change after its successor
+// took over: the stream refuses it, the former writer says it is fenced and publishes nothing
+// more, and replicas end at the successor's table.
+TEST_F(DecisionLogTest, AFormerWritersLateChangesAreFencedOut) {
+  Writer old_writer(*client_, "web-1");
+  old_writer.Changes(10);
+  ASSERT_TRUE(old_writer.log().WaitUntilPublished(absl::Seconds(60)));
+  Writer new_writer(*client_, "web-2");
+  new_writer.log().PublishState();  // take-over
+  new_writer.Changes(10, /*base=*/100);
+  ASSERT_TRUE(new_writer.log().WaitUntilPublished(absl::Seconds(60)));
+  const uint64_t last = LastSequence();
+  EXPECT_FALSE(old_writer.log().fenced());
+
+  old_writer.Manual("192.0.2.1", absl::Hours(1));  // too late
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (!old_writer.log().fenced() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_TRUE(old_writer.log().fenced());
+  EXPECT_THAT(old_writer.log().last_error(), ::testing::HasSubstr("fenced"));
+  EXPECT_EQ(old_writer.log().dropped(), 1u);
+  old_writer.Manual("192.0.2.2", absl::Hours(1));  // refused at once
+  EXPECT_EQ(old_writer.log().dropped(), 2u);
+  EXPECT_EQ(LastSequence(), last);
+  EXPECT_FALSE(new_writer.log().fenced());
+
+  Recorder r;
+  auto rep = Replica(r);
+  ASSERT_TRUE(rep);
+  ASSERT_TRUE(rep->WaitUntilApplied(last, absl::Seconds(60)));
+  EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(new_writer.table().List({}))));
+}
+
 // A replica whose next sequence was trimmed away says so and rebuilds from the last full state
 // (the one a writer publishes on take-over); with no state within reach it waits, saying why,
 // until the writer publishes one.
