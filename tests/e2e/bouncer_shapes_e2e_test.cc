@@ -226,6 +226,25 @@ TEST_F(BouncerShapesTest, StreamMatchesTheRecording) {
   EXPECT_EQ(Values(b["new"]), now_active);
 }
 
+// A deletion the bouncer has not pulled when palisaded restarts comes once after the restart,
+// and nothing it already pulled comes again (the position is durable).
+TEST_F(BouncerShapesTest, StreamPositionSurvivesARestart) {
+  const std::string captcha = AddRecordedDecisions();
+  json first = ExpectStreamShape(Get("/v1/decisions/stream?startup=true", keys_[0]), "startup");
+  EXPECT_EQ(Values(first["new"]).size(), 5u);
+  ASSERT_TRUE(api_->DeleteDecision(captcha).ok());
+  Add("Ip", "192.0.2.12", "ban", absl::Hours(3), "palisade/ssh-bf");
+  ASSERT_TRUE(api_->Restart().ok());
+  json after = ExpectStreamShape(Get("/v1/decisions/stream", keys_[0]), "after restart");
+  EXPECT_EQ(Values(after["new"]), std::set<std::string>{"192.0.2.12"}) << after.dump();
+  EXPECT_EQ(Values(after["deleted"]), std::set<std::string>{"192.0.2.11"}) << after.dump();
+  HttpReply again = Get("/v1/decisions/stream", keys_[0]);
+  ExpectStreamShape(again, "again");
+  EXPECT_EQ(json::parse(again.body, nullptr, false), json::parse(Recorded("stream_nochange")));
+  // The keys survive too: the other bouncers still get in.
+  EXPECT_EQ(Get("/v1/decisions/stream?startup=true", keys_[2]).status, 200);
+}
+
 TEST_F(BouncerShapesTest, StreamFiltersMatchTheRecording) {
   AddRecordedDecisions();
   const std::string base = "/v1/decisions/stream?startup=true";
