@@ -287,9 +287,7 @@ Filters ParseFilters(const std::multimap<std::string, std::string>& params,
       f.error = absl::StrCat("parameter '", key, "' is given twice");
       return f;
     }
-    auto bad = [&](absl::string_view why) {
-      f.error = absl::StrCat("'", key, "': ", why);
-    };
+    auto bad = [&](absl::string_view why) { f.error = absl::StrCat("'", key, "': ", why); };
     if (key == "startup") {
       if (value != "true" && value != "false") return bad("must be true or false"), f;
       f.startup = value == "true";
@@ -355,9 +353,16 @@ const std::set<std::string>& StreamParams() {
   return *s;
 }
 const std::set<std::string>& LiveParams() {
-  static const auto* s = new std::set<std::string>{
-      "ip",      "range",  "scope", "value", "type", "contains", "origins", "scopes",
-      "scenarios_containing", "scenarios_not_containing"};
+  static const auto* s = new std::set<std::string>{"ip",
+                                                   "range",
+                                                   "scope",
+                                                   "value",
+                                                   "type",
+                                                   "contains",
+                                                   "origins",
+                                                   "scopes",
+                                                   "scenarios_containing",
+                                                   "scenarios_not_containing"};
   return *s;
 }
 
@@ -394,8 +399,7 @@ absl::StatusOr<std::unique_ptr<BouncerApi>> BouncerApi::Create(
 }
 
 BouncerApi::BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Store* store,
-                       prometheus::Registry& registry,
-                       std::function<void(const std::string&)> log)
+                       prometheus::Registry& registry, std::function<void(const std::string&)> log)
     : config_(std::move(config)),
       clock_(clock),
       store_(store),
@@ -403,24 +407,28 @@ BouncerApi::BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Stor
       log_(std::move(log)) {
   pulls_ = &prometheus::BuildCounter()
                 .Name("palisade_bouncer_pulls_total")
-                .Help("Pulls by CrowdSec bouncers (bouncer_api), by bouncer and kind: startup "
-                      "(everything active), stream (changes since the last pull), live (one "
-                      "address).")
+                .Help(
+                    "Pulls by CrowdSec bouncers (bouncer_api), by bouncer and kind: startup "
+                    "(everything active), stream (changes since the last pull), live (one "
+                    "address).")
                 .Register(registry);
   served_ = &prometheus::BuildCounter()
                  .Name("palisade_bouncer_decisions_served_total")
-                 .Help("Decisions served to CrowdSec bouncers, by bouncer and list (new, "
-                       "deleted).")
+                 .Help(
+                     "Decisions served to CrowdSec bouncers, by bouncer and list (new, "
+                     "deleted).")
                  .Register(registry);
   last_pull_ = &prometheus::BuildGauge()
                     .Name("palisade_bouncer_last_pull_timestamp_seconds")
-                    .Help("When a registered bouncer last pulled (unix seconds); its "
-                          "registration time until its first pull.")
+                    .Help(
+                        "When a registered bouncer last pulled (unix seconds); its "
+                        "registration time until its first pull.")
                     .Register(registry);
   since_last_pull_ = &prometheus::BuildGauge()
                           .Name("palisade_bouncer_seconds_since_last_pull")
-                          .Help("Seconds since a registered bouncer last pulled (since its "
-                                "registration until its first pull); refreshed every second.")
+                          .Help(
+                              "Seconds since a registered bouncer last pulled (since its "
+                              "registration until its first pull); refreshed every second.")
                           .Register(registry);
   registered_ = &prometheus::BuildGauge()
                      .Name("palisade_bouncers_registered")
@@ -429,9 +437,10 @@ BouncerApi::BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Stor
                      .Add({});
   refused_ = &prometheus::BuildCounter()
                   .Name("palisade_bouncer_requests_refused_total")
-                  .Help("Bouncer API requests refused, by reason: auth (no or an unknown "
-                        "X-Api-Key), bad_request (a parameter not understood), too_long (the "
-                        "request target past max_query_bytes), not_found (another path).")
+                  .Help(
+                      "Bouncer API requests refused, by reason: auth (no or an unknown "
+                      "X-Api-Key), bad_request (a parameter not understood), too_long (the "
+                      "request target past max_query_bytes), not_found (another path).")
                   .Register(registry);
 }
 
@@ -450,8 +459,7 @@ void BouncerApi::AddMetricsLocked(Bouncer& b) {
   b.served_deleted = &served_->Add({{"bouncer", name}, {"list", "deleted"}});
   b.last_pull = &last_pull_->Add({{"bouncer", name}});
   b.since_last_pull = &since_last_pull_->Add({{"bouncer", name}});
-  const absl::Time last =
-      b.row.last_pull == absl::InfinitePast() ? b.row.created : b.row.last_pull;
+  const absl::Time last = b.row.last_pull == absl::InfinitePast() ? b.row.created : b.row.last_pull;
   b.last_pull->Set(absl::ToDoubleSeconds(last - absl::UnixEpoch()));
   b.since_last_pull->Set(absl::ToDoubleSeconds(clock_.TimeNow() - last));
 }
@@ -573,8 +581,7 @@ void BouncerApi::OnUpdate(const DecisionUpdate& update) {
 
 absl::StatusOr<std::string> BouncerApi::AddBouncer(const std::string& name) {
   if (!ValidName(name)) {
-    return absl::InvalidArgumentError(
-        "a bouncer's name is 1 to 64 characters of [A-Za-z0-9._@-]");
+    return absl::InvalidArgumentError("a bouncer's name is 1 to 64 characters of [A-Za-z0-9._@-]");
   }
   unsigned char raw[32];
   if (RAND_bytes(raw, sizeof(raw)) != 1) {
@@ -745,8 +752,7 @@ BouncerReply BouncerApi::Stream(Bouncer& bouncer, const BouncerRequest& request)
   row.last_pull = now;
   row.address = Printable(request.address, 64);
   row.user_agent = Printable(request.user_agent, kMaxUserAgent);
-  if (absl::Status s =
-          store_->RecordPull(row.name, now, row.address, row.user_agent, row.position);
+  if (absl::Status s = store_->RecordPull(row.name, now, row.address, row.user_agent, row.position);
       !s.ok()) {
     // The answer is not sent: a pull whose position cannot be kept would be served again.
     Log(absl::StrCat("bouncer_api: ", s.message()));
@@ -790,11 +796,11 @@ BouncerReply BouncerApi::Live(Bouncer& bouncer, const BouncerRequest& request) {
 absl::StatusOr<int64_t> BouncerApi::Trim() {
   absl::MutexLock lock(&mu_);
   int64_t served_through = last_seq_;
-  for (const auto& [name, b] : bouncers_) served_through = std::min(served_through, b->row.position);
-  absl::StatusOr<int64_t> forgotten =
-      store_->TrimBouncerChanges(served_through,
-                                 clock_.TimeNow() - FromProto(config_.deletion_retention()),
-                                 static_cast<int64_t>(config_.max_deletions()));
+  for (const auto& [name, b] : bouncers_)
+    served_through = std::min(served_through, b->row.position);
+  absl::StatusOr<int64_t> forgotten = store_->TrimBouncerChanges(
+      served_through, clock_.TimeNow() - FromProto(config_.deletion_retention()),
+      static_cast<int64_t>(config_.max_deletions()));
   if (!forgotten.ok()) return forgotten;
   absl::StatusOr<BouncerLogMeta> meta = store_->LoadBouncerLogMeta();
   if (meta.ok()) trimmed_through_ = meta->trimmed_through;
@@ -863,8 +869,8 @@ absl::Status BouncerApi::Start() {
     }
     return httplib::Server::HandlerResponse::Handled;
   });
-  port_ = port == 0 ? server_->bind_to_any_port(host)
-                    : (server_->bind_to_port(host, port) ? port : -1);
+  port_ =
+      port == 0 ? server_->bind_to_any_port(host) : (server_->bind_to_port(host, port) ? port : -1);
   if (port_ <= 0) {
     return absl::UnavailableError(absl::StrCat("bouncer_api: cannot listen on ", listen));
   }

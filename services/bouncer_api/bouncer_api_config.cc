@@ -31,8 +31,8 @@ absl::StatusOr<palisade::v1::BouncerApiConfig> BouncerApiConfigWithDefaults(
     int port = -1;
     if (colon == std::string::npos || colon == 0 ||
         !absl::SimpleAtoi(c.listen().substr(colon + 1), &port) || port < 0 || port > 65535) {
-      return error("listen", absl::StrCat("\"", c.listen(),
-                                          "\" is not host:port (e.g. 127.0.0.1:8081)"));
+      return error("listen",
+                   absl::StrCat("\"", c.listen(), "\" is not host:port (e.g. 127.0.0.1:8081)"));
     }
   }
   if (c.tls().cert_file().empty() != c.tls().key_file().empty()) {

@@ -33,8 +33,7 @@ std::string FreshPath(const std::string& name) {
 // the bouncer API attached to the table and serving on a free loopback port. Destroying one and
 // building another on the same file is a restart.
 struct Daemon {
-  Daemon(const std::string& path, SimulatedClock& clock,
-         palisade::v1::BouncerApiConfig config = {})
+  Daemon(const std::string& path, SimulatedClock& clock, palisade::v1::BouncerApiConfig config = {})
       : table(clock) {
     store = *Store::Open(path);
     table.SetStore(store.get(), {});
@@ -78,9 +77,7 @@ struct Daemon {
     EXPECT_EQ(status, 200) << body;
     return json::parse(body, nullptr, false);
   }
-  std::string Metrics() {
-    return prometheus::TextSerializer().Serialize(registry.Collect());
-  }
+  std::string Metrics() { return prometheus::TextSerializer().Serialize(registry.Collect()); }
 
   prometheus::Registry registry;
   std::unique_ptr<Store> store;
@@ -109,8 +106,7 @@ TEST(GoDurationTest, WritesWhatGoWrites) {
   EXPECT_EQ(GoDuration(absl::Seconds(59)), "59s");
   EXPECT_EQ(GoDuration(absl::Seconds(60)), "1m0s");
   EXPECT_EQ(GoDuration(absl::Hours(1)), "1h0m0s");
-  EXPECT_EQ(GoDuration(absl::Hours(4) - absl::Seconds(2) + absl::Milliseconds(500)),
-            "3h59m58.5s");
+  EXPECT_EQ(GoDuration(absl::Hours(4) - absl::Seconds(2) + absl::Milliseconds(500)), "3h59m58.5s");
   EXPECT_EQ(GoDuration(absl::Hours(200) + absl::Seconds(1)), "200h0m1s");
   EXPECT_EQ(GoDuration(-absl::Seconds(2)), "-2s");
   EXPECT_EQ(GoDuration(-absl::Minutes(3) - absl::Seconds(2)), "-3m2s");
@@ -133,8 +129,7 @@ TEST(BouncerApiConfigTest, DefaultsAndErrorsNamingTheField) {
               HasSubstr("bouncer_api.listen"));
   bad.Clear();
   bad.mutable_tls()->set_cert_file("/x.pem");
-  EXPECT_THAT(BouncerApiConfigWithDefaults(bad).status().message(),
-              HasSubstr("bouncer_api.tls"));
+  EXPECT_THAT(BouncerApiConfigWithDefaults(bad).status().message(), HasSubstr("bouncer_api.tls"));
   bad.Clear();
   bad.mutable_stale_after()->set_seconds(0);
   bad.mutable_stale_after()->set_nanos(1000);
@@ -247,12 +242,14 @@ TEST(BouncerApiTest, StreamServesChangesSinceTheLastPullInCrowdSecShapes) {
             (std::set<std::string>{"198.51.100.0/24", "2001:db8::5", "192.0.2.9"}));
 
   const std::string metrics = d.Metrics();
-  EXPECT_THAT(metrics, HasSubstr("palisade_bouncer_pulls_total{bouncer=\"fw\",kind=\"startup\"} 2"));
+  EXPECT_THAT(metrics,
+              HasSubstr("palisade_bouncer_pulls_total{bouncer=\"fw\",kind=\"startup\"} 2"));
   EXPECT_THAT(metrics, HasSubstr("palisade_bouncer_pulls_total{bouncer=\"fw\",kind=\"stream\"} 3"));
   EXPECT_THAT(metrics,
               HasSubstr("palisade_bouncer_decisions_served_total{bouncer=\"fw\",list=\"new\"} 4"));
-  EXPECT_THAT(metrics, HasSubstr(
-                           "palisade_bouncer_decisions_served_total{bouncer=\"fw\",list=\"deleted\"} 1"));
+  EXPECT_THAT(
+      metrics,
+      HasSubstr("palisade_bouncer_decisions_served_total{bouncer=\"fw\",list=\"deleted\"} 1"));
   EXPECT_THAT(metrics, HasSubstr("palisade_bouncers_registered 2"));
 
   std::vector<BouncerInfo> list = d.api->ListBouncers();
@@ -472,8 +469,8 @@ TEST(BouncerApiTest, BadInputIsAClearClientError) {
   EXPECT_THAT(d.Get("/v1/decisions/stream?startup=maybe", key).second, HasSubstr("startup"));
   EXPECT_THAT(d.Get("/v1/decisions/stream?evil=1", key).second, HasSubstr("'evil'"));
   // A huge query string: 414, nothing served, whatever the key.
-  const std::string huge = "/v1/decisions/stream?startup=true&scenarios_containing=" +
-                           std::string(5000, 'a');
+  const std::string huge =
+      "/v1/decisions/stream?startup=true&scenarios_containing=" + std::string(5000, 'a');
   EXPECT_EQ(d.Get(huge, key).first, 414);
   EXPECT_EQ(d.Get(huge, "").first, 414);
   // Beyond httplib's own cap (8 KiB) it is still an error, never an answer.
@@ -487,7 +484,8 @@ TEST(BouncerApiTest, BadInputIsAClearClientError) {
   // A refused pull moved nothing: the bouncer still gets the decision.
   EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
   const std::string metrics = d.Metrics();
-  EXPECT_THAT(metrics, HasSubstr("palisade_bouncer_requests_refused_total{reason=\"bad_request\"} 11"));
+  EXPECT_THAT(metrics,
+              HasSubstr("palisade_bouncer_requests_refused_total{reason=\"bad_request\"} 11"));
   EXPECT_THAT(metrics, HasSubstr("palisade_bouncer_requests_refused_total{reason=\"too_long\"} 2"));
 }
 

@@ -2,11 +2,10 @@
 
 #include <fstream>
 
-#include "sqlite3.h"
-
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
+#include "sqlite3.h"
 
 namespace palisade {
 namespace {
@@ -251,11 +250,11 @@ TEST(StoreTest, BouncerChangeLogKeepsTheLatestChangePerDecisionAndTrims) {
   const std::string path = Path("log.db");
   auto store = Store::Open(path);
   ASSERT_THAT(store, IsOk());
-  ASSERT_THAT((*store)->RecordBouncerChanges(
-                  {Change("a", 1, false, 100), Change("b", 2, false, 100),
-                   Change("c", 3, false, 100), Change("d", 4, false, 100)},
-                  4),
-              IsOk());
+  ASSERT_THAT(
+      (*store)->RecordBouncerChanges({Change("a", 1, false, 100), Change("b", 2, false, 100),
+                                      Change("c", 3, false, 100), Change("d", 4, false, 100)},
+                                     4),
+      IsOk());
   BouncerChangeRow a_deleted = Change("a", 5, true, 200);
   a_deleted.num = 1;
   ASSERT_THAT((*store)->RecordBouncerChanges(
