@@ -197,6 +197,39 @@ TEST_P(RealBouncersTest, CustomBouncerAddsDeletesExpiresAndSurvivesARestart) {
   }
 }
 
+// A bouncer with a key the API does not know (a deleted bouncer's, a typo) is refused and runs
+// nothing; it says why in its log.
+TEST_P(RealBouncersTest, CustomBouncerWithAWrongKeyGetsNothing) {
+  if (access("/usr/bin/crowdsec-custom-bouncer", X_OK) != 0) {
+    GTEST_SKIP() << "crowdsec-custom-bouncer is not installed (bash tools/setup.sh)";
+  }
+  ASSERT_TRUE(api_->AddBouncer("custom-e2e").ok());
+  Add("Ip", "192.0.2.60", "ban", absl::Hours(1));
+  const std::string calls = dir_ + "/calls.txt";
+  const std::string script = dir_ + "/record.sh";
+  std::ofstream(script) << "#!/bin/sh\nprintf '%s\\n' \"$*\" >> " << calls << "\n";
+  chmod(script.c_str(), 0700);
+  const std::string config = dir_ + "/custom.yaml";
+  std::ofstream(config) << "bin_path: " << script << "\nfeed_via_stdin: false\n"
+                        << "piddir: " << dir_ << "/\nupdate_frequency: 1s\n"
+                        << "cache_retention_duration: 10s\ndaemonize: false\n"
+                        << "log_mode: file\nlog_dir: " << dir_ << "/\nlog_level: info\n"
+                        << "api_url: http://127.0.0.1:" << api_->port() << "/\n"
+                        << "api_key: 0123456789abcdef0123456789abcdef\n"
+                        << "prometheus:\n  enabled: false\n";
+  absl::StatusOr<std::unique_ptr<Child>> bouncer = Child::Spawn(
+      {"/usr/bin/crowdsec-custom-bouncer", "-c", config}, dir_ + "/custom.stdout");
+  ASSERT_TRUE(bouncer.ok()) << bouncer.status();
+  auto log = [&] {
+    return ReadFileOrEmpty(dir_ + "/crowdsec-custom-bouncer.log") +
+           ReadFileOrEmpty(dir_ + "/custom.stdout");
+  };
+  // crowdsec-custom-bouncer 0.0.15 logs the API's 403 message and stops.
+  ASSERT_TRUE(WaitFor([&] { return absl::StrContains(log(), "access forbidden"); }, kDeadline))
+      << log();
+  EXPECT_EQ(ReadFileOrEmpty(calls), "") << log();
+}
+
 // The elements of an nftables set, as `nft list set` prints them ("" when it does not exist).
 std::string NftSet(const std::string& family, const std::string& table, const std::string& set) {
   absl::StatusOr<std::string> out =
