@@ -15,7 +15,7 @@
 //   palisadectl actions release [--max N]
 //   palisadectl bouncers add NAME | list [--json] | delete NAME
 //   palisadectl replay FILE... [--format F] [--config C | --rules PACK,...] [--batch_lines N]
-//                              [--time_zone Z] [--json]
+//                              [--threads N] [--time_zone Z] [--json]
 //   palisadectl status
 #include <dirent.h>
 #include <signal.h>
@@ -84,6 +84,8 @@ ABSL_FLAG(bool, retime, false,
           "tests that ship a recorded log to a live daemon).");
 ABSL_FLAG(int32_t, batch_lines, 1000,
           "ship, replay: lines per batch (replay's result does not depend on it).");
+ABSL_FLAG(int32_t, threads, 0,
+          "replay: threads that match (0: one per core); the result does not depend on it.");
 ABSL_FLAG(bool, follow, false,
           "ship: follow the files as tail -F does (rotation, copytruncate) until SIGTERM, "
           "sending again after a reconnect from the last ack; needs --state_file.");
@@ -840,6 +842,7 @@ int ReplayFiles(const std::vector<std::string>& files) {
   if (!rules.ok()) return Fail(absl::StrCat("replay: ", rules.status().message()));
   ReplayOptions options;
   options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
+  options.threads = static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_threads)));
   absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
       std::vector<std::string>(config.allowlist().begin(), config.allowlist().end()));
   if (!allowlist.ok()) return Fail(absl::StrCat("replay: allowlist: ", allowlist.status().message()));
@@ -1232,7 +1235,7 @@ int main(int argc, char** argv) {
       "        [--jail=jail.conf[,jail.local] [--jail_name=sshd]]   (or FILTER_DIR --report)\n"
       "  rules reload\n"
       "  replay FILE... [--format F] [--config C | --rules A,B | --rules_dir D] [--batch_lines N]\n"
-      "        [--time_zone Z] [--json]   (offline, event time, dry run)\n"
+      "        [--threads N] [--time_zone Z] [--json]   (offline, event time, dry run)\n"
       "  actions release [--max N]   (let actions held by the blast-radius guard go out)\n"
       "  bouncers add NAME [--json]   (a CrowdSec bouncer for bouncer_api; prints its key once)\n"
       "  bouncers list [--json]\n"
