@@ -53,12 +53,12 @@ namespace {
 constexpr char kFilterDir[] = "/etc/fail2ban/filter.d";
 constexpr char kLogDir[] = "/usr/lib/python3/dist-packages/fail2ban/tests/files/logs";
 const absl::Time kTestNow = absl::FromUnixSeconds(1124013600);
-// Floors measured 2026-12-02 on Debian bookworm's fail2ban 1.0.2 (71 of 89 converted, 403/795 =
-// 50.7 % recall, 1 of 147 false positives: apache-auth's mod_evasive line, see the importer's
+// Floors measured 2026-12-02 on Debian bookworm's fail2ban 1.0.2 (72 of 89 converted, 405/809 =
+// 50.1 % recall, 1 of 147 false positives: apache-auth's mod_evasive line, see the importer's
 // note on apache-pref-ignore): a regression fails here. The targets (90 %, 95 %, 1 %) are not
 // all reached; docs/COVERAGE.md says where the gap is.
-constexpr int kMinConverted = 71;
-constexpr int kMinRecallPermille = 500;
+constexpr int kMinConverted = 72;
+constexpr int kMinRecallPermille = 495;
 constexpr int kMaxFalsePositivePermille = 10;
 
 // How many missed lines (and false positives) per filter the log shows: 3, or every one with

@@ -303,7 +303,9 @@ const std::string& DefaultLeadingDate() {
   static const std::string* d = new std::string(absl::StrCat("(?:", kDateShapes, " ?)?"));
   return *d;
 }
-std::string PythonOnlyConstruct(absl::string_view re);
+// Why `re` uses Python-only syntax RE2 lacks (empty when it does not); `at`, when given, gets
+// where.
+std::string PythonOnlyConstruct(absl::string_view re, size_t* at = nullptr);
 int DropWordGuardLookaheads(std::string* re);
 
 // `(?P<name>[class])` ... `(?P=name)`: a back-reference to a group that captures one character
@@ -448,18 +450,19 @@ void WalkOutsideClasses(absl::string_view re, OnEscape on_escape, Fn fn) {
   }
 }
 
-// Why `re` uses Python-only syntax RE2 lacks; empty when it does not.
-std::string PythonOnlyConstruct(absl::string_view re) {
+std::string PythonOnlyConstruct(absl::string_view re, size_t* at) {
   std::string why;
   WalkOutsideClasses(
       re,
       [&](size_t i) {
         if (i + 1 < re.size() && re[i + 1] >= '1' && re[i + 1] <= '9') {
           why = absl::StrCat("back-reference \\", std::string(1, re[i + 1]));
+          if (at != nullptr) *at = i;
         }
         return why.empty();
       },
       [&](size_t i) {
+        if (at != nullptr) *at = i;
         const char c = re[i];
         absl::string_view rest = re.substr(i);
         if (absl::StartsWith(rest, "(?=")) why = "look-ahead (?=...)";
@@ -672,44 +675,50 @@ int BoundBlankRuns(std::string* re) {
   return static_cast<int>(runs.size());
 }
 
-// Removes the optional groups `(?:...)?` (or `??`) that end before the key group and hold a
-// variable-length repetition: a field the check refuses before the key. What stays matches a
-// subset of the lines (those without the field), with the key where the server put it. Returns
-// how many it removed (outermost groups only).
-int DropOptionalFieldsBeforeKey(std::string* re) {
+// Removes the innermost optional group (`(...)?`, `(?:...)?`, lazy or not) that holds
+// re[pos, pos + len) and ends before the key group: what stays matches a subset of the lines
+// (those without that part). False when there is no such group.
+bool DropOptionalGroupAround(std::string* re, size_t pos, size_t len) {
   const size_t key = re->find("(?P<ip>");
-  if (key == std::string::npos) return 0;
   std::vector<std::pair<size_t, size_t>> groups;
-  if (!ScanGroups(*re, &groups)) return 0;
-  std::vector<std::pair<size_t, size_t>> drop;  // [open, end of the quantifier)
-  for (const auto& [open, close] : groups) {
-    if (close >= key || close + 1 >= re->size() || (*re)[close + 1] != '?') continue;
-    if (re->compare(open, 3, "(?:") != 0) continue;
-    if (open > 0 && (*re)[open - 1] == '\\') continue;
-    bool variable = false;
-    WalkOutsideClasses(
-        absl::string_view(*re).substr(open, close - open + 1), [](size_t) { return true; },
-        [&](size_t i) {
-          const char c = (*re)[open + i];
-          if (c == '*' || c == '+') variable = true;
-          return !variable;
-        });
-    if (!variable) continue;
+  if (key == std::string::npos || pos >= key || !ScanGroups(*re, &groups)) return false;
+  for (const auto& [open, close] : groups) {  // innermost first
+    if (open > pos || close < pos + len - 1 || close >= key) continue;
+    if (close + 1 >= re->size() || (*re)[close + 1] != '?') continue;
+    if (re->compare(open, 3, "(?P") == 0 && re->compare(open, 4, "(?P<") != 0) continue;
     size_t end = close + 2;
     if (end < re->size() && (*re)[end] == '?') ++end;  // lazy
-    drop.emplace_back(open, end);
+    re->erase(open, end - open);
+    return true;
   }
-  // Outermost only: drop a group inside another one being dropped.
-  std::sort(drop.begin(), drop.end());
-  std::vector<std::pair<size_t, size_t>> outer;
-  for (const auto& d : drop) {
-    if (!outer.empty() && d.first < outer.back().second) continue;
-    outer.push_back(d);
+  return false;
+}
+
+// Leaves out, one at a time, the optional group around what stops the regex: a Python-only
+// construct, else the field before the key that AnalyzeKeyPlacement names (fail2ban's sshd
+// `(?: authenticating user <F-USER>...)? <HOST>`, named-refused's `(?:(?!error|info)[\w-]+: )?`),
+// until the regex is clean and its key safe. Returns how many groups it left out; 0 (and `re`
+// unchanged) when that does not get there.
+int DropOptionalFieldsBeforeKey(std::string* re) {
+  std::string out = *re;
+  for (int n = 0; n < 8; ++n) {
+    size_t at = 0, len = 3;
+    if (PythonOnlyConstruct(out, &at).empty()) {
+      absl::StatusOr<KeyPlacement> placement = AnalyzeKeyPlacement(out, "ip");
+      if (!placement.ok()) return 0;
+      if (placement->safe()) {
+        if (n > 0) *re = std::move(out);
+        return n;
+      }
+      absl::string_view field = placement->field;
+      if (!absl::ConsumePrefix(&field, "`") || !absl::ConsumeSuffix(&field, "`")) return 0;
+      at = out.find(std::string(field));
+      len = field.size();
+      if (at == std::string::npos) return 0;
+    }
+    if (!DropOptionalGroupAround(&out, at, len)) return 0;
   }
-  for (auto it = outer.rbegin(); it != outer.rend(); ++it) {
-    re->erase(it->first, it->second - it->first);
-  }
-  return static_cast<int>(outer.size());
+  return 0;
 }
 
 // The rewrites tried when a regex would be refused for its key placement (see the header).
@@ -1101,21 +1110,23 @@ Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Pr
     std::string candidate = RewriteForKeyPlacement(re, &tried);
     std::string still_python = PythonOnlyConstruct(candidate);
     std::string why_after;
-    if (!still_python.empty()) {
-      return refuse(absl::StrCat(still_python, " has no RE2 equivalent (after the rewrites: ",
-                                 candidate, ")"));
-    }
-    if (!safe_key(candidate, &why_after) && python.empty()) {
-      // Last: without the optional fields before the key (stricter: lines that have them are
-      // not matched; fail2ban's sshd `(?: authenticating user <F-USER>...)? <HOST>`).
+    if (kind == "failregex" && (!still_python.empty() || !safe_key(candidate, &why_after))) {
+      // Last: without the optional parts before the key that hold a field or a Python-only
+      // construct (stricter: lines that have them are not matched).
       std::string dropped = candidate;
       std::string unused;
-      if (int n = DropOptionalFieldsBeforeKey(&dropped); n > 0 && safe_key(dropped, &unused)) {
+      if (int n = DropOptionalFieldsBeforeKey(&dropped);
+          n > 0 && PythonOnlyConstruct(dropped).empty() && safe_key(dropped, &unused)) {
         tried.push_back(absl::StrCat(
             "without ", n, " optional field", n > 1 ? "s" : "",
             " before the address (stricter: lines that have them are not matched)"));
         candidate = std::move(dropped);
+        still_python.clear();
       }
+    }
+    if (!still_python.empty()) {
+      return refuse(absl::StrCat(still_python, " has no RE2 equivalent (after the rewrites: ",
+                                 candidate, ")"));
     }
     if (tried.size() == rewrites.size()) {
       if (!python.empty()) return refuse(absl::StrCat(python, " has no RE2 equivalent"));

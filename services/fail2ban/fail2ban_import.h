@@ -58,9 +58,10 @@
 //       * a blank run (`\s*`, `\s+`, ` +`) before the key, or at the very end, → at most 16
 //         optional blanks (stricter): blanks hold no address; a run between the key and more
 //         tail stays, since bounded copies could re-cross a one-space introducer unseen;
-//       * last, optional groups `(?:...)?` before the key that hold a variable-length field
-//         are left out (stricter: only lines without them match; sshd's `(?: authenticating
-//         user <F-USER>...)? <HOST>`);
+//       * last, the optional group before the key around what still stops the regex (the
+//         field the check names, or a Python-only construct) is left out, one at a time
+//         (stricter: only lines without it match; sshd's `(?: authenticating user
+//         <F-USER>...)? <HOST>`, named-refused's `(?:(?!error|info)[\w-]+: )?`);
 //       * "any character but where X starts", `(?:(?!X).)`, → `.` (looser: the key is pinned
 //         to the server's tail, so a user name holding X no longer hides the line);
 //       * still refused: the failregex pinned to the end of the line (stricter: fail2ban lets
