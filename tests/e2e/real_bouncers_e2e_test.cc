@@ -3,9 +3,9 @@
 // reference: the same test passing there proves the harness and the expectations):
 //  - crowdsec-custom-bouncer (bin_path = a script appending its arguments to a file, 1 s pulls):
 //    `add VALUE ...` for each decision (Ip and Range, ban and captcha, IPv6; on palisaded also
-//    the ban a shipped sshd attack log earns), `del VALUE` after a
-//    delete and after an expiry, and across a restart of the API in the middle nothing is lost
-//    and nothing is repeated;
+//    the ban a shipped sshd attack log earns), `del VALUE` after a delete and after an expiry,
+//    and across a restart of the API in the middle nothing is lost and nothing is repeated; with
+//    a key the API does not know it is refused (403) and runs nothing;
 //  - crowdsec-firewall-bouncer in nftables mode: a banned address and range enter its nftables
 //    sets, a captcha decision does not (it enforces bans only), a deleted decision and an
 //    expired one leave.
@@ -93,6 +93,23 @@ class RealBouncersTest : public ::testing::TestWithParam<std::string> {
     return id.ok() ? *id : "";
   }
 
+  // crowdsec-custom-bouncer's YAML (1 s pulls) with `key`; its bin_path script appends its
+  // arguments to calls(). Returns the YAML's path.
+  std::string WriteCustomBouncerConfig(const std::string& key) {
+    const std::string script = dir_ + "/record.sh";
+    std::ofstream(script) << "#!/bin/sh\nprintf '%s\\n' \"$*\" >> " << calls() << "\n";
+    chmod(script.c_str(), 0700);
+    const std::string config = dir_ + "/custom.yaml";
+    std::ofstream(config) << "bin_path: " << script << "\nfeed_via_stdin: false\n"
+                          << "piddir: " << dir_ << "/\nupdate_frequency: 1s\n"
+                          << "cache_retention_duration: 10s\ndaemonize: false\n"
+                          << "log_mode: file\nlog_dir: " << dir_ << "/\nlog_level: info\n"
+                          << "api_url: http://127.0.0.1:" << api_->port() << "/\n"
+                          << "api_key: " << key << "\nprometheus:\n  enabled: false\n";
+    return config;
+  }
+  std::string calls() const { return dir_ + "/calls.txt"; }
+
   std::string dir_;
   std::unique_ptr<LapiBackend> api_;
 };
@@ -103,17 +120,8 @@ TEST_P(RealBouncersTest, CustomBouncerAddsDeletesExpiresAndSurvivesARestart) {
   }
   absl::StatusOr<std::string> key = api_->AddBouncer("custom-e2e");
   ASSERT_TRUE(key.ok()) << key.status();
-  const std::string calls = dir_ + "/calls.txt";
-  const std::string script = dir_ + "/record.sh";
-  std::ofstream(script) << "#!/bin/sh\nprintf '%s\\n' \"$*\" >> " << calls << "\n";
-  chmod(script.c_str(), 0700);
-  const std::string config = dir_ + "/custom.yaml";
-  std::ofstream(config) << "bin_path: " << script << "\nfeed_via_stdin: false\n"
-                        << "piddir: " << dir_ << "/\nupdate_frequency: 1s\n"
-                        << "cache_retention_duration: 10s\ndaemonize: false\n"
-                        << "log_mode: file\nlog_dir: " << dir_ << "/\nlog_level: info\n"
-                        << "api_url: http://127.0.0.1:" << api_->port() << "/\n"
-                        << "api_key: " << *key << "\nprometheus:\n  enabled: false\n";
+  const std::string calls = this->calls();
+  const std::string config = WriteCustomBouncerConfig(*key);
   const std::string ban = Add("Ip", "192.0.2.10", "ban", absl::Hours(1));
   const std::string range = Add("Range", "198.51.100.0/24", "ban", absl::Hours(1));
   Add("Ip", "192.0.2.11", "captcha", absl::Hours(1));
@@ -205,20 +213,10 @@ TEST_P(RealBouncersTest, CustomBouncerWithAWrongKeyGetsNothing) {
   }
   ASSERT_TRUE(api_->AddBouncer("custom-e2e").ok());
   Add("Ip", "192.0.2.60", "ban", absl::Hours(1));
-  const std::string calls = dir_ + "/calls.txt";
-  const std::string script = dir_ + "/record.sh";
-  std::ofstream(script) << "#!/bin/sh\nprintf '%s\\n' \"$*\" >> " << calls << "\n";
-  chmod(script.c_str(), 0700);
-  const std::string config = dir_ + "/custom.yaml";
-  std::ofstream(config) << "bin_path: " << script << "\nfeed_via_stdin: false\n"
-                        << "piddir: " << dir_ << "/\nupdate_frequency: 1s\n"
-                        << "cache_retention_duration: 10s\ndaemonize: false\n"
-                        << "log_mode: file\nlog_dir: " << dir_ << "/\nlog_level: info\n"
-                        << "api_url: http://127.0.0.1:" << api_->port() << "/\n"
-                        << "api_key: 0123456789abcdef0123456789abcdef\n"
-                        << "prometheus:\n  enabled: false\n";
-  absl::StatusOr<std::unique_ptr<Child>> bouncer = Child::Spawn(
-      {"/usr/bin/crowdsec-custom-bouncer", "-c", config}, dir_ + "/custom.stdout");
+  const std::string calls = this->calls();
+  const std::string config = WriteCustomBouncerConfig("0123456789abcdef0123456789abcdef");
+  absl::StatusOr<std::unique_ptr<Child>> bouncer =
+      Child::Spawn({"/usr/bin/crowdsec-custom-bouncer", "-c", config}, dir_ + "/custom.stdout");
   ASSERT_TRUE(bouncer.ok()) << bouncer.status();
   auto log = [&] {
     return ReadFileOrEmpty(dir_ + "/crowdsec-custom-bouncer.log") +
