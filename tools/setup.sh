@@ -41,5 +41,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "# Palisade: no Central API registration" | $SUDO tee /etc/crowdsec/online_api_credentials.yaml >/dev/null
   fi
   $SUDO apt-get update -qq
+  # crowdsec before its bouncers: a bouncer configured first leaves a pending registration that
+  # crowdsec's postinst ends with `deb-systemd-invoke start`, which fails where systemd is not
+  # running (containers without a policy-rc.d); configured after it, they register with cscli.
+  if [[ " ${missing[*]} " == *" crowdsec "* ]]; then
+    $SUDO apt-get install -y -qq --no-install-recommends crowdsec >/dev/null
+  fi
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
