@@ -442,6 +442,7 @@ void DecisionReplica::Run() {
   // The chunks of a state being read.
   StateHeader pending;
   std::vector<Decision> pending_decisions;
+  absl::Time progress = absl::Now();  // the last message, or the last check for a stall
   auto wait = [&] {
     const absl::Time until = absl::Now() + options_.retry;
     while (!stopping_ && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
@@ -481,10 +482,27 @@ void DecisionReplica::Run() {
       }
       pending = {};
       pending_decisions.clear();
+      progress = absl::Now();
     }
     natsMsg* msg = nullptr;
     const natsStatus s = natsSubscription_NextMsg(&msg, sub_, 200);
-    if (s == NATS_TIMEOUT) continue;
+    if (s == NATS_TIMEOUT) {
+      if (absl::Now() - progress < options_.stall) continue;
+      progress = absl::Now();
+      absl::StatusOr<StreamBounds> b = Bounds(nats_, options_.stream);
+      if (b.ok() && b->last > position) {
+        // The stream went on without us: the consumer is gone (its server died), whatever
+        // libnats believes. Made again from the last sequence read; nothing is skipped.
+        resubscribed_.fetch_add(1);
+        SetError(absl::StrCat("decision replica: no message for ",
+                              absl::FormatDuration(options_.stall), " while ", options_.stream,
+                              " holds up to ", b->last, "; reading again after ", position));
+        natsSubscription_Destroy(sub_);
+        sub_ = nullptr;
+      }
+      continue;
+    }
+    progress = absl::Now();
     if (s != NATS_OK) {
       SetError(std::string(NatsError(s, "decision replica: reading").message()));
       natsSubscription_Destroy(sub_);

@@ -190,6 +190,10 @@ struct DecisionReplicaOptions {
   std::function<void(const ReplicatedChange&)> apply;
   // While no state is within reach after a gap, or NATS refuses: between attempts.
   absl::Duration retry = absl::Milliseconds(500);
+  // No message for this long while the stream holds more than was read: the consumer is taken
+  // for lost (its server died and libnats did not recreate it) and made again from the last
+  // sequence read.
+  absl::Duration stall = absl::Seconds(5);
 };
 
 class DecisionReplica {
@@ -208,6 +212,8 @@ class DecisionReplica {
   uint64_t fell_behind() const { return fell_behind_.load(); }
   // Messages it could not read (counted and skipped: a writer of another version).
   uint64_t malformed() const { return malformed_.load(); }
+  // Consumers made again after a stall (see DecisionReplicaOptions::stall).
+  uint64_t resubscribed() const { return resubscribed_.load(); }
   // What went wrong last ("" when reading normally), e.g. why it waits for a state.
   std::string last_error() const;
 
@@ -226,7 +232,7 @@ class DecisionReplica {
   natsSubscription* sub_ = nullptr;  // the replica thread's
   std::atomic<bool> stopping_{false};
   std::atomic<uint64_t> applied_through_{0}, updates_{0}, states_{0}, fell_behind_{0},
-      malformed_{0};
+      malformed_{0}, resubscribed_{0};
   mutable absl::Mutex mu_;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;

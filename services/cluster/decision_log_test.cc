@@ -2,6 +2,7 @@
 
 #include <nats/nats.h>
 
+#include <iostream>
 #include <set>
 #include <vector>
 
@@ -413,11 +414,17 @@ TEST(DecisionLogClusterTest, AServerKilledMidStreamLosesNothing) {
   writer.Changes(30);
   ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
   (*servers)[0]->Kill();
+  const absl::Time killed = absl::Now();
   writer.Changes(60, /*base=*/100);
   ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(120)));
+  const absl::Time published = absl::Now();
   EXPECT_EQ(writer.log().dropped(), 0u);
   const std::vector<std::string> heard = writer.heard();
-  ASSERT_TRUE((*rep)->WaitUntilApplied(heard.size(), absl::Seconds(120)));
+  ASSERT_TRUE((*rep)->WaitUntilApplied(heard.size(), absl::Seconds(120))) << (*rep)->last_error();
+  // For the reader of the log: where the time went (elections, a consumer made again).
+  std::cerr << "publishing after the kill took " << (published - killed)
+            << ", the replica caught up " << (absl::Now() - published)
+            << " later; consumers made again: " << (*rep)->resubscribed() << "\n";
   EXPECT_THAT(r.seen(), ElementsAreArray(heard));
   EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
 }
