@@ -45,7 +45,10 @@
 // state's first chunk. When no state is within reach it keeps saying so and retries until the
 // writer publishes one.
 //
-// DecisionView: a ready-made callback target, the read-only view by id.
+// DecisionView: a ready-made callback target, the read-only view by id. It keeps ended decisions
+// too (Get of yesterday's ban), until the next full state replaces it with the writer's table,
+// which forgets by its own limits: so the view holds at most the table plus `state_every`
+// updates' decisions.
 //
 // Thread-safe: DecisionLogWriter's and DecisionView's methods may be called from any thread. A
 // DecisionReplica calls its callback from its own thread, one call at a time.

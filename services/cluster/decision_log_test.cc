@@ -324,6 +324,30 @@ TEST_F(DecisionLogTest, AFormerWritersLateChangesAreFencedOut) {
   EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(new_writer.table().List({}))));
 }
 
+// Whoever can publish on the log's subjects writes what they like: a replica counts and skips
+// what it cannot read (no header, an unknown change, a bad chunk header, a body that is not a
+// decision) and goes on with the writer's changes.
+TEST_F(DecisionLogTest, AReplicaSkipsAndCountsWhatItCannotRead) {
+  for (const auto& [subject, data] : std::vector<std::pair<std::string, std::string>>{
+           {kDecisionSubject, "no header"},
+           {kDecisionSubject, "U1 revived\n"},
+           {kDecisionSubject, "U1 created\n\xff\xff\xff"},
+           {kDecisionStateSubject, "S1 id 2 1\n"},
+           {kDecisionStateSubject, std::string(300, 'S') + "\n"}}) {
+    ASSERT_TRUE(client_->Publish(subject, data, absl::StrCat("junk-", data.size())).ok());
+  }
+  Writer writer(*client_, "web-1");
+  writer.Changes(5);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  Recorder r;
+  auto rep = Replica(r);
+  ASSERT_TRUE(rep);
+  ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_EQ(rep->malformed(), 5u);
+  EXPECT_THAT(r.seen(), ElementsAreArray(writer.heard()));
+  EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
+}
+
 // A replica whose next sequence was trimmed away says so and rebuilds from the last full state
 // (the one a writer publishes on take-over); with no state within reach it waits, saying why,
 // until the writer publishes one.
