@@ -107,8 +107,10 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
     summary.detections += ack->detections();
     return absl::OkStatus();
   };
-  const uint32_t threads =
-      replay.threads != 0 ? replay.threads : std::max(1u, std::thread::hardware_concurrency());
+  // At most kMaxReplayThreads: each reads two batches ahead, so memory is bounded by the count.
+  const uint32_t threads = std::min(
+      kMaxReplayThreads,
+      replay.threads != 0 ? replay.threads : std::max(1u, std::thread::hardware_concurrency()));
   if (threads == 1) {
     Slot slot;
     slot.batch.format = format;

@@ -65,8 +65,11 @@ struct ReplayOptions {
   uint32_t threads = 0;
 };
 
-// A batch is cut at this many bytes of lines too (a file of long lines reads ahead no more).
+// A batch is cut at this many bytes of lines too (a file of long lines reads ahead no more):
+// with a line of at most LineReader's 1 MiB past it, a replay holds at most
+// 2 x threads x 5 MiB of lines, threads at most kMaxReplayThreads.
 inline constexpr size_t kMaxReplayBatchBytes = size_t{4} << 20;
+inline constexpr uint32_t kMaxReplayThreads = 64;
 
 // Replays the lines of `source` (a file streamed through a LineReader: memory bounded by one
 // batch, whatever the file's size) of `format` through `rules`. The source's error, if any, ends
