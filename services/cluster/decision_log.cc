@@ -582,7 +582,9 @@ void DecisionReplica::Run() {
     }
     if (!ok) malformed_.fetch_add(1);
     natsMsg_Destroy(msg);
-    applied_through_ = seq;
+    // Not inside a state: a position kept there would resume after its first chunks and skip
+    // the rest (the view never reset), losing what a rebuild from that state was to restore.
+    if (pending.id.empty()) applied_through_ = seq;
     SetError("");
   }
 }

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -76,10 +77,12 @@ absl::Status EnsureWithRetry(NatsClient& client, const StreamSpec& spec) {
 // list of those changes as its own listener heard them.
 class Writer {
  public:
-  Writer(NatsClient& nats, const std::string& node, size_t max_queued_bytes = 1 << 20)
+  Writer(NatsClient& nats, const std::string& node, size_t max_queued_bytes = 1 << 20,
+         size_t max_chunk_bytes = 512 << 10)
       : table_(clock_) {
     auto w = DecisionLogWriter::Start(nats, {.node_id = node,
                                              .max_queued_bytes = max_queued_bytes,
+                                             .max_chunk_bytes = max_chunk_bytes,
                                              .state = [this] { return table_.List({}); },
                                              .retry_min = absl::Milliseconds(20),
                                              .retry_max = absl::Milliseconds(200)});
@@ -322,6 +325,60 @@ TEST_F(DecisionLogTest, AFormerWritersLateChangesAreFencedOut) {
   ASSERT_TRUE(rep);
   ASSERT_TRUE(rep->WaitUntilApplied(last, absl::Seconds(60)));
   EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(new_writer.table().List({}))));
+}
+
+// A state larger than a chunk goes out in consecutive chunks: a replica that fell behind finds
+// the first from the last and rebuilds from all of them; one reading along applies it once,
+// whole; one that starts in the middle of a state skips that state's rest and goes on.
+TEST_F(DecisionLogTest, AStateInManyChunksIsAppliedWhole) {
+  Writer writer(*client_, "web-1", 1 << 20, /*max_chunk_bytes=*/600);
+  writer.Changes(30);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  const uint64_t before_state = LastSequence();
+  writer.log().PublishState();
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  const uint64_t chunks = LastSequence() - before_state;
+  ASSERT_GT(chunks, 3u);
+  writer.Changes(5, /*base=*/100);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  const auto table = Snapshot(writer.table().List({}));
+
+  Recorder along;  // from the start: the updates, then the state once, then the updates
+  // The position a replica exposes never points inside a state: when the state is applied,
+  // it is still the sequence before the state's first chunk.
+  absl::Notification started;
+  DecisionReplica* a_ptr = nullptr;
+  uint64_t position_at_state = 0;
+  auto a_or = DecisionReplica::Start(*client_, {.apply = [&](const ReplicatedChange& c) {
+    started.WaitForNotification();
+    if (c.kind == ReplicatedChange::Kind::kState) {
+      position_at_state = a_ptr->applied_through();
+    }
+    along.Apply(c);
+  }});
+  ASSERT_TRUE(a_or.ok());
+  auto a = *std::move(a_or);
+  a_ptr = a.get();
+  started.Notify();
+  Recorder middle;  // from the middle of the state's chunks
+  auto m = Replica(middle, before_state + 2);
+  ASSERT_TRUE(a && m);
+  ASSERT_TRUE(a->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  ASSERT_TRUE(m->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_EQ(a->states_applied(), 1u);
+  EXPECT_EQ(position_at_state, before_state);
+  EXPECT_EQ(m->states_applied(), 0u);
+  EXPECT_EQ(m->malformed(), 0u);
+  EXPECT_THAT(Snapshot(along.view().List()), ElementsAreArray(table));
+
+  PurgeBefore(before_state + 1);  // the updates before the state are gone
+  Recorder behind;
+  auto b = Replica(behind, /*start_after=*/2);
+  ASSERT_TRUE(b);
+  ASSERT_TRUE(b->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_EQ(b->fell_behind(), 1u);
+  EXPECT_EQ(b->states_applied(), 1u);
+  EXPECT_THAT(Snapshot(behind.view().List()), ElementsAreArray(table));
 }
 
 // Whoever can publish on the log's subjects writes what they like: a replica counts and skips
