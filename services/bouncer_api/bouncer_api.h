@@ -32,9 +32,12 @@
 // what age or count trimmed is "far behind": it gets a startup-style answer (every active
 // decision in "new") plus the deletions still held — deletions older than those are lost to
 // it, as with CrowdSec, whose expired decisions are flushed too.
-// The log is fed by the decision table's listener (after the table stored the change); a crash
-// between the two is repaired at start (Attach): the table's active decisions are compared with
-// the log's live rows, and only the differences are logged (nothing served is repeated).
+// The log is fed by the decision table's listener (after the table stored the change) and
+// written to the store in batches (every second, before any pull is answered, every 10,000
+// changes, at Stop): no bouncer is ever served a position the store does not hold. A crash
+// loses the batch not yet written, and that is repaired at start (Attach): the table's active
+// decisions are compared with the log's live rows, and only the differences are logged
+// (nothing served is repeated: nothing past the store was served).
 //
 // Keys: 32 random bytes (hex, 64 chars) made by AddBouncer and shown once; only their SHA-256
 // is stored, and a request's key is hashed and compared with every bouncer's hash in constant
@@ -156,6 +159,8 @@ class BouncerApi {
 
   // The log's last sequence number (tests).
   int64_t last_seq();
+  // Writes the changes still in memory to the store (the ticker does it every second; tests).
+  absl::Status Flush();
 
  private:
   struct Bouncer {
@@ -175,8 +180,10 @@ class BouncerApi {
   Bouncer* Authenticate(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddMetricsLocked(Bouncer& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveMetricsLocked(Bouncer& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Logs `rows` (sequence numbers given here) and applies them to live_.
-  absl::Status AppendLocked(std::vector<BouncerChangeRow> rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Numbers `rows`, applies them to live_ and queues them for the store (pending_).
+  void AppendLocked(std::vector<BouncerChangeRow> rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes pending_ in one transaction (kept on failure).
+  absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   BouncerReply Stream(Bouncer& bouncer, const BouncerRequest& request)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   BouncerReply Live(Bouncer& bouncer, const BouncerRequest& request)
@@ -195,6 +202,10 @@ class BouncerApi {
   // The live rows of the log by decision id: startup answers and live mode read these.
   absl::flat_hash_map<std::string, BouncerChangeRow> live_ ABSL_GUARDED_BY(mu_);
   int64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  // Changes numbered but not yet in the store: written together by the ticker (every second),
+  // before any pull is answered, at kMaxPending, and at Stop.
+  static constexpr size_t kMaxPending = 10'000;
+  std::vector<BouncerChangeRow> pending_ ABSL_GUARDED_BY(mu_);
   int64_t trimmed_through_ ABSL_GUARDED_BY(mu_) = 0;
 
   prometheus::Family<prometheus::Counter>* pulls_ = nullptr;

@@ -330,6 +330,19 @@ TEST(BouncerApiTest, ARestartOfPalisadedNeitherLosesNorReplays) {
   }
 }
 
+// Changes reach the store in batches; a pull writes what waits first, so the position it
+// serves is always one the store holds (a crash then loses nothing a bouncer was told).
+TEST(BouncerApiTest, APullWritesTheWaitingChangesFirst) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("batch.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  for (int i = 1; i <= 50; ++i) d.Ban(absl::StrCat("203.0.113.", i));
+  EXPECT_THAT(d.Pull(key)["new"], SizeIs(50));
+  EXPECT_THAT(*d.store->LoadBouncerChanges(0, false), SizeIs(50));
+  EXPECT_EQ(d.store->LoadBouncerLogMeta()->last_seq, d.api->last_seq());
+  EXPECT_EQ((*d.store->LoadBouncers())[0].position, d.api->last_seq());
+}
+
 // A bouncer that restarts asks with startup=true: everything active, and the deletions it was
 // not told of yet (what ended while it was away), as CrowdSec lists recent deletions then.
 TEST(BouncerApiTest, StartupListsTheDeletionsTheBouncerMissed) {
