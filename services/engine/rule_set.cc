@@ -179,9 +179,9 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
       if (!by.empty() && by != "pid") {
         auto g = groups.find(by);
         if (g == groups.end()) {
-          return RuleError(pack, rule.id(),
-                           absl::StrCat("pattern ", i + 1, " has no (?P<", by,
-                                        ">...) group for session.by"));
+          return RuleError(
+              pack, rule.id(),
+              absl::StrCat("pattern ", i + 1, " has no (?P<", by, ">...) group for session.by"));
         }
         out->session_group.push_back(g->second);
         out->submatches.back() = std::max(out->submatches.back(), g->second + 1);
@@ -268,7 +268,6 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
   return out;
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Key anchoring: a small parser for RE2 syntax, just enough structure to tell where the key
 // group sits (see rule_set.h). Patterns reach it only after RE2 compiled them, so it may assume
@@ -333,8 +332,8 @@ class ReParser {
   };
 
   absl::Status Error(absl::string_view why) const {
-    return absl::InvalidArgumentError(absl::StrCat("cannot analyse the pattern at offset ", pos_,
-                                                   ": ", why));
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot analyse the pattern at offset ", pos_, ": ", why));
   }
   bool More() const { return pos_ < re_.size(); }
   char Peek() const { return re_[pos_]; }
@@ -637,7 +636,8 @@ class ReParser {
           }
           return CharSet().set(value & 0xff);
         }
-        if (absl::ascii_isalnum(e)) return Error(absl::StrCat("unknown escape \\", std::string(1, e)));
+        if (absl::ascii_isalnum(e))
+          return Error(absl::StrCat("unknown escape \\", std::string(1, e)));
         return CharSet().set(static_cast<unsigned char>(e));
     }
   }
@@ -774,6 +774,152 @@ const ReNode* FindRepeat(const ReNode& n, const Pred& pred, const ReNode* skip =
   return nullptr;
 }
 
+// A nondeterministic automaton over byte sets, built from parsed pattern pieces: for the
+// question whether a client's copy of a key can win (AnalyzeKeyPlacement).
+class ByteNfa {
+ public:
+  int NewState() {
+    edges_.emplace_back();
+    eps_.emplace_back();
+    return static_cast<int>(edges_.size()) - 1;
+  }
+  void Edge(int from, int to, const CharSet& bytes) { edges_[from].push_back({to, bytes}); }
+  void Eps(int from, int to) { eps_[from].push_back(to); }
+  // Adds `n` from state `from`; returns the state its matches end in. Zero-width pieces (`$`,
+  // `\b`) match nothing and are passed over, so the language only grows: what it is used to
+  // prove impossible stays impossible.
+  int Add(const ReNode& n, int from) {
+    switch (n.kind) {
+      case ReNode::kChars: {
+        const int to = NewState();
+        Edge(from, to, n.chars);
+        return to;
+      }
+      case ReNode::kConcat:
+        for (const ReNode& sub : n.subs) from = Add(sub, from);
+        return from;
+      case ReNode::kGroup:
+        return Add(n.subs[0], from);
+      case ReNode::kAlternate: {
+        const int end = NewState();
+        for (const ReNode& sub : n.subs) Eps(Add(sub, from), end);
+        return end;
+      }
+      case ReNode::kRepeat: {
+        constexpr int kUnrollAtMost = 32;  // beyond: as if unbounded (a larger language)
+        for (int i = 0; i < n.min && i < kUnrollAtMost; ++i) from = Add(n.subs[0], from);
+        if (n.max == -1 || n.max > kUnrollAtMost || n.min >= kUnrollAtMost) {
+          const int loop = NewState();
+          Eps(from, loop);
+          Eps(Add(n.subs[0], loop), loop);
+          return loop;
+        }
+        const int end = NewState();
+        Eps(from, end);
+        for (int i = n.min; i < n.max; ++i) {
+          from = Add(n.subs[0], from);
+          Eps(from, end);
+        }
+        return end;
+      }
+      default:
+        return from;
+    }
+  }
+  size_t size() const { return edges_.size(); }
+  // The states reachable from `s` by empty moves (s included).
+  std::vector<int> Closure(int s) const {
+    std::vector<int> out = {s};
+    std::vector<bool> seen(size(), false);
+    seen[s] = true;
+    for (size_t i = 0; i < out.size(); ++i) {
+      for (int t : eps_[out[i]]) {
+        if (!seen[t]) {
+          seen[t] = true;
+          out.push_back(t);
+        }
+      }
+    }
+    return out;
+  }
+  const std::vector<std::pair<int, CharSet>>& edges(int s) const { return edges_[s]; }
+
+  // The state pairs (i, j) some string takes `a` and `b` to together from one of `starts`
+  // (closed under empty moves). At most `max_pairs` pairs (a.size() * b.size()) are allowed;
+  // past that, nullopt (the caller answers cautiously).
+  static std::optional<std::vector<std::pair<int, int>>> Walk(
+      const ByteNfa& a, const ByteNfa& b, const std::vector<std::pair<int, int>>& starts,
+      size_t max_pairs = 1u << 20) {
+    if (a.size() * b.size() > max_pairs) return std::nullopt;
+    std::vector<std::vector<int>> ca(a.size()), cb(b.size());
+    for (size_t i = 0; i < a.size(); ++i) ca[i] = a.Closure(static_cast<int>(i));
+    for (size_t j = 0; j < b.size(); ++j) cb[j] = b.Closure(static_cast<int>(j));
+    std::vector<bool> seen(a.size() * b.size(), false);
+    std::vector<std::pair<int, int>> out;
+    auto visit = [&](int i, int j) {
+      for (int x : ca[i]) {
+        for (int y : cb[j]) {
+          const size_t k = static_cast<size_t>(x) * b.size() + static_cast<size_t>(y);
+          if (!seen[k]) {
+            seen[k] = true;
+            out.emplace_back(x, y);
+          }
+        }
+      }
+    };
+    for (const auto& [i, j] : starts) visit(i, j);
+    for (size_t n = 0; n < out.size(); ++n) {
+      const auto [i, j] = out[n];
+      for (const auto& [ti, bytes_a] : a.edges(i)) {
+        for (const auto& [tj, bytes_b] : b.edges(j)) {
+          if ((bytes_a & bytes_b).any()) visit(ti, tj);
+        }
+      }
+    }
+    return out;
+  }
+
+  // Whether some string takes `a` from `a_start` to `a_end` and `b` from `b_start` to `b_end`
+  // (the intersection of the two languages is not empty). At most `max_pairs` state pairs are
+  // explored; past that the answer is true (the cautious one).
+  static bool Intersect(const ByteNfa& a, int a_start, int a_end, const ByteNfa& b, int b_start,
+                        int b_end, size_t max_pairs = 1u << 20) {
+    if (a.size() * b.size() > max_pairs) return true;
+    std::vector<std::vector<int>> ca(a.size()), cb(b.size());
+    for (size_t i = 0; i < a.size(); ++i) ca[i] = a.Closure(static_cast<int>(i));
+    for (size_t j = 0; j < b.size(); ++j) cb[j] = b.Closure(static_cast<int>(j));
+    std::vector<bool> seen(a.size() * b.size(), false);
+    std::vector<std::pair<int, int>> todo;
+    auto visit = [&](int i, int j) {
+      for (int x : ca[i]) {
+        for (int y : cb[j]) {
+          const size_t k = static_cast<size_t>(x) * b.size() + static_cast<size_t>(y);
+          if (!seen[k]) {
+            seen[k] = true;
+            todo.emplace_back(x, y);
+          }
+        }
+      }
+    };
+    visit(a_start, b_start);
+    while (!todo.empty()) {
+      const auto [i, j] = todo.back();
+      todo.pop_back();
+      if (i == a_end && j == b_end) return true;
+      for (const auto& [ti, bytes_a] : a.edges(i)) {
+        for (const auto& [tj, bytes_b] : b.edges(j)) {
+          if ((bytes_a & bytes_b).any()) visit(ti, tj);
+        }
+      }
+    }
+    return false;
+  }
+
+ private:
+  std::vector<std::vector<std::pair<int, CharSet>>> edges_;
+  std::vector<std::vector<int>> eps_;
+};
+
 // The chain of (node, child index) from the root down to the capture named `key`.
 bool FindKey(const ReNode& n, absl::string_view key,
              std::vector<std::pair<const ReNode*, size_t>>& path, const ReNode** group) {
@@ -814,13 +960,13 @@ bool IsSingleString(const ReNode& n) {
 // of those letters also stands for their UTF-8 bytes. A set with a byte past ASCII (whose UTF-8
 // meaning and folding the byte-level tree does not model) stands for nothing exact.
 
-constexpr size_t kMaxExactStrings = 16;   // cross products of exact pieces
-constexpr size_t kMaxRequired = 64;       // alternatives in a required set
-constexpr size_t kMaxSetExpansion = 4;    // a one-byte piece expands to at most this many strings
+constexpr size_t kMaxExactStrings = 16;  // cross products of exact pieces
+constexpr size_t kMaxRequired = 64;      // alternatives in a required set
+constexpr size_t kMaxSetExpansion = 4;   // a one-byte piece expands to at most this many strings
 
 struct LitInfo {
   bool exact = false;
-  std::vector<std::string> strings;  // exact: every string the piece can match
+  std::vector<std::string> strings;   // exact: every string the piece can match
   std::vector<std::string> required;  // every match contains one of them (empty: none known)
 };
 
@@ -1126,8 +1272,7 @@ int CompiledRule::SplitKey(int p, absl::string_view message, bool proven,
   return found;
 }
 
-absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern,
-                                                 absl::string_view key) {
+absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern, absl::string_view key) {
   RE2 re(re2::StringPiece(pattern.data(), pattern.size()), PalisadeRe2Options());
   if (!re.ok()) return absl::InvalidArgumentError(absl::StrCat("does not compile: ", re.error()));
   absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
@@ -1199,6 +1344,7 @@ absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern,
   // After the key: the pieces that follow it in every sequence that holds it, innermost first,
   // up to the first that ends at `$`.
   bool crossing = false;
+  std::vector<const ReNode*> after;  // those pieces, in order
   for (size_t k = path.size(); k-- > 0 && !out.pinned_to_end && !crossing;) {
     const auto& [node, index] = path[k];
     if (IsMultiRepeat(*node)) {
@@ -1207,6 +1353,7 @@ absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern,
     }
     if (node->kind != ReNode::kConcat) continue;
     for (size_t j = index + 1; j < node->subs.size(); ++j) {
+      after.push_back(&node->subs[j]);
       if (FindRepeat(node->subs[j], crosses) != nullptr) {
         crossing = true;
         break;
@@ -1216,6 +1363,98 @@ absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern,
         break;
       }
     }
+  }
+  // No one repetition re-crosses the introducer, but pieces together may: bounded copies such
+  // as "(?: \S+)?(?: \S+)?" take " from <attacker>" whole though neither takes a space and a
+  // letter. So, whether a line exists that the pattern matches twice: once as the server wrote
+  // it (P INTRO K S: P the pieces before the introducer, which end in the client's text w), and
+  // once with a client's copy of introducer and key inside that text (the pieces after the
+  // copy then take w, the server's introducer, its key and its tail). With automata for P and
+  // S: some string runs P through "anything, INTRO, K" and on through w, where P, reading the
+  // server's INTRO, ends; and S reads the same w, then INTRO, K, and reaches its end exactly
+  // when a second copy of S does. The search over-approximates (zero-width pieces pass, long
+  // bounded repetitions count as unbounded, the client's first text is any): a key it calls
+  // pinned is.
+  if (out.pinned_to_end && !crossing && !introducer.empty()) {
+    const ReNode& key_node = group->subs[0];
+    // P: everything before the key, the introducer included at its end.
+    ByteNfa p;
+    const int p_start = p.NewState();
+    int p_end = p_start;
+    if (!Anchored(*root, /*at_start=*/true)) p.Edge(p_start, p_start, All());
+    for (const auto& [node, index] : path) {
+      if (node->kind != ReNode::kConcat) continue;
+      for (size_t j = 0; j < index; ++j) p_end = p.Add(node->subs[j], p_end);
+    }
+    // Q: anything, the introducer, a key (the client's copy). R: the introducer, a key, S.
+    ByteNfa q;
+    const int q_start = q.NewState();
+    q.Edge(q_start, q_start, All());
+    int q_end = q_start;
+    for (const CharSet& c : introducer) {
+      const int next = q.NewState();
+      q.Edge(q_end, next, c);
+      q_end = next;
+    }
+    q_end = q.Add(key_node, q_end);
+    ByteNfa sa;  // S, reading w then the rest
+    const int s_start = sa.NewState();
+    int s_end = s_start;
+    for (const ReNode* n : after) s_end = sa.Add(*n, s_end);
+    ByteNfa r;
+    const int r_start = r.NewState();
+    int r_end = r_start;
+    for (const CharSet& c : introducer) {
+      const int next = r.NewState();
+      r.Edge(r_end, next, c);
+      r_end = next;
+    }
+    r_end = r.Add(key_node, r_end);
+    for (const ReNode* n : after) r_end = r.Add(*n, r_end);
+
+    bool smuggled = true;  // the cautious answer, should a search grow too large
+    // 1. P's states after "anything, INTRO, K".
+    auto pq = ByteNfa::Walk(p, q, {{p_start, q_start}});
+    if (pq) {
+      std::vector<std::pair<int, int>> w_starts;
+      for (const auto& [i, j] : *pq) {
+        if (j == q_end) w_starts.emplace_back(i, s_start);
+      }
+      // 2. w, read by P and S together; then 3. the server's INTRO: P ends, S goes on.
+      auto ps = ByteNfa::Walk(p, sa, w_starts);
+      if (ps) {
+        // P must now read exactly the introducer to its end: the pairs (P state, S state)
+        // from which P's INTRO run ends at p_end, and S's runs through the same INTRO.
+        ByteNfa intro;
+        const int i_start = intro.NewState();
+        int i_end = i_start;
+        for (const CharSet& c : introducer) {
+          const int next = intro.NewState();
+          intro.Edge(i_end, next, c);
+          i_end = next;
+        }
+        std::vector<std::pair<int, int>> r_starts;
+        std::vector<int> ends_after_intro(p.size(), -1);  // per P state: unknown, no, yes
+        for (const auto& [i, j] : *ps) {
+          if (ends_after_intro[i] < 0) {  // P from i reads INTRO to its end?
+            auto pi = ByteNfa::Walk(p, intro, {{i, i_start}});
+            bool ends = !pi;  // too large: cautious
+            if (pi) {
+              for (const auto& [x, y] : *pi) ends = ends || (x == p_end && y == i_end);
+            }
+            ends_after_intro[i] = ends ? 1 : 0;
+          }
+          if (ends_after_intro[i] == 1) r_starts.emplace_back(j, r_start);
+        }
+        // 4. S from there reads INTRO K S and ends where a whole S does.
+        auto sr = ByteNfa::Walk(sa, r, r_starts);
+        if (sr) {
+          smuggled = false;
+          for (const auto& [i, j] : *sr) smuggled = smuggled || (i == s_end && j == r_end);
+        }
+      }
+    }
+    if (smuggled) out.pinned_to_end = false;
   }
   return out;
 }
@@ -1237,8 +1476,8 @@ absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
           RE2 re(rule.patterns(i), PalisadeRe2Options());
           if (!re.ok() || re.NamedCapturingGroups().count(by) == 0) continue;  // Compile says
           return absl::InvalidArgumentError(absl::StrCat(where, "pattern ", i + 1, " `",
-                                                         rule.patterns(i), "`: ",
-                                                         placement.status().message()));
+                                                         rule.patterns(i),
+                                                         "`: ", placement.status().message()));
         }
         if (placement->safe()) continue;
         return absl::InvalidArgumentError(absl::StrCat(
@@ -1250,9 +1489,10 @@ absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
     }
     if (!rule.unanchored_key_reason().empty()) {
       if (address) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            where, "unanchored_key_reason is refused on an address key: a client writes text "
-                   "next to every address a server logs; anchor the pattern instead"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where,
+                         "unanchored_key_reason is refused on an address key: a client writes text "
+                         "next to every address a server logs; anchor the pattern instead"));
       }
       continue;
     }
@@ -1262,9 +1502,8 @@ absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
         // Compile names RE2's errors and missing groups; refuse only what it would accept.
         RE2 re(rule.patterns(i), PalisadeRe2Options());
         if (!re.ok() || re.NamedCapturingGroups().count(key) == 0) continue;
-        return absl::InvalidArgumentError(absl::StrCat(where, "pattern ", i + 1, " `",
-                                                       rule.patterns(i), "`: ",
-                                                       placement.status().message()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, "pattern ", i + 1, " `", rule.patterns(i), "`: ", placement.status().message()));
       }
       if (placement->safe()) continue;
       return absl::InvalidArgumentError(absl::StrCat(
@@ -1360,7 +1599,8 @@ LiteralGate::LiteralGate(const std::vector<std::pair<std::string, int>>& literal
   }
 }
 
-bool LiteralGate::At(absl::string_view text, size_t pos, const std::vector<std::pair<int, int>>& entries,
+bool LiteralGate::At(absl::string_view text, size_t pos,
+                     const std::vector<std::pair<int, int>>& entries,
                      std::vector<std::pair<int, int>>* out, size_t first) const {
   bool found = false;
   for (uint32_t index : by_byte_[static_cast<unsigned char>(text[pos])]) {
@@ -1500,8 +1740,8 @@ absl::Status CheckExamplesMatch(const LoadedPack& pack) {
       LineParser parser(format);
       ParsedLine parsed;
       if (absl::Status s = parser.Parse(line, reference, &parsed); !s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(where, " is not a ", FormatName(format),
-                                                       " line: ", s.message()));
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, " is not a ", FormatName(format), " line: ", s.message()));
       }
       bool any = false;
       absl::string_view text = parsed.message;
@@ -1634,8 +1874,8 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
     }
     for (bool anchored : {true, false}) {
       SetPart part;
-      part.set = std::make_unique<RE2::Set>(set_options,
-                                            anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
+      part.set =
+          std::make_unique<RE2::Set>(set_options, anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
       for (size_t r = 0; r < set->rules_.size(); ++r) {
         const CompiledRule& rule = *set->rules_[r];
         if (!applies(rule)) continue;

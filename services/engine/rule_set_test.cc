@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "re2/re2.h"
 #include "services/common/status_matchers.h"
 
 namespace palisade {
@@ -183,6 +184,38 @@ TEST(KeyPlacementTest, RefusesAKeyAfterAFieldWithNothingPinningTheEnd) {
        }) {
     const KeyPlacement p = Placement(pattern);
     EXPECT_FALSE(p.safe()) << pattern;
+  }
+}
+
+// Bounded pieces after the key that together can spell the introducer: no single repetition
+// crosses " from " (\S+ takes no space), but "(?: \S+)?(?: \S+)?" takes " from <attacker>"
+// whole. With a lazy field before it, the user name "x from <victim>" made the victim the key of
+// "for x from <victim> from <attacker>" (the fail2ban importer unrolls {0,2} into such copies).
+TEST(KeyPlacementTest, RefusesBoundedPiecesAfterTheKeyThatSpellTheIntroducer) {
+  for (absl::string_view pattern : {
+           R"(^for .*? from (?P<ip>\S+)(?: \S+)?(?: \S+)?$)",
+           R"(^for .*? from (?P<ip>\S+)(?: \S+ \S+)?$)",
+           R"(^for .*? from (?P<ip>\S+)(?: (?:\S+|x))?(?: on \S+)?$)",
+           R"(^for .*? from (?P<ip>\S+)(?:(?: fr| )om \S+)?$)",
+       }) {
+    EXPECT_FALSE(Placement(pattern).safe()) << pattern;
+  }
+  // The attack itself, through RE2: the key is the victim's address.
+  std::string ip;
+  ASSERT_TRUE(RE2::FullMatch("for x from 192.0.2.9 from 203.0.113.7",
+                             R"(^for .*? from (?P<ip>\S+)(?: \S+)?(?: \S+)?$)", &ip));
+  EXPECT_EQ(ip, "192.0.2.9");
+  // The client's text must be able to hold the copy: here no field before the key takes "[",
+  // so the optional " I=[...]" after it, which could take "[<server's key>]", wins nothing.
+  EXPECT_TRUE(Placement(R"(^\d+ \[\d+\] for \([^\s\[\]()]*\) \[(?P<ip>[0-9.]+)\])"
+                        R"((?: I=\[[0-9.]+\])?: 535 (?:\S+ )?failed$)")
+                  .safe());
+  // Bounded pieces that cannot spell " from " stay accepted.
+  for (absl::string_view pattern : {
+           R"(^for .*? from (?P<ip>\S+)(?: port \d+)?(?: on \d+)?$)",
+           R"(^for .*? from (?P<ip>\S+) port \d+ ssh2(?:: [A-Z0-9-]+ SHA256:[A-Za-z0-9+/]+)?$)",
+       }) {
+    EXPECT_TRUE(Placement(pattern).safe()) << pattern;
   }
 }
 
