@@ -86,7 +86,9 @@ TEST_F(MatchStreamTest, MatchesLandInTheirKeysPartitionOnceInOrder) {
       int i = 0;
       ASSERT_TRUE(absl::SimpleAtoi(f[2], &i));
       auto it = last_of_node.find(f[1]);
-      if (it != last_of_node.end()) EXPECT_LT(it->second, i) << "out of order: " << m;
+      if (it != last_of_node.end()) {
+        EXPECT_LT(it->second, i) << "out of order: " << m;
+      }
       last_of_node[f[1]] = i;
       ++total;
     }

@@ -8,6 +8,7 @@
 // a 4xx naming the problem, not crowdsec's 500 or a silent 200) the test says so.
 #include <cstdlib>
 #include <memory>
+#include <cstring>
 #include <optional>
 #include <set>
 #include <string>
@@ -45,14 +46,30 @@ std::string JsonType(const json& j) {
   return j.type_name();
 }
 
-// A Go time.Duration string ("3h59m57.07925426s", "-1.2s", "59m0s", "500ms", "0s") as a
-// duration; nullopt when it is not one.
+// A Go time.Duration string ("3h59m57.07925426s", "-1.2s", "59m0s", "500ms", "-810.417µs",
+// "0s") as a duration; nullopt when it is not one.
 std::optional<absl::Duration> ParseGoDuration(absl::string_view s) {
   absl::Duration d;
-  // absl::ParseDuration reads Go's format (it was made to), including the sign and fractions.
-  if (s.empty() || !absl::ParseDuration(s, &d)) return std::nullopt;
-  if (s != "0s" && !absl::EndsWith(s, "s")) return std::nullopt;  // Go always ends in a unit of s
+  if (s.empty() || (s != "0s" && !absl::EndsWith(s, "s"))) return std::nullopt;  // Go: a unit of s
+  // absl::ParseDuration reads Go's format (it was made to), sign and fractions included, but
+  // spells microseconds "us" where Go writes "µs" (U+00B5; time.ParseDuration takes both, and
+  // U+03BC): a deletion served within a millisecond of its end is "-810.417µs".
+  std::string go(s);
+  for (const char* micro : {"\u00b5s", "\u03bcs"}) {
+    if (absl::EndsWith(go, micro)) go = absl::StrCat(go.substr(0, go.size() - strlen(micro)), "us");
+  }
+  if (!absl::ParseDuration(go, &d)) return std::nullopt;
   return d;
+}
+
+// The reader above takes every unit Go writes (the server's side is GoDurationTest).
+TEST(GoDurationReaderTest, ReadsEveryUnitGoWrites) {
+  EXPECT_EQ(ParseGoDuration("-810.417\u00b5s"), -absl::Nanoseconds(810417));
+  EXPECT_EQ(ParseGoDuration("7ns"), absl::Nanoseconds(7));
+  EXPECT_EQ(ParseGoDuration("3h59m57.5s"), absl::Hours(4) - absl::Milliseconds(2500));
+  EXPECT_EQ(ParseGoDuration("0s"), absl::ZeroDuration());
+  EXPECT_FALSE(ParseGoDuration("4h").has_value());
+  EXPECT_FALSE(ParseGoDuration("").has_value());
 }
 
 // The decision objects of the recording: their keys and JSON types.
