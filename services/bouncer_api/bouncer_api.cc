@@ -16,6 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "httplib.h"
+#include "services/common/bounded_task_queue.h"
 #include "services/common/ip.h"
 
 namespace palisade {
@@ -857,10 +858,10 @@ absl::Status BouncerApi::Start() {
   } else {
     server_ = std::make_unique<httplib::Server>();
   }
-  // httplib 0.11's pool queues connections without a bound; the port is loopback by default
-  // and a request is answered from memory (or one indexed read) without reading a body.
+  // A bounded backlog (httplib 0.11's own pool queues connections without a bound): past
+  // four waiting connections per worker, further ones wait in the kernel's listen backlog.
   const size_t threads = config_.max_concurrent_requests();
-  server_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  server_->new_task_queue = [threads] { return new BoundedTaskQueue(threads, 4 * threads); };
   server_->set_read_timeout(10, 0);
   server_->set_write_timeout(10, 0);
   server_->set_keep_alive_timeout(30);

@@ -4,10 +4,8 @@
 #include <openssl/sha.h>
 #include <zlib.h>
 
-#include <condition_variable>
 #include <deque>
 #include <fstream>
-#include <mutex>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
@@ -15,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "services/common/bounded_task_queue.h"
 #include "services/formats/line_parser.h"
 
 namespace palisade {
@@ -23,55 +22,6 @@ namespace {
 constexpr size_t kChunk = 64 * 1024;
 // Where the receiver keeps the sender's Content-Encoding once httplib must no longer see it.
 constexpr char kEncodingHeader[] = "X-Palisade-Sent-Content-Encoding";
-
-// httplib's task queue with a bounded backlog: `threads` workers, at most `queue` connections
-// waiting for one; when it is full the accepting thread waits, so further connections wait in
-// the kernel's backlog instead of as fds and closures here. (httplib 0.11's ThreadPool queues
-// without a bound.) On shutdown the workers finish what is queued, as ThreadPool does.
-class BoundedTaskQueue : public httplib::TaskQueue {
- public:
-  BoundedTaskQueue(size_t threads, size_t queue) : max_queue_(queue) {
-    for (size_t i = 0; i < threads; ++i) threads_.emplace_back([this] { Work(); });
-  }
-  void enqueue(std::function<void()> fn) override {
-    std::unique_lock<std::mutex> lock(mu_);
-    has_room_.wait(lock, [&] { return jobs_.size() < max_queue_ || shutdown_; });
-    jobs_.push_back(std::move(fn));
-    has_job_.notify_one();
-  }
-  void shutdown() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      shutdown_ = true;
-    }
-    has_job_.notify_all();
-    has_room_.notify_all();
-    for (std::thread& t : threads_) t.join();
-  }
-
- private:
-  void Work() {
-    for (;;) {
-      std::function<void()> fn;
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        has_job_.wait(lock, [&] { return !jobs_.empty() || shutdown_; });
-        if (jobs_.empty()) return;
-        fn = std::move(jobs_.front());
-        jobs_.pop_front();
-        has_room_.notify_one();
-      }
-      fn();
-    }
-  }
-
-  const size_t max_queue_;
-  std::mutex mu_;
-  std::condition_variable has_job_, has_room_;
-  std::deque<std::function<void()>> jobs_;
-  bool shutdown_ = false;
-  std::vector<std::thread> threads_;
-};
 
 std::string Sha256(absl::string_view s) {
   unsigned char md[SHA256_DIGEST_LENGTH];
