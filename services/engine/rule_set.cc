@@ -879,42 +879,6 @@ class ByteNfa {
     return out;
   }
 
-  // Whether some string takes `a` from `a_start` to `a_end` and `b` from `b_start` to `b_end`
-  // (the intersection of the two languages is not empty). At most `max_pairs` state pairs are
-  // explored; past that the answer is true (the cautious one).
-  static bool Intersect(const ByteNfa& a, int a_start, int a_end, const ByteNfa& b, int b_start,
-                        int b_end, size_t max_pairs = 1u << 20) {
-    if (a.size() * b.size() > max_pairs) return true;
-    std::vector<std::vector<int>> ca(a.size()), cb(b.size());
-    for (size_t i = 0; i < a.size(); ++i) ca[i] = a.Closure(static_cast<int>(i));
-    for (size_t j = 0; j < b.size(); ++j) cb[j] = b.Closure(static_cast<int>(j));
-    std::vector<bool> seen(a.size() * b.size(), false);
-    std::vector<std::pair<int, int>> todo;
-    auto visit = [&](int i, int j) {
-      for (int x : ca[i]) {
-        for (int y : cb[j]) {
-          const size_t k = static_cast<size_t>(x) * b.size() + static_cast<size_t>(y);
-          if (!seen[k]) {
-            seen[k] = true;
-            todo.emplace_back(x, y);
-          }
-        }
-      }
-    };
-    visit(a_start, b_start);
-    while (!todo.empty()) {
-      const auto [i, j] = todo.back();
-      todo.pop_back();
-      if (i == a_end && j == b_end) return true;
-      for (const auto& [ti, bytes_a] : a.edges(i)) {
-        for (const auto& [tj, bytes_b] : b.edges(j)) {
-          if ((bytes_a & bytes_b).any()) visit(ti, tj);
-        }
-      }
-    }
-    return false;
-  }
-
  private:
   std::vector<std::vector<std::pair<int, CharSet>>> edges_;
   std::vector<std::vector<int>> eps_;
