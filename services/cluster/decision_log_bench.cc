@@ -36,17 +36,11 @@ int Run(int decisions, int replicas) {
     if (!s.ok()) return std::fprintf(stderr, "%s\n", s.status().ToString().c_str()), 1;
     servers.push_back(*std::move(s));
   }
-  std::vector<std::string> urls;
-  for (auto& s : servers) urls.push_back(s->url());
+  const std::vector<std::string> urls = UrlsOf(servers);
   auto writer_nats = NatsClient::Connect({.servers = urls});
   auto reader_nats = NatsClient::Connect({.servers = {urls.back()}});
   if (!writer_nats.ok() || !reader_nats.ok()) return std::fprintf(stderr, "connect\n"), 1;
-  absl::Status made;
-  for (int i = 0; i < 120; ++i) {  // a cluster elects its JetStream leader after it forms
-    made = (*writer_nats)->EnsureStream(DecisionLogStreamSpec(replicas));
-    if (made.ok()) break;
-    absl::SleepFor(absl::Milliseconds(500));
-  }
+  const absl::Status made = EnsureStreamOnceElected(**writer_nats, DecisionLogStreamSpec(replicas));
   if (!made.ok()) return std::fprintf(stderr, "%s\n", made.ToString().c_str()), 1;
 
   SimulatedClock clock;

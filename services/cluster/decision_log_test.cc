@@ -62,17 +62,6 @@ std::vector<std::string> Snapshot(const std::vector<Decision>& decisions) {
   return out;
 }
 
-absl::Status EnsureWithRetry(NatsClient& client, const StreamSpec& spec) {
-  // A cluster elects its JetStream leader a moment after it forms.
-  absl::Status made;
-  for (int i = 0; i < 120; ++i) {
-    made = client.EnsureStream(spec);
-    if (made.ok()) break;
-    absl::SleepFor(absl::Milliseconds(500));
-  }
-  return made;
-}
-
 // The writer's side: a DecisionTable on a simulated clock whose changes go to the log, and the
 // list of those changes as its own listener heard them.
 class Writer {
@@ -480,11 +469,10 @@ TEST_F(DecisionLogTest, AnOverflowedWriterPublishesAFullStateInstead) {
 TEST(DecisionLogClusterTest, AServerKilledMidStreamLosesNothing) {
   auto servers = NatsServerForTests::StartCluster();
   ASSERT_TRUE(servers.ok()) << servers.status();
-  std::vector<std::string> urls;
-  for (auto& s : *servers) urls.push_back(s->url());
+  const std::vector<std::string> urls = UrlsOf(*servers);
   auto client = NatsClient::Connect({.servers = urls, .timeout = absl::Seconds(5)});
   ASSERT_TRUE(client.ok()) << client.status();
-  ASSERT_TRUE(EnsureWithRetry(**client, DecisionLogStreamSpec(3)).ok());
+  ASSERT_TRUE(EnsureStreamOnceElected(**client, DecisionLogStreamSpec(3)).ok());
   // The replica reads through the last server, which stays.
   auto reader = NatsClient::Connect({.servers = {urls[2]}, .timeout = absl::Seconds(5)});
   ASSERT_TRUE(reader.ok()) << reader.status();

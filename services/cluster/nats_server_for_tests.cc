@@ -140,4 +140,20 @@ NatsServerForTests::~NatsServerForTests() {
   Kill();
 }
 
+std::vector<std::string> UrlsOf(const std::vector<std::unique_ptr<NatsServerForTests>>& servers) {
+  std::vector<std::string> urls;
+  for (const auto& s : servers) urls.push_back(s->url());
+  return urls;
+}
+
+absl::Status EnsureStreamOnceElected(NatsClient& client, const StreamSpec& spec) {
+  absl::Status made;
+  for (int i = 0; i < 120; ++i) {
+    made = client.EnsureStream(spec);
+    if (made.ok()) break;
+    absl::SleepFor(absl::Milliseconds(500));
+  }
+  return made;
+}
+
 }  // namespace palisade::cluster

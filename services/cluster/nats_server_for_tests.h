@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "services/cluster/nats_client.h"
 
 namespace palisade::cluster {
 
@@ -39,6 +40,13 @@ class NatsServerForTests {
   std::vector<std::string> extra_args_;  // a cluster member's name, cluster port and routes
   std::string url_;
 };
+
+// The servers' URLs, in order (for NatsOptions::servers).
+std::vector<std::string> UrlsOf(const std::vector<std::unique_ptr<NatsServerForTests>>& servers);
+
+// NatsClient::EnsureStream, tried again for 60 s while it fails: a fresh cluster elects its
+// JetStream leader a moment after it forms.
+absl::Status EnsureStreamOnceElected(NatsClient& client, const StreamSpec& spec);
 
 }  // namespace palisade::cluster
 
