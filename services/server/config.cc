@@ -5,6 +5,8 @@
 #include <set>
 #include <sstream>
 
+#include <unistd.h>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -257,6 +259,72 @@ palisade::v1::Config DefaultConfig(const std::string& rules_dir) {
   return config;
 }
 
+namespace {
+
+// A cluster node id: [A-Za-z0-9_-], 1..64 bytes (it is a lease holder and a KV key part).
+bool ValidNodeId(absl::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
+absl::Status ValidateCluster(const std::string& file, palisade::v1::ClusterConfig* cluster) {
+  auto bad = [&file](const std::string& field, const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat(file, ": cluster.", field, ": ", why));
+  };
+  const auto& servers = cluster->nats().servers();
+  if (servers.empty()) {
+    return bad("nats.servers", "at least one NATS server is required (nats://host:port)");
+  }
+  for (int i = 0; i < servers.size(); ++i) {
+    const std::string& url = servers[i];
+    const bool scheme = absl::StartsWith(url, "nats://") || absl::StartsWith(url, "tls://");
+    const size_t host = url.find("://");
+    if (!scheme || host == std::string::npos || url.size() == host + 3 ||
+        url.find_first_of(" \t\n,") != std::string::npos) {
+      return bad(absl::StrCat("nats.servers[", i, "]"),
+                 absl::StrCat("\"", url, "\" is not a nats://host:port or tls://host:port URL"));
+    }
+  }
+  if (cluster->node_id().empty()) cluster->set_node_id(DefaultNodeId());
+  if (!ValidNodeId(cluster->node_id())) {
+    return bad("node_id", absl::StrCat("\"", cluster->node_id(),
+                                       "\" must be 1..64 characters of [A-Za-z0-9_-]"));
+  }
+  if (cluster->partitions() == 0) cluster->set_partitions(16);
+  if (cluster->partitions() > 1024) {
+    return bad("partitions", absl::StrCat(cluster->partitions(), " is more than 1024"));
+  }
+  if (!cluster->has_lease_term()) {
+    *cluster->mutable_lease_term() = ToProtoDuration(absl::Seconds(15));
+  }
+  const absl::Duration term = FromProtoDuration(cluster->lease_term());
+  if (term < absl::Seconds(3) || term > absl::Minutes(5)) {
+    return bad("lease_term", absl::StrCat(absl::FormatDuration(term), " is not within 3s..5m"));
+  }
+  if (cluster->replicas() == 0) cluster->set_replicas(servers.size() >= 3 ? 3 : 1);
+  if (cluster->replicas() != 1 && cluster->replicas() != 3) {
+    return bad("replicas", absl::StrCat(cluster->replicas(), " is neither 1 nor 3"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string DefaultNodeId() {
+  char host[256] = {0};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') return "node";
+  std::string id(host);
+  id = id.substr(0, id.find('.'));
+  for (char& c : id) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '_' && c != '-') c = '-';
+  }
+  if (id.size() > 64) id.resize(64);
+  return id.empty() ? "node" : id;
+}
+
 absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const std::string& file,
                                                  const std::string& base_dir) {
   palisade::v1::Config config;
@@ -403,6 +471,10 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   if (guard->max_active_per_actuator() == 0) guard->set_max_active_per_actuator(10000);
   s = ValidateCloudflare(file, config.mutable_cloudflare());
   if (!s.ok()) return s;
+  if (config.has_cluster()) {
+    s = ValidateCluster(file, config.mutable_cluster());
+    if (!s.ok()) return s;
+  }
   if (config.rule_files().empty()) {
     return absl::InvalidArgumentError(file + ": rule_files: at least one rule pack is required");
   }
@@ -429,6 +501,10 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   resolve(config.mutable_cloudflare()->mutable_token_file());
   resolve(config.mutable_cloudflare()->mutable_api_key_file());
   resolve(config.mutable_guard()->mutable_cloudflare_ranges_file());
+  if (config.has_cluster()) {
+    resolve(config.mutable_cluster()->mutable_nats()->mutable_tls()->mutable_ca_file());
+    resolve(config.mutable_cluster()->mutable_nats()->mutable_credentials_file());
+  }
   if (config.has_bouncer_api()) {  // (mutable_bouncer_api() alone would turn it on)
     palisade::v1::TlsConfig* tls = config.mutable_bouncer_api()->mutable_tls();
     resolve(tls->mutable_cert_file());

@@ -26,6 +26,10 @@ palisade::v1::Config DefaultConfig(const std::string& rules_dir);
 // host's local zone. kInvalidArgument naming the zone when it is unknown.
 absl::StatusOr<absl::TimeZone> TimeZoneNamed(const std::string& name);
 
+// cluster.node_id's default: the host name's first label, characters outside [A-Za-z0-9_-]
+// written as '-' ("node" when the host has no name).
+std::string DefaultNodeId();
+
 // Loads and compiles every configured pack: all or nothing.
 absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(const palisade::v1::Config& config);
 

@@ -262,6 +262,74 @@ TEST(ConfigTest, BouncerApiIsOffWithoutItsBlockAndValidatedWithIt) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bouncer_api.listen")));
 }
 
+TEST(ConfigTest, ClusterIsOffWithoutItsBlockAndValidatedWithDefaults) {
+  absl::StatusOr<palisade::v1::Config> off =
+      ParseConfig(R"pb(rule_files: "a")pb", "c.textproto", ".");
+  ASSERT_THAT(off, IsOk());
+  EXPECT_FALSE(off->has_cluster());
+  absl::StatusOr<palisade::v1::Config> one = ParseConfig(
+      R"pb(rule_files: "a"
+           cluster {
+             nats {
+               servers: "nats://127.0.0.1:4222"
+               tls { ca_file: "ca.pem" }
+               credentials_file: "n.creds"
+             }
+           })pb",
+      "c.textproto", "/etc/p");
+  ASSERT_THAT(one, IsOk());
+  EXPECT_EQ(one->cluster().node_id(), DefaultNodeId());
+  EXPECT_FALSE(one->cluster().node_id().empty());
+  EXPECT_EQ(one->cluster().partitions(), 16u);
+  EXPECT_EQ(one->cluster().lease_term().seconds(), 15);
+  EXPECT_EQ(one->cluster().replicas(), 1u);
+  EXPECT_EQ(one->cluster().nats().tls().ca_file(), "/etc/p/ca.pem");
+  EXPECT_EQ(one->cluster().nats().credentials_file(), "/etc/p/n.creds");
+  absl::StatusOr<palisade::v1::Config> three = ParseConfig(
+      R"pb(rule_files: "a"
+           cluster {
+             nats { servers: [ "nats://a:4222", "nats://b:4222", "tls://c:4222" ] }
+             node_id: "web-2"
+             partitions: 64
+             lease_term { seconds: 6 }
+           })pb",
+      "c.textproto", ".");
+  ASSERT_THAT(three, IsOk());
+  EXPECT_EQ(three->cluster().node_id(), "web-2");
+  EXPECT_EQ(three->cluster().partitions(), 64u);
+  EXPECT_EQ(three->cluster().replicas(), 3u);
+  struct Bad {
+    const char* cluster;
+    const char* error;
+  };
+  for (const Bad& bad : std::vector<Bad>{
+           {"nats {}", "c.textproto: cluster.nats.servers: at least one NATS server"},
+           {"nats { servers: \"127.0.0.1:4222\" }",
+            "cluster.nats.servers[0]: \"127.0.0.1:4222\" is not a nats://host:port"},
+           {"nats { servers: \"nats://a\" } node_id: \"web.2\"",
+            "cluster.node_id: \"web.2\" must be 1..64 characters of [A-Za-z0-9_-]"},
+           {"nats { servers: \"nats://a\" } partitions: 5000",
+            "cluster.partitions: 5000 is more than 1024"},
+           {"nats { servers: \"nats://a\" } lease_term { seconds: 1 }",
+            "cluster.lease_term: 1s is not within 3s..5m"},
+           {"nats { servers: \"nats://a\" } replicas: 2", "cluster.replicas: 2 is neither 1 nor 3"},
+       }) {
+    SCOPED_TRACE(bad.cluster);
+    EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" cluster { ", bad.cluster, " }"),
+                            "c.textproto", "."),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr(bad.error)));
+  }
+}
+
+TEST(ConfigTest, DefaultNodeIdIsAValidNodeId) {
+  const std::string id = DefaultNodeId();
+  ASSERT_FALSE(id.empty());
+  EXPECT_LE(id.size(), 64u);
+  EXPECT_EQ(id.find_first_not_of(
+                "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"),
+            std::string::npos);
+}
+
 TEST(ConfigTest, ABadPackRefusesTheWholeSet) {
   palisade::v1::Config config = DefaultConfig("rules");
   config.add_rule_files("rules/does-not-exist.textproto");
