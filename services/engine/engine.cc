@@ -109,6 +109,8 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
     shards_[s].maps = std::move(maps);
     RecountLocked(shards_[s]);
   }
+  rule_index_.clear();
+  for (size_t n = 0; n < n_rules; ++n) rule_index_.emplace(rules->rules()[n]->id(), n);
   rules_ = std::move(rules);
   matches_per_rule_ = std::move(matches);
   windows_per_rule_ = std::move(windows);
@@ -395,6 +397,122 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
   if (result.invalid_keys) stats_.invalid_keys.fetch_add(result.invalid_keys);
   if (result.ignored) stats_.ignored.fetch_add(result.ignored);
   return result;
+}
+
+LineResult Engine::MatchLine(palisade::v1::LogFormat format, const ParsedLine& line,
+                             absl::string_view raw, absl::Time time,
+                             std::vector<EngineMatch>* out, uint32_t stream,
+                             const absl::Span<const std::pair<int, int>>* prematched) {
+  // Process up to its counting, step for step (engine_split_test holds the two together).
+  LineResult result;
+  stats_.lines.fetch_add(1, std::memory_order_relaxed);
+  Scratch& scratch = ThreadScratch();
+  std::vector<std::pair<int, absl::string_view>>& counted = scratch.counted;
+  std::vector<absl::string_view>& secrets = scratch.secrets;
+  counted.clear();
+  secrets.clear();
+  Candidates(
+      format, line, time, stream,
+      [&](int rule_index, absl::string_view captured) {
+        const CompiledRule& rule = *rules_->rules()[rule_index];
+        const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
+        if (token && std::find(counted.begin(), counted.end(),
+                               std::make_pair(rule_index, captured)) != counted.end()) {
+          return false;
+        }
+        absl::string_view text;
+        RuleText(rule, line, &text);
+        for (const auto& ignore : rule.ignores) {
+          if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) {
+            ++result.ignored;
+            return false;
+          }
+        }
+        absl::string_view key;
+        bool allowlisted = false;
+        if (!NormaliseKey(rule, captured, &key, &allowlisted)) {
+          ++result.invalid_keys;
+          return false;
+        }
+        if (allowlisted) {
+          ++result.ignored;
+          return false;
+        }
+        if (scratch.keys.size() <= counted.size()) scratch.keys.emplace_back();
+        scratch.keys[counted.size()].assign(key.data(), key.size());
+        counted.emplace_back(rule_index, captured);
+        if (token) secrets.push_back(captured);
+        return true;
+      },
+      prematched);
+  if (!counted.empty()) {
+    absl::string_view evidence = raw;
+    if ((!secrets.empty() || MayHoldTokenShape(raw)) &&
+        RedactTokenShapes(raw, &scratch.evidence, secrets)) {
+      evidence = scratch.evidence;
+    }
+    // Cut as Count cuts: the owner's Count then finds the line within its share and keeps it
+    // whole, so the window holds the same record either way.
+    std::string kept;
+    if (options_.max_evidence > 0) {
+      if (evidence.size() > evidence_line_bytes_) {
+        absl::string_view head = CutUtf8(evidence, evidence_line_bytes_ - kMarkerRoom);
+        kept = absl::StrCat(head, " [", evidence.size() - head.size(), " bytes cut]");
+        stats_.evidence_truncated.fetch_add(1, std::memory_order_relaxed);
+      } else {
+        kept.assign(evidence.data(), evidence.size());
+      }
+    }
+    for (size_t i = 0; i < counted.size(); ++i) {
+      const auto& [rule_index, captured] = counted[i];
+      const CompiledRule& rule = *rules_->rules()[rule_index];
+      ++result.matches;
+      EngineMatch& m = out->emplace_back();
+      m.rule = &rule;
+      m.rule_id = rule.id();
+      m.key = scratch.keys[i];
+      m.time = time;
+      m.evidence = kept;
+      if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) {
+        m.secret = std::string(captured);
+      }
+      m.stream = stream;
+    }
+  }
+  result.matched = result.matches > 0;
+  if (result.matched) stats_.matched_lines.fetch_add(1, std::memory_order_relaxed);
+  if (result.invalid_keys) stats_.invalid_keys.fetch_add(result.invalid_keys);
+  if (result.ignored) stats_.ignored.fetch_add(result.ignored);
+  return result;
+}
+
+absl::Status Engine::CountMatch(const EngineMatch& match, std::vector<Detection>* out) {
+  auto found = rule_index_.find(match.rule_id);
+  if (found == rule_index_.end()) {
+    return absl::NotFoundError(
+        absl::StrCat("engine: a match of rule \"", match.rule_id, "\", which is not loaded"));
+  }
+  const int rule_index = found->second;
+  const CompiledRule& rule = *rules_->rules()[rule_index];
+  if (rule.proto.key_kind() == TargetKind::TARGET_KIND_IP) {
+    std::optional<IpAddress> ip = IpAddress::Parse(match.key);
+    char buf[IpAddress::kMaxTextLength];
+    if (!ip || ip->Format(buf) != match.key) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "engine: a match of rule \"", match.rule_id, "\" whose key is not a canonical address"));
+    }
+    if (options_.allowlist.Contains(*ip)) {
+      stats_.ignored.fetch_add(1, std::memory_order_relaxed);
+      return absl::FailedPreconditionError(absl::StrCat(
+          "engine: a match of rule \"", match.rule_id, "\" on an allowlisted address"));
+    }
+  } else if (match.key.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("engine: a match of rule \"", match.rule_id, "\" with an empty key"));
+  }
+  matches_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
+  Count(rule_index, match.key, match.evidence, match.time, match.secret, match.stream, out);
+  return absl::OkStatus();
 }
 
 Engine::Window::Window(absl::string_view key) : key_len_(static_cast<uint32_t>(key.size())) {

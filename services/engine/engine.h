@@ -29,7 +29,7 @@
 // secret). Sessions are kept in memory only.
 //
 // The engine does no I/O and reads no clock: time comes with each line.
-// Thread-safety: Process and MatchOnly may run concurrently from any number of threads
+// Thread-safety: Process, MatchLine, CountMatch and MatchOnly may run concurrently from any number of threads
 // (matching uses per-thread scratch; windows live in shards, each behind its own mutex).
 // SetRules, Expire, Snapshot and Restore must not overlap a Process: callers serialise them.
 #ifndef PALISADE_SERVICES_ENGINE_ENGINE_H_
@@ -45,6 +45,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/hash/hash.h"
+#include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -98,6 +99,25 @@ struct Detection {
   std::vector<std::string> feeds;
 };
 
+// One match Process would count, taken apart from its counting: the cluster's split (issue 17)
+// matches on the node that read the line (MatchLine) and counts on the node that owns the key's
+// partition (CountMatch). Everything the count needs travels in it; sessions stay on the
+// matching node, which sees a connection's lines in order.
+struct EngineMatch {
+  const CompiledRule* rule = nullptr;  // valid while the RuleSet it came from is alive
+  std::string rule_id;
+  std::string key;  // normalised as Process counts it ("203.0.113.7", a fingerprint, a path)
+  absl::Time time;  // the line's event time
+  // The line as a window keeps it: tokens redacted, cut to the engine's evidence share (with
+  // its " [N bytes cut]" marker), so a CountMatch with the same EngineOptions cuts nothing more.
+  // Empty when max_evidence is 0.
+  std::string evidence;
+  // TARGET_KIND_TOKEN_FINGERPRINT only: the token itself (memory only: it never leaves the node,
+  // see services/cluster/match_router.h).
+  std::string secret;
+  uint32_t stream = 0;  // MatchLine's `stream`
+};
+
 // What one line did; the server turns these into acks and metrics.
 struct LineResult {
   bool matched = false;       // at least one rule counted it
@@ -149,6 +169,25 @@ class Engine {
   // window, session and decision is what a Process without it gives (replay on every core).
   void Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
                 std::vector<std::pair<int, int>>* out) const;
+
+  // The split of Process (the cluster, issue 17): the same matching, sessions, ignore patterns,
+  // allowlist and evidence redaction, but the matches are appended to `*out` instead of being
+  // counted. Process(line) gives the detections that CountMatch of each of MatchLine(line)'s
+  // matches gives, in the same order, on an engine with the same rules and options. Counts the
+  // line's stats (lines, matched lines, ignored, invalid keys) here; the matches' per-rule
+  // counts and detections are counted where CountMatch runs. Thread-safe as Process.
+  LineResult MatchLine(palisade::v1::LogFormat format, const ParsedLine& line,
+                       absl::string_view raw, absl::Time time, std::vector<EngineMatch>* out,
+                       uint32_t stream = 0,
+                       const absl::Span<const std::pair<int, int>>* prematched = nullptr);
+
+  // Counts one match from MatchLine (of this engine or of another one with the same rules)
+  // into its (rule, key) window, appending any detection to `out` as Process would. The match
+  // may come from another node: kNotFound when this engine has no rule of that id; for an
+  // address rule, kInvalidArgument when the key is not an address in canonical form and
+  // kFailedPrecondition when it is allowlisted here (nothing counted in either case).
+  // Thread-safe as Process.
+  absl::Status CountMatch(const EngineMatch& match, std::vector<Detection>* out);
 
   // Only the matching step: calls `fn(rule, key)` for each rule whose pattern matches, with
   // the normalised key. Used by Admin.TestRules and `palisadectl rules test`. Sessions are
@@ -323,6 +362,7 @@ class Engine {
   SessionTable sessions_;
   std::unique_ptr<std::atomic<uint64_t>[]> matches_per_rule_;
   std::unique_ptr<std::atomic<int64_t>[]> windows_per_rule_;  // live windows, all shards
+  absl::flat_hash_map<std::string, int> rule_index_;  // rule id -> index (CountMatch)
   size_t rule_count_ = 0;
   // A cut evidence line keeps at most this (its share of the ring, at least kMinEvidenceLine),
   // of which kMarkerRoom is left for " [N bytes cut]".
