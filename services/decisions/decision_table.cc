@@ -789,6 +789,88 @@ std::vector<Decision> DecisionTable::ExpireDue() {
   return out;
 }
 
+void DecisionTable::EndMirroredLocked(const std::string& id, std::vector<DecisionUpdate>* out) {
+  auto it = by_id_.find(id);
+  if (it == by_id_.end() || !it->second.active()) return;
+  Decision& d = it->second;
+  by_expiry_.erase({DecisionExpiry(d), d.id()});
+  if (auto a = active_.find(d.target().value()); a != active_.end() && a->second == id) {
+    active_.erase(a);
+  }
+  d.set_active(false);
+  EndedLocked(d);
+  out->push_back({DecisionChange::kWithdrawn, d});
+}
+
+void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange> change,
+                                 std::vector<DecisionUpdate>* out) {
+  auto it = by_id_.find(d.id());
+  const bool held = it != by_id_.end();
+  const bool was_active = held && it->second.active();
+  if (held) {
+    if (it->second.SerializeAsString() == d.SerializeAsString()) return;
+    Decision& old = it->second;
+    if (was_active) {
+      by_expiry_.erase({DecisionExpiry(old), old.id()});
+      if (auto a = active_.find(old.target().value()); a != active_.end() && a->second == d.id()) {
+        active_.erase(a);
+      }
+    } else if (auto e = ended_.find({DecisionExpiry(old), old.id()}); e != ended_.end()) {
+      ended_bytes_ -= e->second;
+      ended_.erase(e);
+    }
+  }
+  if (d.active()) {
+    if (auto a = active_.find(d.target().value()); a != active_.end() && a->second != d.id()) {
+      EndMirroredLocked(std::string(a->second), out);
+    }
+    active_[d.target().value()] = d.id();
+    by_expiry_.emplace(DecisionExpiry(d), d.id());
+  }
+  by_id_[d.id()] = d;
+  if (!d.active()) EndedLocked(d);
+  if (!change) {
+    if (d.active()) {
+      change = was_active ? DecisionChange::kExtended : DecisionChange::kCreated;
+    } else if (was_active) {
+      change = DecisionExpiry(d) <= clock_.TimeNow() ? DecisionChange::kExpired
+                                                     : DecisionChange::kWithdrawn;
+    } else {
+      return;  // an ended decision, kept for Get: nothing for the listeners
+    }
+  }
+  out->push_back({*change, d});
+}
+
+void DecisionTable::Mirror(DecisionChange change, const Decision& d) {
+  std::vector<DecisionUpdate> updates;
+  uint64_t ticket = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    MirrorLocked(d, change, &updates);
+    ticket = CommitLocked(updates);
+  }
+  Notify(ticket, updates);
+}
+
+void DecisionTable::MirrorState(const std::vector<Decision>& state) {
+  std::vector<DecisionUpdate> updates;
+  uint64_t ticket = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    absl::flat_hash_set<std::string> in_state;
+    for (const Decision& d : state) in_state.insert(d.id());
+    std::vector<std::string> gone;
+    for (const auto& [target, id] : active_) {
+      if (!in_state.contains(id)) gone.push_back(id);
+    }
+    for (const std::string& id : gone) EndMirroredLocked(id, &updates);
+    for (const Decision& d : state) MirrorLocked(d, std::nullopt, &updates);
+    ticket = CommitLocked(updates);
+  }
+  Notify(ticket, updates);
+}
+
 size_t DecisionTable::active_count() const {
   absl::MutexLock lock(&mu_);
   return active_.size();

@@ -31,6 +31,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -159,6 +160,20 @@ class DecisionTable {
   // forgets the ended decisions and offenders past their retention.
   std::vector<palisade::v1::Decision> ExpireDue();
 
+  // Cluster (issue 17): on a node that is not the edge writer, the table is a mirror of the
+  // writer's, read from the decision log (services/cluster/decision_log.h), so the Decisions
+  // API, Watch and the bouncer API serve the same decisions on every node.
+  // Mirror sets decision `d` (by id) exactly as the writer sent it (precedence, escalation and
+  // waiting claims were the writer's to work out), stores it (with no outbox operation unless
+  // its actuator is in the edge actuators) and tells the listeners `change`. A copy equal to
+  // the one held changes nothing. Another decision this table held active on the same target
+  // ends (told as withdrawn): the writer's word stands.
+  void Mirror(DecisionChange change, const palisade::v1::Decision& d);
+  // A full state of the writer's table: decisions held active here and absent from `state`
+  // end (told as withdrawn), and each of `state` is set as by Mirror (told as created,
+  // extended, expired or withdrawn by how it differs from the copy held; not told when equal).
+  void MirrorState(const std::vector<palisade::v1::Decision>& state);
+
   size_t active_count() const;
   // Decisions in memory, active or ended; offenders remembered (tests, memory accounting).
   size_t size() const;
@@ -214,6 +229,13 @@ class DecisionTable {
   void ReinstateLocked(const palisade::v1::Decision& ended, std::vector<DecisionUpdate>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Mirror's work: sets `d`, and appends what listeners hear (`change`, or worked out when
+  // unset) to `out`.
+  void MirrorLocked(const palisade::v1::Decision& d, std::optional<DecisionChange> change,
+                    std::vector<DecisionUpdate>* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends the decision held active under `id` here (mirroring), told as withdrawn.
+  void EndMirroredLocked(const std::string& id, std::vector<DecisionUpdate>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   DecisionUpdate WithdrawLocked(palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes the changes to the store, if any, in one transaction; sets their outbox_seq.
   void PersistLocked(std::vector<DecisionUpdate>& change_set) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -355,6 +355,62 @@ TEST_F(ClaimsTest, AFeedReplacesADryRunRuleDecisionAndTheOperatorsUnbanKeepsTheF
   EXPECT_FALSE(after.dry_run());
 }
 
+// Cluster (issue 17): a node that is not the writer mirrors the writer's decisions.
+TEST_F(DecisionTableTest, MirrorSetsTheWritersCopyAndTellsTheListenersOnce) {
+  DecisionTable writer(clock_);
+  std::vector<DecisionUpdate> sent;
+  writer.AddListener([&sent](const DecisionUpdate& u) { sent.push_back(u); });
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("192.0.2.7");
+  *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
+  ASSERT_THAT(writer.AddManual(req), IsOk());
+  ASSERT_THAT(writer.AddManual(req), IsOk());  // extends it
+  ASSERT_THAT(sent, SizeIs(2));
+  for (const DecisionUpdate& u : sent) table_.Mirror(u.change, u.decision);
+  EXPECT_EQ(changes_,
+            (std::vector<DecisionChange>{DecisionChange::kCreated, DecisionChange::kExtended}));
+  table_.Mirror(sent[1].change, sent[1].decision);  // heard twice: nothing new
+  EXPECT_THAT(changes_, SizeIs(2));
+  const std::string id = sent[0].decision.id();
+  absl::StatusOr<Decision> got = table_.Get(id);
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(got->SerializeAsString(), sent[1].decision.SerializeAsString());
+  EXPECT_EQ(table_.active_count(), 1u);
+
+  // A state without it ends it here; one with another decision creates that one.
+  Decision other = sent[1].decision;
+  other.set_id("0000000000000abc");
+  other.mutable_target()->set_value("192.0.2.8");
+  table_.MirrorState({other});
+  EXPECT_EQ(changes_, (std::vector<DecisionChange>{
+                          DecisionChange::kCreated, DecisionChange::kExtended,
+                          DecisionChange::kWithdrawn, DecisionChange::kCreated}));
+  EXPECT_FALSE(table_.Get(id)->active());
+  EXPECT_EQ(table_.active_count(), 1u);
+  EXPECT_THAT(table_.List({.active_only = true}), SizeIs(1));
+  table_.MirrorState({other});  // the same state again: nothing
+  EXPECT_THAT(changes_, SizeIs(4));
+
+  // The writer's expiry ends it; a later copy of the same target under a new id replaces it.
+  clock_.Advance(absl::Hours(1));
+  Decision ended = other;
+  ended.set_active(false);
+  table_.Mirror(DecisionChange::kExpired, ended);
+  EXPECT_EQ(changes_.back(), DecisionChange::kExpired);
+  EXPECT_EQ(table_.active_count(), 0u);
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(0));  // nothing left to expire here
+  Decision again = other;
+  again.set_id("0000000000000abd");
+  *again.mutable_expiry() = ToProtoTime(clock_.TimeNow() + absl::Hours(1));
+  table_.Mirror(DecisionChange::kCreated, again);
+  Decision newer = again;
+  newer.set_id("0000000000000abe");
+  table_.Mirror(DecisionChange::kCreated, newer);  // the writer's word stands: one per target
+  EXPECT_EQ(table_.active_count(), 1u);
+  EXPECT_FALSE(table_.Get("0000000000000abd")->active());
+  EXPECT_TRUE(table_.Get("0000000000000abe")->active());
+}
+
 TEST_F(DecisionTableTest, ManualBanValidatesInput) {
   palisade::v1::AddDecisionRequest req;
   req.mutable_target()->set_value("not-an-ip");
