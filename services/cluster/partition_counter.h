@@ -1,0 +1,198 @@
+// The owner's side of the cluster's split (issue 17; docs/ARCHITECTURE.md, "Cluster"): for each
+// partition of the match stream this node owns (Ownership), read the partition's matches in
+// stream order, count each in that partition's own Engine (Engine::CountMatch) and hand each
+// detection to the callback (the edge writer's path); a threshold crossed by matches that
+// several nodes read is detected here, once.
+//
+// Exactly once across a take-over. Per partition, the windows bucket (a JetStream KV bucket,
+// default "palisade_windows") holds:
+//   p<N>.emitted   the stream sequence through which every detection was handed to the callback
+//                  and the callback returned OK (the "ack"), written after each Poll;
+//   p<N>.head      a snapshot of the partition's windows after counting every match through a
+//                  stream sequence S (palisade.v1.PartitionSnapshotHead), its windows in chunks
+//                  p<N>.g<generation>.<i> written before it; taken every `snapshot_every`
+//                  matches or `snapshot_interval`, and by SnapshotAll before a clean hand-over.
+// A node that gains partition N restores the snapshot, then reads the partition from S + 1 in
+// stream order (an ordered consumer: no redelivery can reorder it): matches through the emitted
+// position are counted without raising their detections again (they were handed over already),
+// later ones are counted and raise theirs. Counting is a function of the partition's matches in
+// stream order, so the crossing the old owner would have raised is raised by the new one, with
+// the same id ("<stream>:<sequence>" of the crossing match): a detection handed over but whose
+// emitted position was not yet written comes again with the same id, for the writer to drop.
+// Why a snapshot rather than replaying the stream from the rules' longest window: windows of a
+// day (recidive) would mean replaying a day of matches at every take-over, and the stream's own
+// timestamps are not the matches' event times (a backlog shipped late).
+//
+// Matches are checked before they count: one whose rule_set_version differs from this node's,
+// one of a rule this node does not have, or one whose key is not of this partition or not valid
+// is refused (counted by reason, the last reason kept) and skipped. The rule set gate: the edge
+// writer publishes its RuleSetVersion in the bucket (key "rule-set", PublishRuleSet); a node
+// whose version differs must not own partitions: Apply refuses to open gained partitions with
+// kFailedPrecondition naming both versions, and CheckRuleSet says the same before a tick.
+//
+// Thread-safety: Apply, Poll, SnapshotAll, PublishRuleSet, CheckRuleSet and SetRules are called
+// from one thread (the node's cluster loop); stats(), last_refusal() and partitions() from any.
+#ifndef PALISADE_SERVICES_CLUSTER_PARTITION_COUNTER_H_
+#define PALISADE_SERVICES_CLUSTER_PARTITION_COUNTER_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "services/cluster/nats_client.h"
+#include "services/cluster/ownership.h"
+#include "services/common/clock.h"
+#include "services/engine/engine.h"
+#include "services/engine/rule_set.h"
+
+typedef struct __kvStore kvStore;
+
+namespace palisade::cluster {
+
+// A detection raised by a partition's owner.
+struct ClusterDetection {
+  // "<stream>:<sequence>" of the match that crossed the threshold: the same whichever node
+  // counts the partition, so the writer drops a repeat after a take-over.
+  std::string id;
+  uint32_t partition = 0;
+  uint64_t sequence = 0;
+  std::string origin_node;  // the node that matched the crossing line
+  // As Engine::Process raises it (rule, key, time, evidence); `rule` is valid while the rules
+  // given to the counter (options or SetRules) live. Never a secret (token-fingerprint rules
+  // are counted where they matched).
+  Detection detection;
+};
+
+struct PartitionCounterOptions {
+  std::string node_id;
+  // The match stream and its subjects (as the MatchPublisher's): "<subject_prefix>.<p>".
+  std::string stream = "PALISADE_MATCHES";
+  std::string subject_prefix = "palisade.matches";
+  uint32_t partitions = 16;
+  // The windows bucket (created if missing) and its replicas (3 on a three-server cluster).
+  std::string bucket = "palisade_windows";
+  int replicas = 1;
+  // The counting rules and their RuleSetVersion. Required.
+  std::shared_ptr<const RuleSet> rules;
+  std::string rule_set_version;
+  // Each owned partition has its own Engine with these options (its memory budget included:
+  // give each a share of the node's).
+  EngineOptions engine;
+  // Matches read per partition per Poll.
+  size_t max_batch = 512;
+  // How long a Poll waits when no owned partition has a match waiting (0: returns at once).
+  absl::Duration poll_wait = absl::Milliseconds(50);
+  // A partition's windows are snapshotted after this many matches counted, or this long (on the
+  // clock) after its last snapshot when it counted any since.
+  uint64_t snapshot_every = 10'000;
+  absl::Duration snapshot_interval = absl::Seconds(30);
+  // Windows per snapshot chunk are added until a chunk is this large (NATS' payload limit is
+  // 1 MiB by default).
+  size_t snapshot_chunk_bytes = 256 << 10;
+  // Windows age: every `expire_every` of the clock, each partition's windows older than their
+  // rule's window before min(clock, the latest event time counted) are dropped.
+  absl::Duration expire_every = absl::Seconds(10);
+  Clock* clock = nullptr;  // null: the real clock
+};
+
+class PartitionCounter {
+ public:
+  using DetectionCallback = std::function<absl::Status(const ClusterDetection&)>;
+
+  // Opens (or creates) the windows bucket. `nats` must outlive the counter. kInvalidArgument
+  // without rules, a rule set version or a node id.
+  static absl::StatusOr<std::unique_ptr<PartitionCounter>> Open(NatsClient& nats,
+                                                                PartitionCounterOptions options,
+                                                                DetectionCallback on_detection);
+  ~PartitionCounter();
+
+  // Ownership changed: a lost partition stops being counted at once (its reader closed, its
+  // windows and undelivered detections dropped; its snapshot is the new owner's business); a
+  // gained one has its windows restored from its snapshot and is read from there (the replay
+  // up to its emitted position happens in the following Polls). kFailedPrecondition (nothing
+  // opened) when the cluster's rule set differs from this node's; other errors name the
+  // partition (those opened before it stay open; Apply the same gain again to retry the rest).
+  absl::Status Apply(const Ownership::Change& change);
+
+  // Reads and counts what is waiting on the owned partitions (at most max_batch each), hands
+  // the detections over, records the emitted positions, takes the snapshots that are due and
+  // ages the windows. A detection the callback refuses is offered again at the next Poll, and
+  // its partition reads nothing more until it is taken (the error is returned, naming the
+  // partition). Returns the matches read.
+  absl::StatusOr<size_t> Poll();
+
+  // Snapshots every owned partition now (before a clean stop and Ownership::ReleaseAll, so the
+  // next owner replays nothing).
+  absl::Status SnapshotAll();
+
+  // The edge writer: publishes this node's rule set version as the cluster's.
+  absl::Status PublishRuleSet();
+  // OK when the cluster has no published rule set or the same as this node's;
+  // kFailedPrecondition naming both versions (and the node that published the cluster's) when
+  // they differ.
+  absl::Status CheckRuleSet();
+
+  // A rule reload: each partition's windows of the rules that keep their id are kept
+  // (Engine::SetRules); matches carrying another version are refused from now on.
+  void SetRules(std::shared_ptr<const RuleSet> rules, std::string rule_set_version);
+
+  struct Stats {
+    uint64_t counted = 0;             // matches counted into windows
+    uint64_t replayed = 0;            // of which counted again on a take-over (not re-raised)
+    uint64_t detections = 0;          // handed to the callback and taken
+    uint64_t callback_failures = 0;   // refusals of the callback (offered again)
+    uint64_t refused_version = 0;     // matches of another rule set version
+    uint64_t refused_invalid = 0;     // unreadable, unknown rule, bad key, wrong partition
+    uint64_t trimmed = 0;             // matches a take-over needed that the stream no longer had
+    uint64_t snapshots = 0;           // snapshots written
+    uint64_t snapshot_failures = 0;
+  };
+  Stats stats() const;
+  std::string last_refusal() const;
+
+  struct PartitionStatus {
+    uint32_t partition = 0;
+    uint64_t position = 0;       // last stream sequence read
+    uint64_t emitted = 0;        // detections handed over through this sequence
+    uint64_t snapshot = 0;       // the last snapshot's sequence
+    bool rebuilding = false;     // still replaying up to `emitted`
+    size_t windows = 0;
+    absl::Duration rebuild_time;  // from Apply to the end of the replay (once done)
+  };
+  std::vector<PartitionStatus> partitions() const;
+
+ private:
+  struct Partition;
+  PartitionCounter(NatsClient& nats, PartitionCounterOptions options, kvStore* kv,
+                   DetectionCallback on_detection);
+  absl::Status Open(uint32_t p);
+  absl::Status Take(Partition& part, uint64_t sequence, absl::string_view data);
+  absl::Status Deliver(Partition& part);
+  absl::Status Snapshot(Partition& part);
+  absl::Status WriteEmitted(Partition& part);
+  void Refuse(bool version, std::string reason);
+
+  NatsClient& nats_;
+  PartitionCounterOptions options_;
+  kvStore* kv_;
+  Clock* clock_;
+  DetectionCallback on_detection_;
+  std::map<uint32_t, std::unique_ptr<Partition>> owned_;  // the cluster thread's only
+  absl::Time last_expire_;
+  mutable absl::Mutex mu_;  // what other threads read
+  Stats stats_ ABSL_GUARDED_BY(mu_);
+  std::string last_refusal_ ABSL_GUARDED_BY(mu_);
+  std::vector<PartitionStatus> status_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace palisade::cluster
+
+#endif  // PALISADE_SERVICES_CLUSTER_PARTITION_COUNTER_H_
