@@ -1,0 +1,410 @@
+#include "services/cluster/cluster_node.h"
+
+#include <nats/nats.h>
+
+#include <algorithm>
+#include <iostream>
+#include <utility>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace palisade::cluster {
+namespace {
+
+constexpr char kAddKind[] = "decisions.add";
+constexpr char kDeleteKind[] = "decisions.delete";
+
+// A fresh JetStream cluster elects its meta leader a moment after it forms, and servers may
+// still be starting: setup is tried again for a while (kFailedPrecondition, a stream made by
+// someone else with other settings, is final).
+const absl::Status& StatusOf(const absl::Status& s) { return s; }
+template <typename T>
+const absl::Status& StatusOf(const absl::StatusOr<T>& s) {
+  return s.status();
+}
+
+template <typename F>
+auto Retried(F f, absl::Duration for_how_long) -> decltype(f()) {
+  const absl::Time deadline = absl::Now() + for_how_long;
+  for (;;) {
+    auto r = f();
+    const absl::StatusCode code = StatusOf(r).code();
+    if (code == absl::StatusCode::kOk || code == absl::StatusCode::kFailedPrecondition ||
+        code == absl::StatusCode::kInvalidArgument || absl::Now() >= deadline) {
+      return r;
+    }
+    absl::SleepFor(absl::Milliseconds(250));
+  }
+}
+
+}  // namespace
+
+ClusterNode::ClusterNode(ClusterNodeOptions options, DecisionTable& table,
+                         prometheus::Registry& registry)
+    : options_(std::move(options)),
+      table_(table),
+      clock_(options_.clock != nullptr ? *options_.clock : RealClock::Get()),
+      writer_gauge_(prometheus::BuildGauge()
+                        .Name("palisade_cluster_writer_held")
+                        .Help("1 while this node holds the edge-writer lease and writes to "
+                              "Cloudflare, else 0.")
+                        .Register(registry)
+                        .Add({})),
+      owned_gauge_(prometheus::BuildGauge()
+                       .Name("palisade_cluster_partitions_owned")
+                       .Help("Match-stream partitions this node owns (counts the windows of).")
+                       .Register(registry)
+                       .Add({})),
+      partitions_gauge_(prometheus::BuildGauge()
+                            .Name("palisade_cluster_partitions")
+                            .Help("Match-stream partitions configured (cluster.partitions).")
+                            .Register(registry)
+                            .Add({})),
+      live_gauge_(prometheus::BuildGauge()
+                      .Name("palisade_cluster_live_nodes")
+                      .Help("Nodes whose membership lease is live, as of this node's last tick.")
+                      .Register(registry)
+                      .Add({})),
+      lag_gauge_(prometheus::BuildGauge()
+                     .Name("palisade_cluster_replica_lag_messages")
+                     .Help("Messages of the decision stream this node has not applied yet.")
+                     .Register(registry)
+                     .Add({})),
+      connected_gauge_(prometheus::BuildGauge()
+                           .Name("palisade_cluster_nats_connected")
+                           .Help("1 while the NATS connection is up, else 0.")
+                           .Register(registry)
+                           .Add({})),
+      ticks_ok_(prometheus::BuildCounter()
+                    .Name("palisade_cluster_ticks_total")
+                    .Help("Lease ticks, by result (error: NATS refused or was away).")
+                    .Register(registry)
+                    .Add({{"result", "ok"}})),
+      ticks_failed_(prometheus::BuildCounter()
+                        .Name("palisade_cluster_ticks_total")
+                        .Help("Lease ticks, by result (error: NATS refused or was away).")
+                        .Register(registry)
+                        .Add({{"result", "error"}})),
+      writer_changes_(prometheus::BuildCounter()
+                          .Name("palisade_cluster_writer_changes_total")
+                          .Help("Times this node started or stopped being the edge writer.")
+                          .Register(registry)
+                          .Add({})) {
+  partitions_gauge_.Set(options_.partitions);
+}
+
+absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptions options,
+                                                                DecisionTable& table,
+                                                                prometheus::Registry& registry) {
+  if (options.partitions == 0) {
+    return absl::InvalidArgumentError("cluster: partitions must be at least 1");
+  }
+  if (options.nats.name.empty()) options.nats.name = options.node_id;
+  std::unique_ptr<ClusterNode> node(new ClusterNode(std::move(options), table, registry));
+  const ClusterNodeOptions& o = node->options_;
+  absl::StatusOr<std::unique_ptr<NatsClient>> nats = NatsClient::Connect(o.nats);
+  if (!nats.ok()) return nats.status();
+  node->nats_ = *std::move(nats);
+  const absl::Duration setup = std::max(absl::Seconds(60), 4 * o.lease_term);
+  absl::Status stream = Retried(
+      [&] { return node->nats_->EnsureStream(DecisionLogStreamSpec(o.replicas)); }, setup);
+  if (!stream.ok()) return stream;
+  LeaseOptions lo;
+  lo.node_id = o.node_id;
+  lo.replicas = o.replicas;
+  lo.term = o.lease_term;
+  lo.skew = o.lease_skew;
+  lo.clock = &node->clock_;
+  absl::StatusOr<std::unique_ptr<LeaseTable>> leases =
+      Retried([&] { return LeaseTable::Open(*node->nats_, lo); }, setup);
+  if (!leases.ok()) return leases.status();
+  node->leases_ = *std::move(leases);
+  node->ownership_ = std::make_unique<Ownership>(*node->leases_, o.node_id, o.partitions);
+  CommandClientOptions co;
+  co.node_id = o.node_id;
+  node->client_ = std::make_unique<CommandClient>(node->nats_->connection(), co);
+
+  // The writer's log hears the table only while this node writes; a mirrored change is not
+  // the writer's (writing_ is false then).
+  ClusterNode* self = node.get();
+  table.AddListener([self](const DecisionUpdate& u) {
+    if (!self->writing_.load()) return;
+    absl::MutexLock lock(&self->writer_mu_);
+    if (self->log_writer_ != nullptr) self->log_writer_->Enqueue(u);
+  });
+  DecisionReplicaOptions ro;
+  ro.apply = [self](const ReplicatedChange& c) {
+    self->view_.Apply(c);
+    if (self->writing_.load()) return;  // the writer's own changes, read back
+    if (c.kind == ReplicatedChange::Kind::kState) {
+      self->table_.MirrorState(c.state);
+    } else {
+      self->table_.Mirror(c.change, c.decision);
+    }
+  };
+  absl::StatusOr<std::unique_ptr<DecisionReplica>> replica =
+      DecisionReplica::Start(*node->nats_, std::move(ro));
+  if (!replica.ok()) return replica.status();
+  node->replica_ = *std::move(replica);
+  node->Tick();
+  if (node->options_.run_thread) node->thread_ = std::thread([self] { self->Run(); });
+  return node;
+}
+
+ClusterNode::~ClusterNode() { Stop(); }
+
+void ClusterNode::Stop() {
+  {
+    absl::MutexLock lock(&stop_mu_);
+    if (stopped_) return;
+    stopped_ = true;
+  }
+  stopping_.Notify();
+  if (thread_.joinable()) thread_.join();
+  if (writing_.load()) StepDown("stopping");
+  if (ownership_ != nullptr) {
+    if (absl::Status s = ownership_->ReleaseAll(); !s.ok()) {
+      Log(absl::StrCat("cluster: leases not released (others take over after the term): ",
+                       s.message()));
+    }
+  }
+  if (options_.partitions_changed && !counting_.empty()) {
+    options_.partitions_changed({}, counting_);
+    counting_.clear();
+  }
+  replica_.reset();
+}
+
+void ClusterNode::Run() {
+  const absl::Duration every = options_.lease_term / 3;
+  absl::Time next = clock_.TimeNow() + every;
+  // Waits in short real-time steps and ticks when the injected clock says so: a simulated clock
+  // moved forward makes the next tick come at once.
+  while (!stopping_.WaitForNotificationWithTimeout(
+      std::min(every, absl::Milliseconds(200)))) {
+    if (clock_.TimeNow() < next) continue;
+    Tick();
+    next = clock_.TimeNow() + every;
+  }
+}
+
+void ClusterNode::Tick() {
+  absl::StatusOr<Ownership::Change> change = ownership_->Tick();
+  const absl::Time now = clock_.TimeNow();
+  std::string error;
+  if (change.ok()) {
+    ticks_ok_.Increment();
+    last_good_tick_ = now;
+    live_gauge_.Set(static_cast<double>(change->live_nodes));
+  } else {
+    ticks_failed_.Increment();
+    error = absl::StrCat("lease tick: ", change.status().message());
+  }
+  // Leases held are only ours while renewed within the term: past it, another node may hold
+  // them, so this one stops acting on them even if NATS is away and cannot say so.
+  const bool fresh = now - last_good_tick_ < options_.lease_term;
+  bool fenced = false;
+  {
+    absl::MutexLock lock(&writer_mu_);
+    fenced = log_writer_ != nullptr && log_writer_->fenced();
+  }
+  const bool want = fresh && ownership_->writer() && !fenced;
+  if (want && !writing_.load()) {
+    BecomeWriter();
+  } else if (!want && writing_.load()) {
+    StepDown(fenced ? "another writer appended to the decision log"
+                    : !fresh ? "leases not renewed within the term" : "lease lost");
+  }
+  const std::set<uint32_t> wanted = fresh ? ownership_->owned() : std::set<uint32_t>{};
+  std::set<uint32_t> gained, lost;
+  std::set_difference(wanted.begin(), wanted.end(), counting_.begin(), counting_.end(),
+                      std::inserter(gained, gained.end()));
+  std::set_difference(counting_.begin(), counting_.end(), wanted.begin(), wanted.end(),
+                      std::inserter(lost, lost.end()));
+  if ((!gained.empty() || !lost.empty()) && options_.partitions_changed) {
+    options_.partitions_changed(gained, lost);
+  }
+  counting_ = wanted;
+  owned_gauge_.Set(static_cast<double>(wanted.size()));
+  writer_gauge_.Set(writing_.load() ? 1 : 0);
+  connected_gauge_.Set(natsConnection_Status(nats_->connection()) == NATS_CONN_STATUS_CONNECTED);
+  if (absl::StatusOr<NatsClient::StreamState> st = nats_->State(kDecisionStream); st.ok()) {
+    const uint64_t applied = replica_->applied_through();
+    lag_gauge_.Set(st->last_sequence > applied ? st->last_sequence - applied : 0);
+  }
+  absl::MutexLock lock(&status_mu_);
+  if (!error.empty() && error != last_error_) Log(absl::StrCat("cluster: ", error));
+  last_error_ = error;
+  owned_ = wanted;
+}
+
+bool ClusterNode::CatchUp(absl::Duration timeout) {
+  absl::StatusOr<NatsClient::StreamState> st = nats_->State(kDecisionStream);
+  if (!st.ok()) return false;
+  return replica_->WaitUntilApplied(st->last_sequence, timeout);
+}
+
+void ClusterNode::BecomeWriter() {
+  // The former writer's last words first: the table must be the log's before it is published.
+  if (!CatchUp(options_.lease_term)) {
+    Log("cluster: WARNING: taking the writer lease before this node read the whole decision "
+        "log (NATS slow or away); decisions the former writer made last may be missing");
+  }
+  writing_.store(true);
+  DecisionLogWriterOptions wo;
+  wo.node_id = options_.node_id;
+  wo.state = [this] { return table_.List({}); };
+  absl::StatusOr<std::unique_ptr<DecisionLogWriter>> w = DecisionLogWriter::Start(*nats_, wo);
+  if (!w.ok()) {
+    writing_.store(false);
+    Log(absl::StrCat("cluster: cannot start the decision log writer: ", w.status().message()));
+    return;
+  }
+  {
+    absl::MutexLock lock(&writer_mu_);
+    log_writer_ = *std::move(w);
+    log_writer_->PublishState();
+  }
+  CommandServerOptions so;
+  so.handle = [this](absl::string_view kind, absl::string_view body) { return Handle(kind, body); };
+  absl::StatusOr<std::unique_ptr<CommandServer>> server =
+      CommandServer::Start(nats_->connection(), std::move(so));
+  if (!server.ok()) {
+    Log(absl::StrCat("cluster: cannot serve commands: ", server.status().message()));
+  } else {
+    command_server_ = *std::move(server);
+  }
+  writer_changes_.Increment();
+  Log(absl::StrCat("cluster: node ", options_.node_id, " is the edge writer"));
+  if (options_.writer_started) options_.writer_started();
+}
+
+void ClusterNode::StepDown(const std::string& why) {
+  command_server_.reset();  // answers no more commands (the one running finishes)
+  if (options_.writer_stopped) options_.writer_stopped();
+  std::shared_ptr<DecisionLogWriter> w;
+  {
+    absl::MutexLock lock(&writer_mu_);
+    w = std::move(log_writer_);
+  }
+  writing_.store(false);
+  w.reset();  // publishes what it holds (unless fenced)
+  writer_changes_.Increment();
+  Log(absl::StrCat("cluster: node ", options_.node_id, " stopped writing: ", why));
+}
+
+absl::StatusOr<std::string> ClusterNode::Handle(absl::string_view kind, absl::string_view body) {
+  absl::StatusOr<palisade::v1::Decision> d;
+  if (kind == kAddKind) {
+    palisade::v1::AddDecisionRequest req;
+    if (!req.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+      return absl::InvalidArgumentError("decisions.add: the request does not parse");
+    }
+    d = table_.AddManual(req);
+  } else if (kind == kDeleteKind) {
+    palisade::v1::DeleteDecisionRequest req;
+    if (!req.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+      return absl::InvalidArgumentError("decisions.delete: the request does not parse");
+    }
+    d = table_.Withdraw(req.id());
+  } else if (options_.handle_command) {
+    return options_.handle_command(kind, body);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown command kind \"", kind, "\""));
+  }
+  if (!d.ok()) return d.status();
+  // Answered once the stream holds it, so the caller's replica can wait for it.
+  std::shared_ptr<DecisionLogWriter> w;
+  {
+    absl::MutexLock lock(&writer_mu_);
+    w = log_writer_;
+  }
+  if (w != nullptr && !w->WaitUntilPublished(options_.command_deadline)) {
+    return absl::UnavailableError(absl::StrCat(
+        "decision ", d->id(), " made, but the decision log did not take it: ", w->last_error()));
+  }
+  return d->SerializeAsString();
+}
+
+absl::StatusOr<palisade::v1::Decision> ClusterNode::AddManual(
+    const palisade::v1::AddDecisionRequest& req) {
+  absl::StatusOr<std::string> reply =
+      client_->Call(kAddKind, req.SerializeAsString(), options_.command_deadline);
+  if (!reply.ok()) return reply.status();
+  palisade::v1::Decision d;
+  if (!d.ParseFromString(*reply)) {
+    return absl::InternalError("decisions.add: the writer's reply does not parse");
+  }
+  CatchUp(options_.command_deadline);
+  return d;
+}
+
+absl::StatusOr<palisade::v1::Decision> ClusterNode::Withdraw(const std::string& id) {
+  palisade::v1::DeleteDecisionRequest req;
+  req.set_id(id);
+  absl::StatusOr<std::string> reply =
+      client_->Call(kDeleteKind, req.SerializeAsString(), options_.command_deadline);
+  if (!reply.ok()) return reply.status();
+  palisade::v1::Decision d;
+  if (!d.ParseFromString(*reply)) {
+    return absl::InternalError("decisions.delete: the writer's reply does not parse");
+  }
+  CatchUp(options_.command_deadline);
+  return d;
+}
+
+ClusterNodeStatus ClusterNode::Status() {
+  ClusterNodeStatus s;
+  s.node_id = options_.node_id;
+  s.partitions = options_.partitions;
+  s.writer = writing_.load();
+  s.nats_connected =
+      natsConnection_Status(nats_->connection()) == NATS_CONN_STATUS_CONNECTED;
+  std::vector<std::string> errors;
+  if (auto w = leases_->HolderOf(Ownership::kWriterLease); w.ok()) {
+    if (w->has_value()) s.writer_node = (*w)->node;
+  } else {
+    errors.push_back(std::string(w.status().message()));
+  }
+  if (auto nodes = leases_->LiveWithPrefix("node."); nodes.ok()) {
+    for (const auto& [name, holder] : *nodes) s.live_nodes.push_back(holder.node);
+  } else {
+    errors.push_back(std::string(nodes.status().message()));
+  }
+  if (auto parts = leases_->LiveWithPrefix("partition."); parts.ok()) {
+    for (const auto& [name, holder] : *parts) {
+      uint32_t p = 0;
+      if (absl::SimpleAtoi(name.substr(name.rfind('.') + 1), &p)) s.partition_owners[p] = holder.node;
+    }
+  } else {
+    errors.push_back(std::string(parts.status().message()));
+  }
+  s.applied_through = replica_->applied_through();
+  if (auto st = nats_->State(kDecisionStream); st.ok()) {
+    s.stream_last_sequence = st->last_sequence;
+    s.replica_lag =
+        st->last_sequence > s.applied_through ? st->last_sequence - s.applied_through : 0;
+  } else {
+    errors.push_back(std::string(st.status().message()));
+  }
+  {
+    absl::MutexLock lock(&status_mu_);
+    s.owned = owned_;
+    if (!last_error_.empty()) errors.insert(errors.begin(), last_error_);
+  }
+  if (std::string r = replica_->last_error(); !r.empty()) errors.push_back("replica: " + r);
+  s.last_error = absl::StrJoin(errors, "; ");
+  return s;
+}
+
+void ClusterNode::Log(const std::string& m) const {
+  if (options_.log) {
+    options_.log(m);
+  } else {
+    std::cerr << "palisaded: " << m << std::endl;
+  }
+}
+
+}  // namespace palisade::cluster

@@ -1,0 +1,177 @@
+// One palisaded as a node of the cluster (issue 17; docs/ARCHITECTURE.md, "Cluster"): the
+// pieces of this package put together around the node's DecisionTable. Built by palisaded when
+// the config has `cluster {}` (palisade.v1.ClusterConfig).
+//
+// A ClusterNode owns the NATS connection, the lease table and the node's Ownership, ticked every
+// lease term / 3 on the injected clock (its own thread, or Tick() from a test). On every node it
+// runs a DecisionReplica into a DecisionView and into the table (DecisionTable::Mirror): the
+// Decisions API, Watch and the bouncer API read the same decisions everywhere. While the node
+// holds `edge-writer` (the lease held and renewed within the term, and its log writer not
+// fenced) the table is the writer's, not a mirror:
+//   gaining it: the replica first applies everything the stream holds (the former writer's last
+//   words), mirroring stops, a DecisionLogWriter hears the table from then on and publishes the
+//   table whole (so every replica ends at it), the CommandServer answers, and only then
+//   `writer_started` runs (palisaded starts the dispatcher, outbox and reconciler there);
+//   losing it (another node took it, ticks failing for a whole term, the log writer fenced):
+//   the CommandServer stops answering, `writer_stopped` runs (the edge stops), the log writer
+//   publishes what it still holds, and the table mirrors again.
+// Manual bans and unbans go from any node, the writer included, through the command channel to
+// whichever node writes (AddManual, Withdraw): the answer is the writer's, and the call returns
+// once this node's table holds it. Partition ownership is handed to `partitions_changed` as
+// the set to start and the set to stop counting (H1's PartitionCounter::Apply).
+//
+// Thread-safety: the accessors, Status, AddManual and Withdraw may be called from any thread;
+// Tick from one thread at a time (the node's own, when run_thread).
+#ifndef PALISADE_SERVICES_CLUSTER_CLUSTER_NODE_H_
+#define PALISADE_SERVICES_CLUSTER_CLUSTER_NODE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "palisade/v1/palisade.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/gauge.h"
+#include "prometheus/registry.h"
+#include "services/cluster/command_channel.h"
+#include "services/cluster/decision_log.h"
+#include "services/cluster/lease_table.h"
+#include "services/cluster/nats_client.h"
+#include "services/cluster/ownership.h"
+#include "services/common/clock.h"
+#include "services/decisions/decision_table.h"
+
+namespace palisade::cluster {
+
+struct ClusterNodeOptions {
+  NatsOptions nats;
+  std::string node_id;  // [A-Za-z0-9_-], at most 64 bytes
+  uint32_t partitions = 16;
+  absl::Duration lease_term = absl::Seconds(15);
+  absl::Duration lease_skew = absl::Seconds(2);
+  int replicas = 1;  // of the decision stream and the lease bucket
+  Clock* clock = nullptr;  // leases and ticks; null: the real clock
+  // Tick on a thread of its own every lease_term / 3 (false: the caller calls Tick()).
+  bool run_thread = true;
+  // How long a manual ban or unban waits for a writer to answer, and for this node's table to
+  // hold the answer.
+  absl::Duration command_deadline = absl::Seconds(30);
+  // On the node's thread, once this node writes (see the header) and when it stops. Both may
+  // block (they start and stop the edge).
+  std::function<void()> writer_started;
+  std::function<void()> writer_stopped;
+  // On the node's thread: the partitions to start and to stop counting.
+  std::function<void(const std::set<uint32_t>& gained, const std::set<uint32_t>& lost)>
+      partitions_changed;
+  // Commands the writer carries out besides decisions.add and decisions.delete (kind, body).
+  std::function<absl::StatusOr<std::string>(absl::string_view kind, absl::string_view body)>
+      handle_command;
+  std::function<void(const std::string&)> log;
+};
+
+// What `palisadectl cluster status` shows.
+struct ClusterNodeStatus {
+  std::string node_id;
+  bool nats_connected = false;
+  bool writer = false;        // this node writes now
+  std::string writer_node;    // the live holder of edge-writer ("" when none)
+  std::vector<std::string> live_nodes;
+  uint32_t partitions = 0;
+  std::map<uint32_t, std::string> partition_owners;  // the live ones
+  std::set<uint32_t> owned;                          // this node's
+  uint64_t stream_last_sequence = 0;
+  uint64_t applied_through = 0;
+  uint64_t replica_lag = 0;
+  std::string last_error;  // the last tick's or the replica's ("" when none)
+};
+
+class ClusterNode {
+ public:
+  // Connects (a clear error naming the servers when none answers), makes sure the decision
+  // stream exists with Palisade's settings (kFailedPrecondition naming what differs), opens the
+  // lease table, starts the replica into `table` and, with run_thread, the ticks. `table` and
+  // `registry` must outlive the node. The first tick runs before Start returns.
+  static absl::StatusOr<std::unique_ptr<ClusterNode>> Start(ClusterNodeOptions options,
+                                                            DecisionTable& table,
+                                                            prometheus::Registry& registry);
+  // Stop().
+  ~ClusterNode();
+  // A clean stop: stops writing (writer_stopped), releases every lease so other nodes take over
+  // at once, stops the replica. Idempotent.
+  void Stop();
+
+  // One tick (see Ownership::Tick), then the writer and the partitions brought in line.
+  void Tick();
+
+  // A manual ban / unban carried out by the writer (its answer, same code and text on error);
+  // kUnavailable when no writer answered within command_deadline.
+  absl::StatusOr<palisade::v1::Decision> AddManual(const palisade::v1::AddDecisionRequest& req);
+  absl::StatusOr<palisade::v1::Decision> Withdraw(const std::string& id);
+
+  bool writer() const { return writing_.load(); }
+  const std::string& node_id() const { return options_.node_id; }
+  DecisionView& view() { return view_; }
+  DecisionReplica& replica() { return *replica_; }
+  NatsClient& nats() { return *nats_; }
+  CommandClient& commands() { return *client_; }
+  // Reads the leases and the stream now (NATS requests).
+  ClusterNodeStatus Status();
+
+ private:
+  ClusterNode(ClusterNodeOptions options, DecisionTable& table, prometheus::Registry& registry);
+  void Run();
+  void BecomeWriter();
+  void StepDown(const std::string& why);
+  absl::StatusOr<std::string> Handle(absl::string_view kind, absl::string_view body);
+  // Waits until this node's replica applied what the stream holds now.
+  bool CatchUp(absl::Duration timeout);
+  void Log(const std::string& m) const;
+
+  ClusterNodeOptions options_;
+  DecisionTable& table_;
+  Clock& clock_;
+  std::unique_ptr<NatsClient> nats_;
+  std::unique_ptr<LeaseTable> leases_;
+  std::unique_ptr<Ownership> ownership_;  // the tick's (one thread at a time)
+  DecisionView view_;
+  std::unique_ptr<DecisionReplica> replica_;
+  std::unique_ptr<CommandClient> client_;
+  // The writer's parts: set and reset by the tick only; the table's listener reads log_writer_.
+  absl::Mutex writer_mu_;
+  std::shared_ptr<DecisionLogWriter> log_writer_ ABSL_GUARDED_BY(writer_mu_);
+  std::unique_ptr<CommandServer> command_server_;
+  std::atomic<bool> writing_{false};
+  // The tick's: when a tick last succeeded, and the partitions handed to partitions_changed.
+  absl::Time last_good_tick_ = absl::InfinitePast();
+  std::set<uint32_t> counting_;
+  absl::Mutex status_mu_;
+  std::string last_error_ ABSL_GUARDED_BY(status_mu_);
+  std::set<uint32_t> owned_ ABSL_GUARDED_BY(status_mu_);
+  absl::Mutex stop_mu_;
+  bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
+  absl::Notification stopping_;
+  std::thread thread_;
+  prometheus::Gauge& writer_gauge_;
+  prometheus::Gauge& owned_gauge_;
+  prometheus::Gauge& partitions_gauge_;
+  prometheus::Gauge& live_gauge_;
+  prometheus::Gauge& lag_gauge_;
+  prometheus::Gauge& connected_gauge_;
+  prometheus::Counter& ticks_ok_;
+  prometheus::Counter& ticks_failed_;
+  prometheus::Counter& writer_changes_;
+};
+
+}  // namespace palisade::cluster
+
+#endif  // PALISADE_SERVICES_CLUSTER_CLUSTER_NODE_H_

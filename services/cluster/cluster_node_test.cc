@@ -1,0 +1,174 @@
+// ClusterNode against a real nats-server: nodes on one simulated clock, each with its own
+// DecisionTable, ticked by the test.
+#include "services/cluster/cluster_node.h"
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "services/cluster/nats_server_for_tests.h"
+#include "services/common/clock.h"
+#include "services/common/proto_time.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade::cluster {
+namespace {
+
+using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr uint32_t kPartitions = 8;
+
+// One node: its table, what its callbacks heard.
+struct TestNode {
+  explicit TestNode(SimulatedClock& clock) : table(clock) {}
+  DecisionTable table;
+  prometheus::Registry registry;
+  int started = 0;
+  int stopped = 0;
+  std::set<uint32_t> counting;
+  std::unique_ptr<ClusterNode> node;
+};
+
+class ClusterNodeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<NatsServerForTests>> server = NatsServerForTests::Start();
+    ASSERT_THAT(server, IsOk());
+    server_ = *std::move(server);
+  }
+
+  std::unique_ptr<TestNode> StartNode(const std::string& id) {
+    auto n = std::make_unique<TestNode>(clock_);
+    ClusterNodeOptions o;
+    o.nats.servers = {server_->url()};
+    o.node_id = id;
+    o.partitions = kPartitions;
+    o.lease_term = absl::Seconds(15);
+    o.clock = &clock_;
+    o.run_thread = false;
+    TestNode* t = n.get();
+    o.writer_started = [t] { ++t->started; };
+    o.writer_stopped = [t] { ++t->stopped; };
+    o.partitions_changed = [t](const std::set<uint32_t>& gained, const std::set<uint32_t>& lost) {
+      for (uint32_t p : gained) EXPECT_TRUE(t->counting.insert(p).second) << p;
+      for (uint32_t p : lost) EXPECT_EQ(t->counting.erase(p), 1u) << p;
+    };
+    o.log = [](const std::string&) {};
+    absl::StatusOr<std::unique_ptr<ClusterNode>> node =
+        ClusterNode::Start(std::move(o), n->table, n->registry);
+    EXPECT_THAT(node, IsOk());
+    if (node.ok()) n->node = *std::move(node);
+    return n;
+  }
+
+  static palisade::v1::AddDecisionRequest Ban(const std::string& ip) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value(ip);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    req.set_reason("operator");
+    return req;
+  }
+
+  SimulatedClock clock_;
+  std::unique_ptr<NatsServerForTests> server_;
+};
+
+TEST_F(ClusterNodeTest, ABanMadeAnywhereIsTheWritersAndKnownEverywhereAndSurvivesATakeOver) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  ASSERT_NE(a->node, nullptr);
+  EXPECT_TRUE(a->node->writer());  // alone: it writes
+  EXPECT_EQ(a->started, 1);
+  std::unique_ptr<TestNode> b = StartNode("b");
+  ASSERT_NE(b->node, nullptr);
+  EXPECT_FALSE(b->node->writer());
+  EXPECT_EQ(b->started, 0);
+
+  // A ban added on b is made by a (the writer) and mirrored by b before the call returns.
+  absl::StatusOr<palisade::v1::Decision> d = b->node->AddManual(Ban("192.0.2.7"));
+  ASSERT_THAT(d, IsOk());
+  absl::StatusOr<palisade::v1::Decision> at_a = a->table.Get(d->id());
+  ASSERT_THAT(at_a, IsOk());
+  EXPECT_TRUE(at_a->active());
+  absl::StatusOr<palisade::v1::Decision> at_b = b->table.Get(d->id());
+  ASSERT_THAT(at_b, IsOk());
+  EXPECT_EQ(at_b->SerializeAsString(), at_a->SerializeAsString());
+  EXPECT_THAT(b->node->view().Get(d->id()), IsOk());
+  // The writer's answer, errors included.
+  EXPECT_THAT(b->node->AddManual(Ban("not an address")),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(b->node->Withdraw("0000000000000000"), StatusIs(absl::StatusCode::kNotFound));
+
+  // Partitions: after a few ticks each is counted by exactly one node.
+  for (int i = 0; i < 3; ++i) {
+    a->node->Tick();
+    b->node->Tick();
+  }
+  std::set<uint32_t> all = a->counting;
+  for (uint32_t p : b->counting) EXPECT_TRUE(all.insert(p).second) << "partition " << p << " twice";
+  EXPECT_EQ(all.size(), kPartitions);
+  EXPECT_FALSE(a->counting.empty());
+  EXPECT_FALSE(b->counting.empty());
+
+  ClusterNodeStatus status = b->node->Status();
+  EXPECT_EQ(status.node_id, "b");
+  EXPECT_EQ(status.writer_node, "a");
+  EXPECT_FALSE(status.writer);
+  EXPECT_THAT(status.live_nodes, ElementsAre("a", "b"));
+  EXPECT_EQ(status.partition_owners.size(), kPartitions);
+  EXPECT_TRUE(status.nats_connected);
+  EXPECT_EQ(status.owned, b->counting);
+
+  // a stops ticking (paused, cut off): after the term and skew, b takes the writer lease, with
+  // the table it mirrored.
+  clock_.Advance(absl::Seconds(15 + 2 + 1));
+  b->node->Tick();
+  EXPECT_TRUE(b->node->writer());
+  EXPECT_EQ(b->started, 1);
+  EXPECT_EQ(b->counting.size(), kPartitions);  // a's run out: b counts them all
+  a->node->Tick();  // a learns it lost the lease
+  EXPECT_FALSE(a->node->writer());
+  EXPECT_EQ(a->stopped, 1);
+
+  // b's table is the writer's now: an unban from a goes to b, and a mirrors it.
+  absl::StatusOr<palisade::v1::Decision> w = a->node->Withdraw(d->id());
+  ASSERT_THAT(w, IsOk());
+  EXPECT_FALSE(w->active());
+  EXPECT_FALSE(b->table.Get(d->id())->active());
+  EXPECT_FALSE(a->table.Get(d->id())->active());
+  absl::StatusOr<palisade::v1::Decision> d2 = a->node->AddManual(Ban("192.0.2.8"));
+  ASSERT_THAT(d2, IsOk());
+  EXPECT_TRUE(a->table.Get(d2->id())->active());
+  EXPECT_EQ(a->table.active_count(), 1u);
+  EXPECT_EQ(b->table.active_count(), 1u);
+
+  // A clean stop hands over at once: a takes the writer lease on its next tick.
+  b->node->Stop();
+  EXPECT_EQ(b->stopped, 1);
+  EXPECT_TRUE(b->counting.empty());
+  a->node->Tick();
+  EXPECT_TRUE(a->node->writer());
+  EXPECT_EQ(a->started, 2);
+  EXPECT_TRUE(a->table.Get(d2->id())->active());
+}
+
+TEST_F(ClusterNodeTest, NoServerAnsweringIsAClearError) {
+  DecisionTable table(clock_);
+  prometheus::Registry registry;
+  ClusterNodeOptions o;
+  o.nats.servers = {"nats://127.0.0.1:1"};
+  o.nats.timeout = absl::Seconds(1);
+  o.node_id = "a";
+  o.clock = &clock_;
+  o.run_thread = false;
+  EXPECT_THAT(ClusterNode::Start(std::move(o), table, registry),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("nats://127.0.0.1:1")));
+}
+
+}  // namespace
+}  // namespace palisade::cluster
