@@ -151,7 +151,7 @@ class PartitionCounter {
     uint64_t callback_failures = 0;   // refusals of the callback (offered again)
     uint64_t refused_version = 0;     // matches of another rule set version
     uint64_t refused_invalid = 0;     // unreadable, unknown rule, bad key, wrong partition
-    uint64_t trimmed = 0;             // matches a take-over needed that the stream no longer had
+    uint64_t trimmed = 0;             // take-overs whose replay began where the stream was trimmed
     uint64_t snapshots = 0;           // snapshots written
     uint64_t snapshot_failures = 0;
   };

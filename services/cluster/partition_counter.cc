@@ -1,0 +1,524 @@
+#include "services/cluster/partition_counter.h"
+
+#include <nats/nats.h>
+
+#include <algorithm>
+#include <deque>
+#include <optional>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "palisade/v1/cluster.pb.h"
+#include "services/cluster/match_stream.h"
+
+namespace palisade::cluster {
+
+namespace {
+
+constexpr const char* kRuleSetKey = "rule-set";
+
+std::string HeadKey(uint32_t p) { return absl::StrCat("p", p, ".head"); }
+std::string EmittedKey(uint32_t p) { return absl::StrCat("p", p, ".emitted"); }
+std::string ChunkKey(uint32_t p, absl::string_view generation, uint32_t i) {
+  return absl::StrCat("p", p, ".g", generation, ".", i);
+}
+
+// The value of `key`; nullopt when the bucket has none.
+absl::StatusOr<std::optional<std::string>> Get(kvStore* kv, const std::string& key) {
+  kvEntry* e = nullptr;
+  const natsStatus s = kvStore_Get(&e, kv, key.c_str());
+  if (s == NATS_NOT_FOUND) return std::optional<std::string>();
+  if (s != NATS_OK) return NatsError(s, absl::StrCat("cluster: reading windows key ", key));
+  std::optional<std::string> out(std::in_place, static_cast<const char*>(kvEntry_Value(e)),
+                                 static_cast<size_t>(kvEntry_ValueLen(e)));
+  kvEntry_Destroy(e);
+  return out;
+}
+
+absl::Status Put(kvStore* kv, const std::string& key, absl::string_view value) {
+  uint64_t rev = 0;
+  const natsStatus s =
+      kvStore_Put(&rev, kv, key.c_str(), value.data(), static_cast<int>(value.size()));
+  if (s != NATS_OK) return NatsError(s, absl::StrCat("cluster: writing windows key ", key));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+struct PartitionCounter::Partition {
+  ~Partition() {
+    if (sub != nullptr) natsSubscription_Destroy(sub);
+  }
+  uint32_t p = 0;
+  std::string subject;
+  std::unique_ptr<Engine> engine;
+  natsSubscription* sub = nullptr;
+  uint64_t position = 0;        // the last stream sequence read
+  uint64_t emitted = 0;         // every detection through this sequence was taken
+  uint64_t emitted_written = 0;  // the emitted position the bucket holds
+  uint64_t replay_through = 0;  // detections through this sequence are not raised again
+  uint64_t rebuild_target = 0;  // the take-over's rebuild ends when it has read this far
+  uint64_t snapshot_seq = 0;
+  std::string snapshot_generation;
+  uint32_t snapshot_chunks = 0;
+  uint64_t since_snapshot = 0;
+  absl::Time last_snapshot;
+  absl::Time gained;
+  bool rebuilding = true;
+  absl::Duration rebuild_time;
+  absl::Time latest_event = absl::InfinitePast();
+  std::deque<ClusterDetection> pending;  // raised, not yet taken by the callback
+};
+
+absl::StatusOr<std::unique_ptr<PartitionCounter>> PartitionCounter::Open(
+    NatsClient& nats, PartitionCounterOptions options, DetectionCallback on_detection) {
+  if (options.rules == nullptr || options.rule_set_version.empty() || options.node_id.empty() ||
+      options.partitions == 0 || !on_detection) {
+    return absl::InvalidArgumentError(
+        "cluster: a partition counter needs rules, their version, a node id, partitions and a "
+        "detection callback");
+  }
+  kvStore* kv = nullptr;
+  natsStatus s = js_KeyValue(&kv, nats.jetstream(), options.bucket.c_str());
+  if (s == NATS_NOT_FOUND) {
+    kvConfig cfg;
+    kvConfig_Init(&cfg);
+    cfg.Bucket = options.bucket.c_str();
+    cfg.History = 1;
+    cfg.Replicas = options.replicas;
+    s = js_CreateKeyValue(&kv, nats.jetstream(), &cfg);
+  }
+  if (s != NATS_OK) {
+    return NatsError(s, absl::StrCat("cluster: opening windows bucket ", options.bucket));
+  }
+  return std::unique_ptr<PartitionCounter>(
+      new PartitionCounter(nats, std::move(options), kv, std::move(on_detection)));
+}
+
+PartitionCounter::PartitionCounter(NatsClient& nats, PartitionCounterOptions options, kvStore* kv,
+                                   DetectionCallback on_detection)
+    : nats_(nats),
+      options_(std::move(options)),
+      kv_(kv),
+      clock_(options_.clock != nullptr ? options_.clock : &RealClock::Get()),
+      on_detection_(std::move(on_detection)),
+      last_expire_(clock_->TimeNow()) {}
+
+PartitionCounter::~PartitionCounter() {
+  owned_.clear();  // the subscriptions before the bucket
+  kvStore_Destroy(kv_);
+}
+
+absl::Status PartitionCounter::PublishRuleSet() {
+  return Put(kv_, kRuleSetKey, absl::StrCat(options_.rule_set_version, " ", options_.node_id));
+}
+
+absl::Status PartitionCounter::CheckRuleSet() {
+  absl::StatusOr<std::optional<std::string>> v = Get(kv_, kRuleSetKey);
+  if (!v.ok()) return v.status();
+  if (!v->has_value()) return absl::OkStatus();
+  std::vector<std::string> f = absl::StrSplit(**v, absl::MaxSplits(' ', 1));
+  if (f[0] == options_.rule_set_version) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "cluster: this node's rules (", options_.rule_set_version, ") differ from the cluster's (",
+      f[0], ", published by node ", f.size() > 1 ? f[1] : "?",
+      "): it matches and publishes, but owns no partition until they agree"));
+}
+
+void PartitionCounter::SetRules(std::shared_ptr<const RuleSet> rules,
+                                std::string rule_set_version) {
+  options_.rules = std::move(rules);
+  options_.rule_set_version = std::move(rule_set_version);
+  for (auto& [p, part] : owned_) part->engine->SetRules(options_.rules);
+}
+
+absl::Status PartitionCounter::Apply(const Ownership::Change& change) {
+  for (uint32_t p : change.lost) owned_.erase(p);
+  absl::Status status;
+  if (!change.gained.empty()) {
+    status = CheckRuleSet();
+    if (status.ok()) {
+      for (uint32_t p : change.gained) {
+        if (owned_.count(p) > 0) continue;
+        status = Open(p);
+        if (!status.ok()) break;
+      }
+    }
+  }
+  std::vector<PartitionStatus> st;
+  for (const auto& [p, part] : owned_) {
+    st.push_back({p, part->position, part->emitted, part->snapshot_seq, part->rebuilding,
+                  part->engine->live_windows(), part->rebuild_time});
+  }
+  absl::MutexLock lock(&mu_);
+  status_ = std::move(st);
+  return status;
+}
+
+absl::Status PartitionCounter::Open(uint32_t p) {
+  auto part = std::make_unique<Partition>();
+  part->p = p;
+  part->subject = absl::StrCat(options_.subject_prefix, ".", p);
+  part->gained = clock_->TimeNow();
+  part->last_snapshot = part->gained;
+  // The snapshot: its head, then its chunks. A chunk gone means a newer snapshot replaced it
+  // meanwhile (its writer purges the older chunks): read the head again.
+  palisade::v1::PartitionSnapshotHead head;
+  bool restored = false;
+  for (int attempt = 0; attempt < 5 && !restored; ++attempt) {
+    part->engine = std::make_unique<Engine>(options_.rules, options_.engine);
+    head.Clear();
+    absl::StatusOr<std::optional<std::string>> h = Get(kv_, HeadKey(p));
+    if (!h.ok()) return h.status();
+    if (!h->has_value()) {
+      restored = true;
+      break;
+    }
+    if (!head.ParseFromString(**h) || head.partition() != p) {
+      return absl::DataLossError(
+          absl::StrCat("cluster: partition ", p, ": the windows snapshot head is unreadable"));
+    }
+    restored = true;
+    for (uint32_t i = 0; i < head.chunks(); ++i) {
+      absl::StatusOr<std::optional<std::string>> c =
+          Get(kv_, ChunkKey(p, head.generation(), i));
+      if (!c.ok()) return c.status();
+      palisade::v1::PartitionSnapshotChunk chunk;
+      if (!c->has_value()) {
+        restored = false;
+        break;
+      }
+      if (!chunk.ParseFromString(**c)) {
+        return absl::DataLossError(absl::StrCat("cluster: partition ", p, ": windows snapshot ",
+                                                head.generation(), " chunk ", i,
+                                                " is unreadable"));
+      }
+      part->engine->Restore(chunk.windows());
+    }
+  }
+  if (!restored) {
+    return absl::UnavailableError(absl::StrCat(
+        "cluster: partition ", p, ": its windows snapshot kept changing while read"));
+  }
+  part->position = head.sequence();
+  part->snapshot_seq = head.sequence();
+  part->snapshot_generation = head.generation();
+  part->snapshot_chunks = head.chunks();
+  absl::StatusOr<std::optional<std::string>> e = Get(kv_, EmittedKey(p));
+  if (!e.ok()) return e.status();
+  uint64_t emitted = 0;
+  if (e->has_value() && !absl::SimpleAtoi(**e, &emitted)) emitted = 0;
+  // A snapshot is taken only once its detections were taken: it is emitted through itself.
+  part->emitted = std::max(emitted, part->position);
+  part->emitted_written = emitted;
+  part->replay_through = part->emitted;
+  // The rebuild ends at the last match it must count again: the emitted position, or the
+  // partition's last match if the stream lost the ones up to it.
+  part->rebuild_target = 0;
+  if (part->replay_through > part->position) {
+    natsMsg* last = nullptr;
+    jsErrCode err = static_cast<jsErrCode>(0);
+    if (js_GetLastMsg(&last, nats_.jetstream(), options_.stream.c_str(), part->subject.c_str(),
+                      nullptr, &err) == NATS_OK) {
+      part->rebuild_target = std::min<uint64_t>(part->replay_through, natsMsg_GetSequence(last));
+      natsMsg_Destroy(last);
+    }
+  }
+  part->rebuilding = part->position < part->rebuild_target;
+  if (!part->rebuilding) part->rebuild_time = clock_->TimeNow() - part->gained;
+  // Did the stream drop matches the replay needs (limits, age)?
+  if (part->replay_through > 0) {
+    jsStreamInfo* info = nullptr;
+    jsErrCode err = static_cast<jsErrCode>(0);
+    if (js_GetStreamInfo(&info, nats_.jetstream(), options_.stream.c_str(), nullptr, &err) ==
+        NATS_OK) {
+      if (info->State.FirstSeq > part->position + 1) {
+        absl::MutexLock lock(&mu_);
+        ++stats_.trimmed;
+      }
+      jsStreamInfo_Destroy(info);
+    }
+  }
+  jsSubOptions so;
+  jsSubOptions_Init(&so);
+  so.Stream = options_.stream.c_str();
+  // An ordered consumer: stream order, no acknowledgements to redeliver out of order, and
+  // libnats makes it again from the last sequence delivered after a gap or a lost server.
+  so.Ordered = true;
+  if (part->position == 0) {
+    so.Config.DeliverPolicy = js_DeliverAll;
+  } else {
+    so.Config.DeliverPolicy = js_DeliverByStartSequence;
+    so.Config.OptStartSeq = part->position + 1;
+  }
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s =
+      js_SubscribeSync(&part->sub, nats_.jetstream(), part->subject.c_str(), nullptr, &so, &err);
+  if (s != NATS_OK) {
+    part->sub = nullptr;
+    return NatsError(s, absl::StrCat("cluster: partition ", p, ": reading ", part->subject,
+                                     " after ", part->position));
+  }
+  owned_[p] = std::move(part);
+  return absl::OkStatus();
+}
+
+void PartitionCounter::Refuse(bool version, std::string reason) {
+  absl::MutexLock lock(&mu_);
+  ++(version ? stats_.refused_version : stats_.refused_invalid);
+  last_refusal_ = std::move(reason);
+}
+
+absl::Status PartitionCounter::Take(Partition& part, uint64_t sequence, absl::string_view data) {
+  if (sequence != 0 && sequence <= part.position) return absl::OkStatus();  // read already
+  if (sequence != 0) part.position = sequence;
+  palisade::v1::ClusterMatch m;
+  if (!m.ParseFromArray(data.data(), static_cast<int>(data.size()))) {
+    Refuse(false, absl::StrCat("partition ", part.p, " sequence ", sequence,
+                               ": not a ClusterMatch"));
+    return absl::OkStatus();
+  }
+  if (m.rule_set_version() != options_.rule_set_version) {
+    Refuse(true, absl::StrCat("partition ", part.p, " sequence ", sequence, ": a match from node ",
+                              m.origin_node(), " with rules ", m.rule_set_version(),
+                              ", this owner counts with ", options_.rule_set_version));
+    return absl::OkStatus();
+  }
+  if (PartitionOf(m.key(), options_.partitions) != part.p) {
+    Refuse(false, absl::StrCat("partition ", part.p, " sequence ", sequence, ": a match from node ",
+                               m.origin_node(), " whose key belongs to another partition"));
+    return absl::OkStatus();
+  }
+  EngineMatch match;
+  match.rule_id = m.rule_id();
+  match.key = m.key();
+  match.time = absl::FromUnixNanos(m.time_unix_nanos());
+  match.evidence = m.evidence();
+  std::vector<Detection> detections;
+  absl::Status counted = part.engine->CountMatch(match, &detections);
+  if (!counted.ok()) {
+    Refuse(false, absl::StrCat("partition ", part.p, " sequence ", sequence, ": a match from node ",
+                               m.origin_node(), ": ", counted.message()));
+    return absl::OkStatus();
+  }
+  part.latest_event = std::max(part.latest_event, match.time);
+  ++part.since_snapshot;
+  const bool replay = sequence <= part.replay_through;
+  {
+    absl::MutexLock lock(&mu_);
+    ++stats_.counted;
+    if (replay) ++stats_.replayed;
+  }
+  if (replay) return absl::OkStatus();  // raised before the take-over
+  for (Detection& d : detections) {
+    ClusterDetection& c = part.pending.emplace_back();
+    c.id = absl::StrCat(options_.stream, ":", sequence);
+    c.partition = part.p;
+    c.sequence = sequence;
+    c.origin_node = m.origin_node();
+    c.detection = std::move(d);
+  }
+  return Deliver(part);
+}
+
+absl::Status PartitionCounter::Deliver(Partition& part) {
+  while (!part.pending.empty()) {
+    absl::Status taken = on_detection_(part.pending.front());
+    if (!taken.ok()) {
+      absl::MutexLock lock(&mu_);
+      ++stats_.callback_failures;
+      return absl::Status(taken.code(),
+                          absl::StrCat("cluster: partition ", part.p, ": detection ",
+                                       part.pending.front().id, " not taken: ", taken.message()));
+    }
+    part.pending.pop_front();
+    absl::MutexLock lock(&mu_);
+    ++stats_.detections;
+  }
+  part.emitted = std::max(part.emitted, part.position);
+  return absl::OkStatus();
+}
+
+absl::Status PartitionCounter::WriteEmitted(Partition& part) {
+  if (part.emitted <= part.emitted_written) return absl::OkStatus();
+  absl::Status s = Put(kv_, EmittedKey(part.p), absl::StrCat(part.emitted));
+  if (s.ok()) part.emitted_written = part.emitted;
+  return s;
+}
+
+absl::Status PartitionCounter::Snapshot(Partition& part) {
+  if (!part.pending.empty()) return absl::OkStatus();  // only a state whose detections went
+  const palisade::v1::EngineSnapshot all = part.engine->Snapshot();
+  std::vector<palisade::v1::PartitionSnapshotChunk> chunks;
+  size_t bytes = options_.snapshot_chunk_bytes;  // start a first chunk
+  for (const auto& w : all.windows()) {
+    const size_t size = w.ByteSizeLong() + 8;
+    if (bytes + size > options_.snapshot_chunk_bytes && bytes > 0) {
+      chunks.emplace_back();
+      bytes = 0;
+    }
+    *chunks.back().mutable_windows()->add_windows() = w;
+    bytes += size;
+  }
+  static thread_local absl::BitGen bitgen;
+  const std::string generation =
+      absl::StrFormat("%s-%016x", options_.node_id, absl::Uniform<uint64_t>(bitgen));
+  for (uint32_t i = 0; i < chunks.size(); ++i) {
+    absl::Status s = Put(kv_, ChunkKey(part.p, generation, i), chunks[i].SerializeAsString());
+    if (!s.ok()) {
+      absl::MutexLock lock(&mu_);
+      ++stats_.snapshot_failures;
+      return s;
+    }
+  }
+  palisade::v1::PartitionSnapshotHead head;
+  head.set_partition(part.p);
+  head.set_sequence(part.position);
+  head.set_generation(generation);
+  head.set_chunks(static_cast<uint32_t>(chunks.size()));
+  head.set_windows(static_cast<uint64_t>(all.windows_size()));
+  head.set_rule_set_version(options_.rule_set_version);
+  head.set_node(options_.node_id);
+  head.set_taken_unix_ms(absl::ToUnixMillis(clock_->TimeNow()));
+  absl::Status s = Put(kv_, HeadKey(part.p), head.SerializeAsString());
+  if (!s.ok()) {
+    absl::MutexLock lock(&mu_);
+    ++stats_.snapshot_failures;
+    return s;
+  }
+  // The previous snapshot's chunks (ours or the one we restored from) are no longer read.
+  for (uint32_t i = 0; i < part.snapshot_chunks; ++i) {
+    kvStore_Purge(kv_, ChunkKey(part.p, part.snapshot_generation, i).c_str(), nullptr);
+  }
+  part.snapshot_seq = part.position;
+  part.snapshot_generation = generation;
+  part.snapshot_chunks = head.chunks();
+  part.since_snapshot = 0;
+  part.last_snapshot = clock_->TimeNow();
+  absl::MutexLock lock(&mu_);
+  ++stats_.snapshots;
+  return absl::OkStatus();
+}
+
+absl::Status PartitionCounter::SnapshotAll() {
+  absl::Status first;
+  for (auto& [p, part] : owned_) {
+    absl::Status s = WriteEmitted(*part);
+    if (s.ok()) s = Snapshot(*part);
+    if (!s.ok() && first.ok()) first = s;
+  }
+  return first;
+}
+
+absl::StatusOr<size_t> PartitionCounter::Poll() {
+  size_t read = 0;
+  absl::Status first;
+  auto note = [&first](absl::Status s) {
+    if (!s.ok() && first.ok()) first = std::move(s);
+  };
+  // Reads up to max_batch of `part`'s matches; the first waits `wait_ms` when > 0, else only a
+  // match already waiting is read.
+  auto read_some = [&](Partition& part, int64_t wait_ms) {
+    size_t n = 0;
+    while (n < options_.max_batch && part.pending.empty()) {
+      int64_t timeout = 1;
+      if (n == 0 && wait_ms > 0) {
+        timeout = wait_ms;
+      } else {
+        int msgs = 0, bytes = 0;
+        natsSubscription_GetPending(part.sub, &msgs, &bytes);
+        if (msgs <= 0) break;
+      }
+      natsMsg* msg = nullptr;
+      const natsStatus s = natsSubscription_NextMsg(&msg, part.sub, timeout);
+      if (s == NATS_TIMEOUT) break;
+      if (s != NATS_OK) {
+        note(NatsError(s, absl::StrCat("cluster: partition ", part.p, ": reading ", part.subject)));
+        break;
+      }
+      uint64_t seq = 0;
+      jsMsgMetaData* meta = nullptr;
+      if (natsMsg_GetMetaData(&meta, msg) == NATS_OK) {
+        seq = meta->Sequence.Stream;
+        jsMsgMetaData_Destroy(meta);
+      }
+      absl::Status taken = Take(
+          part, seq,
+          absl::string_view(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg))));
+      natsMsg_Destroy(msg);
+      ++n;
+      note(std::move(taken));
+    }
+    return n;
+  };
+  for (auto& [p, part] : owned_) {
+    if (!part->pending.empty()) {
+      absl::Status s = Deliver(*part);
+      note(s);
+      if (!s.ok()) continue;
+    }
+    read += read_some(*part, 0);
+  }
+  if (read == 0 && options_.poll_wait > absl::ZeroDuration() && !owned_.empty()) {
+    const int64_t wait_ms = std::max<int64_t>(
+        1, absl::ToInt64Milliseconds(options_.poll_wait) / static_cast<int64_t>(owned_.size()));
+    for (auto& [p, part] : owned_) {
+      if (!part->pending.empty()) continue;
+      read += read_some(*part, wait_ms);
+      if (read > 0) break;
+    }
+  }
+  const absl::Time now = clock_->TimeNow();
+  for (auto& [p, part] : owned_) {
+    if (part->rebuilding && part->position >= part->rebuild_target) {
+      part->rebuilding = false;
+      part->rebuild_time = now - part->gained;
+    }
+    // Refused matches raise nothing: with nothing waiting, everything read was handed over.
+    if (part->pending.empty()) part->emitted = std::max(part->emitted, part->position);
+    note(WriteEmitted(*part));
+    if (part->since_snapshot >= options_.snapshot_every ||
+        (part->since_snapshot > 0 && now - part->last_snapshot >= options_.snapshot_interval)) {
+      note(Snapshot(*part));
+    }
+  }
+  if (now - last_expire_ >= options_.expire_every) {
+    last_expire_ = now;
+    for (auto& [p, part] : owned_) {
+      if (part->latest_event == absl::InfinitePast()) continue;
+      part->engine->Expire(std::min(now, part->latest_event));
+    }
+  }
+  std::vector<PartitionStatus> st;
+  for (const auto& [p, part] : owned_) {
+    st.push_back({p, part->position, part->emitted, part->snapshot_seq, part->rebuilding,
+                  part->engine->live_windows(), part->rebuild_time});
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    status_ = std::move(st);
+  }
+  if (!first.ok()) return first;
+  return read;
+}
+
+PartitionCounter::Stats PartitionCounter::stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+std::string PartitionCounter::last_refusal() const {
+  absl::MutexLock lock(&mu_);
+  return last_refusal_;
+}
+
+std::vector<PartitionCounter::PartitionStatus> PartitionCounter::partitions() const {
+  absl::MutexLock lock(&mu_);
+  return status_;
+}
+
+}  // namespace palisade::cluster

@@ -1,0 +1,387 @@
+// The cluster's split against a real nats-server: nodes match (Engine::MatchLine) and route
+// (MatchRouter), the partition's owner counts (PartitionCounter). Leases and windows run on a
+// simulated clock; the only waits are for NATS to deliver what was published.
+#include "services/cluster/partition_counter.h"
+
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "services/cluster/lease_table.h"
+#include "services/cluster/match_router.h"
+#include "services/cluster/match_stream.h"
+#include "services/cluster/nats_server_for_tests.h"
+#include "services/cluster/ownership.h"
+#include "services/common/clock.h"
+#include "services/formats/line_parser.h"
+#include <nats/nats.h>
+
+namespace palisade::cluster {
+namespace {
+
+constexpr uint32_t kPartitions = 4;
+constexpr const char* kStream = "PALISADE_MATCHES";
+
+constexpr absl::string_view kPack = R"pb(
+  name: "test"
+  rules {
+    id: "ssh-fail"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^Failed password for (?:invalid user )?(?P<user>\\S+) from (?P<ip>\\S+) port"
+    threshold {
+      count: 5
+      window { seconds: 600 }
+    }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
+  }
+)pb";
+
+std::shared_ptr<const RuleSet> Rules() {
+  auto pack = ParseRulePack(kPack, "test.textproto");
+  EXPECT_TRUE(pack.ok()) << pack.status();
+  auto set = RuleSet::Compile({*pack});
+  EXPECT_TRUE(set.ok()) << set.status();
+  return *set;
+}
+
+// A node that reads lines: its own engine (matching only), publisher and router.
+struct MatchingNode {
+  std::string id;
+  std::unique_ptr<Engine> engine;
+  std::unique_ptr<MatchPublisher> publisher;
+  std::unique_ptr<MatchRouter> router;
+};
+
+// What the edge writer would see: every detection handed over, and the distinct ids.
+struct Writer {
+  std::vector<ClusterDetection> all;
+  std::set<std::string> ids;
+  PartitionCounter::DetectionCallback Callback() {
+    return [this](const ClusterDetection& d) {
+      all.push_back(d);
+      ids.insert(d.id);
+      return absl::OkStatus();
+    };
+  }
+};
+
+class PartitionCounterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto server = NatsServerForTests::Start();
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    auto client = NatsClient::Connect({.servers = {server_->url()}, .timeout = absl::Seconds(5)});
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+    ASSERT_TRUE(client_->EnsureStream({.name = kStream, .subjects = {"palisade.matches.*"}}).ok());
+    rules_ = Rules();
+    version_ = RuleSetVersion(*rules_);
+  }
+
+  std::unique_ptr<MatchingNode> Node(const std::string& id, std::string version = "") {
+    auto n = std::make_unique<MatchingNode>();
+    n->id = id;
+    n->engine = std::make_unique<Engine>(rules_, EngineOptions());
+    auto p = MatchPublisher::Start(*client_, {.node_id = id, .partitions = kPartitions});
+    EXPECT_TRUE(p.ok()) << p.status();
+    n->publisher = *std::move(p);
+    n->router = std::make_unique<MatchRouter>(
+        *n->publisher,
+        MatchRouterOptions{.node_id = id,
+                           .rule_set_version = version.empty() ? version_ : version});
+    return n;
+  }
+
+  // One failed password of `ip` at t0 + `second`, read by `node`; waits until it is published.
+  void Fail(MatchingNode& node, const std::string& ip, int second) {
+    const std::string line = absl::StrFormat(
+        "Mar  3 12:%02d:%02d web sshd[%d]: Failed password for root from %s port 22 ssh2",
+        second / 60, second % 60, 1000 + second, ip);
+    LineParser parser(palisade::v1::LOG_FORMAT_SYSLOG);
+    ParsedLine parsed;
+    ASSERT_TRUE(parser.Parse(line, absl::FromUnixSeconds(1'772'539'200), &parsed).ok()) << line;
+    std::vector<EngineMatch> matches;
+    node.engine->MatchLine(palisade::v1::LOG_FORMAT_SYSLOG, parsed, line, *parsed.time,
+                           &matches);
+    ASSERT_EQ(matches.size(), 1u) << line;
+    ASSERT_TRUE(node.router->Route(matches[0]).ok());
+    ASSERT_TRUE(node.publisher->WaitUntilPublished(absl::Seconds(60)));
+  }
+
+  std::unique_ptr<PartitionCounter> Counter(const std::string& node, Writer& writer,
+                                            uint64_t snapshot_every = 1000) {
+    auto c = PartitionCounter::Open(*client_,
+                                    {.node_id = node,
+                                     .stream = kStream,
+                                     .partitions = kPartitions,
+                                     .rules = rules_,
+                                     .rule_set_version = version_,
+                                     .snapshot_every = snapshot_every,
+                                     .snapshot_interval = absl::Hours(1),
+                                     .clock = &clock_},
+                                    writer.Callback());
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+
+  // Polls until `counter` has read `n` matches in all (counted or refused), at most a minute of
+  // waiting for NATS.
+  void PollUntilRead(PartitionCounter& counter, uint64_t n) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (absl::Now() < deadline) {
+      absl::StatusOr<size_t> r = counter.Poll();
+      ASSERT_TRUE(r.ok()) << r.status();
+      const PartitionCounter::Stats s = counter.stats();
+      if (s.counted + s.refused_version + s.refused_invalid >= n) return;
+    }
+    FAIL() << "the counter did not read " << n << " matches";
+  }
+
+  static Ownership::Change All() {
+    Ownership::Change c;
+    for (uint32_t p = 0; p < kPartitions; ++p) c.gained.insert(p);
+    return c;
+  }
+
+  SimulatedClock clock_;
+  std::unique_ptr<NatsServerForTests> server_;
+  std::unique_ptr<NatsClient> client_;
+  std::shared_ptr<const RuleSet> rules_;
+  std::string version_;
+};
+
+// Three failures read by web-1 and two by web-2, each below the threshold of five: the owner of
+// the address's partition detects the attack once, with evidence from both nodes.
+TEST_F(PartitionCounterTest, AttackSplitOverTwoNodesIsDetectedOnceAtTheOwner) {
+  auto web1 = Node("web-1");
+  auto web2 = Node("web-2");
+  Writer writer;
+  auto owner = Counter("owner", writer);
+  ASSERT_TRUE(owner->Apply(All()).ok());
+  const std::string ip = "203.0.113.7";
+  for (int i = 0; i < 5; ++i) Fail(i % 2 == 0 ? *web1 : *web2, ip, i);
+  PollUntilRead(*owner, 5);
+  ASSERT_EQ(writer.all.size(), 1u);
+  const ClusterDetection& d = writer.all[0];
+  EXPECT_EQ(d.detection.rule_id, "ssh-fail");
+  EXPECT_EQ(d.detection.key, ip);
+  EXPECT_EQ(d.partition, PartitionOf(ip, kPartitions));
+  EXPECT_EQ(d.id, absl::StrCat(kStream, ":", d.sequence));
+  EXPECT_EQ(d.origin_node, "web-1");  // the fifth line was web-1's
+  ASSERT_EQ(d.detection.evidence.size(), 5u);
+  EXPECT_TRUE(absl::StrContains(d.detection.evidence[1], "sshd[1001]"));  // web-2's line
+  // The matching nodes counted nothing themselves.
+  EXPECT_EQ(web1->engine->live_windows(), 0u);
+  EXPECT_EQ(web2->engine->live_windows(), 0u);
+  EXPECT_EQ(owner->stats().counted, 5u);
+  EXPECT_EQ(web1->router->routed() + web2->router->routed(), 5u);
+}
+
+// The owner of the partitions (real leases on the simulated clock) dies mid-attack, after a
+// snapshot of two matches and one more counted: the next owner takes the partitions after the
+// term, restores the snapshot, counts the third again without raising anything, and raises the
+// crossing at the fifth match, once.
+TEST_F(PartitionCounterTest, TakeOverMidAttackDetectsTheCrossingOnce) {
+  auto web1 = Node("web-1");
+  const std::string ip = "198.51.100.23";
+  const uint32_t p = PartitionOf(ip, kPartitions);
+  auto lease_table = [&](const std::string& id) {
+    auto t = LeaseTable::Open(
+        *client_,
+        {.node_id = id, .term = absl::Seconds(15), .skew = absl::Seconds(2), .clock = &clock_});
+    EXPECT_TRUE(t.ok()) << t.status();
+    return *std::move(t);
+  };
+  auto leases1 = lease_table("n1");
+  auto leases2 = lease_table("n2");
+  Ownership own1(*leases1, "n1", kPartitions), own2(*leases2, "n2", kPartitions);
+  Writer writer1, writer2;
+  auto n1 = Counter("n1", writer1, /*snapshot_every=*/2);
+  auto n2 = Counter("n2", writer2, /*snapshot_every=*/2);
+
+  absl::StatusOr<Ownership::Change> change = own1.Tick();
+  ASSERT_TRUE(change.ok()) << change.status();
+  ASSERT_EQ(change->gained.size(), kPartitions);
+  ASSERT_TRUE(n1->Apply(*change).ok());
+  Fail(*web1, ip, 0);
+  Fail(*web1, ip, 1);
+  PollUntilRead(*n1, 2);  // two counted: a snapshot
+  Fail(*web1, ip, 2);
+  PollUntilRead(*n1, 3);  // a third, after the snapshot
+  EXPECT_EQ(n1->stats().snapshots, 1u);
+  n1.reset();  // dies: no hand-over, no last snapshot
+
+  clock_.Advance(absl::Seconds(18));  // past n1's term and the skew
+  change = own2.Tick();
+  ASSERT_TRUE(change.ok()) << change.status();
+  ASSERT_EQ(change->gained.count(p), 1u);
+  ASSERT_TRUE(n2->Apply(*change).ok());
+  std::vector<PartitionCounter::PartitionStatus> st = n2->partitions();
+  ASSERT_EQ(st.size(), kPartitions);
+  PartitionCounter::PartitionStatus mine;
+  for (const auto& s : st) {
+    if (s.partition == p) mine = s;
+  }
+  EXPECT_EQ(mine.windows, 1u);  // restored from the snapshot
+  EXPECT_TRUE(mine.rebuilding);
+  Fail(*web1, ip, 3);
+  PollUntilRead(*n2, 2);  // the third again, and the fourth
+  EXPECT_TRUE(writer2.all.empty());
+  EXPECT_EQ(n2->stats().replayed, 1u);
+  Fail(*web1, ip, 4);
+  PollUntilRead(*n2, 3);
+  ASSERT_EQ(writer2.all.size(), 1u);
+  EXPECT_EQ(writer2.all[0].detection.key, ip);
+  EXPECT_TRUE(writer1.all.empty());
+  for (const auto& s : n2->partitions()) {
+    EXPECT_FALSE(s.rebuilding) << s.partition;
+  }
+}
+
+// The crossing was handed over, but its owner died before it wrote its emitted position: the
+// next owner raises it again with the same id (the writer drops the repeat); with the position
+// written, it does not raise it at all.
+TEST_F(PartitionCounterTest, ACrossingRaisedAgainAfterATakeOverKeepsItsId) {
+  auto web1 = Node("web-1");
+  const std::string ip = "192.0.2.77";
+  const uint32_t p = PartitionOf(ip, kPartitions);
+  Writer writer;
+  auto n1 = Counter("n1", writer);
+  ASSERT_TRUE(n1->Apply(All()).ok());
+  for (int i = 0; i < 5; ++i) Fail(*web1, ip, i);
+  PollUntilRead(*n1, 5);
+  ASSERT_EQ(writer.all.size(), 1u);
+  const std::string id = writer.all[0].id;
+  n1.reset();
+
+  // With the emitted position: nothing again.
+  auto n2 = Counter("n2", writer);
+  ASSERT_TRUE(n2->Apply(All()).ok());
+  PollUntilRead(*n2, 5);
+  EXPECT_EQ(writer.all.size(), 1u);
+  EXPECT_EQ(n2->stats().replayed, 5u);
+  n2.reset();
+
+  // The position lost (as if the owner died between the hand-over and its write).
+  kvStore* kv = nullptr;
+  ASSERT_EQ(js_KeyValue(&kv, client_->jetstream(), "palisade_windows"), NATS_OK);
+  ASSERT_EQ(kvStore_Purge(kv, absl::StrCat("p", p, ".emitted").c_str(), nullptr), NATS_OK);
+  kvStore_Destroy(kv);
+  auto n3 = Counter("n3", writer);
+  ASSERT_TRUE(n3->Apply(All()).ok());
+  PollUntilRead(*n3, 5);
+  ASSERT_EQ(writer.all.size(), 2u);
+  EXPECT_EQ(writer.all[1].id, id);
+  EXPECT_EQ(writer.ids.size(), 1u);
+}
+
+// A partition lost is no longer counted, from the next match on.
+TEST_F(PartitionCounterTest, ALostPartitionStopsBeingCountedAtOnce) {
+  auto web1 = Node("web-1");
+  const std::string ip = "203.0.113.99";
+  const uint32_t p = PartitionOf(ip, kPartitions);
+  Writer writer;
+  auto owner = Counter("owner", writer);
+  ASSERT_TRUE(owner->Apply(All()).ok());
+  Fail(*web1, ip, 0);
+  PollUntilRead(*owner, 1);
+  Ownership::Change lost;
+  lost.lost.insert(p);
+  ASSERT_TRUE(owner->Apply(lost).ok());
+  EXPECT_EQ(owner->partitions().size(), kPartitions - 1);
+  for (const auto& s : owner->partitions()) EXPECT_NE(s.partition, p);
+  for (int i = 1; i < 6; ++i) Fail(*web1, ip, i);
+  // Another key in an owned partition shows the counter is still reading.
+  std::string other;
+  for (int i = 0; other.empty(); ++i) {
+    const std::string k = absl::StrCat("192.0.2.", i);
+    if (PartitionOf(k, kPartitions) != p) other = k;
+  }
+  Fail(*web1, other, 10);
+  PollUntilRead(*owner, 2);
+  EXPECT_EQ(owner->stats().counted, 2u);
+  EXPECT_TRUE(writer.all.empty());
+}
+
+// Matches of another rule set are refused (counted, with the reason); a node whose rules differ
+// from the cluster's (published by the writer) opens no partition.
+TEST_F(PartitionCounterTest, AnotherRuleSetVersionIsRefused) {
+  auto web1 = Node("web-1");
+  auto old = Node("web-old", "sha256:0123456789abcdef");
+  Writer writer;
+  auto owner = Counter("owner", writer);
+  ASSERT_TRUE(owner->PublishRuleSet().ok());
+  ASSERT_TRUE(owner->Apply(All()).ok());
+  const std::string ip = "198.51.100.200";
+  for (int i = 0; i < 5; ++i) Fail(*old, ip, i);
+  for (int i = 0; i < 4; ++i) Fail(*web1, ip, 10 + i);
+  PollUntilRead(*owner, 9);
+  EXPECT_EQ(owner->stats().refused_version, 5u);
+  EXPECT_EQ(owner->stats().counted, 4u);
+  EXPECT_TRUE(writer.all.empty());  // four of this rule set: below the threshold
+  EXPECT_TRUE(absl::StrContains(owner->last_refusal(), "web-old")) << owner->last_refusal();
+  EXPECT_TRUE(absl::StrContains(owner->last_refusal(), "sha256:0123456789abcdef"));
+
+  auto other = PartitionCounter::Open(*client_,
+                                      {.node_id = "other",
+                                       .stream = kStream,
+                                       .partitions = kPartitions,
+                                       .rules = rules_,
+                                       .rule_set_version = "sha256:fedcba9876543210",
+                                       .clock = &clock_},
+                                      writer.Callback());
+  ASSERT_TRUE(other.ok()) << other.status();
+  const absl::Status check = (*other)->CheckRuleSet();
+  EXPECT_EQ(check.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(absl::StrContains(check.message(), version_)) << check;
+  EXPECT_TRUE(absl::StrContains(check.message(), "owner")) << check;
+  EXPECT_EQ((*other)->Apply(All()).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE((*other)->partitions().empty());
+}
+
+// A token-fingerprint match never leaves its node.
+TEST_F(PartitionCounterTest, TokenMatchesAreNotRouted) {
+  auto web1 = Node("web-1");
+  auto pack = ParseRulePack(R"pb(
+    name: "t"
+    rules {
+      id: "token-leak"
+      formats: LOG_FORMAT_RAW
+      key: "token"
+      key_kind: TARGET_KIND_TOKEN_FINGERPRINT
+      patterns: "token=(?P<token>[A-Za-z0-9_-]{40})"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_REVOKE_TOKEN
+        duration { seconds: 60 }
+        actuator: ACTUATOR_TOKEN_REVOCATION
+      }
+    }
+  )pb",
+                            "t.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  auto set = RuleSet::Compile({*pack});
+  ASSERT_TRUE(set.ok()) << set.status();
+  EngineMatch m;
+  m.rule = (*set)->rules()[0].get();
+  m.rule_id = "token-leak";
+  m.key = "sha256:0011223344556677";
+  m.secret = std::string(40, 'a');
+  EXPECT_EQ(web1->router->Route(m).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(web1->router->kept_local(), 1u);
+  EXPECT_EQ(web1->router->routed(), 0u);
+}
+
+}  // namespace
+}  // namespace palisade::cluster
