@@ -286,6 +286,60 @@ TEST_F(PartitionCounterTest, ACrossingRaisedAgainAfterATakeOverKeepsItsId) {
   EXPECT_EQ(writer.ids.size(), 1u);
 }
 
+// The callback refuses the crossing (the writer unreachable): it is offered again at the next
+// Poll and the partition reads nothing more meanwhile; if its owner dies first, the next owner
+// raises it. Not lost, and handed over once per owner that took it.
+TEST_F(PartitionCounterTest, ARefusedDetectionIsOfferedAgainAndNotLostOnATakeOver) {
+  auto web1 = Node("web-1");
+  const std::string ip = "192.0.2.150";
+  int refusals = 2;
+  std::vector<ClusterDetection> taken;
+  auto flaky = [&](const ClusterDetection& d) {
+    if (refusals > 0) {
+      --refusals;
+      return absl::UnavailableError("writer away");
+    }
+    taken.push_back(d);
+    return absl::OkStatus();
+  };
+  auto open = [&](const std::string& node) {
+    auto c = PartitionCounter::Open(*client_,
+                                    {.node_id = node,
+                                     .stream = kStream,
+                                     .partitions = kPartitions,
+                                     .rules = rules_,
+                                     .rule_set_version = version_,
+                                     .clock = &clock_},
+                                    flaky);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return *std::move(c);
+  };
+  auto n1 = open("n1");
+  ASSERT_TRUE(n1->Apply(All()).ok());
+  for (int i = 0; i < 6; ++i) Fail(*web1, ip, i);  // the fifth crosses, the sixth waits
+  // Read until the crossing was refused once.
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  absl::StatusOr<size_t> r = 0;
+  while (n1->stats().callback_failures == 0 && absl::Now() < deadline) r = n1->Poll();
+  ASSERT_EQ(n1->stats().callback_failures, 1u);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_TRUE(absl::StrContains(r.status().message(), "writer away")) << r.status();
+  EXPECT_EQ(n1->stats().counted, 5u);  // the sixth is not read while the fifth waits
+  n1.reset();  // dies with the detection not taken
+
+  auto n2 = open("n2");
+  ASSERT_TRUE(n2->Apply(All()).ok());
+  while (n2->stats().callback_failures == 0 && absl::Now() < deadline) r = n2->Poll();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+  EXPECT_TRUE(taken.empty());  // refused once more: offered again at the next Poll
+  // The four before the crossing were emitted (they raised nothing); the crossing was not.
+  EXPECT_EQ(n2->stats().replayed, 4u);
+  PollUntilRead(*n2, 6);
+  ASSERT_EQ(taken.size(), 1u);
+  EXPECT_EQ(taken[0].detection.key, ip);
+  EXPECT_EQ(n2->stats().counted, 6u);
+}
+
 // A partition lost is no longer counted, from the next match on.
 TEST_F(PartitionCounterTest, ALostPartitionStopsBeingCountedAtOnce) {
   auto web1 = Node("web-1");
