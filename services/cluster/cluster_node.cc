@@ -267,6 +267,10 @@ void ClusterNode::BecomeWriter() {
     log_writer_ = *std::move(w);
     log_writer_->PublishState();
   }
+  // The edge first (writer_started), then the commands that make decisions for it.
+  writer_changes_.Increment();
+  Log(absl::StrCat("cluster: node ", options_.node_id, " is the edge writer"));
+  if (options_.writer_started) options_.writer_started();
   CommandServerOptions so;
   so.handle = [this](absl::string_view kind, absl::string_view body) { return Handle(kind, body); };
   absl::StatusOr<std::unique_ptr<CommandServer>> server =
@@ -276,9 +280,6 @@ void ClusterNode::BecomeWriter() {
   } else {
     command_server_ = *std::move(server);
   }
-  writer_changes_.Increment();
-  Log(absl::StrCat("cluster: node ", options_.node_id, " is the edge writer"));
-  if (options_.writer_started) options_.writer_started();
 }
 
 void ClusterNode::StepDown(const std::string& why) {

@@ -10,8 +10,8 @@
 // fenced) the table is the writer's, not a mirror:
 //   gaining it: the replica first applies everything the stream holds (the former writer's last
 //   words), mirroring stops, a DecisionLogWriter hears the table from then on and publishes the
-//   table whole (so every replica ends at it), the CommandServer answers, and only then
-//   `writer_started` runs (palisaded starts the dispatcher, outbox and reconciler there);
+//   table whole (so every replica ends at it), `writer_started` runs (palisaded starts the
+//   dispatcher, outbox and reconciler there), and then the CommandServer answers;
 //   losing it (another node took it, ticks failing for a whole term, the log writer fenced):
 //   the CommandServer stops answering, `writer_stopped` runs (the edge stops), the log writer
 //   publishes what it still holds, and the table mirrors again.

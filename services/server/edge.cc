@@ -51,7 +51,7 @@ absl::StatusOr<CidrSet> NeverBanSet(const palisade::v1::Config& config) {
 absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& full_config,
                                                   Clock& clock, prometheus::Registry& registry,
                                                   DecisionTable& table, Store* store,
-                                                  bool audit_logs) {
+                                                  bool audit_logs, AttachListener attach) {
   const palisade::v1::CloudflareConfig& config = full_config.cloudflare();
   // The guard first: a bad never-ban file refuses the start before anything is sent.
   GuardOptions guard;
@@ -254,7 +254,14 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
     if (!restored.ok()) return restored;
   }
   Dispatcher* dispatcher = edge->dispatcher_.get();
-  table.AddListener([dispatcher](const DecisionUpdate& u) { dispatcher->OnDecision(u); });
+  DecisionTable::Listener listener = [dispatcher](const DecisionUpdate& u) {
+    dispatcher->OnDecision(u);
+  };
+  if (attach) {
+    attach(std::move(listener));
+  } else {
+    table.AddListener(std::move(listener));
+  }
   edge->dispatcher_->Start();
 
   // Drift: once at start, then every reconcile_interval.

@@ -4,6 +4,7 @@
 #ifndef PALISADE_SERVICES_SERVER_EDGE_H_
 #define PALISADE_SERVICES_SERVER_EDGE_H_
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <thread>
@@ -53,10 +54,15 @@ class Edge {
   // The guard is built from config.guard, config.allowlist and this host's addresses, and
   // never lets palisaded's own token (its id, once verified) be revoked.
   // With a store, the dispatcher's queue is durable and restored before it starts.
+  // `attach` hands over the dispatcher's table listener (null: table.AddListener). A cluster's
+  // node starts and stops its edge as it gains and loses the writer lease; its listener slot
+  // must stop calling the dispatcher before the Edge is destroyed.
+  using AttachListener = std::function<void(DecisionTable::Listener)>;
   static absl::StatusOr<std::unique_ptr<Edge>> Start(const palisade::v1::Config& full_config,
                                                      Clock& clock, prometheus::Registry& registry,
                                                      DecisionTable& table, Store* store,
-                                                     bool audit_logs = false);
+                                                     bool audit_logs = false,
+                                                     AttachListener attach = nullptr);
   ~Edge();
 
   Dispatcher& dispatcher() { return *dispatcher_; }

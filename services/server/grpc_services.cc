@@ -382,7 +382,7 @@ grpc::ServerUnaryReactor* DecisionsService::Add(grpc::CallbackServerContext* con
                                                 const palisade::v1::AddDecisionRequest* request,
                                                 palisade::v1::Decision* response) {
   if (grpc::Status a = Allow(context, Role::kAdmin, "Decisions.Add"); !a.ok()) return Reply(context, a);
-  absl::StatusOr<palisade::v1::Decision> d = table_.AddManual(*request);
+  absl::StatusOr<palisade::v1::Decision> d = add_ ? add_(*request) : table_.AddManual(*request);
   if (d.ok()) *response = *std::move(d);
   return Reply(context, d.status());
 }
@@ -391,7 +391,8 @@ grpc::ServerUnaryReactor* DecisionsService::Delete(
     grpc::CallbackServerContext* context, const palisade::v1::DeleteDecisionRequest* request,
     palisade::v1::Decision* response) {
   if (grpc::Status a = Allow(context, Role::kAdmin, "Decisions.Delete"); !a.ok()) return Reply(context, a);
-  absl::StatusOr<palisade::v1::Decision> d = table_.Withdraw(request->id());
+  absl::StatusOr<palisade::v1::Decision> d =
+      withdraw_ ? withdraw_(request->id()) : table_.Withdraw(request->id());
   if (d.ok()) *response = *std::move(d);
   return Reply(context, d.status());
 }

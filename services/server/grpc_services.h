@@ -55,6 +55,16 @@ class IngestService final
 class DecisionsService final : public palisade::v1::Decisions::CallbackService, public Guarded {
  public:
   explicit DecisionsService(DecisionTable& table) : table_(table) {}
+  // Cluster (issue 17): manual bans and unbans are the edge writer's, carried out through the
+  // command channel (ClusterNode::AddManual / Withdraw). Unset: the local table. Set once,
+  // before the server serves.
+  using AddFn = std::function<absl::StatusOr<palisade::v1::Decision>(
+      const palisade::v1::AddDecisionRequest&)>;
+  using WithdrawFn = std::function<absl::StatusOr<palisade::v1::Decision>(const std::string&)>;
+  void SetWriter(AddFn add, WithdrawFn withdraw) {
+    add_ = std::move(add);
+    withdraw_ = std::move(withdraw);
+  }
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
                                  const palisade::v1::ListDecisionsRequest* request,
                                  palisade::v1::ListDecisionsResponse* response) override;
@@ -70,6 +80,8 @@ class DecisionsService final : public palisade::v1::Decisions::CallbackService, 
 
  private:
   DecisionTable& table_;
+  AddFn add_;
+  WithdrawFn withdraw_;
 };
 
 class AdminService final : public palisade::v1::Admin::CallbackService, public Guarded {

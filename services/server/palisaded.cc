@@ -17,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -28,6 +29,7 @@
 #include "services/common/proto_time.h"
 #include "services/actions/token_vetter.h"
 #include "services/bouncer_api/bouncer_api.h"
+#include "services/cluster/cluster_node.h"
 #include "services/decisions/decision_table.h"
 #include "services/events/convert.h"
 #include "services/events/event_hub.h"
@@ -91,6 +93,59 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
 
 void Log(const std::string& message) { std::cerr << "palisaded: " << message << std::endl; }
 
+// The edge as it is now: the one built at start, or in a cluster the writer's (none while this
+// node does not hold the edge-writer lease). In a cluster the dispatcher hears the table
+// through it, so the edge can stop and start again with the lease.
+class EdgeSlot {
+ public:
+  std::shared_ptr<Edge> get() const {
+    absl::MutexLock lock(&mu_);
+    return edge_;
+  }
+  void Set(std::shared_ptr<Edge> edge) {
+    absl::MutexLock lock(&mu_);
+    edge_ = std::move(edge);
+  }
+  // Stops the dispatcher hearing the table, and gives the edge up (to be destroyed).
+  std::shared_ptr<Edge> Take() {
+    {
+      absl::MutexLock lock(&listen_mu_);
+      listener_ = nullptr;
+    }
+    absl::MutexLock lock(&mu_);
+    return std::move(edge_);
+  }
+  void Attach(DecisionTable::Listener listener) {
+    absl::MutexLock lock(&listen_mu_);
+    listener_ = std::move(listener);
+  }
+  void OnDecision(const DecisionUpdate& update) {
+    absl::MutexLock lock(&listen_mu_);
+    if (listener_) listener_(update);
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  std::shared_ptr<Edge> edge_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex listen_mu_;
+  DecisionTable::Listener listener_ ABSL_GUARDED_BY(listen_mu_);
+};
+
+cluster::ClusterNodeOptions ClusterOptions(const palisade::v1::ClusterConfig& c, Clock& clock) {
+  cluster::ClusterNodeOptions o;
+  o.nats.servers.assign(c.nats().servers().begin(), c.nats().servers().end());
+  o.nats.ca_file = c.nats().tls().ca_file();
+  o.nats.credentials_file = c.nats().credentials_file();
+  o.nats.name = c.node_id();
+  o.node_id = c.node_id();
+  o.partitions = c.partitions();
+  o.lease_term = FromProtoDuration(c.lease_term());
+  o.replicas = static_cast<int>(c.replicas());
+  o.clock = &clock;
+  o.log = [](const std::string& m) { Log(m); };
+  return o;
+}
+
 int Run() {
   absl::StatusOr<palisade::v1::Config> config =
       absl::GetFlag(FLAGS_config).empty()
@@ -151,7 +206,10 @@ int Run() {
     edge_actuators = {palisade::v1::ACTUATOR_ACCESS_RULE, palisade::v1::ACTUATOR_IP_LIST,
                       palisade::v1::ACTUATOR_RATE_LIMIT, palisade::v1::ACTUATOR_TOKEN_REVOCATION};
   }
-  table.SetStore(store->get(), edge_actuators);
+  // In a cluster the table is a mirror of the writer's until this node writes: no outbox
+  // operation is recorded for what it mirrors (the writer's edge has them).
+  const bool clustered = config->has_cluster();
+  table.SetStore(store->get(), clustered ? std::set<palisade::v1::Actuator>{} : edge_actuators);
   if (absl::Status s = table.Restore(); !s.ok()) {
     Log(absl::StrCat("refusing to start: ", s.message()));
     return 2;
@@ -358,21 +416,34 @@ int Run() {
   Log(absl::StrCat("state: ", config->state_file(), ", ", table.active_count(),
                    " active decisions restored"));
 
-  // The edge: Cloudflare client, token check, dispatcher and actuators.
-  std::unique_ptr<Edge> edge;
-  if (config->cloudflare().enabled()) {
-    absl::StatusOr<std::unique_ptr<Edge>> started =
-        Edge::Start(*config, clock, *registry, table, store->get(), ReadsAuditLogs(**rules));
-    if (!started.ok()) {
-      Log(absl::StrCat("refusing to start: ", started.status().message()));
-      return 2;
-    }
-    edge = *std::move(started);
+  // The edge: Cloudflare client, token check, dispatcher and actuators. In a cluster, only
+  // while this node holds the edge-writer lease (the ClusterNode below starts and stops it).
+  EdgeSlot edge_slot;
+  // Starts the edge; in a cluster its dispatcher hears the table through the slot.
+  auto start_edge = [&]() -> absl::Status {
+    absl::StatusOr<std::unique_ptr<Edge>> started = Edge::Start(
+        *config, clock, *registry, table, store->get(), ReadsAuditLogs(**rules),
+        clustered ? Edge::AttachListener([&edge_slot](DecisionTable::Listener l) {
+          edge_slot.Attach(std::move(l));
+        })
+                  : nullptr);
+    if (!started.ok()) return started.status();
+    std::shared_ptr<Edge> edge = *std::move(started);
     edge->dispatcher().SetObserver(
         [&events](const ActionOutcome& outcome) { PublishAction(events, outcome); });
     Log(absl::StrCat("cloudflare: acting on zone ", config->cloudflare().zone_id(),
                      config->cloudflare().dry_run() ? " (dry run)" : "", "; ",
                      edge->dispatcher().pending(), " operations resumed from the outbox"));
+    edge_slot.Set(std::move(edge));
+    return absl::OkStatus();
+  };
+  if (clustered) {
+    table.AddListener([&edge_slot](const DecisionUpdate& u) { edge_slot.OnDecision(u); });
+  } else if (config->cloudflare().enabled()) {
+    if (absl::Status s = start_edge(); !s.ok()) {
+      Log(absl::StrCat("refusing to start: ", s.message()));
+      return 2;
+    }
   }
 
   {
@@ -384,9 +455,12 @@ int Run() {
       });
     };
     TokenVetter::VerifyFn verify;
-    if (edge) {
-      verify = [client = &edge->client()](const std::string& secret) {
-        return VerifyWithCloudflare(*client, secret);
+    if (config->cloudflare().enabled()) {
+      verify = [&edge_slot](const std::string& secret) {
+        // In a cluster only the writer has a client: elsewhere, no answer (tried again later).
+        std::shared_ptr<Edge> edge = edge_slot.get();
+        if (edge == nullptr) return TokenVerdict::kUnknown;
+        return VerifyWithCloudflare(edge->client(), secret);
       };
     } else {
       Log("cloudflare is off: token-shaped strings are counted, not decided (nothing can verify "
@@ -409,7 +483,12 @@ int Run() {
   }
 
   // After the edge and the sinks: a restored feed's entries go out through the dispatcher.
-  feeds.Start();
+  if (!clustered) {
+    feeds.Start();
+  } else if (config->feeds_size() > 0) {
+    Log("cluster: threat feeds are not pulled or synced in cluster mode yet (issue 17): only "
+        "the edge writer may sync them, and that is not wired; their last versions are matched");
+  }
 
   // Ingress caps (api.max_*): records per batch, streams per process, message size.
   ApiLimits::Options limit_options;
@@ -425,17 +504,58 @@ int Run() {
   FeedsService feeds_service(feeds, limits, std::move(push_caps));
   EventsService events_service(events, limits);
   DecisionsService decisions(table);
+  // A cluster node: the decision log read into the table on every node, the edge started and
+  // stopped with the edge-writer lease, manual bans and unbans carried out by the writer.
+  std::unique_ptr<cluster::ClusterNode> cluster_node;
+  if (clustered) {
+    cluster::ClusterNodeOptions co = ClusterOptions(config->cluster(), clock);
+    co.writer_started = [&] {
+      table.SetStore(store->get(), edge_actuators);
+      if (!config->cloudflare().enabled()) return;
+      if (absl::Status s = start_edge(); !s.ok()) {
+        Log(absl::StrCat("cluster: this node writes but its edge did not start: ", s.message()));
+      }
+    };
+    co.writer_stopped = [&] {
+      edge_slot.Take().reset();  // the dispatcher, outbox and reconciler stop
+      table.SetStore(store->get(), {});
+    };
+    absl::StatusOr<std::unique_ptr<cluster::ClusterNode>> node =
+        cluster::ClusterNode::Start(std::move(co), table, *registry);
+    if (!node.ok()) {
+      Log(absl::StrCat("refusing to start: cluster: ", node.status().message()));
+      return 2;
+    }
+    cluster_node = *std::move(node);
+    cluster::ClusterNode* n = cluster_node.get();
+    decisions.SetWriter(
+        [n](const palisade::v1::AddDecisionRequest& req) { return n->AddManual(req); },
+        [n](const std::string& id) { return n->Withdraw(id); });
+    Log(absl::StrCat("cluster: node ", config->cluster().node_id(), " on ",
+                     absl::StrJoin(config->cluster().nats().servers(), ","), ", ",
+                     config->cluster().partitions(), " partitions, ",
+                     n->writer() ? "the edge writer" : "not the edge writer"));
+  }
   const palisade::v1::Config loaded = *config;
+  // In a cluster the dispatcher comes and goes with the writer lease: Admin does not hold it.
+  std::shared_ptr<Edge> fixed_edge = clustered ? nullptr : edge_slot.get();
   AdminService admin(
       pipeline, table, clock, [loaded] { return LoadRules(loaded); }, *registry, kVersion,
-      edge ? &edge->dispatcher() : nullptr);
+      fixed_edge ? &fixed_edge->dispatcher() : nullptr);
   admin.SetBouncerApi(bouncer_api.get());
-  if (edge) {
+  if (config->cloudflare().enabled()) {
     // The credentials check as of its last run (at start, then every check_interval), and
-    // palisadectl cloudflare rotate.
-    admin.SetCredentialStatus(
-        [e = edge.get()](palisade::v1::StatusResponse* status) { e->FillCredentialStatus(status); });
-    admin.SetTokenRoller([e = edge.get()]() -> absl::StatusOr<palisade::v1::RotateTokenResponse> {
+    // palisadectl cloudflare rotate (the writer's edge, in a cluster).
+    admin.SetCredentialStatus([&edge_slot](palisade::v1::StatusResponse* status) {
+      if (std::shared_ptr<Edge> e = edge_slot.get()) e->FillCredentialStatus(status);
+    });
+    admin.SetTokenRoller([&edge_slot]() -> absl::StatusOr<palisade::v1::RotateTokenResponse> {
+      std::shared_ptr<Edge> e = edge_slot.get();
+      if (e == nullptr) {
+        return absl::FailedPreconditionError(
+            "cluster: this node is not the edge writer; rotate the token on the writer "
+            "(palisadectl cluster status names it)");
+      }
       absl::StatusOr<RollReport> rolled = e->RotateToken();
       if (!rolled.ok()) return rolled.status();
       palisade::v1::RotateTokenResponse out;
@@ -632,7 +752,9 @@ int Run() {
   sinks.clear();  // after the last events were published
   save_windows();
   token_vetter.reset();  // before the client it verifies with
-  edge.reset();
+  // A cluster node stops writing (its edge with it) and hands its leases over at once.
+  if (cluster_node) cluster_node->Stop();
+  edge_slot.Take().reset();
   exposer.reset();
   metrics_https.reset();
   Log(absl::StrCat("stopped in ",
