@@ -178,11 +178,21 @@ absl::Status PartitionCounter::Open(uint32_t p) {
       restored = true;
       break;
     }
-    if (!head.ParseFromString(**h) || head.partition() != p) {
-      return absl::DataLossError(
-          absl::StrCat("cluster: partition ", p, ": the windows snapshot head is unreadable"));
-    }
+    // An unreadable snapshot is no snapshot: the partition is read from the stream's start
+    // (what the stream still holds), which the emitted position keeps from raising anything
+    // twice.
+    auto unreadable = [&](absl::string_view what) {
+      part->engine = std::make_unique<Engine>(options_.rules, options_.engine);
+      head.Clear();
+      absl::MutexLock lock(&mu_);
+      ++stats_.snapshot_failures;
+      last_refusal_ = absl::StrCat("partition ", p, ": ", what, " unreadable; read from the start");
+    };
     restored = true;
+    if (!head.ParseFromString(**h) || head.partition() != p) {
+      unreadable("the windows snapshot head");
+      break;
+    }
     for (uint32_t i = 0; i < head.chunks(); ++i) {
       absl::StatusOr<std::optional<std::string>> c =
           Get(kv_, ChunkKey(p, head.generation(), i));
@@ -193,9 +203,8 @@ absl::Status PartitionCounter::Open(uint32_t p) {
         break;
       }
       if (!chunk.ParseFromString(**c)) {
-        return absl::DataLossError(absl::StrCat("cluster: partition ", p, ": windows snapshot ",
-                                                head.generation(), " chunk ", i,
-                                                " is unreadable"));
+        unreadable(absl::StrCat("windows snapshot ", head.generation(), " chunk ", i));
+        break;
       }
       part->engine->Restore(chunk.windows());
     }

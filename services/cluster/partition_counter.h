@@ -153,7 +153,7 @@ class PartitionCounter {
     uint64_t refused_invalid = 0;     // unreadable, unknown rule, bad key, wrong partition
     uint64_t trimmed = 0;             // take-overs whose replay began where the stream was trimmed
     uint64_t snapshots = 0;           // snapshots written
-    uint64_t snapshot_failures = 0;
+    uint64_t snapshot_failures = 0;   // not written, or unreadable at a take-over
   };
   Stats stats() const;
   std::string last_refusal() const;

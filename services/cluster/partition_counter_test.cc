@@ -340,6 +340,30 @@ TEST_F(PartitionCounterTest, ARefusedDetectionIsOfferedAgainAndNotLostOnATakeOve
   EXPECT_EQ(n2->stats().counted, 6u);
 }
 
+// A snapshot that cannot be read is no snapshot: the partition is read from the stream's start.
+TEST_F(PartitionCounterTest, AnUnreadableSnapshotMeansReadingFromTheStart) {
+  auto web1 = Node("web-1");
+  const std::string ip = "203.0.113.180";
+  const uint32_t p = PartitionOf(ip, kPartitions);
+  for (int i = 0; i < 4; ++i) Fail(*web1, ip, i);
+  kvStore* kv = nullptr;
+  Writer writer;
+  auto owner = Counter("owner", writer);  // creates the bucket
+  ASSERT_EQ(js_KeyValue(&kv, client_->jetstream(), "palisade_windows"), NATS_OK);
+  uint64_t rev = 0;
+  ASSERT_EQ(kvStore_PutString(&rev, kv, absl::StrCat("p", p, ".head").c_str(), "\xff garbage"),
+            NATS_OK);
+  kvStore_Destroy(kv);
+  ASSERT_TRUE(owner->Apply(All()).ok());
+  EXPECT_EQ(owner->stats().snapshot_failures, 1u);
+  EXPECT_TRUE(absl::StrContains(owner->last_refusal(), "unreadable")) << owner->last_refusal();
+  PollUntilRead(*owner, 4);
+  Fail(*web1, ip, 4);
+  PollUntilRead(*owner, 5);
+  ASSERT_EQ(writer.all.size(), 1u);
+  EXPECT_EQ(writer.all[0].detection.key, ip);
+}
+
 // A partition lost is no longer counted, from the next match on.
 TEST_F(PartitionCounterTest, ALostPartitionStopsBeingCountedAtOnce) {
   auto web1 = Node("web-1");
