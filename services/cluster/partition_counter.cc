@@ -497,9 +497,10 @@ absl::StatusOr<size_t> PartitionCounter::Poll() {
   }
   if (now - last_expire_ >= options_.expire_every) {
     last_expire_ = now;
+    // As the pipeline ages a stream's windows: in the event time of the latest match counted,
+    // at most now, at least a day behind now (a partition that went quiet still ages).
     for (auto& [p, part] : owned_) {
-      if (part->latest_event == absl::InfinitePast()) continue;
-      part->engine->Expire(std::min(now, part->latest_event));
+      part->engine->Expire(std::min(now, std::max(part->latest_event, now - absl::Hours(24))));
     }
   }
   std::vector<PartitionStatus> st;

@@ -98,7 +98,8 @@ struct PartitionCounterOptions {
   // 1 MiB by default).
   size_t snapshot_chunk_bytes = 256 << 10;
   // Windows age: every `expire_every` of the clock, each partition's windows older than their
-  // rule's window before min(clock, the latest event time counted) are dropped.
+  // rule's window are dropped, in the event time of the latest match it counted (at most the
+  // clock, at least a day behind it).
   absl::Duration expire_every = absl::Seconds(10);
   Clock* clock = nullptr;  // null: the real clock
 };

@@ -364,6 +364,40 @@ TEST_F(PartitionCounterTest, AnUnreadableSnapshotMeansReadingFromTheStart) {
   EXPECT_EQ(writer.all[0].detection.key, ip);
 }
 
+// Windows age in the event time of the partition's latest match, and a quiet partition's
+// windows a day behind the clock at the latest.
+TEST_F(PartitionCounterTest, WindowsAgeInEventTimeAndAtLatestADayBehind) {
+  auto web1 = Node("web-1");
+  const std::string a = "203.0.113.41";
+  std::string b;  // another key of the same partition
+  for (int i = 0; b.empty(); ++i) {
+    const std::string k = absl::StrCat("198.51.100.", i);
+    if (PartitionOf(k, kPartitions) == PartitionOf(a, kPartitions)) b = k;
+  }
+  Writer writer;
+  auto owner = Counter("owner", writer);
+  ASSERT_TRUE(owner->Apply(All()).ok());
+  clock_.Set(absl::FromUnixSeconds(1'772'539'200 + 3600));  // 13:00, the lines' day
+  Fail(*web1, a, 0);                                       // 12:00:00
+  Fail(*web1, b, 11 * 60);                                 // 12:11:00
+  PollUntilRead(*owner, 2);
+  auto windows = [&]() {
+    for (const auto& s : owner->partitions()) {
+      if (s.partition == PartitionOf(a, kPartitions)) return s.windows;
+    }
+    return size_t{0};
+  };
+  clock_.Advance(absl::Seconds(11));
+  ASSERT_TRUE(owner->Poll().ok());
+  EXPECT_EQ(windows(), 1u);  // a's is older than its 10 minutes before 12:11: gone
+  clock_.Advance(absl::Hours(23));
+  ASSERT_TRUE(owner->Poll().ok());
+  EXPECT_EQ(windows(), 1u);  // less than a day: the partition's event time stays 12:11
+  clock_.Advance(absl::Hours(2));
+  ASSERT_TRUE(owner->Poll().ok());
+  EXPECT_EQ(windows(), 0u);
+}
+
 // A partition lost is no longer counted, from the next match on.
 TEST_F(PartitionCounterTest, ALostPartitionStopsBeingCountedAtOnce) {
   auto web1 = Node("web-1");
