@@ -569,6 +569,7 @@ void BouncerApi::OnUpdate(const DecisionUpdate& update) {
     case DecisionChange::kWithdrawn:
       break;
     case DecisionChange::kStale:
+    case DecisionChange::kForwarded:
       return;
   }
   if (row) {

@@ -6,15 +6,33 @@
 #include <iostream>
 #include <utility>
 
+#include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "services/common/proto_time.h"
 
 namespace palisade::cluster {
 namespace {
 
 constexpr char kAddKind[] = "decisions.add";
 constexpr char kDeleteKind[] = "decisions.delete";
+constexpr char kDetectionKind[] = "detections.apply";
+
+// A detection on the command channel: a palisade.v1.Event with its rule id and the detection
+// (target, event time, evidence, feeds). Never a token secret.
+std::string EncodeDetection(const Detection& d) {
+  palisade::v1::Event e;
+  e.set_kind(palisade::v1::EVENT_KIND_DETECTION);
+  e.set_rule_id(d.rule_id);
+  palisade::v1::DetectionEvent* det = e.mutable_detection();
+  det->mutable_target()->set_kind(d.kind);
+  det->mutable_target()->set_value(d.key);
+  *det->mutable_event_time() = ToProtoTime(d.time);
+  for (const std::string& line : d.evidence) det->add_evidence(line);
+  for (const std::string& f : d.feeds) det->add_feeds(f);
+  return e.SerializeAsString();
+}
 
 // A fresh JetStream cluster elects its meta leader a moment after it forms, and servers may
 // still be starting: setup is tried again for a while (kFailedPrecondition, a stream made by
@@ -87,12 +105,19 @@ ClusterNode::ClusterNode(ClusterNodeOptions options, DecisionTable& table,
                         .Help("Lease ticks, by result (error: NATS refused or was away).")
                         .Register(registry)
                         .Add({{"result", "error"}})),
+      forward_family_(prometheus::BuildCounter()
+                          .Name("palisade_cluster_detections_forwarded_total")
+                          .Help("Detections this node sent to the edge writer, by result (sent, "
+                                "dropped: the queue was full, refused: the writer refused it).")
+                          .Register(registry)),
       writer_changes_(prometheus::BuildCounter()
                           .Name("palisade_cluster_writer_changes_total")
                           .Help("Times this node started or stopped being the edge writer.")
                           .Register(registry)
                           .Add({})) {
   partitions_gauge_.Set(options_.partitions);
+  absl::BitGen bits;
+  forward_prefix_ = absl::StrCat(options_.node_id, ":", absl::Uniform<uint64_t>(bits), ":d");
 }
 
 absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptions options,
@@ -148,6 +173,9 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
       DecisionReplica::Start(*node->nats_, std::move(ro));
   if (!replica.ok()) return replica.status();
   node->replica_ = *std::move(replica);
+  // Until this node writes, what it detects is the writer's to decide.
+  table.SetForward([self](const Detection& d) { self->ForwardDetection(d); });
+  node->forwarder_ = std::thread([self] { self->RunForwarder(); });
   node->Tick();
   if (node->options_.run_thread) node->thread_ = std::thread([self] { self->Run(); });
   return node;
@@ -174,6 +202,12 @@ void ClusterNode::Stop() {
     options_.partitions_changed({}, counting_);
     counting_.clear();
   }
+  {
+    absl::MutexLock lock(&forward_mu_);
+    forward_stopping_ = true;
+  }
+  if (forwarder_.joinable()) forwarder_.join();
+  table_.SetForward(nullptr);
   replica_.reset();
 }
 
@@ -252,6 +286,7 @@ void ClusterNode::BecomeWriter() {
     Log("cluster: WARNING: taking the writer lease before this node read the whole decision "
         "log (NATS slow or away); decisions the former writer made last may be missing");
   }
+  table_.SetForward(nullptr);  // this node decides now
   writing_.store(true);
   DecisionLogWriterOptions wo;
   wo.node_id = options_.node_id;
@@ -259,6 +294,7 @@ void ClusterNode::BecomeWriter() {
   absl::StatusOr<std::unique_ptr<DecisionLogWriter>> w = DecisionLogWriter::Start(*nats_, wo);
   if (!w.ok()) {
     writing_.store(false);
+    table_.SetForward([this](const Detection& d) { ForwardDetection(d); });
     Log(absl::StrCat("cluster: cannot start the decision log writer: ", w.status().message()));
     return;
   }
@@ -291,6 +327,7 @@ void ClusterNode::StepDown(const std::string& why) {
     w = std::move(log_writer_);
   }
   writing_.store(false);
+  table_.SetForward([this](const Detection& d) { ForwardDetection(d); });
   w.reset();  // publishes what it holds (unless fenced)
   writer_changes_.Increment();
   Log(absl::StrCat("cluster: node ", options_.node_id, " stopped writing: ", why));
@@ -310,6 +347,8 @@ absl::StatusOr<std::string> ClusterNode::Handle(absl::string_view kind, absl::st
       return absl::InvalidArgumentError("decisions.delete: the request does not parse");
     }
     d = table_.Withdraw(req.id());
+  } else if (kind == kDetectionKind) {
+    return ApplyDetection(body);
   } else if (options_.handle_command) {
     return options_.handle_command(kind, body);
   } else {
@@ -327,6 +366,90 @@ absl::StatusOr<std::string> ClusterNode::Handle(absl::string_view kind, absl::st
         "decision ", d->id(), " made, but the decision log did not take it: ", w->last_error()));
   }
   return d->SerializeAsString();
+}
+
+absl::StatusOr<std::string> ClusterNode::ApplyDetection(absl::string_view body) {
+  palisade::v1::Event e;
+  if (!e.ParseFromArray(body.data(), static_cast<int>(body.size())) || !e.has_detection()) {
+    return absl::InvalidArgumentError("detections.apply: the detection does not parse");
+  }
+  std::shared_ptr<const RuleSet> rules = options_.rules ? options_.rules() : nullptr;
+  const CompiledRule* rule = nullptr;
+  if (rules != nullptr) {
+    for (const auto& r : rules->rules()) {
+      if (r->proto.id() == e.rule_id()) rule = r.get();
+    }
+  }
+  if (rule == nullptr) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "detections.apply: rule \"", e.rule_id(), "\" is not loaded on the writer (node ",
+        options_.node_id, "): the nodes' rule sets differ"));
+  }
+  Detection d;
+  d.rule = rule;
+  d.rule_id = e.rule_id();
+  d.kind = e.detection().target().kind();
+  d.key = e.detection().target().value();
+  d.time = FromProtoTime(e.detection().event_time());
+  d.evidence.assign(e.detection().evidence().begin(), e.detection().evidence().end());
+  d.feeds.assign(e.detection().feeds().begin(), e.detection().feeds().end());
+  std::vector<DecisionUpdate> updates = table_.ApplyAll({d});
+  if (updates.empty()) return std::string();
+  return absl::StrCat(DecisionChangeName(updates[0].change), " ", updates[0].decision.id());
+}
+
+void ClusterNode::ForwardDetection(const Detection& detection) {
+  absl::MutexLock lock(&forward_mu_);
+  if (forward_queue_.size() >= options_.max_forward_queue) {
+    forward_dropped_.fetch_add(1);
+    forward_family_.Add({{"result", "dropped"}}).Increment();
+    return;
+  }
+  forward_queue_.emplace_back(absl::StrCat(forward_prefix_, forward_next_++),
+                              EncodeDetection(detection));
+}
+
+absl::Status ClusterNode::SendDetection(const std::string& id, const Detection& detection) {
+  absl::StatusOr<std::string> reply = client_->CallWithId(
+      absl::StrCat("det:", id), kDetectionKind, EncodeDetection(detection),
+      options_.command_deadline);
+  if (reply.ok()) {
+    forwarded_.fetch_add(1);
+    forward_family_.Add({{"result", "sent"}}).Increment();
+  }
+  return reply.status();
+}
+
+void ClusterNode::RunForwarder() {
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(forward_mu_) {
+    return forward_stopping_ || !forward_queue_.empty();
+  };
+  for (;;) {
+    std::pair<std::string, std::string> next;
+    {
+      absl::MutexLock lock(&forward_mu_);
+      forward_mu_.Await(absl::Condition(&ready));
+      if (forward_stopping_) return;
+      next = forward_queue_.front();
+    }
+    // In order, each until a writer takes it: retried under the same id while none answers.
+    absl::StatusOr<std::string> reply = client_->CallWithId(
+        next.first, kDetectionKind, next.second,
+        std::min(options_.command_deadline, absl::Seconds(5)));
+    if (!reply.ok() && reply.status().code() == absl::StatusCode::kUnavailable) {
+      if (stopping_.WaitForNotificationWithTimeout(absl::Seconds(1))) return;
+      continue;
+    }
+    if (reply.ok()) {
+      forwarded_.fetch_add(1);
+      forward_family_.Add({{"result", "sent"}}).Increment();
+    } else {
+      forward_family_.Add({{"result", "refused"}}).Increment();
+      Log(absl::StrCat("cluster: the writer refused a detection: ", reply.status().message()));
+    }
+    absl::MutexLock lock(&forward_mu_);
+    forward_queue_.pop_front();
+  }
 }
 
 absl::StatusOr<palisade::v1::Decision> ClusterNode::AddManual(

@@ -17,7 +17,10 @@
 //   publishes what it still holds, and the table mirrors again.
 // Manual bans and unbans go from any node, the writer included, through the command channel to
 // whichever node writes (AddManual, Withdraw): the answer is the writer's, and the call returns
-// once this node's table holds it. Partition ownership is handed to `partitions_changed` as
+// once this node's table holds it. Detections go the same way: while this node does not write,
+// its table forwards what it detects (DecisionTable::SetForward) to ForwardDetection, a bounded
+// queue sent in order, each under its own command id so a retry is carried out once; a
+// partition owner's detections use SendDetection with the detection's own id. Partition ownership is handed to `partitions_changed` as
 // the set to start and the set to stop counting (H1's PartitionCounter::Apply).
 //
 // Thread-safety: the accessors, Status, AddManual and Withdraw may be called from any thread;
@@ -26,6 +29,7 @@
 #define PALISADE_SERVICES_CLUSTER_CLUSTER_NODE_H_
 
 #include <atomic>
+#include <deque>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -50,6 +54,7 @@
 #include "services/cluster/ownership.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
+#include "services/engine/rule_set.h"
 
 namespace palisade::cluster {
 
@@ -73,6 +78,10 @@ struct ClusterNodeOptions {
   // On the node's thread: the partitions to start and to stop counting.
   std::function<void(const std::set<uint32_t>& gained, const std::set<uint32_t>& lost)>
       partitions_changed;
+  // The writer's rules, for the decision spec of a detection another node sent (by rule id).
+  std::function<std::shared_ptr<const RuleSet>()> rules;
+  // Detections waiting to be sent to the writer, at most (past it they are dropped, counted).
+  size_t max_forward_queue = 10'000;
   // Commands the writer carries out besides decisions.add and decisions.delete (kind, body).
   std::function<absl::StatusOr<std::string>(absl::string_view kind, absl::string_view body)>
       handle_command;
@@ -118,6 +127,16 @@ class ClusterNode {
   absl::StatusOr<palisade::v1::Decision> AddManual(const palisade::v1::AddDecisionRequest& req);
   absl::StatusOr<palisade::v1::Decision> Withdraw(const std::string& id);
 
+  // A detection made here, queued for the writer (never blocks; dropped and counted when the
+  // queue is full).
+  void ForwardDetection(const Detection& detection);
+  // Sends one detection to the writer and waits for its answer (kUnavailable when no writer
+  // took it within command_deadline): `id` (e.g. a ClusterDetection's) makes a repeat, from
+  // this node or another, be carried out once by a writer that answered it before.
+  absl::Status SendDetection(const std::string& id, const Detection& detection);
+  uint64_t detections_forwarded() const { return forwarded_.load(); }
+  uint64_t detections_dropped() const { return forward_dropped_.load(); }
+
   bool writer() const { return writing_.load(); }
   const std::string& node_id() const { return options_.node_id; }
   DecisionView& view() { return view_; }
@@ -136,6 +155,8 @@ class ClusterNode {
   // Waits until this node's replica applied what the stream holds now.
   bool CatchUp(absl::Duration timeout);
   void Log(const std::string& m) const;
+  void RunForwarder();
+  absl::StatusOr<std::string> ApplyDetection(absl::string_view body);
 
   ClusterNodeOptions options_;
   DecisionTable& table_;
@@ -161,6 +182,15 @@ class ClusterNode {
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
   absl::Notification stopping_;
   std::thread thread_;
+  // Detections waiting for the writer: (command id, body), oldest first.
+  absl::Mutex forward_mu_;
+  std::deque<std::pair<std::string, std::string>> forward_queue_ ABSL_GUARDED_BY(forward_mu_);
+  bool forward_stopping_ ABSL_GUARDED_BY(forward_mu_) = false;
+  std::string forward_prefix_;  // "<node>:<incarnation>:d"
+  uint64_t forward_next_ ABSL_GUARDED_BY(forward_mu_) = 0;
+  std::atomic<uint64_t> forwarded_{0}, forward_dropped_{0};
+  std::thread forwarder_;
+  prometheus::Family<prometheus::Counter>& forward_family_;
   prometheus::Gauge& writer_gauge_;
   prometheus::Gauge& owned_gauge_;
   prometheus::Gauge& partitions_gauge_;

@@ -24,6 +24,29 @@ using ::testing::HasSubstr;
 
 constexpr uint32_t kPartitions = 8;
 
+constexpr char kPack[] = R"pb(
+  name: "t"
+  rules {
+    id: "probe"
+    formats: LOG_FORMAT_SYSLOG
+    patterns: "^probe from (?P<ip>[0-9.]+)$"
+    threshold { count: 1 }
+    decision { action: ACTION_BLOCK duration { seconds: 3600 } }
+    examples { line: "Mar  3 14:02:01 h sshd[1]: probe from 203.0.113.7" key: "203.0.113.7" }
+  }
+)pb";
+
+std::shared_ptr<const RuleSet> Rules() {
+  static std::shared_ptr<const RuleSet> rules = [] {
+    absl::StatusOr<LoadedPack> pack = ParseRulePack(kPack, "t.textproto");
+    EXPECT_THAT(pack, IsOk());
+    absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*pack});
+    EXPECT_THAT(set, IsOk());
+    return *set;
+  }();
+  return rules;
+}
+
 // One node: its table, what its callbacks heard.
 struct TestNode {
   explicit TestNode(SimulatedClock& clock) : table(clock) {}
@@ -60,6 +83,7 @@ class ClusterNodeTest : public ::testing::Test {
       for (uint32_t p : lost) EXPECT_EQ(t->counting.erase(p), 1u) << p;
     };
     o.log = [](const std::string&) {};
+    o.rules = [] { return Rules(); };
     absl::StatusOr<std::unique_ptr<ClusterNode>> node =
         ClusterNode::Start(std::move(o), n->table, n->registry);
     EXPECT_THAT(node, IsOk());
@@ -155,6 +179,49 @@ TEST_F(ClusterNodeTest, ABanMadeAnywhereIsTheWritersAndKnownEverywhereAndSurvive
   EXPECT_TRUE(a->node->writer());
   EXPECT_EQ(a->started, 2);
   EXPECT_TRUE(a->table.Get(d2->id())->active());
+}
+
+// A detection made on a node that does not write is decided by the writer, once, and mirrored
+// back; the writer decides its own.
+TEST_F(ClusterNodeTest, DetectionsOfANodeThatDoesNotWriteAreTheWritersToDecide) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  std::unique_ptr<TestNode> b = StartNode("b");
+  ASSERT_TRUE(a->node != nullptr && b->node != nullptr);
+  ASSERT_TRUE(a->node->writer());
+  Detection d;
+  d.rule = Rules()->rules()[0].get();
+  d.rule_id = "probe";
+  d.key = "203.0.113.9";
+  d.time = clock_.TimeNow();
+  d.evidence = {"probe from 203.0.113.9"};
+  std::vector<DecisionUpdate> at_b = b->table.ApplyAll({d});
+  ASSERT_EQ(at_b.size(), 1u);
+  EXPECT_EQ(at_b[0].change, DecisionChange::kForwarded);
+  auto active_on = [](TestNode& n) {
+    return n.table.List({.target = "203.0.113.9", .active_only = true});
+  };
+  const absl::Time deadline = absl::Now() + absl::Minutes(1);
+  while ((active_on(*a).empty() || active_on(*b).empty()) && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_EQ(active_on(*a).size(), 1u);
+  ASSERT_EQ(active_on(*b).size(), 1u);
+  EXPECT_EQ(active_on(*a)[0].id(), active_on(*b)[0].id());
+  EXPECT_EQ(active_on(*a)[0].rule_id(), "probe");
+  EXPECT_EQ(active_on(*a)[0].evidence_size(), 1);
+  EXPECT_EQ(b->node->detections_forwarded(), 1u);
+  // The same detection id sent again (a partition owner's retry) is carried out once.
+  ASSERT_THAT(b->node->SendDetection("s:1", d), IsOk());
+  ASSERT_THAT(b->node->SendDetection("s:1", d), IsOk());
+  EXPECT_EQ(active_on(*a)[0].extensions(), 1u);
+  // The writer decides its own detections.
+  d.key = "203.0.113.10";
+  std::vector<DecisionUpdate> at_a = a->table.ApplyAll({d});
+  EXPECT_EQ(at_a[0].change, DecisionChange::kCreated);
+  // A rule the writer does not have is refused, saying so.
+  d.rule_id = "nope";
+  EXPECT_THAT(b->node->SendDetection("s:2", d),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("rule \"nope\"")));
 }
 
 TEST_F(ClusterNodeTest, NoServerAnsweringIsAClearError) {

@@ -66,6 +66,7 @@ std::string UpdateId(const DecisionUpdate& update) {
     case DecisionChange::kWithdrawn:
       return absl::StrCat(id, ":w");
     case DecisionChange::kStale:
+    case DecisionChange::kForwarded:
       break;
   }
   return "";

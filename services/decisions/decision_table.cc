@@ -67,6 +67,8 @@ absl::string_view DecisionChangeName(DecisionChange c) {
       return "withdrawn";
     case DecisionChange::kStale:
       return "stale";
+    case DecisionChange::kForwarded:
+      return "forwarded";
   }
   return "unknown";
 }
@@ -210,6 +212,11 @@ uint64_t DecisionTable::CommitLocked(std::vector<DecisionUpdate>& change_set) {
   PersistLocked(change_set);
   ForgetLocked();
   return next_ticket_++;
+}
+
+void DecisionTable::SetForward(Forward forward) {
+  absl::MutexLock lock(&mu_);
+  forward_ = std::move(forward);
 }
 
 void DecisionTable::AddListener(Listener listener) {
@@ -442,6 +449,27 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
     const std::function<void(const std::vector<DecisionUpdate>&)>& before_notify) {
   std::vector<DecisionUpdate> updates;  // updates[i] for detections[i]
   updates.reserve(detections.size());
+  Forward forward;
+  {
+    absl::MutexLock lock(&mu_);
+    forward = forward_;
+  }
+  if (forward) {
+    for (const Detection& detection : detections) {
+      DecisionUpdate u{detection.secret.empty() ? DecisionChange::kForwarded
+                                                : DecisionChange::kStale,
+                       Decision()};
+      u.decision.mutable_target()->set_kind(detection.kind);
+      u.decision.mutable_target()->set_value(detection.key);
+      u.decision.set_rule_id(detection.rule_id);
+      u.decision.set_origin(palisade::v1::ORIGIN_RULE);
+      *u.decision.mutable_start() = ToProtoTime(detection.time);
+      if (detection.secret.empty()) forward(detection);
+      updates.push_back(std::move(u));
+    }
+    if (before_notify) before_notify(updates);
+    return updates;
+  }
   // What listeners hear, in order: `updates`, with the withdrawal of each decision a stronger
   // claim replaced just before its replacement.
   std::vector<DecisionUpdate> all;

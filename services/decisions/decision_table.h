@@ -52,7 +52,9 @@
 
 namespace palisade {
 
-enum class DecisionChange { kCreated, kExtended, kExpired, kWithdrawn, kStale };
+// kForwarded: a detection a cluster node that is not the edge writer handed to the writer
+// (SetForward); it changed nothing here and no listener hears it.
+enum class DecisionChange { kCreated, kExtended, kExpired, kWithdrawn, kStale, kForwarded };
 
 absl::string_view DecisionChangeName(DecisionChange c);
 
@@ -127,6 +129,15 @@ class DecisionTable {
   std::vector<DecisionUpdate> ApplyAll(
       const std::vector<Detection>& detections,
       const std::function<void(const std::vector<DecisionUpdate>&)>& before_notify = nullptr);
+
+  // Cluster (issue 17): while set (a node that is not the edge writer, whose table mirrors the
+  // writer's), ApplyAll decides nothing here: each detection goes to `forward` (which must not
+  // block: it queues the detection for the writer) and its update says kForwarded, with the
+  // target and rule id only; `before_notify` still sees them (the event stream tells of the
+  // detection). A detection carrying a token secret is never forwarded (the secret stays on the
+  // node): it is dropped as kStale. Unset (null): decided here.
+  using Forward = std::function<void(const Detection&)>;
+  void SetForward(Forward forward);
 
   // Threat-feed entries as decisions (origin feed): makes the active feed decisions exactly
   // `desired` (by target value). Missing ones are created under `spec`, those expiring before
@@ -279,6 +290,7 @@ class DecisionTable {
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Mutex listeners_mu_;
   std::vector<Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
+  Forward forward_ ABSL_GUARDED_BY(mu_);
   uint64_t notified_ ABSL_GUARDED_BY(listeners_mu_) = 0;  // tickets handed over so far
 };
 

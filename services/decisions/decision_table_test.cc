@@ -411,6 +411,38 @@ TEST_F(DecisionTableTest, MirrorSetsTheWritersCopyAndTellsTheListenersOnce) {
   EXPECT_TRUE(table_.Get("0000000000000abe")->active());
 }
 
+// Cluster: a node that does not write hands its detections to the writer and decides nothing.
+TEST_F(DecisionTableTest, ForwardedDetectionsDecideNothingHere) {
+  CompiledRule rule;
+  rule.proto.set_id("ssh");
+  rule.proto.mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
+  *rule.proto.mutable_decision()->mutable_duration() = ToProtoDuration(absl::Hours(1));
+  Detection d = Det("203.0.113.7", clock_.TimeNow());
+  d.rule = &rule;
+  Detection token = d;
+  token.key = "fingerprint";
+  token.secret = "the token itself";
+  std::vector<std::string> forwarded;
+  table_.SetForward([&](const Detection& f) { forwarded.push_back(f.key); });
+  std::vector<DecisionChange> seen;
+  std::vector<DecisionUpdate> updates =
+      table_.ApplyAll({d, token}, [&](const std::vector<DecisionUpdate>& u) {
+        for (const DecisionUpdate& x : u) seen.push_back(x.change);
+      });
+  ASSERT_THAT(updates, SizeIs(2));
+  EXPECT_EQ(updates[0].change, DecisionChange::kForwarded);
+  EXPECT_EQ(updates[0].decision.target().value(), "203.0.113.7");
+  EXPECT_EQ(updates[0].decision.rule_id(), "ssh");
+  EXPECT_EQ(updates[1].change, DecisionChange::kStale);  // a secret never leaves the node
+  EXPECT_EQ(seen, (std::vector<DecisionChange>{DecisionChange::kForwarded, DecisionChange::kStale}));
+  EXPECT_EQ(forwarded, std::vector<std::string>{"203.0.113.7"});
+  EXPECT_EQ(table_.size(), 0u);
+  EXPECT_TRUE(changes_.empty());
+  EXPECT_EQ(DecisionChangeName(DecisionChange::kForwarded), "forwarded");
+  table_.SetForward(nullptr);  // the writer now: decided here
+  EXPECT_EQ(table_.ApplyAll({d})[0].change, DecisionChange::kCreated);
+}
+
 TEST_F(DecisionTableTest, ManualBanValidatesInput) {
   palisade::v1::AddDecisionRequest req;
   req.mutable_target()->set_value("not-an-ip");

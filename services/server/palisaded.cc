@@ -509,6 +509,8 @@ int Run() {
   std::unique_ptr<cluster::ClusterNode> cluster_node;
   if (clustered) {
     cluster::ClusterNodeOptions co = ClusterOptions(config->cluster(), clock);
+    // Detections other nodes send are decided under the writer's rules (the running ones).
+    co.rules = [&pipeline] { return pipeline.rules(); };
     co.writer_started = [&] {
       table.SetStore(store->get(), edge_actuators);
       if (!config->cloudflare().enabled()) return;

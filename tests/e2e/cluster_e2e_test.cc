@@ -111,6 +111,18 @@ class ClusterE2eTest : public ::testing::Test {
     return DecisionsOf(i)->Get(&context, req, &d).ok() && d.active();
   }
 
+  // The id of the active decision on `target` that node i lists ("" when none).
+  std::string ActiveIdOf(int i, const std::string& target) {
+    palisade::v1::ListDecisionsRequest req;
+    req.set_target(target);
+    req.set_active_only(true);
+    palisade::v1::ListDecisionsResponse resp;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    if (!DecisionsOf(i)->List(&context, req, &resp).ok() || resp.decisions_size() != 1) return "";
+    return resp.decisions(0).id();
+  }
+
   // The emulator's access rules by value (how many of each).
   std::map<std::string, int> AccessRules() {
     std::map<std::string, int> out;
@@ -164,9 +176,27 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
   EXPECT_TRUE(WaitFor([&] { return AccessRules().count("203.0.113.1") == 1; }, kLong));
   EXPECT_TRUE(WaitFor([&] { return CreateCount() == 1; }, kLong));
 
+  // A detection on a node that does not write is the writer's to decide: on every node, at the
+  // edge once.
+  auto ingest = palisade::v1::Ingest::NewStub(
+      grpc::CreateChannel(nodes_[other]->grpc_address(), grpc::InsecureChannelCredentials()));
+  ASSERT_TRUE(::palisade::testing::ShipLines(
+                  *ingest, palisade::v1::LOG_FORMAT_SYSLOG,
+                  {"Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from "
+                   "203.0.113.100"})
+                  .ok());
+  std::string detected;
+  ASSERT_TRUE(WaitFor([&] { return !(detected = ActiveIdOf(writer, "203.0.113.100")).empty(); },
+                      kLong));
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(WaitFor([&] { return ActiveIdOf(i, "203.0.113.100") == detected; }, kLong))
+        << "node " << i;
+  }
+  EXPECT_TRUE(WaitFor([&] { return AccessRules().count("203.0.113.100") == 1; }, kLong));
+
   // Bans from both other nodes, the writer killed with SIGKILL half-way.
-  std::set<std::string> ips = {"203.0.113.1"};
-  std::vector<std::string> ids = {first->id()};
+  std::set<std::string> ips = {"203.0.113.1", "203.0.113.100"};
+  std::vector<std::string> ids = {first->id(), detected};
   for (int n = 2; n <= 12; ++n) {
     if (n == 7) {
       nodes_[writer]->Kill();
