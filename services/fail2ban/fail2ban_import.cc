@@ -298,6 +298,14 @@ constexpr char kBracketDateShapes[] =
     "|\\d{2}/\\w{3}/\\d{4} \\d{2}:\\d{2}:\\d{2}"
     "|\\d{4}-\\d{2}-\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d{3}(?:\\d{3})?)?"
     "|\\d{2}-\\w{3}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?: [+-]\\d{4})?)";
+// Solaris' syslog message id after the program ("sshd[63814]: [ID 800047 auth.info] ..."),
+// which common.conf's __prefix_line takes as `(?:\[ID \d+ \S+\]\s+)?`: here its facilities and
+// levels spelled out and the id's up to ten digits as optional copies, so that no
+// variable-length field precedes the key.
+constexpr char kSolarisMessageId[] =
+    "(?:\\[ID \\d\\d?\\d?\\d?\\d?\\d?\\d?\\d?\\d?\\d? "
+    "(?:kern|user|mail|daemon|auth|syslog|lpr|news|uucp|cron|authpriv|ftp|audit|local[0-7])\\."
+    "(?:emerg|alert|crit|err|error|warning|warn|notice|info|debug)\\] )?";
 // The leading date of a raw line when the filter's datepattern says nothing more precise.
 const std::string& DefaultLeadingDate() {
   static const std::string* d = new std::string(absl::StrCat("(?:", kDateShapes, " ?)?"));
@@ -630,7 +638,10 @@ bool UnrollBoundedRepeats(std::string* re, std::vector<std::string>* notes) {
 // bounded copies of a blank could re-cross a one-space introducer that the check only sees
 // re-crossed by a repetition (sshd's "user x 6.6.6.6 on <real> port 22 [preauth]").
 constexpr int kMaxBlanks = 16;
-int BoundBlankRuns(std::string* re) {
+// With `everywhere` (Tighten::drop_free_branches only), runs after the key are bounded too: the
+// loader's automaton search (AnalyzeKeyPlacement) now sees bounded copies re-cross an
+// introducer, so the check, not this function, decides whether the result is safe.
+int BoundBlankRuns(std::string* re, bool everywhere = false) {
   std::vector<std::pair<size_t, size_t>> runs;  // [begin, end) of `\s*`, `\s+`, ` *`, ` +`
   auto quantified = [&](size_t atom_end) -> size_t {
     if (atom_end >= re->size() || ((*re)[atom_end] != '*' && (*re)[atom_end] != '+')) return 0;
@@ -660,7 +671,8 @@ int BoundBlankRuns(std::string* re) {
   };
   runs.erase(std::remove_if(runs.begin(), runs.end(),
                             [&](const std::pair<size_t, size_t>& r) {
-                              return !(key != std::string::npos && r.second <= key) &&
+                              return !everywhere &&
+                                     !(key != std::string::npos && r.second <= key) &&
                                      !at_end(r.second);
                             }),
              runs.end());
@@ -952,9 +964,154 @@ struct Converted {
   Role role;
 };
 
+// Stricter forms of the text after the key, tried (with a pinned end) only when a regex would
+// be refused for its key placement; each keeps fail2ban's intent for the lines the server
+// writes and is kept only when the loader's unchanged check passes.
+struct Tighten {
+  // Every free piece after the key (`.`, `\S`, `\W`, a negated class) no longer takes this
+  // byte, the punctuation that introduces the address (`[` in `\[<HOST>\]`): the tail then
+  // cannot hold a second "[address" (postfix's `<[^>]*>` recipient becomes `<[^>\[]*>`). A line
+  // whose later, client-written fields hold that byte is missed, never mis-keyed.
+  char exclude = 0;
+  // An alternation after the key with a branch holding a free field and one without: only the
+  // branches without remain (sshd's `(?: (?:port \d+|on \S+)){0,2}` -> `(?: (?:port \d+)){0,2}`:
+  // a user name "x <victim> on" can no longer make " on <real address>" the tail).
+  bool drop_free_branches = false;
+  bool any() const { return exclude != 0 || drop_free_branches; }
+};
+
 Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Prefix& prefix,
                         palisade::v1::LogFormat format, bool session,
-                        const std::string& leading_date);
+                        const std::string& leading_date, const Tighten& tighten = {});
+
+// The offset just after the key group `(?P<ip>...)`; npos when there is none.
+size_t AfterKeyGroup(const std::string& re) {
+  const size_t key = re.find("(?P<ip>");
+  if (key == std::string::npos) return std::string::npos;
+  std::vector<std::pair<size_t, size_t>> groups;
+  if (!ScanGroups(re, &groups)) return std::string::npos;
+  for (const auto& [open, close] : groups) {
+    if (open == key) return close + 1;
+  }
+  return std::string::npos;
+}
+
+// `c` as an RE2 atom inside a class: punctuation escaped.
+std::string ClassByte(char c) {
+  return absl::ascii_isalnum(c) ? std::string(1, c) : absl::StrCat("\\", std::string(1, c));
+}
+
+// Tighten::exclude: after the key group, `.` -> `[^c]`, `\S` -> `[^\sc]`, `\W` -> `[^\wc]`,
+// `[^...]` -> `[^...c]` (outside classes; other classes and escapes stay). Returns how many
+// pieces changed.
+int ExcludeAfterKey(std::string* re, char c) {
+  const size_t start = AfterKeyGroup(*re);
+  if (start == std::string::npos) return 0;
+  const std::string b = ClassByte(c);
+  std::string out = re->substr(0, start);
+  int n = 0;
+  for (size_t i = start; i < re->size();) {
+    const char ch = (*re)[i];
+    if (ch == '\\' && i + 1 < re->size()) {
+      const char e = (*re)[i + 1];
+      if (e == 'S' || e == 'W') {
+        absl::StrAppend(&out, "[^", e == 'S' ? "\\s" : "\\w", b, "]");
+        ++n;
+      } else {
+        out.append(*re, i, 2);
+      }
+      i += 2;
+      continue;
+    }
+    if (ch == '[') {
+      size_t j = i + 1;
+      const bool negated = j < re->size() && (*re)[j] == '^';
+      if (negated) ++j;
+      if (j < re->size() && (*re)[j] == ']') ++j;  // a literal ] first
+      while (j < re->size() && (*re)[j] != ']') j += (*re)[j] == '\\' ? 2 : 1;
+      if (j >= re->size()) return 0;  // unbalanced: leave the regex alone
+      if (negated) {
+        absl::StrAppend(&out, re->substr(i, j - i), b, "]");
+        ++n;
+      } else {
+        out.append(*re, i, j - i + 1);
+      }
+      i = j + 1;
+      continue;
+    }
+    if (ch == '.') {
+      absl::StrAppend(&out, "[^", b, "]");
+      ++n;
+      ++i;
+      continue;
+    }
+    out += ch;
+    ++i;
+  }
+  *re = std::move(out);
+  return n;
+}
+
+// Whether `piece` (regex text) holds a free field: `.`, `\S`, `\W` or a negated class.
+bool HoldsFreeField(absl::string_view piece) {
+  bool free = false;
+  bool in_class = false;
+  for (size_t i = 0; i < piece.size() && !free; ++i) {
+    const char c = piece[i];
+    if (c == '\\') {
+      if (!in_class && i + 1 < piece.size() && (piece[i + 1] == 'S' || piece[i + 1] == 'W')) {
+        free = true;
+      }
+      ++i;
+    } else if (in_class) {
+      in_class = c != ']';
+    } else if (c == '[') {
+      in_class = true;
+      if (i + 1 < piece.size() && piece[i + 1] == '^') free = true;
+      if (i + 1 < piece.size() && piece[i + 1] == '^') ++i;
+      if (i + 1 < piece.size() && piece[i + 1] == ']') ++i;
+    } else if (c == '.') {
+      free = true;
+    }
+  }
+  return free;
+}
+
+// Tighten::drop_free_branches. Returns how many branches went.
+int DropFreeBranchesAfterKey(std::string* re) {
+  int dropped = 0;
+  for (int round = 0; round < 16; ++round) {
+    const size_t start = AfterKeyGroup(*re);
+    std::vector<std::pair<size_t, size_t>> groups;
+    if (start == std::string::npos || !ScanGroups(*re, &groups)) return dropped;
+    bool changed = false;
+    for (const auto& [open, close] : groups) {  // innermost first
+      if (open < start) continue;
+      size_t body = open + 1;
+      if (re->compare(open, 3, "(?:") == 0) {
+        body = open + 3;
+      } else if (re->compare(open, 4, "(?P<") == 0) {
+        body = re->find('>', open) + 1;
+      } else if (re->compare(open, 2, "(?") == 0) {
+        continue;
+      }
+      std::vector<std::string> branches =
+          TopLevelAlternatives(absl::string_view(*re).substr(body, close - body));
+      if (branches.size() < 2) continue;
+      std::vector<std::string> kept;
+      for (const std::string& br : branches) {
+        if (!HoldsFreeField(br)) kept.push_back(br);
+      }
+      if (kept.empty() || kept.size() == branches.size()) continue;
+      dropped += static_cast<int>(branches.size() - kept.size());
+      re->replace(body, close - body, absl::StrJoin(kept, "|"));
+      changed = true;
+      break;
+    }
+    if (!changed) break;
+  }
+  return dropped;
+}
 
 // The punctuation character closest before the address tag in the literal text that introduces
 // it (`\[` in `\[<HOST>\]`, `=` in `rip=<HOST>`); 0 when that text has none.
@@ -963,6 +1120,8 @@ char IntroducerPunctuation(absl::string_view text) {
   std::string merged(text);
   std::vector<std::string> ignored;
   MergeAddressAlternatives(&merged, &ignored);  // as ConvertTags will
+  static const LazyRE2 kFieldTag = {"</?F-[A-Za-z0-9_]+>"};
+  RE2::GlobalReplace(&merged, *kFieldTag, "");  // tags are no text of the line
   absl::string_view re = merged;
   re2::StringPiece tag;
   if (!RE2::PartialMatch(re2::StringPiece(re.data(), re.size()), "(" + kTag->pattern() + ")",
@@ -1008,27 +1167,36 @@ Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefi
                                          "server's last one)"));
   }
   tails.emplace_back("$", "pinned to the end of the line (stricter: fail2ban lets text follow)");
-  for (const auto& [tail, why] : tails) {
-    ValueLine pinned_line = line;
-    absl::string_view text = line.text;
-    bool anchored = absl::ConsumePrefix(&text, "^");
-    pinned_line.text = absl::StrCat(anchored ? "^" : "", "(?:", text, ")", tail);
-    Prefix pinned = prefix;
-    if (prefix.content_to_end) pinned.content_to_end = false;
-    Converted strict = ConvertFolded(pinned_line, kind, pinned, format, session, leading_date);
-    if (strict.report.outcome == RegexOutcome::kRefused) continue;
-    strict.report.original = c.report.original;
-    strict.report.outcome = RegexOutcome::kRewritten;
-    strict.report.reason =
-        absl::StrCat(why, strict.report.reason.empty() ? "" : ", ", strict.report.reason);
-    return strict;
+  //  3. then the same two with the fields after the address tightened (Tighten): first without
+  //     its introducing punctuation, then also without the alternatives that hold a free field.
+  std::vector<Tighten> tightenings = {Tighten{}};
+  const char p = IntroducerPunctuation(line.text);
+  if (p != 0) tightenings.push_back(Tighten{p, false});
+  tightenings.push_back(Tighten{p, true});
+  for (const Tighten& tighten : tightenings) {
+    for (const auto& [tail, why] : tails) {
+      ValueLine pinned_line = line;
+      absl::string_view text = line.text;
+      bool anchored = absl::ConsumePrefix(&text, "^");
+      pinned_line.text = absl::StrCat(anchored ? "^" : "", "(?:", text, ")", tail);
+      Prefix pinned = prefix;
+      if (prefix.content_to_end) pinned.content_to_end = false;
+      Converted strict =
+          ConvertFolded(pinned_line, kind, pinned, format, session, leading_date, tighten);
+      if (strict.report.outcome == RegexOutcome::kRefused) continue;
+      strict.report.original = c.report.original;
+      strict.report.outcome = RegexOutcome::kRewritten;
+      strict.report.reason =
+          absl::StrCat(why, strict.report.reason.empty() ? "" : ", ", strict.report.reason);
+      return strict;
+    }
   }
   return c;
 }
 
 Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Prefix& prefix,
                         palisade::v1::LogFormat format, bool session,
-                        const std::string& leading_date) {
+                        const std::string& leading_date, const Tighten& tighten) {
   Converted c;
   RegexReport& r = c.report;
   r.kind = kind;
@@ -1076,6 +1244,30 @@ Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Pr
     // `\[\]`: where fail2ban cut the date out of the middle of the line; our line keeps it.
     absl::StrReplaceAll({{"\\[\\]", absl::StrCat("\\[", kBracketDateShapes, "\\]")}}, &re);
     rewrites.push_back("\\[\\] (the date fail2ban cut) -> \\[date\\]");
+  }
+  if (format == palisade::v1::LOG_FORMAT_SYSLOG && absl::StartsWith(re, "^")) {
+    // common.conf's __prefix_line ends with an optional `[ID 800047 auth.info] ` (Solaris'
+    // syslog message id), which the syslog parser leaves in the message: server-written, in
+    // fixed-width pieces (no field before the key for the loader's check).
+    re = absl::StrCat("^", kSolarisMessageId, re.substr(1));
+  }
+  if (tighten.drop_free_branches) {
+    if (int n = DropFreeBranchesAfterKey(&re); n > 0) {
+      rewrites.push_back(absl::StrCat(n, " alternative", n > 1 ? "s" : "",
+                                      " after the address holding a free field left out "
+                                      "(stricter)"));
+    }
+    if (BoundBlankRuns(&re, /*everywhere=*/true) > 0) {
+      rewrites.push_back(absl::StrCat("blank runs after the address -> at most ", kMaxBlanks,
+                                      " blanks (stricter)"));
+    }
+  }
+  if (tighten.exclude != 0) {
+    if (ExcludeAfterKey(&re, tighten.exclude) > 0) {
+      rewrites.push_back(absl::StrCat("no '", std::string(1, tighten.exclude),
+                                      "' in the fields after the address (stricter: the tail "
+                                      "cannot hold a second one)"));
+    }
   }
   // Python-only syntax first gets the rewrites that have an RE2 equivalent; a regex that still
   // has some is refused.

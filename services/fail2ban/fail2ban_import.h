@@ -67,7 +67,14 @@
 //       * still refused: the failregex pinned to the end of the line (stricter: fail2ban lets
 //         text follow it), first by "no later copy of the punctuation that introduces the
 //         address" (`[^\[]*$` after `\[<HOST>\]`: the address is the last one so introduced),
-//         then by `$`.
+//         then by `$`; and then both again with the fields after the address tightened: no
+//         free piece after it (`.`, `\S`, `\W`, `[^...]`) takes that punctuation (postfix's
+//         recipient `<[^>]*>` -> `<[^>\[]*>`), then also an alternative after it that holds a
+//         free field left out (sshd's `(?:port \d+|on \S+)` -> `(?:port \d+)`) and blank runs
+//         after it bounded (all stricter; the loader's automaton search judges the result);
+//   - a syslog filter's regexes start with an optional Solaris message id, `[ID 800047
+//     auth.info] ` (common.conf's __prefix_line allows it; the syslog parser leaves it in the
+//     message), in fixed-width pieces;
 //     A rewritten regex is kept only when the loader's key check passes; the check itself is
 //     never weakened. Also rewritten: `(?:IPv6:<IP6>|<IP4>)` → one address group (`<HOST>`,
 //     without the "IPv6:" form when a bare branch exists: stricter); an IPv4 key stops at four
