@@ -39,6 +39,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -732,6 +733,60 @@ int BouncersDelete(const std::string& name) {
   return 0;
 }
 
+// palisadectl cluster status: the node asked, the writer, the live nodes, who owns which
+// partition, and how far its copy of the decision log is.
+int ClusterStatus() {
+  auto stub = palisade::v1::Admin::NewStub(Channel());
+  palisade::v1::StatusResponse resp;
+  grpc::Status s = stub->Status(Context().get(), {}, &resp);
+  if (!s.ok()) return Fail(s, "cluster status");
+  if (!resp.has_cluster()) {
+    std::fprintf(stderr,
+                 "palisadectl: cluster status: this palisaded runs alone (no cluster {} in its "
+                 "config)\n");
+    return 1;
+  }
+  const palisade::v1::ClusterStatus& c = resp.cluster();
+  if (absl::GetFlag(FLAGS_json)) {
+    std::printf("%s\n", Json(c).c_str());
+    return 0;
+  }
+  std::vector<std::string> live;
+  for (const auto& n : c.live_nodes()) live.push_back(Safe(n));
+  std::map<uint32_t, std::string> owners;
+  for (const auto& p : c.partition_owners()) owners[p.partition()] = Safe(p.node());
+  std::string owned, by, unowned;
+  for (uint32_t p : c.owned()) absl::StrAppend(&owned, owned.empty() ? "" : ",", p);
+  for (uint32_t p = 0; p < c.partitions(); ++p) {
+    auto it = owners.find(p);
+    if (it == owners.end()) {
+      absl::StrAppend(&unowned, unowned.empty() ? "" : ",", p);
+    } else {
+      absl::StrAppend(&by, by.empty() ? "" : " ", p, "=", it->second);
+    }
+  }
+  std::printf("node:       %s (NATS %s)\n", Safe(c.node_id()).c_str(),
+              c.nats_connected() ? "connected" : "DISCONNECTED");
+  std::printf("writer:     %s\n",
+              c.writer_node().empty()
+                  ? "NONE: no node writes to Cloudflare now"
+                  : absl::StrCat(Safe(c.writer_node()), c.writer() ? " (this node)" : "").c_str());
+  std::printf("nodes:      %d live: %s\n", c.live_nodes_size(), absl::StrJoin(live, ", ").c_str());
+  std::printf("partitions: %u; this node's: %s\n", c.partitions(),
+              owned.empty() ? "none" : owned.c_str());
+  std::printf("owners:     %s\n", by.empty() ? "none" : by.c_str());
+  if (!unowned.empty()) std::printf("UNOWNED:    %s (counted by no node)\n", unowned.c_str());
+  std::printf("decision log: applied %llu of %llu (lag %llu)\n",
+              static_cast<unsigned long long>(c.log_applied()),
+              static_cast<unsigned long long>(c.log_last_sequence()),
+              static_cast<unsigned long long>(c.replica_lag()));
+  std::printf("detections: %llu sent to the writer, %llu dropped\n",
+              static_cast<unsigned long long>(c.detections_forwarded()),
+              static_cast<unsigned long long>(c.detections_dropped()));
+  if (!c.last_error().empty()) std::printf("error:      %s\n", Safe(c.last_error()).c_str());
+  return 0;
+}
+
 int ActionsRelease(int max) {
   auto stub = palisade::v1::Admin::NewStub(Channel());
   palisade::v1::ReleaseHeldRequest req;
@@ -1241,6 +1296,7 @@ int main(int argc, char** argv) {
       "  bouncers list [--json]\n"
       "  bouncers delete NAME\n"
       "  status [--json]\n"
+      "  cluster status [--json]   (writer, live nodes, partition owners, decision log lag)\n"
       "  watch [--kinds detection,decision,action,alert] [--rule R] [--origin rule|manual|feed]\n"
       "        [--after SEQ] [--count N] [--json]   (follow the event stream)\n"
       "  feeds list [--json]\n"
@@ -1261,6 +1317,9 @@ int main(int argc, char** argv) {
   const std::string& cmd = args[0];
   if (cmd == "ship") return palisade::ShipFiles({args.begin() + 1, args.end()});
   if (cmd == "status") return palisade::Status();
+  if (cmd == "cluster" && args.size() == 2 && args[1] == "status") {
+    return palisade::ClusterStatus();
+  }
   if (cmd == "replay") return palisade::ReplayFiles({args.begin() + 1, args.end()});
   if (cmd == "decisions" && args.size() >= 2) {
     if (args[1] == "list") return palisade::DecisionsList();

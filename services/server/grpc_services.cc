@@ -456,6 +456,7 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* cont
     response->set_actions_pending(static_cast<uint32_t>(dispatcher_->pending()));
   }
   if (credential_status_) credential_status_(response);
+  if (cluster_status_) cluster_status_(response);
   return Reply(context, absl::OkStatus());
 }
 

@@ -128,6 +128,9 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   // Set once, before the server serves; called concurrently.
   using CredentialStatusFill = std::function<void(palisade::v1::StatusResponse*)>;
   void SetCredentialStatus(CredentialStatusFill fill) { credential_status_ = std::move(fill); }
+  // Adds StatusResponse.cluster (a cluster node's view; ClusterNode::Status). Set once, before
+  // the server serves; called concurrently.
+  void SetClusterStatus(CredentialStatusFill fill) { cluster_status_ = std::move(fill); }
   // Rolls the service's own token (Edge::RotateToken, converted). Unset: Cloudflare is off.
   using TokenRoller = std::function<absl::StatusOr<palisade::v1::RotateTokenResponse>()>;
   void SetTokenRoller(TokenRoller roll) { roll_token_ = std::move(roll); }
@@ -148,6 +151,7 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   Dispatcher* dispatcher_;
   BouncerApi* bouncers_ = nullptr;
   CredentialStatusFill credential_status_;
+  CredentialStatusFill cluster_status_;
   TokenRoller roll_token_;
 };
 

@@ -545,6 +545,31 @@ int Run() {
       pipeline, table, clock, [loaded] { return LoadRules(loaded); }, *registry, kVersion,
       fixed_edge ? &fixed_edge->dispatcher() : nullptr);
   admin.SetBouncerApi(bouncer_api.get());
+  if (cluster_node) {
+    cluster::ClusterNode* n = cluster_node.get();
+    admin.SetClusterStatus([n](palisade::v1::StatusResponse* status) {
+      const cluster::ClusterNodeStatus s = n->Status();
+      palisade::v1::ClusterStatus* out = status->mutable_cluster();
+      out->set_node_id(s.node_id);
+      out->set_nats_connected(s.nats_connected);
+      out->set_writer(s.writer);
+      out->set_writer_node(s.writer_node);
+      for (const std::string& node : s.live_nodes) out->add_live_nodes(node);
+      out->set_partitions(s.partitions);
+      for (const auto& [p, node] : s.partition_owners) {
+        palisade::v1::ClusterPartition* owner = out->add_partition_owners();
+        owner->set_partition(p);
+        owner->set_node(node);
+      }
+      for (uint32_t p : s.owned) out->add_owned(p);
+      out->set_log_last_sequence(s.stream_last_sequence);
+      out->set_log_applied(s.applied_through);
+      out->set_replica_lag(s.replica_lag);
+      out->set_detections_forwarded(n->detections_forwarded());
+      out->set_detections_dropped(n->detections_dropped());
+      out->set_last_error(s.last_error);
+    });
+  }
   if (config->cloudflare().enabled()) {
     // The credentials check as of its last run (at start, then every check_interval), and
     // palisadectl cloudflare rotate (the writer's edge, in a cluster).

@@ -215,6 +215,40 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
   ASSERT_GE(successor, 0);
   EXPECT_NE(successor, writer);
 
+  // Status on a node that does not write: the successor writes, two nodes live (once the dead
+  // one's membership ran out), every partition owned by one of them; palisadectl prints it.
+  const int survivor = 3 - writer - successor;
+  palisade::v1::ClusterStatus cluster;
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        auto admin = palisade::v1::Admin::NewStub(grpc::CreateChannel(
+            nodes_[survivor]->grpc_address(), grpc::InsecureChannelCredentials()));
+        palisade::v1::StatusResponse status;
+        grpc::ClientContext context;
+        if (!admin->Status(&context, {}, &status).ok()) return false;
+        cluster = status.cluster();
+        return cluster.live_nodes_size() == 2 && cluster.partition_owners_size() == 4 &&
+               cluster.writer_node() == absl::StrCat("n", successor + 1);
+      },
+      kLong))
+      << cluster.DebugString();
+  EXPECT_EQ(cluster.node_id(), absl::StrCat("n", survivor + 1));
+  EXPECT_FALSE(cluster.writer());
+  EXPECT_TRUE(cluster.nats_connected());
+  EXPECT_EQ(cluster.partitions(), 4u);
+  for (const auto& p : cluster.partition_owners()) {
+    EXPECT_NE(p.node(), absl::StrCat("n", writer + 1)) << "partition " << p.partition();
+  }
+  int exit_code = -1;
+  const std::string printed = ::palisade::testing::RunShell(
+      absl::StrCat("services/cli/palisadectl --server=", nodes_[survivor]->grpc_address(),
+                   " cluster status 2>&1"),
+      &exit_code);
+  EXPECT_EQ(exit_code, 0) << printed;
+  EXPECT_NE(printed.find(absl::StrCat("writer:     n", successor + 1)), std::string::npos)
+      << printed;
+  EXPECT_NE(printed.find("nodes:      2 live"), std::string::npos) << printed;
+
   // Every decision on both live nodes, every address at the edge once, one create each.
   for (int i = 0; i < 3; ++i) {
     if (nodes_[i] == nullptr) continue;
