@@ -384,6 +384,12 @@ absl::Status PartitionCounter::Snapshot(Partition& part) {
       return s;
     }
   }
+  // The head as it is now: normally our previous one; another's if a former owner that did not
+  // yet know it lost the partition wrote one since. Its chunks are purged with ours below, so
+  // no snapshot's chunks outlive their head.
+  palisade::v1::PartitionSnapshotHead found;
+  absl::StatusOr<std::optional<std::string>> current = Get(kv_, HeadKey(part.p));
+  if (current.ok() && current->has_value() && !found.ParseFromString(**current)) found.Clear();
   palisade::v1::PartitionSnapshotHead head;
   head.set_partition(part.p);
   head.set_sequence(part.position);
@@ -402,6 +408,11 @@ absl::Status PartitionCounter::Snapshot(Partition& part) {
   // The previous snapshot's chunks (ours or the one we restored from) are no longer read.
   for (uint32_t i = 0; i < part.snapshot_chunks; ++i) {
     kvStore_Purge(kv_, ChunkKey(part.p, part.snapshot_generation, i).c_str(), nullptr);
+  }
+  if (!found.generation().empty() && found.generation() != part.snapshot_generation) {
+    for (uint32_t i = 0; i < found.chunks(); ++i) {
+      kvStore_Purge(kv_, ChunkKey(part.p, found.generation(), i).c_str(), nullptr);
+    }
   }
   part.snapshot_seq = part.position;
   part.snapshot_generation = generation;

@@ -398,6 +398,45 @@ TEST_F(PartitionCounterTest, WindowsAgeInEventTimeAndAtLatestADayBehind) {
   EXPECT_EQ(windows(), 0u);
 }
 
+// A former owner that has not yet learnt it lost the partition may still write a snapshot: the
+// chunks of every replaced snapshot are purged, whoever wrote it, and the last head is whole.
+TEST_F(PartitionCounterTest, NoSnapshotChunksOutliveTheirHead) {
+  auto web1 = Node("web-1");
+  const std::string ip = "203.0.113.222";
+  const uint32_t p = PartitionOf(ip, kPartitions);
+  Writer writer;
+  auto a = Counter("a", writer, /*snapshot_every=*/1);
+  ASSERT_TRUE(a->Apply(All()).ok());
+  Fail(*web1, ip, 0);
+  PollUntilRead(*a, 1);  // a's first snapshot
+  auto b = Counter("b", writer, /*snapshot_every=*/1);
+  ASSERT_TRUE(b->Apply(All()).ok());  // b takes over (a does not know yet)
+  Fail(*web1, ip, 1);
+  PollUntilRead(*b, 1);  // b's snapshot replaces a's
+  PollUntilRead(*a, 2);  // a's second snapshot replaces b's
+  EXPECT_EQ(a->stats().snapshots, 2u);
+  EXPECT_EQ(b->stats().snapshots, 1u);
+  kvStore* kv = nullptr;
+  ASSERT_EQ(js_KeyValue(&kv, client_->jetstream(), "palisade_windows"), NATS_OK);
+  kvKeysList keys{nullptr, 0};
+  ASSERT_EQ(kvStore_Keys(&keys, kv, nullptr), NATS_OK);
+  std::vector<std::string> chunks;
+  for (int i = 0; i < keys.Count; ++i) {
+    if (absl::StartsWith(keys.Keys[i], absl::StrCat("p", p, ".g"))) chunks.push_back(keys.Keys[i]);
+  }
+  kvKeysList_Destroy(&keys);
+  kvStore_Destroy(kv);
+  ASSERT_EQ(chunks.size(), 1u);
+  EXPECT_TRUE(absl::StartsWith(chunks[0], absl::StrCat("p", p, ".ga-"))) << chunks[0];
+  // The last head is whole: a third owner restores it.
+  auto c = Counter("c", writer);
+  ASSERT_TRUE(c->Apply(All()).ok());
+  EXPECT_EQ(c->stats().snapshot_failures, 0u);
+  for (const auto& s : c->partitions()) {
+    if (s.partition == p) EXPECT_EQ(s.windows, 1u);
+  }
+}
+
 // A partition lost is no longer counted, from the next match on.
 TEST_F(PartitionCounterTest, ALostPartitionStopsBeingCountedAtOnce) {
   auto web1 = Node("web-1");
