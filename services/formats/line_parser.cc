@@ -254,12 +254,53 @@ bool LineParser::CivilToTime(int64_t year, int month, int day, int seconds_of_da
     *out = DayStart(year, month, day) + absl::Seconds(seconds_of_day);
     return true;
   }
-  // A zone with daylight saving: the offset may change within the day, so no day cache.
-  const absl::CivilSecond civil(year, month, day, seconds_of_day / 3600,
-                                (seconds_of_day / 60) % 60, seconds_of_day % 60);
+  // Consecutive lines share their date: one compare (a cached day exists and has one offset).
+  const bool cached = year == local_year_ && month == local_month_ && day == local_day_;
+  if (cached && local_day_uniform_) {
+    *out = local_day_start_ + absl::Seconds(seconds_of_day);
+    return true;
+  }
+  const absl::CivilDay civil(year, month, day);
   if (civil.day() != day) return false;
-  *out = absl::FromCivil(civil, zone_);
+  const absl::CivilSecond at(year, month, day, seconds_of_day / 3600,
+                             (seconds_of_day / 60) % 60, seconds_of_day % 60);
+  *out = absl::FromCivil(at, zone_);
+  if (cached) return true;  // a day with an offset change, known as such
+  local_year_ = year;
+  local_month_ = month;
+  local_day_ = day;
+  local_day_uniform_ = false;
+  // The day is cached when its midnight exists once and no offset change comes before the next
+  // midnight, nor at it (23:59:60 is the next midnight): then every second of it, up to
+  // 86,400, is its midnight plus the seconds, as the zone's rules say. The offsets at both
+  // midnights are compared as well, in case the zone's transitions are not all listed.
+  const absl::TimeZone::TimeInfo midnight = zone_.At(absl::CivilSecond(civil));
+  if (midnight.kind != absl::TimeZone::TimeInfo::UNIQUE) return true;
+  const absl::Time start = midnight.pre;
+  const absl::Time end = start + absl::Hours(24);
+  absl::TimeZone::CivilTransition change;
+  if (zone_.NextTransition(start, &change) && zone_.At(change.to).trans <= end) return true;
+  if (zone_.At(start).offset != zone_.At(end).offset) return true;
+  local_day_uniform_ = true;
+  local_day_start_ = start;
   return true;
+}
+
+int64_t LineParser::YearOf(absl::Time t) {
+  if (t >= year_begin_ && t < year_end_) return year_of_span_;
+  const int64_t year = absl::ToCivilYear(t, zone_).year();
+  // Cached as [its 1 January 00:00, the next one): when both midnights exist exactly once,
+  // every time between them is in the year (an offset change crossing either midnight would
+  // make it skipped or repeated).
+  const absl::TimeZone::TimeInfo begin = zone_.At(absl::CivilSecond(year, 1, 1, 0, 0, 0));
+  const absl::TimeZone::TimeInfo end = zone_.At(absl::CivilSecond(year + 1, 1, 1, 0, 0, 0));
+  if (begin.kind == absl::TimeZone::TimeInfo::UNIQUE &&
+      end.kind == absl::TimeZone::TimeInfo::UNIQUE && t >= begin.pre && t < end.pre) {
+    year_of_span_ = year;
+    year_begin_ = begin.pre;
+    year_end_ = end.pre;
+  }
+  return year;
 }
 
 LineParser::LineParser(LogFormat format, absl::TimeZone zone)
@@ -363,7 +404,7 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
       return absl::OutOfRangeError(
           absl::StrCat("syslog: bad timestamp at column ", pos + 1, ": a field out of range"));
     }
-    const int64_t year = absl::ToCivilYear(reference, zone_).year();
+    const int64_t year = YearOf(reference);
     const int tod = hour * 3600 + minute * 60 + second;
     bool found = false;
     if (rule == YearRule::kNearest) {

@@ -132,9 +132,14 @@ class LineParser {
 
   // Midnight UTC of a civil date, cached since consecutive lines share their date.
   absl::Time DayStart(int64_t year, int month, int day);
-  // A civil time in the parser's zone (UTC: through the day cache). False when the date does
-  // not exist (29 February of a common year).
+  // A civil time in the parser's zone. False when the date does not exist (29 February of a
+  // common year). Through a one-day cache: a day whose UTC offset holds from its midnight to the
+  // next (no DST change within it) is its midnight plus the seconds; a day with a change goes to
+  // the zone's rules each time.
   bool CivilToTime(int64_t year, int month, int day, int seconds_of_day, absl::Time* out);
+  // The civil year of `t` in the parser's zone (the reference's, for a yearless timestamp),
+  // cached as the span of time that year covers: a line costs two compares.
+  int64_t YearOf(absl::Time t);
 
   palisade::v1::LogFormat format_;
   // JSON lines formats: the record parser (made at the first line of a preset).
@@ -145,6 +150,16 @@ class LineParser {
   int cached_month_ = 0;
   int cached_day_ = 0;
   absl::Time cached_day_start_;
+  // CivilToTime's day, and its local midnight when its offset holds all day (`uniform`).
+  int64_t local_year_ = 0;
+  int local_month_ = 0;
+  int local_day_ = 0;
+  bool local_day_uniform_ = false;
+  absl::Time local_day_start_;
+  // YearOf: times in [year_begin_, year_end_) are in year_of_span_ (empty at first).
+  int64_t year_of_span_ = 0;
+  absl::Time year_begin_ = absl::InfiniteFuture();
+  absl::Time year_end_ = absl::InfinitePast();
 };
 
 // "syslog", "syslog5424", "combined", "raw", "nginx_error", "apache_error", "decisions", "json",

@@ -1,8 +1,13 @@
 #include "services/formats/line_parser.h"
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "services/common/status_matchers.h"
 
 namespace palisade {
@@ -113,6 +118,129 @@ TEST(Syslog3164Test, TimesWithoutOffsetAreReadInTheSourceZone) {
   LineParser fixed(LogFormat::LOG_FORMAT_SYSLOG, absl::FixedTimeZone(-5 * 3600));
   ASSERT_THAT(fixed.Parse("Jul 15 09:00:00 h sshd: x", At("2026-07-15T15:00:00Z"), &out), IsOk());
   EXPECT_EQ(*out.time, At("2026-07-15T14:00:00Z"));
+}
+
+absl::TimeZone Zone(const std::string& name) {
+  absl::TimeZone tz;
+  EXPECT_TRUE(absl::LoadTimeZone(name, &tz)) << name;
+  return tz;
+}
+
+// The one-day cache (CivilToTime) and the year cache (YearOf) give what the zone's rules give,
+// line after line through a day with an offset change, whatever the parser saw before.
+TEST(Syslog3164Test, CachedDaysFollowOffsetChanges) {
+  struct Case {
+    std::string zone;
+    absl::CivilSecond local;
+  };
+  const std::vector<Case> cases = {
+      // New York springs forward at 02:00 (02:30 does not exist) and falls back at 02:00.
+      {"America/New_York", absl::CivilSecond(2026, 3, 7, 23, 59, 59)},
+      {"America/New_York", absl::CivilSecond(2026, 3, 8, 0, 0, 0)},
+      {"America/New_York", absl::CivilSecond(2026, 3, 8, 1, 59, 59)},
+      {"America/New_York", absl::CivilSecond(2026, 3, 8, 2, 30, 0)},
+      {"America/New_York", absl::CivilSecond(2026, 3, 8, 3, 0, 0)},
+      {"America/New_York", absl::CivilSecond(2026, 3, 8, 23, 59, 59)},
+      {"America/New_York", absl::CivilSecond(2026, 3, 9, 12, 0, 0)},
+      {"America/New_York", absl::CivilSecond(2026, 11, 1, 0, 30, 0)},
+      {"America/New_York", absl::CivilSecond(2026, 11, 1, 1, 30, 0)},
+      {"America/New_York", absl::CivilSecond(2026, 11, 1, 2, 30, 0)},
+      {"America/New_York", absl::CivilSecond(2026, 11, 2, 1, 30, 0)},
+      // Sao Paulo sprang forward at midnight in 2018: 4 November had no 00:00, and the last
+      // second of 3 November (23:59:60) is that missing midnight.
+      {"America/Sao_Paulo", absl::CivilSecond(2018, 11, 3, 12, 0, 0)},
+      {"America/Sao_Paulo", absl::CivilSecond(2018, 11, 3, 23, 59, 59)},
+      {"America/Sao_Paulo", absl::CivilSecond(2018, 11, 4, 0, 30, 0)},
+      {"America/Sao_Paulo", absl::CivilSecond(2018, 11, 4, 1, 0, 0)},
+      {"America/Sao_Paulo", absl::CivilSecond(2018, 11, 4, 13, 0, 0)},
+  };
+  static constexpr const char* kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                            "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+  for (const std::string zone_name : {"America/New_York", "America/Sao_Paulo"}) {
+    const absl::TimeZone zone = Zone(zone_name);
+    // In order, then backwards (each line a cache hit or a refill, from either side).
+    for (bool reverse : {false, true}) {
+      LineParser p(LogFormat::LOG_FORMAT_SYSLOG, zone);
+      std::vector<Case> lines;
+      for (const Case& c : cases) {
+        if (c.zone == zone_name) lines.push_back(c);
+      }
+      if (reverse) std::reverse(lines.begin(), lines.end());
+      for (const Case& c : lines) {
+        // The same second three times: the first fills the cache, the others read it.
+        for (int second = 0; second < 3; ++second) {
+          const absl::CivilSecond local = c.local + second;
+          const std::string line =
+              absl::StrFormat("%s %2d %02d:%02d:%02d h sshd: x", kMonths[local.month() - 1],
+                              local.day(), local.hour(), local.minute(), local.second());
+          ParsedLine out;
+          ASSERT_THAT(p.Parse(line, absl::FromCivil(local, zone), &out, YearRule::kNearest),
+                      IsOk());
+          EXPECT_EQ(*out.time, absl::FromCivil(local, zone)) << zone_name << " " << line;
+        }
+      }
+      // 23:59:60 on the day before Sao Paulo's missing midnight: the zone's own answer.
+      if (zone_name == "America/Sao_Paulo") {
+        ParsedLine out;
+        const absl::CivilSecond noon(2018, 11, 3, 12, 0, 0);
+        ASSERT_THAT(p.Parse("Nov  3 12:00:00 h sshd: x", absl::FromCivil(noon, zone), &out,
+                            YearRule::kNearest),
+                    IsOk());
+        ASSERT_THAT(p.Parse("Nov  3 23:59:60 h sshd: x", absl::FromCivil(noon, zone), &out,
+                            YearRule::kNearest),
+                    IsOk());
+        EXPECT_EQ(*out.time, absl::FromCivil(absl::CivilSecond(2018, 11, 3, 23, 59, 60), zone));
+      }
+    }
+  }
+}
+
+// The year of the reference, cached per year, moves at the zone's own New Year: in New York,
+// 2026-01-01T04:59:59Z is still 31 December 2025.
+TEST(Syslog3164Test, CachedYearRollsOverAtTheZonesNewYear) {
+  const absl::TimeZone new_york = Zone("America/New_York");
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG, new_york);
+  ParsedLine out;
+  // Fills the year cache with 2025.
+  ASSERT_THAT(p.Parse("Jun  1 12:00:00 h sshd: x", At("2025-06-01T16:00:00Z"), &out,
+                      YearRule::kNearest),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2025-06-01T16:00:00Z"));
+  // Now 31 December 2025, 23:50 in New York (04:50 UTC on 1 January): 1 January 00:10 is
+  // twenty minutes ahead, in 2026; 31 December 23:59:58 is in 2025.
+  ASSERT_THAT(p.Parse("Jan  1 00:10:00 h sshd: x", At("2026-01-01T04:50:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-01T05:10:00Z"));
+  ASSERT_THAT(p.Parse("Dec 31 23:59:58 h sshd: x", At("2026-01-01T04:50:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-01T04:59:58Z"));
+  // Exactly at New Year, and one nanosecond before: the previous line's year either side.
+  ASSERT_THAT(p.Parse("Dec 31 23:59:58 h sshd: x", At("2026-01-01T05:00:00Z"), &out,
+                      YearRule::kNearest),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-01T04:59:58Z"));
+  ASSERT_THAT(p.Parse("Jan  1 00:00:01 h sshd: x",
+                      At("2026-01-01T05:00:00Z") - absl::Nanoseconds(1), &out,
+                      YearRule::kNearest),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-01T05:00:01Z"));
+  // Now 1 January 2026, 00:10 in New York: 2 January 00:05 is within a day, 2 January 10:00 is
+  // not (so it is 2025's), 31 December is 2025's.
+  ASSERT_THAT(p.Parse("Jan  2 00:05:00 h sshd: x", At("2026-01-01T05:10:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-02T05:05:00Z"));
+  ASSERT_THAT(p.Parse("Jan  2 10:00:00 h sshd: x", At("2026-01-01T05:10:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2025-01-02T15:00:00Z"));
+  ASSERT_THAT(p.Parse("Dec 31 22:00:00 h sshd: x", At("2026-01-01T05:10:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-01T03:00:00Z"));
+  // And in UTC (its own day cache, the same year cache): one second either side of New Year.
+  LineParser utc(LogFormat::LOG_FORMAT_SYSLOG);
+  ASSERT_THAT(utc.Parse("Jun  1 12:00:00 h sshd: x", At("2025-06-01T12:00:00Z"), &out,
+                        YearRule::kNearest),
+              IsOk());
+  ASSERT_THAT(utc.Parse("Jan  1 00:00:01 h sshd: x", At("2025-12-31T23:59:59Z"), &out,
+                        YearRule::kNearest),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-01T00:00:01Z"));
+  ASSERT_THAT(utc.Parse("Dec 31 23:59:58 h sshd: x", At("2026-01-01T00:00:00Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2025-12-31T23:59:58Z"));
 }
 
 TEST(Syslog3164Test, TwentyNinthOfFebruaryFindsALeapYear) {
