@@ -72,6 +72,8 @@ struct PartitionCounter::Partition {
   absl::Duration rebuild_time;
   absl::Time latest_event = absl::InfinitePast();
   std::deque<ClusterDetection> pending;  // raised, not yet taken by the callback
+  absl::Time progress;  // the last match read, or the last check for a stall
+  bool broken = false;  // the reader failed: made again at the end of the Poll
 };
 
 absl::StatusOr<std::unique_ptr<PartitionCounter>> PartitionCounter::Open(
@@ -252,27 +254,38 @@ absl::Status PartitionCounter::Open(uint32_t p) {
       jsStreamInfo_Destroy(info);
     }
   }
+  absl::Status subscribed = Subscribe(*part);
+  if (!subscribed.ok()) return subscribed;
+  owned_[p] = std::move(part);
+  return absl::OkStatus();
+}
+
+absl::Status PartitionCounter::Subscribe(Partition& part) {
+  if (part.sub != nullptr) {
+    natsSubscription_Destroy(part.sub);
+    part.sub = nullptr;
+  }
   jsSubOptions so;
   jsSubOptions_Init(&so);
   so.Stream = options_.stream.c_str();
   // An ordered consumer: stream order, no acknowledgements to redeliver out of order, and
   // libnats makes it again from the last sequence delivered after a gap or a lost server.
   so.Ordered = true;
-  if (part->position == 0) {
+  if (part.position == 0) {
     so.Config.DeliverPolicy = js_DeliverAll;
   } else {
     so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = part->position + 1;
+    so.Config.OptStartSeq = part.position + 1;
   }
   jsErrCode err = static_cast<jsErrCode>(0);
   const natsStatus s =
-      js_SubscribeSync(&part->sub, nats_.jetstream(), part->subject.c_str(), nullptr, &so, &err);
+      js_SubscribeSync(&part.sub, nats_.jetstream(), part.subject.c_str(), nullptr, &so, &err);
   if (s != NATS_OK) {
-    part->sub = nullptr;
-    return NatsError(s, absl::StrCat("cluster: partition ", p, ": reading ", part->subject,
-                                     " after ", part->position));
+    part.sub = nullptr;
+    return NatsError(s, absl::StrCat("cluster: partition ", part.p, ": reading ", part.subject,
+                                     " after ", part.position));
   }
-  owned_[p] = std::move(part);
+  part.progress = clock_->TimeNow();
   return absl::OkStatus();
 }
 
@@ -444,7 +457,7 @@ absl::StatusOr<size_t> PartitionCounter::Poll() {
   // match already waiting is read.
   auto read_some = [&](Partition& part, int64_t wait_ms) {
     size_t n = 0;
-    while (n < options_.max_batch && part.pending.empty()) {
+    while (n < options_.max_batch && part.pending.empty() && part.sub != nullptr) {
       int64_t timeout = 1;
       if (n == 0 && wait_ms > 0) {
         timeout = wait_ms;
@@ -458,6 +471,7 @@ absl::StatusOr<size_t> PartitionCounter::Poll() {
       if (s == NATS_TIMEOUT) break;
       if (s != NATS_OK) {
         note(NatsError(s, absl::StrCat("cluster: partition ", part.p, ": reading ", part.subject)));
+        part.broken = true;
         break;
       }
       uint64_t seq = 0;
@@ -470,6 +484,7 @@ absl::StatusOr<size_t> PartitionCounter::Poll() {
           part, seq,
           absl::string_view(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg))));
       natsMsg_Destroy(msg);
+      part.progress = clock_->TimeNow();
       ++n;
       note(std::move(taken));
     }
@@ -494,6 +509,28 @@ absl::StatusOr<size_t> PartitionCounter::Poll() {
   }
   const absl::Time now = clock_->TimeNow();
   for (auto& [p, part] : owned_) {
+    // A reader that failed, or silent for `stall` while the stream holds more of its partition
+    // (its consumer lived on a server that died, and libnats did not make it again: seen with
+    // the decision log's), is made again after the last match read; nothing is skipped.
+    if (!part->broken && part->pending.empty() && now - part->progress >= options_.stall) {
+      part->progress = now;
+      natsMsg* last = nullptr;
+      jsErrCode err = static_cast<jsErrCode>(0);
+      if (js_GetLastMsg(&last, nats_.jetstream(), options_.stream.c_str(), part->subject.c_str(),
+                        nullptr, &err) == NATS_OK) {
+        part->broken = natsMsg_GetSequence(last) > part->position;
+        natsMsg_Destroy(last);
+      }
+    }
+    if (part->broken) {
+      absl::Status s = Subscribe(*part);
+      note(s);
+      if (s.ok()) {
+        part->broken = false;
+        absl::MutexLock lock(&mu_);
+        ++stats_.resubscribed;
+      }
+    }
     if (part->rebuilding && part->position >= part->rebuild_target) {
       part->rebuilding = false;
       part->rebuild_time = now - part->gained;

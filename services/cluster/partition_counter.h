@@ -101,6 +101,9 @@ struct PartitionCounterOptions {
   // rule's window are dropped, in the event time of the latest match it counted (at most the
   // clock, at least a day behind it).
   absl::Duration expire_every = absl::Seconds(10);
+  // A partition's reader silent this long (on the clock) while the stream holds more of its
+  // matches is made again after the last match read.
+  absl::Duration stall = absl::Seconds(5);
   Clock* clock = nullptr;  // null: the real clock
 };
 
@@ -155,6 +158,7 @@ class PartitionCounter {
     uint64_t trimmed = 0;             // take-overs whose replay began where the stream was trimmed
     uint64_t snapshots = 0;           // snapshots written
     uint64_t snapshot_failures = 0;   // not written, or unreadable at a take-over
+    uint64_t resubscribed = 0;        // readers made again (failed, or stalled)
   };
   Stats stats() const;
   std::string last_refusal() const;
@@ -175,6 +179,7 @@ class PartitionCounter {
   PartitionCounter(NatsClient& nats, PartitionCounterOptions options, kvStore* kv,
                    DetectionCallback on_detection);
   absl::Status Open(uint32_t p);
+  absl::Status Subscribe(Partition& part);
   absl::Status Take(Partition& part, uint64_t sequence, absl::string_view data);
   absl::Status Deliver(Partition& part);
   absl::Status Snapshot(Partition& part);

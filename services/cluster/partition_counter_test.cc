@@ -437,6 +437,38 @@ TEST_F(PartitionCounterTest, NoSnapshotChunksOutliveTheirHead) {
   }
 }
 
+// The readers' consumers vanish from the server (as when the server holding them dies): the
+// counter reads on after the last match read, skipping and repeating nothing.
+TEST_F(PartitionCounterTest, AVanishedReaderIsMadeAgain) {
+  auto web1 = Node("web-1");
+  const std::string ip = "192.0.2.201";
+  Writer writer;
+  auto owner = Counter("owner", writer);
+  ASSERT_TRUE(owner->Apply(All()).ok());
+  for (int i = 0; i < 3; ++i) Fail(*web1, ip, i);
+  PollUntilRead(*owner, 3);
+  jsConsumerInfoList* list = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  ASSERT_EQ(js_Consumers(&list, client_->jetstream(), kStream, nullptr, &err), NATS_OK);
+  ASSERT_EQ(list->Count, static_cast<int>(kPartitions));
+  for (int i = 0; i < list->Count; ++i) {
+    ASSERT_EQ(js_DeleteConsumer(client_->jetstream(), kStream, list->List[i]->Name, nullptr, &err),
+              NATS_OK);
+  }
+  jsConsumerInfoList_Destroy(list);
+  Fail(*web1, ip, 3);
+  Fail(*web1, ip, 4);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (owner->stats().counted < 5 && absl::Now() < deadline) {
+    clock_.Advance(absl::Seconds(6));  // past `stall`
+    owner->Poll().IgnoreError();       // a vanished consumer may fail a read: made again
+  }
+  EXPECT_EQ(owner->stats().counted, 5u);
+  ASSERT_EQ(writer.all.size(), 1u);
+  EXPECT_EQ(writer.all[0].detection.key, ip);
+  EXPECT_GE(owner->stats().resubscribed, 1u);
+}
+
 // A partition lost is no longer counted, from the next match on.
 TEST_F(PartitionCounterTest, ALostPartitionStopsBeingCountedAtOnce) {
   auto web1 = Node("web-1");
