@@ -139,26 +139,50 @@ void PartitionCounter::SetRules(std::shared_ptr<const RuleSet> rules,
 }
 
 absl::Status PartitionCounter::Apply(const Ownership::Change& change) {
-  for (uint32_t p : change.lost) owned_.erase(p);
-  absl::Status status;
-  if (!change.gained.empty()) {
-    status = CheckRuleSet();
-    if (status.ok()) {
-      for (uint32_t p : change.gained) {
-        if (owned_.count(p) > 0) continue;
-        status = Open(p);
-        if (!status.ok()) break;
-      }
-    }
+  for (uint32_t p : change.lost) {
+    owned_.erase(p);
+    unopened_.erase(p);
   }
+  for (uint32_t p : change.gained) {
+    if (owned_.count(p) == 0) unopened_.insert(p);
+  }
+  absl::Status status = OpenUnopened();
+  PublishStatus();
+  return status;
+}
+
+absl::Status PartitionCounter::OpenUnopened() {
+  if (unopened_.empty()) return absl::OkStatus();
+  last_open_attempt_ = clock_->TimeNow();
+  absl::Status status = CheckRuleSet();
+  if (!status.ok()) return status;
+  for (auto it = unopened_.begin(); it != unopened_.end();) {
+    absl::Status s = Open(*it);
+    if (!s.ok()) {
+      if (status.ok()) status = s;
+      ++it;
+      continue;
+    }
+    it = unopened_.erase(it);
+  }
+  return status;
+}
+
+void PartitionCounter::PublishStatus() {
   std::vector<PartitionStatus> st;
   for (const auto& [p, part] : owned_) {
     st.push_back({p, part->position, part->emitted, part->snapshot_seq, part->rebuilding,
                   part->engine->live_windows(), part->rebuild_time});
   }
+  std::vector<uint32_t> unopened(unopened_.begin(), unopened_.end());
   absl::MutexLock lock(&mu_);
   status_ = std::move(st);
-  return status;
+  unopened_status_ = std::move(unopened);
+}
+
+std::vector<uint32_t> PartitionCounter::unopened() const {
+  absl::MutexLock lock(&mu_);
+  return unopened_status_;
 }
 
 absl::Status PartitionCounter::Open(uint32_t p) {
@@ -551,15 +575,9 @@ absl::StatusOr<size_t> PartitionCounter::Poll() {
       part->engine->Expire(std::min(now, std::max(part->latest_event, now - absl::Hours(24))));
     }
   }
-  std::vector<PartitionStatus> st;
-  for (const auto& [p, part] : owned_) {
-    st.push_back({p, part->position, part->emitted, part->snapshot_seq, part->rebuilding,
-                  part->engine->live_windows(), part->rebuild_time});
-  }
-  {
-    absl::MutexLock lock(&mu_);
-    status_ = std::move(st);
-  }
+  // Partitions owned but not opened (the rule sets differed, NATS failed): tried again.
+  if (!unopened_.empty() && now - last_open_attempt_ >= options_.stall) note(OpenUnopened());
+  PublishStatus();
   if (!first.ok()) return first;
   return read;
 }

@@ -40,6 +40,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -123,8 +124,13 @@ class PartitionCounter {
   // gained one has its windows restored from its snapshot and is read from there (the replay
   // up to its emitted position happens in the following Polls). kFailedPrecondition (nothing
   // opened) when the cluster's rule set differs from this node's; other errors name the
-  // partition (those opened before it stay open; Apply the same gain again to retry the rest).
+  // partition. A gained partition not opened stays wanted (unopened()): Poll tries again every
+  // `stall` until it opens or is lost. While the rule sets differ its matches wait in the
+  // stream: the node should release such partitions (see the header comment).
   absl::Status Apply(const Ownership::Change& change);
+
+  // Partitions gained but not opened yet (rule sets differing, NATS failing).
+  std::vector<uint32_t> unopened() const;
 
   // Reads and counts what is waiting on the owned partitions (at most max_batch each), hands
   // the detections over, records the emitted positions, takes the snapshots that are due and
@@ -179,6 +185,8 @@ class PartitionCounter {
   PartitionCounter(NatsClient& nats, PartitionCounterOptions options, kvStore* kv,
                    DetectionCallback on_detection);
   absl::Status Open(uint32_t p);
+  absl::Status OpenUnopened();
+  void PublishStatus();
   absl::Status Subscribe(Partition& part);
   absl::Status Take(Partition& part, uint64_t sequence, absl::string_view data);
   absl::Status Deliver(Partition& part);
@@ -192,11 +200,14 @@ class PartitionCounter {
   Clock* clock_;
   DetectionCallback on_detection_;
   std::map<uint32_t, std::unique_ptr<Partition>> owned_;  // the cluster thread's only
+  std::set<uint32_t> unopened_;  // gained, not opened yet
+  absl::Time last_open_attempt_;
   absl::Time last_expire_;
   mutable absl::Mutex mu_;  // what other threads read
   Stats stats_ ABSL_GUARDED_BY(mu_);
   std::string last_refusal_ ABSL_GUARDED_BY(mu_);
   std::vector<PartitionStatus> status_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> unopened_status_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace palisade::cluster

@@ -531,6 +531,16 @@ TEST_F(PartitionCounterTest, AnotherRuleSetVersionIsRefused) {
   EXPECT_TRUE(absl::StrContains(check.message(), "owner")) << check;
   EXPECT_EQ((*other)->Apply(All()).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_TRUE((*other)->partitions().empty());
+  EXPECT_EQ((*other)->unopened().size(), kPartitions);
+  // Once the cluster's rules are this node's (here: it became the writer), the partitions it
+  // still owns open at a Poll past `stall`.
+  ASSERT_TRUE((*other)->PublishRuleSet().ok());
+  ASSERT_TRUE((*other)->Poll().ok());
+  EXPECT_TRUE((*other)->partitions().empty());  // not before `stall`
+  clock_.Advance(absl::Seconds(6));
+  ASSERT_TRUE((*other)->Poll().ok());
+  EXPECT_EQ((*other)->partitions().size(), kPartitions);
+  EXPECT_TRUE((*other)->unopened().empty());
 }
 
 // A token-fingerprint match never leaves its node.
