@@ -185,6 +185,16 @@ std::vector<uint32_t> PartitionCounter::unopened() const {
   return unopened_status_;
 }
 
+EngineOptions PartitionCounter::PartitionEngineOptions() const {
+  EngineOptions o = options_.engine;
+  const uint64_t budget = o.memory_budget_bytes != 0 ? o.memory_budget_bytes : uint64_t{1} << 30;
+  const uint64_t keys = o.max_keys_per_rule != 0 ? o.max_keys_per_rule : 1'000'000;
+  o.memory_budget_bytes = std::max<uint64_t>(budget / options_.partitions, 1);
+  o.max_keys_per_rule = static_cast<uint32_t>(
+      std::max<uint64_t>((keys + options_.partitions - 1) / options_.partitions, 1));
+  return o;
+}
+
 absl::Status PartitionCounter::Open(uint32_t p) {
   auto part = std::make_unique<Partition>();
   part->p = p;
@@ -196,7 +206,7 @@ absl::Status PartitionCounter::Open(uint32_t p) {
   palisade::v1::PartitionSnapshotHead head;
   bool restored = false;
   for (int attempt = 0; attempt < 5 && !restored; ++attempt) {
-    part->engine = std::make_unique<Engine>(options_.rules, options_.engine);
+    part->engine = std::make_unique<Engine>(options_.rules, PartitionEngineOptions());
     head.Clear();
     absl::StatusOr<std::optional<std::string>> h = Get(kv_, HeadKey(p));
     if (!h.ok()) return h.status();
@@ -208,7 +218,7 @@ absl::Status PartitionCounter::Open(uint32_t p) {
     // (what the stream still holds), which the emitted position keeps from raising anything
     // twice.
     auto unreadable = [&](absl::string_view what) {
-      part->engine = std::make_unique<Engine>(options_.rules, options_.engine);
+      part->engine = std::make_unique<Engine>(options_.rules, PartitionEngineOptions());
       head.Clear();
       absl::MutexLock lock(&mu_);
       ++stats_.snapshot_failures;

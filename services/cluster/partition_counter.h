@@ -84,8 +84,10 @@ struct PartitionCounterOptions {
   // The counting rules and their RuleSetVersion. Required.
   std::shared_ptr<const RuleSet> rules;
   std::string rule_set_version;
-  // Each owned partition has its own Engine with these options (its memory budget included:
-  // give each a share of the node's).
+  // Each owned partition has its own Engine with these options, but for its share of the
+  // memory budget and of the key cap: memory_budget_bytes / partitions and
+  // max_keys_per_rule / partitions (keys spread evenly over partitions), so the windows of all
+  // the partitions a node may come to own stay within the budget given here.
   EngineOptions engine;
   // Matches read per partition per Poll.
   size_t max_batch = 512;
@@ -186,6 +188,7 @@ class PartitionCounter {
                    DetectionCallback on_detection);
   absl::Status Open(uint32_t p);
   absl::Status OpenUnopened();
+  EngineOptions PartitionEngineOptions() const;
   void PublishStatus();
   absl::Status Subscribe(Partition& part);
   absl::Status Take(Partition& part, uint64_t sequence, absl::string_view data);

@@ -469,6 +469,33 @@ TEST_F(PartitionCounterTest, AVanishedReaderIsMadeAgain) {
   EXPECT_GE(owner->stats().resubscribed, 1u);
 }
 
+// Each partition's engine has its share of the key cap (and of the memory budget).
+TEST_F(PartitionCounterTest, EachPartitionHasItsShareOfTheBounds) {
+  auto web1 = Node("web-1");
+  std::vector<std::string> keys;  // three keys of partition 0
+  for (int i = 0; keys.size() < 3; ++i) {
+    const std::string k = absl::StrCat("198.51.100.", i);
+    if (PartitionOf(k, kPartitions) == 0) keys.push_back(k);
+  }
+  Writer writer;
+  auto c = PartitionCounter::Open(*client_,
+                                  {.node_id = "owner",
+                                   .stream = kStream,
+                                   .partitions = kPartitions,
+                                   .rules = rules_,
+                                   .rule_set_version = version_,
+                                   .engine = {.max_keys_per_rule = 2 * kPartitions},
+                                   .clock = &clock_},
+                                  writer.Callback());
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Apply(All()).ok());
+  for (size_t i = 0; i < keys.size(); ++i) Fail(*web1, keys[i], static_cast<int>(i));
+  PollUntilRead(**c, 3);
+  for (const auto& s : (*c)->partitions()) {
+    if (s.partition == 0) EXPECT_EQ(s.windows, 2u);
+  }
+}
+
 // A partition lost is no longer counted, from the next match on.
 TEST_F(PartitionCounterTest, ALostPartitionStopsBeingCountedAtOnce) {
   auto web1 = Node("web-1");
