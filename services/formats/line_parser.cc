@@ -439,6 +439,7 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
       return absl::OutOfRangeError(absl::StrCat("syslog: bad date at column ", pos + 1));
     }
     out->time = t;
+    out->year_inferred = true;
     pos += at + 9;
   }
   if (pos >= line.size() || line[pos] != ' ') {
@@ -647,6 +648,7 @@ absl::Status LineParser::ParseNginxError(absl::string_view line, absl::Time refe
       return absl::OutOfRangeError(absl::StrCat("nginx_error: bad date at column ", pos + 1));
     }
     out->time = t;
+    out->year_inferred = false;
     pos += 20;
   }
   // "[level] "
@@ -751,6 +753,7 @@ absl::Status LineParser::ParseApacheError(absl::string_view line, absl::Time ref
       }
       if (*is_time) {
         out->time = t;
+        out->year_inferred = false;
         has_time = true;
         pos = close + 1;
         if (pos < line.size() && line[pos] == ' ') ++pos;

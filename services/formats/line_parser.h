@@ -78,6 +78,9 @@ struct ParsedLine {
   absl::string_view pid;
   // Event time from the line, when it has one.
   std::optional<absl::Time> time;
+  // The time's year was not in the line (RFC 3164): it came from the reference (YearRule), so
+  // another reference may give another year.
+  bool year_inferred = false;
   // JSON lines formats (services/formats/json_parser.h): the client address field, cut from its
   // port and checked to be an address, and the record's fields (Rule.field). Empty / null for
   // the other formats. Like the other views of a JSON record, valid until the parser's next

@@ -243,6 +243,29 @@ TEST(Syslog3164Test, CachedYearRollsOverAtTheZonesNewYear) {
   EXPECT_EQ(*out.time, At("2025-12-31T23:59:58Z"));
 }
 
+// Whether the year came from the reference: replay reuses a line parsed on another thread
+// only when no other reference could change its time.
+TEST(LineParserTest, SaysWhenTheYearWasInferred) {
+  ParsedLine out;
+  LineParser syslog(LogFormat::LOG_FORMAT_SYSLOG);
+  ASSERT_THAT(syslog.Parse("Mar  3 14:02:01 h sshd: x", At("2026-06-01T00:00:00Z"), &out), IsOk());
+  EXPECT_TRUE(out.year_inferred);
+  ASSERT_THAT(syslog.Parse("2026-03-03T14:02:01Z h sshd: x", At("2026-06-01T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_FALSE(out.year_inferred);
+  LineParser combined(LogFormat::LOG_FORMAT_COMBINED);
+  ASSERT_THAT(combined.Parse("203.0.113.7 - - [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 200 1",
+                             At("2026-06-01T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_FALSE(out.year_inferred);
+  // An nginx error line relayed through syslog with nginx's own time: that time, with its year.
+  LineParser nginx(LogFormat::LOG_FORMAT_NGINX_ERROR);
+  ASSERT_THAT(nginx.Parse("Mar  3 14:02:01 web-1 nginx: 2026/03/03 14:02:01 [error] 12#0: *5 x",
+                          At("2026-06-01T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_FALSE(out.year_inferred);
+}
+
 TEST(Syslog3164Test, TwentyNinthOfFebruaryFindsALeapYear) {
   LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
   ParsedLine out;

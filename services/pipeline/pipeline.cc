@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "services/common/proto_time.h"
+#include "services/formats/json_parser.h"
 #include "services/formats/line_parser.h"
 
 namespace palisade {
@@ -296,6 +297,7 @@ class ProtoBatch {
   bool prematched(int, const RuleSet*, absl::Span<const std::pair<int, int>>*) const {
     return false;
   }
+  const ParsedLine* preparsed(int) const { return nullptr; }
 
  private:
   const LogBatch& b_;
@@ -322,6 +324,13 @@ class ViewBatch {
     *out = absl::MakeConstSpan(b_.candidates.data() + b_.spans[i].first,
                                b_.spans[i].second - b_.spans[i].first);
     return true;
+  }
+  // Line i as Prematch parsed it, when it kept it (read only with prematched()'s candidates).
+  const ParsedLine* preparsed(int i) const {
+    return static_cast<size_t>(i) < b_.parsed_kept.size() && b_.parsed_kept[i] &&
+                   static_cast<size_t>(i) < b_.parsed.size()
+               ? &b_.parsed[i]
+               : nullptr;
   }
 
  private:
@@ -364,6 +373,8 @@ absl::StatusOr<BatchAck> Pipeline::ProcessLines(const LineBatch& batch) {
 void Pipeline::Prematch(LineBatch* batch) const {
   batch->candidates.clear();
   batch->spans.assign(batch->lines.size(), {LineBatch::kNotPrematched, 0});
+  batch->parsed.resize(batch->lines.size());
+  batch->parsed_kept.assign(batch->lines.size(), false);
   absl::ReaderMutexLock rules_lock(&rules_mu_);
   batch->prematched_with = engine_.rules().get();
   const std::string source = batch->source.empty() ? "-" : batch->source;
@@ -380,11 +391,13 @@ void Pipeline::Prematch(LineBatch* batch) const {
   // only moves the time. A line that does not parse here is left to ProcessLines.
   absl::Time reference = clock_.TimeNow();
   YearRule rule = YearRule::kAtMostADayAhead;
-  ParsedLine parsed;
+  // Views into the parser's buffers (JSON records) do not outlive the next line.
+  const bool keep = !IsJsonFormat(batch->format);
   std::string sanitized;
   for (size_t i = 0; i < batch->lines.size(); ++i) {
     bool truncated, sanitize;
     absl::string_view line = PrepareLine(batch->lines[i], &sanitized, &truncated, &sanitize);
+    ParsedLine& parsed = batch->parsed[i];
     if (!parser.Parse(line, reference, &parsed, rule).ok()) continue;
     if (parsed.time) {
       reference = *parsed.time;
@@ -393,6 +406,8 @@ void Pipeline::Prematch(LineBatch* batch) const {
     const uint32_t begin = static_cast<uint32_t>(batch->candidates.size());
     engine_.Prematch(batch->format, parsed, &batch->candidates);
     batch->spans[i] = {begin, static_cast<uint32_t>(batch->candidates.size())};
+    // Kept when its views are into the batch's own line (not a copy with its NULs replaced).
+    batch->parsed_kept[i] = keep && line.data() == batch->lines[i].data();
   }
 }
 
@@ -515,8 +530,20 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       // line half a year old could be the wrong one, and live lines are recent.
       const bool first = previous == absl::InfinitePast() ||
                          (options_.clamp_future && now - previous > absl::Hours(24 * 30));
-      absl::Status s = parser.Parse(line, first ? now : previous, &parsed,
-                                    first ? YearRule::kAtMostADayAhead : YearRule::kNearest);
+      // Parsed already by Prematch (replay on several threads): the same line, so the same
+      // result, but for a year read from Prematch's reference. That year is the one the
+      // previous line gives when the time is within 180 days of it (a year apart, no other
+      // candidate is that near); else, and for a stream's first line, the line is parsed again.
+      const ParsedLine* pre = batch.preparsed(record);
+      absl::Status s;
+      if (pre != nullptr && (!pre->year_inferred ||
+                             (!first && pre->time.has_value() &&
+                              absl::AbsDuration(*pre->time - previous) < absl::Hours(24 * 180)))) {
+        parsed = *pre;
+      } else {
+        s = parser.Parse(line, first ? now : previous, &parsed,
+                         first ? YearRule::kAtMostADayAhead : YearRule::kNearest);
+      }
       if (!s.ok()) {
         // An impossible time in the line (an offset past ±23:59, a 5,000-digit fraction) is a
         // bad time as well as a malformed line.

@@ -50,6 +50,7 @@
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
 #include "services/engine/engine.h"
+#include "services/formats/line_parser.h"
 
 namespace palisade {
 
@@ -109,12 +110,20 @@ struct LineBatch {
   static constexpr uint32_t kNotPrematched = UINT32_MAX;
   std::vector<std::pair<int, int>> candidates;
   std::vector<std::pair<uint32_t, uint32_t>> spans;
+  // Also filled by Prematch: line i as parsed there, when parsed_kept[i] (its views point into
+  // lines[i]: not a line whose NULs were replaced, nor a JSON record). ProcessLines uses it
+  // instead of parsing the line again unless its year came from a reference (an RFC 3164 time)
+  // that ProcessLines' own, the previous line's time, could change.
+  std::vector<ParsedLine> parsed;
+  std::vector<bool> parsed_kept;
   const RuleSet* prematched_with = nullptr;  // the rules Prematch used (others: ignored)
   // Empties it, keeping the vectors' capacity.
   void Clear() {
     lines.clear();
     candidates.clear();
     spans.clear();
+    parsed.clear();
+    parsed_kept.clear();
     prematched_with = nullptr;
   }
 };

@@ -115,6 +115,45 @@ TEST(ReplayThreadsTest, NginxEveryPackIsTheOneThreadResult) {
   CheckCorpus(palisade::v1::LOG_FORMAT_COMBINED, GenerateNginx(corpus).lines);
 }
 
+// Yearless times across New Year and past long gaps, in small batches: the ordered thread
+// reuses a line Prematch parsed only when its year cannot depend on the reference Prematch had
+// (the clock, at each batch's first line), so every decision keeps the one-thread time.
+TEST(ReplayThreadsTest, YearlessTimesAcrossNewYearAndGapsAreTheOneThreadResult) {
+  std::vector<std::string> lines;
+  auto add = [&](absl::string_view when, int n) {
+    for (int i = 0; i < n; ++i) {
+      lines.push_back(absl::StrCat(when, absl::Dec(i % 60, absl::kZeroPad2), " web-1 sshd[",
+                                   100 + i % 7, "]: Failed password for root from 192.0.2.",
+                                   1 + i % 3, " port 22 ssh2"));
+    }
+  };
+  add("Dec 31 23:59:", 60);
+  add("Jan  1 00:00:", 60);
+  add("Jul 15 12:00:", 40);  // 196 days on: parsed again
+  add("Jan  2 08:00:", 40);  // back 194 days: the nearest year is the next one
+  add("Dec 30 10:00:", 40);
+  add("Mar  3 14:02:", 40);
+  std::shared_ptr<const RuleSet> rules = EveryPack();
+  ASSERT_NE(rules, nullptr);
+  ReplayOptions options;
+  options.threads = 1;
+  options.batch_lines = 7;
+  absl::StatusOr<ReplaySummary> one =
+      Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, lines, options);
+  ASSERT_TRUE(one.ok()) << one.status();
+  EXPECT_GT(one->decisions.size(), 3u);
+  for (uint32_t threads : {2u, 3u}) {
+    for (uint32_t batch : {7u, 1u, 50u}) {
+      options.threads = threads;
+      options.batch_lines = batch;
+      absl::StatusOr<ReplaySummary> many =
+          Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, lines, options);
+      ASSERT_TRUE(many.ok()) << many.status();
+      ExpectSame(*one, *many, absl::StrCat(threads, " threads, batches of ", batch));
+    }
+  }
+}
+
 // A source's error ends a threaded replay with it, as a one-thread one.
 TEST(ReplayThreadsTest, SourceErrorEndsTheReplay) {
   class Failing : public LineSource {
