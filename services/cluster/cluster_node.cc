@@ -147,6 +147,9 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
   if (!leases.ok()) return leases.status();
   node->leases_ = *std::move(leases);
   node->ownership_ = std::make_unique<Ownership>(*node->leases_, o.node_id, o.partitions);
+  if (o.on_connected) {
+    if (absl::Status s = o.on_connected(*node->nats_); !s.ok()) return s;
+  }
   CommandClientOptions co;
   co.node_id = o.node_id;
   node->client_ = std::make_unique<CommandClient>(node->nats_->connection(), co);
@@ -191,6 +194,7 @@ void ClusterNode::Stop() {
   }
   stopping_.Notify();
   if (thread_.joinable()) thread_.join();
+  if (options_.stopping) options_.stopping();
   if (writing_.load()) StepDown("stopping");
   if (ownership_ != nullptr) {
     if (absl::Status s = ownership_->ReleaseAll(); !s.ok()) {
@@ -216,8 +220,19 @@ void ClusterNode::Run() {
   absl::Time next = clock_.TimeNow() + every;
   // Waits in short real-time steps and ticks when the injected clock says so: a simulated clock
   // moved forward makes the next tick come at once.
-  while (!stopping_.WaitForNotificationWithTimeout(
-      std::min(every, absl::Milliseconds(200)))) {
+  for (;;) {
+    if (options_.poll) {
+      const absl::Time polled = absl::Now();
+      options_.poll();
+      // A poll with nothing to wait on (no partition owned) returns at once: no busy loop.
+      const absl::Duration rest = absl::Milliseconds(20) - (absl::Now() - polled);
+      if (rest > absl::ZeroDuration() ? stopping_.WaitForNotificationWithTimeout(rest)
+                                      : stopping_.HasBeenNotified()) {
+        return;
+      }
+    } else if (stopping_.WaitForNotificationWithTimeout(std::min(every, absl::Milliseconds(200)))) {
+      return;
+    }
     if (clock_.TimeNow() < next) continue;
     Tick();
     next = clock_.TimeNow() + every;

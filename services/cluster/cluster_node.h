@@ -78,6 +78,17 @@ struct ClusterNodeOptions {
   // On the node's thread: the partitions to start and to stop counting.
   std::function<void(const std::set<uint32_t>& gained, const std::set<uint32_t>& lost)>
       partitions_changed;
+  // Once connected (the decision stream and the leases ready), before the first tick: the
+  // caller builds what runs on this connection (the match publisher, the partition counter).
+  // An error refuses the start.
+  std::function<absl::Status(NatsClient&)> on_connected;
+  // Called by the node's thread between ticks, in place of its idle wait (the partition
+  // counter's Poll, which waits at most its poll_wait): the same thread as partitions_changed
+  // and writer_started, as PartitionCounter requires.
+  std::function<void()> poll;
+  // In Stop, once the node's thread ended and before the leases are released (the partition
+  // counter's SnapshotAll, so the next owners replay nothing).
+  std::function<void()> stopping;
   // The writer's rules, for the decision spec of a detection another node sent (by rule id).
   std::function<std::shared_ptr<const RuleSet>()> rules;
   // Detections waiting to be sent to the writer, at most (past it they are dropped, counted).

@@ -457,6 +457,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   absl::Time previous = stream.last_line;
   absl::Time latest = absl::InfinitePast();
   std::vector<Detection> detections;
+  std::vector<EngineMatch> routed;  // a line's matches, when they are counted elsewhere
   // Replay decides line by line, in event time; the daemon per batch (one store transaction).
   const bool line_by_line = static_cast<bool>(options_.advance_clock);
   uint32_t detection_count = 0;
@@ -576,9 +577,21 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       }
       if (line_by_line && when > latest) options_.advance_clock(when);
       latest = std::max(latest, when);
-      LineResult r = engine_.Process(
-          batch.format(), parsed, line, when, &detections, stream.id,
-          batch.prematched(record, rules_in_use, &prematched) ? &prematched : nullptr);
+      const absl::Span<const std::pair<int, int>>* candidates =
+          batch.prematched(record, rules_in_use, &prematched) ? &prematched : nullptr;
+      LineResult r;
+      if (options_.route_match) {
+        routed.clear();
+        r = engine_.MatchLine(batch.format(), parsed, line, when, &routed, stream.id, candidates);
+        for (const EngineMatch& m : routed) {
+          if (options_.route_match(m).code() == absl::StatusCode::kFailedPrecondition) {
+            (void)engine_.CountMatch(m, &detections);  // counted on this node
+          }
+        }
+      } else {
+        r = engine_.Process(batch.format(), parsed, line, when, &detections, stream.id,
+                            candidates);
+      }
       if (line_by_line) decide();
       ack.set_accepted(ack.accepted() + 1);
       if (r.matched) ack.set_matched(ack.matched() + 1);

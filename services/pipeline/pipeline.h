@@ -90,6 +90,11 @@ struct PipelineOptions {
   // written by the client, so neither its length nor how many there are may grow memory. Past
   // the cap, new sources share one state whose windows age on the clock (counted).
   uint32_t max_streams = 65536;
+  // Cluster (issue 17): when set, a line's matches are not counted here (Engine::MatchLine, not
+  // Process) but handed to `route_match` (MatchRouter::Route), to be counted by the owner of
+  // their key's partition. A match it answers kFailedPrecondition for (a token fingerprint,
+  // whose secret stays on the node; no router yet) is counted here as Process would.
+  std::function<absl::Status(const EngineMatch&)> route_match;
 };
 
 // RFC 3629 UTF-8 validity (no overlongs, surrogates or code points past U+10FFFF).

@@ -3,6 +3,7 @@
 // sweeps expiries, and shuts down cleanly on SIGINT/SIGTERM. SIGHUP reloads the rules.
 #include <signal.h>
 
+#include <atomic>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -30,6 +31,9 @@
 #include "services/actions/token_vetter.h"
 #include "services/bouncer_api/bouncer_api.h"
 #include "services/cluster/cluster_node.h"
+#include "services/cluster/match_router.h"
+#include "services/cluster/match_stream.h"
+#include "services/cluster/partition_counter.h"
 #include "services/decisions/decision_table.h"
 #include "services/events/convert.h"
 #include "services/events/event_hub.h"
@@ -302,6 +306,17 @@ int Run() {
       options.source_time_zones[input.source().empty() ? input.name() : input.source()] = *zone;
     }
   }
+  // In a cluster each match goes to the node owning its key's partition (MatchRouter), which
+  // counts it (PartitionCounter below); the router comes with the cluster node, and until then
+  // (and for token fingerprints, whose secret stays here) matches are counted here.
+  std::atomic<cluster::MatchRouter*> router{nullptr};
+  if (config->has_cluster()) {
+    options.route_match = [&router](const EngineMatch& m) {
+      cluster::MatchRouter* r = router.load();
+      return r == nullptr ? absl::FailedPreconditionError("no router yet") : r->Route(m);
+    };
+  }
+  const EngineOptions engine_options = options.engine;
   Pipeline pipeline(*rules, options, clock, table, *registry);
   // The windows, and where each file input stood when they were taken.
   palisade::v1::EngineSnapshot snapshot;
@@ -507,11 +522,77 @@ int Run() {
   // A cluster node: the decision log read into the table on every node, the edge started and
   // stopped with the edge-writer lease, manual bans and unbans carried out by the writer.
   std::unique_ptr<cluster::ClusterNode> cluster_node;
+  std::unique_ptr<cluster::MatchPublisher> match_publisher;
+  std::unique_ptr<cluster::MatchRouter> match_router;
+  std::unique_ptr<cluster::PartitionCounter> partition_counter;
+  std::atomic<cluster::ClusterNode*> node_ptr{nullptr};  // set once the node started
   if (clustered) {
     cluster::ClusterNodeOptions co = ClusterOptions(config->cluster(), clock);
     // Detections other nodes send are decided under the writer's rules (the running ones).
     co.rules = [&pipeline] { return pipeline.rules(); };
+    // The match stream: this node publishes its matches, and counts its partitions' (their
+    // detections go to the writer under their own id, so a repeat after a take-over is one).
+    co.on_connected = [&](cluster::NatsClient& nats) -> absl::Status {
+      const palisade::v1::ClusterConfig& cc = config->cluster();
+      cluster::StreamSpec spec;
+      spec.name = "PALISADE_MATCHES";
+      spec.subjects = {"palisade.matches.*"};
+      spec.replicas = static_cast<int>(cc.replicas());
+      if (absl::Status s = nats.EnsureStream(spec); !s.ok()) return s;
+      cluster::MatchPublisherOptions po;
+      po.node_id = cc.node_id();
+      po.partitions = cc.partitions();
+      absl::StatusOr<std::unique_ptr<cluster::MatchPublisher>> publisher =
+          cluster::MatchPublisher::Start(nats, po);
+      if (!publisher.ok()) return publisher.status();
+      match_publisher = *std::move(publisher);
+      const std::string version = cluster::RuleSetVersion(**rules);
+      match_router = std::make_unique<cluster::MatchRouter>(
+          *match_publisher, cluster::MatchRouterOptions{cc.node_id(), version});
+      cluster::PartitionCounterOptions pco;
+      pco.node_id = cc.node_id();
+      pco.partitions = cc.partitions();
+      pco.replicas = static_cast<int>(cc.replicas());
+      pco.rules = *rules;
+      pco.rule_set_version = version;
+      pco.engine = engine_options;
+      pco.clock = &clock;
+      absl::StatusOr<std::unique_ptr<cluster::PartitionCounter>> counter =
+          cluster::PartitionCounter::Open(
+              nats, pco, [&node_ptr](const cluster::ClusterDetection& d) -> absl::Status {
+                cluster::ClusterNode* n = node_ptr.load();
+                if (n == nullptr) return absl::UnavailableError("cluster node starting");
+                return n->SendDetection(d.id, d.detection);
+              });
+      if (!counter.ok()) return counter.status();
+      partition_counter = *std::move(counter);
+      router.store(match_router.get());
+      return absl::OkStatus();
+    };
+    co.partitions_changed = [&](const std::set<uint32_t>& gained, const std::set<uint32_t>& lost) {
+      cluster::Ownership::Change change;
+      change.gained = gained;
+      change.lost = lost;
+      if (absl::Status s = partition_counter->Apply(change); !s.ok()) {
+        Log(absl::StrCat("cluster: partitions not opened: ", s.message()));
+      }
+    };
+    // Before a clean stop hands the partitions over: their windows saved, nothing replayed.
+    co.stopping = [&] {
+      if (absl::Status s = partition_counter->SnapshotAll(); !s.ok()) {
+        Log(absl::StrCat("cluster: windows not saved before the hand-over: ", s.message()));
+      }
+    };
+    co.poll = [&] {
+      if (absl::StatusOr<size_t> polled = partition_counter->Poll(); !polled.ok()) {
+        Log(absl::StrCat("cluster: counting partitions: ", polled.status().message()));
+      }
+    };
     co.writer_started = [&] {
+      // The cluster's rules are the writer's: a node with others owns no partition.
+      if (absl::Status s = partition_counter->PublishRuleSet(); !s.ok()) {
+        Log(absl::StrCat("cluster: rule set version not published: ", s.message()));
+      }
       table.SetStore(store->get(), edge_actuators);
       if (!config->cloudflare().enabled()) return;
       if (absl::Status s = start_edge(); !s.ok()) {
@@ -530,6 +611,7 @@ int Run() {
     }
     cluster_node = *std::move(node);
     cluster::ClusterNode* n = cluster_node.get();
+    node_ptr.store(n);
     decisions.SetWriter(
         [n](const palisade::v1::AddDecisionRequest& req) { return n->AddManual(req); },
         [n](const std::string& id) { return n->Withdraw(id); });
@@ -780,7 +862,10 @@ int Run() {
   save_windows();
   token_vetter.reset();  // before the client it verifies with
   // A cluster node stops writing (its edge with it) and hands its leases over at once.
-  if (cluster_node) cluster_node->Stop();
+  if (cluster_node) {
+    router.store(nullptr);
+    cluster_node->Stop();  // its thread (the counter's polls) ends first; leases released
+  }
   edge_slot.Take().reset();
   exposer.reset();
   metrics_https.reset();

@@ -53,7 +53,7 @@ class ClusterE2eTest : public ::testing::Test {
           "cluster {\n  nats { servers: [", absl::StrJoin(urls, ", "), "] }\n  node_id: \"n", i,
           "\"\n  partitions: 4\n  lease_term { seconds: 3 }\n}\n");
       const std::string config = ::palisade::testing::WriteEdgeConfig(
-          *cf_, cf_->token_file(), {"tests/e2e/testdata/drift.textproto"}, top);
+          *cf_, cf_->token_file(), {"tests/e2e/testdata/cluster.textproto"}, top);
       absl::StatusOr<std::unique_ptr<Daemon>> d =
           Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
       ASSERT_TRUE(d.ok()) << "node " << i << ": " << d.status();
@@ -194,9 +194,32 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
   }
   EXPECT_TRUE(WaitFor([&] { return AccessRules().count("203.0.113.100") == 1; }, kLong));
 
+  // An attack split across two nodes, each seeing fewer failures than the threshold (3): the
+  // owner of the address's partition counts them all and the writer decides once.
+  const int third = (writer + 2) % 3;
+  auto ingest_third = palisade::v1::Ingest::NewStub(
+      grpc::CreateChannel(nodes_[third]->grpc_address(), grpc::InsecureChannelCredentials()));
+  const std::string failure =
+      "Mar  3 14:02:01 web-1 sshd[7]: Failed password for root from 203.0.113.150 port 22 ssh2";
+  ASSERT_TRUE(::palisade::testing::ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG,
+                                             {failure, failure}, "web-1:/var/log/auth.log")
+                  .ok());
+  ASSERT_TRUE(::palisade::testing::ShipLines(*ingest_third, palisade::v1::LOG_FORMAT_SYSLOG,
+                                             {failure}, "web-2:/var/log/auth.log")
+                  .ok());
+  std::string split;
+  ASSERT_TRUE(
+      WaitFor([&] { return !(split = ActiveIdOf(writer, "203.0.113.150")).empty(); }, kLong))
+      << "the split attack was not detected";
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_TRUE(WaitFor([&] { return ActiveIdOf(i, "203.0.113.150") == split; }, kLong))
+        << "node " << i;
+  }
+  EXPECT_TRUE(WaitFor([&] { return AccessRules().count("203.0.113.150") == 1; }, kLong));
+
   // Bans from both other nodes, the writer killed with SIGKILL half-way.
-  std::set<std::string> ips = {"203.0.113.1", "203.0.113.100"};
-  std::vector<std::string> ids = {first->id(), detected};
+  std::set<std::string> ips = {"203.0.113.1", "203.0.113.100", "203.0.113.150"};
+  std::vector<std::string> ids = {first->id(), detected, split};
   for (int n = 2; n <= 12; ++n) {
     if (n == 7) {
       nodes_[writer]->Kill();
