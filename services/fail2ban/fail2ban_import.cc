@@ -706,13 +706,47 @@ bool DropOptionalGroupAround(std::string* re, size_t pos, size_t len) {
   return false;
 }
 
+// Removes the alternative that holds re[pos] from the innermost alternation around it (not a
+// group that starts at `pos`: the construct itself): what stays matches a subset of the lines
+// (postfix's ddos prefix `(?:...|lost connection after(?! DATA) [A-Z]+|disconnect(?= ...)|...)`
+// loses those two branches). False when no alternation holds it.
+bool DropBranchAround(std::string* re, size_t pos) {
+  std::vector<std::pair<size_t, size_t>> groups;
+  if (!ScanGroups(*re, &groups)) return false;
+  for (const auto& [open, close] : groups) {  // innermost first
+    if (open >= pos || close <= pos) continue;
+    size_t body = open + 1;
+    if (re->compare(open, 3, "(?:") == 0) {
+      body = open + 3;
+    } else if (re->compare(open, 4, "(?P<") == 0) {
+      body = re->find('>', open) + 1;
+    } else if (re->compare(open, 2, "(?") == 0) {
+      continue;  // a look-around or a flag group holding it: look further out
+    }
+    std::vector<std::string> branches =
+        TopLevelAlternatives(absl::string_view(*re).substr(body, close - body));
+    if (branches.size() < 2) continue;
+    size_t at = body;
+    std::vector<std::string> kept;
+    for (const std::string& b : branches) {
+      if (!(pos >= at && pos < at + b.size())) kept.push_back(b);
+      at += b.size() + 1;
+    }
+    if (kept.size() != branches.size() - 1) return false;
+    re->replace(body, close - body, absl::StrJoin(kept, "|"));
+    return true;
+  }
+  return false;
+}
+
 // Leaves out, one at a time, the optional group around what stops the regex: a Python-only
 // construct, else the field before the key that AnalyzeKeyPlacement names (fail2ban's sshd
 // `(?: authenticating user <F-USER>...)? <HOST>`, named-refused's `(?:(?!error|info)[\w-]+: )?`),
 // until the regex is clean and its key safe. Returns how many groups it left out; 0 (and `re`
 // unchanged) when that does not get there.
-int DropOptionalFieldsBeforeKey(std::string* re) {
+int DropOptionalFieldsBeforeKey(std::string* re, int* branches = nullptr) {
   std::string out = *re;
+  if (branches != nullptr) *branches = 0;
   for (int n = 0; n < 8; ++n) {
     size_t at = 0, len = 3;
     if (PythonOnlyConstruct(out, &at).empty()) {
@@ -728,7 +762,9 @@ int DropOptionalFieldsBeforeKey(std::string* re) {
       len = field.size();
       if (at == std::string::npos) return 0;
     }
-    if (!DropOptionalGroupAround(&out, at, len)) return 0;
+    if (DropOptionalGroupAround(&out, at, len)) continue;
+    if (!DropBranchAround(&out, at)) return 0;
+    if (branches != nullptr) ++*branches;
   }
   return 0;
 }
@@ -1147,8 +1183,11 @@ Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefi
                      palisade::v1::LogFormat format, bool session,
                      const std::string& leading_date) {
   Converted c = ConvertFolded(line, kind, prefix, format, session, leading_date);
+  // (Also for Python-only syntax: once its alternative is left out, what stays may need the
+  // pinned end.)
   if (c.report.outcome != RegexOutcome::kRefused ||
-      !absl::StrContains(c.report.reason, "client could choose")) {
+      (!absl::StrContains(c.report.reason, "client could choose") &&
+       !absl::StrContains(c.report.reason, "has no RE2 equivalent"))) {
     return c;
   }
   // Stricter variants that pin the address to the server's tail, tried in turn (both pass or
@@ -1307,11 +1346,21 @@ Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Pr
       // construct (stricter: lines that have them are not matched).
       std::string dropped = candidate;
       std::string unused;
-      if (int n = DropOptionalFieldsBeforeKey(&dropped);
+      int branches = 0;
+      if (int n = DropOptionalFieldsBeforeKey(&dropped, &branches);
           n > 0 && PythonOnlyConstruct(dropped).empty() && safe_key(dropped, &unused)) {
-        tried.push_back(absl::StrCat(
-            "without ", n, " optional field", n > 1 ? "s" : "",
-            " before the address (stricter: lines that have them are not matched)"));
+        const int groups = n - branches;
+        if (groups > 0) {
+          tried.push_back(absl::StrCat(
+              "without ", groups, " optional field", groups > 1 ? "s" : "",
+              " before the address (stricter: lines that have them are not matched)"));
+        }
+        if (branches > 0) {
+          tried.push_back(absl::StrCat(
+              "without ", branches, " alternative", branches > 1 ? "s" : "",
+              " holding a field or Python-only syntax (stricter: lines that need them are not "
+              "matched)"));
+        }
         candidate = std::move(dropped);
         still_python.clear();
       }

@@ -61,7 +61,9 @@
 //       * last, the optional group before the key around what still stops the regex (the
 //         field the check names, or a Python-only construct) is left out, one at a time
 //         (stricter: only lines without it match; sshd's `(?: authenticating user
-//         <F-USER>...)? <HOST>`, named-refused's `(?:(?!error|info)[\w-]+: )?`);
+//         <F-USER>...)? <HOST>`, named-refused's `(?:(?!error|info)[\w-]+: )?`), or, with no
+//         such group, the alternative that holds it (postfix's ddos prefix loses `lost
+//         connection after(?! DATA) [A-Z]+` and `disconnect(?= ...)`: stricter);
 //       * "any character but where X starts", `(?:(?!X).)`, → `.` (looser: the key is pinned
 //         to the server's tail, so a user name holding X no longer hides the line);
 //       * still refused: the failregex pinned to the end of the line (stricter: fail2ban lets

@@ -586,6 +586,19 @@ TEST(Fail2banImportTest, TailsAfterTheKeyAreTightenedNeverTheCheck) {
     EXPECT_EQ(keys.count("198.51.100.7"), 0u) << tail;
   }
 
+  // A look-ahead inside an alternation (postfix's ddos prefix): that alternative is left out,
+  // the rest converts (pinned: the "[" of a later field would otherwise be re-crossed).
+  const RegexReport* errors = FindReport(*imported, "too many errors");
+  ASSERT_NE(errors, nullptr);
+  EXPECT_EQ(errors->outcome, RegexOutcome::kRewritten) << errors->reason;
+  EXPECT_THAT(errors->reason, HasSubstr("without 1 alternative holding a field or Python-only"));
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "too many errors after RCPT from example.com[203.0.113.11]")),
+            std::set<std::string>{"203.0.113.11"});
+  EXPECT_TRUE(m.Keys(absl::StrCat(head, "lost connection after RCPT from x[203.0.113.12]")).empty());
+  EXPECT_TRUE(m.Keys(absl::StrCat(head, "too many errors after RCPT from x[203.0.113.13]: "
+                                        "helo=<y[198.51.100.7]>"))
+                  .empty());
+
   // Solaris' message id before the message.
   EXPECT_EQ(m.Keys("Apr 29 20:12:08 host sshd[63814]: [ID 800047 auth.info] Failed "
                    "keyboard-interactive for james from 203.0.113.22 port 54520 ssh2"),
