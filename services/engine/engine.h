@@ -29,8 +29,9 @@
 // secret). Sessions are kept in memory only.
 //
 // The engine does no I/O and reads no clock: time comes with each line.
-// Thread-safety: Process, MatchLine, CountMatch and MatchOnly may run concurrently from any number of threads
-// (matching uses per-thread scratch; windows live in shards, each behind its own mutex).
+// Thread-safety: Process, MatchLine, CountMatch and MatchOnly may run concurrently from any
+// number of threads (matching uses per-thread scratch; windows live in shards, each behind its
+// own mutex).
 // SetRules, Expire, Snapshot and Restore must not overlap a Process, MatchLine or CountMatch:
 // callers serialise them.
 #ifndef PALISADE_SERVICES_ENGINE_ENGINE_H_
