@@ -471,10 +471,12 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
     return updates;
   }
   // What listeners hear, in order: `updates`, with the withdrawal of each decision a stronger
-  // claim replaced just before its replacement.
+  // claim replaced just before its replacement. Without a withdrawal (nearly always) that is
+  // `updates` itself; `all` is built, with a copy of each update, only from the first one on.
   std::vector<DecisionUpdate> all;
-  std::vector<size_t> in_all;  // all[in_all[i]] is updates[i]
-  in_all.reserve(detections.size());
+  std::vector<DecisionUpdate> withdrawn;
+  std::vector<size_t> in_all;  // all[in_all[i]] is updates[i], once `all` is built
+  bool interleaved = false;
   uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
   {
     absl::MutexLock lock(&mu_);
@@ -482,9 +484,10 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
       palisade::v1::Target target;
       target.set_kind(detection.kind);
       target.set_value(detection.key);
+      withdrawn.clear();
       updates.push_back(ApplyLocked(target, detection.rule->proto.decision(), detection.time,
                                     palisade::v1::ORIGIN_RULE, detection.rule_id,
-                                    detection.evidence, "", &all));
+                                    detection.evidence, "", &withdrawn));
       if (updates.back().change == DecisionChange::kCreated) {
         updates.back().secret = detection.secret;
         if (!detection.feeds.empty()) {
@@ -493,14 +496,27 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
           *updates.back().decision.mutable_feeds() = d.feeds();
         }
       }
-      in_all.push_back(all.size());
-      all.push_back(updates.back());
+      if (!withdrawn.empty() && !interleaved) {
+        interleaved = true;
+        in_all.reserve(detections.size());
+        for (size_t i = 0; i + 1 < updates.size(); ++i) {
+          in_all.push_back(all.size());
+          all.push_back(updates[i]);
+        }
+      }
+      if (interleaved) {
+        for (DecisionUpdate& w : withdrawn) all.push_back(std::move(w));
+        in_all.push_back(all.size());
+        all.push_back(updates.back());
+      }
     }
-    ticket = CommitLocked(all);
+    ticket = CommitLocked(interleaved ? all : updates);
     // Hand the recorded outbox operations back to the per-detection view.
-    for (size_t i = 0; i < updates.size(); ++i) updates[i].outbox_seq = all[in_all[i]].outbox_seq;
+    for (size_t i = 0; interleaved && i < updates.size(); ++i) {
+      updates[i].outbox_seq = all[in_all[i]].outbox_seq;
+    }
   }
-  Notify(ticket, all, [&](const std::vector<DecisionUpdate>&) {
+  Notify(ticket, interleaved ? all : updates, [&](const std::vector<DecisionUpdate>&) {
     if (before_notify) before_notify(updates);
   });
   return updates;

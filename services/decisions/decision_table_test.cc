@@ -261,6 +261,49 @@ class ClaimsTest : public DecisionTableTest {
   std::vector<DecisionUpdate> heard_;
 };
 
+// ApplyAll hears a withdrawal just before the decision that replaced it, in the detections'
+// order, and returns one update per detection (the listeners' list is built only then).
+TEST_F(ClaimsTest, ApplyAllHearsAWithdrawalBeforeItsReplacementInOrder) {
+  DecisionUpdate dry = Rule("203.0.113.7", absl::Hours(1), /*dry_run=*/true);
+  ASSERT_EQ(dry.change, DecisionChange::kCreated);
+  heard_.clear();
+  CompiledRule rule;
+  rule.proto.set_id("ssh");
+  rule.proto.mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
+  *rule.proto.mutable_decision()->mutable_duration() = ToProtoDuration(absl::Hours(1));
+  std::vector<Detection> detections;
+  for (const char* ip : {"198.51.100.1", "203.0.113.7", "198.51.100.2"}) {
+    detections.push_back(Det(ip, clock_.TimeNow()));
+    detections.back().rule = &rule;
+    detections.back().rule_id = "ssh";
+  }
+  std::vector<DecisionChange> before;
+  std::vector<DecisionUpdate> updates =
+      table_.ApplyAll(detections, [&](const std::vector<DecisionUpdate>& u) {
+        for (const DecisionUpdate& x : u) before.push_back(x.change);
+      });
+  ASSERT_THAT(updates, SizeIs(3));
+  EXPECT_EQ(before, (std::vector<DecisionChange>{DecisionChange::kCreated, DecisionChange::kCreated,
+                                                  DecisionChange::kCreated}));
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(updates[i].decision.target().value(), detections[i].key);
+    EXPECT_FALSE(updates[i].decision.dry_run());
+  }
+  ASSERT_THAT(heard_, SizeIs(4));
+  EXPECT_EQ(heard_[0].decision.id(), updates[0].decision.id());
+  EXPECT_EQ(heard_[1].change, DecisionChange::kWithdrawn);
+  EXPECT_EQ(heard_[1].decision.id(), dry.decision.id());
+  EXPECT_EQ(heard_[2].decision.id(), updates[1].decision.id());
+  EXPECT_EQ(heard_[3].decision.id(), updates[2].decision.id());
+  // Without a withdrawal, the listeners hear exactly the updates.
+  heard_.clear();
+  detections.resize(1);
+  detections[0].key = "198.51.100.3";
+  updates = table_.ApplyAll(detections);
+  ASSERT_THAT(heard_, SizeIs(1));
+  EXPECT_EQ(heard_[0].decision.id(), updates[0].decision.id());
+}
+
 TEST_F(ClaimsTest, ManualBanOverADryRunDecisionReachesTheEdgeAndTheDryRunResumesAfter) {
   DecisionUpdate dry = Rule("203.0.113.7", absl::Hours(1), /*dry_run=*/true);
   ASSERT_EQ(dry.change, DecisionChange::kCreated);
