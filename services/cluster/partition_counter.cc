@@ -57,11 +57,11 @@ struct PartitionCounter::Partition {
   std::string subject;
   std::unique_ptr<Engine> engine;
   natsSubscription* sub = nullptr;
-  uint64_t position = 0;        // the last stream sequence read
-  uint64_t emitted = 0;         // every detection through this sequence was taken
+  uint64_t position = 0;         // the last stream sequence read
+  uint64_t emitted = 0;          // every detection through this sequence was taken
   uint64_t emitted_written = 0;  // the emitted position the bucket holds
-  uint64_t replay_through = 0;  // detections through this sequence are not raised again
-  uint64_t rebuild_target = 0;  // the take-over's rebuild ends when it has read this far
+  uint64_t replay_through = 0;   // detections through this sequence are not raised again
+  uint64_t rebuild_target = 0;   // the take-over's rebuild ends when it has read this far
   uint64_t snapshot_seq = 0;
   std::string snapshot_generation;
   uint32_t snapshot_chunks = 0;
@@ -72,8 +72,8 @@ struct PartitionCounter::Partition {
   absl::Duration rebuild_time;
   absl::Time latest_event = absl::InfinitePast();
   std::deque<ClusterDetection> pending;  // raised, not yet taken by the callback
-  absl::Time progress;  // the last match read, or the last check for a stall
-  bool broken = false;  // the reader failed: made again at the end of the Poll
+  absl::Time progress;                   // the last match read, or the last check for a stall
+  bool broken = false;                   // the reader failed: made again at the end of the Poll
 };
 
 absl::StatusOr<std::unique_ptr<PartitionCounter>> PartitionCounter::Open(
@@ -230,8 +230,7 @@ absl::Status PartitionCounter::Open(uint32_t p) {
       break;
     }
     for (uint32_t i = 0; i < head.chunks(); ++i) {
-      absl::StatusOr<std::optional<std::string>> c =
-          Get(kv_, ChunkKey(p, head.generation(), i));
+      absl::StatusOr<std::optional<std::string>> c = Get(kv_, ChunkKey(p, head.generation(), i));
       if (!c.ok()) return c.status();
       palisade::v1::PartitionSnapshotChunk chunk;
       if (!c->has_value()) {
@@ -246,8 +245,8 @@ absl::Status PartitionCounter::Open(uint32_t p) {
     }
   }
   if (!restored) {
-    return absl::UnavailableError(absl::StrCat(
-        "cluster: partition ", p, ": its windows snapshot kept changing while read"));
+    return absl::UnavailableError(
+        absl::StrCat("cluster: partition ", p, ": its windows snapshot kept changing while read"));
   }
   part->position = head.sequence();
   part->snapshot_seq = head.sequence();
@@ -334,8 +333,8 @@ absl::Status PartitionCounter::Take(Partition& part, uint64_t sequence, absl::st
   if (sequence != 0) part.position = sequence;
   palisade::v1::ClusterMatch m;
   if (!m.ParseFromArray(data.data(), static_cast<int>(data.size()))) {
-    Refuse(false, absl::StrCat("partition ", part.p, " sequence ", sequence,
-                               ": not a ClusterMatch"));
+    Refuse(false,
+           absl::StrCat("partition ", part.p, " sequence ", sequence, ": not a ClusterMatch"));
     return absl::OkStatus();
   }
   if (m.rule_set_version() != options_.rule_set_version) {

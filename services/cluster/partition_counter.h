@@ -157,26 +157,26 @@ class PartitionCounter {
   void SetRules(std::shared_ptr<const RuleSet> rules, std::string rule_set_version);
 
   struct Stats {
-    uint64_t counted = 0;             // matches counted into windows
-    uint64_t replayed = 0;            // of which counted again on a take-over (not re-raised)
-    uint64_t detections = 0;          // handed to the callback and taken
-    uint64_t callback_failures = 0;   // refusals of the callback (offered again)
-    uint64_t refused_version = 0;     // matches of another rule set version
-    uint64_t refused_invalid = 0;     // unreadable, unknown rule, bad key, wrong partition
-    uint64_t trimmed = 0;             // take-overs whose replay began where the stream was trimmed
-    uint64_t snapshots = 0;           // snapshots written
-    uint64_t snapshot_failures = 0;   // not written, or unreadable at a take-over
-    uint64_t resubscribed = 0;        // readers made again (failed, or stalled)
+    uint64_t counted = 0;            // matches counted into windows
+    uint64_t replayed = 0;           // of which counted again on a take-over (not re-raised)
+    uint64_t detections = 0;         // handed to the callback and taken
+    uint64_t callback_failures = 0;  // refusals of the callback (offered again)
+    uint64_t refused_version = 0;    // matches of another rule set version
+    uint64_t refused_invalid = 0;    // unreadable, unknown rule, bad key, wrong partition
+    uint64_t trimmed = 0;            // take-overs whose replay began where the stream was trimmed
+    uint64_t snapshots = 0;          // snapshots written
+    uint64_t snapshot_failures = 0;  // not written, or unreadable at a take-over
+    uint64_t resubscribed = 0;       // readers made again (failed, or stalled)
   };
   Stats stats() const;
   std::string last_refusal() const;
 
   struct PartitionStatus {
     uint32_t partition = 0;
-    uint64_t position = 0;       // last stream sequence read
-    uint64_t emitted = 0;        // detections handed over through this sequence
-    uint64_t snapshot = 0;       // the last snapshot's sequence
-    bool rebuilding = false;     // still replaying up to `emitted`
+    uint64_t position = 0;    // last stream sequence read
+    uint64_t emitted = 0;     // detections handed over through this sequence
+    uint64_t snapshot = 0;    // the last snapshot's sequence
+    bool rebuilding = false;  // still replaying up to `emitted`
     size_t windows = 0;
     absl::Duration rebuild_time;  // from Apply to the end of the replay (once done)
   };
@@ -203,7 +203,7 @@ class PartitionCounter {
   Clock* clock_;
   DetectionCallback on_detection_;
   std::map<uint32_t, std::unique_ptr<Partition>> owned_;  // the cluster thread's only
-  std::set<uint32_t> unopened_;  // gained, not opened yet
+  std::set<uint32_t> unopened_;                           // gained, not opened yet
   absl::Time last_open_attempt_;
   absl::Time last_expire_;
   mutable absl::Mutex mu_;  // what other threads read

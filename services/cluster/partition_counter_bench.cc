@@ -40,8 +40,7 @@ std::shared_ptr<const RuleSet> EveryPack() {
   absl::StatusOr<std::shared_ptr<const RuleSet>> set =
       RuleSet::Compile(packs, ShippedPackCidrSets());
   if (!set.ok() || packs.size() < 10) {
-    std::fprintf(stderr, "packs: %zu loaded; %s\n", packs.size(),
-                 set.status().ToString().c_str());
+    std::fprintf(stderr, "packs: %zu loaded; %s\n", packs.size(), set.status().ToString().c_str());
     return nullptr;
   }
   return *set;
@@ -141,8 +140,8 @@ int Run(uint64_t lines, uint64_t windows) {
       if (!parser.Parse(line, reference, &parsed, YearRule::kNearest).ok()) continue;
       if (parsed.time) reference = *parsed.time;
       out.clear();
-      const LineResult r = engine.MatchLine(palisade::v1::LOG_FORMAT_SYSLOG, parsed, line,
-                                            reference, &out);
+      const LineResult r =
+          engine.MatchLine(palisade::v1::LOG_FORMAT_SYSLOG, parsed, line, reference, &out);
       matched += r.matched;
       for (const EngineMatch& m : out) {
         ++matches;
@@ -178,8 +177,7 @@ int Run(uint64_t lines, uint64_t windows) {
         matched ? static_cast<double>(kv_writes) / matched : 0.0,
         static_cast<unsigned long long>(owner->stats().snapshots),
         text.size() / absl::ToDoubleSeconds(match_time), absl::ToDoubleSeconds(publish_time),
-        static_cast<unsigned long long>(owner->stats().counted),
-        absl::ToDoubleSeconds(count_time),
+        static_cast<unsigned long long>(owner->stats().counted), absl::ToDoubleSeconds(count_time),
         owner->stats().counted / absl::ToDoubleSeconds(count_time),
         static_cast<unsigned long long>(detections));
   }
@@ -237,8 +235,7 @@ int Run(uint64_t lines, uint64_t windows) {
           static_cast<unsigned long long>(windows),
           snapshots ? "from a snapshot" : "no snapshot (replay)",
           absl::ToDoubleSeconds(snapshot_time), absl::ToDoubleSeconds(apply_time),
-          absl::ToDoubleSeconds(rebuild),
-          static_cast<unsigned long long>(second->stats().replayed),
+          absl::ToDoubleSeconds(rebuild), static_cast<unsigned long long>(second->stats().replayed),
           second->partitions()[0].windows);
     }
   }

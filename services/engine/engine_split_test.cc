@@ -42,9 +42,9 @@ struct Line {
 
 // Everything a detection carries, as text (the rule pointer differs between engines).
 std::string Describe(const Detection& d) {
-  std::string out = absl::StrCat(d.rule_id, " ", d.kind, " ", d.key, " ",
-                                 absl::FormatTime(d.time), " secret=", d.secret.size(), ":",
-                                 d.secret, " feeds=", d.feeds.size());
+  std::string out =
+      absl::StrCat(d.rule_id, " ", d.kind, " ", d.key, " ", absl::FormatTime(d.time),
+                   " secret=", d.secret.size(), ":", d.secret, " feeds=", d.feeds.size());
   for (const std::string& e : d.evidence) absl::StrAppend(&out, "\n  ", e);
   return out;
 }
@@ -208,8 +208,7 @@ TEST(EngineSplitTest, CountMatchRefusesWhatThisEngineWouldNotCount) {
   }
   for (const char* allowed : {"127.0.0.1", "198.51.100.7"}) {
     m.key = allowed;
-    EXPECT_EQ(engine.CountMatch(m, &out).code(), absl::StatusCode::kFailedPrecondition)
-        << allowed;
+    EXPECT_EQ(engine.CountMatch(m, &out).code(), absl::StatusCode::kFailedPrecondition) << allowed;
   }
   EXPECT_EQ(engine.live_windows(), 0u);
   m.key = "2001:db8::1";
