@@ -297,7 +297,8 @@ bool ClusterNode::CatchUp(absl::Duration timeout) {
 
 void ClusterNode::BecomeWriter() {
   // The former writer's last words first: the table must be the log's before it is published.
-  if (!CatchUp(options_.lease_term)) {
+  // At most a tick's time: the node's thread renews the leases.
+  if (!CatchUp(options_.lease_term / 3)) {
     Log("cluster: WARNING: taking the writer lease before this node read the whole decision "
         "log (NATS slow or away); decisions the former writer made last may be missing");
   }
@@ -424,10 +425,11 @@ void ClusterNode::ForwardDetection(const Detection& detection) {
                               EncodeDetection(detection));
 }
 
-absl::Status ClusterNode::SendDetection(const std::string& id, const Detection& detection) {
+absl::Status ClusterNode::SendDetection(const std::string& id, const Detection& detection,
+                                       absl::Duration deadline) {
   absl::StatusOr<std::string> reply = client_->CallWithId(
       absl::StrCat("det:", id), kDetectionKind, EncodeDetection(detection),
-      options_.command_deadline);
+      deadline > absl::ZeroDuration() ? deadline : options_.command_deadline);
   if (reply.ok()) {
     forwarded_.fetch_add(1);
     forward_family_.Add({{"result", "sent"}}).Increment();

@@ -142,9 +142,12 @@ class ClusterNode {
   // queue is full).
   void ForwardDetection(const Detection& detection);
   // Sends one detection to the writer and waits for its answer (kUnavailable when no writer
-  // took it within command_deadline): `id` (e.g. a ClusterDetection's) makes a repeat, from
-  // this node or another, be carried out once by a writer that answered it before.
-  absl::Status SendDetection(const std::string& id, const Detection& detection);
+  // took it within `deadline`, command_deadline when zero): `id` (e.g. a ClusterDetection's)
+  // makes a repeat, from this node or another, be carried out once by a writer that answered
+  // it before. Called from the node's thread (the partition counter's callback), keep the
+  // deadline under a tick (lease_term / 3): the counter offers a refused detection again.
+  absl::Status SendDetection(const std::string& id, const Detection& detection,
+                             absl::Duration deadline = absl::ZeroDuration());
   uint64_t detections_forwarded() const { return forwarded_.load(); }
   uint64_t detections_dropped() const { return forward_dropped_.load(); }
 

@@ -559,10 +559,13 @@ int Run() {
       pco.clock = &clock;
       absl::StatusOr<std::unique_ptr<cluster::PartitionCounter>> counter =
           cluster::PartitionCounter::Open(
-              nats, pco, [&node_ptr](const cluster::ClusterDetection& d) -> absl::Status {
+              nats, pco,
+              [&node_ptr, &config](const cluster::ClusterDetection& d) -> absl::Status {
                 cluster::ClusterNode* n = node_ptr.load();
                 if (n == nullptr) return absl::UnavailableError("cluster node starting");
-                return n->SendDetection(d.id, d.detection);
+                // Within a tick (the node's thread polls): a refusal is offered again.
+                return n->SendDetection(d.id, d.detection,
+                                        FromProtoDuration(config->cluster().lease_term()) / 3);
               });
       if (!counter.ok()) return counter.status();
       partition_counter = *std::move(counter);
