@@ -1184,10 +1184,16 @@ Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefi
                      const std::string& leading_date) {
   Converted c = ConvertFolded(line, kind, prefix, format, session, leading_date);
   // (Also for Python-only syntax: once its alternative is left out, what stays may need the
-  // pinned end.)
-  if (c.report.outcome != RegexOutcome::kRefused ||
-      (!absl::StrContains(c.report.reason, "client could choose") &&
-       !absl::StrContains(c.report.reason, "has no RE2 equivalent"))) {
+  // pinned end. And when the regex converted only without an optional field before the key,
+  // e.g. sshd's ` authenticating user <F-USER>...`: a pinned, tightened variant that keeps
+  // the field matches the lines that have it, and is preferred.)
+  constexpr char kFieldLeftOut[] = " before the address (stricter";
+  const bool field_left_out = c.report.outcome != RegexOutcome::kRefused &&
+                              absl::StrContains(c.report.reason, kFieldLeftOut);
+  if (!field_left_out &&
+      (c.report.outcome != RegexOutcome::kRefused ||
+       (!absl::StrContains(c.report.reason, "client could choose") &&
+        !absl::StrContains(c.report.reason, "has no RE2 equivalent")))) {
     return c;
   }
   // Stricter variants that pin the address to the server's tail, tried in turn (both pass or
@@ -1223,6 +1229,7 @@ Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefi
       Converted strict =
           ConvertFolded(pinned_line, kind, pinned, format, session, leading_date, tighten);
       if (strict.report.outcome == RegexOutcome::kRefused) continue;
+      if (field_left_out && absl::StrContains(strict.report.reason, kFieldLeftOut)) continue;
       strict.report.original = c.report.original;
       strict.report.outcome = RegexOutcome::kRewritten;
       strict.report.reason =

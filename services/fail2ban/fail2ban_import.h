@@ -73,7 +73,11 @@
 //         free piece after it (`.`, `\S`, `\W`, `[^...]`) takes that punctuation (postfix's
 //         recipient `<[^>]*>` -> `<[^>\[]*>`), then also an alternative after it that holds a
 //         free field left out (sshd's `(?:port \d+|on \S+)` -> `(?:port \d+)`) and blank runs
-//         after it bounded (all stricter; the loader's automaton search judges the result);
+//         after it bounded (all stricter; the loader's automaton search judges the result).
+//         These are also tried for a regex that converted only with an optional field before
+//         the key left out, and preferred when one passes keeping that field (sshd's
+//         `(?: authenticating user <F-USER>\S+|.*?</F-USER>)? <HOST>`: the lines with a user
+//         name match too);
 //   - a syslog filter's regexes start with an optional Solaris message id, `[ID 800047
 //     auth.info] ` (common.conf's __prefix_line allows it; the syslog parser leaves it in the
 //     message), in fixed-width pieces;
