@@ -18,6 +18,7 @@
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
+#include "services/cluster/match_stream.h"
 #include "services/cluster/nats_server_for_tests.h"
 #include "services/common/proto_time.h"
 #include "tests/e2e/daemon.h"
@@ -290,6 +291,62 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
       kLong));
   for (const auto& [value, count] : rules) EXPECT_EQ(count, 1) << value << " duplicated";
   EXPECT_EQ(CreateCount(), static_cast<int>(ips.size()));
+}
+
+// The owner of an address's partition killed (SIGKILL) between the attack's failures: another
+// node takes the partition, rebuilds its windows from the match stream, and the threshold is
+// crossed once: one decision, one access rule.
+TEST_F(ClusterE2eTest, AThresholdCrossedAcrossTheDeathOfThePartitionOwnerIsDetectedOnce) {
+  ASSERT_EQ(nodes_.size(), 3u);
+  ASSERT_GE(WaitForWriter(), 0);
+  const std::string ip = "203.0.113.160";
+  const uint32_t partition = cluster::PartitionOf(ip, 4);
+  // Its owner, once every partition has one.
+  int owner = -1;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        auto admin = palisade::v1::Admin::NewStub(
+            grpc::CreateChannel(nodes_[0]->grpc_address(), grpc::InsecureChannelCredentials()));
+        palisade::v1::StatusResponse status;
+        grpc::ClientContext context;
+        if (!admin->Status(&context, {}, &status).ok()) return false;
+        if (status.cluster().partition_owners_size() != 4) return false;
+        for (const auto& p : status.cluster().partition_owners()) {
+          if (p.partition() == partition) owner = std::stoi(p.node().substr(1)) - 1;
+        }
+        return owner >= 0;
+      },
+      kLong));
+  const int a = (owner + 1) % 3, b = (owner + 2) % 3;
+  auto ship = [&](int i, int count, const std::string& source) {
+    auto ingest = palisade::v1::Ingest::NewStub(
+        grpc::CreateChannel(nodes_[i]->grpc_address(), grpc::InsecureChannelCredentials()));
+    std::vector<std::string> lines(
+        count, "Mar  3 14:02:01 web-1 sshd[7]: Failed password for root from " + ip +
+                   " port 22 ssh2");
+    return ::palisade::testing::ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, lines, source)
+        .ok();
+  };
+  ASSERT_TRUE(ship(a, 2, "web-1:/var/log/auth.log"));
+  nodes_[owner]->Kill();
+  nodes_[owner].reset();
+  ASSERT_TRUE(ship(b, 1, "web-2:/var/log/auth.log"));
+
+  std::string id;
+  ASSERT_TRUE(WaitFor([&] { return !(id = ActiveIdOf(a, ip)).empty(); }, kLong))
+      << "the crossing was lost with the owner";
+  EXPECT_TRUE(WaitFor([&] { return ActiveIdOf(b, ip) == id; }, kLong));
+  EXPECT_TRUE(WaitFor([&] { return AccessRules().count(ip) == 1; }, kLong));
+  // Once: one decision on the target (active or not), one create at the edge.
+  palisade::v1::ListDecisionsRequest req;
+  req.set_target(ip);
+  palisade::v1::ListDecisionsResponse all;
+  grpc::ClientContext context;
+  ASSERT_TRUE(DecisionsOf(a)->List(&context, req, &all).ok());
+  EXPECT_EQ(all.decisions_size(), 1);
+  EXPECT_EQ(all.decisions(0).extensions(), 0u) << "the crossing was raised again";
+  EXPECT_EQ(AccessRules().at(ip), 1);
+  EXPECT_EQ(CreateCount(), 1);
 }
 
 }  // namespace
