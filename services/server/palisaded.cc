@@ -517,6 +517,15 @@ int Run() {
   }
   IngestService ingest(pipeline, limits, &ship_dedup);
   FeedsService feeds_service(feeds, limits, std::move(push_caps));
+  if (clustered) {
+    // Only the edge writer may sync a feed into the decisions, and that is not wired yet: a
+    // push on any node would make decisions no other node knows.
+    feeds_service.SetPushGate([] {
+      return absl::FailedPreconditionError(
+          "cluster: threat feeds are not synced in cluster mode yet (issue 17); push them to a "
+          "palisaded without cluster {}");
+    });
+  }
   EventsService events_service(events, limits);
   DecisionsService decisions(table);
   // A cluster node: the decision log read into the table on every node, the edge started and

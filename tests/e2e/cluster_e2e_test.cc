@@ -177,6 +177,23 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
   EXPECT_TRUE(WaitFor([&] { return AccessRules().count("203.0.113.1") == 1; }, kLong));
   EXPECT_TRUE(WaitFor([&] { return CreateCount() == 1; }, kLong));
 
+  // Feeds are not synced in a cluster yet: a push is refused, saying so, not half applied.
+  {
+    auto feeds = palisade::v1::Feeds::NewStub(
+        grpc::CreateChannel(nodes_[writer]->grpc_address(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    palisade::v1::PushFeedResponse pushed;
+    auto stream = feeds->Push(&context, &pushed);
+    palisade::v1::FeedChunk chunk;
+    chunk.set_feed("blocklist");
+    chunk.set_data("198.51.100.0/24\n");
+    stream->Write(chunk);
+    stream->WritesDone();
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
+    EXPECT_NE(s.error_message().find("not synced in cluster mode"), std::string::npos);
+  }
+
   // A detection on a node that does not write is the writer's to decide: on every node, at the
   // edge once.
   auto ingest = palisade::v1::Ingest::NewStub(
