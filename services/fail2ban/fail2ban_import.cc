@@ -1000,6 +1000,9 @@ struct Converted {
   Role role;
 };
 
+// The kind of the ignore pattern `A(?:X)` split from a failregex `A(?!X)B`.
+constexpr char kLookaheadIgnore[] = "ignoreregex (a failregex's look-ahead)";
+
 // Stricter forms of the text after the key, tried (with a pinned end) only when a regex would
 // be refused for its key placement; each keeps fail2ban's intent for the lines the server
 // writes and is kept only when the loader's unchanged check passes.
@@ -1190,6 +1193,7 @@ Converted ConvertOne(const ValueLine& line, const std::string& kind, const Prefi
   constexpr char kFieldLeftOut[] = " before the address (stricter";
   const bool field_left_out = c.report.outcome != RegexOutcome::kRefused &&
                               absl::StrContains(c.report.reason, kFieldLeftOut);
+  if (kind != "failregex") return c;  // an ignore pattern pinned would ignore fewer lines
   if (!field_left_out &&
       (c.report.outcome != RegexOutcome::kRefused ||
        (!absl::StrContains(c.report.reason, "client could choose") &&
@@ -1348,6 +1352,21 @@ Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Pr
     std::string candidate = RewriteForKeyPlacement(re, &tried);
     std::string still_python = PythonOnlyConstruct(candidate);
     std::string why_after;
+    if (kind == kLookaheadIgnore && !still_python.empty()) {
+      // The ignore pattern split from a failregex's look-ahead shares the failregex's prefix:
+      // the alternatives with Python-only syntax the failregex lost go here too, so it still
+      // covers the lines that failregex matches.
+      std::string dropped = candidate;
+      size_t at = 0;
+      int n = 0;
+      while (!PythonOnlyConstruct(dropped, &at).empty() && DropBranchAround(&dropped, at)) ++n;
+      if (n > 0 && PythonOnlyConstruct(dropped).empty()) {
+        tried.push_back(absl::StrCat("without ", n, " alternative", n > 1 ? "s" : "",
+                                     " holding Python-only syntax"));
+        candidate = std::move(dropped);
+        still_python.clear();
+      }
+    }
     if (kind == "failregex" && (!still_python.empty() || !safe_key(candidate, &why_after))) {
       // Last: without the optional parts before the key that hold a field or a Python-only
       // construct (stricter: lines that have them are not matched).
@@ -1598,7 +1617,7 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     for (const std::string& text : ignore_texts) {
       ValueLine il = l;
       il.text = text;
-      Converted ic = ConvertOne(il, "ignoreregex", prefix, f, in_session, leading_date);
+      Converted ic = ConvertOne(il, kLookaheadIgnore, prefix, f, in_session, leading_date);
       if (ic.report.outcome == RegexOutcome::kRefused) {
         c.report.outcome = RegexOutcome::kRefused;
         c.report.converted.clear();

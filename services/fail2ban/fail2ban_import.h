@@ -43,7 +43,8 @@
 //     `(?:\w+ (?!W\b)){m,n}\w+ W` → `(?:\w+ ){m,n}\w+ W` (sshd's __alg_match: the guard only
 //     stops a round from taking the word required next); a negative look-ahead outside every
 //     group, `A(?!X)B`, → the failregex `AB` and the ignore pattern `A(?:X)` on its rule
-//     (stricter: a line matching both at different places is skipped); in a raw line, `\[\]`
+//     (stricter: a line matching both at different places is skipped; the ignore pattern loses
+//     the same alternatives with Python-only syntax as the failregex, below); in a raw line, `\[\]`
 //     (where fail2ban cut the date) → `\[date\]` (testdata/lookahead_equivalence.py checks the
 //     look-ahead rewrites with Python's `re` on fail2ban's logs); and, only when the
 //     regex would otherwise be refused for its key placement, these (each named in the report):

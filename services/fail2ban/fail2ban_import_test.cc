@@ -604,6 +604,23 @@ TEST(Fail2banImportTest, TailsAfterTheKeyAreTightenedNeverTheCheck) {
                                         "helo=<y[198.51.100.7]>"))
                   .empty());
 
+  // Both at once (postfix's aggressive SASL line): the ignore pattern split from the top-level
+  // look-ahead loses the same alternative as the failregex, so it still applies.
+  const RegexReport* sasl = FindReport(*imported, "SASL");
+  ASSERT_NE(sasl, nullptr);
+  EXPECT_EQ(sasl->outcome, RegexOutcome::kRewritten) << sasl->reason;
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "warning: unknown[203.0.113.30]: SASL LOGIN authentication "
+                                      "failed: Password:")),
+            std::set<std::string>{"203.0.113.30"});
+  EXPECT_TRUE(m.Keys(absl::StrCat(head, "warning: unknown[203.0.113.31]: SASL LOGIN "
+                                        "authentication failed: Connection lost to server"))
+                  .empty());
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "warning: unknown[203.0.113.32]: SASL LOGIN authentication "
+                                      "failed: x[198.51.100.7]: SASL LOGIN authentication "
+                                      "failed:"))
+                .count("198.51.100.7"),
+            0u);
+
   // Solaris' message id before the message.
   EXPECT_EQ(m.Keys("Apr 29 20:12:08 host sshd[63814]: [ID 800047 auth.info] Failed "
                    "keyboard-interactive for james from 203.0.113.22 port 54520 ssh2"),
