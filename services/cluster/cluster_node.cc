@@ -240,16 +240,31 @@ void ClusterNode::Run() {
 }
 
 void ClusterNode::Tick() {
-  absl::StatusOr<Ownership::Change> change = ownership_->Tick();
-  const absl::Time now = clock_.TimeNow();
+  // The rule set gate: a node whose rules differ from the cluster's owns no partition (their
+  // matches would wait for it, unopened, while the others could count them).
   std::string error;
+  bool may_own = !ownership_->gated();
+  if (options_.may_own_partitions) {
+    const absl::Status gate = options_.may_own_partitions();
+    if (gate.ok()) {
+      may_own = true;
+    } else if (gate.code() == absl::StatusCode::kFailedPrecondition) {
+      may_own = false;
+      error = std::string(gate.message());
+    } else {
+      error = absl::StrCat("rule set check: ", gate.message());  // as before, until it answers
+    }
+  }
+  absl::StatusOr<Ownership::Change> change = ownership_->Tick(may_own);
+  const absl::Time now = clock_.TimeNow();
   if (change.ok()) {
     ticks_ok_.Increment();
     last_good_tick_ = now;
     live_gauge_.Set(static_cast<double>(change->live_nodes));
   } else {
     ticks_failed_.Increment();
-    error = absl::StrCat("lease tick: ", change.status().message());
+    if (!error.empty()) error += "; ";
+    error += absl::StrCat("lease tick: ", change.status().message());
   }
   // Leases held are only ours while renewed within the term: past it, another node may hold
   // them, so this one stops acting on them even if NATS is away and cannot say so.
@@ -287,6 +302,7 @@ void ClusterNode::Tick() {
   if (!error.empty() && error != last_error_) Log(absl::StrCat("cluster: ", error));
   last_error_ = error;
   owned_ = wanted;
+  gated_ = ownership_->gated();
 }
 
 bool ClusterNode::CatchUp(absl::Duration timeout) {
@@ -533,6 +549,7 @@ ClusterNodeStatus ClusterNode::Status() {
   {
     absl::MutexLock lock(&status_mu_);
     s.owned = owned_;
+    s.partitions_gated = gated_;
     if (!last_error_.empty()) errors.insert(errors.begin(), last_error_);
   }
   if (std::string r = replica_->last_error(); !r.empty()) errors.push_back("replica: " + r);

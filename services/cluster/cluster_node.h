@@ -75,6 +75,12 @@ struct ClusterNodeOptions {
   // block (they start and stop the edge).
   std::function<void()> writer_started;
   std::function<void()> writer_stopped;
+  // On the node's thread before each tick: whether this node may own partitions (the partition
+  // counter's CheckRuleSet). kFailedPrecondition: no (its rules differ from the cluster's): the
+  // tick releases its partitions and claims none (Ownership::Tick(false)), and the reason is
+  // the status' last_error until it agrees; the node still matches, publishes and may write.
+  // Another error (NATS failing) changes nothing and is reported. Null: always.
+  std::function<absl::Status()> may_own_partitions;
   // On the node's thread: the partitions to start and to stop counting.
   std::function<void(const std::set<uint32_t>& gained, const std::set<uint32_t>& lost)>
       partitions_changed;
@@ -109,6 +115,7 @@ struct ClusterNodeStatus {
   uint32_t partitions = 0;
   std::map<uint32_t, std::string> partition_owners;  // the live ones
   std::set<uint32_t> owned;                          // this node's
+  bool partitions_gated = false;  // may not own partitions (the reason is in last_error)
   uint64_t stream_last_sequence = 0;
   uint64_t applied_through = 0;
   uint64_t replica_lag = 0;
@@ -192,6 +199,7 @@ class ClusterNode {
   absl::Mutex status_mu_;
   std::string last_error_ ABSL_GUARDED_BY(status_mu_);
   std::set<uint32_t> owned_ ABSL_GUARDED_BY(status_mu_);
+  bool gated_ ABSL_GUARDED_BY(status_mu_) = false;
   absl::Mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
   absl::Notification stopping_;

@@ -2,6 +2,7 @@
 // DecisionTable, ticked by the test.
 #include "services/cluster/cluster_node.h"
 
+#include <functional>
 #include <memory>
 #include <set>
 #include <string>
@@ -66,9 +67,11 @@ class ClusterNodeTest : public ::testing::Test {
     server_ = *std::move(server);
   }
 
-  std::unique_ptr<TestNode> StartNode(const std::string& id) {
+  std::unique_ptr<TestNode> StartNode(const std::string& id,
+                                      std::function<absl::Status()> may_own = nullptr) {
     auto n = std::make_unique<TestNode>(clock_);
     ClusterNodeOptions o;
+    o.may_own_partitions = std::move(may_own);
     o.nats.servers = {server_->url()};
     o.node_id = id;
     o.partitions = kPartitions;
@@ -222,6 +225,52 @@ TEST_F(ClusterNodeTest, DetectionsOfANodeThatDoesNotWriteAreTheWritersToDecide) 
   d.rule_id = "nope";
   EXPECT_THAT(b->node->SendDetection("s:2", d),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("rule \"nope\"")));
+}
+
+// The rule set gate (issue 17): a node whose rules differ from the cluster's releases its
+// partitions to the others and says why; it takes its share again once they agree. A NATS
+// error from the check changes nothing.
+TEST_F(ClusterNodeTest, ANodeWhoseRulesDifferOwnsNoPartitionAndSaysWhy) {
+  absl::Status gate;  // b's rule set check, as the test sets it
+  std::unique_ptr<TestNode> a = StartNode("a");
+  std::unique_ptr<TestNode> b = StartNode("b", [&gate] { return gate; });
+  ASSERT_TRUE(a->node != nullptr && b->node != nullptr);
+  auto rounds = [&](int n) {
+    for (int i = 0; i < n; ++i) {
+      a->node->Tick();
+      b->node->Tick();
+      clock_.Advance(absl::Seconds(5));
+    }
+  };
+  rounds(3);
+  ASSERT_EQ(a->counting.size(), kPartitions / 2);
+  ASSERT_EQ(b->counting.size(), kPartitions / 2);
+
+  gate = absl::FailedPreconditionError("this node's rules (sha256:b) differ from the cluster's");
+  b->node->Tick();
+  EXPECT_TRUE(b->counting.empty()) << "released at its first tick";
+  rounds(3);
+  EXPECT_EQ(a->counting.size(), kPartitions) << "a counts them all, none is left unowned";
+  EXPECT_TRUE(b->counting.empty());
+  ClusterNodeStatus st = b->node->Status();
+  EXPECT_TRUE(st.partitions_gated);
+  EXPECT_THAT(st.last_error, HasSubstr("differ from the cluster's"));
+  EXPECT_EQ(st.live_nodes.size(), 2u) << "b stays a member";
+  EXPECT_EQ(st.partition_owners.size(), kPartitions);
+
+  // The check failing otherwise (NATS away) keeps things as they are, and says so.
+  gate = absl::UnavailableError("reading the rule set: timeout");
+  rounds(2);
+  EXPECT_TRUE(b->counting.empty());
+  EXPECT_THAT(b->node->Status().last_error, HasSubstr("timeout"));
+
+  gate = absl::OkStatus();
+  rounds(3);
+  EXPECT_EQ(a->counting.size(), kPartitions / 2);
+  EXPECT_EQ(b->counting.size(), kPartitions / 2);
+  st = b->node->Status();
+  EXPECT_FALSE(st.partitions_gated);
+  EXPECT_EQ(st.last_error, "");
 }
 
 TEST_F(ClusterNodeTest, NoServerAnsweringIsAClearError) {

@@ -14,13 +14,31 @@ Ownership::Ownership(LeaseTable& leases, std::string node_id, uint32_t partition
 
 std::string Ownership::PartitionLease(uint32_t p) { return absl::StrCat("partition.", p); }
 
-absl::StatusOr<Ownership::Change> Ownership::Tick() {
+absl::StatusOr<Ownership::Change> Ownership::Tick(bool may_own_partitions) {
   Change change;
   absl::StatusOr<bool> member = leases_.Claim(absl::StrCat("node.", node_id_));
   if (!member.ok()) return member.status();
+  const std::string gate = absl::StrCat("gated.", node_id_);
+  if (!may_own_partitions) {
+    absl::StatusOr<bool> g = leases_.Claim(gate);
+    if (!g.ok()) return g.status();
+    gated_ = true;
+  } else if (gated_) {
+    absl::Status s = leases_.Release(gate);
+    if (!s.ok()) return s;
+    gated_ = false;
+  }
   absl::StatusOr<std::map<std::string, LeaseTable::Holder>> nodes = leases_.LiveWithPrefix("node.");
   if (!nodes.ok()) return nodes.status();
+  absl::StatusOr<std::map<std::string, LeaseTable::Holder>> gated = leases_.LiveWithPrefix("gated.");
+  if (!gated.ok()) return gated.status();
   change.live_nodes = std::max<size_t>(nodes->size(), 1);
+  // The share is among the nodes that may own partitions.
+  size_t owners = 0;
+  for (const auto& [name, holder] : *nodes) {
+    owners += gated->count(absl::StrCat("gated.", holder.node)) == 0 ? 1 : 0;
+  }
+  owners = std::max<size_t>(owners, 1);
 
   // Renew what we hold; what we could not renew is another node's now.
   for (auto it = owned_.begin(); it != owned_.end();) {
@@ -33,7 +51,7 @@ absl::StatusOr<Ownership::Change> Ownership::Tick() {
       it = owned_.erase(it);
     }
   }
-  const size_t share = (partitions_ + change.live_nodes - 1) / change.live_nodes;
+  const size_t share = may_own_partitions ? (partitions_ + owners - 1) / owners : 0;
   // Beyond the share: give back the highest, for the nodes that joined.
   while (owned_.size() > share) {
     const uint32_t p = *owned_.rbegin();
@@ -72,6 +90,11 @@ absl::Status Ownership::ReleaseAll() {
     absl::Status s = leases_.Release(kWriterLease);
     if (!s.ok()) return s;
     writer_ = false;
+  }
+  if (gated_) {
+    absl::Status s = leases_.Release(absl::StrCat("gated.", node_id_));
+    if (!s.ok()) return s;
+    gated_ = false;
   }
   return leases_.Release(absl::StrCat("node.", node_id_));
 }

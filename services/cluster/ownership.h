@@ -10,6 +10,10 @@
 //      it, starting at an offset from its id so nodes that start together do not all race for
 //      partition 0;
 //   4. keeps or claims the "edge-writer" lease: exactly one node writes to Cloudflare.
+// A node that may not own partitions (Tick(false): its rule set differs from the cluster's, the
+// one the writer published) stays a member and may write, but releases every partition it holds
+// and claims none; it holds "gated.<id>" meanwhile, so the others leave it out of the fair share
+// and take its partitions between them.
 // A node that stops ticking (dead, paused, cut off from NATS) loses everything after the term
 // and skew; the others take its partitions and, if it was the writer, the writer lease.
 //
@@ -38,13 +42,15 @@ class Ownership {
     bool writer_lost = false;
     size_t live_nodes = 0;
   };
-  absl::StatusOr<Change> Tick();
+  // `may_own_partitions` false: release every partition held, claim none (see above).
+  absl::StatusOr<Change> Tick(bool may_own_partitions = true);
 
   // Before a clean stop: releases every lease this node holds, so others take them at once.
   absl::Status ReleaseAll();
 
   const std::set<uint32_t>& owned() const { return owned_; }
   bool writer() const { return writer_; }
+  bool gated() const { return gated_; }
 
   static std::string PartitionLease(uint32_t p);
   static constexpr const char* kWriterLease = "edge-writer";
@@ -55,6 +61,7 @@ class Ownership {
   const uint32_t partitions_;
   std::set<uint32_t> owned_;
   bool writer_ = false;
+  bool gated_ = false;  // holds "gated.<id>"
 };
 
 }  // namespace palisade::cluster

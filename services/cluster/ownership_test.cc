@@ -1,6 +1,7 @@
 #include "services/cluster/ownership.h"
 
 #include <map>
+#include <set>
 #include <memory>
 #include <vector>
 
@@ -44,7 +45,7 @@ class OwnershipTest : public ::testing::Test {
   // One round: every node in `ids` ticks once, then the clock moves a third of a term.
   void Round(const std::vector<std::string>& ids) {
     for (const std::string& id : ids) {
-      auto change = nodes_[id].ownership->Tick();
+      auto change = nodes_[id].ownership->Tick(gated_.count(id) == 0);
       ASSERT_TRUE(change.ok()) << id << ": " << change.status();
     }
     clock_.Advance(absl::Seconds(5));
@@ -67,6 +68,7 @@ class OwnershipTest : public ::testing::Test {
   SimulatedClock clock_;
   std::unique_ptr<NatsServerForTests> server_;
   std::map<std::string, Node> nodes_;
+  std::set<std::string> gated_;  // nodes that may not own partitions (Tick(false))
 };
 
 TEST_F(OwnershipTest, NodesSharePartitionsAndOneWritesThroughJoinsAndDeaths) {
@@ -110,6 +112,56 @@ TEST_F(OwnershipTest, ACleanStopHandsOverAtOnce) {
   EXPECT_TRUE(change->writer_gained);
   EXPECT_EQ(change->live_nodes, 1u);
   ExpectPartitioned({left}, 12);
+}
+
+// A node whose rules differ from the cluster's (issue 17): it stays a member and may write, but
+// holds no partition; the others share its partitions, and it takes its share back once its
+// rules agree.
+TEST_F(OwnershipTest, ANodeThatMayNotOwnPartitionsReleasesThemAndTheOthersTakeThem) {
+  Add("a");
+  Add("b");
+  Add("c");
+  for (int i = 0; i < 3; ++i) Round({"a", "b", "c"});
+  ExpectPartitioned({"a", "b", "c"}, 4);
+  const std::string writer =
+      nodes_["a"].ownership->writer() ? "a" : nodes_["b"].ownership->writer() ? "b" : "c";
+  const std::string other = writer == "a" ? "b" : "a";
+
+  // A node that does not write is gated: its first tick gives back all it held.
+  gated_ = {other};
+  auto change = nodes_[other].ownership->Tick(false);
+  ASSERT_TRUE(change.ok()) << change.status();
+  EXPECT_EQ(change->lost.size(), 4u);
+  EXPECT_TRUE(change->gained.empty());
+  EXPECT_EQ(change->live_nodes, 3u) << "it stays a member";
+  EXPECT_TRUE(nodes_[other].ownership->owned().empty());
+  EXPECT_TRUE(nodes_[other].ownership->gated());
+  // The two others share all the partitions (not a third each, leaving a third unowned).
+  std::vector<std::string> owners;
+  for (const std::string id : {"a", "b", "c"}) {
+    if (id != other) owners.push_back(id);
+  }
+  for (int i = 0; i < 3; ++i) Round({"a", "b", "c"});
+  ExpectPartitioned(owners, 6);
+  EXPECT_TRUE(nodes_[other].ownership->owned().empty());
+
+  // The writer gated too keeps writing (the writer's rules are the cluster's: it publishes
+  // them), and gives its partitions to the one node left.
+  gated_ = {other, writer};
+  for (int i = 0; i < 3; ++i) Round({"a", "b", "c"});
+  std::string last;
+  for (const std::string id : {"a", "b", "c"}) {
+    if (id != other && id != writer) last = id;
+  }
+  EXPECT_EQ(nodes_[last].ownership->owned().size(), kPartitions);
+  EXPECT_TRUE(nodes_[writer].ownership->writer());
+  EXPECT_TRUE(nodes_[writer].ownership->owned().empty());
+
+  // Rules agreeing again: back to a third each.
+  gated_.clear();
+  for (int i = 0; i < 3; ++i) Round({"a", "b", "c"});
+  ExpectPartitioned({"a", "b", "c"}, 4);
+  EXPECT_FALSE(nodes_[other].ownership->gated());
 }
 
 }  // namespace

@@ -581,6 +581,11 @@ int Run() {
       router.store(match_router.get());
       return absl::OkStatus();
     };
+    // The rule set gate: a node whose rules differ from the writer's (the cluster's) holds no
+    // partition lease, so the others count its partitions (ClusterNode::Tick).
+    co.may_own_partitions = [&]() -> absl::Status {
+      return partition_counter != nullptr ? partition_counter->CheckRuleSet() : absl::OkStatus();
+    };
     co.partitions_changed = [&](const std::set<uint32_t>& gained, const std::set<uint32_t>& lost) {
       cluster::Ownership::Change change;
       change.gained = gained;
