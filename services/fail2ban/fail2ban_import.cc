@@ -787,8 +787,38 @@ std::string RewriteForKeyPlacement(std::string re, std::vector<std::string>* not
   return re;
 }
 
+// `(?P<name>X)` ... `(?P=name)`: the back-reference becomes `(?:X)` (looser: the two need not
+// be the same text; sendmail-reject's `(?P=email)`, openwebmail's `(?P=USER)`, stunnel's
+// `(?P=CODE)`). Not when X holds a named group (the address's among them). The regex still
+// goes through the loader's key check. Returns how many it inlined.
+int InlineBackReferences(std::string* re) {
+  static const LazyRE2 kRef = {"\\(\\?P=(\\w+)\\)"};
+  int n = 0;
+  std::string name;
+  for (int round = 0; round < 8 && RE2::PartialMatch(*re, *kRef, &name); ++round) {
+    const size_t open = re->find(absl::StrCat("(?P<", name, ">"));
+    std::vector<std::pair<size_t, size_t>> groups;
+    if (open == std::string::npos || !ScanGroups(*re, &groups)) break;
+    size_t close = std::string::npos;
+    for (const auto& [o, c] : groups) {
+      if (o == open) close = c;
+    }
+    if (close == std::string::npos) break;
+    const size_t body = open + name.size() + 5;
+    const std::string x = re->substr(body, close - body);
+    if (absl::StrContains(x, "(?P<") || absl::StrContains(x, "(?P=")) break;
+    absl::StrReplaceAll({{absl::StrCat("(?P=", name, ")"), absl::StrCat("(?:", x, ")")}}, re);
+    ++n;
+  }
+  return n;
+}
+
 // RE2 equivalents of Python syntax; appends what it rewrote to `notes`.
 std::string Rewrite(std::string re, std::vector<std::string>* notes) {
+  if (int n = InlineBackReferences(&re); n > 0) {
+    notes->push_back(absl::StrCat("(?P=name) -> the group's pattern (looser: not the same text; ",
+                                  n, " inlined)"));
+  }
   if (absl::StrContains(re, "\\Z")) {
     absl::StrReplaceAll({{"\\Z", "\\z"}}, &re);
     notes->push_back("\\Z -> \\z");

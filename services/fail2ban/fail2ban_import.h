@@ -34,12 +34,14 @@
 //     the session noted. Outside a session, a `<F-NOFAIL>` regex never counts and is dropped;
 //   - refused, with the reason: `<F-ID>` (a failure id other than an address), host names
 //     (`<DNS>`), `<SKIPLINES>` (multi-line buffers), Python-only syntax that has no rewrite
-//     below (look-ahead/behind, back-references, `(?P=name)`, atomic groups, possessive
+//     below (look-ahead/behind, numbered back-references, atomic groups, possessive
 //     quantifiers), a regex RE2 does not compile, a failregex without an address outside a
 //     session, and one whose address a client could choose (services/engine/rule_set.h,
 //     AnalyzeKeyPlacement: address keys cannot opt out, so the regex is refused, not waved
 //     through);
-//   - rewritten, when RE2 has an equivalent: `\Z` → `\z`, `{,n}` → `{0,n}`;
+//   - rewritten, when RE2 has an equivalent: `\Z` → `\z`, `{,n}` → `{0,n}`; a named
+//     back-reference `(?P=name)` → the pattern of its group (looser: not the same text;
+//     sendmail-reject's `(?P=email)`, openwebmail's `(?P=USER)`, stunnel's `(?P=CODE)`);
 //     `(?:\w+ (?!W\b)){m,n}\w+ W` → `(?:\w+ ){m,n}\w+ W` (sshd's __alg_match: the guard only
 //     stops a round from taking the word required next); a negative look-ahead outside every
 //     group, `A(?!X)B`, → the failregex `AB` and the ignore pattern `A(?:X)` on its rule

@@ -621,6 +621,24 @@ TEST(Fail2banImportTest, TailsAfterTheKeyAreTightenedNeverTheCheck) {
                 .count("198.51.100.7"),
             0u);
 
+  // A back-reference (sendmail-reject's `(?P=email)`) becomes the group's pattern (looser: any
+  // address, not the same one); the key check still judges the regex.
+  const RegexReport* relaying = FindReport(*imported, "Relaying denied");
+  ASSERT_NE(relaying, nullptr);
+  EXPECT_EQ(relaying->outcome, RegexOutcome::kRewritten) << relaying->reason;
+  EXPECT_THAT(relaying->reason, HasSubstr("(?P=name) -> the group's pattern"));
+  const std::string sm = "Feb 25 03:01:10 mx sm-mta[27713]: ";
+  EXPECT_EQ(m.Keys(absl::StrCat(sm, "ruleset=check_rcpt, arg1=<a@example.org>, relay=h.example "
+                                    "[203.0.113.40], reject=550 5.7.1 <a@example.org>... "
+                                    "Relaying denied")),
+            std::set<std::string>{"203.0.113.40"});
+  for (const char* arg : {"<x@[198.51.100.7]>", "<x@y>,relay=[198.51.100.7],"}) {
+    std::set<std::string> keys = m.Keys(
+        absl::StrCat(sm, "ruleset=check_rcpt, arg1=", arg, ", relay=h [203.0.113.41], "
+                     "reject=550 5.7.1 ", arg, "... Relaying denied"));
+    EXPECT_EQ(keys.count("198.51.100.7"), 0u) << arg;
+  }
+
   // Solaris' message id before the message.
   EXPECT_EQ(m.Keys("Apr 29 20:12:08 host sshd[63814]: [ID 800047 auth.info] Failed "
                    "keyboard-interactive for james from 203.0.113.22 port 54520 ssh2"),
