@@ -56,6 +56,27 @@ check(service.get("LoadCredential", "").startswith("cloudflare-token:"), "LoadCr
 # A DynamicUser reads neither the journal nor /var/log/auth.log without these groups.
 check({"systemd-journal", "adm"} <= set(service.get("SupplementaryGroups", "").split()),
       "systemd SupplementaryGroups lets the inputs read the journal and /var/log")
+# The NATS JetStream cluster for cluster mode (nats.yaml): three servers for R3, each routed to
+# all three through the headless service, JetStream on a persistent volume.
+nats = next((d for (k, p), d in docs.items() if k == "StatefulSet" and p.endswith("nats.yaml")), None)
+check(nats is not None, "a NATS StatefulSet in nats.yaml")
+if nats:
+    check(nats["spec"]["replicas"] == 3, "three NATS servers (R3 needs a quorum of two)")
+    headless = docs.get(("Service", "deploy/kubernetes/nats.yaml"), {})
+    check(headless.get("spec", {}).get("clusterIP") == "None" and
+          nats["spec"]["serviceName"] == headless.get("metadata", {}).get("name"),
+          "NATS behind a headless service named by the StatefulSet")
+    conf = docs.get(("ConfigMap", "deploy/kubernetes/nats.yaml"), {}).get("data", {}).get(
+        "nats.conf", "")
+    check("jetstream" in conf and "store_dir: /data" in conf, "NATS JetStream on the volume")
+    routes = [f"nats-route://nats-{i}.{headless['metadata']['name']}:6222" for i in range(3)]
+    check(all(r in conf for r in routes), "every NATS server routed to all three")
+    check(nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data",
+          "a volume per NATS server")
+with open("deploy/kubernetes/palisade-cluster.textproto") as f:
+    cluster = f.read()
+check(all(f"nats://nats-{i}.nats-cluster:4222" in cluster for i in range(3)),
+      "the cluster config names the three NATS servers")
 with open("deploy/systemd/palisade.textproto") as f:
     check("/run/credentials/palisaded.service/cloudflare-token" in f.read(),
           "systemd config reads the credential")
