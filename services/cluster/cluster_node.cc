@@ -221,6 +221,7 @@ void ClusterNode::Run() {
   // Waits in short real-time steps and ticks when the injected clock says so: a simulated clock
   // moved forward makes the next tick come at once.
   for (;;) {
+    RunPosted();
     if (options_.poll) {
       const absl::Time polled = absl::Now();
       options_.poll();
@@ -239,7 +240,22 @@ void ClusterNode::Run() {
   }
 }
 
+void ClusterNode::RunOnThread(std::function<void()> task) {
+  absl::MutexLock lock(&posted_mu_);
+  posted_.push_back(std::move(task));
+}
+
+void ClusterNode::RunPosted() {
+  std::vector<std::function<void()>> tasks;
+  {
+    absl::MutexLock lock(&posted_mu_);
+    tasks.swap(posted_);
+  }
+  for (std::function<void()>& task : tasks) task();
+}
+
 void ClusterNode::Tick() {
+  RunPosted();
   // The rule set gate: a node whose rules differ from the cluster's owns no partition (their
   // matches would wait for it, unopened, while the others could count them).
   std::string error;

@@ -137,8 +137,14 @@ class ClusterNode {
   // at once, stops the replica. Idempotent.
   void Stop();
 
-  // One tick (see Ownership::Tick), then the writer and the partitions brought in line.
+  // One tick (see Ownership::Tick), then the writer and the partitions brought in line. Runs
+  // what RunOnThread posted first.
   void Tick();
+
+  // Runs `task` on the node's thread (the one that ticks and polls: what the partition counter
+  // requires), before its next poll or tick, in the order posted; never blocks. E.g. a rule
+  // reload (ApplyRuleReload). Tasks still posted at Stop are dropped.
+  void RunOnThread(std::function<void()> task);
 
   // A manual ban / unban carried out by the writer (its answer, same code and text on error);
   // kUnavailable when no writer answered within command_deadline.
@@ -176,6 +182,7 @@ class ClusterNode {
   // Waits until this node's replica applied what the stream holds now.
   bool CatchUp(absl::Duration timeout);
   void Log(const std::string& m) const;
+  void RunPosted();
   void RunForwarder();
   absl::StatusOr<std::string> ApplyDetection(absl::string_view body);
 
@@ -204,6 +211,8 @@ class ClusterNode {
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
   absl::Notification stopping_;
   std::thread thread_;
+  absl::Mutex posted_mu_;
+  std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(posted_mu_);
   // Detections waiting for the writer: (command id, body), oldest first.
   absl::Mutex forward_mu_;
   std::deque<std::pair<std::string, std::string>> forward_queue_ ABSL_GUARDED_BY(forward_mu_);

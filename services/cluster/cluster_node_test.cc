@@ -273,6 +273,21 @@ TEST_F(ClusterNodeTest, ANodeWhoseRulesDifferOwnsNoPartitionAndSaysWhy) {
   EXPECT_EQ(st.last_error, "");
 }
 
+// What RunOnThread posts (a rule reload) runs on the ticking thread before its next tick, in
+// order, and not before.
+TEST_F(ClusterNodeTest, PostedTasksRunOnTheNodesThreadAtItsNextTick) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  ASSERT_NE(a->node, nullptr);
+  std::vector<int> ran;
+  a->node->RunOnThread([&ran] { ran.push_back(1); });
+  a->node->RunOnThread([&ran] { ran.push_back(2); });
+  EXPECT_TRUE(ran.empty());
+  a->node->Tick();
+  EXPECT_THAT(ran, ElementsAre(1, 2));
+  a->node->Tick();
+  EXPECT_THAT(ran, ElementsAre(1, 2)) << "once";
+}
+
 TEST_F(ClusterNodeTest, NoServerAnsweringIsAClearError) {
   DecisionTable table(clock_);
   prometheus::Registry registry;

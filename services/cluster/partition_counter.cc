@@ -606,4 +606,19 @@ std::vector<PartitionCounter::PartitionStatus> PartitionCounter::partitions() co
   return status_;
 }
 
+absl::StatusOr<std::string> ApplyRuleReload(std::shared_ptr<const RuleSet> rules,
+                                            MatchRouter& router, PartitionCounter& counter,
+                                            bool writer) {
+  std::string version = RuleSetVersion(*rules);
+  router.SetRuleSetVersion(version);
+  counter.SetRules(std::move(rules), version);
+  if (writer) {
+    if (absl::Status s = counter.PublishRuleSet(); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("cluster: rule set version ", version,
+                                                 " not published: ", s.message()));
+    }
+  }
+  return version;
+}
+
 }  // namespace palisade::cluster

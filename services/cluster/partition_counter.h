@@ -48,6 +48,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "services/cluster/match_router.h"
 #include "services/cluster/nats_client.h"
 #include "services/cluster/ownership.h"
 #include "services/common/clock.h"
@@ -212,6 +213,18 @@ class PartitionCounter {
   std::vector<PartitionStatus> status_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> unopened_status_ ABSL_GUARDED_BY(mu_);
 };
+
+// A rule reload on a clustered node (SIGHUP, Admin.ReloadRules), on the node's thread (the
+// counter's; ClusterNode::RunOnThread): the router's matches carry the new RuleSetVersion from
+// now on, each owned partition counts with the new rules (windows of rules that keep their id
+// kept), and when this node writes, the new version is published as the cluster's, so the nodes
+// with other rules (their reload failed, or not done yet) release their partitions until they
+// agree (ClusterNodeOptions::may_own_partitions). Returns the new version; an error of the
+// publish (the local rules changed all the same; the writer publishes again when it next gains
+// the lease, and an operator reloads again).
+absl::StatusOr<std::string> ApplyRuleReload(std::shared_ptr<const RuleSet> rules,
+                                            MatchRouter& router, PartitionCounter& counter,
+                                            bool writer);
 
 }  // namespace palisade::cluster
 

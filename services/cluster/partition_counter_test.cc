@@ -570,6 +570,59 @@ TEST_F(PartitionCounterTest, AnotherRuleSetVersionIsRefused) {
   EXPECT_TRUE((*other)->unopened().empty());
 }
 
+// A rule reload (issue 17): the reloading node's matches carry the new version, its partitions
+// count with the new rules, and the writer's new version is the cluster's: a node whose rules
+// were not reloaded is refused partitions and its matches are refused, until it reloads too.
+TEST_F(PartitionCounterTest, ARuleReloadIsFollowedAndTheWritersVersionGatesTheOthers) {
+  std::string pack(kPack);
+  pack.replace(pack.find("count: 5"), 8, "count: 3");
+  auto parsed = ParseRulePack(pack, "test.textproto");
+  ASSERT_TRUE(parsed.ok()) << parsed.status();
+  auto compiled = RuleSet::Compile({*parsed});
+  ASSERT_TRUE(compiled.ok()) << compiled.status();
+  std::shared_ptr<const RuleSet> reloaded = *compiled;
+  const std::string v2 = RuleSetVersion(*reloaded);
+  ASSERT_NE(v2, version_);
+
+  auto web1 = Node("web-1");
+  auto web2 = Node("web-2");
+  Writer writer;
+  auto owner = Counter("owner", writer);  // the writer
+  auto other = Counter("other", writer);
+  ASSERT_TRUE(owner->PublishRuleSet().ok());
+  ASSERT_TRUE(owner->Apply(All()).ok());
+  ASSERT_TRUE(other->CheckRuleSet().ok());
+
+  // The writer and web-1 reload (on the writer, web-1's matching and the counting are one node's
+  // in palisaded; two here): the cluster's version is the new one.
+  absl::StatusOr<std::string> v = ApplyRuleReload(reloaded, *web1->router, *owner, true);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_EQ(*v, v2);
+  const absl::Status gated = other->CheckRuleSet();
+  EXPECT_EQ(gated.code(), absl::StatusCode::kFailedPrecondition) << gated;
+  EXPECT_TRUE(absl::StrContains(gated.message(), v2)) << gated;
+
+  // Three failures under the new rules (threshold 3) are one detection; web-2's match, of the
+  // old version, is refused.
+  const std::string ip = "198.51.100.77";
+  for (int i = 0; i < 3; ++i) Fail(*web1, ip, i);
+  Fail(*web2, ip, 5);
+  PollUntilRead(*owner, 4);
+  EXPECT_EQ(owner->stats().counted, 3u);
+  EXPECT_EQ(owner->stats().refused_version, 1u);
+  ASSERT_EQ(writer.all.size(), 1u);
+  EXPECT_EQ(writer.all[0].detection.key, ip);
+
+  // web-2's node reloads too (not the writer: it publishes nothing): the gate opens.
+  v = ApplyRuleReload(reloaded, *web2->router, *other, false);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_TRUE(other->CheckRuleSet().ok());
+  EXPECT_TRUE(owner->CheckRuleSet().ok());
+  Fail(*web2, ip, 6);
+  PollUntilRead(*owner, 5);
+  EXPECT_EQ(owner->stats().counted, 4u);
+}
+
 // A token-fingerprint match never leaves its node.
 TEST_F(PartitionCounterTest, TokenMatchesAreNotRouted) {
   auto web1 = Node("web-1");

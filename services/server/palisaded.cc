@@ -640,8 +640,27 @@ int Run() {
   const palisade::v1::Config loaded = *config;
   // In a cluster the dispatcher comes and goes with the writer lease: Admin does not hold it.
   std::shared_ptr<Edge> fixed_edge = clustered ? nullptr : edge_slot.get();
+  // A rule reload (SIGHUP, Admin.ReloadRules) in a cluster: on the node's thread, the router's
+  // version and the partitions' rules follow, and the writer publishes the new version (nodes
+  // whose reload failed keep their rules and are gated off the partitions).
+  cluster::ClusterNode* reload_node = cluster_node.get();
+  auto reload_rules = [loaded, reload_node, &match_router, &partition_counter]()
+      -> absl::StatusOr<std::shared_ptr<const RuleSet>> {
+    absl::StatusOr<std::shared_ptr<const RuleSet>> r = LoadRules(loaded);
+    if (!r.ok() || reload_node == nullptr) return r;
+    std::shared_ptr<const RuleSet> rules = *r;
+    reload_node->RunOnThread([rules, reload_node, &match_router, &partition_counter] {
+      absl::StatusOr<std::string> v = cluster::ApplyRuleReload(
+          rules, *match_router, *partition_counter, reload_node->writer());
+      Log(v.ok() ? absl::StrCat("cluster: rule set ", *v, reload_node->writer()
+                                                            ? " (published as the cluster's)"
+                                                            : "")
+                 : std::string(v.status().message()));
+    });
+    return r;
+  };
   AdminService admin(
-      pipeline, table, clock, [loaded] { return LoadRules(loaded); }, *registry, kVersion,
+      pipeline, table, clock, reload_rules, *registry, kVersion,
       fixed_edge ? &fixed_edge->dispatcher() : nullptr);
   admin.SetBouncerApi(bouncer_api.get());
   if (cluster_node) {
