@@ -304,6 +304,14 @@ absl::Status ValidateCluster(const std::string& file, palisade::v1::ClusterConfi
   if (term < absl::Seconds(3) || term > absl::Minutes(5)) {
     return bad("lease_term", absl::StrCat(absl::FormatDuration(term), " is not within 3s..5m"));
   }
+  if (!cluster->has_matches_max_age()) {
+    *cluster->mutable_matches_max_age() = ToProtoDuration(absl::Hours(24));
+  }
+  const absl::Duration max_age = FromProtoDuration(cluster->matches_max_age());
+  if (max_age < absl::Hours(1) || max_age > absl::Hours(24 * 30)) {
+    return bad("matches_max_age",
+               absl::StrCat(absl::FormatDuration(max_age), " is not within 1h..30d"));
+  }
   if (cluster->replicas() == 0) cluster->set_replicas(servers.size() >= 3 ? 3 : 1);
   if (cluster->replicas() != 1 && cluster->replicas() != 3) {
     return bad("replicas", absl::StrCat(cluster->replicas(), " is neither 1 nor 3"));

@@ -547,6 +547,8 @@ int Run() {
       spec.name = "PALISADE_MATCHES";
       spec.subjects = {"palisade.matches.*"};
       spec.replicas = static_cast<int>(cc.replicas());
+      // Bounded: a take-over needs only the matches since the partition's last snapshot.
+      spec.max_age = FromProtoDuration(cc.matches_max_age());
       if (absl::Status s = nats.EnsureStream(spec); !s.ok()) return s;
       cluster::MatchPublisherOptions po;
       po.node_id = cc.node_id();
