@@ -774,6 +774,32 @@ const ReNode* FindRepeat(const ReNode& n, const Pred& pred, const ReNode* skip =
   return nullptr;
 }
 
+// Whether `n` holds a class that can take free text: one of more than 32 bytes, or of more than
+// two with a letter (`\w`, `[a-z]`; not a literal word, nor digits, signs and dots).
+bool HoldsFreeClass(const ReNode& n) {
+  if (n.kind == ReNode::kChars) {
+    const size_t size = n.chars.count();
+    return size > 32 || (size > 2 && (n.chars & (Range('a', 'z') | Range('A', 'Z'))).any());
+  }
+  for (const ReNode& s : n.subs) {
+    if (HoldsFreeClass(s)) return true;
+  }
+  return false;
+}
+
+// How many optional copies of a piece holding a free class `n` holds: copies add up to a field
+// of variable width, as `.{0,16}` is one (`.?.?.?`, `(?:.?){16}`, `(?:\w)?(?:\w)?`), which
+// no one repetition shows. An optional literal word, or a time's optional fraction and offset,
+// counts nothing.
+int FreeOptionalCopies(const ReNode& n) {
+  int count = 0;
+  for (const ReNode& s : n.subs) count += FreeOptionalCopies(s);
+  if (n.kind != ReNode::kRepeat) return count;
+  if (n.min != n.max && HoldsFreeClass(n)) count += 1;
+  if (n.max == -1) return count + 2;  // unbounded: a field whatever it holds
+  return count * std::max(n.max, 1);
+}
+
 // A nondeterministic automaton over byte sets, built from parsed pattern pieces: for the
 // question whether a client's copy of a key can win (AnalyzeKeyPlacement).
 class ByteNfa {
@@ -1277,6 +1303,23 @@ absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern, absl
     } else if (IsMultiRepeat(*node)) {
       out.follows_field = true;
       out.field = quote(*node);
+    }
+  }
+  if (!out.follows_field) {
+    int copies = 0;
+    const ReNode* first = nullptr;
+    for (const auto& [node, index] : path) {
+      if (node->kind != ReNode::kConcat) continue;
+      for (size_t j = 0; j < index; ++j) {
+        const int c = FreeOptionalCopies(node->subs[j]);
+        if (c > 0 && first == nullptr) first = &node->subs[j];
+        copies += c;
+      }
+    }
+    if (copies >= 2) {
+      out.follows_field = true;
+      out.field = absl::StrCat("optional pieces that together hold a field of free text (",
+                               quote(*first), " and those after it)");
     }
   }
 

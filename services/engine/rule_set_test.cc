@@ -219,6 +219,34 @@ TEST(KeyPlacementTest, RefusesBoundedPiecesAfterTheKeyThatSpellTheIntroducer) {
   }
 }
 
+// Optional copies of a free piece before the key are a field of variable width, as `.{0,16}`
+// is: a user name "x from <victim>" fits in them and, with nothing pinning the end, the
+// victim's address is the key (found by the fail2ban importer's helper, 2026-12-02).
+TEST(KeyPlacementTest, OptionalCopiesBeforeTheKeyAreAField) {
+  const std::string sixteen = R"(^Failed password for .?.?.?.?.?.?.?.?.?.?.?.?.?.?.?.? from )"
+                              R"((?P<ip>[0-9A-Fa-f:.]+))";
+  // The attack, through RE2: the key is the address inside the user name.
+  std::string ip;
+  ASSERT_TRUE(RE2::PartialMatch("Failed password for x from 198.51.100.7 from 203.0.113.9 port 22",
+                                sixteen, &ip));
+  EXPECT_EQ(ip, "198.51.100.7");
+  for (const std::string& pattern : {
+           sixteen,
+           std::string(R"(^Failed password for (?:.?){16} from (?P<ip>[0-9A-Fa-f:.]+))"),
+           std::string(R"(^Failed password for (?:\w)?(?:\w)?(?:\w)? ?from (?P<ip>\S+) port)"),
+       }) {
+    const KeyPlacement p = Placement(pattern);
+    EXPECT_TRUE(p.follows_field) << pattern;
+    EXPECT_FALSE(p.safe()) << pattern;
+  }
+  // Pinned to the end, the same pieces are accepted (the server's tail decides the key).
+  EXPECT_TRUE(Placement(absl::StrCat(sixteen, " port \\d+ ssh2$")).safe());
+  // Optional pieces of digits, signs and dots (a time's fraction and offset) hold no client
+  // text: no field.
+  EXPECT_FALSE(Placement(R"(^\d\d:\d\d:\d\d(?:\.\d{3})?(?: [+-]\d{4})? refused (?P<ip>[0-9.]+))")
+                   .follows_field);
+}
+
 TEST(KeyPlacementTest, AcceptsKeysTheServerWrote) {
   const KeyPlacement fixed = Placement(
       R"(^Failed (?:password|publickey) for (?:invalid user )?(?P<user>.*?) from )"
