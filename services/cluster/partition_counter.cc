@@ -606,6 +606,22 @@ std::vector<PartitionCounter::PartitionStatus> PartitionCounter::partitions() co
   return status_;
 }
 
+std::string LogThrottle::Note(absl::string_view message) {
+  const absl::Time now = clock_.TimeNow();
+  if (now - last_ < every_) {
+    ++held_;
+    return "";
+  }
+  last_ = now;
+  std::string line(message);
+  if (held_ > 0) {
+    absl::StrAppend(&line, " (and ", held_, " more since the last such line, ",
+                    absl::FormatDuration(every_), " at most between them)");
+  }
+  held_ = 0;
+  return line;
+}
+
 absl::StatusOr<std::string> ApplyRuleReload(std::shared_ptr<const RuleSet> rules,
                                             MatchRouter& router, PartitionCounter& counter,
                                             bool writer) {

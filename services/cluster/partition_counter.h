@@ -214,6 +214,24 @@ class PartitionCounter {
   std::vector<uint32_t> unopened_status_ ABSL_GUARDED_BY(mu_);
 };
 
+// Keeps an error repeated at every Poll (the writer away: every 20 ms) from flooding the log:
+// the first is logged, then at most one line per `every` on the clock, saying how many came
+// since. Not thread-safe (the node's thread's).
+class LogThrottle {
+ public:
+  explicit LogThrottle(Clock& clock, absl::Duration every = absl::Minutes(1))
+      : clock_(clock), every_(every) {}
+  // What to log for `message` now: the message (with the count of those not logged since the
+  // last line), or "" for nothing.
+  std::string Note(absl::string_view message);
+
+ private:
+  Clock& clock_;
+  const absl::Duration every_;
+  absl::Time last_ = absl::InfinitePast();
+  uint64_t held_ = 0;
+};
+
 // A rule reload on a clustered node (SIGHUP, Admin.ReloadRules), on the node's thread (the
 // counter's; ClusterNode::RunOnThread): the router's matches carry the new RuleSetVersion from
 // now on, each owned partition counts with the new rules (windows of rules that keep their id

@@ -570,6 +570,26 @@ TEST_F(PartitionCounterTest, AnotherRuleSetVersionIsRefused) {
   EXPECT_TRUE((*other)->unopened().empty());
 }
 
+// The writer away, Poll fails every 20 ms: the log has the first and then one line a minute
+// with the count.
+TEST(LogThrottleTest, FirstThenOnceAMinuteWithTheCount) {
+  SimulatedClock clock;
+  LogThrottle throttle(clock);
+  EXPECT_EQ(throttle.Note("writer away"), "writer away");
+  for (int i = 0; i < 2999; ++i) {
+    clock.Advance(absl::Milliseconds(20));
+    EXPECT_EQ(throttle.Note("writer away"), "") << i;
+  }
+  clock.Advance(absl::Milliseconds(20));  // a minute after the first
+  const std::string line = throttle.Note("writer away");
+  EXPECT_TRUE(absl::StrContains(line, "writer away")) << line;
+  EXPECT_TRUE(absl::StrContains(line, "2999 more")) << line;
+  clock.Advance(absl::Seconds(1));
+  EXPECT_EQ(throttle.Note("writer away"), "");
+  clock.Advance(absl::Minutes(5));  // quiet, then again: logged at once, with the one held
+  EXPECT_TRUE(absl::StrContains(throttle.Note("writer back away"), "1 more"));
+}
+
 // A rule reload (issue 17): the reloading node's matches carry the new version, its partitions
 // count with the new rules, and the writer's new version is the cluster's: a node whose rules
 // were not reloaded is refused partitions and its matches are refused, until it reloads too.

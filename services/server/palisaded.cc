@@ -602,9 +602,13 @@ int Run() {
         Log(absl::StrCat("cluster: windows not saved before the hand-over: ", s.message()));
       }
     };
-    co.poll = [&] {
+    // A failing Poll (the writer away) fails every 20 ms: logged first, then once a minute.
+    auto poll_log = std::make_shared<cluster::LogThrottle>(clock);
+    co.poll = [&, poll_log] {
       if (absl::StatusOr<size_t> polled = partition_counter->Poll(); !polled.ok()) {
-        Log(absl::StrCat("cluster: counting partitions: ", polled.status().message()));
+        std::string line = poll_log->Note(
+            absl::StrCat("cluster: counting partitions: ", polled.status().message()));
+        if (!line.empty()) Log(line);
       }
     };
     co.writer_started = [&] {
