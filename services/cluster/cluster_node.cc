@@ -181,6 +181,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
   node->forwarder_ = std::thread([self] { self->RunForwarder(); });
   node->Tick();
   if (node->options_.run_thread) node->thread_ = std::thread([self] { self->Run(); });
+  node->started_ = true;
   return node;
 }
 
@@ -194,7 +195,7 @@ void ClusterNode::Stop() {
   }
   stopping_.Notify();
   if (thread_.joinable()) thread_.join();
-  if (options_.stopping) options_.stopping();
+  if (started_ && options_.stopping) options_.stopping();
   if (writing_.load()) StepDown("stopping");
   if (ownership_ != nullptr) {
     if (absl::Status s = ownership_->ReleaseAll(); !s.ok()) {
@@ -536,31 +537,38 @@ ClusterNodeStatus ClusterNode::Status() {
   s.nats_connected =
       natsConnection_Status(nats_->connection()) == NATS_CONN_STATUS_CONNECTED;
   std::vector<std::string> errors;
-  if (auto w = leases_->HolderOf(Ownership::kWriterLease); w.ok()) {
-    if (w->has_value()) s.writer_node = (*w)->node;
-  } else {
-    errors.push_back(std::string(w.status().message()));
-  }
-  if (auto nodes = leases_->LiveWithPrefix("node."); nodes.ok()) {
-    for (const auto& [name, holder] : *nodes) s.live_nodes.push_back(holder.node);
-  } else {
-    errors.push_back(std::string(nodes.status().message()));
-  }
-  if (auto parts = leases_->LiveWithPrefix("partition."); parts.ok()) {
-    for (const auto& [name, holder] : *parts) {
-      uint32_t p = 0;
-      if (absl::SimpleAtoi(name.substr(name.rfind('.') + 1), &p)) s.partition_owners[p] = holder.node;
-    }
-  } else {
-    errors.push_back(std::string(parts.status().message()));
-  }
   s.applied_through = replica_->applied_through();
-  if (auto st = nats_->State(kDecisionStream); st.ok()) {
-    s.stream_last_sequence = st->last_sequence;
-    s.replica_lag =
-        st->last_sequence > s.applied_through ? st->last_sequence - s.applied_through : 0;
+  // Without NATS every read below would wait out its timeout (four of 5 s): say so at once.
+  if (!s.nats_connected) {
+    errors.push_back("not connected to NATS: leases and the decision log not read");
   } else {
-    errors.push_back(std::string(st.status().message()));
+    if (auto w = leases_->HolderOf(Ownership::kWriterLease); w.ok()) {
+      if (w->has_value()) s.writer_node = (*w)->node;
+    } else {
+      errors.push_back(std::string(w.status().message()));
+    }
+    if (auto nodes = leases_->LiveWithPrefix("node."); nodes.ok()) {
+      for (const auto& [name, holder] : *nodes) s.live_nodes.push_back(holder.node);
+    } else {
+      errors.push_back(std::string(nodes.status().message()));
+    }
+    if (auto parts = leases_->LiveWithPrefix("partition."); parts.ok()) {
+      for (const auto& [name, holder] : *parts) {
+        uint32_t p = 0;
+        if (absl::SimpleAtoi(name.substr(name.rfind('.') + 1), &p)) {
+          s.partition_owners[p] = holder.node;
+        }
+      }
+    } else {
+      errors.push_back(std::string(parts.status().message()));
+    }
+    if (auto st = nats_->State(kDecisionStream); st.ok()) {
+      s.stream_last_sequence = st->last_sequence;
+      s.replica_lag =
+          st->last_sequence > s.applied_through ? st->last_sequence - s.applied_through : 0;
+    } else {
+      errors.push_back(std::string(st.status().message()));
+    }
   }
   {
     absl::MutexLock lock(&status_mu_);

@@ -209,6 +209,9 @@ class ClusterNode {
   bool gated_ ABSL_GUARDED_BY(status_mu_) = false;
   absl::Mutex stop_mu_;
   bool stopped_ ABSL_GUARDED_BY(stop_mu_) = false;
+  // Start returned the node: the `stopping` hook may run (a node that failed half-way, say in
+  // NatsClient::Connect, made nothing it would save).
+  bool started_ = false;
   absl::Notification stopping_;
   std::thread thread_;
   absl::Mutex posted_mu_;

@@ -604,7 +604,32 @@ int Run() {
     };
     // A failing Poll (the writer away) fails every 20 ms: logged first, then once a minute.
     auto poll_log = std::make_shared<cluster::LogThrottle>(clock);
-    co.poll = [&, poll_log] {
+    // The publisher's queue, where matches wait while NATS is away (bounded in bytes; what it
+    // could not keep is dropped and counted), read on each poll.
+    prometheus::Gauge& queued_gauge = prometheus::BuildGauge()
+                                          .Name("palisade_cluster_matches_queued_bytes")
+                                          .Help("Matches this node made and has not yet had "
+                                                "acknowledged by NATS, in bytes (bounded).")
+                                          .Register(*registry)
+                                          .Add({});
+    auto& published_family = prometheus::BuildCounter()
+                                 .Name("palisade_cluster_matches_total")
+                                 .Help("Matches this node routed to their partitions, by "
+                                       "result (published: acknowledged by the stream; "
+                                       "dropped: the queue was full).")
+                                 .Register(*registry);
+    prometheus::Counter& published_counter = published_family.Add({{"result", "published"}});
+    prometheus::Counter& dropped_counter = published_family.Add({{"result", "dropped"}});
+    auto seen = std::make_shared<std::pair<uint64_t, uint64_t>>(0, 0);  // published, dropped
+    co.poll = [&, poll_log, seen] {
+      if (match_publisher != nullptr) {
+        queued_gauge.Set(static_cast<double>(match_publisher->queued_bytes()));
+        const uint64_t published = match_publisher->published();
+        const uint64_t dropped = match_publisher->dropped();
+        published_counter.Increment(static_cast<double>(published - seen->first));
+        dropped_counter.Increment(static_cast<double>(dropped - seen->second));
+        *seen = {published, dropped};
+      }
       if (absl::StatusOr<size_t> polled = partition_counter->Poll(); !polled.ok()) {
         std::string line = poll_log->Note(
             absl::StrCat("cluster: counting partitions: ", polled.status().message()));
