@@ -4,9 +4,11 @@
 #ifndef PALISADE_RULES_SHIPPED_PACKS_H_
 #define PALISADE_RULES_SHIPPED_PACKS_H_
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "services/engine/rule_set.h"
 
@@ -18,6 +20,12 @@ std::vector<std::string> FilesIn(const std::string& dir, absl::string_view suffi
 
 // The CIDR sets the shipped packs name (cloudflare_token_ips).
 CidrSets ShippedPackCidrSets();
+
+// Every pack of `dir` (rules/*.textproto) loaded through LoadRulePackFile and compiled together
+// with ShippedPackCidrSets(): the first pack that does not load is the error, and so are fewer
+// than 10 packs (a data dependency missing).
+absl::StatusOr<std::shared_ptr<const RuleSet>> CompileShippedPacks(
+    const std::string& dir = "rules");
 
 }  // namespace palisade
 

@@ -321,14 +321,13 @@ void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
   CollectCandidates(*index, line, ThreadScratch(), out);
 }
 
-LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& line,
-                           absl::string_view raw, absl::Time time, std::vector<Detection>* out,
-                           uint32_t stream,
-                           const absl::Span<const std::pair<int, int>>* prematched) {
-  LineResult result;
+absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const ParsedLine& line,
+                                   absl::string_view raw, absl::Time time, uint32_t stream,
+                                   const absl::Span<const std::pair<int, int>>* prematched,
+                                   LineResult* result) {
   stats_.lines.fetch_add(1, std::memory_order_relaxed);
-  // First what counts on this line, then the evidence (once, redacted), then the counting: the
-  // evidence must hide every token on the line, found by any rule, before any window keeps it.
+  // First what counts on this line, then the evidence (once, redacted): the evidence must hide
+  // every token on the line, found by any rule, before any window keeps it.
   Scratch& scratch = ThreadScratch();
   std::vector<std::pair<int, absl::string_view>>& counted = scratch.counted;
   std::vector<absl::string_view>& secrets = scratch.secrets;
@@ -349,18 +348,18 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
         for (const auto& ignore : rule.ignores) {
           // No submatches: RE2 runs its DFA alone (PartialMatch would go through its Arg parsing).
           if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) {
-            ++result.ignored;
+            ++result->ignored;
             return false;
           }
         }
         absl::string_view key;
         bool allowlisted = false;
         if (!NormaliseKey(rule, captured, &key, &allowlisted)) {
-          ++result.invalid_keys;
+          ++result->invalid_keys;
           return false;
         }
         if (allowlisted) {
-          ++result.ignored;
+          ++result->ignored;
           return false;
         }
         // The key is copied out: the next rule's NormaliseKey reuses the scratch it points into.
@@ -373,29 +372,43 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
         return true;
       },
       prematched);
-  if (!counted.empty()) {
-    // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
-    // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in
-    // a URL a web rule counts, reaches no decision, event, sink or store.
-    absl::string_view evidence = raw;
-    if ((!secrets.empty() || MayHoldTokenShape(raw)) &&
-        RedactTokenShapes(raw, &scratch.evidence, secrets)) {
-      evidence = scratch.evidence;
-    }
-    for (size_t i = 0; i < counted.size(); ++i) {
-      const auto& [rule_index, captured] = counted[i];
-      const CompiledRule& rule = *rules_->rules()[rule_index];
-      ++result.matches;
-      matches_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
-      const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
-      Count(rule_index, scratch.keys[i], evidence, time, token ? captured : absl::string_view(),
-            stream, out);
-    }
+  if (counted.empty()) return raw;
+  // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
+  // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in
+  // a URL a web rule counts, reaches no decision, event, sink or store.
+  if ((!secrets.empty() || MayHoldTokenShape(raw)) &&
+      RedactTokenShapes(raw, &scratch.evidence, secrets)) {
+    return scratch.evidence;
   }
-  result.matched = result.matches > 0;
-  if (result.matched) stats_.matched_lines.fetch_add(1, std::memory_order_relaxed);
-  if (result.invalid_keys) stats_.invalid_keys.fetch_add(result.invalid_keys);
-  if (result.ignored) stats_.ignored.fetch_add(result.ignored);
+  return raw;
+}
+
+void Engine::FinishLine(LineResult* result) {
+  result->matched = result->matches > 0;
+  if (result->matched) stats_.matched_lines.fetch_add(1, std::memory_order_relaxed);
+  if (result->invalid_keys) stats_.invalid_keys.fetch_add(result->invalid_keys);
+  if (result->ignored) stats_.ignored.fetch_add(result->ignored);
+}
+
+LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& line,
+                           absl::string_view raw, absl::Time time, std::vector<Detection>* out,
+                           uint32_t stream,
+                           const absl::Span<const std::pair<int, int>>* prematched) {
+  LineResult result;
+  const absl::string_view evidence =
+      MatchStep(format, line, raw, time, stream, prematched, &result);
+  // Then the counting.
+  Scratch& scratch = ThreadScratch();
+  for (size_t i = 0; i < scratch.counted.size(); ++i) {
+    const auto& [rule_index, captured] = scratch.counted[i];
+    const CompiledRule& rule = *rules_->rules()[rule_index];
+    ++result.matches;
+    matches_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
+    const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
+    Count(rule_index, scratch.keys[i], evidence, time, token ? captured : absl::string_view(),
+          stream, out);
+  }
+  FinishLine(&result);
   return result;
 }
 
@@ -403,54 +416,13 @@ LineResult Engine::MatchLine(palisade::v1::LogFormat format, const ParsedLine& l
                              absl::string_view raw, absl::Time time,
                              std::vector<EngineMatch>* out, uint32_t stream,
                              const absl::Span<const std::pair<int, int>>* prematched) {
-  // Process up to its counting, step for step (engine_split_test holds the two together).
+  // Process's matching step; the counting is CountMatch's, wherever the match goes.
   LineResult result;
-  stats_.lines.fetch_add(1, std::memory_order_relaxed);
+  const absl::string_view evidence =
+      MatchStep(format, line, raw, time, stream, prematched, &result);
   Scratch& scratch = ThreadScratch();
-  std::vector<std::pair<int, absl::string_view>>& counted = scratch.counted;
-  std::vector<absl::string_view>& secrets = scratch.secrets;
-  counted.clear();
-  secrets.clear();
-  Candidates(
-      format, line, time, stream,
-      [&](int rule_index, absl::string_view captured) {
-        const CompiledRule& rule = *rules_->rules()[rule_index];
-        const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
-        if (token && std::find(counted.begin(), counted.end(),
-                               std::make_pair(rule_index, captured)) != counted.end()) {
-          return false;
-        }
-        absl::string_view text;
-        RuleText(rule, line, &text);
-        for (const auto& ignore : rule.ignores) {
-          if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) {
-            ++result.ignored;
-            return false;
-          }
-        }
-        absl::string_view key;
-        bool allowlisted = false;
-        if (!NormaliseKey(rule, captured, &key, &allowlisted)) {
-          ++result.invalid_keys;
-          return false;
-        }
-        if (allowlisted) {
-          ++result.ignored;
-          return false;
-        }
-        if (scratch.keys.size() <= counted.size()) scratch.keys.emplace_back();
-        scratch.keys[counted.size()].assign(key.data(), key.size());
-        counted.emplace_back(rule_index, captured);
-        if (token) secrets.push_back(captured);
-        return true;
-      },
-      prematched);
+  const std::vector<std::pair<int, absl::string_view>>& counted = scratch.counted;
   if (!counted.empty()) {
-    absl::string_view evidence = raw;
-    if ((!secrets.empty() || MayHoldTokenShape(raw)) &&
-        RedactTokenShapes(raw, &scratch.evidence, secrets)) {
-      evidence = scratch.evidence;
-    }
     // Cut as Count cuts: the owner's Count then finds the line within its share and keeps it
     // whole, so the window holds the same record either way.
     std::string kept;
@@ -479,10 +451,7 @@ LineResult Engine::MatchLine(palisade::v1::LogFormat format, const ParsedLine& l
       m.stream = stream;
     }
   }
-  result.matched = result.matches > 0;
-  if (result.matched) stats_.matched_lines.fetch_add(1, std::memory_order_relaxed);
-  if (result.invalid_keys) stats_.invalid_keys.fetch_add(result.invalid_keys);
-  if (result.ignored) stats_.ignored.fetch_add(result.ignored);
+  FinishLine(&result);
   return result;
 }
 

@@ -320,6 +320,15 @@ class Engine {
 
   // Runs the candidate rules' captures; calls fn(rule_index, key) for each match, which returns
   // whether the match counted; follows the rules' sessions (see the header comment).
+  // Process's and MatchLine's common first half: counts the line, collects what counts on it
+  // into ThreadScratch().counted/keys (ignores, allowlist and invalid keys noted in `result`)
+  // and returns the evidence (`raw`, or its redacted copy in scratch).
+  absl::string_view MatchStep(palisade::v1::LogFormat format, const ParsedLine& line,
+                              absl::string_view raw, absl::Time time, uint32_t stream,
+                              const absl::Span<const std::pair<int, int>>* prematched,
+                              LineResult* result);
+  // Their common end: `result->matched` and the line's stats.
+  void FinishLine(LineResult* result);
   template <typename Fn>
   void Candidates(palisade::v1::LogFormat format, const ParsedLine& line, absl::Time time,
                   uint32_t stream, Fn fn,

@@ -22,15 +22,7 @@ namespace palisade {
 namespace {
 
 std::shared_ptr<const RuleSet> EveryPack() {
-  std::vector<LoadedPack> packs;
-  for (const std::string& f : FilesIn("rules", ".textproto")) {
-    absl::StatusOr<LoadedPack> pack = LoadRulePackFile(f);
-    EXPECT_TRUE(pack.ok()) << pack.status();
-    if (pack.ok()) packs.push_back(*std::move(pack));
-  }
-  EXPECT_GE(packs.size(), 10u) << "packs missing under rules/";
-  absl::StatusOr<std::shared_ptr<const RuleSet>> set =
-      RuleSet::Compile(packs, ShippedPackCidrSets());
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = CompileShippedPacks();
   EXPECT_TRUE(set.ok()) << set.status();
   return set.ok() ? *set : nullptr;
 }

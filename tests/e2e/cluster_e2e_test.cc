@@ -4,7 +4,6 @@
 // writer killed with SIGKILL in the middle of a run of bans is replaced by another node and the
 // edge still ends exact: one access rule and one create per decision, none lost.
 // No timing is asserted: every wait is for a condition, with deadlines of minutes.
-#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -16,7 +15,6 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "grpcpp/grpcpp.h"
-#include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "services/cluster/match_stream.h"
 #include "services/cluster/nats_server_for_tests.h"
@@ -26,7 +24,6 @@
 namespace palisade {
 namespace {
 
-using ::nlohmann::json;
 using ::palisade::cluster::NatsServerForTests;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
@@ -124,38 +121,11 @@ class ClusterE2eTest : public ::testing::Test {
     return resp.decisions(0).id();
   }
 
-  // The emulator's access rules by value (how many of each).
+  // The emulator's access rules by value (how many of each), and its audit log's creates.
   std::map<std::string, int> AccessRules() {
-    std::map<std::string, int> out;
-    json state = ::palisade::testing::EmulatorState(*cf_);
-    if (!state.is_object()) return out;
-    for (const auto& r : state["access_rules"]) ++out[r["configuration"]["value"].get<std::string>()];
-    return out;
+    return ::palisade::testing::EmulatorAccessRuleCounts(*cf_);
   }
-
-  // Successful access-rule creates in the account's audit log (a create the emulator refused
-  // as a duplicate leaves none).
-  int CreateCount() {
-    std::ifstream in(cf_->token_file());
-    std::string token;
-    std::getline(in, token);
-    int creates = 0;
-    for (int page = 1;; ++page) {
-      absl::StatusOr<std::string> audit =
-          HttpGet(cf_->port(),
-                  absl::StrCat("/client/v4/accounts/", ::palisade::testing::kEmulatorAccount,
-                               "/audit_logs?per_page=1000&page=", page),
-                  {"Authorization: Bearer " + token});
-      if (!audit.ok()) return -1;
-      json entries = json::parse(*audit)["result"];
-      if (entries.empty()) break;
-      for (const auto& e : entries) {
-        creates +=
-            e["resource"]["type"] == "firewall.access_rule" && e["action"]["type"] == "create";
-      }
-    }
-    return creates;
-  }
+  int CreateCount() { return ::palisade::testing::EmulatorAccessRuleCreates(*cf_); }
 
   std::vector<std::unique_ptr<NatsServerForTests>> nats_;
   std::unique_ptr<Emulator> cf_;

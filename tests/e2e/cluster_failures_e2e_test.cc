@@ -15,7 +15,6 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "grpcpp/grpcpp.h"
-#include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "services/cluster/match_stream.h"
 #include "services/cluster/nats_server_for_tests.h"
@@ -24,11 +23,9 @@
 namespace palisade {
 namespace {
 
-using ::nlohmann::json;
 using ::palisade::cluster::NatsServerForTests;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
-using ::palisade::testing::HttpGet;
 using ::palisade::testing::WaitFor;
 
 constexpr absl::Duration kLong = absl::Minutes(3);
@@ -128,35 +125,11 @@ class ClusterFailuresE2eTest : public ::testing::Test {
     return {resp.decisions().begin(), resp.decisions().end()};
   }
 
-  // The emulator's access rules by value (how many of each).
+  // The emulator's access rules by value (how many of each), and its audit log's creates.
   std::map<std::string, int> AccessRules() {
-    std::map<std::string, int> out;
-    json state = ::palisade::testing::EmulatorState(*cf_);
-    if (!state.is_object()) return out;
-    for (const auto& r : state["access_rules"]) ++out[r["configuration"]["value"].get<std::string>()];
-    return out;
+    return ::palisade::testing::EmulatorAccessRuleCounts(*cf_);
   }
-
-  // Successful access-rule creates in the account's audit log.
-  int CreateCount() {
-    const std::string token = ::palisade::testing::FirstLine(cf_->token_file());
-    int creates = 0;
-    for (int page = 1;; ++page) {
-      absl::StatusOr<std::string> audit =
-          HttpGet(cf_->port(),
-                  absl::StrCat("/client/v4/accounts/", ::palisade::testing::kEmulatorAccount,
-                               "/audit_logs?per_page=1000&page=", page),
-                  {"Authorization: Bearer " + token});
-      if (!audit.ok()) return -1;
-      json entries = json::parse(*audit)["result"];
-      if (entries.empty()) break;
-      for (const auto& e : entries) {
-        creates +=
-            e["resource"]["type"] == "firewall.access_rule" && e["action"]["type"] == "create";
-      }
-    }
-    return creates;
-  }
+  int CreateCount() { return ::palisade::testing::EmulatorAccessRuleCreates(*cf_); }
 
   // `ip` was decided once, seen from node i: one decision, never extended, one access rule.
   void ExpectDecidedOnce(int i, const std::string& ip) {

@@ -178,6 +178,35 @@ std::set<std::string> EmulatorAccessRuleValues(const Emulator& emulator) {
   return out;
 }
 
+std::map<std::string, int> EmulatorAccessRuleCounts(const Emulator& emulator) {
+  std::map<std::string, int> out;
+  nlohmann::json state = EmulatorState(emulator);
+  if (!state.is_object() || !state.contains("access_rules")) return out;
+  for (const auto& r : state["access_rules"]) {
+    ++out[r["configuration"]["value"].get<std::string>()];
+  }
+  return out;
+}
+
+int EmulatorAccessRuleCreates(const Emulator& emulator) {
+  const std::string token = FirstLine(emulator.token_file());
+  int creates = 0;
+  for (int page = 1;; ++page) {
+    absl::StatusOr<std::string> audit =
+        HttpGet(emulator.port(),
+                absl::StrCat("/client/v4/accounts/", kEmulatorAccount,
+                             "/audit_logs?per_page=1000&page=", page),
+                {"Authorization: Bearer " + token});
+    if (!audit.ok()) return -1;
+    nlohmann::json entries = nlohmann::json::parse(*audit)["result"];
+    if (entries.empty()) break;
+    for (const auto& e : entries) {
+      creates += e["resource"]["type"] == "firewall.access_rule" && e["action"]["type"] == "create";
+    }
+  }
+  return creates;
+}
+
 uint32_t ActionsPending(const Daemon& daemon) {
   auto admin = palisade::v1::Admin::NewStub(
       grpc::CreateChannel(daemon.grpc_address(), grpc::InsecureChannelCredentials()));

@@ -84,6 +84,11 @@ std::map<std::string, std::string> EmulatorListItems(const Emulator& emulator,
 std::set<std::string> EmulatorListedValues(const Emulator& emulator,
                                            const std::string& list = "palisade_block");
 std::set<std::string> EmulatorAccessRuleValues(const Emulator& emulator);
+// The emulator's access rules counted by value (a value twice: two rules), and the successful
+// access-rule creates in its account's audit log (-1 when it does not answer; a create the
+// emulator refused as a duplicate leaves none): "one create per decision" in the edge tests.
+std::map<std::string, int> EmulatorAccessRuleCounts(const Emulator& emulator);
+int EmulatorAccessRuleCreates(const Emulator& emulator);
 
 // Admin.Status's actions_pending, or 2^30 when the daemon does not answer.
 uint32_t ActionsPending(const Daemon& daemon);
