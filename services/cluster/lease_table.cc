@@ -49,22 +49,11 @@ absl::StatusOr<std::unique_ptr<LeaseTable>> LeaseTable::Open(NatsClient& nats,
   if (options.term <= absl::ZeroDuration() || options.skew < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("cluster: a lease term must be positive, the skew >= 0");
   }
-  kvStore* kv = nullptr;
-  natsStatus s = js_KeyValue(&kv, nats.jetstream(), options.bucket.c_str());
-  if (s == NATS_NOT_FOUND) {
-    kvConfig cfg;
-    kvConfig_Init(&cfg);
-    cfg.Bucket = options.bucket.c_str();
-    cfg.History = 1;
-    cfg.Replicas = options.replicas;
-    // Keys of nodes gone for good disappear after a few terms; liveness is the value's `until`.
-    cfg.TTL = absl::ToInt64Nanoseconds(10 * (options.term + options.skew));  // libnats: ns
-    s = js_CreateKeyValue(&kv, nats.jetstream(), &cfg);
-  }
-  if (s != NATS_OK) {
-    return NatsError(s, absl::StrCat("cluster: opening lease bucket ", options.bucket));
-  }
-  return std::unique_ptr<LeaseTable>(new LeaseTable(kv, std::move(options)));
+  // Keys of nodes gone for good disappear after a few terms; liveness is the value's `until`.
+  absl::StatusOr<kvStore*> kv = nats.OpenKeyValue(
+      options.bucket, options.replicas, 10 * (options.term + options.skew), "lease bucket");
+  if (!kv.ok()) return kv.status();
+  return std::unique_ptr<LeaseTable>(new LeaseTable(*kv, std::move(options)));
 }
 
 LeaseTable::LeaseTable(kvStore* kv, LeaseOptions options)

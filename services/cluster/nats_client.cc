@@ -169,6 +169,23 @@ absl::StatusOr<NatsClient::Ack> NatsClient::Publish(const std::string& subject,
   return out;
 }
 
+absl::StatusOr<kvStore*> NatsClient::OpenKeyValue(const std::string& bucket, int replicas,
+                                                  absl::Duration ttl, absl::string_view what) {
+  kvStore* kv = nullptr;
+  natsStatus s = js_KeyValue(&kv, js_, bucket.c_str());
+  if (s == NATS_NOT_FOUND) {
+    kvConfig cfg;
+    kvConfig_Init(&cfg);
+    cfg.Bucket = bucket.c_str();
+    cfg.History = 1;
+    cfg.Replicas = replicas;
+    if (ttl > absl::ZeroDuration()) cfg.TTL = absl::ToInt64Nanoseconds(ttl);  // libnats: ns
+    s = js_CreateKeyValue(&kv, js_, &cfg);
+  }
+  if (s != NATS_OK) return NatsError(s, absl::StrCat("cluster: opening ", what, " ", bucket));
+  return kv;
+}
+
 absl::StatusOr<NatsClient::StreamState> NatsClient::State(const std::string& stream) {
   jsStreamInfo* info = nullptr;
   jsErrCode err = static_cast<jsErrCode>(0);

@@ -27,6 +27,7 @@
 // libnats' opaque handles (nats.h is included by the .cc only).
 typedef struct __natsConnection natsConnection;
 typedef struct __jsCtx jsCtx;
+typedef struct __kvStore kvStore;
 
 namespace palisade::cluster {
 
@@ -74,6 +75,12 @@ class NatsClient {
   // Publishes `data` to `subject` with de-duplication id `msg_id` and waits for the ack.
   absl::StatusOr<Ack> Publish(const std::string& subject, absl::string_view data,
                               const std::string& msg_id);
+
+  // The KV bucket `bucket`, created with one value per key, `replicas` copies and, when `ttl`
+  // is positive, keys dropped that long after their last write, when it does not exist yet.
+  // The caller owns the returned store (kvStore_Destroy). What `what` names leads an error.
+  absl::StatusOr<kvStore*> OpenKeyValue(const std::string& bucket, int replicas,
+                                        absl::Duration ttl, absl::string_view what);
 
   // Messages and last sequence of a stream (for tests and `cluster status`).
   struct StreamState {

@@ -84,21 +84,11 @@ absl::StatusOr<std::unique_ptr<PartitionCounter>> PartitionCounter::Open(
         "cluster: a partition counter needs rules, their version, a node id, partitions and a "
         "detection callback");
   }
-  kvStore* kv = nullptr;
-  natsStatus s = js_KeyValue(&kv, nats.jetstream(), options.bucket.c_str());
-  if (s == NATS_NOT_FOUND) {
-    kvConfig cfg;
-    kvConfig_Init(&cfg);
-    cfg.Bucket = options.bucket.c_str();
-    cfg.History = 1;
-    cfg.Replicas = options.replicas;
-    s = js_CreateKeyValue(&kv, nats.jetstream(), &cfg);
-  }
-  if (s != NATS_OK) {
-    return NatsError(s, absl::StrCat("cluster: opening windows bucket ", options.bucket));
-  }
+  absl::StatusOr<kvStore*> kv =
+      nats.OpenKeyValue(options.bucket, options.replicas, absl::ZeroDuration(), "windows bucket");
+  if (!kv.ok()) return kv.status();
   return std::unique_ptr<PartitionCounter>(
-      new PartitionCounter(nats, std::move(options), kv, std::move(on_detection)));
+      new PartitionCounter(nats, std::move(options), *kv, std::move(on_detection)));
 }
 
 PartitionCounter::PartitionCounter(NatsClient& nats, PartitionCounterOptions options, kvStore* kv,
