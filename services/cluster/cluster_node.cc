@@ -165,7 +165,12 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
   DecisionReplicaOptions ro;
   ro.apply = [self](const ReplicatedChange& c) {
     self->view_.Apply(c);
-    if (self->writing_.load()) return;  // the writer's own changes, read back
+    if (self->writing_.load()) {
+      // The writer's own changes, read back; but until its first publish is stored, another
+      // writer's last words, which its take-over state must hold (wait_applied).
+      absl::MutexLock lock(&self->writer_mu_);
+      if (self->log_writer_ == nullptr || self->log_writer_->took_over()) return;
+    }
     if (c.kind == ReplicatedChange::Kind::kState) {
       self->table_.MirrorState(c.state);
     } else {
@@ -292,12 +297,17 @@ void ClusterNode::Tick() {
     fenced = log_writer_ != nullptr && log_writer_->fenced();
   }
   const bool want = fresh && ownership_->writer() && !fenced;
+  bool start_edge = false;
   if (want && !writing_.load()) {
     BecomeWriter();
+  } else if (want && !edge_started_) {
+    absl::MutexLock lock(&writer_mu_);
+    start_edge = log_writer_ != nullptr && log_writer_->took_over();
   } else if (!want && writing_.load()) {
     StepDown(fenced ? "another writer appended to the decision log"
                     : !fresh ? "leases not renewed within the term" : "lease lost");
   }
+  if (start_edge) StartEdge();
   const std::set<uint32_t> wanted = fresh ? ownership_->owned() : std::set<uint32_t>{};
   std::set<uint32_t> gained, lost;
   std::set_difference(wanted.begin(), wanted.end(), counting_.begin(), counting_.end(),
@@ -329,17 +339,19 @@ bool ClusterNode::CatchUp(absl::Duration timeout) {
 }
 
 void ClusterNode::BecomeWriter() {
-  // The former writer's last words first: the table must be the log's before it is published.
-  // At most a tick's time: the node's thread renews the leases.
-  if (!CatchUp(options_.lease_term / 3)) {
-    Log("cluster: WARNING: taking the writer lease before this node read the whole decision "
-        "log (NATS slow or away); decisions the former writer made last may be missing");
-  }
+  // The former writer's last words first: the table must be the log's before it is published
+  // (the log writer's take-over state waits for them too: wait_applied). At most a tick's time
+  // here: the node's thread renews the leases.
+  CatchUp(options_.lease_term / 3);
   table_.SetForward(nullptr);  // this node decides now
   writing_.store(true);
   DecisionLogWriterOptions wo;
   wo.node_id = options_.node_id;
   wo.state = [this] { return table_.List({}); };
+  wo.published = options_.edge_update;
+  wo.wait_applied = [this](uint64_t sequence) {
+    return replica_->WaitUntilApplied(sequence, options_.lease_term / 3);
+  };
   absl::StatusOr<std::unique_ptr<DecisionLogWriter>> w = DecisionLogWriter::Start(*nats_, wo);
   if (!w.ok()) {
     writing_.store(false);
@@ -347,13 +359,28 @@ void ClusterNode::BecomeWriter() {
     Log(absl::StrCat("cluster: cannot start the decision log writer: ", w.status().message()));
     return;
   }
+  std::shared_ptr<DecisionLogWriter> writer;
   {
     absl::MutexLock lock(&writer_mu_);
     log_writer_ = *std::move(w);
     log_writer_->PublishState();
+    writer = log_writer_;
   }
-  // The edge first (writer_started), then the commands that make decisions for it.
   writer_changes_.Increment();
+  // The edge starts once the take-over state is stored (its reconciler must see the table the
+  // log holds, the former writer's last words included): now, or at a later tick.
+  if (!writer->WaitUntilPublished(options_.lease_term / 3)) {
+    Log(absl::StrCat("cluster: node ", options_.node_id,
+                     " holds the writer lease; its edge starts once the decision log takes its "
+                     "state (", writer->last_error(), ")"));
+    return;
+  }
+  StartEdge();
+}
+
+void ClusterNode::StartEdge() {
+  edge_started_ = true;
+  // The edge first (writer_started), then the commands that make decisions for it.
   Log(absl::StrCat("cluster: node ", options_.node_id, " is the edge writer"));
   if (options_.writer_started) options_.writer_started();
   CommandServerOptions so;
@@ -369,7 +396,8 @@ void ClusterNode::BecomeWriter() {
 
 void ClusterNode::StepDown(const std::string& why) {
   command_server_.reset();  // answers no more commands (the one running finishes)
-  if (options_.writer_stopped) options_.writer_stopped();
+  if (edge_started_ && options_.writer_stopped) options_.writer_stopped();
+  edge_started_ = false;
   std::shared_ptr<DecisionLogWriter> w;
   {
     absl::MutexLock lock(&writer_mu_);

@@ -9,9 +9,11 @@
 // holds `edge-writer` (the lease held and renewed within the term, and its log writer not
 // fenced) the table is the writer's, not a mirror:
 //   gaining it: the replica first applies everything the stream holds (the former writer's last
-//   words), mirroring stops, a DecisionLogWriter hears the table from then on and publishes the
-//   table whole (so every replica ends at it), `writer_started` runs (palisaded starts the
-//   dispatcher, outbox and reconciler there), and then the CommandServer answers;
+//   words), a DecisionLogWriter hears the table from then on and publishes the table whole (so
+//   every replica ends at it), `writer_started` runs (palisaded starts the dispatcher, outbox
+//   and reconciler there), and then the CommandServer answers. The replica keeps mirroring
+//   into the table until that state is stored: what a former writer appended meanwhile is
+//   taken into the state (DecisionLogWriterOptions::wait_applied), never lost under it;
 //   losing it (another node took it, ticks failing for a whole term, the log writer fenced):
 //   the CommandServer stops answering, `writer_stopped` runs (the edge stops), the log writer
 //   publishes what it still holds, and the table mirrors again.
@@ -75,6 +77,12 @@ struct ClusterNodeOptions {
   // block (they start and stop the edge).
   std::function<void()> writer_started;
   std::function<void()> writer_stopped;
+  // While this node writes: each of its decision updates once the decision log holds it, in
+  // order, on the log writer's thread (DecisionLogWriterOptions::published). palisaded's
+  // dispatcher hears the table through this, never the table itself: the edge acts only on
+  // what every node will read, so a writer that loses NATS, or its lease, before its changes
+  // are stored leaves nothing at the edge that its successor would take for an orphan.
+  std::function<void(const DecisionUpdate&)> edge_update;
   // On the node's thread before each tick: whether this node may own partitions (the partition
   // counter's CheckRuleSet). kFailedPrecondition: no (its rules differ from the cluster's): the
   // tick releases its partitions and claims none (Ownership::Tick(false)), and the reason is
@@ -177,6 +185,8 @@ class ClusterNode {
   ClusterNode(ClusterNodeOptions options, DecisionTable& table, prometheus::Registry& registry);
   void Run();
   void BecomeWriter();
+  // writer_started, then the command server: once the take-over state is stored.
+  void StartEdge();
   void StepDown(const std::string& why);
   absl::StatusOr<std::string> Handle(absl::string_view kind, absl::string_view body);
   // Waits until this node's replica applied what the stream holds now.
@@ -199,6 +209,7 @@ class ClusterNode {
   absl::Mutex writer_mu_;
   std::shared_ptr<DecisionLogWriter> log_writer_ ABSL_GUARDED_BY(writer_mu_);
   std::unique_ptr<CommandServer> command_server_;
+  bool edge_started_ = false;  // the tick's: writer_started ran (and writer_stopped did not)
   std::atomic<bool> writing_{false};
   // The tick's: when a tick last succeeded, and the partitions handed to partitions_changed.
   absl::Time last_good_tick_ = absl::InfinitePast();

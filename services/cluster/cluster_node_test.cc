@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/cluster/nats_server_for_tests.h"
@@ -56,6 +58,13 @@ struct TestNode {
   int started = 0;
   int stopped = 0;
   std::set<uint32_t> counting;
+  // What its edge heard (edge_update): "<change> <decision id>".
+  absl::Mutex edge_mu;
+  std::vector<std::string> edge ABSL_GUARDED_BY(edge_mu);
+  std::vector<std::string> Edge() {
+    absl::MutexLock lock(&edge_mu);
+    return edge;
+  }
   std::unique_ptr<ClusterNode> node;
 };
 
@@ -81,6 +90,10 @@ class ClusterNodeTest : public ::testing::Test {
     TestNode* t = n.get();
     o.writer_started = [t] { ++t->started; };
     o.writer_stopped = [t] { ++t->stopped; };
+    o.edge_update = [t](const DecisionUpdate& u) {
+      absl::MutexLock lock(&t->edge_mu);
+      t->edge.push_back(absl::StrCat(DecisionChangeName(u.change), " ", u.decision.id()));
+    };
     o.partitions_changed = [t](const std::set<uint32_t>& gained, const std::set<uint32_t>& lost) {
       for (uint32_t p : gained) EXPECT_TRUE(t->counting.insert(p).second) << p;
       for (uint32_t p : lost) EXPECT_EQ(t->counting.erase(p), 1u) << p;
@@ -126,6 +139,9 @@ TEST_F(ClusterNodeTest, ABanMadeAnywhereIsTheWritersAndKnownEverywhereAndSurvive
   ASSERT_THAT(at_b, IsOk());
   EXPECT_EQ(at_b->SerializeAsString(), at_a->SerializeAsString());
   EXPECT_THAT(b->node->view().Get(d->id()), IsOk());
+  // The writer's edge heard it, once the log held it (b's reply came after that); b's did not.
+  EXPECT_THAT(a->Edge(), ElementsAre(absl::StrCat("created ", d->id())));
+  EXPECT_THAT(b->Edge(), ::testing::IsEmpty());
   // The writer's answer, errors included.
   EXPECT_THAT(b->node->AddManual(Ban("not an address")),
               StatusIs(absl::StatusCode::kInvalidArgument));

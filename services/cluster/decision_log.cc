@@ -119,8 +119,10 @@ bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
     return false;
   }
   std::string data = EncodeUpdate(update);
+  const bool held = static_cast<bool>(options_.published);
+  const size_t cost =
+      Cost(data.size() + (held ? update.decision.ByteSizeLong() + update.secret.size() : 0));
   absl::MutexLock lock(&mu_);
-  const size_t cost = Cost(data.size());
   if (queued_bytes_ + cost > options_.max_queued_bytes) {
     // Replicas must not miss a change silently: everything waiting but the one in flight (the
     // writer thread holds it) is dropped, and a full state takes its place, which covers them
@@ -129,24 +131,28 @@ bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
     const size_t keep = queue_.empty() ? 0 : 1;
     for (size_t i = keep; i < queue_.size(); ++i) {
       if (!queue_[i].state) ++dropped;
-      queued_bytes_ -= Cost(queue_[i].data.size());
+      queued_bytes_ -= queue_[i].cost;
     }
     queue_.erase(queue_.begin() + keep, queue_.end());
     dropped_.fetch_add(dropped);
-    queue_.push_back({.state = true, .ticket = next_ticket_++});
+    queue_.push_back({.state = true, .cost = Cost(0), .ticket = next_ticket_++});
     queued_bytes_ += Cost(0);
     return false;
   }
   queued_bytes_ += cost;
-  queue_.push_back(
-      {.state = false, .id = std::move(id), .data = std::move(data), .ticket = next_ticket_++});
+  queue_.push_back({.state = false,
+                    .id = std::move(id),
+                    .data = std::move(data),
+                    .update = held ? update : DecisionUpdate{},
+                    .cost = cost,
+                    .ticket = next_ticket_++});
   return true;
 }
 
 void DecisionLogWriter::PublishState() {
   absl::MutexLock lock(&mu_);
   queued_bytes_ += Cost(0);
-  queue_.push_back({.state = true, .ticket = next_ticket_++});
+  queue_.push_back({.state = true, .cost = Cost(0), .ticket = next_ticket_++});
 }
 
 size_t DecisionLogWriter::queued_bytes() const {
@@ -161,66 +167,77 @@ bool DecisionLogWriter::WaitUntilPublished(absl::Duration timeout) {
   return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
 }
 
-bool DecisionLogWriter::PublishWithRetry(const std::string& subject, const std::string& data,
-                                         const std::string& id, NatsClient::Ack* ack) {
+bool DecisionLogWriter::Backoff(absl::Duration* backoff, const absl::Status& failed) {
+  failures_.fetch_add(1);
+  absl::MutexLock lock(&mu_);
+  last_error_ = std::string(failed.message());
+  if (stopping_) return false;
+  auto stop = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
+  mu_.AwaitWithTimeout(absl::Condition(&stop), *backoff);
+  *backoff = std::min(2 * *backoff, options_.retry_max);
+  return true;
+}
+
+bool DecisionLogWriter::ReadLastSequence() {
+  absl::Duration backoff = options_.retry_min;
+  for (;;) {
+    absl::StatusOr<NatsClient::StreamState> st = nats_.State(options_.stream);
+    if (st.ok()) {
+      last_sequence_ = st->last_sequence;
+      last_known_ = true;
+      return true;
+    }
+    if (!Backoff(&backoff, st.status())) return false;
+  }
+}
+
+DecisionLogWriter::Outcome DecisionLogWriter::PublishWithRetry(const std::string& subject,
+                                                               const std::string& data,
+                                                               const std::string& id,
+                                                               NatsClient::Ack* ack, bool retake) {
   absl::Duration backoff = options_.retry_min;
   while (true) {
-    absl::Status failed;
-    if (!last_known_) {
-      absl::StatusOr<NatsClient::StreamState> st = nats_.State(options_.stream);
-      if (st.ok()) {
-        last_sequence_ = st->last_sequence;
-        last_known_ = true;
-      } else {
-        failed = st.status();
-      }
+    if (!last_known_ && !ReadLastSequence()) return Outcome::kGaveUp;
+    // js_Publish directly: NatsClient::Publish sets no expected last sequence.
+    jsPubOptions opts;
+    jsPubOptions_Init(&opts);
+    opts.MsgId = id.c_str();
+    opts.MaxWait = absl::ToInt64Milliseconds(nats_.timeout());
+    opts.ExpectLastSeq = last_sequence_;  // 0 (an empty stream): no expectation
+    jsPubAck* pa = nullptr;
+    jsErrCode err = static_cast<jsErrCode>(0);
+    const natsStatus s = js_Publish(&pa, nats_.jetstream(), subject.c_str(), data.data(),
+                                    static_cast<int>(data.size()), &opts, &err);
+    if (s == NATS_OK) {
+      *ack = {pa->Sequence, pa->Duplicate};
+      jsPubAck_Destroy(pa);
+      // A duplicate's sequence is its first copy's: older when re-publishing adopted changes,
+      // or the stream's newest when this writer's own earlier attempt was stored and its ack
+      // lost (libnats also resends what it buffered while reconnecting): take the later.
+      last_sequence_ = std::max(last_sequence_, ack->sequence);
+      took_over_ = true;
+      absl::MutexLock lock(&mu_);
+      last_error_.clear();
+      return Outcome::kStored;
     }
-    if (failed.ok()) {
-      // js_Publish directly: NatsClient::Publish sets no expected last sequence.
-      jsPubOptions opts;
-      jsPubOptions_Init(&opts);
-      opts.MsgId = id.c_str();
-      opts.MaxWait = absl::ToInt64Milliseconds(nats_.timeout());
-      opts.ExpectLastSeq = last_sequence_;  // 0 (an empty stream): no expectation
-      jsPubAck* pa = nullptr;
-      jsErrCode err = static_cast<jsErrCode>(0);
-      const natsStatus s = js_Publish(&pa, nats_.jetstream(), subject.c_str(), data.data(),
-                                      static_cast<int>(data.size()), &opts, &err);
-      if (s == NATS_OK) {
-        *ack = {pa->Sequence, pa->Duplicate};
-        jsPubAck_Destroy(pa);
-        // A duplicate's sequence is its first copy's: older when re-publishing adopted changes,
-        // or the stream's newest when this writer's own earlier attempt was stored and its ack
-        // lost (libnats also resends what it buffered while reconnecting): take the later.
-        last_sequence_ = std::max(last_sequence_, ack->sequence);
-        took_over_ = true;
-        absl::MutexLock lock(&mu_);
-        last_error_.clear();
-        return true;
+    if (err == JSStreamWrongLastSequenceErr) {
+      if (!took_over_) {
+        // Taking over: another publish slipped in since the last sequence was read (a former
+        // writer's last words). Read it again; a state is taken again to cover them.
+        last_known_ = false;
+        if (retake) return Outcome::kMoved;
+        continue;
       }
-      if (err == JSStreamWrongLastSequenceErr) {
-        if (!took_over_) {
-          // Taking over: another publish slipped in since the last sequence was read (a
-          // former writer's last words). Read it again; the state published next covers it.
-          last_known_ = false;
-          continue;
-        }
-        fenced_ = true;
-        absl::MutexLock lock(&mu_);
-        last_error_ =
-            absl::StrCat("decision log: fenced: another writer appended to ", options_.stream,
-                         " after sequence ", last_sequence_, "; this node publishes no more");
-        return false;
-      }
-      failed = NatsError(s, absl::StrCat("decision log: publishing to ", subject));
+      fenced_ = true;
+      absl::MutexLock lock(&mu_);
+      last_error_ =
+          absl::StrCat("decision log: fenced: another writer appended to ", options_.stream,
+                       " after sequence ", last_sequence_, "; this node publishes no more");
+      return Outcome::kGaveUp;
     }
-    failures_.fetch_add(1);
-    absl::MutexLock lock(&mu_);
-    last_error_ = std::string(failed.message());
-    if (stopping_) return false;
-    auto stop = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return stopping_; };
-    mu_.AwaitWithTimeout(absl::Condition(&stop), backoff);
-    backoff = std::min(2 * backoff, options_.retry_max);
+    if (!Backoff(&backoff, NatsError(s, absl::StrCat("decision log: publishing to ", subject)))) {
+      return Outcome::kGaveUp;
+    }
   }
 }
 
@@ -230,6 +247,39 @@ std::string DecisionLogWriter::last_error() const {
 }
 
 absl::Status DecisionLogWriter::PublishStateNow() {
+  for (;;) {
+    // Taking over: the former writer's last words must be in the table before it is taken,
+    // and none may land between the read of the stream's end and this state (else retaken).
+    const bool taking_over = !took_over_;
+    if (taking_over) {
+      if (!ReadLastSequence()) {
+        return absl::UnavailableError("decision log: stopped while reading the stream's end");
+      }
+      if (options_.wait_applied && last_sequence_ > 0 &&
+          !options_.wait_applied(last_sequence_)) {
+        // A state taken now would erase what this node has not read: never taken over so.
+        absl::Duration backoff = options_.retry_min;
+        if (!Backoff(&backoff, absl::UnavailableError(absl::StrCat(
+                                   "decision log: not taking over before this node applied ",
+                                   options_.stream, " through ", last_sequence_)))) {
+          return absl::UnavailableError("decision log: stopped while catching up");
+        }
+        continue;
+      }
+    }
+    switch (PublishStateTaken(taking_over)) {
+      case Outcome::kStored:
+        states_.fetch_add(1);
+        return absl::OkStatus();
+      case Outcome::kGaveUp:
+        return absl::UnavailableError("decision log: stopped or fenced while publishing a state");
+      case Outcome::kMoved:
+        break;  // the stream moved while taking over: read its end, take the state again
+    }
+  }
+}
+
+DecisionLogWriter::Outcome DecisionLogWriter::PublishStateTaken(bool taking_over) {
   const std::vector<Decision> all = options_.state();
   // Chunks under max_chunk_bytes (a decision larger than that alone in its chunk: the table
   // caps evidence, so one decision stays far below NATS' payload limit).
@@ -249,12 +299,12 @@ absl::Status DecisionLogWriter::PublishStateNow() {
     const std::string data = absl::StrCat(kStateTag, state_id, " ", i + 1, " ", chunks.size(), "\n",
                                           chunks[i].SerializeAsString());
     NatsClient::Ack ack;
-    if (!PublishWithRetry(kDecisionStateSubject, data, absl::StrCat(state_id, ":", i + 1), &ack)) {
-      return absl::UnavailableError("decision log: stopped or fenced while publishing a state");
-    }
+    const Outcome o = PublishWithRetry(kDecisionStateSubject, data,
+                                       absl::StrCat(state_id, ":", i + 1), &ack,
+                                       /*retake=*/taking_over && i == 0);
+    if (o != Outcome::kStored) return o;
   }
-  states_.fetch_add(1);
-  return absl::OkStatus();
+  return Outcome::kStored;
 }
 
 void DecisionLogWriter::Run() {
@@ -273,7 +323,9 @@ void DecisionLogWriter::Run() {
     if (item->state) {
       ok = PublishStateNow().ok();
     } else {
-      ok = PublishWithRetry(kDecisionSubject, item->data, item->id, &ack);
+      ok = PublishWithRetry(kDecisionSubject, item->data, item->id, &ack) == Outcome::kStored;
+      // Heard before the next is published: the edge acts in the log's order.
+      if (ok && options_.published) options_.published(item->update);
     }
     absl::MutexLock lock(&mu_);
     if (!ok) {
@@ -291,13 +343,13 @@ void DecisionLogWriter::Run() {
       since_state_ = 0;
     }
     done_through_ = item->ticket + 1;
-    queued_bytes_ -= Cost(item->data.size());
+    queued_bytes_ -= item->cost;
     queue_.pop_front();
     if (options_.state_every > 0 && since_state_ >= options_.state_every) {
       // So that stream limits trimming old updates always leave a state within reach.
       since_state_ = 0;
       queued_bytes_ += Cost(0);
-      queue_.push_back({.state = true, .ticket = next_ticket_++});
+      queue_.push_back({.state = true, .cost = Cost(0), .ticket = next_ticket_++});
     }
   }
 }

@@ -116,6 +116,19 @@ struct DecisionLogWriterOptions {
   std::function<std::vector<palisade::v1::Decision>()> state;
   absl::Duration retry_min = absl::Milliseconds(100);
   absl::Duration retry_max = absl::Seconds(5);
+  // Each update once the stream holds it (acknowledged, or answered duplicate), in the order
+  // queued, on the writer's thread: the edge hears the table through this (palisaded's
+  // dispatcher), so it never acts on a change the log may still lose. An update an overflow
+  // dropped is not heard (the reconciler's next pass repairs the edge from the table); one
+  // given up on (stopping while NATS refuses, or fenced) is not either. The update is held
+  // whole (its token secret included) until heard: its bytes count in the queue's bound.
+  std::function<void(const DecisionUpdate&)> published;
+  // Taking over, before the full state is taken: the stream holds changes up to `sequence` (a
+  // former writer's last words). Returns once the table `state` reads holds them (the node's
+  // replica mirrors into it until this writer's first publish is stored, took_over()); false
+  // when it could not in its own time: then it is asked again (the stream's end read again),
+  // for a state taken before would erase what the node has not read. Null: not waited for.
+  std::function<bool(uint64_t sequence)> wait_applied;
 };
 
 class DecisionLogWriter {
@@ -143,6 +156,9 @@ class DecisionLogWriter {
   uint64_t publish_failures() const { return failures_.load(); }
   // Another writer appended after this one's last publish: it publishes nothing more.
   bool fenced() const { return fenced_.load(); }
+  // One of this writer's publishes was stored: it has taken over, and from then on no other
+  // writer's change can land without fencing it.
+  bool took_over() const { return took_over_.load(); }
   std::string last_error() const;
   size_t queued_bytes() const;
 
@@ -155,13 +171,25 @@ class DecisionLogWriter {
     bool state = false;  // a full state, taken when its turn comes
     std::string id;      // de-duplication id (updates)
     std::string data;    // the message (updates)
+    DecisionUpdate update;  // the update, for options.published (when set)
+    size_t cost = 0;        // in queued_bytes_
     uint64_t ticket = 0;
   };
-  // Publishes a full state taken now; OK when every chunk is acknowledged.
+  enum class Outcome { kStored, kGaveUp, kMoved };
+  // Publishes a full state taken now; OK when every chunk is acknowledged. Taking over, it is
+  // taken once the table holds what the stream held (options.wait_applied), again if the
+  // stream moved meanwhile.
   absl::Status PublishStateNow();
-  // Publishes with retries until acknowledged; false when given up (stopping, or fenced).
-  bool PublishWithRetry(const std::string& subject, const std::string& data, const std::string& id,
-                        NatsClient::Ack* ack);
+  Outcome PublishStateTaken(bool taking_over);
+  // Publishes with retries until acknowledged (kStored); kGaveUp when stopping or fenced;
+  // kMoved when the stream moved before this writer took over (`retake`: the caller takes its
+  // message again, else it is published as it is after the new last sequence).
+  Outcome PublishWithRetry(const std::string& subject, const std::string& data,
+                           const std::string& id, NatsClient::Ack* ack, bool retake = false);
+  // The stream's last sequence, read until NATS answers; false when stopping.
+  bool ReadLastSequence();
+  // Waits out a retry's backoff (doubling it); false when stopping.
+  bool Backoff(absl::Duration* backoff, const absl::Status& failed);
 
   NatsClient& nats_;
   const DecisionLogWriterOptions options_;
@@ -178,7 +206,7 @@ class DecisionLogWriter {
   // each ack's), and whether one of its publishes was stored (it has taken over).
   bool last_known_ = false;
   uint64_t last_sequence_ = 0;
-  bool took_over_ = false;
+  std::atomic<bool> took_over_{false};
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> fenced_{false};
   std::atomic<uint64_t> published_{0}, duplicates_{0}, states_{0}, dropped_{0}, failures_{0};

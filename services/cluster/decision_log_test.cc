@@ -464,6 +464,122 @@ TEST_F(DecisionLogTest, AnOverflowedWriterPublishesAFullStateInstead) {
   EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
 }
 
+// The edge hears a writer's change only once the log holds it (options.published): while NATS
+// is away nothing is heard, however long it waits; when it is back each change is heard once,
+// in the table's order, its token secret with it.
+TEST_F(DecisionLogTest, TheEdgeHearsAChangeOnlyOnceTheLogHoldsIt) {
+  SimulatedClock clock;
+  DecisionTable table(clock);
+  absl::Mutex mu;
+  std::vector<std::string> heard;
+  auto w = DecisionLogWriter::Start(
+      *client_, {.node_id = "web-1",
+                 .state = [&] { return table.List({}); },
+                 .retry_min = absl::Milliseconds(20),
+                 .retry_max = absl::Milliseconds(200),
+                 .published = [&](const DecisionUpdate& u) {
+                   absl::MutexLock lock(&mu);
+                   heard.push_back(Describe(u.change, u.decision));
+                 }});
+  ASSERT_TRUE(w.ok()) << w.status();
+  std::vector<std::string> made;
+  table.AddListener([&](const DecisionUpdate& u) {
+    if (u.change != DecisionChange::kStale) made.push_back(Describe(u.change, u.decision));
+  });
+  table.AddListener((*w)->Listener());
+  auto ban = [&](const std::string& ip) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value(ip);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    req.set_reason("operator");
+    absl::StatusOr<Decision> d = table.AddManual(req);
+    ASSERT_TRUE(d.ok()) << d.status();
+  };
+  server_->Kill();
+  ban("192.0.2.1");
+  ban("192.0.2.2");
+  EXPECT_FALSE((*w)->WaitUntilPublished(absl::Seconds(1)));
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_TRUE(heard.empty()) << "the edge heard a change the log does not hold";
+  }
+  ASSERT_TRUE(server_->Restart().ok());
+  ASSERT_TRUE((*w)->WaitUntilPublished(absl::Seconds(60))) << (*w)->last_error();
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(made.size(), 2u);
+  EXPECT_THAT(heard, ElementsAreArray(made));
+}
+
+// A take-over races the former writer's last words: it appends after the new writer read the
+// stream's end. The new writer's state is then taken again once the node's table holds them
+// (options.wait_applied), so they are not erased under it; the former writer is fenced.
+TEST_F(DecisionLogTest, ATakeOverStateHoldsWhatTheFormerWriterAppendedMeanwhile) {
+  Writer old_writer(*client_, "web-1");
+  old_writer.Changes(5);
+  ASSERT_TRUE(old_writer.log().WaitUntilPublished(absl::Seconds(60)));
+  // The new writer's node: its table mirrors the log until its writer took over (as
+  // ClusterNode does), through its own replica.
+  SimulatedClock clock;
+  DecisionTable table(clock);
+  std::atomic<DecisionLogWriter*> writer{nullptr};
+  auto rep = DecisionReplica::Start(
+      *client_, {.apply = [&](const ReplicatedChange& c) {
+        DecisionLogWriter* w = writer.load();
+        if (w != nullptr && w->took_over()) return;
+        if (c.kind == ReplicatedChange::Kind::kState) {
+          table.MirrorState(c.state);
+        } else {
+          table.Mirror(c.change, c.decision);
+        }
+      }});
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  ASSERT_TRUE((*rep)->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  int states_taken = 0;
+  Decision last_words;
+  auto w = DecisionLogWriter::Start(
+      *client_,
+      {.node_id = "web-2",
+       .state =
+           [&] {
+             std::vector<Decision> taken = table.List({});
+             if (states_taken++ == 0) {
+               // The race, made certain: the former writer's change lands just after the
+               // state was taken.
+               last_words = old_writer.Manual("192.0.2.99", absl::Hours(1));
+               EXPECT_TRUE(old_writer.log().WaitUntilPublished(absl::Seconds(60)));
+             }
+             return taken;
+           },
+       .retry_min = absl::Milliseconds(20),
+       .retry_max = absl::Milliseconds(200),
+       .wait_applied =
+           [&](uint64_t sequence) {
+             return (*rep)->WaitUntilApplied(sequence, absl::Seconds(60));
+           }});
+  ASSERT_TRUE(w.ok()) << w.status();
+  writer.store(w->get());
+  (*w)->PublishState();
+  ASSERT_TRUE((*w)->WaitUntilPublished(absl::Seconds(60))) << (*w)->last_error();
+  EXPECT_EQ(states_taken, 2);
+  ASSERT_FALSE(last_words.id().empty());
+  // Every replica ends with the former writer's last words, active.
+  Recorder r;
+  auto fresh = Replica(r);
+  ASSERT_TRUE(fresh);
+  ASSERT_TRUE(fresh->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  absl::StatusOr<Decision> got = r.view().Get(last_words.id());
+  ASSERT_TRUE(got.ok()) << "the take-over state erased the former writer's last change";
+  EXPECT_TRUE(got->active());
+  EXPECT_THAT(Snapshot(r.view().List(true)), ElementsAreArray(Snapshot(table.List({.active_only = true}))));
+  // The former writer appends no more.
+  old_writer.Manual("192.0.2.100", absl::Hours(1));
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (!old_writer.log().fenced() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_TRUE(old_writer.log().fenced());
+}
+
 // Three NATS servers, the log replicated on all three: one is killed (-9) while the writer
 // publishes; the replica sees every change once, in order.
 TEST(DecisionLogClusterTest, AServerKilledMidStreamLosesNothing) {

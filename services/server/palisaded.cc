@@ -98,8 +98,9 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> TlsCredentials(
 void Log(const std::string& message) { std::cerr << "palisaded: " << message << std::endl; }
 
 // The edge as it is now: the one built at start, or in a cluster the writer's (none while this
-// node does not hold the edge-writer lease). In a cluster the dispatcher hears the table
-// through it, so the edge can stop and start again with the lease.
+// node does not hold the edge-writer lease). In a cluster the dispatcher hears the writer's
+// decisions through it, once the decision log holds them, so the edge can stop and start again
+// with the lease.
 class EdgeSlot {
  public:
   std::shared_ptr<Edge> get() const {
@@ -452,9 +453,9 @@ int Run() {
     edge_slot.Set(std::move(edge));
     return absl::OkStatus();
   };
-  if (clustered) {
-    table.AddListener([&edge_slot](const DecisionUpdate& u) { edge_slot.OnDecision(u); });
-  } else if (config->cloudflare().enabled()) {
+  // In a cluster the dispatcher hears the table through the decision log (the cluster node's
+  // edge_update, below): the edge acts only on what the log holds.
+  if (!clustered && config->cloudflare().enabled()) {
     if (absl::Status s = start_edge(); !s.ok()) {
       Log(absl::StrCat("refusing to start: ", s.message()));
       return 2;
@@ -647,6 +648,7 @@ int Run() {
         Log(absl::StrCat("cluster: this node writes but its edge did not start: ", s.message()));
       }
     };
+    co.edge_update = [&edge_slot](const DecisionUpdate& u) { edge_slot.OnDecision(u); };
     co.writer_stopped = [&] {
       edge_slot.Take().reset();  // the dispatcher, outbox and reconciler stop
       table.SetStore(store->get(), {});

@@ -29,6 +29,10 @@ using ::palisade::testing::Emulator;
 using ::palisade::testing::WaitFor;
 
 constexpr absl::Duration kLong = absl::Minutes(3);
+// A term that outlasts a NATS election and a busy machine's slow ticks (lease, KV and raft
+// round trips with one server of three gone): 3 s made the writer lease change hands every few
+// seconds on a loaded CI machine. Failovers wait the term, within kLong.
+constexpr int kLeaseTermSeconds = 10;
 constexpr int kPartitions = 4;
 
 std::string Failure(const std::string& ip) {
@@ -43,7 +47,8 @@ std::string NodeConfig(const Emulator& cf, int n, const std::vector<std::string>
   for (const std::string& u : servers) quoted.push_back("\"" + u + "\"");
   const std::string top = absl::StrCat(
       "cluster {\n  nats { servers: [", absl::StrJoin(quoted, ", "), "] }\n  node_id: \"n", n,
-      "\"\n  partitions: ", kPartitions, "\n  lease_term { seconds: 3 }\n  replicas: 3\n}\n");
+      "\"\n  partitions: ", kPartitions, "\n  lease_term { seconds: ", kLeaseTermSeconds,
+      " }\n  replicas: 3\n}\n");
   return ::palisade::testing::WriteEdgeConfig(cf, cf.token_file(),
                                               {"tests/e2e/testdata/cluster.textproto"}, top);
 }
