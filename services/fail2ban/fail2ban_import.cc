@@ -28,9 +28,58 @@ struct ValueLine {
   std::string text;
   std::string file;
   int line = 0;
+  // The reviewed server facts (kServerFacts) applied to `text`, for the report.
+  std::vector<std::string> server_facts;
 };
 using Section = std::map<std::string, std::vector<ValueLine>>;
 using Sections = std::map<std::string, Section>;
+
+// Rewrites sound only given what a server writes (issue 13 §2). Each replaces a fragment of one
+// filter's failregex (after interpolation, before conversion) by the exact form the server
+// writes there, so that the loader's unchanged key check (AnalyzeKeyPlacement) can see that the
+// address is the server's: a free field after the key becomes the server's own tail, a line left
+// open gets the server's end. Stricter than fail2ban on the lines the server writes in another
+// form (missed, never keyed on a client's address). The check still judges every result; a fact
+// only narrows. Each entry has an injection test in fail2ban_import_test.cc (ServerFacts...).
+struct ServerFact {
+  const char* filter;       // the filter's base name
+  const char* fragment;     // exact text of the interpolated failregex
+  const char* replacement;  // what the server writes there
+  const char* why;          // the fact, for the report and the reviewer
+};
+constexpr ServerFact kServerFacts[] = {
+    // dovecot's login processes end the line with login_log_format_elements' tail:
+    // "rip=%r, lip=%l[, mpid=N][, TLS...|, secured][, session=<%{session}>]" (src/login-common,
+    // client_get_log_str): lip is the server's own address, mpid a number, the TLS status
+    // server text without '=' ("TLS: Disconnected, TLSv1.2 with cipher X (256/256 bits)"), the
+    // session id base64. fail2ban's `[^>]*` there could take a user's second " rip=".
+    {"dovecot", "rip=<HOST>(?:[^>]*(?:, session=<\\S+>)?)\\s*$",
+     "rip=<HOST>, lip=[0-9A-Fa-f:.]+(?:, mpid=\\d+)?(?:, (?:TLS|secured)[^=]*)?"
+     "(?:, session=<[\\w+/]*>)?\\s*$",
+     "dovecot writes 'rip=ADDR, lip=ADDR[, mpid=N][, TLS...][, session=<base64>]' to the end"},
+    // dovecot's auth passdb/userdb prefix "pam(user,ADDR[,<session>]): " (auth-request.c,
+    // get_log_prefix): after the remote address only the session id, base64 in <>, or nothing.
+    {"dovecot", "<HOST>(?:,\\S*)?\\): ", "<HOST>(?:,(?:<[\\w+/]*>)?)?\\): ",
+     "dovecot's auth prefix 'db(user,ADDR[,<session>]): ' holds only a base64 session id after "
+     "the address"},
+    // ... and the messages after it end the line, with at most dovecot's parenthesised notes
+    // ("(SHA1 of given password: f638ff)", "(for LDAP bind)").
+    {"dovecot", "(?:[Uu]nknown user|[Ii]nvalid credentials|[Pp]assword mismatch)",
+     "(?:[Uu]nknown user|[Ii]nvalid credentials|[Pp]assword mismatch)(?: \\([^(),]*\\))*\\s*$",
+     "dovecot's passdb failures end the line, at most with parenthesised notes"},
+};
+
+// Applies the kServerFacts of `filter` to a failregex line.
+void ApplyServerFacts(const std::string& filter, ValueLine* line) {
+  for (const ServerFact& f : kServerFacts) {
+    if (filter != f.filter) continue;
+    size_t at = line->text.find(f.fragment);
+    if (at == std::string::npos) continue;
+    if (line->text.find(f.replacement) == at) continue;  // already the server's form
+    line->text.replace(at, strlen(f.fragment), f.replacement);
+    line->server_facts.push_back(f.why);
+  }
+}
 
 // Stands for __prefix_line during interpolation, so that we can tell the filter used it.
 constexpr char kPrefixMarker[] = "\x01";
@@ -1298,6 +1347,9 @@ Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Pr
     re = absl::StrCat(prefix.before, "(?:", content, ")", prefix.after);
   }
   std::vector<std::string> rewrites;
+  for (const std::string& fact : line.server_facts) {
+    rewrites.push_back(absl::StrCat("server fact (reviewed table): ", fact));
+  }
   if (format == palisade::v1::LOG_FORMAT_APACHE_ERROR) {
     // The message starts at "[client": what precedes the marker is the log's own header.
     size_t at = re.find(kApacheClientMarker);
@@ -1506,11 +1558,18 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   std::map<std::string, std::string> params = options.params;
   // common.conf's __prefix_line is what the syslog parser strips; a filter that extends it
   // (`__prefix_line = %(known/__prefix_line)s(?:\w{14,20}: )?`, sendmail) keeps its extension.
-  const auto& defaults = sections["DEFAULT"];
-  auto own_prefix = defaults.find("__prefix_line");
-  if (own_prefix != defaults.end() && !own_prefix->second.empty() &&
-      BaseName(own_prefix->second.front().file) != "common.conf" &&
-      absl::StrContains(own_prefix->second.front().text, "known/__prefix_line")) {
+  // (Written in [Definition], as sendmail's filters do, or in [DEFAULT].)
+  const std::vector<ValueLine>* own_prefix = nullptr;
+  for (const char* name : {"Definition", "DEFAULT"}) {
+    const auto& section = sections[name];
+    auto it = section.find("__prefix_line");
+    if (it != section.end() && !it->second.empty()) {
+      own_prefix = &it->second;
+      break;
+    }
+  }
+  if (own_prefix != nullptr && BaseName(own_prefix->front().file) != "common.conf" &&
+      absl::StrContains(own_prefix->front().text, "known/__prefix_line")) {
     params["known/__prefix_line"] = kPrefixMarker;
   } else {
     params["__prefix_line"] = kPrefixMarker;
@@ -1552,7 +1611,21 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   static const LazyRE2 kMlfid = {"<F-MLFID>(.*?)</F-MLFID>"};
   std::string mlfid;
   if (RE2::PartialMatch(pref, *kMlfid, &mlfid)) {
-    if (absl::StartsWith(mlfid, kPrefixMarker)) {
+    // sendmail's `__prefix_line = %(known/__prefix_line)s(?:\w{14,20}: )?`: what the filter adds
+    // after program[pid] is an optional `(?:ID: )?`, the queue id, which fail2ban's session id
+    // then holds (one sendmail process serves several messages: "Different mail ID shouldn't
+    // match"). The session is by that id, a named group `mlfid` (Rule.session.by); a line
+    // without it has no session.
+    static const LazyRE2 kIdExtension = {"\\x01\\(\\?:(.+): \\)\\?"};
+    std::string id_pattern;
+    if (RE2::FullMatch(mlfid, *kIdExtension, &id_pattern) &&
+        PythonOnlyConstruct(id_pattern).empty() && !absl::StrContains(id_pattern, "(")) {
+      out.session_by = "mlfid";
+      out.notes.push_back(absl::StrCat("session filter: <F-MLFID> is program[pid] and the id ",
+                                       id_pattern, " after it (session.by mlfid, that id)"));
+      pref = absl::StrReplaceAll(
+          pref, {{mlfid, absl::StrCat(kPrefixMarker, "(?:(?P<mlfid>", id_pattern, "): )?")}});
+    } else if (absl::StartsWith(mlfid, kPrefixMarker)) {
       out.session_by = "pid";
       out.notes.push_back(absl::StrCat(
           "session filter: <F-MLFID> is the syslog program[pid] (session.by pid)",
@@ -1574,6 +1647,7 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   if (const std::vector<ValueLine>* v = interp.Find("ignoreregex")) {
     RETURN_IF_ERROR(interp.ExpandList(*v, 0, &ignores));
   }
+  for (ValueLine& l : fails) ApplyServerFacts(out.filter, &l);
   bool apache = absl::StrContains(pref, kApacheClientMarker);
   bool nginx = !fails.empty();
   for (const ValueLine& l : fails) {
@@ -2006,7 +2080,7 @@ std::string Fail2banSummaryLine(const std::string& name, const absl::StatusOr<Fa
                       r->failregexes(RegexOutcome::kConverted), " converted, ",
                       r->failregexes(RegexOutcome::kRewritten), " rewritten, ",
                       r->failregexes(RegexOutcome::kRefused), " refused",
-                      r->session_by.empty() ? "" : "\tsession by pid");
+                      r->session_by.empty() ? "" : absl::StrCat("\tsession by ", r->session_by));
 }
 
 }  // namespace palisade

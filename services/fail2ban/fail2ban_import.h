@@ -31,7 +31,14 @@
 //     ones that only note the address (`-note`, session.note_only), and the same two whose
 //     match ends the session (`<F-MLFFORGET>`: `-ends`, `-note-ends`, session.ends). A
 //     failregex without an address in a session filter keys on the address an earlier line of
-//     the session noted. Outside a session, a `<F-NOFAIL>` regex never counts and is dropped;
+//     the session noted. Outside a session, a `<F-NOFAIL>` regex never counts and is dropped.
+//     When the filter's own __prefix_line adds an id after program[pid] (sendmail's
+//     `(?:\w{14,20}: )?` queue id, kept in the regexes whether set in [DEFAULT] or
+//     [Definition]), the session is by that id (a group `mlfid`, Rule.session.by "mlfid");
+//   - reviewed server facts (kServerFacts in fail2ban_import.cc: filter, fragment, replacement,
+//     why): a fragment of one filter's failregex replaced by the exact form the server writes
+//     there (dovecot's `rip=ADDR, lip=ADDR[, TLS...][, session=<id>]` tail for fail2ban's
+//     `[^>]*`), applied before conversion; the loader's check still judges the result;
 //   - refused, with the reason: `<F-ID>` (a failure id other than an address), host names
 //     (`<DNS>`), `<SKIPLINES>` (multi-line buffers), Python-only syntax that has no rewrite
 //     below (look-ahead/behind, numbered back-references, atomic groups, possessive
@@ -155,7 +162,7 @@ struct Fail2banImport {
   std::string prefregex;
   std::string datepattern;
   int maxlines = 1;
-  std::string session_by;          // "pid" for a session filter, else empty
+  std::string session_by;  // "pid" or "mlfid" (the id after it) for a session filter, else empty
   std::vector<std::string> notes;  // e.g. "maxlines 10: multi-line buffers are not supported"
   std::vector<std::string> ignoreip;  // from the jail, for the operator's allowlist
 

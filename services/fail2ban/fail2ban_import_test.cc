@@ -656,6 +656,113 @@ TEST(Fail2banImportTest, TailsAfterTheKeyAreTightenedNeverTheCheck) {
                   .empty());
 }
 
+// The reviewed server facts (kServerFacts in fail2ban_import.cc): a free field after the
+// address becomes the tail dovecot writes, so that the unchanged key check passes; a client's
+// copy of the introducer and a victim in a user name never becomes the key.
+TEST(Fail2banImportTest, ServerFactsPinTheServersTailNeverTheClients) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/dovecot.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  for (const char* needle : {"rip=<HOST>", "pam\\(", "[a-z\\-]{3,15}"}) {
+    const RegexReport* r = FindReport(*imported, needle);
+    ASSERT_NE(r, nullptr) << needle;
+    EXPECT_EQ(r->outcome, RegexOutcome::kRewritten) << needle << ": " << r->reason;
+    EXPECT_THAT(r->reason, HasSubstr("server fact (reviewed table)")) << needle;
+  }
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/facts-dovecot.textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+
+  Matcher m(*imported);
+  const std::string head = "Jul 26 11:12:19 mx dovecot: imap-login: ";
+  // The server's tails: lip, TLS status, session id.
+  for (const char* tail : {"", ", TLS", ", TLS: Disconnected, session=<q454Xu/vMwBZApgg>",
+                           ", TLS, TLSv1.3 with cipher TLS_AES_256 (256/256 bits)",
+                           ", mpid=7, secured, session=<S5dIdTFCDKUWWMbU>"}) {
+    EXPECT_EQ(m.Keys(absl::StrCat(head, "Disconnected (auth failed, 1 attempts in 2 secs): "
+                                        "user=<test>, method=PLAIN, rip=203.0.113.50, "
+                                        "lip=192.168.1.1",
+                                  tail)),
+              std::set<std::string>{"203.0.113.50"})
+        << tail;
+  }
+  // Injections: the user name (and the method) are the client's. A copy of " rip=V, lip=..."
+  // in them never keys V.
+  for (const char* user : {"x>, method=PLAIN, rip=198.51.100.7, lip=1.1.1.1, TLS",
+                           "x, rip=198.51.100.7, lip=1.1.1.1", "rip=198.51.100.7"}) {
+    std::set<std::string> keys =
+        m.Keys(absl::StrCat(head, "Disconnected (auth failed, 1 attempts): user=<", user,
+                            ">, method=PLAIN, rip=203.0.113.51, lip=192.168.1.1, TLS"));
+    EXPECT_EQ(keys.count("198.51.100.7"), 0u) << user;
+  }
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "Disconnected (auth failed, 1 attempts): user=<x>, "
+                                      "method=P rip=198.51.100.7, lip=1.1.1.1, rip=203.0.113.52, "
+                                      "lip=192.168.1.1"))
+                .count("198.51.100.7"),
+            0u);
+
+  // The auth process' prefix "db(user,ADDR[,<session>]): ", then the message to the end.
+  const std::string auth = "Jun 11 13:57:17 mx dovecot: auth: ";
+  EXPECT_EQ(m.Keys(absl::StrCat(auth, "sql(admin@example.ru,203.0.113.53,<6rXunFtu493AqJDi>): "
+                                      "Password mismatch")),
+            std::set<std::string>{"203.0.113.53"});
+  EXPECT_EQ(m.Keys(absl::StrCat(auth, "ldap(u@example.org,203.0.113.54,<LZmGp6m>): unknown user "
+                                      "(SHA1 of given password: f638ff)")),
+            std::set<std::string>{"203.0.113.54"});
+  EXPECT_EQ(m.Keys(absl::StrCat(auth, "ldap(dog,203.0.113.55,): invalid credentials")),
+            std::set<std::string>{"203.0.113.55"});
+  EXPECT_EQ(m.Keys("Jan 29 05:32:50 mx dovecot: auth-worker(304): pam(username,203.0.113.56): "
+                   "pam_authenticate() failed: Authentication failure (password mismatch?)"),
+            std::set<std::string>{"203.0.113.56"});
+  // The user name is the client's: "x,V" (fail2ban's `\S*` and `,\S*` let either address be the
+  // key), or a whole copy of the message.
+  for (const char* user : {"x,198.51.100.7", "x,198.51.100.7): unknown user (y"}) {
+    for (const char* db : {"sql", "pam"}) {
+      std::set<std::string> keys = m.Keys(absl::StrCat(
+          auth, db, "(", user, ",203.0.113.57,<abc>): ",
+          std::string(db) == "pam" ? "pam_authenticate() failed: Permission denied"
+                                   : "unknown user"));
+      EXPECT_EQ(keys.count("198.51.100.7"), 0u) << db << " " << user;
+    }
+  }
+}
+
+// sendmail's __prefix_line (in [Definition]) adds the queue id after program[pid]: it stays in
+// the regexes, and fail2ban's <F-MLFID> session is by that id (one process serves several
+// messages), not by the pid alone.
+TEST(Fail2banImportTest, QueueIdAfterThePidKeepsAndKeysTheSession) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/sendmail-reject.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  EXPECT_EQ(imported->session_by, "mlfid");
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/facts-sendmail.textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+  Matcher m(*imported);
+  const std::string head = "Nov  3 11:35:30 mx sendmail[26254]: ";
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "s1R9r60D044307: rejecting commands from example.com "
+                                      "[203.0.113.60] due to pre-greeting traffic after 6 "
+                                      "seconds")),
+            std::set<std::string>{"203.0.113.60"});
+  // Message rA37ZTSC026254 notes its relay's address; its "No such user" counts on it, the
+  // same process' other message (another queue id) does not.
+  EXPECT_TRUE(m.Keys(absl::StrCat(head, "rA37ZTSC026254: from=<a@example.com>, size=0, class=0, "
+                                        "nrcpts=0, bodytype=8BITMIME, proto=ESMTP, daemon=MTA, "
+                                        "relay=h.example [203.0.113.61]"))
+                  .empty());
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "rA37ZTSC026254: <b@example.com>... No such user here")),
+            std::set<std::string>{"203.0.113.61"});
+  EXPECT_TRUE(
+      m.Keys(absl::StrCat(head, "rA37ZTSC026252: <c@example.com>... No such user here")).empty());
+  // The sender is the client's: a copy of the relay field in it keys nothing else.
+  EXPECT_TRUE(m.Keys(absl::StrCat(head, "rA37ZTSC026260: from=<x@y>, relay=h [198.51.100.7]>, "
+                                        "size=0, class=0, nrcpts=0, bodytype=8BITMIME, "
+                                        "proto=ESMTP, daemon=MTA, relay=h [203.0.113.62]"))
+                  .empty());
+  EXPECT_TRUE(m.Keys(absl::StrCat(head, "rA37ZTSC026260: <d@example.com>... No such user here"))
+                  .empty());
+}
+
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
   auto broken = ImportFail2banFilter(absl::StrCat(kTestdata, "broken.conf"));
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
