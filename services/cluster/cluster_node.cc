@@ -350,7 +350,10 @@ void ClusterNode::BecomeWriter() {
   wo.state = [this] { return table_.List({}); };
   wo.published = options_.edge_update;
   wo.wait_applied = [this](uint64_t sequence) {
-    return replica_->WaitUntilApplied(sequence, options_.lease_term / 3);
+    // A replica that can read on only from a writer's next state (the log purged) would wait
+    // for this one: its table is then the best there is.
+    return replica_->WaitUntilApplied(sequence, options_.lease_term / 3) ||
+           replica_->awaiting_state();
   };
   absl::StatusOr<std::unique_ptr<DecisionLogWriter>> w = DecisionLogWriter::Start(*nats_, wo);
   if (!w.ok()) {

@@ -505,10 +505,12 @@ void DecisionReplica::Run() {
       if (need_state) {
         absl::StatusOr<uint64_t> from = FindState();
         if (!from.ok()) {
+          awaiting_state_ = from.status().code() == absl::StatusCode::kDataLoss;
           SetError(std::string(from.status().message()));
           wait();
           continue;
         }
+        awaiting_state_ = false;
         position = *from;
         need_state = false;
       } else {

@@ -247,6 +247,9 @@ class DecisionReplica {
   uint64_t resubscribed() const { return resubscribed_.load(); }
   // What went wrong last ("" when reading normally), e.g. why it waits for a state.
   std::string last_error() const;
+  // It fell behind and no full state is within reach (a purge): only a writer's next state
+  // lets it read on, so a node taking over must not wait for it (see wait_applied).
+  bool awaiting_state() const { return awaiting_state_.load(); }
 
  private:
   DecisionReplica(NatsClient& nats, DecisionReplicaOptions options);
@@ -262,6 +265,7 @@ class DecisionReplica {
   const DecisionReplicaOptions options_;
   natsSubscription* sub_ = nullptr;  // the replica thread's
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> awaiting_state_{false};
   std::atomic<uint64_t> applied_through_{0}, updates_{0}, states_{0}, fell_behind_{0},
       malformed_{0}, resubscribed_{0};
   mutable absl::Mutex mu_;

@@ -432,11 +432,14 @@ TEST_F(DecisionLogTest, AReplicaFallenBehindRebuildsFromTheLastFullState) {
   }
   EXPECT_THAT(behind->last_error(), ::testing::HasSubstr("waiting for the writer"));
   EXPECT_EQ(behind->states_applied(), 0u);
+  EXPECT_TRUE(behind->awaiting_state());  // a node taking over does not wait for it
+  EXPECT_FALSE(rep->awaiting_state());
   writer.log().PublishState();
   ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
   ASSERT_TRUE(behind->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
   EXPECT_EQ(behind->states_applied(), 1u);
   EXPECT_EQ(behind->last_error(), "");
+  EXPECT_FALSE(behind->awaiting_state());
   EXPECT_THAT(Snapshot(late.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
   // The replica that followed along sees the later changes and the state, and agrees.
   ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
