@@ -186,13 +186,13 @@ void FeedManager::PublishLocked(Feed& feed, std::shared_ptr<const FeedSet> set) 
   registry_.Publish(feed.config.name(), std::move(set));
 }
 
-void FeedManager::PersistLocked(const Feed& feed) {
-  if (store_ == nullptr || feed.current == nullptr) return;
+palisade::v1::FeedState FeedManager::StateLocked(const Feed& feed) const {
   palisade::v1::FeedState state;
   state.set_version(feed.version);
   state.set_etag(feed.etag);
   state.set_last_modified(feed.last_modified);
   state.set_last_success(absl::ToUnixSeconds(feed.last_success));
+  if (feed.current == nullptr) return state;
   state.mutable_entries()->Reserve(static_cast<int>(feed.current->size()));
   for (const FeedEntry& e : feed.current->entries()) {
     auto* out = state.add_entries();
@@ -203,6 +203,15 @@ void FeedManager::PersistLocked(const Feed& feed) {
     out->set_confidence(e.confidence);
     out->set_ref(e.ref);
   }
+  return state;
+}
+
+void FeedManager::PersistLocked(const Feed& feed, bool made_here) {
+  if (feed.current == nullptr) return;
+  if (store_ == nullptr && !(made_here && options_.on_version)) return;
+  const palisade::v1::FeedState state = StateLocked(feed);
+  if (made_here && options_.on_version) options_.on_version(feed.config.name(), state);
+  if (store_ == nullptr) return;
   absl::Status s = store_->SaveSnapshot(SnapshotName(feed.config.name()), state.SerializeAsString());
   if (!s.ok()) Log(absl::StrCat(feed.config.name(), ": version not persisted: ", s.message()));
 }
@@ -367,9 +376,38 @@ void FeedManager::SyncEdgeLocked() {
   next_edge_refresh_ = now + ttl / 4;
 }
 
+void FeedManager::SetPushForward(PushForward forward) { forward_ = std::move(forward); }
+
 absl::StatusOr<PushFeedResponse> FeedManager::Push(absl::string_view name, FeedPushMode mode,
                                                    palisade::v1::FeedFormat format, bool force,
                                                    absl::string_view content) {
+  if (!forward_) return PushHere(name, mode, format, force, content);
+  uint64_t max_bytes = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    Feed* feed = FindLocked(name);
+    if (feed == nullptr) {
+      return absl::NotFoundError(
+          absl::StrCat("feed \"", name, "\" is not configured (add it to the config's feeds)"));
+    }
+    max_bytes = feed->config.max_bytes() > 0 ? feed->config.max_bytes() : kDefaultMaxBytes;
+  }
+  if (content.size() > max_bytes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("feed \"", name, "\": ", content.size(), " bytes is over its max_bytes"));
+  }
+  palisade::v1::FeedChunk push;
+  push.set_feed(std::string(name));
+  push.set_mode(mode);
+  push.set_format(format);
+  push.set_force(force);
+  push.set_data(std::string(content));
+  return forward_(push);
+}
+
+absl::StatusOr<PushFeedResponse> FeedManager::PushHere(absl::string_view name, FeedPushMode mode,
+                                                       palisade::v1::FeedFormat format, bool force,
+                                                       absl::string_view content) {
   FeedConfig config;
   {
     absl::MutexLock lock(&mu_);
@@ -493,20 +531,70 @@ void FeedManager::Tick() {
 }
 
 void FeedManager::Start() {
+  absl::MutexLock run(&run_mu_);
+  if (thread_.joinable()) return;
+  stop_ = false;
   {
     absl::MutexLock lock(&mu_);
-    // Feeds restored from the store go to the edge as they were (nothing changes if it is
-    // already there); a fresh start has nothing to send yet.
+    // Feeds restored from the store (or followed, in a cluster) go to the edge as they are
+    // (nothing changes if it is already there); a fresh start has nothing to send yet.
     SyncEdgeLocked();
   }
   thread_ = std::thread([this] {
-    while (!stopping_.WaitForNotificationWithTimeout(absl::Seconds(1))) Tick();
+    for (;;) {
+      {
+        absl::MutexLock lock(&run_mu_);
+        if (run_mu_.AwaitWithTimeout(absl::Condition(&stop_), absl::Seconds(1))) return;
+      }
+      Tick();
+    }
   });
 }
 
 void FeedManager::Stop() {
-  if (!stopping_.HasBeenNotified()) stopping_.Notify();
-  if (thread_.joinable()) thread_.join();
+  std::thread thread;
+  {
+    absl::MutexLock run(&run_mu_);
+    stop_ = true;
+    thread = std::move(thread_);
+  }
+  if (thread.joinable()) thread.join();
+}
+
+absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
+                                         const palisade::v1::FeedState& state) {
+  std::vector<FeedEntry> entries;
+  entries.reserve(state.entries_size());
+  for (const auto& e : state.entries()) {
+    absl::StatusOr<Cidr> cidr = Cidr::Parse(e.cidr());
+    if (!cidr.ok()) continue;
+    entries.push_back({*cidr, e.first_seen(), e.last_seen(), e.expiry(), e.confidence(), e.ref()});
+  }
+  absl::MutexLock lock(&mu_);
+  Feed* feed = FindLocked(name);
+  if (feed == nullptr) {
+    return absl::NotFoundError(absl::StrCat("feed \"", name, "\" is not configured on this node"));
+  }
+  if (state.version() <= feed->version) return false;
+  feed->version = state.version();
+  feed->etag = state.etag();
+  feed->last_modified = state.last_modified();
+  feed->last_success = absl::FromUnixSeconds(state.last_success());
+  feed->success_gauge->Set(static_cast<double>(state.last_success()));
+  // Should this node come to write, a pull is due an interval after the version's success.
+  feed->next_fetch = feed->last_success + Or(feed->config.interval(), kDefaultInterval);
+  feed->held_entries = 0;
+  feed->held_reason.clear();
+  PublishLocked(*feed, std::make_shared<const FeedSet>(std::move(entries)));
+  PersistLocked(*feed, /*made_here=*/false);
+  return true;
+}
+
+absl::StatusOr<uint64_t> FeedManager::Version(absl::string_view name) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = feeds_.find(name);
+  if (it == feeds_.end()) return absl::NotFoundError(absl::StrCat("no feed \"", name, "\""));
+  return it->second.version;
 }
 
 palisade::v1::FeedInfo FeedManager::InfoLocked(const Feed& feed) const {

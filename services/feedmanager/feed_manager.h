@@ -11,10 +11,16 @@
 // the union is larger than edge_max_entries the edge keeps (and refreshes) the set it has, and
 // says so once (log, palisade_feed_edge_held_total counts the held syncs).
 //
+// In a cluster (docs/CLUSTER.md, "Threat feeds") only the edge writer applies versions (pushes,
+// pulls, expiry) and syncs the edge; each version it makes goes to `on_version` (published for
+// the other nodes), and every node applies the published versions with Follow: registry and
+// store only, no edge sync. A push on any node goes to the writer through `SetPushForward`.
+//
 // Thread-safety: all public methods are thread-safe.
 #ifndef PALISADE_SERVICES_FEEDMANAGER_FEED_MANAGER_H_
 #define PALISADE_SERVICES_FEEDMANAGER_FEED_MANAGER_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,10 +30,10 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "palisade/v1/config.pb.h"
 #include "palisade/v1/palisade.pb.h"
+#include "palisade/v1/state.pb.h"
 #include "prometheus/counter.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
@@ -46,6 +52,9 @@ struct FeedManagerOptions {
   size_t edge_max_entries = 10000;
   // Never acted upon, on top of NonPublicRanges().
   CidrSet never_ban;
+  // Each version this manager makes (push, pull, expiry), as stored, with the manager's lock
+  // held: it must not call back into the manager, nor block (queue it). Null: none.
+  std::function<void(absl::string_view feed, const palisade::v1::FeedState& state)> on_version;
 };
 
 class FeedManager {
@@ -57,17 +66,36 @@ class FeedManager {
 
   // Loads each feed's last applied version from the store and publishes it. Call before Start.
   absl::Status Restore();
-  // Starts the thread that pulls feeds with a URL when due and expires entries.
+  // Starts the thread that pulls feeds with a URL when due and expires entries, after an edge
+  // sync of the versions held. Stop ends it; Start may run again after Stop (a cluster node
+  // starts and stops it with the edge-writer lease). Both idempotent.
   void Start();
   void Stop();
 
   const FeedRegistry& registry() const { return registry_; }
 
-  // A pushed version or delta. `content` is in `format` (UNSPECIFIED: the feed's own).
+  // A pushed version or delta. `content` is in `format` (UNSPECIFIED: the feed's own). With a
+  // push forward set (a cluster node), the forward's answer (the feed and the size checked
+  // here first); else PushHere.
   absl::StatusOr<palisade::v1::PushFeedResponse> Push(absl::string_view feed,
                                                       palisade::v1::FeedPushMode mode,
                                                       palisade::v1::FeedFormat format, bool force,
                                                       absl::string_view content);
+  // Applies a push on this node (what the cluster's writer does with a forwarded push).
+  absl::StatusOr<palisade::v1::PushFeedResponse> PushHere(absl::string_view feed,
+                                                          palisade::v1::FeedPushMode mode,
+                                                          palisade::v1::FeedFormat format,
+                                                          bool force, absl::string_view content);
+  using PushForward = std::function<absl::StatusOr<palisade::v1::PushFeedResponse>(
+      const palisade::v1::FeedChunk& push)>;
+  // Set once, before pushes arrive. The forward gets the whole push as one FeedChunk.
+  void SetPushForward(PushForward forward);
+  // A version another node made (the cluster writer's, as on_version gave it): becomes this
+  // node's registry entry and stored copy, without an edge sync. false: ignored, this node
+  // holds that version or a newer one. kNotFound: the feed is not configured here.
+  absl::StatusOr<bool> Follow(absl::string_view feed, const palisade::v1::FeedState& state);
+  // The version held (0: none; kNotFound when not configured).
+  absl::StatusOr<uint64_t> Version(absl::string_view feed) const;
   // Fetches a pulled feed now and applies what it got.
   absl::StatusOr<palisade::v1::PushFeedResponse> FetchNow(absl::string_view feed);
   // One round of the background work, at the clock's now: due fetches, expired entries, edge
@@ -108,7 +136,9 @@ class FeedManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked(Feed& feed, std::shared_ptr<const FeedSet> set)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PersistLocked(const Feed& feed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores the feed's version and, when `made_here`, hands it to on_version.
+  void PersistLocked(const Feed& feed, bool made_here = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  palisade::v1::FeedState StateLocked(const Feed& feed) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void SyncEdgeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   palisade::v1::FeedInfo InfoLocked(const Feed& feed) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   FeedParseOptions ParseOptionsFor(const palisade::v1::FeedConfig& config) const;
@@ -129,8 +159,10 @@ class FeedManager {
   prometheus::Counter& edge_added_;
   prometheus::Counter& edge_removed_;
   prometheus::Counter& edge_held_;
-  absl::Notification stopping_;
-  std::thread thread_;
+  PushForward forward_;
+  absl::Mutex run_mu_;
+  bool stop_ ABSL_GUARDED_BY(run_mu_) = false;
+  std::thread thread_ ABSL_GUARDED_BY(run_mu_);
 };
 
 }  // namespace palisade
