@@ -131,11 +131,13 @@ bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
     const size_t keep = queue_.empty() ? 0 : 1;
     for (size_t i = keep; i < queue_.size(); ++i) {
       if (!queue_[i].state) ++dropped;
+      if (queue_[i].state) --states_queued_;
       queued_bytes_ -= queue_[i].cost;
     }
     queue_.erase(queue_.begin() + keep, queue_.end());
     dropped_.fetch_add(dropped);
     queue_.push_back({.state = true, .cost = Cost(0), .ticket = next_ticket_++});
+    ++states_queued_;
     queued_bytes_ += Cost(0);
     return false;
   }
@@ -153,6 +155,7 @@ void DecisionLogWriter::PublishState() {
   absl::MutexLock lock(&mu_);
   queued_bytes_ += Cost(0);
   queue_.push_back({.state = true, .cost = Cost(0), .ticket = next_ticket_++});
+  ++states_queued_;
 }
 
 size_t DecisionLogWriter::queued_bytes() const {
@@ -267,9 +270,11 @@ absl::Status DecisionLogWriter::PublishStateNow() {
         continue;
       }
     }
-    switch (PublishStateTaken(taking_over)) {
+    uint64_t start = 0;
+    switch (PublishStateTaken(taking_over, &start)) {
       case Outcome::kStored:
         states_.fetch_add(1);
+        Compact(start);
         return absl::OkStatus();
       case Outcome::kGaveUp:
         return absl::UnavailableError("decision log: stopped or fenced while publishing a state");
@@ -279,7 +284,30 @@ absl::Status DecisionLogWriter::PublishStateNow() {
   }
 }
 
-DecisionLogWriter::Outcome DecisionLogWriter::PublishStateTaken(bool taking_over) {
+void DecisionLogWriter::Compact(uint64_t state_start) {
+  const uint64_t before = last_state_start_;
+  last_state_start_ = state_start;
+  if (!options_.compact || before <= 1) return;
+  // Everything before the previous state: every replica reads on from one of the two states.
+  jsOptions o;
+  jsOptions_Init(&o);
+  o.Stream.Purge.Sequence = before;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s = js_PurgeStream(nats_.jetstream(), options_.stream.c_str(), &o, &err);
+  if (s != NATS_OK) {
+    // The next state tries again (from its own previous one): nothing is lost, the log only
+    // stays longer meanwhile.
+    absl::MutexLock lock(&mu_);
+    last_error_ = std::string(
+        NatsError(s, absl::StrCat("decision log: compacting ", options_.stream, " before ", before))
+            .message());
+    return;
+  }
+  compactions_.fetch_add(1);
+}
+
+DecisionLogWriter::Outcome DecisionLogWriter::PublishStateTaken(bool taking_over,
+                                                                uint64_t* start) {
   const std::vector<Decision> all = options_.state();
   // Chunks under max_chunk_bytes (a decision larger than that alone in its chunk: the table
   // caps evidence, so one decision stays far below NATS' payload limit).
@@ -303,6 +331,7 @@ DecisionLogWriter::Outcome DecisionLogWriter::PublishStateTaken(bool taking_over
                                        absl::StrCat(state_id, ":", i + 1), &ack,
                                        /*retake=*/taking_over && i == 0);
     if (o != Outcome::kStored) return o;
+    if (i == 0) *start = ack.sequence;
   }
   return Outcome::kStored;
 }
@@ -332,6 +361,7 @@ void DecisionLogWriter::Run() {
       // Stopping while NATS refuses, or fenced: what is left is lost, and counted.
       for (const Item& i : queue_) dropped_.fetch_add(i.state ? 0 : 1);
       queue_.clear();
+      states_queued_ = 0;
       queued_bytes_ = 0;
       return;
     }
@@ -341,15 +371,19 @@ void DecisionLogWriter::Run() {
       ++since_state_;
     } else {
       since_state_ = 0;
+      --states_queued_;
     }
     done_through_ = item->ticket + 1;
     queued_bytes_ -= item->cost;
     queue_.pop_front();
-    if (options_.state_every > 0 && since_state_ >= options_.state_every) {
-      // So that stream limits trimming old updates always leave a state within reach.
+    if (options_.state_every > 0 && since_state_ >= options_.state_every &&
+        states_queued_ == 0) {
+      // So that the log can be compacted (and stream limits trimming old updates always leave
+      // a state within reach). One waiting is enough: it is taken when its turn comes.
       since_state_ = 0;
       queued_bytes_ += Cost(0);
       queue_.push_back({.state = true, .cost = Cost(0), .ticket = next_ticket_++});
+      ++states_queued_;
     }
   }
 }
@@ -520,7 +554,9 @@ void DecisionReplica::Run() {
           wait();
           continue;
         }
-        if (b->first > position + 1 && b->last > position) {
+        // From the start (position 0): the stream's first message is a state's first chunk
+        // once the writer compacted it, so reading from there is reading from a state.
+        if (position > 0 && b->first > position + 1 && b->last > position) {
           fell_behind_.fetch_add(1);
           SetError(absl::StrCat("decision replica: fell behind: needs sequence ", position + 1,
                                 " but ", options_.stream, " begins at ", b->first,
@@ -575,8 +611,9 @@ void DecisionReplica::Run() {
       natsMsg_Destroy(msg);
       continue;
     }
-    if (seq > position + 1) {
+    if (position > 0 && seq > position + 1) {
       // What came between is gone from the stream (limits, a purge): rebuild from a state.
+      // (Nothing read yet: the first message is where the compacted stream begins.)
       natsMsg_Destroy(msg);
       fell_behind_.fetch_add(1);
       SetError(absl::StrCat("decision replica: fell behind: needed sequence ", position + 1,

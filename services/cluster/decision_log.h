@@ -16,7 +16,9 @@
 //     consecutive chunks (each under NATS' 1 MiB payload limit) whose header says "i of n". The
 //     writer publishes one on take-over (DecisionLogWriter::PublishState), after its queue
 //     overflowed (the updates it dropped are then covered), and every `state_every` updates, so
-//     stream limits that trim old updates always leave a state within reach.
+//     stream limits that trim old updates always leave a state within reach. Once a state is
+//     stored the writer purges what came before its previous one (`compact`): the stream stays
+//     bounded by two states and the updates between them.
 // Applying is idempotent and by decision id (a decision is replaced by its newer copy), and a
 // state replaces the view whole. So a state followed by updates that were made before it but
 // heard after it still ends at the writer's table: the updates come in the table's order.
@@ -111,6 +113,11 @@ struct DecisionLogWriterOptions {
   size_t max_chunk_bytes = 512u << 10;
   // A full state after this many updates (0: only on take-over and after an overflow).
   uint64_t state_every = 10'000;
+  // After each full state is stored, the stream is purged of what came before the state this
+  // writer published before it: a replica never needs that (a state replaces its view whole),
+  // so the log holds at most two states and the updates since the older one, whatever the
+  // number of decisions ever made (an attacker's addresses grow it otherwise).
+  bool compact = true;
   // Every decision the writer's table holds (DecisionTable::List({})): for the states the
   // writer publishes by itself. Called from the writer's thread, outside its lock.
   std::function<std::vector<palisade::v1::Decision>()> state;
@@ -152,6 +159,7 @@ class DecisionLogWriter {
   uint64_t published() const { return published_.load(); }    // updates acknowledged
   uint64_t duplicates() const { return duplicates_.load(); }  // of them, already stored
   uint64_t states_published() const { return states_.load(); }
+  uint64_t compactions() const { return compactions_.load(); }  // purges made (options.compact)
   uint64_t dropped() const { return dropped_.load(); }
   uint64_t publish_failures() const { return failures_.load(); }
   // Another writer appended after this one's last publish: it publishes nothing more.
@@ -180,7 +188,10 @@ class DecisionLogWriter {
   // taken once the table holds what the stream held (options.wait_applied), again if the
   // stream moved meanwhile.
   absl::Status PublishStateNow();
-  Outcome PublishStateTaken(bool taking_over);
+  // `start`: the stored first chunk's sequence.
+  Outcome PublishStateTaken(bool taking_over, uint64_t* start);
+  // options.compact: purges what came before the previous state; `state_start` is the new one's.
+  void Compact(uint64_t state_start);
   // Publishes with retries until acknowledged (kStored); kGaveUp when stopping or fenced;
   // kMoved when the stream moved before this writer took over (`retake`: the caller takes its
   // message again, else it is published as it is after the new last sequence).
@@ -200,8 +211,13 @@ class DecisionLogWriter {
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t done_through_ ABSL_GUARDED_BY(mu_) = 0;  // tickets below this are published
   uint64_t since_state_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t states_queued_ ABSL_GUARDED_BY(mu_) = 0;  // full states waiting in queue_
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t state_count_ = 0;  // the writer thread's
+  // The writer thread's: the first chunk's sequence of the last state it published (0: none
+  // yet), the point the next compaction purges before.
+  uint64_t last_state_start_ = 0;
+  std::atomic<uint64_t> compactions_{0};
   // The writer thread's: the stream's last sequence as this writer knows it (read once, then
   // each ack's), and whether one of its publishes was stored (it has taken over).
   bool last_known_ = false;

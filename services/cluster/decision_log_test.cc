@@ -446,6 +446,60 @@ TEST_F(DecisionLogTest, AReplicaFallenBehindRebuildsFromTheLastFullState) {
   EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
 }
 
+// The log stays bounded however many decisions are made: after each state the writer purges
+// what came before its previous one. A replica reading along, and one started afresh, both end
+// at the writer's table.
+TEST_F(DecisionLogTest, TheLogIsCompactedToTwoStatesAndTheUpdatesBetween) {
+  SimulatedClock clock;
+  DecisionTable table(clock);
+  constexpr uint64_t kEvery = 25;
+  auto w = DecisionLogWriter::Start(*client_, {.node_id = "web-1",
+                                               .state_every = kEvery,
+                                               .state = [&] { return table.List({}); },
+                                               .retry_min = absl::Milliseconds(20),
+                                               .retry_max = absl::Milliseconds(200)});
+  ASSERT_TRUE(w.ok()) << w.status();
+  table.AddListener((*w)->Listener());
+  Recorder along;
+  auto rep = Replica(along);
+  ASSERT_TRUE(rep);
+  // Six rounds of 50 bans, each published before the next: a state (queued once 25 updates
+  // were published; one waiting at a time) goes out between rounds.
+  constexpr int kRound = 50;
+  for (int i = 0; i < 6 * kRound; ++i) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value(absl::StrCat("198.51.", i / 250, ".", i % 250 + 1));
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    req.set_reason("operator");
+    ASSERT_TRUE(table.AddManual(req).ok());
+    if ((i + 1) % kRound == 0) {
+      ASSERT_TRUE((*w)->WaitUntilPublished(absl::Seconds(60))) << (*w)->last_error();
+    }
+  }
+  (*w)->PublishState();
+  ASSERT_TRUE((*w)->WaitUntilPublished(absl::Seconds(60))) << (*w)->last_error();
+  EXPECT_GE((*w)->states_published(), 6u);
+  EXPECT_EQ((*w)->compactions(), (*w)->states_published() - 1);
+  absl::StatusOr<NatsClient::StreamState> st = client_->State(kDecisionStream);
+  ASSERT_TRUE(st.ok()) << st.status();
+  // Two states (one chunk each here) and the updates between them, not 300 updates.
+  EXPECT_LE(st->messages, kRound + 2);
+  EXPECT_EQ(st->last_sequence, 6 * kRound + (*w)->states_published());
+  const auto want = Snapshot(table.List({}));
+  ASSERT_TRUE(rep->WaitUntilApplied(st->last_sequence, absl::Seconds(60)));
+  EXPECT_THAT(Snapshot(along.view().List()), ElementsAreArray(want));
+  Recorder fresh;
+  auto late = Replica(fresh);
+  ASSERT_TRUE(late);
+  ASSERT_TRUE(late->WaitUntilApplied(st->last_sequence, absl::Seconds(60)));
+  EXPECT_THAT(Snapshot(fresh.view().List()), ElementsAreArray(want));
+  // A node starting afresh reads from the older state: it has not fallen behind.
+  EXPECT_EQ(late->fell_behind(), 0u);
+  EXPECT_EQ(late->last_error(), "");
+  ASSERT_FALSE(fresh.seen().empty());
+  EXPECT_THAT(fresh.seen()[0], ::testing::StartsWith("state "));
+}
+
 // While NATS is away the writer's queue overflows: it drops what waits (counted) and publishes a
 // full state in its place when NATS is back, so replicas still end at the writer's table.
 TEST_F(DecisionLogTest, AnOverflowedWriterPublishesAFullStateInstead) {
