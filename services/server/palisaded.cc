@@ -31,6 +31,7 @@
 #include "services/actions/token_vetter.h"
 #include "services/bouncer_api/bouncer_api.h"
 #include "services/cluster/cluster_node.h"
+#include "services/cluster/feed_sync.h"
 #include "services/cluster/match_router.h"
 #include "services/cluster/match_stream.h"
 #include "services/cluster/partition_counter.h"
@@ -151,6 +152,11 @@ cluster::ClusterNodeOptions ClusterOptions(const palisade::v1::ClusterConfig& c,
   return o;
 }
 
+// The cluster command carrying a feed push to the writer, and the largest push it carries: the
+// command channel's requests are single NATS messages (1 MiB payload), with room for its header.
+constexpr char kFeedPushKind[] = "feeds.push";
+constexpr size_t kMaxFeedPushCommandBytes = (1u << 20) - 4096;
+
 int Run() {
   absl::StatusOr<palisade::v1::Config> config =
       absl::GetFlag(FLAGS_config).empty()
@@ -253,6 +259,13 @@ int Run() {
   feed_options.feeds.assign(config->feeds().begin(), config->feeds().end());
   feed_options.edge_max_entries = config->feed_edge_max_entries();
   feed_options.never_ban = *std::move(never_ban);
+  // In a cluster the writer's versions are published for the other nodes (FeedSync, made once
+  // NATS is connected; the writer's feeds start only after that).
+  std::atomic<cluster::FeedSync*> feed_sync_ptr{nullptr};
+  feed_options.on_version = [&feed_sync_ptr](absl::string_view feed,
+                                             const palisade::v1::FeedState& state) {
+    if (cluster::FeedSync* sync = feed_sync_ptr.load()) sync->Publish(feed, state);
+  };
   FeedManager feeds(std::move(feed_options), clock, *registry, &table, store->get());
   if (absl::Status s = feeds.Restore(); !s.ok()) {
     Log(absl::StrCat("refusing to start: ", s.message()));
@@ -499,12 +512,9 @@ int Run() {
   }
 
   // After the edge and the sinks: a restored feed's entries go out through the dispatcher.
-  if (!clustered) {
-    feeds.Start();
-  } else if (config->feeds_size() > 0) {
-    Log("cluster: threat feeds are not pulled or synced in cluster mode yet (issue 17): only "
-        "the edge writer may sync them, and that is not wired; their last versions are matched");
-  }
+  // In a cluster only the edge writer pulls and syncs feeds (started with the writer lease);
+  // every node follows the versions it publishes.
+  if (!clustered) feeds.Start();
 
   // Ingress caps (api.max_*): records per batch, streams per process, message size.
   ApiLimits::Options limit_options;
@@ -518,15 +528,6 @@ int Run() {
   }
   IngestService ingest(pipeline, limits, &ship_dedup);
   FeedsService feeds_service(feeds, limits, std::move(push_caps));
-  if (clustered) {
-    // Only the edge writer may sync a feed into the decisions, and that is not wired yet: a
-    // push on any node would make decisions no other node knows.
-    feeds_service.SetPushGate([] {
-      return absl::FailedPreconditionError(
-          "cluster: threat feeds are not synced in cluster mode yet (issue 17); push them to a "
-          "palisaded without cluster {}");
-    });
-  }
   EventsService events_service(events, limits);
   DecisionsService decisions(table);
   // A cluster node: the decision log read into the table on every node, the edge started and
@@ -535,6 +536,7 @@ int Run() {
   std::unique_ptr<cluster::MatchPublisher> match_publisher;
   std::unique_ptr<cluster::MatchRouter> match_router;
   std::unique_ptr<cluster::PartitionCounter> partition_counter;
+  std::unique_ptr<cluster::FeedSync> feed_sync;
   std::atomic<cluster::ClusterNode*> node_ptr{nullptr};  // set once the node started
   if (clustered) {
     cluster::ClusterNodeOptions co = ClusterOptions(config->cluster(), clock);
@@ -550,6 +552,7 @@ int Run() {
       spec.replicas = static_cast<int>(cc.replicas());
       // Bounded: a take-over needs only the matches since the partition's last snapshot.
       spec.max_age = FromProtoDuration(cc.matches_max_age());
+      spec.max_bytes = static_cast<int64_t>(cc.matches_max_bytes());
       if (absl::Status s = nats.EnsureStream(spec); !s.ok()) return s;
       cluster::MatchPublisherOptions po;
       po.node_id = cc.node_id();
@@ -582,6 +585,23 @@ int Run() {
       if (!counter.ok()) return counter.status();
       partition_counter = *std::move(counter);
       router.store(match_router.get());
+      // Threat feeds: the published versions read now (a node started later matches the
+      // cluster's feeds from its first line) and then every second.
+      if (config->feeds_size() > 0) {
+        cluster::FeedSyncOptions fo;
+        fo.replicas = static_cast<int>(cc.replicas());
+        fo.node_id = cc.node_id();
+        for (const palisade::v1::FeedConfig& f : config->feeds()) fo.feeds.push_back(f.name());
+        fo.apply = [&feeds](absl::string_view feed, const palisade::v1::FeedState& state) {
+          return feeds.Follow(feed, state);
+        };
+        fo.log = [](const std::string& m) { Log(m); };
+        absl::StatusOr<std::unique_ptr<cluster::FeedSync>> sync =
+            cluster::FeedSync::Open(nats, std::move(fo));
+        if (!sync.ok()) return sync.status();
+        feed_sync = *std::move(sync);
+        feed_sync_ptr.store(feed_sync.get());
+      }
       return absl::OkStatus();
     };
     // The rule set gate: a node whose rules differ from the writer's (the cluster's) holds no
@@ -643,13 +663,34 @@ int Run() {
         Log(absl::StrCat("cluster: rule set version not published: ", s.message()));
       }
       table.SetStore(store->get(), edge_actuators);
-      if (!config->cloudflare().enabled()) return;
-      if (absl::Status s = start_edge(); !s.ok()) {
-        Log(absl::StrCat("cluster: this node writes but its edge did not start: ", s.message()));
+      if (config->cloudflare().enabled()) {
+        if (absl::Status s = start_edge(); !s.ok()) {
+          Log(absl::StrCat("cluster: this node writes but its edge did not start: ", s.message()));
+        }
       }
+      // After the edge: the feeds' versions (followed or restored) synced into decisions, and
+      // the pulls and expiries run here, published for the other nodes.
+      feeds.Start();
     };
     co.edge_update = [&edge_slot](const DecisionUpdate& u) { edge_slot.OnDecision(u); };
+    // Feeds pushed on any node: carried out by the writer (FeedManager::PushHere).
+    co.handle_command = [&feeds](absl::string_view kind,
+                                 absl::string_view body) -> absl::StatusOr<std::string> {
+      if (kind != kFeedPushKind) {
+        return absl::InvalidArgumentError(absl::StrCat("unknown command kind \"", kind, "\""));
+      }
+      palisade::v1::FeedChunk push;
+      if (!push.ParseFromArray(body.data(), static_cast<int>(body.size()))) {
+        return absl::InvalidArgumentError("feeds.push: the push does not parse");
+      }
+      absl::StatusOr<palisade::v1::PushFeedResponse> r =
+          feeds.PushHere(push.feed(), push.mode(), push.format(), push.force(), push.data());
+      if (!r.ok()) return r.status();
+      return r->SerializeAsString();
+    };
+    const absl::Duration command_deadline = co.command_deadline;
     co.writer_stopped = [&] {
+      feeds.Stop();  // no pulls or expiries off the writer
       edge_slot.Take().reset();  // the dispatcher, outbox and reconciler stop
       table.SetStore(store->get(), {});
     };
@@ -665,6 +706,29 @@ int Run() {
     decisions.SetWriter(
         [n](const palisade::v1::AddDecisionRequest& req) { return n->AddManual(req); },
         [n](const std::string& id) { return n->Withdraw(id); });
+    feeds.SetPushForward([n, &feeds, command_deadline](const palisade::v1::FeedChunk& push)
+                             -> absl::StatusOr<palisade::v1::PushFeedResponse> {
+      std::string body = push.SerializeAsString();
+      if (body.size() > kMaxFeedPushCommandBytes) {
+        // Over what one NATS message carries: the writer applies it where it is pushed.
+        if (n->writer()) {
+          return feeds.PushHere(push.feed(), push.mode(), push.format(), push.force(),
+                                push.data());
+        }
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "feed \"", push.feed(), "\": a push of ", push.data().size(), " bytes is over the ",
+            kMaxFeedPushCommandBytes, " bytes a node forwards to the cluster's edge writer (NATS' "
+            "1 MiB payload); push it to the writer (palisadectl cluster status names it) or in "
+            "smaller ADD pushes"));
+      }
+      absl::StatusOr<std::string> reply = n->commands().Call(kFeedPushKind, body, command_deadline);
+      if (!reply.ok()) return reply.status();
+      palisade::v1::PushFeedResponse out;
+      if (!out.ParseFromString(*reply)) {
+        return absl::InternalError("feeds.push: the writer's answer does not parse");
+      }
+      return out;
+    });
     Log(absl::StrCat("cluster: node ", config->cluster().node_id(), " on ",
                      absl::StrJoin(config->cluster().nats().servers(), ","), ", ",
                      config->cluster().partitions(), " partitions, ",
@@ -934,6 +998,8 @@ int Run() {
   if (cluster_node) {
     router.store(nullptr);
     cluster_node->Stop();  // its thread (the counter's polls) ends first; leases released
+    feed_sync_ptr.store(nullptr);
+    feed_sync.reset();
   }
   edge_slot.Take().reset();
   exposer.reset();

@@ -49,7 +49,8 @@ class ClusterE2eTest : public ::testing::Test {
       // The shortest lease term the config takes: a dead writer is replaced after ~5 s.
       const std::string top = absl::StrCat(
           "cluster {\n  nats { servers: [", absl::StrJoin(urls, ", "), "] }\n  node_id: \"n", i,
-          "\"\n  partitions: 4\n  lease_term { seconds: 3 }\n}\n");
+          "\"\n  partitions: 4\n  lease_term { seconds: 3 }\n}\n"
+          "feeds { name: \"blocklist\" format: FEED_FORMAT_PLAIN to_edge: true }\n");
       const std::string config = ::palisade::testing::WriteEdgeConfig(
           *cf_, cf_->token_file(), {"tests/e2e/testdata/cluster.textproto"}, top);
       absl::StatusOr<std::unique_ptr<Daemon>> d =
@@ -147,21 +148,76 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
   EXPECT_TRUE(WaitFor([&] { return AccessRules().count("203.0.113.1") == 1; }, kLong));
   EXPECT_TRUE(WaitFor([&] { return CreateCount() == 1; }, kLong));
 
-  // Feeds are not synced in a cluster yet: a push is refused, saying so, not half applied.
+  // A feed pushed to a node that does not write: the writer applies it (its answer comes
+  // back), every node holds one decision per entry, the edge's list one item per entry.
+  const std::set<std::string> listed = {"198.51.100.0/28", "198.51.100.64/28", "203.0.113.200"};
   {
     auto feeds = palisade::v1::Feeds::NewStub(
-        grpc::CreateChannel(nodes_[writer]->grpc_address(), grpc::InsecureChannelCredentials()));
+        grpc::CreateChannel(nodes_[other]->grpc_address(), grpc::InsecureChannelCredentials()));
     grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(2));
     palisade::v1::PushFeedResponse pushed;
     auto stream = feeds->Push(&context, &pushed);
     palisade::v1::FeedChunk chunk;
     chunk.set_feed("blocklist");
-    chunk.set_data("198.51.100.0/24\n");
+    chunk.set_data("198.51.100.0/28\n198.51.100.64/28\n203.0.113.200\n");
     stream->Write(chunk);
     stream->WritesDone();
     grpc::Status s = stream->Finish();
-    EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
-    EXPECT_NE(s.error_message().find("not synced in cluster mode"), std::string::npos);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(pushed.accepted(), 3u);
+    EXPECT_EQ(pushed.version(), 1u);
+  }
+  std::map<std::string, std::string> feed_ids;  // entry -> decision id (the writer's)
+  for (const std::string& entry : listed) {
+    ASSERT_TRUE(WaitFor([&] { return !(feed_ids[entry] = ActiveIdOf(writer, entry)).empty(); },
+                        kLong))
+        << entry;
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_TRUE(WaitFor([&] { return ActiveIdOf(i, entry) == feed_ids[entry]; }, kLong))
+          << "node " << i << ": " << entry;
+    }
+  }
+  std::map<std::string, int> items;  // the list's items by value (a value twice: two items)
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        items.clear();
+        nlohmann::json state = ::palisade::testing::EmulatorState(*cf_);
+        if (!state.is_object() || !state.contains("lists") ||
+            !state["lists"].contains("palisade_block")) {
+          return false;
+        }
+        for (const auto& item : state["lists"]["palisade_block"]) {
+          ++items[item["ip"].get<std::string>()];
+        }
+        return items.size() == listed.size();
+      },
+      kLong))
+      << ::palisade::testing::EmulatorState(*cf_).dump();
+  for (const std::string& entry : listed) EXPECT_EQ(items[entry], 1) << entry;
+
+  // The feed's version reached the third node (it follows, it does not write): one line from an
+  // address it lists is enough for the in_feed rule there.
+  {
+    const int third = (writer + 2) % 3;
+    auto ingest_third = palisade::v1::Ingest::NewStub(
+        grpc::CreateChannel(nodes_[third]->grpc_address(), grpc::InsecureChannelCredentials()));
+    std::string listed_id;
+    // Shipped again until detected: the follower reads the version within a second or so.
+    ASSERT_TRUE(WaitFor(
+        [&] {
+          if (!::palisade::testing::ShipLines(
+                   *ingest_third, palisade::v1::LOG_FORMAT_SYSLOG,
+                   {"Mar  3 14:02:01 web-3 sshd[9]: Invalid user admin from 198.51.100.7 port 40022"})
+                   .ok()) {
+            return false;
+          }
+          return !(listed_id = ActiveIdOf(writer, "198.51.100.7")).empty();
+        },
+        kLong))
+        << "the in_feed rule did not detect on node " << third;
+    EXPECT_TRUE(WaitFor([&] { return AccessRules().count("198.51.100.7") == 1; }, kLong));
+    EXPECT_TRUE(WaitFor([&] { return CreateCount() == 2; }, kLong));
   }
 
   // A detection on a node that does not write is the writer's to decide: on every node, at the
@@ -206,7 +262,7 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
   EXPECT_TRUE(WaitFor([&] { return AccessRules().count("203.0.113.150") == 1; }, kLong));
 
   // Bans from both other nodes, the writer killed with SIGKILL half-way.
-  std::set<std::string> ips = {"203.0.113.1", "203.0.113.100", "203.0.113.150"};
+  std::set<std::string> ips = {"203.0.113.1", "198.51.100.7", "203.0.113.100", "203.0.113.150"};
   std::vector<std::string> ids = {first->id(), detected, split};
   for (int n = 2; n <= 12; ++n) {
     if (n == 7) {
