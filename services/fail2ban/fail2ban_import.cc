@@ -67,17 +67,64 @@ constexpr ServerFact kServerFacts[] = {
     {"dovecot", "(?:[Uu]nknown user|[Ii]nvalid credentials|[Pp]assword mismatch)",
      "(?:[Uu]nknown user|[Ii]nvalid credentials|[Pp]assword mismatch)(?: \\([^(),]*\\))*\\s*$",
      "dovecot's passdb failures end the line, at most with parenthesised notes"},
+    // postfix's reject reasons that name the client's address again, in brackets, after the
+    // key (smtpd_check.c: reject_unknown_client_hostname "cannot find your hostname, [ADDR]",
+    // reject_rbl_client "Client host [ADDR] blocked using DOMAIN", postscreen's "client [ADDR]
+    // blocked using DOMAIN"): the second address, an address class, holds no '[', so the tail
+    // still cannot hold a client's "[victim]".
+    {"postfix", "need fully-qualified hostname|match|[Uu](?:ser unknown|ndeliverable address))\\b",
+     "need fully-qualified hostname|match|[Uu](?:ser unknown|ndeliverable address))\\b"
+     "(?:: cannot find your (?:reverse )?hostname, \\[[0-9A-Fa-f:.]+\\]|; (?:Client host|client) "
+     "\\[[0-9A-Fa-f:.]+\\] blocked using [\\w.-]+)?",
+     "postfix's reject reasons name the client's address again only as '[ADDR]' (unknown "
+     "hostname, RBL)"},
+    {"postfix", "Client host \\[\\S+\\] blocked\\b", "Client host \\[[0-9A-Fa-f:.]+\\] blocked\\b",
+     "postfix's RBL reject writes the client's address in 'Client host [ADDR] blocked'"},
+    // postfix/smtpd's "lost connection after CMD from": `(?! DATA) [A-Z]+` spelled without the
+    // look-ahead (the same language: any upper-case word not starting with DATA).
+    {"postfix", "lost connection after(?! DATA) [A-Z]+",
+     "lost connection after (?:[A-CE-Z][A-Z]*|D(?:[B-Z][A-Z]*|A(?:[A-SU-Z][A-Z]*|T(?:[B-Z][A-Z]*)?"
+     ")?)?)",
+     "the same language as `(?! DATA) [A-Z]+`, without the look-ahead"},
+    // auth2.c: "Change of username or service not allowed: (%s,%s) -> (%s,%s)" then
+    // " [preauth]": here names without blanks or parentheses (`[^()\s]*`: stricter, a client's
+    // name with one is missed, never read as the address).
+    {"sshd", ":\\s*Change of username or service not allowed:\\s*.*\\[preauth\\]\\s*$",
+     ": Change of username or service not allowed: \\([^()\\s]*\\) -> \\([^()\\s]*\\) "
+     "\\[preauth\\]\\s*$",
+     "sshd writes '(user,service) -> (user,service) [preauth]' after 'not allowed: '; names "
+     "with a blank or a parenthesis are missed (stricter)"},
+    // kex.c: "Unable to negotiate a key exchange method": the look-ahead `(?!found\b)` only
+    // keeps a round from taking a word "found" (the regex has no address: the session's).
+    {"sshd", "Unable to negotiate a (?:(?:\\w+ (?!found\\b)){0,2}\\w+)",
+     "Unable to negotiate a (?:(?:\\w+ ){0,2}\\w+)",
+     "sshd writes 'Unable to negotiate a key exchange method'; without the look-ahead a line "
+     "whose second or third word is 'found' matches too (looser; keyed by the session)"},
+    // auth.c: a failed public key is logged "... port N ssh2: TYPE SHA256:FINGERPRINT" (also
+    // with a certificate's "ID ... (serial N) CA TYPE SHA256:..."); fail2ban lets anything
+    // follow ": ". Here only the key type and fingerprint (stricter), else the end.
+    {"sshd", "(?(cond_user): |(?:(?:(?! from ).)*)$)",
+     "(?:: [\\w@.-]+ (?:SHA256|MD5):[\\w+/=:$]+)?$",
+     "sshd follows 'ssh2' with ': KEYTYPE SHA256:FINGERPRINT' or ends the line"},
 };
 
 // Applies the kServerFacts of `filter` to a failregex line.
 void ApplyServerFacts(const std::string& filter, ValueLine* line) {
   for (const ServerFact& f : kServerFacts) {
     if (filter != f.filter) continue;
-    size_t at = line->text.find(f.fragment);
-    if (at == std::string::npos) continue;
-    if (line->text.find(f.replacement) == at) continue;  // already the server's form
-    line->text.replace(at, strlen(f.fragment), f.replacement);
-    line->server_facts.push_back(f.why);
+    // Every occurrence (where the replacement starts with the fragment, not its own output).
+    bool applied = false;
+    for (size_t at = line->text.find(f.fragment); at != std::string::npos;
+         at = line->text.find(f.fragment, at)) {
+      if (line->text.compare(at, strlen(f.replacement), f.replacement) == 0) {
+        at += strlen(f.replacement);
+        continue;
+      }
+      line->text.replace(at, strlen(f.fragment), f.replacement);
+      at += strlen(f.replacement);
+      applied = true;
+    }
+    if (applied) line->server_facts.push_back(f.why);
   }
 }
 
@@ -1635,6 +1682,14 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
                                        "</F-MLFID> is not the syslog pid: no session"));
     }
     RE2::Replace(&pref, *kMlfid, "\\1");
+  }
+  {
+    ValueLine pref_line{pref, path, 0};
+    ApplyServerFacts(out.filter, &pref_line);
+    for (const std::string& fact : pref_line.server_facts) {
+      out.notes.push_back(absl::StrCat("prefregex: server fact (reviewed table): ", fact));
+    }
+    pref = std::move(pref_line.text);
   }
   bool syslog = absl::StrContains(pref, kPrefixMarker);
   out.prefregex = absl::StrReplaceAll(pref, {{kPrefixMarker, ""}, {kApacheClientMarker, ""}});

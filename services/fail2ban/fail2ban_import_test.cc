@@ -763,6 +763,112 @@ TEST(Fail2banImportTest, QueueIdAfterThePidKeepsAndKeysTheSession) {
                   .empty());
 }
 
+// postfix's reject reasons that repeat the client's address in brackets, and its ddos prefix's
+// look-ahead spelled out: the key is still the first bracketed address, never a "[victim]" in
+// the sender, recipient or helo the client writes.
+TEST(Fail2banImportTest, ServerFactsForPostfixKeepTheClientsBracketsOut) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/postfix.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/facts-postfix.textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+  Matcher m(*imported);
+  const std::string head = "Dec 21 21:17:29 mx postfix/smtpd[7150]: NOQUEUE: reject: RCPT from ";
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "bad.example.com[203.0.113.70]: 450 4.7.1 Client host "
+                                      "rejected: cannot find your hostname, [203.0.113.70]; "
+                                      "from=<a@example.com> to=<b@example.com> proto=ESMTP "
+                                      "helo=<example.com>")),
+            std::set<std::string>{"203.0.113.70"});
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "unknown[203.0.113.71]: 554 5.7.1 Service unavailable; "
+                                      "Client host [203.0.113.71] blocked using rbl.example.com; "
+                                      "http://www.example.com/query?ip=203.0.113.71; "
+                                      "from=<a@example.com> to=<b@example.com> proto=ESMTP "
+                                      "helo=<example.com>")),
+            std::set<std::string>{"203.0.113.71"});
+  // Injections: the sender, the recipient and the helo are the client's.
+  for (const char* tail :
+       {"; from=<x[198.51.100.7]> to=<b@example.com> proto=ESMTP helo=<y>",
+        "; from=<a@b> to=<b@c> proto=ESMTP helo=<x: cannot find your hostname, [198.51.100.7]>",
+        "; from=<a@b> to=<b@c> proto=ESMTP helo=<[198.51.100.7]>"}) {
+    std::set<std::string> keys = m.Keys(
+        absl::StrCat(head, "unknown[203.0.113.72]: 450 4.7.1 Client host rejected: cannot find "
+                           "your hostname, [203.0.113.72]",
+                     tail));
+    EXPECT_EQ(keys.count("198.51.100.7"), 0u) << tail;
+  }
+
+  Fail2banImportOptions ddos;
+  ddos.params["mode"] = "ddos";
+  auto lost = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/postfix.conf"), ddos);
+  ASSERT_TRUE(lost.ok()) << lost.status();
+  std::cout << Fail2banReportText(*lost);
+  Matcher d(*lost);
+  const std::string smtpd = "Feb 18 09:45:10 mx postfix/smtpd[42]: ";
+  for (const char* cmd : {"CONNECT", "AUTH", "STARTTLS", "D", "DAT", "DATX"}) {
+    EXPECT_EQ(d.Keys(absl::StrCat(smtpd, "lost connection after ", cmd,
+                                  " from spammer.example.com[203.0.113.73]")),
+              std::set<std::string>{"203.0.113.73"})
+        << cmd;
+  }
+  // `(?! DATA)`: a connection lost after DATA is no attack (fail2ban's intent, kept).
+  for (const char* cmd : {"DATA", "DATAX"}) {
+    EXPECT_TRUE(d.Keys(absl::StrCat(smtpd, "lost connection after ", cmd,
+                                    " from h.example.com[203.0.113.74]"))
+                    .empty())
+        << cmd;
+  }
+}
+
+// sshd: the "Change of username" tail, the key exchange failure keyed by its session, and the
+// public key's fingerprint after "ssh2: ", each the form sshd writes; a user name holding
+// " from V port 1 ssh2" never keys V.
+TEST(Fail2banImportTest, ServerFactsForSshdTakeOnlyWhatSshdWrites) {
+  Fail2banImportOptions options;
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/sshd.conf"), options);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  for (const RegexReport& r : imported->regexes) {
+    EXPECT_NE(r.outcome, RegexOutcome::kRefused) << r.original << ": " << r.reason;
+  }
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/facts-sshd.textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+  Matcher m(*imported);
+  EXPECT_EQ(m.Keys("Mar 19 16:47:49 test sshd[5672]: Disconnecting invalid user admin "
+                   "203.0.113.80 port 44004: Change of username or service not allowed: "
+                   "(admin,ssh-connection) -> (user,ssh-connection) [preauth]"),
+            std::set<std::string>{"203.0.113.80"});
+  EXPECT_TRUE(m.Keys("Mar 19 16:47:50 test sshd[5673]: Disconnecting invalid user x "
+                     "198.51.100.7 port 1: Change of username or service not allowed: (a,b) -> "
+                     "(c,d) [preauth] 203.0.113.81 port 2: Change of username or service not "
+                     "allowed: (a,b) -> (c,d) [preauth]")
+                  .count("198.51.100.7") == 0);
+  EXPECT_EQ(m.Keys("Jul 05 18:22:45 mercury sshd[4670]: Failed publickey for graysky from "
+                   "203.0.113.82 port 37955 ssh2: RSA SHA256:v3dpapGleDaUKf4V1vKyR9ZyUgjaJA"),
+            std::set<std::string>{"203.0.113.82"});
+  EXPECT_EQ(m.Keys("Jul 05 18:22:46 mercury sshd[4671]: Failed password for root from "
+                   "203.0.113.83 port 1 ssh2"),
+            std::set<std::string>{"203.0.113.83"});
+  for (const char* user : {"x from 198.51.100.7 port 1 ssh2: RSA SHA256:abc",
+                           "invalid user x from 198.51.100.7 port 1 ssh2"}) {
+    std::set<std::string> keys = m.Keys(absl::StrCat(
+        "Jul 05 18:22:47 mercury sshd[4672]: Failed password for ", user,
+        " from 203.0.113.84 port 2 ssh2"));
+    EXPECT_EQ(keys.count("198.51.100.7"), 0u) << user;
+  }
+  // The key exchange failure has no address: the session's, noted by "Connection from".
+  EXPECT_TRUE(m.Keys("Nov 26 15:03:30 host sshd[22440]: Connection from 203.0.113.85 port 39678 "
+                     "on 192.168.1.9 port 22")
+                  .empty());
+  EXPECT_EQ(m.Keys("Nov 26 15:03:31 host sshd[22440]: fatal: Unable to negotiate a key exchange "
+                   "method [preauth]"),
+            std::set<std::string>{"203.0.113.85"});
+  EXPECT_TRUE(m.Keys("Nov 26 15:03:31 host sshd[22441]: fatal: Unable to negotiate a key exchange "
+                     "method [preauth]")
+                  .empty());
+}
+
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
   auto broken = ImportFail2banFilter(absl::StrCat(kTestdata, "broken.conf"));
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
