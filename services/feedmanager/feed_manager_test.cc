@@ -21,6 +21,7 @@ using palisade::v1::PushFeedResponse;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
 using testing::IsOk;
+using testing::IsOkAndHolds;
 using testing::StatusIs;
 
 constexpr auto kReplace = palisade::v1::FEED_PUSH_MODE_REPLACE;
@@ -253,6 +254,86 @@ TEST_F(FeedManagerTest, RestartResumesFromTheStore) {
   ASSERT_THAT(feeds->Restore(), IsOk());
   EXPECT_TRUE(feeds->registry().Contains("f", Ip("198.51.100.1")));
   EXPECT_EQ(feeds->List().feeds(0).version(), 1u);
+}
+
+// In a cluster (docs/CLUSTER.md, "Threat feeds"): each version made here goes to on_version,
+// push or expiry; a followed version goes to the registry and the store only, never to the
+// decisions nor back to on_version; older or equal ones are ignored.
+TEST_F(FeedManagerTest, VersionsMadeHereArePublishedFollowedOnesOnlyHeld) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/follow.db");
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  DecisionTable table(clock_);
+  FeedConfig c = Plain("f", true);
+  c.mutable_entry_ttl()->set_seconds(3600);
+  std::vector<palisade::v1::FeedState> made;
+  FeedManagerOptions options;
+  options.feeds = {c};
+  options.never_ban = *CidrSet::Parse({"192.0.2.0/24"});
+  options.on_version = [&made](absl::string_view feed, const palisade::v1::FeedState& state) {
+    EXPECT_EQ(feed, "f");
+    made.push_back(state);
+  };
+  FeedManager writer(options, clock_, metrics_, &table, nullptr);
+  ASSERT_THAT(writer.Push("f", kReplace, {}, false, "198.51.100.7\n203.0.113.9\n"), IsOk());
+  ASSERT_THAT(made, SizeIs(1));
+  EXPECT_EQ(made[0].version(), 1u);
+  EXPECT_THAT(made[0].entries(), SizeIs(2));
+  clock_.Advance(absl::Minutes(61));  // both entries expire: version 2, empty
+  writer.Tick();
+  ASSERT_THAT(made, SizeIs(2));
+  EXPECT_EQ(made[1].version(), 2u);
+  EXPECT_THAT(made[1].entries(), SizeIs(0));
+
+  // A follower (its own table and store) takes version 1 and holds it durably, decides nothing.
+  prometheus::Registry follower_metrics;
+  DecisionTable follower_table(clock_);
+  FeedManagerOptions fo;
+  fo.feeds = {c};
+  int follower_made = 0;
+  fo.on_version = [&follower_made](absl::string_view, const palisade::v1::FeedState&) {
+    ++follower_made;
+  };
+  {
+    FeedManager follower(fo, clock_, follower_metrics, &follower_table, store->get());
+    EXPECT_THAT(follower.Follow("f", made[0]), IsOkAndHolds(true));
+    EXPECT_TRUE(follower.registry().Contains("f", Ip("198.51.100.7")));
+    EXPECT_EQ(follower_table.active_count(), 0u);
+    EXPECT_EQ(follower_made, 0);
+    EXPECT_THAT(follower.Follow("f", made[0]), IsOkAndHolds(false));  // equal: ignored
+  }
+  prometheus::Registry restarted_metrics;
+  FeedManager restarted(fo, clock_, restarted_metrics, &follower_table, store->get());
+  ASSERT_THAT(restarted.Restore(), IsOk());
+  EXPECT_THAT(restarted.Version("f"), IsOkAndHolds(1u));
+  EXPECT_TRUE(restarted.registry().Contains("f", Ip("203.0.113.9")));
+  EXPECT_THAT(restarted.Follow("f", made[1]), IsOkAndHolds(true));
+  EXPECT_FALSE(restarted.registry().Contains("f", Ip("203.0.113.9")));
+  EXPECT_THAT(restarted.Follow("f", made[0]), IsOkAndHolds(false));  // older: ignored
+  EXPECT_THAT(restarted.Version("f"), IsOkAndHolds(2u));
+  EXPECT_EQ(follower_made, 0);
+}
+
+// The writer lease comes and goes: Start after Stop runs again (and syncs the edge with what the
+// feeds hold then); Stop twice is harmless.
+TEST_F(FeedManagerTest, StartsAgainAfterStop) {
+  DecisionTable table(clock_);
+  auto feeds = Make({Plain("f", true)}, &table);
+  palisade::v1::FeedState state;
+  state.set_version(3);
+  auto* e = state.add_entries();
+  e->set_cidr("198.51.100.7/32");
+  e->set_expiry(absl::ToUnixSeconds(clock_.TimeNow() + absl::Hours(1)));
+  feeds->Start();
+  feeds->Stop();
+  ASSERT_THAT(feeds->Follow("f", state), IsOkAndHolds(true));
+  EXPECT_EQ(table.active_count(), 0u);  // followed: no decision
+  feeds->Start();                       // this node writes now: the edge gets the feed
+  EXPECT_EQ(table.active_count(), 1u);
+  feeds->Start();  // already running: nothing
+  feeds->Stop();
+  feeds->Stop();
 }
 
 // A feed server on loopback that honours If-None-Match like a real one.
