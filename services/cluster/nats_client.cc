@@ -108,6 +108,8 @@ absl::Status NatsClient::EnsureStream(const StreamSpec& spec) {
   want.SubjectsLen = static_cast<int>(subjects.size());
   want.Replicas = spec.replicas;
   want.MaxAge = absl::ToInt64Nanoseconds(spec.max_age);
+  want.MaxBytes = spec.max_bytes > 0 ? spec.max_bytes : -1;  // -1: no limit (NATS' own)
+  want.Discard = js_DiscardOld;
   want.Duplicates = absl::ToInt64Nanoseconds(spec.duplicate_window);
   want.Storage = spec.memory_storage ? js_MemoryStorage : js_FileStorage;
 
@@ -135,6 +137,11 @@ absl::Status NatsClient::EnsureStream(const StreamSpec& spec) {
   if (have.MaxAge != want.MaxAge) {
     diffs.push_back(absl::StrCat("max_age ", absl::FormatDuration(absl::Nanoseconds(have.MaxAge)),
                                  " (want ", absl::FormatDuration(spec.max_age), ")"));
+  }
+  if (have.MaxBytes != want.MaxBytes) {
+    auto bytes = [](int64_t b) { return b <= 0 ? std::string("none") : absl::StrCat(b); };
+    diffs.push_back(
+        absl::StrCat("max_bytes ", bytes(have.MaxBytes), " (want ", bytes(want.MaxBytes), ")"));
   }
   if (have.Duplicates != want.Duplicates) {
     diffs.push_back(absl::StrCat("duplicate_window ",

@@ -51,6 +51,8 @@ struct StreamSpec {
   std::vector<std::string> subjects;
   int replicas = 1;
   absl::Duration max_age = absl::ZeroDuration();  // zero: kept until limits remove them
+  // The stream's size on each server, at most; past it the oldest messages go first. 0: none.
+  int64_t max_bytes = 0;
   // Publishes with the same id within this window are stored once.
   absl::Duration duplicate_window = absl::Minutes(2);
   bool memory_storage = false;  // false: file storage (survives a server restart)

@@ -42,12 +42,14 @@ TEST_F(NatsClientTest, AStreamMadeWithOtherSettingsIsRefusedNamingWhatDiffers) {
   StreamSpec theirs = Matches();
   theirs.subjects = {"other.>"};
   theirs.duplicate_window = absl::Seconds(30);
+  theirs.max_bytes = 1 << 20;
   ASSERT_TRUE(client_->EnsureStream(theirs).ok());
   const absl::Status s = client_->EnsureStream(Matches());
   EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_THAT(s.message(), HasSubstr("stream MATCHES exists with other settings"));
   EXPECT_THAT(s.message(), HasSubstr("subjects [other.>] (want [palisade.matches.*])"));
   EXPECT_THAT(s.message(), HasSubstr("duplicate_window 30s (want 2m)"));
+  EXPECT_THAT(s.message(), HasSubstr("max_bytes 1048576 (want none)"));
   EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("replicas")));
 }
 

@@ -188,6 +188,34 @@ TEST_F(PartitionCounterTest, AttackSplitOverTwoNodesIsDetectedOnceAtTheOwner) {
   EXPECT_EQ(web1->router->routed() + web2->router->routed(), 5u);
 }
 
+// The match stream is bounded in bytes (cluster.matches_max_bytes): an attacker's lines push
+// the oldest matches out instead of growing the servers' disks, and an owner counts what is left.
+TEST_F(PartitionCounterTest, TheStreamsByteBoundDropsTheOldestMatches) {
+  jsErrCode err = static_cast<jsErrCode>(0);
+  ASSERT_EQ(js_DeleteStream(client_->jetstream(), kStream, nullptr, &err), NATS_OK);
+  constexpr int64_t kMaxBytes = 16 << 10;
+  ASSERT_TRUE(client_
+                  ->EnsureStream({.name = kStream,
+                                  .subjects = {"palisade.matches.*"},
+                                  .max_bytes = kMaxBytes})
+                  .ok());
+  auto web1 = Node("web-1");
+  for (int i = 0; i < 200; ++i) Fail(*web1, absl::StrCat("198.51.100.", i % 250 + 1), i);
+  jsStreamInfo* info = nullptr;
+  ASSERT_EQ(js_GetStreamInfo(&info, client_->jetstream(), kStream, nullptr, &err), NATS_OK);
+  const uint64_t bytes = info->State.Bytes, first = info->State.FirstSeq,
+                 last = info->State.LastSeq;
+  jsStreamInfo_Destroy(info);
+  EXPECT_LE(bytes, static_cast<uint64_t>(kMaxBytes));
+  EXPECT_EQ(last, 200u);
+  EXPECT_GT(first, 1u) << "nothing was dropped: the bound is not set";
+  Writer writer;
+  auto owner = Counter("owner", writer);
+  ASSERT_TRUE(owner->Apply(All()).ok());
+  PollUntilRead(*owner, last - first + 1);
+  EXPECT_EQ(owner->stats().counted, last - first + 1);
+}
+
 // The owner of the partitions (real leases on the simulated clock) dies mid-attack, after a
 // snapshot of two matches and one more counted: the next owner takes the partitions after the
 // term, restores the snapshot, counts the third again without raising anything, and raises the

@@ -312,6 +312,12 @@ absl::Status ValidateCluster(const std::string& file, palisade::v1::ClusterConfi
     return bad("matches_max_age",
                absl::StrCat(absl::FormatDuration(max_age), " is not within 1h..30d"));
   }
+  if (cluster->matches_max_bytes() == 0) cluster->set_matches_max_bytes(uint64_t{1} << 30);
+  if (cluster->matches_max_bytes() < (uint64_t{64} << 20) ||
+      cluster->matches_max_bytes() > (uint64_t{1} << 40)) {
+    return bad("matches_max_bytes",
+               absl::StrCat(cluster->matches_max_bytes(), " is not within 64 MiB..1 TiB"));
+  }
   if (cluster->replicas() == 0) cluster->set_replicas(servers.size() >= 3 ? 3 : 1);
   if (cluster->replicas() != 1 && cluster->replicas() != 3) {
     return bad("replicas", absl::StrCat(cluster->replicas(), " is neither 1 nor 3"));

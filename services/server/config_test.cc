@@ -283,6 +283,7 @@ TEST(ConfigTest, ClusterIsOffWithoutItsBlockAndValidatedWithDefaults) {
   EXPECT_EQ(one->cluster().partitions(), 16u);
   EXPECT_EQ(one->cluster().lease_term().seconds(), 15);
   EXPECT_EQ(one->cluster().matches_max_age().seconds(), 24 * 3600);
+  EXPECT_EQ(one->cluster().matches_max_bytes(), uint64_t{1} << 30);
   EXPECT_EQ(one->cluster().replicas(), 1u);
   EXPECT_EQ(one->cluster().nats().tls().ca_file(), "/etc/p/ca.pem");
   EXPECT_EQ(one->cluster().nats().credentials_file(), "/etc/p/n.creds");
@@ -315,6 +316,8 @@ TEST(ConfigTest, ClusterIsOffWithoutItsBlockAndValidatedWithDefaults) {
             "cluster.lease_term: 1s is not within 3s..5m"},
            {"nats { servers: \"nats://a\" } matches_max_age { seconds: 60 }",
             "cluster.matches_max_age: 1m is not within 1h..30d"},
+           {"nats { servers: \"nats://a\" } matches_max_bytes: 1000",
+            "cluster.matches_max_bytes: 1000 is not within 64 MiB..1 TiB"},
            {"nats { servers: \"nats://a\" } replicas: 2", "cluster.replicas: 2 is neither 1 nor 3"},
        }) {
     SCOPED_TRACE(bad.cluster);

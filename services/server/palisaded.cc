@@ -553,6 +553,7 @@ int Run() {
       // Bounded: a take-over needs only the matches since the partition's last snapshot.
       spec.max_age = FromProtoDuration(cc.matches_max_age());
       spec.max_bytes = static_cast<int64_t>(cc.matches_max_bytes());
+      spec.max_bytes = static_cast<int64_t>(cc.matches_max_bytes());
       if (absl::Status s = nats.EnsureStream(spec); !s.ok()) return s;
       cluster::MatchPublisherOptions po;
       po.node_id = cc.node_id();
