@@ -163,8 +163,8 @@ absl::Status FeedSync::Write(const std::string& feed, uint64_t version, const st
   head.generation =
       absl::StrFormat("%s-%016x", options_.node_id, absl::Uniform<uint64_t>(bitgen));
   head.bytes = bytes.size();
-  const size_t n = bytes.empty() ? 0 : (bytes.size() + options_.chunk_bytes - 1) / options_.chunk_bytes;
-  head.chunks = static_cast<uint32_t>(n);
+  head.chunks =
+      static_cast<uint32_t>((bytes.size() + options_.chunk_bytes - 1) / options_.chunk_bytes);
   for (uint32_t i = 0; i < head.chunks; ++i) {
     absl::string_view piece =
         absl::string_view(bytes).substr(i * options_.chunk_bytes, options_.chunk_bytes);

@@ -168,6 +168,30 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
     EXPECT_EQ(pushed.accepted(), 3u);
     EXPECT_EQ(pushed.version(), 1u);
   }
+  // Over one NATS message: a node that does not write refuses it, naming the limit.
+  {
+    auto feeds = palisade::v1::Feeds::NewStub(
+        grpc::CreateChannel(nodes_[other]->grpc_address(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(2));
+    palisade::v1::PushFeedResponse pushed;
+    auto stream = feeds->Push(&context, &pushed);
+    palisade::v1::FeedChunk chunk;
+    chunk.set_feed("blocklist");
+    for (int i = 0; i < 20 && stream->Write(chunk); ++i) {
+      std::string data;
+      while (data.size() < (64u << 10)) {
+        absl::StrAppend(&data, "198.18.", i, ".", data.size() % 250, "\n");
+      }
+      chunk.Clear();
+      chunk.set_data(std::move(data));
+    }
+    stream->WritesDone();
+    grpc::Status s = stream->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+    EXPECT_NE(s.error_message().find("1044480 bytes a node forwards"), std::string::npos)
+        << s.error_message();
+  }
   std::map<std::string, std::string> feed_ids;  // entry -> decision id (the writer's)
   for (const std::string& entry : listed) {
     ASSERT_TRUE(WaitFor([&] { return !(feed_ids[entry] = ActiveIdOf(writer, entry)).empty(); },
@@ -206,9 +230,10 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
     // Shipped again until detected: the follower reads the version within a second or so.
     ASSERT_TRUE(WaitFor(
         [&] {
-          if (!::palisade::testing::ShipLines(
-                   *ingest_third, palisade::v1::LOG_FORMAT_SYSLOG,
-                   {"Mar  3 14:02:01 web-3 sshd[9]: Invalid user admin from 198.51.100.7 port 40022"})
+          const std::string line =
+              "Mar  3 14:02:01 web-3 sshd[9]: Invalid user admin from 198.51.100.7 port 40022";
+          if (!::palisade::testing::ShipLines(*ingest_third, palisade::v1::LOG_FORMAT_SYSLOG,
+                                              {line})
                    .ok()) {
             return false;
           }
