@@ -58,11 +58,12 @@ const absl::Time kTestNow = absl::FromUnixSeconds(1124013600);
 // Python-only syntax left out, pinned variants preferred to leaving a field out, and
 // back-references inlined: 84 of 89, 594/857 = 69.3 %, 1 of 159 false positives (apache-auth's
 // mod_evasive line, see the importer's note on apache-pref-ignore). A regression fails here.
-// Third round (reviewed server facts: dovecot, postfix, sshd; sendmail's queue id kept and
-// keying its sessions): 695/857 = 81.1 %, 1 of 159.
+// Third round (reviewed server facts: dovecot, postfix, sshd, named-refused; sendmail's queue
+// id kept and keying its sessions; BIND's and dd-mm-yyyy leading dates): 710/857 = 82.8 %, 1 of
+// 159.
 // The recall target (95 %) is not reached; docs/COVERAGE.md says where the gap is.
 constexpr int kMinConverted = 84;
-constexpr int kMinRecallPermille = 810;
+constexpr int kMinRecallPermille = 828;
 constexpr int kMaxFalsePositivePermille = 10;
 
 // How many missed lines (and false positives) per filter the log shows: 3, or every one with

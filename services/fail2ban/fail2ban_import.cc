@@ -106,6 +106,23 @@ constexpr ServerFact kServerFacts[] = {
     {"sshd", "(?(cond_user): |(?:(?:(?! from ).)*)$)",
      "(?:: [\\w@.-]+ (?:SHA256|MD5):[\\w+/=:$]+)?$",
      "sshd follows 'ssh2' with ': KEYTYPE SHA256:FINGERPRINT' or ends the line"},
+    // BIND's log categories are a fixed list (named.conf `logging { category ... }`), not
+    // fail2ban's `(?!error|info)[\w-]+`, which the importer would otherwise leave out.
+    {"named-refused", "(?:(?!error|info)[\\w-]+: )?",
+     "(?:(?:security|update-security|queries|query-errors|xfer-in|xfer-out|notify|update|client|"
+     "resolver|lame-servers|general|default|config|database|dnssec|edns-disabled|network|"
+     "rate-limit|spill|unmatched|cname|delegation-only|dispatch|rpz|rpz-passthru|serve-stale|"
+     "trust-anchor-telemetry|zoneload|nsid|dnstap|sslkeylog): )?",
+     "BIND's log categories are a fixed list of words"},
+    // The query ("'NAME/TYPE/CLASS'") between the failregex and the prefregex's " denied":
+    // BIND prints a name with blanks and other non-printing bytes as \DDD (dns_name_totext),
+    // so the quoted query holds no blank. fail2ban's content `.+` there would re-cross the
+    // " " before the address.
+    {"named-refused", "^(?:view (?:internal|external): )?query(?: \\(cache\\))?",
+     "^(?:view [\\w-]+: )?query(?: \\(cache\\))? '[^'\\s]+'",
+     "BIND quotes the query as 'NAME/TYPE/CLASS', with no blank in it"},
+    {"named-refused", "^zone transfer", "^zone transfer '[^'\\s]+'",
+     "BIND quotes the zone as 'NAME/TYPE/CLASS', with no blank in it"},
 };
 
 // Applies the kServerFacts of `filter` to a failregex line.
@@ -385,6 +402,10 @@ constexpr char kDateShapes[] =
     "|\\[\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}\\]"
     "|\\[\\d{2}-\\w{3}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?: [+-]\\d{4})?\\]:?"
     "|\\d{2}/\\d{2}/\\d{4} \\d{2}:\\d{2}:\\d{2}"
+    // BIND's "11-Aug-2013 03:36:11.372", and "03-07-2005 23:07:20 +0300" (fail2ban's
+    // %d-%b-%Y / %d-%m-%Y templates).
+    "|\\d{2}-\\w{3}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?:\\.\\d{3})?"
+    "|\\d{2}-\\d{2}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?: [+-]\\d{4})?"
     "|\\w{3} \\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2} \\d{4}"
     "|\\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2})";
 // What fail2ban cut out between brackets where a failregex writes `\[\]` (the access-log date

@@ -869,6 +869,38 @@ TEST(Fail2banImportTest, ServerFactsForSshdTakeOnlyWhatSshdWrites) {
                   .empty());
 }
 
+// named-refused: BIND's categories as its fixed list, the quoted query (no blank in it) between
+// the failregex and " denied", and BIND's own date shape. A query name is the client's: a copy
+// of "client V#1: query" in it never keys V.
+TEST(Fail2banImportTest, ServerFactsForBindQuoteTheQuery) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/named-refused.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/facts-named.textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+  Matcher m(*imported);
+  EXPECT_EQ(m.Keys("Jul 24 14:16:55 raid5 named[3935]: client 203.0.113.90#4795: query "
+                   "'ricreig.com/NS/IN' denied"),
+            std::set<std::string>{"203.0.113.90"});
+  EXPECT_EQ(m.Keys("Oct 23 02:06:39 security: info: client @0x7f4e446fd6e8 203.0.113.91#53 "
+                   "(example.io): query (cache) 'example.io/A/IN' denied"),
+            std::set<std::string>{"203.0.113.91"});
+  EXPECT_EQ(m.Keys("11-Aug-2013 03:36:11.372 error: client 203.0.113.92#52115: zone transfer "
+                   "'domain.com/AXFR/IN' denied"),
+            std::set<std::string>{"203.0.113.92"});
+  for (const char* name : {"x' denied client 198.51.100.7#1: query 'y", "a client 198.51.100.7#1"}) {
+    std::set<std::string> keys =
+        m.Keys(absl::StrCat("Jul 24 14:16:56 raid5 named[3935]: client 203.0.113.93#4795: query '",
+                            name, "/A/IN' denied"));
+    EXPECT_EQ(keys.count("198.51.100.7"), 0u) << name;
+  }
+  // Not a category of BIND's: the line is missed (fail2ban took any word but error/info).
+  EXPECT_TRUE(m.Keys("Oct 23 02:06:40 mycategory: info: client 203.0.113.94#53: query "
+                     "'example.io/A/IN' denied")
+                  .empty());
+}
+
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
   auto broken = ImportFail2banFilter(absl::StrCat(kTestdata, "broken.conf"));
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
