@@ -100,7 +100,24 @@ absl::StatusOr<std::unique_ptr<FeedSync>> FeedSync::Open(NatsClient& nats,
   return sync;
 }
 
-FeedSync::FeedSync(FeedSyncOptions options, kvStore* kv) : options_(std::move(options)), kv_(kv) {}
+FeedSync::FeedSync(FeedSyncOptions options, kvStore* kv) : options_(std::move(options)), kv_(kv) {
+  if (options_.metrics == nullptr) return;
+  auto& family = prometheus::BuildCounter()
+                     .Name("palisade_cluster_feed_versions_total")
+                     .Help("Threat feed versions this node published (the writer), applied from "
+                           "the writer, ignored as not newer than its own, or failed to publish "
+                           "or read (retried at the next poll).")
+                     .Register(*options_.metrics);
+  published_ = &family.Add({{"result", "published"}});
+  applied_ = &family.Add({{"result", "applied"}});
+  stale_ = &family.Add({{"result", "stale"}});
+  failed_ = &family.Add({{"result", "failed"}});
+}
+
+void FeedSync::Count(uint64_t Stats::*field, prometheus::Counter* counter, uint64_t n) {
+  stats_.*field += n;
+  if (counter != nullptr) counter->Increment(static_cast<double>(n));
+}
 
 FeedSync::~FeedSync() {
   {
@@ -146,7 +163,7 @@ absl::Status FeedSync::Flush() {
     if (s.ok()) continue;
     if (first.ok()) first = s;
     absl::MutexLock lock(&mu_);
-    ++stats_.failures;
+    Count(&Stats::failures, failed_);
     // Kept for the next poll unless a newer version was queued meanwhile.
     auto it = pending_.find(feed);
     if (it == pending_.end() || it->second.first < version.first) {
@@ -183,7 +200,7 @@ absl::Status FeedSync::Write(const std::string& feed, uint64_t version, const st
   }
   seen_[feed] = {head.version, head.generation, head.chunks};
   absl::MutexLock lock(&mu_);
-  ++stats_.published;
+  Count(&Stats::published, published_);
   return absl::OkStatus();
 }
 
@@ -192,7 +209,7 @@ absl::Status FeedSync::Follow() {
   auto fail = [&](absl::Status s) {
     if (first.ok()) first = s;
     absl::MutexLock lock(&mu_);
-    ++stats_.failures;
+    Count(&Stats::failures, failed_);
   };
   for (const std::string& feed : options_.feeds) {
     absl::StatusOr<std::optional<std::string>> text = Get(kv_, HeadKey(feed));
@@ -243,7 +260,11 @@ absl::Status FeedSync::Follow() {
       continue;
     }
     absl::MutexLock lock(&mu_);
-    ++(*applied ? stats_.applied : stats_.stale);
+    if (*applied) {
+      Count(&Stats::applied, applied_);
+    } else {
+      Count(&Stats::stale, stale_);
+    }
     if (*applied) {
       Log(absl::StrCat("cluster: feed ", feed, ": version ", head->version, " (",
                        state.entries_size(), " entries) from the writer"));

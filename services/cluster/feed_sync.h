@@ -37,6 +37,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "palisade/v1/state.pb.h"
+#include "prometheus/counter.h"
+#include "prometheus/registry.h"
 #include "services/cluster/nats_client.h"
 
 namespace palisade::cluster {
@@ -56,6 +58,8 @@ struct FeedSyncOptions {
   bool run_thread = true;
   absl::Duration interval = absl::Seconds(1);
   std::function<void(const std::string&)> log;
+  // palisade_cluster_feed_versions_total{result=published|applied|stale|failed} (null: none).
+  prometheus::Registry* metrics = nullptr;
 };
 
 class FeedSync {
@@ -86,6 +90,9 @@ class FeedSync {
   absl::Status Follow();
   absl::Status Write(const std::string& feed, uint64_t version, const std::string& bytes);
   void Log(const std::string& m) const;
+  // stats_ and the counters together.
+  void Count(uint64_t Stats::*field, prometheus::Counter* counter, uint64_t n = 1)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const FeedSyncOptions options_;
   kvStore* const kv_;
@@ -93,6 +100,10 @@ class FeedSync {
   // Feed -> (version, serialized FeedState) waiting to be published.
   std::map<std::string, std::pair<uint64_t, std::string>> pending_ ABSL_GUARDED_BY(mu_);
   Stats stats_ ABSL_GUARDED_BY(mu_);
+  prometheus::Counter* published_ = nullptr;
+  prometheus::Counter* applied_ = nullptr;
+  prometheus::Counter* stale_ = nullptr;
+  prometheus::Counter* failed_ = nullptr;
   // Poll's: per feed, the head last handled (version, generation) and the chunks it holds.
   struct Seen {
     uint64_t version = 0;

@@ -62,6 +62,7 @@ struct Node {
     so.feeds = {"drop", "tor.exits"};
     so.chunk_bytes = chunk_bytes;
     so.run_thread = false;
+    so.metrics = &metrics;
     so.apply = [this](absl::string_view feed, const palisade::v1::FeedState& state) {
       return feeds->Follow(feed, state);
     };
@@ -70,6 +71,18 @@ struct Node {
     if (opened.ok()) sync = *std::move(opened);
   }
   size_t Decisions() { return table.List(DecisionFilter{}).size(); }
+  // palisade_cluster_feed_versions_total{result}.
+  double Versions(const std::string& result) {
+    for (const auto& family : metrics.Collect()) {
+      if (family.name != "palisade_cluster_feed_versions_total") continue;
+      for (const auto& m : family.metric) {
+        for (const auto& l : m.label) {
+          if (l.name == "result" && l.value == result) return m.counter.value;
+        }
+      }
+    }
+    return -1;
+  }
 
   prometheus::Registry metrics;
   DecisionTable table;
@@ -125,6 +138,9 @@ TEST_F(FeedSyncTest, WriterVersionsReachFollowersRegistriesNotTheirDecisions) {
   ASSERT_THAT(follower.sync->Poll(), IsOk());
   ASSERT_THAT(follower.sync->Poll(), IsOk());
   EXPECT_EQ(follower.sync->stats().applied, 3u);
+  EXPECT_EQ(follower.Versions("applied"), 3);
+  EXPECT_EQ(writer.Versions("published"), 3);
+  EXPECT_EQ(follower.Versions("failed"), 0);
   EXPECT_EQ(*follower.feeds->Version("drop"), 2u);
   EXPECT_FALSE(follower.feeds->registry().Contains("drop", HostIp(1)));
   EXPECT_TRUE(follower.feeds->registry().Contains("drop", HostIp(11)));

@@ -553,7 +553,6 @@ int Run() {
       // Bounded: a take-over needs only the matches since the partition's last snapshot.
       spec.max_age = FromProtoDuration(cc.matches_max_age());
       spec.max_bytes = static_cast<int64_t>(cc.matches_max_bytes());
-      spec.max_bytes = static_cast<int64_t>(cc.matches_max_bytes());
       if (absl::Status s = nats.EnsureStream(spec); !s.ok()) return s;
       cluster::MatchPublisherOptions po;
       po.node_id = cc.node_id();
@@ -597,6 +596,7 @@ int Run() {
           return feeds.Follow(feed, state);
         };
         fo.log = [](const std::string& m) { Log(m); };
+        fo.metrics = registry.get();
         absl::StatusOr<std::unique_ptr<cluster::FeedSync>> sync =
             cluster::FeedSync::Open(nats, std::move(fo));
         if (!sync.ok()) return sync.status();
