@@ -873,6 +873,18 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
   }
   by_id_[d.id()] = d;
   if (!d.active()) EndedLocked(d);
+  // The writer's offences are this table's too, should it write next (a take-over): a repeat
+  // offender escalates as it would have. When the writer's rule memory is not known here, as
+  // for offences restored from the store; from the decision's start (an extension's own time
+  // is not in the decision).
+  if (d.origin() != palisade::v1::ORIGIN_FEED && d.offence() > 0) {
+    const absl::Time start = FromProtoTime(d.start());
+    Offences& off = OffencesLocked(d.target().value(), start, kRestoredMemory);
+    if (start >= off.last) {
+      off.count = std::max(off.count, d.offence());
+      off.last = start;
+    }
+  }
   if (!change) {
     if (d.active()) {
       change = was_active ? DecisionChange::kExtended : DecisionChange::kCreated;

@@ -454,6 +454,41 @@ TEST_F(DecisionTableTest, MirrorSetsTheWritersCopyAndTellsTheListenersOnce) {
   EXPECT_TRUE(table_.Get("0000000000000abe")->active());
 }
 
+// Cluster: a repeat offender stays one across a take-over. The new writer's table mirrored the
+// former writer's decisions; their offences count for escalation as its own would have.
+TEST_F(DecisionTableTest, MirroredDecisionsCountAsOffencesForTheNextWriter) {
+  DecisionTable former(clock_);
+  std::vector<DecisionUpdate> sent;
+  former.AddListener([&sent](const DecisionUpdate& u) { sent.push_back(u); });
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  *spec.mutable_escalation() = escalation_;
+  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  // Two offences at the former writer: 1 h, then 2 h.
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_EQ(former.Apply(Det("203.0.113.7", clock_.TimeNow()), spec).change,
+              DecisionChange::kCreated);
+    clock_.Advance(absl::Hours(2));
+    former.ExpireDue();
+  }
+  for (const DecisionUpdate& u : sent) table_.Mirror(u.change, u.decision);
+  // A feed listing is not an offence, mirrored or not.
+  Decision listed = sent[0].decision;
+  listed.set_id("00000000000feed1");
+  listed.mutable_target()->set_value("203.0.113.8");
+  listed.set_origin(palisade::v1::ORIGIN_FEED);
+  listed.set_active(false);
+  table_.MirrorState({sent.back().decision, listed});
+  // This table writes now: the third offence is the third, 4 h.
+  DecisionUpdate third = Apply("203.0.113.7", clock_.TimeNow());
+  ASSERT_EQ(third.change, DecisionChange::kCreated);
+  EXPECT_EQ(third.decision.offence(), 3u);
+  EXPECT_EQ(DecisionExpiry(third.decision) - FromProtoTime(third.decision.start()),
+            absl::Hours(4));
+  EXPECT_EQ(Apply("203.0.113.8", clock_.TimeNow()).decision.offence(), 1u);
+}
+
 // Cluster: a node that does not write hands its detections to the writer and decides nothing.
 TEST_F(DecisionTableTest, ForwardedDetectionsDecideNothingHere) {
   CompiledRule rule;
