@@ -14,6 +14,7 @@
 #include <string>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -537,6 +538,8 @@ int Run() {
   std::unique_ptr<cluster::MatchRouter> match_router;
   std::unique_ptr<cluster::PartitionCounter> partition_counter;
   std::unique_ptr<cluster::FeedSync> feed_sync;
+  // On every way out, the feeds stop handing versions to feed_sync before it goes.
+  absl::Cleanup forget_feed_sync = [&feed_sync_ptr] { feed_sync_ptr.store(nullptr); };
   std::atomic<cluster::ClusterNode*> node_ptr{nullptr};  // set once the node started
   if (clustered) {
     cluster::ClusterNodeOptions co = ClusterOptions(config->cluster(), clock);
