@@ -59,11 +59,11 @@ const absl::Time kTestNow = absl::FromUnixSeconds(1124013600);
 // back-references inlined: 84 of 89, 594/857 = 69.3 %, 1 of 159 false positives (apache-auth's
 // mod_evasive line, see the importer's note on apache-pref-ignore). A regression fails here.
 // Third round (reviewed server facts: dovecot, postfix, sshd, named-refused; sendmail's queue
-// id kept and keying its sessions; BIND's and dd-mm-yyyy leading dates): 710/857 = 82.8 %, 1 of
-// 159.
+// id kept and keying its sessions; BIND's and dd-mm-yyyy leading dates; exim's redundant
+// look-ahead; two-digit fractions of seconds): 721/857 = 84.1 %, 1 of 159.
 // The recall target (95 %) is not reached; docs/COVERAGE.md says where the gap is.
 constexpr int kMinConverted = 84;
-constexpr int kMinRecallPermille = 828;
+constexpr int kMinRecallPermille = 841;
 constexpr int kMaxFalsePositivePermille = 10;
 
 // How many missed lines (and false positives) per filter the log shows: 3, or every one with

@@ -106,6 +106,11 @@ constexpr ServerFact kServerFacts[] = {
     {"sshd", "(?(cond_user): |(?:(?:(?! from ).)*)$)",
      "(?:: [\\w@.-]+ (?:SHA256|MD5):[\\w+/=:$]+)?$",
      "sshd follows 'ssh2' with ': KEYTYPE SHA256:FINGERPRINT' or ends the line"},
+    // exim's quoted SMTP command (the client's bytes, quotes included): the look-ahead in
+    // `(?:"+[^"]*(?="))*?"` only steers backtracking (each round's run is followed by the next
+    // round's quote or the final one), so without it the language is the same.
+    {"exim", "(?:\"+[^\"]*(?=\"))*?\"", "(?:\"+[^\"]*)*?\"",
+     "the same language as exim's quoted-command pattern, without its look-ahead"},
     // BIND's log categories are a fixed list (named.conf `logging { category ... }`), not
     // fail2ban's `(?!error|info)[\w-]+`, which the importer would otherwise leave out.
     {"named-refused", "(?:(?!error|info)[\\w-]+: )?",
@@ -395,7 +400,7 @@ constexpr char kApacheClient[] = "\x02\\[client <HOST>(?::\\d{1,5})?\\]";
 constexpr char kDateShapes[] =
     // Fixed-width pieces only: a variable-length field before the key would make the loader's
     // check ask for the end to be pinned.
-    "(?:\\d{4}[-/]\\d{2}[-/]\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d{3}(?:\\d{3})?)?"
+    "(?:\\d{4}[-/]\\d{2}[-/]\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d\\d\\d?(?:\\d{3})?)?"
     "(?:Z|[+-]\\d{2}:?\\d{2})?"
     "|\\[\\d{2}/\\w{3}/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}\\]"
     "|\\[\\d{2}/\\w{3}/\\d{4} \\d{2}:\\d{2}:\\d{2}\\]"

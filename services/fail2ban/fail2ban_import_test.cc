@@ -901,6 +901,34 @@ TEST(Fail2banImportTest, ServerFactsForBindQuoteTheQuery) {
                   .empty());
 }
 
+// exim's quoted SMTP command holds the client's bytes, quotes included: without the pattern's
+// look-ahead (the same language) the regex converts, and a copy of the server's tail with a
+// victim inside the command never keys the victim.
+TEST(Fail2banImportTest, ServerFactsForEximDropARedundantLookahead) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/exim.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  ASSERT_EQ(imported->regexes.size(), 1u);
+  EXPECT_THAT(imported->regexes[0].reason, HasSubstr("server fact (reviewed table)"));
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/facts-exim.textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+  Matcher m(*imported);
+  EXPECT_EQ(m.Keys("2016-03-18 00:34:06 [7513] SMTP protocol error in \"AUTH LOGIN\" H=(ylmf-pc) "
+                   "[203.0.113.100]:60723 I=[172.89.0.6]:587 AUTH command used when not "
+                   "advertised"),
+            std::set<std::string>{"203.0.113.100"});
+  EXPECT_EQ(m.Keys("2017-11-28 14:14:32 SMTP protocol error in \"aUtH lOgIn\" H=(test) "
+                   "[198.51.100.7]\" H=(roxzgj) [203.0.113.101] AUTH command used when not "
+                   "advertised"),
+            std::set<std::string>{"203.0.113.101"});
+  EXPECT_EQ(m.Keys("2017-11-28 14:14:33 SMTP protocol error in \"AUTH x\" H=(a) [198.51.100.7] "
+                   "AUTH command used when not advertised\" H=(b) [203.0.113.102] AUTH command "
+                   "used when not advertised")
+                .count("198.51.100.7"),
+            0u);
+}
+
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
   auto broken = ImportFail2banFilter(absl::StrCat(kTestdata, "broken.conf"));
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
