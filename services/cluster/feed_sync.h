@@ -3,9 +3,11 @@
 // node's in_feed conditions match the same set while only the writer turns feeds into decisions.
 //
 // The bucket (`palisade_feeds`, the cluster's replicas) holds, per feed:
-//   "<feed>"             the head: "v1 <version> <generation> <chunks> <bytes>" (text);
-//   "<feed>.<gen>.<i>"   chunk i of the version's palisade.v1.FeedState, serialized and cut in
-//                        pieces of at most chunk_bytes (under NATS' 1 MiB payload).
+//   "h.<feed>"        the head: "v1 <version> <generation> <chunks> <bytes>" (text; '.' in the
+//                     feed's name written '=', as KV keys want);
+//   "c.<gen>.<i>"     chunk i of the version's palisade.v1.FeedState, serialized and cut in
+//                     pieces of at most chunk_bytes (under NATS' 1 MiB payload); a generation is
+//                     "<node>-<random>", one per publish.
 // A publish writes the chunks under a fresh generation, then the head, then purges the chunks of
 // the generation it replaced; a reader that finds a chunk gone (replaced meanwhile) or the
 // pieces not adding up reads again at its next poll. As the partition counter's windows
