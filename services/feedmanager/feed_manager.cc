@@ -534,6 +534,7 @@ void FeedManager::Start() {
   absl::MutexLock run(&run_mu_);
   if (thread_.joinable()) return;
   stop_ = false;
+  running_.store(true);
   {
     absl::MutexLock lock(&mu_);
     // Feeds restored from the store (or followed, in a cluster) go to the edge as they are
@@ -556,6 +557,7 @@ void FeedManager::Stop() {
   {
     absl::MutexLock run(&run_mu_);
     stop_ = true;
+    running_.store(false);
     thread = std::move(thread_);
   }
   if (thread.joinable()) thread.join();
@@ -587,6 +589,7 @@ absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
   feed->held_reason.clear();
   PublishLocked(*feed, std::make_shared<const FeedSet>(std::move(entries)));
   PersistLocked(*feed, /*made_here=*/false);
+  if (running_.load() && feed->config.to_edge()) SyncEdgeLocked();
   return true;
 }
 

@@ -20,6 +20,7 @@
 #ifndef PALISADE_SERVICES_FEEDMANAGER_FEED_MANAGER_H_
 #define PALISADE_SERVICES_FEEDMANAGER_FEED_MANAGER_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -91,8 +92,9 @@ class FeedManager {
   // Set once, before pushes arrive. The forward gets the whole push as one FeedChunk.
   void SetPushForward(PushForward forward);
   // A version another node made (the cluster writer's, as on_version gave it): becomes this
-  // node's registry entry and stored copy, without an edge sync. false: ignored, this node
-  // holds that version or a newer one. kNotFound: the feed is not configured here.
+  // node's registry entry and stored copy, without an edge sync unless this manager runs
+  // (Start: it writes, and a former writer published late). false: ignored, this node holds
+  // that version or a newer one. kNotFound: the feed is not configured here.
   absl::StatusOr<bool> Follow(absl::string_view feed, const palisade::v1::FeedState& state);
   // The version held (0: none; kNotFound when not configured).
   absl::StatusOr<uint64_t> Version(absl::string_view feed) const;
@@ -160,6 +162,7 @@ class FeedManager {
   prometheus::Counter& edge_removed_;
   prometheus::Counter& edge_held_;
   PushForward forward_;
+  std::atomic<bool> running_{false};  // between Start and Stop: this node syncs the edge
   absl::Mutex run_mu_;
   bool stop_ ABSL_GUARDED_BY(run_mu_) = false;
   std::thread thread_ ABSL_GUARDED_BY(run_mu_);

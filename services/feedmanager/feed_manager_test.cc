@@ -332,8 +332,19 @@ TEST_F(FeedManagerTest, StartsAgainAfterStop) {
   feeds->Start();                       // this node writes now: the edge gets the feed
   EXPECT_EQ(table.active_count(), 1u);
   feeds->Start();  // already running: nothing
+  // While it runs (it writes), a version followed late (a former writer's) reaches the edge.
+  state.set_version(4);
+  auto* more = state.add_entries();
+  more->set_cidr("203.0.113.9/32");
+  more->set_expiry(absl::ToUnixSeconds(clock_.TimeNow() + absl::Hours(1)));
+  ASSERT_THAT(feeds->Follow("f", state), IsOkAndHolds(true));
+  EXPECT_EQ(table.active_count(), 2u);
   feeds->Stop();
   feeds->Stop();
+  state.set_version(5);
+  state.mutable_entries()->RemoveLast();
+  ASSERT_THAT(feeds->Follow("f", state), IsOkAndHolds(true));
+  EXPECT_EQ(table.active_count(), 2u);  // stopped: followed, not synced
 }
 
 // A feed server on loopback that honours If-None-Match like a real one.
