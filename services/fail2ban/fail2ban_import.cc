@@ -54,9 +54,10 @@ constexpr ServerFact kServerFacts[] = {
     // server text without '=' ("TLS: Disconnected, TLSv1.2 with cipher X (256/256 bits)"), the
     // session id base64. fail2ban's `[^>]*` there could take a user's second " rip=".
     {"dovecot", "rip=<HOST>(?:[^>]*(?:, session=<\\S+>)?)\\s*$",
-     "rip=<HOST>, lip=[0-9A-Fa-f:.]+(?:, mpid=\\d+)?(?:, (?:TLS|secured)[^=]*)?"
+     "rip=<HOST>(?:, lip=[0-9A-Fa-f:.]+)?(?:, mpid=\\d+)?(?:, (?:TLS|secured)[^=]*)?"
      "(?:, session=<[\\w+/]*>)?\\s*$",
-     "dovecot writes 'rip=ADDR, lip=ADDR[, mpid=N][, TLS...][, session=<base64>]' to the end"},
+     "dovecot writes 'rip=ADDR[, lip=ADDR][, mpid=N][, TLS...][, session=<base64>]' to the "
+     "end (no lip before 2.0)"},
     // dovecot's auth passdb/userdb prefix "pam(user,ADDR[,<session>]): " (auth-request.c,
     // get_log_prefix): after the remote address only the session id, base64 in <>, or nothing.
     {"dovecot", "<HOST>(?:,\\S*)?\\): ", "<HOST>(?:,(?:<[\\w+/]*>)?)?\\): ",
@@ -111,6 +112,13 @@ constexpr ServerFact kServerFacts[] = {
     // round's quote or the final one), so without it the language is the same.
     {"exim", "(?:\"+[^\"]*(?=\"))*?\"", "(?:\"+[^\"]*)*?\"",
      "the same language as exim's quoted-command pattern, without its look-ahead"},
+    // nginx's error log ends a request's line with its own fields, each `, NAME: "VALUE"`
+    // (ngx_http_log_error_handler: upstream, host, referrer); fail2ban's `.*?` there could take
+    // a second ", client: V". The values hold no '(' or ':' here (stricter: a Host with a port
+    // or a referrer URL misses the line).
+    {"nginx-botsearch", "\\S+\\\"\\, .*?$",
+     "\\S+\\\"(?:\\, (?:upstream|host|referrer)\\: \\\"[^\\\"(:]*\\\")*$",
+     "nginx ends the error line with ', upstream|host|referrer: \"...\"' fields"},
     // BIND's log categories are a fixed list (named.conf `logging { category ... }`), not
     // fail2ban's `(?!error|info)[\w-]+`, which the importer would otherwise leave out.
     {"named-refused", "(?:(?!error|info)[\\w-]+: )?",

@@ -686,6 +686,10 @@ TEST(Fail2banImportTest, ServerFactsPinTheServersTailNeverTheClients) {
               std::set<std::string>{"203.0.113.50"})
         << tail;
   }
+  // Before dovecot 2.0 there was no lip.
+  EXPECT_EQ(m.Keys("Jan 29 09:34:17 mx dovecot: pop3-login: Info: Aborted login (auth failed, 1 "
+                   "attempts in 62 secs): user=<carl>, method=PLAIN, rip=203.0.113.58, TLS"),
+            std::set<std::string>{"203.0.113.58"});
   // Injections: the user name (and the method) are the client's. A copy of " rip=V, lip=..."
   // in them never keys V.
   for (const char* user : {"x>, method=PLAIN, rip=198.51.100.7, lip=1.1.1.1, TLS",
@@ -927,6 +931,35 @@ TEST(Fail2banImportTest, ServerFactsForEximDropARedundantLookahead) {
                    "used when not advertised")
                 .count("198.51.100.7"),
             0u);
+}
+
+// nginx's error line ends with its own `, NAME: "VALUE"` fields after the request; a request
+// path or Host holding ", client: V" never keys V.
+TEST(Fail2banImportTest, ServerFactsForNginxEndTheErrorLine) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/nginx-botsearch.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  ASSERT_EQ(imported->regexes.size(), 1u);
+  EXPECT_THAT(imported->regexes[0].reason, HasSubstr("server fact (reviewed table)"));
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/facts-nginx.textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+  Matcher m(*imported, palisade::v1::LOG_FORMAT_NGINX_ERROR);
+  const std::string head = "2015/01/21 10:56:10 [error] 2833#0: *16336 open() \"/var/www/x\" "
+                           "failed (2: No such file or directory), client: ";
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "203.0.113.110, server: localhost, request: \"GET "
+                                      "/cgi-bin/php4 HTTP/1.1\", host: \"1.2.3.4\"")),
+            std::set<std::string>{"203.0.113.110"});
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "203.0.113.111, server: localhost, request: \"GET "
+                                      "/cgi-bin/php4 HTTP/1.1\", upstream: \"fastcgi\", host: "
+                                      "\"example.org\"")),
+            std::set<std::string>{"203.0.113.111"});
+  for (const char* tail : {"\", host: \"x), client: 198.51.100.7, server: y\"",
+                           "\", host: \"a\", client: 198.51.100.7, server: b\""}) {
+    std::set<std::string> keys = m.Keys(absl::StrCat(
+        head, "203.0.113.112, server: localhost, request: \"GET /cgi-bin/x HTTP/1.1", tail));
+    EXPECT_EQ(keys.count("198.51.100.7"), 0u) << tail;
+  }
 }
 
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
