@@ -18,6 +18,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
@@ -281,6 +282,19 @@ int Run() {
                                     const std::vector<DecisionUpdate>& updates) {
     PublishDetections(events, source, detections, updates);
   };
+  // A cluster node that does not write has no edge, yet a leaked token's verify needs only the
+  // token itself: a client with no credential of palisaded's learns the token's id, so the node
+  // sends the writer a detection by id (revoked as an audit-log one is) and the secret never
+  // leaves it. (Declared before the vetter, which uses it: destroyed after it.)
+  CurlTransport token_transport;
+  std::unique_ptr<CloudflareClient> token_client;
+  if (clustered && config->cloudflare().enabled()) {
+    ClientOptions o;
+    o.base_url = config->cloudflare().api_base();
+    o.timeout = FromProtoDuration(config->cloudflare().request_timeout());
+    token_client = std::make_unique<CloudflareClient>(token_transport, clock, o, Credentials{},
+                                                      *registry);
+  }
   // Token rules' detections are candidates until a verify says they are live tokens
   // (services/actions/token_vetter.h): random token-shaped strings make no decision. The stage
   // is built once the edge is up, before the first batch can arrive.
@@ -478,19 +492,31 @@ int Run() {
 
   {
     // A verified token is decided like any detection, and its detection event published.
-    TokenVetter::Sink decide = [&table, &events](const std::string& source,
-                                                 std::vector<Detection>& verified) {
+    TokenVetter::Sink decide = [&table, &events, &edge_slot, &token_client](
+                                   const std::string& source, std::vector<Detection>& verified) {
+      if (token_client != nullptr && edge_slot.get() == nullptr) {
+        for (Detection& d : verified) {
+          if (d.kind != palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT) continue;
+          absl::StatusOr<TokenInfo> info = token_client->VerifyOtherToken(
+              Secret(d.secret), absl::StartsWith(d.secret, "cfat_"));
+          // Else (IP-restricted here, or no answer) the writer says it cannot revoke it.
+          if (!info.ok()) continue;
+          d.kind = palisade::v1::TARGET_KIND_TOKEN_ID;
+          d.key = info->id;
+          d.secret.clear();
+        }
+      }
       table.ApplyAll(verified, [&](const std::vector<DecisionUpdate>& updates) {
         PublishDetections(events, source, verified, updates);
       });
     };
     TokenVetter::VerifyFn verify;
     if (config->cloudflare().enabled()) {
-      verify = [&edge_slot](const std::string& secret) {
-        // In a cluster only the writer has a client: elsewhere, no answer (tried again later).
+      verify = [&edge_slot, &token_client](const std::string& secret) {
         std::shared_ptr<Edge> edge = edge_slot.get();
-        if (edge == nullptr) return TokenVerdict::kUnknown;
-        return VerifyWithCloudflare(edge->client(), secret);
+        if (edge != nullptr) return VerifyWithCloudflare(edge->client(), secret);
+        if (token_client != nullptr) return VerifyWithCloudflare(*token_client, secret);
+        return TokenVerdict::kUnknown;  // (the edge not started yet: tried again later)
       };
     } else {
       Log("cloudflare is off: token-shaped strings are counted, not decided (nothing can verify "
