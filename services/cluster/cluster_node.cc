@@ -339,10 +339,11 @@ bool ClusterNode::CatchUp(absl::Duration timeout) {
 }
 
 void ClusterNode::BecomeWriter() {
-  // The former writer's last words first: the table must be the log's before it is published
-  // (the log writer's take-over state waits for them too: wait_applied). At most a tick's time
-  // here: the node's thread renews the leases.
-  CatchUp(options_.lease_term / 3);
+  // The former writer's last words first: the table should be the log's before it decides
+  // (the log writer's take-over state waits for them in any case: wait_applied). Here, and for
+  // the state below, at most a sixth of a term each: this thread renews the leases every third,
+  // and a take-over that blocked it a whole term lost them again on a loaded machine.
+  CatchUp(options_.lease_term / 6);
   table_.SetForward(nullptr);  // this node decides now
   writing_.store(true);
   DecisionLogWriterOptions wo;
@@ -372,7 +373,7 @@ void ClusterNode::BecomeWriter() {
   writer_changes_.Increment();
   // The edge starts once the take-over state is stored (its reconciler must see the table the
   // log holds, the former writer's last words included): now, or at a later tick.
-  if (!writer->WaitUntilPublished(options_.lease_term / 3)) {
+  if (!writer->WaitUntilPublished(options_.lease_term / 6)) {
     Log(absl::StrCat("cluster: node ", options_.node_id,
                      " holds the writer lease; its edge starts once the decision log takes its "
                      "state (", writer->last_error(), ")"));
