@@ -60,11 +60,11 @@ const absl::Time kTestNow = absl::FromUnixSeconds(1124013600);
 // mod_evasive line, see the importer's note on apache-pref-ignore). A regression fails here.
 // Third round (reviewed server facts: dovecot, postfix, sshd, named-refused; sendmail's queue
 // id kept and keying its sessions; BIND's and dd-mm-yyyy leading dates; exim's redundant
-// look-ahead; two-digit fractions of seconds; nginx's error-line tail; dovecot without lip):
-// 728/857 = 84.9 %, 1 of 159.
+// look-ahead; two-digit fractions of seconds; nginx's error-line tails; dovecot without lip;
+// auditd's time stamp): 736/857 = 85.9 %, 1 of 159.
 // The recall target (95 %) is not reached; docs/COVERAGE.md says where the gap is.
 constexpr int kMinConverted = 84;
-constexpr int kMinRecallPermille = 849;
+constexpr int kMinRecallPermille = 858;
 constexpr int kMaxFalsePositivePermille = 10;
 
 // How many missed lines (and false positives) per filter the log shows: 3, or every one with

@@ -119,6 +119,15 @@ constexpr ServerFact kServerFacts[] = {
     {"nginx-botsearch", "\\S+\\\"\\, .*?$",
      "\\S+\\\"(?:\\, (?:upstream|host|referrer)\\: \\\"[^\\\"(:]*\\\")*$",
      "nginx ends the error line with ', upstream|host|referrer: \"...\"' fields"},
+    // nginx's SSL handshake failure ends with the server field (ngx_http_log_error_handler:
+    // ", server: ADDR:PORT"); fail2ban's regex stops at the client's address.
+    {"nginx-http-auth", "too (?:long|short)\\)[^,]*, client: <HOST>",
+     "too (?:long|short)\\)[^,]*, client: <HOST>(?:, server: [^,\\s]*)?\\s*$",
+     "nginx ends the SSL handshake error with ', server: NAME' after the client"},
+    // The audit record's time stamp, "audit(1373330717.000:4070)", which fail2ban cuts out of
+    // the line (datepattern Epoch) and the raw line keeps: seconds, a fraction, the serial.
+    {"selinux-ssh", "msg=audit\\(:\\d+\\)", "msg=audit\\(\\d+\\.\\d+:\\d+\\)",
+     "auditd writes 'audit(SECONDS.FRACTION:SERIAL)'; fail2ban cut the time out of it"},
     // BIND's log categories are a fixed list (named.conf `logging { category ... }`), not
     // fail2ban's `(?!error|info)[\w-]+`, which the importer would otherwise leave out.
     {"named-refused", "(?:(?!error|info)[\\w-]+: )?",

@@ -962,6 +962,50 @@ TEST(Fail2banImportTest, ServerFactsForNginxEndTheErrorLine) {
   }
 }
 
+// nginx's SSL handshake failure ends with ", server: NAME"; auditd's record keeps the time
+// fail2ban cut from "audit(SECONDS.FRACTION:SERIAL)". Neither lets a client's text key a victim.
+TEST(Fail2banImportTest, ServerFactsForNginxHandshakesAndAuditRecords) {
+  Fail2banImportOptions aggressive;
+  aggressive.params["mode"] = "aggressive";
+  auto nginx = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/nginx-http-auth.conf"),
+                                    aggressive);
+  ASSERT_TRUE(nginx.ok()) << nginx.status();
+  std::cout << Fail2banReportText(*nginx);
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/facts-nginx-auth.textproto");
+  std::ofstream(path) << Fail2banPackText(*nginx);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+  Matcher n(*nginx, palisade::v1::LOG_FORMAT_NGINX_ERROR);
+  const std::string crit = "2020/11/25 14:42:16 [crit] 76952#76952: *2454307 SSL_do_handshake() "
+                           "failed (SSL: error:1408F0C6:SSL routines:ssl3_get_record:packet "
+                           "length too long) while SSL handshaking, client: ";
+  EXPECT_EQ(n.Keys(absl::StrCat(crit, "203.0.113.120, server: 0.0.0.0:443")),
+            std::set<std::string>{"203.0.113.120"});
+  EXPECT_TRUE(n.Keys(absl::StrCat(crit, "203.0.113.121, server: 0.0.0.0:443, client: "
+                                        "198.51.100.7"))
+                  .empty());
+
+  auto audit = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/selinux-ssh.conf"));
+  ASSERT_TRUE(audit.ok()) << audit.status();
+  std::cout << Fail2banReportText(*audit);
+  path = absl::StrCat(getenv("TEST_TMPDIR"), "/facts-selinux.textproto");
+  std::ofstream(path) << Fail2banPackText(*audit);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+  Matcher a(*audit);
+  const std::string record = "type=USER_AUTH msg=audit(1383116263.000:603): pid=12887 uid=0 "
+                             "auid=4294967295 ses=4294967295 "
+                             "subj=system_u:system_r:sshd_t:s0-s0:c0.c1023 msg='op=password acct=";
+  EXPECT_EQ(a.Keys(absl::StrCat(record, "\"dan\" exe=\"/usr/sbin/sshd\" hostname=? "
+                                        "addr=203.0.113.122 terminal=ssh res=failed'")),
+            std::set<std::string>{"203.0.113.122"});
+  // The account name is the client's.
+  EXPECT_EQ(a.Keys(absl::StrCat(record, "\"x\" exe=\"/usr/sbin/sshd\" hostname=? addr=198.51.100.7 "
+                                        "terminal=ssh res=failed'\" exe=\"/usr/sbin/sshd\" "
+                                        "hostname=? addr=203.0.113.123 terminal=ssh "
+                                        "res=failed'"))
+                .count("198.51.100.7"),
+            0u);
+}
+
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
   auto broken = ImportFail2banFilter(absl::StrCat(kTestdata, "broken.conf"));
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
