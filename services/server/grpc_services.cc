@@ -586,11 +586,6 @@ grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
   if (grpc::Status a = Allow(context, Role::kIngest, "Feeds.Push"); !a.ok()) {
     return new RefusedRead<palisade::v1::FeedChunk>(a);
   }
-  if (push_gate_) {
-    if (absl::Status gate = push_gate_(); !gate.ok()) {
-      return new RefusedRead<palisade::v1::FeedChunk>(ToGrpcStatus(gate));
-    }
-  }
   absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Feeds.Push");
   if (!slot.ok()) return new RefusedRead<palisade::v1::FeedChunk>(ToGrpcStatus(slot.status()));
   return new PushReactor(context, feeds_, limits_, push_caps_, *std::move(slot), response);

@@ -162,9 +162,6 @@ class FeedsService final : public palisade::v1::Feeds::CallbackService, public G
   // feed's cap (RESOURCE_EXHAUSTED), so nothing unwanted is buffered.
   FeedsService(FeedManager& feeds, ApiLimits& limits, std::map<std::string, uint64_t> push_caps)
       : feeds_(feeds), limits_(limits), push_caps_(std::move(push_caps)) {}
-  // When set, a push is refused with its error unless it answers OK (a cluster node: feeds are
-  // not synced there yet). Set once, before the server serves.
-  void SetPushGate(std::function<absl::Status()> gate) { push_gate_ = std::move(gate); }
   grpc::ServerReadReactor<palisade::v1::FeedChunk>* Push(
       grpc::CallbackServerContext* context, palisade::v1::PushFeedResponse* response) override;
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
@@ -178,7 +175,6 @@ class FeedsService final : public palisade::v1::Feeds::CallbackService, public G
   FeedManager& feeds_;
   ApiLimits& limits_;
   const std::map<std::string, uint64_t> push_caps_;
-  std::function<absl::Status()> push_gate_;
 };
 
 class EventsService final : public palisade::v1::Events::CallbackService, public Guarded {

@@ -566,6 +566,11 @@ int Run() {
   std::unique_ptr<cluster::FeedSync> feed_sync;
   // On every way out, the feeds stop handing versions to feed_sync before it goes.
   absl::Cleanup forget_feed_sync = [&feed_sync_ptr] { feed_sync_ptr.store(nullptr); };
+  // On a start refused after the node joined (a port taken), the node stops before what its
+  // hooks use is destroyed (its stopping hook snapshots the partition counter's windows).
+  absl::Cleanup stop_node_first = [&cluster_node] {
+    if (cluster_node) cluster_node->Stop();
+  };
   std::atomic<cluster::ClusterNode*> node_ptr{nullptr};  // set once the node started
   if (clustered) {
     cluster::ClusterNodeOptions co = ClusterOptions(config->cluster(), clock);
