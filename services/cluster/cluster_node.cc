@@ -476,6 +476,7 @@ absl::StatusOr<std::string> ClusterNode::ApplyDetection(absl::string_view body) 
   d.feeds.assign(e.detection().feeds().begin(), e.detection().feeds().end());
   std::vector<DecisionUpdate> updates = table_.ApplyAll({d});
   if (updates.empty()) return std::string();
+  if (options_.decided) options_.decided(d, updates[0]);
   return absl::StrCat(DecisionChangeName(updates[0].change), " ", updates[0].decision.id());
 }
 

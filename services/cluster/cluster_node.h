@@ -105,6 +105,10 @@ struct ClusterNodeOptions {
   std::function<void()> stopping;
   // The writer's rules, for the decision spec of a detection another node sent (by rule id).
   std::function<std::shared_ptr<const RuleSet>()> rules;
+  // On the writer, after it decided a detection another node sent: the detection (its rule
+  // alive for the call) and what it made (palisaded feeds it back for recidive:
+  // Pipeline::FeedDecisions). On the command server's thread.
+  std::function<void(const Detection&, const DecisionUpdate&)> decided;
   // Detections waiting to be sent to the writer, at most (past it they are dropped, counted).
   size_t max_forward_queue = 10'000;
   // Commands the writer carries out besides decisions.add and decisions.delete (kind, body).

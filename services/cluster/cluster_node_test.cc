@@ -61,6 +61,7 @@ struct TestNode {
   // What its edge heard (edge_update): "<change> <decision id>".
   absl::Mutex edge_mu;
   std::vector<std::string> edge ABSL_GUARDED_BY(edge_mu);
+  std::vector<std::string> decided ABSL_GUARDED_BY(edge_mu);  // the `decided` hook's
   std::vector<std::string> Edge() {
     absl::MutexLock lock(&edge_mu);
     return edge;
@@ -90,6 +91,11 @@ class ClusterNodeTest : public ::testing::Test {
     TestNode* t = n.get();
     o.writer_started = [t] { ++t->started; };
     o.writer_stopped = [t] { ++t->stopped; };
+    o.decided = [t](const Detection& d, const DecisionUpdate& u) {
+      EXPECT_NE(d.rule, nullptr);
+      absl::MutexLock lock(&t->edge_mu);
+      t->decided.push_back(absl::StrCat(DecisionChangeName(u.change), " ", u.decision.id()));
+    };
     o.edge_update = [t](const DecisionUpdate& u) {
       absl::MutexLock lock(&t->edge_mu);
       t->edge.push_back(absl::StrCat(DecisionChangeName(u.change), " ", u.decision.id()));
@@ -229,6 +235,11 @@ TEST_F(ClusterNodeTest, DetectionsOfANodeThatDoesNotWriteAreTheWritersToDecide) 
   EXPECT_EQ(active_on(*a)[0].rule_id(), "probe");
   EXPECT_EQ(active_on(*a)[0].evidence_size(), 1);
   EXPECT_EQ(b->node->detections_forwarded(), 1u);
+  // The writer told its `decided` hook (palisaded: recidive) of what it made for b.
+  {
+    absl::MutexLock lock(&a->edge_mu);
+    EXPECT_THAT(a->decided, ElementsAre(absl::StrCat("created ", active_on(*a)[0].id())));
+  }
   // The same detection id sent again (a partition owner's retry) is carried out once.
   ASSERT_THAT(b->node->SendDetection("s:1", d), IsOk());
   ASSERT_THAT(b->node->SendDetection("s:1", d), IsOk());

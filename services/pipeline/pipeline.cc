@@ -606,22 +606,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     // The daemon decides the batch here (replay has, line by line); decision lines fed back
     // count in the metrics below.
     decide();
-    {
-      absl::MutexLock lock(&metrics_mu_);
-      // Per-rule match counters from the engine's running totals.
-      const std::vector<uint64_t> totals = engine_.matches_per_rule();
-      for (size_t i = 0; i < rule_metrics_.size() && i < totals.size(); ++i) {
-        const double delta = static_cast<double>(totals[i]) - rule_metrics_[i].matches->Value();
-        if (delta > 0) rule_metrics_[i].matches->Increment(delta);
-      }
-      const auto& rules = engine_.rules()->rules();
-      for (const CompiledRule* rule : detected) {
-        for (size_t i = 0; i < rules.size(); ++i) {
-          if (rules[i].get() == rule) rule_metrics_[i].detections->Increment();
-        }
-      }
-      PublishEngineGaugesLocked();
-    }
+    PublishRuleMetrics(detected);
     ack.set_detections(detection_count);
   }
   {
@@ -642,6 +627,53 @@ Pipeline::StreamState& Pipeline::StreamFor(absl::string_view source) {
   StreamState& s = streams_[key];
   s.id = static_cast<uint32_t>(streams_.size());
   return s;
+}
+
+void Pipeline::PublishRuleMetrics(const std::vector<const CompiledRule*>& detected) {
+  absl::MutexLock lock(&metrics_mu_);
+  // Per-rule match counters from the engine's running totals.
+  const std::vector<uint64_t> totals = engine_.matches_per_rule();
+  for (size_t i = 0; i < rule_metrics_.size() && i < totals.size(); ++i) {
+    const double delta = static_cast<double>(totals[i]) - rule_metrics_[i].matches->Value();
+    if (delta > 0) rule_metrics_[i].matches->Increment(delta);
+  }
+  const auto& rules = engine_.rules()->rules();
+  for (const CompiledRule* rule : detected) {
+    for (size_t i = 0; i < rules.size(); ++i) {
+      if (rules[i].get() == rule) rule_metrics_[i].detections->Increment();
+    }
+  }
+  PublishEngineGaugesLocked();
+}
+
+void Pipeline::FeedDecisions(absl::string_view source, const std::vector<Detection>& made,
+                             const std::vector<DecisionUpdate>& updates) {
+  absl::ReaderMutexLock rules_lock(&rules_mu_);
+  if (engine_.rules()->ForFormat(palisade::v1::LogFormat::LOG_FORMAT_DECISIONS) == nullptr) return;
+  uint32_t stream_id = 0;
+  {
+    absl::MutexLock lock(&streams_mu_);
+    stream_id = StreamFor(source).id;
+  }
+  std::vector<Detection> detections;
+  ParsedLine parsed;
+  for (size_t i = 0; i < made.size() && i < updates.size(); ++i) {
+    std::string line;
+    if (!DecisionLine(made[i], updates[i].change, &line)) continue;
+    parsed.message = line;
+    engine_.Process(palisade::v1::LogFormat::LOG_FORMAT_DECISIONS, parsed, line, made[i].time,
+                    &detections, stream_id);
+  }
+  std::vector<const CompiledRule*> detected;
+  for (const Detection& d : detections) detected.push_back(d.rule);
+  if (!detections.empty()) {
+    // Decisions of decisions-format rules are not fed again: one round.
+    const std::string from(source);
+    decisions_.ApplyAll(detections, [&](const std::vector<DecisionUpdate>& decided) {
+      if (options_.on_detections) options_.on_detections(from, detections, decided);
+    });
+  }
+  PublishRuleMetrics(detected);
 }
 
 bool Pipeline::DecisionLine(const Detection& d, DecisionChange change, std::string* line) {

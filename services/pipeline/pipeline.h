@@ -140,6 +140,14 @@ class Pipeline {
 
   // Runs one batch through the pipeline. kInvalidArgument for a batch without a format.
   absl::StatusOr<palisade::v1::BatchAck> ProcessBatch(const palisade::v1::LogBatch& batch);
+
+  // Recidive for decisions made outside a batch: a cluster's writer decides the detections
+  // other nodes send (ClusterNodeOptions::decided). Each one created or extended is fed back
+  // as in a batch (see the header), in `source`'s stream, and what the fed lines detect is
+  // decided at once. `made[i]` made `updates[i]`; their rules must be alive (the caller holds
+  // their RuleSet).
+  void FeedDecisions(absl::string_view source, const std::vector<Detection>& made,
+                     const std::vector<DecisionUpdate>& updates);
   // The same for lines as views; the result is the one ProcessBatch gives for a LogBatch of
   // these lines, whether or not Prematch ran over them first.
   absl::StatusOr<palisade::v1::BatchAck> ProcessLines(const LineBatch& batch);
@@ -217,6 +225,10 @@ class Pipeline {
   // Recidive: the LOG_FORMAT_DECISIONS line for the decision `change` made from `d` (see the
   // header), or false when none is fed (not created or extended; a decisions-format rule's).
   static bool DecisionLine(const Detection& d, DecisionChange change, std::string* line);
+
+  // The per-rule match counters from the engine's totals, the detections of `detected`'s
+  // rules, the engine gauges. Under rules_mu_ (the rules in use).
+  void PublishRuleMetrics(const std::vector<const CompiledRule*>& detected);
 
   // The state of `source`'s stream (see PipelineOptions::max_streams).
   StreamState& StreamFor(absl::string_view source) ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);

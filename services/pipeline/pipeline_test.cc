@@ -604,6 +604,41 @@ TEST_F(RecidiveTest, ThreeBlocksWithinADayMakeAWeek) {
 }
 
 // Three blocks spread over more than a day are not a recidive.
+// A cluster's writer decides what other nodes detected, outside any batch (the
+// ClusterNode's decided hook): FeedDecisions feeds those decisions back, so three blocks of one
+// address within a day still make a week there.
+TEST_F(RecidiveTest, DecisionsMadeOutsideABatchAreFedBackToo) {
+  std::shared_ptr<const RuleSet> rules = pipeline_.rules();
+  const CompiledRule* ssh_fail = nullptr;
+  for (const auto& r : rules->rules()) {
+    if (r->proto.id() == "ssh-fail") ssh_fail = r.get();
+  }
+  ASSERT_NE(ssh_fail, nullptr);
+  absl::Time third;
+  for (int i = 0; i < 3; ++i) {
+    table_.ExpireDue();
+    Detection d;
+    d.rule = ssh_fail;
+    d.rule_id = "ssh-fail";
+    d.kind = palisade::v1::TARGET_KIND_IP;
+    d.key = "203.0.113.7";
+    d.time = third = clock_.TimeNow();
+    d.evidence = {"sent by another node"};
+    const std::vector<Detection> made = {d};
+    const std::vector<DecisionUpdate> updates = table_.ApplyAll(made);
+    ASSERT_EQ(updates.size(), 1u);
+    ASSERT_EQ(updates[0].change, DecisionChange::kCreated);
+    pipeline_.FeedDecisions("cluster", made, updates);
+    clock_.Advance(absl::Hours(8));
+  }
+  // Recidive extends the third block (one decision per target) to a week.
+  const palisade::v1::Decision week = Active("203.0.113.7");
+  EXPECT_EQ(FromProtoTime(week.expiry()), third + absl::Hours(24 * 7));
+  EXPECT_EQ(Detections("recidive"), 1);
+  EXPECT_EQ(CounterValue(registry_, "palisade_engine_rule_matches_total", {{"rule", "recidive"}}),
+            3);
+}
+
 TEST_F(RecidiveTest, BlocksMoreThanADayApartDoNotCount) {
   Offend(pipeline_, "ssh-fail", "203.0.113.7");
   clock_.Advance(absl::Hours(13));

@@ -576,6 +576,10 @@ int Run() {
     cluster::ClusterNodeOptions co = ClusterOptions(config->cluster(), clock);
     // Detections other nodes send are decided under the writer's rules (the running ones).
     co.rules = [&pipeline] { return pipeline.rules(); };
+    // Recidive: what the writer decides for other nodes counts as its own decisions do.
+    co.decided = [&pipeline](const Detection& d, const DecisionUpdate& u) {
+      pipeline.FeedDecisions("cluster", {d}, {u});
+    };
     // The match stream: this node publishes its matches, and counts its partitions' (their
     // detections go to the writer under their own id, so a repeat after a take-over is one).
     co.on_connected = [&](cluster::NatsClient& nats) -> absl::Status {
