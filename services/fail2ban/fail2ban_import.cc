@@ -1950,8 +1950,11 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     std::string role = !rule.has_session()       ? ""
                        : rule.session().note_only() ? " Session rule: its lines only note the "
                                                     "address for later lines of the connection."
-                                                  : " Session rule (by pid): a line without an "
-                                                    "address uses the one its connection noted.";
+                       : absl::StrCat(" Session rule (by ",
+                                      out.session_by == "mlfid" ? "the id after program[pid]"
+                                                                : "pid",
+                                      "): a line without an address uses the one its connection "
+                                      "noted.");
     if (rule.session().ends()) role += " A match ends the session.";
     rule.set_description(absl::StrCat(
         "Imported from fail2ban filter ", BaseName(path), ".", role, " Threshold from ",
