@@ -48,22 +48,11 @@ std::optional<Head> ParseHead(absl::string_view text) {
 }
 
 absl::StatusOr<std::optional<std::string>> Get(kvStore* kv, const std::string& key) {
-  kvEntry* e = nullptr;
-  const natsStatus s = kvStore_Get(&e, kv, key.c_str());
-  if (s == NATS_NOT_FOUND) return std::optional<std::string>();
-  if (s != NATS_OK) return NatsError(s, absl::StrCat("cluster: reading feeds key ", key));
-  std::optional<std::string> out(std::in_place, static_cast<const char*>(kvEntry_Value(e)),
-                                 static_cast<size_t>(kvEntry_ValueLen(e)));
-  kvEntry_Destroy(e);
-  return out;
+  return KvGet(kv, key, "feeds");
 }
 
 absl::Status Put(kvStore* kv, const std::string& key, absl::string_view value) {
-  uint64_t rev = 0;
-  const natsStatus s =
-      kvStore_Put(&rev, kv, key.c_str(), value.data(), static_cast<int>(value.size()));
-  if (s != NATS_OK) return NatsError(s, absl::StrCat("cluster: writing feeds key ", key));
-  return absl::OkStatus();
+  return KvPut(kv, key, value, "feeds");
 }
 
 }  // namespace

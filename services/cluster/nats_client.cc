@@ -203,4 +203,25 @@ absl::StatusOr<NatsClient::StreamState> NatsClient::State(const std::string& str
   return out;
 }
 
+absl::StatusOr<std::optional<std::string>> KvGet(kvStore* kv, const std::string& key,
+                                                 absl::string_view what) {
+  kvEntry* e = nullptr;
+  const natsStatus s = kvStore_Get(&e, kv, key.c_str());
+  if (s == NATS_NOT_FOUND) return std::optional<std::string>();
+  if (s != NATS_OK) return NatsError(s, absl::StrCat("cluster: reading ", what, " key ", key));
+  std::optional<std::string> out(std::in_place, static_cast<const char*>(kvEntry_Value(e)),
+                                 static_cast<size_t>(kvEntry_ValueLen(e)));
+  kvEntry_Destroy(e);
+  return out;
+}
+
+absl::Status KvPut(kvStore* kv, const std::string& key, absl::string_view value,
+                   absl::string_view what) {
+  uint64_t rev = 0;
+  const natsStatus s =
+      kvStore_Put(&rev, kv, key.c_str(), value.data(), static_cast<int>(value.size()));
+  if (s != NATS_OK) return NatsError(s, absl::StrCat("cluster: writing ", what, " key ", key));
+  return absl::OkStatus();
+}
+
 }  // namespace palisade::cluster

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -108,6 +109,13 @@ class NatsClient {
 // The error libnats gives for `status` (an int: natsStatus), as an absl::Status with `what` in
 // front. Shared by the components of this package.
 absl::Status NatsError(int status, absl::string_view what);
+
+// One key of a KV bucket (OpenKeyValue): its value, nullopt when the bucket has none; and a
+// write of it. `what` names the bucket's keys in errors ("cluster: reading <what> key K: ...").
+absl::StatusOr<std::optional<std::string>> KvGet(kvStore* kv, const std::string& key,
+                                                 absl::string_view what);
+absl::Status KvPut(kvStore* kv, const std::string& key, absl::string_view value,
+                   absl::string_view what);
 
 }  // namespace palisade::cluster
 
