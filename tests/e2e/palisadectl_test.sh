@@ -65,7 +65,14 @@ echo 'Jan  5 01:31:41 www sshd[1643]: ROOT LOGIN REFUSED FROM 192.0.2.9' >"$work
 keys=$("$ctl_bin" rules test "$work/f2b.textproto" "$work/f2b.log" --format=syslog --json)
 grep -q '"rule":"f2b-sshd","key":"192.0.2.9"' <<<"$keys" || fail "imported pack: $keys"
 report=$("$ctl_bin" rules import-fail2ban /etc/fail2ban/filter.d/sshd.conf --report 2>/dev/null)
-grep -qE 'sshd.conf:[0-9]+: failregex refused: ' <<<"$report" || fail "report: $report"
+grep -qE 'sshd.conf:[0-9]+: failregex rewritten \(f2b-sshd\): ' <<<"$report" || fail "report: $report"
+# A refused failregex is named with its file, line and reason, and the rest of the filter still
+# converts (proftpd's address follows a free `\S+`: the key-anchoring check refuses it).
+report=$("$ctl_bin" rules import-fail2ban /etc/fail2ban/filter.d/proftpd.conf --report 2>/dev/null)
+grep -qE 'proftpd.conf:[0-9]+: failregex refused: the address follows' <<<"$report" \
+  || fail "report: $report"
+grep -qE '^proftpd: [1-9][0-9]* converted, [0-9]+ rewritten, [1-9][0-9]* refused' <<<"$report" \
+  || fail "report: $report"
 if "$ctl_bin" rules import-fail2ban "$work/no-such.conf" 2>"$work/err" >/dev/null; then
   fail "a missing filter was imported"
 fi
