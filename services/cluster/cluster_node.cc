@@ -301,8 +301,9 @@ void ClusterNode::Tick() {
   if (want && !writing_.load()) {
     BecomeWriter();
   } else if (want && !edge_started_) {
+    // The take-over state stored since (all its chunks): the edge may start.
     absl::MutexLock lock(&writer_mu_);
-    start_edge = log_writer_ != nullptr && log_writer_->took_over();
+    start_edge = log_writer_ != nullptr && log_writer_->states_published() > 0;
   } else if (!want && writing_.load()) {
     StepDown(fenced ? "another writer appended to the decision log"
                     : !fresh ? "leases not renewed within the term" : "lease lost");
@@ -319,7 +320,7 @@ void ClusterNode::Tick() {
   }
   counting_ = wanted;
   owned_gauge_.Set(static_cast<double>(wanted.size()));
-  writer_gauge_.Set(writing_.load() ? 1 : 0);
+  writer_gauge_.Set(edge_started_ ? 1 : 0);
   connected_gauge_.Set(natsConnection_Status(nats_->connection()) == NATS_CONN_STATUS_CONNECTED);
   if (absl::StatusOr<NatsClient::StreamState> st = nats_->State(kDecisionStream); st.ok()) {
     const uint64_t applied = replica_->applied_through();

@@ -8,12 +8,13 @@
 // Decisions API, Watch and the bouncer API read the same decisions everywhere. While the node
 // holds `edge-writer` (the lease held and renewed within the term, and its log writer not
 // fenced) the table is the writer's, not a mirror:
-//   gaining it: the replica first applies everything the stream holds (the former writer's last
-//   words), a DecisionLogWriter hears the table from then on and publishes the table whole (so
-//   every replica ends at it), `writer_started` runs (palisaded starts the dispatcher, outbox
-//   and reconciler there), and then the CommandServer answers. The replica keeps mirroring
-//   into the table until that state is stored: what a former writer appended meanwhile is
-//   taken into the state (DecisionLogWriterOptions::wait_applied), never lost under it;
+//   gaining it: a DecisionLogWriter hears the table from then on and publishes the table whole
+//   (so every replica ends at it), but only once the table holds all the stream held (the
+//   former writer's last words: the replica keeps mirroring into the table until that state is
+//   stored, DecisionLogWriterOptions::wait_applied). Once the state is stored (at once, or at a
+//   later tick) `writer_started` runs (palisaded starts the dispatcher, outbox and reconciler
+//   there; the dispatcher hears edge_update, what the log stored), then the CommandServer
+//   answers;
 //   losing it (another node took it, ticks failing for a whole term, the log writer fenced):
 //   the CommandServer stops answering, `writer_stopped` runs (the edge stops), the log writer
 //   publishes what it still holds, and the table mirrors again.

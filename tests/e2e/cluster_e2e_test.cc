@@ -73,6 +73,26 @@ class ClusterE2eTest : public ::testing::Test {
     }
     return writer;
   }
+  // Feeds.Push to node i of feed "blocklist", one message per element of `data` (stopping at
+  // the first the server refuses): its status, and its answer in *pushed.
+  grpc::Status PushFeed(int i, const std::vector<std::string>& data,
+                        palisade::v1::PushFeedResponse* pushed) {
+    auto feeds = palisade::v1::Feeds::NewStub(
+        grpc::CreateChannel(nodes_[i]->grpc_address(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(2));
+    auto stream = feeds->Push(&context, pushed);
+    palisade::v1::FeedChunk chunk;
+    chunk.set_feed("blocklist");
+    for (const std::string& d : data) {
+      chunk.set_data(d);
+      if (!stream->Write(chunk)) break;
+      chunk.clear_feed();  // named in the first message
+    }
+    stream->WritesDone();
+    return stream->Finish();
+  }
+
   int WaitForWriter() {
     int writer = -1;
     WaitFor([&] { return (writer = Writer()) >= 0; }, kLong);
@@ -152,42 +172,23 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
   // back), every node holds one decision per entry, the edge's list one item per entry.
   const std::set<std::string> listed = {"198.51.100.0/28", "198.51.100.64/28", "203.0.113.200"};
   {
-    auto feeds = palisade::v1::Feeds::NewStub(
-        grpc::CreateChannel(nodes_[other]->grpc_address(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(2));
     palisade::v1::PushFeedResponse pushed;
-    auto stream = feeds->Push(&context, &pushed);
-    palisade::v1::FeedChunk chunk;
-    chunk.set_feed("blocklist");
-    chunk.set_data("198.51.100.0/28\n198.51.100.64/28\n203.0.113.200\n");
-    stream->Write(chunk);
-    stream->WritesDone();
-    grpc::Status s = stream->Finish();
+    grpc::Status s =
+        PushFeed(other, {"198.51.100.0/28\n198.51.100.64/28\n203.0.113.200\n"}, &pushed);
     ASSERT_TRUE(s.ok()) << s.error_message();
     EXPECT_EQ(pushed.accepted(), 3u);
     EXPECT_EQ(pushed.version(), 1u);
   }
   // Over one NATS message: a node that does not write refuses it, naming the limit.
   {
-    auto feeds = palisade::v1::Feeds::NewStub(
-        grpc::CreateChannel(nodes_[other]->grpc_address(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + std::chrono::minutes(2));
-    palisade::v1::PushFeedResponse pushed;
-    auto stream = feeds->Push(&context, &pushed);
-    palisade::v1::FeedChunk chunk;
-    chunk.set_feed("blocklist");
-    for (int i = 0; i < 20 && stream->Write(chunk); ++i) {
-      std::string data;
-      while (data.size() < (64u << 10)) {
-        absl::StrAppend(&data, "198.18.", i, ".", data.size() % 250, "\n");
+    std::vector<std::string> data(20);
+    for (size_t i = 0; i < data.size(); ++i) {
+      while (data[i].size() < (64u << 10)) {
+        absl::StrAppend(&data[i], "198.18.", i, ".", data[i].size() % 250, "\n");
       }
-      chunk.Clear();
-      chunk.set_data(std::move(data));
     }
-    stream->WritesDone();
-    grpc::Status s = stream->Finish();
+    palisade::v1::PushFeedResponse pushed;
+    grpc::Status s = PushFeed(other, data, &pushed);
     EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
     EXPECT_NE(s.error_message().find("1044480 bytes a node forwards"), std::string::npos)
         << s.error_message();
