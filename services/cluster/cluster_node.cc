@@ -6,6 +6,7 @@
 #include <iostream>
 #include <utility>
 
+#include "absl/hash/hash.h"
 #include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -164,6 +165,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
   });
   DecisionReplicaOptions ro;
   ro.apply = [self](const ReplicatedChange& c) {
+    absl::MutexLock mirror(&self->mirror_mu_);
     self->view_.Apply(c);
     if (self->writing_.load()) {
       // The writer's own changes, read back; but until its first publish is stored, another
@@ -411,6 +413,14 @@ void ClusterNode::StepDown(const std::string& why) {
   writing_.store(false);
   table_.SetForward([this](const Detection& d) { ForwardDetection(d); });
   w.reset();  // publishes what it holds (unless fenced)
+  // The table becomes the log's again. While it wrote, this node's table was the truth and the
+  // replica did not mirror into it; a writer fenced by another holds changes the log never
+  // took, and lacks the other's. Once the replica read the log's end, the table is set to what
+  // the log holds (a node that cannot read it keeps its table: the best there is).
+  if (CatchUp(options_.lease_term / 6)) {
+    absl::MutexLock mirror(&mirror_mu_);
+    table_.MirrorState(view_.List());
+  }
   writer_changes_.Increment();
   Log(absl::StrCat("cluster: node ", options_.node_id, " stopped writing: ", why));
 }
@@ -475,10 +485,49 @@ absl::StatusOr<std::string> ClusterNode::ApplyDetection(absl::string_view body) 
   d.time = FromProtoTime(e.detection().event_time());
   d.evidence.assign(e.detection().evidence().begin(), e.detection().evidence().end());
   d.feeds.assign(e.detection().feeds().begin(), e.detection().feeds().end());
-  std::vector<DecisionUpdate> updates = table_.ApplyAll({d});
-  if (updates.empty()) return std::string();
-  if (options_.decided) options_.decided(d, updates[0]);
-  return absl::StrCat(DecisionChangeName(updates[0].change), " ", updates[0].decision.id());
+  // A repeat of a detection applied here whose change the log did not take: applied again only
+  // if the table lost its decision since (a state mirrored while this node did not write).
+  const size_t fingerprint = absl::Hash<absl::string_view>{}(body);
+  std::string reply;
+  bool repeat = false;
+  {
+    absl::MutexLock lock(&unconfirmed_mu_);
+    auto it = unconfirmed_.find(fingerprint);
+    if (it != unconfirmed_.end() &&
+        !table_.List({.target = d.key, .active_only = true}).empty()) {
+      reply = it->second;
+      repeat = true;
+    }
+  }
+  if (!repeat) {
+    std::vector<DecisionUpdate> updates = table_.ApplyAll({d});
+    if (updates.empty()) return std::string();  // stale: nothing decided, nothing to store
+    if (options_.decided) options_.decided(d, updates[0]);
+    reply = absl::StrCat(DecisionChangeName(updates[0].change), " ", updates[0].decision.id());
+  }
+  // Taken once the log holds it: a writer fenced by another publishes nothing more, and what it
+  // decided would be lost though its sender was told it was taken.
+  std::shared_ptr<DecisionLogWriter> w;
+  {
+    absl::MutexLock lock(&writer_mu_);
+    w = log_writer_;
+  }
+  const bool stored = w != nullptr && w->WaitUntilPublished(options_.lease_term / 3);
+  absl::MutexLock lock(&unconfirmed_mu_);
+  if (stored) {
+    unconfirmed_.erase(fingerprint);
+    return reply;
+  }
+  if (unconfirmed_.insert({fingerprint, reply}).second) {
+    unconfirmed_order_.push_back(fingerprint);
+    if (unconfirmed_order_.size() > kMaxUnconfirmed) {
+      unconfirmed_.erase(unconfirmed_order_.front());
+      unconfirmed_order_.pop_front();
+    }
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "detections.apply: decided (", reply, "), but the decision log did not take it: ",
+      w != nullptr ? w->last_error() : "node " + options_.node_id + " stopped writing"));
 }
 
 void ClusterNode::ForwardDetection(const Detection& detection) {

@@ -42,6 +42,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
@@ -199,6 +200,8 @@ class ClusterNode {
   void Log(const std::string& m) const;
   void RunPosted();
   void RunForwarder();
+  // A detection from any node, decided here; answered once the decision log holds the change
+  // (kUnavailable before: the sender offers it again under the same id).
   absl::StatusOr<std::string> ApplyDetection(absl::string_view body);
 
   ClusterNodeOptions options_;
@@ -207,6 +210,9 @@ class ClusterNode {
   std::unique_ptr<NatsClient> nats_;
   std::unique_ptr<LeaseTable> leases_;
   std::unique_ptr<Ownership> ownership_;  // the tick's (one thread at a time)
+  // Held while a change read from the log is applied (view and table), and while StepDown sets
+  // the table to the view: the two never interleave.
+  absl::Mutex mirror_mu_;
   DecisionView view_;
   std::unique_ptr<DecisionReplica> replica_;
   std::unique_ptr<CommandClient> client_;
@@ -232,6 +238,13 @@ class ClusterNode {
   std::thread thread_;
   absl::Mutex posted_mu_;
   std::vector<std::function<void()>> posted_ ABSL_GUARDED_BY(posted_mu_);
+  // Detections this node applied as the writer whose change the log did not take (their senders
+  // were told kUnavailable): by a hash of the detection, the reply. A repeat is not applied again
+  // while the table holds a decision on its key. At most kMaxUnconfirmed, oldest dropped.
+  static constexpr size_t kMaxUnconfirmed = 1024;
+  absl::Mutex unconfirmed_mu_;
+  absl::flat_hash_map<size_t, std::string> unconfirmed_ ABSL_GUARDED_BY(unconfirmed_mu_);
+  std::deque<size_t> unconfirmed_order_ ABSL_GUARDED_BY(unconfirmed_mu_);
   // Detections waiting for the writer: (command id, body), oldest first.
   absl::Mutex forward_mu_;
   std::deque<std::pair<std::string, std::string>> forward_queue_ ABSL_GUARDED_BY(forward_mu_);

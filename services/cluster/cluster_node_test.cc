@@ -12,6 +12,8 @@
 #include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/cluster/decision_log.h"
+#include "services/cluster/nats_client.h"
 #include "services/cluster/nats_server_for_tests.h"
 #include "services/common/clock.h"
 #include "services/common/proto_time.h"
@@ -252,6 +254,55 @@ TEST_F(ClusterNodeTest, DetectionsOfANodeThatDoesNotWriteAreTheWritersToDecide) 
   d.rule_id = "nope";
   EXPECT_THAT(b->node->SendDetection("s:2", d),
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("rule \"nope\"")));
+}
+
+// A detection is answered once the decision log holds what it decided, not before: a writer
+// fenced by another (two nodes believed they held the lease for a moment, as a loaded CI
+// machine showed after NATS came back) publishes nothing more, so a detection it took in that
+// window was lost though its sender had been told it was taken. Now the sender is told it was
+// not (kUnavailable), offers it again under the same id, and a repeat reaching the same node is
+// not applied twice.
+TEST_F(ClusterNodeTest, ADetectionIsTakenOnlyOnceTheDecisionLogHoldsIt) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  std::unique_ptr<TestNode> b = StartNode("b");
+  ASSERT_TRUE(a->node->writer());
+  Detection d;
+  d.rule = Rules()->rules()[0].get();
+  d.rule_id = "probe";
+  d.key = "203.0.113.20";
+  d.time = clock_.TimeNow();
+  d.evidence = {"probe from 203.0.113.20"};
+  // Another writer appends to the log: a's writer is fenced at its next publish.
+  auto rival_nats = NatsClient::Connect({.servers = {server_->url()}, .timeout = absl::Seconds(5)});
+  ASSERT_THAT(rival_nats, IsOk());
+  auto rival = DecisionLogWriter::Start(
+      **rival_nats, {.node_id = "rival", .state = [] { return std::vector<palisade::v1::Decision>{}; }});
+  ASSERT_THAT(rival, IsOk());
+  (*rival)->PublishState();
+  ASSERT_TRUE((*rival)->WaitUntilPublished(absl::Minutes(1)));
+
+  EXPECT_THAT(b->node->SendDetection("s:20", d, absl::Minutes(1)),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("decision log")));
+  auto on_a = [&] { return a->table.List({.target = "203.0.113.20", .active_only = true}); };
+  ASSERT_EQ(on_a().size(), 1u);
+  // Offered again: still not taken, and not applied a second time.
+  EXPECT_THAT(b->node->SendDetection("s:20", d, absl::Minutes(1)),
+              StatusIs(absl::StatusCode::kUnavailable));
+  ASSERT_EQ(on_a().size(), 1u);
+  EXPECT_EQ(on_a()[0].extensions(), 0u);
+
+  // At its next tick a steps down, and its table becomes the log's: the decision the log never
+  // took is gone (it held it until then).
+  a->node->Tick();
+  EXPECT_FALSE(a->node->writer());
+  EXPECT_TRUE(on_a().empty());
+  // a still holds the lease: it takes over again, and the detection offered again is decided
+  // now, once.
+  a->node->Tick();
+  ASSERT_TRUE(a->node->writer());
+  EXPECT_THAT(b->node->SendDetection("s:20", d, absl::Minutes(1)), IsOk());
+  ASSERT_EQ(on_a().size(), 1u);
+  EXPECT_EQ(on_a()[0].extensions(), 0u);
 }
 
 // The rule set gate (issue 17): a node whose rules differ from the cluster's releases its

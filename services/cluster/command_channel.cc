@@ -117,7 +117,8 @@ std::string CommandServer::Handle(absl::string_view request) {
   absl::StatusOr<std::string> out = options_.handle(f[1], request.substr(nl + 1));
   handled_.fetch_add(1);
   std::string reply = out.ok() ? absl::StrCat("OK\n", *out) : ErrorReply(out.status());
-  Remember(id, reply);
+  // Not completed yet: the retry is carried out again (the header's comment).
+  if (out.status().code() != absl::StatusCode::kUnavailable) Remember(id, reply);
   return reply;
 }
 

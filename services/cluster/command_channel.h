@@ -10,7 +10,9 @@
 // lost reply gets the first reply and the command is carried out once. After a take-over the new
 // writer does not know the old one's ids: a retried command is carried out again, which the
 // table makes harmless (a second manual ban extends the first; a second unban is refused as
-// already inactive).
+// already inactive). A kUnavailable reply is not remembered: it says the command could not be
+// completed yet (the decision log did not take its change), so a retry is carried out again,
+// which the handler must make harmless.
 //
 // CommandClient: used by every node, the writer included (one path for all). Call() sends the
 // command and waits for the reply; while no writer answers (NATS' "no responders": the lease is

@@ -128,6 +128,32 @@ TEST_F(CommandChannelTest, ARetriedCommandIsCarriedOutOnce) {
   EXPECT_EQ(d.extensions(), 0u);  // a second AddManual would have extended it
 }
 
+// A command the writer could not complete yet (kUnavailable: say its decision log did not take
+// the change) is not answered from memory when retried: the retry is carried out again.
+TEST_F(CommandChannelTest, AnUnavailableReplyIsNotRememberedForTheRetry) {
+  Connection writer_conn(server_->url()), node_conn(server_->url());
+  int calls = 0;
+  auto serving = CommandServer::Start(
+      writer_conn.nc,
+      {.handle = [&calls](absl::string_view, absl::string_view) -> absl::StatusOr<std::string> {
+        if (++calls == 1) return absl::UnavailableError("the decision log did not take it");
+        return std::string("taken");
+      }});
+  ASSERT_TRUE(serving.ok()) << serving.status();
+  CommandClient client(node_conn.nc, {.node_id = "web-2"});
+  auto first = client.CallWithId("web-2:1:9", "detections.apply", "d", absl::Seconds(60));
+  EXPECT_EQ(first.status().code(), absl::StatusCode::kUnavailable) << first.status();
+  auto again = client.CallWithId("web-2:1:9", "detections.apply", "d", absl::Seconds(60));
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, "taken");
+  EXPECT_EQ(calls, 2);
+  // Once completed, it is remembered as before.
+  auto third = client.CallWithId("web-2:1:9", "detections.apply", "d", absl::Seconds(60));
+  ASSERT_TRUE(third.ok()) << third.status();
+  EXPECT_EQ(calls, 2);
+  EXPECT_EQ((*serving)->repeated(), 1u);
+}
+
 // No writer (the lease between holders): a command waits, retrying, and is carried out once a
 // writer serves; with none within the deadline it fails, saying so. A writer that loses the
 // lease stops answering and the next one takes the commands.

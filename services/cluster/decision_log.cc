@@ -166,8 +166,11 @@ size_t DecisionLogWriter::queued_bytes() const {
 bool DecisionLogWriter::WaitUntilPublished(absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   const uint64_t target = next_ticket_;
-  auto done = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) { return done_through_ >= target; };
-  return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+  auto done = [&]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
+    return done_through_ >= target || gave_up_;
+  };
+  mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
+  return done_through_ >= target;
 }
 
 bool DecisionLogWriter::Backoff(absl::Duration* backoff, const absl::Status& failed) {
@@ -360,6 +363,7 @@ void DecisionLogWriter::Run() {
     if (!ok) {
       // Stopping while NATS refuses, or fenced: what is left is lost, and counted.
       for (const Item& i : queue_) dropped_.fetch_add(i.state ? 0 : 1);
+      gave_up_ = true;
       queue_.clear();
       states_queued_ = 0;
       queued_bytes_ = 0;

@@ -153,7 +153,9 @@ class DecisionLogWriter {
   // Queues a full state (options.state()) after what is queued: on take-over.
   void PublishState();
 
-  // Waits until everything queued so far is acknowledged by the stream, or `timeout`.
+  // Waits until everything queued so far is acknowledged by the stream, or `timeout`. false at
+  // once when this writer gave up (fenced, or stopped while NATS refused): what it held will
+  // never be published.
   bool WaitUntilPublished(absl::Duration timeout);
 
   uint64_t published() const { return published_.load(); }    // updates acknowledged
@@ -213,6 +215,7 @@ class DecisionLogWriter {
   uint64_t since_state_ ABSL_GUARDED_BY(mu_) = 0;
   size_t states_queued_ ABSL_GUARDED_BY(mu_) = 0;  // full states waiting in queue_
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  bool gave_up_ ABSL_GUARDED_BY(mu_) = false;  // the writer thread ended with items unpublished
   uint64_t state_count_ = 0;  // the writer thread's
   // The writer thread's: the first chunk's sequence of the last state it published (0: none
   // yet), the point the next compaction purges before.
