@@ -416,8 +416,9 @@ void ClusterNode::StepDown(const std::string& why) {
   // The table becomes the log's again. While it wrote, this node's table was the truth and the
   // replica did not mirror into it; a writer fenced by another holds changes the log never
   // took, and lacks the other's. Once the replica read the log's end, the table is set to what
-  // the log holds (a node that cannot read it keeps its table: the best there is).
-  if (CatchUp(options_.lease_term / 6)) {
+  // the log holds (a node that cannot read it keeps its table: the best there is). Not when
+  // stopping: the table is not served any more.
+  if (!stopping_.HasBeenNotified() && CatchUp(options_.lease_term / 6)) {
     absl::MutexLock mirror(&mirror_mu_);
     table_.MirrorState(view_.List());
   }
