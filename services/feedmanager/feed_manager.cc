@@ -567,9 +567,13 @@ absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
                                          const palisade::v1::FeedState& state) {
   std::vector<FeedEntry> entries;
   entries.reserve(state.entries_size());
+  uint64_t rejected = 0;  // skipped, and counted as a pull's rejected lines are
   for (const auto& e : state.entries()) {
     absl::StatusOr<Cidr> cidr = Cidr::Parse(e.cidr());
-    if (!cidr.ok()) continue;
+    if (!cidr.ok()) {
+      ++rejected;
+      continue;
+    }
     entries.push_back({*cidr, e.first_seen(), e.last_seen(), e.expiry(), e.confidence(), e.ref()});
   }
   absl::MutexLock lock(&mu_);
@@ -587,6 +591,8 @@ absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
   feed->next_fetch = feed->last_success + Or(feed->config.interval(), kDefaultInterval);
   feed->held_entries = 0;
   feed->held_reason.clear();
+  feed->rejected = rejected;
+  feed->rejected_counter->Increment(static_cast<double>(rejected));
   PublishLocked(*feed, std::make_shared<const FeedSet>(std::move(entries)));
   PersistLocked(*feed, /*made_here=*/false);
   if (running_.load() && feed->config.to_edge()) SyncEdgeLocked();

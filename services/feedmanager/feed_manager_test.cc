@@ -347,6 +347,21 @@ TEST_F(FeedManagerTest, StartsAgainAfterStop) {
   EXPECT_EQ(table.active_count(), 2u);  // stopped: followed, not synced
 }
 
+// A followed version's entry that does not parse (a writer of another version, a damaged
+// message) is skipped and counted as the feed's rejected entries, as a pull's would be.
+TEST_F(FeedManagerTest, AFollowedEntryThatDoesNotParseIsCounted) {
+  auto feeds = Make({Plain("f", false)}, nullptr);
+  palisade::v1::FeedState state;
+  state.set_version(1);
+  state.add_entries()->set_cidr("198.51.100.0/24");
+  state.add_entries()->set_cidr("not a range");
+  ASSERT_THAT(feeds->Follow("f", state), IsOkAndHolds(true));
+  palisade::v1::ListFeedsResponse listed = feeds->List();
+  ASSERT_EQ(listed.feeds_size(), 1);
+  EXPECT_EQ(listed.feeds(0).entries(), 1u);
+  EXPECT_EQ(listed.feeds(0).rejected(), 1u);
+}
+
 // A feed server on loopback that honours If-None-Match like a real one.
 class FeedServer {
  public:
