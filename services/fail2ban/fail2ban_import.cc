@@ -145,6 +145,79 @@ constexpr ServerFact kServerFacts[] = {
      "BIND quotes the query as 'NAME/TYPE/CLASS', with no blank in it"},
     {"named-refused", "^zone transfer", "^zone transfer '[^'\\s]+'",
      "BIND quotes the zone as 'NAME/TYPE/CLASS', with no blank in it"},
+    // Asterisk's security events (res_security_log.c, security_event_cb): the fields in a fixed
+    // order, SecurityEvent, EventTV, Severity, Service, EventVersion, AccountID, SessionID,
+    // LocalAddress, RemoteAddress, then the event's own (InvalidPassword: Challenge,
+    // ReceivedChallenge, ReceivedHash; ChallengeResponseFailed: Challenge, Response,
+    // ExpectedResponse; FailedACL: ACLName; AMI: SessionTV). The client writes AccountID and
+    // SessionID (and the hashes), quotes unescaped: fail2ban's `.*?` before the address could
+    // take a SessionID holding a second `",RemoteAddress="...` (its own test line). Here every
+    // field before the key is a quoted value without a quote, so the key is the RemoteAddress
+    // that follows the server's LocalAddress; the fields after it hold no '/' but the
+    // challenge's "SECONDS/NONCE" (a line with a quote in a client's value is missed).
+    {"asterisk",
+     "^SecurityEvent=\"(?:FailedACL|InvalidAccountID|ChallengeResponseFailed|InvalidPassword)\""
+     "(?:(?:,(?!RemoteAddress=)\\w+=\"[^\"]*\")*|.*?),RemoteAddress=\"IPV[46]/[^/\"]+/<HOST>/"
+     "\\d+\"(?:,(?!RemoteAddress=)\\w+=\"[^\"]*\")*$",
+     "^SecurityEvent=\"(?:FailedACL|InvalidAccountID|ChallengeResponseFailed|InvalidPassword)\""
+     ",EventTV=\"[\\dT:.+-]+\",Severity=\"\\w+\",Service=\"\\w+\",EventVersion=\"\\d+\","
+     "AccountID=\"[^\"]*\",SessionID=\"[^\"]*\",LocalAddress=\"IPV[46]/\\w+/[0-9A-Fa-f:.]+/"
+     "\\d+\",RemoteAddress=\"IPV[46]/\\w+/<HOST>/\\d+\""
+     "(?:,Challenge=\"(?:\\d+/)?[\\da-f]*\")?(?:,ReceivedChallenge=\"[\\da-f]*\")?"
+     "(?:,ReceivedHash=\"[\\da-f]*\")?(?:,Response=\"[\\da-f]*\")?"
+     "(?:,ExpectedResponse=\"[\\da-f]*\")?(?:,ACLName=\"[\\w-]*\")?"
+     "(?:,SessionTV=\"[\\dT:.+-]*\")?$",
+     "asterisk writes its security event's fields in a fixed order, RemoteAddress after the "
+     "server's LocalAddress; values holding a quote are missed (stricter)"},
+    // chan_sip.c: "Call from '%s' (%s) to extension '%s' rejected because extension not found
+    // in context '%s'.": the caller's name and the extension are the client's, quoted, and a
+    // quote in either is missed here (fail2ban's `[^']*` too); the context is the server's. The
+    // address is the bare "ADDR:PORT" chan_sip writes (pjsip's "TCP:[ADDR]:PORT" is missed).
+    {"asterisk",
+     "^Call from '[^']*' \\((?:(?:TCP|UDP):)?<HOST>:\\d+\\) to extension '[^']*' rejected "
+     "because extension not found in context",
+     "^Call from '[^']*' \\(<HOST>:\\d+\\) to extension '[^']*' rejected because extension "
+     "not found in context '[^']*'\\.",
+     "chan_sip ends the rejected call with \" in context 'CONTEXT'.\""},
+    // roundcube (rcmail.php, login failure): "Login failed for USER from ADDR. REPLY in FILE on
+    // line N (METHOD URI)", ADDR followed by "(X-Real-IP: A,X-Forwarded-For: B)" behind a
+    // proxy. USER is the client's and runs to the last " from "; after the key: the proxy
+    // headers as lists of addresses (a header holding anything else is missed), the IMAP
+    // server's reply taken only without an 'm' (Dovecot's "Authentication failed.", Courier's
+    // and Cyrus' "Login failed.": none, so a reply never holds " from "; a reply echoing the
+    // user name is missed), a file path and the request (fail2ban's `\S+ \S+`: a URI holding
+    // a blank, which HTTP servers refuse in the request line, is the line's one weak field).
+    {"roundcube-auth",
+     "(?:(?:\\([^\\)]*\\))?\\. (?:(?! from ).)*(?: user=(?P=user))? in \\S+\\.php on line "
+     "\\d+ \\(\\S+ \\S+\\))?$",
+     "(?:(?:\\((?:X-Real-IP: [0-9A-Fa-f:.]+)?,?(?:X-Forwarded-For: [0-9A-Fa-f:., ]*)?\\))?\\. "
+     "[^m]* in \\S+\\.php on line \\d+ \\(\\S+ \\S+\\))?$",
+     "roundcube follows the address with proxy headers (addresses), the IMAP reply (no 'm' "
+     "taken, so no ' from '), the file and the request"},
+    // proftpd (mod_auth.c): "USER %s: no such user found from %s [%s] to %s:%i", "USER %s
+    // (Login failed): %s" with a reason of the server's, "SECURITY VIOLATION: %s login
+    // attempted.", after the session prefix "HOST (NAME[ADDR])" that holds the key. The user
+    // name is the client's: here one without a blank or '[' (stricter: others are missed), so
+    // no field after the key can hold a second "[address"; the client's reverse name and the
+    // local address after " from " are written by the server, and the line may end in '.' or
+    // a blank.
+    {"proftpd", "^USER <F-USER>\\S+|.*?</F-USER>(?: \\(Login failed\\))?: ",
+     "^USER <F-USER>[^\\s\\[]+</F-USER>(?: \\(Login failed\\))?: ",
+     "proftpd's user names are taken without a blank or '[' (stricter)"},
+    {"proftpd",
+     "|[iI]nvalid shell: '\\S+'|[uU]ser in \\S+|[lL]imit (access|configuration) denies login|"
+     "[nN]ot a UserAlias|[mM]aximum login length exceeded)",
+     "|[iI]nvalid shell: '[^\\s\\[']+'|[uU]ser in [^\\s\\[]+|[lL]imit (access|configuration) "
+     "denies login|[nN]ot a UserAlias|[mM]aximum login length exceeded)(?: from [^\\s\\[]+ "
+     "\\[[0-9A-Fa-f:.]+\\] to [0-9A-Fa-f:.]+:\\d+)?\\.? ?",
+     "proftpd ends a failed login with its reason, then 'from NAME [ADDR] to ADDR:PORT' for an "
+     "unknown user, a '.' or a blank"},
+    {"proftpd", "^SECURITY VIOLATION: <F-USER>\\S+|.*?</F-USER> login attempted",
+     "^SECURITY VIOLATION: <F-USER>[^\\s\\[]+</F-USER> login attempted\\.? ?",
+     "proftpd writes 'SECURITY VIOLATION: USER login attempted[.]'"},
+    {"proftpd", "^Maximum login attempts \\(\\d+\\) exceeded",
+     "^Maximum login attempts \\(\\d+\\) exceeded ?",
+     "proftpd's 'Maximum login attempts (N) exceeded' may end with a blank"},
 };
 
 // Applies the kServerFacts of `filter` to a failregex line.

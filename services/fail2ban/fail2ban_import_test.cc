@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -1004,6 +1005,124 @@ TEST(Fail2banImportTest, ServerFactsForNginxHandshakesAndAuditRecords) {
                                         "res=failed'"))
                 .count("198.51.100.7"),
             0u);
+}
+
+// Imports facts/NAME.conf, checks the loader takes it, and returns it (nullopt on failure).
+std::optional<Fail2banImport> ImportFact(const std::string& name) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/", name, ".conf"));
+  EXPECT_TRUE(imported.ok()) << imported.status();
+  if (!imported.ok()) return std::nullopt;
+  std::cout << Fail2banReportText(*imported);
+  EXPECT_EQ(imported->failregexes(RegexOutcome::kRefused), 0) << name;
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/facts-", name, ".textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  absl::Status loaded = LoadRulePackFile(path).status();
+  EXPECT_TRUE(loaded.ok()) << loaded;
+  if (!loaded.ok()) return std::nullopt;
+  return *imported;
+}
+
+// Asterisk's security events in their fixed field order, and chan_sip's rejected call ending
+// with the context: a client's AccountID, SessionID, response or caller name holding a second
+// address never keys it.
+TEST(Fail2banImportTest, ServerFactsForAsteriskReadItsFieldsInOrder) {
+  std::optional<Fail2banImport> imported = ImportFact("asterisk");
+  ASSERT_TRUE(imported.has_value());
+  Matcher m(*imported, palisade::v1::LOG_FORMAT_RAW);  // the daemon's own log
+  const std::string head =
+      "[2013-07-06 09:09:25] SECURITY[3308] res_security_log.c: SecurityEvent=\"InvalidPassword\","
+      "EventTV=\"1373098165-824497\",Severity=\"Error\",Service=\"SIP\",EventVersion=\"2\",";
+  const std::string local = "LocalAddress=\"IPV4/UDP/192.0.2.1/5060\",";
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "AccountID=\"100\",SessionID=\"0x88aab6c\",", local,
+                                "RemoteAddress=\"IPV4/UDP/203.0.113.130/5084\",Challenge="
+                                "\"41d26de5\",ReceivedChallenge=\"41d26de5\",ReceivedHash="
+                                "\"7a6a3a2e\"")),
+            std::set<std::string>{"203.0.113.130"});
+  const std::string forged = "LocalAddress=\"IPV4/UDP/192.0.2.1/5060\",RemoteAddress=\"IPV4/UDP/"
+                             "198.51.100.7/5060";
+  for (const std::string& fields : {
+           // AccountID and SessionID are the client's, written with their quotes.
+           absl::StrCat("AccountID=\"x\",SessionID=\"", "\",", forged, "\",", local,
+                        "RemoteAddress=\"IPV4/UDP/203.0.113.131/5084\""),
+           absl::StrCat("AccountID=\"x\",SessionID=\"y\",", forged, "\",SessionID=\"z\",", local,
+                        "RemoteAddress=\"IPV4/UDP/203.0.113.132/5084\""),
+           // So is the hash after the key.
+           absl::StrCat("AccountID=\"x\",SessionID=\"y\",", local,
+                        "RemoteAddress=\"IPV4/UDP/203.0.113.133/5084\",Challenge=\"41d26de5\","
+                        "ReceivedChallenge=\"41d26de5\",ReceivedHash=\"\",", forged, "\"")}) {
+    EXPECT_EQ(m.Keys(absl::StrCat(head, fields)).count("198.51.100.7"), 0u) << fields;
+  }
+  const std::string call = "[2016-01-28 10:22:27] NOTICE[3477][C-000003bb] chan_sip.c: Call from '";
+  EXPECT_EQ(m.Keys(absl::StrCat(call, "' (203.0.113.134:10836) to extension '0972' rejected "
+                                      "because extension not found in context 'default'.")),
+            std::set<std::string>{"203.0.113.134"});
+  for (const char* rest :
+       {"x' (198.51.100.7:5060) to extension '1' rejected because extension not found in context "
+        "'default'.' (203.0.113.135:5060) to extension '2' rejected because extension not found in "
+        "context 'default'.",
+        "' (203.0.113.136:5060) to extension '1' (198.51.100.7:5060) to extension '1' rejected "
+        "because extension not found in context 'default'."}) {
+    EXPECT_EQ(m.Keys(absl::StrCat(call, rest)).count("198.51.100.7"), 0u) << rest;
+  }
+}
+
+// roundcube: the user name runs to the last " from ", and nothing after the key (proxy headers,
+// the IMAP reply) can hold another " from ADDR".
+TEST(Fail2banImportTest, ServerFactsForRoundcubeKeyTheLastFrom) {
+  std::optional<Fail2banImport> imported = ImportFact("roundcube-auth");
+  ASSERT_TRUE(imported.has_value());
+  Matcher m(*imported);
+  const std::string head = "[30-Dec-2014 13:02:34 -0500]: IMAP Error: Login failed for ";
+  const std::string tail = " in /usr/share/roundcube/program/lib/Roundcube/rcube_imap.php on line "
+                           "184 (POST /?_task=login&_action=login)";
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "admin@example.com from 203.0.113.140. AUTHENTICATE PLAIN: "
+                                      "Authentication failed.",
+                                tail)),
+            std::set<std::string>{"203.0.113.140"});
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "a from 203.0.113.141(X-Real-IP: 192.0.2.3,X-Forwarded-For: "
+                                      "192.0.2.4). AUTHENTICATE PLAIN: Authentication failed.",
+                                tail)),
+            std::set<std::string>{"203.0.113.141"});
+  // The user name holds " from V": the key is still the server's, after it.
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "x from 198.51.100.7 from 203.0.113.142. AUTHENTICATE "
+                                      "PLAIN: Authentication failed.",
+                                tail)),
+            std::set<std::string>{"203.0.113.142"});
+  // A forwarded-for header and an IMAP reply echoing the user name are the client's text.
+  for (const char* after :
+       {"(X-Forwarded-For: 1.2.3.4 from 198.51.100.7). AUTHENTICATE PLAIN: Authentication failed.",
+        ". AUTHENTICATE PLAIN: NO user=x from 198.51.100.7"}) {
+    EXPECT_EQ(m.Keys(absl::StrCat(head, "x from 203.0.113.143", after, tail)).count("198.51.100.7"),
+              0u)
+        << after;
+  }
+}
+
+// proftpd: the key is in the session prefix "HOST (NAME[ADDR])"; a user name (or reverse name)
+// holding "[V]" never keys V.
+TEST(Fail2banImportTest, ServerFactsForProftpdKeyTheSessionPrefix) {
+  std::optional<Fail2banImport> imported = ImportFact("proftpd");
+  ASSERT_TRUE(imported.has_value());
+  Matcher m(*imported);
+  const std::string head = "Dec  5 15:44:32 serv1 proftpd[70944]: serv1.example.com (";
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "example.com[203.0.113.150]) - USER jt@example.org: no such "
+                                      "user found from example.com [203.0.113.150] to "
+                                      "192.0.2.1:21 ")),
+            std::set<std::string>{"203.0.113.150"});
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "h[203.0.113.151]): SECURITY VIOLATION: root login "
+                                      "attempted.")),
+            std::set<std::string>{"203.0.113.151"});
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "h[203.0.113.152]): USER u (Login failed): Incorrect "
+                                      "password.")),
+            std::set<std::string>{"203.0.113.152"});
+  for (const char* rest :
+       {"h[203.0.113.153]): USER x[198.51.100.7]: no such user found from h [203.0.113.153] to "
+        "192.0.2.1:21",
+        "h[203.0.113.154]): USER serv1.example.com (x[198.51.100.7]): no such user found from h "
+        "[203.0.113.154] to 192.0.2.1:21",
+        "x[198.51.100.7][203.0.113.155]): SECURITY VIOLATION: root login attempted."}) {
+    EXPECT_EQ(m.Keys(absl::StrCat(head, rest)).count("198.51.100.7"), 0u) << rest;
+  }
 }
 
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/ascii.h"
@@ -40,6 +41,25 @@ int MonthFromAbbrev(absl::string_view m) {
 bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_view* pid,
               absl::string_view* message) {
   size_t i = 0;
+  // "[sshd]: " or "[sshd] ": a tag in brackets, a name only (fail2ban's common.conf reads it;
+  // some loggers write it). Not "[ID 800047 auth.info]" nor "[12345.678]": a letter first, no
+  // blank.
+  if (!text.empty() && text[0] == '[') {
+    const size_t close = text.find(']');
+    if (close == absl::string_view::npos || close < 2 || close > 49) return false;
+    absl::string_view name = text.substr(1, close - 1);
+    if (!absl::ascii_isalpha(name[0])) return false;
+    for (char c : name) {
+      if (!absl::ascii_isalnum(c) && c != '_' && c != '.' && c != '/' && c != '-') return false;
+    }
+    i = close + 1;
+    if (i < text.size() && text[i] == ':') ++i;
+    if (i >= text.size() || text[i] != ' ') return false;
+    *program = name;
+    *pid = {};
+    *message = text.substr(i + 1);
+    return true;
+  }
   // A tag is at most 48 chars of [A-Za-z0-9_./-] (RFC 3164 says 32; real daemons exceed it).
   while (i < text.size() && i < 48) {
     char c = text[i];
@@ -54,6 +74,13 @@ bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_v
     if (close == absl::string_view::npos) return false;
     *pid = text.substr(i + 1, close - i - 1);
     i = close + 1;
+    // "proftpd[12345] message": a numeric pid and a blank, no colon (fail2ban's __prefix_line
+    // allows it; proftpd's own syslog lines in its test logs have it).
+    if (i < text.size() && text[i] == ' ' && !pid->empty() &&
+        std::all_of(pid->begin(), pid->end(), [](char c) { return absl::ascii_isdigit(c); })) {
+      *message = text.substr(i + 1);
+      return true;
+    }
   }
   if (i >= text.size() || text[i] != ':') return false;
   ++i;

@@ -57,6 +57,38 @@ TEST(Syslog3164Test, ALineWithoutAHostStartsWithItsTag) {
   EXPECT_EQ(out.message, "Connection closed");
 }
 
+// fail2ban's common.conf reads a tag in brackets ("[sshd]: ", "[sshd] ") and a pid with no
+// colon after it ("proftpd[12345] "), as some loggers write them; its test logs hold both.
+TEST(Syslog3164Test, BracketedTagsAndAPidWithoutAColon) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine out;
+  for (const char* line : {"Mar  3 00:17:22 [sshd]: User root from 203.0.113.7 not allowed",
+                           "Jun 25 23:53:34 [sshd] User root from 203.0.113.7 not allowed"}) {
+    ASSERT_THAT(p.Parse(line, At("2026-12-01T00:00:00Z"), &out), IsOk()) << line;
+    EXPECT_EQ(out.host, "") << line;
+    EXPECT_EQ(out.program, "sshd") << line;
+    EXPECT_EQ(out.pid, "") << line;
+    EXPECT_EQ(out.message, "User root from 203.0.113.7 not allowed") << line;
+  }
+  ASSERT_THAT(p.Parse("Jan 10 00:00:00 myhost proftpd[12345] myhost.example.com (x[203.0.113.7]): "
+                      "USER u: no such user found",
+                      At("2026-12-01T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_EQ(out.host, "myhost");
+  EXPECT_EQ(out.program, "proftpd");
+  EXPECT_EQ(out.pid, "12345");
+  EXPECT_EQ(out.message, "myhost.example.com (x[203.0.113.7]): USER u: no such user found");
+  // Not tags: a bracket holding a blank or starting with a digit, a pid that is not a number
+  // without its colon; the message is the whole body then.
+  for (const char* body : {"[ID 800047 auth.info] x", "[12345.678] x", "prog[a1] x"}) {
+    ASSERT_THAT(p.Parse(absl::StrCat("Jan 10 00:00:00 h ", body), At("2026-12-01T00:00:00Z"),
+                        &out),
+                IsOk());
+    EXPECT_EQ(out.program, "") << body;
+    EXPECT_EQ(out.message, body);
+  }
+}
+
 TEST(Syslog3164Test, YearRollsBackAcrossNewYear) {
   LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
   ParsedLine out;
