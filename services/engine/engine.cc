@@ -268,9 +268,15 @@ void Engine::NoteCounted(const CompiledRule& rule, int pattern_index, const Pars
 void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
                                Scratch& scratch,
                                std::vector<std::pair<int, int>>* candidates) const {
-  if (scratch.streak_index != &index || scratch.streaks.size() != index.parts.size()) {
-    scratch.streak_index = &index;
-    scratch.streaks.assign(index.parts.size(), 0);
+  Scratch::Streaks* streaks = nullptr;
+  for (Scratch::Streaks& slot : scratch.streaks) {
+    if (slot.index == &index && slot.counts.size() == index.parts.size()) streaks = &slot;
+  }
+  if (streaks == nullptr) {
+    streaks = &scratch.streaks[scratch.streaks_next];
+    scratch.streaks_next = (scratch.streaks_next + 1) % scratch.streaks.size();
+    streaks->index = &index;
+    streaks->counts.assign(index.parts.size(), 0);
   }
   for (size_t part_no = 0; part_no < index.parts.size(); ++part_no) {
     const RuleSet::SetPart& part = index.parts[part_no];
@@ -290,7 +296,7 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
     // Unless this Set matched the last kProbeStreak lines in a row (a rule that counts every
     // request, such as web-request-flood): then the probe is a pass for nothing, until the
     // indexed pass finds no match again. Either way the hits are the same.
-    uint8_t& streak = scratch.streaks[part_no];
+    uint8_t& streak = streaks->counts[part_no];
     if (streak < kProbeStreak) {
       if (!part.set->Match(Piece(line.message), nullptr)) {
         streak = 0;

@@ -37,6 +37,7 @@
 #ifndef PALISADE_SERVICES_ENGINE_ENGINE_H_
 #define PALISADE_SERVICES_ENGINE_ENGINE_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -295,10 +296,16 @@ class Engine {
     // The last NoteCounted of this thread (Engine::NoteCounted skips an identical one on the
     // same line): `line` counts Candidates calls; `noted` is cleared by any other session write.
     uint64_t line = 0;
-    // Per Set of the last FormatIndex matched: how many lines in a row it matched (see
-    // Candidates). Only the cost depends on it, never a result.
-    const void* streak_index = nullptr;
-    std::vector<uint8_t> streaks;
+    // Per Set of a FormatIndex: how many lines in a row it matched (see CollectCandidates).
+    // Only the cost depends on it, never a result. Kept for the last few indices matched, not
+    // the last one alone: replay feeds its decisions back as lines of their own format between
+    // batches, and a streak started over at each of them was lost for the next 16 lines.
+    struct Streaks {
+      const void* index = nullptr;
+      std::vector<uint8_t> counts;
+    };
+    std::array<Streaks, 4> streaks;
+    size_t streaks_next = 0;  // the slot a new index takes (round robin)
     bool noted = false;
     uint64_t noted_line = 0;
     std::string noted_id, noted_name, noted_key;
