@@ -491,10 +491,13 @@ constexpr char kDateShapes[] =
     // Fixed-width pieces only: a variable-length field before the key would make the loader's
     // check ask for the end to be pinned.
     "(?:\\d{4}[-/]\\d{2}[-/]\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d\\d\\d?(?:\\d{3})?)?"
-    "(?:Z|[+-]\\d{2}:?\\d{2})?"
+    // the zone may follow a blank (Serilog's "2019-11-26 01:04:49.008 +08:00", bitwarden)
+    "(?: ?(?:Z|[+-]\\d{2}:?\\d{2}))?"
     "|\\[\\d{2}/\\w{3}/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}\\]"
     "|\\[\\d{2}/\\w{3}/\\d{4} \\d{2}:\\d{2}:\\d{2}\\]"
-    "|\\[\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}\\]"
+    "|\\[\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}(?:\\.\\d{3})?\\]"
+    // monit's "[PDT Apr 16 21:05:29]", "[CEST Aug  6 10:14:52]" (a zone, then the usual date).
+    "|\\[(?:[A-Z]{4}|[A-Z]{3}) \\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2}\\]"
     "|\\[\\d{2}-\\w{3}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?: [+-]\\d{4})?\\]:?"
     "|\\d{2}/\\d{2}/\\d{4} \\d{2}:\\d{2}:\\d{2}"
     // BIND's "11-Aug-2013 03:36:11.372", and "03-07-2005 23:07:20 +0300" (fail2ban's
@@ -1039,6 +1042,12 @@ std::string Rewrite(std::string re, std::vector<std::string>* notes) {
     notes->push_back("(?:\\w+ (?!W\\b)){m,n}\\w+ W -> (?:\\w+ ){m,n}\\w+ W (the guard only stops a round "
                      "from taking W)");
   }
+  // `^.*\n` first (guacamole's date line before the WARNING line; fail2ban's maxlines 2): each
+  // line is matched alone here, so the failregex is its last line (the key is there).
+  if (absl::StartsWith(re, "^.*\\n") || absl::StartsWith(re, "^.+\\n")) {
+    re = absl::StrCat("^", re.substr(strlen("^.*\\n")));
+    notes->push_back("^.*\\n (the line before) -> ^ (lines are matched one at a time)");
+  }
   static const LazyRE2 kEmptyMin = {"\\{,(\\d+)\\}"};
   if (RE2::GlobalReplace(&re, *kEmptyMin, "{0,\\1}") > 0) notes->push_back("{,n} -> {0,n}");
   return re;
@@ -1225,6 +1234,15 @@ absl::StatusOr<Prefix> SplitPrefregex(std::string pref) {
   // `<F-CONTENT>.+</F-CONTENT>$`: fail2ban searches the failregex in the content, which runs to
   // the end of the line; the failregex itself need not reach it.
   if (p.after == "$" && pref.compare(open, close - open, "<F-CONTENT>.+") == 0) {
+    p.after.clear();
+    p.content_to_end = true;
+  }
+  // `<F-CONTENT>\[(?:Login denied|...).*</F-CONTENT>$` (zoneminder): the content's own pattern
+  // ends with "anything", so the failregex need not reach the end either.
+  const std::string content = pref.substr(open + strlen("<F-CONTENT>"),
+                                          close - open - strlen("<F-CONTENT>"));
+  if (p.after == "$" && (absl::EndsWith(content, ".*") || absl::EndsWith(content, ".+")) &&
+      !absl::EndsWith(content, "\\.*") && !absl::EndsWith(content, "\\.+")) {
     p.after.clear();
     p.content_to_end = true;
   }
@@ -1877,14 +1895,15 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   // A failregex with negative look-aheads at its top level: converted without them, each
   // `A(?!X)` becoming the ignore pattern `A(?:X)` of its rule (SplitTopLevelNegativeLookahead).
   auto convert_fail = [&](const ValueLine& l, palisade::v1::LogFormat f, bool in_session,
-                          std::vector<std::string>* rule_ignores) {
+                          std::vector<std::string>* rule_ignores,
+                          const std::string& lead) {
     ValueLine fail = l;
     std::vector<std::string> ignore_texts;
     std::string ignore;
     while (ignore_texts.size() < 4 && SplitTopLevelNegativeLookahead(&fail.text, &ignore)) {
       ignore_texts.push_back(ignore);
     }
-    Converted c = ConvertOne(fail, "failregex", prefix, f, in_session, leading_date);
+    Converted c = ConvertOne(fail, "failregex", prefix, f, in_session, lead);
     if (ignore_texts.empty() || c.report.outcome == RegexOutcome::kRefused) return c;
     c.report.original =
         absl::StrReplaceAll(l.text, {{kPrefixMarker, ""}, {kApacheClientMarker, ""}});
@@ -1892,7 +1911,7 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     for (const std::string& text : ignore_texts) {
       ValueLine il = l;
       il.text = text;
-      Converted ic = ConvertOne(il, kLookaheadIgnore, prefix, f, in_session, leading_date);
+      Converted ic = ConvertOne(il, kLookaheadIgnore, prefix, f, in_session, lead);
       if (ic.report.outcome == RegexOutcome::kRefused) {
         c.report.outcome = RegexOutcome::kRefused;
         c.report.converted.clear();
@@ -1942,7 +1961,7 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
       continue;
     }
     std::vector<std::string> own_ignores;
-    Converted c = convert_fail(l, format, session, &own_ignores);
+    Converted c = convert_fail(l, format, session, &own_ignores, leading_date);
     if (c.report.outcome != RegexOutcome::kRefused) {
       palisade::v1::Rule& rule = rule_for(c.role);
       rule.add_patterns(c.report.converted);
@@ -1962,14 +1981,24 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   // matches the daemon's own log file (asterisk's `messages`, a mail server's log_path) once the
   // date is cut: such lines get a twin rule in LOG_FORMAT_RAW (`-raw`), the same regexes after
   // the raw format's leading date. Not for session filters: a raw line has no program[pid].
+  // A daemon with a plain name may also write its tag there ("[1387288694] nsd[7745]: info:
+  // ...", fail2ban's __prefix_line without the host): optional, with a pid of at most seven
+  // digits in fixed-width pieces (no field before the key for the loader's check).
+  ASSIGN_OR_RETURN(std::string daemon, scalar("_daemon"));
   std::map<std::string, palisade::v1::LogFormat> rule_format;
   std::vector<std::string> raw_ignores;
   if (format == palisade::v1::LOG_FORMAT_SYSLOG && !session) {
     const std::string raw_id = absl::StrCat(RuleId(out.filter, Role{}), "-raw");
+    const std::string twin_lead =
+        RE2::FullMatch(daemon, "[A-Za-z0-9_.-]+")
+            ? absl::StrCat(leading_date, "(?:", RE2::QuoteMeta(daemon),
+                           "(?:\\[\\d\\d?\\d?\\d?\\d?\\d?\\d?\\])?: )?")
+            : leading_date;
     int twins = 0, twins_refused = 0;
     for (const ValueLine& l : fails) {
       std::vector<std::string> own_ignores;
-      Converted c = convert_fail(l, palisade::v1::LOG_FORMAT_RAW, false, &own_ignores);
+      Converted c =
+          convert_fail(l, palisade::v1::LOG_FORMAT_RAW, false, &own_ignores, twin_lead);
       if (c.report.outcome == RegexOutcome::kRefused || c.role.note_only) {
         ++twins_refused;
         continue;
@@ -1986,7 +2015,7 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     }
     for (const ValueLine& l : ignores) {
       Converted c = ConvertOne(l, "ignoreregex", prefix, palisade::v1::LOG_FORMAT_RAW, false,
-                               leading_date);
+                               twin_lead);
       if (c.report.outcome != RegexOutcome::kRefused) raw_ignores.push_back(c.report.converted);
     }
     if (twins > 0) {
@@ -1996,7 +2025,6 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     }
   }
 
-  ASSIGN_OR_RETURN(std::string daemon, scalar("_daemon"));
   std::string escalation;
   if (options.bantime_increment) {
     escalation = absl::StrCat(", bantime.increment (factor ", options.bantime_factor,

@@ -442,6 +442,58 @@ TEST(Fail2banImportTest, DatepatternBecomesTheRawLeadingDate) {
             std::set<std::string>{"192.0.2.3"});
 }
 
+// Lines in the shapes fail2ban's test logs hold: a daemon's own log with its tag after the date
+// (nsd), the failure on the line after its date (guacamole, maxlines 2), a prefregex content
+// ending in `.*` (zoneminder), and dates with a zone after a blank, a bracketed ISO date with
+// milliseconds, monit's "[ZONE Mmm dd hh:mm:ss]".
+TEST(Fail2banImportTest, LinesInTheShapesOfFail2bansTestLogs) {
+  auto twin = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-shapes.conf"));
+  ASSERT_TRUE(twin.ok()) << twin.status();
+  std::cout << Fail2banReportText(*twin);
+  Matcher raw(*twin, palisade::v1::LOG_FORMAT_RAW);
+  EXPECT_EQ(raw.Keys("[1387348935] nsd[23600]: info: axfr for zone domain.nl. from client "
+                     "192.0.2.115 refused, no acl matches."),
+            std::set<std::string>{"192.0.2.115"});
+  EXPECT_EQ(raw.Keys("[2021-03-05 05:25:14.562] nsd[160800]: info: axfr for zone example.com. "
+                     "from client 192.0.2.32 refused, no acl matches"),
+            std::set<std::string>{"192.0.2.32"});
+  EXPECT_EQ(raw.Keys("[1387348935] info: axfr for zone a. from client 192.0.2.116 refused, no acl "
+                     "matches"),
+            std::set<std::string>{"192.0.2.116"});
+  // Another daemon's tag, or a pid of eight digits, is no part of the shape.
+  EXPECT_TRUE(raw.Keys("[1387348935] named[1]: info: axfr for zone a. from client 192.0.2.117 "
+                       "refused, no acl matches")
+                  .empty());
+  EXPECT_TRUE(raw.Keys("[1387348935] nsd[12345678]: info: axfr for zone a. from client "
+                       "192.0.2.118 refused, no acl matches")
+                  .empty());
+
+  auto lines = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-lines.conf"));
+  ASSERT_TRUE(lines.ok()) << lines.status();
+  std::cout << Fail2banReportText(*lines);
+  Matcher l(*lines);
+  EXPECT_EQ(l.Keys("WARNING: Authentication attempt from 192.0.2.120 for user \"null\" failed."),
+            std::set<std::string>{"192.0.2.120"});
+
+  auto content = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-content.conf"));
+  ASSERT_TRUE(content.ok()) << content.status();
+  std::cout << Fail2banReportText(*content);
+  Matcher c(*content);
+  EXPECT_EQ(c.Keys("[Mon Mar 28 16:50:49.522240 2016] [:error] [pid 1795] [client 10.1.1.1:50700] "
+                   "WAR [Login denied for user \"u\"], referer: https://zoneminder/"),
+            std::set<std::string>{"10.1.1.1"});
+
+  auto dates = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-dates.conf"));
+  ASSERT_TRUE(dates.ok()) << dates.status();
+  Matcher d(*dates);
+  for (const char* date : {"2019-11-26 01:04:49.008 +08:00", "[2021-03-05 05:25:14.562]",
+                           "[PDT Apr 16 21:05:29]", "[CEST Aug  6 10:14:52]"}) {
+    EXPECT_EQ(d.Keys(absl::StrCat(date, " Blocking 192.0.2.121 - too much AUTH errors (3);")),
+              std::set<std::string>{"192.0.2.121"})
+        << date;
+  }
+}
+
 // Python's look-aheads with an RE2 rewrite. testdata/lookahead_equivalence.py checks each with
 // Python's `re` on fail2ban's annotated sshd and postfix logs: the rewrite matches the same lines.
 TEST(Fail2banImportTest, NegativeLookaheadsBecomeIgnorePatternsOrGo) {
