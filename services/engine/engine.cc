@@ -40,14 +40,32 @@ absl::string_view CutUtf8(absl::string_view line, size_t max) {
 // and the like). A line without such a run (most lines: RedactTokenShapes's regex costs ~3,000
 // instructions on an access-log line) needs no redaction pass. Keep in step with the shapes;
 // EngineTest.TokenShapesAreRedactedWhenNoTokenRuleCounted fails if a shape gets shorter.
-bool MayHoldTokenShape(absl::string_view line) {
-  int run = 0;
-  for (char c : line) {
-    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-') {
-      if (++run >= 40) return true;
-    } else {
-      run = 0;
+// Any 40 bytes in a row hold exactly one offset p with p % 40 == 39, so only those bytes are
+// looked at first, and the run around one of them is measured only when it is a token byte:
+// an access-log line costs about a fifth of a byte-by-byte scan.
+constexpr size_t kTokenRun = 40;
+struct TokenBytes {
+  bool is[256] = {};
+  constexpr TokenBytes() {
+    for (int c = 0; c < 256; ++c) {
+      is[c] = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-';
     }
+  }
+};
+constexpr TokenBytes kTokenBytes;
+
+bool MayHoldTokenShape(absl::string_view line) {
+  const auto tok = [&line](size_t i) {
+    return kTokenBytes.is[static_cast<unsigned char>(line[i])];
+  };
+  for (size_t p = kTokenRun - 1; p < line.size(); p += kTokenRun) {
+    if (!tok(p)) continue;
+    size_t begin = p;
+    while (begin > 0 && tok(begin - 1)) --begin;
+    size_t end = p + 1;
+    while (end < line.size() && end - begin < kTokenRun && tok(end)) ++end;
+    if (end - begin >= kTokenRun) return true;
   }
   return false;
 }

@@ -441,6 +441,50 @@ TEST_F(EngineTest, TokenShapesAreRedactedWhenNoTokenRuleCounted) {
   }
 }
 
+// The token-shape gate looks at one byte in 40 first: a shape is found wherever it starts,
+// and a run of 39 token bytes is not taken for one.
+TEST_F(EngineTest, TokenShapesAreRedactedAtEveryOffset) {
+  constexpr absl::string_view kSshOnly = R"pb(
+    rules {
+      id: "ssh-fail"
+      formats: LOG_FORMAT_RAW
+      patterns: "^Failed password for (?P<user>.*?) from (?P<ip>[0-9.]+) port \\d+ ssh2$"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 60 }
+      }
+    }
+  )pb";
+  Engine engine(Rules(kSshOnly), EngineOptions());
+  const std::string forty = "Ab0_-Cd1Ef2Gh3Ij4Kl5Mn6Op7Qr8St9Uv0Wx1Yz";  // 40 of [A-Za-z0-9_-]
+  ASSERT_EQ(forty.size(), 40u);
+  for (size_t pad = 0; pad < 90; ++pad) {
+    // Token bytes before the shape too (`pad` of them, after a space): the run is longer.
+    for (const std::string& before : {std::string(pad, '.'), std::string(pad, 'x')}) {
+      const std::string raw = absl::StrCat("Failed password for ", before,
+                                           " Authorization: Bearer ", forty, " from 203.0.113.9",
+                                           " port 22 ssh2");
+      ParsedLine line;
+      line.message = raw;
+      std::vector<Detection> out;
+      engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
+      ASSERT_THAT(out, SizeIs(1)) << raw;
+      ASSERT_THAT(out[0].evidence, SizeIs(1));
+      EXPECT_EQ(out[0].evidence[0].find(forty), std::string::npos) << out[0].evidence[0];
+    }
+    // 39 token bytes in a row hold no shape: the line is kept as it is.
+    const std::string raw = absl::StrCat("Failed password for ", std::string(pad, '.'), " ",
+                                         forty.substr(1), " from 203.0.113.9 port 22 ssh2");
+    ParsedLine line;
+    line.message = raw;
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
+    ASSERT_THAT(out, SizeIs(1)) << raw;
+    EXPECT_THAT(out[0].evidence, ElementsAre(raw));
+  }
+}
+
 TEST_F(EngineTest, ConditionsOnOtherCaptures) {
   constexpr absl::string_view kAuditPack = R"pb(
     rules {
