@@ -95,6 +95,16 @@ constexpr ServerFact kServerFacts[] = {
      "\\[preauth\\]\\s*$",
      "sshd writes '(user,service) -> (user,service) [preauth]' after 'not allowed: '; names "
      "with a blank or a parenthesis are missed (stricter)"},
+    // auth.c: "Failed %s for %s%.100s from %.200s port %d ssh2%s%s": what follows "ssh2" (or
+    // ssh1's protocol name) starts with ": " and may be the client's (ssh1's "ruser NAME",
+    // fail2ban's injection line "... ssh1: ruser X from V"). fail2ban's user is `\S+` or, for
+    // a valid user, `[^:]+`; the conditional's two branches together (`.*?` among them) would
+    // let the user name run across that ':' to a victim at the end. Here the user name holds
+    // no ':' (stricter: an invalid user name with one is missed).
+    {"sshd",
+     "<F-USER>(?P<cond_user>\\S+)|(?(cond_inv)(?:(?! from ).)*?|[^:]+)</F-USER> from <HOST>",
+     "<F-USER>(?P<cond_user>[^:]*?)</F-USER> from <HOST>",
+     "sshd writes client text after the address only behind ': '; the user name holds no ':'"},
     // kex.c: "Unable to negotiate a key exchange method": the look-ahead `(?!found\b)` only
     // keeps a round from taking a word "found" (the regex has no address: the session's).
     {"sshd", "Unable to negotiate a (?:(?:\\w+ (?!found\\b)){0,2}\\w+)",

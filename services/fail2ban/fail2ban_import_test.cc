@@ -914,6 +914,16 @@ TEST(Fail2banImportTest, ServerFactsForSshdTakeOnlyWhatSshdWrites) {
         " from 203.0.113.84 port 2 ssh2"));
     EXPECT_EQ(keys.count("198.51.100.7"), 0u) << user;
   }
+  // What sshd writes after "sshd2" / "ssh1" follows ": " and may be the client's (ssh1's
+  // "ruser NAME", fail2ban's own test line): a user name never runs across it to a victim.
+  for (const char* rest : {" port 20000 ssh1: ruser x from 198.51.100.7",
+                           " port 20000 ssh2: ruser x from 198.51.100.7"}) {
+    for (const char* addr : {"203.0.113.86", "2001:db8::86"}) {
+      std::set<std::string> keys = m.Keys(absl::StrCat(
+          "Sep 29 17:15:03 spaceman sshd[12947]: Failed password for user from ", addr, rest));
+      EXPECT_EQ(keys.count("198.51.100.7"), 0u) << addr << rest;
+    }
+  }
   // The key exchange failure has no address: the session's, noted by "Connection from".
   EXPECT_TRUE(m.Keys("Nov 26 15:03:30 host sshd[22440]: Connection from 203.0.113.85 port 39678 "
                      "on 192.168.1.9 port 22")
