@@ -76,9 +76,14 @@ constexpr ServerFact kServerFacts[] = {
     {"postfix", "need fully-qualified hostname|match|[Uu](?:ser unknown|ndeliverable address))\\b",
      "need fully-qualified hostname|match|[Uu](?:ser unknown|ndeliverable address))\\b"
      "(?:: cannot find your (?:reverse )?hostname, \\[[0-9A-Fa-f:.]+\\]|; (?:Client host|client) "
-     "\\[[0-9A-Fa-f:.]+\\] blocked using [\\w.-]+)?",
+     "\\[[0-9A-Fa-f:.]+\\] blocked using [\\w.-]+)?"
+     // ... then (smtpd_check.c, log_whatsup) "; from=<S> to=<R> proto=P helo=<H>": the client's
+     // sender, recipient and helo; here a helo that is an address literal "[ADDR]" (the one
+     // '[' these fields may hold: a sender or recipient with one, or a helo with one and other
+     // text, is left to the pinned tail, which refuses a later '[').
+     "(?:; from=<[^>\\[]*> to=<[^>\\[]*> proto=\\w+ helo=<\\[[0-9A-Fa-f:.]+\\]>)?",
      "postfix's reject reasons name the client's address again only as '[ADDR]' (unknown "
-     "hostname, RBL)"},
+     "hostname, RBL), and its helo may be an address literal '<[ADDR]>'"},
     {"postfix", "Client host \\[\\S+\\] blocked\\b", "Client host \\[[0-9A-Fa-f:.]+\\] blocked\\b",
      "postfix's RBL reject writes the client's address in 'Client host [ADDR] blocked'"},
     // postfix/smtpd's "lost connection after CMD from": `(?! DATA) [A-Z]+` spelled without the
@@ -493,7 +498,9 @@ constexpr char kIp6Group[] = "(?P<ip>[0-9A-Fa-f]*:[0-9A-Fa-f:.]+)";
 // Stands for apache-common.conf's `_apache_error_client` ("[client <HOST>:port]") during
 // interpolation: the message of LOG_FORMAT_APACHE_ERROR starts there.
 constexpr char kApacheClientMarker[] = "\x02";
-constexpr char kApacheClient[] = "\x02\\[client <HOST>(?::\\d{1,5})?\\]";
+// An IPv6 client is written in brackets, "[client [2001:db8::1]:51548]" (fail2ban's <HOST> takes
+// them); the key is at the message's start, so the optional bracket is no field before it.
+constexpr char kApacheClient[] = "\x02\\[client \\[?<HOST>\\]?(?::\\d{1,5})?\\]";
 // The time stamps fail2ban cuts from the start of a non-syslog line before matching:
 // "2012/04/09 11:53:29", ISO 8601, "[09/Apr/2012:11:53:29 +0200]" (what fail2ban's {DATE}
 // finds in the shipped logs).

@@ -301,6 +301,11 @@ TEST(Fail2banImportTest, ApacheErrorFiltersReadTheApacheErrorFormat) {
   EXPECT_EQ(m.Keys("[Sat Jul 20 21:39:11 2013] [error] [client 198.51.100.9] user [client "
                    "203.0.113.66] x: authentication failure for \"/\": Password Mismatch"),
             std::set<std::string>{"198.51.100.9"});
+  // An IPv6 client in brackets (Apache 2.4), as fail2ban's <HOST> takes it.
+  EXPECT_EQ(m.Keys("[Sat Jul 20 22:11:44.147674 2013] [auth_basic:error] [pid 17540:tid 1401] "
+                   "[client [2001:db8::10]:51548] AH01617: user bob: authentication failure for "
+                   "\"/basic/file\": Password Mismatch"),
+            std::set<std::string>{"2001:db8::10"});
 }
 
 TEST(Fail2banImportTest, ExtendedPrefixAndAddressAlternativesConvert) {
@@ -853,6 +858,15 @@ TEST(Fail2banImportTest, ServerFactsForPostfixKeepTheClientsBracketsOut) {
                            "your hostname, [203.0.113.72]",
                      tail));
     EXPECT_EQ(keys.count("198.51.100.7"), 0u) << tail;
+  }
+  // A helo that is an address literal, the client's own or another (the key stays the first).
+  for (const char* helo : {"203.0.113.75", "198.51.100.7"}) {
+    EXPECT_EQ(m.Keys(absl::StrCat(head, "unknown[203.0.113.75]: 550 5.7.25 Client host rejected: "
+                                        "cannot find your hostname, [203.0.113.75]; from=<a@b> "
+                                        "to=<c@d> proto=ESMTP helo=<[",
+                                  helo, "]>")),
+              std::set<std::string>{"203.0.113.75"})
+        << helo;
   }
 
   Fail2banImportOptions ddos;
