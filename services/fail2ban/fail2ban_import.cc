@@ -2007,8 +2007,11 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   if (format == palisade::v1::LOG_FORMAT_SYSLOG && !session) {
     const std::string raw_id = absl::StrCat(RuleId(out.filter, Role{}), "-raw");
     const std::string twin_lead =
-        RE2::FullMatch(daemon, "[A-Za-z0-9_.-]+")
-            ? absl::StrCat(leading_date, "(?:", RE2::QuoteMeta(daemon),
+        RE2::FullMatch(daemon, "[A-Za-z0-9_.-]+") ||
+                RE2::FullMatch(daemon, "[A-Za-z0-9_()?|:-]+")  // dovecot's (?:dovecot(?:-auth)?|auth)
+            ? absl::StrCat(leading_date, "(?:",
+                           RE2::FullMatch(daemon, "[A-Za-z0-9_.-]+") ? RE2::QuoteMeta(daemon)
+                                                                     : daemon,
                            "(?:\\[\\d\\d?\\d?\\d?\\d?\\d?\\d?\\])?: )?")
             : leading_date;
     int twins = 0, twins_refused = 0;

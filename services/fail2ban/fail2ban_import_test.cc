@@ -787,6 +787,14 @@ TEST(Fail2banImportTest, ServerFactsPinTheServersTailNeverTheClients) {
       EXPECT_EQ(keys.count("198.51.100.7"), 0u) << db << " " << user;
     }
   }
+  // dovecot's own log (TAI64N), its tag one of the filter's daemon names.
+  Matcher raw(*imported, palisade::v1::LOG_FORMAT_RAW);
+  EXPECT_EQ(raw.Keys("@400000004c91b044077a9e94 dovecot-auth: pam(web,203.0.113.58): "
+                     "pam_authenticate() failed: Permission denied"),
+            std::set<std::string>{"203.0.113.58"});
+  EXPECT_TRUE(raw.Keys("@400000004c91b044077a9e94 imapd: pam(web,203.0.113.59): "
+                       "pam_authenticate() failed: Permission denied")
+                  .empty());
 }
 
 // sendmail's __prefix_line (in [Definition]) adds the queue id after program[pid]: it stays in

@@ -422,6 +422,12 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
     } else {
       day_ok = ReadDigits(rest, 4, 2, &day);
     }
+    // "Oct 27 2015 12:35:40": macOS's syslog writes the year after the day.
+    int line_year = 0;
+    if (day_ok && rest.size() > at + 5 && rest[at] == ' ' && rest[at + 5] == ' ' &&
+        ReadDigits(rest, at + 1, 4, &line_year)) {
+      at += 5;
+    }
     if (!day_ok || rest.size() < at + 9 || rest[at] != ' ' || !ReadDigits(rest, at + 1, 2, &hour) ||
         rest[at + 3] != ':' || !ReadDigits(rest, at + 4, 2, &minute) || rest[at + 6] != ':' ||
         !ReadDigits(rest, at + 7, 2, &second)) {
@@ -434,7 +440,9 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
     const int64_t year = YearOf(reference);
     const int tod = hour * 3600 + minute * 60 + second;
     bool found = false;
-    if (rule == YearRule::kNearest) {
+    if (line_year > 0) {
+      found = CivilToTime(line_year, month, day, tod, &t);
+    } else if (rule == YearRule::kNearest) {
       // The previous line's year, or the one before or after: whichever is nearest to it.
       // Less than 182 days away, the previous line's year wins outright (the others are at
       // least a year less an hour from it), which is every line but those around New Year:
@@ -466,7 +474,7 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
       return absl::OutOfRangeError(absl::StrCat("syslog: bad date at column ", pos + 1));
     }
     out->time = t;
-    out->year_inferred = true;
+    out->year_inferred = line_year == 0;
     pos += at + 9;
   }
   if (pos >= line.size() || line[pos] != ' ') {

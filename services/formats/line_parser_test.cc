@@ -89,6 +89,25 @@ TEST(Syslog3164Test, BracketedTagsAndAPidWithoutAColon) {
   }
 }
 
+// macOS's syslog writes the year after the day ("Oct 27 2015 12:35:40"), as fail2ban's
+// screensharingd test log has it: the year is the line's, not inferred.
+TEST(Syslog3164Test, AYearAfterTheDayIsTheLines) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("Oct 27 2015 12:35:40 test1.example.net screensharingd[1170]: "
+                      "Authentication: FAILED",
+                      At("2026-12-01T00:00:00Z"), &out),
+              IsOk());
+  ASSERT_TRUE(out.time.has_value());
+  EXPECT_EQ(*out.time, At("2015-10-27T12:35:40Z"));
+  EXPECT_FALSE(out.year_inferred);
+  EXPECT_EQ(out.host, "test1.example.net");
+  EXPECT_EQ(out.program, "screensharingd");
+  EXPECT_EQ(out.message, "Authentication: FAILED");
+  EXPECT_THAT(p.Parse("Feb 30 2015 12:35:40 h x: y", At("2026-12-01T00:00:00Z"), &out),
+              StatusIs(absl::StatusCode::kOutOfRange));
+}
+
 TEST(Syslog3164Test, YearRollsBackAcrossNewYear) {
   LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
   ParsedLine out;
