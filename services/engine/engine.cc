@@ -118,7 +118,7 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
   auto windows = std::make_unique<std::atomic<int64_t>[]>(n_rules);
   for (size_t i = 0; i < n_rules; ++i) windows[i] = 0;
   for (size_t s = 0; s < kShards; ++s) {
-    absl::MutexLock lock(&shards_[s].mu);
+    ShardMutexLock lock(&shards_[s].mu);
     std::vector<WindowMap> maps(n_rules);
     for (size_t n = 0; n < n_rules; ++n) {
       if (keep_windows[n] >= 0) maps[n] = std::move(shards_[s].maps[keep_windows[n]]);
@@ -610,7 +610,7 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
     return;
   }
   Shard& shard = ShardFor(rule_index, key);
-  absl::MutexLock lock(&shard.mu);
+  ShardMutexLock lock(&shard.mu);
   WindowMap& map = shard.maps[rule_index];
   auto it = map.find(key);
   int64_t grown = 0;  // bytes this call adds to the shard
@@ -780,7 +780,7 @@ void Engine::ExpireByStream(const std::vector<absl::Time>& stream_now, absl::Tim
   now_ms[0] = ToMillis(other_now);
   for (size_t s = 1; s < stream_now.size(); ++s) now_ms[s] = ToMillis(stream_now[s]);
   for (size_t sh = 0; sh < kShards; ++sh) {
-    absl::MutexLock lock(&shards_[sh].mu);
+    ShardMutexLock lock(&shards_[sh].mu);
     for (size_t r = 0; r < shards_[sh].maps.size(); ++r) {
       const CompiledRule& rule = *rules_->rules()[r];
       const int64_t span = std::max<int64_t>(absl::ToInt64Milliseconds(rule.window), 0);
@@ -804,7 +804,7 @@ void Engine::ExpireByStream(const std::vector<absl::Time>& stream_now, absl::Tim
 palisade::v1::EngineSnapshot Engine::Snapshot() const {
   palisade::v1::EngineSnapshot out;
   for (size_t sh = 0; sh < kShards; ++sh) {
-    absl::MutexLock lock(&shards_[sh].mu);
+    ShardMutexLock lock(&shards_[sh].mu);
     for (size_t r = 0; r < shards_[sh].maps.size(); ++r) {
       for (const auto& w : shards_[sh].maps[r]) {
         if (w->times.empty()) continue;
@@ -826,7 +826,7 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
     if (it == index.end() || s.times_ms().empty()) continue;
     const int rule = static_cast<int>(it->second);
     Shard& shard = ShardFor(rule, s.key());
-    absl::MutexLock lock(&shard.mu);
+    ShardMutexLock lock(&shard.mu);
     WindowMap& map = shard.maps[rule];
     auto slot = map.find(absl::string_view(s.key()));
     int64_t grown = 0;

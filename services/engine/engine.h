@@ -57,6 +57,7 @@
 #include "services/common/ip.h"
 #include "services/engine/rule_set.h"
 #include "services/engine/session_table.h"
+#include "services/engine/shard_mutex.h"
 #include "services/feeds/feed_set.h"
 #include "services/formats/json_parser.h"
 #include "services/formats/line_parser.h"
@@ -276,7 +277,7 @@ class Engine {
   // Windows are spread over shards by (rule, key), so concurrent lines rarely wait.
   static constexpr size_t kShards = 16;
   struct Shard {
-    absl::Mutex mu;
+    ShardMutex mu;
     std::vector<WindowMap> maps ABSL_GUARDED_BY(mu);  // per rule index
     size_t bytes ABSL_GUARDED_BY(mu) = 0;             // accounted: windows and tables
   };

@@ -67,7 +67,7 @@ void SessionTable::Note(absl::string_view id, absl::string_view name, absl::stri
   // One hash for the shard and the lookup in it (the map hashes with the same absl::Hash).
   const size_t hash = absl::Hash<absl::string_view>()(id);
   Shard& shard = shards_[hash % kShards];
-  absl::MutexLock lock(&shard.mu);
+  ShardMutexLock lock(&shard.mu);
   auto found = shard.by_id.find(id, hash);
   List::iterator it;
   if (found == shard.by_id.end()) {
@@ -130,7 +130,7 @@ void SessionTable::EvictLocked(Shard& shard) {
 bool SessionTable::Get(absl::string_view id, absl::string_view name, absl::Time time,
                        std::string* value) const {
   const Shard& shard = ShardFor(id);
-  absl::ReaderMutexLock lock(&shard.mu);
+  ShardMutexLock lock(&shard.mu);
   const Session* s = FindLocked(shard, id, absl::ToUnixMillis(time));
   if (s == nullptr) return false;
   for (const auto& [n, v] : s->values) {
@@ -144,14 +144,14 @@ bool SessionTable::Get(absl::string_view id, absl::string_view name, absl::Time 
 
 bool SessionTable::Failed(absl::string_view id, absl::Time time) const {
   const Shard& shard = ShardFor(id);
-  absl::ReaderMutexLock lock(&shard.mu);
+  ShardMutexLock lock(&shard.mu);
   const Session* s = FindLocked(shard, id, absl::ToUnixMillis(time));
   return s != nullptr && s->failed;
 }
 
 void SessionTable::End(absl::string_view id) {
   Shard& shard = ShardFor(id);
-  absl::MutexLock lock(&shard.mu);
+  ShardMutexLock lock(&shard.mu);
   auto it = shard.by_id.find(id);
   if (it == shard.by_id.end()) return;
   EraseLocked(shard, it->second);
@@ -163,7 +163,7 @@ void SessionTable::ExpireIf(NowFn now_for) {
   const int64_t ttl_ms = absl::ToInt64Milliseconds(options_.ttl);
   for (size_t i = 0; i < kShards; ++i) {
     Shard& shard = shards_[i];
-    absl::MutexLock lock(&shard.mu);
+    ShardMutexLock lock(&shard.mu);
     for (auto it = shard.lru.begin(); it != shard.lru.end();) {
       auto next = std::next(it);
       if (absl::ToUnixMillis(now_for(it->stream)) - it->last_ms > ttl_ms) {
@@ -189,7 +189,7 @@ void SessionTable::ExpireByStream(const std::vector<absl::Time>& stream_now,
 SessionStats SessionTable::stats() const {
   SessionStats s;
   for (size_t i = 0; i < kShards; ++i) {
-    absl::ReaderMutexLock lock(&shards_[i].mu);
+    ShardMutexLock lock(&shards_[i].mu);
     s.live += shards_[i].lru.size();
     s.bytes += shards_[i].bytes;
   }

@@ -34,8 +34,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/string_view.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "services/engine/shard_mutex.h"
 
 namespace palisade {
 
@@ -101,7 +101,7 @@ class SessionTable {
   using List = std::list<Session>;  // in no particular order (see Session::tick)
   static constexpr size_t kShards = 16;
   struct Shard {
-    mutable absl::Mutex mu;
+    mutable ShardMutex mu;
     List lru ABSL_GUARDED_BY(mu);
     // Keys view the ids inside the list's nodes, which never move.
     absl::flat_hash_map<absl::string_view, List::iterator> by_id ABSL_GUARDED_BY(mu);
@@ -112,7 +112,7 @@ class SessionTable {
   Shard& ShardFor(absl::string_view id) const;
   // The live session with `id`, or nullptr (absent, or idle past ttl before time_ms).
   const Session* FindLocked(const Shard& shard, absl::string_view id, int64_t time_ms) const
-      ABSL_SHARED_LOCKS_REQUIRED(shard.mu);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   void EraseLocked(Shard& shard, List::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Drops the least recently seen sessions of a shard past its bounds, down to 7/8 of them.
   void EvictLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
