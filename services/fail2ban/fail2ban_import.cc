@@ -233,6 +233,20 @@ constexpr ServerFact kServerFacts[] = {
     {"proftpd", "^Maximum login attempts \\(\\d+\\) exceeded",
      "^Maximum login attempts \\(\\d+\\) exceeded ?",
      "proftpd's 'Maximum login attempts (N) exceeded' may end with a blank"},
+    // vsftpd (logging.c, vsf_log_line): "FAIL LOGIN: Client "ADDR"" and, for a refusal it
+    // explains, ", "REASON"", a message of vsftpd's own ("User is not in the allow user list.").
+    {"vsftpd", "FAIL LOGIN: Client \"<HOST>\"(?:\\s*$|,)",
+     "FAIL LOGIN: Client \"<HOST>\"(?:, \"[^\"]*\")?\\s*$",
+     "vsftpd ends 'FAIL LOGIN: Client \"ADDR\"' with at most its own quoted reason"},
+    // horde: "FAILED LOGIN for USER [ADDR] to {MAILBOX [FLAGS]} [pid N on line N of FILE]": the
+    // IMAP mailbox spec is the server's configuration, "{host:port[/flags]}" with c-client's
+    // flags in brackets ("[imap/ssl/novalidate-cert]").
+    {"horde", "to (Horde|{[^}]+})", "to (Horde|{[^}\\[]+(?: \\[[\\w/-]*\\])?})",
+     "horde's mailbox spec is '{HOST:PORT [FLAGS]}' from its configuration"},
+    // monit (http/processor.c): "access denied -- client [ADDR]: ..." writes the address in
+    // brackets, as fail2ban's <HOST> takes it.
+    {"monit", "[Cc]lient '?<HOST>'?", "[Cc]lient (?:'|\\[)?<HOST>(?:'|\\])?",
+     "monit quotes the client's address or writes it in brackets"},
 };
 
 // Applies the kServerFacts of `filter` to a failregex line.
@@ -507,7 +521,8 @@ constexpr char kApacheClient[] = "\x02\\[client \\[?<HOST>\\]?(?::\\d{1,5})?\\]"
 constexpr char kDateShapes[] =
     // Fixed-width pieces only: a variable-length field before the key would make the loader's
     // check ask for the end to be pinned.
-    "(?:\\d{4}[-/]\\d{2}[-/]\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d\\d\\d?(?:\\d{3})?)?"
+    // (also stunnel's "2011.11.21 14:29:16")
+    "(?:\\d{4}[-/.]\\d{2}[-/.]\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d\\d\\d?(?:\\d{3})?)?"
     // the zone may follow a blank (Serilog's "2019-11-26 01:04:49.008 +08:00", bitwarden)
     "(?: ?(?:Z|[+-]\\d{2}:?\\d{2}))?"
     "|\\[\\d{2}/\\w{3}/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}\\]"
@@ -526,7 +541,8 @@ constexpr char kDateShapes[] =
 // What fail2ban cut out between brackets where a failregex writes `\[\]` (the access-log date
 // "[18/Nov/2018:21:34:34 +0000]" and its kin), in fixed-width pieces.
 constexpr char kBracketDateShapes[] =
-    "(?:\\d{2}/\\w{3}/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}"
+    // (the month also as four letters and a dot, a French locale's "sept.": openhab)
+    "(?:\\d{2}/(?:\\w{3}|\\w{4}\\.)/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}"
     "|\\d{2}/\\w{3}/\\d{4} \\d{2}:\\d{2}:\\d{2}"
     "|\\d{4}-\\d{2}-\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d{3}(?:\\d{3})?)?"
     "|\\d{2}-\\w{3}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?: [+-]\\d{4})?)";

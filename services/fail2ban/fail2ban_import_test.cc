@@ -1209,6 +1209,57 @@ TEST(Fail2banImportTest, ServerFactsForProftpdKeyTheSessionPrefix) {
   }
 }
 
+// vsftpd's own reason after the client, horde's mailbox flags, monit's bracketed client: a
+// user name, a reason or a mailbox holding a second address never keys it.
+TEST(Fail2banImportTest, ServerFactsForVsftpdHordeAndMonit) {
+  std::optional<Fail2banImport> vsftpd = ImportFact("vsftpd");
+  ASSERT_TRUE(vsftpd.has_value());
+  Matcher v(*vsftpd, palisade::v1::LOG_FORMAT_RAW);
+  const std::string fail = "Thu Sep  8 00:39:49 2016 [pid 15019] [guest] FAIL LOGIN: Client \"";
+  EXPECT_EQ(v.Keys(absl::StrCat(fail, "203.0.113.160\", \"User is not in the allow user list.\"")),
+            std::set<std::string>{"203.0.113.160"});
+  EXPECT_EQ(v.Keys(absl::StrCat(fail, "203.0.113.161\"")),
+            std::set<std::string>{"203.0.113.161"});
+  for (const std::string& line :
+       {absl::StrCat(fail, "203.0.113.162\", \"x\" FAIL LOGIN: Client \"198.51.100.7\""),
+        std::string("Thu Sep  8 00:39:49 2016 [pid 15019] [x] FAIL LOGIN: Client \"198.51.100.7\" "
+                    "] FAIL LOGIN: Client \"203.0.113.163\"")}) {
+    EXPECT_EQ(v.Keys(line).count("198.51.100.7"), 0u) << line;
+  }
+
+  std::optional<Fail2banImport> horde = ImportFact("horde");
+  ASSERT_TRUE(horde.has_value());
+  Matcher h(*horde, palisade::v1::LOG_FORMAT_RAW);
+  const std::string login = "Dec 15 08:59:59 HORDE [error] [imp] FAILED LOGIN for ";
+  const std::string tail = " [pid 68394 on line 139 of /usr/local/www/horde/imp/lib/Auth/imp.php\"]";
+  EXPECT_EQ(h.Keys(absl::StrCat(login, "u@example.com [203.0.113.164] to {mx.example.com:993 "
+                                       "[imap/ssl/novalidate-cert]}",
+                                tail)),
+            std::set<std::string>{"203.0.113.164"});
+  for (const std::string& user :
+       {std::string("x [198.51.100.7] to Horde"), std::string("x [198.51.100.7] to {a [b]}")}) {
+    EXPECT_EQ(h.Keys(absl::StrCat(login, user, " [203.0.113.165] to {mx:993 [imap/ssl]}", tail))
+                  .count("198.51.100.7"),
+              0u)
+        << user;
+  }
+
+  std::optional<Fail2banImport> monit = ImportFact("monit");
+  ASSERT_TRUE(monit.has_value());
+  Matcher m(*monit, palisade::v1::LOG_FORMAT_RAW);
+  EXPECT_EQ(m.Keys("[CEST Aug  6 10:14:52] error    : HttpRequest: access denied -- client "
+                   "[203.0.113.166]: wrong password for user 'root'"),
+            std::set<std::string>{"203.0.113.166"});
+  EXPECT_EQ(m.Keys("[PDT Apr 16 21:05:29] error    : Warning: Client '203.0.113.167' supplied "
+                   "unknown user 'x' accessing monit httpd"),
+            std::set<std::string>{"203.0.113.167"});
+  EXPECT_EQ(m.Keys("[CEST Aug  6 10:14:52] error    : HttpRequest: access denied -- client "
+                   "[203.0.113.168]: wrong password for user 'x: client [198.51.100.7]: wrong "
+                   "password for user 'y'")
+                .count("198.51.100.7"),
+            0u);
+}
+
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
   auto broken = ImportFail2banFilter(absl::StrCat(kTestdata, "broken.conf"));
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);

@@ -482,6 +482,8 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
         absl::StrCat("syslog: expected a space after the timestamp at column ", pos + 1));
   }
   ++pos;
+  // More blanks where the host would be ("22:52:12   lighttpd[53690]: "): no host.
+  while (pos < line.size() && line[pos] == ' ') ++pos;
   const size_t host_at = pos;
   out->host = NextToken(line, &pos);
   if (out->host.empty()) {

@@ -108,6 +108,20 @@ TEST(Syslog3164Test, AYearAfterTheDayIsTheLines) {
               StatusIs(absl::StatusCode::kOutOfRange));
 }
 
+// Blanks where the host would be ("Mar 11 22:52:12   lighttpd[53690]: ", fail2ban's suhosin
+// test log): no host, the tag after them.
+TEST(Syslog3164Test, BlanksBeforeTheTagAndNoHost) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("Mar 11 22:52:12   lighttpd[53690]: (mod_fastcgi.c.2676) x",
+                      At("2026-12-01T00:00:00Z"), &out),
+              IsOk());
+  EXPECT_EQ(out.host, "");
+  EXPECT_EQ(out.program, "lighttpd");
+  EXPECT_EQ(out.pid, "53690");
+  EXPECT_EQ(out.message, "(mod_fastcgi.c.2676) x");
+}
+
 TEST(Syslog3164Test, YearRollsBackAcrossNewYear) {
   LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
   ParsedLine out;
