@@ -123,6 +123,17 @@ class ClusterNodeTest : public ::testing::Test {
     return req;
   }
 
+  // The pack's probe rule detecting `ip` now.
+  Detection Probe(const std::string& ip) {
+    Detection d;
+    d.rule = Rules()->rules()[0].get();
+    d.rule_id = "probe";
+    d.key = ip;
+    d.time = clock_.TimeNow();
+    d.evidence = {"probe from " + ip};
+    return d;
+  }
+
   SimulatedClock clock_;
   std::unique_ptr<NatsServerForTests> server_;
 };
@@ -215,12 +226,7 @@ TEST_F(ClusterNodeTest, DetectionsOfANodeThatDoesNotWriteAreTheWritersToDecide) 
   std::unique_ptr<TestNode> b = StartNode("b");
   ASSERT_TRUE(a->node != nullptr && b->node != nullptr);
   ASSERT_TRUE(a->node->writer());
-  Detection d;
-  d.rule = Rules()->rules()[0].get();
-  d.rule_id = "probe";
-  d.key = "203.0.113.9";
-  d.time = clock_.TimeNow();
-  d.evidence = {"probe from 203.0.113.9"};
+  Detection d = Probe("203.0.113.9");
   std::vector<DecisionUpdate> at_b = b->table.ApplyAll({d});
   ASSERT_EQ(at_b.size(), 1u);
   EXPECT_EQ(at_b[0].change, DecisionChange::kForwarded);
@@ -266,12 +272,7 @@ TEST_F(ClusterNodeTest, ADetectionIsTakenOnlyOnceTheDecisionLogHoldsIt) {
   std::unique_ptr<TestNode> a = StartNode("a");
   std::unique_ptr<TestNode> b = StartNode("b");
   ASSERT_TRUE(a->node->writer());
-  Detection d;
-  d.rule = Rules()->rules()[0].get();
-  d.rule_id = "probe";
-  d.key = "203.0.113.20";
-  d.time = clock_.TimeNow();
-  d.evidence = {"probe from 203.0.113.20"};
+  Detection d = Probe("203.0.113.20");
   // Another writer appends to the log: a's writer is fenced at its next publish.
   auto rival_nats = NatsClient::Connect({.servers = {server_->url()}, .timeout = absl::Seconds(5)});
   ASSERT_THAT(rival_nats, IsOk());
