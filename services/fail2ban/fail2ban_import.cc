@@ -247,6 +247,28 @@ constexpr ServerFact kServerFacts[] = {
     // brackets, as fail2ban's <HOST> takes it.
     {"monit", "[Cc]lient '?<HOST>'?", "[Cc]lient (?:'|\\[)?<HOST>(?:'|\\])?",
      "monit quotes the client's address or writes it in brackets"},
+    // pam_unix (pam_unix_auth.c): "authentication failure; logname=%s uid=%d euid=%d tty=%s
+    // ruser=%s rhost=%s  user=%s": ruser and user are both the client's, one before the key and
+    // one after it. fail2ban's `(?:\S*|.*?)` ruser could take the server's " rhost=ADDR" and a
+    // user name ending " rhost=V" would end the line with the client's key (its own test line
+    // "ruser= rhost=192.0.2.2 user=test rhost=192.0.2.152" keyed .152). Here ruser holds no
+    // blank, so the key is the first " rhost=", and user no '=' (stricter: names with one are
+    // missed).
+    {"pam-generic",
+     "ruser=<F-ALT_USER>(?:\\S*|.*?)</F-ALT_USER> rhost=<HOST>(?:\\s+user=<F-USER>(?:\\S*|.*?)"
+     "</F-USER>)?",
+     "ruser=<F-ALT_USER>\\S*</F-ALT_USER> rhost=<HOST>(?:\\s+user=<F-USER>[^=]*</F-USER>)?",
+     "pam_unix writes the client's ruser (no blank taken) before rhost and user after it (no '=' "
+     "taken)"},
+    // kerio: "SMTP: User NAME doesn't exist. Attempt from IP address ADDR." ends with a period.
+    {"kerio", "^ SMTP: User \\S+ doesn't exist. Attempt from IP address <HOST>",
+     "^ SMTP: User \\S+ doesn't exist. Attempt from IP address <HOST>\\.?",
+     "kerio ends 'Attempt from IP address ADDR' with a period"},
+    // domino: the policy rejection goes on with the server's reason for it.
+    {"domino-smtp", "Connection from \\[?<HOST>\\]? rejected for policy reasons\\.",
+     "Connection from \\[?<HOST>\\]? rejected for policy reasons\\.(?: IP address of "
+     "connecting host not found in reverse DNS lookup\\.)?",
+     "domino follows 'rejected for policy reasons.' with its reason (no reverse DNS)"},
 };
 
 // Applies the kServerFacts of `filter` to a failregex line.
@@ -542,7 +564,8 @@ constexpr char kDateShapes[] =
 // "[18/Nov/2018:21:34:34 +0000]" and its kin), in fixed-width pieces.
 constexpr char kBracketDateShapes[] =
     // (the month also as four letters and a dot, a French locale's "sept.": openhab)
-    "(?:\\d{2}/(?:\\w{3}|\\w{4}\\.)/\\d{4}:\\d{2}:\\d{2}:\\d{2} [+-]\\d{4}"
+    // (and without its zone: "[27/Jun/2013:11:55:44]", "[31/Jan/2015:14:29:44 ]")
+    "(?:\\d{2}/(?:\\w{3}|\\w{4}\\.)/\\d{4}:\\d{2}:\\d{2}:\\d{2}(?: [+-]\\d{4}| )?"
     "|\\d{2}/\\w{3}/\\d{4} \\d{2}:\\d{2}:\\d{2}"
     "|\\d{4}-\\d{2}-\\d{2}[ T]\\d{2}:\\d{2}:\\d{2}(?:[.,]\\d{3}(?:\\d{3})?)?"
     "|\\d{2}-\\w{3}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?: [+-]\\d{4})?)";

@@ -1260,6 +1260,26 @@ TEST(Fail2banImportTest, ServerFactsForVsftpdHordeAndMonit) {
             0u);
 }
 
+// pam_unix writes the client's ruser before the key and the client's user after it: a user name
+// ending " rhost=V" (fail2ban's own test line) or a ruser holding " rhost=V" never keys V; a
+// domino rejection and a kerio attempt end with the server's text.
+TEST(Fail2banImportTest, ServerFactsForPamKerioAndDomino) {
+  std::optional<Fail2banImport> pam = ImportFact("pam-generic");
+  ASSERT_TRUE(pam.has_value());
+  Matcher m(*pam);
+  const std::string head = "Jul 19 18:11:52 srv2 daemon: pam_unix(auth): authentication failure; "
+                           "logname= uid=0 euid=0 tty=xxx ";
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "ruser= rhost=203.0.113.170  user=test")),
+            std::set<std::string>{"203.0.113.170"});
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "ruser=a rhost=203.0.113.171")),
+            std::set<std::string>{"203.0.113.171"});
+  for (const char* rest : {"ruser= rhost=203.0.113.172 user=test rhost=198.51.100.7",
+                           "ruser=test rhost=203.0.113.173 rhost=198.51.100.7",
+                           "ruser=test rhost=198.51.100.7 rhost=203.0.113.174"}) {
+    EXPECT_EQ(m.Keys(absl::StrCat(head, rest)).count("198.51.100.7"), 0u) << rest;
+  }
+}
+
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
   auto broken = ImportFail2banFilter(absl::StrCat(kTestdata, "broken.conf"));
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
