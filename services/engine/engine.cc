@@ -78,7 +78,13 @@ Engine::Scratch& Engine::ThreadScratch() {
 }
 
 Engine::Engine(std::shared_ptr<const RuleSet> rules, EngineOptions options)
-    : options_(std::move(options)), shards_(new Shard[kShards]), sessions_(options_.sessions) {
+    : options_(std::move(options)),
+      shards_(new Shard[kShards]),
+      sessions_(options_.sessions),
+      id_([] {
+        static std::atomic<uint64_t> next{1};
+        return next.fetch_add(1, std::memory_order_relaxed);
+      }()) {
   options_.allowlist.Add(*Cidr::Parse("127.0.0.0/8"));
   options_.allowlist.Add(*Cidr::Parse("::1/128"));
   if (options_.max_keys_per_rule == 0) options_.max_keys_per_rule = 1'000'000;
@@ -205,18 +211,34 @@ bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
     *key = captured;
     return true;
   }
+  // The same text as the last address (this engine's: the allowlist is its own) gives the same
+  // answer: no parse, no allowlist lookup, no format (inet_ntop: ~3,700 instructions for IPv6).
+  Scratch& scratch = ThreadScratch();
+  if (scratch.address_engine == id_ && captured == scratch.address_text) {
+    *allowlisted = scratch.address_allowlisted;
+    *key = scratch.address_key;
+    return scratch.address_valid;
+  }
+  scratch.address_engine = id_;
+  scratch.address_text.assign(captured.data(), captured.size());
+  scratch.address_key.clear();
+  scratch.address_allowlisted = false;
+  scratch.address_valid = false;
   std::optional<IpAddress> ip = IpAddress::Parse(captured);
   if (!ip) return false;
   *allowlisted = options_.allowlist.Contains(*ip);
+  scratch.address_allowlisted = *allowlisted;
   // Text of at most 15 bytes without ':' parses only as a dotted quad without leading zeros
   // (IpAddress::Parse), which is its own canonical form: no need to format it again.
   if (ip->is_v4() && captured.size() <= 15 &&
       captured.find(':') == absl::string_view::npos) {
     *key = captured;
-    return true;
+  } else {
+    *key = ip->Format(scratch.key_buf);
   }
-  *key = ip->Format(ThreadScratch().key_buf);
-  return !key->empty();
+  scratch.address_key.assign(key->data(), key->size());
+  scratch.address_valid = !key->empty();
+  return scratch.address_valid;
 }
 
 namespace {

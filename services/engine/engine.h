@@ -294,6 +294,14 @@ class Engine {
     std::string evidence;                                    // the line, tokens redacted
     std::string session_id;
     std::string session_value;  // a key read from a session
+    // NormaliseKey's last address key: its text, and what it gave (valid, allowlisted, the
+    // canonical key) on the engine `address_engine` (Engine::id_). The rules that count one
+    // line mostly capture the same address, and a burst of lines comes from one.
+    uint64_t address_engine = 0;
+    std::string address_text;
+    std::string address_key;
+    bool address_valid = false;
+    bool address_allowlisted = false;
     // The last NoteCounted of this thread (Engine::NoteCounted skips an identical one on the
     // same line): `line` counts Candidates calls; `noted` is cleared by any other session write.
     uint64_t line = 0;
@@ -388,6 +396,8 @@ class Engine {
   static constexpr uint32_t kMinEvidenceLine = 64;
   static constexpr uint32_t kMarkerRoom = 24;
   uint32_t evidence_line_bytes_ = 0;
+  // Unique per Engine object (never 0): what ThreadScratch's address cache belongs to.
+  const uint64_t id_;
   std::atomic<uint64_t> activity_{0};      // ticks once per counted match (Window::touched)
   std::atomic<int64_t> memory_bytes_{0};  // sum of the shards' bytes
   struct AtomicStats {

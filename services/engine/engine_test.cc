@@ -152,6 +152,39 @@ TEST_F(EngineTest, LoopbackAndAllowlistAreIgnored) {
   EXPECT_EQ(engine.live_windows(), 0u);
 }
 
+// Engines on one thread share its scratch: the last address's answer (NormaliseKey's cache) is
+// one engine's, never another's with another allowlist; an IPv6 key is formatted the same
+// from the cache, and an invalid one stays invalid.
+TEST_F(EngineTest, TheLastAddressIsRememberedPerEngine) {
+  EngineOptions listed;
+  listed.allowlist = *CidrSet::Parse({"198.51.100.0/24", "2001:db8::/32"});
+  Engine allowlisting(Rules(), listed);
+  Engine plain(Rules(), EngineOptions());
+  ParsedLine line;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  for (absl::string_view ip : {"198.51.100.9", "2001:DB8:0:0::9"}) {
+    const std::string msg = Fail(ip);
+    line.message = msg;
+    out.clear();
+    for (int i = 0; i < 3; ++i) {  // the threshold: the plain engine detects at the third
+      LineResult a = allowlisting.Process(LogFormat::LOG_FORMAT_SYSLOG, line, msg, t0_, &out);
+      EXPECT_EQ(a.ignored, 1u) << ip;
+      LineResult b = plain.Process(LogFormat::LOG_FORMAT_SYSLOG, line, msg, t0_, &out);
+      EXPECT_EQ(b.ignored, 0u) << ip;
+      EXPECT_TRUE(b.matched) << ip;
+    }
+    ASSERT_THAT(out, SizeIs(1)) << ip;
+    EXPECT_EQ(out[0].key, ip == "198.51.100.9" ? "198.51.100.9" : "2001:db8::9");
+  }
+  for (int i = 0; i < 2; ++i) {
+    const std::string msg = Fail("2001:db8::zz");
+    line.message = msg;
+    LineResult r = plain.Process(LogFormat::LOG_FORMAT_SYSLOG, line, msg, t0_, &out);
+    EXPECT_EQ(r.invalid_keys, 1u);
+  }
+}
+
 TEST_F(EngineTest, IgnorePatternsAndProgramFilter) {
   for (int i = 0; i < 5; ++i) Feed("Failed password for backup from 203.0.113.7 port 22", i);
   EXPECT_EQ(last_.ignored, 1u);
