@@ -269,6 +269,13 @@ constexpr ServerFact kServerFacts[] = {
      "Connection from \\[?<HOST>\\]? rejected for policy reasons\\.(?: IP address of "
      "connecting host not found in reverse DNS lookup\\.)?",
      "domino follows 'rejected for policy reasons.' with its reason (no reverse DNS)"},
+    // ejabberd (ejabberd_c2s.erl): "Failed c2s MECH authentication for JID from ADDR: REASON",
+    // the address as inet:ntoa writes it ("::FFFF:192.0.2.3" for a mapped one, which the key
+    // takes whole), the reason the authentication module's. Here the one reason seen, no
+    // repetition after the key (an optional "IP " before it leaves the check no introducer).
+    {"ejabberd-auth", "from (?:IP )?(?:::FFFF:)?<HOST>(?:: |$)",
+     "from (?:IP )?<HOST>(?:: Invalid username or password)?$",
+     "ejabberd ends the failed login with ': Invalid username or password'"},
 };
 
 // Applies the kServerFacts of `filter` to a failregex line.

@@ -1280,6 +1280,31 @@ TEST(Fail2banImportTest, ServerFactsForPamKerioAndDomino) {
   }
 }
 
+// ejabberd ends a failed login with the module's reason; a JID or a reason holding a second
+// " from V" never keys V.
+TEST(Fail2banImportTest, ServerFactsForEjabberdEndTheLine) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "facts/ejabberd-auth.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/facts-ejabberd.textproto");
+  std::ofstream(path) << Fail2banPackText(*imported);
+  ASSERT_TRUE(LoadRulePackFile(path).ok());
+  Matcher m(*imported);
+  const std::string head = "2017-07-29 08:24:04.773 [info] <0.6668.0>@ejabberd_c2s:handle_auth_"
+                           "failure:433 (http_bind|ejabberd_bosh) Failed c2s PLAIN authentication "
+                           "for ";
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "a@example.ch from ::FFFF:203.0.113.180: Invalid username "
+                                      "or password")).size(),
+            1u);
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "a@example.ch from 203.0.113.181")),
+            std::set<std::string>{"203.0.113.181"});
+  for (const char* rest : {"a from 198.51.100.7: Invalid username or password from 203.0.113.182",
+                           "a@b from 203.0.113.183: Invalid username or password from "
+                           "198.51.100.7"}) {
+    EXPECT_EQ(m.Keys(absl::StrCat(head, rest)).count("198.51.100.7"), 0u) << rest;
+  }
+}
+
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
   auto broken = ImportFail2banFilter(absl::StrCat(kTestdata, "broken.conf"));
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
