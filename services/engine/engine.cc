@@ -360,17 +360,98 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
   }
 }
 
+bool Engine::FirstMatch(const CompiledRule& rule, int p, bool proven, absl::string_view text,
+                        re2::StringPiece* groups) const {
+  const RE2& re = *rule.patterns[p];
+  const int group = rule.key_group[p];
+  const int n = rule.submatches[p];
+  // A pattern led by its key, the only capture needed (CompiledRule::LeadingKey), needs no
+  // submatch engine: a Set's hit runs no regex at all, a gated candidate a DFA-only test.
+  const bool leading = rule.conditions.empty() && !rule.has_session && group >= 1 &&
+                       n == group + 1 && rule.leading_key_max[p] != 0;
+  // A pattern whose key follows a fixed introducer (CompiledRule::SplitKey), the only capture
+  // needed (a pid session needs none): the head's DFA and the tail's capture, unless the split
+  // is ambiguous.
+  const bool split = !leading && rule.conditions.empty() &&
+                     (!rule.has_session || rule.session_by_pid) && group >= 1 && n == group + 1 &&
+                     rule.key_split[p] != nullptr;
+  absl::string_view key;
+  if (split) {
+    const int found = rule.SplitKey(p, text, proven, &key);
+    if (found == 0 && !proven) return false;
+    // Ambiguous (or a Set's hit the split did not find, which cannot happen): RE2 decides.
+    if (found != 1) return re.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, groups, n);
+  } else if (leading) {
+    if ((!proven && !re.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) ||
+        !rule.LeadingKey(p, text, &key)) {
+      return false;
+    }
+  } else {
+    return re.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, groups, n);
+  }
+  groups[0] = Piece(text);  // not read: such a rule stops at its first match
+  for (int i = 1; i < group; ++i) groups[i] = re2::StringPiece();
+  groups[group] = Piece(key);
+  return true;
+}
+
+bool Engine::Ignored(const CompiledRule& rule, const ParsedLine& line) {
+  if (rule.ignores.empty()) return false;
+  absl::string_view text;
+  RuleText(rule, line, &text);
+  for (const auto& ignore : rule.ignores) {
+    // No submatches: RE2 runs its DFA alone (PartialMatch would go through its Arg parsing).
+    if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) return true;
+  }
+  return false;
+}
+
 void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
-                      std::vector<std::pair<int, int>>* out) const {
+                      PrematchBuffer* out) const {
   const RuleSet::FormatIndex* index = rules_->ForFormat(format);
   if (index == nullptr) return;
-  CollectCandidates(*index, line, ThreadScratch(), out);
+  Scratch& scratch = ThreadScratch();
+  std::vector<std::pair<int, int>>& found = scratch.prematch;
+  found.clear();
+  CollectCandidates(*index, line, scratch, &found);
+  if (found.size() > 1) std::sort(found.begin(), found.end());
+  std::vector<re2::StringPiece>& groups = scratch.groups;
+  // A rule without a session or conditions counts its first match (Candidates): its later
+  // patterns are never reached, so they are not run here either.
+  int done_rule = -1;
+  for (const auto& [rule_index, encoded] : found) {
+    PrematchedCandidate& c = out->candidates.emplace_back();
+    c.rule = rule_index;
+    c.pattern = encoded;
+    const CompiledRule& rule = *rules_->rules()[rule_index];
+    // Token rules report every match on the line, each a secret: Process runs them.
+    if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT ||
+        rule_index == done_rule) {
+      continue;
+    }
+    c.state = PrematchedCandidate::State::kNoMatch;
+    absl::string_view text;
+    if (!rule.AppliesToProgram(format, line.program) || !RuleText(rule, line, &text)) continue;
+    const int p = encoded >> 1;
+    const int n = rule.submatches[p];
+    if (groups.size() < static_cast<size_t>(n)) groups.resize(n);
+    if (!FirstMatch(rule, p, (encoded & 1) == 0, text, groups.data())) continue;
+    c.state = PrematchedCandidate::State::kMatched;
+    c.groups = static_cast<uint32_t>(out->groups.size());
+    for (int i = 0; i < n; ++i) {
+      const re2::StringPiece& g = groups[i];
+      out->groups.emplace_back(g.data() == nullptr ? PrematchBuffer::kUnset
+                                                   : static_cast<uint32_t>(g.data() - text.data()),
+                               static_cast<uint32_t>(g.size()));
+    }
+    c.ignored = Ignored(rule, line);
+    if (rule.conditions.empty() && !rule.has_session) done_rule = rule_index;
+  }
 }
 
 absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const ParsedLine& line,
-                                   absl::string_view raw, absl::Time time, uint32_t stream,
-                                   const absl::Span<const std::pair<int, int>>* prematched,
-                                   LineResult* result) {
+                                    absl::string_view raw, absl::Time time, uint32_t stream,
+                                    const PrematchedLine* prematched, LineResult* result) {
   stats_.lines.fetch_add(1, std::memory_order_relaxed);
   // First what counts on this line, then the evidence (once, redacted): the evidence must hide
   // every token on the line, found by any rule, before any window keeps it.
@@ -381,7 +462,7 @@ absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const Parsed
   secrets.clear();
   Candidates(
       format, line, time, stream,
-      [&](int rule_index, absl::string_view captured) {
+      [&](int rule_index, absl::string_view captured, const PrematchedCandidate* pre) {
         const CompiledRule& rule = *rules_->rules()[rule_index];
         const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
         // A token rule reports every token on the line; the same token found twice counts once.
@@ -389,14 +470,9 @@ absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const Parsed
                                std::make_pair(rule_index, captured)) != counted.end()) {
           return false;
         }
-        absl::string_view text;
-        RuleText(rule, line, &text);
-        for (const auto& ignore : rule.ignores) {
-          // No submatches: RE2 runs its DFA alone (PartialMatch would go through its Arg parsing).
-          if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) {
-            ++result->ignored;
-            return false;
-          }
+        if (pre != nullptr ? pre->ignored : Ignored(rule, line)) {
+          ++result->ignored;
+          return false;
         }
         absl::string_view key;
         bool allowlisted = false;
@@ -438,8 +514,7 @@ void Engine::FinishLine(LineResult* result) {
 
 LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& line,
                            absl::string_view raw, absl::Time time, std::vector<Detection>* out,
-                           uint32_t stream,
-                           const absl::Span<const std::pair<int, int>>* prematched) {
+                           uint32_t stream, const PrematchedLine* prematched) {
   LineResult result;
   const absl::string_view evidence =
       MatchStep(format, line, raw, time, stream, prematched, &result);
@@ -459,9 +534,8 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
 }
 
 LineResult Engine::MatchLine(palisade::v1::LogFormat format, const ParsedLine& line,
-                             absl::string_view raw, absl::Time time,
-                             std::vector<EngineMatch>* out, uint32_t stream,
-                             const absl::Span<const std::pair<int, int>>* prematched) {
+                             absl::string_view raw, absl::Time time, std::vector<EngineMatch>* out,
+                             uint32_t stream, const PrematchedLine* prematched) {
   // Process's matching step; the counting is CountMatch's, wherever the match goes.
   LineResult result;
   const absl::string_view evidence =

@@ -122,6 +122,43 @@ struct EngineMatch {
   uint32_t stream = 0;  // MatchLine's `stream`
 };
 
+// One candidate rule pattern of a line as Engine::Prematch hands it to Process (replay on every
+// core): the (rule, pattern) a Set pass, a literal gate or a field rule gave, and, when `state`
+// is kMatched, the pattern's first match and whether an ignore pattern of the rule matches:
+// what depends on nothing but the line, so that the thread that takes lines in order runs no
+// regex for it.
+struct PrematchedCandidate {
+  enum class State : uint8_t {
+    kNotRun,   // Process runs the pattern (a token rule's, or one Process never reaches)
+    kNoMatch,  // the pattern does not match (or its rule does not apply to the line)
+    kMatched,  // PrematchBuffer::groups[groups, + the pattern's submatches) hold its captures
+  };
+  int rule = 0;
+  int pattern = 0;  // pattern index << 1, | 1 when no Set proved that it matches
+  State state = State::kNotRun;
+  bool ignored = false;  // kMatched: one of the rule's ignore patterns matches its text
+  uint32_t groups = 0;
+};
+
+// The candidates of a batch of lines, appended line after line by Engine::Prematch.
+struct PrematchBuffer {
+  std::vector<PrematchedCandidate> candidates;
+  // Each capture as (offset, length) in the text its rule reads (the line's message or a field's
+  // value: the same bytes however often the line is parsed); kUnset when it took no part.
+  static constexpr uint32_t kUnset = UINT32_MAX;
+  std::vector<std::pair<uint32_t, uint32_t>> groups;
+  void Clear() {
+    candidates.clear();
+    groups.clear();
+  }
+};
+
+// One line's candidates in a PrematchBuffer.
+struct PrematchedLine {
+  absl::Span<const PrematchedCandidate> candidates;
+  const PrematchBuffer* buffer = nullptr;
+};
+
 // What one line did; the server turns these into acks and metrics.
 struct LineResult {
   bool matched = false;       // at least one rule counted it
@@ -160,19 +197,21 @@ class Engine {
   // `raw` is the whole line (kept as evidence); `time` its event time; `stream` the caller's
   // number for the stream the line came from (see ExpireByStream; 0: none).
   // `prematched`, when given, is the line's candidates from Prematch with these rules: Process
-  // then runs no Set pass and no literal gate of its own (the result is the same).
+  // then runs no Set pass, no literal gate and none of the regexes Prematch ran (the result is
+  // the same).
   LineResult Process(palisade::v1::LogFormat format, const ParsedLine& line, absl::string_view raw,
                      absl::Time time, std::vector<Detection>* out, uint32_t stream = 0,
-                     const absl::Span<const std::pair<int, int>>* prematched = nullptr);
+                     const PrematchedLine* prematched = nullptr);
 
-  // The first step of Process, which depends on nothing but the line's message and the rules:
-  // the RE2::Set passes, the literal gates and the field rules give the rules that may match,
-  // appended to `*out` as (rule index, pattern index << 1 | unproven). Keeps no state (but the
-  // calling thread's scratch, whose streaks change only the cost): threads may prematch lines
-  // ahead of the one thread that then processes them in order with `prematched`, and every
-  // window, session and decision is what a Process without it gives (replay on every core).
-  void Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
-                std::vector<std::pair<int, int>>* out) const;
+  // The first steps of Process, which depend on nothing but the line and the rules: the
+  // RE2::Set passes, the literal gates and the field rules give the rules that may match, and
+  // each candidate's pattern is run for its first match (its captures, a key split, a leading
+  // key) and the rule's ignore patterns over it; appended to `*out` (see PrematchedCandidate),
+  // in the order Process takes them. Keeps no state (but the calling thread's scratch, which
+  // changes only the cost): threads may prematch lines ahead of the one thread that then
+  // processes them in order with `prematched`, and every window, session and decision is what
+  // a Process without it gives (replay on every core).
+  void Prematch(palisade::v1::LogFormat format, const ParsedLine& line, PrematchBuffer* out) const;
 
   // The split of Process (the cluster, issue 17): the same matching, sessions, ignore patterns,
   // allowlist and evidence redaction, but the matches are appended to `*out` instead of being
@@ -182,8 +221,7 @@ class Engine {
   // counts and detections are counted where CountMatch runs. Thread-safe as Process.
   LineResult MatchLine(palisade::v1::LogFormat format, const ParsedLine& line,
                        absl::string_view raw, absl::Time time, std::vector<EngineMatch>* out,
-                       uint32_t stream = 0,
-                       const absl::Span<const std::pair<int, int>>* prematched = nullptr);
+                       uint32_t stream = 0, const PrematchedLine* prematched = nullptr);
 
   // Counts one match from MatchLine (of this engine or of another one with the same rules)
   // into its (rule, key) window, appending any detection to `out` as Process would. The match
@@ -285,6 +323,7 @@ class Engine {
   struct Scratch {
     std::vector<int> set_hits;
     std::vector<std::pair<int, int>> candidates;  // (rule index, pattern index)
+    std::vector<std::pair<int, int>> prematch;    // Prematch's, apart: a caller may hold both
     std::vector<re2::StringPiece> groups;
     char key_buf[IpAddress::kMaxTextLength];
     std::string token_key;
@@ -334,21 +373,28 @@ class Engine {
     return line.record != nullptr && line.record->Find(rule.proto.field(), text);
   }
 
-  // Runs the candidate rules' captures; calls fn(rule_index, key) for each match, which returns
-  // whether the match counted; follows the rules' sessions (see the header comment).
+  // Runs the candidate rules' captures; calls fn(rule_index, key, pre) for each match, which
+  // returns whether the match counted (`pre`: the match's PrematchedCandidate when Prematch found
+  // it, with its ignore answer; else null); follows the rules' sessions (see the header
+  // comment).
   // Process's and MatchLine's common first half: counts the line, collects what counts on it
   // into ThreadScratch().counted/keys (ignores, allowlist and invalid keys noted in `result`)
   // and returns the evidence (`raw`, or its redacted copy in scratch).
   absl::string_view MatchStep(palisade::v1::LogFormat format, const ParsedLine& line,
                               absl::string_view raw, absl::Time time, uint32_t stream,
-                              const absl::Span<const std::pair<int, int>>* prematched,
-                              LineResult* result);
+                              const PrematchedLine* prematched, LineResult* result);
   // Their common end: `result->matched` and the line's stats.
   void FinishLine(LineResult* result);
   template <typename Fn>
   void Candidates(palisade::v1::LogFormat format, const ParsedLine& line, absl::Time time,
-                  uint32_t stream, Fn fn,
-                  const absl::Span<const std::pair<int, int>>* prematched = nullptr);
+                  uint32_t stream, Fn fn, const PrematchedLine* prematched = nullptr);
+  // The first match of pattern `p` of `rule` (not a token rule: those report every match) in
+  // `text` into groups[0, rule.submatches[p]) (a key split or a leading key sets only groups 0
+  // and the key's, the rest empty). `proven`: a Set's hit, known to match.
+  bool FirstMatch(const CompiledRule& rule, int p, bool proven, absl::string_view text,
+                  re2::StringPiece* groups) const;
+  // Whether one of the rule's ignore patterns matches the text it reads on `line`.
+  static bool Ignored(const CompiledRule& rule, const ParsedLine& line);
   // The Set passes, gates and field rules of `index` over `line` (see Prematch).
   void CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
                          Scratch& scratch, std::vector<std::pair<int, int>>* candidates) const;
@@ -415,8 +461,7 @@ inline re2::StringPiece Piece(absl::string_view s) { return re2::StringPiece(s.d
 
 template <typename Fn>
 void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, absl::Time time,
-                        uint32_t stream, Fn fn,
-                        const absl::Span<const std::pair<int, int>>* prematched) {
+                        uint32_t stream, Fn fn, const PrematchedLine* prematched) {
   const RuleSet::FormatIndex* index = rules_->ForFormat(format);
   if (index == nullptr) return;
   Scratch& scratch = ThreadScratch();
@@ -424,15 +469,17 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
   std::vector<re2::StringPiece>& groups = scratch.groups;
   candidates.clear();
   ++scratch.line;
-  if (prematched != nullptr) {
-    candidates.assign(prematched->begin(), prematched->end());
-  } else {
+  // Prematch's candidates come sorted, each maybe with its first match found already.
+  if (prematched == nullptr) {
     CollectCandidates(*index, line, scratch, &candidates);
+    if (candidates.size() > 1) std::sort(candidates.begin(), candidates.end());
   }
-  if (candidates.empty()) return;
-  if (candidates.size() > 1) std::sort(candidates.begin(), candidates.end());
+  const size_t count = prematched != nullptr ? prematched->candidates.size() : candidates.size();
   int last_rule = -1;
-  for (const auto& [rule_index, encoded] : candidates) {
+  for (size_t k = 0; k < count; ++k) {
+    const PrematchedCandidate* pre = prematched != nullptr ? &prematched->candidates[k] : nullptr;
+    const int rule_index = pre != nullptr ? pre->rule : candidates[k].first;
+    const int encoded = pre != nullptr ? pre->pattern : candidates[k].second;
     const int pattern_index = encoded >> 1;
     const bool proven = (encoded & 1) == 0;
     const CompiledRule& rule = *rules_->rules()[rule_index];
@@ -441,6 +488,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
     const bool every =
         rule.proto.key_kind() == palisade::v1::TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
     if (rule_index == last_rule && !every) continue;
+    if (pre != nullptr && pre->state == PrematchedCandidate::State::kNoMatch) continue;
     if (!rule.AppliesToProgram(format, line.program)) continue;
     // What the patterns read: the message, or a field rule's field (absent: no match).
     absl::string_view text;
@@ -449,45 +497,24 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
     const int group = rule.key_group[pattern_index];
     const int n = rule.submatches[pattern_index];
     if (groups.size() < static_cast<size_t>(n)) groups.resize(n);
-    // A pattern led by its key, the only capture needed (CompiledRule::LeadingKey), needs no
-    // submatch engine: a Set's hit runs no regex at all, a gated candidate a DFA-only test.
-    const bool leading = !every && rule.conditions.empty() && !rule.has_session &&
-                         group >= 1 && n == group + 1 &&
-                         rule.leading_key_max[pattern_index] != 0;
-    // A pattern whose key follows a fixed introducer (CompiledRule::SplitKey), the only
-    // capture needed (a pid session needs none): the head's DFA and the tail's capture, unless
-    // the split is ambiguous.
-    const bool split = !every && !leading && rule.conditions.empty() &&
-                       (!rule.has_session || rule.session_by_pid) && group >= 1 &&
-                       n == group + 1 && rule.key_split[pattern_index] != nullptr;
+    // Found by Prematch: its captures, at the same offsets of the same text.
+    const bool found = pre != nullptr && pre->state == PrematchedCandidate::State::kMatched;
     size_t start = 0;
     auto next_match = [&]() {
-      if (split && start == 0) {
-        absl::string_view split_key;
-        const int found = rule.SplitKey(pattern_index, text, proven, &split_key);
-        if (found == 0 && !proven) return false;
-        if (found == 1) {
-          groups[0] = Piece(text);  // not read: such a rule stops at its first match
-          groups[group] = Piece(split_key);
+      if (start == 0) {
+        if (found) {
+          for (int i = 0; i < n; ++i) {
+            const auto& [offset, size] = prematched->buffer->groups[pre->groups + i];
+            groups[i] = offset == PrematchBuffer::kUnset
+                            ? re2::StringPiece()
+                            : re2::StringPiece(text.data() + offset, size);
+          }
           return true;
         }
-        // Ambiguous (or a Set's hit the split did not find, which cannot happen): RE2 decides.
-      }
-      if (leading) {
-        absl::string_view led;
-        if (start != 0 ||
-            (!proven &&
-             !re.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) ||
-            !rule.LeadingKey(pattern_index, text, &led)) {
-          return false;
-        }
-        groups[0] = Piece(text);  // not read: such a rule stops at its first match
-        groups[group] = Piece(led);
-        return true;
+        if (!every) return FirstMatch(rule, pattern_index, proven, text, groups.data());
       }
       return start <= text.size() &&
-             re.Match(Piece(text), start, text.size(), RE2::UNANCHORED,
-                      groups.data(), n);
+             re.Match(Piece(text), start, text.size(), RE2::UNANCHORED, groups.data(), n);
     };
     while (next_match()) {
       // A session rule's pattern may have no key group, or leave it out of this match.
@@ -529,7 +556,9 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
         }
         if (proceed) {
           last_rule = rule_index;
-          if (fn(rule_index, key)) NoteCounted(rule, pattern_index, line, key, time, stream);
+          if (fn(rule_index, key, found ? pre : nullptr)) {
+            NoteCounted(rule, pattern_index, line, key, time, stream);
+          }
         }
         // Rebuilt: NoteCounted may have reused the scratch id for the line's pid.
         if (in_session && rule.proto.session().ends() &&
@@ -551,19 +580,21 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
 template <typename Fn>
 void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn,
                        absl::Time time) {
-  Candidates(format, line, time, /*stream=*/0, [&](int rule_index, absl::string_view captured) {
-    const CompiledRule& rule = *rules_->rules()[rule_index];
-    absl::string_view text;
-    RuleText(rule, line, &text);
-    for (const auto& ignore : rule.ignores) {
-      if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) return false;
-    }
-    absl::string_view key;
-    bool allowlisted = false;
-    if (!NormaliseKey(rule, captured, &key, &allowlisted)) return false;
-    fn(rule, key);
-    return true;
-  });
+  Candidates(format, line, time, /*stream=*/0,
+             [&](int rule_index, absl::string_view captured, const PrematchedCandidate*) {
+               const CompiledRule& rule = *rules_->rules()[rule_index];
+               absl::string_view text;
+               RuleText(rule, line, &text);
+               for (const auto& ignore : rule.ignores) {
+                 if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0))
+                   return false;
+               }
+               absl::string_view key;
+               bool allowlisted = false;
+               if (!NormaliseKey(rule, captured, &key, &allowlisted)) return false;
+               fn(rule, key);
+               return true;
+             });
 }
 
 }  // namespace palisade

@@ -294,9 +294,7 @@ class ProtoBatch {
   const google::protobuf::Timestamp* event_time(int i) const {
     return b_.records(i).has_event_time() ? &b_.records(i).event_time() : nullptr;
   }
-  bool prematched(int, const RuleSet*, absl::Span<const std::pair<int, int>>*) const {
-    return false;
-  }
+  bool prematched(int, const RuleSet*, PrematchedLine*) const { return false; }
   const ParsedLine* preparsed(int) const { return nullptr; }
 
  private:
@@ -314,15 +312,16 @@ class ViewBatch {
   absl::string_view line(int i) const { return b_.lines[i]; }
   const google::protobuf::Timestamp* event_time(int) const { return nullptr; }
   // Line i's candidates, when Prematch found them with `rules` (the rules in use).
-  bool prematched(int i, const RuleSet* rules, absl::Span<const std::pair<int, int>>* out) const {
+  bool prematched(int i, const RuleSet* rules, PrematchedLine* out) const {
     if (b_.prematched_with == nullptr || b_.prematched_with != rules ||
         static_cast<size_t>(i) >= b_.spans.size() ||
         b_.spans[i].first == LineBatch::kNotPrematched || b_.spans[i].first > b_.spans[i].second ||
-        b_.spans[i].second > b_.candidates.size()) {
+        b_.spans[i].second > b_.prematch.candidates.size()) {
       return false;
     }
-    *out = absl::MakeConstSpan(b_.candidates.data() + b_.spans[i].first,
-                               b_.spans[i].second - b_.spans[i].first);
+    out->candidates = absl::MakeConstSpan(b_.prematch.candidates.data() + b_.spans[i].first,
+                                          b_.spans[i].second - b_.spans[i].first);
+    out->buffer = &b_.prematch;
     return true;
   }
   // Line i as Prematch parsed it, when it kept it (read only with prematched()'s candidates).
@@ -371,7 +370,7 @@ absl::StatusOr<BatchAck> Pipeline::ProcessLines(const LineBatch& batch) {
 }
 
 void Pipeline::Prematch(LineBatch* batch) const {
-  batch->candidates.clear();
+  batch->prematch.Clear();
   batch->spans.assign(batch->lines.size(), {LineBatch::kNotPrematched, 0});
   batch->parsed.resize(batch->lines.size());
   batch->parsed_kept.assign(batch->lines.size(), false);
@@ -403,9 +402,9 @@ void Pipeline::Prematch(LineBatch* batch) const {
       reference = *parsed.time;
       rule = YearRule::kNearest;
     }
-    const uint32_t begin = static_cast<uint32_t>(batch->candidates.size());
-    engine_.Prematch(batch->format, parsed, &batch->candidates);
-    batch->spans[i] = {begin, static_cast<uint32_t>(batch->candidates.size())};
+    const uint32_t begin = static_cast<uint32_t>(batch->prematch.candidates.size());
+    engine_.Prematch(batch->format, parsed, &batch->prematch);
+    batch->spans[i] = {begin, static_cast<uint32_t>(batch->prematch.candidates.size())};
     // Kept when its views are into the batch's own line (not a copy with its NULs replaced).
     batch->parsed_kept[i] = keep && line.data() == batch->lines[i].data();
   }
@@ -521,7 +520,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     }
     const RuleSet* rules_in_use = engine_.rules().get();
     const int records = batch.size();
-    absl::Span<const std::pair<int, int>> prematched;
+    PrematchedLine prematched;
     for (int record = 0; record < records; ++record) {
       bool truncated, sanitize;
       absl::string_view line = PrepareLine(batch.line(record), &sanitized, &truncated, &sanitize);
@@ -577,7 +576,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       }
       if (line_by_line && when > latest) options_.advance_clock(when);
       latest = std::max(latest, when);
-      const absl::Span<const std::pair<int, int>>* candidates =
+      const PrematchedLine* candidates =
           batch.prematched(record, rules_in_use, &prematched) ? &prematched : nullptr;
       LineResult r;
       if (options_.route_match) {

@@ -110,10 +110,10 @@ struct LineBatch {
   uint64_t sequence = 0;
   std::vector<absl::string_view> lines;
   // Filled by Pipeline::Prematch: line i's candidates are
-  // candidates[spans[i].first, spans[i].second); first == kNotPrematched when the line was not
-  // (it did not parse there), and ProcessLines then matches it itself.
+  // prematch.candidates[spans[i].first, spans[i].second); first == kNotPrematched when the line
+  // was not (it did not parse there), and ProcessLines then matches it itself.
   static constexpr uint32_t kNotPrematched = UINT32_MAX;
-  std::vector<std::pair<int, int>> candidates;
+  PrematchBuffer prematch;
   std::vector<std::pair<uint32_t, uint32_t>> spans;
   // Also filled by Prematch: line i as parsed there, when parsed_kept[i] (its views point into
   // lines[i]: not a line whose NULs were replaced, nor a JSON record). ProcessLines uses it
@@ -125,7 +125,7 @@ struct LineBatch {
   // Empties it, keeping the vectors' capacity.
   void Clear() {
     lines.clear();
-    candidates.clear();
+    prematch.Clear();
     spans.clear();
     parsed.clear();
     parsed_kept.clear();
