@@ -22,7 +22,9 @@
 //     one-character back-reference such as `(?P=_sep)` becomes its class), or else the usual
 //     shapes. A syslog filter without sessions also gets a `-raw` twin rule in
 //     LOG_FORMAT_RAW: fail2ban's `__prefix_line` is optional throughout, so the same regexes read
-//     the daemon's own log file (asterisk, freeswitch, ...) after the leading date;
+//     the daemon's own log file (asterisk, freeswitch, ...) after the leading date and, when
+//     `_daemon` is a name or an alternation of names, an optional tag (`nsd[7745]: `);
+//     a prefregex whose content ends in `.*` / `.+` lets the failregex stop before the end;
 //   - `<HOST>`, `<ADDR>`, `<IP4>`, `<IP6>` become the named group `ip` (one per regex);
 //     `<F-USER>...</F-USER>` (and any `<F-NAME>`) a named group `name` (lower case);
 //   - sessions (fail2ban's multi-line `<F-MLFID>`): a filter whose prefregex wraps the syslog
@@ -46,7 +48,8 @@
 //     session, and one whose address a client could choose (services/engine/rule_set.h,
 //     AnalyzeKeyPlacement: address keys cannot opt out, so the regex is refused, not waved
 //     through);
-//   - rewritten, when RE2 has an equivalent: `\Z` → `\z`, `{,n}` → `{0,n}`; a named
+//   - rewritten, when RE2 has an equivalent: `\Z` → `\z`, `{,n}` → `{0,n}`, a leading `^.*\n`
+//     (the line before, maxlines 2) → `^` (lines are matched one at a time); a named
 //     back-reference `(?P=name)` → the pattern of its group (looser: not the same text;
 //     sendmail-reject's `(?P=email)`, openwebmail's `(?P=USER)`, stunnel's `(?P=CODE)`);
 //     `(?:\w+ (?!W\b)){m,n}\w+ W` → `(?:\w+ ){m,n}\w+ W` (sshd's __alg_match: the guard only
