@@ -566,7 +566,7 @@ constexpr char kDateShapes[] =
     "|\\d{2}-\\w{3}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?:\\.\\d{3})?"
     "|\\d{2}-\\d{2}-\\d{4} \\d{2}:\\d{2}:\\d{2}(?: [+-]\\d{4})?"
     "|\\w{3} \\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2} \\d{4}"
-    "|\\w{3} [ \\d]\\d \\d{2}:\\d{2}:\\d{2})";
+    "|\\w{3} [ \\d]?\\d \\d{2}:\\d{2}:\\d{2})";  // also "Feb 1" (proftpd)
 // What fail2ban cut out between brackets where a failregex writes `\[\]` (the access-log date
 // "[18/Nov/2018:21:34:34 +0000]" and its kin), in fixed-width pieces.
 constexpr char kBracketDateShapes[] =
@@ -2060,11 +2060,38 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
                                                                      : daemon,
                            "(?:\\[\\d\\d?\\d?\\d?\\d?\\d?\\d?\\])?: )?")
             : leading_date;
+    // The syslog line as the file holds it, host and a tag without its colon included
+    // ("Jun 09 07:30:58 host proftpd[11864] host (name[ADDR]): ...", which the syslog parser
+    // does not split): tried first, kept only where the loader's check still passes (the host
+    // is a field before the key: a regex then needs its pinned end).
+    const std::string twin_lead_host =
+        twin_lead == leading_date
+            ? leading_date
+            : absl::StrCat(leading_date, "(?:[\\w.-]+ ",
+                           RE2::FullMatch(daemon, "[A-Za-z0-9_.-]+") ? RE2::QuoteMeta(daemon)
+                                                                     : daemon,
+                           "\\[\\d\\d?\\d?\\d?\\d?\\d?\\d?\\] )?");
     int twins = 0, twins_refused = 0;
     for (const ValueLine& l : fails) {
       std::vector<std::string> own_ignores;
       Converted c =
           convert_fail(l, palisade::v1::LOG_FORMAT_RAW, false, &own_ignores, twin_lead);
+      if (twin_lead_host != twin_lead && c.report.outcome != RegexOutcome::kRefused) {
+        std::vector<std::string> host_ignores;
+        Converted h =
+            convert_fail(l, palisade::v1::LOG_FORMAT_RAW, false, &host_ignores, twin_lead_host);
+        if (h.report.outcome != RegexOutcome::kRefused) {
+          // Both forms: the host one only adds the colon-less syslog lines.
+          auto [hit, hinserted] = rules.try_emplace(raw_id);
+          if (hinserted) {
+            order.push_back(raw_id);
+            hit->second.set_id(raw_id);
+            rule_format[raw_id] = palisade::v1::LOG_FORMAT_RAW;
+          }
+          hit->second.add_patterns(h.report.converted);
+          for (const std::string& i : host_ignores) hit->second.add_ignore_patterns(i);
+        }
+      }
       if (c.report.outcome == RegexOutcome::kRefused || c.role.note_only) {
         ++twins_refused;
         continue;

@@ -1207,6 +1207,18 @@ TEST(Fail2banImportTest, ServerFactsForProftpdKeyTheSessionPrefix) {
         "x[198.51.100.7][203.0.113.155]): SECURITY VIOLATION: root login attempted."}) {
     EXPECT_EQ(m.Keys(absl::StrCat(head, rest)).count("198.51.100.7"), 0u) << rest;
   }
+  // A syslog line whose tag has no colon is not split by the syslog parser: the -raw twin reads
+  // it whole, host and tag included (and the unpadded day).
+  Matcher raw(*imported, palisade::v1::LOG_FORMAT_RAW);
+  EXPECT_EQ(raw.Keys("Feb 1 00:00:00 myhost proftpd[12345] myhost.example.com (a.example.com"
+                     "[203.0.113.156]): USER u: no such user found from a.example.com "
+                     "[203.0.113.156] to 192.0.2.1:21 "),
+            std::set<std::string>{"203.0.113.156"});
+  EXPECT_EQ(raw.Keys("Jun 14 00:09:59 h proftpd[17839] h (x[203.0.113.157]): USER h proftpd[1] h "
+                     "(y[198.51.100.7]): no such user found from x [203.0.113.157] to "
+                     "192.0.2.1:21")
+                .count("198.51.100.7"),
+            0u);
 }
 
 // vsftpd's own reason after the client, horde's mailbox flags, monit's bracketed client: a

@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 
-#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/ascii.h"
@@ -74,13 +73,8 @@ bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_v
     if (close == absl::string_view::npos) return false;
     *pid = text.substr(i + 1, close - i - 1);
     i = close + 1;
-    // "proftpd[12345] message": a numeric pid and a blank, no colon (fail2ban's __prefix_line
-    // allows it; proftpd's own syslog lines in its test logs have it).
-    if (i < text.size() && text[i] == ' ' && !pid->empty() &&
-        std::all_of(pid->begin(), pid->end(), [](char c) { return absl::ascii_isdigit(c); })) {
-      *message = text.substr(i + 1);
-      return true;
-    }
+    // No colon after the pid ("proftpd[12345] message", which fail2ban's __prefix_line allows):
+    // no tag; the message is the whole body (rules/proftpd.textproto reads such lines whole).
   }
   if (i >= text.size() || text[i] != ':') return false;
   ++i;

@@ -57,9 +57,10 @@ TEST(Syslog3164Test, ALineWithoutAHostStartsWithItsTag) {
   EXPECT_EQ(out.message, "Connection closed");
 }
 
-// fail2ban's common.conf reads a tag in brackets ("[sshd]: ", "[sshd] ") and a pid with no
-// colon after it ("proftpd[12345] "), as some loggers write them; its test logs hold both.
-TEST(Syslog3164Test, BracketedTagsAndAPidWithoutAColon) {
+// fail2ban's common.conf reads a tag in brackets ("[sshd]: ", "[sshd] "), as some loggers write
+// it; its test logs hold both. A pid with no colon after it ("proftpd[12345] ") is no tag: the
+// message is the whole body (rules/proftpd.textproto's file rule reads such lines whole).
+TEST(Syslog3164Test, BracketedTagsButNoPidWithoutAColon) {
   LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
   ParsedLine out;
   for (const char* line : {"Mar  3 00:17:22 [sshd]: User root from 203.0.113.7 not allowed",
@@ -75,9 +76,9 @@ TEST(Syslog3164Test, BracketedTagsAndAPidWithoutAColon) {
                       At("2026-12-01T00:00:00Z"), &out),
               IsOk());
   EXPECT_EQ(out.host, "myhost");
-  EXPECT_EQ(out.program, "proftpd");
-  EXPECT_EQ(out.pid, "12345");
-  EXPECT_EQ(out.message, "myhost.example.com (x[203.0.113.7]): USER u: no such user found");
+  EXPECT_EQ(out.program, "");
+  EXPECT_EQ(out.message,
+            "proftpd[12345] myhost.example.com (x[203.0.113.7]): USER u: no such user found");
   // Not tags: a bracket holding a blank or starting with a digit, a pid that is not a number
   // without its colon; the message is the whole body then.
   for (const char* body : {"[ID 800047 auth.info] x", "[12345.678] x", "prog[a1] x"}) {
