@@ -63,13 +63,13 @@ const absl::Time kTestNow = absl::FromUnixSeconds(1124013600);
 // look-ahead; two-digit fractions of seconds; nginx's error-line tails; dovecot without lip;
 // auditd's time stamp): 736/857 = 85.9 %, 1 of 159.
 // Fourth round (reviewed facts for asterisk, roundcube, proftpd, vsftpd, horde, monit, postfix's
-// helo literal, pam-generic, kerio, domino, ejabberd; the syslog parser reads "[sshd]: ", a
+// helo literal, pam-generic, kerio, domino, ejabberd, haproxy; the syslog parser reads "[sshd]: ", a
 // year after the day and blanks where the host would be; the -raw twin takes the daemon's tag,
 // and the host with a colon-less tag; more date shapes; a prefregex content ending in `.*`):
-// 804/857 = 93.8 %, 1 of 159.
+// 806/857 = 94.0 %, 1 of 159.
 // The recall target (95 %) is not reached; docs/COVERAGE.md says where the gap is.
 constexpr int kMinConverted = 84;
-constexpr int kMinRecallPermille = 938;
+constexpr int kMinRecallPermille = 940;
 constexpr int kMaxFalsePositivePermille = 10;
 
 // How many missed lines (and false positives) per filter the log shows: 3, or every one with

@@ -276,6 +276,11 @@ constexpr ServerFact kServerFacts[] = {
     {"ejabberd-auth", "from (?:IP )?(?:::FFFF:)?<HOST>(?:: |$)",
      "from (?:IP )?<HOST>(?:: Invalid username or password)?$",
      "ejabberd ends the failed login with ': Invalid username or password'"},
+    // haproxy's HTTP log line starts with "%ci:%cp", the client's address and port (log.c,
+    // the default httplog format): with the port required, an IPv6 key stops before it
+    // ("2001:db8::1234:58430" is 2001:db8::1234, port 58430; optional, the key took it whole).
+    {"haproxy-http-auth", "<HOST>(?::\\d+)?\\s+.*<NOSRV>", "<HOST>:\\d+\\s+.*<NOSRV>",
+     "haproxy writes the client as 'ADDR:PORT' at the start of the line"},
 };
 
 // Applies the kServerFacts of `filter` to a failregex line.

@@ -1317,6 +1317,24 @@ TEST(Fail2banImportTest, ServerFactsForEjabberdEndTheLine) {
   }
 }
 
+// haproxy starts its line with the client's "ADDR:PORT": an IPv6 key stops before the port, and a
+// request holding another address never keys it.
+TEST(Fail2banImportTest, ServerFactsForHaproxySplitThePort) {
+  std::optional<Fail2banImport> imported = ImportFact("haproxy-http-auth");
+  ASSERT_TRUE(imported.has_value());
+  Matcher m(*imported);
+  const std::string head = "Nov 14 22:45:11 test haproxy[760]: ";
+  const std::string tail = " [14/Nov/2015:22:45:11.608] main main/<NOSRV> -1/-1/-1/-1/0 401 248 "
+                           "- - PR-- 0/0/0/0/0 0/0 \"GET / HTTP/1.1\"";
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "2001:db8::1234:58430", tail)),
+            std::set<std::string>{"2001:db8::1234"});
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "203.0.113.190:58430", tail)),
+            std::set<std::string>{"203.0.113.190"});
+  EXPECT_EQ(m.Keys(absl::StrCat(head, "203.0.113.191:1", tail, " 198.51.100.7:2", tail))
+                .count("198.51.100.7"),
+            0u);
+}
+
 TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
   auto broken = ImportFail2banFilter(absl::StrCat(kTestdata, "broken.conf"));
   EXPECT_EQ(broken.status().code(), absl::StatusCode::kInvalidArgument);
