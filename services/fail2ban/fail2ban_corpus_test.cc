@@ -66,10 +66,10 @@ const absl::Time kTestNow = absl::FromUnixSeconds(1124013600);
 // helo literal, pam-generic, kerio, domino, ejabberd, haproxy; the syslog parser reads "[sshd]: ", a
 // year after the day and blanks where the host would be; the -raw twin takes the daemon's tag,
 // and the host with a colon-less tag; more date shapes; a prefregex content ending in `.*`):
-// 806/857 = 94.0 %, 1 of 159.
+// 807/857 = 94.2 %, 1 of 159.
 // The recall target (95 %) is not reached; docs/COVERAGE.md says where the gap is.
 constexpr int kMinConverted = 84;
-constexpr int kMinRecallPermille = 940;
+constexpr int kMinRecallPermille = 941;
 constexpr int kMaxFalsePositivePermille = 10;
 
 // How many missed lines (and false positives) per filter the log shows: 3, or every one with

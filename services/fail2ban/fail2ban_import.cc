@@ -194,6 +194,13 @@ constexpr ServerFact kServerFacts[] = {
      "^Call from '[^']*' \\(<HOST>:\\d+\\) to extension '[^']*' rejected because extension "
      "not found in context '[^']*'\\.",
      "chan_sip ends the rejected call with \" in context 'CONTEXT'.\""},
+    // chan_sip.c: "Rejecting unknown SIP connection from %s" with ast_sockaddr_stringify's
+    // "ADDR:PORT", an IPv6 one in brackets. The line ends there (the quotes are the logger's):
+    // after the key only a port of at most five digits, in fixed-width pieces (the optional
+    // bracket before the key leaves the check no introducer, so no repetition may follow it).
+    {"asterisk", "^\"Rejecting unknown SIP connection from <HOST>(?::\\d+)?\"$",
+     "^\"Rejecting unknown SIP connection from \\[?<HOST>\\]?(?::\\d\\d?\\d?\\d?\\d?)?\"$",
+     "chan_sip ends 'Rejecting unknown SIP connection from ADDR:PORT' there, IPv6 in brackets"},
     // roundcube (rcmail.php, login failure): "Login failed for USER from ADDR. REPLY in FILE on
     // line N (METHOD URI)", ADDR followed by "(X-Real-IP: A,X-Forwarded-For: B)" behind a
     // proxy. USER is the client's and runs to the last " from "; after the key: the proxy

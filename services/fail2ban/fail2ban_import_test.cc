@@ -1136,6 +1136,14 @@ TEST(Fail2banImportTest, ServerFactsForAsteriskReadItsFieldsInOrder) {
                         "ReceivedChallenge=\"41d26de5\",ReceivedHash=\"\",", forged, "\"")}) {
     EXPECT_EQ(m.Keys(absl::StrCat(head, fields)).count("198.51.100.7"), 0u) << fields;
   }
+  const std::string reject = "[2013-11-11 14:33:38] WARNING[12124][C-00000001] Ext. s: "
+                             "\"Rejecting unknown SIP connection from ";
+  EXPECT_EQ(m.Keys(absl::StrCat(reject, "[2001:db8::20]:5060\"")),
+            std::set<std::string>{"2001:db8::20"});
+  EXPECT_EQ(m.Keys(absl::StrCat(reject, "203.0.113.137:5060\"")),
+            std::set<std::string>{"203.0.113.137"});
+  EXPECT_TRUE(m.Keys(absl::StrCat(reject, "203.0.113.138:5060\" from [198.51.100.7]:5060\""))
+                  .empty());
   const std::string call = "[2016-01-28 10:22:27] NOTICE[3477][C-000003bb] chan_sip.c: Call from '";
   EXPECT_EQ(m.Keys(absl::StrCat(call, "' (203.0.113.134:10836) to extension '0972' rejected "
                                       "because extension not found in context 'default'.")),
