@@ -42,6 +42,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
@@ -1277,6 +1278,10 @@ int Usage() {
 }  // namespace palisade
 
 int main(int argc, char** argv) {
+  // Abseil's deadlock detector (on in Debian's build of Abseil) costs several hundred
+  // instructions per lock and unlock, on every line's path (the clock, the decision table). It
+  // is a debugging aid: the tests keep it on, the binaries turn it off.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::SetProgramUsageMessage(
       "palisadectl COMMAND [flags]\n"
       "  ship FILE... [--format F] [--source S] [--retime]\n"

@@ -21,6 +21,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -1052,6 +1053,10 @@ int Run() {
 }  // namespace palisade
 
 int main(int argc, char** argv) {
+  // Abseil's deadlock detector (on in Debian's build of Abseil) costs several hundred
+  // instructions per lock and unlock, on every line's path (the clock, the decision table). It
+  // is a debugging aid: the tests keep it on, the binaries turn it off.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // Block the signals before any thread starts, so they all inherit the mask.
   sigset_t signals;
   sigemptyset(&signals);
