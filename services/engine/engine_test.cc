@@ -436,23 +436,27 @@ TEST_F(EngineTest, TokensInOtherRulesEvidenceAreRedacted) {
   EXPECT_TRUE(ssh[0]->secret.empty());
 }
 
+// One raw sshd rule keyed by the address, no token rule; and 40 bytes of [A-Za-z0-9_-], a
+// token's shortest shape.
+constexpr absl::string_view kSshOnly = R"pb(
+  rules {
+    id: "ssh-fail"
+    formats: LOG_FORMAT_RAW
+    patterns: "^Failed password for (?P<user>.*?) from (?P<ip>[0-9.]+) port \\d+ ssh2$"
+    threshold { count: 1 }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 60 }
+    }
+  }
+)pb";
+constexpr absl::string_view kFortyTokenBytes = "Ab0_-Cd1Ef2Gh3Ij4Kl5Mn6Op7Qr8St9Uv0Wx1Yz";
+
 // No token rule loaded: the token shapes (fingerprint.h) still leave every evidence line, at
 // their shortest (exactly 40 bytes) and in each form.
 TEST_F(EngineTest, TokenShapesAreRedactedWhenNoTokenRuleCounted) {
-  constexpr absl::string_view kSshOnly = R"pb(
-    rules {
-      id: "ssh-fail"
-      formats: LOG_FORMAT_RAW
-      patterns: "^Failed password for (?P<user>.*?) from (?P<ip>[0-9.]+) port \\d+ ssh2$"
-      threshold { count: 1 }
-      decision {
-        action: ACTION_BLOCK
-        duration { seconds: 60 }
-      }
-    }
-  )pb";
   Engine engine(Rules(kSshOnly), EngineOptions());
-  const std::string forty = "Ab0_-Cd1Ef2Gh3Ij4Kl5Mn6Op7Qr8St9Uv0Wx1Yz";  // 40 of [A-Za-z0-9_-]
+  const std::string forty(kFortyTokenBytes);
   ASSERT_EQ(forty.size(), 40u);
   const std::string alnum = "Ab0Cd1Ef2Gh3Ij4Kl5Mn6Op7Qr8St9Uv0Wx1Yz23";  // 40 alphanumerics
   ASSERT_EQ(alnum.size(), 40u);
@@ -477,20 +481,8 @@ TEST_F(EngineTest, TokenShapesAreRedactedWhenNoTokenRuleCounted) {
 // The token-shape gate looks at one byte in 40 first: a shape is found wherever it starts,
 // and a run of 39 token bytes is not taken for one.
 TEST_F(EngineTest, TokenShapesAreRedactedAtEveryOffset) {
-  constexpr absl::string_view kSshOnly = R"pb(
-    rules {
-      id: "ssh-fail"
-      formats: LOG_FORMAT_RAW
-      patterns: "^Failed password for (?P<user>.*?) from (?P<ip>[0-9.]+) port \\d+ ssh2$"
-      threshold { count: 1 }
-      decision {
-        action: ACTION_BLOCK
-        duration { seconds: 60 }
-      }
-    }
-  )pb";
   Engine engine(Rules(kSshOnly), EngineOptions());
-  const std::string forty = "Ab0_-Cd1Ef2Gh3Ij4Kl5Mn6Op7Qr8St9Uv0Wx1Yz";  // 40 of [A-Za-z0-9_-]
+  const std::string forty(kFortyTokenBytes);
   ASSERT_EQ(forty.size(), 40u);
   for (size_t pad = 0; pad < 90; ++pad) {
     // Token bytes before the shape too (`pad` of them, after a space): the run is longer.
