@@ -82,9 +82,9 @@ TEST(Syslog3164Test, BracketedTagsButNoPidWithoutAColon) {
   // Not tags: a bracket holding a blank or starting with a digit, a pid that is not a number
   // without its colon; the message is the whole body then.
   for (const char* body : {"[ID 800047 auth.info] x", "[12345.678] x", "prog[a1] x"}) {
-    ASSERT_THAT(p.Parse(absl::StrCat("Jan 10 00:00:00 h ", body), At("2026-12-01T00:00:00Z"),
-                        &out),
-                IsOk());
+    // The parsed line's views point into the line: it must outlive `out`'s reads.
+    const std::string line = absl::StrCat("Jan 10 00:00:00 h ", body);
+    ASSERT_THAT(p.Parse(line, At("2026-12-01T00:00:00Z"), &out), IsOk());
     EXPECT_EQ(out.program, "") << body;
     EXPECT_EQ(out.message, body);
   }
