@@ -2083,6 +2083,17 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
                            RE2::FullMatch(daemon, "[A-Za-z0-9_.-]+") ? RE2::QuoteMeta(daemon)
                                                                      : daemon,
                            "\\[\\d\\d?\\d?\\d?\\d?\\d?\\d?\\] )?");
+    // Adds a converted failregex (and its ignore patterns) to the -raw twin rule, made first.
+    auto add_to_twin = [&](const Converted& converted, const std::vector<std::string>& ignores) {
+      auto [it, inserted] = rules.try_emplace(raw_id);
+      if (inserted) {
+        order.push_back(raw_id);
+        it->second.set_id(raw_id);
+        rule_format[raw_id] = palisade::v1::LOG_FORMAT_RAW;
+      }
+      it->second.add_patterns(converted.report.converted);
+      for (const std::string& i : ignores) it->second.add_ignore_patterns(i);
+    };
     int twins = 0, twins_refused = 0;
     for (const ValueLine& l : fails) {
       std::vector<std::string> own_ignores;
@@ -2092,30 +2103,14 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
         std::vector<std::string> host_ignores;
         Converted h =
             convert_fail(l, palisade::v1::LOG_FORMAT_RAW, false, &host_ignores, twin_lead_host);
-        if (h.report.outcome != RegexOutcome::kRefused) {
-          // Both forms: the host one only adds the colon-less syslog lines.
-          auto [hit, hinserted] = rules.try_emplace(raw_id);
-          if (hinserted) {
-            order.push_back(raw_id);
-            hit->second.set_id(raw_id);
-            rule_format[raw_id] = palisade::v1::LOG_FORMAT_RAW;
-          }
-          hit->second.add_patterns(h.report.converted);
-          for (const std::string& i : host_ignores) hit->second.add_ignore_patterns(i);
-        }
+        // Both forms: the host one only adds the colon-less syslog lines.
+        if (h.report.outcome != RegexOutcome::kRefused) add_to_twin(h, host_ignores);
       }
       if (c.report.outcome == RegexOutcome::kRefused || c.role.note_only) {
         ++twins_refused;
         continue;
       }
-      auto [it, inserted] = rules.try_emplace(raw_id);
-      if (inserted) {
-        order.push_back(raw_id);
-        it->second.set_id(raw_id);
-        rule_format[raw_id] = palisade::v1::LOG_FORMAT_RAW;
-      }
-      it->second.add_patterns(c.report.converted);
-      for (const std::string& i : own_ignores) it->second.add_ignore_patterns(i);
+      add_to_twin(c, own_ignores);
       ++twins;
     }
     for (const ValueLine& l : ignores) {
