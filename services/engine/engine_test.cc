@@ -69,6 +69,15 @@ class EngineTest : public ::testing::Test {
   std::string Fail(absl::string_view ip) {
     return absl::StrCat("Failed password for root from ", ip, " port 22 ssh2");
   }
+  // The evidence of the one detection `engine` raises on the raw line `raw` (empty when it
+  // raises none, or more than one).
+  std::vector<std::string> EvidenceOfRaw(Engine& engine, const std::string& raw) {
+    ParsedLine line;
+    line.message = raw;
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
+    return out.size() == 1 ? out[0].evidence : std::vector<std::string>{};
+  }
 
   Engine engine_;
   LineResult last_;
@@ -466,15 +475,11 @@ TEST_F(EngineTest, TokenShapesAreRedactedWhenNoTokenRuleCounted) {
         absl::StrCat("x?cf_token=", forty), absl::StrCat("cf_api_token=", forty)}) {
     const std::string raw =
         absl::StrCat("Failed password for ", secret, " from 203.0.113.", ++i, " port 22 ssh2");
-    ParsedLine line;
-    line.message = raw;
-    std::vector<Detection> out;
-    engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
-    ASSERT_THAT(out, SizeIs(1)) << raw;
-    ASSERT_THAT(out[0].evidence, SizeIs(1));
-    EXPECT_EQ(out[0].evidence[0].find(secret.substr(secret.size() - 40)), std::string::npos)
-        << out[0].evidence[0];
-    EXPECT_NE(out[0].evidence[0].find("[token sha256:"), std::string::npos) << raw;
+    const std::vector<std::string> evidence = EvidenceOfRaw(engine, raw);
+    ASSERT_THAT(evidence, SizeIs(1)) << raw;
+    EXPECT_EQ(evidence[0].find(secret.substr(secret.size() - 40)), std::string::npos)
+        << evidence[0];
+    EXPECT_NE(evidence[0].find("[token sha256:"), std::string::npos) << raw;
   }
 }
 
@@ -490,23 +495,14 @@ TEST_F(EngineTest, TokenShapesAreRedactedAtEveryOffset) {
       const std::string raw = absl::StrCat("Failed password for ", before,
                                            " Authorization: Bearer ", forty, " from 203.0.113.9",
                                            " port 22 ssh2");
-      ParsedLine line;
-      line.message = raw;
-      std::vector<Detection> out;
-      engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
-      ASSERT_THAT(out, SizeIs(1)) << raw;
-      ASSERT_THAT(out[0].evidence, SizeIs(1));
-      EXPECT_EQ(out[0].evidence[0].find(forty), std::string::npos) << out[0].evidence[0];
+      const std::vector<std::string> evidence = EvidenceOfRaw(engine, raw);
+      ASSERT_THAT(evidence, SizeIs(1)) << raw;
+      EXPECT_EQ(evidence[0].find(forty), std::string::npos) << evidence[0];
     }
     // 39 token bytes in a row hold no shape: the line is kept as it is.
     const std::string raw = absl::StrCat("Failed password for ", std::string(pad, '.'), " ",
                                          forty.substr(1), " from 203.0.113.9 port 22 ssh2");
-    ParsedLine line;
-    line.message = raw;
-    std::vector<Detection> out;
-    engine.Process(LogFormat::LOG_FORMAT_RAW, line, raw, t0_, &out);
-    ASSERT_THAT(out, SizeIs(1)) << raw;
-    EXPECT_THAT(out[0].evidence, ElementsAre(raw));
+    EXPECT_THAT(EvidenceOfRaw(engine, raw), ElementsAre(raw));
   }
 }
 
