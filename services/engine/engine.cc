@@ -139,6 +139,7 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
   matches_per_rule_ = std::move(matches);
   windows_per_rule_ = std::move(windows);
   rule_count_ = n_rules;
+  ++rules_generation_;  // pending matches of the old rules are not counted (NoteInSession)
 }
 
 Engine::Shard& Engine::ShardFor(int rule_index, absl::string_view key) {
@@ -297,12 +298,72 @@ void Engine::NoteCounted(const CompiledRule& rule, int pattern_index, const Pars
       scratch.noted_name == rule.proto.key() && scratch.noted_key == key) {
     return;
   }
-  sessions_.Note(id, rule.proto.key(), key, /*failed=*/true, time, stream);
+  NoteInSession(id, rule.proto.key(), key, /*failed=*/true, time, stream);
   scratch.noted = true;
   scratch.noted_line = scratch.line;
   scratch.noted_id.assign(id);
   scratch.noted_name.assign(rule.proto.key());
   scratch.noted_key.assign(key.data(), key.size());
+}
+
+void Engine::NoteInSession(absl::string_view id, absl::string_view name, absl::string_view value,
+                           bool failed, absl::Time time, uint32_t stream) {
+  Scratch& scratch = ThreadScratch();
+  std::vector<PendingMatch>& back = scratch.released_raw;
+  back.clear();
+  sessions_.Note(id, name, value, failed, time, stream, &back);
+  for (PendingMatch& p : back) {
+    const uint32_t rule_index = static_cast<uint32_t>(p.tag);
+    // Kept under other rules (SetRules since): its index may now be another rule's.
+    if (static_cast<uint32_t>(p.tag >> 32) != rules_generation_ || rule_index >= rule_count_) {
+      continue;
+    }
+    const CompiledRule& rule = *rules_->rules()[rule_index];
+    absl::string_view key;
+    bool allowlisted = false;
+    if (!NormaliseKey(rule, value, &key, &allowlisted)) {
+      stats_.invalid_keys.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (allowlisted) {
+      stats_.ignored.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    scratch.released.push_back({static_cast<int>(rule_index), std::string(key),
+                                absl::FromUnixMillis(p.time_ms), std::move(p.evidence)});
+  }
+}
+
+void Engine::KeepPending(absl::string_view raw, absl::Time time, uint32_t stream) {
+  Scratch& scratch = ThreadScratch();
+  // The evidence as a window would keep it: tokens redacted (every token rule's find on the
+  // line, and the token shapes), cut to the session's share, the cut marked.
+  std::string evidence;
+  if (options_.max_evidence > 0) {
+    std::string redacted;
+    absl::string_view line = raw;
+    if ((!scratch.secrets.empty() || MayHoldTokenShape(raw)) &&
+        RedactTokenShapes(raw, &redacted, scratch.secrets)) {
+      line = redacted;
+    }
+    const size_t max = std::min<size_t>(evidence_line_bytes_,
+                                        sessions_.options().max_pending_evidence_bytes);
+    if (line.size() > max && max > kMarkerRoom) {
+      absl::string_view head = CutUtf8(line, max - kMarkerRoom);
+      evidence = absl::StrCat(head, " [", line.size() - head.size(), " bytes cut]");
+    } else {
+      evidence.assign(line.data(), std::min(line.size(), max));
+    }
+  }
+  for (const auto& [rule_index, id] : scratch.pend) {
+    PendingMatch m;
+    m.name = rules_->rules()[rule_index]->proto.key();
+    m.evidence = evidence;
+    m.time_ms = absl::ToUnixMillis(time);
+    m.tag = uint64_t{rules_generation_} << 32 | static_cast<uint32_t>(rule_index);
+    sessions_.AddPending(id, std::move(m), time, stream);
+  }
+  scratch.pend.clear();
 }
 
 void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
@@ -494,6 +555,7 @@ absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const Parsed
         return true;
       },
       prematched);
+  if (!scratch.pend.empty()) KeepPending(raw, time, stream);
   if (counted.empty()) return raw;
   // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
   // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in
@@ -528,6 +590,16 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
     const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
     Count(rule_index, scratch.keys[i], evidence, time, token ? captured : absl::string_view(),
           stream, out);
+  }
+  for (const Scratch::Released& r : scratch.released) {
+    ++result.matches;
+    EngineMatch& m = out->emplace_back();
+    m.rule = rules_->rules()[r.rule].get();
+    m.rule_id = m.rule->id();
+    m.key = r.key;
+    m.time = r.time;
+    m.evidence = r.evidence;
+    m.stream = stream;
   }
   FinishLine(&result);
   return result;
@@ -570,6 +642,13 @@ LineResult Engine::MatchLine(palisade::v1::LogFormat format, const ParsedLine& l
       }
       m.stream = stream;
     }
+  }
+  // Pending matches of earlier lines that this line's session note released (Rule.session.
+  // pending): each at its own time, with its own line.
+  for (const Scratch::Released& r : scratch.released) {
+    ++result.matches;
+    matches_per_rule_[r.rule].fetch_add(1, std::memory_order_relaxed);
+    Count(r.rule, r.key, r.evidence, r.time, absl::string_view(), stream, out);
   }
   FinishLine(&result);
   return result;

@@ -22,7 +22,9 @@
 // that wrote them, by the line's program and pid or by a capture (SessionTable). A `note_only`
 // rule only notes its key in the session; a rule whose pattern has no key group takes the key an
 // earlier line of the session noted; an `after_failure` rule counts only once the session
-// failed. Every counted match of a session rule notes its key and marks the session failed, and
+// failed; a `pending` rule's match whose session has no key yet waits in the session and counts,
+// at its own time, when a later line of the session notes the key (a `succeeded` note drops it).
+// Every counted match of a session rule notes its key and marks the session failed, and
 // when some rule goes by pid, so does every counted match on a line with a pid of a program such
 // a rule reads (a failed password names the address a later "Too many authentication failures"
 // line leaves out; RuleSet::NotesPidSession). Token rules never touch sessions (their key is a
@@ -357,6 +359,18 @@ class Engine {
     bool noted = false;
     uint64_t noted_line = 0;
     std::string noted_id, noted_name, noted_key;
+    // Rule.session.pending: this line's matches to keep pending (rule index, session id), kept
+    // once the line's evidence is known (KeepPending); and the pending matches of earlier lines
+    // that a note of this line released, counted after the line's own (Process, MatchLine).
+    std::vector<std::pair<int, std::string>> pend;
+    struct Released {
+      int rule;
+      std::string key;  // normalised
+      absl::Time time;  // the pending match's own
+      std::string evidence;
+    };
+    std::vector<Released> released;
+    std::vector<PendingMatch> released_raw;  // SessionTable::Note's, before the checks
   };
   static Scratch& ThreadScratch();
   static constexpr uint8_t kProbeStreak = 16;
@@ -406,6 +420,12 @@ class Engine {
   // After a counted match: notes its key in its session, marks the session failed.
   void NoteCounted(const CompiledRule& rule, int pattern_index, const ParsedLine& line,
                    absl::string_view key, absl::Time time, uint32_t stream);
+  // SessionTable::Note, and the pending matches it releases into ThreadScratch().released
+  // (those of the current rules whose key normalises and is not allowlisted).
+  void NoteInSession(absl::string_view id, absl::string_view name, absl::string_view value,
+                     bool failed, absl::Time time, uint32_t stream);
+  // Keeps ThreadScratch().pend in their sessions, with `raw` (redacted, cut) as evidence.
+  void KeepPending(absl::string_view raw, absl::Time time, uint32_t stream);
 
   // The rule's conditions on the other captures of the last match (in the scratch groups).
   bool ConditionsHold(const CompiledRule& rule, int pattern_index) const;
@@ -437,6 +457,8 @@ class Engine {
   std::unique_ptr<std::atomic<int64_t>[]> windows_per_rule_;  // live windows, all shards
   absl::flat_hash_map<std::string, int> rule_index_;  // rule id -> index (CountMatch)
   size_t rule_count_ = 0;
+  // Ticks at each SetRules: a pending match (tagged with it) of earlier rules is not counted.
+  uint32_t rules_generation_ = 0;
   // A cut evidence line keeps at most this (its share of the ring, at least kMinEvidenceLine),
   // of which kMarkerRoom is left for " [N bytes cut]".
   static constexpr uint32_t kMinEvidenceLine = 64;
@@ -468,6 +490,8 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
   std::vector<std::pair<int, int>>& candidates = scratch.candidates;
   std::vector<re2::StringPiece>& groups = scratch.groups;
   candidates.clear();
+  scratch.pend.clear();
+  scratch.released.clear();
   ++scratch.line;
   // Prematch's candidates come sorted, each maybe with its first match found already.
   if (prematched == nullptr) {
@@ -532,9 +556,11 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
           const palisade::v1::Session& session = rule.proto.session();
           in_session = SessionId(rule, pattern_index, line, stream, &scratch.session_id);
           if (session.note_only()) {
+            // A success: what failed before it in the session was not an attack.
+            if (in_session && session.succeeded()) sessions_.DropPending(scratch.session_id);
             if (in_session && has_key) {
-              sessions_.Note(scratch.session_id, rule.proto.key(), key, /*failed=*/false, time,
-                             stream);
+              NoteInSession(scratch.session_id, rule.proto.key(), key, /*failed=*/false, time,
+                            stream);
               scratch.noted = false;
             }
             proceed = false;
@@ -543,6 +569,15 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
               if (in_session && sessions_.Get(scratch.session_id, rule.proto.key(), time,
                                               &scratch.session_value)) {
                 key = scratch.session_value;
+              } else if (in_session && session.pending() &&
+                         !(session.after_failure() &&
+                           !sessions_.Failed(scratch.session_id, time))) {
+                // Kept until a later line of the session names the key (KeepPending).
+                if (!(found ? pre->ignored : Ignored(rule, line))) {
+                  scratch.pend.emplace_back(rule_index, scratch.session_id);
+                }
+                last_rule = rule_index;
+                proceed = false;
               } else {
                 stats_.session_misses.fetch_add(1, std::memory_order_relaxed);
                 proceed = false;

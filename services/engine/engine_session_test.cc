@@ -299,5 +299,236 @@ TEST(SessionRuleSetTest, RefusesWhatCannotWork) {
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("token rule")));
 }
 
+
+// Rule.session.pending (fail2ban's "pending failure"): a failure of the connection seen before
+// any line named its address counts, at its own time, once a later line of the connection names
+// it; a success in between drops it.
+constexpr absl::string_view kPendingPack = R"pb(
+  rules {
+    id: "ssh-locked"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^User \\S+ not allowed because account is locked$"
+    session { pending: true }
+    threshold { count: 1 }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
+  }
+  rules {
+    id: "ssh-kex"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^kex_exchange_identification: Connection closed by remote host$"
+    session { pending: true }
+    threshold { count: 1 }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
+  }
+  rules {
+    id: "ssh-bye"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^Received disconnect from (?P<ip>[0-9a-fA-F:.]+) port \\d+:11: Bye Bye \\[preauth\\]$"
+    patterns: "^Disconnected from invalid user .* (?P<ip>[0-9a-fA-F:.]+) port \\d+ \\[preauth\\]$"
+    session { note_only: true ends: true }
+  }
+  rules {
+    id: "ssh-closed"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^Connection closed by (?P<ip>[0-9a-fA-F:.]+) port \\d+$"
+    session { note_only: true ends: true }
+  }
+  rules {
+    id: "ssh-accepted"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^Accepted password for \\S+ from (?P<ip>[0-9a-fA-F:.]+) port \\d+ ssh2$"
+    session { note_only: true succeeded: true }
+  }
+  rules {
+    id: "ssh-failed"
+    formats: LOG_FORMAT_SYSLOG
+    programs: "sshd"
+    patterns: "^Failed password for \\S+ from (?P<ip>[0-9a-fA-F:.]+) port \\d+ ssh2$"
+    threshold {
+      count: 100
+      window { seconds: 600 }
+    }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
+  }
+)pb";
+
+class PendingEngineTest : public ::testing::Test {
+ protected:
+  explicit PendingEngineTest(EngineOptions options = {})
+      : engine_(Rules(kPendingPack), options) {}
+
+  std::vector<Detection> Ssh(absl::string_view pid, absl::string_view message, int offset,
+                             uint32_t stream = 1) {
+    ParsedLine line;
+    line.message = message;
+    line.program = "sshd";
+    line.pid = pid;
+    std::vector<Detection> out;
+    engine_.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message, T(offset), &out, stream);
+    return out;
+  }
+  absl::Time T(int offset) const { return t0_ + absl::Seconds(offset); }
+
+  absl::Time t0_ = absl::FromUnixSeconds(1'767'225'600);
+  Engine engine_;
+};
+
+TEST_F(PendingEngineTest, InterleavedPendingFailuresCountWhenTheirSessionNamesTheAddress) {
+  // 3,000 connections over two hosts (streams) reusing the same pids, their lines shuffled
+  // together (each connection's in order): a locked account then the disconnect that names the
+  // address (counted, at the locked line's time); a kex failure then "Connection closed by"
+  // (counted); a locked account then a success (dropped, never counted).
+  struct Conn {
+    std::string pid, ip;
+    uint32_t stream;
+    int kind;
+    int step = 0;
+    int failed_at = -1;
+  };
+  std::vector<Conn> conns;
+  for (int i = 0; i < 3000; ++i) {
+    conns.push_back({absl::StrCat(2000 + i % 1500),
+                     absl::StrCat("10.", i / 250, ".", i % 250, ".7"),
+                     static_cast<uint32_t>(1 + i / 1500), i % 3});
+  }
+  std::mt19937 rng(11);
+  std::vector<int> order;
+  for (int i = 0; i < 3000; ++i) order.insert(order.end(), 3, i);
+  std::shuffle(order.begin(), order.end(), rng);
+  int t = 0;
+  int locked = 0, kex = 0;
+  for (int i : order) {
+    Conn& c = conns[i];
+    const int now = t++ / 50;
+    std::string message;
+    switch (c.step++) {
+      case 0:
+        message = c.kind == 1 ? "kex_exchange_identification: Connection closed by remote host"
+                              : "User root not allowed because account is locked";
+        c.failed_at = now;
+        break;
+      case 1:  // a line of the connection that names nothing
+        message = "input_userauth_request: invalid user root [preauth]";
+        break;
+      default:
+        message = c.kind == 0 ? absl::StrCat("Received disconnect from ", c.ip,
+                                             " port 5000:11: Bye Bye [preauth]")
+                  : c.kind == 1 ? absl::StrCat("Connection closed by ", c.ip, " port 5000")
+                                : absl::StrCat("Accepted password for root from ", c.ip,
+                                               " port 5000 ssh2");
+    }
+    for (const Detection& d : Ssh(c.pid, message, now, c.stream)) {
+      EXPECT_EQ(c.step, 3) << "counted before its address was named";
+      EXPECT_EQ(d.key, c.ip) << d.rule_id << " for pid " << c.pid << " stream " << c.stream;
+      EXPECT_EQ(d.time, T(c.failed_at));
+      ASSERT_THAT(d.evidence, SizeIs(1));
+      EXPECT_EQ(d.evidence[0], c.kind == 1
+                                   ? "kex_exchange_identification: Connection closed by remote host"
+                                   : "User root not allowed because account is locked");
+      locked += d.rule_id == "ssh-locked";
+      kex += d.rule_id == "ssh-kex";
+      EXPECT_NE(c.kind, 2) << "a success dropped its pending failure";
+    }
+  }
+  EXPECT_EQ(locked, 1000);
+  EXPECT_EQ(kex, 1000);
+  const SessionStats s = engine_.stats().sessions;
+  EXPECT_EQ(s.pending, 0u);
+  EXPECT_EQ(s.pending_released, 2000u);
+  EXPECT_EQ(s.pending_dropped, 1000u);
+  EXPECT_EQ(engine_.stats().session_misses, 0u);
+}
+
+TEST_F(PendingEngineTest, ACountedFailureNamingTheAddressReleasesThemToo) {
+  EXPECT_THAT(Ssh("10", "User root not allowed because account is locked", 0), IsEmpty());
+  // ssh-failed counts (its window, threshold 100) and notes the address in the pid's session.
+  std::vector<Detection> d = Ssh("10", "Failed password for root from 192.0.2.9 port 1 ssh2", 5);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].rule_id, "ssh-locked");
+  EXPECT_EQ(d[0].key, "192.0.2.9");
+  EXPECT_EQ(d[0].time, T(0));
+  // Once the session knows the address, a pending rule's match counts at once.
+  d = Ssh("10", "User admin not allowed because account is locked", 6);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].key, "192.0.2.9");
+  EXPECT_EQ(d[0].time, T(6));
+}
+
+TEST_F(PendingEngineTest, TheKeyIsWhatTheServerWroteNotTheUserName) {
+  // The user name holds an address and the tail the server writes: the pattern (pinned to the
+  // end, the loader's check) keys the server's address, never the client's.
+  Ssh("20", "User root not allowed because account is locked", 0);
+  std::vector<Detection> d = Ssh(
+      "20", "Disconnected from invalid user x 6.6.6.6 port 22 [preauth] 203.0.113.5 port 4 [preauth]",
+      1);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].key, "203.0.113.5");
+  // A note rule whose address follows the user name with nothing pinning it is refused at load,
+  // as a key is: the name "x 6.6.6.6 port 22" would name the session's address.
+  auto pack = ParseRulePack(R"pb(
+    rules {
+      id: "bad-note"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^Disconnected from invalid user .* (?P<ip>[0-9.]+) port \\d+"
+      session { note_only: true }
+    }
+  )pb", "bad.textproto");
+  ASSERT_THAT(pack, IsOk());
+  EXPECT_THAT(CheckKeyAnchoring(*pack),
+              StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("key group")));
+}
+
+TEST_F(PendingEngineTest, BoundedPerSessionAndNotCountedUnderOtherRules) {
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_THAT(Ssh("30", "User root not allowed because account is locked", i), IsEmpty());
+  }
+  std::vector<Detection> d =
+      Ssh("30", "Received disconnect from 198.51.100.3 port 7:11: Bye Bye [preauth]", 9);
+  ASSERT_THAT(d, SizeIs(4));  // SessionOptions::max_pending; the two oldest dropped
+  EXPECT_EQ(d[0].time, T(2));
+  EXPECT_EQ(engine_.stats().sessions.pending_dropped, 2u);
+  // Pending under rules since swapped: its rule index may be another rule's now.
+  Ssh("31", "User root not allowed because account is locked", 10);
+  engine_.SetRules(Rules(kPendingPack));
+  EXPECT_THAT(Ssh("31", "Received disconnect from 198.51.100.4 port 7:11: Bye Bye [preauth]", 11),
+              IsEmpty());
+}
+
+TEST_F(PendingEngineTest, MatchLineHandsThemOverAtTheirOwnTime) {
+  auto match = [&](absl::string_view message, int offset) {
+    ParsedLine line;
+    line.message = message;
+    line.program = "sshd";
+    line.pid = "40";
+    std::vector<EngineMatch> out;
+    engine_.MatchLine(LogFormat::LOG_FORMAT_SYSLOG, line, message, T(offset), &out, 1);
+    return out;
+  };
+  EXPECT_THAT(match("kex_exchange_identification: Connection closed by remote host", 0), IsEmpty());
+  std::vector<EngineMatch> m = match("Connection closed by 192.0.2.77 port 9", 3);
+  ASSERT_THAT(m, SizeIs(1));
+  EXPECT_EQ(m[0].rule_id, "ssh-kex");
+  EXPECT_EQ(m[0].key, "192.0.2.77");
+  EXPECT_EQ(m[0].time, T(0));
+  EXPECT_EQ(m[0].evidence, "kex_exchange_identification: Connection closed by remote host");
+  std::vector<Detection> out;
+  ASSERT_THAT(engine_.CountMatch(m[0], &out), IsOk());
+  ASSERT_THAT(out, SizeIs(1));
+}
+
 }  // namespace
 }  // namespace palisade

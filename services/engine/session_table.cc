@@ -25,6 +25,10 @@ SessionTable::SessionTable(SessionOptions options)
   if (options_.max_sessions == 0) options_.max_sessions = defaults.max_sessions;
   if (options_.max_bytes == 0) options_.max_bytes = defaults.max_bytes;
   if (options_.ttl <= absl::ZeroDuration()) options_.ttl = defaults.ttl;
+  if (options_.max_pending == 0) options_.max_pending = defaults.max_pending;
+  if (options_.max_pending_evidence_bytes == 0) {
+    options_.max_pending_evidence_bytes = defaults.max_pending_evidence_bytes;
+  }
   max_per_shard_ = std::max<size_t>(1, options_.max_sessions / kShards);
   max_bytes_per_shard_ = std::max<size_t>(1024, options_.max_bytes / kShards);
 }
@@ -41,6 +45,8 @@ size_t SessionTable::SessionBytes(const Session& s) {
     bytes += HeapBytes(s.values.capacity() * sizeof(std::pair<std::string, std::string>));
   }
   for (const auto& [name, value] : s.values) bytes += StringHeap(name) + StringHeap(value);
+  if (s.pending.capacity() > 0) bytes += HeapBytes(s.pending.capacity() * sizeof(PendingMatch));
+  for (const PendingMatch& p : s.pending) bytes += StringHeap(p.name) + StringHeap(p.evidence);
   return bytes;
 }
 
@@ -55,19 +61,14 @@ const SessionTable::Session* SessionTable::FindLocked(const Shard& shard, absl::
 
 void SessionTable::EraseLocked(Shard& shard, List::iterator it) {
   shard.bytes -= it->bytes;
+  shard.pending -= it->pending.size();
+  pending_dropped_.fetch_add(it->pending.size(), std::memory_order_relaxed);
   shard.by_id.erase(absl::string_view(it->id));
   shard.lru.erase(it);
 }
 
-void SessionTable::Note(absl::string_view id, absl::string_view name, absl::string_view value,
-                        bool failed, absl::Time time, uint32_t stream) {
-  if (id.empty() || id.size() > kMaxIdBytes) return;
-  const bool keep_value = !name.empty() && value.size() <= options_.max_value_bytes;
-  const int64_t time_ms = absl::ToUnixMillis(time);
-  // One hash for the shard and the lookup in it (the map hashes with the same absl::Hash).
-  const size_t hash = absl::Hash<absl::string_view>()(id);
-  Shard& shard = shards_[hash % kShards];
-  ShardMutexLock lock(&shard.mu);
+SessionTable::Session& SessionTable::TouchLocked(Shard& shard, absl::string_view id,
+                                                 size_t hash, int64_t time_ms, uint32_t stream) {
   auto found = shard.by_id.find(id, hash);
   List::iterator it;
   if (found == shard.by_id.end()) {
@@ -81,6 +82,9 @@ void SessionTable::Note(absl::string_view id, absl::string_view name, absl::stri
     if (time_ms - it->last_ms > absl::ToInt64Milliseconds(options_.ttl)) {
       it->values.clear();
       it->failed = false;
+      shard.pending -= it->pending.size();
+      pending_dropped_.fetch_add(it->pending.size(), std::memory_order_relaxed);
+      it->pending.clear();
     }
   }
   Session& s = *it;
@@ -89,6 +93,30 @@ void SessionTable::Note(absl::string_view id, absl::string_view name, absl::stri
   s.tick = ++shard.clock;
   s.last_ms = std::max(s.last_ms, time_ms);
   s.stream = stream;
+  return s;
+}
+
+void SessionTable::SettleLocked(Shard& shard, Session& s) {
+  shard.bytes -= s.bytes;
+  s.bytes = SessionBytes(s);
+  shard.bytes += s.bytes;
+  // Past the shard's share of either bound: the least recently seen go (never the one just
+  // written, which has the highest tick).
+  if (shard.lru.size() > max_per_shard_ || shard.bytes > max_bytes_per_shard_) {
+    EvictLocked(shard);
+  }
+}
+
+void SessionTable::Note(absl::string_view id, absl::string_view name, absl::string_view value,
+                        bool failed, absl::Time time, uint32_t stream,
+                        std::vector<PendingMatch>* released) {
+  if (id.empty() || id.size() > kMaxIdBytes) return;
+  const bool keep_value = !name.empty() && value.size() <= options_.max_value_bytes;
+  // One hash for the shard and the lookup in it (the map hashes with the same absl::Hash).
+  const size_t hash = absl::Hash<absl::string_view>()(id);
+  Shard& shard = shards_[hash % kShards];
+  ShardMutexLock lock(&shard.mu);
+  Session& s = TouchLocked(shard, id, hash, absl::ToUnixMillis(time), stream);
   s.failed = s.failed || failed;
   if (keep_value) {
     auto v = std::find_if(s.values.begin(), s.values.end(),
@@ -98,15 +126,56 @@ void SessionTable::Note(absl::string_view id, absl::string_view name, absl::stri
     } else if (s.values.size() < options_.max_values) {
       s.values.emplace_back(std::string(name), std::string(value));
     }
+    // The value the pending matches waited for: handed back, in the order they came.
+    if (released != nullptr && !s.pending.empty()) {
+      auto waiting = std::stable_partition(s.pending.begin(), s.pending.end(),
+                                           [&](const PendingMatch& p) { return p.name != name; });
+      const size_t n = static_cast<size_t>(s.pending.end() - waiting);
+      for (auto p = waiting; p != s.pending.end(); ++p) released->push_back(std::move(*p));
+      s.pending.erase(waiting, s.pending.end());
+      if (s.pending.empty()) s.pending.shrink_to_fit();
+      shard.pending -= n;
+      pending_released_.fetch_add(n, std::memory_order_relaxed);
+    }
   }
+  SettleLocked(shard, s);
+}
+
+void SessionTable::AddPending(absl::string_view id, PendingMatch match, absl::Time time,
+                              uint32_t stream) {
+  if (id.empty() || id.size() > kMaxIdBytes) return;
+  if (match.evidence.size() > options_.max_pending_evidence_bytes) {
+    match.evidence.resize(options_.max_pending_evidence_bytes);  // the caller cuts it first
+  }
+  if (match.name.size() > options_.max_value_bytes) return;
+  const size_t hash = absl::Hash<absl::string_view>()(id);
+  Shard& shard = shards_[hash % kShards];
+  ShardMutexLock lock(&shard.mu);
+  Session& s = TouchLocked(shard, id, hash, absl::ToUnixMillis(time), stream);
+  s.failed = true;
+  if (s.pending.size() >= options_.max_pending) {
+    s.pending.erase(s.pending.begin());
+    --shard.pending;
+    pending_dropped_.fetch_add(1, std::memory_order_relaxed);
+  }
+  s.pending.push_back(std::move(match));
+  ++shard.pending;
+  SettleLocked(shard, s);
+}
+
+void SessionTable::DropPending(absl::string_view id) {
+  Shard& shard = ShardFor(id);
+  ShardMutexLock lock(&shard.mu);
+  auto it = shard.by_id.find(id);
+  if (it == shard.by_id.end() || it->second->pending.empty()) return;
+  Session& s = *it->second;
+  shard.pending -= s.pending.size();
+  pending_dropped_.fetch_add(s.pending.size(), std::memory_order_relaxed);
+  s.pending.clear();
+  s.pending.shrink_to_fit();
   shard.bytes -= s.bytes;
   s.bytes = SessionBytes(s);
   shard.bytes += s.bytes;
-  // Past the shard's share of either bound: the least recently seen go (never the one just
-  // written, which has the highest tick).
-  if (shard.lru.size() > max_per_shard_ || shard.bytes > max_bytes_per_shard_) {
-    EvictLocked(shard);
-  }
 }
 
 void SessionTable::EvictLocked(Shard& shard) {
@@ -192,10 +261,13 @@ SessionStats SessionTable::stats() const {
     ShardMutexLock lock(&shards_[i].mu);
     s.live += shards_[i].lru.size();
     s.bytes += shards_[i].bytes;
+    s.pending += shards_[i].pending;
   }
   s.evicted = evicted_.load();
   s.expired = expired_.load();
   s.ended = ended_.load();
+  s.pending_released = pending_released_.load();
+  s.pending_dropped = pending_dropped_.load();
   return s;
 }
 

@@ -4,12 +4,16 @@
 // name no address ("Disconnecting: Too many authentication failures [preauth]") or mean an
 // attack only after a failure ("Connection closed by 203.0.113.7 port 22 [preauth]"). The
 // engine (engine.h) notes in the session the key a line yielded and whether it counted
-// (failed); a later line of the session reads them back.
+// (failed); a later line of the session reads them back. A match that needs the session's
+// address before any line named it is kept pending in the session (AddPending) and handed back
+// by the Note that first names it (fail2ban's "pending failure", Rule.session.pending).
 //
 // A session is found by an opaque id the engine builds (stream, then program and pid, or the
 // capture's name and value). Each holds up to `max_values` named values of at most
-// `max_value_bytes` each (longer ones are not noted), whether the session failed, and the
-// event time of its last line.
+// `max_value_bytes` each (longer ones are not noted), whether the session failed, the event
+// time of its last line, and up to `max_pending` pending matches (each with its evidence line,
+// which the caller cuts to `max_pending_evidence_bytes`; past the cap the oldest is dropped and
+// counted in `pending_dropped`).
 // Bounded, whatever the lines an attacker makes a server write:
 //   - a session idle for longer than `ttl` in event time is absent to a reader at once, and its
 //     memory is taken back by Expire / ExpireByStream (each session ages in the time of the
@@ -50,6 +54,11 @@ struct SessionOptions {
   absl::Duration ttl = absl::Minutes(10);
   uint32_t max_values = 4;
   uint32_t max_value_bytes = 128;
+  // Pending matches kept per session (Rule.session.pending): an sshd connection fails a few
+  // times before its disconnect names the address; a 4th keeps the newest. 0: the default.
+  uint32_t max_pending = 4;
+  // A pending match's evidence line at most (the engine cuts it, marked, before AddPending).
+  uint32_t max_pending_evidence_bytes = 256;
 };
 
 struct SessionStats {
@@ -58,6 +67,19 @@ struct SessionStats {
   uint64_t evicted = 0;  // by max_sessions or max_bytes
   uint64_t expired = 0;  // idle past ttl
   uint64_t ended = 0;    // by a rule's session.ends
+  uint64_t pending = 0;           // pending matches held now
+  uint64_t pending_released = 0;  // handed back by a Note that named their session's value
+  // Pending matches never counted: past max_pending, dropped (a session that succeeded), or
+  // gone with their session (ended, expired, evicted).
+  uint64_t pending_dropped = 0;
+};
+
+// A match kept in its session until a later line names the value it needs (AddPending).
+struct PendingMatch {
+  std::string name;      // the value it waits for (the rule's key name)
+  std::string evidence;  // its line, already cut and redacted by the caller
+  int64_t time_ms = 0;   // its event time
+  uint64_t tag = 0;      // the caller's (the engine: rule index and rule-set generation)
 };
 
 class SessionTable {
@@ -68,8 +90,15 @@ class SessionTable {
 
   // Notes `name` = `value` in the session (creating it), and marks it failed when `failed`.
   // The session's time becomes `time` (event time) and its stream `stream`.
+  // When a value is noted and `released` is given, the session's pending matches waiting for
+  // `name` are moved into `*released` (appended; their session keeps none of them).
   void Note(absl::string_view id, absl::string_view name, absl::string_view value, bool failed,
-            absl::Time time, uint32_t stream);
+            absl::Time time, uint32_t stream, std::vector<PendingMatch>* released = nullptr);
+  // Keeps `match` pending in the session (creating it) and marks the session failed; its time
+  // becomes the session's as Note's does. Past max_pending the oldest pending match goes.
+  void AddPending(absl::string_view id, PendingMatch match, absl::Time time, uint32_t stream);
+  // Drops the session's pending matches (counted in pending_dropped).
+  void DropPending(absl::string_view id);
   // The session's value for `name` into `*value`; false when the session or the value is
   // absent, or the session was idle for longer than ttl before `time`.
   bool Get(absl::string_view id, absl::string_view name, absl::Time time,
@@ -92,6 +121,7 @@ class SessionTable {
   struct Session {
     std::string id;
     absl::InlinedVector<std::pair<std::string, std::string>, 1> values;
+    std::vector<PendingMatch> pending;  // oldest first
     bool failed = false;
     int64_t last_ms = 0;
     uint64_t tick = 0;  // Shard::clock when last noted: the eviction order
@@ -107,12 +137,19 @@ class SessionTable {
     absl::flat_hash_map<absl::string_view, List::iterator> by_id ABSL_GUARDED_BY(mu);
     size_t bytes ABSL_GUARDED_BY(mu) = 0;
     uint64_t clock ABSL_GUARDED_BY(mu) = 0;  // ticks once per Note
+    size_t pending ABSL_GUARDED_BY(mu) = 0;   // pending matches held by its sessions
   };
 
   Shard& ShardFor(absl::string_view id) const;
   // The live session with `id`, or nullptr (absent, or idle past ttl before time_ms).
   const Session* FindLocked(const Shard& shard, absl::string_view id, int64_t time_ms) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // The session with `id` (created, or started over when idle past ttl), touched at `time_ms`
+  // by `stream`: the most recently seen of its shard.
+  Session& TouchLocked(Shard& shard, absl::string_view id, size_t hash, int64_t time_ms,
+                       uint32_t stream) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Accounts the session's bytes again and evicts past the shard's bounds.
+  void SettleLocked(Shard& shard, Session& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   void EraseLocked(Shard& shard, List::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Drops the least recently seen sessions of a shard past its bounds, down to 7/8 of them.
   void EvictLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
@@ -124,7 +161,8 @@ class SessionTable {
   size_t max_per_shard_ = 0;
   size_t max_bytes_per_shard_ = 0;
   std::unique_ptr<Shard[]> shards_;
-  mutable std::atomic<uint64_t> evicted_{0}, expired_{0}, ended_{0};
+  mutable std::atomic<uint64_t> evicted_{0}, expired_{0}, ended_{0}, pending_released_{0},
+      pending_dropped_{0};
 };
 
 }  // namespace palisade

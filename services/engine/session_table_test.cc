@@ -115,5 +115,95 @@ TEST(SessionTableTest, RefusesOversizedIdsAndValues) {
   EXPECT_TRUE(table.Failed("sshd[1]", T(0)));  // the failure still counts
 }
 
+
+PendingMatch Pending(absl::string_view evidence, int64_t seconds, uint64_t tag = 7) {
+  PendingMatch m;
+  m.name = "ip";
+  m.evidence = std::string(evidence);
+  m.time_ms = absl::ToUnixMillis(T(seconds));
+  m.tag = tag;
+  return m;
+}
+
+TEST(SessionTablePendingTest, ANoteOfTheValueReleasesThePendingMatchesOfItsSessionOnly) {
+  SessionTable table;
+  table.AddPending("sshd[1]", Pending("locked 1", 0), T(0), 1);
+  table.AddPending("sshd[2]", Pending("locked 2", 1), T(1), 1);
+  table.AddPending("sshd[1]", Pending("too many 1", 2), T(2), 1);
+  EXPECT_TRUE(table.Failed("sshd[1]", T(2)));
+  EXPECT_EQ(table.stats().pending, 3u);
+  std::vector<PendingMatch> released;
+  // A note of another name, or without a value, releases nothing.
+  table.Note("sshd[1]", "user", "root", false, T(3), 1, &released);
+  table.Note("sshd[1]", "", "", false, T(3), 1, &released);
+  EXPECT_TRUE(released.empty());
+  table.Note("sshd[1]", "ip", "203.0.113.7", false, T(4), 1, &released);
+  ASSERT_EQ(released.size(), 2u);
+  EXPECT_EQ(released[0].evidence, "locked 1");  // in the order they came, at their own time
+  EXPECT_EQ(released[0].time_ms, absl::ToUnixMillis(T(0)));
+  EXPECT_EQ(released[1].evidence, "too many 1");
+  EXPECT_EQ(released[1].tag, 7u);
+  // Released once: a second note releases nothing more; the other session still waits.
+  released.clear();
+  table.Note("sshd[1]", "ip", "203.0.113.7", false, T(5), 1, &released);
+  EXPECT_TRUE(released.empty());
+  const SessionStats s = table.stats();
+  EXPECT_EQ(s.pending, 1u);
+  EXPECT_EQ(s.pending_released, 2u);
+  EXPECT_EQ(s.pending_dropped, 0u);
+}
+
+TEST(SessionTablePendingTest, BoundedPerSessionAndGoneWithTheSession) {
+  SessionOptions options;
+  options.max_pending = 3;
+  options.max_pending_evidence_bytes = 32;
+  SessionTable table(options);
+  for (int i = 0; i < 10; ++i) {
+    table.AddPending("sshd[1]", Pending(absl::StrCat("fail ", i, std::string(100, 'x')), i), T(i),
+                     1);
+  }
+  SessionStats s = table.stats();
+  EXPECT_EQ(s.pending, 3u);
+  EXPECT_EQ(s.pending_dropped, 7u);
+  std::vector<PendingMatch> released;
+  table.Note("sshd[1]", "ip", "203.0.113.7", false, T(10), 1, &released);
+  ASSERT_EQ(released.size(), 3u);
+  EXPECT_EQ(released[0].evidence.substr(0, 6), "fail 7");  // the newest kept
+  for (const PendingMatch& m : released) EXPECT_LE(m.evidence.size(), 32u);
+  // A success drops them; so does the end of the session, its expiry, and a reused pid.
+  table.AddPending("sshd[2]", Pending("a", 0), T(0), 1);
+  table.DropPending("sshd[2]");
+  table.AddPending("sshd[3]", Pending("b", 0), T(0), 1);
+  table.End("sshd[3]");
+  table.AddPending("sshd[4]", Pending("c", 0), T(0), 1);
+  table.Expire(T(3600));
+  table.AddPending("sshd[5]", Pending("d", 0), T(0), 1);
+  released.clear();
+  table.Note("sshd[5]", "ip", "198.51.100.1", false, T(3600), 1, &released);  // idle past ttl
+  EXPECT_TRUE(released.empty());
+  s = table.stats();
+  EXPECT_EQ(s.pending, 0u);
+  EXPECT_EQ(s.pending_dropped, 7u + 4u);
+}
+
+TEST(SessionTablePendingTest, PendingMatchesCountInTheByteBound) {
+  SessionOptions options;
+  options.max_sessions = 1'000'000;
+  options.max_bytes = 64 << 10;
+  SessionTable table(options);
+  for (int i = 0; i < 20'000; ++i) {
+    const std::string id = absl::StrCat("sshd[", i, "]");
+    for (int k = 0; k < 4; ++k) {
+      table.AddPending(id, Pending(std::string(200, 'e'), k), T(k), 1);
+    }
+  }
+  const SessionStats s = table.stats();
+  EXPECT_LE(s.bytes, uint64_t{64} << 10);
+  EXPECT_GT(s.evicted, 0u);
+  EXPECT_EQ(s.pending, 4 * s.live);
+  // Every pending match made is held, released or dropped.
+  EXPECT_EQ(s.pending + s.pending_dropped, 80'000u);
+}
+
 }  // namespace
 }  // namespace palisade
