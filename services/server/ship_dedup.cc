@@ -152,7 +152,8 @@ void ShipDedup::TouchLocked(Lru::iterator it) {
 
 void ShipDedup::PublishLocked() { files_gauge_.Set(static_cast<double>(lru_.size())); }
 
-absl::StatusOr<BatchAck> ShipDedup::Take(LogBatch batch, const Process& process) {
+absl::StatusOr<BatchAck> ShipDedup::Take(LogBatch* batch_ptr, const Process& process) {
+  LogBatch& batch = *batch_ptr;
   if (absl::Status s = Validate(batch); !s.ok()) return s;
   // Shared: batches of different files go through the pipeline side by side. Consistent()
   // takes it exclusively, so it never sees a batch between its check and its update.

@@ -74,7 +74,13 @@ class ShipDedup {
   // was taken from its file, and remembers the new end once `process` returned OK (an error
   // leaves the table as it was: the batch will be sent again). A batch wholly taken before is
   // not processed: its ack has its sequence and zero counts. Validate() errors are returned.
-  absl::StatusOr<palisade::v1::BatchAck> Take(palisade::v1::LogBatch batch, const Process& process);
+  // The records already taken are removed from `*batch` (which may live on an arena).
+  absl::StatusOr<palisade::v1::BatchAck> Take(palisade::v1::LogBatch* batch,
+                                              const Process& process);
+  absl::StatusOr<palisade::v1::BatchAck> Take(palisade::v1::LogBatch batch,
+                                              const Process& process) {
+    return Take(&batch, process);
+  }
 
   // Runs `fn` with every remembered position (most recently used first) while no batch is in
   // the pipeline through Take().
