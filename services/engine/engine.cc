@@ -19,6 +19,24 @@ using palisade::v1::TargetKind;
 
 int64_t ToMillis(absl::Time t) { return absl::ToUnixMillis(t); }
 
+// The rules whose ignore patterns the Set passes of this thread's last CollectCandidates found
+// in its line (RuleSet::SetPart::ignore_rules). Read only right after that call, for the same
+// line (Prematch, and MatchStep when it collected the candidates itself): see SetIgnored.
+std::vector<int>& ThreadIgnoreHits() {
+  static thread_local std::vector<int> hits;
+  return hits;
+}
+
+// Whether `rule_index`'s ignore patterns match the line the last CollectCandidates of this
+// thread read, when `index` (that line's) holds them in its Sets: 1 or 0; -1 when it does not
+// (FormatIndex::ignores_in_sets): RE2 decides.
+int SetIgnored(const RuleSet::FormatIndex& index, int rule_index, const CompiledRule& rule) {
+  if (rule.ignores.empty()) return 0;
+  if (!index.ignores_in_sets[rule_index]) return -1;
+  const std::vector<int>& hits = ThreadIgnoreHits();
+  return std::find(hits.begin(), hits.end(), rule_index) != hits.end() ? 1 : 0;
+}
+
 // What malloc (glibc) really takes for a request of n bytes: an 8-byte header, rounded up to
 // 16, at least 32. Accounting the request alone would undercount small windows by a third.
 size_t HeapBytes(size_t n) {
@@ -373,6 +391,8 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
   for (Scratch::Streaks& slot : scratch.streaks) {
     if (slot.index == &index && slot.counts.size() == index.parts.size()) streaks = &slot;
   }
+  std::vector<int>& ignore_hits = ThreadIgnoreHits();
+  ignore_hits.clear();
   if (streaks == nullptr) {
     streaks = &scratch.streaks[scratch.streaks_next];
     scratch.streaks_next = (scratch.streaks_next + 1) % scratch.streaks.size();
@@ -409,7 +429,12 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
       streak = 0;
       continue;
     }
+    const int patterns = static_cast<int>(part.entries.size());
     for (int hit : scratch.set_hits) {
+      if (hit >= patterns) {  // an ignore pattern (SetPart::ignore_rules)
+        ignore_hits.push_back(part.ignore_rules[hit - patterns]);
+        continue;
+      }
       candidates->emplace_back(part.entries[hit].first, part.entries[hit].second << 1);
     }
   }
@@ -505,7 +530,8 @@ void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
                                                    : static_cast<uint32_t>(g.data() - text.data()),
                                static_cast<uint32_t>(g.size()));
     }
-    c.ignored = Ignored(rule, line);
+    const int in_set = SetIgnored(*index, rule_index, rule);
+    c.ignored = in_set >= 0 ? in_set == 1 : Ignored(rule, line);
     if (rule.conditions.empty() && !rule.has_session) done_rule = rule_index;
   }
 }
@@ -531,7 +557,12 @@ absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const Parsed
                                std::make_pair(rule_index, captured)) != counted.end()) {
           return false;
         }
-        if (pre != nullptr ? pre->ignored : Ignored(rule, line)) {
+        // Without Prematch's answer: the Set passes' when this thread's Candidates collected
+        // this line's candidates (no Prematch), else RE2's.
+        const int in_set = pre != nullptr || prematched != nullptr
+                               ? -1
+                               : SetIgnored(*rules_->ForFormat(format), rule_index, rule);
+        if (pre != nullptr ? pre->ignored : in_set >= 0 ? in_set == 1 : Ignored(rule, line)) {
           ++result->ignored;
           return false;
         }

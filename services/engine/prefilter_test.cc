@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rules/shipped_packs.h"
+#include "services/common/ip.h"
 #include "re2/re2.h"
 #include "services/engine/engine.h"
 #include "services/engine/rule_set.h"
@@ -208,46 +210,12 @@ std::vector<std::vector<std::pair<std::string, std::string>>> MatchAll(
   return out;
 }
 
-TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
-  std::vector<LoadedPack> packs;
-  for (const std::string& f : FilesIn("rules", ".textproto")) {
-    absl::StatusOr<LoadedPack> pack = LoadRulePackFile(f);
-    ASSERT_TRUE(pack.ok()) << pack.status();
-    packs.push_back(*std::move(pack));
-  }
-  ASSERT_GE(packs.size(), 4u) << "packs missing under rules/";
-  const CidrSets sets = ShippedPackCidrSets();
-  RuleSetOptions off;
-  off.prefilter = false;
-  off.leading_keys = false;
-  absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile(packs, sets);
-  absl::StatusOr<std::shared_ptr<const RuleSet>> without = RuleSet::Compile(packs, sets, off);
-  ASSERT_TRUE(with.ok()) << with.status();
-  ASSERT_TRUE(without.ok()) << without.status();
-
-  // The prefilter is in use (else this test proves nothing): some format has a gated part,
-  // and the token-leak pack's unanchored patterns are in it.
-  size_t gated = 0;
-  for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
-    const RuleSet::FormatIndex* index = (*with)->ForFormat(static_cast<LogFormat>(f));
-    if (index == nullptr) continue;
-    for (const auto& part : index->parts) {
-      if (part.gate != nullptr) gated += part.entries.size();
-    }
-    for (const auto& part : (*without)->ForFormat(static_cast<LogFormat>(f))->parts) {
-      ASSERT_EQ(part.gate, nullptr);
-    }
-  }
-  EXPECT_GT(gated, 0u);
-  size_t leading = 0;
-  for (const auto& rule : (*with)->rules()) {
-    for (uint32_t max : rule->leading_key_max) leading += max != 0;
-  }
-  EXPECT_GT(leading, 10u);  // the access-log patterns, led by the client address
-
+// Every example and counter-example of `rules` (in every format of its rule; the first
+// `*examples` lines), the generated sshd and nginx corpora, and variants of them carrying tokens
+// and attack strings in the forms the gated patterns look for.
+std::vector<Line> TestLines(const RuleSet& rules, size_t* examples) {
   std::vector<Line> lines;
-  // Every example and counter-example, in every format of its rule.
-  for (const auto& rule : (*with)->rules()) {
+  for (const auto& rule : rules.rules()) {
     std::vector<std::string> texts;
     for (const auto& ex : rule->proto.examples()) texts.push_back(ex.line());
     for (const auto& line : rule->proto.counter_examples()) texts.push_back(line);
@@ -259,7 +227,7 @@ TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
       }
     }
   }
-  const size_t examples = lines.size();
+  *examples = lines.size();
   // The generated corpora, and the same lines carrying tokens and attack strings in the forms
   // the gated patterns look for (case changed, at the end, folded letters).
   CorpusOptions options;
@@ -294,6 +262,94 @@ TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
       lines.push_back({LogFormat::LOG_FORMAT_RAW, line});
     }
   }
+  return lines;
+}
+
+std::vector<LoadedPack> ShippedPacks() {
+  std::vector<LoadedPack> packs;
+  for (const std::string& f : FilesIn("rules", ".textproto")) {
+    absl::StatusOr<LoadedPack> pack = LoadRulePackFile(f);
+    EXPECT_TRUE(pack.ok()) << pack.status();
+    if (pack.ok()) packs.push_back(*std::move(pack));
+  }
+  EXPECT_GE(packs.size(), 4u) << "packs missing under rules/";
+  return packs;
+}
+
+// (rule id, key) per line as Process counts it (MatchLine: ignore patterns, allowlist, sessions),
+// through one engine fed the lines in order; with `prematch`, each line through Prematch first
+// (its ignore answers, and RE2's for the candidates it leaves to Process). `*ignored`: the lines
+// some rule's ignore pattern (or the allowlist) kept from counting.
+std::vector<std::vector<std::pair<std::string, std::string>>> CountAll(
+    const std::shared_ptr<const RuleSet>& rules, const std::vector<Line>& lines, bool prematch,
+    size_t* ignored) {
+  Engine engine(rules, EngineOptions());
+  std::map<LogFormat, LineParser> parsers;
+  std::vector<std::vector<std::pair<std::string, std::string>>> out(lines.size());
+  ParsedLine parsed;
+  PrematchBuffer buffer;
+  std::vector<EngineMatch> matches;
+  *ignored = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const absl::Time time = absl::FromUnixSeconds(1'772'000'000 + static_cast<int64_t>(i));
+    auto parser = parsers.try_emplace(lines[i].format, lines[i].format).first;
+    if (!parser->second.Parse(lines[i].text, time, &parsed).ok()) continue;
+    PrematchedLine pre;
+    if (prematch) {
+      buffer.Clear();
+      engine.Prematch(lines[i].format, parsed, &buffer);
+      pre.candidates = buffer.candidates;
+      pre.buffer = &buffer;
+    }
+    matches.clear();
+    const LineResult result = engine.MatchLine(lines[i].format, parsed, lines[i].text, time,
+                                               &matches, 0, prematch ? &pre : nullptr);
+    if (result.ignored > 0) ++*ignored;
+    for (const EngineMatch& m : matches) out[i].emplace_back(m.rule_id, m.key);
+  }
+  return out;
+}
+
+TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
+  std::vector<LoadedPack> packs;
+  for (const std::string& f : FilesIn("rules", ".textproto")) {
+    absl::StatusOr<LoadedPack> pack = LoadRulePackFile(f);
+    ASSERT_TRUE(pack.ok()) << pack.status();
+    packs.push_back(*std::move(pack));
+  }
+  ASSERT_GE(packs.size(), 4u) << "packs missing under rules/";
+  const CidrSets sets = ShippedPackCidrSets();
+  RuleSetOptions off;
+  off.prefilter = false;
+  off.leading_keys = false;
+  off.ignores_in_sets = false;
+  absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile(packs, sets);
+  absl::StatusOr<std::shared_ptr<const RuleSet>> without = RuleSet::Compile(packs, sets, off);
+  ASSERT_TRUE(with.ok()) << with.status();
+  ASSERT_TRUE(without.ok()) << without.status();
+
+  // The prefilter is in use (else this test proves nothing): some format has a gated part,
+  // and the token-leak pack's unanchored patterns are in it.
+  size_t gated = 0;
+  for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
+    const RuleSet::FormatIndex* index = (*with)->ForFormat(static_cast<LogFormat>(f));
+    if (index == nullptr) continue;
+    for (const auto& part : index->parts) {
+      if (part.gate != nullptr) gated += part.entries.size();
+    }
+    for (const auto& part : (*without)->ForFormat(static_cast<LogFormat>(f))->parts) {
+      ASSERT_EQ(part.gate, nullptr);
+    }
+  }
+  EXPECT_GT(gated, 0u);
+  size_t leading = 0;
+  for (const auto& rule : (*with)->rules()) {
+    for (uint32_t max : rule->leading_key_max) leading += max != 0;
+  }
+  EXPECT_GT(leading, 10u);  // the access-log patterns, led by the client address
+
+  size_t examples = 0;
+  const std::vector<Line> lines = TestLines(**with, &examples);
 
   const auto a = MatchAll(*with, lines);
   const auto b = MatchAll(*without, lines);
@@ -314,6 +370,67 @@ TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
   // The comparison covered real matches, in the examples and in the corpora.
   EXPECT_GT(matched_examples, 100u);
   EXPECT_GT(matched - matched_examples, 1000u);
+}
+
+// The ignore patterns answered by the Set passes (RuleSetOptions::ignores_in_sets) ignore the
+// same lines as RE2 runs of them: MatchLine over every pack, with and without Prematch, against
+// MatchOnly (RE2's ignore patterns) on the rules compiled without the prefilter.
+TEST(PrefilterTest, IgnorePatternsInTheSetsIgnoreWhatRe2Ignores) {
+  const std::vector<LoadedPack> packs = ShippedPacks();
+  const CidrSets sets = ShippedPackCidrSets();
+  RuleSetOptions off;
+  off.prefilter = false;
+  off.leading_keys = false;
+  off.ignores_in_sets = false;
+  absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile(packs, sets);
+  absl::StatusOr<std::shared_ptr<const RuleSet>> without = RuleSet::Compile(packs, sets, off);
+  ASSERT_TRUE(with.ok()) << with.status();
+  ASSERT_TRUE(without.ok()) << without.status();
+  // The Sets hold ignore patterns (else this test proves nothing), for access lines too.
+  const RuleSet::FormatIndex* combined = (*with)->ForFormat(LogFormat::LOG_FORMAT_COMBINED);
+  ASSERT_NE(combined, nullptr);
+  EXPECT_EQ(std::count(combined->ignores_in_sets.begin(), combined->ignores_in_sets.end(), true),
+            2);
+  size_t in_sets = 0;
+  for (const auto& part : combined->parts) in_sets += part.ignore_rules.size();
+  EXPECT_GE(in_sets, 2u);  // web-request-flood's static assets, nginx-404-flood's icons
+  const RuleSet::FormatIndex* re2_only = (*without)->ForFormat(LogFormat::LOG_FORMAT_COMBINED);
+  for (const auto& part : re2_only->parts) EXPECT_THAT(part.ignore_rules, IsEmpty());
+  EXPECT_EQ(std::count(re2_only->ignores_in_sets.begin(), re2_only->ignores_in_sets.end(), true),
+            0);
+
+  size_t examples = 0;
+  const std::vector<Line> lines = TestLines(**with, &examples);
+  auto expected = MatchAll(*without, lines);
+  // MatchOnly reports loopback keys, which the engine always allowlists (Process ignores them).
+  CidrSet loopback;
+  loopback.Add(*Cidr::Parse("127.0.0.0/8"));
+  loopback.Add(*Cidr::Parse("::1/128"));
+  for (auto& matches : expected) {
+    matches.erase(std::remove_if(matches.begin(), matches.end(),
+                                 [&](const std::pair<std::string, std::string>& m) {
+                                   std::optional<IpAddress> ip = IpAddress::Parse(m.second);
+                                   return ip && loopback.Contains(*ip);
+                                 }),
+                  matches.end());
+  }
+  for (bool prematch : {false, true}) {
+    size_t ignored = 0;
+    const auto got = CountAll(*with, lines, prematch, &ignored);
+    ASSERT_EQ(got.size(), expected.size());
+    size_t differences = 0;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      if (got[i] != expected[i] && ++differences <= 20) {
+        ADD_FAILURE() << (prematch ? "with" : "without") << " Prematch, line " << i
+                      << " (format " << lines[i].format << "): " << lines[i].text
+                      << "\n  counted: " << got[i].size() << " matches, RE2's ignores: "
+                      << expected[i].size();
+      }
+    }
+    EXPECT_EQ(differences, 0u) << (prematch ? "with" : "without") << " Prematch";
+    // Ignore patterns decided many lines: the counter-examples, the corpus's static assets.
+    EXPECT_GT(ignored, 1000u) << (prematch ? "with" : "without") << " Prematch";
+  }
 }
 
 }  // namespace

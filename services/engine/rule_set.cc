@@ -1879,6 +1879,7 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       gate_part.gate = std::make_unique<LiteralGate>(literals);
       index->parts.push_back(std::move(gate_part));
     }
+    std::vector<bool> ignores_outside(set->rules_.size());
     for (bool anchored : {true, false}) {
       SetPart part;
       part.set =
@@ -1898,13 +1899,40 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
           part.entries.emplace_back(static_cast<int>(r), p);
         }
       }
-      if (part.entries.empty()) continue;
+      // The ignore patterns after the rules' patterns (SetPart::ignore_rules), each in the Set
+      // of its own anchoring, whichever part holds the rule's patterns; none in a Set that holds
+      // no rule's pattern (FormatIndex::ignores_in_sets).
+      for (size_t r = 0; r < set->rules_.size() && options.ignores_in_sets; ++r) {
+        const CompiledRule& rule = *set->rules_[r];
+        if (!applies(rule)) continue;
+        for (int i = 0; i < rule.proto.ignore_patterns_size(); ++i) {
+          const std::string& pattern = rule.proto.ignore_patterns(i);
+          if ((!pattern.empty() && pattern[0] == '^') != anchored) continue;
+          if (part.entries.empty()) {
+            ignores_outside[r] = true;
+            continue;
+          }
+          std::string error;
+          if (part.set->Add(pattern, &error) < 0) {
+            return absl::InvalidArgumentError(absl::StrCat(
+                "rule \"", rule.id(), "\": ignore pattern ", i + 1, " rejected by RE2::Set: ",
+                error));
+          }
+          part.ignore_rules.push_back(static_cast<int>(r));
+        }
+      }
+      if (part.entries.empty() && part.ignore_rules.empty()) continue;
       if (!part.set->Compile()) {
         return absl::ResourceExhaustedError(
             absl::StrCat("the patterns for ", palisade::v1::LogFormat_Name(f),
                          " do not fit the regex memory budget; split or simplify them"));
       }
       index->parts.push_back(std::move(part));
+    }
+    index->ignores_in_sets.resize(set->rules_.size());
+    for (size_t r = 0; r < set->rules_.size(); ++r) {
+      index->ignores_in_sets[r] = options.ignores_in_sets && applies(*set->rules_[r]) &&
+                                  !set->rules_[r]->ignores.empty() && !ignores_outside[r];
     }
     if (!index->parts.empty() || !index->field_rules.empty()) {
       set->by_format_[f] = std::move(index);
