@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <set>
@@ -49,11 +50,54 @@ bool ValidInputName(const std::string& name) {
   return true;
 }
 
+LineSink PipelineLineSink(Pipeline& pipeline) {
+  LineSink sink;
+  sink.prematch = [&pipeline](LineBatch* batch) -> std::shared_ptr<const void> {
+    // Held from before Prematch: while it is alive no other rule set can have its address, so
+    // the pointer Prematch keeps says whether it matched with these rules.
+    std::shared_ptr<const RuleSet> rules = pipeline.rules();
+    pipeline.Prematch(batch);
+    if (batch->prematched_with != rules.get()) batch->prematched_with = nullptr;
+    return rules;
+  };
+  sink.process = [&pipeline](const LineBatch& batch) {
+    return pipeline.ProcessLines(batch).status();
+  };
+  return sink;
+}
+
 absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
     const palisade::v1::InputsConfig& config, FileInputsOptions options, BatchSink sink,
     prometheus::Registry& registry) {
+  auto batch = std::make_shared<palisade::v1::LogBatch>();
+  LineSink lines;
+  lines.process = [sink = std::move(sink), batch](const LineBatch& b) {
+    // Cleared records are kept by the repeated field and handed out again by Add().
+    batch->mutable_records()->Clear();
+    batch->set_source(b.source);
+    batch->set_format(b.format);
+    batch->set_json_format(b.json_format);
+    for (absl::string_view line : b.lines) batch->add_records()->set_line(line.data(), line.size());
+    return sink(*batch);
+  };
+  return Create(config, std::move(options), std::move(lines), registry);
+}
+
+absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
+    const palisade::v1::InputsConfig& config, FileInputsOptions options, LineSink sink,
+    prometheus::Registry& registry) {
   std::unique_ptr<FileInputs> inputs(new FileInputs(std::move(options), std::move(sink)));
   if (inputs->options_.batch_lines == 0) inputs->options_.batch_lines = 1000;
+  uint32_t threads = inputs->options_.threads;
+  if (threads == 0) threads = std::thread::hardware_concurrency() > 1 ? 2 : 1;
+  threads = std::min<uint32_t>(threads, 4);
+  if (inputs->sink_.prematch && threads > 1) {
+    // Two batches in flight per thread: one being prematched, one waiting for it.
+    inputs->depth_ = 2 * threads;
+    for (uint32_t t = 1; t < threads; ++t) {
+      inputs->workers_.emplace_back([raw = inputs.get()] { raw->Work(); });
+    }
+  }
   auto& lines = prometheus::BuildCounter()
                     .Name("palisade_input_lines_total")
                     .Help("Lines read from a file input and taken by the pipeline.")
@@ -124,7 +168,14 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
   return inputs;
 }
 
-FileInputs::~FileInputs() { Stop(); }
+FileInputs::~FileInputs() {
+  Stop();
+  {
+    absl::MutexLock lock(&work_mu_);
+    stop_work_ = true;
+  }
+  for (std::thread& w : workers_) w.join();
+}
 
 void FileInputs::Log(const std::string& message) const {
   if (options_.log) options_.log(message);
@@ -155,53 +206,180 @@ void FileInputs::DiscoverLocked(Input& input) {
 
 namespace {
 
-// A batch whose lines held more than this is not kept for reuse once taken: the strings'
-// capacity would otherwise stay allocated per file (up to batch_lines * max_line_bytes when
-// a sender writes long lines).
+// A slot whose lines held more than this is not kept for reuse once taken: its buffer would
+// otherwise stay allocated (up to batch_lines * max_line_bytes when a sender writes long lines).
 constexpr size_t kReuseBatchBytes = 1 << 20;
+
+// Batches of one file per round, so the others get their turn.
+constexpr int kBatchesPerRound = 16;
 
 }  // namespace
 
-size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& file) {
-  palisade::v1::LogBatch& batch = file.held;
-  if (batch.records_size() == 0) {
-    // Cleared records are kept by the repeated field and handed out again by add_records():
-    // their strings keep their capacity.
-    auto* records = batch.mutable_records();
-    absl::StatusOr<size_t> n = file.follower->Poll(
-        options_.batch_lines,
-        [records](absl::string_view line) { records->Add()->set_line(line.data(), line.size()); });
-    if (!n.ok()) {
-      input.errors->Increment();
-      const std::string message = absl::StrCat("input ", input.config.name(), ": ", n.status().message());
-      // Logged when it starts or changes, not every poll.
-      if (last_error_[path] != message) Log(message);
-      last_error_[path] = message;
-    } else if (last_error_.erase(path) > 0) {
-      Log(absl::StrCat("input ", input.config.name(), ": ", path, " readable again"));
+std::unique_ptr<FileInputs::Slot> FileInputs::NewSlot() {
+  if (free_.empty()) return std::make_unique<Slot>();
+  std::unique_ptr<Slot> slot = std::move(free_.back());
+  free_.pop_back();
+  return slot;
+}
+
+void FileInputs::Release(std::unique_ptr<Slot> slot) {
+  slot->hold.reset();
+  slot->batch.Clear();
+  if (slot->bytes.capacity() > kReuseBatchBytes) std::string().swap(slot->bytes);  // released
+  slot->state = Slot::State::kFilled;
+  free_.push_back(std::move(slot));
+}
+
+size_t FileInputs::FillLocked(Input& input, const std::string& path, File& file, Slot& slot) {
+  slot.bytes.clear();
+  slot.batch.Clear();
+  slot.hold.reset();
+  slot.spans.clear();
+  // Offsets first: the buffer may move while it grows.
+  absl::StatusOr<size_t> n = file.follower->Poll(
+      options_.batch_lines, [&slot](absl::string_view line) {
+        slot.spans.emplace_back(slot.bytes.size(), line.size());
+        slot.bytes.append(line.data(), line.size());
+      });
+  if (!n.ok()) {
+    input.errors->Increment();
+    const std::string message = absl::StrCat("input ", input.config.name(), ": ", n.status().message());
+    // Logged when it starts or changes, not every poll.
+    if (last_error_[path] != message) Log(message);
+    last_error_[path] = message;
+  } else if (last_error_.erase(path) > 0) {
+    Log(absl::StrCat("input ", input.config.name(), ": ", path, " readable again"));
+  }
+  std::vector<absl::string_view>& lines = slot.batch.lines;
+  for (const auto& [offset, length] : slot.spans) {
+    lines.emplace_back(slot.bytes.data() + offset, length);
+  }
+  if (lines.empty()) return 0;
+  slot.batch.source = input.config.source();
+  slot.batch.format = input.format;
+  slot.batch.json_format = input.config.json_format();
+  slot.after = file.follower->checkpoint();
+  return lines.size();
+}
+
+void FileInputs::Prematch(Slot* slot) { slot->hold = sink_.prematch(&slot->batch); }
+
+void FileInputs::Enqueue(Slot* slot) {
+  if (workers_.empty()) return;  // one thread: process matches the lines itself
+  absl::MutexLock lock(&work_mu_);
+  slot->state = Slot::State::kQueued;
+  queue_.push_back(slot);
+}
+
+void FileInputs::Work() {
+  while (true) {
+    Slot* slot;
+    {
+      absl::MutexLock lock(&work_mu_);
+      auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_) {
+        return stop_work_ || !queue_.empty();
+      };
+      work_mu_.Await(absl::Condition(&work));
+      if (stop_work_) return;
+      slot = queue_.front();
+      queue_.pop_front();
+      slot->state = Slot::State::kClaimed;
+    }
+    Prematch(slot);
+    absl::MutexLock lock(&work_mu_);
+    slot->state = Slot::State::kReady;
+  }
+}
+
+void FileInputs::PrepareHead(Slot* head) {
+  if (workers_.empty()) return;
+  while (true) {
+    Slot* mine = nullptr;
+    {
+      absl::MutexLock lock(&work_mu_);
+      if (head->state == Slot::State::kReady || head->state == Slot::State::kFilled) return;
+      if (head->state == Slot::State::kQueued) {
+        queue_.erase(std::find(queue_.begin(), queue_.end(), head));
+        mine = head;
+      } else if (!queue_.empty()) {
+        // The head is being prematched: take the latest batch queued meanwhile (the other
+        // threads take the oldest), rather than wait idle.
+        mine = queue_.back();
+        queue_.pop_back();
+      } else {
+        work_mu_.Await(absl::Condition(
+            +[](Slot* s) { return s->state == Slot::State::kReady; }, head));
+        return;
+      }
+      mine->state = Slot::State::kClaimed;
+    }
+    Prematch(mine);
+    {
+      absl::MutexLock lock(&work_mu_);
+      mine->state = Slot::State::kReady;
+    }
+    if (mine == head) return;
+  }
+}
+
+void FileInputs::Recall(File& file) {
+  if (workers_.empty()) return;
+  absl::MutexLock lock(&work_mu_);
+  for (auto& slot : file.ahead) {
+    if (slot->state == Slot::State::kQueued) {
+      queue_.erase(std::find(queue_.begin(), queue_.end(), slot.get()));
+      slot->state = Slot::State::kFilled;
     }
   }
-  if (batch.records_size() == 0) return 0;
-  batch.set_source(input.config.source());
-  batch.set_format(input.format);
-  batch.set_json_format(input.config.json_format());
-  absl::Status s = sink_(batch);
-  if (!s.ok()) {
-    // Kept to be offered again: nothing is skipped.
-    input.errors->Increment();
-    Log(absl::StrCat("input ", input.config.name(), ": batch refused: ", s.message()));
-    return 0;
+  for (auto& slot : file.ahead) {
+    work_mu_.Await(absl::Condition(
+        +[](Slot* s) { return s->state != Slot::State::kClaimed; }, slot.get()));
+    // Prematched again when offered again (the rules may have changed meanwhile).
+    slot->state = Slot::State::kFilled;
   }
-  const size_t n = static_cast<size_t>(batch.records_size());
-  size_t bytes = 0;
-  for (const auto& record : batch.records()) bytes += record.line().capacity();
-  if (bytes > kReuseBatchBytes) {
-    palisade::v1::LogBatch().Swap(&batch);  // released
-  } else {
-    batch.mutable_records()->Clear();  // kept for the next batch
+}
+
+size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& file) {
+  // What the sink refused last round goes first, prematched again.
+  for (auto& slot : file.ahead) Enqueue(slot.get());
+  size_t taken = 0;
+  // What waits from last round counts in this round's 16 batches: the batches a round takes do
+  // not depend on how many were read ahead (the positions after a round are the one thread's).
+  int read = static_cast<int>(file.ahead.size());
+  bool more = true;  // the follower may have more: its last batch was full
+  while (true) {
+    // Batches read ahead of the one the sink takes (depth_ 1: none), at most 16 a round.
+    while (more && file.ahead.size() < depth_ && read < kBatchesPerRound) {
+      std::unique_ptr<Slot> slot = NewSlot();
+      const size_t n = FillLocked(input, path, file, *slot);
+      more = n == options_.batch_lines;
+      if (n == 0) {
+        Release(std::move(slot));
+        break;
+      }
+      ++read;
+      Enqueue(slot.get());
+      file.ahead.push_back(std::move(slot));
+    }
+    if (file.ahead.empty()) break;
+    Slot* head = file.ahead.front().get();
+    PrepareHead(head);
+    absl::Status s = sink_.process(head->batch);
+    if (!s.ok()) {
+      // Kept to be offered again, with what was read after it: nothing is skipped.
+      input.errors->Increment();
+      Log(absl::StrCat("input ", input.config.name(), ": batch refused: ", s.message()));
+      Recall(file);
+      break;
+    }
+    const size_t n = head->batch.lines.size();
+    input.lines->Increment(static_cast<double>(n));
+    taken += n;
+    file.taken = head->after;
+    Release(std::move(file.ahead.front()));
+    file.ahead.pop_front();
   }
-  file.taken = file.follower->checkpoint();
-  return n;
+  return taken;
 }
 
 void FileInputs::PublishLocked(Input& input, const std::string& path, const File& file) {
@@ -220,13 +398,7 @@ size_t FileInputs::PollOnce() {
     DiscoverLocked(input);
     double lag = 0;
     for (auto& [path, file] : input.files) {
-      // A busy file gets several batches a round, up to a bound so the others get their turn.
-      for (int i = 0; i < 16; ++i) {
-        const size_t n = PollFileLocked(input, path, file);
-        input.lines->Increment(static_cast<double>(n));
-        total += n;
-        if (n < options_.batch_lines) break;
-      }
+      total += PollFileLocked(input, path, file);
       PublishLocked(input, path, file);
       lag += static_cast<double>(file.follower->lag_bytes());
     }

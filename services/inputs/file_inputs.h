@@ -1,6 +1,15 @@
 // palisaded's file inputs (issue 14 §1): the config's `inputs { files { ... } }`, each a set of
 // paths or globs followed by a FileFollower, read by one thread that hands batches of lines to a
-// sink (the daemon's Pipeline::ProcessBatch, the same path gRPC batches take).
+// sink (the daemon's: PipelineLineSink, Pipeline::ProcessLines, which decides as ProcessBatch,
+// the path gRPC batches take).
+//
+// On two threads (FileInputsOptions::threads; issue 14 §4), as replay does (issue 18): the
+// reading thread reads the next batches ahead and a second thread runs the sink's `prematch`
+// (Pipeline::Prematch: parse and the RE2::Set passes, which depend on nothing but the line) over
+// them while the reading thread hands the batch before to `process` (ProcessLines: captures,
+// sessions, windows, decisions), in the file's order. The reading thread prematches a later
+// batch itself while it waits, so neither waits long for the other. Everything with state stays
+// on the reading thread, in order: the decisions and positions are those of one thread.
 //
 // Exactness across restarts: a batch's lines are counted once the sink returned OK, and the
 // position after them is what Checkpoints() reports. Consistent(fn) runs `fn` while no batch is
@@ -14,9 +23,11 @@
 // Metrics per input: lines, bytes, rotations, truncations, errors, lag in bytes.
 //
 // Thread-safety: Start/Stop from one thread; Consistent and Checkpoints from any thread.
+// PollOnce from one thread at a time (Start's, or the caller's when not started).
 #ifndef PALISADE_SERVICES_INPUTS_FILE_INPUTS_H_
 #define PALISADE_SERVICES_INPUTS_FILE_INPUTS_H_
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -36,12 +47,17 @@
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "services/inputs/file_follower.h"
+#include "services/pipeline/pipeline.h"
 
 namespace palisade {
 
 struct FileInputsOptions {
   absl::Duration poll_interval = absl::Milliseconds(50);
   uint32_t batch_lines = 1000;
+  // Threads matching the lines: 1 reads, matches and decides on one; 2 (at most 4) prematch the
+  // batches read ahead on the others (when the sink has a `prematch`). 0: 2 when the machine
+  // has more than one core, else 1. The decisions and positions do not depend on it.
+  uint32_t threads = 0;
   size_t max_line_bytes = 16 * 1024;
   // Where each file stood at the last snapshot (EngineSnapshot.inputs).
   std::vector<palisade::v1::FileCheckpoint> checkpoints;
@@ -49,6 +65,21 @@ struct FileInputsOptions {
 };
 
 using BatchSink = std::function<absl::Status(const palisade::v1::LogBatch&)>;
+
+// The file inputs' lines as views into a reused buffer (no record or string per line).
+struct LineSink {
+  // Optional. Any thread, concurrently with `process` of the batches before: the part of matching
+  // that changes no state (Pipeline::Prematch). Returns what must stay alive while the batch's
+  // prematch may be read (the rules it matched with).
+  std::function<std::shared_ptr<const void>(LineBatch*)> prematch;
+  // The reading thread, batch after batch in the files' order: the rest. A batch refused (not
+  // OK) is kept and offered again on the next round.
+  std::function<absl::Status(const LineBatch&)> process;
+};
+
+// The daemon's sink: Pipeline::Prematch, then Pipeline::ProcessLines. A batch prematched with
+// rules swapped out before its ProcessLines is matched there again (nothing stale is used).
+LineSink PipelineLineSink(Pipeline& pipeline);
 
 // An input's name: [a-z0-9_-]{1,64} (a metric label and a key of saved positions).
 bool ValidInputName(const std::string& name);
@@ -59,11 +90,17 @@ class FileInputs {
   // that exists but cannot be read is refused (kPermissionDenied, naming the input and the
   // path); one that does not exist yet is waited for.
   static absl::StatusOr<std::unique_ptr<FileInputs>> Create(
+      const palisade::v1::InputsConfig& config, FileInputsOptions options, LineSink sink,
+      prometheus::Registry& registry);
+  // The same with each batch as a LogBatch (a record per line: tests, other sinks), matched on
+  // one thread.
+  static absl::StatusOr<std::unique_ptr<FileInputs>> Create(
       const palisade::v1::InputsConfig& config, FileInputsOptions options, BatchSink sink,
       prometheus::Registry& registry);
   ~FileInputs();
 
-  // Starts / stops the reading thread. Stop waits for the batch in flight.
+  // Starts / stops the reading thread. Stop waits for the batch in flight. (The prematching
+  // threads live as long as the object.)
   void Start();
   void Stop();
 
@@ -76,12 +113,24 @@ class FileInputs {
   std::vector<palisade::v1::FileCheckpoint> Checkpoints();
 
  private:
+  // A batch read: its lines' bytes in one buffer, the views into it, the position after it.
+  // Slots are reused (a line costs a copy into room already there, not a malloc and a free).
+  struct Slot {
+    // kFilled: read, not to be prematched (yet); kQueued: waiting for a prematching thread;
+    // kClaimed: being prematched; kReady: prematched.
+    enum class State { kFilled, kQueued, kClaimed, kReady };
+    std::string bytes;
+    std::vector<std::pair<size_t, size_t>> spans;  // (offset, length) of each line in bytes
+    LineBatch batch;
+    palisade::v1::FileCheckpoint after;  // the follower's position after the batch's last line
+    std::shared_ptr<const void> hold;    // what the prematch needs alive (its rules)
+    State state = State::kFilled;        // under work_mu_
+  };
   struct File {
     std::unique_ptr<FileFollower> follower;
-    // The batch being built, or one the sink refused (offered again while it has records).
-    // Kept between rounds: its LogRecords and their strings are reused, so a line costs a copy
-    // into a string that already has room, not a malloc and a free (see PERFORMANCE.md).
-    palisade::v1::LogBatch held;
+    // Read and not yet taken by the sink, in order: the batches read ahead during a round, and
+    // after a round only what the sink refused (offered again first on the next round).
+    std::deque<std::unique_ptr<Slot>> ahead;
     // The position after the last line the sink took (what a snapshot may say).
     palisade::v1::FileCheckpoint taken;
   };
@@ -99,21 +148,42 @@ class FileInputs {
     std::map<std::string, FollowerStats> published;
   };
 
-  FileInputs(FileInputsOptions options, BatchSink sink) : options_(std::move(options)),
-                                                          sink_(std::move(sink)) {}
+  FileInputs(FileInputsOptions options, LineSink sink) : options_(std::move(options)),
+                                                         sink_(std::move(sink)) {}
   // Adds followers for paths (and glob matches) not followed yet.
   void DiscoverLocked(Input& input) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Up to 16 batches of one file (the others get their turn). Returns the lines taken.
   size_t PollFileLocked(Input& input, const std::string& path, File& file)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads the file's next batch into `slot`: the lines read (0 at the end or on an error).
+  size_t FillLocked(Input& input, const std::string& path, File& file, Slot& slot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Hands `slot` to the prematching threads (when there are any).
+  void Enqueue(Slot* slot);
+  // Returns once `head` is prematched (or will be matched by `process` itself), prematching it,
+  // or a batch queued after it, on this thread rather than waiting idle.
+  void PrepareHead(Slot* head);
+  // After a refusal: no thread prematches `file`'s slots any more; they wait as read.
+  void Recall(File& file);
+  void Prematch(Slot* slot);
+  void Work();  // a prematching thread
+  std::unique_ptr<Slot> NewSlot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Release(std::unique_ptr<Slot> slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked(Input& input, const std::string& path, const File& file)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Log(const std::string& message) const;
 
   FileInputsOptions options_;
-  BatchSink sink_;
+  LineSink sink_;
+  size_t depth_ = 1;  // batches read ahead of the one the sink takes, plus it
   absl::Mutex mu_;  // held across a round: a batch in flight excludes Consistent
   std::vector<Input> inputs_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> last_error_ ABSL_GUARDED_BY(mu_);  // path -> message
+  std::vector<std::unique_ptr<Slot>> free_ ABSL_GUARDED_BY(mu_);  // slots to reuse
+  absl::Mutex work_mu_;
+  std::deque<Slot*> queue_ ABSL_GUARDED_BY(work_mu_);  // kQueued, oldest first
+  bool stop_work_ ABSL_GUARDED_BY(work_mu_) = false;
+  std::vector<std::thread> workers_;
   absl::Notification stop_;
   std::thread thread_;
 };

@@ -371,12 +371,9 @@ int Run() {
     input_options.poll_interval = FromProtoDuration(config->inputs().poll_interval());
   }
   input_options.log = [](const std::string& m) { Log(m); };
+  // Prematched on a second thread while the batch before is decided (PERFORMANCE.md, issue 14).
   absl::StatusOr<std::unique_ptr<FileInputs>> inputs = FileInputs::Create(
-      config->inputs(), input_options,
-      [&pipeline](const palisade::v1::LogBatch& batch) {
-        return pipeline.ProcessBatch(batch).status();
-      },
-      *registry);
+      config->inputs(), input_options, PipelineLineSink(pipeline), *registry);
   if (!inputs.ok()) {
     Log(absl::StrCat("refusing to start: ", inputs.status().message()));
     return 2;
