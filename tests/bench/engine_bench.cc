@@ -44,7 +44,8 @@ struct Fixture {
   std::shared_ptr<const RuleSet> all_rules;  // + cloudflare-tokens (unanchored patterns)
   // Every pack under rules/ (issue 13 §4: breadth must not cost speed).
   std::shared_ptr<const RuleSet> everything;
-  // The same without the prefilter and leading keys (RuleSetOptions): as before issue 13 §4.
+  // The same without the prefilter, leading keys and ignores in the Sets (RuleSetOptions): as
+  // before issue 13 §4.
   std::shared_ptr<const RuleSet> everything_no_prefilter;
   std::shared_ptr<const RuleSet> rules_no_prefilter;
   Corpus sshd;
@@ -74,6 +75,7 @@ struct Fixture {
       RuleSetOptions off;
       off.prefilter = false;
       off.leading_keys = false;
+      off.ignores_in_sets = false;
       f->everything_no_prefilter = Everything(off);
       f->rules_no_prefilter = *RuleSet::Compile(packs_sshd_nginx, {}, off);
       CorpusOptions options;
