@@ -15,11 +15,13 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/slice.h"
 #include "palisade/v1/palisade.pb.h"
 #include "prometheus/counter.h"
 #include "prometheus/family.h"
@@ -65,6 +67,23 @@ class ApiLimits {
   // (counted) when it holds more records, found by walking the wire format before anything is
   // parsed; INVALID_ARGUMENT when it is not a LogBatch.
   absl::Status ParseLogBatch(const grpc::ByteBuffer& wire, palisade::v1::LogBatch* batch);
+
+  // A LogBatch's bytes in one piece: a view of gRPC's slice, or its slices joined.
+  struct Wire {
+    std::vector<grpc::Slice> slices;
+    std::string joined;
+    absl::string_view bytes;
+  };
+  // Takes `wire`'s bytes (after which the ByteBuffer may be cleared) and applies the records
+  // cap as ParseLogBatch does.
+  absl::Status Read(const grpc::ByteBuffer& wire, Wire* out);
+  absl::Status ParseLogBatch(const Wire& wire, palisade::v1::LogBatch* batch);
+  // The batch without a protobuf record or a string per line: `header` gets every field but
+  // the records (parsed as a LogBatch would), `lines` each record's line as a view into
+  // `wire.bytes`. False, with nothing to use, when a record holds more than its line (an event
+  // time, fields, anything else) or the bytes are not well formed: ParseLogBatch then decides.
+  bool ParseLogBatchLines(const Wire& wire, palisade::v1::LogBatch* header,
+                          std::vector<absl::string_view>* lines);
 
   // Counts a refusal: `limit` is the config field's short name, e.g. "max_message_bytes".
   void CountRefusal(absl::string_view method, absl::string_view limit);

@@ -52,33 +52,44 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       Finish(grpc::Status::OK);
       return;
     }
-    // The batch lives on an arena sized from the message: its records and lines are carved
-    // from a few blocks and freed at once, where a heap message allocated and freed each
-    // (~15 % of a line's cost in the daemon, profiled).
-    google::protobuf::ArenaOptions arena_options;
-    arena_options.start_block_size = std::clamp<size_t>(2 * wire_.Length(), 4096, 4 << 20);
-    arena_options.max_block_size = arena_options.start_block_size;
-    google::protobuf::Arena arena(arena_options);
-    LogBatch& batch = *google::protobuf::Arena::CreateMessage<LogBatch>(&arena);
-    absl::Status parsed = limits_.ParseLogBatch(wire_, &batch);
+    ApiLimits::Wire bytes;
+    absl::Status read = limits_.Read(wire_, &bytes);
     wire_.Clear();
-    if (!parsed.ok()) {
-      Finish(ToGrpcStatus(parsed));
+    if (!read.ok()) {
+      Finish(ToGrpcStatus(read));
       return;
     }
     absl::StatusOr<BatchAck> ack;
-    if (batch.has_origin() && dedup_ != nullptr) {
-      // A follow-mode batch: what this file gave before is acked and dropped.
-      if (absl::Status valid = ShipDedup::Validate(batch); !valid.ok()) {
-        limits_.CountRefusal("Ingest.Ship", "origin");
-        Finish(ToGrpcStatus(valid));
-        return;
-      }
-      ack = dedup_->Take(&batch, [this](const LogBatch& b) {
-        return pipeline_.ProcessBatch(b);
+    LogBatch header;
+    LineBatch lines;
+    if (limits_.ParseLogBatchLines(bytes, &header, &lines.lines)) {
+      // Lines and nothing else (the common batch): the pipeline reads them as views into the
+      // message, with no protobuf record and no string per line (~10 % of a line's cost in
+      // the daemon, profiled).
+      lines.format = header.format();
+      lines.source = header.source();
+      lines.json_format = header.json_format();
+      lines.sequence = header.sequence();
+      ack = Run(header, static_cast<int>(lines.lines.size()), [&](int skip) {
+        lines.lines.erase(lines.lines.begin(), lines.lines.begin() + skip);
+        return pipeline_.ProcessLines(lines);
       });
     } else {
-      ack = pipeline_.ProcessBatch(batch);
+      // Records with event times or fields: parsed on an arena sized from the message, so
+      // that records and lines are carved from a few blocks and freed at once.
+      google::protobuf::ArenaOptions arena_options;
+      arena_options.start_block_size = std::clamp<size_t>(2 * bytes.bytes.size(), 4096, 4 << 20);
+      arena_options.max_block_size = arena_options.start_block_size;
+      google::protobuf::Arena arena(arena_options);
+      LogBatch& batch = *google::protobuf::Arena::CreateMessage<LogBatch>(&arena);
+      if (absl::Status parsed = limits_.ParseLogBatch(bytes, &batch); !parsed.ok()) {
+        Finish(ToGrpcStatus(parsed));
+        return;
+      }
+      ack = Run(batch, batch.records_size(), [&](int skip) {
+        if (skip > 0) batch.mutable_records()->DeleteSubrange(0, skip);
+        return pipeline_.ProcessBatch(batch);
+      });
     }
     if (!ack.ok()) {
       Finish(ToGrpcStatus(ack.status()));
@@ -87,6 +98,19 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     grpc::Slice slice(ack->SerializeAsString());
     ack_wire_ = grpc::ByteBuffer(&slice, 1);
     StartWrite(&ack_wire_);
+  }
+
+  // A parsed batch (`header`: its fields, maybe without its records): a follow-mode batch goes
+  // through the dedup table, which acks and drops what its file gave before; `process(skip)`
+  // runs all but the first `skip` records through the pipeline.
+  absl::StatusOr<BatchAck> Run(const LogBatch& header, int records,
+                               const ShipDedup::ProcessFrom& process) {
+    if (!header.has_origin() || dedup_ == nullptr) return process(0);
+    if (absl::Status valid = ShipDedup::Validate(header.origin(), records); !valid.ok()) {
+      limits_.CountRefusal("Ingest.Ship", "origin");
+      return valid;
+    }
+    return dedup_->Take(header.origin(), header.sequence(), records, process);
   }
 
   void OnWriteDone(bool ok) override {

@@ -64,7 +64,10 @@ ShipDedup::ShipDedup(ShipDedupOptions options, prometheus::Registry& registry)
                        .Add({})) {}
 
 absl::Status ShipDedup::Validate(const LogBatch& batch) {
-  const BatchOrigin& o = batch.origin();
+  return Validate(batch.origin(), batch.records_size());
+}
+
+absl::Status ShipDedup::Validate(const BatchOrigin& o, int records) {
   if (!ValidShipperId(o.shipper_id())) {
     return absl::InvalidArgumentError(
         "origin.shipper_id must be 1 to 128 characters of [A-Za-z0-9._:-]");
@@ -79,10 +82,10 @@ absl::Status ShipDedup::Validate(const LogBatch& batch) {
         "origin.fingerprint is at most ", kMaxFingerprint, " bytes, of a first line of at most ",
         kMaxFingerprintBytes, " bytes (shipper ", o.shipper_id(), ")"));
   }
-  if (o.line_ends_size() != batch.records_size()) {
+  if (o.line_ends_size() != records) {
     return absl::InvalidArgumentError(
-        absl::StrCat("origin.line_ends has ", o.line_ends_size(), " offsets for ",
-                     batch.records_size(), " records (shipper ", o.shipper_id(), ")"));
+        absl::StrCat("origin.line_ends has ", o.line_ends_size(), " offsets for ", records,
+                     " records (shipper ", o.shipper_id(), ")"));
   }
   for (int i = 1; i < o.line_ends_size(); ++i) {
     if (o.line_ends(i) < o.line_ends(i - 1)) {
@@ -152,15 +155,21 @@ void ShipDedup::TouchLocked(Lru::iterator it) {
 
 void ShipDedup::PublishLocked() { files_gauge_.Set(static_cast<double>(lru_.size())); }
 
-absl::StatusOr<BatchAck> ShipDedup::Take(LogBatch* batch_ptr, const Process& process) {
-  LogBatch& batch = *batch_ptr;
-  if (absl::Status s = Validate(batch); !s.ok()) return s;
+absl::StatusOr<BatchAck> ShipDedup::Take(LogBatch* batch, const Process& process) {
+  return Take(batch->origin(), batch->sequence(), batch->records_size(),
+              [&](int skip) -> absl::StatusOr<BatchAck> {
+                if (skip > 0) batch->mutable_records()->DeleteSubrange(0, skip);
+                return process(*batch);
+              });
+}
+
+absl::StatusOr<BatchAck> ShipDedup::Take(const BatchOrigin& origin, uint64_t sequence, int total,
+                                         const ProcessFrom& process) {
+  if (absl::Status s = Validate(origin, total); !s.ok()) return s;
   // Shared: batches of different files go through the pipeline side by side. Consistent()
   // takes it exclusively, so it never sees a batch between its check and its update.
   absl::ReaderMutexLock in_flight(&snapshot_mu_);
-  const BatchOrigin& origin = batch.origin();
   const std::string key = KeyOf(origin.shipper_id(), origin.path());
-  const int total = batch.records_size();
   int skip = 0;
   {
     absl::MutexLock lock(&mu_);
@@ -180,13 +189,12 @@ absl::StatusOr<BatchAck> ShipDedup::Take(LogBatch* batch_ptr, const Process& pro
       duplicate_batches_total_.Increment();
       TouchLocked(file);  // still in use: not the first to be forgotten
       BatchAck ack;
-      ack.set_sequence(batch.sequence());
+      ack.set_sequence(sequence);
       return ack;
     }
     busy_.insert(key);
   }
-  if (skip > 0) batch.mutable_records()->DeleteSubrange(0, skip);
-  absl::StatusOr<BatchAck> ack = process(batch);
+  absl::StatusOr<BatchAck> ack = process(skip);
   absl::MutexLock lock(&mu_);
   busy_.erase(key);
   if (!ack.ok() || total == 0) return ack;

@@ -69,6 +69,8 @@ class ShipDedup {
   // id outside [A-Za-z0-9._:-]{1,128}, an empty path or one over 1024 bytes, a fingerprint over
   // 64 bytes, fingerprint_bytes over 1 MiB, or line_ends not one per record and non-decreasing.
   static absl::Status Validate(const palisade::v1::LogBatch& batch);
+  // The same for an origin sent with `records` records.
+  static absl::Status Validate(const palisade::v1::BatchOrigin& origin, int records);
 
   // Runs `batch` (which has an origin) through `process` without the records at or below what
   // was taken from its file, and remembers the new end once `process` returned OK (an error
@@ -81,6 +83,13 @@ class ShipDedup {
                                               const Process& process) {
     return Take(&batch, process);
   }
+  // The same for a batch held in another form (the daemon's lines as views into the message):
+  // `records` records came with `origin` and batch `sequence`; `process(skip)` runs all but
+  // the first `skip` of them through the pipeline.
+  using ProcessFrom = std::function<absl::StatusOr<palisade::v1::BatchAck>(int skip)>;
+  absl::StatusOr<palisade::v1::BatchAck> Take(const palisade::v1::BatchOrigin& origin,
+                                              uint64_t sequence, int records,
+                                              const ProcessFrom& process);
 
   // Runs `fn` with every remembered position (most recently used first) while no batch is in
   // the pipeline through Take().

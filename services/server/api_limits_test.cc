@@ -1,0 +1,178 @@
+#include "services/server/api_limits.h"
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "google/protobuf/util/message_differencer.h"
+#include "gmock/gmock.h"
+#include "grpcpp/support/byte_buffer.h"
+#include "gtest/gtest.h"
+#include "prometheus/registry.h"
+#include "services/common/status_matchers.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::LogBatch;
+using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+using ::testing::ElementsAre;
+
+// `bytes` as gRPC hands a message over: in `pieces` slices.
+grpc::ByteBuffer InSlices(const std::string& bytes, int pieces) {
+  std::vector<grpc::Slice> slices;
+  size_t at = 0;
+  for (int i = 0; i < pieces; ++i) {
+    const size_t end = i + 1 == pieces ? bytes.size() : bytes.size() * (i + 1) / pieces;
+    slices.emplace_back(bytes.substr(at, end - at));
+    at = end;
+  }
+  return grpc::ByteBuffer(slices.data(), slices.size());
+}
+
+LogBatch LinesBatch() {
+  LogBatch batch;
+  batch.set_sequence(42);
+  batch.set_source("web-1:/var/log/auth.log");
+  batch.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+  const std::vector<std::string> lines = {"first line", "", std::string("nul\0byte", 8), "last"};
+  for (const std::string& line : lines) batch.add_records()->set_line(line);
+  return batch;
+}
+
+class ApiLimitsTest : public ::testing::Test {
+ protected:
+  // What the daemon's views path gives for `bytes`, checked against the protobuf parse: when
+  // it answers, the header is the parse without its records and the lines are the records'.
+  // Returns whether it answered.
+  bool Agrees(const std::string& bytes, int pieces = 1) {
+    ApiLimits::Wire wire;
+    EXPECT_THAT(limits_.Read(InSlices(bytes, pieces), &wire), IsOk());
+    LogBatch header;
+    std::vector<absl::string_view> lines;
+    const bool viewed = limits_.ParseLogBatchLines(wire, &header, &lines);
+    LogBatch parsed;
+    const bool parses = limits_.ParseLogBatch(wire, &parsed).ok();
+    if (!viewed) return false;
+    EXPECT_TRUE(parses) << "the views path took bytes the parse refuses";
+    if (!parses) return true;
+    std::vector<std::string> records;
+    for (const auto& r : parsed.records()) records.push_back(r.line());
+    EXPECT_EQ(std::vector<std::string>(lines.begin(), lines.end()), records);
+    parsed.clear_records();
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(header, parsed))
+        << header.DebugString() << " vs " << parsed.DebugString();
+    return true;
+  }
+
+  prometheus::Registry registry_;
+  ApiLimits limits_{ApiLimits::Options{}, registry_};
+};
+
+TEST_F(ApiLimitsTest, ABatchOfLinesIsReadAsViewsIntoTheMessageInOneSliceOrSeveral) {
+  const std::string bytes = LinesBatch().SerializeAsString();
+  for (int pieces : {1, 2, 7}) {
+    ApiLimits::Wire wire;
+    ASSERT_THAT(limits_.Read(InSlices(bytes, pieces), &wire), IsOk());
+    LogBatch header;
+    std::vector<absl::string_view> lines;
+    ASSERT_TRUE(limits_.ParseLogBatchLines(wire, &header, &lines)) << pieces;
+    EXPECT_THAT(lines, ElementsAre("first line", "", absl::string_view("nul\0byte", 8), "last"));
+    EXPECT_EQ(header.sequence(), 42u);
+    EXPECT_EQ(header.source(), "web-1:/var/log/auth.log");
+    EXPECT_EQ(header.format(), palisade::v1::LOG_FORMAT_SYSLOG);
+    EXPECT_EQ(header.records_size(), 0);
+    for (absl::string_view line : lines) {  // views into the message's bytes
+      EXPECT_TRUE(line.empty() || (line.data() >= wire.bytes.data() &&
+                                   line.data() + line.size() <= wire.bytes.data() + wire.bytes.size()));
+    }
+  }
+}
+
+TEST_F(ApiLimitsTest, AFollowModeBatchKeepsItsOriginAndUnknownFieldsInTheHeader) {
+  LogBatch batch = LinesBatch();
+  batch.mutable_origin()->set_shipper_id("host-a");
+  batch.mutable_origin()->set_path("/var/log/auth.log");
+  for (int end : {11, 12, 21, 26}) batch.mutable_origin()->add_line_ends(end);
+  std::string bytes = batch.SerializeAsString();
+  bytes += std::string("\xa0\x06\x05", 3);  // field 100, varint 5: unknown to this server
+  EXPECT_TRUE(Agrees(bytes));
+  // Fields before, between and after the records, and a second source (the last one wins).
+  LogBatch later;
+  later.set_source("web-2");
+  LogBatch first;
+  first.set_sequence(7);
+  EXPECT_TRUE(Agrees(first.SerializeAsString() + bytes + later.SerializeAsString()));
+}
+
+TEST_F(ApiLimitsTest, RecordsWithMoreThanALineGoToTheProtobufParse) {
+  LogBatch timed = LinesBatch();
+  timed.mutable_records(1)->mutable_event_time()->set_seconds(1700000000);
+  EXPECT_FALSE(Agrees(timed.SerializeAsString()));
+  LogBatch fields = LinesBatch();
+  (*fields.mutable_records(3)->mutable_fields())["unit"] = "ssh.service";
+  EXPECT_FALSE(Agrees(fields.SerializeAsString()));
+  // A record repeating its line: the parse keeps the last, and so do the views.
+  palisade::v1::LogRecord twice;
+  twice.set_line("dropped");
+  std::string record = twice.SerializeAsString();
+  twice.set_line("kept");
+  record += twice.SerializeAsString();
+  std::string bytes = LinesBatch().SerializeAsString();
+  bytes += '\x22';  // field 4, length-delimited
+  bytes += static_cast<char>(record.size());
+  bytes += record;
+  EXPECT_TRUE(Agrees(bytes));
+}
+
+TEST_F(ApiLimitsTest, MalformedBytesAreLeftToTheParseWhichRefusesThem) {
+  const std::string bytes = LinesBatch().SerializeAsString();
+  EXPECT_FALSE(Agrees(bytes.substr(0, bytes.size() - 2)));  // the last record cut short
+  EXPECT_FALSE(Agrees(bytes + "\x22\x7f"));                  // a length past the end
+  ApiLimits::Wire wire;
+  ASSERT_THAT(limits_.Read(InSlices(bytes + "\x22\x7f", 1), &wire), IsOk());
+  LogBatch parsed;
+  EXPECT_THAT(limits_.ParseLogBatch(wire, &parsed), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// Whatever the bytes, the views path never answers differently from the protobuf parse: random
+// byte changes, cuts and insertions in batches with and without an origin (fixed seed).
+TEST_F(ApiLimitsTest, MutatedMessagesAreReadAsTheParseReadsThemOrNotAtAll) {
+  LogBatch with_origin = LinesBatch();
+  with_origin.mutable_origin()->set_shipper_id("s");
+  with_origin.mutable_origin()->set_path("/l");
+  for (int end : {1, 2, 3, 4}) with_origin.mutable_origin()->add_line_ends(end);
+  const std::vector<std::string> seeds = {LinesBatch().SerializeAsString(),
+                                          with_origin.SerializeAsString()};
+  std::mt19937 random(20261202);
+  int answered = 0;
+  for (int round = 0; round < 4000; ++round) {
+    std::string bytes = seeds[round % seeds.size()];
+    const int changes = 1 + static_cast<int>(random() % 3);
+    for (int c = 0; c < changes && !bytes.empty(); ++c) {
+      const size_t at = random() % bytes.size();
+      switch (random() % 3) {
+        case 0: bytes[at] = static_cast<char>(random()); break;
+        case 1: bytes.erase(at, 1 + random() % 4); break;
+        default: bytes.insert(at, 1, static_cast<char>(random())); break;
+      }
+    }
+    if (Agrees(bytes, 1 + static_cast<int>(round % 3))) ++answered;
+  }
+  // Most mutations still leave a batch of lines the views path reads (and so checks).
+  EXPECT_GT(answered, 500);
+}
+
+TEST_F(ApiLimitsTest, TheRecordsCapActsBeforeAnythingIsParsed) {
+  prometheus::Registry registry;
+  ApiLimits::Options options;
+  options.max_records_per_batch = 3;
+  ApiLimits limits(options, registry);
+  ApiLimits::Wire wire;
+  EXPECT_THAT(limits.Read(InSlices(LinesBatch().SerializeAsString(), 2), &wire),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+}  // namespace
+}  // namespace palisade
