@@ -216,6 +216,7 @@ constexpr int kBatchesPerRound = 16;
 }  // namespace
 
 std::unique_ptr<FileInputs::Slot> FileInputs::NewSlot() {
+  absl::MutexLock lock(&work_mu_);
   if (free_.empty()) return std::make_unique<Slot>();
   std::unique_ptr<Slot> slot = std::move(free_.back());
   free_.pop_back();
@@ -227,14 +228,15 @@ void FileInputs::Release(std::unique_ptr<Slot> slot) {
   slot->batch.Clear();
   if (slot->bytes.capacity() > kReuseBatchBytes) std::string().swap(slot->bytes);  // released
   slot->state = Slot::State::kFilled;
+  absl::MutexLock lock(&work_mu_);
   free_.push_back(std::move(slot));
 }
 
-size_t FileInputs::FillLocked(Input& input, const std::string& path, File& file, Slot& slot) {
+size_t FileInputs::Fill(Input& input, const std::string& path, File& file, Slot& slot) {
   slot.bytes.clear();
+  slot.spans.clear();
   slot.batch.Clear();
   slot.hold.reset();
-  slot.spans.clear();
   // Offsets first: the buffer may move while it grows.
   absl::StatusOr<size_t> n = file.follower->Poll(
       options_.batch_lines, [&slot](absl::string_view line) {
@@ -245,9 +247,10 @@ size_t FileInputs::FillLocked(Input& input, const std::string& path, File& file,
     input.errors->Increment();
     const std::string message = absl::StrCat("input ", input.config.name(), ": ", n.status().message());
     // Logged when it starts or changes, not every poll.
-    if (last_error_[path] != message) Log(message);
-    last_error_[path] = message;
-  } else if (last_error_.erase(path) > 0) {
+    if (file.last_error != message) Log(message);
+    file.last_error = message;
+  } else if (!file.last_error.empty()) {
+    file.last_error.clear();
     Log(absl::StrCat("input ", input.config.name(), ": ", path, " readable again"));
   }
   std::vector<absl::string_view>& lines = slot.batch.lines;
@@ -264,26 +267,49 @@ size_t FileInputs::FillLocked(Input& input, const std::string& path, File& file,
 
 void FileInputs::Prematch(Slot* slot) { slot->hold = sink_.prematch(&slot->batch); }
 
-void FileInputs::Enqueue(Slot* slot) {
-  if (workers_.empty()) return;  // one thread: process matches the lines itself
-  absl::MutexLock lock(&work_mu_);
-  slot->state = Slot::State::kQueued;
-  queue_.push_back(slot);
+bool FileInputs::CanFill(const Job& job) const {
+  return !job.stop && !job.filling && job.more && job.read < kBatchesPerRound &&
+         job.file->ahead.size() < depth_;
 }
 
 void FileInputs::Work() {
   while (true) {
-    Slot* slot;
+    Slot* slot = nullptr;
+    Job* job = nullptr;
     {
       absl::MutexLock lock(&work_mu_);
       auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_) {
-        return stop_work_ || !queue_.empty();
+        return stop_work_ || !queue_.empty() || (job_ != nullptr && CanFill(*job_));
       };
       work_mu_.Await(absl::Condition(&work));
       if (stop_work_) return;
-      slot = queue_.front();
-      queue_.pop_front();
-      slot->state = Slot::State::kClaimed;
+      if (job_ != nullptr && CanFill(*job_)) {
+        // Reading first: it is cheap and keeps the batches coming.
+        job = job_;
+        job->filling = true;
+      } else {
+        slot = queue_.front();
+        queue_.pop_front();
+        slot->state = Slot::State::kClaimed;
+      }
+    }
+    if (job != nullptr) {
+      std::unique_ptr<Slot> next = NewSlot();
+      const size_t n = Fill(*job->input, *job->path, *job->file, *next);
+      if (n == 0) Release(std::move(next));
+      absl::MutexLock lock(&work_mu_);
+      job->filling = false;
+      job->more = n == options_.batch_lines;
+      if (n > 0) {
+        ++job->read;
+        // Kept even when the sink refused meanwhile: its lines were read.
+        if (!job->stop) {
+          next->state = Slot::State::kQueued;
+          queue_.push_back(next.get());
+        }
+        job->file->ahead.push_back(std::move(next));
+      }
+      continue;
     }
     Prematch(slot);
     absl::MutexLock lock(&work_mu_);
@@ -291,85 +317,32 @@ void FileInputs::Work() {
   }
 }
 
-void FileInputs::PrepareHead(Slot* head) {
-  if (workers_.empty()) return;
-  while (true) {
-    Slot* mine = nullptr;
-    {
-      absl::MutexLock lock(&work_mu_);
-      if (head->state == Slot::State::kReady || head->state == Slot::State::kFilled) return;
-      if (head->state == Slot::State::kQueued) {
-        queue_.erase(std::find(queue_.begin(), queue_.end(), head));
-        mine = head;
-      } else if (!queue_.empty()) {
-        // The head is being prematched: take the latest batch queued meanwhile (the other
-        // threads take the oldest), rather than wait idle.
-        mine = queue_.back();
-        queue_.pop_back();
-      } else {
-        work_mu_.Await(absl::Condition(
-            +[](Slot* s) { return s->state == Slot::State::kReady; }, head));
-        return;
-      }
-      mine->state = Slot::State::kClaimed;
-    }
-    Prematch(mine);
-    {
-      absl::MutexLock lock(&work_mu_);
-      mine->state = Slot::State::kReady;
-    }
-    if (mine == head) return;
-  }
-}
-
-void FileInputs::Recall(File& file) {
-  if (workers_.empty()) return;
-  absl::MutexLock lock(&work_mu_);
-  for (auto& slot : file.ahead) {
-    if (slot->state == Slot::State::kQueued) {
-      queue_.erase(std::find(queue_.begin(), queue_.end(), slot.get()));
-      slot->state = Slot::State::kFilled;
-    }
-  }
-  for (auto& slot : file.ahead) {
-    work_mu_.Await(absl::Condition(
-        +[](Slot* s) { return s->state != Slot::State::kClaimed; }, slot.get()));
-    // Prematched again when offered again (the rules may have changed meanwhile).
-    slot->state = Slot::State::kFilled;
-  }
-}
-
 size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& file) {
-  // What the sink refused last round goes first, prematched again.
-  for (auto& slot : file.ahead) Enqueue(slot.get());
+  if (!workers_.empty()) return PollFileWithWorkersLocked(input, path, file);
+  // One thread: read a batch, hand it to the sink (which matches it itself), and so on.
   size_t taken = 0;
-  // What waits from last round counts in this round's 16 batches: the batches a round takes do
-  // not depend on how many were read ahead (the positions after a round are the one thread's).
+  // A batch refused last round counts in this round's 16.
   int read = static_cast<int>(file.ahead.size());
   bool more = true;  // the follower may have more: its last batch was full
   while (true) {
-    // Batches read ahead of the one the sink takes (depth_ 1: none), at most 16 a round.
-    while (more && file.ahead.size() < depth_ && read < kBatchesPerRound) {
+    if (file.ahead.empty()) {
+      if (!more || read >= kBatchesPerRound) break;
       std::unique_ptr<Slot> slot = NewSlot();
-      const size_t n = FillLocked(input, path, file, *slot);
+      const size_t n = Fill(input, path, file, *slot);
       more = n == options_.batch_lines;
       if (n == 0) {
         Release(std::move(slot));
         break;
       }
       ++read;
-      Enqueue(slot.get());
       file.ahead.push_back(std::move(slot));
     }
-    if (file.ahead.empty()) break;
     Slot* head = file.ahead.front().get();
-    PrepareHead(head);
     absl::Status s = sink_.process(head->batch);
     if (!s.ok()) {
-      // Kept to be offered again, with what was read after it: nothing is skipped.
+      // Kept to be offered again: nothing is skipped.
       input.errors->Increment();
       Log(absl::StrCat("input ", input.config.name(), ": batch refused: ", s.message()));
-      Recall(file);
       break;
     }
     const size_t n = head->batch.lines.size();
@@ -378,6 +351,100 @@ size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& f
     file.taken = head->after;
     Release(std::move(file.ahead.front()));
     file.ahead.pop_front();
+  }
+  return taken;
+}
+
+size_t FileInputs::PollFileWithWorkersLocked(Input& input, const std::string& path, File& file) {
+  Job job;
+  job.input = &input;
+  job.path = &path;
+  job.file = &file;
+  size_t taken = 0;
+  {
+    absl::MutexLock lock(&work_mu_);
+    // What the sink refused last round goes first, prematched again (the rules may have
+    // changed), and counts in this round's 16 batches: the batches a round takes do not depend
+    // on how many were read ahead, so the positions after a round are the one thread's.
+    job.read = static_cast<int>(file.ahead.size());
+    for (auto& slot : file.ahead) {
+      slot->state = Slot::State::kQueued;
+      queue_.push_back(slot.get());
+    }
+    job_ = &job;
+  }
+  while (true) {
+    Slot* head = nullptr;
+    Slot* mine = nullptr;
+    {
+      absl::MutexLock lock(&work_mu_);
+      auto next = [this, &job, &file]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_) {
+        if (file.ahead.empty()) {
+          return !job.filling && (!job.more || job.read >= kBatchesPerRound);
+        }
+        // The head prematched, or one this thread can prematch rather than wait.
+        return file.ahead.front()->state != Slot::State::kClaimed || !queue_.empty();
+      };
+      work_mu_.Await(absl::Condition(&next));
+      if (file.ahead.empty()) {
+        job_ = nullptr;
+        break;
+      }
+      head = file.ahead.front().get();
+      if (head->state == Slot::State::kQueued) {
+        queue_.erase(std::find(queue_.begin(), queue_.end(), head));
+        mine = head;
+      } else if (head->state == Slot::State::kClaimed) {
+        // The head is being prematched: take the latest batch queued meanwhile (the workers
+        // take the oldest).
+        mine = queue_.back();
+        queue_.pop_back();
+      }
+      if (mine != nullptr) mine->state = Slot::State::kClaimed;
+    }
+    if (mine != nullptr) {
+      Prematch(mine);
+      absl::MutexLock lock(&work_mu_);
+      mine->state = Slot::State::kReady;
+      continue;
+    }
+    absl::Status s = sink_.process(head->batch);
+    if (!s.ok()) {
+      // Kept to be offered again, with what was read after it: nothing is skipped.
+      input.errors->Increment();
+      Log(absl::StrCat("input ", input.config.name(), ": batch refused: ", s.message()));
+      absl::MutexLock lock(&work_mu_);
+      job.stop = true;
+      for (auto& slot : file.ahead) {
+        if (slot->state == Slot::State::kQueued) {
+          queue_.erase(std::find(queue_.begin(), queue_.end(), slot.get()));
+          slot->state = Slot::State::kFilled;
+        }
+      }
+      // No worker reads or prematches this file's batches once the round is over.
+      auto idle = [&job, &file]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_) {
+        if (job.filling) return false;
+        for (const auto& slot : file.ahead) {
+          if (slot->state == Slot::State::kClaimed) return false;
+        }
+        return true;
+      };
+      work_mu_.Await(absl::Condition(&idle));
+      for (auto& slot : file.ahead) slot->state = Slot::State::kFilled;
+      job_ = nullptr;
+      break;
+    }
+    const size_t n = head->batch.lines.size();
+    input.lines->Increment(static_cast<double>(n));
+    taken += n;
+    file.taken = head->after;
+    std::unique_ptr<Slot> done;
+    {
+      absl::MutexLock lock(&work_mu_);
+      done = std::move(file.ahead.front());
+      file.ahead.pop_front();
+    }
+    Release(std::move(done));
   }
   return taken;
 }

@@ -130,7 +130,8 @@ class FileInputs {
     std::unique_ptr<FileFollower> follower;
     // Read and not yet taken by the sink, in order: the batches read ahead during a round, and
     // after a round only what the sink refused (offered again first on the next round).
-    std::deque<std::unique_ptr<Slot>> ahead;
+    std::deque<std::unique_ptr<Slot>> ahead;  // under work_mu_ while a round has workers
+    std::string last_error;  // logged when it starts or changes, not every poll
     // The position after the last line the sink took (what a snapshot may say).
     palisade::v1::FileCheckpoint taken;
   };
@@ -155,20 +156,17 @@ class FileInputs {
   // Up to 16 batches of one file (the others get their turn). Returns the lines taken.
   size_t PollFileLocked(Input& input, const std::string& path, File& file)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Reads the file's next batch into `slot`: the lines read (0 at the end or on an error).
-  size_t FillLocked(Input& input, const std::string& path, File& file, Slot& slot)
+  // The same on several threads: the others read the file's batches ahead and prematch them
+  // while this one hands them to the sink in order (prematching one itself rather than wait).
+  size_t PollFileWithWorkersLocked(Input& input, const std::string& path, File& file)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Hands `slot` to the prematching threads (when there are any).
-  void Enqueue(Slot* slot);
-  // Returns once `head` is prematched (or will be matched by `process` itself), prematching it,
-  // or a batch queued after it, on this thread rather than waiting idle.
-  void PrepareHead(Slot* head);
-  // After a refusal: no thread prematches `file`'s slots any more; they wait as read.
-  void Recall(File& file);
+  // Reads the file's next batch into `slot`: the lines read (0 at the end or on an error). One
+  // thread at a time per file (the round's, or the one reading for it).
+  size_t Fill(Input& input, const std::string& path, File& file, Slot& slot);
   void Prematch(Slot* slot);
-  void Work();  // a prematching thread
-  std::unique_ptr<Slot> NewSlot() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void Release(std::unique_ptr<Slot> slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Work();  // a reading and prematching thread
+  std::unique_ptr<Slot> NewSlot();
+  void Release(std::unique_ptr<Slot> slot);
   void PublishLocked(Input& input, const std::string& path, const File& file)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Log(const std::string& message) const;
@@ -178,10 +176,22 @@ class FileInputs {
   size_t depth_ = 1;  // batches read ahead of the one the sink takes, plus it
   absl::Mutex mu_;  // held across a round: a batch in flight excludes Consistent
   std::vector<Input> inputs_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, std::string> last_error_ ABSL_GUARDED_BY(mu_);  // path -> message
-  std::vector<std::unique_ptr<Slot>> free_ ABSL_GUARDED_BY(mu_);  // slots to reuse
   absl::Mutex work_mu_;
+  std::vector<std::unique_ptr<Slot>> free_ ABSL_GUARDED_BY(work_mu_);  // slots to reuse
   std::deque<Slot*> queue_ ABSL_GUARDED_BY(work_mu_);  // kQueued, oldest first
+  // The file whose round runs on several threads: its batches are read ahead by the workers
+  // (one at a time), up to depth_ in file.ahead and 16 a round.
+  struct Job {
+    Input* input;
+    const std::string* path;
+    File* file;
+    int read = 0;          // batches this round, those left from the last one included
+    bool more = true;      // the follower's last batch was full
+    bool filling = false;  // a worker is reading the next batch
+    bool stop = false;     // the sink refused: read no more this round
+  };
+  bool CanFill(const Job& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_);
+  Job* job_ ABSL_GUARDED_BY(work_mu_) = nullptr;
   bool stop_work_ ABSL_GUARDED_BY(work_mu_) = false;
   std::vector<std::thread> workers_;
   absl::Notification stop_;
