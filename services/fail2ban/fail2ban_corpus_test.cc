@@ -67,9 +67,12 @@ const absl::Time kTestNow = absl::FromUnixSeconds(1124013600);
 // year after the day and blanks where the host would be; the -raw twin takes the daemon's tag,
 // and the host with a colon-less tag; more date shapes; a prefregex content ending in `.*`):
 // 807/857 = 94.2 %, 1 of 159.
-// The recall target (95 %) is not reached; docs/COVERAGE.md says where the gap is.
+// Fifth round (the engine's pending session matches, Rule.session.pending: a failure of a pid
+// before any line named the address counts when a later line names it; <F-MLFGAINED> drops it;
+// sshd's pre-6.8 bare MD5 fingerprint tail): 817/857 = 95.3 %, 1 of 159. The recall target is
+// met; docs/COVERAGE.md lists what is left.
 constexpr int kMinConverted = 84;
-constexpr int kMinRecallPermille = 941;
+constexpr int kMinRecallPermille = 953;
 constexpr int kMaxFalsePositivePermille = 10;
 
 // How many missed lines (and false positives) per filter the log shows: 3, or every one with

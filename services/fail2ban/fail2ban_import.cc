@@ -118,7 +118,17 @@ constexpr ServerFact kServerFacts[] = {
      "whose second or third word is 'found' matches too (looser; keyed by the session)"},
     // auth.c: a failed public key is logged "... port N ssh2: TYPE SHA256:FINGERPRINT" (also
     // with a certificate's "ID ... (serial N) CA TYPE SHA256:..."); fail2ban lets anything
-    // follow ": ". Here only the key type and fingerprint (stricter), else the end.
+    // follow ": ". Here only the key type and fingerprint (stricter), else the end. OpenSSH
+    // before 6.8 wrote the 16 MD5 hex pairs without a prefix ("ssh2: RSA 14:ba:..."): taken
+    // only after a user name that holds no ':' (the regex the first fact made); after
+    // `\S+|.*?` the key check refuses that form (a bare `\w\w:` tail), so there it stays out.
+    {"sshd",
+     "(?P<cond_user>[^:]*?)</F-USER> from <HOST>(?: (?:port \\d+|on \\S+)){0,2}(?: ssh\\d*)?"
+     "(?(cond_user): |(?:(?:(?! from ).)*)$)",
+     "(?P<cond_user>[^:]*?)</F-USER> from <HOST>(?: (?:port \\d+|on \\S+)){0,2}(?: ssh\\d*)?"
+     "(?:: [\\w@.-]+ (?:(?:SHA256|MD5):[\\w+/=:$]+|\\w\\w(?::\\w\\w){15}))?$",
+     "sshd follows 'ssh2' with ': KEYTYPE SHA256:FINGERPRINT' (MD5:, or an older sshd's 16 bare "
+     "hex pairs) or ends the line"},
     {"sshd", "(?(cond_user): |(?:(?:(?! from ).)*)$)",
      "(?:: [\\w@.-]+ (?:SHA256|MD5):[\\w+/=:$]+)?$",
      "sshd follows 'ssh2' with ': KEYTYPE SHA256:FINGERPRINT' or ends the line"},
@@ -1230,6 +1240,7 @@ bool SplitTopLevelNegativeLookahead(std::string* re, std::string* ignore) {
 struct Role {
   bool note_only = false;  // <F-NOFAIL>, <F-MLFGAINED>
   bool ends = false;       // <F-MLFFORGET>
+  bool gained = false;     // <F-MLFGAINED>: a success, which drops the pending failures
 };
 
 // Turns fail2ban tags into RE2 groups and reads the session role; a non-empty return is the
@@ -1244,6 +1255,7 @@ std::string ConvertTags(std::string* re, Role* role, std::vector<std::string>* n
   }
   role->note_only = absl::StrContains(*re, "<F-NOFAIL>") || absl::StrContains(*re, "<F-MLFGAINED>");
   role->ends = absl::StrContains(*re, "<F-MLFFORGET>");
+  role->gained = absl::StrContains(*re, "<F-MLFGAINED>");
   absl::StrReplaceAll({{"<F-NOFAIL>", "(?:"},
                        {"</F-NOFAIL>", ")"},
                        {"<F-MLFFORGET>", "(?:"},
@@ -1783,6 +1795,7 @@ std::string RuleId(const std::string& filter, const Role& role) {
   }
   if (role.note_only) id += "-note";
   if (role.ends) id += "-ends";
+  if (role.gained) id += "-gained";
   return id;
 }
 
@@ -1963,6 +1976,11 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
         s->set_by(out.session_by);
         s->set_note_only(role.note_only);
         s->set_ends(role.ends);
+        // fail2ban's pending failure: a failure of the connection before any line named the
+        // address counts once a later line of it names one (filter.py, mlfpending); a success
+        // (<F-MLFGAINED>) drops it.
+        s->set_pending(!role.note_only);
+        s->set_succeeded(role.note_only && role.gained);
       }
     }
     return it->second;
@@ -2155,8 +2173,12 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
                                       out.session_by == "mlfid" ? "the id after program[pid]"
                                                                 : "pid",
                                       "): a line without an address uses the one its connection "
-                                      "noted.");
+                                      "noted, or, before any line named one, waits for the first "
+                                      "that does (fail2ban's pending failure).");
     if (rule.session().ends()) role += " A match ends the session.";
+    if (rule.session().succeeded()) {
+      role += " A success: the connection's pending failures are dropped.";
+    }
     rule.set_description(absl::StrCat(
         "Imported from fail2ban filter ", BaseName(path), ".", role, " Threshold from ",
         options.threshold_source, ": maxretry ", options.maxretry, " within findtime ",

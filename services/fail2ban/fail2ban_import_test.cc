@@ -176,6 +176,57 @@ TEST(Fail2banImportTest, SessionLinesWithoutAnAddressUseTheOneTheirPidNoted) {
   EXPECT_TRUE(m.Keys(absl::StrCat("Mar  3 14:02:04 web-1 sshd[9]: ", too_many)).empty());
 }
 
+// fail2ban's pending failure (filter.py: mlfpending): a failure of a pid's connection with no
+// address counts once a later line of the pid names one, even a <F-NOFAIL> line; a success
+// (<F-MLFGAINED>) in between drops it. Through Engine::Process, lines in order.
+TEST(Fail2banImportTest, PendingFailuresCountWhenTheirPidNamesTheAddress) {
+  Fail2banImportOptions options;
+  options.maxretry = 1;  // every counted line is a detection
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-pending.conf"), options);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  bool pending = false, succeeded = false;
+  for (const palisade::v1::Rule& rule : imported->pack.rules()) {
+    pending = pending || rule.session().pending();
+    succeeded = succeeded || rule.session().succeeded();
+    // Only the counting rules wait; only the <F-MLFGAINED> note drops.
+    EXPECT_EQ(rule.session().pending(), !rule.session().note_only()) << rule.id();
+    EXPECT_EQ(rule.session().succeeded(), absl::StrContains(rule.id(), "-gained")) << rule.id();
+  }
+  EXPECT_TRUE(pending && succeeded);
+  LoadedPack pack{"imported", imported->pack};
+  auto set = RuleSet::Compile({pack});
+  ASSERT_TRUE(set.ok()) << set.status();
+  Engine engine(*set, EngineOptions{});
+  auto keys = [&](absl::string_view line) {
+    LineParser parser(palisade::v1::LOG_FORMAT_SYSLOG);
+    ParsedLine parsed;
+    std::set<std::string> out;
+    if (!parser.Parse(line, absl::FromUnixSeconds(1700000000), &parsed).ok()) return out;
+    std::vector<Detection> detections;
+    engine.Process(palisade::v1::LOG_FORMAT_SYSLOG, parsed, line,
+                   parsed.time.value_or(absl::FromUnixSeconds(1700000000)), &detections, 1);
+    for (const Detection& d : detections) out.insert(d.key);
+    return out;
+  };
+  const std::set<std::string> none;
+  EXPECT_EQ(keys("Apr 24 01:39:19 host sshd[3719]: User root not allowed because account is "
+                 "locked"),
+            none);
+  EXPECT_EQ(keys("Apr 24 01:39:19 host sshd[3720]: User admin not allowed because account is "
+                 "locked"),
+            none);
+  EXPECT_EQ(keys("Apr 24 01:39:20 host sshd[3719]: Received disconnect from 198.51.100.34 port "
+                 "22:11: Bye Bye [preauth]"),
+            std::set<std::string>{"198.51.100.34"});
+  EXPECT_EQ(keys("Apr 24 01:39:20 host sshd[3720]: Accepted password for admin from "
+                 "198.51.100.35 port 22 ssh2"),
+            none);
+  // A disconnect with nothing pending is no failure.
+  EXPECT_EQ(keys("Apr 24 01:39:21 host sshd[3721]: Received disconnect from 198.51.100.36 port "
+                 "22:11: Bye Bye [preauth]"),
+            none);
+}
+
 TEST(Fail2banImportTest, RewritesKeepTheKeyTheServerWrote) {
   auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-rewrites.conf"));
   ASSERT_TRUE(imported.ok()) << imported.status();
@@ -926,6 +977,10 @@ TEST(Fail2banImportTest, ServerFactsForSshdTakeOnlyWhatSshdWrites) {
   EXPECT_EQ(m.Keys("Jul 05 18:22:45 mercury sshd[4670]: Failed publickey for graysky from "
                    "203.0.113.82 port 37955 ssh2: RSA SHA256:v3dpapGleDaUKf4V1vKyR9ZyUgjaJA"),
             std::set<std::string>{"203.0.113.82"});
+  // OpenSSH before 6.8: the MD5 fingerprint as 16 bare hex pairs.
+  EXPECT_EQ(m.Keys("Nov 28 09:16:05 srv sshd[32310]: Failed publickey for git from 203.0.113.87 "
+                   "port 57910 ssh2: RSA 14:ba:00:11:22:33:44:55:66:77:88:99:aa:bb:cc:dd"),
+            std::set<std::string>{"203.0.113.87"});
   EXPECT_EQ(m.Keys("Jul 05 18:22:46 mercury sshd[4671]: Failed password for root from "
                    "203.0.113.83 port 1 ssh2"),
             std::set<std::string>{"203.0.113.83"});
