@@ -88,16 +88,6 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
     prometheus::Registry& registry) {
   std::unique_ptr<FileInputs> inputs(new FileInputs(std::move(options), std::move(sink)));
   if (inputs->options_.batch_lines == 0) inputs->options_.batch_lines = 1000;
-  uint32_t threads = inputs->options_.threads;
-  if (threads == 0) threads = std::thread::hardware_concurrency() > 1 ? 2 : 1;
-  threads = std::min<uint32_t>(threads, 4);
-  if (inputs->sink_.prematch && threads > 1) {
-    // Two batches in flight per thread: one being prematched, one waiting for it.
-    inputs->depth_ = 2 * threads;
-    for (uint32_t t = 1; t < threads; ++t) {
-      inputs->workers_.emplace_back([raw = inputs.get()] { raw->Work(); });
-    }
-  }
   auto& lines = prometheus::BuildCounter()
                     .Name("palisade_input_lines_total")
                     .Help("Lines read from a file input and taken by the pipeline.")
@@ -165,6 +155,16 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
     inputs->inputs_.push_back(std::move(input));
   }
   for (Input& input : inputs->inputs_) inputs->DiscoverLocked(input);
+  uint32_t threads = inputs->options_.threads;
+  if (threads == 0) threads = std::thread::hardware_concurrency() > 1 ? 2 : 1;
+  threads = std::min<uint32_t>(threads, 4);
+  if (inputs->sink_.prematch && threads > 1) {
+    // Two batches in flight per thread: one being read or prematched, one waiting for it.
+    inputs->depth_ = 2 * threads;
+    for (uint32_t t = 1; t < threads; ++t) {
+      inputs->workers_.emplace_back([raw = inputs.get()] { raw->Work(); });
+    }
+  }
   return inputs;
 }
 

@@ -3,13 +3,13 @@
 // sink (the daemon's: PipelineLineSink, Pipeline::ProcessLines, which decides as ProcessBatch,
 // the path gRPC batches take).
 //
-// On two threads (FileInputsOptions::threads; issue 14 §4), as replay does (issue 18): the
-// reading thread reads the next batches ahead and a second thread runs the sink's `prematch`
-// (Pipeline::Prematch: parse and the RE2::Set passes, which depend on nothing but the line) over
-// them while the reading thread hands the batch before to `process` (ProcessLines: captures,
-// sessions, windows, decisions), in the file's order. The reading thread prematches a later
-// batch itself while it waits, so neither waits long for the other. Everything with state stays
-// on the reading thread, in order: the decisions and positions are those of one thread.
+// On two threads (FileInputsOptions::threads; issue 14 §4), as replay does (issue 18): a second
+// thread reads the file's next batches ahead and runs the sink's `prematch` over them
+// (Pipeline::Prematch: parse and the RE2::Set passes, which depend on nothing but the line)
+// while the round's thread hands the batch before to `process` (ProcessLines: captures,
+// sessions, windows, decisions), in the file's order. The round's thread prematches a later
+// batch itself rather than wait idle. Everything with state stays on the round's thread, in
+// order: the decisions and positions are those of one thread.
 //
 // Exactness across restarts: a batch's lines are counted once the sink returned OK, and the
 // position after them is what Checkpoints() reports. Consistent(fn) runs `fn` while no batch is
@@ -54,9 +54,9 @@ namespace palisade {
 struct FileInputsOptions {
   absl::Duration poll_interval = absl::Milliseconds(50);
   uint32_t batch_lines = 1000;
-  // Threads matching the lines: 1 reads, matches and decides on one; 2 (at most 4) prematch the
-  // batches read ahead on the others (when the sink has a `prematch`). 0: 2 when the machine
-  // has more than one core, else 1. The decisions and positions do not depend on it.
+  // Threads: 1 reads, matches and decides on one; 2 (at most 4) read the batches ahead and
+  // prematch them on the others (when the sink has a `prematch`). 0: 2 when the machine has
+  // more than one core, else 1. The decisions and positions do not depend on it.
   uint32_t threads = 0;
   size_t max_line_bytes = 16 * 1024;
   // Where each file stood at the last snapshot (EngineSnapshot.inputs).
