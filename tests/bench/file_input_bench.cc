@@ -1,6 +1,7 @@
 // File input figures (issue 14 §4), in process: FileInputs following a file into a Pipeline with
 // the shipped sshd pack (no store, no edge), as palisaded runs them.
-//   1. Throughput: a pre-written sshd corpus (--lines) read to its end: lines/s.
+//   1. Throughput: a pre-written sshd corpus (--lines) read to its end: lines/s, and the CPU
+//      it took (every thread, and the ordered one: the thread calling PollOnce).
 //   2. Latency: a writer appends lines at --rate lines/s for --seconds, every 100th line a new
 //      attacker's "Did not receive identification string" line (a decision at the third of them:
 //      each attacker writes three, spread out); the time from writing an attacker's third line to
@@ -96,7 +97,7 @@ int Run() {
     const double cpu = CpuSeconds() - cpu_start;
     const double reader = CpuSeconds(RUSAGE_THREAD) - reader_start;
     std::printf("throughput: %zu lines in %.2f s: %.0f lines/s (threads=%u; %.2f s of CPU, "
-                "%.2f of it on the reading thread; %.2f us a line), %zu decisions\n",
+                "%.2f of it on the thread calling PollOnce; %.2f us a line), %zu decisions\n",
                 total, secs, total / secs, absl::GetFlag(FLAGS_threads), cpu, reader,
                 cpu * 1e6 / total, table.List({}).size());
   }
