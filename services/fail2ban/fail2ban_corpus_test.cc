@@ -69,10 +69,11 @@ const absl::Time kTestNow = absl::FromUnixSeconds(1124013600);
 // 807/857 = 94.2 %, 1 of 159.
 // Fifth round (the engine's pending session matches, Rule.session.pending: a failure of a pid
 // before any line named the address counts when a later line names it; <F-MLFGAINED> drops it;
-// sshd's pre-6.8 bare MD5 fingerprint tail): 817/857 = 95.3 %, 1 of 159. The recall target is
-// met; docs/COVERAGE.md lists what is left.
+// sshd's pre-6.8 bare MD5 fingerprint tail): 817/857 = 95.3 %, 1 of 159; an invalid user's
+// failed publickey counted before sshd's <F-NOFAIL>publickey alternative, as fail2ban's first
+// regex wins: 819/857 = 95.6 %. The recall target is met; docs/COVERAGE.md lists what is left.
 constexpr int kMinConverted = 84;
-constexpr int kMinRecallPermille = 953;
+constexpr int kMinRecallPermille = 955;
 constexpr int kMaxFalsePositivePermille = 10;
 
 // How many missed lines (and false positives) per filter the log shows: 3, or every one with

@@ -1788,6 +1788,43 @@ std::string NofailAlternative(const std::string& re) {
   return "";
 }
 
+// RE2 for "a run of `cls` (a negated class body such as "^:") that does not start with
+// `prefix`" (letters and blanks only): the complement of the prefix, alternative by
+// alternative (RE2 has no look-ahead).
+std::string RunNotStartingWith(absl::string_view prefix, absl::string_view cls) {
+  std::vector<std::string> alts;
+  for (size_t k = 0; k < prefix.size(); ++k) {
+    const absl::string_view head = prefix.substr(0, k);
+    // The prefix's first k bytes, then any other byte: the run has left the prefix.
+    alts.push_back(absl::StrCat(head, "[", cls, prefix.substr(k, 1), "][", cls, "]*?"));
+    // Or the run is a proper prefix of it (the empty run among them).
+    alts.push_back(std::string(head));
+  }
+  return absl::StrCat("(?:", absl::StrJoin(alts, "|"), ")");
+}
+
+// The ignore pattern a <F-NOFAIL> alternative gives its counting rule, less what an earlier
+// failregex of that rule counts first. sshd (publickey=nofail, the default): its
+// cmnfailre-failed-pub-invalid counts "Failed publickey for invalid user X from ADDR" before
+// "Failed <F-NOFAIL>publickey</F-NOFAIL> for (invalid user )?USER" is tried; an ignore taking
+// both would drop the invalid user's failure. Stricter only in what it ignores: a valid user
+// whose name starts with "invalid user " is counted.
+std::string IgnoreAfterEarlierFailures(const palisade::v1::Rule& rule, std::string ignore) {
+  static constexpr absl::string_view kEarlier = "Failed publickey for invalid user ";
+  static constexpr absl::string_view kUser =
+      "for (?P<cond_inv>invalid user )?(?P<user>(?P<cond_user>[^:]*?)) from";
+  bool earlier = false;
+  for (const std::string& p : rule.patterns()) earlier = earlier || absl::StrContains(p, kEarlier);
+  const size_t at = ignore.find(kUser.data(), 0, kUser.size());
+  if (!earlier || at == std::string::npos || !absl::StrContains(ignore, "Failed (?:(?:publickey))")) {
+    return ignore;
+  }
+  ignore.replace(at, kUser.size(),
+                 absl::StrCat("for (?P<user>(?P<cond_user>",
+                              RunNotStartingWith("invalid user ", "^:"), ")) from"));
+  return ignore;
+}
+
 std::string RuleId(const std::string& filter, const Role& role) {
   std::string id = "f2b-";
   for (char c : absl::AsciiStrToLower(filter)) {
@@ -2036,10 +2073,11 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
       if (count.report.outcome != RegexOutcome::kRefused &&
           note.report.outcome != RegexOutcome::kRefused) {
         palisade::v1::Rule& rule = rule_for(count.role);
+        // The counting rule skips what the note rule takes, except what an earlier failregex
+        // of the rule counts first (fail2ban tries them in order, the first match wins).
+        rule.add_ignore_patterns(IgnoreAfterEarlierFailures(rule, note.report.converted));
         rule.add_patterns(count.report.converted);
         count.report.rule_id = rule.id();
-        // The counting rule skips what the note rule takes.
-        rule.add_ignore_patterns(note.report.converted);
         palisade::v1::Rule& note_rule = rule_for(note.role);
         note_rule.add_patterns(note.report.converted);
         note.report.rule_id = note_rule.id();

@@ -225,6 +225,24 @@ TEST(Fail2banImportTest, PendingFailuresCountWhenTheirPidNamesTheAddress) {
   EXPECT_EQ(keys("Apr 24 01:39:21 host sshd[3721]: Received disconnect from 198.51.100.36 port "
                  "22:11: Bye Bye [preauth]"),
             none);
+  // fail2ban's first regex wins: an invalid user's failed publickey counts (the earlier regex),
+  // a valid user's is the <F-NOFAIL> alternative (ignored by the counting rule, noted).
+  EXPECT_EQ(keys("Jul 05 18:22:45 mercury sshd[4670]: Failed publickey for invalid user graysky "
+                 "from 203.0.113.50 port 37955 ssh2"),
+            std::set<std::string>{"203.0.113.50"});
+  EXPECT_EQ(keys("Jul 05 18:22:45 mercury sshd[4671]: Failed publickey for git from 203.0.113.51 "
+                 "port 37955 ssh2"),
+            none);
+  EXPECT_EQ(keys("Jul 05 18:22:45 mercury sshd[4672]: Failed password for git from 203.0.113.52 "
+                 "port 37955 ssh2"),
+            std::set<std::string>{"203.0.113.52"});
+  // A user name does not dodge the ignore by looking like a prefix of "invalid user ".
+  for (const char* user : {"i", "inv", "invalid", "invalid us", "invalidx", "in:x"}) {
+    EXPECT_EQ(keys(absl::StrCat("Jul 05 18:22:46 mercury sshd[4673]: Failed publickey for ", user,
+                                " from 203.0.113.53 port 1 ssh2")),
+              none)
+        << user;
+  }
 }
 
 TEST(Fail2banImportTest, RewritesKeepTheKeyTheServerWrote) {
