@@ -853,6 +853,15 @@ class ByteNfa {
     }
   }
   size_t size() const { return edges_.size(); }
+  // Closure(s) for every state, computed once, on the first Walk (the automaton is complete by
+  // then: the analysis walks each one many times, once per state of another in one place).
+  const std::vector<std::vector<int>>& Closures() const {
+    if (closures_.size() != size()) {
+      closures_.resize(size());
+      for (size_t i = 0; i < size(); ++i) closures_[i] = Closure(static_cast<int>(i));
+    }
+    return closures_;
+  }
   // The states reachable from `s` by empty moves (s included).
   std::vector<int> Closure(int s) const {
     std::vector<int> out = {s};
@@ -877,9 +886,8 @@ class ByteNfa {
       const ByteNfa& a, const ByteNfa& b, const std::vector<std::pair<int, int>>& starts,
       size_t max_pairs = 1u << 20) {
     if (a.size() * b.size() > max_pairs) return std::nullopt;
-    std::vector<std::vector<int>> ca(a.size()), cb(b.size());
-    for (size_t i = 0; i < a.size(); ++i) ca[i] = a.Closure(static_cast<int>(i));
-    for (size_t j = 0; j < b.size(); ++j) cb[j] = b.Closure(static_cast<int>(j));
+    const std::vector<std::vector<int>>& ca = a.Closures();
+    const std::vector<std::vector<int>>& cb = b.Closures();
     std::vector<bool> seen(a.size() * b.size(), false);
     std::vector<std::pair<int, int>> out;
     auto visit = [&](int i, int j) {
@@ -908,6 +916,7 @@ class ByteNfa {
  private:
   std::vector<std::vector<std::pair<int, CharSet>>> edges_;
   std::vector<std::vector<int>> eps_;
+  mutable std::vector<std::vector<int>> closures_;  // see Closures()
 };
 
 // The chain of (node, child index) from the root down to the capture named `key`.
@@ -977,6 +986,9 @@ void Dedupe(std::vector<std::string>* v) {
 // The strings a one-byte piece stands for, or false when not a small exact set.
 bool ExpandChars(const CharSet& chars, std::vector<std::string>* out) {
   out->clear();
+  // Each string below comes from at most two bytes (a letter's two cases): more bytes than
+  // that make more than kMaxSetExpansion strings (`.`, `\S`, `[^ ]`: most classes).
+  if (chars.count() > 2 * kMaxSetExpansion) return false;
   for (int c = 0x80; c < 256; ++c) {
     if (chars[c]) return false;
   }
@@ -1525,15 +1537,21 @@ absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> RequiredLiterals(absl::string_view pattern) {
-  RE2 re(re2::StringPiece(pattern.data(), pattern.size()), PalisadeRe2Options());
-  if (!re.ok()) return absl::InvalidArgumentError(absl::StrCat("does not compile: ", re.error()));
+// RequiredLiterals of a pattern known to compile (RuleSet::Compile's: its rule compiled).
+static absl::StatusOr<std::vector<std::string>> RequiredLiteralsOfCompiled(
+    absl::string_view pattern) {
   absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
   if (!root.ok()) return root.status();
   LitInfo info = Literals(*root);
   std::vector<std::string> best = BestOf(info);
   if (LiteralScore(best) < 0) return std::vector<std::string>();
   return best;
+}
+
+absl::StatusOr<std::vector<std::string>> RequiredLiterals(absl::string_view pattern) {
+  RE2 re(re2::StringPiece(pattern.data(), pattern.size()), PalisadeRe2Options());
+  if (!re.ok()) return absl::InvalidArgumentError(absl::StrCat("does not compile: ", re.error()));
+  return RequiredLiteralsOfCompiled(pattern);
 }
 
 namespace {
@@ -1832,7 +1850,8 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
     if (!options.prefilter) continue;
     for (int p = 0; p < proto.patterns_size(); ++p) {
       const std::string& pattern = proto.patterns(p);
-      absl::StatusOr<std::vector<std::string>> literals = RequiredLiterals(pattern);
+      // The rule compiled: its patterns need no second RE2 compile to be known valid.
+      absl::StatusOr<std::vector<std::string>> literals = RequiredLiteralsOfCompiled(pattern);
       if (!literals.ok() || literals->empty()) continue;
       const size_t min_length = (!pattern.empty() && pattern[0] == '^')
                                     ? options.min_literal_anchored
