@@ -181,7 +181,8 @@ struct EngineStats {
   uint64_t invalid_keys = 0;
   uint64_t ignored = 0;
   // Session rules' matches that needed a key from their session and found none (no earlier line
-  // of the session named one, or it aged out): not counted.
+  // of the session named one, or it aged out): not counted. A `pending` rule's such match is
+  // kept in the session instead (SessionStats::pending), not counted here.
   uint64_t session_misses = 0;
   SessionStats sessions;
 };
