@@ -622,15 +622,12 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
     Count(rule_index, scratch.keys[i], evidence, time, token ? captured : absl::string_view(),
           stream, out);
   }
+  // Pending matches of earlier lines that this line's session note released (Rule.session.
+  // pending): each at its own time, with its own line.
   for (const Scratch::Released& r : scratch.released) {
     ++result.matches;
-    EngineMatch& m = out->emplace_back();
-    m.rule = rules_->rules()[r.rule].get();
-    m.rule_id = m.rule->id();
-    m.key = r.key;
-    m.time = r.time;
-    m.evidence = r.evidence;
-    m.stream = stream;
+    matches_per_rule_[r.rule].fetch_add(1, std::memory_order_relaxed);
+    Count(r.rule, r.key, r.evidence, r.time, absl::string_view(), stream, out);
   }
   FinishLine(&result);
   return result;
@@ -674,12 +671,15 @@ LineResult Engine::MatchLine(palisade::v1::LogFormat format, const ParsedLine& l
       m.stream = stream;
     }
   }
-  // Pending matches of earlier lines that this line's session note released (Rule.session.
-  // pending): each at its own time, with its own line.
   for (const Scratch::Released& r : scratch.released) {
     ++result.matches;
-    matches_per_rule_[r.rule].fetch_add(1, std::memory_order_relaxed);
-    Count(r.rule, r.key, r.evidence, r.time, absl::string_view(), stream, out);
+    EngineMatch& m = out->emplace_back();
+    m.rule = rules_->rules()[r.rule].get();
+    m.rule_id = m.rule->id();
+    m.key = r.key;
+    m.time = r.time;
+    m.evidence = r.evidence;
+    m.stream = stream;
   }
   FinishLine(&result);
   return result;
