@@ -296,6 +296,7 @@ class ProtoBatch {
   }
   bool prematched(int, const RuleSet*, PrematchedLine*) const { return false; }
   const ParsedLine* preparsed(int) const { return nullptr; }
+  bool prepared(int, bool*) const { return false; }
 
  private:
   const LogBatch& b_;
@@ -324,6 +325,16 @@ class ViewBatch {
     out->buffer = &b_.prematch;
     return true;
   }
+  // Whether Prematch prepared line i as it stands in the batch (no NUL to replace), and then
+  // whether it held invalid UTF-8.
+  bool prepared(int i, bool* invalid_utf8) const {
+    if (static_cast<size_t>(i) >= b_.parsed_kept.size() || !b_.parsed_kept[i] ||
+        static_cast<size_t>(i) >= b_.invalid_utf8.size()) {
+      return false;
+    }
+    *invalid_utf8 = b_.invalid_utf8[i];
+    return true;
+  }
   // Line i as Prematch parsed it, when it kept it (read only with prematched()'s candidates).
   const ParsedLine* preparsed(int i) const {
     return static_cast<size_t>(i) < b_.parsed_kept.size() && b_.parsed_kept[i] &&
@@ -338,15 +349,20 @@ class ViewBatch {
 
 }  // namespace
 
-absl::string_view Pipeline::PrepareLine(absl::string_view line, std::string* sanitized,
-                                        bool* truncated, bool* sanitize) const {
+absl::string_view Pipeline::TrimLine(absl::string_view line, bool* truncated) const {
   *truncated = false;
-  *sanitize = false;
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
   if (line.size() > options_.max_line_bytes) {
     line = line.substr(0, options_.max_line_bytes);
     *truncated = true;
   }
+  return line;
+}
+
+absl::string_view Pipeline::PrepareLine(absl::string_view line, std::string* sanitized,
+                                        bool* truncated, bool* sanitize) const {
+  *sanitize = false;
+  line = TrimLine(line, truncated);
   // Hostile bytes: NULs are replaced (they would cut evidence and log lines short), invalid
   // UTF-8 is matched as it is (RE2 simply does not match across it); both are counted.
   bool nul = line.find('\0') != absl::string_view::npos;
@@ -374,6 +390,7 @@ void Pipeline::Prematch(LineBatch* batch) const {
   batch->spans.assign(batch->lines.size(), {LineBatch::kNotPrematched, 0});
   batch->parsed.resize(batch->lines.size());
   batch->parsed_kept.assign(batch->lines.size(), false);
+  batch->invalid_utf8.assign(batch->lines.size(), false);
   absl::ReaderMutexLock rules_lock(&rules_mu_);
   batch->prematched_with = engine_.rules().get();
   const std::string source = batch->source.empty() ? "-" : batch->source;
@@ -407,6 +424,7 @@ void Pipeline::Prematch(LineBatch* batch) const {
     batch->spans[i] = {begin, static_cast<uint32_t>(batch->prematch.candidates.size())};
     // Kept when its views are into the batch's own line (not a copy with its NULs replaced).
     batch->parsed_kept[i] = keep && line.data() == batch->lines[i].data();
+    batch->invalid_utf8[i] = sanitize;
   }
 }
 
@@ -523,7 +541,11 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     PrematchedLine prematched;
     for (int record = 0; record < records; ++record) {
       bool truncated, sanitize;
-      absl::string_view line = PrepareLine(batch.line(record), &sanitized, &truncated, &sanitize);
+      // Looked at for hostile bytes once: by Prematch when it ran (another thread), else here.
+      absl::string_view line =
+          batch.prepared(record, &sanitize)
+              ? TrimLine(batch.line(record), &truncated)
+              : PrepareLine(batch.line(record), &sanitized, &truncated, &sanitize);
       if (truncated) ack.set_truncated(ack.truncated() + 1);
       if (sanitize) ack.set_sanitized(ack.sanitized() + 1);
       // In the daemon, a stream silent for a month starts over from now: the nearest year to a

@@ -121,6 +121,9 @@ struct LineBatch {
   // that ProcessLines' own, the previous line's time, could change.
   std::vector<ParsedLine> parsed;
   std::vector<bool> parsed_kept;
+  // With parsed_kept[i]: whether line i held invalid UTF-8 (its NULs, had it any, would have
+  // been replaced in a copy, so it held none), which ProcessLines then need not look for again.
+  std::vector<bool> invalid_utf8;
   const RuleSet* prematched_with = nullptr;  // the rules Prematch used (others: ignored)
   // Empties it, keeping the vectors' capacity.
   void Clear() {
@@ -129,6 +132,7 @@ struct LineBatch {
     spans.clear();
     parsed.clear();
     parsed_kept.clear();
+    invalid_utf8.clear();
     prematched_with = nullptr;
   }
 };
@@ -217,6 +221,8 @@ class Pipeline {
   // replaced (into `*sanitized`). Sets *truncated / *sanitize when it did either.
   absl::string_view PrepareLine(absl::string_view line, std::string* sanitized, bool* truncated,
                                 bool* sanitize) const;
+  // Its first part: the newline and CR dropped, cut at max_line_bytes.
+  absl::string_view TrimLine(absl::string_view line, bool* truncated) const;
 
   const PipelineOptions options_;
   Clock& clock_;

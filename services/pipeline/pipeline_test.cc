@@ -1,5 +1,7 @@
 #include "services/pipeline/pipeline.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -272,6 +274,49 @@ TEST_F(PipelineTest, HostileBytesAndAbsurdTimesAreCountedNotFatal) {
   for (const auto& e : decisions[0].evidence()) {
     EXPECT_EQ(e.find('\0'), std::string::npos);
   }
+}
+
+// Prematch (on another thread, in replay and the file inputs) looks at each line's hostile
+// bytes; ProcessLines then takes its answer instead of looking again. A batch of lines with NULs,
+// invalid UTF-8, a CR LF ending and over-long lines gets the same ack and decisions with
+// Prematch as without.
+TEST_F(PipelineTest, APrematchedBatchCountsHostileBytesAsAnotherDoes) {
+  std::vector<std::string> lines;
+  for (int i = 0; i < 3; ++i) {
+    lines.push_back(Line("203.0.113.7", 9 - i) + std::string("\0 nul", 5));
+    lines.push_back(Line("203.0.113.8", 9 - i) + " \xff\xfe bad utf-8");
+    lines.push_back(Line("203.0.113.9", 9 - i) + "\r\n");
+    lines.push_back(Line("203.0.113.10", 9 - i) + std::string(300, 'x'));
+    lines.push_back(Line("203.0.113.11", 9 - i).substr(0, 60) + "\xc3");  // cut mid-character
+  }
+  PipelineOptions options;
+  options.max_line_bytes = 150;
+  std::vector<palisade::v1::BatchAck> acks;
+  std::vector<std::vector<std::string>> decided;
+  for (bool prematch : {false, true}) {
+    prometheus::Registry registry;
+    DecisionTable table(clock_);
+    Pipeline pipeline(Rules(), options, clock_, table, registry);
+    LineBatch batch;
+    batch.format = LogFormat::LOG_FORMAT_SYSLOG;
+    for (const std::string& l : lines) batch.lines.push_back(l);
+    if (prematch) {
+      pipeline.Prematch(&batch);
+      ASSERT_EQ(std::count(batch.parsed_kept.begin(), batch.parsed_kept.end(), true), 12)
+          << "all but the NUL lines, which are copies with their NULs replaced";
+    }
+    absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessLines(batch);
+    ASSERT_THAT(ack, IsOk());
+    acks.push_back(*ack);
+    decided.emplace_back();
+    for (const auto& d : table.List({})) decided.back().push_back(d.target().value());
+    std::sort(decided.back().begin(), decided.back().end());
+  }
+  EXPECT_EQ(acks[1].sanitized(), 9u);  // the NUL, bad UTF-8 and cut lines
+  EXPECT_EQ(acks[1].truncated(), 3u);
+  EXPECT_EQ(acks[0].DebugString(), acks[1].DebugString());
+  EXPECT_EQ(decided[0], decided[1]);
+  EXPECT_THAT(decided[1], ::testing::Contains("203.0.113.8"));
 }
 
 // Forged times (issue 12): a record's nanos outside 0..999,999,999 moved its event by seconds,
