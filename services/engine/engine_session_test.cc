@@ -284,6 +284,19 @@ TEST(SessionRuleSetTest, RefusesWhatCannotWork) {
                                patterns: "^x (?P<ip>\\S+)$"
                                session { note_only: true after_failure: true } })pb"),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("exclude")));
+  // A pending match waits to be counted: a note is never counted. A success is noted.
+  EXPECT_THAT(compile(R"pb(rules { id: "c2" formats: LOG_FORMAT_SYSLOG
+                               patterns: "^x (?P<ip>\\S+)$"
+                               session { note_only: true pending: true } })pb"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::HasSubstr("session.pending is for a rule that counts")));
+  EXPECT_THAT(compile(R"pb(rules { id: "c3" formats: LOG_FORMAT_SYSLOG
+                               patterns: "^x (?P<ip>\\S+)$"
+                               session { succeeded: true }
+                               threshold { count: 1 }
+                               decision { action: ACTION_BLOCK duration { seconds: 1 } } })pb"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::HasSubstr("session.succeeded needs session.note_only")));
   EXPECT_THAT(compile(R"pb(rules { id: "d" formats: LOG_FORMAT_SYSLOG
                                patterns: "^x (?P<ip>\\S+)$"
                                session { by: "conn" }

@@ -149,6 +149,16 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
                        "session.note_only and session.after_failure exclude each other: a "
                        "note never counts");
     }
+    if (session.note_only() && session.pending()) {
+      return RuleError(pack, rule.id(),
+                       "session.pending is for a rule that counts: a note_only rule's matches "
+                       "never count, so none can wait for the session's address");
+    }
+    if (session.succeeded() && !session.note_only()) {
+      return RuleError(pack, rule.id(),
+                       "session.succeeded needs session.note_only: the line that says a "
+                       "session succeeded notes it, and is never counted");
+    }
     if (!out->session_by_pid && session.by() == out->proto.key()) {
       return RuleError(pack, rule.id(), "session.by cannot be the key group");
     }
