@@ -492,6 +492,12 @@ bool Engine::Ignored(const CompiledRule& rule, const ParsedLine& line) {
   return false;
 }
 
+bool Engine::IgnoredAfterCollect(palisade::v1::LogFormat format, int rule_index,
+                                 const CompiledRule& rule, const ParsedLine& line) const {
+  const int in_set = SetIgnored(*rules_->ForFormat(format), rule_index, rule);
+  return in_set >= 0 ? in_set == 1 : Ignored(rule, line);
+}
+
 void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
                       PrematchBuffer* out) const {
   const RuleSet::FormatIndex* index = rules_->ForFormat(format);

@@ -410,6 +410,11 @@ class Engine {
                   re2::StringPiece* groups) const;
   // Whether one of the rule's ignore patterns matches the text it reads on `line`.
   static bool Ignored(const CompiledRule& rule, const ParsedLine& line);
+  // The same, right after this thread's Candidates collected `line`'s candidates itself (no
+  // Prematch): the Set passes' answer when the format's Sets hold the rule's ignore patterns
+  // (RuleSetOptions::ignores_in_sets), else RE2's.
+  bool IgnoredAfterCollect(palisade::v1::LogFormat format, int rule_index,
+                           const CompiledRule& rule, const ParsedLine& line) const;
   // The Set passes, gates and field rules of `index` over `line` (see Prematch).
   void CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
                          Scratch& scratch, std::vector<std::pair<int, int>>* candidates) const;
@@ -619,12 +624,7 @@ void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& line, F
   Candidates(format, line, time, /*stream=*/0,
              [&](int rule_index, absl::string_view captured, const PrematchedCandidate*) {
                const CompiledRule& rule = *rules_->rules()[rule_index];
-               absl::string_view text;
-               RuleText(rule, line, &text);
-               for (const auto& ignore : rule.ignores) {
-                 if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0))
-                   return false;
-               }
+               if (IgnoredAfterCollect(format, rule_index, rule, line)) return false;
                absl::string_view key;
                bool allowlisted = false;
                if (!NormaliseKey(rule, captured, &key, &allowlisted)) return false;
