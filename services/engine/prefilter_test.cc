@@ -310,49 +310,53 @@ std::vector<std::vector<std::pair<std::string, std::string>>> CountAll(
   return out;
 }
 
-TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
-  std::vector<LoadedPack> packs;
-  for (const std::string& f : FilesIn("rules", ".textproto")) {
-    absl::StatusOr<LoadedPack> pack = LoadRulePackFile(f);
-    ASSERT_TRUE(pack.ok()) << pack.status();
-    packs.push_back(*std::move(pack));
-  }
-  ASSERT_GE(packs.size(), 4u) << "packs missing under rules/";
+// The shipped packs compiled as the engine runs them (`with`), and as it ran before issue 13
+// §4 (`without`: every pattern in a Set, every key and every ignore pattern through RE2).
+void CompileBothWays(std::shared_ptr<const RuleSet>* with,
+                     std::shared_ptr<const RuleSet>* without) {
+  const std::vector<LoadedPack> packs = ShippedPacks();
   const CidrSets sets = ShippedPackCidrSets();
   RuleSetOptions off;
   off.prefilter = false;
   off.leading_keys = false;
   off.ignores_in_sets = false;
-  absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile(packs, sets);
-  absl::StatusOr<std::shared_ptr<const RuleSet>> without = RuleSet::Compile(packs, sets, off);
-  ASSERT_TRUE(with.ok()) << with.status();
-  ASSERT_TRUE(without.ok()) << without.status();
+  absl::StatusOr<std::shared_ptr<const RuleSet>> on = RuleSet::Compile(packs, sets);
+  absl::StatusOr<std::shared_ptr<const RuleSet>> before = RuleSet::Compile(packs, sets, off);
+  ASSERT_TRUE(on.ok()) << on.status();
+  ASSERT_TRUE(before.ok()) << before.status();
+  *with = *std::move(on);
+  *without = *std::move(before);
+}
+
+TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
+  std::shared_ptr<const RuleSet> with, without;
+  ASSERT_NO_FATAL_FAILURE(CompileBothWays(&with, &without));
 
   // The prefilter is in use (else this test proves nothing): some format has a gated part,
   // and the token-leak pack's unanchored patterns are in it.
   size_t gated = 0;
   for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
-    const RuleSet::FormatIndex* index = (*with)->ForFormat(static_cast<LogFormat>(f));
+    const RuleSet::FormatIndex* index = with->ForFormat(static_cast<LogFormat>(f));
     if (index == nullptr) continue;
     for (const auto& part : index->parts) {
       if (part.gate != nullptr) gated += part.entries.size();
     }
-    for (const auto& part : (*without)->ForFormat(static_cast<LogFormat>(f))->parts) {
+    for (const auto& part : without->ForFormat(static_cast<LogFormat>(f))->parts) {
       ASSERT_EQ(part.gate, nullptr);
     }
   }
   EXPECT_GT(gated, 0u);
   size_t leading = 0;
-  for (const auto& rule : (*with)->rules()) {
+  for (const auto& rule : with->rules()) {
     for (uint32_t max : rule->leading_key_max) leading += max != 0;
   }
   EXPECT_GT(leading, 10u);  // the access-log patterns, led by the client address
 
   size_t examples = 0;
-  const std::vector<Line> lines = TestLines(**with, &examples);
+  const std::vector<Line> lines = TestLines(*with, &examples);
 
-  const auto a = MatchAll(*with, lines);
-  const auto b = MatchAll(*without, lines);
+  const auto a = MatchAll(with, lines);
+  const auto b = MatchAll(without, lines);
   ASSERT_EQ(a.size(), b.size());
   size_t matched = 0, matched_examples = 0, differences = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
@@ -376,32 +380,24 @@ TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
 // same lines as RE2 runs of them: MatchLine over every pack, with and without Prematch, against
 // MatchOnly (RE2's ignore patterns) on the rules compiled without the prefilter.
 TEST(PrefilterTest, IgnorePatternsInTheSetsIgnoreWhatRe2Ignores) {
-  const std::vector<LoadedPack> packs = ShippedPacks();
-  const CidrSets sets = ShippedPackCidrSets();
-  RuleSetOptions off;
-  off.prefilter = false;
-  off.leading_keys = false;
-  off.ignores_in_sets = false;
-  absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile(packs, sets);
-  absl::StatusOr<std::shared_ptr<const RuleSet>> without = RuleSet::Compile(packs, sets, off);
-  ASSERT_TRUE(with.ok()) << with.status();
-  ASSERT_TRUE(without.ok()) << without.status();
+  std::shared_ptr<const RuleSet> with, without;
+  ASSERT_NO_FATAL_FAILURE(CompileBothWays(&with, &without));
   // The Sets hold ignore patterns (else this test proves nothing), for access lines too.
-  const RuleSet::FormatIndex* combined = (*with)->ForFormat(LogFormat::LOG_FORMAT_COMBINED);
+  const RuleSet::FormatIndex* combined = with->ForFormat(LogFormat::LOG_FORMAT_COMBINED);
   ASSERT_NE(combined, nullptr);
   EXPECT_EQ(std::count(combined->ignores_in_sets.begin(), combined->ignores_in_sets.end(), true),
             2);
   size_t in_sets = 0;
   for (const auto& part : combined->parts) in_sets += part.ignore_rules.size();
   EXPECT_GE(in_sets, 2u);  // web-request-flood's static assets, nginx-404-flood's icons
-  const RuleSet::FormatIndex* re2_only = (*without)->ForFormat(LogFormat::LOG_FORMAT_COMBINED);
+  const RuleSet::FormatIndex* re2_only = without->ForFormat(LogFormat::LOG_FORMAT_COMBINED);
   for (const auto& part : re2_only->parts) EXPECT_THAT(part.ignore_rules, IsEmpty());
   EXPECT_EQ(std::count(re2_only->ignores_in_sets.begin(), re2_only->ignores_in_sets.end(), true),
             0);
 
   size_t examples = 0;
-  const std::vector<Line> lines = TestLines(**with, &examples);
-  auto expected = MatchAll(*without, lines);
+  const std::vector<Line> lines = TestLines(*with, &examples);
+  auto expected = MatchAll(without, lines);
   // MatchOnly reports loopback keys, which the engine always allowlists (Process ignores them).
   CidrSet loopback;
   loopback.Add(*Cidr::Parse("127.0.0.0/8"));
@@ -416,7 +412,7 @@ TEST(PrefilterTest, IgnorePatternsInTheSetsIgnoreWhatRe2Ignores) {
   }
   for (bool prematch : {false, true}) {
     size_t ignored = 0;
-    const auto got = CountAll(*with, lines, prematch, &ignored);
+    const auto got = CountAll(with, lines, prematch, &ignored);
     ASSERT_EQ(got.size(), expected.size());
     size_t differences = 0;
     for (size_t i = 0; i < lines.size(); ++i) {

@@ -22,32 +22,6 @@ std::shared_ptr<const RuleSet> EveryPack() {
   return set.ok() ? *set : nullptr;
 }
 
-// Every 997th line a hostile one: a NUL, bytes that are not UTF-8, a line past max_line_bytes
-// (16 KiB) that still matches, a line that does not parse.
-std::vector<std::string> WithHostileLines(std::vector<std::string> lines) {
-  std::vector<std::string> out;
-  out.reserve(lines.size() + lines.size() / 997 + 1);
-  for (size_t i = 0; i < lines.size(); ++i) {
-    if (i % 997 == 500) {
-      switch ((i / 997) % 4) {
-        case 0:
-          out.push_back(lines[i] + std::string(1, '\0') + " tail");
-          break;
-        case 1:
-          out.push_back(lines[i] + " \xff\xfe\xc0\x80");
-          break;
-        case 2:
-          out.push_back(lines[i] + " " + std::string(20000, 'A'));
-          break;
-        default:
-          out.push_back("not a log line at all");
-      }
-    }
-    out.push_back(std::move(lines[i]));
-  }
-  return out;
-}
-
 // Decision ids are random; everything else must be equal.
 std::vector<std::string> Comparable(const std::vector<palisade::v1::Decision>& decisions) {
   std::vector<std::string> out;

@@ -259,4 +259,28 @@ Corpus GenerateNginx(const CorpusOptions& options) {
   return corpus;
 }
 
+std::vector<std::string> WithHostileLines(std::vector<std::string> lines) {
+  std::vector<std::string> out;
+  out.reserve(lines.size() + lines.size() / 997 + 1);
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (i % 997 == 500) {
+      switch ((i / 997) % 4) {
+        case 0:
+          out.push_back(lines[i] + std::string(1, '\0') + " tail");
+          break;
+        case 1:
+          out.push_back(lines[i] + " \xff\xfe\xc0\x80");
+          break;
+        case 2:
+          out.push_back(lines[i] + " " + std::string(20000, 'A'));
+          break;
+        default:
+          out.push_back("not a log line at all");
+      }
+    }
+    out.push_back(std::move(lines[i]));
+  }
+  return out;
+}
+
 }  // namespace palisade

@@ -40,6 +40,11 @@ struct Corpus {
 Corpus GenerateSshd(const CorpusOptions& options);
 Corpus GenerateNginx(const CorpusOptions& options);
 
+// `lines` with a hostile line before every 997th one (from the 500th): in turn a line holding a
+// NUL, one with bytes that are not UTF-8, one past a 16 KiB line cap (20,000 bytes more), one
+// that parses as no log line.
+std::vector<std::string> WithHostileLines(std::vector<std::string> lines);
+
 }  // namespace palisade
 
 #endif  // PALISADE_TESTS_CORPUS_CORPUS_H_
