@@ -127,6 +127,19 @@ bool LooksLikeSyslog(absl::string_view text) {
          (text[10] == 'T' || text[10] == ' ') && absl::ascii_isdigit(text[0]);
 }
 
+// A civil date and second of the day (up to 86,400: 23:59:60 is the next midnight) in `zone`,
+// through the zone's rules: what every cache of LineParser must give. False when the date does
+// not exist (29 February of a common year).
+bool CivilToTimeByRules(int64_t year, int month, int day, int seconds_of_day,
+                        absl::TimeZone zone, absl::Time* out) {
+  const absl::CivilDay civil(year, month, day);
+  if (civil.day() != day) return false;
+  *out = absl::FromCivil(absl::CivilSecond(year, month, day, seconds_of_day / 3600,
+                                           (seconds_of_day / 60) % 60, seconds_of_day % 60),
+                         zone);
+  return true;
+}
+
 }  // namespace
 
 bool IsIpAddress(absl::string_view token) {
@@ -269,6 +282,7 @@ absl::Time LineParser::DayStart(int64_t year, int month, int day) {
 
 bool LineParser::CivilToTime(int64_t year, int month, int day, int seconds_of_day,
                              absl::Time* out) {
+  if (!caching_) return CivilToTimeByRules(year, month, day, seconds_of_day, zone_, out);
   if (zone_is_utc_) {
     const absl::CivilDay civil(year, month, day);
     if (civil.day() != day) return false;
@@ -308,6 +322,7 @@ bool LineParser::CivilToTime(int64_t year, int month, int day, int seconds_of_da
 }
 
 int64_t LineParser::YearOf(absl::Time t) {
+  if (!caching_) return absl::ToCivilYear(t, zone_).year();
   if (t >= year_begin_ && t < year_end_) return year_of_span_;
   const int64_t year = absl::ToCivilYear(t, zone_).year();
   // Cached as [its 1 January 00:00, the next one): when both midnights exist exactly once,
@@ -621,7 +636,13 @@ absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) 
       return absl::OutOfRangeError(absl::StrCat("combined: bad date at column ", ts + 1));
     }
     const int offset = (oh * 3600 + om * 60) * (line[ts + 21] == '-' ? -1 : 1);
-    out->time = DayStart(year, month, day) + absl::Seconds(tod) - absl::Seconds(offset);
+    if (caching_) {
+      out->time = DayStart(year, month, day) + absl::Seconds(tod) - absl::Seconds(offset);
+    } else {
+      absl::Time t;
+      CivilToTimeByRules(year, month, day, tod, absl::UTCTimeZone(), &t);
+      out->time = t - absl::Seconds(offset);
+    }
   } else {
     absl::Time t;
     if (!CivilToTime(year, month, day, tod, &t)) {

@@ -120,6 +120,11 @@ class LineParser {
 
   palisade::v1::LogFormat format() const { return format_; }
 
+  // Tests only: every time goes through the zone's rules (absl::FromCivil, absl::ToCivilYear)
+  // and no cache or shortcut is used, which is what the caches must give line for line
+  // (services/formats/line_parser_cache_test.cc compares the two).
+  void DisableCachesForTesting() { caching_ = false; }
+
  private:
   absl::Status ParseSyslog3164(absl::string_view line, absl::Time reference, YearRule rule,
                                ParsedLine* out);
@@ -149,6 +154,8 @@ class LineParser {
   std::unique_ptr<JsonLineParser> json_;
   absl::TimeZone zone_;
   bool zone_is_utc_;
+  // False: DisableCachesForTesting.
+  bool caching_ = true;
   int64_t cached_year_ = 0;
   int cached_month_ = 0;
   int cached_day_ = 0;

@@ -1,0 +1,301 @@
+// LineParser's caches (the day's midnight, the year's span, the nearest-year shortcut) against
+// the zone's rules: every line of the generated corpora and of hostile sequences (offset
+// changes, a time zone change mid-file, New Year, a leap day, dates that do not exist) parsed
+// by a parser with its caches and one without (DisableCachesForTesting) gives the same status
+// and the same fields, in the order the pipeline feeds them (each line's reference the previous
+// line's time) and with a fixed "now".
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/civil_time.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+#include "services/formats/line_parser.h"
+#include "tests/corpus/corpus.h"
+
+namespace palisade {
+namespace {
+
+using palisade::v1::LogFormat;
+
+absl::TimeZone Zone(const std::string& name) {
+  absl::TimeZone tz;
+  EXPECT_TRUE(absl::LoadTimeZone(name, &tz)) << name;
+  return tz;
+}
+
+// Zones with offset changes of every kind: none, an hour at 02:00, half an hour (Lord Howe),
+// at midnight (Sao Paulo until 2019: 4 November 2018 had no 00:00), and a fixed offset.
+std::vector<absl::TimeZone> Zones() {
+  return {absl::UTCTimeZone(), Zone("America/New_York"), Zone("Australia/Lord_Howe"),
+          Zone("America/Sao_Paulo"), absl::FixedTimeZone(-(9 * 3600 + 30 * 60))};
+}
+
+absl::Time Utc(int y, int m, int d, int hh, int mm, int ss) {
+  return absl::FromCivil(absl::CivilSecond(y, m, d, hh, mm, ss), absl::UTCTimeZone());
+}
+
+std::string Describe(const absl::Status& s, const ParsedLine& p) {
+  if (!s.ok()) return s.ToString();
+  return absl::StrCat("message=\"", p.message, "\" host=\"", p.host, "\" program=\"", p.program,
+                      "\" pid=\"", p.pid, "\" time=",
+                      p.time ? absl::FormatTime(*p.time) : std::string("none"),
+                      " year_inferred=", p.year_inferred);
+}
+
+bool Same(const absl::Status& a, const ParsedLine& pa, const absl::Status& b,
+          const ParsedLine& pb) {
+  if (a != b) return false;
+  if (!a.ok()) return true;
+  // The views are compared as places in the line, not only as text.
+  auto same_view = [](absl::string_view x, absl::string_view y) {
+    return x.data() == y.data() && x.size() == y.size();
+  };
+  return same_view(pa.message, pb.message) && same_view(pa.host, pb.host) &&
+         pa.program == pb.program && same_view(pa.pid, pb.pid) && pa.time == pb.time &&
+         pa.year_inferred == pb.year_inferred && pa.client_address == pb.client_address &&
+         pa.record == pb.record;
+}
+
+// Parses `lines` in order with both parsers and counts the lines where they differ (printing
+// the first few). `chained`: the pipeline's order (the previous parsed line's time as the
+// reference, kNearest after the first line); otherwise every line against `now`, the latest
+// year at most a day ahead.
+int CountDifferences(LogFormat format, absl::TimeZone zone, const std::vector<std::string>& lines,
+                     absl::Time now, bool chained, const std::string& what) {
+  LineParser cached(format, zone);
+  LineParser rules(format, zone);
+  rules.DisableCachesForTesting();
+  absl::Time reference = now;
+  YearRule rule = YearRule::kAtMostADayAhead;
+  int differences = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    ParsedLine a, b;
+    const absl::Status sa = cached.Parse(lines[i], reference, &a, rule);
+    const absl::Status sb = rules.Parse(lines[i], reference, &b, rule);
+    if (!Same(sa, a, sb, b)) {
+      if (++differences <= 5) {
+        ADD_FAILURE() << what << " (" << FormatName(format) << ", zone " << zone.name()
+                      << ", " << (chained ? "chained" : "against now") << ") line " << i << ": "
+                      << lines[i].substr(0, 120) << "\n  cached: " << Describe(sa, a)
+                      << "\n  rules:  " << Describe(sb, b);
+      }
+    }
+    if (chained && sb.ok() && b.time) {
+      reference = *b.time;
+      rule = YearRule::kNearest;
+    }
+  }
+  return differences;
+}
+
+void ExpectSame(LogFormat format, const std::vector<std::string>& lines, absl::Time now,
+                const std::string& what) {
+  for (const absl::TimeZone& zone : Zones()) {
+    for (bool chained : {true, false}) {
+      EXPECT_EQ(CountDifferences(format, zone, lines, now, chained, what), 0)
+          << what << " " << FormatName(format) << " " << zone.name();
+    }
+  }
+}
+
+// Starts whose next hours cross what the caches must notice: a day, New Year (both ways of
+// reading a yearless date), the offset changes of the zones above (as UTC-written lines read
+// in those zones, they also fall in skipped and repeated hours), a leap day, and a common
+// year's 28 February.
+struct Start {
+  std::string what;
+  absl::Time start;
+  absl::Duration step;
+};
+std::vector<Start> Starts() {
+  return {
+      {"a day", Utc(2026, 3, 3, 12, 0, 0), absl::Milliseconds(10)},
+      {"a day and midnight", Utc(2026, 3, 3, 22, 0, 0), absl::Seconds(1)},
+      {"New Year", Utc(2025, 12, 31, 20, 0, 0), absl::Seconds(1)},
+      {"New York springs forward", Utc(2026, 3, 8, 0, 0, 0), absl::Seconds(1)},
+      {"New York falls back", Utc(2026, 11, 1, 0, 0, 0), absl::Seconds(1)},
+      {"Lord Howe's half hour", Utc(2026, 4, 4, 12, 0, 0), absl::Seconds(2)},
+      {"Sao Paulo's missing midnight", Utc(2018, 11, 3, 20, 0, 0), absl::Seconds(1)},
+      {"a leap day", Utc(2028, 2, 28, 12, 0, 0), absl::Seconds(10)},
+      {"28 February of a common year", Utc(2027, 2, 28, 12, 0, 0), absl::Seconds(10)},
+  };
+}
+
+constexpr uint64_t kCorpusLines = 20'000;
+
+CorpusOptions Options(const Start& s) {
+  CorpusOptions o;
+  o.lines = kCorpusLines;
+  o.start = s.start;
+  o.step = s.step;
+  return o;
+}
+
+// The same lines with the host's clock moved mid-file: back five hours, then on by nine.
+std::vector<std::string> WithClockChanges(Corpus (*generate)(const CorpusOptions&),
+                                          const Start& s) {
+  CorpusOptions o = Options(s);
+  o.lines = kCorpusLines / 3;
+  std::vector<std::string> lines = generate(o).lines;
+  for (absl::Duration shift : {absl::Hours(-5), absl::Hours(4)}) {
+    o.start += o.step * static_cast<double>(o.lines) + shift;
+    for (std::string& l : generate(o).lines) lines.push_back(std::move(l));
+  }
+  return lines;
+}
+
+TEST(LineParserCacheTest, SshdCorporaAsSyslog) {
+  for (const Start& s : Starts()) {
+    ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, GenerateSshd(Options(s)).lines, s.start, s.what);
+  }
+  const Start& new_year = Starts()[2];
+  ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, WithClockChanges(GenerateSshd, new_year),
+             new_year.start, "the clock moved mid-file");
+}
+
+TEST(LineParserCacheTest, NginxCorporaAsCombined) {
+  for (const Start& s : Starts()) {
+    const std::vector<std::string> lines = GenerateNginx(Options(s)).lines;
+    ExpectSame(LogFormat::LOG_FORMAT_COMBINED, lines, s.start, s.what);
+    // A custom log_format without the offset: read in the parser's zone.
+    std::vector<std::string> local = lines;
+    for (std::string& l : local) l = absl::StrReplaceAll(l, {{" +0000]", "]"}});
+    ExpectSame(LogFormat::LOG_FORMAT_COMBINED, local, s.start, s.what + ", no offset");
+    // The offset changing mid-file, then line by line, and lines with and without one mixed.
+    std::vector<std::string> offsets = lines;
+    for (size_t i = 0; i < offsets.size(); ++i) {
+      const char* to = i < offsets.size() / 2 ? " +0000]"
+                       : i % 3 == 0           ? " -0500]"
+                       : i % 3 == 1           ? " +1345]"
+                                              : "]";
+      offsets[i] = absl::StrReplaceAll(offsets[i], {{" +0000]", to}});
+    }
+    ExpectSame(LogFormat::LOG_FORMAT_COMBINED, offsets, s.start, s.what + ", offsets changing");
+  }
+  const Start& new_year = Starts()[2];
+  ExpectSame(LogFormat::LOG_FORMAT_COMBINED, WithClockChanges(GenerateNginx, new_year),
+             new_year.start, "the clock moved mid-file");
+}
+
+// Every format with a time, written for times `step` apart from `start`, as UTC wall clock
+// (read in the other zones, they fall in skipped and repeated hours).
+std::vector<std::string> Rendered(LogFormat format, const Start& s, int n) {
+  std::vector<std::string> lines;
+  absl::Time t = s.start;
+  for (int i = 0; i < n; ++i, t += s.step) {
+    const absl::TimeZone utc = absl::UTCTimeZone();
+    switch (format) {
+      case LogFormat::LOG_FORMAT_SYSLOG:
+        lines.push_back(i % 4 == 3 ? absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E6S", t, utc),
+                                                  " h sshd[1]: iso without offset")
+                        : i % 4 == 2
+                            ? absl::StrCat(absl::FormatTime("%b %e %Y %H:%M:%S", t, utc),
+                                           " h sshd[1]: the year after the day")
+                            : absl::StrCat(absl::FormatTime("%b %e %H:%M:%S", t, utc),
+                                           " web-1 sshd[", i, "]: line ", i));
+        break;
+      case LogFormat::LOG_FORMAT_SYSLOG5424:
+        lines.push_back(absl::StrCat("<34>1 ", absl::FormatTime("%Y-%m-%dT%H:%M:%E3S%Ez", t, utc),
+                                     " h sshd ", i, " - - line"));
+        break;
+      case LogFormat::LOG_FORMAT_NGINX_ERROR:
+        lines.push_back(i % 5 == 4
+                            ? absl::StrCat(absl::FormatTime("%b %e %H:%M:%S", t, utc),
+                                           " web-1 nginx: ",
+                                           absl::FormatTime("%Y/%m/%d %H:%M:%S", t, utc),
+                                           " [error] 12#0: *3 relayed")
+                            : absl::StrCat(absl::FormatTime("%Y/%m/%d %H:%M:%S", t, utc),
+                                           " [error] 1234#0: *", i, " open() failed"));
+        break;
+      case LogFormat::LOG_FORMAT_APACHE_ERROR:
+        lines.push_back(i % 2 == 0
+                            ? absl::StrCat(absl::FormatTime("[%a %b %d %H:%M:%E6S %Y]", t, utc),
+                                           " [auth_basic:error] [pid 12:tid 3] [client 1.2.3.4:5]"
+                                           " denied")
+                            : absl::StrCat(absl::FormatTime("[%Y-%m-%d %H:%M:%E6S]", t, utc),
+                                           " [core:error] [pid 12] cu time"));
+        break;
+      default:
+        break;
+    }
+  }
+  return lines;
+}
+
+TEST(LineParserCacheTest, EveryFormatAcrossTheHostileStarts) {
+  for (LogFormat format : {LogFormat::LOG_FORMAT_SYSLOG, LogFormat::LOG_FORMAT_SYSLOG5424,
+                           LogFormat::LOG_FORMAT_NGINX_ERROR, LogFormat::LOG_FORMAT_APACHE_ERROR}) {
+    for (const Start& s : Starts()) {
+      ExpectSame(format, Rendered(format, s, 5'000), s.start, s.what);
+    }
+  }
+}
+
+// Dates that do not exist, fields out of range and yearless dates far from the reference,
+// each after a valid line of a nearby day (so a cache holds something close).
+TEST(LineParserCacheTest, ImpossibleAndFarDates) {
+  const std::vector<std::string> syslog = {
+      "Feb 28 12:00:00 h sshd: x", "Feb 29 12:00:00 h sshd: leap day or a year away",
+      "Feb 28 12:00:00 h sshd: x", "Feb 30 12:00:00 h sshd: x",
+      "Apr 30 12:00:00 h sshd: x", "Apr 31 12:00:00 h sshd: x",
+      "Mar  0 12:00:00 h sshd: x", "Mar 32 12:00:00 h sshd: x",
+      "Mar  3 24:00:00 h sshd: x", "Mar  3 23:60:00 h sshd: x",
+      "Mar  3 23:59:60 h sshd: a leap second", "Mar  4 00:00:00 h sshd: x",
+      "Foo  3 12:00:00 h sshd: x", "Dec 31 23:59:59 h sshd: x",
+      "Jan  1 00:00:00 h sshd: x", "Dec 31 23:59:59 h sshd: back",
+      "Jun 15 12:00:00 h sshd: half a year on", "Dec 15 12:00:00 h sshd: and on",
+      "Jun 16 12:00:00 h sshd: x", "Feb 29 2025 12:00:00 h sshd: x",
+      "Feb 29 2028 12:00:00 h sshd: x", "Feb 29 12:00:00 h sshd: x",
+      "2026-02-29T12:00:00 h sshd: x", "2026-02-28T12:00:00 h sshd: x",
+      "2026-02-28T24:00:00 h sshd: x", "2026-03-08T02:30:00 h sshd: x",
+      "2026-11-01T01:30:00 h sshd: x", "Nov  1 01:30:00 h sshd: x",
+      "Mar  8 02:30:00 h sshd: x", "Nov  4 00:00:00 h sshd: x",
+  };
+  const std::vector<std::string> combined = {
+      "1.2.3.4 - - [28/Feb/2025:12:00:00 +0000] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [29/Feb/2025:12:00:00 +0000] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [29/Feb/2024:12:00:00 +0000] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [29/Feb/2024:12:00:00] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [29/Feb/2025:12:00:00] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [30/Apr/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [31/Apr/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [00/Mar/2026:12:00:00 +0000] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [03/Mar/2026:24:00:00 +0000] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [03/Mar/2026:23:59:60 +0000] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [03/Mar/2026:23:59:60] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [03/Mar/2026:12:00:00 +2400] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [03/Mar/2026:12:00:00 +0060] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [03/Mar/2026:12:00:00 -2359] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [08/Mar/2026:02:30:00] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [01/Nov/2026:01:30:00] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [04/Nov/2018:00:30:00] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [31/Dec/9999:23:59:60 +0000] \"GET / HTTP/1.1\" 200 1",
+      "1.2.3.4 - - [01/Jan/0000:00:00:00 -2359] \"GET / HTTP/1.1\" 200 1",
+  };
+  const std::vector<std::string> nginx_error = {
+      "2026/02/28 12:00:00 [error] 1#0: x", "2026/02/29 12:00:00 [error] 1#0: x",
+      "2028/02/29 12:00:00 [error] 1#0: x", "2026/13/01 12:00:00 [error] 1#0: x",
+      "2026/03/08 02:30:00 [error] 1#0: x", "2026/11/01 01:30:00 [error] 1#0: x",
+      "2026/04/31 12:00:00 [error] 1#0: x", "2026/04/30 23:59:60 [error] 1#0: x",
+  };
+  const std::vector<std::string> apache_error = {
+      "[Sat Feb 28 12:00:00 2026] [error] x", "[Sun Feb 29 12:00:00 2026] [error] x",
+      "[Tue Feb 29 12:00:00 2028] [error] x", "[Sun Mar 08 02:30:00.5 2026] [core:error] x",
+      "[2026-02-29 12:00:00] [core:error] x", "[2026-11-01 01:30:00.25] [core:error] x",
+  };
+  for (absl::Time now : {Utc(2025, 3, 3, 12, 0, 0), Utc(2026, 2, 28, 23, 0, 0),
+                         Utc(2027, 12, 31, 23, 30, 0), Utc(2028, 3, 1, 0, 0, 0),
+                         Utc(1970, 1, 1, 0, 0, 0), Utc(9999, 12, 31, 23, 0, 0)}) {
+    const std::string what = absl::StrCat("now ", absl::FormatTime(now));
+    ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, syslog, now, what);
+    ExpectSame(LogFormat::LOG_FORMAT_COMBINED, combined, now, what);
+    ExpectSame(LogFormat::LOG_FORMAT_NGINX_ERROR, nginx_error, now, what);
+    ExpectSame(LogFormat::LOG_FORMAT_APACHE_ERROR, apache_error, now, what);
+  }
+}
+
+}  // namespace
+}  // namespace palisade
