@@ -387,17 +387,17 @@ void Engine::KeepPending(absl::string_view raw, absl::Time time, uint32_t stream
 void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
                                Scratch& scratch,
                                std::vector<std::pair<int, int>>* candidates) const {
-  Scratch::Streaks* streaks = nullptr;
-  for (Scratch::Streaks& slot : scratch.streaks) {
-    if (slot.index == &index && slot.counts.size() == index.parts.size()) streaks = &slot;
+  Scratch::HitRates* hit_rates = nullptr;
+  for (Scratch::HitRates& slot : scratch.hit_rates) {
+    if (slot.index == &index && slot.rates.size() == index.parts.size()) hit_rates = &slot;
   }
   std::vector<int>& ignore_hits = ThreadIgnoreHits();
   ignore_hits.clear();
-  if (streaks == nullptr) {
-    streaks = &scratch.streaks[scratch.streaks_next];
-    scratch.streaks_next = (scratch.streaks_next + 1) % scratch.streaks.size();
-    streaks->index = &index;
-    streaks->counts.assign(index.parts.size(), 0);
+  if (hit_rates == nullptr) {
+    hit_rates = &scratch.hit_rates[scratch.hit_rates_next];
+    scratch.hit_rates_next = (scratch.hit_rates_next + 1) % scratch.hit_rates.size();
+    hit_rates->index = &index;
+    hit_rates->rates.assign(index.parts.size(), 0);
   }
   for (size_t part_no = 0; part_no < index.parts.size(); ++part_no) {
     const RuleSet::SetPart& part = index.parts[part_no];
@@ -414,21 +414,15 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
     }
     // RE2::Set::Match allocates its match set when asked for indices, so ask "any?" first:
     // most lines of a normal log match nothing and then cost one DFA pass and no allocation.
-    // Unless this Set matched the last kProbeStreak lines in a row (a rule that counts every
-    // request, such as web-request-flood): then the probe is a pass for nothing, until the
-    // indexed pass finds no match again. Either way the hits are the same.
-    uint8_t& streak = streaks->counts[part_no];
-    if (streak < kProbeStreak) {
-      if (!part.set->Match(Piece(line.message), nullptr)) {
-        streak = 0;
-        continue;
-      }
-      ++streak;
-    }
-    if (!part.set->Match(Piece(line.message), &scratch.set_hits)) {
-      streak = 0;
-      continue;
-    }
+    // Unless this Set matched a share of the recent lines (kProbeAbove: a rule that counts
+    // every request, such as web-request-flood, or a log where most lines are failures): then
+    // the probe, a pass up to the first match, costs more on the lines that match than the
+    // allocation it saves on the others. Either way the hits are the same.
+    uint16_t& rate = hit_rates->rates[part_no];
+    rate -= rate >> 3;
+    if (rate < kProbeAbove && !part.set->Match(Piece(line.message), nullptr)) continue;
+    if (!part.set->Match(Piece(line.message), &scratch.set_hits)) continue;
+    rate += kHitRateOne >> 3;
     const int patterns = static_cast<int>(part.entries.size());
     for (int hit : scratch.set_hits) {
       if (hit >= patterns) {  // an ignore pattern (SetPart::ignore_rules)
