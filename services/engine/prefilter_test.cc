@@ -182,6 +182,62 @@ TEST(SplitKeyTest, TheKeyAfterTheOnlySplitElseRe2Decides) {
   }
 }
 
+TEST(SplitKeyTest, AKeyRunAfterTheOnlyIntroducerIsReadWithoutRegex) {
+  auto compile = [](const std::string& pattern, const RuleSetOptions& options = {}) {
+    absl::StatusOr<LoadedPack> pack = ParseRulePack(
+        "rules { id: \"r\" formats: [LOG_FORMAT_RAW] patterns: '" + pattern +
+            "' threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } } }",
+        "t.textproto");
+    EXPECT_TRUE(pack.ok()) << pack.status();
+    absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*pack}, {}, options);
+    EXPECT_TRUE(set.ok()) << set.status();
+    return *set;
+  };
+  auto key_of = [](const std::shared_ptr<const RuleSet>& set, const std::string& text) {
+    Engine engine(set, EngineOptions());
+    ParsedLine line;
+    line.message = text;
+    std::string key = "(none)";
+    engine.MatchOnly(LogFormat::LOG_FORMAT_RAW, line,
+                     [&](const CompiledRule&, absl::string_view k) { key = std::string(k); });
+    return key;
+  };
+  RuleSetOptions re2_only;
+  re2_only.leading_keys = false;
+  // The key's class cannot start what follows it: a run.
+  const std::string sshd =
+      "^Failed password for (?P<user>.*?) from (?P<ip>[0-9.]+)(?: port \\\\d+)?(?: ssh2)?$";
+  auto set = compile(sshd);
+  ASSERT_NE(set->rules()[0]->key_split[0], nullptr);
+  EXPECT_NE(set->rules()[0]->key_split[0]->run_max, 0u);
+  absl::string_view key;
+  EXPECT_EQ(set->rules()[0]->SplitKey(0, "Failed password for root from 203.0.113.7 port 22 ssh2",
+                                      /*proven=*/true, &key), 1);
+  EXPECT_EQ(key, "203.0.113.7");
+  for (const std::string line : {"Failed password for root from 203.0.113.7 port 22 ssh2",
+                                 "Failed password for root from 203.0.113.7",
+                                 "Failed password for root from 203.0.113.7 ssh2",
+                                 // Injection: the introducer twice, RE2's split decides.
+                                 "Failed password for x from 198.51.100.1 port 22 ssh2 from "
+                                 "203.0.113.8 port 22 ssh2"}) {
+    EXPECT_EQ(key_of(set, line), key_of(compile(sshd, re2_only), line)) << line;
+  }
+  EXPECT_EQ(key_of(set, "Failed password for x from 198.51.100.1 port 22 ssh2 from 203.0.113.8 "
+                        "port 22 ssh2"),
+            "203.0.113.8");
+  // What follows can start with a byte of the key's class ('.' here, a digit below): the key
+  // may end inside the run, so the tail's regex reads it.
+  for (const std::string pattern : {"^a from (?P<ip>[0-9.]+)(?:\\\\.[a-z]+)? x$",
+                                    "^a from (?P<ip>[0-9.]+?)[0-9]* x$"}) {
+    auto not_run = compile(pattern);
+    ASSERT_NE(not_run->rules()[0]->key_split[0], nullptr) << pattern;
+    EXPECT_EQ(not_run->rules()[0]->key_split[0]->run_max, 0u) << pattern;
+  }
+  const std::string dotted = "a from 198.51.100.4.example x";
+  EXPECT_EQ(key_of(compile("^a from (?P<ip>[0-9.]+)(?:\\\\.[a-z]+)? x$"), dotted),
+            "198.51.100.4");
+}
+
 // --- both matching paths over the shipped packs ----------------------------------------------
 
 struct Line {

@@ -20,6 +20,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/types/span.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/time_util.h"
@@ -1196,6 +1197,72 @@ bool HasOtherEmptyWidth(const ReNode& n, const ReNode* allowed_begin, const ReNo
   }
 }
 
+// The bytes a match of `n` can start with (`*first`), and whether it can be empty
+// (`*nullable`; the end of the text counts as empty: no byte follows). False when `n` holds an
+// empty-width piece but the end of the text, whose first byte this does not follow.
+bool FirstBytes(const ReNode& n, CharSet* first, bool* nullable) {
+  switch (n.kind) {
+    case ReNode::kChars:
+      *first |= n.chars;
+      *nullable = false;
+      return true;
+    case ReNode::kEndText:
+      *nullable = true;
+      return true;
+    case ReNode::kBeginText:
+    case ReNode::kEmptyWidth:
+      return false;
+    case ReNode::kGroup:
+      return n.subs.size() == 1 && FirstBytes(n.subs[0], first, nullable);
+    case ReNode::kRepeat:
+      if (n.subs.size() != 1 || !FirstBytes(n.subs[0], first, nullable)) return false;
+      *nullable = *nullable || n.min == 0;
+      return true;
+    case ReNode::kAlternate: {
+      bool any = n.subs.empty();
+      for (const ReNode& sub : n.subs) {
+        bool sub_nullable = false;
+        if (!FirstBytes(sub, first, &sub_nullable)) return false;
+        any = any || sub_nullable;
+      }
+      *nullable = any;
+      return true;
+    }
+    case ReNode::kConcat:
+      for (const ReNode& sub : n.subs) {
+        bool sub_nullable = false;
+        if (!FirstBytes(sub, first, &sub_nullable)) return false;
+        if (!sub_nullable) {
+          *nullable = false;
+          return true;
+        }
+      }
+      *nullable = true;
+      return true;
+  }
+  return false;
+}
+
+// KeySplit's run: when `group` (the key's) is a run of one ASCII class and no byte of that
+// class can start what follows it (`rest`), the key's end is where the run ends.
+void AddKeyRun(const ReNode& group, absl::Span<const ReNode> rest, CompiledRule::KeySplit* split) {
+  if (group.subs.size() != 1) return;
+  const ReNode& rep = Unwrap(group.subs[0]);
+  if (rep.kind != ReNode::kRepeat || rep.min < 1 || rep.subs.size() != 1) return;
+  const ReNode& chars = Unwrap(rep.subs[0]);
+  if (chars.kind != ReNode::kChars || !AsciiOnly(chars.chars)) return;
+  CharSet follow;
+  for (const ReNode& n : rest) {
+    bool nullable = false;
+    if (!FirstBytes(n, &follow, &nullable)) return;
+    if (!nullable) break;
+  }
+  if ((follow & chars.chars).any()) return;
+  for (int b = 0; b < 256; ++b) split->run_bytes[b] = chars.chars[b];
+  split->run_min = static_cast<uint32_t>(rep.min);
+  split->run_max = rep.max < 0 ? UINT32_MAX : static_cast<uint32_t>(rep.max);
+}
+
 void AddKeySplit(const std::string& pattern, bool has_key, CompiledRule* out) {
   out->key_split.emplace_back();
   if (!has_key) return;
@@ -1242,6 +1309,7 @@ void AddKeySplit(const std::string& pattern, bool has_key, CompiledRule* out) {
   const auto& names = split->tail->NamedCapturingGroups();
   auto named = names.find(out->proto.key());
   if (named == names.end() || named->second != 1) return;
+  AddKeyRun(top.subs[g], absl::MakeConstSpan(top.subs).subspan(g + 1), split.get());
   out->key_split.back() = std::move(split);
 }
 
@@ -1255,10 +1323,31 @@ int CompiledRule::SplitKey(int p, absl::string_view message, bool proven,
   // occurrence (each bounded by the line, so a hostile line could make this quadratic).
   constexpr int kMaxTries = 8;
   const re2::StringPiece text(message.data(), message.size());
+  const std::string& intro = split->intro;
+  if (proven && split->run_max != 0) {
+    // The match exists and holds the introducer right before its key: when the line holds it
+    // once, that is the split, and the key is the class's run there (KeySplit::run_bytes).
+    const char* hit = static_cast<const char*>(
+        memmem(message.data(), message.size(), intro.data(), intro.size()));
+    if (hit != nullptr) {
+      const size_t s = static_cast<size_t>(hit - message.data()) + intro.size();
+      const size_t next = s - intro.size() + 1;
+      if (memmem(message.data() + next, message.size() - next, intro.data(), intro.size()) ==
+          nullptr) {
+        size_t n = 0;
+        while (s + n < message.size() && split->run_bytes[static_cast<unsigned char>(message[s + n])]) {
+          ++n;
+        }
+        if (n >= split->run_min && n <= split->run_max) {
+          *key = message.substr(s, n);
+          return 1;
+        }
+      }
+    }
+  }
   // The splits whose tail matches: (key start, key).
   std::pair<size_t, re2::StringPiece> passed[kMaxTries];
   int n_passed = 0, tries = 0;
-  const std::string& intro = split->intro;
   for (size_t at = 0; at + intro.size() <= message.size(); ++at) {
     const void* hit = memmem(message.data() + at, message.size() - at, intro.data(), intro.size());
     if (hit == nullptr) break;

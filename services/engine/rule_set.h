@@ -190,6 +190,13 @@ struct CompiledRule {
     std::string intro;
     std::unique_ptr<RE2> head;  // `^H I`, no captures needed
     std::unique_ptr<RE2> tail;  // `(?P<key>...)T$`: the key is its group 1
+    // When the key group is a run of one ASCII class (`[0-9A-Fa-f:.]+`) and no byte of that
+    // class can start T: the key of a split is the class's run at s, whatever T holds, so a
+    // match known to exist (`proven`) whose line holds the introducer once needs no regex at
+    // all. `run_max` 0: not such a key.
+    std::array<bool, 256> run_bytes{};
+    uint32_t run_min = 0;
+    uint32_t run_max = 0;
   };
   std::vector<std::unique_ptr<KeySplit>> key_split;
   // With pattern `p`'s KeySplit: 1 and the key when exactly one split passes, 0 when none does
