@@ -138,8 +138,12 @@ class LineParser {
   // time, false when it is not (a "[module:level]" field), kOutOfRange when impossible.
   absl::StatusOr<bool> ParseApacheTime(absl::string_view field, absl::Time* out);
 
-  // Midnight UTC of a civil date, cached since consecutive lines share their date.
-  absl::Time DayStart(int64_t year, int month, int day);
+  // Midnight UTC of a civil date in Unix seconds, cached since consecutive lines share their
+  // date (a year of 0 to 9999). False when the date does not exist.
+  bool UtcDayStart(int64_t year, int month, int day, int64_t* start);
+  // The cached midnight of a date in the parser's zone in Unix seconds, when that date is the
+  // cached one and its UTC offset holds all day: then its seconds are the midnight plus them.
+  bool CachedDayStart(int64_t year, int month, int day, int64_t* start) const;
   // A civil time in the parser's zone. False when the date does not exist (29 February of a
   // common year). Through a one-day cache: a day whose UTC offset holds from its midnight to the
   // next (no DST change within it) is its midnight plus the seconds; a day with a change goes to
@@ -156,16 +160,18 @@ class LineParser {
   bool zone_is_utc_;
   // False: DisableCachesForTesting.
   bool caching_ = true;
+  // UtcDayStart's day (month 0: none yet) and its midnight, Unix seconds.
   int64_t cached_year_ = 0;
   int cached_month_ = 0;
   int cached_day_ = 0;
-  absl::Time cached_day_start_;
-  // CivilToTime's day, and its local midnight when its offset holds all day (`uniform`).
+  int64_t cached_day_start_ = 0;
+  // CivilToTime's day, and its local midnight (Unix seconds) when its offset holds all day
+  // (`uniform`).
   int64_t local_year_ = 0;
   int local_month_ = 0;
   int local_day_ = 0;
   bool local_day_uniform_ = false;
-  absl::Time local_day_start_;
+  int64_t local_day_start_ = 0;
   // YearOf: times in [year_begin_, year_end_) are in year_of_span_ (empty at first).
   int64_t year_of_span_ = 0;
   absl::Time year_begin_ = absl::InfiniteFuture();

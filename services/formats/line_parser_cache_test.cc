@@ -59,17 +59,26 @@ bool Same(const absl::Status& a, const ParsedLine& pa, const absl::Status& b,
          pa.record == pb.record;
 }
 
+// How each line's reference is chosen: the pipeline's order (the previous parsed line's time,
+// kNearest after the first line), or every line against `now` with either rule.
+enum class Mode { kChained, kNowAtMostADayAhead, kNowNearest };
+
+const char* ModeName(Mode m) {
+  return m == Mode::kChained ? "chained"
+         : m == Mode::kNowNearest ? "nearest to now"
+                                  : "at most a day ahead of now";
+}
+
 // Parses `lines` in order with both parsers and counts the lines where they differ (printing
-// the first few). `chained`: the pipeline's order (the previous parsed line's time as the
-// reference, kNearest after the first line); otherwise every line against `now`, the latest
-// year at most a day ahead.
+// the first few).
 int CountDifferences(LogFormat format, absl::TimeZone zone, const std::vector<std::string>& lines,
-                     absl::Time now, bool chained, const std::string& what) {
+                     absl::Time now, Mode mode, const std::string& what) {
   LineParser cached(format, zone);
   LineParser rules(format, zone);
   rules.DisableCachesForTesting();
+  const bool chained = mode == Mode::kChained;
   absl::Time reference = now;
-  YearRule rule = YearRule::kAtMostADayAhead;
+  YearRule rule = mode == Mode::kNowNearest ? YearRule::kNearest : YearRule::kAtMostADayAhead;
   int differences = 0;
   for (size_t i = 0; i < lines.size(); ++i) {
     ParsedLine a, b;
@@ -78,7 +87,7 @@ int CountDifferences(LogFormat format, absl::TimeZone zone, const std::vector<st
     if (!Same(sa, a, sb, b)) {
       if (++differences <= 5) {
         ADD_FAILURE() << what << " (" << FormatName(format) << ", zone " << zone.name()
-                      << ", " << (chained ? "chained" : "against now") << ") line " << i << ": "
+                      << ", " << ModeName(mode) << ") line " << i << ": "
                       << lines[i].substr(0, 120) << "\n  cached: " << Describe(sa, a)
                       << "\n  rules:  " << Describe(sb, b);
       }
@@ -94,9 +103,9 @@ int CountDifferences(LogFormat format, absl::TimeZone zone, const std::vector<st
 void ExpectSame(LogFormat format, const std::vector<std::string>& lines, absl::Time now,
                 const std::string& what) {
   for (const absl::TimeZone& zone : Zones()) {
-    for (bool chained : {true, false}) {
-      EXPECT_EQ(CountDifferences(format, zone, lines, now, chained, what), 0)
-          << what << " " << FormatName(format) << " " << zone.name();
+    for (Mode mode : {Mode::kChained, Mode::kNowAtMostADayAhead, Mode::kNowNearest}) {
+      EXPECT_EQ(CountDifferences(format, zone, lines, now, mode, what), 0)
+          << what << " " << FormatName(format) << " " << zone.name() << " " << ModeName(mode);
     }
   }
 }
@@ -253,6 +262,16 @@ TEST(LineParserCacheTest, ImpossibleAndFarDates) {
       "2026-02-28T24:00:00 h sshd: x", "2026-03-08T02:30:00 h sshd: x",
       "2026-11-01T01:30:00 h sshd: x", "Nov  1 01:30:00 h sshd: x",
       "Mar  8 02:30:00 h sshd: x", "Nov  4 00:00:00 h sshd: x",
+      // A date cached for the reference's year by a line that wrote it, then without a year:
+      // 200 to 300 days from most references, so another year may be nearer.
+      "Dec 15 2025 10:00:00 h sshd: x", "Dec 15 12:00:00 h sshd: x",
+      "Sep 20 2026 10:00:00 h sshd: x", "Sep 20 12:00:00 h sshd: x",
+      "Dec 15 2027 10:00:00 h sshd: x", "Dec 15 12:00:00 h sshd: x",
+      "Jan 10 2028 10:00:00 h sshd: x", "Jan 10 12:00:00 h sshd: x",
+      // The previous line's year moving on by years (the year cache must follow it).
+      "Mar  3 2025 12:00:00 h sshd: x", "Jun  1 12:00:00 h sshd: x",
+      "Mar  3 2027 12:00:00 h sshd: x", "Jun  1 12:00:00 h sshd: x",
+      "Mar  3 2020 12:00:00 h sshd: x", "Jun  1 12:00:00 h sshd: x",
   };
   const std::vector<std::string> combined = {
       "1.2.3.4 - - [28/Feb/2025:12:00:00 +0000] \"GET / HTTP/1.1\" 200 1",
