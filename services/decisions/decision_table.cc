@@ -99,11 +99,22 @@ DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target
   Offences& off = offences_[target];
   const absl::Time forget_at = std::max(off.forget_at, last + memory);
   if (forget_at != off.forget_at) {
-    offences_by_forget_.erase({off.forget_at, target});
-    offences_by_forget_.emplace(forget_at, target);
+    MoveEntry(offences_by_forget_, off.forget_at, target, forget_at);
     off.forget_at = forget_at;
   }
   return off;
+}
+
+void DecisionTable::MoveEntry(TimeNameSet& set, absl::Time from, absl::string_view name,
+                              absl::Time to) {
+  auto it = set.find(std::make_pair(from, name));
+  if (it == set.end()) {
+    set.emplace(to, std::string(name));
+    return;
+  }
+  TimeNameSet::node_type node = set.extract(it);
+  node.value().first = to;
+  set.insert(std::move(node));
 }
 
 void DecisionTable::EndedLocked(const Decision& d) {
@@ -260,6 +271,22 @@ void DecisionTable::AddEvidence(const std::vector<std::string>& evidence, Decisi
   }
 }
 
+void DecisionTable::SetLeanExtensions(bool lean) {
+  absl::MutexLock lock(&mu_);
+  lean_extensions_ = lean;
+}
+
+Decision DecisionTable::ExtensionCopyLocked(Decision& d) const {
+  if (!lean_extensions_) return d;
+  // Everything but the evidence, whatever fields Decision gains: the lines are set aside (a
+  // pointer swap) for the copy.
+  google::protobuf::RepeatedPtrField<std::string> evidence;
+  evidence.Swap(d.mutable_evidence());
+  Decision copy = d;
+  evidence.Swap(d.mutable_evidence());
+  return copy;
+}
+
 DecisionTable::Claim DecisionTable::ClaimOf(const Decision& d) {
   return {d.origin(), d.action(),  d.actuator(), d.dry_run(),
           DecisionExpiry(d), d.rule_id(), d.reason()};
@@ -376,17 +403,16 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       CoverLocked(target.value(), std::move(incoming));
       d.set_extensions(d.extensions() + 1);
       AddEvidence(evidence, &d);
-      return {DecisionChange::kExtended, d};
+      return {DecisionChange::kExtended, ExtensionCopyLocked(d)};
     }
     const absl::Time expiry = std::max(DecisionExpiry(d), start + duration);
     if (expiry != DecisionExpiry(d)) {
-      by_expiry_.erase({DecisionExpiry(d), d.id()});
-      by_expiry_.emplace(expiry, d.id());
+      MoveEntry(by_expiry_, DecisionExpiry(d), d.id(), expiry);
       *d.mutable_expiry() = ToProtoTime(expiry);
     }
     d.set_extensions(d.extensions() + 1);
     AddEvidence(evidence, &d);
-    return {DecisionChange::kExtended, d};
+    return {DecisionChange::kExtended, ExtensionCopyLocked(d)};
   }
 
   absl::Duration memory =
@@ -412,7 +438,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   AddEvidence(evidence, &d);
   if (start + duration <= now) {
     d.set_active(false);
-    return {DecisionChange::kStale, d};  // no offence recorded: nothing is kept of it
+    return {DecisionChange::kStale, std::move(d)};  // no offence recorded: nothing is kept
   }
   Offences& off = OffencesLocked(target.value(), start, memory);
   off.count = offence;
@@ -422,7 +448,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   active_[target.value()] = d.id();
   by_expiry_.emplace(start + duration, d.id());
   by_id_[d.id()] = d;
-  return {DecisionChange::kCreated, d};
+  return {DecisionChange::kCreated, std::move(d)};
 }
 
 DecisionUpdate DecisionTable::Apply(const Detection& detection,

@@ -112,6 +112,13 @@ class DecisionTable {
 
   void AddListener(Listener listener);
 
+  // While set, an extension's update (DecisionChange::kExtended, from Apply and ApplyAll)
+  // carries the decision without its evidence lines; the table's own decision keeps them (Get,
+  // List and the store see them). For a caller whose listeners and ApplyAll callbacks read no
+  // evidence on extensions (replay keeps created and stale decisions): an extension then copies
+  // no evidence line, which was most of the cost of deciding a detection. Default: unset.
+  void SetLeanExtensions(bool lean);
+
   // Makes the table durable: every change is written to `store` (with the outbox operation it
   // implies for the actuators in `edge_actuators`) before listeners hear of it.
   void SetStore(Store* store, std::set<palisade::v1::Actuator> edge_actuators);
@@ -191,6 +198,21 @@ class DecisionTable {
   size_t offenders() const;
 
  private:
+  // (time, decision id or target) entries, ordered as std::pair orders them, and found by a
+  // (time, string_view) without building a string (see MoveEntry).
+  struct TimeThenName {
+    using is_transparent = void;
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      if (a.first != b.first) return a.first < b.first;
+      return absl::string_view(a.second) < absl::string_view(b.second);
+    }
+  };
+  using TimeNameSet = std::set<std::pair<absl::Time, std::string>, TimeThenName>;
+  // Moves `set`'s entry (from, name) to (to, name) in its own node (no allocation, no string
+  // copied), or adds (to, name) when there is none. An offender's or an extended decision's
+  // entry moves on every detection.
+  static void MoveEntry(TimeNameSet& set, absl::Time from, absl::string_view name, absl::Time to);
   struct Offences {
     uint32_t count = 0;
     absl::Time last;
@@ -234,6 +256,10 @@ class DecisionTable {
                                        absl::Time start, uint32_t offence,
                                        const std::vector<std::string>& evidence = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What an extension's update carries of `d` (see SetLeanExtensions): `d`, or `d` without its
+  // evidence (set aside and put back, hence not const).
+  palisade::v1::Decision ExtensionCopyLocked(palisade::v1::Decision& d) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds `evidence` to `d`, up to max_evidence_ lines in all.
   void AddEvidence(const std::vector<std::string>& evidence, palisade::v1::Decision* d) const;
   // After `ended` ended: the strongest claim still due that waited behind it is decided.
@@ -269,11 +295,12 @@ class DecisionTable {
   absl::flat_hash_map<std::string, std::string> active_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Offences> offences_ ABSL_GUARDED_BY(mu_);
   // Offenders by forget_at, so forgetting costs what is forgotten.
-  std::set<std::pair<absl::Time, std::string>> offences_by_forget_ ABSL_GUARDED_BY(mu_);
+  TimeNameSet offences_by_forget_ ABSL_GUARDED_BY(mu_);
   // Ended decisions in memory by (end, id), with their size; and the sum of the sizes.
   std::map<std::pair<absl::Time, std::string>, size_t> ended_ ABSL_GUARDED_BY(mu_);
   size_t ended_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   DecisionTableLimits limits_ ABSL_GUARDED_BY(mu_);
+  bool lean_extensions_ ABSL_GUARDED_BY(mu_) = false;  // SetLeanExtensions
   // palisade_decisions_forgotten_total by {what, reason}; null without a registry.
   prometheus::Counter* forgotten_decision_age_ = nullptr;
   prometheus::Counter* forgotten_decision_cap_ = nullptr;
@@ -283,7 +310,7 @@ class DecisionTable {
   // the feeds' claims come back with the first sync, the others are gone).
   absl::flat_hash_map<std::string, std::vector<Claim>> covered_ ABSL_GUARDED_BY(mu_);
   // Active decisions by expiry, so a sweep costs what expires, not what is active.
-  std::set<std::pair<absl::Time, std::string>> by_expiry_ ABSL_GUARDED_BY(mu_);
+  TimeNameSet by_expiry_ ABSL_GUARDED_BY(mu_);
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::set<palisade::v1::Actuator> edge_actuators_ ABSL_GUARDED_BY(mu_);

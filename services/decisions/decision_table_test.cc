@@ -84,6 +84,50 @@ TEST_F(DecisionTableTest, ActiveDecisionIsExtendedNotDuplicated) {
   EXPECT_THAT(table_.List({}), SizeIs(1));
 }
 
+// SetLeanExtensions (replay): an extension's update carries the decision without its evidence,
+// and nothing else differs; the table's decision keeps the lines, and a creation carries them.
+TEST_F(DecisionTableTest, LeanExtensionsCarryEverythingButTheEvidence) {
+  DecisionTable full(clock_), lean(clock_);
+  lean.SetLeanExtensions(true);
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  std::vector<DecisionUpdate> heard;
+  lean.AddListener([&heard](const DecisionUpdate& u) { heard.push_back(u); });
+  const absl::Time t = clock_.TimeNow();
+  DecisionUpdate full_created = full.Apply(Det("203.0.113.7", t), spec);
+  DecisionUpdate lean_created = lean.Apply(Det("203.0.113.7", t), spec);
+  ASSERT_EQ(lean_created.change, DecisionChange::kCreated);
+  EXPECT_THAT(lean_created.decision.evidence(), SizeIs(2));
+  DecisionUpdate full_extended = full.Apply(Det("203.0.113.7", t + absl::Minutes(1)), spec);
+  DecisionUpdate lean_extended = lean.Apply(Det("203.0.113.7", t + absl::Minutes(1)), spec);
+  ASSERT_EQ(lean_extended.change, DecisionChange::kExtended);
+  EXPECT_THAT(lean_extended.decision.evidence(), SizeIs(0));
+  ASSERT_THAT(heard, SizeIs(2));
+  EXPECT_THAT(heard[1].decision.evidence(), SizeIs(0));
+  EXPECT_THAT(full_extended.decision.evidence(), SizeIs(4));
+  // The rest is the full update's (ids aside: each table draws its own).
+  Decision expected = full_extended.decision;
+  expected.clear_evidence();
+  expected.set_id(lean_extended.decision.id());
+  EXPECT_EQ(lean_extended.decision.SerializeAsString(), expected.SerializeAsString());
+  absl::StatusOr<Decision> kept = lean.Get(lean_extended.decision.id());
+  ASSERT_THAT(kept, IsOk());
+  EXPECT_THAT(kept->evidence(), SizeIs(4));
+  // ApplyAll alike.
+  CompiledRule rule;
+  rule.proto.set_id("ssh");
+  *rule.proto.mutable_decision() = spec;
+  std::vector<Detection> detections = {Det("203.0.113.7", t + absl::Minutes(2))};
+  detections[0].rule = &rule;
+  std::vector<DecisionUpdate> updates = lean.ApplyAll(detections);
+  ASSERT_THAT(updates, SizeIs(1));
+  EXPECT_EQ(updates[0].change, DecisionChange::kExtended);
+  EXPECT_THAT(updates[0].decision.evidence(), SizeIs(0));
+  EXPECT_EQ(updates[0].decision.extensions(), 2u);
+}
+
 TEST_F(DecisionTableTest, RepeatOffenderEscalatesAndIsCapped) {
   std::vector<absl::Duration> durations;
   for (int i = 0; i < 5; ++i) {

@@ -81,6 +81,9 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   bool started = false;
   prometheus::Registry registry;
   DecisionTable table(clock, replay.max_evidence);
+  // Nothing here reads an extension's evidence: the summary keeps created and stale decisions,
+  // the pipeline's listener counts changes by rule and action, and there is no on_detections.
+  table.SetLeanExtensions(true);
   table.AddListener([&summary](const DecisionUpdate& u) {
     if (u.change == DecisionChange::kCreated) summary.decisions.push_back(u.decision);
     if (u.change == DecisionChange::kStale) summary.stale.push_back(u.decision);
