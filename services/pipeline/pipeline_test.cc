@@ -276,6 +276,38 @@ TEST_F(PipelineTest, HostileBytesAndAbsurdTimesAreCountedNotFatal) {
   }
 }
 
+// PrepareLine reads lines 16 and then 8 bytes at a time before it looks byte by byte: a NUL, a
+// byte that is never UTF-8, a cut character and a whole one, at every place of a line (in a
+// block, across two, in the tail), are each counted (or not) as a byte-by-byte look counts them.
+TEST_F(PipelineTest, HostileBytesAreFoundWhereverTheyStand) {
+  const std::string base = Line("203.0.113.7", 1);
+  ASSERT_GT(base.size(), 48u);
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  size_t hostile = 0;
+  for (size_t k = 0; k < base.size(); ++k) {
+    std::string nul = base, bad = base, cut = base, whole = base;
+    nul[k] = '\0';
+    bad[k] = '\xff';
+    cut.insert(k, "\xc3");
+    whole.insert(k, "\xc3\xa9");
+    for (const std::string* line : {&nul, &bad, &cut, &whole}) {
+      batch.add_records()->set_line(*line);
+    }
+    hostile += 3;
+  }
+  // Lengths around the block sizes, ending in a NUL and in a cut character.
+  for (size_t n : {7, 8, 9, 15, 16, 17, 23, 24, 31, 32, 33}) {
+    batch.add_records()->set_line(base.substr(0, n - 1) + std::string(1, '\0'));
+    batch.add_records()->set_line(base.substr(0, n - 1) + "\xe2");
+    batch.add_records()->set_line(base.substr(0, n));  // plain
+    hostile += 2;
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->sanitized(), hostile);
+}
+
 // Prematch (on another thread, in replay and the file inputs) looks at each line's hostile
 // bytes; ProcessLines then takes its answer instead of looking again. A batch of lines with NULs,
 // invalid UTF-8, a CR LF ending and over-long lines gets the same ack and decisions with
