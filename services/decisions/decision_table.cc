@@ -384,10 +384,13 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
           escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory);
       off.last = std::max(off.last, start);
     }
-    Claim incoming{origin, spec.action(), spec.actuator(), spec.dry_run(), start + duration,
-                   std::string(rule_id), std::string(reason)};
-    const Claim current = ClaimOf(d);
-    if (!SameKind(incoming, current)) {
+    // SameKind(incoming, current), read from the spec and the decision: the claims (and their
+    // strings) are built only for another kind of claim, not on every extension.
+    if (origin != d.origin() || spec.action() != d.action() || spec.actuator() != d.actuator() ||
+        spec.dry_run() != d.dry_run()) {
+      Claim incoming{origin, spec.action(), spec.actuator(), spec.dry_run(), start + duration,
+                     std::string(rule_id), std::string(reason)};
+      const Claim current = ClaimOf(d);
       // Another kind of claim on a decided target. The active decision is the strongest claim
       // (enforcement first, then manual > rule > feed); the others wait, and the strongest of
       // them still due takes over when it ends (ReinstateLocked).
@@ -506,8 +509,8 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
   uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
   {
     absl::MutexLock lock(&mu_);
+    palisade::v1::Target target;  // one for all, its value's buffer reused
     for (const Detection& detection : detections) {
-      palisade::v1::Target target;
       target.set_kind(detection.kind);
       target.set_value(detection.key);
       withdrawn.clear();
