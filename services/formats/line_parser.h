@@ -140,10 +140,31 @@ class LineParser {
 
   // Midnight UTC of a civil date in Unix seconds, cached since consecutive lines share their
   // date (a year of 0 to 9999). False when the date does not exist.
-  bool UtcDayStart(int64_t year, int month, int day, int64_t* start);
+  bool UtcDayStart(int64_t year, int month, int day, int64_t* start) {
+    if (year != cached_year_ || month != cached_month_ || day != cached_day_) {
+      return FillUtcDayStart(year, month, day, start);
+    }
+    *start = cached_day_start_;
+    return true;
+  }
+  // UtcDayStart for a date that is not the cached one: checks it exists and caches it.
+  bool FillUtcDayStart(int64_t year, int month, int day, int64_t* start);
   // The cached midnight of a date in the parser's zone in Unix seconds, when that date is the
   // cached one and its UTC offset holds all day: then its seconds are the midnight plus them.
-  bool CachedDayStart(int64_t year, int month, int day, int64_t* start) const;
+  // (Here, as YearOf, to be inlined in the parsers.)
+  bool CachedDayStart(int64_t year, int month, int day, int64_t* start) const {
+    if (zone_is_utc_) {
+      if (year != cached_year_ || month != cached_month_ || day != cached_day_) return false;
+      *start = cached_day_start_;
+      return true;
+    }
+    if (year != local_year_ || month != local_month_ || day != local_day_ ||
+        !local_day_uniform_) {
+      return false;
+    }
+    *start = local_day_start_;
+    return true;
+  }
   // A civil time in the parser's zone. False when the date does not exist (29 February of a
   // common year). Through a one-day cache: a day whose UTC offset holds from its midnight to the
   // next (no DST change within it) is its midnight plus the seconds; a day with a change goes to
@@ -151,7 +172,12 @@ class LineParser {
   bool CivilToTime(int64_t year, int month, int day, int seconds_of_day, absl::Time* out);
   // The civil year of `t` in the parser's zone (the reference's, for a yearless timestamp),
   // cached as the span of time that year covers: a line costs two compares.
-  int64_t YearOf(absl::Time t);
+  int64_t YearOf(absl::Time t) {
+    if (caching_ && t >= year_begin_ && t < year_end_) return year_of_span_;
+    return YearOfByRules(t);
+  }
+  // YearOf outside the cached span: the zone's rules, and the span of the year found.
+  int64_t YearOfByRules(absl::Time t);
 
   palisade::v1::LogFormat format_;
   // JSON lines formats: the record parser (made at the first line of a preset).
