@@ -225,6 +225,30 @@ TEST(SplitKeyTest, AKeyRunAfterTheOnlyIntroducerIsReadWithoutRegex) {
   EXPECT_EQ(key_of(set, "Failed password for x from 198.51.100.1 port 22 ssh2 from 203.0.113.8 "
                         "port 22 ssh2"),
             "203.0.113.8");
+  // A one-byte introducer met many times: the occurrences whose run is followed by what the
+  // tail can start with are the candidates; one is the split, two leave it to RE2.
+  const std::string preauth =
+      "^Connection closed by(?: (?:authenticating|invalid) user .*?)? (?P<ip>[0-9A-Fa-f:.]+) "
+      "port \\\\d+ \\\\[preauth\\\\]$";
+  auto spaced = compile(preauth);
+  ASSERT_NE(spaced->rules()[0]->key_split[0], nullptr);
+  ASSERT_NE(spaced->rules()[0]->key_split[0]->run_max, 0u);
+  EXPECT_EQ(spaced->rules()[0]->SplitKey(
+                0, "Connection closed by authenticating user root 203.0.113.9 port 22 [preauth]",
+                /*proven=*/true, &key),
+            1);
+  EXPECT_EQ(key, "203.0.113.9");
+  for (const std::string line :
+       {"Connection closed by authenticating user root 203.0.113.9 port 22 [preauth]",
+        "Connection closed by authenticating user deadbeef 203.0.113.9 port 22 [preauth]",
+        "Connection closed by invalid user x 198.51.100.77 port 22 [preauth] 203.0.113.44 port "
+        "51234 [preauth]",
+        "Connection closed by 2001:db8::9 port 40000 [preauth]"}) {
+    EXPECT_EQ(key_of(spaced, line), key_of(compile(preauth, re2_only), line)) << line;
+  }
+  EXPECT_EQ(key_of(spaced, "Connection closed by invalid user x 198.51.100.77 port 22 [preauth] "
+                           "203.0.113.44 port 51234 [preauth]"),
+            "203.0.113.44");
   // What follows can start with a byte of the key's class ('.' here, a digit below): the key
   // may end inside the run, so the tail's regex reads it.
   for (const std::string pattern : {"^a from (?P<ip>[0-9.]+)(?:\\\\.[a-z]+)? x$",

@@ -1252,13 +1252,27 @@ void AddKeyRun(const ReNode& group, absl::Span<const ReNode> rest, CompiledRule:
   const ReNode& chars = Unwrap(rep.subs[0]);
   if (chars.kind != ReNode::kChars || !AsciiOnly(chars.chars)) return;
   CharSet follow;
+  bool rest_nullable = true;
   for (const ReNode& n : rest) {
     bool nullable = false;
     if (!FirstBytes(n, &follow, &nullable)) return;
-    if (!nullable) break;
+    if (!nullable) {
+      rest_nullable = false;
+      break;
+    }
   }
   if ((follow & chars.chars).any()) return;
-  for (int b = 0; b < 256; ++b) split->run_bytes[b] = chars.chars[b];
+  for (int b = 0; b < 256; ++b) {
+    split->run_bytes[b] = chars.chars[b];
+    split->follow[b] = follow[b];
+  }
+  split->follow_end = rest_nullable;
+  for (const ReNode& n : rest) {
+    if (n.kind != ReNode::kChars || n.chars.count() != 1) break;
+    for (int b = 0; b < 256; ++b) {
+      if (n.chars[b]) split->follow_literal.push_back(static_cast<char>(b));
+    }
+  }
   split->run_min = static_cast<uint32_t>(rep.min);
   split->run_max = rep.max < 0 ? UINT32_MAX : static_cast<uint32_t>(rep.max);
 }
@@ -1315,6 +1329,19 @@ void AddKeySplit(const std::string& pattern, bool has_key, CompiledRule* out) {
 
 }  // namespace
 
+namespace {
+// Where `intro` next occurs in `text` at or after `from` (memchr for one byte).
+size_t FindIntro(absl::string_view text, size_t from, const std::string& intro) {
+  if (from > text.size() || text.size() - from < intro.size()) return absl::string_view::npos;
+  const void* hit =
+      intro.size() == 1
+          ? memchr(text.data() + from, intro[0], text.size() - from)
+          : memmem(text.data() + from, text.size() - from, intro.data(), intro.size());
+  return hit == nullptr ? absl::string_view::npos
+                        : static_cast<size_t>(static_cast<const char*>(hit) - text.data());
+}
+}  // namespace
+
 int CompiledRule::SplitKey(int p, absl::string_view message, bool proven,
                            absl::string_view* key) const {
   const KeySplit* split = key_split[p].get();
@@ -1325,33 +1352,44 @@ int CompiledRule::SplitKey(int p, absl::string_view message, bool proven,
   const re2::StringPiece text(message.data(), message.size());
   const std::string& intro = split->intro;
   if (proven && split->run_max != 0) {
-    // The match exists and holds the introducer right before its key: when the line holds it
-    // once, that is the split, and the key is the class's run there (KeySplit::run_bytes).
-    const char* hit = static_cast<const char*>(
-        memmem(message.data(), message.size(), intro.data(), intro.size()));
-    if (hit != nullptr) {
-      const size_t s = static_cast<size_t>(hit - message.data()) + intro.size();
-      const size_t next = s - intro.size() + 1;
-      if (memmem(message.data() + next, message.size() - next, intro.data(), intro.size()) ==
-          nullptr) {
-        size_t n = 0;
-        while (s + n < message.size() && split->run_bytes[static_cast<unsigned char>(message[s + n])]) {
-          ++n;
-        }
-        if (n >= split->run_min && n <= split->run_max) {
-          *key = message.substr(s, n);
-          return 1;
-        }
+    // The match exists and holds the introducer right before its key, a run of the key's class
+    // followed by what T starts with (KeySplit::follow): when one occurrence passes that test,
+    // it is the split. Bounded: a line with more occurrences goes the regex way below.
+    constexpr int kMaxRunTries = 64;
+    int passing = 0, run_tries = 0;
+    absl::string_view found_key;
+    for (size_t at = FindIntro(message, 0, intro); at != absl::string_view::npos;
+         at = FindIntro(message, at + 1, intro)) {
+      if (++run_tries > kMaxRunTries) {
+        passing = -1;
+        break;
       }
+      const size_t s = at + intro.size();
+      size_t n = 0;
+      while (s + n < message.size() &&
+             split->run_bytes[static_cast<unsigned char>(message[s + n])]) {
+        ++n;
+      }
+      if (n < split->run_min || n > split->run_max) continue;
+      const bool ends =
+          !split->follow_literal.empty()
+              ? absl::StartsWith(message.substr(s + n), split->follow_literal)
+          : s + n == message.size() ? split->follow_end
+                                    : split->follow[static_cast<unsigned char>(message[s + n])];
+      if (!ends) continue;
+      if (++passing > 1) break;
+      found_key = message.substr(s, n);
+    }
+    if (passing == 1) {
+      *key = found_key;
+      return 1;
     }
   }
   // The splits whose tail matches: (key start, key).
   std::pair<size_t, re2::StringPiece> passed[kMaxTries];
   int n_passed = 0, tries = 0;
-  for (size_t at = 0; at + intro.size() <= message.size(); ++at) {
-    const void* hit = memmem(message.data() + at, message.size() - at, intro.data(), intro.size());
-    if (hit == nullptr) break;
-    at = static_cast<size_t>(static_cast<const char*>(hit) - message.data());
+  for (size_t at = FindIntro(message, 0, intro); at != absl::string_view::npos;
+       at = FindIntro(message, at + 1, intro)) {
     if (++tries > kMaxTries) return -1;
     const size_t s = at + intro.size();
     re2::StringPiece groups[2];

@@ -191,10 +191,15 @@ struct CompiledRule {
     std::unique_ptr<RE2> head;  // `^H I`, no captures needed
     std::unique_ptr<RE2> tail;  // `(?P<key>...)T$`: the key is its group 1
     // When the key group is a run of one ASCII class (`[0-9A-Fa-f:.]+`) and no byte of that
-    // class can start T: the key of a split is the class's run at s, whatever T holds, so a
-    // match known to exist (`proven`) whose line holds the introducer once needs no regex at
-    // all. `run_max` 0: not such a key.
+    // class can start T: the key of a split is the class's run at s, and the byte after the
+    // run is one T can start with (`follow`; or the line ends there and T can be empty:
+    // `follow_end`). A match known to exist (`proven`) with one occurrence of the introducer
+    // that passes this test has its split there, found with no regex at all. `run_max` 0: not
+    // such a key.
     std::array<bool, 256> run_bytes{};
+    std::array<bool, 256> follow{};
+    bool follow_end = false;
+    std::string follow_literal;  // the bytes T starts with, always (" port "), if any
     uint32_t run_min = 0;
     uint32_t run_max = 0;
   };
