@@ -412,19 +412,6 @@ absl::Status LineParser::SetJsonFormat(const palisade::v1::JsonFormat& mapping) 
 absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, ParsedLine* out,
                                YearRule rule) {
   *out = ParsedLine();
-  if (IsJsonFormat(format_)) {
-    if (json_ == nullptr) {
-      if (format_ == LogFormat::LOG_FORMAT_JSON) {
-        return absl::InvalidArgumentError(
-            "json: no json_format names the mapping of these records (Config.json_formats)");
-      }
-      absl::StatusOr<std::unique_ptr<JsonLineParser>> preset =
-          JsonLineParser::ForPreset(format_, zone_);
-      if (!preset.ok()) return preset.status();
-      json_ = *std::move(preset);
-    }
-    return json_->Parse(line, out);
-  }
   switch (format_) {
     case LogFormat::LOG_FORMAT_SYSLOG:
       return ParseSyslog3164(line, reference, rule, out);
@@ -441,9 +428,23 @@ absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, Par
       out->message = line;
       return absl::OkStatus();
     default:
-      return absl::InvalidArgumentError(
-          absl::StrCat("unsupported log format ", palisade::v1::LogFormat_Name(format_)));
+      break;
   }
+  if (IsJsonFormat(format_)) {
+    if (json_ == nullptr) {
+      if (format_ == LogFormat::LOG_FORMAT_JSON) {
+        return absl::InvalidArgumentError(
+            "json: no json_format names the mapping of these records (Config.json_formats)");
+      }
+      absl::StatusOr<std::unique_ptr<JsonLineParser>> preset =
+          JsonLineParser::ForPreset(format_, zone_);
+      if (!preset.ok()) return preset.status();
+      json_ = *std::move(preset);
+    }
+    return json_->Parse(line, out);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsupported log format ", palisade::v1::LogFormat_Name(format_)));
 }
 
 absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time reference,
@@ -674,8 +675,9 @@ absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) 
   if (open == absl::string_view::npos || open == 0) {
     return absl::InvalidArgumentError("combined: no \"[time]\" field");
   }
-  // The spaces below are found before `open`, itself a space.
-  const size_t first_space = FindChar(line, ' ');
+  // The spaces below are found before `open`, itself a space (the first one through memchr:
+  // the client address is a dozen bytes and more).
+  const size_t first_space = MemChr(line, ' ', 0);
   out->host = line.substr(0, first_space);
   out->message = line;
   // A virtual host in front (Apache's vhost_combined "%v:%p", nginx's "$host"): the second
