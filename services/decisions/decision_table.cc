@@ -53,6 +53,14 @@ int Precedence(palisade::v1::Origin origin) {
   }
 }
 
+// `*out` becomes the update of `change` to `d`.
+void SetUpdate(DecisionChange change, Decision&& d, DecisionUpdate* out) {
+  out->change = change;
+  out->decision = std::move(d);
+  out->secret.clear();
+  out->outbox_seq = 0;
+}
+
 }  // namespace
 
 absl::string_view DecisionChangeName(DecisionChange c) {
@@ -276,15 +284,18 @@ void DecisionTable::SetLeanExtensions(bool lean) {
   lean_extensions_ = lean;
 }
 
-Decision DecisionTable::ExtensionCopyLocked(Decision& d) const {
-  if (!lean_extensions_) return d;
+void DecisionTable::ExtensionLocked(Decision& d, DecisionUpdate* out) const {
+  out->change = DecisionChange::kExtended;
+  out->secret.clear();
+  out->outbox_seq = 0;
+  // CopyFrom: into the messages and strings `out` holds from an earlier use (ApplyAllInto).
+  if (!lean_extensions_) return out->decision.CopyFrom(d);
   // Everything but the evidence, whatever fields Decision gains: the lines are set aside (a
   // pointer swap) for the copy.
   google::protobuf::RepeatedPtrField<std::string> evidence;
   evidence.Swap(d.mutable_evidence());
-  Decision copy = d;
+  out->decision.CopyFrom(d);
   evidence.Swap(d.mutable_evidence());
-  return copy;
 }
 
 DecisionTable::Claim DecisionTable::ClaimOf(const Decision& d) {
@@ -368,6 +379,16 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
                                           const std::vector<std::string>& evidence,
                                           absl::string_view reason,
                                           std::vector<DecisionUpdate>* replaced) {
+  DecisionUpdate update;
+  ApplyLocked(target, spec, start, origin, rule_id, evidence, reason, replaced, &update);
+  return update;
+}
+
+void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
+                                const palisade::v1::DecisionSpec& spec, absl::Time start,
+                                palisade::v1::Origin origin, absl::string_view rule_id,
+                                const std::vector<std::string>& evidence, absl::string_view reason,
+                                std::vector<DecisionUpdate>* replaced, DecisionUpdate* out) {
   const absl::Time now = clock_.TimeNow();
   const absl::Duration base = FromProtoDuration(spec.duration());
   const palisade::v1::Escalation& escalation = spec.escalation();
@@ -400,13 +421,13 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
         const uint32_t offence = d.offence();
         replaced->push_back(WithdrawLocked(d));
         CoverLocked(target.value(), current);
-        return {DecisionChange::kCreated,
-                InstateLocked(target, incoming, start, offence, evidence)};
+        return SetUpdate(DecisionChange::kCreated,
+                         InstateLocked(target, incoming, start, offence, evidence), out);
       }
       CoverLocked(target.value(), std::move(incoming));
       d.set_extensions(d.extensions() + 1);
       AddEvidence(evidence, &d);
-      return {DecisionChange::kExtended, ExtensionCopyLocked(d)};
+      return ExtensionLocked(d, out);
     }
     const absl::Time expiry = std::max(DecisionExpiry(d), start + duration);
     if (expiry != DecisionExpiry(d)) {
@@ -415,7 +436,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     }
     d.set_extensions(d.extensions() + 1);
     AddEvidence(evidence, &d);
-    return {DecisionChange::kExtended, ExtensionCopyLocked(d)};
+    return ExtensionLocked(d, out);
   }
 
   absl::Duration memory =
@@ -441,7 +462,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   AddEvidence(evidence, &d);
   if (start + duration <= now) {
     d.set_active(false);
-    return {DecisionChange::kStale, std::move(d)};  // no offence recorded: nothing is kept
+    return SetUpdate(DecisionChange::kStale, std::move(d), out);  // no offence: nothing kept
   }
   Offences& off = OffencesLocked(target.value(), start, memory);
   off.count = offence;
@@ -451,7 +472,7 @@ DecisionUpdate DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   active_[target.value()] = d.id();
   by_expiry_.emplace(start + duration, d.id());
   by_id_[d.id()] = d;
-  return {DecisionChange::kCreated, std::move(d)};
+  return SetUpdate(DecisionChange::kCreated, std::move(d), out);
 }
 
 DecisionUpdate DecisionTable::Apply(const Detection& detection,
@@ -476,15 +497,25 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
 std::vector<DecisionUpdate> DecisionTable::ApplyAll(
     const std::vector<Detection>& detections,
     const std::function<void(const std::vector<DecisionUpdate>&)>& before_notify) {
-  std::vector<DecisionUpdate> updates;  // updates[i] for detections[i]
-  updates.reserve(detections.size());
+  std::vector<DecisionUpdate> updates;
+  ApplyAllInto(detections, &updates, before_notify);
+  return updates;
+}
+
+void DecisionTable::ApplyAllInto(
+    const std::vector<Detection>& detections, std::vector<DecisionUpdate>* into,
+    const std::function<void(const std::vector<DecisionUpdate>&)>& before_notify) {
+  // updates[i] for detections[i], written over what an earlier call left (its memory reused).
+  std::vector<DecisionUpdate>& updates = *into;
+  updates.resize(detections.size());
   Forward forward;
   {
     absl::MutexLock lock(&mu_);
     forward = forward_;
   }
   if (forward) {
-    for (const Detection& detection : detections) {
+    for (size_t k = 0; k < detections.size(); ++k) {
+      const Detection& detection = detections[k];
       DecisionUpdate u{detection.secret.empty() ? DecisionChange::kForwarded
                                                 : DecisionChange::kStale,
                        Decision()};
@@ -494,10 +525,10 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
       u.decision.set_origin(palisade::v1::ORIGIN_RULE);
       *u.decision.mutable_start() = ToProtoTime(detection.time);
       if (detection.secret.empty()) forward(detection);
-      updates.push_back(std::move(u));
+      updates[k] = std::move(u);
     }
     if (before_notify) before_notify(updates);
-    return updates;
+    return;
   }
   // What listeners hear, in order: `updates`, with the withdrawal of each decision a stronger
   // claim replaced just before its replacement. Without a withdrawal (nearly always) that is
@@ -510,25 +541,27 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
   {
     absl::MutexLock lock(&mu_);
     palisade::v1::Target target;  // one for all, its value's buffer reused
-    for (const Detection& detection : detections) {
+    for (size_t k = 0; k < detections.size(); ++k) {
+      const Detection& detection = detections[k];
+      DecisionUpdate& update = updates[k];
       target.set_kind(detection.kind);
       target.set_value(detection.key);
       withdrawn.clear();
-      updates.push_back(ApplyLocked(target, detection.rule->proto.decision(), detection.time,
-                                    palisade::v1::ORIGIN_RULE, detection.rule_id,
-                                    detection.evidence, "", &withdrawn));
-      if (updates.back().change == DecisionChange::kCreated) {
-        updates.back().secret = detection.secret;
+      ApplyLocked(target, detection.rule->proto.decision(), detection.time,
+                  palisade::v1::ORIGIN_RULE, detection.rule_id, detection.evidence, "",
+                  &withdrawn, &update);
+      if (update.change == DecisionChange::kCreated) {
+        update.secret = detection.secret;
         if (!detection.feeds.empty()) {
-          Decision& d = by_id_[updates.back().decision.id()];
+          Decision& d = by_id_[update.decision.id()];
           for (const std::string& f : detection.feeds) d.add_feeds(f);
-          *updates.back().decision.mutable_feeds() = d.feeds();
+          *update.decision.mutable_feeds() = d.feeds();
         }
       }
       if (!withdrawn.empty() && !interleaved) {
         interleaved = true;
         in_all.reserve(detections.size());
-        for (size_t i = 0; i + 1 < updates.size(); ++i) {
+        for (size_t i = 0; i < k; ++i) {
           in_all.push_back(all.size());
           all.push_back(updates[i]);
         }
@@ -536,7 +569,7 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
       if (interleaved) {
         for (DecisionUpdate& w : withdrawn) all.push_back(std::move(w));
         in_all.push_back(all.size());
-        all.push_back(updates.back());
+        all.push_back(update);
       }
     }
     ticket = CommitLocked(interleaved ? all : updates);
@@ -548,7 +581,6 @@ std::vector<DecisionUpdate> DecisionTable::ApplyAll(
   Notify(ticket, interleaved ? all : updates, [&](const std::vector<DecisionUpdate>&) {
     if (before_notify) before_notify(updates);
   });
-  return updates;
 }
 
 absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisionRequest& req) {

@@ -136,6 +136,13 @@ class DecisionTable {
   std::vector<DecisionUpdate> ApplyAll(
       const std::vector<Detection>& detections,
       const std::function<void(const std::vector<DecisionUpdate>&)>& before_notify = nullptr);
+  // ApplyAll into `*updates` (resized to one per detection), whose elements are written over:
+  // the messages and strings of a decision an earlier call left there are reused, so a caller
+  // that keeps the vector (the pipeline, which replay has decide line by line) allocates nothing
+  // to hear of an extension. The same updates, store writes and listeners as ApplyAll.
+  void ApplyAllInto(
+      const std::vector<Detection>& detections, std::vector<DecisionUpdate>* updates,
+      const std::function<void(const std::vector<DecisionUpdate>&)>& before_notify = nullptr);
 
   // Cluster (issue 17): while set (a node that is not the edge writer, whose table mirrors the
   // writer's), ApplyAll decides nothing here: each detection goes to `forward` (which must not
@@ -234,6 +241,12 @@ class DecisionTable {
                              const std::vector<std::string>& evidence, absl::string_view reason,
                              std::vector<DecisionUpdate>* replaced)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The same into `*out`, written over (its memory reused: see ApplyAllInto).
+  void ApplyLocked(const palisade::v1::Target& target, const palisade::v1::DecisionSpec& spec,
+                   absl::Time start, palisade::v1::Origin origin, absl::string_view rule_id,
+                   const std::vector<std::string>& evidence, absl::string_view reason,
+                   std::vector<DecisionUpdate>* replaced, DecisionUpdate* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A request to act on a target: what one decision would carry, and until when.
   struct Claim {
     palisade::v1::Origin origin;
@@ -256,9 +269,9 @@ class DecisionTable {
                                        absl::Time start, uint32_t offence,
                                        const std::vector<std::string>& evidence = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // What an extension's update carries of `d` (see SetLeanExtensions): `d`, or `d` without its
-  // evidence (set aside and put back, hence not const).
-  palisade::v1::Decision ExtensionCopyLocked(palisade::v1::Decision& d) const
+  // `*out` becomes the update of `d`'s extension, carrying `d` or (SetLeanExtensions) `d`
+  // without its evidence (set aside and put back, hence not const).
+  void ExtensionLocked(palisade::v1::Decision& d, DecisionUpdate* out) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds `evidence` to `d`, up to max_evidence_ lines in all.
   void AddEvidence(const std::vector<std::string>& evidence, palisade::v1::Decision* d) const;

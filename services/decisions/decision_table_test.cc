@@ -128,6 +128,50 @@ TEST_F(DecisionTableTest, LeanExtensionsCarryEverythingButTheEvidence) {
   EXPECT_EQ(updates[0].decision.extensions(), 2u);
 }
 
+// ApplyAllInto writes over the updates an earlier call left in the vector: each call's updates
+// are ApplyAll's (ids aside), whatever the one before held (a secret, another decision, more or
+// fewer updates).
+TEST_F(DecisionTableTest, ApplyAllIntoWritesOverWhatAnEarlierCallLeft) {
+  DecisionTable plain(clock_), into(clock_);
+  CompiledRule rule;
+  rule.proto.set_id("ssh");
+  rule.proto.mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
+  *rule.proto.mutable_decision()->mutable_duration() = ToProtoDuration(absl::Hours(1));
+  rule.proto.mutable_decision()->set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  auto det = [&](absl::string_view ip, absl::Time t, absl::string_view secret = "") {
+    Detection d = Det(ip, t);
+    d.rule = &rule;
+    d.secret = std::string(secret);
+    return d;
+  };
+  const absl::Time t = clock_.TimeNow();
+  const std::vector<std::vector<Detection>> calls = {
+      {det("203.0.113.7", t, "s3cret")},                              // created, with a secret
+      {det("203.0.113.7", t + absl::Minutes(1))},                     // extended
+      {det("198.51.100.1", t - absl::Hours(2))},                      // stale
+      {det("203.0.113.7", t + absl::Minutes(2)), det("198.51.100.2", t)},  // two at once
+      {det("198.51.100.2", t + absl::Minutes(1))},                    // one again
+  };
+  std::vector<DecisionUpdate> kept;
+  for (size_t c = 0; c < calls.size(); ++c) {
+    SCOPED_TRACE(c);
+    std::vector<DecisionUpdate> expected = plain.ApplyAll(calls[c]);
+    into.ApplyAllInto(calls[c], &kept);
+    ASSERT_EQ(kept.size(), expected.size());
+    for (size_t i = 0; i < kept.size(); ++i) {
+      EXPECT_EQ(kept[i].change, expected[i].change);
+      EXPECT_EQ(kept[i].secret, expected[i].secret);
+      EXPECT_EQ(kept[i].outbox_seq, expected[i].outbox_seq);
+      Decision a = kept[i].decision, b = expected[i].decision;
+      a.clear_id();
+      b.clear_id();
+      EXPECT_EQ(a.SerializeAsString(), b.SerializeAsString());
+    }
+  }
+  EXPECT_EQ(kept[0].change, DecisionChange::kExtended);
+  EXPECT_EQ(kept[0].decision.extensions(), 1u);
+}
+
 TEST_F(DecisionTableTest, RepeatOffenderEscalatesAndIsCapped) {
   std::vector<absl::Duration> durations;
   for (int i = 0; i < 5; ++i) {

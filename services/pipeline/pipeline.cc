@@ -532,6 +532,9 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   // A round's detections. Kept across rounds and lines with `detections` (swapped), so deciding
   // a line (replay decides line by line) allocates neither vector again.
   std::vector<Detection> fresh;
+  // Their updates, kept likewise: ApplyAllInto writes over the decisions in them (no allocation
+  // to hear of an extension).
+  std::vector<DecisionUpdate> decided;
   // What ApplyAll hands its updates to, when anything reads them: built once per batch, not per
   // round (a std::function of this lambda allocates).
   const std::function<void(const std::vector<DecisionUpdate>&)> on_decided =
@@ -571,7 +574,8 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       fed.clear();
       // Decided while the rules cannot be swapped (a detection points into its RuleSet), and
       // written to the store in one transaction.
-      decisions_.ApplyAll(fresh, feed || options_.on_detections ? on_decided : no_callback);
+      decisions_.ApplyAllInto(fresh, &decided,
+                              feed || options_.on_detections ? on_decided : no_callback);
       for (const auto& [fed_line, when] : fed) {
         fed_parsed.message = fed_line;
         engine_.Process(palisade::v1::LogFormat::LOG_FORMAT_DECISIONS, fed_parsed, fed_line, when,
