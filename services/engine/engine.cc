@@ -19,21 +19,13 @@ using palisade::v1::TargetKind;
 
 int64_t ToMillis(absl::Time t) { return absl::ToUnixMillis(t); }
 
-// The rules whose ignore patterns the Set passes of this thread's last CollectCandidates found
-// in its line (RuleSet::SetPart::ignore_rules). Read only right after that call, for the same
-// line (Prematch, and MatchStep when it collected the candidates itself): see SetIgnored.
-std::vector<int>& ThreadIgnoreHits() {
-  static thread_local std::vector<int> hits;
-  return hits;
-}
-
 // Whether `rule_index`'s ignore patterns match the line the last CollectCandidates of this
-// thread read, when `index` (that line's) holds them in its Sets: 1 or 0; -1 when it does not
-// (FormatIndex::ignores_in_sets): RE2 decides.
-int SetIgnored(const RuleSet::FormatIndex& index, int rule_index, const CompiledRule& rule) {
+// thread read (`hits`: Scratch::ignore_hits), when `index` (that line's) holds them in its Sets:
+// 1 or 0; -1 when it does not (FormatIndex::ignores_in_sets): RE2 decides.
+int SetIgnored(const RuleSet::FormatIndex& index, int rule_index, const CompiledRule& rule,
+               const std::vector<int>& hits) {
   if (rule.ignores.empty()) return 0;
   if (!index.ignores_in_sets[rule_index]) return -1;
-  const std::vector<int>& hits = ThreadIgnoreHits();
   return std::find(hits.begin(), hits.end(), rule_index) != hits.end() ? 1 : 0;
 }
 
@@ -391,7 +383,7 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
   for (Scratch::HitRates& slot : scratch.hit_rates) {
     if (slot.index == &index && slot.rates.size() == index.parts.size()) hit_rates = &slot;
   }
-  std::vector<int>& ignore_hits = ThreadIgnoreHits();
+  std::vector<int>& ignore_hits = scratch.ignore_hits;
   ignore_hits.clear();
   if (hit_rates == nullptr) {
     hit_rates = &scratch.hit_rates[scratch.hit_rates_next];
@@ -488,8 +480,17 @@ bool Engine::Ignored(const CompiledRule& rule, const ParsedLine& line) {
 
 bool Engine::IgnoredAfterCollect(palisade::v1::LogFormat format, int rule_index,
                                  const CompiledRule& rule, const ParsedLine& line) const {
-  const int in_set = SetIgnored(*rules_->ForFormat(format), rule_index, rule);
+  const int in_set =
+      SetIgnored(*rules_->ForFormat(format), rule_index, rule, ThreadScratch().ignore_hits);
   return in_set >= 0 ? in_set == 1 : Ignored(rule, line);
+}
+
+bool Engine::IgnoredHere(palisade::v1::LogFormat format, int rule_index, const CompiledRule& rule,
+                         const ParsedLine& line, const PrematchedCandidate* found,
+                         bool prematched) const {
+  if (found != nullptr) return found->ignored;
+  // This thread's CollectCandidates read the line only when no Prematch did.
+  return prematched ? Ignored(rule, line) : IgnoredAfterCollect(format, rule_index, rule, line);
 }
 
 void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
@@ -530,7 +531,7 @@ void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
                                                    : static_cast<uint32_t>(g.data() - text.data()),
                                static_cast<uint32_t>(g.size()));
     }
-    const int in_set = SetIgnored(*index, rule_index, rule);
+    const int in_set = SetIgnored(*index, rule_index, rule, scratch.ignore_hits);
     c.ignored = in_set >= 0 ? in_set == 1 : Ignored(rule, line);
     if (rule.conditions.empty() && !rule.has_session) done_rule = rule_index;
   }
@@ -557,12 +558,7 @@ absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const Parsed
                                std::make_pair(rule_index, captured)) != counted.end()) {
           return false;
         }
-        // Without Prematch's answer: the Set passes' when this thread's Candidates collected
-        // this line's candidates (no Prematch), else RE2's.
-        const int in_set = pre != nullptr || prematched != nullptr
-                               ? -1
-                               : SetIgnored(*rules_->ForFormat(format), rule_index, rule);
-        if (pre != nullptr ? pre->ignored : in_set >= 0 ? in_set == 1 : Ignored(rule, line)) {
+        if (IgnoredHere(format, rule_index, rule, line, pre, prematched != nullptr)) {
           ++result->ignored;
           return false;
         }

@@ -325,6 +325,10 @@ class Engine {
   // Per-thread scratch reused across lines so the hot path does not allocate.
   struct Scratch {
     std::vector<int> set_hits;
+    // The rules whose ignore patterns the Set passes of this thread's last CollectCandidates
+    // found in its line (RuleSet::SetPart::ignore_rules): read only right after that call, for
+    // the same line (Prematch, and MatchStep when it collected the candidates itself).
+    std::vector<int> ignore_hits;
     std::vector<std::pair<int, int>> candidates;  // (rule index, pattern index)
     std::vector<std::pair<int, int>> prematch;    // Prematch's, apart: a caller may hold both
     std::vector<re2::StringPiece> groups;
@@ -421,6 +425,13 @@ class Engine {
   // (RuleSetOptions::ignores_in_sets), else RE2's.
   bool IgnoredAfterCollect(palisade::v1::LogFormat format, int rule_index,
                            const CompiledRule& rule, const ParsedLine& line) const;
+  // The line's answer for a match of the rule, wherever the match step stands: Prematch's
+  // (`found`, a PrematchedCandidate that Prematch matched), else the Set passes' when this
+  // thread collected the line's candidates itself (no Prematch of the line: `prematched`
+  // false), else RE2's.
+  bool IgnoredHere(palisade::v1::LogFormat format, int rule_index, const CompiledRule& rule,
+                   const ParsedLine& line, const PrematchedCandidate* found,
+                   bool prematched) const;
   // The Set passes, gates and field rules of `index` over `line` (see Prematch).
   void CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
                          Scratch& scratch, std::vector<std::pair<int, int>>* candidates) const;
@@ -585,7 +596,8 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
                          !(session.after_failure() &&
                            !sessions_.Failed(scratch.session_id, time))) {
                 // Kept until a later line of the session names the key (KeepPending).
-                if (!(found ? pre->ignored : Ignored(rule, line))) {
+                if (!IgnoredHere(format, rule_index, rule, line, found ? pre : nullptr,
+                                 prematched != nullptr)) {
                   scratch.pend.emplace_back(rule_index, scratch.session_id);
                 }
                 last_rule = rule_index;
