@@ -545,6 +545,21 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
       }
     } else {
       // The latest year that is at most a day ahead of now (29 February: up to 8 years back).
+      // The usual line, on the cached day of now's year, at most a day ahead of now and less
+      // than 359 days behind it: that year, as the loop finds (the same date a year on is 365
+      // days later, less the difference of two UTC offsets, under two days: more than a day
+      // ahead of now), but in Unix seconds and without converting the next year's date (which
+      // refilled the one-day cache twice a line).
+      constexpr int64_t kDay = 24 * 3600;
+      int64_t start;
+      if (caching_ && CachedDayStart(year, month, day, &start)) {
+        const int64_t at = start + tod;
+        if (absl::FromUnixSeconds(at - kDay) <= reference &&
+            reference < absl::FromUnixSeconds(at + 359 * kDay)) {
+          t = absl::FromUnixSeconds(at);
+          found = true;
+        }
+      }
       for (int64_t y = year + 1; y >= year - 8 && !found; --y) {
         absl::Time candidate;
         if (CivilToTime(y, month, day, tod, &candidate) &&

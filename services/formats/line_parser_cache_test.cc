@@ -268,6 +268,11 @@ TEST(LineParserCacheTest, ImpossibleAndFarDates) {
       "Sep 20 2026 10:00:00 h sshd: x", "Sep 20 12:00:00 h sshd: x",
       "Dec 15 2027 10:00:00 h sshd: x", "Dec 15 12:00:00 h sshd: x",
       "Jan 10 2028 10:00:00 h sshd: x", "Jan 10 12:00:00 h sshd: x",
+      // The same for New Year's first minutes, a year behind or a few minutes ahead of now.
+      "Jan  1 2025 00:10:00 h sshd: x", "Jan  1 00:10:00 h sshd: x",
+      "Jan  1 2026 00:10:00 h sshd: x", "Jan  1 00:10:00 h sshd: x",
+      "Jan  1 2027 00:10:00 h sshd: x", "Jan  1 00:10:00 h sshd: x",
+      "Jan  1 2028 00:10:00 h sshd: x", "Jan  1 00:10:00 h sshd: x",
       // The previous line's year moving on by years (the year cache must follow it).
       "Mar  3 2025 12:00:00 h sshd: x", "Jun  1 12:00:00 h sshd: x",
       "Mar  3 2027 12:00:00 h sshd: x", "Jun  1 12:00:00 h sshd: x",
@@ -306,6 +311,7 @@ TEST(LineParserCacheTest, ImpossibleAndFarDates) {
       "[2026-02-29 12:00:00] [core:error] x", "[2026-11-01 01:30:00.25] [core:error] x",
   };
   for (absl::Time now : {Utc(2025, 3, 3, 12, 0, 0), Utc(2026, 2, 28, 23, 0, 0),
+                         Utc(2025, 12, 31, 23, 30, 0), Utc(2026, 12, 30, 12, 0, 0),
                          Utc(2027, 12, 31, 23, 30, 0), Utc(2028, 3, 1, 0, 0, 0),
                          Utc(1970, 1, 1, 0, 0, 0), Utc(9999, 12, 31, 23, 0, 0)}) {
     const std::string what = absl::StrCat("now ", absl::FormatTime(now));
