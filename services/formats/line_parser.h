@@ -47,6 +47,7 @@
 #include <memory>
 #include <optional>
 
+#include "absl/base/attributes.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -140,7 +141,8 @@ class LineParser {
 
   // Midnight UTC of a civil date in Unix seconds, cached since consecutive lines share their
   // date (a year of 0 to 9999). False when the date does not exist.
-  bool UtcDayStart(int64_t year, int month, int day, int64_t* start) {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool UtcDayStart(int64_t year, int month, int day,
+                                                int64_t* start) {
     if (year != cached_year_ || month != cached_month_ || day != cached_day_) {
       return FillUtcDayStart(year, month, day, start);
     }
@@ -152,7 +154,8 @@ class LineParser {
   // The cached midnight of a date in the parser's zone in Unix seconds, when that date is the
   // cached one and its UTC offset holds all day: then its seconds are the midnight plus them.
   // (Here, as YearOf, to be inlined in the parsers.)
-  bool CachedDayStart(int64_t year, int month, int day, int64_t* start) const {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool CachedDayStart(int64_t year, int month, int day,
+                                                   int64_t* start) const {
     if (zone_is_utc_) {
       if (year != cached_year_ || month != cached_month_ || day != cached_day_) return false;
       *start = cached_day_start_;
@@ -172,7 +175,7 @@ class LineParser {
   bool CivilToTime(int64_t year, int month, int day, int seconds_of_day, absl::Time* out);
   // The civil year of `t` in the parser's zone (the reference's, for a yearless timestamp),
   // cached as the span of time that year covers: a line costs two compares.
-  int64_t YearOf(absl::Time t) {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE int64_t YearOf(absl::Time t) {
     if (caching_ && t >= year_begin_ && t < year_end_) return year_of_span_;
     return YearOfByRules(t);
   }
