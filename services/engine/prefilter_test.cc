@@ -88,18 +88,40 @@ TEST(LiteralGateTest, FindsLiteralsAnywhereWithoutCase) {
                                std::make_pair(7, 0), std::make_pair(8, 1)));
 }
 
+// A one-rule pack of `pattern` over raw lines, compiled with `options`.
+std::shared_ptr<const RuleSet> CompileOne(const std::string& pattern,
+                                          const RuleSetOptions& options = {}) {
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(
+      "rules { id: \"r\" formats: [LOG_FORMAT_RAW] patterns: '" + pattern +
+          "' threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } } }",
+      "t.textproto");
+  EXPECT_TRUE(pack.ok()) << pack.status();
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*pack}, {}, options);
+  EXPECT_TRUE(set.ok()) << set.status();
+  return *set;
+}
+
+// The key the engine finds on `text` with `set` ("(none)": no match); with a set compiled with
+// leading_keys off, the key RE2 alone finds.
+std::string KeyOf(const std::shared_ptr<const RuleSet>& set, const std::string& text) {
+  Engine engine(set, EngineOptions());
+  ParsedLine line;
+  line.message = text;
+  std::string key = "(none)";
+  engine.MatchOnly(LogFormat::LOG_FORMAT_RAW, line,
+                   [&](const CompiledRule&, absl::string_view k) { key = std::string(k); });
+  return key;
+}
+
+// Options under which a key is found by RE2 alone (no leading key, no split).
+RuleSetOptions Re2Only() {
+  RuleSetOptions options;
+  options.leading_keys = false;
+  return options;
+}
+
 TEST(LeadingKeyTest, OnlyForAKeyGroupLeadingThePatternAndClosedByAByteOutsideIt) {
-  auto compile = [](const std::string& pattern) {
-    absl::StatusOr<LoadedPack> pack = ParseRulePack(
-        "rules { id: \"r\" formats: [LOG_FORMAT_RAW] patterns: '" + pattern +
-            "' threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } } }",
-        "t.textproto");
-    EXPECT_TRUE(pack.ok()) << pack.status();
-    absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*pack});
-    EXPECT_TRUE(set.ok()) << set.status();
-    return *set;
-  };
-  auto led = compile("^(?P<ip>[0-9a-f:.]+) GET");
+  auto led = CompileOne("^(?P<ip>[0-9a-f:.]+) GET");
   absl::string_view key;
   ASSERT_TRUE(led->rules()[0]->LeadingKey(0, "2001:db8::1 GET /", &key));
   EXPECT_EQ(key, "2001:db8::1");
@@ -107,37 +129,15 @@ TEST(LeadingKeyTest, OnlyForAKeyGroupLeadingThePatternAndClosedByAByteOutsideIt)
   // Not led: the class takes the byte after it, no start anchor, a group before the key.
   for (const char* pattern : {"^(?P<ip>[0-9a-f:. ]+) GET", "(?P<ip>[0-9a-f:.]+) GET",
                               "^(x)(?P<ip>[0-9a-f:.]+) GET", "^(?P<ip>\\\\S+) GET"}) {
-    auto set = compile(pattern);
+    auto set = CompileOne(pattern);
     EXPECT_FALSE(set->rules()[0]->LeadingKey(0, "1.2.3.4 GET /", &key)) << pattern;
   }
 }
 
 TEST(SplitKeyTest, TheKeyAfterTheOnlySplitElseRe2Decides) {
-  auto compile = [](const std::string& pattern, const RuleSetOptions& options = {}) {
-    absl::StatusOr<LoadedPack> pack = ParseRulePack(
-        "rules { id: \"r\" formats: [LOG_FORMAT_RAW] patterns: '" + pattern +
-            "' threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } } }",
-        "t.textproto");
-    EXPECT_TRUE(pack.ok()) << pack.status();
-    absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*pack}, {}, options);
-    EXPECT_TRUE(set.ok()) << set.status();
-    return *set;
-  };
-  // The key through the engine, and through RE2 alone (leading_keys off).
-  auto key_of = [](const std::shared_ptr<const RuleSet>& set, const std::string& text) {
-    Engine engine(set, EngineOptions());
-    ParsedLine line;
-    line.message = text;
-    std::string key = "(none)";
-    engine.MatchOnly(LogFormat::LOG_FORMAT_RAW, line,
-                     [&](const CompiledRule&, absl::string_view k) { key = std::string(k); });
-    return key;
-  };
-  RuleSetOptions re2_only;
-  re2_only.leading_keys = false;
   const std::string sshd =
       "^Failed password for (?P<user>.*?) from (?P<ip>[0-9.]+) port \\\\d+ ssh2$";
-  auto set = compile(sshd);
+  auto set = CompileOne(sshd);
   ASSERT_NE(set->rules()[0]->key_split[0], nullptr);
   absl::string_view key;
   EXPECT_EQ(set->rules()[0]->SplitKey(0, "Failed password for root from 203.0.113.7 port 22 ssh2",
@@ -149,7 +149,7 @@ TEST(SplitKeyTest, TheKeyAfterTheOnlySplitElseRe2Decides) {
       "Failed password for x from 198.51.100.1 port 22 ssh2 from 203.0.113.8 port 22 ssh2";
   EXPECT_EQ(set->rules()[0]->SplitKey(0, smuggled, /*proven=*/false, &key), 1);
   EXPECT_EQ(key, "203.0.113.8");
-  EXPECT_EQ(key_of(set, smuggled), key_of(compile(sshd, re2_only), smuggled));
+  EXPECT_EQ(KeyOf(set, smuggled), KeyOf(CompileOne(sshd, Re2Only()), smuggled));
   EXPECT_EQ(set->rules()[0]->SplitKey(0, smuggled, /*proven=*/true, &key), 1);
   EXPECT_EQ(key, "203.0.113.8");
   EXPECT_EQ(set->rules()[0]->SplitKey(0, "Failed password for root from x port 22 ssh2",
@@ -158,13 +158,13 @@ TEST(SplitKeyTest, TheKeyAfterTheOnlySplitElseRe2Decides) {
   // Two splits pass (the tail takes anything): RE2 decides, lazy and greedy alike.
   for (const std::string pattern : {"^a (?P<u>.*?) from (?P<ip>[0-9.]+).*$",
                                     "^a (?P<u>.*) from (?P<ip>[0-9.]+).*$"}) {
-    auto two = compile(pattern);
+    auto two = CompileOne(pattern);
     ASSERT_NE(two->rules()[0]->key_split[0], nullptr);
     const std::string line = "a x from 198.51.100.2 y from 203.0.113.9 z";
     EXPECT_EQ(two->rules()[0]->SplitKey(0, line, /*proven=*/true, &key), -1);
-    EXPECT_EQ(key_of(two, line), key_of(compile(pattern, re2_only), line)) << pattern;
+    EXPECT_EQ(KeyOf(two, line), KeyOf(CompileOne(pattern, Re2Only()), line)) << pattern;
   }
-  EXPECT_EQ(key_of(compile("^a (?P<u>.*?) from (?P<ip>[0-9.]+).*$"),
+  EXPECT_EQ(KeyOf(CompileOne("^a (?P<u>.*?) from (?P<ip>[0-9.]+).*$"),
                    "a x from 198.51.100.2 y from 203.0.113.9 z"),
             "198.51.100.2");
   // A hostile line with the introducer many times: RE2 decides (bounded work per line).
@@ -172,42 +172,21 @@ TEST(SplitKeyTest, TheKeyAfterTheOnlySplitElseRe2Decides) {
   for (int i = 0; i < 20; ++i) many += "x from 198.51.100.3 port 1 ";
   many += "from 203.0.113.10 port 22 ssh2";
   EXPECT_EQ(set->rules()[0]->SplitKey(0, many, /*proven=*/true, &key), -1);
-  EXPECT_EQ(key_of(set, many), "203.0.113.10");
+  EXPECT_EQ(KeyOf(set, many), "203.0.113.10");
   // Not split: a flag group, an empty-width assertion, no fixed introducer, no end anchor.
   for (const char* pattern : {"(?i)^failed for (?P<u>.*?) from (?P<ip>[0-9.]+) port$",
                               "^failed for (?P<u>.*?)\\\\b from (?P<ip>[0-9.]+) port$",
                               "^failed for (?P<u>.*?)[ ]*(?P<ip>[0-9.]+) port$",
                               "^failed for (?P<u>.*?) from (?P<ip>[0-9.]+) port"}) {
-    EXPECT_EQ(compile(pattern)->rules()[0]->key_split[0], nullptr) << pattern;
+    EXPECT_EQ(CompileOne(pattern)->rules()[0]->key_split[0], nullptr) << pattern;
   }
 }
 
 TEST(SplitKeyTest, AKeyRunAfterTheOnlyIntroducerIsReadWithoutRegex) {
-  auto compile = [](const std::string& pattern, const RuleSetOptions& options = {}) {
-    absl::StatusOr<LoadedPack> pack = ParseRulePack(
-        "rules { id: \"r\" formats: [LOG_FORMAT_RAW] patterns: '" + pattern +
-            "' threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } } }",
-        "t.textproto");
-    EXPECT_TRUE(pack.ok()) << pack.status();
-    absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*pack}, {}, options);
-    EXPECT_TRUE(set.ok()) << set.status();
-    return *set;
-  };
-  auto key_of = [](const std::shared_ptr<const RuleSet>& set, const std::string& text) {
-    Engine engine(set, EngineOptions());
-    ParsedLine line;
-    line.message = text;
-    std::string key = "(none)";
-    engine.MatchOnly(LogFormat::LOG_FORMAT_RAW, line,
-                     [&](const CompiledRule&, absl::string_view k) { key = std::string(k); });
-    return key;
-  };
-  RuleSetOptions re2_only;
-  re2_only.leading_keys = false;
   // The key's class cannot start what follows it: a run.
   const std::string sshd =
       "^Failed password for (?P<user>.*?) from (?P<ip>[0-9.]+)(?: port \\\\d+)?(?: ssh2)?$";
-  auto set = compile(sshd);
+  auto set = CompileOne(sshd);
   ASSERT_NE(set->rules()[0]->key_split[0], nullptr);
   EXPECT_NE(set->rules()[0]->key_split[0]->run_max, 0u);
   absl::string_view key;
@@ -220,9 +199,9 @@ TEST(SplitKeyTest, AKeyRunAfterTheOnlyIntroducerIsReadWithoutRegex) {
                                  // Injection: the introducer twice, RE2's split decides.
                                  "Failed password for x from 198.51.100.1 port 22 ssh2 from "
                                  "203.0.113.8 port 22 ssh2"}) {
-    EXPECT_EQ(key_of(set, line), key_of(compile(sshd, re2_only), line)) << line;
+    EXPECT_EQ(KeyOf(set, line), KeyOf(CompileOne(sshd, Re2Only()), line)) << line;
   }
-  EXPECT_EQ(key_of(set, "Failed password for x from 198.51.100.1 port 22 ssh2 from 203.0.113.8 "
+  EXPECT_EQ(KeyOf(set, "Failed password for x from 198.51.100.1 port 22 ssh2 from 203.0.113.8 "
                         "port 22 ssh2"),
             "203.0.113.8");
   // A one-byte introducer met many times: the occurrences whose run is followed by what the
@@ -230,7 +209,7 @@ TEST(SplitKeyTest, AKeyRunAfterTheOnlyIntroducerIsReadWithoutRegex) {
   const std::string preauth =
       "^Connection closed by(?: (?:authenticating|invalid) user .*?)? (?P<ip>[0-9A-Fa-f:.]+) "
       "port \\\\d+ \\\\[preauth\\\\]$";
-  auto spaced = compile(preauth);
+  auto spaced = CompileOne(preauth);
   ASSERT_NE(spaced->rules()[0]->key_split[0], nullptr);
   ASSERT_NE(spaced->rules()[0]->key_split[0]->run_max, 0u);
   EXPECT_EQ(spaced->rules()[0]->SplitKey(
@@ -244,21 +223,21 @@ TEST(SplitKeyTest, AKeyRunAfterTheOnlyIntroducerIsReadWithoutRegex) {
         "Connection closed by invalid user x 198.51.100.77 port 22 [preauth] 203.0.113.44 port "
         "51234 [preauth]",
         "Connection closed by 2001:db8::9 port 40000 [preauth]"}) {
-    EXPECT_EQ(key_of(spaced, line), key_of(compile(preauth, re2_only), line)) << line;
+    EXPECT_EQ(KeyOf(spaced, line), KeyOf(CompileOne(preauth, Re2Only()), line)) << line;
   }
-  EXPECT_EQ(key_of(spaced, "Connection closed by invalid user x 198.51.100.77 port 22 [preauth] "
+  EXPECT_EQ(KeyOf(spaced, "Connection closed by invalid user x 198.51.100.77 port 22 [preauth] "
                            "203.0.113.44 port 51234 [preauth]"),
             "203.0.113.44");
   // What follows can start with a byte of the key's class ('.' here, a digit below): the key
   // may end inside the run, so the tail's regex reads it.
   for (const std::string pattern : {"^a from (?P<ip>[0-9.]+)(?:\\\\.[a-z]+)? x$",
                                     "^a from (?P<ip>[0-9.]+?)[0-9]* x$"}) {
-    auto not_run = compile(pattern);
+    auto not_run = CompileOne(pattern);
     ASSERT_NE(not_run->rules()[0]->key_split[0], nullptr) << pattern;
     EXPECT_EQ(not_run->rules()[0]->key_split[0]->run_max, 0u) << pattern;
   }
   const std::string dotted = "a from 198.51.100.4.example x";
-  EXPECT_EQ(key_of(compile("^a from (?P<ip>[0-9.]+)(?:\\\\.[a-z]+)? x$"), dotted),
+  EXPECT_EQ(KeyOf(CompileOne("^a from (?P<ip>[0-9.]+)(?:\\\\.[a-z]+)? x$"), dotted),
             "198.51.100.4");
 }
 
