@@ -36,6 +36,43 @@ std::string ActionLabel(palisade::v1::Action a) {
   return name;
 }
 
+// ActionLabel and the target kind's label likewise ("ip", "path"), made once per enum value
+// (values out of range, which no rule holds, are ""): a fed decision line (recidive) named both
+// through Action_Name / TargetKind_Name, a strip and a lower-casing each time, ~600 instructions.
+absl::string_view CachedActionLabel(palisade::v1::Action a) {
+  static const auto* const labels = [] {
+    auto* v = new std::vector<std::string>;
+    for (int i = 0; i <= palisade::v1::Action_MAX; ++i) {
+      v->push_back(palisade::v1::Action_IsValid(i) ? ActionLabel(static_cast<palisade::v1::Action>(i))
+                                                   : std::string());
+    }
+    return v;
+  }();
+  const int i = static_cast<int>(a);
+  return i >= 0 && static_cast<size_t>(i) < labels->size() ? absl::string_view((*labels)[i])
+                                                           : absl::string_view();
+}
+
+absl::string_view KindLabel(palisade::v1::TargetKind k) {
+  static const auto* const labels = [] {
+    auto* v = new std::vector<std::string>;
+    for (int i = 0; i <= palisade::v1::TargetKind_MAX; ++i) {
+      std::string name;
+      if (palisade::v1::TargetKind_IsValid(i)) {
+        name = palisade::v1::TargetKind_Name(static_cast<palisade::v1::TargetKind>(i));
+        absl::string_view n = name;
+        if (absl::ConsumePrefix(&n, "TARGET_KIND_")) name = std::string(n);
+        absl::AsciiStrToLower(&name);
+      }
+      v->push_back(std::move(name));
+    }
+    return v;
+  }();
+  const int i = static_cast<int>(k);
+  return i >= 0 && static_cast<size_t>(i) < labels->size() ? absl::string_view((*labels)[i])
+                                                           : absl::string_view();
+}
+
 // Source labels (LogBatch.source is chosen by the shipper): distinct labels kept, and bytes per
 // label. Enough for every log file of a fleet of tens of hosts; more go to source="other".
 constexpr size_t kMaxSourceLabels = 100;
@@ -246,7 +283,9 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
 
 void Pipeline::RebuildRuleMetricsLocked() {
   rule_metrics_.clear();
+  rule_index_.clear();
   for (const auto& rule : engine_.rules()->rules()) {
+    rule_index_.emplace(rule.get(), rule_metrics_.size());
     rule_metrics_.push_back({&matches_family_.Add({{"rule", rule->id()}}),
                              &detections_family_.Add({{"rule", rule->id()}})});
   }
@@ -715,11 +754,9 @@ void Pipeline::PublishRuleMetrics(const std::vector<const CompiledRule*>& detect
     const double delta = static_cast<double>(totals[i]) - rule_metrics_[i].matches->Value();
     if (delta > 0) rule_metrics_[i].matches->Increment(delta);
   }
-  const auto& rules = engine_.rules()->rules();
   for (const CompiledRule* rule : detected) {
-    for (size_t i = 0; i < rules.size(); ++i) {
-      if (rules[i].get() == rule) rule_metrics_[i].detections->Increment();
-    }
+    auto it = rule_index_.find(rule);
+    if (it != rule_index_.end()) rule_metrics_[it->second].detections->Increment();
   }
   PublishEngineGaugesLocked();
 }
@@ -759,23 +796,18 @@ bool Pipeline::DecisionLine(const Detection& d, DecisionChange change, std::stri
   for (int f : d.rule->proto.formats()) {
     if (f == palisade::v1::LogFormat::LOG_FORMAT_DECISIONS) return false;
   }
-  std::string kind = palisade::v1::TargetKind_Name(d.kind);
-  absl::string_view k = kind;
-  if (absl::ConsumePrefix(&k, "TARGET_KIND_")) kind = std::string(k);
-  absl::AsciiStrToLower(&kind);
+  line->clear();
+  absl::StrAppend(line, "decision rule=", d.rule_id, " kind=", KindLabel(d.kind), " key=");
   // The key as printable ASCII without spaces: a path key is the client's text, and must not
   // add a field ("/x kind=ip key=192.0.2.1") or a line.
-  std::string key;
-  key.reserve(d.key.size());
   for (unsigned char c : d.key) {
     if (c > 0x20 && c < 0x7f && c != '%') {
-      key.push_back(static_cast<char>(c));
+      line->push_back(static_cast<char>(c));
     } else {
-      absl::StrAppend(&key, absl::StrFormat("%%%02X", c));
+      absl::StrAppend(line, absl::StrFormat("%%%02X", c));
     }
   }
-  *line = absl::StrCat("decision rule=", d.rule_id, " kind=", kind, " key=", key,
-                       " action=", ActionLabel(d.rule->proto.decision().action()));
+  absl::StrAppend(line, " action=", CachedActionLabel(d.rule->proto.decision().action()));
   return true;
 }
 

@@ -251,6 +251,9 @@ class Pipeline {
   Engine engine_;  // thread-safe for Process; rule swaps under rules_mu_ as writer
   absl::Mutex metrics_mu_;
   std::vector<RuleMetrics> rule_metrics_ ABSL_GUARDED_BY(metrics_mu_);
+  // A loaded rule's place in rule_metrics_ (and in the engine's rules), for the detections'
+  // counters: looked up, not searched for among every loaded rule per detection.
+  absl::flat_hash_map<const CompiledRule*, size_t> rule_index_ ABSL_GUARDED_BY(metrics_mu_);
   // node_hash_map: batches keep a pointer to their entry while others are added.
   absl::node_hash_map<std::string, SourceMetrics> source_metrics_ ABSL_GUARDED_BY(metrics_mu_);
   // The distinct source labels handed out so far (at most kMaxSourceLabels).
