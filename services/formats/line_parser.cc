@@ -180,8 +180,8 @@ bool LooksLikeSyslog(absl::string_view text) {
 // A civil date and second of the day (up to 86,400: 23:59:60 is the next midnight) in `zone`,
 // through the zone's rules: what every cache of LineParser must give. False when the date does
 // not exist (29 February of a common year).
-bool CivilToTimeByRules(int64_t year, int month, int day, int seconds_of_day,
-                        absl::TimeZone zone, absl::Time* out) {
+bool CivilToTimeByRules(int64_t year, int month, int day, int seconds_of_day, absl::TimeZone zone,
+                        absl::Time* out) {
   const absl::CivilDay civil(year, month, day);
   if (civil.day() != day) return false;
   *out = absl::FromCivil(absl::CivilSecond(year, month, day, seconds_of_day / 3600,
@@ -465,8 +465,8 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
   if (!rest.empty() && absl::ascii_isdigit(rest[0])) {
     absl::StatusOr<size_t> iso = ParseRfc3339Timestamp(rest, &t, zone_);
     if (!iso.ok()) {
-      return absl::OutOfRangeError(absl::StrCat("syslog: impossible timestamp at column ",
-                                                pos + 1, ": ", iso.status().message()));
+      return absl::OutOfRangeError(absl::StrCat("syslog: impossible timestamp at column ", pos + 1,
+                                                ": ", iso.status().message()));
     }
     used = *iso;
   }

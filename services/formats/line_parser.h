@@ -141,8 +141,7 @@ class LineParser {
 
   // Midnight UTC of a civil date in Unix seconds, cached since consecutive lines share their
   // date (a year of 0 to 9999). False when the date does not exist.
-  ABSL_ATTRIBUTE_ALWAYS_INLINE bool UtcDayStart(int64_t year, int month, int day,
-                                                int64_t* start) {
+  ABSL_ATTRIBUTE_ALWAYS_INLINE bool UtcDayStart(int64_t year, int month, int day, int64_t* start) {
     if (year != cached_year_ || month != cached_month_ || day != cached_day_) {
       return FillUtcDayStart(year, month, day, start);
     }
@@ -161,8 +160,7 @@ class LineParser {
       *start = cached_day_start_;
       return true;
     }
-    if (year != local_year_ || month != local_month_ || day != local_day_ ||
-        !local_day_uniform_) {
+    if (year != local_year_ || month != local_month_ || day != local_day_ || !local_day_uniform_) {
       return false;
     }
     *start = local_day_start_;

@@ -40,8 +40,8 @@ absl::Time Utc(int y, int m, int d, int hh, int mm, int ss) {
 std::string Describe(const absl::Status& s, const ParsedLine& p) {
   if (!s.ok()) return s.ToString();
   return absl::StrCat("message=\"", p.message, "\" host=\"", p.host, "\" program=\"", p.program,
-                      "\" pid=\"", p.pid, "\" time=",
-                      p.time ? absl::FormatTime(*p.time) : std::string("none"),
+                      "\" pid=\"", p.pid,
+                      "\" time=", p.time ? absl::FormatTime(*p.time) : std::string("none"),
                       " year_inferred=", p.year_inferred);
 }
 
@@ -64,7 +64,7 @@ bool Same(const absl::Status& a, const ParsedLine& pa, const absl::Status& b,
 enum class Mode { kChained, kNowAtMostADayAhead, kNowNearest };
 
 const char* ModeName(Mode m) {
-  return m == Mode::kChained ? "chained"
+  return m == Mode::kChained      ? "chained"
          : m == Mode::kNowNearest ? "nearest to now"
                                   : "at most a day ahead of now";
 }
@@ -86,10 +86,9 @@ int CountDifferences(LogFormat format, absl::TimeZone zone, const std::vector<st
     const absl::Status sb = rules.Parse(lines[i], reference, &b, rule);
     if (!Same(sa, a, sb, b)) {
       if (++differences <= 5) {
-        ADD_FAILURE() << what << " (" << FormatName(format) << ", zone " << zone.name()
-                      << ", " << ModeName(mode) << ") line " << i << ": "
-                      << lines[i].substr(0, 120) << "\n  cached: " << Describe(sa, a)
-                      << "\n  rules:  " << Describe(sb, b);
+        ADD_FAILURE() << what << " (" << FormatName(format) << ", zone " << zone.name() << ", "
+                      << ModeName(mode) << ") line " << i << ": " << lines[i].substr(0, 120)
+                      << "\n  cached: " << Describe(sa, a) << "\n  rules:  " << Describe(sb, b);
       }
     }
     if (chained && sb.ok() && b.time) {
@@ -161,8 +160,8 @@ TEST(LineParserCacheTest, SshdCorporaAsSyslog) {
     ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, GenerateSshd(Options(s)).lines, s.start, s.what);
   }
   const Start& new_year = Starts()[2];
-  ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, WithClockChanges(GenerateSshd, new_year),
-             new_year.start, "the clock moved mid-file");
+  ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, WithClockChanges(GenerateSshd, new_year), new_year.start,
+             "the clock moved mid-file");
 }
 
 TEST(LineParserCacheTest, NginxCorporaAsCombined) {
@@ -198,26 +197,24 @@ std::vector<std::string> Rendered(LogFormat format, const Start& s, int n) {
     const absl::TimeZone utc = absl::UTCTimeZone();
     switch (format) {
       case LogFormat::LOG_FORMAT_SYSLOG:
-        lines.push_back(i % 4 == 3 ? absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E6S", t, utc),
-                                                  " h sshd[1]: iso without offset")
-                        : i % 4 == 2
-                            ? absl::StrCat(absl::FormatTime("%b %e %Y %H:%M:%S", t, utc),
-                                           " h sshd[1]: the year after the day")
-                            : absl::StrCat(absl::FormatTime("%b %e %H:%M:%S", t, utc),
-                                           " web-1 sshd[", i, "]: line ", i));
+        lines.push_back(i % 4 == 3   ? absl::StrCat(absl::FormatTime("%Y-%m-%dT%H:%M:%E6S", t, utc),
+                                                    " h sshd[1]: iso without offset")
+                        : i % 4 == 2 ? absl::StrCat(absl::FormatTime("%b %e %Y %H:%M:%S", t, utc),
+                                                    " h sshd[1]: the year after the day")
+                                     : absl::StrCat(absl::FormatTime("%b %e %H:%M:%S", t, utc),
+                                                    " web-1 sshd[", i, "]: line ", i));
         break;
       case LogFormat::LOG_FORMAT_SYSLOG5424:
         lines.push_back(absl::StrCat("<34>1 ", absl::FormatTime("%Y-%m-%dT%H:%M:%E3S%Ez", t, utc),
                                      " h sshd ", i, " - - line"));
         break;
       case LogFormat::LOG_FORMAT_NGINX_ERROR:
-        lines.push_back(i % 5 == 4
-                            ? absl::StrCat(absl::FormatTime("%b %e %H:%M:%S", t, utc),
-                                           " web-1 nginx: ",
-                                           absl::FormatTime("%Y/%m/%d %H:%M:%S", t, utc),
-                                           " [error] 12#0: *3 relayed")
-                            : absl::StrCat(absl::FormatTime("%Y/%m/%d %H:%M:%S", t, utc),
-                                           " [error] 1234#0: *", i, " open() failed"));
+        lines.push_back(i % 5 == 4 ? absl::StrCat(absl::FormatTime("%b %e %H:%M:%S", t, utc),
+                                                  " web-1 nginx: ",
+                                                  absl::FormatTime("%Y/%m/%d %H:%M:%S", t, utc),
+                                                  " [error] 12#0: *3 relayed")
+                                   : absl::StrCat(absl::FormatTime("%Y/%m/%d %H:%M:%S", t, utc),
+                                                  " [error] 1234#0: *", i, " open() failed"));
         break;
       case LogFormat::LOG_FORMAT_APACHE_ERROR:
         lines.push_back(i % 2 == 0
@@ -247,36 +244,62 @@ TEST(LineParserCacheTest, EveryFormatAcrossTheHostileStarts) {
 // each after a valid line of a nearby day (so a cache holds something close).
 TEST(LineParserCacheTest, ImpossibleAndFarDates) {
   const std::vector<std::string> syslog = {
-      "Feb 28 12:00:00 h sshd: x", "Feb 29 12:00:00 h sshd: leap day or a year away",
-      "Feb 28 12:00:00 h sshd: x", "Feb 30 12:00:00 h sshd: x",
-      "Apr 30 12:00:00 h sshd: x", "Apr 31 12:00:00 h sshd: x",
-      "Mar  0 12:00:00 h sshd: x", "Mar 32 12:00:00 h sshd: x",
-      "Mar  3 24:00:00 h sshd: x", "Mar  3 23:60:00 h sshd: x",
-      "Mar  3 23:59:60 h sshd: a leap second", "Mar  4 00:00:00 h sshd: x",
-      "Foo  3 12:00:00 h sshd: x", "Dec 31 23:59:59 h sshd: x",
-      "Jan  1 00:00:00 h sshd: x", "Dec 31 23:59:59 h sshd: back",
-      "Jun 15 12:00:00 h sshd: half a year on", "Dec 15 12:00:00 h sshd: and on",
-      "Jun 16 12:00:00 h sshd: x", "Feb 29 2025 12:00:00 h sshd: x",
-      "Feb 29 2028 12:00:00 h sshd: x", "Feb 29 12:00:00 h sshd: x",
-      "2026-02-29T12:00:00 h sshd: x", "2026-02-28T12:00:00 h sshd: x",
-      "2026-02-28T24:00:00 h sshd: x", "2026-03-08T02:30:00 h sshd: x",
-      "2026-11-01T01:30:00 h sshd: x", "Nov  1 01:30:00 h sshd: x",
-      "Mar  8 02:30:00 h sshd: x", "Nov  4 00:00:00 h sshd: x",
+      "Feb 28 12:00:00 h sshd: x",
+      "Feb 29 12:00:00 h sshd: leap day or a year away",
+      "Feb 28 12:00:00 h sshd: x",
+      "Feb 30 12:00:00 h sshd: x",
+      "Apr 30 12:00:00 h sshd: x",
+      "Apr 31 12:00:00 h sshd: x",
+      "Mar  0 12:00:00 h sshd: x",
+      "Mar 32 12:00:00 h sshd: x",
+      "Mar  3 24:00:00 h sshd: x",
+      "Mar  3 23:60:00 h sshd: x",
+      "Mar  3 23:59:60 h sshd: a leap second",
+      "Mar  4 00:00:00 h sshd: x",
+      "Foo  3 12:00:00 h sshd: x",
+      "Dec 31 23:59:59 h sshd: x",
+      "Jan  1 00:00:00 h sshd: x",
+      "Dec 31 23:59:59 h sshd: back",
+      "Jun 15 12:00:00 h sshd: half a year on",
+      "Dec 15 12:00:00 h sshd: and on",
+      "Jun 16 12:00:00 h sshd: x",
+      "Feb 29 2025 12:00:00 h sshd: x",
+      "Feb 29 2028 12:00:00 h sshd: x",
+      "Feb 29 12:00:00 h sshd: x",
+      "2026-02-29T12:00:00 h sshd: x",
+      "2026-02-28T12:00:00 h sshd: x",
+      "2026-02-28T24:00:00 h sshd: x",
+      "2026-03-08T02:30:00 h sshd: x",
+      "2026-11-01T01:30:00 h sshd: x",
+      "Nov  1 01:30:00 h sshd: x",
+      "Mar  8 02:30:00 h sshd: x",
+      "Nov  4 00:00:00 h sshd: x",
       // A date cached for the reference's year by a line that wrote it, then without a year:
       // 200 to 300 days from most references, so another year may be nearer.
-      "Dec 15 2025 10:00:00 h sshd: x", "Dec 15 12:00:00 h sshd: x",
-      "Sep 20 2026 10:00:00 h sshd: x", "Sep 20 12:00:00 h sshd: x",
-      "Dec 15 2027 10:00:00 h sshd: x", "Dec 15 12:00:00 h sshd: x",
-      "Jan 10 2028 10:00:00 h sshd: x", "Jan 10 12:00:00 h sshd: x",
+      "Dec 15 2025 10:00:00 h sshd: x",
+      "Dec 15 12:00:00 h sshd: x",
+      "Sep 20 2026 10:00:00 h sshd: x",
+      "Sep 20 12:00:00 h sshd: x",
+      "Dec 15 2027 10:00:00 h sshd: x",
+      "Dec 15 12:00:00 h sshd: x",
+      "Jan 10 2028 10:00:00 h sshd: x",
+      "Jan 10 12:00:00 h sshd: x",
       // The same for New Year's first minutes, a year behind or a few minutes ahead of now.
-      "Jan  1 2025 00:10:00 h sshd: x", "Jan  1 00:10:00 h sshd: x",
-      "Jan  1 2026 00:10:00 h sshd: x", "Jan  1 00:10:00 h sshd: x",
-      "Jan  1 2027 00:10:00 h sshd: x", "Jan  1 00:10:00 h sshd: x",
-      "Jan  1 2028 00:10:00 h sshd: x", "Jan  1 00:10:00 h sshd: x",
+      "Jan  1 2025 00:10:00 h sshd: x",
+      "Jan  1 00:10:00 h sshd: x",
+      "Jan  1 2026 00:10:00 h sshd: x",
+      "Jan  1 00:10:00 h sshd: x",
+      "Jan  1 2027 00:10:00 h sshd: x",
+      "Jan  1 00:10:00 h sshd: x",
+      "Jan  1 2028 00:10:00 h sshd: x",
+      "Jan  1 00:10:00 h sshd: x",
       // The previous line's year moving on by years (the year cache must follow it).
-      "Mar  3 2025 12:00:00 h sshd: x", "Jun  1 12:00:00 h sshd: x",
-      "Mar  3 2027 12:00:00 h sshd: x", "Jun  1 12:00:00 h sshd: x",
-      "Mar  3 2020 12:00:00 h sshd: x", "Jun  1 12:00:00 h sshd: x",
+      "Mar  3 2025 12:00:00 h sshd: x",
+      "Jun  1 12:00:00 h sshd: x",
+      "Mar  3 2027 12:00:00 h sshd: x",
+      "Jun  1 12:00:00 h sshd: x",
+      "Mar  3 2020 12:00:00 h sshd: x",
+      "Jun  1 12:00:00 h sshd: x",
   };
   const std::vector<std::string> combined = {
       "1.2.3.4 - - [28/Feb/2025:12:00:00 +0000] \"GET / HTTP/1.1\" 200 1",
@@ -310,10 +333,10 @@ TEST(LineParserCacheTest, ImpossibleAndFarDates) {
       "[Tue Feb 29 12:00:00 2028] [error] x", "[Sun Mar 08 02:30:00.5 2026] [core:error] x",
       "[2026-02-29 12:00:00] [core:error] x", "[2026-11-01 01:30:00.25] [core:error] x",
   };
-  for (absl::Time now : {Utc(2025, 3, 3, 12, 0, 0), Utc(2026, 2, 28, 23, 0, 0),
-                         Utc(2025, 12, 31, 23, 30, 0), Utc(2026, 12, 30, 12, 0, 0),
-                         Utc(2027, 12, 31, 23, 30, 0), Utc(2028, 3, 1, 0, 0, 0),
-                         Utc(1970, 1, 1, 0, 0, 0), Utc(9999, 12, 31, 23, 0, 0)}) {
+  for (absl::Time now :
+       {Utc(2025, 3, 3, 12, 0, 0), Utc(2026, 2, 28, 23, 0, 0), Utc(2025, 12, 31, 23, 30, 0),
+        Utc(2026, 12, 30, 12, 0, 0), Utc(2027, 12, 31, 23, 30, 0), Utc(2028, 3, 1, 0, 0, 0),
+        Utc(1970, 1, 1, 0, 0, 0), Utc(9999, 12, 31, 23, 0, 0)}) {
     const std::string what = absl::StrCat("now ", absl::FormatTime(now));
     ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, syslog, now, what);
     ExpectSame(LogFormat::LOG_FORMAT_COMBINED, combined, now, what);
