@@ -4,9 +4,11 @@
 // by a parser with its caches and one without (DisableCachesForTesting) gives the same status
 // and the same fields, in the order the pipeline feeds them (each line's reference the previous
 // line's time) and with a fixed "now".
+#include <random>
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/civil_time.h"
@@ -237,6 +239,30 @@ TEST(LineParserCacheTest, EveryFormatAcrossTheHostileStarts) {
     for (const Start& s : Starts()) {
       ExpectSame(format, Rendered(format, s, 5'000), s.start, s.what);
     }
+  }
+}
+
+// The corpora's and rendered lines with digits of their first 40 bytes (the header, the time)
+// replaced at random: days, hours and years of every value, possible or not, and a cache that
+// keeps meeting a new date.
+TEST(LineParserCacheTest, RandomDigitsInTheHeader) {
+  std::mt19937_64 rng(18);
+  auto mutated = [&rng](std::vector<std::string> lines) {
+    for (std::string& l : lines) {
+      for (size_t i = 0; i < l.size() && i < 40; ++i) {
+        if (absl::ascii_isdigit(l[i]) && rng() % 4 == 0) l[i] = static_cast<char>('0' + rng() % 10);
+      }
+    }
+    return lines;
+  };
+  const Start& s = Starts()[1];
+  CorpusOptions o = Options(s);
+  o.lines = 5'000;
+  ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, mutated(GenerateSshd(o).lines), s.start, "mutated");
+  ExpectSame(LogFormat::LOG_FORMAT_COMBINED, mutated(GenerateNginx(o).lines), s.start, "mutated");
+  for (LogFormat format : {LogFormat::LOG_FORMAT_SYSLOG, LogFormat::LOG_FORMAT_SYSLOG5424,
+                           LogFormat::LOG_FORMAT_NGINX_ERROR, LogFormat::LOG_FORMAT_APACHE_ERROR}) {
+    ExpectSame(format, mutated(Rendered(format, s, 2'000)), s.start, "mutated");
   }
 }
 
