@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <optional>
+#include <type_traits>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
@@ -288,14 +290,36 @@ void DecisionTable::ExtensionLocked(Decision& d, DecisionUpdate* out) const {
   out->change = DecisionChange::kExtended;
   out->secret.clear();
   out->outbox_seq = 0;
-  // CopyFrom: into the messages and strings `out` holds from an earlier use (ApplyAllInto).
-  if (!lean_extensions_) return out->decision.CopyFrom(d);
-  // Everything but the evidence, whatever fields Decision gains: the lines are set aside (a
-  // pointer swap) for the copy.
+  Decision& o = out->decision;
+  // Into the strings and messages `out` holds from an earlier use (ApplyAllInto). CopyFrom
+  // keeps the strings, but its Clear deletes the target and the times (proto3), to allocate
+  // them again: those of `o` are kept aside and copied into, those of `d` set aside (pointer
+  // moves) while CopyFrom copies the rest, whatever fields Decision gains. Lean: the evidence
+  // is set aside too (a pointer swap), and not copied.
+  std::unique_ptr<palisade::v1::Target> target(o.release_target());
+  std::unique_ptr<google::protobuf::Timestamp> start(o.release_start());
+  std::unique_ptr<google::protobuf::Timestamp> expiry(o.release_expiry());
+  palisade::v1::Target* const d_target = d.release_target();
+  google::protobuf::Timestamp* const d_start = d.release_start();
+  google::protobuf::Timestamp* const d_expiry = d.release_expiry();
   google::protobuf::RepeatedPtrField<std::string> evidence;
-  evidence.Swap(d.mutable_evidence());
-  out->decision.CopyFrom(d);
-  evidence.Swap(d.mutable_evidence());
+  if (lean_extensions_) evidence.Swap(d.mutable_evidence());
+  o.CopyFrom(d);
+  if (lean_extensions_) evidence.Swap(d.mutable_evidence());
+  d.set_allocated_target(d_target);
+  d.set_allocated_start(d_start);
+  d.set_allocated_expiry(d_expiry);
+  // `o`'s own (or new ones) with `d`'s values; none where `d` has none.
+  auto copy = [](const auto* from, auto& kept) {
+    using M = typename std::remove_reference_t<decltype(kept)>::element_type;
+    if (from == nullptr) return static_cast<M*>(nullptr);
+    if (kept == nullptr) kept = std::make_unique<M>();
+    *kept = *from;
+    return kept.release();
+  };
+  o.set_allocated_target(copy(d_target, target));
+  o.set_allocated_start(copy(d_start, start));
+  o.set_allocated_expiry(copy(d_expiry, expiry));
 }
 
 DecisionTable::Claim DecisionTable::ClaimOf(const Decision& d) {

@@ -130,9 +130,13 @@ TEST_F(DecisionTableTest, LeanExtensionsCarryEverythingButTheEvidence) {
 
 // ApplyAllInto writes over the updates an earlier call left in the vector: each call's updates
 // are ApplyAll's (ids aside), whatever the one before held (a secret, another decision, more or
-// fewer updates).
-TEST_F(DecisionTableTest, ApplyAllIntoWritesOverWhatAnEarlierCallLeft) {
+// fewer updates), with lean extensions or not.
+class ApplyAllIntoTest : public DecisionTableTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(ApplyAllIntoTest, WritesOverWhatAnEarlierCallLeft) {
   DecisionTable plain(clock_), into(clock_);
+  plain.SetLeanExtensions(GetParam());
+  into.SetLeanExtensions(GetParam());
   CompiledRule rule;
   rule.proto.set_id("ssh");
   rule.proto.mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
@@ -166,11 +170,21 @@ TEST_F(DecisionTableTest, ApplyAllIntoWritesOverWhatAnEarlierCallLeft) {
       a.clear_id();
       b.clear_id();
       EXPECT_EQ(a.SerializeAsString(), b.SerializeAsString());
+      // And an extension's decision is the table's own (lean: without its evidence).
+      if (kept[i].change != DecisionChange::kExtended) continue;
+      absl::StatusOr<Decision> truth = into.Get(kept[i].decision.id());
+      ASSERT_THAT(truth, IsOk());
+      if (GetParam()) truth->clear_evidence();
+      EXPECT_EQ(kept[i].decision.SerializeAsString(), truth->SerializeAsString());
     }
   }
   EXPECT_EQ(kept[0].change, DecisionChange::kExtended);
   EXPECT_EQ(kept[0].decision.extensions(), 1u);
+  EXPECT_TRUE(kept[0].decision.has_target());
+  EXPECT_TRUE(kept[0].decision.has_expiry());
 }
+
+INSTANTIATE_TEST_SUITE_P(LeanOrNot, ApplyAllIntoTest, ::testing::Bool());
 
 TEST_F(DecisionTableTest, RepeatOffenderEscalatesAndIsCapped) {
   std::vector<absl::Duration> durations;
