@@ -158,7 +158,15 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
   uint32_t threads = inputs->options_.threads;
   if (threads == 0) threads = std::thread::hardware_concurrency() > 1 ? 2 : 1;
   threads = std::min<uint32_t>(threads, 4);
-  if (inputs->sink_.prematch && threads > 1) {
+  if (!inputs->sink_.prematch) threads = 1;
+  prometheus::BuildGauge()
+      .Name("palisade_file_input_threads")
+      .Help("Threads the file inputs' rounds run on (inputs.threads): one decides in file order, "
+            "the others read ahead and prematch.")
+      .Register(registry)
+      .Add({})
+      .Set(threads);
+  if (threads > 1) {
     // Two batches in flight per thread: one being read or prematched, one waiting for it.
     inputs->depth_ = 2 * threads;
     for (uint32_t t = 1; t < threads; ++t) {

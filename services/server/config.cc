@@ -400,6 +400,10 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   if (config.inputs().batch_lines() > 100'000) {
     return absl::InvalidArgumentError(file + ": inputs.batch_lines must be <= 100000");
   }
+  if (config.inputs().threads() > 4) {
+    return absl::InvalidArgumentError(
+        file + ": inputs.threads must be 0..4 (0: 2 on a machine with more than one core)");
+  }
   if (!config.has_sweep_interval()) config.mutable_sweep_interval()->set_seconds(1);
   if (config.sweep_interval().seconds() < 0 ||
       (config.sweep_interval().seconds() == 0 && config.sweep_interval().nanos() < 1'000'000)) {

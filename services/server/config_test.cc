@@ -147,6 +147,7 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
       {R"pb(snapshot_interval { nanos: 1000 })pb", "snapshot_interval"},
       {R"pb(inputs { poll_interval { seconds: 60 } })pb", "inputs.poll_interval"},
       {R"pb(inputs { batch_lines: 1000000 })pb", "inputs.batch_lines"},
+      {R"pb(inputs { threads: 5 })pb", "inputs.threads must be 0..4"},
   };
   for (const auto& [text, message] : bad) {
     EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", text), "c.textproto", "."),

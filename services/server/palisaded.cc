@@ -367,6 +367,7 @@ int Run() {
   input_options.checkpoints.assign(snapshot.inputs().begin(), snapshot.inputs().end());
   input_options.max_line_bytes = config->engine().max_line_bytes();
   if (config->inputs().batch_lines() > 0) input_options.batch_lines = config->inputs().batch_lines();
+  input_options.threads = config->inputs().threads();
   if (config->inputs().has_poll_interval()) {
     input_options.poll_interval = FromProtoDuration(config->inputs().poll_interval());
   }

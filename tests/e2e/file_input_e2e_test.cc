@@ -42,7 +42,8 @@ class FileInputE2eTest : public ::testing::Test {
     config_ = ::palisade::testing::WriteEdgeConfig(
         *cf_, cf_->token_file(), {"tests/e2e/testdata/file_input.textproto"},
         absl::StrCat("inputs { files { name: \"auth\" paths: \"", log_,
-                     "\" format: \"syslog\" time_zone: \"UTC\" } poll_interval { nanos: 50000000 } }\n",
+                     "\" format: \"syslog\" time_zone: \"UTC\" } poll_interval { nanos: 50000000 } "
+                     "threads: 3 }\n",
                      "snapshot_interval { seconds: 3600 }\n"));
     state_ = dir_ + "/file-input.db";
     std::remove(state_.c_str());
@@ -94,6 +95,8 @@ class FileInputE2eTest : public ::testing::Test {
 
 TEST_F(FileInputE2eTest, FollowsAppendsAndBothKindsOfRotation) {
   StartDaemon();  // the file does not exist yet: waited for
+  // The config's inputs.threads: three threads follow the file.
+  EXPECT_EQ(ScrapeMetric(*daemon_, "palisade_file_input_threads"), 3);
   Fail("203.0.113.1", 4);
   ASSERT_TRUE(Banned("203.0.113.1")) << ::palisade::testing::EmulatorState(*cf_).dump(2);
 
