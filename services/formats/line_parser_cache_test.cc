@@ -161,7 +161,7 @@ TEST(LineParserCacheTest, SshdCorporaAsSyslog) {
   for (const Start& s : Starts()) {
     ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, GenerateSshd(Options(s)).lines, s.start, s.what);
   }
-  const Start& new_year = Starts()[2];
+  const Start new_year = Starts()[2];  // a copy: Starts() returns a temporary
   ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, WithClockChanges(GenerateSshd, new_year), new_year.start,
              "the clock moved mid-file");
 }
@@ -185,7 +185,7 @@ TEST(LineParserCacheTest, NginxCorporaAsCombined) {
     }
     ExpectSame(LogFormat::LOG_FORMAT_COMBINED, offsets, s.start, s.what + ", offsets changing");
   }
-  const Start& new_year = Starts()[2];
+  const Start new_year = Starts()[2];  // a copy: Starts() returns a temporary
   ExpectSame(LogFormat::LOG_FORMAT_COMBINED, WithClockChanges(GenerateNginx, new_year),
              new_year.start, "the clock moved mid-file");
 }
@@ -255,7 +255,7 @@ TEST(LineParserCacheTest, RandomDigitsInTheHeader) {
     }
     return lines;
   };
-  const Start& s = Starts()[1];
+  const Start s = Starts()[1];
   CorpusOptions o = Options(s);
   o.lines = 5'000;
   ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, mutated(GenerateSshd(o).lines), s.start, "mutated");
