@@ -478,19 +478,15 @@ bool Engine::Ignored(const CompiledRule& rule, const ParsedLine& line) {
   return false;
 }
 
-bool Engine::IgnoredAfterCollect(palisade::v1::LogFormat format, int rule_index,
-                                 const CompiledRule& rule, const ParsedLine& line) const {
-  const int in_set =
-      SetIgnored(*rules_->ForFormat(format), rule_index, rule, ThreadScratch().ignore_hits);
-  return in_set >= 0 ? in_set == 1 : Ignored(rule, line);
-}
-
 bool Engine::IgnoredHere(palisade::v1::LogFormat format, int rule_index, const CompiledRule& rule,
                          const ParsedLine& line, const PrematchedCandidate* found,
                          bool prematched) const {
   if (found != nullptr) return found->ignored;
   // This thread's CollectCandidates read the line only when no Prematch did.
-  return prematched ? Ignored(rule, line) : IgnoredAfterCollect(format, rule_index, rule, line);
+  const int in_set = prematched ? -1
+                                : SetIgnored(*rules_->ForFormat(format), rule_index, rule,
+                                             ThreadScratch().ignore_hits);
+  return in_set >= 0 ? in_set == 1 : Ignored(rule, line);
 }
 
 void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
@@ -531,8 +527,8 @@ void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
                                                    : static_cast<uint32_t>(g.data() - text.data()),
                                static_cast<uint32_t>(g.size()));
     }
-    const int in_set = SetIgnored(*index, rule_index, rule, scratch.ignore_hits);
-    c.ignored = in_set >= 0 ? in_set == 1 : Ignored(rule, line);
+    c.ignored = IgnoredHere(format, rule_index, rule, line, /*found=*/nullptr,
+                            /*prematched=*/false);
     if (rule.conditions.empty() && !rule.has_session) done_rule = rule_index;
   }
 }

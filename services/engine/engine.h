@@ -420,15 +420,11 @@ class Engine {
                   re2::StringPiece* groups) const;
   // Whether one of the rule's ignore patterns matches the text it reads on `line`.
   static bool Ignored(const CompiledRule& rule, const ParsedLine& line);
-  // The same, right after this thread's Candidates collected `line`'s candidates itself (no
-  // Prematch): the Set passes' answer when the format's Sets hold the rule's ignore patterns
-  // (RuleSetOptions::ignores_in_sets), else RE2's.
-  bool IgnoredAfterCollect(palisade::v1::LogFormat format, int rule_index,
-                           const CompiledRule& rule, const ParsedLine& line) const;
   // The line's answer for a match of the rule, wherever the match step stands: Prematch's
   // (`found`, a PrematchedCandidate that Prematch matched), else the Set passes' when this
-  // thread collected the line's candidates itself (no Prematch of the line: `prematched`
-  // false), else RE2's.
+  // thread's CollectCandidates read the line itself (no Prematch of the line: `prematched`
+  // false) and the format's Sets hold the rule's ignore patterns
+  // (RuleSetOptions::ignores_in_sets), else RE2's.
   bool IgnoredHere(palisade::v1::LogFormat format, int rule_index, const CompiledRule& rule,
                    const ParsedLine& line, const PrematchedCandidate* found,
                    bool prematched) const;
@@ -642,7 +638,10 @@ void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& line, F
   Candidates(format, line, time, /*stream=*/0,
              [&](int rule_index, absl::string_view captured, const PrematchedCandidate*) {
                const CompiledRule& rule = *rules_->rules()[rule_index];
-               if (IgnoredAfterCollect(format, rule_index, rule, line)) return false;
+               if (IgnoredHere(format, rule_index, rule, line, /*found=*/nullptr,
+                               /*prematched=*/false)) {
+                 return false;
+               }
                absl::string_view key;
                bool allowlisted = false;
                if (!NormaliseKey(rule, captured, &key, &allowlisted)) return false;

@@ -204,6 +204,14 @@ TEST(SplitKeyTest, AKeyRunAfterTheOnlyIntroducerIsReadWithoutRegex) {
   EXPECT_EQ(KeyOf(set, "Failed password for x from 198.51.100.1 port 22 ssh2 from 203.0.113.8 "
                         "port 22 ssh2"),
             "203.0.113.8");
+  // Only the occurrences whose run passes are tried: a user name holding the introducer many
+  // times, with no address after it, leaves one split, found without a Set's proof too.
+  std::string names = "Failed password for ";
+  for (int i = 0; i < 20; ++i) names += "x from y ";
+  names += "from 203.0.113.11 port 22 ssh2";
+  EXPECT_EQ(set->rules()[0]->SplitKey(0, names, /*proven=*/false, &key), 1);
+  EXPECT_EQ(key, "203.0.113.11");
+  EXPECT_EQ(KeyOf(set, names), KeyOf(CompileOne(sshd, Re2Only()), names));
   // A one-byte introducer met many times: the occurrences whose run is followed by what the
   // tail can start with are the candidates; one is the split, two leave it to RE2.
   const std::string preauth =

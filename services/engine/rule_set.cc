@@ -1342,63 +1342,59 @@ size_t FindIntro(absl::string_view text, size_t from, const std::string& intro) 
 }
 }  // namespace
 
+bool CompiledRule::KeySplit::RunAt(absl::string_view message, size_t s,
+                                    absl::string_view* run) const {
+  size_t n = 0;
+  while (s + n < message.size() && run_bytes[static_cast<unsigned char>(message[s + n])]) ++n;
+  if (n < run_min || n > run_max) return false;
+  const bool ends = !follow_literal.empty() ? absl::StartsWith(message.substr(s + n), follow_literal)
+                    : s + n == message.size() ? follow_end
+                                              : follow[static_cast<unsigned char>(message[s + n])];
+  if (ends) *run = message.substr(s, n);
+  return ends;
+}
+
 int CompiledRule::SplitKey(int p, absl::string_view message, bool proven,
                            absl::string_view* key) const {
   const KeySplit* split = key_split[p].get();
   if (split == nullptr) return -1;
-  // A line with many occurrences of the introducer costs RE2's one pass instead of a test per
-  // occurrence (each bounded by the line, so a hostile line could make this quadratic).
-  constexpr int kMaxTries = 8;
+  // Every split ends an occurrence of the introducer; with a key run, only an occurrence that
+  // RunAt passes can be one. Bounded: a line with more occurrences than that, or more candidate
+  // splits than kMaxTails, costs RE2's one pass instead (each tail match is bounded by the line,
+  // so a hostile line could make this quadratic; a run test reads only the run).
+  constexpr int kMaxOccurrences = 64;
+  constexpr int kMaxTails = 8;
+  const bool runs = split->run_max != 0;
+  size_t starts[kMaxTails];
+  absl::string_view run;
+  int candidates = 0, occurrences = 0;
+  for (size_t at = FindIntro(message, 0, split->intro); at != absl::string_view::npos;
+       at = FindIntro(message, at + 1, split->intro)) {
+    if (++occurrences > (runs ? kMaxOccurrences : kMaxTails)) return -1;
+    const size_t s = at + split->intro.size();
+    if (runs && !split->RunAt(message, s, &run)) continue;
+    if (candidates == kMaxTails) return -1;
+    starts[candidates++] = s;
+  }
+  // A match known to exist has its split among the candidates: when the run test leaves one,
+  // its run is the key (no byte of the run's class can start T, so the key is the whole run).
+  if (proven && runs && candidates == 1) {
+    *key = run;
+    return 1;
+  }
+  // The candidates whose tail matches: (key start, key).
   const re2::StringPiece text(message.data(), message.size());
-  const std::string& intro = split->intro;
-  if (proven && split->run_max != 0) {
-    // The match exists and holds the introducer right before its key, a run of the key's class
-    // followed by what T starts with (KeySplit::follow): when one occurrence passes that test,
-    // it is the split. Bounded: a line with more occurrences goes the regex way below.
-    constexpr int kMaxRunTries = 64;
-    int passing = 0, run_tries = 0;
-    absl::string_view found_key;
-    for (size_t at = FindIntro(message, 0, intro); at != absl::string_view::npos;
-         at = FindIntro(message, at + 1, intro)) {
-      if (++run_tries > kMaxRunTries) {
-        passing = -1;
-        break;
-      }
-      const size_t s = at + intro.size();
-      size_t n = 0;
-      while (s + n < message.size() &&
-             split->run_bytes[static_cast<unsigned char>(message[s + n])]) {
-        ++n;
-      }
-      if (n < split->run_min || n > split->run_max) continue;
-      const bool ends =
-          !split->follow_literal.empty()
-              ? absl::StartsWith(message.substr(s + n), split->follow_literal)
-          : s + n == message.size() ? split->follow_end
-                                    : split->follow[static_cast<unsigned char>(message[s + n])];
-      if (!ends) continue;
-      if (++passing > 1) break;
-      found_key = message.substr(s, n);
-    }
-    if (passing == 1) {
-      *key = found_key;
-      return 1;
-    }
-  }
-  // The splits whose tail matches: (key start, key).
-  std::pair<size_t, re2::StringPiece> passed[kMaxTries];
-  int n_passed = 0, tries = 0;
-  for (size_t at = FindIntro(message, 0, intro); at != absl::string_view::npos;
-       at = FindIntro(message, at + 1, intro)) {
-    if (++tries > kMaxTries) return -1;
-    const size_t s = at + intro.size();
+  std::pair<size_t, re2::StringPiece> passed[kMaxTails];
+  int n_passed = 0;
+  for (int i = 0; i < candidates; ++i) {
     re2::StringPiece groups[2];
-    if (!split->tail->Match(text, s, message.size(), RE2::ANCHOR_BOTH, groups, 2)) continue;
+    if (!split->tail->Match(text, starts[i], message.size(), RE2::ANCHOR_BOTH, groups, 2)) {
+      continue;
+    }
     if (groups[1].data() == nullptr) return -1;
-    passed[n_passed++] = {s, groups[1]};
+    passed[n_passed++] = {starts[i], groups[1]};
   }
-  // A match known to exist has its split among those passing the tail: when one passes, it is
-  // that one, and the head needs no test.
+  // Likewise, when one passes the tail it is the split, and the head needs no test.
   int found = 0;
   for (int i = 0; i < n_passed; ++i) {
     if (!(proven && n_passed == 1) &&

@@ -193,20 +193,24 @@ struct CompiledRule {
     // When the key group is a run of one ASCII class (`[0-9A-Fa-f:.]+`) and no byte of that
     // class can start T: the key of a split is the class's run at s, and the byte after the
     // run is one T can start with (`follow`; or the line ends there and T can be empty:
-    // `follow_end`). A match known to exist (`proven`) with one occurrence of the introducer
-    // that passes this test has its split there, found with no regex at all. `run_max` 0: not
-    // such a key.
+    // `follow_end`), or T's fixed first bytes when it has some (`follow_literal`, " port ":
+    // the sharper test, used instead). Every split passes this test (RunAt), so the others are
+    // never tried; a match known to exist (`proven`) with one occurrence of the introducer
+    // that passes it has its split there, found with no regex at all. `run_max` 0: not such a
+    // key.
     std::array<bool, 256> run_bytes{};
     std::array<bool, 256> follow{};
     bool follow_end = false;
-    std::string follow_literal;  // the bytes T starts with, always (" port "), if any
+    std::string follow_literal;
     uint32_t run_min = 0;
     uint32_t run_max = 0;
+    // Whether the key run test above passes at key start `s`, and the run if so.
+    bool RunAt(absl::string_view message, size_t s, absl::string_view* run) const;
   };
   std::vector<std::unique_ptr<KeySplit>> key_split;
   // With pattern `p`'s KeySplit: 1 and the key when exactly one split passes, 0 when none does
   // (the pattern does not match), -1 when more than one does, or too many occurrences of the
-  // introducer to try (a hostile line): the caller asks RE2. `proven`: the caller knows the
+  // introducer or candidate splits to try (a hostile line): the caller asks RE2. `proven`: the caller knows the
   // pattern matches (a Set's hit), so a split that alone passes the tail needs no head test.
   int SplitKey(int p, absl::string_view message, bool proven, absl::string_view* key) const;
 
