@@ -507,9 +507,14 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
       return absl::OutOfRangeError(
           absl::StrCat("syslog: bad timestamp at column ", pos + 1, ": a field out of range"));
     }
-    const int64_t year = YearOf(reference);
     const int tod = hour * 3600 + minute * 60 + second;
     bool found = false;
+    if (line_year == 0 &&
+        (reference == absl::InfiniteFuture() || reference == absl::InfinitePast())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "syslog: no year at column ", pos + 1, " and an infinite reference time to take it from"));
+    }
+    const int64_t year = line_year > 0 ? line_year : YearOf(reference);
     if (line_year > 0) {
       found = CivilToTime(line_year, month, day, tod, &t);
     } else if (rule == YearRule::kNearest) {

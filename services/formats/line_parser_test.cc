@@ -109,6 +109,21 @@ TEST(Syslog3164Test, AYearAfterTheDayIsTheLines) {
               StatusIs(absl::StatusCode::kOutOfRange));
 }
 
+// A yearless time needs a finite reference to take its year from; a line that writes its year
+// needs none. (An infinite reference once overflowed the year arithmetic: UBSan in the ASan run.)
+TEST(Syslog3164Test, AnInfiniteReferenceGivesNoYear) {
+  for (const absl::Time reference : {absl::InfiniteFuture(), absl::InfinitePast()}) {
+    for (const YearRule rule : {YearRule::kAtMostADayAhead, YearRule::kNearest}) {
+      LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+      ParsedLine out;
+      EXPECT_THAT(p.Parse("Mar  3 14:02:01 h sshd[1]: x", reference, &out, rule),
+                  StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("reference time")));
+      ASSERT_THAT(p.Parse("Oct 27 2015 12:35:40 h x: y", reference, &out, rule), IsOk());
+      EXPECT_EQ(*out.time, At("2015-10-27T12:35:40Z"));
+    }
+  }
+}
+
 // Blanks where the host would be ("Mar 11 22:52:12   lighttpd[53690]: ", fail2ban's suhosin
 // test log): no host, the tag after them.
 TEST(Syslog3164Test, BlanksBeforeTheTagAndNoHost) {
