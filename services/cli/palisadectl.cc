@@ -925,6 +925,22 @@ int ReplayFiles(const std::vector<std::string>& files) {
         reader_.reset();
       }
     }
+    // The reader's batches (read into `buffer`, no line copied); a batch ends with its file.
+    absl::StatusOr<size_t> NextBatch(size_t max_lines, size_t max_bytes, LineBuffer* buffer,
+                                     std::vector<absl::string_view>* lines) override {
+      while (true) {
+        if (reader_ == nullptr) {
+          lines->clear();
+          if (next_ >= paths_.size()) return 0;
+          absl::StatusOr<std::unique_ptr<LineReader>> r = LineReader::Open(paths_[next_++]);
+          if (!r.ok()) return r.status();
+          reader_ = *std::move(r);
+        }
+        absl::StatusOr<size_t> n = reader_->NextBatch(max_lines, max_bytes, buffer, lines);
+        if (!n.ok() || *n > 0) return n;
+        reader_.reset();
+      }
+    }
 
    private:
     const std::vector<std::string>& paths_;

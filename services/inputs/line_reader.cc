@@ -2,12 +2,69 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 
 namespace palisade {
+namespace {
+
+// Points `lines`, views into bytes that moved from `from` to `to`, at them.
+void Rebase(const char* from, const char* to, std::vector<absl::string_view>* lines) {
+  for (absl::string_view& line : *lines) {
+    line = absl::string_view(to + (line.data() - from), line.size());
+  }
+}
+
+// A buffer's first capacity (then it doubles).
+constexpr size_t kMinBufferBytes = 64 << 10;
+
+}  // namespace
+
+void LineBuffer::Reserve(size_t capacity, size_t keep) {
+  if (capacity <= capacity_) return;
+  std::unique_ptr<char[]> bigger(new char[capacity]);
+  if (keep > 0) std::memcpy(bigger.get(), data_.get(), keep);
+  data_ = std::move(bigger);
+  capacity_ = capacity;
+}
+
+absl::StatusOr<size_t> LineSource::NextBatch(size_t max_lines, size_t max_bytes, LineBuffer* buffer,
+                                             std::vector<absl::string_view>* lines) {
+  lines->clear();
+  size_t used = 0;
+  absl::string_view line;
+  while (lines->size() < max_lines && used < max_bytes) {
+    absl::StatusOr<bool> next = Next(&line);
+    if (!next.ok()) return next.status();
+    if (!*next) break;
+    if (used + line.size() > buffer->capacity()) {
+      const char* old = buffer->data();
+      buffer->Reserve(std::max({2 * buffer->capacity(), used + line.size(), kMinBufferBytes}),
+                      used);
+      Rebase(old, buffer->data(), lines);
+    }
+    if (!line.empty()) std::memcpy(buffer->data() + used, line.data(), line.size());
+    lines->emplace_back(buffer->data() + used, line.size());
+    used += line.size();
+  }
+  return lines->size();
+}
+
+absl::StatusOr<size_t> VectorLineSource::NextBatch(size_t max_lines, size_t max_bytes,
+                                                   LineBuffer* /*buffer*/,
+                                                   std::vector<absl::string_view>* lines) {
+  lines->clear();
+  size_t bytes = 0;
+  while (next_ < lines_.size() && lines->size() < max_lines && bytes < max_bytes) {
+    lines->emplace_back(lines_[next_]);
+    bytes += lines_[next_].size();
+    ++next_;
+  }
+  return lines->size();
+}
 
 absl::StatusOr<std::unique_ptr<LineReader>> LineReader::Open(const std::string& path,
                                                              LineReaderOptions options) {
@@ -51,15 +108,22 @@ absl::StatusOr<bool> LineReader::Fill() {
     begin_ = 0;
   }
   const size_t room = std::min(cap_ - end_, options_.chunk_bytes);
-  const size_t n = std::fread(buf_.get() + end_, 1, room, file_);
-  if (n < room) {
+  absl::StatusOr<size_t> n = Read(buf_.get() + end_, room);
+  if (!n.ok()) return n.status();
+  end_ += *n;
+  return *n > 0;
+}
+
+absl::StatusOr<size_t> LineReader::Read(char* to, size_t n) {
+  if (eof_) return 0;
+  const size_t got = std::fread(to, 1, n, file_);
+  if (got < n) {
     if (std::ferror(file_)) {
       return absl::DataLossError(absl::StrCat(path_, ": read failed: ", std::strerror(errno)));
     }
     eof_ = true;
   }
-  end_ += n;
-  return n > 0;
+  return got;
 }
 
 absl::StatusOr<bool> LineReader::Next(absl::string_view* line) {
@@ -96,8 +160,8 @@ absl::StatusOr<bool> LineReader::Next(absl::string_view* line) {
         return true;
       }
       begin_ += len + 1;
-    } else if (avail >= options_.max_line_bytes) {
-      // No newline within the cap: cut the line here and skip its rest.
+    } else if (avail > options_.max_line_bytes) {
+      // No newline within the cap and a byte past it: cut the line here and skip its rest.
       *line = absl::string_view(start, options_.max_line_bytes);
       begin_ += options_.max_line_bytes;
       skipping_ = true;
@@ -120,6 +184,103 @@ absl::StatusOr<bool> LineReader::Next(absl::string_view* line) {
     ++lines_;
     return true;
   }
+}
+
+absl::StatusOr<size_t> LineReader::NextBatch(size_t max_lines, size_t max_bytes, LineBuffer* buffer,
+                                             std::vector<absl::string_view>* lines) {
+  lines->clear();
+  const size_t max_line = options_.max_line_bytes;
+  // What an earlier call read past its last line comes first.
+  size_t end = end_ - begin_;  // the bytes read into the buffer: [0, end)
+  buffer->Reserve(std::max(end, kMinBufferBytes), 0);
+  if (end > 0) std::memcpy(buffer->data(), buf_.get() + begin_, end);
+  begin_ = end_ = 0;
+  char* data = buffer->data();
+  size_t pos = 0;      // where the next line starts
+  size_t scanned = 0;  // bytes of [pos, end) known to hold no newline
+  size_t bytes = 0;    // the lines' bytes
+  uint64_t cut = 0;
+  while (lines->size() < max_lines && bytes < max_bytes) {
+    char* start = data + pos;
+    const size_t avail = end - pos;
+    const char* nl =
+        avail > scanned
+            ? static_cast<const char*>(std::memchr(start + scanned, '\n', avail - scanned))
+            : nullptr;
+    if (skipping_) {
+      // The rest of a cut line: drop it up to and including its newline.
+      if (nl != nullptr) {
+        pos += nl - start + 1;
+        skipping_ = false;
+        scanned = 0;
+        continue;
+      }
+      end = pos;  // dropped as it comes: the buffer does not grow with it
+      scanned = 0;
+    } else if (nl != nullptr) {
+      const size_t len = nl - start;
+      if (len <= max_line) {
+        lines->emplace_back(start, len > 0 && start[len - 1] == '\r' ? len - 1 : len);
+        pos += len + 1;
+      } else {
+        // A line that came whole but is longer than the cap: its rest is dropped, and what was
+        // read after it moves down (the buffer holds no more than the lines it hands out).
+        lines->emplace_back(start, max_line);
+        ++cut;
+        std::memmove(start + max_line, nl + 1, end - (nl + 1 - data));
+        end -= len + 1 - max_line;
+        pos += max_line;
+      }
+      bytes += lines->back().size();
+      scanned = 0;
+      continue;
+    } else if (avail > max_line) {
+      // No newline within the cap and a byte past it: cut the line here and skip its rest.
+      lines->emplace_back(start, max_line);
+      ++cut;
+      bytes += max_line;
+      pos += max_line;
+      skipping_ = true;
+      scanned = 0;
+      continue;
+    } else {
+      scanned = avail;
+    }
+    // More of the file: about what the batch still needs (from the lines' mean length, an eighth
+    // more), at least as much again as the line begun, at most a chunk.
+    const size_t mean = batch_lines_ > 0 ? batch_bytes_ / batch_lines_ + 1 : 128;
+    const size_t left = max_lines - lines->size();
+    size_t want = left > options_.chunk_bytes / mean ? options_.chunk_bytes : left * mean;
+    if (max_bytes - bytes < want) want = max_bytes - bytes + mean;
+    want = std::clamp(std::max(want + want / 8, end - pos), size_t{256}, options_.chunk_bytes);
+    if (end + want > buffer->capacity()) {
+      const char* old = data;
+      buffer->Reserve(std::max(2 * buffer->capacity(), end + want), end);
+      data = buffer->data();
+      Rebase(old, data, lines);
+    }
+    absl::StatusOr<size_t> got = Read(data + end, want);
+    if (!got.ok()) return got.status();
+    if (*got > 0) {
+      end += *got;
+      continue;
+    }
+    // The end of the file: a last line without its newline is still a line.
+    if (!skipping_ && end > pos) {
+      const size_t len = end - pos;
+      lines->emplace_back(data + pos, data[end - 1] == '\r' ? len - 1 : len);
+      pos = end;
+    }
+    break;
+  }
+  // What was read past the batch waits in the reader's own buffer (at most a chunk and a line).
+  std::memcpy(buf_.get(), data + pos, end - pos);
+  end_ = end - pos;
+  batch_bytes_ += pos;
+  batch_lines_ += lines->size();
+  lines_ += lines->size();
+  cut_lines_ += cut;
+  return lines->size();
 }
 
 }  // namespace palisade

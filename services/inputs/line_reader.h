@@ -6,10 +6,15 @@
 // counted): the reader never holds more than chunk_bytes + max_line_bytes. A trailing "\r" is
 // dropped (CRLF logs); a last line without its newline is still a line.
 //
+// Lines come one at a time (Next) or a batch at a time (NextBatch): a batch is read straight into
+// a buffer the caller owns, its lines views into it, so the caller can keep several batches at
+// once (replay prematches batches ahead on other threads) without copying a line, and pays one
+// call and one status per batch instead of per line.
+//
 // LineSource is what the consumers (replay, the shipper) read from: a LineReader, or a vector of
 // lines (tests, the gRPC-fed paths).
 //
-// Thread-safety: none; one reader per thread.
+// Thread-safety: none; one reader per thread (a batch's lines may be read on any thread).
 #ifndef PALISADE_SERVICES_INPUTS_LINE_READER_H_
 #define PALISADE_SERVICES_INPUTS_LINE_READER_H_
 
@@ -24,12 +29,34 @@
 
 namespace palisade {
 
+// The bytes a batch of lines may be read into (LineSource::NextBatch): owned by the caller, reused
+// from batch to batch (it keeps its capacity; it never shrinks).
+class LineBuffer {
+ public:
+  char* data() const { return data_.get(); }
+  size_t capacity() const { return capacity_; }
+  // Makes the capacity at least `capacity`, keeping the first `keep` bytes (moved if it grows).
+  void Reserve(size_t capacity, size_t keep);
+
+ private:
+  std::unique_ptr<char[]> data_;
+  size_t capacity_ = 0;
+};
+
 // A stream of lines. Next() returns true with the next line in `*line` (a view valid until the
 // next call), false at the end, or an error naming what failed.
 class LineSource {
  public:
   virtual ~LineSource() = default;
   virtual absl::StatusOr<bool> Next(absl::string_view* line) = 0;
+  // Replaces `*lines` with the next lines: up to `max_lines`, and no more once their bytes reach
+  // `max_bytes` (the line that reaches it included). Returns how many; 0 at the end. The lines
+  // are those Next() would give, as views into `*buffer` (or into memory the source keeps for its
+  // life), valid until `buffer` is given to NextBatch again or destroyed, whatever else is read
+  // meanwhile. On an error the lines read into this batch are lost. This default copies Next()'s
+  // lines into the buffer; LineReader reads the file into it and copies none.
+  virtual absl::StatusOr<size_t> NextBatch(size_t max_lines, size_t max_bytes, LineBuffer* buffer,
+                                           std::vector<absl::string_view>* lines);
 };
 
 // Lines held in memory.
@@ -41,6 +68,9 @@ class VectorLineSource : public LineSource {
     *line = lines_[next_++];
     return true;
   }
+  // Views into the vector's strings (none copied).
+  absl::StatusOr<size_t> NextBatch(size_t max_lines, size_t max_bytes, LineBuffer* buffer,
+                                   std::vector<absl::string_view>* lines) override;
 
  private:
   const std::vector<std::string>& lines_;
@@ -62,6 +92,12 @@ class LineReader : public LineSource {
   ~LineReader() override;
 
   absl::StatusOr<bool> Next(absl::string_view* line) override;
+  // Reads the file into `buffer` (reads sized to the batch from the lines' mean length) and splits
+  // it there: no line is copied; only what was read past the batch's last line is, once, kept
+  // for the next call. The buffer holds at most max_bytes + 2 x max_line_bytes + chunk_bytes + 2
+  // bytes a line (their newlines) once grown.
+  absl::StatusOr<size_t> NextBatch(size_t max_lines, size_t max_bytes, LineBuffer* buffer,
+                                   std::vector<absl::string_view>* lines) override;
 
   // Lines handed out so far, and how many of them were cut at max_line_bytes.
   uint64_t lines() const { return lines_; }
@@ -71,6 +107,8 @@ class LineReader : public LineSource {
   LineReader(std::FILE* file, std::string path, LineReaderOptions options);
   // Reads more of the file after the unread part of the buffer; false at the end of the file.
   absl::StatusOr<bool> Fill();
+  // Reads up to `n` bytes of the file to `to`: how many (0 at the end of the file).
+  absl::StatusOr<size_t> Read(char* to, size_t n);
 
   std::FILE* file_;
   bool owned_;
@@ -84,6 +122,8 @@ class LineReader : public LineSource {
   bool skipping_ = false;  // the rest of a cut line, up to its newline
   uint64_t lines_ = 0;
   uint64_t cut_lines_ = 0;
+  uint64_t batch_bytes_ = 0;  // bytes NextBatch consumed (newlines and cut parts included)
+  uint64_t batch_lines_ = 0;  // and the lines they held: the mean sizes its reads
 };
 
 }  // namespace palisade

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <random>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -81,6 +82,220 @@ TEST(LineReaderTest, ErrorsNameThePath) {
               StatusIs(absl::StatusCode::kNotFound, ::testing::HasSubstr("/nonexistent/x.log")));
   EXPECT_THAT(LineReader::Open(std::getenv("TEST_TMPDIR")),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("directory")));
+}
+
+// Every line NextBatch gives, batch after batch; each batch read into a buffer of its own among
+// `buffers` in turn, and every line checked again at the end (before the buffers are reused):
+// a batch's views stay valid while later batches are read.
+std::vector<std::string> ReadBatches(LineSource& source, size_t max_lines, size_t max_bytes,
+                                     size_t buffers = 1, std::vector<size_t>* sizes = nullptr) {
+  std::vector<std::string> out;
+  std::vector<LineBuffer> bufs(buffers);
+  std::vector<std::pair<size_t, std::vector<absl::string_view>>> held(buffers);
+  auto check = [&](size_t b) {  // a batch's views still read as they did
+    for (size_t i = 0; i < held[b].second.size(); ++i) {
+      EXPECT_EQ(held[b].second[i], out[held[b].first + i]) << "line " << held[b].first + i;
+    }
+  };
+  for (size_t n = 0;; ++n) {
+    const size_t b = n % buffers;
+    check(b);
+    held[b].first = out.size();
+    absl::StatusOr<size_t> got = source.NextBatch(max_lines, max_bytes, &bufs[b], &held[b].second);
+    EXPECT_THAT(got, IsOk());
+    if (!got.ok() || *got == 0) break;
+    EXPECT_EQ(*got, held[b].second.size());
+    if (sizes != nullptr) sizes->push_back(*got);
+    for (absl::string_view line : held[b].second) out.emplace_back(line);
+  }
+  for (size_t b = 0; b < buffers; ++b) check(b);
+  return out;
+}
+
+std::vector<std::string> ReadBatches(const std::string& path, LineReaderOptions options,
+                                     size_t max_lines, size_t max_bytes, size_t buffers = 1,
+                                     uint64_t* cut = nullptr) {
+  auto reader = LineReader::Open(path, options);
+  EXPECT_THAT(reader, IsOk());
+  std::vector<std::string> lines = ReadBatches(**reader, max_lines, max_bytes, buffers);
+  EXPECT_EQ((*reader)->lines(), lines.size());
+  if (cut != nullptr) *cut = (*reader)->cut_lines();
+  return lines;
+}
+
+// Lines of random lengths (some empty, some past the cap, some CRLF, one of a 50,000-byte run),
+// a last line without its newline: NextBatch gives exactly Next's lines and cut count, whatever
+// the batch's line and byte limits and however many batches are held at once.
+TEST(LineReaderTest, BatchesHoldExactlyTheLinesNextGives) {
+  std::mt19937 rng(7);
+  std::string content;
+  for (int i = 0; i < 4000; ++i) {
+    const size_t len = rng() % 8 == 0 ? 0 : rng() % 16 == 0 ? 90 + rng() % 300 : rng() % 120;
+    content += std::string(len, 'a' + i % 26);
+    content += i % 5 == 0 ? "\r\n" : "\n";
+    if (i == 2000) content += std::string(50'000, 'x') + "\n";
+  }
+  content += "last\r";
+  const std::string path = WriteFile("batches.log", content);
+  for (size_t chunk : {4096, 1 << 20}) {
+    LineReaderOptions options;
+    options.chunk_bytes = chunk;
+    options.max_line_bytes = 200;
+    uint64_t want_cut = 0;
+    const std::vector<std::string> want = ReadAll(path, options, &want_cut);
+    ASSERT_GT(want_cut, 10u);
+    ASSERT_EQ(want.back(), "last");
+    for (size_t max_lines : {1, 7, 1000, 100000}) {
+      for (size_t max_bytes : {size_t{1}, size_t{3000}, SIZE_MAX}) {
+        for (size_t buffers : {1, 3}) {
+          uint64_t cut = 0;
+          EXPECT_EQ(ReadBatches(path, options, max_lines, max_bytes, buffers, &cut), want)
+              << "chunk " << chunk << " max_lines " << max_lines << " max_bytes " << max_bytes;
+          EXPECT_EQ(cut, want_cut);
+        }
+      }
+    }
+  }
+}
+
+// A batch stops at max_lines, or after the line that brings its bytes to max_bytes.
+TEST(LineReaderTest, BatchesStopAtTheirLinesOrBytes) {
+  const std::string path = WriteFile("sizes.log", "aaaa\nbbbb\ncccc\ndddd\ne\n");
+  LineReaderOptions options;
+  std::vector<size_t> sizes;
+  auto reader = LineReader::Open(path, options);
+  ASSERT_THAT(reader, IsOk());
+  ReadBatches(**reader, 2, SIZE_MAX, 1, &sizes);
+  EXPECT_EQ(sizes, (std::vector<size_t>{2, 2, 1}));
+  sizes.clear();
+  reader = LineReader::Open(path, options);
+  ASSERT_THAT(reader, IsOk());
+  ReadBatches(**reader, 100, 5, 1, &sizes);  // 4 bytes: one more line; 8: stop
+  EXPECT_EQ(sizes, (std::vector<size_t>{2, 2, 1}));
+  std::vector<std::string> lines = {"aaaa", "bbbb", "cccc", "dddd", "e"};
+  VectorLineSource vector(lines);
+  sizes.clear();
+  EXPECT_EQ(ReadBatches(vector, 100, 5, 1, &sizes), lines);
+  EXPECT_EQ(sizes, (std::vector<size_t>{2, 2, 1}));
+}
+
+// A line of exactly the cap is whole wherever it falls, also when the chunk ends right after it
+// (before its newline was read): it was cut there, counted, and a CRLF line kept its "\r".
+TEST(LineReaderTest, ALineOfExactlyTheCapIsWholeWhereverItFalls) {
+  LineReaderOptions options;
+  options.chunk_bytes = 4096;
+  options.max_line_bytes = 100;
+  // 36 lines of 110 bytes and 36 more bytes: the next line starts 100 bytes before the chunk's
+  // end.
+  std::string content;
+  std::vector<std::string> want;
+  for (int i = 0; i < 36; ++i) {
+    want.push_back(std::string(109, 'a'));
+    content += std::string(109, 'a') + "\n";
+  }
+  want.push_back(std::string(35, 'b'));
+  content += std::string(35, 'b') + "\n";
+  for (const std::string& end : {std::string("\n"), std::string("\r\n")}) {
+    const std::string line(100 - (end.size() - 1), 'c');  // 100 bytes before the "\n"
+    const std::string path = WriteFile("cap.log", content + line + end + "after\n");
+    std::vector<std::string> expected = want;
+    for (std::string& l : expected) l.resize(std::min<size_t>(l.size(), 100));
+    expected.push_back(line);
+    expected.push_back("after");
+    uint64_t cut = 0;
+    EXPECT_EQ(ReadAll(path, options, &cut), expected) << "end " << end.size();
+    EXPECT_EQ(cut, 36u) << "end " << end.size();
+    EXPECT_EQ(ReadBatches(path, options, 1000, SIZE_MAX, 1, &cut), expected);
+    EXPECT_EQ(cut, 36u);
+  }
+}
+
+// The default cap: a 1 MiB line is whole, one byte more is cut (counted) and the next line
+// survives; lines straddle the 1 MiB chunks of a file larger than the buffer.
+TEST(LineReaderTest, OneMebibyteLines) {
+  const std::string mib(1 << 20, 'm');
+  std::string content = "first\n" + mib + "\n" + mib + "n\r\n";
+  for (int i = 0; i < 30000; ++i) content += absl::StrCat("line ", i, "\n");
+  content += mib;  // the last line, without its newline
+  const std::string path = WriteFile("mib.log", content);
+  std::vector<std::string> want = {"first", mib, mib};
+  for (int i = 0; i < 30000; ++i) want.push_back(absl::StrCat("line ", i));
+  want.push_back(mib);
+  uint64_t cut = 0;
+  const std::vector<std::string> lines = ReadAll(path, {}, &cut);
+  EXPECT_TRUE(lines == want);
+  EXPECT_EQ(cut, 1u);
+  for (size_t buffers : {1, 4}) {
+    EXPECT_TRUE(ReadBatches(path, {}, 1000, size_t{4} << 20, buffers, &cut) == want);
+    EXPECT_EQ(cut, 1u);
+  }
+}
+
+// Lines taken one at a time, then in batches, then one at a time again: one stream.
+TEST(LineReaderTest, NextAndNextBatchShareTheStream) {
+  std::string content;
+  std::vector<std::string> want;
+  for (int i = 0; i < 3000; ++i) {
+    want.push_back(absl::StrCat("line ", i));
+    content += want.back() + "\n";
+  }
+  LineReaderOptions options;
+  options.chunk_bytes = 4096;
+  auto reader = LineReader::Open(WriteFile("mixed.log", content), options);
+  ASSERT_THAT(reader, IsOk());
+  std::vector<std::string> got;
+  absl::string_view line;
+  LineBuffer buffer;
+  std::vector<absl::string_view> batch;
+  for (int round = 0; round < 50; ++round) {  // 67 lines a round: past the end
+    for (int i = 0; i < 17; ++i) {
+      absl::StatusOr<bool> more = (*reader)->Next(&line);
+      ASSERT_THAT(more, IsOk());
+      if (*more) got.emplace_back(line);
+    }
+    ASSERT_THAT((*reader)->NextBatch(50, SIZE_MAX, &buffer, &batch), IsOk());
+    for (absl::string_view l : batch) got.emplace_back(l);
+  }
+  EXPECT_EQ(got, want);
+  EXPECT_EQ((*reader)->lines(), want.size());
+}
+
+// A source with Next() only: the default NextBatch copies its lines (Next's views last until the
+// next call) into the buffer.
+TEST(LineReaderTest, TheDefaultBatchCopiesNextsLines) {
+  class Counting : public LineSource {
+   public:
+    absl::StatusOr<bool> Next(absl::string_view* line) override {
+      if (n_ == 100000) return false;
+      text_ = absl::StrCat("line ", n_++);
+      *line = text_;
+      return true;
+    }
+
+   private:
+    int n_ = 0;
+    std::string text_;
+  } counting;
+  std::vector<std::string> want;
+  for (int i = 0; i < 100000; ++i) want.push_back(absl::StrCat("line ", i));
+  EXPECT_EQ(ReadBatches(counting, 30000, SIZE_MAX, 3), want);
+}
+
+// A file that cannot be read (here /proc/self/mem at offset 0: EIO) is an error naming the path,
+// one line at a time or in batches.
+TEST(LineReaderTest, AReadErrorIsDataLossNamingThePath) {
+  auto reader = LineReader::Open("/proc/self/mem");
+  ASSERT_THAT(reader, IsOk());
+  absl::string_view line;
+  EXPECT_THAT((*reader)->Next(&line),
+              StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("/proc/self/mem")));
+  reader = LineReader::Open("/proc/self/mem");
+  ASSERT_THAT(reader, IsOk());
+  LineBuffer buffer;
+  std::vector<absl::string_view> lines;
+  EXPECT_THAT(
+      (*reader)->NextBatch(1000, SIZE_MAX, &buffer, &lines),
+      StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("/proc/self/mem: read failed")));
 }
 
 }  // namespace

@@ -15,38 +15,19 @@
 namespace palisade {
 namespace {
 
-// One batch read ahead: its lines' bytes in one buffer (reused), the views into it.
+// One batch read ahead: the buffer its lines were read into (reused), the views into it.
 struct Slot {
   enum class State { kFree, kFilled, kClaimed, kReady };
-  std::string bytes;
-  std::vector<std::pair<size_t, size_t>> spans;  // (offset, length) per line
+  LineBuffer bytes;
   LineBatch batch;
   State state = State::kFree;
 };
 
-// Reads the next batch of `source` into `slot` (up to `n` lines or kMaxReplayBatchBytes): false
-// when the source ended (the slot may still hold lines).
-absl::StatusOr<bool> Fill(LineSource& source, uint32_t n, Slot& slot) {
-  slot.bytes.clear();
-  slot.spans.clear();
+// Reads the next batch of `source` into `slot` (up to `n` lines or kMaxReplayBatchBytes): how
+// many lines, 0 when the source ended.
+absl::StatusOr<size_t> Fill(LineSource& source, uint32_t n, Slot& slot) {
   slot.batch.Clear();
-  bool more = true;
-  absl::string_view line;
-  while (slot.spans.size() < n && slot.bytes.size() < kMaxReplayBatchBytes) {
-    absl::StatusOr<bool> next = source.Next(&line);
-    if (!next.ok()) return next.status();
-    if (!*next) {
-      more = false;
-      break;
-    }
-    slot.spans.emplace_back(slot.bytes.size(), line.size());
-    slot.bytes.append(line.data(), line.size());
-  }
-  // The views once the buffer no longer moves.
-  for (const auto& [offset, length] : slot.spans) {
-    slot.batch.lines.emplace_back(slot.bytes.data() + offset, length);
-  }
-  return more;
+  return source.NextBatch(n, kMaxReplayBatchBytes, &slot.bytes, &slot.batch.lines);
 }
 
 }  // namespace
@@ -117,12 +98,10 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   if (threads == 1) {
     Slot slot;
     slot.batch.format = format;
-    bool more = true;
-    while (more) {
-      absl::StatusOr<bool> filled = Fill(source, n, slot);
+    while (true) {
+      absl::StatusOr<size_t> filled = Fill(source, n, slot);
       if (!filled.ok()) return filled.status();
-      more = *filled;
-      if (slot.batch.lines.empty()) break;
+      if (*filled == 0) break;
       if (absl::Status s = process(slot.batch); !s.ok()) return s;
     }
   } else {
@@ -161,13 +140,15 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
     while (status.ok()) {
       while (more && next_fill - next_process < k) {
         Slot& slot = slots[next_fill % k];
-        absl::StatusOr<bool> filled = Fill(source, n, slot);
+        absl::StatusOr<size_t> filled = Fill(source, n, slot);
         if (!filled.ok()) {
           status = filled.status();
           break;
         }
-        more = *filled;
-        if (slot.batch.lines.empty()) break;
+        if (*filled == 0) {
+          more = false;
+          break;
+        }
         absl::MutexLock lock(&mu);
         slot.state = Slot::State::kFilled;
         queued.push_back(next_fill % k);

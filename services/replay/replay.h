@@ -11,8 +11,9 @@
 // never clamped to the wall clock (a log from the future replays as written); a yearless time
 // takes the year nearest to the previous line's (the first line: at most a day after now).
 //
-// Lines go to the pipeline as views into one buffer per batch (no string or protobuf record per
-// line), and matching runs on every core (ReplayOptions::threads) with the one-thread result.
+// Lines go to the pipeline as views into one buffer per batch, the file read straight into it
+// (LineSource::NextBatch: no copy, string or protobuf record per line), and matching runs on
+// every core (ReplayOptions::threads) with the one-thread result.
 //
 // Thread-safety: Replay is a pure function of its arguments (each call has its own pipeline and
 // threads, joined before it returns).
@@ -66,8 +67,9 @@ struct ReplayOptions {
 };
 
 // A batch is cut at this many bytes of lines too (a file of long lines reads ahead no more):
-// with a line of at most LineReader's 1 MiB past it, a replay holds at most
-// 2 x threads x 5 MiB of lines, threads at most kMaxReplayThreads.
+// a batch's buffer (LineReader::NextBatch: these bytes, two lines of at most 1 MiB, a 1 MiB read
+// and the newlines) holds at most 7 MiB, so a replay holds at most 2 x threads x 7 MiB of lines,
+// threads at most kMaxReplayThreads.
 inline constexpr size_t kMaxReplayBatchBytes = size_t{4} << 20;
 inline constexpr uint32_t kMaxReplayThreads = 64;
 

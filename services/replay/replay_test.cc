@@ -86,6 +86,47 @@ TEST(ReplayTest, AStreamedFileReplaysAsTheLinesInMemory) {
             absl::StatusCode::kDataLoss);
 }
 
+// What identifies a decision across runs (ids are random).
+std::set<std::string> Keys(const std::vector<palisade::v1::Decision>& decisions);
+
+// A CRLF file read in batches straight into their buffers (LineReader::NextBatch), lines
+// straddling its 4 KiB reads, replayed on three threads (up to six batches held at once, each
+// one's lines views into its own buffer): the decisions of the lines held in memory.
+TEST(ReplayTest, AStreamedCrlfFileOnThreeThreadsReplaysAsTheLinesInMemory) {
+  CorpusOptions options;
+  options.lines = 20000;
+  options.seed = 3;
+  Corpus corpus = GenerateSshd(options);
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/sshd-crlf.log");
+  {
+    std::ofstream out(path, std::ios::binary);
+    for (const std::string& line : corpus.lines) out << line << "\r\n";
+  }
+  auto rules = Pack("rules/sshd.textproto");
+  ReplayOptions replay;
+  replay.batch_lines = 97;
+  replay.threads = 1;
+  absl::StatusOr<ReplaySummary> in_memory =
+      Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, corpus.lines, replay);
+  ASSERT_TRUE(in_memory.ok()) << in_memory.status();
+  ASSERT_GT(in_memory->decisions.size(), 10u);
+  for (uint32_t threads : {1u, 3u}) {
+    LineReaderOptions small;
+    small.chunk_bytes = 4096;
+    absl::StatusOr<std::unique_ptr<LineReader>> reader = LineReader::Open(path, small);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    replay.threads = threads;
+    absl::StatusOr<ReplaySummary> streamed =
+        Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, **reader, replay);
+    ASSERT_TRUE(streamed.ok()) << streamed.status();
+    EXPECT_EQ(streamed->lines, corpus.lines.size()) << threads;
+    EXPECT_EQ(streamed->malformed, 0u) << threads;
+    EXPECT_EQ(streamed->matched, in_memory->matched) << threads;
+    EXPECT_EQ(streamed->detections, in_memory->detections) << threads;
+    EXPECT_EQ(Keys(streamed->decisions), Keys(in_memory->decisions)) << threads;
+  }
+}
+
 TEST(ReplayTest, BatchSizeDoesNotChangeTheDecisions) {
   CorpusOptions options;
   options.lines = 20000;
