@@ -44,6 +44,11 @@ TEST(IpAddressTest, RejectsNonAddresses) {
         "1.2.3.1000", "example.com", "1.2.3.4 ", "::g", "1.2.3.4; rm -rf /", "[1.2.3.4"}) {
     EXPECT_FALSE(IpAddress::Parse(bad).has_value()) << bad;
   }
+  // A NUL ends nothing: the whole text must be the address.
+  for (absl::string_view bad : {absl::string_view("::1\0x", 5), absl::string_view("1.2.3.4\0", 8),
+                                absl::string_view("[1.2.3.4\0]", 10)}) {
+    EXPECT_FALSE(IpAddress::Parse(bad).has_value());
+  }
 }
 
 // IPv6 text is read and written by hand (the hot path's every IPv6 key); glibc's inet_pton and
