@@ -73,6 +73,11 @@ absl::Status Prepared(const Stmt& s, sqlite3* db) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  return Open(path, Options());
+}
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path,
+                                                   const Options& options) {
   sqlite3* db = nullptr;
   if (sqlite3_open_v2(path.c_str(), &db,
                       SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
@@ -90,18 +95,94 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
       return absl::DataLossError(absl::StrCat("store: ", path, " fails PRAGMA integrity_check"));
     }
   }
-  absl::Status s = store->Exec("PRAGMA journal_mode=WAL");
-  if (s.ok()) s = store->Exec("PRAGMA synchronous=NORMAL");
+  bool wal = false;
+  {
+    Stmt mode(db, "PRAGMA journal_mode=WAL");  // answers the mode now in use (":memory:": memory)
+    if (!mode.ok() || mode.Step() != SQLITE_ROW) {
+      return absl::InternalError(absl::StrCat("store: ", sqlite3_errmsg(db)));
+    }
+    wal = mode.Blob(0) == "wal";
+  }
+  absl::Status s = store->Exec("PRAGMA synchronous=NORMAL");
   if (s.ok()) s = store->Exec("PRAGMA foreign_keys=ON");
   if (s.ok()) s = store->Migrate();
+  if (s.ok() && wal) s = store->StartCheckpointer(path, options);
   if (!s.ok()) return s;
   return store;
 }
 
+absl::Status Store::StartCheckpointer(const std::string& path, const Options& options) {
+  options_ = options;
+  if (sqlite3_open_v2(path.c_str(), &checkpoint_db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                      nullptr) != SQLITE_OK) {
+    std::string err = checkpoint_db_ ? sqlite3_errmsg(checkpoint_db_) : "out of memory";
+    sqlite3_close(checkpoint_db_);
+    checkpoint_db_ = nullptr;
+    return absl::UnavailableError(
+        absl::StrCat("store: cannot open ", path, " for checkpoints: ", err));
+  }
+  sqlite3_busy_timeout(checkpoint_db_, 5000);
+  // A checkpoint syncs the WAL before copying it and the database after, as the writer's did.
+  if (sqlite3_exec(checkpoint_db_, "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr) !=
+      SQLITE_OK) {
+    return absl::InternalError(absl::StrCat("store: ", sqlite3_errmsg(checkpoint_db_)));
+  }
+  // Replaces SQLite's automatic checkpoint (itself a WAL hook) on the writer's connection.
+  sqlite3_wal_hook(db_, &Store::OnWalCommit, this);
+  checkpointer_ = std::thread([this] { CheckpointLoop(); });
+  return absl::OkStatus();
+}
+
+int Store::OnWalCommit(void* arg, sqlite3* db, const char* name, int pages) {
+  Store* store = static_cast<Store*>(arg);
+  if (pages >= store->options_.writer_checkpoint_pages) {
+    // The checkpointer fell behind (or a reader pins the WAL): what SQLite's own hook does.
+    (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  } else if (pages >= store->options_.checkpoint_pages) {
+    absl::MutexLock lock(&store->checkpoint_mu_);
+    store->checkpoint_wanted_ = true;
+  }
+  return SQLITE_OK;
+}
+
+void Store::CheckpointLoop() {
+  while (true) {
+    {
+      absl::MutexLock lock(&checkpoint_mu_);
+      checkpoint_mu_.Await(absl::Condition(
+          +[](Store* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->checkpoint_mu_) {
+            return s->checkpoint_wanted_ || s->stopping_;
+          },
+          this));
+      if (stopping_) break;
+      checkpoint_wanted_ = false;
+    }
+    // PASSIVE: copies what no reader still needs and never waits for the writer. Each commit
+    // that leaves the WAL past checkpoint_pages asks again, so a checkpoint overtaken by new
+    // commits is followed by a shorter one, until one copies the whole WAL and the next commit
+    // starts it over from its beginning. A failure leaves the WAL longer, nothing lost.
+    (void)sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr,
+                                    nullptr);
+  }
+  // The last connection to close copies the rest of the WAL into the database and deletes it.
+  sqlite3_close(checkpoint_db_);
+}
+
 Store::~Store() {
-  absl::MutexLock lock(&mu_);
-  for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
-  sqlite3_close(db_);
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
+    sqlite3_close(db_);
+  }
+  if (checkpointer_.joinable()) {
+    {
+      absl::MutexLock lock(&checkpoint_mu_);
+      stopping_ = true;
+    }
+    checkpointer_.join();
+  } else if (checkpoint_db_ != nullptr) {
+    sqlite3_close(checkpoint_db_);
+  }
 }
 
 absl::Status Store::Exec(const std::string& sql) {

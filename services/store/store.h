@@ -10,7 +10,14 @@
 // any point therefore loses no operation; an operation confirmed at the edge but not yet marked
 // done runs again, and the actuators are idempotent (duplicates adopted, missing deletes fine).
 //
-// Thread-safety: thread-safe (one connection behind a mutex).
+// Checkpoints (copying the WAL into the database file, with its fsyncs) run on a thread of the
+// store's own, on a second connection: a commit only appends to the WAL and never waits for one
+// (SQLite's automatic checkpoint ran in the commit that passed 1000 WAL pages, ~2 % of ingest's
+// batch commits, 4-8 ms each while the decision table's lock was held). Durability is SQLite's
+// WAL with synchronous=NORMAL either way: a committed transaction is in the WAL before the call
+// returns, and survives a crash of the process.
+//
+// Thread-safety: thread-safe (one connection behind a mutex; the checkpointer's is its own).
 #ifndef PALISADE_SERVICES_STORE_STORE_H_
 #define PALISADE_SERVICES_STORE_STORE_H_
 
@@ -19,6 +26,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -94,9 +102,21 @@ class Store {
  public:
   static constexpr int kSchemaVersion = 2;
 
+  struct Options {
+    // WAL pages after a commit past which the checkpointer thread is woken (SQLite's own
+    // automatic checkpoint is at 1000 pages, ~4 MiB).
+    int checkpoint_pages = 1000;
+    // WAL pages past which the committing thread checkpoints itself, as SQLite would: the bound
+    // on the WAL when the checkpointer falls behind (~40 MiB).
+    int writer_checkpoint_pages = 10000;
+  };
+
   // Opens (creating if needed) and migrates the database. kDataLoss when the integrity check
   // fails; kFailedPrecondition for a database from a newer Palisade.
   static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path,
+                                                     const Options& options);
+  // Stops the checkpointer, which copies what is left of the WAL into the database.
   ~Store();
 
   // One transaction: the decision as it is now, the offence count behind it, and, when
@@ -156,6 +176,13 @@ class Store {
 
  private:
   explicit Store(sqlite3* db) : db_(db) {}
+  // Opens the checkpointer's connection to `path` and starts its thread; the writer's
+  // automatic checkpoint is turned off.
+  absl::Status StartCheckpointer(const std::string& path, const Options& options)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // sqlite3_wal_hook: after each commit, on the committing thread (under mu_).
+  static int OnWalCommit(void* store, sqlite3* db, const char* name, int pages);
+  void CheckpointLoop();
   absl::Status Exec(const std::string& sql) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // COMMIT, and ROLLBACK when the COMMIT failed and left the transaction open.
   absl::Status CommitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -166,6 +193,14 @@ class Store {
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
   // Prepared statements by their SQL literal, reused (reset) instead of parsed on every call.
   absl::flat_hash_map<const char*, sqlite3_stmt*> statements_ ABSL_GUARDED_BY(mu_);
+
+  // The checkpointer (none for ":memory:", which has no WAL).
+  Options options_;
+  sqlite3* checkpoint_db_ = nullptr;  // used only by checkpointer_ once it runs
+  std::thread checkpointer_;
+  absl::Mutex checkpoint_mu_;
+  bool checkpoint_wanted_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
 };
 
 }  // namespace palisade

@@ -1,7 +1,13 @@
 #include "services/store/store.h"
 
+#include <algorithm>
 #include <fstream>
+#include <thread>
+#include <vector>
 
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
@@ -284,6 +290,175 @@ TEST(StoreTest, BouncerChangeLogKeepsTheLatestChangePerDecisionAndTrims) {
   auto left = (*store)->LoadBouncerChanges(0, false);
   ASSERT_THAT(*left, SizeIs(1));
   EXPECT_EQ((*left)[0].decision_id, "d");
+}
+
+
+// A VFS over the default one that records, for the tests of checkpoints below, which threads
+// sync a file (in WAL mode with synchronous=NORMAL only a checkpoint syncs) and how far the WAL
+// file was ever written.
+struct SyncRecorder {
+  static SyncRecorder* active;
+  absl::Mutex mu;
+  std::vector<std::thread::id> syncs ABSL_GUARDED_BY(mu);
+  int64_t wal_bytes ABSL_GUARDED_BY(mu) = 0;
+  const std::thread::id test_thread = std::this_thread::get_id();
+  sqlite3_vfs* real = sqlite3_vfs_find(nullptr);
+  sqlite3_vfs vfs = *real;
+  sqlite3_io_methods methods = {};
+
+  struct File {
+    sqlite3_file base;
+    sqlite3_file* real;
+    bool wal;
+  };
+  static sqlite3_file* Real(sqlite3_file* f) { return reinterpret_cast<File*>(f)->real; }
+
+  SyncRecorder() {
+    active = this;
+    vfs.zName = "sync-recorder";
+    vfs.szOsFile = static_cast<int>(sizeof(File)) + real->szOsFile;
+    vfs.xOpen = [](sqlite3_vfs*, const char* name, sqlite3_file* f, int flags, int* out) {
+      File* file = reinterpret_cast<File*>(f);
+      file->real = reinterpret_cast<sqlite3_file*>(file + 1);
+      file->wal = name != nullptr && absl::EndsWith(name, "-wal");
+      int rc = active->real->xOpen(active->real, name, file->real, flags, out);
+      file->base.pMethods = file->real->pMethods != nullptr ? &active->methods : nullptr;
+      return rc;
+    };
+    methods.iVersion = 3;
+    methods.xClose = [](sqlite3_file* f) { return Real(f)->pMethods->xClose(Real(f)); };
+    methods.xRead = [](sqlite3_file* f, void* p, int n, sqlite3_int64 at) {
+      return Real(f)->pMethods->xRead(Real(f), p, n, at);
+    };
+    methods.xWrite = [](sqlite3_file* f, const void* p, int n, sqlite3_int64 at) {
+      if (reinterpret_cast<File*>(f)->wal) {
+        absl::MutexLock lock(&active->mu);
+        active->wal_bytes = std::max<int64_t>(active->wal_bytes, at + n);
+      }
+      return Real(f)->pMethods->xWrite(Real(f), p, n, at);
+    };
+    methods.xTruncate = [](sqlite3_file* f, sqlite3_int64 n) {
+      return Real(f)->pMethods->xTruncate(Real(f), n);
+    };
+    methods.xSync = [](sqlite3_file* f, int flags) {
+      {
+        absl::MutexLock lock(&active->mu);
+        active->syncs.push_back(std::this_thread::get_id());
+      }
+      return Real(f)->pMethods->xSync(Real(f), flags);
+    };
+    methods.xFileSize = [](sqlite3_file* f, sqlite3_int64* n) {
+      return Real(f)->pMethods->xFileSize(Real(f), n);
+    };
+    methods.xLock = [](sqlite3_file* f, int l) { return Real(f)->pMethods->xLock(Real(f), l); };
+    methods.xUnlock = [](sqlite3_file* f, int l) {
+      return Real(f)->pMethods->xUnlock(Real(f), l);
+    };
+    methods.xCheckReservedLock = [](sqlite3_file* f, int* out) {
+      return Real(f)->pMethods->xCheckReservedLock(Real(f), out);
+    };
+    methods.xFileControl = [](sqlite3_file* f, int op, void* arg) {
+      return Real(f)->pMethods->xFileControl(Real(f), op, arg);
+    };
+    methods.xSectorSize = [](sqlite3_file* f) {
+      return Real(f)->pMethods->xSectorSize(Real(f));
+    };
+    methods.xDeviceCharacteristics = [](sqlite3_file* f) {
+      return Real(f)->pMethods->xDeviceCharacteristics(Real(f));
+    };
+    methods.xShmMap = [](sqlite3_file* f, int region, int size, int extend, void volatile** p) {
+      return Real(f)->pMethods->xShmMap(Real(f), region, size, extend, p);
+    };
+    methods.xShmLock = [](sqlite3_file* f, int offset, int n, int flags) {
+      return Real(f)->pMethods->xShmLock(Real(f), offset, n, flags);
+    };
+    methods.xShmBarrier = [](sqlite3_file* f) { Real(f)->pMethods->xShmBarrier(Real(f)); };
+    methods.xShmUnmap = [](sqlite3_file* f, int del) {
+      return Real(f)->pMethods->xShmUnmap(Real(f), del);
+    };
+    methods.xFetch = [](sqlite3_file* f, sqlite3_int64 at, int n, void** p) {
+      return Real(f)->pMethods->xFetch(Real(f), at, n, p);
+    };
+    methods.xUnfetch = [](sqlite3_file* f, sqlite3_int64 at, void* p) {
+      return Real(f)->pMethods->xUnfetch(Real(f), at, p);
+    };
+    sqlite3_vfs_register(&vfs, /*makeDflt=*/1);
+  }
+  ~SyncRecorder() {
+    sqlite3_vfs_unregister(&vfs);
+    sqlite3_vfs_register(real, /*makeDflt=*/1);
+    active = nullptr;
+  }
+  int SyncsOn(std::thread::id thread) {
+    absl::MutexLock lock(&mu);
+    return static_cast<int>(std::count(syncs.begin(), syncs.end(), thread));
+  }
+  int64_t WalBytes() {
+    absl::MutexLock lock(&mu);
+    return wal_bytes;
+  }
+};
+SyncRecorder* SyncRecorder::active = nullptr;
+
+// Writes `transactions` ingest-like batch transactions of 20 decisions, each decision with 2 KiB
+// of evidence: ~12 WAL pages a transaction.
+void WriteBatches(Store& store, int transactions) {
+  const std::string evidence(2048, 'x');
+  for (int t = 0; t < transactions; ++t) {
+    std::vector<palisade::v1::Decision> decisions;
+    for (int i = 0; i < 20; ++i) {
+      decisions.push_back(D(absl::StrCat("d", t, "-", i)));
+      decisions.back().set_reason(evidence);
+    }
+    std::vector<Store::Change> changes;
+    for (const auto& d : decisions) changes.push_back({&d, std::nullopt, true});
+    ASSERT_THAT(store.RecordDecisions(changes), IsOk());
+  }
+}
+
+// A commit never runs a checkpoint (SQLite's automatic one, past 1000 WAL pages, copied the WAL
+// into the database and synced both in the committing thread, 4-8 ms of ingest's batch commit):
+// the store's checkpointer thread does, and copies the rest when the store closes.
+TEST(StoreTest, CommitsLeaveCheckpointsToTheCheckpointer) {
+  SyncRecorder recorder;
+  const std::string path = Path("checkpoints.db");
+  const std::thread::id me = std::this_thread::get_id();
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    const int opening = recorder.SyncsOn(me);
+    // ~3,000 WAL pages: three times the checkpoint threshold, well below the writer's own.
+    WriteBatches(**store, 250);
+    ASSERT_EQ(recorder.SyncsOn(me), opening);
+    // The checkpointer was asked after every commit past 1000 pages: it syncs, in its time.
+    absl::MutexLock lock(&recorder.mu);
+    recorder.mu.Await(absl::Condition(
+        +[](SyncRecorder* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu) {
+          return std::count(r->syncs.begin(), r->syncs.end(), r->test_thread) <
+                 static_cast<std::ptrdiff_t>(r->syncs.size());
+        },
+        &recorder));
+  }
+  // The last connection copied the WAL into the database and deleted it.
+  EXPECT_FALSE(std::ifstream(path + "-wal").good());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  EXPECT_THAT(*(*store)->LoadDecisions(true), SizeIs(250 * 20));
+}
+
+// When the checkpointer falls behind (here: never asked), the committing thread checkpoints
+// past writer_checkpoint_pages, so the WAL stays bounded.
+TEST(StoreTest, TheWriterCheckpointsWhenTheCheckpointerFallsBehind) {
+  SyncRecorder recorder;
+  Store::Options options;
+  options.checkpoint_pages = 1 << 30;
+  options.writer_checkpoint_pages = 200;
+  auto store = Store::Open(Path("behind.db"), options);
+  ASSERT_THAT(store, IsOk());
+  WriteBatches(**store, 250);
+  EXPECT_GT(recorder.SyncsOn(std::this_thread::get_id()), 0);
+  // 200 pages and the transaction that passed them, with the WAL's frame headers.
+  EXPECT_LT(recorder.WalBytes(), 300 * (4096 + 24));
 }
 
 }  // namespace
