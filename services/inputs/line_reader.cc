@@ -246,13 +246,14 @@ absl::StatusOr<size_t> LineReader::NextBatch(size_t max_lines, size_t max_bytes,
     } else {
       scanned = avail;
     }
-    // More of the file: about what the batch still needs (from the lines' mean length, an eighth
-    // more), at least as much again as the line begun, at most a chunk.
-    const size_t mean = batch_lines_ > 0 ? batch_bytes_ / batch_lines_ + 1 : 128;
+    // More of the file: what the batch still needs by the lines' mean length (rather short: what
+    // is read past the batch is copied for the next call, where a short read costs one more),
+    // at least as much again as the line begun (a long line takes few reads), at most a chunk.
+    const size_t mean = batch_lines_ > 0 ? std::max<uint64_t>(1, batch_bytes_ / batch_lines_) : 128;
     const size_t left = max_lines - lines->size();
     size_t want = left > options_.chunk_bytes / mean ? options_.chunk_bytes : left * mean;
     if (max_bytes - bytes < want) want = max_bytes - bytes + mean;
-    want = std::clamp(std::max(want + want / 8, end - pos), size_t{256}, options_.chunk_bytes);
+    want = std::clamp(std::max(want, end - pos), size_t{256}, options_.chunk_bytes);
     if (end + want > buffer->capacity()) {
       const char* old = data;
       buffer->Reserve(std::max(2 * buffer->capacity(), end + want), end);
