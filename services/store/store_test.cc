@@ -292,7 +292,6 @@ TEST(StoreTest, BouncerChangeLogKeepsTheLatestChangePerDecisionAndTrims) {
   EXPECT_EQ((*left)[0].decision_id, "d");
 }
 
-
 // A VFS over the default one that records, for the tests of checkpoints below, which threads
 // sync a file (in WAL mode with synchronous=NORMAL only a checkpoint syncs) and how far the WAL
 // file was ever written.
@@ -351,18 +350,14 @@ struct SyncRecorder {
       return Real(f)->pMethods->xFileSize(Real(f), n);
     };
     methods.xLock = [](sqlite3_file* f, int l) { return Real(f)->pMethods->xLock(Real(f), l); };
-    methods.xUnlock = [](sqlite3_file* f, int l) {
-      return Real(f)->pMethods->xUnlock(Real(f), l);
-    };
+    methods.xUnlock = [](sqlite3_file* f, int l) { return Real(f)->pMethods->xUnlock(Real(f), l); };
     methods.xCheckReservedLock = [](sqlite3_file* f, int* out) {
       return Real(f)->pMethods->xCheckReservedLock(Real(f), out);
     };
     methods.xFileControl = [](sqlite3_file* f, int op, void* arg) {
       return Real(f)->pMethods->xFileControl(Real(f), op, arg);
     };
-    methods.xSectorSize = [](sqlite3_file* f) {
-      return Real(f)->pMethods->xSectorSize(Real(f));
-    };
+    methods.xSectorSize = [](sqlite3_file* f) { return Real(f)->pMethods->xSectorSize(Real(f)); };
     methods.xDeviceCharacteristics = [](sqlite3_file* f) {
       return Real(f)->pMethods->xDeviceCharacteristics(Real(f));
     };
