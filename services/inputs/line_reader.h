@@ -93,9 +93,9 @@ class LineReader : public LineSource {
 
   absl::StatusOr<bool> Next(absl::string_view* line) override;
   // Reads the file into `buffer` (reads sized to the batch from the lines' mean length) and splits
-  // it there: no line is copied; only what was read past the batch's last line is, once, kept
-  // for the next call. The buffer holds at most max_bytes + 2 x max_line_bytes + chunk_bytes + 2
-  // bytes a line (their newlines) once grown.
+  // it there: no line is copied; only what was read past the batch's last line is, to come first
+  // in the next call's buffer. At most max_bytes + 2 x max_line_bytes + chunk_bytes + 2 bytes a
+  // line (their newlines) are read into the buffer, whose capacity doubles as it must.
   absl::StatusOr<size_t> NextBatch(size_t max_lines, size_t max_bytes, LineBuffer* buffer,
                                    std::vector<absl::string_view>* lines) override;
 

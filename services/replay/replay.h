@@ -67,9 +67,10 @@ struct ReplayOptions {
 };
 
 // A batch is cut at this many bytes of lines too (a file of long lines reads ahead no more):
-// a batch's buffer (LineReader::NextBatch: these bytes, two lines of at most 1 MiB, a 1 MiB read
-// and the newlines) holds at most 7 MiB, so a replay holds at most 2 x threads x 7 MiB of lines,
-// threads at most kMaxReplayThreads.
+// at most 7 MiB are read into a batch's buffer (LineReader::NextBatch: these bytes, two lines of
+// at most 1 MiB, a 1 MiB read and the newlines), whose capacity doubles from 64 KiB to at most
+// 8 MiB, so a replay holds at most 2 x threads x 8 MiB of lines, threads at most
+// kMaxReplayThreads.
 inline constexpr size_t kMaxReplayBatchBytes = size_t{4} << 20;
 inline constexpr uint32_t kMaxReplayThreads = 64;
 
