@@ -201,6 +201,7 @@ class Store {
   absl::Mutex checkpoint_mu_;
   bool checkpoint_wanted_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(checkpoint_mu_) = false;
+  int asked_at_pages_ ABSL_GUARDED_BY(mu_) = 0;  // the WAL's pages when the writer last asked
 };
 
 }  // namespace palisade
