@@ -10,7 +10,7 @@ PACKAGES=(
   libabsl-dev libre2-dev prometheus-cpp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev libsqlite3-dev
-  libcpp-httplib-dev nlohmann-json3-dev zlib1g-dev gzip
+  libcpp-httplib-dev nlohmann-json3-dev zlib1g-dev gzip libtcmalloc-minimal4
   python3-grpcio python3-protobuf python3-yaml
   fail2ban
   libsystemd-dev systemd-journal-remote
