@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
 
 namespace palisade {
 namespace {
@@ -152,30 +153,44 @@ int Store::OnWalCommit(void* arg, sqlite3* db, const char* name, int pages) {
 }
 
 void Store::CheckpointLoop() {
+  // Whether the last checkpoint left part of the WAL uncopied (busy, overtaken by commits, or
+  // held back by a reader): then it tries again after kCheckpointRetry even if no commit asks,
+  // so a burst of commits that stops is still copied in whole (and the database synced).
+  constexpr absl::Duration kCheckpointRetry = absl::Milliseconds(100);
+  bool unfinished = false;
   while (true) {
     {
       absl::MutexLock lock(&checkpoint_mu_);
-      checkpoint_mu_.Await(absl::Condition(
+      const absl::Condition asked(
           +[](Store* s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(s->checkpoint_mu_) {
             return s->checkpoint_wanted_ || s->stopping_;
           },
-          this));
+          this);
+      if (unfinished) {
+        checkpoint_mu_.AwaitWithTimeout(asked, kCheckpointRetry);
+      } else {
+        checkpoint_mu_.Await(asked);
+      }
       if (stopping_) break;
       checkpoint_wanted_ = false;
     }
     // PASSIVE: copies what no reader still needs and never waits for the writer. A checkpoint
     // overtaken by new commits is followed at once by a shorter one, while they make progress,
     // until one copies the whole WAL (and only that one syncs the database); the next commit
-    // starts the WAL over from its beginning. A failure leaves the WAL longer, nothing lost;
-    // the next commit past the threshold asks again.
+    // starts the WAL over from its beginning. A failure leaves the WAL longer, nothing lost.
     int previous = -1;
+    unfinished = true;
     while (true) {
       int frames = 0, copied = 0;
       if (sqlite3_wal_checkpoint_v2(checkpoint_db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, &frames,
-                                    &copied) != SQLITE_OK ||
-          copied >= frames || copied <= previous) {
+                                    &copied) != SQLITE_OK) {
         break;
       }
+      if (copied >= frames) {
+        unfinished = false;
+        break;
+      }
+      if (copied <= previous) break;
       previous = copied;
       absl::MutexLock lock(&checkpoint_mu_);
       if (stopping_) break;

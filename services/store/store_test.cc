@@ -441,6 +441,38 @@ TEST(StoreTest, CommitsLeaveCheckpointsToTheCheckpointer) {
   EXPECT_THAT(*(*store)->LoadDecisions(true), SizeIs(250 * 20));
 }
 
+// A checkpoint held back (here by a reader's snapshot from before the commits) is tried again
+// without waiting for another commit: a burst of commits that stops is still copied whole and
+// the database synced. (The checkpointer used to wait for the next commit's request, so the
+// WAL of a burst stayed uncopied, and the test above could wait for ever: 1 run in ~5.)
+TEST(StoreTest, AnUnfinishedCheckpointIsTriedAgainWithoutANewCommit) {
+  SyncRecorder recorder;
+  const std::string path = Path("pinned.db");
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  sqlite3* reader = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &reader), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(reader, "BEGIN; SELECT count(*) FROM decisions;", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  // ~1,800 WAL pages: the checkpointer is asked, and cannot copy past the reader's snapshot.
+  WriteBatches(**store, 150);
+  ASSERT_EQ(sqlite3_exec(reader, "COMMIT", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(reader);
+  // No commit from here on. The wait is bounded only so that the old code fails instead of
+  // hanging; the retry comes after 100 ms.
+  absl::MutexLock lock(&recorder.mu);
+  EXPECT_TRUE(recorder.mu.AwaitWithTimeout(
+      absl::Condition(
+          +[](SyncRecorder* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu) {
+            return std::count(r->syncs.begin(), r->syncs.end(), r->test_thread) <
+                   static_cast<std::ptrdiff_t>(r->syncs.size());
+          },
+          &recorder),
+      absl::Seconds(120)))
+      << "the checkpointer never copied the WAL whole";
+}
+
 // When the checkpointer falls behind (here: never asked), the committing thread checkpoints
 // past writer_checkpoint_pages, so the WAL stays bounded.
 TEST(StoreTest, TheWriterCheckpointsWhenTheCheckpointerFallsBehind) {
