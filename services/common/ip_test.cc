@@ -51,9 +51,10 @@ TEST(IpAddressTest, RejectsNonAddresses) {
   }
 }
 
-// IPv6 text is read and written by hand (the hot path's every IPv6 key); glibc's inet_pton and
-// inet_ntop, which it replaced, are the reference: the same addresses accepted, the same bytes,
-// the same text, on generated input with every length of zero run and both embedded-IPv4 forms.
+// IPv6 text is written by hand (the hot path's every IPv6 key; inet_ntop's sprintf per group
+// cost ~3,700 instructions an address) and read with inet_pton behind the zone, bracket and
+// mapped-address handling: glibc is the reference for both, on generated input with every
+// length of zero run and both embedded-IPv4 forms.
 std::array<uint8_t, 16> RandomV6(std::mt19937& rng) {
   std::array<uint8_t, 16> b{};
   const int shape = static_cast<int>(rng() % 8);
