@@ -13,7 +13,7 @@ namespace palisade {
 
 namespace {
 
-// Dotted-quad fast path: the common case on the hot path, without inet_pton's copy.
+// Dotted quads, every IPv4 address Parse reads (without inet_pton's NUL-terminated copy).
 bool ParseV4(absl::string_view text, uint8_t* out) {
   int part = 0;
   int value = 0;
@@ -48,7 +48,7 @@ char* FormatOctet(char* p, uint8_t v) {
 // The text glibc's inet_ntop(AF_INET6) writes (RFC 5952: lower-case hex without leading zeros,
 // the longest run of two or more zero groups, the first of equal ones, as "::"; the last 32 bits
 // dotted after 96 zero bits, or 80 and ffff), without its sprintf per group: ~3,700
-// instructions an address. ip_test compares the two on a million generated addresses.
+// instructions an address. ip_test compares the two on 300,000 generated addresses.
 char* FormatV6(const uint8_t* b, char* p) {
   uint32_t w[8];
   for (int i = 0; i < 8; ++i) w[i] = static_cast<uint32_t>(b[2 * i]) << 8 | b[2 * i + 1];
@@ -93,12 +93,6 @@ char* FormatV6(const uint8_t* b, char* p) {
 }  // namespace
 
 std::optional<IpAddress> IpAddress::Parse(absl::string_view text) {
-  if (!text.empty() && text.size() <= 15 && text.find(':') == absl::string_view::npos) {
-    IpAddress ip;
-    if (!ParseV4(text, ip.bytes_.data())) return std::nullopt;
-    ip.v4_ = true;
-    return ip;
-  }
   if (text.size() >= 2 && text.front() == '[' && text.back() == ']') {
     text = text.substr(1, text.size() - 2);
   }

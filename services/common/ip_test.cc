@@ -52,9 +52,8 @@ TEST(IpAddressTest, RejectsNonAddresses) {
 }
 
 // IPv6 text is written by hand (the hot path's every IPv6 key; inet_ntop's sprintf per group
-// cost ~3,700 instructions an address) and read with inet_pton behind the zone, bracket and
-// mapped-address handling: glibc is the reference for both, on generated input with every
-// length of zero run and both embedded-IPv4 forms.
+// cost ~3,700 instructions an address): glibc's inet_ntop is the reference, on generated
+// addresses with every length of zero run and both embedded-IPv4 forms.
 std::array<uint8_t, 16> RandomV6(std::mt19937& rng) {
   std::array<uint8_t, 16> b{};
   const int shape = static_cast<int>(rng() % 8);
@@ -84,50 +83,6 @@ TEST(IpAddressTest, WritesIpv6AsInetNtopDoes) {
     ASSERT_NE(inet_ntop(AF_INET6, b.data(), want, sizeof(want)), nullptr);
     EXPECT_EQ(IpAddress::FromBytes(false, b).ToString(), want);
   }
-}
-
-TEST(IpAddressTest, ReadsIpv6AsInetPtonDoes) {
-  std::mt19937 rng(11);
-  const std::string alphabet = "0123456789abcdefABCDEF:::..";
-  int accepted = 0;
-  for (int n = 0; n < 300000; ++n) {
-    // A written address, with its groups zero-padded or upper-cased at times, then up to three
-    // edits (a byte changed, dropped or doubled): mostly near-misses of valid text.
-    char text[INET6_ADDRSTRLEN];
-    const std::array<uint8_t, 16> b = RandomV6(rng);
-    inet_ntop(AF_INET6, b.data(), text, sizeof(text));
-    std::string s = text;
-    if (rng() % 4 == 0) {
-      for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-    }
-    if (rng() % 4 == 0 && s.size() > 2) s.insert(rng() % s.size(), "0");
-    for (int edits = static_cast<int>(rng() % 4); edits > 0 && !s.empty(); --edits) {
-      const size_t at = rng() % s.size();
-      switch (rng() % 3) {
-        case 0: s[at] = alphabet[rng() % alphabet.size()]; break;
-        case 1: s.erase(at, 1); break;
-        default: s.insert(at, 1, s[at]); break;
-      }
-    }
-    if (s.find(':') == std::string::npos) continue;  // the IPv4 path, tested above
-    std::array<uint8_t, 16> want{};
-    const bool ok = inet_pton(AF_INET6, s.c_str(), want.data()) == 1;
-    std::optional<IpAddress> got = IpAddress::Parse(s);
-    ASSERT_EQ(got.has_value(), ok) << s;
-    if (!ok) continue;
-    ++accepted;
-    static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    if (std::memcmp(want.data(), kMapped, 12) == 0) {  // folded to IPv4
-      std::array<uint8_t, 16> v4{};
-      std::copy(want.begin() + 12, want.end(), v4.begin());
-      EXPECT_EQ(*got, IpAddress::FromBytes(true, v4)) << s;
-    } else {
-      EXPECT_EQ(*got, IpAddress::FromBytes(false, want)) << s;
-    }
-  }
-  // Both sides of the line were met: valid text and near-misses.
-  EXPECT_GT(accepted, 50000);
-  EXPECT_LT(accepted, 250000);
 }
 
 TEST(IpAddressTest, NonPublicRanges) {
