@@ -93,6 +93,14 @@ char* FormatV6(const uint8_t* b, char* p) {
 }  // namespace
 
 std::optional<IpAddress> IpAddress::Parse(absl::string_view text) {
+  // Short text without ':' is a dotted quad or nothing (no brackets): so it parses only as its
+  // own canonical form, which Engine::NormaliseKey relies on to skip formatting the key again.
+  if (!text.empty() && text.size() <= 15 && text.find(':') == absl::string_view::npos) {
+    IpAddress ip;
+    if (!ParseV4(text, ip.bytes_.data())) return std::nullopt;
+    ip.v4_ = true;
+    return ip;
+  }
   if (text.size() >= 2 && text.front() == '[' && text.back() == ']') {
     text = text.substr(1, text.size() - 2);
   }

@@ -30,6 +30,15 @@ TEST(IpAddressTest, ParsesAndCanonicalises) {
   EXPECT_EQ(Canon("fe80::1%eth0"), "fe80::1");
 }
 
+// NormaliseKey (services/engine) keeps a captured text of at most 15 bytes without ':' as the
+// key, without formatting it again: such text must parse only when it is its own canonical form.
+TEST(IpAddressTest, ShortTextWithoutAColonParsesOnlyAsItsOwnCanonicalForm) {
+  for (absl::string_view text :
+       {"1.2.3.4", "[1.2.3.4]", "[10.0.0.1]", "255.255.255.255", "01.2.3.4", "1.2.3.4 "}) {
+    if (std::optional<IpAddress> ip = IpAddress::Parse(text)) EXPECT_EQ(ip->ToString(), text);
+  }
+}
+
 TEST(IpAddressTest, FoldsMappedIpv6ToIpv4) {
   std::optional<IpAddress> ip = IpAddress::Parse("::ffff:198.51.100.4");
   ASSERT_TRUE(ip.has_value());
