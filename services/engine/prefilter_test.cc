@@ -11,6 +11,8 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -67,6 +69,48 @@ TEST(RequiredLiteralsTest, FoldedKAndSStandForTheirUnicodeFolds) {
   EXPECT_TRUE(gate.Scan(kelvin, {{0, 0}}, nullptr));
   // Case-sensitive: only the letter itself.
   EXPECT_THAT(Literals("k"), ElementsAre("k"));
+}
+
+// The literals of shipped patterns (copied from rules/ at d913422: the packs may change, these
+// stay) as the tree walk found them before it was made cheaper (H18): the same strings, in the
+// same order, which is the order the gate looks them up in.
+TEST(RequiredLiteralsTest, ShippedPatternsKeepTheirLiterals) {
+  // cloudflare-tokens: a class inside the run.
+  EXPECT_THAT(Literals(R"re((?:^|[^A-Za-z0-9_])(?P<token>cf[ua]t_[A-Za-z0-9]{40})(?:[^A-Za-z0-9_-]|$))re"),
+              ElementsAre("cfat_", "cfut_"));
+  // sshd: an optional prefix and an alternation multiply the run.
+  EXPECT_THAT(
+      Literals(R"re(^(?:error: )?Connection (?:closed|reset) by (?P<ip>[0-9A-Fa-f:.]+) \[preauth\]$)re"),
+      ElementsAre("connection closed by ", "connection reset by ", "error: connection closed by ",
+                  "error: connection reset by "));
+  // web-attacks: (?i) with an `s` (U+017F) and alternatives of different lengths.
+  EXPECT_THAT(
+      Literals(R"re(^(?P<ip>[0-9A-Fa-f:.]+) \S+ \S+ \[[^\]]+\] "(?:[^"\\]|\\.)*?(?i:(?:[ +/"\'&?;]|%2[0279f]|%3b|\\x22)on(?:error|load|mouseover|focus|toggle|animationstart)(?:[+ ]|%20)*(?:=|%3d)))re"),
+      ElementsAre("onanimationstart", "onanimation\xC5\xBF" "tart", "onerror", "onfocus",
+                  "onfocu\xC5\xBF", "onload", "onmouseover", "onmou\xC5\xBF" "eover", "ontoggle"));
+  // web-attacks: repetitions of alternatives, 38 strings from three branches.
+  const std::vector<std::string> traversal = Literals(
+      R"re(^(?P<ip>[0-9A-Fa-f:.]+) \S+ \S+ \[[^\]]+\] "[A-Z]+ [^ "]*?(?i:(?:/|%2f|=)etc(?:/|%2f)(?:passwd|shadow|hosts)|php(?::|%3a)(?:/|%2f){2}(?:filter|input)|file(?::|%3a)(?:/|%2f){3}))re");
+  EXPECT_EQ(absl::StrJoin(traversal, "|"),
+            "%2fetc%2f|%2fetc/|/etc%2f|/etc/|=etc%2f|=etc/|file%3a%2f%2f%2f|file%3a%2f%2f/|"
+            "file%3a%2f/%2f|file%3a%2f//|file%3a/%2f%2f|file%3a/%2f/|file%3a//%2f|file%3a///|"
+            "file:%2f%2f%2f|file:%2f%2f/|file:%2f/%2f|file:%2f//|file:/%2f%2f|file:/%2f/|"
+            "file://%2f|file:///|php%3a%2f%2ffilter|php%3a%2f%2finput|php%3a%2f/filter|"
+            "php%3a%2f/input|php%3a/%2ffilter|php%3a/%2finput|php%3a//filter|php%3a//input|"
+            "php:%2f%2ffilter|php:%2f%2finput|php:%2f/filter|php:%2f/input|php:/%2ffilter|"
+            "php:/%2finput|php://filter|php://input");
+  // voip: optional pieces on both sides of the longest run.
+  EXPECT_THAT(
+      Literals(R"re(^(?:(?:[A-Z][a-z]{2} {1,2}\d{1,2}(?: \d{4})? \d\d:\d\d:\d\d|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) +(?:\S+ +)?freeswitch(?:\[\d+\])?: )?(?:(?:\d{4}-)?\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:\.\d+)? )?\[WARN(?:ING)?\](?: \[SOFIA\])? \[?sofia_reg\.c:\d+\]? SIP auth challenge \((?:REGISTER|INVITE)\) on sofia profile '[^']+' for \[[^\]]*\] from ip (?P<ip>[0-9A-Fa-f:.]+)$)re"),
+      ElementsAre(" sip auth challenge (invite) on sofia profile '",
+                  " sip auth challenge (register) on sofia profile '",
+                  "] sip auth challenge (invite) on sofia profile '",
+                  "] sip auth challenge (register) on sofia profile '"));
+  // web-attacks' longest (a user-agent list of 120 alternatives): the method, not the list.
+  std::string agents = R"re(^(?P<ip>[0-9A-Fa-f:.]+) \S+ \S+ \[[^\]]+\] "(?:GET|POST|HEAD) (?:[^"\\]|\\.)*" [0-9]{3} (?:[0-9]+|-) "(?:[^"\\]|\\.)*" "(?:)re";
+  for (int i = 0; i < 120; ++i) absl::StrAppend(&agents, i == 0 ? "" : "|", "Agent", i, " \\(x\\)");
+  agents += ")\"";
+  EXPECT_THAT(Literals(agents), ElementsAre("] \"get ", "] \"head ", "] \"post "));
 }
 
 TEST(LiteralGateTest, FindsLiteralsAnywhereWithoutCase) {
