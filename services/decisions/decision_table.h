@@ -226,26 +226,29 @@ class DecisionTable {
     // When the escalation memory of every rule that counted it has run out: past it the entry
     // means nothing (the next offence is the first again) and is forgotten.
     absl::Time forget_at = absl::InfinitePast();
+    // The time of its entry in offences_by_forget_ (at or before forget_at; InfinitePast: none).
+    absl::Time queued_at = absl::InfinitePast();
   };
   // The target's offences, created if needed; `memory` extends when they are forgotten.
   Offences& OffencesLocked(const std::string& target, absl::Time last, absl::Duration memory)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `d` has just ended (expired, withdrawn): it becomes forgettable.
   void EndedLocked(const palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Forgets the ended decisions and offenders past their retention or over the caps.
-  void ForgetLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets the ended decisions and offenders past their retention (at `now`) or over the caps.
+  void ForgetLocked(absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   DecisionUpdate ApplyLocked(const palisade::v1::Target& target,
                              const palisade::v1::DecisionSpec& spec, absl::Time start,
                              palisade::v1::Origin origin, absl::string_view rule_id,
                              const std::vector<std::string>& evidence, absl::string_view reason,
-                             std::vector<DecisionUpdate>* replaced)
+                             std::vector<DecisionUpdate>* replaced, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The same into `*out`, written over (its memory reused: see ApplyAllInto).
+  // The same into `*out`, written over (its memory reused: see ApplyAllInto). `now`: the
+  // clock's, read once for the change set.
   void ApplyLocked(const palisade::v1::Target& target, const palisade::v1::DecisionSpec& spec,
                    absl::Time start, palisade::v1::Origin origin, absl::string_view rule_id,
                    const std::vector<std::string>& evidence, absl::string_view reason,
-                   std::vector<DecisionUpdate>* replaced, DecisionUpdate* out)
+                   std::vector<DecisionUpdate>* replaced, absl::Time now, DecisionUpdate* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A request to act on a target: what one decision would carry, and until when.
   struct Claim {
@@ -263,15 +266,17 @@ class DecisionTable {
   // (enforcement: edge > dry run > local only, precedence: manual > rule > feed).
   static std::pair<int, int> Rank(const Claim& c);
   // Keeps `claim` waiting behind the target's active decision (merged with a like one).
-  void CoverLocked(const std::string& target, Claim claim) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A claim already over at `now` is dropped.
+  void CoverLocked(const std::string& target, Claim claim, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Makes `claim` the target's active decision, with `evidence` (AddEvidence).
   palisade::v1::Decision InstateLocked(const palisade::v1::Target& target, const Claim& claim,
                                        absl::Time start, uint32_t offence,
                                        const std::vector<std::string>& evidence = {})
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `*out` becomes the update of `d`'s extension, carrying `d` or (SetLeanExtensions) `d`
-  // without its evidence (set aside and put back, hence not const).
-  void ExtensionLocked(palisade::v1::Decision& d, DecisionUpdate* out) const
+  // without its evidence.
+  void ExtensionLocked(const palisade::v1::Decision& d, DecisionUpdate* out) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds `evidence` to `d`, up to max_evidence_ lines in all.
   void AddEvidence(const std::vector<std::string>& evidence, palisade::v1::Decision* d) const;
@@ -290,8 +295,8 @@ class DecisionTable {
   // Writes the changes to the store, if any, in one transaction; sets their outbox_seq.
   void PersistLocked(std::vector<DecisionUpdate>& change_set) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a change set made under mu_: persists it (PersistLocked), forgets what is past its
-  // retention (ForgetLocked), and returns the set's ticket for Notify.
-  uint64_t CommitLocked(std::vector<DecisionUpdate>& change_set)
+  // retention at `now` (ForgetLocked), and returns the set's ticket for Notify.
+  uint64_t CommitLocked(std::vector<DecisionUpdate>& change_set, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Hands `updates` to the listeners once every change set made before it was handed over:
   // each set takes a ticket under mu_ (CommitLocked), in the order of the changes, and sets
@@ -307,13 +312,16 @@ class DecisionTable {
   // Target value -> id of its active decision.
   absl::flat_hash_map<std::string, std::string> active_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, Offences> offences_ ABSL_GUARDED_BY(mu_);
-  // Offenders by forget_at, so forgetting costs what is forgotten.
+  // Offenders by forget_at, so forgetting costs what is forgotten: one entry each, at its
+  // Offences::queued_at, moved to its forget_at only when ForgetLocked reaches it.
   TimeNameSet offences_by_forget_ ABSL_GUARDED_BY(mu_);
   // Ended decisions in memory by (end, id), with their size; and the sum of the sizes.
   std::map<std::pair<absl::Time, std::string>, size_t> ended_ ABSL_GUARDED_BY(mu_);
   size_t ended_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   DecisionTableLimits limits_ ABSL_GUARDED_BY(mu_);
   bool lean_extensions_ ABSL_GUARDED_BY(mu_) = false;  // SetLeanExtensions
+  // ApplyAllInto's target, kept so that its value's buffer is reused from call to call.
+  palisade::v1::Target scratch_target_ ABSL_GUARDED_BY(mu_);
   // palisade_decisions_forgotten_total by {what, reason}; null without a registry.
   prometheus::Counter* forgotten_decision_age_ = nullptr;
   prometheus::Counter* forgotten_decision_cap_ = nullptr;

@@ -184,6 +184,108 @@ TEST_P(ApplyAllIntoTest, WritesOverWhatAnEarlierCallLeft) {
   EXPECT_TRUE(kept[0].decision.has_expiry());
 }
 
+// Sets every field of `m`, and of the messages in it, to a value that is not its default.
+void FillEveryField(google::protobuf::Message* m, int salt) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Descriptor* desc = m->GetDescriptor();
+  const google::protobuf::Reflection* refl = m->GetReflection();
+  for (int i = 0; i < desc->field_count(); ++i) {
+    const FieldDescriptor* f = desc->field(i);
+    const std::string text = absl::StrCat(f->name(), "-", salt);
+    if (f->is_repeated()) {
+      if (f->cpp_type() != FieldDescriptor::CPPTYPE_STRING) {
+        ADD_FAILURE() << "FillEveryField: teach it " << f->full_name();
+        continue;
+      }
+      refl->AddString(m, f, text + "a");
+      refl->AddString(m, f, text + "b");
+      continue;
+    }
+    switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_STRING:
+        refl->SetString(m, f, text);
+        break;
+      case FieldDescriptor::CPPTYPE_BOOL:
+        refl->SetBool(m, f, true);
+        break;
+      case FieldDescriptor::CPPTYPE_INT32:
+        refl->SetInt32(m, f, 7 + salt);
+        break;
+      case FieldDescriptor::CPPTYPE_UINT32:
+        refl->SetUInt32(m, f, 7 + salt);
+        break;
+      case FieldDescriptor::CPPTYPE_INT64:
+        refl->SetInt64(m, f, 7 + salt);
+        break;
+      case FieldDescriptor::CPPTYPE_UINT64:
+        refl->SetUInt64(m, f, 7 + salt);
+        break;
+      case FieldDescriptor::CPPTYPE_ENUM: {
+        const google::protobuf::EnumDescriptor* e = f->enum_type();
+        refl->SetEnumValue(m, f, e->value(e->value_count() - 1)->number());
+        break;
+      }
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        FillEveryField(refl->MutableMessage(m, f), salt);
+        break;
+      default:
+        ADD_FAILURE() << "FillEveryField: teach it " << f->full_name();
+    }
+  }
+}
+
+// An extension's update is built field by field (ExtensionLocked, into the memory of the
+// update an earlier call left): it carries every field of the table's decision (lean: but the
+// evidence), whatever fields Decision has now (set by reflection), and nothing of the decision
+// that held the update before.
+TEST_P(ApplyAllIntoTest, AnExtensionCarriesEveryFieldOfTheDecision) {
+  DecisionTable table(clock_);
+  table.SetLeanExtensions(GetParam());
+  CompiledRule rule;
+  rule.proto.set_id("ssh");
+  palisade::v1::DecisionSpec& spec = *rule.proto.mutable_decision();
+  spec.set_action(palisade::v1::ACTION_CHALLENGE);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  spec.set_dry_run(true);
+  const absl::Time t = clock_.TimeNow();
+  // Decided by a writer (Mirror takes a decision as it is): one with every field set, one with
+  // only what a decision needs.
+  auto mirror = [&](absl::string_view ip, bool every) {
+    Decision d;
+    if (every) FillEveryField(&d, 1);
+    d.set_id(absl::StrCat("id-", ip));
+    d.mutable_target()->set_kind(palisade::v1::TargetKind::TARGET_KIND_IP);
+    d.mutable_target()->set_value(std::string(ip));
+    d.set_origin(palisade::v1::ORIGIN_RULE);
+    d.set_action(spec.action());
+    d.set_actuator(spec.actuator());
+    d.set_dry_run(spec.dry_run());
+    d.set_active(true);
+    *d.mutable_start() = ToProtoTime(t - absl::Minutes(1));
+    *d.mutable_expiry() = ToProtoTime(t + absl::Minutes(30));
+    table.Mirror(DecisionChange::kCreated, d);
+    return d.id();
+  };
+  const std::string every = mirror("203.0.113.7", true);
+  const std::string few = mirror("203.0.113.8", false);
+  std::vector<DecisionUpdate> kept;
+  int minute = 0;
+  for (const auto& [ip, id] : std::vector<std::pair<std::string, std::string>>{
+           {"203.0.113.7", every}, {"203.0.113.8", few}, {"203.0.113.7", every}}) {
+    SCOPED_TRACE(ip);
+    Detection d = Det(ip, t + absl::Minutes(++minute));
+    d.rule = &rule;
+    table.ApplyAllInto({d}, &kept);
+    ASSERT_THAT(kept, SizeIs(1));
+    ASSERT_EQ(kept[0].change, DecisionChange::kExtended);
+    absl::StatusOr<Decision> truth = table.Get(id);
+    ASSERT_THAT(truth, IsOk());
+    if (GetParam()) truth->clear_evidence();
+    EXPECT_EQ(kept[0].decision.DebugString(), truth->DebugString());
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(LeanOrNot, ApplyAllIntoTest, ::testing::Bool());
 
 TEST_F(DecisionTableTest, RepeatOffenderEscalatesAndIsCapped) {
@@ -825,6 +927,25 @@ TEST_F(DecisionTableTest, OffendersLeaveMemoryAfterTheirEscalationMemoryAndAreCa
   EXPECT_EQ(Forgotten(registry, "offender", "age"), 2);
   clock_.Advance(absl::Hours(12));
   EXPECT_EQ(Apply("203.0.113.5", clock_.TimeNow()).decision.offence(), 3u);
+}
+
+// Over the cap, the offender forgotten is the one whose memory ends first, counted from its
+// last offence: an earlier offender that offended again outlives a later one.
+TEST_F(DecisionTableTest, TheOffenderCapForgetsTheMemoryThatEndsFirst) {
+  DecisionTableLimits limits;
+  limits.max_offenders = 2;
+  table_.SetLimits(limits);
+  *escalation_.mutable_memory() = ToProtoDuration(absl::Hours(24));
+  const absl::Time t = clock_.TimeNow();
+  Apply("203.0.113.1", t);
+  Apply("203.0.113.2", t + absl::Minutes(1));
+  Apply("203.0.113.1", t + absl::Minutes(2));  // extended: its memory now ends last
+  Apply("203.0.113.3", t + absl::Minutes(3));  // over the cap: .2 goes
+  EXPECT_EQ(table_.offenders(), 2u);
+  clock_.Advance(absl::Hours(2));
+  table_.ExpireDue();
+  EXPECT_EQ(Apply("203.0.113.1", clock_.TimeNow()).decision.offence(), 2u);
+  EXPECT_EQ(Apply("203.0.113.2", clock_.TimeNow()).decision.offence(), 1u);
 }
 
 // Decisions.List answered with every decision in one message. ListPage pages it in a stable
