@@ -14,6 +14,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
@@ -72,13 +73,17 @@ absl::Status RuleError(const LoadedPack& pack, absl::string_view rule_id, absl::
   return absl::InvalidArgumentError(absl::StrCat(pack.file, ": rule \"", rule_id, "\": ", why));
 }
 
-// Appends the pattern's CompiledRule::leading_key_* entries (defined with the parser below).
-void AddLeadingKey(const std::string& pattern, bool has_key, CompiledRule* out);
-// Appends the pattern's CompiledRule::key_split entry (null when it has none).
-void AddKeySplit(const std::string& pattern, bool has_key, CompiledRule* out);
+// From one parse of a pattern of `out` (defined with the parser below): appends its
+// CompiledRule::leading_key_* and key_split entries and, with `literals`, its required
+// literals (RequiredLiterals; empty when it has none).
+void AddPatternAnalyses(const std::string& pattern, bool has_key, CompiledRule* out,
+                        std::vector<std::vector<std::string>>* literals);
 
-absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack, const Rule& rule,
-                                                          const CidrSets& sets) {
+// `literals`, when given, receives each pattern's required literals (LiteralsOf), from the parse
+// tree the leading key and the key split are read from: each pattern is parsed once.
+absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(
+    const LoadedPack& pack, const Rule& rule, const CidrSets& sets,
+    std::vector<std::vector<std::string>>* literals) {
   auto out = std::make_unique<CompiledRule>();
   out->proto = rule;
   out->pack = pack.pack.name();
@@ -199,8 +204,7 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(const LoadedPack& pack
       }
     }
     out->patterns.push_back(std::move(re));
-    AddLeadingKey(rule.patterns(i), it != groups.end(), out.get());
-    AddKeySplit(rule.patterns(i), it != groups.end(), out.get());
+    AddPatternAnalyses(rule.patterns(i), it != groups.end(), out.get(), literals);
   }
   for (int c = 0; c < rule.conditions_size(); ++c) {
     const palisade::v1::Condition& cond = rule.conditions(c);
@@ -1000,11 +1004,13 @@ bool ExpandChars(const CharSet& chars, std::vector<std::string>* out) {
   // Each string below comes from at most two bytes (a letter's two cases): more bytes than
   // that make more than kMaxSetExpansion strings (`.`, `\S`, `[^ ]`: most classes).
   if (chars.count() > 2 * kMaxSetExpansion) return false;
-  for (int c = 0x80; c < 256; ++c) {
-    if (chars[c]) return false;
-  }
-  for (int c = 0; c < 0x80; ++c) {
-    if (!chars[c]) continue;
+  // The set bits only, in increasing order (libstdc++'s _Find_first/_Find_next): a byte past
+  // ASCII stands for nothing exact.
+  for (size_t c = chars._Find_first(); c < chars.size(); c = chars._Find_next(c)) {
+    if (c >= 0x80) {
+      out->clear();
+      return false;
+    }
     out->push_back(std::string(1, absl::ascii_tolower(static_cast<char>(c))));
   }
   Dedupe(out);
@@ -1055,7 +1061,27 @@ LitInfo Literals(const ReNode& n) {
       // set, is required of the whole.
       std::vector<std::string> run = {""};
       bool all_exact = true;
+      std::vector<std::string> bytes;  // a one-byte piece's strings
       for (const ReNode& sub : n.subs) {
+        // A one-byte piece (most of a pattern) is expanded here, and one that stands for one
+        // string extends the run in place: what Literals(sub) and Cross would compute, without
+        // the copies (every string of the run, for every byte of a literal word).
+        if (sub.kind == ReNode::kChars && ExpandChars(sub.chars, &bytes)) {
+          if (bytes.size() == 1) {
+            for (std::string& s : run) s += bytes[0];
+            Dedupe(&run);
+            continue;
+          }
+          std::vector<std::string> product;
+          if (Cross(run, bytes, &product)) {
+            run = std::move(product);
+          } else {
+            all_exact = false;
+            consider(run);
+            run = bytes;
+          }
+          continue;
+        }
         LitInfo info = Literals(sub);
         if (info.exact) {
           std::vector<std::string> product;
@@ -1131,6 +1157,15 @@ LitInfo Literals(const ReNode& n) {
   return out;
 }
 
+// RequiredLiterals from a pattern's parse tree (of a pattern known to compile).
+absl::StatusOr<std::vector<std::string>> LiteralsOfTree(const absl::StatusOr<ReNode>& root) {
+  if (!root.ok()) return root.status();
+  LitInfo info = Literals(*root);
+  std::vector<std::string> best = BestOf(info);
+  if (LiteralScore(best) < 0) return std::vector<std::string>();
+  return best;
+}
+
 // A pattern `^(?P<key>[S]{min,max}) c...`: the key group right after the start, holding a
 // repetition of one class S of ASCII bytes, followed by a piece c whose bytes are ASCII and
 // outside S. Any match then has the key = the longest run of S bytes at the start (the byte
@@ -1165,13 +1200,12 @@ bool LeadingKeyOf(const ReNode& root, absl::string_view key, CharSet* set, int* 
   return true;
 }
 
-void AddLeadingKey(const std::string& pattern, bool has_key, CompiledRule* out) {
+void AddLeadingKey(const absl::StatusOr<ReNode>& root, bool has_key, CompiledRule* out) {
   out->leading_key_bytes.emplace_back();
   out->leading_key_bytes.back().fill(false);
   out->leading_key_min.push_back(0);
   out->leading_key_max.push_back(0);
   if (!has_key) return;
-  absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
   CharSet set;
   int min = 0, max = 0;
   if (!root.ok() || !LeadingKeyOf(*root, out->proto.key(), &set, &min, &max)) return;
@@ -1277,7 +1311,8 @@ void AddKeyRun(const ReNode& group, absl::Span<const ReNode> rest, CompiledRule:
   split->run_max = rep.max < 0 ? UINT32_MAX : static_cast<uint32_t>(rep.max);
 }
 
-void AddKeySplit(const std::string& pattern, bool has_key, CompiledRule* out) {
+void AddKeySplit(const std::string& pattern, const absl::StatusOr<ReNode>& root, bool has_key,
+                 CompiledRule* out) {
   out->key_split.emplace_back();
   if (!has_key) return;
   // No flag group anywhere ("(?i)", "(?s:...)", "(?U)"): the head and tail are cut out of the
@@ -1287,7 +1322,6 @@ void AddKeySplit(const std::string& pattern, bool has_key, CompiledRule* out) {
     const char c = at + 2 < pattern.size() ? pattern[at + 2] : '\0';
     if (c != ':' && c != 'P' && c != '<') return;
   }
-  absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
   if (!root.ok()) return;
   const ReNode& top = Unwrap(*root);
   if (top.kind != ReNode::kConcat || top.subs.size() < 4) return;
@@ -1325,6 +1359,16 @@ void AddKeySplit(const std::string& pattern, bool has_key, CompiledRule* out) {
   if (named == names.end() || named->second != 1) return;
   AddKeyRun(top.subs[g], absl::MakeConstSpan(top.subs).subspan(g + 1), split.get());
   out->key_split.back() = std::move(split);
+}
+
+void AddPatternAnalyses(const std::string& pattern, bool has_key, CompiledRule* out,
+                        std::vector<std::vector<std::string>>* literals) {
+  const absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
+  AddLeadingKey(root, has_key, out);
+  AddKeySplit(pattern, root, has_key, out);
+  if (literals == nullptr) return;
+  absl::StatusOr<std::vector<std::string>> required = LiteralsOfTree(root);
+  literals->push_back(required.ok() ? *std::move(required) : std::vector<std::string>());
 }
 
 }  // namespace
@@ -1407,11 +1451,63 @@ int CompiledRule::SplitKey(int p, absl::string_view message, bool proven,
   return found;
 }
 
+namespace {
+
+// A pack's patterns compiled and parsed once each for the checks LoadRulePackFile runs
+// (CheckKeyAnchoring, CheckExamplesMatch): a pattern used to be compiled by RE2 in each, and
+// parsed once per key it was analysed for. Same options, same pattern: the same answers.
+// Not thread-safe (one load uses it).
+class PackPatterns {
+ public:
+  // `pattern` compiled with PalisadeRe2Options() (ok() or not).
+  const RE2& Regex(const std::string& pattern) {
+    std::unique_ptr<RE2>& re = regexes_[pattern];
+    if (re == nullptr) re = std::make_unique<RE2>(pattern, PalisadeRe2Options());
+    return *re;
+  }
+  // ReParser's tree of `pattern`, or why it has none.
+  const absl::StatusOr<ReNode>& Tree(const std::string& pattern) {
+    std::unique_ptr<absl::StatusOr<ReNode>>& tree = trees_[pattern];
+    if (tree == nullptr) {
+      tree = std::make_unique<absl::StatusOr<ReNode>>(ReParser(pattern).Parse());
+    }
+    return *tree;
+  }
+
+ private:
+  absl::flat_hash_map<std::string, std::unique_ptr<RE2>> regexes_;
+  absl::flat_hash_map<std::string, std::unique_ptr<absl::StatusOr<ReNode>>> trees_;
+};
+
+absl::StatusOr<KeyPlacement> AnalyzeParsed(absl::string_view pattern, const ReNode& root,
+                                           absl::string_view key);
+
+// AnalyzeKeyPlacement with the pattern's regex and tree from `patterns`.
+absl::StatusOr<KeyPlacement> AnalyzeCached(PackPatterns& patterns, const std::string& pattern,
+                                           absl::string_view key) {
+  const RE2& re = patterns.Regex(pattern);
+  if (!re.ok()) return absl::InvalidArgumentError(absl::StrCat("does not compile: ", re.error()));
+  const absl::StatusOr<ReNode>& root = patterns.Tree(pattern);
+  if (!root.ok()) return root.status();
+  return AnalyzeParsed(pattern, *root, key);
+}
+
+}  // namespace
+
 absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern, absl::string_view key) {
   RE2 re(re2::StringPiece(pattern.data(), pattern.size()), PalisadeRe2Options());
   if (!re.ok()) return absl::InvalidArgumentError(absl::StrCat("does not compile: ", re.error()));
   absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
   if (!root.ok()) return root.status();
+  return AnalyzeParsed(pattern, *root, key);
+}
+
+namespace {
+
+// AnalyzeKeyPlacement of a pattern that compiled, from its parse tree `root`.
+absl::StatusOr<KeyPlacement> AnalyzeParsed(absl::string_view pattern, const ReNode& root_node,
+                                           absl::string_view key) {
+  const ReNode* root = &root_node;
   std::vector<std::pair<const ReNode*, size_t>> path;
   const ReNode* group = nullptr;
   if (!FindKey(*root, key, path, &group)) {
@@ -1611,7 +1707,24 @@ absl::StatusOr<KeyPlacement> AnalyzeKeyPlacement(absl::string_view pattern, absl
   return out;
 }
 
+absl::Status CheckKeyAnchoringWith(const LoadedPack& pack, PackPatterns& patterns);
+absl::Status CheckExamplesMatchWith(const LoadedPack& pack, PackPatterns& patterns);
+
+}  // namespace
+
 absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
+  PackPatterns patterns;
+  return CheckKeyAnchoringWith(pack, patterns);
+}
+
+absl::Status CheckExamplesMatch(const LoadedPack& pack) {
+  PackPatterns patterns;
+  return CheckExamplesMatchWith(pack, patterns);
+}
+
+namespace {
+
+absl::Status CheckKeyAnchoringWith(const LoadedPack& pack, PackPatterns& patterns) {
   for (const Rule& rule : pack.pack.rules()) {
     const std::string key = rule.key().empty() ? "ip" : rule.key();
     const bool address = rule.key_kind() == TargetKind::TARGET_KIND_UNSPECIFIED ||
@@ -1623,9 +1736,9 @@ absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
     const std::string& by = rule.session().by();
     if (rule.has_session() && !by.empty() && by != "pid") {
       for (int i = 0; i < rule.patterns_size(); ++i) {
-        absl::StatusOr<KeyPlacement> placement = AnalyzeKeyPlacement(rule.patterns(i), by);
+        absl::StatusOr<KeyPlacement> placement = AnalyzeCached(patterns, rule.patterns(i), by);
         if (!placement.ok()) {
-          RE2 re(rule.patterns(i), PalisadeRe2Options());
+          const RE2& re = patterns.Regex(rule.patterns(i));
           if (!re.ok() || re.NamedCapturingGroups().count(by) == 0) continue;  // Compile says
           return absl::InvalidArgumentError(absl::StrCat(where, "pattern ", i + 1, " `",
                                                          rule.patterns(i),
@@ -1649,10 +1762,10 @@ absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
       continue;
     }
     for (int i = 0; i < rule.patterns_size(); ++i) {
-      absl::StatusOr<KeyPlacement> placement = AnalyzeKeyPlacement(rule.patterns(i), key);
+      absl::StatusOr<KeyPlacement> placement = AnalyzeCached(patterns, rule.patterns(i), key);
       if (!placement.ok()) {
         // Compile names RE2's errors and missing groups; refuse only what it would accept.
-        RE2 re(rule.patterns(i), PalisadeRe2Options());
+        const RE2& re = patterns.Regex(rule.patterns(i));
         if (!re.ok() || re.NamedCapturingGroups().count(key) == 0) continue;
         return absl::InvalidArgumentError(absl::StrCat(
             where, "pattern ", i + 1, " `", rule.patterns(i), "`: ", placement.status().message()));
@@ -1670,21 +1783,12 @@ absl::Status CheckKeyAnchoring(const LoadedPack& pack) {
   return absl::OkStatus();
 }
 
-// RequiredLiterals of a pattern known to compile (RuleSet::Compile's: its rule compiled).
-static absl::StatusOr<std::vector<std::string>> RequiredLiteralsOfCompiled(
-    absl::string_view pattern) {
-  absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
-  if (!root.ok()) return root.status();
-  LitInfo info = Literals(*root);
-  std::vector<std::string> best = BestOf(info);
-  if (LiteralScore(best) < 0) return std::vector<std::string>();
-  return best;
-}
+}  // namespace
 
 absl::StatusOr<std::vector<std::string>> RequiredLiterals(absl::string_view pattern) {
   RE2 re(re2::StringPiece(pattern.data(), pattern.size()), PalisadeRe2Options());
   if (!re.ok()) return absl::InvalidArgumentError(absl::StrCat("does not compile: ", re.error()));
-  return RequiredLiteralsOfCompiled(pattern);
+  return LiteralsOfTree(ReParser(pattern).Parse());
 }
 
 namespace {
@@ -1870,20 +1974,23 @@ absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path) {
   buf << in.rdbuf();
   absl::StatusOr<LoadedPack> pack = ParseRulePack(buf.str(), path);
   if (!pack.ok()) return pack;
-  if (absl::Status s = CheckKeyAnchoring(*pack); !s.ok()) return s;
-  if (absl::Status s = CheckExamplesMatch(*pack); !s.ok()) return s;
+  // Both checks on one compile and one parse of each pattern.
+  PackPatterns patterns;
+  if (absl::Status s = CheckKeyAnchoringWith(*pack, patterns); !s.ok()) return s;
+  if (absl::Status s = CheckExamplesMatchWith(*pack, patterns); !s.ok()) return s;
   return pack;
 }
 
-absl::Status CheckExamplesMatch(const LoadedPack& pack) {
+namespace {
+absl::Status CheckExamplesMatchWith(const LoadedPack& pack, PackPatterns& compiled) {
   const absl::Time reference = absl::FromUnixSeconds(1'772'000'000);  // 2026-02-25
   for (const Rule& rule : pack.pack.rules()) {
     if (rule.formats().empty()) continue;  // Compile names it
-    std::vector<std::unique_ptr<RE2>> patterns;
+    std::vector<const RE2*> patterns;
     for (const std::string& p : rule.patterns()) {
-      auto re = std::make_unique<RE2>(p, PalisadeRe2Options());
-      if (!re->ok()) return absl::OkStatus();  // Compile names the RE2 error
-      patterns.push_back(std::move(re));
+      const RE2& re = compiled.Regex(p);
+      if (!re.ok()) return absl::OkStatus();  // Compile names the RE2 error
+      patterns.push_back(&re);
     }
     for (int e = 0; e < rule.examples_size(); ++e) {
       const palisade::v1::Example& example = rule.examples(e);
@@ -1909,7 +2016,7 @@ absl::Status CheckExamplesMatch(const LoadedPack& pack) {
                                                        rule.field(), "\" (or has it twice)"));
       }
       const re2::StringPiece message(text.data(), text.size());
-      for (const auto& re : patterns) any = any || RE2::PartialMatch(message, *re);
+      for (const RE2* re : patterns) any = any || RE2::PartialMatch(message, *re);
       if (!any) {
         return absl::InvalidArgumentError(absl::StrCat(
             where, ": no pattern matches it, as ", FormatName(format),
@@ -1921,6 +2028,7 @@ absl::Status CheckExamplesMatch(const LoadedPack& pack) {
   }
   return absl::OkStatus();
 }
+}  // namespace
 
 absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
     const std::vector<LoadedPack>& packs, const CidrSets& sets, const RuleSetOptions& options) {
@@ -1928,6 +2036,8 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
   set->sets_ = sets;
   absl::flat_hash_set<std::string> ids;
   absl::flat_hash_set<std::string> pack_names;
+  // Per rule (as rules_), per pattern: its required literals, from CompileRule's parse.
+  std::vector<std::vector<std::vector<std::string>>> literals;
   for (const LoadedPack& pack : packs) {
     if (!pack_names.insert(pack.pack.name()).second) {
       return absl::InvalidArgumentError(
@@ -1943,7 +2053,9 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       if (!ids.insert(rule.id()).second) {
         return RuleError(pack, rule.id(), "duplicate rule id");
       }
-      absl::StatusOr<std::unique_ptr<CompiledRule>> compiled = CompileRule(pack, rule, set->sets_);
+      literals.emplace_back();
+      absl::StatusOr<std::unique_ptr<CompiledRule>> compiled = CompileRule(
+          pack, rule, set->sets_, options.prefilter ? &literals.back() : nullptr);
       if (!compiled.ok()) return compiled.status();
       if ((*compiled)->has_session && (*compiled)->session_by_pid) {
         set->uses_pid_sessions_ = true;
@@ -1983,15 +2095,14 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
     if (!options.prefilter) continue;
     for (int p = 0; p < proto.patterns_size(); ++p) {
       const std::string& pattern = proto.patterns(p);
-      // The rule compiled: its patterns need no second RE2 compile to be known valid.
-      absl::StatusOr<std::vector<std::string>> literals = RequiredLiteralsOfCompiled(pattern);
-      if (!literals.ok() || literals->empty()) continue;
+      std::vector<std::string>& required = literals[r][p];
+      if (required.empty()) continue;
       const size_t min_length = (!pattern.empty() && pattern[0] == '^')
                                     ? options.min_literal_anchored
                                     : options.min_literal_unanchored;
       bool long_enough = true;
-      for (const std::string& l : *literals) long_enough &= l.size() >= min_length;
-      if (long_enough) gated[r][p] = *std::move(literals);
+      for (const std::string& l : required) long_enough &= l.size() >= min_length;
+      if (long_enough) gated[r][p] = std::move(required);
     }
   }
   for (int f = 1; f <= max_format; ++f) {
