@@ -292,7 +292,9 @@ class RuleSet {
   // literals costs one vectorised scan instead of a Set pass (the token-leak pack's unanchored
   // patterns, the web-attack probes).
   struct SetPart {
-    std::unique_ptr<RE2::Set> set;             // null for the gated part
+    // Null for the gated part. Formats whose Sets would hold the same patterns share one (and
+    // its DFA cache): the JSON access-log formats and COMBINED.
+    std::shared_ptr<const RE2::Set> set;
     std::unique_ptr<LiteralGate> gate;         // the gated part only
     std::vector<std::pair<int, int>> entries;  // set (or gate) index -> (rule, pattern index)
     // Set indices from entries.size() on are ignore patterns (RuleSetOptions::ignores_in_sets):
