@@ -196,18 +196,24 @@ absl::Status DecisionTable::Restore() {
   return absl::OkStatus();
 }
 
-void DecisionTable::PersistLocked(std::vector<DecisionUpdate>& change_set) {
+namespace {
+// A turn taken in ticket order: the holder of `ticket` goes when `*done` reaches it.
+struct Turn {
+  const uint64_t* done;
+  uint64_t ticket;
+};
+bool IsTurn(Turn* t) { return *t->done == t->ticket; }
+}  // namespace
+
+void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, Commit* commit) {
   if (store_ == nullptr) return;
-  std::vector<DecisionUpdate*> updates;
-  updates.reserve(change_set.size());
-  for (DecisionUpdate& u : change_set) updates.push_back(&u);
-  std::vector<Store::Change> changes;
-  std::vector<DecisionUpdate*> recorded;
+  std::vector<Store::Change>& changes = commit->changes;
+  std::vector<DecisionUpdate*>& recorded = commit->recorded;
   // A decision extended several times in one batch is written once, as it ends up.
   absl::flat_hash_map<absl::string_view, size_t> last;
-  for (size_t i = 0; i < updates.size(); ++i) last[updates[i]->decision.id()] = i;
-  for (size_t i = 0; i < updates.size(); ++i) {
-    DecisionUpdate* update = updates[i];
+  for (size_t i = 0; i < change_set.size(); ++i) last[change_set[i].decision.id()] = i;
+  for (size_t i = 0; i < change_set.size(); ++i) {
+    DecisionUpdate* update = &change_set[i];
     if (update->change == DecisionChange::kStale) continue;
     if (update->change == DecisionChange::kExtended && last[update->decision.id()] != i) continue;
     const Decision& d = update->decision;
@@ -226,24 +232,40 @@ void DecisionTable::PersistLocked(std::vector<DecisionUpdate>& change_set) {
         c.offence = OffenceRow{d.target().value(), it->second.count, it->second.last};
       }
     }
-    changes.push_back(c);
+    changes.push_back(std::move(c));
     recorded.push_back(update);
   }
   if (changes.empty()) return;
-  absl::StatusOr<std::vector<int64_t>> seqs = store_->RecordDecisions(changes);
+  commit->store = store_;
+  commit->write_ticket = next_write_ticket_++;
+}
+
+void DecisionTable::WriteInTurn(Commit& commit) {
+  if (commit.changes.empty()) return;
+  absl::MutexLock lock(&write_mu_);
+  // In the order the changes were made: the store's rows are the table's history.
+  Turn turn{&written_, commit.write_ticket};
+  write_mu_.Await(absl::Condition(&IsTurn, &turn));
+  absl::StatusOr<std::vector<int64_t>> seqs = commit.store->RecordDecisions(commit.changes);
+  ++written_;
   if (!seqs.ok()) {
     // The decisions stand in memory; say loudly that they are not durable.
-    std::cerr << "palisaded: store: " << changes.size()
+    std::cerr << "palisaded: store: " << commit.changes.size()
               << " decision change(s) not persisted: " << seqs.status().message() << std::endl;
     return;
   }
-  for (size_t i = 0; i < recorded.size(); ++i) recorded[i]->outbox_seq = (*seqs)[i];
+  for (size_t i = 0; i < commit.recorded.size(); ++i) {
+    commit.recorded[i]->outbox_seq = (*seqs)[i];
+  }
 }
 
-uint64_t DecisionTable::CommitLocked(std::vector<DecisionUpdate>& change_set, absl::Time now) {
-  PersistLocked(change_set);
+DecisionTable::Commit DecisionTable::CommitLocked(std::vector<DecisionUpdate>& change_set,
+                                                  absl::Time now) {
+  Commit commit;
+  PrepareWriteLocked(change_set, &commit);
   ForgetLocked(now);
-  return next_ticket_++;
+  commit.ticket = next_ticket_++;
+  return commit;
 }
 
 void DecisionTable::SetForward(Forward forward) {
@@ -255,14 +277,6 @@ void DecisionTable::AddListener(Listener listener) {
   absl::MutexLock lock(&listeners_mu_);
   listeners_.push_back(std::move(listener));
 }
-
-namespace {
-struct Turn {
-  const uint64_t* notified;
-  uint64_t ticket;
-};
-bool IsTurn(Turn* t) { return *t->notified == t->ticket; }
-}  // namespace
 
 void DecisionTable::Notify(uint64_t ticket, const std::vector<DecisionUpdate>& updates,
                            const std::function<void(const std::vector<DecisionUpdate>&)>& before) {
@@ -545,7 +559,7 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
   target.set_kind(detection.kind);
   target.set_value(detection.key);
   std::vector<DecisionUpdate> all;  // a replaced decision's withdrawal, then this one
-  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
+  Commit commit;  // this change set's store write and turn with the listeners
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.TimeNow();
@@ -553,9 +567,10 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
                                         detection.rule_id, detection.evidence, "", &all, now);
     if (update.change == DecisionChange::kCreated) update.secret = detection.secret;
     all.push_back(std::move(update));
-    ticket = CommitLocked(all, now);
+    commit = CommitLocked(all, now);
   }
-  Notify(ticket, all);
+  WriteInTurn(commit);
+  Notify(commit.ticket, all);
   return all.back();
 }
 
@@ -602,7 +617,7 @@ void DecisionTable::ApplyAllInto(
   std::vector<DecisionUpdate> withdrawn;
   std::vector<size_t> in_all;  // all[in_all[i]] is updates[i], once `all` is built
   bool interleaved = false;
-  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
+  Commit commit;  // this change set's store write and turn with the listeners
   {
     const absl::Time now = clock_.TimeNow();  // one reading for the batch
     palisade::v1::Target& target = scratch_target_;
@@ -637,14 +652,17 @@ void DecisionTable::ApplyAllInto(
         all.push_back(update);
       }
     }
-    ticket = CommitLocked(interleaved ? all : updates, now);
-    // Hand the recorded outbox operations back to the per-detection view.
-    for (size_t i = 0; interleaved && i < updates.size(); ++i) {
-      updates[i].outbox_seq = all[in_all[i]].outbox_seq;
-    }
+    commit = CommitLocked(interleaved ? all : updates, now);
     lock.Release();
   }
-  Notify(ticket, interleaved ? all : updates, [&](const std::vector<DecisionUpdate>&) {
+  // The store write outside the lock: another stream's batch is decided meanwhile (its write
+  // waits for this one's turn).
+  WriteInTurn(commit);
+  // Hand the recorded outbox operations back to the per-detection view.
+  for (size_t i = 0; interleaved && i < updates.size(); ++i) {
+    updates[i].outbox_seq = all[in_all[i]].outbox_seq;
+  }
+  Notify(commit.ticket, interleaved ? all : updates, [&](const std::vector<DecisionUpdate>&) {
     if (before_notify) before_notify(updates);
   });
 }
@@ -720,16 +738,17 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
   }
   spec.set_actuator(actuator);
   std::vector<DecisionUpdate> all;  // a replaced decision's withdrawal, then this one
-  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
+  Commit commit;  // this change set's store write and turn with the listeners
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.TimeNow();
     DecisionUpdate update = ApplyLocked(target, spec, now, palisade::v1::ORIGIN_MANUAL, "", {},
                                         req.reason(), &all, now);
     all.push_back(std::move(update));
-    ticket = CommitLocked(all, now);
+    commit = CommitLocked(all, now);
   }
-  Notify(ticket, all);
+  WriteInTurn(commit);
+  Notify(commit.ticket, all);
   return all.back().decision;
 }
 
@@ -746,7 +765,7 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
                                                     const palisade::v1::DecisionSpec& spec,
                                                     absl::Time refresh_before) {
   std::vector<DecisionUpdate> updates;
-  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
+  Commit commit;  // this change set's store write and turn with the listeners
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.TimeNow();
@@ -804,16 +823,17 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
       updates.push_back(WithdrawLocked(by_id_[id]));
       ReinstateLocked(by_id_[id], &updates);
     }
-    ticket = CommitLocked(updates, now);
+    commit = CommitLocked(updates, now);
   }
-  Notify(ticket, updates);
+  WriteInTurn(commit);
+  Notify(commit.ticket, updates);
   return updates;
 }
 
 absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
   DecisionUpdate update;
   std::vector<DecisionUpdate> all;  // the withdrawal, then a feed claim taking over
-  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
+  Commit commit;  // this change set's store write and turn with the listeners
   {
     absl::MutexLock lock(&mu_);
     auto it = by_id_.find(id);
@@ -837,9 +857,10 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
                    claims.end());
     }
     ReinstateLocked(d, &all);
-    ticket = CommitLocked(all, clock_.TimeNow());
+    commit = CommitLocked(all, clock_.TimeNow());
   }
-  Notify(ticket, all);
+  WriteInTurn(commit);
+  Notify(commit.ticket, all);
   return update.decision;
 }
 
@@ -937,7 +958,7 @@ size_t DecisionTable::offenders() const {
 
 std::vector<Decision> DecisionTable::ExpireDue() {
   std::vector<DecisionUpdate> updates;
-  uint64_t ticket = 0;  // this change set's turn with the listeners (see Notify)
+  Commit commit;  // this change set's store write and turn with the listeners
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.TimeNow();
@@ -950,9 +971,10 @@ std::vector<Decision> DecisionTable::ExpireDue() {
       updates.push_back({DecisionChange::kExpired, d});
       ReinstateLocked(d, &updates);  // a claim that waited behind it takes over
     }
-    ticket = CommitLocked(updates, now);
+    commit = CommitLocked(updates, now);
   }
-  Notify(ticket, updates);
+  WriteInTurn(commit);
+  Notify(commit.ticket, updates);
   std::vector<Decision> out;
   out.reserve(updates.size());
   for (DecisionUpdate& u : updates) {
@@ -1028,18 +1050,19 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
 
 void DecisionTable::Mirror(DecisionChange change, const Decision& d) {
   std::vector<DecisionUpdate> updates;
-  uint64_t ticket = 0;
+  Commit commit;
   {
     absl::MutexLock lock(&mu_);
     MirrorLocked(d, change, &updates);
-    ticket = CommitLocked(updates, clock_.TimeNow());
+    commit = CommitLocked(updates, clock_.TimeNow());
   }
-  Notify(ticket, updates);
+  WriteInTurn(commit);
+  Notify(commit.ticket, updates);
 }
 
 void DecisionTable::MirrorState(const std::vector<Decision>& state) {
   std::vector<DecisionUpdate> updates;
-  uint64_t ticket = 0;
+  Commit commit;
   {
     absl::MutexLock lock(&mu_);
     absl::flat_hash_set<std::string> in_state;
@@ -1050,9 +1073,10 @@ void DecisionTable::MirrorState(const std::vector<Decision>& state) {
     }
     for (const std::string& id : gone) EndMirroredLocked(id, &updates);
     for (const Decision& d : state) MirrorLocked(d, std::nullopt, &updates);
-    ticket = CommitLocked(updates, clock_.TimeNow());
+    commit = CommitLocked(updates, clock_.TimeNow());
   }
-  Notify(ticket, updates);
+  WriteInTurn(commit);
+  Notify(commit.ticket, updates);
 }
 
 size_t DecisionTable::active_count() const {

@@ -23,7 +23,12 @@
 // offender's history stays until its escalation memory runs out, under a count cap. What is
 // forgotten early is counted (palisade_decisions_forgotten_total).
 //
-// Thread-safety: all methods are thread-safe.
+// Thread-safety: all methods are thread-safe. Changes are made under the table's lock; a change
+// set's store write runs after it, outside the lock (another stream's batch is decided
+// meanwhile), the writes one at a time in the order of the changes; then the listeners hear it.
+// A changing method returns once its changes are committed (an ingest batch is acknowledged
+// after its decisions are in the store), but Get and List may show a change for the time of its
+// commit (~0.5 ms for an ingest batch) before it is durable.
 #ifndef PALISADE_SERVICES_DECISIONS_DECISION_TABLE_H_
 #define PALISADE_SERVICES_DECISIONS_DECISION_TABLE_H_
 
@@ -292,12 +297,28 @@ class DecisionTable {
   void EndMirroredLocked(const std::string& id, std::vector<DecisionUpdate>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   DecisionUpdate WithdrawLocked(palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes the changes to the store, if any, in one transaction; sets their outbox_seq.
-  void PersistLocked(std::vector<DecisionUpdate>& change_set) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Ends a change set made under mu_: persists it (PersistLocked), forgets what is past its
-  // retention at `now` (ForgetLocked), and returns the set's ticket for Notify.
-  uint64_t CommitLocked(std::vector<DecisionUpdate>& change_set, absl::Time now)
+  // A change set's store write, made ready under mu_ (CommitLocked) and done outside it
+  // (WriteInTurn), and its turn with the listeners (Notify).
+  struct Commit {
+    uint64_t ticket = 0;        // the turn with the listeners
+    uint64_t write_ticket = 0;  // the turn with the store (with changes only)
+    Store* store = nullptr;
+    std::vector<Store::Change> changes;    // empty: nothing to write
+    std::vector<DecisionUpdate*> recorded;  // recorded[i] is the update changes[i] writes
+  };
+  // The store rows of `change_set` (none without a store) into `*commit`, with a write ticket.
+  void PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, Commit* commit)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a change set made under mu_: makes its store write ready (PrepareWriteLocked),
+  // forgets what is past its retention at `now` (ForgetLocked), and takes its ticket for Notify.
+  Commit CommitLocked(std::vector<DecisionUpdate>& change_set, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Called without mu_ (another change set is decided meanwhile): writes `commit`'s changes in
+  // one transaction once every change set made before it was written (write tickets are taken
+  // under mu_, in the order of the changes, so the store's rows follow the table's changes),
+  // and sets their updates' outbox_seq. A change set is heard (Notify) and its caller returns
+  // only after this: an ingest batch is acknowledged once its decisions are committed.
+  void WriteInTurn(Commit& commit) ABSL_LOCKS_EXCLUDED(mu_);
   // Hands `updates` to the listeners once every change set made before it was handed over:
   // each set takes a ticket under mu_ (CommitLocked), in the order of the changes, and sets
   // are heard in ticket order. `before`, when set, runs in the same turn, first. Every ticket
@@ -336,6 +357,9 @@ class DecisionTable {
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::set<palisade::v1::Actuator> edge_actuators_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_write_ticket_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Mutex write_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  uint64_t written_ ABSL_GUARDED_BY(write_mu_) = 0;  // write tickets done so far
   absl::Mutex listeners_mu_;
   std::vector<Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
   Forward forward_ ABSL_GUARDED_BY(mu_);

@@ -1,8 +1,12 @@
 #include "services/decisions/decision_table.h"
 
+#include <sqlite3.h>
+
+#include <atomic>
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
@@ -801,6 +805,174 @@ TEST_F(DecisionTableTest, ChangesAndTheirOperationsAreDurable) {
   ASSERT_THAT(*outbox, SizeIs(2));
   EXPECT_FALSE((*outbox)[1].apply);
   EXPECT_EQ((*outbox)[1].decision.id(), id);
+}
+
+// A VFS over the default one whose first write to a WAL file, once armed, waits until the test
+// opens the gate: a store commit held in the middle, as a slow disk or a checkpoint would.
+class WalGate {
+ public:
+  WalGate() {
+    active_ = this;
+    vfs_.zName = "wal-gate";
+    vfs_.szOsFile = static_cast<int>(sizeof(File)) + real_->szOsFile;
+    vfs_.xOpen = [](sqlite3_vfs*, const char* name, sqlite3_file* f, int flags, int* out) {
+      File* file = reinterpret_cast<File*>(f);
+      file->real = reinterpret_cast<sqlite3_file*>(file + 1);
+      file->wal = name != nullptr && absl::EndsWith(name, "-wal");
+      int rc = active_->real_->xOpen(active_->real_, name, file->real, flags, out);
+      file->base.pMethods = file->real->pMethods != nullptr ? &active_->methods_ : nullptr;
+      return rc;
+    };
+    methods_.iVersion = 3;
+    methods_.xClose = [](sqlite3_file* f) { return Real(f)->pMethods->xClose(Real(f)); };
+    methods_.xRead = [](sqlite3_file* f, void* p, int n, sqlite3_int64 at) {
+      return Real(f)->pMethods->xRead(Real(f), p, n, at);
+    };
+    methods_.xWrite = [](sqlite3_file* f, const void* p, int n, sqlite3_int64 at) {
+      if (reinterpret_cast<File*>(f)->wal) active_->MaybeWait();
+      return Real(f)->pMethods->xWrite(Real(f), p, n, at);
+    };
+    methods_.xTruncate = [](sqlite3_file* f, sqlite3_int64 n) {
+      return Real(f)->pMethods->xTruncate(Real(f), n);
+    };
+    methods_.xSync = [](sqlite3_file* f, int flags) {
+      return Real(f)->pMethods->xSync(Real(f), flags);
+    };
+    methods_.xFileSize = [](sqlite3_file* f, sqlite3_int64* n) {
+      return Real(f)->pMethods->xFileSize(Real(f), n);
+    };
+    methods_.xLock = [](sqlite3_file* f, int l) { return Real(f)->pMethods->xLock(Real(f), l); };
+    methods_.xUnlock = [](sqlite3_file* f, int l) {
+      return Real(f)->pMethods->xUnlock(Real(f), l);
+    };
+    methods_.xCheckReservedLock = [](sqlite3_file* f, int* out) {
+      return Real(f)->pMethods->xCheckReservedLock(Real(f), out);
+    };
+    methods_.xFileControl = [](sqlite3_file* f, int op, void* arg) {
+      return Real(f)->pMethods->xFileControl(Real(f), op, arg);
+    };
+    methods_.xSectorSize = [](sqlite3_file* f) {
+      return Real(f)->pMethods->xSectorSize(Real(f));
+    };
+    methods_.xDeviceCharacteristics = [](sqlite3_file* f) {
+      return Real(f)->pMethods->xDeviceCharacteristics(Real(f));
+    };
+    methods_.xShmMap = [](sqlite3_file* f, int region, int size, int extend, void volatile** p) {
+      return Real(f)->pMethods->xShmMap(Real(f), region, size, extend, p);
+    };
+    methods_.xShmLock = [](sqlite3_file* f, int offset, int n, int flags) {
+      return Real(f)->pMethods->xShmLock(Real(f), offset, n, flags);
+    };
+    methods_.xShmBarrier = [](sqlite3_file* f) { Real(f)->pMethods->xShmBarrier(Real(f)); };
+    methods_.xShmUnmap = [](sqlite3_file* f, int del) {
+      return Real(f)->pMethods->xShmUnmap(Real(f), del);
+    };
+    methods_.xFetch = [](sqlite3_file* f, sqlite3_int64 at, int n, void** p) {
+      return Real(f)->pMethods->xFetch(Real(f), at, n, p);
+    };
+    methods_.xUnfetch = [](sqlite3_file* f, sqlite3_int64 at, void* p) {
+      return Real(f)->pMethods->xUnfetch(Real(f), at, p);
+    };
+    sqlite3_vfs_register(&vfs_, /*makeDflt=*/1);
+  }
+  ~WalGate() {
+    Open();
+    sqlite3_vfs_unregister(&vfs_);
+    sqlite3_vfs_register(real_, /*makeDflt=*/1);
+    active_ = nullptr;
+  }
+
+  // The next WAL write waits in it (until Open, or a minute: see Waiting).
+  void Arm() {
+    absl::MutexLock lock(&mu_);
+    armed_ = true;
+  }
+  void Open() {
+    absl::MutexLock lock(&mu_);
+    open_ = true;
+  }
+  // Until a write waits in the gate.
+  void AwaitWaiter() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&waiting_));
+  }
+  // Whether a write still waits in the gate. Without Open, it leaves after a minute, so that a
+  // test whose other thread cannot run (the write holding what it needs) fails, not hangs.
+  bool Waiting() {
+    absl::MutexLock lock(&mu_);
+    return waiting_;
+  }
+
+ private:
+  struct File {
+    sqlite3_file base;
+    sqlite3_file* real;
+    bool wal;
+  };
+  static sqlite3_file* Real(sqlite3_file* f) { return reinterpret_cast<File*>(f)->real; }
+
+  void MaybeWait() {
+    absl::MutexLock lock(&mu_);
+    if (!armed_) return;
+    armed_ = false;
+    waiting_ = true;
+    mu_.AwaitWithTimeout(absl::Condition(&open_), absl::Minutes(1));
+    waiting_ = false;
+  }
+
+  static WalGate* active_;
+  sqlite3_vfs* real_ = sqlite3_vfs_find(nullptr);
+  sqlite3_vfs vfs_ = *real_;
+  sqlite3_io_methods methods_ = {};
+  absl::Mutex mu_;
+  bool armed_ ABSL_GUARDED_BY(mu_) = false;
+  bool waiting_ ABSL_GUARDED_BY(mu_) = false;
+  bool open_ ABSL_GUARDED_BY(mu_) = false;
+};
+WalGate* WalGate::active_ = nullptr;
+
+// Issue 18: the table wrote the store under its lock, so two ingest streams' transactions ran
+// one at a time and nothing else could use the table meanwhile. The write now runs outside the
+// lock: while one batch's commit is held in the WAL, the table answers and decides another
+// stream's detection, whose write waits for the first (the store's rows follow the table's
+// changes), and each Apply returns once its own change is committed.
+TEST_F(DecisionTableTest, AStoreWriteWaitsOutsideTheTablesLock) {
+  WalGate gate;
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/gate.db";
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  DecisionUpdate first, second;
+  std::atomic<bool> second_done{false};
+  gate.Arm();
+  std::thread a([&] { first = table.Apply(Det("203.0.113.7", clock_.TimeNow()), spec); });
+  gate.AwaitWaiter();  // the first change set's commit is held in its WAL write
+  EXPECT_EQ(table.active_count(), 1u);  // the table answers (its lock is free)...
+  EXPECT_TRUE(gate.Waiting()) << "the table's lock was held across the store write";
+  std::thread b([&] {
+    second = table.Apply(Det("203.0.113.8", clock_.TimeNow()), spec);
+    second_done = true;
+  });
+  while (table.active_count() < 2) std::this_thread::yield();  // ...and decides another
+  EXPECT_TRUE(gate.Waiting());
+  EXPECT_FALSE(second_done) << "the second change set was acknowledged before the first";
+  gate.Open();
+  a.join();
+  b.join();
+  // Both committed, in the order of the changes.
+  EXPECT_GT(first.outbox_seq, 0);
+  EXPECT_GT(second.outbox_seq, first.outbox_seq);
+  absl::StatusOr<std::vector<OutboxRow>> outbox = (*store)->LoadOutbox();
+  ASSERT_THAT(outbox, IsOk());
+  ASSERT_THAT(*outbox, SizeIs(2));
+  EXPECT_EQ((*outbox)[0].decision.id(), first.decision.id());
+  EXPECT_EQ((*outbox)[1].decision.id(), second.decision.id());
 }
 
 TEST_F(DecisionTableTest, ListFilters) {
