@@ -707,9 +707,13 @@ absl::Status Engine::CountMatch(const EngineMatch& match, std::vector<Detection>
 }
 
 Engine::Window::Window(absl::string_view key) : key_len_(static_cast<uint32_t>(key.size())) {
-  Reserve(key.size(), key.size());
+  if (key.size() <= kInlineKey) {
+    if (!key.empty()) std::memcpy(inline_key_, key.data(), key.size());
+    return;
+  }
+  buf_.reset(new char[key.size()]);
   std::memcpy(buf_.get(), key.data(), key.size());
-  used_ = key_len_;
+  cap_ = key_len_;
 }
 
 size_t Engine::Window::Bytes() const {
@@ -717,56 +721,72 @@ size_t Engine::Window::Bytes() const {
          (times.capacity() > 1 ? HeapBytes(times.capacity() * sizeof(int64_t)) : 0);
 }
 
-void Engine::Window::Reserve(size_t bytes, size_t limit) {
-  if (bytes <= cap_) return;
+void Engine::Window::RingWrite(uint32_t at, const char* data, size_t n) {
+  char* ring = buf_.get() + RingStart();
+  const size_t first = std::min<size_t>(n, RingCap() - at);
+  std::memcpy(ring + at, data, first);
+  if (first < n) std::memcpy(ring, data + first, n - first);
+}
+
+void Engine::Window::RingRead(uint32_t at, char* out, size_t n) const {
+  const char* ring = buf_.get() + RingStart();
+  const size_t first = std::min<size_t>(n, RingCap() - at);
+  std::memcpy(out, ring + at, first);
+  if (first < n) std::memcpy(out + first, ring, n - first);
+}
+
+void Engine::Window::Grow(size_t bytes, size_t limit) {
   // Grows by half (amortised appends), but never past `limit`: the byte cap is the cap.
-  const size_t cap =
-      std::max(bytes, std::min(static_cast<size_t>(cap_) + cap_ / 2, limit));
-  std::unique_ptr<char[]> grown(new char[cap]);
-  if (used_ > 0) std::memcpy(grown.get(), buf_.get(), used_);
+  const size_t ring = std::max(bytes, std::min(static_cast<size_t>(RingCap()) * 3 / 2, limit));
+  std::unique_ptr<char[]> grown(new char[RingStart() + ring]);
+  if (RingStart() > 0) std::memcpy(grown.get(), buf_.get(), RingStart());
+  if (live_ > 0) RingRead(head_, grown.get() + RingStart(), live_);
   buf_ = std::move(grown);
-  cap_ = static_cast<uint32_t>(cap);
+  cap_ = static_cast<uint32_t>(RingStart() + ring);
+  head_ = 0;
 }
 
 void Engine::Window::DropOldest() {
   uint32_t len;
-  std::memcpy(&len, buf_.get() + key_len_, sizeof(len));
+  RingRead(head_, reinterpret_cast<char*>(&len), sizeof(len));
   const uint32_t record = sizeof(len) + len;
-  std::memmove(buf_.get() + key_len_, buf_.get() + key_len_ + record, used_ - key_len_ - record);
-  used_ -= record;
+  live_ -= record;
   --evidence_count_;
+  head_ = evidence_count_ == 0 ? 0 : Wrap(head_ + record);
 }
 
 void Engine::Window::AddEvidence(absl::string_view line, absl::string_view marker, uint32_t max,
                                  uint32_t max_bytes) {
   const size_t record = sizeof(uint32_t) + line.size() + marker.size();
   if (max == 0 || record > max_bytes) return;
-  while (evidence_count_ > 0 &&
-         (evidence_count_ >= max || used_ - key_len_ + record > max_bytes)) {
+  while (evidence_count_ > 0 && (evidence_count_ >= max || live_ + record > max_bytes)) {
     DropOldest();
   }
+  if (live_ + record > RingCap()) Grow(live_ + record, max_bytes);
   const uint32_t len = static_cast<uint32_t>(line.size() + marker.size());
-  Reserve(used_ + record, key_len_ + static_cast<size_t>(max_bytes));
-  std::memcpy(buf_.get() + used_, &len, sizeof(len));
+  uint32_t at = Wrap(head_ + live_);
+  RingWrite(at, reinterpret_cast<const char*>(&len), sizeof(len));
+  at = Wrap(at + sizeof(len));
   // An empty view may have a null data(), which memcpy may not be given even for 0 bytes.
-  if (!line.empty()) std::memcpy(buf_.get() + used_ + sizeof(len), line.data(), line.size());
-  if (!marker.empty()) {
-    std::memcpy(buf_.get() + used_ + sizeof(len) + line.size(), marker.data(), marker.size());
-  }
-  used_ += len + sizeof(len);
+  if (!line.empty()) RingWrite(at, line.data(), line.size());
+  if (!marker.empty()) RingWrite(Wrap(at + line.size()), marker.data(), marker.size());
+  live_ += static_cast<uint32_t>(record);
   ++evidence_count_;
 }
 
 void Engine::Window::TakeEvidence(std::vector<std::string>* out) {
   out->reserve(out->size() + evidence_count_);
-  uint32_t at = key_len_;
-  while (at < used_) {
+  uint32_t at = head_;
+  for (uint32_t i = 0; i < evidence_count_; ++i) {
     uint32_t len;
-    std::memcpy(&len, buf_.get() + at, sizeof(len));
-    out->emplace_back(buf_.get() + at + sizeof(len), len);
-    at += sizeof(len) + len;
+    RingRead(at, reinterpret_cast<char*>(&len), sizeof(len));
+    at = Wrap(at + sizeof(len));
+    std::string& line = out->emplace_back(len, '\0');
+    if (len > 0) RingRead(at, line.data(), len);
+    at = Wrap(at + len);
   }
-  used_ = key_len_;
+  head_ = 0;
+  live_ = 0;
   evidence_count_ = 0;
 }
 
@@ -838,7 +858,7 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
   w.times.push_back(now);
   w.last = std::max(w.last, now);
   w.stream = stream;
-  w.touched = activity_.fetch_add(1, std::memory_order_relaxed);
+  w.touched = ++shard.ticks;
   w.AddEvidence(kept, marker, options_.max_evidence, options_.max_evidence_bytes);
   if (w.times.size() >= rule.count) {
     Detection& d = detection();
@@ -859,7 +879,7 @@ size_t Engine::TableBytes(const WindowMap& map) {
 
 void Engine::AccountLocked(Shard& shard, int64_t delta) {
   shard.bytes = static_cast<size_t>(static_cast<int64_t>(shard.bytes) + delta);
-  memory_bytes_.fetch_add(delta, std::memory_order_relaxed);
+  shard.published_bytes.store(shard.bytes, std::memory_order_relaxed);
 }
 
 void Engine::EraseLocked(Shard& shard, WindowMap& map, WindowMap::iterator it) {
@@ -1039,14 +1059,18 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
     Window& w = **slot;
     w.times.assign(s.times_ms().begin(), s.times_ms().end());
     w.last = *std::max_element(s.times_ms().begin(), s.times_ms().end());
-    w.touched = activity_.fetch_add(1, std::memory_order_relaxed);
+    w.touched = ++shard.ticks;
     AccountLocked(shard, grown + static_cast<int64_t>(w.Bytes()));
     EnforceBudgetLocked(shard);
   }
 }
 
 size_t Engine::memory_bytes() const {
-  return static_cast<size_t>(std::max<int64_t>(0, memory_bytes_.load()));
+  size_t bytes = 0;
+  for (size_t sh = 0; sh < kShards; ++sh) {
+    bytes += shards_[sh].published_bytes.load(std::memory_order_relaxed);
+  }
+  return bytes;
 }
 
 size_t Engine::live_windows() const {

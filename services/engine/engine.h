@@ -265,18 +265,24 @@ class Engine {
   std::vector<uint64_t> matches_per_rule() const;
 
  private:
-  // A live window: its match times, its last activity, and one buffer holding the key followed
-  // by the evidence ring (records of [uint32 length][bytes], oldest first). Two allocations per
-  // window (this object and its buffer) and an 8-byte slot in the shard's table: about 160
-  // bytes for an address with one short line, where a map of strings to vectors of strings
-  // cost 350.
+  // A live window: its match times, its last activity, its key and its evidence ring (records
+  // of [uint32 length][bytes], oldest at `head_`, wrapping at the buffer's end: dropping the
+  // oldest record moves no bytes). A key of up to kInlineKey bytes (every address) is held in
+  // the object, where the table's lookup compares it without reaching for the buffer; a
+  // longer one heads the buffer. Two allocations per window (this object and its ring) and an
+  // 8-byte slot in the shard's table: about 220 bytes for an address with one 60-byte line,
+  // where a map of strings to vectors of strings cost 350.
   class Window {
    public:
+    static constexpr uint32_t kInlineKey = 40;  // IPv6 text is at most 39 bytes
+
     explicit Window(absl::string_view key);
-    absl::string_view key() const { return absl::string_view(buf_.get(), key_len_); }
+    absl::string_view key() const {
+      return absl::string_view(key_len_ <= kInlineKey ? inline_key_ : buf_.get(), key_len_);
+    }
     // Appends `line` followed by `marker` as one record, dropping the oldest records while
-    // `max` are kept or the records would pass `max_bytes` (the buffer never grows past the
-    // key and `max_bytes`). The caller has cut the line to fit.
+    // `max` are kept or the records would pass `max_bytes` (the ring never grows past
+    // `max_bytes`). The caller has cut the line to fit.
     void AddEvidence(absl::string_view line, absl::string_view marker, uint32_t max,
                      uint32_t max_bytes);
     // The evidence lines, oldest first; the ring is emptied.
@@ -285,18 +291,32 @@ class Engine {
     // What the allocator holds for this window: the object, its buffer, its spilled times.
     size_t Bytes() const;
 
+   private:
+    uint32_t key_len_ = 0;  // first: a lookup reads it and the key side by side
+    char inline_key_[kInlineKey];
+
+   public:
     absl::InlinedVector<int64_t, 1> times;  // unix ms, of the matches inside the window
     int64_t last = 0;
-    uint64_t touched = 0;  // Engine::activity_ when it last counted: the eviction order
+    uint64_t touched = 0;  // its shard's `ticks` when it last counted: the eviction order
     uint32_t stream = 0;   // the stream that counted in it last (Process's `stream`)
 
    private:
-    void Reserve(size_t bytes, size_t limit);
+    // Grows the ring to hold at least `bytes` of records, by half its size but never past
+    // `limit`; the records are laid out from the ring's start again.
+    void Grow(size_t bytes, size_t limit);
     void DropOldest();
-    std::unique_ptr<char[]> buf_;
-    uint32_t used_ = 0;  // key + records
-    uint32_t cap_ = 0;
-    uint32_t key_len_ = 0;
+    // Copies between the ring (from offset `at`, wrapping) and flat memory.
+    void RingWrite(uint32_t at, const char* data, size_t n);
+    void RingRead(uint32_t at, char* out, size_t n) const;
+    // Where the ring starts in the buffer: after the key when the key is there.
+    uint32_t RingStart() const { return key_len_ <= kInlineKey ? 0 : key_len_; }
+    uint32_t RingCap() const { return cap_ - RingStart(); }
+    uint32_t Wrap(uint32_t at) const { return at >= RingCap() ? at - RingCap() : at; }
+    std::unique_ptr<char[]> buf_;  // a long key, then the ring
+    uint32_t cap_ = 0;             // the buffer's bytes
+    uint32_t head_ = 0;            // the oldest record's offset in the ring
+    uint32_t live_ = 0;            // the records' bytes
     uint32_t evidence_count_ = 0;
   };
   // Windows are found by key (heterogeneous lookup: no string is built to look one up).
@@ -315,12 +335,18 @@ class Engine {
     }
   };
   using WindowMap = absl::flat_hash_set<std::unique_ptr<Window>, WindowHash, WindowEq>;
-  // Windows are spread over shards by (rule, key), so concurrent lines rarely wait.
+  // Windows are spread over shards by (rule, key), so concurrent lines rarely wait. A shard
+  // starts a cache line of its own, and a count writes outside its shard only the engine's
+  // counters (stats_, the rule's counts): its eviction tick and its bytes are the shard's.
   static constexpr size_t kShards = 16;
-  struct Shard {
+  struct alignas(64) Shard {
     ShardMutex mu;
     std::vector<WindowMap> maps ABSL_GUARDED_BY(mu);  // per rule index
     size_t bytes ABSL_GUARDED_BY(mu) = 0;             // accounted: windows and tables
+    uint64_t ticks ABSL_GUARDED_BY(mu) = 0;           // once per counted match (Window::touched)
+    // `bytes` as of the last change, stored (not added) under `mu`: memory_bytes() sums these
+    // without taking the locks.
+    std::atomic<size_t> published_bytes{0};
   };
   // Per-thread scratch reused across lines so the hot path does not allocate.
   struct Scratch {
@@ -485,8 +511,6 @@ class Engine {
   uint32_t evidence_line_bytes_ = 0;
   // Unique per Engine object (never 0): what ThreadScratch's address cache belongs to.
   const uint64_t id_;
-  std::atomic<uint64_t> activity_{0};      // ticks once per counted match (Window::touched)
-  std::atomic<int64_t> memory_bytes_{0};  // sum of the shards' bytes
   struct AtomicStats {
     std::atomic<uint64_t> lines{0}, matched_lines{0}, detections{0}, evicted_windows{0},
         memory_evicted_windows{0}, evidence_truncated{0}, expired_windows{0}, invalid_keys{0},

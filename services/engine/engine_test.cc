@@ -1,5 +1,8 @@
 #include "services/engine/engine.h"
 
+#include <deque>
+#include <random>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -673,6 +676,86 @@ TEST_F(EngineTest, EvidenceRingStaysUnderItsByteCap) {
     EXPECT_TRUE(absl::StartsWith(ev[k], absl::StrCat("Failed password for u",
                                                      50 - ev.size() + k, " from ")))
         << k << ": " << ev[k];
+  }
+}
+
+// The ring keeps what a queue would: the newest lines under both caps (count and bytes),
+// oldest first. Lines of random lengths make its records wrap at every offset of the buffer.
+// Once with an address key (held in the window) and once with a 42-byte path (in its buffer).
+TEST_F(EngineTest, EvidenceRingKeepsTheNewestLinesAsAQueueWould) {
+  for (bool long_key : {false, true}) {
+    EngineOptions options;
+    options.max_evidence = 5;
+    options.max_evidence_bytes = 300;  // lines up to 64 bytes are kept whole (the minimum share)
+    Engine engine(Rules(long_key ? R"pb(
+      rules {
+        id: "path-40"
+        formats: LOG_FORMAT_SYSLOG
+        key_kind: TARGET_KIND_PATH
+        key: "path"
+        patterns: "^GET (?P<path>\\S+) "
+        threshold {
+          count: 40
+          window { seconds: 600 }
+        }
+        decision {
+          action: ACTION_RATE_LIMIT
+          duration { seconds: 600 }
+        }
+      }
+    )pb"
+                                 : R"pb(
+      rules {
+        id: "ssh-fail-40"
+        formats: LOG_FORMAT_SYSLOG
+        patterns: "^Failed password for (?P<user>\\S+) from (?P<ip>\\S+) port"
+        threshold {
+          count: 40
+          window { seconds: 600 }
+        }
+        decision {
+          action: ACTION_BLOCK
+          duration { seconds: 600 }
+        }
+      }
+    )pb"),
+                  options);
+    const std::string key = long_key ? "/" + std::string(41, 'p') : "203.0.113.9";
+    std::mt19937 random(7);
+    std::deque<std::string> model;
+    size_t model_bytes = 0;
+    ParsedLine line;
+    std::vector<Detection> out;
+    int detections = 0;
+    for (int i = 0; i < 2000; ++i) {
+      std::string m = long_key ? absl::StrCat("GET ", key, " ", i % 10, " ")
+                               : absl::StrCat("Failed password for u", i % 10, " from ", key,
+                                              " port 22 ");
+      m += std::string(random() % 16, 'y');
+      ASSERT_LE(m.size(), 64u);
+      const size_t record = m.size() + sizeof(uint32_t);
+      while (!model.empty() && (model.size() >= 5 || model_bytes + record > 300)) {
+        model_bytes -= model.front().size() + sizeof(uint32_t);
+        model.pop_front();
+      }
+      model.push_back(m);
+      model_bytes += record;
+      line.message = m;
+      out.clear();
+      engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Milliseconds(i), &out);
+      if ((i + 1) % 40 != 0) {
+        ASSERT_THAT(out, IsEmpty()) << i;
+        continue;
+      }
+      ASSERT_THAT(out, SizeIs(1)) << i;
+      ++detections;
+      EXPECT_EQ(out[0].key, key);
+      EXPECT_EQ(out[0].evidence, std::vector<std::string>(model.begin(), model.end())) << i;
+      model.clear();
+      model_bytes = 0;
+    }
+    EXPECT_EQ(detections, 50) << long_key;
+    EXPECT_EQ(engine.live_windows(), 1u);
   }
 }
 
