@@ -386,5 +386,103 @@ TEST(ExamplesMatchTest, TheFileLoaderRefusesARuleItsOwnExamplesCannotMatch) {
   EXPECT_THAT(LoadRulePackFile(WritePack("none.textproto", no_examples)), IsOk());
 }
 
+// Loading every pack (issue 18, H18): LoadRulePackFile's checks compile and parse each pattern
+// once, and RuleSet::Compile takes those regexes and trees instead of building them again. The
+// rules compiled from the file are those compiled from the same text parsed in memory.
+TEST(RuleSetTest, ALoadedPackCompilesWithTheRegexesItsChecksBuilt) {
+  constexpr absl::string_view kPack = R"pb(
+    name: "two"
+    rules {
+      id: "ssh-fail"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^Failed password for (?P<user>.*?) from (?P<ip>[0-9A-Fa-f:.]+) port \\d+ ssh2$"
+      patterns: "^Invalid user \\S+ from (?P<ip>[0-9A-Fa-f:.]+) port \\d+$"
+      threshold { count: 3 window { seconds: 60 } }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } }
+      examples { line: "Mar  3 14:02:01 h sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2" }
+    }
+    rules {
+      id: "probe"
+      formats: LOG_FORMAT_COMBINED
+      patterns: "^(?P<ip>[0-9A-Fa-f:.]+) \\S+ \\S+ \\[[^\\]]+\\] \"GET /\\.env"
+      ignore_patterns: "^10\\."
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    }
+  )pb";
+  absl::StatusOr<LoadedPack> loaded = LoadRulePackFile(WritePack("two.textproto", kPack));
+  ASSERT_THAT(loaded, IsOk());
+  ASSERT_NE(loaded->patterns, nullptr);
+  absl::StatusOr<LoadedPack> parsed = ParseRulePack(kPack, loaded->file);
+  ASSERT_THAT(parsed, IsOk());
+  EXPECT_EQ(parsed->patterns, nullptr);
+  absl::StatusOr<std::shared_ptr<const RuleSet>> from_file = RuleSet::Compile({*loaded});
+  absl::StatusOr<std::shared_ptr<const RuleSet>> in_memory = RuleSet::Compile({*parsed});
+  ASSERT_THAT(from_file, IsOk());
+  ASSERT_THAT(in_memory, IsOk());
+  const auto& a = (*from_file)->rules();
+  const auto& b = (*in_memory)->rules();
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+  for (size_t r = 0; r < a.size(); ++r) {
+    ASSERT_EQ(a[r]->patterns.size(), b[r]->patterns.size());
+    for (size_t p = 0; p < a[r]->patterns.size(); ++p) {
+      EXPECT_EQ(a[r]->patterns[p]->pattern(), b[r]->patterns[p]->pattern());
+      // The load's regex, shared with the pack (which still holds it), not a second compile.
+      EXPECT_GT(a[r]->patterns[p].use_count(), 1) << r << " " << p;
+      EXPECT_EQ(b[r]->patterns[p].use_count(), 1) << r << " " << p;
+      EXPECT_EQ(a[r]->leading_key_max[p], b[r]->leading_key_max[p]);
+      EXPECT_EQ(a[r]->key_split[p] != nullptr, b[r]->key_split[p] != nullptr);
+      if (a[r]->key_split[p] != nullptr && b[r]->key_split[p] != nullptr) {
+        EXPECT_EQ(a[r]->key_split[p]->intro, b[r]->key_split[p]->intro);
+      }
+    }
+    EXPECT_EQ(a[r]->key_group, b[r]->key_group);
+    EXPECT_EQ(a[r]->submatches, b[r]->submatches);
+    EXPECT_EQ(a[r]->ignores.size(), b[r]->ignores.size());
+  }
+  EXPECT_NE(a[0]->key_split[0], nullptr);  // " from ": the split was read from the cached tree
+  EXPECT_NE(a[1]->leading_key_max[0], 0u);
+  for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
+    const auto format = static_cast<palisade::v1::LogFormat>(f);
+    const RuleSet::FormatIndex* x = (*from_file)->ForFormat(format);
+    const RuleSet::FormatIndex* y = (*in_memory)->ForFormat(format);
+    ASSERT_EQ(x == nullptr, y == nullptr) << f;
+    if (x == nullptr) continue;
+    ASSERT_EQ(x->parts.size(), y->parts.size()) << f;
+    for (size_t i = 0; i < x->parts.size(); ++i) {
+      EXPECT_EQ(x->parts[i].entries, y->parts[i].entries) << f;
+      EXPECT_EQ(x->parts[i].ignore_rules, y->parts[i].ignore_rules) << f;
+    }
+  }
+}
+
+// The JSON access-log formats read the combined rules: their Sets hold COMBINED's patterns and
+// are COMBINED's, compiled once (issue 18, H18).
+TEST(RuleSetTest, FormatsWithTheSamePatternsShareOneSet) {
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = CompileText(R"pb(
+    rules {
+      id: "login"
+      formats: LOG_FORMAT_COMBINED
+      patterns: "^(?P<ip>[0-9.]+) \\S+ \\S+ \\[[^\\]]+\\] \"POST /login"
+      threshold { count: 5 window { seconds: 60 } }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    }
+  )pb");
+  ASSERT_THAT(set, IsOk());
+  const RuleSet::FormatIndex* combined = (*set)->ForFormat(palisade::v1::LOG_FORMAT_COMBINED);
+  ASSERT_NE(combined, nullptr);
+  ASSERT_EQ(combined->parts.size(), 1u);
+  ASSERT_NE(combined->parts[0].set, nullptr);
+  for (auto format : {palisade::v1::LOG_FORMAT_NGINX_JSON, palisade::v1::LOG_FORMAT_CADDY_JSON,
+                      palisade::v1::LOG_FORMAT_ENVOY_JSON}) {
+    const RuleSet::FormatIndex* json = (*set)->ForFormat(format);
+    ASSERT_NE(json, nullptr);
+    ASSERT_EQ(json->parts.size(), 1u);
+    EXPECT_EQ(json->parts[0].set, combined->parts[0].set);
+    EXPECT_EQ(json->parts[0].entries, combined->parts[0].entries);
+  }
+}
+
 }  // namespace
 }  // namespace palisade
