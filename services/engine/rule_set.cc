@@ -73,13 +73,11 @@ absl::Status RuleError(const LoadedPack& pack, absl::string_view rule_id, absl::
   return absl::InvalidArgumentError(absl::StrCat(pack.file, ": rule \"", rule_id, "\": ", why));
 }
 
-// From one parse of a pattern of `out` (defined with the parser below; the tree in `cached`
-// when it has one): appends its CompiledRule::leading_key_* and key_split entries and, with
-// `literals`, its required literals (RequiredLiterals; empty when it has none).
-void AddPatternAnalyses(const std::string& pattern, const PackPatterns* cached, bool has_key,
-                        CompiledRule* out, std::vector<std::vector<std::string>>* literals);
-// The regex LoadRulePackFile compiled for `pattern` (LoadedPack::patterns), or null.
-std::shared_ptr<const RE2> CachedRegex(const PackPatterns* patterns, const std::string& pattern);
+// From one parse of a pattern of `out` (defined with the parser below): appends its
+// CompiledRule::leading_key_* and key_split entries and, with `literals`, its required
+// literals (RequiredLiterals; empty when it has none).
+void AddPatternAnalyses(const std::string& pattern, bool has_key, CompiledRule* out,
+                        std::vector<std::vector<std::string>>* literals);
 
 // `literals`, when given, receives each pattern's required literals (LiteralsOf), from the parse
 // tree the leading key and the key split are read from: each pattern is parsed once.
@@ -174,8 +172,7 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(
 
   const RE2::Options options = PalisadeRe2Options();
   for (int i = 0; i < rule.patterns_size(); ++i) {
-    std::shared_ptr<const RE2> re = CachedRegex(pack.patterns.get(), rule.patterns(i));
-    if (re == nullptr) re = std::make_shared<const RE2>(rule.patterns(i), options);
+    auto re = std::make_unique<RE2>(rule.patterns(i), options);
     if (!re->ok()) {
       return RuleError(pack, rule.id(),
                        absl::StrCat("pattern ", i + 1, " does not compile: ", re->error()));
@@ -207,8 +204,7 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(
       }
     }
     out->patterns.push_back(std::move(re));
-    AddPatternAnalyses(rule.patterns(i), pack.patterns.get(), it != groups.end(), out.get(),
-                       literals);
+    AddPatternAnalyses(rule.patterns(i), it != groups.end(), out.get(), literals);
   }
   for (int c = 0; c < rule.conditions_size(); ++c) {
     const palisade::v1::Condition& cond = rule.conditions(c);
@@ -1365,6 +1361,16 @@ void AddKeySplit(const std::string& pattern, const absl::StatusOr<ReNode>& root,
   out->key_split.back() = std::move(split);
 }
 
+void AddPatternAnalyses(const std::string& pattern, bool has_key, CompiledRule* out,
+                        std::vector<std::vector<std::string>>* literals) {
+  const absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
+  AddLeadingKey(root, has_key, out);
+  AddKeySplit(pattern, root, has_key, out);
+  if (literals == nullptr) return;
+  absl::StatusOr<std::vector<std::string>> required = LiteralsOfTree(root);
+  literals->push_back(required.ok() ? *std::move(required) : std::vector<std::string>());
+}
+
 }  // namespace
 
 namespace {
@@ -1445,17 +1451,18 @@ int CompiledRule::SplitKey(int p, absl::string_view message, bool proven,
   return found;
 }
 
+namespace {
+
 // A pack's patterns compiled and parsed once each for the checks LoadRulePackFile runs
-// (CheckKeyAnchoring, CheckExamplesMatch), and kept in the LoadedPack for RuleSet::Compile
-// (LoadedPack::patterns): a pattern used to be compiled by RE2 three times on its way to a
-// RuleSet and parsed four times. Same options, same pattern text: the same regex and tree.
-// Built by one thread; once in a LoadedPack, only read (the const lookups), from any thread.
+// (CheckKeyAnchoring, CheckExamplesMatch): a pattern used to be compiled by RE2 in each, and
+// parsed once per key it was analysed for. Same options, same pattern: the same answers.
+// Not thread-safe (one load uses it).
 class PackPatterns {
  public:
   // `pattern` compiled with PalisadeRe2Options() (ok() or not).
   const RE2& Regex(const std::string& pattern) {
-    std::shared_ptr<const RE2>& re = regexes_[pattern];
-    if (re == nullptr) re = std::make_shared<const RE2>(pattern, PalisadeRe2Options());
+    std::unique_ptr<RE2>& re = regexes_[pattern];
+    if (re == nullptr) re = std::make_unique<RE2>(pattern, PalisadeRe2Options());
     return *re;
   }
   // ReParser's tree of `pattern`, or why it has none.
@@ -1466,42 +1473,11 @@ class PackPatterns {
     }
     return *tree;
   }
-  // What Regex(pattern) and Tree(pattern) built, or null.
-  std::shared_ptr<const RE2> FindRegex(const std::string& pattern) const {
-    auto it = regexes_.find(pattern);
-    return it == regexes_.end() ? nullptr : it->second;
-  }
-  const absl::StatusOr<ReNode>* FindTree(const std::string& pattern) const {
-    auto it = trees_.find(pattern);
-    return it == trees_.end() ? nullptr : it->second.get();
-  }
 
  private:
-  absl::flat_hash_map<std::string, std::shared_ptr<const RE2>> regexes_;
+  absl::flat_hash_map<std::string, std::unique_ptr<RE2>> regexes_;
   absl::flat_hash_map<std::string, std::unique_ptr<absl::StatusOr<ReNode>>> trees_;
 };
-
-namespace {
-
-std::shared_ptr<const RE2> CachedRegex(const PackPatterns* patterns, const std::string& pattern) {
-  return patterns == nullptr ? nullptr : patterns->FindRegex(pattern);
-}
-
-void AddPatternAnalyses(const std::string& pattern, const PackPatterns* cached, bool has_key,
-                        CompiledRule* out, std::vector<std::vector<std::string>>* literals) {
-  const absl::StatusOr<ReNode>* tree = cached == nullptr ? nullptr : cached->FindTree(pattern);
-  absl::StatusOr<ReNode> parsed;
-  if (tree == nullptr) {
-    parsed = ReParser(pattern).Parse();
-    tree = &parsed;
-  }
-  const absl::StatusOr<ReNode>& root = *tree;
-  AddLeadingKey(root, has_key, out);
-  AddKeySplit(pattern, root, has_key, out);
-  if (literals == nullptr) return;
-  absl::StatusOr<std::vector<std::string>> required = LiteralsOfTree(root);
-  literals->push_back(required.ok() ? *std::move(required) : std::vector<std::string>());
-}
 
 absl::StatusOr<KeyPlacement> AnalyzeParsed(absl::string_view pattern, const ReNode& root,
                                            absl::string_view key);
@@ -1998,11 +1974,10 @@ absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path) {
   buf << in.rdbuf();
   absl::StatusOr<LoadedPack> pack = ParseRulePack(buf.str(), path);
   if (!pack.ok()) return pack;
-  // Both checks on one compile and one parse of each pattern, which RuleSet::Compile reuses.
-  auto patterns = std::make_shared<PackPatterns>();
-  if (absl::Status s = CheckKeyAnchoringWith(*pack, *patterns); !s.ok()) return s;
-  if (absl::Status s = CheckExamplesMatchWith(*pack, *patterns); !s.ok()) return s;
-  pack->patterns = std::move(patterns);
+  // Both checks on one compile and one parse of each pattern.
+  PackPatterns patterns;
+  if (absl::Status s = CheckKeyAnchoringWith(*pack, patterns); !s.ok()) return s;
+  if (absl::Status s = CheckExamplesMatchWith(*pack, patterns); !s.ok()) return s;
   return pack;
 }
 

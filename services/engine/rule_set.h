@@ -55,15 +55,10 @@
 
 namespace palisade {
 
-class PackPatterns;  // rule_set.cc
-
 // A pack and the file it came from (for error messages).
 struct LoadedPack {
   std::string file;
   palisade::v1::RulePack pack;
-  // The regexes and parse trees LoadRulePackFile built for its checks, by pattern text, which
-  // RuleSet::Compile uses instead of building them again. Null for a pack parsed in memory.
-  std::shared_ptr<const PackPatterns> patterns;
 };
 
 // Parses a textproto RulePack strictly: unknown fields and syntax errors are refused with
@@ -162,7 +157,7 @@ struct CompiledRule {
   palisade::v1::Rule proto;
   std::string pack;
   // One capturing regex per pattern, and the index of the key group in each.
-  std::vector<std::shared_ptr<const RE2>> patterns;  // shared with LoadedPack::patterns
+  std::vector<std::unique_ptr<RE2>> patterns;
   std::vector<int> key_group;
   // Per pattern: how many submatches the captures and conditions need.
   std::vector<int> submatches;
