@@ -152,8 +152,8 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
   ++rules_generation_;  // pending matches of the old rules are not counted (NoteInSession)
 }
 
-Engine::Shard& Engine::ShardFor(int rule_index, absl::string_view key) {
-  const size_t h = absl::Hash<std::pair<int, absl::string_view>>()({rule_index, key});
+Engine::Shard& Engine::ShardFor(int rule_index, size_t key_hash) {
+  const size_t h = absl::Hash<std::pair<int, size_t>>()({rule_index, key_hash});
   return shards_[h % kShards];
 }
 
@@ -827,10 +827,11 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
     if (options_.max_evidence > 0) d.evidence.push_back(absl::StrCat(kept, marker));
     return;
   }
-  Shard& shard = ShardFor(rule_index, key);
+  const size_t hash = WindowHash()(key);
+  Shard& shard = ShardFor(rule_index, hash);
   ShardMutexLock lock(&shard.mu);
   WindowMap& map = shard.maps[rule_index];
-  auto it = map.find(key);
+  auto it = map.find(key, hash);
   int64_t grown = 0;  // bytes this call adds to the shard
   if (it == map.end()) {
     // The cap is per rule over all shards; the shard taking the new key makes the room.
@@ -1043,7 +1044,7 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
     auto it = index.find(s.rule_id());
     if (it == index.end() || s.times_ms().empty()) continue;
     const int rule = static_cast<int>(it->second);
-    Shard& shard = ShardFor(rule, s.key());
+    Shard& shard = ShardFor(rule, WindowHash()(s.key()));
     ShardMutexLock lock(&shard.mu);
     WindowMap& map = shard.maps[rule];
     auto slot = map.find(absl::string_view(s.key()));

@@ -481,7 +481,9 @@ class Engine {
              absl::string_view secret, uint32_t stream, std::vector<Detection>* out);
   void Evict(Shard& shard, WindowMap& map, int rule_index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  Shard& ShardFor(int rule_index, absl::string_view key);
+  // The shard of (rule, key), from the key's hash in the rule's table (WindowHash): a count
+  // hashes its key once, for both.
+  Shard& ShardFor(int rule_index, size_t key_hash);
   // Memory accounting; every change to a shard's windows or tables goes through these.
   void AccountLocked(Shard& shard, int64_t delta) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   void EraseLocked(Shard& shard, WindowMap& map, WindowMap::iterator it)
