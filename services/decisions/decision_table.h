@@ -303,7 +303,7 @@ class DecisionTable {
     uint64_t ticket = 0;        // the turn with the listeners
     uint64_t write_ticket = 0;  // the turn with the store (with changes only)
     Store* store = nullptr;
-    std::vector<Store::Change> changes;    // empty: nothing to write
+    std::vector<Store::Change> changes;     // empty: nothing to write
     std::vector<DecisionUpdate*> recorded;  // recorded[i] is the update changes[i] writes
   };
   // The store rows of `change_set` (none without a store) into `*commit`, with a write ticket.
