@@ -873,19 +873,22 @@ class ByteNfa {
   const std::vector<std::vector<int>>& Closures() const {
     if (closures_.size() != size()) {
       closures_.resize(size());
-      for (size_t i = 0; i < size(); ++i) closures_[i] = Closure(static_cast<int>(i));
+      // One mark per state for all of them (mark[t] == s: t seen from s), not a cleared
+      // vector per state: that was quadratic in the automaton's size.
+      std::vector<int> mark(size(), -1);
+      for (size_t i = 0; i < size(); ++i) closures_[i] = Closure(static_cast<int>(i), mark);
     }
     return closures_;
   }
-  // The states reachable from `s` by empty moves (s included).
-  std::vector<int> Closure(int s) const {
+  // The states reachable from `s` by empty moves (s included), in breadth-first order.
+  // `mark` holds no entry equal to s on entry.
+  std::vector<int> Closure(int s, std::vector<int>& mark) const {
     std::vector<int> out = {s};
-    std::vector<bool> seen(size(), false);
-    seen[s] = true;
+    mark[s] = s;
     for (size_t i = 0; i < out.size(); ++i) {
       for (int t : eps_[out[i]]) {
-        if (!seen[t]) {
-          seen[t] = true;
+        if (mark[t] != s) {
+          mark[t] = s;
           out.push_back(t);
         }
       }
