@@ -79,8 +79,8 @@ absl::Status RuleError(const LoadedPack& pack, absl::string_view rule_id, absl::
 void AddPatternAnalyses(const std::string& pattern, bool has_key, CompiledRule* out,
                         std::vector<std::vector<std::string>>* literals);
 
-// `literals`, when given, receives each pattern's required literals (LiteralsOf), from the parse
-// tree the leading key and the key split are read from: each pattern is parsed once.
+// `literals`, when given, receives each pattern's required literals (RequiredLiterals), from
+// the parse tree the leading key and the key split are read from: each pattern is parsed once.
 absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(
     const LoadedPack& pack, const Rule& rule, const CidrSets& sets,
     std::vector<std::vector<std::string>>* literals) {
