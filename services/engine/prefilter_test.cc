@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <map>
 #include <optional>
+#include <random>
 #include <string>
 #include <utility>
 #include <vector>
@@ -224,6 +225,46 @@ TEST(SplitKeyTest, TheKeyAfterTheOnlySplitElseRe2Decides) {
                               "^failed for (?P<u>.*?) from (?P<ip>[0-9.]+) port"}) {
     EXPECT_EQ(CompileOne(pattern)->rules()[0]->key_split[0], nullptr) << pattern;
   }
+}
+
+// Random lines made of pieces of the introducer (near misses, repeats, overlaps, smuggled
+// copies before the server's own) find the key RE2 finds: SplitKey's search for the
+// introducer misses no occurrence and takes no false one.
+TEST(SplitKeyTest, RandomLinesOfIntroducerPiecesFindTheKeyRe2Finds) {
+  struct Case {
+    std::string pattern, head;
+    std::vector<std::string> pieces;
+    std::string tail;  // ends half of the lines as the server would
+  };
+  const std::vector<Case> cases = {
+      {"^Failed password for (?P<user>.*?) from (?P<ip>[0-9.]+) port \\\\d+ ssh2$",
+       "Failed password for ",
+       {" from ", " fro", "from ", "m ", "f", " ", "x", "203.0.113.7", " port 22 ssh2"},
+       " from 198.51.100.4 port 22 ssh2"},
+      {"^pam: (?P<u>.*?) rhost=(?P<ip>[0-9.]+)$", "pam: ",
+       {" rhost=", "rhost", "=", "t=", " rh", "1.2.3.4", "z", " "},
+       " rhost=198.51.100.5"},
+      {"^login (?P<u>.*?)@(?P<ip>[0-9.]+) ok$", "login ",
+       {"@", "@@", "9.8.7.6", " ok", "a", " "},
+       "@198.51.100.6 ok"},
+  };
+  std::mt19937 random(11);
+  int found = 0;
+  for (const Case& c : cases) {
+    auto split = CompileOne(c.pattern);
+    ASSERT_NE(split->rules()[0]->key_split[0], nullptr) << c.pattern;
+    auto re2_only = CompileOne(c.pattern, Re2Only());
+    for (int i = 0; i < 3000; ++i) {
+      std::string line = c.head;
+      const int n = 1 + static_cast<int>(random() % 12);
+      for (int k = 0; k < n; ++k) line += c.pieces[random() % c.pieces.size()];
+      if (random() % 2 == 0) line += c.tail;
+      const std::string key = KeyOf(split, line);
+      ASSERT_EQ(key, KeyOf(re2_only, line)) << c.pattern << "\n" << line;
+      if (key != "(none)") ++found;
+    }
+  }
+  EXPECT_GT(found, 3000);  // the lines are not all misses
 }
 
 TEST(SplitKeyTest, AKeyRunAfterTheOnlyIntroducerIsReadWithoutRegex) {
