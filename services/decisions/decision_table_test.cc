@@ -59,6 +59,21 @@ class DecisionTableTest : public ::testing::Test {
     return table_.Apply(Det(ip, t), spec);
   }
 
+  // An hour's block through the access-rule actuator (whose decisions have outbox operations).
+  static palisade::v1::DecisionSpec HourBlock() {
+    palisade::v1::DecisionSpec spec;
+    spec.set_action(palisade::v1::ACTION_BLOCK);
+    *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+    return spec;
+  }
+  // An empty store named `name` in the test's temporary directory.
+  static absl::StatusOr<std::unique_ptr<Store>> FreshStore(absl::string_view name) {
+    const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/" + std::string(name);
+    std::remove(path.c_str());
+    return Store::Open(path);
+  }
+
   SimulatedClock clock_;
   DecisionTable table_;
   palisade::v1::Escalation escalation_;
@@ -939,16 +954,11 @@ WalGate* WalGate::active_ = nullptr;
 // changes), and each Apply returns once its own change is committed.
 TEST_F(DecisionTableTest, AStoreWriteWaitsOutsideTheTablesLock) {
   WalGate gate;
-  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/gate.db";
-  std::remove(path.c_str());
-  auto store = Store::Open(path);
+  auto store = FreshStore("gate.db");
   ASSERT_THAT(store, IsOk());
   DecisionTable table(clock_);
   table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
-  palisade::v1::DecisionSpec spec;
-  spec.set_action(palisade::v1::ACTION_BLOCK);
-  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
-  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  const palisade::v1::DecisionSpec spec = HourBlock();
   DecisionUpdate first, second;
   std::atomic<bool> second_done{false};
   gate.Arm();
@@ -1215,16 +1225,11 @@ TEST_F(DecisionTableTest, ListenersHearADecisionsChangesInOrder) {
 // and the store ends with each decision as the table has it (a write overtaken by an older one
 // would leave a withdrawn decision active in the store, or an extension's expiry behind).
 TEST_F(DecisionTableTest, ConcurrentChangesAreStoredInTheirOrder) {
-  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/order.db";
-  std::remove(path.c_str());
-  auto store = Store::Open(path);
+  auto store = FreshStore("order.db");
   ASSERT_THAT(store, IsOk());
   DecisionTable table(clock_);
   table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
-  palisade::v1::DecisionSpec spec;
-  spec.set_action(palisade::v1::ACTION_BLOCK);
-  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
-  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  const palisade::v1::DecisionSpec spec = HourBlock();
   std::vector<int64_t> seqs;  // heard, in order (listeners are called one at a time)
   table.AddListener([&](const DecisionUpdate& u) {
     if (u.outbox_seq > 0) seqs.push_back(u.outbox_seq);

@@ -6,6 +6,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/substitute.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
@@ -52,6 +53,26 @@ std::shared_ptr<const RuleSet> Rules(absl::string_view text = kPack) {
   auto set = RuleSet::Compile({*pack});
   EXPECT_TRUE(set.ok()) << set.status();
   return *set;
+}
+
+// One rule counting sshd failures by address: `count` of them in ten minutes.
+std::string FailPack(absl::string_view id, int count) {
+  return absl::Substitute(R"pb(
+    rules {
+      id: "$0"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^Failed password for (?P<user>\\S+) from (?P<ip>\\S+) port"
+      threshold {
+        count: $1
+        window { seconds: 600 }
+      }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb",
+                          id, count);
 }
 
 class EngineTest : public ::testing::Test {
@@ -638,22 +659,7 @@ TEST_F(EngineTest, EvidenceRingStaysUnderItsByteCap) {
   EngineOptions options;
   options.max_evidence = 100;
   options.max_evidence_bytes = 1024;
-  Engine engine(Rules(R"pb(
-    rules {
-      id: "ssh-fail-50"
-      formats: LOG_FORMAT_SYSLOG
-      patterns: "^Failed password for (?P<user>\\S+) from (?P<ip>\\S+) port"
-      threshold {
-        count: 50
-        window { seconds: 600 }
-      }
-      decision {
-        action: ACTION_BLOCK
-        duration { seconds: 600 }
-      }
-    }
-  )pb"),
-                options);
+  Engine engine(Rules(FailPack("ssh-fail-50", 50)), options);
   ParsedLine line;
   std::vector<Detection> out;
   std::vector<std::string> msgs;
@@ -687,7 +693,7 @@ TEST_F(EngineTest, EvidenceRingKeepsTheNewestLinesAsAQueueWould) {
     EngineOptions options;
     options.max_evidence = 5;
     options.max_evidence_bytes = 300;  // lines up to 64 bytes are kept whole (the minimum share)
-    Engine engine(Rules(long_key ? R"pb(
+    Engine engine(Rules(long_key ? std::string(R"pb(
       rules {
         id: "path-40"
         formats: LOG_FORMAT_SYSLOG
@@ -703,22 +709,8 @@ TEST_F(EngineTest, EvidenceRingKeepsTheNewestLinesAsAQueueWould) {
           duration { seconds: 600 }
         }
       }
-    )pb"
-                                 : R"pb(
-      rules {
-        id: "ssh-fail-40"
-        formats: LOG_FORMAT_SYSLOG
-        patterns: "^Failed password for (?P<user>\\S+) from (?P<ip>\\S+) port"
-        threshold {
-          count: 40
-          window { seconds: 600 }
-        }
-        decision {
-          action: ACTION_BLOCK
-          duration { seconds: 600 }
-        }
-      }
-    )pb"),
+    )pb")
+                                 : FailPack("ssh-fail-40", 40)),
                   options);
     const std::string key = long_key ? "/" + std::string(41, 'p') : "203.0.113.9";
     std::mt19937 random(7);
