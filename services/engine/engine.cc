@@ -399,6 +399,7 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
   }
   for (size_t part_no = 0; part_no < index.parts.size(); ++part_no) {
     const RuleSet::SetPart& part = index.parts[part_no];
+    if (!part.MayMatch(line.program, line.message)) continue;
     // The gated part: patterns whose required literal occurs are candidates (their capturing
     // regex decides); a line without any of the literals costs one vectorised scan.
     // Candidates are (rule, pattern << 1 | unproven): a Set's hits are known to match.

@@ -472,6 +472,7 @@ void CompileBothWays(std::shared_ptr<const RuleSet>* with,
   off.prefilter = false;
   off.leading_keys = false;
   off.ignores_in_sets = false;
+  off.skip_parts = false;
   absl::StatusOr<std::shared_ptr<const RuleSet>> on = RuleSet::Compile(packs, sets);
   absl::StatusOr<std::shared_ptr<const RuleSet>> before = RuleSet::Compile(packs, sets, off);
   ASSERT_TRUE(on.ok()) << on.status();
@@ -579,6 +580,169 @@ TEST(PrefilterTest, IgnorePatternsInTheSetsIgnoreWhatRe2Ignores) {
     // Ignore patterns decided many lines: the counter-examples, the corpus's static assets.
     EXPECT_GT(ignored, 1000u) << (prematch ? "with" : "without") << " Prematch";
   }
+}
+
+
+// --- parts that skip the lines they cannot match (RuleSetOptions::skip_parts) -----------------
+
+// The (rule, key) of `text`, a syslog line, with `set` ("(none)": no match).
+std::vector<std::string> SyslogMatches(const std::shared_ptr<const RuleSet>& set,
+                                       const std::string& text) {
+  Engine engine(set, EngineOptions());
+  LineParser parser(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine line;
+  const absl::Time time = absl::FromUnixSeconds(1'772'000'000);
+  EXPECT_TRUE(parser.Parse(text, time, &line).ok()) << text;
+  std::vector<std::string> out;
+  engine.MatchOnly(
+      LogFormat::LOG_FORMAT_SYSLOG, line,
+      [&](const CompiledRule& rule, absl::string_view key) {
+        out.push_back(absl::StrCat(rule.id(), " ", key));
+      },
+      time);
+  return out;
+}
+
+// A part's skips cover its ignore patterns, whose rules may have their patterns in another part:
+// here "any" (no programs, a gated pattern) has its anchored ignore pattern in the anchored Set
+// of "ssh" (programs: sshd). A web line the ignore pattern matches is ignored only if that Set
+// still runs on it: were the Set's programs and first bytes those of "ssh" alone, it would not.
+TEST(SkipPartsTest, APartsSkipsCoverTheIgnorePatternsInIt) {
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(R"pb(
+    rules {
+      id: "ssh" formats: [LOG_FORMAT_SYSLOG] programs: ["sshd"]
+      patterns: '^Failed for \\S+ from (?P<ip>[0-9.]+)$'
+      threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+    rules {
+      id: "any" formats: [LOG_FORMAT_SYSLOG]
+      patterns: 'evilthing (?P<ip>[0-9.]+)'
+      ignore_patterns: '^ignored '
+      threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+  )pb", "t.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*pack});
+  ASSERT_TRUE(set.ok()) << set.status();
+  const RuleSet::FormatIndex* index = (*set)->ForFormat(LogFormat::LOG_FORMAT_SYSLOG);
+  ASSERT_NE(index, nullptr);
+  const RuleSet::SetPart* anchored = nullptr;
+  for (const auto& part : index->parts) {
+    if (part.set != nullptr && !part.ignore_rules.empty()) anchored = &part;
+  }
+  ASSERT_NE(anchored, nullptr) << "the ignore pattern is not in a Set";
+  EXPECT_THAT(anchored->programs, IsEmpty());
+  ASSERT_TRUE(anchored->first_bytes_known);
+  EXPECT_TRUE(anchored->first_bytes['F']);
+  EXPECT_TRUE(anchored->first_bytes['i']);
+  EXPECT_FALSE(anchored->first_bytes['e']);
+
+  EXPECT_THAT(SyslogMatches(*set, "Mar  3 12:00:00 h sshd[1]: Failed for root from 192.0.2.7"),
+              ElementsAre("ssh 192.0.2.7"));
+  EXPECT_THAT(SyslogMatches(*set, "Mar  3 12:00:00 h web[2]: evilthing 192.0.2.8"),
+              ElementsAre("any 192.0.2.8"));
+  EXPECT_THAT(SyslogMatches(*set, "Mar  3 12:00:00 h web[2]: ignored evilthing 192.0.2.9"),
+              IsEmpty());
+  // The program gate: "ssh" names its program, so a cron line with its words is not its.
+  EXPECT_THAT(SyslogMatches(*set, "Mar  3 12:00:00 h CRON[3]: Failed for root from 192.0.2.7"),
+              IsEmpty());
+}
+
+// RE2 folds (?i)k to U+212A and (?i)s to U+017F, whose UTF-8 starts with bytes no ASCII letter
+// has, and an anchored pattern that can match the empty message gives no first bytes at all.
+TEST(SkipPartsTest, FirstBytesHoldWhatRe2FoldsAndNothingForAnEmptyMatch) {
+  auto folded = CompileOne("^(?i)kex (?P<ip>[0-9.]+)");
+  const RuleSet::FormatIndex* index = folded->ForFormat(LogFormat::LOG_FORMAT_RAW);
+  ASSERT_NE(index, nullptr);
+  ASSERT_EQ(index->parts.size(), 1u);
+  ASSERT_TRUE(index->parts[0].first_bytes_known);
+  EXPECT_TRUE(index->parts[0].first_bytes['k'] && index->parts[0].first_bytes['K']);
+  EXPECT_TRUE(index->parts[0].first_bytes[0xE2]);
+  EXPECT_FALSE(index->parts[0].first_bytes['x']);
+  EXPECT_EQ(KeyOf(folded, "\xE2\x84\xAA" "EX 192.0.2.1"), "192.0.2.1");
+  EXPECT_EQ(KeyOf(folded, "xex 192.0.2.1"), "(none)");
+  auto empty = CompileOne("^(?:a )?(?P<ip>[0-9.]*)$");
+  ASSERT_EQ(empty->ForFormat(LogFormat::LOG_FORMAT_RAW)->parts.size(), 1u);
+  EXPECT_FALSE(empty->ForFormat(LogFormat::LOG_FORMAT_RAW)->parts[0].first_bytes_known);
+}
+
+// Each shipped pack alone (a pack whose rules name their programs gives its Sets a program
+// list) and every pack together, compiled with and without the skips: the same (rule, key) on
+// every example, counter-example and a sample of the generated corpora. And the skips are in
+// use: the sshd pack's Set passes over the corpus's sudo, CRON and systemd-logind lines.
+TEST(SkipPartsTest, SameMatchesWithAndWithoutSkipsOverEachPack) {
+  const std::vector<LoadedPack> packs = ShippedPacks();
+  const CidrSets sets = ShippedPackCidrSets();
+  RuleSetOptions no_skips;
+  no_skips.skip_parts = false;
+  std::vector<std::vector<LoadedPack>> groups;
+  for (const LoadedPack& pack : packs) groups.push_back({pack});
+  groups.push_back(packs);
+  size_t with_programs = 0, with_first_bytes = 0, matched = 0;
+  for (const std::vector<LoadedPack>& group : groups) {
+    const std::string name = group.size() == 1 ? group[0].pack.name() : "every pack";
+    absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile(group, sets);
+    absl::StatusOr<std::shared_ptr<const RuleSet>> without =
+        RuleSet::Compile(group, sets, no_skips);
+    ASSERT_TRUE(with.ok()) << name << ": " << with.status();
+    ASSERT_TRUE(without.ok()) << name << ": " << without.status();
+    for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
+      const RuleSet::FormatIndex* index = (*with)->ForFormat(static_cast<LogFormat>(f));
+      if (index == nullptr) continue;
+      for (const auto& part : index->parts) {
+        with_programs += !part.programs.empty();
+        with_first_bytes += part.first_bytes_known;
+      }
+      for (const auto& part : (*without)->ForFormat(static_cast<LogFormat>(f))->parts) {
+        EXPECT_TRUE(part.programs.empty() && !part.first_bytes_known) << name;
+      }
+    }
+    size_t examples = 0;
+    const std::vector<Line> all = TestLines(**with, &examples);
+    std::vector<Line> lines(all.begin(), all.begin() + examples);
+    for (size_t i = examples; i < all.size(); i += 7) lines.push_back(all[i]);
+    const auto a = MatchAll(*with, lines);
+    const auto b = MatchAll(*without, lines);
+    ASSERT_EQ(a.size(), b.size());
+    size_t differences = 0;
+    for (size_t i = 0; i < lines.size(); ++i) {
+      matched += !b[i].empty();
+      if (a[i] != b[i] && ++differences <= 10) {
+        ADD_FAILURE() << name << ", line " << i << " (format " << lines[i].format
+                      << "): " << lines[i].text << "\n  with the skips: " << a[i].size()
+                      << " matches, without: " << b[i].size();
+      }
+    }
+    EXPECT_EQ(differences, 0u) << name;
+  }
+  EXPECT_GT(with_programs, 3u);
+  EXPECT_GT(with_first_bytes, 10u);
+  EXPECT_GT(matched, 10'000u);
+
+  // The sshd pack alone: its anchored Set is for sshd's lines only, and skips the others.
+  const auto sshd = std::find_if(packs.begin(), packs.end(),
+                                 [](const LoadedPack& p) { return p.pack.name() == "sshd"; });
+  ASSERT_NE(sshd, packs.end());
+  absl::StatusOr<std::shared_ptr<const RuleSet>> alone = RuleSet::Compile({*sshd}, sets);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  const RuleSet::FormatIndex* index = (*alone)->ForFormat(LogFormat::LOG_FORMAT_SYSLOG);
+  ASSERT_NE(index, nullptr);
+  ASSERT_EQ(index->parts.size(), 1u);
+  const RuleSet::SetPart& part = index->parts[0];
+  EXPECT_THAT(part.programs, ElementsAre("sshd", "sshd-session"));
+  ASSERT_TRUE(part.first_bytes_known);
+  EXPECT_TRUE(part.first_bytes['F'] && part.first_bytes['I'] && part.first_bytes['C']);
+  EXPECT_FALSE(part.first_bytes['N']);  // "New session 12 of user deploy." (systemd-logind)
+  CorpusOptions options;
+  options.lines = 5'000;
+  LineParser parser(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine parsed;
+  size_t skipped = 0;
+  for (const std::string& line : GenerateSshd(options).lines) {
+    ASSERT_TRUE(parser.Parse(line, absl::FromUnixSeconds(1'772'000'000), &parsed).ok()) << line;
+    skipped += !part.MayMatch(parsed.program, parsed.message);
+  }
+  EXPECT_GT(skipped, options.lines / 5);
 }
 
 }  // namespace

@@ -1236,8 +1236,10 @@ bool HasOtherEmptyWidth(const ReNode& n, const ReNode* allowed_begin, const ReNo
 
 // The bytes a match of `n` can start with (`*first`), and whether it can be empty
 // (`*nullable`; the end of the text counts as empty: no byte follows). False when `n` holds an
-// empty-width piece but the end of the text, whose first byte this does not follow.
-bool FirstBytes(const ReNode& n, CharSet* first, bool* nullable) {
+// empty-width piece but the end of the text, whose first byte this does not follow. With
+// `at_start` (a match that starts the text: an anchored Set's), the start of the text counts as
+// empty too: wherever it stands, taking it as empty can only add bytes, never drop one.
+bool FirstBytes(const ReNode& n, CharSet* first, bool* nullable, bool at_start = false) {
   switch (n.kind) {
     case ReNode::kChars:
       *first |= n.chars;
@@ -1247,19 +1249,21 @@ bool FirstBytes(const ReNode& n, CharSet* first, bool* nullable) {
       *nullable = true;
       return true;
     case ReNode::kBeginText:
+      *nullable = true;
+      return at_start;
     case ReNode::kEmptyWidth:
       return false;
     case ReNode::kGroup:
-      return n.subs.size() == 1 && FirstBytes(n.subs[0], first, nullable);
+      return n.subs.size() == 1 && FirstBytes(n.subs[0], first, nullable, at_start);
     case ReNode::kRepeat:
-      if (n.subs.size() != 1 || !FirstBytes(n.subs[0], first, nullable)) return false;
+      if (n.subs.size() != 1 || !FirstBytes(n.subs[0], first, nullable, at_start)) return false;
       *nullable = *nullable || n.min == 0;
       return true;
     case ReNode::kAlternate: {
       bool any = n.subs.empty();
       for (const ReNode& sub : n.subs) {
         bool sub_nullable = false;
-        if (!FirstBytes(sub, first, &sub_nullable)) return false;
+        if (!FirstBytes(sub, first, &sub_nullable, at_start)) return false;
         any = any || sub_nullable;
       }
       *nullable = any;
@@ -1268,7 +1272,7 @@ bool FirstBytes(const ReNode& n, CharSet* first, bool* nullable) {
     case ReNode::kConcat:
       for (const ReNode& sub : n.subs) {
         bool sub_nullable = false;
-        if (!FirstBytes(sub, first, &sub_nullable)) return false;
+        if (!FirstBytes(sub, first, &sub_nullable, at_start)) return false;
         if (!sub_nullable) {
           *nullable = false;
           return true;
@@ -1278,6 +1282,30 @@ bool FirstBytes(const ReNode& n, CharSet* first, bool* nullable) {
       return true;
   }
   return false;
+}
+
+// SetPart::first_bytes of an anchored Set over `members`: false when some member is not
+// understood or can match the empty message.
+bool AnchoredFirstBytes(const std::vector<std::string>& members, CharSet* first) {
+  for (const std::string& member : members) {
+    const absl::StatusOr<ReNode> root = ReParser(member).Parse();
+    bool nullable = false;
+    if (!root.ok() || !FirstBytes(*root, first, &nullable, /*at_start=*/true) || nullable) {
+      return false;
+    }
+  }
+  // The parser reads bytes; RE2 reads UTF-8 and folds case. (?i)k and (?i)s also match U+212A
+  // and U+017F (ExpandChars), and a letter past ASCII may fold to one with another lead byte:
+  // so every lead byte, when any is there.
+  if ((*first)['k'] && (*first)['K']) first->set(0xE2);
+  if ((*first)['s'] && (*first)['S']) first->set(0xC5);
+  for (int c = 0x80; c < 256; ++c) {
+    if ((*first)[c]) {
+      for (int d = 0x80; d < 256; ++d) first->set(d);
+      break;
+    }
+  }
+  return true;
 }
 
 // KeySplit's run: when `group` (the key's) is a run of one ASCII class and no byte of that
@@ -2132,6 +2160,24 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
         }
       }
     }
+    // SetPart::programs: on syslog formats, the programs every rule behind the part's members
+    // names, when all of them name some.
+    const bool by_program =
+        f == LogFormat::LOG_FORMAT_SYSLOG || f == LogFormat::LOG_FORMAT_SYSLOG5424;
+    auto programs_of = [&](const SetPart& part) {
+      std::vector<std::string> programs;
+      if (!options.skip_parts || !by_program) return programs;
+      std::vector<int> behind = part.ignore_rules;
+      for (const auto& [r, p] : part.entries) behind.push_back(r);
+      for (int r : behind) {
+        const auto& named = set->rules_[r]->proto.programs();
+        if (named.empty()) return std::vector<std::string>();
+        programs.insert(programs.end(), named.begin(), named.end());
+      }
+      std::sort(programs.begin(), programs.end());
+      programs.erase(std::unique(programs.begin(), programs.end()), programs.end());
+      return programs;
+    };
     SetPart gate_part;
     std::vector<std::pair<std::string, int>> literals;
     for (size_t r = 0; r < set->rules_.size(); ++r) {
@@ -2145,6 +2191,7 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
     }
     if (!gate_part.entries.empty()) {
       gate_part.gate = std::make_unique<LiteralGate>(literals);
+      gate_part.programs = programs_of(gate_part);
       index->parts.push_back(std::move(gate_part));
     }
     std::vector<bool> ignores_outside(set->rules_.size());
@@ -2207,6 +2254,11 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
         same = std::move(compiled);
       }
       part.set = same;
+      part.programs = programs_of(part);
+      if (anchored && options.skip_parts) {
+        part.first_bytes_known = AnchoredFirstBytes(members, &part.first_bytes);
+        if (!part.first_bytes_known) part.first_bytes.reset();
+      }
       index->parts.push_back(std::move(part));
     }
     index->ignores_in_sets.resize(set->rules_.size());
