@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -131,6 +132,57 @@ TEST(LiteralGateTest, FindsLiteralsAnywhereWithoutCase) {
   // Earlier contents kept; each entry once, in the order found.
   EXPECT_THAT(out, ElementsAre(std::make_pair(1, 1), std::make_pair(9, 0),
                                std::make_pair(7, 0), std::make_pair(8, 1)));
+}
+
+// Scan against a plain search, over random literals and texts from a small alphabet (so that
+// anchors and literals occur often, at block boundaries and in the last, overlapping block):
+// from one to a dozen anchor bytes, the counts Scan has a loop of its own for and the others.
+TEST(LiteralGateTest, FindsWhatAPlainSearchFinds) {
+  std::mt19937 random(7);
+  const std::string alphabet = "ab_Zz./ -";
+  auto pick = [&](size_t n, bool upper) {
+    std::string out;
+    for (size_t i = 0; i < n; ++i) {
+      char c = alphabet[random() % alphabet.size()];
+      if (upper && random() % 3 == 0) c = absl::ascii_toupper(c);
+      out.push_back(c);
+    }
+    return out;
+  };
+  size_t found = 0, trials = 0;
+  for (int round = 0; round < 300; ++round) {
+    std::vector<std::pair<std::string, int>> literals;
+    std::vector<std::pair<int, int>> entries;
+    const size_t count = 1 + random() % 12;
+    for (size_t i = 0; i < count; ++i) {
+      literals.emplace_back(pick(2 + random() % 4, false), static_cast<int>(i));
+      entries.emplace_back(static_cast<int>(i), round);
+    }
+    const LiteralGate gate(literals);
+    for (int t = 0; t < 40; ++t) {
+      const std::string text = pick(random() % 70, true);
+      const std::string lower = absl::AsciiStrToLower(text);
+      std::vector<std::pair<int, int>> expected;
+      for (const auto& [literal, entry] : literals) {
+        if (lower.find(absl::AsciiStrToLower(literal)) != std::string::npos &&
+            std::find(expected.begin(), expected.end(), entries[entry]) == expected.end()) {
+          expected.push_back(entries[entry]);
+        }
+      }
+      std::vector<std::pair<int, int>> got;
+      ASSERT_EQ(gate.Scan(text, entries, &got), !expected.empty()) << text;
+      ASSERT_EQ(gate.Scan(text, entries, nullptr), !expected.empty()) << text;
+      std::sort(expected.begin(), expected.end());
+      std::vector<std::pair<int, int>> sorted = got;
+      std::sort(sorted.begin(), sorted.end());
+      ASSERT_EQ(sorted, expected) << "text \"" << text << "\", " << count << " literals";
+      ASSERT_EQ(sorted.size(), got.size()) << "an entry twice: " << text;
+      found += !expected.empty();
+      ++trials;
+    }
+  }
+  EXPECT_GT(found, trials / 4);
+  EXPECT_LT(found, trials * 3 / 4);
 }
 
 // A one-rule pack of `pattern` over raw lines, compiled with `options`.

@@ -1867,14 +1867,39 @@ unsigned char Lower(unsigned char c) {
 }  // namespace
 
 LiteralGate::LiteralGate(const std::vector<std::pair<std::string, int>>& literals) {
+  // Each literal is looked for by its least common byte (ByteCost). Where a literal has several
+  // such bytes, the one most literals can take: each distinct byte is one more compare per 16
+  // bytes of every line (a letter two, for its two cases), so "&cf_token=" and "cf_api_token="
+  // share '_' rather than adding '&', which is also common in query strings.
+  std::vector<std::string> lowered;
+  int takers[256] = {};
   for (const auto& [text, entry] : literals) {
-    if (text.empty()) continue;  // would pass every line: the caller keeps such patterns out
+    lowered.push_back(absl::AsciiStrToLower(text));
+    const std::string& t = lowered.back();
+    int least = INT_MAX;
+    for (char c : t) least = std::min(least, ByteCost(c));
+    bool seen[256] = {};
+    for (char c : t) {
+      const unsigned char b = static_cast<unsigned char>(c);
+      if (ByteCost(c) == least && !seen[b]) ++takers[b], seen[b] = true;
+    }
+  }
+  for (size_t k = 0; k < literals.size(); ++k) {
+    const int entry = literals[k].second;
+    if (lowered[k].empty()) continue;  // would pass every line: the caller keeps such out
     Literal lit;
-    lit.text = absl::AsciiStrToLower(text);
+    lit.text = std::move(lowered[k]);
     lit.entry = entry;
     size_t best = 0;
     for (size_t i = 1; i < lit.text.size(); ++i) {
-      if (ByteCost(lit.text[i]) < ByteCost(lit.text[best])) best = i;
+      const int cost = ByteCost(lit.text[i]), best_cost = ByteCost(lit.text[best]);
+      const auto is_letter = [](unsigned char c) { return c >= 'a' && c <= 'z'; };
+      const unsigned char b = lit.text[i], a = lit.text[best];
+      if (cost < best_cost ||
+          (cost == best_cost && (takers[b] > takers[a] ||
+                                 (takers[b] == takers[a] && is_letter(a) && !is_letter(b))))) {
+        best = i;
+      }
     }
     lit.offset = static_cast<uint32_t>(best);
     const unsigned char a = lit.text[best];
@@ -1917,40 +1942,94 @@ bool LiteralGate::At(absl::string_view text, size_t pos,
   return found;
 }
 
+namespace {
+#if defined(__SSE2__)
+// Bit b of the result: byte b of the 16 at `p` is one of the anchors. K > 0: the first K of
+// `anchors`, held in registers (the loop over them unrolled); K == 0: all `count`.
+template <int K>
+struct AnchorMatcher {
+  explicit AnchorMatcher(const std::array<char, 16>* anchors, size_t count)
+      : anchors(anchors), count(count) {
+    for (int j = 0; j < K; ++j) {
+      in_registers[j] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(anchors[j].data()));
+    }
+  }
+  uint32_t operator()(const char* p) const {
+    const __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    __m128i eq = _mm_setzero_si128();
+    if constexpr (K > 0) {
+#pragma GCC unroll 8
+      for (int j = 0; j < K; ++j) eq = _mm_or_si128(eq, _mm_cmpeq_epi8(block, in_registers[j]));
+    } else {
+      for (size_t j = 0; j < count; ++j) {
+        const __m128i anchor =
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(anchors[j].data()));
+        eq = _mm_or_si128(eq, _mm_cmpeq_epi8(block, anchor));
+      }
+    }
+    return static_cast<uint32_t>(_mm_movemask_epi8(eq));
+  }
+  const std::array<char, 16>* anchors;
+  size_t count;
+  __m128i in_registers[K > 0 ? K : 1];
+};
+
+// Calls `at(pos)` for each position of `text` (at least 16 bytes) holding an anchor, in order,
+// until it returns true (then true). 16 bytes at a time; the last block overlaps the one before
+// it, with the positions already seen masked off.
+template <int K, typename At>
+bool ScanAnchors(absl::string_view text, const std::array<char, 16>* anchors, size_t count,
+                 At& at) {
+  const AnchorMatcher<K> match(anchors, count);
+  const size_t n = text.size();
+  auto visit = [&](size_t base, uint32_t mask) {
+    for (; mask != 0; mask &= mask - 1) {
+      if (at(base + static_cast<size_t>(__builtin_ctz(mask)))) return true;
+    }
+    return false;
+  };
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    if (visit(i, match(text.data() + i))) return true;
+  }
+  if (i < n) {
+    const size_t last = n - 16;
+    return visit(i, match(text.data() + last) >> (i - last));
+  }
+  return false;
+}
+#endif
+}  // namespace
+
 bool LiteralGate::Scan(absl::string_view text, const std::vector<std::pair<int, int>>& entries,
                        std::vector<std::pair<int, int>>* out) const {
   const size_t first = out == nullptr ? 0 : out->size();
   bool found = false;
-  size_t i = 0;
-  const char* p = text.data();
-  const size_t n = text.size();
+  // True to stop: a literal found and nothing to collect.
+  auto at = [&](size_t pos) {
+    if (!At(text, pos, entries, out, first)) return false;
+    found = true;
+    return out == nullptr;
+  };
 #if defined(__SSE2__)
-  if (!vectors_.empty()) {
-    for (; i + 16 <= n; i += 16) {
-      const __m128i block = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
-      __m128i eq = _mm_setzero_si128();
-      for (const std::array<char, 16>& v : vectors_) {
-        const __m128i anchor = _mm_loadu_si128(reinterpret_cast<const __m128i*>(v.data()));
-        eq = _mm_or_si128(eq, _mm_cmpeq_epi8(block, anchor));
-      }
-      uint32_t mask = static_cast<uint32_t>(_mm_movemask_epi8(eq));
-      while (mask != 0) {
-        const size_t pos = i + static_cast<size_t>(__builtin_ctz(mask));
-        mask &= mask - 1;
-        if (At(text, pos, entries, out, first)) {
-          found = true;
-          if (out == nullptr) return true;
-        }
-      }
+  if (text.size() >= 16 && !vectors_.empty()) {
+    const std::array<char, 16>* anchors = vectors_.data();
+    const size_t count = vectors_.size();
+    switch (count) {
+      case 1: ScanAnchors<1>(text, anchors, count, at); break;
+      case 2: ScanAnchors<2>(text, anchors, count, at); break;
+      case 3: ScanAnchors<3>(text, anchors, count, at); break;
+      case 4: ScanAnchors<4>(text, anchors, count, at); break;
+      case 5: ScanAnchors<5>(text, anchors, count, at); break;
+      case 6: ScanAnchors<6>(text, anchors, count, at); break;
+      default: ScanAnchors<0>(text, anchors, count, at); break;
     }
+    return found;
   }
 #endif
-  for (; i < n; ++i) {
-    if (by_byte_[static_cast<unsigned char>(p[i])].empty()) continue;
-    if (At(text, i, entries, out, first)) {
-      found = true;
-      if (out == nullptr) return true;
-    }
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (by_byte_[static_cast<unsigned char>(text[i])].empty()) continue;
+    if (at(i)) break;
   }
   return found;
 }
