@@ -11,7 +11,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "services/common/proto_time.h"
 #include "services/formats/json_parser.h"
@@ -562,10 +561,15 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   const bool line_by_line = static_cast<bool>(options_.advance_clock);
   uint32_t detection_count = 0;
   std::vector<const CompiledRule*> detected;
-  // Recidive: the decision lines a round of decisions feeds back (see the header), as (line,
-  // event time); built before on_detections, which may move from the detections.
-  std::vector<std::pair<std::string, absl::Time>> fed;
+  // Recidive: the decision lines a round of decisions feeds back (see the header), one after
+  // another in `fed_text`, as (where each ends there, its event time); built before
+  // on_detections, which may move from the detections. Kept across rounds and lines (a string
+  // per line was two or three allocations of it).
+  std::string fed_text;
+  std::vector<std::pair<size_t, absl::Time>> fed;
   ParsedLine fed_parsed;
+  // Taken from the pool at the first line fed, given back at the end of the batch.
+  std::unique_ptr<FedMemo> fed_memo;
   // Set under rules_mu_ (below): whether a loaded rule reads the decisions format.
   bool feed = false;
   // A round's detections. Kept across rounds and lines with `detections` (swapped), so deciding
@@ -579,9 +583,8 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   const std::function<void(const std::vector<DecisionUpdate>&)> on_decided =
       [&](const std::vector<DecisionUpdate>& updates) {
         for (size_t i = 0; feed && i < fresh.size() && i < updates.size(); ++i) {
-          std::string fed_line;
-          if (DecisionLine(fresh[i], updates[i].change, &fed_line)) {
-            fed.emplace_back(std::move(fed_line), fresh[i].time);
+          if (AppendDecisionLine(fresh[i], updates[i].change, &fed_text)) {
+            fed.emplace_back(fed_text.size(), fresh[i].time);
           }
         }
         if (options_.on_detections) options_.on_detections(batch.source(), fresh, updates);
@@ -611,14 +614,17 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         }
       }
       fed.clear();
+      fed_text.clear();
       // Decided while the rules cannot be swapped (a detection points into its RuleSet), and
       // written to the store in one transaction.
       decisions_.ApplyAllInto(fresh, &decided,
                               feed || options_.on_detections ? on_decided : no_callback);
-      for (const auto& [fed_line, when] : fed) {
-        fed_parsed.message = fed_line;
-        engine_.Process(palisade::v1::LogFormat::LOG_FORMAT_DECISIONS, fed_parsed, fed_line, when,
-                        &detections, stream.id);
+      if (!fed.empty() && fed_memo == nullptr) fed_memo = TakeFedMemo(engine_.rules().get());
+      size_t begin = 0;
+      for (const auto& [end, when] : fed) {
+        FeedLine(absl::string_view(fed_text).substr(begin, end - begin), when, stream.id,
+                 *fed_memo, fed_parsed, &detections);
+        begin = end;
       }
     }
   };
@@ -723,6 +729,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     // The daemon decides the batch here (replay has, line by line); decision lines fed back
     // count in the metrics below.
     decide();
+    if (fed_memo != nullptr) ReturnFedMemo(std::move(fed_memo));
     PublishRuleMetrics(detected);
     ack.set_detections(detection_count);
   }
@@ -772,13 +779,14 @@ void Pipeline::FeedDecisions(absl::string_view source, const std::vector<Detecti
   }
   std::vector<Detection> detections;
   ParsedLine parsed;
+  std::unique_ptr<FedMemo> memo = TakeFedMemo(engine_.rules().get());
+  std::string line;
   for (size_t i = 0; i < made.size() && i < updates.size(); ++i) {
-    std::string line;
-    if (!DecisionLine(made[i], updates[i].change, &line)) continue;
-    parsed.message = line;
-    engine_.Process(palisade::v1::LogFormat::LOG_FORMAT_DECISIONS, parsed, line, made[i].time,
-                    &detections, stream_id);
+    line.clear();
+    if (!AppendDecisionLine(made[i], updates[i].change, &line)) continue;
+    FeedLine(line, made[i].time, stream_id, *memo, parsed, &detections);
   }
+  ReturnFedMemo(std::move(memo));
   std::vector<const CompiledRule*> detected;
   for (const Detection& d : detections) detected.push_back(d.rule);
   if (!detections.empty()) {
@@ -791,24 +799,88 @@ void Pipeline::FeedDecisions(absl::string_view source, const std::vector<Detecti
   PublishRuleMetrics(detected);
 }
 
-bool Pipeline::DecisionLine(const Detection& d, DecisionChange change, std::string* line) {
+bool Pipeline::AppendDecisionLine(const Detection& d, DecisionChange change, std::string* text) {
   if (change != DecisionChange::kCreated && change != DecisionChange::kExtended) return false;
   for (int f : d.rule->proto.formats()) {
     if (f == palisade::v1::LogFormat::LOG_FORMAT_DECISIONS) return false;
   }
-  line->clear();
-  absl::StrAppend(line, "decision rule=", d.rule_id, " kind=", KindLabel(d.kind), " key=");
+  // Appended piece by piece into a string the caller keeps: no allocation once it has grown.
+  text->append("decision rule=");
+  text->append(d.rule_id);
+  text->append(" kind=");
+  const absl::string_view kind = KindLabel(d.kind);
+  text->append(kind.data(), kind.size());
+  text->append(" key=");
   // The key as printable ASCII without spaces: a path key is the client's text, and must not
-  // add a field ("/x kind=ip key=192.0.2.1") or a line.
-  for (unsigned char c : d.key) {
-    if (c > 0x20 && c < 0x7f && c != '%') {
-      line->push_back(static_cast<char>(c));
-    } else {
-      absl::StrAppend(line, absl::StrFormat("%%%02X", c));
+  // add a field ("/x kind=ip key=192.0.2.1") or a line. Runs of plain bytes (an address key is
+  // one run) are appended at once.
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  const absl::string_view key = d.key;
+  size_t plain = 0;
+  for (size_t i = 0; i < key.size(); ++i) {
+    const unsigned char c = static_cast<unsigned char>(key[i]);
+    if (c > 0x20 && c < 0x7f && c != '%') continue;
+    text->append(key.data() + plain, i - plain);
+    const char escaped[3] = {'%', kHex[c >> 4], kHex[c & 0xf]};
+    text->append(escaped, 3);
+    plain = i + 1;
+  }
+  text->append(key.data() + plain, key.size() - plain);
+  text->append(" action=");
+  const absl::string_view action = CachedActionLabel(d.rule->proto.decision().action());
+  text->append(action.data(), action.size());
+  return true;
+}
+
+void Pipeline::FeedLine(absl::string_view line, absl::Time when, uint32_t stream, FedMemo& memo,
+                        ParsedLine& parsed, std::vector<Detection>* out) {
+  constexpr palisade::v1::LogFormat kDecisions = palisade::v1::LogFormat::LOG_FORMAT_DECISIONS;
+  parsed.message = line;
+  if (line.size() > FedMemo::kFedMemoLineBytes) {
+    fed_memo_misses_.fetch_add(1, std::memory_order_relaxed);
+    engine_.Process(kDecisions, parsed, line, when, out, stream);
+    return;
+  }
+  auto it = memo.spans.find(line);
+  if (it == memo.spans.end()) {
+    if (memo.spans.size() >= FedMemo::kFedMemoLines) memo.Clear();
+    const auto begin = static_cast<uint32_t>(memo.buffer.candidates.size());
+    engine_.Prematch(kDecisions, parsed, &memo.buffer);
+    it = memo.spans
+             .emplace(std::string(line),
+                      std::make_pair(begin, static_cast<uint32_t>(memo.buffer.candidates.size())))
+             .first;
+    fed_memo_misses_.fetch_add(1, std::memory_order_relaxed);
+  } else {
+    fed_memo_hits_.fetch_add(1, std::memory_order_relaxed);
+  }
+  PrematchedLine prematched;
+  prematched.candidates = absl::MakeConstSpan(memo.buffer.candidates.data() + it->second.first,
+                                              it->second.second - it->second.first);
+  prematched.buffer = &memo.buffer;
+  engine_.Process(kDecisions, parsed, line, when, out, stream, &prematched);
+}
+
+std::unique_ptr<Pipeline::FedMemo> Pipeline::TakeFedMemo(const RuleSet* rules) {
+  std::unique_ptr<FedMemo> memo;
+  {
+    absl::MutexLock lock(&fed_memos_mu_);
+    if (!fed_memos_.empty()) {
+      memo = std::move(fed_memos_.back());
+      fed_memos_.pop_back();
     }
   }
-  absl::StrAppend(line, " action=", CachedActionLabel(d.rule->proto.decision().action()));
-  return true;
+  if (memo == nullptr) memo = std::make_unique<FedMemo>();
+  if (memo->rules != rules) {
+    memo->Clear();
+    memo->rules = rules;
+  }
+  return memo;
+}
+
+void Pipeline::ReturnFedMemo(std::unique_ptr<FedMemo> memo) {
+  absl::MutexLock lock(&fed_memos_mu_);
+  fed_memos_.push_back(std::move(memo));
 }
 
 size_t Pipeline::streams() const {
@@ -837,6 +909,12 @@ void Pipeline::PublishEngineGaugesLocked() {
 void Pipeline::SetRules(std::shared_ptr<const RuleSet> rules) {
   absl::MutexLock rules_lock(&rules_mu_);
   engine_.SetRules(std::move(rules));
+  {
+    // No batch holds a memo now (they do under rules_mu_): the idle ones were found with the
+    // old rules, whose address a new RuleSet could take.
+    absl::MutexLock lock(&fed_memos_mu_);
+    fed_memos_.clear();
+  }
   absl::MutexLock lock(&metrics_mu_);
   RebuildRuleMetricsLocked();
 }

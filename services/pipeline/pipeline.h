@@ -186,6 +186,10 @@ class Pipeline {
   // Distinct sources with their own stream state, and batches from sources past the cap.
   size_t streams() const;
   uint64_t streams_overflowed() const;
+  // Recidive: decision lines fed back that were matched from the memo of an earlier one with
+  // the same text, and those matched afresh (see FedMemo).
+  uint64_t fed_memo_hits() const { return fed_memo_hits_.load(std::memory_order_relaxed); }
+  uint64_t fed_memo_misses() const { return fed_memo_misses_.load(std::memory_order_relaxed); }
 
  private:
   struct RuleMetrics {
@@ -228,9 +232,39 @@ class Pipeline {
   Clock& clock_;
   DecisionTable& decisions_;
 
-  // Recidive: the LOG_FORMAT_DECISIONS line for the decision `change` made from `d` (see the
-  // header), or false when none is fed (not created or extended; a decisions-format rule's).
-  static bool DecisionLine(const Detection& d, DecisionChange change, std::string* line);
+  // Recidive: appends to `*text` the LOG_FORMAT_DECISIONS line for the decision `change` made
+  // from `d` (see the header), or returns false when none is fed (not created or extended; a
+  // decisions-format rule's).
+  static bool AppendDecisionLine(const Detection& d, DecisionChange change, std::string* text);
+
+  // Recidive: what Engine::Prematch found in each decision line fed back, by the line's text. A
+  // line's candidates depend on its text and the rules alone (Engine::Prematch), and a renewed
+  // decision feeds the same line as its creation did: from the second time on, Process runs
+  // no literal gate and no regex for it (~3,300 instructions of a fed line's ~5,300). At most
+  // kFedMemoLines lines, then emptied, of at most kFedMemoLineBytes each (a path key is the
+  // client's text: a longer line is matched without the memo), so a memo holds ~1.5 MiB at most.
+  // Batches take one each (fed_memos_) while they decide; a rule swap empties the pool, and a
+  // memo found with other rules is emptied before use.
+  struct FedMemo {
+    static constexpr size_t kFedMemoLines = 4096;
+    static constexpr size_t kFedMemoLineBytes = 256;
+    const RuleSet* rules = nullptr;  // the rules its candidates were found with
+    // A line's candidates: buffer.candidates[first, second).
+    absl::flat_hash_map<std::string, std::pair<uint32_t, uint32_t>> spans;
+    PrematchBuffer buffer;
+    void Clear() {
+      spans.clear();
+      buffer.Clear();
+    }
+  };
+  // Feeds one decision line, at `when`, in `stream`: matched from `memo`, found there first if
+  // it is not yet (see FedMemo). Under rules_mu_.
+  void FeedLine(absl::string_view line, absl::Time when, uint32_t stream, FedMemo& memo,
+                ParsedLine& parsed, std::vector<Detection>* out)
+      ABSL_SHARED_LOCKS_REQUIRED(rules_mu_);
+  // A memo of the pool (or a new one), emptied unless it was found with `rules`; and back.
+  std::unique_ptr<FedMemo> TakeFedMemo(const RuleSet* rules);
+  void ReturnFedMemo(std::unique_ptr<FedMemo> memo);
 
   // The per-rule match counters from the engine's totals, the detections of `detected`'s
   // rules, the engine gauges. Under rules_mu_ (the rules in use).
@@ -249,6 +283,12 @@ class Pipeline {
   // Readers: batches (and sweeps, snapshots). Writer: a rule swap.
   mutable absl::Mutex rules_mu_;
   Engine engine_;  // thread-safe for Process; rule swaps under rules_mu_ as writer
+  // Idle memos of fed decision lines: at most one per batch that ran at once.
+  absl::Mutex fed_memos_mu_ ABSL_ACQUIRED_AFTER(rules_mu_);
+  std::vector<std::unique_ptr<FedMemo>> fed_memos_ ABSL_GUARDED_BY(fed_memos_mu_);
+  // Fed decision lines matched from a memo, and found for one (tests).
+  std::atomic<uint64_t> fed_memo_hits_{0};
+  std::atomic<uint64_t> fed_memo_misses_{0};
   absl::Mutex metrics_mu_;
   std::vector<RuleMetrics> rule_metrics_ ABSL_GUARDED_BY(metrics_mu_);
   // A loaded rule's place in rule_metrics_ (and in the engine's rules), for the detections'

@@ -680,6 +680,107 @@ TEST_F(RecidiveTest, ThreeBlocksWithinADayMakeAWeek) {
   EXPECT_EQ(FromProtoTime(Active("198.51.100.9").expiry()), third + absl::Minutes(10));
 }
 
+// A decision renewed feeds the line its creation fed: the second time on, the line's candidates
+// come from the pipeline's memo (Pipeline::FedMemo), and recidive counts it as before.
+TEST_F(RecidiveTest, ARenewedDecisionsLineIsMatchedFromTheMemo) {
+  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);  // extended: fed again
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 2u);  // and recidive
+  EXPECT_EQ(pipeline_.fed_memo_misses(), 1u);
+  EXPECT_EQ(pipeline_.fed_memo_hits(), 2u);
+  EXPECT_EQ(Detections("recidive"), 1);
+  EXPECT_EQ(FromProtoTime(Active("203.0.113.7").expiry()),
+            clock_.TimeNow() + absl::Hours(24 * 7));
+}
+
+// The memo holds what the rules in use found in a line: after a swap, the same line is matched
+// with the new rules (a decisions rule that reads challenges only, where one read blocks).
+TEST_F(RecidiveTest, AfterARuleSwapFedLinesAreMatchedWithTheNewRules) {
+  constexpr absl::string_view kFail = R"pb(
+    rules {
+      id: "ssh-fail"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^Failed password for \\S+ from (?P<ip>[0-9a-f:.]+) port \\d+ ssh2$"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    }
+  )pb";
+  const std::string blocks = absl::StrCat(kFail, R"pb(
+    rules {
+      id: "blocks"
+      formats: LOG_FORMAT_DECISIONS
+      patterns: " kind=ip key=(?P<ip>[0-9a-f:.]+) action=block$"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+  )pb");
+  const std::string challenges = absl::StrCat(kFail, R"pb(
+    rules {
+      id: "challenges"
+      formats: LOG_FORMAT_DECISIONS
+      patterns: " kind=ip key=(?P<ip>[0-9a-f:.]+) action=managed_challenge$"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+  )pb");
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(blocks, /*recidive=*/false), PipelineOptions(), clock_, table,
+                    registry);
+  EXPECT_EQ(Offend(pipeline, "ssh-fail", "203.0.113.7"), 2u);  // ssh-fail, and blocks
+  pipeline.SetRules(Rules(challenges, /*recidive=*/false));
+  clock_.Advance(absl::Minutes(1));
+  // Extended: the same line fed again, which "challenges" does not match.
+  EXPECT_EQ(Offend(pipeline, "ssh-fail", "203.0.113.7"), 1u);
+  EXPECT_EQ(CounterValue(registry, "palisade_engine_detections_total", {{"rule", "challenges"}}),
+            0);
+  EXPECT_EQ(pipeline.fed_memo_hits(), 0u);
+  EXPECT_EQ(pipeline.fed_memo_misses(), 2u);
+}
+
+// A decision line longer than FedMemo::kFedMemoLineBytes (a long path key: the client's text)
+// is matched without the memo, so the memo's bytes stay bounded; it counts as before.
+TEST_F(RecidiveTest, ALongDecisionsLineIsMatchedWithoutTheMemo) {
+  constexpr absl::string_view kPaths = R"pb(
+    rules {
+      id: "path-block"
+      formats: LOG_FORMAT_RAW
+      key: "path"
+      key_kind: TARGET_KIND_PATH
+      patterns: "^hot path (?P<path>/.*)$"
+      unanchored_key_reason: "test"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } actuator: ACTUATOR_NONE }
+    }
+    rules {
+      id: "path-blocks"
+      formats: LOG_FORMAT_DECISIONS
+      key: "path"
+      key_kind: TARGET_KIND_PATH
+      patterns: " kind=path key=(?P<path>\\S+) action=block$"
+      unanchored_key_reason: "test"
+      threshold { count: 2 window { seconds: 3600 } }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } actuator: ACTUATOR_NONE }
+    }
+  )pb";
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(kPaths, /*recidive=*/false), PipelineOptions(), clock_, table,
+                    registry);
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_RAW);
+  batch.add_records()->set_line(absl::StrCat("hot path /", std::string(300, 'p')));
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+    ASSERT_THAT(ack, IsOk());
+    EXPECT_EQ(ack->detections(), i == 0 ? 1u : 2u);  // created, then extended and path-blocks
+  }
+  EXPECT_EQ(pipeline.fed_memo_hits(), 0u);
+  EXPECT_EQ(pipeline.fed_memo_misses(), 2u);
+}
+
 // Three blocks spread over more than a day are not a recidive.
 // A cluster's writer decides what other nodes detected, outside any batch (the
 // ClusterNode's decided hook): FeedDecisions feeds those decisions back, so three blocks of one
