@@ -1284,28 +1284,25 @@ bool FirstBytes(const ReNode& n, CharSet* first, bool* nullable, bool at_start =
   return false;
 }
 
-// SetPart::first_bytes of an anchored Set over `members`: false when some member is not
-// understood or can match the empty message.
-bool AnchoredFirstBytes(const std::vector<std::string>& members, CharSet* first) {
-  for (const std::string& member : members) {
-    const absl::StatusOr<ReNode> root = ReParser(member).Parse();
-    bool nullable = false;
-    if (!root.ok() || !FirstBytes(*root, first, &nullable, /*at_start=*/true) || nullable) {
-      return false;
-    }
-  }
-  // The parser reads bytes; RE2 reads UTF-8 and folds case. (?i)k and (?i)s also match U+212A
-  // and U+017F (ExpandChars), and a letter past ASCII may fold to one with another lead byte:
-  // so every lead byte, when any is there.
+// The bytes a match of `root`, anchored at the start of the text, can start with: false when
+// the parse does not tell or a match can be empty (CompiledRule::start_bytes).
+bool StartBytes(const ReNode& root, CharSet* first) {
+  bool nullable = false;
+  return FirstBytes(root, first, &nullable, /*at_start=*/true) && !nullable;
+}
+
+// SetPart::first_bytes from its members' start bytes: the parser reads bytes; RE2 reads UTF-8
+// and folds case. (?i)k and (?i)s also match U+212A and U+017F (ExpandChars), and a letter past
+// ASCII may fold to one with another lead byte: so every lead byte, when any is there.
+void WidenToRe2(CharSet* first) {
   if ((*first)['k'] && (*first)['K']) first->set(0xE2);
   if ((*first)['s'] && (*first)['S']) first->set(0xC5);
   for (int c = 0x80; c < 256; ++c) {
     if ((*first)[c]) {
       for (int d = 0x80; d < 256; ++d) first->set(d);
-      break;
+      return;
     }
   }
-  return true;
 }
 
 // KeySplit's run: when `group` (the key's) is a run of one ASCII class and no byte of that
@@ -1395,6 +1392,10 @@ void AddKeySplit(const std::string& pattern, const absl::StatusOr<ReNode>& root,
 void AddPatternAnalyses(const std::string& pattern, bool has_key, CompiledRule* out,
                         std::vector<std::vector<std::string>>* literals) {
   const absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
+  auto& start = out->start_bytes.emplace_back(false, CharSet());
+  if (root.ok() && !pattern.empty() && pattern[0] == '^') {
+    start.first = StartBytes(*root, &start.second);
+  }
   AddLeadingKey(root, has_key, out);
   AddKeySplit(pattern, root, has_key, out);
   if (literals == nullptr) return;
@@ -2215,6 +2216,8 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       if (long_enough) gated[r][p] = std::move(required);
     }
   }
+  // Start bytes of the anchored ignore patterns, parsed once (SetPart::first_bytes).
+  std::map<std::string, std::pair<bool, CharSet>> ignore_starts;
   // Every Set compiled so far, by its anchoring and its patterns in order (see below).
   std::map<std::pair<bool, std::vector<std::string>>, std::shared_ptr<const RE2::Set>> built_sets;
   for (int f = 1; f <= max_format; ++f) {
@@ -2280,6 +2283,9 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       // each is named.
       std::vector<std::string> members;
       std::vector<std::string> member_names;
+      // SetPart::first_bytes: the members' start bytes (CompiledRule::start_bytes).
+      bool starts_known = anchored;
+      CharSet starts;
       for (size_t r = 0; r < set->rules_.size(); ++r) {
         const CompiledRule& rule = *set->rules_[r];
         if (!applies(rule)) continue;
@@ -2290,6 +2296,8 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
           members.push_back(pattern);
           member_names.push_back(absl::StrCat("rule \"", rule.id(), "\": pattern ", p + 1));
           part.entries.emplace_back(static_cast<int>(r), p);
+          starts_known = starts_known && rule.start_bytes[p].first;
+          starts |= rule.start_bytes[p].second;
         }
       }
       // The ignore patterns after the rules' patterns (SetPart::ignore_rules), each in the Set
@@ -2308,6 +2316,16 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
           members.push_back(pattern);
           member_names.push_back(absl::StrCat("rule \"", rule.id(), "\": ignore pattern ", i + 1));
           part.ignore_rules.push_back(static_cast<int>(r));
+          if (anchored && options.skip_parts) {
+            auto known = ignore_starts.try_emplace(pattern, false, CharSet());
+            if (known.second) {
+              const absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
+              known.first->second.first =
+                  root.ok() && StartBytes(*root, &known.first->second.second);
+            }
+            starts_known = starts_known && known.first->second.first;
+            starts |= known.first->second.second;
+          }
         }
       }
       if (part.entries.empty() && part.ignore_rules.empty()) continue;
@@ -2334,9 +2352,10 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       }
       part.set = same;
       part.programs = programs_of(part);
-      if (anchored && options.skip_parts) {
-        part.first_bytes_known = AnchoredFirstBytes(members, &part.first_bytes);
-        if (!part.first_bytes_known) part.first_bytes.reset();
+      if (anchored && options.skip_parts && starts_known) {
+        WidenToRe2(&starts);
+        part.first_bytes_known = true;
+        part.first_bytes = starts;
       }
       index->parts.push_back(std::move(part));
     }

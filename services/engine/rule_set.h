@@ -173,6 +173,9 @@ struct CompiledRule {
   std::vector<std::array<bool, 256>> leading_key_bytes;
   std::vector<uint32_t> leading_key_min;
   std::vector<uint32_t> leading_key_max;  // UINT32_MAX: unbounded
+  // Per pattern anchored at the start ("^..."): the bytes a match can start with, when the
+  // parse tells and no match is empty (`first` true); for RuleSet::SetPart::first_bytes.
+  std::vector<std::pair<bool, std::bitset<256>>> start_bytes;
   // The key of a match of pattern `p` known to exist, when that pattern has a leading key
   // (see above); false otherwise.
   bool LeadingKey(int p, absl::string_view message, absl::string_view* key) const;
