@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <optional>
+#include <type_traits>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
@@ -104,7 +105,15 @@ void DecisionTable::SetLimits(const DecisionTableLimits& limits, prometheus::Reg
 
 DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target,
                                                        absl::Time last, absl::Duration memory) {
-  Offences& off = offences_[target];
+  return OffencesLocked(target, last, memory, offences_.hash_function()(target));
+}
+
+DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target,
+                                                       absl::Time last, absl::Duration memory,
+                                                       size_t hash) {
+  auto it = offences_.find(target, hash);
+  if (it == offences_.end()) it = offences_.emplace(target, Offences()).first;
+  Offences& off = it->second;
   off.forget_at = std::max(off.forget_at, last + memory);
   // Queued once, at its first forget_at; a later one moves the entry only when ForgetLocked
   // reaches it (it moved on every detection: ~220 instructions in a set keyed by strings).
@@ -364,7 +373,8 @@ void DecisionTable::ExtensionLocked(const Decision& d, DecisionUpdate* out) cons
 #undef PALISADE_COPY_STRING
   o.set_dry_run(d.dry_run());
   o.set_actuator(d.actuator());
-  *o.mutable_feeds() = d.feeds();
+  // Rule decisions name no feed: the assignment (an out-of-line call) only when either does.
+  if (d.feeds_size() != 0 || o.feeds_size() != 0) *o.mutable_feeds() = d.feeds();
   // Fields a newer writer sent (a mirrored decision): kept as CopyFrom keeps them.
   static const google::protobuf::Reflection* const reflection = Decision::GetReflection();
   if (!reflection->GetUnknownFields(d).empty() || !reflection->GetUnknownFields(o).empty()) {
@@ -468,7 +478,11 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
                                 DecisionUpdate* out) {
   const absl::Duration base = FromProtoDuration(spec.duration());
   const palisade::v1::Escalation& escalation = spec.escalation();
-  auto active = active_.find(target.value());
+  // The target's hash, once for active_ and offences_ (both hash strings with the same
+  // function): hashing it for each was ~100 instructions a detection.
+  static_assert(std::is_same_v<decltype(active_)::hasher, decltype(offences_)::hasher>);
+  const size_t hash = active_.hash_function()(target.value());
+  auto active = active_.find(target.value(), hash);
   if (active != active_.end()) {
     Decision& d = by_id_[active->second];
     const absl::Duration duration = Escalated(base, escalation, d.offence());
@@ -478,7 +492,8 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     if (origin != palisade::v1::ORIGIN_FEED) {
       Offences& off = OffencesLocked(
           target.value(), start,
-          escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory);
+          escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory,
+          hash);
       off.last = std::max(off.last, start);
     }
     // SameKind(incoming, current), read from the spec and the decision: the claims (and their
@@ -520,7 +535,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   absl::Duration memory =
       escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory;
   uint32_t previous = 0;
-  if (auto it = offences_.find(target.value()); it != offences_.end()) {
+  if (auto it = offences_.find(target.value(), hash); it != offences_.end()) {
     if (start - it->second.last <= memory) previous = it->second.count;
   }
   const uint32_t offence = previous + 1;
@@ -542,7 +557,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     d.set_active(false);
     return SetUpdate(DecisionChange::kStale, std::move(d), out);  // no offence: nothing kept
   }
-  Offences& off = OffencesLocked(target.value(), start, memory);
+  Offences& off = OffencesLocked(target.value(), start, memory, hash);
   off.count = offence;
   off.last = start;
   d.set_id(NewIdLocked());

@@ -237,6 +237,9 @@ class DecisionTable {
   // The target's offences, created if needed; `memory` extends when they are forgotten.
   Offences& OffencesLocked(const std::string& target, absl::Time last, absl::Duration memory)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The same, `hash` being offences_'s hash of `target` (worked out once for several maps).
+  Offences& OffencesLocked(const std::string& target, absl::Time last, absl::Duration memory,
+                           size_t hash) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `d` has just ended (expired, withdrawn): it becomes forgettable.
   void EndedLocked(const palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forgets the ended decisions and offenders past their retention (at `now`) or over the caps.

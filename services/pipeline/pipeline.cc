@@ -436,6 +436,41 @@ size_t PlainAsciiPrefix(absl::string_view s) {
   return i;
 }
 
+// A decision line's key byte written as it is: printable ASCII but the space and '%' (the others
+// are written %XX, see the header).
+bool PlainKeyByte(unsigned char c) { return c > 0x20 && c < 0x7f && c != '%'; }
+
+// Whether every byte of `s` is a PlainKeyByte, 16 at a time (SSE2): a byte at a time was ~13
+// instructions a byte of every fed line's key.
+bool AllPlainKeyBytes(absl::string_view s) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  const __m128i space = _mm_set1_epi8(0x20), del = _mm_set1_epi8(0x7f);
+  const __m128i percent = _mm_set1_epi8('%');
+  // The plain bytes' bits. Signed compares: a byte of 0x80 or more is negative, not above 0x20.
+  auto plain = [&](const char* p) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    const __m128i in_range = _mm_and_si128(_mm_cmpgt_epi8(v, space), _mm_cmplt_epi8(v, del));
+    return _mm_movemask_epi8(_mm_andnot_si128(_mm_cmpeq_epi8(v, percent), in_range));
+  };
+  for (; i + 16 <= s.size(); i += 16) {
+    if (plain(s.data() + i) != 0xffff) return false;
+  }
+  if (i < s.size()) {
+    char tail[16];
+    std::memset(tail, 'a', sizeof(tail));  // plain padding
+    std::memcpy(tail, s.data() + i, s.size() - i);
+    return plain(tail) == 0xffff;
+  }
+  return true;
+#else
+  for (; i < s.size(); ++i) {
+    if (!PlainKeyByte(static_cast<unsigned char>(s[i]))) return false;
+  }
+  return true;
+#endif
+}
+
 }  // namespace
 
 absl::string_view Pipeline::PrepareLine(absl::string_view line, std::string* sanitized,
@@ -804,31 +839,48 @@ bool Pipeline::AppendDecisionLine(const Detection& d, DecisionChange change, std
   for (int f : d.rule->proto.formats()) {
     if (f == palisade::v1::LogFormat::LOG_FORMAT_DECISIONS) return false;
   }
-  // Appended piece by piece into a string the caller keeps: no allocation once it has grown.
-  text->append("decision rule=");
-  text->append(d.rule_id);
-  text->append(" kind=");
-  const absl::string_view kind = KindLabel(d.kind);
-  text->append(kind.data(), kind.size());
-  text->append(" key=");
   // The key as printable ASCII without spaces: a path key is the client's text, and must not
-  // add a field ("/x kind=ip key=192.0.2.1") or a line. Runs of plain bytes (an address key is
-  // one run) are appended at once.
-  static constexpr char kHex[] = "0123456789ABCDEF";
+  // add a field ("/x kind=ip key=192.0.2.1") or a line: every other byte, and '%', as %XX.
   const absl::string_view key = d.key;
-  size_t plain = 0;
-  for (size_t i = 0; i < key.size(); ++i) {
-    const unsigned char c = static_cast<unsigned char>(key[i]);
-    if (c > 0x20 && c < 0x7f && c != '%') continue;
-    text->append(key.data() + plain, i - plain);
-    const char escaped[3] = {'%', kHex[c >> 4], kHex[c & 0xf]};
-    text->append(escaped, 3);
-    plain = i + 1;
+  size_t escaped = 0;
+  if (!AllPlainKeyBytes(key)) {
+    for (unsigned char c : key) escaped += PlainKeyByte(c) ? 0 : 1;
   }
-  text->append(key.data() + plain, key.size() - plain);
-  text->append(" action=");
+  const absl::string_view kind = KindLabel(d.kind);
   const absl::string_view action = CachedActionLabel(d.rule->proto.decision().action());
-  text->append(action.data(), action.size());
+  constexpr absl::string_view kRule = "decision rule=", kKind = " kind=", kKey = " key=",
+                              kAction = " action=";
+  // One resize of a string the caller keeps (no allocation once it has grown), then the pieces
+  // copied in: appending them one by one cost ~45 instructions each.
+  const size_t at = text->size();
+  text->resize(at + kRule.size() + d.rule_id.size() + kKind.size() + kind.size() + kKey.size() +
+               key.size() + 2 * escaped + kAction.size() + action.size());
+  char* out = &(*text)[at];
+  auto put = [&out](absl::string_view piece) {
+    std::memcpy(out, piece.data(), piece.size());
+    out += piece.size();
+  };
+  put(kRule);
+  put(d.rule_id);
+  put(kKind);
+  put(kind);
+  put(kKey);
+  if (escaped == 0) {
+    put(key);
+  } else {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    for (unsigned char c : key) {
+      if (PlainKeyByte(c)) {
+        *out++ = static_cast<char>(c);
+      } else {
+        *out++ = '%';
+        *out++ = kHex[c >> 4];
+        *out++ = kHex[c & 0xf];
+      }
+    }
+  }
+  put(kAction);
+  put(action);
   return true;
 }
 

@@ -781,6 +781,44 @@ TEST_F(RecidiveTest, ALongDecisionsLineIsMatchedWithoutTheMemo) {
   EXPECT_EQ(pipeline.fed_memo_misses(), 2u);
 }
 
+// A decision line writes every key byte outside printable ASCII, the space and '%' as %XX
+// (upper-case hex): a decisions rule reads exactly that.
+TEST_F(RecidiveTest, DecisionLinesEscapeKeyBytes) {
+  constexpr absl::string_view kPaths = R"pb(
+    rules {
+      id: "path-block"
+      formats: LOG_FORMAT_RAW
+      key: "path"
+      key_kind: TARGET_KIND_PATH
+      patterns: "^hot path (?P<path>/.*)$"
+      unanchored_key_reason: "test"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } actuator: ACTUATOR_NONE }
+    }
+    rules {
+      id: "escaped"
+      formats: LOG_FORMAT_DECISIONS
+      key: "path"
+      key_kind: TARGET_KIND_PATH
+      patterns: "^decision rule=path-block kind=path key=(?P<path>(/0123456789abcdefghij)?/a%20b%25c%C3%A9%09d) action=block$"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } actuator: ACTUATOR_NONE }
+    }
+  )pb";
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(kPaths, /*recidive=*/false), PipelineOptions(), clock_, table,
+                    registry);
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_RAW);
+  batch.add_records()->set_line("hot path /a b%c\xc3\xa9\td");
+  // Escaped bytes past the first 16 of a key.
+  batch.add_records()->set_line("hot path /0123456789abcdefghij/a b%c\xc3\xa9\td");
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 4u);  // path-block, and escaped, for each
+}
+
 // Three blocks spread over more than a day are not a recidive.
 // A cluster's writer decides what other nodes detected, outside any batch (the
 // ClusterNode's decided hook): FeedDecisions feeds those decisions back, so three blocks of one
