@@ -282,6 +282,33 @@ TEST(SplitKeyTest, TheKeyAfterTheOnlySplitElseRe2Decides) {
 // Random lines made of pieces of the introducer (near misses, repeats, overlaps, smuggled
 // copies before the server's own) find the key RE2 finds: SplitKey's search for the
 // introducer misses no occurrence and takes no false one.
+// FindIntro against std::string_view::find, from every start, over texts of pieces of the
+// introducers (so that their first two bytes occur often without the rest), of all lengths
+// around the 16- and 17-byte steps of its vector loop.
+TEST(SplitKeyTest, FindIntroFindsWhatFindFinds) {
+  const std::vector<std::string> intros = {" from ", " rhost=", "@", "==", " port ", "ab"};
+  const std::vector<std::string> pieces = {" f", " fr", " from", "from ", " ", "f", " r", " rh",
+                                           "rhost=", "@", "=", "a", "b", "x", " port", "por"};
+  std::mt19937 random(5);
+  size_t hits = 0, calls = 0;
+  for (int i = 0; i < 4000; ++i) {
+    std::string text;
+    const size_t length = random() % 90;
+    while (text.size() < length) text += pieces[random() % pieces.size()];
+    if (random() % 3 == 0) text += intros[random() % intros.size()];
+    const std::string& intro = intros[random() % intros.size()];
+    for (size_t from = 0; from <= text.size() + 1; ++from) {
+      const size_t expected =
+          from > text.size() ? absl::string_view::npos : absl::string_view(text).find(intro, from);
+      ASSERT_EQ(FindIntro(text, from, intro), expected)
+          << "\"" << text << "\" from " << from << ", \"" << intro << "\"";
+      hits += expected != absl::string_view::npos;
+      ++calls;
+    }
+  }
+  EXPECT_GT(hits, calls / 5);
+}
+
 TEST(SplitKeyTest, RandomLinesOfIntroducerPiecesFindTheKeyRe2Finds) {
   struct Case {
     std::string pattern, head;

@@ -136,6 +136,10 @@ class LiteralGate {
   std::vector<std::array<char, 16>> vectors_;  // each anchor repeated 16 times
 };
 
+// Where `intro` (a key split's introducer, CompiledRule::KeySplit) next occurs in `text` at or
+// after `from`; npos when it does not. Exposed for its test.
+size_t FindIntro(absl::string_view text, size_t from, absl::string_view intro);
+
 // Refuses (kInvalidArgument, naming the file, the pack, the rule and the example) a rule with an
 // example that does not parse in its format or that none of its patterns matches as that format
 // hands lines to the rules: such a rule can never match (e.g. a pattern anchored at the syslog
