@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <vector>
 
-#include "absl/hash/hash.h"
-
 namespace palisade {
 namespace {
 
@@ -31,16 +29,14 @@ SessionTable::SessionTable(SessionOptions options)
   }
   max_per_shard_ = std::max<size_t>(1, options_.max_sessions / kShards);
   max_bytes_per_shard_ = std::max<size_t>(1024, options_.max_bytes / kShards);
+  ttl_ms_ = absl::ToInt64Milliseconds(options_.ttl);
 }
 
-SessionTable::Shard& SessionTable::ShardFor(absl::string_view id) const {
-  return shards_[absl::Hash<absl::string_view>()(id) % kShards];
-}
-
-size_t SessionTable::SessionBytes(const Session& s) {
-  // The list node (two pointers and the Session), the map slot, and the strings' heap.
-  size_t bytes = HeapBytes(sizeof(Session) + 2 * sizeof(void*)) +
-                 sizeof(std::pair<absl::string_view, List::iterator>) + 1 + StringHeap(s.id);
+size_t SessionTable::SessionBytes(const Map::value_type& entry) {
+  const Session& s = entry.second;
+  // The map's node (the id and the Session), its slot (a pointer and a control byte), and the
+  // strings' heap.
+  size_t bytes = HeapBytes(sizeof(Map::value_type)) + sizeof(void*) + 1 + StringHeap(entry.first);
   if (s.values.size() > 1) {
     bytes += HeapBytes(s.values.capacity() * sizeof(std::pair<std::string, std::string>));
   }
@@ -50,59 +46,61 @@ size_t SessionTable::SessionBytes(const Session& s) {
   return bytes;
 }
 
-const SessionTable::Session* SessionTable::FindLocked(const Shard& shard, absl::string_view id,
+const SessionTable::Session* SessionTable::FindLocked(const Shard& shard, const IdKey& key,
                                                       int64_t time_ms) const {
-  auto it = shard.by_id.find(id);
-  if (it == shard.by_id.end()) return nullptr;
-  const Session& s = *it->second;
-  if (time_ms - s.last_ms > absl::ToInt64Milliseconds(options_.ttl)) return nullptr;
+  auto it = shard.sessions.find(key);
+  if (it == shard.sessions.end()) return nullptr;
+  const Session& s = it->second;
+  if (time_ms - s.last_ms > ttl_ms_) return nullptr;
   return &s;
 }
 
-void SessionTable::EraseLocked(Shard& shard, List::iterator it) {
-  shard.bytes -= it->bytes;
-  shard.pending -= it->pending.size();
-  pending_dropped_.fetch_add(it->pending.size(), std::memory_order_relaxed);
-  shard.by_id.erase(absl::string_view(it->id));
-  shard.lru.erase(it);
+void SessionTable::EraseLocked(Shard& shard, Map::iterator it) {
+  const Session& s = it->second;
+  shard.bytes -= s.bytes;
+  shard.pending -= s.pending.size();
+  pending_dropped_.fetch_add(s.pending.size(), std::memory_order_relaxed);
+  shard.sessions.erase(it);  // by its slot: no second hash, no other iterator invalidated
 }
 
-SessionTable::Session& SessionTable::TouchLocked(Shard& shard, absl::string_view id,
-                                                 size_t hash, int64_t time_ms, uint32_t stream) {
-  auto found = shard.by_id.find(id, hash);
-  List::iterator it;
-  if (found == shard.by_id.end()) {
-    shard.lru.emplace_back();
-    it = std::prev(shard.lru.end());
-    it->id.assign(id.data(), id.size());
-    shard.by_id.emplace(absl::string_view(it->id), it);
-  } else {
-    it = found->second;
+SessionTable::Map::iterator SessionTable::TouchLocked(Shard& shard, const IdKey& key,
+                                                      int64_t time_ms, uint32_t stream) {
+  // One probe finds the session or the slot for a new one, with the caller's hash; a new
+  // node is built in place, its id from `key.id` (one heap block, the node).
+  bool created = false;
+  auto it = shard.sessions.lazy_emplace(key, [&](const auto& ctor) {
+    created = true;
+    ctor(std::piecewise_construct, std::forward_as_tuple(key.id.data(), key.id.size()),
+         std::forward_as_tuple());
+  });
+  if (!created) {
+    Session& old = it->second;
     // A session idle past ttl is a new one (a pid reused by a later connection).
-    if (time_ms - it->last_ms > absl::ToInt64Milliseconds(options_.ttl)) {
-      it->values.clear();
-      it->failed = false;
-      shard.pending -= it->pending.size();
-      pending_dropped_.fetch_add(it->pending.size(), std::memory_order_relaxed);
-      it->pending.clear();
+    if (time_ms - old.last_ms > ttl_ms_) {
+      old.values.clear();
+      old.failed = false;
+      shard.pending -= old.pending.size();
+      pending_dropped_.fetch_add(old.pending.size(), std::memory_order_relaxed);
+      old.pending.clear();
     }
   }
-  Session& s = *it;
+  Session& s = it->second;
   // Most recently seen: the highest tick. No list to reorder: moving a node to the end touched
   // its two neighbours, two cache misses per note with tens of thousands of live sessions.
   s.tick = ++shard.clock;
   s.last_ms = std::max(s.last_ms, time_ms);
   s.stream = stream;
-  return s;
+  return it;
 }
 
-void SessionTable::SettleLocked(Shard& shard, Session& s) {
+void SessionTable::SettleLocked(Shard& shard, Map::iterator it) {
+  Session& s = it->second;
   shard.bytes -= s.bytes;
-  s.bytes = SessionBytes(s);
+  s.bytes = SessionBytes(*it);
   shard.bytes += s.bytes;
   // Past the shard's share of either bound: the least recently seen go (never the one just
   // written, which has the highest tick).
-  if (shard.lru.size() > max_per_shard_ || shard.bytes > max_bytes_per_shard_) {
+  if (shard.sessions.size() > max_per_shard_ || shard.bytes > max_bytes_per_shard_) {
     EvictLocked(shard);
   }
 }
@@ -112,11 +110,12 @@ void SessionTable::Note(absl::string_view id, absl::string_view name, absl::stri
                         std::vector<PendingMatch>* released) {
   if (id.empty() || id.size() > kMaxIdBytes) return;
   const bool keep_value = !name.empty() && value.size() <= options_.max_value_bytes;
-  // One hash for the shard and the lookup in it (the map hashes with the same absl::Hash).
-  const size_t hash = absl::Hash<absl::string_view>()(id);
-  Shard& shard = shards_[hash % kShards];
+  // One hash for the shard and the lookup in it (IdKey).
+  const IdKey key = KeyOf(id);
+  Shard& shard = ShardFor(key);
   ShardMutexLock lock(&shard.mu);
-  Session& s = TouchLocked(shard, id, hash, absl::ToUnixMillis(time), stream);
+  const Map::iterator it = TouchLocked(shard, key, absl::ToUnixMillis(time), stream);
+  Session& s = it->second;
   s.failed = s.failed || failed;
   if (keep_value) {
     auto v = std::find_if(s.values.begin(), s.values.end(),
@@ -124,7 +123,9 @@ void SessionTable::Note(absl::string_view id, absl::string_view name, absl::stri
     if (v != s.values.end()) {
       v->second.assign(value.data(), value.size());
     } else if (s.values.size() < options_.max_values) {
-      s.values.emplace_back(std::string(name), std::string(value));
+      s.values.emplace_back(std::piecewise_construct,
+                            std::forward_as_tuple(name.data(), name.size()),
+                            std::forward_as_tuple(value.data(), value.size()));
     }
     // The value the pending matches waited for: handed back, in the order they came.
     if (released != nullptr && !s.pending.empty()) {
@@ -138,7 +139,7 @@ void SessionTable::Note(absl::string_view id, absl::string_view name, absl::stri
       pending_released_.fetch_add(n, std::memory_order_relaxed);
     }
   }
-  SettleLocked(shard, s);
+  SettleLocked(shard, it);
 }
 
 void SessionTable::AddPending(absl::string_view id, PendingMatch match, absl::Time time,
@@ -148,10 +149,11 @@ void SessionTable::AddPending(absl::string_view id, PendingMatch match, absl::Ti
     match.evidence.resize(options_.max_pending_evidence_bytes);  // the caller cuts it first
   }
   if (match.name.size() > options_.max_value_bytes) return;
-  const size_t hash = absl::Hash<absl::string_view>()(id);
-  Shard& shard = shards_[hash % kShards];
+  const IdKey key = KeyOf(id);
+  Shard& shard = ShardFor(key);
   ShardMutexLock lock(&shard.mu);
-  Session& s = TouchLocked(shard, id, hash, absl::ToUnixMillis(time), stream);
+  const Map::iterator it = TouchLocked(shard, key, absl::ToUnixMillis(time), stream);
+  Session& s = it->second;
   s.failed = true;
   if (s.pending.size() >= options_.max_pending) {
     s.pending.erase(s.pending.begin());
@@ -160,21 +162,22 @@ void SessionTable::AddPending(absl::string_view id, PendingMatch match, absl::Ti
   }
   s.pending.push_back(std::move(match));
   ++shard.pending;
-  SettleLocked(shard, s);
+  SettleLocked(shard, it);
 }
 
 void SessionTable::DropPending(absl::string_view id) {
-  Shard& shard = ShardFor(id);
+  const IdKey key = KeyOf(id);
+  Shard& shard = ShardFor(key);
   ShardMutexLock lock(&shard.mu);
-  auto it = shard.by_id.find(id);
-  if (it == shard.by_id.end() || it->second->pending.empty()) return;
-  Session& s = *it->second;
+  auto it = shard.sessions.find(key);
+  if (it == shard.sessions.end() || it->second.pending.empty()) return;
+  Session& s = it->second;
   shard.pending -= s.pending.size();
   pending_dropped_.fetch_add(s.pending.size(), std::memory_order_relaxed);
   s.pending.clear();
   s.pending.shrink_to_fit();
   shard.bytes -= s.bytes;
-  s.bytes = SessionBytes(s);
+  s.bytes = SessionBytes(*it);
   shard.bytes += s.bytes;
 }
 
@@ -183,14 +186,17 @@ void SessionTable::EvictLocked(Shard& shard) {
   // seen first: O(n) once per n/8 evictions, amortised O(1) per note.
   const size_t keep_count = max_per_shard_ - max_per_shard_ / 8;
   const size_t keep_bytes = max_bytes_per_shard_ - max_bytes_per_shard_ / 8;
-  std::vector<std::pair<uint64_t, List::iterator>> order;
-  order.reserve(shard.lru.size());
-  for (auto it = shard.lru.begin(); it != shard.lru.end(); ++it) order.emplace_back(it->tick, it);
+  // Erasing by iterator never rehashes, so the other iterators in `order` stay valid.
+  std::vector<std::pair<uint64_t, Map::iterator>> order;
+  order.reserve(shard.sessions.size());
+  for (auto it = shard.sessions.begin(); it != shard.sessions.end(); ++it) {
+    order.emplace_back(it->second.tick, it);
+  }
   std::sort(order.begin(), order.end(),
             [](const auto& a, const auto& b) { return a.first < b.first; });
   // The last one (the session just written) always stays.
   for (size_t i = 0; i + 1 < order.size(); ++i) {
-    if (shard.lru.size() <= keep_count && shard.bytes <= keep_bytes) break;
+    if (shard.sessions.size() <= keep_count && shard.bytes <= keep_bytes) break;
     EraseLocked(shard, order[i].second);
     evicted_.fetch_add(1, std::memory_order_relaxed);
   }
@@ -198,9 +204,10 @@ void SessionTable::EvictLocked(Shard& shard) {
 
 bool SessionTable::Get(absl::string_view id, absl::string_view name, absl::Time time,
                        std::string* value) const {
-  const Shard& shard = ShardFor(id);
+  const IdKey key = KeyOf(id);
+  const Shard& shard = ShardFor(key);
   ShardMutexLock lock(&shard.mu);
-  const Session* s = FindLocked(shard, id, absl::ToUnixMillis(time));
+  const Session* s = FindLocked(shard, key, absl::ToUnixMillis(time));
   if (s == nullptr) return false;
   for (const auto& [n, v] : s->values) {
     if (n == name) {
@@ -212,30 +219,31 @@ bool SessionTable::Get(absl::string_view id, absl::string_view name, absl::Time 
 }
 
 bool SessionTable::Failed(absl::string_view id, absl::Time time) const {
-  const Shard& shard = ShardFor(id);
+  const IdKey key = KeyOf(id);
+  const Shard& shard = ShardFor(key);
   ShardMutexLock lock(&shard.mu);
-  const Session* s = FindLocked(shard, id, absl::ToUnixMillis(time));
+  const Session* s = FindLocked(shard, key, absl::ToUnixMillis(time));
   return s != nullptr && s->failed;
 }
 
 void SessionTable::End(absl::string_view id) {
-  Shard& shard = ShardFor(id);
+  const IdKey key = KeyOf(id);
+  Shard& shard = ShardFor(key);
   ShardMutexLock lock(&shard.mu);
-  auto it = shard.by_id.find(id);
-  if (it == shard.by_id.end()) return;
-  EraseLocked(shard, it->second);
+  auto it = shard.sessions.find(key);
+  if (it == shard.sessions.end()) return;
+  EraseLocked(shard, it);
   ended_.fetch_add(1, std::memory_order_relaxed);
 }
 
 template <typename NowFn>
 void SessionTable::ExpireIf(NowFn now_for) {
-  const int64_t ttl_ms = absl::ToInt64Milliseconds(options_.ttl);
   for (size_t i = 0; i < kShards; ++i) {
     Shard& shard = shards_[i];
     ShardMutexLock lock(&shard.mu);
-    for (auto it = shard.lru.begin(); it != shard.lru.end();) {
-      auto next = std::next(it);
-      if (absl::ToUnixMillis(now_for(it->stream)) - it->last_ms > ttl_ms) {
+    for (auto it = shard.sessions.begin(); it != shard.sessions.end();) {
+      auto next = std::next(it);  // valid after erasing `it` (no rehash on erase)
+      if (absl::ToUnixMillis(now_for(it->second.stream)) - it->second.last_ms > ttl_ms_) {
         EraseLocked(shard, it);
         expired_.fetch_add(1, std::memory_order_relaxed);
       }
@@ -259,7 +267,7 @@ SessionStats SessionTable::stats() const {
   SessionStats s;
   for (size_t i = 0; i < kShards; ++i) {
     ShardMutexLock lock(&shards_[i].mu);
-    s.live += shards_[i].lru.size();
+    s.live += shards_[i].sessions.size();
     s.bytes += shards_[i].bytes;
     s.pending += shards_[i].pending;
   }

@@ -29,13 +29,13 @@
 
 #include <atomic>
 #include <cstdint>
-#include <list>
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
+#include "absl/hash/hash.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -46,8 +46,9 @@ namespace palisade {
 struct SessionOptions {
   // Sessions kept at most, over all streams. 0: the default.
   uint32_t max_sessions = 65'536;
-  // Accounted bytes at most (each session's node, id and values as malloc rounds them). A full
-  // session is under 1 KiB; an ordinary one (an address noted) about 200 bytes. 0: the default.
+  // Accounted bytes at most (each session's node, its slot in the table, and the heap blocks
+  // of its id and values, as malloc rounds them). A full session is under 1 KiB; an ordinary
+  // one (a pid id and an address noted: one heap block) 185 bytes. 0: the default.
   uint64_t max_bytes = uint64_t{16} << 20;
   // How long a session outlives its last line, in event time. fail2ban keeps a pid's lines for
   // `maxlines`; a connection's lines come within seconds, a slow login within minutes.
@@ -119,7 +120,6 @@ class SessionTable {
 
  private:
   struct Session {
-    std::string id;
     absl::InlinedVector<std::pair<std::string, std::string>, 1> values;
     std::vector<PendingMatch> pending;  // oldest first
     bool failed = false;
@@ -128,38 +128,64 @@ class SessionTable {
     uint32_t stream = 0;
     size_t bytes = 0;  // accounted
   };
-  using List = std::list<Session>;  // in no particular order (see Session::tick)
+  // A session's id with its hash, computed once a call: it picks the shard (from the top bits)
+  // and the slot in the shard's table (find and lazy_emplace take it as their key, and the
+  // table hashes an IdKey by returning its hash).
+  struct IdKey {
+    absl::string_view id;
+    size_t hash;
+  };
+  struct IdHash {
+    using is_transparent = void;
+    size_t operator()(absl::string_view id) const { return absl::Hash<absl::string_view>()(id); }
+    size_t operator()(const IdKey& key) const { return key.hash; }
+  };
+  struct IdEq {
+    using is_transparent = void;
+    bool operator()(absl::string_view a, absl::string_view b) const { return a == b; }
+    bool operator()(absl::string_view a, const IdKey& b) const { return a == b.id; }
+    bool operator()(const IdKey& a, absl::string_view b) const { return a.id == b; }
+  };
+  // A session is one heap block: the map's node holds its id (inline up to 15 bytes, which a
+  // pid id is) beside the Session, and the table's slot points to it. Nodes never move.
+  // In no particular order (see Session::tick).
+  using Map = absl::node_hash_map<std::string, Session, IdHash, IdEq>;
   static constexpr size_t kShards = 16;
   struct Shard {
     mutable ShardMutex mu;
-    List lru ABSL_GUARDED_BY(mu);
-    // Keys view the ids inside the list's nodes, which never move.
-    absl::flat_hash_map<absl::string_view, List::iterator> by_id ABSL_GUARDED_BY(mu);
+    Map sessions ABSL_GUARDED_BY(mu);
     size_t bytes ABSL_GUARDED_BY(mu) = 0;
     uint64_t clock ABSL_GUARDED_BY(mu) = 0;  // ticks once per Note
     size_t pending ABSL_GUARDED_BY(mu) = 0;   // pending matches held by its sessions
   };
 
-  Shard& ShardFor(absl::string_view id) const;
+  static IdKey KeyOf(absl::string_view id) {
+    return {id, absl::Hash<absl::string_view>()(id)};
+  }
+  // The shard from the hash's top bits: the table takes its slot from the low bits and a
+  // control byte from the lowest 7, which the shard's bits would leave the same for all of a
+  // shard's sessions (8 values of 128: more false candidates to compare on every lookup).
+  Shard& ShardFor(const IdKey& key) const { return shards_[(key.hash >> 56) % kShards]; }
   // The live session with `id`, or nullptr (absent, or idle past ttl before time_ms).
-  const Session* FindLocked(const Shard& shard, absl::string_view id, int64_t time_ms) const
+  const Session* FindLocked(const Shard& shard, const IdKey& key, int64_t time_ms) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // The session with `id` (created, or started over when idle past ttl), touched at `time_ms`
   // by `stream`: the most recently seen of its shard.
-  Session& TouchLocked(Shard& shard, absl::string_view id, size_t hash, int64_t time_ms,
-                       uint32_t stream) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  Map::iterator TouchLocked(Shard& shard, const IdKey& key, int64_t time_ms, uint32_t stream)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Accounts the session's bytes again and evicts past the shard's bounds.
-  void SettleLocked(Shard& shard, Session& s) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  void EraseLocked(Shard& shard, List::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  void SettleLocked(Shard& shard, Map::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  void EraseLocked(Shard& shard, Map::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // Drops the least recently seen sessions of a shard past its bounds, down to 7/8 of them.
   void EvictLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
-  static size_t SessionBytes(const Session& s);
+  static size_t SessionBytes(const Map::value_type& entry);
   template <typename NowFn>
   void ExpireIf(NowFn now_for);
 
   SessionOptions options_;
   size_t max_per_shard_ = 0;
   size_t max_bytes_per_shard_ = 0;
+  int64_t ttl_ms_ = 0;  // options_.ttl, converted once
   std::unique_ptr<Shard[]> shards_;
   mutable std::atomic<uint64_t> evicted_{0}, expired_{0}, ended_{0}, pending_released_{0},
       pending_dropped_{0};

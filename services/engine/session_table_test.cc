@@ -73,6 +73,42 @@ TEST(SessionTableTest, EndForgetsTheSession) {
   EXPECT_EQ(table.stats().live, 0u);
 }
 
+// A pid id ("\x01psshd[12345]", Engine::PidSessionId) and an address sit inside their
+// std::strings: an ordinary session is one heap block (the map's node: its id and the Session)
+// and the table's slot, and exactly that is accounted, for each session, until it is gone.
+TEST(SessionTableTest, AnOrdinarySessionIsOneHeapBlockAndItsSlot) {
+  SessionTable table;
+  table.Note("\x01psshd[12345]", "ip", "203.0.113.7", true, T(0), 1);
+  const uint64_t one = table.stats().bytes;
+  // A std::list node beside a map entry of its own (a string_view and an iterator) was 217.
+  EXPECT_LE(one, 192u);
+  EXPECT_GE(one, 128u);  // the Session itself is in it
+  for (int pid = 0; pid < 1000; ++pid) {
+    table.Note(absl::StrCat("\x01psshd[", pid, "]"), "ip", "198.51.100.9", pid % 2 == 0, T(1), 1);
+  }
+  EXPECT_EQ(table.stats().live, 1001u);
+  EXPECT_EQ(table.stats().bytes, 1001 * one);
+  for (int pid = 0; pid < 1000; pid += 2) table.End(absl::StrCat("\x01psshd[", pid, "]"));
+  EXPECT_EQ(table.stats().bytes, 501 * one);
+  table.Expire(T(3600));
+  EXPECT_EQ(table.stats().live, 0u);
+  EXPECT_EQ(table.stats().bytes, 0u);
+
+  // Under a byte ceiling, a flood of ordinary sessions keeps as many as fit, each accounted.
+  SessionOptions small;
+  small.max_bytes = 64 << 10;
+  SessionTable bounded(small);
+  for (int pid = 0; pid < 100'000; ++pid) {
+    bounded.Note(absl::StrCat("\x01psshd[", pid, "]"), "ip", "203.0.113.7", true, T(pid / 100),
+                 1);
+  }
+  const SessionStats stats = bounded.stats();
+  EXPECT_LE(stats.bytes, uint64_t{64} << 10);
+  EXPECT_EQ(stats.bytes, stats.live * one);
+  EXPECT_GE(stats.live, (uint64_t{48} << 10) / one);  // the ceiling is what binds, not less
+  EXPECT_EQ(stats.evicted, 100'000u - stats.live);
+}
+
 TEST(SessionTableTest, BoundedInCountAndBytesLeastRecentlySeenFirst) {
   SessionOptions options;
   options.max_sessions = 160;  // 10 per shard
