@@ -325,8 +325,13 @@ void Engine::NoteCounted(const CompiledRule& rule, int pattern_index, const Pars
   scratch.noted = true;
   scratch.noted_line = scratch.line;
   scratch.noted_id.assign(id);
-  scratch.noted_name.assign(rule.proto.key());
-  scratch.noted_key.assign(key.data(), key.size());
+  // Compared before they are copied: the name is nearly always the last one ("ip"), and a
+  // burst of lines comes from one address (an assign is a call into libstdc++, ~50
+  // instructions; the compare a length and a memcmp).
+  if (scratch.noted_name != rule.proto.key()) scratch.noted_name.assign(rule.proto.key());
+  if (absl::string_view(scratch.noted_key) != key) {
+    scratch.noted_key.assign(key.data(), key.size());
+  }
 }
 
 void Engine::NoteInSession(absl::string_view id, absl::string_view name, absl::string_view value,
