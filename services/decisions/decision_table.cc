@@ -108,9 +108,8 @@ DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target
   return OffencesLocked(target, last, memory, offences_.hash_function()(target));
 }
 
-DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target,
-                                                       absl::Time last, absl::Duration memory,
-                                                       size_t hash) {
+DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target, absl::Time last,
+                                                       absl::Duration memory, size_t hash) {
   auto it = offences_.find(target, hash);
   if (it == offences_.end()) it = offences_.emplace(target, Offences()).first;
   Offences& off = it->second;
@@ -492,8 +491,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     if (origin != palisade::v1::ORIGIN_FEED) {
       Offences& off = OffencesLocked(
           target.value(), start,
-          escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory,
-          hash);
+          escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory, hash);
       off.last = std::max(off.last, start);
     }
     // SameKind(incoming, current), read from the spec and the decision: the claims (and their

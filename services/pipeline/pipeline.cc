@@ -657,8 +657,8 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       if (!fed.empty() && fed_memo == nullptr) fed_memo = TakeFedMemo(engine_.rules().get());
       size_t begin = 0;
       for (const auto& [end, when] : fed) {
-        FeedLine(absl::string_view(fed_text).substr(begin, end - begin), when, stream.id,
-                 *fed_memo, fed_parsed, &detections);
+        FeedLine(absl::string_view(fed_text).substr(begin, end - begin), when, stream.id, *fed_memo,
+                 fed_parsed, &detections);
         begin = end;
       }
     }

@@ -691,8 +691,7 @@ TEST_F(RecidiveTest, ARenewedDecisionsLineIsMatchedFromTheMemo) {
   EXPECT_EQ(pipeline_.fed_memo_misses(), 1u);
   EXPECT_EQ(pipeline_.fed_memo_hits(), 2u);
   EXPECT_EQ(Detections("recidive"), 1);
-  EXPECT_EQ(FromProtoTime(Active("203.0.113.7").expiry()),
-            clock_.TimeNow() + absl::Hours(24 * 7));
+  EXPECT_EQ(FromProtoTime(Active("203.0.113.7").expiry()), clock_.TimeNow() + absl::Hours(24 * 7));
 }
 
 // The memo holds what the rules in use found in a line: after a swap, the same line is matched
@@ -727,8 +726,7 @@ TEST_F(RecidiveTest, AfterARuleSwapFedLinesAreMatchedWithTheNewRules) {
   )pb");
   prometheus::Registry registry;
   DecisionTable table(clock_);
-  Pipeline pipeline(Rules(blocks, /*recidive=*/false), PipelineOptions(), clock_, table,
-                    registry);
+  Pipeline pipeline(Rules(blocks, /*recidive=*/false), PipelineOptions(), clock_, table, registry);
   EXPECT_EQ(Offend(pipeline, "ssh-fail", "203.0.113.7"), 2u);  // ssh-fail, and blocks
   pipeline.SetRules(Rules(challenges, /*recidive=*/false));
   clock_.Advance(absl::Minutes(1));
@@ -767,8 +765,7 @@ TEST_F(RecidiveTest, ALongDecisionsLineIsMatchedWithoutTheMemo) {
   )pb";
   prometheus::Registry registry;
   DecisionTable table(clock_);
-  Pipeline pipeline(Rules(kPaths, /*recidive=*/false), PipelineOptions(), clock_, table,
-                    registry);
+  Pipeline pipeline(Rules(kPaths, /*recidive=*/false), PipelineOptions(), clock_, table, registry);
   LogBatch batch;
   batch.set_format(LogFormat::LOG_FORMAT_RAW);
   batch.add_records()->set_line(absl::StrCat("hot path /", std::string(300, 'p')));
@@ -807,8 +804,7 @@ TEST_F(RecidiveTest, DecisionLinesEscapeKeyBytes) {
   )pb";
   prometheus::Registry registry;
   DecisionTable table(clock_);
-  Pipeline pipeline(Rules(kPaths, /*recidive=*/false), PipelineOptions(), clock_, table,
-                    registry);
+  Pipeline pipeline(Rules(kPaths, /*recidive=*/false), PipelineOptions(), clock_, table, registry);
   LogBatch batch;
   batch.set_format(LogFormat::LOG_FORMAT_RAW);
   batch.add_records()->set_line("hot path /a b%c\xc3\xa9\td");
