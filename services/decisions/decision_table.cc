@@ -520,9 +520,10 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       AddEvidence(evidence, &d);
       return ExtensionLocked(d, out);
     }
-    const absl::Time expiry = std::max(DecisionExpiry(d), start + duration);
-    if (expiry != DecisionExpiry(d)) {
-      MoveEntry(by_expiry_, DecisionExpiry(d), d.id(), expiry);
+    const absl::Time current = DecisionExpiry(d);  // converted once, not three times
+    const absl::Time expiry = std::max(current, start + duration);
+    if (expiry != current) {
+      MoveEntry(by_expiry_, current, d.id(), expiry);
       *d.mutable_expiry() = ToProtoTime(expiry);
     }
     d.set_extensions(d.extensions() + 1);
