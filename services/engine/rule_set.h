@@ -314,7 +314,8 @@ class RuleSet {
     // pattern matches the message, exactly as RE2 would say.
     std::vector<int> ignore_rules;
     // Lines the part cannot match, told before its pass (RuleSetOptions::skip_parts), since a
-    // Set's pass costs ~750 instructions of RE2's set-up even on a line it rejects at once.
+    // Set's pass costs ~650 instructions of RE2's set-up (~1,200 asking for the indices) even on
+    // a line it rejects at once (docs/PERFORMANCE.md, "Tenth pass").
     // Both cover every member, the ignore patterns too, so a skipped part has no hits at all.
     // `programs`, on syslog formats: when every rule behind the part names programs
     // (Rule.programs), all of them, sorted; a line of any other program matches none of those

@@ -597,6 +597,24 @@ class RecidiveTest : public ::testing::Test {
     return *set;
   }
 
+  // A raw-log rule that blocks the path after "hot path " (its decisions are fed with a client's
+  // text as the key), followed by `decisions_rule`.
+  static std::string PathPack(absl::string_view decisions_rule) {
+    return absl::StrCat(R"pb(
+    rules {
+      id: "path-block"
+      formats: LOG_FORMAT_RAW
+      key: "path"
+      key_kind: TARGET_KIND_PATH
+      patterns: "^hot path (?P<path>/.*)$"
+      unanchored_key_reason: "test"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } actuator: ACTUATOR_NONE }
+    }
+  )pb",
+                        decisions_rule);
+  }
+
   // One offence by `rule` from `ip`, now, in its own source's format; returns the batch's
   // detections. The decisions of earlier offences are expired first, as the sweep would.
   uint32_t Offend(Pipeline& pipeline, absl::string_view rule, absl::string_view ip) {
@@ -741,17 +759,7 @@ TEST_F(RecidiveTest, AfterARuleSwapFedLinesAreMatchedWithTheNewRules) {
 // A decision line longer than FedMemo::kFedMemoLineBytes (a long path key: the client's text)
 // is matched without the memo, so the memo's bytes stay bounded; it counts as before.
 TEST_F(RecidiveTest, ALongDecisionsLineIsMatchedWithoutTheMemo) {
-  constexpr absl::string_view kPaths = R"pb(
-    rules {
-      id: "path-block"
-      formats: LOG_FORMAT_RAW
-      key: "path"
-      key_kind: TARGET_KIND_PATH
-      patterns: "^hot path (?P<path>/.*)$"
-      unanchored_key_reason: "test"
-      threshold { count: 1 }
-      decision { action: ACTION_BLOCK duration { seconds: 600 } actuator: ACTUATOR_NONE }
-    }
+  const std::string paths = PathPack(R"pb(
     rules {
       id: "path-blocks"
       formats: LOG_FORMAT_DECISIONS
@@ -762,10 +770,10 @@ TEST_F(RecidiveTest, ALongDecisionsLineIsMatchedWithoutTheMemo) {
       threshold { count: 2 window { seconds: 3600 } }
       decision { action: ACTION_BLOCK duration { seconds: 60 } actuator: ACTUATOR_NONE }
     }
-  )pb";
+  )pb");
   prometheus::Registry registry;
   DecisionTable table(clock_);
-  Pipeline pipeline(Rules(kPaths, /*recidive=*/false), PipelineOptions(), clock_, table, registry);
+  Pipeline pipeline(Rules(paths, /*recidive=*/false), PipelineOptions(), clock_, table, registry);
   LogBatch batch;
   batch.set_format(LogFormat::LOG_FORMAT_RAW);
   batch.add_records()->set_line(absl::StrCat("hot path /", std::string(300, 'p')));
@@ -781,17 +789,7 @@ TEST_F(RecidiveTest, ALongDecisionsLineIsMatchedWithoutTheMemo) {
 // A decision line writes every key byte outside printable ASCII, the space and '%' as %XX
 // (upper-case hex): a decisions rule reads exactly that.
 TEST_F(RecidiveTest, DecisionLinesEscapeKeyBytes) {
-  constexpr absl::string_view kPaths = R"pb(
-    rules {
-      id: "path-block"
-      formats: LOG_FORMAT_RAW
-      key: "path"
-      key_kind: TARGET_KIND_PATH
-      patterns: "^hot path (?P<path>/.*)$"
-      unanchored_key_reason: "test"
-      threshold { count: 1 }
-      decision { action: ACTION_BLOCK duration { seconds: 600 } actuator: ACTUATOR_NONE }
-    }
+  const std::string paths = PathPack(R"pb(
     rules {
       id: "escaped"
       formats: LOG_FORMAT_DECISIONS
@@ -801,10 +799,10 @@ TEST_F(RecidiveTest, DecisionLinesEscapeKeyBytes) {
       threshold { count: 1 }
       decision { action: ACTION_BLOCK duration { seconds: 60 } actuator: ACTUATOR_NONE }
     }
-  )pb";
+  )pb");
   prometheus::Registry registry;
   DecisionTable table(clock_);
-  Pipeline pipeline(Rules(kPaths, /*recidive=*/false), PipelineOptions(), clock_, table, registry);
+  Pipeline pipeline(Rules(paths, /*recidive=*/false), PipelineOptions(), clock_, table, registry);
   LogBatch batch;
   batch.set_format(LogFormat::LOG_FORMAT_RAW);
   batch.add_records()->set_line("hot path /a b%c\xc3\xa9\td");
@@ -815,7 +813,6 @@ TEST_F(RecidiveTest, DecisionLinesEscapeKeyBytes) {
   EXPECT_EQ(ack->detections(), 4u);  // path-block, and escaped, for each
 }
 
-// Three blocks spread over more than a day are not a recidive.
 // A cluster's writer decides what other nodes detected, outside any batch (the
 // ClusterNode's decided hook): FeedDecisions feeds those decisions back, so three blocks of one
 // address within a day still make a week there.
@@ -851,6 +848,7 @@ TEST_F(RecidiveTest, DecisionsMadeOutsideABatchAreFedBackToo) {
             3);
 }
 
+// Three blocks spread over more than a day are not a recidive.
 TEST_F(RecidiveTest, BlocksMoreThanADayApartDoNotCount) {
   Offend(pipeline_, "ssh-fail", "203.0.113.7");
   clock_.Advance(absl::Hours(13));
@@ -946,21 +944,10 @@ TEST_F(RecidiveTest, ShippedDecisionLinesAreRefused) {
 // A path key is the client's text: written with %XX for spaces and '%', it cannot end its line
 // as an address block would, so recidive never counts it.
 TEST_F(RecidiveTest, PathKeysCannotPoseAsAddresses) {
-  constexpr absl::string_view kPaths = R"pb(
-    rules {
-      id: "path-block"
-      formats: LOG_FORMAT_RAW
-      key: "path"
-      key_kind: TARGET_KIND_PATH
-      patterns: "^hot path (?P<path>/.*)$"
-      unanchored_key_reason: "test"
-      threshold { count: 1 }
-      decision { action: ACTION_BLOCK duration { seconds: 600 } actuator: ACTUATOR_NONE }
-    }
-  )pb";
   prometheus::Registry registry;
   DecisionTable table(clock_);
-  Pipeline pipeline(Rules(kPaths, /*recidive=*/true), PipelineOptions(), clock_, table, registry);
+  Pipeline pipeline(Rules(PathPack(""), /*recidive=*/true), PipelineOptions(), clock_, table,
+                    registry);
   LogBatch batch;
   batch.set_format(LogFormat::LOG_FORMAT_RAW);
   for (int i = 0; i < 3; ++i) {
