@@ -2,9 +2,15 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "absl/base/attributes.h"
+#include "absl/base/config.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/civil_time.h"
@@ -84,10 +90,55 @@ inline size_t MemChr(absl::string_view text, char c, size_t pos) {
                        : static_cast<size_t>(static_cast<const char*>(at) - text.data());
 }
 
+#if defined(__SSE2__)
+// The fast paths below read 16 (or 8) bytes at once where at least that many are left: one
+// compare finds the byte a loop looked for one at a time (a header's host and tag cost a syslog
+// line ~130 instructions that way), and an x86 load is little-endian.
+
+// Bit i set where byte i of the 16 at `p` is `c`.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline unsigned Eq16(__m128i v, char c) {
+  return static_cast<unsigned>(_mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(c))));
+}
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline __m128i Load16(const char* p) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+}
+#endif
+
+// The 8-byte words below are read as x86 writes them (byte 0 lowest).
+#if defined(ABSL_IS_LITTLE_ENDIAN)
+constexpr bool kLittleEndian = true;
+#else
+constexpr bool kLittleEndian = false;
+#endif
+
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline uint64_t Load8(const char* p) {
+  uint64_t x;
+  std::memcpy(&x, p, 8);
+  return x;
+}
+
+// "hh:mm:ss" in the 8 bytes at `p` (read as one little-endian word): true with its three fields
+// when each is two digits and the separators colons, as ReadDigits would read them. No range
+// check.
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool ReadClock8(const char* p, int* hour, int* minute,
+                                                    int* second) {
+  const uint64_t x = Load8(p);
+  // Bytes 2 and 5 are ':'; bytes 0, 1, 3, 4, 6, 7 are 0x30 + n with n + 6 below 16 (0-9).
+  if ((x & 0x0000FF0000FF0000ULL) != 0x00003A00003A0000ULL ||
+      (x & 0xF0F000F0F000F0F0ULL) != 0x3030003030003030ULL ||
+      (((x & 0x0F0F000F0F000F0FULL) + 0x0606000606000606ULL) & 0x1010001010001010ULL) != 0) {
+    return false;
+  }
+  *hour = static_cast<int>((x & 0xF) * 10 + ((x >> 8) & 0xF));
+  *minute = static_cast<int>(((x >> 24) & 0xF) * 10 + ((x >> 32) & 0xF));
+  *second = static_cast<int>(((x >> 48) & 0xF) * 10 + ((x >> 56) & 0xF));
+  return true;
+}
+
 // Splits "prog[pid]: msg" / "prog: msg" into program and message. Returns false when there is
-// no tag, in which case the whole text is the message.
+// no tag, in which case the whole text is the message. `wide`: the 16-byte scans may be used.
 bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_view* pid,
-              absl::string_view* message) {
+              absl::string_view* message, bool wide) {
   size_t i = 0;
   // "[sshd]: " or "[sshd] ": a tag in brackets, a name only (fail2ban's common.conf reads it;
   // some loggers write it). Not "[ID 800047 auth.info]" nor "[12345.678]": a letter first, no
@@ -110,7 +161,22 @@ bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_v
     return true;
   }
   // A tag is at most 48 chars of [A-Za-z0-9_./-] (RFC 3164 says 32; real daemons exceed it).
-  while (i < text.size() && i < 48) {
+  bool found = false;
+#if defined(__SSE2__)
+  if (wide && text.size() >= 16) {
+    // The first '[', ':' or ' ' of the first 16 bytes is where the loop below would stop.
+    const __m128i v = Load16(text.data());
+    const unsigned stops = Eq16(v, '[') | Eq16(v, ':') | Eq16(v, ' ');
+    if (stops != 0) {
+      i = static_cast<size_t>(__builtin_ctz(stops));
+      if (text[i] == ' ') return false;
+      found = true;
+    } else {
+      i = 16;
+    }
+  }
+#endif
+  while (!found && i < text.size() && i < 48) {
     char c = text[i];
     if (c == '[' || c == ':') break;
     if (c == ' ') return false;
@@ -119,7 +185,17 @@ bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_v
   if (i == 0 || i >= text.size()) return false;
   *program = text.substr(0, i);
   if (text[i] == '[') {
-    size_t close = MemChr(text, ']', i);
+    size_t close = absl::string_view::npos;
+#if defined(__SSE2__)
+    if (wide && text.size() - i >= 16) {
+      const unsigned closes = Eq16(Load16(text.data() + i), ']');
+      close = closes != 0 ? i + static_cast<size_t>(__builtin_ctz(closes)) : MemChr(text, ']', i + 16);
+    } else {
+      close = MemChr(text, ']', i);
+    }
+#else
+    close = MemChr(text, ']', i);
+#endif
     if (close == absl::string_view::npos) return false;
     *pid = text.substr(i + 1, close - i - 1);
     i = close + 1;
@@ -476,36 +552,55 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
   } else {
     // "Mmm dd hh:mm:ss": the day space-padded ("Mar  3", as syslogd writes it), zero-padded
     // ("Mar 03") or unpadded ("Feb 1", as proftpd's own log and some relays write it).
-    int day, hour, minute, second;
-    int month = rest.size() >= 14 ? MonthFromAbbrev(rest.substr(0, 3)) : 0;
-    if (month == 0 || rest[3] != ' ') {
-      return absl::InvalidArgumentError(absl::StrCat("syslog: no timestamp at column ", pos + 1,
-                                                     " (expected \"Mmm dd hh:mm:ss\")"));
-    }
-    bool day_ok;
+    int month, day, hour, minute, second;
     size_t at = 6;  // the space before hh:mm:ss
-    if (rest[4] == ' ') {
-      day_ok = ReadDigits(rest, 5, 1, &day);
-    } else if (rest[5] == ' ') {
-      day_ok = ReadDigits(rest, 4, 1, &day);
-      at = 5;
-    } else {
-      day_ok = ReadDigits(rest, 4, 2, &day);
-    }
-    // "Oct 27 2015 12:35:40": macOS's syslog writes the year after the day.
     int line_year = 0;
-    if (day_ok && rest.size() > at + 5 && rest[at] == ' ' && rest[at + 5] == ' ' &&
-        ReadDigits(rest, at + 1, 4, &line_year)) {
-      at += 5;
-    }
-    if (!day_ok || rest.size() < at + 9 || rest[at] != ' ' || !ReadDigits(rest, at + 1, 2, &hour) ||
-        rest[at + 3] != ':' || !ReadDigits(rest, at + 4, 2, &minute) || rest[at + 6] != ':' ||
-        !ReadDigits(rest, at + 7, 2, &second)) {
-      return absl::InvalidArgumentError(absl::StrCat("syslog: bad timestamp at column ", pos + 1));
-    }
-    if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
-      return absl::OutOfRangeError(
-          absl::StrCat("syslog: bad timestamp at column ", pos + 1, ": a field out of range"));
+    // The usual line: the "Mmm dd " of the last line read below (7 bytes compared), then
+    // "hh:mm:ss" in one 8-byte word; anything else is read below, as it was.
+    constexpr uint64_t kDateBytes = 0x00FFFFFFFFFFFFFFULL;
+    if (kLittleEndian && caching_ && syslog_date_month_ != 0 && rest.size() >= 16 &&
+        (Load8(rest.data()) & kDateBytes) == syslog_date_key_ &&
+        ReadClock8(rest.data() + 7, &hour, &minute, &second) && hour <= 23 && minute <= 59 &&
+        second <= 60) {
+      month = syslog_date_month_;
+      day = syslog_date_day_;
+    } else {
+      month = rest.size() >= 14 ? MonthFromAbbrev(rest.substr(0, 3)) : 0;
+      if (month == 0 || rest[3] != ' ') {
+        return absl::InvalidArgumentError(absl::StrCat("syslog: no timestamp at column ", pos + 1,
+                                                       " (expected \"Mmm dd hh:mm:ss\")"));
+      }
+      bool day_ok;
+      if (rest[4] == ' ') {
+        day_ok = ReadDigits(rest, 5, 1, &day);
+      } else if (rest[5] == ' ') {
+        day_ok = ReadDigits(rest, 4, 1, &day);
+        at = 5;
+      } else {
+        day_ok = ReadDigits(rest, 4, 2, &day);
+      }
+      // "Oct 27 2015 12:35:40": macOS's syslog writes the year after the day.
+      if (day_ok && rest.size() > at + 5 && rest[at] == ' ' && rest[at + 5] == ' ' &&
+          ReadDigits(rest, at + 1, 4, &line_year)) {
+        at += 5;
+      }
+      if (!day_ok || rest.size() < at + 9 || rest[at] != ' ' ||
+          !ReadDigits(rest, at + 1, 2, &hour) || rest[at + 3] != ':' ||
+          !ReadDigits(rest, at + 4, 2, &minute) || rest[at + 6] != ':' ||
+          !ReadDigits(rest, at + 7, 2, &second)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("syslog: bad timestamp at column ", pos + 1));
+      }
+      if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+        return absl::OutOfRangeError(
+            absl::StrCat("syslog: bad timestamp at column ", pos + 1, ": a field out of range"));
+      }
+      // "Mmm dd " (the day's two bytes, then the space at 6; no year): the next lines' key.
+      if (at == 6 && line_year == 0) {
+        syslog_date_key_ = Load8(rest.data()) & kDateBytes;  // rest holds 15 bytes and more
+        syslog_date_month_ = month;
+        syslog_date_day_ = day;
+      }
     }
     const int tod = hour * 3600 + minute * 60 + second;
     bool found = false;
@@ -589,18 +684,38 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
   // More blanks where the host would be ("22:52:12   lighttpd[53690]: "): no host.
   while (pos < line.size() && line[pos] == ' ') ++pos;
   const size_t host_at = pos;
-  out->host = NextToken(line, &pos);
+  bool host_has_bracket = false;
+  bool host_read = false;
+#if defined(__SSE2__)
+  if (caching_ && line.size() - pos >= 16) {
+    // The host ends at the first space of the 16 bytes (line[pos] is none), as NextToken reads.
+    const __m128i v = Load16(line.data() + pos);
+    const unsigned spaces = Eq16(v, ' ');
+    if (spaces != 0) {
+      const size_t len = static_cast<size_t>(__builtin_ctz(spaces));
+      out->host = line.substr(pos, len);
+      host_has_bracket = (Eq16(v, '[') & ((1u << len) - 1)) != 0;
+      pos += len + 1;
+      host_read = true;
+    }
+  }
+#endif
+  if (!host_read) {
+    out->host = NextToken(line, &pos);
+    host_has_bracket =
+        !out->host.empty() && FindChar(out->host, '[') != absl::string_view::npos;
+  }
   if (out->host.empty()) {
     return absl::InvalidArgumentError(absl::StrCat("syslog: no host at column ", pos + 1));
   }
   // No host at all: the token after the time is already the tag ("sshd[8148]:", "sshd:"), as
   // some local loggers write. A host name never ends with ':' nor holds a '['.
-  if (out->host.back() == ':' || FindChar(out->host, '[') != absl::string_view::npos) {
+  if (out->host.back() == ':' || host_has_bracket) {
     out->host = {};
     pos = host_at;
   }
   absl::string_view body = line.substr(pos);
-  if (!SplitTag(body, &out->program, &out->pid, &out->message)) {
+  if (!SplitTag(body, &out->program, &out->pid, &out->message, caching_)) {
     out->program = {};
     out->pid = {};
     out->message = body;
@@ -685,7 +800,31 @@ absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) 
   // The first " [": the first '[' with a space before it (memchr, with no call through absl's
   // shared library nor a two-byte search).
   size_t open = absl::string_view::npos;
-  for (size_t at = MemChr(line, '[', 1); at != absl::string_view::npos;
+  size_t first_space = absl::string_view::npos;
+  size_t from = 1;  // where memchr looks for the '[' (the wide scan below looked before it)
+#if defined(__SSE2__)
+  if (caching_) {
+    // 16 bytes at a time: a '[' with a space before it (the previous block's last byte for the
+    // first), and the first space.
+    unsigned space_before = 0;
+    size_t b = 0;
+    for (; b + 16 <= line.size(); b += 16) {
+      const __m128i v = Load16(line.data() + b);
+      const unsigned spaces = Eq16(v, ' ');
+      if (first_space == absl::string_view::npos && spaces != 0) {
+        first_space = b + static_cast<size_t>(__builtin_ctz(spaces));
+      }
+      const unsigned opens = Eq16(v, '[') & ((spaces << 1) | space_before);
+      if (opens != 0) {
+        open = b + static_cast<size_t>(__builtin_ctz(opens)) - 1;
+        break;
+      }
+      space_before = spaces >> 15;
+    }
+    from = open != absl::string_view::npos ? line.size() : std::max<size_t>(b, 1);
+  }
+#endif
+  for (size_t at = MemChr(line, '[', from); at != absl::string_view::npos;
        at = MemChr(line, '[', at + 1)) {
     if (line[at - 1] == ' ') {
       open = at - 1;
@@ -697,7 +836,7 @@ absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) 
   }
   // The spaces below are found before `open`, itself a space (the first one through memchr:
   // the client address is a dozen bytes and more).
-  const size_t first_space = MemChr(line, ' ', 0);
+  if (first_space == absl::string_view::npos) first_space = MemChr(line, ' ', 0);
   out->host = line.substr(0, first_space);
   out->message = line;
   // A virtual host in front (Apache's vhost_combined "%v:%p", nginx's "$host"): the second
@@ -714,6 +853,28 @@ absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) 
     }
   }
   size_t ts = open + 2;
+  // The usual line: the date and offset of the last line read below (12 and 7 bytes compared),
+  // "hh:mm:ss" in one 8-byte word.
+  constexpr uint64_t kOffsetBytes = 0x00FFFFFFFFFFFFFFULL;
+  {
+    int hour, minute, second;
+    uint32_t date_end;
+    if (kLittleEndian && combined_date_valid_ && caching_ && line.size() > ts + 27 &&
+        Load8(line.data() + ts) == combined_date_key_ &&
+        (std::memcpy(&date_end, line.data() + ts + 8, 4), date_end == combined_date_key_end_) &&
+        (Load8(line.data() + ts + 20) & kOffsetBytes) == combined_offset_key_ &&
+        ReadClock8(line.data() + ts + 12, &hour, &minute, &second) && hour <= 23 &&
+        minute <= 59 && second <= 60) {
+      out->time = absl::FromUnixSeconds(combined_day_start_ + hour * 3600 + minute * 60 + second -
+                                        combined_offset_);
+      const size_t req = ts + 27;
+      if (req + 2 > line.size() || line[req] != ' ' || line[req + 1] != '"') {
+        return absl::InvalidArgumentError(
+            absl::StrCat("combined: no quoted request at column ", req + 2));
+      }
+      return absl::OkStatus();
+    }
+  }
   int day, year, hour, minute, second, oh = 0, om = 0;
   int month = line.size() > ts + 21 ? MonthFromAbbrev(line.substr(ts + 3, 3)) : 0;
   if (month == 0 || !ReadDigits(line, ts, 2, &day) || line[ts + 2] != '/' || line[ts + 6] != '/' ||
@@ -748,6 +909,15 @@ absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) 
         return absl::OutOfRangeError(absl::StrCat("combined: bad date at column ", ts + 1));
       }
       out->time = absl::FromUnixSeconds(start + tod - offset);
+      // This date and offset (read, in range, the date existing): the next lines' keys.
+      if (kLittleEndian) {
+        combined_date_key_ = Load8(line.data() + ts);  // line holds ts + 28 bytes and more
+        std::memcpy(&combined_date_key_end_, line.data() + ts + 8, 4);
+        combined_offset_key_ = Load8(line.data() + ts + 20) & kOffsetBytes;
+        combined_day_start_ = start;
+        combined_offset_ = offset;
+        combined_date_valid_ = true;
+      }
     } else {
       absl::Time t;
       if (!CivilToTimeByRules(year, month, day, tod, absl::UTCTimeZone(), &t)) {

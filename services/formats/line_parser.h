@@ -122,7 +122,8 @@ class LineParser {
   palisade::v1::LogFormat format() const { return format_; }
 
   // Tests only: every time goes through the zone's rules (absl::FromCivil, absl::ToCivilYear)
-  // and no cache or shortcut is used, which is what the caches must give line for line
+  // and no cache or shortcut is used, nor the 16-bytes-at-a-time scans of the syslog and
+  // combined headers: what the caches and scans must give line for line
   // (services/formats/line_parser_cache_test.cc compares the two).
   void DisableCachesForTesting() { caching_ = false; }
 
@@ -199,6 +200,19 @@ class LineParser {
   int local_day_ = 0;
   bool local_day_uniform_ = false;
   int64_t local_day_start_ = 0;
+  // The last syslog "Mmm dd " date read the long way (its 7 bytes, little-endian), and its
+  // month (0: none yet) and day: the next lines of the day compare 7 bytes instead.
+  uint64_t syslog_date_key_ = 0;
+  int syslog_date_month_ = 0;
+  int syslog_date_day_ = 0;
+  // The last combined "dd/Mon/yyyy:" date and " +zzzz]" offset read the long way (their bytes),
+  // the date's UTC midnight and the offset in seconds (valid: combined_date_valid_).
+  bool combined_date_valid_ = false;
+  uint64_t combined_date_key_ = 0;
+  uint32_t combined_date_key_end_ = 0;
+  uint64_t combined_offset_key_ = 0;
+  int64_t combined_day_start_ = 0;
+  int combined_offset_ = 0;
   // YearOf: times in [year_begin_, year_end_) are in year_of_span_ (empty at first).
   int64_t year_of_span_ = 0;
   absl::Time year_begin_ = absl::InfiniteFuture();

@@ -371,5 +371,68 @@ TEST(LineParserCacheTest, ImpossibleAndFarDates) {
   }
 }
 
+// The header scans that read 16 bytes at once (a syslog host and tag, a pid's ']', a combined
+// line's first space and " [") and the dates compared as bytes (a syslog "Mmm dd ", a combined
+// date and offset), against the byte loops: hosts, tags and client fields of every length
+// around the 16-byte edges, with the bytes those scans stop at ('[', ':', ']', spaces) put
+// anywhere, and clocks after a cached date with a digit, a colon or the length wrong.
+TEST(LineParserCacheTest, HeadersAcrossTheWideScans) {
+  std::mt19937_64 rng(23);
+  auto pick = [&rng](absl::string_view from) { return from[rng() % from.size()]; };
+  auto word = [&](size_t n, absl::string_view from) {
+    std::string w;
+    for (size_t i = 0; i < n; ++i) w += pick(from);
+    return w;
+  };
+  // A clock after a date the previous line cached: mostly good, else broken in one byte.
+  auto clock = [&]() {
+    const uint64_t h = rng() % 26;
+    std::string c = absl::StrCat(h < 10 ? "0" : "", h, ":", rng() % 6 + 55, ":", rng() % 4 + 58);
+    if (c.size() != 8 || rng() % 3 != 0) return std::string("12:34:56");
+    if (rng() % 2 == 0) c[rng() % 8] = pick("0a:/ 9\x80");
+    return c;
+  };
+  std::vector<std::string> syslog;
+  for (int i = 0; i < 3000; ++i) {
+    const std::string date = i % 7 == 6 ? "Mar 04 " : i % 11 == 10 ? "Mar 3 " : "Mar  3 ";
+    std::string line = absl::StrCat(date, clock(), i % 13 == 12 ? "  " : " ");
+    line += word(rng() % 21, "ab-1.[:] ");
+    line += " ";
+    line += word(rng() % 51, "sd_h./-[:] ");
+    switch (rng() % 5) {
+      case 0:
+        absl::StrAppend(&line, "[", word(rng() % 24, "0123456789]"), "]: ");
+        break;
+      case 1:
+        line += ": ";
+        break;
+      case 2:
+        line += "[123";
+        break;
+      default:
+        break;
+    }
+    line += word(rng() % 20, "x :[]");
+    if (rng() % 9 == 0) line.resize(rng() % (line.size() + 1));
+    syslog.push_back(std::move(line));
+  }
+  std::vector<std::string> combined;
+  for (int i = 0; i < 3000; ++i) {
+    std::string line = word(rng() % 41, "0123456789abcdef.: -[");
+    if (rng() % 3 == 0) absl::StrAppend(&line, " ", word(rng() % 16, "0123456789.:"));
+    std::string offset = rng() % 6 == 0 ? " -0130]" : rng() % 7 == 0 ? "]" : " +0000]";
+    if (rng() % 5 == 0) offset[rng() % offset.size()] = pick("0+-] 9x");
+    absl::StrAppend(&line, " ", word(rng() % 3, "-[ "), " - [",
+                    i % 5 == 4 ? "04/Mar/2026:" : "03/Mar/2026:", clock(), offset,
+                    rng() % 8 == 0 ? "" : " \"GET / HTTP/1.1\" 200 1");
+    if (rng() % 9 == 0) line.resize(rng() % (line.size() + 1));
+    combined.push_back(std::move(line));
+  }
+  const Start s = Starts()[0];
+  ExpectSame(LogFormat::LOG_FORMAT_SYSLOG, syslog, s.start, "wide scans");
+  ExpectSame(LogFormat::LOG_FORMAT_COMBINED, combined, s.start, "wide scans");
+  ExpectSame(LogFormat::LOG_FORMAT_NGINX_ERROR, syslog, s.start, "wide scans, relayed");
+}
+
 }  // namespace
 }  // namespace palisade
