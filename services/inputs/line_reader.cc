@@ -6,6 +6,10 @@
 #include <cerrno>
 #include <cstring>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 
 namespace palisade {
@@ -23,6 +27,30 @@ constexpr size_t kMinBufferBytes = 64 << 10;
 
 }  // namespace
 
+bool AllPlainAscii(const char* p, size_t n) {
+  size_t i = 0;
+#if defined(__SSE2__)
+  // A byte with its high bit set shows in the OR of the blocks; a NUL in their unsigned minimum.
+  const __m128i zero = _mm_setzero_si128();
+  auto load = [p](size_t at) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at)); };
+  for (; i + 64 <= n; i += 64) {
+    const __m128i a = load(i), b = load(i + 16), c = load(i + 32), d = load(i + 48);
+    const __m128i high = _mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d));
+    const __m128i low = _mm_min_epu8(_mm_min_epu8(a, b), _mm_min_epu8(c, d));
+    if (_mm_movemask_epi8(_mm_or_si128(high, _mm_cmpeq_epi8(low, zero))) != 0) return false;
+  }
+  for (; i + 16 <= n; i += 16) {
+    const __m128i v = load(i);
+    if (_mm_movemask_epi8(_mm_or_si128(v, _mm_cmpeq_epi8(v, zero))) != 0) return false;
+  }
+#endif
+  for (; i < n; ++i) {
+    const unsigned char c = static_cast<unsigned char>(p[i]);
+    if (c == 0 || c >= 0x80) return false;
+  }
+  return true;
+}
+
 void LineBuffer::Reserve(size_t capacity, size_t keep) {
   if (capacity <= capacity_) return;
   std::unique_ptr<char[]> bigger(new char[capacity]);
@@ -34,6 +62,7 @@ void LineBuffer::Reserve(size_t capacity, size_t keep) {
 absl::StatusOr<size_t> LineSource::NextBatch(size_t max_lines, size_t max_bytes, LineBuffer* buffer,
                                              std::vector<absl::string_view>* lines) {
   lines->clear();
+  buffer->set_plain(false);
   size_t used = 0;
   absl::string_view line;
   while (lines->size() < max_lines && used < max_bytes) {
@@ -54,9 +83,10 @@ absl::StatusOr<size_t> LineSource::NextBatch(size_t max_lines, size_t max_bytes,
 }
 
 absl::StatusOr<size_t> VectorLineSource::NextBatch(size_t max_lines, size_t max_bytes,
-                                                   LineBuffer* /*buffer*/,
+                                                   LineBuffer* buffer,
                                                    std::vector<absl::string_view>* lines) {
   lines->clear();
+  buffer->set_plain(false);
   size_t bytes = 0;
   while (next_ < lines_.size() && lines->size() < max_lines && bytes < max_bytes) {
     lines->emplace_back(lines_[next_]);
@@ -189,6 +219,7 @@ absl::StatusOr<bool> LineReader::Next(absl::string_view* line) {
 absl::StatusOr<size_t> LineReader::NextBatch(size_t max_lines, size_t max_bytes, LineBuffer* buffer,
                                              std::vector<absl::string_view>* lines) {
   lines->clear();
+  buffer->set_plain(false);
   const size_t max_line = options_.max_line_bytes;
   // What an earlier call read past its last line comes first.
   size_t end = end_ - begin_;  // the bytes read into the buffer: [0, end)
@@ -274,6 +305,9 @@ absl::StatusOr<size_t> LineReader::NextBatch(size_t max_lines, size_t max_bytes,
     }
     break;
   }
+  // The batch's bytes at once (its lines, their newlines and any cut line's dropped rest, which
+  // can only make it say false): a line is then not looked at again for hostile bytes.
+  buffer->set_plain(AllPlainAscii(data, pos));
   // What was read past the batch waits in the reader's own buffer (at most a chunk and a line).
   std::memcpy(buf_.get(), data + pos, end - pos);
   end_ = end - pos;

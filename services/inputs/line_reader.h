@@ -37,11 +37,21 @@ class LineBuffer {
   size_t capacity() const { return capacity_; }
   // Makes the capacity at least `capacity`, keeping the first `keep` bytes (moved if it grows).
   void Reserve(size_t capacity, size_t keep);
+  // Set by NextBatch: true when every byte of the lines it gave is ASCII and none is NUL (no
+  // line holds a byte the pipeline must replace or count: LineBatch::plain), false when one may.
+  // LineReader checks the bytes it read into the batch at once, 64 at a time; other sources
+  // say false.
+  bool plain() const { return plain_; }
+  void set_plain(bool plain) { plain_ = plain; }
 
  private:
   std::unique_ptr<char[]> data_;
   size_t capacity_ = 0;
+  bool plain_ = false;
 };
+
+// Whether the `n` bytes at `p` are all ASCII and none is NUL (64 at a time with SSE2).
+bool AllPlainAscii(const char* p, size_t n);
 
 // A stream of lines. Next() returns true with the next line in `*line` (a view valid until the
 // next call), false at the end, or an error naming what failed.

@@ -298,5 +298,63 @@ TEST(LineReaderTest, AReadErrorIsDataLossNamingThePath) {
       StatusIs(absl::StatusCode::kDataLoss, ::testing::HasSubstr("/proc/self/mem: read failed")));
 }
 
+// AllPlainAscii against a byte loop: buffers of 0 to 200 bytes, plain or with one NUL or one
+// byte past ASCII at every place (the 64- and 16-byte blocks, the bytes after the last).
+TEST(LineReaderTest, AllPlainAsciiFindsEveryHostileByte) {
+  std::mt19937_64 rng(23);
+  for (size_t n = 0; n <= 200; ++n) {
+    std::string plain(n, ' ');
+    for (char& c : plain) c = static_cast<char>(1 + rng() % 127);
+    EXPECT_TRUE(AllPlainAscii(plain.data(), n)) << n;
+    for (size_t at = 0; at < n; ++at) {
+      for (unsigned char bad : {0x00, 0x80, 0xC3, 0xFF}) {
+        std::string s = plain;
+        s[at] = static_cast<char>(bad);
+        EXPECT_FALSE(AllPlainAscii(s.data(), n)) << n << " " << at << " " << int{bad};
+      }
+    }
+  }
+}
+
+// A batch's buffer is plain exactly when none of its lines holds a NUL or a byte past ASCII.
+TEST(LineReaderTest, ABatchIsPlainWhenItsLinesAre) {
+  std::string content;
+  std::vector<bool> hostile;
+  for (int i = 0; i < 500; ++i) {
+    std::string line = absl::StrCat("Mar  3 12:00:00 h sshd[", i, "]: line ", i);
+    const bool bad = i % 37 == 5 || i % 53 == 9;
+    if (i % 37 == 5) line[10 + i % 5] = '\0';
+    if (i % 53 == 9) line += "\xC3\xA9";
+    hostile.push_back(bad);
+    content += line + (i % 2 == 0 ? "\n" : "\r\n");
+  }
+  LineReaderOptions options;
+  options.chunk_bytes = 4096;
+  auto reader = LineReader::Open(WriteFile("plain.log", content), options);
+  ASSERT_THAT(reader, IsOk());
+  LineBuffer buffer;
+  std::vector<absl::string_view> lines;
+  size_t first = 0;
+  int plain_batches = 0, other_batches = 0;
+  while (true) {
+    absl::StatusOr<size_t> n = (*reader)->NextBatch(10, SIZE_MAX, &buffer, &lines);
+    ASSERT_THAT(n, IsOk());
+    if (*n == 0) break;
+    bool any = false;
+    for (size_t i = first; i < first + *n; ++i) any = any || hostile[i];
+    EXPECT_EQ(buffer.plain(), !any) << "lines from " << first;
+    (any ? other_batches : plain_batches)++;
+    first += *n;
+  }
+  EXPECT_EQ(first, 500u);
+  EXPECT_GT(plain_batches, 10);
+  EXPECT_GT(other_batches, 10);
+  // Other sources do not say.
+  std::vector<std::string> held = {"a", "b"};
+  VectorLineSource in_memory(held);
+  ASSERT_THAT(in_memory.NextBatch(10, SIZE_MAX, &buffer, &lines), IsOk());
+  EXPECT_FALSE(buffer.plain());
+}
+
 }  // namespace
 }  // namespace palisade

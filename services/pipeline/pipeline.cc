@@ -339,6 +339,7 @@ class ProtoBatch {
   bool prematched(int, const RuleSet*, PrematchedLine*) const { return false; }
   const ParsedLine* preparsed(int) const { return nullptr; }
   bool prepared(int, bool*) const { return false; }
+  bool plain() const { return false; }
 
  private:
   const LogBatch& b_;
@@ -353,6 +354,8 @@ class ViewBatch {
   const std::string& json_format() const { return b_.json_format; }
   int size() const { return static_cast<int>(b_.lines.size()); }
   absl::string_view line(int i) const { return b_.lines[i]; }
+  // Every line is plain ASCII without a NUL (LineBatch::plain).
+  bool plain() const { return b_.plain; }
   const google::protobuf::Timestamp* event_time(int) const { return nullptr; }
   // Line i's candidates, when Prematch found them with `rules` (the rules in use).
   bool prematched(int i, const RuleSet* rules, PrematchedLine* out) const {
@@ -528,8 +531,10 @@ void Pipeline::Prematch(LineBatch* batch) const {
   const bool keep = !IsJsonFormat(batch->format);
   std::string sanitized;
   for (size_t i = 0; i < batch->lines.size(); ++i) {
-    bool truncated, sanitize;
-    absl::string_view line = PrepareLine(batch->lines[i], &sanitized, &truncated, &sanitize);
+    bool truncated, sanitize = false;
+    absl::string_view line = batch->plain
+                                 ? TrimLine(batch->lines[i], &truncated)
+                                 : PrepareLine(batch->lines[i], &sanitized, &truncated, &sanitize);
     ParsedLine& parsed = batch->parsed[i];
     if (!parser.Parse(line, reference, &parsed, rule).ok()) continue;
     if (parsed.time) {
@@ -675,12 +680,14 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     }
     const RuleSet* rules_in_use = engine_.rules().get();
     const int records = batch.size();
+    const bool plain = batch.plain();
     PrematchedLine prematched;
     for (int record = 0; record < records; ++record) {
-      bool truncated, sanitize;
-      // Looked at for hostile bytes once: by Prematch when it ran (another thread), else here.
+      bool truncated, sanitize = false;
+      // Looked at for hostile bytes once: by the reader for the whole batch, by Prematch when it
+      // ran (another thread), else here.
       absl::string_view line =
-          batch.prepared(record, &sanitize)
+          plain || batch.prepared(record, &sanitize)
               ? TrimLine(batch.line(record), &truncated)
               : PrepareLine(batch.line(record), &sanitized, &truncated, &sanitize);
       if (truncated) ack.set_truncated(ack.truncated() + 1);

@@ -125,8 +125,13 @@ struct LineBatch {
   // been replaced in a copy, so it held none), which ProcessLines then need not look for again.
   std::vector<bool> invalid_utf8;
   const RuleSet* prematched_with = nullptr;  // the rules Prematch used (others: ignored)
+  // Every byte of `lines` is ASCII and none is NUL, as the reader found reading them
+  // (LineBuffer::plain): no line need be looked at for hostile bytes (PrepareLine's scan, ~130
+  // instructions a line). False: each line is looked at.
+  bool plain = false;
   // Empties it, keeping the vectors' capacity.
   void Clear() {
+    plain = false;
     lines.clear();
     prematch.Clear();
     spans.clear();

@@ -27,7 +27,10 @@ struct Slot {
 // many lines, 0 when the source ended.
 absl::StatusOr<size_t> Fill(LineSource& source, uint32_t n, Slot& slot) {
   slot.batch.Clear();
-  return source.NextBatch(n, kMaxReplayBatchBytes, &slot.bytes, &slot.batch.lines);
+  absl::StatusOr<size_t> filled =
+      source.NextBatch(n, kMaxReplayBatchBytes, &slot.bytes, &slot.batch.lines);
+  slot.batch.plain = filled.ok() && slot.bytes.plain();
+  return filled;
 }
 
 }  // namespace

@@ -127,6 +127,52 @@ TEST(ReplayTest, AStreamedCrlfFileOnThreeThreadsReplaysAsTheLinesInMemory) {
   }
 }
 
+// A file whose batches are plain ASCII but for some (LineBuffer::plain: those are not looked at
+// line by line): a NUL in a failed password's line, replaced by a space, still counts; a line
+// with UTF-8 is matched as it is. Streamed on one and two threads, the lines in memory's result.
+TEST(ReplayTest, HostileBytesInAStreamedFileCountAsInMemory) {
+  CorpusOptions options;
+  options.lines = 6000;
+  options.seed = 5;
+  Corpus corpus = GenerateSshd(options);
+  int nuls = 0;
+  for (size_t i = 0; i < corpus.lines.size(); ++i) {
+    std::string& line = corpus.lines[i];
+    const size_t at = line.find("Failed password for");
+    if (at != std::string::npos && i % 500 < 100) {
+      line[at + 6] = '\0';  // "Failed\0password for"
+      ++nuls;
+    } else if (i % 700 == 0) {
+      line += " caf\xC3\xA9";
+    }
+  }
+  ASSERT_GT(nuls, 20);
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/sshd-hostile.log");
+  {
+    std::ofstream out(path, std::ios::binary);
+    for (const std::string& line : corpus.lines) out << line << "\n";
+  }
+  auto rules = Pack("rules/sshd.textproto");
+  ReplayOptions replay;
+  replay.batch_lines = 100;
+  replay.threads = 1;
+  absl::StatusOr<ReplaySummary> in_memory =
+      Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, corpus.lines, replay);
+  ASSERT_TRUE(in_memory.ok()) << in_memory.status();
+  for (uint32_t threads : {1u, 2u}) {
+    absl::StatusOr<std::unique_ptr<LineReader>> reader = LineReader::Open(path);
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    replay.threads = threads;
+    absl::StatusOr<ReplaySummary> streamed =
+        Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, **reader, replay);
+    ASSERT_TRUE(streamed.ok()) << streamed.status();
+    EXPECT_EQ(streamed->lines, corpus.lines.size()) << threads;
+    EXPECT_EQ(streamed->matched, in_memory->matched) << threads;
+    EXPECT_EQ(streamed->detections, in_memory->detections) << threads;
+    EXPECT_EQ(Keys(streamed->decisions), Keys(in_memory->decisions)) << threads;
+  }
+}
+
 TEST(ReplayTest, BatchSizeDoesNotChangeTheDecisions) {
   CorpusOptions options;
   options.lines = 20000;
