@@ -137,8 +137,10 @@ ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool ReadClock8(const char* p, int* hour, in
 
 // Splits "prog[pid]: msg" / "prog: msg" into program and message. Returns false when there is
 // no tag, in which case the whole text is the message. `wide`: the 16-byte scans may be used.
-bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_view* pid,
-              absl::string_view* message, bool wide) {
+ABSL_ATTRIBUTE_ALWAYS_INLINE inline bool SplitTag(absl::string_view text,
+                                                 absl::string_view* program,
+                                                 absl::string_view* pid,
+                                                 absl::string_view* message, bool wide) {
   size_t i = 0;
   // "[sshd]: " or "[sshd] ": a tag in brackets, a name only (fail2ban's common.conf reads it;
   // some loggers write it). Not "[ID 800047 auth.info]" nor "[12345.678]": a letter first, no
@@ -183,7 +185,8 @@ bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_v
     ++i;
   }
   if (i == 0 || i >= text.size()) return false;
-  *program = text.substr(0, i);
+  // Views made directly (substr's bounds check is a call once Parse has inlined this much).
+  *program = absl::string_view(text.data(), i);
   if (text[i] == '[') {
     size_t close = absl::string_view::npos;
 #if defined(__SSE2__)
@@ -197,7 +200,7 @@ bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_v
     close = MemChr(text, ']', i);
 #endif
     if (close == absl::string_view::npos) return false;
-    *pid = text.substr(i + 1, close - i - 1);
+    *pid = absl::string_view(text.data() + i + 1, close - i - 1);
     i = close + 1;
     // No colon after the pid ("proftpd[12345] message", which fail2ban's __prefix_line allows):
     // no tag; the message is the whole body (rules/proftpd.textproto reads such lines whole).
@@ -205,7 +208,7 @@ bool SplitTag(absl::string_view text, absl::string_view* program, absl::string_v
   if (i >= text.size() || text[i] != ':') return false;
   ++i;
   if (i < text.size() && text[i] == ' ') ++i;
-  *message = text.substr(i);
+  *message = absl::string_view(text.data() + i, text.size() - i);
   return true;
 }
 
@@ -523,8 +526,8 @@ absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, Par
       absl::StrCat("unsupported log format ", palisade::v1::LogFormat_Name(format_)));
 }
 
-absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time reference,
-                                         YearRule rule, ParsedLine* out) {
+inline absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time reference,
+                                                YearRule rule, ParsedLine* out) {
   size_t pos = 0;
   // Optional <PRI>.
   if (!line.empty() && line[0] == '<') {
@@ -693,7 +696,7 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
     const unsigned spaces = Eq16(v, ' ');
     if (spaces != 0) {
       const size_t len = static_cast<size_t>(__builtin_ctz(spaces));
-      out->host = line.substr(pos, len);
+      out->host = absl::string_view(line.data() + pos, len);
       host_has_bracket = (Eq16(v, '[') & ((1u << len) - 1)) != 0;
       pos += len + 1;
       host_read = true;
@@ -714,7 +717,7 @@ absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Time refe
     out->host = {};
     pos = host_at;
   }
-  absl::string_view body = line.substr(pos);
+  absl::string_view body(line.data() + pos, line.size() - pos);  // pos <= line.size()
   if (!SplitTag(body, &out->program, &out->pid, &out->message, caching_)) {
     out->program = {};
     out->pid = {};
@@ -795,7 +798,7 @@ absl::Status LineParser::ParseSyslog5424(absl::string_view line, ParsedLine* out
   return absl::OkStatus();
 }
 
-absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) {
+inline absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) {
   // [vhost] client ident user [dd/Mon/yyyy:hh:mm:ss +zzzz] "request" status bytes [...]
   // The first " [": the first '[' with a space before it (memchr, with no call through absl's
   // shared library nor a two-byte search).

@@ -394,7 +394,7 @@ class ViewBatch {
 
 }  // namespace
 
-absl::string_view Pipeline::TrimLine(absl::string_view line, bool* truncated) const {
+inline absl::string_view Pipeline::TrimLine(absl::string_view line, bool* truncated) const {
   *truncated = false;
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
   if (line.size() > options_.max_line_bytes) {

@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/attributes.h"
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -231,7 +232,8 @@ class Pipeline {
   absl::string_view PrepareLine(absl::string_view line, std::string* sanitized, bool* truncated,
                                 bool* sanitize) const;
   // Its first part: the newline and CR dropped, cut at max_line_bytes.
-  absl::string_view TrimLine(absl::string_view line, bool* truncated) const;
+  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::string_view TrimLine(absl::string_view line,
+                                                          bool* truncated) const;
 
   const PipelineOptions options_;
   Clock& clock_;
