@@ -13,28 +13,106 @@ namespace palisade {
 
 namespace {
 
-// Dotted quads, every IPv4 address Parse reads (without inet_pton's NUL-terminated copy).
-bool ParseV4(absl::string_view text, uint8_t* out) {
-  int part = 0;
-  int value = 0;
-  int digits = 0;
-  for (char c : text) {
-    if (c >= '0' && c <= '9') {
-      if (digits == 3 || (digits > 0 && value == 0)) return false;  // too long, or leading 0
-      value = value * 10 + (c - '0');
-      ++digits;
-      if (value > 255) return false;
-    } else if (c == '.') {
-      if (digits == 0 || part == 3) return false;
-      out[part++] = static_cast<uint8_t>(value);
-      value = 0;
-      digits = 0;
-    } else {
-      return false;
+// Dotted quads, as inet_pton(AF_INET) reads them: four parts of one to three digits, no
+// leading zero, each at most 255. One part at a time (a digit test and a multiply a byte).
+bool ParseV4(const char* p, const char* end, uint8_t* out) {
+  for (int part = 0; part < 4; ++part) {
+    if (part > 0) {
+      if (p == end || *p != '.') return false;
+      ++p;
+    }
+    if (p == end) return false;
+    unsigned v = static_cast<unsigned char>(*p) - '0';
+    if (v > 9) return false;
+    ++p;
+    if (p != end && static_cast<unsigned>(static_cast<unsigned char>(*p) - '0') <= 9) {
+      if (v == 0) return false;  // a leading zero
+      v = v * 10 + static_cast<unsigned>(*p++ - '0');
+      if (p != end && static_cast<unsigned>(static_cast<unsigned char>(*p) - '0') <= 9) {
+        v = v * 10 + static_cast<unsigned>(*p++ - '0');
+        if (v > 255) return false;
+      }
+    }
+    out[part] = static_cast<uint8_t>(v);
+  }
+  return p == end;
+}
+
+// Each byte's value as a hex digit, or -1.
+struct HexDigits {
+  int8_t value[256];
+  constexpr HexDigits() : value() {
+    for (int c = 0; c < 256; ++c) {
+      value[c] = c >= '0' && c <= '9'   ? static_cast<int8_t>(c - '0')
+                 : c >= 'a' && c <= 'f' ? static_cast<int8_t>(c - 'a' + 10)
+                 : c >= 'A' && c <= 'F' ? static_cast<int8_t>(c - 'A' + 10)
+                                        : int8_t{-1};
     }
   }
-  if (part != 3 || digits == 0) return false;
-  out[3] = static_cast<uint8_t>(value);
+};
+constexpr HexDigits kHexDigits;
+
+// IPv6 text as glibc's inet_pton(AF_INET6) reads it (resolv/inet_pton.c, inet_pton6), step for
+// step, without its NUL-terminated copy: at most four hex digits a group, one "::", a leading
+// ':' only as "::", no trailing single ':', a dotted quad only as the last 32 bits and only
+// where they fit. IpAddressTest.ParsesIpv6AsInetPtonDoes compares the two on generated texts.
+bool ParseV6(const char* p, const char* end, uint8_t* dst) {
+  uint8_t tmp[16] = {};
+  int tp = 0;
+  int colonp = -1;
+  if (p == end) return false;
+  if (*p == ':') {
+    ++p;
+    if (p == end || *p != ':') return false;
+  }
+  const char* curtok = p;
+  int xdigits = 0;
+  unsigned val = 0;
+  while (p < end) {
+    const char ch = *p++;
+    const int digit = kHexDigits.value[static_cast<unsigned char>(ch)];
+    if (digit >= 0) {
+      if (xdigits == 4) return false;
+      val = val << 4 | static_cast<unsigned>(digit);
+      ++xdigits;
+      continue;
+    }
+    if (ch == ':') {
+      curtok = p;
+      if (xdigits == 0) {
+        if (colonp >= 0) return false;
+        colonp = tp;
+        continue;
+      }
+      if (p == end) return false;
+      if (tp + 2 > 16) return false;
+      tmp[tp++] = static_cast<uint8_t>(val >> 8);
+      tmp[tp++] = static_cast<uint8_t>(val);
+      xdigits = 0;
+      val = 0;
+      continue;
+    }
+    if (ch == '.' && tp + 4 <= 16 && ParseV4(curtok, end, tmp + tp)) {
+      tp += 4;
+      xdigits = 0;
+      break;
+    }
+    return false;
+  }
+  if (xdigits > 0) {
+    if (tp + 2 > 16) return false;
+    tmp[tp++] = static_cast<uint8_t>(val >> 8);
+    tmp[tp++] = static_cast<uint8_t>(val);
+  }
+  if (colonp >= 0) {
+    if (tp == 16) return false;  // "::" would stand for no group
+    const int n = tp - colonp;
+    std::memmove(tmp + 16 - n, tmp + colonp, static_cast<size_t>(n));
+    std::memset(tmp + colonp, 0, static_cast<size_t>(16 - n - colonp));
+    tp = 16;
+  }
+  if (tp != 16) return false;
+  std::memcpy(dst, tmp, 16);
   return true;
 }
 
@@ -93,32 +171,35 @@ char* FormatV6(const uint8_t* b, char* p) {
 }  // namespace
 
 std::optional<IpAddress> IpAddress::Parse(absl::string_view text) {
-  // Short text without ':' is a dotted quad or nothing (no brackets): so it parses only as its
-  // own canonical form, which Engine::NormaliseKey relies on to skip formatting the key again.
-  if (!text.empty() && text.size() <= 15 && text.find(':') == absl::string_view::npos) {
-    IpAddress ip;
-    if (!ParseV4(text, ip.bytes_.data())) return std::nullopt;
+  IpAddress ip;
+  if (ParseV4(text.data(), text.data() + text.size(), ip.bytes_.data())) {
     ip.v4_ = true;
     return ip;
   }
+  // Short text without ':' is a dotted quad or nothing (no brackets): so it parses only as its
+  // own canonical form, which Engine::NormaliseKey relies on to skip formatting the key again.
+  const bool colon = !text.empty() && std::memchr(text.data(), ':', text.size()) != nullptr;
+  if (text.size() <= 15 && !colon) return std::nullopt;
   if (text.size() >= 2 && text.front() == '[' && text.back() == ']') {
     text = text.substr(1, text.size() - 2);
   }
   if (text.empty() || text.size() >= 64) return std::nullopt;
-  IpAddress ip;
-  if (text.find(':') == absl::string_view::npos) {
-    if (!ParseV4(text, ip.bytes_.data())) return std::nullopt;
+  const char* begin = text.data();
+  const char* end = begin + text.size();
+  if (!colon) {
+    if (!ParseV4(begin, end, ip.bytes_.data())) return std::nullopt;
     ip.v4_ = true;
     return ip;
   }
-  // inet_pton reads a C string: the whole text must be the address, not what precedes a NUL.
-  if (text.find('\0') != absl::string_view::npos) return std::nullopt;
-  char buf[64];
-  std::memcpy(buf, text.data(), text.size());
-  buf[text.size()] = '\0';
-  // Drop a zone index ("fe80::1%eth0"): it is meaningless off the host.
-  if (char* pct = std::strchr(buf, '%')) *pct = '\0';
-  if (inet_pton(AF_INET6, buf, ip.bytes_.data()) != 1) return std::nullopt;
+  // Drop a zone index ("fe80::1%eth0"): it is meaningless off the host. A NUL anywhere is
+  // refused, as when inet_pton read a C string copy (the whole text must be the address);
+  // before the '%' ParseV6 refuses it as it does any other byte.
+  if (const void* pct = std::memchr(begin, '%', text.size())) {
+    const char* zone = static_cast<const char*>(pct);
+    if (std::memchr(zone, '\0', static_cast<size_t>(end - zone)) != nullptr) return std::nullopt;
+    end = zone;
+  }
+  if (!ParseV6(begin, end, ip.bytes_.data())) return std::nullopt;
   static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
   if (std::memcmp(ip.bytes_.data(), kMapped, 12) == 0) {
     std::memmove(ip.bytes_.data(), ip.bytes_.data() + 12, 4);

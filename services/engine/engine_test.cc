@@ -886,3 +886,69 @@ TEST(EngineProgramsTest, ProgramsFilterSyslogLinesOnly) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// Count converts a line's time and the rule's window to milliseconds with absl's fast path
+// written out (Debian's shared absl keeps ToUnixMillis and ToInt64Milliseconds out of line):
+// a second match falls in the window exactly when absl's own conversions say it does, for
+// times with any fraction of a millisecond, before 1970, and past 2^53 seconds (absl's slow
+// path), and windows with a fraction of a millisecond.
+TEST(EngineMillisTest, TheWindowEdgeIsWhereAbslsMillisecondsPutIt) {
+  std::mt19937_64 rng(53);
+  for (int w = 0; w < 6; ++w) {
+    const int64_t window_s = static_cast<int64_t>(rng() % 4) * (w < 3 ? 1 : 1000);
+    const int32_t window_ns = static_cast<int32_t>(rng() % 1'000'000'000);
+    auto pack = ParseRulePack(absl::Substitute(R"pb(
+      rules {
+        id: "edge"
+        formats: LOG_FORMAT_SYSLOG
+        patterns: "^Failed password for (?P<user>\\S+) from (?P<ip>\\S+) port"
+        threshold {
+          count: 2
+          window { seconds: $0 nanos: $1 }
+        }
+        decision { action: ACTION_BLOCK duration { seconds: 600 } }
+      }
+    )pb", window_s, window_ns), "edge.textproto");
+    ASSERT_TRUE(pack.ok()) << pack.status();
+    Engine engine(*RuleSet::Compile({*pack}), EngineOptions());
+    const absl::Duration window = absl::Seconds(window_s) + absl::Nanoseconds(window_ns);
+    int inside = 0;
+    int outside = 0;
+    for (int i = 0; i < 3000; ++i) {
+      absl::Time t1;
+      switch (rng() % 4) {
+        case 0: t1 = absl::FromUnixSeconds(1'767'225'600); break;
+        case 1: t1 = absl::FromUnixSeconds(-static_cast<int64_t>(rng() % 2'000'000'000)); break;
+        case 2: t1 = absl::FromUnixSeconds((int64_t{1} << 53) + rng() % 1'000'000); break;
+        default: t1 = absl::FromUnixSeconds(static_cast<int64_t>(rng() % 4'000'000'000)); break;
+      }
+      t1 += absl::Nanoseconds(static_cast<int64_t>(rng() % 1'000'000'000));
+      // The second match near the window's edge: within two milliseconds either side.
+      const absl::Time t2 =
+          t1 + window + absl::Nanoseconds(static_cast<int64_t>(rng() % 4'000'000) - 2'000'000);
+      const bool want =
+          absl::ToUnixMillis(t1) >= absl::ToUnixMillis(t2) - absl::ToInt64Milliseconds(window);
+      const std::string message = absl::StrCat("Failed password for root from 198.51.", i / 256,
+                                               ".", i % 256, " port 22 ssh2");
+      ParsedLine line;
+      line.message = message;
+      line.program = "sshd";
+      std::vector<Detection> out;
+      engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message, t1, &out);
+      engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message, t2, &out);
+      ASSERT_EQ(out.size(), want ? 1u : 0u)
+          << "t1 " << absl::FormatTime(t1) << ", t2 " << absl::FormatTime(t2) << ", window "
+          << window;
+      (want ? inside : outside) += 1;
+    }
+    // Both sides of the edge are reached.
+    EXPECT_GT(inside, 300);
+    EXPECT_GT(outside, 300);
+  }
+}
+
+}  // namespace
+}  // namespace palisade
