@@ -443,13 +443,22 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
     // every request, such as web-request-flood, or a log where most lines are failures): then
     // the probe, a pass up to the first match, costs more on the lines that match than the
     // allocation it saves on the others. Either way the hits are the same.
+    // A Set of tails (SetPart::head) runs from the end of the fields its members start with.
+    absl::string_view text = line.message;
+    uint64_t outside = 0;
+    if (part.head != nullptr) {
+      const size_t at = part.head->Walk(text, &outside);
+      if (at == absl::string_view::npos) continue;
+      text.remove_prefix(at);
+    }
     uint16_t& rate = hit_rates->rates[part_no];
     rate -= rate >> 3;
-    if (rate < kProbeAbove && !part.set->Match(Piece(line.message), nullptr)) continue;
-    if (!part.set->Match(Piece(line.message), &scratch.set_hits)) continue;
+    if (rate < kProbeAbove && !part.set->Match(Piece(text), nullptr)) continue;
+    if (!part.set->Match(Piece(text), &scratch.set_hits)) continue;
     rate += kHitRateOne >> 3;
     const int patterns = static_cast<int>(part.entries.size());
     for (int hit : scratch.set_hits) {
+      if (part.head != nullptr && !part.head->Holds(hit, outside, line.message)) continue;
       if (hit >= patterns) {  // an ignore pattern (SetPart::ignore_rules)
         ignore_hits.push_back(part.ignore_rules[hit - patterns]);
         continue;

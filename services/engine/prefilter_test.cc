@@ -754,10 +754,11 @@ TEST(SkipPartsTest, SameMatchesWithAndWithoutSkipsOverEachPack) {
   const CidrSets sets = ShippedPackCidrSets();
   RuleSetOptions no_skips;
   no_skips.skip_parts = false;
+  no_skips.skip_heads = false;
   std::vector<std::vector<LoadedPack>> groups;
   for (const LoadedPack& pack : packs) groups.push_back({pack});
   groups.push_back(packs);
-  size_t with_programs = 0, with_first_bytes = 0, matched = 0;
+  size_t with_programs = 0, with_first_bytes = 0, with_heads = 0, matched = 0;
   for (const std::vector<LoadedPack>& group : groups) {
     const std::string name = group.size() == 1 ? group[0].pack.name() : "every pack";
     absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile(group, sets);
@@ -771,15 +772,31 @@ TEST(SkipPartsTest, SameMatchesWithAndWithoutSkipsOverEachPack) {
       for (const auto& part : index->parts) {
         with_programs += !part.programs.empty();
         with_first_bytes += part.first_bytes_known;
+        with_heads += part.head != nullptr;
       }
       for (const auto& part : (*without)->ForFormat(static_cast<LogFormat>(f))->parts) {
-        EXPECT_TRUE(part.programs.empty() && !part.first_bytes_known) << name;
+        EXPECT_TRUE(part.programs.empty() && !part.first_bytes_known && part.head == nullptr)
+            << name;
       }
     }
     size_t examples = 0;
     const std::vector<Line> all = TestLines(**with, &examples);
     std::vector<Line> lines(all.begin(), all.begin() + examples);
     for (size_t i = examples; i < all.size(); i += 7) lines.push_back(all[i]);
+    // Access lines whose second field (a head's run, with SetHead) holds what a class may not
+    // take: bytes past ASCII, UTF-8 or not, and a tab.
+    for (size_t i = examples, n = 0; i < all.size() && n < 300; i += 7) {
+      if (all[i].format != LogFormat::LOG_FORMAT_COMBINED) continue;
+      const size_t a = all[i].text.find(' ');
+      const size_t b = a == std::string::npos ? a : all[i].text.find(' ', a + 1);
+      if (b == std::string::npos) continue;
+      ++n;
+      for (const char* field : {"\xff", "\xc3\xa9", "a\tb", "-\x80"}) {
+        std::string text = all[i].text;
+        text.replace(a + 1, b - a - 1, field);
+        lines.push_back({LogFormat::LOG_FORMAT_COMBINED, text});
+      }
+    }
     const auto a = MatchAll(*with, lines);
     const auto b = MatchAll(*without, lines);
     ASSERT_EQ(a.size(), b.size());
@@ -796,6 +813,7 @@ TEST(SkipPartsTest, SameMatchesWithAndWithoutSkipsOverEachPack) {
   }
   EXPECT_GT(with_programs, 3u);
   EXPECT_GT(with_first_bytes, 10u);
+  EXPECT_GT(with_heads, 2u);  // nginx's and web-flood's access-log Sets, at least
   EXPECT_GT(matched, 10'000u);
 
   // The sshd pack alone: its anchored Set is for sshd's lines only, and skips the others.
@@ -822,6 +840,159 @@ TEST(SkipPartsTest, SameMatchesWithAndWithoutSkipsOverEachPack) {
     skipped += !part.MayMatch(parsed.program, parsed.message);
   }
   EXPECT_GT(skipped, options.lines / 5);
+}
+
+// --- the fields every member of an anchored Set starts with (RuleSetOptions::skip_heads) -------
+
+// The first Set part of `format` (the anchored one, when the rules have anchored patterns).
+const RuleSet::SetPart* AnchoredPart(const RuleSet& set, LogFormat format) {
+  const RuleSet::FormatIndex* index = set.ForFormat(format);
+  if (index == nullptr) return nullptr;
+  for (const auto& part : index->parts) {
+    if (part.set != nullptr) return &part;
+  }
+  return nullptr;
+}
+
+// Rules whose patterns share a head of four units (an address, a user, a bracketed time, a
+// quote) with different classes in each run, one whose tail is empty and an ignore pattern; the
+// lines vary each field with what a class may or may not take: spaces and tabs, "]", nothing,
+// UTF-8 and bytes that are not UTF-8. The Set of tails and the walk say what the whole patterns
+// say, and what RE2 says of each pattern alone.
+TEST(SkipHeadsTest, HeadsAndTailsMatchWhatTheWholePatternsMatch) {
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(R"pb(
+    rules {
+      id: "digits-get-a" formats: [LOG_FORMAT_RAW]
+      patterns: '^(?P<ip>[0-9.]+) \\S+ \\[[^\\]]+\\] "GET /a'
+      ignore_patterns: '^\\S+ \\S+ \\[[^\\]]+\\] "GET /a/skip'
+      threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+    rules {
+      id: "any-b" formats: [LOG_FORMAT_RAW]
+      patterns: '^(?P<ip>\\S+) \\S+ \\[[^\\]]+\\] "(?:POST|GET) /b'
+      threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+    rules {
+      id: "hex-lower-user" formats: [LOG_FORMAT_RAW]
+      patterns: '^(?P<ip>[0-9a-f:.]+?) [a-z-]+ \\[[^\\]]+\\] "'
+      threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+    rules {
+      id: "dot-user" formats: [LOG_FORMAT_RAW]
+      patterns: '^(?P<ip>[^ ]+) (?:.)+ \\[[^\\]]+\\] "x$'
+      threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+  )pb", "t.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  RuleSetOptions no_heads;
+  no_heads.skip_heads = false;
+  absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile({*pack});
+  absl::StatusOr<std::shared_ptr<const RuleSet>> without = RuleSet::Compile({*pack}, {}, no_heads);
+  ASSERT_TRUE(with.ok()) << with.status();
+  ASSERT_TRUE(without.ok()) << without.status();
+  const RuleSet::SetPart* part = AnchoredPart(**with, LogFormat::LOG_FORMAT_RAW);
+  ASSERT_NE(part, nullptr);
+  ASSERT_NE(part->head, nullptr);
+  // "dot-user" has a group around its run and "." takes the space: its head is its first unit
+  // alone, so the Set's is too.
+  ASSERT_EQ(part->head->units.size(), 1u);
+  EXPECT_EQ(part->head->units[0].literal, ' ');
+  EXPECT_EQ(AnchoredPart(**without, LogFormat::LOG_FORMAT_RAW)->head, nullptr);
+
+  // Without "dot-user": the four units.
+  LoadedPack three = *pack;
+  three.pack.mutable_rules()->RemoveLast();
+  absl::StatusOr<std::shared_ptr<const RuleSet>> with3 = RuleSet::Compile({three});
+  absl::StatusOr<std::shared_ptr<const RuleSet>> without3 =
+      RuleSet::Compile({three}, {}, no_heads);
+  ASSERT_TRUE(with3.ok()) << with3.status();
+  ASSERT_TRUE(without3.ok()) << without3.status();
+  const RuleSet::SetPart* part3 = AnchoredPart(**with3, LogFormat::LOG_FORMAT_RAW);
+  ASSERT_NE(part3, nullptr);
+  ASSERT_NE(part3->head, nullptr);
+  ASSERT_EQ(part3->head->units.size(), 6u);  // "addr ", "user ", "[", "time]", " ", '"'
+  EXPECT_EQ(part3->head->runs.size(), 3u);
+
+  const std::vector<std::string> addrs = {"192.0.2.7", "ab:cd::1", "h0st", "", "1.2\t3",
+                                          "1.2\xff", "\xc3\xa9"};
+  const std::vector<std::string> users = {"-", "bob", "Bob", "a b", "\t", "\xc3\xa9", "\xff-", ""};
+  const std::vector<std::string> times = {"10/Oct/2026", "x]y", "", "\xe2\x82\xac", "a b\tc"};
+  const std::vector<std::string> requests = {"\"GET /a HTTP/1.1\"", "\"GET /a/skip\"",
+                                             "\"POST /b\"", "\"x", "\"x\"", "GET /a", "\""};
+  std::vector<Line> lines;
+  for (const auto& a : addrs) {
+    for (const auto& u : users) {
+      for (const auto& t : times) {
+        for (const auto& r : requests) {
+          lines.push_back({LogFormat::LOG_FORMAT_RAW, absl::StrCat(a, " ", u, " [", t, "] ", r)});
+        }
+      }
+    }
+  }
+  lines.push_back({LogFormat::LOG_FORMAT_RAW, "192.0.2.7  - [t] \"GET /a"});  // two spaces
+  lines.push_back({LogFormat::LOG_FORMAT_RAW, "192.0.2.7 - [t]"});
+  for (const auto& set : {*with, *with3}) {
+    const auto& other = set == *with ? *without : *without3;
+    size_t matched = 0;
+    for (bool prematch : {false, true}) {
+      size_t ignored_a = 0, ignored_b = 0;
+      const auto a = CountAll(set, lines, prematch, &ignored_a);
+      const auto b = CountAll(other, lines, prematch, &ignored_b);
+      EXPECT_EQ(ignored_a, ignored_b);
+      EXPECT_GT(ignored_b, 0u);
+      for (size_t i = 0; i < lines.size(); ++i) {
+        matched += !b[i].empty();
+        EXPECT_EQ(a[i], b[i]) << "line " << i << ": " << lines[i].text;
+      }
+    }
+    // And RE2 alone: a rule matches a line exactly when its pattern does with an address for a
+    // key (group 1 in each) and its ignore pattern does not.
+    const auto a = MatchAll(set, lines);
+    for (size_t i = 0; i < lines.size(); ++i) {
+      std::vector<std::string> ids, expected;
+      for (const auto& [id, key] : a[i]) ids.push_back(id);
+      for (const auto& rule : set->rules()) {
+        std::string key;
+        if (RE2::PartialMatch(lines[i].text, *rule->patterns[0], &key) &&
+            IpAddress::Parse(key).has_value() &&
+            (rule->ignores.empty() || !RE2::PartialMatch(lines[i].text, *rule->ignores[0]))) {
+          expected.push_back(rule->id());
+        }
+      }
+      EXPECT_THAT(ids, ::testing::UnorderedElementsAreArray(expected)) << lines[i].text;
+    }
+    EXPECT_GT(matched, 100u);
+  }
+}
+
+// A tail that looks behind (`\b`, `^`) or a flag group inside the head leaves the Set whole.
+TEST(SkipHeadsTest, NoHeadWhereATailWouldReadOtherwise) {
+  for (const std::string& pattern :
+       {std::string("^(?P<ip>[0-9.]+) \\\\S+ \\\\bx"), std::string("^(?i)(?P<ip>[a-f0-9.]+) x"),
+        std::string("^(?P<ip>(?i)[a-f0-9.]+) x"), std::string("^(?i:(?P<ip>[a-f0-9.]+)) x"),
+        std::string("^(?P<ip>[0-9.]+)(?:) x")}) {
+    auto set = CompileOne(pattern);
+    const RuleSet::SetPart* part = AnchoredPart(*set, LogFormat::LOG_FORMAT_RAW);
+    ASSERT_NE(part, nullptr) << pattern;
+    EXPECT_EQ(part->head, nullptr) << pattern;
+  }
+  // The same without what is refused: a head, and the keys of the whole pattern.
+  const std::string pattern = "^(?P<ip>[0-9.]+) \\\\S+ x";
+  auto set = CompileOne(pattern);
+  const RuleSet::SetPart* part = AnchoredPart(*set, LogFormat::LOG_FORMAT_RAW);
+  ASSERT_NE(part, nullptr);
+  ASSERT_NE(part->head, nullptr);
+  EXPECT_EQ(part->head->units.size(), 3u);  // "addr ", "user ", "x"
+  RuleSetOptions no_heads;
+  no_heads.skip_heads = false;
+  auto whole = CompileOne(pattern, no_heads);
+  EXPECT_EQ(KeyOf(set, "192.0.2.1 - x"), "192.0.2.1");
+  EXPECT_EQ(KeyOf(set, "192.0.2.1 a\tb x"), "(none)");
+  EXPECT_EQ(KeyOf(set, "h0st - x"), "(none)");
+  for (const std::string line : {"192.0.2.1 \xff x", "192.0.2.1 \xc3\xa9 x", "192.0.2.1 \xc3 x",
+                                 "192.0.2.1 - y", "192.0.2.1 -\xff x", "192.0.2.1\xff - x"}) {
+    EXPECT_EQ(KeyOf(set, line), KeyOf(whole, line)) << line;
+  }
 }
 
 }  // namespace
