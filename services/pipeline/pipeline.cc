@@ -757,7 +757,8 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         r = engine_.Process(batch.format(), parsed, line, when, &detections, stream.id,
                             candidates);
       }
-      if (line_by_line) decide();
+      // (Most lines detect nothing: no call for them, decide() would find nothing to do.)
+      if (line_by_line && !detections.empty()) decide();
       ack.set_accepted(ack.accepted() + 1);
       if (r.matched) ack.set_matched(ack.matched() + 1);
       ack.set_ignored(ack.ignored() + r.ignored);
