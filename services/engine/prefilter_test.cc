@@ -552,6 +552,7 @@ void CompileBothWays(std::shared_ptr<const RuleSet>* with,
   off.leading_keys = false;
   off.ignores_in_sets = false;
   off.skip_parts = false;
+  off.skip_heads = false;
   absl::StatusOr<std::shared_ptr<const RuleSet>> on = RuleSet::Compile(packs, sets);
   absl::StatusOr<std::shared_ptr<const RuleSet>> before = RuleSet::Compile(packs, sets, off);
   ASSERT_TRUE(on.ok()) << on.status();
