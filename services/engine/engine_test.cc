@@ -952,3 +952,53 @@ TEST(EngineMillisTest, TheWindowEdgeIsWhereAbslsMillisecondsPutIt) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// A detection empties a window's times but keeps their capacity (a flood rule's window would
+// grow it again a doubling at a time): the next detection still needs a full threshold, and
+// the bytes accounted count match what a recount of the windows finds (SetRules recounts).
+TEST(EngineWindowTest, TimesKeptAfterADetectionStartOverAndAreAccounted) {
+  auto pack = ParseRulePack(R"pb(
+    rules {
+      id: "many"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^Failed password for (?P<user>\\S+) from (?P<ip>\\S+) port"
+      threshold {
+        count: 9
+        window { seconds: 600 }
+      }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    }
+  )pb", "many.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  std::shared_ptr<const RuleSet> rules = *RuleSet::Compile({*pack});
+  Engine engine(rules, EngineOptions());
+  const absl::Time t0 = absl::FromUnixSeconds(1'767'225'600);
+  ParsedLine line;
+  line.program = "sshd";
+  int detections = 0;
+  for (int i = 0; i < 9 * 4; ++i) {
+    // Two keys, one of them an IPv6 address (its key is formatted, not the captured text).
+    const std::string m = absl::StrCat("Failed password for root from ",
+                                       i % 2 == 0 ? "203.0.113.9" : "2001:DB8::9", " port 22");
+    line.message = m;
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0 + absl::Seconds(i), &out);
+    for (const Detection& d : out) {
+      EXPECT_EQ(d.key, i % 2 == 0 ? "203.0.113.9" : "2001:db8::9");
+      EXPECT_EQ(d.evidence.size(), 5u);  // max_evidence
+    }
+    detections += static_cast<int>(out.size());
+    const size_t accounted = engine.memory_bytes();
+    engine.SetRules(rules);  // unchanged rules: the windows stay and are recounted
+    ASSERT_EQ(engine.memory_bytes(), accounted) << "after line " << i;
+  }
+  EXPECT_EQ(detections, 4);  // two per key: a full threshold each time
+  engine.Expire(t0 + absl::Hours(1));
+  EXPECT_EQ(engine.memory_bytes(), 0u);
+}
+
+}  // namespace
+}  // namespace palisade
