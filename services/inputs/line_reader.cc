@@ -33,10 +33,14 @@ bool AllPlainAscii(const char* p, size_t n) {
   // A byte with its high bit set shows in the OR of the blocks; a NUL in their unsigned minimum.
   const __m128i zero = _mm_setzero_si128();
   auto load = [p](size_t at) { return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at)); };
-  for (; i + 64 <= n; i += 64) {
+  // 128 bytes a step (~30 instructions; 64 a step cost ~0.35 instructions a byte).
+  for (; i + 128 <= n; i += 128) {
     const __m128i a = load(i), b = load(i + 16), c = load(i + 32), d = load(i + 48);
-    const __m128i high = _mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d));
-    const __m128i low = _mm_min_epu8(_mm_min_epu8(a, b), _mm_min_epu8(c, d));
+    const __m128i e = load(i + 64), f = load(i + 80), g = load(i + 96), h = load(i + 112);
+    const __m128i high = _mm_or_si128(_mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d)),
+                                      _mm_or_si128(_mm_or_si128(e, f), _mm_or_si128(g, h)));
+    const __m128i low = _mm_min_epu8(_mm_min_epu8(_mm_min_epu8(a, b), _mm_min_epu8(c, d)),
+                                     _mm_min_epu8(_mm_min_epu8(e, f), _mm_min_epu8(g, h)));
     if (_mm_movemask_epi8(_mm_or_si128(high, _mm_cmpeq_epi8(low, zero))) != 0) return false;
   }
   for (; i + 16 <= n; i += 16) {

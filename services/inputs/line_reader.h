@@ -39,7 +39,7 @@ class LineBuffer {
   void Reserve(size_t capacity, size_t keep);
   // Set by NextBatch: true when every byte of the lines it gave is ASCII and none is NUL (no
   // line holds a byte the pipeline must replace or count: LineBatch::plain), false when one may.
-  // LineReader checks the bytes it read into the batch at once, 64 at a time; other sources
+  // LineReader checks the bytes it read into the batch at once, 128 at a time; other sources
   // say false.
   bool plain() const { return plain_; }
   void set_plain(bool plain) { plain_ = plain; }
@@ -50,7 +50,7 @@ class LineBuffer {
   bool plain_ = false;
 };
 
-// Whether the `n` bytes at `p` are all ASCII and none is NUL (64 at a time with SSE2).
+// Whether the `n` bytes at `p` are all ASCII and none is NUL (128 at a time with SSE2).
 bool AllPlainAscii(const char* p, size_t n);
 
 // A stream of lines. Next() returns true with the next line in `*line` (a view valid until the
