@@ -842,7 +842,11 @@ void Engine::Window::TakeEvidence(std::vector<std::string>* out) {
   uint32_t at = head_;
   for (uint32_t i = 0; i < evidence_count_; ++i) {
     uint32_t len;
-    RingRead(at, reinterpret_cast<char*>(&len), sizeof(len));
+    if (at + sizeof(len) <= RingCap()) {  // as in DropOldest: a load, not a call
+      std::memcpy(&len, buf_.get() + RingStart() + at, sizeof(len));
+    } else {
+      RingRead(at, reinterpret_cast<char*>(&len), sizeof(len));
+    }
     at = Wrap(at + sizeof(len));
     if (at + len <= RingCap()) {  // in one piece: built from it, not zeroed and copied over
       out->emplace_back(buf_.get() + RingStart() + at, len);
