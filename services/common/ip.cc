@@ -1,7 +1,5 @@
 #include "services/common/ip.h"
 
-#include <arpa/inet.h>
-
 #include <algorithm>
 #include <cstring>
 
@@ -55,7 +53,7 @@ constexpr HexDigits kHexDigits;
 // IPv6 text as glibc's inet_pton(AF_INET6) reads it (resolv/inet_pton.c, inet_pton6), step for
 // step, without its NUL-terminated copy: at most four hex digits a group, one "::", a leading
 // ':' only as "::", no trailing single ':', a dotted quad only as the last 32 bits and only
-// where they fit. IpAddressTest.ParsesIpv6AsInetPtonDoes compares the two on generated texts.
+// where they fit. IpAddressTest.ParsesAsInetPtonDoes compares the two on generated texts.
 bool ParseV6(const char* p, const char* end, uint8_t* dst) {
   uint8_t tmp[16] = {};
   int tp = 0;
