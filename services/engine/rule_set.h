@@ -155,9 +155,13 @@ class LiteralGate {
 class SetHead {
  public:
   static constexpr uint64_t kPastAscii = uint64_t{1} << 63;
+  // The units as walked: a run (an index into `runs`, or -1: none) and the literals after it up
+  // to the next run, 8 at most (the run's own literal first), compared as one word.
   struct Unit {
-    int run = -1;  // the run before the literal (an index into `runs`), or -1: the literal alone
-    unsigned char literal = 0;
+    int run = -1;
+    std::string literals;
+    uint64_t word = 0;  // the literals, little-endian, in the low bytes
+    uint64_t mask = 0;  // the bytes of `word` that count
   };
   std::vector<Unit> units;
   // Per run, per byte: the classes (bits; at most 63 over all runs) the byte is outside of, and
