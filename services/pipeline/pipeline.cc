@@ -939,8 +939,19 @@ std::unique_ptr<Pipeline::FedMemo> Pipeline::TakeFedMemo(const RuleSet* rules) {
 }
 
 void Pipeline::ReturnFedMemo(std::unique_ptr<FedMemo> memo) {
+  {
+    absl::MutexLock lock(&fed_memos_mu_);
+    if (fed_memos_.size() < FedMemo::kIdleMemos) {
+      fed_memos_.push_back(std::move(memo));
+      return;
+    }
+  }
+  memo.reset();  // freed outside the lock
+}
+
+size_t Pipeline::idle_fed_memos() const {
   absl::MutexLock lock(&fed_memos_mu_);
-  fed_memos_.push_back(std::move(memo));
+  return fed_memos_.size();
 }
 
 size_t Pipeline::streams() const {

@@ -196,6 +196,8 @@ class Pipeline {
   // the same text, and those matched afresh (see FedMemo).
   uint64_t fed_memo_hits() const { return fed_memo_hits_.load(std::memory_order_relaxed); }
   uint64_t fed_memo_misses() const { return fed_memo_misses_.load(std::memory_order_relaxed); }
+  // Memos kept for the next batches (at most FedMemo::kIdleMemos; tests).
+  size_t idle_fed_memos() const;
 
  private:
   struct RuleMetrics {
@@ -251,10 +253,12 @@ class Pipeline {
   // kFedMemoLines lines, then emptied, of at most kFedMemoLineBytes each (a path key is the
   // client's text: a longer line is matched without the memo), so a memo holds ~1.5 MiB at most.
   // Batches take one each (fed_memos_) while they decide; a rule swap empties the pool, and a
-  // memo found with other rules is emptied before use.
+  // memo found with other rules is emptied before use. The pool keeps kIdleMemos: a burst of
+  // batches deciding at once (one per ingest stream) does not leave a memo each behind.
   struct FedMemo {
     static constexpr size_t kFedMemoLines = 4096;
     static constexpr size_t kFedMemoLineBytes = 256;
+    static constexpr size_t kIdleMemos = 4;
     const RuleSet* rules = nullptr;  // the rules its candidates were found with
     // A line's candidates: buffer.candidates[first, second).
     absl::flat_hash_map<std::string, std::pair<uint32_t, uint32_t>> spans;
@@ -272,6 +276,7 @@ class Pipeline {
   // A memo of the pool (or a new one), emptied unless it was found with `rules`; and back.
   std::unique_ptr<FedMemo> TakeFedMemo(const RuleSet* rules);
   void ReturnFedMemo(std::unique_ptr<FedMemo> memo);
+  friend class PipelineFedMemoPeer;  // pipeline_test: takes and returns memos directly
 
   // The per-rule match counters from the engine's totals, the detections of `detected`'s
   // rules, the engine gauges. Under rules_mu_ (the rules in use).
@@ -290,8 +295,8 @@ class Pipeline {
   // Readers: batches (and sweeps, snapshots). Writer: a rule swap.
   mutable absl::Mutex rules_mu_;
   Engine engine_;  // thread-safe for Process; rule swaps under rules_mu_ as writer
-  // Idle memos of fed decision lines: at most one per batch that ran at once.
-  absl::Mutex fed_memos_mu_ ABSL_ACQUIRED_AFTER(rules_mu_);
+  // Idle memos of fed decision lines: at most FedMemo::kIdleMemos.
+  mutable absl::Mutex fed_memos_mu_ ABSL_ACQUIRED_AFTER(rules_mu_);
   std::vector<std::unique_ptr<FedMemo>> fed_memos_ ABSL_GUARDED_BY(fed_memos_mu_);
   // Fed decision lines matched from a memo, and found for one (tests).
   std::atomic<uint64_t> fed_memo_hits_{0};

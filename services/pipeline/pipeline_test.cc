@@ -700,6 +700,37 @@ TEST_F(RecidiveTest, ThreeBlocksWithinADayMakeAWeek) {
 
 // A decision renewed feeds the line its creation fed: the second time on, the line's candidates
 // come from the pipeline's memo (Pipeline::FedMemo), and recidive counts it as before.
+}  // namespace
+
+// Takes memos from the pool and gives them back, as batches deciding at once do.
+class PipelineFedMemoPeer {
+ public:
+  static size_t IdleCap() { return Pipeline::FedMemo::kIdleMemos; }
+  static void TakeAndReturn(Pipeline& pipeline, size_t at_once) {
+    std::vector<std::unique_ptr<Pipeline::FedMemo>> taken;
+    for (size_t i = 0; i < at_once; ++i) taken.push_back(pipeline.TakeFedMemo(nullptr));
+    for (auto& memo : taken) pipeline.ReturnFedMemo(std::move(memo));
+  }
+};
+
+namespace {
+
+// Batches deciding at once take a memo each (up to ~1.5 MiB); the pool keeps a few for the
+// next batches and frees the others, so a burst of streams does not leave its memos behind.
+TEST_F(RecidiveTest, ThePoolKeepsAFewIdleMemos) {
+  EXPECT_EQ(pipeline_.idle_fed_memos(), 0u);
+  PipelineFedMemoPeer::TakeAndReturn(pipeline_, 2);
+  EXPECT_EQ(pipeline_.idle_fed_memos(), 2u);
+  PipelineFedMemoPeer::TakeAndReturn(pipeline_, PipelineFedMemoPeer::IdleCap() + 60);
+  EXPECT_EQ(pipeline_.idle_fed_memos(), PipelineFedMemoPeer::IdleCap());
+  // Decisions fed back still find a memo (the pool's), and match from it.
+  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);
+  EXPECT_EQ(pipeline_.fed_memo_hits(), 1u);
+  EXPECT_EQ(pipeline_.idle_fed_memos(), PipelineFedMemoPeer::IdleCap());
+}
+
 TEST_F(RecidiveTest, ARenewedDecisionsLineIsMatchedFromTheMemo) {
   EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);
   clock_.Advance(absl::Minutes(1));
