@@ -900,7 +900,7 @@ TEST(SkipHeadsTest, HeadsAndTailsMatchWhatTheWholePatternsMatch) {
   EXPECT_EQ(part->head->units[0].literals, " ");
   EXPECT_EQ(AnchoredPart(**without, LogFormat::LOG_FORMAT_RAW)->head, nullptr);
 
-  // Without "dot-user": the four units.
+  // Without "dot-user": the head runs to the request's quote.
   LoadedPack three = *pack;
   three.pack.mutable_rules()->RemoveLast();
   absl::StatusOr<std::shared_ptr<const RuleSet>> with3 = RuleSet::Compile({three});

@@ -89,6 +89,42 @@ TEST(ReplayTest, AStreamedFileReplaysAsTheLinesInMemory) {
 // What identifies a decision across runs (ids are random).
 std::set<std::string> Keys(const std::vector<palisade::v1::Decision>& decisions);
 
+// Writes `lines` to `name` under the test's directory, each ended by `eol`; replays it streamed
+// (`reader` options) on each of `threads` and expects the result of `lines` held in memory on
+// one thread. Returns the in-memory summary.
+ReplaySummary ExpectStreamedAsInMemory(const std::vector<std::string>& lines,
+                                       const std::string& name, const std::string& eol,
+                                       ReplayOptions replay, LineReaderOptions reader,
+                                       std::initializer_list<uint32_t> threads) {
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
+  {
+    std::ofstream out(path, std::ios::binary);
+    for (const std::string& line : lines) out << line << eol;
+  }
+  auto rules = Pack("rules/sshd.textproto");
+  replay.threads = 1;
+  absl::StatusOr<ReplaySummary> in_memory =
+      Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, lines, replay);
+  EXPECT_TRUE(in_memory.ok()) << in_memory.status();
+  if (!in_memory.ok()) return ReplaySummary();
+  for (uint32_t n : threads) {
+    absl::StatusOr<std::unique_ptr<LineReader>> file = LineReader::Open(path, reader);
+    EXPECT_TRUE(file.ok()) << file.status();
+    if (!file.ok()) continue;
+    replay.threads = n;
+    absl::StatusOr<ReplaySummary> streamed =
+        Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, **file, replay);
+    EXPECT_TRUE(streamed.ok()) << streamed.status();
+    if (!streamed.ok()) continue;
+    EXPECT_EQ(streamed->lines, lines.size()) << n;
+    EXPECT_EQ(streamed->malformed, in_memory->malformed) << n;
+    EXPECT_EQ(streamed->matched, in_memory->matched) << n;
+    EXPECT_EQ(streamed->detections, in_memory->detections) << n;
+    EXPECT_EQ(Keys(streamed->decisions), Keys(in_memory->decisions)) << n;
+  }
+  return *std::move(in_memory);
+}
+
 // A CRLF file read in batches straight into their buffers (LineReader::NextBatch), lines
 // straddling its 4 KiB reads, replayed on three threads (up to six batches held at once, each
 // one's lines views into its own buffer): the decisions of the lines held in memory.
@@ -97,34 +133,14 @@ TEST(ReplayTest, AStreamedCrlfFileOnThreeThreadsReplaysAsTheLinesInMemory) {
   options.lines = 20000;
   options.seed = 3;
   Corpus corpus = GenerateSshd(options);
-  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/sshd-crlf.log");
-  {
-    std::ofstream out(path, std::ios::binary);
-    for (const std::string& line : corpus.lines) out << line << "\r\n";
-  }
-  auto rules = Pack("rules/sshd.textproto");
   ReplayOptions replay;
   replay.batch_lines = 97;
-  replay.threads = 1;
-  absl::StatusOr<ReplaySummary> in_memory =
-      Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, corpus.lines, replay);
-  ASSERT_TRUE(in_memory.ok()) << in_memory.status();
-  ASSERT_GT(in_memory->decisions.size(), 10u);
-  for (uint32_t threads : {1u, 3u}) {
-    LineReaderOptions small;
-    small.chunk_bytes = 4096;
-    absl::StatusOr<std::unique_ptr<LineReader>> reader = LineReader::Open(path, small);
-    ASSERT_TRUE(reader.ok()) << reader.status();
-    replay.threads = threads;
-    absl::StatusOr<ReplaySummary> streamed =
-        Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, **reader, replay);
-    ASSERT_TRUE(streamed.ok()) << streamed.status();
-    EXPECT_EQ(streamed->lines, corpus.lines.size()) << threads;
-    EXPECT_EQ(streamed->malformed, 0u) << threads;
-    EXPECT_EQ(streamed->matched, in_memory->matched) << threads;
-    EXPECT_EQ(streamed->detections, in_memory->detections) << threads;
-    EXPECT_EQ(Keys(streamed->decisions), Keys(in_memory->decisions)) << threads;
-  }
+  LineReaderOptions small;
+  small.chunk_bytes = 4096;
+  const ReplaySummary in_memory =
+      ExpectStreamedAsInMemory(corpus.lines, "sshd-crlf.log", "\r\n", replay, small, {1u, 3u});
+  EXPECT_EQ(in_memory.malformed, 0u);
+  EXPECT_GT(in_memory.decisions.size(), 10u);
 }
 
 // A file whose batches are plain ASCII but for some (LineBuffer::plain: those are not looked at
@@ -147,30 +163,10 @@ TEST(ReplayTest, HostileBytesInAStreamedFileCountAsInMemory) {
     }
   }
   ASSERT_GT(nuls, 20);
-  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/sshd-hostile.log");
-  {
-    std::ofstream out(path, std::ios::binary);
-    for (const std::string& line : corpus.lines) out << line << "\n";
-  }
-  auto rules = Pack("rules/sshd.textproto");
   ReplayOptions replay;
   replay.batch_lines = 100;
-  replay.threads = 1;
-  absl::StatusOr<ReplaySummary> in_memory =
-      Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, corpus.lines, replay);
-  ASSERT_TRUE(in_memory.ok()) << in_memory.status();
-  for (uint32_t threads : {1u, 2u}) {
-    absl::StatusOr<std::unique_ptr<LineReader>> reader = LineReader::Open(path);
-    ASSERT_TRUE(reader.ok()) << reader.status();
-    replay.threads = threads;
-    absl::StatusOr<ReplaySummary> streamed =
-        Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, **reader, replay);
-    ASSERT_TRUE(streamed.ok()) << streamed.status();
-    EXPECT_EQ(streamed->lines, corpus.lines.size()) << threads;
-    EXPECT_EQ(streamed->matched, in_memory->matched) << threads;
-    EXPECT_EQ(streamed->detections, in_memory->detections) << threads;
-    EXPECT_EQ(Keys(streamed->decisions), Keys(in_memory->decisions)) << threads;
-  }
+  ExpectStreamedAsInMemory(corpus.lines, "sshd-hostile.log", "\n", replay, LineReaderOptions(),
+                           {1u, 2u});
 }
 
 TEST(ReplayTest, BatchSizeDoesNotChangeTheDecisions) {
