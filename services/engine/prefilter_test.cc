@@ -185,17 +185,31 @@ TEST(LiteralGateTest, FindsWhatAPlainSearchFinds) {
   EXPECT_LT(found, trials * 3 / 4);
 }
 
+// A rule over raw lines that blocks at its first match: `pattern` (and `ignore`, if any) as
+// textproto writes them in single quotes (a regex's backslash doubled).
+std::string RawRule(const std::string& id, const std::string& pattern,
+                    const std::string& ignore = "") {
+  return absl::StrCat("rules { id: \"", id, "\" formats: [LOG_FORMAT_RAW] patterns: '", pattern,
+                      "'", ignore.empty() ? "" : absl::StrCat(" ignore_patterns: '", ignore, "'"),
+                      " threshold { count: 1 }",
+                      " decision { action: ACTION_BLOCK duration { seconds: 60 } } }\n");
+}
+
+// A pack of `rules` (RawRule's), compiled with `options`.
+std::shared_ptr<const RuleSet> CompileRules(const std::string& rules,
+                                            const RuleSetOptions& options = {}) {
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(rules, "t.textproto");
+  EXPECT_TRUE(pack.ok()) << pack.status();
+  if (!pack.ok()) return nullptr;
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*pack}, {}, options);
+  EXPECT_TRUE(set.ok()) << set.status();
+  return set.ok() ? *set : nullptr;
+}
+
 // A one-rule pack of `pattern` over raw lines, compiled with `options`.
 std::shared_ptr<const RuleSet> CompileOne(const std::string& pattern,
                                           const RuleSetOptions& options = {}) {
-  absl::StatusOr<LoadedPack> pack = ParseRulePack(
-      "rules { id: \"r\" formats: [LOG_FORMAT_RAW] patterns: '" + pattern +
-          "' threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } } }",
-      "t.textproto");
-  EXPECT_TRUE(pack.ok()) << pack.status();
-  absl::StatusOr<std::shared_ptr<const RuleSet>> set = RuleSet::Compile({*pack}, {}, options);
-  EXPECT_TRUE(set.ok()) << set.status();
-  return *set;
+  return CompileRules(RawRule("r", pattern), options);
 }
 
 // The key the engine finds on `text` with `set` ("(none)": no match); with a set compiled with
@@ -861,54 +875,29 @@ const RuleSet::SetPart* AnchoredPart(const RuleSet& set, LogFormat format) {
 // UTF-8 and bytes that are not UTF-8. The Set of tails and the walk say what the whole patterns
 // say, and what RE2 says of each pattern alone.
 TEST(SkipHeadsTest, HeadsAndTailsMatchWhatTheWholePatternsMatch) {
-  absl::StatusOr<LoadedPack> pack = ParseRulePack(R"pb(
-    rules {
-      id: "digits-get-a" formats: [LOG_FORMAT_RAW]
-      patterns: '^(?P<ip>[0-9.]+) \\S+ \\[[^\\]]+\\] "GET /a'
-      ignore_patterns: '^\\S+ \\S+ \\[[^\\]]+\\] "GET /a/skip'
-      threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } }
-    }
-    rules {
-      id: "any-b" formats: [LOG_FORMAT_RAW]
-      patterns: '^(?P<ip>\\S+) \\S+ \\[[^\\]]+\\] "(?:POST|GET) /b'
-      threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } }
-    }
-    rules {
-      id: "hex-lower-user" formats: [LOG_FORMAT_RAW]
-      patterns: '^(?P<ip>[0-9a-f:.]+?) [a-z-]+ \\[[^\\]]+\\] "'
-      threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } }
-    }
-    rules {
-      id: "dot-user" formats: [LOG_FORMAT_RAW]
-      patterns: '^(?P<ip>[^ ]+) (?:.)+ \\[[^\\]]+\\] "x$'
-      threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } }
-    }
-  )pb", "t.textproto");
-  ASSERT_TRUE(pack.ok()) << pack.status();
+  const std::string three =
+      RawRule("digits-get-a", R"re(^(?P<ip>[0-9.]+) \\S+ \\[[^\\]]+\\] "GET /a)re",
+              R"re(^\\S+ \\S+ \\[[^\\]]+\\] "GET /a/skip)re") +
+      RawRule("any-b", R"re(^(?P<ip>\\S+) \\S+ \\[[^\\]]+\\] "(?:POST|GET) /b)re") +
+      RawRule("hex-lower-user", R"re(^(?P<ip>[0-9a-f:.]+?) [a-z-]+ \\[[^\\]]+\\] ")re");
+  const std::string four =
+      three + RawRule("dot-user", R"re(^(?P<ip>[^ ]+) (?:.)+ \\[[^\\]]+\\] "x$)re");
   RuleSetOptions no_heads;
   no_heads.skip_heads = false;
-  absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile({*pack});
-  absl::StatusOr<std::shared_ptr<const RuleSet>> without = RuleSet::Compile({*pack}, {}, no_heads);
-  ASSERT_TRUE(with.ok()) << with.status();
-  ASSERT_TRUE(without.ok()) << without.status();
-  const RuleSet::SetPart* part = AnchoredPart(**with, LogFormat::LOG_FORMAT_RAW);
+  const auto with = CompileRules(four), without = CompileRules(four, no_heads);
+  const auto with3 = CompileRules(three), without3 = CompileRules(three, no_heads);
+  ASSERT_TRUE(with && without && with3 && without3);
+  const RuleSet::SetPart* part = AnchoredPart(*with, LogFormat::LOG_FORMAT_RAW);
   ASSERT_NE(part, nullptr);
   ASSERT_NE(part->head, nullptr);
   // "dot-user" has a group around its run and "." takes the space: its head is its first unit
   // alone, so the Set's is too.
   ASSERT_EQ(part->head->units.size(), 1u);
   EXPECT_EQ(part->head->units[0].literals, " ");
-  EXPECT_EQ(AnchoredPart(**without, LogFormat::LOG_FORMAT_RAW)->head, nullptr);
+  EXPECT_EQ(AnchoredPart(*without, LogFormat::LOG_FORMAT_RAW)->head, nullptr);
 
   // Without "dot-user": the head runs to the request's quote.
-  LoadedPack three = *pack;
-  three.pack.mutable_rules()->RemoveLast();
-  absl::StatusOr<std::shared_ptr<const RuleSet>> with3 = RuleSet::Compile({three});
-  absl::StatusOr<std::shared_ptr<const RuleSet>> without3 =
-      RuleSet::Compile({three}, {}, no_heads);
-  ASSERT_TRUE(with3.ok()) << with3.status();
-  ASSERT_TRUE(without3.ok()) << without3.status();
-  const RuleSet::SetPart* part3 = AnchoredPart(**with3, LogFormat::LOG_FORMAT_RAW);
+  const RuleSet::SetPart* part3 = AnchoredPart(*with3, LogFormat::LOG_FORMAT_RAW);
   ASSERT_NE(part3, nullptr);
   ASSERT_NE(part3->head, nullptr);
   ASSERT_EQ(part3->head->units.size(), 3u);  // "addr ", "user [", "time] \""
@@ -932,8 +921,8 @@ TEST(SkipHeadsTest, HeadsAndTailsMatchWhatTheWholePatternsMatch) {
   }
   lines.push_back({LogFormat::LOG_FORMAT_RAW, "192.0.2.7  - [t] \"GET /a"});  // two spaces
   lines.push_back({LogFormat::LOG_FORMAT_RAW, "192.0.2.7 - [t]"});
-  for (const auto& set : {*with, *with3}) {
-    const auto& other = set == *with ? *without : *without3;
+  for (const auto& set : {with, with3}) {
+    const auto& other = set == with ? without : without3;
     size_t matched = 0;
     for (bool prematch : {false, true}) {
       size_t ignored_a = 0, ignored_b = 0;

@@ -2370,14 +2370,13 @@ std::unique_ptr<SetHead> SharedHead(const std::vector<std::string>& members,
     tails->push_back(members[m].substr((*units[m])[shared - 1].end));
   }
   head->whole = whole;
-  for (const SetHead::Unit& unit : head->units) {
+  for (SetHead::Unit& unit : head->units) {
     if (unit.run < 0) continue;
     const auto literal = static_cast<unsigned char>(unit.literals[0]);
-    bool every = true;
+    unit.free_run = true;
     for (const std::bitset<128>& cls : run_classes[unit.run]) {
-      every = every && cls.count() == 127 && !cls[literal];
+      unit.free_run = unit.free_run && cls.count() == 127 && !cls[literal];
     }
-    head->free_runs.push_back(every);
   }
   return head;
 }
@@ -2411,10 +2410,10 @@ size_t SetHead::Walk(absl::string_view text, uint64_t* outside) const {
     if (unit.run >= 0) {
       const size_t start = at;
       at = FindByte(p, at, n, static_cast<unsigned char>(unit.literals[0]));
-      if (at == n) return absl::string_view::npos;
-      if (free_runs[unit.run]) {
-        // Every class takes every ASCII byte but the literal (`[^\]]+\]`, a time stamp's
-        // brackets): only bytes >= 0x80 to look for, 16 at a time (the last block overlaps).
+      // A run takes one byte at least.
+      if (at == n || at == start) return absl::string_view::npos;
+      if (unit.free_run) {
+        // Only bytes >= 0x80 to look for, 16 at a time (the last block overlaps).
         int high = 0;
         if (at - start >= 16) {
           for (size_t i = start; i < at; i += 16) {
@@ -2430,7 +2429,6 @@ size_t SetHead::Walk(absl::string_view text, uint64_t* outside) const {
         const std::array<uint64_t, 256>& bytes = runs[unit.run];
         for (size_t i = start; i < at; ++i) out |= bytes[p[i]];
       }
-      if (at == start) return absl::string_view::npos;  // a run takes one byte at least
     }
     // The literals as one word: 8 bytes read when the text has them, else byte by byte.
     const size_t size = unit.literals.size();

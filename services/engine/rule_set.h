@@ -159,6 +159,9 @@ class SetHead {
   // to the next run, 8 at most (the run's own literal first), compared as one word.
   struct Unit {
     int run = -1;
+    // Every class of the run takes every ASCII byte but its literal (`[^\]]+\]`): Walk needs no
+    // table, only bytes past ASCII to look for.
+    bool free_run = false;
     std::string literals;
     uint64_t word = 0;  // the literals, little-endian, in the low bytes
     uint64_t mask = 0;  // the bytes of `word` that count
@@ -167,8 +170,6 @@ class SetHead {
   // Per run, per byte: the classes (bits; at most 63 over all runs) the byte is outside of, and
   // kPastAscii for the bytes >= 0x80.
   std::vector<std::array<uint64_t, 256>> runs;
-  // Per run: every class of it takes every ASCII byte but its literal (Walk needs no table).
-  std::vector<bool> free_runs;
   // Per member (Set index): the classes its runs use, and its whole pattern (owned by the rule).
   std::vector<uint64_t> needs;
   std::vector<const RE2*> whole;

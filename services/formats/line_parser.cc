@@ -111,6 +111,19 @@ constexpr bool kLittleEndian = true;
 constexpr bool kLittleEndian = false;
 #endif
 
+// The low 7 bytes of such a word: a syslog "Mmm dd " date, a combined " +zzzz]" offset.
+constexpr uint64_t kLow7Bytes = 0x00FFFFFFFFFFFFFFULL;
+
+// The quoted request a combined line must have at `req` (after its time), or the error naming
+// the column.
+absl::Status QuotedRequestAt(absl::string_view line, size_t req) {
+  if (req + 2 > line.size() || line[req] != ' ' || line[req + 1] != '"') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("combined: no quoted request at column ", req + 2));
+  }
+  return absl::OkStatus();
+}
+
 ABSL_ATTRIBUTE_ALWAYS_INLINE inline uint64_t Load8(const char* p) {
   uint64_t x;
   std::memcpy(&x, p, 8);
@@ -560,9 +573,8 @@ inline absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Ti
     int line_year = 0;
     // The usual line: the "Mmm dd " of the last line read below (7 bytes compared), then
     // "hh:mm:ss" in one 8-byte word; anything else is read below, as it was.
-    constexpr uint64_t kDateBytes = 0x00FFFFFFFFFFFFFFULL;
     if (kLittleEndian && caching_ && syslog_date_month_ != 0 && rest.size() >= 16 &&
-        (Load8(rest.data()) & kDateBytes) == syslog_date_key_ &&
+        (Load8(rest.data()) & kLow7Bytes) == syslog_date_key_ &&
         ReadClock8(rest.data() + 7, &hour, &minute, &second) && hour <= 23 && minute <= 59 &&
         second <= 60) {
       month = syslog_date_month_;
@@ -600,7 +612,7 @@ inline absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Ti
       }
       // "Mmm dd " (the day's two bytes, then the space at 6; no year): the next lines' key.
       if (at == 6 && line_year == 0) {
-        syslog_date_key_ = Load8(rest.data()) & kDateBytes;  // rest holds 15 bytes and more
+        syslog_date_key_ = Load8(rest.data()) & kLow7Bytes;  // rest holds 15 bytes and more
         syslog_date_month_ = month;
         syslog_date_day_ = day;
       }
@@ -858,24 +870,18 @@ inline absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine
   size_t ts = open + 2;
   // The usual line: the date and offset of the last line read below (12 and 7 bytes compared),
   // "hh:mm:ss" in one 8-byte word.
-  constexpr uint64_t kOffsetBytes = 0x00FFFFFFFFFFFFFFULL;
   {
     int hour, minute, second;
     uint32_t date_end;
     if (kLittleEndian && combined_date_valid_ && caching_ && line.size() > ts + 27 &&
         Load8(line.data() + ts) == combined_date_key_ &&
         (std::memcpy(&date_end, line.data() + ts + 8, 4), date_end == combined_date_key_end_) &&
-        (Load8(line.data() + ts + 20) & kOffsetBytes) == combined_offset_key_ &&
+        (Load8(line.data() + ts + 20) & kLow7Bytes) == combined_offset_key_ &&
         ReadClock8(line.data() + ts + 12, &hour, &minute, &second) && hour <= 23 &&
         minute <= 59 && second <= 60) {
       out->time = absl::FromUnixSeconds(combined_day_start_ + hour * 3600 + minute * 60 + second -
                                         combined_offset_);
-      const size_t req = ts + 27;
-      if (req + 2 > line.size() || line[req] != ' ' || line[req + 1] != '"') {
-        return absl::InvalidArgumentError(
-            absl::StrCat("combined: no quoted request at column ", req + 2));
-      }
-      return absl::OkStatus();
+      return QuotedRequestAt(line, ts + 27);
     }
   }
   int day, year, hour, minute, second, oh = 0, om = 0;
@@ -916,7 +922,7 @@ inline absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine
       if (kLittleEndian) {
         combined_date_key_ = Load8(line.data() + ts);  // line holds ts + 28 bytes and more
         std::memcpy(&combined_date_key_end_, line.data() + ts + 8, 4);
-        combined_offset_key_ = Load8(line.data() + ts + 20) & kOffsetBytes;
+        combined_offset_key_ = Load8(line.data() + ts + 20) & kLow7Bytes;
         combined_day_start_ = start;
         combined_offset_ = offset;
         combined_date_valid_ = true;
@@ -935,12 +941,7 @@ inline absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine
     }
     out->time = t;
   }
-  size_t req = has_offset ? ts + 27 : ts + 21;
-  if (req + 2 > line.size() || line[req] != ' ' || line[req + 1] != '"') {
-    return absl::InvalidArgumentError(
-        absl::StrCat("combined: no quoted request at column ", req + 2));
-  }
-  return absl::OkStatus();
+  return QuotedRequestAt(line, has_offset ? ts + 27 : ts + 21);
 }
 
 namespace {
