@@ -164,6 +164,72 @@ TEST_F(ApiLimitsTest, MutatedMessagesAreReadAsTheParseReadsThemOrNotAtAll) {
   EXPECT_GT(answered, 500);
 }
 
+// Lines whose lengths (and their records') take 1 to 4 bytes to write, around each edge: the
+// short-length reading of records and lines, and the CodedInputStream past it, agree with the
+// parse; so does a record whose length or line length is written long (non-canonical).
+TEST_F(ApiLimitsTest, LinesOfEveryLengthEncodingAreReadAsTheParseReadsThem) {
+  LogBatch batch = LinesBatch();
+  const std::vector<size_t> lengths = {125,     126,     127,     128,     129,
+                                       16'381,  16'382,  16'383,  16'384,  16'385,
+                                       (1 << 21) - 4, (1 << 21) - 3, 1 << 21};
+  for (size_t n : lengths) {
+    batch.add_records()->set_line(std::string(n, 'x'));
+  }
+  const std::string bytes = batch.SerializeAsString();
+  for (int pieces : {1, 3}) {
+    EXPECT_TRUE(Agrees(bytes, pieces));
+    ApiLimits::Wire wire;
+    ASSERT_THAT(limits_.Read(InSlices(bytes, pieces), &wire), IsOk());
+    EXPECT_EQ(wire.records, static_cast<uint32_t>(batch.records_size()));
+  }
+  // A record "line" of 3 bytes with its length as a 4-byte varint (3, 0x80 0x80 0x80 0x00 is
+  // 0 with continuation bytes), and a record whose own length is written in 5 bytes.
+  std::string record = std::string("\x0a\x83\x80\x80\x00", 5) + "abc";
+  std::string odd = LinesBatch().SerializeAsString();
+  odd += '\x22';
+  odd += static_cast<char>(record.size());
+  odd += record;
+  odd += std::string("\x22\x84\x80\x80\x80\x00", 6) + std::string("\x0a\x02hi", 4);
+  EXPECT_TRUE(Agrees(odd));
+  ApiLimits::Wire wire;
+  ASSERT_THAT(limits_.Read(InSlices(odd, 1), &wire), IsOk());
+  LogBatch header;
+  std::vector<absl::string_view> lines;
+  ASSERT_TRUE(limits_.ParseLogBatchLines(wire, &header, &lines));
+  EXPECT_THAT(lines, ElementsAre("first line", "", absl::string_view("nul\0byte", 8), "last",
+                                 "abc", "hi"));
+}
+
+// A stream reads every batch into the same Wire: each Read starts it over, whether the batch
+// before came in one slice or several; Done keeps a joined buffer only up to kKeptBytes.
+TEST_F(ApiLimitsTest, AWireReadAgainHoldsOnlyTheNewBatch) {
+  // Long enough for gRPC to keep its slices apart (it joins small ones).
+  const std::string line(3000, 's');
+  LogBatch second;
+  second.add_records()->set_line(line);
+  ApiLimits::Wire wire;
+  for (int first_pieces : {1, 3}) {
+    for (int pieces : {1, 2}) {
+      ASSERT_THAT(limits_.Read(InSlices(LinesBatch().SerializeAsString(), first_pieces), &wire),
+                  IsOk());
+      if (pieces == 1) wire.Done();  // or not: Read starts over either way
+      ASSERT_THAT(limits_.Read(InSlices(second.SerializeAsString(), pieces), &wire), IsOk());
+      EXPECT_EQ(wire.records, 1u);
+      LogBatch header;
+      std::vector<absl::string_view> lines;
+      ASSERT_TRUE(limits_.ParseLogBatchLines(wire, &header, &lines));
+      EXPECT_THAT(lines, ElementsAre(line)) << first_pieces << " then " << pieces;
+      wire.Done();
+    }
+  }
+  LogBatch big;
+  big.add_records()->set_line(std::string(ApiLimits::Wire::kKeptBytes, 'x'));
+  ASSERT_THAT(limits_.Read(InSlices(big.SerializeAsString(), 2), &wire), IsOk());
+  wire.Done();
+  EXPECT_LE(wire.joined.capacity(), ApiLimits::Wire::kKeptBytes);
+  EXPECT_TRUE(wire.slices.empty());
+}
+
 TEST_F(ApiLimitsTest, TheRecordsCapActsBeforeAnythingIsParsed) {
   prometheus::Registry registry;
   ApiLimits::Options options;

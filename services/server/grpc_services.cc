@@ -52,9 +52,14 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       Finish(grpc::Status::OK);
       return;
     }
-    ApiLimits::Wire bytes;
+    ApiLimits::Wire& bytes = bytes_;
     absl::Status read = limits_.Read(wire_, &bytes);
     wire_.Clear();
+    // The batch's bytes are let go (their buffer kept for the next) once it is processed.
+    struct Done {
+      ApiLimits::Wire& wire;
+      ~Done() { wire.Done(); }
+    } done{bytes};
     if (!read.ok()) {
       Finish(ToGrpcStatus(read));
       return;
@@ -135,6 +140,7 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
   ShipDedup* const dedup_;
   ApiLimits::StreamSlot slot_;
   grpc::ByteBuffer wire_;
+  ApiLimits::Wire bytes_;  // wire_'s bytes in one piece, read anew for each batch
   grpc::ByteBuffer ack_wire_;
 };
 
