@@ -226,6 +226,8 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
     if (update->change == DecisionChange::kExtended && last[update->decision.id()] != i) continue;
     const Decision& d = update->decision;
     Store::Change c{&d, std::nullopt, std::nullopt};
+    // Its rows are most likely stored as they were (the store checks): updated in place.
+    c.extension = update->change == DecisionChange::kExtended;
     if (edge_actuators_.count(d.actuator())) {
       if (update->change == DecisionChange::kCreated) c.outbox = true;
       if (update->change == DecisionChange::kExpired ||

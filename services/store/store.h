@@ -131,6 +131,11 @@ class Store {
     const palisade::v1::Decision* decision;
     std::optional<OffenceRow> offence;
     std::optional<bool> outbox;
+    // A hint: the decision (and the offence) are most likely stored already with the same
+    // target and active flag (an extension). Their rows are then updated in place, the
+    // decision's expiry and proto only (no index entry moved), and written whole as without
+    // the hint when they are not there as said. What is stored is the same either way.
+    bool extension = false;
   };
   absl::StatusOr<std::vector<int64_t>> RecordDecisions(const std::vector<Change>& changes);
 

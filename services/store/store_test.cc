@@ -395,6 +395,86 @@ struct SyncRecorder {
 };
 SyncRecorder* SyncRecorder::active = nullptr;
 
+// Every row of `table` in `path`, as text (ORDER BY its first column).
+std::vector<std::string> Rows(const std::string& path, const std::string& table) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, absl::StrCat("SELECT * FROM ", table, " ORDER BY 1").c_str(),
+                               -1, &q, nullptr),
+            SQLITE_OK);
+  std::vector<std::string> rows;
+  while (sqlite3_step(q) == SQLITE_ROW) {
+    std::string row;
+    for (int c = 0; c < sqlite3_column_count(q); ++c) {
+      absl::StrAppend(&row, sqlite3_column_type(q, c), ":",
+                      absl::string_view(static_cast<const char*>(sqlite3_column_blob(q, c)),
+                                        sqlite3_column_bytes(q, c)),
+                      "|");
+    }
+    rows.push_back(std::move(row));
+  }
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return rows;
+}
+
+// The extension hint (an UPDATE in place) stores what the whole write stores, whether the rows
+// are there as the hint says or not: a decision and an offence never stored, a row whose
+// active flag or target differs from the hinted decision's.
+TEST(StoreTest, AnExtensionHintStoresWhatTheWholeWriteStores) {
+  auto decision = [](const std::string& id, const std::string& target, bool active,
+                     int64_t expiry, const std::string& evidence) {
+    palisade::v1::Decision d = D(id, active);
+    d.mutable_target()->set_value(target);
+    d.mutable_expiry()->set_seconds(expiry);
+    d.add_evidence(evidence);
+    return d;
+  };
+  struct Step {
+    palisade::v1::Decision d;
+    std::optional<OffenceRow> offence;
+    bool extension;
+  };
+  const absl::Time t = absl::FromUnixSeconds(1'700'000'000);
+  const std::vector<std::vector<Step>> transactions = {
+      {{decision("d1", "203.0.113.1", true, 100, "a"), OffenceRow{"203.0.113.1", 1, t}, false},
+       {decision("d3", "203.0.113.3", true, 100, "c"), OffenceRow{"203.0.113.3", 1, t}, false},
+       {decision("d4", "203.0.113.4", false, 100, "d"), std::nullopt, false}},
+      // As stored: updated in place.
+      {{decision("d1", "203.0.113.1", true, 200, "a2"),
+        OffenceRow{"203.0.113.1", 1, t + absl::Seconds(5)}, true},
+       // Never stored (a lost creation write): written whole, with its offence.
+       {decision("d2", "203.0.113.2", true, 300, "b"), OffenceRow{"203.0.113.2", 4, t}, true},
+       // Another target than the row's, another active flag than the row's.
+       {decision("d3", "198.51.100.3", true, 400, "c2"), OffenceRow{"198.51.100.3", 2, t}, true},
+       {decision("d4", "203.0.113.4", true, 500, "d2"), std::nullopt, true}},
+      {{decision("d1", "203.0.113.1", true, 600, "a3"),
+        OffenceRow{"203.0.113.1", 1, t + absl::Seconds(9)}, true}},
+  };
+  std::vector<std::string> paths;
+  for (bool hints : {false, true}) {
+    paths.push_back(Path(hints ? "hinted.db" : "whole.db"));
+    auto store = Store::Open(paths.back());
+    ASSERT_THAT(store, IsOk());
+    for (const std::vector<Step>& steps : transactions) {
+      std::vector<Store::Change> changes;
+      for (const Step& step : steps) {
+        changes.push_back({&step.d, step.offence, std::nullopt, hints && step.extension});
+      }
+      ASSERT_THAT((*store)->RecordDecisions(changes), IsOk());
+    }
+    auto active = (*store)->LoadDecisions(true);
+    ASSERT_THAT(active, IsOk());
+    EXPECT_THAT(*active, SizeIs(4)) << "hints " << hints;
+  }
+  for (const char* table : {"decisions", "offences"}) {
+    const std::vector<std::string> whole = Rows(paths[0], table);
+    EXPECT_THAT(whole, SizeIs(4)) << table;
+    EXPECT_EQ(Rows(paths[1], table), whole) << table;
+  }
+}
+
 // Writes `transactions` ingest-like batch transactions of 20 decisions, each decision with 2 KiB
 // of evidence: ~12 WAL pages a transaction.
 void WriteBatches(Store& store, int transactions) {
