@@ -207,8 +207,12 @@ bool Engine::ConditionsHold(const CompiledRule& rule, int pattern_index) const {
   return true;
 }
 
+bool Engine::MayHoldTokenShape(absl::string_view raw) {
+  return palisade::MayHoldTokenShape(raw);
+}
+
 bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
-                          absl::string_view* key, bool* allowlisted) {
+                          absl::string_view* key, bool* allowlisted) const {
   *allowlisted = false;
   if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) {
     // Token shapes: 40 characters of [A-Za-z0-9_-], optionally behind cfut_/cfat_/cfk_.
@@ -577,6 +581,26 @@ void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
     c.ignored = IgnoredHere(format, rule_index, rule, line, /*found=*/nullptr,
                             /*prematched=*/false);
     if (rule.conditions.empty() && !rule.has_session) done_rule = rule_index;
+    // The key the capture gave, as Process would normalise it (a note-only rule counts none).
+    const int group = rule.key_group[p];
+    if (c.ignored || group < 0 || groups[group].data() == nullptr ||
+        (rule.has_session && rule.proto.session().note_only())) {
+      continue;
+    }
+    absl::string_view key;
+    bool allowlisted = false;
+    if (!NormaliseKey(rule, absl::string_view(groups[group].data(), groups[group].size()), &key,
+                      &allowlisted)) {
+      c.key = PrematchedCandidate::Key::kInvalid;
+    } else if (allowlisted) {
+      c.key = PrematchedCandidate::Key::kAllowlisted;
+    } else {
+      c.key = PrematchedCandidate::Key::kValid;
+      c.key_at = static_cast<uint32_t>(out->keys.size());
+      c.key_size = static_cast<uint32_t>(key.size());
+      out->keys.append(key.data(), key.size());
+      c.key_hash = WindowHash()(key);
+    }
   }
 }
 
@@ -588,12 +612,16 @@ absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const Parsed
   // every token on the line, found by any rule, before any window keeps it.
   Scratch& scratch = ThreadScratch();
   std::vector<std::pair<int, absl::string_view>>& counted = scratch.counted;
+  std::vector<std::pair<absl::string_view, std::optional<size_t>>>& keys = scratch.counted_keys;
   std::vector<absl::string_view>& secrets = scratch.secrets;
   counted.clear();
+  keys.clear();
   secrets.clear();
+  bool copied = false;  // some key was copied into scratch.keys
   Candidates(
       format, line, time, stream,
-      [&](int rule_index, absl::string_view captured, const PrematchedCandidate* pre) {
+      [&](int rule_index, absl::string_view captured, const PrematchedCandidate* pre,
+          bool line_key) {
         const CompiledRule& rule = *rules_->rules()[rule_index];
         const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
         // A token rule reports every token on the line; the same token found twice counts once.
@@ -605,19 +633,38 @@ absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const Parsed
           ++result->ignored;
           return false;
         }
-        absl::string_view key;
-        bool allowlisted = false;
-        if (!NormaliseKey(rule, captured, &key, &allowlisted)) {
-          ++result->invalid_keys;
-          return false;
+        // Normalised by Prematch (the key the line's capture gave): a view into its buffer.
+        using Key = PrematchedCandidate::Key;
+        if (pre != nullptr && line_key && pre->key != Key::kNotRun) {
+          if (pre->key == Key::kInvalid) {
+            ++result->invalid_keys;
+            return false;
+          }
+          if (pre->key == Key::kAllowlisted) {
+            ++result->ignored;
+            return false;
+          }
+          keys.emplace_back(
+              absl::string_view(prematched->buffer->keys.data() + pre->key_at, pre->key_size),
+              pre->key_hash);
+        } else {
+          absl::string_view key;
+          bool allowlisted = false;
+          if (!NormaliseKey(rule, captured, &key, &allowlisted)) {
+            ++result->invalid_keys;
+            return false;
+          }
+          if (allowlisted) {
+            ++result->ignored;
+            return false;
+          }
+          // The key is copied out: the next rule's NormaliseKey reuses the scratch it points
+          // into. Viewed once every match is in (scratch.keys may move as it grows).
+          if (scratch.keys.size() <= counted.size()) scratch.keys.emplace_back();
+          scratch.keys[counted.size()].assign(key.data(), key.size());
+          keys.emplace_back(absl::string_view(), std::nullopt);
+          copied = true;
         }
-        if (allowlisted) {
-          ++result->ignored;
-          return false;
-        }
-        // The key is copied out: the next rule's NormaliseKey reuses the scratch it points into.
-        if (scratch.keys.size() <= counted.size()) scratch.keys.emplace_back();
-        scratch.keys[counted.size()].assign(key.data(), key.size());
         // `captured` may view a key read from a session (scratch, reused by the next candidate);
         // only token rules, which have no session, use it past this point.
         counted.emplace_back(rule_index, captured);
@@ -627,10 +674,20 @@ absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const Parsed
       prematched);
   if (!scratch.pend.empty()) KeepPending(raw, time, stream);
   if (counted.empty()) return raw;
+  if (copied) {
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (!keys[i].second.has_value()) keys[i].first = scratch.keys[i];
+    }
+  }
   // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
   // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in
-  // a URL a web rule counts, reaches no decision, event, sink or store.
-  if ((!secrets.empty() || MayHoldTokenShape(raw)) &&
+  // a URL a web rule counts, reaches no decision, event, sink or store. Whether the line may
+  // hold one: the prematching thread's answer when it looked.
+  using TokenShape = PrematchedLine::TokenShape;
+  const TokenShape shape =
+      prematched != nullptr ? prematched->token_shape : TokenShape::kUnknown;
+  if ((!secrets.empty() ||
+       (shape == TokenShape::kUnknown ? MayHoldTokenShape(raw) : shape == TokenShape::kMay)) &&
       RedactTokenShapes(raw, &scratch.evidence, secrets)) {
     return scratch.evidence;
   }
@@ -658,8 +715,9 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
     ++result.matches;
     matches_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
     const bool token = rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT;
-    Count(rule_index, scratch.keys[i], evidence, time, token ? captured : absl::string_view(),
-          stream, out);
+    const auto& [key, hash] = scratch.counted_keys[i];
+    Count(rule_index, key, evidence, time, token ? captured : absl::string_view(), stream, out,
+          hash.has_value() ? &*hash : nullptr);
   }
   // Pending matches of earlier lines that this line's session note released (Rule.session.
   // pending): each at its own time, with its own line.
@@ -701,7 +759,7 @@ LineResult Engine::MatchLine(palisade::v1::LogFormat format, const ParsedLine& l
       EngineMatch& m = out->emplace_back();
       m.rule = &rule;
       m.rule_id = rule.id();
-      m.key = scratch.keys[i];
+      m.key = std::string(scratch.counted_keys[i].first);
       m.time = time;
       m.evidence = kept;
       if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) {
@@ -862,7 +920,8 @@ void Engine::Window::TakeEvidence(std::vector<std::string>* out) {
 }
 
 void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
-                   absl::string_view secret, uint32_t stream, std::vector<Detection>* out) {
+                   absl::string_view secret, uint32_t stream, std::vector<Detection>* out,
+                   const size_t* key_hash) {
   const CompiledRule& rule = *rules_->rules()[rule_index];
   auto detection = [&]() -> Detection& {
     stats_.detections.fetch_add(1, std::memory_order_relaxed);
@@ -898,7 +957,7 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
     if (options_.max_evidence > 0) d.evidence.push_back(absl::StrCat(kept, marker));
     return;
   }
-  const size_t hash = WindowHash()(key);
+  const size_t hash = key_hash != nullptr ? *key_hash : WindowHash()(key);
   Shard& shard = ShardFor(rule_index, hash);
   ShardMutexLock lock(&shard.mu);
   WindowMap& map = shard.maps[rule_index];

@@ -43,6 +43,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -135,11 +136,22 @@ struct PrematchedCandidate {
     kNoMatch,  // the pattern does not match (or its rule does not apply to the line)
     kMatched,  // PrematchBuffer::groups[groups, + the pattern's submatches) hold its captures
   };
+  // kMatched and not ignored, with its key captured from the line (not read from a session):
+  // what NormaliseKey makes of that key, which depends on the key and the engine's allowlist
+  // alone, so that the ordered thread parses, formats and hashes no address. kNotRun: Process
+  // normalises the key itself.
+  enum class Key : uint8_t { kNotRun, kValid, kInvalid, kAllowlisted };
   int rule = 0;
   int pattern = 0;  // pattern index << 1, | 1 when no Set proved that it matches
   State state = State::kNotRun;
   bool ignored = false;  // kMatched: one of the rule's ignore patterns matches its text
+  Key key = Key::kNotRun;
   uint32_t groups = 0;
+  // kValid: the normalised key is PrematchBuffer::keys[key_at, key_at + key_size), and
+  // key_hash its hash in a window table (Engine::WindowHash).
+  uint32_t key_at = 0;
+  uint32_t key_size = 0;
+  size_t key_hash = 0;
 };
 
 // The candidates of a batch of lines, appended line after line by Engine::Prematch.
@@ -149,9 +161,12 @@ struct PrematchBuffer {
   // value: the same bytes however often the line is parsed); kUnset when it took no part.
   static constexpr uint32_t kUnset = UINT32_MAX;
   std::vector<std::pair<uint32_t, uint32_t>> groups;
+  // The candidates' normalised keys (PrematchedCandidate::key_at), one after another.
+  std::string keys;
   void Clear() {
     candidates.clear();
     groups.clear();
+    keys.clear();
   }
 };
 
@@ -159,6 +174,11 @@ struct PrematchBuffer {
 struct PrematchedLine {
   absl::Span<const PrematchedCandidate> candidates;
   const PrematchBuffer* buffer = nullptr;
+  // Whether the line (`raw`, as Process is given it) may hold a token shape, which its evidence
+  // must not keep (Engine::MayHoldTokenShape), when the prematching thread looked; kUnknown:
+  // Process looks.
+  enum class TokenShape : uint8_t { kUnknown, kNone, kMay };
+  TokenShape token_shape = TokenShape::kUnknown;
 };
 
 // What one line did; the server turns these into acks and metrics.
@@ -215,6 +235,10 @@ class Engine {
   // processes them in order with `prematched`, and every window, session and decision is what
   // a Process without it gives (replay on every core).
   void Prematch(palisade::v1::LogFormat format, const ParsedLine& line, PrematchBuffer* out) const;
+  // Whether `raw` may hold a token shape (services/common/fingerprint.h): a line that may is
+  // redacted before a window keeps it as evidence. A cheap scan (a fifth of a byte-by-byte one
+  // on an access line), pure: a prematching thread may answer it for PrematchedLine::token_shape.
+  static bool MayHoldTokenShape(absl::string_view raw);
 
   // The split of Process (the cluster, issue 17): the same matching, sessions, ignore patterns,
   // allowlist and evidence redaction, but the matches are appended to `*out` instead of being
@@ -365,7 +389,10 @@ class Engine {
     char key_buf[IpAddress::kMaxTextLength];
     std::string token_key;
     std::vector<std::pair<int, absl::string_view>> counted;  // (rule index, captured) per line
-    std::vector<std::string> keys;  // keys[i]: counted[i]'s normalised key (capacity reused)
+    // counted[i]'s normalised key: a view into keys[i] (a copy, capacity reused) or into the
+    // line's PrematchBuffer::keys, with its WindowHash when Prematch found it (else nullopt).
+    std::vector<std::string> keys;
+    std::vector<std::pair<absl::string_view, std::optional<size_t>>> counted_keys;
     std::vector<absl::string_view> secrets;                  // token rules' captures per line
     std::string evidence;                                    // the line, tokens redacted
     std::string session_id;
@@ -428,10 +455,11 @@ class Engine {
     return line.record != nullptr && line.record->Find(rule.proto.field(), text);
   }
 
-  // Runs the candidate rules' captures; calls fn(rule_index, key, pre) for each match, which
-  // returns whether the match counted (`pre`: the match's PrematchedCandidate when Prematch found
-  // it, with its ignore answer; else null); follows the rules' sessions (see the header
-  // comment).
+  // Runs the candidate rules' captures; calls fn(rule_index, key, pre, line_key) for each match,
+  // which returns whether the match counted (`pre`: the match's PrematchedCandidate when
+  // Prematch found it, with its ignore answer; else null; `line_key`: the key is the one the
+  // line's capture gave, not a session's or the record's client address); follows the rules'
+  // sessions (see the header comment).
   // Process's and MatchLine's common first half: counts the line, collects what counts on it
   // into ThreadScratch().counted/keys (ignores, allowlist and invalid keys noted in `result`)
   // and returns the evidence (`raw`, or its redacted copy in scratch).
@@ -478,11 +506,14 @@ class Engine {
 
   // The rule's conditions on the other captures of the last match (in the scratch groups).
   bool ConditionsHold(const CompiledRule& rule, int pattern_index) const;
-  // Normalises a captured key into the scratch; returns false when invalid.
+  // Normalises a captured key into the scratch; returns false when invalid. Depends on nothing
+  // but its arguments and the allowlist (the scratch is a cache): Prematch calls it too.
   bool NormaliseKey(const CompiledRule& rule, absl::string_view captured, absl::string_view* key,
-                    bool* allowlisted);
+                    bool* allowlisted) const;
+  // `key_hash`, when given, is WindowHash()(key) (Prematch's).
   void Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
-             absl::string_view secret, uint32_t stream, std::vector<Detection>* out);
+             absl::string_view secret, uint32_t stream, std::vector<Detection>* out,
+             const size_t* key_hash = nullptr);
   void Evict(Shard& shard, WindowMap& map, int rule_index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   // The shard of (rule, key), from the key's hash in the rule's table (WindowHash): a count
@@ -576,7 +607,10 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
     auto next_match = [&]() {
       if (start == 0) {
         if (found) {
-          for (int i = 0; i < n; ++i) {
+          // A rule without conditions or a session reads no capture but its key (and a token
+          // rule's are never found here): the others are not copied.
+          const bool key_only = rule.conditions.empty() && !rule.has_session && group >= 0;
+          for (int i = key_only ? group : 0; i < (key_only ? group + 1 : n); ++i) {
             const auto& [offset, size] = prematched->buffer->groups[pre->groups + i];
             groups[i] = offset == PrematchBuffer::kUnset
                             ? re2::StringPiece()
@@ -641,7 +675,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
         }
         if (proceed) {
           last_rule = rule_index;
-          if (fn(rule_index, key, found ? pre : nullptr)) {
+          if (fn(rule_index, key, found ? pre : nullptr, has_key)) {
             NoteCounted(rule, pattern_index, line, key, time, stream);
           }
         }
@@ -666,7 +700,7 @@ template <typename Fn>
 void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn,
                        absl::Time time) {
   Candidates(format, line, time, /*stream=*/0,
-             [&](int rule_index, absl::string_view captured, const PrematchedCandidate*) {
+             [&](int rule_index, absl::string_view captured, const PrematchedCandidate*, bool) {
                const CompiledRule& rule = *rules_->rules()[rule_index];
                if (IgnoredHere(format, rule_index, rule, line, /*found=*/nullptr,
                                /*prematched=*/false)) {

@@ -368,6 +368,9 @@ class ViewBatch {
     out->candidates = absl::MakeConstSpan(b_.prematch.candidates.data() + b_.spans[i].first,
                                           b_.spans[i].second - b_.spans[i].first);
     out->buffer = &b_.prematch;
+    out->token_shape = static_cast<size_t>(i) < b_.token_shape.size()
+                           ? b_.token_shape[i]
+                           : PrematchedLine::TokenShape::kUnknown;
     return true;
   }
   // Whether Prematch prepared line i as it stands in the batch (no NUL to replace), and then
@@ -511,6 +514,7 @@ void Pipeline::Prematch(LineBatch* batch) const {
   batch->parsed.resize(batch->lines.size());
   batch->parsed_kept.assign(batch->lines.size(), false);
   batch->invalid_utf8.assign(batch->lines.size(), false);
+  batch->token_shape.assign(batch->lines.size(), PrematchedLine::TokenShape::kUnknown);
   absl::ReaderMutexLock rules_lock(&rules_mu_);
   batch->prematched_with = engine_.rules().get();
   const std::string source = batch->source.empty() ? "-" : batch->source;
@@ -544,6 +548,12 @@ void Pipeline::Prematch(LineBatch* batch) const {
     const uint32_t begin = static_cast<uint32_t>(batch->prematch.candidates.size());
     engine_.Prematch(batch->format, parsed, &batch->prematch);
     batch->spans[i] = {begin, static_cast<uint32_t>(batch->prematch.candidates.size())};
+    // What the ordered thread's evidence needs of a line that may count: the same bytes it will
+    // be given (a line whose NULs were replaced holds the same token bytes as its copy).
+    if (batch->spans[i].second > begin) {
+      batch->token_shape[i] = Engine::MayHoldTokenShape(line) ? PrematchedLine::TokenShape::kMay
+                                                              : PrematchedLine::TokenShape::kNone;
+    }
     // Kept when its views are into the batch's own line (not a copy with its NULs replaced).
     batch->parsed_kept[i] = keep && line.data() == batch->lines[i].data();
     batch->invalid_utf8[i] = sanitize;

@@ -125,6 +125,9 @@ struct LineBatch {
   // With parsed_kept[i]: whether line i held invalid UTF-8 (its NULs, had it any, would have
   // been replaced in a copy, so it held none), which ProcessLines then need not look for again.
   std::vector<bool> invalid_utf8;
+  // Also filled by Prematch, for a line with candidates: whether it may hold a token shape
+  // (Engine::MayHoldTokenShape), which its evidence must not keep.
+  std::vector<PrematchedLine::TokenShape> token_shape;
   const RuleSet* prematched_with = nullptr;  // the rules Prematch used (others: ignored)
   // Every byte of `lines` is ASCII and none is NUL, as the reader found reading them
   // (LineBuffer::plain): no line need be looked at for hostile bytes (PrepareLine's scan, ~130
@@ -139,6 +142,7 @@ struct LineBatch {
     parsed.clear();
     parsed_kept.clear();
     invalid_utf8.clear();
+    token_shape.clear();
     prematched_with = nullptr;
   }
 };

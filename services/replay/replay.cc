@@ -110,7 +110,8 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   } else {
     // Batches in a ring: this thread reads them in order into free slots, any thread prematches
     // a filled one, and this thread processes them in order once prematched (prematching the
-    // next itself when no worker has taken it yet).
+    // next itself when no worker has taken it yet, and, while a worker has it, the oldest
+    // batch no thread has taken rather than wait).
     const size_t k = 2 * static_cast<size_t>(threads);
     std::vector<Slot> slots(k);
     for (Slot& slot : slots) slot.batch.format = format;
@@ -161,16 +162,28 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
       const size_t i = next_process % k;
       Slot& slot = slots[i];
       bool mine = false;
+      size_t help = k;  // a later batch this thread prematches while a worker has the next one
       {
         absl::MutexLock lock(&mu);
         if (slot.state == Slot::State::kFilled) {
           queued.erase(std::find(queued.begin(), queued.end(), i));
           slot.state = Slot::State::kClaimed;
           mine = true;
+        } else if (slot.state != Slot::State::kReady && !queued.empty()) {
+          // Rather than wait, do work that is needed anyway: the oldest batch no thread took.
+          help = queued.front();
+          queued.pop_front();
+          slots[help].state = Slot::State::kClaimed;
         } else {
           mu.Await(absl::Condition(
               +[](Slot* s) { return s->state == Slot::State::kReady; }, &slot));
         }
+      }
+      if (help != k) {
+        pipeline.Prematch(&slots[help].batch);
+        absl::MutexLock lock(&mu);
+        slots[help].state = Slot::State::kReady;
+        continue;
       }
       if (mine) pipeline.Prematch(&slot.batch);
       status = process(slot.batch);
