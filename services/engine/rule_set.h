@@ -108,8 +108,10 @@ absl::Status CheckKeyAnchoring(const LoadedPack& pack);
 absl::StatusOr<std::vector<std::string>> RequiredLiterals(absl::string_view pattern);
 
 // Finds which of a set of literals occur in a text, without case, in one pass that compares
-// 16 bytes at a time against one byte of each literal (the one least common in log text, as
-// ByteCost guesses) and checks a literal only where its byte is. Allocates nothing.
+// 16 bytes at a time, with bit 0x20 set in each (a letter's two cases one byte), against one byte
+// of each literal (the one least common in log text, as ByteCost guesses, but its last), and
+// checks the literals of that byte only where it stands before a byte one of them has next.
+// Allocates nothing.
 // Immutable once built: Scan may run concurrently.
 class LiteralGate {
  public:
@@ -131,7 +133,8 @@ class LiteralGate {
   bool At(absl::string_view text, size_t pos, const std::vector<std::pair<int, int>>& entries,
           std::vector<std::pair<int, int>>* out, size_t first) const;
   std::vector<Literal> literals_;
-  std::vector<uint32_t> by_byte_[256];  // byte (both cases of a letter) -> literals looked up
+  std::vector<uint32_t> by_byte_[256];  // byte | 0x20 -> literals looked up
+  std::bitset<256> next_[256];          // byte | 0x20 -> the bytes | 0x20 after it in those
   std::vector<char> anchors_;           // the bytes looked for
   std::vector<std::array<char, 16>> vectors_;  // each anchor repeated 16 times
 };
