@@ -228,6 +228,12 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
     Store::Change c{&d, std::nullopt, std::nullopt};
     // Its rows are most likely stored as they were (the store checks): updated in place.
     c.extension = update->change == DecisionChange::kExtended;
+    if (c.extension && lean_extensions_) {
+      // A lean extension's update carries no evidence: the store gets the table's own
+      // decision, serialized here (once the lock is let go, another batch may change it).
+      auto own = by_id_.find(d.id());
+      if (own != by_id_.end()) c.proto = own->second.SerializeAsString();
+    }
     if (edge_actuators_.count(d.actuator())) {
       if (update->change == DecisionChange::kCreated) c.outbox = true;
       if (update->change == DecisionChange::kExpired ||

@@ -148,6 +148,37 @@ TEST_F(DecisionTableTest, LeanExtensionsCarryEverythingButTheEvidence) {
   EXPECT_EQ(updates[0].decision.extensions(), 2u);
 }
 
+// With lean extensions the store still gets the whole decision: an extension's row carries the
+// evidence the table keeps (and the update leaves out), through Apply and ApplyAll alike.
+TEST_F(DecisionTableTest, ALeanExtensionIsStoredWithItsEvidence) {
+  auto store = FreshStore("lean.db");
+  ASSERT_THAT(store, IsOk());
+  DecisionTable lean(clock_);
+  lean.SetLeanExtensions(true);
+  lean.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  const palisade::v1::DecisionSpec spec = HourBlock();
+  const absl::Time t = clock_.TimeNow();
+  const std::string id = lean.Apply(Det("203.0.113.7", t), spec).decision.id();
+  DecisionUpdate extended = lean.Apply(Det("203.0.113.7", t + absl::Minutes(1)), spec);
+  ASSERT_EQ(extended.change, DecisionChange::kExtended);
+  EXPECT_THAT(extended.decision.evidence(), SizeIs(0));
+  CompiledRule rule;
+  rule.proto.set_id("ssh");
+  *rule.proto.mutable_decision() = spec;
+  std::vector<Detection> detections = {Det("203.0.113.7", t + absl::Minutes(2)),
+                                       Det("203.0.113.7", t + absl::Minutes(3))};
+  for (Detection& d : detections) d.rule = &rule;
+  ASSERT_THAT(lean.ApplyAll(detections), SizeIs(2));
+  absl::StatusOr<Decision> kept = lean.Get(id);
+  ASSERT_THAT(kept, IsOk());
+  EXPECT_THAT(kept->evidence(), SizeIs(5));
+  EXPECT_EQ(kept->extensions(), 3u);
+  auto stored = (*store)->LoadDecisions(true);
+  ASSERT_THAT(stored, IsOk());
+  ASSERT_THAT(*stored, SizeIs(1));
+  EXPECT_EQ((*stored)[0].SerializeAsString(), kept->SerializeAsString());
+}
+
 // ApplyAllInto writes over the updates an earlier call left in the vector: each call's updates
 // are ApplyAll's (ids aside), whatever the one before held (a secret, another decision, more or
 // fewer updates), with lean extensions or not.

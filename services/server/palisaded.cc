@@ -224,6 +224,11 @@ int Run() {
   // operation is recorded for what it mirrors (the writer's edge has them).
   const bool clustered = config->has_cluster();
   table.SetStore(store->get(), clustered ? std::set<palisade::v1::Actuator>{} : edge_actuators);
+  // No listener here reads an extension's evidence (the event stream leaves it out, the
+  // dispatcher acts on creations, the bouncer API serves the target and expiry), and the store
+  // gets the table's whole decision: an extension copies no evidence line (~180 instructions
+  // an ingested line). A cluster's decision log replicates extensions whole: not there.
+  table.SetLeanExtensions(!clustered);
   if (absl::Status s = table.Restore(); !s.ok()) {
     Log(absl::StrCat("refusing to start: ", s.message()));
     return 2;

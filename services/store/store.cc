@@ -358,7 +358,9 @@ absl::StatusOr<std::vector<int64_t>> Store::RecordDecisions(const std::vector<Ch
 absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
   const palisade::v1::Decision& d = *c.decision;
   // Declared before the statements (which are reset before it goes): bound without a copy.
-  const std::string proto = d.SerializeAsString();
+  std::string serialized;
+  const std::string& proto =
+      c.proto.has_value() ? *c.proto : (serialized = d.SerializeAsString());
   absl::Status s;
   // An extension: the row is updated in place when it holds the same target and active flag
   // (only expiry_ms and proto change, no index entry moves); else, or when it is missing, the

@@ -136,6 +136,9 @@ class Store {
     // decision's expiry and proto only (no index entry moved), and written whole as without
     // the hint when they are not there as said. What is stored is the same either way.
     bool extension = false;
+    // When set: what to store as the decision's proto (its serialization, made by the caller);
+    // `decision` then gives the id, target, active flag and expiry only.
+    std::optional<std::string> proto;
   };
   absl::StatusOr<std::vector<int64_t>> RecordDecisions(const std::vector<Change>& changes);
 
