@@ -894,11 +894,14 @@ int ReplayFiles(const std::vector<std::string>& files) {
                                "--rules=PACK,..."));
     }
   }
-  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(config);
-  if (!rules.ok()) return Fail(absl::StrCat("replay: ", rules.status().message()));
   ReplayOptions options;
   options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
   options.threads = static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_threads)));
+  // The packs load on the threads that will match.
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(
+      config, options.threads != 0 ? static_cast<int>(std::min(options.threads, kMaxReplayThreads))
+                                   : static_cast<int>(std::thread::hardware_concurrency()));
+  if (!rules.ok()) return Fail(absl::StrCat("replay: ", rules.status().message()));
   absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
       std::vector<std::string>(config.allowlist().begin(), config.allowlist().end()));
   if (!allowlist.ok()) return Fail(absl::StrCat("replay: allowlist: ", allowlist.status().message()));

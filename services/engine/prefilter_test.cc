@@ -15,6 +15,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -623,6 +624,76 @@ TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
   // The comparison covered real matches, in the examples and in the corpora.
   EXPECT_GT(matched_examples, 100u);
   EXPECT_GT(matched - matched_examples, 1000u);
+}
+
+// RuleSetOptions::threads: the rules and the Sets compiled side by side make the same RuleSet
+// (each format's parts, member by member, and what they match over every test line), and a bad
+// pack gives the error a load in order gives: the first bad rule's, even when a later rule is
+// bad too and compiles first.
+TEST(LoadThreadsTest, TwoThreadsCompileWhatOneDoes) {
+  const std::vector<LoadedPack> packs = ShippedPacks();
+  const CidrSets sets = ShippedPackCidrSets();
+  RuleSetOptions two;
+  two.threads = 2;
+  absl::StatusOr<std::shared_ptr<const RuleSet>> a = RuleSet::Compile(packs, sets);
+  absl::StatusOr<std::shared_ptr<const RuleSet>> b = RuleSet::Compile(packs, sets, two);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  ASSERT_EQ((*a)->rules().size(), (*b)->rules().size());
+  for (size_t r = 0; r < (*a)->rules().size(); ++r) {
+    EXPECT_EQ((*a)->rules()[r]->id(), (*b)->rules()[r]->id());
+  }
+  size_t parts = 0;
+  for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
+    const RuleSet::FormatIndex* x = (*a)->ForFormat(static_cast<LogFormat>(f));
+    const RuleSet::FormatIndex* y = (*b)->ForFormat(static_cast<LogFormat>(f));
+    ASSERT_EQ(x == nullptr, y == nullptr) << "format " << f;
+    if (x == nullptr) continue;
+    EXPECT_EQ(x->ignores_in_sets, y->ignores_in_sets) << "format " << f;
+    EXPECT_EQ(x->field_rules, y->field_rules) << "format " << f;
+    ASSERT_EQ(x->parts.size(), y->parts.size()) << "format " << f;
+    for (size_t p = 0; p < x->parts.size(); ++p, ++parts) {
+      const RuleSet::SetPart& u = x->parts[p];
+      const RuleSet::SetPart& v = y->parts[p];
+      EXPECT_EQ(u.entries, v.entries) << "format " << f << " part " << p;
+      EXPECT_EQ(u.ignore_rules, v.ignore_rules) << "format " << f << " part " << p;
+      EXPECT_EQ(u.programs, v.programs) << "format " << f << " part " << p;
+      EXPECT_EQ(u.first_bytes_known, v.first_bytes_known) << "format " << f << " part " << p;
+      EXPECT_EQ(u.first_bytes, v.first_bytes) << "format " << f << " part " << p;
+      EXPECT_EQ(u.set == nullptr, v.set == nullptr) << "format " << f << " part " << p;
+      EXPECT_EQ(u.gate == nullptr, v.gate == nullptr) << "format " << f << " part " << p;
+      EXPECT_EQ(u.head == nullptr, v.head == nullptr) << "format " << f << " part " << p;
+      if (u.set != nullptr && v.set != nullptr) {
+        // Formats that shared a Set still do (the JSON access logs and COMBINED).
+        EXPECT_EQ(u.set.use_count(), v.set.use_count()) << "format " << f << " part " << p;
+      }
+    }
+  }
+  EXPECT_GT(parts, 10u);
+  size_t examples = 0;
+  const std::vector<Line> lines = TestLines(**a, &examples);
+  EXPECT_TRUE(MatchAll(*a, lines) == MatchAll(*b, lines));
+
+  // Errors: the first bad rule in order, whichever thread meets which first.
+  const std::string bad_pattern = RawRule("bad-pattern", "(unclosed");
+  const std::string bad_id = RawRule("Bad_Id", "x");
+  const std::string bad_count =
+      absl::StrReplaceAll(RawRule("no-count", "y"), {{"count: 1", "count: 0"}});
+  for (const std::string& rules :
+       {RawRule("a", "a") + bad_pattern + RawRule("b", "b") + bad_count,
+        RawRule("a", "a") + RawRule("b", "b") + bad_count + bad_pattern,
+        bad_id + RawRule("a", "a") + bad_pattern, RawRule("a", "a") + RawRule("a", "b") +
+        bad_pattern}) {
+    absl::StatusOr<LoadedPack> pack = ParseRulePack(rules, "t.textproto");
+    ASSERT_TRUE(pack.ok()) << pack.status();
+    const absl::Status one = RuleSet::Compile({*pack}).status();
+    ASSERT_FALSE(one.ok()) << rules;
+    for (int threads : {2, 3, 8}) {
+      RuleSetOptions many;
+      many.threads = threads;
+      EXPECT_EQ(RuleSet::Compile({*pack}, {}, many).status(), one) << rules;
+    }
+  }
 }
 
 // The ignore patterns answered by the Set passes (RuleSetOptions::ignores_in_sets) ignore the

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/time_util.h"
+#include "services/common/parallel.h"
 #include "services/formats/json_parser.h"
 #include "services/formats/line_parser.h"
 
@@ -2477,8 +2479,21 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
   set->sets_ = sets;
   absl::flat_hash_set<std::string> ids;
   absl::flat_hash_set<std::string> pack_names;
-  // Per rule (as rules_), per pattern: its required literals, from CompileRule's parse.
-  std::vector<std::vector<std::vector<std::string>>> literals;
+  // Each rule compiled on its own (CompileRule reads nothing but its pack and the CIDR sets), on
+  // options.threads threads, then taken in order below: the first error is the one a compile in
+  // order meets. Per rule (as rules_), per pattern: its required literals, from CompileRule's
+  // parse.
+  std::vector<std::pair<const LoadedPack*, const Rule*>> all_rules;
+  for (const LoadedPack& pack : packs) {
+    for (const Rule& rule : pack.pack.rules()) all_rules.emplace_back(&pack, &rule);
+  }
+  std::vector<absl::StatusOr<std::unique_ptr<CompiledRule>>> compiled_rules(all_rules.size());
+  std::vector<std::vector<std::vector<std::string>>> literals(all_rules.size());
+  ParallelFor(all_rules.size(), options.threads, [&](size_t k) {
+    compiled_rules[k] = CompileRule(*all_rules[k].first, *all_rules[k].second, set->sets_,
+                                    options.prefilter ? &literals[k] : nullptr);
+  });
+  size_t next_rule = 0;
   for (const LoadedPack& pack : packs) {
     if (!pack_names.insert(pack.pack.name()).second) {
       return absl::InvalidArgumentError(
@@ -2494,9 +2509,7 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
       if (!ids.insert(rule.id()).second) {
         return RuleError(pack, rule.id(), "duplicate rule id");
       }
-      literals.emplace_back();
-      absl::StatusOr<std::unique_ptr<CompiledRule>> compiled = CompileRule(
-          pack, rule, set->sets_, options.prefilter ? &literals.back() : nullptr);
+      absl::StatusOr<std::unique_ptr<CompiledRule>>& compiled = compiled_rules[next_rule++];
       if (!compiled.ok()) return compiled.status();
       if ((*compiled)->has_session && (*compiled)->session_by_pid) {
         set->uses_pid_sessions_ = true;
@@ -2549,177 +2562,215 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
   // Start bytes of the anchored ignore patterns, parsed once (SetPart::first_bytes).
   std::map<std::string, std::pair<bool, CharSet>> ignore_starts;
   // Every Set compiled so far, by its anchoring and its patterns in order (see below).
-  std::map<std::pair<bool, std::vector<std::string>>, std::shared_ptr<const RE2::Set>> built_sets;
+  using SetKey = std::pair<bool, std::vector<std::string>>;
+  std::map<SetKey, std::shared_ptr<const RE2::Set>> built_sets;
+  // The Sets are the costly part of a load (RE2::Set::Compile: ~320 M instructions of the ~1 G
+  // with every pack). With options.threads > 1, a first pass over the formats only notes the
+  // Sets it would build (`planning`, `planned`); they are compiled on the threads, and the pass
+  // that builds the indexes finds them built. One that failed is built again in order, where
+  // the error (or the fallback from tails to whole patterns) is what a load in order gives.
+  bool planning = false;
+  std::set<SetKey> planned;
   // SetHead: each anchored member's head units, parsed once, and RE2's answer for each class.
   std::map<std::string, std::vector<HeadUnit>> head_units;
   AsciiClasses ascii_classes;
-  for (int f = 1; f <= max_format; ++f) {
-    auto index = std::make_unique<FormatIndex>();
-    // Rules for COMBINED read the JSON access logs too: their records are rendered as combined
-    // lines (services/formats/json_parser.h). Field rules go by the field, not in the Sets.
-    const bool combined_too = RendersCombined(static_cast<LogFormat>(f));
-    auto applies = [f, combined_too](const CompiledRule& rule) {
-      if (!rule.proto.field().empty()) return false;
-      for (int rf : rule.proto.formats()) {
-        if (rf == f || (combined_too && rf == LogFormat::LOG_FORMAT_COMBINED)) return true;
-      }
-      return false;
-    };
-    for (size_t r = 0; r < set->rules_.size(); ++r) {
-      const Rule& proto = set->rules_[r]->proto;
-      if (proto.field().empty()) continue;
-      for (int rf : proto.formats()) {
-        if (rf == f) {
-          index->field_rules.push_back(static_cast<int>(r));
-          break;
+  auto index_formats = [&]() -> absl::Status {
+    for (int f = 1; f <= max_format; ++f) {
+      auto index = std::make_unique<FormatIndex>();
+      // Rules for COMBINED read the JSON access logs too: their records are rendered as combined
+      // lines (services/formats/json_parser.h). Field rules go by the field, not in the Sets.
+      const bool combined_too = RendersCombined(static_cast<LogFormat>(f));
+      auto applies = [f, combined_too](const CompiledRule& rule) {
+        if (!rule.proto.field().empty()) return false;
+        for (int rf : rule.proto.formats()) {
+          if (rf == f || (combined_too && rf == LogFormat::LOG_FORMAT_COMBINED)) return true;
         }
-      }
-    }
-    // SetPart::programs: on syslog formats, the programs every rule behind the part's members
-    // names, when all of them name some.
-    const bool by_program =
-        f == LogFormat::LOG_FORMAT_SYSLOG || f == LogFormat::LOG_FORMAT_SYSLOG5424;
-    auto programs_of = [&](const SetPart& part) {
-      std::vector<std::string> programs;
-      if (!options.skip_parts || !by_program) return programs;
-      std::vector<int> behind = part.ignore_rules;
-      for (const auto& [r, p] : part.entries) behind.push_back(r);
-      for (int r : behind) {
-        const auto& named = set->rules_[r]->proto.programs();
-        if (named.empty()) return std::vector<std::string>();
-        programs.insert(programs.end(), named.begin(), named.end());
-      }
-      std::sort(programs.begin(), programs.end());
-      programs.erase(std::unique(programs.begin(), programs.end()), programs.end());
-      return programs;
-    };
-    SetPart gate_part;
-    std::vector<std::pair<std::string, int>> literals;
-    for (size_t r = 0; r < set->rules_.size(); ++r) {
-      if (!applies(*set->rules_[r])) continue;
-      for (size_t p = 0; p < gated[r].size(); ++p) {
-        if (gated[r][p].empty()) continue;
-        const int entry = static_cast<int>(gate_part.entries.size());
-        gate_part.entries.emplace_back(static_cast<int>(r), static_cast<int>(p));
-        for (const std::string& l : gated[r][p]) literals.emplace_back(l, entry);
-      }
-    }
-    if (!gate_part.entries.empty()) {
-      gate_part.gate = std::make_unique<LiteralGate>(literals);
-      gate_part.programs = programs_of(gate_part);
-      index->parts.push_back(std::move(gate_part));
-    }
-    std::vector<bool> ignores_outside(set->rules_.size());
-    for (bool anchored : {true, false}) {
-      SetPart part;
-      // The Set's patterns in the order they are added (their indices), and how an error in
-      // each is named.
-      std::vector<std::string> members;
-      std::vector<std::string> member_names;
-      std::vector<const RE2*> whole;  // SetHead::whole
-      // SetPart::first_bytes: the members' start bytes (CompiledRule::start_bytes).
-      bool starts_known = anchored;
-      CharSet starts;
-      for (size_t r = 0; r < set->rules_.size(); ++r) {
-        const CompiledRule& rule = *set->rules_[r];
-        if (!applies(rule)) continue;
-        for (int p = 0; p < rule.proto.patterns_size(); ++p) {
-          if (!gated[r][p].empty()) continue;
-          const std::string& pattern = rule.proto.patterns(p);
-          if ((!pattern.empty() && pattern[0] == '^') != anchored) continue;
-          members.push_back(pattern);
-          member_names.push_back(absl::StrCat("rule \"", rule.id(), "\": pattern ", p + 1));
-          whole.push_back(rule.patterns[p].get());
-          part.entries.emplace_back(static_cast<int>(r), p);
-          starts_known = starts_known && rule.start_bytes[p].first;
-          starts |= rule.start_bytes[p].second;
-        }
-      }
-      // The ignore patterns after the rules' patterns (SetPart::ignore_rules), each in the Set
-      // of its own anchoring, whichever part holds the rule's patterns; none in a Set that holds
-      // no rule's pattern (FormatIndex::ignores_in_sets).
-      for (size_t r = 0; r < set->rules_.size() && options.ignores_in_sets; ++r) {
-        const CompiledRule& rule = *set->rules_[r];
-        if (!applies(rule)) continue;
-        for (int i = 0; i < rule.proto.ignore_patterns_size(); ++i) {
-          const std::string& pattern = rule.proto.ignore_patterns(i);
-          if ((!pattern.empty() && pattern[0] == '^') != anchored) continue;
-          if (part.entries.empty()) {
-            ignores_outside[r] = true;
-            continue;
-          }
-          members.push_back(pattern);
-          member_names.push_back(absl::StrCat("rule \"", rule.id(), "\": ignore pattern ", i + 1));
-          whole.push_back(rule.ignores[i].get());
-          part.ignore_rules.push_back(static_cast<int>(r));
-          if (anchored && options.skip_parts) {
-            auto known = ignore_starts.try_emplace(pattern, false, CharSet());
-            if (known.second) {
-              const absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
-              known.first->second.first =
-                  root.ok() && StartBytes(*root, &known.first->second.second);
-            }
-            starts_known = starts_known && known.first->second.first;
-            starts |= known.first->second.second;
-          }
-        }
-      }
-      if (part.entries.empty() && part.ignore_rules.empty()) continue;
-      // SetPart::head: the Set holds the members' tails.
-      std::vector<std::string> tails;
-      if (anchored && options.skip_heads) {
-        part.head = SharedHead(members, whole, head_units, ascii_classes, &tails);
-      }
-      // A Set with the same anchoring and the same patterns in the same order as one built for
-      // an earlier format is that Set: the JSON access-log formats read the combined rules, and
-      // their Sets were compiled again for each (5 of the 13 Sets with every pack).
-      auto build = [&](const std::vector<std::string>& texts)
-          -> absl::StatusOr<std::shared_ptr<const RE2::Set>> {
-        std::shared_ptr<const RE2::Set>& same = built_sets[{anchored, texts}];
-        if (same != nullptr) return same;
-        auto compiled = std::make_shared<RE2::Set>(
-            set_options, anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
-        for (size_t m = 0; m < texts.size(); ++m) {
-          std::string error;
-          if (compiled->Add(texts[m], &error) < 0) {
-            return absl::InvalidArgumentError(
-                absl::StrCat(member_names[m], " rejected by RE2::Set: ", error));
-          }
-        }
-        if (!compiled->Compile()) {
-          return absl::ResourceExhaustedError(
-              absl::StrCat("the patterns for ", palisade::v1::LogFormat_Name(f),
-                           " do not fit the regex memory budget; split or simplify them"));
-        }
-        same = std::move(compiled);
-        return same;
+        return false;
       };
-      absl::StatusOr<std::shared_ptr<const RE2::Set>> built =
-          build(part.head != nullptr ? tails : members);
-      if (!built.ok() && part.head != nullptr) {
-        // A tail RE2 refuses where it took the whole pattern: the Set holds the whole ones.
-        part.head.reset();
-        built = build(members);
+      for (size_t r = 0; r < set->rules_.size(); ++r) {
+        const Rule& proto = set->rules_[r]->proto;
+        if (proto.field().empty()) continue;
+        for (int rf : proto.formats()) {
+          if (rf == f) {
+            index->field_rules.push_back(static_cast<int>(r));
+            break;
+          }
+        }
       }
-      if (!built.ok()) return built.status();
-      part.set = *std::move(built);
-      part.programs = programs_of(part);
-      if (anchored && options.skip_parts && starts_known) {
-        WidenToRe2(&starts);
-        part.first_bytes_known = true;
-        part.first_bytes = starts;
+      // SetPart::programs: on syslog formats, the programs every rule behind the part's members
+      // names, when all of them name some.
+      const bool by_program =
+          f == LogFormat::LOG_FORMAT_SYSLOG || f == LogFormat::LOG_FORMAT_SYSLOG5424;
+      auto programs_of = [&](const SetPart& part) {
+        std::vector<std::string> programs;
+        if (!options.skip_parts || !by_program) return programs;
+        std::vector<int> behind = part.ignore_rules;
+        for (const auto& [r, p] : part.entries) behind.push_back(r);
+        for (int r : behind) {
+          const auto& named = set->rules_[r]->proto.programs();
+          if (named.empty()) return std::vector<std::string>();
+          programs.insert(programs.end(), named.begin(), named.end());
+        }
+        std::sort(programs.begin(), programs.end());
+        programs.erase(std::unique(programs.begin(), programs.end()), programs.end());
+        return programs;
+      };
+      SetPart gate_part;
+      std::vector<std::pair<std::string, int>> literals;
+      for (size_t r = 0; r < set->rules_.size(); ++r) {
+        if (!applies(*set->rules_[r])) continue;
+        for (size_t p = 0; p < gated[r].size(); ++p) {
+          if (gated[r][p].empty()) continue;
+          const int entry = static_cast<int>(gate_part.entries.size());
+          gate_part.entries.emplace_back(static_cast<int>(r), static_cast<int>(p));
+          for (const std::string& l : gated[r][p]) literals.emplace_back(l, entry);
+        }
       }
-      index->parts.push_back(std::move(part));
+      if (!gate_part.entries.empty()) {
+        gate_part.gate = std::make_unique<LiteralGate>(literals);
+        gate_part.programs = programs_of(gate_part);
+        index->parts.push_back(std::move(gate_part));
+      }
+      std::vector<bool> ignores_outside(set->rules_.size());
+      for (bool anchored : {true, false}) {
+        SetPart part;
+        // The Set's patterns in the order they are added (their indices), and how an error in
+        // each is named.
+        std::vector<std::string> members;
+        std::vector<std::string> member_names;
+        std::vector<const RE2*> whole;  // SetHead::whole
+        // SetPart::first_bytes: the members' start bytes (CompiledRule::start_bytes).
+        bool starts_known = anchored;
+        CharSet starts;
+        for (size_t r = 0; r < set->rules_.size(); ++r) {
+          const CompiledRule& rule = *set->rules_[r];
+          if (!applies(rule)) continue;
+          for (int p = 0; p < rule.proto.patterns_size(); ++p) {
+            if (!gated[r][p].empty()) continue;
+            const std::string& pattern = rule.proto.patterns(p);
+            if ((!pattern.empty() && pattern[0] == '^') != anchored) continue;
+            members.push_back(pattern);
+            member_names.push_back(absl::StrCat("rule \"", rule.id(), "\": pattern ", p + 1));
+            whole.push_back(rule.patterns[p].get());
+            part.entries.emplace_back(static_cast<int>(r), p);
+            starts_known = starts_known && rule.start_bytes[p].first;
+            starts |= rule.start_bytes[p].second;
+          }
+        }
+        // The ignore patterns after the rules' patterns (SetPart::ignore_rules), each in the Set
+        // of its own anchoring, whichever part holds the rule's patterns; none in a Set that holds
+        // no rule's pattern (FormatIndex::ignores_in_sets).
+        for (size_t r = 0; r < set->rules_.size() && options.ignores_in_sets; ++r) {
+          const CompiledRule& rule = *set->rules_[r];
+          if (!applies(rule)) continue;
+          for (int i = 0; i < rule.proto.ignore_patterns_size(); ++i) {
+            const std::string& pattern = rule.proto.ignore_patterns(i);
+            if ((!pattern.empty() && pattern[0] == '^') != anchored) continue;
+            if (part.entries.empty()) {
+              ignores_outside[r] = true;
+              continue;
+            }
+            members.push_back(pattern);
+            member_names.push_back(absl::StrCat("rule \"", rule.id(), "\": ignore pattern ", i + 1));
+            whole.push_back(rule.ignores[i].get());
+            part.ignore_rules.push_back(static_cast<int>(r));
+            if (anchored && options.skip_parts) {
+              auto known = ignore_starts.try_emplace(pattern, false, CharSet());
+              if (known.second) {
+                const absl::StatusOr<ReNode> root = ReParser(pattern).Parse();
+                known.first->second.first =
+                    root.ok() && StartBytes(*root, &known.first->second.second);
+              }
+              starts_known = starts_known && known.first->second.first;
+              starts |= known.first->second.second;
+            }
+          }
+        }
+        if (part.entries.empty() && part.ignore_rules.empty()) continue;
+        // SetPart::head: the Set holds the members' tails.
+        std::vector<std::string> tails;
+        if (anchored && options.skip_heads) {
+          part.head = SharedHead(members, whole, head_units, ascii_classes, &tails);
+        }
+        // A Set with the same anchoring and the same patterns in the same order as one built for
+        // an earlier format is that Set: the JSON access-log formats read the combined rules, and
+        // their Sets were compiled again for each (5 of the 13 Sets with every pack).
+        auto build = [&](const std::vector<std::string>& texts)
+            -> absl::StatusOr<std::shared_ptr<const RE2::Set>> {
+          std::shared_ptr<const RE2::Set>& same = built_sets[{anchored, texts}];
+          if (same != nullptr) return same;
+          if (planning) {
+            planned.emplace(anchored, texts);
+            return std::shared_ptr<const RE2::Set>();
+          }
+          auto compiled = std::make_shared<RE2::Set>(
+              set_options, anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
+          for (size_t m = 0; m < texts.size(); ++m) {
+            std::string error;
+            if (compiled->Add(texts[m], &error) < 0) {
+              return absl::InvalidArgumentError(
+                  absl::StrCat(member_names[m], " rejected by RE2::Set: ", error));
+            }
+          }
+          if (!compiled->Compile()) {
+            return absl::ResourceExhaustedError(
+                absl::StrCat("the patterns for ", palisade::v1::LogFormat_Name(f),
+                             " do not fit the regex memory budget; split or simplify them"));
+          }
+          same = std::move(compiled);
+          return same;
+        };
+        absl::StatusOr<std::shared_ptr<const RE2::Set>> built =
+            build(part.head != nullptr ? tails : members);
+        if (!built.ok() && part.head != nullptr) {
+          // A tail RE2 refuses where it took the whole pattern: the Set holds the whole ones.
+          part.head.reset();
+          built = build(members);
+        }
+        if (!built.ok()) return built.status();
+        part.set = *std::move(built);
+        part.programs = programs_of(part);
+        if (anchored && options.skip_parts && starts_known) {
+          WidenToRe2(&starts);
+          part.first_bytes_known = true;
+          part.first_bytes = starts;
+        }
+        index->parts.push_back(std::move(part));
+      }
+      index->ignores_in_sets.resize(set->rules_.size());
+      for (size_t r = 0; r < set->rules_.size(); ++r) {
+        index->ignores_in_sets[r] = options.ignores_in_sets && applies(*set->rules_[r]) &&
+                                    !set->rules_[r]->ignores.empty() && !ignores_outside[r];
+      }
+      if (!index->parts.empty() || !index->field_rules.empty()) {
+        set->by_format_[f] = std::move(index);
+      }
     }
-    index->ignores_in_sets.resize(set->rules_.size());
-    for (size_t r = 0; r < set->rules_.size(); ++r) {
-      index->ignores_in_sets[r] = options.ignores_in_sets && applies(*set->rules_[r]) &&
-                                  !set->rules_[r]->ignores.empty() && !ignores_outside[r];
+    return absl::OkStatus();
+  };
+  if (options.threads > 1) {
+    planning = true;
+    absl::Status planned_ok = index_formats();
+    if (!planned_ok.ok()) return planned_ok;
+    planning = false;
+    const std::vector<SetKey> keys(planned.begin(), planned.end());
+    std::vector<std::shared_ptr<RE2::Set>> compiled(keys.size());
+    ParallelFor(keys.size(), options.threads, [&](size_t k) {
+      auto one = std::make_shared<RE2::Set>(
+          set_options, keys[k].first ? RE2::ANCHOR_START : RE2::UNANCHORED);
+      std::string error;  // named by the pass in order, if it fails there too
+      for (const std::string& text : keys[k].second) {
+        if (one->Add(text, &error) < 0) return;
+      }
+      if (one->Compile()) compiled[k] = std::move(one);
+    });
+    for (size_t k = 0; k < keys.size(); ++k) {
+      if (compiled[k] != nullptr) built_sets[keys[k]] = std::move(compiled[k]);
     }
-    if (!index->parts.empty() || !index->field_rules.empty()) {
-      set->by_format_[f] = std::move(index);
-    }
+    for (auto& format : set->by_format_) format.reset();
   }
+  absl::Status indexed = index_formats();
+  if (!indexed.ok()) return indexed;
   return std::shared_ptr<const RuleSet>(std::move(set));
 }
 

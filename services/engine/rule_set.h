@@ -323,6 +323,10 @@ struct RuleSetOptions {
   // their tails and runs from the walk's end. false: the whole patterns from the message's start
   // (kept for the test that compares both paths).
   bool skip_heads = true;
+  // Threads a load may use (the caller's one of them): the rules, then the Sets, are compiled
+  // side by side. The result, and the first error of a bad pack, are the same whatever the
+  // count.
+  int threads = 1;
 };
 
 class RuleSet {

@@ -30,8 +30,10 @@ absl::StatusOr<absl::TimeZone> TimeZoneNamed(const std::string& name);
 // written as '-' ("node" when the host has no name).
 std::string DefaultNodeId();
 
-// Loads and compiles every configured pack: all or nothing.
-absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(const palisade::v1::Config& config);
+// Loads and compiles every configured pack: all or nothing. `threads`: how many may read and
+// compile side by side (RuleSetOptions::threads); the result and the error are the same.
+absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(const palisade::v1::Config& config,
+                                                         int threads = 1);
 
 }  // namespace palisade
 

@@ -344,6 +344,28 @@ TEST(ConfigTest, ABadPackRefusesTheWholeSet) {
               StatusIs(absl::StatusCode::kNotFound, HasSubstr("does-not-exist.textproto")));
 }
 
+// Files read side by side (LoadRules' threads) still name the first bad file in the config's
+// order, and a good config loads the same rules.
+TEST(ConfigTest, ThreadsNameTheFirstBadPackAndLoadTheSameRules) {
+  palisade::v1::Config config = DefaultConfig("rules");
+  absl::StatusOr<std::shared_ptr<const RuleSet>> one = LoadRules(config, 1);
+  absl::StatusOr<std::shared_ptr<const RuleSet>> two = LoadRules(config, 2);
+  ASSERT_THAT(one, palisade::testing::IsOk());
+  ASSERT_THAT(two, palisade::testing::IsOk());
+  ASSERT_EQ((*one)->rules().size(), (*two)->rules().size());
+  for (size_t r = 0; r < (*one)->rules().size(); ++r) {
+    EXPECT_EQ((*one)->rules()[r]->id(), (*two)->rules()[r]->id());
+  }
+  palisade::v1::Config bad = config;
+  bad.add_rule_files("rules/first-missing.textproto");
+  bad.add_rule_files("rules/second-missing.textproto");
+  for (int threads : {1, 2, 4}) {
+    EXPECT_THAT(LoadRules(bad, threads),
+                StatusIs(absl::StatusCode::kNotFound, HasSubstr("first-missing.textproto")))
+        << threads;
+  }
+}
+
 }  // namespace
 }  // namespace palisade
 

@@ -178,7 +178,9 @@ int Run() {
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     config->set_metrics_listen(absl::GetFlag(FLAGS_metrics_listen));
   }
-  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(*config);
+  // Start-up and reloads compile the packs on every core (RuleSetOptions::threads).
+  const int load_threads = static_cast<int>(std::thread::hardware_concurrency());
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(*config, load_threads);
   if (!rules.ok()) {
     Log(absl::StrCat("refusing to start: ", rules.status().message()));
     return 2;
@@ -784,9 +786,9 @@ int Run() {
   // version and the partitions' rules follow, and the writer publishes the new version (nodes
   // whose reload failed keep their rules and are gated off the partitions).
   cluster::ClusterNode* reload_node = cluster_node.get();
-  auto reload_rules = [loaded, reload_node, &match_router, &partition_counter]()
+  auto reload_rules = [loaded, load_threads, reload_node, &match_router, &partition_counter]()
       -> absl::StatusOr<std::shared_ptr<const RuleSet>> {
-    absl::StatusOr<std::shared_ptr<const RuleSet>> r = LoadRules(loaded);
+    absl::StatusOr<std::shared_ptr<const RuleSet>> r = LoadRules(loaded, load_threads);
     if (!r.ok() || reload_node == nullptr) return r;
     std::shared_ptr<const RuleSet> rules = *r;
     reload_node->RunOnThread([rules, reload_node, &match_router, &partition_counter] {
