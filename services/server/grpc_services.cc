@@ -52,19 +52,26 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       Finish(grpc::Status::OK);
       return;
     }
+    absl::StatusOr<BatchAck> ack = Process();
+    // The batch's bytes are let go (their buffer kept for the next) before its ack is written:
+    // once it is, OnWriteDone may read the next batch into bytes_ on another thread while this
+    // call has not returned.
+    bytes_.Done();
+    if (!ack.ok()) {
+      Finish(ToGrpcStatus(ack.status()));
+      return;
+    }
+    grpc::Slice slice(ack->SerializeAsString());
+    ack_wire_ = grpc::ByteBuffer(&slice, 1);
+    StartWrite(&ack_wire_);  // the last thing this call does (see above)
+  }
+
+  // Reads the batch in wire_ into bytes_ and processes it.
+  absl::StatusOr<BatchAck> Process() {
     ApiLimits::Wire& bytes = bytes_;
     absl::Status read = limits_.Read(wire_, &bytes);
     wire_.Clear();
-    // The batch's bytes are let go (their buffer kept for the next) once it is processed.
-    struct Done {
-      ApiLimits::Wire& wire;
-      ~Done() { wire.Done(); }
-    } done{bytes};
-    if (!read.ok()) {
-      Finish(ToGrpcStatus(read));
-      return;
-    }
-    absl::StatusOr<BatchAck> ack;
+    if (!read.ok()) return read;
     LogBatch header;
     LineBatch lines;
     if (limits_.ParseLogBatchLines(bytes, &header, &lines.lines)) {
@@ -75,34 +82,23 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       lines.source = header.source();
       lines.json_format = header.json_format();
       lines.sequence = header.sequence();
-      ack = Run(header, static_cast<int>(lines.lines.size()), [&](int skip) {
+      return Run(header, static_cast<int>(lines.lines.size()), [&](int skip) {
         lines.lines.erase(lines.lines.begin(), lines.lines.begin() + skip);
         return pipeline_.ProcessLines(lines);
       });
-    } else {
-      // Records with event times or fields: parsed on an arena sized from the message, so
-      // that records and lines are carved from a few blocks and freed at once.
-      google::protobuf::ArenaOptions arena_options;
-      arena_options.start_block_size = std::clamp<size_t>(2 * bytes.bytes.size(), 4096, 4 << 20);
-      arena_options.max_block_size = arena_options.start_block_size;
-      google::protobuf::Arena arena(arena_options);
-      LogBatch& batch = *google::protobuf::Arena::CreateMessage<LogBatch>(&arena);
-      if (absl::Status parsed = limits_.ParseLogBatch(bytes, &batch); !parsed.ok()) {
-        Finish(ToGrpcStatus(parsed));
-        return;
-      }
-      ack = Run(batch, batch.records_size(), [&](int skip) {
-        if (skip > 0) batch.mutable_records()->DeleteSubrange(0, skip);
-        return pipeline_.ProcessBatch(batch);
-      });
     }
-    if (!ack.ok()) {
-      Finish(ToGrpcStatus(ack.status()));
-      return;
-    }
-    grpc::Slice slice(ack->SerializeAsString());
-    ack_wire_ = grpc::ByteBuffer(&slice, 1);
-    StartWrite(&ack_wire_);
+    // Records with event times or fields: parsed on an arena sized from the message, so that
+    // records and lines are carved from a few blocks and freed at once.
+    google::protobuf::ArenaOptions arena_options;
+    arena_options.start_block_size = std::clamp<size_t>(2 * bytes.bytes.size(), 4096, 4 << 20);
+    arena_options.max_block_size = arena_options.start_block_size;
+    google::protobuf::Arena arena(arena_options);
+    LogBatch& batch = *google::protobuf::Arena::CreateMessage<LogBatch>(&arena);
+    if (absl::Status parsed = limits_.ParseLogBatch(bytes, &batch); !parsed.ok()) return parsed;
+    return Run(batch, batch.records_size(), [&](int skip) {
+      if (skip > 0) batch.mutable_records()->DeleteSubrange(0, skip);
+      return pipeline_.ProcessBatch(batch);
+    });
   }
 
   // A parsed batch (`header`: its fields, maybe without its records): a follow-mode batch goes
