@@ -164,6 +164,12 @@ void Store::CheckpointLoop() {
   // so a burst of commits that stops is still copied in whole (and the database synced).
   constexpr absl::Duration kCheckpointRetry = absl::Milliseconds(100);
   bool unfinished = false;
+  // The WAL's length (frames) the last pass that copied all it saw found. SQLite syncs the
+  // database after a checkpoint only when the copy reached the end of the WAL as it is then: a
+  // pass overtaken by a commit copied all it saw and synced nothing, and may be the last one
+  // asked for. So a pass is taken as finished only when it finds the WAL as long as that one
+  // did: then nothing came after that pass's copy, which reached the end and synced.
+  int whole_at = -1;
   while (true) {
     {
       absl::MutexLock lock(&checkpoint_mu_);
@@ -193,7 +199,8 @@ void Store::CheckpointLoop() {
         break;
       }
       if (copied >= frames) {
-        unfinished = false;
+        unfinished = frames != whole_at;
+        whole_at = frames;
         break;
       }
       if (copied <= previous) break;
