@@ -146,6 +146,17 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
         ++next_fill;
       }
     };
+    // Prematches the oldest batch no thread took (queued not empty): mu held on entry and
+    // return, not while matching.
+    auto prematch_oldest = [&]() {
+      const size_t i = queued.front();
+      queued.pop_front();
+      slots[i].state = Slot::State::kClaimed;
+      mu.Unlock();
+      pipeline.Prematch(&slots[i].batch);
+      mu.Lock();
+      slots[i].state = Slot::State::kReady;
+    };
     std::vector<std::thread> workers;
     for (uint32_t t = 1; t < threads; ++t) {
       workers.emplace_back([&]() {
@@ -158,13 +169,7 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
             read();
             continue;
           }
-          const size_t i = queued.front();
-          queued.pop_front();
-          slots[i].state = Slot::State::kClaimed;
-          mu.Unlock();
-          pipeline.Prematch(&slots[i].batch);
-          mu.Lock();
-          slots[i].state = Slot::State::kReady;
+          prematch_oldest();
         }
       });
     }
@@ -199,13 +204,7 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
         } else if (!queued.empty()) {
           // A worker has the next batch: do work that is needed anyway, the oldest batch no
           // thread took.
-          const size_t help = queued.front();
-          queued.pop_front();
-          slots[help].state = Slot::State::kClaimed;
-          mu.Unlock();
-          pipeline.Prematch(&slots[help].batch);
-          mu.Lock();
-          slots[help].state = Slot::State::kReady;
+          prematch_oldest();
         } else if (can_read()) {
           read();
         } else {

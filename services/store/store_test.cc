@@ -393,6 +393,11 @@ struct SyncRecorder {
     sqlite3_vfs_register(real, /*makeDflt=*/1);
     active = nullptr;
   }
+  // Whether a thread other than the test's (the checkpointer) synced the database: for Await.
+  static bool SyncedByAnotherThread(SyncRecorder* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu) {
+    return std::count(r->syncs.begin(), r->syncs.end(), r->test_thread) <
+           static_cast<std::ptrdiff_t>(r->syncs.size());
+  }
   int SyncsOn(std::thread::id thread) {
     absl::MutexLock lock(&mu);
     return static_cast<int>(std::count(syncs.begin(), syncs.end(), thread));
@@ -516,12 +521,7 @@ TEST(StoreTest, CommitsLeaveCheckpointsToTheCheckpointer) {
     ASSERT_EQ(recorder.SyncsOn(me), opening);
     // The checkpointer was asked as the WAL passed 1000 pages: it syncs, in its own time.
     absl::MutexLock lock(&recorder.mu);
-    recorder.mu.Await(absl::Condition(
-        +[](SyncRecorder* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu) {
-          return std::count(r->syncs.begin(), r->syncs.end(), r->test_thread) <
-                 static_cast<std::ptrdiff_t>(r->syncs.size());
-        },
-        &recorder));
+    recorder.mu.Await(absl::Condition(&SyncRecorder::SyncedByAnotherThread, &recorder));
   }
   // The last connection copied the WAL into the database and deleted it.
   EXPECT_FALSE(std::ifstream(path + "-wal").good());
@@ -563,12 +563,7 @@ TEST(StoreTest, ACheckpointOvertakenByACommitIsTriedAgain) {
   absl::MutexLock lock(&recorder.mu);
   recorder.release = true;
   EXPECT_TRUE(recorder.mu.AwaitWithTimeout(
-      absl::Condition(
-          +[](SyncRecorder* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu) {
-            return std::count(r->syncs.begin(), r->syncs.end(), r->test_thread) <
-                   static_cast<std::ptrdiff_t>(r->syncs.size());
-          },
-          &recorder),
+      absl::Condition(&SyncRecorder::SyncedByAnotherThread, &recorder),
       absl::Seconds(120)))
       << "the database was never synced after the overtaken checkpoint";
 }
@@ -595,12 +590,7 @@ TEST(StoreTest, AnUnfinishedCheckpointIsTriedAgainWithoutANewCommit) {
   // hanging; the retry comes after 100 ms.
   absl::MutexLock lock(&recorder.mu);
   EXPECT_TRUE(recorder.mu.AwaitWithTimeout(
-      absl::Condition(
-          +[](SyncRecorder* r) ABSL_EXCLUSIVE_LOCKS_REQUIRED(r->mu) {
-            return std::count(r->syncs.begin(), r->syncs.end(), r->test_thread) <
-                   static_cast<std::ptrdiff_t>(r->syncs.size());
-          },
-          &recorder),
+      absl::Condition(&SyncRecorder::SyncedByAnotherThread, &recorder),
       absl::Seconds(120)))
       << "the checkpointer never copied the WAL whole";
 }
