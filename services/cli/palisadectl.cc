@@ -897,10 +897,13 @@ int ReplayFiles(const std::vector<std::string>& files) {
   ReplayOptions options;
   options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
   options.threads = static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_threads)));
-  // The packs load on the threads that will match.
+  // The packs load on the threads that will match, with the Sets of the one format read (and
+  // of the decisions the pipeline feeds back to its recidive rules) built.
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(
-      config, options.threads != 0 ? static_cast<int>(std::min(options.threads, kMaxReplayThreads))
-                                   : static_cast<int>(std::thread::hardware_concurrency()));
+      config,
+      options.threads != 0 ? static_cast<int>(std::min(options.threads, kMaxReplayThreads))
+                           : static_cast<int>(std::thread::hardware_concurrency()),
+      {*format, LogFormat::LOG_FORMAT_DECISIONS});
   if (!rules.ok()) return Fail(absl::StrCat("replay: ", rules.status().message()));
   absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
       std::vector<std::string>(config.allowlist().begin(), config.allowlist().end()));

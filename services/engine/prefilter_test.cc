@@ -626,6 +626,32 @@ TEST(PrefilterTest, SameMatchesWithAndWithoutThePrefilterOverEveryPack) {
   EXPECT_GT(matched - matched_examples, 1000u);
 }
 
+// Whether two compiles of the same packs built the same index for `f`: the same parts, member
+// by member. Returns how many parts were compared.
+size_t ExpectSameIndex(const RuleSet& a, const RuleSet& b, int f) {
+  const RuleSet::FormatIndex* x = a.ForFormat(static_cast<LogFormat>(f));
+  const RuleSet::FormatIndex* y = b.ForFormat(static_cast<LogFormat>(f));
+  EXPECT_EQ(x == nullptr, y == nullptr) << "format " << f;
+  if (x == nullptr || y == nullptr) return 0;
+  EXPECT_EQ(x->ignores_in_sets, y->ignores_in_sets) << "format " << f;
+  EXPECT_EQ(x->field_rules, y->field_rules) << "format " << f;
+  EXPECT_EQ(x->parts.size(), y->parts.size()) << "format " << f;
+  size_t parts = 0;
+  for (size_t p = 0; p < std::min(x->parts.size(), y->parts.size()); ++p, ++parts) {
+    const RuleSet::SetPart& u = x->parts[p];
+    const RuleSet::SetPart& v = y->parts[p];
+    EXPECT_EQ(u.entries, v.entries) << "format " << f << " part " << p;
+    EXPECT_EQ(u.ignore_rules, v.ignore_rules) << "format " << f << " part " << p;
+    EXPECT_EQ(u.programs, v.programs) << "format " << f << " part " << p;
+    EXPECT_EQ(u.first_bytes_known, v.first_bytes_known) << "format " << f << " part " << p;
+    EXPECT_EQ(u.first_bytes, v.first_bytes) << "format " << f << " part " << p;
+    EXPECT_EQ(u.set == nullptr, v.set == nullptr) << "format " << f << " part " << p;
+    EXPECT_EQ(u.gate == nullptr, v.gate == nullptr) << "format " << f << " part " << p;
+    EXPECT_EQ(u.head == nullptr, v.head == nullptr) << "format " << f << " part " << p;
+  }
+  return parts;
+}
+
 // RuleSetOptions::threads: the rules and the Sets compiled side by side make the same RuleSet
 // (each format's parts, member by member, and what they match over every test line), and a bad
 // pack gives the error a load in order gives: the first bad rule's, even when a later rule is
@@ -645,24 +671,13 @@ TEST(LoadThreadsTest, TwoThreadsCompileWhatOneDoes) {
   }
   size_t parts = 0;
   for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
+    parts += ExpectSameIndex(**a, **b, f);
     const RuleSet::FormatIndex* x = (*a)->ForFormat(static_cast<LogFormat>(f));
     const RuleSet::FormatIndex* y = (*b)->ForFormat(static_cast<LogFormat>(f));
-    ASSERT_EQ(x == nullptr, y == nullptr) << "format " << f;
-    if (x == nullptr) continue;
-    EXPECT_EQ(x->ignores_in_sets, y->ignores_in_sets) << "format " << f;
-    EXPECT_EQ(x->field_rules, y->field_rules) << "format " << f;
-    ASSERT_EQ(x->parts.size(), y->parts.size()) << "format " << f;
-    for (size_t p = 0; p < x->parts.size(); ++p, ++parts) {
+    if (x == nullptr || y == nullptr || x->parts.size() != y->parts.size()) continue;
+    for (size_t p = 0; p < x->parts.size(); ++p) {
       const RuleSet::SetPart& u = x->parts[p];
       const RuleSet::SetPart& v = y->parts[p];
-      EXPECT_EQ(u.entries, v.entries) << "format " << f << " part " << p;
-      EXPECT_EQ(u.ignore_rules, v.ignore_rules) << "format " << f << " part " << p;
-      EXPECT_EQ(u.programs, v.programs) << "format " << f << " part " << p;
-      EXPECT_EQ(u.first_bytes_known, v.first_bytes_known) << "format " << f << " part " << p;
-      EXPECT_EQ(u.first_bytes, v.first_bytes) << "format " << f << " part " << p;
-      EXPECT_EQ(u.set == nullptr, v.set == nullptr) << "format " << f << " part " << p;
-      EXPECT_EQ(u.gate == nullptr, v.gate == nullptr) << "format " << f << " part " << p;
-      EXPECT_EQ(u.head == nullptr, v.head == nullptr) << "format " << f << " part " << p;
       if (u.set != nullptr && v.set != nullptr) {
         // Formats that shared a Set still do (the JSON access logs and COMBINED).
         EXPECT_EQ(u.set.use_count(), v.set.use_count()) << "format " << f << " part " << p;
@@ -694,6 +709,50 @@ TEST(LoadThreadsTest, TwoThreadsCompileWhatOneDoes) {
       EXPECT_EQ(RuleSet::Compile({*pack}, {}, many).status(), one) << rules;
     }
   }
+}
+
+// RuleSetOptions::formats (what `palisadectl replay --format=F` loads): the formats named get
+// the index a whole load builds, the others none, on one thread or two; every rule is still
+// compiled, so a bad rule for a format not named refuses the load as before.
+TEST(LoadThreadsTest, NamedFormatsGetTheIndexesAWholeLoadBuilds) {
+  const std::vector<LoadedPack> packs = ShippedPacks();
+  const CidrSets sets = ShippedPackCidrSets();
+  absl::StatusOr<std::shared_ptr<const RuleSet>> whole = RuleSet::Compile(packs, sets);
+  ASSERT_TRUE(whole.ok()) << whole.status();
+  for (int threads : {1, 2}) {
+    RuleSetOptions named;
+    named.threads = threads;
+    named.formats = {LogFormat::LOG_FORMAT_SYSLOG, LogFormat::LOG_FORMAT_DECISIONS};
+    absl::StatusOr<std::shared_ptr<const RuleSet>> some = RuleSet::Compile(packs, sets, named);
+    ASSERT_TRUE(some.ok()) << some.status();
+    EXPECT_EQ((*some)->rules().size(), (*whole)->rules().size());
+    size_t parts = 0;
+    for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
+      if (f == LogFormat::LOG_FORMAT_SYSLOG || f == LogFormat::LOG_FORMAT_DECISIONS) {
+        ASSERT_NE((*some)->ForFormat(static_cast<LogFormat>(f)), nullptr) << f;
+        parts += ExpectSameIndex(**whole, **some, f);
+      } else {
+        EXPECT_EQ((*some)->ForFormat(static_cast<LogFormat>(f)), nullptr) << f;
+      }
+    }
+    EXPECT_GT(parts, 2u);
+    // The syslog lines match as with the whole load.
+    size_t examples = 0;
+    std::vector<Line> lines;
+    for (Line& line : TestLines(**whole, &examples)) {
+      if (line.format == LogFormat::LOG_FORMAT_SYSLOG) lines.push_back(std::move(line));
+    }
+    ASSERT_GT(lines.size(), 100u);
+    EXPECT_TRUE(MatchAll(*whole, lines) == MatchAll(*some, lines));
+  }
+  // A rule that does not compile, for a format not named: refused all the same.
+  absl::StatusOr<LoadedPack> bad =
+      ParseRulePack(RawRule("a", "a") + RawRule("bad-pattern", "(unclosed"), "t.textproto");
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  RuleSetOptions syslog_only;
+  syslog_only.formats = {LogFormat::LOG_FORMAT_SYSLOG};
+  EXPECT_EQ(RuleSet::Compile({*bad}, {}, syslog_only).status(), RuleSet::Compile({*bad}).status());
+  EXPECT_FALSE(RuleSet::Compile({*bad}, {}, syslog_only).ok());
 }
 
 // The ignore patterns answered by the Set passes (RuleSetOptions::ignores_in_sets) ignore the

@@ -2576,6 +2576,10 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
   AsciiClasses ascii_classes;
   auto index_formats = [&]() -> absl::Status {
     for (int f = 1; f <= max_format; ++f) {
+      if (!options.formats.empty() &&
+          std::find(options.formats.begin(), options.formats.end(), f) == options.formats.end()) {
+        continue;
+      }
       auto index = std::make_unique<FormatIndex>();
       // Rules for COMBINED read the JSON access logs too: their records are rendered as combined
       // lines (services/formats/json_parser.h). Field rules go by the field, not in the Sets.

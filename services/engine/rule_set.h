@@ -327,6 +327,11 @@ struct RuleSetOptions {
   // side by side. The result, and the first error of a bad pack, are the same whatever the
   // count.
   int threads = 1;
+  // The formats whose indexes (Sets, gates, field rules) are built; empty: every format. A
+  // caller that reads one format (`palisadectl replay --format=F`) names it: the Sets of the
+  // others are the larger part of a load with every pack. Every rule is still compiled and
+  // checked whatever its formats; ForFormat answers nullptr for a format not built.
+  std::vector<palisade::v1::LogFormat> formats;
 };
 
 class RuleSet {

@@ -555,8 +555,9 @@ absl::StatusOr<absl::TimeZone> TimeZoneNamed(const std::string& name) {
   return zone;
 }
 
-absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(const palisade::v1::Config& config,
-                                                         int threads) {
+absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(
+    const palisade::v1::Config& config, int threads,
+    const std::vector<palisade::v1::LogFormat>& formats) {
   // Each file read and checked on its own, then taken in order: the first error is the first
   // bad file's.
   const auto& files = config.rule_files();
@@ -576,6 +577,7 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(const palisade::v1::Con
   }
   RuleSetOptions options;
   options.threads = threads;
+  options.formats = formats;
   return RuleSet::Compile(packs, sets, options);
 }
 

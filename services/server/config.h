@@ -32,8 +32,10 @@ std::string DefaultNodeId();
 
 // Loads and compiles every configured pack: all or nothing. `threads`: how many may read and
 // compile side by side (RuleSetOptions::threads); the result and the error are the same.
-absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(const palisade::v1::Config& config,
-                                                         int threads = 1);
+// `formats`: the only formats the caller reads (RuleSetOptions::formats); empty: every one.
+absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(
+    const palisade::v1::Config& config, int threads = 1,
+    const std::vector<palisade::v1::LogFormat>& formats = {});
 
 }  // namespace palisade
 

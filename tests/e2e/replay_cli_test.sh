@@ -36,6 +36,15 @@ out=$("$ctl" replay "$src/tests/testdata/sample_auth.log" --config="$src/deploy/
 echo "$out" | grep -q "cloudflare-token-misuse" || fail "cloudflare-audit's rule not loaded: $out"
 echo "$out" | grep -q "decisions: [1-9]" || fail "$out"
 
+# The decisions a replay makes are fed back to the recidive pack, as the daemon's are (replay
+# builds the Sets of the format it reads and of the decisions).
+for i in $(seq 10 40); do
+  echo "Mar  3 12:00:$i h sshd[$i]: Failed password for root from 203.0.113.9 port 10$i ssh2"
+done >"$work/recidive.log"
+out=$("$ctl" replay "$work/recidive.log" --time_zone=UTC \
+      --rules="$src/rules/sshd.textproto,$src/rules/recidive.textproto")
+echo "$out" | grep -Eq "^recidive +[1-9]" || fail "the decisions did not reach recidive: $out"
+
 # A line far older than the one before it: stale, reported, not a decision.
 {
   echo "Mar  3 15:00:00 h sshd[1]: Accepted publickey for a from 198.51.100.1 port 1 ssh2"
