@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libcurl4-openssl-dev libsqlite3-dev
   libcpp-httplib-dev nlohmann-json3-dev zlib1g-dev gzip libtcmalloc-minimal4
+  libgoogle-perftools-dev
   python3-grpcio python3-protobuf python3-yaml
   fail2ban
   libsystemd-dev systemd-journal-remote
