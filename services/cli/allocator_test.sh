@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# palisadectl's allocator (third_party:tcmalloc): at run time, malloc binds to tcmalloc in the
+# The binaries' allocator (third_party:tcmalloc): at run time, malloc binds to tcmalloc in the
 # plain build, and to the sanitizer's (never tcmalloc) under --config=asan. The dynamic linker's
 # own account of the bindings says which; a link that dropped the library (--as-needed) fails.
+#   allocator_test.sh tcmalloc|not-tcmalloc BINARY
 set -euo pipefail
-bin="services/cli/palisadectl"
 want="$1"  # tcmalloc | not-tcmalloc
+bin="$2"
 bindings=$(LD_DEBUG=bindings "$bin" --help 2>&1 >/dev/null | grep "normal symbol \`malloc'" || true)
 if [ -z "$bindings" ]; then
   echo "FAIL: the dynamic linker reported no binding of malloc for $bin" >&2
