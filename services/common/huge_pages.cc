@@ -26,6 +26,7 @@ std::atomic<size_t> fallbacks{0};
 std::atomic<uintptr_t> starts[kMaxRegions];
 std::atomic<uintptr_t> ends[kMaxRegions];
 
+#ifdef PALISADE_WITH_TCMALLOC
 // A region of at least `size` bytes (a multiple of 2 MiB) starting on a 2 MiB boundary, or 0.
 uintptr_t MapAligned(size_t size) {
   void* p = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
@@ -41,7 +42,6 @@ uintptr_t MapAligned(size_t size) {
   return start;
 }
 
-#ifdef PALISADE_WITH_TCMALLOC
 // tcmalloc calls Alloc under its page heap's lock, for >= 1 MiB at a time; a request it could
 // not satisfy goes to the allocator tcmalloc had before.
 class HugePageAllocator : public SysAllocator {

@@ -14,6 +14,7 @@
 namespace palisade {
 namespace {
 
+#ifdef PALISADE_WITH_TCMALLOC
 // The VmFlags line of the mapping that holds `p`, from /proc/self/smaps ("" when not found).
 std::string VmFlagsOf(const void* p) {
   const uintptr_t at = reinterpret_cast<uintptr_t>(p);
@@ -34,7 +35,6 @@ std::string VmFlagsOf(const void* p) {
   return "";
 }
 
-#ifdef PALISADE_WITH_TCMALLOC
 // After BackHeapWithHugePages, what malloc hands out comes from 2 MiB-aligned regions the
 // allocator mapped, and the kernel was asked for huge pages on them (VmFlags "hg").
 TEST(HugePagesTest, TcmallocTakesItsMemoryFromAdvisedRegions) {
