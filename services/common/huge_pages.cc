@@ -2,7 +2,6 @@
 
 #include <sys/mman.h>
 
-#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -14,17 +13,11 @@ namespace palisade {
 namespace {
 
 constexpr size_t kHugePage = size_t{2} << 20;
-// Regions remembered for InHugePageHeap; past this many, later ones are still used and
-// counted, only not found by InHugePageHeap (tcmalloc asks for >= 1 MiB at a time, so 4,096
-// regions are >= 8 GiB).
-constexpr size_t kMaxRegions = 4096;
 
 std::atomic<size_t> regions{0};
 std::atomic<size_t> bytes{0};
 std::atomic<size_t> advised{0};
 std::atomic<size_t> fallbacks{0};
-std::atomic<uintptr_t> starts[kMaxRegions];
-std::atomic<uintptr_t> ends[kMaxRegions];
 
 #ifdef PALISADE_WITH_TCMALLOC
 // A region of at least `size` bytes (a multiple of 2 MiB) starting on a 2 MiB boundary, or 0.
@@ -56,11 +49,7 @@ class HugePageAllocator : public SysAllocator {
         if (madvise(reinterpret_cast<void*>(start), rounded, MADV_HUGEPAGE) == 0) {
           advised.fetch_add(1, std::memory_order_relaxed);
         }
-        const size_t i = regions.fetch_add(1, std::memory_order_relaxed);
-        if (i < kMaxRegions) {
-          ends[i].store(start + rounded, std::memory_order_relaxed);
-          starts[i].store(start, std::memory_order_release);
-        }
+        regions.fetch_add(1, std::memory_order_relaxed);
         bytes.fetch_add(rounded, std::memory_order_relaxed);
         if (actual_size != nullptr) *actual_size = rounded;
         return reinterpret_cast<void*>(start);
@@ -104,16 +93,6 @@ HugePageStats HugePageHeapStats() {
   s.advised = advised.load(std::memory_order_relaxed);
   s.fallbacks = fallbacks.load(std::memory_order_relaxed);
   return s;
-}
-
-bool InHugePageHeap(const void* p) {
-  const uintptr_t at = reinterpret_cast<uintptr_t>(p);
-  const size_t n = std::min(regions.load(std::memory_order_acquire), kMaxRegions);
-  for (size_t i = 0; i < n; ++i) {
-    const uintptr_t start = starts[i].load(std::memory_order_acquire);
-    if (start != 0 && at >= start && at < ends[i].load(std::memory_order_relaxed)) return true;
-  }
-  return false;
 }
 
 }  // namespace palisade

@@ -31,9 +31,6 @@ struct HugePageStats {
 };
 HugePageStats HugePageHeapStats();
 
-// Whether `p` lies in a region mapped by the allocator.
-bool InHugePageHeap(const void* p);
-
 }  // namespace palisade
 
 #endif  // PALISADE_SERVICES_COMMON_HUGE_PAGES_H_

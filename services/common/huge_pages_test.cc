@@ -35,35 +35,33 @@ std::string VmFlagsOf(const void* p) {
   return "";
 }
 
-// After BackHeapWithHugePages, what malloc hands out comes from 2 MiB-aligned regions the
-// allocator mapped, and the kernel was asked for huge pages on them (VmFlags "hg").
+// After BackHeapWithHugePages, tcmalloc takes new memory from the allocator's regions (its
+// counts grow by what was allocated), and the kernel was asked for huge pages on them: the
+// mapping that holds a new block carries VmFlags "hg", which memory from before does not.
 TEST(HugePagesTest, TcmallocTakesItsMemoryFromAdvisedRegions) {
+  std::unique_ptr<char[]> before(new char[4096]);
   ASSERT_TRUE(BackHeapWithHugePages().ok());
   EXPECT_EQ(BackHeapWithHugePages().code(), absl::StatusCode::kFailedPrecondition);
   // 64 MiB in 4 KiB blocks: far more than tcmalloc held before, so most of it is new memory.
   std::vector<std::unique_ptr<char[]>> blocks;
-  size_t inside = 0;
   for (int i = 0; i < 16384; ++i) {
     blocks.emplace_back(new char[4096]);
     blocks.back()[0] = 1;
-    inside += InHugePageHeap(blocks.back().get());
   }
-  EXPECT_GT(inside, 15000u);
   const HugePageStats stats = HugePageHeapStats();
   EXPECT_GE(stats.bytes, size_t{60} << 20);
   EXPECT_EQ(stats.bytes % (size_t{2} << 20), 0u);
   EXPECT_EQ(stats.fallbacks, 0u);
   EXPECT_GT(stats.regions, 0u);
-  const char* last = blocks.back().get();
-  ASSERT_TRUE(InHugePageHeap(last));
   // A kernel built without transparent huge pages refuses the advice (then `advised` is 0 and
   // the regions are ordinary memory); this one takes it.
   if (stats.advised > 0) {
     EXPECT_EQ(stats.advised, stats.regions);
-    EXPECT_THAT(VmFlagsOf(last), ::testing::HasSubstr(" hg"));
+    EXPECT_THAT(VmFlagsOf(blocks.back().get()), ::testing::HasSubstr(" hg"));
+    const std::string old_flags = VmFlagsOf(before.get());
+    ASSERT_FALSE(old_flags.empty());
+    EXPECT_THAT(old_flags, ::testing::Not(::testing::HasSubstr(" hg")));
   }
-  // Memory from before the install is not in the regions.
-  EXPECT_FALSE(InHugePageHeap(&inside));
 }
 #else
 TEST(HugePagesTest, ASanitizerBuildSaysItHasNone) {
