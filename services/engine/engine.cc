@@ -147,14 +147,39 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
   }
   auto windows = std::make_unique<std::atomic<int64_t>[]>(n_rules);
   for (size_t i = 0; i < n_rules; ++i) windows[i] = 0;
+  // The shard of a window is picked from its rule's index and its key (ShardFor): a kept rule
+  // at its old index keeps its tables where they are; one whose index moved (a rule added or
+  // removed ahead of it) has each window moved to the shard its new index picks. No line is
+  // processed meanwhile (SetRules is called alone).
+  std::vector<std::vector<WindowMap>> old_maps(kShards);
   for (size_t s = 0; s < kShards; ++s) {
     ShardMutexLock lock(&shards_[s].mu);
-    std::vector<WindowMap> maps(n_rules);
-    for (size_t n = 0; n < n_rules; ++n) {
-      if (keep_windows[n] >= 0) maps[n] = std::move(shards_[s].maps[keep_windows[n]]);
-      windows[n] += static_cast<int64_t>(maps[n].size());
+    old_maps[s] = std::move(shards_[s].maps);
+    shards_[s].maps.clear();
+  }
+  std::vector<std::vector<WindowMap>> new_maps(kShards);
+  for (auto& maps : new_maps) maps.resize(n_rules);
+  for (size_t n = 0; n < n_rules; ++n) {
+    const int o = keep_windows[n];
+    if (o < 0) continue;
+    for (size_t s = 0; s < kShards; ++s) {
+      if (static_cast<size_t>(o) >= old_maps[s].size()) continue;
+      WindowMap& from = old_maps[s][o];
+      windows[n] += static_cast<int64_t>(from.size());
+      if (static_cast<size_t>(o) == n) {
+        new_maps[s][n] = std::move(from);
+        continue;
+      }
+      for (auto it = from.begin(); it != from.end();) {
+        const size_t hash = WindowHash()((*it)->key());
+        WindowMap& to = new_maps[&ShardFor(static_cast<int>(n), hash) - &shards_[0]][n];
+        to.insert(from.extract(it++));
+      }
     }
-    shards_[s].maps = std::move(maps);
+  }
+  for (size_t s = 0; s < kShards; ++s) {
+    ShardMutexLock lock(&shards_[s].mu);
+    shards_[s].maps = std::move(new_maps[s]);
     RecountLocked(shards_[s]);
   }
   rule_index_.clear();

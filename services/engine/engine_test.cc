@@ -357,6 +357,39 @@ TEST_F(EngineTest, ReloadKeepsWindowsOfUnchangedRules) {
   EXPECT_THAT(Feed(Fail("203.0.113.7"), 2), SizeIs(1));
 }
 
+// A reload that adds a rule ahead of a kept one moves the kept rule to another index: its
+// windows must move with it to where that index's lookups go (the shard is picked from the rule
+// index and the key), else each address starts counting again from nothing.
+TEST_F(EngineTest, ReloadKeepsWindowsOfARuleWhoseIndexMoved) {
+  std::vector<std::string> addresses;
+  for (int i = 1; i <= 16; ++i) addresses.push_back(absl::StrCat("203.0.113.", i));
+  for (const std::string& a : addresses) {
+    Feed(Fail(a), 0);
+    Feed(Fail(a), 1);
+  }
+  engine_.SetRules(Rules(absl::StrCat(R"pb(
+    rules {
+      id: "first-now"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^nothing (?P<ip>\\S+)"
+      threshold {
+        count: 2
+        window { seconds: 60 }
+      }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 60 }
+      }
+    }
+  )pb",
+                                      kPack)));
+  ASSERT_EQ(engine_.rules()->rules()[1]->id(), "ssh-fail");
+  EXPECT_EQ(engine_.live_windows(), addresses.size());
+  for (const std::string& a : addresses) {
+    EXPECT_THAT(Feed(Fail(a), 2), SizeIs(1)) << a;
+  }
+}
+
 TEST_F(EngineTest, TokenKeysAreFingerprintsAndEvidenceIsRedacted) {
   constexpr absl::string_view kTokenPack = R"pb(
     rules {
