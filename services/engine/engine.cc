@@ -1010,6 +1010,8 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
     w.times.erase(std::remove_if(w.times.begin(), w.times.end(),
                                  [horizon](int64_t t) { return t < horizon; }),
                   w.times.end());
+    // Their lines too: a detection's evidence is its window's matches, as after an Expire.
+    w.KeepNewestEvidence(w.times.size());
   }
   w.times.push_back(now);
   w.last = std::max(w.last, now);

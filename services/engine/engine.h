@@ -13,7 +13,8 @@
 // and past `max_keys_per_rule` the least recently active windows of a rule are evicted (and
 // counted). Memory is also bounded in bytes, whatever the lines and keys an attacker writes:
 // a window keeps at most `max_evidence_bytes` of evidence (each line cut to an equal share, the
-// cut marked and counted), and every byte a window holds (its object, its buffer, its table
+// cut marked and counted; the lines of the newest matches still inside the window, at most
+// `max_evidence`), and every byte a window holds (its object, its buffer, its table
 // slot, as the allocator hands them out) is accounted against `memory_budget_bytes`; a shard
 // past its share of the budget evicts its least recently active windows first (counted apart
 // from the key cap). Once warmed up, a line that matches nothing allocates nothing.
@@ -315,6 +316,12 @@ class Engine {
                      uint32_t max_bytes);
     // The evidence lines, oldest first; the ring is emptied.
     void TakeEvidence(std::vector<std::string>* out);
+    // Drops the oldest records past the newest `n`: after matches slid out of the window, their
+    // lines go with them (a record is added per match, so the newest records are the newest
+    // matches').
+    void KeepNewestEvidence(size_t n) {
+      while (evidence_count_ > n) DropOldest();
+    }
 
     // What the allocator holds for this window: the object, its buffer, its spilled times.
     size_t Bytes() const;

@@ -255,6 +255,31 @@ TEST_F(EngineTest, EvidenceIsCappedOldestFirstAndStartsOverAfterADetection) {
   EXPECT_THAT(out[1].evidence, ElementsAre(msgs[4], msgs[5]));  // nothing of the first three
 }
 
+// A detection's evidence is the lines of the matches inside its window: matches that slid out
+// of it take their lines with them, whether or not the idle window was expired in between (the
+// daemon expires on a timer, replay never), so both show the same evidence.
+TEST_F(EngineTest, EvidenceHoldsOnlyTheMatchesInsideTheWindow) {
+  auto fail = [&](int port) {
+    return absl::StrCat("Failed password for root from 203.0.113.7 port ", port, " ssh2");
+  };
+  Feed(fail(1), 0);
+  Feed(fail(2), 1);  // both out of the 60 s window by the third line below
+  Feed(fail(3), 100);
+  Feed(fail(4), 150);  // fail(3) still inside (the window reaches back to 95 s)
+  std::vector<Detection> d = Feed(fail(5), 155);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_THAT(d[0].evidence, ElementsAre(fail(3), fail(4), fail(5)));
+  // ... and the window's next detection: fail(6) and fail(7) slide out before fail(10).
+  Feed(fail(6), 200);
+  Feed(fail(7), 201);
+  Feed(fail(8), 300);
+  d = Feed(fail(9), 301);
+  EXPECT_THAT(d, IsEmpty());
+  d = Feed(fail(10), 302);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_THAT(d[0].evidence, ElementsAre(fail(8), fail(9), fail(10)));
+}
+
 TEST_F(EngineTest, ExpireDropsIdleWindows) {
   Feed(Fail("203.0.113.7"), 0);
   Feed(Fail("203.0.113.8"), 50);
