@@ -389,11 +389,18 @@ void Engine::NoteInSession(absl::string_view id, absl::string_view name, absl::s
   back.clear();
   sessions_.Note(id, name, value, failed, time, stream, &back);
   for (PendingMatch& p : back) {
-    const uint32_t rule_index = static_cast<uint32_t>(p.tag);
-    // Kept under other rules (SetRules since): its index may now be another rule's.
-    if (static_cast<uint32_t>(p.tag >> 32) != rules_generation_ || rule_index >= rule_count_) {
-      continue;
+    uint32_t rule_index = static_cast<uint32_t>(p.tag);
+    if (static_cast<uint32_t>(p.tag >> 32) != rules_generation_) {
+      // Kept under rules swapped since (SetRules): its index may now be another rule's. The rule
+      // of its id counts it, if still loaded and still waiting for that name, as a reload keeps
+      // a kept rule's windows.
+      auto kept = rule_index_.find(p.rule_id);
+      if (kept == rule_index_.end() || rules_->rules()[kept->second]->proto.key() != name) {
+        continue;
+      }
+      rule_index = static_cast<uint32_t>(kept->second);
     }
+    if (rule_index >= rule_count_) continue;
     const CompiledRule& rule = *rules_->rules()[rule_index];
     absl::string_view key;
     bool allowlisted = false;
@@ -437,6 +444,7 @@ void Engine::KeepPending(absl::string_view raw, absl::Time time, uint32_t stream
     m.evidence = evidence;
     m.time_ms = absl::ToUnixMillis(time);
     m.tag = uint64_t{rules_generation_} << 32 | static_cast<uint32_t>(rule_index);
+    m.rule_id = rules_->rules()[rule_index]->id();
     sessions_.AddPending(id, std::move(m), time, stream);
   }
   scratch.pend.clear();

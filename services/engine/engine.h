@@ -213,7 +213,8 @@ class Engine {
   Engine(std::shared_ptr<const RuleSet> rules, EngineOptions options);
 
   // Swaps in a new RuleSet. Windows of rules that keep their id (and threshold) are kept;
-  // the others are dropped.
+  // the others are dropped. Pending matches (Rule.session.pending) are counted by the rule of
+  // their id, when one is still loaded. Called alone: no line is processed meanwhile.
   void SetRules(std::shared_ptr<const RuleSet> rules);
   const std::shared_ptr<const RuleSet>& rules() const { return rules_; }
 
@@ -544,7 +545,7 @@ class Engine {
   SessionTable sessions_;
   std::unique_ptr<std::atomic<uint64_t>[]> matches_per_rule_;
   std::unique_ptr<std::atomic<int64_t>[]> windows_per_rule_;  // live windows, all shards
-  absl::flat_hash_map<std::string, int> rule_index_;  // rule id -> index (CountMatch)
+  absl::flat_hash_map<std::string, int> rule_index_;  // rule id -> index (CountMatch, pending)
   size_t rule_count_ = 0;
   // Ticks at each SetRules: a pending match (tagged with it) of earlier rules is not counted.
   uint32_t rules_generation_ = 0;

@@ -3,6 +3,7 @@
 #include <random>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
@@ -505,7 +506,7 @@ TEST_F(PendingEngineTest, TheKeyIsWhatTheServerWroteNotTheUserName) {
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("key group")));
 }
 
-TEST_F(PendingEngineTest, BoundedPerSessionAndNotCountedUnderOtherRules) {
+TEST_F(PendingEngineTest, BoundedPerSession) {
   for (int i = 0; i < 6; ++i) {
     EXPECT_THAT(Ssh("30", "User root not allowed because account is locked", i), IsEmpty());
   }
@@ -514,11 +515,38 @@ TEST_F(PendingEngineTest, BoundedPerSessionAndNotCountedUnderOtherRules) {
   ASSERT_THAT(d, SizeIs(4));  // SessionOptions::max_pending; the two oldest dropped
   EXPECT_EQ(d[0].time, T(2));
   EXPECT_EQ(engine_.stats().sessions.pending_dropped, 2u);
-  // Pending under rules since swapped: its rule index may be another rule's now.
+}
+
+// A reload keeps the pending matches of the rules it keeps (by id, as it keeps their windows),
+// wherever their index moved, and drops those of the rules it removes.
+TEST_F(PendingEngineTest, AReloadKeepsThePendingMatchesOfTheRulesItKeeps) {
+  constexpr absl::string_view kAhead = R"pb(
+    rules {
+      id: "first-now"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^nothing (?P<ip>\\S+)"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 60 }
+      }
+    }
+  )pb";
   Ssh("31", "User root not allowed because account is locked", 10);
-  engine_.SetRules(Rules(kPendingPack));
-  EXPECT_THAT(Ssh("31", "Received disconnect from 198.51.100.4 port 7:11: Bye Bye [preauth]", 11),
+  engine_.SetRules(Rules(absl::StrCat(kAhead, kPendingPack)));
+  ASSERT_EQ(engine_.rules()->rules()[1]->id(), "ssh-locked");  // its index moved
+  std::vector<Detection> d =
+      Ssh("31", "Received disconnect from 198.51.100.4 port 7:11: Bye Bye [preauth]", 11);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].rule_id, "ssh-locked");
+  EXPECT_EQ(d[0].key, "198.51.100.4");
+  EXPECT_EQ(d[0].time, T(10));
+  // A rule the reload removes (renamed here): its pending matches are not counted by another.
+  Ssh("32", "User root not allowed because account is locked", 12);
+  engine_.SetRules(Rules(absl::StrReplaceAll(kPendingPack, {{"\"ssh-locked\"", "\"ssh-locked-2\""}})));
+  EXPECT_THAT(Ssh("32", "Received disconnect from 198.51.100.5 port 7:11: Bye Bye [preauth]", 13),
               IsEmpty());
+  EXPECT_EQ(engine_.stats().sessions.pending, 0u);
 }
 
 TEST_F(PendingEngineTest, MatchLineHandsThemOverAtTheirOwnTime) {

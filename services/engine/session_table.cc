@@ -42,7 +42,9 @@ size_t SessionTable::SessionBytes(const Map::value_type& entry) {
   }
   for (const auto& [name, value] : s.values) bytes += StringHeap(name) + StringHeap(value);
   if (s.pending.capacity() > 0) bytes += HeapBytes(s.pending.capacity() * sizeof(PendingMatch));
-  for (const PendingMatch& p : s.pending) bytes += StringHeap(p.name) + StringHeap(p.evidence);
+  for (const PendingMatch& p : s.pending) {
+    bytes += StringHeap(p.name) + StringHeap(p.evidence) + StringHeap(p.rule_id);
+  }
   return bytes;
 }
 

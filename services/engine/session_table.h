@@ -81,6 +81,7 @@ struct PendingMatch {
   std::string evidence;  // its line, already cut and redacted by the caller
   int64_t time_ms = 0;   // its event time
   uint64_t tag = 0;      // the caller's (the engine: rule index and rule-set generation)
+  std::string rule_id;   // the caller's (the engine: its rule's id, for a match kept across a reload)
 };
 
 class SessionTable {
