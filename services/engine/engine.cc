@@ -1011,19 +1011,28 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
   }
   Window& w = **it;
   const int64_t now = ToMillis(time);
-  const int64_t horizon = now - ToMillis(rule.window);
-  // Slide: forget matches that fell out of the window (lines may arrive slightly out of order,
-  // so filter rather than pop from the front).
+  // The window reaches back from its newest match, whatever order the lines come in (a backlog
+  // stream, a pending match released at its own time): an older match is not counted.
+  const int64_t newest = std::max(now, w.last);
+  const int64_t horizon = newest - ToMillis(rule.window);
+  if (now < horizon) {
+    AccountLocked(shard, grown + static_cast<int64_t>(w.Bytes()));
+    return;
+  }
+  // Slide: forget the matches that fell out of the window (`times` is in time order).
   if (!w.times.empty() && w.times.front() < horizon) {
-    w.times.erase(std::remove_if(w.times.begin(), w.times.end(),
-                                 [horizon](int64_t t) { return t < horizon; }),
-                  w.times.end());
+    w.times.erase(w.times.begin(), std::lower_bound(w.times.begin(), w.times.end(), horizon));
     // Their lines too: a detection's evidence is its window's matches, as after an Expire.
     w.KeepNewestEvidence(w.times.size());
   }
-  w.times.push_back(now);
-  w.last = std::max(w.last, now);
-  w.stream = stream;
+  if (w.times.empty() || now >= w.times.back()) {
+    w.times.push_back(now);
+  } else {  // a late line: in its place
+    w.times.insert(std::upper_bound(w.times.begin(), w.times.end(), now), now);
+  }
+  // The window ages in the clock of the stream of its newest match (ExpireByStream).
+  if (now >= w.last) w.stream = stream;
+  w.last = newest;
   w.touched = ++shard.ticks;
   w.AddEvidence(kept, marker, options_.max_evidence, options_.max_evidence_bytes);
   if (w.times.size() >= rule.count) {
@@ -1227,6 +1236,7 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
     }
     Window& w = **slot;
     w.times.assign(s.times_ms().begin(), s.times_ms().end());
+    std::sort(w.times.begin(), w.times.end());  // Count keeps them in time order
     w.last = *std::max_element(s.times_ms().begin(), s.times_ms().end());
     w.touched = ++shard.ticks;
     AccountLocked(shard, grown + static_cast<int64_t>(w.Bytes()));

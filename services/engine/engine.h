@@ -5,7 +5,8 @@
 // prefilter instead), runs the capturing regex of each candidate rule, normalises the
 // key (an "ip" must parse as an address: nothing else can become a target), drops allowlisted
 // keys, and counts the match in the (rule, key) window in event time. When a window reaches its rule's threshold it raises a Detection carrying the
-// evidence lines, and the window starts over.
+// evidence lines, and the window starts over. A window reaches back its rule's span from its
+// newest match, whatever order the lines come in: a late match older than that is not counted.
 //
 // Memory is bounded: windows idle for longer than their rule's window are dropped by Expire(),
 // which takes "now" per stream: each window remembers the stream that last counted in it, and
@@ -43,6 +44,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <string>
@@ -334,7 +336,7 @@ class Engine {
    public:
     uint32_t stream = 0;  // the stream that counted in it last (Process's `stream`)
     absl::InlinedVector<int64_t, 1> times;  // unix ms, of the matches inside the window
-    int64_t last = 0;
+    int64_t last = std::numeric_limits<int64_t>::min();  // its newest match (unix ms)
     uint64_t touched = 0;  // its shard's `ticks` when it last counted: the eviction order
 
    private:

@@ -280,6 +280,23 @@ TEST_F(EngineTest, EvidenceHoldsOnlyTheMatchesInsideTheWindow) {
   EXPECT_THAT(d[0].evidence, ElementsAre(fail(8), fail(9), fail(10)));
 }
 
+// A window is the rule's span back from its newest match, whatever order the lines come in
+// (a backlog stream, a pending match released at its own time): a late line older than that
+// span is not counted, and a late line inside it does not keep older ones alive.
+TEST_F(EngineTest, ALateLineCountsOnlyInsideTheWindowOfTheNewestMatch) {
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 290), IsEmpty());
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 295), IsEmpty());
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 0), IsEmpty());  // 295 s before the newest: outside
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 296), SizeIs(1));
+
+  EXPECT_THAT(Feed(Fail("203.0.113.8"), 290), IsEmpty());
+  EXPECT_THAT(Feed(Fail("203.0.113.8"), 0), IsEmpty());
+  EXPECT_THAT(Feed(Fail("203.0.113.8"), 295), IsEmpty());  // the match at 0 s is not in its window
+  std::vector<Detection> d = Feed(Fail("203.0.113.8"), 280);  // late, but inside: 3 in 60 s
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_THAT(d[0].evidence, SizeIs(3));
+}
+
 TEST_F(EngineTest, ExpireDropsIdleWindows) {
   Feed(Fail("203.0.113.7"), 0);
   Feed(Fail("203.0.113.8"), 50);
