@@ -297,6 +297,26 @@ TEST_F(EngineTest, ALateLineCountsOnlyInsideTheWindowOfTheNewestMatch) {
   EXPECT_THAT(d[0].evidence, SizeIs(3));
 }
 
+// A window ages in the clock of the stream of its newest match: a late line from a stream
+// running behind (a backlog) does not keep it alive by that stream's older clock.
+TEST_F(EngineTest, AWindowAgesInTheStreamOfItsNewestMatch) {
+  auto feed = [&](int offset, uint32_t stream) {
+    const std::string m = Fail("203.0.113.7");
+    ParsedLine line;
+    line.message = m;
+    line.program = "sshd";
+    std::vector<Detection> out;
+    engine_.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(offset), &out,
+                    stream);
+  };
+  feed(100, 1);
+  feed(90, 2);  // late, inside the window: counted
+  EXPECT_EQ(engine_.live_windows(), 1u);
+  // Stream 1 is at 200 s (the window's newest match is 100 s behind it); stream 2 at 95 s.
+  engine_.ExpireByStream({t0_, t0_ + absl::Seconds(200), t0_ + absl::Seconds(95)}, t0_);
+  EXPECT_EQ(engine_.live_windows(), 0u);
+}
+
 TEST_F(EngineTest, ExpireDropsIdleWindows) {
   Feed(Fail("203.0.113.7"), 0);
   Feed(Fail("203.0.113.8"), 50);
