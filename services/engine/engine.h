@@ -692,7 +692,16 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
         // Rebuilt: NoteCounted may have reused the scratch id for the line's pid.
         if (in_session && rule.proto.session().ends() &&
             SessionId(rule, pattern_index, line, stream, &scratch.session_id)) {
-          sessions_.End(scratch.session_id);
+          // The connection is over: its matches this line kept pending go with it (added
+          // after the line, they would wait in a new session of the same id for the next
+          // connection to reuse it).
+          const size_t pending_before = scratch.pend.size();
+          scratch.pend.erase(std::remove_if(scratch.pend.begin(), scratch.pend.end(),
+                                            [&](const auto& p) {
+                                              return p.second == scratch.session_id;
+                                            }),
+                             scratch.pend.end());
+          sessions_.End(scratch.session_id, pending_before - scratch.pend.size());
           scratch.noted = false;
         }
       }

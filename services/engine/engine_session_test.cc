@@ -517,6 +517,28 @@ TEST_F(PendingEngineTest, BoundedPerSession) {
   EXPECT_EQ(engine_.stats().sessions.pending_dropped, 2u);
 }
 
+// A line whose rule keeps its match pending and ends the session (fail2ban's importer makes
+// such rules: pending unless note_only, ends on MLFFORGET): the connection is over, so its
+// pending match goes with it. Kept, it waited in a session of the same id, where the next
+// connection to reuse the pid named an innocent address and had the old failure counted
+// against it.
+TEST_F(PendingEngineTest, APendingMatchOnTheLineThatEndsItsSessionIsDropped) {
+  const std::string pack = absl::StrReplaceAll(
+      kPendingPack, {{R"(patterns: "^kex_exchange_identification: Connection closed by remote host$"
+    session { pending: true })",
+                      R"(patterns: "^kex_exchange_identification: Connection closed by remote host$"
+    session { pending: true ends: true })"}});
+  ASSERT_NE(pack, kPendingPack);
+  engine_.SetRules(Rules(pack));
+  EXPECT_THAT(Ssh("50", "kex_exchange_identification: Connection closed by remote host", 0),
+              IsEmpty());
+  EXPECT_EQ(engine_.stats().sessions.live, 0u);
+  EXPECT_EQ(engine_.stats().sessions.pending, 0u);
+  EXPECT_EQ(engine_.stats().sessions.pending_dropped, 1u);
+  // The next connection on pid 50 names its address.
+  EXPECT_THAT(Ssh("50", "Connection closed by 198.51.100.9 port 9", 5), IsEmpty());
+}
+
 // A reload keeps the pending matches of the rules it keeps (by id, as it keeps their windows),
 // wherever their index moved, and drops those of the rules it removes.
 TEST_F(PendingEngineTest, AReloadKeepsThePendingMatchesOfTheRulesItKeeps) {

@@ -228,7 +228,8 @@ bool SessionTable::Failed(absl::string_view id, absl::Time time) const {
   return s != nullptr && s->failed;
 }
 
-void SessionTable::End(absl::string_view id) {
+void SessionTable::End(absl::string_view id, size_t unheld_pending) {
+  pending_dropped_.fetch_add(unheld_pending, std::memory_order_relaxed);
   const IdKey key = KeyOf(id);
   Shard& shard = ShardFor(key);
   ShardMutexLock lock(&shard.mu);

@@ -107,8 +107,9 @@ class SessionTable {
            std::string* value) const;
   // Whether the session failed (a line of it counted), under the same rule as Get.
   bool Failed(absl::string_view id, absl::Time time) const;
-  // Forgets the session.
-  void End(absl::string_view id);
+  // Forgets the session. `unheld_pending`: matches of it its caller had yet to add with
+  // AddPending, dropped with it (counted in pending_dropped).
+  void End(absl::string_view id, size_t unheld_pending = 0);
 
   // Drops sessions idle for longer than ttl before `now`.
   void Expire(absl::Time now);
