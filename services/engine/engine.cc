@@ -392,10 +392,12 @@ void Engine::NoteInSession(absl::string_view id, absl::string_view name, absl::s
     uint32_t rule_index = static_cast<uint32_t>(p.tag);
     if (static_cast<uint32_t>(p.tag >> 32) != rules_generation_) {
       // Kept under rules swapped since (SetRules): its index may now be another rule's. The rule
-      // of its id counts it, if still loaded and still waiting for that name, as a reload keeps
-      // a kept rule's windows.
+      // of its id counts it, if still loaded, still one that keeps matches pending, and still
+      // waiting for that name, as a reload keeps a kept rule's windows.
       auto kept = rule_index_.find(p.rule_id);
-      if (kept == rule_index_.end() || rules_->rules()[kept->second]->proto.key() != name) {
+      if (kept == rule_index_.end()) continue;
+      const CompiledRule& now = *rules_->rules()[kept->second];
+      if (!now.has_session || !now.proto.session().pending() || now.proto.key() != name) {
         continue;
       }
       rule_index = static_cast<uint32_t>(kept->second);

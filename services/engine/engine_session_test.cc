@@ -569,6 +569,16 @@ TEST_F(PendingEngineTest, AReloadKeepsThePendingMatchesOfTheRulesItKeeps) {
   EXPECT_THAT(Ssh("32", "Received disconnect from 198.51.100.5 port 7:11: Bye Bye [preauth]", 13),
               IsEmpty());
   EXPECT_EQ(engine_.stats().sessions.pending, 0u);
+  // A rule the reload keeps by id but no longer as a pending one (here: without a session, its
+  // address on its own line): it counts no match kept pending before.
+  engine_.SetRules(Rules(kPendingPack));
+  Ssh("33", "User root not allowed because account is locked", 14);
+  engine_.SetRules(Rules(absl::StrReplaceAll(
+      kPendingPack, {{R"(patterns: "^User \\S+ not allowed because account is locked$"
+    session { pending: true })",
+                      R"(patterns: "^User \\S+ not allowed because account is locked from (?P<ip>\\S+)$")"}})));
+  EXPECT_THAT(Ssh("33", "Received disconnect from 198.51.100.6 port 7:11: Bye Bye [preauth]", 15),
+              IsEmpty());
 }
 
 TEST_F(PendingEngineTest, MatchLineHandsThemOverAtTheirOwnTime) {
