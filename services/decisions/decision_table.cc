@@ -30,7 +30,9 @@ absl::Duration Escalated(absl::Duration base, const palisade::v1::Escalation& es
       esc.has_max_duration() ? FromProtoDuration(esc.max_duration()) : kDefaultMaxDuration;
   if (esc.factor() <= 1.0 || offence <= 1) return base;
   double scale = std::pow(esc.factor(), static_cast<double>(offence - 1));
-  absl::Duration grown = scale > 1e6 ? cap : base * scale;
+  // In whole milliseconds: a factor that is not a power of two gives fractions of a nanosecond,
+  // which a decision's stored expiry (whole nanoseconds) would drop.
+  absl::Duration grown = scale > 1e6 ? cap : absl::Trunc(base * scale, absl::Milliseconds(1));
   return std::min(grown, std::max(cap, base));
 }
 
@@ -437,7 +439,8 @@ Decision DecisionTable::InstateLocked(const palisade::v1::Target& target, const 
   d.set_id(NewIdLocked());
   d.set_active(true);
   active_[target.value()] = d.id();
-  by_expiry_.emplace(claim.expiry, d.id());
+  // Keyed by the expiry as stored (whole nanoseconds), which every later lookup reads back.
+  by_expiry_.emplace(DecisionExpiry(d), d.id());
   by_id_[d.id()] = d;
   return d;
 }
@@ -531,8 +534,8 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     const absl::Time current = DecisionExpiry(d);  // converted once, not three times
     const absl::Time expiry = std::max(current, start + duration);
     if (expiry != current) {
-      MoveEntry(by_expiry_, current, d.id(), expiry);
       *d.mutable_expiry() = ToProtoTime(expiry);
+      MoveEntry(by_expiry_, current, d.id(), DecisionExpiry(d));  // keyed as stored
     }
     d.set_extensions(d.extensions() + 1);
     AddEvidence(evidence, &d);
@@ -570,7 +573,9 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   d.set_id(NewIdLocked());
   d.set_active(true);
   active_[target.value()] = d.id();
-  by_expiry_.emplace(start + duration, d.id());
+  // Keyed by the expiry as stored: an escalated duration (a factor that is not a power of two)
+  // has fractions of a nanosecond the stored time drops, and an extension looks it up by that.
+  by_expiry_.emplace(DecisionExpiry(d), d.id());
   by_id_[d.id()] = d;
   return SetUpdate(DecisionChange::kCreated, std::move(d), out);
 }
@@ -985,8 +990,10 @@ std::vector<Decision> DecisionTable::ExpireDue() {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.TimeNow();
     while (!by_expiry_.empty() && by_expiry_.begin()->first <= now) {
-      Decision& d = by_id_[by_expiry_.begin()->second];
+      auto it = by_id_.find(by_expiry_.begin()->second);
       by_expiry_.erase(by_expiry_.begin());
+      if (it == by_id_.end() || !it->second.active()) continue;  // no entry outlives its decision
+      Decision& d = it->second;
       d.set_active(false);
       active_.erase(d.target().value());
       EndedLocked(d);

@@ -352,6 +352,37 @@ TEST_F(DecisionTableTest, RepeatOffenderEscalatesAndIsCapped) {
                                                     absl::Hours(5), absl::Hours(5)}));
 }
 
+// A factor that is not a power of two makes durations with fractions of a nanosecond (1 h ×
+// 1.5^14 is 1,050,945.33... s, a quarter-nanosecond multiple). The decision stores its expiry in
+// whole nanoseconds; the table must find it in its expiry order by that same time, or an
+// extension leaves the old entry behind and the decision ends at its first expiry.
+TEST_F(DecisionTableTest, AnEscalatedDecisionExtendedEndsAtItsExtendedExpiry) {
+  escalation_.set_factor(1.5);
+  *escalation_.mutable_max_duration() = ToProtoDuration(absl::Hours(24 * 365));
+  *escalation_.mutable_memory() = ToProtoDuration(absl::Hours(24 * 1000));
+  DecisionUpdate u;
+  for (int offence = 1; offence <= 15; ++offence) {
+    u = Apply("203.0.113.7", clock_.TimeNow());
+    ASSERT_EQ(u.change, DecisionChange::kCreated);
+    ASSERT_EQ(u.decision.offence(), static_cast<uint32_t>(offence));
+    if (offence == 15) break;
+    clock_.Advance(DecisionExpiry(u.decision) - clock_.TimeNow());
+    ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  }
+  const absl::Time first_expiry = DecisionExpiry(u.decision);
+  clock_.Advance(absl::Hours(24));
+  DecisionUpdate extended = Apply("203.0.113.7", clock_.TimeNow());
+  ASSERT_EQ(extended.change, DecisionChange::kExtended);
+  const absl::Time extended_expiry = DecisionExpiry(extended.decision);
+  ASSERT_GT(extended_expiry, first_expiry);
+  clock_.Advance(first_expiry - clock_.TimeNow() + absl::Seconds(1));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(0));
+  EXPECT_EQ(table_.active_count(), 1u);
+  clock_.Advance(extended_expiry - clock_.TimeNow());
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
+  EXPECT_EQ(table_.active_count(), 0u);
+}
+
 TEST_F(DecisionTableTest, OffencesAreForgottenAfterTheMemory) {
   Apply("203.0.113.7", clock_.TimeNow());
   clock_.Advance(absl::Hours(24 * 8));
