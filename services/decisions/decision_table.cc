@@ -504,6 +504,9 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
           target.value(), start,
           escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory, hash);
       off.last = std::max(off.last, start);
+      // Forgotten meanwhile (its memory shorter than the decision, or the cap): counted again
+      // from the decision's offence, not from nothing.
+      off.count = std::max(off.count, d.offence());
     }
     // SameKind(incoming, current), read from the spec and the decision: the claims (and their
     // strings) are built only for another kind of claim, not on every extension.
@@ -544,8 +547,12 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
 
   absl::Duration memory =
       escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory;
+  // A feed listing is not an offence: it neither counts nor escalates (its duration is the
+  // feed's), and a feed's many entries never take an offender's place under the cap.
+  const bool offence_counts = origin != palisade::v1::ORIGIN_FEED;
   uint32_t previous = 0;
-  if (auto it = offences_.find(target.value(), hash); it != offences_.end()) {
+  if (auto it = offences_.find(target.value(), hash);
+      offence_counts && it != offences_.end()) {
     if (start - it->second.last <= memory) previous = it->second.count;
   }
   const uint32_t offence = previous + 1;
@@ -567,9 +574,11 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     d.set_active(false);
     return SetUpdate(DecisionChange::kStale, std::move(d), out);  // no offence: nothing kept
   }
-  Offences& off = OffencesLocked(target.value(), start, memory, hash);
-  off.count = offence;
-  off.last = start;
+  if (offence_counts) {
+    Offences& off = OffencesLocked(target.value(), start, memory, hash);
+    off.count = offence;
+    off.last = std::max(off.last, start);  // a late line does not move it back
+  }
   d.set_id(NewIdLocked());
   d.set_active(true);
   active_[target.value()] = d.id();

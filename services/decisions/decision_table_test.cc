@@ -383,6 +383,51 @@ TEST_F(DecisionTableTest, AnEscalatedDecisionExtendedEndsAtItsExtendedExpiry) {
   EXPECT_EQ(table_.active_count(), 0u);
 }
 
+// A feed listing is not an offence: a rule's decision on a target a feed listed before starts
+// at the first offence (and a feed's many entries never take an offender's place).
+TEST_F(DecisionTableTest, AFeedListingIsNotAnOffence) {
+  DecisionTable::FeedTarget f;
+  f.target.set_kind(palisade::v1::TARGET_KIND_IP);
+  f.target.set_value("192.0.2.1");
+  f.reason = "feed drop";
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  spec.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(24));
+  ASSERT_THAT(table_.SyncFeed({f}, spec, absl::InfinitePast()), SizeIs(1));
+  ASSERT_THAT(table_.SyncFeed({}, spec, absl::InfinitePast()), SizeIs(1));  // withdrawn
+  DecisionUpdate u = Apply("192.0.2.1", clock_.TimeNow());
+  ASSERT_EQ(u.change, DecisionChange::kCreated);
+  EXPECT_EQ(u.decision.offence(), 1u);
+  EXPECT_EQ(DecisionExpiry(u.decision) - FromProtoTime(u.decision.start()), absl::Hours(1));
+}
+
+// An extension keeps the offender's count even when the offender was forgotten meanwhile (its
+// memory is shorter than its decision): the next decision escalates from there.
+TEST_F(DecisionTableTest, AnExtensionAfterTheOffenderWasForgottenKeepsItsCount) {
+  *escalation_.mutable_memory() = ToProtoDuration(absl::Hours(3));
+  *escalation_.mutable_max_duration() = ToProtoDuration(absl::Hours(24));
+  for (int i = 0; i < 3; ++i) {  // offences 1, 2, 3 at 0, 1 h, 3 h: 1 h, 2 h, 4 h
+    DecisionUpdate u = Apply("203.0.113.7", clock_.TimeNow());
+    ASSERT_EQ(u.decision.offence(), static_cast<uint32_t>(i + 1));
+    if (i == 2) break;
+    clock_.Advance(DecisionExpiry(u.decision) - clock_.TimeNow());
+    ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  }
+  // 3.5 hours into the 4 h decision the offender is past its 3 h memory and forgotten; a
+  // detection then extends the decision, an offence again.
+  clock_.Advance(absl::Minutes(210));
+  table_.ExpireDue();
+  DecisionUpdate extended = Apply("203.0.113.7", clock_.TimeNow());
+  ASSERT_EQ(extended.change, DecisionChange::kExtended);
+  // An operator lifts it half an hour later; the offender is back at once, within its memory.
+  clock_.Advance(absl::Minutes(30));
+  ASSERT_THAT(table_.Withdraw(extended.decision.id()), IsOk());
+  DecisionUpdate next = Apply("203.0.113.7", clock_.TimeNow());
+  ASSERT_EQ(next.change, DecisionChange::kCreated);
+  EXPECT_EQ(next.decision.offence(), 4u);
+}
+
 TEST_F(DecisionTableTest, OffencesAreForgottenAfterTheMemory) {
   Apply("203.0.113.7", clock_.TimeNow());
   clock_.Advance(absl::Hours(24 * 8));
