@@ -867,6 +867,21 @@ inline absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine
       out->message = line.substr(first_space + 1);
     }
   }
+  absl::Status status = CombinedTimeAt(line, open, out);
+  if (ABSL_PREDICT_TRUE(status.ok())) return status;
+  // The user field before the time is the client's (basic auth's user name), written with its
+  // spaces and '[' as they come: its " [" is not the time field. The time field is the first
+  // " [" holding a time followed by a quoted request (whose '"' both servers escape in a user
+  // name, so the client cannot forge one).
+  for (size_t at = MemChr(line, '[', open + 2); at != absl::string_view::npos;
+       at = MemChr(line, '[', at + 1)) {
+    if (line[at - 1] == ' ' && CombinedTimeAt(line, at - 1, out).ok()) return absl::OkStatus();
+  }
+  return status;
+}
+
+inline absl::Status LineParser::CombinedTimeAt(absl::string_view line, size_t open,
+                                               ParsedLine* out) {
   size_t ts = open + 2;
   // The usual line: the date and offset of the last line read below (12 and 7 bytes compared),
   // "hh:mm:ss" in one 8-byte word.

@@ -135,6 +135,8 @@ class LineParser {
                                                             ParsedLine* out);
   absl::Status ParseSyslog5424(absl::string_view line, ParsedLine* out);
   ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status ParseCombined(absl::string_view line, ParsedLine* out);
+  // The time at the " [" at `open` (and the quoted request after it) into out->time.
+  absl::Status CombinedTimeAt(absl::string_view line, size_t open, ParsedLine* out);
   absl::Status ParseNginxError(absl::string_view line, absl::Time reference, YearRule rule,
                                ParsedLine* out);
   absl::Status ParseApacheError(absl::string_view line, absl::Time reference, YearRule rule,

@@ -426,6 +426,28 @@ TEST(CombinedTest, ParsesTimeWithOffset) {
   EXPECT_EQ(*out.time, At("2026-03-03T21:02:01Z"));
 }
 
+// The user field (basic auth's user name) is the client's, and nginx and Apache write its spaces
+// and '[' as they come: a " [" in it made the line malformed, so a brute force sent with such a
+// user name went unseen. A time written in it is no time field either: no quoted request
+// follows it (the servers escape '"' in a user name).
+TEST(CombinedTest, AUserNameHoldingABracketIsNotTheTimeField) {
+  for (bool caching : {false, true}) {
+    LineParser p(LogFormat::LOG_FORMAT_COMBINED);
+    if (!caching) p.DisableCachesForTesting();
+    for (absl::string_view user : {"admin [x", "a [03/Mar/2030:00:00:00 +0000] b", "[ [", "x ["}) {
+      SCOPED_TRACE(user);
+      const std::string line = absl::StrCat(
+          "198.51.100.4 - ", user, " [03/Mar/2026:14:02:01 -0700] \"POST /login HTTP/1.1\" 401 153 "
+          "\"-\" \"curl/8.0\"");
+      ParsedLine out;
+      ASSERT_THAT(p.Parse(line, absl::Now(), &out), IsOk());
+      EXPECT_EQ(out.host, "198.51.100.4");
+      EXPECT_EQ(out.message, line);
+      EXPECT_EQ(*out.time, At("2026-03-03T21:02:01Z"));
+    }
+  }
+}
+
 TEST(CombinedTest, TimeWithoutOffsetIsReadInTheSourceZone) {
   LineParser p(LogFormat::LOG_FORMAT_COMBINED, absl::FixedTimeZone(-5 * 3600));
   ParsedLine out;
