@@ -739,9 +739,9 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         }
         when = *t;
       }
-      if (parsed.time) previous = *parsed.time;
       // Absurd times: from the future (clock skew, forged lines) are clamped to now in the
-      // daemon; from before 2000 are rejected.
+      // daemon; from before 2000 are rejected. Either is no reference for the year of the next
+      // yearless line (one sender with its clock in 2099 would have set every later line's).
       if (options_.clamp_future && when > now + absl::Hours(24)) {
         when = now;
         ack.set_clamped(ack.clamped() + 1);
@@ -749,6 +749,8 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         ack.set_clamped(ack.clamped() + 1);
         ack.set_malformed(ack.malformed() + 1);
         continue;
+      } else if (parsed.time) {
+        previous = *parsed.time;
       }
       if (line_by_line && when > latest) options_.advance_clock(when);
       latest = std::max(latest, when);

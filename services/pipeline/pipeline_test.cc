@@ -251,6 +251,52 @@ TEST_F(PipelineTest, EngineBoundsArePublishedAsMetrics) {
   EXPECT_GT(CounterValue(registry, "palisade_engine_memory_bytes"), 0);
 }
 
+// A line whose time is refused (before 2000) or clamped (a day and more ahead) is no reference
+// for the year of the yearless lines after it: one sender with a clock in 2099 made every later
+// yearless line of its source 2099, clamped to now (a backlog squeezed into one instant).
+TEST_F(PipelineTest, ARefusedOrClampedTimeIsNoReferenceForTheNextYearlessLine) {
+  clock_.Set(absl::FromUnixSeconds(1'772'539'200));  // 2026-03-03 12:00:00 UTC
+  for (absl::string_view absurd : {"2099-01-01T00:00:00Z", "1970-01-01T00:00:12Z"}) {
+    SCOPED_TRACE(absurd);
+    LogBatch batch;
+    batch.set_source(absl::StrCat("web-", absurd.substr(0, 4)));
+    batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+    batch.add_records()->set_line(
+        absl::StrCat(absurd, " web-1 kernel: clock not set"));
+    for (int i = 0; i < 3; ++i) {
+      batch.add_records()->set_line(absl::StrCat(
+          "Mar  3 11:5", i, ":00 web-1 sshd[1]: Failed password for root from 203.0.113.", i,
+          " port 22 ssh2"));
+    }
+    absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
+    ASSERT_THAT(ack, IsOk());
+    EXPECT_EQ(ack->clamped(), 1u);
+    EXPECT_EQ(ack->accepted(), absurd[0] == '2' ? 4u : 3u);
+  }
+  // Replay (the clock follows the log, nothing clamped): a refused 1970 line is no reference
+  // either (every later yearless line was read in 1970 and refused, to the end of the file).
+  PipelineOptions replay;
+  replay.clamp_future = false;
+  replay.advance_clock = [](absl::Time) {};
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), replay, clock_, table, registry);
+  LogBatch batch;
+  batch.set_source("file");
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  batch.add_records()->set_line("Mar  3 11:49:00 web-1 sshd[1]: Connection closed");
+  batch.add_records()->set_line("1970-01-01T00:00:12Z web-1 kernel: clock not set");
+  for (int i = 0; i < 3; ++i) {
+    batch.add_records()->set_line(absl::StrCat(
+        "Mar  3 11:5", i, ":00 web-1 sshd[1]: Failed password for root from 203.0.113.", i,
+        " port 22 ssh2"));
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->malformed(), 1u);
+  EXPECT_EQ(ack->accepted(), 4u);
+}
+
 TEST_F(PipelineTest, HostileBytesAndAbsurdTimesAreCountedNotFatal) {
   LogBatch batch;
   batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
