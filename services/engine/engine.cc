@@ -303,8 +303,9 @@ bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
 namespace {
 
 // The stream number in front of a session id, as a varint (prefix-free, so ids of different
-// streams never collide): one byte for streams below 128, which keeps a pid id such as
-// "\x01psshd[12345]" within std::string's inline 15 bytes (no heap block per session).
+// streams never collide): one byte for streams below 128, which keeps a pid id such as sshd's
+// (PidSessionId's short form, 14 bytes) within std::string's inline 15 (no heap block per
+// session).
 void StartSessionId(uint32_t stream, std::string* id) {
   id->clear();
   while (stream >= 0x80) {
@@ -316,19 +317,58 @@ void StartSessionId(uint32_t stream, std::string* id) {
 
 }  // namespace
 
+namespace {
+
+// The line's host, as 4 bytes of its hash, for a session id: one stream may carry many hosts (a
+// syslog input every sender writes to, a central rsyslog file), and pid 4242 of web-1 is not
+// pid 4242 of web-2. Fixed width, so the ids stay prefix-free and a pid id short (a collision
+// of two hosts of one stream is one in 2^32, and a sender who could aim at it could as well
+// write the other host's name).
+void AppendHost(absl::string_view host, char* out) {
+  const uint32_t h = static_cast<uint32_t>(absl::Hash<absl::string_view>()(host));
+  std::memcpy(out, &h, sizeof(h));
+}
+
+// `pid` as a number below 10^9 (nine digits at most), the short form of a pid id.
+bool ShortPid(absl::string_view pid, uint32_t* out) {
+  if (pid.empty() || pid.size() > 9) return false;
+  uint32_t v = 0;
+  for (char c : pid) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint32_t>(c - '0');
+  }
+  *out = v;
+  return true;
+}
+
+}  // namespace
+
 bool Engine::PidSessionId(const ParsedLine& line, uint32_t stream, std::string* id) {
   if (line.pid.empty() || line.program.empty()) return false;
-  if (line.program.size() + line.pid.size() + 8 > SessionTable::kMaxIdBytes) return false;
-  // The stream first (StartSessionId's varint): pid 1234 of one host is not pid 1234 of
-  // another. Written in place after one resize: appending piece by piece was five calls into
-  // libstdc++, ~200 instructions a counted sshd line (every one notes its pid's session).
+  if (line.program.size() + line.pid.size() + 12 > SessionTable::kMaxIdBytes) return false;
+  // The stream first (StartSessionId's varint), then the host (AppendHost). Short form, 'q':
+  // the pid as 4 bytes, then the program, which keeps an sshd id within std::string's inline 15
+  // bytes (no heap block per session); else 'p', the program and "[pid]". Written in place
+  // after one resize: appending piece by piece was five calls into libstdc++, ~200
+  // instructions a counted sshd line (every one notes its pid's session).
   size_t varint = 1;
   for (uint32_t s = stream; s >= 0x80; s >>= 7) ++varint;
-  id->resize(varint + 1 + line.program.size() + 1 + line.pid.size() + 1);
+  uint32_t pid = 0;
+  const bool short_pid = ShortPid(line.pid, &pid);
+  id->resize(varint + 1 + 4 +
+             (short_pid ? 4 + line.program.size() : line.program.size() + line.pid.size() + 2));
   char* out = &(*id)[0];
   for (uint32_t s = stream; s >= 0x80; s >>= 7) *out++ = static_cast<char>((s & 0x7f) | 0x80);
   *out++ = static_cast<char>(stream >> (7 * (varint - 1)));
-  *out++ = 'p';
+  *out++ = short_pid ? 'q' : 'p';
+  AppendHost(line.host, out);
+  out += 4;
+  if (short_pid) {
+    std::memcpy(out, &pid, sizeof(pid));
+    out += sizeof(pid);
+    std::memcpy(out, line.program.data(), line.program.size());
+    return true;
+  }
   std::memcpy(out, line.program.data(), line.program.size());
   out += line.program.size();
   *out++ = '[';
@@ -344,11 +384,14 @@ bool Engine::SessionId(const CompiledRule& rule, int pattern_index, const Parsed
   const re2::StringPiece& value = ThreadScratch().groups[rule.session_group[pattern_index]];
   const std::string& by = rule.proto.session().by();
   if (value.data() == nullptr || value.empty() ||
-      by.size() + value.size() + 8 > SessionTable::kMaxIdBytes) {
+      by.size() + value.size() + 12 > SessionTable::kMaxIdBytes) {
     return false;
   }
   StartSessionId(stream, id);
-  absl::StrAppend(id, "c", by, "=", absl::string_view(value.data(), value.size()));
+  char host[4];
+  AppendHost(line.host, host);
+  absl::StrAppend(id, "c", absl::string_view(host, 4), by, "=",
+                  absl::string_view(value.data(), value.size()));
   return true;
 }
 

@@ -135,6 +135,40 @@ TEST_F(SessionEngineTest, ALineWithoutAnAddressTakesItsSessionsAddress) {
   EXPECT_EQ(engine_.stats().session_misses, 1u);
 }
 
+// One stream may carry many hosts (a syslog input every sender writes to, a central rsyslog
+// file): pid 4242 of web-1 is not pid 4242 of web-2, and neither reads the other's address.
+TEST_F(SessionEngineTest, APidSessionIsTheHostsNotTheStreams) {
+  auto ssh = [&](absl::string_view host, absl::string_view pid, absl::string_view message,
+                 int offset) {
+    ParsedLine line;
+    line.host = host;
+    line.message = message;
+    line.program = "sshd";
+    line.pid = pid;
+    std::vector<Detection> out;
+    engine_.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message, t0_ + absl::Seconds(offset),
+                    &out, 1);
+    return out;
+  };
+  EXPECT_THAT(ssh("web-1", "4242", "Connection from 198.51.100.5 port 5000 on 10.0.0.1 port 22", 0),
+              IsEmpty());
+  // web-2's connection on the same pid named no address: nothing to key on.
+  EXPECT_THAT(ssh("web-2", "4242", "Disconnecting: Too many authentication failures [preauth]", 1),
+              IsEmpty());
+  EXPECT_EQ(engine_.stats().session_misses, 1u);
+  // Long pids and programs (past the short form) are the host's too.
+  EXPECT_THAT(ssh("web-1", "12345678901", "Connection from 198.51.100.6 port 5000 on 10.0.0.1 port 22", 2),
+              IsEmpty());
+  EXPECT_THAT(ssh("web-2", "12345678901", "Disconnecting: Too many authentication failures [preauth]", 3),
+              IsEmpty());
+  EXPECT_EQ(engine_.stats().session_misses, 2u);
+  // And web-1's own later line finds its address.
+  std::vector<Detection> d =
+      ssh("web-1", "4242", "Disconnecting: Too many authentication failures [preauth]", 4);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].key, "198.51.100.5");
+}
+
 TEST_F(SessionEngineTest, AFailureNotesTheAddressForTheSessionsLaterLines) {
   // At sshd's default LogLevel there is no "Connection from": the failure names the address.
   EXPECT_THAT(Ssh("200", "Failed password for root from 198.51.100.4 port 4000 ssh2", 0),

@@ -8,8 +8,8 @@
 // address before any line named it is kept pending in the session (AddPending) and handed back
 // by the Note that first names it (fail2ban's "pending failure", Rule.session.pending).
 //
-// A session is found by an opaque id the engine builds (stream, then program and pid, or the
-// capture's name and value). Each holds up to `max_values` named values of at most
+// A session is found by an opaque id the engine builds (stream and the line's host, then
+// program and pid, or the capture's name and value: one stream may carry many hosts). Each holds up to `max_values` named values of at most
 // `max_value_bytes` each (longer ones are not noted), whether the session failed, the event
 // time of its last line, and up to `max_pending` pending matches (each with its evidence line,
 // which the caller cuts to `max_pending_evidence_bytes`; past the cap the oldest is dropped and
