@@ -748,6 +748,11 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
   if (duration <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("duration must be > 0: every decision expires");
   }
+  // As a rule's (rule_set.cc): past ten years an expiry is no longer a time the store and the
+  // edge can hold (an infinite one overflowed the store's milliseconds).
+  if (duration > absl::Hours(24 * 3653)) {
+    return absl::InvalidArgumentError("duration must be at most 10 years (3653 days)");
+  }
   palisade::v1::DecisionSpec spec;
   spec.set_action(req.action() == palisade::v1::ACTION_UNSPECIFIED ? palisade::v1::ACTION_BLOCK
                                                                    : req.action());

@@ -862,6 +862,10 @@ TEST_F(DecisionTableTest, ManualBanValidatesInput) {
   req.clear_duration();
   EXPECT_THAT(table_.AddManual(req),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("duration must be > 0")));
+  // An expiry the store's milliseconds could not hold (it overflowed them: undefined behaviour).
+  *req.mutable_duration() = ToProtoDuration(absl::Hours(24 * 365 * 1000));
+  EXPECT_THAT(table_.AddManual(req),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("at most 10 years")));
   req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_RANGE);
   req.mutable_target()->set_value("10.0.0.1/8");
   *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));

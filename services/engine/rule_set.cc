@@ -280,7 +280,17 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(
   if (out->duration <= absl::ZeroDuration()) {
     return RuleError(pack, rule.id(), "decision.duration must be > 0: every decision expires");
   }
+  // Past ten years an expiry is no longer a time the store and the edge can hold (a manual
+  // decision is held to the same, services/decisions).
+  constexpr absl::Duration kMaxDecision = absl::Hours(24 * 3653);
+  if (out->duration > kMaxDecision) {
+    return RuleError(pack, rule.id(), "decision.duration must be at most 10 years (3653 days)");
+  }
   const auto& esc = rule.decision().escalation();
+  if (esc.has_max_duration() && FromProto(esc.max_duration()) > kMaxDecision) {
+    return RuleError(pack, rule.id(),
+                     "decision.escalation.max_duration must be at most 10 years (3653 days)");
+  }
   if (esc.factor() < 0 || esc.factor() > 100) {
     return RuleError(pack, rule.id(), "decision.escalation.factor must be in [0, 100]");
   }

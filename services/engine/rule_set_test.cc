@@ -99,6 +99,22 @@ TEST(RuleSetTest, EveryDecisionMustExpire) {
                                           HasSubstr("decision.duration must be > 0")));
 }
 
+// And within ten years: past that an expiry is no time the store or the edge can hold.
+TEST(RuleSetTest, EveryDecisionExpiresWithinTenYears) {
+  std::string text(kGoodRule);
+  text.replace(text.find("duration { seconds: 600 }"), 25,
+               "duration { seconds: 31622400000 }");  // a thousand years
+  EXPECT_THAT(CompileText(text), StatusIs(absl::StatusCode::kInvalidArgument,
+                                          HasSubstr("decision.duration must be at most 10 years")));
+  text = std::string(kGoodRule);
+  text.replace(text.find("duration { seconds: 600 }"), 25,
+               "duration { seconds: 600 } escalation { factor: 2 max_duration { seconds: "
+               "31622400000 } }");
+  EXPECT_THAT(CompileText(text),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("decision.escalation.max_duration must be at most 10 years")));
+}
+
 TEST(RuleSetTest, ThresholdNeedsAWindow) {
   std::string text(kGoodRule);
   text.replace(text.find("window { seconds: 60 }"), 22, "");

@@ -2,12 +2,24 @@
 
 #include <sqlite3.h>
 
+#include <limits>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace palisade {
 namespace {
+
+// A decision's expiry in unix milliseconds, saturated (seconds * 1000 overflowed for an expiry
+// past the year 292 million: undefined behaviour; rules and manual bans now stop at ten years).
+int64_t ExpiryMillis(const palisade::v1::Decision& d) {
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max() / 1000;
+  const int64_t s = d.expiry().seconds();
+  if (s >= kMax) return std::numeric_limits<int64_t>::max();
+  if (s <= -kMax) return std::numeric_limits<int64_t>::min();
+  return s * 1000;
+}
 
 // A prepared statement that finalizes itself. (SQLite's C API is used directly: it is small,
 // and no C++ wrapper is packaged in Debian that is better kept than SQLite itself.)
@@ -380,7 +392,7 @@ absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
              "UPDATE decisions SET expiry_ms=?, proto=? WHERE id=? AND target=? AND active=?");
     s = Prepared(ext, db_);
     if (s.ok()) {
-      s = ext.Bind(1, d.expiry().seconds() * 1000)
+      s = ext.Bind(1, ExpiryMillis(d))
               .BindUncopied(2, proto)
               .BindUncopied(3, d.id())
               .BindUncopied(4, d.target().value())
@@ -399,7 +411,7 @@ absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
       s = up.BindUncopied(1, d.id())
               .BindUncopied(2, d.target().value())
               .Bind(3, int64_t{d.active()})
-              .Bind(4, d.expiry().seconds() * 1000)
+              .Bind(4, ExpiryMillis(d))
               .BindUncopied(5, proto)
               .Done("record decision");
     }
