@@ -195,7 +195,10 @@ absl::Status DecisionTable::Restore() {
     by_expiry_.emplace(DecisionExpiry(d), d.id());
     by_id_[d.id()] = std::move(d);
   }
-  absl::StatusOr<std::vector<OffenceRow>> offences = store_->LoadOffences();
+  // Only what escalation can still use: the offenders of the restored memory, the latest
+  // first, under the cap (the store keeps the whole history).
+  absl::StatusOr<std::vector<OffenceRow>> offences =
+      store_->LoadOffences(clock_.TimeNow() - kRestoredMemory, limits_.max_offenders);
   if (!offences.ok()) return offences.status();
   for (const OffenceRow& o : *offences) {
     Offences& off = OffencesLocked(o.target, o.last, kRestoredMemory);

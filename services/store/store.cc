@@ -2,6 +2,7 @@
 
 #include <sqlite3.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -553,11 +554,17 @@ absl::StatusOr<std::vector<palisade::v1::Decision>> Store::LoadDecisions(bool ac
   return out;
 }
 
-absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences() {
+absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences(absl::Time since, size_t limit) {
   absl::MutexLock lock(&mu_);
-  Stmt q(statements_, db_, "SELECT target, count, last_ms FROM offences");
+  Stmt q(statements_, db_,
+         "SELECT target, count, last_ms FROM offences WHERE last_ms >= ? "
+         "ORDER BY last_ms DESC LIMIT ?");
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
+  q.Bind(1, since == absl::InfinitePast() ? std::numeric_limits<int64_t>::min()
+                                          : absl::ToUnixMillis(since))
+      .Bind(2, static_cast<int64_t>(std::min<size_t>(
+                   limit, static_cast<size_t>(std::numeric_limits<int64_t>::max()))));
   std::vector<OffenceRow> out;
   while (q.Step() == SQLITE_ROW) {
     out.push_back({q.Blob(0), static_cast<uint32_t>(q.Int(1)), absl::FromUnixMillis(q.Int(2))});

@@ -155,7 +155,9 @@ class Store {
   absl::Status Reschedule(int64_t seq, int attempts, absl::Time not_before);
 
   absl::StatusOr<std::vector<palisade::v1::Decision>> LoadDecisions(bool active_only);
-  absl::StatusOr<std::vector<OffenceRow>> LoadOffences();
+  // The offences last seen at or after `since`, the latest first, at most `limit` of them (the
+  // history is kept for good; a restart needs only what escalation can still use).
+  absl::StatusOr<std::vector<OffenceRow>> LoadOffences(absl::Time since, size_t limit);
   absl::StatusOr<std::vector<OutboxRow>> LoadOutbox();
   absl::StatusOr<std::vector<EdgeRow>> LoadEdges();
 

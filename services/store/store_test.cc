@@ -56,9 +56,33 @@ TEST(StoreTest, DecisionAndItsOperationSurviveAReopen) {
   ASSERT_THAT(*outbox, SizeIs(1));
   EXPECT_EQ((*outbox)[0].decision.id(), "d1");
   EXPECT_TRUE((*outbox)[0].apply);
-  auto offences = (*store)->LoadOffences();
+  auto offences = (*store)->LoadOffences(absl::InfinitePast(), 100);
   ASSERT_THAT(*offences, SizeIs(1));
   EXPECT_EQ((*offences)[0].count, 2u);
+}
+
+// The offence history is kept for good, so a restart loads only what escalation can still use:
+// the offenders of the memory (since), the latest first, at most `limit` (the table's cap). It
+// loaded every row ever written, a spike of memory as large as the history before the table
+// forgot them.
+TEST(StoreTest, LoadOffencesTakesTheLatestSinceUpToALimit) {
+  auto store = Store::Open(Path("offences.db"));
+  ASSERT_THAT(store, IsOk());
+  for (int i = 0; i < 10; ++i) {
+    OffenceRow off{absl::StrCat("203.0.113.", i), 1, absl::FromUnixSeconds(1000 * (i + 1))};
+    ASSERT_THAT((*store)->RecordDecision(D(absl::StrCat("d", i)), &off, std::nullopt), IsOk());
+  }
+  auto all = (*store)->LoadOffences(absl::InfinitePast(), 100);
+  ASSERT_THAT(all, IsOk());
+  EXPECT_THAT(*all, SizeIs(10));
+  auto recent = (*store)->LoadOffences(absl::FromUnixSeconds(5000), 3);
+  ASSERT_THAT(recent, IsOk());
+  ASSERT_THAT(*recent, SizeIs(3));
+  EXPECT_EQ((*recent)[0].target, "203.0.113.9");
+  EXPECT_EQ((*recent)[2].target, "203.0.113.7");
+  auto since = (*store)->LoadOffences(absl::FromUnixSeconds(8000), 100);
+  ASSERT_THAT(since, IsOk());
+  EXPECT_THAT(*since, SizeIs(3));
 }
 
 TEST(StoreTest, CompletingMovesTheOperationToTheEdgeAndBack) {
