@@ -283,10 +283,13 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
 void Pipeline::RebuildRuleMetricsLocked() {
   rule_metrics_.clear();
   rule_index_.clear();
+  const std::vector<uint64_t> totals = engine_.matches_per_rule();
   for (const auto& rule : engine_.rules()->rules()) {
-    rule_index_.emplace(rule.get(), rule_metrics_.size());
+    const size_t i = rule_metrics_.size();
+    rule_index_.emplace(rule.get(), i);
     rule_metrics_.push_back({&matches_family_.Add({{"rule", rule->id()}}),
-                             &detections_family_.Add({{"rule", rule->id()}})});
+                             &detections_family_.Add({{"rule", rule->id()}}),
+                             i < totals.size() ? totals[i] : 0});
   }
   rules_loaded_gauge_.Set(static_cast<double>(engine_.rules()->rules().size()));
 }
@@ -813,8 +816,11 @@ void Pipeline::PublishRuleMetrics(const std::vector<const CompiledRule*>& detect
   // Per-rule match counters from the engine's running totals.
   const std::vector<uint64_t> totals = engine_.matches_per_rule();
   for (size_t i = 0; i < rule_metrics_.size() && i < totals.size(); ++i) {
-    const double delta = static_cast<double>(totals[i]) - rule_metrics_[i].matches->Value();
-    if (delta > 0) rule_metrics_[i].matches->Increment(delta);
+    RuleMetrics& m = rule_metrics_[i];
+    if (totals[i] > m.published) {
+      m.matches->Increment(static_cast<double>(totals[i] - m.published));
+      m.published = totals[i];
+    }
   }
   for (const CompiledRule* rule : detected) {
     auto it = rule_index_.find(rule);

@@ -207,6 +207,9 @@ class Pipeline {
   struct RuleMetrics {
     prometheus::Counter* matches;
     prometheus::Counter* detections;
+    // The engine's total for the rule as last added to `matches` (the counter is cumulative
+    // across reloads; the engine's total of a rule removed and added again starts over).
+    uint64_t published = 0;
   };
   struct SourceMetrics {
     prometheus::Counter* received;

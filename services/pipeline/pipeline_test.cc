@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -295,6 +296,29 @@ TEST_F(PipelineTest, ARefusedOrClampedTimeIsNoReferenceForTheNextYearlessLine) {
   ASSERT_THAT(ack, IsOk());
   EXPECT_EQ(ack->malformed(), 1u);
   EXPECT_EQ(ack->accepted(), 4u);
+}
+
+// A rule's match counter is cumulative across reloads, even when the rule is removed and added
+// again (the engine's total for it starts over at 0; the counter kept its old value and took
+// nothing until the new total passed it).
+TEST_F(PipelineTest, ARulesMatchCounterKeepsCountingWhenTheRuleComesBack) {
+  auto ship = [&](int lines) {
+    LogBatch batch;
+    batch.set_source("web-1");
+    batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+    for (int i = 0; i < lines; ++i) {
+      batch.add_records()->set_line(Line(absl::StrCat("203.0.113.", i), 10 - i));
+    }
+    ASSERT_THAT(pipeline_.ProcessBatch(batch), IsOk());
+  };
+  const std::map<std::string, std::string> label = {{"rule", "ssh-fail"}};
+  ship(3);
+  EXPECT_EQ(CounterValue(registry_, "palisade_engine_rule_matches_total", label), 3);
+  pipeline_.SetRules(*RuleSet::Compile({*ParseRulePack(
+      absl::StrReplaceAll(kPack, {{"\"ssh-fail\"", "\"other\""}}), "other.textproto")}));
+  pipeline_.SetRules(Rules());
+  ship(2);
+  EXPECT_EQ(CounterValue(registry_, "palisade_engine_rule_matches_total", label), 5);
 }
 
 TEST_F(PipelineTest, HostileBytesAndAbsurdTimesAreCountedNotFatal) {
