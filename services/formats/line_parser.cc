@@ -757,7 +757,7 @@ absl::Status LineParser::ParseSyslog5424(absl::string_view line, ParsedLine* out
   absl::string_view ts = NextToken(line, &pos);
   if (ts != "-") {
     absl::Time t;
-    absl::StatusOr<size_t> used = ParseRfc3339Timestamp(ts, &t);
+    absl::StatusOr<size_t> used = ParseRfc3339Timestamp(ts, &t, zone_);
     if (!used.ok()) {
       return absl::OutOfRangeError(absl::StrCat("syslog5424: impossible timestamp at column ",
                                                 ts_col + 1, ": ", used.status().message()));

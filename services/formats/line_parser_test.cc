@@ -401,6 +401,19 @@ TEST(Syslog5424Test, ParsesAllFields) {
   EXPECT_EQ(*out.time, At("2026-03-03T14:02:01.003Z"));
 }
 
+// RFC 5424 requires an offset, but some devices leave it out: such a time is read in the
+// source's zone, as an RFC 3164 line's ISO time is (it was read as UTC).
+TEST(Syslog5424Test, ATimeWithoutOffsetIsReadInTheSourceZone) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG5424, absl::FixedTimeZone(-5 * 3600));
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("<34>1 2026-01-15T09:00:00 web-1 sshd 4211 - - x", absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-15T14:00:00Z"));
+  ASSERT_THAT(p.Parse("<34>1 2026-01-15T09:00:00Z web-1 sshd 4211 - - x", absl::Now(), &out),
+              IsOk());
+  EXPECT_EQ(*out.time, At("2026-01-15T09:00:00Z"));
+}
+
 TEST(Syslog5424Test, NilValues) {
   LineParser p(LogFormat::LOG_FORMAT_SYSLOG5424);
   ParsedLine out;
