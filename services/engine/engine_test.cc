@@ -75,6 +75,26 @@ std::string FailPack(absl::string_view id, int count) {
                           id, count);
 }
 
+// A rule `id` that matches no line of these tests (a reload's other rule).
+std::string NothingRule(absl::string_view id) {
+  return absl::Substitute(R"pb(
+    rules {
+      id: "$0"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^nothing (?P<ip>\\S+)"
+      threshold {
+        count: 2
+        window { seconds: 60 }
+      }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 60 }
+      }
+    }
+  )pb",
+                          id);
+}
+
 class EngineTest : public ::testing::Test {
  protected:
   EngineTest() : engine_(Rules(), EngineOptions()) {}
@@ -429,22 +449,7 @@ TEST_F(EngineTest, ReloadKeepsWindowsOfARuleWhoseIndexMoved) {
     Feed(Fail(a), 0);
     Feed(Fail(a), 1);
   }
-  engine_.SetRules(Rules(absl::StrCat(R"pb(
-    rules {
-      id: "first-now"
-      formats: LOG_FORMAT_SYSLOG
-      patterns: "^nothing (?P<ip>\\S+)"
-      threshold {
-        count: 2
-        window { seconds: 60 }
-      }
-      decision {
-        action: ACTION_BLOCK
-        duration { seconds: 60 }
-      }
-    }
-  )pb",
-                                      kPack)));
+  engine_.SetRules(Rules(absl::StrCat(NothingRule("first-now"), kPack)));
   ASSERT_EQ(engine_.rules()->rules()[1]->id(), "ssh-fail");
   EXPECT_EQ(engine_.live_windows(), addresses.size());
   for (const std::string& a : addresses) {
@@ -869,21 +874,7 @@ TEST_F(EngineTest, AccountedBytesReturnToZeroWhenWindowsGo) {
   engine_.Restore(snapshot);
   EXPECT_EQ(engine_.live_windows(), 3000u);
   EXPECT_GE(engine_.memory_bytes(), 3000u * (64 + 8));
-  engine_.SetRules(Rules(R"pb(
-    rules {
-      id: "other"
-      formats: LOG_FORMAT_SYSLOG
-      patterns: "^nothing (?P<ip>\\S+)"
-      threshold {
-        count: 2
-        window { seconds: 60 }
-      }
-      decision {
-        action: ACTION_BLOCK
-        duration { seconds: 60 }
-      }
-    }
-  )pb"));
+  engine_.SetRules(Rules(NothingRule("other")));
   EXPECT_EQ(engine_.memory_bytes(), 0u);
 }
 

@@ -252,6 +252,15 @@ TEST_F(PipelineTest, EngineBoundsArePublishedAsMetrics) {
   EXPECT_GT(CounterValue(registry, "palisade_engine_memory_bytes"), 0);
 }
 
+// Three yearless sshd failures on 3 March, 11:50 to 11:52, from three addresses.
+void AddYearlessFailures(LogBatch* batch) {
+  for (int i = 0; i < 3; ++i) {
+    batch->add_records()->set_line(absl::StrCat(
+        "Mar  3 11:5", i, ":00 web-1 sshd[1]: Failed password for root from 203.0.113.", i,
+        " port 22 ssh2"));
+  }
+}
+
 // A line whose time is refused (before 2000) or clamped (a day and more ahead) is no reference
 // for the year of the yearless lines after it: one sender with a clock in 2099 made every later
 // yearless line of its source 2099, clamped to now (a backlog squeezed into one instant).
@@ -264,11 +273,7 @@ TEST_F(PipelineTest, ARefusedOrClampedTimeIsNoReferenceForTheNextYearlessLine) {
     batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
     batch.add_records()->set_line(
         absl::StrCat(absurd, " web-1 kernel: clock not set"));
-    for (int i = 0; i < 3; ++i) {
-      batch.add_records()->set_line(absl::StrCat(
-          "Mar  3 11:5", i, ":00 web-1 sshd[1]: Failed password for root from 203.0.113.", i,
-          " port 22 ssh2"));
-    }
+    AddYearlessFailures(&batch);
     absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
     ASSERT_THAT(ack, IsOk());
     EXPECT_EQ(ack->clamped(), 1u);
@@ -287,11 +292,7 @@ TEST_F(PipelineTest, ARefusedOrClampedTimeIsNoReferenceForTheNextYearlessLine) {
   batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
   batch.add_records()->set_line("Mar  3 11:49:00 web-1 sshd[1]: Connection closed");
   batch.add_records()->set_line("1970-01-01T00:00:12Z web-1 kernel: clock not set");
-  for (int i = 0; i < 3; ++i) {
-    batch.add_records()->set_line(absl::StrCat(
-        "Mar  3 11:5", i, ":00 web-1 sshd[1]: Failed password for root from 203.0.113.", i,
-        " port 22 ssh2"));
-  }
+  AddYearlessFailures(&batch);
   absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
   ASSERT_THAT(ack, IsOk());
   EXPECT_EQ(ack->malformed(), 1u);
