@@ -315,10 +315,6 @@ void StartSessionId(uint32_t stream, std::string* id) {
   id->push_back(static_cast<char>(stream));
 }
 
-}  // namespace
-
-namespace {
-
 // The line's host, as 4 bytes of its hash, for a session id: one stream may carry many hosts (a
 // syslog input every sender writes to, a central rsyslog file), and pid 4242 of web-1 is not
 // pid 4242 of web-2. Fixed width, so the ids stay prefix-free and a pid id short (a collision

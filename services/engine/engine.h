@@ -335,7 +335,7 @@ class Engine {
 
    public:
     uint32_t stream = 0;  // the stream that counted in it last (Process's `stream`)
-    absl::InlinedVector<int64_t, 1> times;  // unix ms, of the matches inside the window
+    absl::InlinedVector<int64_t, 1> times;  // unix ms, of the matches inside the window, in order
     int64_t last = std::numeric_limits<int64_t>::min();  // its newest match (unix ms)
     uint64_t touched = 0;  // its shard's `ticks` when it last counted: the eviction order
 

@@ -150,21 +150,22 @@ TEST_F(SessionEngineTest, APidSessionIsTheHostsNotTheStreams) {
                     &out, 1);
     return out;
   };
-  EXPECT_THAT(ssh("web-1", "4242", "Connection from 198.51.100.5 port 5000 on 10.0.0.1 port 22", 0),
-              IsEmpty());
+  constexpr absl::string_view kTooMany =
+      "Disconnecting: Too many authentication failures [preauth]";
+  EXPECT_THAT(
+      ssh("web-1", "4242", "Connection from 198.51.100.5 port 5000 on 10.0.0.1 port 22", 0),
+      IsEmpty());
   // web-2's connection on the same pid named no address: nothing to key on.
-  EXPECT_THAT(ssh("web-2", "4242", "Disconnecting: Too many authentication failures [preauth]", 1),
-              IsEmpty());
+  EXPECT_THAT(ssh("web-2", "4242", kTooMany, 1), IsEmpty());
   EXPECT_EQ(engine_.stats().session_misses, 1u);
   // Long pids and programs (past the short form) are the host's too.
-  EXPECT_THAT(ssh("web-1", "12345678901", "Connection from 198.51.100.6 port 5000 on 10.0.0.1 port 22", 2),
-              IsEmpty());
-  EXPECT_THAT(ssh("web-2", "12345678901", "Disconnecting: Too many authentication failures [preauth]", 3),
-              IsEmpty());
+  EXPECT_THAT(
+      ssh("web-1", "12345678901", "Connection from 198.51.100.6 port 5000 on 10.0.0.1 port 22", 2),
+      IsEmpty());
+  EXPECT_THAT(ssh("web-2", "12345678901", kTooMany, 3), IsEmpty());
   EXPECT_EQ(engine_.stats().session_misses, 2u);
   // And web-1's own later line finds its address.
-  std::vector<Detection> d =
-      ssh("web-1", "4242", "Disconnecting: Too many authentication failures [preauth]", 4);
+  std::vector<Detection> d = ssh("web-1", "4242", kTooMany, 4);
   ASSERT_THAT(d, SizeIs(1));
   EXPECT_EQ(d[0].key, "198.51.100.5");
 }
@@ -599,7 +600,8 @@ TEST_F(PendingEngineTest, AReloadKeepsThePendingMatchesOfTheRulesItKeeps) {
   EXPECT_EQ(d[0].time, T(10));
   // A rule the reload removes (renamed here): its pending matches are not counted by another.
   Ssh("32", "User root not allowed because account is locked", 12);
-  engine_.SetRules(Rules(absl::StrReplaceAll(kPendingPack, {{"\"ssh-locked\"", "\"ssh-locked-2\""}})));
+  engine_.SetRules(
+      Rules(absl::StrReplaceAll(kPendingPack, {{"\"ssh-locked\"", "\"ssh-locked-2\""}})));
   EXPECT_THAT(Ssh("32", "Received disconnect from 198.51.100.5 port 7:11: Bye Bye [preauth]", 13),
               IsEmpty());
   EXPECT_EQ(engine_.stats().sessions.pending, 0u);
@@ -607,10 +609,13 @@ TEST_F(PendingEngineTest, AReloadKeepsThePendingMatchesOfTheRulesItKeeps) {
   // address on its own line): it counts no match kept pending before.
   engine_.SetRules(Rules(kPendingPack));
   Ssh("33", "User root not allowed because account is locked", 14);
-  engine_.SetRules(Rules(absl::StrReplaceAll(
-      kPendingPack, {{R"(patterns: "^User \\S+ not allowed because account is locked$"
-    session { pending: true })",
-                      R"(patterns: "^User \\S+ not allowed because account is locked from (?P<ip>\\S+)$")"}})));
+  constexpr absl::string_view kLockedPending =
+      R"(patterns: "^User \\S+ not allowed because account is locked$"
+    session { pending: true })";
+  constexpr absl::string_view kLockedWithAddress =
+      R"(patterns: "^User \\S+ not allowed because account is locked from (?P<ip>\\S+)$")";
+  engine_.SetRules(
+      Rules(absl::StrReplaceAll(kPendingPack, {{kLockedPending, kLockedWithAddress}})));
   EXPECT_THAT(Ssh("33", "Received disconnect from 198.51.100.6 port 7:11: Bye Bye [preauth]", 15),
               IsEmpty());
 }

@@ -8,12 +8,12 @@
 // address before any line named it is kept pending in the session (AddPending) and handed back
 // by the Note that first names it (fail2ban's "pending failure", Rule.session.pending).
 //
-// A session is found by an opaque id the engine builds (stream and the line's host, then
-// program and pid, or the capture's name and value: one stream may carry many hosts). Each holds up to `max_values` named values of at most
-// `max_value_bytes` each (longer ones are not noted), whether the session failed, the event
-// time of its last line, and up to `max_pending` pending matches (each with its evidence line,
-// which the caller cuts to `max_pending_evidence_bytes`; past the cap the oldest is dropped and
-// counted in `pending_dropped`).
+// A session is found by an opaque id the engine builds (stream and the line's host, then program
+// and pid, or the capture's name and value: one stream may carry many hosts). Each holds up to
+// `max_values` named values of at most `max_value_bytes` each (longer ones are not noted), whether
+// the session failed, the event time of its last line, and up to `max_pending` pending matches
+// (each with its evidence line, which the caller cuts to `max_pending_evidence_bytes`; past the cap
+// the oldest is dropped and counted in `pending_dropped`).
 // Bounded, whatever the lines an attacker makes a server write:
 //   - a session idle for longer than `ttl` in event time is absent to a reader at once, and its
 //     memory is taken back by Expire / ExpireByStream (each session ages in the time of the
@@ -81,7 +81,8 @@ struct PendingMatch {
   std::string evidence;  // its line, already cut and redacted by the caller
   int64_t time_ms = 0;   // its event time
   uint64_t tag = 0;      // the caller's (the engine: rule index and rule-set generation)
-  std::string rule_id;   // the caller's (the engine: its rule's id, for a match kept across a reload)
+  // The caller's (the engine: its rule's id, for a match kept across a reload).
+  std::string rule_id;
 };
 
 class SessionTable {
