@@ -188,7 +188,6 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
   matches_per_rule_ = std::move(matches);
   windows_per_rule_ = std::move(windows);
   rule_count_ = n_rules;
-  ++rules_generation_;  // pending matches of the old rules are not counted (NoteInSession)
 }
 
 Engine::Shard& Engine::ShardFor(int rule_index, size_t key_hash) {
@@ -428,21 +427,16 @@ void Engine::NoteInSession(absl::string_view id, absl::string_view name, absl::s
   back.clear();
   sessions_.Note(id, name, value, failed, time, stream, &back);
   for (PendingMatch& p : back) {
-    uint32_t rule_index = static_cast<uint32_t>(p.tag);
-    if (static_cast<uint32_t>(p.tag >> 32) != rules_generation_) {
-      // Kept under rules swapped since (SetRules): its index may now be another rule's. The rule
-      // of its id counts it, if still loaded, still one that keeps matches pending, and still
-      // waiting for that name, as a reload keeps a kept rule's windows.
-      auto kept = rule_index_.find(p.rule_id);
-      if (kept == rule_index_.end()) continue;
-      const CompiledRule& now = *rules_->rules()[kept->second];
-      if (!now.has_session || !now.proto.session().pending() || now.proto.key() != name) {
-        continue;
-      }
-      rule_index = static_cast<uint32_t>(kept->second);
-    }
-    if (rule_index >= rule_count_) continue;
+    // Counted by the rule of its id, found by id: rules may have been swapped since it was kept
+    // (SetRules), moving that rule's index. Only if it is still loaded, still keeps matches
+    // pending, and still waits for this name, as a reload keeps a kept rule's windows.
+    auto kept = rule_index_.find(p.rule_id);
+    if (kept == rule_index_.end()) continue;
+    const int rule_index = kept->second;
     const CompiledRule& rule = *rules_->rules()[rule_index];
+    if (!rule.has_session || !rule.proto.session().pending() || rule.proto.key() != name) {
+      continue;
+    }
     absl::string_view key;
     bool allowlisted = false;
     if (!NormaliseKey(rule, value, &key, &allowlisted)) {
@@ -453,7 +447,7 @@ void Engine::NoteInSession(absl::string_view id, absl::string_view name, absl::s
       stats_.ignored.fetch_add(1, std::memory_order_relaxed);
       continue;
     }
-    scratch.released.push_back({static_cast<int>(rule_index), std::string(key),
+    scratch.released.push_back({rule_index, std::string(key),
                                 absl::FromUnixMillis(p.time_ms), std::move(p.evidence)});
   }
 }
@@ -484,7 +478,6 @@ void Engine::KeepPending(absl::string_view raw, absl::Time time, uint32_t stream
     m.name = rules_->rules()[rule_index]->proto.key();
     m.evidence = evidence;
     m.time_ms = absl::ToUnixMillis(time);
-    m.tag = uint64_t{rules_generation_} << 32 | static_cast<uint32_t>(rule_index);
     m.rule_id = rules_->rules()[rule_index]->id();
     sessions_.AddPending(id, std::move(m), time, stream);
   }

@@ -549,8 +549,6 @@ class Engine {
   std::unique_ptr<std::atomic<int64_t>[]> windows_per_rule_;  // live windows, all shards
   absl::flat_hash_map<std::string, int> rule_index_;  // rule id -> index (CountMatch, pending)
   size_t rule_count_ = 0;
-  // Ticks at each SetRules: a pending match (tagged with it) of earlier rules is not counted.
-  uint32_t rules_generation_ = 0;
   // A cut evidence line keeps at most this (its share of the ring, at least kMinEvidenceLine),
   // of which kMarkerRoom is left for " [N bytes cut]".
   static constexpr uint32_t kMinEvidenceLine = 64;

@@ -80,8 +80,7 @@ struct PendingMatch {
   std::string name;      // the value it waits for (the rule's key name)
   std::string evidence;  // its line, already cut and redacted by the caller
   int64_t time_ms = 0;   // its event time
-  uint64_t tag = 0;      // the caller's (the engine: rule index and rule-set generation)
-  // The caller's (the engine: its rule's id, for a match kept across a reload).
+  // The rule that kept it (the engine finds it by this id when the match is released).
   std::string rule_id;
 };
 

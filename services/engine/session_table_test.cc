@@ -152,12 +152,12 @@ TEST(SessionTableTest, RefusesOversizedIdsAndValues) {
 }
 
 
-PendingMatch Pending(absl::string_view evidence, int64_t seconds, uint64_t tag = 7) {
+PendingMatch Pending(absl::string_view evidence, int64_t seconds) {
   PendingMatch m;
   m.name = "ip";
   m.evidence = std::string(evidence);
   m.time_ms = absl::ToUnixMillis(T(seconds));
-  m.tag = tag;
+  m.rule_id = "ssh-locked";
   return m;
 }
 
@@ -178,7 +178,7 @@ TEST(SessionTablePendingTest, ANoteOfTheValueReleasesThePendingMatchesOfItsSessi
   EXPECT_EQ(released[0].evidence, "locked 1");  // in the order they came, at their own time
   EXPECT_EQ(released[0].time_ms, absl::ToUnixMillis(T(0)));
   EXPECT_EQ(released[1].evidence, "too many 1");
-  EXPECT_EQ(released[1].tag, 7u);
+  EXPECT_EQ(released[1].rule_id, "ssh-locked");
   // Released once: a second note releases nothing more; the other session still waits.
   released.clear();
   table.Note("sshd[1]", "ip", "203.0.113.7", false, T(5), 1, &released);
