@@ -14,7 +14,7 @@
 // server (services/server/ship_dedup.h) drops what it took already, so a line counts once.
 //
 // Bounds: at most max_in_flight batches of batch_lines lines and about max_batch_bytes (each line
-// cut at max_line_bytes) are
+// cut at max_line_bytes, a JSON record at max_record_bytes) are
 // held, sent or waiting for their ack, whatever the files' sizes and however long the server is
 // away; the files are not read further meanwhile.
 //
@@ -50,6 +50,9 @@ struct FollowOptions {
   uint32_t batch_lines = 1000;
   uint32_t max_in_flight = 8;
   size_t max_line_bytes = 64 * 1024;
+  // With a JSON format, a record is read whole up to this many bytes (palisaded's
+  // engine.max_record_bytes): a client's long headers must not cut the status off.
+  size_t max_record_bytes = 8 << 20;
   // A batch ends once its lines reach this many bytes, so it stays under the server's
   // api.max_message_bytes (16 MiB by default) whatever the lines' length: a batch the server
   // refuses for its size would be sent again forever.

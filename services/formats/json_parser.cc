@@ -17,7 +17,16 @@ namespace {
 
 // Bounds on what a hostile record may build (the caller's line cap bounds the bytes).
 constexpr int kMaxDepth = 32;
+// What a record's flattened fields may hold: past 1,024 fields or 256 KiB of names and values,
+// only the fields the mapping reads are kept (a client who sends 2,000 headers, or one header
+// with a long name and many values, must not push the status out of the record). A value is
+// kept up to 16 KiB.
 constexpr size_t kMaxFields = 1024;
+constexpr size_t kMaxRecordData = 256 * 1024;
+constexpr size_t kMaxValueBytes = 16 * 1024;
+// A client-written field of a rendered line (path, user agent...) is written up to this many
+// bytes, its escapes whole: the status that follows the request stays in reach of every rule.
+constexpr size_t kMaxRenderedField = 8 * 1024;
 
 enum class TimeLayout { kAuto, kRfc3339, kUnix, kUnixMs, kUnixNs, kClf };
 enum class Render { kCombined, kFirewall, kMessage };
@@ -39,6 +48,18 @@ struct JsonLineParser::Mapping {
   Slot time, message, client, request, method, path, protocol, status, bytes, referer,
       user_agent, user, host;
   Slot action, source, rule_id;  // firewall_events
+
+  // Whether `name` is one a slot reads (the fields kept in a record past its bounds).
+  bool Reads(absl::string_view name) const {
+    for (const Slot* slot : {&time, &message, &client, &request, &method, &path, &protocol,
+                             &status, &bytes, &referer, &user_agent, &user, &host, &action,
+                             &source, &rule_id}) {
+      for (const std::string& n : slot->names) {
+        if (n == name) return true;
+      }
+    }
+    return false;
+  }
 };
 
 namespace {
@@ -232,16 +253,20 @@ bool Latin1Invalid(absl::string_view line, std::string* out) {
 // nginx's access-log escaping (ngx_http_log_escape): `"`, `\`, control bytes and bytes >= 0x7f
 // as \xHH; with `space`, a space too (for the unquoted fields and the request's three parts,
 // whose separators are spaces).
+// At most kMaxRenderedField bytes are written, each escape whole.
 void AppendEscaped(absl::string_view text, bool space, std::string* out) {
   if (text.empty()) {
     out->push_back('-');
     return;
   }
+  const size_t limit = out->size() + kMaxRenderedField;
   for (unsigned char c : text) {
     if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f || (space && c == ' ')) {
+      if (out->size() + 4 > limit) break;
       const char esc[4] = {'\\', 'x', kHex[c >> 4], kHex[c & 15]};
       out->append(esc, 4);
     } else {
+      if (out->size() + 1 > limit) break;
       out->push_back(static_cast<char>(c));
     }
   }
@@ -368,6 +393,8 @@ class JsonSaxHandler {
   // Ready for the next record, into `record`; the buffers keep their capacity, so a warmed-up
   // parser allocates nothing per record of its own (nlohmann's lexer still keeps one buffer per
   // call).
+  explicit JsonSaxHandler(const Mapping& mapping) : mapping_(mapping) {}
+
   void Reset(JsonRecord* record) {
     record_ = record;
     levels_.clear();
@@ -471,12 +498,16 @@ class JsonSaxHandler {
   }
   bool Value(absl::string_view v) {
     if (levels_.empty()) return Fail("not a JSON object");
-    if (record_->entries_.size() >= kMaxFields) {
-      return Fail(absl::StrCat("more than ", kMaxFields, " fields"));
-    }
     const size_t before = path_.size();
     AppendName();
     std::string& data = record_->data_;
+    v = v.substr(0, kMaxValueBytes);
+    if ((record_->entries_.size() >= kMaxFields ||
+         data.size() + path_.size() + v.size() > kMaxRecordData) &&
+        !mapping_.Reads(path_)) {
+      path_.resize(before);
+      return true;  // past the bounds, and no field the mapping reads: not kept
+    }
     JsonRecord::Entry e;
     e.name_at = static_cast<uint32_t>(data.size());
     e.name_len = static_cast<uint32_t>(path_.size());
@@ -497,6 +528,7 @@ class JsonSaxHandler {
     return false;
   }
 
+  const Mapping& mapping_;
   JsonRecord* record_ = nullptr;
   std::vector<Level> levels_;
   std::string path_;
@@ -551,7 +583,7 @@ absl::Status ValidateJsonFormat(const palisade::v1::JsonFormat& f) {
 }
 
 JsonLineParser::JsonLineParser(std::unique_ptr<Mapping> mapping, absl::TimeZone zone)
-    : mapping_(std::move(mapping)), zone_(zone), handler_(std::make_unique<JsonSaxHandler>()) {}
+    : mapping_(std::move(mapping)), zone_(zone), handler_(std::make_unique<JsonSaxHandler>(*mapping_)) {}
 
 JsonLineParser::~JsonLineParser() = default;
 

@@ -31,12 +31,16 @@
 //
 // Bytes that are not UTF-8 (nginx's escape=json writes a client's raw bytes >= 0x80 as they
 // came) are read as Latin-1 characters, so such a record is still read, not skipped.
-// A record that ends early (cut at the caller's line cap) is read from the fields it holds in
-// full: a client could otherwise push a record past the cap with a long user agent to hide it.
+// Bounds, so that no client-written text can hide a record's mapped fields or grow memory: the
+// caller reads a record whole up to engine.max_record_bytes (8 MiB; Caddy and Traefik log every
+// request header, up to Go's 1 MiB of them); past 1,024 fields or 256 KiB of flattened names and
+// values only the fields the mapping reads are kept; a value is kept up to 16 KiB; a rendered
+// client-written field (path, user agent...) is written up to 8 KiB, so the status after the
+// request stays in the rendered line.
+// A record that ends early (cut at the caller's cap) is read from the fields it holds in full.
 // Malformed (kInvalidArgument, the reason naming the field): not one JSON object (invalid JSON,
-// a raw NUL or control byte, trailing text), nesting deeper than 32, more than 1,024 fields, a mapped
-// field that is missing, appears twice, or has the wrong shape. kOutOfRange: an impossible time.
-// The line cap of the caller bounds the bytes.
+// a raw NUL or control byte, trailing text), nesting deeper than 32, a mapped field that is
+// missing, appears twice, or has the wrong shape. kOutOfRange: an impossible time.
 //
 // Lifetime: the views of a ParsedLine filled by a JSON parser (message, host, client_address,
 // record) point into that parser's buffers: valid until its next Parse, or its destruction.
@@ -68,6 +72,8 @@ class JsonRecord {
   // keys that flatten to the same name are ambiguous: neither is believed).
   bool Find(absl::string_view name, absl::string_view* value) const;
   size_t size() const { return entries_.size(); }
+  // The bytes of its names and values.
+  size_t bytes() const { return data_.size(); }
 
  private:
   friend class JsonLineParser;

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -16,6 +17,7 @@ FileFollower::FileFollower(std::string path, FileFollowerOptions options,
                            std::optional<palisade::v1::FileCheckpoint> from)
     : path_(std::move(path)), options_(options) {
   if (options_.max_line_bytes < 64) options_.max_line_bytes = 64;
+  if (options_.max_batch_bytes == 0) options_.max_batch_bytes = 1;
   if (options_.read_bytes < 4096) options_.read_bytes = 4096;
   if (from) Resume(*from);
 }
@@ -124,13 +126,18 @@ absl::StatusOr<size_t> FileFollower::ReadMore() {
   return static_cast<size_t>(n);
 }
 
-size_t FileFollower::TakeLines(size_t max_lines,
+size_t FileFollower::TakeLines(size_t max_lines, size_t* bytes_left,
                                absl::FunctionRef<void(absl::string_view)> on_line) {
   size_t taken = 0;
   size_t at = 0;
   const char* const data = pending_.data();
   const size_t size = pending_.size();
-  while (taken < max_lines && at < size) {
+  auto hand_out = [&](absl::string_view line) {
+    on_line(line);
+    *bytes_left -= std::min(*bytes_left, line.size() + 1);
+    ++taken;
+  };
+  while (taken < max_lines && *bytes_left > 0 && at < size) {
     const void* found = std::memchr(data + at, '\n', size - at);
     const size_t nl = found == nullptr ? std::string::npos
                                        : static_cast<size_t>(static_cast<const char*>(found) - data);
@@ -145,11 +152,10 @@ size_t FileFollower::TakeLines(size_t max_lines,
     }
     if (nl == std::string::npos) {
       if (size - at <= options_.max_line_bytes) break;  // wait for the newline
-      on_line(absl::string_view(data + at, options_.max_line_bytes));
+      hand_out(absl::string_view(data + at, options_.max_line_bytes));
       ++stats_.cut_lines;
       skipping_ = true;
       at = size;
-      ++taken;
       break;
     }
     size_t len = nl - at;
@@ -158,9 +164,8 @@ size_t FileFollower::TakeLines(size_t max_lines,
       len = options_.max_line_bytes;
       ++stats_.cut_lines;
     }
-    on_line(absl::string_view(data + at, len));
+    hand_out(absl::string_view(data + at, len));
     at = nl + 1;
-    ++taken;
   }
   pending_.erase(0, at);
   stats_.lines += taken;
@@ -230,9 +235,10 @@ absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines,
     fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);
     ++stats_.truncations;
   }
+  size_t bytes_left = options_.max_batch_bytes;
   while (taken < max_lines) {
-    taken += TakeLines(max_lines - taken, on_line);
-    if (taken >= max_lines) break;
+    taken += TakeLines(max_lines - taken, &bytes_left, on_line);
+    if (taken >= max_lines || bytes_left == 0) break;
     absl::StatusOr<size_t> n = ReadMore();
     if (!n.ok()) {
       error = n.status();

@@ -36,6 +36,10 @@ struct FileFollowerOptions {
   size_t read_bytes = 256 * 1024;  // per read() call
   // The first bytes of a file whose hash tells one file from another with the same inode.
   size_t fingerprint_bytes = 256;
+  // A Poll hands out lines until they hold this many bytes (at least one line): with long lines
+  // (JSON records read whole, up to max_line_bytes) a batch stays bounded in bytes, not only in
+  // lines.
+  size_t max_batch_bytes = 1 << 20;
 };
 
 struct FollowerStats {
@@ -82,8 +86,10 @@ class FileFollower {
   void Close();
   // Reads what the open file has past `read_offset_` into the pending buffer; returns bytes read.
   absl::StatusOr<size_t> ReadMore();
-  // Moves complete lines out of the pending buffer.
-  size_t TakeLines(size_t max_lines, absl::FunctionRef<void(absl::string_view)> on_line);
+  // Moves complete lines out of the pending buffer, while `*bytes_left` (less each line's
+  // bytes) lasts.
+  size_t TakeLines(size_t max_lines, size_t* bytes_left,
+                   absl::FunctionRef<void(absl::string_view)> on_line);
   // At the end of the open file: rotation, truncation, a file appearing. True when the follower
   // switched files or position (read again).
   absl::StatusOr<bool> CheckFile();

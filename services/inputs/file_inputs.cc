@@ -11,6 +11,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "services/formats/json_parser.h"
 #include "services/formats/line_parser.h"
 
 namespace palisade {
@@ -189,6 +190,13 @@ void FileInputs::Log(const std::string& message) const {
   if (options_.log) options_.log(message);
 }
 
+namespace {
+
+// A batch ends once its lines hold this many bytes (or batch_lines lines).
+constexpr size_t kBatchBytes = 1 << 20;
+
+}  // namespace
+
 void FileInputs::DiscoverLocked(Input& input) {
   std::vector<std::string> paths;
   for (const std::string& p : input.config.paths()) {
@@ -205,7 +213,9 @@ void FileInputs::DiscoverLocked(Input& input) {
       if (c.input() == input.config.name() && c.path() == path) from = c;
     }
     FileFollowerOptions follower;
-    follower.max_line_bytes = options_.max_line_bytes;
+    follower.max_batch_bytes = kBatchBytes;
+    follower.max_line_bytes =
+        IsJsonFormat(input.format) ? options_.max_record_bytes : options_.max_line_bytes;
     File& file = input.files[path];
     file.follower = std::make_unique<FileFollower>(path, follower, from);
     file.taken = file.follower->checkpoint();
@@ -215,7 +225,7 @@ void FileInputs::DiscoverLocked(Input& input) {
 namespace {
 
 // A slot whose lines held more than this is not kept for reuse once taken: its buffer would
-// otherwise stay allocated (up to batch_lines * max_line_bytes when a sender writes long lines).
+// otherwise stay allocated (up to kBatchBytes and a JSON record when a sender writes long lines).
 constexpr size_t kReuseBatchBytes = 1 << 20;
 
 // Batches of one file per round, so the others get their turn.
@@ -273,6 +283,10 @@ size_t FileInputs::Fill(Input& input, const std::string& path, File& file, Slot&
   return lines.size();
 }
 
+bool FileInputs::Full(size_t lines, const Slot& slot) const {
+  return lines == options_.batch_lines || slot.bytes.size() >= kBatchBytes;
+}
+
 void FileInputs::Prematch(Slot* slot) { slot->hold = sink_.prematch(&slot->batch); }
 
 bool FileInputs::CanFill(const Job& job) const {
@@ -304,10 +318,11 @@ void FileInputs::Work() {
     if (job != nullptr) {
       std::unique_ptr<Slot> next = NewSlot();
       const size_t n = Fill(*job->input, *job->path, *job->file, *next);
+      const bool more = n > 0 && Full(n, *next);
       if (n == 0) Release(std::move(next));
       absl::MutexLock lock(&work_mu_);
       job->filling = false;
-      job->more = n == options_.batch_lines;
+      job->more = more;
       if (n > 0) {
         ++job->read;
         // Kept even when the sink refused meanwhile: its lines were read.
@@ -337,7 +352,7 @@ size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& f
       if (!more || read >= kBatchesPerRound) break;
       std::unique_ptr<Slot> slot = NewSlot();
       const size_t n = Fill(input, path, file, *slot);
-      more = n == options_.batch_lines;
+      more = Full(n, *slot);
       if (n == 0) {
         Release(std::move(slot));
         break;

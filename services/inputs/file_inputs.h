@@ -59,6 +59,8 @@ struct FileInputsOptions {
   // more than one core, else 1. The decisions and positions do not depend on it.
   uint32_t threads = 0;
   size_t max_line_bytes = 16 * 1024;
+  // Inputs of a JSON format read a record whole up to this many bytes (engine.max_record_bytes).
+  size_t max_record_bytes = 8 << 20;
   // Where each file stood at the last snapshot (EngineSnapshot.inputs).
   std::vector<palisade::v1::FileCheckpoint> checkpoints;
   std::function<void(const std::string&)> log;
@@ -163,6 +165,9 @@ class FileInputs {
   // Reads the file's next batch into `slot`: the lines read (0 at the end or on an error). One
   // thread at a time per file (the round's, or the one reading for it).
   size_t Fill(Input& input, const std::string& path, File& file, Slot& slot);
+  // Whether a batch of `lines` filled into `slot` was full (in lines or in bytes): the file may
+  // have more.
+  bool Full(size_t lines, const Slot& slot) const;
   void Prematch(Slot* slot);
   void Work();  // a reading and prematching thread
   std::unique_ptr<Slot> NewSlot();

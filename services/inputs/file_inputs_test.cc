@@ -126,6 +126,37 @@ TEST_F(FileInputsTest, ARestartFromTheCheckpointsReadsOnExactly) {
   EXPECT_THAT(lines_, ElementsAre("l4"));
 }
 
+// A JSON input reads each record whole up to max_record_bytes (a client's long headers, logged
+// before the status, must not cut it), and a batch stops once its lines hold 1 MiB.
+TEST_F(FileInputsTest, JsonRecordsAreReadWholeInBatchesBoundedInBytes) {
+  palisade::v1::InputsConfig config = Config({"access.log"});
+  config.mutable_files(0)->set_format("caddy_json");
+  FileInputsOptions options;
+  std::vector<size_t> batch_bytes;
+  std::vector<size_t> line_sizes;
+  auto inputs = FileInputs::Create(
+      config, options,
+      [&](const palisade::v1::LogBatch& b) {
+        EXPECT_EQ(b.format(), palisade::v1::LOG_FORMAT_CADDY_JSON);
+        size_t bytes = 0;
+        for (const auto& r : b.records()) {
+          line_sizes.push_back(r.line().size());
+          bytes += r.line().size();
+        }
+        batch_bytes.push_back(bytes);
+        return absl::OkStatus();
+      },
+      registry_);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  const std::string record =
+      absl::StrCat(R"({"request":{"headers":{"X-Pad":[")", std::string(600000, 'A'), R"("]}}})");
+  Append("access.log", record + "\n" + record + "\n" + record + "\n");
+  EXPECT_EQ((*inputs)->PollOnce(), 3u);
+  EXPECT_THAT(line_sizes, ElementsAre(record.size(), record.size(), record.size()));
+  // The first batch ends with the line that brought it past 1 MiB.
+  EXPECT_THAT(batch_bytes, ElementsAre(2 * record.size(), record.size()));
+}
+
 TEST_F(FileInputsTest, BadInputsAreRefusedNamingThem) {
   palisade::v1::InputsConfig config = Config({"auth.log"});
   config.mutable_files(0)->set_format("nonsense");

@@ -139,7 +139,8 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
                             .Register(registry)),
       truncated_family_(prometheus::BuildCounter()
                             .Name("palisade_ingest_lines_truncated_total")
-                            .Help("Lines longer than engine.max_line_bytes, cut before matching.")
+                            .Help("Lines longer than engine.max_line_bytes (JSON records: "
+                                  "engine.max_record_bytes), cut before matching.")
                             .Register(registry)),
       sanitized_family_(prometheus::BuildCounter()
                             .Name("palisade_ingest_lines_sanitized_total")
@@ -400,14 +401,19 @@ class ViewBatch {
 
 }  // namespace
 
-inline absl::string_view Pipeline::TrimLine(absl::string_view line, bool* truncated) const {
+inline absl::string_view Pipeline::TrimLine(absl::string_view line, size_t cap,
+                                            bool* truncated) {
   *truncated = false;
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-  if (line.size() > options_.max_line_bytes) {
-    line = line.substr(0, options_.max_line_bytes);
+  if (line.size() > cap) {
+    line = line.substr(0, cap);
     *truncated = true;
   }
   return line;
+}
+
+size_t Pipeline::LineCap(palisade::v1::LogFormat format) const {
+  return IsJsonFormat(format) ? options_.max_record_bytes : options_.max_line_bytes;
 }
 
 namespace {
@@ -482,10 +488,11 @@ bool AllPlainKeyBytes(absl::string_view s) {
 
 }  // namespace
 
-absl::string_view Pipeline::PrepareLine(absl::string_view line, std::string* sanitized,
-                                        bool* truncated, bool* sanitize) const {
+absl::string_view Pipeline::PrepareLine(absl::string_view line, size_t cap,
+                                        std::string* sanitized, bool* truncated,
+                                        bool* sanitize) const {
   *sanitize = false;
-  line = TrimLine(line, truncated);
+  line = TrimLine(line, cap, truncated);
   // Hostile bytes: NULs are replaced (they would cut evidence and log lines short), invalid
   // UTF-8 is matched as it is (RE2 simply does not match across it); both are counted. Looked
   // for past the plain prefix only (nearly always all but the last few bytes).
@@ -536,12 +543,13 @@ void Pipeline::Prematch(LineBatch* batch) const {
   YearRule rule = YearRule::kAtMostADayAhead;
   // Views into the parser's buffers (JSON records) do not outlive the next line.
   const bool keep = !IsJsonFormat(batch->format);
+  const size_t cap = LineCap(batch->format);
   std::string sanitized;
   for (size_t i = 0; i < batch->lines.size(); ++i) {
     bool truncated, sanitize = false;
-    absl::string_view line = batch->plain
-                                 ? TrimLine(batch->lines[i], &truncated)
-                                 : PrepareLine(batch->lines[i], &sanitized, &truncated, &sanitize);
+    absl::string_view line =
+        batch->plain ? TrimLine(batch->lines[i], cap, &truncated)
+                     : PrepareLine(batch->lines[i], cap, &sanitized, &truncated, &sanitize);
     ParsedLine& parsed = batch->parsed[i];
     if (!parser.Parse(line, reference, &parsed, rule).ok()) continue;
     if (parsed.time) {
@@ -694,6 +702,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     const RuleSet* rules_in_use = engine_.rules().get();
     const int records = batch.size();
     const bool plain = batch.plain();
+    const size_t cap = LineCap(batch.format());
     PrematchedLine prematched;
     for (int record = 0; record < records; ++record) {
       bool truncated, sanitize = false;
@@ -701,8 +710,8 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       // ran (another thread), else here.
       absl::string_view line =
           plain || batch.prepared(record, &sanitize)
-              ? TrimLine(batch.line(record), &truncated)
-              : PrepareLine(batch.line(record), &sanitized, &truncated, &sanitize);
+              ? TrimLine(batch.line(record), cap, &truncated)
+              : PrepareLine(batch.line(record), cap, &sanitized, &truncated, &sanitize);
       if (truncated) ack.set_truncated(ack.truncated() + 1);
       if (sanitize) ack.set_sanitized(ack.sanitized() + 1);
       // In the daemon, a stream silent for a month starts over from now: the nearest year to a

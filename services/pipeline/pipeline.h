@@ -58,6 +58,10 @@ namespace palisade {
 struct PipelineOptions {
   EngineOptions engine;
   uint32_t max_line_bytes = 16384;
+  // A JSON record is read whole up to this many bytes (not cut at max_line_bytes): a client's
+  // long headers, logged before the status (Caddy), must not hide the request. The parser bounds
+  // what it keeps of it (services/formats/json_parser.h).
+  uint32_t max_record_bytes = 8 << 20;
   // Replay: called, line by line, with the latest event time seen so far whenever it moves on,
   // before that line's detections are decided (they are then decided line by line, not per
   // batch), so a simulated clock follows the log and the result does not depend on how the lines
@@ -236,13 +240,15 @@ class Pipeline {
   // (pipeline.cc).
   template <typename Batch>
   absl::StatusOr<palisade::v1::BatchAck> Run(const Batch& batch);
-  // The line as matched: the trailing newline and CR dropped, cut at max_line_bytes, NULs
+  // The line as matched: the trailing newline and CR dropped, cut at `cap` (LineCap), NULs
   // replaced (into `*sanitized`). Sets *truncated / *sanitize when it did either.
-  absl::string_view PrepareLine(absl::string_view line, std::string* sanitized, bool* truncated,
-                                bool* sanitize) const;
-  // Its first part: the newline and CR dropped, cut at max_line_bytes.
-  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::string_view TrimLine(absl::string_view line,
-                                                          bool* truncated) const;
+  absl::string_view PrepareLine(absl::string_view line, size_t cap, std::string* sanitized,
+                                bool* truncated, bool* sanitize) const;
+  // Its first part: the newline and CR dropped, cut at `cap`.
+  ABSL_ATTRIBUTE_ALWAYS_INLINE static absl::string_view TrimLine(absl::string_view line,
+                                                                 size_t cap, bool* truncated);
+  // Where lines of `format` are cut: max_record_bytes for JSON records, else max_line_bytes.
+  size_t LineCap(palisade::v1::LogFormat format) const;
 
   const PipelineOptions options_;
   Clock& clock_;

@@ -49,6 +49,7 @@ class PipelineJsonTest : public ::testing::Test {
     app.set_path("target");
     app.set_status("code");
     options.json_formats["app"] = app;
+    options.max_record_bytes = 256 * 1024;
     return options;
   }
   std::string Now() { return absl::FormatTime(absl::RFC3339_sec, clock_.TimeNow(), absl::UTCTimeZone()); }
@@ -81,9 +82,9 @@ TEST_F(PipelineJsonTest, NginxJsonBatchBansThroughACombinedRule) {
   EXPECT_EQ(decisions[0].target().value(), "203.0.113.7");
 }
 
-// A record past the line cap is cut by the pipeline and still read (a long user agent would
+// A record past max_record_bytes is cut by the pipeline and still read (a long user agent would
 // otherwise hide the request).
-TEST_F(PipelineJsonTest, RecordPastTheLineCapStillCounts) {
+TEST_F(PipelineJsonTest, RecordPastTheRecordCapStillCounts) {
   LogBatch batch;
   batch.set_source("web-2");
   batch.set_format(LogFormat::LOG_FORMAT_NGINX_JSON);
@@ -91,11 +92,32 @@ TEST_F(PipelineJsonTest, RecordPastTheLineCapStillCounts) {
     batch.add_records()->set_line(absl::StrCat(
         R"({"time":")", Now(), R"(","remote_addr":"203.0.113.8","request_method":"POST",)",
         R"("request_uri":"/login","server_protocol":"HTTP/1.1","status":401,)",
-        R"("http_user_agent":")", std::string(100000, 'A'), R"("})"));
+        R"("http_user_agent":")", std::string(300000, 'A'), R"("})"));
   }
   absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
   ASSERT_THAT(ack, IsOk());
   EXPECT_EQ(ack->truncated(), 3u);
+  EXPECT_EQ(ack->malformed(), 0u);
+  EXPECT_EQ(ack->detections(), 1u);
+}
+
+// Caddy writes the request's headers before the status: a record is read whole up to
+// engine.max_record_bytes (not cut at the line cap), so a client's long headers do not hide it.
+// Past max_record_bytes it is cut, and read from its fields before the cut.
+TEST_F(PipelineJsonTest, CaddyRecordPastTheLineCapIsReadWhole) {
+  LogBatch batch;
+  batch.set_source("web-3");
+  batch.set_format(LogFormat::LOG_FORMAT_CADDY_JSON);
+  for (int i = 0; i < 3; ++i) {
+    batch.add_records()->set_line(absl::StrCat(
+        R"({"ts":)", absl::ToUnixSeconds(clock_.TimeNow()),
+        R"(,"request":{"remote_ip":"203.0.113.9","client_ip":"203.0.113.9","proto":"HTTP/1.1",)"
+        R"("method":"POST","uri":"/login","headers":{"X-Pad":[")", std::string(40000, 'A'),
+        R"("]}},"size":0,"status":401})"));
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->truncated(), 0u);
   EXPECT_EQ(ack->malformed(), 0u);
   EXPECT_EQ(ack->detections(), 1u);
 }

@@ -250,6 +250,7 @@ palisade::v1::Config DefaultConfig(const std::string& rules_dir) {
   config.mutable_engine()->set_max_keys_per_rule(1'000'000);
   config.mutable_engine()->set_max_evidence(5);
   config.mutable_engine()->set_max_line_bytes(16384);
+  config.mutable_engine()->set_max_record_bytes(8 << 20);
   config.mutable_engine()->set_max_evidence_bytes(2048);
   config.mutable_engine()->set_memory_budget_bytes(uint64_t{1} << 30);
   config.mutable_sweep_interval()->set_seconds(1);
@@ -362,6 +363,14 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   }
   if (engine->max_line_bytes() < 64) {
     return absl::InvalidArgumentError(file + ": engine.max_line_bytes must be >= 64");
+  }
+  if (engine->max_record_bytes() == 0) {
+    engine->set_max_record_bytes(std::max<uint32_t>(8 << 20, engine->max_line_bytes()));
+  }
+  if (engine->max_record_bytes() < engine->max_line_bytes() ||
+      engine->max_record_bytes() > (64u << 20)) {
+    return absl::InvalidArgumentError(
+        file + ": engine.max_record_bytes must be engine.max_line_bytes..67108864");
   }
   if (engine->max_evidence_bytes() == 0) engine->set_max_evidence_bytes(2048);
   if (engine->max_evidence_bytes() < 256 || engine->max_evidence_bytes() > (1u << 20)) {

@@ -140,7 +140,11 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
   EXPECT_EQ(config->engine().max_sessions(), 65536u);
   EXPECT_EQ(config->engine().max_session_bytes(), uint64_t{16} << 20);
   EXPECT_EQ(config->engine().session_ttl().seconds(), 600);
+  EXPECT_EQ(config->engine().max_record_bytes(), 8u << 20);
   const std::pair<const char*, const char*> bad[] = {
+      {R"pb(engine { max_line_bytes: 65536 max_record_bytes: 1000 })pb",
+       "engine.max_record_bytes"},
+      {R"pb(engine { max_record_bytes: 100000000 })pb", "engine.max_record_bytes"},
       {R"pb(engine { max_sessions: 20000000 })pb", "engine.max_sessions"},
       {R"pb(engine { max_session_bytes: 1000 })pb", "engine.max_session_bytes"},
       {R"pb(engine { session_ttl { seconds: 100000 } })pb", "engine.session_ttl"},

@@ -323,6 +323,7 @@ int Run() {
   options.engine.sessions.ttl = absl::Seconds(config->engine().session_ttl().seconds());
   options.engine.allowlist = *allowlist;
   options.max_line_bytes = config->engine().max_line_bytes();
+  options.max_record_bytes = config->engine().max_record_bytes();
   // Times without an offset: the config's zone, else the host's (validated at load).
   options.time_zone = *TimeZoneNamed(config->time_zone());
   for (const auto& [source, zone] : config->source_time_zones()) {
@@ -374,6 +375,7 @@ int Run() {
   FileInputsOptions input_options;
   input_options.checkpoints.assign(snapshot.inputs().begin(), snapshot.inputs().end());
   input_options.max_line_bytes = config->engine().max_line_bytes();
+  input_options.max_record_bytes = config->engine().max_record_bytes();
   if (config->inputs().batch_lines() > 0) input_options.batch_lines = config->inputs().batch_lines();
   input_options.threads = config->inputs().threads();
   if (config->inputs().has_poll_interval()) {
