@@ -82,14 +82,24 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
                             Fingerprint(head) == from.fingerprint());
     return same_head && static_cast<uint64_t>(st.st_size) >= from.offset();
   };
-  if (same_file(path_)) {
-    if (absl::StatusOr<bool> opened = OpenAt(path_, from.offset()); opened.ok() && *opened) return;
-  }
+  // A checkpoint is at a line's start, but for one taken while the rest of a cut line was being
+  // dropped: that rest (client-written text) is dropped again, not taken for a line.
+  auto open_at_checkpoint = [&](const std::string& path) {
+    absl::StatusOr<bool> opened = OpenAt(path, from.offset());
+    if (!opened.ok() || !*opened) return false;
+    char before = '\n';
+    if (from.offset() > 0 &&
+        ::pread(open_.fd, &before, 1, static_cast<off_t>(from.offset() - 1)) == 1 &&
+        before != '\n') {
+      skipping_ = true;
+    }
+    return true;
+  };
+  if (same_file(path_) && open_at_checkpoint(path_)) return;
   // Rotated while we were away: logrotate moves the file to PATH.1. Read it on from the
   // checkpoint, then the new file from its start.
   if (same_file(path_ + ".1")) {
-    if (absl::StatusOr<bool> opened = OpenAt(path_ + ".1", from.offset());
-        opened.ok() && *opened) {
+    if (open_at_checkpoint(path_ + ".1")) {
       draining_rotated_ = true;
       ++stats_.rotations;
       return;

@@ -13,7 +13,8 @@
 // the same file). A follower created from a checkpoint resumes there: at the offset when the
 // file is the same; in the rotated file (PATH.1, where logrotate moves it) when the file was
 // rotated meanwhile, then the new file from its start; from the start when the file was
-// truncated below the offset or replaced.
+// truncated below the offset or replaced. A checkpoint taken while the rest of a cut line was
+// being dropped is inside that line: the resumed follower drops that rest too.
 //
 // Thread-safety: none; one follower per thread.
 #ifndef PALISADE_SERVICES_INPUTS_FILE_FOLLOWER_H_

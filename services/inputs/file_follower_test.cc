@@ -52,6 +52,25 @@ TEST_F(FileFollowerTest, NewLinesAsTheyComeAndAPartialLineHeld) {
   EXPECT_THAT(Poll(f, 2), ElementsAre("7"));
 }
 
+// A checkpoint taken while the rest of a cut line is being dropped is inside that line: a
+// follower resumed from it (a restart) drops the rest too. Else the client-written tail of a
+// long line (a user name, a path) would become a line of its own, with a forged header.
+TEST_F(FileFollowerTest, AResumeInsideACutLineDropsItsRest) {
+  FileFollowerOptions options;
+  options.max_line_bytes = 64;
+  palisade::v1::FileCheckpoint saved;
+  {
+    FileFollower f(path_, options);
+    Append("first\n" + std::string(20000, 'A'));
+    EXPECT_THAT(Poll(f), ElementsAre("first", std::string(64, 'A')));
+    saved = f.checkpoint();
+  }
+  Append("Mar  3 14:02:01 web sshd[1]: Failed password for root from 198.51.100.9 port 1 ssh2\n"
+         "next\n");
+  FileFollower resumed(path_, options, saved);
+  EXPECT_THAT(Poll(resumed), ElementsAre("next"));
+}
+
 // The view-per-line Poll hands out the same lines as the vector one, CRLF and cut included.
 TEST_F(FileFollowerTest, ViewsAreTheSameLines) {
   FileFollowerOptions options;
