@@ -58,9 +58,9 @@ class Actuator {
   // false, the dispatcher hands ops over one at a time and records each outcome as soon as it
   // is known, so a daemon killed in the middle of a long queue redoes nothing it confirmed.
   virtual bool RunsInBatches() const { return false; }
-  // True when an apply can adopt an object already at the edge (10009) that a remove queued
-  // before it, for the same target, is about to delete: the dispatcher then runs the apply only
-  // once that remove has settled.
+  // True when an apply can adopt an object already at the edge (10009) that a queued remove,
+  // for the same target, is about to delete: the dispatcher then runs the apply only once that
+  // remove has settled.
   virtual bool AdoptsExisting() const { return false; }
   // After a restart, before any Run: what the store says this actuator made at the edge, one
   // entry per decision that still has an edge record (foreign and dry-run objects left out).

@@ -13,26 +13,30 @@ namespace {
 const char* OpName(ActionOp::Kind k) { return k == ActionOp::Kind::kApply ? "apply" : "remove"; }
 
 // The order rule for an actuator that adopts existing objects (AdoptsExisting): an apply waits
-// while a remove of the same target (kind and value), queued before it, has not settled;
-// otherwise a retried remove would delete what the apply adopted (one access rule per target at
-// the edge). The target stays blocked meanwhile by the object that remove has not deleted yet.
-// Feed it a queue's ops in order.
+// while a remove of the same target (kind and value) is anywhere in the queue; otherwise a
+// retried remove would delete what the apply adopted (one access rule per target at the edge).
+// The whole queue counts, not only the ops before the apply: a remove that failed goes back to
+// the end of the queue, behind an apply that was waiting for it, and must still go first. The
+// target stays blocked meanwhile by the object that remove has not deleted yet.
 class RemoveBarrier {
  public:
-  explicit RemoveBarrier(const Actuator& actuator) : ordered_(actuator.AdoptsExisting()) {}
-  // True when `op` must wait for an earlier remove.
-  bool Waits(const ActionOp& op) {
-    if (!ordered_) return false;
-    const palisade::v1::Target& t = op.decision.target();
-    std::string key = absl::StrCat(static_cast<int>(t.kind()), "/", t.value());
-    if (op.kind == ActionOp::Kind::kRemove) {
-      removing_.insert(std::move(key));
-      return false;
+  RemoveBarrier(const Actuator& actuator, const std::deque<ActionOp>& queue)
+      : ordered_(actuator.AdoptsExisting()) {
+    if (!ordered_) return;
+    for (const ActionOp& op : queue) {
+      if (op.kind == ActionOp::Kind::kRemove) removing_.insert(Key(op));
     }
-    return removing_.count(key) > 0;
+  }
+  // True when `op` must wait for a remove.
+  bool Waits(const ActionOp& op) const {
+    return ordered_ && op.kind == ActionOp::Kind::kApply && removing_.count(Key(op)) > 0;
   }
 
  private:
+  static std::string Key(const ActionOp& op) {
+    const palisade::v1::Target& t = op.decision.target();
+    return absl::StrCat(static_cast<int>(t.kind()), "/", t.value());
+  }
   const bool ordered_;
   std::set<std::string> removing_;
 };
@@ -267,7 +271,7 @@ int Dispatcher::RunOnce() {
 bool Dispatcher::HasDue(int kind, absl::Time now) const {
   auto qi = queues_.find(kind);
   if (qi == queues_.end()) return false;
-  RemoveBarrier barrier(*qi->second.actuator);
+  const RemoveBarrier barrier(*qi->second.actuator, qi->second.ops);
   for (const ActionOp& op : qi->second.ops) {
     if (!barrier.Waits(op) && op.not_before <= now) return true;
   }
@@ -279,7 +283,7 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
   auto qi = queues_.find(kind);
   if (qi == queues_.end()) return batch;
   Queue& q = qi->second;
-  RemoveBarrier barrier(*q.actuator);
+  const RemoveBarrier barrier(*q.actuator, q.ops);
   std::deque<ActionOp> keep;
   for (ActionOp& op : q.ops) {
     if (barrier.Waits(op) || op.not_before > now) {

@@ -8,9 +8,10 @@
 // its decision, and is deleted only once the edge confirmed it (see services/store/store.h).
 // Each confirmed operation is recorded as soon as the edge confirms it (not when its whole batch
 // ends), so a daemon killed again and again still moves forward.
-// Order: ops run in the order they were queued; for an actuator that adopts existing objects
-// (AccessRule), an apply waits for any remove of the same target queued before it, so it never
-// adopts an object that remove is about to delete.
+// Order: ops run in the order they were queued (a retried op goes to the back); for an actuator
+// that adopts existing objects (AccessRule), an apply waits while any remove of the same target
+// is queued (a retried one included), so it never adopts an object that remove is about to
+// delete.
 // Pause / Resume let the reconciler compare the edge with the decisions while nothing changes
 // the edge: ops are still queued, none starts.
 // Dry run: every op is recorded and counted as "dry_run", nothing is sent.

@@ -1,5 +1,6 @@
 #include "services/actions/dispatcher.h"
 
+#include <map>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -13,6 +14,7 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
+using ::testing::Pair;
 using ::testing::SizeIs;
 
 // A scriptable actuator that records what it was asked to do.
@@ -34,10 +36,26 @@ class FakeActuator final : public Actuator {
         continue;
       }
       op->result = absl::OkStatus();
-      if (op->kind == ActionOp::Kind::kApply) op->edge = {"edge-" + op->decision.id(), "", false};
+      const std::string& target = op->decision.target().value();
+      if (op->kind == ActionOp::Kind::kRemove) {
+        if (auto it = objects.find(target); it != objects.end() && it->second == op->edge.id) {
+          objects.erase(it);
+        }
+        continue;
+      }
+      // Like the edge's 10009: an adopting actuator takes over the object already there.
+      auto it = objects.find(target);
+      if (adopts && it != objects.end()) {
+        op->edge = {it->second, "", false};
+        continue;
+      }
+      op->edge = {"edge-" + op->decision.id(), "", false};
+      objects[target] = op->edge.id;
     }
   }
   bool adopts = false;
+  // What is at the edge: object id by target value.
+  std::map<std::string, std::string> objects;
   std::vector<std::string> restored;
   std::vector<std::string> calls;
   std::deque<absl::Status> failures;
@@ -374,6 +392,26 @@ TEST_F(DispatcherTest, AnApplyWaitsForAnEarlierRemoveOfTheSameTarget) {
   EXPECT_THAT(fake_->calls, ElementsAre("apply d1", "remove d1 edge-d1", "apply d3",
                                         "remove d1 edge-d1", "apply d2"));
   EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+// The remove is queued before the apply and fails: its retry must still go before the apply, or
+// the apply adopts the old rule (10009) and the retried remove deletes it under the new decision.
+TEST_F(DispatcherTest, ARetriedRemoveKeepsItsPlaceBeforeAnApplyOfTheSameTarget) {
+  fake_->adopts = true;
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  dispatcher_.RunOnce();
+  dispatcher_.OnDecision(Update(DecisionChange::kExpired, "d1"));
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d2"));
+  fake_->failures = {absl::UnavailableError("503")};
+  dispatcher_.RunOnce();  // the remove fails and waits 1 s; d2 waits behind it
+  clock_.Advance(absl::Seconds(1));
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls,
+              ElementsAre("apply d1", "remove d1 edge-d1", "remove d1 edge-d1", "apply d2"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+  EXPECT_EQ(dispatcher_.edges().at("d2").id, "edge-d2");
+  EXPECT_THAT(fake_->objects, ElementsAre(Pair("203.0.113.7", "edge-d2")));
 }
 
 TEST_F(DispatcherTest, NothingStartsWhilePaused) {
