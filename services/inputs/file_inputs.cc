@@ -9,6 +9,7 @@
 #include <cstring>
 #include <set>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/formats/json_parser.h"
@@ -24,6 +25,17 @@ bool Compressed(const std::string& path) {
     if (absl::EndsWith(path, ext)) return true;
   }
   return false;
+}
+
+// Whether `path` is a rotated copy of `base` as logrotate names them: base.N, base-YYYYMMDD
+// (dateext; up to ten digits with an hour).
+bool RotatedCopyOf(absl::string_view path, absl::string_view base) {
+  if (path.size() <= base.size() + 1 || !absl::StartsWith(path, base)) return false;
+  const absl::string_view suffix = path.substr(base.size() + 1);
+  const char sep = path[base.size()];
+  if (sep != '.' && sep != '-') return false;
+  if (sep == '-' && (suffix.size() < 8 || suffix.size() > 10)) return false;
+  return std::all_of(suffix.begin(), suffix.end(), [](char c) { return absl::ascii_isdigit(c); });
 }
 
 std::vector<std::string> Glob(const std::string& pattern) {
@@ -206,8 +218,23 @@ void FileInputs::DiscoverLocked(Input& input) {
       paths.push_back(p);
     }
   }
+  // A glob that matches the rotated copies of a file it follows (app.log* matches app.log.1)
+  // leaves them out: the follower reads the file across its rotation, and the copy read as a
+  // new file would count its lines again.
+  auto rotated_copy = [&](const std::string& path) {
+    for (const std::string& named : input.config.paths()) {
+      if (named == path) return false;  // named as it is, not through a glob
+    }
+    for (const std::string& base : paths) {
+      if (RotatedCopyOf(path, base)) return true;
+    }
+    for (const auto& [base, file] : input.files) {
+      if (RotatedCopyOf(path, base)) return true;
+    }
+    return false;
+  };
   for (const std::string& path : paths) {
-    if (input.files.count(path) > 0) continue;
+    if (input.files.count(path) > 0 || rotated_copy(path)) continue;
     std::optional<palisade::v1::FileCheckpoint> from;
     for (const auto& c : options_.checkpoints) {
       if (c.input() == input.config.name() && c.path() == path) from = c;

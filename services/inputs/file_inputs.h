@@ -1,7 +1,9 @@
 // palisaded's file inputs (issue 14 §1): the config's `inputs { files { ... } }`, each a set of
 // paths or globs followed by a FileFollower, read by one thread that hands batches of lines to a
 // sink (the daemon's: PipelineLineSink, Pipeline::ProcessLines, which decides as ProcessBatch,
-// the path gRPC batches take).
+// the path gRPC batches take). A glob leaves out the rotated copies (PATH.N, PATH-YYYYMMDD) of
+// a file it follows: the follower reads that file across its rotation, and the copy read anew
+// would count its lines twice. A batch ends at batch_lines lines or 1 MiB.
 //
 // On two threads (FileInputsOptions::threads; issue 14 §4), as replay does (issue 18): a second
 // thread reads the file's next batches ahead and runs the sink's `prematch` over them

@@ -67,6 +67,23 @@ TEST_F(FileInputsTest, GlobsFindNewFilesAndSkipCompressedOnes) {
   EXPECT_THAT(lines_, ElementsAre("a1", "b1", "b2", "b3"));
 }
 
+// A glob that also matches the rotated names (app.log*) follows app.log across its rotation and
+// does not read app.log.1 (or a dated copy) again from its start as a new file: each line once.
+TEST_F(FileInputsTest, AGlobDoesNotReadRotatedCopiesAgain) {
+  Append("app.log", "a1\n");
+  auto inputs = Make(Config({"app.log*"}));
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log.1").c_str()), 0);
+  Append("app.log", "b1\n");
+  Append("app.log-20261204", "a1\n");  // dateext's copy
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ElementsAre("a1", "b1"));
+  // A file of its own that the glob matches is still read.
+  Append("app.log.old", "c1\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ElementsAre("a1", "b1", "c1"));
+}
+
 TEST_F(FileInputsTest, ARefusedBatchIsOfferedAgainAndNotCheckpointed) {
   Append("auth.log", "l1\nl2\n");
   auto inputs = Make(Config({"auth.log"}));
