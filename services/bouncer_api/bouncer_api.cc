@@ -766,16 +766,18 @@ BouncerReply BouncerApi::Stream(Bouncer& bouncer, const BouncerRequest& request)
   // The position moves to the log's end: what was filtered out is not served later either (as
   // CrowdSec's time-based pulls).
   BouncerRow& row = bouncer.row;
-  row.position = last_seq_;
-  row.last_pull = now;
-  row.address = Printable(request.address, 64);
-  row.user_agent = Printable(request.user_agent, kMaxUserAgent);
-  if (absl::Status s = store_->RecordPull(row.name, now, row.address, row.user_agent, row.position);
-      !s.ok()) {
-    // The answer is not sent: a pull whose position cannot be kept would be served again.
+  std::string address = Printable(request.address, 64);
+  std::string user_agent = Printable(request.user_agent, kMaxUserAgent);
+  if (absl::Status s = store_->RecordPull(row.name, now, address, user_agent, last_seq_); !s.ok()) {
+    // The answer is not sent, and the position in memory stays where it was: the next pull is
+    // served these changes again (and Trim keeps the deletions this bouncer was not told of).
     Log(absl::StrCat("bouncer_api: ", s.message()));
     return JsonError(500, "the pull cannot be recorded");
   }
+  row.position = last_seq_;
+  row.last_pull = now;
+  row.address = std::move(address);
+  row.user_agent = std::move(user_agent);
   (f.startup || behind ? bouncer.pulls_startup : bouncer.pulls_stream)->Increment();
   bouncer.served_new->Increment(static_cast<double>(added.size()));
   bouncer.served_deleted->Increment(static_cast<double>(deleted.size()));

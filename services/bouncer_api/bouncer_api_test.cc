@@ -12,6 +12,7 @@
 #include "prometheus/text_serializer.h"
 #include "services/common/clock.h"
 #include "services/common/status_matchers.h"
+#include "sqlite3.h"
 
 namespace palisade {
 namespace {
@@ -328,6 +329,34 @@ TEST(BouncerApiTest, ARestartOfPalisadedNeitherLosesNorReplays) {
     json startup = d.Pull(key, true);
     EXPECT_EQ(Values(startup["new"]), (std::set<std::string>{"203.0.113.8", "203.0.113.9"}));
   }
+}
+
+// Runs `sql` on the store file through a second connection, as a test's way to break (and mend)
+// one kind of write.
+void ExecSql(const std::string& path, const char* sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
+// A pull whose position cannot be written is answered 500 and its position stays where it was:
+// the next pull serves the same changes again, none skipped.
+TEST(BouncerApiTest, APullThatCannotBeRecordedIsServedAgain) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("pull-fails.db");
+  Daemon d(path, clock);
+  std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7");
+  ExecSql(path, R"sql(
+      CREATE TRIGGER break_pull BEFORE UPDATE ON bouncers
+        BEGIN SELECT RAISE(ABORT, 'injected: pull not recorded'); END;)sql");
+  EXPECT_EQ(d.Get("/v1/decisions/stream?startup=false", key).first, 500);
+  ExecSql(path, "DROP TRIGGER break_pull;");
+  EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
+  EXPECT_EQ((*d.store->LoadBouncers())[0].position, d.api->last_seq());
 }
 
 // Changes reach the store in batches; a pull writes what waits first, so the position it
