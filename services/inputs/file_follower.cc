@@ -184,8 +184,11 @@ size_t FileFollower::TakeLines(size_t max_lines, size_t* bytes_left,
 
 absl::StatusOr<bool> FileFollower::CheckFile() {
   if (draining_rotated_) {
-    // The rotated file is read to its end: on to the new one. A last line without its newline
-    // will never be finished: it is a line.
+    // The rotated file is read to its end: on to the new one once the writer writes there.
+    absl::StatusOr<OldFile> old = OldFileState();
+    if (!old.ok()) return old.status();
+    if (*old != OldFile::kDone) return *old == OldFile::kMoreRead;
+    // A last line without its newline will never be finished: it is a line.
     if (!pending_.empty() && !skipping_) pending_.push_back('\n');
     std::string rest = std::move(pending_);
     draining_rotated_ = false;
@@ -200,7 +203,11 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
   }
   if (open_.fd < 0) return OpenAt(path_, 0);  // it appeared
   if (st.st_dev != open_.device || st.st_ino != open_.inode) {
-    // Renamed and created again: the old file is read to its end (we are here only then).
+    // Renamed and created again: the old file is read to its end once the writer writes to the
+    // new one.
+    absl::StatusOr<OldFile> old = OldFileState();
+    if (!old.ok()) return old.status();
+    if (*old != OldFile::kDone) return *old == OldFile::kMoreRead;
     if (!pending_.empty() && !skipping_) pending_.push_back('\n');
     std::string rest = std::move(pending_);
     absl::StatusOr<bool> opened = OpenAt(path_, 0);
@@ -219,6 +226,18 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
     return true;
   }
   return false;
+}
+
+absl::StatusOr<FileFollower::OldFile> FileFollower::OldFileState() {
+  // logrotate's `create` renames the file and creates an empty one; the writer goes on writing
+  // to the old one until its postrotate reopen. Until the new file holds a byte, the old one is
+  // read on. Once it does, the writer has moved: the old file is read to its end, and is done
+  // when a read finds nothing more.
+  struct stat st;
+  if (::stat(path_.c_str(), &st) != 0 || st.st_size == 0) return OldFile::kStillWritten;
+  absl::StatusOr<size_t> n = ReadMore();
+  if (!n.ok()) return n.status();
+  return *n == 0 ? OldFile::kDone : OldFile::kMoreRead;
 }
 
 bool FileFollower::HeadChanged() const {

@@ -1,8 +1,9 @@
 // Following one log file as `tail -F` does, with a checkpoint that says exactly where its lines
 // were taken (issue 14 §1). Poll() hands out the complete lines written since the last call:
 //   - a partial last line (no newline yet) is held until its newline comes;
-//   - rotation by rename + create: the old file is read to its end first (lines written just
-//     before the rename are not lost), then the new one from its start;
+//   - rotation by rename + create: the old file is read on until the new one holds a byte
+//     (logrotate's writer writes to the old one until its postrotate reopen), then to its end,
+//     then the new one from its start: lines written around the rename are not lost;
 //   - rotation by copytruncate (the file shrinks below what was taken, or its first bytes are no
 //     longer the ones fingerprinted, when it was written past the old offset before we looked):
 //     read again from the start, counted as a truncation;
@@ -94,6 +95,10 @@ class FileFollower {
   // At the end of the open file: rotation, truncation, a file appearing. True when the follower
   // switched files or position (read again).
   absl::StatusOr<bool> CheckFile();
+  // After a rename, the old file: still written to (the new one holds no byte yet), more of it
+  // read now, or read to its end with the writer on the new one.
+  enum class OldFile { kStillWritten, kMoreRead, kDone };
+  absl::StatusOr<OldFile> OldFileState();
   std::string FingerprintOf(int fd, uint32_t* bytes) const;
   // The open file's first bytes are no longer the ones fingerprinted: rewritten in place.
   bool HeadChanged() const;

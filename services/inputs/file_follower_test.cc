@@ -102,6 +102,26 @@ TEST_F(FileFollowerTest, RenameAndCreateLosesNothing) {
   EXPECT_EQ(f.checkpoint().offset(), 6u);
 }
 
+// logrotate's `create`: the file is renamed, an empty one created, and the writer goes on
+// writing to the old one until its postrotate reopen. The old file is read on until the new one
+// holds a byte (the writer reopened), then to its end once more: nothing written meanwhile is
+// lost.
+TEST_F(FileFollowerTest, TheOldFileIsReadOnUntilTheWriterMovesToTheNewOne) {
+  FileFollower f(path_);
+  Append("a1\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a1"));
+  ASSERT_EQ(std::rename(path_.c_str(), (path_ + ".1").c_str()), 0);
+  Append("");  // created empty
+  EXPECT_THAT(Poll(f), IsEmpty());
+  Append("a2\n", path_ + ".1");  // before the writer's reopen
+  EXPECT_THAT(Poll(f), ElementsAre("a2"));
+  Append("a3\n", path_ + ".1");
+  Append("b1\n");  // reopened
+  EXPECT_THAT(Poll(f), ElementsAre("a3", "b1"));
+  EXPECT_EQ(f.stats().rotations, 1u);
+  EXPECT_EQ(f.checkpoint().offset(), 3u);
+}
+
 TEST_F(FileFollowerTest, CopyTruncateReadsTheNewStart) {
   FileFollower f(path_);
   Append("a1\na2\na3\n");
