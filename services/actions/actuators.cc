@@ -492,8 +492,15 @@ absl::Status TokenActuator::Apply(ActionOp& op) {
       op.edge = {id, account ? "account" : "user", false};
       return absl::OkStatus();
     }
-    op.edge = {"", "", false};  // no such token (any more): nothing to revoke
-    return absl::OkStatus();
+    // 404 from both endpoints does not mean revoked: it is also what a live token palisaded's
+    // own cannot see answers (another member's user token), and an audit record says the token
+    // was in use. Never count it as revoked; an operator checks.
+    op.edge = {"", "", false};
+    return absl::NotFoundError(absl::StrCat(
+        "token ", id,
+        " was not found by the user or the account tokens endpoint: it may be gone already, or "
+        "be a token palisaded's API token cannot see (another member's user token); it was NOT "
+        "revoked; check it in the dashboard and revoke it by hand if it is live"));
   }
   if (op.secret.empty()) {
     return absl::FailedPreconditionError(
@@ -524,13 +531,20 @@ absl::Status TokenActuator::Apply(ActionOp& op) {
     return absl::FailedPreconditionError(
         "the leaked token is palisaded's own: not revoked automatically; roll it now");
   }
-  if (delete_) {
-    absl::Status s = client_.DeleteToken(info->id, account);
-    if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
-  } else {
-    absl::StatusOr<TokenInfo> disabled = client_.DisableToken(info->id, account);
-    if (!disabled.ok()) return disabled.status();
+  absl::Status s = delete_ ? client_.DeleteToken(info->id, account)
+                           : client_.DisableToken(info->id, account).status();
+  if (s.code() == absl::StatusCode::kNotFound) {
+    // verify has just said the token is live, so a 404 here is not "gone already": palisaded's
+    // token cannot reach it (another member's user token, or one it may not manage). It stays
+    // live, so this is a failure an operator must act on, never a success. The id names it;
+    // the secret is never put in a message.
+    op.secret.clear();
+    return absl::FailedPreconditionError(
+        absl::StrCat("the leaked token ", op.decision.target().value(), " (id ", info->id,
+                     ") is LIVE but could not be revoked: palisaded's API token cannot reach it (",
+                     s.message(), "); revoke it by hand"));
   }
+  if (!s.ok()) return s;
   op.edge = {info->id, account ? "account" : "user", false};
   op.secret.clear();  // done with it
   return absl::OkStatus();

@@ -429,7 +429,57 @@ TEST_F(ActuatorsTest, TokenByIdAndNeverOurOwn) {
   EXPECT_EQ(fake_.TokenSnapshot(id)["status"], "disabled");
   EXPECT_THAT(ops[1].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("own")));
   EXPECT_EQ(fake_.TokenSnapshot(own)["status"], "active");
-  EXPECT_THAT(ops[2].result, IsOk());  // no such token: nothing to revoke
+  // Not found by either endpoint: gone already, or another member's user token that palisaded's
+  // own cannot see. Which one cannot be told from here, so it is never counted as revoked.
+  EXPECT_THAT(ops[2].result, StatusIs(absl::StatusCode::kNotFound, HasSubstr("NOT revoked")));
+  EXPECT_TRUE(ops[2].edge.id.empty());
+}
+
+// In front of the emulator: token revocations (DELETE, and the GET and PUT of a disable) go to
+// an id that does not exist, so the edge answers 404 for a token that verify just found live,
+// as it does for a token palisaded's own cannot see (another member's user token).
+class HidesTokens final : public HttpTransport {
+ public:
+  explicit HidesTokens(HttpTransport& next) : next_(next) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& request) override {
+    HttpRequest r = request;
+    const size_t at = r.url.find("/tokens/");
+    if (r.method != "POST" && at != std::string::npos &&
+        r.url.find("/verify") == std::string::npos) {
+      r.url = r.url.substr(0, at) + "/tokens/00000000000000000000000000000000";
+    }
+    return next_.Send(r);
+  }
+
+ private:
+  HttpTransport& next_;
+};
+
+// verify says the leaked token is live; the revocation then finds no such token: it was not
+// revoked, and the result says so (without the secret).
+TEST_F(ActuatorsTest, ALiveTokenThatCannotBeRevokedIsAFailure) {
+  fake::TokenSpec leaked;
+  leaked.name = "ci";
+  leaked.permissions = {"lists"};
+  auto [id, value] = fake_.AddToken(leaked);
+  HidesTokens hiding(transport_);
+  Credentials creds;
+  creds.token = Secret(token_);
+  CloudflareClient client(hiding, clock_, client_->options(), creds, registry_);
+  for (bool del : {true, false}) {
+    TokenActuator actuator(client, del);
+    std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d1",
+                                    palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT, "sha256:x",
+                                    palisade::v1::ACTION_REVOKE_TOKEN)};
+    ops[0].secret = value;
+    Run(actuator, ops);
+    EXPECT_THAT(ops[0].result,
+                StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("could not be revoked")))
+        << (del ? "delete" : "disable");
+    EXPECT_THAT(ops[0].result.message(), HasSubstr(id));
+    EXPECT_THAT(ops[0].result.message(), ::testing::Not(HasSubstr(value)));
+    EXPECT_EQ(fake_.TokenSnapshot(id)["status"], "active");
+  }
 }
 
 }  // namespace
