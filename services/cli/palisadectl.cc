@@ -59,6 +59,7 @@
 #include "services/events/event_hub.h"
 #include "services/events/sinks.h"
 #include "services/feeds/feed_parser.h"
+#include "services/formats/json_parser.h"
 #include "services/formats/line_parser.h"
 #include "services/pipeline/pipeline.h"
 #include "services/fail2ban/fail2ban_import.h"
@@ -145,6 +146,19 @@ namespace palisade {
 namespace {
 
 using palisade::v1::LogFormat;
+
+// How files of `format` are read: a JSON record whole up to palisaded's default
+// engine.max_record_bytes (a client's long headers come before the status), other lines up to
+// 1 MiB (the pipeline cuts them again at engine.max_line_bytes).
+LineReaderOptions ReaderOptionsFor(LogFormat format) {
+  LineReaderOptions options;
+  if (IsJsonFormat(format)) options.max_line_bytes = PipelineOptions().max_record_bytes;
+  return options;
+}
+
+// A shipped batch ends once its lines hold this many bytes: well under palisaded's default
+// api.max_message_bytes (16 MiB), which refuses a larger batch (and with it the whole ship).
+constexpr size_t kShipBatchBytes = size_t{4} << 20;
 
 // Walks `s` by UTF-8 code point: `cp` is -1 for a byte that starts no valid sequence (bad
 // lead, truncated, overlong, surrogate, past U+10FFFF), whose `len` is then 1.
@@ -292,7 +306,8 @@ std::string Json(const google::protobuf::Message& m) {
 // The latest time `format`'s parser reads in `file` (streamed), for --retime.
 absl::StatusOr<std::optional<absl::Time>> LatestTime(const std::string& file, LogFormat format,
                                                      absl::Time now) {
-  absl::StatusOr<std::unique_ptr<LineReader>> reader = LineReader::Open(file);
+  absl::StatusOr<std::unique_ptr<LineReader>> reader =
+      LineReader::Open(file, ReaderOptionsFor(format));
   if (!reader.ok()) return reader.status();
   LineParser parser(format);
   ParsedLine parsed;
@@ -397,7 +412,8 @@ int ShipFiles(const std::vector<std::string>& files) {
       if (!latest.ok()) return Fail(std::string(latest.status().message()));
       if (*latest) shift = now - **latest;
     }
-    absl::StatusOr<std::unique_ptr<LineReader>> reader = LineReader::Open(file);
+    absl::StatusOr<std::unique_ptr<LineReader>> reader =
+        LineReader::Open(file, ReaderOptionsFor(*format));
     if (!reader.ok()) return Fail(std::string(reader.status().message()));
     LineParser parser(*format);
     ParsedLine parsed;
@@ -406,12 +422,14 @@ int ShipFiles(const std::vector<std::string>& files) {
                               size_t max) -> absl::StatusOr<size_t> {
       absl::string_view line;
       size_t n = 0;
-      while (n < max) {
+      size_t bytes = 0;
+      while (n < max && bytes < kShipBatchBytes) {
         absl::StatusOr<bool> more = (*reader)->Next(&line);
         if (!more.ok()) return more.status();
         if (!*more) break;
         palisade::v1::LogRecord* record = batch->add_records();
         record->set_line(line.data(), line.size());
+        bytes += line.size();
         if (shift && parser.Parse(line, now, &parsed).ok() && parsed.time) {
           *record->mutable_event_time() = ToProtoTime(*parsed.time + *shift);
         }
@@ -918,12 +936,13 @@ int ReplayFiles(const std::vector<std::string>& files) {
   // The files one after the other, streamed: memory bounded by a batch, whatever their size.
   class Files : public LineSource {
    public:
-    explicit Files(const std::vector<std::string>& paths) : paths_(paths) {}
+    Files(const std::vector<std::string>& paths, LineReaderOptions options)
+        : paths_(paths), options_(options) {}
     absl::StatusOr<bool> Next(absl::string_view* line) override {
       while (true) {
         if (reader_ == nullptr) {
           if (next_ >= paths_.size()) return false;
-          absl::StatusOr<std::unique_ptr<LineReader>> r = LineReader::Open(paths_[next_++]);
+          absl::StatusOr<std::unique_ptr<LineReader>> r = LineReader::Open(paths_[next_++], options_);
           if (!r.ok()) return r.status();
           reader_ = *std::move(r);
         }
@@ -939,7 +958,7 @@ int ReplayFiles(const std::vector<std::string>& files) {
         if (reader_ == nullptr) {
           lines->clear();
           if (next_ >= paths_.size()) return 0;
-          absl::StatusOr<std::unique_ptr<LineReader>> r = LineReader::Open(paths_[next_++]);
+          absl::StatusOr<std::unique_ptr<LineReader>> r = LineReader::Open(paths_[next_++], options_);
           if (!r.ok()) return r.status();
           reader_ = *std::move(r);
         }
@@ -951,10 +970,11 @@ int ReplayFiles(const std::vector<std::string>& files) {
 
    private:
     const std::vector<std::string>& paths_;
+    const LineReaderOptions options_;
     size_t next_ = 0;
     std::unique_ptr<LineReader> reader_;
   };
-  Files source(files);
+  Files source(files, ReaderOptionsFor(*format));
   absl::StatusOr<ReplaySummary> summary = Replay(*rules, *format, source, options);
   if (!summary.ok()) return Fail(std::string(summary.status().message()));
   if (absl::GetFlag(FLAGS_json)) {

@@ -35,6 +35,22 @@ using ::palisade::testing::WaitFor;
 
 class JsonE2eTest : public ::testing::Test {
  protected:
+  // `palisadectl ship --format=json --json_format=app FILE` to the daemon: its exit status.
+  int ShipAsApp(const std::string& file, const std::string& source) {
+    std::vector<std::string> args = {"services/cli/palisadectl", "ship",
+                                     "--format=json",           "--json_format=app",
+                                     "--source=" + source,      "--server=" + daemon_->grpc_address(),
+                                     file};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = -1;
+    if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0) return -1;
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+    return WEXITSTATUS(status);
+  }
+
   void SetUp() override {
     dir_ = std::getenv("TEST_TMPDIR");
     log_ = dir_ + "/app.json";
@@ -145,21 +161,37 @@ TEST_F(JsonE2eTest, PalisadectlShipsACustomMapping) {
           << R"("ua":"x"},"res":{"status":403}})" << "\n";
     }
   }
-  std::vector<std::string> args = {"services/cli/palisadectl", "ship",
-                                    "--format=json",           "--json_format=app",
-                                    "--source=remote-app",     "--server=" + daemon_->grpc_address(),
-                                    shipped};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  pid_t pid = -1;
-  ASSERT_EQ(posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ), 0);
-  int status = 0;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  ASSERT_EQ(ShipAsApp(shipped, "remote-app"), 0);
   ASSERT_TRUE(Banned("203.0.113.33")) << ::palisade::testing::EmulatorState(*cf_).dump(2);
   EXPECT_EQ(ScrapeMetric(*daemon_, "palisade_ingest_lines_malformed_total",
                          {"source=\"remote-app\"", "format=\"json\""}),
+            0);
+}
+
+// Records of 25 KB, their client-written user agent before the status: palisadectl reads each
+// whole and ends a batch at 4 MiB (1,000 such lines in one batch were 25 MB, which the server's
+// 16 MiB message limit refused, failing the whole ship); palisaded reads each whole, so the
+// status after the user agent is still there.
+TEST_F(JsonE2eTest, PalisadectlShipsLongRecordsWholeInBoundedBatches) {
+  const std::string shipped = dir_ + "/long.json";
+  {
+    std::ofstream out(shipped, std::ios::trunc);
+    const std::string ua(25000, 'u');
+    for (int i = 0; i < 1000; ++i) {
+      const bool attack = i % 300 == 299;
+      out << R"({"ts":)" << absl::ToUnixMillis(absl::Now()) << R"(,"peer":{"addr":")"
+          << (attack ? "203.0.113.34" : "198.51.100.34") << R"("},"req":{"ua":")" << ua
+          << R"(","method":")" << (attack ? "POST" : "GET") << R"(","path":"/login"},)"
+          << R"("res":{"status":)" << (attack ? 403 : 200) << "}}\n";
+    }
+  }
+  ASSERT_EQ(ShipAsApp(shipped, "long-app"), 0);
+  ASSERT_TRUE(Banned("203.0.113.34")) << ::palisade::testing::EmulatorState(*cf_).dump(2);
+  EXPECT_EQ(ScrapeMetric(*daemon_, "palisade_ingest_lines_malformed_total",
+                         {"source=\"long-app\"", "format=\"json\""}),
+            0);
+  EXPECT_EQ(ScrapeMetric(*daemon_, "palisade_ingest_lines_truncated_total",
+                         {"source=\"long-app\"", "format=\"json\""}),
             0);
 }
 
