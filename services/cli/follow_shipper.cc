@@ -114,16 +114,40 @@ absl::StatusOr<std::map<std::string, FollowPosition>> FollowShipper::ReadState(
         !f.value("offset", nlohmann::json()).is_number_unsigned()) {
       return absl::DataLossError(absl::StrCat(path, ": a file entry without path or offset"));
     }
+    // The optional fields, checked before they are read: nlohmann's value() throws on a field
+    // of another type, and a damaged state file must read as one (kDataLoss), not crash.
+    bool ok = true;
+    auto number = [&](const char* name, uint64_t max) -> uint64_t {
+      if (!f.contains(name)) return 0;
+      const nlohmann::json& v = f[name];
+      if (!v.is_number_unsigned() || v.get<uint64_t>() > max) {
+        ok = false;
+        return 0;
+      }
+      return v.get<uint64_t>();
+    };
+    auto text = [&](const char* name) -> std::string {
+      if (!f.contains(name)) return "";
+      if (!f[name].is_string()) {
+        ok = false;
+        return "";
+      }
+      return f[name].get<std::string>();
+    };
     FollowPosition p;
     FileCheckpoint& c = p.checkpoint;
     c.set_path(f["path"].get<std::string>());
-    c.set_device(f.value("device", uint64_t{0}));
-    c.set_inode(f.value("inode", uint64_t{0}));
+    c.set_device(number("device", UINT64_MAX));
+    c.set_inode(number("inode", UINT64_MAX));
     c.set_offset(f["offset"].get<uint64_t>());
-    c.set_fingerprint(f.value("fingerprint", std::string()));
-    c.set_fingerprint_bytes(f.value("fingerprint_bytes", uint32_t{0}));
-    p.first_line_fingerprint = f.value("first_line_fingerprint", std::string());
-    p.first_line_bytes = f.value("first_line_bytes", uint32_t{0});
+    c.set_fingerprint(text("fingerprint"));
+    c.set_fingerprint_bytes(static_cast<uint32_t>(number("fingerprint_bytes", UINT32_MAX)));
+    p.first_line_fingerprint = text("first_line_fingerprint");
+    p.first_line_bytes = static_cast<uint32_t>(number("first_line_bytes", UINT32_MAX));
+    if (!ok) {
+      return absl::DataLossError(
+          absl::StrCat(path, ": the entry of ", c.path(), " has a field of the wrong type"));
+    }
     files[c.path()] = std::move(p);
   }
   return files;

@@ -242,6 +242,14 @@ TEST_F(FollowShipperTest, StateFiles) {
   EXPECT_EQ(back->at("/var/log/auth.log").first_line_bytes, 7u);
   std::ofstream(state_) << "{not json";
   EXPECT_EQ(FollowShipper::ReadState(state_).status().code(), absl::StatusCode::kDataLoss);
+  // A field of the wrong type (a hand edit, a disk error) is a damaged file, not a crash.
+  for (const char* entry : {R"("inode":"7")", R"("fingerprint":5)", R"("device":-1)",
+                            R"("first_line_bytes":99999999999)"}) {
+    std::ofstream(state_, std::ios::trunc)
+        << R"({"files":[{"path":"/x","offset":1,)" << entry << "}]}";
+    EXPECT_EQ(FollowShipper::ReadState(state_).status().code(), absl::StatusCode::kDataLoss)
+        << entry;
+  }
   EXPECT_EQ(FollowShipper::WriteState(dir_ + "/no/such/dir/state", "h", files).code(),
             absl::StatusCode::kFailedPrecondition);
   std::remove(state_.c_str());
