@@ -65,6 +65,10 @@ class Actuator {
   // After a restart, before any Run: what the store says this actuator made at the edge, one
   // entry per decision that still has an edge record (foreign and dry-run objects left out).
   virtual void Restore(const std::vector<EdgeRef>& made) { (void)made; }
+  // One decision no longer holds `made` (the reconciler found it gone from the edge, or removed
+  // it as an orphan): an actuator that keeps counts stops counting it for that decision. Called
+  // with the dispatcher paused, so never while Run runs.
+  virtual void Forget(const EdgeRef& made) { (void)made; }
 };
 
 // Retry an op that failed with this status? (transient: unavailable, throttled, timed out,

@@ -240,6 +240,14 @@ void IpListActuator::Restore(const std::vector<EdgeRef>& made) {
   }
 }
 
+void IpListActuator::Forget(const EdgeRef& made) {
+  // Without this, a later decision on the item would find it counted and be taken as already
+  // there, though the item is gone.
+  auto it = refs_.find(made.id);
+  if (made.foreign || it == refs_.end()) return;
+  if (--it->second <= 0) refs_.erase(it);
+}
+
 absl::Status IpListActuator::EnsureListAndRule() {
   if (list_id_.empty()) {
     absl::StatusOr<std::vector<IpList>> lists = client_.ListLists();

@@ -69,6 +69,7 @@ class IpListActuator final : public Actuator {
   // Counts the decisions per item again from the edge records, so an item shared by several
   // decisions (one IPv6 /64) still stays until the last of them ends after a restart.
   void Restore(const std::vector<EdgeRef>& made) override;
+  void Forget(const EdgeRef& made) override;
 
   // The list item an address or range becomes ("203.0.113.7", "2001:db8:1:2::/64"). An IPv6
   // item that the configured prefix would spread over a never-ban address is narrowed to the

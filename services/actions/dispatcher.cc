@@ -557,7 +557,13 @@ std::map<std::string, palisade::v1::Decision> Dispatcher::BusyDecisions() const 
 
 void Dispatcher::ForgetEdge(const std::string& id) {
   absl::MutexLock lock(&mu_);
-  if (!edges_.count(id)) return;
+  auto edge = edges_.find(id);
+  if (edge == edges_.end()) return;
+  // An actuator that counts decisions per object (IP list items) counts this one no more, or a
+  // later decision on the object would be taken as already there.
+  if (auto q = queues_.find(edge->second.kind); q != queues_.end()) {
+    q->second.actuator->Forget(edge->second.ref);
+  }
   ForgetEdgeLocked(id);
   if (store_ != nullptr) {
     absl::Status s = store_->ForgetEdge(id);

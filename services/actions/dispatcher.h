@@ -123,7 +123,8 @@ class Dispatcher {
   // The reconciler found the decision's object missing at the edge: forget the old edge record
   // and apply again (durably, when there is a store).
   void Reapply(const palisade::v1::Decision& decision);
-  // The reconciler removed an orphan, or found an object gone: forget the edge record.
+  // The reconciler removed an orphan, or found an object gone: forget the edge record, and tell
+  // its actuator (Actuator::Forget). Call it with the dispatcher paused, as the reconciler does.
   void ForgetEdge(const std::string& decision_id);
   // What Palisade made at the edge, by decision id.
   std::map<std::string, EdgeRef> edges() const;

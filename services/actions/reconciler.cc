@@ -173,13 +173,23 @@ absl::Status Reconciler::CheckIpList(DriftReport* report) {
     if (item.ok()) wanted.insert(*item);
   }
   std::vector<std::string> orphans;
+  std::set<std::string> gone;  // the decisions whose edge records name an orphan
   for (const auto& [ip, item] : marked) {
-    if (!wanted.count(ip) && !busy_.count(MarkedId(item->comment))) orphans.push_back(item->id);
+    if (wanted.count(ip) || busy_.count(MarkedId(item->comment))) continue;
+    orphans.push_back(item->id);
+    gone.insert(MarkedId(item->comment));
+    // Decisions sharing the item (one IPv6 /64) hold it too, and none of them is active.
+    for (const auto& [id, ref] : edges_) {
+      if (ref.container == list_id && ref.id == ip) gone.insert(id);
+    }
   }
   if (!orphans.empty()) {
     absl::StatusOr<std::string> op = client_.DeleteListItems(list_id, orphans);
     absl::Status s = op.ok() ? client_.WaitForOperation(*op) : op.status();
     if (!s.ok()) return s;
+    // As for access rules and rate-limit rules: the records go with the items, and the items'
+    // counts with them, so a later decision on the same address adds it again.
+    for (const std::string& id : gone) dispatcher_.ForgetEdge(id);
     for (size_t i = 0; i < orphans.size(); ++i) Orphan("ip_list", report);
   }
   return absl::OkStatus();

@@ -168,5 +168,34 @@ TEST_F(ReconcilerTest, DriftIsStillRepaired) {
   EXPECT_EQ(rules[0]["configuration"]["value"], "203.0.113.7");
 }
 
+// A list item whose remove failed for good stays at the edge with its decision's edge record.
+// The reconciler removes it as an orphan and forgets the record, and the item's count with it:
+// a later decision on the same address is added again, not taken as already there.
+TEST_F(ReconcilerTest, AnOrphanListItemIsForgottenWhenRemoved) {
+  palisade::v1::Decision old = Ban("198.51.100.7", palisade::v1::ACTUATOR_IP_LIST);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(1));
+  fake::Faults faults;
+  faults.fail_call = 1;  // the remove's read of the items: refused, not retried
+  faults.error_status = 403;
+  fake_.SetFaults(faults);
+  ASSERT_THAT(table_.Withdraw(old.id()).status(), IsOk());
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_EQ(dispatcher_->pending(), 0u);
+  ASSERT_EQ(dispatcher_->edges().count(old.id()), 1u);
+  ASSERT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(1));
+
+  absl::StatusOr<DriftReport> report = MakeReconciler(false)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->orphans, 1);
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(0));
+  EXPECT_EQ(dispatcher_->edges().count(old.id()), 0u);
+
+  palisade::v1::Decision again = Ban("198.51.100.7", palisade::v1::ACTUATOR_IP_LIST);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(1));
+  EXPECT_EQ(dispatcher_->edges().count(again.id()), 1u);
+}
+
 }  // namespace
 }  // namespace palisade
