@@ -64,14 +64,22 @@ absl::StatusOr<bool> FileFollower::OpenAt(const std::string& path, uint64_t offs
 }
 
 void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
+  resume_.reset();
+  // Set when the checkpoint's file is there but cannot be opened (EACCES, EMFILE): whether it
+  // is the same file cannot be told, so nothing is decided; Poll tries again.
+  std::string cannot_open;
   auto same_file = [&](const std::string& path) {
     struct stat st;
-    if (::stat(path.c_str(), &st) != 0 || st.st_dev != from.device() ||
-        st.st_ino != from.inode()) {
+    if (::stat(path.c_str(), &st) != 0) {
+      if (errno != ENOENT) cannot_open = absl::StrCat(path, ": ", std::strerror(errno));
       return false;
     }
+    if (st.st_dev != from.device() || st.st_ino != from.inode()) return false;
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
+    if (fd < 0) {
+      cannot_open = absl::StrCat(path, ": ", std::strerror(errno));
+      return false;
+    }
     // The same bytes at the start as when the checkpoint was taken (an inode reused by a new
     // file has others), and at least as many bytes as were taken.
     std::string head(from.fingerprint_bytes(), '\0');
@@ -86,6 +94,7 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
   // dropped: that rest (client-written text) is dropped again, not taken for a line.
   auto open_at_checkpoint = [&](const std::string& path) {
     absl::StatusOr<bool> opened = OpenAt(path, from.offset());
+    if (!opened.ok()) cannot_open = std::string(opened.status().message());
     if (!opened.ok() || !*opened) return false;
     char before = '\n';
     if (from.offset() > 0 &&
@@ -104,6 +113,10 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
       ++stats_.rotations;
       return;
     }
+  }
+  if (!cannot_open.empty()) {
+    resume_ = PendingResume{from, std::move(cannot_open)};
+    return;
   }
   // Replaced or truncated below the checkpoint: from the start of what is there now.
   struct stat st;
@@ -253,6 +266,13 @@ absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines, std::vector<std::str
 
 absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines,
                                           absl::FunctionRef<void(absl::string_view)> on_line) {
+  if (resume_) {
+    Resume(palisade::v1::FileCheckpoint(resume_->from));
+    if (resume_) {
+      return absl::UnavailableError(
+          absl::StrCat(resume_->why, " (to resume from its checkpoint; tried again next poll)"));
+    }
+  }
   size_t taken = 0;
   absl::Status error;
   // Truncated and written again past our offset before we looked (copytruncate while the

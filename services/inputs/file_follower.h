@@ -15,7 +15,9 @@
 // file is the same; in the rotated file (PATH.1, where logrotate moves it) when the file was
 // rotated meanwhile, then the new file from its start; from the start when the file was
 // truncated below the offset or replaced. A checkpoint taken while the rest of a cut line was
-// being dropped is inside that line: the resumed follower drops that rest too.
+// being dropped is inside that line: the resumed follower drops that rest too. A checkpoint
+// whose file is there but cannot be opened (EACCES, out of descriptors) is kept: Poll says so
+// and tries again, rather than read the file again from its start.
 //
 // Thread-safety: none; one follower per thread.
 #ifndef PALISADE_SERVICES_INPUTS_FILE_FOLLOWER_H_
@@ -117,6 +119,12 @@ class FileFollower {
   FollowerStats stats_;
   // Resuming into the rotated file: after it is drained, the current file from its start.
   bool draining_rotated_ = false;
+  // A checkpoint whose file could not be opened (why): resumed from at the next Poll.
+  struct PendingResume {
+    palisade::v1::FileCheckpoint from;
+    std::string why;
+  };
+  std::optional<PendingResume> resume_;
 };
 
 }  // namespace palisade

@@ -1,8 +1,13 @@
 #include "services/inputs/file_follower.h"
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -69,6 +74,37 @@ TEST_F(FileFollowerTest, AResumeInsideACutLineDropsItsRest) {
          "next\n");
   FileFollower resumed(path_, options, saved);
   EXPECT_THAT(Poll(resumed), ElementsAre("next"));
+}
+
+// The checkpoint's file cannot be opened when the follower starts (out of descriptors here;
+// EACCES on a glob's file): the follower says so and tries again, from the checkpoint. It used
+// to give up on it and read the file again from its start, counting every line twice.
+TEST_F(FileFollowerTest, AResumeThatCannotOpenTheFileTriesAgainFromTheCheckpoint) {
+  Append("a\nb\n");
+  palisade::v1::FileCheckpoint saved;
+  {
+    FileFollower f(path_);
+    EXPECT_THAT(Poll(f), ElementsAre("a", "b"));
+    saved = f.checkpoint();
+  }
+  // Every descriptor taken (a lowered limit, filled with /dev/null).
+  struct rlimit old_limit;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  struct rlimit low = old_limit;
+  low.rlim_cur = 256;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> taken;
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY)) >= 0;) taken.push_back(fd);
+  auto resumed = std::make_unique<FileFollower>(path_, FileFollowerOptions{}, saved);
+  std::vector<std::string> lines;
+  absl::StatusOr<size_t> n = resumed->Poll(10, &lines);
+  for (int fd : taken) ::close(fd);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  EXPECT_FALSE(n.ok());
+  EXPECT_THAT(std::string(n.status().message()), ::testing::HasSubstr(path_));
+  Append("c\n");
+  EXPECT_THAT(Poll(*resumed), ElementsAre("c"));
+  EXPECT_EQ(resumed->stats().truncations, 0u);
 }
 
 // The view-per-line Poll hands out the same lines as the vector one, CRLF and cut included.
