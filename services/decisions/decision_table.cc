@@ -103,6 +103,25 @@ void DecisionTable::SetLimits(const DecisionTableLimits& limits, prometheus::Reg
   forgotten_decision_cap_ = &family.Add({{"what", "decision"}, {"reason", "cap"}});
   forgotten_offender_age_ = &family.Add({{"what", "offender"}, {"reason", "age"}});
   forgotten_offender_cap_ = &family.Add({{"what", "offender"}, {"reason", "cap"}});
+  absl::MutexLock write_lock(&write_mu_);
+  write_failures_ = &prometheus::BuildCounter()
+                         .Name("palisade_store_write_failures_total")
+                         .Help("Decision writes the store refused (their changes wait in memory "
+                               "and are written once it takes them again).")
+                         .Register(*registry)
+                         .Add({});
+  changes_lost_ = &prometheus::BuildCounter()
+                       .Name("palisade_store_changes_lost_total")
+                       .Help("Decision changes given up unwritten: the store refused them for "
+                             "longer than 64 MiB of changes could wait.")
+                       .Register(*registry)
+                       .Add({});
+  unwritten_gauge_ = &prometheus::BuildGauge()
+                          .Name("palisade_store_changes_unwritten")
+                          .Help("Decision changes in force but not in the store yet (it refused "
+                                "them; retried at every write and sweep).")
+                          .Register(*registry)
+                          .Add({});
 }
 
 DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target,
@@ -267,17 +286,67 @@ void DecisionTable::WriteInTurn(Commit& commit) {
   // In the order the changes were made: the store's rows are the table's history.
   Turn turn{&written_, commit.write_ticket};
   write_mu_.Await(absl::Condition(&IsTurn, &turn));
-  absl::StatusOr<std::vector<int64_t>> seqs = commit.store->RecordDecisions(commit.changes);
   ++written_;
+  // Changes the store refused before go first; while they cannot be written, these wait
+  // behind them (the rows must stay in the table's order).
+  absl::Status failed = WriteUnwrittenLocked();
+  if (failed.ok()) {
+    absl::StatusOr<std::vector<int64_t>> seqs = commit.store->RecordDecisions(commit.changes);
+    if (seqs.ok()) {
+      for (size_t i = 0; i < commit.recorded.size(); ++i) {
+        commit.recorded[i]->outbox_seq = (*seqs)[i];
+      }
+      return;
+    }
+    failed = seqs.status();
+    if (write_failures_ != nullptr) write_failures_->Increment();
+  }
+  // The decisions stand in memory and are enforced (their outbox operations run unrecorded);
+  // their rows are written by the next write or sweep that finds the store taking them.
+  if (unwritten_.empty()) unwritten_store_ = commit.store;
+  for (Store::Change& c : commit.changes) {
+    // The change points into its caller's update: the copy owns its decision (a deque's
+    // elements stay where they are as it grows and shrinks at its ends).
+    Unwritten& u = unwritten_.emplace_back();
+    u.decision = *c.decision;
+    u.change = std::move(c);
+    u.change.decision = &u.decision;
+    u.bytes = u.decision.ByteSizeLong() + (u.change.proto ? u.change.proto->size() : 0);
+    unwritten_bytes_ += u.bytes;
+  }
+  // Bounded: past kMaxUnwrittenBytes the oldest are given up, counted.
+  while (unwritten_bytes_ > kMaxUnwrittenBytes && !unwritten_.empty()) {
+    unwritten_bytes_ -= std::min(unwritten_bytes_, unwritten_.front().bytes);
+    unwritten_.pop_front();
+    if (changes_lost_ != nullptr) changes_lost_->Increment();
+  }
+  if (unwritten_gauge_ != nullptr) unwritten_gauge_->Set(static_cast<double>(unwritten_.size()));
+  std::cerr << "palisaded: store: decision changes not persisted yet (" << unwritten_.size()
+            << " waiting, written when the store takes them): " << failed.message() << std::endl;
+}
+
+absl::Status DecisionTable::WriteUnwrittenLocked() {
+  if (unwritten_.empty()) return absl::OkStatus();
+  std::vector<Store::Change> changes;
+  changes.reserve(unwritten_.size());
+  for (const Unwritten& u : unwritten_) changes.push_back(u.change);
+  absl::StatusOr<std::vector<int64_t>> seqs = unwritten_store_->RecordDecisions(changes);
   if (!seqs.ok()) {
-    // The decisions stand in memory; say loudly that they are not durable.
-    std::cerr << "palisaded: store: " << commit.changes.size()
-              << " decision change(s) not persisted: " << seqs.status().message() << std::endl;
-    return;
+    if (write_failures_ != nullptr) write_failures_->Increment();
+    return seqs.status();
   }
-  for (size_t i = 0; i < commit.recorded.size(); ++i) {
-    commit.recorded[i]->outbox_seq = (*seqs)[i];
-  }
+  // Their listeners heard them without an outbox sequence: the operations stay in the outbox
+  // and run again after a restart, which every actuator takes as a no-op.
+  unwritten_.clear();
+  unwritten_bytes_ = 0;
+  if (unwritten_gauge_ != nullptr) unwritten_gauge_->Set(0);
+  std::cerr << "palisaded: store: the decision changes waiting are persisted" << std::endl;
+  return absl::OkStatus();
+}
+
+size_t DecisionTable::unwritten() const {
+  absl::MutexLock lock(&write_mu_);
+  return unwritten_.size();
 }
 
 DecisionTable::Commit DecisionTable::CommitLocked(std::vector<DecisionUpdate>& change_set,
@@ -1001,6 +1070,12 @@ size_t DecisionTable::offenders() const {
 }
 
 std::vector<Decision> DecisionTable::ExpireDue() {
+  {
+    // The sweep also writes what the store refused before (its order kept: no change set waits
+    // for its turn without being after these).
+    absl::MutexLock lock(&write_mu_);
+    (void)WriteUnwrittenLocked();
+  }
   std::vector<DecisionUpdate> updates;
   Commit commit;  // this change set's store write and turn with the listeners
   {

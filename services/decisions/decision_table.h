@@ -28,11 +28,17 @@
 // meanwhile), the writes one at a time in the order of the changes; then the listeners hear it.
 // A changing method returns once its changes are committed (an ingest batch is acknowledged
 // after its decisions are in the store), but Get and List may show a change for the time of its
-// commit (~0.5 ms for an ingest batch) before it is durable.
+// commit (~0.5 ms for an ingest batch) before it is durable. When the store refuses a write (a
+// full disk, an I/O error) the changes stand and are enforced, counted in
+// palisade_store_write_failures_total, and wait in memory (palisade_store_changes_unwritten, at
+// most 64 MiB) to be written, in their order and before any later change, by the next write
+// or sweep that finds the store taking them: enforcement does not stop with the disk, and
+// durability catches up.
 #ifndef PALISADE_SERVICES_DECISIONS_DECISION_TABLE_H_
 #define PALISADE_SERVICES_DECISIONS_DECISION_TABLE_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <iostream>
 #include <map>
@@ -50,6 +56,7 @@
 #include "absl/time/time.h"
 #include "palisade/v1/palisade.pb.h"
 #include "prometheus/counter.h"
+#include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "services/common/clock.h"
 #include "services/engine/engine.h"
@@ -187,8 +194,11 @@ class DecisionTable {
                                         absl::string_view page_token, size_t max_bytes) const;
 
   // Marks every active decision whose expiry is at or before the clock's now as expired, and
-  // forgets the ended decisions and offenders past their retention.
+  // forgets the ended decisions and offenders past their retention. Writes first the changes
+  // the store refused before, if it takes them now.
   std::vector<palisade::v1::Decision> ExpireDue();
+  // Changes in force that the store refused and that wait to be written.
+  size_t unwritten() const;
 
   // Cluster (issue 17): on a node that is not the edge writer, the table is a mirror of the
   // writer's, read from the decision log (services/cluster/decision_log.h), so the Decisions
@@ -322,6 +332,8 @@ class DecisionTable {
   // and sets their updates' outbox_seq. A change set is heard (Notify) and its caller returns
   // only after this: an ingest batch is acknowledged once its decisions are committed.
   void WriteInTurn(Commit& commit) ABSL_LOCKS_EXCLUDED(mu_);
+  // Writes the changes the store refused before, in their order; OK when none are left.
+  absl::Status WriteUnwrittenLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_);
   // Hands `updates` to the listeners once every change set made before it was handed over:
   // each set takes a ticket under mu_ (CommitLocked), in the order of the changes, and sets
   // are heard in ticket order. `before`, when set, runs in the same turn, first. Every ticket
@@ -361,8 +373,22 @@ class DecisionTable {
   std::set<palisade::v1::Actuator> edge_actuators_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t next_write_ticket_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Mutex write_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  mutable absl::Mutex write_mu_ ABSL_ACQUIRED_AFTER(mu_);
   uint64_t written_ ABSL_GUARDED_BY(write_mu_) = 0;  // write tickets done so far
+  // Changes the store refused, oldest first, waiting to be written (WriteUnwrittenLocked); at
+  // most kMaxUnwrittenBytes of decisions.
+  static constexpr size_t kMaxUnwrittenBytes = size_t{64} << 20;
+  struct Unwritten {
+    palisade::v1::Decision decision;
+    Store::Change change;  // its decision: the one above
+    size_t bytes = 0;
+  };
+  std::deque<Unwritten> unwritten_ ABSL_GUARDED_BY(write_mu_);
+  size_t unwritten_bytes_ ABSL_GUARDED_BY(write_mu_) = 0;
+  Store* unwritten_store_ ABSL_GUARDED_BY(write_mu_) = nullptr;
+  prometheus::Counter* write_failures_ ABSL_GUARDED_BY(write_mu_) = nullptr;
+  prometheus::Counter* changes_lost_ ABSL_GUARDED_BY(write_mu_) = nullptr;
+  prometheus::Gauge* unwritten_gauge_ ABSL_GUARDED_BY(write_mu_) = nullptr;
   absl::Mutex listeners_mu_;
   std::vector<Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
   Forward forward_ ABSL_GUARDED_BY(mu_);

@@ -934,6 +934,53 @@ TEST_F(DecisionTableTest, ChangesAndTheirOperationsAreDurable) {
   EXPECT_EQ((*outbox)[1].decision.id(), id);
 }
 
+// The store refuses a write (a full disk, an I/O error): the decision stands and is enforced,
+// and its rows are written, in their order, by the next write or sweep once the store takes
+// them again. They used to be dropped with a line on stderr: a restart forgot the ban and its
+// outbox operation.
+TEST_F(DecisionTableTest, ChangesTheStoreRefusedAreWrittenOnceItTakesThemAgain) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/refused.db";
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  table.SetLimits(DecisionTableLimits(), &registry);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  auto exec = [&](const char* sql) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    char* err = nullptr;
+    EXPECT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+    sqlite3_free(err);
+    sqlite3_close(db);
+  };
+  exec("CREATE TRIGGER refuse BEFORE INSERT ON decisions BEGIN SELECT RAISE(ABORT, 'no'); END;");
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  const std::string first = table.Apply(Det("203.0.113.7", clock_.TimeNow()), spec).decision.id();
+  EXPECT_EQ(table.active_count(), 1u);
+  EXPECT_THAT(*(*store)->LoadDecisions(false), SizeIs(0));
+  EXPECT_EQ(table.unwritten(), 1u);
+  table.Apply(Det("203.0.113.8", clock_.TimeNow()), spec);  // still refused: queued behind it
+  EXPECT_EQ(table.unwritten(), 2u);
+  exec("DROP TRIGGER refuse;");
+  table.ExpireDue();  // the sweep writes them (nothing expires)
+  EXPECT_EQ(table.unwritten(), 0u);
+  std::vector<palisade::v1::Decision> stored = *(*store)->LoadDecisions(false);
+  ASSERT_THAT(stored, SizeIs(2));
+  EXPECT_EQ(stored[0].id(), first);
+  EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(2));
+  double failures = 0;
+  for (const auto& family : registry.Collect()) {
+    if (family.name != "palisade_store_write_failures_total") continue;
+    for (const auto& m : family.metric) failures += m.counter.value;
+  }
+  EXPECT_GE(failures, 2);
+}
+
 // A VFS over the default one whose first write to a WAL file, once armed, waits until the test
 // opens the gate: a store commit held in the middle, as a slow disk or a checkpoint would.
 class WalGate {
