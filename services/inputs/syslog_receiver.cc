@@ -680,10 +680,15 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time handshake_deadline)
       // It, and frames still held, go through at the connection's rate (so connecting, sending
       // a read's worth and closing gains nothing): the connection keeps its slot meanwhile.
       closed = true;
-      if (!stream.empty() && state.skip == 0 && !state.dropping_line &&
-          stream.size() <= config_.max_frame_bytes() && !(stream[0] >= '1' && stream[0] <= '9')) {
-        frames_in->Increment();
-        waiting.push_back(std::move(stream));
+      if (!stream.empty() && state.skip == 0 && !state.dropping_line) {
+        if (stream.size() <= config_.max_frame_bytes() && !(stream[0] >= '1' && stream[0] <= '9')) {
+          frames_in->Increment();
+          waiting.push_back(std::move(stream));
+        } else {
+          // An octet-counted frame cut short by the close (an over-long one was counted as it
+          // began).
+          malformed_->Increment();
+        }
       }
       continue;
     }

@@ -188,6 +188,22 @@ TEST_F(ReceiverTest, TcpAndUdpFramesBecomeBatchesPerFormat) {
   ::close(udp);
 }
 
+// A connection that ends in the middle of an octet-counted frame: the part is not a message,
+// and it is counted as a malformed frame, not dropped unseen.
+TEST_F(ReceiverTest, AnOctetFrameCutByTheCloseIsCountedMalformed) {
+  palisade::v1::SyslogInput config;
+  config.set_name("cut");
+  config.set_tcp_listen("127.0.0.1:0");
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  const int fd = Connect(r->tcp_port());
+  const std::string sent = "<38>Mar  3 14:02:01 h sshd[1]: whole\n100 <38>Mar  3 14:02:02 h";
+  ASSERT_EQ(::send(fd, sent.data(), sent.size(), 0), static_cast<ssize_t>(sent.size()));
+  ::close(fd);
+  EXPECT_THAT(WaitFor(1), ElementsAre("3164 cut <38>Mar  3 14:02:01 h sshd[1]: whole"));
+  EXPECT_TRUE(Eventually([&] { return Metric("palisade_syslog_malformed_frames_total") == 1; }));
+}
+
 TEST_F(ReceiverTest, ConnectionsPastTheCapAreRefusedAndCounted) {
   palisade::v1::SyslogInput config;
   config.set_name("capped");
