@@ -93,13 +93,48 @@ void Dispatcher::Drop(int64_t seq) {
 void Dispatcher::RememberEdge(const std::string& id, int kind, const EdgeRef& ref) {
   auto [it, inserted] = edges_.insert_or_assign(id, Made{kind, ref});
   if (inserted) ++active_[kind];
+  // The apply succeeded after all (a changed decision tried again): in the store, the edge
+  // record has replaced the failure record (one row per decision).
+  failed_.erase(id);
 }
 
 void Dispatcher::ForgetEdgeLocked(const std::string& id) {
+  // A failure record goes too: every caller deletes the decision's row in the store, whichever
+  // kind it is.
+  failed_.erase(id);
   auto it = edges_.find(id);
   if (it == edges_.end()) return;
   --active_[it->second.kind];
   edges_.erase(it);
+}
+
+std::string Dispatcher::FailureVersion(const palisade::v1::Decision& decision) {
+  return absl::StrCat(decision.expiry().seconds(), ".", decision.expiry().nanos());
+}
+
+void Dispatcher::RememberFailure(int kind, const ActionOp& op) {
+  const std::string& id = op.decision.id();
+  const std::string version = FailureVersion(op.decision);
+  failed_[id] = version;
+  if (store_ == nullptr) return;
+  // In the edges table, in the same transaction that deletes the operation: a restart then
+  // neither runs the apply again nor forgets that it failed.
+  absl::Status s = store_->CompleteApply(op.seq, {id, kind, version, kFailedContainer, true});
+  if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
+}
+
+bool Dispatcher::ForgetFailure(const std::string& id) {
+  if (failed_.erase(id) == 0) return false;
+  if (store_ != nullptr) {
+    absl::Status s = store_->ForgetEdge(id);
+    if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
+  }
+  return true;
+}
+
+std::map<std::string, std::string> Dispatcher::FailedForGood() const {
+  absl::MutexLock lock(&mu_);
+  return failed_;
 }
 
 absl::Status Dispatcher::Restore() {
@@ -109,6 +144,10 @@ absl::Status Dispatcher::Restore() {
   if (!edges.ok()) return edges.status();
   std::map<int, std::vector<EdgeRef>> made;
   for (const EdgeRow& e : *edges) {
+    if (e.container == kFailedContainer) {  // no object: an apply that failed for good
+      failed_[e.decision_id] = e.id;
+      continue;
+    }
     RememberEdge(e.decision_id, e.actuator, {e.id, e.container, e.foreign});
     if (!e.foreign) made[e.actuator].push_back({e.id, e.container, e.foreign});
   }
@@ -248,7 +287,10 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       op.seq = update.outbox_seq;
       ops.push_back(std::move(op));
     } else {
-      Drop(update.outbox_seq);  // nothing at the edge to remove
+      // Nothing at the edge to remove; an apply that failed for good need not be remembered
+      // past its decision.
+      ForgetFailure(d.id());
+      Drop(update.outbox_seq);
     }
   } else {
     return;
@@ -297,7 +339,7 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
         queued_at_.erase(op.decision.id());
         guard_refused_.Add({{"reason", "own_token"}}).Increment();
         own_token_misuse_.Increment();
-        Drop(op.seq);
+        RememberFailure(kind, op);
         Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "refused",
                "palisaded's own API token: never revoked automatically; an alert is raised",
                "own_token_misuse");
@@ -311,7 +353,7 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
       if (guard_->NeverBan(op.decision.target())) {
         queued_at_.erase(op.decision.id());
         guard_refused_.Add({{"reason", "never_ban"}}).Increment();
-        Drop(op.seq);
+        RememberFailure(kind, op);
         Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "refused",
                "the target is in the never-ban set");
         std::cerr << "palisaded: guard: decision " << op.decision.id() << " on "
@@ -469,10 +511,19 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
     }
     Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "failed",
            op.result.message());
-    Drop(op.seq);
+    bool ended = false;
     if (auto after = remove_after_.find(id); after != remove_after_.end()) {
       Drop(after->second);
       remove_after_.erase(after);
+      ended = true;
+    }
+    // A permanent error will not go away by applying the same decision again: remembered, so
+    // the reconciler does not. Retries that ran out are not: the outage may end, and the
+    // reconciler's repair is what applies them then.
+    if (op.kind == ActionOp::Kind::kApply && !ended && !IsTransient(op.result)) {
+      RememberFailure(kind, op);
+    } else {
+      Drop(op.seq);
     }
     queued_at_.erase(id);
     std::cerr << "palisaded: " << actuator.name() << " " << OpName(op.kind) << " for decision "
@@ -558,7 +609,10 @@ std::map<std::string, palisade::v1::Decision> Dispatcher::BusyDecisions() const 
 void Dispatcher::ForgetEdge(const std::string& id) {
   absl::MutexLock lock(&mu_);
   auto edge = edges_.find(id);
-  if (edge == edges_.end()) return;
+  if (edge == edges_.end()) {
+    ForgetFailure(id);
+    return;
+  }
   // An actuator that counts decisions per object (IP list items) counts this one no more, or a
   // later decision on the object would be taken as already there.
   if (auto q = queues_.find(edge->second.kind); q != queues_.end()) {
@@ -579,6 +633,8 @@ void Dispatcher::Reapply(const palisade::v1::Decision& decision) {
     ForgetEdgeLocked(decision.id());
     if (store_ != nullptr) (void)store_->ForgetEdge(decision.id());
   }
+  // A decision that changed since its apply failed for good is tried once more.
+  ForgetFailure(decision.id());
   ActionOp op;
   op.kind = ActionOp::Kind::kApply;
   op.decision = decision;

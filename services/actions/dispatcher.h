@@ -3,6 +3,14 @@
 // apply made), queues them per actuator, and a worker runs them: transient failures are retried
 // with exponential backoff (bounded attempts), permanent ones are counted and logged, and a
 // removal for a decision whose apply has not gone out yet cancels both.
+// An apply that failed for good (a permanent error, or refused by the guard's never-ban set or
+// own-token check) is remembered with the decision's expiry (FailedForGood), so the reconciler
+// does not take the decision as missing and apply it again on every run; a decision that
+// changed since (extended: a new expiry) may be tried once more. The memory goes when the
+// decision ends or an apply of it succeeds. With a store it is kept in the edges table, as a
+// row whose container is kFailedContainer and whose id is the expiry it failed with, so it
+// survives a restart with the edge records; it names no object, and is never counted or
+// removed as one.
 //
 // With a Store (SetStore), the queue is the durable outbox: every operation was recorded with
 // its decision, and is deleted only once the edge confirmed it (see services/store/store.h).
@@ -129,6 +137,13 @@ class Dispatcher {
   // What Palisade made at the edge, by decision id.
   std::map<std::string, EdgeRef> edges() const;
 
+  // The edge record's container that marks a failure record, not an object (see above).
+  static constexpr char kFailedContainer[] = "(failed for good)";
+  // The version of a decision a failure record is for: its expiry, which an extension moves.
+  static std::string FailureVersion(const palisade::v1::Decision& decision);
+  // The decisions whose apply failed for good: decision id -> FailureVersion when it failed.
+  std::map<std::string, std::string> FailedForGood() const;
+
  private:
   struct Queue {
     std::unique_ptr<Actuator> actuator;
@@ -154,6 +169,12 @@ class Dispatcher {
   void RememberEdge(const std::string& id, int kind, const EdgeRef& ref)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ForgetEdgeLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An apply ended for good without reaching the edge: drops its outbox operation and keeps a
+  // failure record in its place (durably, with a store).
+  void RememberFailure(int kind, const ActionOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets a failure record, in memory and in the store (the decision ended, or is applied
+  // again). Returns false when there was none.
+  bool ForgetFailure(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Clock& clock_;
   const DispatcherOptions options_;
@@ -166,6 +187,8 @@ class Dispatcher {
     EdgeRef ref;
   };
   std::map<std::string, Made> edges_ ABSL_GUARDED_BY(mu_);
+  // Decisions whose apply failed for good: id -> FailureVersion. Never in edges_.
+  std::map<std::string, std::string> failed_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);              // decision ids being applied
   std::map<std::string, int64_t> remove_after_ ABSL_GUARDED_BY(mu_);  // id -> remove's seq
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -344,6 +344,54 @@ TEST_F(DispatcherTest, DurableQueueSurvivesARestart) {
   EXPECT_THAT(*(*store)->LoadEdges(), SizeIs(1));  // d2's
 }
 
+// An apply that failed for good is remembered (so the reconciler does not apply it again on
+// every run), with the edge records: across a restart, never as an object, and forgotten with
+// its decision.
+TEST_F(DispatcherTest, AFailureForGoodIsRememberedAcrossARestartUntilItsDecisionEnds) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/failed.db";
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_TRUE(store.ok());
+  dispatcher_.SetStore(store->get());
+  GuardOptions guard;
+  dispatcher_.SetGuard(std::make_unique<Guard>(guard));
+  auto record = [&](DecisionChange change, const std::string& id, const std::string& target) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.mutable_target()->set_value(target);
+    u.decision.mutable_expiry()->set_seconds(1000);
+    u.decision.set_active(change == DecisionChange::kCreated);
+    u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr, true);
+    return u;
+  };
+  fake_->failures = {absl::InvalidArgumentError("bad")};
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "bad", "203.0.113.7"));
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "never", "10.0.0.1"));  // refused
+  dispatcher_.RunOnce();
+  EXPECT_THAT(dispatcher_.FailedForGood(),
+              ElementsAre(Pair("bad", "1000.0"), Pair("never", "1000.0")));
+  EXPECT_THAT(dispatcher_.edges(), IsEmpty());
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+
+  prometheus::Registry registry;
+  Dispatcher restarted(clock_, Options(), registry);
+  auto fake = std::make_unique<FakeActuator>();
+  FakeActuator* f = fake.get();
+  restarted.AddActuator(palisade::v1::ACTUATOR_ACCESS_RULE, std::move(fake));
+  restarted.SetStore(store->get());
+  ASSERT_TRUE(restarted.Restore().ok());
+  EXPECT_THAT(restarted.FailedForGood(),
+              ElementsAre(Pair("bad", "1000.0"), Pair("never", "1000.0")));
+  EXPECT_THAT(restarted.edges(), IsEmpty());
+  EXPECT_THAT(f->restored, IsEmpty());  // no object to count
+  EXPECT_EQ(restarted.RunOnce(), 0);
+
+  restarted.OnDecision(record(DecisionChange::kExpired, "bad", "203.0.113.7"));
+  EXPECT_EQ(restarted.RunOnce(), 0);  // nothing to remove
+  EXPECT_THAT(restarted.FailedForGood(), ElementsAre(Pair("never", "1000.0")));
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+  EXPECT_THAT(*(*store)->LoadEdges(), SizeIs(1));  // never's
+}
+
 // A daemon killed in the middle of a long queue must not redo what the edge confirmed: each
 // operation is recorded as it completes, not when the whole batch ends.
 TEST_F(DispatcherTest, EachConfirmedOperationIsRecordedAsItCompletes) {

@@ -59,6 +59,14 @@ void Reconciler::Snapshot() {
   // decision listed as active is not missing; while paused, nothing here goes out.
   edges_ = dispatcher_.edges();
   busy_ = dispatcher_.BusyDecisions();
+  failed_ = dispatcher_.FailedForGood();
+}
+
+bool Reconciler::FailedForGood(const Decision& d, DriftReport* r) const {
+  auto f = failed_.find(d.id());
+  if (f == failed_.end() || f->second != Dispatcher::FailureVersion(d)) return false;
+  ++r->failed;
+  return true;
 }
 
 void Reconciler::Orphan(const std::string& actuator, DriftReport* r) {
@@ -112,7 +120,7 @@ absl::Status Reconciler::CheckAccessRules(DriftReport* report) {
         continue;
       }
     }
-    if (busy_.count(d.id()) || at_edge.count(d.id())) continue;
+    if (busy_.count(d.id()) || at_edge.count(d.id()) || FailedForGood(d, report)) continue;
     Missing(d, "access_rule", report);
   }
   for (const auto& [id, rule] : at_edge) {
@@ -144,7 +152,7 @@ absl::Status Reconciler::CheckIpList(DriftReport* report) {
   if (list_id.empty()) {
     // No list at all: every active list decision that is not on its way is missing.
     for (const Decision& d : decisions) {
-      if (!busy_.count(d.id())) Missing(d, "ip_list", report);
+      if (!busy_.count(d.id()) && !FailedForGood(d, report)) Missing(d, "ip_list", report);
     }
     return absl::OkStatus();
   }
@@ -161,7 +169,7 @@ absl::Status Reconciler::CheckIpList(DriftReport* report) {
     absl::StatusOr<std::string> item = items_.ItemFor(d.target());
     if (!item.ok()) continue;
     wanted.insert(*item);
-    if (busy_.count(d.id()) || at_edge.count(*item)) continue;
+    if (busy_.count(d.id()) || at_edge.count(*item) || FailedForGood(d, report)) continue;
     Missing(d, "ip_list", report);
   }
   // An item the dispatcher still has an operation for is left to it: a queued apply may count
@@ -213,7 +221,7 @@ absl::Status Reconciler::CheckRateLimits(DriftReport* report) {
   for (const Decision& d : decisions) {
     if (d.actuator() != palisade::v1::ACTUATOR_RATE_LIMIT || d.dry_run()) continue;
     wanted.insert(d.id());
-    if (busy_.count(d.id()) || at_edge.count(d.id())) continue;
+    if (busy_.count(d.id()) || at_edge.count(d.id()) || FailedForGood(d, report)) continue;
     Missing(d, "rate_limit", report);
   }
   for (const auto& [id, rule_id] : at_edge) {

@@ -7,9 +7,13 @@
 // Markers: access rules with notes "palisade:<decision id> ...", list items with comment
 // "palisade:<decision id>", rate-limit rules with ref "palisade_<decision id>". Objects without
 // them (a human's rules) are never touched. Decisions with an operation queued, held or in
-// flight are left to the dispatcher. Run pauses the dispatcher (Dispatcher::Paused) while it
-// reads the edge and the decisions and removes orphans, so no operation lands between those
-// reads; operations are still queued meanwhile, and run once it returns.
+// flight are left to the dispatcher, and so are those whose apply failed for good
+// (Dispatcher::FailedForGood: a /20 access rule, a never-ban target, a full IP list): they have
+// no object and are not missing, since applying them again would fail again on every run. One
+// that changed since (extended) is missing once more, and tried again.
+// Run pauses the dispatcher (Dispatcher::Paused) while it reads the edge and the decisions and
+// removes orphans, so no operation lands between those reads; operations are still queued
+// meanwhile, and run once it returns.
 // Thread-safety: Run from one thread at a time (never a dispatcher worker).
 #ifndef PALISADE_SERVICES_ACTIONS_RECONCILER_H_
 #define PALISADE_SERVICES_ACTIONS_RECONCILER_H_
@@ -42,6 +46,9 @@ struct ReconcilerOptions {
 struct DriftReport {
   int missing = 0;
   int orphans = 0;
+  // Active decisions whose apply failed for good (Dispatcher::FailedForGood): not drift, and
+  // not applied again until they change.
+  int failed = 0;
 };
 
 class Reconciler {
@@ -57,8 +64,11 @@ class Reconciler {
   absl::Status CheckRateLimits(DriftReport* report);
   void Missing(const palisade::v1::Decision& d, const std::string& actuator, DriftReport* r);
   void Orphan(const std::string& actuator, DriftReport* r);
-  // Reads the dispatcher's edge records and busy decisions into edges_ and busy_.
+  // Reads the dispatcher's edge records, busy decisions and failures into edges_, busy_ and
+  // failed_.
   void Snapshot();
+  // True (and counted in r->failed) when d's apply failed for good, as d is now.
+  bool FailedForGood(const palisade::v1::Decision& d, DriftReport* r) const;
 
   CloudflareClient& client_;
   Dispatcher& dispatcher_;
@@ -68,6 +78,7 @@ class Reconciler {
   // Taken by Snapshot, with the dispatcher paused.
   std::map<std::string, EdgeRef> edges_;
   std::map<std::string, palisade::v1::Decision> busy_;
+  std::map<std::string, std::string> failed_;  // Dispatcher::FailedForGood
   prometheus::Family<prometheus::Counter>& drift_;
   prometheus::Family<prometheus::Counter>& runs_;
 };

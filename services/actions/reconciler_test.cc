@@ -86,6 +86,33 @@ class ReconcilerTest : public ::testing::Test {
     return d.ok() ? *d : palisade::v1::Decision();
   }
 
+  // An access-rule decision on a range the access rules do not take (IPv4 /16 and /24 only):
+  // its apply fails for good (kInvalidArgument).
+  palisade::v1::Decision BanRange(const std::string& range) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_RANGE);
+    req.mutable_target()->set_value(range);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    req.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+    absl::StatusOr<palisade::v1::Decision> d = table_.AddManual(req);
+    EXPECT_THAT(d.status(), IsOk());
+    return d.ok() ? *d : palisade::v1::Decision();
+  }
+
+  // palisade_actions_total{result} over every actuator and op.
+  double Actions(const std::string& result) {
+    double n = 0;
+    for (const auto& f : registry_.Collect()) {
+      if (f.name != "palisade_actions_total") continue;
+      for (const auto& m : f.metric) {
+        for (const auto& l : m.label) {
+          if (l.name == "result" && l.value == result) n += m.counter.value;
+        }
+      }
+    }
+    return n;
+  }
+
   SimulatedClock clock_;
   fake::FakeCloudflare fake_{clock_};
   fake::EmulatorServer server_{fake_};
@@ -195,6 +222,56 @@ TEST_F(ReconcilerTest, AnOrphanListItemIsForgottenWhenRemoved) {
   EXPECT_EQ(dispatcher_->RunOnce(), 1);
   EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(1));
   EXPECT_EQ(dispatcher_->edges().count(again.id()), 1u);
+}
+
+// A decision whose apply failed for good (a /20 access rule: kInvalidArgument) has no object at
+// the edge, and never will: it is not missing. Applying it again on every run spent the guard's
+// budget, counted drift and logged each time, forever.
+TEST_F(ReconcilerTest, ADecisionWhoseApplyFailedForGoodIsNotMissing) {
+  palisade::v1::Decision d = BanRange("198.51.96.0/20");
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_EQ(Actions("failed"), 1);
+  std::unique_ptr<Reconciler> reconciler = MakeReconciler(false);
+  for (int run = 1; run <= 2; ++run) {
+    absl::StatusOr<DriftReport> report = reconciler->Run();
+    ASSERT_THAT(report.status(), IsOk());
+    EXPECT_EQ(report->missing, 0) << "run " << run;
+    EXPECT_EQ(report->failed, 1) << "run " << run;
+    EXPECT_EQ(dispatcher_->RunOnce(), 0) << "run " << run;  // nothing applied again
+  }
+  EXPECT_EQ(Actions("failed"), 1);
+  EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(0));
+  EXPECT_TRUE(table_.Get(d.id())->active());
+}
+
+// Under the "withdraw" policy, such a decision is not withdrawn as missing either: it stays, as
+// the record of what was decided.
+TEST_F(ReconcilerTest, ADecisionWhoseApplyFailedForGoodIsNotWithdrawn) {
+  palisade::v1::Decision d = BanRange("198.51.96.0/20");
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  absl::StatusOr<DriftReport> report = MakeReconciler(true)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 0);
+  EXPECT_TRUE(table_.Get(d.id())->active());
+}
+
+// A decision that changed since its apply failed (extended by a new ban) is tried once more.
+TEST_F(ReconcilerTest, AnExtendedDecisionIsTriedOnceMore) {
+  palisade::v1::Decision d = BanRange("198.51.96.0/20");
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  clock_.Advance(absl::Minutes(1));
+  palisade::v1::Decision extended = BanRange("198.51.96.0/20");
+  ASSERT_EQ(extended.id(), d.id());
+  std::unique_ptr<Reconciler> reconciler = MakeReconciler(false);
+  absl::StatusOr<DriftReport> report = reconciler->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 1);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  EXPECT_EQ(Actions("failed"), 2);
+  report = reconciler->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 0);
+  EXPECT_EQ(dispatcher_->RunOnce(), 0);
 }
 
 }  // namespace
