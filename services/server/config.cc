@@ -395,6 +395,13 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   if (engine->session_ttl().seconds() < 1 || engine->session_ttl().seconds() > 86'400) {
     return absl::InvalidArgumentError(file + ": engine.session_ttl must be 1s..1d");
   }
+  if (!config.has_state_retention()) {
+    *config.mutable_state_retention() = ToProtoDuration(absl::Hours(24 * 90));
+  }
+  if (const absl::Duration d = FromProtoDuration(config.state_retention());
+      d < absl::Hours(24 * 30) || d > absl::Hours(24 * 3650)) {
+    return absl::InvalidArgumentError(file + ": state_retention must be 30 days..10 years");
+  }
   if (config.has_snapshot_interval()) {
     const absl::Duration d = FromProtoDuration(config.snapshot_interval());
     if (d < absl::Milliseconds(100) || d > absl::Hours(24)) {

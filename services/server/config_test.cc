@@ -141,7 +141,9 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
   EXPECT_EQ(config->engine().max_session_bytes(), uint64_t{16} << 20);
   EXPECT_EQ(config->engine().session_ttl().seconds(), 600);
   EXPECT_EQ(config->engine().max_record_bytes(), 8u << 20);
+  EXPECT_EQ(config->state_retention().seconds(), 90 * 86400);
   const std::pair<const char*, const char*> bad[] = {
+      {R"pb(state_retention { seconds: 86400 })pb", "state_retention"},
       {R"pb(engine { max_line_bytes: 65536 max_record_bytes: 1000 })pb",
        "engine.max_record_bytes"},
       {R"pb(engine { max_record_bytes: 100000000 })pb", "engine.max_record_bytes"},

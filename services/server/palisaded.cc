@@ -995,13 +995,41 @@ int Run() {
     Log(absl::StrCat(config->inputs().files_size(), " file input(s) followed, ",
                      input_options.checkpoints.size(), " position(s) restored"));
   }
+  // The state file's retention: every hour, ended decisions and offences older than
+  // state_retention go, 10,000 rows of each a transaction (a short write lock), at most ten a run.
+  auto& pruned_family = prometheus::BuildCounter()
+                            .Name("palisade_store_pruned_rows_total")
+                            .Help("Rows deleted from the state file past state_retention, by what "
+                                  "(ended decisions, offences).")
+                            .Register(*registry);
+  prometheus::Counter& pruned_decisions = pruned_family.Add({{"what", "decision"}});
+  prometheus::Counter& pruned_offences = pruned_family.Add({{"what", "offence"}});
+  const absl::Duration retention = FromProtoDuration(config->state_retention());
+  auto prune_state = [&] {
+    constexpr int64_t kRows = 10'000;
+    for (int run = 0; run < 10; ++run) {
+      absl::StatusOr<Store::Pruned> pruned = (*store)->Prune(clock.TimeNow() - retention, kRows);
+      if (!pruned.ok()) {
+        Log(absl::StrCat("state file retention: ", pruned.status().message()));
+        return;
+      }
+      pruned_decisions.Increment(static_cast<double>(pruned->decisions));
+      pruned_offences.Increment(static_cast<double>(pruned->offences));
+      if (pruned->decisions < kRows && pruned->offences < kRows) return;
+    }
+  };
   std::thread sweeper([&] {
     absl::Time last_snapshot = clock.TimeNow();
+    absl::Time last_prune = absl::InfinitePast();
     while (!stopping.WaitForNotificationWithTimeout(sweep)) {
       for (const auto& d : table.ExpireDue()) {
         Log(absl::StrCat("decision ", d.id(), " on ", d.target().value(), " expired"));
       }
       pipeline.ExpireWindows();
+      if (clock.TimeNow() - last_prune >= absl::Hours(1)) {
+        prune_state();
+        last_prune = clock.TimeNow();
+      }
       if (clock.TimeNow() - last_snapshot > snapshot_interval) {
         save_windows();
         last_snapshot = clock.TimeNow();

@@ -780,6 +780,37 @@ absl::StatusOr<BouncerLogMeta> Store::LoadBouncerLogMeta() {
   return meta;
 }
 
+absl::StatusOr<Store::Pruned> Store::Prune(absl::Time before, int64_t limit) {
+  absl::MutexLock lock(&mu_);
+  absl::Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  Pruned pruned;
+  {
+    Stmt del(statements_, db_,
+             "DELETE FROM decisions WHERE rowid IN (SELECT rowid FROM decisions WHERE active = 0 "
+             "AND expiry_ms < ? AND id NOT IN (SELECT decision_id FROM outbox) AND id NOT IN "
+             "(SELECT decision_id FROM edges) LIMIT ?)");
+    s = Prepared(del, db_);
+    if (s.ok()) s = del.Bind(1, Millis(before)).Bind(2, limit).Done("prune decisions");
+    pruned.decisions = sqlite3_changes(db_);
+  }
+  if (s.ok()) {
+    Stmt del(statements_, db_,
+             "DELETE FROM offences WHERE rowid IN (SELECT rowid FROM offences WHERE last_ms < ? "
+             "LIMIT ?)");
+    s = Prepared(del, db_);
+    if (s.ok()) s = del.Bind(1, Millis(before)).Bind(2, limit).Done("prune offences");
+    pruned.offences = sqlite3_changes(db_);
+  }
+  if (!s.ok()) {
+    (void)Exec("ROLLBACK");
+    return s;
+  }
+  s = CommitLocked();
+  if (!s.ok()) return s;
+  return pruned;
+}
+
 absl::StatusOr<int64_t> Store::TrimBouncerChanges(int64_t served_through, absl::Time older_than,
                                                   int64_t max_deleted) {
   absl::MutexLock lock(&mu_);

@@ -156,7 +156,7 @@ class Store {
 
   absl::StatusOr<std::vector<palisade::v1::Decision>> LoadDecisions(bool active_only);
   // The offences last seen at or after `since`, the latest first, at most `limit` of them (the
-  // history is kept for good; a restart needs only what escalation can still use).
+  // history is kept for the retention; a restart needs only what escalation can still use).
   absl::StatusOr<std::vector<OffenceRow>> LoadOffences(absl::Time since, size_t limit);
   absl::StatusOr<std::vector<OutboxRow>> LoadOutbox();
   absl::StatusOr<std::vector<EdgeRow>> LoadEdges();
@@ -175,6 +175,15 @@ class Store {
   // The bouncers' change log: `rows` replace the rows of their decisions, and the log's last
   // sequence number becomes `last_seq`, in one transaction.
   absl::Status RecordBouncerChanges(const std::vector<BouncerChangeRow>& rows, int64_t last_seq);
+  // Retention (Config.state_retention): deletes the ended decisions whose expiry is before
+  // `before` and that have nothing left at the edge (no queued operation, no edge record), and
+  // the offences last seen before `before`; at most `limit` rows of each, in one transaction.
+  struct Pruned {
+    int64_t decisions = 0;
+    int64_t offences = 0;
+  };
+  absl::StatusOr<Pruned> Prune(absl::Time before, int64_t limit);
+
   // Rows with seq > `after`, by seq; only the live ones (not deleted) when `live_only`.
   absl::StatusOr<std::vector<BouncerChangeRow>> LoadBouncerChanges(int64_t after, bool live_only);
   absl::StatusOr<BouncerLogMeta> LoadBouncerLogMeta();

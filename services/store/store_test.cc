@@ -85,6 +85,56 @@ TEST(StoreTest, LoadOffencesTakesTheLatestSinceUpToALimit) {
   EXPECT_THAT(*since, SizeIs(3));
 }
 
+// The state file is bounded by its retention: ended decisions that ended before it and have
+// nothing left to do at the edge (no operation, no edge record), and offences last seen before
+// it, are deleted, at most `limit` rows of each per call. An attacker who makes a ban a minute
+// for a year made the file grow for good.
+TEST(StoreTest, PruneDeletesWhatEndedBeforeTheRetention) {
+  auto store = Store::Open(Path("prune.db"));
+  ASSERT_THAT(store, IsOk());
+  auto decision = [](const std::string& id, bool active, int64_t expiry) {
+    palisade::v1::Decision d = D(id, active);
+    d.mutable_expiry()->set_seconds(expiry);
+    return d;
+  };
+  for (int i = 0; i < 5; ++i) {  // ended long ago, nothing pending: pruned
+    OffenceRow off{absl::StrCat("203.0.113.", i), 1, absl::FromUnixSeconds(1000 + i)};
+    ASSERT_THAT((*store)->RecordDecision(decision(absl::StrCat("old", i), false, 1000 + i), &off,
+                                         std::nullopt),
+                IsOk());
+  }
+  // Ended long ago but its remove is still queued: kept (the outbox needs its row).
+  ASSERT_THAT((*store)->RecordDecision(decision("pending", false, 1000), nullptr, false), IsOk());
+  // Ended long ago, its edge record left (a remove that failed for good): kept.
+  int64_t apply = *(*store)->RecordDecision(decision("edge", true, 1000), nullptr, true);
+  ASSERT_THAT((*store)->CompleteApply(apply, {"edge", 1, "rule-1", "", false}), IsOk());
+  ASSERT_THAT((*store)->RecordDecision(decision("edge", false, 1000), nullptr, std::nullopt),
+              IsOk());
+  // Active, expired on paper (the sweep will end it): kept. Ended recently: kept.
+  ASSERT_THAT((*store)->RecordDecision(decision("active", true, 1000), nullptr, std::nullopt),
+              IsOk());
+  OffenceRow recent{"198.51.100.1", 3, absl::FromUnixSeconds(9000)};
+  ASSERT_THAT((*store)->RecordDecision(decision("recent", false, 9000), &recent, std::nullopt),
+              IsOk());
+
+  absl::StatusOr<Store::Pruned> pruned = (*store)->Prune(absl::FromUnixSeconds(5000), 3);
+  ASSERT_THAT(pruned, IsOk());
+  EXPECT_EQ(pruned->decisions, 3);
+  EXPECT_EQ(pruned->offences, 3);
+  pruned = (*store)->Prune(absl::FromUnixSeconds(5000), 3);
+  ASSERT_THAT(pruned, IsOk());
+  EXPECT_EQ(pruned->decisions, 2);
+  EXPECT_EQ(pruned->offences, 2);
+  std::set<std::string> left;
+  auto decisions = (*store)->LoadDecisions(false);
+  ASSERT_THAT(decisions, IsOk());
+  for (const auto& d : *decisions) left.insert(d.id());
+  EXPECT_THAT(left, ::testing::ElementsAre("active", "edge", "pending", "recent"));
+  auto offences = (*store)->LoadOffences(absl::InfinitePast(), 100);
+  ASSERT_THAT(*offences, SizeIs(1));
+  EXPECT_EQ((*offences)[0].target, "198.51.100.1");
+}
+
 TEST(StoreTest, CompletingMovesTheOperationToTheEdgeAndBack) {
   auto store = Store::Open(Path("b.db"));
   ASSERT_THAT(store, IsOk());
