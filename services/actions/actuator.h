@@ -39,6 +39,10 @@ struct ActionOp {
   absl::Time not_before = absl::InfinitePast();
   // An operator released it past the blast-radius limit.
   bool released = false;
+  // The guard has counted it toward the per-minute budget (on its first pass): a retry is the
+  // same ban, not a new one, and is not counted again. Memory only: the guard's own count does
+  // not survive a restart either.
+  bool counted = false;
   // Its row in the durable outbox (0: not persisted).
   int64_t seq = 0;
   // Re-applied by the reconciler: the object is known to be missing, whatever the actuator

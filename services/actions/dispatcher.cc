@@ -361,20 +361,26 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
                   << std::endl;
         continue;
       }
-      if (op.released) {
-        guard_->Record(op.decision, now);
-      } else if (guard_->Check(op.decision, now, active_[kind]) == Guard::Verdict::kHeld) {
-        Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "held",
-               "over the blast-radius limit; release with palisadectl actions release");
-        held_.emplace_back(kind, std::move(op));
-        // One line for the first held action and one per thousand after, not one each.
-        if (held_.size() == 1 || held_.size() % 1000 == 0) {
-          std::cerr << "palisaded: guard: " << held_.size()
-                    << " action(s) held by the blast-radius limit; release with "
-                       "palisadectl actions release"
-                    << std::endl;
+      // The budget counts new bans: an op spends it on its first pass only, not again at each
+      // retry (an outage would otherwise spend max_attempts slots on one ban, and hold the
+      // bans behind it, or its own retry).
+      if (!op.counted) {
+        if (op.released) {
+          guard_->Record(op.decision, now);
+        } else if (guard_->Check(op.decision, now, active_[kind]) == Guard::Verdict::kHeld) {
+          Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "held",
+                 "over the blast-radius limit; release with palisadectl actions release");
+          held_.emplace_back(kind, std::move(op));
+          // One line for the first held action and one per thousand after, not one each.
+          if (held_.size() == 1 || held_.size() % 1000 == 0) {
+            std::cerr << "palisaded: guard: " << held_.size()
+                      << " action(s) held by the blast-radius limit; release with "
+                         "palisadectl actions release"
+                      << std::endl;
+          }
+          continue;
         }
-        continue;
+        op.counted = true;
       }
     }
     if (op.kind == ActionOp::Kind::kApply) in_flight_.insert(op.decision.id());

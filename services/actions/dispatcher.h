@@ -83,7 +83,8 @@ class Dispatcher {
   ~Dispatcher();
 
   void AddActuator(palisade::v1::Actuator kind, std::unique_ptr<Actuator> actuator);
-  // Checked before every apply (see guard.h). Without one, nothing is held or refused here.
+  // Checked before every apply (see guard.h). Without one, nothing is held or refused here. An
+  // apply spends the per-minute budget once, on its first pass: its retries are the same ban.
   void SetGuard(std::unique_ptr<Guard> guard);
   // Makes the queue durable: completions, retries and drops are written to `store`.
   void SetStore(Store* store);

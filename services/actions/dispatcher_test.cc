@@ -248,6 +248,55 @@ TEST_F(DispatcherTest, GuardRefusesNeverBanAndHoldsPastTheLimitUntilReleased) {
   EXPECT_EQ(dispatcher_.held(), 0u);
 }
 
+// The blast-radius budget counts new bans, not attempts: an apply retried through an outage
+// spent one slot per attempt, and the bans after it (or its own retry) were held.
+TEST_F(DispatcherTest, ARetriedApplyIsCountedByTheGuardOnce) {
+  GuardOptions options;
+  options.max_new_per_minute = 2;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  fake_->failures = {absl::UnavailableError("503")};
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+  dispatcher_.RunOnce();  // fails, retried in 1 s
+  clock_.Advance(absl::Seconds(1));
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.edges().count("a"), 1u);
+  DecisionUpdate b = Update(DecisionChange::kCreated, "b");
+  b.decision.mutable_target()->set_value("203.0.113.8");
+  dispatcher_.OnDecision(b);
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 0u);
+  EXPECT_EQ(Actions("held"), 0);
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "apply a", "apply b"));
+}
+
+// The same for an apply an operator released past the limit: it is recorded once, when it
+// first goes out, not again at each retry.
+TEST_F(DispatcherTest, ARetriedReleasedApplyIsRecordedByTheGuardOnce) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+  DecisionUpdate b = Update(DecisionChange::kCreated, "b");
+  b.decision.mutable_target()->set_value("203.0.113.8");
+  dispatcher_.OnDecision(b);
+  dispatcher_.RunOnce();  // a goes, b is held
+  ASSERT_EQ(dispatcher_.held(), 1u);
+  ASSERT_EQ(dispatcher_.ReleaseHeld(1), 1);
+  fake_->failures = {absl::UnavailableError("503")};
+  dispatcher_.RunOnce();  // b goes (recorded now), fails, retried in 1 s
+  clock_.Advance(absl::Seconds(1));
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.edges().count("b"), 1u);
+  // A minute after a and b first went out, their slots are free again.
+  clock_.Advance(absl::Seconds(59) + absl::Milliseconds(500));
+  DecisionUpdate c = Update(DecisionChange::kCreated, "c");
+  c.decision.mutable_target()->set_value("203.0.113.9");
+  dispatcher_.OnDecision(c);
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 0u);
+  EXPECT_EQ(dispatcher_.edges().count("c"), 1u);
+}
+
 // Audit of itself: a revocation of palisaded's own token (the audit-log misuse rule) never
 // reaches the actuator; it is refused with an alert, counted, and other tokens still go.
 TEST_F(DispatcherTest, TheOwnTokenIsNeverRevokedButAlertedOn) {
