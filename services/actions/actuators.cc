@@ -267,28 +267,37 @@ absl::Status IpListActuator::EnsureListAndRule() {
     }
   }
   if (!rule_ready_) {
-    RulesetRule rule;
-    rule.ref = kBlocklistRef;
-    rule.description = "palisade: block addresses in $" + options_.list_name;
-    rule.expression = "ip.src in $" + options_.list_name;
-    rule.action = "block";
-    absl::StatusOr<Ruleset> rs = client_.GetEntrypoint(kCustomPhase);
-    if (rs.status().code() == absl::StatusCode::kNotFound) {
-      absl::StatusOr<Ruleset> put = client_.PutEntrypoint(kCustomPhase, {rule});
-      if (!put.ok()) return put.status();
-    } else if (!rs.ok()) {
-      return rs.status();
-    } else {
-      bool present = false;
-      for (const RulesetRule& r : rs->rules) present |= r.ref == kBlocklistRef;
-      if (!present) {
-        absl::StatusOr<Ruleset> added = client_.AddRulesetRule(rs->id, rule);
-        if (!added.ok()) return added.status();
-      }
-    }
+    absl::StatusOr<bool> repaired = EnsureRule();
+    if (!repaired.ok()) return repaired.status();
     rule_ready_ = true;
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> IpListActuator::EnsureRule() {
+  RulesetRule rule;
+  rule.ref = kBlocklistRef;
+  rule.description = "palisade: block addresses in $" + options_.list_name;
+  rule.expression = "ip.src in $" + options_.list_name;
+  rule.action = "block";
+  absl::StatusOr<Ruleset> rs = client_.GetEntrypoint(kCustomPhase);
+  if (rs.status().code() == absl::StatusCode::kNotFound) {
+    absl::StatusOr<Ruleset> put = client_.PutEntrypoint(kCustomPhase, {rule});
+    if (!put.ok()) return put.status();
+    return true;
+  }
+  if (!rs.ok()) return rs.status();
+  for (const RulesetRule& r : rs->rules) {
+    if (r.ref != kBlocklistRef) continue;
+    if (r.enabled && r.expression == rule.expression && r.action == rule.action) return false;
+    // Disabled or edited by hand: the rule is there but no longer blocks the list's addresses.
+    absl::StatusOr<Ruleset> updated = client_.UpdateRulesetRule(rs->id, r.id, rule);
+    if (!updated.ok()) return updated.status();
+    return true;
+  }
+  absl::StatusOr<Ruleset> added = client_.AddRulesetRule(rs->id, rule);
+  if (!added.ok()) return added.status();
+  return true;
 }
 
 void IpListActuator::Run(std::vector<ActionOp*>& ops) {

@@ -4,7 +4,9 @@
 //                      Palisade can find exactly its own rules; a duplicate (10009) is adopted.
 //  IpListActuator      decisions batched into one list operation per flush on Palisade's IP
 //                      list, which one custom rule (`ip.src in $list`) blocks; list and rule are
-//                      created when missing; IPv6 collapsed to a prefix; a cap on items.
+//                      created when missing (the rule also enabled and put right when edited),
+//                      checked on first use and again by the reconciler on each run (EnsureRule);
+//                      IPv6 collapsed to a prefix; a cap on items.
 //  RateLimitActuator   a temporary rate-limiting rule for a path under attack.
 //  TokenActuator       a leaked token is verified (to learn its id), then disabled or deleted.
 //                      Its removal leaves the token revoked: a leaked secret is never re-enabled.
@@ -75,6 +77,12 @@ class IpListActuator final : public Actuator {
   // item that the configured prefix would spread over a never-ban address is narrowed to the
   // widest prefix, down to /64, that spares it; kFailedPrecondition when even the /64 holds one.
   absl::StatusOr<std::string> ItemFor(const palisade::v1::Target& target) const;
+
+  // The custom rule that blocks the list (ref "palisade_blocklist"; the list must exist):
+  // created when missing, enabled and given back its expression and action when changed by
+  // hand. Returns true when it had to do any of that. The actuator checks once, on first use;
+  // the reconciler on every run, since the list blocks nothing without it.
+  absl::StatusOr<bool> EnsureRule();
 
  private:
   // ItemFor, saying whether the never-ban set narrowed the item.

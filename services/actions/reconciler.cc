@@ -156,6 +156,17 @@ absl::Status Reconciler::CheckIpList(DriftReport* report) {
     }
     return absl::OkStatus();
   }
+  // The items block nothing without the custom rule, and the actuator checked it only once: a
+  // rule deleted or disabled by hand is put back whatever the policy, as part of the list.
+  absl::StatusOr<bool> repaired = items_.EnsureRule();
+  if (!repaired.ok()) return repaired.status();
+  if (*repaired) {
+    ++report->missing;
+    drift_.Add({{"actuator", "ip_list"}, {"kind", "missing"}}).Increment();
+    std::cerr << "palisaded: reconcile: the custom rule blocking IP list "
+              << options_.list.list_name
+              << " was missing, disabled or changed at the edge; it is put back" << std::endl;
+  }
   absl::StatusOr<std::vector<ListItem>> items = client_.ListAllItems(list_id);
   if (!items.ok()) return items.status();
   std::set<std::string> at_edge;

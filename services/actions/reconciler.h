@@ -4,6 +4,9 @@
 //    (default) applies it again; policy "withdraw" withdraws the decision instead.
 //  - orphan: an object carries Palisade's marker but no active decision wants it (its
 //    decision expired while palisaded was down, or never existed). It is removed.
+//  - the custom rule that blocks Palisade's IP list (IpListActuator::EnsureRule), when the list
+//    exists: deleted, disabled or edited by hand, it is put back under either policy and
+//    counted as missing (actuator "ip_list"); without it no list item blocks anything.
 // Markers: access rules with notes "palisade:<decision id> ...", list items with comment
 // "palisade:<decision id>", rate-limit rules with ref "palisade_<decision id>". Objects without
 // them (a human's rules) are never touched. Decisions with an operation queued, held or in

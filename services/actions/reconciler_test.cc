@@ -274,5 +274,66 @@ TEST_F(ReconcilerTest, AnExtendedDecisionIsTriedOnceMore) {
   EXPECT_EQ(dispatcher_->RunOnce(), 0);
 }
 
+// The custom rule that blocks the IP list, as the emulator has it ("" when it is not there):
+// "enabled" or "disabled".
+std::string BlocklistRule(fake::FakeCloudflare& cf) {
+  fake::json rs = cf.RulesetSnapshot("http_request_firewall_custom");
+  if (rs.is_null()) return "";
+  for (const fake::json& r : rs["rules"]) {
+    if (r.value("ref", "") != "palisade_blocklist") continue;
+    if (r.value("expression", "") != "ip.src in $palisade_block") return "changed";
+    return r.value("enabled", true) ? "enabled" : "disabled";
+  }
+  return "";
+}
+
+// The list items block nothing without the custom rule: deleted by hand, it is drift, and it
+// is put back (the IP-list actuator made it once, and would not look again until a restart).
+TEST_F(ReconcilerTest, ADeletedBlocklistRuleIsPutBack) {
+  Ban("198.51.100.7", palisade::v1::ACTUATOR_IP_LIST);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_EQ(BlocklistRule(fake_), "enabled");
+  absl::StatusOr<Ruleset> rs = client_->GetEntrypoint("http_request_firewall_custom");
+  ASSERT_THAT(rs.status(), IsOk());
+  ASSERT_THAT(rs->rules, SizeIs(1));
+  ASSERT_THAT(client_->DeleteRulesetRule(rs->id, rs->rules[0].id).status(), IsOk());
+  ASSERT_EQ(BlocklistRule(fake_), "");
+
+  absl::StatusOr<DriftReport> report = MakeReconciler(false)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 1);
+  EXPECT_EQ(BlocklistRule(fake_), "enabled");
+  // Put back once: the next run finds nothing to do.
+  report = MakeReconciler(false)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 0);
+}
+
+// The same for the rule disabled, or its expression changed, by hand.
+TEST_F(ReconcilerTest, ADisabledOrChangedBlocklistRuleIsPutRight) {
+  Ban("198.51.100.7", palisade::v1::ACTUATOR_IP_LIST);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  absl::StatusOr<Ruleset> rs = client_->GetEntrypoint("http_request_firewall_custom");
+  ASSERT_THAT(rs.status(), IsOk());
+  ASSERT_THAT(rs->rules, SizeIs(1));
+  RulesetRule rule = rs->rules[0];
+  rule.enabled = false;
+  ASSERT_THAT(client_->PutEntrypoint("http_request_firewall_custom", {rule}).status(), IsOk());
+  ASSERT_EQ(BlocklistRule(fake_), "disabled");
+  absl::StatusOr<DriftReport> report = MakeReconciler(false)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 1);
+  EXPECT_EQ(BlocklistRule(fake_), "enabled");
+
+  rule.enabled = true;
+  rule.expression = "ip.src in $palisade_block and http.host eq \"nowhere.example\"";
+  ASSERT_THAT(client_->PutEntrypoint("http_request_firewall_custom", {rule}).status(), IsOk());
+  ASSERT_EQ(BlocklistRule(fake_), "changed");
+  report = MakeReconciler(false)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 1);
+  EXPECT_EQ(BlocklistRule(fake_), "enabled");
+}
+
 }  // namespace
 }  // namespace palisade

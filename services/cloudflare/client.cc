@@ -765,6 +765,22 @@ absl::StatusOr<Ruleset> CloudflareClient::DeleteRulesetRule(const std::string& r
   });
 }
 
+absl::StatusOr<Ruleset> CloudflareClient::UpdateRulesetRule(const std::string& ruleset_id,
+                                                            const std::string& rule_id,
+                                                            const RulesetRule& rule) {
+  return Guarded<absl::StatusOr<Ruleset>>([&]() -> absl::StatusOr<Ruleset> {
+    Call call{"PATCH",
+              "/zones/" + options_.zone_id + "/rulesets/" + ruleset_id + "/rules/" + rule_id,
+              "rulesets/rules/update"};
+    json body = FromRule(rule);
+    body.erase("id");  // the path names the rule
+    call.body = std::move(body);
+    absl::StatusOr<json> r = Send(call);
+    if (!r.ok()) return r.status();
+    return ToRuleset((*r)["result"]);
+  });
+}
+
 // --- audit logs ------------------------------------------------------------------------------
 
 absl::StatusOr<AuditLogPage> CloudflareClient::ListAuditLogs(absl::Time since, absl::Time before,

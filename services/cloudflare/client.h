@@ -228,6 +228,10 @@ class CloudflareClient {
   absl::StatusOr<Ruleset> AddRulesetRule(const std::string& ruleset_id, const RulesetRule& rule);
   absl::StatusOr<Ruleset> DeleteRulesetRule(const std::string& ruleset_id,
                                             const std::string& rule_id);
+  // PATCH: sets the rule's fields to `rule`'s (its id is taken from `rule_id`); returns the whole
+  // ruleset.
+  absl::StatusOr<Ruleset> UpdateRulesetRule(const std::string& ruleset_id,
+                                            const std::string& rule_id, const RulesetRule& rule);
 
   // --- audit logs (v2: the only version that names the token used for a call) ---
   // Records from `since` (inclusive) to `before` (exclusive), oldest first, one page of at most
