@@ -460,7 +460,7 @@ absl::StatusOr<TokenInfo> CloudflareClient::DisableToken(const std::string& id,
   });
 }
 
-absl::StatusOr<Secret> CloudflareClient::RollToken(
+absl::StatusOr<CloudflareClient::RolledToken> CloudflareClient::RollToken(
     const std::string& id, bool account_owned,
     const std::function<absl::Status(const Secret&)>& persist) {
   // The budget before the gate: a roll must not hold every other call while it waits for it.
@@ -486,8 +486,9 @@ absl::StatusOr<Secret> CloudflareClient::RollToken(
   Secret fresh(result.get<std::string>());
   absl::Status persisted = persist(fresh);
   credentials_.token = fresh;
-  if (!persisted.ok()) return persisted;
-  return fresh;
+  // Whether it was saved or not, the new secret is the only live one: the caller gets it either
+  // way, so it can save it again instead of taking the roll as failed.
+  return RolledToken{std::move(fresh), std::move(persisted)};
 }
 
 void CloudflareClient::SetToken(Secret token) {

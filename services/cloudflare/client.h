@@ -182,11 +182,16 @@ class CloudflareClient {
   // finish first, new calls wait, and none goes out with the old value afterwards. Once the new
   // value is known `persist` runs (still behind the gate: write it where the next start reads
   // it), then every later call uses it. A failed roll keeps the old secret and returns the
-  // error. When persist fails the new secret is still switched to (the old one is dead) and the
-  // persist error is returned: the caller must keep the value it was given.
+  // error. A roll that succeeded returns the new secret even when persist failed (in
+  // RolledToken::persisted): the client uses it, the old one is dead, and the caller must keep
+  // it and save it again, never roll over it.
   // Never retried here: a roll whose answer was lost may have happened.
-  absl::StatusOr<Secret> RollToken(const std::string& id, bool account_owned,
-                                   const std::function<absl::Status(const Secret&)>& persist);
+  struct RolledToken {
+    Secret secret;           // in use from now on
+    absl::Status persisted;  // what `persist` returned
+  };
+  absl::StatusOr<RolledToken> RollToken(const std::string& id, bool account_owned,
+                                        const std::function<absl::Status(const Secret&)>& persist);
   // Switches the client to another secret (a roll-forward at start), behind the same gate.
   void SetToken(Secret token);
 

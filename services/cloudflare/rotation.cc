@@ -183,17 +183,49 @@ absl::Status TokenRotator::Persist(const Secret& fresh) {
   return FsyncDir(DirOf(side));
 }
 
+absl::Status TokenRotator::Unsaved(const absl::Status& persisted) const {
+  return absl::Status(
+      persisted.code(),
+      absl::StrCat("token ", options_.token_id, " was rolled at ", absl::FormatTime(unsaved_since_),
+                   " and palisaded uses the new secret, but it could not be saved (",
+                   persisted.message(),
+                   "); saving it is retried, the token is not rolled again until it is saved, "
+                   "and palisaded must not be restarted before then"));
+}
+
+absl::Status TokenRotator::SaveLocked() {
+  if (absl::Status s = Persist(*unsaved_); !s.ok()) return Unsaved(s);
+  unsaved_.reset();
+  std::cerr << "palisaded: cloudflare: the new secret of token " << options_.token_id
+            << " (rolled at " << absl::FormatTime(unsaved_since_) << ") is now saved in "
+            << options_.token_file << std::endl;
+  return absl::OkStatus();
+}
+
 absl::Status TokenRotator::RollLocked() {
-  if (options_.before_roll_for_test) options_.before_roll_for_test();
-  absl::StatusOr<Secret> fresh = client_.RollToken(options_.token_id, options_.account_owned,
-                                                   [this](const Secret& s) { return Persist(s); });
-  const absl::Time now = clock_.TimeNow();
-  if (!fresh.ok()) {
-    rolls_.Add({{"result", "failed"}}).Increment();
-    return fresh.status();
+  // A rolled secret not saved yet is saved first, and no roll goes out while it cannot be: the
+  // roll would retire the only live secret for one no easier to save.
+  if (unsaved_) {
+    if (absl::Status s = SaveLocked(); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("no new roll: ", s.message()));
+    }
   }
+  if (options_.before_roll_for_test) options_.before_roll_for_test();
+  absl::StatusOr<CloudflareClient::RolledToken> rolled = client_.RollToken(
+      options_.token_id, options_.account_owned, [this](const Secret& s) { return Persist(s); });
+  const absl::Time now = clock_.TimeNow();
+  if (!rolled.ok()) {
+    rolls_.Add({{"result", "failed"}}).Increment();
+    return rolled.status();
+  }
+  // The roll went through whether or not the secret could be written: the old one is dead.
   rolls_.Add({{"result", "ok"}}).Increment();
   last_roll_.Set(static_cast<double>(absl::ToUnixSeconds(now)));
+  if (!rolled->persisted.ok()) {
+    unsaved_ = std::move(rolled->secret);
+    unsaved_since_ = now;
+    return Unsaved(rolled->persisted);
+  }
   std::cerr << "palisaded: cloudflare: rolled token " << options_.token_id << " (new secret in "
             << options_.token_file << ")" << std::endl;
   return absl::OkStatus();
@@ -201,7 +233,13 @@ absl::Status TokenRotator::RollLocked() {
 
 absl::Status TokenRotator::RotateNow() {
   absl::MutexLock roll(&roll_mu_);
-  return RollLocked();
+  absl::Status s = RollLocked();
+  if (unsaved_) {
+    // The schedule's ticks save it: soon, not at the next roll.
+    absl::MutexLock lock(&mu_);
+    next_roll_ = std::min(next_roll_, clock_.TimeNow() + backoff_);
+  }
+  return s;
 }
 
 absl::StatusOr<RollReport> TokenRotator::RotateNowForOperator() {
@@ -212,6 +250,7 @@ absl::StatusOr<RollReport> TokenRotator::RotateNowForOperator() {
         "the command again once it has finished"));
   }
   absl::Status s = RollLocked();
+  const bool unsaved = unsaved_.has_value();
   RollReport report;
   report.token_id = options_.token_id;
   report.rolled_at = clock_.TimeNow();
@@ -220,8 +259,13 @@ absl::StatusOr<RollReport> TokenRotator::RotateNowForOperator() {
     next_roll_ = Schedule(report.rolled_at);
     backoff_ = options_.initial_backoff;
     report.next_roll = next_roll_;
+  } else if (unsaved) {
+    // The schedule's ticks save it: soon, not at the next roll.
+    absl::MutexLock lock(&mu_);
+    next_roll_ = std::min(next_roll_, report.rolled_at + backoff_);
   }
   roll_mu_.Unlock();
+  if (unsaved) return s;  // says the token was rolled: never "the current secret is kept"
   if (!s.ok()) {
     return absl::Status(s.code(),
                         absl::StrCat("the roll of token ", options_.token_id,
@@ -247,12 +291,20 @@ bool TokenRotator::Tick() {
   if (!due()) return false;
   absl::MutexLock roll(&roll_mu_);
   if (!due()) return false;
-  absl::Status s = RollLocked();
+  // While a rolled secret is unsaved, the schedule saves it instead of rolling again.
+  const bool saving = unsaved_.has_value();
+  const absl::Time rolled_at = unsaved_since_;
+  absl::Status s = saving ? SaveLocked() : RollLocked();
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_.TimeNow();
   if (s.ok()) {
-    next_roll_ = Schedule(now);
+    next_roll_ = Schedule(saving ? rolled_at : now);  // the schedule runs from the roll
     backoff_ = options_.initial_backoff;
+  } else if (unsaved_) {
+    std::cerr << "palisaded: cloudflare: " << s.message() << "; trying again in "
+              << absl::FormatDuration(backoff_) << std::endl;
+    next_roll_ = now + backoff_;
+    backoff_ = std::min(options_.max_backoff, backoff_ * 2);
   } else {
     std::cerr << "palisaded: cloudflare: token roll failed (" << s.message()
               << "); the current secret is kept, retrying in " << absl::FormatDuration(backoff_)

@@ -12,6 +12,11 @@
 // hold the dead secret, the side file holds the live one; it is verified and rolled forward.
 // A crash between 1 and 2 loses the new secret: nothing can save it (the API returns it once);
 // the window is one local file write.
+// A write that fails (2, 3 or 4: a full disk, a read-only directory) leaves the roll done: the
+// client uses the new secret and the old one is dead. The rotator keeps the new secret in
+// memory and writes it again on the schedule's ticks (with backoff) until it is saved; no roll
+// goes out meanwhile, the schedule's or an operator's, since it would retire the only live
+// secret for one no easier to save. Once saved, the schedule runs from that roll.
 //
 // Test hook: PALISADE_TEST_EXIT_AFTER_ROLL=1 in the environment makes the process _exit(86)
 // after step 2 (the e2e crash test).
@@ -93,14 +98,17 @@ class TokenRotator {
   ~TokenRotator();  // stops the thread
 
   // One roll now, waiting for one already running (the schedule). A failed roll keeps the old
-  // secret; the schedule then retries with backoff.
+  // secret; the schedule then retries with backoff. A roll whose secret could not be saved
+  // returns the write's error, saying the token was rolled; while a rolled secret is unsaved,
+  // this saves it instead of rolling, and fails (naming no new roll) if it still cannot.
   absl::Status RotateNow();
   // One roll now for an operator (Admin.RotateToken): never waits behind another roll, it is
   // refused (kAborted, saying so) while one runs. On success the schedule restarts from now.
-  // Errors are the roll's (kUnavailable, kPermissionDenied, ...); the secret is never in them.
+  // Errors are the roll's (kUnavailable, kPermissionDenied, ...), or the write's when the roll
+  // went through but its secret could not be saved (as RotateNow); the secret is never in them.
   absl::StatusOr<RollReport> RotateNowForOperator();
-  // Rolls when the schedule says so; returns whether a roll was attempted. For tests on a
-  // SimulatedClock; the thread calls it every `poll`.
+  // Rolls when the schedule says so, or saves a rolled secret not saved yet; returns whether it
+  // tried. For tests on a SimulatedClock; the thread calls it every `poll`.
   bool Tick();
   absl::Time next_roll() const;
 
@@ -110,12 +118,19 @@ class TokenRotator {
  private:
   absl::Status Persist(const Secret& fresh);
   absl::Status RollLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(roll_mu_);
+  // Saves unsaved_ (Persist) and forgets it once saved.
+  absl::Status SaveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(roll_mu_);
+  // The error for a rolled secret that could not be saved (`persisted`: the write's).
+  absl::Status Unsaved(const absl::Status& persisted) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(roll_mu_);
   absl::Time Schedule(absl::Time now) const;
 
   CloudflareClient& client_;
   Clock& clock_;
   const RotationOptions options_;
   absl::Mutex roll_mu_;  // one roll at a time
+  // A rolled secret the client uses that could not be saved yet, and when it was rolled.
+  std::optional<Secret> unsaved_ ABSL_GUARDED_BY(roll_mu_);
+  absl::Time unsaved_since_ ABSL_GUARDED_BY(roll_mu_);
   mutable absl::Mutex mu_;
   absl::Time next_roll_ ABSL_GUARDED_BY(mu_);
   absl::Duration backoff_ ABSL_GUARDED_BY(mu_);

@@ -24,6 +24,7 @@ namespace {
 
 using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -176,6 +177,74 @@ TEST_F(RotationTest, FailedRollKeepsTheOldTokenAndRetriesWithBackoff) {
   EXPECT_EQ(fake_.retired_secret_calls(), 0);
 }
 
+// Rolls of the token the emulator has seen.
+int Rolls(const fake::FakeCloudflare& cf) {
+  int n = 0;
+  for (const fake::json& e : cf.AuditLog()) n += e["action"]["type"] == "roll";
+  return n;
+}
+
+// A roll whose new secret cannot be saved (the side file cannot be written): the client already
+// uses the new secret, the old one is dead. The rotator keeps it and tries to save it again; it
+// used to report "the current secret is kept" and roll again a minute later, retiring a secret
+// that was never saved.
+TEST_F(RotationTest, ARolledSecretThatCannotBeSavedIsSavedAgainNotRolledAgain) {
+  auto client = Client(token_);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  const std::string side = RolledSideFile(token_file_);
+  ASSERT_EQ(mkdir(side.c_str(), 0700), 0);  // a directory: the side file cannot be renamed there
+
+  clock_.Advance(absl::Hours(24));
+  ASSERT_TRUE(rotator.Tick());
+  EXPECT_EQ(Rolls(fake_), 1);
+  EXPECT_EQ(FileToken(), token_);
+  EXPECT_THAT(client->VerifyToken(), IsOk());  // the new secret, in use
+  EXPECT_THAT(Client(token_)->VerifyToken(), StatusIs(absl::StatusCode::kUnauthenticated));
+  const int64_t old_secret_checks = fake_.retired_secret_calls();
+  EXPECT_EQ(rotator.next_roll(), clock_.TimeNow() + absl::Minutes(1));
+
+  // A minute later the tick saves again (still refused); it does not roll.
+  clock_.Advance(absl::Minutes(1));
+  ASSERT_TRUE(rotator.Tick());
+  EXPECT_EQ(Rolls(fake_), 1);
+  EXPECT_EQ(rotator.next_roll(), clock_.TimeNow() + absl::Minutes(2));
+  // Nor does a roll asked for meanwhile: the new secret would be no easier to save.
+  absl::Status now = rotator.RotateNow();
+  EXPECT_THAT(now, StatusIs(absl::StatusCode::kInternal, HasSubstr("could not be saved")));
+  EXPECT_EQ(now.message().find(token_), std::string::npos);
+  EXPECT_EQ(Rolls(fake_), 1);
+
+  // Once the file can be written, the next try saves the secret in use.
+  ASSERT_EQ(rmdir(side.c_str()), 0);
+  clock_.Advance(absl::Minutes(2));
+  ASSERT_TRUE(rotator.Tick());
+  EXPECT_EQ(Rolls(fake_), 1);
+  EXPECT_FALSE(Exists(side));
+  EXPECT_THAT(Client(FileToken())->VerifyToken(), IsOk());
+  EXPECT_THAT(client->VerifyToken(), IsOk());
+  // The schedule runs again from the roll.
+  EXPECT_EQ(rotator.next_roll(), clock_.TimeNow() - absl::Minutes(3) + absl::Hours(24));
+  // palisaded never sent the old secret again: only the check above did.
+  EXPECT_EQ(fake_.retired_secret_calls(), old_secret_checks);
+}
+
+// The operator who asked for that roll is told the secret changed but is not saved yet.
+TEST_F(RotationTest, AnOperatorRollThatCannotBeSavedSaysTheSecretChanged) {
+  auto client = Client(token_);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  const std::string side = RolledSideFile(token_file_);
+  ASSERT_EQ(mkdir(side.c_str(), 0700), 0);
+  absl::StatusOr<RollReport> report = rotator.RotateNowForOperator();
+  EXPECT_THAT(report, StatusIs(absl::StatusCode::kInternal,
+                               AllOf(HasSubstr("was rolled"), HasSubstr("could not be saved"))));
+  EXPECT_THAT(report.status().message(), Not(HasSubstr("current secret is kept")));
+  EXPECT_EQ(report.status().message().find(token_), std::string::npos);
+  EXPECT_EQ(Rolls(fake_), 1);
+  EXPECT_THAT(client->VerifyToken(), IsOk());
+  // Saving is tried again soon, not at the next scheduled roll.
+  EXPECT_EQ(rotator.next_roll(), clock_.TimeNow() + absl::Minutes(1));
+}
+
 TEST_F(RotationTest, RollsBeforeExpiry) {
   auto client = Client(token_);
   RotationOptions o = Options();
@@ -251,10 +320,11 @@ TEST_F(RotationTest, RollForwardFromASideFileAfterACrash) {
   const std::string side = RolledSideFile(token_file_);
   {
     auto before_crash = Client(token_);
-    absl::StatusOr<Secret> fresh = before_crash->RollToken(token_id_, false, [&](const Secret& s) {
-      return AtomicWriteFile(side, s.value() + "\n", 0600);
-    });
+    absl::StatusOr<CloudflareClient::RolledToken> fresh = before_crash->RollToken(
+        token_id_, false,
+        [&](const Secret& s) { return AtomicWriteFile(side, s.value() + "\n", 0600); });
     ASSERT_THAT(fresh, IsOk());
+    ASSERT_THAT(fresh->persisted, IsOk());
   }
   ASSERT_EQ(FileToken(), token_);
   const std::string live = Read(side).substr(0, Read(side).size() - 1);
