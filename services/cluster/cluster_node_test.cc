@@ -233,8 +233,13 @@ TEST_F(ClusterNodeTest, DetectionsOfANodeThatDoesNotWriteAreTheWritersToDecide) 
   auto active_on = [](TestNode& n) {
     return n.table.List({.target = "203.0.113.9", .active_only = true});
   };
+  // b counts the detection forwarded when the writer's reply reaches its forwarder, which may
+  // be after the decision, mirrored back through the decision log, reached its table: both are
+  // waited for.
   const absl::Time deadline = absl::Now() + absl::Minutes(1);
-  while ((active_on(*a).empty() || active_on(*b).empty()) && absl::Now() < deadline) {
+  while ((active_on(*a).empty() || active_on(*b).empty() ||
+          b->node->detections_forwarded() == 0) &&
+         absl::Now() < deadline) {
     absl::SleepFor(absl::Milliseconds(20));
   }
   ASSERT_EQ(active_on(*a).size(), 1u);
