@@ -29,6 +29,7 @@ void FileFollower::Close() {
   open_ = Open();
   pending_.clear();
   skipping_ = false;
+  after_truncation_ = false;
   read_offset_ = 0;
   fingerprint_.clear();
   fingerprint_bytes_ = 0;
@@ -120,14 +121,13 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
   }
   // Replaced or truncated below the checkpoint: from the start of what is there now.
   struct stat st;
+  bool truncated = false;
   if (::stat(path_.c_str(), &st) == 0) {
-    if (st.st_dev == from.device() && st.st_ino == from.inode()) {
-      ++stats_.truncations;
-    } else {
-      ++stats_.rotations;
-    }
+    truncated = st.st_dev == from.device() && st.st_ino == from.inode();
+    ++(truncated ? stats_.truncations : stats_.rotations);
   }
   (void)OpenAt(path_, 0);
+  after_truncation_ = truncated;
 }
 
 absl::StatusOr<size_t> FileFollower::ReadMore() {
@@ -161,6 +161,13 @@ size_t FileFollower::TakeLines(size_t max_lines, size_t* bytes_left,
     ++taken;
   };
   while (taken < max_lines && *bytes_left > 0 && at < size) {
+    if (after_truncation_) {
+      // copytruncate with a writer that did not open the file O_APPEND: it writes on at its old
+      // offset, and what lies before is a hole of NULs, no line of its own.
+      while (at < size && data[at] == '\0') ++at;
+      if (at == size) break;
+      after_truncation_ = false;
+    }
     const void* found = std::memchr(data + at, '\n', size - at);
     const size_t nl = found == nullptr ? std::string::npos
                                        : static_cast<size_t>(static_cast<const char*>(found) - data);
@@ -235,6 +242,7 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
     skipping_ = false;
     read_offset_ = 0;
     fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);
+    after_truncation_ = true;
     ++stats_.truncations;
     return true;
   }
@@ -282,6 +290,7 @@ absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines,
     skipping_ = false;
     read_offset_ = 0;
     fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);
+    after_truncation_ = true;
     ++stats_.truncations;
   }
   size_t bytes_left = options_.max_batch_bytes;

@@ -6,7 +6,8 @@
 //     then the new one from its start: lines written around the rename are not lost;
 //   - rotation by copytruncate (the file shrinks below what was taken, or its first bytes are no
 //     longer the ones fingerprinted, when it was written past the old offset before we looked):
-//     read again from the start, counted as a truncation;
+//     read again from the start, counted as a truncation (NULs before its first line are the
+//     hole a writer without O_APPEND leaves, writing on at its old offset: skipped);
 //   - a file that does not exist yet (or was removed) is waited for, not an error;
 //   - lines longer than max_line_bytes are cut there and counted.
 // checkpoint() is the position after the last line handed out: device, inode, offset, and a
@@ -113,6 +114,8 @@ class FileFollower {
   uint64_t read_offset_ = 0;   // file offset after the bytes read into pending_
   std::string pending_;        // read, not yet handed out (a partial line at most, after Poll)
   bool skipping_ = false;      // dropping the rest of a cut line
+  // Truncated in place (copytruncate): NULs before the first line are a hole, not a line.
+  bool after_truncation_ = false;
   std::string fingerprint_;    // of the open file (empty until it has a byte)
   uint32_t fingerprint_bytes_ = 0;
   uint64_t lag_bytes_ = 0;

@@ -177,6 +177,25 @@ TEST_F(FileFollowerTest, CopyTruncateWrittenPastTheOldOffsetIsSeenByItsFirstByte
   EXPECT_EQ(f.stats().truncations, 1u);
 }
 
+// copytruncate with a writer that did not open the file O_APPEND: it writes on at its old
+// offset, and the bytes before are a hole of NULs. The hole is not a line: the first line
+// written after it is read whole (it was cut with the NULs and then dropped as their rest).
+TEST_F(FileFollowerTest, TheHoleBeforeANonAppendingWriterAfterCopyTruncateIsSkipped) {
+  FileFollowerOptions options;
+  options.max_line_bytes = 1024;
+  FileFollower f(path_, options);
+  Append(std::string(20000, 'a') + "\n");
+  EXPECT_THAT(Poll(f), ElementsAre(std::string(1024, 'a')));
+  ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  const int fd = ::open(path_.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  const std::string line = "b1\nb2\n";
+  ASSERT_EQ(::pwrite(fd, line.data(), line.size(), 20001), static_cast<ssize_t>(line.size()));
+  ::close(fd);
+  EXPECT_THAT(Poll(f), ElementsAre("b1", "b2"));
+  EXPECT_EQ(f.stats().truncations, 1u);
+}
+
 TEST_F(FileFollowerTest, LongLinesAreCutAndTheNextOneSurvives) {
   FileFollowerOptions options;
   options.max_line_bytes = 100;
