@@ -105,10 +105,11 @@ absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
   stream->WritesDone();
   reader.join();
   grpc::Status status = stream->Finish();
+  // Acks out of order cancel the stream: the CANCELLED that leaves is ours, not the reason.
+  if (!ack_error.empty()) return absl::DataLossError(ack_error);
   if (!status.ok()) {
     return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
   }
-  if (!ack_error.empty()) return absl::DataLossError(ack_error);
   if (!source_error.ok()) return source_error;
   if (write_failed || summary.batches != sequence) {
     return absl::DataLossError(
