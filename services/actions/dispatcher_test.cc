@@ -7,6 +7,7 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/common/metrics_for_tests.h"
 #include "services/common/proto_time.h"
 
 namespace palisade {
@@ -83,16 +84,8 @@ class DispatcherTest : public ::testing::Test {
     return u;
   }
   double Actions(const std::string& result) {
-    double n = 0;
-    for (const auto& f : registry_.Collect()) {
-      if (f.name != "palisade_actions_total") continue;
-      for (const auto& m : f.metric) {
-        for (const auto& l : m.label) {
-          if (l.name == "result" && l.value == result) n += m.counter.value;
-        }
-      }
-    }
-    return n;
+    return ::palisade::testing::CounterSum(registry_, "palisade_actions_total",
+                                           {{"result", result}});
   }
 
   SimulatedClock clock_;

@@ -8,6 +8,7 @@
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/common/metrics_for_tests.h"
 #include "services/common/proto_time.h"
 #include "services/common/status_matchers.h"
 #include "tests/cloudflare_fake/emulator_server.h"
@@ -101,16 +102,8 @@ class ReconcilerTest : public ::testing::Test {
 
   // palisade_actions_total{result} over every actuator and op.
   double Actions(const std::string& result) {
-    double n = 0;
-    for (const auto& f : registry_.Collect()) {
-      if (f.name != "palisade_actions_total") continue;
-      for (const auto& m : f.metric) {
-        for (const auto& l : m.label) {
-          if (l.name == "result" && l.value == result) n += m.counter.value;
-        }
-      }
-    }
-    return n;
+    return ::palisade::testing::CounterSum(registry_, "palisade_actions_total",
+                                           {{"result", result}});
   }
 
   SimulatedClock clock_;

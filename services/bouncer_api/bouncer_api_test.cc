@@ -12,7 +12,7 @@
 #include "prometheus/text_serializer.h"
 #include "services/common/clock.h"
 #include "services/common/status_matchers.h"
-#include "sqlite3.h"
+#include "services/store/sql_for_tests.h"
 
 namespace palisade {
 namespace {
@@ -331,16 +331,7 @@ TEST(BouncerApiTest, ARestartOfPalisadedNeitherLosesNorReplays) {
   }
 }
 
-// Runs `sql` on the store file through a second connection, as a test's way to break (and mend)
-// one kind of write.
-void ExecSql(const std::string& path, const char* sql) {
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-  char* err = nullptr;
-  EXPECT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
-  sqlite3_free(err);
-  sqlite3_close(db);
-}
+using ::palisade::testing::ExecSql;
 
 // A pull whose position cannot be written is answered 500 and its position stays where it was:
 // the next pull serves the same changes again, none skipped.

@@ -13,7 +13,9 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/proto_time.h"
+#include "services/common/metrics_for_tests.h"
 #include "services/common/status_matchers.h"
+#include "services/store/sql_for_tests.h"
 
 namespace palisade {
 namespace {
@@ -947,15 +949,7 @@ TEST_F(DecisionTableTest, ChangesTheStoreRefusedAreWrittenOnceItTakesThemAgain) 
   DecisionTable table(clock_);
   table.SetLimits(DecisionTableLimits(), &registry);
   table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
-  auto exec = [&](const char* sql) {
-    sqlite3* db = nullptr;
-    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    char* err = nullptr;
-    EXPECT_EQ(sqlite3_exec(db, sql, nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
-    sqlite3_free(err);
-    sqlite3_close(db);
-  };
-  exec("CREATE TRIGGER refuse BEFORE INSERT ON decisions BEGIN SELECT RAISE(ABORT, 'no'); END;");
+  ::palisade::testing::ExecSql(path, "CREATE TRIGGER refuse BEFORE INSERT ON decisions BEGIN SELECT RAISE(ABORT, 'no'); END;");
   palisade::v1::DecisionSpec spec;
   spec.set_action(palisade::v1::ACTION_BLOCK);
   *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
@@ -966,19 +960,14 @@ TEST_F(DecisionTableTest, ChangesTheStoreRefusedAreWrittenOnceItTakesThemAgain) 
   EXPECT_EQ(table.unwritten(), 1u);
   table.Apply(Det("203.0.113.8", clock_.TimeNow()), spec);  // still refused: queued behind it
   EXPECT_EQ(table.unwritten(), 2u);
-  exec("DROP TRIGGER refuse;");
+  ::palisade::testing::ExecSql(path, "DROP TRIGGER refuse;");
   table.ExpireDue();  // the sweep writes them (nothing expires)
   EXPECT_EQ(table.unwritten(), 0u);
   std::vector<palisade::v1::Decision> stored = *(*store)->LoadDecisions(false);
   ASSERT_THAT(stored, SizeIs(2));
   EXPECT_EQ(stored[0].id(), first);
   EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(2));
-  double failures = 0;
-  for (const auto& family : registry.Collect()) {
-    if (family.name != "palisade_store_write_failures_total") continue;
-    for (const auto& m : family.metric) failures += m.counter.value;
-  }
-  EXPECT_GE(failures, 2);
+  EXPECT_GE(::palisade::testing::CounterSum(registry, "palisade_store_write_failures_total"), 2);
 }
 
 // A VFS over the default one whose first write to a WAL file, once armed, waits until the test
