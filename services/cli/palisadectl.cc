@@ -942,7 +942,8 @@ int ReplayFiles(const std::vector<std::string>& files) {
       while (true) {
         if (reader_ == nullptr) {
           if (next_ >= paths_.size()) return false;
-          absl::StatusOr<std::unique_ptr<LineReader>> r = LineReader::Open(paths_[next_++], options_);
+          absl::StatusOr<std::unique_ptr<LineReader>> r =
+              LineReader::Open(paths_[next_++], options_);
           if (!r.ok()) return r.status();
           reader_ = *std::move(r);
         }
@@ -958,7 +959,8 @@ int ReplayFiles(const std::vector<std::string>& files) {
         if (reader_ == nullptr) {
           lines->clear();
           if (next_ >= paths_.size()) return 0;
-          absl::StatusOr<std::unique_ptr<LineReader>> r = LineReader::Open(paths_[next_++], options_);
+          absl::StatusOr<std::unique_ptr<LineReader>> r =
+              LineReader::Open(paths_[next_++], options_);
           if (!r.ok()) return r.status();
           reader_ = *std::move(r);
         }

@@ -583,7 +583,9 @@ absl::Status ValidateJsonFormat(const palisade::v1::JsonFormat& f) {
 }
 
 JsonLineParser::JsonLineParser(std::unique_ptr<Mapping> mapping, absl::TimeZone zone)
-    : mapping_(std::move(mapping)), zone_(zone), handler_(std::make_unique<JsonSaxHandler>(*mapping_)) {}
+    : mapping_(std::move(mapping)),
+      zone_(zone),
+      handler_(std::make_unique<JsonSaxHandler>(*mapping_)) {}
 
 JsonLineParser::~JsonLineParser() = default;
 

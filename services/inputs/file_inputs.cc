@@ -27,6 +27,9 @@ bool Compressed(const std::string& path) {
   return false;
 }
 
+// A batch ends once its lines hold this many bytes (or batch_lines lines).
+constexpr size_t kBatchBytes = 1 << 20;
+
 // Whether `path` is a rotated copy of `base` as logrotate names them: base.N, base-YYYYMMDD
 // (dateext; up to ten digits with an hour).
 bool RotatedCopyOf(absl::string_view path, absl::string_view base) {
@@ -201,13 +204,6 @@ FileInputs::~FileInputs() {
 void FileInputs::Log(const std::string& message) const {
   if (options_.log) options_.log(message);
 }
-
-namespace {
-
-// A batch ends once its lines hold this many bytes (or batch_lines lines).
-constexpr size_t kBatchBytes = 1 << 20;
-
-}  // namespace
 
 void FileInputs::DiscoverLocked(Input& input) {
   std::vector<std::string> paths;
