@@ -48,6 +48,13 @@ class ActuatorsTest : public ::testing::Test {
     op.decision.mutable_target()->set_value(value);
     return op;
   }
+  // The apply that revokes the leaked token `secret` (its fingerprint is not looked at).
+  static ActionOp Revoke(const std::string& id, const std::string& secret) {
+    ActionOp op = Op(ActionOp::Kind::kApply, id, palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT,
+                     "sha256:x", palisade::v1::ACTION_REVOKE_TOKEN);
+    op.secret = secret;
+    return op;
+  }
   static void Run(Actuator& a, std::vector<ActionOp>& ops) {
     std::vector<ActionOp*> ptrs;
     for (auto& op : ops) ptrs.push_back(&op);
@@ -370,10 +377,7 @@ TEST_F(ActuatorsTest, AnIpRestrictedLeakedTokenIsReportedLiveNotRevoked) {
   leaked.ip_in = {"192.0.2.0/24"};  // the emulator sees calls from 127.0.0.1
   auto [id, value] = fake_.AddToken(leaked);
   TokenActuator actuator(*client_, false);
-  std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d1",
-                                  palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT, "sha256:x",
-                                  palisade::v1::ACTION_REVOKE_TOKEN)};
-  ops[0].secret = value;
+  std::vector<ActionOp> ops = {Revoke("d1", value)};
   Run(actuator, ops);
   EXPECT_THAT(ops[0].result,
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("NOT revoked")));
@@ -399,10 +403,7 @@ TEST_F(ActuatorsTest, AnUnprefixedAccountTokenIsRevoked) {
   leaked.permissions = {"lists"};
   const std::string id = fake_.AddToken(leaked).first;
   TokenActuator actuator(*client_, false);
-  std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d1",
-                                  palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT, "sha256:x",
-                                  palisade::v1::ACTION_REVOKE_TOKEN)};
-  ops[0].secret = leaked.value;
+  std::vector<ActionOp> ops = {Revoke("d1", leaked.value)};
   Run(actuator, ops);
   EXPECT_THAT(ops[0].result, IsOk());
   EXPECT_EQ(ops[0].edge.id, id);
@@ -468,10 +469,7 @@ TEST_F(ActuatorsTest, ALiveTokenThatCannotBeRevokedIsAFailure) {
   CloudflareClient client(hiding, clock_, client_->options(), creds, registry_);
   for (bool del : {true, false}) {
     TokenActuator actuator(client, del);
-    std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d1",
-                                    palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT, "sha256:x",
-                                    palisade::v1::ACTION_REVOKE_TOKEN)};
-    ops[0].secret = value;
+    std::vector<ActionOp> ops = {Revoke("d1", value)};
     Run(actuator, ops);
     EXPECT_THAT(ops[0].result,
                 StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("could not be revoked")))

@@ -90,6 +90,23 @@ class DispatcherTest : public ::testing::Test {
 
   SimulatedClock clock_;
   prometheus::Registry registry_;
+  // A second dispatcher over `store`, as palisaded after a restart: its own fake access-rule
+  // actuator, not restored yet.
+  struct Restarted {
+    Restarted(Clock& clock, Store* store) : dispatcher(clock, Options(), registry) {
+      auto fake = std::make_unique<FakeActuator>();
+      actuator = fake.get();
+      dispatcher.AddActuator(palisade::v1::ACTUATOR_ACCESS_RULE, std::move(fake));
+      dispatcher.SetStore(store);
+    }
+    prometheus::Registry registry;
+    Dispatcher dispatcher;
+    FakeActuator* actuator;
+  };
+  std::unique_ptr<Restarted> Restart(Store* store) {
+    return std::make_unique<Restarted>(clock_, store);
+  }
+
   Dispatcher dispatcher_;
   FakeActuator* fake_;
 };
@@ -368,13 +385,10 @@ TEST_F(DispatcherTest, DurableQueueSurvivesARestart) {
   EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(1));
   EXPECT_THAT(*(*store)->LoadEdges(), SizeIs(1));
 
-  prometheus::Registry registry;
-  Dispatcher restarted(clock_, Options(), registry);
-  auto fake = std::make_unique<FakeActuator>();
-  FakeActuator* f = fake.get();
-  restarted.AddActuator(palisade::v1::ACTUATOR_ACCESS_RULE, std::move(fake));
-  restarted.SetStore(store->get());
-  ASSERT_TRUE(restarted.Restore().ok());
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  Dispatcher& restarted = r->dispatcher;
+  FakeActuator* f = r->actuator;
   EXPECT_EQ(restarted.edges().at("d1").id, "edge-d1");
   EXPECT_THAT(f->restored, ElementsAre("edge-d1"));  // the actuator hears what it made
   restarted.RunOnce();
@@ -414,13 +428,10 @@ TEST_F(DispatcherTest, AFailureForGoodIsRememberedAcrossARestartUntilItsDecision
   EXPECT_THAT(dispatcher_.edges(), IsEmpty());
   EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
 
-  prometheus::Registry registry;
-  Dispatcher restarted(clock_, Options(), registry);
-  auto fake = std::make_unique<FakeActuator>();
-  FakeActuator* f = fake.get();
-  restarted.AddActuator(palisade::v1::ACTUATOR_ACCESS_RULE, std::move(fake));
-  restarted.SetStore(store->get());
-  ASSERT_TRUE(restarted.Restore().ok());
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  Dispatcher& restarted = r->dispatcher;
+  FakeActuator* f = r->actuator;
   EXPECT_THAT(restarted.FailedForGood(),
               ElementsAre(Pair("bad", "1000.0"), Pair("never", "1000.0")));
   EXPECT_THAT(restarted.edges(), IsEmpty());
