@@ -90,6 +90,15 @@ class DispatcherTest : public ::testing::Test {
 
   SimulatedClock clock_;
   prometheus::Registry registry_;
+  // A store in a new file, the dispatcher's from now on.
+  absl::StatusOr<std::unique_ptr<Store>> FreshStore(const std::string& name) {
+    const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
+    std::remove(path.c_str());
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(path);
+    if (store.ok()) dispatcher_.SetStore(store->get());
+    return store;
+  }
+
   // A second dispatcher over `store`, as palisaded after a restart: its own fake access-rule
   // actuator, not restored yet.
   struct Restarted {
@@ -367,11 +376,8 @@ TEST_F(DispatcherTest, PerRuleShadowMode) {
 }
 
 TEST_F(DispatcherTest, DurableQueueSurvivesARestart) {
-  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/dispatch.db";
-  std::remove(path.c_str());
-  auto store = Store::Open(path);
+  auto store = FreshStore("dispatch.db");
   ASSERT_TRUE(store.ok());
-  dispatcher_.SetStore(store->get());
   auto record = [&](DecisionChange change, const std::string& id) {
     DecisionUpdate u = Update(change, id);
     u.decision.set_active(change == DecisionChange::kCreated);
@@ -404,11 +410,8 @@ TEST_F(DispatcherTest, DurableQueueSurvivesARestart) {
 // every run), with the edge records: across a restart, never as an object, and forgotten with
 // its decision.
 TEST_F(DispatcherTest, AFailureForGoodIsRememberedAcrossARestartUntilItsDecisionEnds) {
-  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/failed.db";
-  std::remove(path.c_str());
-  auto store = Store::Open(path);
+  auto store = FreshStore("failed.db");
   ASSERT_TRUE(store.ok());
-  dispatcher_.SetStore(store->get());
   GuardOptions guard;
   dispatcher_.SetGuard(std::make_unique<Guard>(guard));
   auto record = [&](DecisionChange change, const std::string& id, const std::string& target) {
@@ -448,11 +451,8 @@ TEST_F(DispatcherTest, AFailureForGoodIsRememberedAcrossARestartUntilItsDecision
 // A daemon killed in the middle of a long queue must not redo what the edge confirmed: each
 // operation is recorded as it completes, not when the whole batch ends.
 TEST_F(DispatcherTest, EachConfirmedOperationIsRecordedAsItCompletes) {
-  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/each.db";
-  std::remove(path.c_str());
-  auto store = Store::Open(path);
+  auto store = FreshStore("each.db");
   ASSERT_TRUE(store.ok());
-  dispatcher_.SetStore(store->get());
   for (const char* id : {"d1", "d2", "d3"}) {
     DecisionUpdate u = Update(DecisionChange::kCreated, id);
     u.decision.set_active(true);
