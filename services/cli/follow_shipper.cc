@@ -233,7 +233,7 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
   std::vector<Followed> files;
   std::map<std::string, FollowPosition> acked;  // what the state file says, for these paths
   FileFollowerOptions follower_options;
-  follower_options.max_line_bytes = IsJsonFormat(o.format) ? o.max_record_bytes : o.max_line_bytes;
+  follower_options.max_line_bytes = LineCapFor(o.format, o.max_line_bytes, o.max_record_bytes);
   // Lines are taken one at a time (to know where each ends): a small read buffer keeps the
   // follower's per-line bookkeeping cheap.
   follower_options.read_bytes = 16 * 1024;

@@ -152,7 +152,8 @@ using palisade::v1::LogFormat;
 // 1 MiB (the pipeline cuts them again at engine.max_line_bytes).
 LineReaderOptions ReaderOptionsFor(LogFormat format) {
   LineReaderOptions options;
-  if (IsJsonFormat(format)) options.max_line_bytes = PipelineOptions().max_record_bytes;
+  options.max_line_bytes =
+      LineCapFor(format, options.max_line_bytes, PipelineOptions().max_record_bytes);
   return options;
 }
 

@@ -558,6 +558,10 @@ bool IsJsonFormat(LogFormat format) {
          format <= LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS;
 }
 
+size_t LineCapFor(LogFormat format, size_t max_line_bytes, size_t max_record_bytes) {
+  return IsJsonFormat(format) ? max_record_bytes : max_line_bytes;
+}
+
 bool RendersCombined(LogFormat format) {
   return IsJsonFormat(format) && format != LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS;
 }

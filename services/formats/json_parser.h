@@ -88,6 +88,9 @@ class JsonRecord {
 
 // Whether `format` is a JSON lines format (json, the presets, the Logpush datasets).
 bool IsJsonFormat(palisade::v1::LogFormat format);
+// Where a line of `format` is cut: a JSON record is read whole up to `max_record_bytes` (Caddy
+// and Traefik log a client's headers before the status), any other line at `max_line_bytes`.
+size_t LineCapFor(palisade::v1::LogFormat format, size_t max_line_bytes, size_t max_record_bytes);
 // Whether records of `format` are rendered as combined access lines, so that rules for
 // LOG_FORMAT_COMBINED apply to them (all JSON formats but firewall_events; a custom mapping
 // with `message` is the operator's choice of text and reads rules the same way).

@@ -384,6 +384,13 @@ TEST(JsonParserTest, RecordCutAtTheLineCapIsReadFromItsWholeFields) {
   EXPECT_THAT(p.Parse("nonsense", kRef, &out), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+TEST(JsonParserTest, JsonRecordsAreCutAtTheRecordCapOtherLinesAtTheLineCap) {
+  EXPECT_EQ(LineCapFor(LogFormat::LOG_FORMAT_CADDY_JSON, 16384, 8 << 20), 8u << 20);
+  EXPECT_EQ(LineCapFor(LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS, 16384, 8 << 20), 8u << 20);
+  EXPECT_EQ(LineCapFor(LogFormat::LOG_FORMAT_SYSLOG, 16384, 8 << 20), 16384u);
+  EXPECT_EQ(LineCapFor(LogFormat::LOG_FORMAT_COMBINED, 16384, 8 << 20), 16384u);
+}
+
 TEST(JsonParserTest, DuplicateUnmappedKeysAreAmbiguousToFind) {
   LineParser p(LogFormat::LOG_FORMAT_NGINX_JSON);
   ParsedLine out;

@@ -238,7 +238,7 @@ void FileInputs::DiscoverLocked(Input& input) {
     FileFollowerOptions follower;
     follower.max_batch_bytes = kBatchBytes;
     follower.max_line_bytes =
-        IsJsonFormat(input.format) ? options_.max_record_bytes : options_.max_line_bytes;
+        LineCapFor(input.format, options_.max_line_bytes, options_.max_record_bytes);
     File& file = input.files[path];
     file.follower = std::make_unique<FileFollower>(path, follower, from);
     file.taken = file.follower->checkpoint();

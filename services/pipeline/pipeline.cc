@@ -413,7 +413,7 @@ inline absl::string_view Pipeline::TrimLine(absl::string_view line, size_t cap,
 }
 
 size_t Pipeline::LineCap(palisade::v1::LogFormat format) const {
-  return IsJsonFormat(format) ? options_.max_record_bytes : options_.max_line_bytes;
+  return LineCapFor(format, options_.max_line_bytes, options_.max_record_bytes);
 }
 
 namespace {
