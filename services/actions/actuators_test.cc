@@ -23,7 +23,7 @@ class ActuatorsTest : public ::testing::Test {
  protected:
   void SetUp() override {
     fake::TokenSpec spec;
-    spec.permissions = {"access_rules", "lists", "rulesets", "tokens", "audit_logs"};
+    spec.permissions = {"firewall_services", "lists", "rulesets", "tokens", "audit_logs"};
     token_ = fake_.AddToken(spec).second;
     ASSERT_THAT(server_.Start(), IsOk());
     ClientOptions options;

@@ -50,7 +50,7 @@ class ReconcilerTest : public ::testing::Test {
  protected:
   void SetUp() override {
     fake::TokenSpec spec;
-    spec.permissions = {"access_rules", "lists", "rulesets"};
+    spec.permissions = {"firewall_services", "lists", "rulesets"};
     const std::string token = fake_.AddToken(spec).second;
     ASSERT_THAT(server_.Start(), IsOk());
     ClientOptions options;

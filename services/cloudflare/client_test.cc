@@ -33,7 +33,9 @@ class ClientTest : public ::testing::Test {
  protected:
   void SetUp() override {
     fake::TokenSpec spec;
-    spec.permissions = {"access_rules", "lists", "rulesets", "tokens", "audit_logs"};
+    // Zone and account access rules both: each scope's group.
+    spec.permissions = {"firewall_services", "access_rules", "lists",
+                        "rulesets",          "tokens",       "audit_logs"};
     token_ = fake_.AddToken(spec).second;
     ASSERT_THAT(server_.Start(), IsOk());
   }

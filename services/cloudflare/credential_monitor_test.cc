@@ -99,7 +99,7 @@ class CredentialMonitorTest : public ::testing::Test {
 };
 
 TEST_F(CredentialMonitorTest, APermissionLostWhileRunningIsReportedAndItsReturnToo) {
-  AddToken({"access_rules", "lists", "rulesets", "tokens"}, absl::Hours(24 * 30));
+  AddToken({"firewall_services", "lists", "rulesets", "tokens"}, absl::Hours(24 * 30));
   CredentialMonitor monitor(*client_, clock_, Options(), registry_);
   absl::StatusOr<CredentialReport> start = monitor.CheckAtStart(std::nullopt);
   ASSERT_THAT(start, IsOk());
@@ -144,7 +144,7 @@ TEST_F(CredentialMonitorTest, APermissionLostWhileRunningIsReportedAndItsReturnT
 }
 
 TEST_F(CredentialMonitorTest, AnApproachingExpiryAndAFailedCheckAreShown) {
-  AddToken({"access_rules", "lists", "rulesets", "tokens"}, absl::Hours(24 * 20));
+  AddToken({"firewall_services", "lists", "rulesets", "tokens"}, absl::Hours(24 * 20));
   CredentialMonitor monitor(*client_, clock_, Options(), registry_);
   ASSERT_THAT(monitor.CheckAtStart(std::nullopt), IsOk());
   EXPECT_EQ(monitor.status().report->Count("expiring_soon"), 0);
@@ -180,7 +180,7 @@ TEST_F(CredentialMonitorTest, AnApproachingExpiryAndAFailedCheckAreShown) {
 }
 
 TEST_F(CredentialMonitorTest, APermissionGainedByAnActuatorNotStartedAsksForARestart) {
-  AddToken({"access_rules", "rulesets", "tokens"}, absl::Hours(24 * 30));  // no lists
+  AddToken({"firewall_services", "rulesets", "tokens"}, absl::Hours(24 * 30));  // no lists
   CredentialMonitor monitor(*client_, clock_, Options(), registry_);
   absl::StatusOr<CredentialReport> start = monitor.CheckAtStart(std::nullopt);
   ASSERT_THAT(start, IsOk());
@@ -188,21 +188,21 @@ TEST_F(CredentialMonitorTest, APermissionGainedByAnActuatorNotStartedAsksForARes
   monitor.Started({kAccessRuleActuator, kRateLimitActuator, kTokenRevocationActuator});
   EXPECT_FALSE(State(monitor.status(), kIpListActuator)->enabled);
 
-  // The operator adds Account Filter Lists Edit (the group list of a token that has it).
+  // The operator adds Account Filter Lists Edit: a policy on the account (the token's others are
+  // on the zone and the user), with the group as the group list names it.
   json token = fake_.TokenSnapshot(id_);
-  const json& all = fake::PermissionGroups();
-  for (auto& policy : token["policies"]) {
-    bool account = false;
-    for (const auto& [key, v] : policy["resources"].items()) {
-      account |= key == absl::StrCat("com.cloudflare.api.account.", fake_.options().account_id);
-    }
-    if (!account) continue;
-    for (const auto& g : all) {
-      if (g.value("name", "") == "Account Filter Lists Edit") {
-        policy["permission_groups"].push_back({{"id", g["id"]}, {"name", g["name"]}});
-      }
+  json groups = json::array();
+  for (const auto& g : fake::PermissionGroups()) {
+    if (g.value("name", "") == "Account Filter Lists Edit") {
+      groups.push_back({{"id", g["id"]}, {"name", g["name"]}});
     }
   }
+  ASSERT_EQ(groups.size(), 1u);
+  token["policies"].push_back(
+      {{"effect", "allow"},
+       {"resources",
+        {{absl::StrCat("com.cloudflare.api.account.", fake_.options().account_id), "*"}}},
+       {"permission_groups", groups}});
   PutToken(token);
 
   clock_.Advance(absl::Hours(1));
@@ -219,7 +219,7 @@ TEST_F(CredentialMonitorTest, APermissionGainedByAnActuatorNotStartedAsksForARes
 }
 
 TEST_F(CredentialMonitorTest, ATokenRefusedAtStartIsAnError) {
-  AddToken({"access_rules"}, absl::Hours(24));
+  AddToken({"firewall_services"}, absl::Hours(24));
   // Expired: verify refuses it.
   clock_.Advance(absl::Hours(25));
   CredentialMonitor monitor(*client_, clock_, Options(), registry_);

@@ -91,7 +91,7 @@ class RotationTest : public ::testing::Test {
  protected:
   void SetUp() override {
     fake::TokenSpec spec;
-    spec.permissions = {"access_rules", "lists", "rulesets", "tokens", "audit_logs"};
+    spec.permissions = {"firewall_services", "lists", "rulesets", "tokens", "audit_logs"};
     std::tie(token_id_, token_) = fake_.AddToken(spec);
     ASSERT_THAT(server_.Start(), IsOk());
     token_file_ = TmpPath("cf.token");

@@ -22,6 +22,7 @@ constexpr char kUserPrefix[] = "com.cloudflare.api.user.";
 const std::map<std::string, std::string>& GroupNames() {
   static const auto* names = new std::map<std::string, std::string>{
       {"a416acf9ef5a4af19fb11ed3b96b1fe6", "Account Firewall Access Rules Write"},
+      {"43137f8d07884d3198dc0ee77ca6e79b", "Firewall Services Write"},
       {"2edbf20661fd4661b0fe10e9e12f485c", "Account Filter Lists Edit"},
       {"fb6778dc191143babbfaa57993f1d275", "Zone WAF Write"},
       {"686d18d5ac6c441c867cbf6771e58a0a", "API Tokens Write"},
@@ -42,7 +43,13 @@ struct Need {
 std::vector<Need> NeedsOf(const TokenNeeds& n) {
   std::vector<Need> out;
   if (n.access_rules) {
-    out.push_back({kAccessRuleActuator, "Account Firewall Access Rules Write", Level::kAccount});
+    // Each scope has its own group (cloudflare-api.md §2.1): the account group does not reach
+    // zone rules (POST /zones/{id}/firewall/access_rules/rules), nor the zone group account ones.
+    if (n.access_rules_account_scope) {
+      out.push_back({kAccessRuleActuator, "Account Firewall Access Rules Write", Level::kAccount});
+    } else {
+      out.push_back({kAccessRuleActuator, "Firewall Services Write", Level::kZone});
+    }
   }
   if (n.ip_list) {
     // The list, and the custom rule that blocks what is on it.

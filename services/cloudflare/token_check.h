@@ -35,7 +35,9 @@ struct TokenNeeds {
   std::string account_id;
   std::string zone_id;
   bool access_rules = true;
-  bool access_rules_account_scope = false;  // access rules on the account, not the zone
+  // Access rules on the account ("Account Firewall Access Rules Write" on the account), not on
+  // the zone ("Firewall Services Write" on the zone).
+  bool access_rules_account_scope = false;
   bool ip_list = true;
   bool rate_limit = true;
   bool token_revocation = true;

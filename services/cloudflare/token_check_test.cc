@@ -23,7 +23,7 @@ class TokenCheckTest : public ::testing::Test {
   // An exact token: what the actuators need, from 127.0.0.1, for 30 days.
   fake::TokenSpec Exact() {
     fake::TokenSpec spec;
-    spec.permissions = {"access_rules", "lists", "rulesets", "tokens", "audit_logs"};
+    spec.permissions = {"firewall_services", "lists", "rulesets", "tokens", "audit_logs"};
     spec.ip_in = {"127.0.0.1/32"};
     spec.expires_on = clock_.TimeNow() + absl::Hours(24 * 30);
     return spec;
@@ -37,7 +37,9 @@ class TokenCheckTest : public ::testing::Test {
     return n;
   }
 
-  CredentialReport Check(const fake::TokenSpec& spec) {
+  CredentialReport Check(const fake::TokenSpec& spec) { return Check(spec, Needs()); }
+
+  CredentialReport Check(const fake::TokenSpec& spec, const TokenNeeds& needs) {
     secret_ = fake_.AddToken(spec).second;
     ClientOptions options;
     options.base_url = server_.base_url();
@@ -46,7 +48,7 @@ class TokenCheckTest : public ::testing::Test {
     Credentials creds;
     creds.token = Secret(secret_);
     CloudflareClient client(transport_, clock_, options, creds, registry_);
-    absl::StatusOr<CredentialReport> r = CheckCredentials(client, Needs(), clock_.TimeNow());
+    absl::StatusOr<CredentialReport> r = CheckCredentials(client, needs, clock_.TimeNow());
     EXPECT_THAT(r, IsOk());
     if (!r.ok()) return CredentialReport();
     // Whatever it says, it never says the secret.
@@ -113,6 +115,53 @@ TEST_F(TokenCheckTest, MissingWafWriteDisablesBothActuatorsThatWriteRules) {
   EXPECT_TRUE(r.Enabled(kAccessRuleActuator));
 }
 
+// Zone access rules (the default) take the zone group "Firewall Services Write" on the zone
+// (cloudflare-api.md §2.1); the account group alone would be refused by the API on the zone path.
+TEST_F(TokenCheckTest, ZoneAccessRulesNeedFirewallServicesOnTheZone) {
+  fake::TokenSpec spec = Exact();
+  spec.permissions = {"firewall_services", "tokens.read"};  // it may read itself
+  TokenNeeds needs = Needs();
+  needs.ip_list = needs.rate_limit = needs.token_revocation = needs.audit_log = false;
+  needs.access_rules_account_scope = false;
+  CredentialReport r = Check(spec, needs);
+  EXPECT_TRUE(r.Enabled(kAccessRuleActuator)) << r.ToText();
+  EXPECT_EQ(r.Count("missing_permission"), 0);
+  EXPECT_EQ(r.Count("unused_permission"), 0);
+
+  spec.permissions = {"access_rules", "tokens.read"};
+  r = Check(spec, needs);
+  EXPECT_FALSE(r.Enabled(kAccessRuleActuator));
+  EXPECT_EQ(r.Count("missing_permission"), 1) << r.ToText();
+  ASSERT_EQ(r.actuators.size(), 1u);
+  EXPECT_THAT(r.actuators[0].reason,
+              HasSubstr("\"Firewall Services Write\" on zone " + fake_.options().zone_id));
+  // And the account group it holds is of no use here.
+  EXPECT_EQ(r.Count("unused_permission"), 1);
+  EXPECT_THAT(r.ToText(), HasSubstr("\"Account Firewall Access Rules Write\" is granted but"));
+}
+
+// Account access rules take the account group on the account; the zone group is not enough.
+TEST_F(TokenCheckTest, AccountAccessRulesNeedTheAccountGroupOnTheAccount) {
+  fake::TokenSpec spec = Exact();
+  spec.permissions = {"access_rules", "tokens.read"};
+  TokenNeeds needs = Needs();
+  needs.ip_list = needs.rate_limit = needs.token_revocation = needs.audit_log = false;
+  needs.access_rules_account_scope = true;
+  CredentialReport r = Check(spec, needs);
+  EXPECT_TRUE(r.Enabled(kAccessRuleActuator)) << r.ToText();
+  EXPECT_EQ(r.Count("missing_permission"), 0);
+  EXPECT_EQ(r.Count("unused_permission"), 0);
+
+  spec.permissions = {"firewall_services", "tokens.read"};  // it may read itself
+  r = Check(spec, needs);
+  EXPECT_FALSE(r.Enabled(kAccessRuleActuator));
+  EXPECT_EQ(r.Count("missing_permission"), 1) << r.ToText();
+  ASSERT_EQ(r.actuators.size(), 1u);
+  EXPECT_THAT(r.actuators[0].reason,
+              HasSubstr("\"Account Firewall Access Rules Write\" on account " +
+                        fake_.options().account_id));
+}
+
 TEST_F(TokenCheckTest, NoIpConditionAndUnusedPermissions) {
   fake::TokenSpec spec = Exact();
   spec.ip_in.clear();
@@ -136,7 +185,8 @@ TEST_F(TokenCheckTest, ExpiryTomorrowNeverAndFar) {
 
 TEST_F(TokenCheckTest, MayNotReadItselfFallsBackToProbes) {
   fake::TokenSpec spec = Exact();
-  spec.permissions = {"access_rules", "rulesets"};  // no token or audit-log permission, no lists
+  // No token or audit-log permission, no lists.
+  spec.permissions = {"firewall_services", "rulesets"};
   CredentialReport r = Check(spec);
   EXPECT_FALSE(r.read_self);
   EXPECT_EQ(r.Count("cannot_read_self"), 1) << r.ToText();
@@ -163,6 +213,7 @@ TEST_F(TokenCheckTest, EmulatorListsGroupsAndEnforcesPolicies) {
   EXPECT_EQ(resp.status, 200);
   EXPECT_THAT(resp.body, HasSubstr("Account Filter Lists Edit"));
   EXPECT_THAT(resp.body, HasSubstr("Zone WAF Write"));
+  EXPECT_THAT(resp.body, HasSubstr("Firewall Services Write"));
 
   r.path = "/client/v4/zones/" + fake_.options().zone_id + "/rulesets/phases/http_ratelimit/entrypoint";
   resp = fake_.Handle(r);
@@ -179,6 +230,7 @@ TEST(CompareTokenTest, IdsOnlyAndDenyPolicies) {
   n.ip_list = false;
   n.rate_limit = false;
   n.token_revocation = false;
+  n.access_rules_account_scope = true;  // the account group on the account is what is needed
   const nlohmann::json token = nlohmann::json::parse(R"({
     "id": "ed17574386854bf78a67040be0a770b0", "status": "active",
     "expires_on": "2027-01-20T00:00:00Z",
@@ -199,6 +251,43 @@ TEST(CompareTokenTest, IdsOnlyAndDenyPolicies) {
   EXPECT_EQ(r.Count("no_ip_condition"), 0);  // request_ip, as the SDKs write it
   EXPECT_EQ(r.Count("expiring_soon"), 0);    // 19 days
   EXPECT_EQ(r.actuators.size(), 1u);
+}
+
+// Policies that name groups by id only: the zone group's id is "Firewall Services Write", which
+// zone access rules need on the zone; the account group's id on the account does not stand in.
+TEST(CompareTokenTest, ZoneAccessRulesByGroupIdOnly) {
+  TokenNeeds n;
+  n.account_id = "0123456789abcdef0123456789abcdef";
+  n.zone_id = "fedcba9876543210fedcba9876543210";
+  n.ip_list = false;
+  n.rate_limit = false;
+  n.token_revocation = false;
+  auto token = [](const std::string& resource, const std::string& group) {
+    nlohmann::json t = {{"id", "ed17574386854bf78a67040be0a770b0"}, {"status", "active"}};
+    t["policies"] =
+        nlohmann::json::array({{{"effect", "allow"},
+                                {"resources", {{resource, "*"}}},
+                                {"permission_groups", nlohmann::json::array({{{"id", group}}})}}});
+    return t;
+  };
+  const std::string zone = "com.cloudflare.api.account.zone.fedcba9876543210fedcba9876543210";
+  const std::string account = "com.cloudflare.api.account.0123456789abcdef0123456789abcdef";
+  const absl::Time now = absl::FromUnixSeconds(1798761600);  // 2027-01-01
+  CredentialReport r = CompareToken(token(zone, "43137f8d07884d3198dc0ee77ca6e79b"), n, now);
+  EXPECT_TRUE(r.Enabled(kAccessRuleActuator)) << r.ToText();
+  EXPECT_EQ(r.Count("missing_permission"), 0);
+  EXPECT_EQ(r.Count("unused_permission"), 0);
+
+  r = CompareToken(token(account, "a416acf9ef5a4af19fb11ed3b96b1fe6"), n, now);
+  EXPECT_FALSE(r.Enabled(kAccessRuleActuator));
+  EXPECT_THAT(r.ToText(), HasSubstr("lacks \"Firewall Services Write\" on zone"));
+
+  n.access_rules_account_scope = true;
+  EXPECT_TRUE(CompareToken(token(account, "a416acf9ef5a4af19fb11ed3b96b1fe6"), n, now)
+                  .Enabled(kAccessRuleActuator));
+  r = CompareToken(token(zone, "43137f8d07884d3198dc0ee77ca6e79b"), n, now);
+  EXPECT_FALSE(r.Enabled(kAccessRuleActuator));
+  EXPECT_THAT(r.ToText(), HasSubstr("lacks \"Account Firewall Access Rules Write\" on account"));
 }
 
 }  // namespace

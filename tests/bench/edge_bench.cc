@@ -64,7 +64,7 @@ void Scenario(const char* title, palisade::v1::Actuator kind) {
   fo.max_list_items = 1'000'000;
   fake::FakeCloudflare fake(clock, fo);
   fake::TokenSpec spec;
-  spec.permissions = {"access_rules", "lists", "rulesets", "tokens"};
+  spec.permissions = {"firewall_services", "lists", "rulesets", "tokens"};
   const std::string token = fake.AddToken(spec).second;
   fake::EmulatorServer server(fake);
   if (!server.Start().ok()) std::abort();

@@ -24,9 +24,11 @@ ABSL_FLAG(std::string, port_file, "", "Writes the port here once listening.");
 ABSL_FLAG(std::string, token_file, "", "Writes the seeded API token's value here (mode 0600).");
 ABSL_FLAG(std::string, token_value, "", "Use this value for the seeded token.");
 ABSL_FLAG(std::vector<std::string>, token_permissions,
-          std::vector<std::string>({"access_rules", "lists", "rulesets", "tokens", "audit_logs"}),
+          std::vector<std::string>({"firewall_services", "lists", "rulesets", "tokens",
+                                    "audit_logs"}),
           "The seeded token's permissions (TokenSpec short names or permission group names); "
-          "the default is exactly what Palisade's actuators need.");
+          "the default is exactly what Palisade's actuators need with zone access rules "
+          "(account access rules take access_rules instead of firewall_services).");
 ABSL_FLAG(std::vector<std::string>, token_ip_in, {},
           "The seeded token's condition.request.ip.in (CIDRs); empty: no IP condition.");
 ABSL_FLAG(int64_t, token_expires_in_hours, 0, "The seeded token expires this far ahead (0: never).");

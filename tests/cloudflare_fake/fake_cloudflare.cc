@@ -218,6 +218,10 @@ const json& PermissionGroups() {
        {"name", "Account Firewall Access Rules Write"},
        {"scopes", {"com.cloudflare.api.account"}},
        {"short", "access_rules"}},
+      {{"id", "43137f8d07884d3198dc0ee77ca6e79b"},
+       {"name", "Firewall Services Write"},
+       {"scopes", {"com.cloudflare.api.account.zone"}},
+       {"short", "firewall_services"}},
       {{"id", "2edbf20661fd4661b0fe10e9e12f485c"},
        {"name", "Account Filter Lists Edit"},
        {"scopes", {"com.cloudflare.api.account"}},
@@ -499,19 +503,43 @@ bool FakeCloudflare::Authenticate(const Request& r, bool verify_endpoint, Caller
   return true;
 }
 
-bool FakeCloudflare::Allowed(const Caller& c, const std::string& permission) const {
+bool FakeCloudflare::Allowed(const Caller& c, const std::string& permission, On on) const {
   if (c.token == nullptr) return true;  // the Global API Key can do anything
   // From the token's policies: explicit deny, then explicit allow, else deny. A resource counts
-  // when it names this emulator's account, zone or user, or a wildcard over them.
+  // when it names this emulator's account, zone or user, or a wildcard over them; with `on`,
+  // only when it names (or is a wildcard over) the account, or the zone.
   const std::string account = "com.cloudflare.api.account." + options_.account_id;
+  const std::string zone = "com.cloudflare.api.account.zone." + options_.zone_id;
+  auto names_account = [&](const std::string& key) {
+    return key == account || key == "com.cloudflare.api.account.*";
+  };
+  auto names_zone = [&](const std::string& key) {
+    return key == zone || key == "com.cloudflare.api.account.zone.*";
+  };
   auto covers = [&](const json& resources) {
     if (!resources.is_object()) return false;
     for (const auto& [key, value] : resources.items()) {
-      if (key == account || key == "com.cloudflare.api.account.*" ||
-          key == "com.cloudflare.api.account.zone." + options_.zone_id ||
-          key == "com.cloudflare.api.account.zone.*" ||
-          absl::StartsWith(key, "com.cloudflare.api.user.")) {
-        return true;
+      switch (on) {
+        case On::kAny:
+          if (names_account(key) || names_zone(key) ||
+              absl::StartsWith(key, "com.cloudflare.api.user.")) {
+            return true;
+          }
+          break;
+        case On::kAccount:
+          if (names_account(key)) return true;
+          break;
+        case On::kZone:
+          // The zone, every zone, or the zones of the account: all of them (a plain "*") or
+          // those its nested object names.
+          if (names_zone(key)) return true;
+          if (names_account(key)) {
+            if (!value.is_object()) return true;
+            for (const auto& [nested, v] : value.items()) {
+              if (names_zone(nested)) return true;
+            }
+          }
+          break;
       }
     }
     return false;
@@ -625,8 +653,12 @@ json FakeCloudflare::AccessRuleJson(const AccessRule& a) const {
 
 Response FakeCloudflare::AccessRules(const Request& r, const Caller& c,
                                      const std::vector<std::string>& parts) {
-  if (!Allowed(c, "access_rules")) return Error(403, 10000, "Authentication error");
+  // Each scope has its own group (cloudflare-api.md §2.1), granted on that scope's resource.
   const std::string scope_type = parts[0] == "zones" ? "zone" : "account";
+  if (!(scope_type == "zone" ? Allowed(c, "firewall_services", On::kZone)
+                             : Allowed(c, "access_rules", On::kAccount))) {
+    return Error(403, 10000, "Authentication error");
+  }
   const std::string& scope_id = parts[1];
   if (parts.size() == 5 && r.method == "GET") {
     const std::string mode = Query(r, "mode");

@@ -93,7 +93,9 @@ struct Faults {
 };
 
 // A token as the emulator knows it. Permissions are short names:
-//   "access_rules", "lists", "rulesets", "tokens", "audit_logs" (each read+write),
+//   "access_rules" (account access rules: "Account Firewall Access Rules Write" on the account),
+//   "firewall_services" (zone access rules: "Firewall Services Write" on the zone),
+//   "lists", "rulesets", "tokens", "audit_logs" (each read+write),
 //   "tokens.read", "verify" (always allowed),
 // or the names of permission groups the API has that no endpoint here needs ("DNS Write",
 // "Account Settings Read", "Zone Read"). AddToken turns them into the real policies (permission
@@ -192,7 +194,10 @@ class FakeCloudflare {
   // Auth; on failure fills `error` and returns false.
   bool Authenticate(const Request& r, bool verify_endpoint, Caller* caller, Response* error)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  bool Allowed(const Caller& c, const std::string& permission) const;
+  // Whether the caller holds `permission` (a TokenSpec short name) on a resource of this
+  // emulator; with kAccount or kZone, on a resource that covers the account, or the zone.
+  enum class On { kAny, kAccount, kZone };
+  bool Allowed(const Caller& c, const std::string& permission, On on = On::kAny) const;
   bool RateLimited(const std::string& credential, Response* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AdvanceOperations() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Audit(const Caller& c, const Request& r, const std::string& action,

@@ -16,7 +16,7 @@ class FakeCloudflareTest : public ::testing::Test {
  protected:
   FakeCloudflareTest() : fake_(clock_) {
     TokenSpec spec;
-    spec.permissions = {"access_rules", "lists", "rulesets", "tokens", "audit_logs"};
+    spec.permissions = {"firewall_services", "lists", "rulesets", "tokens", "audit_logs"};
     token_ = fake_.AddToken(spec).second;
   }
 
@@ -99,6 +99,46 @@ TEST_F(FakeCloudflareTest, PermissionsAndIpConditions) {
   EXPECT_EQ(Code(location), 9109);
   EXPECT_THAT(Body(location)["errors"][0]["message"].get<std::string>(),
               HasSubstr("from location: 198.51.100.1"));
+}
+
+// Access rules take a different group per scope (cloudflare-api.md §2.1): the account group
+// "Account Firewall Access Rules Write" on the account path, the zone group "Firewall Services
+// Write" on the zone path; neither stands in for the other.
+TEST_F(FakeCloudflareTest, AccessRulePermissionFollowsTheRuleScope) {
+  const std::string rule = R"({"mode":"block","configuration":{"target":"ip","value":"203.0.113.)";
+  auto create = [&](const std::string& scope, const std::string& token, int n) {
+    return Call("POST", scope + "/firewall/access_rules/rules",
+                absl::StrCat(rule, n, R"("},"notes":"n"})"), {}, token)
+        .status;
+  };
+  TokenSpec account_group;
+  account_group.permissions = {"access_rules"};
+  const std::string account_only = fake_.AddToken(account_group).second;
+  EXPECT_EQ(create(Zone(), account_only, 1), 403);
+  EXPECT_EQ(Call("GET", Zone() + "/firewall/access_rules/rules", "", {}, account_only).status, 403);
+  EXPECT_EQ(create(Account(), account_only, 2), 200);
+
+  TokenSpec zone_group;
+  zone_group.permissions = {"firewall_services"};
+  const std::string zone_only = fake_.AddToken(zone_group).second;
+  EXPECT_EQ(create(Zone(), zone_only, 3), 200);
+  EXPECT_EQ(create(Account(), zone_only, 4), 403);
+  EXPECT_EQ(Call("GET", Account() + "/firewall/access_rules/rules", "", {}, zone_only).status, 403);
+
+  // The zone group through a wildcard over zones covers the zone too.
+  zone_group.resources = "all_zones";
+  EXPECT_EQ(create(Zone(), fake_.AddToken(zone_group).second, 5), 200);
+  zone_group.resources = "all_accounts";
+  EXPECT_EQ(create(Zone(), fake_.AddToken(zone_group).second, 6), 200);
+
+  // The group is listed with its zone scope.
+  const json groups = Body(Call("GET", "/user/tokens/permission_groups"))["result"];
+  bool listed = false;
+  for (const json& g : groups) {
+    listed |= g["name"] == "Firewall Services Write" &&
+              g["scopes"] == json::array({"com.cloudflare.api.account.zone"});
+  }
+  EXPECT_TRUE(listed);
 }
 
 TEST_F(FakeCloudflareTest, GlobalRateLimitBlocksForTheWindow) {

@@ -395,7 +395,7 @@ TEST(CloudflareE2eTest, RefusesToStartWithATokenThatMayNotBeUsedFromHere) {
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   absl::StatusOr<std::string> seeded =
       HttpPost((*emulator)->port(), "/__emulator/tokens",
-               R"({"name":"elsewhere","permissions":["access_rules","lists"],)"
+               R"({"name":"elsewhere","permissions":["firewall_services","lists"],)"
                R"("ip_in":["192.0.2.0/24"]})");
   ASSERT_TRUE(seeded.ok()) << seeded.status();
   const std::string token_file = std::string(std::getenv("TEST_TMPDIR")) + "/elsewhere.token";

@@ -34,7 +34,7 @@ using ::palisade::testing::WaitFor;
 
 TEST(CredentialsCheckE2eTest, MissingListPermissionDisablesOnlyTheListActuator) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator =
-      Emulator::Start({"--token_permissions=access_rules,rulesets,tokens,audit_logs",
+      Emulator::Start({"--token_permissions=firewall_services,rulesets,tokens,audit_logs",
                        "--token_ip_in=127.0.0.1/32", "--token_expires_in_hours=24"});
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
@@ -148,7 +148,7 @@ TEST(CredentialsCheckE2eTest, MissingListPermissionDisablesOnlyTheListActuator) 
 // so by palisadectl cloudflare check and by the daemon (metric, Status); the actuators run.
 TEST(CredentialsCheckE2eTest, TheAuditPackNeedsTheAuditLogPermission) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator =
-      Emulator::Start({"--token_permissions=access_rules,lists,rulesets,tokens",
+      Emulator::Start({"--token_permissions=firewall_services,lists,rulesets,tokens",
                        "--token_ip_in=127.0.0.1/32", "--token_expires_in_hours=720"});
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
@@ -202,7 +202,7 @@ TEST(CredentialsCheckE2eTest, TheAuditPackNeedsTheAuditLogPermission) {
 // it is seen again; the actuator never stopped.
 TEST(CredentialsCheckE2eTest, APermissionRemovedWhileRunningIsSeenByThePeriodicCheck) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator =
-      Emulator::Start({"--token_permissions=access_rules,lists,rulesets,tokens",
+      Emulator::Start({"--token_permissions=firewall_services,lists,rulesets,tokens",
                        "--token_ip_in=127.0.0.1/32", "--token_expires_in_hours=720"});
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
@@ -223,7 +223,7 @@ TEST(CredentialsCheckE2eTest, APermissionRemovedWhileRunningIsSeenByThePeriodicC
     return ::palisade::testing::HttpPost(cf.port(), "/__emulator/token_permissions", body.dump())
         .ok();
   };
-  ASSERT_TRUE(set_permissions("access_rules,rulesets,tokens"));
+  ASSERT_TRUE(set_permissions("firewall_services,rulesets,tokens"));
   ASSERT_TRUE(WaitFor(
       [&] {
         return ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"ip_list\""}) == 0;
@@ -249,7 +249,7 @@ TEST(CredentialsCheckE2eTest, APermissionRemovedWhileRunningIsSeenByThePeriodicC
     EXPECT_NE(reason.find("still runs"), std::string::npos) << status.DebugString();
   }
   // Given back: enabled again, no restart.
-  ASSERT_TRUE(set_permissions("access_rules,lists,rulesets,tokens"));
+  ASSERT_TRUE(set_permissions("firewall_services,lists,rulesets,tokens"));
   EXPECT_TRUE(WaitFor(
       [&] {
         return ScrapeMetric(**daemon, "palisade_actuator_enabled", {"actuator=\"ip_list\""}) == 1;
