@@ -33,9 +33,24 @@ absl::Status NatsError(int status, absl::string_view what) {
   }
 }
 
+std::string RedactedServerUrl(absl::string_view url) {
+  const size_t scheme = url.find("://");
+  const size_t host = scheme == absl::string_view::npos ? 0 : scheme + 3;
+  const size_t path = url.find('/', host);
+  const absl::string_view authority = url.substr(host, path == absl::string_view::npos
+                                                           ? absl::string_view::npos
+                                                           : path - host);
+  const size_t at = authority.rfind('@');
+  if (at == absl::string_view::npos) return std::string(url);
+  return absl::StrCat(url.substr(0, host), "***", url.substr(host + at));
+}
+
 absl::StatusOr<std::unique_ptr<NatsClient>> NatsClient::Connect(const NatsOptions& options) {
   if (options.servers.empty()) return absl::InvalidArgumentError("nats: no servers configured");
-  std::string where = absl::StrCat("nats: connecting to ", absl::StrJoin(options.servers, ","));
+  // A server's URL may carry a user and password or a token: never in an error.
+  std::vector<std::string> shown;
+  for (const std::string& u : options.servers) shown.push_back(RedactedServerUrl(u));
+  std::string where = absl::StrCat("nats: connecting to ", absl::StrJoin(shown, ","));
   // libnats reads the credentials file when it connects: name it (never its content).
   if (!options.credentials_file.empty()) {
     absl::StrAppend(&where, " with credentials_file \"", options.credentials_file, "\"");

@@ -106,6 +106,10 @@ class NatsClient {
   absl::Duration timeout_;
 };
 
+// `url` as it may be shown (errors, logs, status): a user and password or a token in front of
+// the host ("nats://user:pass@host:port") become "***" ("nats://***@host:port").
+std::string RedactedServerUrl(absl::string_view url);
+
 // The error libnats gives for `status` (an int: natsStatus), as an absl::Status with `what` in
 // front. Shared by the components of this package.
 absl::Status NatsError(int status, absl::string_view what);

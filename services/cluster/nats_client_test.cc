@@ -91,6 +91,24 @@ TEST(NatsClientConnectTest, NoServerIsAClearError) {
   EXPECT_FALSE(NatsClient::Connect({}).ok());
 }
 
+// A server URL may carry a user and password, or a token ("nats://user:pass@host:port"), which
+// the config accepts: the error names the server, never what is before its '@'.
+TEST(NatsClientConnectTest, CredentialsInAServerUrlAreNotInTheError) {
+  auto server = NatsServerForTests::Start();
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string url = (*server)->url();
+  server->reset();  // stopped: its port now refuses
+  const std::string hostport = url.substr(url.find("://") + 3);
+  auto client = NatsClient::Connect({.servers = {absl::StrCat("nats://alice:pw-SECRET1@", hostport),
+                                                 absl::StrCat("nats://tok-SECRET2@", hostport)},
+                                     .timeout = absl::Seconds(2)});
+  ASSERT_FALSE(client.ok());
+  EXPECT_EQ(client.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(client.status().message(), HasSubstr(hostport));
+  EXPECT_THAT(client.status().message(), ::testing::Not(HasSubstr("SECRET")));
+  EXPECT_THAT(client.status().message(), ::testing::Not(HasSubstr("alice")));
+}
+
 // The credentials file's content is a secret: a bad one is named by its path only.
 TEST(NatsClientConnectTest, ABadCredentialsFileIsNamedNotPrinted) {
   auto server = NatsServerForTests::Start();
