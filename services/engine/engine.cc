@@ -1261,6 +1261,11 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
     auto slot = map.find(absl::string_view(s.key()));
     int64_t grown = 0;
     if (slot == map.end()) {
+      // The cap as Count keeps it: a state written under a larger one is restored within it.
+      if (windows_per_rule_[rule].load(std::memory_order_relaxed) >=
+          static_cast<int64_t>(options_.max_keys_per_rule)) {
+        Evict(shard, map, rule);
+      }
       const size_t table_before = TableBytes(map);
       slot = map.insert(std::make_unique<Window>(s.key())).first;
       windows_per_rule_[rule].fetch_add(1, std::memory_order_relaxed);

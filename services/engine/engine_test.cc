@@ -415,6 +415,20 @@ TEST_F(EngineTest, SnapshotRestoresWindowsAcrossARestart) {
   EXPECT_THAT(out, SizeIs(1));
 }
 
+TEST_F(EngineTest, RestoreKeepsTheKeyCap) {
+  // A state file written under a larger cap (the operator lowered max_keys_per_rule, or an
+  // attacker's flood was saved) is restored within the cap, as Count would have kept it.
+  for (int i = 0; i < 300; ++i) Feed(Fail(absl::StrCat("10.4.", i / 256, ".", i % 256)), i);
+  const palisade::v1::EngineSnapshot snapshot = engine_.Snapshot();
+  ASSERT_EQ(snapshot.windows_size(), 300);
+  EngineOptions options;
+  options.max_keys_per_rule = 100;
+  Engine restarted(Rules(), options);
+  restarted.Restore(snapshot);
+  EXPECT_LE(restarted.live_windows(), 100u);
+  EXPECT_GE(restarted.stats().evicted_windows, 200u);
+}
+
 TEST_F(EngineTest, TheCapIsPerRuleNotPerShard) {
   // Under the cap nothing is evicted, however the keys spread over shards.
   EngineOptions options;
