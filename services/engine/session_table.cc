@@ -194,11 +194,21 @@ void SessionTable::EvictLocked(Shard& shard) {
   for (auto it = shard.sessions.begin(); it != shard.sessions.end(); ++it) {
     order.emplace_back(it->second.tick, it);
   }
-  std::sort(order.begin(), order.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
-  // The last one (the session just written) always stays.
-  for (size_t i = 0; i + 1 < order.size(); ++i) {
+  // Ticks are unique in a shard, so the order is one. Only its head is sorted: the sessions the
+  // count bound takes, an eighth at least (nth_element, then those few; a whole sort was 3 % of
+  // an sshd replay's time). The rest is sorted only if the bytes bound wants more of it.
+  const auto older = [](const auto& a, const auto& b) { return a.first < b.first; };
+  const size_t n = order.size();
+  size_t sorted = std::min(n, std::max(n > keep_count ? n - keep_count : 0, n / 8) + 1);
+  std::nth_element(order.begin(), order.begin() + (sorted - 1), order.end(), older);
+  std::sort(order.begin(), order.begin() + (sorted - 1), older);
+  // The last one (the session just written, the highest tick) always stays.
+  for (size_t i = 0; i + 1 < n; ++i) {
     if (shard.sessions.size() <= keep_count && shard.bytes <= keep_bytes) break;
+    if (i == sorted) {
+      std::sort(order.begin() + i, order.end(), older);
+      sorted = n;
+    }
     EraseLocked(shard, order[i].second);
     evicted_.fetch_add(1, std::memory_order_relaxed);
   }

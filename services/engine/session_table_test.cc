@@ -1,7 +1,11 @@
 #include "services/engine/session_table.h"
 
+#include <algorithm>
+#include <random>
 #include <string>
+#include <vector>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
@@ -9,6 +13,48 @@ namespace palisade {
 namespace {
 
 absl::Time T(int64_t seconds) { return absl::FromUnixSeconds(1'800'000'000 + seconds); }
+
+// Ids that land in one shard of the table (its shard is the hash's top bits, modulo 16), so that
+// a test knows which sessions compete for the same bound.
+std::vector<std::string> IdsOfOneShard(size_t n) {
+  std::vector<std::string> ids;
+  for (int i = 0; ids.size() < n; ++i) {
+    std::string id = absl::StrCat("sshd[", i, "]");
+    if ((absl::Hash<absl::string_view>()(id) >> 56) % 16 == 0) ids.push_back(std::move(id));
+  }
+  return ids;
+}
+
+// Notes sessions of one shard and keeps the order they were last seen in, least recent first.
+class RecencyModel {
+ public:
+  explicit RecencyModel(SessionTable& table) : table_(table) {}
+  void Note(std::string id, absl::string_view value = "203.0.113.7") {  // a copy: order_ moves
+    table_.Note(id, "ip", value, false, T(++t_), 1);
+    order_.erase(std::remove(order_.begin(), order_.end(), id), order_.end());
+    order_.push_back(id);
+  }
+  const std::vector<std::string>& order() const { return order_; }
+  // The live sessions must be the most recently seen ones: a suffix of the order. How many live.
+  size_t ExpectLiveAreTheMostRecent() const {
+    std::string value;
+    size_t first = order_.size();
+    for (size_t i = 0; i < order_.size() && first == order_.size(); ++i) {
+      if (table_.Get(order_[i], "ip", T(t_), &value)) first = i;
+    }
+    for (size_t i = first; i < order_.size(); ++i) {
+      EXPECT_TRUE(table_.Get(order_[i], "ip", T(t_), &value))
+          << order_[i] << " (seen " << i << "th) is gone while " << order_[first] << " (seen "
+          << first << "th) is kept";
+    }
+    return order_.size() - first;
+  }
+
+ private:
+  SessionTable& table_;
+  std::vector<std::string> order_;
+  int64_t t_ = 0;
+};
 
 TEST(SessionTableTest, NotesAndReadsBackPerSession) {
   SessionTable table;
@@ -139,6 +185,51 @@ TEST(SessionTableTest, BoundedInCountAndBytesLeastRecentlySeenFirst) {
   }
   EXPECT_LE(bytes_table.stats().bytes, uint64_t{64} << 10);
   EXPECT_GT(bytes_table.stats().evicted, 0u);
+}
+
+TEST(SessionTableTest, EvictionTakesExactlyTheLeastRecentlySeen) {
+  std::mt19937 random(7);
+  // By count: 64 sessions a shard, 56 kept after an eviction. Older sessions are seen again
+  // now and then, so the order of last notes is not the order of creation.
+  {
+    SessionOptions options;
+    options.max_sessions = 64 * 16;
+    SessionTable table(options);
+    RecencyModel model(table);
+    for (const std::string& id : IdsOfOneShard(600)) {
+      model.Note(id);
+      if (random() % 3 == 0) model.Note(model.order()[random() % model.order().size()]);
+      const size_t live = model.ExpectLiveAreTheMostRecent();
+      ASSERT_LE(live, 64u);
+      if (model.order().size() > 64) ASSERT_GE(live, 56u);
+    }
+    EXPECT_GT(table.stats().evicted, 0u);
+  }
+  // By bytes: one session's long values push the shard far past its byte bound, so that far
+  // more than an eighth of its sessions must go, still least recently seen first.
+  {
+    SessionOptions options;
+    options.max_bytes = 16 * (16 << 10);  // 16 KiB a shard: ~88 ordinary sessions
+    options.max_value_bytes = 2048;
+    SessionTable table(options);
+    RecencyModel model(table);
+    const std::vector<std::string> ids = IdsOfOneShard(81);
+    for (size_t i = 0; i + 1 < ids.size(); ++i) {
+      model.Note(ids[i]);
+      if (random() % 3 == 0) model.Note(model.order()[random() % model.order().size()]);
+    }
+    const size_t before = model.ExpectLiveAreTheMostRecent();
+    EXPECT_EQ(before, ids.size() - 1);
+    EXPECT_EQ(table.stats().evicted, 0u);
+    model.Note(ids.back());
+    for (int v = 0; v < 3; ++v) {
+      table.Note(ids.back(), absl::StrCat("v", v), std::string(2048, 'x'), false, T(200), 1);
+    }
+    const size_t after = model.ExpectLiveAreTheMostRecent();
+    EXPECT_LT(after, before - before / 4);
+    EXPECT_GT(after, 1u);
+    EXPECT_LE(table.stats().bytes, uint64_t{16} << 10);
+  }
 }
 
 TEST(SessionTableTest, RefusesOversizedIdsAndValues) {
