@@ -533,6 +533,7 @@ void DecisionReplica::Run() {
   // The chunks of a state being read.
   StateHeader pending;
   std::vector<Decision> pending_decisions;
+  uint64_t pending_after = 0;  // the sequence before the pending state's first chunk
   absl::Time progress = absl::Now();  // the last message, or the last check for a stall
   auto wait = [&] {
     const absl::Time until = absl::Now() + options_.retry;
@@ -540,6 +541,10 @@ void DecisionReplica::Run() {
   };
   while (!stopping_) {
     if (sub_ == nullptr) {
+      // A consumer lost inside a state's chunks: read again from its first chunk. Made again
+      // after the last chunk read, it would find the rest without their first chunks and skip
+      // the state whole (and what only the state carried with it).
+      if (!pending.id.empty()) position = pending_after;
       if (need_state) {
         absl::StatusOr<uint64_t> from = FindState();
         if (!from.ok()) {
@@ -652,6 +657,7 @@ void DecisionReplica::Run() {
         if (h.index == 1) {
           pending = {h.id, 0, h.count};
           pending_decisions.clear();
+          pending_after = seq - 1;
         }
         if (pending.id == h.id && pending.count == h.count && pending.index + 1 == h.index) {
           pending.index = h.index;

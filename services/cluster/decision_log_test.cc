@@ -370,6 +370,59 @@ TEST_F(DecisionLogTest, AStateInManyChunksIsAppliedWhole) {
   EXPECT_THAT(Snapshot(behind.view().List()), ElementsAreArray(table));
 }
 
+// A replica whose consumer is lost in the middle of a state's chunks (its server died, a slow
+// consumer, a stall) reads again from the state's first chunk: made again after the chunk it
+// last read, it would find the rest of the state without its first chunks and skip it whole,
+// and the decisions only the state carried (an overflow's, a rebuild's) would never reach it.
+TEST_F(DecisionLogTest, AReplicaLosingItsConsumerInsideAStateReadsTheStateAgain) {
+  auto chunk = [](int index, const std::string& ip) {
+    palisade::v1::ListDecisionsResponse r;
+    Decision* d = r.add_decisions();
+    d->set_id(absl::StrCat("d-", ip));
+    d->mutable_target()->set_value(ip);
+    d->set_active(true);
+    return absl::StrCat("S1 web-1:1:state0 ", index, " 2\n", r.SerializeAsString());
+  };
+  ASSERT_TRUE(
+      client_->Publish(kDecisionStateSubject, chunk(1, "192.0.2.1"), "web-1:1:state0:1").ok());
+  Recorder r;
+  auto rep = DecisionReplica::Start(*client_, {.apply = r.Callback(),
+                                                .retry = absl::Milliseconds(50),
+                                                .stall = absl::Milliseconds(300)});
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  // Its consumer delivered the first chunk; then the consumer is gone (as when its server died).
+  std::string consumer;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (consumer.empty() && absl::Now() < deadline) {
+    jsConsumerInfoList* list = nullptr;
+    jsErrCode err = static_cast<jsErrCode>(0);
+    if (js_Consumers(&list, client_->jetstream(), kDecisionStream, nullptr, &err) == NATS_OK) {
+      for (int i = 0; i < list->Count; ++i) {
+        if (list->List[i]->Delivered.Stream >= 1) consumer = list->List[i]->Name;
+      }
+      jsConsumerInfoList_Destroy(list);
+    }
+    if (consumer.empty()) absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_FALSE(consumer.empty());
+  jsErrCode err = static_cast<jsErrCode>(0);
+  ASSERT_EQ(js_DeleteConsumer(client_->jetstream(), kDecisionStream, consumer.c_str(), nullptr,
+                              &err),
+            NATS_OK);
+  ASSERT_TRUE(
+      client_->Publish(kDecisionStateSubject, chunk(2, "192.0.2.2"), "web-1:1:state0:2").ok());
+  // The replica finds the stream went on without it and makes its consumer again.
+  while ((*rep)->resubscribed() == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_GT((*rep)->resubscribed(), 0u);
+  ASSERT_TRUE((*rep)->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_EQ((*rep)->states_applied(), 1u);
+  EXPECT_THAT(r.seen(), ElementsAreArray({"state 2"}));
+  EXPECT_TRUE(r.view().Get("d-192.0.2.1").ok());
+  EXPECT_TRUE(r.view().Get("d-192.0.2.2").ok());
+}
+
 // Whoever can publish on the log's subjects writes what they like: a replica counts and skips
 // what it cannot read (no header, an unknown change, a bad chunk header, a body that is not a
 // decision) and goes on with the writer's changes.
