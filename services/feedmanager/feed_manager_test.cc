@@ -362,6 +362,42 @@ TEST_F(FeedManagerTest, AFollowedEntryThatDoesNotParseIsCounted) {
   EXPECT_EQ(listed.feeds(0).rejected(), 1u);
 }
 
+// A feed server writes the references and the ETag, and proto3 strings must be UTF-8: a stored
+// version holding a stray byte could not be read back, and palisaded refused to start.
+TEST_F(FeedManagerTest, WhatTheFeedServerWroteNeverMakesTheStoredVersionUnreadable) {
+  httplib::Server server;
+  server.Get("/drop.txt", [](const httplib::Request&, httplib::Response& res) {
+    res.set_header("ETag", "\"v\xff\xfe\"");
+    res.set_header("Last-Modified", "Fri, 04 Dec 2026 05:00:00 GMT\xff");
+    res.set_content("198.51.100.0/24 ; SBL1\xff\n", "text/plain");
+  });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  std::thread thread([&server] { server.listen_after_bind(); });
+  const std::string path = absl::StrCat(::testing::TempDir(), "/stray_bytes.db");
+  std::remove(path.c_str());
+  FeedConfig pulled = Plain("pulled");
+  pulled.set_format(palisade::v1::FEED_FORMAT_SPAMHAUS);
+  pulled.set_url(absl::StrCat("http://127.0.0.1:", port, "/drop.txt"));
+  FeedConfig pushed = Plain("pushed");
+  pushed.set_format(palisade::v1::FEED_FORMAT_SPAMHAUS);
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    auto feeds = Make({pulled, pushed}, nullptr, store->get());
+    ASSERT_THAT(feeds->FetchNow("pulled"), IsOk());
+    ASSERT_THAT(feeds->Push("pushed", kReplace, {}, false, "203.0.113.0/24 ; SBL2\x80\x1b[2J\n"),
+                IsOk());
+  }
+  server.stop();
+  thread.join();
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  auto feeds = Make({pulled, pushed}, nullptr, store->get());
+  ASSERT_THAT(feeds->Restore(), IsOk());
+  EXPECT_TRUE(feeds->registry().Contains("pulled", Ip("198.51.100.1")));
+  EXPECT_TRUE(feeds->registry().Contains("pushed", Ip("203.0.113.1")));
+}
+
 // A feed server on loopback that honours If-None-Match like a real one.
 class FeedServer {
  public:

@@ -20,6 +20,65 @@ using palisade::v1::FeedFormat;
 
 constexpr size_t kMaxLineLength = 4096;
 constexpr size_t kMaxQuotedText = 200;
+// A reference is copied into every indicator of its line or object (a STIX pattern may OR
+// thousands of addresses under one id and its labels), so it is cut: otherwise the parse would
+// hold the labels once per address.
+constexpr size_t kMaxRefBytes = 256;
+
+// The length of the valid UTF-8 sequence (RFC 3629: no overlong forms, surrogates or code
+// points past U+10FFFF) at the start of `s`, or 0.
+size_t Utf8SequenceLength(absl::string_view s) {
+  const auto byte = [&s](size_t i) { return static_cast<unsigned char>(s[i]); };
+  const unsigned char c = byte(0);
+  if (c < 0x80) return 1;
+  size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xbf;  // the range of the second byte
+  if (c >= 0xc2 && c <= 0xdf) {
+    n = 2;
+  } else if (c >= 0xe0 && c <= 0xef) {
+    n = 3;
+    if (c == 0xe0) lo = 0xa0;
+    if (c == 0xed) hi = 0x9f;
+  } else if (c >= 0xf0 && c <= 0xf4) {
+    n = 4;
+    if (c == 0xf0) lo = 0x90;
+    if (c == 0xf4) hi = 0x8f;
+  } else {
+    return 0;
+  }
+  if (s.size() < n || byte(1) < lo || byte(1) > hi) return 0;
+  for (size_t i = 2; i < n; ++i) {
+    if (byte(i) < 0x80 || byte(i) > 0xbf) return 0;
+  }
+  return n;
+}
+
+// What a feed server wrote, made safe to keep and show: it reaches proto3 strings (the stored
+// version, decision reasons, Feeds.Push replies), which must be UTF-8 or the whole message is
+// unreadable, and log lines and terminals. Control characters (C0, DEL, C1) and bytes that are
+// not UTF-8 become "\xNN"; the result is cut to `max_bytes` between characters.
+std::string Printable(absl::string_view s, size_t max_bytes) {
+  std::string out;
+  out.reserve(std::min(s.size(), max_bytes));
+  while (!s.empty()) {
+    const size_t n = Utf8SequenceLength(s);
+    const unsigned char c = static_cast<unsigned char>(s[0]);
+    const bool c1 = n == 2 && c == 0xc2 && static_cast<unsigned char>(s[1]) < 0xa0;
+    if (n == 0 || c < 0x20 || c == 0x7f || c1) {
+      if (out.size() + 4 > max_bytes) break;
+      static constexpr char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xf];
+      s.remove_prefix(1);
+      continue;
+    }
+    if (out.size() + n > max_bytes) break;
+    out.append(s.data(), n);
+    s.remove_prefix(n);
+  }
+  return out;
+}
 
 // Collects indicators and rejections for one parse.
 class Collector {
@@ -29,8 +88,8 @@ class Collector {
   void Reject(uint32_t line, absl::string_view text, std::string reason) {
     ++out_.rejected;
     if (out_.rejections.size() < ParsedFeed::kMaxRejections) {
-      out_.rejections.push_back(
-          {line, std::string(text.substr(0, kMaxQuotedText)), std::move(reason)});
+      out_.rejections.push_back({line, Printable(text, kMaxQuotedText),
+                                 Printable(reason, kMaxQuotedText + kMaxLineLength)});
     }
   }
   void Ignore() { ++out_.ignored; }
@@ -47,6 +106,7 @@ class Collector {
                                  options_.min_confidence));
     }
     base.cidr = *cidr;
+    base.ref = Printable(base.ref, kMaxRefBytes);
     out_.indicators.push_back(std::move(base));
   }
 
@@ -183,7 +243,8 @@ absl::StatusOr<ParsedFeed> ParseCsv(absl::string_view content, const FeedParseOp
       if (column < 0) {
         header_error = absl::InvalidArgumentError(
             absl::StrCat("CSV line ", n, ": the header has no column \"", options.csv_column,
-                         "\" (columns: ", absl::StrJoin(fields, ", "), ")"));
+                         "\" (columns: ", Printable(absl::StrJoin(fields, ", "), kMaxQuotedText),
+                         ")"));
       } else if (!options.csv_confidence_column.empty() && confidence_column < 0) {
         header_error = absl::InvalidArgumentError(
             absl::StrCat("CSV line ", n, ": the header has no confidence column \"",
@@ -330,6 +391,7 @@ absl::StatusOr<ParsedFeed> ParseStix(absl::string_view content, const FeedParseO
       }
       if (!names.empty()) absl::StrAppend(&base.ref, " (", absl::StrJoin(names, ", "), ")");
     }
+    base.ref = Printable(base.ref, kMaxRefBytes);  // once, not per address
     for (const std::string& v : values) c.Add(index, text_of(), v, base);
   }
   return c.Take();

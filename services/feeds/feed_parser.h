@@ -25,12 +25,14 @@ struct Indicator {
   // Unix seconds; 0 when the feed does not say.
   int64_t valid_until = 0;
   uint32_t confidence = 0;  // 0..100; 0 when the feed does not say
-  std::string ref;          // SBL id, STIX indicator id + labels, …
+  // SBL id, STIX indicator id + labels, …: UTF-8, control bytes and stray bytes as "\xNN",
+  // at most 256 bytes.
+  std::string ref;
 };
 
 struct FeedRejection {
   uint32_t line = 0;  // 1-based line (STIX: 1-based index of the object in "objects")
-  std::string text;   // the line, cut to 200 bytes
+  std::string text;   // the line, cut to 200 bytes (UTF-8, as `ref` is)
   std::string reason;
 };
 

@@ -3,6 +3,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -174,6 +175,66 @@ TEST(FeedParserTest, HugeInputKeepsGoingAndCapsWhatItQuotes) {
   EXPECT_EQ(feed.rejections.size(), ParsedFeed::kMaxRejections);
   EXPECT_THAT(feed.rejections[0].reason, HasSubstr("longer than 4096"));
   EXPECT_EQ(feed.rejections[0].text.size(), 200u);
+}
+
+// A hostile STIX bundle: one indicator with 64 KiB of labels ORs 1,000 addresses. Each address
+// copied the whole reference (id and labels), so the parse held 64 MB for 100 KB of content; a
+// reference is cut, so what a parse keeps grows with its input, not with its square.
+TEST(FeedParserTest, StixReferencesAreBoundedWhateverTheLabels) {
+  std::string labels;
+  for (int i = 0; i < 64; ++i) absl::StrAppend(&labels, i ? "," : "", "\"", std::string(1024, 'l'), "\"");
+  std::string pattern;
+  for (int i = 0; i < 1000; ++i) {
+    absl::StrAppend(&pattern, i ? " OR " : "", "ipv4-addr:value = '198.51.", i / 250, ".", i % 250,
+                    "'");
+  }
+  const std::string content = absl::StrCat(
+      R"({"type":"bundle","objects":[{"type":"indicator","id":"indicator--1","labels":[)", labels,
+      R"(],"pattern_type":"stix","pattern":"[)", pattern, R"(]"}]})");
+  ParsedFeed feed = MustParse(palisade::v1::FEED_FORMAT_STIX, content);
+  ASSERT_EQ(feed.indicators.size(), 1000u);
+  size_t ref_bytes = 0;
+  for (const Indicator& i : feed.indicators) ref_bytes += i.ref.size();
+  EXPECT_LE(ref_bytes, 8 * content.size()) << "references: " << ref_bytes << " bytes";
+  EXPECT_TRUE(absl::StartsWith(feed.indicators[0].ref, "indicator--1 (llll"));
+}
+
+bool Utf8WithoutControlBytes(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) return false;
+    int n = c < 0x80 ? 0 : (c >> 5) == 0x6 ? 1 : (c >> 4) == 0xe ? 2 : (c >> 3) == 0x1e ? 3 : -1;
+    if (n < 0) return false;
+    for (int k = 1; k <= n; ++k) {
+      if (i + k >= s.size() || (static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
+    }
+    i += static_cast<size_t>(n) + 1;
+  }
+  return true;
+}
+
+// What a feed server writes reaches proto3 string fields (the stored version, decision reasons,
+// Feeds.Push replies: a string that is not UTF-8 makes the whole message unreadable, the stored
+// copy included, and palisaded refused to start on it), logs and terminals. References and
+// quoted lines are valid UTF-8 with control bytes escaped.
+TEST(FeedParserTest, ReferencesAndQuotedTextAreUtf8WithoutControlBytes) {
+  ParsedFeed feed = MustParse(palisade::v1::FEED_FORMAT_SPAMHAUS,
+                              "198.51.100.0/24 ; SBL1\xff\x1b[2J\xc3\xa9\n"
+                              "nonsense\xfe\r\x1b]0;owned\x07\n");
+  ASSERT_EQ(feed.indicators.size(), 1u);
+  EXPECT_TRUE(Utf8WithoutControlBytes(feed.indicators[0].ref)) << feed.indicators[0].ref;
+  EXPECT_TRUE(absl::StartsWith(feed.indicators[0].ref, "SBL1"));
+  EXPECT_TRUE(absl::EndsWith(feed.indicators[0].ref, "\xc3\xa9"));  // real UTF-8 stays
+  ASSERT_EQ(feed.rejections.size(), 1u);
+  EXPECT_EQ(feed.rejections[0].line, 2u);
+  EXPECT_TRUE(Utf8WithoutControlBytes(feed.rejections[0].text)) << feed.rejections[0].text;
+  EXPECT_TRUE(Utf8WithoutControlBytes(feed.rejections[0].reason)) << feed.rejections[0].reason;
+  FeedParseOptions options;
+  options.csv_column = "ip";
+  absl::Status header = ParseFeed(palisade::v1::FEED_FORMAT_CSV, "addr\xff,\x1b[31mscore\n", options)
+                            .status();
+  EXPECT_THAT(header, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no column \"ip\"")));
+  EXPECT_TRUE(Utf8WithoutControlBytes(std::string(header.message()))) << header.message();
 }
 
 TEST(FeedParserTest, FormatNames) {

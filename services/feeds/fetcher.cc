@@ -35,6 +35,17 @@ size_t OnBody(char* data, size_t size, size_t n, void* user) {
   return bytes;
 }
 
+// A validator is echoed back as sent and kept in the stored version, a proto3 string: one with
+// bytes that are not printable ASCII (or an absurd length) is not kept, and the next fetch asks
+// for the whole content.
+std::string Validator(absl::string_view value) {
+  if (value.size() > 1024) return "";
+  for (char c : value) {
+    if (c < 0x20 || c > 0x7e) return "";
+  }
+  return std::string(value);
+}
+
 size_t OnHeader(char* data, size_t size, size_t n, void* user) {
   auto* t = static_cast<Transfer*>(user);
   absl::string_view line(data, size * n);
@@ -43,8 +54,8 @@ size_t OnHeader(char* data, size_t size, size_t n, void* user) {
     absl::string_view name = line.substr(0, colon);
     absl::string_view value = absl::StripAsciiWhitespace(line.substr(colon + 1));
     // Each response of a redirect chain starts over.
-    if (absl::EqualsIgnoreCase(name, "etag")) t->etag = std::string(value);
-    if (absl::EqualsIgnoreCase(name, "last-modified")) t->last_modified = std::string(value);
+    if (absl::EqualsIgnoreCase(name, "etag")) t->etag = Validator(value);
+    if (absl::EqualsIgnoreCase(name, "last-modified")) t->last_modified = Validator(value);
   } else if (absl::StartsWith(line, "HTTP/")) {
     t->etag.clear();
     t->last_modified.clear();
