@@ -155,12 +155,21 @@ absl::Status FeedManager::Restore() {
     }
     std::vector<FeedEntry> entries;
     entries.reserve(state.entries_size());
+    uint64_t never_ban = 0;
     for (const auto& e : state.entries()) {
       absl::StatusOr<Cidr> cidr = Cidr::Parse(e.cidr());
       if (!cidr.ok()) continue;
+      // The never-ban set may have grown since the version was stored (an address allowlisted,
+      // then a restart): it is judged again, as a new version would be.
+      if (TouchesNeverBan(*cidr, options_.never_ban)) {
+        ++never_ban;
+        continue;
+      }
       entries.push_back(
           {*cidr, e.first_seen(), e.last_seen(), e.expiry(), e.confidence(), e.ref()});
     }
+    feed.never_ban = never_ban;
+    feed.never_ban_counter->Increment(static_cast<double>(never_ban));
     feed.version = state.version();
     feed.etag = state.etag();
     feed.last_modified = state.last_modified();
@@ -568,10 +577,15 @@ absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
   std::vector<FeedEntry> entries;
   entries.reserve(state.entries_size());
   uint64_t rejected = 0;  // skipped, and counted as a pull's rejected lines are
+  uint64_t never_ban = 0;  // this node's never-ban set, whatever the writer's was
   for (const auto& e : state.entries()) {
     absl::StatusOr<Cidr> cidr = Cidr::Parse(e.cidr());
     if (!cidr.ok()) {
       ++rejected;
+      continue;
+    }
+    if (TouchesNeverBan(*cidr, options_.never_ban)) {
+      ++never_ban;
       continue;
     }
     entries.push_back({*cidr, e.first_seen(), e.last_seen(), e.expiry(), e.confidence(), e.ref()});
@@ -593,6 +607,8 @@ absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
   feed->held_reason.clear();
   feed->rejected = rejected;
   feed->rejected_counter->Increment(static_cast<double>(rejected));
+  feed->never_ban = never_ban;
+  feed->never_ban_counter->Increment(static_cast<double>(never_ban));
   PublishLocked(*feed, std::make_shared<const FeedSet>(std::move(entries)));
   PersistLocked(*feed, /*made_here=*/false);
   if (running_.load() && feed->config.to_edge()) SyncEdgeLocked();

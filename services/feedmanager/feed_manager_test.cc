@@ -362,6 +362,49 @@ TEST_F(FeedManagerTest, AFollowedEntryThatDoesNotParseIsCounted) {
   EXPECT_EQ(listed.feeds(0).rejected(), 1u);
 }
 
+// The never-ban set is the operator's: an address allowlisted after a version was stored (or
+// published by the cluster's writer) must not come back from the store at a restart, nor from
+// a followed version, and so reach the edge or the bouncers as a decision.
+TEST_F(FeedManagerTest, RestoredAndFollowedEntriesThatTouchTheNeverBanSetAreDropped) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/never_ban_restore.db");
+  std::remove(path.c_str());
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    auto feeds = Make({Plain("f", true)}, nullptr, store->get());
+    ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "198.51.100.7\n203.0.113.0/24\n"), IsOk());
+  }
+  // The operator allowlists 198.51.100.7 and 203.0.113.9, and restarts.
+  FeedManagerOptions options;
+  options.feeds = {Plain("f", true)};
+  options.never_ban = *CidrSet::Parse({"198.51.100.7", "203.0.113.9"});
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  DecisionTable table(clock_);
+  prometheus::Registry metrics;
+  FeedManager feeds(options, clock_, metrics, &table, store->get());
+  ASSERT_THAT(feeds.Restore(), IsOk());
+  EXPECT_FALSE(feeds.registry().Contains("f", Ip("198.51.100.7")));
+  EXPECT_FALSE(feeds.registry().Contains("f", Ip("203.0.113.1")));
+  EXPECT_EQ(feeds.List().feeds(0).never_ban(), 2u);
+  feeds.Start();
+  feeds.Stop();
+  EXPECT_EQ(table.active_count(), 0u);
+
+  palisade::v1::FeedState state;
+  state.set_version(7);
+  for (const char* cidr : {"198.51.100.7/32", "203.0.113.0/24", "198.51.100.8/32"}) {
+    auto* e = state.add_entries();
+    e->set_cidr(cidr);
+    e->set_expiry(absl::ToUnixSeconds(clock_.TimeNow() + absl::Hours(1)));
+  }
+  ASSERT_THAT(feeds.Follow("f", state), IsOkAndHolds(true));
+  EXPECT_FALSE(feeds.registry().Contains("f", Ip("198.51.100.7")));
+  EXPECT_FALSE(feeds.registry().Contains("f", Ip("203.0.113.1")));
+  EXPECT_TRUE(feeds.registry().Contains("f", Ip("198.51.100.8")));
+  EXPECT_EQ(feeds.List().feeds(0).never_ban(), 2u);
+}
+
 // A feed server writes the references and the ETag, and proto3 strings must be UTF-8: a stored
 // version holding a stray byte could not be read back, and palisaded refused to start.
 TEST_F(FeedManagerTest, WhatTheFeedServerWroteNeverMakesTheStoredVersionUnreadable) {
