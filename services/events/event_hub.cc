@@ -53,7 +53,7 @@ EventHub::EventHub(EventHubOptions options, Clock& clock, prometheus::Registry& 
                         .Name("palisade_events_published_total")
                         .Help("Events published to the stream, by kind.")
                         .Register(registry);
-  for (int k = 0; k < 4; ++k) {
+  for (int k = 0; k < palisade::v1::EventKind_ARRAYSIZE; ++k) {
     published_[k] =
         &published.Add({{"kind", EventKindName(static_cast<palisade::v1::EventKind>(k))}});
   }
@@ -74,7 +74,7 @@ bool EventHub::Matches(const WatchRequest& filter, const Event& event) {
 
 void EventHub::Publish(Event event) {
   const int kind = event.kind();
-  published_[kind >= 0 && kind < 4 ? kind : 0]->Increment();
+  published_[kind >= 0 && kind < palisade::v1::EventKind_ARRAYSIZE ? kind : 0]->Increment();
   absl::MutexLock lock(&mu_);
   event.set_sequence(++sequence_);
   *event.mutable_time() = ToProtoTime(clock_.TimeNow());

@@ -82,7 +82,7 @@ class EventHub {
   std::vector<Entry> subscribers_ ABSL_GUARDED_BY(mu_);
   // Per kind (index: EventKind), resolved once: a label lookup per event costs more than the
   // rest of Publish.
-  prometheus::Counter* published_[4];
+  prometheus::Counter* published_[palisade::v1::EventKind_ARRAYSIZE];
   prometheus::Gauge& subscribers_gauge_;
   prometheus::Counter& dropped_;
   prometheus::Counter& evicted_for_bytes_;

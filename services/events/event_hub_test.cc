@@ -1,5 +1,7 @@
 #include "services/events/event_hub.h"
 
+#include <map>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
@@ -150,6 +152,23 @@ TEST_F(EventHubTest, ASubscriberQueueIsBoundedInBytes) {
   hub.Publish(Big());
   EXPECT_FALSE(tiny.dropped());
   EXPECT_EQ(Drain(tiny), (std::vector<uint64_t>{6}));
+}
+
+// palisade_events_published_total has a series per kind; an alert (kind 4) was counted under
+// kind="unknown" and the alert series did not exist.
+TEST_F(EventHubTest, EachKindIsCountedUnderItsOwnName) {
+  EventHub hub({}, clock_, registry_);
+  hub.Publish(Make(palisade::v1::EVENT_KIND_ALERT, "audit"));
+  hub.Publish(Make(palisade::v1::EVENT_KIND_ALERT, "audit"));
+  hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+  std::map<std::string, double> by_kind;
+  for (const auto& family : registry_.Collect()) {
+    if (family.name != "palisade_events_published_total") continue;
+    for (const auto& m : family.metric) by_kind[m.label.at(0).value] = m.counter.value;
+  }
+  EXPECT_EQ(by_kind["alert"], 2);
+  EXPECT_EQ(by_kind["decision"], 1);
+  EXPECT_EQ(by_kind["unknown"], 0);
 }
 
 }  // namespace
