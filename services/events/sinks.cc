@@ -341,6 +341,17 @@ absl::Status EcsFileOutput::Write(const Event& event) {
 
 // --- CefSyslogOutput ---------------------------------------------------------------------------
 
+namespace {
+// Whether the peer of a connected stream socket has closed it or reset it. A collector sends
+// nothing, so anything readable is its FIN (recv 0) or an error; bytes it did send are ignored.
+bool PeerClosed(int fd) {
+  char byte;
+  const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (n == 0) return true;
+  return n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<CefSyslogOutput>> CefSyslogOutput::Open(
     const palisade::v1::CefSyslogSink& c) {
   const std::string& address = c.address();
@@ -401,6 +412,12 @@ absl::Status CefSyslogOutput::Write(const Event& event) {
   // RFC 6587 octet counting over TCP; one datagram per message over UDP.
   const std::string frame = tcp_ ? absl::StrCat(message.size(), " ", message) : message;
   for (int attempt = 0; attempt < 2; ++attempt) {
+    if (fd_ >= 0 && tcp_ && PeerClosed(fd_)) {
+      // The collector closed its end (it restarted): a send would still be taken by the kernel
+      // and then lost to the peer's reset, so this event goes out on a new connection.
+      close(fd_);
+      fd_ = -1;
+    }
     if (fd_ < 0) {
       if (absl::Status s = Connect(); !s.ok()) return s;
     }
@@ -457,6 +474,17 @@ SinkRunner::SinkRunner(const palisade::v1::SinkConfig& config, std::unique_ptr<S
       written_(SinkEvents(registry).Add({{"sink", config.name()}, {"result", "written"}})),
       failed_(SinkEvents(registry).Add({{"sink", config.name()}, {"result", "failed"}})),
       lost_(SinkEvents(registry).Add({{"sink", config.name()}, {"result", "lost"}})) {
+  // Subscribed here, not on the thread: an event published as soon as the runner exists (the
+  // daemon starts the feeds right after the sinks) must reach it.
+  for (const std::string& k : config_.kinds()) {
+    if (k == "detection") filter_.add_kinds(palisade::v1::EVENT_KIND_DETECTION);
+    if (k == "decision") filter_.add_kinds(palisade::v1::EVENT_KIND_DECISION);
+    if (k == "action") filter_.add_kinds(palisade::v1::EVENT_KIND_ACTION);
+    if (k == "alert") filter_.add_kinds(palisade::v1::EVENT_KIND_ALERT);
+  }
+  subscriber_ = std::make_unique<QueueSubscriber>(4096);
+  (void)hub_.Subscribe(subscriber_.get(), filter_);
+  subscribed_at_ = hub_.last_sequence();
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -466,16 +494,9 @@ SinkRunner::~SinkRunner() {
 }
 
 void SinkRunner::Run() {
-  palisade::v1::WatchRequest filter;
-  for (const std::string& k : config_.kinds()) {
-    if (k == "detection") filter.add_kinds(palisade::v1::EVENT_KIND_DETECTION);
-    if (k == "decision") filter.add_kinds(palisade::v1::EVENT_KIND_DECISION);
-    if (k == "action") filter.add_kinds(palisade::v1::EVENT_KIND_ACTION);
-    if (k == "alert") filter.add_kinds(palisade::v1::EVENT_KIND_ALERT);
-  }
-  auto subscriber = std::make_unique<QueueSubscriber>(4096);
-  (void)hub_.Subscribe(subscriber.get(), filter);
-  uint64_t last = hub_.last_sequence();
+  palisade::v1::WatchRequest filter = filter_;
+  std::unique_ptr<QueueSubscriber> subscriber = std::move(subscriber_);
+  uint64_t last = subscribed_at_;
   std::string last_error;
   for (;;) {
     std::optional<Event> e = subscriber->Next(absl::Milliseconds(200));

@@ -92,6 +92,10 @@ class SinkRunner {
   prometheus::Counter& failed_;
   prometheus::Counter& lost_;
   absl::Notification stopping_;
+  // Set up by the constructor (subscribed before it returns), then the thread's alone.
+  palisade::v1::WatchRequest filter_;
+  std::unique_ptr<QueueSubscriber> subscriber_;
+  uint64_t subscribed_at_ = 0;
   std::thread thread_;
 };
 

@@ -429,5 +429,89 @@ TEST(SinkRunnerTest, CatchingUpMoreThanTheQueueHoldsLosesNothingAndLeavesNoSubsc
   }
 }
 
+// An output that records what it is given.
+class RecordingOutput final : public SinkOutput {
+ public:
+  explicit RecordingOutput(std::vector<uint64_t>* written) : written_(written) {}
+  absl::Status Write(const Event& event) override {
+    written_->push_back(event.sequence());
+    return absl::OkStatus();
+  }
+
+ private:
+  std::vector<uint64_t>* written_;  // read once the runner is gone
+};
+
+// palisaded starts the sinks and then, at once, the feeds (whose restored entries become
+// decisions): the runner subscribed from its thread, some time after it was built, so events
+// published in between never reached the SIEM. A runner is subscribed once built.
+TEST(SinkRunnerTest, EventsPublishedAsSoonAsTheSinkIsBuiltAreWritten) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  EventHub hub({}, clock, registry);
+  palisade::v1::SinkConfig config;
+  config.set_name("early");
+  for (int round = 0; round < 10; ++round) {
+    std::vector<uint64_t> written;
+    {
+      SinkRunner sink(config, std::make_unique<RecordingOutput>(&written), hub, registry);
+      Event e = Decision();
+      e.clear_sequence();
+      hub.Publish(e);
+    }  // the runner writes what it took, then stops
+    ASSERT_EQ(written.size(), 1u) << "round " << round;
+    EXPECT_EQ(written[0], hub.last_sequence());
+  }
+}
+
+// Reads one octet-counted frame from `fd` (the SO_RCVTIMEO of the listener it came from).
+std::string ReadFrame(int fd) {
+  std::string stream;
+  char buf[8192];
+  for (;;) {
+    size_t space = stream.find(' ');
+    if (space != std::string::npos) {
+      const size_t len = std::stoul(stream.substr(0, space));
+      if (stream.size() >= space + 1 + len) return stream.substr(space + 1, len);
+    }
+    ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    if (n <= 0) return "";
+    stream.append(buf, static_cast<size_t>(n));
+  }
+}
+
+// A collector that restarts closes its end of the connection. The next send still succeeds
+// (the kernel takes it; the peer answers with a reset), so that event was counted written and
+// lost. A closed connection is noticed before a write, which goes out on a new one.
+TEST(CefSyslogTest, AnEventAfterTheCollectorClosedTheConnectionIsNotLost) {
+  int port = 0;
+  const int listener = Listen(SOCK_STREAM, &port);
+  palisade::v1::SinkConfig config;
+  config.set_name("tcp");
+  config.mutable_cef_syslog()->set_address(absl::StrCat("127.0.0.1:", port));
+  config.mutable_cef_syslog()->set_transport("tcp");
+  absl::StatusOr<std::unique_ptr<SinkOutput>> out = SinkRunner::OutputFor(config);
+  ASSERT_THAT(out, IsOk());
+  Event first = Decision(), second = Decision();
+  first.set_sequence(1);
+  second.set_sequence(2);
+  ASSERT_THAT((*out)->Write(first), IsOk());
+  const int conn = accept(listener, nullptr, nullptr);
+  ASSERT_GE(conn, 0);
+  timeval tv{5, 0};
+  setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  EXPECT_THAT(ReadFrame(conn), HasSubstr("cn1=1 "));
+  close(conn);  // the collector restarts
+  // Loopback delivers the FIN within the close; the pause is a wide margin, not a race.
+  absl::SleepFor(absl::Milliseconds(100));
+  ASSERT_THAT((*out)->Write(second), IsOk());
+  const int again = accept(listener, nullptr, nullptr);
+  ASSERT_GE(again, 0) << "the event went to the closed connection";
+  setsockopt(again, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  EXPECT_THAT(ReadFrame(again), HasSubstr("cn1=2 "));
+  close(again);
+  close(listener);
+}
+
 }  // namespace
 }  // namespace palisade
