@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/random/random.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace palisade::cluster {
@@ -82,6 +83,17 @@ bool MatchPublisher::WaitUntilPublished(absl::Duration timeout) {
 void MatchPublisher::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr*, void* closure) {
   auto* self = static_cast<MatchPublisher*>(closure);
   if (pa != nullptr) {
+    // Which match: the sequence ending its de-duplication id "<node>:<incarnation>:<sequence>".
+    const char* id = nullptr;
+    uint64_t sequence = 0;
+    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != nullptr) {
+      const absl::string_view v(id);
+      const size_t colon = v.rfind(':');
+      if (colon != absl::string_view::npos && absl::SimpleAtoi(v.substr(colon + 1), &sequence)) {
+        absl::MutexLock lock(&self->acked_mu_);
+        self->batch_acked_sequences_.push_back(sequence);
+      }
+    }
     self->batch_acked_.fetch_add(1);
   } else {
     self->batch_failed_.fetch_add(1);
@@ -92,6 +104,10 @@ void MatchPublisher::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr*, voi
 bool MatchPublisher::SendBatch(const std::vector<const Item*>& items) {
   batch_acked_.store(0);
   batch_failed_.store(0);
+  {
+    absl::MutexLock lock(&acked_mu_);
+    batch_acked_sequences_.clear();
+  }
   const int64_t wait_ms = absl::ToInt64Milliseconds(nats_.timeout());
   bool sent = true;
   for (const Item* item : items) {
@@ -145,6 +161,29 @@ void MatchPublisher::Run() {
       continue;
     }
     failures_.fetch_add(1);
+    // What the stream stored of the failed batch leaves the queue: sent again, it would be
+    // stored twice once the de-duplication window passed.
+    std::vector<uint64_t> stored;
+    {
+      absl::MutexLock acked(&acked_mu_);
+      stored.swap(batch_acked_sequences_);
+    }
+    if (!stored.empty()) {
+      std::sort(stored.begin(), stored.end());
+      const uint64_t last = batch.back()->sequence;  // `batch` points into the queue
+      size_t removed = 0;
+      for (auto it = queue_.begin(); it != queue_.end() && it->sequence <= last;) {
+        if (std::binary_search(stored.begin(), stored.end(), it->sequence)) {
+          queued_bytes_ -= Cost(it->match.size());
+          it = queue_.erase(it);
+          ++removed;
+        } else {
+          ++it;
+        }
+      }
+      published_.fetch_add(removed);
+      acked_through_ = queue_.empty() ? next_sequence_ : queue_.front().sequence;
+    }
     if (stopping_) {
       // Stopping while NATS refuses: what is left is lost, and counted.
       dropped_.fetch_add(queue_.size());

@@ -9,9 +9,11 @@
 // ack is stored once by the stream's de-duplication, and a restarted node (a new incarnation)
 // never reuses an id. Matches go out in batches (up to `batch` in flight, libnats' asynchronous
 // publish) and leave the queue only when the stream acknowledged every one of the batch; a batch
-// with a failure is sent again whole (the stored ones are then de-duplicated). So in normal
-// operation a node's matches are stored in its order; after a failure a resent match may land
-// after a later one of its batch (the owner counts in event time, which does not mind). While
+// with a failure is sent again without the ones the stream acknowledged (sending those again
+// would store them twice once the stream's de-duplication window passed, NATS away longer than
+// it). So in normal operation a node's matches are stored in its order; after a failure a
+// resent match may land after a later one of its batch (the owner counts in event time, which
+// does not mind). While
 // NATS is away the thread retries with a capped backoff and the queue holds what comes
 // meanwhile; when NATS returns it catches up.
 //
@@ -96,7 +98,7 @@ class MatchPublisher {
   MatchPublisher(NatsClient& nats, MatchPublisherOptions options);
   void Run();
   // Sends `items` (the queue's front) and waits for the stream's acks: true when every one
-  // was acknowledged.
+  // was acknowledged. Either way the sequences acknowledged are in batch_acked_sequences_.
   bool SendBatch(const std::vector<const Item*>& items);
   static void OnAck(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
 
@@ -112,6 +114,8 @@ class MatchPublisher {
   std::atomic<uint64_t> published_{0}, dropped_{0}, failures_{0};
   // The batch in flight: acknowledgements counted by OnAck (a libnats thread).
   std::atomic<size_t> batch_acked_{0}, batch_failed_{0};
+  absl::Mutex acked_mu_;
+  std::vector<uint64_t> batch_acked_sequences_ ABSL_GUARDED_BY(acked_mu_);
   jsCtx* js_ = nullptr;  // this publisher's own context, with OnAck
   std::thread thread_;
 };

@@ -96,6 +96,42 @@ TEST_F(MatchStreamTest, MatchesLandInTheirKeysPartitionOnceInOrder) {
   EXPECT_EQ(total, 400u);
 }
 
+// A batch in which some matches were stored and others refused is sent again: only what the
+// stream did not acknowledge goes again. Sending the stored ones again would store them twice
+// once the stream's de-duplication window passed (NATS away longer than it, a match refused
+// for longer), and their owner would count them twice.
+TEST_F(MatchStreamTest, AStoredMatchIsNotSentAgainWithItsBatchsFailures) {
+  std::string a, b;  // keys of two partitions; the stream takes only a's
+  for (int i = 0; a.empty() || b.empty(); ++i) {
+    const std::string key = absl::StrCat("203.0.113.", i);
+    if (PartitionOf(key, kPartitions) == 0 && a.empty()) a = key;
+    if (PartitionOf(key, kPartitions) == 1 && b.empty()) b = key;
+  }
+  ASSERT_TRUE(client_
+                  ->EnsureStream({.name = "SOME",
+                                  .subjects = {"some.0"},
+                                  .duplicate_window = absl::Milliseconds(500)})
+                  .ok());
+  auto p = MatchPublisher::Start(*client_, {.node_id = "web-1",
+                                            .subject_prefix = "some",
+                                            .partitions = kPartitions,
+                                            .retry_min = absl::Milliseconds(20),
+                                            .retry_max = absl::Milliseconds(100)});
+  ASSERT_TRUE(p.ok()) << p.status();
+  // b's first: refused each time, it keeps a in its batch from the second attempt on.
+  ASSERT_TRUE((*p)->Enqueue(b, "refused"));
+  ASSERT_TRUE((*p)->Enqueue(a, "stored"));
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while ((*p)->publish_failures() < 20 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  ASSERT_GE((*p)->publish_failures(), 20u);  // 20 attempts, each at least 20 ms apart: > 500 ms
+  absl::StatusOr<NatsClient::StreamState> st = client_->State("SOME");
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->messages, 1u);
+  EXPECT_EQ((*p)->published(), 1u);
+}
+
 // A new owner resumes after the last acknowledged match: what the old owner took is not seen
 // again, what it refused (not acknowledged) is.
 TEST_F(MatchStreamTest, ANewOwnerResumesAfterTheLastAcknowledgedMatch) {
