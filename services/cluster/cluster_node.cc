@@ -531,15 +531,25 @@ absl::StatusOr<std::string> ClusterNode::ApplyDetection(absl::string_view body) 
       w != nullptr ? w->last_error() : "node " + options_.node_id + " stopped writing"));
 }
 
+namespace {
+// A queued detection's bytes against max_forward_queue_bytes: its id, its body, the queue's own.
+size_t ForwardCost(const std::pair<std::string, std::string>& queued) {
+  return queued.first.size() + queued.second.size() + 64;
+}
+}  // namespace
+
 void ClusterNode::ForwardDetection(const Detection& detection) {
+  std::string body = EncodeDetection(detection);
   absl::MutexLock lock(&forward_mu_);
-  if (forward_queue_.size() >= options_.max_forward_queue) {
+  const size_t cost = forward_prefix_.size() + 20 + body.size() + 64;  // at most ForwardCost
+  if (forward_queue_.size() >= options_.max_forward_queue ||
+      forward_bytes_ + cost > options_.max_forward_queue_bytes) {
     forward_dropped_.fetch_add(1);
     forward_family_.Add({{"result", "dropped"}}).Increment();
     return;
   }
-  forward_queue_.emplace_back(absl::StrCat(forward_prefix_, forward_next_++),
-                              EncodeDetection(detection));
+  forward_queue_.emplace_back(absl::StrCat(forward_prefix_, forward_next_++), std::move(body));
+  forward_bytes_ += ForwardCost(forward_queue_.back());
 }
 
 absl::Status ClusterNode::SendDetection(const std::string& id, const Detection& detection,
@@ -582,6 +592,7 @@ void ClusterNode::RunForwarder() {
       Log(absl::StrCat("cluster: the writer refused a detection: ", reply.status().message()));
     }
     absl::MutexLock lock(&forward_mu_);
+    forward_bytes_ -= ForwardCost(forward_queue_.front());
     forward_queue_.pop_front();
   }
 }

@@ -111,8 +111,11 @@ struct ClusterNodeOptions {
   // alive for the call) and what it made (palisaded feeds it back for recidive:
   // Pipeline::FeedDecisions). On the command server's thread.
   std::function<void(const Detection&, const DecisionUpdate&)> decided;
-  // Detections waiting to be sent to the writer, at most (past it they are dropped, counted).
+  // Detections waiting to be sent to the writer, at most (past it they are dropped, counted);
+  // and their bytes at most (a detection's evidence may be up to engine.max_evidence_bytes,
+  // 1 MiB: ten thousand of those are not a queue a node can hold).
   size_t max_forward_queue = 10'000;
+  size_t max_forward_queue_bytes = 16u << 20;
   // Commands the writer carries out besides decisions.add and decisions.delete (kind, body).
   std::function<absl::StatusOr<std::string>(absl::string_view kind, absl::string_view body)>
       handle_command;
@@ -248,6 +251,7 @@ class ClusterNode {
   // Detections waiting for the writer: (command id, body), oldest first.
   absl::Mutex forward_mu_;
   std::deque<std::pair<std::string, std::string>> forward_queue_ ABSL_GUARDED_BY(forward_mu_);
+  size_t forward_bytes_ ABSL_GUARDED_BY(forward_mu_) = 0;  // ForwardCost of each queued
   bool forward_stopping_ ABSL_GUARDED_BY(forward_mu_) = false;
   std::string forward_prefix_;  // "<node>:<incarnation>:d"
   uint64_t forward_next_ ABSL_GUARDED_BY(forward_mu_) = 0;

@@ -80,9 +80,11 @@ class ClusterNodeTest : public ::testing::Test {
   }
 
   std::unique_ptr<TestNode> StartNode(const std::string& id,
-                                      std::function<absl::Status()> may_own = nullptr) {
+                                      std::function<absl::Status()> may_own = nullptr,
+                                      size_t max_forward_queue_bytes = 16u << 20) {
     auto n = std::make_unique<TestNode>(clock_);
     ClusterNodeOptions o;
+    o.max_forward_queue_bytes = max_forward_queue_bytes;
     o.may_own_partitions = std::move(may_own);
     o.nats.servers = {server_->url()};
     o.node_id = id;
@@ -217,6 +219,30 @@ TEST_F(ClusterNodeTest, ABanMadeAnywhereIsTheWritersAndKnownEverywhereAndSurvive
   EXPECT_TRUE(a->node->writer());
   EXPECT_EQ(a->started, 2);
   EXPECT_TRUE(a->table.Get(d2->id())->active());
+}
+
+// While no writer answers, the detections a node waits to forward are bounded in bytes, not
+// only in count: each may carry up to engine.max_evidence_bytes (1 MiB) of evidence.
+TEST_F(ClusterNodeTest, DetectionsWaitingForAWriterAreBoundedInBytes) {
+  // Another node holds the writer lease and answers nothing.
+  absl::StatusOr<std::unique_ptr<NatsClient>> nats =
+      NatsClient::Connect({.servers = {server_->url()}});
+  ASSERT_THAT(nats, IsOk());
+  absl::StatusOr<std::unique_ptr<LeaseTable>> ghost =
+      LeaseTable::Open(**nats, {.node_id = "ghost", .clock = &clock_});
+  ASSERT_THAT(ghost, IsOk());
+  ASSERT_THAT((*ghost)->Claim(Ownership::kWriterLease), IsOk());
+  std::unique_ptr<TestNode> b = StartNode("b", nullptr, /*max_forward_queue_bytes=*/1 << 20);
+  ASSERT_TRUE(b->node != nullptr);
+  ASSERT_FALSE(b->node->writer());
+  for (int i = 0; i < 64; ++i) {
+    Detection d = Probe(absl::StrCat("203.0.113.", i + 1));
+    d.evidence = {std::string(100 << 10, 'x')};  // 100 KiB
+    b->node->ForwardDetection(d);
+  }
+  // 1 MiB holds ten of them (one may be out with the forwarder): the rest are dropped.
+  EXPECT_GE(b->node->detections_dropped(), 64u - 11u);
+  EXPECT_EQ(b->node->detections_forwarded(), 0u);
 }
 
 // A detection made on a node that does not write is decided by the writer, once, and mirrored
