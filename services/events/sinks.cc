@@ -1,8 +1,12 @@
 #include "services/events/sinks.h"
 
+#include <fcntl.h>
 #include <netdb.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <algorithm>
 
 #include <cerrno>
 #include <cstring>
@@ -353,7 +357,7 @@ bool PeerClosed(int fd) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<CefSyslogOutput>> CefSyslogOutput::Open(
-    const palisade::v1::CefSyslogSink& c) {
+    const palisade::v1::CefSyslogSink& c, absl::Duration io_timeout) {
   const std::string& address = c.address();
   size_t colon = address.rfind(':');
   int port = 0;
@@ -368,13 +372,13 @@ absl::StatusOr<std::unique_ptr<CefSyslogOutput>> CefSyslogOutput::Open(
   if (!transport.empty() && transport != "udp" && transport != "tcp") {
     return absl::InvalidArgumentError("cef_syslog.transport must be udp or tcp");
   }
-  std::unique_ptr<CefSyslogOutput> out(new CefSyslogOutput(transport == "tcp", host, port));
+  std::unique_ptr<CefSyslogOutput> out(new CefSyslogOutput(transport == "tcp", host, port, io_timeout));
   if (absl::Status s = out->Connect(); !s.ok() && !out->tcp_) return s;  // TCP retries later
   return out;
 }
 
-CefSyslogOutput::CefSyslogOutput(bool tcp, std::string host, int port)
-    : tcp_(tcp), host_(std::move(host)), port_(port) {
+CefSyslogOutput::CefSyslogOutput(bool tcp, std::string host, int port, absl::Duration io_timeout)
+    : tcp_(tcp), host_(std::move(host)), port_(port), io_timeout_(io_timeout) {
   char name[256] = {};
   if (gethostname(name, sizeof(name) - 1) == 0) hostname_ = name;
 }
@@ -394,15 +398,37 @@ absl::Status CefSyslogOutput::Connect() {
     return absl::UnavailableError(
         absl::StrCat("cef_syslog ", host_, ":", port_, ": ", gai_strerror(rc)));
   }
-  int fd = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC, 0);
-  if (fd < 0 || connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
-    const int err = errno;
+  // Non-blocking while connecting, so a collector that does not answer costs io_timeout, not
+  // the kernel's minutes of SYN retries; then blocking with a send deadline.
+  int fd = socket(found->ai_family, found->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  int err = fd < 0 ? errno : 0;
+  if (fd >= 0 && connect(fd, found->ai_addr, found->ai_addrlen) != 0) {
+    err = errno;
+    if (err == EINPROGRESS) {
+      pollfd p{fd, POLLOUT, 0};
+      const int ready =
+          poll(&p, 1, static_cast<int>(std::max<int64_t>(1, absl::ToInt64Milliseconds(io_timeout_))));
+      socklen_t len = sizeof(err);
+      if (ready == 0) {
+        err = ETIMEDOUT;
+      } else if (ready < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+        err = errno;
+      }
+    }
+  }
+  if (err == 0) {
+    const timeval tv = absl::ToTimeval(io_timeout_);
+    if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0) {
+      err = errno;
+    }
+  }
+  freeaddrinfo(found);
+  if (err != 0) {
     if (fd >= 0) close(fd);
-    freeaddrinfo(found);
     return absl::UnavailableError(
         absl::StrCat("cef_syslog ", host_, ":", port_, ": ", std::strerror(err)));
   }
-  freeaddrinfo(found);
   fd_ = fd;
   return absl::OkStatus();
 }
@@ -510,6 +536,12 @@ void SinkRunner::Run() {
           last_error = std::string(s.message());
           std::fprintf(stderr, "palisaded: sink %s: %s\n", config_.name().c_str(),
                        last_error.c_str());
+        }
+        if (stopping_.HasBeenNotified()) {
+          // Stopping: what is left is not tried against an output that fails (each try costs
+          // its deadline, and a full queue of them would hold the stop for hours).
+          while (subscriber->Next(absl::ZeroDuration()).has_value()) failed_.Increment();
+          break;
         }
       }
       last = e->sequence();

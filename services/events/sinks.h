@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "palisade/v1/config.pb.h"
 #include "palisade/v1/palisade.pb.h"
 #include "prometheus/registry.h"
@@ -55,20 +56,23 @@ class EcsFileOutput final : public SinkOutput {
   uint64_t size_;
 };
 
-// CEF over syslog. UDP: one datagram per event. TCP: octet-counted frames, reconnecting.
+// CEF over syslog. UDP: one datagram per event. TCP: octet-counted frames, reconnecting. A
+// connect and a send each have `io_timeout`: a collector that stops reading makes writes fail
+// (counted by the runner), never blocks the sink's thread for good.
 class CefSyslogOutput final : public SinkOutput {
  public:
   static absl::StatusOr<std::unique_ptr<CefSyslogOutput>> Open(
-      const palisade::v1::CefSyslogSink& c);
+      const palisade::v1::CefSyslogSink& c, absl::Duration io_timeout = absl::Seconds(5));
   ~CefSyslogOutput() override;
   absl::Status Write(const palisade::v1::Event& event) override;
 
  private:
-  CefSyslogOutput(bool tcp, std::string host, int port);
+  CefSyslogOutput(bool tcp, std::string host, int port, absl::Duration io_timeout);
   absl::Status Connect();
   const bool tcp_;
   const std::string host_;
   const int port_;
+  const absl::Duration io_timeout_;
   int fd_ = -1;
   std::string hostname_;
 };
@@ -77,7 +81,9 @@ class SinkRunner {
  public:
   SinkRunner(const palisade::v1::SinkConfig& config, std::unique_ptr<SinkOutput> output,
              EventHub& hub, prometheus::Registry& registry);
-  ~SinkRunner();  // stops after writing what it already took
+  // Stops after writing what it already took, or at the first write that fails once stopping
+  // (the rest counted failed).
+  ~SinkRunner();
 
   // Builds the output a config names (files opened, addresses resolved).
   static absl::StatusOr<std::unique_ptr<SinkOutput>> OutputFor(

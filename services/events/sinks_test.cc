@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -26,6 +27,7 @@ using json = nlohmann::json;
 using palisade::v1::Event;
 using ::testing::HasSubstr;
 using testing::IsOk;
+using testing::StatusIs;
 
 Event Detection() {
   Event e;
@@ -511,6 +513,89 @@ TEST(CefSyslogTest, AnEventAfterTheCollectorClosedTheConnectionIsNotLost) {
   EXPECT_THAT(ReadFrame(again), HasSubstr("cn1=2 "));
   close(again);
   close(listener);
+}
+
+// A collector that stops reading (hung, or a full disk behind it): once the socket buffers
+// were full, send() blocked the sink's thread for good, and palisaded's stop, which joins the
+// sinks, with it. Sends and connects have a deadline; past it the write fails (counted) and
+// the sink goes on.
+TEST(CefSyslogTest, ACollectorThatStopsReadingCannotWedgeTheSink) {
+  int port = 0;
+  const int listener = Listen(SOCK_STREAM, &port);  // never accepts, never reads
+  palisade::v1::CefSyslogSink config;
+  config.set_address(absl::StrCat("127.0.0.1:", port));
+  config.set_transport("tcp");
+  absl::StatusOr<std::unique_ptr<CefSyslogOutput>> out =
+      CefSyslogOutput::Open(config, /*io_timeout=*/absl::Milliseconds(500));
+  ASSERT_THAT(out, IsOk());
+  Event e = Detection();
+  e.mutable_detection()->set_source(std::string(4000, 's'));  // fills the buffers sooner
+  absl::Notification done;
+  absl::Status failed;
+  int writes = 0;
+  std::thread writer([&] {
+    for (; writes < 200000; ++writes) {
+      absl::Status s = (*out)->Write(e);
+      if (!s.ok()) {
+        failed = s;
+        break;
+      }
+    }
+    done.Notify();
+  });
+  // Wide: a wedged writer never finishes; a working one fails within a few deadlines.
+  const bool finished = done.WaitForNotificationWithTimeout(absl::Seconds(60));
+  if (!finished) close(listener);  // resets the connection, which ends the blocked send
+  writer.join();
+  EXPECT_TRUE(finished) << "a write blocked past every deadline, after " << writes << " writes";
+  EXPECT_THAT(failed, StatusIs(absl::StatusCode::kUnavailable));
+  if (finished) close(listener);
+}
+
+// An output whose collector is gone: each write fails after a while (the send deadline).
+class FailingOutput final : public SinkOutput {
+ public:
+  absl::Status Write(const Event&) override {
+    gate_.WaitForNotification();  // the first write waits for the test
+    absl::MutexLock lock(&mu_);
+    ++writes_;
+    return absl::UnavailableError("cef_syslog 192.0.2.1:514: Resource temporarily unavailable");
+  }
+  void Open() { gate_.Notify(); }
+  int writes() {
+    absl::MutexLock lock(&mu_);
+    return writes_;
+  }
+
+ private:
+  absl::Notification gate_;
+  absl::Mutex mu_;
+  int writes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// Stopping writes what the runner took, but not against an output that fails: each failed
+// write costs a send deadline, and a full queue of them (4,096) held palisaded's stop for hours.
+// Once stopping, the first failure ends the runner; the rest are counted failed, not tried.
+TEST(SinkRunnerTest, StoppingGivesUpAtTheFirstFailure) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  EventHub hub({}, clock, registry);
+  palisade::v1::SinkConfig config;
+  config.set_name("gone");
+  auto output = std::make_unique<FailingOutput>();
+  FailingOutput* out = output.get();
+  auto sink = std::make_unique<SinkRunner>(config, std::move(output), hub, registry);
+  Event e = Decision();
+  e.clear_sequence();
+  for (int i = 0; i < 100; ++i) hub.Publish(e);  // one being written, 99 queued
+  std::thread stopper([&sink] { sink.reset(); });
+  // The stop is asked for before the first write fails (a wide margin: the stopper only has to
+  // reach the runner's destructor).
+  absl::SleepFor(absl::Milliseconds(200));
+  out->Open();
+  stopper.join();
+  EXPECT_LE(out->writes(), 2);
+  EXPECT_EQ(MetricValue(registry, "palisade_sink_events_total", "failed"), 100);
 }
 
 }  // namespace
