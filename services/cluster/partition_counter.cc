@@ -359,15 +359,45 @@ absl::Status PartitionCounter::Take(Partition& part, uint64_t sequence, absl::st
   return Deliver(part);
 }
 
+namespace {
+
+// A refusal that offering the detection again cannot change: the writer answered what it
+// answers for good (and remembers its answer by the detection's id), e.g. the rule is not
+// loaded there, or the detection cannot be sent at all.
+bool RefusedForGood(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kUnimplemented:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kUnauthenticated:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
 absl::Status PartitionCounter::Deliver(Partition& part) {
   while (!part.pending.empty()) {
     absl::Status taken = on_detection_(part.pending.front());
     if (!taken.ok()) {
       absl::MutexLock lock(&mu_);
       ++stats_.callback_failures;
-      return absl::Status(taken.code(),
-                          absl::StrCat("cluster: partition ", part.p, ": detection ",
-                                       part.pending.front().id, " not taken: ", taken.message()));
+      absl::Status refused(taken.code(),
+                           absl::StrCat("cluster: partition ", part.p, ": detection ",
+                                        part.pending.front().id, " not taken: ", taken.message()));
+      if (!RefusedForGood(taken.code())) return refused;
+      // Offered again it would be refused again, and the partition would read nothing more:
+      // dropped, counted and kept as the last refusal, and the partition reads on.
+      ++stats_.rejected;
+      last_refusal_ = std::string(refused.message());
+      part.pending.pop_front();
+      continue;
     }
     part.pending.pop_front();
     absl::MutexLock lock(&mu_);

@@ -139,7 +139,10 @@ class PartitionCounter {
   // the detections over, records the emitted positions, takes the snapshots that are due and
   // ages the windows. A detection the callback refuses is offered again at the next Poll, and
   // its partition reads nothing more until it is taken (the error is returned, naming the
-  // partition). Returns the matches read.
+  // partition); but one refused for good (kInvalidArgument, kFailedPrecondition, kNotFound and
+  // the like: e.g. its rule is not loaded on the writer, which answers a repeat from memory) is
+  // dropped, counted in stats().rejected and last_refusal(), and the partition reads on.
+  // Returns the matches read.
   absl::StatusOr<size_t> Poll();
 
   // Snapshots every owned partition now (before a clean stop and Ownership::ReleaseAll, so the
@@ -161,7 +164,8 @@ class PartitionCounter {
     uint64_t counted = 0;            // matches counted into windows
     uint64_t replayed = 0;           // of which counted again on a take-over (not re-raised)
     uint64_t detections = 0;         // handed to the callback and taken
-    uint64_t callback_failures = 0;  // refusals of the callback (offered again)
+    uint64_t callback_failures = 0;  // refusals of the callback (offered again, unless for good)
+    uint64_t rejected = 0;           // of them, refused for good: dropped (see Poll)
     uint64_t refused_version = 0;    // matches of another rule set version
     uint64_t refused_invalid = 0;    // unreadable, unknown rule, bad key, wrong partition
     uint64_t trimmed = 0;            // take-overs whose replay began where the stream was trimmed

@@ -368,6 +368,51 @@ TEST_F(PartitionCounterTest, ARefusedDetectionIsOfferedAgainAndNotLostOnATakeOve
   EXPECT_EQ(n2->stats().counted, 6u);
 }
 
+// A detection the writer refuses for good (its rule is not loaded there: removed by a rule
+// reload; a detection too large for the command channel) is never taken, however often it is
+// offered (the writer answers a repeat from its memory): it is dropped and counted, and its
+// partition reads on. Offered for ever, it kept every later match of the partition uncounted.
+TEST_F(PartitionCounterTest, ADetectionTheWriterRefusesForGoodDoesNotBlockItsPartition) {
+  auto web1 = Node("web-1");
+  const std::string refused = "192.0.2.10";
+  std::string other;  // a key of the same partition
+  for (int i = 11; other.empty(); ++i) {
+    const std::string ip = absl::StrCat("192.0.2.", i);
+    if (PartitionOf(ip, kPartitions) == PartitionOf(refused, kPartitions)) other = ip;
+  }
+  std::vector<ClusterDetection> taken;
+  auto writer = [&](const ClusterDetection& d) {
+    if (d.detection.key == refused) {
+      return absl::FailedPreconditionError(
+          "detections.apply: rule \"ssh-fail\" is not loaded on the writer");
+    }
+    taken.push_back(d);
+    return absl::OkStatus();
+  };
+  auto c = PartitionCounter::Open(*client_,
+                                  {.node_id = "n1",
+                                   .stream = kStream,
+                                   .partitions = kPartitions,
+                                   .rules = rules_,
+                                   .rule_set_version = version_,
+                                   .clock = &clock_},
+                                  writer);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Apply(All()).ok());
+  for (int i = 0; i < 5; ++i) Fail(*web1, refused, i);
+  for (int i = 0; i < 5; ++i) Fail(*web1, other, 10 + i);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while ((*c)->stats().counted < 10 && (*c)->stats().callback_failures < 50 &&
+         absl::Now() < deadline) {
+    (*c)->Poll().IgnoreError();
+  }
+  EXPECT_EQ((*c)->stats().counted, 10u);
+  ASSERT_EQ(taken.size(), 1u);
+  EXPECT_EQ(taken[0].detection.key, other);
+  EXPECT_EQ((*c)->stats().callback_failures, 1u);
+  EXPECT_EQ((*c)->stats().rejected, 1u);
+}
+
 // A snapshot that cannot be read is no snapshot: the partition is read from the stream's start.
 TEST_F(PartitionCounterTest, AnUnreadableSnapshotMeansReadingFromTheStart) {
   auto web1 = Node("web-1");
