@@ -293,7 +293,9 @@ absl::StatusOr<ParsedFeed> ParseStix(absl::string_view content, const FeedParseO
   try {
     bundle = json::parse(content.begin(), content.end());
   } catch (const json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("STIX bundle is not JSON: ", e.what()));
+    // The library quotes the bytes it stopped at as they came.
+    return absl::InvalidArgumentError(
+        absl::StrCat("STIX bundle is not JSON: ", Printable(e.what(), kMaxLineLength)));
   }
   if (!bundle.is_object() || bundle.value("type", json()) != "bundle") {
     return absl::InvalidArgumentError("STIX content is not a bundle (no \"type\": \"bundle\")");

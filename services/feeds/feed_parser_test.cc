@@ -237,6 +237,25 @@ TEST(FeedParserTest, ReferencesAndQuotedTextAreUtf8WithoutControlBytes) {
   EXPECT_TRUE(Utf8WithoutControlBytes(std::string(header.message()))) << header.message();
 }
 
+// The JSON library quotes the bytes it stopped at, raw: a STIX error holding a byte that is not
+// UTF-8 became the feed's last_error (FeedInfo, a proto3 string) and made Feeds.List unreadable.
+TEST(FeedParserTest, StixErrorsAreUtf8WithoutControlBytes) {
+  absl::Status bad = ParseFeed(palisade::v1::FEED_FORMAT_STIX,
+                               "{\"type\":\"bundle\",\"objects\":[\xff\xfe\x1b[2J]}", {})
+                         .status();
+  EXPECT_THAT(bad, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not JSON")));
+  EXPECT_TRUE(Utf8WithoutControlBytes(std::string(bad.message()))) << bad.message();
+  FeedParseOptions options;
+  options.now = absl::FromUnixSeconds(1795000000);
+  ParsedFeed feed = MustParse(palisade::v1::FEED_FORMAT_STIX,
+                              R"({"type":"bundle","objects":[{"type":"indicator","id":"i--1",)"
+                              R"("pattern":"[ipv4-addr:value = '198.51.100.1']",)"
+                              R"("valid_until":"2027-01-01T00:00:00Z\u001b[2J"}]})",
+                              options);
+  ASSERT_EQ(feed.rejections.size(), 1u);
+  EXPECT_TRUE(Utf8WithoutControlBytes(feed.rejections[0].reason)) << feed.rejections[0].reason;
+}
+
 TEST(FeedParserTest, FormatNames) {
   EXPECT_THAT(ParseFeedFormatName("spamhaus-json"),
               IsOkAndHolds(palisade::v1::FEED_FORMAT_SPAMHAUS_JSON));
