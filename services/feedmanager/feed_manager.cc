@@ -500,12 +500,15 @@ absl::StatusOr<PushFeedResponse> FeedManager::FetchNow(absl::string_view name) {
     unchanged.set_version(feed->version);
     return unchanged;
   }
+  // The version is stored and published (once) with the validators it came with; a held one
+  // keeps those of the version applied, so the next pull asks for the whole content again.
+  std::string etag = std::exchange(feed->etag, fetched->etag);
+  std::string last_modified = std::exchange(feed->last_modified, fetched->last_modified);
   absl::StatusOr<PushFeedResponse> applied =
       ApplyLocked(*feed, palisade::v1::FEED_PUSH_MODE_REPLACE, *parsed, /*force=*/false);
-  if (applied.ok() && !applied->held()) {
-    feed->etag = fetched->etag;
-    feed->last_modified = fetched->last_modified;
-    PersistLocked(*feed);
+  if (!applied.ok() || applied->held()) {
+    feed->etag = std::move(etag);
+    feed->last_modified = std::move(last_modified);
   }
   return applied;
 }

@@ -544,6 +544,35 @@ TEST_F(FeedManagerTest, PullHonoursETagAndKeepsTheLastGoodCopy) {
   EXPECT_EQ(feeds->List().feeds(0).last_error(), "");
 }
 
+// A pulled version was handed to on_version (and stored) twice: first without its ETag, then
+// with it. Followers take the first and ignore the second (same version), so a node that
+// later writes sent the previous version's validators; and a big feed was stored twice.
+TEST_F(FeedManagerTest, APulledVersionIsPublishedOnceWithItsValidators) {
+  FeedServer server;
+  server.Serve("198.51.100.1\n");
+  FeedConfig c = Plain("pulled");
+  c.set_url(server.url());
+  std::vector<palisade::v1::FeedState> made;
+  FeedManagerOptions options;
+  options.feeds = {c};
+  options.on_version = [&made](absl::string_view, const palisade::v1::FeedState& state) {
+    made.push_back(state);
+  };
+  FeedManager feeds(options, clock_, metrics_, nullptr, nullptr);
+  ASSERT_THAT(feeds.FetchNow("pulled"), IsOk());
+  ASSERT_THAT(made, SizeIs(1));
+  EXPECT_EQ(made[0].version(), 1u);
+  EXPECT_EQ(made[0].etag(), "\"v1\"");
+  // A held version keeps the validators of the applied one: the next pull asks for it whole.
+  server.Serve("");
+  absl::StatusOr<PushFeedResponse> held = feeds.FetchNow("pulled");
+  ASSERT_THAT(held, IsOk());
+  EXPECT_TRUE(held->held());
+  EXPECT_THAT(made, SizeIs(1));
+  ASSERT_THAT(feeds.FetchNow("pulled"), IsOk());
+  EXPECT_EQ(server.last_if_none_match(), "\"v1\"");
+}
+
 TEST_F(FeedManagerTest, PullRefusesOversizedContentAndReadsFiles) {
   FeedServer server;
   server.Serve(Hosts(0, 5000));  // ~60 KB
