@@ -279,11 +279,14 @@ void ClusterNode::Tick() {
       error = absl::StrCat("rule set check: ", gate.message());  // as before, until it answers
     }
   }
+  // Each lease the tick claims holds for the term from its claim, which is after this: a tick
+  // whose requests were slow must not count its leases from its end.
+  const absl::Time started = clock_.TimeNow();
   absl::StatusOr<Ownership::Change> change = ownership_->Tick(may_own);
   const absl::Time now = clock_.TimeNow();
   if (change.ok()) {
     ticks_ok_.Increment();
-    last_good_tick_ = now;
+    last_good_tick_ = started;
     live_gauge_.Set(static_cast<double>(change->live_nodes));
   } else {
     ticks_failed_.Increment();

@@ -225,7 +225,8 @@ class ClusterNode {
   std::unique_ptr<CommandServer> command_server_;
   bool edge_started_ = false;  // the tick's: writer_started ran (and writer_stopped did not)
   std::atomic<bool> writing_{false};
-  // The tick's: when a tick last succeeded, and the partitions handed to partitions_changed.
+  // The tick's: when the last tick that succeeded started (its leases hold a term from then at
+  // least), and the partitions handed to partitions_changed.
   absl::Time last_good_tick_ = absl::InfinitePast();
   std::set<uint32_t> counting_;
   absl::Mutex status_mu_;

@@ -2,6 +2,7 @@
 // DecisionTable, ticked by the test.
 #include "services/cluster/cluster_node.h"
 
+#include <atomic>
 #include <functional>
 #include <memory>
 #include <set>
@@ -87,10 +88,11 @@ class ClusterNodeTest : public ::testing::Test {
     o.max_forward_queue_bytes = max_forward_queue_bytes;
     o.may_own_partitions = std::move(may_own);
     o.nats.servers = {server_->url()};
+    o.nats.timeout = nats_timeout_;
     o.node_id = id;
     o.partitions = kPartitions;
     o.lease_term = absl::Seconds(15);
-    o.clock = &clock_;
+    o.clock = node_clock_ != nullptr ? node_clock_ : &clock_;
     o.run_thread = false;
     TestNode* t = n.get();
     o.writer_started = [t] { ++t->started; };
@@ -137,7 +139,24 @@ class ClusterNodeTest : public ::testing::Test {
   }
 
   SimulatedClock clock_;
+  Clock* node_clock_ = nullptr;  // the nodes' (leases and ticks) when set, else clock_
+  absl::Duration nats_timeout_ = absl::Seconds(5);
   std::unique_ptr<NatsServerForTests> server_;
+};
+
+// clock_, moved forward by `step` at each read: a tick whose NATS requests are slow.
+class SlowClock : public Clock {
+ public:
+  explicit SlowClock(SimulatedClock& base) : base_(base) {}
+  absl::Time TimeNow() override {
+    base_.Advance(absl::Nanoseconds(step_ns.load()));
+    return base_.TimeNow();
+  }
+  void SleepFor(absl::Duration d) override { base_.Advance(d); }
+  std::atomic<int64_t> step_ns{0};
+
+ private:
+  SimulatedClock& base_;
 };
 
 TEST_F(ClusterNodeTest, ABanMadeAnywhereIsTheWritersAndKnownEverywhereAndSurvivesATakeOver) {
@@ -219,6 +238,36 @@ TEST_F(ClusterNodeTest, ABanMadeAnywhereIsTheWritersAndKnownEverywhereAndSurvive
   EXPECT_TRUE(a->node->writer());
   EXPECT_EQ(a->started, 2);
   EXPECT_TRUE(a->table.Get(d2->id())->active());
+}
+
+// A node acts on its leases only while they hold: from the start of the tick that renewed
+// them, not from its end. Its leases' `until` is the time of each claim plus the term; a tick
+// whose requests took seconds (a slow server) ended well after its first claims, and counted
+// from its end the node kept counting partitions (and writing) after the other nodes were free
+// to take them, when its next ticks failed.
+TEST_F(ClusterNodeTest, LeasesHeldAreCountedFromTheStartOfTheTickThatRenewedThem) {
+  SlowClock slow(clock_);
+  node_clock_ = &slow;
+  nats_timeout_ = absl::Seconds(1);  // NATS will be away: its requests fail sooner
+  std::unique_ptr<TestNode> a = StartNode("a");
+  ASSERT_TRUE(a->node != nullptr);
+  ASSERT_TRUE(a->node->writer());
+  ASSERT_EQ(a->counting.size(), kPartitions);
+  // A slow tick: each read of the clock 300 ms later (about 7 s in all, first claims early).
+  const absl::Time start = clock_.TimeNow();
+  slow.step_ns = absl::ToInt64Nanoseconds(absl::Milliseconds(300));
+  a->node->Tick();
+  slow.step_ns = 0;
+  ASSERT_GT(clock_.TimeNow() - start, absl::Seconds(5));
+  ASSERT_EQ(a->counting.size(), kPartitions);
+  // The first partitions renewed in it were claimed within 3 s of its start: past their term
+  // and skew, another node may hold them. This node's ticks fail from then on (NATS away).
+  clock_.Set(start + absl::Seconds(3) + absl::Seconds(15) + absl::Seconds(2));
+  server_->Kill();
+  a->node->Tick();
+  EXPECT_TRUE(a->counting.empty());
+  EXPECT_FALSE(a->node->writer());
+  EXPECT_TRUE(server_->Restart().ok());  // a quicker stop
 }
 
 // While no writer answers, the detections a node waits to forward are bounded in bytes, not
