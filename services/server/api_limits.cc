@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/wire_format_lite.h"
 
@@ -47,6 +48,90 @@ inline size_t RecordAt(const uint8_t* p, const uint8_t* end, uint32_t* length) {
   const size_t n = ShortVarint(p + 1, end, length);
   if (n == 0 || *length > static_cast<size_t>(end - (p + 1 + n))) return 0;
   return 1 + n;
+}
+
+// What a parse allocates, at most, for each thing it reads (64-bit, protobuf 3.21; heap or
+// arena): a message (a record, a map entry, a nested message) with its slot and map node; a
+// string with its allocation; an unknown field's entry. Upper bounds: the estimate is a
+// budget's, not an exact size.
+constexpr size_t kMessageBytes = 128;
+constexpr size_t kStringBytes = 48;
+constexpr size_t kUnknownBytes = 16;
+// A record that holds only its line, as shippers send most.
+constexpr size_t kLineRecordBytes = kMessageBytes + kStringBytes;
+
+// Adds to `*cost` what parsing the message of type `type` (null: unknown) in [p, p + size)
+// would hold. Stops once `*cost` passes `budget`. False when the bytes are not well formed
+// (the parse refuses them; what was counted so far stands).
+bool ChargeMessage(const google::protobuf::Descriptor* type, const uint8_t* p, size_t size,
+                   int depth, size_t budget, size_t* cost) {
+  google::protobuf::io::CodedInputStream in(p, static_cast<int>(size));
+  while (*cost <= budget) {
+    const int at = in.CurrentPosition();
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) return in.ConsumedEntireMessage() || in.CurrentPosition() == at;
+    const google::protobuf::FieldDescriptor* field =
+        type == nullptr ? nullptr : type->FindFieldByNumber(WireFormatLite::GetTagFieldNumber(tag));
+    switch (WireFormatLite::GetTagWireType(tag)) {
+      case WireFormatLite::WIRETYPE_LENGTH_DELIMITED: {
+        uint32_t length = 0;
+        if (!in.ReadVarint32(&length) ||
+            length > size - static_cast<size_t>(in.CurrentPosition())) {
+          return false;
+        }
+        const uint8_t* payload = p + in.CurrentPosition();
+        using Type = google::protobuf::FieldDescriptor;
+        if (field != nullptr && field->type() == Type::TYPE_MESSAGE && depth < 8) {
+          *cost += kMessageBytes;  // a map's entries are messages too
+          if (!ChargeMessage(field->message_type(), payload, length, depth + 1, budget, cost)) {
+            return false;
+          }
+        } else if (field != nullptr && field->type() == Type::TYPE_MESSAGE) {
+          *cost += kMessageBytes + 64 * size_t{length};  // (no message of ours nests this deep)
+        } else if (field != nullptr &&
+                   (field->type() == Type::TYPE_STRING || field->type() == Type::TYPE_BYTES)) {
+          *cost += kStringBytes + length;
+        } else if (field != nullptr) {
+          *cost += 8 * size_t{length};  // packed scalars: a byte or more each on the wire
+        } else {
+          *cost += kUnknownBytes + kStringBytes + length;
+        }
+        if (!in.Skip(static_cast<int>(length))) return false;
+        break;
+      }
+      case WireFormatLite::WIRETYPE_START_GROUP: {
+        // Only unknown fields are groups here; each of their fields is an entry in a set.
+        const int before = in.CurrentPosition();
+        if (!WireFormatLite::SkipField(&in, tag)) return false;
+        *cost += kUnknownBytes * (1 + static_cast<size_t>(in.CurrentPosition() - before));
+        break;
+      }
+      case WireFormatLite::WIRETYPE_END_GROUP:
+        return false;
+      default:
+        if (!WireFormatLite::SkipField(&in, tag)) return false;
+        *cost += field != nullptr ? 8 : kUnknownBytes;
+    }
+  }
+  return true;
+}
+
+// A record's cost: the common one (its line and nothing else) without a descriptor.
+inline void ChargeRecord(const uint8_t* p, uint32_t length, size_t budget, size_t* cost) {
+  uint32_t size = 0;
+  if (length == 0) {
+    *cost += kMessageBytes;
+    return;
+  }
+  if (p[0] == kLineTag) {
+    const size_t n = ShortVarint(p + 1, p + length, &size);
+    if (n != 0 && 1 + n + size == length) {
+      *cost += kLineRecordBytes + size;
+      return;
+    }
+  }
+  *cost += kMessageBytes;
+  (void)ChargeMessage(palisade::v1::LogRecord::descriptor(), p, length, 1, budget, cost);
 }
 }  // namespace
 
@@ -139,24 +224,39 @@ absl::Status ApiLimits::Read(const grpc::ByteBuffer& wire, Wire* out) {
   const uint8_t* const end = data + out->bytes.size();
   const uint8_t* p = data;
   uint32_t records = 0;
+  // What the parse would hold, charged as the walk goes (see ChargeMessage): the records cap
+  // counts records, and a record's map entries, unknown fields and packed offsets cost tens of
+  // bytes of memory for each byte on the wire.
+  const size_t budget = ParseBudget();
+  size_t cost = 0;
   while (p < end) {
     uint32_t length = 0;
     if (const size_t header = RecordAt(p, end, &length); header != 0) {
+      ChargeRecord(p + header, length, budget, &cost);
       p += header + length;
     } else {
       google::protobuf::io::CodedInputStream in(p, static_cast<int>(end - p));
       const uint32_t tag = in.ReadTag();
       if (tag == 0) break;
       if (tag == kRecordsTag) {
-        if (!in.ReadVarint32(&length) || !in.Skip(static_cast<int>(length))) break;
+        if (!in.ReadVarint32(&length) ||
+            length > static_cast<size_t>(end - p) - in.CurrentPosition()) {
+          break;
+        }
+        ChargeRecord(p + in.CurrentPosition(), length, budget, &cost);
+        if (!in.Skip(static_cast<int>(length))) break;
       } else if (!WireFormatLite::SkipField(&in, tag)) {
         break;
       } else {
+        (void)ChargeMessage(palisade::v1::LogBatch::descriptor(), p, in.CurrentPosition(), 0,
+                            budget, &cost);
         p += in.CurrentPosition();
+        if (cost > budget) return RefuseParseCost(budget);
         continue;
       }
       p += in.CurrentPosition();
     }
+    if (cost > budget) return RefuseParseCost(budget);
     if (++records > options_.max_records_per_batch) {
       CountRefusal("Ingest.Ship", "max_records_per_batch");
       return absl::ResourceExhaustedError(
@@ -166,6 +266,19 @@ absl::Status ApiLimits::Read(const grpc::ByteBuffer& wire, Wire* out) {
   }
   out->records = records;
   return absl::OkStatus();
+}
+
+size_t ApiLimits::ParseBudget() const {
+  return 2 * size_t{options_.max_message_bytes} +
+         size_t{options_.max_records_per_batch} * kLineRecordBytes;
+}
+
+absl::Status ApiLimits::RefuseParseCost(size_t budget) {
+  CountRefusal("Ingest.Ship", "max_message_bytes");
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "a LogBatch would take more than ", budget,
+      " bytes once parsed (twice api.max_message_bytes, and its records): it holds too many "
+      "fields, map entries, unknown fields or offsets for its size; send smaller batches"));
 }
 
 absl::Status ApiLimits::ParseLogBatch(const Wire& wire, palisade::v1::LogBatch* batch) {

@@ -65,7 +65,10 @@ class ApiLimits {
 
   // Parses a LogBatch received as bytes. RESOURCE_EXHAUSTED naming api.max_records_per_batch
   // (counted) when it holds more records, found by walking the wire format before anything is
-  // parsed; INVALID_ARGUMENT when it is not a LogBatch.
+  // parsed; RESOURCE_EXHAUSTED naming api.max_message_bytes (counted as that limit) when what
+  // the parse would hold (map entries, unknown fields and packed offsets cost tens of bytes
+  // for each byte on the wire) passes twice max_message_bytes plus the records' share;
+  // INVALID_ARGUMENT when it is not a LogBatch.
   absl::Status ParseLogBatch(const grpc::ByteBuffer& wire, palisade::v1::LogBatch* batch);
 
   // A LogBatch's bytes in one piece: a view of gRPC's slice, or its slices joined. A stream
@@ -100,6 +103,10 @@ class ApiLimits {
  private:
   const Options options_;
   void Release();
+  // The bytes a batch's parse may hold: 2 x max_message_bytes, and max_records_per_batch
+  // records of a line each.
+  size_t ParseBudget() const;
+  absl::Status RefuseParseCost(size_t budget);
 
   std::atomic<uint32_t> open_{0};
   prometheus::Family<prometheus::Counter>& refusals_;

@@ -1,6 +1,8 @@
 #include "services/server/api_limits.h"
 
 #include <random>
+
+#include "absl/strings/str_cat.h"
 #include <string>
 #include <vector>
 
@@ -238,6 +240,99 @@ TEST_F(ApiLimitsTest, TheRecordsCapActsBeforeAnythingIsParsed) {
   ApiLimits::Wire wire;
   EXPECT_THAT(limits.Read(InSlices(LinesBatch().SerializeAsString(), 2), &wire),
               StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+}  // namespace
+}  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// The records cap bounds records, not what a record holds: a parse allocates a map entry, an
+// unknown field or a packed element for a few bytes on the wire each (tens of bytes of memory
+// per wire byte). A batch whose parse would hold more than its byte budget is refused, before
+// it is parsed, with max_message_bytes named.
+class ParsedBytesTest : public ::testing::Test {
+ protected:
+  static std::string Varint(uint64_t v) {
+    std::string out;
+    while (v >= 0x80) {
+      out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+      v >>= 7;
+    }
+    out.push_back(static_cast<char>(v));
+    return out;
+  }
+  absl::Status ReadBatch(const std::string& bytes) {
+    ApiLimits::Wire wire;
+    return limits_.Read(InSlices(bytes, 3), &wire);
+  }
+  prometheus::Registry registry_;
+  ApiLimits limits_{ApiLimits::Options{}, registry_};
+};
+
+TEST_F(ParsedBytesTest, ARecordOfManyMapEntriesIsRefusedBeforeItIsParsed) {
+  LogBatch batch;
+  palisade::v1::LogRecord* record = batch.add_records();
+  record->set_line("a line");
+  for (int i = 0; i < 400'000; ++i) (*record->mutable_fields())[absl::StrCat("k", i)] = "";
+  const std::string bytes = batch.SerializeAsString();
+  ASSERT_LT(bytes.size(), ApiLimits::Options{}.max_message_bytes);
+  LogBatch parsed;
+  ASSERT_TRUE(parsed.ParseFromString(bytes));
+  // What the parse holds, for the record: many times the wire's size.
+  EXPECT_GT(parsed.SpaceUsedLong(), 4 * bytes.size()) << parsed.SpaceUsedLong();
+  EXPECT_THAT(ReadBatch(bytes),
+              StatusIs(absl::StatusCode::kResourceExhausted, ::testing::HasSubstr("max_message_bytes")));
+}
+
+TEST_F(ParsedBytesTest, ManyUnknownFieldsAreRefusedBeforeTheyAreParsed) {
+  std::string bytes = LinesBatch().SerializeAsString();
+  // Field 15, length-delimited and empty: two bytes each, a string each once parsed.
+  const std::string unknown = {static_cast<char>((15 << 3) | 2), 0};
+  for (int i = 0; i < 2'000'000; ++i) bytes += unknown;
+  ASSERT_LT(bytes.size(), ApiLimits::Options{}.max_message_bytes);
+  EXPECT_THAT(ReadBatch(bytes), StatusIs(absl::StatusCode::kResourceExhausted,
+                                         ::testing::HasSubstr("max_message_bytes")));
+  // Inside a record too (and inside its event time).
+  std::string record = "\x0a\x01x";
+  std::string time;
+  for (int i = 0; i < 1'000'000; ++i) time += unknown;
+  record += "\x12" + Varint(time.size()) + time;
+  std::string nested = "\x22" + Varint(record.size()) + record;
+  EXPECT_THAT(ReadBatch(nested), StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+TEST_F(ParsedBytesTest, AnOriginOfManyPackedOffsetsIsRefused) {
+  // origin.line_ends, packed: a byte each on the wire, eight once parsed.
+  std::string packed(6'000'000, '\x01');
+  std::string origin = "\x0a\x01s" + std::string("\x3a") + Varint(packed.size()) + packed;
+  origin[3] = static_cast<char>((palisade::v1::BatchOrigin::kLineEndsFieldNumber << 3) | 2);
+  std::string bytes = LinesBatch().SerializeAsString() + "\x2a" + Varint(origin.size()) + origin;
+  LogBatch parsed;
+  ASSERT_TRUE(parsed.ParseFromString(bytes));
+  ASSERT_EQ(parsed.origin().line_ends_size(), 6'000'000);
+  EXPECT_THAT(ReadBatch(bytes), StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+TEST_F(ParsedBytesTest, BatchesAsShippersSendThemStillPass) {
+  // The largest batch of lines the caps allow.
+  LogBatch lines;
+  for (int i = 0; i < 10'000; ++i) lines.add_records()->set_line(std::string(1600, 'x'));
+  EXPECT_THAT(ReadBatch(lines.SerializeAsString()), IsOk());
+  // And records with event times and a few fields each (journald's).
+  LogBatch journal;
+  for (int i = 0; i < 10'000; ++i) {
+    palisade::v1::LogRecord* r = journal.add_records();
+    r->set_line("sshd[123]: Failed password for root from 203.0.113.7 port 22 ssh2");
+    r->mutable_event_time()->set_seconds(1'772'000'000 + i);
+    for (const char* k : {"_HOSTNAME", "_SYSTEMD_UNIT", "_PID", "PRIORITY", "SYSLOG_IDENTIFIER"}) {
+      (*r->mutable_fields())[k] = "some value of a field";
+    }
+  }
+  journal.mutable_origin()->set_shipper_id("web-1");
+  for (int i = 0; i < 10'000; ++i) journal.mutable_origin()->add_line_ends(100 * (i + 1));
+  EXPECT_THAT(ReadBatch(journal.SerializeAsString()), IsOk());
 }
 
 }  // namespace
