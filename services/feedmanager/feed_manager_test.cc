@@ -573,6 +573,27 @@ TEST_F(FeedManagerTest, APulledVersionIsPublishedOnceWithItsValidators) {
   EXPECT_EQ(server.last_if_none_match(), "\"v1\"");
 }
 
+// "Not modified" is only an answer to a conditional request: a server that answers 304 to a
+// feed with no version yet (no validators sent) gave nothing, and the feed must not look
+// fresh (last success now, age 0) while it holds nothing.
+TEST_F(FeedManagerTest, NotModifiedWithoutAVersionIsAFailure) {
+  httplib::Server server;
+  server.Get("/feed.txt", [](const httplib::Request&, httplib::Response& res) { res.status = 304; });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  std::thread thread([&server] { server.listen_after_bind(); });
+  FeedConfig c = Plain("pulled");
+  c.set_url(absl::StrCat("http://127.0.0.1:", port, "/feed.txt"));
+  auto feeds = Make({c});
+  EXPECT_THAT(feeds->FetchNow("pulled").status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("304")));
+  palisade::v1::FeedInfo info = feeds->List().feeds(0);
+  EXPECT_EQ(info.version(), 0u);
+  EXPECT_FALSE(info.has_last_success());
+  EXPECT_THAT(info.last_error(), HasSubstr("304"));
+  server.stop();
+  thread.join();
+}
+
 TEST_F(FeedManagerTest, PullRefusesOversizedContentAndReadsFiles) {
   FeedServer server;
   server.Serve(Hosts(0, 5000));  // ~60 KB

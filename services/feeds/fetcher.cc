@@ -131,6 +131,11 @@ absl::StatusOr<FetchResult> Fetch(const FetchRequest& request) {
   if (!file) {
     long status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    if (status == 304 && request.etag.empty() && request.last_modified.empty()) {
+      // Nothing was asked conditionally: "not modified" gives no content and no version.
+      return absl::FailedPreconditionError(
+          absl::StrCat(shown, ": HTTP 304 to a request without validators"));
+    }
     if (status == 304) {
       result.not_modified = true;
       result.etag = request.etag;

@@ -30,7 +30,8 @@ struct FetchResult {
   std::string last_modified;
 };
 
-// kUnavailable for transport failures and 5xx, kFailedPrecondition for other HTTP errors,
+// kUnavailable for transport failures and 5xx, kFailedPrecondition for other HTTP errors (a 304
+// to a request without validators included),
 // kResourceExhausted past max_bytes, kInvalidArgument for a URL of another scheme. Messages
 // name the URL without its credentials or query (RedactUrl).
 absl::StatusOr<FetchResult> Fetch(const FetchRequest& request);
