@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "absl/random/random.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -49,6 +50,7 @@ struct PartitionCounter::Partition {
   uint64_t position = 0;         // the last stream sequence read
   uint64_t emitted = 0;          // every detection through this sequence was taken
   uint64_t emitted_written = 0;  // the emitted position the bucket holds
+  uint64_t emitted_revision = 0;  // the emitted key's revision this owner wrote (0: read it)
   uint64_t replay_through = 0;   // detections through this sequence are not raised again
   uint64_t rebuild_target = 0;   // the take-over's rebuild ends when it has read this far
   uint64_t snapshot_seq = 0;
@@ -409,9 +411,54 @@ absl::Status PartitionCounter::Deliver(Partition& part) {
 
 absl::Status PartitionCounter::WriteEmitted(Partition& part) {
   if (part.emitted <= part.emitted_written) return absl::OkStatus();
-  absl::Status s = Put(kv_, EmittedKey(part.p), absl::StrCat(part.emitted));
-  if (s.ok()) part.emitted_written = part.emitted;
-  return s;
+  // Only ever forward, by compare-and-set: a former owner that has not learnt yet that it lost
+  // the partition may be behind the new owner, and its position written over the new one's
+  // would have the next owner raise again what the new one handed over.
+  const std::string key = EmittedKey(part.p);
+  const std::string value = absl::StrCat(part.emitted);
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    bool exists = part.emitted_revision != 0;
+    if (!exists) {
+      kvEntry* e = nullptr;
+      const natsStatus got = kvStore_Get(&e, kv_, key.c_str());
+      if (got != NATS_OK && got != NATS_NOT_FOUND) {
+        return NatsError(got, absl::StrCat("cluster: reading windows key ", key));
+      }
+      if (got == NATS_OK) {
+        exists = true;
+        part.emitted_revision = kvEntry_Revision(e);
+        uint64_t current = 0;
+        const bool parsed = absl::SimpleAtoi(
+            absl::string_view(static_cast<const char*>(kvEntry_Value(e)),
+                              static_cast<size_t>(kvEntry_ValueLen(e))),
+            &current);
+        kvEntry_Destroy(e);
+        if (parsed && current >= part.emitted) {  // another owner is ahead: nothing to write
+          part.emitted_written = part.emitted;
+          return absl::OkStatus();
+        }
+      }
+    }
+    uint64_t revision = 0;
+    const natsStatus s =
+        exists ? kvStore_Update(&revision, kv_, key.c_str(), value.data(),
+                                static_cast<int>(value.size()), part.emitted_revision)
+               : kvStore_Create(&revision, kv_, key.c_str(), value.data(),
+                                static_cast<int>(value.size()));
+    if (s == NATS_OK) {
+      part.emitted_revision = revision;
+      part.emitted_written = part.emitted;
+      return absl::OkStatus();
+    }
+    natsStatus last = NATS_OK;
+    const char* text = nats_GetLastError(&last);
+    if (text == nullptr || !absl::StrContains(text, "wrong last sequence")) {
+      return NatsError(s, absl::StrCat("cluster: writing windows key ", key));
+    }
+    part.emitted_revision = 0;  // written by another meanwhile: read it again
+  }
+  return absl::UnavailableError(
+      absl::StrCat("cluster: windows key ", key, " kept changing while written"));
 }
 
 absl::Status PartitionCounter::Snapshot(Partition& part) {

@@ -7,7 +7,8 @@
 // Exactly once across a take-over. Per partition, the windows bucket (a JetStream KV bucket,
 // default "palisade_windows") holds:
 //   p<N>.emitted   the stream sequence through which every detection was handed to the callback
-//                  and the callback returned OK (the "ack"), written after each Poll;
+//                  and the callback returned OK (the "ack"), written after each Poll, only
+//                  ever forward (compare-and-set: a former owner behind never moves it back);
 //   p<N>.head      a snapshot of the partition's windows after counting every match through a
 //                  stream sequence S (palisade.v1.PartitionSnapshotHead), its windows in chunks
 //                  p<N>.g<generation>.<i> written before it; taken every `snapshot_every`

@@ -413,6 +413,49 @@ TEST_F(PartitionCounterTest, ADetectionTheWriterRefusesForGoodDoesNotBlockItsPar
   EXPECT_EQ((*c)->stats().rejected, 1u);
 }
 
+// A former owner that does not know yet that it lost a partition (paused past its lease, it
+// polls once more before its next tick) writes an emitted position behind its successor's:
+// the position only ever moves forward, else the next owner raises the successor's crossing
+// again.
+TEST_F(PartitionCounterTest, AFormerOwnerNeverMovesTheEmittedPositionBack) {
+  auto web1 = Node("web-1");
+  const std::string ip = "198.51.100.99";
+  auto open = [&](const std::string& node, Writer& writer, size_t max_batch) {
+    auto c = PartitionCounter::Open(*client_,
+                                    {.node_id = node,
+                                     .stream = kStream,
+                                     .partitions = kPartitions,
+                                     .rules = rules_,
+                                     .rule_set_version = version_,
+                                     .max_batch = max_batch,
+                                     .snapshot_interval = absl::Hours(1),
+                                     .clock = &clock_},
+                                    writer.Callback());
+    EXPECT_TRUE(c.ok()) << c.status();
+    return *std::move(c);
+  };
+  Writer w1, w2, w3;
+  auto former = open("n1", w1, /*max_batch=*/1);  // reads one match per Poll
+  ASSERT_TRUE(former->Apply(All()).ok());
+  Fail(*web1, ip, 0);
+  Fail(*web1, ip, 1);
+  PollUntilRead(*former, 2);
+  auto successor = open("n2", w2, 512);
+  ASSERT_TRUE(successor->Apply(All()).ok());
+  for (int i = 2; i < 5; ++i) Fail(*web1, ip, i);
+  PollUntilRead(*successor, 5);
+  ASSERT_EQ(w2.all.size(), 1u);  // the fifth crossed
+  PollUntilRead(*former, 3);     // one more, behind the successor
+  EXPECT_TRUE(w1.all.empty());
+  former.reset();
+  successor.reset();
+  auto next = open("n3", w3, 512);
+  ASSERT_TRUE(next->Apply(All()).ok());
+  PollUntilRead(*next, 5);
+  EXPECT_TRUE(w3.all.empty());
+  EXPECT_EQ(next->stats().replayed, 5u);
+}
+
 // A snapshot that cannot be read is no snapshot: the partition is read from the stream's start.
 TEST_F(PartitionCounterTest, AnUnreadableSnapshotMeansReadingFromTheStart) {
   auto web1 = Node("web-1");
