@@ -392,6 +392,7 @@ absl::StatusOr<std::unique_ptr<BouncerApi>> BouncerApi::Create(
   for (BouncerRow& row : *rows) {
     auto b = std::make_unique<Bouncer>();
     b->row = std::move(row);
+    b->stored_pull = b->row.last_pull;
     api->AddMetricsLocked(*b);
     api->bouncers_[b->row.name] = std::move(b);
   }
@@ -776,6 +777,8 @@ BouncerReply BouncerApi::Stream(Bouncer& bouncer, const BouncerRequest& request)
   }
   row.position = last_seq_;
   row.last_pull = now;
+  bouncer.stored_pull = now;
+  bouncer.pull_unstored = false;
   row.address = std::move(address);
   row.user_agent = std::move(user_agent);
   (f.startup || behind ? bouncer.pulls_startup : bouncer.pulls_stream)->Increment();
@@ -806,8 +809,20 @@ BouncerReply BouncerApi::Live(Bouncer& bouncer, const BouncerRequest& request) {
   bouncer.row.last_pull = now;
   bouncer.row.address = Printable(request.address, 64);
   bouncer.row.user_agent = Printable(request.user_agent, kMaxUserAgent);
-  (void)store_->RecordPull(bouncer.row.name, now, bouncer.row.address, bouncer.row.user_agent,
-                           bouncer.row.position);
+  // Stored at most every kLivePullStoreInterval: the pace of these questions is set by whoever
+  // sends requests to the bouncer's server, and a store write (under mu_) each would hold up
+  // the table's listener.
+  bouncer.pull_unstored = true;
+  if (now - bouncer.stored_pull >= kLivePullStoreInterval) {
+    absl::Status s = store_->RecordPull(bouncer.row.name, now, bouncer.row.address,
+                                        bouncer.row.user_agent, bouncer.row.position);
+    if (s.ok()) {
+      bouncer.stored_pull = now;
+      bouncer.pull_unstored = false;
+    } else {
+      Log(absl::StrCat("bouncer_api: ", s.message()));
+    }
+  }
   bouncer.last_pull->Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
   bouncer.since_last_pull->Set(0);
   return reply;
@@ -921,6 +936,19 @@ void BouncerApi::Stop() {
   if (ticker_.joinable()) ticker_.join();
   absl::MutexLock lock(&mu_);
   (void)FlushLocked();
+  // The live questions' last pulls not stored yet.
+  for (auto& [name, b] : bouncers_) {
+    if (!b->pull_unstored) continue;
+    const BouncerRow& row = b->row;
+    absl::Status s =
+        store_->RecordPull(row.name, row.last_pull, row.address, row.user_agent, row.position);
+    if (s.ok()) {
+      b->stored_pull = row.last_pull;
+      b->pull_unstored = false;
+    } else {
+      Log(absl::StrCat("bouncer_api: ", s.message()));
+    }
+  }
 }
 
 }  // namespace palisade

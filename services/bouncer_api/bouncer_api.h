@@ -165,6 +165,10 @@ class BouncerApi {
  private:
   struct Bouncer {
     BouncerRow row;
+    // The last pull the store holds (row.last_pull may be newer: a live question is stored at
+    // most every kLivePullStoreInterval, and at Stop).
+    absl::Time stored_pull = absl::InfinitePast();
+    bool pull_unstored = false;
     prometheus::Counter* pulls_startup = nullptr;
     prometheus::Counter* pulls_stream = nullptr;
     prometheus::Counter* pulls_live = nullptr;
@@ -205,6 +209,9 @@ class BouncerApi {
   // Changes numbered but not yet in the store: written together by the ticker (every second),
   // before any pull is answered, at kMaxPending, and at Stop.
   static constexpr size_t kMaxPending = 10'000;
+  // A live-mode bouncer asks once per request its server takes: its pull is stored at most
+  // this often (a question is not a write transaction), and at Stop.
+  static constexpr absl::Duration kLivePullStoreInterval = absl::Minutes(1);
   std::vector<BouncerChangeRow> pending_ ABSL_GUARDED_BY(mu_);
   int64_t trimmed_through_ ABSL_GUARDED_BY(mu_) = 0;
 

@@ -549,6 +549,55 @@ TEST(BouncerApiTest, LiveMode) {
               HasSubstr("palisade_bouncer_pulls_total{bouncer=\"nginx\",kind=\"live\"} 10"));
 }
 
+// The rows of `table` in the store's file (through a second connection).
+int64_t RowsIn(const std::string& path, const std::string& table) {
+  sqlite3* db = nullptr;
+  int64_t n = -1;
+  if (sqlite3_open(path.c_str(), &db) == SQLITE_OK) {
+    sqlite3_stmt* q = nullptr;
+    if (sqlite3_prepare_v2(db, ("SELECT COUNT(*) FROM " + table).c_str(), -1, &q, nullptr) ==
+            SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW) {
+      n = sqlite3_column_int64(q, 0);
+    }
+    sqlite3_finalize(q);
+  }
+  sqlite3_close(db);
+  return n;
+}
+
+// A live-mode bouncer (nginx, HAProxy) asks once per request its server takes, so whoever
+// sends requests to that server sets the pace: a question must not be a write transaction in
+// the store (under the API's lock, which the decision table's listener waits for). Its last
+// pull is kept in memory, and stored at most once a minute and at Stop.
+TEST(BouncerApiTest, LiveQuestionsAreNotAStoreWriteEach) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("live-writes.db");
+  Daemon d(path, clock);
+  std::string key = *d.api->AddBouncer("nginx");
+  d.Ban("203.0.113.7");
+  ExecSql(path, R"sql(
+      CREATE TABLE pull_writes(n INTEGER);
+      CREATE TRIGGER count_pull_writes AFTER UPDATE ON bouncers
+        BEGIN INSERT INTO pull_writes VALUES(1); END;)sql");
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_EQ(d.Get("/v1/decisions?ip=203.0.113.7", key).first, 200);
+  }
+  EXPECT_LE(RowsIn(path, "pull_writes"), 1);
+  EXPECT_THAT(d.Metrics(),
+              HasSubstr("palisade_bouncer_pulls_total{bouncer=\"nginx\",kind=\"live\"} 100"));
+  // A minute on, the next question stores the pull again.
+  clock.Advance(absl::Minutes(2));
+  ASSERT_EQ(d.Get("/v1/decisions?ip=203.0.113.7", key).first, 200);
+  EXPECT_EQ((*d.store->LoadBouncers())[0].last_pull, clock.TimeNow());
+  // And at Stop, the last one (not yet stored) is.
+  clock.Advance(absl::Seconds(5));
+  ASSERT_EQ(d.Get("/v1/decisions?ip=203.0.113.7", key).first, 200);
+  d.api->Stop();
+  EXPECT_EQ((*d.store->LoadBouncers())[0].last_pull, clock.TimeNow());
+  EXPECT_LE(RowsIn(path, "pull_writes"), 3);
+}
+
 TEST(BouncerApiTest, TrimmingForgetsServedDeletionsAndAFarBehindBouncerStartsOver) {
   SimulatedClock clock;
   palisade::v1::BouncerApiConfig config;
