@@ -215,8 +215,11 @@ absl::Status FeedSync::Follow() {
     }
     Seen& seen = seen_[feed];
     if (head->generation == seen.generation) continue;  // read (or written) already
+    // The head's size is read, not trusted: never reserved beyond what a feed takes, and the
+    // reading stops once the chunks pass it.
+    constexpr uint64_t kMaxReserve = 64u << 20;
     std::string bytes;
-    bytes.reserve(head->bytes);
+    bytes.reserve(static_cast<size_t>(std::min<uint64_t>(head->bytes, kMaxReserve)));
     absl::Status read;
     for (uint32_t i = 0; i < head->chunks && read.ok(); ++i) {
       absl::StatusOr<std::optional<std::string>> c = Get(kv_, ChunkKey(head->generation, i));
@@ -226,6 +229,9 @@ absl::Status FeedSync::Follow() {
         // Replaced while read: the next poll reads the newer head.
         read = absl::UnavailableError(absl::StrCat("cluster: feed ", feed, ": version ",
                                                    head->version, " replaced while read"));
+      } else if (bytes.size() + (*c)->size() > head->bytes) {
+        read = absl::DataLossError(absl::StrCat("cluster: feed ", feed, ": published version ",
+                                                head->version, " is unreadable"));
       } else {
         bytes.append(**c);
       }

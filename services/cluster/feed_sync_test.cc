@@ -225,6 +225,23 @@ TEST_F(FeedSyncTest, BigVersionTravelsInChunksAndOnlyTheLatestChunksRemain) {
   EXPECT_LT(chunks, 60u);  // and not two versions' worth
 }
 
+// What the bucket holds is read, not trusted: a head whose size is absurd (written by hand, by a
+// node of another version, or by whoever holds NATS credentials) is an unreadable version,
+// never an allocation of its size (which threw, and ended the daemon).
+TEST_F(FeedSyncTest, AHeadWithAnAbsurdSizeIsUnreadableNotACrash) {
+  absl::StatusOr<kvStore*> kv =
+      nats_->OpenKeyValue("palisade_feeds", 1, absl::ZeroDuration(), "feeds bucket");
+  ASSERT_THAT(kv.status(), IsOk());
+  ASSERT_THAT(KvPut(*kv, "c.x-1.0", "abc", "feeds"), IsOk());
+  ASSERT_THAT(KvPut(*kv, "h.drop", "v1 2 x-1 1 18446744073709551615", "feeds"), IsOk());
+  kvStore_Destroy(*kv);
+  Node follower("f", *nats_, clock_, 512u << 10);  // Open polls once: logged, not returned
+  ASSERT_NE(follower.sync, nullptr);
+  EXPECT_THAT(follower.sync->Poll(), StatusIs(absl::StatusCode::kDataLoss));
+  EXPECT_EQ(follower.sync->stats().applied, 0u);
+  EXPECT_GE(follower.sync->stats().failures, 2u);
+}
+
 TEST_F(FeedSyncTest, NodeStartedLaterReadsTheCurrentVersionsAtStart) {
   Node writer("w", *nats_, clock_, 512u << 10);
   ASSERT_NE(writer.sync, nullptr);
