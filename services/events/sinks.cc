@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "absl/strings/numbers.h"
@@ -372,7 +373,8 @@ absl::StatusOr<std::unique_ptr<CefSyslogOutput>> CefSyslogOutput::Open(
   if (!transport.empty() && transport != "udp" && transport != "tcp") {
     return absl::InvalidArgumentError("cef_syslog.transport must be udp or tcp");
   }
-  std::unique_ptr<CefSyslogOutput> out(new CefSyslogOutput(transport == "tcp", host, port, io_timeout));
+  std::unique_ptr<CefSyslogOutput> out(
+      new CefSyslogOutput(transport == "tcp", host, port, io_timeout));
   if (absl::Status s = out->Connect(); !s.ok() && !out->tcp_) return s;  // TCP retries later
   return out;
 }
@@ -406,8 +408,8 @@ absl::Status CefSyslogOutput::Connect() {
     err = errno;
     if (err == EINPROGRESS) {
       pollfd p{fd, POLLOUT, 0};
-      const int ready =
-          poll(&p, 1, static_cast<int>(std::max<int64_t>(1, absl::ToInt64Milliseconds(io_timeout_))));
+      const int64_t ms = std::max<int64_t>(1, absl::ToInt64Milliseconds(io_timeout_));
+      const int ready = poll(&p, 1, static_cast<int>(std::min<int64_t>(ms, INT32_MAX)));
       socklen_t len = sizeof(err);
       if (ready == 0) {
         err = ETIMEDOUT;

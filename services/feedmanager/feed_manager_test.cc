@@ -578,7 +578,8 @@ TEST_F(FeedManagerTest, APulledVersionIsPublishedOnceWithItsValidators) {
 // fresh (last success now, age 0) while it holds nothing.
 TEST_F(FeedManagerTest, NotModifiedWithoutAVersionIsAFailure) {
   httplib::Server server;
-  server.Get("/feed.txt", [](const httplib::Request&, httplib::Response& res) { res.status = 304; });
+  server.Get("/feed.txt",
+             [](const httplib::Request&, httplib::Response& res) { res.status = 304; });
   const int port = server.bind_to_any_port("127.0.0.1");
   std::thread thread([&server] { server.listen_after_bind(); });
   FeedConfig c = Plain("pulled");

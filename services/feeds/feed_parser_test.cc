@@ -182,7 +182,9 @@ TEST(FeedParserTest, HugeInputKeepsGoingAndCapsWhatItQuotes) {
 // reference is cut, so what a parse keeps grows with its input, not with its square.
 TEST(FeedParserTest, StixReferencesAreBoundedWhateverTheLabels) {
   std::string labels;
-  for (int i = 0; i < 64; ++i) absl::StrAppend(&labels, i ? "," : "", "\"", std::string(1024, 'l'), "\"");
+  for (int i = 0; i < 64; ++i) {
+    absl::StrAppend(&labels, i ? "," : "", "\"", std::string(1024, 'l'), "\"");
+  }
   std::string pattern;
   for (int i = 0; i < 1000; ++i) {
     absl::StrAppend(&pattern, i ? " OR " : "", "ipv4-addr:value = '198.51.", i / 250, ".", i % 250,
@@ -231,8 +233,8 @@ TEST(FeedParserTest, ReferencesAndQuotedTextAreUtf8WithoutControlBytes) {
   EXPECT_TRUE(Utf8WithoutControlBytes(feed.rejections[0].reason)) << feed.rejections[0].reason;
   FeedParseOptions options;
   options.csv_column = "ip";
-  absl::Status header = ParseFeed(palisade::v1::FEED_FORMAT_CSV, "addr\xff,\x1b[31mscore\n", options)
-                            .status();
+  absl::Status header =
+      ParseFeed(palisade::v1::FEED_FORMAT_CSV, "addr\xff,\x1b[31mscore\n", options).status();
   EXPECT_THAT(header, StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no column \"ip\"")));
   EXPECT_TRUE(Utf8WithoutControlBytes(std::string(header.message()))) << header.message();
 }
