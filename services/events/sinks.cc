@@ -313,16 +313,28 @@ EcsFileOutput::~EcsFileOutput() {
 }
 
 absl::Status EcsFileOutput::Rotate() {
-  std::fclose(file_);
-  file_ = nullptr;
   const uint32_t keep = config_.max_files() > 0 ? config_.max_files() : 5;
   const std::string& path = config_.path();
+  // The current file moves aside first. If it cannot move (a directory palisaded may not
+  // write), nothing else is touched and it is appended to: starting it anew would destroy the
+  // events in it, which a shipper may not have read.
+  const std::string aside = path + ".rotating";
+  if (std::rename(path.c_str(), aside.c_str()) != 0) {
+    return absl::UnavailableError(absl::StrCat("ecs_file ", path, ": cannot rotate (",
+                                               std::strerror(errno), "); appending to it"));
+  }
   std::remove(absl::StrCat(path, ".", keep).c_str());
   for (uint32_t i = keep - 1; i >= 1; --i) {
     std::rename(absl::StrCat(path, ".", i).c_str(), absl::StrCat(path, ".", i + 1).c_str());
   }
-  std::rename(path.c_str(), (path + ".1").c_str());
-  file_ = std::fopen(path.c_str(), "w");
+  if (std::rename(aside.c_str(), (path + ".1").c_str()) != 0) {
+    const int err = errno;
+    std::rename(aside.c_str(), path.c_str());  // back: the file is appended to (still open)
+    return absl::UnavailableError(absl::StrCat("ecs_file ", path, ": cannot rotate (",
+                                               std::strerror(err), "); appending to it"));
+  }
+  std::fclose(file_);
+  file_ = std::fopen(path.c_str(), "a");
   size_ = 0;
   if (file_ == nullptr) {
     return absl::UnavailableError(absl::StrCat("ecs_file ", path, ": ", std::strerror(errno)));
@@ -333,8 +345,28 @@ absl::Status EcsFileOutput::Rotate() {
 absl::Status EcsFileOutput::Write(const Event& event) {
   const std::string line = ToEcsJson(event) + "\n";
   const uint64_t max = config_.max_bytes() > 0 ? config_.max_bytes() : (100ull << 20);
-  if (file_ == nullptr || (size_ > 0 && size_ + line.size() > max)) {
-    if (absl::Status s = Rotate(); !s.ok()) return s;
+  if (file_ == nullptr) {
+    // The last rotation could not open the new file: open it now (never rotate again, which
+    // would push every kept file one place down per event).
+    file_ = std::fopen(config_.path().c_str(), "a");
+    if (file_ == nullptr) {
+      return absl::UnavailableError(
+          absl::StrCat("ecs_file ", config_.path(), ": ", std::strerror(errno)));
+    }
+    std::fseek(file_, 0, SEEK_END);
+    const long size = std::ftell(file_);
+    size_ = size > 0 ? static_cast<uint64_t>(size) : 0;
+  }
+  if (size_ > 0 && size_ + line.size() > max) {
+    if (absl::Status s = Rotate(); !s.ok()) {
+      if (file_ == nullptr) return s;
+      if (std::string(s.message()) != rotate_error_) {  // said once, not per event
+        rotate_error_ = std::string(s.message());
+        std::fprintf(stderr, "palisaded: %s\n", rotate_error_.c_str());
+      }
+    } else {
+      rotate_error_.clear();
+    }
   }
   if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
     return absl::UnavailableError(

@@ -41,7 +41,8 @@ class SinkOutput {
   virtual absl::Status Write(const palisade::v1::Event& event) = 0;
 };
 
-// ECS NDJSON, rotated by size. Each line is flushed.
+// ECS NDJSON, rotated by size. Each line is flushed. A rotation that cannot move the file
+// (logged once) keeps appending to it rather than losing what it holds.
 class EcsFileOutput final : public SinkOutput {
  public:
   static absl::StatusOr<std::unique_ptr<EcsFileOutput>> Open(const palisade::v1::EcsFileSink& c);
@@ -52,8 +53,9 @@ class EcsFileOutput final : public SinkOutput {
   EcsFileOutput(palisade::v1::EcsFileSink config, std::FILE* file, uint64_t size);
   absl::Status Rotate();
   const palisade::v1::EcsFileSink config_;
-  std::FILE* file_;
+  std::FILE* file_;  // null only when a rotation could not open the new file
   uint64_t size_;
+  std::string rotate_error_;  // the last rotation's failure, logged once
 };
 
 // CEF over syslog. UDP: one datagram per event. TCP: octet-counted frames, reconnecting. A

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -262,6 +263,40 @@ TEST(EcsFileTest, RotatesBySizeAndKeepsMaxFiles) {
   ASSERT_FALSE(sequences.empty());
   EXPECT_EQ(sequences.back(), 40u);
   for (size_t i = 1; i < sequences.size(); ++i) EXPECT_EQ(sequences[i], sequences[i - 1] + 1);
+}
+
+// Rotation moves the file before it starts a new one. When the move fails (the directory is
+// not writable by palisaded, the usual /var/log layout with a file handed to it; here: the
+// rotated names taken by directories, which even root cannot rename over), the file was
+// truncated anyway ("w"), so each rotation destroyed up to max_bytes of events a shipper may
+// not have read. It is kept and appended to instead.
+TEST(EcsFileTest, ARotationThatCannotMoveTheFileLosesNoEvent) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/stuck.ndjson");
+  std::remove(path.c_str());
+  for (const char* suffix : {".1", ".2"}) {
+    const std::string dir = path + suffix;
+    mkdir(dir.c_str(), 0700);
+    std::ofstream(dir + "/keep") << "x";  // a directory that is not empty cannot be replaced
+  }
+  palisade::v1::EcsFileSink config;
+  config.set_path(path);
+  config.set_max_bytes(1500);
+  config.set_max_files(2);
+  absl::StatusOr<std::unique_ptr<EcsFileOutput>> out = EcsFileOutput::Open(config);
+  ASSERT_THAT(out, IsOk());
+  for (int i = 1; i <= 10; ++i) {
+    Event e = Decision();
+    e.set_sequence(i);
+    (*out)->Write(e).IgnoreError();  // the status may say the rotation failed; the event stays
+  }
+  out->reset();
+  std::vector<uint64_t> sequences;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    sequences.push_back(json::parse(line)["event"]["sequence"].get<uint64_t>());
+  }
+  EXPECT_EQ(sequences, (std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
 }
 
 int Listen(int type, int* port) {
