@@ -3,6 +3,8 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
+#include <algorithm>
+
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
@@ -46,7 +48,10 @@ absl::StatusOr<std::unique_ptr<Authorizer>> Authorizer::Create(
           "api.clients[", i, "] (\"", c.name(),
           "\"): token_sha256 must be 64 lowercase hex characters (palisadectl hash-token)"));
     }
-    if (c.roles().empty()) {
+    if (std::none_of(c.roles().begin(), c.roles().end(), [](int r) {
+          return r == palisade::v1::API_ROLE_INGEST || r == palisade::v1::API_ROLE_READ ||
+                 r == palisade::v1::API_ROLE_ADMIN;
+        })) {
       return absl::InvalidArgumentError(
           absl::StrCat("api.clients[", i, "] (\"", c.name(), "\"): no roles"));
     }

@@ -228,6 +228,35 @@ absl::Status ValidateIngress(const std::string& file, palisade::v1::Config* conf
     return error("api.max_streams_per_connection", "must be at most 1000");
   }
   if (api->max_streams() > 10'000) return error("api.max_streams", "must be at most 10,000");
+  // Who may call: checked here with the rest, not first when the gRPC server is built (after
+  // the other listeners opened), and named by the file.
+  for (int i = 0; i < api->clients_size(); ++i) {
+    const palisade::v1::ApiClient& c = api->clients(i);
+    const std::string field = absl::StrCat("api.clients[", i, "] (\"", c.name(), "\")");
+    if (!LowerHex(c.token_sha256(), 64)) {
+      return error(field, "token_sha256 must be 64 lowercase hex characters (palisadectl "
+                          "hash-token)");
+    }
+    if (std::none_of(c.roles().begin(), c.roles().end(), [](int r) {
+          return r == palisade::v1::API_ROLE_INGEST || r == palisade::v1::API_ROLE_READ ||
+                 r == palisade::v1::API_ROLE_ADMIN;
+        })) {
+      return error(field, "roles: at least one of API_ROLE_INGEST, API_ROLE_READ, API_ROLE_ADMIN");
+    }
+  }
+  // A TLS block that cannot serve TLS is refused: served as it was, a key or a client CA
+  // without a certificate left the listener in plain text and client certificates unasked for.
+  for (const auto& [field, tls] : {std::pair<const char*, const palisade::v1::TlsConfig*>{
+                                       "api.tls", &api->tls()},
+                                   {"metrics_tls", &config->metrics_tls()}}) {
+    if (tls->cert_file().empty() != tls->key_file().empty()) {
+      return error(field, "cert_file and key_file go together");
+    }
+    if (!tls->client_ca_file().empty() && tls->cert_file().empty()) {
+      return error(absl::StrCat(field, ".client_ca_file"),
+                   "needs cert_file and key_file (mutual TLS is TLS)");
+    }
+  }
   const auto& tokens = config->metrics_auth().token_sha256();
   for (int i = 0; i < tokens.size(); ++i) {
     if (!LowerHex(tokens[i], 64)) {

@@ -426,3 +426,44 @@ TEST(ShippedConfigTest, EveryShippedConfigLoads) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// Who may call the API, and over what, is config like the rest: checked when the file is
+// loaded, naming the file and the field, before any port opens. A TLS block that cannot serve
+// TLS (a key or a client CA without a certificate) is refused: it used to leave gRPC in plain
+// text, client certificates unasked for, without a word.
+TEST(ConfigTest, ApiClientsAndTlsAreValidatedAtLoad) {
+  const std::string hash(64, 'a');
+  auto parse = [](const std::string& api) {
+    return ParseConfig(absl::StrCat("rule_files: \"a\" api { ", api, " }"), "/etc/p/c.textproto",
+                       "/etc/p");
+  };
+  EXPECT_THAT(parse(absl::StrCat("clients { name: \"ops\" token_sha256: \"", hash,
+                                 "\" roles: API_ROLE_ADMIN }")),
+              IsOk());
+  EXPECT_THAT(parse("clients { name: \"ops\" token_sha256: \"abc\" roles: API_ROLE_ADMIN }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto"), HasSubstr("api.clients[0]"),
+                             HasSubstr("token_sha256"))));
+  EXPECT_THAT(parse(absl::StrCat("clients { name: \"ops\" token_sha256: \"", hash, "\" }")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto"), HasSubstr("api.clients[0]"),
+                             HasSubstr("roles"))));
+  EXPECT_THAT(parse(absl::StrCat("clients { name: \"ops\" token_sha256: \"", hash,
+                                 "\" roles: API_ROLE_UNSPECIFIED }")),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("api.clients[0]")));
+  EXPECT_THAT(parse("tls { key_file: \"k.pem\" client_ca_file: \"ca.pem\" }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto"), HasSubstr("api.tls"))));
+  EXPECT_THAT(parse("tls { cert_file: \"c.pem\" }"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("api.tls")));
+  EXPECT_THAT(parse("tls { cert_file: \"c.pem\" key_file: \"k.pem\" }"), IsOk());
+  EXPECT_THAT(ParseConfig("rule_files: \"a\" metrics_tls { client_ca_file: \"ca.pem\" }",
+                          "/etc/p/c.textproto", "/etc/p"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("metrics_tls")));
+}
+
+}  // namespace
+}  // namespace palisade
