@@ -44,13 +44,25 @@ absl::StatusOr<std::unique_ptr<CommandServer>> CommandServer::Start(natsConnecti
   if (nc == nullptr) return absl::InvalidArgumentError("command channel: no connection");
   if (!options.handle) return absl::InvalidArgumentError("command channel: no handler");
   auto server = std::unique_ptr<CommandServer>(new CommandServer(std::move(options)));
+  server->nc_ = nc;
+  server->gate_ = std::make_shared<Gate>();
+  {
+    absl::MutexLock lock(&server->gate_->mu);
+    server->gate_->server = server.get();
+  }
+  // libnats' share of the gate: freed once the subscription is done and its handler returned;
+  // if that cannot be arranged, never freed (a few bytes) rather than freed under a last call.
+  auto* closure = new std::shared_ptr<Gate>(server->gate_);
   const natsStatus s =
       natsConnection_QueueSubscribe(&server->sub_, nc, server->options_.subject.c_str(),
-                                    "palisade-writer", &CommandServer::OnMessage, server.get());
+                                    "palisade-writer", &CommandServer::OnMessage, closure);
   if (s != NATS_OK) {
+    delete closure;
     server->sub_ = nullptr;
     return NatsError(s, absl::StrCat("command channel: serving ", server->options_.subject));
   }
+  natsSubscription_SetOnCompleteCB(
+      server->sub_, [](void* c) { delete static_cast<std::shared_ptr<Gate>*>(c); }, closure);
   // The server learns of the subscription asynchronously: a round trip makes sure that it
   // routes commands here once Start returns (without it a command sent at once found "no
   // responders", which the test saw).
@@ -63,18 +75,33 @@ absl::StatusOr<std::unique_ptr<CommandServer>> CommandServer::Start(natsConnecti
 
 CommandServer::~CommandServer() {
   if (sub_ == nullptr) return;
-  // Drain: no new command is taken, and the one being carried out finishes (with its reply)
-  // before this object goes away under the callback.
-  if (natsSubscription_Drain(sub_) == NATS_OK) {
+  // Connected: drain, so the commands already received are answered. Not connected (NATS
+  // away, the reason a writer often steps down): a drain cannot complete without a server and
+  // would hold the caller (the node's thread) its 30 s; the commands not answered are retried
+  // by their callers under the same id.
+  const bool connected = natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED;
+  if (connected && natsSubscription_Drain(sub_) == NATS_OK) {
     natsSubscription_WaitForDrainCompletion(sub_, 30'000);
   } else {
     natsSubscription_Unsubscribe(sub_);
   }
+  // The command being carried out finishes (with its reply) before this object goes; a call
+  // libnats still makes afterwards finds no server.
+  {
+    absl::MutexLock lock(&gate_->mu);
+    gate_->server = nullptr;
+  }
   natsSubscription_Destroy(sub_);
 }
 
-void CommandServer::OnMessage(natsConnection* nc, natsSubscription*, natsMsg* msg, void* self) {
-  auto* server = static_cast<CommandServer*>(self);
+void CommandServer::OnMessage(natsConnection* nc, natsSubscription*, natsMsg* msg, void* g) {
+  Gate* gate = static_cast<std::shared_ptr<Gate>*>(g)->get();
+  absl::MutexLock lock(&gate->mu);
+  CommandServer* server = gate->server;
+  if (server == nullptr) {  // stopped: the caller retries with the next writer
+    natsMsg_Destroy(msg);
+    return;
+  }
   const char* reply_to = natsMsg_GetReply(msg);
   const std::string reply = server->Handle(
       absl::string_view(natsMsg_GetData(msg), static_cast<size_t>(natsMsg_GetDataLength(msg))));

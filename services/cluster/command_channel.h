@@ -75,12 +75,23 @@ class CommandServer {
 
  private:
   explicit CommandServer(CommandServerOptions options) : options_(std::move(options)) {}
-  static void OnMessage(natsConnection* nc, natsSubscription* sub, natsMsg* msg, void* self);
+  // What libnats calls back with: it may call the handler once more after the subscription is
+  // closed from another thread, so the server is reached through this gate, cleared (after the
+  // running command) when the server goes. Owned by the server and by libnats' closure (a
+  // shared_ptr freed once libnats says the subscription is done,
+  // natsSubscription_SetOnCompleteCB).
+  struct Gate {
+    absl::Mutex mu;
+    CommandServer* server ABSL_GUARDED_BY(mu) = nullptr;
+  };
+  static void OnMessage(natsConnection* nc, natsSubscription* sub, natsMsg* msg, void* gate);
   std::string Handle(absl::string_view request);
   void Remember(const std::string& id, const std::string& reply);
 
   const CommandServerOptions options_;
   natsSubscription* sub_ = nullptr;
+  std::shared_ptr<Gate> gate_;
+  natsConnection* nc_ = nullptr;
   absl::Mutex mu_;
   absl::flat_hash_map<std::string, std::string> replies_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> order_ ABSL_GUARDED_BY(mu_);  // ids, oldest first

@@ -191,6 +191,25 @@ TEST_F(CommandChannelTest, CommandsWaitForAWriterAndFollowTheLease) {
   EXPECT_EQ(b.table().active_count(), 1u);
 }
 
+// A writer that steps down because NATS is away stops serving at once: its node's thread (which
+// ticks the leases and counts the partitions) is not held for the drain's 30 s, which cannot
+// complete without a server.
+TEST_F(CommandChannelTest, StoppingWhileNatsIsAwayDoesNotWaitForADrain) {
+  Connection conn(server_->url());
+  Writer a;
+  auto serving = a.Serve(conn.nc);
+  ASSERT_NE(serving, nullptr);
+  server_->Kill();
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (natsConnection_Status(conn.nc) == NATS_CONN_STATUS_CONNECTED && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  ASSERT_NE(natsConnection_Status(conn.nc), NATS_CONN_STATUS_CONNECTED);
+  const absl::Time stopping = absl::Now();
+  serving.reset();
+  EXPECT_LT(absl::Now() - stopping, absl::Seconds(10));  // 30 s before
+}
+
 // What a sender writes is not trusted: a request not of the form, or over the size bound, is
 // refused with a reason and counted; the handler never sees it.
 TEST_F(CommandChannelTest, MalformedAndOversizedRequestsAreRefused) {
