@@ -259,8 +259,9 @@ absl::StatusOr<ParsedFeed> ParseCsv(absl::string_view content, const FeedParseOp
     Indicator ind;
     if (confidence_column >= 0) {
       double confidence = 0;
+      // Written so that NaN (which SimpleAtod reads, and which fails every comparison) fails.
       if (!absl::SimpleAtod(absl::StripAsciiWhitespace(fields[confidence_column]), &confidence) ||
-          confidence < 0 || confidence > 100) {
+          !(confidence >= 0 && confidence <= 100)) {
         return c.Reject(n, line, "confidence is not a number in 0..100");
       }
       // A zero score is a real score; keep it distinguishable from "not said".

@@ -121,6 +121,20 @@ TEST(FeedParserTest, CsvWithConfidenceColumnAndMinimum) {
   EXPECT_THAT(feed.rejections[2].reason, HasSubstr("unterminated quoted field"));
 }
 
+// "nan" reads as a number; every comparison with it is false, so it passed the 0..100 check
+// and the minimum, and its conversion to an integer was undefined. It is not a score.
+TEST(FeedParserTest, CsvConfidenceThatIsNotANumberIsRejected) {
+  FeedParseOptions options;
+  options.csv_confidence_column = "score";
+  options.min_confidence = 50;
+  ParsedFeed feed = MustParse(palisade::v1::FEED_FORMAT_CSV,
+                              "ip,score\n198.51.100.1,nan\n198.51.100.2,-nan\n198.51.100.3,90\n",
+                              options);
+  EXPECT_THAT(Cidrs(feed), ElementsAre("198.51.100.3/32"));
+  ASSERT_EQ(feed.rejected, 2u);
+  EXPECT_THAT(feed.rejections[0].reason, HasSubstr("not a number in 0..100"));
+}
+
 TEST(FeedParserTest, CsvWithoutTheColumnIsRefusedWhole) {
   FeedParseOptions options;
   options.csv_column = "address";
