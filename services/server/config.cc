@@ -138,6 +138,24 @@ absl::Status ValidateCloudflare(const std::string& file, palisade::v1::Cloudflar
   if (cf->token_file().empty() && cf->token_env().empty() && cf->api_key_file().empty()) {
     return error("token_file", "set token_file or token_env (the token is never in this file)");
   }
+  // Checked here, not first by Edge::Start: in a cluster that runs only once the node wins the
+  // edge-writer lease, and a refusal then left the cluster writing with no edge.
+  if (cf->has_rotation()) {
+    if (cf->token_file().empty()) {
+      return error("rotation", "needs the token from token_file (a rolled secret is written "
+                               "back there; one from token_env or a global key cannot be)");
+    }
+    if (FromProtoDuration(cf->rotation().interval()) < absl::Seconds(1)) {
+      return error("rotation.interval", "must be at least 1s");
+    }
+  }
+  if (cf->has_check_interval()) {
+    const absl::Duration d = FromProtoDuration(cf->check_interval());
+    if (d != absl::ZeroDuration() && d < absl::Seconds(1)) {
+      return error("check_interval",
+                   absl::StrCat("must be 0s (off) or at least 1s, not ", absl::FormatDuration(d)));
+    }
+  }
   if (cf->access_rule_scope().empty()) cf->set_access_rule_scope("zone");
   if (cf->access_rule_scope() != "zone" && cf->access_rule_scope() != "account") {
     return error("access_rule_scope", "must be \"zone\" or \"account\"");

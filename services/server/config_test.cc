@@ -467,3 +467,43 @@ TEST(ConfigTest, ApiClientsAndTlsAreValidatedAtLoad) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// Token rotation and the credentials check's interval are config like the rest: refused at load
+// naming the file and the field. They were checked first by Edge::Start, which in a cluster runs
+// only once the node wins the edge-writer lease: a node started, joined, and then wrote with no
+// edge at all ("this node writes but its edge did not start").
+TEST(ConfigTest, CloudflareRotationAndCheckIntervalAreValidatedAtLoad) {
+  auto parse = [](const std::string& extra) {
+    return ParseConfig(absl::StrCat(R"pb(
+      rule_files: "a"
+      cloudflare {
+        enabled: true
+        account_id: "0123456789abcdef0123456789abcdef"
+        zone_id: "fedcba9876543210fedcba9876543210"
+        )pb", extra, "}"),
+                       "/etc/p/c.textproto", "/etc/p");
+  };
+  EXPECT_THAT(parse("token_file: \"t\" rotation { interval { seconds: 3600 } }"), IsOk());
+  EXPECT_THAT(parse("token_env: \"CF_TOKEN\" check_interval { seconds: 0 }"), IsOk());
+  EXPECT_THAT(parse("token_env: \"CF_TOKEN\" rotation { interval { seconds: 3600 } }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto"), HasSubstr("cloudflare.rotation"),
+                             HasSubstr("token_file"))));
+  EXPECT_THAT(parse("token_file: \"t\" rotation { interval { nanos: 5000 } }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto"), HasSubstr("cloudflare.rotation.interval"))));
+  EXPECT_THAT(parse("token_file: \"t\" rotation { }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("cloudflare.rotation.interval")));
+  EXPECT_THAT(parse("token_file: \"t\" check_interval { nanos: 1000 }"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto"), HasSubstr("cloudflare.check_interval"))));
+  EXPECT_THAT(parse("token_file: \"t\" check_interval { seconds: -5 }"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cloudflare.check_interval")));
+}
+
+}  // namespace
+}  // namespace palisade
