@@ -512,13 +512,19 @@ absl::StatusOr<uint64_t> DecisionReplica::FindState() {
                    &body) &&
       ParseStateHeader(header, &h);
   natsMsg_Destroy(msg);
-  // The writer publishes a state's chunks one after another: the first is count-index before.
+  // The writer publishes a state's chunks one after another: the first is count-1 before the
+  // last. A state whose last chunk is not its last (its writer died or was fenced after the
+  // first ones) replaces nothing: the next writer's state is waited for.
   if (!parsed || seq < h.count) {
     return absl::DataLossError(absl::StrCat("decision replica: the last full state (sequence ", seq,
                                             ") cannot be read; waiting for another"));
   }
-  const uint64_t first_chunk = seq - (h.count - h.index);
-  const uint64_t start = first_chunk - (h.index - 1);
+  if (h.index != h.count) {
+    return absl::DataLossError(absl::StrCat(
+        "decision replica: the last full state was cut off (chunk ", h.index, " of ", h.count,
+        " at sequence ", seq, "); waiting for the writer's next state"));
+  }
+  const uint64_t start = seq - (h.count - 1);
   if (start < bounds->first) {
     return absl::DataLossError(absl::StrCat(
         "decision replica: the last full state starts at sequence ", start,

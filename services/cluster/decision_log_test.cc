@@ -499,6 +499,50 @@ TEST_F(DecisionLogTest, AReplicaFallenBehindRebuildsFromTheLastFullState) {
   EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
 }
 
+// The last state on the stream was cut off (its writer died after its first chunk): it is no
+// state to rebuild from. A replica that fell behind says it waits for the next one (a node
+// taking over does not wait for it, and publishes that state), rather than start reading three
+// messages before the cut-off chunk, as if the state had as many chunks as announced, and read
+// on silently with the view missing what fell behind.
+TEST_F(DecisionLogTest, AFallenBehindReplicaDoesNotRebuildFromAStateCutOff) {
+  Writer writer(*client_, "web-1");
+  writer.Changes(20);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  writer.log().PublishState();
+  writer.Changes(5, /*base=*/100);
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  const uint64_t before_cut = LastSequence();
+  palisade::v1::ListDecisionsResponse chunk;
+  *chunk.add_decisions() = writer.table().List({})[0];
+  ASSERT_TRUE(client_
+                  ->Publish(kDecisionStateSubject,
+                            absl::StrCat("S1 web-0:dead:state0 1 3\n", chunk.SerializeAsString()),
+                            "web-0:dead:state0:1")
+                  .ok());
+  PurgeBefore(before_cut - 3);  // what the replica needs next is gone
+  Recorder r;
+  auto behind = Replica(r, /*start_after=*/1);
+  ASSERT_TRUE(behind);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (!behind->awaiting_state() && behind->applied_through() < before_cut &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_TRUE(behind->awaiting_state());
+  EXPECT_THAT(behind->last_error(), ::testing::HasSubstr("waiting"));
+  EXPECT_EQ(behind->states_applied(), 0u);
+  EXPECT_LT(behind->applied_through(), before_cut - 3);
+  // The next state (a new writer's take-over) is read, and the view is its table.
+  Writer next(*client_, "web-2");
+  next.Manual("192.0.2.200", absl::Hours(1));
+  next.log().PublishState();
+  ASSERT_TRUE(next.log().WaitUntilPublished(absl::Seconds(60)));
+  ASSERT_TRUE(behind->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_EQ(behind->states_applied(), 1u);
+  EXPECT_FALSE(behind->awaiting_state());
+  EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(next.table().List({}))));
+}
+
 // The log stays bounded however many decisions are made: after each state the writer purges
 // what came before its previous one. A replica reading along, and one started afresh, both end
 // at the writer's table.
