@@ -69,12 +69,19 @@ std::string RedactUrl(absl::string_view url) {
   size_t scheme = url.find("://");
   if (scheme == absl::string_view::npos) return "(url)";
   absl::string_view rest = url.substr(scheme + 3);
-  rest = rest.substr(0, rest.find_first_of("?#"));
-  size_t slash = rest.find('/');
-  absl::string_view authority = rest.substr(0, slash);
-  size_t at = authority.rfind('@');
-  if (at != absl::string_view::npos) authority.remove_prefix(at + 1);
-  absl::string_view path = slash == absl::string_view::npos ? "" : rest.substr(slash);
+  const size_t end = rest.find_first_of("/?#");  // where the authority ends (RFC 3986)
+  absl::string_view authority = rest.substr(0, end);
+  const size_t at = authority.rfind('@');
+  if (at != absl::string_view::npos) {
+    authority.remove_prefix(at + 1);
+  } else if (end != absl::string_view::npos && rest.find('@', end) != absl::string_view::npos) {
+    // An '@' past the authority: a '@' in the path or query, or credentials whose password
+    // holds an unencoded '/', '?' or '#' ("user:pa/ss@host"). Which one cannot be told, so
+    // nothing of it is shown.
+    return absl::StrCat(url.substr(0, scheme), "://(address not shown: it holds '@')");
+  }
+  absl::string_view path = end == absl::string_view::npos ? "" : rest.substr(end);
+  path = path.substr(0, path.find_first_of("?#"));
   return absl::StrCat(url.substr(0, scheme), "://", authority, path);
 }
 

@@ -12,6 +12,22 @@ TEST(FetcherTest, RedactUrlDropsCredentialsAndQuery) {
   EXPECT_EQ(RedactUrl("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
   EXPECT_EQ(RedactUrl("file:///var/lib/feeds/drop.txt"), "file:///var/lib/feeds/drop.txt");
   EXPECT_EQ(RedactUrl("no scheme"), "(url)");
+  EXPECT_EQ(RedactUrl("https://feeds.example?key=abc"), "https://feeds.example");
+}
+
+// A password with '/', '?' or '#' left unencoded (a config mistake, but the secret is the
+// operator's): the authority was cut at that character, so no '@' was found and the user and
+// (part of) the password were shown, in logs, errors and Feeds.List (read role).
+TEST(FetcherTest, RedactUrlDropsCredentialsHoldingDelimiters) {
+  for (const char* url : {"https://feeduser:Zq7/Wx4@feeds.example/v2/list",
+                          "https://feeduser:Zq7?Wx4@feeds.example/v2/list?key=abc",
+                          "https://feeduser:Zq7#Wx4@feeds.example/v2/list"}) {
+    const std::string shown = RedactUrl(url);
+    EXPECT_THAT(shown, ::testing::Not(::testing::HasSubstr("feeduser"))) << url;
+    EXPECT_THAT(shown, ::testing::Not(::testing::HasSubstr("Zq7"))) << url;
+    EXPECT_THAT(shown, ::testing::Not(::testing::HasSubstr("Wx4"))) << url;
+    EXPECT_EQ(shown, "https://(address not shown: it holds '@')") << url;
+  }
 }
 
 TEST(FetcherTest, OtherSchemesAndDeadServersAreErrorsThatHideSecrets) {
