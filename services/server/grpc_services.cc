@@ -453,6 +453,9 @@ AdminService::AdminService(Pipeline& pipeline, DecisionTable& table, Clock& cloc
       dispatcher_(dispatcher) {}
 
 absl::StatusOr<std::shared_ptr<const RuleSet>> AdminService::Reload() {
+  // Held from the read to the apply: a reload that read the packs before another must not
+  // apply after it (the daemon would run the older files while both answered success).
+  absl::MutexLock lock(&reload_mu_);
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = reload_();
   if (!rules.ok()) {
     reload_failed_.Increment();

@@ -13,7 +13,9 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "prometheus/counter.h"
@@ -107,8 +109,9 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
                                         const palisade::v1::ReleaseHeldRequest* request,
                                         palisade::v1::ReleaseHeldResponse* response) override;
 
-  // Shared with the SIGHUP handler: reloads and records the outcome.
-  absl::StatusOr<std::shared_ptr<const RuleSet>> Reload();
+  // Shared with the SIGHUP handler: reloads and records the outcome. One reload at a time
+  // (read, compile, apply): the last to read the packs is the last applied.
+  absl::StatusOr<std::shared_ptr<const RuleSet>> Reload() ABSL_LOCKS_EXCLUDED(reload_mu_);
 
   // CrowdSec bouncers (config bouncer_api). Unset: the bouncer RPCs are FAILED_PRECONDITION.
   // Set once, before the server serves.
@@ -144,6 +147,7 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   DecisionTable& table_;
   Clock& clock_;
   RuleLoader reload_;
+  absl::Mutex reload_mu_;
   const absl::Time started_;
   const std::string version_;
   prometheus::Counter& reload_ok_;
