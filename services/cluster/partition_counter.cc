@@ -386,6 +386,13 @@ bool RefusedForGood(absl::StatusCode code) {
 
 absl::Status PartitionCounter::Deliver(Partition& part) {
   while (!part.pending.empty()) {
+    if (refused_this_poll_) {
+      // The callback just refused another (the writer away): each offer may wait (a third of
+      // a lease term in palisaded), and the thread that polls renews the leases. Next Poll.
+      return absl::UnavailableError(absl::StrCat("cluster: partition ", part.p, ": detection ",
+                                                 part.pending.front().id,
+                                                 " not offered: another was just refused"));
+    }
     absl::Status taken = on_detection_(part.pending.front());
     if (!taken.ok()) {
       absl::MutexLock lock(&mu_);
@@ -393,7 +400,10 @@ absl::Status PartitionCounter::Deliver(Partition& part) {
       absl::Status refused(taken.code(),
                            absl::StrCat("cluster: partition ", part.p, ": detection ",
                                         part.pending.front().id, " not taken: ", taken.message()));
-      if (!RefusedForGood(taken.code())) return refused;
+      if (!RefusedForGood(taken.code())) {
+        refused_this_poll_ = true;
+        return refused;
+      }
       // Offered again it would be refused again, and the partition would read nothing more:
       // dropped, counted and kept as the last refusal, and the partition reads on.
       ++stats_.rejected;
@@ -537,6 +547,7 @@ absl::Status PartitionCounter::SnapshotAll() {
 }
 
 absl::StatusOr<size_t> PartitionCounter::Poll() {
+  refused_this_poll_ = false;
   size_t read = 0;
   absl::Status first;
   auto note = [&first](absl::Status s) {

@@ -140,7 +140,8 @@ class PartitionCounter {
   // the detections over, records the emitted positions, takes the snapshots that are due and
   // ages the windows. A detection the callback refuses is offered again at the next Poll, and
   // its partition reads nothing more until it is taken (the error is returned, naming the
-  // partition); but one refused for good (kInvalidArgument, kFailedPrecondition, kNotFound and
+  // partition; once one was refused, no other is offered in the same Poll: each offer may
+  // wait, and the thread that polls renews the leases); but one refused for good (kInvalidArgument, kFailedPrecondition, kNotFound and
   // the like: e.g. its rule is not loaded on the writer, which answers a repeat from memory) is
   // dropped, counted in stats().rejected and last_refusal(), and the partition reads on.
   // Returns the matches read.
@@ -210,6 +211,8 @@ class PartitionCounter {
   DetectionCallback on_detection_;
   std::map<uint32_t, std::unique_ptr<Partition>> owned_;  // the cluster thread's only
   std::set<uint32_t> unopened_;                           // gained, not opened yet
+  // The callback refused a detection (not for good) in this Poll: no other is offered in it.
+  bool refused_this_poll_ = false;
   absl::Time last_open_attempt_;
   absl::Time last_expire_;
   mutable absl::Mutex mu_;  // what other threads read

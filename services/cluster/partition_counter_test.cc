@@ -3,6 +3,7 @@
 // simulated clock; the only waits are for NATS to deliver what was published.
 #include "services/cluster/partition_counter.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -454,6 +455,48 @@ TEST_F(PartitionCounterTest, AFormerOwnerNeverMovesTheEmittedPositionBack) {
   PollUntilRead(*next, 5);
   EXPECT_TRUE(w3.all.empty());
   EXPECT_EQ(next->stats().replayed, 5u);
+}
+
+// The writer away: each offer of a detection waits (palisaded: SendDetection, up to a third of
+// the lease term) and is refused. A Poll offers at most one then, not one per partition
+// holding a crossing: the node's thread, which renews the leases between polls, is not held
+// for partitions x that wait (16 x 5 s), past its leases' term.
+TEST_F(PartitionCounterTest, WhileTheWriterRefusesAPollOffersOneDetectionNotOnePerPartition) {
+  auto web1 = Node("web-1");
+  std::vector<std::string> keys(kPartitions);  // one key of each partition
+  for (int i = 1; std::any_of(keys.begin(), keys.end(), [](auto& k) { return k.empty(); }); ++i) {
+    const std::string ip = absl::StrCat("203.0.113.", i);
+    if (keys[PartitionOf(ip, kPartitions)].empty()) keys[PartitionOf(ip, kPartitions)] = ip;
+  }
+  int calls = 0;
+  auto away = [&](const ClusterDetection&) {
+    ++calls;
+    return absl::UnavailableError("command channel: no edge writer answered");
+  };
+  auto c = PartitionCounter::Open(*client_,
+                                  {.node_id = "n1",
+                                   .stream = kStream,
+                                   .partitions = kPartitions,
+                                   .rules = rules_,
+                                   .rule_set_version = version_,
+                                   .clock = &clock_},
+                                  away);
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_TRUE((*c)->Apply(All()).ok());
+  for (const std::string& key : keys) {
+    for (int i = 0; i < 5; ++i) Fail(*web1, key, i);
+  }
+  int most = 0;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  int after = 0;
+  while (after < 3 && absl::Now() < deadline) {
+    const int before = calls;
+    (*c)->Poll().IgnoreError();
+    most = std::max(most, calls - before);
+    if ((*c)->stats().counted == 5 * kPartitions) ++after;
+  }
+  EXPECT_EQ((*c)->stats().counted, 5 * kPartitions);
+  EXPECT_EQ(most, 1);
 }
 
 // A snapshot that cannot be read is no snapshot: the partition is read from the stream's start.
