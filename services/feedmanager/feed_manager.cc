@@ -23,6 +23,9 @@ constexpr absl::Duration kDefaultTtl = absl::Hours(24 * 7);
 constexpr uint64_t kDefaultMaxBytes = 64ull << 20;
 constexpr double kDefaultKeepRatio = 0.1;
 constexpr size_t kMaxRejectionsReturned = 100;
+// Feeds.Get's reply: at most this many bytes of entries (each framed by a tag and a length).
+constexpr size_t kMaxGetReplyBytes = size_t{3} << 20;
+constexpr size_t kEntryFraming = 6;
 
 absl::Duration Or(const google::protobuf::Duration& d, absl::Duration fallback) {
   absl::Duration v = FromProtoDuration(d);
@@ -681,9 +684,17 @@ absl::StatusOr<palisade::v1::GetFeedResponse> FeedManager::Get(
     if (const FeedEntry* e = feed.current->Lookup(*ip)) add(*e);
     return out;
   }
+  // max_entries is the client's: the reply is also bounded in bytes (as a Decisions.List page
+  // is), and info.entries says how many the feed holds.
+  size_t bytes = out.ByteSizeLong();
   for (const FeedEntry& e : feed.current->entries()) {
     if (static_cast<uint32_t>(out.entries_size()) >= req.max_entries()) break;
     add(e);
+    bytes += out.entries(out.entries_size() - 1).ByteSizeLong() + kEntryFraming;
+    if (bytes > kMaxGetReplyBytes) {
+      out.mutable_entries()->RemoveLast();
+      break;
+    }
   }
   return out;
 }

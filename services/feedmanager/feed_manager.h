@@ -105,6 +105,8 @@ class FeedManager {
   void Tick();
 
   palisade::v1::ListFeedsResponse List() const;
+  // The feed's info and its entries: the one holding req.lookup, or the first req.max_entries
+  // of them within 3 MiB of reply (info.entries says how many there are).
   absl::StatusOr<palisade::v1::GetFeedResponse> Get(const palisade::v1::GetFeedRequest& req) const;
 
  private:

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -439,6 +440,28 @@ TEST_F(FeedManagerTest, WhatTheFeedServerWroteNeverMakesTheStoredVersionUnreadab
   ASSERT_THAT(feeds->Restore(), IsOk());
   EXPECT_TRUE(feeds->registry().Contains("pulled", Ip("198.51.100.1")));
   EXPECT_TRUE(feeds->registry().Contains("pushed", Ip("203.0.113.1")));
+}
+
+// Feeds.Get is a read-role call: max_entries is the client's, and a big feed (64 MiB of
+// addresses is millions of entries) was copied whole into one reply. The reply is bounded in
+// bytes, as a Decisions.List page is; info.entries says how many there are.
+TEST_F(FeedManagerTest, AGetReplyIsBoundedInBytes) {
+  std::string content;
+  for (int i = 0; i < 131072; ++i) {
+    absl::StrAppend(&content, "198.", 18 + i / 65536, ".", (i / 256) % 256, ".", i % 256, "\n");
+  }
+  auto feeds = Make({Plain("big")});
+  ASSERT_THAT(feeds->Push("big", kReplace, {}, false, content), IsOk());
+  palisade::v1::GetFeedRequest get;
+  get.set_name("big");
+  get.set_max_entries(std::numeric_limits<uint32_t>::max());
+  absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds->Get(get);
+  ASSERT_THAT(got, IsOk());
+  EXPECT_EQ(got->info().entries(), 131072u);
+  EXPECT_GT(got->entries_size(), 1000);
+  EXPECT_LE(got->ByteSizeLong(), size_t{3} << 20);
+  get.set_max_entries(10);
+  EXPECT_THAT(feeds->Get(get)->entries(), SizeIs(10));
 }
 
 // A feed server on loopback that honours If-None-Match like a real one.
