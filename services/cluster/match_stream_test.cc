@@ -1,5 +1,7 @@
 #include "services/cluster/match_stream.h"
 
+#include <nats/nats.h>
+
 #include <map>
 #include <set>
 #include <vector>
@@ -41,12 +43,23 @@ class MatchStreamTest : public ::testing::Test {
     EXPECT_TRUE(p.ok()) << p.status();
     return p.ok() ? *std::move(p) : nullptr;
   }
-  // Everything partition `p` holds now, in order, through a consumer named `durable`.
+  // Everything partition `p` holds now, in order, through a consumer named `durable`: as many
+  // as the consumer has to deliver when opened (waited for up to a minute, so a loaded machine
+  // whose first fetch is slow does not end the drain early), then whatever else comes at once.
   std::vector<std::string> Drain(uint32_t p, const std::string& durable = "owner") {
     auto c = PartitionConsumer::Open(*client_, "MATCHES", "palisade.matches", durable, p);
     EXPECT_TRUE(c.ok()) << c.status();
     std::vector<std::string> got;
     if (!c.ok()) return got;
+    jsConsumerInfo* ci = nullptr;
+    jsErrCode err = static_cast<jsErrCode>(0);
+    const std::string name = absl::StrCat(durable, "-p", p);
+    EXPECT_EQ(js_GetConsumerInfo(&ci, client_->jetstream(), "MATCHES", name.c_str(), nullptr,
+                                 &err),
+              NATS_OK);
+    const size_t expected = ci == nullptr ? 0 : ci->NumPending + ci->NumAckPending;
+    if (ci != nullptr) jsConsumerInfo_Destroy(ci);
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
     while (true) {
       absl::StatusOr<size_t> n =
           (*c)->Poll(100, absl::Milliseconds(300), [&](uint64_t, absl::string_view m) {
@@ -54,7 +67,7 @@ class MatchStreamTest : public ::testing::Test {
             return absl::OkStatus();
           });
       EXPECT_TRUE(n.ok()) << n.status();
-      if (!n.ok() || *n == 0) break;
+      if (!n.ok() || (*n == 0 && (got.size() >= expected || absl::Now() >= deadline))) break;
     }
     return got;
   }
