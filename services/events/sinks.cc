@@ -549,7 +549,7 @@ SinkRunner::SinkRunner(const palisade::v1::SinkConfig& config, std::unique_ptr<S
 }
 
 SinkRunner::~SinkRunner() {
-  stopping_.Notify();
+  if (!stopping_.HasBeenNotified()) stopping_.Notify();
   thread_.join();
 }
 

@@ -86,6 +86,9 @@ class SinkRunner {
   // Stops after writing what it already took, or at the first write that fails once stopping
   // (the rest counted failed).
   ~SinkRunner();
+  // Asks the runner to stop, without waiting (the destructor waits): several sinks stop at
+  // once, and a test knows the stop was asked before it lets a write end.
+  void RequestStop() { stopping_.Notify(); }
 
   // Builds the output a config names (files opened, addresses resolved).
   static absl::StatusOr<std::unique_ptr<SinkOutput>> OutputFor(
