@@ -400,6 +400,7 @@ absl::StatusOr<std::unique_ptr<DecisionReplica>> DecisionReplica::Start(
   if (!options.apply) return absl::InvalidArgumentError("decision replica: no apply callback");
   auto r = std::unique_ptr<DecisionReplica>(new DecisionReplica(nats, std::move(options)));
   r->applied_through_ = r->options_.start_after;
+  r->read_through_ = r->options_.start_after;
   r->thread_ = std::thread([self = r.get()] { self->Run(); });
   return r;
 }
@@ -416,7 +417,7 @@ DecisionReplica::~DecisionReplica() {
 bool DecisionReplica::WaitUntilApplied(uint64_t sequence, absl::Duration timeout) {
   // Polled: the replica thread does not signal (it is the only writer of applied_through_).
   const absl::Time deadline = absl::Now() + timeout;
-  while (applied_through_.load() < sequence) {
+  while (read_through_.load() < sequence) {
     if (absl::Now() >= deadline) return false;
     absl::SleepFor(absl::Milliseconds(10));
   }
@@ -693,6 +694,7 @@ void DecisionReplica::Run() {
     // Not inside a state: a position kept there would resume after its first chunks and skip
     // the rest (the view never reset), losing what a rebuild from that state was to restore.
     if (pending.id.empty()) applied_through_ = seq;
+    if (seq > read_through_.load()) read_through_ = seq;
     SetError("");
   }
 }

@@ -254,7 +254,11 @@ class DecisionReplica {
 
   // The last stream sequence applied: what to keep with a snapshot of the view.
   uint64_t applied_through() const { return applied_through_.load(); }
-  // Waits until the replica applied `sequence` (or beyond), or `timeout`.
+  // Waits until the replica applied all it can through `sequence` (or beyond), or `timeout`:
+  // it read that far. A state whose chunks the stream does not all hold yet (or never will:
+  // its writer died or was fenced after the first ones) holds nothing to apply, so a replica
+  // whose position is inside one has applied the stream through it; applied_through() stays
+  // before it (a replica resumed from there reads the state whole).
   bool WaitUntilApplied(uint64_t sequence, absl::Duration timeout);
   uint64_t updates_applied() const { return updates_.load(); }
   uint64_t states_applied() const { return states_.load(); }
@@ -287,6 +291,7 @@ class DecisionReplica {
   std::atomic<bool> awaiting_state_{false};
   std::atomic<uint64_t> applied_through_{0}, updates_{0}, states_{0}, fell_behind_{0},
       malformed_{0}, resubscribed_{0};
+  std::atomic<uint64_t> read_through_{0};  // the furthest sequence read (WaitUntilApplied)
   mutable absl::Mutex mu_;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;

@@ -543,6 +543,42 @@ TEST_F(DecisionLogTest, AFallenBehindReplicaDoesNotRebuildFromAStateCutOff) {
   EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(next.table().List({}))));
 }
 
+// The writer died while publishing a state: the stream ends with its first chunk. A new
+// writer takes over once its replica read the stream's end (wait_applied, as ClusterNode's):
+// a state cut off holds nothing to apply, so having read it is having caught up. Waiting
+// for it to be applied, the new writer never took over and the cluster had no writer.
+TEST_F(DecisionLogTest, ANewWriterTakesOverAfterAStateCutOffAtTheStreamsEnd) {
+  {
+    Writer former(*client_, "web-1");
+    former.Changes(10);
+    ASSERT_TRUE(former.log().WaitUntilPublished(absl::Seconds(60)));
+  }
+  palisade::v1::ListDecisionsResponse chunk;
+  Decision* d = chunk.add_decisions();
+  d->set_id("d-1");
+  ASSERT_TRUE(client_
+                  ->Publish(kDecisionStateSubject,
+                            absl::StrCat("S1 web-1:dead:state0 1 3\n", chunk.SerializeAsString()),
+                            "web-1:dead:state0:1")
+                  .ok());
+  Recorder r;
+  auto rep = Replica(r);
+  ASSERT_TRUE(rep);
+  absl::StatusOr<std::unique_ptr<DecisionLogWriter>> next = DecisionLogWriter::Start(
+      *client_, {.node_id = "web-2",
+                 .state = [] { return std::vector<Decision>(); },
+                 .retry_min = absl::Milliseconds(20),
+                 .retry_max = absl::Milliseconds(200),
+                 .wait_applied = [&](uint64_t sequence) {
+                   return rep->WaitUntilApplied(sequence, absl::Seconds(1)) ||
+                          rep->awaiting_state();
+                 }});
+  ASSERT_TRUE(next.ok()) << next.status();
+  (*next)->PublishState();
+  EXPECT_TRUE((*next)->WaitUntilPublished(absl::Seconds(30))) << (*next)->last_error();
+  EXPECT_EQ((*next)->states_published(), 1u);
+}
+
 // The log stays bounded however many decisions are made: after each state the writer purges
 // what came before its previous one. A replica reading along, and one started afresh, both end
 // at the writer's table.
