@@ -11,10 +11,15 @@
 #include "httplib.h"
 #include "prometheus/counter.h"
 #include "prometheus/text_serializer.h"
+#include "services/bouncer_api/bounded_http_server.h"
 #include "services/server/auth.h"
 
 namespace palisade {
 namespace {
+
+// A scrape is a GET with a few headers: read up to this much of a request before the token is
+// checked (httplib alone reads headers without a bound on their count).
+constexpr size_t kMaxRequestBytes = 16 << 10;
 
 // Compares every configured hash whatever matches first, in constant time (as Authorizer does):
 // the time taken says nothing about how close a guess was.
@@ -55,14 +60,14 @@ absl::StatusOr<std::unique_ptr<MetricsHttpsServer>> MetricsHttpsServer::Start(
             "metrics_tls: cannot read \"", *f, "\" (cert_file and key_file are required)"));
       }
     }
-    out->server_ = std::make_unique<httplib::SSLServer>(
-        tls.cert_file().c_str(), tls.key_file().c_str(),
+    out->server_ = MakeBoundedHttpsServer(
+        kMaxRequestBytes, tls.cert_file().c_str(), tls.key_file().c_str(),
         tls.client_ca_file().empty() ? nullptr : tls.client_ca_file().c_str());
     if (!out->server_->is_valid()) {
       return absl::InvalidArgumentError("metrics_tls: the certificate or key does not load");
     }
   } else {
-    out->server_ = std::make_unique<httplib::Server>();
+    out->server_ = MakeBoundedHttpServer(kMaxRequestBytes);
   }
   std::vector<std::string> hashes(auth.token_sha256().begin(), auth.token_sha256().end());
   prometheus::Counter& refused = prometheus::BuildCounter()

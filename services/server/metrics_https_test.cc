@@ -1,0 +1,76 @@
+#include "services/server/metrics_https.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "httplib.h"
+#include "prometheus/counter.h"
+#include "prometheus/registry.h"
+#include "services/common/status_matchers.h"
+#include "services/server/auth.h"
+
+namespace palisade {
+namespace {
+
+using ::palisade::testing::IsOk;
+using ::testing::HasSubstr;
+
+// Sends a request whose headers never end on a raw connection, until the server stops reading
+// or `max` bytes went; the bytes sent.
+size_t FloodHeaders(int port, size_t max) {
+  const int sock = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  size_t sent = 0;
+  if (::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+    std::string chunk = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
+    const std::string line = "X-Filler: " + std::string(4000, 'a') + "\r\n";
+    while (sent < max) {
+      while (chunk.size() < (64 << 10)) chunk += line;
+      const ssize_t n = ::send(sock, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
+      chunk.erase(0, static_cast<size_t>(n));
+    }
+  }
+  ::close(sock);
+  return sent;
+}
+
+// /metrics beyond loopback is exactly where strangers connect: before the bearer token is
+// checked, a scrape's headers were read whatever their size (httplib 0.11 bounds each line, not
+// their count). A request is read up to 16 KiB; past that the connection is closed.
+TEST(MetricsHttpsTest, AScrapesHeadersAreBoundedInBytesBeforeTheTokenIsChecked) {
+  auto registry = std::make_shared<prometheus::Registry>();
+  prometheus::BuildCounter().Name("palisade_test_total").Help("test").Register(*registry).Add({});
+  palisade::v1::MetricsAuthConfig auth;
+  auth.add_token_sha256(Authorizer::HashToken("scrape-token"));
+  absl::StatusOr<std::unique_ptr<MetricsHttpsServer>> server =
+      MetricsHttpsServer::Start("127.0.0.1:0", palisade::v1::TlsConfig(), auth, registry);
+  ASSERT_THAT(server, IsOk());
+  constexpr size_t kFlood = size_t{48} << 20;
+  EXPECT_LT(FloodHeaders((*server)->port(), kFlood), kFlood);
+  httplib::Client client("127.0.0.1", (*server)->port());
+  client.set_keep_alive(true);
+  for (int i = 0; i < 2; ++i) {
+    httplib::Result r = client.Get("/metrics", {{"Authorization", "Bearer scrape-token"}});
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->status, 200);
+    EXPECT_THAT(r->body, HasSubstr("palisade_test_total"));
+  }
+  httplib::Result refused = client.Get("/metrics", {{"Authorization", "Bearer wrong"}});
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 401);
+}
+
+}  // namespace
+}  // namespace palisade
