@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -536,9 +537,18 @@ TEST(CefSyslogTest, AnEventAfterTheCollectorClosedTheConnectionIsNotLost) {
   timeval tv{5, 0};
   setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
   EXPECT_THAT(ReadFrame(conn), HasSubstr("cn1=1 "));
-  close(conn);  // the collector restarts
-  // Loopback delivers the FIN within the close; the pause is a wide margin, not a race.
-  absl::SleepFor(absl::Milliseconds(100));
+  // The collector restarts: its FIN goes out, and once the sink's side has acknowledged it
+  // (this side then waits in FIN_WAIT2) the sink's socket knows, whatever the machine's speed.
+  ASSERT_EQ(shutdown(conn, SHUT_WR), 0);
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  tcp_info info{};
+  socklen_t size = sizeof(info);
+  while (getsockopt(conn, IPPROTO_TCP, TCP_INFO, &info, &size) == 0 &&
+         info.tcpi_state != TCP_FIN_WAIT2 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  ASSERT_EQ(info.tcpi_state, TCP_FIN_WAIT2);
+  close(conn);
   ASSERT_THAT((*out)->Write(second), IsOk());
   const int again = accept(listener, nullptr, nullptr);
   ASSERT_GE(again, 0) << "the event went to the closed connection";
