@@ -195,6 +195,28 @@ absl::StatusOr<kvStore*> NatsClient::OpenKeyValue(const std::string& bucket, int
                                                   absl::Duration ttl, absl::string_view what) {
   kvStore* kv = nullptr;
   natsStatus s = js_KeyValue(&kv, js_, bucket.c_str());
+  if (s == NATS_OK) {
+    // Made before, by this build or another: with as many copies as wanted, or refused (as a
+    // stream with other settings is). Its TTL is not compared: the lease bucket's follows the
+    // configured term, and only clears keys of nodes gone for good.
+    jsStreamInfo* info = nullptr;
+    jsErrCode err = static_cast<jsErrCode>(0);
+    const std::string stream = absl::StrCat("KV_", bucket);
+    const natsStatus i = js_GetStreamInfo(&info, js_, stream.c_str(), nullptr, &err);
+    if (i != NATS_OK) {
+      kvStore_Destroy(kv);
+      return NatsError(i, absl::StrCat("cluster: reading ", what, " ", bucket));
+    }
+    const int have = info->Config->Replicas;
+    jsStreamInfo_Destroy(info);
+    if (have != replicas) {
+      kvStore_Destroy(kv);
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cluster: ", what, " ", bucket, " exists with replicas ", have, " (want ", replicas,
+          "); Palisade does not change a bucket it did not make: delete it (all nodes stopped) "
+          "or fix the config"));
+    }
+  }
   if (s == NATS_NOT_FOUND) {
     kvConfig cfg;
     kvConfig_Init(&cfg);

@@ -81,6 +81,8 @@ class NatsClient {
 
   // The KV bucket `bucket`, created with one value per key, `replicas` copies and, when `ttl`
   // is positive, keys dropped that long after their last write, when it does not exist yet.
+  // One that exists with another number of replicas is refused (kFailedPrecondition naming
+  // both); its TTL is not compared.
   // The caller owns the returned store (kvStore_Destroy). What `what` names leads an error.
   absl::StatusOr<kvStore*> OpenKeyValue(const std::string& bucket, int replicas,
                                         absl::Duration ttl, absl::string_view what);

@@ -1,5 +1,7 @@
 #include "services/cluster/nats_client.h"
 
+#include <nats/nats.h>
+
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -51,6 +53,22 @@ TEST_F(NatsClientTest, AStreamMadeWithOtherSettingsIsRefusedNamingWhatDiffers) {
   EXPECT_THAT(s.message(), HasSubstr("duplicate_window 30s (want 2m)"));
   EXPECT_THAT(s.message(), HasSubstr("max_bytes 1048576 (want none)"));
   EXPECT_THAT(s.message(), ::testing::Not(HasSubstr("replicas")));
+}
+
+// A KV bucket made with fewer copies than the config asks for is refused, naming both, as a
+// stream with other settings is: used as it was, the leases, windows or feeds it holds would
+// be lost with one server though the operator configured three.
+TEST_F(NatsClientTest, AKeyValueBucketWithOtherReplicasIsRefused) {
+  absl::StatusOr<kvStore*> made = client_->OpenKeyValue("b", 1, absl::ZeroDuration(), "test");
+  ASSERT_TRUE(made.ok()) << made.status();
+  kvStore_Destroy(*made);
+  absl::StatusOr<kvStore*> same = client_->OpenKeyValue("b", 1, absl::Minutes(1), "test");
+  ASSERT_TRUE(same.ok()) << same.status();  // its TTL is not compared (leases: the term's)
+  kvStore_Destroy(*same);
+  absl::StatusOr<kvStore*> other = client_->OpenKeyValue("b", 3, absl::ZeroDuration(), "test");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kFailedPrecondition) << other.status();
+  EXPECT_THAT(other.status().message(), HasSubstr("test b exists with replicas 1 (want 3)"));
+  if (other.ok()) kvStore_Destroy(*other);
 }
 
 // A publish retried with the same id (the ack was lost, say) is stored once.
