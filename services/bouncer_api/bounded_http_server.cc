@@ -82,7 +82,7 @@ class BoundedStream final : public httplib::Stream {
   socket_t socket() const override { return sock_; }
 
  private:
-  bool Buffered() const { return at_ < end_ || (ssl_ != nullptr && SSL_pending(ssl_) > 0); }
+  bool Buffered() const { return at_ < end_ || (ssl_ != nullptr && SSL_has_pending(ssl_) == 1); }
   bool Poll(short events, time_t timeout_ms) const {
     pollfd p{sock_, events, 0};
     int r;
