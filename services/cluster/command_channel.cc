@@ -197,6 +197,12 @@ absl::StatusOr<std::string> CommandClient::CallWithId(const std::string& id, abs
       natsMsg_Destroy(reply);
       return out;
     }
+    if (s == NATS_MAX_PAYLOAD) {
+      // Never sendable, whoever writes: said at once, for good (its body never in the text).
+      return absl::InvalidArgumentError(
+          absl::StrCat("command channel: a ", kind, " command of ", request.size(),
+                       " bytes is over NATS' payload limit; not sent"));
+    }
     // No responders (no writer now), a lost reply, NATS away: the same id again, so a command
     // the writer already carried out is answered from its memory, not done twice.
     last = NatsError(s, absl::StrCat("command channel: ", kind, " on ", options_.subject));

@@ -17,7 +17,8 @@
 // CommandClient: used by every node, the writer included (one path for all). Call() sends the
 // command and waits for the reply; while no writer answers (NATS' "no responders": the lease is
 // between holders) or a reply is lost, it retries with the same id until its deadline, then
-// fails with kUnavailable naming the subject.
+// fails with kUnavailable naming the subject. A command over NATS' payload limit fails at once
+// with kInvalidArgument (no attempt can carry it).
 //
 // Messages: a request is "C1 <id> <kind>\n<body>"; a reply "OK\n<body>" or "ERR <code>\n<text>"
 // (written here: a header line before opaque bytes; the body is the caller's serialized proto).

@@ -210,6 +210,23 @@ TEST_F(CommandChannelTest, StoppingWhileNatsIsAwayDoesNotWaitForADrain) {
   EXPECT_LT(absl::Now() - stopping, absl::Seconds(10));  // 30 s before
 }
 
+// A command larger than NATS' payload limit can never be sent: it fails at once, for good
+// (kInvalidArgument), not after its whole deadline of attempts as if no writer answered
+// (kUnavailable), which its sender (a partition owner) would offer again for ever.
+TEST_F(CommandChannelTest, ACommandOverNatsPayloadLimitFailsAtOnceForGood) {
+  Connection writer_conn(server_->url()), node_conn(server_->url());
+  Writer a;
+  auto serving = a.Serve(writer_conn.nc);
+  ASSERT_NE(serving, nullptr);
+  CommandClient client(node_conn.nc, {.node_id = "web-3"});
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::string> r =
+      client.Call("detections.apply", std::string(2u << 20, 'x'), absl::Seconds(20));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+  EXPECT_EQ(client.attempts(), 1u);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+}
+
 // What a sender writes is not trusted: a request not of the form, or over the size bound, is
 // refused with a reason and counted; the handler never sees it.
 TEST_F(CommandChannelTest, MalformedAndOversizedRequestsAreRefused) {
