@@ -36,13 +36,11 @@ absl::Status NatsError(int status, absl::string_view what) {
 std::string RedactedServerUrl(absl::string_view url) {
   const size_t scheme = url.find("://");
   const size_t host = scheme == absl::string_view::npos ? 0 : scheme + 3;
-  const size_t path = url.find('/', host);
-  const absl::string_view authority = url.substr(host, path == absl::string_view::npos
-                                                           ? absl::string_view::npos
-                                                           : path - host);
-  const size_t at = authority.rfind('@');
-  if (at == absl::string_view::npos) return std::string(url);
-  return absl::StrCat(url.substr(0, host), "***", url.substr(host + at));
+  // A NATS server URL is scheme://[credentials@]host:port: whatever is before its last '@' is
+  // credentials, a password holding '/', '?' or '#' unencoded too.
+  const size_t at = url.rfind('@');
+  if (at == absl::string_view::npos || at < host) return std::string(url);
+  return absl::StrCat(url.substr(0, host), "***", url.substr(at));
 }
 
 absl::StatusOr<std::unique_ptr<NatsClient>> NatsClient::Connect(const NatsOptions& options) {

@@ -117,14 +117,18 @@ TEST(NatsClientConnectTest, CredentialsInAServerUrlAreNotInTheError) {
   const std::string url = (*server)->url();
   server->reset();  // stopped: its port now refuses
   const std::string hostport = url.substr(url.find("://") + 3);
-  auto client = NatsClient::Connect({.servers = {absl::StrCat("nats://alice:pw-SECRET1@", hostport),
-                                                 absl::StrCat("nats://tok-SECRET2@", hostport)},
-                                     .timeout = absl::Seconds(2)});
+  auto client =
+      NatsClient::Connect({.servers = {absl::StrCat("nats://alice:pw-SECRET1@", hostport),
+                                       absl::StrCat("nats://tok-SECRET2@", hostport),
+                                       absl::StrCat("nats://bob:p/w?#-SECRET3@", hostport)},
+                           .timeout = absl::Seconds(2)});
   ASSERT_FALSE(client.ok());
   EXPECT_EQ(client.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(client.status().message(), HasSubstr(hostport));
   EXPECT_THAT(client.status().message(), ::testing::Not(HasSubstr("SECRET")));
   EXPECT_THAT(client.status().message(), ::testing::Not(HasSubstr("alice")));
+  EXPECT_EQ(RedactedServerUrl("nats://bob:p/w?#-SECRET3@h:4222"), "nats://***@h:4222");
+  EXPECT_EQ(RedactedServerUrl("tls://h:4222"), "tls://h:4222");
 }
 
 // The credentials file's content is a secret: a bad one is named by its path only.
