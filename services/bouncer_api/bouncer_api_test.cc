@@ -686,6 +686,29 @@ TEST(BouncerApiTest, ARequestsHeadersAreBoundedInBytesBeforeTheKeyIsChecked) {
   }
 }
 
+// A request past its byte budget is answered (a 4xx a client can tell), not dropped without a
+// word: a bouncer or a curl that sent a long query sees why.
+TEST(BouncerApiTest, ARequestPastItsBudgetIsAnsweredNotDropped) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("long-query.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7");
+  httplib::Client client("127.0.0.1", d.api->port());
+  // The answer comes while the client is still writing the longer ones; what it still sends is
+  // read and dropped (up to 8 MiB), so closing does not reset the answer away.
+  for (size_t size : {size_t{64} << 10, size_t{2} << 20, size_t{6} << 20}) {
+    httplib::Result r = client.Get("/v1/decisions?ip=203.0.113.7&pad=" + std::string(size, 'a'),
+                                   {{"X-Api-Key", key}});
+    ASSERT_TRUE(r) << size << ": " << httplib::to_string(r.error());
+    EXPECT_EQ(r->status, 431) << size;
+    EXPECT_THAT(r->body, Not(HasSubstr("203.0.113.7"))) << size;
+  }
+  // The next connection is served as before.
+  httplib::Result r = client.Get("/v1/decisions?ip=203.0.113.7", {{"X-Api-Key", key}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
 TEST(BouncerApiTest, OverTlsWhenConfigured) {
   const std::string dir = std::getenv("TEST_TMPDIR");
   const std::string cert = dir + "/b-cert.pem", key_file = dir + "/b-key.pem";

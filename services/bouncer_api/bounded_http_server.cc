@@ -13,6 +13,9 @@
 #include <functional>
 #include <string>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+
 namespace palisade {
 namespace {
 
@@ -24,9 +27,29 @@ class BoundedStream final : public httplib::Stream {
   BoundedStream(int sock, SSL* ssl, time_t read_timeout_sec, time_t write_timeout_sec)
       : sock_(sock), ssl_(ssl), read_timeout_(read_timeout_sec), write_timeout_(write_timeout_sec) {}
 
-  // The bytes the next request may take.
-  void Allow(size_t budget) { left_ = budget; }
+  // The bytes the next request may take (and nothing written for it yet).
+  void Allow(size_t budget) {
+    left_ = budget;
+    written_ = 0;
+  }
   bool exhausted() const { return left_ == 0; }
+  // Whether any byte of an answer to this request went out.
+  bool answered() const { return written_ > 0; }
+  // After an answer to a request that is still arriving: reads and drops what the client still
+  // sends, up to `max_bytes` or `max_time`, so that closing does not reset the connection (and
+  // the answer with it) while the client is still writing. The caller then closes.
+  void Drain(size_t max_bytes, absl::Duration max_time) {
+    if (ssl_ == nullptr) ::shutdown(sock_, SHUT_WR);
+    const absl::Time deadline = absl::Now() + max_time;
+    char scratch[4096];
+    for (size_t drained = 0; drained < max_bytes && absl::Now() < deadline;) {
+      if (!Buffered() && !Poll(POLLIN, 100)) continue;
+      const ssize_t n = ssl_ != nullptr ? SSL_read(ssl_, scratch, sizeof(scratch))
+                                        : ::recv(sock_, scratch, sizeof(scratch), 0);
+      if (n <= 0 && !(n < 0 && ssl_ == nullptr && errno == EINTR)) return;
+      if (n > 0) drained += static_cast<size_t>(n);
+    }
+  }
   // Waits up to `seconds` for a byte while `running()`.
   bool WaitReadable(time_t seconds, const std::function<bool()>& running) const {
     for (time_t waited_ms = 0; waited_ms <= seconds * 1000; waited_ms += 100) {
@@ -61,11 +84,15 @@ class BoundedStream final : public httplib::Stream {
 
   ssize_t write(const char* ptr, size_t size) override {
     if (!is_writable()) return -1;
-    if (ssl_ != nullptr) return SSL_write(ssl_, ptr, static_cast<int>(std::min<size_t>(size, 1 << 30)));
     ssize_t n;
-    do {
-      n = ::send(sock_, ptr, size, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
+    if (ssl_ != nullptr) {
+      n = SSL_write(ssl_, ptr, static_cast<int>(std::min<size_t>(size, 1 << 30)));
+    } else {
+      do {
+        n = ::send(sock_, ptr, size, MSG_NOSIGNAL);
+      } while (n < 0 && errno == EINTR);
+    }
+    if (n > 0) written_ += static_cast<size_t>(n);
     return n;
   }
 
@@ -110,6 +137,7 @@ class BoundedStream final : public httplib::Stream {
   const time_t read_timeout_;
   const time_t write_timeout_;
   size_t left_ = 0;
+  size_t written_ = 0;
   char buffer_[4096];
   size_t at_ = 0;
   size_t end_ = 0;
@@ -127,6 +155,17 @@ bool ServeConnection(int sock, SSL* ssl, size_t budget, size_t max_requests,
     strm.Allow(budget);
     bool connection_closed = false;
     ret = process(strm, /*close_connection=*/left == 1, connection_closed);
+    if (strm.exhausted() && !strm.answered()) {
+      // httplib gives up on a request line or headers it could not read whole, without an
+      // answer: say why before the connection closes (as CrowdSec's LAPI does, 431).
+      constexpr char kTooLarge[] =
+          "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: application/json\r\n"
+          "Content-Length: 31\r\nConnection: close\r\n\r\n{\"message\":\"request too large\"}";
+      if (strm.write(kTooLarge, sizeof(kTooLarge) - 1) > 0) {
+        strm.Drain(/*max_bytes=*/size_t{8} << 20, absl::Seconds(2));
+      }
+      break;
+    }
     if (!ret || connection_closed || strm.exhausted()) break;
   }
   return ret;
