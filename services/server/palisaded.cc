@@ -38,6 +38,7 @@
 #include "services/cluster/feed_sync.h"
 #include "services/cluster/match_router.h"
 #include "services/cluster/match_stream.h"
+#include "services/cluster/nats_client.h"
 #include "services/cluster/partition_counter.h"
 #include "services/decisions/decision_table.h"
 #include "services/events/convert.h"
@@ -777,8 +778,13 @@ int Run() {
       }
       return out;
     });
+    // The servers as they may be shown: a user and password (or a token) in a URL are not.
+    std::vector<std::string> servers;
+    for (const std::string& url : config->cluster().nats().servers()) {
+      servers.push_back(cluster::RedactedServerUrl(url));
+    }
     Log(absl::StrCat("cluster: node ", config->cluster().node_id(), " on ",
-                     absl::StrJoin(config->cluster().nats().servers(), ","), ", ",
+                     absl::StrJoin(servers, ","), ", ",
                      config->cluster().partitions(), " partitions, ",
                      n->writer() ? "the edge writer" : "not the edge writer"));
   }

@@ -4,15 +4,20 @@
 // writer killed with SIGKILL in the middle of a run of bans is replaced by another node and the
 // edge still ends exact: one access rule and one create per decision, none lost.
 // No timing is asserted: every wait is for a condition, with deadlines of minutes.
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "grpcpp/grpcpp.h"
 #include "palisade/v1/palisade.grpc.pb.h"
@@ -30,6 +35,8 @@ using ::palisade::testing::Emulator;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::MetricValue;
 using ::palisade::testing::WaitFor;
+using ::testing::HasSubstr;
+using ::testing::Not;
 
 constexpr absl::Duration kLong = absl::Minutes(3);
 
@@ -45,16 +52,25 @@ class ClusterE2eTest : public ::testing::Test {
     cf_ = *std::move(emulator);
     std::vector<std::string> urls;
     for (const std::string& u : cluster::UrlsOf(nats_)) urls.push_back("\"" + u + "\"");
+    // Node 1 names its servers with a user and password in the URLs (the servers require none
+    // and ignore them): they must not reach its log.
+    std::vector<std::string> with_password;
+    for (const std::string& u : cluster::UrlsOf(nats_)) {
+      with_password.push_back(
+          "\"" + absl::StrReplaceAll(u, {{"nats://", "nats://palisade:" + std::string(kPassword) + "@"}}) + "\"");
+    }
+    node1_log_ = absl::StrCat(std::getenv("TEST_TMPDIR"), "/node1-", ++runs_, ".log");
     for (int i = 1; i <= 3; ++i) {
       // The shortest lease term the config takes: a dead writer is replaced after ~5 s.
       const std::string top = absl::StrCat(
-          "cluster {\n  nats { servers: [", absl::StrJoin(urls, ", "), "] }\n  node_id: \"n", i,
+          "cluster {\n  nats { servers: [", absl::StrJoin(i == 1 ? with_password : urls, ", "),
+          "] }\n  node_id: \"n", i,
           "\"\n  partitions: 4\n  lease_term { seconds: 3 }\n}\n"
           "feeds { name: \"blocklist\" format: FEED_FORMAT_PLAIN to_edge: true }\n");
       const std::string config = ::palisade::testing::WriteEdgeConfig(
           *cf_, cf_->token_file(), {"tests/e2e/testdata/cluster.textproto"}, top);
-      absl::StatusOr<std::unique_ptr<Daemon>> d =
-          Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
+      absl::StatusOr<std::unique_ptr<Daemon>> d = Daemon::Start(
+          {"--config=" + config, "--shutdown_grace=200ms"}, "", i == 1 ? node1_log_ : "");
       ASSERT_TRUE(d.ok()) << "node " << i << ": " << d.status();
       nodes_.push_back(*std::move(d));
     }
@@ -149,9 +165,26 @@ class ClusterE2eTest : public ::testing::Test {
   int CreateCount() { return ::palisade::testing::EmulatorAccessRuleCreates(*cf_); }
 
   std::vector<std::unique_ptr<NatsServerForTests>> nats_;
+  static constexpr char kPassword[] = "nats-s3cret-pw";
+  static inline int runs_ = 0;
+  std::string node1_log_;  // node 1's stdout and stderr
   std::unique_ptr<Emulator> cf_;
   std::vector<std::unique_ptr<Daemon>> nodes_;
 };
+
+// A NATS password in the config's server URLs is a secret: node 1's log names its servers with
+// the credentials redacted, and never holds the password.
+TEST_F(ClusterE2eTest, ANodesLogNamesItsServersWithoutTheirPassword) {
+  std::string log;
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (!absl::StrContains(log, "cluster: node n1 on") && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+    std::ifstream in(node1_log_);
+    log.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  ASSERT_THAT(log, HasSubstr("cluster: node n1 on nats://***@127.0.0.1:"));
+  EXPECT_THAT(log, Not(HasSubstr(kPassword)));
+}
 
 TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenTheWriterDies) {
   ASSERT_EQ(nodes_.size(), 3u);

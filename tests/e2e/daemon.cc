@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -28,7 +29,8 @@ extern char** environ;
 namespace palisade::testing {
 
 absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> args,
-                                                      const std::string& state_file) {
+                                                      const std::string& state_file,
+                                                      const std::string& log_file) {
   const char* tmp = std::getenv("TEST_TMPDIR");
   static int counter = 0;
   const std::string port_file =
@@ -49,9 +51,17 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(std::vector<std::string> a
   argv.push_back(nullptr);
 
   auto daemon = std::unique_ptr<Daemon>(new Daemon());
-  if (posix_spawn(&daemon->pid_, argv[0], nullptr, nullptr, argv.data(), environ) != 0) {
-    return absl::InternalError("cannot spawn palisaded");
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  if (!log_file.empty()) {
+    posix_spawn_file_actions_addopen(&actions, 1, log_file.c_str(),
+                                     O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
   }
+  const int spawned =
+      posix_spawn(&daemon->pid_, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  if (spawned != 0) return absl::InternalError("cannot spawn palisaded");
   const absl::Time deadline = absl::Now() + absl::Seconds(60);
   while (absl::Now() < deadline) {
     int status = 0;

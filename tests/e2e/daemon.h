@@ -25,9 +25,11 @@ class Daemon {
   // Starts services/server/palisaded with `args` (plus the port-file flag, free loopback ports
   // for --grpc_listen and --metrics_listen unless `args` sets them, and a fresh state file
   // unless `state_file` names one) and waits until it listens.
-  // kDeadlineExceeded if it does not within 60 s.
+  // kDeadlineExceeded if it does not within 60 s. With `log_file`, its stdout and stderr go
+  // there (appended) instead of the test's.
   static absl::StatusOr<std::unique_ptr<Daemon>> Start(std::vector<std::string> args,
-                                                       const std::string& state_file = "");
+                                                       const std::string& state_file = "",
+                                                       const std::string& log_file = "");
   // SIGKILL, as a crash would.
   void Kill();
   ~Daemon();
