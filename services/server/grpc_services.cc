@@ -522,8 +522,11 @@ grpc::ServerUnaryReactor* AdminService::ReleaseHeld(grpc::CallbackServerContext*
     return Reply(context, absl::FailedPreconditionError(
                               "nothing is held: Cloudflare is not enabled in the config"));
   }
-  const int max =
-      request->max() == 0 ? std::numeric_limits<int>::max() : static_cast<int>(request->max());
+  // 0, and anything past INT_MAX, is all of them (a uint32 past INT_MAX cast to int was negative:
+  // none released, and OK said).
+  const int max = request->max() == 0 ? std::numeric_limits<int>::max()
+                                      : static_cast<int>(std::min<uint32_t>(
+                                            request->max(), std::numeric_limits<int>::max()));
   response->set_released(static_cast<uint32_t>(dispatcher_->ReleaseHeld(max)));
   return Reply(context, absl::OkStatus());
 }

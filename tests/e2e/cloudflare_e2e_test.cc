@@ -287,6 +287,12 @@ TEST(CloudflareE2eTest, GuardHoldsTheFloodAndNeverBansCloudflare) {
   ASSERT_TRUE(admin->ReleaseHeld(&release_ctx, release, &released).ok());
   EXPECT_EQ(released.released(), 10u);
   EXPECT_TRUE(WaitFor([&] { return State(cf)["access_rules"].size() == 60u; }, absl::Seconds(60)));
+  // A max past INT_MAX is "all of them", as 0 is; it was read as a negative count (none).
+  grpc::ClientContext all_ctx;
+  palisade::v1::ReleaseHeldRequest all;
+  all.set_max(4'000'000'000u);
+  ASSERT_TRUE(admin->ReleaseHeld(&all_ctx, all, &released).ok());
+  EXPECT_EQ(released.released(), 9940u);
 }
 
 // Objects deleted at the edge behind Palisade's back come back; objects carrying Palisade's
