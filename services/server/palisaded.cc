@@ -307,7 +307,10 @@ int Run() {
   }
   // Token rules' detections are candidates until a verify says they are live tokens
   // (services/actions/token_vetter.h): random token-shaped strings make no decision. The stage
-  // is built once the edge is up, before the first batch can arrive.
+  // is built before the first batch can arrive (below, before the inputs start).
+  // The edge, once started (below). Declared before the token vetter, which verifies through
+  // it: the vetter (and its thread) goes first on every way out.
+  EdgeSlot edge_slot;
   std::unique_ptr<TokenVetter> token_vetter;
   options.token_candidates = [&token_vetter](absl::string_view source,
                                              std::vector<Detection>& candidates,
@@ -358,6 +361,45 @@ int Run() {
   }
   const EngineOptions engine_options = options.engine;
   Pipeline pipeline(*rules, options, clock, table, *registry);
+  // The token vetter exists before any input starts (file inputs, syslog, Logpush): a token
+  // seen in the first lines is queued, and verified once the edge is up (until then its verify
+  // answers "unknown", tried again later); the inputs' threads read it only once it is set.
+  {
+    // A verified token is decided like any detection, and its detection event published.
+    TokenVetter::Sink decide = [&table, &events, &edge_slot, &token_client](
+                                   const std::string& source, std::vector<Detection>& verified) {
+      if (token_client != nullptr && edge_slot.get() == nullptr) {
+        for (Detection& d : verified) {
+          if (d.kind != palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT) continue;
+          absl::StatusOr<TokenInfo> info = token_client->VerifyOtherToken(
+              Secret(d.secret), absl::StartsWith(d.secret, "cfat_"));
+          // Else (IP-restricted here, or no answer) the writer says it cannot revoke it.
+          if (!info.ok()) continue;
+          d.kind = palisade::v1::TARGET_KIND_TOKEN_ID;
+          d.key = info->id;
+          d.secret.clear();
+        }
+      }
+      table.ApplyAll(verified, [&](const std::vector<DecisionUpdate>& updates) {
+        PublishDetections(events, source, verified, updates);
+      });
+    };
+    TokenVetter::VerifyFn verify;
+    if (config->cloudflare().enabled()) {
+      verify = [&edge_slot, &token_client](const std::string& secret) {
+        std::shared_ptr<Edge> edge = edge_slot.get();
+        if (edge != nullptr) return VerifyWithCloudflare(edge->client(), secret);
+        if (token_client != nullptr) return VerifyWithCloudflare(*token_client, secret);
+        return TokenVerdict::kUnknown;  // (the edge not started yet: tried again later)
+      };
+    } else {
+      Log("cloudflare is off: token-shaped strings are counted, not decided (nothing can verify "
+          "or revoke them)");
+    }
+    token_vetter = std::make_unique<TokenVetter>(TokenVetterOptions(), clock, std::move(verify),
+                                                 std::move(decide), *registry);
+    token_vetter->Start();
+  }
   // The windows, and where each file input stood when they were taken.
   palisade::v1::EngineSnapshot snapshot;
   if (absl::StatusOr<std::string> windows = (*store)->LoadSnapshot("windows");
@@ -472,7 +514,7 @@ int Run() {
 
   // The edge: Cloudflare client, token check, dispatcher and actuators. In a cluster, only
   // while this node holds the edge-writer lease (the ClusterNode below starts and stops it).
-  EdgeSlot edge_slot;
+  // (edge_slot is declared above, with the token vetter that reads it.)
   // Starts the edge; in a cluster its dispatcher hears the table through the slot.
   auto start_edge = [&]() -> absl::Status {
     absl::StatusOr<std::unique_ptr<Edge>> started = Edge::Start(
@@ -500,42 +542,6 @@ int Run() {
     }
   }
 
-  {
-    // A verified token is decided like any detection, and its detection event published.
-    TokenVetter::Sink decide = [&table, &events, &edge_slot, &token_client](
-                                   const std::string& source, std::vector<Detection>& verified) {
-      if (token_client != nullptr && edge_slot.get() == nullptr) {
-        for (Detection& d : verified) {
-          if (d.kind != palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT) continue;
-          absl::StatusOr<TokenInfo> info = token_client->VerifyOtherToken(
-              Secret(d.secret), absl::StartsWith(d.secret, "cfat_"));
-          // Else (IP-restricted here, or no answer) the writer says it cannot revoke it.
-          if (!info.ok()) continue;
-          d.kind = palisade::v1::TARGET_KIND_TOKEN_ID;
-          d.key = info->id;
-          d.secret.clear();
-        }
-      }
-      table.ApplyAll(verified, [&](const std::vector<DecisionUpdate>& updates) {
-        PublishDetections(events, source, verified, updates);
-      });
-    };
-    TokenVetter::VerifyFn verify;
-    if (config->cloudflare().enabled()) {
-      verify = [&edge_slot, &token_client](const std::string& secret) {
-        std::shared_ptr<Edge> edge = edge_slot.get();
-        if (edge != nullptr) return VerifyWithCloudflare(edge->client(), secret);
-        if (token_client != nullptr) return VerifyWithCloudflare(*token_client, secret);
-        return TokenVerdict::kUnknown;  // (the edge not started yet: tried again later)
-      };
-    } else {
-      Log("cloudflare is off: token-shaped strings are counted, not decided (nothing can verify "
-          "or revoke them)");
-    }
-    token_vetter = std::make_unique<TokenVetter>(TokenVetterOptions(), clock, std::move(verify),
-                                                 std::move(decide), *registry);
-    token_vetter->Start();
-  }
 
   // SIEM sinks follow the event stream on threads of their own.
   std::vector<std::unique_ptr<SinkRunner>> sinks;

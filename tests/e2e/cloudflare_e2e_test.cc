@@ -2,10 +2,15 @@
 // fed attack logs over gRPC. The emulator's state must show the access rules, the IP list
 // items with their custom rule, the rate-limiting rule and the revoked token, and then, once
 // the (short) decisions expire, everything but the revocation must be gone.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <fstream>
 #include <functional>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -160,6 +165,64 @@ TEST(CloudflareE2eTest, DecisionsReachTheEdgeAndLeaveWhenTheyExpire) {
   }
   // The custom rule that blocks the list stays: it is cheap, and the list may refill.
   EXPECT_EQ(state["rulesets"]["http_request_firewall_custom"]["rules"].size(), 1u);
+}
+
+// A token a syslog sender writes as soon as palisaded listens, while its edge is still starting
+// (each API call 1.5 s late), is verified and revoked once the edge is up: the token vetter
+// exists before any input listens. (It was built after the edge, and a receiver's token
+// candidates before it were dropped: the token was never revoked.)
+TEST(CloudflareE2eTest, ATokenSentWhileTheEdgeStartsIsRevoked) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  absl::StatusOr<std::string> seeded =
+      HttpPost(cf.port(), "/__emulator/tokens", R"({"name":"ci-deploy","permissions":["lists"]})");
+  ASSERT_TRUE(seeded.ok()) << seeded.status();
+  const json leaked = json::parse(*seeded)["result"];
+  ASSERT_TRUE(HttpPost(cf.port(), "/__emulator/faults", R"({"latency_ms":1500})").ok());
+  const int port = ::palisade::testing::FreeLoopbackPort();
+  ASSERT_GT(port, 0);
+  const std::string config = WriteConfig(
+      cf, cf.token_file(), "",
+      absl::StrCat("inputs { syslog { name: \"net\" tcp_listen: \"127.0.0.1:", port, "\" } }\n",
+                   "time_zone: \"UTC\"\n"));
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon;
+  std::thread starting(
+      [&] { daemon = Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"}); });
+  // The receiver listens before the edge has made its first call: the line goes in then.
+  const std::string line =
+      absl::StrCat("<13>", absl::FormatTime("%b %e %H:%M:%S", absl::Now(), absl::UTCTimeZone()),
+                   " ci deploy[9]: curl -H 'Authorization: Bearer ",
+                   leaked["value"].get<std::string>(), "' https://api.example.com\n");
+  bool sent = false;
+  for (const absl::Time deadline = absl::Now() + absl::Seconds(60); !sent && absl::Now() < deadline;
+       absl::SleepFor(absl::Milliseconds(10))) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(static_cast<uint16_t>(port));
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) == 0) {
+      sent = send(fd, line.data(), line.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(line.size());
+    }
+    close(fd);
+  }
+  starting.join();
+  ASSERT_TRUE(sent);
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  ASSERT_TRUE(HttpPost(cf.port(), "/__emulator/faults", R"({"latency_ms":0})").ok());
+  // Verified once the edge is up (an unanswered verify is tried again 30 s later).
+  json state;
+  const bool revoked = WaitFor(
+      [&] {
+        state = State(cf);
+        for (const auto& t : state["tokens"]) {
+          if (t["id"] == leaked["id"]) return t["status"] == "disabled";
+        }
+        return false;
+      },
+      absl::Seconds(120));
+  EXPECT_TRUE(revoked) << state["tokens"].dump(2);
 }
 
 // A token used from outside its expected addresses, as the account's audit log tells it, is
