@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -598,22 +599,20 @@ TEST(CefSyslogTest, ACollectorThatStopsReadingCannotWedgeTheSink) {
 // An output whose collector is gone: each write fails after a while (the send deadline).
 class FailingOutput final : public SinkOutput {
  public:
+  // What the test sees of it: the runner owns the output, and destroys it when it stops.
+  struct Seen {
+    absl::Notification gate;  // the first write waits for the test
+    std::atomic<int> writes{0};
+  };
+  explicit FailingOutput(Seen& seen) : seen_(seen) {}
   absl::Status Write(const Event&) override {
-    gate_.WaitForNotification();  // the first write waits for the test
-    absl::MutexLock lock(&mu_);
-    ++writes_;
+    seen_.gate.WaitForNotification();
+    ++seen_.writes;
     return absl::UnavailableError("cef_syslog 192.0.2.1:514: Resource temporarily unavailable");
-  }
-  void Open() { gate_.Notify(); }
-  int writes() {
-    absl::MutexLock lock(&mu_);
-    return writes_;
   }
 
  private:
-  absl::Notification gate_;
-  absl::Mutex mu_;
-  int writes_ ABSL_GUARDED_BY(mu_) = 0;
+  Seen& seen_;
 };
 
 // Stopping writes what the runner took, but not against an output that fails: each failed
@@ -625,17 +624,17 @@ TEST(SinkRunnerTest, StoppingGivesUpAtTheFirstFailure) {
   EventHub hub({}, clock, registry);
   palisade::v1::SinkConfig config;
   config.set_name("gone");
-  auto output = std::make_unique<FailingOutput>();
-  FailingOutput* out = output.get();
-  auto sink = std::make_unique<SinkRunner>(config, std::move(output), hub, registry);
+  FailingOutput::Seen seen;
+  auto sink =
+      std::make_unique<SinkRunner>(config, std::make_unique<FailingOutput>(seen), hub, registry);
   Event e = Decision();
   e.clear_sequence();
   for (int i = 0; i < 100; ++i) hub.Publish(e);  // one being written (or about to be), 99 queued
   // The stop is asked for before the first write fails, whatever the machine's speed.
   sink->RequestStop();
-  out->Open();
+  seen.gate.Notify();
   sink.reset();
-  EXPECT_LE(out->writes(), 2);
+  EXPECT_LE(seen.writes.load(), 2);
   EXPECT_EQ(MetricValue(registry, "palisade_sink_events_total", "failed"), 100);
 }
 
