@@ -1,10 +1,5 @@
 #include "services/bouncer_api/bouncer_api.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -15,6 +10,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/text_serializer.h"
+#include "services/bouncer_api/header_flood_for_tests.h"
 #include "services/common/clock.h"
 #include "services/common/status_matchers.h"
 #include "services/store/sql_for_tests.h"
@@ -23,6 +19,7 @@ namespace palisade {
 namespace {
 
 using ::nlohmann::json;
+using ::palisade::testing::FloodHeaders;
 using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
 using ::testing::HasSubstr;
@@ -637,34 +634,10 @@ TEST(BouncerApiTest, TrimmingForgetsServedDeletionsAndAFarBehindBouncerStartsOve
   EXPECT_EQ(*d.api->Trim(), 1);
 }
 
-// Sends a request whose headers never end (4 KiB lines) on a raw connection, until the server
-// stops reading or `max` bytes went; the bytes sent.
-size_t FloodHeaders(int port, size_t max) {
-  const int sock = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  size_t sent = 0;
-  if (::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    std::string chunk = "GET /v1/decisions/stream?startup=true HTTP/1.1\r\nHost: x\r\n";
-    const std::string line = "X-Filler: " + std::string(4000, 'a') + "\r\n";
-    while (sent < max) {
-      while (chunk.size() < (64 << 10)) chunk += line;
-      const ssize_t n = ::send(sock, chunk.data(), chunk.size(), MSG_NOSIGNAL);
-      if (n <= 0) break;
-      sent += static_cast<size_t>(n);
-      chunk.erase(0, static_cast<size_t>(n));
-    }
-  }
-  ::close(sock);
-  return sent;
-}
-
 // httplib 0.11 reads a request's headers with no bound on their count: before anything checks
 // the key, one connection could make the daemon hold as many bytes as it sent (200 MB of
 // headers made 389 MB of resident memory). A request is read up to max_query_bytes plus 16 KiB
-// of headers; past that the connection is answered 400 and closed, and the request is never
+// of headers; past that the connection is answered 431 and closed, and the request is never
 // handled.
 TEST(BouncerApiTest, ARequestsHeadersAreBoundedInBytesBeforeTheKeyIsChecked) {
   SimulatedClock clock;
@@ -672,7 +645,7 @@ TEST(BouncerApiTest, ARequestsHeadersAreBoundedInBytesBeforeTheKeyIsChecked) {
   std::string key = *d.api->AddBouncer("fw");
   d.Ban("203.0.113.7");
   constexpr size_t kFlood = size_t{48} << 20;
-  EXPECT_LT(FloodHeaders(d.api->port(), kFlood), kFlood);
+  EXPECT_LT(FloodHeaders(d.api->port(), "/v1/decisions/stream?startup=true", kFlood), kFlood);
   EXPECT_THAT(d.Metrics(), Not(HasSubstr("reason=\"auth\"")));
   // Requests as bouncers send them are served as before, on a connection kept alive.
   httplib::Client client("127.0.0.1", d.api->port());

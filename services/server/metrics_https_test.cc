@@ -1,10 +1,5 @@
 #include "services/server/metrics_https.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <memory>
 #include <string>
 
@@ -13,38 +8,16 @@
 #include "httplib.h"
 #include "prometheus/counter.h"
 #include "prometheus/registry.h"
+#include "services/bouncer_api/header_flood_for_tests.h"
 #include "services/common/status_matchers.h"
 #include "services/server/auth.h"
 
 namespace palisade {
 namespace {
 
+using ::palisade::testing::FloodHeaders;
 using ::palisade::testing::IsOk;
 using ::testing::HasSubstr;
-
-// Sends a request whose headers never end on a raw connection, until the server stops reading
-// or `max` bytes went; the bytes sent.
-size_t FloodHeaders(int port, size_t max) {
-  const int sock = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  size_t sent = 0;
-  if (::connect(sock, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    std::string chunk = "GET /metrics HTTP/1.1\r\nHost: x\r\n";
-    const std::string line = "X-Filler: " + std::string(4000, 'a') + "\r\n";
-    while (sent < max) {
-      while (chunk.size() < (64 << 10)) chunk += line;
-      const ssize_t n = ::send(sock, chunk.data(), chunk.size(), MSG_NOSIGNAL);
-      if (n <= 0) break;
-      sent += static_cast<size_t>(n);
-      chunk.erase(0, static_cast<size_t>(n));
-    }
-  }
-  ::close(sock);
-  return sent;
-}
 
 // /metrics beyond loopback is exactly where strangers connect: before the bearer token is
 // checked, a scrape's headers were read whatever their size (httplib 0.11 bounds each line, not
@@ -58,7 +31,7 @@ TEST(MetricsHttpsTest, AScrapesHeadersAreBoundedInBytesBeforeTheTokenIsChecked) 
       MetricsHttpsServer::Start("127.0.0.1:0", palisade::v1::TlsConfig(), auth, registry);
   ASSERT_THAT(server, IsOk());
   constexpr size_t kFlood = size_t{48} << 20;
-  EXPECT_LT(FloodHeaders((*server)->port(), kFlood), kFlood);
+  EXPECT_LT(FloodHeaders((*server)->port(), "/metrics", kFlood), kFlood);
   httplib::Client client("127.0.0.1", (*server)->port());
   client.set_keep_alive(true);
   for (int i = 0; i < 2; ++i) {

@@ -48,6 +48,22 @@ std::string WriteConfig(const Emulator& emulator, const std::string& token_file,
 
 json State(const Emulator& emulator) { return ::palisade::testing::EmulatorState(emulator); }
 
+// A token the emulator makes for a test to leak or misuse: its {"id", "value", ...}.
+absl::StatusOr<json> SeedToken(const Emulator& emulator) {
+  absl::StatusOr<std::string> made = HttpPost(emulator.port(), "/__emulator/tokens",
+                                              R"({"name":"ci-deploy","permissions":["lists"]})");
+  if (!made.ok()) return made.status();
+  return json::parse(*made)["result"];
+}
+
+// The status ("active", "disabled") of the token with `id` in the emulator's state; "" if absent.
+std::string TokenStatus(const json& state, const json& id) {
+  for (const auto& t : state["tokens"]) {
+    if (t["id"] == id) return t["status"];
+  }
+  return "";
+}
+
 void ShipOrDie(palisade::v1::Ingest::Stub& stub, palisade::v1::LogFormat format,
                const std::vector<std::string>& lines) {
   absl::StatusOr<ShipSummary> shipped = ::palisade::testing::ShipLines(stub, format, lines);
@@ -59,10 +75,9 @@ TEST(CloudflareE2eTest, DecisionsReachTheEdgeAndLeaveWhenTheyExpire) {
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
   // A token that will leak into a log line.
-  absl::StatusOr<std::string> seeded =
-      HttpPost(cf.port(), "/__emulator/tokens", R"({"name":"ci-deploy","permissions":["lists"]})");
+  absl::StatusOr<json> seeded = SeedToken(cf);
   ASSERT_TRUE(seeded.ok()) << seeded.status();
-  const json leaked = json::parse(*seeded)["result"];
+  const json leaked = *seeded;
 
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
       Daemon::Start({"--config=" + WriteConfig(cf, cf.token_file()), "--shutdown_grace=200ms"});
@@ -100,10 +115,7 @@ TEST(CloudflareE2eTest, DecisionsReachTheEdgeAndLeaveWhenTheyExpire) {
       [&] {
         state = State(cf);
         const json& rl = state["rulesets"]["http_ratelimit"];
-        bool token_disabled = false;
-        for (const auto& t : state["tokens"]) {
-          if (t["id"] == leaked["id"]) token_disabled = t["status"] == "disabled";
-        }
+        const bool token_disabled = TokenStatus(state, leaked["id"]) == "disabled";
         return state["access_rules"].size() == 3 && state["lists"].contains("palisade_block") &&
                state["lists"]["palisade_block"].size() == 2 && rl.is_object() &&
                rl["rules"].size() == 1 && token_disabled;
@@ -175,10 +187,9 @@ TEST(CloudflareE2eTest, ATokenSentWhileTheEdgeStartsIsRevoked) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  absl::StatusOr<std::string> seeded =
-      HttpPost(cf.port(), "/__emulator/tokens", R"({"name":"ci-deploy","permissions":["lists"]})");
+  absl::StatusOr<json> seeded = SeedToken(cf);
   ASSERT_TRUE(seeded.ok()) << seeded.status();
-  const json leaked = json::parse(*seeded)["result"];
+  const json leaked = *seeded;
   ASSERT_TRUE(HttpPost(cf.port(), "/__emulator/faults", R"({"latency_ms":1500})").ok());
   const int port = ::palisade::testing::FreeLoopbackPort();
   ASSERT_GT(port, 0);
@@ -216,10 +227,7 @@ TEST(CloudflareE2eTest, ATokenSentWhileTheEdgeStartsIsRevoked) {
   const bool revoked = WaitFor(
       [&] {
         state = State(cf);
-        for (const auto& t : state["tokens"]) {
-          if (t["id"] == leaked["id"]) return t["status"] == "disabled";
-        }
-        return false;
+        return TokenStatus(state, leaked["id"]) == "disabled";
       },
       absl::Seconds(120));
   EXPECT_TRUE(revoked) << state["tokens"].dump(2);
@@ -231,10 +239,9 @@ TEST(CloudflareE2eTest, AuditLogRecordsRevokeAMisusedToken) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
   ASSERT_TRUE(emulator.ok()) << emulator.status();
   Emulator& cf = **emulator;
-  absl::StatusOr<std::string> seeded =
-      HttpPost(cf.port(), "/__emulator/tokens", R"({"name":"ci-deploy","permissions":["lists"]})");
+  absl::StatusOr<json> seeded = SeedToken(cf);
   ASSERT_TRUE(seeded.ok()) << seeded.status();
-  const json misused = json::parse(*seeded)["result"];
+  const json misused = *seeded;
   // The token is used from 127.0.0.1, which is outside the expected 192.0.2.0/24.
   ASSERT_TRUE(HttpPost(cf.port(), absl::StrCat("/client/v4/accounts/", kAccount, "/rules/lists"),
                        R"({"name":"exfil","kind":"ip"})",
@@ -272,10 +279,7 @@ TEST(CloudflareE2eTest, AuditLogRecordsRevokeAMisusedToken) {
   const bool revoked = WaitFor(
       [&] {
         state = State(cf);
-        for (const auto& t : state["tokens"]) {
-          if (t["id"] == misused["id"]) return t["status"] == "disabled";
-        }
-        return false;
+        return TokenStatus(state, misused["id"]) == "disabled";
       },
       absl::Seconds(60));
   EXPECT_TRUE(revoked) << state.dump(2);
