@@ -4,6 +4,7 @@
 #include "services/cluster/partition_counter.h"
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <set>
 #include <string>
@@ -120,18 +121,31 @@ class PartitionCounterTest : public ::testing::Test {
     ASSERT_TRUE(node.publisher->WaitUntilPublished(absl::Seconds(60)));
   }
 
+  // A counter's options as every test here starts from: this stream, these rules, this clock.
+  PartitionCounterOptions Options(const std::string& node) {
+    PartitionCounterOptions o;
+    o.node_id = node;
+    o.stream = kStream;
+    o.partitions = kPartitions;
+    o.rules = rules_;
+    o.rule_set_version = version_;
+    o.clock = &clock_;
+    return o;
+  }
+  // Opens a counter with those options, changed first by `change` when given.
+  absl::StatusOr<std::unique_ptr<PartitionCounter>> Open(
+      const std::string& node, PartitionCounter::DetectionCallback on_detection,
+      const std::function<void(PartitionCounterOptions&)>& change = nullptr) {
+    PartitionCounterOptions o = Options(node);
+    if (change) change(o);
+    return PartitionCounter::Open(*client_, std::move(o), std::move(on_detection));
+  }
   std::unique_ptr<PartitionCounter> Counter(const std::string& node, Writer& writer,
                                             uint64_t snapshot_every = 1000) {
-    auto c = PartitionCounter::Open(*client_,
-                                    {.node_id = node,
-                                     .stream = kStream,
-                                     .partitions = kPartitions,
-                                     .rules = rules_,
-                                     .rule_set_version = version_,
-                                     .snapshot_every = snapshot_every,
-                                     .snapshot_interval = absl::Hours(1),
-                                     .clock = &clock_},
-                                    writer.Callback());
+    auto c = Open(node, writer.Callback(), [&](PartitionCounterOptions& o) {
+      o.snapshot_every = snapshot_every;
+      o.snapshot_interval = absl::Hours(1);
+    });
     EXPECT_TRUE(c.ok()) << c.status();
     return c.ok() ? *std::move(c) : nullptr;
   }
@@ -332,14 +346,7 @@ TEST_F(PartitionCounterTest, ARefusedDetectionIsOfferedAgainAndNotLostOnATakeOve
     return absl::OkStatus();
   };
   auto open = [&](const std::string& node) {
-    auto c = PartitionCounter::Open(*client_,
-                                    {.node_id = node,
-                                     .stream = kStream,
-                                     .partitions = kPartitions,
-                                     .rules = rules_,
-                                     .rule_set_version = version_,
-                                     .clock = &clock_},
-                                    flaky);
+    auto c = Open(node, flaky);
     EXPECT_TRUE(c.ok()) << c.status();
     return *std::move(c);
   };
@@ -390,14 +397,7 @@ TEST_F(PartitionCounterTest, ADetectionTheWriterRefusesForGoodDoesNotBlockItsPar
     taken.push_back(d);
     return absl::OkStatus();
   };
-  auto c = PartitionCounter::Open(*client_,
-                                  {.node_id = "n1",
-                                   .stream = kStream,
-                                   .partitions = kPartitions,
-                                   .rules = rules_,
-                                   .rule_set_version = version_,
-                                   .clock = &clock_},
-                                  writer);
+  auto c = Open("n1", writer);
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE((*c)->Apply(All()).ok());
   for (int i = 0; i < 5; ++i) Fail(*web1, refused, i);
@@ -422,16 +422,10 @@ TEST_F(PartitionCounterTest, AFormerOwnerNeverMovesTheEmittedPositionBack) {
   auto web1 = Node("web-1");
   const std::string ip = "198.51.100.99";
   auto open = [&](const std::string& node, Writer& writer, size_t max_batch) {
-    auto c = PartitionCounter::Open(*client_,
-                                    {.node_id = node,
-                                     .stream = kStream,
-                                     .partitions = kPartitions,
-                                     .rules = rules_,
-                                     .rule_set_version = version_,
-                                     .max_batch = max_batch,
-                                     .snapshot_interval = absl::Hours(1),
-                                     .clock = &clock_},
-                                    writer.Callback());
+    auto c = Open(node, writer.Callback(), [&](PartitionCounterOptions& o) {
+      o.max_batch = max_batch;
+      o.snapshot_interval = absl::Hours(1);
+    });
     EXPECT_TRUE(c.ok()) << c.status();
     return *std::move(c);
   };
@@ -473,14 +467,7 @@ TEST_F(PartitionCounterTest, WhileTheWriterRefusesAPollOffersOneDetectionNotOneP
     ++calls;
     return absl::UnavailableError("command channel: no edge writer answered");
   };
-  auto c = PartitionCounter::Open(*client_,
-                                  {.node_id = "n1",
-                                   .stream = kStream,
-                                   .partitions = kPartitions,
-                                   .rules = rules_,
-                                   .rule_set_version = version_,
-                                   .clock = &clock_},
-                                  away);
+  auto c = Open("n1", away);
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE((*c)->Apply(All()).ok());
   for (const std::string& key : keys) {
@@ -637,15 +624,9 @@ TEST_F(PartitionCounterTest, EachPartitionHasItsShareOfTheBounds) {
     if (PartitionOf(k, kPartitions) == 0) keys.push_back(k);
   }
   Writer writer;
-  auto c = PartitionCounter::Open(*client_,
-                                  {.node_id = "owner",
-                                   .stream = kStream,
-                                   .partitions = kPartitions,
-                                   .rules = rules_,
-                                   .rule_set_version = version_,
-                                   .engine = {.max_keys_per_rule = 2 * kPartitions},
-                                   .clock = &clock_},
-                                  writer.Callback());
+  auto c = Open("owner", writer.Callback(), [&](PartitionCounterOptions& o) {
+    o.engine = {.max_keys_per_rule = 2 * kPartitions};
+  });
   ASSERT_TRUE(c.ok()) << c.status();
   ASSERT_TRUE((*c)->Apply(All()).ok());
   for (size_t i = 0; i < keys.size(); ++i) Fail(*web1, keys[i], static_cast<int>(i));
@@ -702,14 +683,9 @@ TEST_F(PartitionCounterTest, AnotherRuleSetVersionIsRefused) {
   EXPECT_TRUE(absl::StrContains(owner->last_refusal(), "web-old")) << owner->last_refusal();
   EXPECT_TRUE(absl::StrContains(owner->last_refusal(), "sha256:0123456789abcdef"));
 
-  auto other = PartitionCounter::Open(*client_,
-                                      {.node_id = "other",
-                                       .stream = kStream,
-                                       .partitions = kPartitions,
-                                       .rules = rules_,
-                                       .rule_set_version = "sha256:fedcba9876543210",
-                                       .clock = &clock_},
-                                      writer.Callback());
+  auto other = Open("other", writer.Callback(), [&](PartitionCounterOptions& o) {
+    o.rule_set_version = "sha256:fedcba9876543210";
+  });
   ASSERT_TRUE(other.ok()) << other.status();
   const absl::Status check = (*other)->CheckRuleSet();
   EXPECT_EQ(check.code(), absl::StatusCode::kFailedPrecondition);
