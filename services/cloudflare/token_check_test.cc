@@ -36,6 +36,13 @@ class TokenCheckTest : public ::testing::Test {
     n.audit_log = true;
     return n;
   }
+  // What the access-rule actuator alone needs, its rules on the zone or on the account.
+  TokenNeeds AccessRulesOnly(bool account_scope) {
+    TokenNeeds n = Needs();
+    n.ip_list = n.rate_limit = n.token_revocation = n.audit_log = false;
+    n.access_rules_account_scope = account_scope;
+    return n;
+  }
 
   CredentialReport Check(const fake::TokenSpec& spec) { return Check(spec, Needs()); }
 
@@ -120,9 +127,7 @@ TEST_F(TokenCheckTest, MissingWafWriteDisablesBothActuatorsThatWriteRules) {
 TEST_F(TokenCheckTest, ZoneAccessRulesNeedFirewallServicesOnTheZone) {
   fake::TokenSpec spec = Exact();
   spec.permissions = {"firewall_services", "tokens.read"};  // it may read itself
-  TokenNeeds needs = Needs();
-  needs.ip_list = needs.rate_limit = needs.token_revocation = needs.audit_log = false;
-  needs.access_rules_account_scope = false;
+  const TokenNeeds needs = AccessRulesOnly(/*account_scope=*/false);
   CredentialReport r = Check(spec, needs);
   EXPECT_TRUE(r.Enabled(kAccessRuleActuator)) << r.ToText();
   EXPECT_EQ(r.Count("missing_permission"), 0);
@@ -144,9 +149,7 @@ TEST_F(TokenCheckTest, ZoneAccessRulesNeedFirewallServicesOnTheZone) {
 TEST_F(TokenCheckTest, AccountAccessRulesNeedTheAccountGroupOnTheAccount) {
   fake::TokenSpec spec = Exact();
   spec.permissions = {"access_rules", "tokens.read"};
-  TokenNeeds needs = Needs();
-  needs.ip_list = needs.rate_limit = needs.token_revocation = needs.audit_log = false;
-  needs.access_rules_account_scope = true;
+  const TokenNeeds needs = AccessRulesOnly(/*account_scope=*/true);
   CredentialReport r = Check(spec, needs);
   EXPECT_TRUE(r.Enabled(kAccessRuleActuator)) << r.ToText();
   EXPECT_EQ(r.Count("missing_permission"), 0);

@@ -13,6 +13,19 @@
 namespace palisade {
 namespace {
 
+// A config (c.textproto in /etc/p) whose cloudflare block, enabled for these ids, also holds
+// `fields`.
+absl::StatusOr<palisade::v1::Config> ParseWithCloudflare(const std::string& fields) {
+  return ParseConfig(absl::StrCat(R"pb(
+    rule_files: "a"
+    cloudflare {
+      enabled: true
+      account_id: "0123456789abcdef0123456789abcdef"
+      zone_id: "fedcba9876543210fedcba9876543210" )pb",
+                                  fields, "}"),
+                     "c.textproto", "/etc/p");
+}
+
 using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
 using ::testing::AllOf;
@@ -201,15 +214,7 @@ TEST(ConfigTest, CloudflareSectionIsValidatedWithDefaults) {
 // can be set; IPv6 list items are /64 or wider.
 TEST(ConfigTest, CloudflarePlanSetsAndBoundsRateLimits) {
   auto parse = [](const std::string& extra) {
-    return ParseConfig(absl::StrCat(R"pb(
-      rule_files: "a"
-      cloudflare {
-        enabled: true
-        account_id: "0123456789abcdef0123456789abcdef"
-        zone_id: "fedcba9876543210fedcba9876543210"
-        token_file: "token" )pb",
-                                    extra, "}"),
-                       "c.textproto", "/etc/p");
+    return ParseWithCloudflare(absl::StrCat("token_file: \"token\" ", extra));
   };
   absl::StatusOr<palisade::v1::Config> free = parse("");
   ASSERT_THAT(free, IsOk());
@@ -476,16 +481,7 @@ namespace {
 // only once the node wins the edge-writer lease: a node started, joined, and then wrote with no
 // edge at all ("this node writes but its edge did not start").
 TEST(ConfigTest, CloudflareRotationAndCheckIntervalAreValidatedAtLoad) {
-  auto parse = [](const std::string& extra) {
-    return ParseConfig(absl::StrCat(R"pb(
-      rule_files: "a"
-      cloudflare {
-        enabled: true
-        account_id: "0123456789abcdef0123456789abcdef"
-        zone_id: "fedcba9876543210fedcba9876543210"
-        )pb", extra, "}"),
-                       "/etc/p/c.textproto", "/etc/p");
-  };
+  const auto& parse = ParseWithCloudflare;
   EXPECT_THAT(parse("token_file: \"t\" rotation { interval { seconds: 3600 } }"), IsOk());
   EXPECT_THAT(parse("token_env: \"CF_TOKEN\" check_interval { seconds: 0 }"), IsOk());
   EXPECT_THAT(parse("token_env: \"CF_TOKEN\" rotation { interval { seconds: 3600 } }"),
