@@ -16,7 +16,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "httplib.h"
-#include "services/bouncer_api/bounded_http_server.h"
+#include "services/common/bounded_http_server.h"
 #include "services/common/bounded_task_queue.h"
 #include "services/common/ip.h"
 

@@ -10,7 +10,7 @@
 #include "httplib.h"
 #include "nlohmann/json.hpp"
 #include "prometheus/text_serializer.h"
-#include "services/bouncer_api/header_flood_for_tests.h"
+#include "services/common/header_flood_for_tests.h"
 #include "services/common/clock.h"
 #include "services/common/status_matchers.h"
 #include "services/store/sql_for_tests.h"

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "httplib.h"
 #include "nlohmann/json.hpp"
+#include "services/common/bounded_http_server.h"
 #include "services/common/bounded_task_queue.h"
 #include "services/formats/line_parser.h"
 
@@ -20,6 +21,8 @@ namespace palisade {
 namespace {
 
 constexpr size_t kChunk = 64 * 1024;
+// The request line and headers of an upload, in all.
+constexpr size_t kMaxHeaderBytes = 64 * 1024;
 // Where the receiver keeps the sender's Content-Encoding once httplib must no longer see it.
 constexpr char kEncodingHeader[] = "X-Palisade-Sent-Content-Encoding";
 
@@ -223,6 +226,9 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
     host = host.substr(1, host.size() - 2);
   }
 
+  // A request is read up to its body cap and kMaxHeaderBytes of request line and headers, all
+  // before the secret is checked: past that the connection is closed.
+  const size_t request_budget = c.max_body_bytes() + kMaxHeaderBytes;
   if (!c.tls_cert_file().empty() || !c.tls_key_file().empty()) {
     for (const std::string* f : {&c.tls_cert_file(), &c.tls_key_file()}) {
       if (f->empty() || !std::ifstream(*f)) {
@@ -230,14 +236,14 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
             where, "cannot read \"", *f, "\" (tls_cert_file and tls_key_file go together)"));
       }
     }
-    r->server_ = std::make_unique<httplib::SSLServer>(c.tls_cert_file().c_str(),
-                                                      c.tls_key_file().c_str());
+    r->server_ = MakeBoundedHttpsServer(request_budget, c.tls_cert_file().c_str(),
+                                        c.tls_key_file().c_str(), /*client_ca=*/nullptr);
     if (!r->server_->is_valid()) {
       return absl::InvalidArgumentError(
           where + "the TLS certificate or key does not load (PEM expected, matching each other)");
     }
   } else {
-    r->server_ = std::make_unique<httplib::Server>();
+    r->server_ = MakeBoundedHttpServer(request_budget);
   }
 
   const prometheus::Labels input = {{"input", c.name()}};

@@ -17,11 +17,13 @@
 #include "httplib.h"
 #include "prometheus/text_serializer.h"
 #include "services/common/clock.h"
+#include "services/common/header_flood_for_tests.h"
 #include "services/common/status_matchers.h"
 
 namespace palisade {
 namespace {
 
+using ::palisade::testing::FloodHeaders;
 using ::palisade::testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
@@ -278,6 +280,21 @@ TEST_F(LogpushServerTest, AWrongOrMissingSecretIs401AndNothingIsRead) {
   EXPECT_TRUE(batches_.empty());
   EXPECT_EQ(Outcome("unauthorized"), 3);
   EXPECT_EQ(Metric("palisade_logpush_body_bytes_total", "form=sent"), 0);
+}
+
+// Before the secret is checked, a request's headers were read whatever their size (httplib 0.11
+// bounds each line, not their count): a stranger could make the receiver hold all it sent. A
+// request is read up to its body cap plus 64 KiB of headers; past that the connection is closed.
+TEST_F(LogpushServerTest, AnUploadsHeadersAreBoundedInBytesBeforeTheSecretIsChecked) {
+  StartReceiver();  // max_body_bytes 1 MiB
+  constexpr size_t kFlood = size_t{48} << 20;
+  // What the kernel's socket buffers took is counted too: a few MiB past the 1 MiB budget.
+  EXPECT_LT(FloodHeaders(receiver_->port(), "/logpush", kFlood), size_t{16} << 20);
+  auto res = Post(Gzip("after the flood\n"));
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  ASSERT_EQ(batches_.size(), 1u);
+  EXPECT_THAT(Lines(batches_[0]), ElementsAre("after the flood"));
 }
 
 TEST_F(LogpushServerTest, ABombIs413AndTheServerGoesOn) {

@@ -11,7 +11,7 @@
 #include "httplib.h"
 #include "prometheus/counter.h"
 #include "prometheus/text_serializer.h"
-#include "services/bouncer_api/bounded_http_server.h"
+#include "services/common/bounded_http_server.h"
 #include "services/server/auth.h"
 
 namespace palisade {

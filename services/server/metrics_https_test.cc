@@ -8,7 +8,7 @@
 #include "httplib.h"
 #include "prometheus/counter.h"
 #include "prometheus/registry.h"
-#include "services/bouncer_api/header_flood_for_tests.h"
+#include "services/common/header_flood_for_tests.h"
 #include "services/common/status_matchers.h"
 #include "services/server/auth.h"
 

@@ -1,4 +1,4 @@
-#include "services/bouncer_api/bounded_http_server.h"
+#include "services/common/bounded_http_server.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

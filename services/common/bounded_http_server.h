@@ -4,10 +4,11 @@
 // key or token check) runs. These are httplib's Server and SSLServer with each connection served
 // by httplib's keep-alive loop over a stream that hands httplib at most `request_budget` bytes
 // per request (request line, headers and body) and then fails the read: httplib answers 400 and
-// the connection is closed. Used by the bouncer API and palisaded's /metrics over HTTPS.
+// the connection is closed. Used by the bouncer API, palisaded's /metrics over HTTPS and the
+// Logpush receiver.
 // Thread-safety: as httplib::Server's.
-#ifndef PALISADE_SERVICES_BOUNCER_API_BOUNDED_HTTP_SERVER_H_
-#define PALISADE_SERVICES_BOUNCER_API_BOUNDED_HTTP_SERVER_H_
+#ifndef PALISADE_SERVICES_COMMON_BOUNDED_HTTP_SERVER_H_
+#define PALISADE_SERVICES_COMMON_BOUNDED_HTTP_SERVER_H_
 
 #include <cstddef>
 #include <memory>
@@ -23,4 +24,4 @@ std::unique_ptr<httplib::Server> MakeBoundedHttpsServer(size_t request_budget, c
 
 }  // namespace palisade
 
-#endif  // PALISADE_SERVICES_BOUNCER_API_BOUNDED_HTTP_SERVER_H_
+#endif  // PALISADE_SERVICES_COMMON_BOUNDED_HTTP_SERVER_H_

@@ -1,4 +1,4 @@
-#include "services/bouncer_api/header_flood_for_tests.h"
+#include "services/common/header_flood_for_tests.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -1,7 +1,7 @@
 // Test helper: a client whose request headers never end, for the bounded HTTP servers' tests
 // (bouncer_api_test, metrics_https_test). Test-only.
-#ifndef PALISADE_SERVICES_BOUNCER_API_HEADER_FLOOD_FOR_TESTS_H_
-#define PALISADE_SERVICES_BOUNCER_API_HEADER_FLOOD_FOR_TESTS_H_
+#ifndef PALISADE_SERVICES_COMMON_HEADER_FLOOD_FOR_TESTS_H_
+#define PALISADE_SERVICES_COMMON_HEADER_FLOOD_FOR_TESTS_H_
 
 #include <cstddef>
 #include <string>
@@ -14,4 +14,4 @@ size_t FloodHeaders(int port, const std::string& target, size_t max);
 
 }  // namespace palisade::testing
 
-#endif  // PALISADE_SERVICES_BOUNCER_API_HEADER_FLOOD_FOR_TESTS_H_
+#endif  // PALISADE_SERVICES_COMMON_HEADER_FLOOD_FOR_TESTS_H_
