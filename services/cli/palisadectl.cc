@@ -673,6 +673,11 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
       std::printf("%s\n",
                   line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
     }
+    if (resp.truncated()) {
+      std::fprintf(stderr, "rules test: the server's answer reached its cap; the matches "
+                           "listed stop there (test fewer lines at a time)\n");
+      return 1;
+    }
     return 0;
   }
   std::printf(
@@ -689,6 +694,10 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
   std::printf("\nLines: %u lines, %u matched, %u missed, %u malformed [processed in %.2f s]\n",
               resp.lines(), resp.matched_lines(),
               resp.lines() - resp.matched_lines() - resp.malformed(), resp.malformed(), secs);
+  if (resp.truncated()) {
+    std::printf("The server's answer reached its cap: the keys listed stop there (the counts "
+                "cover every line); test fewer lines at a time to see them all.\n");
+  }
   return 0;
 }
 

@@ -1062,8 +1062,19 @@ uint64_t Pipeline::lines_malformed() const { return malformed_.load(); }
 palisade::v1::TestRulesResponse Pipeline::TestRules(std::shared_ptr<const RuleSet> rules,
                                                     LogFormat format,
                                                     const std::vector<std::string>& lines,
-                                                    absl::Time reference) {
+                                                    absl::Time reference,
+                                                    size_t max_answer_bytes) {
   palisade::v1::TestRulesResponse out;
+  // What a listed match or key adds to the answer, about (its bytes and the fields' framing).
+  size_t answer_bytes = 0;
+  auto fits = [&](size_t bytes) {
+    if (out.truncated() || answer_bytes + bytes > max_answer_bytes) {
+      out.set_truncated(true);
+      return false;
+    }
+    answer_bytes += bytes;
+    return true;
+  };
   Engine engine(rules, EngineOptions());
   LineParser parser(format);
   ParsedLine parsed;
@@ -1088,15 +1099,18 @@ palisade::v1::TestRulesResponse Pipeline::TestRules(std::shared_ptr<const RuleSe
         format, parsed,
         [&](const CompiledRule& rule, absl::string_view key) {
       any = true;
-      palisade::v1::LineMatch* m = out.add_matches();
-      m->set_line_number(static_cast<uint32_t>(i + 1));
-      m->set_rule_id(rule.id());
-      m->set_key(std::string(key));
-      if (parsed.time) *m->mutable_event_time() = ToProtoTime(*parsed.time);
+      if (fits(rule.id().size() + key.size() + 32)) {
+        palisade::v1::LineMatch* m = out.add_matches();
+        m->set_line_number(static_cast<uint32_t>(i + 1));
+        m->set_rule_id(rule.id());
+        m->set_key(std::string(key));
+        if (parsed.time) *m->mutable_event_time() = ToProtoTime(*parsed.time);
+      }
       palisade::v1::RuleSummary& s = summary[rule.id()];
       s.set_matches(s.matches() + 1);
       if (s.keys_size() < 20 &&
-          std::find(s.keys().begin(), s.keys().end(), key) == s.keys().end()) {
+          std::find(s.keys().begin(), s.keys().end(), key) == s.keys().end() &&
+          fits(key.size() + 8)) {
         s.add_keys(std::string(key));
       }
         },

@@ -30,6 +30,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -185,10 +186,12 @@ class Pipeline {
   void ExpireWindows();
 
   // Admin.TestRules: runs `rules` (or the loaded ones) over lines, without touching windows.
-  static palisade::v1::TestRulesResponse TestRules(std::shared_ptr<const RuleSet> rules,
-                                                   palisade::v1::LogFormat format,
-                                                   const std::vector<std::string>& lines,
-                                                   absl::Time reference);
+  // The matches and keys listed stop at about `max_answer_bytes` of answer (then `truncated`
+  // is set; the counts go on): lines times matching rules can be far more than the request.
+  static palisade::v1::TestRulesResponse TestRules(
+      std::shared_ptr<const RuleSet> rules, palisade::v1::LogFormat format,
+      const std::vector<std::string>& lines, absl::Time reference,
+      size_t max_answer_bytes = std::numeric_limits<size_t>::max());
 
   // The engine's windows, for the store (see Engine::Snapshot), and putting them back.
   palisade::v1::EngineSnapshot SnapshotWindows() const;

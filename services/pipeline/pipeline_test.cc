@@ -629,6 +629,27 @@ TEST_F(PipelineTest, TestRulesReportsPerLineAndPerRule) {
   EXPECT_EQ(table_.List({}).size(), 0u);  // testing decides nothing
 }
 
+TEST_F(PipelineTest, TestRulesListsMatchesUpToItsAnswerBudgetAndCountsOn) {
+  std::vector<std::string> lines;
+  for (int i = 0; i < 50; ++i) lines.push_back(Line(absl::StrCat("203.0.113.", i), 1));
+  palisade::v1::TestRulesResponse whole =
+      Pipeline::TestRules(Rules(), LogFormat::LOG_FORMAT_SYSLOG, lines, clock_.TimeNow());
+  EXPECT_FALSE(whole.truncated());
+  EXPECT_THAT(whole.matches(), SizeIs(50));
+  palisade::v1::TestRulesResponse capped = Pipeline::TestRules(
+      Rules(), LogFormat::LOG_FORMAT_SYSLOG, lines, clock_.TimeNow(), /*max_answer_bytes=*/600);
+  EXPECT_TRUE(capped.truncated());
+  EXPECT_GT(capped.matches_size(), 0);
+  EXPECT_LT(capped.matches_size(), 50);
+  EXPECT_EQ(capped.matches(0).key(), "203.0.113.0");  // the first ones, in order
+  EXPECT_EQ(capped.lines(), 50u);
+  EXPECT_EQ(capped.matched_lines(), 50u);
+  ASSERT_THAT(capped.rules(), SizeIs(1));
+  EXPECT_EQ(capped.rules(0).matches(), 50u);
+  EXPECT_LT(capped.rules(0).keys_size(), 20);
+  EXPECT_LE(capped.ByteSizeLong(), 600u + 64);  // the rule's summary is outside the budget
+}
+
 }  // namespace
 }  // namespace palisade
 

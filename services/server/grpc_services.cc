@@ -18,6 +18,9 @@ using palisade::v1::BatchAck;
 using palisade::v1::LogBatch;
 
 constexpr int kMaxTestLines = 200'000;
+// Admin.TestRules' answer: lines times matching rules can be far more than the request; the
+// matches listed stop here, under the 4 MiB a gRPC client takes by default (palisadectl's).
+constexpr size_t kMaxTestAnswerBytes = 3u << 20;
 
 // Called from OnDone (when IsCancelled is settled) of a call whose read failed: if gRPC
 // cancelled it before its deadline, in gRPC 1.51 that is a message over api.max_message_bytes
@@ -613,7 +616,8 @@ grpc::ServerUnaryReactor* AdminService::TestRules(grpc::CallbackServerContext* c
     rules = pipeline_.rules();
   }
   std::vector<std::string> lines(request->lines().begin(), request->lines().end());
-  *response = Pipeline::TestRules(rules, request->format(), lines, clock_.TimeNow());
+  *response =
+      Pipeline::TestRules(rules, request->format(), lines, clock_.TimeNow(), kMaxTestAnswerBytes);
   return Reply(context, absl::OkStatus());
 }
 

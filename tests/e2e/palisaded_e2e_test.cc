@@ -268,6 +268,38 @@ TEST_F(PalisadedTest, TestRulesLikeFail2banRegex) {
   EXPECT_THAT(bad.error_message(), HasSubstr("Bad Id"));
 }
 
+// Lines times matching rules can be far more than the request: 100,000 lines that each of 20
+// rules matches are 2 M matches, ~70 MB of answer from a 4 MB request. The server lists what
+// fits its cap, says so, and still counts every line (it built the whole answer before, and gRPC
+// refused to send it).
+TEST_F(PalisadedTest, TestRulesAnswerIsCappedAndSaysSo) {
+  palisade::v1::TestRulesRequest req;
+  req.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+  for (int i = 0; i < 20; ++i) {
+    palisade::v1::Rule* rule = req.mutable_pack()->add_rules();
+    rule->set_id(absl::StrCat("every-", i));
+    rule->add_formats(palisade::v1::LOG_FORMAT_SYSLOG);
+    rule->add_patterns("^x (?P<ip>[0-9.]+)$");
+    rule->mutable_threshold()->set_count(1);
+    rule->mutable_threshold()->mutable_window()->set_seconds(60);
+    rule->mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
+    rule->mutable_decision()->mutable_duration()->set_seconds(60);
+  }
+  for (int i = 0; i < 100'000; ++i) req.add_lines("Mar  3 14:02:01 h app[1]: x 203.0.113.7");
+  grpc::ClientContext ctx;
+  palisade::v1::TestRulesResponse resp;
+  grpc::Status s = admin_->TestRules(&ctx, req, &resp);
+  ASSERT_TRUE(s.ok()) << s.error_code() << ": " << s.error_message();
+  EXPECT_TRUE(resp.truncated());
+  EXPECT_EQ(resp.lines(), 100'000u);
+  EXPECT_EQ(resp.matched_lines(), 100'000u);
+  ASSERT_EQ(resp.rules_size(), 20);
+  for (const auto& r : resp.rules()) EXPECT_EQ(r.matches(), 100'000u) << r.rule_id();
+  EXPECT_GT(resp.matches_size(), 10'000);
+  EXPECT_LT(resp.matches_size(), 2'000'000);
+  EXPECT_LE(resp.ByteSizeLong(), size_t{4} << 20);
+}
+
 // A config whose pack is broken after start: the reload is refused whole, says why, and the
 // running rules keep detecting.
 TEST(PalisadedReloadTest, FailedReloadKeepsTheRunningRules) {
