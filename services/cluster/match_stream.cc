@@ -80,7 +80,18 @@ bool MatchPublisher::WaitUntilPublished(absl::Duration timeout) {
   return mu_.AwaitWithTimeout(absl::Condition(&done), timeout);
 }
 
-void MatchPublisher::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr*, void* closure) {
+std::string MatchPublisher::last_failure() const {
+  absl::MutexLock lock(&acked_mu_);
+  return last_failure_;
+}
+
+void MatchPublisher::NoteBatchFailure(absl::string_view why) {
+  absl::MutexLock lock(&acked_mu_);
+  if (batch_failure_.empty()) batch_failure_ = std::string(why);
+}
+
+void MatchPublisher::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae,
+                           void* closure) {
   auto* self = static_cast<MatchPublisher*>(closure);
   if (pa != nullptr) {
     // Which match: the sequence ending its de-duplication id "<node>:<incarnation>:<sequence>".
@@ -97,6 +108,13 @@ void MatchPublisher::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr*, voi
     self->batch_acked_.fetch_add(1);
   } else {
     self->batch_failed_.fetch_add(1);
+    if (pae != nullptr) {
+      self->NoteBatchFailure(absl::StrCat(
+          natsStatus_GetText(pae->Err),
+          pae->ErrCode != 0 ? absl::StrCat(" (JetStream error ", pae->ErrCode, ": ",
+                                           pae->ErrText != nullptr ? pae->ErrText : "", ")")
+                            : ""));
+    }
   }
   natsMsg_Destroy(msg);
 }
@@ -107,6 +125,7 @@ bool MatchPublisher::SendBatch(const std::vector<const Item*>& items) {
   {
     absl::MutexLock lock(&acked_mu_);
     batch_acked_sequences_.clear();
+    batch_failure_.clear();
   }
   const int64_t wait_ms = absl::ToInt64Milliseconds(nats_.timeout());
   bool sent = true;
@@ -117,8 +136,10 @@ bool MatchPublisher::SendBatch(const std::vector<const Item*>& items) {
     jsPubOptions_Init(&opts);
     opts.MsgId = id.c_str();
     opts.MaxWait = wait_ms;
-    if (js_PublishAsync(js_, subject.c_str(), item->match.data(),
-                        static_cast<int>(item->match.size()), &opts) != NATS_OK) {
+    const natsStatus s = js_PublishAsync(js_, subject.c_str(), item->match.data(),
+                                         static_cast<int>(item->match.size()), &opts);
+    if (s != NATS_OK) {
+      NoteBatchFailure(absl::StrCat("publishing: ", natsStatus_GetText(s)));
       sent = false;
       break;
     }
@@ -128,6 +149,7 @@ bool MatchPublisher::SendBatch(const std::vector<const Item*>& items) {
   complete.MaxWait = wait_ms;
   if (js_PublishAsyncComplete(js_, &complete) != NATS_OK) {
     // Timed out: take back what is still pending (the batch is sent again whole).
+    NoteBatchFailure(absl::StrCat("no acknowledgement of the batch in ", wait_ms, " ms"));
     natsMsgList pending{nullptr, 0};
     if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) natsMsgList_Destroy(&pending);
     return false;
@@ -167,6 +189,8 @@ void MatchPublisher::Run() {
     {
       absl::MutexLock acked(&acked_mu_);
       stored.swap(batch_acked_sequences_);
+      last_failure_ = batch_failure_.empty() ? "the stream acknowledged only part of the batch"
+                                             : batch_failure_;
     }
     if (!stored.empty()) {
       std::sort(stored.begin(), stored.end());

@@ -84,6 +84,9 @@ class MatchPublisher {
   uint64_t published() const { return published_.load(); }
   uint64_t dropped() const { return dropped_.load(); }
   uint64_t publish_failures() const { return failures_.load(); }
+  // Why the last failed batch failed ("" before any failure): NATS' status or the stream's
+  // error, e.g. "No Responders Available For Request" while the stream has no leader.
+  std::string last_failure() const;
   size_t queued_bytes() const;
 
   // A match's cost against max_queued_bytes: its bytes plus the queue's bookkeeping.
@@ -100,6 +103,8 @@ class MatchPublisher {
   // Sends `items` (the queue's front) and waits for the stream's acks: true when every one
   // was acknowledged. Either way the sequences acknowledged are in batch_acked_sequences_.
   bool SendBatch(const std::vector<const Item*>& items);
+  // Keeps `why` as the batch's failure unless it has one already.
+  void NoteBatchFailure(absl::string_view why);
   static void OnAck(jsCtx* js, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure);
 
   NatsClient& nats_;
@@ -114,8 +119,10 @@ class MatchPublisher {
   std::atomic<uint64_t> published_{0}, dropped_{0}, failures_{0};
   // The batch in flight: acknowledgements counted by OnAck (a libnats thread).
   std::atomic<size_t> batch_acked_{0}, batch_failed_{0};
-  absl::Mutex acked_mu_;
+  mutable absl::Mutex acked_mu_;
   std::vector<uint64_t> batch_acked_sequences_ ABSL_GUARDED_BY(acked_mu_);
+  std::string batch_failure_ ABSL_GUARDED_BY(acked_mu_);  // the batch's first failure
+  std::string last_failure_ ABSL_GUARDED_BY(acked_mu_);
   jsCtx* js_ = nullptr;  // this publisher's own context, with OnAck
   std::thread thread_;
 };

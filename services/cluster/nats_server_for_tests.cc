@@ -123,6 +123,14 @@ absl::Status NatsServerForTests::Spawn(const std::string& port) {
   return absl::DeadlineExceededError("nats-server did not write its ports file in 60 s");
 }
 
+std::string NatsServerForTests::LogTail(size_t bytes) const {
+  std::ifstream in(dir_ + "/nats.log", std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string all = text.str();
+  return all.size() <= bytes ? all : all.substr(all.size() - bytes);
+}
+
 void NatsServerForTests::Kill() {
   if (pid_ <= 0) return;
   ::kill(pid_, SIGKILL);
@@ -144,6 +152,12 @@ std::vector<std::string> UrlsOf(const std::vector<std::unique_ptr<NatsServerForT
   std::vector<std::string> urls;
   for (const auto& s : servers) urls.push_back(s->url());
   return urls;
+}
+
+std::string LogTails(const std::vector<std::unique_ptr<NatsServerForTests>>& servers) {
+  std::string out;
+  for (const auto& s : servers) absl::StrAppend(&out, "\n--- ", s->url(), " ---\n", s->LogTail());
+  return out;
 }
 
 absl::Status EnsureStreamOnceElected(NatsClient& client, const StreamSpec& spec) {

@@ -31,6 +31,8 @@ class NatsServerForTests {
   void Kill();
   // Starts it again (after Kill) on the same port with the same store.
   absl::Status Restart();
+  // The last `bytes` of the server's log, for a failing test's message.
+  std::string LogTail(size_t bytes = 3000) const;
 
  private:
   static absl::StatusOr<std::unique_ptr<NatsServerForTests>> Make();
@@ -43,6 +45,9 @@ class NatsServerForTests {
 
 // The servers' URLs, in order (for NatsOptions::servers).
 std::vector<std::string> UrlsOf(const std::vector<std::unique_ptr<NatsServerForTests>>& servers);
+
+// Each server's log tail, headed by its URL (for a failing test's message).
+std::string LogTails(const std::vector<std::unique_ptr<NatsServerForTests>>& servers);
 
 // NatsClient::EnsureStream, tried again for 60 s while it fails: a fresh cluster elects its
 // JetStream leader a moment after it forms.
