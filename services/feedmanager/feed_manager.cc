@@ -23,6 +23,9 @@ constexpr absl::Duration kDefaultTtl = absl::Hours(24 * 7);
 constexpr uint64_t kDefaultMaxBytes = 64ull << 20;
 constexpr double kDefaultKeepRatio = 0.1;
 constexpr size_t kMaxRejectionsReturned = 100;
+// The widest range a feed may list unless its config says otherwise (FeedConfig.min_prefix_*).
+constexpr int kDefaultMinPrefixV4 = 12;
+constexpr int kDefaultMinPrefixV6 = 24;
 // Feeds.Get's reply: at most this many bytes of entries (each framed by a tag and a length).
 constexpr size_t kMaxGetReplyBytes = size_t{3} << 20;
 constexpr size_t kEntryFraming = 6;
@@ -37,6 +40,16 @@ absl::Duration TtlOf(const FeedConfig& c) { return Or(c.entry_ttl(), kDefaultTtl
 double KeepRatioOf(const FeedConfig& c) {
   return c.min_keep_ratio() > 0 ? c.min_keep_ratio()
                                 : (c.min_keep_ratio() < 0 ? 0 : kDefaultKeepRatio);
+}
+
+// The widest range the feed may list, as a prefix length.
+int MinPrefixOf(const FeedConfig& c, bool v4) {
+  if (v4) return c.min_prefix_v4() > 0 ? c.min_prefix_v4() : kDefaultMinPrefixV4;
+  return c.min_prefix_v6() > 0 ? c.min_prefix_v6() : kDefaultMinPrefixV6;
+}
+
+bool TooWide(const Cidr& cidr, const FeedConfig& c) {
+  return cidr.prefix_length() < MinPrefixOf(c, cidr.base().is_v4());
 }
 
 std::string SnapshotName(absl::string_view feed) { return absl::StrCat("feed:", feed); }
@@ -141,6 +154,8 @@ FeedParseOptions FeedManager::ParseOptionsFor(const FeedConfig& config) const {
   if (!config.csv_column().empty()) p.csv_column = config.csv_column();
   p.csv_confidence_column = config.csv_confidence_column();
   p.min_confidence = config.min_confidence();
+  p.min_prefix_v4 = MinPrefixOf(config, /*v4=*/true);
+  p.min_prefix_v6 = MinPrefixOf(config, /*v4=*/false);
   p.now = clock_.TimeNow();
   return p;
 }
@@ -158,14 +173,19 @@ absl::Status FeedManager::Restore() {
     }
     std::vector<FeedEntry> entries;
     entries.reserve(state.entries_size());
-    uint64_t never_ban = 0;
+    uint64_t never_ban = 0, too_wide = 0;
     for (const auto& e : state.entries()) {
       absl::StatusOr<Cidr> cidr = Cidr::Parse(e.cidr());
       if (!cidr.ok()) continue;
       // The never-ban set may have grown since the version was stored (an address allowlisted,
-      // then a restart): it is judged again, as a new version would be.
+      // then a restart): it is judged again, as a new version would be; so is a range's width
+      // (the feed's minimum prefix may have been raised).
       if (TouchesNeverBan(*cidr, options_.never_ban)) {
         ++never_ban;
+        continue;
+      }
+      if (TooWide(*cidr, feed.config)) {
+        ++too_wide;
         continue;
       }
       entries.push_back(
@@ -182,7 +202,10 @@ absl::Status FeedManager::Restore() {
     feed.next_fetch = clock_.TimeNow();
     PublishLocked(feed, std::make_shared<const FeedSet>(std::move(entries)));
     Log(absl::StrCat(name, ": restored version ", feed.version, ", ", feed.current->size(),
-                     " entries"));
+                     " entries",
+                     too_wide > 0 ? absl::StrCat(" (", too_wide,
+                                                 " ranges wider than its minimum prefix left out)")
+                                  : ""));
   }
   return absl::OkStatus();
 }
@@ -580,13 +603,19 @@ void FeedManager::Stop() {
 
 absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
                                          const palisade::v1::FeedState& state) {
+  FeedConfig config;  // fixed at construction; read under the lock as the rest of the feed
+  {
+    absl::MutexLock lock(&mu_);
+    if (Feed* feed = FindLocked(name); feed != nullptr) config = feed->config;
+  }
   std::vector<FeedEntry> entries;
   entries.reserve(state.entries_size());
   uint64_t rejected = 0;  // skipped, and counted as a pull's rejected lines are
   uint64_t never_ban = 0;  // this node's never-ban set, whatever the writer's was
   for (const auto& e : state.entries()) {
     absl::StatusOr<Cidr> cidr = Cidr::Parse(e.cidr());
-    if (!cidr.ok()) {
+    // This node's minimum prefix too, whatever the writer's was.
+    if (!cidr.ok() || TooWide(*cidr, config)) {
       ++rejected;
       continue;
     }

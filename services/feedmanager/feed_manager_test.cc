@@ -113,12 +113,40 @@ TEST_F(FeedManagerTest, PushReplaceAddRemoveKeepProvenance) {
 TEST_F(FeedManagerTest, NeverBanEntriesAreDropped) {
   auto feeds = Make({Plain("f")});
   absl::StatusOr<PushFeedResponse> r = feeds->Push(
-      "f", kReplace, {}, false, "10.0.0.0/8\n192.0.2.5\n0.0.0.0/0\n192.0.0.0/16\n198.51.100.9\n");
+      "f", kReplace, {}, false, "10.1.0.0/16\n192.0.2.5\n192.0.0.0/16\n198.51.100.9\n");
   ASSERT_THAT(r, IsOk());
-  // Private, allowlisted, everything, and a range covering the allowlist.
-  EXPECT_EQ(r->never_ban(), 4u);
+  // Private, allowlisted, and a range covering the allowlist. (0.0.0.0/0, which covers them all,
+  // is rejected before: wider than the feed's minimum prefix.)
+  EXPECT_EQ(r->never_ban(), 3u);
   EXPECT_EQ(r->accepted(), 1u);
   EXPECT_FALSE(feeds->registry().Contains("f", Ip("192.0.2.5")));
+}
+
+// A broken or hostile feed must not put a provider's whole space in front of the sites: a range
+// wider than the feed's minimum prefix (/12 for IPv4, /24 for IPv6 unless configured) is
+// rejected, with its line and why; the feed's other entries apply.
+TEST_F(FeedManagerTest, ARangeWiderThanTheFeedsMinimumPrefixIsRejected) {
+  auto feeds = Make({Plain("f")});
+  absl::StatusOr<PushFeedResponse> r = feeds->Push(
+      "f", kReplace, {}, false, "8.0.0.0/8\n198.51.100.0/24\n2001::/20\n2001:db8::/32\n");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->accepted(), 2u);
+  EXPECT_EQ(r->rejected(), 2u);
+  ASSERT_THAT(r->rejections(), SizeIs(2));
+  EXPECT_EQ(r->rejections(0).line(), 1u);
+  EXPECT_THAT(r->rejections(0).reason(), HasSubstr("wider than the feed's min_prefix_v4 (/12)"));
+  EXPECT_EQ(r->rejections(1).line(), 3u);
+  EXPECT_THAT(r->rejections(1).reason(), HasSubstr("wider than the feed's min_prefix_v6 (/24)"));
+  EXPECT_FALSE(feeds->registry().Contains("f", Ip("8.8.8.8")));
+  EXPECT_TRUE(feeds->registry().Contains("f", Ip("198.51.100.7")));
+
+  FeedConfig wide = Plain("wide");
+  wide.set_min_prefix_v4(8);
+  auto trusted = Make({wide});
+  r = trusted->Push("wide", kReplace, {}, false, "8.0.0.0/8\n7.0.0.0/7\n");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->accepted(), 1u);
+  EXPECT_EQ(r->rejected(), 1u);
 }
 
 TEST_F(FeedManagerTest, ShrinkGuardHoldsAVersionThatLosesNinetyPercent) {
@@ -404,6 +432,39 @@ TEST_F(FeedManagerTest, RestoredAndFollowedEntriesThatTouchTheNeverBanSetAreDrop
   EXPECT_FALSE(feeds.registry().Contains("f", Ip("203.0.113.1")));
   EXPECT_TRUE(feeds.registry().Contains("f", Ip("198.51.100.8")));
   EXPECT_EQ(feeds.List().feeds(0).never_ban(), 2u);
+}
+
+// A stored version from before the feed's minimum prefix was raised, and a version followed
+// from a writer with a wider one, are judged by this node's feed config.
+TEST_F(FeedManagerTest, RestoredAndFollowedRangesWiderThanTheMinimumPrefixAreDropped) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/min_prefix_restore.db");
+  std::remove(path.c_str());
+  {
+    FeedConfig wide = Plain("f");
+    wide.set_min_prefix_v4(8);
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    auto feeds = Make({wide}, nullptr, store->get());
+    ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "8.0.0.0/8\n198.51.100.0/24\n"), IsOk());
+    ASSERT_TRUE(feeds->registry().Contains("f", Ip("8.8.8.8")));
+  }
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  auto feeds = Make({Plain("f")}, nullptr, store->get());  // the default /12
+  ASSERT_THAT(feeds->Restore(), IsOk());
+  EXPECT_FALSE(feeds->registry().Contains("f", Ip("8.8.8.8")));
+  EXPECT_TRUE(feeds->registry().Contains("f", Ip("198.51.100.7")));
+
+  palisade::v1::FeedState state;
+  state.set_version(9);
+  for (const char* cidr : {"9.0.0.0/8", "203.0.113.0/24"}) {
+    auto* e = state.add_entries();
+    e->set_cidr(cidr);
+    e->set_expiry(absl::ToUnixSeconds(clock_.TimeNow() + absl::Hours(1)));
+  }
+  ASSERT_THAT(feeds->Follow("f", state), IsOkAndHolds(true));
+  EXPECT_FALSE(feeds->registry().Contains("f", Ip("9.9.9.9")));
+  EXPECT_TRUE(feeds->registry().Contains("f", Ip("203.0.113.1")));
 }
 
 // A feed server writes the references and the ETag, and proto3 strings must be UTF-8: a stored

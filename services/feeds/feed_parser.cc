@@ -100,6 +100,13 @@ class Collector {
     if (value.empty()) return Reject(line, text, "no address");
     absl::StatusOr<Cidr> cidr = Cidr::Parse(value);
     if (!cidr.ok()) return Reject(line, text, std::string(cidr.status().message()));
+    const bool v4 = cidr->base().is_v4();
+    const int min_prefix = v4 ? options_.min_prefix_v4 : options_.min_prefix_v6;
+    if (cidr->prefix_length() < min_prefix) {
+      return Reject(line, text,
+                    absl::StrCat("/", cidr->prefix_length(), " is wider than the feed's ",
+                                 v4 ? "min_prefix_v4" : "min_prefix_v6", " (/", min_prefix, ")"));
+    }
     if (base.confidence > 0 && base.confidence < options_.min_confidence) {
       return Reject(line, text,
                     absl::StrCat("confidence ", base.confidence, " is below the minimum ",

@@ -51,6 +51,9 @@ struct FeedParseOptions {
   std::string csv_column = "ip";
   std::string csv_confidence_column;
   uint32_t min_confidence = 0;
+  // The widest range kept (a prefix length; 0: any): a wider one is rejected, saying so.
+  int min_prefix_v4 = 0;
+  int min_prefix_v6 = 0;
   // STIX indicators whose valid_until is at or before `now` are rejected as expired, and those
   // whose valid_from is after it as not yet valid.
   absl::Time now = absl::InfinitePast();

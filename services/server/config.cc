@@ -86,6 +86,8 @@ absl::Status ValidateFeeds(const std::string& file, palisade::v1::Config* config
       return error("interval must be >= 10s");
     }
     if (feed.min_confidence() > 100) return error("min_confidence must be <= 100");
+    if (feed.min_prefix_v4() > 32) return error("min_prefix_v4 must be <= 32");
+    if (feed.min_prefix_v6() > 128) return error("min_prefix_v6 must be <= 128");
     // Stated here, not only in the manager: Feeds.Push refuses a push past it while it streams.
     if (feed.max_bytes() == 0) config->mutable_feeds(i)->set_max_bytes(64ull << 20);
   }

@@ -138,6 +138,10 @@ TEST(ConfigTest, FeedsAreValidatedAndFileUrlsResolved) {
       {R"pb(feeds { name: "a" })pb", "format is required"},
       {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN url: "ftp://x/y" })pb", "url must be"},
       {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN min_keep_ratio: 2 })pb", "min_keep_ratio"},
+      {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN min_prefix_v4: 33 })pb",
+       "min_prefix_v4 must be <= 32"},
+      {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN min_prefix_v6: 129 })pb",
+       "min_prefix_v6 must be <= 128"},
       {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN interval { seconds: 1 } })pb", "interval"},
   };
   for (const auto& [text, message] : bad) {

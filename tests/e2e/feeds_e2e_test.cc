@@ -71,7 +71,7 @@ TEST(FeedsE2eTest, PushedFeedReachesTheListAndANewVersionRemovesExactlyWhatLeft)
                                                 "198.18.1.0/24 ; SBL2\n"
                                                 "203.0.113.7/32 ; SBL3\n"
                                                 "2001:db8:bad::/48 ; SBL4\n"
-                                                "10.0.0.0/8 ; SBL5\n"
+                                                "10.1.0.0/16 ; SBL5\n"
                                                 "not a range ; SBL6\n");
   EXPECT_EQ(v1.accepted(), 4u);
   EXPECT_EQ(v1.never_ban(), 1u);
