@@ -141,6 +141,10 @@ ABSL_FLAG(int32_t, entries, 20, "feeds show: at most this many entries.");
 ABSL_FLAG(std::string, csv_column, "ip", "feeds test: CSV address column.");
 ABSL_FLAG(std::string, csv_confidence_column, "", "feeds test: CSV confidence column.");
 ABSL_FLAG(int32_t, min_confidence, 0, "feeds test: least confidence kept.");
+ABSL_FLAG(int32_t, min_prefix_v4, palisade::FeedParseOptions::kDefaultMinPrefixV4,
+          "feeds test: the widest IPv4 range kept (palisaded's default).");
+ABSL_FLAG(int32_t, min_prefix_v6, palisade::FeedParseOptions::kDefaultMinPrefixV6,
+          "feeds test: the widest IPv6 range kept (palisaded's default).");
 
 namespace palisade {
 namespace {
@@ -1162,6 +1166,8 @@ int FeedsTest(const std::string& path) {
   options.csv_column = absl::GetFlag(FLAGS_csv_column);
   options.csv_confidence_column = absl::GetFlag(FLAGS_csv_confidence_column);
   options.min_confidence = static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_min_confidence)));
+  options.min_prefix_v4 = absl::GetFlag(FLAGS_min_prefix_v4);
+  options.min_prefix_v6 = absl::GetFlag(FLAGS_min_prefix_v6);
   options.now = absl::Now();
   absl::StatusOr<ParsedFeed> parsed = ParseFeed(*format, *content, options);
   if (!parsed.ok()) return Fail(absl::StrCat(path, ": ", parsed.status().message()));
@@ -1367,7 +1373,7 @@ int main(int argc, char** argv) {
       "  feeds show NAME [--lookup IP] [--entries N] [--json]\n"
       "  feeds push NAME FILE [--format F] [--mode replace|add|remove] [--force] [--json]\n"
       "  feeds test FILE --format F [--csv_column C] [--csv_confidence_column C] "
-      "[--min_confidence N]\n"
+      "[--min_confidence N] [--min_prefix_v4 N] [--min_prefix_v6 N]\n"
       "  hash-token < TOKEN   (the token_sha256 for a client in the config's api.clients)\n"
       "  cloudflare check --config C [--json]   (the API token's permissions against what the\n"
       "        actuators need; exit 1 when one cannot run)\n"      "  cloudflare rotate [--json]   (the running palisaded rolls its API token now; prints\n"

@@ -23,9 +23,6 @@ constexpr absl::Duration kDefaultTtl = absl::Hours(24 * 7);
 constexpr uint64_t kDefaultMaxBytes = 64ull << 20;
 constexpr double kDefaultKeepRatio = 0.1;
 constexpr size_t kMaxRejectionsReturned = 100;
-// The widest range a feed may list unless its config says otherwise (FeedConfig.min_prefix_*).
-constexpr int kDefaultMinPrefixV4 = 12;
-constexpr int kDefaultMinPrefixV6 = 24;
 // Feeds.Get's reply: at most this many bytes of entries (each framed by a tag and a length).
 constexpr size_t kMaxGetReplyBytes = size_t{3} << 20;
 constexpr size_t kEntryFraming = 6;
@@ -44,8 +41,8 @@ double KeepRatioOf(const FeedConfig& c) {
 
 // The widest range the feed may list, as a prefix length.
 int MinPrefixOf(const FeedConfig& c, bool v4) {
-  if (v4) return c.min_prefix_v4() > 0 ? c.min_prefix_v4() : kDefaultMinPrefixV4;
-  return c.min_prefix_v6() > 0 ? c.min_prefix_v6() : kDefaultMinPrefixV6;
+  if (v4) return c.min_prefix_v4() > 0 ? c.min_prefix_v4() : FeedParseOptions::kDefaultMinPrefixV4;
+  return c.min_prefix_v6() > 0 ? c.min_prefix_v6() : FeedParseOptions::kDefaultMinPrefixV6;
 }
 
 bool TooWide(const Cidr& cidr, const FeedConfig& c) {

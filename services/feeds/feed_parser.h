@@ -52,8 +52,11 @@ struct FeedParseOptions {
   std::string csv_confidence_column;
   uint32_t min_confidence = 0;
   // The widest range kept (a prefix length; 0: any): a wider one is rejected, saying so.
+  // A feed's are its config's (FeedConfig.min_prefix_v4/v6), by default these below.
   int min_prefix_v4 = 0;
   int min_prefix_v6 = 0;
+  static constexpr int kDefaultMinPrefixV4 = 12;
+  static constexpr int kDefaultMinPrefixV6 = 24;
   // STIX indicators whose valid_until is at or before `now` are rejected as expired, and those
   // whose valid_from is after it as not yet valid.
   absl::Time now = absl::InfinitePast();

@@ -118,6 +118,12 @@ grep -q 'drop.txt:10: "this is not a range": not an IP address' <<<"$out" || fai
 grep -q '^5 indicators (5 ranges once merged), 2 rejected, 0 ignored' <<<"$out" || fail "feeds test: $out"
 "$ctl_bin" feeds test "$feeds/drop.txt" 2>"$work/err" && fail "feeds test without --format"
 grep -q -- '--format is required' "$work/err" || fail "feeds test error: $(cat "$work/err")"
+# As palisaded judges a feed: a range wider than /12 (IPv4) is rejected unless allowed.
+printf '8.0.0.0/8\n198.51.100.0/24\n' >"$work/wide.txt"
+out=$("$ctl_bin" feeds test "$work/wide.txt" --format=plain) && fail "a /8 must be rejected"
+grep -q "wide.txt:1: /8 is wider than the feed's min_prefix_v4 (/12)" <<<"$out" || fail "feeds test: $out"
+"$ctl_bin" feeds test "$work/wide.txt" --format=plain --min_prefix_v4=8 >/dev/null \
+  || fail "--min_prefix_v4=8 keeps the /8"
 
 # This daemon wants a bearer token: the CLI reads it from PALISADE_TOKEN or --token_file.
 token="cli-test-token-0123456789abcdef0123456789"
