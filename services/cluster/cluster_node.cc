@@ -158,7 +158,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
   // The writer's log hears the table only while this node writes; a mirrored change is not
   // the writer's (writing_ is false then).
   ClusterNode* self = node.get();
-  table.AddListener([self](const DecisionUpdate& u) {
+  node->listener_id_ = table.AddListener([self](const DecisionUpdate& u) {
     if (!self->writing_.load()) return;
     absl::MutexLock lock(&self->writer_mu_);
     if (self->log_writer_ != nullptr) self->log_writer_->Enqueue(u);
@@ -220,6 +220,8 @@ void ClusterNode::Stop() {
   }
   if (forwarder_.joinable()) forwarder_.join();
   table_.SetForward(nullptr);
+  // The table outlives the node: its listener must not (also when Start failed part way).
+  if (listener_id_ != 0) table_.RemoveListener(listener_id_);
   replica_.reset();
 }
 

@@ -209,6 +209,7 @@ class ClusterNode {
 
   ClusterNodeOptions options_;
   DecisionTable& table_;
+  uint64_t listener_id_ = 0;  // its listener on table_, removed at Stop
   Clock& clock_;
   std::unique_ptr<NatsClient> nats_;
   std::unique_ptr<LeaseTable> leases_;

@@ -447,6 +447,22 @@ TEST_F(ClusterNodeTest, PostedTasksRunOnTheNodesThreadAtItsNextTick) {
   EXPECT_THAT(ran, ElementsAre(1, 2)) << "once";
 }
 
+// The table outlives the node (palisaded stops the cluster before the decisions): the node's
+// listener went with it. It stayed, holding the destroyed node, and the next change read freed
+// memory (AddressSanitizer: heap-use-after-free).
+TEST_F(ClusterNodeTest, ADestroyedNodeNoLongerHearsItsTable) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  ASSERT_NE(a->node, nullptr);
+  EXPECT_TRUE(a->node->writer());
+  a->node.reset();
+  absl::StatusOr<palisade::v1::Decision> d = a->table.AddManual(Ban("192.0.2.9"));
+  ASSERT_THAT(d, IsOk());
+  EXPECT_TRUE(d->active());
+  std::vector<DecisionUpdate> updates = a->table.ApplyAll({Probe("192.0.2.10")});
+  ASSERT_EQ(updates.size(), 1u);
+  EXPECT_EQ(updates[0].change, DecisionChange::kCreated);  // decided here: no node to forward to
+}
+
 TEST_F(ClusterNodeTest, NoServerAnsweringIsAClearError) {
   DecisionTable table(clock_);
   prometheus::Registry registry;

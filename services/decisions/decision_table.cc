@@ -361,11 +361,25 @@ DecisionTable::Commit DecisionTable::CommitLocked(std::vector<DecisionUpdate>& c
 void DecisionTable::SetForward(Forward forward) {
   absl::MutexLock lock(&mu_);
   forward_ = std::move(forward);
+  // The one replaced may still run in an ApplyAll that copied it: its owner may go once this
+  // returns (a cluster node stopping).
+  auto idle = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return forwarding_ == 0; };
+  mu_.Await(absl::Condition(&idle));
 }
 
-void DecisionTable::AddListener(Listener listener) {
+uint64_t DecisionTable::AddListener(Listener listener) {
   absl::MutexLock lock(&listeners_mu_);
-  listeners_.push_back(std::move(listener));
+  const uint64_t id = next_listener_id_++;
+  listeners_.emplace_back(id, std::move(listener));
+  return id;
+}
+
+void DecisionTable::RemoveListener(uint64_t id) {
+  // Listeners are called under listeners_mu_: holding it, none is running.
+  absl::MutexLock lock(&listeners_mu_);
+  listeners_.erase(std::remove_if(listeners_.begin(), listeners_.end(),
+                                  [id](const auto& l) { return l.first == id; }),
+                   listeners_.end());
 }
 
 void DecisionTable::Notify(uint64_t ticket, const std::vector<DecisionUpdate>& updates,
@@ -377,7 +391,7 @@ void DecisionTable::Notify(uint64_t ticket, const std::vector<DecisionUpdate>& u
   listeners_mu_.Await(absl::Condition(&IsTurn, &turn));
   if (before) before(updates);
   for (const DecisionUpdate& u : updates) {
-    for (const Listener& l : listeners_) l(u);
+    for (const auto& l : listeners_) l.second(u);
   }
   ++notified_;
 }
@@ -701,6 +715,7 @@ void DecisionTable::ApplyAllInto(
   absl::ReleasableMutexLock lock(&mu_);
   if (forward_) {
     const Forward forward = forward_;
+    ++forwarding_;  // SetForward waits for this call to end
     lock.Release();
     for (size_t k = 0; k < detections.size(); ++k) {
       const Detection& detection = detections[k];
@@ -714,6 +729,10 @@ void DecisionTable::ApplyAllInto(
       *u.decision.mutable_start() = ToProtoTime(detection.time);
       if (detection.secret.empty()) forward(detection);
       updates[k] = std::move(u);
+    }
+    {
+      absl::MutexLock relock(&mu_);
+      --forwarding_;
     }
     if (before_notify) before_notify(updates);
     return;

@@ -122,7 +122,11 @@ class DecisionTable {
   // Replaces the default limits; with a registry, counts what they forget. Call before use.
   void SetLimits(const DecisionTableLimits& limits, prometheus::Registry* registry = nullptr);
 
-  void AddListener(Listener listener);
+  // Returns the listener's id, for RemoveListener.
+  uint64_t AddListener(Listener listener);
+  // After it returns, the listener is not running and is never called again (it waits for a
+  // change set being heard). Not from inside a listener.
+  void RemoveListener(uint64_t id);
 
   // While set, an extension's update (DecisionChange::kExtended, from Apply and ApplyAll)
   // carries the decision without its evidence lines; the table's own decision keeps them (Get,
@@ -163,6 +167,8 @@ class DecisionTable {
   // detection). A detection carrying a token secret is never forwarded (the secret stays on the
   // node): it is dropped as kStale. Unset (null): decided here.
   using Forward = std::function<void(const Detection&)>;
+  // Once it returns, the forward function it replaced is not running (it waits for calls in
+  // progress) and is never called again.
   void SetForward(Forward forward);
 
   // Threat-feed entries as decisions (origin feed): makes the active feed decisions exactly
@@ -390,8 +396,10 @@ class DecisionTable {
   prometheus::Counter* changes_lost_ ABSL_GUARDED_BY(write_mu_) = nullptr;
   prometheus::Gauge* unwritten_gauge_ ABSL_GUARDED_BY(write_mu_) = nullptr;
   absl::Mutex listeners_mu_;
-  std::vector<Listener> listeners_ ABSL_GUARDED_BY(listeners_mu_);
+  std::vector<std::pair<uint64_t, Listener>> listeners_ ABSL_GUARDED_BY(listeners_mu_);
+  uint64_t next_listener_id_ ABSL_GUARDED_BY(listeners_mu_) = 1;
   Forward forward_ ABSL_GUARDED_BY(mu_);
+  int forwarding_ ABSL_GUARDED_BY(mu_) = 0;  // ApplyAll calls running a copy of forward_
   uint64_t notified_ ABSL_GUARDED_BY(listeners_mu_) = 0;  // tickets handed over so far
 };
 

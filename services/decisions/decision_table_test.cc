@@ -854,6 +854,48 @@ TEST_F(DecisionTableTest, ForwardedDetectionsDecideNothingHere) {
   EXPECT_EQ(table_.ApplyAll({d})[0].change, DecisionChange::kCreated);
 }
 
+// A listener's owner may go (a cluster node stopping) while the table lives on: once removed,
+// a listener is never called again, and the others still are.
+TEST_F(DecisionTableTest, ARemovedListenerIsNotHeardAgain) {
+  std::vector<DecisionChange> heard;
+  const uint64_t id = table_.AddListener([&](const DecisionUpdate& u) { heard.push_back(u.change); });
+  Apply("203.0.113.7", clock_.TimeNow());
+  EXPECT_THAT(heard, SizeIs(1));
+  table_.RemoveListener(id);
+  Apply("203.0.113.8", clock_.TimeNow());
+  EXPECT_THAT(heard, SizeIs(1));
+  EXPECT_THAT(changes_, SizeIs(2));  // the fixture's listener still hears
+}
+
+// SetForward returns only once a forward function it replaced is no longer running in an
+// ApplyAll that copied it: its owner may be destroyed right after.
+TEST_F(DecisionTableTest, SetForwardWaitsForTheForwardItReplaces) {
+  CompiledRule rule;
+  rule.proto.set_id("ssh");
+  rule.proto.mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
+  Detection d = Det("203.0.113.7", clock_.TimeNow());
+  d.rule = &rule;
+  absl::Notification forwarding, release;
+  table_.SetForward([&](const Detection&) {
+    forwarding.Notify();
+    release.WaitForNotification();
+  });
+  std::thread apply([&] { table_.ApplyAll({d}); });
+  forwarding.WaitForNotification();
+  std::atomic<bool> replaced{false};
+  std::thread unset([&] {
+    table_.SetForward(nullptr);
+    replaced = true;
+  });
+  // Not a race against time: while the forward runs, SetForward cannot return at all.
+  absl::SleepFor(absl::Milliseconds(100));
+  EXPECT_FALSE(replaced.load());
+  release.Notify();
+  apply.join();
+  unset.join();
+  EXPECT_TRUE(replaced.load());
+}
+
 TEST_F(DecisionTableTest, ManualBanValidatesInput) {
   palisade::v1::AddDecisionRequest req;
   req.mutable_target()->set_value("not-an-ip");
