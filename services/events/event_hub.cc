@@ -106,22 +106,38 @@ void EventHub::DropLocked(size_t index) {
 }
 
 absl::Status EventHub::Subscribe(Subscriber* subscriber, const WatchRequest& filter) {
+  return SubscribeImpl(subscriber, filter, /*skip_gone=*/false, nullptr);
+}
+
+absl::Status EventHub::SubscribeSkippingGone(Subscriber* subscriber, const WatchRequest& filter,
+                                             uint64_t* resumed_after) {
+  return SubscribeImpl(subscriber, filter, /*skip_gone=*/true, resumed_after);
+}
+
+absl::Status EventHub::SubscribeImpl(Subscriber* subscriber, const WatchRequest& filter,
+                                     bool skip_gone, uint64_t* resumed_after) {
   wanted_.store(true, std::memory_order_relaxed);
   absl::MutexLock lock(&mu_);
-  if (filter.after_sequence() > 0) {
-    if (filter.after_sequence() > sequence_) {
-      return absl::OutOfRangeError(absl::StrCat("sequence ", filter.after_sequence(),
-                                                " is ahead of the stream (last ", sequence_, ")"));
+  uint64_t after = filter.after_sequence();
+  if (resumed_after != nullptr) *resumed_after = after;
+  if (after > 0) {
+    if (after > sequence_) {
+      return absl::OutOfRangeError(
+          absl::StrCat("sequence ", after, " is ahead of the stream (last ", sequence_, ")"));
     }
     const uint64_t oldest = buffer_.empty() ? sequence_ + 1 : buffer_.front().sequence();
-    if (filter.after_sequence() + 1 < oldest) {
-      return absl::OutOfRangeError(absl::StrCat(
-          "events ", filter.after_sequence() + 1, "..", oldest - 1,
-          " have left the replay buffer (it holds ", options_.replay_capacity, " events or ",
-          options_.replay_max_bytes, " bytes); resume from 0 for new events only"));
+    if (after + 1 < oldest) {
+      if (!skip_gone) {
+        return absl::OutOfRangeError(absl::StrCat(
+            "events ", after + 1, "..", oldest - 1, " have left the replay buffer (it holds ",
+            options_.replay_capacity, " events or ", options_.replay_max_bytes,
+            " bytes); resume from 0 for new events only"));
+      }
+      after = oldest - 1;  // the caller counts after_sequence + 1 .. oldest - 1 as missed
+      if (resumed_after != nullptr) *resumed_after = after;
     }
     for (const Event& e : buffer_) {
-      if (e.sequence() <= filter.after_sequence() || !Matches(filter, e)) continue;
+      if (e.sequence() <= after || !Matches(filter, e)) continue;
       if (!subscriber->Deliver(e)) {
         dropped_.Increment();
         return absl::ResourceExhaustedError("the replay does not fit the subscriber's queue");

@@ -57,6 +57,14 @@ class EventHub {
   // Adds `subscriber` with `filter`; first replays the buffered events after
   // filter.after_sequence (if any). kOutOfRange when some of those have left the buffer.
   absl::Status Subscribe(Subscriber* subscriber, const palisade::v1::WatchRequest& filter);
+  // As Subscribe, but when events after filter.after_sequence have left the buffer, replays from
+  // the oldest it still holds instead of failing. Sets *resumed_after to the sequence the replay
+  // starts after (filter.after_sequence when nothing was gone): the events after_sequence + 1 ..
+  // *resumed_after are the ones missed. Decided under the hub's lock, so no event falls between
+  // what is missed and what is delivered. kResourceExhausted as Subscribe (*resumed_after set).
+  absl::Status SubscribeSkippingGone(Subscriber* subscriber,
+                                     const palisade::v1::WatchRequest& filter,
+                                     uint64_t* resumed_after);
   // Removes it (no-op when already removed). No Deliver call runs after this returns.
   void Unsubscribe(Subscriber* subscriber);
 
@@ -70,6 +78,8 @@ class EventHub {
     palisade::v1::WatchRequest filter;
   };
   void DropLocked(size_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status SubscribeImpl(Subscriber* subscriber, const palisade::v1::WatchRequest& filter,
+                             bool skip_gone, uint64_t* resumed_after);
 
   const EventHubOptions options_;
   Clock& clock_;

@@ -81,6 +81,38 @@ TEST_F(EventHubTest, ResumeReplaysWhatFollowsTheLastSequenceSeen) {
   EXPECT_THAT(hub.Subscribe(&late, after), StatusIs(absl::StatusCode::kOutOfRange));
 }
 
+// A sink resuming after events that have left the buffer takes the oldest it still holds, and
+// learns in the same step which range it missed (no publish can fall in between).
+TEST_F(EventHubTest, SubscribeSkippingGoneResumesFromTheOldestHeldAndSaysWhatWasMissed) {
+  EventHubOptions options;
+  options.replay_capacity = 5;
+  EventHub hub(options, clock_, registry_);
+  for (int i = 0; i < 8; ++i) hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+  WatchRequest after;
+  after.set_after_sequence(1);  // 2 and 3 are gone, 4..8 held
+  QueueSubscriber late;
+  uint64_t resumed_after = 0;
+  ASSERT_THAT(hub.SubscribeSkippingGone(&late, after, &resumed_after), IsOk());
+  EXPECT_EQ(resumed_after, 3u);
+  hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+  EXPECT_EQ(Drain(late), (std::vector<uint64_t>{4, 5, 6, 7, 8, 9}));
+
+  // Nothing gone: as Subscribe, and resumed_after is where it was asked to resume.
+  after.set_after_sequence(7);
+  QueueSubscriber current;
+  ASSERT_THAT(hub.SubscribeSkippingGone(&current, after, &resumed_after), IsOk());
+  EXPECT_EQ(resumed_after, 7u);
+  EXPECT_EQ(Drain(current), (std::vector<uint64_t>{8, 9}));
+
+  // A replay larger than the queue: kResourceExhausted, and the range missed is still said.
+  after.set_after_sequence(1);
+  QueueSubscriber small(2);
+  EXPECT_THAT(hub.SubscribeSkippingGone(&small, after, &resumed_after),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(resumed_after, 4u);  // 2..4 gone now (5..9 held)
+  EXPECT_EQ(Drain(small), (std::vector<uint64_t>{5, 6}));
+}
+
 TEST_F(EventHubTest, ASlowSubscriberIsDroppedAndTheOthersKeepUp) {
   EventHub hub({}, clock_, registry_);
   QueueSubscriber slow(3), fast(100);

@@ -4,6 +4,7 @@
 #include <netdb.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -293,23 +294,50 @@ std::string ToSyslog5424(const Event& e, absl::string_view message, absl::string
 
 // --- EcsFileOutput -----------------------------------------------------------------------------
 
-absl::StatusOr<std::unique_ptr<EcsFileOutput>> EcsFileOutput::Open(
-    const palisade::v1::EcsFileSink& c) {
-  std::FILE* f = std::fopen(c.path().c_str(), "a");
-  if (f == nullptr) {
-    return absl::UnavailableError(absl::StrCat("ecs_file ", c.path(), ": ", std::strerror(errno)));
-  }
-  std::fseek(f, 0, SEEK_END);
-  const long size = std::ftell(f);
-  return std::unique_ptr<EcsFileOutput>(
-      new EcsFileOutput(c, f, size > 0 ? static_cast<uint64_t>(size) : 0));
+namespace {
+int OpenForAppend(const std::string& path) {
+  return open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
 }
 
-EcsFileOutput::EcsFileOutput(palisade::v1::EcsFileSink config, std::FILE* file, uint64_t size)
-    : config_(std::move(config)), file_(file), size_(size) {}
+uint64_t FileSize(int fd) {
+  struct stat st;
+  return fstat(fd, &st) == 0 && st.st_size > 0 ? static_cast<uint64_t>(st.st_size) : 0;
+}
+
+// Whether the file at `path` (`size` bytes) ends with something other than a newline. Read
+// through a descriptor of its own: the one written is write-only.
+bool EndsInsideALine(const std::string& path, uint64_t size) {
+  if (size == 0) return false;
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;  // cannot tell: as before, appended to as it is
+  char last = '\n';
+  const bool read = pread(fd, &last, 1, static_cast<off_t>(size - 1)) == 1;
+  close(fd);
+  return read && last != '\n';
+}
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EcsFileOutput>> EcsFileOutput::Open(
+    const palisade::v1::EcsFileSink& c, EcsFileOptions options) {
+  const int fd = OpenForAppend(c.path());
+  if (fd < 0) {
+    return absl::UnavailableError(absl::StrCat("ecs_file ", c.path(), ": ", std::strerror(errno)));
+  }
+  return std::unique_ptr<EcsFileOutput>(new EcsFileOutput(c, std::move(options), fd));
+}
+
+EcsFileOutput::EcsFileOutput(palisade::v1::EcsFileSink config, EcsFileOptions options, int fd)
+    : config_(std::move(config)), options_(std::move(options)), fd_(fd) {
+  Opened();
+}
+
+void EcsFileOutput::Opened() {
+  size_ = FileSize(fd_);
+  torn_ = EndsInsideALine(config_.path(), size_);
+}
 
 EcsFileOutput::~EcsFileOutput() {
-  if (file_ != nullptr) std::fclose(file_);
+  if (fd_ >= 0) close(fd_);
 }
 
 absl::Status EcsFileOutput::Rotate() {
@@ -333,10 +361,11 @@ absl::Status EcsFileOutput::Rotate() {
     return absl::UnavailableError(absl::StrCat("ecs_file ", path, ": cannot rotate (",
                                                std::strerror(err), "); appending to it"));
   }
-  std::fclose(file_);
-  file_ = std::fopen(path.c_str(), "a");
+  close(fd_);
+  fd_ = OpenForAppend(path);
   size_ = 0;
-  if (file_ == nullptr) {
+  torn_ = false;  // a new, empty file
+  if (fd_ < 0) {
     return absl::UnavailableError(absl::StrCat("ecs_file ", path, ": ", std::strerror(errno)));
   }
   return absl::OkStatus();
@@ -345,21 +374,19 @@ absl::Status EcsFileOutput::Rotate() {
 absl::Status EcsFileOutput::Write(const Event& event) {
   const std::string line = ToEcsJson(event) + "\n";
   const uint64_t max = config_.max_bytes() > 0 ? config_.max_bytes() : (100ull << 20);
-  if (file_ == nullptr) {
+  if (fd_ < 0) {
     // The last rotation could not open the new file: open it now (never rotate again, which
     // would push every kept file one place down per event).
-    file_ = std::fopen(config_.path().c_str(), "a");
-    if (file_ == nullptr) {
+    fd_ = OpenForAppend(config_.path());
+    if (fd_ < 0) {
       return absl::UnavailableError(
           absl::StrCat("ecs_file ", config_.path(), ": ", std::strerror(errno)));
     }
-    std::fseek(file_, 0, SEEK_END);
-    const long size = std::ftell(file_);
-    size_ = size > 0 ? static_cast<uint64_t>(size) : 0;
+    Opened();
   }
   if (size_ > 0 && size_ + line.size() > max) {
     if (absl::Status s = Rotate(); !s.ok()) {
-      if (file_ == nullptr) return s;
+      if (fd_ < 0) return s;
       if (std::string(s.message()) != rotate_error_) {  // said once, not per event
         rotate_error_ = std::string(s.message());
         std::fprintf(stderr, "palisaded: %s\n", rotate_error_.c_str());
@@ -368,11 +395,45 @@ absl::Status EcsFileOutput::Write(const Event& event) {
       rotate_error_.clear();
     }
   }
-  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0) {
-    return absl::UnavailableError(
-        absl::StrCat("ecs_file ", config_.path(), ": ", std::strerror(errno)));
+  // Where this line starts: the file's end (O_APPEND), read now rather than counted, since a
+  // logrotate copytruncate may have emptied the file under us.
+  const uint64_t start = FileSize(fd_);
+  // A file that may end inside a line gets a newline first: the broken part stays a line of its
+  // own (a reader skips it) instead of swallowing this event.
+  const std::string bytes = torn_ ? "\n" + line : line;
+  size_t done = 0;
+  int err = 0;
+  while (done < bytes.size()) {
+    const ssize_t n = options_.write(fd_, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      err = n < 0 ? errno : EIO;
+      break;
+    }
+    done += static_cast<size_t>(n);  // a short write: the rest goes in the next call
   }
-  size_ += line.size();
+  if (done < bytes.size()) {
+    std::string what = std::strerror(err);
+    if (done > 0) {
+      // Part of the line is in the file; the next line would be appended to it, and a reader
+      // would see one merged line and parse neither event. Cut it off: back to `start`, the end
+      // of the last whole line. Only if the file holds exactly what this write added: one that
+      // shrank meanwhile (copytruncate) would be lengthened with zeros.
+      const uint64_t now = FileSize(fd_);
+      if (now >= start && now <= start + done &&
+          ftruncate(fd_, static_cast<off_t>(start)) == 0) {
+        absl::StrAppend(&what, " (the part of the line written was cut off)");
+      } else {
+        torn_ = true;  // cannot cut: the next line starts on a line of its own
+        absl::StrAppend(&what, " (part of a line left in the file)");
+      }
+    }
+    size_ = FileSize(fd_);
+    // The event is not in the file: the runner counts it failed.
+    return absl::UnavailableError(absl::StrCat("ecs_file ", config_.path(), ": ", what));
+  }
+  torn_ = false;
+  size_ = start + bytes.size();
   return absl::OkStatus();
 }
 
@@ -589,16 +650,35 @@ void SinkRunner::Run() {
       hub_.Unsubscribe(subscriber.get());
       subscriber = std::make_unique<QueueSubscriber>(4096);
       filter.set_after_sequence(last);
-      absl::Status s = hub_.Subscribe(subscriber.get(), filter);
+      // When the buffer no longer holds what followed `last`, the hub resumes from the oldest
+      // event it still has, and says where, in the same step: the gap is exactly
+      // last + 1 .. resumed_after. (It used to resume with new events only, after reading the
+      // stream's last sequence: what the buffer still held was skipped, and what was published
+      // between the two calls was neither written nor counted. Nothing said where the gap was.)
+      uint64_t resumed_after = last;
+      absl::Status s = hub_.SubscribeSkippingGone(subscriber.get(), filter, &resumed_after);
+      if (resumed_after > last) {
+        // Counted in sequence numbers: with a `kinds` filter some of them were not the sink's
+        // (the events are gone, so which is unknown). Said once per gap, with its bounds.
+        const uint64_t missed = resumed_after - last;
+        lost_.Increment(static_cast<double>(missed));
+        std::fprintf(stderr,
+                     "palisaded: sink %s: %llu events lost between seq %llu and %llu (they left "
+                     "the replay buffer before the sink caught up)\n",
+                     config_.name().c_str(), static_cast<unsigned long long>(missed),
+                     static_cast<unsigned long long>(last + 1),
+                     static_cast<unsigned long long>(resumed_after));
+        last = resumed_after;
+      }
       // kResourceExhausted: more to catch up than the queue holds. The subscriber was not added
       // and holds the first part: the loop writes it and then resumes from there again.
       if (!s.ok() && !absl::IsResourceExhausted(s)) {
-        // The buffer no longer holds what followed `last`: count it lost, go on with new events.
+        // Cannot happen (`last` came from the hub, so it is not ahead of the stream); said, and
+        // followed by new events rather than by nothing at all.
+        std::fprintf(stderr, "palisaded: sink %s: cannot resume: %s\n", config_.name().c_str(),
+                     std::string(s.message()).c_str());
         subscriber = std::make_unique<QueueSubscriber>(4096);
         filter.set_after_sequence(0);
-        const uint64_t now = hub_.last_sequence();
-        lost_.Increment(static_cast<double>(now - last));  // at most that many were ours
-        last = now;
         (void)hub_.Subscribe(subscriber.get(), filter);
       }
     }

@@ -3,12 +3,17 @@
 //
 // A SinkRunner follows the hub on its own thread through a bounded queue, so a slow disk or
 // collector never slows ingest; if it falls behind and is dropped, it resubscribes after the
-// last event it wrote, and what the replay buffer no longer holds is counted as lost.
+// last event it wrote; what the replay buffer no longer holds is counted as lost and logged with
+// its sequence bounds, and it goes on with the oldest event the buffer still holds.
 #ifndef PALISADE_SERVICES_EVENTS_SINKS_H_
 #define PALISADE_SERVICES_EVENTS_SINKS_H_
 
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -41,20 +46,38 @@ class SinkOutput {
   virtual absl::Status Write(const palisade::v1::Event& event) = 0;
 };
 
-// ECS NDJSON, rotated by size. Each line is flushed. A rotation that cannot move the file
-// (logged once) keeps appending to it rather than losing what it holds.
+struct EcsFileOptions {
+  // How bytes reach the file: write(2). A seam for tests, which make it write part of a line and
+  // then fail (a full disk).
+  std::function<ssize_t(int fd, const void* data, size_t size)> write = ::write;
+};
+
+// ECS NDJSON, rotated by size. Each line goes to the file in write(2) calls of its own (no
+// buffering). A rotation that cannot move the file (logged once) keeps appending to it rather
+// than losing what it holds.
+//
+// A reader never sees two events merged on one line: a line the disk takes only part of (full,
+// over quota) is cut off again (ftruncate to where it started) and its event reported failed;
+// when the file may still end inside a line (the cut failed, or it was left so before Open), the
+// next line starts with "\n", so the broken part stands alone and the events after it parse.
 class EcsFileOutput final : public SinkOutput {
  public:
-  static absl::StatusOr<std::unique_ptr<EcsFileOutput>> Open(const palisade::v1::EcsFileSink& c);
+  static absl::StatusOr<std::unique_ptr<EcsFileOutput>> Open(const palisade::v1::EcsFileSink& c,
+                                                             EcsFileOptions options = {});
   ~EcsFileOutput() override;
   absl::Status Write(const palisade::v1::Event& event) override;
 
  private:
-  EcsFileOutput(palisade::v1::EcsFileSink config, std::FILE* file, uint64_t size);
+  EcsFileOutput(palisade::v1::EcsFileSink config, EcsFileOptions options, int fd);
   absl::Status Rotate();
+  // After fd_ was opened on a file that may hold lines already: its size, and whether it ends
+  // inside a line.
+  void Opened();
   const palisade::v1::EcsFileSink config_;
-  std::FILE* file_;  // null only when a rotation could not open the new file
-  uint64_t size_;
+  const EcsFileOptions options_;
+  int fd_;  // -1 only when a rotation could not open the new file
+  uint64_t size_ = 0;
+  bool torn_ = false;         // the file may end inside a line: the next one starts with "\n"
   std::string rotate_error_;  // the last rotation's failure, logged once
 };
 

@@ -7,7 +7,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -301,6 +303,75 @@ TEST(EcsFileTest, ARotationThatCannotMoveTheFileLosesNoEvent) {
   EXPECT_EQ(sequences, (std::vector<uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}));
 }
 
+// The sequence numbers of an NDJSON file, in order; a line that is not one JSON object is "?".
+std::vector<std::string> SequencesIn(const std::string& path) {
+  std::vector<std::string> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    out.push_back(j.is_discarded() ? "?" : std::to_string(j["event"]["sequence"].get<uint64_t>()));
+  }
+  return out;
+}
+
+// A disk that fills up half way through a line (write(2) takes part of it, then ENOSPC) left
+// those bytes in the file, and the next event was appended to them: the SIEM saw one merged line
+// it could not parse, and lost the next event too. The sink cuts the file back to the end of the
+// last whole line; the event that did not fit is reported failed (and counted so by the runner).
+TEST(EcsFileTest, AShortWriteLeavesNoPartLineForTheNextToJoin) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/short.ndjson");
+  std::remove(path.c_str());
+  palisade::v1::EcsFileSink config;
+  config.set_path(path);
+  ssize_t room = -1;  // >= 0: the disk takes that many more bytes, then is full
+  EcsFileOptions options;
+  options.write = [&room](int fd, const void* data, size_t size) -> ssize_t {
+    if (room < 0) return ::write(fd, data, size);
+    if (room == 0) {
+      errno = ENOSPC;
+      return -1;
+    }
+    const ssize_t n = ::write(fd, data, std::min(size, static_cast<size_t>(room)));
+    if (n > 0) room -= n;
+    return n;
+  };
+  absl::StatusOr<std::unique_ptr<EcsFileOutput>> out = EcsFileOutput::Open(config, options);
+  ASSERT_THAT(out, IsOk());
+  Event e = Decision();
+  e.set_sequence(1);
+  ASSERT_THAT((*out)->Write(e), IsOk());
+  room = 25;  // a short write of 25 bytes, then ENOSPC
+  e.set_sequence(2);
+  EXPECT_THAT((*out)->Write(e),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("No space left on device")));
+  room = -1;  // space again
+  e.set_sequence(3);
+  ASSERT_THAT((*out)->Write(e), IsOk());
+  out->reset();
+  EXPECT_EQ(SequencesIn(path), (std::vector<std::string>{"1", "3"}));
+}
+
+// A file that already ends inside a line (palisaded killed while a full disk had it cut, or a
+// cut that could not be undone) gets the next event on a line of its own, never joined to it.
+TEST(EcsFileTest, AFileEndingInsideALineGetsTheNextEventOnALineOfItsOwn) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/torn.ndjson");
+  std::remove(path.c_str());
+  std::ofstream(path) << R"({"event":{"sequence":1}}
+{"@timestamp":"2026-11-18T11:0)";
+  palisade::v1::EcsFileSink config;
+  config.set_path(path);
+  absl::StatusOr<std::unique_ptr<EcsFileOutput>> out = EcsFileOutput::Open(config);
+  ASSERT_THAT(out, IsOk());
+  Event e = Decision();
+  e.set_sequence(3);
+  ASSERT_THAT((*out)->Write(e), IsOk());
+  e.set_sequence(4);
+  ASSERT_THAT((*out)->Write(e), IsOk());
+  out->reset();
+  EXPECT_EQ(SequencesIn(path), (std::vector<std::string>{"1", "?", "3", "4"}));
+}
+
 int Listen(int type, int* port) {
   int fd = socket(AF_INET, type, 0);
   sockaddr_in addr{};
@@ -464,6 +535,60 @@ TEST(SinkRunnerTest, CatchingUpMoreThanTheQueueHoldsLosesNothingAndLeavesNoSubsc
     ASSERT_TRUE(out->WaitFor(
         [](bool, const std::vector<uint64_t>& w) { return w.back() == kTotal + 1; }));
   }
+}
+
+// A sink further behind than the replay buffer reaches resumes with what the buffer still holds:
+// the range that left it is counted lost (exactly: its sequence numbers) and said in the log,
+// with its bounds. It resumed with new events only, skipping what the buffer still held (counted
+// lost, though it was there), said nothing in the log, and between reading the stream's last
+// sequence and subscribing anew it could miss events without counting them.
+TEST(SinkRunnerTest, EventsThatLeftTheReplayBufferAreCountedAndLoggedAndTheRestWritten) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  EventHubOptions hub_options;
+  hub_options.replay_capacity = 100;
+  EventHub hub(hub_options, clock, registry);
+  palisade::v1::SinkConfig config;
+  config.set_name("behind");
+  auto output = std::make_unique<GatedOutput>();
+  GatedOutput* out = output.get();
+  std::vector<uint64_t> written;
+  ::testing::internal::CaptureStderr();
+  {
+    SinkRunner sink(config, std::move(output), hub, registry);
+    Event e = Decision();
+    e.clear_sequence();
+    hub.Publish(e);  // the sink takes 1 and blocks writing it
+    ASSERT_TRUE(out->WaitFor([](bool entered, const std::vector<uint64_t>&) { return entered; }));
+    // 2..4097 fill its queue, 4098 drops it; the buffer keeps the last 100 (4901..5000).
+    for (int i = 2; i <= 5000; ++i) hub.Publish(e);
+    out->Open();
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (MetricValue(registry, "palisade_sink_events_total", "lost") <= 0 &&
+           absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(5));  // polls for the catch-up
+    }
+    hub.Publish(e);  // 5001, after the catch-up
+    ASSERT_TRUE(out->WaitFor(
+        [](bool, const std::vector<uint64_t>& w) { return !w.empty() && w.back() == 5001; }));
+    written = out->written();  // here: the runner owns the output, and frees it when it stops
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  std::vector<uint64_t> expected;
+  for (uint64_t i = 1; i <= 4097; ++i) expected.push_back(i);
+  for (uint64_t i = 4901; i <= 5001; ++i) expected.push_back(i);
+  EXPECT_EQ(written.size(), expected.size());
+  size_t differ = 0;  // the first place they differ, for the failure message
+  while (differ < std::min(written.size(), expected.size()) &&
+         written[differ] == expected[differ]) {
+    ++differ;
+  }
+  EXPECT_TRUE(written == expected)
+      << "at " << differ << ": wrote "
+      << (differ < written.size() ? std::to_string(written[differ]) : "nothing") << ", expected "
+      << (differ < expected.size() ? std::to_string(expected[differ]) : "nothing");
+  EXPECT_EQ(MetricValue(registry, "palisade_sink_events_total", "lost"), 803);
+  EXPECT_THAT(log, HasSubstr("sink behind: 803 events lost between seq 4098 and 4900"));
 }
 
 // An output that records what it is given.
