@@ -192,6 +192,13 @@ void AppendList(const std::vector<const BouncerChangeRow*>& rows, absl::Time now
   out->push_back(']');
 }
 
+BouncerReply Forbidden() {
+  BouncerReply r;
+  r.status = 403;
+  r.body = kForbidden;
+  return r;
+}
+
 BouncerReply JsonError(int status, absl::string_view message) {
   BouncerReply r;
   r.status = status;
@@ -199,6 +206,19 @@ BouncerReply JsonError(int status, absl::string_view message) {
   AppendJsonString(message, &r.body);
   r.body += "}";
   return r;
+}
+
+// What a row decides on: its address as a /32 or /128, or its range; nullopt when the value
+// does not parse (then it answers no ip or range question).
+std::optional<Cidr> DecidedRange(const BouncerChangeRow& r) {
+  if (r.scope == "Ip") {
+    std::optional<IpAddress> a = IpAddress::Parse(r.value);
+    if (a) return Cidr::Covering(*a, a->bit_length());
+    return std::nullopt;
+  }
+  absl::StatusOr<Cidr> c = Cidr::Parse(r.value);
+  if (c.ok()) return *c;
+  return std::nullopt;
 }
 
 // The filters of a request, parsed; `error` set when one is not understood.
@@ -216,7 +236,8 @@ struct Filters {
   bool startup = false;
   std::string error;
 
-  bool Matches(const BouncerChangeRow& r) const {
+  // `decided`: what `r` decides on (DecidedRange), read only for an ip or range question.
+  bool Matches(const BouncerChangeRow& r, const std::optional<Cidr>& decided) const {
     const std::string scope_lower = absl::AsciiStrToLower(r.scope);
     if (scopes && !scopes->count(scope_lower)) return false;
     if (scope && *scope != scope_lower) return false;
@@ -232,14 +253,6 @@ struct Filters {
       if (absl::StrContains(r.scenario, s)) return false;
     }
     if (ip || range) {
-      std::optional<Cidr> decided;
-      if (r.scope == "Ip") {
-        std::optional<IpAddress> a = IpAddress::Parse(r.value);
-        if (a) decided = Cidr::Covering(*a, a->bit_length());
-      } else {
-        absl::StatusOr<Cidr> c = Cidr::Parse(r.value);
-        if (c.ok()) decided = *c;
-      }
       if (!decided) return false;
       if (ip && !decided->Contains(*ip)) return false;
       if (range) {
@@ -253,6 +266,10 @@ struct Filters {
       }
     }
     return true;
+  }
+  // A row read from the log (parsed here, and only for an ip or range question).
+  bool MatchesLogged(const BouncerChangeRow& r) const {
+    return Matches(r, ip || range ? DecidedRange(r) : std::nullopt);
   }
 };
 
@@ -377,6 +394,13 @@ bool ByUntil(const BouncerChangeRow* a, const BouncerChangeRow* b) {
 
 }  // namespace
 
+// The range is parsed once, when the row is logged: a live question matches every active row,
+// and with 100,000 feed ranges parsing each per question was most of its time.
+struct BouncerApi::ActiveRow {
+  BouncerChangeRow row;
+  std::optional<Cidr> decided;  // DecidedRange(row)
+};
+
 absl::StatusOr<std::unique_ptr<BouncerApi>> BouncerApi::Create(
     const palisade::v1::BouncerApiConfig& config, Clock& clock, Store* store,
     prometheus::Registry& registry, std::function<void(const std::string&)> log) {
@@ -393,7 +417,7 @@ absl::StatusOr<std::unique_ptr<BouncerApi>> BouncerApi::Create(
   api->last_seq_ = meta->last_seq;
   api->trimmed_through_ = meta->trimmed_through;
   for (BouncerRow& row : *rows) {
-    auto b = std::make_unique<Bouncer>();
+    auto b = std::make_shared<Bouncer>();
     b->row = std::move(row);
     b->stored_pull = b->row.last_pull;
     api->AddMetricsLocked(*b);
@@ -491,9 +515,14 @@ void BouncerApi::AppendLocked(std::vector<BouncerChangeRow> rows) {
     r.at = Millis(now);
     r.until = Millis(r.until);
     if (r.deleted) {
-      live_.erase(r.decision_id);
+      // Marked only where an older layer still holds the row: otherwise no snapshot has it.
+      if (FindOlderLocked(r.decision_id) != nullptr) {
+        changes_[r.decision_id] = nullptr;
+      } else {
+        changes_.erase(r.decision_id);
+      }
     } else {
-      live_[r.decision_id] = r;
+      changes_[r.decision_id] = std::make_shared<const ActiveRow>(ActiveRow{r, DecidedRange(r)});
     }
     pending_.push_back(std::move(r));
   }
@@ -520,11 +549,16 @@ absl::Status BouncerApi::Attach(DecisionTable& table) {
   if (!live.ok()) return live.status();
   std::vector<BouncerChangeRow> changes;
   {
-    absl::MutexLock lock(&mu_);
+    auto loaded = std::make_shared<ActiveRows>();
     for (BouncerChangeRow& r : *live) {
       std::string id = r.decision_id;
-      live_[id] = std::move(r);
+      std::optional<Cidr> decided = DecidedRange(r);
+      (*loaded)[id] = std::make_shared<const ActiveRow>(ActiveRow{std::move(r), decided});
     }
+    absl::MutexLock lock(&mu_);
+    active_ = loaded;
+    merging_ = nullptr;
+    changes_.clear();
     DecisionFilter active;
     active.active_only = true;
     std::set<std::string> visible;
@@ -532,17 +566,17 @@ absl::Status BouncerApi::Attach(DecisionTable& table) {
       std::optional<BouncerChangeRow> row = Visible(d);
       if (!row) continue;
       visible.insert(d.id());
-      auto it = live_.find(d.id());
-      if (it != live_.end()) {
-        if (SameServed(it->second, *row)) continue;
-        row->num = it->second.num;
+      auto it = loaded->find(d.id());
+      if (it != loaded->end()) {
+        if (SameServed(it->second->row, *row)) continue;
+        row->num = it->second->row.num;
       }
       changes.push_back(*std::move(row));
     }
     const absl::Time now = clock_.TimeNow();
-    for (const auto& [id, row] : live_) {
+    for (const auto& [id, active] : *loaded) {
       if (visible.count(id)) continue;
-      BouncerChangeRow ended = row;
+      BouncerChangeRow ended = active->row;
       ended.deleted = true;
       ended.until = std::min(ended.until, Millis(now));
       changes.push_back(std::move(ended));
@@ -561,8 +595,6 @@ absl::Status BouncerApi::Attach(DecisionTable& table) {
 
 void BouncerApi::OnUpdate(const DecisionUpdate& update) {
   const Decision& d = update.decision;
-  absl::MutexLock lock(&mu_);
-  auto it = live_.find(d.id());
   std::optional<BouncerChangeRow> row;
   switch (update.change) {
     case DecisionChange::kCreated:
@@ -576,16 +608,18 @@ void BouncerApi::OnUpdate(const DecisionUpdate& update) {
     case DecisionChange::kForwarded:
       return;
   }
+  absl::MutexLock lock(&mu_);
+  std::shared_ptr<const ActiveRow> served = FindLocked(d.id());
   if (row) {
-    if (it != live_.end()) {
-      if (SameServed(it->second, *row)) return;
-      row->num = it->second.num;
+    if (served != nullptr) {
+      if (SameServed(served->row, *row)) return;
+      row->num = served->row.num;
     }
     AppendLocked({*std::move(row)});
     return;
   }
-  if (it == live_.end()) return;  // never served: nothing to take back
-  BouncerChangeRow ended = it->second;
+  if (served == nullptr) return;  // never served: nothing to take back
+  BouncerChangeRow ended = served->row;
   ended.deleted = true;
   ended.until = std::min(ended.until, Millis(clock_.TimeNow()));
   AppendLocked({std::move(ended)});
@@ -606,7 +640,7 @@ absl::StatusOr<std::string> BouncerApi::AddBouncer(const std::string& name) {
     key.push_back(kHex[c & 15]);
   }
   OPENSSL_cleanse(raw, sizeof(raw));
-  auto b = std::make_unique<Bouncer>();
+  auto b = std::make_shared<Bouncer>();
   b->row.name = name;
   b->row.key_hash = Sha256(key);
   b->row.created = clock_.TimeNow();
@@ -673,17 +707,74 @@ absl::Status BouncerApi::Flush() {
   return FlushLocked();
 }
 
-BouncerApi::Bouncer* BouncerApi::Authenticate(const std::string& key) {
+std::shared_ptr<BouncerApi::Bouncer> BouncerApi::Authenticate(const std::string& key) {
   if (key.empty()) return nullptr;
   const std::string hash = Sha256(key);
-  Bouncer* found = nullptr;
+  std::shared_ptr<Bouncer> found;
   // Every hash is compared, whichever matches: the time taken says nothing about the keys.
   for (auto& [name, b] : bouncers_) {
     const bool same = b->row.key_hash.size() == hash.size() &&
                       CRYPTO_memcmp(b->row.key_hash.data(), hash.data(), hash.size()) == 0;
-    if (same) found = b.get();
+    if (same) found = b;
   }
   return found;
+}
+
+bool BouncerApi::RegisteredLocked(const std::shared_ptr<Bouncer>& b) {
+  auto it = bouncers_.find(b->row.name);
+  return it != bouncers_.end() && it->second == b;
+}
+
+std::shared_ptr<const BouncerApi::ActiveRow> BouncerApi::FindOlderLocked(const std::string& id) {
+  if (merging_ != nullptr) {
+    auto it = merging_->find(id);
+    if (it != merging_->end()) return it->second;
+  }
+  auto it = active_->find(id);
+  return it != active_->end() ? it->second : nullptr;
+}
+
+std::shared_ptr<const BouncerApi::ActiveRow> BouncerApi::FindLocked(const std::string& id) {
+  auto it = changes_.find(id);
+  if (it != changes_.end()) return it->second;
+  return FindOlderLocked(id);
+}
+
+BouncerApi::Snapshot BouncerApi::TakeSnapshot() {
+  // One fold at a time: the merging_ layer is one, and a second reader would only fold the
+  // same rows again (it waits here, and then takes the first one's snapshot).
+  absl::MutexLock fold(&fold_mu_);
+  std::shared_ptr<const ActiveRows> base;
+  std::shared_ptr<const ActiveRows> changes;
+  Snapshot snapshot;
+  {
+    absl::MutexLock lock(&mu_);
+    snapshot.seq = last_seq_;
+    if (changes_.empty()) {
+      snapshot.rows = active_;
+      return snapshot;
+    }
+    // Moving the layer aside is a pointer swap; the listener goes on writing a new changes_,
+    // and finds the rows being folded in merging_ meanwhile (FindLocked).
+    base = active_;
+    changes = merging_ = std::make_shared<const ActiveRows>(std::move(changes_));
+    changes_.clear();
+  }
+  // The copy is of pointers (the rows are shared), and outside mu_: the listener does not wait
+  // for it, however many rows there are.
+  auto folded = std::make_shared<ActiveRows>(*base);
+  for (const auto& [id, row] : *changes) {
+    if (row != nullptr) {
+      (*folded)[id] = row;
+    } else {
+      folded->erase(id);
+    }
+  }
+  snapshot.rows = folded;
+  absl::MutexLock lock(&mu_);
+  active_ = std::move(folded);
+  merging_ = nullptr;
+  return snapshot;  // `base` (the old snapshot, if no reader holds it) is freed after mu_
 }
 
 BouncerReply BouncerApi::Handle(const BouncerRequest& request) {
@@ -702,39 +793,60 @@ BouncerReply BouncerApi::Handle(const BouncerRequest& request) {
     r.content_type.clear();
     return r;
   }
-  absl::MutexLock lock(&mu_);
-  Bouncer* bouncer = Authenticate(request.api_key);
+  std::shared_ptr<Bouncer> bouncer;
+  {
+    absl::MutexLock lock(&mu_);
+    bouncer = Authenticate(request.api_key);
+  }
   if (bouncer == nullptr) {
     refused_->Add({{"reason", "auth"}}).Increment();
-    BouncerReply r;
-    r.status = 403;
-    r.body = kForbidden;
-    return r;
+    return Forbidden();
   }
-  return stream ? Stream(*bouncer, request) : Live(*bouncer, request);
+  return stream ? Stream(std::move(bouncer), request) : Live(std::move(bouncer), request);
 }
 
-BouncerReply BouncerApi::Stream(Bouncer& bouncer, const BouncerRequest& request) {
+BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerRequest& request) {
   Filters f = ParseFilters(request.params, StreamParams());
   if (!f.error.empty()) {
     refused_->Add({{"reason", "bad_request"}}).Increment();
     return JsonError(400, f.error);
   }
-  // What the log holds in memory goes to the store first: the position served must never pass
-  // a change the store does not have.
-  if (absl::Status flushed = FlushLocked(); !flushed.ok()) {
-    return JsonError(500, "the decision log cannot be written");
+  // Pulls one at a time (as when they ran under mu_), and none while Trim runs: the position
+  // read here is the one the pull moves from, and the log read below still holds what lies
+  // above it.
+  absl::MutexLock pull(&pull_mu_);
+  int64_t position = 0;
+  bool behind = false;
+  {
+    absl::MutexLock lock(&mu_);
+    if (!RegisteredLocked(bouncer)) return Forbidden();
+    position = bouncer->row.position;
+    // A bouncer whose position lies below what age or count trimmed missed deletions: it gets
+    // every active decision, as at startup, and the deletions still held.
+    behind = position < trimmed_through_ && position > 0;
   }
+  // The active rows at the position served (`served`): what changes after it is the next
+  // pull's, so nothing is served twice or missed however long this answer takes.
+  Snapshot active;
+  if (f.startup || behind) active = TakeSnapshot();
+  int64_t served = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    // What the log holds in memory goes to the store first: the position served must never pass
+    // a change the store does not have.
+    if (absl::Status flushed = FlushLocked(); !flushed.ok()) {
+      return JsonError(500, "the decision log cannot be written");
+    }
+    served = active.rows != nullptr ? active.seq : last_seq_;
+  }
+  // The answer is chosen and written outside mu_: with 100,000 feed ranges a startup answer is
+  // long to make, and the decision table's listener takes mu_.
   const absl::Time now = clock_.TimeNow();
-  const int64_t position = bouncer.row.position;
   std::vector<BouncerChangeRow> logged;  // rows read from the log (they own their data)
   std::vector<const BouncerChangeRow*> added, deleted;
-  // A bouncer whose position lies below what age or count trimmed missed deletions: it gets
-  // every active decision, as at startup, and the deletions still held.
-  const bool behind = position < trimmed_through_ && position > 0;
-  if (f.startup || behind) {
-    for (const auto& [id, row] : live_) {
-      if (f.Matches(row)) added.push_back(&row);
+  if (active.rows != nullptr) {
+    for (const auto& [id, a] : *active.rows) {
+      if (f.Matches(a->row, a->decided)) added.push_back(&a->row);
     }
   }
   // startup=true lists deletions too, as CrowdSec's does (it sends the expired decisions it
@@ -749,7 +861,10 @@ BouncerReply BouncerApi::Stream(Bouncer& bouncer, const BouncerRequest& request)
     }
     logged = *std::move(rows);
     for (const BouncerChangeRow& r : logged) {
-      if (!f.Matches(r)) continue;
+      // Logged after the position served (the ticker writes on meanwhile): the next pull's.
+      // A row it replaced is not lost: the next pull serves the decision's latest change.
+      if (r.seq > served) continue;
+      if (!f.MatchesLogged(r)) continue;
       if (r.deleted) {
         deleted.push_back(&r);
       } else if (!behind && !f.startup) {  // else the live ones are all in `added` already
@@ -757,6 +872,7 @@ BouncerReply BouncerApi::Stream(Bouncer& bouncer, const BouncerRequest& request)
       }
     }
   }
+  if (answer_hook_) answer_hook_();
   std::sort(added.begin(), added.end(), ByUntil);
   std::sort(deleted.begin(), deleted.end(), ByUntil);
   BouncerReply reply;
@@ -767,71 +883,82 @@ BouncerReply BouncerApi::Stream(Bouncer& bouncer, const BouncerRequest& request)
   AppendList(added, now, &reply.body);
   reply.body += "}";
 
-  // The position moves to the log's end: what was filtered out is not served later either (as
+  // The position moves to the one served: what was filtered out is not served later either (as
   // CrowdSec's time-based pulls).
-  BouncerRow& row = bouncer.row;
   std::string address = Printable(request.address, 64);
   std::string user_agent = Printable(request.user_agent, kMaxUserAgent);
-  if (absl::Status s = store_->RecordPull(row.name, now, address, user_agent, last_seq_); !s.ok()) {
+  absl::MutexLock lock(&mu_);
+  if (!RegisteredLocked(bouncer)) return Forbidden();  // deleted while its answer was written
+  BouncerRow& row = bouncer->row;
+  if (absl::Status s = store_->RecordPull(row.name, now, address, user_agent, served); !s.ok()) {
     // The answer is not sent, and the position in memory stays where it was: the next pull is
     // served these changes again (and Trim keeps the deletions this bouncer was not told of).
     Log(absl::StrCat("bouncer_api: ", s.message()));
     return JsonError(500, "the pull cannot be recorded");
   }
-  row.position = last_seq_;
+  row.position = served;
   row.last_pull = now;
-  bouncer.stored_pull = now;
-  bouncer.pull_unstored = false;
+  bouncer->stored_pull = now;
+  bouncer->pull_unstored = false;
   row.address = std::move(address);
   row.user_agent = std::move(user_agent);
-  (f.startup || behind ? bouncer.pulls_startup : bouncer.pulls_stream)->Increment();
-  bouncer.served_new->Increment(static_cast<double>(added.size()));
-  bouncer.served_deleted->Increment(static_cast<double>(deleted.size()));
-  bouncer.last_pull->Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
-  bouncer.since_last_pull->Set(0);
+  (f.startup || behind ? bouncer->pulls_startup : bouncer->pulls_stream)->Increment();
+  bouncer->served_new->Increment(static_cast<double>(added.size()));
+  bouncer->served_deleted->Increment(static_cast<double>(deleted.size()));
+  bouncer->last_pull->Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
+  bouncer->since_last_pull->Set(0);
   return reply;
 }
 
-BouncerReply BouncerApi::Live(Bouncer& bouncer, const BouncerRequest& request) {
+BouncerReply BouncerApi::Live(std::shared_ptr<Bouncer> bouncer, const BouncerRequest& request) {
   Filters f = ParseFilters(request.params, LiveParams());
   if (!f.error.empty()) {
     refused_->Add({{"reason", "bad_request"}}).Increment();
     return JsonError(400, f.error);
   }
+  // Answered outside mu_ over the snapshot, its ranges parsed when they were logged: a
+  // live-mode bouncer asks once per request its server takes, so traffic to the protected site
+  // sets how often this runs, and the decision table's listener takes mu_.
+  Snapshot active = TakeSnapshot();
   const absl::Time now = clock_.TimeNow();
   std::vector<const BouncerChangeRow*> found;
-  for (const auto& [id, row] : live_) {
-    if (f.Matches(row)) found.push_back(&row);
+  for (const auto& [id, a] : *active.rows) {
+    if (f.Matches(a->row, a->decided)) found.push_back(&a->row);
   }
+  if (answer_hook_) answer_hook_();
   std::sort(found.begin(), found.end(), ByUntil);
   BouncerReply reply;
   if (request.method != "HEAD") AppendList(found, now, &reply.body);
-  bouncer.pulls_live->Increment();
-  bouncer.served_new->Increment(static_cast<double>(found.size()));
+  absl::MutexLock lock(&mu_);
+  if (!RegisteredLocked(bouncer)) return Forbidden();  // deleted while its answer was written
+  bouncer->pulls_live->Increment();
+  bouncer->served_new->Increment(static_cast<double>(found.size()));
   // A live bouncer's last pull is its last question (its position does not move).
-  bouncer.row.last_pull = now;
-  bouncer.row.address = Printable(request.address, 64);
-  bouncer.row.user_agent = Printable(request.user_agent, kMaxUserAgent);
+  bouncer->row.last_pull = now;
+  bouncer->row.address = Printable(request.address, 64);
+  bouncer->row.user_agent = Printable(request.user_agent, kMaxUserAgent);
   // Stored at most every kLivePullStoreInterval: the pace of these questions is set by whoever
   // sends requests to the bouncer's server, and a store write (under mu_) each would hold up
   // the table's listener.
-  bouncer.pull_unstored = true;
-  if (now - bouncer.stored_pull >= kLivePullStoreInterval) {
-    absl::Status s = store_->RecordPull(bouncer.row.name, now, bouncer.row.address,
-                                        bouncer.row.user_agent, bouncer.row.position);
+  bouncer->pull_unstored = true;
+  if (now - bouncer->stored_pull >= kLivePullStoreInterval) {
+    absl::Status s = store_->RecordPull(bouncer->row.name, now, bouncer->row.address,
+                                        bouncer->row.user_agent, bouncer->row.position);
     if (s.ok()) {
-      bouncer.stored_pull = now;
-      bouncer.pull_unstored = false;
+      bouncer->stored_pull = now;
+      bouncer->pull_unstored = false;
     } else {
       Log(absl::StrCat("bouncer_api: ", s.message()));
     }
   }
-  bouncer.last_pull->Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
-  bouncer.since_last_pull->Set(0);
+  bouncer->last_pull->Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
+  bouncer->since_last_pull->Set(0);
   return reply;
 }
 
 absl::StatusOr<int64_t> BouncerApi::Trim() {
+  // Not while a pull is between reading the log and recording its position (Stream).
+  absl::MutexLock pull(&pull_mu_);
   absl::MutexLock lock(&mu_);
   if (absl::Status s = FlushLocked(); !s.ok()) return s;
   int64_t served_through = last_seq_;

@@ -58,6 +58,11 @@
 // palisade_bouncers_registered, palisade_bouncer_requests_refused_total{reason}.
 //
 // Thread-safety: all public methods are thread-safe. The HTTP server runs on its own threads.
+// The decision table's listener (OnUpdate) takes the API's lock (mu_) for each change, so
+// nothing that grows with the active decisions or with the requests is done under it: the
+// active rows are an immutable snapshot (ranges parsed once, when logged) that a pull or a live
+// question takes under mu_ by pointer and reads, filters and writes out after it; changes made
+// meanwhile are a small layer on top, folded into the next snapshot outside mu_.
 #ifndef PALISADE_SERVICES_BOUNCER_API_BOUNCER_API_H_
 #define PALISADE_SERVICES_BOUNCER_API_BOUNCER_API_H_
 
@@ -161,8 +166,22 @@ class BouncerApi {
   int64_t last_seq();
   // Writes the changes still in memory to the store (the ticker does it every second; tests).
   absl::Status Flush();
+  // Tests: `hook` runs in every pull and live question once its rows are chosen and before its
+  // answer is written, so a test can hold an answer there and see what waits for it. Set it
+  // before any request.
+  void SetAnswerHookForTesting(std::function<void()> hook) { answer_hook_ = std::move(hook); }
 
  private:
+  // One active row as it is served, and what it decides on (see bouncer_api.cc). Immutable once
+  // made: snapshots share it.
+  struct ActiveRow;
+  // Active rows by decision id. In a layer of changes, a null row is a decision that ended.
+  using ActiveRows = absl::flat_hash_map<std::string, std::shared_ptr<const ActiveRow>>;
+  // The active rows as they were when the log's last sequence number was `seq`.
+  struct Snapshot {
+    std::shared_ptr<const ActiveRows> rows;
+    int64_t seq = 0;
+  };
   struct Bouncer {
     BouncerRow row;
     // The last pull the store holds (row.last_pull may be newer: a live question is stored at
@@ -181,17 +200,30 @@ class BouncerApi {
              prometheus::Registry& registry, std::function<void(const std::string&)> log);
 
   // The bouncer whose key this is, or null; in constant time over all bouncers.
-  Bouncer* Authenticate(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::shared_ptr<Bouncer> Authenticate(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether `b` is still registered (an answer is written outside mu_: its bouncer may have
+  // been deleted meanwhile, and its metrics with it).
+  bool RegisteredLocked(const std::shared_ptr<Bouncer>& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddMetricsLocked(Bouncer& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveMetricsLocked(Bouncer& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Numbers `rows`, applies them to live_ and queues them for the store (pending_).
+  // Numbers `rows`, applies them to the active rows (changes_) and queues them for the store
+  // (pending_).
   void AppendLocked(std::vector<BouncerChangeRow> rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes pending_ in one transaction (kept on failure).
   absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  BouncerReply Stream(Bouncer& bouncer, const BouncerRequest& request)
+  // The active row of decision `id` (null: none), through the layers: changes_, merging_,
+  // active_. FindOlderLocked skips changes_.
+  std::shared_ptr<const ActiveRow> FindLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  BouncerReply Live(Bouncer& bouncer, const BouncerRequest& request)
+  std::shared_ptr<const ActiveRow> FindOlderLocked(const std::string& id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The active rows now: under mu_ a pointer (and the layer of changes moved aside), the fold of
+  // the changes into a new snapshot after it.
+  Snapshot TakeSnapshot() ABSL_LOCKS_EXCLUDED(mu_, fold_mu_);
+  BouncerReply Stream(std::shared_ptr<Bouncer> bouncer, const BouncerRequest& request)
+      ABSL_LOCKS_EXCLUDED(mu_, pull_mu_);
+  BouncerReply Live(std::shared_ptr<Bouncer> bouncer, const BouncerRequest& request)
+      ABSL_LOCKS_EXCLUDED(mu_);
   void RefreshStaleness();
   void Log(const std::string& message) const;
 
@@ -200,11 +232,26 @@ class BouncerApi {
   Store* store_;
   prometheus::Registry& registry_;
   std::function<void(const std::string&)> log_;
+  std::function<void()> answer_hook_;
 
+  // Taken in this order. pull_mu_: one pull (or Trim) at a time, so that what a pull reads of
+  // the log outside mu_ is not trimmed before its position is recorded. fold_mu_: one fold of
+  // the active rows at a time (readers wait there for each other, never the listener). mu_:
+  // everything else, held for nothing that grows with the active decisions or the requests.
+  absl::Mutex pull_mu_ ABSL_ACQUIRED_BEFORE(fold_mu_);
+  absl::Mutex fold_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   absl::Mutex mu_;
-  std::map<std::string, std::unique_ptr<Bouncer>> bouncers_ ABSL_GUARDED_BY(mu_);
-  // The live rows of the log by decision id: startup answers and live mode read these.
-  absl::flat_hash_map<std::string, BouncerChangeRow> live_ ABSL_GUARDED_BY(mu_);
+  // shared_ptr: a request holds its bouncer while it answers outside mu_ (RegisteredLocked).
+  std::map<std::string, std::shared_ptr<Bouncer>> bouncers_ ABSL_GUARDED_BY(mu_);
+  // The live rows of the log, in layers, so that readers share them instead of copying them
+  // under mu_: active_ is an immutable snapshot; merging_ (null but during a fold) the changes a
+  // fold is applying to it outside mu_; changes_ those made since. A decision that ends with no
+  // row in an older layer is erased from changes_ rather than marked, so what the layers hold
+  // stays bounded by the active rows (each layer: its rows, and one mark per older row).
+  std::shared_ptr<const ActiveRows> active_ ABSL_GUARDED_BY(mu_) =
+      std::make_shared<const ActiveRows>();
+  std::shared_ptr<const ActiveRows> merging_ ABSL_GUARDED_BY(mu_);
+  ActiveRows changes_ ABSL_GUARDED_BY(mu_);
   int64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
   // Changes numbered but not yet in the store: written together by the ticker (every second),
   // before any pull is answered, at kMaxPending, and at Stop.

@@ -3,8 +3,10 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
@@ -599,6 +601,157 @@ TEST(BouncerApiTest, LiveQuestionsAreNotAStoreWriteEach) {
   d.api->Stop();
   EXPECT_EQ((*d.store->LoadBouncers())[0].last_pull, clock.TimeNow());
   EXPECT_LE(RowsIn(path, "pull_writes"), 3);
+}
+
+// Holds `request` in the middle of its answer (the answer hook: its rows are chosen, its
+// answer not yet written), makes a decision on `ban` from another thread meanwhile, and says
+// whether the table's listener (BouncerApi::OnUpdate, called on that thread) was through before
+// the answer was let go. The 30 s are no speed threshold: a listener that does not wait for the
+// answer is through at once, one that waits is never through while the answer is held.
+bool ListenerWasThroughDuring(Daemon& d, const BouncerRequest& request, const std::string& ban,
+                              BouncerReply* reply) {
+  absl::Notification held, let_go;
+  d.api->SetAnswerHookForTesting([&] {
+    if (!held.HasBeenNotified()) held.Notify();
+    let_go.WaitForNotification();
+  });
+  std::thread asker([&] { *reply = d.api->Handle(request); });
+  bool through = false;
+  if (held.WaitForNotificationWithTimeout(absl::Seconds(30))) {
+    absl::Notification heard;
+    std::thread table([&] {
+      d.Ban(ban);
+      heard.Notify();
+    });
+    through = heard.WaitForNotificationWithTimeout(absl::Seconds(30));
+    let_go.Notify();
+    table.join();
+  } else {
+    ADD_FAILURE() << "the request never reached its answer";
+    let_go.Notify();
+  }
+  asker.join();
+  d.api->SetAnswerHookForTesting(nullptr);
+  return through;
+}
+
+BouncerRequest Request(const std::string& path, const std::string& key,
+                       std::multimap<std::string, std::string> params) {
+  BouncerRequest r;
+  r.path = path;
+  r.target_bytes = path.size() + 32;
+  r.params = std::move(params);
+  r.api_key = key;
+  r.address = "127.0.0.1";
+  r.user_agent = "crowdsec-test/v1";
+  return r;
+}
+
+// With 100,000 feed ranges a startup answer is long to choose and write, and it was written
+// under the API's lock, which the decision table's listener takes: a bouncer's restart held up
+// every decision's way to the edge. The answer is now written outside the lock, from the active
+// rows as they were at the position it serves; what changed meanwhile comes with the next pull.
+TEST(BouncerApiTest, TheListenerGoesOnWhileAStartupAnswerIsWritten) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("startup-no-wait.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  d.Ban("198.51.100.0/24", absl::Hours(4), palisade::v1::TARGET_KIND_RANGE);
+  BouncerReply startup;
+  EXPECT_TRUE(ListenerWasThroughDuring(
+      d, Request("/v1/decisions/stream", key, {{"startup", "true"}}), "203.0.113.9", &startup))
+      << "the decision table's listener waited for a startup answer being written";
+  ASSERT_EQ(startup.status, 200) << startup.body;
+  json answer = json::parse(startup.body, nullptr, false);
+  EXPECT_EQ(Values(answer["new"]), std::set<std::string>{"198.51.100.0/24"});
+  EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.9"});
+  EXPECT_TRUE(d.Pull(key)["new"].is_null());
+}
+
+// A live-mode bouncer asks once per request its server takes, and each question matched every
+// active range (parsing each) under the API's lock: traffic to a protected site set how long
+// the table's listener waited. The question is now answered outside the lock, over ranges
+// parsed once, when they were logged.
+TEST(BouncerApiTest, TheListenerGoesOnWhileALiveQuestionIsAnswered) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("live-no-wait.db"), clock);
+  std::string key = *d.api->AddBouncer("nginx");
+  d.Ban("198.51.100.0/24", absl::Hours(4), palisade::v1::TARGET_KIND_RANGE);
+  BouncerReply live;
+  EXPECT_TRUE(ListenerWasThroughDuring(d, Request("/v1/decisions", key, {{"ip", "198.51.100.7"}}),
+                                       "198.51.100.8", &live))
+      << "the decision table's listener waited for a live question being answered";
+  ASSERT_EQ(live.status, 200) << live.body;
+  EXPECT_EQ(Values(json::parse(live.body, nullptr, false)),
+            std::set<std::string>{"198.51.100.0/24"});
+  EXPECT_EQ(Values(json::parse(d.Get("/v1/decisions?ip=198.51.100.8", key).second, nullptr, false)),
+            (std::set<std::string>{"198.51.100.0/24", "198.51.100.8"}));
+}
+
+// The active rows are a snapshot with the changes since in a layer above it (folded by the
+// next reader): an ended decision the snapshot holds is marked, one it never held is dropped,
+// and every answer is that of the rows at its position, whatever the changes around it.
+TEST(BouncerApiTest, AnswersFollowTheChangesAroundTheirSnapshot) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("layers.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  // Live mode: the values on `ip` (every active one for "").
+  auto live = [&](const std::string& ip) {
+    std::multimap<std::string, std::string> params;
+    if (!ip.empty()) params.emplace("ip", ip);
+    BouncerReply r = d.api->Handle(Request("/v1/decisions", key, std::move(params)));
+    EXPECT_EQ(r.status, 200) << r.body;
+    return Values(json::parse(r.body, nullptr, false));
+  };
+  const std::string a = d.Ban("203.0.113.1");
+  d.Ban("198.51.100.0/24", absl::Hours(4), palisade::v1::TARGET_KIND_RANGE);
+  EXPECT_EQ(live(""), (std::set<std::string>{"203.0.113.1", "198.51.100.0/24"}));
+  ASSERT_THAT(d.table.Withdraw(a), IsOk());  // in the snapshot: marked
+  const std::string c = d.Ban("203.0.113.3");
+  ASSERT_THAT(d.table.Withdraw(c), IsOk());  // never in one: dropped
+  d.Ban("198.51.100.0/24", absl::Hours(8), palisade::v1::TARGET_KIND_RANGE);  // extended
+  EXPECT_EQ(live("203.0.113.1"), std::set<std::string>{});
+  EXPECT_EQ(live("198.51.100.9"), std::set<std::string>{"198.51.100.0/24"});
+  EXPECT_EQ(Values(d.Pull(key, /*startup=*/true)["new"]), std::set<std::string>{"198.51.100.0/24"});
+
+  // Changes and answers at once: a stream bouncer that applies what it is served ends with
+  // what is active, and so do a live question and a startup pull afterwards.
+  std::string stream_key = *d.api->AddBouncer("stream");
+  std::set<std::string> held;  // the values the stream bouncer holds (one decision each)
+  auto pull = [&](bool startup) {
+    BouncerReply r = d.api->Handle(
+        Request("/v1/decisions/stream", stream_key, {{"startup", startup ? "true" : "false"}}));
+    ASSERT_EQ(r.status, 200) << r.body;
+    json j = json::parse(r.body, nullptr, false);
+    if (!j["deleted"].is_null()) {
+      for (const json& x : j["deleted"]) held.erase(x["value"].get<std::string>());
+    }
+    if (!j["new"].is_null()) {
+      for (const json& x : j["new"]) held.insert(x["value"].get<std::string>());
+    }
+  };
+  pull(true);
+  absl::Notification done;
+  std::thread table([&] {
+    for (int i = 1; i <= 200; ++i) {
+      const std::string id = d.Ban(absl::StrCat("192.0.2.", i));
+      if (i % 2 == 0) {
+        EXPECT_THAT(d.table.Withdraw(id), IsOk());
+      }
+    }
+    done.Notify();
+  });
+  std::thread asker([&] {
+    while (!done.HasBeenNotified()) live("192.0.2.7");
+  });
+  while (!done.HasBeenNotified()) pull(false);
+  table.join();
+  asker.join();
+  pull(false);
+  std::set<std::string> active = {"198.51.100.0/24"};
+  for (int i = 1; i <= 200; i += 2) active.insert(absl::StrCat("192.0.2.", i));
+  EXPECT_EQ(live(""), active);
+  EXPECT_EQ(Values(d.Pull(*d.api->AddBouncer("fresh"), /*startup=*/true)["new"]), active);
+  EXPECT_EQ(held, active);
 }
 
 TEST(BouncerApiTest, TrimmingForgetsServedDeletionsAndAFarBehindBouncerStartsOver) {
