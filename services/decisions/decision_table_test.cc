@@ -61,6 +61,14 @@ class DecisionTableTest : public ::testing::Test {
     return table_.Apply(Det(ip, t), spec);
   }
 
+  // Rule "ssh": an hour's block, for detections applied with ApplyAll.
+  static CompiledRule SshHourBlockRule() {
+    CompiledRule rule;
+    rule.proto.set_id("ssh");
+    rule.proto.mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
+    *rule.proto.mutable_decision()->mutable_duration() = ToProtoDuration(absl::Hours(1));
+    return rule;
+  }
   // An hour's block through the access-rule actuator (whose decisions have outbox operations).
   static palisade::v1::DecisionSpec HourBlock() {
     palisade::v1::DecisionSpec spec;
@@ -824,10 +832,7 @@ TEST_F(DecisionTableTest, MirroredDecisionsCountAsOffencesForTheNextWriter) {
 
 // Cluster: a node that does not write hands its detections to the writer and decides nothing.
 TEST_F(DecisionTableTest, ForwardedDetectionsDecideNothingHere) {
-  CompiledRule rule;
-  rule.proto.set_id("ssh");
-  rule.proto.mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
-  *rule.proto.mutable_decision()->mutable_duration() = ToProtoDuration(absl::Hours(1));
+  CompiledRule rule = SshHourBlockRule();
   Detection d = Det("203.0.113.7", clock_.TimeNow());
   d.rule = &rule;
   Detection token = d;
@@ -870,9 +875,7 @@ TEST_F(DecisionTableTest, ARemovedListenerIsNotHeardAgain) {
 // SetForward returns only once a forward function it replaced is no longer running in an
 // ApplyAll that copied it: its owner may be destroyed right after.
 TEST_F(DecisionTableTest, SetForwardWaitsForTheForwardItReplaces) {
-  CompiledRule rule;
-  rule.proto.set_id("ssh");
-  rule.proto.mutable_decision()->set_action(palisade::v1::ACTION_BLOCK);
+  CompiledRule rule = SshHourBlockRule();
   Detection d = Det("203.0.113.7", clock_.TimeNow());
   d.rule = &rule;
   absl::Notification forwarding, release;
