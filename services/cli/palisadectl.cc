@@ -132,6 +132,9 @@ ABSL_FLAG(std::string, time_zone, "",
 ABSL_FLAG(std::vector<std::string>, kinds, {},
           "watch: only these kinds (detection, decision, action, alert; comma-separated).");
 ABSL_FLAG(uint64_t, after, 0, "watch: resume after this sequence number (0: new events only).");
+ABSL_FLAG(std::string, stream, "",
+          "watch: with --after, the stream that sequence counts in (printed on stderr when a "
+          "watch starts): refused if palisaded restarted since, rather than other events.");
 ABSL_FLAG(std::string, origin, "", "watch: only this origin (rule, manual, feed).");
 ABSL_FLAG(int32_t, count, 0, "watch: stop after this many events (0: follow until interrupted).");
 ABSL_FLAG(std::string, mode, "replace", "feeds push: replace, add or remove.");
@@ -1227,6 +1230,7 @@ int Watch() {
   else if (!origin.empty()) return Fail("--origin must be rule, manual or feed");
   req.set_rule_id(absl::GetFlag(FLAGS_rule));
   req.set_after_sequence(absl::GetFlag(FLAGS_after));
+  req.set_stream(absl::GetFlag(FLAGS_stream));
   auto stub = palisade::v1::Events::NewStub(Channel());
   grpc::ClientContext ctx;  // no deadline: a watch follows until stopped
   Authorize(&ctx);
@@ -1234,8 +1238,14 @@ int Watch() {
   const int max = absl::GetFlag(FLAGS_count);
   const bool json = absl::GetFlag(FLAGS_json);
   int seen = 0;
+  bool told_stream = false;
   palisade::v1::Event e;
   while (reader->Read(&e)) {
+    if (!told_stream && !json) {
+      // What a later `watch --after SEQ --stream ID` needs (JSON lines carry it in each event).
+      std::fprintf(stderr, "stream %s\n", Safe(e.stream()).c_str());
+      told_stream = true;
+    }
     std::printf("%s\n", json ? Json(e).c_str() : HumanEvent(e).c_str());
     std::fflush(stdout);
     if (max > 0 && ++seen >= max) {
@@ -1368,7 +1378,7 @@ int main(int argc, char** argv) {
       "  status [--json]\n"
       "  cluster status [--json]   (writer, live nodes, partition owners, decision log lag)\n"
       "  watch [--kinds detection,decision,action,alert] [--rule R] [--origin rule|manual|feed]\n"
-      "        [--after SEQ] [--count N] [--json]   (follow the event stream)\n"
+      "        [--after SEQ [--stream ID]] [--count N] [--json]   (follow the event stream)\n"
       "  feeds list [--json]\n"
       "  feeds show NAME [--lookup IP] [--entries N] [--json]\n"
       "  feeds push NAME FILE [--format F] [--mode replace|add|remove] [--force] [--json]\n"

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "services/common/proto_time.h"
 
 namespace palisade {
@@ -27,6 +29,9 @@ const char* EventKindName(palisade::v1::EventKind kind) {
 
 EventHub::EventHub(EventHubOptions options, Clock& clock, prometheus::Registry& registry)
     : options_(options),
+      stream_id_(!options.stream_id.empty()
+                     ? options.stream_id
+                     : absl::StrFormat("%016x", absl::Uniform<uint64_t>(absl::BitGen()))),
       clock_(clock),
       subscribers_gauge_(prometheus::BuildGauge()
                              .Name("palisade_events_subscribers")
@@ -76,6 +81,7 @@ void EventHub::Publish(Event event) {
   const int kind = event.kind();
   published_[kind >= 0 && kind < palisade::v1::EventKind_ARRAYSIZE ? kind : 0]->Increment();
   absl::MutexLock lock(&mu_);
+  event.set_stream(stream_id_);
   event.set_sequence(++sequence_);
   *event.mutable_time() = ToProtoTime(clock_.TimeNow());
   for (size_t i = 0; i < subscribers_.size();) {
@@ -121,6 +127,12 @@ absl::Status EventHub::SubscribeImpl(Subscriber* subscriber, const WatchRequest&
   uint64_t after = filter.after_sequence();
   if (resumed_after != nullptr) *resumed_after = after;
   if (after > 0) {
+    if (!filter.stream().empty() && filter.stream() != stream_id_) {
+      return absl::OutOfRangeError(absl::StrCat(
+          "sequence ", after, " counts in stream ", filter.stream(), ", and this is stream ",
+          stream_id_, " (palisaded restarted since): it means other events here; resume from 0 "
+          "for new events only"));
+    }
     if (after > sequence_) {
       return absl::OutOfRangeError(
           absl::StrCat("sequence ", after, " is ahead of the stream (last ", sequence_, ")"));

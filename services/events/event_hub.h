@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <deque>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -32,6 +33,8 @@ struct EventHubOptions {
   // lines, so 10,000 events of hostile 16 KiB lines would be over a gigabyte. Past it the oldest
   // events leave first, counted in palisade_events_replay_evicted_total{reason="bytes"}.
   size_t replay_max_bytes = size_t{32} << 20;
+  // The stream's id (Event.stream). Empty: 16 random hex digits, a new stream per hub.
+  std::string stream_id;
 };
 
 class EventHub {
@@ -46,7 +49,7 @@ class EventHub {
 
   EventHub(EventHubOptions options, Clock& clock, prometheus::Registry& registry);
 
-  // Stamps the sequence number and time and delivers the event.
+  // Stamps the stream, sequence number and time and delivers the event.
   void Publish(palisade::v1::Event event);
 
   // False until the first subscription (a Watch call or a sink): publishers check it before
@@ -55,7 +58,8 @@ class EventHub {
   bool wanted() const { return wanted_.load(std::memory_order_relaxed); }
 
   // Adds `subscriber` with `filter`; first replays the buffered events after
-  // filter.after_sequence (if any). kOutOfRange when some of those have left the buffer.
+  // filter.after_sequence (if any). kOutOfRange when some of those have left the buffer, and
+  // when filter.stream is set and is not this stream (the sequence counts in another).
   absl::Status Subscribe(Subscriber* subscriber, const palisade::v1::WatchRequest& filter);
   // As Subscribe, but when events after filter.after_sequence have left the buffer, replays from
   // the oldest it still holds instead of failing. Sets *resumed_after to the sequence the replay
@@ -69,6 +73,7 @@ class EventHub {
   void Unsubscribe(Subscriber* subscriber);
 
   uint64_t last_sequence() const;
+  const std::string& stream_id() const { return stream_id_; }
 
   static bool Matches(const palisade::v1::WatchRequest& filter, const palisade::v1::Event& event);
 
@@ -82,6 +87,7 @@ class EventHub {
                              bool skip_gone, uint64_t* resumed_after);
 
   const EventHubOptions options_;
+  const std::string stream_id_;
   Clock& clock_;
   std::atomic<bool> wanted_{false};
   mutable absl::Mutex mu_;

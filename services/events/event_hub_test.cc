@@ -11,6 +11,7 @@ namespace {
 
 using palisade::v1::Event;
 using palisade::v1::WatchRequest;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using testing::IsOk;
 using testing::StatusIs;
@@ -147,11 +148,50 @@ double Value(prometheus::Registry& registry, const std::string& name) {
   return -1;
 }
 
+// A restarted palisaded numbers its events from 1 again: a client resuming after sequence 3 of
+// the old stream got the new stream's events 4.. (or nothing, silently) in place of those it
+// missed. Each event names its stream, and a resume naming another stream is refused.
+TEST_F(EventHubTest, AResumeFromAnotherStreamIsRefusedNamingBoth) {
+  EventHub before({}, clock_, registry_);
+  prometheus::Registry registry;
+  EventHub after_restart({}, clock_, registry);
+  EXPECT_NE(before.stream_id(), after_restart.stream_id());
+  EXPECT_EQ(before.stream_id().size(), 16u);
+  QueueSubscriber watcher;
+  ASSERT_THAT(before.Subscribe(&watcher, {}), IsOk());
+  for (int i = 0; i < 3; ++i) before.Publish(Event());
+  Event last;
+  while (auto e = watcher.Next(absl::ZeroDuration())) last = *e;
+  EXPECT_EQ(last.sequence(), 3u);
+  EXPECT_EQ(last.stream(), before.stream_id());
+
+  QueueSubscriber first;
+  ASSERT_THAT(after_restart.Subscribe(&first, {}), IsOk());
+  for (int i = 0; i < 5; ++i) after_restart.Publish(Event());
+  WatchRequest resume;
+  resume.set_after_sequence(last.sequence());
+  resume.set_stream(last.stream());
+  QueueSubscriber resumed;
+  EXPECT_THAT(after_restart.Subscribe(&resumed, resume),
+              StatusIs(absl::StatusCode::kOutOfRange,
+                       AllOf(HasSubstr(before.stream_id()), HasSubstr(after_restart.stream_id()),
+                             HasSubstr("restarted"))));
+  // The same stream resumes; no stream given is not checked (older clients).
+  resume.set_stream(after_restart.stream_id());
+  QueueSubscriber same;
+  ASSERT_THAT(after_restart.Subscribe(&same, resume), IsOk());
+  EXPECT_EQ(Drain(same), (std::vector<uint64_t>{4, 5}));
+  resume.clear_stream();
+  QueueSubscriber unchecked;
+  EXPECT_THAT(after_restart.Subscribe(&unchecked, resume), IsOk());
+}
+
 // Issue 12: the replay buffer was bounded in events only: 10,000 detections of 16 KiB lines
 // held 160 MiB and more. It is bounded in bytes too; what leaves early is counted.
 TEST_F(EventHubTest, TheReplayBufferIsBoundedInBytes) {
   EventHubOptions options;
-  options.replay_max_bytes = 3 * Big().ByteSizeLong() + 100;  // room for three (with numbers)
+  // Room for three, with their numbers and stream id.
+  options.replay_max_bytes = 3 * Big().ByteSizeLong() + 150;
   EventHub hub(options, clock_, registry_);
   QueueSubscriber first;  // events are buffered once someone subscribed
   ASSERT_THAT(hub.Subscribe(&first, {}), IsOk());

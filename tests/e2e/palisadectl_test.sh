@@ -110,6 +110,14 @@ grep -qF 'from evil\n#999 12:00:00 decision' "$work/watch.txt" \
 grep -qF '\x1b[2K\u{202e}' "$work/watch.txt" \
   || fail "controls not escaped: $(cat -A "$work/watch.txt")"
 if LC_ALL=C grep -q $'[\x01-\x08\x0b-\x1f\x7f]' "$work/watch.txt"; then fail "raw control bytes in watch"; fi
+# The stream a watch counts in is printed on stderr; resuming in it replays, in another is refused.
+stream=$(sed -n 's/^stream \([0-9a-f]\{16\}\)$/\1/p' "$work/watch.err")
+[ -n "$stream" ] || fail "watch did not print its stream: $(cat "$work/watch.err")"
+ctl watch --after=1 --stream="$stream" --count=1 >/dev/null 2>"$work/resume.err" \
+  || fail "watch --after --stream: $(cat "$work/resume.err")"
+ctl watch --after=1 --stream=0123456789abcdef --count=1 >/dev/null 2>"$work/resume.err" \
+  && fail "a resume in another stream must be refused"
+grep -q "restarted since" "$work/resume.err" || fail "resume error: $(cat "$work/resume.err")"
 
 # Threat feeds: test a file locally, then push it to a daemon that declares the feed.
 feeds=services/feeds/testdata

@@ -27,6 +27,7 @@ using ::palisade::testing::Emulator;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::MetricValue;
 using ::palisade::testing::WaitFor;
+using ::testing::HasSubstr;
 using palisade::v1::Event;
 
 // Reads a Watch stream on its own thread.
@@ -106,12 +107,12 @@ class WatchE2eTest : public ::testing::Test {
     cf_ = *std::move(emulator);
     ecs_path_ = std::string(std::getenv("TEST_TMPDIR")) + "/events.ndjson";
     std::remove(ecs_path_.c_str());
-    const std::string config = ::palisade::testing::WriteEdgeConfig(
+    config_ = ::palisade::testing::WriteEdgeConfig(
         *cf_, cf_->token_file(), {"tests/e2e/testdata/watch.textproto"},
         "guard { max_new_bans_per_minute: 1000 }\n"
         "sinks { name: \"siem-file\" ecs_file { path: \"" + ecs_path_ + "\" } }\n");
     absl::StatusOr<std::unique_ptr<Daemon>> daemon =
-        Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
+        Daemon::Start({"--config=" + config_, "--shutdown_grace=200ms"});
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = *std::move(daemon);
     channel_ = grpc::CreateChannel(daemon_->grpc_address(), grpc::InsecureChannelCredentials());
@@ -120,6 +121,7 @@ class WatchE2eTest : public ::testing::Test {
 
   std::unique_ptr<Emulator> cf_;
   std::unique_ptr<Daemon> daemon_;
+  std::string config_;
   std::string ecs_path_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<palisade::v1::Events::Stub> events_;
@@ -205,6 +207,7 @@ TEST_F(WatchE2eTest, OrderedCorrelatedAndFiltered) {
 }
 
 TEST_F(WatchE2eTest, ResumesWithoutAGapAfterAReconnect) {
+  std::string stream;
   uint64_t resume_after = 0;
   {
     Watcher first(*events_, {});
@@ -212,14 +215,59 @@ TEST_F(WatchE2eTest, ResumesWithoutAGapAfterAReconnect) {
     ShipOrDie(channel_, Probes(0, 2));
     ASSERT_TRUE(first.WaitForCount(2));
     resume_after = first.events()[1].sequence();
+    stream = first.events()[1].stream();
   }  // disconnected after two events; more happen meanwhile
   ShipOrDie(channel_, Probes(2, 4));
   palisade::v1::WatchRequest req;
   req.set_after_sequence(resume_after);
+  req.set_stream(stream);
   Watcher again(*events_, req);
   ASSERT_TRUE(again.WaitForCount(10));  // 4 addresses x 3 events, minus the 2 already seen
   std::vector<Event> got = again.events();
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i].sequence(), resume_after + 1 + i);
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].sequence(), resume_after + 1 + i);
+    EXPECT_EQ(got[i].stream(), stream);
+  }
+}
+
+// A restarted palisaded numbers its events from 1 again: a client resuming with the sequence it
+// last saw would have been given other events as if they were the ones it missed. Its stream
+// names the run, and a resume from another run is refused, naming both.
+TEST_F(WatchE2eTest, AResumeAcrossARestartIsRefusedNamingBothStreams) {
+  std::string stream;
+  uint64_t resume_after = 0;
+  {
+    Watcher first(*events_, {});
+    absl::SleepFor(absl::Milliseconds(200));
+    ShipOrDie(channel_, Probes(0, 2));
+    ASSERT_TRUE(first.WaitForCount(2));
+    resume_after = first.events()[1].sequence();
+    stream = first.events()[1].stream();
+  }
+  ASSERT_EQ(stream.size(), 16u);
+  daemon_.reset();
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + config_, "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  daemon_ = *std::move(daemon);
+  channel_ = grpc::CreateChannel(daemon_->grpc_address(), grpc::InsecureChannelCredentials());
+  events_ = palisade::v1::Events::NewStub(channel_);
+  {
+    Watcher restarted(*events_, {});
+    absl::SleepFor(absl::Milliseconds(200));
+    ShipOrDie(channel_, Probes(4, 8));  // the new run numbers past resume_after
+    ASSERT_TRUE(restarted.WaitForCount(resume_after + 1));
+    EXPECT_NE(restarted.events()[0].stream(), stream);
+  }
+  palisade::v1::WatchRequest req;
+  req.set_after_sequence(resume_after);
+  req.set_stream(stream);
+  Watcher resumed(*events_, req);
+  ASSERT_TRUE(WaitFor([&] { return resumed.status() != "open"; }, absl::Seconds(60)));
+  EXPECT_THAT(resumed.status(), HasSubstr(absl::StrCat("ended: ", grpc::StatusCode::OUT_OF_RANGE)));
+  EXPECT_THAT(resumed.status(), HasSubstr(stream));
+  EXPECT_THAT(resumed.status(), HasSubstr("restarted"));
+  EXPECT_TRUE(resumed.events().empty());
 }
 
 TEST_F(WatchE2eTest, ASubscriberThatDoesNotReadIsDroppedAndIngestGoesOn) {
