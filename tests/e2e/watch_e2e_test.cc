@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -111,12 +112,29 @@ class WatchE2eTest : public ::testing::Test {
         *cf_, cf_->token_file(), {"tests/e2e/testdata/watch.textproto"},
         "guard { max_new_bans_per_minute: 1000 }\n"
         "sinks { name: \"siem-file\" ecs_file { path: \"" + ecs_path_ + "\" } }\n");
+    StartDaemon();
+  }
+
+  // (Re)starts palisaded on config_, and connects to it.
+  void StartDaemon() {
     absl::StatusOr<std::unique_ptr<Daemon>> daemon =
         Daemon::Start({"--config=" + config_, "--shutdown_grace=200ms"});
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     daemon_ = *std::move(daemon);
     channel_ = grpc::CreateChannel(daemon_->grpc_address(), grpc::InsecureChannelCredentials());
     events_ = palisade::v1::Events::NewStub(channel_);
+  }
+
+  // A watch that sees the first two events of probes 0 and 1, then disconnects: where a client
+  // would resume (the second event's stream and sequence).
+  std::pair<std::string, uint64_t> WatchTwoEventsAndLeave() {
+    Watcher first(*events_, {});
+    absl::SleepFor(absl::Milliseconds(200));
+    ShipOrDie(channel_, Probes(0, 2));
+    EXPECT_TRUE(first.WaitForCount(2));
+    const std::vector<Event> got = first.events();
+    if (got.size() < 2) return {"", 0};
+    return {got[1].stream(), got[1].sequence()};
   }
 
   std::unique_ptr<Emulator> cf_;
@@ -207,16 +225,8 @@ TEST_F(WatchE2eTest, OrderedCorrelatedAndFiltered) {
 }
 
 TEST_F(WatchE2eTest, ResumesWithoutAGapAfterAReconnect) {
-  std::string stream;
-  uint64_t resume_after = 0;
-  {
-    Watcher first(*events_, {});
-    absl::SleepFor(absl::Milliseconds(200));
-    ShipOrDie(channel_, Probes(0, 2));
-    ASSERT_TRUE(first.WaitForCount(2));
-    resume_after = first.events()[1].sequence();
-    stream = first.events()[1].stream();
-  }  // disconnected after two events; more happen meanwhile
+  // Disconnected after two events; more happen meanwhile.
+  const auto [stream, resume_after] = WatchTwoEventsAndLeave();
   ShipOrDie(channel_, Probes(2, 4));
   palisade::v1::WatchRequest req;
   req.set_after_sequence(resume_after);
@@ -234,24 +244,10 @@ TEST_F(WatchE2eTest, ResumesWithoutAGapAfterAReconnect) {
 // last saw would have been given other events as if they were the ones it missed. Its stream
 // names the run, and a resume from another run is refused, naming both.
 TEST_F(WatchE2eTest, AResumeAcrossARestartIsRefusedNamingBothStreams) {
-  std::string stream;
-  uint64_t resume_after = 0;
-  {
-    Watcher first(*events_, {});
-    absl::SleepFor(absl::Milliseconds(200));
-    ShipOrDie(channel_, Probes(0, 2));
-    ASSERT_TRUE(first.WaitForCount(2));
-    resume_after = first.events()[1].sequence();
-    stream = first.events()[1].stream();
-  }
+  const auto [stream, resume_after] = WatchTwoEventsAndLeave();
   ASSERT_EQ(stream.size(), 16u);
   daemon_.reset();
-  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
-      Daemon::Start({"--config=" + config_, "--shutdown_grace=200ms"});
-  ASSERT_TRUE(daemon.ok()) << daemon.status();
-  daemon_ = *std::move(daemon);
-  channel_ = grpc::CreateChannel(daemon_->grpc_address(), grpc::InsecureChannelCredentials());
-  events_ = palisade::v1::Events::NewStub(channel_);
+  StartDaemon();
   {
     Watcher restarted(*events_, {});
     absl::SleepFor(absl::Milliseconds(200));
