@@ -1,6 +1,7 @@
 #include "services/events/event_hub.h"
 
 #include <map>
+#include <memory>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -33,6 +34,15 @@ std::vector<uint64_t> Drain(QueueSubscriber& s) {
 
 class EventHubTest : public ::testing::Test {
  protected:
+  // A hub whose replay buffer holds 5 events, after 8 were published: 1..3 are gone.
+  std::unique_ptr<EventHub> HubHoldingFiveOfEight() {
+    EventHubOptions options;
+    options.replay_capacity = 5;
+    auto hub = std::make_unique<EventHub>(options, clock_, registry_);
+    for (int i = 0; i < 8; ++i) hub->Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+    return hub;
+  }
+
   SimulatedClock clock_;
   prometheus::Registry registry_;
 };
@@ -62,10 +72,8 @@ TEST_F(EventHubTest, OrderedAndFiltered) {
 }
 
 TEST_F(EventHubTest, ResumeReplaysWhatFollowsTheLastSequenceSeen) {
-  EventHubOptions options;
-  options.replay_capacity = 5;
-  EventHub hub(options, clock_, registry_);
-  for (int i = 0; i < 8; ++i) hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+  std::unique_ptr<EventHub> held = HubHoldingFiveOfEight();
+  EventHub& hub = *held;
   QueueSubscriber resumed;
   WatchRequest after;
   after.set_after_sequence(5);
@@ -85,10 +93,8 @@ TEST_F(EventHubTest, ResumeReplaysWhatFollowsTheLastSequenceSeen) {
 // A sink resuming after events that have left the buffer takes the oldest it still holds, and
 // learns in the same step which range it missed (no publish can fall in between).
 TEST_F(EventHubTest, SubscribeSkippingGoneResumesFromTheOldestHeldAndSaysWhatWasMissed) {
-  EventHubOptions options;
-  options.replay_capacity = 5;
-  EventHub hub(options, clock_, registry_);
-  for (int i = 0; i < 8; ++i) hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+  std::unique_ptr<EventHub> held = HubHoldingFiveOfEight();
+  EventHub& hub = *held;
   WatchRequest after;
   after.set_after_sequence(1);  // 2 and 3 are gone, 4..8 held
   QueueSubscriber late;
