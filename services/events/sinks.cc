@@ -332,8 +332,7 @@ EcsFileOutput::EcsFileOutput(palisade::v1::EcsFileSink config, EcsFileOptions op
 }
 
 void EcsFileOutput::Opened() {
-  size_ = FileSize(fd_);
-  torn_ = EndsInsideALine(config_.path(), size_);
+  torn_ = EndsInsideALine(config_.path(), FileSize(fd_));
 }
 
 EcsFileOutput::~EcsFileOutput() {
@@ -363,7 +362,6 @@ absl::Status EcsFileOutput::Rotate() {
   }
   close(fd_);
   fd_ = OpenForAppend(path);
-  size_ = 0;
   torn_ = false;  // a new, empty file
   if (fd_ < 0) {
     return absl::UnavailableError(absl::StrCat("ecs_file ", path, ": ", std::strerror(errno)));
@@ -384,7 +382,10 @@ absl::Status EcsFileOutput::Write(const Event& event) {
     }
     Opened();
   }
-  if (size_ > 0 && size_ + line.size() > max) {
+  // Where this line starts: the file's end (O_APPEND), read now rather than counted, since a
+  // logrotate copytruncate may have emptied the file under us.
+  uint64_t start = FileSize(fd_);
+  if (start > 0 && start + line.size() > max) {
     if (absl::Status s = Rotate(); !s.ok()) {
       if (fd_ < 0) return s;
       if (std::string(s.message()) != rotate_error_) {  // said once, not per event
@@ -394,10 +395,8 @@ absl::Status EcsFileOutput::Write(const Event& event) {
     } else {
       rotate_error_.clear();
     }
+    start = FileSize(fd_);  // 0 after a rotation
   }
-  // Where this line starts: the file's end (O_APPEND), read now rather than counted, since a
-  // logrotate copytruncate may have emptied the file under us.
-  const uint64_t start = FileSize(fd_);
   // A file that may end inside a line gets a newline first: the broken part stays a line of its
   // own (a reader skips it) instead of swallowing this event.
   const std::string bytes = torn_ ? "\n" + line : line;
@@ -428,12 +427,10 @@ absl::Status EcsFileOutput::Write(const Event& event) {
         absl::StrAppend(&what, " (part of a line left in the file)");
       }
     }
-    size_ = FileSize(fd_);
     // The event is not in the file: the runner counts it failed.
     return absl::UnavailableError(absl::StrCat("ecs_file ", config_.path(), ": ", what));
   }
   torn_ = false;
-  size_ = start + bytes.size();
   return absl::OkStatus();
 }
 

@@ -70,13 +70,12 @@ class EcsFileOutput final : public SinkOutput {
  private:
   EcsFileOutput(palisade::v1::EcsFileSink config, EcsFileOptions options, int fd);
   absl::Status Rotate();
-  // After fd_ was opened on a file that may hold lines already: its size, and whether it ends
-  // inside a line.
+  // After fd_ was opened on a file that may hold lines already: whether it ends inside a line.
+  // (Its size is read from the file at each write, never counted.)
   void Opened();
   const palisade::v1::EcsFileSink config_;
   const EcsFileOptions options_;
   int fd_;  // -1 only when a rotation could not open the new file
-  uint64_t size_ = 0;
   bool torn_ = false;         // the file may end inside a line: the next one starts with "\n"
   std::string rotate_error_;  // the last rotation's failure, logged once
 };
