@@ -527,10 +527,17 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
       if (at == absl::string_view::npos) continue;
       text.remove_prefix(at);
     }
+    // SetDfa answers for the lines it reads (ASCII), in one pass with no set-up; RE2's Set for
+    // the rest.
     uint16_t& rate = hit_rates->rates[part_no];
     rate -= rate >> 3;
-    if (rate < kProbeAbove && !part.set->Match(Piece(text), nullptr)) continue;
-    if (!part.set->Match(Piece(text), &scratch.set_hits)) continue;
+    if (part.dfa != nullptr &&
+        part.dfa->Match(text, &scratch.DfaCache(*part.dfa), &scratch.set_hits)) {
+      if (scratch.set_hits.empty()) continue;
+    } else {
+      if (rate < kProbeAbove && !part.set->Match(Piece(text), nullptr)) continue;
+      if (!part.set->Match(Piece(text), &scratch.set_hits)) continue;
+    }
     rate += kHitRateOne >> 3;
     const int patterns = static_cast<int>(part.entries.size());
     for (int hit : scratch.set_hits) {

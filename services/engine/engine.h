@@ -63,6 +63,7 @@
 #include "services/common/ip.h"
 #include "services/engine/rule_set.h"
 #include "services/engine/session_table.h"
+#include "services/engine/set_dfa.h"
 #include "services/engine/shard_mutex.h"
 #include "services/feeds/feed_set.h"
 #include "services/formats/json_parser.h"
@@ -429,6 +430,20 @@ class Engine {
     };
     std::array<HitRates, 4> hit_rates;
     size_t hit_rates_next = 0;  // the slot a new index takes (round robin)
+    // The states this thread built for the SetDfas it ran of late (RuleSet::SetPart::dfa), one
+    // cache per SetDfa (Cache::owner), at most SetDfa::kDefaultCacheBytes each; a SetDfa without
+    // one takes the next slot in turn. Four: a format's Sets and those of the format replay
+    // feeds its decisions back in.
+    std::array<SetDfa::Cache, 4> dfa_caches;
+    size_t dfa_caches_next = 0;
+    SetDfa::Cache& DfaCache(const SetDfa& dfa) {
+      for (SetDfa::Cache& cache : dfa_caches) {
+        if (cache.owner() == dfa.id()) return cache;
+      }
+      SetDfa::Cache& cache = dfa_caches[dfa_caches_next];
+      dfa_caches_next = (dfa_caches_next + 1) % dfa_caches.size();
+      return cache;
+    }
     bool noted = false;
     uint64_t noted_line = 0;
     std::string noted_id, noted_name, noted_key;

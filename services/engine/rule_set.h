@@ -52,6 +52,7 @@
 #include "re2/re2.h"
 #include "re2/set.h"
 #include "services/common/ip.h"
+#include "services/engine/set_dfa.h"
 
 
 namespace palisade {
@@ -323,6 +324,10 @@ struct RuleSetOptions {
   // their tails and runs from the walk's end. false: the whole patterns from the message's start
   // (kept for the test that compares both paths).
   bool skip_heads = true;
+  // SetPart::dfa: a Set whose members SetDfa models is also run by SetDfa on ASCII lines (RE2's
+  // Set answers the others). false: RE2's Set alone (kept for the test that compares both
+  // paths).
+  bool own_dfa = true;
   // Threads a load may use (the caller's one of them): the rules, then the Sets, are compiled
   // side by side. The result, and the first error of a bad pack, are the same whatever the
   // count.
@@ -373,6 +378,10 @@ class RuleSet {
     // Null for the gated part. Formats whose Sets would hold the same patterns share one (and
     // its DFA cache): the JSON access-log formats and COMBINED.
     std::shared_ptr<const RE2::Set> set;
+    // The same question as `set` (the same members in the same order, the same anchoring),
+    // answered by SetDfa for a line of ASCII bytes; null when a member uses syntax SetDfa does
+    // not model (RuleSetOptions::own_dfa). Shared like `set`.
+    std::shared_ptr<const SetDfa> dfa;
     std::unique_ptr<LiteralGate> gate;         // the gated part only
     std::vector<std::pair<int, int>> entries;  // set (or gate) index -> (rule, pattern index)
     // Set indices from entries.size() on are ignore patterns (RuleSetOptions::ignores_in_sets):

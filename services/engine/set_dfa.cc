@@ -1,0 +1,377 @@
+#include "services/engine/set_dfa.h"
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <utility>
+
+#include "absl/base/optimization.h"
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "re2/re2.h"
+#include "services/engine/regex_tree.h"
+
+namespace palisade {
+namespace {
+
+using retree::CharSet;
+using retree::ReNode;
+
+std::atomic<uint64_t> next_id{1};
+
+// What a one-character piece matches among the ASCII bytes, asked of RE2 (ReNode::atom), once
+// per distinct atom.
+class AsciiAtoms {
+ public:
+  absl::StatusOr<std::bitset<128>> Of(const ReNode& n) {
+    auto it = known_.find(n.atom);
+    if (it != known_.end()) return it->second;
+    RE2::Options options;
+    options.set_log_errors(false);
+    const RE2 re(n.atom, options);
+    std::bitset<128> set;
+    if (!re.ok()) {
+      // A byte of a multi-byte character spelled alone (`é` is two pieces): no ASCII byte.
+      bool ascii = false;
+      for (int b = 0; b < 128; ++b) ascii = ascii || n.chars[b];
+      if (ascii) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("RE2 cannot read the piece ", n.atom, " alone: ", re.error()));
+      }
+    } else {
+      for (int b = 0; b < 128; ++b) {
+        const char c = static_cast<char>(b);
+        if (RE2::FullMatch(re2::StringPiece(&c, 1), re)) set.set(b);
+      }
+    }
+    known_.emplace(n.atom, set);
+    return set;
+  }
+
+ private:
+  std::map<std::string, std::bitset<128>> known_;
+};
+
+void SortUnique(std::vector<int32_t>* v) {
+  std::sort(v->begin(), v->end());
+  v->erase(std::unique(v->begin(), v->end()), v->end());
+}
+
+}  // namespace
+
+// Builds the positions of one pattern right to left: Add(n, next) is where a match of `n`
+// followed by whatever `next` starts begins.
+class SetDfaBuilder {
+ public:
+  SetDfaBuilder(std::vector<SetDfa::Node>* nodes, size_t max_positions)
+      : nodes_(*nodes), max_positions_(max_positions) {}
+
+  absl::StatusOr<int32_t> Add(const ReNode& n, int32_t next, int32_t owner) {
+    if (nodes_.size() > max_positions_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("more than ", max_positions_, " automaton positions"));
+    }
+    switch (n.kind) {
+      case ReNode::kChars: {
+        absl::StatusOr<std::bitset<128>> bytes = atoms_.Of(n);
+        if (!bytes.ok()) return bytes.status();
+        const int32_t at = New(SetDfa::Kind::kByte, owner);
+        nodes_[at].bytes = *bytes;
+        nodes_[at].out = next;
+        return at;
+      }
+      case ReNode::kBeginText:
+      case ReNode::kEndText: {
+        const int32_t at = New(
+            n.kind == ReNode::kBeginText ? SetDfa::Kind::kBegin : SetDfa::Kind::kEnd, owner);
+        nodes_[at].out = next;
+        return at;
+      }
+      case ReNode::kEmptyWidth:
+        return absl::InvalidArgumentError("\\b, \\B and (?m)^ $ are not modelled");
+      case ReNode::kConcat:
+        for (auto sub = n.subs.rbegin(); sub != n.subs.rend(); ++sub) {
+          absl::StatusOr<int32_t> at = Add(*sub, next, owner);
+          if (!at.ok()) return at;
+          next = *at;
+        }
+        return next;
+      case ReNode::kGroup:
+        return Add(n.subs[0], next, owner);
+      case ReNode::kAlternate: {
+        std::vector<int32_t> outs;
+        for (const ReNode& sub : n.subs) {
+          absl::StatusOr<int32_t> at = Add(sub, next, owner);
+          if (!at.ok()) return at;
+          outs.push_back(*at);
+        }
+        return Split(std::move(outs), owner);
+      }
+      case ReNode::kRepeat: {
+        const ReNode& sub = n.subs[0];
+        if (n.max == -1) {
+          // x{min,}: min copies, then a loop that takes x again or goes on.
+          const int32_t loop = New(SetDfa::Kind::kSplit, owner);
+          absl::StatusOr<int32_t> body = Add(sub, loop, owner);
+          if (!body.ok()) return body;
+          nodes_[loop].outs = {*body, next};
+          next = loop;
+        } else {
+          // x{min,max}: min copies, then max - min optional ones, each a choice to go on.
+          const int32_t after = next;
+          for (int i = n.min; i < n.max; ++i) {
+            absl::StatusOr<int32_t> body = Add(sub, next, owner);
+            if (!body.ok()) return body;
+            next = Split({*body, after}, owner);
+          }
+        }
+        for (int i = 0; i < n.min; ++i) {
+          absl::StatusOr<int32_t> body = Add(sub, next, owner);
+          if (!body.ok()) return body;
+          next = *body;
+        }
+        return next;
+      }
+    }
+    return absl::InvalidArgumentError("unknown piece");
+  }
+
+  int32_t New(SetDfa::Kind kind, int32_t owner) {
+    nodes_.emplace_back();
+    nodes_.back().kind = kind;
+    nodes_.back().owner = owner;
+    return static_cast<int32_t>(nodes_.size() - 1);
+  }
+
+ private:
+  int32_t Split(std::vector<int32_t> outs, int32_t owner) {
+    const int32_t at = New(SetDfa::Kind::kSplit, owner);
+    nodes_[at].outs = std::move(outs);
+    return at;
+  }
+
+  std::vector<SetDfa::Node>& nodes_;
+  const size_t max_positions_;
+  AsciiAtoms atoms_;
+};
+
+absl::StatusOr<std::unique_ptr<const SetDfa>> SetDfa::Build(
+    const std::vector<std::string>& patterns, bool anchored, size_t max_positions) {
+  std::unique_ptr<SetDfa> dfa(new SetDfa());
+  dfa->anchored_ = anchored;
+  dfa->patterns_ = static_cast<int>(patterns.size());
+  SetDfaBuilder builder(&dfa->nodes_, max_positions);
+  dfa->start_ = builder.New(Kind::kSplit, -1);
+  for (size_t i = 0; i < patterns.size(); ++i) {
+    const int32_t owner = static_cast<int32_t>(i);
+    absl::StatusOr<ReNode> tree = retree::ParseRegex(patterns[i]);
+    absl::StatusOr<int32_t> entry = absl::UnknownError("");
+    if (tree.ok()) {
+      const int32_t match = builder.New(Kind::kMatch, owner);
+      entry = builder.Add(*tree, match, owner);
+    } else {
+      entry = tree.status();
+    }
+    if (!entry.ok()) {
+      return absl::Status(entry.status().code(),
+                          absl::StrCat("pattern ", i + 1, " (", patterns[i],
+                                       "): ", entry.status().message()));
+    }
+    dfa->nodes_[dfa->start_].outs.push_back(*entry);
+  }
+  // Byte classes: ASCII bytes no position tells apart share one; every byte >= 0x80 is the last.
+  std::vector<const std::bitset<128>*> sets;
+  for (const Node& n : dfa->nodes_) {
+    if (n.kind == Kind::kByte) sets.push_back(&n.bytes);
+  }
+  std::map<std::vector<bool>, int> by_signature;
+  for (int b = 0; b < 128; ++b) {
+    std::vector<bool> signature(sets.size());
+    for (size_t k = 0; k < sets.size(); ++k) signature[k] = (*sets[k])[b];
+    auto [it, added] = by_signature.emplace(std::move(signature), static_cast<int>(by_signature.size()));
+    if (added) dfa->representative_.push_back(static_cast<uint8_t>(b));
+    dfa->class_of_[b] = static_cast<uint8_t>(it->second);
+  }
+  dfa->classes_ = static_cast<int>(by_signature.size()) + 1;
+  for (int b = 128; b < 256; ++b) dfa->class_of_[b] = static_cast<uint8_t>(dfa->classes_ - 1);
+  dfa->id_ = next_id.fetch_add(1);
+  return std::unique_ptr<const SetDfa>(std::move(dfa));
+}
+
+void SetDfa::Closure(const std::vector<int32_t>& from, bool at_start, bool at_end, Cache* cache,
+                     std::vector<int32_t>* positions, std::vector<int32_t>* matched) const {
+  if (++cache->generation_ == 0) {
+    std::fill(cache->marks_.begin(), cache->marks_.end(), 0);
+    cache->generation_ = 1;
+  }
+  const uint32_t mark = cache->generation_;
+  std::vector<int32_t> stack(from.rbegin(), from.rend());
+  while (!stack.empty()) {
+    const int32_t at = stack.back();
+    stack.pop_back();
+    if (cache->marks_[at] == mark) continue;
+    cache->marks_[at] = mark;
+    const Node& n = nodes_[at];
+    switch (n.kind) {
+      case Kind::kByte:
+        positions->push_back(at);
+        break;
+      case Kind::kSplit:
+        for (auto out = n.outs.rbegin(); out != n.outs.rend(); ++out) stack.push_back(*out);
+        break;
+      case Kind::kBegin:
+        if (at_start) stack.push_back(n.out);
+        break;
+      case Kind::kEnd:
+        if (at_end) {
+          stack.push_back(n.out);
+        } else {
+          positions->push_back(at);  // waits for the text's end (AtEnd)
+        }
+        break;
+      case Kind::kMatch:
+        matched->push_back(n.owner);
+        break;
+    }
+  }
+}
+
+void SetDfa::Reset(Cache* cache) const {
+  if (cache->owner_ == id_) ++cache->resets_;
+  cache->owner_ = id_;
+  cache->next_.clear();
+  cache->states_.clear();
+  cache->index_.clear();
+  cache->start_row_ = -1;
+  cache->bytes_ = 0;
+  cache->marks_.assign(nodes_.size(), 0);
+  cache->generation_ = 0;
+}
+
+int32_t SetDfa::Intern(std::vector<int32_t> positions, std::vector<int32_t> matched,
+                       Cache* cache) const {
+  SortUnique(&matched);
+  if (!matched.empty()) {
+    positions.erase(std::remove_if(positions.begin(), positions.end(),
+                                   [&](int32_t p) {
+                                     return std::binary_search(matched.begin(), matched.end(),
+                                                               nodes_[p].owner);
+                                   }),
+                    positions.end());
+  }
+  SortUnique(&positions);
+  std::string key(reinterpret_cast<const char*>(positions.data()),
+                  positions.size() * sizeof(int32_t));
+  key.push_back('\xff');  // no position is -1: positions and matched cannot run together
+  key.append(reinterpret_cast<const char*>(matched.data()), matched.size() * sizeof(int32_t));
+  auto it = cache->index_.find(key);
+  if (it != cache->index_.end()) return it->second;
+  const size_t bytes = static_cast<size_t>(classes_) * sizeof(int32_t) + 2 * key.size() +
+                       sizeof(Cache::State) + 64;
+  if (cache->bytes_ + bytes > cache->max_bytes_ && !cache->states_.empty()) Reset(cache);
+  cache->bytes_ += bytes;
+  const int32_t row = static_cast<int32_t>(cache->states_.size()) * classes_;
+  cache->states_.push_back(Cache::State{std::move(positions), std::move(matched)});
+  cache->next_.resize(cache->next_.size() + classes_, kUnknown);
+  cache->next_[row + classes_ - 1] = kBail;
+  cache->index_.emplace(std::move(key), row);
+  return row;
+}
+
+int32_t SetDfa::Step(int32_t row, int cls, Cache* cache) const {
+  const uint8_t byte = representative_[cls];
+  std::vector<int32_t> from;
+  std::vector<int32_t> positions;
+  std::vector<int32_t> matched;
+  {
+    const Cache::State& state = cache->states_[row / classes_];
+    for (int32_t p : state.positions) {
+      const Node& n = nodes_[p];
+      if (n.kind == Kind::kByte && n.bytes[byte]) from.push_back(n.out);
+    }
+    matched = state.matched;
+  }
+  if (!anchored_) from.push_back(start_);  // a match may also start after this byte
+  Closure(from, /*at_start=*/false, /*at_end=*/false, cache, &positions, &matched);
+  const size_t resets = cache->resets_;
+  const int32_t to = Intern(std::move(positions), std::move(matched), cache);
+  const int32_t value = cache->states_[to / classes_].positions.empty() ? kDoneBase - to : to;
+  if (cache->resets_ == resets) cache->next_[row + cls] = value;
+  return value;
+}
+
+const std::vector<int32_t>& SetDfa::AtEnd(int32_t row, Cache* cache) const {
+  Cache::State& state = cache->states_[row / classes_];
+  if (!state.end_known) {
+    std::vector<int32_t> ends;
+    for (int32_t p : state.positions) {
+      if (nodes_[p].kind == Kind::kEnd) ends.push_back(p);
+    }
+    std::vector<int32_t> positions;
+    if (!ends.empty()) {
+      Closure(ends, /*at_start=*/false, /*at_end=*/true, cache, &positions, &state.at_end);
+    }
+    SortUnique(&state.at_end);
+    state.end_known = true;
+  }
+  return state.at_end;
+}
+
+bool SetDfa::Match(absl::string_view text, Cache* cache, std::vector<int>* hits) const {
+  hits->clear();
+  if (cache->owner_ != id_) Reset(cache);
+  if (text.empty()) {
+    // Both the start and the end hold at once: no state of the cache stands for that.
+    std::vector<int32_t> positions;
+    std::vector<int32_t> matched;
+    Closure({start_}, /*at_start=*/true, /*at_end=*/true, cache, &positions, &matched);
+    SortUnique(&matched);
+    hits->assign(matched.begin(), matched.end());
+    return true;
+  }
+  const size_t resets = cache->resets_;
+  if (cache->start_row_ < 0) {
+    std::vector<int32_t> positions;
+    std::vector<int32_t> matched;
+    Closure({start_}, /*at_start=*/true, /*at_end=*/false, cache, &positions, &matched);
+    cache->start_row_ = Intern(std::move(positions), std::move(matched), cache);
+  }
+  int32_t row = cache->start_row_;
+  bool done = cache->states_[row / classes_].positions.empty();
+  const unsigned char* p = reinterpret_cast<const unsigned char*>(text.data());
+  const unsigned char* const end = p + text.size();
+  const int32_t* next = cache->next_.data();
+  const uint8_t* const class_of = class_of_.data();
+  for (; !done && p < end; ++p) {
+    // The loop a byte takes: its class, the next row, a sign test.
+    int32_t to = next[row + class_of[*p]];
+    if (ABSL_PREDICT_FALSE(to < 0)) {
+      if (to == kBail) return false;
+      if (to == kUnknown) {
+        to = Step(row, class_of[*p], cache);
+        if (cache->resets_ > resets + 2) return false;  // thrashing: RE2 does better
+        next = cache->next_.data();
+      }
+      if (to <= kDoneBase) {
+        row = kDoneBase - to;
+        done = true;
+        break;
+      }
+    }
+    row = to;
+  }
+  const Cache::State& state = cache->states_[row / classes_];
+  hits->assign(state.matched.begin(), state.matched.end());
+  if (!done) {
+    const std::vector<int32_t>& at_end = AtEnd(row, cache);
+    if (!at_end.empty()) {
+      const std::vector<int32_t>& matched = cache->states_[row / classes_].matched;
+      hits->clear();
+      std::set_union(matched.begin(), matched.end(), at_end.begin(), at_end.end(),
+                     std::back_inserter(*hits));
+    }
+  }
+  return true;
+}
+
+}  // namespace palisade

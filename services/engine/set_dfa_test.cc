@@ -1,0 +1,194 @@
+#include "services/engine/set_dfa.h"
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "re2/re2.h"
+#include "re2/set.h"
+
+namespace palisade {
+namespace {
+
+// What RE2::Set answers for `text`, sorted.
+std::vector<int> Re2Hits(const std::vector<std::string>& patterns, bool anchored,
+                         const std::string& text) {
+  RE2::Options options;
+  options.set_log_errors(false);
+  RE2::Set set(options, anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
+  for (const std::string& p : patterns) {
+    std::string error;
+    EXPECT_GE(set.Add(p, &error), 0) << p << ": " << error;
+  }
+  EXPECT_TRUE(set.Compile());
+  std::vector<int> hits;
+  set.Match(text, &hits);
+  std::sort(hits.begin(), hits.end());
+  return hits;
+}
+
+std::vector<int> DfaHits(const SetDfa& dfa, SetDfa::Cache* cache, const std::string& text) {
+  std::vector<int> hits;
+  EXPECT_TRUE(dfa.Match(text, cache, &hits)) << text;
+  return hits;
+}
+
+std::unique_ptr<const SetDfa> MustBuild(const std::vector<std::string>& patterns, bool anchored) {
+  absl::StatusOr<std::unique_ptr<const SetDfa>> dfa = SetDfa::Build(patterns, anchored);
+  EXPECT_TRUE(dfa.ok()) << dfa.status();
+  return dfa.ok() ? *std::move(dfa) : nullptr;
+}
+
+TEST(SetDfaTest, AnswersWhatRe2SetAnswersOnLogLines) {
+  const std::vector<std::string> patterns = {
+      R"(^Failed password for (?:invalid user )?(?P<user>\S+) from (?P<ip>[0-9A-Fa-f:.]+) port \d+ ssh2$)",
+      R"(^Invalid user .* from (?P<ip>[0-9.]+))",
+      R"((?i)^connection closed by (?:authenticating user \S+ )?[0-9.]+ port \d{1,5}(?: \[preauth\])?$)",
+      R"(^(?P<ip>[0-9.]+) \S+ \S+ \[[^\]]+\] "(?:GET|POST) /wp-login\.php)",
+      R"(^[^x]*$)",
+  };
+  for (bool anchored : {true, false}) {
+    std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, anchored);
+    ASSERT_NE(dfa, nullptr);
+    SetDfa::Cache cache;
+    for (const std::string text : {
+             "Failed password for root from 192.0.2.7 port 22 ssh2",
+             "Failed password for invalid user admin from 192.0.2.7 port 22 ssh2",
+             "Failed password for root from 192.0.2.7 port 22 ssh2 x",
+             "Invalid user oracle from 198.51.100.3 port 4242",
+             "CONNECTION closed by authenticating user root 192.0.2.9 port 22 [preauth]",
+             "Connection closed by 192.0.2.9 port 123456",
+             "203.0.113.5 - - [03/Mar/2026:12:00:00 +0000] \"POST /wp-login.php HTTP/1.1\" 200 1",
+             "x marks the spot",
+             "",
+             "nothing here",
+         }) {
+      EXPECT_EQ(DfaHits(*dfa, &cache, text), Re2Hits(patterns, anchored, text))
+          << (anchored ? "anchored: " : "unanchored: ") << text;
+    }
+  }
+}
+
+TEST(SetDfaTest, ClassesAreRe2sNotTheParsersWidening) {
+  // The parse tree widens (?i)[^a] to every byte and \pL to every byte; RE2 does not.
+  const std::vector<std::string> patterns = {"(?i)[^a]b", R"(\pL\pN)", R"([[:punct:]]x)",
+                                             R"(\x{41}\101\Q.*\E)", "(?s:.)z", ".z"};
+  std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, true);
+  ASSERT_NE(dfa, nullptr);
+  SetDfa::Cache cache;
+  for (const std::string text : {"Ab", "ab", "Bb", "a1", "11", ";x", "ax", "AA.*", "AA.x", "\nz",
+                                 "yz", "\n"}) {
+    EXPECT_EQ(DfaHits(*dfa, &cache, text), Re2Hits(patterns, true, text)) << text;
+  }
+}
+
+TEST(SetDfaTest, ATextPastAsciiIsLeftToRe2) {
+  std::unique_ptr<const SetDfa> dfa = MustBuild({"^a", "é"}, false);
+  ASSERT_NE(dfa, nullptr);
+  SetDfa::Cache cache;
+  std::vector<int> hits;
+  EXPECT_FALSE(dfa->Match("a caf\xc3\xa9", &cache, &hits));
+  EXPECT_TRUE(dfa->Match("a cafe", &cache, &hits));
+  EXPECT_EQ(hits, std::vector<int>({0}));
+}
+
+TEST(SetDfaTest, WordBoundariesAreRefusedNamingThePattern) {
+  absl::StatusOr<std::unique_ptr<const SetDfa>> dfa = SetDfa::Build({"^a", "^x\\bz"}, true);
+  ASSERT_FALSE(dfa.ok());
+  EXPECT_NE(dfa.status().message().find("pattern 2"), std::string::npos) << dfa.status();
+}
+
+TEST(SetDfaTest, AWalkStopsWhenNoPatternCanGoOn) {
+  std::unique_ptr<const SetDfa> dfa = MustBuild({"^ab", "^ac"}, true);
+  ASSERT_NE(dfa, nullptr);
+  SetDfa::Cache cache;
+  std::vector<int> hits;
+  // The byte past ASCII after the dead end is never read: the walk stopped at "x".
+  EXPECT_TRUE(dfa->Match("ax\xff", &cache, &hits));
+  EXPECT_TRUE(hits.empty());
+  EXPECT_TRUE(dfa->Match("ab\xff", &cache, &hits));
+  EXPECT_EQ(hits, std::vector<int>({0}));
+}
+
+// Random patterns over a small alphabet against RE2::Set, both anchorings, with a cache small
+// enough to start over many times.
+std::string RandomPattern(std::mt19937& rng, int depth) {
+  auto pick = [&](int n) { return static_cast<int>(rng() % n); };
+  static const char* const kAtoms[] = {"a",     "b",    " ",    "1",     ".",    "[ab]",
+                                       "[^a ]", "\\d",  "\\S",  "\\s",   "(?i:A)", "[a-c1]",
+                                       "\\w",   "\\W",  "[[:alpha:]]"};
+  std::string out;
+  const int pieces = 1 + pick(4);
+  for (int i = 0; i < pieces; ++i) {
+    std::string piece;
+    const int kind = depth > 2 ? 0 : pick(10);
+    if (kind <= 5) {
+      piece = kAtoms[pick(sizeof(kAtoms) / sizeof(kAtoms[0]))];
+    } else if (kind <= 7) {
+      piece = "(?:" + RandomPattern(rng, depth + 1) + "|" + RandomPattern(rng, depth + 1) + ")";
+    } else if (kind == 8) {
+      piece = pick(2) ? "$" : "^";
+    } else {
+      piece = "(" + RandomPattern(rng, depth + 1) + ")";
+    }
+    static const char* const kRepeats[] = {"", "", "", "*", "+", "?", "{2}", "{1,3}", "{2,}",
+                                           "*?", "{0,2}"};
+    if (piece != "$" && piece != "^") piece += kRepeats[pick(sizeof(kRepeats) / sizeof(kRepeats[0]))];
+    out += piece;
+  }
+  return out;
+}
+
+TEST(SetDfaTest, RandomPatternsAnswerAsRe2Does) {
+  std::mt19937 rng(20261204);
+  int compared = 0;
+  for (int round = 0; round < 300; ++round) {
+    std::vector<std::string> patterns;
+    const int n = 1 + static_cast<int>(rng() % 6);
+    for (int i = 0; i < n; ++i) patterns.push_back(RandomPattern(rng, 0));
+    const bool anchored = rng() % 2 == 0;
+    std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, anchored);
+    ASSERT_NE(dfa, nullptr);
+    RE2::Options options;
+    options.set_log_errors(false);
+    RE2::Set set(options, anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
+    for (const std::string& p : patterns) ASSERT_GE(set.Add(p, nullptr), 0) << p;
+    ASSERT_TRUE(set.Compile());
+    SetDfa::Cache big;
+    SetDfa::Cache small(2000);
+    for (int t = 0; t < 60; ++t) {
+      std::string text;
+      const int length = static_cast<int>(rng() % 12);
+      for (int i = 0; i < length; ++i) text.push_back("ab 1A\nc-"[rng() % 8]);
+      std::vector<int> want;
+      set.Match(text, &want);
+      std::sort(want.begin(), want.end());
+      std::vector<int> got;
+      ASSERT_TRUE(dfa->Match(text, &big, &got));
+      ASSERT_EQ(got, want) << "patterns:\n  " << testing::PrintToString(patterns)
+                           << "\nanchored: " << anchored << "\ntext: \"" << text << "\"";
+      if (dfa->Match(text, &small, &got)) {
+        ASSERT_EQ(got, want) << "small cache; text: \"" << text << "\"";
+        ++compared;
+      }
+    }
+  }
+  EXPECT_GT(compared, 10000);
+}
+
+TEST(SetDfaTest, ACacheFollowsTheDfaItIsUsedWith) {
+  std::unique_ptr<const SetDfa> a = MustBuild({"^a"}, true);
+  std::unique_ptr<const SetDfa> b = MustBuild({"^b", "^a"}, true);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  SetDfa::Cache cache;
+  std::vector<int> hits;
+  ASSERT_TRUE(a->Match("a", &cache, &hits));
+  EXPECT_EQ(hits, std::vector<int>({0}));
+  ASSERT_TRUE(b->Match("a", &cache, &hits));
+  EXPECT_EQ(hits, std::vector<int>({1}));
+}
+
+}  // namespace
+}  // namespace palisade
