@@ -53,7 +53,8 @@ class Guarded {
  public:
   void set_authorizer(const Authorizer* auth) { auth_ = auth; }
 
- protected:
+  // The first thing every method does, before it reads its request (grpc_services.h): OK, or
+  // the authorizer's refusal (counted).
   grpc::Status Allow(const grpc::CallbackServerContext* context, Role role,
                      const char* method) const {
     return auth_ == nullptr ? grpc::Status::OK : auth_->Check(context, role, method);

@@ -7,8 +7,9 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
-#include "google/protobuf/arena.h"
 #include "absl/strings/str_cat.h"
+#include "google/protobuf/arena.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
 #include "services/common/proto_time.h"
 
 namespace palisade {
@@ -32,6 +33,27 @@ void CountIfRefusedForSize(grpc::CallbackServerContext* context, ApiLimits& limi
   if (context->IsCancelled() && std::chrono::system_clock::now() < context->deadline()) {
     limits.CountRefusal(method, "max_message_bytes");
   }
+}
+
+// A request that came as bytes (a raw method), parsed once its caller is allowed, never before
+// (see grpc_services.h). INVALID_ARGUMENT naming the method when the bytes are not a `Req`.
+template <typename Req>
+absl::StatusOr<Req> ParseRequest(const grpc::ByteBuffer& wire, absl::string_view method) {
+  grpc::ByteBuffer bytes(wire);  // shares wire's slices: the parse consumes a buffer of its own
+  Req request;
+  if (!grpc::SerializationTraits<Req>::Deserialize(&bytes, &request).ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(method, ": the request is not a ", Req::descriptor()->full_name()));
+  }
+  return request;
+}
+
+// A response or an event as bytes, for a raw method to send, serialized as gRPC serializes a
+// typed one. Fails (INTERNAL) only for a message past protobuf's 2 GiB.
+grpc::Status ToWire(const google::protobuf::Message& message, grpc::ByteBuffer* wire) {
+  bool own_buffer = false;
+  return grpc::SerializationTraits<google::protobuf::Message>::Serialize(message, wire,
+                                                                         &own_buffer);
 }
 
 // One Ingest.Ship stream. Batches arrive as bytes: ApiLimits counts their records on the wire
@@ -237,8 +259,9 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
 
 // Follows the event hub for one Watch call: the hub delivers into a bounded queue (never
 // waiting), and the reactor writes one event at a time from it. Overflow ends the call with
-// RESOURCE_EXHAUSTED; the client resumes with after_sequence.
-class WatchReactor final : public grpc::ServerWriteReactor<palisade::v1::Event>,
+// RESOURCE_EXHAUSTED; the client resumes with after_sequence. Events are written as bytes (Watch
+// is a raw method), each serialized as it is written.
+class WatchReactor final : public grpc::ServerWriteReactor<grpc::ByteBuffer>,
                            public EventHub::Subscriber {
  public:
   // Events a subscriber may be behind (about 3 MiB): a burst of detections must not drop a
@@ -260,7 +283,10 @@ class WatchReactor final : public grpc::ServerWriteReactor<palisade::v1::Event>,
     absl::MutexLock lock(&mu_);
     if (finished_ || overflowed_) return false;
     const size_t size = event.ByteSizeLong();
-    if (queue_.size() >= kQueue || (!queue_.empty() && queued_bytes_ + size > kQueueBytes)) {
+    // An event past protobuf's 2 GiB could not be serialized (none comes near one): refused
+    // as an overflow is.
+    if (queue_.size() >= kQueue || (!queue_.empty() && queued_bytes_ + size > kQueueBytes) ||
+        size > size_t{std::numeric_limits<int>::max()}) {
       // A write is in flight (the queue is not empty); its completion ends the call. Finishing
       // here, under the hub's lock, could meet OnDone taking that lock.
       overflowed_ = true;
@@ -279,6 +305,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<palisade::v1::Event>,
       FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"));
       return;
     }
+    wire_.Clear();
     last_written_ = queue_.front().sequence();
     queued_bytes_ -= std::min(queued_bytes_, queue_.front().ByteSizeLong());
     queue_.pop_front();
@@ -308,7 +335,9 @@ class WatchReactor final : public grpc::ServerWriteReactor<palisade::v1::Event>,
     // More are waiting: let gRPC coalesce them into fewer frames.
     grpc::WriteOptions options;
     if (queue_.size() > 1) options.set_buffer_hint();
-    StartWrite(&queue_.front(), options);
+    // Cannot fail: Deliver queues no event past protobuf's 2 GiB.
+    (void)ToWire(queue_.front(), &wire_);
+    StartWrite(&wire_, options);
   }
   void FinishLocked(const grpc::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (finished_) return;
@@ -320,6 +349,7 @@ class WatchReactor final : public grpc::ServerWriteReactor<palisade::v1::Event>,
   ApiLimits::StreamSlot slot_;
   absl::Mutex mu_;
   std::deque<palisade::v1::Event> queue_ ABSL_GUARDED_BY(mu_);
+  grpc::ByteBuffer wire_ ABSL_GUARDED_BY(mu_);  // the front event while it is written
   size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool finished_ ABSL_GUARDED_BY(mu_) = false;
@@ -359,6 +389,22 @@ grpc::ServerUnaryReactor* Reply(grpc::CallbackServerContext* context, const absl
   return reactor;
 }
 
+// One unary method of `service`: the caller's token and role first (nothing of the request is
+// read for a refused caller), then its bytes parsed, then `handle`, whose response is sent
+// when it answers OK.
+template <typename Service, typename Req, typename Resp>
+grpc::ServerUnaryReactor* Unary(Service* service,
+                                absl::Status (Service::*handle)(const Req&, Resp*),
+                                grpc::CallbackServerContext* context, Role role, const char* method,
+                                const grpc::ByteBuffer* request, grpc::ByteBuffer* response) {
+  if (grpc::Status a = service->Allow(context, role, method); !a.ok()) return Reply(context, a);
+  absl::StatusOr<Req> parsed = ParseRequest<Req>(*request, method);
+  if (!parsed.ok()) return Reply(context, parsed.status());
+  Resp answer;
+  if (absl::Status s = (service->*handle)(*parsed, &answer); !s.ok()) return Reply(context, s);
+  return Reply(context, ToWire(answer, response));
+}
+
 }  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& s) {
@@ -380,58 +426,78 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* IngestService::Ship
 }
 
 grpc::ServerUnaryReactor* DecisionsService::List(grpc::CallbackServerContext* context,
-                                                 const palisade::v1::ListDecisionsRequest* request,
-                                                 palisade::v1::ListDecisionsResponse* response) {
-  if (grpc::Status a = Allow(context, Role::kRead, "Decisions.List"); !a.ok()) return Reply(context, a);
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* response) {
+  return Unary(this, &DecisionsService::HandleList, context, Role::kRead, "Decisions.List", request,
+               response);
+}
+
+absl::Status DecisionsService::HandleList(const palisade::v1::ListDecisionsRequest& request,
+                                          palisade::v1::ListDecisionsResponse* response) {
   DecisionFilter filter;
-  filter.target = request->target();
-  filter.rule_id = request->rule_id();
-  filter.origin = request->origin();
-  filter.active_only = request->active_only();
+  filter.target = request.target();
+  filter.rule_id = request.rule_id();
+  filter.origin = request.origin();
+  filter.active_only = request.active_only();
   // Paged (issue 12): one response held every decision, however many hostile logs made.
   constexpr int32_t kDefaultPageSize = 500;
   constexpr int32_t kMaxPageSize = 5000;
   // Under the 4 MiB a gRPC client accepts by default, with room for the framing.
   constexpr size_t kMaxPageBytes = size_t{3} << 20;
-  if (request->page_size() < 0) {
-    return Reply(context, absl::InvalidArgumentError("page_size must be >= 0"));
+  if (request.page_size() < 0) {
+    return absl::InvalidArgumentError("page_size must be >= 0");
   }
   const int32_t page_size =
-      request->page_size() == 0 ? kDefaultPageSize : std::min(request->page_size(), kMaxPageSize);
+      request.page_size() == 0 ? kDefaultPageSize : std::min(request.page_size(), kMaxPageSize);
   absl::StatusOr<DecisionPage> page =
-      table_.ListPage(filter, static_cast<size_t>(page_size), request->page_token(), kMaxPageBytes);
-  if (!page.ok()) return Reply(context, page.status());
+      table_.ListPage(filter, static_cast<size_t>(page_size), request.page_token(), kMaxPageBytes);
+  if (!page.ok()) return page.status();
   for (auto& d : page->decisions) *response->add_decisions() = std::move(d);
   response->set_next_page_token(std::move(page->next_page_token));
-  return Reply(context, absl::OkStatus());
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* DecisionsService::Get(grpc::CallbackServerContext* context,
-                                                const palisade::v1::GetDecisionRequest* request,
-                                                palisade::v1::Decision* response) {
-  if (grpc::Status a = Allow(context, Role::kRead, "Decisions.Get"); !a.ok()) return Reply(context, a);
-  absl::StatusOr<palisade::v1::Decision> d = table_.Get(request->id());
+                                                const grpc::ByteBuffer* request,
+                                                grpc::ByteBuffer* response) {
+  return Unary(this, &DecisionsService::HandleGet, context, Role::kRead, "Decisions.Get", request,
+               response);
+}
+
+absl::Status DecisionsService::HandleGet(const palisade::v1::GetDecisionRequest& request,
+                                         palisade::v1::Decision* response) {
+  absl::StatusOr<palisade::v1::Decision> d = table_.Get(request.id());
   if (d.ok()) *response = *std::move(d);
-  return Reply(context, d.status());
+  return d.status();
 }
 
 grpc::ServerUnaryReactor* DecisionsService::Add(grpc::CallbackServerContext* context,
-                                                const palisade::v1::AddDecisionRequest* request,
-                                                palisade::v1::Decision* response) {
-  if (grpc::Status a = Allow(context, Role::kAdmin, "Decisions.Add"); !a.ok()) return Reply(context, a);
-  absl::StatusOr<palisade::v1::Decision> d = add_ ? add_(*request) : table_.AddManual(*request);
-  if (d.ok()) *response = *std::move(d);
-  return Reply(context, d.status());
+                                                const grpc::ByteBuffer* request,
+                                                grpc::ByteBuffer* response) {
+  return Unary(this, &DecisionsService::HandleAdd, context, Role::kAdmin, "Decisions.Add", request,
+               response);
 }
 
-grpc::ServerUnaryReactor* DecisionsService::Delete(
-    grpc::CallbackServerContext* context, const palisade::v1::DeleteDecisionRequest* request,
-    palisade::v1::Decision* response) {
-  if (grpc::Status a = Allow(context, Role::kAdmin, "Decisions.Delete"); !a.ok()) return Reply(context, a);
-  absl::StatusOr<palisade::v1::Decision> d =
-      withdraw_ ? withdraw_(request->id()) : table_.Withdraw(request->id());
+absl::Status DecisionsService::HandleAdd(const palisade::v1::AddDecisionRequest& request,
+                                         palisade::v1::Decision* response) {
+  absl::StatusOr<palisade::v1::Decision> d = add_ ? add_(request) : table_.AddManual(request);
   if (d.ok()) *response = *std::move(d);
-  return Reply(context, d.status());
+  return d.status();
+}
+
+grpc::ServerUnaryReactor* DecisionsService::Delete(grpc::CallbackServerContext* context,
+                                                   const grpc::ByteBuffer* request,
+                                                   grpc::ByteBuffer* response) {
+  return Unary(this, &DecisionsService::HandleDelete, context, Role::kAdmin, "Decisions.Delete",
+               request, response);
+}
+
+absl::Status DecisionsService::HandleDelete(const palisade::v1::DeleteDecisionRequest& request,
+                                            palisade::v1::Decision* response) {
+  absl::StatusOr<palisade::v1::Decision> d =
+      withdraw_ ? withdraw_(request.id()) : table_.Withdraw(request.id());
+  if (d.ok()) *response = *std::move(d);
+  return d.status();
 }
 
 AdminService::AdminService(Pipeline& pipeline, DecisionTable& table, Clock& clock,
@@ -472,9 +538,14 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> AdminService::Reload() {
 }
 
 grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* context,
-                                               const palisade::v1::StatusRequest* /*request*/,
-                                               palisade::v1::StatusResponse* response) {
-  if (grpc::Status a = Allow(context, Role::kRead, "Admin.Status"); !a.ok()) return Reply(context, a);
+                                               const grpc::ByteBuffer* request,
+                                               grpc::ByteBuffer* response) {
+  return Unary(this, &AdminService::HandleStatus, context, Role::kRead, "Admin.Status", request,
+               response);
+}
+
+absl::Status AdminService::HandleStatus(const palisade::v1::StatusRequest& /*request*/,
+                                        palisade::v1::StatusResponse* response) {
   std::shared_ptr<const RuleSet> rules = pipeline_.rules();
   EngineStats stats = pipeline_.engine_stats();
   response->set_version(version_);
@@ -497,41 +568,50 @@ grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* cont
   }
   if (credential_status_) credential_status_(response);
   if (cluster_status_) cluster_status_(response);
-  return Reply(context, absl::OkStatus());
+  return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* AdminService::RotateToken(
-    grpc::CallbackServerContext* context, const palisade::v1::RotateTokenRequest* /*request*/,
-    palisade::v1::RotateTokenResponse* response) {
-  if (grpc::Status a = Allow(context, Role::kAdmin, "Admin.RotateToken"); !a.ok()) {
-    return Reply(context, a);
-  }
+grpc::ServerUnaryReactor* AdminService::RotateToken(grpc::CallbackServerContext* context,
+                                                    const grpc::ByteBuffer* request,
+                                                    grpc::ByteBuffer* response) {
+  return Unary(this, &AdminService::HandleRotateToken, context, Role::kAdmin, "Admin.RotateToken",
+               request, response);
+}
+
+absl::Status AdminService::HandleRotateToken(const palisade::v1::RotateTokenRequest& /*request*/,
+                                             palisade::v1::RotateTokenResponse* response) {
   if (!roll_token_) {
-    return Reply(context, absl::FailedPreconditionError(
-                              "there is no token to roll: Cloudflare is not enabled in the config"));
+    return absl::FailedPreconditionError(
+        "there is no token to roll: Cloudflare is not enabled in the config");
   }
   // The roll blocks this handler for as long as Cloudflare takes (bounded by the client's
   // request timeout); rolls are rare and operator-driven.
   absl::StatusOr<palisade::v1::RotateTokenResponse> rolled = roll_token_();
   if (rolled.ok()) *response = *std::move(rolled);
-  return Reply(context, rolled.status());
+  return rolled.status();
 }
 
 grpc::ServerUnaryReactor* AdminService::ReleaseHeld(grpc::CallbackServerContext* context,
-                                                    const palisade::v1::ReleaseHeldRequest* request,
-                                                    palisade::v1::ReleaseHeldResponse* response) {
-  if (grpc::Status a = Allow(context, Role::kAdmin, "Admin.ReleaseHeld"); !a.ok()) return Reply(context, a);
+                                                    const grpc::ByteBuffer* request,
+                                                    grpc::ByteBuffer* response) {
+  return Unary(this, &AdminService::HandleReleaseHeld, context, Role::kAdmin, "Admin.ReleaseHeld",
+               request, response);
+}
+
+absl::Status AdminService::HandleReleaseHeld(const palisade::v1::ReleaseHeldRequest& request,
+                                             palisade::v1::ReleaseHeldResponse* response) {
   if (dispatcher_ == nullptr) {
-    return Reply(context, absl::FailedPreconditionError(
-                              "nothing is held: Cloudflare is not enabled in the config"));
+    return absl::FailedPreconditionError(
+        "nothing is held: Cloudflare is not enabled in the config");
   }
   // 0, and anything past INT_MAX, is all of them (a uint32 past INT_MAX cast to int was negative:
   // none released, and OK said).
-  const int max = request->max() == 0 ? std::numeric_limits<int>::max()
-                                      : static_cast<int>(std::min<uint32_t>(
-                                            request->max(), std::numeric_limits<int>::max()));
+  const int max =
+      request.max() == 0
+          ? std::numeric_limits<int>::max()
+          : static_cast<int>(std::min<uint32_t>(request.max(), std::numeric_limits<int>::max()));
   response->set_released(static_cast<uint32_t>(dispatcher_->ReleaseHeld(max)));
-  return Reply(context, absl::OkStatus());
+  return absl::OkStatus();
 }
 
 namespace {
@@ -540,27 +620,33 @@ constexpr char kNoBouncerApi[] =
 }  // namespace
 
 grpc::ServerUnaryReactor* AdminService::AddBouncer(grpc::CallbackServerContext* context,
-                                                   const palisade::v1::AddBouncerRequest* request,
-                                                   palisade::v1::AddBouncerResponse* response) {
-  if (grpc::Status a = Allow(context, Role::kAdmin, "Admin.AddBouncer"); !a.ok()) {
-    return Reply(context, a);
-  }
-  if (bouncers_ == nullptr) return Reply(context, absl::FailedPreconditionError(kNoBouncerApi));
-  absl::StatusOr<std::string> key = bouncers_->AddBouncer(request->name());
-  if (key.ok()) {
-    response->set_name(request->name());
-    response->set_api_key(*std::move(key));
-  }
-  return Reply(context, key.status());
+                                                   const grpc::ByteBuffer* request,
+                                                   grpc::ByteBuffer* response) {
+  return Unary(this, &AdminService::HandleAddBouncer, context, Role::kAdmin, "Admin.AddBouncer",
+               request, response);
 }
 
-grpc::ServerUnaryReactor* AdminService::ListBouncers(
-    grpc::CallbackServerContext* context, const palisade::v1::ListBouncersRequest* /*request*/,
-    palisade::v1::ListBouncersResponse* response) {
-  if (grpc::Status a = Allow(context, Role::kRead, "Admin.ListBouncers"); !a.ok()) {
-    return Reply(context, a);
+absl::Status AdminService::HandleAddBouncer(const palisade::v1::AddBouncerRequest& request,
+                                            palisade::v1::AddBouncerResponse* response) {
+  if (bouncers_ == nullptr) return absl::FailedPreconditionError(kNoBouncerApi);
+  absl::StatusOr<std::string> key = bouncers_->AddBouncer(request.name());
+  if (key.ok()) {
+    response->set_name(request.name());
+    response->set_api_key(*std::move(key));
   }
-  if (bouncers_ == nullptr) return Reply(context, absl::FailedPreconditionError(kNoBouncerApi));
+  return key.status();
+}
+
+grpc::ServerUnaryReactor* AdminService::ListBouncers(grpc::CallbackServerContext* context,
+                                                     const grpc::ByteBuffer* request,
+                                                     grpc::ByteBuffer* response) {
+  return Unary(this, &AdminService::HandleListBouncers, context, Role::kRead, "Admin.ListBouncers",
+               request, response);
+}
+
+absl::Status AdminService::HandleListBouncers(const palisade::v1::ListBouncersRequest& /*request*/,
+                                              palisade::v1::ListBouncersResponse* response) {
+  if (bouncers_ == nullptr) return absl::FailedPreconditionError(kNoBouncerApi);
   for (const BouncerInfo& b : bouncers_->ListBouncers()) {
     palisade::v1::Bouncer* out = response->add_bouncers();
     out->set_name(b.name);
@@ -570,55 +656,67 @@ grpc::ServerUnaryReactor* AdminService::ListBouncers(
     out->set_version(b.user_agent);
     out->set_stale(b.stale);
   }
-  return Reply(context, absl::OkStatus());
+  return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* AdminService::DeleteBouncer(
-    grpc::CallbackServerContext* context, const palisade::v1::DeleteBouncerRequest* request,
-    palisade::v1::DeleteBouncerResponse* /*response*/) {
-  if (grpc::Status a = Allow(context, Role::kAdmin, "Admin.DeleteBouncer"); !a.ok()) {
-    return Reply(context, a);
-  }
-  if (bouncers_ == nullptr) return Reply(context, absl::FailedPreconditionError(kNoBouncerApi));
-  return Reply(context, bouncers_->DeleteBouncer(request->name()));
+grpc::ServerUnaryReactor* AdminService::DeleteBouncer(grpc::CallbackServerContext* context,
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* response) {
+  return Unary(this, &AdminService::HandleDeleteBouncer, context, Role::kAdmin,
+               "Admin.DeleteBouncer", request, response);
 }
 
-grpc::ServerUnaryReactor* AdminService::ReloadRules(
-    grpc::CallbackServerContext* context, const palisade::v1::ReloadRulesRequest* /*request*/,
-    palisade::v1::ReloadRulesResponse* response) {
-  if (grpc::Status a = Allow(context, Role::kAdmin, "Admin.ReloadRules"); !a.ok()) return Reply(context, a);
+absl::Status AdminService::HandleDeleteBouncer(const palisade::v1::DeleteBouncerRequest& request,
+                                               palisade::v1::DeleteBouncerResponse* /*response*/) {
+  if (bouncers_ == nullptr) return absl::FailedPreconditionError(kNoBouncerApi);
+  return bouncers_->DeleteBouncer(request.name());
+}
+
+grpc::ServerUnaryReactor* AdminService::ReloadRules(grpc::CallbackServerContext* context,
+                                                    const grpc::ByteBuffer* request,
+                                                    grpc::ByteBuffer* response) {
+  return Unary(this, &AdminService::HandleReloadRules, context, Role::kAdmin, "Admin.ReloadRules",
+               request, response);
+}
+
+absl::Status AdminService::HandleReloadRules(const palisade::v1::ReloadRulesRequest& /*request*/,
+                                             palisade::v1::ReloadRulesResponse* response) {
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = Reload();
   if (rules.ok()) {
     response->set_rules_loaded(static_cast<uint32_t>((*rules)->rules().size()));
     for (const std::string& p : (*rules)->pack_names()) response->add_packs(p);
   }
-  return Reply(context, rules.status());
+  return rules.status();
 }
 
 grpc::ServerUnaryReactor* AdminService::TestRules(grpc::CallbackServerContext* context,
-                                                  const palisade::v1::TestRulesRequest* request,
-                                                  palisade::v1::TestRulesResponse* response) {
-  if (grpc::Status a = Allow(context, Role::kRead, "Admin.TestRules"); !a.ok()) return Reply(context, a);
-  if (request->format() == palisade::v1::LOG_FORMAT_UNSPECIFIED) {
-    return Reply(context, absl::InvalidArgumentError("format is required"));
+                                                  const grpc::ByteBuffer* request,
+                                                  grpc::ByteBuffer* response) {
+  return Unary(this, &AdminService::HandleTestRules, context, Role::kRead, "Admin.TestRules",
+               request, response);
+}
+
+absl::Status AdminService::HandleTestRules(const palisade::v1::TestRulesRequest& request,
+                                           palisade::v1::TestRulesResponse* response) {
+  if (request.format() == palisade::v1::LOG_FORMAT_UNSPECIFIED) {
+    return absl::InvalidArgumentError("format is required");
   }
-  if (request->lines_size() > kMaxTestLines) {
-    return Reply(context, absl::InvalidArgumentError(
-                              absl::StrCat("at most ", kMaxTestLines, " lines per call")));
+  if (request.lines_size() > kMaxTestLines) {
+    return absl::InvalidArgumentError(absl::StrCat("at most ", kMaxTestLines, " lines per call"));
   }
   std::shared_ptr<const RuleSet> rules;
-  if (request->has_pack()) {
+  if (request.has_pack()) {
     absl::StatusOr<std::shared_ptr<const RuleSet>> compiled =
-        RuleSet::Compile({LoadedPack{"request.pack", request->pack()}});
-    if (!compiled.ok()) return Reply(context, compiled.status());
+        RuleSet::Compile({LoadedPack{"request.pack", request.pack()}});
+    if (!compiled.ok()) return compiled.status();
     rules = *compiled;
   } else {
     rules = pipeline_.rules();
   }
-  std::vector<std::string> lines(request->lines().begin(), request->lines().end());
+  std::vector<std::string> lines(request.lines().begin(), request.lines().end());
   *response =
-      Pipeline::TestRules(rules, request->format(), lines, clock_.TimeNow(), kMaxTestAnswerBytes);
-  return Reply(context, absl::OkStatus());
+      Pipeline::TestRules(rules, request.format(), lines, clock_.TimeNow(), kMaxTestAnswerBytes);
+  return absl::OkStatus();
 }
 
 }  // namespace palisade
@@ -636,34 +734,48 @@ grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
 }
 
 grpc::ServerUnaryReactor* FeedsService::List(grpc::CallbackServerContext* context,
-                                             const palisade::v1::ListFeedsRequest* /*request*/,
-                                             palisade::v1::ListFeedsResponse* response) {
-  if (grpc::Status a = Allow(context, Role::kRead, "Feeds.List"); !a.ok()) return Reply(context, a);
+                                             const grpc::ByteBuffer* request,
+                                             grpc::ByteBuffer* response) {
+  return Unary(this, &FeedsService::HandleList, context, Role::kRead, "Feeds.List", request,
+               response);
+}
+
+absl::Status FeedsService::HandleList(const palisade::v1::ListFeedsRequest& /*request*/,
+                                      palisade::v1::ListFeedsResponse* response) {
   *response = feeds_.List();
-  return Reply(context, absl::OkStatus());
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* FeedsService::Get(grpc::CallbackServerContext* context,
-                                            const palisade::v1::GetFeedRequest* request,
-                                            palisade::v1::GetFeedResponse* response) {
-  if (grpc::Status a = Allow(context, Role::kRead, "Feeds.Get"); !a.ok()) return Reply(context, a);
-  absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds_.Get(*request);
+                                            const grpc::ByteBuffer* request,
+                                            grpc::ByteBuffer* response) {
+  return Unary(this, &FeedsService::HandleGet, context, Role::kRead, "Feeds.Get", request,
+               response);
+}
+
+absl::Status FeedsService::HandleGet(const palisade::v1::GetFeedRequest& request,
+                                     palisade::v1::GetFeedResponse* response) {
+  absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds_.Get(request);
   if (got.ok()) *response = *std::move(got);
-  return Reply(context, got.status());
+  return got.status();
 }
 
 }  // namespace palisade
 
 namespace palisade {
 
-grpc::ServerWriteReactor<palisade::v1::Event>* EventsService::Watch(
-    grpc::CallbackServerContext* context, const palisade::v1::WatchRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* EventsService::Watch(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) {
+  // As Unary: the token first, then the request's bytes.
   if (grpc::Status a = Allow(context, Role::kRead, "Events.Watch"); !a.ok()) {
-    return new RefusedWrite<palisade::v1::Event>(a);
+    return new RefusedWrite<grpc::ByteBuffer>(a);
   }
+  absl::StatusOr<palisade::v1::WatchRequest> parsed =
+      ParseRequest<palisade::v1::WatchRequest>(*request, "Events.Watch");
+  if (!parsed.ok()) return new RefusedWrite<grpc::ByteBuffer>(ToGrpcStatus(parsed.status()));
   absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Events.Watch");
-  if (!slot.ok()) return new RefusedWrite<palisade::v1::Event>(ToGrpcStatus(slot.status()));
-  return new WatchReactor(hub_, *std::move(slot), *request);
+  if (!slot.ok()) return new RefusedWrite<grpc::ByteBuffer>(ToGrpcStatus(slot.status()));
+  return new WatchReactor(hub_, *std::move(slot), *parsed);
 }
 
 }  // namespace palisade

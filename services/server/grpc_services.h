@@ -2,6 +2,12 @@
 // callback API.
 // They translate between the wire and the Pipeline / DecisionTable, and nothing else: all
 // detection logic lives behind Pipeline.
+// Every method that takes a request message takes it as bytes (a raw method), checks the
+// caller's token and role (Guarded::Allow), and only then parses it: gRPC's typed callback API
+// parses a request before its handler runs, so a caller without a token could make palisaded
+// parse api.max_message_bytes of it (unknown fields are held ~30x in memory). Bytes that do not
+// parse are INVALID_ARGUMENT naming the method. The handlers (Handle*) see the parsed request
+// and fill a typed response, serialized when they answer OK.
 // Thread-safety: the services are called concurrently by gRPC; everything they touch is
 // thread-safe.
 #ifndef PALISADE_SERVICES_SERVER_GRPC_SERVICES_H_
@@ -54,7 +60,12 @@ class IngestService final
   ShipDedup* const dedup_;
 };
 
-class DecisionsService final : public palisade::v1::Decisions::CallbackService, public Guarded {
+class DecisionsService final : public palisade::v1::Decisions::WithRawCallbackMethod_List<
+                                   palisade::v1::Decisions::WithRawCallbackMethod_Get<
+                                       palisade::v1::Decisions::WithRawCallbackMethod_Add<
+                                           palisade::v1::Decisions::WithRawCallbackMethod_Delete<
+                                               palisade::v1::Decisions::Service>>>>,
+                               public Guarded {
  public:
   explicit DecisionsService(DecisionTable& table) : table_(table) {}
   // Cluster (issue 17): manual bans and unbans are the edge writer's, carried out through the
@@ -68,25 +79,45 @@ class DecisionsService final : public palisade::v1::Decisions::CallbackService, 
     withdraw_ = std::move(withdraw);
   }
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
-                                 const palisade::v1::ListDecisionsRequest* request,
-                                 palisade::v1::ListDecisionsResponse* response) override;
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context,
-                                const palisade::v1::GetDecisionRequest* request,
-                                palisade::v1::Decision* response) override;
+                                const grpc::ByteBuffer* request,
+                                grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Add(grpc::CallbackServerContext* context,
-                                const palisade::v1::AddDecisionRequest* request,
-                                palisade::v1::Decision* response) override;
+                                const grpc::ByteBuffer* request,
+                                grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
-                                   const palisade::v1::DeleteDecisionRequest* request,
-                                   palisade::v1::Decision* response) override;
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
 
  private:
+  // The methods once the caller is allowed and the request parsed (see the top).
+  absl::Status HandleList(const palisade::v1::ListDecisionsRequest& request,
+                          palisade::v1::ListDecisionsResponse* response);
+  absl::Status HandleGet(const palisade::v1::GetDecisionRequest& request,
+                         palisade::v1::Decision* response);
+  absl::Status HandleAdd(const palisade::v1::AddDecisionRequest& request,
+                         palisade::v1::Decision* response);
+  absl::Status HandleDelete(const palisade::v1::DeleteDecisionRequest& request,
+                            palisade::v1::Decision* response);
+
   DecisionTable& table_;
   AddFn add_;
   WithdrawFn withdraw_;
 };
 
-class AdminService final : public palisade::v1::Admin::CallbackService, public Guarded {
+class AdminService final
+    : public palisade::v1::Admin::WithRawCallbackMethod_Status<
+          palisade::v1::Admin::WithRawCallbackMethod_ReloadRules<
+              palisade::v1::Admin::WithRawCallbackMethod_TestRules<
+                  palisade::v1::Admin::WithRawCallbackMethod_ReleaseHeld<
+                      palisade::v1::Admin::WithRawCallbackMethod_AddBouncer<
+                          palisade::v1::Admin::WithRawCallbackMethod_ListBouncers<
+                              palisade::v1::Admin::WithRawCallbackMethod_DeleteBouncer<
+                                  palisade::v1::Admin::WithRawCallbackMethod_RotateToken<
+                                      palisade::v1::Admin::Service>>>>>>>>,
+      public Guarded {
  public:
   // `reload` loads and compiles the configured packs (all or nothing).
   using RuleLoader = std::function<absl::StatusOr<std::shared_ptr<const RuleSet>>()>;
@@ -97,17 +128,17 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
                Dispatcher* dispatcher = nullptr);
 
   grpc::ServerUnaryReactor* Status(grpc::CallbackServerContext* context,
-                                   const palisade::v1::StatusRequest* request,
-                                   palisade::v1::StatusResponse* response) override;
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ReloadRules(grpc::CallbackServerContext* context,
-                                        const palisade::v1::ReloadRulesRequest* request,
-                                        palisade::v1::ReloadRulesResponse* response) override;
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* TestRules(grpc::CallbackServerContext* context,
-                                      const palisade::v1::TestRulesRequest* request,
-                                      palisade::v1::TestRulesResponse* response) override;
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ReleaseHeld(grpc::CallbackServerContext* context,
-                                        const palisade::v1::ReleaseHeldRequest* request,
-                                        palisade::v1::ReleaseHeldResponse* response) override;
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
 
   // Shared with the SIGHUP handler: reloads and records the outcome. One reload at a time
   // (read, compile, apply): the last to read the packs is the last applied.
@@ -117,14 +148,14 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   // Set once, before the server serves.
   void SetBouncerApi(BouncerApi* bouncers) { bouncers_ = bouncers; }
   grpc::ServerUnaryReactor* AddBouncer(grpc::CallbackServerContext* context,
-                                       const palisade::v1::AddBouncerRequest* request,
-                                       palisade::v1::AddBouncerResponse* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ListBouncers(grpc::CallbackServerContext* context,
-                                         const palisade::v1::ListBouncersRequest* request,
-                                         palisade::v1::ListBouncersResponse* response) override;
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* DeleteBouncer(grpc::CallbackServerContext* context,
-                                          const palisade::v1::DeleteBouncerRequest* request,
-                                          palisade::v1::DeleteBouncerResponse* response) override;
+                                          const grpc::ByteBuffer* request,
+                                          grpc::ByteBuffer* response) override;
 
   // Adds what Status says about the Cloudflare credentials (credential_findings,
   // actuator_states, cloudflare_token_expires, credentials_checked; Edge::FillCredentialStatus).
@@ -139,10 +170,28 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   void SetTokenRoller(TokenRoller roll) { roll_token_ = std::move(roll); }
 
   grpc::ServerUnaryReactor* RotateToken(grpc::CallbackServerContext* context,
-                                        const palisade::v1::RotateTokenRequest* request,
-                                        palisade::v1::RotateTokenResponse* response) override;
+                                        const grpc::ByteBuffer* request,
+                                        grpc::ByteBuffer* response) override;
 
  private:
+  // The methods once the caller is allowed and the request parsed (see the top).
+  absl::Status HandleStatus(const palisade::v1::StatusRequest& request,
+                            palisade::v1::StatusResponse* response);
+  absl::Status HandleReloadRules(const palisade::v1::ReloadRulesRequest& request,
+                                 palisade::v1::ReloadRulesResponse* response);
+  absl::Status HandleTestRules(const palisade::v1::TestRulesRequest& request,
+                               palisade::v1::TestRulesResponse* response);
+  absl::Status HandleReleaseHeld(const palisade::v1::ReleaseHeldRequest& request,
+                                 palisade::v1::ReleaseHeldResponse* response);
+  absl::Status HandleAddBouncer(const palisade::v1::AddBouncerRequest& request,
+                                palisade::v1::AddBouncerResponse* response);
+  absl::Status HandleListBouncers(const palisade::v1::ListBouncersRequest& request,
+                                  palisade::v1::ListBouncersResponse* response);
+  absl::Status HandleDeleteBouncer(const palisade::v1::DeleteBouncerRequest& request,
+                                   palisade::v1::DeleteBouncerResponse* response);
+  absl::Status HandleRotateToken(const palisade::v1::RotateTokenRequest& request,
+                                 palisade::v1::RotateTokenResponse* response);
+
   Pipeline& pipeline_;
   DecisionTable& table_;
   Clock& clock_;
@@ -159,7 +208,12 @@ class AdminService final : public palisade::v1::Admin::CallbackService, public G
   TokenRoller roll_token_;
 };
 
-class FeedsService final : public palisade::v1::Feeds::CallbackService, public Guarded {
+// Push streams its chunks in: none is read before the handler has checked the token.
+class FeedsService final
+    : public palisade::v1::Feeds::WithCallbackMethod_Push<
+          palisade::v1::Feeds::WithRawCallbackMethod_List<
+              palisade::v1::Feeds::WithRawCallbackMethod_Get<palisade::v1::Feeds::Service>>>,
+      public Guarded {
  public:
   // `push_caps`: each configured feed's max_bytes. A push names its feed on its first chunk: an
   // unknown feed is refused then (NOT_FOUND), and a push is refused as soon as it passes its
@@ -169,23 +223,32 @@ class FeedsService final : public palisade::v1::Feeds::CallbackService, public G
   grpc::ServerReadReactor<palisade::v1::FeedChunk>* Push(
       grpc::CallbackServerContext* context, palisade::v1::PushFeedResponse* response) override;
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
-                                 const palisade::v1::ListFeedsRequest* request,
-                                 palisade::v1::ListFeedsResponse* response) override;
+                                 const grpc::ByteBuffer* request,
+                                 grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* Get(grpc::CallbackServerContext* context,
-                                const palisade::v1::GetFeedRequest* request,
-                                palisade::v1::GetFeedResponse* response) override;
+                                const grpc::ByteBuffer* request,
+                                grpc::ByteBuffer* response) override;
 
  private:
+  // The methods once the caller is allowed and the request parsed (see the top).
+  absl::Status HandleList(const palisade::v1::ListFeedsRequest& request,
+                          palisade::v1::ListFeedsResponse* response);
+  absl::Status HandleGet(const palisade::v1::GetFeedRequest& request,
+                         palisade::v1::GetFeedResponse* response);
+
   FeedManager& feeds_;
   ApiLimits& limits_;
   const std::map<std::string, uint64_t> push_caps_;
 };
 
-class EventsService final : public palisade::v1::Events::CallbackService, public Guarded {
+class EventsService final
+    : public palisade::v1::Events::WithRawCallbackMethod_Watch<palisade::v1::Events::Service>,
+      public Guarded {
  public:
   EventsService(EventHub& hub, ApiLimits& limits) : hub_(hub), limits_(limits) {}
-  grpc::ServerWriteReactor<palisade::v1::Event>* Watch(
-      grpc::CallbackServerContext* context, const palisade::v1::WatchRequest* request) override;
+  // The request (a WatchRequest) as bytes; the events are written serialized.
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* Watch(grpc::CallbackServerContext* context,
+                                                    const grpc::ByteBuffer* request) override;
 
  private:
   EventHub& hub_;

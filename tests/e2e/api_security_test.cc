@@ -8,7 +8,9 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "palisade/v1/palisade.grpc.pb.h"
@@ -222,6 +224,155 @@ TEST(ApiSecurityTest, EveryMethodChecksTokenAndRole) {
             2);
   // Ingest's 2 methods deny the read token, read's 7 the ingest token, admin's 4 both.
   EXPECT_EQ(expected_denied, 2 + 7 + 4 * 2);
+}
+
+// Every method that takes a request message: its path, its name in errors and metrics, the type
+// of its request, its role, and whether it streams its answer.
+struct RequestMethod {
+  const char* path;
+  const char* name;
+  const char* request;
+  Role role;
+  bool server_streaming;
+};
+constexpr RequestMethod kRequestMethods[] = {
+    {"/palisade.v1.Decisions/List", "Decisions.List", "ListDecisionsRequest", Role::kRead, false},
+    {"/palisade.v1.Decisions/Get", "Decisions.Get", "GetDecisionRequest", Role::kRead, false},
+    {"/palisade.v1.Decisions/Add", "Decisions.Add", "AddDecisionRequest", Role::kAdmin, false},
+    {"/palisade.v1.Decisions/Delete", "Decisions.Delete", "DeleteDecisionRequest", Role::kAdmin,
+     false},
+    {"/palisade.v1.Admin/Status", "Admin.Status", "StatusRequest", Role::kRead, false},
+    {"/palisade.v1.Admin/ReloadRules", "Admin.ReloadRules", "ReloadRulesRequest", Role::kAdmin,
+     false},
+    {"/palisade.v1.Admin/TestRules", "Admin.TestRules", "TestRulesRequest", Role::kRead, false},
+    {"/palisade.v1.Admin/ReleaseHeld", "Admin.ReleaseHeld", "ReleaseHeldRequest", Role::kAdmin,
+     false},
+    {"/palisade.v1.Admin/AddBouncer", "Admin.AddBouncer", "AddBouncerRequest", Role::kAdmin, false},
+    {"/palisade.v1.Admin/ListBouncers", "Admin.ListBouncers", "ListBouncersRequest", Role::kRead,
+     false},
+    {"/palisade.v1.Admin/DeleteBouncer", "Admin.DeleteBouncer", "DeleteBouncerRequest",
+     Role::kAdmin, false},
+    {"/palisade.v1.Admin/RotateToken", "Admin.RotateToken", "RotateTokenRequest", Role::kAdmin,
+     false},
+    {"/palisade.v1.Feeds/List", "Feeds.List", "ListFeedsRequest", Role::kRead, false},
+    {"/palisade.v1.Feeds/Get", "Feeds.Get", "GetFeedRequest", Role::kRead, false},
+    {"/palisade.v1.Events/Watch", "Events.Watch", "WatchRequest", Role::kRead, true},
+};
+
+const RequestMethod& Named(absl::string_view name) {
+  for (const RequestMethod& m : kRequestMethods) {
+    if (m.name == name) return m;
+  }
+  std::abort();
+}
+
+std::string String(const grpc::ByteBuffer& b) {
+  std::vector<grpc::Slice> slices;
+  (void)b.Dump(&slices);
+  std::string out;
+  for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
+// Calls `m` with `body` as the request's bytes on the wire (a generic stub: nothing serialized
+// or checked on the client) and `token` (none when null); its status, and the first message
+// answered in `*answer`. A streaming answer is read to its end or the 2 s deadline.
+grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const RequestMethod& m,
+                     const std::string& body, const char* token, std::string* answer = nullptr) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (token != nullptr) ctx.AddMetadata("authorization", std::string("Bearer ") + token);
+  grpc::Slice slice(body);
+  grpc::ByteBuffer request(&slice, 1), response;
+  grpc::Status status;
+  if (!m.server_streaming) {
+    absl::Notification done;
+    stub.UnaryCall(&ctx, m.path, grpc::StubOptions(), &request, &response, [&](grpc::Status s) {
+      status = std::move(s);
+      done.Notify();
+    });
+    done.WaitForNotification();
+    if (answer != nullptr) *answer = String(response);
+    return status;
+  }
+  grpc::CompletionQueue cq;
+  auto next = [&cq] {
+    void* tag;
+    bool ok = false;
+    EXPECT_TRUE(cq.Next(&tag, &ok));
+    return ok;
+  };
+  auto call = stub.PrepareCall(&ctx, m.path, &cq);
+  call->StartCall(nullptr);
+  next();
+  call->Write(request, nullptr);
+  next();
+  call->WritesDone(nullptr);
+  next();
+  bool first = true;
+  for (;;) {
+    call->Read(&response, nullptr);
+    if (!next()) break;
+    if (first && answer != nullptr) *answer = String(response);
+    first = false;
+  }
+  call->Finish(&status, nullptr);
+  next();
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+  return status;
+}
+
+// gRPC's callback API parses a request before the method's handler runs: a caller without a
+// token could make palisaded parse api.max_message_bytes of it (unknown fields held ~30x in
+// memory) before the handler refused the call. Every method takes its request as bytes and
+// checks the token and the role first: bytes that are no protobuf at all get UNAUTHENTICATED or
+// PERMISSION_DENIED (they are never read), and only an allowed caller learns they do not parse
+// (INVALID_ARGUMENT naming the method). Before, each got UNIMPLEMENTED from gRPC's own parse,
+// whoever called.
+TEST(ApiSecurityTest, TokenIsCheckedBeforeTheRequestIsParsed) {
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig("parse.textproto", ClientsConfig())});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  const std::string garbage("\xff\xff\xff", 3);  // a tag whose varint never ends
+  for (const RequestMethod& m : kRequestMethods) {
+    SCOPED_TRACE(m.path);
+    grpc::Status s = RawCall(channel, m, garbage, nullptr);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
+    s = RawCall(channel, m, garbage, "not-a-known-token-0123456789abcdef");
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAUTHENTICATED) << s.error_message();
+    s = RawCall(channel, m, garbage, m.role == Role::kAdmin ? kReadToken : kIngestToken);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+    s = RawCall(channel, m, garbage, kAdminToken);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_EQ(s.error_message(),
+              absl::StrCat(m.name, ": the request is not a palisade.v1.", m.request));
+  }
+  // The same bytes path with a request that parses: served, and answered in full.
+  std::string answer;
+  grpc::Status s = RawCall(channel, Named("Admin.Status"), "", kReadToken, &answer);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  palisade::v1::StatusResponse status;
+  ASSERT_TRUE(status.ParseFromString(answer));
+  EXPECT_FALSE(status.version().empty());
+  EXPECT_EQ(status.packs_size(), 1);
+  // A Watch with a valid request runs until the client's deadline.
+  s = RawCall(channel, Named("Events.Watch"), "", kReadToken);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(MetricValue(*metrics, "palisade_api_refused_total",
+                        {"method=\"Admin.Status\"", "reason=\"unauthenticated\""}),
+            2);
+  EXPECT_EQ(MetricValue(*metrics, "palisade_api_refused_total",
+                        {"method=\"Events.Watch\"", "reason=\"permission_denied\""}),
+            1);
 }
 
 TEST(ApiSecurityTest, NonLoopbackWithoutTokensRefusesToStart) {
