@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <map>
 #include <utility>
 
@@ -336,19 +337,47 @@ bool SetDfa::Match(absl::string_view text, Cache* cache, std::vector<int>* hits)
     Closure({start_}, /*at_start=*/true, /*at_end=*/false, cache, &positions, &matched);
     cache->start_row_ = Intern(std::move(positions), std::move(matched), cache);
   }
-  int32_t row = cache->start_row_;
+  ptrdiff_t row = cache->start_row_;  // wide: the loads below sign-extend once
   bool done = cache->states_[row / classes_].positions.empty();
   const unsigned char* p = reinterpret_cast<const unsigned char*>(text.data());
   const unsigned char* const end = p + text.size();
   const int32_t* next = cache->next_.data();
   const uint8_t* const class_of = class_of_.data();
-  for (; !done && p < end; ++p) {
-    // The loop a byte takes: its class, the next row, a sign test.
-    int32_t to = next[row + class_of[*p]];
+  while (!done && p < end) {
+    // Four bytes at a time while each leads to a built state: a byte costs its class, the next
+    // row and a sign test. A byte that does not (a state to build, a byte past ASCII, the end
+    // of the walk) is taken by the loop below it, one at a time.
+    while (end - p >= 4) {
+      const ptrdiff_t a = next[row + class_of[p[0]]];
+      if (a < 0) break;
+      const ptrdiff_t b = next[a + class_of[p[1]]];
+      if (b < 0) {
+        row = a;
+        p += 1;
+        break;
+      }
+      const ptrdiff_t c = next[b + class_of[p[2]]];
+      if (c < 0) {
+        row = b;
+        p += 2;
+        break;
+      }
+      const ptrdiff_t d = next[c + class_of[p[3]]];
+      if (d < 0) {
+        row = c;
+        p += 3;
+        break;
+      }
+      row = d;
+      p += 4;
+    }
+    if (p == end) break;
+    ptrdiff_t to = next[row + class_of[*p]];
+    ++p;
     if (ABSL_PREDICT_FALSE(to < 0)) {
       if (to == kBail) return false;
       if (to == kUnknown) {
-        to = Step(row, class_of[*p], cache);
+        to = Step(static_cast<int32_t>(row), class_of[p[-1]], cache);
         if (cache->resets_ > resets + 2) return false;  // thrashing: RE2 does better
         next = cache->next_.data();
       }
@@ -363,7 +392,7 @@ bool SetDfa::Match(absl::string_view text, Cache* cache, std::vector<int>* hits)
   const Cache::State& state = cache->states_[row / classes_];
   hits->assign(state.matched.begin(), state.matched.end());
   if (!done) {
-    const std::vector<int32_t>& at_end = AtEnd(row, cache);
+    const std::vector<int32_t>& at_end = AtEnd(static_cast<int32_t>(row), cache);
     if (!at_end.empty()) {
       const std::vector<int32_t>& matched = cache->states_[row / classes_].matched;
       hits->clear();
