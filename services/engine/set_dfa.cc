@@ -4,11 +4,13 @@
 #include <atomic>
 #include <cstddef>
 #include <map>
+#include <set>
 #include <utility>
 
 #include "absl/base/optimization.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "re2/re2.h"
 #include "services/engine/regex_tree.h"
 
@@ -20,13 +22,20 @@ using retree::ReNode;
 
 std::atomic<uint64_t> next_id{1};
 
-// What a one-character piece matches among the ASCII bytes, asked of RE2 (ReNode::atom), once
-// per distinct atom.
+// What a one-character piece matches among the ASCII bytes, asked of RE2 (ReNode::atom): a
+// compile and 128 matches per distinct atom, remembered for the process (the Sets of one load,
+// and of the next, share most of their atoms: `\S`, `\d`, `[0-9A-Fa-f:.]`). At most kMaxKnown
+// atoms are kept; past that the memory starts over.
 class AsciiAtoms {
  public:
-  absl::StatusOr<std::bitset<128>> Of(const ReNode& n) {
-    auto it = known_.find(n.atom);
-    if (it != known_.end()) return it->second;
+  static absl::StatusOr<std::bitset<128>> Of(const ReNode& n) {
+    static absl::Mutex mu(absl::kConstInit);
+    static auto* known = new std::map<std::string, std::bitset<128>>();
+    {
+      absl::MutexLock lock(&mu);
+      auto it = known->find(n.atom);
+      if (it != known->end()) return it->second;
+    }
     RE2::Options options;
     options.set_log_errors(false);
     const RE2 re(n.atom, options);
@@ -45,12 +54,14 @@ class AsciiAtoms {
         if (RE2::FullMatch(re2::StringPiece(&c, 1), re)) set.set(b);
       }
     }
-    known_.emplace(n.atom, set);
+    absl::MutexLock lock(&mu);
+    if (known->size() >= kMaxKnown) known->clear();
+    known->emplace(n.atom, set);
     return set;
   }
 
  private:
-  std::map<std::string, std::bitset<128>> known_;
+  static constexpr size_t kMaxKnown = 20000;
 };
 
 void SortUnique(std::vector<int32_t>* v) {
@@ -74,7 +85,7 @@ class SetDfaBuilder {
     }
     switch (n.kind) {
       case ReNode::kChars: {
-        absl::StatusOr<std::bitset<128>> bytes = atoms_.Of(n);
+        absl::StatusOr<std::bitset<128>> bytes = AsciiAtoms::Of(n);
         if (!bytes.ok()) return bytes.status();
         const int32_t at = New(SetDfa::Kind::kByte, owner);
         nodes_[at].bytes = *bytes;
@@ -153,7 +164,6 @@ class SetDfaBuilder {
 
   std::vector<SetDfa::Node>& nodes_;
   const size_t max_positions_;
-  AsciiAtoms atoms_;
 };
 
 absl::StatusOr<std::unique_ptr<const SetDfa>> SetDfa::Build(
@@ -181,19 +191,37 @@ absl::StatusOr<std::unique_ptr<const SetDfa>> SetDfa::Build(
     dfa->nodes_[dfa->start_].outs.push_back(*entry);
   }
   // Byte classes: ASCII bytes no position tells apart share one; every byte >= 0x80 is the last.
-  std::vector<const std::bitset<128>*> sets;
+  // Refined one distinct byte set at a time: a class splits where the set splits it.
+  std::set<std::pair<uint64_t, uint64_t>> distinct;
   for (const Node& n : dfa->nodes_) {
-    if (n.kind == Kind::kByte) sets.push_back(&n.bytes);
+    if (n.kind != Kind::kByte) continue;
+    std::pair<uint64_t, uint64_t> words{0, 0};
+    for (int b = 0; b < 64; ++b) {
+      words.first |= uint64_t{n.bytes[b]} << b;
+      words.second |= uint64_t{n.bytes[b + 64]} << b;
+    }
+    distinct.insert(words);
   }
-  std::map<std::vector<bool>, int> by_signature;
-  for (int b = 0; b < 128; ++b) {
-    std::vector<bool> signature(sets.size());
-    for (size_t k = 0; k < sets.size(); ++k) signature[k] = (*sets[k])[b];
-    auto [it, added] = by_signature.emplace(std::move(signature), static_cast<int>(by_signature.size()));
-    if (added) dfa->representative_.push_back(static_cast<uint8_t>(b));
-    dfa->class_of_[b] = static_cast<uint8_t>(it->second);
+  std::array<int, 128> class_of{};
+  int classes = 1;
+  for (const auto& [low, high] : distinct) {
+    std::array<int, 256> split;
+    split.fill(-1);
+    int next = 0;
+    for (int b = 0; b < 128; ++b) {
+      const int in = static_cast<int>(((b < 64 ? low >> b : high >> (b - 64))) & 1);
+      int& to = split[class_of[b] * 2 + in];
+      if (to < 0) to = next++;
+      class_of[b] = to;
+    }
+    classes = next;
   }
-  dfa->classes_ = static_cast<int>(by_signature.size()) + 1;
+  dfa->representative_.assign(classes, 0);
+  for (int b = 127; b >= 0; --b) {
+    dfa->class_of_[b] = static_cast<uint8_t>(class_of[b]);
+    dfa->representative_[class_of[b]] = static_cast<uint8_t>(b);
+  }
+  dfa->classes_ = classes + 1;
   for (int b = 128; b < 256; ++b) dfa->class_of_[b] = static_cast<uint8_t>(dfa->classes_ - 1);
   dfa->id_ = next_id.fetch_add(1);
   return std::unique_ptr<const SetDfa>(std::move(dfa));
