@@ -471,6 +471,15 @@ absl::Status PartitionCounter::WriteEmitted(Partition& part) {
       absl::StrCat("cluster: windows key ", key, " kept changing while written"));
 }
 
+absl::Status PartitionCounter::WriteSnapshotKey(const std::string& key, absl::string_view value) {
+  if (options_.snapshot_write_fault) {
+    if (absl::Status s = options_.snapshot_write_fault(key, false); !s.ok()) return s;
+  }
+  absl::Status s = Put(kv_, key, value);
+  if (s.ok() && options_.snapshot_write_fault) s = options_.snapshot_write_fault(key, true);
+  return s;
+}
+
 absl::Status PartitionCounter::Snapshot(Partition& part) {
   if (!part.pending.empty()) return absl::OkStatus();  // only a state whose detections went
   const palisade::v1::EngineSnapshot all = part.engine->Snapshot();
@@ -489,10 +498,17 @@ absl::Status PartitionCounter::Snapshot(Partition& part) {
   const std::string generation =
       absl::StrFormat("%s-%016x", options_.node_id, absl::Uniform<uint64_t>(bitgen));
   for (uint32_t i = 0; i < chunks.size(); ++i) {
-    absl::Status s = Put(kv_, ChunkKey(part.p, generation, i), chunks[i].SerializeAsString());
+    absl::Status s =
+        WriteSnapshotKey(ChunkKey(part.p, generation, i), chunks[i].SerializeAsString());
     if (!s.ok()) {
-      absl::MutexLock lock(&mu_);
-      ++stats_.snapshot_failures;
+      // No head names this generation, nor ever will: its chunks through this one (stored
+      // perhaps, the error notwithstanding) are purged, now or at a later attempt.
+      {
+        absl::MutexLock lock(&mu_);
+        ++stats_.snapshot_failures;
+      }
+      AddOrphans(part.p, generation, i + 1, /*unsure=*/false);
+      PurgeOrphans().IgnoreError();  // what is left is tried again (Poll, SnapshotAll)
       return s;
     }
   }
@@ -511,28 +527,83 @@ absl::Status PartitionCounter::Snapshot(Partition& part) {
   head.set_rule_set_version(options_.rule_set_version);
   head.set_node(options_.node_id);
   head.set_taken_unix_ms(absl::ToUnixMillis(clock_->TimeNow()));
-  absl::Status s = Put(kv_, HeadKey(part.p), head.SerializeAsString());
+  absl::Status s = WriteSnapshotKey(HeadKey(part.p), head.SerializeAsString());
   if (!s.ok()) {
-    absl::MutexLock lock(&mu_);
-    ++stats_.snapshot_failures;
-    return s;
+    // A publish can fail after the server stored it: the head read back says whether this
+    // snapshot is the partition's (then it was taken) or its chunks are no one's.
+    absl::StatusOr<std::optional<std::string>> back = Get(kv_, HeadKey(part.p));
+    palisade::v1::PartitionSnapshotHead stored;
+    const bool ours = back.ok() && back->has_value() && stored.ParseFromString(**back) &&
+                      stored.generation() == generation;
+    if (!ours) {
+      {
+        absl::MutexLock lock(&mu_);
+        ++stats_.snapshot_failures;
+      }
+      // Unread, the head may name them: kept until a read of it says it does not.
+      AddOrphans(part.p, generation, head.chunks(), /*unsure=*/!back.ok());
+      if (back.ok()) PurgeOrphans().IgnoreError();
+      return s;
+    }
   }
-  // The previous snapshot's chunks (ours or the one we restored from) are no longer read.
-  for (uint32_t i = 0; i < part.snapshot_chunks; ++i) {
-    kvStore_Purge(kv_, ChunkKey(part.p, part.snapshot_generation, i).c_str(), nullptr);
+  // The previous snapshot's chunks (ours or the one we restored from) and those of the head
+  // found are no longer read: no head names them now, nor ever will again.
+  if (!part.snapshot_generation.empty()) {
+    AddOrphans(part.p, part.snapshot_generation, part.snapshot_chunks, /*unsure=*/false);
   }
   if (!found.generation().empty() && found.generation() != part.snapshot_generation) {
-    for (uint32_t i = 0; i < found.chunks(); ++i) {
-      kvStore_Purge(kv_, ChunkKey(part.p, found.generation(), i).c_str(), nullptr);
-    }
+    AddOrphans(part.p, found.generation(), found.chunks(), /*unsure=*/false);
   }
   part.snapshot_seq = part.position;
   part.snapshot_generation = generation;
   part.snapshot_chunks = head.chunks();
   part.since_snapshot = 0;
   part.last_snapshot = clock_->TimeNow();
-  absl::MutexLock lock(&mu_);
-  ++stats_.snapshots;
+  {
+    absl::MutexLock lock(&mu_);
+    ++stats_.snapshots;
+  }
+  PurgeOrphans().IgnoreError();  // what is left is tried again (Poll, SnapshotAll)
+  return absl::OkStatus();
+}
+
+void PartitionCounter::AddOrphans(uint32_t p, std::string generation, uint32_t chunks,
+                                  bool unsure) {
+  if (chunks == 0) return;
+  if (orphans_.size() >= kMaxOrphans) {
+    // NATS failing for long (each failed snapshot adds one): the oldest are given up on.
+    const Orphans& oldest = orphans_.front();
+    absl::MutexLock lock(&mu_);
+    stats_.chunks_abandoned += oldest.chunks - oldest.next;
+    orphans_.pop_front();
+  }
+  orphans_.push_back({p, std::move(generation), 0, chunks, unsure});
+}
+
+absl::Status PartitionCounter::PurgeOrphans() {
+  last_orphan_purge_ = clock_->TimeNow();
+  while (!orphans_.empty()) {
+    Orphans& o = orphans_.front();
+    if (o.unsure) {
+      absl::StatusOr<std::optional<std::string>> h = Get(kv_, HeadKey(o.p));
+      if (!h.ok()) return h.status();
+      palisade::v1::PartitionSnapshotHead head;
+      if (h->has_value() && head.ParseFromString(**h) && head.generation() == o.generation) {
+        // The head was stored: a snapshot, whose chunks its replacer purges (Snapshot).
+        orphans_.pop_front();
+        continue;
+      }
+      o.unsure = false;  // not named now, so never again (a head is written once)
+    }
+    for (; o.next < o.chunks; ++o.next) {
+      const std::string key = ChunkKey(o.p, o.generation, o.next);
+      const natsStatus s = kvStore_Purge(kv_, key.c_str(), nullptr);
+      if (s != NATS_OK) return NatsError(s, absl::StrCat("cluster: purging windows key ", key));
+      absl::MutexLock lock(&mu_);
+      ++stats_.chunks_purged;
+    }
+    orphans_.pop_front();
+  }
   return absl::OkStatus();
 }
 
@@ -543,6 +614,8 @@ absl::Status PartitionCounter::SnapshotAll() {
     if (s.ok()) s = Snapshot(*part);
     if (!s.ok() && first.ok()) first = s;
   }
+  absl::Status purged = PurgeOrphans();
+  if (!purged.ok() && first.ok()) first = purged;
   return first;
 }
 
@@ -651,6 +724,8 @@ absl::StatusOr<size_t> PartitionCounter::Poll() {
       part->engine->Expire(std::min(now, std::max(part->latest_event, now - absl::Hours(24))));
     }
   }
+  // Chunks of failed or replaced snapshots whose purge failed: tried again.
+  if (!orphans_.empty() && now - last_orphan_purge_ >= options_.stall) note(PurgeOrphans());
   // Partitions owned but not opened (the rule sets differed, NATS failed): tried again.
   if (!unopened_.empty() && now - last_open_attempt_ >= options_.stall) note(OpenUnopened());
   PublishStatus();

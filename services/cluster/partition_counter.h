@@ -13,6 +13,12 @@
 //                  stream sequence S (palisade.v1.PartitionSnapshotHead), its windows in chunks
 //                  p<N>.g<generation>.<i> written before it; taken every `snapshot_every`
 //                  matches or `snapshot_interval`, and by SnapshotAll before a clean hand-over.
+//                  No chunk outlives the head that names it (the bucket has no TTL): a new
+//                  head's writer purges the chunks of the one it replaced; an attempt whose
+//                  chunk write fails purges the chunks it wrote, and one whose head write fails
+//                  reads the head back (a publish can fail after the server stored it) and
+//                  purges its chunks unless the head names them. A purge that fails is tried
+//                  again every `stall` (Poll) and at SnapshotAll.
 // A node that gains partition N restores the snapshot, then reads the partition from S + 1 in
 // stream order (an ordered consumer: no redelivery can reorder it): matches through the emitted
 // position are counted without raising their detections again (they were handed over already),
@@ -38,6 +44,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -110,6 +117,11 @@ struct PartitionCounterOptions {
   // matches is made again after the last match read.
   absl::Duration stall = absl::Seconds(5);
   Clock* clock = nullptr;  // null: the real clock
+  // Tests only (null in production): called with each snapshot key (chunk or head) before it
+  // is written to the windows bucket, `stored` false: a non-OK status fails the write, nothing
+  // stored; and after it was written, `stored` true: a non-OK status is returned as the
+  // write's error although the bucket holds the value (as when a publish's ack is lost).
+  std::function<absl::Status(const std::string& key, bool stored)> snapshot_write_fault;
 };
 
 class PartitionCounter {
@@ -173,6 +185,8 @@ class PartitionCounter {
     uint64_t trimmed = 0;            // take-overs whose replay began where the stream was trimmed
     uint64_t snapshots = 0;          // snapshots written
     uint64_t snapshot_failures = 0;  // not written, or unreadable at a take-over
+    uint64_t chunks_purged = 0;      // chunks of replaced or failed snapshots purged
+    uint64_t chunks_abandoned = 0;   // such chunks left in the bucket (kMaxOrphans, below)
     uint64_t resubscribed = 0;       // readers made again (failed, or stalled)
   };
   Stats stats() const;
@@ -201,6 +215,9 @@ class PartitionCounter {
   absl::Status Take(Partition& part, uint64_t sequence, absl::string_view data);
   absl::Status Deliver(Partition& part);
   absl::Status Snapshot(Partition& part);
+  absl::Status WriteSnapshotKey(const std::string& key, absl::string_view value);
+  void AddOrphans(uint32_t p, std::string generation, uint32_t chunks, bool unsure);
+  absl::Status PurgeOrphans();
   absl::Status WriteEmitted(Partition& part);
   void Refuse(bool version, std::string reason);
 
@@ -214,6 +231,20 @@ class PartitionCounter {
   // The callback refused a detection (not for good) in this Poll: no other is offered in it.
   bool refused_this_poll_ = false;
   absl::Time last_open_attempt_;
+  // Chunks p<p>.g<generation>.<next..chunks-1> that no head names, to purge; `unsure`: the
+  // head's write failed and so did reading it back, so it may name them (then they are a
+  // snapshot, and not purged). At most kMaxOrphans snapshots' worth: past it, the oldest are
+  // given up on (stats().chunks_abandoned).
+  struct Orphans {
+    uint32_t p = 0;
+    std::string generation;
+    uint32_t next = 0;
+    uint32_t chunks = 0;
+    bool unsure = false;
+  };
+  static constexpr size_t kMaxOrphans = 1024;
+  std::deque<Orphans> orphans_;
+  absl::Time last_orphan_purge_;
   absl::Time last_expire_;
   mutable absl::Mutex mu_;  // what other threads read
   Stats stats_ ABSL_GUARDED_BY(mu_);

@@ -13,8 +13,10 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "palisade/v1/cluster.pb.h"
 #include "services/cluster/lease_table.h"
 #include "services/cluster/match_router.h"
 #include "services/cluster/match_stream.h"
@@ -581,6 +583,189 @@ TEST_F(PartitionCounterTest, NoSnapshotChunksOutliveTheirHead) {
   for (const auto& s : c->partitions()) {
     if (s.partition == p) EXPECT_EQ(s.windows, 1u);
   }
+}
+
+// The windows bucket's snapshot keys of partition `p`, as a reader of the bucket sees them.
+struct BucketSnapshot {
+  std::string head_generation;  // "" when the partition has no head
+  uint32_t head_chunks = 0;
+  std::vector<std::string> unnamed;  // chunk keys that the head does not name (orphans)
+  std::vector<std::string> missing;  // chunk keys the head names that the bucket lacks
+  size_t chunks = 0;                 // chunk keys in all
+};
+
+BucketSnapshot ReadBucket(NatsClient& client, uint32_t p) {
+  BucketSnapshot out;
+  kvStore* kv = nullptr;
+  EXPECT_EQ(js_KeyValue(&kv, client.jetstream(), "palisade_windows"), NATS_OK);
+  if (kv == nullptr) return out;
+  kvEntry* e = nullptr;
+  if (kvStore_Get(&e, kv, absl::StrCat("p", p, ".head").c_str()) == NATS_OK) {
+    palisade::v1::PartitionSnapshotHead head;
+    EXPECT_TRUE(head.ParseFromArray(kvEntry_Value(e), kvEntry_ValueLen(e)));
+    out.head_generation = head.generation();
+    out.head_chunks = head.chunks();
+    kvEntry_Destroy(e);
+  }
+  std::set<std::string> named;
+  for (uint32_t i = 0; !out.head_generation.empty() && i < out.head_chunks; ++i) {
+    named.insert(absl::StrCat("p", p, ".g", out.head_generation, ".", i));
+  }
+  kvKeysList keys{nullptr, 0};
+  EXPECT_EQ(kvStore_Keys(&keys, kv, nullptr), NATS_OK);
+  std::set<std::string> present;
+  for (int i = 0; i < keys.Count; ++i) {
+    if (!absl::StartsWith(keys.Keys[i], absl::StrCat("p", p, ".g"))) continue;
+    ++out.chunks;
+    present.insert(keys.Keys[i]);
+    if (named.count(keys.Keys[i]) == 0) out.unnamed.push_back(keys.Keys[i]);
+  }
+  kvKeysList_Destroy(&keys);
+  kvStore_Destroy(kv);
+  for (const std::string& k : named) {
+    if (present.count(k) == 0) out.missing.push_back(k);
+  }
+  return out;
+}
+
+// A snapshot of three windows in three chunks is written, then a second one whose write fails
+// as `fault` says (armed for that snapshot only), then a third. After each, every chunk in the
+// bucket is named by the head and every chunk the head names is there; and the last head
+// restores whole at a new owner.
+class SnapshotWriteFailureTest : public PartitionCounterTest {
+ protected:
+  using Fault = std::function<absl::Status(uint32_t p, const std::string& key, bool stored)>;
+
+  void Run(const Fault& fault, bool failure_is_reported) {
+    auto web1 = Node("web-1");
+    std::vector<std::string> ips;  // three keys of one partition: three windows
+    for (int i = 1; ips.size() < 3; ++i) {
+      const std::string ip = absl::StrCat("198.51.100.", i);
+      if (PartitionOf(ip, kPartitions) == PartitionOf("198.51.100.1", kPartitions)) {
+        ips.push_back(ip);
+      }
+    }
+    const uint32_t p = PartitionOf(ips[0], kPartitions);
+    bool armed = false;
+    Writer writer;
+    auto opened = Open("owner", writer.Callback(), [&](PartitionCounterOptions& o) {
+      o.snapshot_every = 3;
+      o.snapshot_interval = absl::Hours(1);
+      o.snapshot_chunk_bytes = 1;  // a chunk per window
+      o.snapshot_write_fault = [&](const std::string& key, bool stored) {
+        return armed ? fault(p, key, stored) : absl::OkStatus();
+      };
+    });
+    ASSERT_TRUE(opened.ok()) << opened.status();
+    PartitionCounter& owner = **opened;
+    ASSERT_TRUE(owner.Apply(All()).ok());
+    // Polls until `n` are counted, a failed snapshot's error kept.
+    auto poll_until = [&](uint64_t n) {
+      absl::Status last;
+      const absl::Time deadline = absl::Now() + absl::Seconds(60);
+      while (owner.stats().counted < n && absl::Now() < deadline) {
+        absl::StatusOr<size_t> r = owner.Poll();
+        if (!r.ok()) last = r.status();
+      }
+      EXPECT_EQ(owner.stats().counted, n);
+      return last;
+    };
+    auto expect_consistent = [&](absl::string_view when) {
+      const BucketSnapshot b = ReadBucket(*client_, p);
+      EXPECT_FALSE(b.head_generation.empty()) << when;
+      EXPECT_EQ(b.head_chunks, 3u) << when;
+      EXPECT_TRUE(b.unnamed.empty())
+          << when << ": chunks no head names: " << absl::StrJoin(b.unnamed, ", ");
+      EXPECT_TRUE(b.missing.empty())
+          << when << ": chunks the head names, missing: " << absl::StrJoin(b.missing, ", ");
+      return b;
+    };
+
+    for (int i = 0; i < 3; ++i) Fail(*web1, ips[i], i);
+    ASSERT_TRUE(poll_until(3).ok());
+    ASSERT_EQ(owner.stats().snapshots, 1u);
+    const std::string first = expect_consistent("after the first snapshot").head_generation;
+
+    armed = true;
+    for (int i = 0; i < 3; ++i) Fail(*web1, ips[i], 10 + i);
+    const absl::Status failed = poll_until(6);
+    armed = false;
+    if (failure_is_reported) {
+      EXPECT_EQ(failed.code(), absl::StatusCode::kUnavailable) << failed;
+      EXPECT_TRUE(absl::StrContains(failed.message(), "injected")) << failed;
+      EXPECT_EQ(owner.stats().snapshot_failures, 1u);
+      EXPECT_EQ(expect_consistent("after the failed snapshot").head_generation, first);
+    } else {
+      // The head was stored: the snapshot was taken, whatever its write said.
+      EXPECT_TRUE(failed.ok()) << failed;
+      EXPECT_EQ(owner.stats().snapshots, 2u);
+      EXPECT_NE(expect_consistent("after the snapshot stored").head_generation, first);
+    }
+
+    for (int i = 0; i < 3; ++i) Fail(*web1, ips[i], 20 + i);
+    ASSERT_TRUE(poll_until(9).ok());
+    const BucketSnapshot last = expect_consistent("after the next snapshot");
+    EXPECT_EQ(last.chunks, 3u);
+    opened->reset();
+
+    Writer writer2;
+    auto next = Counter("next", writer2);
+    ASSERT_TRUE(next->Apply(All()).ok());
+    EXPECT_EQ(next->stats().snapshot_failures, 0u);
+    for (const auto& s : next->partitions()) {
+      if (s.partition == p) EXPECT_EQ(s.windows, 3u);
+    }
+  }
+
+  static bool IsChunk(uint32_t p, const std::string& key, int i) {
+    return absl::StartsWith(key, absl::StrCat("p", p, ".g")) &&
+           absl::EndsWith(key, absl::StrCat(".", i));
+  }
+  static bool IsHead(uint32_t p, const std::string& key) {
+    return key == absl::StrCat("p", p, ".head");
+  }
+};
+
+// The third chunk's write fails: the two written before it are purged.
+TEST_F(SnapshotWriteFailureTest, AChunkWriteFailingLeavesNoChunk) {
+  Run(
+      [](uint32_t p, const std::string& key, bool stored) {
+        return !stored && IsChunk(p, key, 2) ? absl::UnavailableError("injected: chunk refused")
+                                             : absl::OkStatus();
+      },
+      /*failure_is_reported=*/true);
+}
+
+// The second chunk is stored but its write reports an error: it is purged with the first.
+TEST_F(SnapshotWriteFailureTest, AChunkStoredWhoseWriteFailedIsPurgedToo) {
+  Run(
+      [](uint32_t p, const std::string& key, bool stored) {
+        return stored && IsChunk(p, key, 1) ? absl::UnavailableError("injected: ack lost")
+                                            : absl::OkStatus();
+      },
+      /*failure_is_reported=*/true);
+}
+
+// The head's write fails unstored: the bucket's head (the previous one) does not name the new
+// chunks, which are purged; the previous snapshot's are kept.
+TEST_F(SnapshotWriteFailureTest, AHeadWriteFailingLeavesNoChunk) {
+  Run(
+      [](uint32_t p, const std::string& key, bool stored) {
+        return !stored && IsHead(p, key) ? absl::UnavailableError("injected: head refused")
+                                         : absl::OkStatus();
+      },
+      /*failure_is_reported=*/true);
+}
+
+// The head is stored but its write reports an error: read back, it names the new chunks, which
+// are kept; the snapshot it replaced is purged.
+TEST_F(SnapshotWriteFailureTest, AHeadStoredWhoseWriteFailedIsTheSnapshot) {
+  Run(
+      [](uint32_t p, const std::string& key, bool stored) {
+        return stored && IsHead(p, key) ? absl::UnavailableError("injected: ack lost")
+                                        : absl::OkStatus();
+      },
+      /*failure_is_reported=*/false);
 }
 
 // The readers' consumers vanish from the server (as when the server holding them dies): the
