@@ -179,6 +179,7 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
       self->table_.Mirror(c.change, c.decision);
     }
   };
+  ro.log = [self](const std::string& m) { self->Log(m); };
   absl::StatusOr<std::unique_ptr<DecisionReplica>> replica =
       DecisionReplica::Start(*node->nats_, std::move(ro));
   if (!replica.ok()) return replica.status();

@@ -429,6 +429,11 @@ std::string DecisionReplica::last_error() const {
   return last_error_;
 }
 
+std::string DecisionReplica::last_refusal() const {
+  absl::MutexLock lock(&mu_);
+  return last_refusal_;
+}
+
 void DecisionReplica::SetError(std::string e) {
   absl::MutexLock lock(&mu_);
   last_error_ = std::move(e);
@@ -541,12 +546,46 @@ void DecisionReplica::Run() {
   StateHeader pending;
   std::vector<Decision> pending_decisions;
   uint64_t pending_after = 0;  // the sequence before the pending state's first chunk
+  Clock& clock = options_.clock != nullptr ? *options_.clock : RealClock::Get();
+  absl::Time pending_since;  // the pending state's last chunk, on `clock`
+  // A state dropped for its age: read again from its first chunk if the next message read is
+  // its next chunk (its writer went on).
+  StateHeader aged;
+  uint64_t aged_after = 0;
   absl::Time progress = absl::Now();  // the last message, or the last check for a stall
   auto wait = [&] {
     const absl::Time until = absl::Now() + options_.retry;
     while (!stopping_ && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
   };
+  auto clear_pending = [&] {
+    pending = {};
+    pending_decisions.clear();
+    pending_decisions.shrink_to_fit();
+    pending_bytes_ = 0;
+    pending_count_ = 0;
+  };
+  // Drops the pending state (its content never in `why`: anyone may have published it).
+  auto drop_pending = [&](const std::string& why) {
+    const std::string reason =
+        absl::StrCat("decision replica: dropped the full state at sequences ", pending_after + 1,
+                     " to ", position, " (chunk ", pending.index, " of ", pending.count, "): ", why,
+                     "; the rest of its chunks are skipped");
+    clear_pending();
+    pending_dropped_.fetch_add(1);
+    {
+      absl::MutexLock lock(&mu_);
+      last_refusal_ = reason;
+    }
+    if (options_.log) options_.log(reason);
+  };
   while (!stopping_) {
+    if (!pending.id.empty() && clock.TimeNow() - pending_since >= options_.max_pending_state_age) {
+      aged = pending;
+      aged_after = pending_after;
+      drop_pending(absl::StrCat("its next chunk did not come; it waited ",
+                                absl::FormatDuration(options_.max_pending_state_age),
+                                " (max_pending_state_age)"));
+    }
     if (sub_ == nullptr) {
       // A consumer lost inside a state's chunks: read again from its first chunk. Made again
       // after the last chunk read, it would find the rest without their first chunks and skip
@@ -587,8 +626,8 @@ void DecisionReplica::Run() {
         wait();
         continue;
       }
-      pending = {};
-      pending_decisions.clear();
+      clear_pending();
+      aged = {};
       progress = absl::Now();
     }
     natsMsg* msg = nullptr;
@@ -652,38 +691,64 @@ void DecisionReplica::Run() {
            c.decision.ParseFromArray(body.data(), static_cast<int>(body.size()));
       if (ok) {
         // An update inside a state's chunks: that state is incomplete (a writer cut off).
-        pending = {};
-        pending_decisions.clear();
+        clear_pending();
         options_.apply(c);
         updates_.fetch_add(1);
       }
     } else if (ok && ParseStateHeader(header, &h)) {
+      if (!aged.id.empty() && h.id == aged.id && h.count == aged.count &&
+          h.index == aged.index + 1) {
+        // The next chunk of a state dropped for its age: its writer went on (NATS was away
+        // mid-publish). Read again from its first chunk, which the stream still holds.
+        natsMsg_Destroy(msg);
+        position = aged_after;
+        aged = {};
+        natsSubscription_Destroy(sub_);
+        sub_ = nullptr;
+        continue;
+      }
       palisade::v1::ListDecisionsResponse chunk;
       ok = chunk.ParseFromArray(body.data(), static_cast<int>(body.size()));
       if (ok) {
         if (h.index == 1) {
+          clear_pending();
           pending = {h.id, 0, h.count};
-          pending_decisions.clear();
           pending_after = seq - 1;
         }
         if (pending.id == h.id && pending.count == h.count && pending.index + 1 == h.index) {
+          const size_t bytes = chunk.SpaceUsedLong();
+          const size_t count = static_cast<size_t>(chunk.decisions_size());
           pending.index = h.index;
-          for (Decision& d : *chunk.mutable_decisions()) pending_decisions.push_back(std::move(d));
-          if (h.index == h.count) {
+          if (pending_bytes_ + bytes > options_.max_pending_state_bytes) {
+            drop_pending(absl::StrCat("its decisions would take ", pending_bytes_ + bytes,
+                                      " bytes, over max_pending_state_bytes (",
+                                      options_.max_pending_state_bytes, ")"));
+          } else if (pending_count_ + count > options_.max_pending_state_decisions) {
+            drop_pending(absl::StrCat("it would hold ", pending_count_ + count,
+                                      " decisions, over max_pending_state_decisions (",
+                                      options_.max_pending_state_decisions, ")"));
+          } else {
+            pending_bytes_ += bytes;
+            pending_count_ += count;
+            pending_since = clock.TimeNow();
+            for (Decision& d : *chunk.mutable_decisions()) {
+              pending_decisions.push_back(std::move(d));
+            }
+          }
+          if (!pending.id.empty() && h.index == h.count) {
             ReplicatedChange c;
             c.kind = ReplicatedChange::Kind::kState;
             c.sequence = seq;
             c.state = std::move(pending_decisions);
-            pending = {};
-            pending_decisions.clear();
+            clear_pending();
             options_.apply(c);
             states_.fetch_add(1);
           }
         } else {
           // A chunk without its predecessors (the state began before where this replica
-          // started): the state is skipped; the updates around it carry the same changes.
-          pending = {};
-          pending_decisions.clear();
+          // started, or was dropped): the state is skipped; the updates around it carry the
+          // same changes.
+          clear_pending();
         }
       }
     } else {
@@ -691,6 +756,7 @@ void DecisionReplica::Run() {
     }
     if (!ok) malformed_.fetch_add(1);
     natsMsg_Destroy(msg);
+    aged = {};  // only the very next message may go on with a state dropped for its age
     // Not inside a state: a position kept there would resume after its first chunks and skip
     // the rest (the view never reset), losing what a rebuild from that state was to restore.
     if (pending.id.empty()) applied_through_ = seq;

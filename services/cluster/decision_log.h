@@ -46,6 +46,9 @@
 // last_error()) and rebuilds from the last full state: it reads the stream again from that
 // state's first chunk. When no state is within reach it keeps saying so and retries until the
 // writer publishes one.
+// A state is held from its first chunk to its last under bounds in bytes, in decisions and in
+// time waiting for its next chunk (DecisionReplicaOptions): a state forged on the state
+// subject that never ends is dropped, counted and logged without its content.
 //
 // DecisionView: a ready-made callback target, the read-only view by id. It keeps ended decisions
 // too (Get of yesterday's ban), until the next full state replaces it with the writer's table,
@@ -72,6 +75,7 @@
 #include "absl/time/time.h"
 #include "palisade/v1/palisade.pb.h"
 #include "services/cluster/nats_client.h"
+#include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
 
 typedef struct __natsSubscription natsSubscription;
@@ -244,6 +248,21 @@ struct DecisionReplicaOptions {
   // for lost (its server died and libnats did not recreate it) and made again from the last
   // sequence read.
   absl::Duration stall = absl::Seconds(5);
+  // A full state is held in memory from its first chunk until its last, and anyone who can
+  // publish on `palisade.decisions.state` can start one that never ends. One held past
+  // `max_pending_state_bytes` (its decisions as held in memory) or
+  // `max_pending_state_decisions`, or waiting longer than `max_pending_state_age` (on `clock`)
+  // for its next chunk, is dropped: counted (pending_states_dropped()), its reason in
+  // last_refusal() and `log` (never its content), and the rest of its chunks skipped. A
+  // writer's state aged out (NATS away mid-publish) is read again from its first chunk when its
+  // next chunk comes. The bounds must hold the writer's largest table (a state over them is
+  // never applied, and last_refusal() says so).
+  size_t max_pending_state_bytes = size_t{256} << 20;
+  size_t max_pending_state_decisions = 2'000'000;
+  absl::Duration max_pending_state_age = absl::Minutes(2);
+  Clock* clock = nullptr;  // null: the real clock
+  // Each state dropped, with its reason. Null: not logged (last_refusal() still says).
+  std::function<void(const std::string&)> log;
 };
 
 class DecisionReplica {
@@ -273,6 +292,13 @@ class DecisionReplica {
   // It fell behind and no full state is within reach (a purge): only a writer's next state
   // lets it read on, so a node taking over must not wait for it (see wait_applied).
   bool awaiting_state() const { return awaiting_state_.load(); }
+  // The state being read (chunks held until its last): its decisions' bytes in memory, and
+  // their count; and the states dropped for their bounds (see DecisionReplicaOptions).
+  size_t pending_state_bytes() const { return pending_bytes_.load(); }
+  size_t pending_state_decisions() const { return pending_count_.load(); }
+  uint64_t pending_states_dropped() const { return pending_dropped_.load(); }
+  // Why the last state was dropped ("" when none was).
+  std::string last_refusal() const;
 
  private:
   DecisionReplica(NatsClient& nats, DecisionReplicaOptions options);
@@ -290,10 +316,12 @@ class DecisionReplica {
   std::atomic<bool> stopping_{false};
   std::atomic<bool> awaiting_state_{false};
   std::atomic<uint64_t> applied_through_{0}, updates_{0}, states_{0}, fell_behind_{0},
-      malformed_{0}, resubscribed_{0};
+      malformed_{0}, resubscribed_{0}, pending_dropped_{0};
+  std::atomic<size_t> pending_bytes_{0}, pending_count_{0};
   std::atomic<uint64_t> read_through_{0};  // the furthest sequence read (WaitUntilApplied)
   mutable absl::Mutex mu_;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
+  std::string last_refusal_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 

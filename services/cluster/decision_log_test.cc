@@ -770,6 +770,154 @@ TEST_F(DecisionLogTest, ATakeOverStateHoldsWhatTheFormerWriterAppendedMeanwhile)
   EXPECT_TRUE(old_writer.log().fenced());
 }
 
+// A forged chunk of a full state: "S1 <id> <i> <n>\n" and `decisions` decisions whose reason is
+// `reason_bytes` of "Z" (a payload no refusal may repeat).
+std::string ForgedChunk(const std::string& id, int i, int n, int decisions, size_t reason_bytes) {
+  palisade::v1::ListDecisionsResponse chunk;
+  for (int k = 0; k < decisions; ++k) {
+    Decision* d = chunk.add_decisions();
+    d->set_id(absl::StrCat("forged-", i, "-", k));
+    d->mutable_target()->set_value("203.0.113.66");
+    d->set_reason(std::string(reason_bytes, 'Z'));
+  }
+  return absl::StrCat("S1 ", id, " ", i, " ", n, "\n", chunk.SerializeAsString());
+}
+
+// A replica with small bounds on the state it holds while reading one, on a simulated clock,
+// its log lines kept.
+class PendingStateTest : public DecisionLogTest {
+ protected:
+  static constexpr size_t kMaxBytes = 256 << 10;
+  static constexpr size_t kMaxDecisions = 1000;
+  static constexpr absl::Duration kMaxAge = absl::Minutes(2);
+
+  void StartReplica() {
+    auto rep = DecisionReplica::Start(*client_, {.apply = recorder_.Callback(),
+                                                 .retry = absl::Milliseconds(50),
+                                                 .max_pending_state_bytes = kMaxBytes,
+                                                 .max_pending_state_decisions = kMaxDecisions,
+                                                 .max_pending_state_age = kMaxAge,
+                                                 .clock = &clock_,
+                                                 .log = [this](const std::string& line) {
+                                                   absl::MutexLock lock(&mu_);
+                                                   logged_.push_back(line);
+                                                 }});
+    ASSERT_TRUE(rep.ok()) << rep.status();
+    replica_ = *std::move(rep);
+  }
+  // Publishes `data` on the state subject and waits until the replica read it.
+  void PublishState(const std::string& data, const std::string& id) {
+    absl::StatusOr<NatsClient::Ack> ack = client_->Publish(kDecisionStateSubject, data, id);
+    ASSERT_TRUE(ack.ok()) << ack.status();
+    ASSERT_TRUE(replica_->WaitUntilApplied(ack->sequence, absl::Seconds(60)));
+  }
+  // Waits (for the replica's thread, at most a minute) until `n` states were dropped.
+  bool WaitUntilDropped(uint64_t n) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (replica_->pending_states_dropped() < n && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(10));
+    }
+    return replica_->pending_states_dropped() >= n;
+  }
+  // Neither the refusal nor any log line repeats a forged state's content or id.
+  void ExpectNoPayloadRepeated() {
+    EXPECT_THAT(replica_->last_refusal(), ::testing::Not(::testing::HasSubstr("ZZZZ")));
+    EXPECT_THAT(replica_->last_refusal(), ::testing::Not(::testing::HasSubstr("forged")));
+    absl::MutexLock lock(&mu_);
+    for (const std::string& line : logged_) {
+      EXPECT_THAT(line, ::testing::Not(::testing::HasSubstr("ZZZZ")));
+      EXPECT_THAT(line, ::testing::Not(::testing::HasSubstr("forged")));
+    }
+  }
+  size_t logged() {
+    absl::MutexLock lock(&mu_);
+    return logged_.size();
+  }
+
+  SimulatedClock clock_;
+  Recorder recorder_;
+  std::unique_ptr<DecisionReplica> replica_;
+  absl::Mutex mu_;
+  std::vector<std::string> logged_ ABSL_GUARDED_BY(mu_);
+};
+
+// Anyone who can publish on palisade.decisions.state starts states that never end: the
+// replica holds at most its bounds in bytes and in decisions, drops each such state with a
+// reason (never its content), and a real state still applies afterwards.
+TEST_F(PendingStateTest, AForgedStateThatNeverEndsIsBoundedAndARealStateStillApplies) {
+  StartReplica();
+  // 40 chunks of 16 KiB (of a state of 1000): 640 KiB if held.
+  size_t most = 0;
+  for (int i = 1; i <= 40; ++i) {
+    PublishState(ForgedChunk("forged-a", i, 1000, 1, 16 << 10), absl::StrCat("forged-a:", i));
+    most = std::max(most, replica_->pending_state_bytes());
+  }
+  EXPECT_LE(most, kMaxBytes);
+  EXPECT_GT(most, kMaxBytes / 2);  // the bound is what stopped it
+  EXPECT_EQ(replica_->pending_states_dropped(), 1u);
+  EXPECT_THAT(replica_->last_refusal(), ::testing::HasSubstr("bytes"));
+  // 10 chunks of 400 small decisions: 4,000 if held.
+  size_t most_decisions = 0;
+  for (int i = 1; i <= 10; ++i) {
+    PublishState(ForgedChunk("forged-b", i, 1000, 400, 4), absl::StrCat("forged-b:", i));
+    most_decisions = std::max(most_decisions, replica_->pending_state_decisions());
+  }
+  EXPECT_LE(most_decisions, kMaxDecisions);
+  EXPECT_EQ(replica_->pending_states_dropped(), 2u);
+  EXPECT_THAT(replica_->last_refusal(), ::testing::HasSubstr("decisions"));
+  EXPECT_EQ(logged(), 2u);
+  ExpectNoPayloadRepeated();
+  EXPECT_EQ(replica_->states_applied(), 0u);
+
+  // The writer's state still applies, and the view is its table.
+  Writer writer(*client_, "web-1");
+  writer.Manual("192.0.2.10", absl::Hours(1));
+  writer.Manual("192.0.2.11", absl::Hours(1));
+  writer.log().PublishState();
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60))) << writer.log().last_error();
+  ASSERT_TRUE(replica_->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_EQ(replica_->states_applied(), 1u);
+  EXPECT_EQ(replica_->pending_state_bytes(), 0u);
+  EXPECT_THAT(Snapshot(recorder_.view().List()),
+              ElementsAreArray(Snapshot(writer.table().List({}))));
+}
+
+// A state whose next chunk does not come within max_pending_state_age is dropped (on the
+// clock); one whose next chunk comes after that (a writer's, NATS away mid-publish) is read
+// again from its first chunk and applied whole.
+TEST_F(PendingStateTest, AnIncompleteStateWaitsAtMostItsAge) {
+  StartReplica();
+  PublishState(ForgedChunk("forged-c", 1, 2, 1, 1024), "forged-c:1");
+  EXPECT_GT(replica_->pending_state_bytes(), 0u);
+  clock_.Advance(kMaxAge - absl::Seconds(1));
+  absl::SleepFor(absl::Milliseconds(500));  // the replica's idle checks see it younger
+  EXPECT_EQ(replica_->pending_states_dropped(), 0u);
+  clock_.Advance(absl::Seconds(2));
+  ASSERT_TRUE(WaitUntilDropped(1));
+  EXPECT_EQ(replica_->pending_state_bytes(), 0u);
+  EXPECT_THAT(replica_->last_refusal(), ::testing::HasSubstr("waited"));
+  ExpectNoPayloadRepeated();
+
+  // A writer's state cut by a pause longer than the age.
+  palisade::v1::ListDecisionsResponse first, second;
+  first.add_decisions()->set_id("a-1");
+  second.add_decisions()->set_id("b-1");
+  PublishState(absl::StrCat("S1 web-1:1:state0 1 2\n", first.SerializeAsString()),
+               "web-1:1:state0:1");
+  clock_.Advance(kMaxAge + absl::Seconds(1));
+  ASSERT_TRUE(WaitUntilDropped(2));
+  PublishState(absl::StrCat("S1 web-1:1:state0 2 2\n", second.SerializeAsString()),
+               "web-1:1:state0:2");
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (replica_->states_applied() == 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(replica_->states_applied(), 1u);
+  EXPECT_TRUE(recorder_.view().Get("a-1").ok());
+  EXPECT_TRUE(recorder_.view().Get("b-1").ok());
+  EXPECT_EQ(recorder_.view().List().size(), 2u);
+}
+
 // Three NATS servers, the log replicated on all three: one is killed (-9) while the writer
 // publishes; the replica sees every change once, in order.
 TEST(DecisionLogClusterTest, AServerKilledMidStreamLosesNothing) {
