@@ -268,10 +268,12 @@ void SetDfa::Closure(const std::vector<int32_t>& from, bool at_start, bool at_en
 void SetDfa::Reset(Cache* cache) const {
   if (cache->owner_ == id_) ++cache->resets_;
   cache->owner_ = id_;
-  cache->next_.clear();
+  cache->blocks_.clear();
+  cache->block_rows_ = 0;
+  cache->rows_.clear();
   cache->states_.clear();
   cache->index_.clear();
-  cache->start_row_ = -1;
+  cache->start_state_ = -1;
   cache->bytes_ = 0;
   cache->marks_.assign(nodes_.size(), 0);
   cache->generation_ = 0;
@@ -295,58 +297,70 @@ int32_t SetDfa::Intern(std::vector<int32_t> positions, std::vector<int32_t> matc
   key.append(reinterpret_cast<const char*>(matched.data()), matched.size() * sizeof(int32_t));
   auto it = cache->index_.find(key);
   if (it != cache->index_.end()) return it->second;
-  const size_t bytes = static_cast<size_t>(classes_) * sizeof(int32_t) + 2 * key.size() +
-                       sizeof(Cache::State) + 64;
+  const size_t row_entries = static_cast<size_t>(classes_) + 1;
+  const size_t bytes = row_entries * sizeof(Cache::Entry) + 2 * key.size() +
+                       (positions.size() + matched.size()) * sizeof(int32_t) +
+                       sizeof(Cache::State) + sizeof(Cache::Entry*) + 64;
   if (cache->bytes_ + bytes > cache->max_bytes_ && !cache->states_.empty()) Reset(cache);
-  cache->bytes_ += bytes;
-  const int32_t row = static_cast<int32_t>(cache->states_.size()) * classes_;
+  if (cache->blocks_.empty() || cache->block_rows_ == kRowsPerBlock) {
+    cache->blocks_.emplace_back(new Cache::Entry[kRowsPerBlock * row_entries]);
+    cache->block_rows_ = 0;
+    cache->bytes_ += kRowsPerBlock * row_entries * sizeof(Cache::Entry);
+  }
+  cache->bytes_ += bytes - row_entries * sizeof(Cache::Entry);
+  const int32_t state = static_cast<int32_t>(cache->states_.size());
+  Cache::Entry* row = cache->blocks_.back().get() + cache->block_rows_++ * row_entries + 1;
+  row[-1] = static_cast<Cache::Entry>(state);
+  std::fill(row, row + classes_ - 1, kUnknownEntry);
+  row[classes_ - 1] = kBailEntry;
+  cache->rows_.push_back(row);
   cache->states_.push_back(Cache::State{std::move(positions), std::move(matched)});
-  cache->next_.resize(cache->next_.size() + classes_, kUnknown);
-  cache->next_[row + classes_ - 1] = kBail;
-  cache->index_.emplace(std::move(key), row);
-  return row;
+  cache->index_.emplace(std::move(key), state);
+  return state;
 }
 
-int32_t SetDfa::Step(int32_t row, int cls, Cache* cache) const {
+SetDfa::Cache::Entry SetDfa::Step(int32_t state, int cls, Cache* cache) const {
   const uint8_t byte = representative_[cls];
   std::vector<int32_t> from;
   std::vector<int32_t> positions;
   std::vector<int32_t> matched;
   {
-    const Cache::State& state = cache->states_[row / classes_];
-    for (int32_t p : state.positions) {
+    const Cache::State& s = cache->states_[state];
+    for (int32_t p : s.positions) {
       const Node& n = nodes_[p];
       if (n.kind == Kind::kByte && n.bytes[byte]) from.push_back(n.out);
     }
-    matched = state.matched;
+    matched = s.matched;
   }
   if (!anchored_) from.push_back(start_);  // a match may also start after this byte
   Closure(from, /*at_start=*/false, /*at_end=*/false, cache, &positions, &matched);
   const size_t resets = cache->resets_;
   const int32_t to = Intern(std::move(positions), std::move(matched), cache);
-  const int32_t value = cache->states_[to / classes_].positions.empty() ? kDoneBase - to : to;
-  if (cache->resets_ == resets) cache->next_[row + cls] = value;
-  return value;
+  const Cache::Entry entry = reinterpret_cast<Cache::Entry>(cache->rows_[to]) |
+                             (cache->states_[to].positions.empty() ? kDoneBit : 0);
+  if (cache->resets_ == resets) cache->rows_[state][cls] = entry;
+  return entry;
 }
 
-const std::vector<int32_t>& SetDfa::AtEnd(int32_t row, Cache* cache) const {
-  Cache::State& state = cache->states_[row / classes_];
-  if (!state.end_known) {
+const std::vector<int32_t>& SetDfa::AtEnd(int32_t state, Cache* cache) const {
+  Cache::State& s = cache->states_[state];
+  if (!s.end_known) {
     std::vector<int32_t> ends;
-    for (int32_t p : state.positions) {
+    for (int32_t p : s.positions) {
       if (nodes_[p].kind == Kind::kEnd) ends.push_back(p);
     }
     std::vector<int32_t> positions;
     if (!ends.empty()) {
-      Closure(ends, /*at_start=*/false, /*at_end=*/true, cache, &positions, &state.at_end);
+      Closure(ends, /*at_start=*/false, /*at_end=*/true, cache, &positions, &s.at_end);
     }
-    SortUnique(&state.at_end);
-    state.end_known = true;
+    SortUnique(&s.at_end);
+    s.end_known = true;
   }
-  return state.at_end;
+  return s.at_end;
 }
 
 bool SetDfa::Match(absl::string_view text, Cache* cache, std::vector<int>* hits) const {
+  using Entry = Cache::Entry;
   hits->clear();
   if (cache->owner_ != id_) Reset(cache);
   if (text.empty()) {
@@ -359,72 +373,72 @@ bool SetDfa::Match(absl::string_view text, Cache* cache, std::vector<int>* hits)
     return true;
   }
   const size_t resets = cache->resets_;
-  if (cache->start_row_ < 0) {
+  if (cache->start_state_ < 0) {
     std::vector<int32_t> positions;
     std::vector<int32_t> matched;
     Closure({start_}, /*at_start=*/true, /*at_end=*/false, cache, &positions, &matched);
-    cache->start_row_ = Intern(std::move(positions), std::move(matched), cache);
+    cache->start_state_ = Intern(std::move(positions), std::move(matched), cache);
   }
-  ptrdiff_t row = cache->start_row_;  // wide: the loads below sign-extend once
-  bool done = cache->states_[row / classes_].positions.empty();
+  const Entry* row = cache->rows_[cache->start_state_];
+  bool done = cache->states_[cache->start_state_].positions.empty();
   const unsigned char* p = reinterpret_cast<const unsigned char*>(text.data());
   const unsigned char* const end = p + text.size();
-  const int32_t* next = cache->next_.data();
   const uint8_t* const class_of = class_of_.data();
   while (!done && p < end) {
-    // Four bytes at a time while each leads to a built state: a byte costs its class, the next
-    // row and a sign test. A byte that does not (a state to build, a byte past ASCII, the end
-    // of the walk) is taken by the loop below it, one at a time.
+    // Four bytes at a time while each leads to a built state: a byte costs its class and one
+    // load, the next row's address (the only step the next byte waits for), and a bit test. A
+    // byte that does not (a state to build, a byte past ASCII, the end of the walk) is taken
+    // below, one at a time.
     while (end - p >= 4) {
-      const ptrdiff_t a = next[row + class_of[p[0]]];
-      if (a < 0) break;
-      const ptrdiff_t b = next[a + class_of[p[1]]];
-      if (b < 0) {
-        row = a;
+      const Entry a = row[class_of[p[0]]];
+      if (a & 3) break;
+      const Entry b = reinterpret_cast<const Entry*>(a)[class_of[p[1]]];
+      if (b & 3) {
+        row = reinterpret_cast<const Entry*>(a);
         p += 1;
         break;
       }
-      const ptrdiff_t c = next[b + class_of[p[2]]];
-      if (c < 0) {
-        row = b;
+      const Entry c = reinterpret_cast<const Entry*>(b)[class_of[p[2]]];
+      if (c & 3) {
+        row = reinterpret_cast<const Entry*>(b);
         p += 2;
         break;
       }
-      const ptrdiff_t d = next[c + class_of[p[3]]];
-      if (d < 0) {
-        row = c;
+      const Entry d = reinterpret_cast<const Entry*>(c)[class_of[p[3]]];
+      if (d & 3) {
+        row = reinterpret_cast<const Entry*>(c);
         p += 3;
         break;
       }
-      row = d;
+      row = reinterpret_cast<const Entry*>(d);
       p += 4;
     }
     if (p == end) break;
-    ptrdiff_t to = next[row + class_of[*p]];
+    Entry to = row[class_of[*p]];
     ++p;
-    if (ABSL_PREDICT_FALSE(to < 0)) {
-      if (to == kBail) return false;
-      if (to == kUnknown) {
-        to = Step(static_cast<int32_t>(row), class_of[p[-1]], cache);
+    if (ABSL_PREDICT_FALSE(to & 3)) {
+      if (to == kBailEntry) return false;
+      if (to == kUnknownEntry) {
+        to = Step(static_cast<int32_t>(row[-1]), class_of[p[-1]], cache);
         if (cache->resets_ > resets + 2) return false;  // thrashing: RE2 does better
-        next = cache->next_.data();
       }
-      if (to <= kDoneBase) {
-        row = kDoneBase - to;
+      if (to & kDoneBit) {
+        row = reinterpret_cast<const Entry*>(to & ~Entry{3});
         done = true;
         break;
       }
     }
-    row = to;
+    row = reinterpret_cast<const Entry*>(to);
   }
-  const Cache::State& state = cache->states_[row / classes_];
-  hits->assign(state.matched.begin(), state.matched.end());
+  const int32_t state = static_cast<int32_t>(row[-1]);
+  const std::vector<int32_t>& matched = cache->states_[state].matched;
+  hits->assign(matched.begin(), matched.end());
   if (!done) {
-    const std::vector<int32_t>& at_end = AtEnd(static_cast<int32_t>(row), cache);
+    const std::vector<int32_t>& at_end = AtEnd(state, cache);
     if (!at_end.empty()) {
-      const std::vector<int32_t>& matched = cache->states_[row / classes_].matched;
+      const std::vector<int32_t>& so_far = cache->states_[state].matched;
       hits->clear();
-      std::set_union(matched.begin(), matched.end(), at_end.begin(), at_end.end(),
+      std::set_union(so_far.begin(), so_far.end(), at_end.begin(), at_end.end(),
                      std::back_inserter(*hits));
     }
   }

@@ -1,8 +1,9 @@
 // SetDfa answers an RE2::Set's question (which of its patterns match a text, anchored at the
 // start or anywhere) for texts of ASCII bytes, with a DFA of its own: a lazily built subset
-// automaton whose loop reads a byte in about five instructions where RE2 20220601's DFA takes
-// sixteen, and whose pass has no set-up (RE2's costs ~600 instructions before the first byte and
-// ~500 more to allocate the match set; docs/PERFORMANCE.md, "Tenth pass"). RE2 has no API to
+// automaton whose loop reads a byte in six instructions with one load on the path from byte to
+// byte, where RE2 20220601's DFA takes sixteen, and whose pass has no set-up (RE2's costs ~600
+// instructions before the first byte and ~500 more to allocate the match set;
+// docs/PERFORMANCE.md, "Tenth pass" and "Sixteenth pass"). RE2 has no API to
 // reach its own automaton, so this is written here; RE2 stays the reference and the fallback:
 // - the patterns are read by ParseRegex (regex_tree.h), and what each one-character piece
 //   matches among the 128 ASCII bytes is asked of RE2 itself (ReNode::atom), so the language of
@@ -23,6 +24,7 @@
 
 #include <array>
 #include <bitset>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -63,13 +65,18 @@ class SetDfa {
       bool end_known = false;
       std::vector<int32_t> at_end;     // patterns matched once the text ends here (sorted)
     };
-    // next_[row + class]: the row (state index * classes) a byte of that class leads to, or
-    // kUnknown (not built yet), kBail (a byte past ASCII), or kDoneBase - row for a state with
-    // no position left (the walk can stop).
-    std::vector<int32_t> next_;
+    // A state's row: one entry per byte class, saying where a byte of that class leads: the
+    // address of the next state's row, or kUnknownEntry (not built yet), kBailEntry (a byte
+    // past ASCII), or a row's address | kDoneBit for a state with no position left (the walk
+    // can stop). The entry before a row holds its state's index. Rows live in blocks that never
+    // move, so a walk goes from row to row with one load a byte and no arithmetic (SetDfa::Match).
+    using Entry = uintptr_t;
+    std::vector<std::unique_ptr<Entry[]>> blocks_;
+    size_t block_rows_ = 0;  // rows used in the last block
+    std::vector<Entry*> rows_;  // per state
     std::vector<State> states_;
-    absl::flat_hash_map<std::string, int32_t> index_;  // State's positions + matched -> row
-    int32_t start_row_ = -1;
+    absl::flat_hash_map<std::string, int32_t> index_;  // positions + matched -> state index
+    int32_t start_state_ = -1;
     size_t bytes_ = 0;
     size_t max_bytes_;
     size_t resets_ = 0;
@@ -90,9 +97,10 @@ class SetDfa {
 
  private:
   friend class SetDfaBuilder;
-  static constexpr int32_t kUnknown = -1;
-  static constexpr int32_t kBail = -2;
-  static constexpr int32_t kDoneBase = -3;
+  static constexpr Cache::Entry kUnknownEntry = 1;
+  static constexpr Cache::Entry kBailEntry = 3;
+  static constexpr Cache::Entry kDoneBit = 2;
+  static constexpr size_t kRowsPerBlock = 16;
 
   enum class Kind : uint8_t { kByte, kSplit, kBegin, kEnd, kMatch };
   struct Node {
@@ -108,13 +116,14 @@ class SetDfa {
   // matched on the way to `matched` (neither deduplicated nor sorted).
   void Closure(const std::vector<int32_t>& from, bool at_start, bool at_end, Cache* cache,
                std::vector<int32_t>* positions, std::vector<int32_t>* matched) const;
-  // The row of the state (positions, matched) after dropping the positions of matched patterns,
-  // built if new; -1 when the cache had to start over (the caller re-enters its state).
+  // The index of the state (positions, matched) after dropping the positions of matched
+  // patterns, built if new (after starting the cache over when it is full).
   int32_t Intern(std::vector<int32_t> positions, std::vector<int32_t> matched, Cache* cache) const;
-  // Builds next_[row + cls]; returns it, or kUnknown when the cache started over.
-  int32_t Step(int32_t row, int cls, Cache* cache) const;
+  // Builds the entry of `state`'s row for `cls` and returns it; the entry is not kept when the
+  // cache started over on the way (the row is gone), but the state it leads to is valid.
+  Cache::Entry Step(int32_t state, int cls, Cache* cache) const;
   void Reset(Cache* cache) const;
-  const std::vector<int32_t>& AtEnd(int32_t row, Cache* cache) const;
+  const std::vector<int32_t>& AtEnd(int32_t state, Cache* cache) const;
 
   std::vector<Node> nodes_;
   int32_t start_ = 0;  // the position every pattern starts from (a kSplit)

@@ -143,6 +143,7 @@ std::string RandomPattern(std::mt19937& rng, int depth) {
 TEST(SetDfaTest, RandomPatternsAnswerAsRe2Does) {
   std::mt19937 rng(20261204);
   int compared = 0;
+  size_t resets = 0;  // the small caches started over: the path is taken, not only present
   for (int round = 0; round < 300; ++round) {
     std::vector<std::string> patterns;
     const int n = 1 + static_cast<int>(rng() % 6);
@@ -156,7 +157,7 @@ TEST(SetDfaTest, RandomPatternsAnswerAsRe2Does) {
     for (const std::string& p : patterns) ASSERT_GE(set.Add(p, nullptr), 0) << p;
     ASSERT_TRUE(set.Compile());
     SetDfa::Cache big;
-    SetDfa::Cache small(2000);
+    SetDfa::Cache small(6000);
     for (int t = 0; t < 60; ++t) {
       std::string text;
       const int length = static_cast<int>(rng() % 12);
@@ -173,8 +174,10 @@ TEST(SetDfaTest, RandomPatternsAnswerAsRe2Does) {
         ++compared;
       }
     }
+    resets += small.resets();
   }
   EXPECT_GT(compared, 10000);
+  EXPECT_GT(resets, 100u);
 }
 
 TEST(SetDfaTest, ACacheFollowsTheDfaItIsUsedWith) {
