@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <optional>
 #include <utility>
 
 #include "absl/hash/hash.h"
@@ -147,6 +148,12 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
       Retried([&] { return LeaseTable::Open(*node->nats_, lo); }, setup);
   if (!leases.ok()) return leases.status();
   node->leases_ = *std::move(leases);
+  // One process per node id: another live one with this id refuses this start (before any
+  // lease is claimed, so this node's Stop releases nothing of the other's).
+  if (absl::Status presence = node->ClaimPresenceAtStart(setup); !presence.ok()) {
+    return presence;
+  }
+  node->holds_presence_ = true;
   node->ownership_ = std::make_unique<Ownership>(*node->leases_, o.node_id, o.partitions);
   if (o.on_connected) {
     if (absl::Status s = o.on_connected(*node->nats_); !s.ok()) return s;
@@ -205,10 +212,18 @@ void ClusterNode::Stop() {
   if (thread_.joinable()) thread_.join();
   if (started_ && options_.stopping) options_.stopping();
   if (writing_.load()) StepDown("stopping");
-  if (ownership_ != nullptr) {
+  // A node that found another process with its id releases nothing: the leases are that
+  // process's now (they are held by node id).
+  if (ownership_ != nullptr && !duplicate_.load()) {
     if (absl::Status s = ownership_->ReleaseAll(); !s.ok()) {
       Log(absl::StrCat("cluster: leases not released (others take over after the term): ",
                        s.message()));
+    }
+  }
+  if (holds_presence_ && !duplicate_.load()) {
+    if (absl::Status s = leases_->ReleasePresence(); !s.ok()) {
+      Log(absl::StrCat("cluster: presence not released (a restart with node_id ", options_.node_id,
+                       " waits for it to run out): ", s.message()));
     }
   }
   if (options_.partitions_changed && !counting_.empty()) {
@@ -267,6 +282,8 @@ void ClusterNode::RunPosted() {
 
 void ClusterNode::Tick() {
   RunPosted();
+  // Another process uses this node id (see OnDuplicate): nothing is renewed any more.
+  if (duplicate_.load()) return;
   // The rule set gate: a node whose rules differ from the cluster's owns no partition (their
   // matches would wait for it, unopened, while the others could count them).
   std::string error;
@@ -285,7 +302,14 @@ void ClusterNode::Tick() {
   // Each lease the tick claims holds for the term from its claim, which is after this: a tick
   // whose requests were slow must not count its leases from its end.
   const absl::Time started = clock_.TimeNow();
-  absl::StatusOr<Ownership::Change> change = ownership_->Tick(may_own);
+  // The presence first: while another process holds it, this one renews nothing.
+  const absl::Status presence = leases_->ClaimPresence();
+  if (presence.code() == absl::StatusCode::kFailedPrecondition) {
+    OnDuplicate(presence);
+    return;
+  }
+  absl::StatusOr<Ownership::Change> change =
+      presence.ok() ? ownership_->Tick(may_own) : absl::StatusOr<Ownership::Change>(presence);
   const absl::Time now = clock_.TimeNow();
   if (change.ok()) {
     ticks_ok_.Increment();
@@ -339,6 +363,54 @@ void ClusterNode::Tick() {
   last_error_ = error;
   owned_ = wanted;
   gated_ = ownership_->gated();
+}
+
+absl::Status ClusterNode::ClaimPresenceAtStart(absl::Duration setup) {
+  const absl::Time deadline =
+      clock_.TimeNow() + (options_.wait_out_presence ? options_.lease_term + options_.lease_skew
+                                                     : absl::ZeroDuration());
+  std::optional<LeaseTable::Holder> first;  // the other instance's presence as first read
+  for (;;) {
+    absl::Status s = Retried([&] { return leases_->ClaimPresence(); }, setup);
+    if (s.code() != absl::StatusCode::kFailedPrecondition) return s;
+    absl::StatusOr<std::optional<LeaseTable::Holder>> other = leases_->PresenceHolder();
+    if (other.ok() && other->has_value()) {
+      if (!first.has_value()) {
+        first = **other;
+        if (clock_.TimeNow() < deadline) {
+          Log(absl::StrCat(
+              "cluster: node_id ", options_.node_id, " is held by another instance until ",
+              absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", first->until, absl::UTCTimeZone()),
+              "; waiting for it to run out (a process that crashed), at most ",
+              absl::FormatDuration(deadline - clock_.TimeNow())));
+        }
+      } else if ((*other)->node != first->node || (*other)->until != first->until) {
+        return s;  // renewed or taken meanwhile: another process is alive with this id
+      }
+    }
+    const absl::Time now = clock_.TimeNow();
+    if (now >= deadline) return s;
+    clock_.SleepFor(std::min(absl::Seconds(1), deadline - now));
+  }
+}
+
+void ClusterNode::OnDuplicate(const absl::Status& why) {
+  duplicate_.store(true);
+  const std::string error =
+      absl::StrCat(why.message(),
+                   "; this process renews and acts on none of its leases any more (they are the "
+                   "other's): stop it, or give it its own node_id, and start it again");
+  Log(error);
+  if (writing_.load()) StepDown("another process uses this node_id");
+  if (options_.partitions_changed && !counting_.empty()) {
+    options_.partitions_changed({}, counting_);
+  }
+  counting_.clear();
+  owned_gauge_.Set(0);
+  writer_gauge_.Set(0);
+  absl::MutexLock lock(&status_mu_);
+  last_error_ = error;
+  owned_.clear();
 }
 
 bool ClusterNode::CatchUp(absl::Duration timeout) {

@@ -23,8 +23,15 @@
 // once this node's table holds it. Detections go the same way: while this node does not write,
 // its table forwards what it detects (DecisionTable::SetForward) to ForwardDetection, a bounded
 // queue sent in order, each under its own command id so a retry is carried out once; a
-// partition owner's detections use SendDetection with the detection's own id. Partition ownership is handed to `partitions_changed` as
-// the set to start and the set to stop counting (H1's PartitionCounter::Apply).
+// partition owner's detections use SendDetection with the detection's own id. Partition ownership
+// is handed to `partitions_changed` as the set to start and the set to stop counting (H1's
+// PartitionCounter::Apply).
+//
+// One process per node id: Start refuses (kFailedPrecondition naming the id) while another live
+// process holds the id's presence in the lease bucket (LeaseTable::ClaimPresence; one that
+// crashed is waited out, see wait_out_presence), and a node
+// that finds one at a tick (it was paused past the term, and another started meanwhile) stops
+// writing and counting and renews nothing more, saying why (Status().last_error, the log).
 //
 // Thread-safety: the accessors, Status, AddManual and Withdraw may be called from any thread;
 // Tick from one thread at a time (the node's own, when run_thread).
@@ -120,6 +127,13 @@ struct ClusterNodeOptions {
   std::function<absl::StatusOr<std::string>(absl::string_view kind, absl::string_view body)>
       handle_command;
   std::function<void(const std::string&)> log;
+  // One process per node id (see the header). A start that finds this id's presence held by
+  // another instance waits, with this true, up to lease_term + lease_skew on the clock for it to
+  // run out, reading it every second: the process that held it may have crashed, and a
+  // supervisor restarts it sooner than that (systemd's RestartSec=2s would otherwise hit its
+  // start limit). Start fails at once when the presence is renewed meanwhile (that process is
+  // alive), or when it is still held after the wait. false: fails at once.
+  bool wait_out_presence = true;
 };
 
 // What `palisadectl cluster status` shows.
@@ -197,6 +211,12 @@ class ClusterNode {
   // writer_started, then the command server: once the take-over state is stored.
   void StartEdge();
   void StepDown(const std::string& why);
+  // Another process holds this node id's presence (LeaseTable::ClaimPresence): stops writing and
+  // counting, says why, and renews nothing from then on.
+  void OnDuplicate(const absl::Status& why);
+  // At Start: claims the presence (see ClusterNodeOptions::wait_out_presence); NATS errors are
+  // retried for `setup`.
+  absl::Status ClaimPresenceAtStart(absl::Duration setup);
   absl::StatusOr<std::string> Handle(absl::string_view kind, absl::string_view body);
   // Waits until this node's replica applied what the stream holds now.
   bool CatchUp(absl::Duration timeout);
@@ -239,6 +259,10 @@ class ClusterNode {
   // Start returned the node: the `stopping` hook may run (a node that failed half-way, say in
   // NatsClient::Connect, made nothing it would save).
   bool started_ = false;
+  // This process claimed its presence at Start (released at a clean Stop); and found another
+  // process holding it since (the tick's; read by Stop after the thread ended).
+  bool holds_presence_ = false;
+  std::atomic<bool> duplicate_{false};
   absl::Notification stopping_;
   std::thread thread_;
   absl::Mutex posted_mu_;

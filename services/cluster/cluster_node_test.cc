@@ -82,7 +82,8 @@ class ClusterNodeTest : public ::testing::Test {
 
   std::unique_ptr<TestNode> StartNode(const std::string& id,
                                       std::function<absl::Status()> may_own = nullptr,
-                                      size_t max_forward_queue_bytes = 16u << 20) {
+                                      size_t max_forward_queue_bytes = 16u << 20,
+                                      absl::Status* start_status = nullptr) {
     auto n = std::make_unique<TestNode>(clock_);
     ClusterNodeOptions o;
     o.max_forward_queue_bytes = max_forward_queue_bytes;
@@ -114,7 +115,11 @@ class ClusterNodeTest : public ::testing::Test {
     o.rules = [] { return Rules(); };
     absl::StatusOr<std::unique_ptr<ClusterNode>> node =
         ClusterNode::Start(std::move(o), n->table, n->registry);
-    EXPECT_THAT(node, IsOk());
+    if (start_status != nullptr) {
+      *start_status = node.status();
+    } else {
+      EXPECT_THAT(node, IsOk());
+    }
     if (node.ok()) n->node = *std::move(node);
     return n;
   }
@@ -238,6 +243,91 @@ TEST_F(ClusterNodeTest, ABanMadeAnywhereIsTheWritersAndKnownEverywhereAndSurvive
   EXPECT_TRUE(a->node->writer());
   EXPECT_EQ(a->started, 2);
   EXPECT_TRUE(a->table.Get(d2->id())->active());
+}
+
+// clock_, with `slept` called at each SleepFor after it moved time forward.
+class ClockCallingBack : public Clock {
+ public:
+  explicit ClockCallingBack(SimulatedClock& base) : base_(base) {}
+  absl::Time TimeNow() override { return base_.TimeNow(); }
+  void SleepFor(absl::Duration d) override {
+    base_.Advance(d);
+    if (slept) slept();
+  }
+  std::function<void()> slept;
+
+ private:
+  SimulatedClock& base_;
+};
+
+// Two processes started with the same cluster.node_id would both renew its leases (they are
+// held by node id): the second refuses to start, naming the id, as soon as the first renews
+// its presence (the second waits for a crashed one to run out), and the first goes on. Once
+// the first stopped cleanly, the id is free at once.
+TEST_F(ClusterNodeTest, ASecondProcessWithTheSameNodeIdRefusesToStart) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  ASSERT_NE(a->node, nullptr);
+  ClockCallingBack ticking(clock_);
+  int ticks = 0;
+  ticking.slept = [&] {
+    ++ticks;
+    a->node->Tick();  // the first process renews its leases meanwhile
+  };
+  node_clock_ = &ticking;
+  absl::Status second;
+  std::unique_ptr<TestNode> again = StartNode("a", nullptr, 16u << 20, &second);
+  node_clock_ = nullptr;
+  EXPECT_THAT(second, StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(second.message(), HasSubstr("node_id \"a\""));
+  EXPECT_EQ(again->node, nullptr);
+  EXPECT_EQ(ticks, 1);  // refused at the first renewal seen, not after the whole wait
+  again.reset();
+  a->node->Tick();
+  EXPECT_TRUE(a->node->writer());
+  EXPECT_EQ(a->counting.size(), kPartitions);
+  EXPECT_EQ(a->node->Status().last_error, "");
+  a->node->Stop();
+  std::unique_ptr<TestNode> restarted = StartNode("a");
+  ASSERT_NE(restarted->node, nullptr);
+  EXPECT_TRUE(restarted->node->writer());
+}
+
+// A node paused past its term (a stopped VM; as a crashed one, it renews nothing) while another
+// process started with its id: that start waits the paused one's presence out (at most the
+// term and skew), then the paused one, at its next renewal, finds the other, stops renewing
+// the leases and acting on them (no writing, no partitions), and says why; its stop releases
+// nothing, for the leases are the other's.
+TEST_F(ClusterNodeTest, ANodeThatFindsAnotherProcessWithItsIdStopsRenewingItsLeases) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  ASSERT_NE(a->node, nullptr);
+  ASSERT_TRUE(a->node->writer());
+  const absl::Time paused = clock_.TimeNow();
+  std::unique_ptr<TestNode> other = StartNode("a");
+  EXPECT_GE(clock_.TimeNow() - paused, absl::Seconds(15));  // waited on the clock
+  EXPECT_LE(clock_.TimeNow() - paused, absl::Seconds(15 + 2 + 1));
+  ASSERT_NE(other->node, nullptr);
+  EXPECT_TRUE(other->node->writer());
+  EXPECT_EQ(other->counting.size(), kPartitions);
+
+  a->node->Tick();
+  EXPECT_FALSE(a->node->writer());
+  EXPECT_EQ(a->stopped, 1);
+  EXPECT_TRUE(a->counting.empty());
+  EXPECT_THAT(a->node->Status().last_error, HasSubstr("node_id \"a\""));
+  clock_.Advance(absl::Seconds(5));
+  a->node->Tick();
+  EXPECT_FALSE(a->node->writer());
+  EXPECT_TRUE(a->counting.empty());
+  a->node->Stop();
+
+  other->node->Tick();
+  EXPECT_TRUE(other->node->writer());
+  EXPECT_EQ(other->started, 1);  // never lost it
+  EXPECT_EQ(other->stopped, 0);
+  EXPECT_EQ(other->counting.size(), kPartitions);
+  const ClusterNodeStatus status = other->node->Status();
+  EXPECT_EQ(status.writer_node, "a");
+  EXPECT_EQ(status.partition_owners.size(), kPartitions);
 }
 
 // A node acts on its leases only while they hold: from the start of the tick that renewed

@@ -4,8 +4,10 @@
 
 #include <utility>
 
+#include "absl/random/random.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "nlohmann/json.hpp"
 
 namespace palisade::cluster {
@@ -59,7 +61,8 @@ absl::StatusOr<std::unique_ptr<LeaseTable>> LeaseTable::Open(NatsClient& nats,
 LeaseTable::LeaseTable(kvStore* kv, LeaseOptions options)
     : kv_(kv),
       options_(std::move(options)),
-      clock_(options_.clock != nullptr ? options_.clock : &RealClock::Get()) {}
+      clock_(options_.clock != nullptr ? options_.clock : &RealClock::Get()),
+      instance_(absl::StrFormat("%016x", absl::Uniform<uint64_t>(absl::BitGen()))) {}
 
 LeaseTable::~LeaseTable() { kvStore_Destroy(kv_); }
 
@@ -94,11 +97,14 @@ absl::StatusOr<bool> LeaseTable::Claim(absl::string_view name) {
   if (!ValidName(name, /*dots=*/true)) {
     return absl::InvalidArgumentError(absl::StrCat("cluster: bad lease name \"", name, "\""));
   }
-  const std::string key(name);
+  return ClaimAs(std::string(name), options_.node_id);
+}
+
+absl::StatusOr<bool> LeaseTable::ClaimAs(const std::string& key, const std::string& holder) {
   absl::StatusOr<Entry> e = Read(key);
   if (!e.ok()) return e.status();
-  if (Live(*e) && e->node != options_.node_id) return false;
-  const std::string value = Encode(options_.node_id, clock_->TimeNow() + options_.term);
+  if (Live(*e) && e->node != holder) return false;
+  const std::string value = Encode(holder, clock_->TimeNow() + options_.term);
   uint64_t rev = 0;
   natsStatus s;
   if (!e->exists) {
@@ -114,10 +120,13 @@ absl::StatusOr<bool> LeaseTable::Claim(absl::string_view name) {
 }
 
 absl::Status LeaseTable::Release(absl::string_view name) {
-  const std::string key(name);
+  return ReleaseAs(std::string(name), options_.node_id);
+}
+
+absl::Status LeaseTable::ReleaseAs(const std::string& key, const std::string& holder) {
   absl::StatusOr<Entry> e = Read(key);
   if (!e.ok()) return e.status();
-  if (!e->exists || e->node != options_.node_id) return absl::OkStatus();
+  if (!e->exists || e->node != holder) return absl::OkStatus();
   const std::string value = Encode("", absl::UnixEpoch());
   uint64_t rev = 0;
   const natsStatus s = kvStore_Update(&rev, kv_, key.c_str(), value.data(),
@@ -125,6 +134,34 @@ absl::Status LeaseTable::Release(absl::string_view name) {
   if (s == NATS_OK) return absl::OkStatus();
   if (LostRace()) return absl::OkStatus();  // taken over meanwhile: nothing of ours to release
   return NatsError(s, absl::StrCat("cluster: releasing lease ", key));
+}
+
+absl::Status LeaseTable::ClaimPresence() {
+  const std::string key = absl::StrCat("presence.", options_.node_id);
+  absl::StatusOr<bool> held = ClaimAs(key, instance_);
+  if (!held.ok()) return held.status();
+  if (*held) return absl::OkStatus();
+  // Another instance holds it live, or won the race for it: say which, and until when.
+  std::string other = "another instance";
+  absl::StatusOr<Entry> e = Read(key);
+  if (e.ok() && Live(*e)) {
+    other = absl::StrCat("instance ", e->node, ", live until ",
+                         absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", e->until, absl::UTCTimeZone()));
+  }
+  return absl::FailedPreconditionError(absl::StrCat(
+      "cluster: node_id \"", options_.node_id, "\" is in use by another process (", other,
+      "; this is instance ", instance_,
+      "): each node needs its own cluster.node_id. If that process is gone, this node_id is "
+      "free once its presence runs out (",
+      absl::FormatDuration(options_.term + options_.skew), " after its last renewal)"));
+}
+
+absl::StatusOr<std::optional<LeaseTable::Holder>> LeaseTable::PresenceHolder() {
+  return HolderOf(absl::StrCat("presence.", options_.node_id));
+}
+
+absl::Status LeaseTable::ReleasePresence() {
+  return ReleaseAs(absl::StrCat("presence.", options_.node_id), instance_);
 }
 
 absl::StatusOr<std::optional<LeaseTable::Holder>> LeaseTable::HolderOf(absl::string_view name) {

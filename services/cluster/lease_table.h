@@ -68,8 +68,25 @@ class LeaseTable {
   // The live leases whose name starts with `prefix`: name -> holder.
   absl::StatusOr<std::map<std::string, Holder>> LiveWithPrefix(absl::string_view prefix);
 
+  // One process per node id. Leases are held by node id, so two processes started with the
+  // same one would both renew them. Each table has a random instance id; the key
+  // "presence.<node id>" is a lease held by the instance (claimed and renewed with
+  // compare-and-set, for the term). ClaimPresence takes it when it is free, released or run
+  // out, and renews it when this instance holds it; kFailedPrecondition naming the node id when
+  // another instance holds it live (another process uses this node id, or did less than a term
+  // and the skew ago). Call it at start and at every renewal of the node's leases.
+  absl::Status ClaimPresence();
+  // Gives the presence up if this instance holds it (a clean stop: a restart may start at once).
+  absl::Status ReleasePresence();
+  // The live holder of this node id's presence: an instance id (nullopt: free or run out).
+  absl::StatusOr<std::optional<Holder>> PresenceHolder();
+  const std::string& instance() const { return instance_; }
+
  private:
   LeaseTable(kvStore* kv, LeaseOptions options);
+  // Claim and Release of `key` for `holder` (the node id; the instance for the presence).
+  absl::StatusOr<bool> ClaimAs(const std::string& key, const std::string& holder);
+  absl::Status ReleaseAs(const std::string& key, const std::string& holder);
   struct Entry {
     bool exists = false;
     uint64_t revision = 0;
@@ -82,6 +99,7 @@ class LeaseTable {
   kvStore* kv_;
   LeaseOptions options_;
   Clock* clock_;
+  const std::string instance_;  // random, per table (per process)
 };
 
 }  // namespace palisade::cluster
