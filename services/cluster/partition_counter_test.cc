@@ -768,6 +768,63 @@ TEST_F(SnapshotWriteFailureTest, AHeadStoredWhoseWriteFailedIsTheSnapshot) {
       /*failure_is_reported=*/false);
 }
 
+// The head's write fails and the server dies with it, so the head cannot be read back: whether
+// it names the new chunks is unknown, and they are kept until a read says. Once the server is
+// back, they are purged (the head names another snapshot), and the last head restores whole.
+TEST_F(SnapshotWriteFailureTest, ChunksOfAHeadNotReadBackArePurgedOnceNatsAnswers) {
+  auto web1 = Node("web-1");
+  std::vector<std::string> ips;
+  for (int i = 1; ips.size() < 3; ++i) {
+    const std::string ip = absl::StrCat("198.51.100.", i);
+    if (PartitionOf(ip, kPartitions) == PartitionOf("198.51.100.1", kPartitions)) {
+      ips.push_back(ip);
+    }
+  }
+  const uint32_t p = PartitionOf(ips[0], kPartitions);
+  bool armed = false;
+  Writer writer;
+  auto opened = Open("owner", writer.Callback(), [&](PartitionCounterOptions& o) {
+    o.snapshot_every = 3;
+    o.snapshot_interval = absl::Hours(1);
+    o.snapshot_chunk_bytes = 1;
+    o.snapshot_write_fault = [&](const std::string& key, bool stored) {
+      if (!armed || stored || !IsHead(p, key)) return absl::OkStatus();
+      armed = false;
+      server_->Kill();
+      return absl::UnavailableError("injected: head refused, and the server died");
+    };
+  });
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  PartitionCounter& owner = **opened;
+  ASSERT_TRUE(owner.Apply(All()).ok());
+  for (int i = 0; i < 3; ++i) Fail(*web1, ips[i], i);
+  const absl::Time deadline = absl::Now() + absl::Seconds(120);
+  while (owner.stats().snapshots < 1 && absl::Now() < deadline) owner.Poll().IgnoreError();
+  ASSERT_EQ(owner.stats().snapshots, 1u);
+  armed = true;
+  for (int i = 0; i < 3; ++i) Fail(*web1, ips[i], 10 + i);
+  while (owner.stats().snapshot_failures < 1 && absl::Now() < deadline) {
+    owner.Poll().IgnoreError();
+  }
+  ASSERT_EQ(owner.stats().snapshot_failures, 1u);
+  EXPECT_EQ(owner.stats().chunks_purged, 0u);  // nothing purged while the head is unknown
+  ASSERT_TRUE(server_->Restart().ok());
+  // The snapshot is taken again once NATS answers, and the unknown one's chunks purged.
+  BucketSnapshot b;
+  while (absl::Now() < deadline) {
+    clock_.Advance(absl::Seconds(6));  // past `stall`: purges that failed are tried again
+    owner.Poll().IgnoreError();
+    if (owner.stats().snapshots >= 2 && owner.stats().chunks_purged >= 6) break;
+  }
+  EXPECT_EQ(owner.stats().snapshots, 2u);
+  EXPECT_EQ(owner.stats().chunks_purged, 6u);  // the first snapshot's, and the unknown one's
+  b = ReadBucket(*client_, p);
+  EXPECT_EQ(b.head_chunks, 3u);
+  EXPECT_TRUE(b.unnamed.empty()) << "chunks no head names: " << absl::StrJoin(b.unnamed, ", ");
+  EXPECT_TRUE(b.missing.empty()) << absl::StrJoin(b.missing, ", ");
+  EXPECT_EQ(b.chunks, 3u);
+}
+
 // The readers' consumers vanish from the server (as when the server holding them dies): the
 // counter reads on after the last match read, skipping and repeating nothing.
 TEST_F(PartitionCounterTest, AVanishedReaderIsMadeAgain) {
