@@ -574,10 +574,10 @@ void PartitionCounter::AddOrphans(uint32_t p, std::string generation, uint32_t c
     // NATS failing for long (each failed snapshot adds one): the oldest are given up on.
     const Orphans& oldest = orphans_.front();
     absl::MutexLock lock(&mu_);
-    stats_.chunks_abandoned += oldest.chunks - oldest.next;
+    stats_.chunks_abandoned += oldest.chunks;
     orphans_.pop_front();
   }
-  orphans_.push_back({p, std::move(generation), 0, chunks, unsure});
+  orphans_.push_back({p, std::move(generation), chunks, unsure});
 }
 
 absl::Status PartitionCounter::PurgeOrphans() {
@@ -595,12 +595,25 @@ absl::Status PartitionCounter::PurgeOrphans() {
       }
       o.unsure = false;  // not named now, so never again (a head is written once)
     }
-    for (; o.next < o.chunks; ++o.next) {
-      const std::string key = ChunkKey(o.p, o.generation, o.next);
-      const natsStatus s = kvStore_Purge(kv_, key.c_str(), nullptr);
-      if (s != NATS_OK) return NatsError(s, absl::StrCat("cluster: purging windows key ", key));
+    // The generation's chunk keys at once, from the bucket's stream: a KV purge (or delete)
+    // would leave a marker per key in the bucket, for good (it has no TTL), so every snapshot
+    // replaced would still leave bytes behind.
+    const std::string subject =
+        absl::StrCat("$KV.", options_.bucket, ".", ChunkKey(o.p, o.generation, 0));
+    const std::string filter = absl::StrCat(subject.substr(0, subject.rfind('.')), ".*");
+    jsOptions opts;
+    jsOptions_Init(&opts);
+    opts.Stream.Purge.Subject = filter.c_str();
+    jsErrCode err = static_cast<jsErrCode>(0);
+    const natsStatus s = js_PurgeStream(nats_.jetstream(),
+                                        absl::StrCat("KV_", options_.bucket).c_str(), &opts, &err);
+    if (s != NATS_OK) {
+      return NatsError(s, absl::StrCat("cluster: purging windows snapshot ", o.generation,
+                                       " of partition ", o.p));
+    }
+    {
       absl::MutexLock lock(&mu_);
-      ++stats_.chunks_purged;
+      stats_.chunks_purged += o.chunks;
     }
     orphans_.pop_front();
   }

@@ -185,8 +185,8 @@ class PartitionCounter {
     uint64_t trimmed = 0;            // take-overs whose replay began where the stream was trimmed
     uint64_t snapshots = 0;          // snapshots written
     uint64_t snapshot_failures = 0;  // not written, or unreadable at a take-over
-    uint64_t chunks_purged = 0;      // chunks of replaced or failed snapshots purged
-    uint64_t chunks_abandoned = 0;   // such chunks left in the bucket (kMaxOrphans, below)
+    uint64_t chunks_purged = 0;      // chunk keys of replaced or failed snapshots purged
+    uint64_t chunks_abandoned = 0;   // such keys left in the bucket (kMaxOrphans, below)
     uint64_t resubscribed = 0;       // readers made again (failed, or stalled)
   };
   Stats stats() const;
@@ -231,14 +231,13 @@ class PartitionCounter {
   // The callback refused a detection (not for good) in this Poll: no other is offered in it.
   bool refused_this_poll_ = false;
   absl::Time last_open_attempt_;
-  // Chunks p<p>.g<generation>.<next..chunks-1> that no head names, to purge; `unsure`: the
+  // Chunks p<p>.g<generation>.<0..chunks-1> that no head names, to purge; `unsure`: the
   // head's write failed and so did reading it back, so it may name them (then they are a
   // snapshot, and not purged). At most kMaxOrphans snapshots' worth: past it, the oldest are
   // given up on (stats().chunks_abandoned).
   struct Orphans {
     uint32_t p = 0;
     std::string generation;
-    uint32_t next = 0;
     uint32_t chunks = 0;
     bool unsure = false;
   };

@@ -592,6 +592,9 @@ struct BucketSnapshot {
   std::vector<std::string> unnamed;  // chunk keys that the head does not name (orphans)
   std::vector<std::string> missing;  // chunk keys the head names that the bucket lacks
   size_t chunks = 0;                 // chunk keys in all
+  // Messages of the bucket's stream that are no key's value: delete or purge markers, which
+  // stay for good too (one per purged chunk key).
+  int64_t markers = 0;
 };
 
 BucketSnapshot ReadBucket(NatsClient& client, uint32_t p) {
@@ -613,6 +616,9 @@ BucketSnapshot ReadBucket(NatsClient& client, uint32_t p) {
   }
   kvKeysList keys{nullptr, 0};
   EXPECT_EQ(kvStore_Keys(&keys, kv, nullptr), NATS_OK);
+  absl::StatusOr<NatsClient::StreamState> stream = client.State("KV_palisade_windows");
+  EXPECT_TRUE(stream.ok()) << stream.status();
+  if (stream.ok()) out.markers = static_cast<int64_t>(stream->messages) - keys.Count;
   std::set<std::string> present;
   for (int i = 0; i < keys.Count; ++i) {
     if (!absl::StartsWith(keys.Keys[i], absl::StrCat("p", p, ".g"))) continue;
@@ -678,6 +684,7 @@ class SnapshotWriteFailureTest : public PartitionCounterTest {
           << when << ": chunks no head names: " << absl::StrJoin(b.unnamed, ", ");
       EXPECT_TRUE(b.missing.empty())
           << when << ": chunks the head names, missing: " << absl::StrJoin(b.missing, ", ");
+      EXPECT_EQ(b.markers, 0) << when << ": purge markers left in the bucket";
       return b;
     };
 
@@ -823,6 +830,7 @@ TEST_F(SnapshotWriteFailureTest, ChunksOfAHeadNotReadBackArePurgedOnceNatsAnswer
   EXPECT_TRUE(b.unnamed.empty()) << "chunks no head names: " << absl::StrJoin(b.unnamed, ", ");
   EXPECT_TRUE(b.missing.empty()) << absl::StrJoin(b.missing, ", ");
   EXPECT_EQ(b.chunks, 3u);
+  EXPECT_EQ(b.markers, 0) << "purge markers left in the bucket";
 }
 
 // The readers' consumers vanish from the server (as when the server holding them dies): the
