@@ -4,6 +4,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "services/cluster/nats_server_for_tests.h"
@@ -54,6 +55,39 @@ TEST_F(LeaseTableTest, OneHolderUntilItsTermAndSkewRunOut) {
   EXPECT_EQ(*b->Claim("partition.3"), true);
   EXPECT_EQ(*a->Claim("partition.3"), false);
   EXPECT_EQ((*b->HolderOf("partition.3"))->node, "node-b");
+}
+
+// Two tables of one node id (two processes): one presence, held by one instance until it is
+// released or runs out; the other's claims fail naming the id, and leave the node's leases alone.
+TEST_F(LeaseTableTest, APresenceIsOneInstancesUntilReleasedOrRunOut) {
+  auto first = Node("node-a");
+  auto second = Node("node-a");
+  ASSERT_TRUE(first && second);
+  ASSERT_NE(first->instance(), second->instance());
+  EXPECT_TRUE(first->ClaimPresence().ok());
+  absl::Status refused = second->ClaimPresence();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "node_id \"node-a\"")) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), first->instance())) << refused;
+  auto holder = second->PresenceHolder();
+  ASSERT_TRUE(holder.ok() && holder->has_value());
+  EXPECT_EQ((*holder)->node, first->instance());
+  // Renewed within the term: still the first's.
+  clock_.Advance(absl::Seconds(10));
+  EXPECT_TRUE(first->ClaimPresence().ok());
+  clock_.Advance(absl::Seconds(10));
+  EXPECT_EQ(second->ClaimPresence().code(), absl::StatusCode::kFailedPrecondition);
+  // Released: the second's at once, and the first's claims fail from then on.
+  EXPECT_TRUE(first->ReleasePresence().ok());
+  EXPECT_TRUE(second->ClaimPresence().ok());
+  EXPECT_EQ(first->ClaimPresence().code(), absl::StatusCode::kFailedPrecondition);
+  // Run out (no renewal for the term and skew): the first's again.
+  clock_.Advance(absl::Seconds(15 + 2 + 1));
+  EXPECT_TRUE(first->ClaimPresence().ok());
+  // The presence is no lease of the node's.
+  auto members = first->LiveWithPrefix("node.");
+  ASSERT_TRUE(members.ok());
+  EXPECT_TRUE(members->empty());
 }
 
 TEST_F(LeaseTableTest, AReleasedLeaseIsFreeAtOnce) {
