@@ -240,6 +240,7 @@ void SetDfa::Closure(const std::vector<int32_t>& from, bool at_start, bool at_en
     stack.pop_back();
     if (cache->marks_[at] == mark) continue;
     cache->marks_[at] = mark;
+    ++cache->visited_;
     const Node& n = nodes_[at];
     switch (n.kind) {
       case Kind::kByte:
@@ -266,7 +267,12 @@ void SetDfa::Closure(const std::vector<int32_t>& from, bool at_start, bool at_en
 }
 
 void SetDfa::Reset(Cache* cache) const {
-  if (cache->owner_ == id_) ++cache->resets_;
+  if (cache->owner_ == id_) {
+    ++cache->resets_;
+  } else {
+    cache->window_lines_ = cache->resting_ = cache->rest_ = 0;
+    cache->window_visits_ = 0;
+  }
   cache->owner_ = id_;
   cache->blocks_.clear();
   cache->block_rows_ = 0;
@@ -279,7 +285,7 @@ void SetDfa::Reset(Cache* cache) const {
   cache->generation_ = 0;
 }
 
-int32_t SetDfa::Intern(std::vector<int32_t> positions, std::vector<int32_t> matched,
+int32_t SetDfa::Intern(std::vector<int32_t>& positions, std::vector<int32_t>& matched,
                        Cache* cache) const {
   SortUnique(&matched);
   if (!matched.empty()) {
@@ -291,8 +297,8 @@ int32_t SetDfa::Intern(std::vector<int32_t> positions, std::vector<int32_t> matc
                     positions.end());
   }
   SortUnique(&positions);
-  std::string key(reinterpret_cast<const char*>(positions.data()),
-                  positions.size() * sizeof(int32_t));
+  std::string& key = cache->key_;
+  key.assign(reinterpret_cast<const char*>(positions.data()), positions.size() * sizeof(int32_t));
   key.push_back('\xff');  // no position is -1: positions and matched cannot run together
   key.append(reinterpret_cast<const char*>(matched.data()), matched.size() * sizeof(int32_t));
   auto it = cache->index_.find(key);
@@ -314,16 +320,18 @@ int32_t SetDfa::Intern(std::vector<int32_t> positions, std::vector<int32_t> matc
   std::fill(row, row + classes_ - 1, kUnknownEntry);
   row[classes_ - 1] = kBailEntry;
   cache->rows_.push_back(row);
-  cache->states_.push_back(Cache::State{std::move(positions), std::move(matched)});
-  cache->index_.emplace(std::move(key), state);
+  cache->states_.push_back(Cache::State{positions, matched});
+  cache->index_.emplace(key, state);
   return state;
 }
 
 SetDfa::Cache::Entry SetDfa::Step(int32_t state, int cls, Cache* cache) const {
   const uint8_t byte = representative_[cls];
-  std::vector<int32_t> from;
-  std::vector<int32_t> positions;
-  std::vector<int32_t> matched;
+  std::vector<int32_t>& from = cache->from_;
+  std::vector<int32_t>& positions = cache->positions_;
+  std::vector<int32_t>& matched = cache->matched_;
+  from.clear();
+  positions.clear();
   {
     const Cache::State& s = cache->states_[state];
     for (int32_t p : s.positions) {
@@ -335,7 +343,7 @@ SetDfa::Cache::Entry SetDfa::Step(int32_t state, int cls, Cache* cache) const {
   if (!anchored_) from.push_back(start_);  // a match may also start after this byte
   Closure(from, /*at_start=*/false, /*at_end=*/false, cache, &positions, &matched);
   const size_t resets = cache->resets_;
-  const int32_t to = Intern(std::move(positions), std::move(matched), cache);
+  const int32_t to = Intern(positions, matched, cache);
   const Cache::Entry entry = reinterpret_cast<Cache::Entry>(cache->rows_[to]) |
                              (cache->states_[to].positions.empty() ? kDoneBit : 0);
   if (cache->resets_ == resets) cache->rows_[state][cls] = entry;
@@ -372,13 +380,32 @@ bool SetDfa::Match(absl::string_view text, Cache* cache, std::vector<int>* hits)
     hits->assign(matched.begin(), matched.end());
     return true;
   }
+  if (cache->resting_ > 0) {
+    --cache->resting_;
+    ++cache->rested_;
+    return false;
+  }
   const size_t resets = cache->resets_;
   if (cache->start_state_ < 0) {
     std::vector<int32_t> positions;
     std::vector<int32_t> matched;
     Closure({start_}, /*at_start=*/true, /*at_end=*/false, cache, &positions, &matched);
-    cache->start_state_ = Intern(std::move(positions), std::move(matched), cache);
+    cache->start_state_ = Intern(positions, matched, cache);
   }
+  // Counted per line in the window (Cache::resting_), whatever the line's end.
+  const uint64_t visited = cache->visited_;
+  auto count_line = [&] {
+    cache->window_visits_ += cache->visited_ - visited;
+    if (++cache->window_lines_ < kWindowLines) return;
+    if (cache->window_visits_ > kWindowLines * kVisitsPerLine) {
+      cache->rest_ = cache->rest_ == 0 ? kRestLines : std::min(2 * cache->rest_, kMaxRestLines);
+      cache->resting_ = cache->rest_;
+    } else {
+      cache->rest_ = 0;
+    }
+    cache->window_lines_ = 0;
+    cache->window_visits_ = 0;
+  };
   const Entry* row = cache->rows_[cache->start_state_];
   bool done = cache->states_[cache->start_state_].positions.empty();
   const unsigned char* p = reinterpret_cast<const unsigned char*>(text.data());
@@ -417,10 +444,16 @@ bool SetDfa::Match(absl::string_view text, Cache* cache, std::vector<int>* hits)
     Entry to = row[class_of[*p]];
     ++p;
     if (ABSL_PREDICT_FALSE(to & 3)) {
-      if (to == kBailEntry) return false;
+      if (to == kBailEntry) {
+        count_line();
+        return false;
+      }
       if (to == kUnknownEntry) {
         to = Step(static_cast<int32_t>(row[-1]), class_of[p[-1]], cache);
-        if (cache->resets_ > resets + 2) return false;  // thrashing: RE2 does better
+        if (cache->resets_ > resets + 2) {  // thrashing: RE2 does better
+          count_line();
+          return false;
+        }
       }
       if (to & kDoneBit) {
         row = reinterpret_cast<const Entry*>(to & ~Entry{3});
@@ -430,6 +463,7 @@ bool SetDfa::Match(absl::string_view text, Cache* cache, std::vector<int>* hits)
     }
     row = reinterpret_cast<const Entry*>(to);
   }
+  count_line();
   const int32_t state = static_cast<int32_t>(row[-1]);
   const std::vector<int32_t>& matched = cache->states_[state].matched;
   hits->assign(matched.begin(), matched.end());

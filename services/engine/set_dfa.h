@@ -9,7 +9,8 @@
 //   matches among the 128 ASCII bytes is asked of RE2 itself (ReNode::atom), so the language of
 //   each pattern over ASCII is RE2's;
 // - a text holding a byte >= 0x80, or whose walk fills the cache more than twice, gets no
-//   answer (Match returns false) and the caller asks the RE2::Set;
+//   answer (Match returns false) and the caller asks the RE2::Set; so do the next lines of a
+//   cache whose recent lines each built many transitions (Cache::resting_);
 // - Build refuses patterns with syntax it does not model (\b, \B, (?m)^ and $), and the caller
 //   keeps the RE2::Set for that Set.
 // Membership is all a Set answers (which patterns have some match), so there are no priorities,
@@ -56,6 +57,8 @@ class SetDfa {
     size_t resets() const { return resets_; }
     // The SetDfa (id) whose states it holds; 0: none yet.
     uint64_t owner() const { return owner_; }
+    // Lines Match left to RE2 because this cache was resting (see resting_ below).
+    uint64_t rested() const { return rested_; }
 
    private:
     friend class SetDfa;
@@ -83,6 +86,23 @@ class SetDfa {
     uint64_t owner_ = 0;  // the SetDfa (id) whose states these are
     std::vector<uint32_t> marks_;
     uint32_t generation_ = 0;
+    // Buffers a Step reuses (no allocation per built transition).
+    std::vector<int32_t> from_, positions_, matched_;
+    std::string key_;
+    // Lines whose walks build states all along (bytes a writer chose so that each line meets
+    // new states: the cost is then building them, which RE2's DFA does faster) send the next
+    // lines to RE2: over each kWindowLines lines Match counts the automaton positions its new
+    // transitions visited (`visited_`), and past kWindowLines * kVisitsPerLine the cache rests
+    // for `rest_` lines: kRestLines, doubled (up to kMaxRestLines) each time the window after
+    // a rest finds the same, back to kRestLines when it does not. Only what a line costs
+    // depends on it, never its answer.
+    uint64_t visited_ = 0;
+    uint32_t window_lines_ = 0;
+    uint64_t window_visits_ = 0;
+    uint32_t resting_ = 0;  // lines still to send to RE2
+    uint32_t rest_ = 0;     // the last rest's length (0: the last window did not rest)
+    uint64_t rested_ = 0;   // lines sent to RE2 that way, in all
+
   };
 
   // Fills `hits` with the patterns that match `text`, in ascending order, and returns true; or
@@ -101,6 +121,10 @@ class SetDfa {
   static constexpr Cache::Entry kBailEntry = 3;
   static constexpr Cache::Entry kDoneBit = 2;
   static constexpr size_t kRowsPerBlock = 16;
+  static constexpr uint32_t kWindowLines = 256;
+  static constexpr uint32_t kMaxRestLines = 1u << 20;
+  static constexpr uint64_t kVisitsPerLine = 1000;
+  static constexpr uint32_t kRestLines = 4096;
 
   enum class Kind : uint8_t { kByte, kSplit, kBegin, kEnd, kMatch };
   struct Node {
@@ -118,7 +142,9 @@ class SetDfa {
                std::vector<int32_t>* positions, std::vector<int32_t>* matched) const;
   // The index of the state (positions, matched) after dropping the positions of matched
   // patterns, built if new (after starting the cache over when it is full).
-  int32_t Intern(std::vector<int32_t> positions, std::vector<int32_t> matched, Cache* cache) const;
+  // `positions` and `matched` are sorted in place (the cache's buffers, or the caller's).
+  int32_t Intern(std::vector<int32_t>& positions, std::vector<int32_t>& matched,
+                 Cache* cache) const;
   // Builds the entry of `state`'s row for `cls` and returns it; the entry is not kept when the
   // cache started over on the way (the row is gone), but the state it leads to is valid.
   Cache::Entry Step(int32_t state, int cls, Cache* cache) const;

@@ -180,6 +180,42 @@ TEST(SetDfaTest, RandomPatternsAnswerAsRe2Does) {
   EXPECT_GT(resets, 100u);
 }
 
+// Lines written so that each meets states never built (an automaton of 2^11 states, random
+// lines, a cache that holds a few hundred): after a window of such lines the cache rests and
+// RE2 answers the next ones; then SetDfa answers again. Its answers are RE2's throughout.
+TEST(SetDfaTest, ACacheThatBuildsAllAlongRestsAndRe2Answers) {
+  const std::vector<std::string> patterns = {"^[ab]*a[ab]{10}$", "^b"};
+  std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, true);
+  ASSERT_NE(dfa, nullptr);
+  RE2::Set set(RE2::Options(), RE2::ANCHOR_START);
+  for (const std::string& p : patterns) ASSERT_GE(set.Add(p, nullptr), 0);
+  ASSERT_TRUE(set.Compile());
+  SetDfa::Cache cache(64 << 10);
+  std::mt19937 rng(7);
+  size_t answered = 0, left = 0, answered_after_rest = 0;
+  for (int line = 0; line < 13000; ++line) {
+    std::string text;
+    for (int i = 0; i < 300; ++i) text.push_back("ab"[rng() % 2]);
+    std::vector<int> got;
+    if (!dfa->Match(text, &cache, &got)) {
+      ++left;
+      continue;
+    }
+    ++answered;
+    if (left > 0) ++answered_after_rest;
+    std::vector<int> want;
+    set.Match(text, &want);
+    std::sort(want.begin(), want.end());
+    ASSERT_EQ(got, want) << text;
+  }
+  // 256 lines answered, 4,096 rested, 256 answered, 8,192 rested (the rest doubles while the
+  // window after it finds the same), ...
+  EXPECT_GE(cache.rested(), 4096u + 8192u);
+  EXPECT_GE(left, cache.rested());
+  EXPECT_GT(answered_after_rest, 100u);
+  EXPECT_GT(answered, 500u);
+}
+
 TEST(SetDfaTest, ACacheFollowsTheDfaItIsUsedWith) {
   std::unique_ptr<const SetDfa> a = MustBuild({"^a"}, true);
   std::unique_ptr<const SetDfa> b = MustBuild({"^b", "^a"}, true);
