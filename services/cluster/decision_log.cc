@@ -591,6 +591,8 @@ void DecisionReplica::Run() {
       // after the last chunk read, it would find the rest without their first chunks and skip
       // the state whole (and what only the state carried with it).
       if (!pending.id.empty()) position = pending_after;
+      // Likewise for a state dropped for its age just before (NATS away mid-publish).
+      if (pending.id.empty() && !aged.id.empty()) position = aged_after;
       if (need_state) {
         absl::StatusOr<uint64_t> from = FindState();
         if (!from.ok()) {
