@@ -480,6 +480,26 @@ absl::Status PartitionCounter::WriteSnapshotKey(const std::string& key, absl::st
   return s;
 }
 
+absl::Status PartitionCounter::WriteSnapshotHead(const std::string& key, const std::string& value,
+                                                 uint64_t revision, bool* conflict) {
+  if (options_.snapshot_write_fault) {
+    if (absl::Status s = options_.snapshot_write_fault(key, false); !s.ok()) return s;
+  }
+  uint64_t rev = 0;
+  const natsStatus s = revision == 0 ? kvStore_Create(&rev, kv_, key.c_str(), value.data(),
+                                                      static_cast<int>(value.size()))
+                                     : kvStore_Update(&rev, kv_, key.c_str(), value.data(),
+                                                      static_cast<int>(value.size()), revision);
+  if (s != NATS_OK) {
+    natsStatus last = NATS_OK;
+    const char* text = nats_GetLastError(&last);
+    *conflict = text != nullptr && absl::StrContains(text, "wrong last sequence");
+    return NatsError(s, absl::StrCat("cluster: writing windows key ", key));
+  }
+  if (options_.snapshot_write_fault) return options_.snapshot_write_fault(key, true);
+  return absl::OkStatus();
+}
+
 absl::Status PartitionCounter::Snapshot(Partition& part) {
   if (!part.pending.empty()) return absl::OkStatus();  // only a state whose detections went
   const palisade::v1::EngineSnapshot all = part.engine->Snapshot();
@@ -512,12 +532,6 @@ absl::Status PartitionCounter::Snapshot(Partition& part) {
       return s;
     }
   }
-  // The head as it is now: normally our previous one; another's if a former owner that did not
-  // yet know it lost the partition wrote one since. Its chunks are purged with ours below, so
-  // no snapshot's chunks outlive their head.
-  palisade::v1::PartitionSnapshotHead found;
-  absl::StatusOr<std::optional<std::string>> current = Get(kv_, HeadKey(part.p));
-  if (current.ok() && current->has_value() && !found.ParseFromString(**current)) found.Clear();
   palisade::v1::PartitionSnapshotHead head;
   head.set_partition(part.p);
   head.set_sequence(part.position);
@@ -527,24 +541,62 @@ absl::Status PartitionCounter::Snapshot(Partition& part) {
   head.set_rule_set_version(options_.rule_set_version);
   head.set_node(options_.node_id);
   head.set_taken_unix_ms(absl::ToUnixMillis(clock_->TimeNow()));
-  absl::Status s = WriteSnapshotKey(HeadKey(part.p), head.SerializeAsString());
-  if (!s.ok()) {
-    // A publish can fail after the server stored it: the head read back says whether this
-    // snapshot is the partition's (then it was taken) or its chunks are no one's.
-    absl::StatusOr<std::optional<std::string>> back = Get(kv_, HeadKey(part.p));
-    palisade::v1::PartitionSnapshotHead stored;
-    const bool ours = back.ok() && back->has_value() && stored.ParseFromString(**back) &&
-                      stored.generation() == generation;
-    if (!ours) {
-      {
-        absl::MutexLock lock(&mu_);
-        ++stats_.snapshot_failures;
-      }
-      // Unread, the head may name them: kept until a read of it says it does not.
-      AddOrphans(part.p, generation, head.chunks(), /*unsure=*/!back.ok());
-      if (back.ok()) PurgeOrphans().IgnoreError();
-      return s;
+  const std::string head_key = HeadKey(part.p);
+  const std::string value = head.SerializeAsString();
+  // The head replaces the one read by compare-and-set: normally our previous one; another's if
+  // a former owner that did not yet know it lost the partition wrote one since (read again when
+  // one is written between the read and the write). So the head replaced is known, and its
+  // chunks are purged with ours below: no snapshot's chunks outlive their head.
+  palisade::v1::PartitionSnapshotHead found;  // the head this write replaces
+  absl::Status s;
+  bool stored = false;
+  bool wrote = false;     // a write was tried (its result perhaps unknown)
+  bool unknown = false;   // and the head could not be read after it
+  bool conflict = false;  // the last write lost its compare-and-set
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    kvEntry* e = nullptr;
+    const natsStatus got = kvStore_Get(&e, kv_, head_key.c_str());
+    if (got != NATS_OK && got != NATS_NOT_FOUND) {
+      if (s.ok()) s = NatsError(got, absl::StrCat("cluster: reading windows key ", head_key));
+      unknown = wrote;
+      break;
     }
+    palisade::v1::PartitionSnapshotHead current;
+    uint64_t revision = 0;
+    if (got == NATS_OK) {
+      revision = kvEntry_Revision(e);
+      if (!current.ParseFromArray(kvEntry_Value(e), kvEntry_ValueLen(e))) current.Clear();
+      kvEntry_Destroy(e);
+    }
+    // A publish can fail after the server stored it: then the head read is this snapshot's,
+    // and it replaced the one read before it (its write was a compare-and-set on that).
+    if (wrote && current.generation() == generation) {
+      stored = true;
+      break;
+    }
+    if (wrote && !conflict) break;  // failed, and not stored: `s` says why
+    found = std::move(current);
+    conflict = false;
+    s = WriteSnapshotHead(head_key, value, got == NATS_OK ? revision : 0, &conflict);
+    wrote = true;
+    if (s.ok()) {
+      stored = true;
+      break;
+    }
+  }
+  if (!stored) {
+    {
+      absl::MutexLock lock(&mu_);
+      ++stats_.snapshot_failures;
+    }
+    // Unread after a write, the head may name them: kept until a read of it says it does not.
+    AddOrphans(part.p, generation, head.chunks(), /*unsure=*/unknown);
+    if (!unknown) PurgeOrphans().IgnoreError();
+    if (s.ok()) {
+      s = absl::UnavailableError(
+          absl::StrCat("cluster: windows key ", head_key, " kept changing while written"));
+    }
+    return s;
   }
   // The previous snapshot's chunks (ours or the one we restored from) and those of the head
   // found are no longer read: no head names them now, nor ever will again.

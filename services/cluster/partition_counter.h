@@ -14,11 +14,12 @@
 //                  p<N>.g<generation>.<i> written before it; taken every `snapshot_every`
 //                  matches or `snapshot_interval`, and by SnapshotAll before a clean hand-over.
 //                  No chunk outlives the head that names it (the bucket has no TTL): a new
-//                  head's writer purges the chunks of the one it replaced; an attempt whose
-//                  chunk write fails purges the chunks it wrote, and one whose head write fails
-//                  reads the head back (a publish can fail after the server stored it) and
-//                  purges its chunks unless the head names them. A purge that fails is tried
-//                  again every `stall` (Poll) and at SnapshotAll.
+//                  head is written by compare-and-set on the one read, and its writer purges
+//                  the chunks of the one it replaced (by subject: no marker left); an attempt
+//                  whose chunk write fails purges the chunks it wrote, and one whose head write
+//                  fails reads the head back (a publish can fail after the server stored it)
+//                  and purges its chunks unless the head names them. A purge that fails is
+//                  tried again every `stall` (Poll) and at SnapshotAll.
 // A node that gains partition N restores the snapshot, then reads the partition from S + 1 in
 // stream order (an ordered consumer: no redelivery can reorder it): matches through the emitted
 // position are counted without raising their detections again (they were handed over already),
@@ -216,6 +217,10 @@ class PartitionCounter {
   absl::Status Deliver(Partition& part);
   absl::Status Snapshot(Partition& part);
   absl::Status WriteSnapshotKey(const std::string& key, absl::string_view value);
+  // The head, by compare-and-set on `revision` (0: the key must not exist); `conflict`: it
+  // lost (another wrote the head since `revision`).
+  absl::Status WriteSnapshotHead(const std::string& key, const std::string& value,
+                                 uint64_t revision, bool* conflict);
   void AddOrphans(uint32_t p, std::string generation, uint32_t chunks, bool unsure);
   absl::Status PurgeOrphans();
   absl::Status WriteEmitted(Partition& part);

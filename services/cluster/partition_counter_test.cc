@@ -775,6 +775,37 @@ TEST_F(SnapshotWriteFailureTest, AHeadStoredWhoseWriteFailedIsTheSnapshot) {
       /*failure_is_reported=*/false);
 }
 
+// A former owner that has not learnt yet that it lost the partition writes its head (and its
+// chunk) between this owner's read of the head and its write: the head is replaced by
+// compare-and-set on the one read, so this owner reads it again and purges the former owner's
+// chunk with its own previous ones; none is left that no head names.
+TEST_F(SnapshotWriteFailureTest, AHeadWrittenByAnotherMeanwhileIsPurgedToo) {
+  bool injected = false;
+  Run(
+      [&](uint32_t p, const std::string& key, bool stored) {
+        if (stored || injected || !IsHead(p, key)) return absl::OkStatus();
+        injected = true;
+        kvStore* kv = nullptr;
+        EXPECT_EQ(js_KeyValue(&kv, client_->jetstream(), "palisade_windows"), NATS_OK);
+        palisade::v1::PartitionSnapshotChunk chunk;
+        palisade::v1::PartitionSnapshotHead head;
+        head.set_partition(p);
+        head.set_generation("former-0000000000000001");
+        head.set_chunks(1);
+        uint64_t rev = 0;
+        const std::string c = chunk.SerializeAsString(), h = head.SerializeAsString();
+        EXPECT_EQ(kvStore_Put(&rev, kv, absl::StrCat("p", p, ".gformer-0000000000000001.0").c_str(),
+                              c.data(), static_cast<int>(c.size())),
+                  NATS_OK);
+        EXPECT_EQ(kvStore_Put(&rev, kv, key.c_str(), h.data(), static_cast<int>(h.size())),
+                  NATS_OK);
+        kvStore_Destroy(kv);
+        return absl::OkStatus();
+      },
+      /*failure_is_reported=*/false);
+  EXPECT_TRUE(injected);
+}
+
 // The head's write fails and the server dies with it, so the head cannot be read back: whether
 // it names the new chunks is unknown, and they are kept until a read says. Once the server is
 // back, they are purged (the head names another snapshot), and the last head restores whole.
