@@ -9,14 +9,14 @@ seconds="${1:-10}"
 bash tools/setup.sh
 base="${PALISADE_FUZZ_OUTPUT_BASE:-$HOME/.cache/palisade-fuzz}"
 targets=(line_parser_fuzz json_parser_fuzz rule_pack_fuzz cloudflare_response_fuzz feed_parser_fuzz
-  logpush_body_fuzz)
+  logpush_body_fuzz set_dfa_fuzz)
 bazel --output_base="$base" build --config=fuzz --symlink_prefix=/ \
   $(printf '//tests/fuzz:%s ' "${targets[@]}") >&2
 bin=$(bazel --output_base="$base" info --config=fuzz bazel-bin 2>/dev/null)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/line_parser_fuzz" "$work/rule_pack_fuzz" "$work/cloudflare_response_fuzz" \
-  "$work/feed_parser_fuzz" "$work/json_parser_fuzz" "$work/logpush_body_fuzz"
+  "$work/feed_parser_fuzz" "$work/json_parser_fuzz" "$work/logpush_body_fuzz" "$work/set_dfa_fuzz"
 # JSON records: the pack and test-log lines of the JSON formats.
 grep -h '^{' rules/testlogs/cloudflare-edge.log | split -l 1 - "$work/json_parser_fuzz/rec"
 cp services/feeds/testdata/* "$work/feed_parser_fuzz/"
@@ -28,6 +28,10 @@ cp services/feeds/testdata/* "$work/feed_parser_fuzz/"
 head -200 tests/testdata/sample_auth.log | split -l 1 - "$work/line_parser_fuzz/auth"
 head -200 tests/testdata/sample_access.log | split -l 1 - "$work/line_parser_fuzz/access"
 cp rules/*.textproto tests/e2e/testdata/*.textproto "$work/rule_pack_fuzz/"
+# SetDfa against RE2::Set: an anchoring byte, patterns, and a line for them to read.
+printf '\001Failed password for (?:invalid user )?\\S+ from (?P<ip>[0-9.]+) port \\d+ ssh2$\n(?i)^invalid user .* from [0-9.]+\nFailed password for root from 192.0.2.7 port 22 ssh2' \
+  >"$work/set_dfa_fuzz/sshd"
+printf '\000(?:a|b)*c{2,4}$\n[^x]+y?\n\\pL\\d\nab1cc' >"$work/set_dfa_fuzz/small"
 printf '\000{"success":true,"errors":[],"messages":[],"result":[{"id":"a","configuration":{"target":"ip","value":"1.2.3.4"}}],"result_info":{"page":1,"total_pages":1}}' \
   >"$work/cloudflare_response_fuzz/ok"
 printf '\006{"success":false,"errors":[{"code":971,"message":"wait"}],"result":null}' \

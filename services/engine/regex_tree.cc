@@ -205,9 +205,39 @@ class ReParser {
       case '?':
         return Error("quantifier after nothing");
       default:
-        out.push_back(Chars(CharSet().set(static_cast<unsigned char>(c)), start, flags));
+        out.push_back(Literal(start, flags, /*quoted=*/false));
         return absl::OkStatus();
     }
+  }
+
+  // The literal character starting at `start` (pos_ just past its first byte): one piece, or
+  // for a character of several UTF-8 bytes a group of one piece per byte, so that a quantifier
+  // after it takes the whole character, as RE2 reads `Ն?` (found by tests/fuzz:set_dfa_fuzz:
+  // the quantifier took the last byte alone). `quoted`: a character of \Q..\E.
+  ReNode Literal(size_t start, const Flags& flags, bool quoted) {
+    const unsigned char lead = static_cast<unsigned char>(re_[start]);
+    const size_t length = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+    auto byte = [&](size_t at) {
+      ReNode n = Chars(CharSet().set(static_cast<unsigned char>(re_[at])), at, flags,
+                       quoted ? &re_[at] : nullptr);
+      n.end = at + 1;
+      return n;
+    };
+    if (length == 1) return byte(start);
+    ReNode group;
+    group.kind = ReNode::kGroup;
+    group.begin = start;
+    ReNode seq;
+    seq.kind = ReNode::kConcat;
+    seq.begin = start;
+    seq.subs.push_back(byte(start));
+    while (seq.subs.size() < length && More() &&
+           (static_cast<unsigned char>(Peek()) & 0xc0) == 0x80) {
+      seq.subs.push_back(byte(pos_++));
+    }
+    seq.end = group.end = pos_;
+    group.subs.push_back(std::move(seq));
+    return group;
   }
 
   absl::Status ParseGroup(Flags& flags, size_t start, std::vector<ReNode>& out) {
@@ -288,12 +318,9 @@ class ReParser {
       ++pos_;
       size_t stop = re_.find("\\E", pos_);
       if (stop == absl::string_view::npos) stop = re_.size();
-      for (; pos_ < stop; ++pos_) {
-        const size_t at = pos_;
-        ReNode n = Chars(CharSet().set(static_cast<unsigned char>(re_[pos_])), at, flags,
-                         &re_[pos_]);
-        n.end = at + 1;
-        out.push_back(n);
+      while (pos_ < stop) {
+        const size_t at = pos_++;
+        out.push_back(Literal(at, flags, /*quoted=*/true));
       }
       if (pos_ < re_.size()) pos_ += 2;
       return absl::OkStatus();

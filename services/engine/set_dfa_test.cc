@@ -83,6 +83,22 @@ TEST(SetDfaTest, ClassesAreRe2sNotTheParsersWidening) {
   }
 }
 
+// A quantifier after a character of several UTF-8 bytes takes the whole character (found by
+// tests/fuzz:set_dfa_fuzz: `[^x]Ն?` was read as `[^x]\xd5\x86?` and matched no ASCII text).
+TEST(SetDfaTest, AQuantifierTakesAWholeMultiByteCharacter) {
+  const std::vector<std::string> patterns = {"(?:a|bc*){2,4}$", "[^x]\xd5\x86?", "^a\xc3\xa9*b",
+                                             "\\Qa\xc3\xa9\\E?c", "^\xe2\x82\xac{0,2}z"};
+  for (bool anchored : {true, false}) {
+    std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, anchored);
+    ASSERT_NE(dfa, nullptr);
+    SetDfa::Cache cache;
+    for (const std::string text : {"b1cc", "ab", "ac", "a", "z", "bz"}) {
+      EXPECT_EQ(DfaHits(*dfa, &cache, text), Re2Hits(patterns, anchored, text))
+          << (anchored ? "anchored: " : "unanchored: ") << text;
+    }
+  }
+}
+
 TEST(SetDfaTest, ATextPastAsciiIsLeftToRe2) {
   std::unique_ptr<const SetDfa> dfa = MustBuild({"^a", "é"}, false);
   ASSERT_NE(dfa, nullptr);
