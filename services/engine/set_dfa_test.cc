@@ -99,6 +99,17 @@ TEST(SetDfaTest, AQuantifierTakesAWholeMultiByteCharacter) {
   }
 }
 
+// RE2 reads a repetition count with a leading zero as literal text (found by set_dfa_fuzz).
+TEST(SetDfaTest, ACountWithALeadingZeroIsLiteralText) {
+  const std::vector<std::string> patterns = {"^cc{01,4}$", "^c{0,2}x", "^a{00}b"};
+  std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, true);
+  ASSERT_NE(dfa, nullptr);
+  SetDfa::Cache cache;
+  for (const std::string text : {"cc", "ccc", "cc{01,4}", "x", "ccx", "b", "a{00}b"}) {
+    EXPECT_EQ(DfaHits(*dfa, &cache, text), Re2Hits(patterns, true, text)) << text;
+  }
+}
+
 TEST(SetDfaTest, ATextPastAsciiIsLeftToRe2) {
   std::unique_ptr<const SetDfa> dfa = MustBuild({"^a", "é"}, false);
   ASSERT_NE(dfa, nullptr);
