@@ -283,7 +283,6 @@ class ClusterNode {
   uint64_t forward_next_ ABSL_GUARDED_BY(forward_mu_) = 0;
   std::atomic<uint64_t> forwarded_{0}, forward_dropped_{0};
   std::thread forwarder_;
-  prometheus::Family<prometheus::Counter>& forward_family_;
   prometheus::Gauge& writer_gauge_;
   prometheus::Gauge& owned_gauge_;
   prometheus::Gauge& partitions_gauge_;
@@ -292,6 +291,7 @@ class ClusterNode {
   prometheus::Gauge& connected_gauge_;
   prometheus::Counter& ticks_ok_;
   prometheus::Counter& ticks_failed_;
+  prometheus::Family<prometheus::Counter>& forward_family_;  // declared in the order built
   prometheus::Counter& writer_changes_;
 };
 

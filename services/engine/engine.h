@@ -1,8 +1,9 @@
 // The detection engine: match → window → detection, for one stream of parsed lines.
 //
-// Process() runs the RuleSet's RE2::Set passes over a line (anchored patterns in one Set,
+// Process() runs the RuleSet's Set passes over a line (anchored patterns in one Set,
 // unanchored ones in another; unanchored patterns with required literals are found by a literal
-// prefilter instead), runs the capturing regex of each candidate rule, normalises the
+// prefilter instead; a Set's question answered by SetDfa on lines of ASCII bytes, by RE2::Set
+// on the others), runs the capturing regex of each candidate rule, normalises the
 // key (an "ip" must parse as an address: nothing else can become a target), drops allowlisted
 // keys, and counts the match in the (rule, key) window in event time. When a window reaches its rule's threshold it raises a Detection carrying the
 // evidence lines, and the window starts over. A window reaches back its rule's span from its

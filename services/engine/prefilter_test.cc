@@ -894,6 +894,25 @@ TEST(SkipPartsTest, FirstBytesHoldWhatRe2FoldsAndNothingForAnEmptyMatch) {
   EXPECT_FALSE(empty->ForFormat(LogFormat::LOG_FORMAT_RAW)->parts[0].first_bytes_known);
 }
 
+// How many lines `a` and `b` (per line: (rule, key) found two ways, named `how_a` and `how_b`)
+// disagree on, the first 10 reported; `*matched` counts the lines `b` found a match on.
+template <typename PerLine>
+size_t Differences(const std::string& name, const std::vector<Line>& lines, const PerLine& a,
+                   const PerLine& b, absl::string_view how_a, absl::string_view how_b,
+                   size_t* matched) {
+  EXPECT_EQ(a.size(), b.size()) << name;
+  size_t differences = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+    *matched += !b[i].empty();
+    if (a[i] != b[i] && ++differences <= 10) {
+      ADD_FAILURE() << name << ", line " << i << " (format " << lines[i].format
+                    << "): " << lines[i].text << "\n  " << how_a << ": " << a[i].size()
+                    << " matches, " << how_b << ": " << b[i].size();
+    }
+  }
+  return differences;
+}
+
 // The examples and counter-examples of `rules`, every seventh line of the generated corpora
 // (TestLines), and access lines whose second field (a head's run, with SetHead) holds what a
 // class may not take: bytes past ASCII, UTF-8 or not, and a tab.
@@ -952,19 +971,10 @@ TEST(SkipPartsTest, SameMatchesWithAndWithoutSkipsOverEachPack) {
       }
     }
     const std::vector<Line> lines = SampleLines(**with);
-    const auto a = MatchAll(*with, lines);
-    const auto b = MatchAll(*without, lines);
-    ASSERT_EQ(a.size(), b.size());
-    size_t differences = 0;
-    for (size_t i = 0; i < lines.size(); ++i) {
-      matched += !b[i].empty();
-      if (a[i] != b[i] && ++differences <= 10) {
-        ADD_FAILURE() << name << ", line " << i << " (format " << lines[i].format
-                      << "): " << lines[i].text << "\n  with the skips: " << a[i].size()
-                      << " matches, without: " << b[i].size();
-      }
-    }
-    EXPECT_EQ(differences, 0u) << name;
+    EXPECT_EQ(Differences(name, lines, MatchAll(*with, lines), MatchAll(*without, lines),
+                          "with the skips", "without", &matched),
+              0u)
+        << name;
   }
   EXPECT_GT(with_programs, 3u);
   EXPECT_GT(with_first_bytes, 10u);
@@ -1176,16 +1186,8 @@ TEST(OwnDfaTest, SameMatchesWithAndWithoutTheDfaOverEachPack) {
       const auto a = CountAll(*with, lines, prematch, &ignored_a);
       const auto b = CountAll(*without, lines, prematch, &ignored_b);
       EXPECT_EQ(ignored_a, ignored_b) << name;
-      size_t differences = 0;
-      for (size_t i = 0; i < lines.size(); ++i) {
-        matched += !b[i].empty();
-        if (a[i] != b[i] && ++differences <= 10) {
-          ADD_FAILURE() << name << ", line " << i << " (format " << lines[i].format
-                        << "): " << lines[i].text << "\n  with SetDfa: " << a[i].size()
-                        << " matches, with RE2's Set: " << b[i].size();
-        }
-      }
-      EXPECT_EQ(differences, 0u) << name;
+      EXPECT_EQ(Differences(name, lines, a, b, "with SetDfa", "with RE2's Set", &matched), 0u)
+          << name;
     }
   }
   EXPECT_GT(with_dfa, 20u);

@@ -12,8 +12,8 @@
 // latter), and (argument 2) by SetDfa, the engine's own DFA for ASCII lines (its hits are the
 // indices; services/engine/set_dfa.h; "Sixteenth pass"). Instructions are counted under callgrind (this VM has no hardware counters):
 //   bazel build -c opt //tests/bench:re2_set_cost
-//   valgrind --tool=callgrind bazel-bin/tests/bench/re2_set_cost \
-//     --benchmark_filter=ReadsToTheEnd/1 --benchmark_min_time=0
+//   valgrind --tool=callgrind bazel-bin/tests/bench/re2_set_cost
+//     --benchmark_filter=ReadsToTheEnd/1 --benchmark_min_time=0   (one command line)
 // and `callgrind_annotate --inclusive=yes` of `RE2::Set::Match` divided by the calls.
 #include <string>
 #include <vector>
