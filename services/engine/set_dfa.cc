@@ -24,17 +24,21 @@ std::atomic<uint64_t> next_id{1};
 
 // What a one-character piece matches among the ASCII bytes, asked of RE2 (ReNode::atom): a
 // compile and 128 matches per distinct atom, remembered for the process (the Sets of one load,
-// and of the next, share most of their atoms: `\S`, `\d`, `[0-9A-Fa-f:.]`). At most kMaxKnown
-// atoms are kept; past that the memory starts over.
+// and of the next, share most of their atoms: `\S`, `\d`, `[0-9A-Fa-f:.]`). Bounded in bytes,
+// as packs come from clients too (Admin.TestRules): an atom longer than kMaxAtomBytes is asked
+// of RE2 each time and not kept, and past kMaxBytes the memory starts over.
 class AsciiAtoms {
  public:
+  static constexpr size_t kMaxAtomBytes = 256;
+  static constexpr size_t kMaxBytes = size_t{1} << 20;
+  static constexpr size_t kEntryBytes = 96;  // a map node and its bitset, beside the key
+
   static absl::StatusOr<std::bitset<128>> Of(const ReNode& n) {
-    static absl::Mutex mu(absl::kConstInit);
-    static auto* known = new std::map<std::string, std::bitset<128>>();
-    {
-      absl::MutexLock lock(&mu);
-      auto it = known->find(n.atom);
-      if (it != known->end()) return it->second;
+    const bool keep = n.atom.size() <= kMaxAtomBytes;
+    if (keep) {
+      absl::MutexLock lock(&mu_);
+      auto it = known().find(n.atom);
+      if (it != known().end()) return it->second;
     }
     RE2::Options options;
     options.set_log_errors(false);
@@ -54,15 +58,32 @@ class AsciiAtoms {
         if (RE2::FullMatch(re2::StringPiece(&c, 1), re)) set.set(b);
       }
     }
-    absl::MutexLock lock(&mu);
-    if (known->size() >= kMaxKnown) known->clear();
-    known->emplace(n.atom, set);
+    if (!keep) return set;
+    absl::MutexLock lock(&mu_);
+    const size_t bytes = n.atom.size() + kEntryBytes;
+    if (bytes_ + bytes > kMaxBytes) {
+      known().clear();
+      bytes_ = 0;
+    }
+    if (known().emplace(n.atom, set).second) bytes_ += bytes;
     return set;
   }
 
+  static size_t Bytes() {
+    absl::MutexLock lock(&mu_);
+    return bytes_;
+  }
+
  private:
-  static constexpr size_t kMaxKnown = 20000;
+  static std::map<std::string, std::bitset<128>>& known() {
+    static auto* map = new std::map<std::string, std::bitset<128>>();
+    return *map;
+  }
+  static absl::Mutex mu_;
+  static size_t bytes_ ABSL_GUARDED_BY(mu_);
 };
+absl::Mutex AsciiAtoms::mu_(absl::kConstInit);
+size_t AsciiAtoms::bytes_ = 0;
 
 void SortUnique(std::vector<int32_t>* v) {
   std::sort(v->begin(), v->end());
@@ -165,6 +186,8 @@ class SetDfaBuilder {
   std::vector<SetDfa::Node>& nodes_;
   const size_t max_positions_;
 };
+
+size_t SetDfa::AtomMemoryBytes() { return AsciiAtoms::Bytes(); }
 
 absl::StatusOr<std::unique_ptr<const SetDfa>> SetDfa::Build(
     const std::vector<std::string>& patterns, bool anchored, size_t max_positions) {

@@ -110,6 +110,10 @@ class SetDfa {
   // filled up more than twice on its way: the caller asks RE2.
   bool Match(absl::string_view text, Cache* cache, std::vector<int>* hits) const;
 
+  // What the process keeps of RE2's answers about one-character pieces (shared by every Build;
+  // at most 1 MiB, pieces of more than 256 bytes never kept).
+  static size_t AtomMemoryBytes();
+
   // Unique per SetDfa built in this process (never 0): what a Cache belongs to.
   uint64_t id() const { return id_; }
   size_t positions() const { return nodes_.size(); }

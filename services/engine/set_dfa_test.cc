@@ -243,6 +243,24 @@ TEST(SetDfaTest, ACacheThatBuildsAllAlongRestsAndRe2Answers) {
   EXPECT_GT(answered, 500u);
 }
 
+// Packs come from clients too (Admin.TestRules): the pieces asked of RE2 and kept for the
+// process stay within 1 MiB whatever the patterns, long classes included.
+TEST(SetDfaTest, WhatIsKeptOfThePiecesIsBoundedInBytes) {
+  std::mt19937 rng(3);
+  for (int round = 0; round < 40; ++round) {
+    std::vector<std::string> patterns;
+    for (int i = 0; i < 100; ++i) {
+      std::string cls = "[";
+      const size_t length = round % 2 == 0 ? 200 : 4000;  // kept, and too long to keep
+      while (cls.size() < length) cls += "a-b" + std::to_string(rng());
+      patterns.push_back(cls + "]x");
+    }
+    ASSERT_NE(MustBuild(patterns, true), nullptr);
+    EXPECT_LE(SetDfa::AtomMemoryBytes(), size_t{1} << 20);
+  }
+  EXPECT_GT(SetDfa::AtomMemoryBytes(), 0u);
+}
+
 TEST(SetDfaTest, ACacheFollowsTheDfaItIsUsedWith) {
   std::unique_ptr<const SetDfa> a = MustBuild({"^a"}, true);
   std::unique_ptr<const SetDfa> b = MustBuild({"^b", "^a"}, true);
