@@ -936,6 +936,30 @@ std::vector<Line> SampleLines(const RuleSet& rules) {
   return lines;
 }
 
+// Each shipped pack alone, then every pack together: (name, compiled with the defaults,
+// compiled with `other`).
+struct PackGroup {
+  std::string name;
+  std::shared_ptr<const RuleSet> with, without;
+};
+std::vector<PackGroup> EachPackAndAll(const RuleSetOptions& other) {
+  const std::vector<LoadedPack> packs = ShippedPacks();
+  const CidrSets sets = ShippedPackCidrSets();
+  std::vector<std::vector<LoadedPack>> groups;
+  for (const LoadedPack& pack : packs) groups.push_back({pack});
+  groups.push_back(packs);
+  std::vector<PackGroup> out;
+  for (const std::vector<LoadedPack>& group : groups) {
+    const std::string name = group.size() == 1 ? group[0].pack.name() : "every pack";
+    absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile(group, sets);
+    absl::StatusOr<std::shared_ptr<const RuleSet>> without = RuleSet::Compile(group, sets, other);
+    EXPECT_TRUE(with.ok()) << name << ": " << with.status();
+    EXPECT_TRUE(without.ok()) << name << ": " << without.status();
+    if (with.ok() && without.ok()) out.push_back({name, *with, *without});
+  }
+  return out;
+}
+
 // Each shipped pack alone (a pack whose rules name their programs gives its Sets a program
 // list) and every pack together, compiled with and without the skips: the same (rule, key) on
 // every example, counter-example and a sample of the generated corpora. And the skips are in
@@ -946,32 +970,25 @@ TEST(SkipPartsTest, SameMatchesWithAndWithoutSkipsOverEachPack) {
   RuleSetOptions no_skips;
   no_skips.skip_parts = false;
   no_skips.skip_heads = false;
-  std::vector<std::vector<LoadedPack>> groups;
-  for (const LoadedPack& pack : packs) groups.push_back({pack});
-  groups.push_back(packs);
+  const std::vector<PackGroup> compiled = EachPackAndAll(no_skips);
+  ASSERT_EQ(compiled.size(), packs.size() + 1);
   size_t with_programs = 0, with_first_bytes = 0, with_heads = 0, matched = 0;
-  for (const std::vector<LoadedPack>& group : groups) {
-    const std::string name = group.size() == 1 ? group[0].pack.name() : "every pack";
-    absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile(group, sets);
-    absl::StatusOr<std::shared_ptr<const RuleSet>> without =
-        RuleSet::Compile(group, sets, no_skips);
-    ASSERT_TRUE(with.ok()) << name << ": " << with.status();
-    ASSERT_TRUE(without.ok()) << name << ": " << without.status();
+  for (const auto& [name, with, without] : compiled) {
     for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
-      const RuleSet::FormatIndex* index = (*with)->ForFormat(static_cast<LogFormat>(f));
+      const RuleSet::FormatIndex* index = with->ForFormat(static_cast<LogFormat>(f));
       if (index == nullptr) continue;
       for (const auto& part : index->parts) {
         with_programs += !part.programs.empty();
         with_first_bytes += part.first_bytes_known;
         with_heads += part.head != nullptr;
       }
-      for (const auto& part : (*without)->ForFormat(static_cast<LogFormat>(f))->parts) {
+      for (const auto& part : without->ForFormat(static_cast<LogFormat>(f))->parts) {
         EXPECT_TRUE(part.programs.empty() && !part.first_bytes_known && part.head == nullptr)
             << name;
       }
     }
-    const std::vector<Line> lines = SampleLines(**with);
-    EXPECT_EQ(Differences(name, lines, MatchAll(*with, lines), MatchAll(*without, lines),
+    const std::vector<Line> lines = SampleLines(*with);
+    EXPECT_EQ(Differences(name, lines, MatchAll(with, lines), MatchAll(without, lines),
                           "with the skips", "without", &matched),
               0u)
         << name;
@@ -1142,37 +1159,29 @@ TEST(SkipHeadsTest, NoHeadWhereATailWouldReadOtherwise) {
 // Prematch, and on lines whose message holds bytes past ASCII (which SetDfa leaves to RE2). And
 // SetDfa is in use: the Sets of syslog and access lines with every pack have one.
 TEST(OwnDfaTest, SameMatchesWithAndWithoutTheDfaOverEachPack) {
-  const std::vector<LoadedPack> packs = ShippedPacks();
-  const CidrSets sets = ShippedPackCidrSets();
   RuleSetOptions re2_sets;
   re2_sets.own_dfa = false;
-  std::vector<std::vector<LoadedPack>> groups;
-  for (const LoadedPack& pack : packs) groups.push_back({pack});
-  groups.push_back(packs);
+  const std::vector<PackGroup> compiled = EachPackAndAll(re2_sets);
+  ASSERT_EQ(compiled.size(), ShippedPacks().size() + 1);
   size_t with_dfa = 0, without_dfa = 0, matched = 0;
-  for (const std::vector<LoadedPack>& group : groups) {
-    const std::string name = group.size() == 1 ? group[0].pack.name() : "every pack";
-    absl::StatusOr<std::shared_ptr<const RuleSet>> with = RuleSet::Compile(group, sets);
-    absl::StatusOr<std::shared_ptr<const RuleSet>> without =
-        RuleSet::Compile(group, sets, re2_sets);
-    ASSERT_TRUE(with.ok()) << name << ": " << with.status();
-    ASSERT_TRUE(without.ok()) << name << ": " << without.status();
+  for (const auto& [name, with, without] : compiled) {
+    const bool every_pack = name == "every pack";
     for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
-      const RuleSet::FormatIndex* index = (*with)->ForFormat(static_cast<LogFormat>(f));
+      const RuleSet::FormatIndex* index = with->ForFormat(static_cast<LogFormat>(f));
       if (index == nullptr) continue;
       for (const auto& part : index->parts) {
         if (part.set == nullptr) continue;
         (part.dfa != nullptr ? with_dfa : without_dfa) += 1;
-        if (group.size() > 1 &&
+        if (every_pack &&
             (f == LogFormat::LOG_FORMAT_SYSLOG || f == LogFormat::LOG_FORMAT_COMBINED)) {
           EXPECT_NE(part.dfa, nullptr) << "format " << f;
         }
       }
-      for (const auto& part : (*without)->ForFormat(static_cast<LogFormat>(f))->parts) {
+      for (const auto& part : without->ForFormat(static_cast<LogFormat>(f))->parts) {
         EXPECT_EQ(part.dfa, nullptr) << name;
       }
     }
-    std::vector<Line> lines = SampleLines(**with);
+    std::vector<Line> lines = SampleLines(*with);
     // Messages with a byte past ASCII at the start, the middle and the end.
     const size_t sampled = lines.size();
     for (size_t i = 0; i < sampled; i += 5) {
@@ -1183,8 +1192,8 @@ TEST(OwnDfaTest, SameMatchesWithAndWithoutTheDfaOverEachPack) {
     }
     for (bool prematch : {false, true}) {
       size_t ignored_a = 0, ignored_b = 0;
-      const auto a = CountAll(*with, lines, prematch, &ignored_a);
-      const auto b = CountAll(*without, lines, prematch, &ignored_b);
+      const auto a = CountAll(with, lines, prematch, &ignored_a);
+      const auto b = CountAll(without, lines, prematch, &ignored_b);
       EXPECT_EQ(ignored_a, ignored_b) << name;
       EXPECT_EQ(Differences(name, lines, a, b, "with SetDfa", "with RE2's Set", &matched), 0u)
           << name;
