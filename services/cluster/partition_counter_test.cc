@@ -581,7 +581,9 @@ TEST_F(PartitionCounterTest, NoSnapshotChunksOutliveTheirHead) {
   ASSERT_TRUE(c->Apply(All()).ok());
   EXPECT_EQ(c->stats().snapshot_failures, 0u);
   for (const auto& s : c->partitions()) {
-    if (s.partition == p) EXPECT_EQ(s.windows, 1u);
+    if (s.partition == p) {
+      EXPECT_EQ(s.windows, 1u);
+    }
   }
 }
 
@@ -640,17 +642,23 @@ BucketSnapshot ReadBucket(NatsClient& client, uint32_t p) {
 // restores whole at a new owner.
 class SnapshotWriteFailureTest : public PartitionCounterTest {
  protected:
-  using Fault = std::function<absl::Status(uint32_t p, const std::string& key, bool stored)>;
-
-  void Run(const Fault& fault, bool failure_is_reported) {
-    auto web1 = Node("web-1");
-    std::vector<std::string> ips;  // three keys of one partition: three windows
+  // Three addresses of 198.51.100.1's partition: three windows of one snapshot.
+  static std::vector<std::string> ThreeKeysOfOnePartition() {
+    std::vector<std::string> ips;
     for (int i = 1; ips.size() < 3; ++i) {
       const std::string ip = absl::StrCat("198.51.100.", i);
       if (PartitionOf(ip, kPartitions) == PartitionOf("198.51.100.1", kPartitions)) {
         ips.push_back(ip);
       }
     }
+    return ips;
+  }
+
+  using Fault = std::function<absl::Status(uint32_t p, const std::string& key, bool stored)>;
+
+  void Run(const Fault& fault, bool failure_is_reported) {
+    auto web1 = Node("web-1");
+    const std::vector<std::string> ips = ThreeKeysOfOnePartition();  // three windows
     const uint32_t p = PartitionOf(ips[0], kPartitions);
     bool armed = false;
     Writer writer;
@@ -720,7 +728,9 @@ class SnapshotWriteFailureTest : public PartitionCounterTest {
     ASSERT_TRUE(next->Apply(All()).ok());
     EXPECT_EQ(next->stats().snapshot_failures, 0u);
     for (const auto& s : next->partitions()) {
-      if (s.partition == p) EXPECT_EQ(s.windows, 3u);
+      if (s.partition == p) {
+        EXPECT_EQ(s.windows, 3u);
+      }
     }
   }
 
@@ -811,13 +821,7 @@ TEST_F(SnapshotWriteFailureTest, AHeadWrittenByAnotherMeanwhileIsPurgedToo) {
 // back, they are purged (the head names another snapshot), and the last head restores whole.
 TEST_F(SnapshotWriteFailureTest, ChunksOfAHeadNotReadBackArePurgedOnceNatsAnswers) {
   auto web1 = Node("web-1");
-  std::vector<std::string> ips;
-  for (int i = 1; ips.size() < 3; ++i) {
-    const std::string ip = absl::StrCat("198.51.100.", i);
-    if (PartitionOf(ip, kPartitions) == PartitionOf("198.51.100.1", kPartitions)) {
-      ips.push_back(ip);
-    }
-  }
+  const std::vector<std::string> ips = ThreeKeysOfOnePartition();
   const uint32_t p = PartitionOf(ips[0], kPartitions);
   bool armed = false;
   Writer writer;
@@ -913,7 +917,9 @@ TEST_F(PartitionCounterTest, EachPartitionHasItsShareOfTheBounds) {
   for (size_t i = 0; i < keys.size(); ++i) Fail(*web1, keys[i], static_cast<int>(i));
   PollUntilRead(**c, 3);
   for (const auto& s : (*c)->partitions()) {
-    if (s.partition == 0) EXPECT_EQ(s.windows, 2u);
+    if (s.partition == 0) {
+      EXPECT_EQ(s.windows, 2u);
+    }
   }
 }
 
