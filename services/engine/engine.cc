@@ -1075,7 +1075,16 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
   if (now >= w.last) w.stream = stream;
   w.last = newest;
   w.touched = ++shard.ticks;
-  w.AddEvidence(kept, marker, options_.max_evidence, options_.max_evidence_bytes);
+  // Only the lines a detection can show are kept: a detection's evidence is the lines of its
+  // last max_evidence matches (in the order they came), and a match that leaves its window
+  // fewer than count - max_evidence matches can never be one of them (its window needs more
+  // than max_evidence matches after it to detect; sliding only lowers the count). So a window
+  // of web-request-flood (120 requests) copies 5 of its 120 lines, not all of them: the copy
+  // and the ring's turn were a third of an access line's cost with every pack (PERFORMANCE.md,
+  // "Seventeenth pass"), and a window under its threshold holds no lines at all.
+  if (w.times.size() + options_.max_evidence > rule.count) {
+    w.AddEvidence(kept, marker, options_.max_evidence, options_.max_evidence_bytes);
+  }
   if (w.times.size() >= rule.count) {
     Detection& d = detection();
     w.TakeEvidence(&d.evidence);

@@ -16,10 +16,11 @@
 // counted). Memory is also bounded in bytes, whatever the lines and keys an attacker writes:
 // a window keeps at most `max_evidence_bytes` of evidence (each line cut to an equal share, the
 // cut marked and counted; the lines of the newest matches still inside the window, at most
-// `max_evidence`), and every byte a window holds (its object, its buffer, its table
-// slot, as the allocator hands them out) is accounted against `memory_budget_bytes`; a shard
-// past its share of the budget evicts its least recently active windows first (counted apart
-// from the key cap). Once warmed up, a line that matches nothing allocates nothing.
+// `max_evidence`, and only of matches that can be one of a detection's last `max_evidence`), and
+// every byte a window holds (its object, its buffer, its table slot, as the allocator hands them
+// out) is accounted against `memory_budget_bytes`; a shard past its share of the budget evicts
+// its least recently active windows first (counted apart from the key cap). Once warmed up, a
+// line that matches nothing allocates nothing.
 //
 // Sessions (Rule.session, issue 13 §1): a rule with a session ties its lines to the connection
 // that wrote them, by the line's program and pid or by a capture (SessionTable). A `note_only`

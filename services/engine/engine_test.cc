@@ -865,6 +865,101 @@ TEST_F(EngineTest, EvidenceRingKeepsTheNewestLinesAsAQueueWould) {
   }
 }
 
+// A window keeps the lines only of the matches that can be in its detection's evidence (its
+// last max_evidence): under the threshold by more than that, a window holds no line, whatever
+// their length. (Every match's line was copied: with web-request-flood's 120 a third of an
+// access line's cost, PERFORMANCE.md "Seventeenth pass".)
+TEST_F(EngineTest, AWindowKeepsOnlyTheLinesItsDetectionCanShow) {
+  auto memory_after = [&](size_t tail, int matches, std::vector<Detection>* out) {
+    Engine engine(Rules(FailPack("ssh-fail-40", 40)), EngineOptions());  // 5 evidence lines
+    ParsedLine line;
+    for (int i = 0; i < matches; ++i) {
+      const std::string m = absl::StrCat("Failed password for u", i, " from 203.0.113.9 port 22 ",
+                                         std::string(tail, 'y'));
+      line.message = m;
+      engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(i), out);
+    }
+    return engine.memory_bytes();
+  };
+  std::vector<Detection> out;
+  // 35 matches: the 36th is the first that can be shown; lines of 50 or 350 bytes cost the same.
+  EXPECT_EQ(memory_after(300, 35, &out), memory_after(0, 35, &out));
+  EXPECT_GT(memory_after(300, 36, &out), memory_after(0, 36, &out) + 250);
+  ASSERT_THAT(out, IsEmpty());
+  memory_after(0, 40, &out);
+  ASSERT_THAT(out, SizeIs(1));
+  ASSERT_THAT(out[0].evidence, SizeIs(5));
+  for (int k = 0; k < 5; ++k) {
+    EXPECT_TRUE(absl::StartsWith(out[0].evidence[k], absl::StrCat("Failed password for u", 35 + k,
+                                                                  " from ")))
+        << out[0].evidence[k];
+  }
+}
+
+// What a detection shows is what it showed when every match's line was kept: the newest
+// max_evidence lines, in the order they came, of the matches still inside the window. A model
+// keeping every line (trimmed as the window slides, as Count trims its ring) against the engine,
+// over random gaps that slide the window and late lines that land inside it.
+TEST_F(EngineTest, EvidenceIsTheNewestLinesOfTheWindowWithSlidesAndLateLines) {
+  EngineOptions options;
+  options.max_evidence = 3;
+  Engine engine(Rules(R"pb(
+    rules {
+      id: "ssh-fail-8"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "^Failed password for (?P<user>\\S+) from (?P<ip>\\S+) port"
+      threshold {
+        count: 8
+        window { seconds: 10 }
+      }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb"),
+                options);
+  std::mt19937 random(11);
+  std::vector<int64_t> times;     // the model's window (ms, in order)
+  std::deque<std::string> lines;  // every line of the window's matches, as they came
+  int64_t newest = 0, clock = 0;
+  int detections = 0;
+  ParsedLine line;
+  for (int i = 0; i < 5000; ++i) {
+    clock += random() % 4 == 0 ? random() % 12'000 : random() % 900;
+    // One line in six comes late, up to 3 s before the newest.
+    const int64_t now = random() % 6 == 0 ? std::max<int64_t>(0, newest - random() % 3000) : clock;
+    const std::string m = absl::StrCat("Failed password for u", i, " from 203.0.113.9 port 22");
+    line.message = m;
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Milliseconds(now), &out);
+    // The model: Count as it was when it kept every line.
+    newest = std::max(newest, now);
+    const int64_t horizon = newest - 10'000;
+    if (now < horizon) {
+      ASSERT_THAT(out, IsEmpty()) << i;
+      continue;
+    }
+    if (!times.empty() && times.front() < horizon) {
+      times.erase(times.begin(), std::lower_bound(times.begin(), times.end(), horizon));
+      while (lines.size() > times.size()) lines.pop_front();
+    }
+    times.insert(std::upper_bound(times.begin(), times.end(), now), now);
+    lines.push_back(m);
+    while (lines.size() > 3) lines.pop_front();
+    if (times.size() < 8) {
+      ASSERT_THAT(out, IsEmpty()) << i;
+      continue;
+    }
+    ASSERT_THAT(out, SizeIs(1)) << i;
+    EXPECT_EQ(out[0].evidence, std::vector<std::string>(lines.begin(), lines.end())) << i;
+    ++detections;
+    times.clear();
+    lines.clear();
+  }
+  EXPECT_GT(detections, 50);
+}
+
 // Every byte the engine accounts for a window (its object, its buffer, its table slot) is given
 // back when the window goes, whichever way it goes.
 TEST_F(EngineTest, AccountedBytesReturnToZeroWhenWindowsGo) {
