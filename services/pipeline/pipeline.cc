@@ -585,6 +585,12 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   }
   const absl::Time started = clock_.TimeNow();
   const absl::Time now = started;
+  // The bounds a line's time is compared with, computed once a batch: absl::Time arithmetic
+  // (a Duration added, a difference taken) was ~40 instructions of a line's own ~200 here.
+  // `previous < stale_before` is `now - previous > 30 days` (finite times, exact arithmetic).
+  const absl::Time stale_before = now - absl::Hours(24 * 30);
+  const absl::Time future_after = now + absl::Hours(24);
+  const absl::Time too_old = absl::FromUnixSeconds(946'684'800);  // before 2000
   BatchAck ack;
   ack.set_sequence(batch.sequence());
   const std::string source = batch.source().empty() ? "-" : batch.source();
@@ -717,7 +723,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       // In the daemon, a stream silent for a month starts over from now: the nearest year to a
       // line half a year old could be the wrong one, and live lines are recent.
       const bool first = previous == absl::InfinitePast() ||
-                         (options_.clamp_future && now - previous > absl::Hours(24 * 30));
+                         (options_.clamp_future && previous < stale_before);
       // Parsed already by Prematch (replay on several threads): the same line, so the same
       // result, but for a year read from Prematch's reference. That year is the one the
       // previous line gives when the time is within 180 days of it (a year apart, no other
@@ -754,10 +760,10 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       // Absurd times: from the future (clock skew, forged lines) are clamped to now in the
       // daemon; from before 2000 are rejected. Either is no reference for the year of the next
       // yearless line (one sender with its clock in 2099 would have set every later line's).
-      if (options_.clamp_future && when > now + absl::Hours(24)) {
+      if (options_.clamp_future && when > future_after) {
         when = now;
         ack.set_clamped(ack.clamped() + 1);
-      } else if (when < absl::FromUnixSeconds(946'684'800)) {
+      } else if (when < too_old) {
         ack.set_clamped(ack.clamped() + 1);
         ack.set_malformed(ack.malformed() + 1);
         continue;
