@@ -20,6 +20,7 @@
 namespace palisade {
 namespace {
 
+using ::palisade::testing::ByteBufferString;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::MetricValue;
@@ -266,14 +267,6 @@ const RequestMethod& Named(absl::string_view name) {
   std::abort();
 }
 
-std::string String(const grpc::ByteBuffer& b) {
-  std::vector<grpc::Slice> slices;
-  (void)b.Dump(&slices);
-  std::string out;
-  for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return out;
-}
-
 // Calls `m` with `body` as the request's bytes on the wire (a generic stub: nothing serialized
 // or checked on the client) and `token` (none when null); its status, and the first message
 // answered in `*answer`. A streaming answer is read to its end or the 2 s deadline.
@@ -293,7 +286,7 @@ grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const Reques
       done.Notify();
     });
     done.WaitForNotification();
-    if (answer != nullptr) *answer = String(response);
+    if (answer != nullptr) *answer = ByteBufferString(response);
     return status;
   }
   grpc::CompletionQueue cq;
@@ -314,7 +307,7 @@ grpc::Status RawCall(const std::shared_ptr<grpc::Channel>& channel, const Reques
   for (;;) {
     call->Read(&response, nullptr);
     if (!next()) break;
-    if (first && answer != nullptr) *answer = String(response);
+    if (first && answer != nullptr) *answer = ByteBufferString(response);
     first = false;
   }
   call->Finish(&status, nullptr);

@@ -413,4 +413,12 @@ double ScrapeMetric(const Daemon& daemon, const std::string& name,
   return metrics.ok() ? MetricValue(*metrics, name, labels) : -1;
 }
 
+std::string ByteBufferString(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  (void)buffer.Dump(&slices);
+  std::string out;
+  for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  return out;
+}
+
 }  // namespace palisade::testing

@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "grpcpp/support/byte_buffer.h"
 #include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "services/cli/shipper.h"
@@ -158,6 +159,9 @@ double MetricValue(const std::string& exposition, const std::string& name,
 // MetricValue of the daemon's /metrics now, or -1 when it does not answer.
 double ScrapeMetric(const Daemon& daemon, const std::string& name,
                     const std::vector<std::string>& labels = {});
+
+// The bytes of a gRPC message as it came on the wire (a generic call's request or answer).
+std::string ByteBufferString(const grpc::ByteBuffer& buffer);
 
 }  // namespace palisade::testing
 

@@ -13,19 +13,12 @@
 namespace palisade {
 namespace {
 
+using ::palisade::testing::ByteBufferString;
 using ::palisade::testing::Daemon;
 
 grpc::ByteBuffer Bytes(const std::string& s) {
   grpc::Slice slice(s.data(), s.size());
   return grpc::ByteBuffer(&slice, 1);
-}
-
-std::string String(const grpc::ByteBuffer& b) {
-  std::vector<grpc::Slice> slices;
-  (void)b.Dump(&slices);
-  std::string out;
-  for (const grpc::Slice& s : slices) out.append(reinterpret_cast<const char*>(s.begin()), s.size());
-  return out;
 }
 
 // Waits for the next completion on `cq`; returns its ok bit.
@@ -53,7 +46,7 @@ TEST(StandardServicesTest, HealthAndReflection) {
     call->Finish(&response, &status, nullptr);
     Next(cq);
     ASSERT_TRUE(status.ok()) << status.error_message();
-    EXPECT_EQ(String(response), std::string("\x08\x01", 2));
+    EXPECT_EQ(ByteBufferString(response), std::string("\x08\x01", 2));
   }
 
   // grpc.reflection.v1alpha.ServerReflection: list_services (field 7) lists palisade's services.
@@ -68,7 +61,7 @@ TEST(StandardServicesTest, HealthAndReflection) {
     grpc::ByteBuffer response;
     call->Read(&response, nullptr);
     ASSERT_TRUE(Next(cq));
-    const std::string listed = String(response);
+    const std::string listed = ByteBufferString(response);
     for (const char* service : {"palisade.v1.Ingest", "palisade.v1.Decisions", "palisade.v1.Admin",
                                 "palisade.v1.Feeds", "palisade.v1.Events", "grpc.health.v1.Health"}) {
       EXPECT_TRUE(absl::StrContains(listed, service)) << service;
