@@ -3,6 +3,10 @@
 #include <utility>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/io/coded_stream.h"
@@ -289,6 +293,59 @@ absl::Status ApiLimits::ParseLogBatch(const Wire& wire, palisade::v1::LogBatch* 
 }
 
 namespace {
+// The first byte in [p, end) that is NUL or past ASCII, or `end`: 64 bytes a step with SSE2
+// (a NUL shows in the blocks' unsigned minimum, a high bit in their OR), then 16, then one.
+const uint8_t* NextHostile(const uint8_t* p, const uint8_t* end) {
+#if defined(__SSE2__)
+  const __m128i zero = _mm_setzero_si128();
+  auto load = [](const uint8_t* at) {
+    return _mm_loadu_si128(reinterpret_cast<const __m128i*>(at));
+  };
+  for (; end - p >= 64; p += 64) {
+    const __m128i a = load(p), b = load(p + 16), c = load(p + 32), d = load(p + 48);
+    const __m128i high = _mm_or_si128(_mm_or_si128(a, b), _mm_or_si128(c, d));
+    const __m128i low = _mm_min_epu8(_mm_min_epu8(a, b), _mm_min_epu8(c, d));
+    if (_mm_movemask_epi8(_mm_or_si128(high, _mm_cmpeq_epi8(low, zero))) != 0) break;
+  }
+  for (; end - p >= 16; p += 16) {
+    const __m128i v = load(p);
+    if (const int m = _mm_movemask_epi8(_mm_or_si128(v, _mm_cmpeq_epi8(v, zero))); m != 0) {
+      return p + __builtin_ctz(static_cast<unsigned>(m));
+    }
+  }
+#endif
+  while (p < end && *p != 0 && *p < 0x80) ++p;
+  return p;
+}
+
+// Whether every line handed to Add is plain (LineBatch::plain: ASCII, no NUL), scanning the
+// message forward once: a scan runs on from a line past its end into the next records until a
+// hostile byte, so most lines are answered by a scan already made. A hostile byte outside a line
+// (the first byte of a length past 127, a varint of another field) starts the scan over at the
+// next line. PrepareLine's scan of each line was ~120 instructions a line (sshd corpus).
+class PlainLines {
+ public:
+  explicit PlainLines(const uint8_t* end) : end_(end), scanned_(end), hostile_(end) {}
+  void Add(absl::string_view line) {
+    if (!plain_ || line.empty()) return;
+    const auto* begin = reinterpret_cast<const uint8_t*>(line.data());
+    // [scanned_, hostile_) holds no hostile byte; scanned again from this line's start when it
+    // does not start inside that range.
+    if (begin < scanned_ || begin > hostile_) {
+      scanned_ = begin;
+      hostile_ = NextHostile(begin, end_);
+    }
+    if (hostile_ < begin + line.size()) plain_ = false;
+  }
+  bool plain() const { return plain_; }
+
+ private:
+  const uint8_t* const end_;
+  const uint8_t* scanned_;
+  const uint8_t* hostile_;
+  bool plain_ = true;
+};
+
 // The line of a record's bytes [p, p + length), as a view into `bytes` (where p lies), read as
 // a CodedInputStream reads it; false when the record holds anything but its line.
 bool LineOf(absl::string_view bytes, const uint8_t* p, uint32_t length, absl::string_view* line) {
@@ -322,13 +379,15 @@ bool LineOf(absl::string_view bytes, const uint8_t* p, uint32_t length, absl::st
 }  // namespace
 
 bool ApiLimits::ParseLogBatchLines(const Wire& wire, palisade::v1::LogBatch* header,
-                                   std::vector<absl::string_view>* lines) {
+                                   std::vector<absl::string_view>* lines, bool* plain) {
   const absl::string_view bytes = wire.bytes;
   const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
   const uint8_t* const end = data + bytes.size();
   std::string rest;  // the fields but the records, as they came: parsed as a LogBatch
   lines->clear();
   lines->reserve(wire.records);
+  PlainLines plain_lines(end);
+  if (plain != nullptr) *plain = false;
   const uint8_t* p = data;
   while (p < end) {
     uint32_t length = 0;
@@ -336,6 +395,7 @@ bool ApiLimits::ParseLogBatchLines(const Wire& wire, palisade::v1::LogBatch* hea
     if (const size_t record = RecordAt(p, end, &length); record != 0) {
       if (!LineOf(bytes, p + record, length, &line)) return false;
       lines->push_back(line);
+      if (plain != nullptr) plain_lines.Add(line);
       p += record + length;
       continue;
     }
@@ -356,9 +416,12 @@ bool ApiLimits::ParseLogBatchLines(const Wire& wire, palisade::v1::LogBatch* hea
     }
     if (!LineOf(bytes, p + in.CurrentPosition(), length, &line)) return false;
     lines->push_back(line);
+    if (plain != nullptr) plain_lines.Add(line);
     p += in.CurrentPosition() + length;
   }
-  return header->ParseFromString(rest);
+  if (!header->ParseFromString(rest)) return false;
+  if (plain != nullptr) *plain = plain_lines.plain();
+  return true;
 }
 
 void ApiLimits::CountRefusal(absl::string_view method, absl::string_view limit) {

@@ -94,8 +94,10 @@ class ApiLimits {
   // the records (parsed as a LogBatch would), `lines` each record's line as a view into
   // `wire.bytes`. False, with nothing to use, when a record holds more than its line (an event
   // time, fields, anything else) or the bytes are not well formed: ParseLogBatch then decides.
+  // `plain`, when given, is set to whether every line is ASCII without a NUL (LineBatch::plain:
+  // the pipeline then need not look at each line for hostile bytes); false when it returns false.
   bool ParseLogBatchLines(const Wire& wire, palisade::v1::LogBatch* header,
-                          std::vector<absl::string_view>* lines);
+                          std::vector<absl::string_view>* lines, bool* plain = nullptr);
 
   // Counts a refusal: `limit` is the config field's short name, e.g. "max_message_bytes".
   void CountRefusal(absl::string_view method, absl::string_view limit);

@@ -43,6 +43,16 @@ LogBatch LinesBatch() {
   return batch;
 }
 
+// Whether no line holds a NUL or a byte past ASCII, a byte at a time.
+bool AllPlain(const std::vector<std::string>& lines) {
+  for (const std::string& line : lines) {
+    for (unsigned char c : line) {
+      if (c == 0 || c >= 0x80) return false;
+    }
+  }
+  return true;
+}
+
 class ApiLimitsTest : public ::testing::Test {
  protected:
   // What the daemon's views path gives for `bytes`, checked against the protobuf parse: when
@@ -53,7 +63,8 @@ class ApiLimitsTest : public ::testing::Test {
     EXPECT_THAT(limits_.Read(InSlices(bytes, pieces), &wire), IsOk());
     LogBatch header;
     std::vector<absl::string_view> lines;
-    const bool viewed = limits_.ParseLogBatchLines(wire, &header, &lines);
+    bool plain = true;
+    const bool viewed = limits_.ParseLogBatchLines(wire, &header, &lines, &plain);
     LogBatch parsed;
     const bool parses = limits_.ParseLogBatch(wire, &parsed).ok();
     if (!viewed) return false;
@@ -62,6 +73,7 @@ class ApiLimitsTest : public ::testing::Test {
     std::vector<std::string> records;
     for (const auto& r : parsed.records()) records.push_back(r.line());
     EXPECT_EQ(std::vector<std::string>(lines.begin(), lines.end()), records);
+    EXPECT_EQ(plain, AllPlain(records));
     parsed.clear_records();
     EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(header, parsed))
         << header.DebugString() << " vs " << parsed.DebugString();
@@ -200,6 +212,52 @@ TEST_F(ApiLimitsTest, LinesOfEveryLengthEncodingAreReadAsTheParseReadsThem) {
   ASSERT_TRUE(limits_.ParseLogBatchLines(wire, &header, &lines));
   EXPECT_THAT(lines, ElementsAre("first line", "", absl::string_view("nul\0byte", 8), "last",
                                  "abc", "hi"));
+}
+
+// `plain` (every line ASCII without a NUL: the pipeline skips its own look at each line) is
+// true exactly when no line holds a hostile byte, wherever it sits, whatever the lengths: a
+// record or line length past 127 is written with a byte past ASCII between the lines, and a
+// sequence past 127 in the header, which must not make a batch of plain lines look hostile; a
+// hostile byte in any line must make it so.
+TEST_F(ApiLimitsTest, PlainSaysWhetherAnyLineHoldsAHostileByte) {
+  std::mt19937 random(18);
+  const char kHostile[] = {'\0', '\x80', '\xff', '\xc3'};
+  for (int round = 0; round < 400; ++round) {
+    LogBatch batch;
+    batch.set_sequence(round * 1000);
+    batch.set_source("load-0");
+    batch.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+    const int count = 1 + static_cast<int>(random() % 40);
+    for (int i = 0; i < count; ++i) {
+      // Lengths about 127 and past, as well as short and empty lines.
+      const size_t length = random() % 4 == 0 ? random() % 8 : 100 + random() % 200;
+      std::string line(length, 'a');
+      for (char& c : line) c = static_cast<char>(0x20 + random() % 0x5f);
+      batch.add_records()->set_line(line);
+    }
+    if (round % 2 == 1) {  // one hostile byte: its line first, last or anywhere; its place too
+      const int which = round % 6 == 1 ? 0 : round % 6 == 3 ? count - 1
+                                                             : static_cast<int>(random() % count);
+      std::string* line = batch.mutable_records(which)->mutable_line();
+      if (line->empty()) *line = "x";
+      const size_t at = round % 10 == 1 ? 0 : round % 10 == 3 ? line->size() - 1
+                                                              : random() % line->size();
+      (*line)[at] = kHostile[random() % 4];
+    }
+    std::vector<std::string> lines;
+    for (const auto& r : batch.records()) lines.push_back(r.line());
+    const std::string bytes = batch.SerializeAsString();
+    for (int pieces : {1, 3}) {
+      ApiLimits::Wire wire;
+      ASSERT_THAT(limits_.Read(InSlices(bytes, pieces), &wire), IsOk());
+      LogBatch header;
+      std::vector<absl::string_view> views;
+      bool plain = round % 2 == 1;  // the opposite of the answer expected
+      ASSERT_TRUE(limits_.ParseLogBatchLines(wire, &header, &views, &plain));
+      EXPECT_EQ(plain, round % 2 == 0) << "round " << round;
+      EXPECT_EQ(plain, AllPlain(lines)) << "round " << round;
+    }
+  }
 }
 
 // A stream reads every batch into the same Wire: each Read starts it over, whether the batch
