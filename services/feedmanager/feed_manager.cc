@@ -153,6 +153,7 @@ FeedParseOptions FeedManager::ParseOptionsFor(const FeedConfig& config) const {
   p.min_confidence = config.min_confidence();
   p.min_prefix_v4 = MinPrefixOf(config, /*v4=*/true);
   p.min_prefix_v6 = MinPrefixOf(config, /*v4=*/false);
+  if (config.max_parsed_bytes() > 0) p.max_parsed_bytes = config.max_parsed_bytes();
   p.now = clock_.TimeNow();
   return p;
 }

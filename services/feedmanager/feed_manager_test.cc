@@ -19,6 +19,7 @@ namespace {
 using palisade::v1::Decision;
 using palisade::v1::FeedConfig;
 using palisade::v1::PushFeedResponse;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
 using testing::IsOk;
@@ -677,6 +678,40 @@ TEST_F(FeedManagerTest, NotModifiedWithoutAVersionIsAFailure) {
   EXPECT_THAT(info.last_error(), HasSubstr("304"));
   server.stop();
   thread.join();
+}
+
+// What a parse may hold is the feed's own cap (max_parsed_bytes): a feed configured with 1 MiB
+// refuses, whole, a version that a feed with the default (256 MiB) takes, and keeps the one it
+// has. 20,000 addresses are ~260 KB of text, ~1.4 MiB parsed (72 bytes an indicator).
+TEST_F(FeedManagerTest, AFeedsMaxParsedBytesRefusesAVersionTheDefaultTakes) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/max_parsed_bytes.txt");
+  auto write = [&path](const std::string& content) {
+    std::ofstream out(path, std::ios::trunc);
+    out << content;
+  };
+  write(Hosts(0, 100));
+  FeedConfig small = Plain("small");
+  small.set_url("file://" + path);
+  small.set_max_parsed_bytes(uint64_t{1} << 20);
+  FeedConfig standard = Plain("standard");
+  standard.set_url("file://" + path);
+  auto feeds = Make({small, standard});
+  ASSERT_THAT(feeds->FetchNow("small"), IsOk());
+
+  write(Hosts(0, 20000));
+  EXPECT_THAT(feeds->FetchNow("small").status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("feed \"small\""), HasSubstr("1048576 bytes (max_parsed_bytes)"),
+                             HasSubstr("at line "))));
+  EXPECT_THAT(feeds->Version("small"), IsOkAndHolds(1u));
+  EXPECT_TRUE(feeds->registry().Contains("small", Ip("198.18.0.99")));
+  EXPECT_FALSE(feeds->registry().Contains("small", Ip("198.18.78.0")));
+  EXPECT_THAT(feeds->List().feeds(0).last_error(), HasSubstr("max_parsed_bytes"));
+
+  absl::StatusOr<PushFeedResponse> taken = feeds->FetchNow("standard");
+  ASSERT_THAT(taken, IsOk());
+  EXPECT_EQ(taken->accepted(), 20000u);
+  EXPECT_TRUE(feeds->registry().Contains("standard", Ip("198.18.78.0")));
 }
 
 TEST_F(FeedManagerTest, PullRefusesOversizedContentAndReadsFiles) {

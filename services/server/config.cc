@@ -59,6 +59,8 @@ bool LowerHex(const std::string& s, size_t size) {
   return true;
 }
 
+constexpr uint64_t kMinMaxParsedBytes = uint64_t{1} << 20;
+
 absl::Status ValidateFeeds(const std::string& file, palisade::v1::Config* config) {
   std::set<std::string> names;
   for (int i = 0; i < config->feeds_size(); ++i) {
@@ -88,6 +90,13 @@ absl::Status ValidateFeeds(const std::string& file, palisade::v1::Config* config
     if (feed.min_confidence() > 100) return error("min_confidence must be <= 100");
     if (feed.min_prefix_v4() > 32) return error("min_prefix_v4 must be <= 32");
     if (feed.min_prefix_v6() > 128) return error("min_prefix_v6 must be <= 128");
+    // 0 is the feed manager's default (FeedParseOptions::kDefaultMaxParsedBytes). Under 1 MiB
+    // (~14,000 addresses) is taken for a unit mistake (MiB written as bytes), which would refuse
+    // every version the feed sends.
+    if (feed.max_parsed_bytes() != 0 && feed.max_parsed_bytes() < kMinMaxParsedBytes) {
+      return error(absl::StrCat("max_parsed_bytes ", feed.max_parsed_bytes(), " is under 1 MiB (",
+                                kMinMaxParsedBytes, "); 0 takes the default, 256 MiB"));
+    }
     // Stated here, not only in the manager: Feeds.Push refuses a push past it while it streams.
     if (feed.max_bytes() == 0) config->mutable_feeds(i)->set_max_bytes(64ull << 20);
   }

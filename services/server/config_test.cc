@@ -131,6 +131,11 @@ TEST(ConfigTest, FeedsAreValidatedAndFileUrlsResolved) {
   ASSERT_THAT(config, IsOk());
   EXPECT_EQ(config->feeds(0).url(), "file:///etc/palisade/feeds/drop.txt");
   EXPECT_EQ(config->feed_edge_max_entries(), 10000u);
+  // max_parsed_bytes: 0 is the default (the feed manager's 256 MiB), 1 MiB the least taken.
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               feeds { name: "a" format: FEED_FORMAT_PLAIN max_parsed_bytes: 1048576 })pb",
+                          "c.textproto", "."),
+              IsOk());
   const std::pair<const char*, const char*> bad[] = {
       {R"pb(feeds { name: "Drop" format: FEED_FORMAT_PLAIN })pb", "feeds[0] (\"Drop\"): name"},
       {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN } feeds { name: "a" format: FEED_FORMAT_PLAIN })pb",
@@ -143,6 +148,11 @@ TEST(ConfigTest, FeedsAreValidatedAndFileUrlsResolved) {
       {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN min_prefix_v6: 129 })pb",
        "min_prefix_v6 must be <= 128"},
       {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN interval { seconds: 1 } })pb", "interval"},
+      // 512 meant as MiB: every version would be refused.
+      {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN max_parsed_bytes: 512 })pb",
+       "feeds[0] (\"a\"): max_parsed_bytes 512 is under 1 MiB (1048576)"},
+      {R"pb(feeds { name: "a" format: FEED_FORMAT_PLAIN max_parsed_bytes: 1048575 })pb",
+       "feeds[0] (\"a\"): max_parsed_bytes 1048575 is under 1 MiB"},
   };
   for (const auto& [text, message] : bad) {
     EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", text), "c.textproto", "."),
