@@ -108,7 +108,10 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
                   .Register(metrics);
   auto& errors = prometheus::BuildCounter()
                      .Name("palisade_feed_fetch_errors_total")
-                     .Help("Failed fetches and unreadable contents.")
+                     .Help("Versions a feed did not get (it keeps the one it has), by reason: "
+                           "fetch (the pull failed), unreadable (the pushed or pulled content "
+                           "could not be read), max_parsed_bytes (its parse passed the feed's "
+                           "max_parsed_bytes).")
                      .Register(metrics);
   auto& rejected = prometheus::BuildCounter()
                        .Name("palisade_feed_rejected_total")
@@ -131,7 +134,10 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
     feed.success_gauge = &success.Add(label);
     feed.age_gauge = &age.Add(label);
     feed.age_gauge->Set(-1);
-    feed.fetch_errors = &errors.Add(label);
+    feed.fetch_failed = &errors.Add({{"feed", config.name()}, {"reason", "fetch"}});
+    feed.unreadable = &errors.Add({{"feed", config.name()}, {"reason", "unreadable"}});
+    feed.over_max_parsed_bytes =
+        &errors.Add({{"feed", config.name()}, {"reason", "max_parsed_bytes"}});
     feed.rejected_counter = &rejected.Add(label);
     feed.never_ban_counter = &never.Add(label);
     feed.held_counter = &held.Add(label);
@@ -409,6 +415,20 @@ void FeedManager::SyncEdgeLocked() {
   next_edge_refresh_ = now + ttl / 4;
 }
 
+absl::Status FeedManager::FailedLocked(Feed& feed, const absl::Status& failure, bool parsed) {
+  // The parser answers kResourceExhausted only for its budget (feed_parser.h).
+  if (!parsed) {
+    feed.fetch_failed->Increment();
+  } else if (failure.code() == absl::StatusCode::kResourceExhausted) {
+    feed.over_max_parsed_bytes->Increment();
+  } else {
+    feed.unreadable->Increment();
+  }
+  feed.last_error = failure;
+  return absl::Status(failure.code(),
+                      absl::StrCat("feed \"", feed.config.name(), "\": ", failure.message()));
+}
+
 void FeedManager::SetPushForward(PushForward forward) { forward_ = std::move(forward); }
 
 absl::StatusOr<PushFeedResponse> FeedManager::Push(absl::string_view name, FeedPushMode mode,
@@ -461,12 +481,10 @@ absl::StatusOr<PushFeedResponse> FeedManager::PushHere(absl::string_view name, F
   absl::MutexLock lock(&mu_);
   Feed* feed = FindLocked(name);
   feed->last_attempt = clock_.TimeNow();
-  if (!parsed.ok()) {
-    feed->fetch_errors->Increment();
-    feed->last_error = std::string(parsed.status().message());
-    return absl::InvalidArgumentError(absl::StrCat("feed \"", name, "\": ", feed->last_error));
-  }
-  feed->last_error.clear();
+  // Its own code: INVALID_ARGUMENT for content that cannot be read, RESOURCE_EXHAUSTED for a
+  // parse past the feed's max_parsed_bytes (this server's limit, not the client's mistake).
+  if (!parsed.ok()) return FailedLocked(*feed, parsed.status(), /*parsed=*/true);
+  feed->last_error = absl::OkStatus();
   return ApplyLocked(*feed, mode, *parsed, force);
 }
 
@@ -505,16 +523,14 @@ absl::StatusOr<PushFeedResponse> FeedManager::FetchNow(absl::string_view name) {
                                                  : parsed.status();
   if (!failure.ok()) {
     // The last good version stays; retry sooner than the interval, backing off.
-    feed->fetch_errors->Increment();
-    feed->last_error = std::string(failure.message());
     ++feed->failures;
     const absl::Duration interval = Or(config.interval(), kDefaultInterval);
     feed->next_fetch = now + std::min(interval, absl::Seconds(15) * (1 << std::min(feed->failures, 8)));
-    Log(absl::StrCat(name, ": ", feed->last_error, " (keeping version ", feed->version, ")"));
-    return absl::Status(failure.code(), absl::StrCat("feed \"", name, "\": ", failure.message()));
+    Log(absl::StrCat(name, ": ", failure.message(), " (keeping version ", feed->version, ")"));
+    return FailedLocked(*feed, failure, /*parsed=*/fetched.ok());
   }
   feed->failures = 0;
-  feed->last_error.clear();
+  feed->last_error = absl::OkStatus();
   feed->next_fetch = now + Or(config.interval(), kDefaultInterval);
   if (fetched->not_modified) {
     feed->last_success = now;
@@ -668,7 +684,7 @@ palisade::v1::FeedInfo FeedManager::InfoLocked(const Feed& feed) const {
   if (feed.last_attempt != absl::InfinitePast()) {
     *info.mutable_last_attempt() = ToProtoTime(feed.last_attempt);
   }
-  info.set_last_error(feed.last_error);
+  info.set_last_error(std::string(feed.last_error.message()));
   info.set_held(!feed.held_reason.empty());
   info.set_held_entries(feed.held_entries);
   info.set_held_reason(feed.held_reason);

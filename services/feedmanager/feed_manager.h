@@ -77,7 +77,9 @@ class FeedManager {
 
   // A pushed version or delta. `content` is in `format` (UNSPECIFIED: the feed's own). With a
   // push forward set (a cluster node), the forward's answer (the feed and the size checked
-  // here first); else PushHere.
+  // here first); else PushHere. Refused, naming the feed, with the feed keeping its version:
+  // kNotFound (not configured), kResourceExhausted (content over its max_bytes, or a parse
+  // past its max_parsed_bytes), kInvalidArgument (content that cannot be read).
   absl::StatusOr<palisade::v1::PushFeedResponse> Push(absl::string_view feed,
                                                       palisade::v1::FeedPushMode mode,
                                                       palisade::v1::FeedFormat format, bool force,
@@ -118,7 +120,8 @@ class FeedManager {
     absl::Time last_attempt = absl::InfinitePast();
     absl::Time next_fetch = absl::InfinitePast();
     int failures = 0;  // consecutive fetch failures, for backoff
-    std::string last_error;
+    // The last push's or pull's failure, with the code it was answered with (OK: none).
+    absl::Status last_error;
     std::string etag, last_modified;
     size_t held_entries = 0;
     std::string held_reason;
@@ -128,7 +131,11 @@ class FeedManager {
     prometheus::Gauge* version_gauge;
     prometheus::Gauge* success_gauge;
     prometheus::Gauge* age_gauge;
-    prometheus::Counter* fetch_errors;
+    // palisade_feed_fetch_errors_total by reason: the fetch failed; the content could not be
+    // read; its parse passed the feed's max_parsed_bytes.
+    prometheus::Counter* fetch_failed;
+    prometheus::Counter* unreadable;
+    prometheus::Counter* over_max_parsed_bytes;
     prometheus::Counter* rejected_counter;
     prometheus::Counter* never_ban_counter;
     prometheus::Counter* held_counter;
@@ -144,6 +151,11 @@ class FeedManager {
   void PersistLocked(const Feed& feed, bool made_here = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   palisade::v1::FeedState StateLocked(const Feed& feed) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void SyncEdgeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a version the feed did not get (it keeps the one it has): `failure` becomes its
+  // last_error and is counted by reason (`parsed`: the content came and its parse refused it;
+  // else the fetch failed). Returns `failure` naming the feed, its code unchanged.
+  absl::Status FailedLocked(Feed& feed, const absl::Status& failure, bool parsed)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   palisade::v1::FeedInfo InfoLocked(const Feed& feed) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   FeedParseOptions ParseOptionsFor(const palisade::v1::FeedConfig& config) const;
 

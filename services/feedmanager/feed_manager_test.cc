@@ -58,6 +58,23 @@ class FeedManagerTest : public ::testing::Test {
     return std::make_unique<FeedManager>(std::move(options), clock_, metrics_, table, store);
   }
 
+  // palisade_feed_fetch_errors_total{feed, reason}.
+  double Errors(const std::string& feed, const std::string& reason) {
+    double total = 0;
+    for (const auto& family : metrics_.Collect()) {
+      if (family.name != "palisade_feed_fetch_errors_total") continue;
+      for (const auto& m : family.metric) {
+        bool feed_matches = false, reason_matches = false;
+        for (const auto& l : m.label) {
+          feed_matches |= l.name == "feed" && l.value == feed;
+          reason_matches |= l.name == "reason" && l.value == reason;
+        }
+        if (feed_matches && reason_matches) total += m.counter.value;
+      }
+    }
+    return total;
+  }
+
   SimulatedClock clock_;
   prometheus::Registry metrics_;
 };
@@ -109,6 +126,39 @@ TEST_F(FeedManagerTest, PushReplaceAddRemoveKeepProvenance) {
       StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not JSON")));
   // The failed push changed nothing.
   EXPECT_TRUE(feeds->registry().Contains("drop", Ip("198.51.100.8")));
+}
+
+// A push past the feed's parse cap is this server's limit, not the client's mistake: it answers
+// RESOURCE_EXHAUSTED (it answered INVALID_ARGUMENT, as for a malformed feed, which it still
+// does), naming the feed; the feed keeps the version it has, and the error and its count say
+// which it was.
+TEST_F(FeedManagerTest, APushPastTheFeedsParseCapIsResourceExhaustedNotInvalid) {
+  FeedConfig c = Plain("tor.exits");
+  c.set_max_parsed_bytes(uint64_t{1} << 20);
+  auto feeds = Make({c});
+  ASSERT_THAT(feeds->Push("tor.exits", kReplace, {}, false, Hosts(0, 100)), IsOk());
+
+  EXPECT_THAT(feeds->Push("tor.exits", kReplace, {}, false, Hosts(0, 20000)).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("feed \"tor.exits\""),
+                             HasSubstr("1048576 bytes (max_parsed_bytes)"))));
+  EXPECT_THAT(feeds->Version("tor.exits"), IsOkAndHolds(1u));
+  EXPECT_TRUE(feeds->registry().Contains("tor.exits", Ip("198.18.0.99")));
+  EXPECT_FALSE(feeds->registry().Contains("tor.exits", Ip("198.18.78.0")));
+  EXPECT_THAT(feeds->List().feeds(0).last_error(), HasSubstr("max_parsed_bytes"));
+  EXPECT_EQ(Errors("tor.exits", "max_parsed_bytes"), 1);
+
+  EXPECT_THAT(
+      feeds->Push("tor.exits", kReplace, palisade::v1::FEED_FORMAT_STIX, false, "{").status(),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("feed \"tor.exits\""), HasSubstr("not JSON"))));
+  EXPECT_THAT(feeds->Version("tor.exits"), IsOkAndHolds(1u));
+  EXPECT_EQ(Errors("tor.exits", "unreadable"), 1);
+  EXPECT_EQ(Errors("tor.exits", "max_parsed_bytes"), 1);
+
+  // A good push clears the error.
+  ASSERT_THAT(feeds->Push("tor.exits", kReplace, {}, false, Hosts(0, 200)), IsOk());
+  EXPECT_EQ(feeds->List().feeds(0).last_error(), "");
 }
 
 TEST_F(FeedManagerTest, NeverBanEntriesAreDropped) {
@@ -617,6 +667,7 @@ TEST_F(FeedManagerTest, PullHonoursETagAndKeepsTheLastGoodCopy) {
   palisade::v1::FeedInfo info = feeds->List().feeds(0);
   EXPECT_EQ(info.version(), 2u);
   EXPECT_THAT(info.last_error(), HasSubstr("HTTP 503"));
+  EXPECT_EQ(Errors("pulled", "fetch"), 1);
   EXPECT_TRUE(feeds->registry().Contains("pulled", Ip("198.51.100.3")));
 
   // The puller: due at once (never fetched in this manager? it was: next is in 600 s or the
@@ -707,6 +758,8 @@ TEST_F(FeedManagerTest, AFeedsMaxParsedBytesRefusesAVersionTheDefaultTakes) {
   EXPECT_TRUE(feeds->registry().Contains("small", Ip("198.18.0.99")));
   EXPECT_FALSE(feeds->registry().Contains("small", Ip("198.18.78.0")));
   EXPECT_THAT(feeds->List().feeds(0).last_error(), HasSubstr("max_parsed_bytes"));
+  EXPECT_EQ(Errors("small", "max_parsed_bytes"), 1);
+  EXPECT_EQ(Errors("small", "fetch"), 0);
 
   absl::StatusOr<PushFeedResponse> taken = feeds->FetchNow("standard");
   ASSERT_THAT(taken, IsOk());
