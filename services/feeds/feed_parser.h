@@ -74,9 +74,10 @@ struct FeedParseOptions {
   // What a parse may hold, in bytes: the indicators' and rejections' vectors (by capacity) and
   // their strings' heap blocks, accounted as each is added. Past it the feed is refused whole
   // with kResourceExhausted naming the line (STIX: the object) where the budget ran out, and the
-  // feed manager keeps the version it has. An indicator costs 72 bytes plus its reference's
-  // heap block when that passes 15 bytes (up to 256 + 17), so the densest list the fetcher lets
-  // through (64 MiB of "1.2.3.4\n", 8.4 M entries) would hold ~600 MiB. The default, 4x the
+  // feed manager keeps the version it has. A feed's is its config's (FeedConfig.max_parsed_bytes),
+  // by default the one below. An indicator costs 72 bytes plus its reference's heap block when
+  // that passes 15 bytes (up to 256 + 17), so the densest list the fetcher lets through (64 MiB
+  // of "1.2.3.4\n", 8.4 M entries) would hold ~600 MiB. The default, 4x the
   // fetch cap (FetchRequest::max_bytes, 64 MiB), keeps 3.7 M bare addresses or 770,000 with
   // 256-byte references: more than the largest public lists (FireHOL level 4, ipsum: a few
   // 100,000), and what the feed manager then builds from them is bounded in proportion.
