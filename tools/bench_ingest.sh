@@ -10,6 +10,8 @@
 #   bash tools/bench_ingest.sh [ROUNDS] [sshd|nginx]          # default 3 sshd
 # Environment (optional):
 #   LINES=200000   lines per stream.
+#   STREAMS=2 IN_FLIGHT=2 BATCH=500   the client's window (issue 18's figure: the defaults; a
+#                  wider window raises throughput and the ack latency with it, Little's law).
 #   BIN=DIR        take palisaded and load_client from DIR/services/server and DIR/tests/bench
 #                  instead of building (e.g. a copy of bazel-bin, to compare two trees).
 #   WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p"   run palisaded under it
@@ -19,6 +21,9 @@ cd "$(dirname "$0")/.."
 rounds="${1:-3}"
 kind="${2:-sshd}"
 lines="${LINES:-200000}"
+streams="${STREAMS:-2}"
+in_flight="${IN_FLIGHT:-2}"
+batch="${BATCH:-500}"
 case "$kind" in sshd | nginx) ;; *) echo "kind: sshd or nginx, not $kind" >&2; exit 2 ;; esac
 
 if [ -z "${BIN:-}" ]; then
@@ -47,7 +52,8 @@ cpu_secs() {
 }
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
-echo "$(nproc) cores; $kind, 2 streams x $lines lines, batch 500, 2 in flight per stream"
+echo "$(nproc) cores; $kind, $streams streams x $lines lines, batch $batch," \
+  "$in_flight in flight per stream"
 printf '%-5s %10s %9s %9s %13s %13s %-16s %-16s\n' round lines/s p50_ms p99_ms daemon_cpu_s \
   client_cpu_s load_before load_after
 for ((r = 1; r <= rounds; r++)); do
@@ -72,8 +78,9 @@ for ((r = 1; r <= rounds; r++)); do
   load_before=$(load)
   cpu0=$(cpu_secs "$pid")
   TIMEFORMAT='%U %S'
-  { time "$client" --server="127.0.0.1:$port" --streams=2 --in_flight=2 --batch=500 \
-    --lines="$lines" --kind="$kind" >"$work/client.out" 2>"$work/client.err"; } 2>"$work/client.time"
+  { time "$client" --server="127.0.0.1:$port" --streams="$streams" --in_flight="$in_flight" \
+    --batch="$batch" --lines="$lines" --kind="$kind" >"$work/client.out" 2>"$work/client.err"; } \
+    2>"$work/client.time"
   cpu1=$(cpu_secs "$pid")
   load_after=$(load)
   kill "$pid"
