@@ -57,7 +57,7 @@ TEST(FeedsE2eTest, PushedFeedReachesTheListAndANewVersionRemovesExactlyWhatLeft)
   const std::string config = ::palisade::testing::WriteEdgeConfig(
       cf, cf.token_file(), {"tests/e2e/testdata/feeds.textproto"},
       "feeds { name: \"drop\" format: FEED_FORMAT_SPAMHAUS to_edge: true }\n"
-      "feeds { name: \"watch\" format: FEED_FORMAT_PLAIN }\n");
+      "feeds { name: \"watch\" format: FEED_FORMAT_PLAIN max_parsed_bytes: 1048576 }\n");
   const std::string state_file = std::string(std::getenv("TEST_TMPDIR")) + "/feeds.db";
   absl::StatusOr<std::unique_ptr<Daemon>> daemon =
       Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"}, state_file);
@@ -151,6 +151,34 @@ TEST(FeedsE2eTest, PushedFeedReachesTheListAndANewVersionRemovesExactlyWhatLeft)
     grpc::Status s = writer->Finish();
     EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
     EXPECT_THAT(s.error_message(), ::testing::HasSubstr("\"nope\" is not configured"));
+  }
+
+  // A feed whose parse would pass its own max_parsed_bytes (1 MiB: ~14,000 addresses) is this
+  // server's limit, not a malformed feed: RESOURCE_EXHAUSTED naming the feed and the field,
+  // counted by reason; the other feed is untouched.
+  {
+    std::string many;
+    for (int i = 0; i < 20000; ++i) {
+      absl::StrAppend(&many, "10.", i / 65536, ".", (i / 256) % 256, ".", i % 256, "\n");
+    }
+    grpc::ClientContext ctx;
+    palisade::v1::PushFeedResponse resp;
+    auto writer = feeds->Push(&ctx, &resp);
+    palisade::v1::FeedChunk chunk;
+    chunk.set_feed("watch");
+    chunk.set_data(many);
+    writer->Write(chunk);
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << s.error_message();
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("feed \"watch\""));
+    EXPECT_THAT(s.error_message(), ::testing::HasSubstr("max_parsed_bytes"));
+    absl::StatusOr<std::string> after = HttpGet((*daemon)->metrics_port(), "/metrics");
+    ASSERT_TRUE(after.ok());
+    EXPECT_EQ(MetricValue(*after, "palisade_feed_fetch_errors_total",
+                          {"feed=\"watch\"", "reason=\"max_parsed_bytes\""}),
+              1);
+    EXPECT_EQ(MetricValue(*after, "palisade_feed_entries", {"feed=\"drop\""}), 3);
   }
 
   // Restart on the same state file: the feed is back at version 2 and the list unchanged.
