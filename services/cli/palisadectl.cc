@@ -148,6 +148,9 @@ ABSL_FLAG(int32_t, min_prefix_v4, palisade::FeedParseOptions::kDefaultMinPrefixV
           "feeds test: the widest IPv4 range kept (palisaded's default).");
 ABSL_FLAG(int32_t, min_prefix_v6, palisade::FeedParseOptions::kDefaultMinPrefixV6,
           "feeds test: the widest IPv6 range kept (palisaded's default).");
+ABSL_FLAG(uint64_t, max_parsed_bytes, palisade::FeedParseOptions::kDefaultMaxParsedBytes,
+          "feeds test: what the parsed feed may hold, as the feed's max_parsed_bytes (0: "
+          "palisaded's default, 256 MiB).");
 
 namespace palisade {
 namespace {
@@ -1171,6 +1174,9 @@ int FeedsTest(const std::string& path) {
   options.min_confidence = static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_min_confidence)));
   options.min_prefix_v4 = absl::GetFlag(FLAGS_min_prefix_v4);
   options.min_prefix_v6 = absl::GetFlag(FLAGS_min_prefix_v6);
+  if (absl::GetFlag(FLAGS_max_parsed_bytes) > 0) {
+    options.max_parsed_bytes = absl::GetFlag(FLAGS_max_parsed_bytes);
+  }
   options.now = absl::Now();
   absl::StatusOr<ParsedFeed> parsed = ParseFeed(*format, *content, options);
   if (!parsed.ok()) return Fail(absl::StrCat(path, ": ", parsed.status().message()));
@@ -1384,6 +1390,7 @@ int main(int argc, char** argv) {
       "  feeds push NAME FILE [--format F] [--mode replace|add|remove] [--force] [--json]\n"
       "  feeds test FILE --format F [--csv_column C] [--csv_confidence_column C] "
       "[--min_confidence N] [--min_prefix_v4 N] [--min_prefix_v6 N]\n"
+      "        [--max_parsed_bytes N]   (as palisaded would parse the file for that feed)\n"
       "  hash-token < TOKEN   (the token_sha256 for a client in the config's api.clients)\n"
       "  cloudflare check --config C [--json]   (the API token's permissions against what the\n"
       "        actuators need; exit 1 when one cannot run)\n"      "  cloudflare rotate [--json]   (the running palisaded rolls its API token now; prints\n"

@@ -132,6 +132,12 @@ out=$("$ctl_bin" feeds test "$work/wide.txt" --format=plain) && fail "a /8 must 
 grep -q "wide.txt:1: /8 is wider than the feed's min_prefix_v4 (/12)" <<<"$out" || fail "feeds test: $out"
 "$ctl_bin" feeds test "$work/wide.txt" --format=plain --min_prefix_v4=8 >/dev/null \
   || fail "--min_prefix_v4=8 keeps the /8"
+# ... and past the feed's max_parsed_bytes (1 MiB holds ~14,000 addresses) it is refused whole.
+for i in $(seq 0 19999); do echo "10.$((i / 65536)).$((i / 256 % 256)).$((i % 256))"; done >"$work/many.txt"
+"$ctl_bin" feeds test "$work/many.txt" --format=plain >/dev/null || fail "20,000 addresses fit the default"
+"$ctl_bin" feeds test "$work/many.txt" --format=plain --max_parsed_bytes=1048576 2>"$work/err" \
+  && fail "20,000 addresses must not fit 1 MiB"
+grep -q "max_parsed_bytes" "$work/err" || fail "feeds test --max_parsed_bytes: $(cat "$work/err")"
 
 # This daemon wants a bearer token: the CLI reads it from PALISADE_TOKEN or --token_file.
 token="cli-test-token-0123456789abcdef0123456789"
