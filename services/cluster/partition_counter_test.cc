@@ -654,6 +654,18 @@ class SnapshotWriteFailureTest : public PartitionCounterTest {
     return ips;
   }
 
+  // The owner of these tests: a snapshot every 3 matches, a chunk per window, each write of a
+  // snapshot first asked of `write_fault` (PartitionCounterOptions::snapshot_write_fault).
+  absl::StatusOr<std::unique_ptr<PartitionCounter>> OpenOwner(
+      Writer& writer, std::function<absl::Status(const std::string& key, bool stored)> write_fault) {
+    return Open("owner", writer.Callback(), [&](PartitionCounterOptions& o) {
+      o.snapshot_every = 3;
+      o.snapshot_interval = absl::Hours(1);
+      o.snapshot_chunk_bytes = 1;
+      o.snapshot_write_fault = std::move(write_fault);
+    });
+  }
+
   using Fault = std::function<absl::Status(uint32_t p, const std::string& key, bool stored)>;
 
   void Run(const Fault& fault, bool failure_is_reported) {
@@ -662,13 +674,8 @@ class SnapshotWriteFailureTest : public PartitionCounterTest {
     const uint32_t p = PartitionOf(ips[0], kPartitions);
     bool armed = false;
     Writer writer;
-    auto opened = Open("owner", writer.Callback(), [&](PartitionCounterOptions& o) {
-      o.snapshot_every = 3;
-      o.snapshot_interval = absl::Hours(1);
-      o.snapshot_chunk_bytes = 1;  // a chunk per window
-      o.snapshot_write_fault = [&](const std::string& key, bool stored) {
-        return armed ? fault(p, key, stored) : absl::OkStatus();
-      };
+    auto opened = OpenOwner(writer, [&](const std::string& key, bool stored) {
+      return armed ? fault(p, key, stored) : absl::OkStatus();
     });
     ASSERT_TRUE(opened.ok()) << opened.status();
     PartitionCounter& owner = **opened;
@@ -825,16 +832,11 @@ TEST_F(SnapshotWriteFailureTest, ChunksOfAHeadNotReadBackArePurgedOnceNatsAnswer
   const uint32_t p = PartitionOf(ips[0], kPartitions);
   bool armed = false;
   Writer writer;
-  auto opened = Open("owner", writer.Callback(), [&](PartitionCounterOptions& o) {
-    o.snapshot_every = 3;
-    o.snapshot_interval = absl::Hours(1);
-    o.snapshot_chunk_bytes = 1;
-    o.snapshot_write_fault = [&](const std::string& key, bool stored) {
-      if (!armed || stored || !IsHead(p, key)) return absl::OkStatus();
-      armed = false;
-      server_->Kill();
-      return absl::UnavailableError("injected: head refused, and the server died");
-    };
+  auto opened = OpenOwner(writer, [&](const std::string& key, bool stored) {
+    if (!armed || stored || !IsHead(p, key)) return absl::OkStatus();
+    armed = false;
+    server_->Kill();
+    return absl::UnavailableError("injected: head refused, and the server died");
   });
   ASSERT_TRUE(opened.ok()) << opened.status();
   PartitionCounter& owner = **opened;
