@@ -11,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "httplib.h"
 #include "services/common/proto_time.h"
+#include "services/common/metrics_for_tests.h"
 #include "services/common/status_matchers.h"
 
 namespace palisade {
@@ -60,19 +61,8 @@ class FeedManagerTest : public ::testing::Test {
 
   // palisade_feed_fetch_errors_total{feed, reason}.
   double Errors(const std::string& feed, const std::string& reason) {
-    double total = 0;
-    for (const auto& family : metrics_.Collect()) {
-      if (family.name != "palisade_feed_fetch_errors_total") continue;
-      for (const auto& m : family.metric) {
-        bool feed_matches = false, reason_matches = false;
-        for (const auto& l : m.label) {
-          feed_matches |= l.name == "feed" && l.value == feed;
-          reason_matches |= l.name == "reason" && l.value == reason;
-        }
-        if (feed_matches && reason_matches) total += m.counter.value;
-      }
-    }
-    return total;
+    return ::palisade::testing::CounterSum(metrics_, "palisade_feed_fetch_errors_total",
+                                           {{"feed", feed}, {"reason", reason}});
   }
 
   SimulatedClock clock_;
