@@ -484,9 +484,63 @@ void Engine::KeepPending(absl::string_view raw, absl::Time time, uint32_t stream
   scratch.pend.clear();
 }
 
+void Engine::WalkSets(const RuleSet::FormatIndex& index,
+                      absl::Span<const ParsedLine* const> lines, Scratch& scratch) const {
+  using Walked = Scratch::Walked;
+  const size_t parts = index.parts.size();
+  scratch.parts_per_line = parts;
+  scratch.walked.assign(lines.size() * parts, Walked());
+  scratch.walked_hits.clear();
+  for (size_t part_no = 0; part_no < parts; ++part_no) {
+    const RuleSet::SetPart& part = index.parts[part_no];
+    if (part.dfa == nullptr || part.gate != nullptr) continue;  // kNotWalked
+    // Short walks (an anchored Set whose members die in a line's first bytes) gain less from
+    // walking side by side than it costs to hold their answers: CollectCandidates walks them.
+    SetDfa::Cache& cache = scratch.DfaCache(*part.dfa);
+    if (cache.owner() == part.dfa->id() && cache.mean_walk_bytes() < options_.walk_ahead_bytes) {
+      continue;
+    }
+    std::vector<absl::string_view>& texts = scratch.walk_texts;
+    std::vector<size_t>& which = scratch.walk_lines;
+    texts.clear();
+    which.clear();
+    for (size_t i = 0; i < lines.size(); ++i) {
+      const ParsedLine& line = *lines[i];
+      Walked& w = scratch.walked[i * parts + part_no];
+      w.state = Walked::State::kNoText;
+      if (!part.MayMatch(line.program, line.message)) continue;
+      absl::string_view text = line.message;
+      if (part.head != nullptr) {
+        const size_t at = part.head->Walk(text, &w.outside);
+        if (at == absl::string_view::npos) continue;
+        text.remove_prefix(at);
+        w.at = static_cast<uint32_t>(at);
+      }
+      texts.push_back(text);
+      which.push_back(i);
+    }
+    SetDfa::Answers& answers = scratch.walk_answers;
+    part.dfa->MatchMany(texts, &cache, &answers);
+    for (size_t k = 0; k < which.size(); ++k) {
+      Walked& w = scratch.walked[which[k] * parts + part_no];
+      if (!answers.answered(k)) {
+        w.state = Walked::State::kAsk;
+        continue;
+      }
+      w.state = Walked::State::kAnswered;
+      w.hits_begin = static_cast<uint32_t>(scratch.walked_hits.size());
+      scratch.walked_hits.insert(scratch.walked_hits.end(),
+                                 answers.hits.begin() + answers.spans[k].first,
+                                 answers.hits.begin() + answers.spans[k].second);
+      w.hits_end = static_cast<uint32_t>(scratch.walked_hits.size());
+    }
+  }
+}
+
 void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
-                               Scratch& scratch,
-                               std::vector<std::pair<int, int>>* candidates) const {
+                               Scratch& scratch, std::vector<std::pair<int, int>>* candidates,
+                               const Scratch::Walked* walked) const {
+  using Walked = Scratch::Walked;
   Scratch::HitRates* hit_rates = nullptr;
   for (Scratch::HitRates& slot : scratch.hit_rates) {
     if (slot.index == &index && slot.rates.size() == index.parts.size()) hit_rates = &slot;
@@ -501,7 +555,13 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
   }
   for (size_t part_no = 0; part_no < index.parts.size(); ++part_no) {
     const RuleSet::SetPart& part = index.parts[part_no];
-    if (!part.MayMatch(line.program, line.message)) continue;
+    // Walked ahead by WalkSets: what the part reads and its SetDfa's answer are known.
+    const Walked::State ahead =
+        walked != nullptr ? walked[part_no].state : Walked::State::kNotWalked;
+    if (ahead == Walked::State::kNoText) continue;
+    if (ahead == Walked::State::kNotWalked && !part.MayMatch(line.program, line.message)) {
+      continue;
+    }
     // The gated part: patterns whose required literal occurs are candidates (their capturing
     // regex decides); a line without any of the literals costs one vectorised scan.
     // Candidates are (rule, pattern << 1 | unproven): a Set's hits are known to match.
@@ -522,7 +582,10 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
     // A Set of tails (SetPart::head) runs from the end of the fields its members start with.
     absl::string_view text = line.message;
     uint64_t outside = 0;
-    if (part.head != nullptr) {
+    if (ahead != Walked::State::kNotWalked) {
+      text.remove_prefix(walked[part_no].at);
+      outside = walked[part_no].outside;
+    } else if (part.head != nullptr) {
       const size_t at = part.head->Walk(text, &outside);
       if (at == absl::string_view::npos) continue;
       text.remove_prefix(at);
@@ -531,16 +594,23 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
     // the rest.
     uint16_t& rate = hit_rates->rates[part_no];
     rate -= rate >> 3;
-    if (part.dfa != nullptr &&
-        part.dfa->Match(text, &scratch.DfaCache(*part.dfa), &scratch.set_hits)) {
+    absl::Span<const int> hits;
+    if (ahead == Walked::State::kAnswered) {
+      hits = absl::MakeConstSpan(scratch.walked_hits.data() + walked[part_no].hits_begin,
+                                 walked[part_no].hits_end - walked[part_no].hits_begin);
+      if (hits.empty()) continue;
+    } else if (ahead == Walked::State::kNotWalked && part.dfa != nullptr &&
+               part.dfa->Match(text, &scratch.DfaCache(*part.dfa), &scratch.set_hits)) {
       if (scratch.set_hits.empty()) continue;
+      hits = scratch.set_hits;
     } else {
       if (rate < kProbeAbove && !part.set->Match(Piece(text), nullptr)) continue;
       if (!part.set->Match(Piece(text), &scratch.set_hits)) continue;
+      hits = scratch.set_hits;
     }
     rate += kHitRateOne >> 3;
     const int patterns = static_cast<int>(part.entries.size());
-    for (int hit : scratch.set_hits) {
+    for (int hit : hits) {
       if (part.head != nullptr && !part.head->Holds(hit, outside, line.message)) continue;
       if (hit >= patterns) {  // an ignore pattern (SetPart::ignore_rules)
         ignore_hits.push_back(part.ignore_rules[hit - patterns]);
@@ -618,10 +688,35 @@ void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
                       PrematchBuffer* out) const {
   const RuleSet::FormatIndex* index = rules_->ForFormat(format);
   if (index == nullptr) return;
+  PrematchLine(format, *index, line, ThreadScratch(), /*walked=*/nullptr, out);
+}
+
+void Engine::Prematch(palisade::v1::LogFormat format, absl::Span<const ParsedLine* const> lines,
+                      PrematchBuffer* out,
+                      std::vector<std::pair<uint32_t, uint32_t>>* spans) const {
+  spans->clear();
+  const RuleSet::FormatIndex* index = rules_->ForFormat(format);
   Scratch& scratch = ThreadScratch();
+  for (size_t first = 0; first < lines.size(); first += kWalkLines) {
+    const absl::Span<const ParsedLine* const> some = lines.subspan(first, kWalkLines);
+    if (index != nullptr) WalkSets(*index, some, scratch);
+    for (size_t i = 0; i < some.size(); ++i) {
+      const uint32_t begin = static_cast<uint32_t>(out->candidates.size());
+      if (index != nullptr) {
+        PrematchLine(format, *index, *some[i], scratch,
+                     scratch.walked.data() + i * scratch.parts_per_line, out);
+      }
+      spans->emplace_back(begin, static_cast<uint32_t>(out->candidates.size()));
+    }
+  }
+}
+
+void Engine::PrematchLine(palisade::v1::LogFormat format, const RuleSet::FormatIndex& index,
+                          const ParsedLine& line, Scratch& scratch,
+                          const Scratch::Walked* walked, PrematchBuffer* out) const {
   std::vector<std::pair<int, int>>& found = scratch.prematch;
   found.clear();
-  CollectCandidates(*index, line, scratch, &found);
+  CollectCandidates(index, line, scratch, &found, walked);
   if (found.size() > 1) std::sort(found.begin(), found.end());
   std::vector<re2::StringPiece>& groups = scratch.groups;
   // A rule without a session or conditions counts its first match (Candidates): its later

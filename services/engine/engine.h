@@ -95,6 +95,11 @@ struct EngineOptions {
   const FeedRegistry* feeds = nullptr;
   // The session table's bounds (rules with a session, see below).
   SessionOptions sessions;
+  // The Prematch of many lines walks a Set's lines side by side (SetDfa::MatchMany) when its
+  // walks read this many bytes of a line on average (SetDfa::Cache::mean_walk_bytes); shorter
+  // walks cost less one at a time (docs/PERFORMANCE.md, "Eighteenth pass"). 0: always. Only
+  // what a line costs depends on it.
+  uint32_t walk_ahead_bytes = 48;
 };
 
 // A threshold crossed.
@@ -242,6 +247,14 @@ class Engine {
   // processes them in order with `prematched`, and every window, session and decision is what
   // a Process without it gives (replay on every core).
   void Prematch(palisade::v1::LogFormat format, const ParsedLine& line, PrematchBuffer* out) const;
+  // Prematch of each of `lines` in turn, the same candidates appended in the same order:
+  // lines[i]'s are out->candidates[(*spans)[i].first, (*spans)[i].second). Faster than one
+  // call a line: the Set passes of kWalkLines lines at a time are walked side by side
+  // (SetDfa::MatchMany). The lines' views must all be valid together (not a JSON parser's
+  // lines, which do not outlive its next one).
+  void Prematch(palisade::v1::LogFormat format, absl::Span<const ParsedLine* const> lines,
+                PrematchBuffer* out, std::vector<std::pair<uint32_t, uint32_t>>* spans) const;
+  static constexpr size_t kWalkLines = 64;
   // Whether `raw` may hold a token shape (services/common/fingerprint.h): a line that may is
   // redacted before a window keeps it as evidence. A cheap scan (a fifth of a byte-by-byte one
   // on an access line), pure: a prematching thread may answer it for PrematchedLine::token_shape.
@@ -437,6 +450,26 @@ class Engine {
     // one takes the next slot in turn. Four: a format's Sets and those of the format replay
     // feeds its decisions back in.
     std::array<SetDfa::Cache, 4> dfa_caches;
+    // The Set passes of Prematch's lines walked ahead (WalkSets): per line, one Walked per
+    // Set part of the format (parts_per_line), in the order of FormatIndex::parts.
+    struct Walked {
+      enum class State : uint8_t {
+        kNotWalked,  // CollectCandidates asks as usual (a gated part, a part without SetDfa)
+        kNoText,     // the part does not read the line (SetPart::MayMatch, SetPart::head)
+        kAnswered,   // its SetDfa's hits are walked_hits[hits_begin, hits_end)
+        kAsk,        // its SetDfa gave no answer: the RE2::Set is asked
+      };
+      State state = State::kNotWalked;
+      uint32_t at = 0;  // the part's text is the message from here (SetPart::head)
+      uint32_t hits_begin = 0, hits_end = 0;
+      uint64_t outside = 0;  // SetPart::head's Walk
+    };
+    size_t parts_per_line = 0;
+    std::vector<Walked> walked;
+    std::vector<int> walked_hits;
+    std::vector<absl::string_view> walk_texts;  // WalkSets' buffers
+    std::vector<size_t> walk_lines;
+    SetDfa::Answers walk_answers;
     size_t dfa_caches_next = 0;
     SetDfa::Cache& DfaCache(const SetDfa& dfa) {
       for (SetDfa::Cache& cache : dfa_caches) {
@@ -513,9 +546,19 @@ class Engine {
   bool IgnoredHere(palisade::v1::LogFormat format, int rule_index, const CompiledRule& rule,
                    const ParsedLine& line, const PrematchedCandidate* found,
                    bool prematched) const;
-  // The Set passes, gates and field rules of `index` over `line` (see Prematch).
+  // The Set passes, gates and field rules of `index` over `line` (see Prematch). `walked`:
+  // the line's row of scratch.walked when WalkSets walked its Sets (else null).
   void CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
-                         Scratch& scratch, std::vector<std::pair<int, int>>* candidates) const;
+                         Scratch& scratch, std::vector<std::pair<int, int>>* candidates,
+                         const Scratch::Walked* walked = nullptr) const;
+  // The SetDfa passes of `index`'s parts over `lines`, walked side by side
+  // (SetDfa::MatchMany), into scratch.walked (parts_per_line rows per line).
+  void WalkSets(const RuleSet::FormatIndex& index, absl::Span<const ParsedLine* const> lines,
+                Scratch& scratch) const;
+  // Prematch of one line, its Sets walked or not (`walked`, as CollectCandidates).
+  void PrematchLine(palisade::v1::LogFormat format, const RuleSet::FormatIndex& index,
+                    const ParsedLine& line, Scratch& scratch, const Scratch::Walked* walked,
+                    PrematchBuffer* out) const;
   // The session id of a rule's match (its pid's, or its `by` capture's) into `*id`; false when
   // the line has none (no pid, no capture) or it is too long to keep.
   static bool SessionId(const CompiledRule& rule, int pattern_index, const ParsedLine& line,

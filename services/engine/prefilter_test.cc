@@ -525,36 +525,86 @@ std::vector<LoadedPack> ShippedPacks() {
   return packs;
 }
 
+// How CountAll hands lines to the engine: alone; each through Prematch first (its ignore
+// answers, and RE2's for the candidates it leaves to Process); or runs of up to 100 lines of
+// one format through the Prematch of many lines (the Sets of each run walked side by side).
+enum class Prematching { kNone, kLineByLine, kManyLines };
+const char* Name(Prematching p) {
+  return p == Prematching::kNone ? "without Prematch"
+         : p == Prematching::kLineByLine ? "with Prematch line by line"
+                                          : "with Prematch of many lines";
+}
+constexpr Prematching kEveryPrematching[] = {Prematching::kNone, Prematching::kLineByLine,
+                                             Prematching::kManyLines};
+
 // (rule id, key) per line as Process counts it (MatchLine: ignore patterns, allowlist, sessions),
-// through one engine fed the lines in order; with `prematch`, each line through Prematch first
-// (its ignore answers, and RE2's for the candidates it leaves to Process). `*ignored`: the lines
-// some rule's ignore pattern (or the allowlist) kept from counting.
+// through one engine fed the lines in order, prematched as `prematch` says. `*ignored`: the
+// lines some rule's ignore pattern (or the allowlist) kept from counting.
 std::vector<std::vector<std::pair<std::string, std::string>>> CountAll(
-    const std::shared_ptr<const RuleSet>& rules, const std::vector<Line>& lines, bool prematch,
-    size_t* ignored) {
-  Engine engine(rules, EngineOptions());
+    const std::shared_ptr<const RuleSet>& rules, const std::vector<Line>& lines,
+    Prematching prematch, size_t* ignored) {
+  EngineOptions options;
+  options.walk_ahead_bytes = 0;  // every Set's lines side by side, however short its walks
+  Engine engine(rules, options);
   std::map<LogFormat, LineParser> parsers;
   std::vector<std::vector<std::pair<std::string, std::string>>> out(lines.size());
-  ParsedLine parsed;
+  std::vector<ParsedLine> parsed(lines.size());
+  std::vector<bool> parses(lines.size());
   PrematchBuffer buffer;
+  std::vector<std::pair<uint32_t, uint32_t>> spans;
   std::vector<EngineMatch> matches;
   *ignored = 0;
-  for (size_t i = 0; i < lines.size(); ++i) {
-    const absl::Time time = absl::FromUnixSeconds(1'772'000'000 + static_cast<int64_t>(i));
-    auto parser = parsers.try_emplace(lines[i].format, lines[i].format).first;
-    if (!parser->second.Parse(lines[i].text, time, &parsed).ok()) continue;
-    PrematchedLine pre;
-    if (prematch) {
-      buffer.Clear();
-      engine.Prematch(lines[i].format, parsed, &buffer);
-      pre.candidates = buffer.candidates;
-      pre.buffer = &buffer;
+  auto time_of = [](size_t i) {
+    return absl::FromUnixSeconds(1'772'000'000 + static_cast<int64_t>(i));
+  };
+  for (size_t first = 0; first < lines.size();) {
+    // A run of lines of one format: one line unless the Prematch of many lines is tried (and
+    // the format is not JSON's, whose parsed lines do not outlive the parser's next line).
+    size_t end = first + 1;
+    while (prematch == Prematching::kManyLines && !IsJsonFormat(lines[first].format) &&
+           end < lines.size() && end - first < 100 &&
+           lines[end].format == lines[first].format) {
+      ++end;
     }
-    matches.clear();
-    const LineResult result = engine.MatchLine(lines[i].format, parsed, lines[i].text, time,
-                                               &matches, 0, prematch ? &pre : nullptr);
-    if (result.ignored > 0) ++*ignored;
-    for (const EngineMatch& m : matches) out[i].emplace_back(m.rule_id, m.key);
+    auto parser = parsers.try_emplace(lines[first].format, lines[first].format).first;
+    std::vector<const ParsedLine*> run;
+    std::vector<size_t> run_at;
+    for (size_t i = first; i < end; ++i) {
+      parses[i] = parser->second.Parse(lines[i].text, time_of(i), &parsed[i]).ok();
+      if (parses[i]) {
+        run.push_back(&parsed[i]);
+        run_at.push_back(i);
+      }
+    }
+    buffer.Clear();
+    spans.assign(end - first, {0, 0});  // per line of the run
+    if (prematch == Prematching::kManyLines) {
+      std::vector<std::pair<uint32_t, uint32_t>> run_spans;
+      engine.Prematch(lines[first].format, run, &buffer, &run_spans);
+      EXPECT_EQ(run_spans.size(), run.size());
+      for (size_t k = 0; k < run_spans.size() && k < run.size(); ++k) {
+        spans[run_at[k] - first] = run_spans[k];
+      }
+    } else if (prematch == Prematching::kLineByLine) {
+      for (size_t i : run_at) {
+        const uint32_t begin = static_cast<uint32_t>(buffer.candidates.size());
+        engine.Prematch(lines[i].format, parsed[i], &buffer);
+        spans[i - first] = {begin, static_cast<uint32_t>(buffer.candidates.size())};
+      }
+    }
+    for (size_t i : run_at) {
+      PrematchedLine pre;
+      const auto [begin, span_end] = spans[i - first];
+      pre.candidates = absl::MakeConstSpan(buffer.candidates.data() + begin, span_end - begin);
+      pre.buffer = &buffer;
+      matches.clear();
+      const LineResult result =
+          engine.MatchLine(lines[i].format, parsed[i], lines[i].text, time_of(i), &matches, 0,
+                           prematch != Prematching::kNone ? &pre : nullptr);
+      if (result.ignored > 0) ++*ignored;
+      for (const EngineMatch& m : matches) out[i].emplace_back(m.rule_id, m.key);
+    }
+    first = end;
   }
   return out;
 }
@@ -791,22 +841,22 @@ TEST(PrefilterTest, IgnorePatternsInTheSetsIgnoreWhatRe2Ignores) {
                                  }),
                   matches.end());
   }
-  for (bool prematch : {false, true}) {
+  for (Prematching prematch : kEveryPrematching) {
     size_t ignored = 0;
     const auto got = CountAll(with, lines, prematch, &ignored);
     ASSERT_EQ(got.size(), expected.size());
     size_t differences = 0;
     for (size_t i = 0; i < lines.size(); ++i) {
       if (got[i] != expected[i] && ++differences <= 20) {
-        ADD_FAILURE() << (prematch ? "with" : "without") << " Prematch, line " << i
+        ADD_FAILURE() << Name(prematch) << ", line " << i
                       << " (format " << lines[i].format << "): " << lines[i].text
                       << "\n  counted: " << got[i].size() << " matches, RE2's ignores: "
                       << expected[i].size();
       }
     }
-    EXPECT_EQ(differences, 0u) << (prematch ? "with" : "without") << " Prematch";
+    EXPECT_EQ(differences, 0u) << Name(prematch);
     // Ignore patterns decided many lines: the counter-examples, the corpus's static assets.
-    EXPECT_GT(ignored, 1000u) << (prematch ? "with" : "without") << " Prematch";
+    EXPECT_GT(ignored, 1000u) << Name(prematch);
   }
 }
 
@@ -1091,7 +1141,7 @@ TEST(SkipHeadsTest, HeadsAndTailsMatchWhatTheWholePatternsMatch) {
   for (const auto& set : {with, with3}) {
     const auto& other = set == with ? without : without3;
     size_t matched = 0;
-    for (bool prematch : {false, true}) {
+    for (Prematching prematch : kEveryPrematching) {
       size_t ignored_a = 0, ignored_b = 0;
       const auto a = CountAll(set, lines, prematch, &ignored_a);
       const auto b = CountAll(other, lines, prematch, &ignored_b);
@@ -1190,7 +1240,7 @@ TEST(OwnDfaTest, SameMatchesWithAndWithoutTheDfaOverEachPack) {
       text.insert(i % 3 == 0 ? text.size() : i % 3 == 1 ? middle : text.find(' ') + 1, "\xc3\xa9");
       lines.push_back({lines[i].format, text});
     }
-    for (bool prematch : {false, true}) {
+    for (Prematching prematch : kEveryPrematching) {
       size_t ignored_a = 0, ignored_b = 0;
       const auto a = CountAll(with, lines, prematch, &ignored_a);
       const auto b = CountAll(without, lines, prematch, &ignored_b);

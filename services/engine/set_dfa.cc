@@ -390,50 +390,57 @@ const std::vector<int32_t>& SetDfa::AtEnd(int32_t state, Cache* cache) const {
   return s.at_end;
 }
 
-bool SetDfa::Match(absl::string_view text, Cache* cache, std::vector<int>* hits) const {
-  using Entry = Cache::Entry;
-  hits->clear();
-  if (cache->owner_ != id_) Reset(cache);
-  if (text.empty()) {
-    // Both the start and the end hold at once: no state of the cache stands for that.
-    std::vector<int32_t> positions;
-    std::vector<int32_t> matched;
-    Closure({start_}, /*at_start=*/true, /*at_end=*/true, cache, &positions, &matched);
-    SortUnique(&matched);
-    hits->assign(matched.begin(), matched.end());
-    return true;
+void SetDfa::CountLine(uint64_t visits, const Walk& w, Cache* cache) const {
+  // The mean, in sixteenths of a byte, moves 1/16 of the way to this walk's length.
+  const uint32_t bytes = static_cast<uint32_t>(std::min<ptrdiff_t>(w.p - w.begin, 1 << 20));
+  cache->mean_walk_ = cache->mean_walk_ - (cache->mean_walk_ >> 4) + bytes;
+  cache->window_visits_ += visits;
+  if (++cache->window_lines_ < kWindowLines) return;
+  if (cache->window_visits_ > kWindowLines * kVisitsPerLine) {
+    cache->rest_ = cache->rest_ == 0 ? kRestLines : std::min(2 * cache->rest_, kMaxRestLines);
+    cache->resting_ = cache->rest_;
+  } else {
+    cache->rest_ = 0;
   }
-  if (cache->resting_ > 0) {
-    --cache->resting_;
-    ++cache->rested_;
-    return false;
-  }
-  const size_t resets = cache->resets_;
+  cache->window_lines_ = 0;
+  cache->window_visits_ = 0;
+}
+
+const SetDfa::Cache::Entry* SetDfa::StartRow(Cache* cache) const {
   if (cache->start_state_ < 0) {
     std::vector<int32_t> positions;
     std::vector<int32_t> matched;
     Closure({start_}, /*at_start=*/true, /*at_end=*/false, cache, &positions, &matched);
     cache->start_state_ = Intern(positions, matched, cache);
   }
-  // Counted per line in the window (Cache::resting_), whatever the line's end.
-  const uint64_t visited = cache->visited_;
-  auto count_line = [&] {
-    cache->window_visits_ += cache->visited_ - visited;
-    if (++cache->window_lines_ < kWindowLines) return;
-    if (cache->window_visits_ > kWindowLines * kVisitsPerLine) {
-      cache->rest_ = cache->rest_ == 0 ? kRestLines : std::min(2 * cache->rest_, kMaxRestLines);
-      cache->resting_ = cache->rest_;
-    } else {
-      cache->rest_ = 0;
-    }
-    cache->window_lines_ = 0;
-    cache->window_visits_ = 0;
-  };
-  const Entry* row = cache->rows_[cache->start_state_];
-  bool done = cache->states_[cache->start_state_].positions.empty();
-  const unsigned char* p = reinterpret_cast<const unsigned char*>(text.data());
-  const unsigned char* const end = p + text.size();
+  return cache->rows_[cache->start_state_];
+}
+
+void SetDfa::Restart(Walk* w, Cache* cache) const {
+  w->p = w->begin;
+  w->row = StartRow(cache);
+  w->done = cache->states_[cache->start_state_].positions.empty();
+}
+
+bool SetDfa::TakeByte(Walk* w, Cache::Entry to, Cache* cache) const {
+  const unsigned char byte = *w->p++;
+  if (to == kBailEntry) return false;
+  if (to == kUnknownEntry) {
+    to = Step(static_cast<int32_t>(w->row[-1]), class_of_[byte], cache);
+    if (cache->resets_ > w->resets + 2) return false;  // thrashing: RE2 does better
+  }
+  w->row = reinterpret_cast<const Cache::Entry*>(to & ~Cache::Entry{3});
+  w->done = (to & kDoneBit) != 0;
+  return true;
+}
+
+bool SetDfa::Run(Walk* w, Cache* cache) const {
+  using Entry = Cache::Entry;
+  const Entry* row = w->row;
+  const unsigned char* p = w->p;
+  const unsigned char* const end = w->end;
   const uint8_t* const class_of = class_of_.data();
+  bool done = w->done;
   while (!done && p < end) {
     // Four bytes at a time while each leads to a built state: a byte costs its class and one
     // load, the next row's address (the only step the next byte waits for), and a bit test. A
@@ -464,42 +471,205 @@ bool SetDfa::Match(absl::string_view text, Cache* cache, std::vector<int>* hits)
       p += 4;
     }
     if (p == end) break;
-    Entry to = row[class_of[*p]];
-    ++p;
+    const Entry to = row[class_of[*p]];
     if (ABSL_PREDICT_FALSE(to & 3)) {
-      if (to == kBailEntry) {
-        count_line();
-        return false;
-      }
-      if (to == kUnknownEntry) {
-        to = Step(static_cast<int32_t>(row[-1]), class_of[p[-1]], cache);
-        if (cache->resets_ > resets + 2) {  // thrashing: RE2 does better
-          count_line();
-          return false;
-        }
-      }
-      if (to & kDoneBit) {
-        row = reinterpret_cast<const Entry*>(to & ~Entry{3});
-        done = true;
-        break;
-      }
+      w->row = row;
+      w->p = p;
+      if (!TakeByte(w, to, cache)) return false;
+      row = w->row;
+      p = w->p;
+      done = w->done;
+      continue;
     }
     row = reinterpret_cast<const Entry*>(to);
+    ++p;
   }
-  count_line();
-  const int32_t state = static_cast<int32_t>(row[-1]);
+  w->row = row;
+  w->p = p;
+  return true;
+}
+
+void SetDfa::Answer(const Walk& w, Cache* cache, std::vector<int>* hits) const {
+  const int32_t state = static_cast<int32_t>(w.row[-1]);
   const std::vector<int32_t>& matched = cache->states_[state].matched;
   hits->assign(matched.begin(), matched.end());
-  if (!done) {
-    const std::vector<int32_t>& at_end = AtEnd(state, cache);
-    if (!at_end.empty()) {
-      const std::vector<int32_t>& so_far = cache->states_[state].matched;
-      hits->clear();
-      std::set_union(so_far.begin(), so_far.end(), at_end.begin(), at_end.end(),
-                     std::back_inserter(*hits));
+  if (w.done) return;
+  const std::vector<int32_t>& at_end = AtEnd(state, cache);
+  if (!at_end.empty()) {
+    const std::vector<int32_t>& so_far = cache->states_[state].matched;
+    hits->clear();
+    std::set_union(so_far.begin(), so_far.end(), at_end.begin(), at_end.end(),
+                   std::back_inserter(*hits));
+  }
+}
+
+bool SetDfa::Match(absl::string_view text, Cache* cache, std::vector<int>* hits) const {
+  hits->clear();
+  if (cache->owner_ != id_) Reset(cache);
+  if (text.empty()) {
+    // Both the start and the end hold at once: no state of the cache stands for that.
+    std::vector<int32_t> positions;
+    std::vector<int32_t> matched;
+    Closure({start_}, /*at_start=*/true, /*at_end=*/true, cache, &positions, &matched);
+    SortUnique(&matched);
+    hits->assign(matched.begin(), matched.end());
+    return true;
+  }
+  if (cache->resting_ > 0) {
+    --cache->resting_;
+    ++cache->rested_;
+    return false;
+  }
+  // Counted per line in the window (Cache::resting_), whatever the line's end.
+  const uint64_t visited = cache->visited_;
+  Walk w;
+  w.begin = w.p = reinterpret_cast<const unsigned char*>(text.data());
+  w.end = w.p + text.size();
+  w.resets = cache->resets_;
+  Restart(&w, cache);
+  const bool answered = Run(&w, cache);
+  CountLine(cache->visited_ - visited, w, cache);
+  if (answered) Answer(w, cache, hits);
+  return answered;
+}
+
+void SetDfa::MatchMany(absl::Span<const absl::string_view> texts, Cache* cache,
+                       Answers* answers) const {
+  using Entry = Cache::Entry;
+  answers->spans.assign(texts.size(), {Answers::kNoAnswer, 0});
+  answers->hits.clear();
+  if (texts.empty()) return;
+  if (cache->owner_ != id_) Reset(cache);
+  std::vector<int>& hits = cache->hits_;
+  auto keep = [&](size_t text) {
+    answers->spans[text] = {static_cast<uint32_t>(answers->hits.size()),
+                            static_cast<uint32_t>(answers->hits.size() + hits.size())};
+    answers->hits.insert(answers->hits.end(), hits.begin(), hits.end());
+  };
+  // The cache's visits are counted to each line as its walk ends (CountLine): the walks share
+  // them, so a line is counted what was built since the walk before it ended; a window's sum
+  // is the same as Match's.
+  uint64_t counted = cache->visited_;
+  Walk lanes[kLanes];
+  size_t live = 0;
+  auto end_walk = [&](Walk* w, bool answered) {
+    CountLine(cache->visited_ - counted, *w, cache);
+    counted = cache->visited_;
+    if (answered) {
+      Answer(*w, cache, &hits);
+      keep(w->text);
+    }
+    w->text = Walk::kIdle;
+    --live;
+  };
+  // The cache started over: the rows of the live walks are gone, but that of `kept` (null:
+  // none), whose row was built after. Each live walk is finished alone, from its text's start
+  // (but `kept`), as Match walks a text: walks side by side in a cache too small for them
+  // would start each other's texts over at each reset.
+  auto drain = [&](Walk* kept) {
+    if (kept != nullptr) end_walk(kept, Run(kept, cache));
+    for (Walk& w : lanes) {
+      if (w.text == Walk::kIdle) continue;
+      w.resets = cache->resets_;
+      Restart(&w, cache);
+      end_walk(&w, Run(&w, cache));
+    }
+  };
+  // Starts the next text in the idle `w`. An empty text, or one met while the cache rests, is
+  // answered here as Match answers it, and `w` stays idle.
+  size_t next = 0;
+  auto start = [&](Walk* w) {
+    const size_t i = next++;
+    const absl::string_view text = texts[i];
+    if (text.empty() || cache->resting_ > 0) {
+      if (Match(text, cache, &hits)) keep(i);
+      return;
+    }
+    w->text = i;
+    w->begin = reinterpret_cast<const unsigned char*>(text.data());
+    w->end = w->begin + text.size();
+    w->resets = cache->resets_;
+    ++live;
+    Restart(w, cache);  // may build the start state, and so start the cache over
+    if (cache->resets_ != w->resets) drain(w);
+  };
+  const uint8_t* const class_of = class_of_.data();
+  while (true) {
+    while (live < kLanes && next < texts.size()) {
+      for (Walk& w : lanes) {
+        if (w.text == Walk::kIdle) {
+          start(&w);
+          break;
+        }
+      }
+    }
+    if (live < kLanes) break;
+    // Rounds of one byte per walk while every walk's byte leads to a built state: the loads of
+    // a round are independent, so they wait for memory together. Written out for four walks,
+    // in registers (as arrays, the compiler kept them on the stack, and each load then waited
+    // on a store as well).
+    static_assert(kLanes == 4, "the rounds below take four walks");
+    ptrdiff_t rounds = PTRDIFF_MAX;
+    for (const Walk& w : lanes) rounds = std::min(rounds, w.done ? ptrdiff_t{0} : w.end - w.p);
+    const unsigned char* const p0 = lanes[0].p;
+    const unsigned char* const p1 = lanes[1].p;
+    const unsigned char* const p2 = lanes[2].p;
+    const unsigned char* const p3 = lanes[3].p;
+    const Entry* r0 = lanes[0].row;
+    const Entry* r1 = lanes[1].row;
+    const Entry* r2 = lanes[2].row;
+    const Entry* r3 = lanes[3].row;
+    ptrdiff_t i = 0;
+    for (; i < rounds; ++i) {
+      const Entry t0 = r0[class_of[p0[i]]];
+      const Entry t1 = r1[class_of[p1[i]]];
+      const Entry t2 = r2[class_of[p2[i]]];
+      const Entry t3 = r3[class_of[p3[i]]];
+      if (ABSL_PREDICT_FALSE((t0 | t1 | t2 | t3) & 3)) break;
+      r0 = reinterpret_cast<const Entry*>(t0);
+      r1 = reinterpret_cast<const Entry*>(t1);
+      r2 = reinterpret_cast<const Entry*>(t2);
+      r3 = reinterpret_cast<const Entry*>(t3);
+    }
+    lanes[0].row = r0;
+    lanes[1].row = r1;
+    lanes[2].row = r2;
+    lanes[3].row = r3;
+    for (Walk& w : lanes) w.p += i;
+    // Then one byte per walk, each on its own: a state to build, a walk's end.
+    for (Walk& w : lanes) {
+      if (w.text == Walk::kIdle) continue;  // drained
+      if (!w.done && w.p < w.end) {
+        const Entry to = w.row[class_of[*w.p]];
+        if (!(to & 3)) {
+          w.row = reinterpret_cast<const Entry*>(to);
+          ++w.p;
+          continue;
+        }
+        const size_t resets = cache->resets_;
+        const bool answered = TakeByte(&w, to, cache);
+        if (cache->resets_ != resets) {
+          if (!answered) end_walk(&w, false);
+          drain(answered ? &w : nullptr);
+          break;
+        }
+        if (answered && !w.done && w.p < w.end) continue;
+        end_walk(&w, answered);
+      } else {
+        end_walk(&w, true);
+      }
     }
   }
-  return true;
+  // Fewer walks than lanes are left (the last texts): each alone.
+  for (Walk& w : lanes) {
+    if (w.text == Walk::kIdle) continue;
+    const size_t resets = cache->resets_;
+    end_walk(&w, Run(&w, cache));
+    if (cache->resets_ != resets) {
+      drain(nullptr);
+      break;
+    }
+  }
 }
 
 }  // namespace palisade

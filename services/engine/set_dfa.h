@@ -29,11 +29,13 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 
 namespace palisade {
 
@@ -59,6 +61,9 @@ class SetDfa {
     uint64_t owner() const { return owner_; }
     // Lines Match left to RE2 because this cache was resting (see resting_ below).
     uint64_t rested() const { return rested_; }
+    // The bytes its recent walks read before their answer was known (the text's end, or no
+    // pattern left alive): a moving mean, each walk moving it 1/16 of the way to its own.
+    size_t mean_walk_bytes() const { return mean_walk_ >> 4; }
 
    private:
     friend class SetDfa;
@@ -102,13 +107,30 @@ class SetDfa {
     uint32_t resting_ = 0;  // lines still to send to RE2
     uint32_t rest_ = 0;     // the last rest's length (0: the last window did not rest)
     uint64_t rested_ = 0;   // lines sent to RE2 that way, in all
-
+    std::vector<int> hits_;  // MatchMany's, per text
+    uint32_t mean_walk_ = 0;  // mean_walk_bytes() * 16
   };
 
   // Fills `hits` with the patterns that match `text`, in ascending order, and returns true; or
   // returns false (and `hits` is unspecified) when the text holds a byte >= 0x80 or the cache
   // filled up more than twice on its way: the caller asks RE2.
   bool Match(absl::string_view text, Cache* cache, std::vector<int>* hits) const;
+
+  // Match's answers for many texts: the hits of texts[i] are hits[spans[i].first,
+  // spans[i].second), or spans[i].first is kNoAnswer where Match returns false.
+  struct Answers {
+    static constexpr uint32_t kNoAnswer = UINT32_MAX;
+    std::vector<std::pair<uint32_t, uint32_t>> spans;
+    std::vector<int> hits;
+    bool answered(size_t i) const { return spans[i].first != kNoAnswer; }
+  };
+  // What Match answers for each of `texts`, in one call that walks kLanes texts side by side. A
+  // walk waits on one load a byte (the next state's row), so a text alone takes that latency
+  // for each of its bytes; the loads of kLanes walks are independent and wait together
+  // (docs/PERFORMANCE.md, "Eighteenth pass"). The answers are Match's, text by text: only what
+  // the cache holds afterwards, and so what the next texts cost, may differ.
+  void MatchMany(absl::Span<const absl::string_view> texts, Cache* cache,
+                 Answers* answers) const;
 
   // What the process keeps of RE2's answers about one-character pieces (shared by every Build;
   // at most 1 MiB, pieces of more than 256 bytes never kept).
@@ -139,6 +161,22 @@ class SetDfa {
     std::bitset<128> bytes;         // kByte
   };
 
+  // Walks side by side in MatchMany; measured on the nginx corpus with every pack, 4 does
+  // better than 2 and as well as 8 (docs/PERFORMANCE.md, "Eighteenth pass").
+  static constexpr size_t kLanes = 4;
+
+  // One text's walk: the next byte to read and the row of the state before it.
+  struct Walk {
+    static constexpr size_t kIdle = SIZE_MAX;
+    const unsigned char* begin = nullptr;
+    const unsigned char* p = nullptr;
+    const unsigned char* end = nullptr;
+    const Cache::Entry* row = nullptr;
+    bool done = false;    // the state has no position left: no later byte changes the answer
+    size_t resets = 0;    // the cache's resets when the walk began (TakeByte)
+    size_t text = kIdle;  // MatchMany: the text's index; kIdle: no text
+  };
+
   SetDfa() = default;
   // Adds the positions reached from `from` by empty moves to `positions` and the patterns
   // matched on the way to `matched` (neither deduplicated nor sorted).
@@ -153,6 +191,21 @@ class SetDfa {
   // cache started over on the way (the row is gone), but the state it leads to is valid.
   Cache::Entry Step(int32_t state, int cls, Cache* cache) const;
   void Reset(Cache* cache) const;
+  // The start state's row, built if the cache has none (which may start the cache over).
+  const Cache::Entry* StartRow(Cache* cache) const;
+  // Puts `w` back at its text's first byte, in the start state.
+  void Restart(Walk* w, Cache* cache) const;
+  // Takes the byte at w->p, whose entry `to` is not a built state's row: builds the state it
+  // leads to, or marks the walk done. False when the text gets no answer (a byte past ASCII;
+  // the cache filled more than twice since the walk began).
+  bool TakeByte(Walk* w, Cache::Entry to, Cache* cache) const;
+  // Walks `w` to its text's end or until it is done; false as TakeByte.
+  bool Run(Walk* w, Cache* cache) const;
+  // The hits of a walk that ended (done, or at its text's end).
+  void Answer(const Walk& w, Cache* cache, std::vector<int>* hits) const;
+  // Counts one line and the automaton positions its walk visited towards the cache's rest, and
+  // the bytes it read towards the cache's mean_walk_bytes.
+  void CountLine(uint64_t visits, const Walk& w, Cache* cache) const;
   const std::vector<int32_t>& AtEnd(int32_t state, Cache* cache) const;
 
   std::vector<Node> nodes_;

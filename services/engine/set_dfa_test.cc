@@ -207,6 +207,112 @@ TEST(SetDfaTest, RandomPatternsAnswerAsRe2Does) {
   EXPECT_GT(resets, 100u);
 }
 
+// MatchMany against RE2::Set on random patterns and batches of random texts (some empty, some
+// past ASCII, of lengths that end the walks at different rounds), with a cache small enough to
+// start over in the middle of a batch, when the other walks must start their texts again.
+TEST(SetDfaTest, ManyTextsWalkedSideBySideAnswerAsRe2Does) {
+  std::mt19937 rng(20261205);
+  int compared = 0, unanswered_ascii = 0;
+  size_t resets = 0;
+  for (int round = 0; round < 200; ++round) {
+    std::vector<std::string> patterns;
+    const int n = 1 + static_cast<int>(rng() % 6);
+    for (int i = 0; i < n; ++i) patterns.push_back(RandomPattern(rng, 0));
+    const bool anchored = rng() % 2 == 0;
+    std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, anchored);
+    ASSERT_NE(dfa, nullptr);
+    RE2::Options options;
+    options.set_log_errors(false);
+    RE2::Set set(options, anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
+    for (const std::string& p : patterns) ASSERT_GE(set.Add(p, nullptr), 0) << p;
+    ASSERT_TRUE(set.Compile());
+    SetDfa::Cache big, alone;
+    SetDfa::Cache small(4000);
+    for (int batch = 0; batch < 8; ++batch) {
+      std::vector<std::string> texts(rng() % 26);
+      for (std::string& text : texts) {
+        const int length = static_cast<int>(rng() % 40);
+        for (int i = 0; i < length; ++i) text.push_back("ab 1A\nc-"[rng() % 8]);
+        if (rng() % 10 == 0) text.insert(rng() % (text.size() + 1), "\xc3\xa9");
+      }
+      const std::vector<absl::string_view> views(texts.begin(), texts.end());
+      SetDfa::Answers from_big, from_small;
+      dfa->MatchMany(views, &big, &from_big);
+      dfa->MatchMany(views, &small, &from_small);
+      ASSERT_EQ(from_big.spans.size(), texts.size());
+      ASSERT_EQ(from_small.spans.size(), texts.size());
+      for (size_t t = 0; t < texts.size(); ++t) {
+        const bool ascii = texts[t].find('\xc3') == std::string::npos;
+        std::vector<int> want;
+        set.Match(texts[t], &want);
+        std::sort(want.begin(), want.end());
+        // A big cache answers what Match answers: every text of ASCII bytes, and one past it
+        // only when the walk ended before its first byte past ASCII.
+        std::vector<int> hits;
+        ASSERT_EQ(from_big.answered(t), dfa->Match(texts[t], &alone, &hits)) << texts[t];
+        ASSERT_TRUE(from_big.answered(t) || !ascii) << texts[t];
+        for (const SetDfa::Answers* answers : {&from_big, &from_small}) {
+          if (!answers->answered(t)) {
+            if (ascii) ++unanswered_ascii;
+            continue;
+          }
+          const std::vector<int> got(answers->hits.begin() + answers->spans[t].first,
+                                     answers->hits.begin() + answers->spans[t].second);
+          ASSERT_EQ(got, want) << "patterns:\n  " << testing::PrintToString(patterns)
+                               << "\nanchored: " << anchored << "\ntext " << t << " of "
+                               << texts.size() << ": \"" << texts[t] << "\""
+                               << (answers == &from_small ? " (small cache)" : "");
+          ++compared;
+        }
+      }
+    }
+    resets += small.resets();
+  }
+  EXPECT_GT(compared, 30000);
+  EXPECT_GT(resets, 100u);  // the small caches started over, most often with other walks live
+  EXPECT_LT(unanswered_ascii, compared / 10);
+}
+
+// The cache's rest (below) counts the lines MatchMany walks as Match counts them.
+TEST(SetDfaTest, ManyTextsRestTheCacheAsMatchDoes) {
+  const std::vector<std::string> patterns = {"^[ab]*a[ab]{10}$", "^b"};
+  std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, true);
+  ASSERT_NE(dfa, nullptr);
+  RE2::Set set(RE2::Options(), RE2::ANCHOR_START);
+  for (const std::string& p : patterns) ASSERT_GE(set.Add(p, nullptr), 0);
+  ASSERT_TRUE(set.Compile());
+  SetDfa::Cache cache(64 << 10);
+  std::mt19937 rng(7);
+  size_t answered = 0, left = 0, answered_after_rest = 0;
+  for (int batch = 0; batch < 13000 / 50; ++batch) {
+    std::vector<std::string> texts(50);
+    for (std::string& text : texts) {
+      for (int i = 0; i < 300; ++i) text.push_back("ab"[rng() % 2]);
+    }
+    const std::vector<absl::string_view> views(texts.begin(), texts.end());
+    SetDfa::Answers answers;
+    dfa->MatchMany(views, &cache, &answers);
+    for (size_t t = 0; t < texts.size(); ++t) {
+      if (!answers.answered(t)) {
+        ++left;
+        continue;
+      }
+      ++answered;
+      if (left > 0) ++answered_after_rest;
+      std::vector<int> want;
+      set.Match(texts[t], &want);
+      std::sort(want.begin(), want.end());
+      ASSERT_EQ(std::vector<int>(answers.hits.begin() + answers.spans[t].first,
+                                 answers.hits.begin() + answers.spans[t].second),
+                want)
+          << texts[t];
+    }
+  }
+  EXPECT_GE(cache.rested(), 4096u + 8192u);
+  EXPECT_GE(left, cache.rested());
+  EXPECT_GT(answered, 500u) << answered_after_rest << " " << left << " " << cache.resets();
+}
+
 // Lines written so that each meets states never built (an automaton of 2^11 states, random
 // lines, a cache that holds a few hundred): after a window of such lines the cache rests and
 // RE2 answers the next ones; then SetDfa answers again. Its answers are RE2's throughout.

@@ -545,6 +545,31 @@ void Pipeline::Prematch(LineBatch* batch) const {
   const bool keep = !IsJsonFormat(batch->format);
   const size_t cap = LineCap(batch->format);
   std::string sanitized;
+  // What the ordered thread's evidence needs of a line that may count: the same bytes it will
+  // be given (a line whose NULs were replaced holds the same token bytes as its copy).
+  auto token_shape = [&](size_t i, absl::string_view line) {
+    if (batch->spans[i].second > batch->spans[i].first) {
+      batch->token_shape[i] = Engine::MayHoldTokenShape(line) ? PrematchedLine::TokenShape::kMay
+                                                              : PrematchedLine::TokenShape::kNone;
+    }
+  };
+  // The lines parsed into views of the batch's own lines are prematched together (their Sets
+  // walked side by side, Engine::Prematch of many lines); the candidates come in line order.
+  batch->walk.clear();
+  batch->walk_at.clear();
+  batch->walk_lines.clear();
+  auto prematch_walk = [&]() {
+    if (batch->walk.empty()) return;
+    engine_.Prematch(batch->format, batch->walk, &batch->prematch, &batch->walk_spans);
+    for (size_t k = 0; k < batch->walk_at.size(); ++k) {
+      const size_t i = batch->walk_at[k];
+      batch->spans[i] = batch->walk_spans[k];
+      token_shape(i, batch->walk_lines[k]);
+    }
+    batch->walk.clear();
+    batch->walk_at.clear();
+    batch->walk_lines.clear();
+  };
   for (size_t i = 0; i < batch->lines.size(); ++i) {
     bool truncated, sanitize = false;
     absl::string_view line =
@@ -556,19 +581,23 @@ void Pipeline::Prematch(LineBatch* batch) const {
       reference = *parsed.time;
       rule = YearRule::kNearest;
     }
-    const uint32_t begin = static_cast<uint32_t>(batch->prematch.candidates.size());
-    engine_.Prematch(batch->format, parsed, &batch->prematch);
-    batch->spans[i] = {begin, static_cast<uint32_t>(batch->prematch.candidates.size())};
-    // What the ordered thread's evidence needs of a line that may count: the same bytes it will
-    // be given (a line whose NULs were replaced holds the same token bytes as its copy).
-    if (batch->spans[i].second > begin) {
-      batch->token_shape[i] = Engine::MayHoldTokenShape(line) ? PrematchedLine::TokenShape::kMay
-                                                              : PrematchedLine::TokenShape::kNone;
-    }
     // Kept when its views are into the batch's own line (not a copy with its NULs replaced).
     batch->parsed_kept[i] = keep && line.data() == batch->lines[i].data();
     batch->invalid_utf8[i] = sanitize;
+    if (batch->parsed_kept[i]) {
+      batch->walk.push_back(&parsed);
+      batch->walk_at.push_back(i);
+      batch->walk_lines.push_back(line);
+      continue;
+    }
+    // Its views do not outlive the next line: prematched now, after the lines before it.
+    prematch_walk();
+    const uint32_t begin = static_cast<uint32_t>(batch->prematch.candidates.size());
+    engine_.Prematch(batch->format, parsed, &batch->prematch);
+    batch->spans[i] = {begin, static_cast<uint32_t>(batch->prematch.candidates.size())};
+    token_shape(i, line);
   }
+  prematch_walk();
 }
 
 template <typename Batch>

@@ -134,6 +134,11 @@ struct LineBatch {
   // (Engine::MayHoldTokenShape), which its evidence must not keep.
   std::vector<PrematchedLine::TokenShape> token_shape;
   const RuleSet* prematched_with = nullptr;  // the rules Prematch used (others: ignored)
+  // Prematch's buffers: the parsed lines it hands the engine together, and where they are.
+  std::vector<const ParsedLine*> walk;
+  std::vector<size_t> walk_at;
+  std::vector<absl::string_view> walk_lines;  // each as prepared (trimmed)
+  std::vector<std::pair<uint32_t, uint32_t>> walk_spans;
   // Every byte of `lines` is ASCII and none is NUL, as the reader found reading them
   // (LineBuffer::plain): no line need be looked at for hostile bytes (PrepareLine's scan, ~130
   // instructions a line). False: each line is looked at.

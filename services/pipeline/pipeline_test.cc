@@ -383,7 +383,8 @@ TEST_F(PipelineTest, HostileBytesAreFoundWhereverTheyStand) {
 // Prematch (on another thread, in replay and the file inputs) looks at each line's hostile
 // bytes; ProcessLines then takes its answer instead of looking again. A batch of lines with NULs,
 // invalid UTF-8, a CR LF ending and over-long lines gets the same ack and decisions with
-// Prematch as without.
+// Prematch as without, and with every Set's lines walked side by side (the lines that are
+// copies prematched one at a time between them).
 TEST_F(PipelineTest, APrematchedBatchCountsHostileBytesAsAnotherDoes) {
   std::vector<std::string> lines;
   for (int i = 0; i < 3; ++i) {
@@ -397,9 +398,10 @@ TEST_F(PipelineTest, APrematchedBatchCountsHostileBytesAsAnotherDoes) {
   options.max_line_bytes = 150;
   std::vector<palisade::v1::BatchAck> acks;
   std::vector<std::vector<std::string>> decided;
-  for (bool prematch : {false, true}) {
+  for (int prematch : {0, 1, 2}) {  // no Prematch; Prematch; walking every Set side by side
     prometheus::Registry registry;
     DecisionTable table(clock_);
+    options.engine.walk_ahead_bytes = prematch == 2 ? 0 : EngineOptions().walk_ahead_bytes;
     Pipeline pipeline(Rules(), options, clock_, table, registry);
     LineBatch batch;
     batch.format = LogFormat::LOG_FORMAT_SYSLOG;
@@ -419,7 +421,9 @@ TEST_F(PipelineTest, APrematchedBatchCountsHostileBytesAsAnotherDoes) {
   EXPECT_EQ(acks[1].sanitized(), 9u);  // the NUL, bad UTF-8 and cut lines
   EXPECT_EQ(acks[1].truncated(), 3u);
   EXPECT_EQ(acks[0].DebugString(), acks[1].DebugString());
+  EXPECT_EQ(acks[0].DebugString(), acks[2].DebugString());
   EXPECT_EQ(decided[0], decided[1]);
+  EXPECT_EQ(decided[0], decided[2]);
   EXPECT_THAT(decided[1], ::testing::Contains("203.0.113.8"));
 }
 
@@ -452,9 +456,10 @@ TEST_F(PipelineTest, APrematchedBatchCountsKeysAndEvidenceAsAnotherDoes) {
   options.engine.allowlist.Add(*Cidr::Parse("198.51.100.0/24"));
   std::vector<std::string> acks, decided;
   std::vector<EngineStats> stats;
-  for (bool prematch : {false, true}) {
+  for (int prematch : {0, 1, 2}) {  // no Prematch; Prematch; walking every Set side by side
     prometheus::Registry registry;
     DecisionTable table(clock_);
+    options.engine.walk_ahead_bytes = prematch == 2 ? 0 : EngineOptions().walk_ahead_bytes;
     Pipeline pipeline(Rules(), options, clock_, table, registry);
     LineBatch batch, second;
     batch.format = second.format = LogFormat::LOG_FORMAT_SYSLOG;
@@ -487,13 +492,17 @@ TEST_F(PipelineTest, APrematchedBatchCountsKeysAndEvidenceAsAnotherDoes) {
                 2);
     }
   }
-  EXPECT_EQ(acks[0], acks[2]);
-  EXPECT_EQ(acks[1], acks[3]);
+  for (size_t other : {2, 4}) {
+    EXPECT_EQ(acks[0], acks[other]);
+    EXPECT_EQ(acks[1], acks[other + 1]);
+  }
   EXPECT_EQ(stats[0].invalid_keys, 3u);
-  EXPECT_EQ(stats[1].invalid_keys, stats[0].invalid_keys);
-  EXPECT_EQ(stats[1].ignored, stats[0].ignored);
-  EXPECT_EQ(stats[1].matched_lines, stats[0].matched_lines);
-  EXPECT_EQ(decided[0], decided[1]);
+  for (size_t other : {1, 2}) {
+    EXPECT_EQ(stats[other].invalid_keys, stats[0].invalid_keys);
+    EXPECT_EQ(stats[other].ignored, stats[0].ignored);
+    EXPECT_EQ(stats[other].matched_lines, stats[0].matched_lines);
+    EXPECT_EQ(decided[0], decided[other]);
+  }
   EXPECT_THAT(decided[1], ::testing::HasSubstr("2001:db8::7"));
   EXPECT_THAT(decided[1], ::testing::HasSubstr("192.0.2.139"));
   EXPECT_THAT(decided[1], ::testing::HasSubstr("203.0.113.77"));

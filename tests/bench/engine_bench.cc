@@ -281,6 +281,72 @@ BENCHMARK(BM_MatchWindowEverythingNoPrefilter)
     ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
     ->Arg(LogFormat::LOG_FORMAT_COMBINED)
     ->ArgName("format");
+// Match + window as replay, the file inputs and gRPC ingest run it: Prematch (one call for
+// kChunk lines, their Sets walked side by side; or, argument `many` = 0, one call a line), then
+// Process of each line with its candidates, on one thread. Items are lines.
+void RunPrematchWindow(benchmark::State& state, std::shared_ptr<const RuleSet> rules) {
+  const LogFormat format = static_cast<LogFormat>(state.range(0));
+  const bool many = state.range(1) != 0;
+  const auto& parsed = ParsedFor(format);
+  const Corpus& corpus = CorpusFor(format);
+  Engine engine(std::move(rules), EngineOptions());
+  std::vector<Detection> out;
+  out.reserve(2048);
+  constexpr size_t kChunk = 256;  // replay's batches are larger; the walks take 64 at a time
+  PrematchBuffer buffer;
+  std::vector<std::pair<uint32_t, uint32_t>> spans;
+  std::vector<const ParsedLine*> lines;
+  absl::Duration lap;
+  auto chunk = [&](size_t first) {
+    const size_t end = std::min(first + kChunk, parsed.size());
+    buffer.Clear();
+    lines.clear();
+    for (size_t k = first; k < end; ++k) lines.push_back(&parsed[k]);
+    if (many) {
+      engine.Prematch(format, lines, &buffer, &spans);
+    } else {
+      spans.clear();
+      for (const ParsedLine* line : lines) {
+        const uint32_t begin = static_cast<uint32_t>(buffer.candidates.size());
+        engine.Prematch(format, *line, &buffer);
+        spans.emplace_back(begin, static_cast<uint32_t>(buffer.candidates.size()));
+      }
+    }
+    for (size_t k = first; k < end; ++k) {
+      PrematchedLine pre;
+      const auto [begin, span_end] = spans[k - first];
+      pre.candidates = absl::MakeConstSpan(buffer.candidates.data() + begin, span_end - begin);
+      pre.buffer = &buffer;
+      engine.Process(format, parsed[k], corpus.lines[k], *parsed[k].time + lap, &out, 0, &pre);
+      if (out.size() > 1024) out.clear();
+    }
+    return end - first;
+  };
+  for (size_t first = 0; first < parsed.size(); first += kChunk) chunk(first);  // warm-up lap
+  size_t first = 0;
+  int64_t lines_done = 0;
+  lap = absl::Hours(24);
+  for (auto _ : state) {
+    lines_done += static_cast<int64_t>(chunk(first));
+    first += kChunk;
+    if (first >= parsed.size()) {
+      first = 0;
+      lap += absl::Hours(24);
+    }
+  }
+  state.SetItemsProcessed(lines_done);
+}
+void BM_PrematchWindow(benchmark::State& state) { RunPrematchWindow(state, Fixture::Get().rules); }
+BENCHMARK(BM_PrematchWindow)
+    ->ArgsProduct({{LogFormat::LOG_FORMAT_SYSLOG, LogFormat::LOG_FORMAT_COMBINED}, {0, 1}})
+    ->ArgNames({"format", "many"});
+void BM_PrematchWindowEverything(benchmark::State& state) {
+  RunPrematchWindow(state, Fixture::Get().everything);
+}
+BENCHMARK(BM_PrematchWindowEverything)
+    ->ArgsProduct({{LogFormat::LOG_FORMAT_SYSLOG, LogFormat::LOG_FORMAT_COMBINED}, {0, 1}})
+    ->ArgNames({"format", "many"});
+
 // Parse + match + window: what one ingest core does per line.
 void BM_ParseMatchWindow(benchmark::State& state) {
   const LogFormat format = static_cast<LogFormat>(state.range(0));
