@@ -1,7 +1,8 @@
 // Replay on every core gives the one-thread result: the same decisions (in the same order, with
 // the same evidence and times), stale detections, counts and per-rule matches, on generated
 // corpora with a fixed seed and every shipped pack loaded (sessions, recidive, gated token rules),
-// whatever the thread count and batch size. Hostile lines (NULs, invalid UTF-8, lines past
+// whatever the thread count and batch size. The reference is one thread without Prematch
+// (ReplayOptions::prematch false): each line through the pipeline whole. Hostile lines (NULs, invalid UTF-8, lines past
 // max_line_bytes, malformed ones) are mixed in, so the path where Prematch leaves a line to the
 // ordered thread runs too.
 #include <string>
@@ -50,13 +51,15 @@ void CheckCorpus(palisade::v1::LogFormat format, std::vector<std::string> lines)
   lines = WithHostileLines(std::move(lines));
   ReplayOptions options;
   options.threads = 1;
+  options.prematch = false;
   absl::StatusOr<ReplaySummary> one = Replay(rules, format, lines, options);
   ASSERT_TRUE(one.ok()) << one.status();
   // The corpus exercises what could differ: matches, decisions, malformed lines.
   EXPECT_GT(one->matched, lines.size() / 10);
   EXPECT_GT(one->decisions.size(), 50u);
   EXPECT_GT(one->malformed, 0u);
-  for (uint32_t threads : {2u, 4u}) {
+  options.prematch = true;
+  for (uint32_t threads : {1u, 2u, 4u}) {
     for (uint32_t batch : {1000u, 97u}) {
       options.threads = threads;
       options.batch_lines = batch;
@@ -104,11 +107,13 @@ TEST(ReplayThreadsTest, YearlessTimesAcrossNewYearAndGapsAreTheOneThreadResult) 
   ReplayOptions options;
   options.threads = 1;
   options.batch_lines = 7;
+  options.prematch = false;
   absl::StatusOr<ReplaySummary> one =
       Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, lines, options);
   ASSERT_TRUE(one.ok()) << one.status();
   EXPECT_GT(one->decisions.size(), 3u);
-  for (uint32_t threads : {2u, 3u}) {
+  options.prematch = true;
+  for (uint32_t threads : {1u, 2u, 3u}) {
     for (uint32_t batch : {7u, 1u, 50u}) {
       options.threads = threads;
       options.batch_lines = batch;
