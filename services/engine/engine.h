@@ -35,9 +35,12 @@
 // secret). Sessions are kept in memory only.
 //
 // The engine does no I/O and reads no clock: time comes with each line.
-// Thread-safety: Process, MatchLine, CountMatch and MatchOnly may run concurrently from any
-// number of threads (matching uses per-thread scratch; windows live in shards, each behind its
-// own mutex).
+// Prematch (a line, or many: the Sets of many lines walked side by side) is the stateless first
+// half of Process, for threads that match ahead of the one that counts (replay, the file
+// inputs).
+// Thread-safety: Process, MatchLine, CountMatch, MatchOnly and Prematch may run concurrently
+// from any number of threads (matching uses per-thread scratch; windows live in shards, each
+// behind its own mutex).
 // SetRules, Expire, Snapshot and Restore must not overlap a Process, MatchLine or CountMatch:
 // callers serialise them.
 #ifndef PALISADE_SERVICES_ENGINE_ENGINE_H_

@@ -161,8 +161,9 @@ class SetDfa {
     std::bitset<128> bytes;         // kByte
   };
 
-  // Walks side by side in MatchMany; measured on the nginx corpus with every pack, 4 does
-  // better than 2 and as well as 8 (docs/PERFORMANCE.md, "Eighteenth pass").
+  // Walks side by side in MatchMany: four rows and four texts stay in x86-64's registers with
+  // the loop's other values (as arrays, the compiler kept them on the stack, and each load
+  // then waited on a store as well: docs/PERFORMANCE.md, "Eighteenth pass").
   static constexpr size_t kLanes = 4;
 
   // One text's walk: the next byte to read and the row of the state before it.
