@@ -484,6 +484,27 @@ void Engine::KeepPending(absl::string_view raw, absl::Time time, uint32_t stream
   scratch.pend.clear();
 }
 
+bool Engine::WalksAhead(const RuleSet::SetPart& part, const SetDfa::Cache* cache) const {
+  return part.dfa != nullptr && part.gate == nullptr &&
+         (cache == nullptr || cache->owner() != part.dfa->id() ||
+          cache->mean_walk_bytes() >= options_.walk_ahead_bytes);
+}
+
+bool Engine::WalksSideBySide(palisade::v1::LogFormat format) const {
+  const RuleSet::FormatIndex* index = rules_->ForFormat(format);
+  if (index == nullptr) return false;
+  const Scratch& scratch = ThreadScratch();
+  for (const RuleSet::SetPart& part : index->parts) {
+    if (part.dfa == nullptr) continue;
+    const SetDfa::Cache* cache = nullptr;  // looked up without taking a slot
+    for (const SetDfa::Cache& c : scratch.dfa_caches) {
+      if (c.owner() == part.dfa->id()) cache = &c;
+    }
+    if (WalksAhead(part, cache)) return true;
+  }
+  return false;
+}
+
 void Engine::WalkSets(const RuleSet::FormatIndex& index,
                       absl::Span<const ParsedLine* const> lines, Scratch& scratch) const {
   using Walked = Scratch::Walked;
@@ -497,9 +518,7 @@ void Engine::WalkSets(const RuleSet::FormatIndex& index,
     // Short walks (an anchored Set whose members die in a line's first bytes) gain less from
     // walking side by side than it costs to hold their answers: CollectCandidates walks them.
     SetDfa::Cache& cache = scratch.DfaCache(*part.dfa);
-    if (cache.owner() == part.dfa->id() && cache.mean_walk_bytes() < options_.walk_ahead_bytes) {
-      continue;
-    }
+    if (!WalksAhead(part, &cache)) continue;
     std::vector<absl::string_view>& texts = scratch.walk_texts;
     std::vector<size_t>& which = scratch.walk_lines;
     texts.clear();

@@ -258,6 +258,10 @@ class Engine {
   void Prematch(palisade::v1::LogFormat format, absl::Span<const ParsedLine* const> lines,
                 PrematchBuffer* out, std::vector<std::pair<uint32_t, uint32_t>>* spans) const;
   static constexpr size_t kWalkLines = 64;
+  // Whether the Prematch of many lines of `format` would walk some Set side by side on the
+  // calling thread: a Set with a SetDfa whose walks on this thread read walk_ahead_bytes or more
+  // on average, or that this thread has not walked yet.
+  bool WalksSideBySide(palisade::v1::LogFormat format) const;
   // Whether `raw` may hold a token shape (services/common/fingerprint.h): a line that may is
   // redacted before a window keeps it as evidence. A cheap scan (a fifth of a byte-by-byte one
   // on an access line), pure: a prematching thread may answer it for PrematchedLine::token_shape.
@@ -556,6 +560,10 @@ class Engine {
                          const Scratch::Walked* walked = nullptr) const;
   // The SetDfa passes of `index`'s parts over `lines`, walked side by side
   // (SetDfa::MatchMany), into scratch.walked (parts_per_line rows per line).
+  // Whether WalkSets walks `part`'s lines side by side on this thread (`cache`: the thread's
+  // cache for its SetDfa, null when it has none): a SetDfa part without a gate whose walks read
+  // walk_ahead_bytes or more on average, or unknown yet.
+  bool WalksAhead(const RuleSet::SetPart& part, const SetDfa::Cache* cache) const;
   void WalkSets(const RuleSet::FormatIndex& index, absl::Span<const ParsedLine* const> lines,
                 Scratch& scratch) const;
   // Prematch of one line, its Sets walked or not (`walked`, as CollectCandidates).

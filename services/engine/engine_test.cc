@@ -2,6 +2,7 @@
 
 #include <deque>
 #include <random>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -869,6 +870,44 @@ TEST_F(EngineTest, EvidenceRingKeepsTheNewestLinesAsAQueueWould) {
 // last max_evidence): under the threshold by more than that, a window holds no line, whatever
 // their length. (Every match's line was copied: with web-request-flood's 120 a third of an
 // access line's cost, PERFORMANCE.md "Seventeenth pass".)
+// The Prematch of many lines walks a Set's lines side by side where its walks on the calling
+// thread are long (Engine::WalksSideBySide, EngineOptions::walk_ahead_bytes): yes before the
+// thread walked the Set, no once its walks end in a message's first bytes, yes again once they
+// read long messages to their end. Each on a thread of its own (a thread's caches are its own).
+TEST_F(EngineTest, ASetIsWalkedSideBySideWhereItsWalksAreLong) {
+  Engine engine(Rules(), EngineOptions());
+  auto walk = [&](absl::string_view message, int times) {
+    ParsedLine line;
+    line.message = message;
+    line.program = "sshd";
+    std::vector<Detection> out;
+    for (int i = 0; i < times; ++i) {
+      engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message, t0_, &out);
+    }
+  };
+  std::thread([&] {
+    EXPECT_TRUE(engine.WalksSideBySide(LogFormat::LOG_FORMAT_SYSLOG));
+    walk("Fxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", 100);
+    EXPECT_FALSE(engine.WalksSideBySide(LogFormat::LOG_FORMAT_SYSLOG));
+    EXPECT_FALSE(engine.WalksSideBySide(LogFormat::LOG_FORMAT_RAW));  // no rule reads it
+    walk(absl::StrCat("Failed password for ", std::string(200, 'a')), 100);
+    EXPECT_TRUE(engine.WalksSideBySide(LogFormat::LOG_FORMAT_SYSLOG));
+  }).join();
+  EngineOptions always;
+  always.walk_ahead_bytes = 0;
+  Engine other(Rules(), always);
+  std::thread([&] {
+    ParsedLine line;
+    line.message = "Fx";
+    line.program = "sshd";
+    std::vector<Detection> out;
+    for (int i = 0; i < 100; ++i) {
+      other.Process(LogFormat::LOG_FORMAT_SYSLOG, line, line.message, t0_, &out);
+    }
+    EXPECT_TRUE(other.WalksSideBySide(LogFormat::LOG_FORMAT_SYSLOG));
+  }).join();
+}
+
 TEST_F(EngineTest, AWindowKeepsOnlyTheLinesItsDetectionCanShow) {
   auto memory_after = [&](size_t tail, int matches, std::vector<Detection>* out) {
     Engine engine(Rules(FailPack("ssh-fail-40", 40)), EngineOptions());  // 5 evidence lines

@@ -518,6 +518,12 @@ absl::StatusOr<BatchAck> Pipeline::ProcessLines(const LineBatch& batch) {
   return Run(ViewBatch(batch));
 }
 
+bool Pipeline::WalksSideBySide(palisade::v1::LogFormat format) const {
+  if (IsJsonFormat(format)) return false;
+  absl::ReaderMutexLock rules_lock(&rules_mu_);
+  return engine_.WalksSideBySide(format);
+}
+
 void Pipeline::Prematch(LineBatch* batch) const {
   batch->prematch.Clear();
   batch->spans.assign(batch->lines.size(), {LineBatch::kNotPrematched, 0});

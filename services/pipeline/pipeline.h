@@ -179,6 +179,10 @@ class Pipeline {
   // on any thread, concurrently with anything, ahead of the ProcessLines of the batch (which
   // must wait for it). Changes no state of the pipeline.
   void Prematch(LineBatch* batch) const;
+  // Whether Prematch would walk some Set of `format`'s lines side by side on the calling thread
+  // (Engine::WalksSideBySide; never for JSON records, prematched one at a time): what a thread
+  // that prematches only for that gain (replay on one thread) asks first.
+  bool WalksSideBySide(palisade::v1::LogFormat format) const;
 
   // Swaps in a new compiled rule set (compile it first: a failed compile never gets here).
   void SetRules(std::shared_ptr<const RuleSet> rules);

@@ -105,9 +105,10 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
       absl::StatusOr<size_t> filled = Fill(source, n, slot);
       if (!filled.ok()) return filled.status();
       if (*filled == 0) break;
-      // Prematched first, on this thread too: the batch's Sets are then walked side by side
-      // (Engine::Prematch of many lines), where ProcessLines alone walks them line by line.
-      if (replay.prematch) pipeline.Prematch(&slot.batch);
+      // Prematched first, on this thread too, when its Sets are then walked side by side
+      // (Engine::Prematch of many lines), where ProcessLines alone walks them line by line; not
+      // otherwise, which would cost the candidates' hand-over and gain nothing.
+      if (replay.prematch && pipeline.WalksSideBySide(format)) pipeline.Prematch(&slot.batch);
       if (absl::Status s = process(slot.batch); !s.ok()) return s;
     }
   } else {

@@ -64,9 +64,10 @@ struct ReplayOptions {
   // whatever the count. Memory: at most 2 batches per thread are read ahead, each bounded by
   // batch_lines and kMaxReplayBatchBytes.
   uint32_t threads = 0;
-  // With one thread: each batch goes through Engine::Prematch first, as with more (its Sets
-  // walked side by side, SetDfa::MatchMany), then through the rest. False: the pipeline takes
-  // each line whole, the reference the tests hold the other ways to. The result is the same.
+  // With one thread: a batch goes through Engine::Prematch first, as with more, when its Sets
+  // are then walked side by side (SetDfa::MatchMany; Pipeline::WalksSideBySide), then through
+  // the rest. False: the pipeline takes each line whole, the reference the tests hold the
+  // other ways to. The result is the same.
   bool prematch = true;
 };
 
