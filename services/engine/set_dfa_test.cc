@@ -1,5 +1,6 @@
 #include "services/engine/set_dfa.h"
 
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -167,31 +168,58 @@ std::string RandomPattern(std::mt19937& rng, int depth) {
   return out;
 }
 
+// A Set under test: its patterns as SetDfa and as RE2::Set, the reference (`Want`: its hits,
+// sorted).
+struct TestSet {
+  std::vector<std::string> patterns;
+  bool anchored = false;
+  std::unique_ptr<const SetDfa> dfa;
+  std::unique_ptr<RE2::Set> set;
+  std::vector<int> Want(const std::string& text) const {
+    std::vector<int> want;
+    set->Match(text, &want);
+    std::sort(want.begin(), want.end());
+    return want;
+  }
+};
+TestSet MakeTestSet(std::vector<std::string> patterns, bool anchored) {
+  TestSet t;
+  t.patterns = std::move(patterns);
+  t.anchored = anchored;
+  t.dfa = MustBuild(t.patterns, anchored);
+  RE2::Options options;
+  options.set_log_errors(false);
+  t.set = std::make_unique<RE2::Set>(options, anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
+  for (const std::string& p : t.patterns) EXPECT_GE(t.set->Add(p, nullptr), 0) << p;
+  EXPECT_TRUE(t.set->Compile());
+  return t;
+}
+// One to six random patterns, either anchoring.
+TestSet RandomSet(std::mt19937& rng) {
+  std::vector<std::string> patterns;
+  const int n = 1 + static_cast<int>(rng() % 6);
+  for (int i = 0; i < n; ++i) patterns.push_back(RandomPattern(rng, 0));
+  const bool anchored = rng() % 2 == 0;
+  return MakeTestSet(std::move(patterns), anchored);
+}
+
 TEST(SetDfaTest, RandomPatternsAnswerAsRe2Does) {
   std::mt19937 rng(20261204);
   int compared = 0;
   size_t resets = 0;  // the small caches started over: the path is taken, not only present
   for (int round = 0; round < 300; ++round) {
-    std::vector<std::string> patterns;
-    const int n = 1 + static_cast<int>(rng() % 6);
-    for (int i = 0; i < n; ++i) patterns.push_back(RandomPattern(rng, 0));
-    const bool anchored = rng() % 2 == 0;
-    std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, anchored);
-    ASSERT_NE(dfa, nullptr);
-    RE2::Options options;
-    options.set_log_errors(false);
-    RE2::Set set(options, anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
-    for (const std::string& p : patterns) ASSERT_GE(set.Add(p, nullptr), 0) << p;
-    ASSERT_TRUE(set.Compile());
+    const TestSet random = RandomSet(rng);
+    ASSERT_NE(random.dfa, nullptr);
+    const SetDfa* const dfa = random.dfa.get();
+    const std::vector<std::string>& patterns = random.patterns;
+    const bool anchored = random.anchored;
     SetDfa::Cache big;
     SetDfa::Cache small(6000);
     for (int t = 0; t < 60; ++t) {
       std::string text;
       const int length = static_cast<int>(rng() % 12);
       for (int i = 0; i < length; ++i) text.push_back("ab 1A\nc-"[rng() % 8]);
-      std::vector<int> want;
-      set.Match(text, &want);
-      std::sort(want.begin(), want.end());
+      const std::vector<int> want = random.Want(text);
       std::vector<int> got;
       ASSERT_TRUE(dfa->Match(text, &big, &got));
       ASSERT_EQ(got, want) << "patterns:\n  " << testing::PrintToString(patterns)
@@ -215,17 +243,11 @@ TEST(SetDfaTest, ManyTextsWalkedSideBySideAnswerAsRe2Does) {
   int compared = 0, unanswered_ascii = 0;
   size_t resets = 0;
   for (int round = 0; round < 200; ++round) {
-    std::vector<std::string> patterns;
-    const int n = 1 + static_cast<int>(rng() % 6);
-    for (int i = 0; i < n; ++i) patterns.push_back(RandomPattern(rng, 0));
-    const bool anchored = rng() % 2 == 0;
-    std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, anchored);
-    ASSERT_NE(dfa, nullptr);
-    RE2::Options options;
-    options.set_log_errors(false);
-    RE2::Set set(options, anchored ? RE2::ANCHOR_START : RE2::UNANCHORED);
-    for (const std::string& p : patterns) ASSERT_GE(set.Add(p, nullptr), 0) << p;
-    ASSERT_TRUE(set.Compile());
+    const TestSet random = RandomSet(rng);
+    ASSERT_NE(random.dfa, nullptr);
+    const SetDfa* const dfa = random.dfa.get();
+    const std::vector<std::string>& patterns = random.patterns;
+    const bool anchored = random.anchored;
     SetDfa::Cache big, alone;
     SetDfa::Cache small(4000);
     for (int batch = 0; batch < 8; ++batch) {
@@ -243,9 +265,7 @@ TEST(SetDfaTest, ManyTextsWalkedSideBySideAnswerAsRe2Does) {
       ASSERT_EQ(from_small.spans.size(), texts.size());
       for (size_t t = 0; t < texts.size(); ++t) {
         const bool ascii = texts[t].find('\xc3') == std::string::npos;
-        std::vector<int> want;
-        set.Match(texts[t], &want);
-        std::sort(want.begin(), want.end());
+        const std::vector<int> want = random.Want(texts[t]);
         // A big cache answers what Match answers: every text of ASCII bytes, and one past it
         // only when the walk ended before its first byte past ASCII.
         std::vector<int> hits;
@@ -275,12 +295,9 @@ TEST(SetDfaTest, ManyTextsWalkedSideBySideAnswerAsRe2Does) {
 
 // The cache's rest (below) counts the lines MatchMany walks as Match counts them.
 TEST(SetDfaTest, ManyTextsRestTheCacheAsMatchDoes) {
-  const std::vector<std::string> patterns = {"^[ab]*a[ab]{10}$", "^b"};
-  std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, true);
-  ASSERT_NE(dfa, nullptr);
-  RE2::Set set(RE2::Options(), RE2::ANCHOR_START);
-  for (const std::string& p : patterns) ASSERT_GE(set.Add(p, nullptr), 0);
-  ASSERT_TRUE(set.Compile());
+  const TestSet thrashing = MakeTestSet({"^[ab]*a[ab]{10}$", "^b"}, true);
+  ASSERT_NE(thrashing.dfa, nullptr);
+  const SetDfa* const dfa = thrashing.dfa.get();
   SetDfa::Cache cache(64 << 10);
   std::mt19937 rng(7);
   size_t answered = 0, left = 0, answered_after_rest = 0;
@@ -299,30 +316,25 @@ TEST(SetDfaTest, ManyTextsRestTheCacheAsMatchDoes) {
       }
       ++answered;
       if (left > 0) ++answered_after_rest;
-      std::vector<int> want;
-      set.Match(texts[t], &want);
-      std::sort(want.begin(), want.end());
       ASSERT_EQ(std::vector<int>(answers.hits.begin() + answers.spans[t].first,
                                  answers.hits.begin() + answers.spans[t].second),
-                want)
+                thrashing.Want(texts[t]))
           << texts[t];
     }
   }
   EXPECT_GE(cache.rested(), 4096u + 8192u);
   EXPECT_GE(left, cache.rested());
-  EXPECT_GT(answered, 500u) << answered_after_rest << " " << left << " " << cache.resets();
+  EXPECT_GT(answered_after_rest, 100u);
+  EXPECT_GT(answered, 500u);
 }
 
 // Lines written so that each meets states never built (an automaton of 2^11 states, random
 // lines, a cache that holds a few hundred): after a window of such lines the cache rests and
 // RE2 answers the next ones; then SetDfa answers again. Its answers are RE2's throughout.
 TEST(SetDfaTest, ACacheThatBuildsAllAlongRestsAndRe2Answers) {
-  const std::vector<std::string> patterns = {"^[ab]*a[ab]{10}$", "^b"};
-  std::unique_ptr<const SetDfa> dfa = MustBuild(patterns, true);
-  ASSERT_NE(dfa, nullptr);
-  RE2::Set set(RE2::Options(), RE2::ANCHOR_START);
-  for (const std::string& p : patterns) ASSERT_GE(set.Add(p, nullptr), 0);
-  ASSERT_TRUE(set.Compile());
+  const TestSet thrashing = MakeTestSet({"^[ab]*a[ab]{10}$", "^b"}, true);
+  ASSERT_NE(thrashing.dfa, nullptr);
+  const SetDfa* const dfa = thrashing.dfa.get();
   SetDfa::Cache cache(64 << 10);
   std::mt19937 rng(7);
   size_t answered = 0, left = 0, answered_after_rest = 0;
@@ -336,10 +348,7 @@ TEST(SetDfaTest, ACacheThatBuildsAllAlongRestsAndRe2Answers) {
     }
     ++answered;
     if (left > 0) ++answered_after_rest;
-    std::vector<int> want;
-    set.Match(text, &want);
-    std::sort(want.begin(), want.end());
-    ASSERT_EQ(got, want) << text;
+    ASSERT_EQ(got, thrashing.Want(text)) << text;
   }
   // 256 lines answered, 4,096 rested, 256 answered, 8,192 rested (the rest doubles while the
   // window after it finds the same), ...
