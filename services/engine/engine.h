@@ -558,12 +558,12 @@ class Engine {
   void CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
                          Scratch& scratch, std::vector<std::pair<int, int>>* candidates,
                          const Scratch::Walked* walked = nullptr) const;
-  // The SetDfa passes of `index`'s parts over `lines`, walked side by side
-  // (SetDfa::MatchMany), into scratch.walked (parts_per_line rows per line).
   // Whether WalkSets walks `part`'s lines side by side on this thread (`cache`: the thread's
   // cache for its SetDfa, null when it has none): a SetDfa part without a gate whose walks read
   // walk_ahead_bytes or more on average, or unknown yet.
   bool WalksAhead(const RuleSet::SetPart& part, const SetDfa::Cache* cache) const;
+  // The SetDfa passes of `index`'s parts over `lines`, walked side by side
+  // (SetDfa::MatchMany), into scratch.walked (parts_per_line rows per line).
   void WalkSets(const RuleSet::FormatIndex& index, absl::Span<const ParsedLine* const> lines,
                 Scratch& scratch) const;
   // Prematch of one line, its Sets walked or not (`walked`, as CollectCandidates).

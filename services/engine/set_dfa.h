@@ -18,6 +18,9 @@
 // automaton positions still alive plus the patterns already matched (their positions dropped:
 // a state with none left ends the walk early, as RE2's dead state does).
 //
+// MatchMany answers many texts in one call, walking four side by side (the walks' loads wait for
+// memory together), each answer the one Match gives.
+//
 // Thread-safety: a SetDfa is immutable once built and may be shared; each thread brings its own
 // Cache (the states it has built), which must not be used by two threads at once.
 #ifndef PALISADE_SERVICES_ENGINE_SET_DFA_H_
