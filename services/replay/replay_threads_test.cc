@@ -2,9 +2,9 @@
 // the same evidence and times), stale detections, counts and per-rule matches, on generated
 // corpora with a fixed seed and every shipped pack loaded (sessions, recidive, gated token rules),
 // whatever the thread count and batch size. The reference is one thread without Prematch
-// (ReplayOptions::prematch false): each line through the pipeline whole. Hostile lines (NULs, invalid UTF-8, lines past
-// max_line_bytes, malformed ones) are mixed in, so the path where Prematch leaves a line to the
-// ordered thread runs too.
+// (ReplayOptions::prematch false): each line through the pipeline whole. Hostile lines (NULs,
+// invalid UTF-8, lines past max_line_bytes, malformed ones) are mixed in, so the path where
+// Prematch leaves a line to the ordered thread runs too.
 #include <string>
 #include <vector>
 

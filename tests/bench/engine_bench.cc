@@ -281,7 +281,8 @@ BENCHMARK(BM_MatchWindowEverythingNoPrefilter)
     ->Arg(LogFormat::LOG_FORMAT_SYSLOG)
     ->Arg(LogFormat::LOG_FORMAT_COMBINED)
     ->ArgName("format");
-// Match + window as replay, the file inputs and gRPC ingest run it: Prematch (one call for
+// Match + window as replay and the file inputs run it (not gRPC ingest, whose reactor threads
+// take each line whole): Prematch (one call for
 // kChunk lines, their Sets walked side by side; or, argument `many` = 0, one call a line), then
 // Process of each line with its candidates, on one thread. Items are lines.
 void RunPrematchWindow(benchmark::State& state, std::shared_ptr<const RuleSet> rules) {
