@@ -511,7 +511,7 @@ void Engine::WalkSets(const RuleSet::FormatIndex& index,
   const size_t parts = index.parts.size();
   scratch.parts_per_line = parts;
   scratch.walked.assign(lines.size() * parts, Walked());
-  scratch.walked_hits.clear();
+  if (scratch.walk_answers.size() < parts) scratch.walk_answers.resize(parts);
   for (size_t part_no = 0; part_no < parts; ++part_no) {
     const RuleSet::SetPart& part = index.parts[part_no];
     if (part.dfa == nullptr || part.gate != nullptr) continue;  // kNotWalked
@@ -538,20 +538,12 @@ void Engine::WalkSets(const RuleSet::FormatIndex& index,
       texts.push_back(text);
       which.push_back(i);
     }
-    SetDfa::Answers& answers = scratch.walk_answers;
+    SetDfa::Answers& answers = scratch.walk_answers[part_no];
     part.dfa->MatchMany(texts, &cache, &answers);
     for (size_t k = 0; k < which.size(); ++k) {
       Walked& w = scratch.walked[which[k] * parts + part_no];
-      if (!answers.answered(k)) {
-        w.state = Walked::State::kAsk;
-        continue;
-      }
-      w.state = Walked::State::kAnswered;
-      w.hits_begin = static_cast<uint32_t>(scratch.walked_hits.size());
-      scratch.walked_hits.insert(scratch.walked_hits.end(),
-                                 answers.hits.begin() + answers.spans[k].first,
-                                 answers.hits.begin() + answers.spans[k].second);
-      w.hits_end = static_cast<uint32_t>(scratch.walked_hits.size());
+      w.state = answers.answered(k) ? Walked::State::kAnswered : Walked::State::kAsk;
+      w.text = static_cast<uint32_t>(k);
     }
   }
 }
@@ -615,8 +607,9 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
     rate -= rate >> 3;
     absl::Span<const int> hits;
     if (ahead == Walked::State::kAnswered) {
-      hits = absl::MakeConstSpan(scratch.walked_hits.data() + walked[part_no].hits_begin,
-                                 walked[part_no].hits_end - walked[part_no].hits_begin);
+      const SetDfa::Answers& answers = scratch.walk_answers[part_no];
+      const auto [begin, end] = answers.spans[walked[part_no].text];
+      hits = absl::MakeConstSpan(answers.hits.data() + begin, end - begin);
       if (hits.empty()) continue;
     } else if (ahead == Walked::State::kNotWalked && part.dfa != nullptr &&
                part.dfa->Match(text, &scratch.DfaCache(*part.dfa), &scratch.set_hits)) {

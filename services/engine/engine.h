@@ -463,20 +463,19 @@ class Engine {
       enum class State : uint8_t {
         kNotWalked,  // CollectCandidates asks as usual (a gated part, a part without SetDfa)
         kNoText,     // the part does not read the line (SetPart::MayMatch, SetPart::head)
-        kAnswered,   // its SetDfa's hits are walked_hits[hits_begin, hits_end)
+        kAnswered,   // its SetDfa's hits are walk_answers[part]'s for text `text`
         kAsk,        // its SetDfa gave no answer: the RE2::Set is asked
       };
       State state = State::kNotWalked;
-      uint32_t at = 0;  // the part's text is the message from here (SetPart::head)
-      uint32_t hits_begin = 0, hits_end = 0;
+      uint32_t at = 0;    // the part's text is the message from here (SetPart::head)
+      uint32_t text = 0;  // kAnswered: the line's index among the texts its part walked
       uint64_t outside = 0;  // SetPart::head's Walk
     };
     size_t parts_per_line = 0;
     std::vector<Walked> walked;
-    std::vector<int> walked_hits;
+    std::vector<SetDfa::Answers> walk_answers;  // per part of the format
     std::vector<absl::string_view> walk_texts;  // WalkSets' buffers
     std::vector<size_t> walk_lines;
-    SetDfa::Answers walk_answers;
     size_t dfa_caches_next = 0;
     SetDfa::Cache& DfaCache(const SetDfa& dfa) {
       for (SetDfa::Cache& cache : dfa_caches) {
