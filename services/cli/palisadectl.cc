@@ -171,6 +171,10 @@ LineReaderOptions ReaderOptionsFor(LogFormat format) {
 // api.max_message_bytes (16 MiB), which refuses a larger batch (and with it the whole ship).
 constexpr size_t kShipBatchBytes = size_t{4} << 20;
 
+// How much of the heap a replay on more than one thread keeps faulted ahead (huge_pages.h): a
+// 1 M-line replay grows its heap by ~80 MiB in well under a second, 2 MiB at a time.
+constexpr size_t kReplayFaultAheadBytes = size_t{16} << 20;
+
 // Walks `s` by UTF-8 code point: `cp` is -1 for a byte that starts no valid sequence (bad
 // lead, truncated, overlong, surrogate, past U+10FFFF), whose `len` is then 1.
 template <typename F>
@@ -936,6 +940,12 @@ int ReplayFiles(const std::vector<std::string>& files) {
   ReplayOptions options;
   options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
   options.threads = static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_threads)));
+  // With a second core, the kernel's zeroing of the heap's new pages moves off the thread that
+  // counts in order, which bounds a replay on two threads (huge_pages.h; PERFORMANCE.md,
+  // "Nineteenth pass"). On one thread the replay keeps to its one core.
+  if (options.threads != 1 && std::thread::hardware_concurrency() > 1) {
+    FaultHeapAhead(kReplayFaultAheadBytes).IgnoreError();  // a sanitizer build has no such heap
+  }
   // The packs load on the threads that will match, with the Sets of the one format read (and
   // of the decisions the pipeline feeds back to its recidive rules) built.
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(

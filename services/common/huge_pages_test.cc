@@ -1,5 +1,9 @@
 #include "services/common/huge_pages.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
@@ -8,11 +12,73 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace palisade {
 namespace {
+
+constexpr size_t kHuge = HugePageRegions::kHugePage;
+
+// How many of the region's 4 KiB pages are resident (mincore), without touching any.
+size_t ResidentPages(uintptr_t start, size_t size) {
+  std::vector<unsigned char> in(size / 4096);
+  if (mincore(reinterpret_cast<void*>(start), size, in.data()) != 0) return 0;
+  size_t resident = 0;
+  for (unsigned char c : in) resident += c & 1;
+  return resident;
+}
+
+// Waits, without a deadline that a busy machine could miss, for the thread to have `n` ready.
+void AwaitReady(const HugePageRegions& regions, size_t n) {
+  const absl::Time give_up = absl::Now() + absl::Minutes(2);
+  while (regions.Stats().ready < n && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(regions.Stats().ready, n);
+}
+
+// A fresh region is mapped and advised, and nothing of it is resident until it is touched: the
+// first touch pays the fault. A region the fault-ahead thread made ready is resident before the
+// taker touches a byte of it, and the thread makes the next one ready after the take. Requests
+// larger than one region are mapped fresh.
+TEST(HugePageRegionsTest, FaultAheadHandsOutRegionsAlreadyResident) {
+  HugePageRegions regions;
+  size_t actual = 0;
+  const uintptr_t fresh = regions.Take(kHuge / 2, &actual);
+  ASSERT_NE(fresh, 0u);
+  EXPECT_EQ(actual, kHuge);
+  EXPECT_EQ(fresh % kHuge, 0u);
+  EXPECT_EQ(ResidentPages(fresh, kHuge), 0u);
+
+  EXPECT_EQ(regions.FaultAhead(0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(regions.FaultAhead(HugePageRegions::kMaxReady + 1).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(regions.FaultAhead(2).ok());
+  EXPECT_EQ(regions.FaultAhead(2).code(), absl::StatusCode::kFailedPrecondition);
+  AwaitReady(regions, 2);
+  const uintptr_t ahead = regions.Take(kHuge / 2, &actual);
+  ASSERT_NE(ahead, 0u);
+  EXPECT_EQ(actual, kHuge);
+  EXPECT_EQ(ahead % kHuge, 0u);
+  EXPECT_EQ(ResidentPages(ahead, kHuge), kHuge / 4096);
+  HugePageStats stats = regions.Stats();
+  EXPECT_EQ(stats.faulted_ahead, 1u);
+  EXPECT_EQ(stats.regions, 2u);
+  AwaitReady(regions, 2);
+
+  const uintptr_t large = regions.Take(3 * kHuge - 1, &actual);
+  ASSERT_NE(large, 0u);
+  EXPECT_EQ(actual, 3 * kHuge);
+  EXPECT_EQ(ResidentPages(large, 3 * kHuge), 0u);
+  stats = regions.Stats();
+  EXPECT_EQ(stats.faulted_ahead, 1u);
+  EXPECT_EQ(stats.regions, 3u);
+  EXPECT_EQ(stats.bytes, 5 * kHuge);
+  EXPECT_EQ(stats.ready, 2u);
+  for (uintptr_t r : {fresh, ahead}) munmap(reinterpret_cast<void*>(r), kHuge);
+  munmap(reinterpret_cast<void*>(large), 3 * kHuge);
+}
 
 #ifdef PALISADE_WITH_TCMALLOC
 // The VmFlags line of the mapping that holds `p`, from /proc/self/smaps ("" when not found).
@@ -63,9 +129,34 @@ TEST(HugePagesTest, TcmallocTakesItsMemoryFromAdvisedRegions) {
     EXPECT_THAT(old_flags, ::testing::Not(::testing::HasSubstr(" hg")));
   }
 }
+
+// With the fault-ahead thread on, tcmalloc's new memory comes from regions faulted before it
+// asked for them.
+TEST(HugePagesTest, TcmallocTakesRegionsFaultedAhead) {
+  const absl::Status installed = BackHeapWithHugePages();  // the test above may have done it
+  ASSERT_TRUE(installed.ok() || installed.code() == absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(FaultHeapAhead(0).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(FaultHeapAhead(8 << 20).ok());
+  EXPECT_EQ(FaultHeapAhead(8 << 20).code(), absl::StatusCode::kFailedPrecondition);
+  const absl::Time give_up = absl::Now() + absl::Minutes(2);
+  while (HugePageHeapStats().ready < 4 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(HugePageHeapStats().ready, 4u);
+  const HugePageStats before = HugePageHeapStats();
+  // Until tcmalloc has asked for four more regions (what it freed before is used first).
+  std::vector<std::unique_ptr<char[]>> blocks;
+  while (HugePageHeapStats().regions < before.regions + 4 && blocks.size() < (1 << 18)) {
+    blocks.emplace_back(new char[4096]);
+  }
+  ASSERT_GE(HugePageHeapStats().regions, before.regions + 4);
+  EXPECT_GT(HugePageHeapStats().faulted_ahead, before.faulted_ahead);
+  EXPECT_EQ(HugePageHeapStats().fallbacks, 0u);
+}
 #else
 TEST(HugePagesTest, ASanitizerBuildSaysItHasNone) {
   EXPECT_EQ(BackHeapWithHugePages().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(FaultHeapAhead(8 << 20).code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(HugePageHeapStats().regions, 0u);
 }
 #endif
