@@ -1030,6 +1030,14 @@ int ReplayFiles(const std::vector<std::string>& files) {
   std::printf("detections: %llu, decisions: %zu, targets that would be acted on: %zu\n",
               static_cast<unsigned long long>(summary->detections), summary->decisions.size(),
               targets.size());
+  if (summary->windows_evicted > 0 || summary->sessions_evicted > 0) {
+    // The caps bound while the state was live: what was evicted may have hidden a detection.
+    std::printf(
+        "evicted while live: %llu windows, %llu sessions (engine.max_keys_per_rule, "
+        "memory_budget_bytes, max_sessions): a larger budget could detect more\n",
+        static_cast<unsigned long long>(summary->windows_evicted),
+        static_cast<unsigned long long>(summary->sessions_evicted));
+  }
   if (!summary->stale.empty()) {
     // Not enforced (they would already have been over when their line came, the log being out of
     // order), but never silently lost.

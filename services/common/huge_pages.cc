@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 
@@ -9,16 +10,18 @@
 #include <gperftools/malloc_extension.h>
 #endif
 
+#include "absl/strings/str_cat.h"
+
 namespace palisade {
 namespace {
 
 constexpr size_t kHugePage = HugePageRegions::kHugePage;
-constexpr uintptr_t kAdvisedBit = 1;  // set in a ready region's address (they are 2 MiB aligned)
 
 // A region of at least `size` bytes (a multiple of 2 MiB) starting on a 2 MiB boundary, or 0.
-uintptr_t MapAligned(size_t size) {
-  void* p =
-      mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+// `extra_flags`: MAP_NORESERVE for the reservation.
+uintptr_t MapAligned(size_t size, int extra_flags = 0) {
+  void* p = mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | extra_flags, -1, 0);
   if (p == MAP_FAILED) return 0;
   const uintptr_t raw = reinterpret_cast<uintptr_t>(p);
   const uintptr_t start = (raw + kHugePage - 1) & ~(kHugePage - 1);
@@ -34,16 +37,10 @@ bool AdviseHuge(uintptr_t start, size_t size) {
   return madvise(reinterpret_cast<void*>(start), size, MADV_HUGEPAGE) == 0;
 }
 
-// Faults every page of the region in for writing: the kernel's own walk where it has one
-// (Linux 5.14), else a store to each 4 KiB page.
-void Populate(uintptr_t start, size_t size) {
-  if (madvise(reinterpret_cast<void*>(start), size, MADV_POPULATE_WRITE) == 0) return;
-  for (size_t at = 0; at < size; at += 4096) {
-    *reinterpret_cast<volatile char*>(start + at) = 0;
-  }
-}
-
 }  // namespace
+
+HugePageRegions::HugePageRegions(size_t reserve_bytes)
+    : reserve_bytes_((reserve_bytes + kHugePage - 1) & ~(kHugePage - 1)) {}
 
 HugePageRegions::~HugePageRegions() {
   {
@@ -53,28 +50,43 @@ HugePageRegions::~HugePageRegions() {
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
   std::lock_guard<std::mutex> lock(mu_);
-  for (size_t i = 0; i < ready_count_; ++i) {
-    munmap(reinterpret_cast<void*>(ready_[i] & ~kAdvisedBit), kHugePage);
-  }
-  ready_count_ = 0;
+  if (end_ > cursor_) munmap(reinterpret_cast<void*>(cursor_), end_ - cursor_);
+}
+
+bool HugePageRegions::ReserveLocked() {
+  tried_reserve_ = true;
+  if (reserve_bytes_ == 0) return false;
+  const uintptr_t start = MapAligned(reserve_bytes_, MAP_NORESERVE);
+  if (start == 0) return false;
+  reserved_advised_ = AdviseHuge(start, reserve_bytes_);
+  cursor_ = faulted_ = start;
+  end_ = start + reserve_bytes_;
+  return true;
 }
 
 uintptr_t HugePageRegions::Take(size_t size, size_t* actual_size) {
+  if (size > reserve_bytes_ + (size_t{1} << 40)) return 0;
   const size_t rounded = (size + kHugePage - 1) & ~(kHugePage - 1);
-  if (rounded == kHugePage) {
+  {
     std::unique_lock<std::mutex> lock(mu_);
-    if (ready_count_ > 0) {
-      const uintptr_t ready = ready_[--ready_count_];
+    if (!tried_reserve_) ReserveLocked();
+    if (end_ - cursor_ >= rounded && end_ != 0) {
+      const uintptr_t start = cursor_;
+      cursor_ += rounded;
+      const size_t ahead = faulted_ > start ? std::min(faulted_, cursor_) - start : 0;
+      faulted_ = std::max(faulted_, cursor_);
       ++stats_.regions;
-      stats_.bytes += kHugePage;
-      if (ready & kAdvisedBit) ++stats_.advised;
-      ++stats_.faulted_ahead;
+      stats_.bytes += rounded;
+      if (reserved_advised_) ++stats_.advised;
+      stats_.faulted_ahead += ahead;
+      const bool wake = ahead_ != 0;
       lock.unlock();
-      wake_.notify_one();
-      if (actual_size != nullptr) *actual_size = kHugePage;
-      return ready & ~kAdvisedBit;
+      if (wake) wake_.notify_one();
+      if (actual_size != nullptr) *actual_size = rounded;
+      return start;
     }
   }
+  // The range is used up: a mapping of its own.
   const uintptr_t start = MapAligned(rounded);
   if (start == 0) return 0;
   const bool advised = AdviseHuge(start, rounded);
@@ -88,14 +100,18 @@ uintptr_t HugePageRegions::Take(size_t size, size_t* actual_size) {
   return start;
 }
 
-absl::Status HugePageRegions::FaultAhead(size_t regions) {
-  if (regions == 0 || regions > kMaxReady) {
-    return absl::InvalidArgumentError("fault-ahead: between 1 and 64 regions of 2 MiB");
+absl::Status HugePageRegions::FaultAhead(size_t bytes) {
+  if (bytes == 0 || bytes > kMaxAheadBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fault-ahead: ", bytes, " bytes; between 1 and ", kMaxAheadBytes));
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (target_ != 0) return absl::FailedPreconditionError("the heap already faults ahead");
-    target_ = regions;
+    if (ahead_ != 0 || thread_.joinable()) {
+      return absl::FailedPreconditionError("the heap already faults ahead");
+    }
+    if (!tried_reserve_) ReserveLocked();
+    ahead_ = (bytes + kHugePage - 1) & ~(kHugePage - 1);
   }
   thread_ = std::thread([this] { FaultLoop(); });
   return absl::OkStatus();
@@ -104,31 +120,31 @@ absl::Status HugePageRegions::FaultAhead(size_t regions) {
 void HugePageRegions::FaultLoop() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stop_) {
-    if (ready_count_ >= target_) {
+    if (end_ == 0 || faulted_ >= end_ || faulted_ - cursor_ >= ahead_) {
       wake_.wait(lock);
       continue;
     }
+    const uintptr_t chunk = faulted_;
     lock.unlock();
-    uintptr_t region = MapAligned(kHugePage);
-    if (region != 0) {
-      if (AdviseHuge(region, kHugePage)) region |= kAdvisedBit;
-      Populate(region & ~kAdvisedBit, kHugePage);
-    }
+    // Faults in what is not yet (memory tcmalloc may have taken meanwhile included: populating
+    // never changes what a page holds). Kernels before 5.14 have no such advice: then nothing
+    // is faulted ahead.
+    const bool populated =
+        madvise(reinterpret_cast<void*>(chunk), kHugePage, MADV_POPULATE_WRITE) == 0;
     lock.lock();
-    if (region == 0) {
-      wake_.wait(lock);  // out of address space: try again after the next take
-    } else if (stop_ || ready_count_ >= target_) {
-      munmap(reinterpret_cast<void*>(region & ~kAdvisedBit), kHugePage);
-    } else {
-      ready_[ready_count_++] = region;
+    if (!populated) {
+      ahead_ = 0;
+      ++stats_.fault_ahead_failures;
+      continue;
     }
+    faulted_ = std::max(faulted_, chunk + kHugePage);
   }
 }
 
 HugePageStats HugePageRegions::Stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   HugePageStats s = stats_;
-  s.ready = ready_count_;
+  s.ready = faulted_ - cursor_;
   return s;
 }
 
@@ -191,9 +207,7 @@ absl::Status FaultHeapAhead(size_t bytes) {
     return absl::FailedPreconditionError("fault-ahead: the huge-page heap is not installed");
   }
   if (bytes == 0) return absl::InvalidArgumentError("fault-ahead: 0 bytes");
-  const size_t count = (bytes + kHugePage - 1) / kHugePage;
-  return regions->FaultAhead(count < HugePageRegions::kMaxReady ? count
-                                                                : HugePageRegions::kMaxReady);
+  return regions->FaultAhead(std::min(bytes, HugePageRegions::kMaxAheadBytes));
 }
 
 HugePageStats HugePageHeapStats() {

@@ -10,9 +10,9 @@
 //
 // Even a huge page's fault is the kernel zeroing 2 MiB, and on this VM the host backing it: 0.1
 // to several ms each, on the thread that first touches it (docs/PERFORMANCE.md, "Nineteenth
-// pass"). FaultHeapAhead moves that work to a thread of its own, which keeps a few regions
-// mapped and faulted before tcmalloc asks for them: worth it only where a core is idle now and
-// then (a replay on two threads), so the processes turn it on themselves.
+// pass"). FaultHeapAhead moves that work to a thread of its own, which keeps the memory tcmalloc
+// will ask for next faulted before it asks: worth it only where a core is idle now and then (a
+// replay on two threads), so the processes turn it on themselves.
 //
 // Thread-safety: call BackHeapWithHugePages once, early (first thing in main), and
 // FaultHeapAhead at most once after it; HugePageHeapStats may be called from any thread.
@@ -32,59 +32,73 @@
 namespace palisade {
 
 struct HugePageStats {
-  size_t regions = 0;        // regions mapped for tcmalloc
-  size_t bytes = 0;          // their total size
-  size_t advised = 0;        // regions the kernel took MADV_HUGEPAGE for
-  size_t fallbacks = 0;      // requests handed to tcmalloc's own allocator (a failed map)
-  size_t faulted_ahead = 0;  // regions handed out already faulted by the fault-ahead thread
-  size_t ready = 0;          // regions faulted and waiting to be handed out
+  size_t regions = 0;               // regions mapped for tcmalloc
+  size_t bytes = 0;                 // their total size
+  size_t advised = 0;               // regions the kernel took MADV_HUGEPAGE for
+  size_t fallbacks = 0;             // requests handed to tcmalloc's own allocator (a failed map)
+  size_t faulted_ahead = 0;         // bytes handed out already faulted by the fault-ahead thread
+  size_t ready = 0;                 // bytes faulted and waiting to be handed out
+  size_t fault_ahead_failures = 0;  // the kernel refused to populate (before Linux 5.14)
 };
 
 // Installs the allocator. kFailedPrecondition when the process's malloc is not tcmalloc (the
 // sanitizer builds, which bring their own) or when already installed.
 absl::Status BackHeapWithHugePages();
 
-// Starts the installed allocator's fault-ahead thread, keeping `bytes` (rounded up to whole
-// 2 MiB regions, at most HugePageRegions::kMaxReady of them) faulted ahead. That much memory
+// Starts the installed allocator's fault-ahead thread, keeping `bytes` (rounded up to 2 MiB, at
+// most HugePageRegions::kMaxAheadBytes) faulted ahead of tcmalloc's requests. That much memory
 // is resident before it is used. kFailedPrecondition when the allocator is not installed or
-// already faults ahead; kInvalidArgument for 0 bytes.
+// already faults ahead; kInvalidArgument for 0 bytes or more than kMaxAheadBytes.
 absl::Status FaultHeapAhead(size_t bytes);
 
 HugePageStats HugePageHeapStats();
 
-// Where the heap's regions come from: fresh mappings, and once FaultAhead is called, regions
-// its thread mapped and faulted beforehand. Exposed for its test; a process has the one
+// Where the heap's regions come from: a reserved range of address space (kReserveBytes,
+// mapped on the first Take, not backed until touched), handed out in order from a cursor, so
+// that the memory after the cursor is the memory tcmalloc asks for next. Once FaultAhead is
+// called, a thread of its own keeps the range's next `bytes` after the cursor faulted in
+// (MADV_POPULATE_WRITE), a request of any size then landing on pages already faulted. When the
+// range is used up (or could not be reserved: a strict overcommit policy) each request is a
+// fresh mapping, faulted by its first touch. Exposed for its test; a process has the one
 // BackHeapWithHugePages installs.
 class HugePageRegions {
  public:
   static constexpr size_t kHugePage = size_t{2} << 20;
-  static constexpr size_t kMaxReady = 64;  // 128 MiB
+  static constexpr size_t kReserveBytes = size_t{16} << 30;
+  static constexpr size_t kMaxAheadBytes = size_t{128} << 20;
 
-  HugePageRegions() = default;
-  // Stops the thread and unmaps the regions not handed out (those handed out are the caller's).
+  explicit HugePageRegions(size_t reserve_bytes = kReserveBytes);
+  // Stops the thread and unmaps what was not handed out (what was is the caller's).
   ~HugePageRegions();
   HugePageRegions(const HugePageRegions&) = delete;
   HugePageRegions& operator=(const HugePageRegions&) = delete;
 
   // A region of at least `size` bytes, a multiple of 2 MiB starting on a 2 MiB boundary, advised
-  // MADV_HUGEPAGE; *actual_size its size. A request of one region takes a faulted one when one
-  // is ready (and wakes the thread to fault the next); larger ones are mapped fresh. 0 when the
-  // mapping fails. Never allocates from the heap.
+  // MADV_HUGEPAGE; *actual_size its size. 0 when no memory can be mapped. Never allocates from
+  // the heap.
   uintptr_t Take(size_t size, size_t* actual_size);
 
-  // Starts the thread that keeps `regions` (1..kMaxReady) faulted ahead.
-  absl::Status FaultAhead(size_t regions);
+  // Starts the thread that keeps `bytes` (rounded up to 2 MiB, at most kMaxAheadBytes) after
+  // the cursor faulted. kInvalidArgument for 0 or more than kMaxAheadBytes;
+  // kFailedPrecondition when already started.
+  absl::Status FaultAhead(size_t bytes);
 
   HugePageStats Stats() const;
 
  private:
+  // Reserves the range; false when it cannot.
+  bool ReserveLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FaultLoop();
 
+  const size_t reserve_bytes_;
   mutable std::mutex mu_;
-  std::condition_variable wake_;  // the thread: a region was taken, or stop
-  uintptr_t ready_[kMaxReady] ABSL_GUARDED_BY(mu_) = {};
-  size_t ready_count_ ABSL_GUARDED_BY(mu_) = 0;
-  size_t target_ ABSL_GUARDED_BY(mu_) = 0;  // 0: no fault-ahead
+  std::condition_variable wake_;  // the thread: the cursor moved, or stop
+  bool tried_reserve_ ABSL_GUARDED_BY(mu_) = false;
+  bool reserved_advised_ ABSL_GUARDED_BY(mu_) = false;  // the kernel took MADV_HUGEPAGE
+  uintptr_t end_ ABSL_GUARDED_BY(mu_) = 0;      // what is left of the range: [cursor_, end_)
+  uintptr_t cursor_ ABSL_GUARDED_BY(mu_) = 0;   // next region handed out starts here
+  uintptr_t faulted_ ABSL_GUARDED_BY(mu_) = 0;  // [cursor_, faulted_) is faulted in
+  size_t ahead_ ABSL_GUARDED_BY(mu_) = 0;       // 0: no fault-ahead
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   HugePageStats stats_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;

@@ -31,18 +31,21 @@ size_t ResidentPages(uintptr_t start, size_t size) {
   return resident;
 }
 
-// Waits, without a deadline that a busy machine could miss, for the thread to have `n` ready.
-void AwaitReady(const HugePageRegions& regions, size_t n) {
+// Waits, without a deadline that a busy machine could miss, for the thread to have `bytes`
+// faulted ahead.
+void AwaitReady(const HugePageRegions& regions, size_t bytes) {
   const absl::Time give_up = absl::Now() + absl::Minutes(2);
-  while (regions.Stats().ready < n && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
-  ASSERT_EQ(regions.Stats().ready, n);
+  while (regions.Stats().ready < bytes && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(regions.Stats().ready, bytes);
 }
 
-// A fresh region is mapped and advised, and nothing of it is resident until it is touched: the
-// first touch pays the fault. A region the fault-ahead thread made ready is resident before the
-// taker touches a byte of it, and the thread makes the next one ready after the take. Requests
-// larger than one region are mapped fresh.
-TEST(HugePageRegionsTest, FaultAheadHandsOutRegionsAlreadyResident) {
+// Without fault-ahead, a region is handed out mapped and advised, and nothing of it is resident
+// until it is touched: the first touch pays the fault. With it, the memory after the cursor is
+// resident before the taker touches a byte of it, whatever the size of the request, up to what
+// the thread keeps ahead; past that, pages are faulted on touch as before.
+TEST(HugePageRegionsTest, FaultAheadHandsOutMemoryAlreadyResident) {
   HugePageRegions regions;
   size_t actual = 0;
   const uintptr_t fresh = regions.Take(kHuge / 2, &actual);
@@ -52,32 +55,53 @@ TEST(HugePageRegionsTest, FaultAheadHandsOutRegionsAlreadyResident) {
   EXPECT_EQ(ResidentPages(fresh, kHuge), 0u);
 
   EXPECT_EQ(regions.FaultAhead(0).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(regions.FaultAhead(HugePageRegions::kMaxReady + 1).code(),
+  EXPECT_EQ(regions.FaultAhead(HugePageRegions::kMaxAheadBytes + 1).code(),
             absl::StatusCode::kInvalidArgument);
-  ASSERT_TRUE(regions.FaultAhead(2).ok());
-  EXPECT_EQ(regions.FaultAhead(2).code(), absl::StatusCode::kFailedPrecondition);
-  AwaitReady(regions, 2);
+  ASSERT_TRUE(regions.FaultAhead(2 * kHuge).ok());
+  EXPECT_EQ(regions.FaultAhead(2 * kHuge).code(), absl::StatusCode::kFailedPrecondition);
+  AwaitReady(regions, 2 * kHuge);
   const uintptr_t ahead = regions.Take(kHuge / 2, &actual);
-  ASSERT_NE(ahead, 0u);
+  ASSERT_EQ(ahead, fresh + kHuge);  // in order from the range
   EXPECT_EQ(actual, kHuge);
-  EXPECT_EQ(ahead % kHuge, 0u);
   EXPECT_EQ(ResidentPages(ahead, kHuge), kHuge / 4096);
-  HugePageStats stats = regions.Stats();
-  EXPECT_EQ(stats.faulted_ahead, 1u);
-  EXPECT_EQ(stats.regions, 2u);
-  AwaitReady(regions, 2);
+  EXPECT_EQ(regions.Stats().faulted_ahead, kHuge);
 
-  const uintptr_t large = regions.Take(3 * kHuge - 1, &actual);
-  ASSERT_NE(large, 0u);
-  EXPECT_EQ(actual, 3 * kHuge);
-  EXPECT_EQ(ResidentPages(large, 3 * kHuge), 0u);
-  stats = regions.Stats();
-  EXPECT_EQ(stats.faulted_ahead, 1u);
-  EXPECT_EQ(stats.regions, 3u);
-  EXPECT_EQ(stats.bytes, 5 * kHuge);
-  EXPECT_EQ(stats.ready, 2u);
-  for (uintptr_t r : {fresh, ahead}) munmap(reinterpret_cast<void*>(r), kHuge);
-  munmap(reinterpret_cast<void*>(large), 3 * kHuge);
+  // A request of two regions: both already faulted.
+  AwaitReady(regions, 2 * kHuge);
+  const uintptr_t two = regions.Take(2 * kHuge, &actual);
+  EXPECT_EQ(actual, 2 * kHuge);
+  EXPECT_EQ(ResidentPages(two, 2 * kHuge), 2 * kHuge / 4096);
+  // Four: the first two faulted ahead, the rest on touch.
+  AwaitReady(regions, 2 * kHuge);
+  const uintptr_t four = regions.Take(4 * kHuge - 1, &actual);
+  EXPECT_EQ(actual, 4 * kHuge);
+  EXPECT_EQ(ResidentPages(four, 4 * kHuge), 2 * kHuge / 4096);
+  HugePageStats stats = regions.Stats();
+  EXPECT_EQ(stats.faulted_ahead, 5 * kHuge);
+  EXPECT_EQ(stats.regions, 4u);
+  EXPECT_EQ(stats.bytes, 8 * kHuge);
+  EXPECT_EQ(stats.fault_ahead_failures, 0u);
+  AwaitReady(regions, 2 * kHuge);
+  munmap(reinterpret_cast<void*>(fresh), 8 * kHuge);
+}
+
+// Past its reserved range, each request is a mapping of its own.
+TEST(HugePageRegionsTest, ARangeUsedUpGivesWayToMappingsOfTheirOwn) {
+  HugePageRegions regions(4 * kHuge);
+  size_t actual = 0;
+  const uintptr_t first = regions.Take(3 * kHuge, &actual);
+  ASSERT_NE(first, 0u);
+  const uintptr_t second = regions.Take(2 * kHuge, &actual);
+  ASSERT_NE(second, 0u);
+  EXPECT_EQ(actual, 2 * kHuge);
+  EXPECT_EQ(second % kHuge, 0u);
+  EXPECT_NE(second, first + 3 * kHuge);  // not in the range's last region
+  const uintptr_t third = regions.Take(kHuge, &actual);
+  EXPECT_EQ(third, first + 3 * kHuge);  // which a request that fits still gets
+  EXPECT_EQ(regions.Stats().bytes, 6 * kHuge);
+  EXPECT_EQ(regions.Stats().regions, 3u);
+  munmap(reinterpret_cast<void*>(first), 4 * kHuge);
+  munmap(reinterpret_cast<void*>(second), 2 * kHuge);
 }
 
 #ifdef PALISADE_WITH_TCMALLOC
@@ -139,10 +163,10 @@ TEST(HugePagesTest, TcmallocTakesRegionsFaultedAhead) {
   ASSERT_TRUE(FaultHeapAhead(8 << 20).ok());
   EXPECT_EQ(FaultHeapAhead(8 << 20).code(), absl::StatusCode::kFailedPrecondition);
   const absl::Time give_up = absl::Now() + absl::Minutes(2);
-  while (HugePageHeapStats().ready < 4 && absl::Now() < give_up) {
+  while (HugePageHeapStats().ready < (size_t{8} << 20) && absl::Now() < give_up) {
     absl::SleepFor(absl::Milliseconds(1));
   }
-  ASSERT_EQ(HugePageHeapStats().ready, 4u);
+  ASSERT_EQ(HugePageHeapStats().ready, size_t{8} << 20);
   const HugePageStats before = HugePageHeapStats();
   // Until tcmalloc has asked for four more regions (what it freed before is used first).
   std::vector<std::unique_ptr<char[]>> blocks;

@@ -128,6 +128,9 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
     : options_(std::move(options)),
       clock_(clock),
       decisions_(decisions),
+      next_line_sweep_(options_.sweep_in_line_time == absl::InfiniteDuration()
+                           ? absl::InfiniteFuture()
+                           : absl::InfinitePast()),
       engine_(rules, options_.engine),
       received_family_(prometheus::BuildCounter()
                            .Name("palisade_ingest_lines_received_total")
@@ -805,7 +808,15 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       } else if (parsed.time) {
         previous = *parsed.time;
       }
-      if (line_by_line && when > latest) options_.advance_clock(when);
+      if (line_by_line && when > latest) {
+        options_.advance_clock(when);
+        // The first line at or past the next sweep is the latest so far (an earlier line past
+        // it would have swept), so `when` is the clock.
+        if (when >= next_line_sweep_) {
+          engine_.Expire(when);
+          next_line_sweep_ = when + options_.sweep_in_line_time;
+        }
+      }
       latest = std::max(latest, when);
       const PrematchedLine* candidates =
           batch.prematched(record, rules_in_use, &prematched) ? &prematched : nullptr;
@@ -1097,6 +1108,8 @@ std::vector<uint64_t> Pipeline::matches_per_rule() const {
 }
 
 EngineStats Pipeline::engine_stats() const { return engine_.stats(); }
+
+size_t Pipeline::live_windows() const { return engine_.live_windows(); }
 
 uint64_t Pipeline::lines_malformed() const { return malformed_.load(); }
 

@@ -68,6 +68,12 @@ struct PipelineOptions {
   // batch), so a simulated clock follows the log and the result does not depend on how the lines
   // were cut into batches.
   std::function<void(absl::Time)> advance_clock;
+  // Replay, with advance_clock: windows and pid sessions idle past their span are dropped
+  // (Engine::Expire at the latest line time) whenever the lines' time has moved on this much
+  // since the last such sweep, before the line that moved it is counted. The points are the
+  // lines', not the batches': the result does not depend on how lines are cut into batches.
+  // InfiniteDuration: never (the daemon sweeps on its own clock, ExpireWindows).
+  absl::Duration sweep_in_line_time = absl::InfiniteDuration();
   // Live: a line more than a day ahead of the clock (skew, forgery) is moved to the clock's now
   // and counted. Replay turns it off: there the clock follows the log.
   bool clamp_future = true;
@@ -207,6 +213,7 @@ class Pipeline {
   void RestoreWindows(const palisade::v1::EngineSnapshot& snapshot);
 
   EngineStats engine_stats() const;
+  size_t live_windows() const;  // the engine's windows now (Engine::live_windows)
   std::vector<uint64_t> matches_per_rule() const;
   uint64_t lines_malformed() const;
   // Distinct sources with their own stream state, and batches from sources past the cap.
@@ -316,6 +323,9 @@ class Pipeline {
   // Sources past max_streams: id 0, so their windows age on the clock.
   StreamState overflow_stream_ ABSL_GUARDED_BY(streams_mu_);
   uint64_t streams_overflowed_ ABSL_GUARDED_BY(streams_mu_) = 0;
+  // sweep_in_line_time's next sweep. Touched only with advance_clock set, by replay's one
+  // thread that processes (ProcessLines is then never called concurrently).
+  absl::Time next_line_sweep_;
 
   // Readers: batches (and sweeps, snapshots). Writer: a rule swap.
   mutable absl::Mutex rules_mu_;

@@ -76,6 +76,7 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   options.engine.allowlist = replay.allowlist;
   options.engine.max_evidence = replay.max_evidence;
   options.clamp_future = false;
+  options.sweep_in_line_time = replay.sweep_interval;
   options.time_zone = replay.time_zone;
   options.advance_clock = [&clock, &table, &started](absl::Time t) {
     if (started && t <= clock.TimeNow()) return;
@@ -228,6 +229,12 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   for (size_t i = 0; i < rules->rules().size() && i < per_rule.size(); ++i) {
     summary.matches_per_rule[rules->rules()[i]->id()] = per_rule[i];
   }
+  const EngineStats stats = pipeline.engine_stats();
+  summary.windows_expired = stats.expired_windows;
+  summary.windows_evicted = stats.evicted_windows + stats.memory_evicted_windows;
+  summary.sessions_expired = stats.sessions.expired;
+  summary.sessions_evicted = stats.sessions.evicted;
+  summary.live_windows = pipeline.live_windows();
   summary.wall = absl::Now() - start;
   return summary;
 }

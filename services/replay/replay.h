@@ -15,6 +15,12 @@
 // (LineSource::NextBatch: no copy, string or protobuf record per line), and matching runs on
 // every core (ReplayOptions::threads) with the one-thread result.
 //
+// State ages in event time as palisaded's sweep ages it in wall time: every
+// ReplayOptions::sweep_interval of line time, windows idle past their rule's window and pid
+// sessions idle past their ttl are dropped, so memory follows the keys active within a window's
+// span rather than every key the log ever held, and the caps (max_keys_per_rule, the memory
+// budget, max_sessions) evict only what a daemon reading the same log would have had to.
+//
 // Thread-safety: Replay is a pure function of its arguments (each call has its own pipeline and
 // threads, joined before it returns).
 #ifndef PALISADE_SERVICES_REPLAY_REPLAY_H_
@@ -45,6 +51,14 @@ struct ReplaySummary {
   // Detections that made no decision because it would already have been over at the replay's
   // clock (a line far older than the latest one before it): not enforced, but told.
   std::vector<palisade::v1::Decision> stale;
+  // What the sweeps dropped (idle windows and sessions), what the caps evicted while it was still
+  // live (a count past zero means the caps bound: a larger budget could detect more), and the
+  // windows left at the end.
+  uint64_t windows_expired = 0;
+  uint64_t windows_evicted = 0;
+  uint64_t sessions_expired = 0;
+  uint64_t sessions_evicted = 0;
+  size_t live_windows = 0;
   absl::Duration wall;
 };
 
@@ -69,6 +83,13 @@ struct ReplayOptions {
   // the rest. False: the pipeline takes each line whole, the reference the tests hold the
   // other ways to. The result is the same.
   bool prematch = true;
+  // How often, in line time, idle windows and sessions are dropped (see the header): before the
+  // first line at or past the next sweep (PipelineOptions::sweep_in_line_time), so the result
+  // still does not depend on batches or threads. Dropping an idle window or session changes
+  // nothing a later line could see, except a line more than its window's span older than the
+  // latest one before it (it then counts from nothing, as the daemon would count it).
+  // InfiniteDuration: never.
+  absl::Duration sweep_interval = absl::Minutes(1);
 };
 
 // A batch is cut at this many bytes of lines too (a file of long lines reads ahead no more):

@@ -229,6 +229,50 @@ TEST(ReplayTest, PrefixDecisionsAreASubsetOfTheWholeAndBatchSizeChangesNothing) 
   }
 }
 
+// Windows and sessions age in line time, as the daemon's sweep ages them in wall time: a log of
+// 3,000 addresses, each failing once a minute apart over 50 hours, ends with the windows of the
+// last 12 hours (sshd-slow-brute-force's span) and 10 minutes (sshd-failed-password's), not one
+// per address and rule; nothing is evicted, and every count and decision is the unswept one,
+// however the lines are cut into batches.
+TEST(ReplayTest, IdleWindowsAndSessionsAgeOutInLineTime) {
+  std::vector<std::string> lines;
+  const absl::Time start =
+      absl::FromCivil(absl::CivilSecond(2026, 3, 3, 12, 0, 0), absl::UTCTimeZone());
+  for (int i = 0; i < 3000; ++i) {
+    lines.push_back(absl::StrCat(
+        absl::FormatTime("%b %e %H:%M:%S", start + absl::Minutes(i), absl::UTCTimeZone()),
+        " h sshd[", 1000 + i, "]: Failed password for root from 10.", i / 250, ".", i % 250,
+        ".1 port 22 ssh2"));
+  }
+  ReplayOptions never;
+  never.sweep_interval = absl::InfiniteDuration();
+  absl::StatusOr<ReplaySummary> kept =
+      Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, lines, never);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->live_windows, 6000u);  // two rules count each line
+  EXPECT_EQ(kept->windows_expired, 0u);
+  EXPECT_EQ(kept->sessions_expired, 0u);
+  for (uint32_t batch : {1000u, 7u}) {
+    ReplayOptions swept;
+    swept.batch_lines = batch;
+    absl::StatusOr<ReplaySummary> s =
+        Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, lines, swept);
+    ASSERT_TRUE(s.ok()) << s.status();
+    // The last 720 minutes' slow-brute-force windows and the last 10 minutes' others, give or
+    // take the minute between sweeps.
+    EXPECT_GE(s->live_windows, 720u + 10u);
+    EXPECT_LE(s->live_windows, 722u + 12u);
+    EXPECT_EQ(s->windows_expired + s->live_windows, 6000u);
+    EXPECT_EQ(s->windows_evicted, 0u);
+    EXPECT_GT(s->sessions_expired, 2900u);
+    EXPECT_EQ(s->sessions_evicted, 0u);
+    EXPECT_EQ(s->matched, kept->matched);
+    EXPECT_EQ(s->detections, kept->detections);
+    EXPECT_EQ(s->matches_per_rule, kept->matches_per_rule);
+    EXPECT_EQ(Targets(*s), Targets(*kept));
+  }
+}
+
 // A line far older than the ones before it (an out-of-order merge of two files) makes a
 // decision that would already be over: it is not created, but the summary tells of it.
 TEST(ReplayTest, StaleDetectionsAreReported) {

@@ -43,6 +43,8 @@ void ExpectSame(const ReplaySummary& one, const ReplaySummary& many, const std::
   EXPECT_EQ(one.decisions.size(), many.decisions.size());
   EXPECT_TRUE(Comparable(one.decisions) == Comparable(many.decisions));
   EXPECT_TRUE(Comparable(one.stale) == Comparable(many.stale));
+  EXPECT_EQ(one.windows_evicted, many.windows_evicted);
+  EXPECT_EQ(one.sessions_evicted, many.sessions_evicted);
 }
 
 void CheckCorpus(palisade::v1::LogFormat format, std::vector<std::string> lines) {
@@ -54,10 +56,22 @@ void CheckCorpus(palisade::v1::LogFormat format, std::vector<std::string> lines)
   options.prematch = false;
   absl::StatusOr<ReplaySummary> one = Replay(rules, format, lines, options);
   ASSERT_TRUE(one.ok()) << one.status();
-  // The corpus exercises what could differ: matches, decisions, malformed lines.
+  // The corpus exercises what could differ: matches, decisions, malformed lines, and windows
+  // and sessions aged out along the way.
   EXPECT_GT(one->matched, lines.size() / 10);
   EXPECT_GT(one->decisions.size(), 50u);
   EXPECT_GT(one->malformed, 0u);
+  EXPECT_GT(one->windows_expired, 0u);
+  // The lines come in order: aging idle state out changes nothing they decide.
+  {
+    ReplayOptions never = options;
+    never.sweep_interval = absl::InfiniteDuration();
+    absl::StatusOr<ReplaySummary> unswept = Replay(rules, format, lines, never);
+    ASSERT_TRUE(unswept.ok()) << unswept.status();
+    ExpectSame(*one, *unswept, "never swept");
+    EXPECT_EQ(unswept->windows_expired, 0u);
+    EXPECT_GT(unswept->live_windows, one->live_windows);
+  }
   options.prematch = true;
   for (uint32_t threads : {1u, 2u, 4u}) {
     for (uint32_t batch : {1000u, 97u}) {
@@ -74,6 +88,7 @@ TEST(ReplayThreadsTest, SshdEveryPackIsTheOneThreadResult) {
   CorpusOptions corpus;
   corpus.lines = 60000;
   corpus.seed = 7;
+  corpus.step = absl::Milliseconds(40);  // 40 minutes: sessions and windows age out
   CheckCorpus(palisade::v1::LOG_FORMAT_SYSLOG, GenerateSshd(corpus).lines);
 }
 
