@@ -34,6 +34,45 @@
 #include "services/formats/line_parser.h"
 
 namespace palisade {
+
+// A pack's patterns compiled and parsed once each for the checks LoadRulePackFile runs
+// (CheckKeyAnchoring, CheckExamplesMatch): a pattern used to be compiled by RE2 in each, and
+// parsed once per key it was analysed for. Same options, same pattern: the same answers. The
+// compiled regexes and the trees then go with the pack to RuleSet::Compile (LoadedPack::checked).
+// Thread-safety: Regex and Tree build lazily (one load uses them); Compiled and ParsedTree only
+// read, from any thread, once the load is over.
+class PackPatterns {
+ public:
+  // `pattern` compiled with PalisadeRe2Options() (ok() or not).
+  const RE2& Regex(const std::string& pattern) {
+    std::shared_ptr<const RE2>& re = regexes_[pattern];
+    if (re == nullptr) re = std::make_shared<const RE2>(pattern, PalisadeRe2Options());
+    return *re;
+  }
+  // The regex Regex compiled for `pattern`, or null.
+  std::shared_ptr<const RE2> Compiled(const std::string& pattern) const {
+    auto it = regexes_.find(pattern);
+    return it != regexes_.end() ? it->second : nullptr;
+  }
+  // ParseRegex's tree of `pattern`, or why it has none.
+  const absl::StatusOr<retree::ReNode>& Tree(const std::string& pattern) {
+    std::unique_ptr<absl::StatusOr<retree::ReNode>>& tree = trees_[pattern];
+    if (tree == nullptr) {
+      tree = std::make_unique<absl::StatusOr<retree::ReNode>>(retree::ParseRegex(pattern));
+    }
+    return *tree;
+  }
+  // The tree Tree parsed for `pattern`, or null.
+  const absl::StatusOr<retree::ReNode>* ParsedTree(const std::string& pattern) const {
+    auto it = trees_.find(pattern);
+    return it != trees_.end() ? it->second.get() : nullptr;
+  }
+
+ private:
+  absl::flat_hash_map<std::string, std::shared_ptr<const RE2>> regexes_;
+  absl::flat_hash_map<std::string, std::unique_ptr<absl::StatusOr<retree::ReNode>>> trees_;
+};
+
 namespace {
 
 using palisade::v1::LogFormat;
@@ -90,8 +129,8 @@ absl::Status RuleError(const LoadedPack& pack, absl::string_view rule_id, absl::
 // From one parse of a pattern of `out` (defined with the parser below): appends its
 // CompiledRule::leading_key_* and key_split entries and, with `literals`, its required
 // literals (RequiredLiterals; empty when it has none).
-void AddPatternAnalyses(const std::string& pattern, bool has_key, CompiledRule* out,
-                        std::vector<std::vector<std::string>>* literals);
+void AddPatternAnalyses(const std::string& pattern, bool has_key, const PackPatterns* checked,
+                        CompiledRule* out, std::vector<std::vector<std::string>>* literals);
 
 // `literals`, when given, receives each pattern's required literals (RequiredLiterals), from
 // the parse tree the leading key and the key split are read from: each pattern is parsed once.
@@ -186,7 +225,9 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(
 
   const RE2::Options options = PalisadeRe2Options();
   for (int i = 0; i < rule.patterns_size(); ++i) {
-    auto re = std::make_unique<RE2>(rule.patterns(i), options);
+    std::shared_ptr<const RE2> re =
+        pack.checked != nullptr ? pack.checked->Compiled(rule.patterns(i)) : nullptr;
+    if (re == nullptr) re = std::make_shared<const RE2>(rule.patterns(i), options);
     if (!re->ok()) {
       return RuleError(pack, rule.id(),
                        absl::StrCat("pattern ", i + 1, " does not compile: ", re->error()));
@@ -218,7 +259,8 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(
       }
     }
     out->patterns.push_back(std::move(re));
-    AddPatternAnalyses(rule.patterns(i), it != groups.end(), out.get(), literals);
+    AddPatternAnalyses(rule.patterns(i), it != groups.end(), pack.checked.get(), out.get(),
+                       literals);
   }
   for (int c = 0; c < rule.conditions_size(); ++c) {
     const palisade::v1::Condition& cond = rule.conditions(c);
@@ -955,9 +997,16 @@ void AddKeySplit(const std::string& pattern, const absl::StatusOr<ReNode>& root,
   out->key_split.back() = std::move(split);
 }
 
-void AddPatternAnalyses(const std::string& pattern, bool has_key, CompiledRule* out,
-                        std::vector<std::vector<std::string>>* literals) {
-  const absl::StatusOr<ReNode> root = ParseRegex(pattern);
+void AddPatternAnalyses(const std::string& pattern, bool has_key, const PackPatterns* checked,
+                        CompiledRule* out, std::vector<std::vector<std::string>>* literals) {
+  // The tree the load's checks parsed, when they parsed this pattern.
+  const absl::StatusOr<ReNode>* tree = checked != nullptr ? checked->ParsedTree(pattern) : nullptr;
+  absl::StatusOr<ReNode> parsed;
+  if (tree == nullptr) {
+    parsed = ParseRegex(pattern);
+    tree = &parsed;
+  }
+  const absl::StatusOr<ReNode>& root = *tree;
   auto& start = out->start_bytes.emplace_back(false, CharSet());
   if (root.ok() && !pattern.empty() && pattern[0] == '^') {
     start.first = StartBytes(*root, &start.second);
@@ -1087,32 +1136,6 @@ int CompiledRule::SplitKey(int p, absl::string_view message, bool proven,
 }
 
 namespace {
-
-// A pack's patterns compiled and parsed once each for the checks LoadRulePackFile runs
-// (CheckKeyAnchoring, CheckExamplesMatch): a pattern used to be compiled by RE2 in each, and
-// parsed once per key it was analysed for. Same options, same pattern: the same answers.
-// Not thread-safe (one load uses it).
-class PackPatterns {
- public:
-  // `pattern` compiled with PalisadeRe2Options() (ok() or not).
-  const RE2& Regex(const std::string& pattern) {
-    std::unique_ptr<RE2>& re = regexes_[pattern];
-    if (re == nullptr) re = std::make_unique<RE2>(pattern, PalisadeRe2Options());
-    return *re;
-  }
-  // ParseRegex's tree of `pattern`, or why it has none.
-  const absl::StatusOr<ReNode>& Tree(const std::string& pattern) {
-    std::unique_ptr<absl::StatusOr<ReNode>>& tree = trees_[pattern];
-    if (tree == nullptr) {
-      tree = std::make_unique<absl::StatusOr<ReNode>>(ParseRegex(pattern));
-    }
-    return *tree;
-  }
-
- private:
-  absl::flat_hash_map<std::string, std::unique_ptr<RE2>> regexes_;
-  absl::flat_hash_map<std::string, std::unique_ptr<absl::StatusOr<ReNode>>> trees_;
-};
 
 absl::StatusOr<KeyPlacement> AnalyzeParsed(absl::string_view pattern, const ReNode& root,
                                            absl::string_view key);
@@ -1704,10 +1727,12 @@ absl::StatusOr<LoadedPack> LoadRulePackFile(const std::string& path) {
   buf << in.rdbuf();
   absl::StatusOr<LoadedPack> pack = ParseRulePack(buf.str(), path);
   if (!pack.ok()) return pack;
-  // Both checks on one compile and one parse of each pattern.
-  PackPatterns patterns;
-  if (absl::Status s = CheckKeyAnchoringWith(*pack, patterns); !s.ok()) return s;
-  if (absl::Status s = CheckExamplesMatchWith(*pack, patterns); !s.ok()) return s;
+  // Both checks on one compile and one parse of each pattern; the compiled patterns go on with
+  // the pack, for Compile.
+  auto patterns = std::make_shared<PackPatterns>();
+  if (absl::Status s = CheckKeyAnchoringWith(*pack, *patterns); !s.ok()) return s;
+  if (absl::Status s = CheckExamplesMatchWith(*pack, *patterns); !s.ok()) return s;
+  pack->checked = std::move(patterns);
   return pack;
 }
 
