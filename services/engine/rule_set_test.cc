@@ -53,6 +53,29 @@ TEST(RuleSetTest, CompilesAGoodPackAndDefaultsTheKey) {
   EXPECT_EQ((*set)->ForFormat(palisade::v1::LOG_FORMAT_COMBINED), nullptr);
 }
 
+// A pack read from its file comes with the regexes its load checks compiled, and Compile takes
+// them rather than compiling each pattern again: two rule sets compiled from it share the RE2
+// of each pattern; from the same pack only parsed, each compiles its own.
+TEST(RuleSetTest, CompileTakesTheRegexesTheLoadChecksCompiled) {
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/good.textproto");
+  std::ofstream(path) << kGoodRule;
+  absl::StatusOr<LoadedPack> loaded = LoadRulePackFile(path);
+  ASSERT_THAT(loaded, IsOk());
+  ASSERT_NE(loaded->checked, nullptr);
+  auto first = RuleSet::Compile({*loaded});
+  auto second = RuleSet::Compile({*loaded});
+  ASSERT_THAT(first, IsOk());
+  ASSERT_THAT(second, IsOk());
+  EXPECT_EQ((*first)->rules()[0]->patterns[0].get(), (*second)->rules()[0]->patterns[0].get());
+  LoadedPack parsed{loaded->file, loaded->pack};
+  auto own = RuleSet::Compile({parsed});
+  ASSERT_THAT(own, IsOk());
+  EXPECT_NE((*own)->rules()[0]->patterns[0].get(), (*first)->rules()[0]->patterns[0].get());
+  EXPECT_EQ((*own)->rules()[0]->patterns[0]->pattern(),
+            (*first)->rules()[0]->patterns[0]->pattern());
+  EXPECT_EQ((*own)->rules()[0]->key_group, (*first)->rules()[0]->key_group);
+}
+
 TEST(RuleSetTest, SyntaxErrorsNameFileLineAndColumn) {
   EXPECT_THAT(CompileText("rules { id: \"x\" bogus_field: 1 }"),
               StatusIs(absl::StatusCode::kInvalidArgument,
