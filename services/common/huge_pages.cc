@@ -65,8 +65,8 @@ bool HugePageRegions::ReserveLocked() {
 }
 
 uintptr_t HugePageRegions::Take(size_t size, size_t* actual_size) {
-  if (size > reserve_bytes_ + (size_t{1} << 40)) return 0;
-  const size_t rounded = (size + kHugePage - 1) & ~(kHugePage - 1);
+  if (size > (size_t{1} << 40)) return 0;
+  const size_t rounded = std::max(kHugePage, (size + kHugePage - 1) & ~(kHugePage - 1));
   {
     std::unique_lock<std::mutex> lock(mu_);
     if (!tried_reserve_) ReserveLocked();
@@ -164,7 +164,7 @@ class HugePageAllocator : public SysAllocator {
       : regions_(regions), fallback_(fallback) {}
 
   void* Alloc(size_t size, size_t* actual_size, size_t alignment) override {
-    if (alignment <= kHugePage && size <= (size_t{1} << 40)) {
+    if (alignment <= kHugePage) {
       const uintptr_t start = regions_->Take(size, actual_size);
       if (start != 0) return reinterpret_cast<void*>(start);
     }
@@ -206,8 +206,7 @@ absl::Status FaultHeapAhead(size_t bytes) {
   if (regions == nullptr) {
     return absl::FailedPreconditionError("fault-ahead: the huge-page heap is not installed");
   }
-  if (bytes == 0) return absl::InvalidArgumentError("fault-ahead: 0 bytes");
-  return regions->FaultAhead(std::min(bytes, HugePageRegions::kMaxAheadBytes));
+  return regions->FaultAhead(bytes);
 }
 
 HugePageStats HugePageHeapStats() {

@@ -32,9 +32,9 @@
 namespace palisade {
 
 struct HugePageStats {
-  size_t regions = 0;               // regions mapped for tcmalloc
+  size_t regions = 0;               // requests served (a region each)
   size_t bytes = 0;                 // their total size
-  size_t advised = 0;               // regions the kernel took MADV_HUGEPAGE for
+  size_t advised = 0;               // of them, in memory the kernel took MADV_HUGEPAGE for
   size_t fallbacks = 0;             // requests handed to tcmalloc's own allocator (a failed map)
   size_t faulted_ahead = 0;         // bytes handed out already faulted by the fault-ahead thread
   size_t ready = 0;                 // bytes faulted and waiting to be handed out
