@@ -2,11 +2,12 @@
 // third_party:tcmalloc). Each page a process touches for the first time costs a fault; on a
 // virtual machine a 4 KiB fault measured ~10 us here (docs/PERFORMANCE.md, "Thirteenth pass"),
 // and a replay that grows its windows, sessions and decisions to ~85 MiB spent ~0.15 s of its
-// 1 s in them. BackHeapWithHugePages gives tcmalloc a system allocator that maps its memory in
-// 2 MiB-aligned regions advised MADV_HUGEPAGE, so that the kernel backs them with transparent
-// huge pages (one fault per 2 MiB) where it allows them (`enabled` = always or madvise); where
-// it does not, the regions are ordinary memory and nothing else changes. Memory tcmalloc
-// releases is released as before (madvise on its spans).
+// 1 s in them. BackHeapWithHugePages gives tcmalloc a system allocator whose regions are 2 MiB
+// aligned and advised MADV_HUGEPAGE (taken in order from one reserved range: HugePageRegions),
+// so that the kernel backs them with transparent huge pages (one fault per 2 MiB) where it
+// allows them (`enabled` = always or madvise); where it does not, the regions are ordinary
+// memory and nothing else changes. Memory tcmalloc releases is released as before (madvise on
+// its spans).
 //
 // Even a huge page's fault is the kernel zeroing 2 MiB, and on this VM the host backing it: 0.1
 // to several ms each, on the thread that first touches it (docs/PERFORMANCE.md, "Nineteenth
