@@ -41,6 +41,10 @@ if [ "$mode" = table ]; then
     if [ $kind = sshd ]; then fmt=syslog; filter=sshd; else fmt=combined; filter=nginx-botsearch; fi
     "$bin"/tests/corpus/gen_corpus --kind=$kind --lines="$lines" --seed=1 --out="$work/$kind.log" \
       2>/dev/null
+    # Written back before any tool reads it: a replay of the file just written paid ~0.15 s of
+    # system time for its dirty pages (0.90 s against 0.72 s, sshd pack), fail2ban-regex's 26 s
+    # being shorter than the kernel's 30 s before it writes them back.
+    sync "$work/$kind.log"
     # The pack's patterns as POSIX EREs, one per line.
     python3 - "rules/$kind.textproto" >"$work/$kind.ere" <<'PY'
 import re, sys
