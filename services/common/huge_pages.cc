@@ -70,7 +70,7 @@ uintptr_t HugePageRegions::Take(size_t size, size_t* actual_size) {
   {
     std::unique_lock<std::mutex> lock(mu_);
     if (!tried_reserve_) ReserveLocked();
-    if (end_ - cursor_ >= rounded && end_ != 0) {
+    if (end_ != 0 && end_ - cursor_ >= rounded) {  // reserved, and room left
       const uintptr_t start = cursor_;
       cursor_ += rounded;
       const size_t ahead = faulted_ > start ? std::min(faulted_, cursor_) - start : 0;

@@ -1,12 +1,11 @@
 #include "services/common/huge_pages.h"
 
 #include <sys/mman.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,14 +30,15 @@ size_t ResidentPages(uintptr_t start, size_t size) {
   return resident;
 }
 
-// Waits, without a deadline that a busy machine could miss, for the thread to have `bytes`
-// faulted ahead.
-void AwaitReady(const HugePageRegions& regions, size_t bytes) {
+// Waits, without a deadline that a busy machine could miss, for `ready()` (bytes faulted
+// ahead) to reach `bytes`, and asserts it did.
+void AwaitReady(const std::function<size_t()>& ready, size_t bytes) {
   const absl::Time give_up = absl::Now() + absl::Minutes(2);
-  while (regions.Stats().ready < bytes && absl::Now() < give_up) {
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  ASSERT_EQ(regions.Stats().ready, bytes);
+  while (ready() < bytes && absl::Now() < give_up) absl::SleepFor(absl::Milliseconds(1));
+  ASSERT_EQ(ready(), bytes);
+}
+void AwaitReady(const HugePageRegions& regions, size_t bytes) {
+  AwaitReady([&] { return regions.Stats().ready; }, bytes);
 }
 
 // Without fault-ahead, a region is handed out mapped and advised, and nothing of it is resident
@@ -162,11 +162,7 @@ TEST(HugePagesTest, TcmallocTakesRegionsFaultedAhead) {
   EXPECT_EQ(FaultHeapAhead(0).code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(FaultHeapAhead(8 << 20).ok());
   EXPECT_EQ(FaultHeapAhead(8 << 20).code(), absl::StatusCode::kFailedPrecondition);
-  const absl::Time give_up = absl::Now() + absl::Minutes(2);
-  while (HugePageHeapStats().ready < (size_t{8} << 20) && absl::Now() < give_up) {
-    absl::SleepFor(absl::Milliseconds(1));
-  }
-  ASSERT_EQ(HugePageHeapStats().ready, size_t{8} << 20);
+  AwaitReady([] { return HugePageHeapStats().ready; }, size_t{8} << 20);
   const HugePageStats before = HugePageHeapStats();
   // Until tcmalloc has asked for four more regions (what it freed before is used first).
   std::vector<std::unique_ptr<char[]>> blocks;

@@ -282,9 +282,9 @@ BENCHMARK(BM_MatchWindowEverythingNoPrefilter)
     ->Arg(LogFormat::LOG_FORMAT_COMBINED)
     ->ArgName("format");
 // Match + window as replay and the file inputs run it (not gRPC ingest, whose reactor threads
-// take each line whole): Prematch (one call for
-// kChunk lines, their Sets walked side by side; or, argument `many` = 0, one call a line), then
-// Process of each line with its candidates, on one thread. Items are lines.
+// take each line whole): Prematch (one call for kChunk lines, their Sets walked side by side;
+// or, argument `many` = 0, one call a line), then Process of each line with its candidates, on
+// one thread. Items are lines.
 void RunPrematchWindow(benchmark::State& state, std::shared_ptr<const RuleSet> rules) {
   const LogFormat format = static_cast<LogFormat>(state.range(0));
   const bool many = state.range(1) != 0;
