@@ -185,6 +185,7 @@ void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {
   rule_index_.clear();
   for (size_t n = 0; n < n_rules; ++n) rule_index_.emplace(rules->rules()[n]->id(), n);
   rules_ = std::move(rules);
+  spread_next_ms_.clear();
   matches_per_rule_ = std::move(matches);
   windows_per_rule_ = std::move(windows);
   rule_count_ = n_rules;
@@ -1328,13 +1329,39 @@ void Engine::Evict(Shard& shard, WindowMap& map, int rule_index) {
 void Engine::Expire(absl::Time now) { ExpireByStream({}, now); }
 
 void Engine::ExpireByStream(const std::vector<absl::Time>& stream_now, absl::Time other_now) {
-  sessions_.ExpireByStream(stream_now, other_now);
+  ExpireWindows(stream_now, other_now, nullptr, true);
+}
+
+void Engine::ExpireSpread(absl::Time now) {
+  const int64_t now_ms = ToMillis(now);
+  const auto& rules = rules_->rules();
+  spread_next_ms_.resize(rules.size(), std::numeric_limits<int64_t>::min());
+  std::vector<char> due(rules.size(), 0);
+  bool any = false;
+  for (size_t r = 0; r < rules.size(); ++r) {
+    if (now_ms < spread_next_ms_[r]) continue;
+    due[r] = 1;
+    any = true;
+    spread_next_ms_[r] = now_ms + std::max<int64_t>(absl::ToInt64Milliseconds(rules[r]->window) / 8, 1);
+  }
+  const bool sessions = now_ms >= spread_sessions_next_ms_;
+  if (sessions) {
+    spread_sessions_next_ms_ =
+        now_ms + std::max<int64_t>(absl::ToInt64Milliseconds(sessions_.options().ttl) / 4, 1);
+  }
+  if (any || sessions) ExpireWindows({}, now, &due, sessions);
+}
+
+void Engine::ExpireWindows(const std::vector<absl::Time>& stream_now, absl::Time other_now,
+                           const std::vector<char>* due, bool sessions) {
+  if (sessions) sessions_.ExpireByStream(stream_now, other_now);
   std::vector<int64_t> now_ms(stream_now.size() + 1);
   now_ms[0] = ToMillis(other_now);
   for (size_t s = 1; s < stream_now.size(); ++s) now_ms[s] = ToMillis(stream_now[s]);
   for (size_t sh = 0; sh < kShards; ++sh) {
     ShardMutexLock lock(&shards_[sh].mu);
     for (size_t r = 0; r < shards_[sh].maps.size(); ++r) {
+      if (due != nullptr && (r >= due->size() || !(*due)[r])) continue;
       const CompiledRule& rule = *rules_->rules()[r];
       const int64_t span = std::max<int64_t>(absl::ToInt64Milliseconds(rule.window), 0);
       WindowMap& map = shards_[sh].maps[r];

@@ -299,6 +299,12 @@ class Engine {
   // stream_now[s] (its event time), and against `other_now` when s is 0 or past the vector
   // (windows restored from a snapshot, lines of no stream).
   void ExpireByStream(const std::vector<absl::Time>& stream_now, absl::Time other_now);
+  // Expire for a caller that sweeps at short steps of event time (replay: every minute of its
+  // lines' time). A rule's windows are walked only once an eighth of its span has passed since
+  // their last walk, and the sessions once a quarter of their ttl has: the windows of a
+  // 12-hour rule, none of which can age out for hours, are not walked every minute. What ages
+  // out is dropped at most that much later than Expire would drop it.
+  void ExpireSpread(absl::Time now);
 
   // The live windows (match times only), and putting them back after a restart: windows of
   // rules that no longer exist are skipped.
@@ -610,6 +616,10 @@ class Engine {
   // Past the shard's share of memory_budget_bytes: drops its least recently active windows.
   void EnforceBudgetLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   static size_t TableBytes(const WindowMap& map);
+  // ExpireByStream over the rules whose `due` is set (all of them when `due` is null), and the
+  // sessions when `sessions`.
+  void ExpireWindows(const std::vector<absl::Time>& stream_now, absl::Time other_now,
+                     const std::vector<char>* due, bool sessions);
 
   std::shared_ptr<const RuleSet> rules_;
   EngineOptions options_;
@@ -619,6 +629,10 @@ class Engine {
   std::unique_ptr<std::atomic<int64_t>[]> windows_per_rule_;  // live windows, all shards
   absl::flat_hash_map<std::string, int> rule_index_;  // rule id -> index (CountMatch, pending)
   size_t rule_count_ = 0;
+  // ExpireSpread's next walk per rule index (empty after SetRules: every rule is due) and the
+  // sessions', in Unix milliseconds.
+  std::vector<int64_t> spread_next_ms_;
+  int64_t spread_sessions_next_ms_ = std::numeric_limits<int64_t>::min();
   // A cut evidence line keeps at most this (its share of the ring, at least kMinEvidenceLine),
   // of which kMarkerRoom is left for " [N bytes cut]".
   static constexpr uint32_t kMinEvidenceLine = 64;

@@ -277,6 +277,16 @@ TEST_F(SessionEngineTest, SessionsAgeOutInEventTime) {
   EXPECT_EQ(engine_.stats().sessions.expired, 1u);
 }
 
+TEST_F(SessionEngineTest, ExpireSpreadWalksTheSessionsOnceAQuarterOfTheirTtl) {
+  Ssh("401", "Connection from 203.0.113.31 port 5000 on 10.0.0.1 port 22", 0);
+  engine_.ExpireSpread(t0_ + absl::Seconds(500));  // walked (idle 500 s of a 600 s ttl): kept
+  engine_.ExpireSpread(t0_ + absl::Seconds(601));  // idle past ttl; walked 101 s ago: waits
+  EXPECT_EQ(engine_.stats().sessions.live, 1u);
+  engine_.ExpireSpread(t0_ + absl::Seconds(650));  // a quarter of the ttl on
+  EXPECT_EQ(engine_.stats().sessions.live, 0u);
+  EXPECT_EQ(engine_.stats().sessions.expired, 1u);
+}
+
 TEST(SessionEngineBoundsTest, ACapEvictsAndCountsWhateverAnAttackerOpens) {
   EngineOptions options;
   options.sessions.max_sessions = 1600;

@@ -349,6 +349,24 @@ TEST_F(EngineTest, ExpireDropsIdleWindows) {
   EXPECT_EQ(engine_.live_windows(), 0u);
 }
 
+TEST_F(EngineTest, ExpireSpreadWalksARuleOnceAnEighthOfItsSpan) {
+  Feed(Fail("203.0.113.7"), 0);  // ssh-fail: a 60 s window, so a walk every 7.5 s at most
+  engine_.ExpireSpread(t0_ + absl::Seconds(55));  // walked: idle 55 s, kept
+  EXPECT_EQ(engine_.live_windows(), 1u);
+  // Idle past its span, but its rule was walked 6 s ago: Expire would drop it, this waits.
+  engine_.ExpireSpread(t0_ + absl::Seconds(61));
+  EXPECT_EQ(engine_.live_windows(), 1u);
+  engine_.ExpireSpread(t0_ + absl::Milliseconds(62'500));  // an eighth of the span on
+  EXPECT_EQ(engine_.live_windows(), 0u);
+  EXPECT_EQ(engine_.stats().expired_windows, 1u);
+  // A rule swap makes every rule due again.
+  Feed(Fail("203.0.113.8"), 100);
+  engine_.ExpireSpread(t0_ + absl::Seconds(150));
+  engine_.SetRules(Rules());
+  engine_.ExpireSpread(t0_ + absl::Seconds(161));
+  EXPECT_EQ(engine_.live_windows(), 0u);
+}
+
 TEST_F(EngineTest, KeyCapEvictsTheLeastRecentlyActive) {
   EngineOptions options;
   options.max_keys_per_rule = 100;

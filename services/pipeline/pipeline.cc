@@ -813,7 +813,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         // The first line at or past the next sweep is the latest so far (an earlier line past
         // it would have swept), so `when` is the clock.
         if (when >= next_line_sweep_) {
-          engine_.Expire(when);
+          engine_.ExpireSpread(when);
           next_line_sweep_ = when + options_.sweep_in_line_time;
         }
       }
