@@ -415,6 +415,23 @@ void DecisionTable::SetLeanExtensions(bool lean) {
   lean_extensions_ = lean;
 }
 
+void DecisionTable::SetKeepEvidence(bool keep) {
+  absl::MutexLock lock(&mu_);
+  keep_evidence_ = keep;
+}
+
+void DecisionTable::StoreLocked(Decision& d) {
+  if (keep_evidence_) {
+    by_id_[d.id()] = d;
+    return;
+  }
+  // The lines are lent out while the rest is copied, and given back: no line is copied.
+  google::protobuf::RepeatedPtrField<std::string> evidence;
+  evidence.Swap(d.mutable_evidence());
+  by_id_[d.id()] = d;
+  d.mutable_evidence()->Swap(&evidence);
+}
+
 void DecisionTable::ExtensionLocked(const Decision& d, DecisionUpdate* out) const {
   out->change = DecisionChange::kExtended;
   out->secret.clear();
@@ -527,7 +544,7 @@ Decision DecisionTable::InstateLocked(const palisade::v1::Target& target, const 
   active_[target.value()] = d.id();
   // Keyed by the expiry as stored (whole nanoseconds), which every later lookup reads back.
   by_expiry_.emplace(DecisionExpiry(d), d.id());
-  by_id_[d.id()] = d;
+  StoreLocked(d);
   return d;
 }
 
@@ -617,7 +634,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       }
       CoverLocked(target.value(), std::move(incoming), now);
       d.set_extensions(d.extensions() + 1);
-      AddEvidence(evidence, &d);
+      if (keep_evidence_) AddEvidence(evidence, &d);
       return ExtensionLocked(d, out);
     }
     const absl::Time current = DecisionExpiry(d);  // converted once, not three times
@@ -627,7 +644,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       MoveEntry(by_expiry_, current, d.id(), DecisionExpiry(d));  // keyed as stored
     }
     d.set_extensions(d.extensions() + 1);
-    AddEvidence(evidence, &d);
+    if (keep_evidence_) AddEvidence(evidence, &d);
     return ExtensionLocked(d, out);
   }
 
@@ -671,7 +688,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   // Keyed by the expiry as stored: an escalated duration (a factor that is not a power of two)
   // has fractions of a nanosecond the stored time drops, and an extension looks it up by that.
   by_expiry_.emplace(DecisionExpiry(d), d.id());
-  by_id_[d.id()] = d;
+  StoreLocked(d);
   return SetUpdate(DecisionChange::kCreated, std::move(d), out);
 }
 

@@ -134,6 +134,12 @@ class DecisionTable {
   // evidence on extensions (replay keeps created and stale decisions): an extension then copies
   // no evidence line, which was most of the cost of deciding a detection. Default: unset.
   void SetLeanExtensions(bool lean);
+  // While unset, the table's own decisions keep no evidence lines (Get, List, the store and the
+  // updates of expiries and withdrawals see none); the update of a created or stale decision
+  // still carries the lines its detection gave. For replay, where nothing reads a stored
+  // decision's lines: each created decision's lines were copied into the table only to be
+  // freed with it. Only before the first decision. Default: set.
+  void SetKeepEvidence(bool keep);
 
   // Makes the table durable: every change is written to `store` (with the outbox operation it
   // implies for the actuators in `edge_actuators`) before listeners hear of it.
@@ -302,6 +308,8 @@ class DecisionTable {
   // without its evidence.
   void ExtensionLocked(const palisade::v1::Decision& d, DecisionUpdate* out) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `d` as the table keeps it, under its id: without its evidence unless keep_evidence_.
+  void StoreLocked(palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds `evidence` to `d`, up to max_evidence_ lines in all.
   void AddEvidence(const std::vector<std::string>& evidence, palisade::v1::Decision* d) const;
   // After `ended` ended: the strongest claim still due that waited behind it is decided.
@@ -362,6 +370,7 @@ class DecisionTable {
   size_t ended_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   DecisionTableLimits limits_ ABSL_GUARDED_BY(mu_);
   bool lean_extensions_ ABSL_GUARDED_BY(mu_) = false;  // SetLeanExtensions
+  bool keep_evidence_ ABSL_GUARDED_BY(mu_) = true;     // SetKeepEvidence
   // ApplyAllInto's target, kept so that its value's buffer is reused from call to call.
   palisade::v1::Target scratch_target_ ABSL_GUARDED_BY(mu_);
   // palisade_decisions_forgotten_total by {what, reason}; null without a registry.

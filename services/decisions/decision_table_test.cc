@@ -34,6 +34,7 @@ using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
 using ::palisade::v1::Decision;
 using ::testing::HasSubstr;
+using ::testing::IsEmpty;
 using ::testing::SizeIs;
 
 class DecisionTableTest : public ::testing::Test {
@@ -156,6 +157,37 @@ TEST_F(DecisionTableTest, LeanExtensionsCarryEverythingButTheEvidence) {
   EXPECT_EQ(updates[0].change, DecisionChange::kExtended);
   EXPECT_THAT(updates[0].decision.evidence(), SizeIs(0));
   EXPECT_EQ(updates[0].decision.extensions(), 2u);
+}
+
+// SetKeepEvidence(false) (replay): the table's own decisions keep no lines, on creation or
+// extension; a created decision's update still carries its detection's lines.
+TEST_F(DecisionTableTest, ATableThatKeepsNoEvidenceStillHandsItOnCreation) {
+  DecisionTable table(clock_);
+  table.SetKeepEvidence(false);
+  std::vector<DecisionUpdate> heard;
+  table.AddListener([&heard](const DecisionUpdate& u) { heard.push_back(u); });
+  const palisade::v1::DecisionSpec spec = HourBlock();
+  const absl::Time t = clock_.TimeNow();
+  DecisionUpdate created = table.Apply(Det("203.0.113.7", t), spec);
+  ASSERT_EQ(created.change, DecisionChange::kCreated);
+  EXPECT_THAT(created.decision.evidence(), SizeIs(2));
+  ASSERT_THAT(heard, SizeIs(1));
+  EXPECT_THAT(heard[0].decision.evidence(), SizeIs(2));
+  absl::StatusOr<Decision> kept = table.Get(created.decision.id());
+  ASSERT_THAT(kept, IsOk());
+  EXPECT_THAT(kept->evidence(), IsEmpty());
+  // Apart from the lines, the table keeps what it handed out.
+  Decision expected = created.decision;
+  expected.clear_evidence();
+  EXPECT_EQ(kept->SerializeAsString(), expected.SerializeAsString());
+  DecisionUpdate extended = table.Apply(Det("203.0.113.7", t + absl::Minutes(1)), spec);
+  ASSERT_EQ(extended.change, DecisionChange::kExtended);
+  EXPECT_THAT(extended.decision.evidence(), IsEmpty());
+  EXPECT_THAT(table.Get(created.decision.id())->evidence(), IsEmpty());
+  // The default keeps them.
+  DecisionTable keeping(clock_);
+  const std::string id = keeping.Apply(Det("203.0.113.7", t), spec).decision.id();
+  EXPECT_THAT(keeping.Get(id)->evidence(), SizeIs(2));
 }
 
 // With lean extensions the store still gets the whole decision: an extension's row carries the

@@ -249,31 +249,30 @@ void SessionTable::End(absl::string_view id, size_t unheld_pending) {
   ended_.fetch_add(1, std::memory_order_relaxed);
 }
 
-template <typename NowFn>
-void SessionTable::ExpireIf(NowFn now_for) {
+void SessionTable::Expire(absl::Time now) { ExpireByStream({}, now); }
+
+void SessionTable::ExpireByStream(const std::vector<absl::Time>& stream_now,
+                                  absl::Time other_now) {
+  // The horizon per stream, converted once (not once per session): a session last written by
+  // stream s goes when its last line is older than horizon[s] (horizon[0]: other_now's).
+  std::vector<int64_t> horizon(std::max<size_t>(stream_now.size(), 1));
+  horizon[0] = absl::ToUnixMillis(other_now - options_.ttl);
+  for (size_t s = 1; s < stream_now.size(); ++s) {
+    horizon[s] = absl::ToUnixMillis(stream_now[s] - options_.ttl);
+  }
   for (size_t i = 0; i < kShards; ++i) {
     Shard& shard = shards_[i];
     ShardMutexLock lock(&shard.mu);
     for (auto it = shard.sessions.begin(); it != shard.sessions.end();) {
       auto next = std::next(it);  // valid after erasing `it` (no rehash on erase)
-      if (absl::ToUnixMillis(now_for(it->second.stream)) - it->second.last_ms > ttl_ms_) {
+      const uint32_t s = it->second.stream;
+      if (it->second.last_ms < horizon[s < horizon.size() ? s : 0]) {
         EraseLocked(shard, it);
         expired_.fetch_add(1, std::memory_order_relaxed);
       }
       it = next;
     }
   }
-}
-
-void SessionTable::Expire(absl::Time now) {
-  ExpireIf([now](uint32_t) { return now; });
-}
-
-void SessionTable::ExpireByStream(const std::vector<absl::Time>& stream_now,
-                                  absl::Time other_now) {
-  ExpireIf([&](uint32_t stream) {
-    return stream != 0 && stream < stream_now.size() ? stream_now[stream] : other_now;
-  });
 }
 
 SessionStats SessionTable::stats() const {

@@ -181,8 +181,6 @@ class SessionTable {
   // Drops the least recently seen sessions of a shard past its bounds, down to 7/8 of them.
   void EvictLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   static size_t SessionBytes(const Map::value_type& entry);
-  template <typename NowFn>
-  void ExpireIf(NowFn now_for);
 
   SessionOptions options_;
   size_t max_per_shard_ = 0;

@@ -68,6 +68,8 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   // Nothing here reads an extension's evidence: the summary keeps created and stale decisions,
   // the pipeline's listener counts changes by rule and action, and there is no on_detections.
   table.SetLeanExtensions(true);
+  // Nor a stored decision's: the summary's created decisions carry their lines.
+  table.SetKeepEvidence(false);
   table.AddListener([&summary](const DecisionUpdate& u) {
     if (u.change == DecisionChange::kCreated) summary.decisions.push_back(u.decision);
     if (u.change == DecisionChange::kStale) summary.stale.push_back(u.decision);
