@@ -1007,17 +1007,24 @@ int ReplayFiles(const std::vector<std::string>& files) {
     std::unique_ptr<LineReader> reader_;
   };
   Files source(files, ReaderOptionsFor(*format));
+  const bool json = absl::GetFlag(FLAGS_json);
+  // The summary names how many targets the decisions were on: the decisions themselves are not
+  // kept (--json prints them once the replay has ended, whole or not at all).
+  std::set<std::string> targets;
+  if (!json) {
+    options.on_decision = [&targets](const palisade::v1::Decision& d) {
+      targets.insert(d.target().value());
+    };
+  }
   absl::StatusOr<ReplaySummary> summary = Replay(*rules, *format, source, options);
   if (!summary.ok()) return Fail(std::string(summary.status().message()));
-  if (absl::GetFlag(FLAGS_json)) {
+  if (json) {
     // One decision per line; a stale one (would already have been over) is not active and has
     // no id.
     for (const auto& d : summary->decisions) std::printf("%s\n", Json(d).c_str());
     for (const auto& d : summary->stale) std::printf("%s\n", Json(d).c_str());
     return 0;
   }
-  std::set<std::string> targets;
-  for (const auto& d : summary->decisions) targets.insert(d.target().value());
   const double secs = std::max(1e-9, absl::ToDoubleSeconds(summary->wall));
   std::printf("replayed %llu lines (%llu malformed, %llu matched) in %.3f s: %.0f lines/s\n",
               static_cast<unsigned long long>(summary->lines),
@@ -1027,9 +1034,9 @@ int ReplayFiles(const std::vector<std::string>& files) {
   for (const auto& [rule, n] : summary->matches_per_rule) {
     std::printf("%-28s %10llu\n", Safe(rule).c_str(), static_cast<unsigned long long>(n));
   }
-  std::printf("detections: %llu, decisions: %zu, targets that would be acted on: %zu\n",
-              static_cast<unsigned long long>(summary->detections), summary->decisions.size(),
-              targets.size());
+  std::printf("detections: %llu, decisions: %llu, targets that would be acted on: %zu\n",
+              static_cast<unsigned long long>(summary->detections),
+              static_cast<unsigned long long>(summary->decisions_created), targets.size());
   if (summary->windows_evicted > 0 || summary->sessions_evicted > 0) {
     // The caps bound while the state was live: what was evicted may have hidden a detection.
     std::printf(

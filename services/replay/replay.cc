@@ -70,8 +70,15 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   table.SetLeanExtensions(true);
   // Nor a stored decision's: the summary's created decisions carry their lines.
   table.SetKeepEvidence(false);
-  table.AddListener([&summary](const DecisionUpdate& u) {
-    if (u.change == DecisionChange::kCreated) summary.decisions.push_back(u.decision);
+  table.AddListener([&summary, &replay](const DecisionUpdate& u) {
+    if (u.change == DecisionChange::kCreated) {
+      ++summary.decisions_created;
+      if (replay.on_decision) {
+        replay.on_decision(u.decision);
+      } else {
+        summary.decisions.push_back(u.decision);
+      }
+    }
     if (u.change == DecisionChange::kStale) summary.stale.push_back(u.decision);
   });
   PipelineOptions options;

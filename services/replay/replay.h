@@ -27,6 +27,7 @@
 #ifndef PALISADE_SERVICES_REPLAY_REPLAY_H_
 #define PALISADE_SERVICES_REPLAY_REPLAY_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -47,8 +48,10 @@ struct ReplaySummary {
   uint64_t matched = 0;
   uint64_t detections = 0;
   std::map<std::string, uint64_t> matches_per_rule;
-  // Every decision made (created), in order.
+  // Every decision made (created), in order; empty with ReplayOptions::on_decision.
   std::vector<palisade::v1::Decision> decisions;
+  // How many decisions were made (created), with on_decision or not.
+  uint64_t decisions_created = 0;
   // Detections that made no decision because it would already have been over at the replay's
   // clock (a line far older than the latest one before it): not enforced, but told.
   std::vector<palisade::v1::Decision> stale;
@@ -72,6 +75,11 @@ struct ReplayOptions {
   CidrSet allowlist;
   // Evidence lines kept per decision.
   uint32_t max_evidence = 5;
+  // When set, called with each decision made (created), in order, before Replay returns, from
+  // the thread that decides; ReplaySummary::decisions then stays empty. For a caller that only
+  // counts or prints them: a month of logs makes decisions by the hundred thousand, each copied
+  // into the summary with its evidence.
+  std::function<void(const palisade::v1::Decision&)> on_decision;
   // Threads that match: 0 for one per core. With more than one, the stateless part of matching
   // (parse, RE2::Set passes, literal gates: Engine::Prematch) runs on every thread over the
   // batches ahead, while one thread takes the batches in order through the rest (captures,

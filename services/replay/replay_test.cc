@@ -195,6 +195,36 @@ std::set<std::string> Keys(const std::vector<palisade::v1::Decision>& decisions)
   return out;
 }
 
+// ReplayOptions::on_decision hears every decision the summary would have held, in its order,
+// evidence included, and the summary holds none.
+TEST(ReplayTest, OnDecisionHearsTheDecisionsTheSummaryWouldHold) {
+  CorpusOptions options;
+  options.lines = 20000;
+  options.seed = 6;
+  Corpus corpus = GenerateSshd(options);
+  auto rules = Pack("rules/sshd.textproto");
+  absl::StatusOr<ReplaySummary> kept =
+      Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, corpus.lines, ReplayOptions());
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  ASSERT_FALSE(kept->decisions.empty());
+  EXPECT_EQ(kept->decisions_created, kept->decisions.size());
+  std::vector<palisade::v1::Decision> heard;
+  ReplayOptions streamed;
+  streamed.on_decision = [&heard](const palisade::v1::Decision& d) { heard.push_back(d); };
+  absl::StatusOr<ReplaySummary> s =
+      Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, corpus.lines, streamed);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->decisions.empty());
+  EXPECT_EQ(s->decisions_created, kept->decisions.size());
+  ASSERT_EQ(heard.size(), kept->decisions.size());
+  for (size_t i = 0; i < heard.size(); ++i) {
+    palisade::v1::Decision expected = kept->decisions[i];
+    expected.set_id(heard[i].id());  // ids are random
+    ASSERT_EQ(heard[i].SerializeAsString(), expected.SerializeAsString()) << "decision " << i;
+    EXPECT_FALSE(heard[i].evidence().empty());
+  }
+}
+
 // A realistic four-hour auth.log: the required property of replay. Before decisions were made
 // line by line, a 1,000-line batch spanned an hour, the clock jumped to its last line first,
 // and every decision made early in it that ended before that line was dropped as stale: the
