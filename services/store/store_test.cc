@@ -563,6 +563,71 @@ TEST(StoreTest, AnExtensionHintStoresWhatTheWholeWriteStores) {
   }
 }
 
+// A decision changed several times in one set is written once, as its last change leaves it:
+// what is stored (decisions, offences, outbox) is what writing each change in a transaction of
+// its own stores. A change with an outbox operation, or with an offence the later change does
+// not write again, is written.
+TEST(StoreTest, ADecisionChangedAgainInOneSetIsStoredAsItsLastChangeLeftIt) {
+  auto decision = [](const std::string& id, bool active, int64_t expiry, const std::string& ev) {
+    palisade::v1::Decision d = D(id, active);
+    d.mutable_target()->set_value(absl::StrCat("203.0.113.", id.back() - '0'));
+    d.mutable_expiry()->set_seconds(expiry);
+    d.add_evidence(ev);
+    return d;
+  };
+  const absl::Time t = absl::FromUnixSeconds(1'700'000'000);
+  struct Step {
+    palisade::v1::Decision d;
+    std::optional<OffenceRow> offence;
+    std::optional<bool> outbox;
+    bool extension;
+  };
+  const std::vector<Step> steps = {
+      {decision("d1", true, 100, "a"), OffenceRow{"203.0.113.1", 1, t}, true, false},
+      {decision("d1", true, 200, "a2"), OffenceRow{"203.0.113.1", 1, t + absl::Seconds(1)},
+       std::nullopt, true},
+      {decision("d2", true, 100, "b"), std::nullopt, true, false},
+      {decision("d1", true, 300, "a3"), OffenceRow{"203.0.113.1", 1, t + absl::Seconds(2)},
+       std::nullopt, true},
+      // Its offence is not written again by d2's last change, which carries none.
+      {decision("d2", true, 150, "b2"), OffenceRow{"203.0.113.2", 3, t}, std::nullopt, true},
+      {decision("d2", true, 160, "b3"), std::nullopt, std::nullopt, true},
+      // Withdrawn: an outbox operation, then extended again (rows as the last change left them).
+      {decision("d3", true, 100, "c"), std::nullopt, true, false},
+      {decision("d3", false, 100, "c"), std::nullopt, false, false},
+      {decision("d3", false, 120, "c2"), std::nullopt, std::nullopt, true},
+  };
+  std::vector<std::string> paths;
+  std::vector<std::vector<int64_t>> seqs;
+  for (bool one_set : {false, true}) {
+    paths.push_back(Path(one_set ? "one_set.db" : "one_by_one.db"));
+    auto store = Store::Open(paths.back());
+    ASSERT_THAT(store, IsOk());
+    std::vector<Store::Change> changes;
+    for (const Step& step : steps) {
+      changes.push_back({&step.d, step.offence, step.outbox, step.extension});
+    }
+    if (one_set) {
+      auto s = (*store)->RecordDecisions(changes);
+      ASSERT_THAT(s, IsOk());
+      seqs.push_back(*s);
+    } else {
+      seqs.emplace_back();
+      for (const Store::Change& c : changes) {
+        auto s = (*store)->RecordDecisions({c});
+        ASSERT_THAT(s, IsOk());
+        seqs.back().push_back((*s)[0]);
+      }
+    }
+  }
+  EXPECT_EQ(seqs[1], seqs[0]);
+  for (const char* table : {"decisions", "offences", "outbox"}) {
+    const std::vector<std::string> one_by_one = Rows(paths[0], table);
+    EXPECT_FALSE(one_by_one.empty()) << table;
+    EXPECT_EQ(Rows(paths[1], table), one_by_one) << table;
+  }
+}
+
 // Writes `transactions` ingest-like batch transactions of 20 decisions, each decision with 2 KiB
 // of evidence: ~12 WAL pages a transaction.
 void WriteBatches(Store& store, int transactions, int first = 0) {
