@@ -679,8 +679,8 @@ LitInfo Literals(const ReNode& n) {
         // the copies (every string of the run, for every byte of a literal word).
         if (sub.kind == ReNode::kChars && ExpandChars(sub.chars, &bytes)) {
           if (bytes.size() == 1) {
+            // Distinct strings stay distinct with the same byte after each: no Dedupe.
             for (std::string& s : run) s += bytes[0];
-            Dedupe(&run);
             continue;
           }
           std::vector<std::string> product;
