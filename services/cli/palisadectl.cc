@@ -28,12 +28,12 @@
 #include <sstream>
 #include <iostream>
 #include <map>
-#include <set>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
@@ -1010,7 +1010,7 @@ int ReplayFiles(const std::vector<std::string>& files) {
   const bool json = absl::GetFlag(FLAGS_json);
   // The summary names how many targets the decisions were on: the decisions themselves are not
   // kept (--json prints them once the replay has ended, whole or not at all).
-  std::set<std::string> targets;
+  absl::flat_hash_set<std::string> targets;
   if (!json) {
     options.on_decision = [&targets](const palisade::v1::Decision& d) {
       targets.insert(d.target().value());
