@@ -358,10 +358,12 @@ absl::StatusOr<int64_t> Store::RecordDecision(const palisade::v1::Decision& d,
 }
 
 absl::StatusOr<std::vector<int64_t>> Store::RecordDecisions(const std::vector<Change>& changes) {
-  // A decision changed again later in the same set (an attacker's burst extends it line after
-  // line) need not be written before: the later change writes its row whole as it then stands,
-  // and the transaction hides what came between. Skipped only when it adds no outbox operation,
-  // and its offence row (if any) is written again by the later change.
+  // A decision changed again later in the same set need not be written before: the later
+  // change writes its row whole as it then stands, and the transaction hides what came between.
+  // The decision table already sends only the last of a decision's extensions in a set; this
+  // catches a creation extended in the same batch (a burst past the threshold) when no actuator
+  // applies it, so that the creation adds no outbox operation. A change is skipped only when it
+  // adds no outbox operation and its offence row (if any) is written again by the later change.
   std::vector<bool> superseded(changes.size(), false);
   if (changes.size() > 1) {
     absl::flat_hash_map<absl::string_view, size_t> last;  // decision id -> its last change
