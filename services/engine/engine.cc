@@ -1329,7 +1329,7 @@ void Engine::Evict(Shard& shard, WindowMap& map, int rule_index) {
 void Engine::Expire(absl::Time now) { ExpireByStream({}, now); }
 
 void Engine::ExpireByStream(const std::vector<absl::Time>& stream_now, absl::Time other_now) {
-  ExpireWindows(stream_now, other_now, nullptr, true);
+  ExpireSelected(stream_now, other_now, nullptr, true);
 }
 
 void Engine::ExpireSpread(absl::Time now) {
@@ -1342,18 +1342,19 @@ void Engine::ExpireSpread(absl::Time now) {
     if (now_ms < spread_next_ms_[r]) continue;
     due[r] = 1;
     any = true;
-    spread_next_ms_[r] = now_ms + std::max<int64_t>(absl::ToInt64Milliseconds(rules[r]->window) / 8, 1);
+    const int64_t eighth = absl::ToInt64Milliseconds(rules[r]->window) / 8;
+    spread_next_ms_[r] = now_ms + std::max<int64_t>(eighth, 1);
   }
   const bool sessions = now_ms >= spread_sessions_next_ms_;
   if (sessions) {
     spread_sessions_next_ms_ =
         now_ms + std::max<int64_t>(absl::ToInt64Milliseconds(sessions_.options().ttl) / 4, 1);
   }
-  if (any || sessions) ExpireWindows({}, now, &due, sessions);
+  if (any || sessions) ExpireSelected({}, now, &due, sessions);
 }
 
-void Engine::ExpireWindows(const std::vector<absl::Time>& stream_now, absl::Time other_now,
-                           const std::vector<char>* due, bool sessions) {
+void Engine::ExpireSelected(const std::vector<absl::Time>& stream_now, absl::Time other_now,
+                            const std::vector<char>* due, bool sessions) {
   if (sessions) sessions_.ExpireByStream(stream_now, other_now);
   std::vector<int64_t> now_ms(stream_now.size() + 1);
   now_ms[0] = ToMillis(other_now);

@@ -41,8 +41,8 @@
 // Thread-safety: Process, MatchLine, CountMatch, MatchOnly and Prematch may run concurrently
 // from any number of threads (matching uses per-thread scratch; windows live in shards, each
 // behind its own mutex).
-// SetRules, Expire, Snapshot and Restore must not overlap a Process, MatchLine or CountMatch:
-// callers serialise them.
+// SetRules, Expire (and ExpireByStream, ExpireSpread), Snapshot and Restore must not overlap a
+// Process, MatchLine or CountMatch: callers serialise them.
 #ifndef PALISADE_SERVICES_ENGINE_ENGINE_H_
 #define PALISADE_SERVICES_ENGINE_ENGINE_H_
 
@@ -618,8 +618,8 @@ class Engine {
   static size_t TableBytes(const WindowMap& map);
   // ExpireByStream over the rules whose `due` is set (all of them when `due` is null), and the
   // sessions when `sessions`.
-  void ExpireWindows(const std::vector<absl::Time>& stream_now, absl::Time other_now,
-                     const std::vector<char>* due, bool sessions);
+  void ExpireSelected(const std::vector<absl::Time>& stream_now, absl::Time other_now,
+                      const std::vector<char>* due, bool sessions);
 
   std::shared_ptr<const RuleSet> rules_;
   EngineOptions options_;

@@ -69,8 +69,8 @@ struct PipelineOptions {
   // were cut into batches.
   std::function<void(absl::Time)> advance_clock;
   // Replay, with advance_clock: windows and pid sessions idle past their span are dropped
-  // (Engine::ExpireSpread at the latest line time) whenever the lines' time has moved on this much
-  // since the last such sweep, before the line that moved it is counted. The points are the
+  // (Engine::ExpireSpread at the latest line time) whenever the lines' time has moved on this
+  // much since the last such sweep, before the line that moved it is counted. The points are the
   // lines', not the batches': the result does not depend on how lines are cut into batches.
   // InfiniteDuration: never (the daemon sweeps on its own clock, ExpireWindows).
   absl::Duration sweep_in_line_time = absl::InfiniteDuration();

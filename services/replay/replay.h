@@ -18,9 +18,10 @@
 // State ages in event time as palisaded's sweep ages it in wall time: every
 // ReplayOptions::sweep_interval of line time, windows idle past their rule's window and pid
 // sessions idle past their ttl are dropped (a rule's windows walked once an eighth of its span,
-// the sessions once a quarter of their ttl: Engine::ExpireSpread), so memory follows the keys active within a window's
-// span rather than every key the log ever held, and the caps (max_keys_per_rule, the memory
-// budget, max_sessions) evict only what a daemon reading the same log would have had to.
+// the sessions once a quarter of their ttl: Engine::ExpireSpread), so memory follows the keys
+// active within a window's span rather than every key the log ever held, and the caps
+// (max_keys_per_rule, the memory budget, max_sessions) evict only what a daemon reading the same
+// log would have had to.
 //
 // Thread-safety: Replay is a pure function of its arguments (each call has its own pipeline and
 // threads, joined before it returns).

@@ -596,6 +596,11 @@ TEST(StoreTest, ADecisionChangedAgainInOneSetIsStoredAsItsLastChangeLeftIt) {
       {decision("d3", true, 100, "c"), std::nullopt, true, false},
       {decision("d3", false, 100, "c"), std::nullopt, false, false},
       {decision("d3", false, 120, "c2"), std::nullopt, std::nullopt, true},
+      // Created with no actuator to apply it (no outbox operation), then extended: the creation
+      // is not written, and the extension, whose row is not there, is written whole.
+      {decision("d4", true, 100, "e"), OffenceRow{"203.0.113.4", 1, t}, std::nullopt, false},
+      {decision("d4", true, 180, "e2"), OffenceRow{"203.0.113.4", 2, t + absl::Seconds(3)},
+       std::nullopt, true},
   };
   std::vector<std::string> paths;
   std::vector<std::vector<int64_t>> seqs;
