@@ -241,13 +241,34 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
   if (store_ == nullptr) return;
   std::vector<Store::Change>& changes = commit->changes;
   std::vector<DecisionUpdate*>& recorded = commit->recorded;
-  // A decision extended several times in one batch is written once, as it ends up.
+  // A decision changed again later in the batch is written once, as it ends up: its last change
+  // writes the row whole (from an extension too, when the row is not there), and the transaction
+  // hides what came between. An earlier change is written only when it adds an outbox operation,
+  // or an offence row its last change does not write again (creations and extensions write the
+  // target's row as it stands now, so any of them writes what an earlier one would have). What
+  // this spares is an extension's serialization and rows, and a creation's when no actuator
+  // applies it (extended in the same batch: a burst past the threshold).
   absl::flat_hash_map<absl::string_view, size_t> last;
   for (size_t i = 0; i < change_set.size(); ++i) last[change_set[i].decision.id()] = i;
+  const auto writes_offence = [](DecisionChange change) {
+    return change == DecisionChange::kCreated || change == DecisionChange::kExtended;
+  };
+  const auto outbox = [this](const DecisionUpdate& u) -> std::optional<bool> {
+    if (!edge_actuators_.count(u.decision.actuator())) return std::nullopt;
+    if (u.change == DecisionChange::kCreated) return true;
+    if (u.change == DecisionChange::kExpired || u.change == DecisionChange::kWithdrawn) {
+      return false;
+    }
+    return std::nullopt;
+  };
   for (size_t i = 0; i < change_set.size(); ++i) {
     DecisionUpdate* update = &change_set[i];
     if (update->change == DecisionChange::kStale) continue;
-    if (update->change == DecisionChange::kExtended && last[update->decision.id()] != i) continue;
+    const size_t final = last[update->decision.id()];
+    if (final != i && !outbox(*update).has_value() &&
+        (!writes_offence(update->change) || writes_offence(change_set[final].change))) {
+      continue;
+    }
     const Decision& d = update->decision;
     Store::Change c{&d, std::nullopt, std::nullopt};
     // Its rows are most likely stored as they were (the store checks): updated in place.
@@ -258,15 +279,8 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
       auto own = by_id_.find(d.id());
       if (own != by_id_.end()) c.proto = own->second.SerializeAsString();
     }
-    if (edge_actuators_.count(d.actuator())) {
-      if (update->change == DecisionChange::kCreated) c.outbox = true;
-      if (update->change == DecisionChange::kExpired ||
-          update->change == DecisionChange::kWithdrawn) {
-        c.outbox = false;
-      }
-    }
-    if (update->change == DecisionChange::kCreated ||
-        update->change == DecisionChange::kExtended) {
+    c.outbox = outbox(*update);
+    if (writes_offence(update->change)) {
       auto it = offences_.find(d.target().value());
       if (it != offences_.end()) {
         c.offence = OffenceRow{d.target().value(), it->second.count, it->second.last};

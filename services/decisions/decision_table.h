@@ -135,8 +135,8 @@ class DecisionTable {
   // no evidence line, which was most of the cost of deciding a detection. Default: unset.
   void SetLeanExtensions(bool lean);
   // While unset, the table's own decisions keep no evidence lines (Get, List, the store and the
-  // updates of expiries and withdrawals see none); the update of a created or stale decision
-  // still carries the lines its detection gave. For replay, where nothing reads a stored
+  // updates of extensions, expiries and withdrawals see none: SetLeanExtensions is then moot);
+  // the update of a created or stale decision still carries the lines its detection gave. For replay, where nothing reads a stored
   // decision's lines: each created decision's lines were copied into the table only to be
   // freed with it. Only before the first decision. Default: set.
   void SetKeepEvidence(bool keep);

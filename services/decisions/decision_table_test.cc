@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <set>
 #include <thread>
 
 #include "absl/container/flat_hash_map.h"
@@ -219,6 +220,48 @@ TEST_F(DecisionTableTest, ALeanExtensionIsStoredWithItsEvidence) {
   ASSERT_THAT(stored, IsOk());
   ASSERT_THAT(*stored, SizeIs(1));
   EXPECT_EQ((*stored)[0].SerializeAsString(), kept->SerializeAsString());
+}
+
+// A decision created and extended in one batch is stored once, as it ends up, with its offence
+// row; with an actuator to apply it, its creation's outbox operation is stored too.
+TEST_F(DecisionTableTest, ADecisionChangedAgainInABatchIsStoredAsItEndsUp) {
+  const palisade::v1::DecisionSpec spec = HourBlock();
+  CompiledRule rule;
+  rule.proto.set_id("ssh");
+  *rule.proto.mutable_decision() = spec;
+  const absl::Time t = clock_.TimeNow();
+  for (bool edge : {false, true}) {
+    auto store = FreshStore(edge ? "burst-edge.db" : "burst.db");
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    table.SetLeanExtensions(true);
+    std::set<palisade::v1::Actuator> actuators;
+    if (edge) actuators.insert(palisade::v1::ACTUATOR_ACCESS_RULE);
+    table.SetStore(store->get(), actuators);
+    std::vector<Detection> burst = {Det("203.0.113.7", t), Det("203.0.113.7", t + absl::Seconds(1)),
+                                    Det("203.0.113.7", t + absl::Seconds(2))};
+    for (Detection& d : burst) d.rule = &rule;
+    std::vector<DecisionUpdate> updates = table.ApplyAll(burst);
+    ASSERT_THAT(updates, SizeIs(3));
+    ASSERT_EQ(updates[0].change, DecisionChange::kCreated);
+    ASSERT_EQ(updates[2].change, DecisionChange::kExtended);
+    absl::StatusOr<Decision> kept = table.Get(updates[0].decision.id());
+    ASSERT_THAT(kept, IsOk());
+    EXPECT_EQ(kept->extensions(), 2u);
+    auto stored = (*store)->LoadDecisions(true);
+    ASSERT_THAT(stored, IsOk());
+    ASSERT_THAT(*stored, SizeIs(1)) << "edge " << edge;
+    EXPECT_EQ((*stored)[0].SerializeAsString(), kept->SerializeAsString()) << "edge " << edge;
+    auto offences = (*store)->LoadOffences(absl::InfinitePast(), 10);
+    ASSERT_THAT(offences, IsOk());
+    ASSERT_THAT(*offences, SizeIs(1));
+    EXPECT_EQ((*offences)[0].count, 1u);
+    EXPECT_EQ((*offences)[0].last, t + absl::Seconds(2));
+    auto outbox = (*store)->LoadOutbox();
+    ASSERT_THAT(outbox, IsOk());
+    EXPECT_THAT(*outbox, SizeIs(edge ? 1 : 0));
+    if (edge) EXPECT_EQ(updates[0].outbox_seq, (*outbox)[0].seq);
+  }
 }
 
 // ApplyAllInto writes over the updates an earlier call left in the vector: each call's updates

@@ -65,10 +65,10 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   bool started = false;
   prometheus::Registry registry;
   DecisionTable table(clock, replay.max_evidence);
-  // Nothing here reads an extension's evidence: the summary keeps created and stale decisions,
-  // the pipeline's listener counts changes by rule and action, and there is no on_detections.
-  table.SetLeanExtensions(true);
-  // Nor a stored decision's: the summary's created decisions carry their lines.
+  // Nothing here reads a stored decision's evidence, nor an extension's: the summary keeps
+  // created and stale decisions (which carry their lines), the pipeline's listener counts
+  // changes by rule and action, and there is no on_detections. A table that keeps no lines
+  // hands none out on an extension either.
   table.SetKeepEvidence(false);
   table.AddListener([&summary, &replay](const DecisionUpdate& u) {
     if (u.change == DecisionChange::kCreated) {

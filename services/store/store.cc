@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <limits>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
@@ -358,35 +357,12 @@ absl::StatusOr<int64_t> Store::RecordDecision(const palisade::v1::Decision& d,
 }
 
 absl::StatusOr<std::vector<int64_t>> Store::RecordDecisions(const std::vector<Change>& changes) {
-  // A decision changed again later in the same set need not be written before: the later
-  // change writes its row whole as it then stands, and the transaction hides what came between.
-  // The decision table already sends only the last of a decision's extensions in a set; this
-  // catches a creation extended in the same batch (a burst past the threshold) when no actuator
-  // applies it, so that the creation adds no outbox operation. A change is skipped only when it
-  // adds no outbox operation and its offence row (if any) is written again by the later change.
-  std::vector<bool> superseded(changes.size(), false);
-  if (changes.size() > 1) {
-    absl::flat_hash_map<absl::string_view, size_t> last;  // decision id -> its last change
-    for (size_t i = changes.size(); i-- > 0;) {
-      const Change& c = changes[i];
-      auto [it, first] = last.try_emplace(c.decision->id(), i);
-      if (first || c.outbox.has_value()) continue;
-      const Change& later = changes[it->second];
-      superseded[i] = !c.offence.has_value() ||
-                      (later.offence.has_value() && later.offence->target == c.offence->target);
-    }
-  }
   absl::MutexLock lock(&mu_);
   absl::Status s = Exec("BEGIN IMMEDIATE");
   if (!s.ok()) return s;
   std::vector<int64_t> seqs;
   seqs.reserve(changes.size());
-  for (size_t i = 0; i < changes.size(); ++i) {
-    if (superseded[i]) {
-      seqs.push_back(0);  // no outbox operation
-      continue;
-    }
-    const Change& c = changes[i];
+  for (const Change& c : changes) {
     absl::StatusOr<int64_t> seq = RecordLocked(c);
     if (!seq.ok()) {
       (void)Exec("ROLLBACK");
