@@ -260,7 +260,9 @@ TEST_F(DecisionTableTest, ADecisionChangedAgainInABatchIsStoredAsItEndsUp) {
     auto outbox = (*store)->LoadOutbox();
     ASSERT_THAT(outbox, IsOk());
     EXPECT_THAT(*outbox, SizeIs(edge ? 1 : 0));
-    if (edge) EXPECT_EQ(updates[0].outbox_seq, (*outbox)[0].seq);
+    if (edge) {
+      EXPECT_EQ(updates[0].outbox_seq, (*outbox)[0].seq);
+    }
   }
 }
 
