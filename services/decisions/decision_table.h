@@ -136,9 +136,9 @@ class DecisionTable {
   void SetLeanExtensions(bool lean);
   // While unset, the table's own decisions keep no evidence lines (Get, List, the store and the
   // updates of extensions, expiries and withdrawals see none: SetLeanExtensions is then moot);
-  // the update of a created or stale decision still carries the lines its detection gave. For replay, where nothing reads a stored
-  // decision's lines: each created decision's lines were copied into the table only to be
-  // freed with it. Only before the first decision. Default: set.
+  // the update of a created or stale decision still carries the lines its detection gave. For
+  // replay, where nothing reads a stored decision's lines: each created decision's lines were
+  // copied into the table only to be freed with it. Only before the first decision. Default: set.
   void SetKeepEvidence(bool keep);
 
   // Makes the table durable: every change is written to `store` (with the outbox operation it
