@@ -74,7 +74,9 @@ struct ReplayOptions {
   absl::TimeZone time_zone = absl::UTCTimeZone();
   // Keys never counted (loopback is always added), as the daemon's config.allowlist.
   CidrSet allowlist;
-  // Evidence lines kept per decision.
+  // Evidence lines kept per decision. 0: none, for a caller that prints no decision's lines
+  // (palisadectl replay without --json): windows then copy no line, and the decisions made are
+  // the same, without their evidence.
   uint32_t max_evidence = 5;
   // When set, called with each decision made (created), in order, before Replay returns, from
   // the thread that decides; ReplaySummary::decisions then stays empty. For a caller that only

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <set>
+#include <tuple>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -222,6 +223,43 @@ TEST(ReplayTest, OnDecisionHearsTheDecisionsTheSummaryWouldHold) {
     expected.set_id(heard[i].id());  // ids are random
     ASSERT_EQ(heard[i].SerializeAsString(), expected.SerializeAsString()) << "decision " << i;
     EXPECT_FALSE(heard[i].evidence().empty());
+  }
+}
+
+// With max_evidence 0 (palisadectl replay without --json) no line is kept, and the replay makes
+// the same decisions, in the same order, with the same counts: evidence decides nothing.
+TEST(ReplayTest, WithoutEvidenceTheSameDecisionsAreMade) {
+  CorpusOptions options;
+  options.lines = 20000;
+  options.seed = 7;
+  for (const auto& [format, corpus, packs] :
+       {std::make_tuple(palisade::v1::LOG_FORMAT_SYSLOG, GenerateSshd(options),
+                        std::vector<std::string>{"rules/sshd.textproto"}),
+        std::make_tuple(palisade::v1::LOG_FORMAT_COMBINED, GenerateNginx(options),
+                        std::vector<std::string>{"rules/nginx.textproto",
+                                                 "rules/web-attacks.textproto"})}) {
+    std::vector<LoadedPack> loaded;
+    for (const std::string& file : packs) loaded.push_back(*LoadRulePackFile(file));
+    auto rules = *RuleSet::Compile(loaded);
+    absl::StatusOr<ReplaySummary> kept = Replay(rules, format, corpus.lines, ReplayOptions());
+    ReplayOptions none;
+    none.max_evidence = 0;
+    absl::StatusOr<ReplaySummary> bare = Replay(rules, format, corpus.lines, none);
+    ASSERT_TRUE(kept.ok()) << kept.status();
+    ASSERT_TRUE(bare.ok()) << bare.status();
+    EXPECT_EQ(bare->detections, kept->detections);
+    EXPECT_EQ(bare->matches_per_rule, kept->matches_per_rule);
+    ASSERT_FALSE(kept->decisions.empty());
+    ASSERT_EQ(bare->decisions.size(), kept->decisions.size());
+    for (size_t i = 0; i < bare->decisions.size(); ++i) {
+      const palisade::v1::Decision& d = bare->decisions[i];
+      EXPECT_TRUE(d.evidence().empty()) << "decision " << i;
+      EXPECT_FALSE(kept->decisions[i].evidence().empty()) << "decision " << i;
+      palisade::v1::Decision expected = kept->decisions[i];
+      expected.set_id(d.id());  // ids are random
+      expected.clear_evidence();
+      ASSERT_EQ(d.SerializeAsString(), expected.SerializeAsString()) << "decision " << i;
+    }
   }
 }
 
