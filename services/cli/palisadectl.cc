@@ -1381,10 +1381,10 @@ int Usage() {
 }  // namespace palisade
 
 int main(int argc, char** argv) {
-  // tcmalloc's heap on huge pages (services/common/huge_pages.h): a replay's windows, sessions
-  // and decisions are tens of MiB touched once, a fault per 4 KiB page otherwise. A build
-  // without tcmalloc (the sanitizers') has none, and needs none.
-  palisade::BackHeapWithHugePages().IgnoreError();
+  // tcmalloc's heap in 2 MiB-aligned regions taken in order (services/common/huge_pages.h): the
+  // kernel backs them with huge pages where its policy says so, and a replay on two threads
+  // faults them ahead. A build without tcmalloc (the sanitizers') has none, and needs none.
+  palisade::BackHeapWithRegions().IgnoreError();
   // Abseil's deadlock detector (on in Debian's build of Abseil) costs several hundred
   // instructions per lock and unlock, on every line's path (the clock, the decision table). It
   // is a debugging aid: the tests keep it on, the binaries turn it off.

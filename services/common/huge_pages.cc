@@ -33,10 +33,6 @@ uintptr_t MapAligned(size_t size, int extra_flags = 0) {
   return start;
 }
 
-bool AdviseHuge(uintptr_t start, size_t size) {
-  return madvise(reinterpret_cast<void*>(start), size, MADV_HUGEPAGE) == 0;
-}
-
 }  // namespace
 
 HugePageRegions::HugePageRegions(size_t reserve_bytes)
@@ -58,7 +54,6 @@ bool HugePageRegions::ReserveLocked() {
   if (reserve_bytes_ == 0) return false;
   const uintptr_t start = MapAligned(reserve_bytes_, MAP_NORESERVE);
   if (start == 0) return false;
-  reserved_advised_ = AdviseHuge(start, reserve_bytes_);
   cursor_ = faulted_ = start;
   end_ = start + reserve_bytes_;
   return true;
@@ -77,7 +72,6 @@ uintptr_t HugePageRegions::Take(size_t size, size_t* actual_size) {
       faulted_ = std::max(faulted_, cursor_);
       ++stats_.regions;
       stats_.bytes += rounded;
-      if (reserved_advised_) ++stats_.advised;
       stats_.faulted_ahead += ahead;
       const bool wake = ahead_ != 0;
       lock.unlock();
@@ -89,12 +83,10 @@ uintptr_t HugePageRegions::Take(size_t size, size_t* actual_size) {
   // The range is used up: a mapping of its own.
   const uintptr_t start = MapAligned(rounded);
   if (start == 0) return 0;
-  const bool advised = AdviseHuge(start, rounded);
   {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.regions;
     stats_.bytes += rounded;
-    if (advised) ++stats_.advised;
   }
   if (actual_size != nullptr) *actual_size = rounded;
   return start;
@@ -180,11 +172,11 @@ class HugePageAllocator : public SysAllocator {
 
 }  // namespace
 
-absl::Status BackHeapWithHugePages() {
+absl::Status BackHeapWithRegions() {
 #ifdef PALISADE_WITH_TCMALLOC
   static std::atomic<bool> installed{false};
   if (installed.exchange(true)) {
-    return absl::FailedPreconditionError("the huge-page heap is already installed");
+    return absl::FailedPreconditionError("the region heap is already installed");
   }
   MallocExtension* extension = MallocExtension::instance();
   SysAllocator* previous = extension->GetSystemAllocator();
@@ -197,19 +189,19 @@ absl::Status BackHeapWithHugePages() {
   return absl::OkStatus();
 #else
   return absl::FailedPreconditionError(
-      "this build's malloc is not tcmalloc (a sanitizer build): no huge-page heap");
+      "this build's malloc is not tcmalloc (a sanitizer build): no region heap");
 #endif
 }
 
 absl::Status FaultHeapAhead(size_t bytes) {
   HugePageRegions* regions = process_regions.load(std::memory_order_acquire);
   if (regions == nullptr) {
-    return absl::FailedPreconditionError("fault-ahead: the huge-page heap is not installed");
+    return absl::FailedPreconditionError("fault-ahead: the region heap is not installed");
   }
   return regions->FaultAhead(bytes);
 }
 
-HugePageStats HugePageHeapStats() {
+HugePageStats RegionHeapStats() {
   HugePageRegions* regions = process_regions.load(std::memory_order_acquire);
   HugePageStats s = regions != nullptr ? regions->Stats() : HugePageStats{};
   s.fallbacks = fallbacks.load(std::memory_order_relaxed);

@@ -1101,10 +1101,10 @@ int Run() {
 }  // namespace palisade
 
 int main(int argc, char** argv) {
-  // tcmalloc's heap on huge pages (services/common/huge_pages.h): the windows, sessions,
-  // decisions and gRPC buffers a daemon grows are a fault per 4 KiB page otherwise. A build
-  // without tcmalloc (the sanitizers') has none, and needs none.
-  palisade::BackHeapWithHugePages().IgnoreError();
+  // tcmalloc's heap in 2 MiB-aligned regions (services/common/huge_pages.h), which the kernel
+  // backs with huge pages where its policy says so, without the stalls of asking for them. A
+  // build without tcmalloc (the sanitizers') has none, and needs none.
+  palisade::BackHeapWithRegions().IgnoreError();
   // Abseil's deadlock detector (on in Debian's build of Abseil) costs several hundred
   // instructions per lock and unlock, on every line's path (the clock, the decision table). It
   // is a debugging aid: the tests keep it on, the binaries turn it off.
