@@ -19,11 +19,18 @@ std::set<std::string> Targets(const ReplaySummary& s) {
   return out;
 }
 
-std::shared_ptr<const RuleSet> Pack(const std::string& file) {
-  auto pack = LoadRulePackFile(file);
-  EXPECT_TRUE(pack.ok()) << pack.status();
-  return *RuleSet::Compile({*pack});
+std::shared_ptr<const RuleSet> Packs(const std::vector<std::string>& files) {
+  std::vector<LoadedPack> packs;
+  for (const std::string& file : files) {
+    absl::StatusOr<LoadedPack> pack = LoadRulePackFile(file);
+    EXPECT_TRUE(pack.ok()) << pack.status();
+    if (pack.ok()) packs.push_back(*std::move(pack));
+  }
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile(packs);
+  EXPECT_TRUE(rules.ok()) << rules.status();
+  return rules.ok() ? *rules : nullptr;
 }
+std::shared_ptr<const RuleSet> Pack(const std::string& file) { return Packs({file}); }
 
 // A months-old log replays to exactly the ground truth: the clock follows the lines.
 TEST(ReplayTest, OldLogYieldsTheGroundTruth) {
@@ -238,9 +245,8 @@ TEST(ReplayTest, WithoutEvidenceTheSameDecisionsAreMade) {
         std::make_tuple(palisade::v1::LOG_FORMAT_COMBINED, GenerateNginx(options),
                         std::vector<std::string>{"rules/nginx.textproto",
                                                  "rules/web-attacks.textproto"})}) {
-    std::vector<LoadedPack> loaded;
-    for (const std::string& file : packs) loaded.push_back(*LoadRulePackFile(file));
-    auto rules = *RuleSet::Compile(loaded);
+    std::shared_ptr<const RuleSet> rules = Packs(packs);
+    ASSERT_NE(rules, nullptr);
     absl::StatusOr<ReplaySummary> kept = Replay(rules, format, corpus.lines, ReplayOptions());
     ReplayOptions none;
     none.max_evidence = 0;
