@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """What this machine charges for memory touched for the first time.
 
-Maps 256 MiB of anonymous memory (advised MADV_HUGEPAGE, as palisadectl's heap is; with --small,
-not advised: 4 KiB pages), writes one byte per 4 KiB page, and prints the rate; three times,
-each on a fresh mapping. On a virtual
-machine whose host takes freed guest memory back, the first pass pays for the host backing the
-pages again and can be many times slower than the next ones (docs/PERFORMANCE.md, "Twenty-first
-pass"). A replay's or a fresh daemon's system time follows the same rate. This script only
-measures and is not part of CI.
+Maps 256 MiB of anonymous memory advised MADV_HUGEPAGE (with --small, not advised: 4 KiB pages
+where transparent_hugepage/enabled is `madvise`), writes one byte per 4 KiB page, and prints the
+rate; three times, each on a fresh mapping. On the VM of docs/PERFORMANCE.md ("Twenty-first
+pass"), after 20-30 s of rest, the first advised pass ran at 0.1 GB/s and the next ones at 7-8
+GB/s, while 4 KiB pages ran at 2.5 GB/s every time. That is why palisadectl's and palisaded's
+heap no longer asks for huge pages (services/common/huge_pages.h). This script only measures and
+is not part of CI.
   python3 tools/first_touch.py [MiB] [--small]
 """
 import mmap
@@ -25,5 +25,7 @@ for _ in range(3):
     for offset in range(0, size, 4096):
         m[offset] = 1
     seconds = time.perf_counter() - start
-    print(f"first touch of {size >> 20} MiB ({'2 MiB' if huge else '4 KiB'} pages): {seconds:.3f} s = {size / seconds / 1e9:.2f} GB/s")
+    pages = "2 MiB" if huge else "4 KiB"
+    print(f"first touch of {size >> 20} MiB ({pages} pages): {seconds:.3f} s = "
+          f"{size / seconds / 1e9:.2f} GB/s")
     m.close()

@@ -1015,7 +1015,7 @@ int ReplayFiles(const std::vector<std::string>& files) {
     options.on_decision = [&targets](const palisade::v1::Decision& d) {
       targets.insert(d.target().value());
     };
-    options.max_evidence = 0;
+    options.max_evidence = 0;  // nothing printed reads a decision's lines
   }
   absl::StatusOr<ReplaySummary> summary = Replay(*rules, *format, source, options);
   if (!summary.ok()) return Fail(std::string(summary.status().message()));
