@@ -265,7 +265,8 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
     DecisionUpdate* update = &change_set[i];
     if (update->change == DecisionChange::kStale) continue;
     const size_t final = last[update->decision.id()];
-    if (final != i && !outbox(*update).has_value() &&
+    const std::optional<bool> op = outbox(*update);
+    if (final != i && !op.has_value() &&
         (!writes_offence(update->change) || writes_offence(change_set[final].change))) {
       continue;
     }
@@ -279,7 +280,7 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
       auto own = by_id_.find(d.id());
       if (own != by_id_.end()) c.proto = own->second.SerializeAsString();
     }
-    c.outbox = outbox(*update);
+    c.outbox = op;
     if (writes_offence(update->change)) {
       auto it = offences_.find(d.target().value());
       if (it != offences_.end()) {

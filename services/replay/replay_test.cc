@@ -203,6 +203,21 @@ std::set<std::string> Keys(const std::vector<palisade::v1::Decision>& decisions)
   return out;
 }
 
+// `got` holds `want`'s decisions in their order, field for field but the random ids. `want`'s
+// carry evidence; `got`'s carry the same lines, or none `without_evidence`.
+void ExpectSameDecisions(const std::vector<palisade::v1::Decision>& got,
+                         const std::vector<palisade::v1::Decision>& want, bool without_evidence) {
+  ASSERT_FALSE(want.empty());
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_FALSE(want[i].evidence().empty()) << "decision " << i;
+    palisade::v1::Decision expected = want[i];
+    expected.set_id(got[i].id());
+    if (without_evidence) expected.clear_evidence();
+    ASSERT_EQ(got[i].SerializeAsString(), expected.SerializeAsString()) << "decision " << i;
+  }
+}
+
 // ReplayOptions::on_decision hears every decision the summary would have held, in its order,
 // evidence included, and the summary holds none.
 TEST(ReplayTest, OnDecisionHearsTheDecisionsTheSummaryWouldHold) {
@@ -224,13 +239,7 @@ TEST(ReplayTest, OnDecisionHearsTheDecisionsTheSummaryWouldHold) {
   ASSERT_TRUE(s.ok()) << s.status();
   EXPECT_TRUE(s->decisions.empty());
   EXPECT_EQ(s->decisions_created, kept->decisions.size());
-  ASSERT_EQ(heard.size(), kept->decisions.size());
-  for (size_t i = 0; i < heard.size(); ++i) {
-    palisade::v1::Decision expected = kept->decisions[i];
-    expected.set_id(heard[i].id());  // ids are random
-    ASSERT_EQ(heard[i].SerializeAsString(), expected.SerializeAsString()) << "decision " << i;
-    EXPECT_FALSE(heard[i].evidence().empty());
-  }
+  ExpectSameDecisions(heard, kept->decisions, /*without_evidence=*/false);
 }
 
 // With max_evidence 0 (palisadectl replay without --json) no line is kept, and the replay makes
@@ -255,17 +264,7 @@ TEST(ReplayTest, WithoutEvidenceTheSameDecisionsAreMade) {
     ASSERT_TRUE(bare.ok()) << bare.status();
     EXPECT_EQ(bare->detections, kept->detections);
     EXPECT_EQ(bare->matches_per_rule, kept->matches_per_rule);
-    ASSERT_FALSE(kept->decisions.empty());
-    ASSERT_EQ(bare->decisions.size(), kept->decisions.size());
-    for (size_t i = 0; i < bare->decisions.size(); ++i) {
-      const palisade::v1::Decision& d = bare->decisions[i];
-      EXPECT_TRUE(d.evidence().empty()) << "decision " << i;
-      EXPECT_FALSE(kept->decisions[i].evidence().empty()) << "decision " << i;
-      palisade::v1::Decision expected = kept->decisions[i];
-      expected.set_id(d.id());  // ids are random
-      expected.clear_evidence();
-      ASSERT_EQ(d.SerializeAsString(), expected.SerializeAsString()) << "decision " << i;
-    }
+    ExpectSameDecisions(bare->decisions, kept->decisions, /*without_evidence=*/true);
   }
 }
 
