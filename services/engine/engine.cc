@@ -855,12 +855,14 @@ absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const Parsed
       },
       prematched);
   if (!scratch.pend.empty()) KeepPending(raw, time, stream);
-  if (counted.empty()) return raw;
   if (copied) {
     for (size_t i = 0; i < keys.size(); ++i) {
       if (!keys[i].second.has_value()) keys[i].first = scratch.keys[i];
     }
   }
+  // Nothing keeps evidence (EngineOptions::max_evidence 0, as palisadectl replay without
+  // --json runs): the line needs no redaction.
+  if (counted.empty() || !KeepsEvidence()) return raw;
   // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
   // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in
   // a URL a web rule counts, reaches no decision, event, sink or store. Whether the line may

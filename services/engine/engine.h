@@ -266,6 +266,9 @@ class Engine {
   // redacted before a window keeps it as evidence. A cheap scan (a fifth of a byte-by-byte one
   // on an access line), pure: a prematching thread may answer it for PrematchedLine::token_shape.
   static bool MayHoldTokenShape(absl::string_view raw);
+  // Whether a match's line is kept as evidence (EngineOptions::max_evidence above 0): without,
+  // no line needs redacting.
+  bool KeepsEvidence() const { return options_.max_evidence > 0; }
 
   // The split of Process (the cluster, issue 17): the same matching, sessions, ignore patterns,
   // allowlist and evidence redaction, but the matches are appended to `*out` instead of being

@@ -702,7 +702,7 @@ absl::Status JsonLineParser::ReadTime(absl::string_view name, absl::string_view 
 }
 
 absl::Status JsonLineParser::Parse(absl::string_view line, ParsedLine* out) {
-  *out = ParsedLine();
+  out->Clear();
   if (absl::Status s = Flatten(line); !s.ok()) return s;
   const Mapping& m = *mapping_;
   // Reads one slot: found (true), absent (false), or an error (missing required, twice).

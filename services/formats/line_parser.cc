@@ -503,7 +503,7 @@ absl::Status LineParser::SetJsonFormat(const palisade::v1::JsonFormat& mapping) 
 
 absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, ParsedLine* out,
                                YearRule rule) {
-  *out = ParsedLine();
+  out->Clear();
   switch (format_) {
     case LogFormat::LOG_FORMAT_SYSLOG:
       return ParseSyslog3164(line, reference, rule, out);

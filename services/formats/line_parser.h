@@ -88,7 +88,24 @@ struct ParsedLine {
   // Parse.
   absl::string_view client_address;
   const JsonRecord* record = nullptr;
+
+  // Back to a default-constructed ParsedLine, field by field. `*out = ParsedLine()` built a
+  // temporary on the stack and copied it with loads wider than its stores: each load waited for
+  // the stores to reach the cache (no store-to-load forwarding), ~60 % of Parse's time on the
+  // sshd corpus.
+  void Clear() {
+    message = {};
+    host = {};
+    program = {};
+    pid = {};
+    time.reset();
+    year_inferred = false;
+    client_address = {};
+    record = nullptr;
+  }
 };
+// A field added to ParsedLine is cleared in Clear too (then this size is updated).
+static_assert(sizeof(ParsedLine) == 120, "ParsedLine::Clear must clear every field");
 
 // How `reference` resolves a missing year.
 enum class YearRule {

@@ -374,6 +374,31 @@ TEST(Syslog3164Test, MessageWithoutTagIsWholeBody) {
   EXPECT_EQ(out.message, "last message repeated 3 times");
 }
 
+// A ParsedLine is reused from line to line (a batch's parsed lines): Parse leaves nothing of
+// the line it held before.
+TEST(LineParserTest, ParseLeavesNothingOfThePreviousLine) {
+  const JsonRecord* record = reinterpret_cast<const JsonRecord*>(&record);  // only compared
+  ParsedLine out;
+  out.message = "m";
+  out.host = "h";
+  out.program = "p";
+  out.pid = "1";
+  out.time = absl::UnixEpoch();
+  out.year_inferred = true;
+  out.client_address = "203.0.113.7";
+  out.record = record;
+  LineParser raw(LogFormat::LOG_FORMAT_RAW);
+  ASSERT_THAT(raw.Parse("a raw line", absl::Now(), &out), IsOk());
+  EXPECT_EQ(out.message, "a raw line");
+  EXPECT_EQ(out.host, "");
+  EXPECT_EQ(out.program, "");
+  EXPECT_EQ(out.pid, "");
+  EXPECT_FALSE(out.time.has_value());
+  EXPECT_FALSE(out.year_inferred);
+  EXPECT_EQ(out.client_address, "");
+  EXPECT_EQ(out.record, nullptr);
+}
+
 TEST(Syslog3164Test, MalformedLinesNameTheProblem) {
   LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
   ParsedLine out;

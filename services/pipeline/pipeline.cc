@@ -555,9 +555,11 @@ void Pipeline::Prematch(LineBatch* batch) const {
   const size_t cap = LineCap(batch->format);
   std::string sanitized;
   // What the ordered thread's evidence needs of a line that may count: the same bytes it will
-  // be given (a line whose NULs were replaced holds the same token bytes as its copy).
+  // be given (a line whose NULs were replaced holds the same token bytes as its copy). Nothing,
+  // when the engine keeps no evidence.
+  const bool keeps_evidence = engine_.KeepsEvidence();
   auto token_shape = [&](size_t i, absl::string_view line) {
-    if (batch->spans[i].second > batch->spans[i].first) {
+    if (keeps_evidence && batch->spans[i].second > batch->spans[i].first) {
       batch->token_shape[i] = Engine::MayHoldTokenShape(line) ? PrematchedLine::TokenShape::kMay
                                                               : PrematchedLine::TokenShape::kNone;
     }

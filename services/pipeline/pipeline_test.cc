@@ -510,6 +510,43 @@ TEST_F(PipelineTest, APrematchedBatchCountsKeysAndEvidenceAsAnotherDoes) {
   EXPECT_THAT(decided[1], ::testing::Not(::testing::HasSubstr("198.51.100.5")));
 }
 
+// An engine that keeps no evidence (EngineOptions::max_evidence 0, palisadectl replay without
+// --json) has no line to redact: Prematch looks for no token shapes, and the same decisions are
+// made, with no line in them.
+TEST_F(PipelineTest, WithoutEvidenceNoLineIsScannedForTokenShapes) {
+  const std::string token = "cfut_ab12CD34ef56GH78ij90KL12mn34OP56qr78ST90";  // a token's shape
+  std::vector<std::string> lines;
+  for (int i = 0; i < 3; ++i) {
+    std::string shaped = Line("203.0.113.77", 30 - i);
+    shaped.replace(shaped.find("root"), 4, token);
+    lines.push_back(shaped);
+  }
+  std::vector<std::string> targets;
+  for (uint32_t max_evidence : {5u, 0u}) {
+    prometheus::Registry registry;
+    DecisionTable table(clock_);
+    PipelineOptions options;
+    options.engine.max_evidence = max_evidence;
+    options.engine.walk_ahead_bytes = 0;  // every Set walked by Prematch
+    Pipeline pipeline(Rules(), options, clock_, table, registry);
+    LineBatch batch;
+    batch.format = LogFormat::LOG_FORMAT_SYSLOG;
+    for (const std::string& line : lines) batch.lines.push_back(line);
+    pipeline.Prematch(&batch);
+    EXPECT_EQ(std::count(batch.token_shape.begin(), batch.token_shape.end(),
+                         PrematchedLine::TokenShape::kMay),
+              max_evidence > 0 ? 3 : 0);
+    ASSERT_THAT(pipeline.ProcessLines(batch), IsOk());
+    std::vector<palisade::v1::Decision> decided = table.List({});
+    ASSERT_EQ(decided.size(), 1u);
+    targets.push_back(decided[0].target().value());
+    EXPECT_EQ(decided[0].evidence_size(), max_evidence > 0 ? 3 : 0);
+    EXPECT_THAT(decided[0].DebugString(), ::testing::Not(::testing::HasSubstr(token)));
+  }
+  EXPECT_EQ(targets[0], "203.0.113.77");
+  EXPECT_EQ(targets[1], targets[0]);
+}
+
 // Forged times (issue 12): a record's nanos outside 0..999,999,999 moved its event by seconds,
 // and an RFC 5424 offset of +99:99 or a 5,000-digit fraction parsed. Each is now refused as
 // malformed and counted as a bad time, and none of them counts towards a detection.
