@@ -144,18 +144,6 @@ DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target
   return off;
 }
 
-void DecisionTable::MoveEntry(TimeNameSet& set, absl::Time from, absl::string_view name,
-                              absl::Time to) {
-  auto it = set.find(std::make_pair(from, name));
-  if (it == set.end()) {
-    set.emplace(to, std::string(name));
-    return;
-  }
-  TimeNameSet::node_type node = set.extract(it);
-  node.value().first = to;
-  set.insert(std::move(node));
-}
-
 void DecisionTable::EndedLocked(const Decision& d) {
   const size_t bytes = d.ByteSizeLong();
   if (ended_.emplace(std::make_pair(DecisionExpiry(d), d.id()), bytes).second) {
@@ -210,7 +198,7 @@ absl::Status DecisionTable::Restore() {
   absl::StatusOr<std::vector<Decision>> decisions = store_->LoadDecisions(/*active_only=*/true);
   if (!decisions.ok()) return decisions.status();
   for (Decision& d : *decisions) {
-    active_[d.target().value()] = d.id();
+    active_[d.target().value()] = {d.id(), DecisionExpiry(d)};
     by_expiry_.emplace(DecisionExpiry(d), d.id());
     by_id_[d.id()] = std::move(d);
   }
@@ -556,8 +544,8 @@ Decision DecisionTable::InstateLocked(const palisade::v1::Target& target, const 
   AddEvidence(evidence, &d);
   d.set_id(NewIdLocked());
   d.set_active(true);
-  active_[target.value()] = d.id();
   // Keyed by the expiry as stored (whole nanoseconds), which every later lookup reads back.
+  active_[target.value()] = {d.id(), DecisionExpiry(d)};
   by_expiry_.emplace(DecisionExpiry(d), d.id());
   StoreLocked(d);
   return d;
@@ -612,7 +600,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   const size_t hash = active_.hash_function()(target.value());
   auto active = active_.find(target.value(), hash);
   if (active != active_.end()) {
-    Decision& d = by_id_[active->second];
+    Decision& d = by_id_[active->second.id];
     const absl::Duration duration = Escalated(base, escalation, d.offence());
     // The escalation memory runs from the offender's last offence, not from the decision's
     // creation: a decision extended for days is remembered from its last detection. (A feed
@@ -652,12 +640,9 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       if (keep_evidence_) AddEvidence(evidence, &d);
       return ExtensionLocked(d, out);
     }
-    const absl::Time current = DecisionExpiry(d);  // converted once, not three times
-    const absl::Time expiry = std::max(current, start + duration);
-    if (expiry != current) {
-      *d.mutable_expiry() = ToProtoTime(expiry);
-      MoveEntry(by_expiry_, current, d.id(), DecisionExpiry(d));  // keyed as stored
-    }
+    // Later only: its by_expiry_ entry stays where it is (ExpireDue moves it when it comes).
+    const absl::Time current = DecisionExpiry(d);
+    if (start + duration > current) *d.mutable_expiry() = ToProtoTime(start + duration);
     d.set_extensions(d.extensions() + 1);
     if (keep_evidence_) AddEvidence(evidence, &d);
     return ExtensionLocked(d, out);
@@ -699,9 +684,9 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   }
   d.set_id(NewIdLocked());
   d.set_active(true);
-  active_[target.value()] = d.id();
   // Keyed by the expiry as stored: an escalated duration (a factor that is not a power of two)
-  // has fractions of a nanosecond the stored time drops, and an extension looks it up by that.
+  // has fractions of a nanosecond the stored time drops, and the entry is found by that.
+  active_[target.value()] = {d.id(), DecisionExpiry(d)};
   by_expiry_.emplace(DecisionExpiry(d), d.id());
   StoreLocked(d);
   return SetUpdate(DecisionChange::kCreated, std::move(d), out);
@@ -916,11 +901,17 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
   return all.back().decision;
 }
 
+void DecisionTable::EraseActiveLocked(const Decision& d) {
+  auto a = active_.find(d.target().value());
+  if (a == active_.end() || a->second.id != d.id()) return;
+  by_expiry_.erase({a->second.queued, d.id()});
+  active_.erase(a);
+}
+
 DecisionUpdate DecisionTable::WithdrawLocked(Decision& d) {
   d.set_active(false);
-  by_expiry_.erase({DecisionExpiry(d), d.id()});
+  EraseActiveLocked(d);
   *d.mutable_expiry() = ToProtoTime(clock_.TimeNow());
-  active_.erase(d.target().value());
   EndedLocked(d);
   return {DecisionChange::kWithdrawn, d};
 }
@@ -939,7 +930,7 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
       wanted.insert(f.target.value());
       auto active = active_.find(f.target.value());
       if (active != active_.end()) {
-        const Decision& d = by_id_[active->second];
+        const Decision& d = by_id_[active->second.id];
         if (d.origin() == palisade::v1::ORIGIN_FEED) {
           if (DecisionExpiry(d) >= refresh_before) continue;
         } else {
@@ -978,9 +969,9 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
     }
     // ...and their feed decisions (a claim that waited behind one takes over).
     std::vector<std::string> leaving;
-    for (const auto& [target, id] : active_) {
-      if (!wanted.contains(target) && by_id_[id].origin() == palisade::v1::ORIGIN_FEED) {
-        leaving.push_back(id);
+    for (const auto& [target, active] : active_) {
+      if (!wanted.contains(target) && by_id_[active.id].origin() == palisade::v1::ORIGIN_FEED) {
+        leaving.push_back(active.id);
       }
     }
     for (const std::string& id : leaving) {
@@ -1120,6 +1111,11 @@ size_t DecisionTable::offenders() const {
   return offences_.size();
 }
 
+size_t DecisionTable::expiry_entries() const {
+  absl::MutexLock lock(&mu_);
+  return by_expiry_.size();
+}
+
 std::vector<Decision> DecisionTable::ExpireDue() {
   {
     // The sweep also writes what the store refused before (its order kept: no change set waits
@@ -1134,9 +1130,23 @@ std::vector<Decision> DecisionTable::ExpireDue() {
     const absl::Time now = clock_.TimeNow();
     while (!by_expiry_.empty() && by_expiry_.begin()->first <= now) {
       auto it = by_id_.find(by_expiry_.begin()->second);
-      by_expiry_.erase(by_expiry_.begin());
-      if (it == by_id_.end() || !it->second.active()) continue;  // no entry outlives its decision
+      if (it == by_id_.end() || !it->second.active()) {  // no entry outlives its decision
+        by_expiry_.erase(by_expiry_.begin());
+        continue;
+      }
       Decision& d = it->second;
+      // Extended since it was queued: its entry moves to its expiry (once per sweep that
+      // reaches it, not once per extension).
+      if (const absl::Time expiry = DecisionExpiry(d); expiry > now) {
+        auto node = by_expiry_.extract(by_expiry_.begin());
+        node.value().first = expiry;
+        by_expiry_.insert(std::move(node));
+        if (auto a = active_.find(d.target().value()); a != active_.end() && a->second.id == d.id()) {
+          a->second.queued = expiry;
+        }
+        continue;
+      }
+      by_expiry_.erase(by_expiry_.begin());
       d.set_active(false);
       active_.erase(d.target().value());
       EndedLocked(d);
@@ -1159,10 +1169,7 @@ void DecisionTable::EndMirroredLocked(const std::string& id, std::vector<Decisio
   auto it = by_id_.find(id);
   if (it == by_id_.end() || !it->second.active()) return;
   Decision& d = it->second;
-  by_expiry_.erase({DecisionExpiry(d), d.id()});
-  if (auto a = active_.find(d.target().value()); a != active_.end() && a->second == id) {
-    active_.erase(a);
-  }
+  EraseActiveLocked(d);
   d.set_active(false);
   EndedLocked(d);
   out->push_back({DecisionChange::kWithdrawn, d});
@@ -1177,20 +1184,17 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
     if (it->second.SerializeAsString() == d.SerializeAsString()) return;
     Decision& old = it->second;
     if (was_active) {
-      by_expiry_.erase({DecisionExpiry(old), old.id()});
-      if (auto a = active_.find(old.target().value()); a != active_.end() && a->second == d.id()) {
-        active_.erase(a);
-      }
+      EraseActiveLocked(old);
     } else if (auto e = ended_.find({DecisionExpiry(old), old.id()}); e != ended_.end()) {
       ended_bytes_ -= e->second;
       ended_.erase(e);
     }
   }
   if (d.active()) {
-    if (auto a = active_.find(d.target().value()); a != active_.end() && a->second != d.id()) {
-      EndMirroredLocked(std::string(a->second), out);
+    if (auto a = active_.find(d.target().value()); a != active_.end() && a->second.id != d.id()) {
+      EndMirroredLocked(std::string(a->second.id), out);
     }
-    active_[d.target().value()] = d.id();
+    active_[d.target().value()] = {d.id(), DecisionExpiry(d)};
     by_expiry_.emplace(DecisionExpiry(d), d.id());
   }
   by_id_[d.id()] = d;
@@ -1240,8 +1244,8 @@ void DecisionTable::MirrorState(const std::vector<Decision>& state) {
     absl::flat_hash_set<std::string> in_state;
     for (const Decision& d : state) in_state.insert(d.id());
     std::vector<std::string> gone;
-    for (const auto& [target, id] : active_) {
-      if (!in_state.contains(id)) gone.push_back(id);
+    for (const auto& [target, active] : active_) {
+      if (!in_state.contains(active.id)) gone.push_back(active.id);
     }
     for (const std::string& id : gone) EndMirroredLocked(id, &updates);
     for (const Decision& d : state) MirrorLocked(d, std::nullopt, &updates);

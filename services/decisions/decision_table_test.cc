@@ -470,6 +470,38 @@ TEST_F(DecisionTableTest, AnEscalatedDecisionExtendedEndsAtItsExtendedExpiry) {
   EXPECT_EQ(table_.active_count(), 0u);
 }
 
+// An extension moves the decision's expiry, not its place in the expiry queue: the sweep that
+// reaches the old place moves it, once. The decision ends at its last expiry, never before; a
+// withdrawal after extensions finds its entry where it is; one entry per active decision.
+TEST_F(DecisionTableTest, AnExtendedDecisionIsQueuedOnceAndEndsAtItsLastExpiry) {
+  const absl::Time first = clock_.TimeNow();
+  ASSERT_EQ(Apply("203.0.113.7", first).change, DecisionChange::kCreated);
+  for (int i = 0; i < 100; ++i) {
+    clock_.Advance(absl::Minutes(1));
+    ASSERT_EQ(Apply("203.0.113.7", clock_.TimeNow()).change, DecisionChange::kExtended);
+  }
+  const absl::Time last_expiry = clock_.TimeNow() + absl::Hours(1);
+  EXPECT_EQ(table_.expiry_entries(), 1u);
+  clock_.Advance(first + absl::Hours(1) - clock_.TimeNow());  // the first expiry
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(0));
+  EXPECT_EQ(table_.active_count(), 1u);
+  EXPECT_EQ(table_.expiry_entries(), 1u);
+  clock_.Advance(last_expiry - clock_.TimeNow() - absl::Seconds(1));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(0));
+  clock_.Advance(absl::Seconds(1));
+  std::vector<Decision> expired = table_.ExpireDue();
+  ASSERT_THAT(expired, SizeIs(1));
+  EXPECT_EQ(DecisionExpiry(expired[0]), last_expiry);
+  EXPECT_EQ(table_.expiry_entries(), 0u);
+
+  DecisionUpdate created = Apply("203.0.113.8", clock_.TimeNow());
+  clock_.Advance(absl::Minutes(5));
+  ASSERT_EQ(Apply("203.0.113.8", clock_.TimeNow()).change, DecisionChange::kExtended);
+  ASSERT_THAT(table_.Withdraw(created.decision.id()), IsOk());
+  EXPECT_EQ(table_.expiry_entries(), 0u);
+  EXPECT_EQ(table_.active_count(), 0u);
+}
+
 // A feed listing is not an offence: a rule's decision on a target a feed listed before starts
 // at the first offence (and a feed's many entries never take an offender's place).
 TEST_F(DecisionTableTest, AFeedListingIsNotAnOffence) {
