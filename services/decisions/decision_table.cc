@@ -1141,9 +1141,8 @@ std::vector<Decision> DecisionTable::ExpireDue() {
         auto node = by_expiry_.extract(by_expiry_.begin());
         node.value().first = expiry;
         by_expiry_.insert(std::move(node));
-        if (auto a = active_.find(d.target().value()); a != active_.end() && a->second.id == d.id()) {
-          a->second.queued = expiry;
-        }
+        auto a = active_.find(d.target().value());
+        if (a != active_.end() && a->second.id == d.id()) a->second.queued = expiry;
         continue;
       }
       by_expiry_.erase(by_expiry_.begin());
