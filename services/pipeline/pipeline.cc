@@ -345,7 +345,7 @@ class ProtoBatch {
   }
   bool prematched(int, const RuleSet*, PrematchedLine*) const { return false; }
   const ParsedLine* preparsed(int) const { return nullptr; }
-  bool prepared(int, bool*) const { return false; }
+  bool prepared(int, bool*, bool*) const { return false; }
   bool plain() const { return false; }
 
  private:
@@ -380,14 +380,17 @@ class ViewBatch {
                            : PrematchedLine::TokenShape::kUnknown;
     return true;
   }
-  // Whether Prematch prepared line i as it stands in the batch (no NUL to replace), and then
-  // whether it held invalid UTF-8.
-  bool prepared(int i, bool* invalid_utf8) const {
+  // Whether Prematch prepared line i as it stands in the batch (no NUL to replace; its line
+  // end dropped and cut, LineBatch::truncated), and then whether it held invalid UTF-8 and was
+  // cut.
+  bool prepared(int i, bool* invalid_utf8, bool* truncated) const {
     if (static_cast<size_t>(i) >= b_.parsed_kept.size() || !b_.parsed_kept[i] ||
-        static_cast<size_t>(i) >= b_.invalid_utf8.size()) {
+        static_cast<size_t>(i) >= b_.invalid_utf8.size() ||
+        static_cast<size_t>(i) >= b_.truncated.size()) {
       return false;
     }
     *invalid_utf8 = b_.invalid_utf8[i];
+    *truncated = b_.truncated[i];
     return true;
   }
   // Line i as Prematch parsed it, when it kept it (read only with prematched()'s candidates).
@@ -533,6 +536,7 @@ void Pipeline::Prematch(LineBatch* batch) const {
   batch->parsed.resize(batch->lines.size());
   batch->parsed_kept.assign(batch->lines.size(), false);
   batch->invalid_utf8.assign(batch->lines.size(), false);
+  batch->truncated.assign(batch->lines.size(), false);
   batch->token_shape.assign(batch->lines.size(), PrematchedLine::TokenShape::kUnknown);
   absl::ReaderMutexLock rules_lock(&rules_mu_);
   batch->prematched_with = engine_.rules().get();
@@ -596,6 +600,8 @@ void Pipeline::Prematch(LineBatch* batch) const {
     batch->parsed_kept[i] = keep && line.data() == batch->lines[i].data();
     batch->invalid_utf8[i] = sanitize;
     if (batch->parsed_kept[i]) {
+      batch->lines[i] = line;
+      batch->truncated[i] = truncated;
       batch->walk.push_back(&parsed);
       batch->walk_at.push_back(i);
       batch->walk_lines.push_back(line);
@@ -751,13 +757,13 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     const size_t cap = LineCap(batch.format());
     PrematchedLine prematched;
     for (int record = 0; record < records; ++record) {
-      bool truncated, sanitize = false;
-      // Looked at for hostile bytes once: by the reader for the whole batch, by Prematch when it
-      // ran (another thread), else here.
+      bool truncated = false, sanitize = false;
+      // Looked at for hostile bytes once: by Prematch when it ran (another thread), by the reader
+      // for the whole batch, else here.
       absl::string_view line =
-          plain || batch.prepared(record, &sanitize)
-              ? TrimLine(batch.line(record), cap, &truncated)
-              : PrepareLine(batch.line(record), cap, &sanitized, &truncated, &sanitize);
+          batch.prepared(record, &sanitize, &truncated) ? batch.line(record)
+          : plain ? TrimLine(batch.line(record), cap, &truncated)
+                  : PrepareLine(batch.line(record), cap, &sanitized, &truncated, &sanitize);
       if (truncated) ack.set_truncated(ack.truncated() + 1);
       if (sanitize) ack.set_sanitized(ack.sanitized() + 1);
       // In the daemon, a stream silent for a month starts over from now: the nearest year to a

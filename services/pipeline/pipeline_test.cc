@@ -414,8 +414,13 @@ TEST_F(PipelineTest, APrematchedBatchCountsHostileBytesAsAnotherDoes) {
     absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessLines(batch);
     ASSERT_THAT(ack, IsOk());
     acks.push_back(*ack);
+    // Each decision's target and evidence: the lines as prepared (their CR LF dropped, the long
+    // ones cut), whoever prepared them.
     decided.emplace_back();
-    for (const auto& d : table.List({})) decided.back().push_back(d.target().value());
+    for (const auto& d : table.List({})) {
+      decided.back().push_back(
+          absl::StrCat(d.target().value(), ": ", absl::StrJoin(d.evidence(), " | ")));
+    }
     std::sort(decided.back().begin(), decided.back().end());
   }
   EXPECT_EQ(acks[1].sanitized(), 9u);  // the NUL, bad UTF-8 and cut lines
@@ -424,7 +429,12 @@ TEST_F(PipelineTest, APrematchedBatchCountsHostileBytesAsAnotherDoes) {
   EXPECT_EQ(acks[0].DebugString(), acks[2].DebugString());
   EXPECT_EQ(decided[0], decided[1]);
   EXPECT_EQ(decided[0], decided[2]);
-  EXPECT_THAT(decided[1], ::testing::Contains("203.0.113.8"));
+  EXPECT_THAT(decided[1], ::testing::Contains(::testing::StartsWith("203.0.113.8: ")));
+  EXPECT_THAT(decided[1], ::testing::Contains(::testing::StartsWith("203.0.113.10: ")));
+  for (const std::string& d : decided[1]) {
+    EXPECT_THAT(d, ::testing::Not(::testing::HasSubstr("\r")));
+    EXPECT_THAT(d, ::testing::Not(::testing::HasSubstr(std::string(150, 'x'))));
+  }
 }
 
 // Prematch (replay's other threads) also normalises each key its lines' captures give (the
