@@ -436,7 +436,12 @@ void DecisionTable::StoreLocked(Decision& d) {
 }
 
 void DecisionTable::ExtensionLocked(const Decision& d, DecisionUpdate* out) const {
-  out->change = DecisionChange::kExtended;
+  CopyUpdateLocked(d, DecisionChange::kExtended, /*evidence=*/!lean_extensions_, out);
+}
+
+void DecisionTable::CopyUpdateLocked(const Decision& d, DecisionChange change, bool evidence,
+                                     DecisionUpdate* out) const {
+  out->change = change;
   out->secret.clear();
   out->outbox_seq = 0;
   // Field by field into the strings and messages `out` holds from an earlier use (ApplyAllInto):
@@ -476,7 +481,7 @@ void DecisionTable::ExtensionLocked(const Decision& d, DecisionUpdate* out) cons
   PALISADE_COPY_STRING(d, o, rule_id);
   o.set_origin(d.origin());
   // Lean: no evidence line copied.
-  if (lean_extensions_) {
+  if (!evidence) {
     o.clear_evidence();
   } else {
     *o.mutable_evidence() = d.evidence();
@@ -661,19 +666,22 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   const uint32_t offence = previous + 1;
   const absl::Duration duration = Escalated(base, escalation, offence);
 
-  Decision d;
-  *d.mutable_target() = target;
-  d.set_action(spec.action());
-  d.set_actuator(spec.actuator());
-  d.set_dry_run(spec.dry_run());
-  *d.mutable_start() = ToProtoTime(start);
-  *d.mutable_expiry() = ToProtoTime(start + duration);
-  d.set_rule_id(std::string(rule_id));
-  d.set_origin(origin);
-  d.set_offence(offence);
-  d.set_reason(std::string(reason));
-  AddEvidence(evidence, &d);
+  auto fill = [&](Decision& d) {
+    *d.mutable_target() = target;
+    d.set_action(spec.action());
+    d.set_actuator(spec.actuator());
+    d.set_dry_run(spec.dry_run());
+    *d.mutable_start() = ToProtoTime(start);
+    *d.mutable_expiry() = ToProtoTime(start + duration);
+    d.set_rule_id(std::string(rule_id));
+    d.set_origin(origin);
+    d.set_offence(offence);
+    d.set_reason(std::string(reason));
+  };
   if (start + duration <= now) {
+    Decision d;
+    fill(d);
+    AddEvidence(evidence, &d);
     d.set_active(false);
     return SetUpdate(DecisionChange::kStale, std::move(d), out);  // no offence: nothing kept
   }
@@ -682,14 +690,21 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     off.count = offence;
     off.last = std::max(off.last, start);  // a late line does not move it back
   }
-  d.set_id(NewIdLocked());
+  // Built where the table keeps it, and copied field by field into the update (whose strings
+  // and times an earlier use left: ApplyAllInto), not built, copied whole and moved.
+  std::string id = NewIdLocked();
+  Decision& d = by_id_[id];
+  fill(d);
+  d.set_id(std::move(id));
+  if (keep_evidence_) AddEvidence(evidence, &d);
   d.set_active(true);
   // Keyed by the expiry as stored: an escalated duration (a factor that is not a power of two)
   // has fractions of a nanosecond the stored time drops, and the entry is found by that.
   active_[target.value()] = {d.id(), DecisionExpiry(d)};
   by_expiry_.emplace(DecisionExpiry(d), d.id());
-  StoreLocked(d);
-  return SetUpdate(DecisionChange::kCreated, std::move(d), out);
+  CopyUpdateLocked(d, DecisionChange::kCreated, /*evidence=*/true, out);
+  // A creation carries its evidence even when the table keeps none.
+  if (!keep_evidence_) AddEvidence(evidence, &out->decision);
 }
 
 DecisionUpdate DecisionTable::Apply(const Detection& detection,

@@ -311,6 +311,10 @@ class DecisionTable {
   // without its evidence.
   void ExtensionLocked(const palisade::v1::Decision& d, DecisionUpdate* out) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `*out` becomes the update of `change` to `d`, carrying `d` (its evidence too unless
+  // `evidence` is false), copied field by field into what `out` holds from an earlier use.
+  void CopyUpdateLocked(const palisade::v1::Decision& d, DecisionChange change, bool evidence,
+                        DecisionUpdate* out) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `d` as the table keeps it, under its id: without its evidence unless keep_evidence_.
   void StoreLocked(palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds `evidence` to `d`, up to max_evidence_ lines in all.
