@@ -537,9 +537,13 @@ TEST_F(ReceiverTest, FailedTlsHandshakesAreCountedAndOthersGoOn) {
   ASSERT_EQ(WaitFor(1).size(), 1u);
 
   TlsClient anonymous;
-  if (anonymous.Open(r->tls_port(), "")) EXPECT_TRUE(anonymous.ClosedByServer());
+  if (anonymous.Open(r->tls_port(), "")) {
+    EXPECT_TRUE(anonymous.ClosedByServer());
+  }
   TlsClient stranger;
-  if (stranger.Open(r->tls_port(), "stranger")) EXPECT_TRUE(stranger.ClosedByServer());
+  if (stranger.Open(r->tls_port(), "stranger")) {
+    EXPECT_TRUE(stranger.ClosedByServer());
+  }
   const int plain = Connect(r->tls_port());
   const std::string text = "<13>Mar  3 14:02:01 h app: not tls\n";
   ::send(plain, text.data(), text.size(), 0);

@@ -137,7 +137,7 @@ struct LineBatch {
   // been replaced in a copy, so it held none), which ProcessLines then need not look for again;
   // and lines[i] is the line as Prematch prepared it (its line end dropped, cut to the format's
   // cap, truncated[i] saying whether it was cut), which ProcessLines then takes as it is: the
-  // bytes of the line's end, read there from the prematching core's cache, were ~6 % of the
+  // bytes of the line's end, read there from the prematching core's cache, were ~8 % of the
   // ordered thread (every pack's nginx replay on two threads).
   std::vector<bool> invalid_utf8;
   std::vector<bool> truncated;
