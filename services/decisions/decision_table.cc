@@ -423,18 +423,6 @@ void DecisionTable::SetKeepEvidence(bool keep) {
   keep_evidence_ = keep;
 }
 
-void DecisionTable::StoreLocked(Decision& d) {
-  if (keep_evidence_) {
-    by_id_[d.id()] = d;
-    return;
-  }
-  // The lines are lent out while the rest is copied, and given back: no line is copied.
-  google::protobuf::RepeatedPtrField<std::string> evidence;
-  evidence.Swap(d.mutable_evidence());
-  by_id_[d.id()] = d;
-  d.mutable_evidence()->Swap(&evidence);
-}
-
 void DecisionTable::ExtensionLocked(const Decision& d, DecisionUpdate* out) const {
   CopyUpdateLocked(d, DecisionChange::kExtended, /*evidence=*/!lean_extensions_, out);
 }
@@ -532,28 +520,38 @@ void DecisionTable::CoverLocked(const std::string& target, Claim claim, absl::Ti
   claims.push_back(std::move(claim));
 }
 
-Decision DecisionTable::InstateLocked(const palisade::v1::Target& target, const Claim& claim,
-                                      absl::Time start, uint32_t offence,
-                                      const std::vector<std::string>& evidence) {
-  Decision d;
-  *d.mutable_target() = target;
-  d.set_action(claim.action);
-  d.set_actuator(claim.actuator);
-  d.set_dry_run(claim.dry_run);
-  *d.mutable_start() = ToProtoTime(start);
-  *d.mutable_expiry() = ToProtoTime(claim.expiry);
-  d.set_rule_id(claim.rule_id);
-  d.set_origin(claim.origin);
-  d.set_offence(offence);
-  d.set_reason(claim.reason);
-  AddEvidence(evidence, &d);
-  d.set_id(NewIdLocked());
+void DecisionTable::FillClaim(const palisade::v1::Target& target, const Claim& claim,
+                              absl::Time start, uint32_t offence, Decision* d) {
+  *d->mutable_target() = target;
+  d->set_action(claim.action);
+  d->set_actuator(claim.actuator);
+  d->set_dry_run(claim.dry_run);
+  *d->mutable_start() = ToProtoTime(start);
+  *d->mutable_expiry() = ToProtoTime(claim.expiry);
+  d->set_rule_id(claim.rule_id);
+  d->set_origin(claim.origin);
+  d->set_offence(offence);
+  d->set_reason(claim.reason);
+}
+
+void DecisionTable::InstateLocked(const palisade::v1::Target& target, const Claim& claim,
+                                  absl::Time start, uint32_t offence,
+                                  const std::vector<std::string>& evidence, DecisionUpdate* out) {
+  // Built where the table keeps it and copied field by field into the update (whose strings
+  // and times an earlier use left: ApplyAllInto), not built, copied whole and moved.
+  std::string id = NewIdLocked();
+  Decision& d = by_id_[id];
+  FillClaim(target, claim, start, offence, &d);
+  d.set_id(std::move(id));
+  if (keep_evidence_) AddEvidence(evidence, &d);
   d.set_active(true);
-  // Keyed by the expiry as stored (whole nanoseconds), which every later lookup reads back.
+  // Keyed by the expiry as stored: an escalated duration (a factor that is not a power of two)
+  // has fractions of a nanosecond the stored time drops, and the entry is found by that.
   active_[target.value()] = {d.id(), DecisionExpiry(d)};
   by_expiry_.emplace(DecisionExpiry(d), d.id());
-  StoreLocked(d);
-  return d;
+  CopyUpdateLocked(d, DecisionChange::kCreated, /*evidence=*/true, out);
+  // A creation carries its evidence even when the table keeps none.
+  if (!keep_evidence_) AddEvidence(evidence, &out->decision);
 }
 
 void DecisionTable::ReinstateLocked(const Decision& ended_decision,
@@ -575,8 +573,8 @@ void DecisionTable::ReinstateLocked(const Decision& ended_decision,
   Claim next = std::move(*best);
   claims.erase(best);
   // The same episode goes on under the next claim: no new offence.
-  out->push_back({DecisionChange::kCreated, InstateLocked(ended.target(), next, now,
-                                                          std::max<uint32_t>(1, ended.offence()))});
+  InstateLocked(ended.target(), next, now, std::max<uint32_t>(1, ended.offence()), {},
+                &out->emplace_back());
   if (!claims.empty()) covered_[ended.target().value()] = std::move(claims);
 }
 
@@ -637,8 +635,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
         const uint32_t offence = d.offence();
         replaced->push_back(WithdrawLocked(d));
         CoverLocked(target.value(), current, now);
-        return SetUpdate(DecisionChange::kCreated,
-                         InstateLocked(target, incoming, start, offence, evidence), out);
+        return InstateLocked(target, incoming, start, offence, evidence, out);
       }
       CoverLocked(target.value(), std::move(incoming), now);
       d.set_extensions(d.extensions() + 1);
@@ -666,21 +663,11 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   const uint32_t offence = previous + 1;
   const absl::Duration duration = Escalated(base, escalation, offence);
 
-  auto fill = [&](Decision& d) {
-    *d.mutable_target() = target;
-    d.set_action(spec.action());
-    d.set_actuator(spec.actuator());
-    d.set_dry_run(spec.dry_run());
-    *d.mutable_start() = ToProtoTime(start);
-    *d.mutable_expiry() = ToProtoTime(start + duration);
-    d.set_rule_id(std::string(rule_id));
-    d.set_origin(origin);
-    d.set_offence(offence);
-    d.set_reason(std::string(reason));
-  };
-  if (start + duration <= now) {
+  const Claim claim{origin,           spec.action(),        spec.actuator(),    spec.dry_run(),
+                    start + duration, std::string(rule_id), std::string(reason)};
+  if (claim.expiry <= now) {
     Decision d;
-    fill(d);
+    FillClaim(target, claim, start, offence, &d);
     AddEvidence(evidence, &d);
     d.set_active(false);
     return SetUpdate(DecisionChange::kStale, std::move(d), out);  // no offence: nothing kept
@@ -690,21 +677,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     off.count = offence;
     off.last = std::max(off.last, start);  // a late line does not move it back
   }
-  // Built where the table keeps it, and copied field by field into the update (whose strings
-  // and times an earlier use left: ApplyAllInto), not built, copied whole and moved.
-  std::string id = NewIdLocked();
-  Decision& d = by_id_[id];
-  fill(d);
-  d.set_id(std::move(id));
-  if (keep_evidence_) AddEvidence(evidence, &d);
-  d.set_active(true);
-  // Keyed by the expiry as stored: an escalated duration (a factor that is not a power of two)
-  // has fractions of a nanosecond the stored time drops, and the entry is found by that.
-  active_[target.value()] = {d.id(), DecisionExpiry(d)};
-  by_expiry_.emplace(DecisionExpiry(d), d.id());
-  CopyUpdateLocked(d, DecisionChange::kCreated, /*evidence=*/true, out);
-  // A creation carries its evidence even when the table keeps none.
-  if (!keep_evidence_) AddEvidence(evidence, &out->decision);
+  InstateLocked(target, claim, start, offence, evidence, out);
 }
 
 DecisionUpdate DecisionTable::Apply(const Detection& detection,

@@ -131,8 +131,8 @@ class DecisionTable {
   // While set, an extension's update (DecisionChange::kExtended, from Apply and ApplyAll)
   // carries the decision without its evidence lines; the table's own decision keeps them (Get,
   // List and the store see them). For a caller whose listeners and ApplyAll callbacks read no
-  // evidence on extensions (replay keeps created and stale decisions): an extension then copies
-  // no evidence line, which was most of the cost of deciding a detection. Default: unset.
+  // evidence on extensions (palisaded outside a cluster): an extension then copies no evidence
+  // line, which was most of the cost of deciding a detection. Default: unset.
   void SetLeanExtensions(bool lean);
   // While unset, the table's own decisions keep no evidence lines (Get, List, the store and the
   // updates of extensions, expiries and withdrawals see none: SetLeanExtensions is then moot);
@@ -302,11 +302,17 @@ class DecisionTable {
   // A claim already over at `now` is dropped.
   void CoverLocked(const std::string& target, Claim claim, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Makes `claim` the target's active decision, with `evidence` (AddEvidence).
-  palisade::v1::Decision InstateLocked(const palisade::v1::Target& target, const Claim& claim,
-                                       absl::Time start, uint32_t offence,
-                                       const std::vector<std::string>& evidence = {})
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `*d`'s fields for `claim` on `target` from `start`, its `offence` (no id, evidence or
+  // active flag).
+  static void FillClaim(const palisade::v1::Target& target, const Claim& claim, absl::Time start,
+                        uint32_t offence, palisade::v1::Decision* d);
+  // Makes `claim` the target's active decision, with `evidence` (AddEvidence), and `*out` the
+  // update of its creation. The decision is built where the table keeps it (without its
+  // evidence unless keep_evidence_) and copied field by field into `out` (CopyUpdateLocked),
+  // which carries the evidence either way.
+  void InstateLocked(const palisade::v1::Target& target, const Claim& claim, absl::Time start,
+                     uint32_t offence, const std::vector<std::string>& evidence,
+                     DecisionUpdate* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `*out` becomes the update of `d`'s extension, carrying `d` or (SetLeanExtensions) `d`
   // without its evidence.
   void ExtensionLocked(const palisade::v1::Decision& d, DecisionUpdate* out) const
@@ -315,8 +321,6 @@ class DecisionTable {
   // `evidence` is false), copied field by field into what `out` holds from an earlier use.
   void CopyUpdateLocked(const palisade::v1::Decision& d, DecisionChange change, bool evidence,
                         DecisionUpdate* out) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // `d` as the table keeps it, under its id: without its evidence unless keep_evidence_.
-  void StoreLocked(palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Adds `evidence` to `d`, up to max_evidence_ lines in all.
   void AddEvidence(const std::vector<std::string>& evidence, palisade::v1::Decision* d) const;
   // After `ended` ended: the strongest claim still due that waited behind it is decided.

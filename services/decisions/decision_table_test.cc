@@ -116,8 +116,9 @@ TEST_F(DecisionTableTest, ActiveDecisionIsExtendedNotDuplicated) {
   EXPECT_THAT(table_.List({}), SizeIs(1));
 }
 
-// SetLeanExtensions (replay): an extension's update carries the decision without its evidence,
-// and nothing else differs; the table's decision keeps the lines, and a creation carries them.
+// SetLeanExtensions (palisaded outside a cluster): an extension's update carries the decision
+// without its evidence, and nothing else differs; the table's decision keeps the lines, and a
+// creation carries them.
 TEST_F(DecisionTableTest, LeanExtensionsCarryEverythingButTheEvidence) {
   DecisionTable full(clock_), lean(clock_);
   lean.SetLeanExtensions(true);
