@@ -202,6 +202,7 @@ absl::Status DecisionTable::Restore() {
     by_expiry_.emplace(DecisionExpiry(d), d.id());
     by_id_[d.id()] = std::move(d);
   }
+  active_size_.store(active_.size(), std::memory_order_relaxed);
   // Only what escalation can still use: the offenders of the restored memory, the latest
   // first, under the cap (the store keeps the whole history).
   absl::StatusOr<std::vector<OffenceRow>> offences =
@@ -357,6 +358,7 @@ DecisionTable::Commit DecisionTable::CommitLocked(std::vector<DecisionUpdate>& c
   Commit commit;
   PrepareWriteLocked(change_set, &commit);
   ForgetLocked(now);
+  active_size_.store(active_.size(), std::memory_order_relaxed);
   commit.ticket = next_ticket_++;
   return commit;
 }
@@ -1243,8 +1245,7 @@ void DecisionTable::MirrorState(const std::vector<Decision>& state) {
 }
 
 size_t DecisionTable::active_count() const {
-  absl::MutexLock lock(&mu_);
-  return active_.size();
+  return active_size_.load(std::memory_order_relaxed);
 }
 
 }  // namespace palisade

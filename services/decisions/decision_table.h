@@ -37,6 +37,7 @@
 #ifndef PALISADE_SERVICES_DECISIONS_DECISION_TABLE_H_
 #define PALISADE_SERVICES_DECISIONS_DECISION_TABLE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -226,6 +227,8 @@ class DecisionTable {
   // extended, expired or withdrawn by how it differs from the copy held; not told when equal).
   void MirrorState(const std::vector<palisade::v1::Decision>& state);
 
+  // As of the last change set (no lock: palisaded's gauge reads it on every decision change,
+  // and the table's lock there made one stream's batch wait for another's decisions).
   size_t active_count() const;
   // Decisions in memory, active or ended; offenders remembered (tests, memory accounting).
   size_t size() const;
@@ -376,6 +379,7 @@ class DecisionTable {
   absl::flat_hash_map<std::string, palisade::v1::Decision> by_id_ ABSL_GUARDED_BY(mu_);
   // Target value -> its active decision.
   absl::flat_hash_map<std::string, Active> active_ ABSL_GUARDED_BY(mu_);
+  std::atomic<size_t> active_size_{0};  // active_.size() as of the last change set
   absl::flat_hash_map<std::string, Offences> offences_ ABSL_GUARDED_BY(mu_);
   // Offenders by forget_at, so forgetting costs what is forgotten: one entry each, at its
   // Offences::queued_at, moved to its forget_at only when ForgetLocked reaches it.

@@ -116,6 +116,27 @@ TEST_F(DecisionTableTest, ActiveDecisionIsExtendedNotDuplicated) {
   EXPECT_THAT(table_.List({}), SizeIs(1));
 }
 
+// active_count() takes no lock (palisaded's gauge reads it from a listener, on every change):
+// it is what the change set a listener hears left, whatever changed the table.
+TEST_F(DecisionTableTest, AListenerReadsTheActiveCountItsChangeLeft) {
+  std::vector<std::pair<DecisionChange, size_t>> heard;
+  table_.AddListener(
+      [&](const DecisionUpdate& u) { heard.emplace_back(u.change, table_.active_count()); });
+  const DecisionUpdate a = Apply("203.0.113.7", clock_.TimeNow());
+  Apply("203.0.113.8", clock_.TimeNow());
+  clock_.Advance(absl::Minutes(40));
+  Apply("203.0.113.7", clock_.TimeNow());  // extended to 1 h 40 min
+  ASSERT_THAT(table_.Withdraw(a.decision.id()), IsOk());
+  clock_.Advance(absl::Minutes(30));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));  // 203.0.113.8's
+  const std::vector<std::pair<DecisionChange, size_t>> want = {
+      {DecisionChange::kCreated, 1},   {DecisionChange::kCreated, 2},
+      {DecisionChange::kExtended, 2},  {DecisionChange::kWithdrawn, 1},
+      {DecisionChange::kExpired, 0}};
+  EXPECT_EQ(heard, want);
+  EXPECT_EQ(table_.active_count(), 0u);
+}
+
 // SetLeanExtensions (palisaded outside a cluster): an extension's update carries the decision
 // without its evidence, and nothing else differs; the table's decision keeps the lines, and a
 // creation carries them.
