@@ -579,6 +579,15 @@ void WriteBatches(Store& store, int transactions, int first = 0) {
   }
 }
 
+// The checkpointer's tests count WAL pages against a threshold of 1,000 (SQLite's own; the
+// default is 4,000) and the writer's of 10,000.
+Store::Options ThousandPageCheckpoints() {
+  Store::Options options;
+  options.checkpoint_pages = 1000;
+  options.writer_checkpoint_pages = 10000;
+  return options;
+}
+
 // A commit never runs a checkpoint (SQLite's automatic one, past 1000 WAL pages, copied the WAL
 // into the database and synced both in the committing thread, 4-8 ms of ingest's batch commit):
 // the store's checkpointer thread does, and copies the rest when the store closes.
@@ -587,7 +596,7 @@ TEST(StoreTest, CommitsLeaveCheckpointsToTheCheckpointer) {
   const std::string path = Path("checkpoints.db");
   const std::thread::id me = std::this_thread::get_id();
   {
-    auto store = Store::Open(path);
+    auto store = Store::Open(path, ThousandPageCheckpoints());
     ASSERT_THAT(store, IsOk());
     const int opening = recorder.SyncsOn(me);
     // ~3,000 WAL pages: three times the checkpoint threshold, well below the writer's own.
@@ -614,7 +623,7 @@ TEST(StoreTest, CommitsLeaveCheckpointsToTheCheckpointer) {
 TEST(StoreTest, ACheckpointOvertakenByACommitIsTriedAgain) {
   SyncRecorder recorder;
   const std::string path = Path("overtaken.db");
-  auto store = Store::Open(path);
+  auto store = Store::Open(path, ThousandPageCheckpoints());
   ASSERT_THAT(store, IsOk());
   {
     absl::MutexLock lock(&recorder.mu);
@@ -649,7 +658,7 @@ TEST(StoreTest, ACheckpointOvertakenByACommitIsTriedAgain) {
 TEST(StoreTest, AnUnfinishedCheckpointIsTriedAgainWithoutANewCommit) {
   SyncRecorder recorder;
   const std::string path = Path("pinned.db");
-  auto store = Store::Open(path);
+  auto store = Store::Open(path, ThousandPageCheckpoints());
   ASSERT_THAT(store, IsOk());
   sqlite3* reader = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &reader), SQLITE_OK);
