@@ -402,8 +402,18 @@ void DecisionTable::Notify(uint64_t ticket, const std::vector<DecisionUpdate>& u
 }
 
 std::string DecisionTable::NewIdLocked() {
+  // The clock's second (36 bits, past 1970, saturated) and a counter of this table's ids (28
+  // bits, from a random start): ids made one after another sort one after another, so the
+  // store's index on them grows at its end (a random id put each creation of an ingest batch
+  // on a page of its own: a third of the WAL's pages, "Twenty-third pass").
+  constexpr uint64_t kCounterBits = 28;
+  const int64_t secs = std::clamp<int64_t>(absl::ToUnixSeconds(clock_.TimeNow()), 0,
+                                           (int64_t{1} << (64 - kCounterBits)) - 1);
+  if (next_id_ == 0) next_id_ = absl::Uniform<uint64_t>(bitgen_, 1, uint64_t{1} << 27);
   for (;;) {
-    std::string id = absl::StrFormat("%016x", absl::Uniform<uint64_t>(bitgen_));
+    const uint64_t counter = next_id_++ & ((uint64_t{1} << kCounterBits) - 1);
+    std::string id =
+        absl::StrFormat("%016x", (static_cast<uint64_t>(secs) << kCounterBits) | counter);
     if (!by_id_.contains(id)) return id;
   }
 }

@@ -329,6 +329,8 @@ class DecisionTable {
   // After `ended` ended: the strongest claim still due that waited behind it is decided.
   void ReinstateLocked(const palisade::v1::Decision& ended, std::vector<DecisionUpdate>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A new decision's id: 16 hex digits, the clock's second then a counter, so that ids sort in
+  // the order they were made (within a table; a restart starts the counter anew, at random).
   std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Mirror's work: sets `d`, and appends what listeners hear (`change`, or worked out when
   // unset) to `out`.
@@ -406,6 +408,7 @@ class DecisionTable {
   // decision work, a quarter of an nginx one's with every pack: most detections extend).
   TimeNameSet by_expiry_ ABSL_GUARDED_BY(mu_);
   absl::BitGen bitgen_ ABSL_GUARDED_BY(mu_);
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 0;  // NewIdLocked's counter (0: not started)
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::set<palisade::v1::Actuator> edge_actuators_ ABSL_GUARDED_BY(mu_);
   uint64_t next_ticket_ ABSL_GUARDED_BY(mu_) = 0;

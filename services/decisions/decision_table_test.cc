@@ -116,6 +116,22 @@ TEST_F(DecisionTableTest, ActiveDecisionIsExtendedNotDuplicated) {
   EXPECT_THAT(table_.List({}), SizeIs(1));
 }
 
+// Ids sort in the order decisions were made, across seconds too: the store's index on them
+// then grows at its end instead of taking a page of its own for each creation.
+TEST_F(DecisionTableTest, DecisionIdsSortInTheOrderTheyWereMade) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 300; ++i) {
+    if (i % 100 == 0) clock_.Advance(absl::Seconds(1));
+    const DecisionUpdate u =
+        Apply(absl::StrCat("198.51.", 100 + i / 250, ".", i % 250), clock_.TimeNow());
+    ASSERT_EQ(u.change, DecisionChange::kCreated) << i;
+    ASSERT_EQ(u.decision.id().size(), 16u);
+    ids.push_back(u.decision.id());
+  }
+  EXPECT_TRUE(std::is_sorted(ids.begin(), ids.end()));
+  EXPECT_EQ(std::adjacent_find(ids.begin(), ids.end()), ids.end());  // none twice
+}
+
 // active_count() takes no lock (palisaded's gauge reads it from a listener, on every change):
 // it is what the change set a listener hears left, whatever changed the table.
 TEST_F(DecisionTableTest, AListenerReadsTheActiveCountItsChangeLeft) {
