@@ -330,7 +330,8 @@ class DecisionTable {
   void ReinstateLocked(const palisade::v1::Decision& ended, std::vector<DecisionUpdate>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A new decision's id: 16 hex digits, the clock's second then a counter, so that ids sort in
-  // the order they were made (within a table; a restart starts the counter anew, at random).
+  // the order they were made (within a table, while its clock does not step back; a restart
+  // starts the counter anew, at random).
   std::string NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Mirror's work: sets `d`, and appends what listeners hear (`change`, or worked out when
   // unset) to `out`.

@@ -106,7 +106,7 @@ class Store {
     // WAL pages after a commit past which the checkpointer thread is woken (~16 MiB; SQLite's
     // own automatic checkpoint is at 1000 pages). A page that many commits change (a B-tree's
     // right edge, an offender's row) is copied into the database once per checkpoint: at 1000
-    // pages gRPC ingest wrote 204 MB a 400,000-line sshd run, at 4000 169 MB, with 8-11 % less
+    // pages gRPC ingest wrote 204 MB an 800,000-line sshd run, at 4000 169 MB, with 8-11 % less
     // CPU (docs/PERFORMANCE.md, "Twenty-third pass").
     int checkpoint_pages = 4000;
     // WAL pages past which the committing thread checkpoints itself, as SQLite would: the bound
