@@ -105,6 +105,13 @@ void SessionTable::SettleLocked(Shard& shard, Map::iterator it) {
   if (shard.sessions.size() > max_per_shard_ || shard.bytes > max_bytes_per_shard_) {
     EvictLocked(shard);
   }
+  PublishLocked(shard);
+}
+
+void SessionTable::PublishLocked(Shard& shard) {
+  shard.published_live.store(shard.sessions.size(), std::memory_order_relaxed);
+  shard.published_bytes.store(shard.bytes, std::memory_order_relaxed);
+  shard.published_pending.store(shard.pending, std::memory_order_relaxed);
 }
 
 void SessionTable::Note(absl::string_view id, absl::string_view name, absl::string_view value,
@@ -181,6 +188,7 @@ void SessionTable::DropPending(absl::string_view id) {
   shard.bytes -= s.bytes;
   s.bytes = SessionBytes(*it);
   shard.bytes += s.bytes;
+  PublishLocked(shard);
 }
 
 void SessionTable::EvictLocked(Shard& shard) {
@@ -247,6 +255,7 @@ void SessionTable::End(absl::string_view id, size_t unheld_pending) {
   if (it == shard.sessions.end()) return;
   EraseLocked(shard, it);
   ended_.fetch_add(1, std::memory_order_relaxed);
+  PublishLocked(shard);
 }
 
 void SessionTable::Expire(absl::Time now) { ExpireByStream({}, now); }
@@ -272,16 +281,16 @@ void SessionTable::ExpireByStream(const std::vector<absl::Time>& stream_now,
       }
       it = next;
     }
+    PublishLocked(shard);
   }
 }
 
 SessionStats SessionTable::stats() const {
   SessionStats s;
   for (size_t i = 0; i < kShards; ++i) {
-    ShardMutexLock lock(&shards_[i].mu);
-    s.live += shards_[i].sessions.size();
-    s.bytes += shards_[i].bytes;
-    s.pending += shards_[i].pending;
+    s.live += shards_[i].published_live.load(std::memory_order_relaxed);
+    s.bytes += shards_[i].published_bytes.load(std::memory_order_relaxed);
+    s.pending += shards_[i].published_pending.load(std::memory_order_relaxed);
   }
   s.evicted = evicted_.load();
   s.expired = expired_.load();

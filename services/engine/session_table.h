@@ -117,6 +117,8 @@ class SessionTable {
   // s ages against stream_now[s], and against other_now when s is 0 or past the vector.
   void ExpireByStream(const std::vector<absl::Time>& stream_now, absl::Time other_now);
 
+  // Takes no lock: each shard's live, bytes and pending as of its last change (a call racing
+  // changes sums some shards before theirs and some after), and the counters.
   SessionStats stats() const;
   const SessionOptions& options() const { return options_; }
 
@@ -159,6 +161,10 @@ class SessionTable {
     size_t bytes ABSL_GUARDED_BY(mu) = 0;
     uint64_t clock ABSL_GUARDED_BY(mu) = 0;  // ticks once per Note
     size_t pending ABSL_GUARDED_BY(mu) = 0;   // pending matches held by its sessions
+    // sessions.size(), bytes and pending as of the shard's last change, stored (not added)
+    // under `mu` by PublishLocked: stats() sums them without taking the locks, which palisaded's
+    // gauges did after every batch, contending with the other stream's notes.
+    std::atomic<size_t> published_live{0}, published_bytes{0}, published_pending{0};
   };
 
   static IdKey KeyOf(absl::string_view id) {
@@ -181,6 +187,8 @@ class SessionTable {
   // Drops the least recently seen sessions of a shard past its bounds, down to 7/8 of them.
   void EvictLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
   static size_t SessionBytes(const Map::value_type& entry);
+  // Stores the shard's counts for stats(): the last thing each call that changes them does.
+  static void PublishLocked(Shard& shard) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
 
   SessionOptions options_;
   size_t max_per_shard_ = 0;

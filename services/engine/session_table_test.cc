@@ -313,6 +313,39 @@ TEST(SessionTablePendingTest, BoundedPerSessionAndGoneWithTheSession) {
   EXPECT_EQ(s.pending_dropped, 7u + 4u);
 }
 
+// stats() takes no lock: it sums what each shard stored at its last change. Every call that
+// changes a shard's sessions, bytes or pending matches must store them, or the gauges palisaded
+// publishes from stats() would lag behind the table.
+TEST(SessionTablePendingTest, StatsAreWhatEachChangeLeft) {
+  SessionTable table;
+  auto expect = [&](uint64_t live, uint64_t pending, bool bytes, const char* after) {
+    const SessionStats s = table.stats();
+    EXPECT_EQ(s.live, live) << after;
+    EXPECT_EQ(s.pending, pending) << after;
+    EXPECT_EQ(s.bytes > 0, bytes) << after;
+  };
+  table.Note("sshd[1]", "ip", "203.0.113.7", true, T(0), 1);
+  const uint64_t one = table.stats().bytes;
+  expect(1, 0, true, "Note");
+  table.AddPending("sshd[2]", Pending(std::string(200, 'e'), 0), T(0), 1);
+  expect(2, 1, true, "AddPending");
+  const uint64_t with_pending = table.stats().bytes;
+  EXPECT_GT(with_pending, 2 * one);
+  table.DropPending("sshd[2]");
+  expect(2, 0, true, "DropPending");
+  EXPECT_LT(table.stats().bytes, with_pending);
+  table.End("sshd[2]");
+  expect(1, 0, true, "End");
+  EXPECT_EQ(table.stats().bytes, one);
+  table.AddPending("sshd[3]", Pending("c", 0), T(0), 1);
+  std::vector<PendingMatch> released;
+  table.Note("sshd[3]", "ip", "198.51.100.1", false, T(1), 1, &released);
+  ASSERT_EQ(released.size(), 1u);
+  expect(2, 0, true, "a Note that released");
+  table.Expire(T(3600));
+  expect(0, 0, false, "Expire");
+}
+
 TEST(SessionTablePendingTest, PendingMatchesCountInTheByteBound) {
   SessionOptions options;
   options.max_sessions = 1'000'000;
