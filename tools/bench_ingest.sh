@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Issue 18's gRPC-ingest figure: palisaded with the shipped packs and a state file (SQLite) on
-# loopback, load_client shipping 2 streams of generated lines (2 batches of 500 in flight per
-# stream). Per round, a fresh daemon and state file; prints the client's lines/s and batch-ack
-# p50/p99, palisaded's CPU seconds for the load alone (utime + stime from /proc/PID/stat, read
-# once the port is up and again after the client is done: start-up excluded), the client's CPU
-# seconds (its corpus generation, before its clock, included) and the load average before and
-# after. The load client shares the machine's cores with the daemon; so does anything else that
-# runs: look at the load average before trusting a round. Not part of CI (it only measures).
+# loopback, load_client shipping 2 streams of generated lines (2 batches of 1,000 in flight per
+# stream: the batch `palisadectl ship` sends, ShipOptions::batch_lines, with a narrower window
+# than its 8 so that the ack latency stays well inside issue 18's 25 ms). Per round, a fresh
+# daemon and state file; prints the client's lines/s and batch-ack p50/p99, palisaded's CPU
+# seconds for the load alone (utime + stime from /proc/PID/stat, read once the port is up and
+# again after the client is done: start-up excluded), the client's CPU seconds (its corpus
+# generation, before its clock, included) and the load average before and after. The load
+# client shares the machine's cores with the daemon; so does anything else that runs: look at
+# the load average before trusting a round. Not part of CI (it only measures).
 #   bash tools/bench_ingest.sh [ROUNDS] [sshd|nginx]          # default 3 sshd
 # Environment (optional):
 #   LINES=200000   lines per stream.
-#   STREAMS=2 IN_FLIGHT=2 BATCH=500   the client's window (issue 18's figure: the defaults; a
-#                  wider window raises throughput and the ack latency with it, Little's law).
+#   STREAMS=2 IN_FLIGHT=2 BATCH=1000  the client's window (issue 18's figure: the defaults; a
+#                  wider window raises throughput and the ack latency with it, Little's law; a
+#                  smaller batch pays the daemon's per-batch cost, ~145 us of CPU, more often:
+#                  docs/PERFORMANCE.md, "Twenty-fourth pass").
 #   BIN=DIR        take palisaded and load_client from DIR/services/server and DIR/tests/bench
 #                  instead of building (e.g. a copy of bazel-bin, to compare two trees).
 #   WRAP="valgrind --tool=callgrind --callgrind-out-file=/tmp/cg.%p"   run palisaded under it
@@ -23,7 +27,7 @@ kind="${2:-sshd}"
 lines="${LINES:-200000}"
 streams="${STREAMS:-2}"
 in_flight="${IN_FLIGHT:-2}"
-batch="${BATCH:-500}"
+batch="${BATCH:-1000}"
 case "$kind" in sshd | nginx) ;; *) echo "kind: sshd or nginx, not $kind" >&2; exit 2 ;; esac
 
 if [ -z "${BIN:-}" ]; then
