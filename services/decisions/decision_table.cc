@@ -132,7 +132,10 @@ DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target
 DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target, absl::Time last,
                                                        absl::Duration memory, size_t hash) {
   auto it = offences_.find(target, hash);
-  if (it == offences_.end()) it = offences_.emplace(target, Offences()).first;
+  if (it == offences_.end()) {
+    it = offences_.emplace(target, Offences()).first;
+    it->second.row = ++last_offence_row_;
+  }
   Offences& off = it->second;
   off.forget_at = std::max(off.forget_at, last + memory);
   // Queued once, at its first forget_at; a later one moves the entry only when ForgetLocked
@@ -208,11 +211,20 @@ absl::Status DecisionTable::Restore() {
   absl::StatusOr<std::vector<OffenceRow>> offences =
       store_->LoadOffences(clock_.TimeNow() - kRestoredMemory, limits_.max_offenders);
   if (!offences.ok()) return offences.status();
+  absl::StatusOr<int64_t> last_row = store_->LastOffenceId();
+  if (!last_row.ok()) return last_row.status();
+  absl::flat_hash_set<absl::string_view> restored;
   for (const OffenceRow& o : *offences) {
+    // A target's older rows (an offender forgotten, then back in a row of its own) come after
+    // its latest.
+    if (!restored.insert(o.target).second) continue;
     Offences& off = OffencesLocked(o.target, o.last, kRestoredMemory);
     off.count = o.count;
     off.last = o.last;
+    off.row = o.id;
   }
+  // New offenders are numbered after every row stored, the ones not loaded too.
+  last_offence_row_ = std::max(last_offence_row_, *last_row);
   ForgetLocked(clock_.TimeNow());
   return absl::OkStatus();
 }
@@ -273,7 +285,8 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
     if (writes_offence(update->change)) {
       auto it = offences_.find(d.target().value());
       if (it != offences_.end()) {
-        c.offence = OffenceRow{d.target().value(), it->second.count, it->second.last};
+        c.offence =
+            OffenceRow{d.target().value(), it->second.count, it->second.last, it->second.row};
       }
     }
     changes.push_back(std::move(c));

@@ -261,6 +261,8 @@ class DecisionTable {
     absl::Time forget_at = absl::InfinitePast();
     // The time of its entry in offences_by_forget_ (at or before forget_at; InfinitePast: none).
     absl::Time queued_at = absl::InfinitePast();
+    // Its row in the store (OffenceRow::id): numbered when the entry is made, in that order.
+    int64_t row = 0;
   };
   // The target's offences, created if needed; `memory` extends when they are forgotten.
   Offences& OffencesLocked(const std::string& target, absl::Time last, absl::Duration memory)
@@ -384,6 +386,7 @@ class DecisionTable {
   absl::flat_hash_map<std::string, Active> active_ ABSL_GUARDED_BY(mu_);
   std::atomic<size_t> active_size_{0};  // active_.size() as of the last change set
   absl::flat_hash_map<std::string, Offences> offences_ ABSL_GUARDED_BY(mu_);
+  int64_t last_offence_row_ ABSL_GUARDED_BY(mu_) = 0;  // the last Offences::row given
   // Offenders by forget_at, so forgetting costs what is forgotten: one entry each, at its
   // Offences::queued_at, moved to its forget_at only when ForgetLocked reaches it.
   TimeNameSet offences_by_forget_ ABSL_GUARDED_BY(mu_);

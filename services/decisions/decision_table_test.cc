@@ -1128,6 +1128,87 @@ TEST_F(DecisionTableTest, ChangesAndTheirOperationsAreDurable) {
   EXPECT_EQ((*outbox)[1].decision.id(), id);
 }
 
+// Offences are stored by a row number the table gives in the order offenders came (the store
+// keeps no index on the address). After a restart the numbering goes on after every row stored,
+// the rows too old to be loaded too: a new offender must not take an old one's row.
+TEST_F(DecisionTableTest, ANewOffenderAfterARestartTakesARowOfItsOwn) {
+  auto store = FreshStore("rows.db");
+  ASSERT_THAT(store, IsOk());
+  palisade::v1::DecisionSpec spec;  // forty days, no escalation
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(24 * 40));
+  {
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {});
+    ASSERT_EQ(table.Apply(Det("203.0.113.1", clock_.TimeNow()), spec).change,
+              DecisionChange::kCreated);
+    ASSERT_EQ(table.Apply(Det("203.0.113.2", clock_.TimeNow()), spec).change,
+              DecisionChange::kCreated);
+    // 31 days on, the first is back (its decision extended); the second's offence is now too
+    // old for a restart to load.
+    clock_.Advance(absl::Hours(24 * 31));
+    ASSERT_EQ(table.Apply(Det("203.0.113.1", clock_.TimeNow()), spec).change,
+              DecisionChange::kExtended);
+  }
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {});
+  ASSERT_THAT(table.Restore(), IsOk());
+  ASSERT_EQ(table.Apply(Det("198.51.100.3", clock_.TimeNow()), spec).change,
+            DecisionChange::kCreated);
+  auto offences = (*store)->LoadOffences(absl::InfinitePast(), 100);
+  ASSERT_THAT(offences, IsOk());
+  std::set<std::string> targets;
+  std::set<int64_t> ids;
+  for (const OffenceRow& o : *offences) {
+    targets.insert(o.target);
+    ids.insert(o.id);
+  }
+  EXPECT_THAT(targets, ::testing::ElementsAre("198.51.100.3", "203.0.113.1", "203.0.113.2"));
+  EXPECT_EQ(ids.size(), offences->size());
+}
+
+// An offender forgotten (past its escalation memory) and back starts a row of its own; its old
+// row stays until the retention prunes it. A restart counts from the latest row of a target.
+TEST_F(DecisionTableTest, ARestartCountsFromTheLatestRowOfAnOffender) {
+  *escalation_.mutable_memory() = ToProtoDuration(absl::Hours(3));
+  auto store = FreshStore("latest.db");
+  ASSERT_THAT(store, IsOk());
+  auto apply = [&](DecisionTable& table) {
+    palisade::v1::DecisionSpec spec;
+    spec.set_action(palisade::v1::ACTION_BLOCK);
+    *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    *spec.mutable_escalation() = escalation_;
+    return table.Apply(Det("203.0.113.7", clock_.TimeNow()), spec);
+  };
+  {
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {});
+    // 1 h, 2 h and 4 h, one after another; at the end of the third (7 h) the offender is four
+    // hours past its last offence (3 h) and forgotten.
+    for (uint32_t offence = 1; offence <= 3; ++offence) {
+      DecisionUpdate u = apply(table);
+      ASSERT_EQ(u.decision.offence(), offence);
+      clock_.Advance(DecisionExpiry(u.decision) - clock_.TimeNow());
+      ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+    }
+    clock_.Advance(absl::Hours(1));
+    DecisionUpdate back = apply(table);
+    ASSERT_EQ(back.decision.offence(), 1u);
+    clock_.Advance(absl::Hours(1));
+    ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+  }
+  auto rows = (*store)->LoadOffences(absl::InfinitePast(), 100);
+  ASSERT_THAT(rows, IsOk());
+  ASSERT_THAT(*rows, SizeIs(2));
+  EXPECT_EQ((*rows)[0].count, 1u);  // the latest first
+  EXPECT_EQ((*rows)[1].count, 3u);
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {});
+  ASSERT_THAT(table.Restore(), IsOk());
+  // An hour after its last offence, within its memory: the second of this episode.
+  EXPECT_EQ(apply(table).decision.offence(), 2u);
+}
+
 // The store refuses a write (a full disk, an I/O error): the decision stands and is enforced,
 // and its rows are written, in their order, by the next write or sweep once the store takes
 // them again. They used to be dropped with a line on stderr: a restart forgot the ban and its

@@ -344,6 +344,27 @@ absl::Status Store::Migrate() {
       return s;
     }
   }
+  if (version < 3) {
+    // Version 3: offences are keyed by a row number their writer gives in the order offenders
+    // came (OffenceRow::id), with no index on the target. The rows keep their numbers.
+    absl::Status s = Exec(R"sql(
+      BEGIN;
+      CREATE TABLE offences_v3 (
+        id INTEGER PRIMARY KEY,
+        target TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        last_ms INTEGER NOT NULL);
+      INSERT INTO offences_v3(id, target, count, last_ms)
+        SELECT rowid, target, count, last_ms FROM offences;
+      DROP TABLE offences;
+      ALTER TABLE offences_v3 RENAME TO offences;
+      PRAGMA user_version = 3;
+      COMMIT;)sql");
+    if (!s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -418,29 +439,22 @@ absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
     }
   }
   if (s.ok() && c.offence.has_value()) {
-    written = false;
-    if (c.extension) {
-      Stmt off(statements_, db_, "UPDATE offences SET count=?, last_ms=? WHERE target=?");
-      s = Prepared(off, db_);
-      if (s.ok()) {
-        s = off.Bind(1, int64_t{c.offence->count})
-                .Bind(2, Millis(c.offence->last))
-                .BindUncopied(3, c.offence->target)
-                .Done("record offence");
-      }
-      written = s.ok() && sqlite3_changes(db_) == 1;
+    if (c.offence->id <= 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("store: the offence of decision ", d.id(), " has no row id"));
     }
-    if (s.ok() && !written) {
-      Stmt off(statements_, db_,
-               "INSERT INTO offences(target, count, last_ms) VALUES(?,?,?) ON CONFLICT(target) "
-               "DO UPDATE SET count=excluded.count, last_ms=excluded.last_ms");
-      s = Prepared(off, db_);
-      if (s.ok()) {
-        s = off.BindUncopied(1, c.offence->target)
-                .Bind(2, int64_t{c.offence->count})
-                .Bind(3, Millis(c.offence->last))
-                .Done("record offence");
-      }
+    // By its row: an offender's row is found by its number, a new one goes at the end.
+    Stmt off(statements_, db_,
+             "INSERT INTO offences(id, target, count, last_ms) VALUES(?,?,?,?) ON CONFLICT(id) "
+             "DO UPDATE SET target=excluded.target, count=excluded.count, "
+             "last_ms=excluded.last_ms");
+    s = Prepared(off, db_);
+    if (s.ok()) {
+      s = off.Bind(1, c.offence->id)
+              .BindUncopied(2, c.offence->target)
+              .Bind(3, int64_t{c.offence->count})
+              .Bind(4, Millis(c.offence->last))
+              .Done("record offence");
     }
   }
   int64_t seq = 0;
@@ -557,8 +571,8 @@ absl::StatusOr<std::vector<palisade::v1::Decision>> Store::LoadDecisions(bool ac
 absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences(absl::Time since, size_t limit) {
   absl::MutexLock lock(&mu_);
   Stmt q(statements_, db_,
-         "SELECT target, count, last_ms FROM offences WHERE last_ms >= ? "
-         "ORDER BY last_ms DESC LIMIT ?");
+         "SELECT target, count, last_ms, id FROM offences WHERE last_ms >= ? "
+         "ORDER BY last_ms DESC, id DESC LIMIT ?");
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
   q.Bind(1, since == absl::InfinitePast() ? std::numeric_limits<int64_t>::min()
@@ -567,9 +581,18 @@ absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences(absl::Time since, si
                    limit, static_cast<size_t>(std::numeric_limits<int64_t>::max()))));
   std::vector<OffenceRow> out;
   while (q.Step() == SQLITE_ROW) {
-    out.push_back({q.Blob(0), static_cast<uint32_t>(q.Int(1)), absl::FromUnixMillis(q.Int(2))});
+    out.push_back(
+        {q.Blob(0), static_cast<uint32_t>(q.Int(1)), absl::FromUnixMillis(q.Int(2)), q.Int(3)});
   }
   return out;
+}
+
+absl::StatusOr<int64_t> Store::LastOffenceId() {
+  absl::MutexLock lock(&mu_);
+  Stmt q(statements_, db_, "SELECT max(id) FROM offences");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  return q.Step() == SQLITE_ROW ? q.Int(0) : 0;  // max() of no rows is NULL: 0
 }
 
 absl::StatusOr<std::vector<OutboxRow>> Store::LoadOutbox() {

@@ -96,11 +96,18 @@ struct OffenceRow {
   std::string target;
   uint32_t count = 0;
   absl::Time last;
+  // The row, > 0: numbered by the writer in the order its offenders came (DecisionTable), so
+  // that new rows go to the table's end and an offender's row is found by its number. The
+  // target has no index (schema version 3): a new offender inserted its address into one at a
+  // random place, ~7 of a batch commit's ~17 WAL pages (docs/PERFORMANCE.md, "Twenty-fourth
+  // pass"). One target may have several rows (an offender forgotten and back); a restart keeps
+  // its latest.
+  int64_t id = 0;
 };
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 2;
+  static constexpr int kSchemaVersion = 3;
 
   struct Options {
     // WAL pages after a commit past which the checkpointer thread is woken (~16 MiB; SQLite's
@@ -122,9 +129,9 @@ class Store {
   // Stops the checkpointer, which copies what is left of the WAL into the database.
   ~Store();
 
-  // One transaction: the decision as it is now, the offence count behind it, and, when
-  // `outbox` is set, the operation it implies. Returns the operation's sequence number (0 when
-  // none).
+  // One transaction: the decision as it is now, the offence count behind it (written to its
+  // row, OffenceRow::id; kInvalidArgument without one), and, when `outbox` is set, the
+  // operation it implies. Returns the operation's sequence number (0 when none).
   absl::StatusOr<int64_t> RecordDecision(const palisade::v1::Decision& d, const OffenceRow* offence,
                                          std::optional<bool> outbox);
 
@@ -134,10 +141,10 @@ class Store {
     const palisade::v1::Decision* decision;
     std::optional<OffenceRow> offence;
     std::optional<bool> outbox;
-    // A hint: the decision (and the offence) are most likely stored already with the same
-    // target and active flag (an extension). Their rows are then updated in place, the
-    // decision's expiry and proto only (no index entry moved), and written whole as without
-    // the hint when they are not there as said. What is stored is the same either way.
+    // A hint: the decision is most likely stored already with the same target and active flag
+    // (an extension). Its row is then updated in place, the expiry and proto only (no index
+    // entry moved), and written whole as without the hint when it is not there as said. What
+    // is stored is the same either way.
     bool extension = false;
     // When set: what to store as the decision's proto (its serialization, made by the caller);
     // `decision` then gives the id, target, active flag and expiry only.
@@ -161,6 +168,8 @@ class Store {
   // The offences last seen at or after `since`, the latest first, at most `limit` of them (the
   // history is kept for the retention; a restart needs only what escalation can still use).
   absl::StatusOr<std::vector<OffenceRow>> LoadOffences(absl::Time since, size_t limit);
+  // The highest offence row id stored (0: none): a writer numbers its new offenders after it.
+  absl::StatusOr<int64_t> LastOffenceId();
   absl::StatusOr<std::vector<OutboxRow>> LoadOutbox();
   absl::StatusOr<std::vector<EdgeRow>> LoadEdges();
 

@@ -17,7 +17,9 @@ namespace palisade {
 namespace {
 
 using ::palisade::testing::IsOk;
+using ::palisade::testing::IsOkAndHolds;
 using ::palisade::testing::StatusIs;
+using ::testing::HasSubstr;
 using ::testing::SizeIs;
 
 std::string Path(const std::string& name) {
@@ -42,7 +44,7 @@ TEST(StoreTest, DecisionAndItsOperationSurviveAReopen) {
   {
     auto store = Store::Open(path);
     ASSERT_THAT(store, IsOk());
-    OffenceRow off{"203.0.113.7", 2, absl::FromUnixSeconds(1000)};
+    OffenceRow off{"203.0.113.7", 2, absl::FromUnixSeconds(1000), 1};
     absl::StatusOr<int64_t> seq = (*store)->RecordDecision(D("d1"), &off, true);
     ASSERT_THAT(seq, IsOk());
     EXPECT_GT(*seq, 0);
@@ -69,7 +71,8 @@ TEST(StoreTest, LoadOffencesTakesTheLatestSinceUpToALimit) {
   auto store = Store::Open(Path("offences.db"));
   ASSERT_THAT(store, IsOk());
   for (int i = 0; i < 10; ++i) {
-    OffenceRow off{absl::StrCat("203.0.113.", i), 1, absl::FromUnixSeconds(1000 * (i + 1))};
+    OffenceRow off{absl::StrCat("203.0.113.", i), 1, absl::FromUnixSeconds(1000 * (i + 1)),
+                   i + 1};
     ASSERT_THAT((*store)->RecordDecision(D(absl::StrCat("d", i)), &off, std::nullopt), IsOk());
   }
   auto all = (*store)->LoadOffences(absl::InfinitePast(), 100);
@@ -85,6 +88,39 @@ TEST(StoreTest, LoadOffencesTakesTheLatestSinceUpToALimit) {
   EXPECT_THAT(*since, SizeIs(3));
 }
 
+// An offence is written to its row (OffenceRow::id): the same row again updates it, another row
+// of the same target is a row of its own (an offender forgotten and back), and one without a
+// number is refused with the transaction it was in.
+TEST(StoreTest, OffencesAreWrittenToTheirRows) {
+  auto store = Store::Open(Path("offence_rows.db"));
+  ASSERT_THAT(store, IsOk());
+  EXPECT_THAT((*store)->LastOffenceId(), IsOkAndHolds(0));
+  const absl::Time t = absl::FromUnixSeconds(1'700'000'000);
+  OffenceRow a{"203.0.113.1", 1, t, 1}, b{"203.0.113.2", 1, t, 2};
+  ASSERT_THAT((*store)->RecordDecision(D("d1"), &a, std::nullopt), IsOk());
+  ASSERT_THAT((*store)->RecordDecision(D("d2"), &b, std::nullopt), IsOk());
+  a.count = 2;
+  a.last = t + absl::Minutes(5);
+  ASSERT_THAT((*store)->RecordDecision(D("d1"), &a, std::nullopt), IsOk());
+  OffenceRow again{"203.0.113.1", 1, t + absl::Hours(24), 3};
+  ASSERT_THAT((*store)->RecordDecision(D("d3"), &again, std::nullopt), IsOk());
+  auto rows = (*store)->LoadOffences(absl::InfinitePast(), 10);
+  ASSERT_THAT(rows, IsOk());
+  ASSERT_THAT(*rows, SizeIs(3));
+  EXPECT_EQ((*rows)[0].id, 3);  // the latest first
+  EXPECT_EQ((*rows)[1].id, 1);
+  EXPECT_EQ((*rows)[1].count, 2u);
+  EXPECT_EQ((*rows)[1].last, t + absl::Minutes(5));
+  EXPECT_EQ((*rows)[2].id, 2);
+  EXPECT_THAT((*store)->LastOffenceId(), IsOkAndHolds(3));
+  OffenceRow unnumbered{"198.51.100.4", 1, t, 0};
+  EXPECT_THAT((*store)->RecordDecision(D("d4"), &unnumbered, std::nullopt),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("no row id")));
+  auto decisions = (*store)->LoadDecisions(false);
+  ASSERT_THAT(decisions, IsOk());
+  EXPECT_THAT(*decisions, SizeIs(3));  // d4's decision went with its transaction
+}
+
 // The state file is bounded by its retention: ended decisions that ended before it and have
 // nothing left to do at the edge (no operation, no edge record), and offences last seen before
 // it, are deleted, at most `limit` rows of each per call. An attacker who makes a ban a minute
@@ -98,7 +134,7 @@ TEST(StoreTest, PruneDeletesWhatEndedBeforeTheRetention) {
     return d;
   };
   for (int i = 0; i < 5; ++i) {  // ended long ago, nothing pending: pruned
-    OffenceRow off{absl::StrCat("203.0.113.", i), 1, absl::FromUnixSeconds(1000 + i)};
+    OffenceRow off{absl::StrCat("203.0.113.", i), 1, absl::FromUnixSeconds(1000 + i), i + 1};
     ASSERT_THAT((*store)->RecordDecision(decision(absl::StrCat("old", i), false, 1000 + i), &off,
                                          std::nullopt),
                 IsOk());
@@ -113,7 +149,7 @@ TEST(StoreTest, PruneDeletesWhatEndedBeforeTheRetention) {
   // Active, expired on paper (the sweep will end it): kept. Ended recently: kept.
   ASSERT_THAT((*store)->RecordDecision(decision("active", true, 1000), nullptr, std::nullopt),
               IsOk());
-  OffenceRow recent{"198.51.100.1", 3, absl::FromUnixSeconds(9000)};
+  OffenceRow recent{"198.51.100.1", 3, absl::FromUnixSeconds(9000), 10};
   ASSERT_THAT((*store)->RecordDecision(decision("recent", false, 9000), &recent, std::nullopt),
               IsOk());
 
@@ -206,7 +242,7 @@ TEST(StoreTest, AFailedCommitIsRolledBackAndLaterTransactionsWork) {
 }
 
 // A database written by schema version 1 (before bouncers): its tables exactly as version 1
-// made them, with a decision in it.
+// made them, with a decision and two offences in it.
 void WriteVersion1(const std::string& path) {
   sqlite3* db = nullptr;
   ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
@@ -232,6 +268,8 @@ void WriteVersion1(const std::string& path) {
         last_ms INTEGER NOT NULL);
       CREATE TABLE snapshots (name TEXT PRIMARY KEY, blob BLOB NOT NULL);
       PRAGMA user_version = 1;
+      INSERT INTO offences VALUES('203.0.113.7', 3, 5000);
+      INSERT INTO offences VALUES('198.51.100.9', 1, 4000);
       INSERT INTO decisions VALUES(CAST('old' AS BLOB), '203.0.113.7', 1, 0, X')sql" +
                           hex + "');";
   ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
@@ -249,7 +287,8 @@ int UserVersion(const std::string& path) {
   return v;
 }
 
-TEST(StoreTest, AVersion1FileMigratesToBouncersKeepingItsDecisions) {
+// Version 2 added bouncers; version 3 keyed the offences by row numbers (they keep theirs).
+TEST(StoreTest, AVersion1FileMigratesKeepingItsDecisionsAndOffences) {
   const std::string path = Path("v1.db");
   WriteVersion1(path);
   ASSERT_EQ(UserVersion(path), 1);
@@ -260,22 +299,33 @@ TEST(StoreTest, AVersion1FileMigratesToBouncersKeepingItsDecisions) {
     ASSERT_THAT(decisions, IsOk());
     ASSERT_THAT(*decisions, SizeIs(1));
     EXPECT_EQ((*decisions)[0].id(), "old");
+    auto offences = (*store)->LoadOffences(absl::InfinitePast(), 10);
+    ASSERT_THAT(offences, IsOk());
+    ASSERT_THAT(*offences, SizeIs(2));
+    EXPECT_EQ((*offences)[0].target, "203.0.113.7");
+    EXPECT_EQ((*offences)[0].count, 3u);
+    EXPECT_EQ((*offences)[0].last, absl::FromUnixMillis(5000));
+    EXPECT_EQ((*offences)[0].id, 1);
+    EXPECT_EQ((*offences)[1].id, 2);
+    EXPECT_THAT((*store)->LastOffenceId(), IsOkAndHolds(2));
     EXPECT_THAT(*(*store)->LoadBouncers(), SizeIs(0));
     ASSERT_THAT((*store)->AddBouncer({"fw", std::string(32, 'h'), absl::FromUnixSeconds(10)}),
                 IsOk());
   }
-  EXPECT_EQ(UserVersion(path), 2);
-  auto store = Store::Open(path);  // opening a version-2 file again migrates nothing
+  EXPECT_EQ(UserVersion(path), Store::kSchemaVersion);
+  auto store = Store::Open(path);  // opening a migrated file again migrates nothing
   ASSERT_THAT(store, IsOk());
   EXPECT_THAT(*(*store)->LoadBouncers(), SizeIs(1));
 }
 
 TEST(StoreTest, RefusesAFileFromANewerSchema) {
-  const std::string path = Path("v3.db");
+  const std::string path = Path("newer.db");
   {
     sqlite3* db = nullptr;
     ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
-    ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version = 3", nullptr, nullptr, nullptr), SQLITE_OK);
+    const std::string newer =
+        absl::StrCat("PRAGMA user_version = ", Store::kSchemaVersion + 1);
+    ASSERT_EQ(sqlite3_exec(db, newer.c_str(), nullptr, nullptr, nullptr), SQLITE_OK);
     sqlite3_close(db);
   }
   EXPECT_THAT(Store::Open(path), StatusIs(absl::StatusCode::kFailedPrecondition));
@@ -526,19 +576,20 @@ TEST(StoreTest, AnExtensionHintStoresWhatTheWholeWriteStores) {
   };
   const absl::Time t = absl::FromUnixSeconds(1'700'000'000);
   const std::vector<std::vector<Step>> transactions = {
-      {{decision("d1", "203.0.113.1", true, 100, "a"), OffenceRow{"203.0.113.1", 1, t}, false},
-       {decision("d3", "203.0.113.3", true, 100, "c"), OffenceRow{"203.0.113.3", 1, t}, false},
+      {{decision("d1", "203.0.113.1", true, 100, "a"), OffenceRow{"203.0.113.1", 1, t, 1}, false},
+       {decision("d3", "203.0.113.3", true, 100, "c"), OffenceRow{"203.0.113.3", 1, t, 3}, false},
        {decision("d4", "203.0.113.4", false, 100, "d"), std::nullopt, false}},
       // As stored: updated in place.
       {{decision("d1", "203.0.113.1", true, 200, "a2"),
-        OffenceRow{"203.0.113.1", 1, t + absl::Seconds(5)}, true},
+        OffenceRow{"203.0.113.1", 1, t + absl::Seconds(5), 1}, true},
        // Never stored (a lost creation write): written whole, with its offence.
-       {decision("d2", "203.0.113.2", true, 300, "b"), OffenceRow{"203.0.113.2", 4, t}, true},
+       {decision("d2", "203.0.113.2", true, 300, "b"), OffenceRow{"203.0.113.2", 4, t, 2}, true},
        // Another target than the row's, another active flag than the row's.
-       {decision("d3", "198.51.100.3", true, 400, "c2"), OffenceRow{"198.51.100.3", 2, t}, true},
+       {decision("d3", "198.51.100.3", true, 400, "c2"), OffenceRow{"198.51.100.3", 2, t, 4},
+        true},
        {decision("d4", "203.0.113.4", true, 500, "d2"), std::nullopt, true}},
       {{decision("d1", "203.0.113.1", true, 600, "a3"),
-        OffenceRow{"203.0.113.1", 1, t + absl::Seconds(9)}, true}},
+        OffenceRow{"203.0.113.1", 1, t + absl::Seconds(9), 1}, true}},
   };
   std::vector<std::string> paths;
   for (bool hints : {false, true}) {
