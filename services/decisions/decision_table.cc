@@ -193,6 +193,11 @@ void DecisionTable::SetStore(Store* store, std::set<palisade::v1::Actuator> edge
   absl::MutexLock lock(&mu_);
   store_ = store;
   edge_actuators_ = std::move(edge_actuators);
+  if (store_ == nullptr) return;
+  // A store that cannot say fails Restore, and its writes, with the same error.
+  if (absl::StatusOr<int64_t> last = store_->LastOffenceId(); last.ok()) {
+    last_offence_row_ = std::max(last_offence_row_, *last);
+  }
 }
 
 absl::Status DecisionTable::Restore() {
@@ -223,7 +228,8 @@ absl::Status DecisionTable::Restore() {
     off.last = o.last;
     off.row = o.id;
   }
-  // New offenders are numbered after every row stored, the ones not loaded too.
+  // New offenders are numbered after every row stored, the ones not loaded too (SetStore did
+  // so already; the loop above numbered the entries it made before giving them their rows).
   last_offence_row_ = std::max(last_offence_row_, *last_row);
   ForgetLocked(clock_.TimeNow());
   return absl::OkStatus();

@@ -143,9 +143,12 @@ class DecisionTable {
   void SetKeepEvidence(bool keep);
 
   // Makes the table durable: every change is written to `store` (with the outbox operation it
-  // implies for the actuators in `edge_actuators`) before listeners hear of it.
+  // implies for the actuators in `edge_actuators`) before listeners hear of it. New offenders
+  // are numbered after the store's offence rows (their rows are never written over), Restore
+  // or not.
   void SetStore(Store* store, std::set<palisade::v1::Actuator> edge_actuators);
-  // Loads the active decisions and the offence history after a restart.
+  // Loads the active decisions and the offence history after a restart (each address's latest
+  // offence row).
   absl::Status Restore();
 
   // Applies a detection under its rule's decision spec (action, duration, escalation,

@@ -1167,6 +1167,25 @@ TEST_F(DecisionTableTest, ANewOffenderAfterARestartTakesARowOfItsOwn) {
   EXPECT_EQ(ids.size(), offences->size());
 }
 
+// The same without Restore (a cluster node that starts writing sets the store again): the
+// numbering starts after the rows the store holds.
+TEST_F(DecisionTableTest, ATableGivenAStoreNumbersItsOffendersAfterItsRows) {
+  auto store = FreshStore("given.db");
+  ASSERT_THAT(store, IsOk());
+  {
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {});
+    table.Apply(Det("203.0.113.1", clock_.TimeNow()), HourBlock());
+  }
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {});
+  table.Apply(Det("203.0.113.2", clock_.TimeNow()), HourBlock());
+  auto offences = (*store)->LoadOffences(absl::InfinitePast(), 100);
+  ASSERT_THAT(offences, IsOk());
+  ASSERT_THAT(*offences, SizeIs(2));
+  EXPECT_NE((*offences)[0].id, (*offences)[1].id);
+}
+
 // An offender forgotten (past its escalation memory) and back starts a row of its own; its old
 // row stays until the retention prunes it. A restart counts from the latest row of a target.
 TEST_F(DecisionTableTest, ARestartCountsFromTheLatestRowOfAnOffender) {
