@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -261,6 +262,91 @@ absl::Status Store::CommitLocked() {
   return s;
 }
 
+namespace {
+
+// The schema, a step a version (Migrate). Version 1: decisions, the outbox, edge records,
+// offences and snapshots.
+constexpr const char* kSchema1 = R"sql(
+    BEGIN;
+    CREATE TABLE decisions (
+      id TEXT PRIMARY KEY,
+      target TEXT NOT NULL,
+      active INTEGER NOT NULL,
+      expiry_ms INTEGER NOT NULL,
+      proto BLOB NOT NULL);
+    CREATE INDEX decisions_active ON decisions(active);
+    CREATE TABLE outbox (
+      seq INTEGER PRIMARY KEY AUTOINCREMENT,
+      decision_id TEXT NOT NULL,
+      apply INTEGER NOT NULL,
+      attempts INTEGER NOT NULL DEFAULT 0,
+      not_before_ms INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE edges (
+      decision_id TEXT PRIMARY KEY,
+      actuator INTEGER NOT NULL,
+      edge_id TEXT NOT NULL,
+      container TEXT NOT NULL,
+      foreign_object INTEGER NOT NULL);
+    CREATE TABLE offences (
+      target TEXT PRIMARY KEY,
+      count INTEGER NOT NULL,
+      last_ms INTEGER NOT NULL);
+    CREATE TABLE snapshots (
+      name TEXT PRIMARY KEY,
+      blob BLOB NOT NULL);
+    PRAGMA user_version = 1;
+    COMMIT;)sql";
+
+// Version 2: CrowdSec-compatible bouncers and their change log (services/bouncer_api).
+// bouncer_changes holds one row per decision a bouncer may see, its latest change: what a
+// pull from any earlier position is served (see bouncer_api.h).
+constexpr const char* kSchema2 = R"sql(
+    BEGIN;
+    CREATE TABLE bouncers (
+      name TEXT PRIMARY KEY,
+      key_hash BLOB NOT NULL UNIQUE,
+      created_ms INTEGER NOT NULL,
+      last_pull_ms INTEGER NOT NULL DEFAULT 0,
+      address TEXT NOT NULL DEFAULT '',
+      user_agent TEXT NOT NULL DEFAULT '',
+      position INTEGER NOT NULL DEFAULT 0);
+    CREATE TABLE bouncer_changes (
+      decision_id TEXT PRIMARY KEY,
+      num INTEGER NOT NULL,
+      seq INTEGER NOT NULL,
+      deleted INTEGER NOT NULL,
+      at_ms INTEGER NOT NULL,
+      scope TEXT NOT NULL,
+      value TEXT NOT NULL,
+      type TEXT NOT NULL,
+      origin TEXT NOT NULL,
+      scenario TEXT NOT NULL,
+      until_ms INTEGER NOT NULL);
+    CREATE INDEX bouncer_changes_seq ON bouncer_changes(seq);
+    CREATE TABLE bouncer_log (
+      key TEXT PRIMARY KEY,
+      value INTEGER NOT NULL);
+    PRAGMA user_version = 2;
+    COMMIT;)sql";
+
+// Version 3: offences are keyed by a row number their writer gives in the order offenders
+// came (OffenceRow::id), with no index on the target. The rows keep their numbers.
+constexpr const char* kSchema3 = R"sql(
+    BEGIN;
+    CREATE TABLE offences_v3 (
+      id INTEGER PRIMARY KEY,
+      target TEXT NOT NULL,
+      count INTEGER NOT NULL,
+      last_ms INTEGER NOT NULL);
+    INSERT INTO offences_v3(id, target, count, last_ms)
+      SELECT rowid, target, count, last_ms FROM offences;
+    DROP TABLE offences;
+    ALTER TABLE offences_v3 RENAME TO offences;
+    PRAGMA user_version = 3;
+    COMMIT;)sql";
+
+}  // namespace
+
 absl::Status Store::Migrate() {
   int version = 0;
   {
@@ -271,96 +357,11 @@ absl::Status Store::Migrate() {
     return absl::FailedPreconditionError(absl::StrCat(
         "store: schema version ", version, " is newer than this palisaded (", kSchemaVersion, ")"));
   }
-  if (version < 1) {
-    absl::Status s = Exec(R"sql(
-      BEGIN;
-      CREATE TABLE decisions (
-        id TEXT PRIMARY KEY,
-        target TEXT NOT NULL,
-        active INTEGER NOT NULL,
-        expiry_ms INTEGER NOT NULL,
-        proto BLOB NOT NULL);
-      CREATE INDEX decisions_active ON decisions(active);
-      CREATE TABLE outbox (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        decision_id TEXT NOT NULL,
-        apply INTEGER NOT NULL,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        not_before_ms INTEGER NOT NULL DEFAULT 0);
-      CREATE TABLE edges (
-        decision_id TEXT PRIMARY KEY,
-        actuator INTEGER NOT NULL,
-        edge_id TEXT NOT NULL,
-        container TEXT NOT NULL,
-        foreign_object INTEGER NOT NULL);
-      CREATE TABLE offences (
-        target TEXT PRIMARY KEY,
-        count INTEGER NOT NULL,
-        last_ms INTEGER NOT NULL);
-      CREATE TABLE snapshots (
-        name TEXT PRIMARY KEY,
-        blob BLOB NOT NULL);
-      PRAGMA user_version = 1;
-      COMMIT;)sql");
-    if (!s.ok()) {
-      (void)Exec("ROLLBACK");
-      return s;
-    }
-  }
-  if (version < 2) {
-    // Version 2: CrowdSec-compatible bouncers and their change log (services/bouncer_api).
-    // bouncer_changes holds one row per decision a bouncer may see, its latest change: what a
-    // pull from any earlier position is served (see bouncer_api.h).
-    absl::Status s = Exec(R"sql(
-      BEGIN;
-      CREATE TABLE bouncers (
-        name TEXT PRIMARY KEY,
-        key_hash BLOB NOT NULL UNIQUE,
-        created_ms INTEGER NOT NULL,
-        last_pull_ms INTEGER NOT NULL DEFAULT 0,
-        address TEXT NOT NULL DEFAULT '',
-        user_agent TEXT NOT NULL DEFAULT '',
-        position INTEGER NOT NULL DEFAULT 0);
-      CREATE TABLE bouncer_changes (
-        decision_id TEXT PRIMARY KEY,
-        num INTEGER NOT NULL,
-        seq INTEGER NOT NULL,
-        deleted INTEGER NOT NULL,
-        at_ms INTEGER NOT NULL,
-        scope TEXT NOT NULL,
-        value TEXT NOT NULL,
-        type TEXT NOT NULL,
-        origin TEXT NOT NULL,
-        scenario TEXT NOT NULL,
-        until_ms INTEGER NOT NULL);
-      CREATE INDEX bouncer_changes_seq ON bouncer_changes(seq);
-      CREATE TABLE bouncer_log (
-        key TEXT PRIMARY KEY,
-        value INTEGER NOT NULL);
-      PRAGMA user_version = 2;
-      COMMIT;)sql");
-    if (!s.ok()) {
-      (void)Exec("ROLLBACK");
-      return s;
-    }
-  }
-  if (version < 3) {
-    // Version 3: offences are keyed by a row number their writer gives in the order offenders
-    // came (OffenceRow::id), with no index on the target. The rows keep their numbers.
-    absl::Status s = Exec(R"sql(
-      BEGIN;
-      CREATE TABLE offences_v3 (
-        id INTEGER PRIMARY KEY,
-        target TEXT NOT NULL,
-        count INTEGER NOT NULL,
-        last_ms INTEGER NOT NULL);
-      INSERT INTO offences_v3(id, target, count, last_ms)
-        SELECT rowid, target, count, last_ms FROM offences;
-      DROP TABLE offences;
-      ALTER TABLE offences_v3 RENAME TO offences;
-      PRAGMA user_version = 3;
-      COMMIT;)sql");
-    if (!s.ok()) {
+  // Each step takes the file one version on, in a transaction of its own.
+  static constexpr const char* kSteps[] = {kSchema1, kSchema2, kSchema3};
+  static_assert(std::size(kSteps) == kSchemaVersion);
+  for (int v = version; v < kSchemaVersion; ++v) {
+    if (absl::Status s = Exec(kSteps[v]); !s.ok()) {
       (void)Exec("ROLLBACK");
       return s;
     }

@@ -99,9 +99,9 @@ struct OffenceRow {
   // The row, > 0: numbered by the writer in the order its offenders came (DecisionTable), so
   // that new rows go to the table's end and an offender's row is found by its number. The
   // target has no index (schema version 3): a new offender inserted its address into one at a
-  // random place, ~7 of a batch commit's ~17 WAL pages (docs/PERFORMANCE.md, "Twenty-fourth
-  // pass"). One target may have several rows (an offender forgotten and back); a restart keeps
-  // its latest.
+  // random place, 7.4 of an ingest batch commit's 18.1 WAL pages (docs/PERFORMANCE.md,
+  // "Twenty-fourth pass"). One target may have several rows (an offender forgotten and
+  // back); a restart keeps its latest.
   int64_t id = 0;
 };
 
