@@ -256,6 +256,8 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
                      .Help("Decisions currently active.")
                      .Register(registry)
                      .Add({});
+  // What a restart restored (the listener below moves it with each change after).
+  active.Set(static_cast<double>(decisions_.active_count()));
   decisions_.AddListener([this, &active](const DecisionUpdate& u) {
     static const std::string kManual = "manual", kFeed = "feed";
     const std::string& rule =

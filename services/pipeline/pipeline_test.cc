@@ -201,6 +201,27 @@ TEST_F(PipelineTest, LongLinesAreCutAndCounted) {
   EXPECT_EQ(ack->matched(), 0u);  // the cut line lost its address
 }
 
+// A restart restores the active decisions before the pipeline is built: its gauge of active
+// decisions starts at their number. It started at 0 and moved only with the next change, so a
+// restarted daemon with a thousand bans in force reported none until a new detection.
+TEST_F(PipelineTest, TheActiveGaugeStartsWithTheDecisionsTheTableHolds) {
+  DecisionTable table(clock_);
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  for (const char* ip : {"203.0.113.7", "203.0.113.8"}) {
+    Detection d;
+    d.rule_id = "ssh-fail";
+    d.key = ip;
+    d.time = clock_.TimeNow();
+    table.Apply(d, spec);
+  }
+  ASSERT_EQ(table.active_count(), 2u);
+  prometheus::Registry registry;
+  Pipeline pipeline(Rules(), PipelineOptions(), clock_, table, registry);
+  EXPECT_EQ(CounterValue(registry, "palisade_decisions_active"), 2);
+}
+
 // A source is written by the client: per-source state costs the same whatever its length, and
 // past the cap new sources share one state (counted) instead of growing memory.
 TEST_F(PipelineTest, PerSourceStateIsBoundedInCountAndBytes) {
