@@ -219,6 +219,7 @@ absl::Status DecisionTable::Restore() {
   absl::StatusOr<int64_t> last_row = store_->LastOffenceId();
   if (!last_row.ok()) return last_row.status();
   absl::flat_hash_set<absl::string_view> restored;
+  const int64_t numbered = last_offence_row_;  // the loop's new entries take numbers; given back
   for (const OffenceRow& o : *offences) {
     // A target's older rows (an offender forgotten, then back in a row of its own) come after
     // its latest.
@@ -228,9 +229,8 @@ absl::Status DecisionTable::Restore() {
     off.last = o.last;
     off.row = o.id;
   }
-  // New offenders are numbered after every row stored, the ones not loaded too (SetStore did
-  // so already; the loop above numbered the entries it made before giving them their rows).
-  last_offence_row_ = std::max(last_offence_row_, *last_row);
+  // New offenders are numbered after every row stored, the ones not loaded too.
+  last_offence_row_ = std::max(numbered, *last_row);
   ForgetLocked(clock_.TimeNow());
   return absl::OkStatus();
 }

@@ -1165,6 +1165,8 @@ TEST_F(DecisionTableTest, ANewOffenderAfterARestartTakesARowOfItsOwn) {
   }
   EXPECT_THAT(targets, ::testing::ElementsAre("198.51.100.3", "203.0.113.1", "203.0.113.2"));
   EXPECT_EQ(ids.size(), offences->size());
+  // Numbered right after the last row: a restart spends no numbers on the rows it loads.
+  EXPECT_THAT(ids, ::testing::ElementsAre(1, 2, 3));
 }
 
 // The same without Restore (a cluster node that starts writing sets the store again): the
