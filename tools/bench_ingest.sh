@@ -14,7 +14,7 @@
 #   LINES=200000   lines per stream.
 #   STREAMS=2 IN_FLIGHT=2 BATCH=1000  the client's window (issue 18's figure: the defaults; a
 #                  wider window raises throughput and the ack latency with it, Little's law; a
-#                  smaller batch pays the daemon's per-batch cost, ~145 us of CPU, more often:
+#                  smaller batch pays the daemon's per-batch cost, ~140 us of CPU, more often:
 #                  docs/PERFORMANCE.md, "Twenty-fourth pass").
 #   BIN=DIR        take palisaded and load_client from DIR/services/server and DIR/tests/bench
 #                  instead of building (e.g. a copy of bazel-bin, to compare two trees).

@@ -399,6 +399,10 @@ absl::StatusOr<std::vector<int64_t>> Store::RecordDecisions(const std::vector<Ch
 
 absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
   const palisade::v1::Decision& d = *c.decision;
+  if (c.offence.has_value() && c.offence->id <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("store: the offence of decision ", d.id(), " has no row id"));
+  }
   // Declared before the statements (which are reset before it goes): bound without a copy.
   std::string serialized;
   const std::string& proto =
@@ -440,10 +444,6 @@ absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
     }
   }
   if (s.ok() && c.offence.has_value()) {
-    if (c.offence->id <= 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("store: the offence of decision ", d.id(), " has no row id"));
-    }
     // By its row: an offender's row is found by its number, a new one goes at the end.
     Stmt off(statements_, db_,
              "INSERT INTO offences(id, target, count, last_ms) VALUES(?,?,?,?) ON CONFLICT(id) "
