@@ -229,7 +229,8 @@ absl::Status DecisionTable::Restore() {
     off.last = o.last;
     off.row = o.id;
   }
-  // New offenders are numbered after every row stored, the ones not loaded too.
+  // New offenders are numbered after every row stored, the ones not loaded too (SetStore saw
+  // to it if it could read the store; the read above fails the restore if it cannot).
   last_offence_row_ = std::max(numbered, *last_row);
   ForgetLocked(clock_.TimeNow());
   return absl::OkStatus();
