@@ -1,8 +1,11 @@
 """Checks the deployment files that no loader here runs: the Kubernetes manifests parse and
 keep their promises (one replica on a Recreate strategy, gRPC health probes, non-root, the token
-from a Secret), the systemd unit has its hardening, and the Containerfile runs unprivileged."""
+from a Secret), the systemd unit has its hardening, and the Containerfile runs unprivileged and
+installs every library the binaries load."""
 import configparser
 import glob
+import re
+import subprocess
 import sys
 
 import yaml
@@ -84,6 +87,31 @@ with open("deploy/systemd/palisade.textproto") as f:
 with open("deploy/container/Containerfile") as f:
     containerfile = f.read()
 check("USER 65532" in containerfile, "container runs unprivileged")
+
+# The runtime stage installs the package of every shared library palisaded and palisadectl name
+# (readelf's NEEDED; apt brings what those load in turn), or bookworm-slim already has it: apt's
+# and dpkg's own libraries. No container engine runs here, so this is how a library the image
+# lacks is found before an operator's `podman run` does.
+SLIM = {"libc6", "libgcc-s1", "libstdc++6", "zlib1g", "libsystemd0"}
+# Under `--config=asan` (tools/test.sh) the binaries also load the sanitizers' runtimes, which no
+# image ships.
+SANITIZERS = ("libasan.so", "libubsan.so")
+runtime = containerfile.split("FROM debian:bookworm-slim", 1)[1]
+installed = set(
+    re.search(r"apt-get install -y --no-install-recommends(.*?)&&", runtime, re.S)[1]
+    .replace("\\", " ").split())
+for binary in ("services/server/palisaded", "services/cli/palisadectl"):
+    dynamic = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True,
+                             check=True).stdout
+    for soname in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", dynamic):
+        if soname.startswith(SANITIZERS):
+            continue
+        owners = subprocess.run(["dpkg-query", "-S", "*/" + soname], capture_output=True,
+                                text=True).stdout
+        packages = {line.split(":")[0] for line in owners.splitlines() if line}
+        check(packages & (installed | SLIM),
+              f"{binary} needs {soname} (from {sorted(packages) or 'no package'}), which the"
+              " Containerfile's runtime stage does not install")
 
 with open("deploy/prometheus/palisade.rules.yml") as f:
     groups = yaml.safe_load(f)["groups"]
