@@ -36,7 +36,9 @@ TEST(IpAddressTest, ParsesAndCanonicalises) {
 TEST(IpAddressTest, ShortTextWithoutAColonParsesOnlyAsItsOwnCanonicalForm) {
   for (absl::string_view text :
        {"1.2.3.4", "[1.2.3.4]", "[10.0.0.1]", "255.255.255.255", "01.2.3.4", "1.2.3.4 "}) {
-    if (std::optional<IpAddress> ip = IpAddress::Parse(text)) EXPECT_EQ(ip->ToString(), text);
+    if (std::optional<IpAddress> ip = IpAddress::Parse(text)) {
+      EXPECT_EQ(ip->ToString(), text);
+    }
   }
 }
 

@@ -261,7 +261,8 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
   const auto writes_offence = [](DecisionChange change) {
     return change == DecisionChange::kCreated || change == DecisionChange::kExtended;
   };
-  const auto outbox = [this](const DecisionUpdate& u) -> std::optional<bool> {
+  const auto outbox = [this](const DecisionUpdate& u)
+                          ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> std::optional<bool> {
     if (!edge_actuators_.count(u.decision.actuator())) return std::nullopt;
     if (u.change == DecisionChange::kCreated) return true;
     if (u.change == DecisionChange::kExpired || u.change == DecisionChange::kWithdrawn) {

@@ -1287,30 +1287,29 @@ void Engine::EnforceBudgetLocked(Shard& shard) {
   }
 }
 
-void Engine::Evict(Shard& shard, WindowMap& map, int rule_index) {
-  // Drops the least recently active tenth of `from` in one go, so eviction is amortised O(1)
-  // per insert. `from` must not be empty.
-  auto evict_from = [this, rule_index](Shard& in, WindowMap& from) {
-    std::vector<int64_t> lasts;
-    lasts.reserve(from.size());
-    for (const auto& w : from) lasts.push_back(w->last);
-    size_t drop = std::max<size_t>(1, from.size() / 10);
-    std::nth_element(lasts.begin(), lasts.begin() + (drop - 1), lasts.end());
-    const int64_t cutoff = lasts[drop - 1];
-    size_t dropped = 0;
-    for (auto it = from.begin(); it != from.end() && dropped < drop;) {
-      if ((*it)->last <= cutoff) {
-        EraseLocked(in, from, it++);
-        ++dropped;
-      } else {
-        ++it;
-      }
+void Engine::EvictOldestLocked(Shard& in, WindowMap& from, int rule_index) {
+  std::vector<int64_t> lasts;
+  lasts.reserve(from.size());
+  for (const auto& w : from) lasts.push_back(w->last);
+  size_t drop = std::max<size_t>(1, from.size() / 10);
+  std::nth_element(lasts.begin(), lasts.begin() + (drop - 1), lasts.end());
+  const int64_t cutoff = lasts[drop - 1];
+  size_t dropped = 0;
+  for (auto it = from.begin(); it != from.end() && dropped < drop;) {
+    if ((*it)->last <= cutoff) {
+      EraseLocked(in, from, it++);
+      ++dropped;
+    } else {
+      ++it;
     }
-    stats_.evicted_windows.fetch_add(dropped);
-    windows_per_rule_[rule_index].fetch_sub(static_cast<int64_t>(dropped));
-  };
+  }
+  stats_.evicted_windows.fetch_add(dropped);
+  windows_per_rule_[rule_index].fetch_sub(static_cast<int64_t>(dropped));
+}
+
+void Engine::Evict(Shard& shard, WindowMap& map, int rule_index) {
   if (!map.empty()) {
-    evict_from(shard, map);
+    EvictOldestLocked(shard, map, rule_index);
     return;
   }
   // The new key's shard has nothing of this rule (common when max_keys_per_rule is small): make
@@ -1319,10 +1318,11 @@ void Engine::Evict(Shard& shard, WindowMap& map, int rule_index) {
   // key, and the next insert there evicts again.
   for (size_t sh = 0; sh < kShards; ++sh) {
     Shard& other = shards_[sh];
-    if (&other.maps[rule_index] == &map || !other.mu.TryLock()) continue;
+    if (&other == &shard) continue;  // `map` is its maps[rule_index], and empty
+    if (!other.mu.TryLock()) continue;
     WindowMap& from = other.maps[rule_index];
     const bool found = !from.empty();
-    if (found) evict_from(other, from);
+    if (found) EvictOldestLocked(other, from, rule_index);
     other.mu.Unlock();
     if (found) return;
   }

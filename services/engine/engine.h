@@ -603,8 +603,14 @@ class Engine {
   void Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
              absl::string_view secret, uint32_t stream, std::vector<Detection>* out,
              const size_t* key_hash = nullptr);
+  // Makes room for a new key of `rule_index` in `shard`, whose maps[rule_index] is `map`: from
+  // `map`, or when it is empty from another shard whose lock is free.
   void Evict(Shard& shard, WindowMap& map, int rule_index)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.mu);
+  // Drops the least recently active tenth of `from` (a map of `in`, not empty) in one go, so
+  // eviction is amortised O(1) per insert.
+  void EvictOldestLocked(Shard& in, WindowMap& from, int rule_index)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(in.mu);
   // The shard of (rule, key), from the key's hash in the rule's table (WindowHash): a count
   // hashes its key once, for both.
   Shard& ShardFor(int rule_index, size_t key_hash);

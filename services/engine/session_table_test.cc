@@ -201,7 +201,9 @@ TEST(SessionTableTest, EvictionTakesExactlyTheLeastRecentlySeen) {
       if (random() % 3 == 0) model.Note(model.order()[random() % model.order().size()]);
       const size_t live = model.ExpectLiveAreTheMostRecent();
       ASSERT_LE(live, 64u);
-      if (model.order().size() > 64) ASSERT_GE(live, 56u);
+      if (model.order().size() > 64) {
+        ASSERT_GE(live, 56u);
+      }
     }
     EXPECT_GT(table.stats().evicted, 0u);
   }

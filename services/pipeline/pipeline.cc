@@ -709,6 +709,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   // whose own detections are decided in the next round. Decisions of decisions-format rules are
   // never fed, so there are at most two rounds, whatever the packs say.
   auto decide = [&]() {
+    rules_mu_.AssertReaderHeld();  // called under rules_lock, below
     while (!detections.empty()) {
       for (const Detection& d : detections) detected.push_back(d.rule);
       detection_count += static_cast<uint32_t>(detections.size());

@@ -434,7 +434,9 @@ TEST(ShippedConfigTest, EveryShippedConfigLoads) {
     absl::StatusOr<std::unique_ptr<Authorizer>> auth = Authorizer::Create(config->api(), registry);
     EXPECT_THAT(auth, palisade::testing::IsOk());
     // Listening beyond loopback requires tokens (palisaded refuses otherwise).
-    if (!IsLoopbackListen(config->grpc_listen())) EXPECT_TRUE((*auth)->enabled());
+    if (!IsLoopbackListen(config->grpc_listen())) {
+      EXPECT_TRUE((*auth)->enabled());
+    }
     // The same for /metrics: bearer tokens or TLS with client certificates.
     if (config->metrics_listen() != "off" && !IsLoopbackListen(config->metrics_listen())) {
       EXPECT_TRUE(MetricsProtected(config->metrics_tls(), config->metrics_auth()))

@@ -156,6 +156,8 @@ absl::Status Store::StartCheckpointer(const std::string& path, const Options& op
 
 int Store::OnWalCommit(void* arg, sqlite3* db, const char* name, int pages) {
   Store* store = static_cast<Store*>(arg);
+  // A commit on db_, which is only used under mu_ (SQLite calls this from inside it).
+  store->mu_.AssertHeld();
   if (pages >= store->options_.writer_checkpoint_pages) {
     // The checkpointer fell behind (or a reader pins the WAL): what SQLite's own hook does.
     (void)sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);

@@ -129,7 +129,9 @@ TEST_P(RealBouncersTest, CustomBouncerAddsDeletesExpiresAndSurvivesARestart) {
   // palisaded: an attack log shipped, banned by the sshd pack (crowdsec -no-cs reads no logs).
   const absl::Status shipped = api_->ShipSshAttack("192.0.2.50");
   const bool attack = !absl::IsUnimplemented(shipped);
-  if (attack) ASSERT_TRUE(shipped.ok()) << shipped;
+  if (attack) {
+    ASSERT_TRUE(shipped.ok()) << shipped;
+  }
 
   absl::StatusOr<std::unique_ptr<Child>> bouncer =
       Child::Spawn({"/usr/bin/crowdsec-custom-bouncer", "-c", config}, dir_ + "/custom.stdout");
