@@ -786,12 +786,12 @@ void Engine::PrematchLine(palisade::v1::LogFormat format, const RuleSet::FormatI
   }
 }
 
-absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const ParsedLine& line,
-                                    absl::string_view raw, absl::Time time, uint32_t stream,
-                                    const PrematchedLine* prematched, LineResult* result) {
+void Engine::MatchStep(palisade::v1::LogFormat format, const ParsedLine& line,
+                       absl::string_view raw, absl::Time time, uint32_t stream,
+                       const PrematchedLine* prematched, LineResult* result) {
   stats_.lines.fetch_add(1, std::memory_order_relaxed);
-  // First what counts on this line, then the evidence (once, redacted): the evidence must hide
-  // every token on the line, found by any rule, before any window keeps it.
+  // What counts on this line, and the secrets the evidence must hide: every token on the line,
+  // found by any rule, before any window keeps it (Redacted).
   Scratch& scratch = ThreadScratch();
   std::vector<std::pair<int, absl::string_view>>& counted = scratch.counted;
   std::vector<std::pair<absl::string_view, std::optional<size_t>>>& keys = scratch.counted_keys;
@@ -860,9 +860,14 @@ absl::string_view Engine::MatchStep(palisade::v1::LogFormat format, const Parsed
       if (!keys[i].second.has_value()) keys[i].first = scratch.keys[i];
     }
   }
+}
+
+absl::string_view Engine::Redacted(absl::string_view raw, const PrematchedLine* prematched) {
   // Nothing keeps evidence (EngineOptions::max_evidence 0, as palisadectl replay without
   // --json runs): the line needs no redaction.
-  if (counted.empty() || !KeepsEvidence()) return raw;
+  if (!KeepsEvidence()) return raw;
+  Scratch& scratch = ThreadScratch();
+  const std::vector<absl::string_view>& secrets = scratch.secrets;
   // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
   // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in
   // a URL a web rule counts, reaches no decision, event, sink or store. Whether the line may
@@ -889,10 +894,14 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
                            absl::string_view raw, absl::Time time, std::vector<Detection>* out,
                            uint32_t stream, const PrematchedLine* prematched) {
   LineResult result;
-  const absl::string_view evidence =
-      MatchStep(format, line, raw, time, stream, prematched, &result);
-  // Then the counting.
+  MatchStep(format, line, raw, time, stream, prematched, &result);
+  // Then the counting. The line is redacted when the first count keeps it, once for all.
   Scratch& scratch = ThreadScratch();
+  std::optional<absl::string_view> redacted;
+  const auto evidence = [&]() -> absl::string_view {
+    if (!redacted.has_value()) redacted = Redacted(raw, prematched);
+    return *redacted;
+  };
   for (size_t i = 0; i < scratch.counted.size(); ++i) {
     const auto& [rule_index, captured] = scratch.counted[i];
     const CompiledRule& rule = *rules_->rules()[rule_index];
@@ -908,7 +917,9 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
   for (const Scratch::Released& r : scratch.released) {
     ++result.matches;
     matches_per_rule_[r.rule].fetch_add(1, std::memory_order_relaxed);
-    Count(r.rule, r.key, r.evidence, r.time, absl::string_view(), stream, out);
+    Count(
+        r.rule, r.key, [&r] { return absl::string_view(r.evidence); }, r.time,
+        absl::string_view(), stream, out);
   }
   FinishLine(&result);
   return result;
@@ -919,8 +930,7 @@ LineResult Engine::MatchLine(palisade::v1::LogFormat format, const ParsedLine& l
                              uint32_t stream, const PrematchedLine* prematched) {
   // Process's matching step; the counting is CountMatch's, wherever the match goes.
   LineResult result;
-  const absl::string_view evidence =
-      MatchStep(format, line, raw, time, stream, prematched, &result);
+  MatchStep(format, line, raw, time, stream, prematched, &result);
   Scratch& scratch = ThreadScratch();
   const std::vector<std::pair<int, absl::string_view>>& counted = scratch.counted;
   if (!counted.empty()) {
@@ -928,6 +938,7 @@ LineResult Engine::MatchLine(palisade::v1::LogFormat format, const ParsedLine& l
     // whole, so the window holds the same record either way.
     std::string kept;
     if (options_.max_evidence > 0) {
+      const absl::string_view evidence = Redacted(raw, prematched);
       if (evidence.size() > evidence_line_bytes_) {
         absl::string_view head = CutUtf8(evidence, evidence_line_bytes_ - kMarkerRoom);
         kept = absl::StrCat(head, " [", evidence.size() - head.size(), " bytes cut]");
@@ -991,7 +1002,9 @@ absl::Status Engine::CountMatch(const EngineMatch& match, std::vector<Detection>
         absl::StrCat("engine: a match of rule \"", match.rule_id, "\" with an empty key"));
   }
   matches_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
-  Count(rule_index, match.key, match.evidence, match.time, match.secret, match.stream, out);
+  Count(
+      rule_index, match.key, [&match] { return absl::string_view(match.evidence); }, match.time,
+      match.secret, match.stream, out);
   return absl::OkStatus();
 }
 
@@ -1103,7 +1116,8 @@ void Engine::Window::TakeEvidence(std::vector<std::string>* out) {
   evidence_count_ = 0;
 }
 
-void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
+void Engine::Count(int rule_index, absl::string_view key,
+                   absl::FunctionRef<absl::string_view()> line, absl::Time time,
                    absl::string_view secret, uint32_t stream, std::vector<Detection>* out,
                    const size_t* key_hash) {
   const CompiledRule& rule = *rules_->rules()[rule_index];
@@ -1123,22 +1137,28 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
     }
     return d;
   };
-  // The evidence share of this line: a 16 KiB line must not cost 16 KiB per window. The cut
-  // keeps the head (the part a log writer puts first: who, what, from where) and says how much
-  // went. `raw` is already redacted, so the cut cannot leave half a token behind.
-  absl::string_view kept = raw;
+  // The line as a window keeps it, asked for only when one does: its evidence share (a 16 KiB
+  // line must not cost 16 KiB per window). The cut keeps the head (the part a log writer puts
+  // first: who, what, from where) and says how much went. The line is already redacted, so the
+  // cut cannot leave half a token behind.
   char marker_buf[32];
   absl::string_view marker;
-  if (options_.max_evidence > 0 && raw.size() > evidence_line_bytes_) {
-    kept = CutUtf8(raw, evidence_line_bytes_ - kMarkerRoom);
+  const auto kept = [&]() -> absl::string_view {
+    const absl::string_view raw = line();
+    if (raw.size() <= evidence_line_bytes_) return raw;
+    const absl::string_view head = CutUtf8(raw, evidence_line_bytes_ - kMarkerRoom);
     const int n = std::snprintf(marker_buf, sizeof(marker_buf), " [%zu bytes cut]",
-                                raw.size() - kept.size());
+                                raw.size() - head.size());
     marker = absl::string_view(marker_buf, static_cast<size_t>(std::max(n, 0)));
     stats_.evidence_truncated.fetch_add(1, std::memory_order_relaxed);
-  }
+    return head;
+  };
   if (rule.count == 1) {  // no window needed: every match is a detection
     Detection& d = detection();
-    if (options_.max_evidence > 0) d.evidence.push_back(absl::StrCat(kept, marker));
+    if (options_.max_evidence > 0) {
+      const absl::string_view head = kept();  // sets `marker`: not in one expression with it
+      d.evidence.push_back(absl::StrCat(head, marker));
+    }
     return;
   }
   const size_t hash = key_hash != nullptr ? *key_hash : WindowHash()(key);
@@ -1193,7 +1213,8 @@ void Engine::Count(int rule_index, absl::string_view key, absl::string_view raw,
   // and the ring's turn were a third of an access line's cost with every pack (PERFORMANCE.md,
   // "Seventeenth pass"), and a window under its threshold holds no lines at all.
   if (w.times.size() + options_.max_evidence > rule.count) {
-    w.AddEvidence(kept, marker, options_.max_evidence, options_.max_evidence_bytes);
+    const absl::string_view head = kept();
+    w.AddEvidence(head, marker, options_.max_evidence, options_.max_evidence_bytes);
   }
   if (w.times.size() >= rule.count) {
     Detection& d = detection();

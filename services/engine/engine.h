@@ -58,6 +58,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/functional/function_ref.h"
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
@@ -536,11 +537,15 @@ class Engine {
   // line's capture gave, not a session's or the record's client address); follows the rules'
   // sessions (see the header comment).
   // Process's and MatchLine's common first half: counts the line, collects what counts on it
-  // into ThreadScratch().counted/keys (ignores, allowlist and invalid keys noted in `result`)
-  // and returns the evidence (`raw`, or its redacted copy in scratch).
-  absl::string_view MatchStep(palisade::v1::LogFormat format, const ParsedLine& line,
-                              absl::string_view raw, absl::Time time, uint32_t stream,
-                              const PrematchedLine* prematched, LineResult* result);
+  // into ThreadScratch().counted/keys/secrets (ignores, allowlist and invalid keys noted in
+  // `result`).
+  void MatchStep(palisade::v1::LogFormat format, const ParsedLine& line, absl::string_view raw,
+                 absl::Time time, uint32_t stream, const PrematchedLine* prematched,
+                 LineResult* result);
+  // The line as evidence after MatchStep: `raw`, or its copy in the scratch with the tokens
+  // hidden (every token a rule counted on the line, ThreadScratch().secrets, and the token
+  // shapes), which the next call overwrites.
+  absl::string_view Redacted(absl::string_view raw, const PrematchedLine* prematched);
   // Their common end: `result->matched` and the line's stats.
   void FinishLine(LineResult* result);
   template <typename Fn>
@@ -599,8 +604,11 @@ class Engine {
   // but its arguments and the allowlist (the scratch is a cache): Prematch calls it too.
   bool NormaliseKey(const CompiledRule& rule, absl::string_view captured, absl::string_view* key,
                     bool* allowlisted) const;
-  // `key_hash`, when given, is WindowHash()(key) (Prematch's).
-  void Count(int rule_index, absl::string_view key, absl::string_view raw, absl::Time time,
+  // `line` gives the line as evidence (redacted), called only when the count keeps it: most
+  // counts of a rule with a threshold keep no line (see Count), and then the line is never
+  // searched for tokens. `key_hash`, when given, is WindowHash()(key) (Prematch's).
+  void Count(int rule_index, absl::string_view key,
+             absl::FunctionRef<absl::string_view()> line, absl::Time time,
              absl::string_view secret, uint32_t stream, std::vector<Detection>* out,
              const size_t* key_hash = nullptr);
   // Makes room for a new key of `rule_index` in `shard`, whose maps[rule_index] is `map`: from

@@ -953,6 +953,31 @@ TEST_F(EngineTest, AWindowKeepsOnlyTheLinesItsDetectionCanShow) {
   }
 }
 
+// The line is made evidence (tokens hidden, cut to its share) only when a window keeps it: the
+// 35 counts that keep nothing cut nothing, and the five kept lines still hide their tokens.
+TEST_F(EngineTest, OnlyTheLinesAWindowKeepsAreRedactedAndCut) {
+  Engine engine(Rules(FailPack("ssh-fail-40", 40)), EngineOptions());  // 5 evidence lines
+  const std::string token = absl::StrCat("cfut_", std::string(40, 'Q'));
+  std::vector<Detection> out;
+  ParsedLine line;
+  for (int i = 0; i < 40; ++i) {
+    // Past a line's share of the ring (2048 / 5 bytes): every kept line is cut.
+    const std::string m = absl::StrCat("Failed password for ", token, " from 203.0.113.9 port 22 ",
+                                       std::string(600, 'y'));
+    line.message = m;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(i), &out);
+    if (i == 34) EXPECT_EQ(engine.stats().evidence_truncated, 0u);
+  }
+  EXPECT_EQ(engine.stats().evidence_truncated, 5u);
+  ASSERT_THAT(out, SizeIs(1));
+  ASSERT_THAT(out[0].evidence, SizeIs(5));
+  for (const std::string& e : out[0].evidence) {
+    EXPECT_EQ(e.find(token), std::string::npos) << e;
+    EXPECT_NE(e.find("[token sha256:"), std::string::npos) << e;
+    EXPECT_TRUE(absl::StrContains(e, "bytes cut]")) << e;
+  }
+}
+
 // What a detection shows is what it showed when every match's line was kept: the newest
 // max_evidence lines, in the order they came, of the matches still inside the window. A model
 // keeping every line (trimmed as the window slides, as Count trims its ring) against the engine,
