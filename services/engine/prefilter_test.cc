@@ -136,6 +136,25 @@ TEST(LiteralGateTest, FindsLiteralsAnywhereWithoutCase) {
                                std::make_pair(7, 0), std::make_pair(8, 1)));
 }
 
+// The token pack's literals look for one byte together: "cfut_" and "cfat_" alone would look
+// for 'f' (a common letter), and move to the '_' the others look for, checked there by the byte
+// before it. Found wherever they stand; a '_' after another byte is passed over.
+TEST(LiteralGateTest, ALiteralAloneOnItsByteSharesARareOne) {
+  LiteralGate gate({{"cfut_", 0}, {"cfat_", 0}, {"cf_api_token=", 1}, {"&cf_token=", 2}});
+  EXPECT_EQ(gate.anchor_count(), 1u);
+  const std::vector<std::pair<int, int>> entries = {{7, 0}, {8, 0}, {9, 0}};
+  for (const std::string& text :
+       {std::string("cfut_"), std::string("x cfAT_y"), std::string(40, 'f') + "CFUT_",
+        std::string("a=1&cf_token=2"), std::string(31, '.') + "cf_api_token=\"x\""}) {
+    EXPECT_TRUE(gate.Scan(text, entries, nullptr)) << text;
+  }
+  for (const std::string& text :
+       {std::string("pam_unix(sshd:auth): cfu_t"), std::string(40, '_'),
+        std::string("GET /favicon.ico?cf_t=1 HTTP/1.1")}) {
+    EXPECT_FALSE(gate.Scan(text, entries, nullptr)) << text;
+  }
+}
+
 // Scan against a plain search, over random literals and texts from a small alphabet (so that
 // anchors and literals occur often, at block boundaries and in the last, overlapping block):
 // from one to a dozen anchor bytes, the counts Scan has a loop of its own for and the others.

@@ -116,8 +116,10 @@ absl::StatusOr<std::vector<std::string>> RequiredLiterals(absl::string_view patt
 
 // Finds which of a set of literals occur in a text, without case, in one pass that compares
 // 16 bytes at a time, with bit 0x20 set in each (a letter's two cases one byte), against one byte
-// of each literal (the one least common in log text, as ByteCost guesses, but its last), and
-// checks the literals of that byte only where it stands before a byte one of them has next.
+// of each literal (the one least common in log text, as ByteCost guesses, but its last, unless
+// another literal already looks for a rare byte it holds), and checks the literals of that byte
+// only where it stands before a byte one of them has next (or after one a literal ending there
+// has before it).
 // Allocates nothing.
 // Immutable once built: Scan may run concurrently.
 class LiteralGate {
@@ -130,6 +132,8 @@ class LiteralGate {
   bool Scan(absl::string_view text, const std::vector<std::pair<int, int>>& entries,
             std::vector<std::pair<int, int>>* out) const;
   size_t literal_count() const { return literals_.size(); }
+  // The distinct bytes Scan compares each 16 bytes of a text with.
+  size_t anchor_count() const { return anchors_.size(); }
 
  private:
   struct Literal {
@@ -142,6 +146,7 @@ class LiteralGate {
   std::vector<Literal> literals_;
   std::vector<uint32_t> by_byte_[256];  // byte | 0x20 -> literals looked up
   std::bitset<256> next_[256];          // byte | 0x20 -> the bytes | 0x20 after it in those
+  std::bitset<256> prev_[256];          // ... and before it in those it ends
   std::vector<char> anchors_;           // the bytes looked for
   std::vector<std::array<char, 16>> vectors_;  // each anchor repeated 16 times
 };
