@@ -1546,7 +1546,8 @@ LiteralGate::LiteralGate(const std::vector<std::pair<std::string, int>>& literal
   // other literals instead.
   int looked_for[256] = {};
   for (const Literal& lit : literals_) ++looked_for[Fold(lit.text[lit.offset])];
-  constexpr int kCheapShared = 5;  // '_', '?', '=', '"', 'j', 'q', 'z'; not 'f', '.' or ' '
+  // Rare punctuation ('_', '?', '=', '"') and letters (j, k, q, v, x, z); not 'f', '.' or ' '.
+  constexpr int kCheapShared = 5;
   for (Literal& lit : literals_) {
     for (size_t i = 0; i < lit.text.size(); ++i) {
       const unsigned char b = Fold(lit.text[i]);
