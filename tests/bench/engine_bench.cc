@@ -1,6 +1,8 @@
 // Engine throughput over generated sshd + nginx corpora (tests/corpus), with the shipped packs:
 // the sshd and nginx packs (each corpus's format sees only its own pack), and every pack under
 // rules/ (BM_*Everything, issue 13 §4), each also without the prefilter (BM_*NoPrefilter).
+// PALISADE_BENCH_EVERY_PACK_DIR names another directory for BM_*Everything's packs (a copy of
+// rules/ with a pack or a rule taken out: tools/pack_cost.sh).
 //   bazel run -c opt //tests/bench:engine_bench
 //   bazel run -c opt //tests/bench:engine_bench -- --benchmark_filter='BM_Match'
 // items_per_second is lines per second on one core.
@@ -102,7 +104,8 @@ struct Fixture {
   // Every rules/*.textproto through the production loader, with the CIDR sets the packs name
   // (the same as rules/pack_test.cc).
   static std::shared_ptr<const RuleSet> Everything(const RuleSetOptions& options) {
-    const std::vector<std::string> files = FilesIn("rules", ".textproto");
+    const char* dir = std::getenv("PALISADE_BENCH_EVERY_PACK_DIR");
+    const std::vector<std::string> files = FilesIn(dir != nullptr ? dir : "rules", ".textproto");
     std::vector<LoadedPack> packs;
     for (const std::string& file : files) {
       auto pack = LoadRulePackFile(file);
