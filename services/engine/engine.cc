@@ -529,14 +529,7 @@ void Engine::WalkSets(const RuleSet::FormatIndex& index,
       Walked& w = scratch.walked[i * parts + part_no];
       w.state = Walked::State::kNoText;
       if (!part.MayMatch(line.program, line.message)) continue;
-      absl::string_view text = line.message;
-      if (part.head != nullptr) {
-        const size_t at = part.head->Walk(text, &w.outside);
-        if (at == absl::string_view::npos) continue;
-        text.remove_prefix(at);
-        w.at = static_cast<uint32_t>(at);
-      }
-      texts.push_back(text);
+      texts.push_back(line.message);
       which.push_back(i);
     }
     SetDfa::Answers& answers = scratch.walk_answers[part_no];
@@ -591,17 +584,7 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
     // every request, such as web-request-flood, or a log where most lines are failures): then
     // the probe, a pass up to the first match, costs more on the lines that match than the
     // allocation it saves on the others. Either way the hits are the same.
-    // A Set of tails (SetPart::head) runs from the end of the fields its members start with.
-    absl::string_view text = line.message;
-    uint64_t outside = 0;
-    if (ahead != Walked::State::kNotWalked) {
-      text.remove_prefix(walked[part_no].at);
-      outside = walked[part_no].outside;
-    } else if (part.head != nullptr) {
-      const size_t at = part.head->Walk(text, &outside);
-      if (at == absl::string_view::npos) continue;
-      text.remove_prefix(at);
-    }
+    const absl::string_view text = line.message;
     // SetDfa answers for the lines it reads (ASCII), in one pass with no set-up; RE2's Set for
     // the rest.
     uint16_t& rate = hit_rates->rates[part_no];
@@ -624,7 +607,6 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
     rate += kHitRateOne >> 3;
     const int patterns = static_cast<int>(part.entries.size());
     for (int hit : hits) {
-      if (part.head != nullptr && !part.head->Holds(hit, outside, line.message)) continue;
       if (hit >= patterns) {  // an ignore pattern (SetPart::ignore_rules)
         ignore_hits.push_back(part.ignore_rules[hit - patterns]);
         continue;

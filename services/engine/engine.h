@@ -472,14 +472,12 @@ class Engine {
     struct Walked {
       enum class State : uint8_t {
         kNotWalked,  // CollectCandidates asks as usual (a gated part, a part without SetDfa)
-        kNoText,     // the part does not read the line (SetPart::MayMatch, SetPart::head)
+        kNoText,     // the part does not read the line (SetPart::MayMatch)
         kAnswered,   // its SetDfa's hits are walk_answers[part]'s for text `text`
         kAsk,        // its SetDfa gave no answer: the RE2::Set is asked
       };
       State state = State::kNotWalked;
-      uint32_t at = 0;    // the part's text is the message from here (SetPart::head)
       uint32_t text = 0;  // kAnswered: the line's index among the texts its part walked
-      uint64_t outside = 0;  // SetPart::head's Walk
     };
     size_t parts_per_line = 0;
     std::vector<Walked> walked;

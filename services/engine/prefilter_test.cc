@@ -639,7 +639,6 @@ void CompileBothWays(std::shared_ptr<const RuleSet>* with,
   off.leading_keys = false;
   off.ignores_in_sets = false;
   off.skip_parts = false;
-  off.skip_heads = false;
   off.own_dfa = false;
   absl::StatusOr<std::shared_ptr<const RuleSet>> on = RuleSet::Compile(packs, sets);
   absl::StatusOr<std::shared_ptr<const RuleSet>> before = RuleSet::Compile(packs, sets, off);
@@ -718,7 +717,6 @@ size_t ExpectSameIndex(const RuleSet& a, const RuleSet& b, int f) {
     EXPECT_EQ(u.first_bytes, v.first_bytes) << "format " << f << " part " << p;
     EXPECT_EQ(u.set == nullptr, v.set == nullptr) << "format " << f << " part " << p;
     EXPECT_EQ(u.gate == nullptr, v.gate == nullptr) << "format " << f << " part " << p;
-    EXPECT_EQ(u.head == nullptr, v.head == nullptr) << "format " << f << " part " << p;
   }
   return parts;
 }
@@ -983,8 +981,8 @@ size_t Differences(const std::string& name, const std::vector<Line>& lines, cons
 }
 
 // The examples and counter-examples of `rules`, every seventh line of the generated corpora
-// (TestLines), and access lines whose second field (a head's run, with SetHead) holds what a
-// class may not take: bytes past ASCII, UTF-8 or not, and a tab.
+// (TestLines), and access lines whose second field holds what its class (`\S+`) may not take or
+// SetDfa does not read: bytes past ASCII, UTF-8 or not, and a tab.
 std::vector<Line> SampleLines(const RuleSet& rules) {
   size_t examples = 0;
   const std::vector<Line> all = TestLines(rules, &examples);
@@ -1038,10 +1036,9 @@ TEST(SkipPartsTest, SameMatchesWithAndWithoutSkipsOverEachPack) {
   const CidrSets sets = ShippedPackCidrSets();
   RuleSetOptions no_skips;
   no_skips.skip_parts = false;
-  no_skips.skip_heads = false;
   const std::vector<PackGroup> compiled = EachPackAndAll(no_skips);
   ASSERT_EQ(compiled.size(), packs.size() + 1);
-  size_t with_programs = 0, with_first_bytes = 0, with_heads = 0, matched = 0;
+  size_t with_programs = 0, with_first_bytes = 0, matched = 0;
   for (const auto& [name, with, without] : compiled) {
     for (int f = 1; f <= palisade::v1::LogFormat_MAX; ++f) {
       const RuleSet::FormatIndex* index = with->ForFormat(static_cast<LogFormat>(f));
@@ -1049,11 +1046,9 @@ TEST(SkipPartsTest, SameMatchesWithAndWithoutSkipsOverEachPack) {
       for (const auto& part : index->parts) {
         with_programs += !part.programs.empty();
         with_first_bytes += part.first_bytes_known;
-        with_heads += part.head != nullptr;
       }
       for (const auto& part : without->ForFormat(static_cast<LogFormat>(f))->parts) {
-        EXPECT_TRUE(part.programs.empty() && !part.first_bytes_known && part.head == nullptr)
-            << name;
+        EXPECT_TRUE(part.programs.empty() && !part.first_bytes_known) << name;
       }
     }
     const std::vector<Line> lines = SampleLines(*with);
@@ -1064,7 +1059,6 @@ TEST(SkipPartsTest, SameMatchesWithAndWithoutSkipsOverEachPack) {
   }
   EXPECT_GT(with_programs, 3u);
   EXPECT_GT(with_first_bytes, 10u);
-  EXPECT_GT(with_heads, 2u);  // nginx's and web-flood's access-log Sets, at least
   EXPECT_GT(matched, 10'000u);
 
   // The sshd pack alone: its anchored Set is for sshd's lines only, and skips the others.
@@ -1091,134 +1085,6 @@ TEST(SkipPartsTest, SameMatchesWithAndWithoutSkipsOverEachPack) {
     skipped += !part.MayMatch(parsed.program, parsed.message);
   }
   EXPECT_GT(skipped, options.lines / 5);
-}
-
-// --- the fields every member of an anchored Set starts with (RuleSetOptions::skip_heads) -------
-
-// The first Set part of `format` (the anchored one, when the rules have anchored patterns).
-const RuleSet::SetPart* AnchoredPart(const RuleSet& set, LogFormat format) {
-  const RuleSet::FormatIndex* index = set.ForFormat(format);
-  if (index == nullptr) return nullptr;
-  for (const auto& part : index->parts) {
-    if (part.set != nullptr) return &part;
-  }
-  return nullptr;
-}
-
-// Rules whose patterns share a head of four units (an address, a user, a bracketed time, a
-// quote) with different classes in each run, one whose tail is empty and an ignore pattern; the
-// lines vary each field with what a class may or may not take: spaces and tabs, "]", nothing,
-// UTF-8 and bytes that are not UTF-8. The Set of tails and the walk say what the whole patterns
-// say, and what RE2 says of each pattern alone.
-TEST(SkipHeadsTest, HeadsAndTailsMatchWhatTheWholePatternsMatch) {
-  const std::string three =
-      RawRule("digits-get-a", R"re(^(?P<ip>[0-9.]+) \\S+ \\[[^\\]]+\\] "GET /a)re",
-              R"re(^\\S+ \\S+ \\[[^\\]]+\\] "GET /a/skip)re") +
-      RawRule("any-b", R"re(^(?P<ip>\\S+) \\S+ \\[[^\\]]+\\] "(?:POST|GET) /b)re") +
-      RawRule("hex-lower-user", R"re(^(?P<ip>[0-9a-f:.]+?) [a-z-]+ \\[[^\\]]+\\] ")re");
-  const std::string four =
-      three + RawRule("dot-user", R"re(^(?P<ip>[^ ]+) (?:.)+ \\[[^\\]]+\\] "x$)re");
-  RuleSetOptions no_heads;
-  no_heads.skip_heads = false;
-  const auto with = CompileRules(four), without = CompileRules(four, no_heads);
-  const auto with3 = CompileRules(three), without3 = CompileRules(three, no_heads);
-  ASSERT_TRUE(with && without && with3 && without3);
-  const RuleSet::SetPart* part = AnchoredPart(*with, LogFormat::LOG_FORMAT_RAW);
-  ASSERT_NE(part, nullptr);
-  ASSERT_NE(part->head, nullptr);
-  // "dot-user" has a group around its run and "." takes the space: its head is its first unit
-  // alone, so the Set's is too.
-  ASSERT_EQ(part->head->units.size(), 1u);
-  EXPECT_EQ(part->head->units[0].literals, " ");
-  EXPECT_EQ(AnchoredPart(*without, LogFormat::LOG_FORMAT_RAW)->head, nullptr);
-
-  // Without "dot-user": the head runs to the request's quote.
-  const RuleSet::SetPart* part3 = AnchoredPart(*with3, LogFormat::LOG_FORMAT_RAW);
-  ASSERT_NE(part3, nullptr);
-  ASSERT_NE(part3->head, nullptr);
-  ASSERT_EQ(part3->head->units.size(), 3u);  // "addr ", "user [", "time] \""
-  EXPECT_EQ(part3->head->runs.size(), 3u);
-
-  const std::vector<std::string> addrs = {"192.0.2.7", "ab:cd::1", "h0st", "", "1.2\t3",
-                                          "1.2\xff", "\xc3\xa9"};
-  const std::vector<std::string> users = {"-", "bob", "Bob", "a b", "\t", "\xc3\xa9", "\xff-", ""};
-  const std::vector<std::string> times = {"10/Oct/2026", "x]y", "", "\xe2\x82\xac", "a b\tc"};
-  const std::vector<std::string> requests = {"\"GET /a HTTP/1.1\"", "\"GET /a/skip\"",
-                                             "\"POST /b\"", "\"x", "\"x\"", "GET /a", "\""};
-  std::vector<Line> lines;
-  for (const auto& a : addrs) {
-    for (const auto& u : users) {
-      for (const auto& t : times) {
-        for (const auto& r : requests) {
-          lines.push_back({LogFormat::LOG_FORMAT_RAW, absl::StrCat(a, " ", u, " [", t, "] ", r)});
-        }
-      }
-    }
-  }
-  lines.push_back({LogFormat::LOG_FORMAT_RAW, "192.0.2.7  - [t] \"GET /a"});  // two spaces
-  lines.push_back({LogFormat::LOG_FORMAT_RAW, "192.0.2.7 - [t]"});
-  for (const auto& set : {with, with3}) {
-    const auto& other = set == with ? without : without3;
-    size_t matched = 0;
-    for (Prematching prematch : kEveryPrematching) {
-      size_t ignored_a = 0, ignored_b = 0;
-      const auto a = CountAll(set, lines, prematch, &ignored_a);
-      const auto b = CountAll(other, lines, prematch, &ignored_b);
-      EXPECT_EQ(ignored_a, ignored_b);
-      EXPECT_GT(ignored_b, 0u);
-      for (size_t i = 0; i < lines.size(); ++i) {
-        matched += !b[i].empty();
-        EXPECT_EQ(a[i], b[i]) << "line " << i << ": " << lines[i].text;
-      }
-    }
-    // And RE2 alone: a rule matches a line exactly when its pattern does with an address for a
-    // key (group 1 in each) and its ignore pattern does not.
-    const auto a = MatchAll(set, lines);
-    for (size_t i = 0; i < lines.size(); ++i) {
-      std::vector<std::string> ids, expected;
-      for (const auto& [id, key] : a[i]) ids.push_back(id);
-      for (const auto& rule : set->rules()) {
-        std::string key;
-        if (RE2::PartialMatch(lines[i].text, *rule->patterns[0], &key) &&
-            IpAddress::Parse(key).has_value() &&
-            (rule->ignores.empty() || !RE2::PartialMatch(lines[i].text, *rule->ignores[0]))) {
-          expected.push_back(rule->id());
-        }
-      }
-      EXPECT_THAT(ids, ::testing::UnorderedElementsAreArray(expected)) << lines[i].text;
-    }
-    EXPECT_GT(matched, 100u);
-  }
-}
-
-// A tail that looks behind (`\b`, `^`) or a flag group inside the head leaves the Set whole.
-TEST(SkipHeadsTest, NoHeadWhereATailWouldReadOtherwise) {
-  for (const std::string& pattern :
-       {std::string("^(?P<ip>[0-9.]+) \\\\S+ \\\\bx"), std::string("^(?i)(?P<ip>[a-f0-9.]+) x"),
-        std::string("^(?P<ip>(?i)[a-f0-9.]+) x"), std::string("^(?i:(?P<ip>[a-f0-9.]+)) x"),
-        std::string("^(?P<ip>[0-9.]+)(?:) x")}) {
-    auto set = CompileOne(pattern);
-    const RuleSet::SetPart* part = AnchoredPart(*set, LogFormat::LOG_FORMAT_RAW);
-    ASSERT_NE(part, nullptr) << pattern;
-    EXPECT_EQ(part->head, nullptr) << pattern;
-  }
-  // The same without what is refused: a head, and the keys of the whole pattern.
-  const std::string pattern = "^(?P<ip>[0-9.]+) \\\\S+ x";
-  auto set = CompileOne(pattern);
-  const RuleSet::SetPart* part = AnchoredPart(*set, LogFormat::LOG_FORMAT_RAW);
-  ASSERT_NE(part, nullptr);
-  ASSERT_NE(part->head, nullptr);
-  EXPECT_EQ(part->head->units.size(), 2u);  // "addr ", "user x"
-  RuleSetOptions no_heads;
-  no_heads.skip_heads = false;
-  auto whole = CompileOne(pattern, no_heads);
-  EXPECT_EQ(KeyOf(set, "192.0.2.1 - x"), "192.0.2.1");
-  EXPECT_EQ(KeyOf(set, "192.0.2.1 a\tb x"), "(none)");
-  EXPECT_EQ(KeyOf(set, "h0st - x"), "(none)");
-  for (const std::string line : {"192.0.2.1 \xff x", "192.0.2.1 \xc3\xa9 x", "192.0.2.1 \xc3 x",
-                                 "192.0.2.1 - y", "192.0.2.1 -\xff x", "192.0.2.1\xff - x"}) {
-    EXPECT_EQ(KeyOf(set, line), KeyOf(whole, line)) << line;
-  }
 }
 
 // --- SetDfa in place of RE2's Set pass (RuleSetOptions::own_dfa) -----------------------------

@@ -1812,281 +1812,7 @@ absl::Status CheckExamplesMatchWith(const LoadedPack& pack, PackPatterns& compil
   return absl::OkStatus();
 }
 
-// --- SetHead: the fields every member of an anchored Set starts with --------------------------
-
-// A pattern's head units (SetHead::Unit) as far as they go, with each run's class over ASCII
-// and the pattern offset where each unit ends.
-struct HeadUnit {
-  bool has_run = false;
-  std::bitset<128> run_class;  // ASCII bytes the run's class holds (from RE2)
-  unsigned char literal = 0;
-  size_t end = 0;
-};
-
-// The ASCII bytes a one-character piece of pattern text matches, asked of RE2 (the parser's
-// CharSet is an analysis's approximation; a head must be exact). Cached by text.
-class AsciiClasses {
- public:
-  const std::optional<std::bitset<128>>& Of(const std::string& text) {
-    auto [it, added] = known_.try_emplace(text);
-    if (!added) return it->second;
-    const RE2 re(absl::StrCat("\\A(?:", text, ")\\z"), PalisadeRe2Options());
-    if (!re.ok()) return it->second;
-    std::bitset<128> bytes;
-    for (int c = 0; c < 128; ++c) {
-      const char byte = static_cast<char>(c);
-      bytes[c] = re.Match(re2::StringPiece(&byte, 1), 0, 1, RE2::ANCHOR_BOTH, nullptr, 0);
-    }
-    it->second = bytes;
-    return it->second;
-  }
-
- private:
-  std::map<std::string, std::optional<std::bitset<128>>> known_;
-};
-
-std::string TextOf(absl::string_view pattern, const ReNode& n) {
-  return std::string(pattern.substr(n.begin, n.end - n.begin));
-}
-
-// Whether `n` is one ASCII byte and nothing else (`*byte`).
-bool AsciiLiteral(absl::string_view pattern, const ReNode& n, AsciiClasses& classes,
-                  unsigned char* byte) {
-  if (n.kind != ReNode::kChars || n.chars.count() != 1) return false;
-  int b = 0;
-  while (!n.chars[b]) ++b;
-  if (b >= 0x80) return false;
-  const std::optional<std::bitset<128>>& exact = classes.Of(TextOf(pattern, n));
-  if (!exact || exact->count() != 1 || !(*exact)[b]) return false;
-  *byte = static_cast<unsigned char>(b);
-  return true;
-}
-
-// Whether `n` is a run, `C+` (or `C+?`) of a one-character class C, bare or as the whole of a
-// capturing group, with no flag in effect but the defaults (`*run`: C's ASCII bytes).
-bool Run(absl::string_view pattern, const ReNode& n, AsciiClasses& classes,
-         std::bitset<128>* run) {
-  const ReNode* rep = &n;
-  if (n.kind == ReNode::kGroup) {
-    // The group's body must be the run's text exactly: no "(?i)" inside, no other piece.
-    if (!n.capture || n.subs.size() != 1) return false;
-    const size_t body = pattern[n.begin + 1] == '?' ? pattern.find('>', n.begin) + 1 : n.begin + 1;
-    rep = &Unwrap(n.subs[0]);
-    if (rep->begin != body || rep->end + 1 != n.end) return false;
-  }
-  if (rep->kind != ReNode::kRepeat || rep->min != 1 || rep->max != -1 || rep->subs.size() != 1) {
-    return false;
-  }
-  const ReNode& chars = rep->subs[0];
-  if (chars.kind != ReNode::kChars || chars.begin != rep->begin) return false;
-  const absl::string_view quantifier = pattern.substr(chars.end, rep->end - chars.end);
-  if (quantifier != "+" && quantifier != "+?") return false;
-  const std::optional<std::bitset<128>>& exact = classes.Of(TextOf(pattern, chars));
-  if (!exact || exact->none()) return false;
-  *run = *exact;
-  return true;
-}
-
-// Whether the tree holds a piece whose answer depends on what precedes it in the text (`^`,
-// `\A`, `\b`, `\B`, `(?m)$`): a tail run from the walk's end would not see that.
-bool LooksBehind(const ReNode& n) {
-  if (n.kind == ReNode::kBeginText || n.kind == ReNode::kEmptyWidth) return true;
-  for (const ReNode& sub : n.subs) {
-    if (LooksBehind(sub)) return true;
-  }
-  return false;
-}
-
-// `pattern`'s head units; empty when it has none or is not understood. A unit's text must follow
-// the previous one's with nothing between (a flag group such as "(?i)" would change what
-// follows), and what follows the last unit must not look behind.
-std::vector<HeadUnit> HeadUnits(absl::string_view pattern, AsciiClasses& classes) {
-  std::vector<HeadUnit> units;
-  const absl::StatusOr<ReNode> root = ParseRegex(pattern);
-  if (!root.ok() || root->kind != ReNode::kConcat || root->subs.empty()) return units;
-  const std::vector<ReNode>& subs = root->subs;
-  if (subs[0].kind != ReNode::kBeginText || subs[0].begin != 0) return units;
-  size_t i = 1;
-  size_t end = subs[0].end;
-  while (i < subs.size() && subs[i].begin == end) {
-    HeadUnit unit;
-    if (AsciiLiteral(pattern, subs[i], classes, &unit.literal)) {
-      ++i;
-    } else if (i + 1 < subs.size() && subs[i + 1].begin == subs[i].end &&
-               Run(pattern, subs[i], classes, &unit.run_class) &&
-               AsciiLiteral(pattern, subs[i + 1], classes, &unit.literal) &&
-               !unit.run_class[unit.literal]) {
-      unit.has_run = true;
-      i += 2;
-    } else {
-      break;
-    }
-    unit.end = subs[i - 1].end;
-    end = unit.end;
-    units.push_back(unit);
-  }
-  // Units are literals and runs, so anything that looks behind is after them, in every tail.
-  for (; i < subs.size(); ++i) {
-    if (LooksBehind(subs[i])) return {};
-  }
-  return units;
-}
-
-// The head the members share (SetHead) and their tails, or null when they share no run.
-std::unique_ptr<SetHead> SharedHead(const std::vector<std::string>& members,
-                                    const std::vector<const RE2*>& whole,
-                                    std::map<std::string, std::vector<HeadUnit>>& parsed,
-                                    AsciiClasses& classes, std::vector<std::string>* tails) {
-  if (members.empty()) return nullptr;
-  std::vector<const std::vector<HeadUnit>*> units;
-  size_t shared = SIZE_MAX;
-  for (const std::string& m : members) {
-    auto [it, added] = parsed.try_emplace(m);
-    if (added) it->second = HeadUnits(m, classes);
-    const std::vector<HeadUnit>& u = it->second;
-    const std::vector<HeadUnit>& first = units.empty() ? u : *units[0];
-    size_t k = 0;
-    while (k < std::min({shared, u.size(), first.size()}) &&
-           u[k].has_run == first[k].has_run && u[k].literal == first[k].literal) {
-      ++k;
-    }
-    shared = k;
-    units.push_back(&u);
-    if (shared == 0) return nullptr;  // most formats' Sets: told by their first two members
-  }
-  const std::vector<HeadUnit>& first = *units[0];
-  size_t runs = 0;
-  for (size_t k = 0; k < shared; ++k) runs += first[k].has_run;
-  if (runs == 0) return nullptr;  // literals alone: the DFA reads them as fast
-  auto head = std::make_unique<SetHead>();
-  // Classes: one bit per distinct (run, class).
-  std::vector<std::vector<std::bitset<128>>> run_classes;
-  for (size_t k = 0; k < shared; ++k) {
-    if (first[k].has_run || head->units.empty() || head->units.back().literals.size() == 8) {
-      head->units.emplace_back();
-      if (first[k].has_run) {
-        head->units.back().run = static_cast<int>(head->runs.size());
-        head->runs.emplace_back();
-        run_classes.emplace_back();
-      }
-    }
-    SetHead::Unit& unit = head->units.back();
-    unit.word |= uint64_t{first[k].literal} << (8 * unit.literals.size());
-    unit.mask |= uint64_t{0xff} << (8 * unit.literals.size());
-    unit.literals.push_back(static_cast<char>(first[k].literal));
-  }
-  int next_bit = 0;
-  std::vector<std::vector<int>> bits(run_classes.size());
-  for (size_t m = 0; m < members.size(); ++m) {
-    uint64_t needs = 0;
-    for (size_t k = 0, r = 0; k < shared; ++k) {
-      if (!first[k].has_run) continue;
-      const std::bitset<128>& cls = (*units[m])[k].run_class;
-      auto& known = run_classes[r];
-      size_t c = std::find(known.begin(), known.end(), cls) - known.begin();
-      if (c == known.size()) {
-        if (next_bit == 63) return nullptr;
-        known.push_back(cls);
-        bits[r].push_back(next_bit++);
-        for (int b = 0; b < 256; ++b) {
-          if (b >= 0x80) {
-            head->runs[r][b] = SetHead::kPastAscii;
-          } else if (!cls[b]) {
-            head->runs[r][b] |= uint64_t{1} << bits[r].back();
-          }
-        }
-      }
-      needs |= uint64_t{1} << bits[r][c];
-      ++r;
-    }
-    head->needs.push_back(needs);
-    tails->push_back(members[m].substr((*units[m])[shared - 1].end));
-  }
-  head->whole = whole;
-  for (SetHead::Unit& unit : head->units) {
-    if (unit.run < 0) continue;
-    const auto literal = static_cast<unsigned char>(unit.literals[0]);
-    unit.free_run = true;
-    for (const std::bitset<128>& cls : run_classes[unit.run]) {
-      unit.free_run = unit.free_run && cls.count() == 127 && !cls[literal];
-    }
-  }
-  return head;
-}
 }  // namespace
-
-namespace {
-// The first `byte` in p[at, n), or n: the runs of a head are short (an address, a "-", a time
-// stamp), so up to 32 bytes are compared 16 at a time before memchr, whose call costs more.
-size_t FindByte(const unsigned char* p, size_t at, size_t n, unsigned char byte) {
-  const __m128i want = _mm_set1_epi8(static_cast<char>(byte));
-  for (int block = 0; block < 2 && n - at >= 16; ++block, at += 16) {
-    const int hits = _mm_movemask_epi8(
-        _mm_cmpeq_epi8(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + at)), want));
-    if (hits != 0) return at + __builtin_ctz(static_cast<unsigned>(hits));
-  }
-  if (n - at >= 16) {
-    const void* found = std::memchr(p + at, byte, n - at);
-    return found == nullptr ? n : static_cast<const unsigned char*>(found) - p;
-  }
-  while (at < n && p[at] != byte) ++at;
-  return at;
-}
-}  // namespace
-
-size_t SetHead::Walk(absl::string_view text, uint64_t* outside) const {
-  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
-  const size_t n = text.size();
-  size_t at = 0;
-  uint64_t out = 0;
-  for (const Unit& unit : units) {
-    if (unit.run >= 0) {
-      const size_t start = at;
-      at = FindByte(p, at, n, static_cast<unsigned char>(unit.literals[0]));
-      // A run takes one byte at least.
-      if (at == n || at == start) return absl::string_view::npos;
-      if (unit.free_run) {
-        // Only bytes >= 0x80 to look for, 16 at a time (the last block overlaps).
-        int high = 0;
-        if (at - start >= 16) {
-          for (size_t i = start; i < at; i += 16) {
-            const size_t from = std::min(i, at - 16);
-            high |= _mm_movemask_epi8(
-                _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + from)));
-          }
-        } else {
-          for (size_t i = start; i < at; ++i) high |= p[i] & 0x80;
-        }
-        if (high != 0) out |= kPastAscii;
-      } else {
-        const std::array<uint64_t, 256>& bytes = runs[unit.run];
-        for (size_t i = start; i < at; ++i) out |= bytes[p[i]];
-      }
-    }
-    // The literals as one word: 8 bytes read when the text has them, else byte by byte.
-    const size_t size = unit.literals.size();
-    if (n - at >= 8) {
-      uint64_t word;
-      std::memcpy(&word, p + at, 8);
-      if (((word ^ unit.word) & unit.mask) != 0) return absl::string_view::npos;
-    } else {
-      if (n - at < size) return absl::string_view::npos;
-      for (size_t i = 0; i < size; ++i) {
-        if (p[at + i] != static_cast<unsigned char>(unit.literals[i])) {
-          return absl::string_view::npos;
-        }
-      }
-    }
-    at += size;
-  }
-  *outside = out;
-  if ((out & ~kPastAscii) != 0) {
-    bool any = false;
-    for (uint64_t need : needs) any = any || (out & need) == 0;
-    if (!any) return absl::string_view::npos;
-  }
-  return at;
-}
 
 absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
     const std::vector<LoadedPack>& packs, const CidrSets& sets, const RuleSetOptions& options) {
@@ -2184,12 +1910,9 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
   // with every pack). With options.threads > 1, a first pass over the formats only notes the
   // Sets it would build (`planning`, `planned`); they are compiled on the threads, and the pass
   // that builds the indexes finds them built. One that failed is built again in order, where
-  // the error (or the fallback from tails to whole patterns) is what a load in order gives.
+  // the error is what a load in order gives.
   bool planning = false;
   std::set<SetKey> planned;
-  // SetHead: each anchored member's head units, parsed once, and RE2's answer for each class.
-  std::map<std::string, std::vector<HeadUnit>> head_units;
-  AsciiClasses ascii_classes;
   auto index_formats = [&]() -> absl::Status {
     for (int f = 1; f <= max_format; ++f) {
       if (!options.formats.empty() &&
@@ -2258,7 +1981,6 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
         // each is named.
         std::vector<std::string> members;
         std::vector<std::string> member_names;
-        std::vector<const RE2*> whole;  // SetHead::whole
         // SetPart::first_bytes: the members' start bytes (CompiledRule::start_bytes).
         bool starts_known = anchored;
         CharSet starts;
@@ -2271,7 +1993,6 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
             if ((!pattern.empty() && pattern[0] == '^') != anchored) continue;
             members.push_back(pattern);
             member_names.push_back(absl::StrCat("rule \"", rule.id(), "\": pattern ", p + 1));
-            whole.push_back(rule.patterns[p].get());
             part.entries.emplace_back(static_cast<int>(r), p);
             starts_known = starts_known && rule.start_bytes[p].first;
             starts |= rule.start_bytes[p].second;
@@ -2292,7 +2013,6 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
             }
             members.push_back(pattern);
             member_names.push_back(absl::StrCat("rule \"", rule.id(), "\": ignore pattern ", i + 1));
-            whole.push_back(rule.ignores[i].get());
             part.ignore_rules.push_back(static_cast<int>(r));
             if (anchored && options.skip_parts) {
               auto known = ignore_starts.try_emplace(pattern, false, CharSet());
@@ -2307,11 +2027,6 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
           }
         }
         if (part.entries.empty() && part.ignore_rules.empty()) continue;
-        // SetPart::head: the Set holds the members' tails.
-        std::vector<std::string> tails;
-        if (anchored && options.skip_heads) {
-          part.head = SharedHead(members, whole, head_units, ascii_classes, &tails);
-        }
         // A Set with the same anchoring and the same patterns in the same order as one built for
         // an earlier format is that Set: the JSON access-log formats read the combined rules, and
         // their Sets were compiled again for each (5 of the 13 Sets with every pack).
@@ -2340,17 +2055,11 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
           same = std::move(compiled);
           return same;
         };
-        absl::StatusOr<std::shared_ptr<const RE2::Set>> built =
-            build(part.head != nullptr ? tails : members);
-        if (!built.ok() && part.head != nullptr) {
-          // A tail RE2 refuses where it took the whole pattern: the Set holds the whole ones.
-          part.head.reset();
-          built = build(members);
-        }
+        absl::StatusOr<std::shared_ptr<const RE2::Set>> built = build(members);
         if (!built.ok()) return built.status();
         part.set = *std::move(built);
         if (options.own_dfa && !planning) {
-          const SetKey key{anchored, part.head != nullptr ? tails : members};
+          const SetKey key{anchored, members};
           auto [known, added] = built_dfas.try_emplace(key);
           if (added) {
             absl::StatusOr<std::unique_ptr<const SetDfa>> dfa = SetDfa::Build(key.second, anchored);

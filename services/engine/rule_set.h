@@ -151,56 +151,6 @@ class LiteralGate {
   std::vector<std::array<char, 16>> vectors_;  // each anchor repeated 16 times
 };
 
-// The fields every member of an anchored Set starts with, walked without RE2
-// (RuleSetOptions::skip_heads). An access-log pattern spends its first ~45 bytes on
-// `^(?P<ip>[0-9A-Fa-f:.]+) \S+ \S+ \[[^\]]+\] "`, which RE2's DFA reads at ~16 instructions a
-// byte; with a head, the Set holds what follows it in each member (the tails) and runs from
-// where the walk ends.
-// A head is a list of units, each an ASCII literal byte, optionally after a run (one or more
-// characters of one class that does not hold the literal: `\S+ `, `[^\]]+\]`). A run ends at the
-// first byte outside its class, which must be its literal: so a head matches one way at most, and
-// members whose units have the same literals end at the same offset whenever they match,
-// whatever their classes. The walk notes which classes some byte of a run was outside of, and
-// each member holds when its own classes did.
-// Classes are known exactly for ASCII (asked of RE2 at load). A byte >= 0x80 in a run counts as
-// inside every class and marks the line (kPastAscii): a hit is then confirmed by the member's
-// whole pattern. No match is lost that way: a match of the whole pattern walks the same units
-// and ends the head at the same offset.
-// Immutable once built: Walk and Holds may run concurrently.
-class SetHead {
- public:
-  static constexpr uint64_t kPastAscii = uint64_t{1} << 63;
-  // The units as walked: a run (an index into `runs`, or -1: none) and the literals after it up
-  // to the next run, 8 at most (the run's own literal first), compared as one word.
-  struct Unit {
-    int run = -1;
-    // Every class of the run takes every ASCII byte but its literal (`[^\]]+\]`): Walk needs no
-    // table, only bytes past ASCII to look for.
-    bool free_run = false;
-    std::string literals;
-    uint64_t word = 0;  // the literals, little-endian, in the low bytes
-    uint64_t mask = 0;  // the bytes of `word` that count
-  };
-  std::vector<Unit> units;
-  // Per run, per byte: the classes (bits; at most 63 over all runs) the byte is outside of, and
-  // kPastAscii for the bytes >= 0x80.
-  std::vector<std::array<uint64_t, 256>> runs;
-  // Per member (Set index): the classes its runs use, and its whole pattern (owned by the rule).
-  std::vector<uint64_t> needs;
-  std::vector<const RE2*> whole;
-
-  // The offset in `text` after the head, or npos when no member's head matches it; `*outside`:
-  // the classes some byte of a run was outside of, and kPastAscii.
-  size_t Walk(absl::string_view text, uint64_t* outside) const;
-  // Whether `member`, whose tail the Set found at the walk's end, matches `text`.
-  bool Holds(int member, uint64_t outside, absl::string_view text) const {
-    if ((outside & needs[member]) != 0) return false;
-    return (outside & kPastAscii) == 0 ||
-           whole[member]->Match(re2::StringPiece(text.data(), text.size()), 0, text.size(),
-                                RE2::ANCHOR_START, nullptr, 0);
-  }
-};
-
 // Where `intro` (a key split's introducer, CompiledRule::KeySplit) next occurs in `text` at or
 // after `from`; npos when it does not. Exposed for its test.
 size_t FindIntro(absl::string_view text, size_t from, absl::string_view intro);
@@ -332,10 +282,6 @@ struct RuleSetOptions {
   // line with the sshd pack's Sets). false: every part runs on every line (kept for the test
   // that compares both paths).
   bool skip_parts = true;
-  // SetPart::head: an anchored Set whose members all start with the same fields (SetHead) holds
-  // their tails and runs from the walk's end. false: the whole patterns from the message's start
-  // (kept for the test that compares both paths).
-  bool skip_heads = true;
   // SetPart::dfa: a Set whose members SetDfa models is also run by SetDfa on ASCII lines (RE2's
   // Set answers the others). false: RE2's Set alone (kept for the test that compares both
   // paths).
@@ -413,10 +359,6 @@ class RuleSet {
     // with another byte, or empty, cannot match. Not set (`first_bytes_known` false): any.
     bool first_bytes_known = false;
     std::bitset<256> first_bytes;
-    // Anchored Sets: the fields every member starts with (RuleSetOptions::skip_heads); the Set
-    // then holds the members' tails, run on the message from the end of the walk, and a hit
-    // counts when SetHead::Holds. Null: the Set holds the whole patterns.
-    std::unique_ptr<SetHead> head;
     // Whether a line of `program` with `message` may match a member (false: skip the part).
     bool MayMatch(absl::string_view program, absl::string_view message) const {
       if (first_bytes_known &&

@@ -1,7 +1,7 @@
 // What one RE2::Set pass costs, apart from the patterns in it: the figures behind the engine's
-// choices to skip Set passes (SetPart::MayMatch), to ask "any?" before asking for indices, and
-// to start anchored Sets after the fields their members share (SetHead). docs/PERFORMANCE.md,
-// "Fifteenth pass".
+// choices to skip Set passes (SetPart::MayMatch) and to ask "any?" before asking for indices
+// (and once to start anchored Sets after the fields their members share: SetHead, removed in
+// the twenty-sixth pass). docs/PERFORMANCE.md, "Fifteenth pass".
 //
 // Over the generated nginx corpus (combined lines, ~166 bytes), one Set per case, anchored at
 // the start as the engine's anchored Sets are:
