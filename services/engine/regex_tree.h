@@ -1,5 +1,5 @@
 // A parse tree of RE2 syntax: just enough structure for the rule compiler's analyses (where a
-// key group sits, required literals, start bytes, shared heads) and for SetDfa, which runs a
+// key group sits, required literals, start bytes) and for SetDfa, which runs a
 // Set's patterns over ASCII text. Patterns reach ParseRegex only after RE2 compiled them, so it
 // may assume well-formed input; anything it does not know is an error, never a pass.
 //
