@@ -232,10 +232,6 @@ bool Engine::ConditionsHold(const CompiledRule& rule, int pattern_index) const {
   return true;
 }
 
-bool Engine::MayHoldTokenShape(absl::string_view raw) {
-  return palisade::MayHoldTokenShape(raw);
-}
-
 bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
                           absl::string_view* key, bool* allowlisted) const {
   *allowlisted = false;
@@ -852,13 +848,8 @@ absl::string_view Engine::Redacted(absl::string_view raw, const PrematchedLine* 
   const std::vector<absl::string_view>& secrets = scratch.secrets;
   // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
   // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in
-  // a URL a web rule counts, reaches no decision, event, sink or store. Whether the line may
-  // hold one: the prematching thread's answer when it looked.
-  using TokenShape = PrematchedLine::TokenShape;
-  const TokenShape shape =
-      prematched != nullptr ? prematched->token_shape : TokenShape::kUnknown;
-  if ((!secrets.empty() ||
-       (shape == TokenShape::kUnknown ? MayHoldTokenShape(raw) : shape == TokenShape::kMay)) &&
+  // a URL a web rule counts, reaches no decision, event, sink or store.
+  if ((!secrets.empty() || MayHoldTokenShape(raw)) &&
       RedactTokenShapes(raw, &scratch.evidence, secrets)) {
     return scratch.evidence;
   }

@@ -189,11 +189,6 @@ struct PrematchBuffer {
 struct PrematchedLine {
   absl::Span<const PrematchedCandidate> candidates;
   const PrematchBuffer* buffer = nullptr;
-  // Whether the line (`raw`, as Process is given it) may hold a token shape, which its evidence
-  // must not keep (Engine::MayHoldTokenShape), when the prematching thread looked; kUnknown:
-  // Process looks.
-  enum class TokenShape : uint8_t { kUnknown, kNone, kMay };
-  TokenShape token_shape = TokenShape::kUnknown;
 };
 
 // What one line did; the server turns these into acks and metrics.
@@ -263,10 +258,6 @@ class Engine {
   // calling thread: a Set with a SetDfa whose walks on this thread read walk_ahead_bytes or more
   // on average, or that this thread has not walked yet.
   bool WalksSideBySide(palisade::v1::LogFormat format) const;
-  // Whether `raw` may hold a token shape (services/common/fingerprint.h): a line that may is
-  // redacted before a window keeps it as evidence. A cheap scan (a fifth of a byte-by-byte one
-  // on an access line), pure: a prematching thread may answer it for PrematchedLine::token_shape.
-  static bool MayHoldTokenShape(absl::string_view raw);
   // Whether a match's line is kept as evidence (EngineOptions::max_evidence above 0): without,
   // no line needs redacting.
   bool KeepsEvidence() const { return options_.max_evidence > 0; }

@@ -966,7 +966,9 @@ TEST_F(EngineTest, OnlyTheLinesAWindowKeepsAreRedactedAndCut) {
                                        std::string(600, 'y'));
     line.message = m;
     engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(i), &out);
-    if (i == 34) EXPECT_EQ(engine.stats().evidence_truncated, 0u);
+    if (i == 34) {
+      EXPECT_EQ(engine.stats().evidence_truncated, 0u);
+    }
   }
   EXPECT_EQ(engine.stats().evidence_truncated, 5u);
   ASSERT_THAT(out, SizeIs(1));

@@ -377,9 +377,6 @@ class ViewBatch {
     out->candidates = absl::MakeConstSpan(b_.prematch.candidates.data() + b_.spans[i].first,
                                           b_.spans[i].second - b_.spans[i].first);
     out->buffer = &b_.prematch;
-    out->token_shape = static_cast<size_t>(i) < b_.token_shape.size()
-                           ? b_.token_shape[i]
-                           : PrematchedLine::TokenShape::kUnknown;
     return true;
   }
   // Whether Prematch prepared line i as it stands in the batch (no NUL to replace; its line
@@ -539,7 +536,6 @@ void Pipeline::Prematch(LineBatch* batch) const {
   batch->parsed_kept.assign(batch->lines.size(), false);
   batch->invalid_utf8.assign(batch->lines.size(), false);
   batch->truncated.assign(batch->lines.size(), false);
-  batch->token_shape.assign(batch->lines.size(), PrematchedLine::TokenShape::kUnknown);
   absl::ReaderMutexLock rules_lock(&rules_mu_);
   batch->prematched_with = engine_.rules().get();
   const std::string source = batch->source.empty() ? "-" : batch->source;
@@ -560,32 +556,19 @@ void Pipeline::Prematch(LineBatch* batch) const {
   const bool keep = !IsJsonFormat(batch->format);
   const size_t cap = LineCap(batch->format);
   std::string sanitized;
-  // What the ordered thread's evidence needs of a line that may count: the same bytes it will
-  // be given (a line whose NULs were replaced holds the same token bytes as its copy). Nothing,
-  // when the engine keeps no evidence.
-  const bool keeps_evidence = engine_.KeepsEvidence();
-  auto token_shape = [&](size_t i, absl::string_view line) {
-    if (keeps_evidence && batch->spans[i].second > batch->spans[i].first) {
-      batch->token_shape[i] = Engine::MayHoldTokenShape(line) ? PrematchedLine::TokenShape::kMay
-                                                              : PrematchedLine::TokenShape::kNone;
-    }
-  };
   // The lines parsed into views of the batch's own lines are prematched together (their Sets
   // walked side by side, Engine::Prematch of many lines); the candidates come in line order.
   batch->walk.clear();
   batch->walk_at.clear();
-  batch->walk_lines.clear();
   auto prematch_walk = [&]() {
     if (batch->walk.empty()) return;
     engine_.Prematch(batch->format, batch->walk, &batch->prematch, &batch->walk_spans);
     for (size_t k = 0; k < batch->walk_at.size(); ++k) {
       const size_t i = batch->walk_at[k];
       batch->spans[i] = batch->walk_spans[k];
-      token_shape(i, batch->walk_lines[k]);
     }
     batch->walk.clear();
     batch->walk_at.clear();
-    batch->walk_lines.clear();
   };
   for (size_t i = 0; i < batch->lines.size(); ++i) {
     bool truncated, sanitize = false;
@@ -606,7 +589,6 @@ void Pipeline::Prematch(LineBatch* batch) const {
       batch->truncated[i] = truncated;
       batch->walk.push_back(&parsed);
       batch->walk_at.push_back(i);
-      batch->walk_lines.push_back(line);
       continue;
     }
     // Its views do not outlive the next line: prematched now, after the lines before it.
@@ -614,7 +596,6 @@ void Pipeline::Prematch(LineBatch* batch) const {
     const uint32_t begin = static_cast<uint32_t>(batch->prematch.candidates.size());
     engine_.Prematch(batch->format, parsed, &batch->prematch);
     batch->spans[i] = {begin, static_cast<uint32_t>(batch->prematch.candidates.size())};
-    token_shape(i, line);
   }
   prematch_walk();
 }

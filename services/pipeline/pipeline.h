@@ -141,14 +141,10 @@ struct LineBatch {
   // ordered thread (every pack's nginx replay on two threads).
   std::vector<bool> invalid_utf8;
   std::vector<bool> truncated;
-  // Also filled by Prematch, for a line with candidates: whether it may hold a token shape
-  // (Engine::MayHoldTokenShape), which its evidence must not keep.
-  std::vector<PrematchedLine::TokenShape> token_shape;
   const RuleSet* prematched_with = nullptr;  // the rules Prematch used (others: ignored)
   // Prematch's buffers: the parsed lines it hands the engine together, and where they are.
   std::vector<const ParsedLine*> walk;
   std::vector<size_t> walk_at;
-  std::vector<absl::string_view> walk_lines;  // each as prepared (trimmed)
   std::vector<std::pair<uint32_t, uint32_t>> walk_spans;
   // Every byte of `lines` is ASCII and none is NUL, as the reader found reading them
   // (LineBuffer::plain): no line need be looked at for hostile bytes (PrepareLine's scan, ~130
@@ -165,7 +161,6 @@ struct LineBatch {
     parsed_kept.clear();
     invalid_utf8.clear();
     truncated.clear();
-    token_shape.clear();
     prematched_with = nullptr;
   }
 };
