@@ -264,17 +264,24 @@ bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
   // The same text as the last address (this engine's: the allowlist is its own) gives the same
   // answer: no parse, no allowlist lookup, no format (inet_ntop: ~3,700 instructions for IPv6).
   Scratch& scratch = ThreadScratch();
-  if (scratch.address_engine == id_ && captured == scratch.address_text) {
+  const absl::string_view last(scratch.address_text, scratch.address_text_size);
+  if (scratch.address_engine == id_ && captured == last) {
     *allowlisted = scratch.address_allowlisted;
     // A valid address without a key of its own is its own key (a dotted quad, below).
-    *key = !scratch.address_valid        ? absl::string_view()
-           : scratch.address_key.empty() ? absl::string_view(scratch.address_text)
-                                         : absl::string_view(scratch.address_key);
+    *key = !scratch.address_valid            ? absl::string_view()
+           : scratch.address_key_size == 0 ? last
+                                             : absl::string_view(scratch.key_buf,
+                                                                 scratch.address_key_size);
     return scratch.address_valid;
   }
-  scratch.address_engine = id_;
-  scratch.address_text.assign(captured.data(), captured.size());
-  scratch.address_key.clear();
+  const bool remembered = !captured.empty() && captured.size() <= sizeof(scratch.address_text);
+  scratch.address_engine = remembered ? id_ : 0;
+  scratch.address_text_size = 0;
+  if (remembered) {
+    std::memcpy(scratch.address_text, captured.data(), captured.size());
+    scratch.address_text_size = static_cast<uint8_t>(captured.size());
+  }
+  scratch.address_key_size = 0;
   scratch.address_allowlisted = false;
   scratch.address_valid = false;
   std::optional<IpAddress> ip = IpAddress::Parse(captured);
@@ -283,15 +290,15 @@ bool Engine::NormaliseKey(const CompiledRule& rule, absl::string_view captured,
   scratch.address_allowlisted = *allowlisted;
   // Text of at most 15 bytes without ':' parses only as a dotted quad without leading zeros
   // (IpAddress::Parse), which is its own canonical form: no need to format it again, nor to
-  // keep it twice (address_key stays empty: a string assign is a call into libstdc++).
+  // keep it twice (address_key_size stays 0).
   if (ip->is_v4() && captured.size() <= 15 &&
       std::memchr(captured.data(), ':', captured.size()) == nullptr) {
     *key = captured;
     scratch.address_valid = true;
     return true;
   }
-  *key = ip->Format(scratch.key_buf);
-  scratch.address_key.assign(key->data(), key->size());
+  *key = ip->Format(scratch.key_buf);  // key_buf holds it until the next address's Format
+  scratch.address_key_size = static_cast<uint8_t>(key->size());
   scratch.address_valid = !key->empty();
   return scratch.address_valid;
 }

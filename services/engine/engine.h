@@ -434,9 +434,13 @@ class Engine {
     // NormaliseKey's last address key: its text, and what it gave (valid, allowlisted, the
     // canonical key) on the engine `address_engine` (Engine::id_). The rules that count one
     // line mostly capture the same address, and a burst of lines comes from one.
+    // The text in a buffer of its own (a std::string assign is a call into libstdc++ on every
+    // new address); a longer text is no address and is not remembered. A canonical key that
+    // differs from the text is key_buf's first address_key_size bytes (0: the text is the key).
     uint64_t address_engine = 0;
-    std::string address_text;
-    std::string address_key;
+    char address_text[64];
+    uint8_t address_text_size = 0;
+    uint8_t address_key_size = 0;
     bool address_valid = false;
     bool address_allowlisted = false;
     // The last NoteCounted of this thread (Engine::NoteCounted skips an identical one on the
@@ -734,7 +738,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
       // A field rule without a key group is keyed on the record's client address, the field
       // the server wrote (rules.proto).
       if (!has_key && !rule.proto.field().empty()) key = line.client_address;
-      if (ConditionsHold(rule, pattern_index)) {
+      if (rule.conditions.empty() || ConditionsHold(rule, pattern_index)) {
         bool in_session = false;
         bool proceed = true;
         if (rule.has_session) {
@@ -777,7 +781,12 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
         }
         if (proceed) {
           last_rule = rule_index;
-          if (fn(rule_index, key, found ? pre : nullptr, has_key)) {
+          // NoteCounted notes nothing for a rule without a session on a line without a pid
+          // (an access line) or whose program no pid-session rule reads: asked here, without
+          // the call.
+          if (fn(rule_index, key, found ? pre : nullptr, has_key) &&
+              (rule.has_session ||
+               (!line.pid.empty() && rules_->NotesPidSession(line.program)))) {
             NoteCounted(rule, pattern_index, line, key, time, stream);
           }
         }

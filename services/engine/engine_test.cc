@@ -239,6 +239,24 @@ TEST_F(EngineTest, TheLastAddressIsRememberedPerEngine) {
   }
 }
 
+TEST_F(EngineTest, ATextLongerThanTheRememberedOneLeavesTheLastAddressRight) {
+  // NormaliseKey remembers the last address text in a 64-byte buffer; a longer capture (no
+  // address is that long) is parsed on its own and must leave no answer of its own behind for
+  // the address before it.
+  const std::string address = "2001:0DB8:0000:0000:0000:0000:0000:0007";
+  const std::string longer = absl::StrCat(address, ":", std::string(40, '0'));
+  EXPECT_THAT(Feed(Fail(address), 0), IsEmpty());
+  EXPECT_THAT(Feed(Fail(longer), 1), IsEmpty());
+  EXPECT_EQ(last_.invalid_keys, 1u);
+  EXPECT_THAT(Feed(Fail(longer), 2), IsEmpty());
+  EXPECT_EQ(last_.invalid_keys, 1u);
+  EXPECT_THAT(Feed(Fail(address), 3), IsEmpty());
+  EXPECT_EQ(last_.invalid_keys, 0u);
+  std::vector<Detection> d = Feed(Fail(address), 4);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].key, "2001:db8::7");
+}
+
 TEST_F(EngineTest, IgnorePatternsAndProgramFilter) {
   for (int i = 0; i < 5; ++i) Feed("Failed password for backup from 203.0.113.7 port 22", i);
   EXPECT_EQ(last_.ignored, 1u);

@@ -252,7 +252,19 @@ struct CompiledRule {
   // Rule.programs: checked on syslog lines only (RFC 3164, 5424), the formats whose lines name
   // their program; a rule for access logs and their syslog-relayed form lists "nginx" and still
   // matches the plain access log.
-  bool AppliesToProgram(palisade::v1::LogFormat format, absl::string_view program) const;
+  // Inline: asked of every candidate, twice (Prematch, then the ordered step), and most rules
+  // name no program.
+  bool AppliesToProgram(palisade::v1::LogFormat format, absl::string_view program) const {
+    if (proto.programs().empty()) return true;
+    if (format != palisade::v1::LogFormat::LOG_FORMAT_SYSLOG &&
+        format != palisade::v1::LogFormat::LOG_FORMAT_SYSLOG5424) {
+      return true;
+    }
+    for (const std::string& p : proto.programs()) {
+      if (p == program) return true;
+    }
+    return false;
+  }
 };
 
 struct RuleSetOptions {
