@@ -89,8 +89,13 @@ PY
     f2b=$(for f in "${equivalent[@]}"; do echo "${ran[$f]%% *}"; done |
       python3 -c "import sys; print(f'{sum(float(x) for x in sys.stdin):.3f}')")
     row() {  # tool seconds matched
-      python3 -c "import sys; t=float(sys.argv[2]); f=float(sys.argv[5]); o=float(sys.argv[7]); print(f'{sys.argv[6]:<6} {sys.argv[1]:<64} {t:9.3f} {int(sys.argv[4]) / t:12,.0f} {sys.argv[3]:>10} {f / t:8.1f}x {o / t:10.1f}x')" \
-        "$1" "$2" "$3" "$lines" "$f2b" "$kind" "$f2b_one"
+      python3 - "$1" "$2" "$3" "$lines" "$f2b" "$kind" "$f2b_one" <<'PY'
+import sys
+tool, t, matched, lines, f2b, kind, one = sys.argv[1:]
+t, f2b, one = float(t), float(f2b), float(one)
+print(f"{kind:<6} {tool:<64} {t:9.3f} {int(lines) / t:12,.0f} {matched:>10} "
+      f"{f2b / t:8.1f}x {one / t:10.1f}x")
+PY
     }
     for f in $(printf '%s\n' "$one" "${equivalent[@]}" | awk '!seen[$0]++'); do
       row "fail2ban-regex ($f filter)" "${ran[$f]%% *}" "${ran[$f]#* }"
