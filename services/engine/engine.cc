@@ -396,13 +396,10 @@ bool Engine::SessionId(const CompiledRule& rule, int pattern_index, const Parsed
 
 void Engine::NoteCounted(const CompiledRule& rule, int pattern_index, const ParsedLine& line,
                          absl::string_view key, absl::Time time, uint32_t stream) {
-  // A token is a secret: it is never kept anywhere but the detection that revokes it.
-  if (rule.proto.key_kind() == TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) return;
   Scratch& scratch = ThreadScratch();
   std::string& id = scratch.session_id;
-  const bool in_session =
-      rule.has_session ? SessionId(rule, pattern_index, line, stream, &id)
-                       : rules_->NotesPidSession(line.program) && PidSessionId(line, stream, &id);
+  const bool in_session = rule.has_session ? SessionId(rule, pattern_index, line, stream, &id)
+                                           : PidSessionId(line, stream, &id);
   if (!in_session) return;
   // The same note twice on one line (two rules counting the line under the same key name)
   // changes nothing the second time: Note is idempotent for equal arguments, and nothing else

@@ -581,7 +581,18 @@ class Engine {
   static bool SessionId(const CompiledRule& rule, int pattern_index, const ParsedLine& line,
                         uint32_t stream, std::string* id);
   static bool PidSessionId(const ParsedLine& line, uint32_t stream, std::string* id);
-  // After a counted match: notes its key in its session, marks the session failed.
+  // Whether a counted match of `rule` on `line` notes a session (NoteCounted): a session rule's,
+  // or one on a line with a pid whose program some pid-session rule reads (not an access line's);
+  // never a token rule's (a token is a secret: it is kept nowhere but the detection that revokes
+  // it). Inline: asked of every counted match.
+  bool NotesSession(const CompiledRule& rule, const ParsedLine& line) const {
+    if (rule.proto.key_kind() == palisade::v1::TargetKind::TARGET_KIND_TOKEN_FINGERPRINT) {
+      return false;
+    }
+    return rule.has_session || (!line.pid.empty() && rules_->NotesPidSession(line.program));
+  }
+  // After a counted match that NotesSession: notes its key in its session, marks the session
+  // failed.
   void NoteCounted(const CompiledRule& rule, int pattern_index, const ParsedLine& line,
                    absl::string_view key, absl::Time time, uint32_t stream);
   // SessionTable::Note, and the pending matches it releases into ThreadScratch().released
@@ -781,12 +792,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
         }
         if (proceed) {
           last_rule = rule_index;
-          // NoteCounted notes nothing for a rule without a session on a line without a pid
-          // (an access line) or whose program no pid-session rule reads: asked here, without
-          // the call.
-          if (fn(rule_index, key, found ? pre : nullptr, has_key) &&
-              (rule.has_session ||
-               (!line.pid.empty() && rules_->NotesPidSession(line.program)))) {
+          if (fn(rule_index, key, found ? pre : nullptr, has_key) && NotesSession(rule, line)) {
             NoteCounted(rule, pattern_index, line, key, time, stream);
           }
         }

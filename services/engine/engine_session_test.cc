@@ -135,6 +135,39 @@ TEST_F(SessionEngineTest, ALineWithoutAnAddressTakesItsSessionsAddress) {
   EXPECT_EQ(engine_.stats().session_misses, 1u);
 }
 
+// A token is a secret: counted on an sshd line whose pid's session the pack's rules read, it
+// leaves nothing in that session (Engine::NotesSession), where a later line could read it back.
+TEST(SessionTokenTest, ATokenCountedOnASessionsLineIsNotNotedInIt) {
+  constexpr absl::string_view kToken = R"pb(
+    rules {
+      id: "token-leaked"
+      formats: LOG_FORMAT_SYSLOG
+      key: "token"
+      key_kind: TARGET_KIND_TOKEN_FINGERPRINT
+      unanchored_key_reason: "the key is the secret itself"
+      patterns: "(?:^|[^A-Za-z0-9_])(?P<token>cfut_[A-Za-z0-9]{40})(?:[^A-Za-z0-9_-]|$)"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_REVOKE_TOKEN
+        duration { seconds: 60 }
+      }
+    }
+  )pb";
+  Engine engine(Rules(absl::StrCat(kPack, kToken)), EngineOptions());
+  const std::string message =
+      absl::StrCat("debug1: user root sent cfut_", std::string(40, 'a'), " as a password");
+  ParsedLine line;
+  line.message = message;
+  line.program = "sshd";
+  line.pid = "4242";
+  std::vector<Detection> out;
+  engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message, absl::FromUnixSeconds(1'767'225'600),
+                 &out, 1);
+  ASSERT_THAT(out, SizeIs(1));
+  EXPECT_EQ(out[0].rule_id, "token-leaked");
+  EXPECT_EQ(engine.stats().sessions.live, 0u);
+}
+
 // One stream may carry many hosts (a syslog input every sender writes to, a central rsyslog
 // file): pid 4242 of web-1 is not pid 4242 of web-2, and neither reads the other's address.
 TEST_F(SessionEngineTest, APidSessionIsTheHostsNotTheStreams) {
