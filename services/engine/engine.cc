@@ -844,7 +844,7 @@ void Engine::MatchStep(palisade::v1::LogFormat format, const ParsedLine& line,
   }
 }
 
-absl::string_view Engine::Redacted(absl::string_view raw, const PrematchedLine* prematched) {
+absl::string_view Engine::Redacted(absl::string_view raw) {
   // Nothing keeps evidence (EngineOptions::max_evidence 0, as palisadectl replay without
   // --json runs): the line needs no redaction.
   if (!KeepsEvidence()) return raw;
@@ -876,7 +876,7 @@ LineResult Engine::Process(palisade::v1::LogFormat format, const ParsedLine& lin
   Scratch& scratch = ThreadScratch();
   std::optional<absl::string_view> redacted;
   const auto evidence = [&]() -> absl::string_view {
-    if (!redacted.has_value()) redacted = Redacted(raw, prematched);
+    if (!redacted.has_value()) redacted = Redacted(raw);
     return *redacted;
   };
   for (size_t i = 0; i < scratch.counted.size(); ++i) {
@@ -915,7 +915,7 @@ LineResult Engine::MatchLine(palisade::v1::LogFormat format, const ParsedLine& l
     // whole, so the window holds the same record either way.
     std::string kept;
     if (options_.max_evidence > 0) {
-      const absl::string_view evidence = Redacted(raw, prematched);
+      const absl::string_view evidence = Redacted(raw);
       if (evidence.size() > evidence_line_bytes_) {
         absl::string_view head = CutUtf8(evidence, evidence_line_bytes_ - kMarkerRoom);
         kept = absl::StrCat(head, " [", evidence.size() - head.size(), " bytes cut]");

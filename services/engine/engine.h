@@ -538,7 +538,7 @@ class Engine {
   // The line as evidence after MatchStep: `raw`, or its copy in the scratch with the tokens
   // hidden (every token a rule counted on the line, ThreadScratch().secrets, and the token
   // shapes), which the next call overwrites.
-  absl::string_view Redacted(absl::string_view raw, const PrematchedLine* prematched);
+  absl::string_view Redacted(absl::string_view raw);
   // Their common end: `result->matched` and the line's stats.
   void FinishLine(LineResult* result);
   template <typename Fn>
