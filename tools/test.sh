@@ -4,7 +4,8 @@
 #   2. bazel test --config=asan //...        (AddressSanitizer + UBSan, own output base)
 #   3. tools/fuzz.sh 10                       (libFuzzer targets, clang, 10 s each)
 # PALISADE_QUICK=1 runs only the first. Ends with "N passed, N failed" and a non-zero exit
-# when anything failed.
+# when anything failed; just before that line, each failed test's name and the end of its log
+# (CI shows only the end of the output).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export HOME="${HOME:-/root}"  # CI may start without it; Bazel needs it
@@ -19,6 +20,17 @@ count() {  # counts bazel's per-target result lines in $1
   passed=$((passed + $(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$1" || true)))
   failed=$((failed + $(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$1" || true)))
 }
+report=""
+keep_failures() {  # appends to $report each failed test in log $1 and its log's end (testlogs $2)
+  local label path
+  for label in $(grep -oE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|INCOMPLETE)' "$1" |
+      awk '{print $1}'); do
+    path=${label#//}
+    path=${path/://}
+    report+="== failed: ${label} ($3), the end of $2/${path}/test.log"$'\n'
+    report+="$(tail -n 40 "$2/${path}/test.log" 2>&1)"$'\n'
+  done
+}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 rc=0
@@ -27,6 +39,7 @@ echo "== bazel test //..."
 bazel test //... "$@" 2>&1 | tee "$log"
 [ "${PIPESTATUS[0]}" = 0 ] || rc=1
 count "$log"
+keep_failures "$log" "$(bazel info bazel-testlogs 2>/dev/null)" "gcc"
 
 if [ "${PALISADE_QUICK:-0}" != 1 ]; then
   # Separate output bases, keyed by this checkout, so the three builds never evict each other.
@@ -42,6 +55,8 @@ if [ "${PALISADE_QUICK:-0}" != 1 ]; then
     tee "$log"
   [ "${PIPESTATUS[0]}" = 0 ] || rc=1
   count "$log"
+  keep_failures "$log" "$(bazel --output_base="$HOME/.cache/palisade-asan-$key" info --config=asan \
+    bazel-testlogs 2>/dev/null)" "asan"
 
   echo "== fuzz"
   if PALISADE_FUZZ_OUTPUT_BASE="$HOME/.cache/palisade-fuzz-$key" bash tools/fuzz.sh 10 2>&1 |
@@ -53,5 +68,6 @@ if [ "${PALISADE_QUICK:-0}" != 1 ]; then
   fi
 fi
 
+printf '%s' "$report"
 echo "tests: ${passed} passed, ${failed} failed"
 exit "$rc"
