@@ -207,7 +207,8 @@ TEST_F(CommandChannelTest, StoppingWhileNatsIsAwayDoesNotWaitForADrain) {
   ASSERT_NE(natsConnection_Status(conn.nc), NATS_CONN_STATUS_CONNECTED);
   const absl::Time stopping = absl::Now();
   serving.reset();
-  EXPECT_LT(absl::Now() - stopping, absl::Seconds(10));  // 30 s before
+  // 30 s before the fix; the bound has room for a busy machine and still tells the two apart.
+  EXPECT_LT(absl::Now() - stopping, absl::Seconds(25));
 }
 
 // A command larger than NATS' payload limit can never be sent: it fails at once, for good
@@ -224,7 +225,7 @@ TEST_F(CommandChannelTest, ACommandOverNatsPayloadLimitFailsAtOnceForGood) {
       client.Call("detections.apply", std::string(2u << 20, 'x'), absl::Seconds(20));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
   EXPECT_EQ(client.attempts(), 1u);
-  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));  // not the 20 s of a retried call
 }
 
 // What a sender writes is not trusted: a request not of the form, or over the size bound, is

@@ -61,11 +61,13 @@ class ClusterE2eTest : public ::testing::Test {
     }
     node1_log_ = absl::StrCat(std::getenv("TEST_TMPDIR"), "/node1-", ++runs_, ".log");
     for (int i = 1; i <= 3; ++i) {
-      // The shortest lease term the config takes: a dead writer is replaced after ~5 s.
+      // A term that outlasts a busy machine's slow ticks (as in cluster_failures_e2e_test: 3 s
+      // let the writer lease change hands while the test looked): a dead writer is replaced
+      // after ~10 s, within the waits' minutes.
       const std::string top = absl::StrCat(
           "cluster {\n  nats { servers: [", absl::StrJoin(i == 1 ? with_password : urls, ", "),
           "] }\n  node_id: \"n", i,
-          "\"\n  partitions: 4\n  lease_term { seconds: 3 }\n}\n"
+          "\"\n  partitions: 4\n  lease_term { seconds: 10 }\n}\n"
           "feeds { name: \"blocklist\" format: FEED_FORMAT_PLAIN to_edge: true }\n");
       const std::string config = ::palisade::testing::WriteEdgeConfig(
           *cf_, cf_->token_file(), {"tests/e2e/testdata/cluster.textproto"}, top);

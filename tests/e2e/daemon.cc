@@ -366,7 +366,9 @@ absl::StatusOr<std::string> Http(int port, const std::string& path, const std::s
   }
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, Append);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &body);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 5000L);
+  // Only a hung peer waits this out (a refusal or an error status answers at once): room for a
+  // busy machine, where a one-shot scrape must not read as "no answer".
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, 30000L);
   CURLcode rc = curl_easy_perform(curl);
   long code = 0;
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &code);
@@ -411,6 +413,11 @@ double ScrapeMetric(const Daemon& daemon, const std::string& name,
                     const std::vector<std::string>& labels) {
   absl::StatusOr<std::string> metrics = HttpGet(daemon.metrics_port(), "/metrics");
   return metrics.ok() ? MetricValue(*metrics, name, labels) : -1;
+}
+
+bool WaitForSubscribers(const Daemon& daemon, int n) {
+  return WaitFor([&] { return ScrapeMetric(daemon, "palisade_events_subscribers") == n; },
+                 absl::Seconds(60));
 }
 
 std::string ByteBufferString(const grpc::ByteBuffer& buffer) {

@@ -160,6 +160,12 @@ double MetricValue(const std::string& exposition, const std::string& name,
 double ScrapeMetric(const Daemon& daemon, const std::string& name,
                     const std::vector<std::string>& labels = {});
 
+// Waits up to a minute until `daemon` counts `n` event-stream subscribers (its Watch calls and
+// its sinks). A Watch without after_sequence gets only the events published once the server has
+// subscribed it, which on a busy machine may be well after the client's call returned: a test
+// ships its lines after this, not after a sleep.
+bool WaitForSubscribers(const Daemon& daemon, int n);
+
 // The bytes of a gRPC message as it came on the wire (a generic call's request or answer).
 std::string ByteBufferString(const grpc::ByteBuffer& buffer);
 

@@ -153,6 +153,20 @@ TEST(RecidiveE2eTest, ThirdBlockOfTheDayStaysAtTheEdgeForAWeek) {
   const std::string twice = "203.0.113.78";   // blocked twice
   const std::string once = "203.0.113.79";    // blocked once, with the third round
   auto banned = [&](const std::string& ip) { return EmulatorAccessRuleValues(cf).count(ip) > 0; };
+  // Whether each of `ips` reached the edge, at one look or another: on a busy machine one short
+  // block may have left before the other was applied.
+  auto each_reached_the_edge = [&](const std::vector<std::string>& ips) {
+    std::set<std::string> seen;
+    return WaitFor(
+        [&] {
+          const auto values = EmulatorAccessRuleValues(cf);
+          for (const std::string& ip : ips) {
+            if (values.count(ip) > 0) seen.insert(ip);
+          }
+          return seen.size() == ips.size();
+        },
+        kWait);
+  };
 
   for (size_t round = 0; round < 2; ++round) {
     std::vector<std::string> lines = rounds[round].LinesFrom(repeat);
@@ -160,7 +174,7 @@ TEST(RecidiveE2eTest, ThirdBlockOfTheDayStaysAtTheEdgeForAWeek) {
     absl::StatusOr<ShipSummary> shipped =
         ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, lines, "auth");
     ASSERT_TRUE(shipped.ok()) << shipped.status();
-    ASSERT_TRUE(WaitFor([&] { return banned(repeat) && banned(twice); }, kWait))
+    ASSERT_TRUE(each_reached_the_edge({repeat, twice}))
         << "round " << round << " (" << rounds[round].rule_id << ") never reached the edge";
     // The short block expires and leaves the edge.
     ASSERT_TRUE(WaitFor([&] { return !banned(repeat) && !banned(twice); }, kWait))
@@ -174,7 +188,7 @@ TEST(RecidiveE2eTest, ThirdBlockOfTheDayStaysAtTheEdgeForAWeek) {
   absl::StatusOr<ShipSummary> shipped =
       ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, lines, "auth");
   ASSERT_TRUE(shipped.ok()) << shipped.status();
-  ASSERT_TRUE(WaitFor([&] { return banned(repeat) && banned(once); }, kWait));
+  ASSERT_TRUE(each_reached_the_edge({repeat, once}));
   // The other address's short block comes and goes: the sweep has passed the short expiry...
   ASSERT_TRUE(WaitFor([&] { return !banned(once); }, kWait));
   // ... and the repeat offender's access rule is still at the edge, under a week's decision.

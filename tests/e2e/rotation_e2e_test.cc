@@ -29,6 +29,7 @@ using ::palisade::testing::HttpPost;
 using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::ShipLines;
 using ::palisade::testing::WaitFor;
+using ::palisade::testing::WaitForSubscribers;
 using ::palisade::testing::WriteEdgeConfig;
 using json = nlohmann::json;
 
@@ -211,6 +212,7 @@ TEST(RotationE2eTest, TheOwnTokenMisusedRaisesAnAlertAndIsNeverRevoked) {
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
   std::unique_ptr<grpc::ClientReader<palisade::v1::Event>> reader =
       events->Watch(&ctx, palisade::v1::WatchRequest());
+  ASSERT_TRUE(WaitForSubscribers(**daemon, 1));
   auto ingest = palisade::v1::Ingest::NewStub(channel);
   ASSERT_TRUE(ShipLines(*ingest, palisade::v1::LOG_FORMAT_RAW, lines).ok());
 

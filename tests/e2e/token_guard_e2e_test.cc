@@ -28,6 +28,7 @@ using ::palisade::testing::HttpPost;
 using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::ShipLines;
 using ::palisade::testing::WaitFor;
+using ::palisade::testing::WaitForSubscribers;
 
 const std::vector<std::string> kPacks = {"rules/cloudflare-tokens.textproto",
                                          "rules/sshd.textproto"};
@@ -196,6 +197,7 @@ TEST(TokenGuardE2eTest, ATokenInAnSshUserNameNeverLeavesTheEngine) {
   auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
   auto events_stub = palisade::v1::Events::NewStub(channel);
   Watcher watcher(*events_stub);
+  ASSERT_TRUE(WaitForSubscribers(**daemon, 2));  // the watcher and the ECS sink
   auto ingest = palisade::v1::Ingest::NewStub(channel);
   auto decisions = palisade::v1::Decisions::NewStub(channel);
 

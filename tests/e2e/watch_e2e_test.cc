@@ -27,7 +27,9 @@ using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::MetricValue;
+using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::WaitFor;
+using ::palisade::testing::WaitForSubscribers;
 using ::testing::HasSubstr;
 using palisade::v1::Event;
 
@@ -56,13 +58,17 @@ class Watcher {
     absl::MutexLock lock(&mu_);
     return events_;
   }
+  size_t count() {  // events().size() without copying them (the reader waits while we hold mu_)
+    absl::MutexLock lock(&mu_);
+    return events_.size();
+  }
   std::string status() {
     absl::MutexLock lock(&mu_);
     return done_ ? absl::StrCat("ended: ", status_.error_code(), " ", status_.error_message())
                  : "open";
   }
   bool WaitForCount(size_t n) {
-    return WaitFor([&] { return events().size() >= n; }, absl::Seconds(60));
+    return WaitFor([&] { return count() >= n; }, absl::Seconds(60));
   }
 
  private:
@@ -125,11 +131,19 @@ class WatchE2eTest : public ::testing::Test {
     events_ = palisade::v1::Events::NewStub(channel_);
   }
 
+  // Waits until palisaded counts `n` watches (WaitForSubscribers: shipping sooner would race
+  // their subscriptions).
+  void WaitForWatches(int n) {
+    const int want = n + 1;  // the ECS file sink subscribes too
+    ASSERT_TRUE(WaitForSubscribers(*daemon_, want))
+        << ScrapeMetric(*daemon_, "palisade_events_subscribers") << " subscribers, not " << want;
+  }
+
   // A watch that sees the first two events of probes 0 and 1, then disconnects: where a client
   // would resume (the second event's stream and sequence).
   std::pair<std::string, uint64_t> WatchTwoEventsAndLeave() {
     Watcher first(*events_, {});
-    absl::SleepFor(absl::Milliseconds(200));
+    WaitForWatches(1);
     ShipOrDie(channel_, Probes(0, 2));
     EXPECT_TRUE(first.WaitForCount(2));
     const std::vector<Event> got = first.events();
@@ -154,7 +168,7 @@ TEST_F(WatchE2eTest, OrderedCorrelatedAndFiltered) {
   palisade::v1::WatchRequest other_rule;
   other_rule.set_rule_id("nothing-matches-this");
   Watcher none(*events_, other_rule);
-  absl::SleepFor(absl::Milliseconds(200));  // the subscriptions are in place
+  WaitForWatches(3);
 
   ShipOrDie(channel_, Probes(0, 3));
   // Per address: a detection, a decision (created) and an action (applied at the emulator).
@@ -250,7 +264,7 @@ TEST_F(WatchE2eTest, AResumeAcrossARestartIsRefusedNamingBothStreams) {
   StartDaemon();
   {
     Watcher restarted(*events_, {});
-    absl::SleepFor(absl::Milliseconds(200));
+    WaitForWatches(1);
     ShipOrDie(channel_, Probes(4, 8));  // the new run numbers past resume_after
     ASSERT_TRUE(restarted.WaitForCount(resume_after + 1));
     EXPECT_NE(restarted.events()[0].stream(), stream);
@@ -278,7 +292,7 @@ TEST_F(WatchE2eTest, ASubscriberThatDoesNotReadIsDroppedAndIngestGoesOn) {
   grpc::ClientContext ctx;
   std::unique_ptr<grpc::ClientReader<Event>> stalled = own_stub->Watch(&ctx, {});
   Watcher live(*events_, {});
-  absl::SleepFor(absl::Milliseconds(200));
+  WaitForWatches(2);
   const absl::Time t0 = absl::Now();
   ShipOrDie(channel_, Probes(0, 8000));  // ~24,000 events, none read by `stalled`
   const absl::Duration shipped_in = absl::Now() - t0;
