@@ -16,15 +16,17 @@ for link in bazel-*; do [ -L "$link" ] && rm -f "$link"; done
 
 passed=0
 failed=0
-count() {  # counts bazel's per-target result lines in $1
-  passed=$((passed + $(grep -cE '^//[^ ]+ +(\(cached\) )?PASSED' "$1" || true)))
-  failed=$((failed + $(grep -cE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)' "$1" || true)))
+# Bazel's per-target result lines.
+passed_line='^//[^ ]+ +(\(cached\) )?PASSED'
+failed_line='^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)'
+count() {  # counts the result lines in $1
+  passed=$((passed + $(grep -cE "$passed_line" "$1" || true)))
+  failed=$((failed + $(grep -cE "$failed_line" "$1" || true)))
 }
 report=""
-keep_failures() {  # appends to $report each failed test in log $1 and its log's end (testlogs $2)
+keep_failures() {  # appends to $report each failed test in log $1 (run $3), its log's end (testlogs $2)
   local label path
-  for label in $(grep -oE '^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|INCOMPLETE)' "$1" |
-      awk '{print $1}'); do
+  for label in $(grep -E "$failed_line" "$1" | awk '{print $1}'); do
     path=${label#//}
     path=${path/://}
     report+="== failed: ${label} ($3), the end of $2/${path}/test.log"$'\n'
