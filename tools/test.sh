@@ -24,7 +24,8 @@ count() {  # counts the result lines in $1
   failed=$((failed + $(grep -cE "$failed_line" "$1" || true)))
 }
 report=""
-keep_failures() {  # appends to $report each failed test in log $1 (run $3), its log's end (testlogs $2)
+# Appends to $report each failed test in log $1 (run $3) and the end of its log (testlogs $2).
+keep_failures() {
   local label path
   for label in $(grep -E "$failed_line" "$1" | awk '{print $1}'); do
     path=${label#//}
