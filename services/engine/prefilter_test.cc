@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -265,6 +266,40 @@ TEST(LeadingKeyTest, OnlyForAKeyGroupLeadingThePatternAndClosedByAByteOutsideIt)
                               "^(x)(?P<ip>[0-9a-f:.]+) GET", "^(?P<ip>\\\\S+) GET"}) {
     auto set = CompileOne(pattern);
     EXPECT_FALSE(set->rules()[0]->LeadingKey(0, "1.2.3.4 GET /", &key)) << pattern;
+  }
+}
+
+// An address's class ([0-9A-Fa-f:.], read 16 bytes a step) gives the key a byte-by-byte read
+// of the class gives, on texts of its bytes and of the bytes next to them in the ASCII table
+// (which a range test could take for class bytes) at every length around a 16-byte step.
+TEST(LeadingKeyTest, AnAddressClassReadSixteenBytesAStepFindsTheSameKey) {
+  auto address = CompileOne("^(?P<ip>[0-9A-Fa-f:.]+) GET");
+  auto lower = CompileOne("^(?P<ip>[0-9a-f:.]+) GET");  // not the class: read a byte a step
+  ASSERT_EQ(address->rules()[0]->leading_key_address, std::vector<char>{1});
+  ASSERT_EQ(lower->rules()[0]->leading_key_address, std::vector<char>{0});
+  const std::string in = "0123456789abcdefABCDEF:.";
+  const std::string near = "/;-@`GgxX \"\x80\xc1\xe1\x10\x0e";
+  const auto reference = [&](absl::string_view text) {
+    size_t n = 0;
+    while (n < text.size() && in.find(text[n]) != std::string::npos) ++n;
+    return text.substr(0, n);
+  };
+  std::mt19937 rng(7);
+  for (int round = 0; round < 20000; ++round) {
+    std::string text;
+    const size_t run = rng() % 50;
+    for (size_t i = 0; i < run; ++i) text += in[rng() % in.size()];
+    const size_t tail = rng() % 20;
+    for (size_t i = 0; i < tail; ++i) {
+      text += rng() % 2 ? near[rng() % near.size()] : in[rng() % in.size()];
+    }
+    absl::string_view key;
+    const bool found = address->rules()[0]->LeadingKey(0, text, &key);
+    const absl::string_view want = reference(text);
+    ASSERT_EQ(found, !want.empty()) << absl::CEscape(text);
+    if (found) {
+      ASSERT_EQ(key, want) << absl::CEscape(text);
+    }
   }
 }
 

@@ -816,6 +816,7 @@ void AddLeadingKey(const absl::StatusOr<ReNode>& root, bool has_key, CompiledRul
   out->leading_key_bytes.back().fill(false);
   out->leading_key_min.push_back(0);
   out->leading_key_max.push_back(0);
+  out->leading_key_address.push_back(0);
   if (!has_key) return;
   CharSet set;
   int min = 0, max = 0;
@@ -823,6 +824,12 @@ void AddLeadingKey(const absl::StatusOr<ReNode>& root, bool has_key, CompiledRul
   for (int b = 0; b < 256; ++b) out->leading_key_bytes.back()[b] = set[b];
   out->leading_key_min.back() = static_cast<uint32_t>(min);
   out->leading_key_max.back() = max < 0 ? UINT32_MAX : static_cast<uint32_t>(max);
+  CharSet address;
+  for (int b = '0'; b <= '9'; ++b) address.set(b);
+  for (int b = 'a'; b <= 'f'; ++b) address.set(b), address.set(b - 'a' + 'A');
+  address.set(':');
+  address.set('.');
+  out->leading_key_address.back() = set == address;
 }
 
 // Whether the tree holds an empty-width piece other than `allowed_begin` / `allowed_end`.
@@ -1712,18 +1719,52 @@ RE2::Options PalisadeRe2Options() {
   return options;
 }
 
+namespace {
+#if defined(__SSE2__)
+// Bit i: byte i of the 16 at `p` is one of an address's, [0-9A-Fa-f:.]. '0' to ':' are
+// contiguous (0x30-0x3a); a byte | 0x20 is in 'a'-'f' only for the hex letters of either case.
+uint32_t AddressBytes16(const unsigned char* p) {
+  const __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  // v in [lo, lo + span], unsigned: v - lo (wrapping) is at most span.
+  const auto in_range = [](__m128i v, char lo, char span) {
+    const __m128i d = _mm_sub_epi8(v, _mm_set1_epi8(lo));
+    return _mm_cmpeq_epi8(_mm_min_epu8(d, _mm_set1_epi8(span)), d);
+  };
+  const __m128i digit_or_colon = in_range(x, '0', ':' - '0');
+  const __m128i hex_letter = in_range(_mm_or_si128(x, _mm_set1_epi8(0x20)), 'a', 'f' - 'a');
+  const __m128i dot = _mm_cmpeq_epi8(x, _mm_set1_epi8('.'));
+  return static_cast<uint32_t>(
+      _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(digit_or_colon, hex_letter), dot)));
+}
+#endif
+}  // namespace
+
 bool CompiledRule::LeadingKey(int p, absl::string_view message, absl::string_view* key) const {
   if (leading_key_max[p] == 0) return false;
   const std::array<bool, 256>& in = leading_key_bytes[p];
   const unsigned char* const s = reinterpret_cast<const unsigned char*>(message.data());
   const size_t size = message.size();
   size_t n = 0;
+  // The run of `n` class bytes is the key, if its length can be a match's.
+  const auto key_of_length = [&](size_t n) {
+    if (n < leading_key_min[p] || n > leading_key_max[p]) return false;
+    *key = message.substr(0, n);
+    return true;
+  };
+#if defined(__SSE2__)
+  // An address's bytes, 16 a step while 16 remain (an IPv4 address ends in the first block).
+  if (leading_key_address[p]) {
+    for (; n + 16 <= size; n += 16) {
+      const uint32_t outside = ~AddressBytes16(s + n) & 0xffff;
+      if (outside != 0) return key_of_length(n + static_cast<size_t>(__builtin_ctz(outside)));
+    }
+    // Fewer than 16 bytes left, all of the class so far: the loops below read on.
+  }
+#endif
   // Four bytes a step while all four are key bytes (an address is 7 to 39 of them), then one.
   while (n + 4 <= size && in[s[n]] & in[s[n + 1]] & in[s[n + 2]] & in[s[n + 3]]) n += 4;
   while (n < size && in[s[n]]) ++n;
-  if (n < leading_key_min[p] || n > leading_key_max[p]) return false;  // cannot be a match
-  *key = message.substr(0, n);
-  return true;
+  return key_of_length(n);
 }
 
 absl::StatusOr<LoadedPack> ParseRulePack(absl::string_view text, absl::string_view file) {

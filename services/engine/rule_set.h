@@ -193,6 +193,9 @@ struct CompiledRule {
   std::vector<std::array<bool, 256>> leading_key_bytes;
   std::vector<uint32_t> leading_key_min;
   std::vector<uint32_t> leading_key_max;  // UINT32_MAX: unbounded
+  // Per pattern: the class is exactly an address's bytes, [0-9A-Fa-f:.] (every shipped web
+  // rule's), which LeadingKey reads 16 bytes a step with SSE2 instead of a table lookup a byte.
+  std::vector<char> leading_key_address;
   // Per pattern anchored at the start ("^..."): the bytes a match can start with, when the
   // parse tells and no match is empty (`first` true); for RuleSet::SetPart::first_bytes.
   std::vector<std::pair<bool, std::bitset<256>>> start_bytes;
