@@ -623,7 +623,7 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
 }
 
 bool Engine::FirstMatch(const CompiledRule& rule, int p, bool proven, absl::string_view text,
-                        re2::StringPiece* groups) const {
+                        re2::StringPiece* groups, CompiledRule::LeadingRun* run) const {
   const RE2& re = *rule.patterns[p];
   const int group = rule.key_group[p];
   const int n = rule.submatches[p];
@@ -645,7 +645,7 @@ bool Engine::FirstMatch(const CompiledRule& rule, int p, bool proven, absl::stri
     if (found != 1) return re.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, groups, n);
   } else if (leading) {
     if ((!proven && !re.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) ||
-        !rule.LeadingKey(p, text, &key)) {
+        !rule.LeadingKey(p, text, &key, run)) {
       return false;
     }
   } else {
@@ -717,6 +717,13 @@ void Engine::PrematchLine(palisade::v1::LogFormat format, const RuleSet::FormatI
   // A rule without a session or conditions counts its first match (Candidates): its later
   // patterns are never reached, so they are not run here either.
   int done_rule = -1;
+  // The rules that count one line mostly capture the same key from it (every web rule's
+  // `^(?P<ip>...)`): the run of address bytes is read once, and a key captured at the same
+  // place as the candidate's before it, by a rule of the same key kind, is that candidate's key
+  // (normalised, copied and hashed once).
+  CompiledRule::LeadingRun run;
+  size_t last_key = SIZE_MAX;  // that candidate's index in out->candidates (which may move)
+  absl::string_view last_captured;
   for (const auto& [rule_index, encoded] : found) {
     PrematchedCandidate& c = out->candidates.emplace_back();
     c.rule = rule_index;
@@ -733,7 +740,7 @@ void Engine::PrematchLine(palisade::v1::LogFormat format, const RuleSet::FormatI
     const int p = encoded >> 1;
     const int n = rule.submatches[p];
     if (groups.size() < static_cast<size_t>(n)) groups.resize(n);
-    if (!FirstMatch(rule, p, (encoded & 1) == 0, text, groups.data())) continue;
+    if (!FirstMatch(rule, p, (encoded & 1) == 0, text, groups.data(), &run)) continue;
     c.state = PrematchedCandidate::State::kMatched;
     c.groups = static_cast<uint32_t>(out->groups.size());
     for (int i = 0; i < n; ++i) {
@@ -751,10 +758,23 @@ void Engine::PrematchLine(palisade::v1::LogFormat format, const RuleSet::FormatI
         (rule.has_session && rule.proto.session().note_only())) {
       continue;
     }
+    const absl::string_view captured(groups[group].data(), groups[group].size());
+    if (last_key != SIZE_MAX && captured.data() == last_captured.data() &&
+        captured.size() == last_captured.size()) {
+      const PrematchedCandidate& same = out->candidates[last_key];
+      if (rules_->rules()[same.rule]->proto.key_kind() == rule.proto.key_kind()) {
+        c.key = same.key;
+        c.key_at = same.key_at;
+        c.key_size = same.key_size;
+        c.key_hash = same.key_hash;
+        continue;
+      }
+    }
+    last_key = out->candidates.size() - 1;
+    last_captured = captured;
     absl::string_view key;
     bool allowlisted = false;
-    if (!NormaliseKey(rule, absl::string_view(groups[group].data(), groups[group].size()), &key,
-                      &allowlisted)) {
+    if (!NormaliseKey(rule, captured, &key, &allowlisted)) {
       c.key = PrematchedCandidate::Key::kInvalid;
     } else if (allowlisted) {
       c.key = PrematchedCandidate::Key::kAllowlisted;

@@ -546,9 +546,10 @@ class Engine {
                   uint32_t stream, Fn fn, const PrematchedLine* prematched = nullptr);
   // The first match of pattern `p` of `rule` (not a token rule: those report every match) in
   // `text` into groups[0, rule.submatches[p]) (a key split or a leading key sets only groups 0
-  // and the key's, the rest empty). `proven`: a Set's hit, known to match.
+  // and the key's, the rest empty). `proven`: a Set's hit, known to match. `run`: the line's
+  // leading address run, shared by its rules (CompiledRule::LeadingKey).
   bool FirstMatch(const CompiledRule& rule, int p, bool proven, absl::string_view text,
-                  re2::StringPiece* groups) const;
+                  re2::StringPiece* groups, CompiledRule::LeadingRun* run = nullptr) const;
   // Whether one of the rule's ignore patterns matches the text it reads on `line`.
   static bool Ignored(const CompiledRule& rule, const ParsedLine& line);
   // The line's answer for a match of the rule, wherever the match step stands: Prematch's
@@ -697,6 +698,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
   }
   const size_t count = prematched != nullptr ? prematched->candidates.size() : candidates.size();
   int last_rule = -1;
+  CompiledRule::LeadingRun run;  // this line's, for its rules led by an address
   for (size_t k = 0; k < count; ++k) {
     const PrematchedCandidate* pre = prematched != nullptr ? &prematched->candidates[k] : nullptr;
     const int rule_index = pre != nullptr ? pre->rule : candidates[k].first;
@@ -735,7 +737,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
           }
           return true;
         }
-        if (!every) return FirstMatch(rule, pattern_index, proven, text, groups.data());
+        if (!every) return FirstMatch(rule, pattern_index, proven, text, groups.data(), &run);
       }
       return start <= text.size() &&
              re.Match(Piece(text), start, text.size(), RE2::UNANCHORED, groups.data(), n);

@@ -257,6 +257,55 @@ TEST_F(EngineTest, ATextLongerThanTheRememberedOneLeavesTheLastAddressRight) {
   EXPECT_EQ(d[0].key, "2001:db8::7");
 }
 
+// Prematch normalises a key captured at the same place of a line once for the rules that share
+// it, but only for rules of one key kind: the same text is no address for an address rule and a
+// valid key for a path rule, and an allowlisted address stays allowlisted for every rule.
+TEST(EnginePrematchTest, RulesCapturingTheSameKeyShareItsNormalisationPerKeyKind) {
+  auto rules = Rules(R"pb(
+    rules {
+      id: "by-ip"
+      formats: LOG_FORMAT_RAW
+      patterns: "^(?P<ip>[0-9A-Fa-f:.]+) GET"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+    rules {
+      id: "by-ip-too"
+      formats: LOG_FORMAT_RAW
+      patterns: "^(?P<ip>[0-9A-Fa-f:.]+) GET /x"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+    rules {
+      id: "by-path"
+      formats: LOG_FORMAT_RAW
+      key_kind: TARGET_KIND_PATH
+      patterns: "^(?P<ip>[0-9A-Fa-f:.]+) GET"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 60 } }
+    }
+  )pb");
+  EngineOptions options;
+  options.allowlist = *CidrSet::Parse({"192.0.2.0/24"});
+  Engine engine(rules, options);
+  const auto keys = [&](const std::string& text) {
+    ParsedLine line;
+    line.message = text;
+    PrematchBuffer buffer;
+    engine.Prematch(LogFormat::LOG_FORMAT_RAW, line, &buffer);
+    PrematchedLine pre{absl::MakeConstSpan(buffer.candidates), &buffer};
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_RAW, line, text, absl::FromUnixSeconds(1), &out, 0, &pre);
+    std::vector<std::string> got;
+    for (const Detection& d : out) got.push_back(absl::StrCat(d.rule_id, "=", d.key));
+    return got;
+  };
+  EXPECT_THAT(keys("2001:DB8::7 GET /x"),
+              ElementsAre("by-ip=2001:db8::7", "by-ip-too=2001:db8::7", "by-path=2001:DB8::7"));
+  EXPECT_THAT(keys("abc GET /x"), ElementsAre("by-path=abc"));  // no address: the path rule only
+  EXPECT_THAT(keys("192.0.2.1 GET /x"), ElementsAre("by-path=192.0.2.1"));  // allowlisted
+}
+
 TEST_F(EngineTest, IgnorePatternsAndProgramFilter) {
   for (int i = 0; i < 5; ++i) Feed("Failed password for backup from 203.0.113.7 port 22", i);
   EXPECT_EQ(last_.ignored, 1u);

@@ -1739,7 +1739,8 @@ uint32_t AddressBytes16(const unsigned char* p) {
 #endif
 }  // namespace
 
-bool CompiledRule::LeadingKey(int p, absl::string_view message, absl::string_view* key) const {
+bool CompiledRule::LeadingKey(int p, absl::string_view message, absl::string_view* key,
+                              LeadingRun* run) const {
   if (leading_key_max[p] == 0) return false;
   const std::array<bool, 256>& in = leading_key_bytes[p];
   const unsigned char* const s = reinterpret_cast<const unsigned char*>(message.data());
@@ -1751,12 +1752,20 @@ bool CompiledRule::LeadingKey(int p, absl::string_view message, absl::string_vie
     *key = message.substr(0, n);
     return true;
   };
+  const bool address = leading_key_address[p];
+  if (address && run != nullptr && run->text == message.data() && run->size == size) {
+    return key_of_length(run->run);
+  }
+  const auto address_run = [&](size_t n) {
+    if (run != nullptr) *run = LeadingRun{message.data(), size, n};
+    return key_of_length(n);
+  };
 #if defined(__SSE2__)
   // An address's bytes, 16 a step while 16 remain (an IPv4 address ends in the first block).
-  if (leading_key_address[p]) {
+  if (address) {
     for (; n + 16 <= size; n += 16) {
       const uint32_t outside = ~AddressBytes16(s + n) & 0xffff;
-      if (outside != 0) return key_of_length(n + static_cast<size_t>(__builtin_ctz(outside)));
+      if (outside != 0) return address_run(n + static_cast<size_t>(__builtin_ctz(outside)));
     }
     // Fewer than 16 bytes left, all of the class so far: the loops below read on.
   }
@@ -1764,7 +1773,7 @@ bool CompiledRule::LeadingKey(int p, absl::string_view message, absl::string_vie
   // Four bytes a step while all four are key bytes (an address is 7 to 39 of them), then one.
   while (n + 4 <= size && in[s[n]] & in[s[n + 1]] & in[s[n + 2]] & in[s[n + 3]]) n += 4;
   while (n < size && in[s[n]]) ++n;
-  return key_of_length(n);
+  return address ? address_run(n) : key_of_length(n);
 }
 
 absl::StatusOr<LoadedPack> ParseRulePack(absl::string_view text, absl::string_view file) {

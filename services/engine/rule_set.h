@@ -200,8 +200,17 @@ struct CompiledRule {
   // parse tells and no match is empty (`first` true); for RuleSet::SetPart::first_bytes.
   std::vector<std::pair<bool, std::bitset<256>>> start_bytes;
   // The key of a match of pattern `p` known to exist, when that pattern has a leading key
-  // (see above); false otherwise.
-  bool LeadingKey(int p, absl::string_view message, absl::string_view* key) const;
+  // (see above); false otherwise. `run`, when given, keeps the run of address bytes read at the
+  // start of `message` (leading_key_address patterns), so that the next rule led by an address
+  // reads none of it on the same text: the caller's, for one line (a buffer reused for another
+  // line of the same length must not meet it).
+  struct LeadingRun {
+    const char* text = nullptr;
+    size_t size = 0;
+    size_t run = 0;
+  };
+  bool LeadingKey(int p, absl::string_view message, absl::string_view* key,
+                  LeadingRun* run = nullptr) const;
 
   // Per pattern: a pattern `^H I(?P<key>...)T$` whose key group is a piece of the top-level
   // sequence right after fixed bytes I (the introducer: " from ", "rhost=", with no case
