@@ -776,6 +776,10 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         continue;
       }
       absl::Time when = parsed.time.value_or(now);
+      // A line without a time of its own (RFC 5424's "-") happens at the clock's time: in
+      // replay it must not move the clock (first in last year's log, it set the clock to today,
+      // and every decision after it was stale on creation).
+      bool timed = parsed.time.has_value();
       if (const google::protobuf::Timestamp* event_time = batch.event_time(record)) {
         // The client's Timestamp is checked as the line's is: nanos outside 0..999,999,999 or
         // a year past 9999 is refused, not normalised into some other time.
@@ -786,10 +790,12 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
           continue;
         }
         when = *t;
+        timed = true;
       }
       // Absurd times: from the future (clock skew, forged lines) are clamped to now in the
       // daemon; from before 2000 are rejected. Either is no reference for the year of the next
-      // yearless line (one sender with its clock in 2099 would have set every later line's).
+      // yearless line (one sender with its clock in 2099 would have set every later line's),
+      // nor is a line's own absurd time when the client's event time stands in for it.
       if (options_.clamp_future && when > future_after) {
         when = now;
         ack.set_clamped(ack.clamped() + 1);
@@ -797,10 +803,11 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         ack.set_clamped(ack.clamped() + 1);
         ack.set_malformed(ack.malformed() + 1);
         continue;
-      } else if (parsed.time) {
+      } else if (parsed.time && !(options_.clamp_future && *parsed.time > future_after) &&
+                 *parsed.time >= too_old) {
         previous = *parsed.time;
       }
-      if (line_by_line && when > latest) {
+      if (line_by_line && timed && when > latest) {
         options_.advance_clock(when);
         // The first line at or past the next sweep is the latest so far (an earlier line past
         // it would have swept), so `when` is the clock.
@@ -809,7 +816,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
           next_line_sweep_ = when + options_.sweep_in_line_time;
         }
       }
-      latest = std::max(latest, when);
+      if (timed || !line_by_line) latest = std::max(latest, when);
       const PrematchedLine* candidates =
           batch.prematched(record, rules_in_use, &prematched) ? &prematched : nullptr;
       LineResult r;

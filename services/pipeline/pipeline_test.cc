@@ -320,6 +320,24 @@ TEST_F(PipelineTest, ARefusedOrClampedTimeIsNoReferenceForTheNextYearlessLine) {
   EXPECT_EQ(ack->accepted(), 4u);
 }
 
+// The same with the client's event time standing in for the line's: the event time is good, the
+// line's own 2099 stamp is not, and it is no reference for the year either (it was: the yearless
+// lines after it were read in 2099 and clamped to now).
+TEST_F(PipelineTest, ALinesAbsurdStampUnderAGoodEventTimeIsNoReferenceForTheYear) {
+  clock_.Set(absl::FromUnixSeconds(1'772'539'200));  // 2026-03-03 12:00:00 UTC
+  LogBatch batch;
+  batch.set_source("web-1");
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  palisade::v1::LogRecord* record = batch.add_records();
+  record->set_line("2099-01-01T00:00:00Z web-1 kernel: clock not set");
+  *record->mutable_event_time() = ToProtoTime(clock_.TimeNow());
+  AddYearlessFailures(&batch);
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->clamped(), 0u);
+  EXPECT_EQ(ack->accepted(), 4u);
+}
+
 // A rule's match counter is cumulative across reloads, even when the rule is removed and added
 // again (the engine's total for it starts over at 0; the counter kept its old value and took
 // nothing until the new total passed it).

@@ -397,6 +397,28 @@ TEST(ReplayTest, GapOfDaysKeepsLineTimes) {
   }
 }
 
+// A line without a time (RFC 5424's "-") is counted at the clock's time but does not move the
+// clock: first in a log of last year, it set the replay's clock to today, where it stayed (the
+// lines after it are older), and every decision of the log was then stale on creation.
+TEST(ReplayTest, ALineWithoutATimeDoesNotMoveTheClock) {
+  std::vector<std::string> lines = {"<38>1 - h sshd 1 - - Server listening on 0.0.0.0 port 22."};
+  for (int i = 0; i < 5; ++i) {
+    lines.push_back(absl::StrCat("<38>1 2025-06-01T10:00:0", i,
+                                 "Z h sshd 1 - - Failed password for root from 203.0.113.9 port ",
+                                 100 + i, " ssh2"));
+  }
+  for (uint32_t batch : {1u, 1000u}) {
+    absl::StatusOr<ReplaySummary> s =
+        Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG5424, lines, batch);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->malformed, 0u) << "batch_lines " << batch;
+    EXPECT_EQ(s->detections, 1u) << "batch_lines " << batch;
+    EXPECT_TRUE(s->stale.empty()) << "batch_lines " << batch;
+    ASSERT_EQ(s->decisions.size(), 1u) << "batch_lines " << batch;
+    EXPECT_EQ(s->decisions[0].start().seconds(), 1748772004);  // 2025-06-01T10:00:04Z
+  }
+}
+
 // Yearless lines across New Year: the year follows the previous line, and a log from the future
 // is replayed as written (no clamp to the wall clock).
 TEST(ReplayTest, NewYearAndFutureLogs) {
