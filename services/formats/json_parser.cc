@@ -347,26 +347,30 @@ int ParseUnix(absl::string_view v, TimeLayout layout, absl::Time* out) {
              : n < 100'000'000'000'000'000ULL ? TimeLayout::kRfc3339  // µs (marker, below)
                                                 : TimeLayout::kUnixNs;
   }
+  // The fraction of a unit of 10^`places` nanoseconds (9: seconds, 6: ms, 3: µs), in
+  // nanoseconds; past nanoseconds a fraction means nothing (Caddy's unix_milli_float writes
+  // "1772546521123.456").
+  const auto frac_nanos = [&frac](int places) {
+    int64_t nanos = 0;
+    int digits = 0;
+    for (char c : frac) {
+      if (++digits > places) break;
+      nanos = nanos * 10 + (c - '0');
+    }
+    for (int d = std::min(digits, places); d < places; ++d) nanos *= 10;
+    return absl::Nanoseconds(nanos);
+  };
   switch (layout) {
     case TimeLayout::kUnix: {
       if (n > 253'402'300'799ULL) return -1;  // past 9999
-      int64_t nanos = 0;
-      int digits = 0;
-      for (char c : frac) {
-        if (++digits > 9) break;  // past nanoseconds a fraction means nothing
-        nanos = nanos * 10 + (c - '0');
-      }
-      for (int d = digits; d < 9; ++d) nanos *= 10;
-      *out = absl::FromUnixSeconds(static_cast<int64_t>(n)) + absl::Nanoseconds(nanos);
+      *out = absl::FromUnixSeconds(static_cast<int64_t>(n)) + frac_nanos(9);
       return 1;
     }
     case TimeLayout::kUnixMs:
-      if (!frac.empty()) return 0;
-      *out = absl::FromUnixMillis(static_cast<int64_t>(n));
+      *out = absl::FromUnixMillis(static_cast<int64_t>(n)) + frac_nanos(6);
       return 1;
     case TimeLayout::kRfc3339:  // microseconds, from kAuto only
-      if (!frac.empty()) return 0;
-      *out = absl::FromUnixMicros(static_cast<int64_t>(n));
+      *out = absl::FromUnixMicros(static_cast<int64_t>(n)) + frac_nanos(3);
       return 1;
     case TimeLayout::kUnixNs:
       if (!frac.empty() || n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {

@@ -203,6 +203,24 @@ TEST(JsonParserTest, LogpushHttpRequestsTimeLayouts) {
   }
 }
 
+// Caddy's time_format unix_milli_float writes milliseconds with a fraction, and iso8601 a basic
+// offset (+0530): each record was "not a time", so malformed.
+TEST(JsonParserTest, FractionalMillisAndMicrosAndBasicOffsetsAreTimes) {
+  LineParser p(LogFormat::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS);
+  const absl::Time second = At("2026-03-03T14:02:01Z");
+  const std::pair<absl::string_view, absl::Time> cases[] = {
+      {"1772546521123.456", second + absl::Microseconds(123456)},
+      {"1772546521123456.7", second + absl::Nanoseconds(123456700)},
+      {"1772546521123.4567899", second + absl::Nanoseconds(123456789)},  // past ns: cut
+      {R"("2026-03-03T19:32:01+0530")", second},
+  };
+  for (const auto& [ts, want] : cases) {
+    ParsedLine out;
+    ASSERT_THAT_OK(p.Parse(LogpushHttp(ts), kRef, &out)) << ts;
+    EXPECT_EQ(*out.time, want) << ts;
+  }
+}
+
 TEST(JsonParserTest, LogpushFirewallEvents) {
   LineParser p(LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS);
   ParsedLine out;

@@ -385,25 +385,34 @@ absl::StatusOr<size_t> ParseRfc3339Timestamp(absl::string_view text, absl::Time*
   if (pos < text.size() && (text[pos] == 'Z' || text[pos] == 'z')) {
     ++pos;
   } else if (pos < text.size() && (text[pos] == '+' || text[pos] == '-')) {
+    // RFC 3339's +05:30, or ISO 8601's basic +0530 (Python's %z, Go's Z0700).
     int oh, om;
-    if (!ReadDigits(text, pos + 1, 2, &oh) || pos + 3 >= text.size() || text[pos + 3] != ':' ||
-        !ReadDigits(text, pos + 4, 2, &om)) {
-      return 0;
+    size_t end = 0;
+    if (ReadDigits(text, pos + 1, 2, &oh)) {
+      if (pos + 3 < text.size() && text[pos + 3] == ':' && ReadDigits(text, pos + 4, 2, &om)) {
+        end = pos + 6;
+      } else if (ReadDigits(text, pos + 3, 2, &om)) {
+        end = pos + 5;
+      }
     }
+    if (end == 0) return 0;
     // RFC 3339's time-numoffset: hours 00-23, minutes 00-59 (+99:99 would move the line by
     // four days).
     if (oh > 23 || om > 59) return absl::OutOfRangeError("a UTC offset out of range");
     offset_seconds = (oh * 3600 + om * 60) * (text[pos] == '-' ? -1 : 1);
-    pos += 6;
+    pos = end;
   } else {
     has_offset = false;
   }
-  absl::CivilSecond cs(year, month, day, hour, minute, second);
+  // A leap second (:60) is the second after :59, as the other stamps here read it: built on
+  // :59, it cannot carry a valid date past its day (23:59:60 on the 31st of December).
+  const bool leap = second == 60;
+  absl::CivilSecond cs(year, month, day, hour, minute, leap ? 59 : second);
   if (cs.day() != day) {  // e.g. February 31st normalised away
     return absl::OutOfRangeError("a date that does not exist");
   }
   *out = absl::FromCivil(cs, has_offset ? absl::UTCTimeZone() : zone) + frac -
-         absl::Seconds(offset_seconds);
+         absl::Seconds(offset_seconds - (leap ? 1 : 0));
   return pos;
 }
 

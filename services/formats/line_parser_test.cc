@@ -538,6 +538,30 @@ TEST(Rfc3339Test, RejectsImpossibleOffsetsAndFractions) {
   EXPECT_EQ(t, At("2026-03-03T14:02:01.123456789Z"));
 }
 
+// ISO 8601's basic offset (+0530, -0330: Python's %z, Go's Z0700 as Caddy writes it) reads as
+// its extended form; it made the whole stamp "no timestamp". A leap second (23:59:60, which
+// RFC 3339 allows and the other stamps here accept) is the next midnight, not an impossible date.
+TEST(Rfc3339Test, BasicOffsetsAndLeapSecondsAreTimes) {
+  absl::Time t;
+  EXPECT_THAT(ParseRfc3339Timestamp("2026-03-03T14:02:01+0530 h", &t), IsOkAndHolds(24u));
+  EXPECT_EQ(t, At("2026-03-03T08:32:01Z"));
+  EXPECT_THAT(ParseRfc3339Timestamp("2026-03-03T14:02:01.5-0330", &t), IsOkAndHolds(26u));
+  EXPECT_EQ(t, At("2026-03-03T17:32:01.5Z"));
+  EXPECT_THAT(ParseRfc3339Timestamp("2026-03-03T14:02:01+9999", &t),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("offset")));
+  EXPECT_THAT(ParseRfc3339Timestamp("2026-03-03T14:02:01+05 h", &t), IsOkAndHolds(0u));
+  EXPECT_THAT(ParseRfc3339Timestamp("2016-12-31T23:59:60Z", &t), IsOkAndHolds(20u));
+  EXPECT_EQ(t, At("2017-01-01T00:00:00Z"));
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("2026-03-03T14:02:01+0530 h sshd[1]: msg", absl::Now(), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-03-03T08:32:01Z"));
+  EXPECT_EQ(out.message, "msg");
+  LineParser p5424(LogFormat::LOG_FORMAT_SYSLOG5424);
+  ASSERT_THAT(p5424.Parse("<34>1 2016-12-31T23:59:60Z h a - - - x", absl::Now(), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2017-01-01T00:00:00Z"));
+}
+
 TEST(Syslog5424Test, ImpossibleTimesAreOutOfRange) {
   LineParser p(LogFormat::LOG_FORMAT_SYSLOG5424);
   ParsedLine out;
