@@ -308,6 +308,13 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
   if (config.max_burst_lines() > 0 && config.max_lines_per_second() == 0) {
     return absl::InvalidArgumentError(where + "max_burst_lines needs max_lines_per_second");
   }
+  if (config.has_idle_timeout()) {  // the config's, checked at load (1s..24h), comes first
+    options.idle_timeout = absl::Seconds(config.idle_timeout().seconds()) +
+                           absl::Nanoseconds(config.idle_timeout().nanos());
+  }
+  if (options.idle_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(where + "idle_timeout must be positive");
+  }
   std::unique_ptr<SyslogReceiver> r(
       new SyslogReceiver(config, std::move(options), std::move(sink)));
   r->clock_ = r->options_.clock != nullptr ? r->options_.clock : &RealClock::Get();
@@ -358,6 +365,18 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
                      .Help("TCP connections closed at once: max_connections were open.")
                      .Register(registry)
                      .Add(input);
+  r->accept_errors_ = &prometheus::BuildCounter()
+                           .Name("palisade_syslog_accept_errors_total")
+                           .Help(
+                               "TCP/TLS accepts that failed; out of descriptors or memory, the "
+                               "listener waits 100 ms before it tries again.")
+                           .Register(registry)
+                           .Add(input);
+  r->idle_closed_ = &prometheus::BuildCounter()
+                         .Name("palisade_syslog_idle_closed_connections_total")
+                         .Help("TCP/TLS connections closed: nothing came for idle_timeout.")
+                         .Register(registry)
+                         .Add(input);
   r->sink_errors_ = &prometheus::BuildCounter()
                          .Name("palisade_syslog_batch_errors_total")
                          .Help("Batches of syslog frames the pipeline refused (dropped).")
@@ -534,7 +553,17 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
     pollfd p{listen_fd, POLLIN, 0};
     if (::poll(&p, 1, kPollMs) <= 0) continue;
     const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (fd < 0) continue;
+    if (fd < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;  // none after all
+      accept_errors_->Increment();
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // Out of descriptors or memory: the connection stays in the listen queue, so poll
+        // returns at once and the loop would spin a core. Try again a poll interval later
+        // (real time: this waits for the system, not for the injected clock).
+        absl::SleepFor(absl::Milliseconds(kPollMs));
+      }
+      continue;
+    }
     if (connections_.load() >= static_cast<int>(config_.max_connections())) {
       ::close(fd);
       refused_->Increment();
@@ -542,7 +571,7 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
     }
     connections_.fetch_add(1);
     open_->Increment();
-    const absl::Time handshake_deadline = clock_->TimeNow() + options_.tls_handshake_timeout;
+    const absl::Time accepted = clock_->TimeNow();
     absl::MutexLock lock(&conn_mu_);
     for (auto it = conn_threads_.begin(); it != conn_threads_.end();) {
       if (it->done->load()) {
@@ -553,13 +582,38 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
       }
     }
     auto done = std::make_shared<std::atomic<bool>>(false);
-    conn_threads_.push_back({std::thread([this, fd, tls, handshake_deadline, done] {
-                               Connection(fd, tls, handshake_deadline);
+    conn_threads_.push_back({std::thread([this, fd, tls, accepted, done] {
+                               Connection(fd, tls, accepted);
                                done->store(true);
                              }),
                              done});
   }
 }
+
+namespace {
+
+// Whether `stream` at `at` holds the start of an octet-counted frame: a length (1 to 10 digits,
+// no leading zero, at most `max_frame_bytes`), a space and '<'. kNeedMore when the bytes end
+// before that can be told.
+enum class FrameStart { kNo, kYes, kNeedMore };
+FrameStart OctetFrameAt(const std::string& stream, size_t at, size_t max_frame_bytes) {
+  if (stream[at] < '1' || stream[at] > '9') return FrameStart::kNo;
+  size_t end = at;
+  while (end < stream.size() && end - at <= 10 && stream[end] >= '0' && stream[end] <= '9') {
+    ++end;
+  }
+  if (end - at > 10) return FrameStart::kNo;
+  if (end == stream.size()) return FrameStart::kNeedMore;
+  if (stream[end] != ' ') return FrameStart::kNo;
+  if (end + 1 == stream.size()) return FrameStart::kNeedMore;
+  if (stream[end + 1] != '<') return FrameStart::kNo;
+  size_t len = 0;
+  return absl::SimpleAtoi(stream.substr(at, end - at), &len) && len <= max_frame_bytes
+             ? FrameStart::kYes
+             : FrameStart::kNo;
+}
+
+}  // namespace
 
 void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, DeframeState* state,
                              std::vector<std::string>* frames, uint64_t* malformed) {
@@ -581,6 +635,35 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       at = nl + 1;
       continue;
     }
+    if (state->resyncing) {
+      // Bytes that start no frame (a bad length, or no "<PRI>" where a frame should begin):
+      // skipped up to whichever comes first, a newline (what ends a newline-framed frame) or
+      // "LEN SP <" (what starts an octet-counted one; an octet-counted stream, as rsyslog
+      // sends, has no newline at all). LEN is a whole run of digits, so the tail of a longer
+      // number is not taken for a length, and at most max_frame_bytes, so a number in the
+      // skipped text does not swallow what follows. Should the skipped bytes end in digits,
+      // they are read as part of the next length: that frame comes out wrong (or is dropped),
+      // and the stream picks up again after it the same way. Between reads only a run of
+      // digits and a space is kept, so memory stays bounded however long the skip.
+      const char c = (*stream)[at];
+      if (c == '\n') {
+        state->resyncing = false;
+        ++at;
+        continue;
+      }
+      const bool digit = c >= '0' && c <= '9';
+      if (digit && !state->after_digit) {
+        const FrameStart start = OctetFrameAt(*stream, at, max_frame_bytes);
+        if (start == FrameStart::kNeedMore) break;
+        if (start == FrameStart::kYes) {
+          state->resyncing = false;
+          continue;  // the frame is read from `at`
+        }
+      }
+      state->after_digit = digit;
+      ++at;
+      continue;
+    }
     const char c = (*stream)[at];
     if (c == '\n' || c == '\r' || c == ' ') {  // stray separators between frames
       ++at;
@@ -595,8 +678,9 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       if (sp >= stream->size()) break;  // the length is not all here yet
       size_t len = 0;
       if ((*stream)[sp] != ' ' || !absl::SimpleAtoi(stream->substr(at, sp - at), &len)) {
-        ++*malformed;  // not a length: drop up to the next newline
-        state->dropping_line = true;
+        ++*malformed;  // not a length: skip to the next frame
+        state->resyncing = true;
+        state->after_digit = true;  // the length's digits end at `sp`, or run on past it
         at = sp;
         continue;
       }
@@ -609,6 +693,13 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       if (stream->size() - (sp + 1) < len) break;  // wait for the rest
       frames->emplace_back(*stream, sp + 1, len);
       at = sp + 1 + len;
+      continue;
+    }
+    if (c != '<') {
+      // Neither a length nor "<PRI>": no frame starts here (as when a length was wrong).
+      ++*malformed;
+      state->resyncing = true;
+      state->after_digit = false;
       continue;
     }
     // Newline framing.
@@ -631,11 +722,14 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
   stream->erase(0, at);
 }
 
-void SyslogReceiver::Connection(int fd, bool tls, absl::Time handshake_deadline) {
+void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted) {
   Stream in(fd, tls ? tls_ctx_ : nullptr);
   prometheus::Counter* frames_in = tls ? tls_frames_ : tcp_frames_;
+  // When the sender last sent a byte (or was held back by the rate limit, which is not idle).
+  absl::Time last_active = accepted;
   if (tls) {
-    const std::string failed = in.Handshake(*clock_, handshake_deadline, stopping_);
+    const std::string failed =
+        in.Handshake(*clock_, accepted + options_.tls_handshake_timeout, stopping_);
     if (!failed.empty()) {
       tls_handshake_failures_->Increment();
       if (options_.log) {
@@ -647,6 +741,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time handshake_deadline)
       open_->Decrement();
       return;
     }
+    last_active = clock_->TimeNow();
   }
   const bool limited = config_.max_lines_per_second() > 0;
   TokenBucket bucket(config_.max_lines_per_second(), config_.max_burst_lines(), clock_->TimeNow());
@@ -658,6 +753,23 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time handshake_deadline)
   std::string buf(64 * 1024, '\0');
   DeframeState state;
   bool closed = false;
+  // The sender closed, or was closed for idling: a last newline-framed message without its
+  // newline, as some senders end a connection, is a frame. It, and frames still held, go
+  // through at the connection's rate (so connecting, sending a read's worth and closing gains
+  // nothing): the connection keeps its slot meanwhile.
+  auto end_of_stream = [&] {
+    closed = true;
+    if (stream.empty() || state.skip > 0 || state.dropping_line || state.resyncing) return;
+    if (stream.size() <= config_.max_frame_bytes() && !(stream[0] >= '1' && stream[0] <= '9')) {
+      frames_in->Increment();
+      waiting.push_back(std::move(stream));
+    } else {
+      // An octet-counted frame cut short by the close (an over-long one was counted as it
+      // began).
+      malformed_->Increment();
+    }
+    stream.clear();
+  };
   while (!stopping_.load()) {
     while (!waiting.empty() && (!limited || bucket.TryTake(clock_->TimeNow()))) {
       Add(std::move(waiting.front()));
@@ -668,30 +780,27 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time handshake_deadline)
       // Over the budget: count the newly held lines, and wait without reading (backpressure).
       throttled_lines_->Increment(static_cast<double>(waiting.size() - waiting_counted));
       waiting_counted = waiting.size();
+      last_active = clock_->TimeNow();
       absl::SleepFor(std::min(absl::Milliseconds(kPollMs), bucket.UntilNext(clock_->TimeNow())));
       continue;
     }
     if (closed) break;
     size_t n = 0;
     const Stream::Result r = in.Read(buf.data(), buf.size(), &n);
-    if (r == Stream::kWait) continue;
-    if (r == Stream::kClosed) {
-      // A last newline-framed message without its newline, as some senders end a connection.
-      // It, and frames still held, go through at the connection's rate (so connecting, sending
-      // a read's worth and closing gains nothing): the connection keeps its slot meanwhile.
-      closed = true;
-      if (!stream.empty() && state.skip == 0 && !state.dropping_line) {
-        if (stream.size() <= config_.max_frame_bytes() && !(stream[0] >= '1' && stream[0] <= '9')) {
-          frames_in->Increment();
-          waiting.push_back(std::move(stream));
-        } else {
-          // An octet-counted frame cut short by the close (an over-long one was counted as it
-          // began).
-          malformed_->Increment();
-        }
+    if (r == Stream::kWait) {
+      // Silent for idle_timeout (a sender that only connected, or a peer gone without a FIN):
+      // closed, so such connections cannot hold every slot.
+      if (clock_->TimeNow() - last_active >= options_.idle_timeout) {
+        idle_closed_->Increment();
+        end_of_stream();
       }
       continue;
     }
+    if (r == Stream::kClosed) {
+      end_of_stream();
+      continue;
+    }
+    last_active = clock_->TimeNow();
     stream.append(buf.data(), n);
     std::vector<std::string> frames;
     uint64_t malformed = 0;

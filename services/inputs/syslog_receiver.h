@@ -5,10 +5,13 @@
 // whose header is `<PRI>1 ` is RFC 5424, any other RFC 3164.
 //
 // Bounded, whatever a sender does: at most `max_connections` TCP connections (more are closed at
-// once, counted); a frame longer than `max_frame_bytes` is skipped and counted (an octet-counted
-// one by its length, a newline-framed one up to its newline) and the connection goes on; a
-// batch is flushed at `batch_lines` or after `flush_interval`, so memory is a batch per format.
-// A malformed frame (no `<PRI>`, a bad length) is counted and skipped, never fatal.
+// once, counted), each closed (and counted) once it has sent nothing for `idle_timeout`; a
+// frame longer than `max_frame_bytes` is skipped and counted (an octet-counted one by its
+// length, a newline-framed one up to its newline) and the connection goes on; a batch is
+// flushed at `batch_lines` or after `flush_interval`, so memory is a batch per format.
+// A malformed frame (no `<PRI>`, a bad length) is counted and skipped, never fatal: the stream
+// picks up at the next newline or octet-counted frame start, whichever comes first. An accept
+// that fails for want of descriptors is counted, and the listener waits 100 ms (no spinning).
 // A TLS handshake that fails (no client certificate when one is required, plain text, a
 // timeout) is counted and logged with the peer's address and OpenSSL's reason, and only that
 // connection ends.
@@ -18,8 +21,9 @@
 // slowed by TCP backpressure and loses nothing (rsyslog queues); UDP has no backpressure, so a
 // sender address over its budget has its datagrams dropped and counted (buckets for at most
 // max_udp_senders addresses; past that, full buckets are forgotten, then new senders share one).
-// Metrics per receiver: frames by transport, malformed frames, open and refused connections,
-// TLS handshake failures, lines held back (TCP/TLS) and dropped (UDP) by the rate limit.
+// Metrics per receiver: frames by transport, malformed frames, open, refused and idle-closed
+// connections, failed accepts, TLS handshake failures, lines held back (TCP/TLS) and dropped
+// (UDP) by the rate limit.
 //
 // Thread-safety: Start and Stop from one thread; the receiver runs its own threads (one for UDP,
 // one accepting per TCP/TLS listener, one per connection, one flushing).
@@ -56,6 +60,12 @@ struct SyslogReceiverOptions {
   Clock* clock = nullptr;
   // A TLS sender that has not finished its handshake by then is cut off (it held a connection).
   absl::Duration tls_handshake_timeout = absl::Seconds(10);
+  // A TCP/TLS connection that sends nothing for this long (on `clock`, from the accept or the
+  // TLS handshake) is closed and counted, so silent senders and peers gone without a FIN do not
+  // hold max_connections for ever. A sender held back by the rate limit is not idle. Must be
+  // positive; absl::InfiniteDuration(): never. The config's idle_timeout, when set, takes its
+  // place. rsyslog reconnects when it next sends.
+  absl::Duration idle_timeout = absl::Minutes(5);
   // UDP senders with a rate-limit bucket of their own at most (~100 bytes each).
   size_t max_udp_senders = 10000;
 };
@@ -103,15 +113,20 @@ class SyslogReceiver {
   }
 
   // What a connection's deframing carries from one read to the next: the bytes of an oversized
-  // octet-counted frame still to drop, or the rest of an oversized newline-framed one.
+  // octet-counted frame still to drop, the rest of an oversized newline-framed one, or bytes
+  // that start no frame being skipped to the next one.
   struct DeframeState {
     size_t skip = 0;
     bool dropping_line = false;
+    bool resyncing = false;
+    bool after_digit = false;  // resyncing: the last byte skipped was a digit
   };
   // Cuts `stream` into frames (RFC 6587: "LEN SP MSG" when a frame starts with a digit, else up
   // to a newline); complete frames are appended to `frames`, an incomplete one stays in
-  // `stream`. Frames longer than max_frame_bytes and bad lengths are dropped, counted in
-  // `*malformed`, and the stream goes on after them. Exposed for tests.
+  // `stream`. Frames longer than max_frame_bytes are dropped, counted in `*malformed`, and the
+  // stream goes on after them. Bytes that start no frame (a bad length, no `<PRI>`) are counted
+  // once and skipped up to the next newline or "LEN SP <", whichever comes first, so an
+  // octet-counted stream (no newlines) goes on too. Exposed for tests.
   static void Deframe(std::string* stream, size_t max_frame_bytes, DeframeState* state,
                       std::vector<std::string>* frames, uint64_t* malformed);
 
@@ -122,9 +137,9 @@ class SyslogReceiver {
   void Flush();
   void UdpLoop();
   void AcceptLoop(int listen_fd, bool tls);
-  // `handshake_deadline`: when a TLS connection must have finished its handshake (from the
-  // accept, so a slow thread start does not extend it).
-  void Connection(int fd, bool tls, absl::Time handshake_deadline);
+  // `accepted`: when the connection was accepted; its TLS handshake deadline and idle time run
+  // from then, so a slow thread start does not extend them.
+  void Connection(int fd, bool tls, absl::Time accepted);
   // Whether a datagram from `sender` is within its budget (UDP rate limit).
   bool UdpAllowed(const std::string& sender);
 
@@ -162,6 +177,8 @@ class SyslogReceiver {
   prometheus::Counter* udp_rate_drops_ = nullptr;
   prometheus::Counter* malformed_ = nullptr;
   prometheus::Counter* refused_ = nullptr;
+  prometheus::Counter* accept_errors_ = nullptr;
+  prometheus::Counter* idle_closed_ = nullptr;
   prometheus::Counter* sink_errors_ = nullptr;
   prometheus::Gauge* open_ = nullptr;
 };

@@ -6,10 +6,13 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 
@@ -65,6 +68,49 @@ TEST(DeframeTest, OversizedAndBadFramesAreSkippedAndTheStreamGoesOn) {
   malformed = 0;
   EXPECT_THAT(Deframe({"<6>" + big, big, big + "\n<7>after\n"}, 64, &malformed),
               ElementsAre("<7>after"));
+  EXPECT_EQ(malformed, 1u);
+}
+
+// An octet-counted stream (rsyslog's octet-counted framing) has no newlines: a frame whose
+// length is not a number must not make the rest of the connection wait for one. The bad frame
+// is counted and the stream picks up again at the next "DIGITS SP <", in any cut of the reads.
+TEST(DeframeTest, ABadLengthInAnOctetCountedStreamLosesOnlyThatFrame) {
+  std::string good;
+  std::vector<std::string> want = {"<13>one"};
+  for (int i = 0; i < 20; ++i) {
+    const std::string m = absl::StrCat("<13>Mar  3 14:02:01 h app: good ", i);
+    absl::StrAppend(&good, m.size(), " ", m);
+    want.push_back(m);
+  }
+  const std::string all = "7 <13>one" "7x <13>bad" + good;
+  for (size_t cut = 0; cut <= all.size(); ++cut) {
+    uint64_t malformed = 0;
+    EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, 1024, &malformed),
+                ::testing::ElementsAreArray(want))
+        << "cut at " << cut;
+    EXPECT_EQ(malformed, 1u) << "cut at " << cut;
+  }
+  // One byte a read.
+  std::vector<std::string> bytes;
+  for (char c : all) bytes.emplace_back(1, c);
+  uint64_t malformed = 0;
+  EXPECT_THAT(Deframe(bytes, 1024, &malformed), ::testing::ElementsAreArray(want));
+  EXPECT_EQ(malformed, 1u);
+}
+
+// Bytes that start no frame at all (neither a length nor "<PRI>", as when a sender's length was
+// wrong) are skipped up to the next frame of either kind, not up to a newline that may never
+// come; a length over max_frame_bytes does not count as a frame to pick up at.
+TEST(DeframeTest, BytesThatStartNoFrameAreSkippedToTheNextFrame) {
+  uint64_t malformed = 0;
+  EXPECT_THAT(Deframe({"6 <1>one", "junk 3 bytes 999 <2>x", "5 <3>ab", "more\n<4>line\n"}, 64,
+                      &malformed),
+              ElementsAre("<1>one", "<3>ab", "<4>line"));
+  EXPECT_EQ(malformed, 2u);
+  // Leading zeros and over-long digit runs start no frame; the run's own tail does not either.
+  malformed = 0;
+  EXPECT_THAT(Deframe({"x05 <1>a 12345678901 <2>b", "12x 4 <3>c"}, 64, &malformed),
+              ElementsAre("<3>c"));
   EXPECT_EQ(malformed, 1u);
 }
 
@@ -129,6 +175,15 @@ class ReceiverTest : public ::testing::Test {
     for (const auto& family : registry_.Collect()) {
       if (family.name != name) continue;
       for (const auto& m : family.metric) sum += m.counter.value;
+    }
+    return sum;
+  }
+  // A gauge's value, summed over its series.
+  double Gauge(const std::string& name) {
+    double sum = 0;
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != name) continue;
+      for (const auto& m : family.metric) sum += m.gauge.value;
     }
     return sum;
   }
@@ -204,6 +259,60 @@ TEST_F(ReceiverTest, AnOctetFrameCutByTheCloseIsCountedMalformed) {
   EXPECT_TRUE(Eventually([&] { return Metric("palisade_syslog_malformed_frames_total") == 1; }));
 }
 
+// The reviewer's reproduction over TCP: rsyslog's octet-counted framing, one frame with a bad
+// length in the middle; the good frames after it arrive.
+TEST_F(ReceiverTest, AFrameWithABadLengthDoesNotLoseTheConnectionsNextFrames) {
+  palisade::v1::SyslogInput config;
+  config.set_name("octets");
+  config.set_tcp_listen("127.0.0.1:0");
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  const int fd = Connect(r->tcp_port());
+  std::string sent = "7 <13>one" "7x <13>bad";
+  for (int i = 0; i < 5; ++i) {
+    const std::string m = absl::StrCat("<13>Mar  3 14:02:01 h app: good ", i);
+    absl::StrAppend(&sent, m.size(), " ", m);
+  }
+  ASSERT_EQ(::send(fd, sent.data(), sent.size(), 0), static_cast<ssize_t>(sent.size()));
+  std::vector<std::string> got = WaitFor(6);
+  ASSERT_EQ(got.size(), 6u);
+  EXPECT_EQ(got.front(), "3164 octets <13>one");
+  EXPECT_EQ(got.back(), "3164 octets <13>Mar  3 14:02:01 h app: good 4");
+  EXPECT_EQ(Metric("palisade_syslog_malformed_frames_total"), 1);
+  ::close(fd);
+}
+
+// A connection that sends nothing for idle_timeout (on the injected clock, from the accept) is
+// closed and counted, so silent or vanished peers cannot hold every slot; the slot then serves
+// another sender. The clock moves only when the test says so: no timing assumption.
+TEST_F(ReceiverTest, AnIdleConnectionIsClosedAndItsSlotServesAnother) {
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config;
+  config.set_name("idle");
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_max_connections(1);
+  config.mutable_idle_timeout()->set_seconds(1);  // as the daemon's config sets it
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  const int silent = Connect(r->tcp_port());
+  ASSERT_TRUE(Eventually([&] { return r->connection_threads() == 1; }));  // accepted
+  clock.Advance(absl::Milliseconds(999));
+  clock.Advance(absl::Milliseconds(1));
+  timeval wait{30, 0};  // a bound, should the timeout not fire
+  ::setsockopt(silent, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
+  char c;
+  EXPECT_EQ(::recv(silent, &c, 1, 0), 0);  // closed by the receiver
+  ::close(silent);
+  EXPECT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 0; }));
+  EXPECT_EQ(Metric("palisade_syslog_idle_closed_connections_total"), 1);
+  // The freed slot serves the next sender (it is not refused).
+  const int talker = Connect(r->tcp_port());
+  ASSERT_EQ(::send(talker, "<13>a: one\n", 11, 0), 11);
+  ASSERT_EQ(WaitFor(1).size(), 1u);
+  EXPECT_EQ(Metric("palisade_syslog_refused_connections_total"), 0);
+  ::close(talker);
+}
+
 TEST_F(ReceiverTest, ConnectionsPastTheCapAreRefusedAndCounted) {
   palisade::v1::SyslogInput config;
   config.set_name("capped");
@@ -219,6 +328,76 @@ TEST_F(ReceiverTest, ConnectionsPastTheCapAreRefusedAndCounted) {
   EXPECT_EQ(::recv(second, &c, 1, 0), 0);  // closed at once
   ::close(first);
   ::close(second);
+}
+
+// Out of file descriptors, accept fails (EMFILE) with the connection still queued, so poll says
+// "ready" again at once: the accept loop backs off instead of spinning, and counts it. In a
+// forked child (the descriptor limit is the process's); the child's threads are its own. A
+// bound on failed accepts per second of wall time holds however slow the machine is (slower
+// means fewer tries); without the back-off a spinning loop makes thousands.
+TEST_F(ReceiverTest, AcceptOutOfDescriptorsBacksOffAndCounts) {
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::alarm(120);  // a bound, should the child hang
+    prometheus::Registry registry;
+    palisade::v1::SyslogInput config;
+    config.set_name("emfile");
+    config.set_tcp_listen("127.0.0.1:0");
+    auto r = SyslogReceiver::Start(
+        config, {}, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); }, registry);
+    if (!r.ok()) ::_exit(10);
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);  // before the limit
+    rlimit limit{};
+    ::getrlimit(RLIMIT_NOFILE, &limit);
+    limit.rlim_cur = 1;  // no new descriptor from here on (0, 1 and 2 are open)
+    if (::setrlimit(RLIMIT_NOFILE, &limit) != 0) ::_exit(11);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>((*r)->tcp_port()));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) != 0) ::_exit(12);
+    auto failed = [&] {
+      double sum = 0;
+      for (const auto& family : registry.Collect()) {
+        if (family.name != "palisade_syslog_accept_errors_total") continue;
+        for (const auto& m : family.metric) sum += m.counter.value;
+      }
+      return sum;
+    };
+    if (!Eventually([&] { return failed() >= 1; })) ::_exit(13);
+    const double before = failed();
+    absl::SleepFor(absl::Seconds(2));
+    const double tries = failed() - before;
+    // A back-off of 100 ms gives ~20; 100 leaves a wide margin and is far below a spin.
+    if (tries > 100) {
+      std::fprintf(stderr, "%.0f failed accepts in 2 s\n", tries);
+      ::_exit(14);
+    }
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status)) << "signal " << WTERMSIG(status);
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST_F(ReceiverTest, ANonPositiveIdleTimeoutIsRefused) {
+  palisade::v1::SyslogInput config;
+  config.set_name("never");
+  config.set_tcp_listen("127.0.0.1:0");
+  auto start = [&](SyslogReceiverOptions options) {
+    return SyslogReceiver::Start(
+        config, options, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); },
+        registry_);
+  };
+  SyslogReceiverOptions zero;
+  zero.idle_timeout = absl::ZeroDuration();
+  EXPECT_EQ(start(zero).status().code(), absl::StatusCode::kInvalidArgument);
+  config.mutable_idle_timeout()->set_seconds(-1);
+  absl::StatusOr<std::unique_ptr<SyslogReceiver>> r = start({});
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(), HasSubstr("inputs.syslog \"never\": idle_timeout"));
 }
 
 // A sender that connects once per message (util-linux logger does): ended connections are

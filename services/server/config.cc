@@ -538,6 +538,15 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
           json ? "is not defined in json_formats" : "is only for format json"));
     }
   }
+  for (const palisade::v1::SyslogInput& in : config.inputs().syslog()) {
+    if (!in.has_idle_timeout()) continue;
+    const absl::Duration d = FromProtoDuration(in.idle_timeout());
+    if (d < absl::Seconds(1) || d > absl::Hours(24)) {
+      return absl::InvalidArgumentError(absl::StrCat(file, ": inputs.syslog \"", in.name(),
+                                                     "\": idle_timeout must be 1s..24h, not ",
+                                                     absl::FormatDuration(d)));
+    }
+  }
   auto* guard = config.mutable_guard();
   for (int i = 0; i < guard->never_ban_size(); ++i) {
     absl::StatusOr<Cidr> c = Cidr::Parse(guard->never_ban(i));

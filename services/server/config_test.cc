@@ -181,6 +181,10 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
       {R"pb(inputs { poll_interval { seconds: 60 } })pb", "inputs.poll_interval"},
       {R"pb(inputs { batch_lines: 1000000 })pb", "inputs.batch_lines"},
       {R"pb(inputs { threads: 5 })pb", "inputs.threads must be 0..4"},
+      {R"pb(inputs {
+              syslog { name: "s" udp_listen: "127.0.0.1:0" idle_timeout { nanos: 1000 } }
+            })pb",
+       "inputs.syslog \"s\": idle_timeout must be 1s..24h, not 1us"},
   };
   for (const auto& [text, message] : bad) {
     EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", text), "c.textproto", "."),
