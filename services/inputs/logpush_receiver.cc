@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "httplib.h"
@@ -44,7 +45,7 @@ bool ValidPath(const std::string& path) {
 }
 
 // Why an upload failed while its body was read; each is a value of the outcome label.
-enum class ReadFailure { kNone, kTooLarge, kInflatedTooLarge, kNotGzip, kTimeout };
+enum class ReadFailure { kNone, kTooLarge, kInflatedTooLarge, kNotGzip };
 
 }  // namespace
 
@@ -190,6 +191,9 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
   if (r->options_.max_in_flight <= 0) r->options_.max_in_flight = 4;
   if (r->options_.max_queued_connections <= 0) r->options_.max_queued_connections = 16;
   if (r->options_.clock == nullptr) r->options_.clock = &RealClock::Get();
+  if (r->options_.request_timeout <= absl::ZeroDuration()) {
+    r->options_.request_timeout = absl::Seconds(60);
+  }
 
   // The secret: required; read once; never echoed (errors name the file only).
   if (c.secret_file().empty()) {
@@ -227,8 +231,16 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
   }
 
   // A request is read up to its body cap and kMaxHeaderBytes of request line and headers, all
-  // before the secret is checked: past that the connection is closed.
-  const size_t request_budget = c.max_body_bytes() + kMaxHeaderBytes;
+  // before the secret is checked: past that the connection is closed. It must arrive whole,
+  // headers and TLS handshake included, within request_timeout; past that the server answers
+  // 408, counts a timeout and closes the connection.
+  LogpushReceiver* self = r.get();
+  BoundedHttpOptions server_options;
+  server_options.request_budget = c.max_body_bytes() + kMaxHeaderBytes;
+  server_options.request_deadline = r->options_.request_timeout;
+  Clock* clock = r->options_.clock;
+  server_options.now = [clock] { return clock->TimeNow(); };
+  server_options.on_deadline = [self] { self->Count("timeout"); };
   if (!c.tls_cert_file().empty() || !c.tls_key_file().empty()) {
     for (const std::string* f : {&c.tls_cert_file(), &c.tls_key_file()}) {
       if (f->empty() || !std::ifstream(*f)) {
@@ -236,14 +248,14 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
             where, "cannot read \"", *f, "\" (tls_cert_file and tls_key_file go together)"));
       }
     }
-    r->server_ = MakeBoundedHttpsServer(request_budget, c.tls_cert_file().c_str(),
+    r->server_ = MakeBoundedHttpsServer(std::move(server_options), c.tls_cert_file().c_str(),
                                         c.tls_key_file().c_str(), /*client_ca=*/nullptr);
     if (!r->server_->is_valid()) {
       return absl::InvalidArgumentError(
           where + "the TLS certificate or key does not load (PEM expected, matching each other)");
     }
   } else {
-    r->server_ = MakeBoundedHttpServer(request_budget);
+    r->server_ = MakeBoundedHttpServer(std::move(server_options));
   }
 
   const prometheus::Labels input = {{"input", c.name()}};
@@ -251,13 +263,15 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
                       .Name("palisade_logpush_requests_total")
                       .Help("Logpush uploads by outcome: ok, check (Cloudflare's destination "
                             "check), unauthorized, too_large, inflated_too_large, "
-                            "too_many_records, malformed, bad_encoding, busy, timeout, "
+                            "too_many_records, malformed, bad_encoding, bad_content_type, "
+                            "busy, timeout (not arrived whole within the request timeout), "
                             "read_error, unavailable (the pipeline refused the batch).")
                       .Register(registry);
   r->malformed_ = &prometheus::BuildCounter()
                        .Name("palisade_logpush_malformed_total")
                        .Help("Logpush uploads refused for their content, by reason: gzip (not "
-                             "valid gzip), encoding (an unsupported Content-Encoding).")
+                             "valid gzip), encoding (an unsupported Content-Encoding), "
+                             "content_type (multipart/form-data).")
                        .Register(registry);
   r->lines_ = &prometheus::BuildCounter()
                    .Name("palisade_logpush_lines_total")
@@ -276,7 +290,6 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
                              .Register(registry)
                              .Add(input);
 
-  LogpushReceiver* self = r.get();
   httplib::Server& server = *r->server_;
   const int threads = r->options_.max_in_flight + 2;  // the extra ones answer 503 when busy
   const size_t queued = static_cast<size_t>(r->options_.max_queued_connections);
@@ -326,7 +339,6 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
   }
   server.Post(pattern, [self](const httplib::Request& req, httplib::Response& res,
                               const httplib::ContentReader& content_reader) {
-    const absl::Time started = self->options_.clock->TimeNow();
     auto reply = [&res](int status, const std::string& outcome_text) {
       res.status = status;
       res.set_content(outcome_text + "\n", "text/plain");
@@ -365,6 +377,18 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
       refuse(415, "bad_encoding", "Content-Encoding must be gzip or identity");
       return;
     }
+    // httplib reads a multipart/form-data body with its multipart reader, which this handler's
+    // plain content receiver cannot serve (httplib would answer 500). Logpush sends the file as
+    // the body.
+    const std::string content_type = absl::AsciiStrToLower(
+        absl::StripLeadingAsciiWhitespace(req.get_header_value("Content-Type")));
+    if (req.is_multipart_form_data() || absl::StartsWith(content_type, "multipart/form-data")) {
+      self->malformed_->Add({{"input", self->config_.name()}, {"reason", "content_type"}})
+          .Increment();
+      refuse(415, "bad_content_type",
+             "Content-Type multipart/form-data is not supported: send the file as the body");
+      return;
+    }
 
     // Read the body: count it as sent, decide gzip from the header or its first two bytes,
     // inflate with the cap as it arrives (nothing but the inflated text is kept).
@@ -376,10 +400,6 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
     size_t sent = 0;
     ReadFailure failure = ReadFailure::kNone;
     auto take = [&](const char* data, size_t n) -> bool {
-      if (self->options_.clock->TimeNow() - started > self->options_.request_timeout) {
-        failure = ReadFailure::kTimeout;
-        return false;
-      }
       sent += n;
       if (sent > c.max_body_bytes()) {
         failure = ReadFailure::kTooLarge;
@@ -414,6 +434,9 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
     const bool read = content_reader(
         [&](const char* data, size_t n) { return take(data, n); });
     self->sent_bytes_->Increment(static_cast<double>(sent));
+    // Past request_timeout, or the server stopping: the server answers (408) or closes, and
+    // counts the timeout (on_deadline).
+    if (!read && RequestCutShort()) return;
     if (read && failure == ReadFailure::kNone && !decided && !head.empty()) {
       // A one-byte body: plain text.
       if (said_gzip) {
@@ -440,9 +463,6 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
       case ReadFailure::kNotGzip:
         self->malformed_->Add({{"input", c.name()}, {"reason", "gzip"}}).Increment();
         refuse(400, "malformed", "the body is not valid gzip");
-        return;
-      case ReadFailure::kTimeout:
-        refuse(408, "timeout", "the upload took too long");
         return;
     }
     if (!read) {

@@ -17,8 +17,11 @@
 //   rest; a body that is not valid gzip is 400; records per upload are capped too;
 // - at most `max_in_flight` uploads are handled at once (more get 503 with Retry-After), a
 //   bounded number of connections wait in a bounded queue (more wait in the kernel's backlog),
-//   reads and writes time out, and a whole upload must arrive within `request_timeout`;
-// - any other path or method is answered 404/405 before a body is read.
+//   reads and writes time out, and a whole upload (TLS handshake, headers and body) must arrive
+//   within `request_timeout`, or it is answered 408 and its connection closed (the bounded
+//   HTTP server's request deadline, which also bounds how long Stop waits);
+// - any other path or method is answered 404/405 before a body is read, and a
+//   multipart/form-data body is refused with 415 (Logpush sends the file as the body).
 // cpp-httplib 0.11 (Debian) inflates `Content-Encoding: gzip` bodies itself with no cap on the
 // result; the receiver takes that header away before httplib reads the body and inflates with
 // zlib itself (BoundedInflater), with the caps above.
@@ -72,10 +75,14 @@ struct LogpushReceiverOptions {
   // Records (non-empty lines) per upload; more: 413. Logpush's max_upload_records is at most
   // 1,000,000 (default 100,000).
   size_t max_records = 1'000'000;
-  // Each socket read / write; and the whole upload, from its headers to its last byte.
+  // Each socket read / write.
   absl::Duration io_timeout = absl::Seconds(10);
+  // The whole upload, from when a worker waits for its first byte (for a connection's first
+  // upload: from when a worker takes the connection, the TLS handshake included) to its last.
+  // Zero or less: 60 s.
   absl::Duration request_timeout = absl::Seconds(60);
-  // Time for request_timeout; null: the real clock.
+  // Time for request_timeout (the socket waits are real time, in slices of 100 ms that look at
+  // it); null: the real clock.
   Clock* clock = nullptr;
   std::function<void(const std::string&)> log;
 };
@@ -115,8 +122,9 @@ class LogpushReceiver {
   ~LogpushReceiver();
 
   int port() const { return port_; }
-  // Stops serving; waits for the uploads in flight (httplib cannot cut a read short: a stalled
-  // upload holds Stop for at most io_timeout).
+  // Stops serving; waits for the uploads in flight to be handled. A read or write that has to
+  // wait fails within 100 ms of the stop (that upload is closed unanswered, and Logpush sends
+  // it again), so only a sink call in progress can hold Stop longer.
   void Stop();
 
   // Whether `got` equals `secret`, in time that depends on neither.

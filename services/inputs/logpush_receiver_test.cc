@@ -2,13 +2,19 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 #include <zlib.h>
 
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -461,6 +467,221 @@ TEST_F(LogpushServerTest, AnUploadPastTheRequestTimeoutIs408) {
     EXPECT_EQ(res->status, 408);
   }
   EXPECT_EQ(Outcome("timeout"), 1);
+  EXPECT_TRUE(batches_.empty());
+}
+
+// A raw loopback connection that sends `start`, then one byte of `trickle` each Step(), until
+// the server answers or closes: a sender that keeps every per-read timeout from firing.
+class SlowSender {
+ public:
+  SlowSender(int port, const std::string& start, char trickle) : trickle_(trickle) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    EXPECT_EQ(::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    EXPECT_EQ(::send(fd_, start.data(), start.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(start.size()));
+  }
+  ~SlowSender() { ::close(fd_); }
+
+  // Reads what the server sent; sends one more byte while it has sent nothing.
+  void Step() {
+    if (closed_) return;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, 0) > 0) {
+      char buf[512];
+      const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+      if (n <= 0) {
+        closed_ = true;
+      } else {
+        got_.append(buf, static_cast<size_t>(n));
+      }
+      return;
+    }
+    if (got_.empty() && ::send(fd_, &trickle_, 1, MSG_NOSIGNAL) != 1) closed_ = true;
+  }
+  bool closed() const { return closed_; }
+  const std::string& got() const { return got_; }
+
+ private:
+  const char trickle_;
+  int fd_ = -1;
+  bool closed_ = false;
+  std::string got_;
+};
+
+using SlowSenders = std::vector<std::unique_ptr<SlowSender>>;
+
+SlowSenders OpenSlowSenders(int port, int n, const std::string& start, char trickle) {
+  SlowSenders out;
+  for (int i = 0; i < n; ++i) out.push_back(std::make_unique<SlowSender>(port, start, trickle));
+  return out;
+}
+
+// Steps every sender each 50 ms, moving `clock` on by `step` each time (past any deadline a
+// worker fixed before), until all are closed or 30 s pass. Whether all were closed.
+bool TrickleUntilClosed(SlowSenders& senders, SimulatedClock* clock, absl::Duration step) {
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  for (;;) {
+    bool all_closed = true;
+    for (auto& s : senders) {
+      s->Step();
+      all_closed &= s->closed();
+    }
+    if (all_closed) return true;
+    if (absl::Now() > give_up) return false;
+    if (clock != nullptr) clock->Advance(step);
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+}
+
+// A request's headers sent a byte at a time, each byte well within the per-read timeout, held
+// every worker for ever: the upload's time limit started in the handler, after the headers. The
+// deadline now runs from when a worker waits for the request's first byte.
+TEST_F(LogpushServerTest, HeadersSentSlowlyAreCutAtTheRequestTimeout) {
+  SimulatedClock clock;
+  LogpushReceiverOptions options;
+  options.clock = &clock;
+  options.request_timeout = absl::Seconds(60);
+  StartReceiver(options);  // max_in_flight 4: 6 workers
+  SlowSenders slow =
+      OpenSlowSenders(receiver_->port(), 6, "POST /logpush HTTP/1.1\r\nX-Slow: ", 'a');
+  EXPECT_TRUE(TrickleUntilClosed(slow, &clock, absl::Seconds(61)));
+  for (const auto& s : slow) {
+    EXPECT_THAT(s->got(), ::testing::StartsWith("HTTP/1.1 408 "));
+    // The answer is whole: its body as long as it says.
+    const size_t at = s->got().find("Content-Length: ");
+    const size_t body = s->got().find("\r\n\r\n");
+    ASSERT_NE(at, std::string::npos);
+    ASSERT_NE(body, std::string::npos);
+    EXPECT_EQ(std::to_string(s->got().size() - body - 4),
+              s->got().substr(at + 16, s->got().find("\r\n", at) - at - 16));
+  }
+  EXPECT_EQ(Outcome("timeout"), 6);
+  slow.clear();
+  auto res = Post(Gzip("after the slow ones\n"));  // the clock stands still now
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  ASSERT_EQ(batches_.size(), 1u);
+}
+
+// After the secret was checked, a chunk-size line sent a byte at a time escaped the timer too
+// (it ran only when body bytes reached the handler).
+TEST_F(LogpushServerTest, AChunkSizeLineSentSlowlyIsCutAtTheRequestTimeout) {
+  SimulatedClock clock;
+  LogpushReceiverOptions options;
+  options.clock = &clock;
+  StartReceiver(options);
+  SlowSenders slow = OpenSlowSenders(
+      receiver_->port(), 1,
+      absl::StrCat("POST /logpush HTTP/1.1\r\nHost: x\r\nAuthorization: ", kSecret,
+                   "\r\nTransfer-Encoding: chunked\r\n\r\n"),
+      '0');
+  EXPECT_TRUE(TrickleUntilClosed(slow, &clock, absl::Seconds(61)));
+  EXPECT_THAT(slow[0]->got(), ::testing::StartsWith("HTTP/1.1 408 "));
+  EXPECT_EQ(Outcome("timeout"), 1);
+  EXPECT_EQ(Outcome("read_error"), 0);
+  EXPECT_TRUE(batches_.empty());
+}
+
+// Stop joined workers that were reading such headers, for as long as their senders went on.
+TEST_F(LogpushServerTest, StopReturnsWhileSlowSendersHoldEveryWorker) {
+  SimulatedClock clock;  // never moved: no deadline passes
+  LogpushReceiverOptions options;
+  options.clock = &clock;
+  StartReceiver(options);
+  SlowSenders slow =
+      OpenSlowSenders(receiver_->port(), 6, "POST /logpush HTTP/1.1\r\nX-Slow: ", 'a');
+  // Give the workers time to take the connections (ordering only: nothing is asserted on it).
+  for (int i = 0; i < 10; ++i) {
+    for (auto& s : slow) s->Step();
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  absl::Notification stopped;
+  std::thread stopper([&] {
+    receiver_->Stop();
+    stopped.Notify();
+  });
+  const absl::Time give_up = absl::Now() + absl::Seconds(30);
+  while (!stopped.HasBeenNotified() && absl::Now() < give_up) {
+    for (auto& s : slow) s->Step();
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_TRUE(stopped.HasBeenNotified());
+  slow.clear();  // closing them lets a Stop that hung return
+  stopper.join();
+}
+
+// Writes a self-signed certificate and its key (P-256) for 127.0.0.1.
+void WriteSelfSigned(const std::string& cert_path, const std::string& key_path) {
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  ASSERT_NE(key, nullptr);
+  X509* x = X509_new();
+  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+  X509_gmtime_adj(X509_getm_notBefore(x), -60);
+  X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+  X509_set_pubkey(x, key);
+  X509_NAME* name = X509_get_subject_name(x);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>("127.0.0.1"), -1, -1, 0);
+  X509_set_issuer_name(x, name);
+  ASSERT_GT(X509_sign(x, key, EVP_sha256()), 0);
+  FILE* f = std::fopen(cert_path.c_str(), "w");
+  PEM_write_X509(f, x);
+  std::fclose(f);
+  f = std::fopen(key_path.c_str(), "w");
+  PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
+  std::fclose(f);
+  X509_free(x);
+  EVP_PKEY_free(key);
+}
+
+// A TLS handshake was bounded per read only: a ClientHello record sent a byte at a time held a
+// worker. It counts against the first request's deadline.
+TEST_F(LogpushServerTest, ATlsHandshakeSentSlowlyIsCutAtTheRequestTimeout) {
+  const std::string cert = absl::StrCat(std::getenv("TEST_TMPDIR"), "/slow_cert.pem");
+  const std::string key = absl::StrCat(std::getenv("TEST_TMPDIR"), "/slow_key.pem");
+  WriteSelfSigned(cert, key);
+  SimulatedClock clock;
+  LogpushReceiverOptions options;
+  options.clock = &clock;
+  StartReceiver(options, [&](palisade::v1::LogpushInput& c) {
+    c.set_tls_cert_file(cert);
+    c.set_tls_key_file(key);
+  });
+  // A handshake record's header announcing 16383 bytes, then its body a byte at a time.
+  SlowSenders slow =
+      OpenSlowSenders(receiver_->port(), 1, std::string("\x16\x03\x01\x3f\xff", 5), '\x01');
+  EXPECT_TRUE(TrickleUntilClosed(slow, &clock, absl::Seconds(61)));
+  EXPECT_EQ(Outcome("timeout"), 1);
+  slow.clear();
+  httplib::SSLClient tls("127.0.0.1", receiver_->port());
+  tls.enable_server_certificate_verification(false);
+  auto res = tls.Post("/logpush", {{"Authorization", kSecret}}, "over tls\n", "text/plain");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  ASSERT_EQ(batches_.size(), 1u);
+  EXPECT_THAT(Lines(batches_[0]), ElementsAre("over tls"));
+}
+
+// httplib reads a multipart/form-data body with its multipart reader, which the handler's plain
+// content receiver cannot serve: httplib answered 500 (std::bad_function_call), counted nowhere.
+TEST_F(LogpushServerTest, AMultipartUploadIs415AndCountedBeforeItsBodyIsRead) {
+  StartReceiver();
+  const std::string body =
+      "--b0undary\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.gz\"\r\n"
+      "\r\nx\n\r\n--b0undary--\r\n";
+  auto res = client_->Post("/logpush", {{"Authorization", kSecret}}, body,
+                           "multipart/form-data; boundary=b0undary");
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 415);
+  EXPECT_THAT(res->body, HasSubstr("multipart/form-data"));
+  EXPECT_FALSE(res->has_header("EXCEPTION_WHAT"));
+  EXPECT_EQ(Outcome("bad_content_type"), 1);
+  EXPECT_EQ(Metric("palisade_logpush_malformed_total", "reason=content_type"), 1);
+  EXPECT_EQ(Metric("palisade_logpush_body_bytes_total", "form=sent"), 0);
   EXPECT_TRUE(batches_.empty());
 }
 
