@@ -70,11 +70,12 @@ TEST(SyslogInputE2eTest, LoggerOverTcpAndUdpBans) {
       [&] { return EmulatorAccessRuleValues(**cf) == expected && ActionsPending(**daemon) == 0; },
       absl::Seconds(60)))
       << ::palisade::testing::EmulatorState(**cf).dump(2);
-  // The garbage: a line without <PRI> (a frame, refused) and an absurd octet count (skipped).
+  // The garbage: a line without <PRI> and an absurd octet count, both skipped by the framing
+  // (bytes that start no frame are no frame) and counted; the eight logger frames are frames.
   EXPECT_EQ(ScrapeMetric(**daemon, "palisade_syslog_malformed_frames_total", {"input=\"net\""}), 2);
   EXPECT_EQ(ScrapeMetric(**daemon, "palisade_syslog_frames_total",
                          {"input=\"net\"", "transport=\"tcp\""}),
-            9);
+            8);
 }
 
 }  // namespace
