@@ -169,21 +169,14 @@ class ReceiverTest : public ::testing::Test {
     absl::MutexLock lock(&mu_);
     return got_;
   }
-  // A counter's value, summed over its series.
-  double Metric(const std::string& name) {
+  // A counter's (Metric) or a gauge's (Gauge) value, summed over its series.
+  double Metric(const std::string& name) { return Sum(name, /*gauge=*/false); }
+  double Gauge(const std::string& name) { return Sum(name, /*gauge=*/true); }
+  double Sum(const std::string& name, bool gauge) {
     double sum = 0;
     for (const auto& family : registry_.Collect()) {
       if (family.name != name) continue;
-      for (const auto& m : family.metric) sum += m.counter.value;
-    }
-    return sum;
-  }
-  // A gauge's value, summed over its series.
-  double Gauge(const std::string& name) {
-    double sum = 0;
-    for (const auto& family : registry_.Collect()) {
-      if (family.name != name) continue;
-      for (const auto& m : family.metric) sum += m.gauge.value;
+      for (const auto& m : family.metric) sum += gauge ? m.gauge.value : m.counter.value;
     }
     return sum;
   }
