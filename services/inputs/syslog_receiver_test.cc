@@ -252,8 +252,8 @@ TEST_F(ReceiverTest, AnOctetFrameCutByTheCloseIsCountedMalformed) {
   EXPECT_TRUE(Eventually([&] { return Metric("palisade_syslog_malformed_frames_total") == 1; }));
 }
 
-// The reviewer's reproduction over TCP: rsyslog's octet-counted framing, one frame with a bad
-// length in the middle; the good frames after it arrive.
+// Over TCP: rsyslog's octet-counted framing (no newlines), one frame with a bad length in the
+// middle; the good frames after it arrive (before, every frame after it was lost).
 TEST_F(ReceiverTest, AFrameWithABadLengthDoesNotLoseTheConnectionsNextFrames) {
   palisade::v1::SyslogInput config;
   config.set_name("octets");
