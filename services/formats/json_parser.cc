@@ -319,13 +319,16 @@ int ParseClf(absl::string_view v, absl::TimeZone zone, absl::Time* out) {
   if (day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60 || oh > 23 || om > 59) {
     return -1;
   }
-  const absl::CivilSecond cs(year, month, day, hour, minute, second);
+  // A leap second (:60) is the second after :59 (built on :59, it cannot carry a valid date
+  // past its day), as ParseRfc3339Timestamp reads it.
+  const absl::Duration leap = absl::Seconds(second == 60 ? 1 : 0);
+  const absl::CivilSecond cs(year, month, day, hour, minute, second == 60 ? 59 : second);
   if (cs.day() != day) return -1;
   if (has_offset) {
     const int offset = (oh * 3600 + om * 60) * (v[21] == '-' ? -1 : 1);
-    *out = absl::FromCivil(cs, absl::UTCTimeZone()) - absl::Seconds(offset);
+    *out = absl::FromCivil(cs, absl::UTCTimeZone()) - absl::Seconds(offset) + leap;
   } else {
-    *out = absl::FromCivil(cs, zone);
+    *out = absl::FromCivil(cs, zone) + leap;
   }
   return 1;
 }

@@ -73,6 +73,18 @@ TEST(JsonParserTest, NginxJsonRequestAndTimeLocal) {
   EXPECT_EQ(*out.time, At("2026-03-03T14:02:01Z"));
 }
 
+// A leap second in $time_local is the next second, as in an RFC 3339 stamp and a combined
+// line's; at the end of a month it was "a date that does not exist".
+TEST(JsonParserTest, ALeapSecondInTimeLocalIsTheNextSecond) {
+  LineParser p(LogFormat::LOG_FORMAT_NGINX_JSON);
+  ParsedLine out;
+  ASSERT_THAT_OK(p.Parse(
+      R"({"time_local":"31/Dec/2016:23:59:60 +0000","remote_addr":"198.51.100.7",)"
+      R"("request":"GET / HTTP/1.1","status":"200","body_bytes_sent":"1"})",
+      kRef, &out));
+  EXPECT_EQ(*out.time, At("2017-01-01T00:00:00Z"));
+}
+
 TEST(JsonParserTest, ClientTextCannotForgeStructure) {
   LineParser p(LogFormat::LOG_FORMAT_NGINX_JSON);
   ParsedLine out;
