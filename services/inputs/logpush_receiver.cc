@@ -136,19 +136,23 @@ bool LogpushReceiver::IsCheckUpload(absl::string_view body) {
   return true;
 }
 
-bool LogpushReceiver::SplitLines(absl::string_view body, size_t max_records,
-                                 palisade::v1::LogBatch* batch) {
+LogpushReceiver::Split LogpushReceiver::SplitLines(absl::string_view body, size_t max_records,
+                                                   size_t max_held_bytes,
+                                                   palisade::v1::LogBatch* batch) {
   size_t taken = 0;
+  size_t held = 0;
   while (!body.empty()) {
     const size_t nl = body.find('\n');
     absl::string_view line = body.substr(0, nl);
     body = nl == absl::string_view::npos ? absl::string_view() : body.substr(nl + 1);
     while (!line.empty() && line.back() == '\r') line.remove_suffix(1);
     if (line.empty()) continue;
-    if (++taken > max_records) return false;
+    if (++taken > max_records) return Split::kTooManyRecords;
+    held += line.size() + kRecordHeldBytes;
+    if (held > max_held_bytes) return Split::kTooManyBytes;
     batch->add_records()->set_line(std::string(line));
   }
-  return true;
+  return Split::kOk;
 }
 
 // --- the server ------------------------------------------------------------------------------
@@ -263,8 +267,9 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
                       .Name("palisade_logpush_requests_total")
                       .Help("Logpush uploads by outcome: ok, check (Cloudflare's destination "
                             "check), unauthorized, too_large, inflated_too_large, "
-                            "too_many_records, malformed, bad_encoding, bad_content_type, "
-                            "busy, timeout (not arrived whole within the request timeout), "
+                            "too_many_records, records_too_large (their lines plus what each "
+                            "record holds pass max_inflated_bytes), malformed, bad_encoding, "
+                            "bad_content_type, busy, timeout (not arrived whole within the request timeout), "
                             "read_error, unavailable (the pipeline refused the batch).")
                       .Register(registry);
   r->malformed_ = &prometheus::BuildCounter()
@@ -480,10 +485,18 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
       return;
     }
     palisade::v1::LogBatch batch;
-    if (!SplitLines(body, self->options_.max_records, &batch)) {
-      refuse(413, "too_many_records",
-             absl::StrCat("more than ", self->options_.max_records, " records"));
-      return;
+    switch (SplitLines(body, self->options_.max_records, c.max_inflated_bytes(), &batch)) {
+      case Split::kOk:
+        break;
+      case Split::kTooManyRecords:
+        refuse(413, "too_many_records",
+               absl::StrCat("more than ", self->options_.max_records, " records"));
+        return;
+      case Split::kTooManyBytes:
+        refuse(413, "records_too_large",
+               absl::StrCat("the records would hold more than ", c.max_inflated_bytes(),
+                            " bytes (each its line plus ", kRecordHeldBytes, ")"));
+        return;
     }
     body.clear();
     body.shrink_to_fit();

@@ -14,7 +14,11 @@
 //   log line, a metric or a reply;
 // - the body is capped as sent (max_body_bytes) and once inflated (max_inflated_bytes): a
 //   decompression bomb is refused with 413 as soon as the cap is passed, without inflating the
-//   rest; a body that is not valid gzip is 400; records per upload are capped too;
+//   rest; a body that is not valid gzip is 400; records per upload are capped in count
+//   (max_records) and in the bytes they hold for the pipeline (max_inflated_bytes again, each
+//   record its line plus kRecordHeldBytes: a small gzip of a million one-byte records would
+//   otherwise hold ~150 MB), 413 past either, so an upload holds at most twice
+//   max_inflated_bytes (the body, then its records);
 // - at most `max_in_flight` uploads are handled at once (more get 503 with Retry-After), a
 //   bounded number of connections wait in a bounded queue (more wait in the kernel's backlog),
 //   reads and writes time out, and a whole upload (TLS handshake, headers and body) must arrive
@@ -132,11 +136,18 @@ class LogpushReceiver {
   // Whether an inflated body is Cloudflare's check upload: one JSON object with "content"
   // "test" (or "tests") and at most a "filename" string besides.
   static bool IsCheckUpload(absl::string_view body);
+  // What a record holds in a LogBatch besides its line's bytes, at most (64-bit, protobuf 3.21:
+  // SpaceUsedLong says 200 for a short line's record, the message and its string; plus its slot
+  // in the batch and two allocations' headers). A batch of one-byte records holds over a
+  // hundred times its inflated size.
+  static constexpr size_t kRecordHeldBytes = 256;
+  enum class Split { kOk, kTooManyRecords, kTooManyBytes };
   // NDJSON lines: split at '\n', the '\r's before it dropped, empty lines skipped; a last line
-  // without its newline is a record too (the upload is whole). Appended to `batch`; false (and
-  // nothing more appended) past `max_records`.
-  static bool SplitLines(absl::string_view body, size_t max_records,
-                         palisade::v1::LogBatch* batch);
+  // without its newline is a record too (the upload is whole). Appended to `batch`; past
+  // `max_records`, or once the records would hold more than `max_held_bytes` (each its line's
+  // bytes plus kRecordHeldBytes), stops and says which (what was appended is not taken).
+  static Split SplitLines(absl::string_view body, size_t max_records, size_t max_held_bytes,
+                          palisade::v1::LogBatch* batch);
 
  private:
   struct Metrics;

@@ -155,9 +155,14 @@ std::vector<std::string> Lines(const palisade::v1::LogBatch& batch) {
   return out;
 }
 
+using Split = LogpushReceiver::Split;
+constexpr size_t kNoByteCap = SIZE_MAX;
+
 TEST(LogpushSplitTest, CrlfEmptyLinesAndALastLineWithoutNewline) {
   palisade::v1::LogBatch batch;
-  ASSERT_TRUE(LogpushReceiver::SplitLines("{\"a\":1}\r\n\n{\"b\":2}\n\r\n{\"c\":3}", 10, &batch));
+  ASSERT_EQ(LogpushReceiver::SplitLines("{\"a\":1}\r\n\n{\"b\":2}\n\r\n{\"c\":3}", 10, kNoByteCap,
+                                        &batch),
+            Split::kOk);
   EXPECT_THAT(Lines(batch), ElementsAre("{\"a\":1}", "{\"b\":2}", "{\"c\":3}"));
 }
 
@@ -165,15 +170,43 @@ TEST(LogpushSplitTest, CrlfEmptyLinesAndALastLineWithoutNewline) {
 // one, and a line of CRs alone was a record.
 TEST(LogpushSplitTest, EveryCrBeforeTheNewlineIsDropped) {
   palisade::v1::LogBatch batch;
-  ASSERT_TRUE(LogpushReceiver::SplitLines("z\r\r\x97\xa1z\r\r\n\r\r\n{\"a\":1}\r\r", 10, &batch));
+  ASSERT_EQ(LogpushReceiver::SplitLines("z\r\r\x97\xa1z\r\r\n\r\r\n{\"a\":1}\r\r", 10, kNoByteCap,
+                                        &batch),
+            Split::kOk);
   EXPECT_THAT(Lines(batch), ElementsAre("z\r\r\x97\xa1z", "{\"a\":1}"));
 }
 
 TEST(LogpushSplitTest, RecordsPastTheCapAreRefused) {
   palisade::v1::LogBatch batch;
-  EXPECT_TRUE(LogpushReceiver::SplitLines("a\nb\n", 2, &batch));
+  EXPECT_EQ(LogpushReceiver::SplitLines("a\nb\n", 2, kNoByteCap, &batch), Split::kOk);
   palisade::v1::LogBatch over;
-  EXPECT_FALSE(LogpushReceiver::SplitLines("a\nb\nc\n", 2, &over));
+  EXPECT_EQ(LogpushReceiver::SplitLines("a\nb\nc\n", 2, kNoByteCap, &over),
+            Split::kTooManyRecords);
+}
+
+TEST(LogpushSplitTest, RecordsPastTheHeldBytesAreRefused) {
+  constexpr size_t kRecord = LogpushReceiver::kRecordHeldBytes;
+  palisade::v1::LogBatch batch;
+  EXPECT_EQ(LogpushReceiver::SplitLines("ab\nc\n", 10, 3 + 2 * kRecord, &batch), Split::kOk);
+  palisade::v1::LogBatch over;
+  EXPECT_EQ(LogpushReceiver::SplitLines("ab\nc\n", 10, 3 + 2 * kRecord - 1, &over),
+            Split::kTooManyBytes);
+}
+
+// kRecordHeldBytes is an upper bound of what protobuf itself says a record holds (SpaceUsedLong
+// counts the message and the string's buffer, not the allocator's headers, which the figure
+// leaves room for), for the lines that fit in the string itself and for longer ones; and not a
+// loose one.
+TEST(LogpushSplitTest, TheHeldEstimateBoundsWhatTheBatchHolds) {
+  for (size_t length : {1, 15, 16, 200, 5000}) {
+    std::string body;
+    for (int i = 0; i < 1000; ++i) body += std::string(length, 'r') + "\n";
+    palisade::v1::LogBatch batch;
+    ASSERT_EQ(LogpushReceiver::SplitLines(body, 1000, kNoByteCap, &batch), Split::kOk);
+    const size_t estimate = 1000 * (length + LogpushReceiver::kRecordHeldBytes);
+    EXPECT_LE(batch.SpaceUsedLong(), estimate) << length;
+    EXPECT_GE(batch.SpaceUsedLong() + 1000 * 96, estimate) << length;
+  }
 }
 
 // --- the server --------------------------------------------------------------------------------
@@ -405,6 +438,29 @@ TEST_F(LogpushServerTest, ASinkErrorIs503AndTheRetryCountsOnce) {
   ASSERT_EQ(logs_.size(), 1u);
   EXPECT_THAT(logs_[0], HasSubstr("cf"));
   EXPECT_THAT(logs_[0], Not(HasSubstr("s3cr3t")));
+}
+
+// A 2 KB gzip of a million one-byte records is 2 MB inflated, under any sane inflated cap, but
+// a million records held for the pipeline (~150 MB): the records are bounded in bytes too.
+TEST_F(LogpushServerTest, TinyRecordsAreBoundedInTheBytesTheyHoldNotOnlyInCount) {
+  StartReceiver();  // max_inflated_bytes 4 MiB
+  std::string tiny;
+  for (int i = 0; i < 200'000; ++i) tiny += "x\n";  // 400 KB inflated, ~50 MB held
+  auto res = Post(Gzip(tiny, 9));
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 413);
+  EXPECT_THAT(res->body, HasSubstr("4194304 bytes"));
+  EXPECT_EQ(Outcome("records_too_large"), 1);
+  EXPECT_TRUE(batches_.empty());
+  // Records of a real size up to the same cap still pass: 3,000 of 1,000 bytes.
+  std::string real;
+  for (int i = 0; i < 3'000; ++i) real += std::string(999, 'r') + "\n";
+  client_ = std::make_unique<httplib::Client>("127.0.0.1", receiver_->port());
+  auto ok = Post(Gzip(real));
+  ASSERT_TRUE(ok) << httplib::to_string(ok.error());
+  EXPECT_EQ(ok->status, 200);
+  ASSERT_EQ(batches_.size(), 1u);
+  EXPECT_EQ(batches_[0].records_size(), 3'000);
 }
 
 TEST_F(LogpushServerTest, PastMaxInFlightIs503Busy) {

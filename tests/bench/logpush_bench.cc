@@ -74,7 +74,7 @@ void BM_SplitLines(benchmark::State& state) {
   const std::string text = Ndjson(kRecords);
   for (auto _ : state) {
     palisade::v1::LogBatch batch;
-    LogpushReceiver::SplitLines(text, 1'000'000, &batch);
+    LogpushReceiver::SplitLines(text, 1'000'000, SIZE_MAX, &batch);
     benchmark::DoNotOptimize(batch.records_size());
   }
   state.SetItemsProcessed(state.iterations() * kRecords);

@@ -32,12 +32,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string body = ok ? out : std::string(reinterpret_cast<const char*>(data), size);
   (void)palisade::LogpushReceiver::IsCheckUpload(body);
   palisade::v1::LogBatch batch;
-  (void)palisade::LogpushReceiver::SplitLines(body, kMaxRecords, &batch);
+  constexpr size_t kHeld = 64 << 10;  // small, so that fuzzed bodies reach it
+  (void)palisade::LogpushReceiver::SplitLines(body, kMaxRecords, kHeld, &batch);
   if (static_cast<size_t>(batch.records_size()) > kMaxRecords) std::abort();
+  size_t held = 0;
   for (const auto& r : batch.records()) {
     if (r.line().empty() || r.line().find('\n') != std::string::npos || r.line().back() == '\r') {
       std::abort();
     }
+    held += r.line().size() + palisade::LogpushReceiver::kRecordHeldBytes;
   }
+  if (held > kHeld) std::abort();
   return 0;
 }
