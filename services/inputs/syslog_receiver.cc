@@ -20,6 +20,9 @@ namespace palisade {
 namespace {
 
 constexpr int kPollMs = 100;  // how often blocked threads look at `stopping_`
+constexpr uint32_t kDefaultMaxConnections = 64;
+// Enough for a relay, or an rsyslog with a few forwarding actions, on one host.
+constexpr uint32_t kDefaultMaxConnectionsPerAddress = 8;
 
 // Binds "host:port" / "[v6]:port"; returns the fd and the bound port.
 absl::StatusOr<std::pair<int, int>> Bind(const std::string& where, const std::string& address,
@@ -87,6 +90,21 @@ std::string Address(const sockaddr_storage& a, bool with_port) {
     return with_port ? absl::StrCat("[", host, "]:", port) : host;
   }
   return host;
+}
+
+// What a TCP/TLS sender counts against max_connections_per_address as: its address without the
+// port, an IPv4-mapped IPv6 one (an IPv4 sender on a dual-stack listener) as the IPv4 address,
+// so a host counts the same on every listener.
+std::string SourceAddress(const sockaddr_storage& a) {
+  if (a.ss_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
+    if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+      char host[INET_ADDRSTRLEN] = "?";
+      inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], host, sizeof(host));
+      return host;
+    }
+  }
+  return Address(a, /*with_port=*/false);
 }
 
 std::string PeerOf(int fd) {
@@ -315,6 +333,13 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
   if (options.idle_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(where + "idle_timeout must be positive");
   }
+  const uint32_t max_connections =
+      config.max_connections() > 0 ? config.max_connections() : kDefaultMaxConnections;
+  if (config.max_connections_per_address() > max_connections) {
+    return absl::InvalidArgumentError(absl::StrCat(where, "max_connections_per_address ",
+                                                   config.max_connections_per_address(),
+                                                   " is over max_connections ", max_connections));
+  }
   std::unique_ptr<SyslogReceiver> r(
       new SyslogReceiver(config, std::move(options), std::move(sink)));
   r->clock_ = r->options_.clock != nullptr ? r->options_.clock : &RealClock::Get();
@@ -322,7 +347,11 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
     r->config_.set_max_burst_lines(r->config_.max_lines_per_second());
   }
   if (r->config_.source().empty()) r->config_.set_source(config.name());
-  if (r->config_.max_connections() == 0) r->config_.set_max_connections(64);
+  r->config_.set_max_connections(max_connections);
+  if (r->config_.max_connections_per_address() == 0) {
+    r->config_.set_max_connections_per_address(
+        std::min(kDefaultMaxConnectionsPerAddress, max_connections));
+  }
   if (r->config_.max_frame_bytes() == 0) r->config_.set_max_frame_bytes(64 * 1024);
   if (r->options_.batch_lines == 0) r->options_.batch_lines = 1000;
   const prometheus::Labels input = {{"input", config.name()}};
@@ -362,9 +391,20 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
                        .Add(input);
   r->refused_ = &prometheus::BuildCounter()
                      .Name("palisade_syslog_refused_connections_total")
-                     .Help("TCP connections closed at once: max_connections were open.")
+                     .Help(
+                         "TCP/TLS connections closed at once: max_connections were open (those "
+                         "over max_connections_per_address are counted in "
+                         "palisade_syslog_per_address_refused_connections_total).")
                      .Register(registry)
                      .Add(input);
+  r->per_address_refused_ =
+      &prometheus::BuildCounter()
+           .Name("palisade_syslog_per_address_refused_connections_total")
+           .Help(
+               "TCP/TLS connections closed at once: their address already had "
+               "max_connections_per_address open (one host holding slots, as a byte drip does).")
+           .Register(registry)
+           .Add(input);
   r->accept_errors_ = &prometheus::BuildCounter()
                            .Name("palisade_syslog_accept_errors_total")
                            .Help(
@@ -552,7 +592,10 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
   while (!stopping_.load()) {
     pollfd p{listen_fd, POLLIN, 0};
     if (::poll(&p, 1, kPollMs) <= 0) continue;
-    const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    sockaddr_storage from{};
+    socklen_t from_len = sizeof(from);
+    const int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&from), &from_len,
+                             SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) continue;  // none after all
       accept_errors_->Increment();
@@ -564,13 +607,14 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
       }
       continue;
     }
-    if (connections_.load() >= static_cast<int>(config_.max_connections())) {
+    const std::string peer = SourceAddress(from);
+    const Admission admission = Admit(peer);
+    if (admission != Admission::kAdmitted) {
+      // Counted first, so the count is there once the sender sees the close.
+      (admission == Admission::kAddressFull ? per_address_refused_ : refused_)->Increment();
       ::close(fd);
-      refused_->Increment();
       continue;
     }
-    connections_.fetch_add(1);
-    open_->Increment();
     const absl::Time accepted = clock_->TimeNow();
     absl::MutexLock lock(&conn_mu_);
     for (auto it = conn_threads_.begin(); it != conn_threads_.end();) {
@@ -582,12 +626,35 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
       }
     }
     auto done = std::make_shared<std::atomic<bool>>(false);
-    conn_threads_.push_back({std::thread([this, fd, tls, accepted, done] {
-                               Connection(fd, tls, accepted);
+    conn_threads_.push_back({std::thread([this, fd, tls, accepted, done, peer] {
+                               Connection(fd, tls, accepted, peer);
                                done->store(true);
                              }),
                              done});
   }
+}
+
+SyslogReceiver::Admission SyslogReceiver::Admit(const std::string& peer) {
+  absl::MutexLock lock(&slots_mu_);
+  // The address's cap first: a host at it is refused for what it holds, however full the
+  // receiver is.
+  const auto it = per_address_.find(peer);
+  if (it != per_address_.end() && it->second >= config_.max_connections_per_address()) {
+    return Admission::kAddressFull;
+  }
+  if (connections_ >= config_.max_connections()) return Admission::kFull;
+  ++connections_;
+  ++per_address_[peer];
+  open_->Increment();
+  return Admission::kAdmitted;
+}
+
+void SyslogReceiver::Release(const std::string& peer) {
+  absl::MutexLock lock(&slots_mu_);
+  const auto it = per_address_.find(peer);
+  if (it != per_address_.end() && --it->second == 0) per_address_.erase(it);
+  --connections_;
+  open_->Decrement();
 }
 
 namespace {
@@ -722,7 +789,7 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
   stream->erase(0, at);
 }
 
-void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted) {
+void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std::string& peer) {
   Stream in(fd, tls ? tls_ctx_ : nullptr);
   prometheus::Counter* frames_in = tls ? tls_frames_ : tcp_frames_;
   // When the sender last sent a byte (or was held back by the rate limit, which is not idle).
@@ -737,8 +804,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted) {
                                   " failed: ", failed));
       }
       ::close(fd);
-      connections_.fetch_sub(1);
-      open_->Decrement();
+      Release(peer);
       return;
     }
     last_active = clock_->TimeNow();
@@ -812,8 +878,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted) {
   // Stopping: what was read (one read at most) is delivered, not lost.
   for (std::string& f : waiting) Add(std::move(f));
   ::close(fd);
-  connections_.fetch_sub(1);
-  open_->Decrement();
+  Release(peer);
 }
 
 }  // namespace palisade

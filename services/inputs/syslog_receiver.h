@@ -4,11 +4,15 @@
 // handed to a batch sink (the daemon's Pipeline::ProcessBatch) in batches per format: a frame
 // whose header is `<PRI>1 ` is RFC 5424, any other RFC 3164.
 //
-// Bounded, whatever a sender does: at most `max_connections` TCP connections (more are closed at
-// once, counted), each closed (and counted) once it has sent nothing for `idle_timeout`; a
-// frame longer than `max_frame_bytes` is skipped and counted (an octet-counted one by its
-// length, a newline-framed one up to its newline) and the connection goes on; a batch is
-// flushed at `batch_lines` or after `flush_interval`, so memory is a batch per format.
+// Bounded, whatever a sender does: at most `max_connections` TCP/TLS connections, and at most
+// `max_connections_per_address` of them from one address (an IPv4-mapped IPv6 address counts as
+// its IPv4 one), so a host that keeps each of its connections just within `idle_timeout` (a
+// byte drip) holds only its own share and other senders still get in; a connection past either
+// cap is closed at once and counted by the cap it hit. Each is closed (and counted) once it has
+// sent nothing for `idle_timeout`; a frame longer than `max_frame_bytes` is skipped and counted
+// (an octet-counted one by its length, a newline-framed one up to its newline) and the
+// connection goes on; a batch is flushed at `batch_lines` or after `flush_interval`, so memory
+// is a batch per format.
 // A malformed frame (no `<PRI>`, a bad length) is counted and skipped, never fatal: the stream
 // picks up at the next newline or octet-counted frame start, whichever comes first. An accept
 // that fails for want of descriptors is counted, and the listener waits 100 ms (no spinning).
@@ -21,9 +25,10 @@
 // slowed by TCP backpressure and loses nothing (rsyslog queues); UDP has no backpressure, so a
 // sender address over its budget has its datagrams dropped and counted (buckets for at most
 // max_udp_senders addresses; past that, full buckets are forgotten, then new senders share one).
-// Metrics per receiver: frames by transport, malformed frames, open, refused and idle-closed
-// connections, failed accepts, TLS handshake failures, lines held back (TCP/TLS) and dropped
-// (UDP) by the rate limit.
+// Metrics per receiver: frames by transport, malformed frames, open, refused (over
+// max_connections, and over max_connections_per_address) and idle-closed connections, failed
+// accepts, TLS handshake failures, lines held back (TCP/TLS) and dropped (UDP) by the rate
+// limit.
 //
 // Thread-safety: Start and Stop from one thread; the receiver runs its own threads (one for UDP,
 // one accepting per TCP/TLS listener, one per connection, one flushing).
@@ -137,9 +142,15 @@ class SyslogReceiver {
   void Flush();
   void UdpLoop();
   void AcceptLoop(int listen_fd, bool tls);
+  // Takes a connection slot for a sender at `peer` (its address, as SourceAddress gives it), or
+  // says which cap refuses it.
+  enum class Admission { kAdmitted, kFull, kAddressFull };
+  Admission Admit(const std::string& peer);
+  // Gives back the slot Admit took for `peer`.
+  void Release(const std::string& peer);
   // `accepted`: when the connection was accepted; its TLS handshake deadline and idle time run
-  // from then, so a slow thread start does not extend them.
-  void Connection(int fd, bool tls, absl::Time accepted);
+  // from then, so a slow thread start does not extend them. `peer`: what it was admitted as.
+  void Connection(int fd, bool tls, absl::Time accepted, const std::string& peer);
   // Whether a datagram from `sender` is within its budget (UDP rate limit).
   bool UdpAllowed(const std::string& sender);
 
@@ -155,7 +166,11 @@ class SyslogReceiver {
   std::unique_ptr<TokenBucket> udp_overflow_;  // shared by senders past max_udp_senders
   absl::Time udp_last_sweep_ = absl::InfinitePast();
   std::atomic<bool> stopping_{false};
-  std::atomic<int> connections_{0};
+  // Open TCP/TLS connections, in all and by sender address (an entry per address with one open
+  // at least, so at most max_connections); both accept threads and every connection use them.
+  absl::Mutex slots_mu_;
+  uint32_t connections_ ABSL_GUARDED_BY(slots_mu_) = 0;
+  absl::flat_hash_map<std::string, uint32_t> per_address_ ABSL_GUARDED_BY(slots_mu_);
   std::vector<std::thread> threads_;
   // Connection threads; a finished one is joined when the next connection is accepted, so a
   // sender that connects per message (logger) does not pile up ended threads.
@@ -177,6 +192,7 @@ class SyslogReceiver {
   prometheus::Counter* udp_rate_drops_ = nullptr;
   prometheus::Counter* malformed_ = nullptr;
   prometheus::Counter* refused_ = nullptr;
+  prometheus::Counter* per_address_refused_ = nullptr;
   prometheus::Counter* accept_errors_ = nullptr;
   prometheus::Counter* idle_closed_ = nullptr;
   prometheus::Counter* sink_errors_ = nullptr;

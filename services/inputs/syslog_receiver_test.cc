@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -201,6 +202,29 @@ class ReceiverTest : public ::testing::Test {
     EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
     return fd;
   }
+  // Connect, from the loopback address `from` (Linux answers for all of 127/8).
+  static int ConnectFrom(const char* from, int port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    inet_pton(AF_INET, from, &src.sin_addr);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)), 0) << from;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << from;
+    return fd;
+  }
+  // Whether the server ends the connection (a read gives EOF or a reset) within 30 s: a bound
+  // for a slow machine, not a timing assumption (a refused connection is closed at its accept).
+  static bool ClosedByServer(int fd) {
+    timeval wait{30, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
+    char c;
+    const ssize_t r = ::recv(fd, &c, 1, 0);
+    return r == 0 || (r < 0 && errno == ECONNRESET);
+  }
 
   prometheus::Registry registry_;
   absl::Mutex mu_;
@@ -321,6 +345,90 @@ TEST_F(ReceiverTest, ConnectionsPastTheCapAreRefusedAndCounted) {
   EXPECT_EQ(::recv(second, &c, 1, 0), 0);  // closed at once
   ::close(first);
   ::close(second);
+}
+
+// A byte drip: one address opening connections and keeping each just within idle_timeout could
+// hold all of max_connections. Past max_connections_per_address its next connection is closed at
+// once and counted; its open ones, and other addresses, are served.
+TEST_F(ReceiverTest, ConnectionsPastThePerAddressCapAreRefusedAndCounted) {
+  palisade::v1::SyslogInput config;
+  config.set_name("peraddr");
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_max_connections(8);
+  config.set_max_connections_per_address(2);
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  const int first = ConnectFrom("127.0.0.1", r->tcp_port());
+  const int second = ConnectFrom("127.0.0.1", r->tcp_port());
+  ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 2; }));
+  const int third = ConnectFrom("127.0.0.1", r->tcp_port());
+  EXPECT_TRUE(ClosedByServer(third));
+  ::close(third);
+  EXPECT_TRUE(Eventually(
+      [&] { return Metric("palisade_syslog_per_address_refused_connections_total") == 1; }));
+  EXPECT_EQ(Metric("palisade_syslog_refused_connections_total"), 0);  // max_connections: room
+  // Another address has slots of its own, and the first two connections go on.
+  const int other = ConnectFrom("127.0.0.2", r->tcp_port());
+  ASSERT_EQ(::send(other, "<13>a: other\n", 13, 0), 13);
+  ASSERT_EQ(::send(first, "<13>a: first\n", 13, 0), 13);
+  std::vector<std::string> got = WaitFor(2);
+  std::sort(got.begin(), got.end());
+  EXPECT_THAT(got, ElementsAre("3164 peraddr <13>a: first", "3164 peraddr <13>a: other"));
+  EXPECT_EQ(Metric("palisade_syslog_per_address_refused_connections_total"), 1);
+  ::close(first);
+  ::close(second);
+  ::close(other);
+}
+
+// The count per address goes down as its connections end: a new one is served again.
+TEST_F(ReceiverTest, AnAddressBelowItsCapAgainIsServed) {
+  palisade::v1::SyslogInput config;
+  config.set_name("again");
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_max_connections(8);
+  config.set_max_connections_per_address(2);
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  const int first = ConnectFrom("127.0.0.1", r->tcp_port());
+  const int second = ConnectFrom("127.0.0.1", r->tcp_port());
+  ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 2; }));
+  const int refused = ConnectFrom("127.0.0.1", r->tcp_port());
+  EXPECT_TRUE(ClosedByServer(refused));
+  ::close(refused);
+  ::close(first);
+  ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 1; }));
+  const int next = ConnectFrom("127.0.0.1", r->tcp_port());
+  ASSERT_EQ(::send(next, "<13>a: next\n", 12, 0), 12);
+  EXPECT_THAT(WaitFor(1), ElementsAre("3164 again <13>a: next"));
+  EXPECT_EQ(Metric("palisade_syslog_per_address_refused_connections_total"), 1);
+  ::close(next);
+  ::close(second);
+}
+
+TEST_F(ReceiverTest, APerAddressCapOverMaxConnectionsIsRefused) {
+  auto start = [&](const palisade::v1::SyslogInput& c) {
+    return SyslogReceiver::Start(
+        c, {}, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); }, registry_);
+  };
+  palisade::v1::SyslogInput config;
+  config.set_name("over");
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_max_connections(4);
+  config.set_max_connections_per_address(5);
+  absl::StatusOr<std::unique_ptr<SyslogReceiver>> r = start(config);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(r.status().message(),
+              HasSubstr("inputs.syslog \"over\": max_connections_per_address 5 is over "
+                        "max_connections 4"));
+  config.clear_max_connections();  // the default, 64
+  config.set_max_connections_per_address(65);
+  EXPECT_EQ(start(config).status().code(), absl::StatusCode::kInvalidArgument);
+  config.set_max_connections_per_address(64);
+  EXPECT_TRUE(start(config).ok());
+  // Unset with a max_connections under the default 8: max_connections, not an error.
+  config.set_max_connections(4);
+  config.clear_max_connections_per_address();
+  EXPECT_TRUE(start(config).ok());
 }
 
 // Out of file descriptors, accept fails (EMFILE) with the connection still queued, so poll says
@@ -797,6 +905,40 @@ TEST_F(ReceiverTest, ATlsKeyThatCannotBeReadOrLoadedIsAClearError) {
   r = start(config);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
   EXPECT_THAT(r.status().message(), HasSubstr("inputs.syslog \"second\": cannot listen"));
+}
+
+// TCP and TLS connections from one address count together, and a TLS listener on an IPv6
+// socket (where IPv4 senders appear as ::ffff:127.0.0.1) counts them as 127.0.0.1.
+TEST_F(ReceiverTest, ThePerAddressCapCountsTcpAndTlsAndMappedAddressesTogether) {
+  palisade::v1::SyslogInput config = TlsConfig("both", /*mutual=*/false);
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_tls_listen("[::ffff:127.0.0.1]:0");  // an IPv6 socket, IPv4 senders
+  config.set_max_connections(8);
+  config.set_max_connections_per_address(2);
+  absl::StatusOr<std::unique_ptr<SyslogReceiver>> started = SyslogReceiver::Start(
+      config, {}, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); }, registry_);
+  if (started.status().code() == absl::StatusCode::kUnavailable) {
+    GTEST_SKIP() << "no dual-stack IPv6 socket here: " << started.status();
+  }
+  ASSERT_TRUE(started.ok()) << started.status();
+  SyslogReceiver& r = **started;
+  TlsClient tls;
+  ASSERT_TRUE(tls.Open(r.tls_port(), ""));
+  const int tcp = ConnectFrom("127.0.0.1", r.tcp_port());
+  ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 2; }));
+  const int third = ConnectFrom("127.0.0.1", r.tcp_port());
+  EXPECT_TRUE(ClosedByServer(third));
+  EXPECT_TRUE(Eventually(
+      [&] { return Metric("palisade_syslog_per_address_refused_connections_total") == 1; }));
+  TlsClient fourth;  // refused at the accept: the handshake fails, or the first read
+  const bool opened = fourth.Open(r.tls_port(), "");
+  timeval wait{30, 0};  // a bound, should it be served
+  ::setsockopt(fourth.fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
+  EXPECT_TRUE(!opened || fourth.ClosedByServer());
+  EXPECT_TRUE(Eventually(
+      [&] { return Metric("palisade_syslog_per_address_refused_connections_total") == 2; }));
+  ::close(third);
+  ::close(tcp);
 }
 
 }  // namespace

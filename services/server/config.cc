@@ -539,6 +539,14 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
     }
   }
   for (const palisade::v1::SyslogInput& in : config.inputs().syslog()) {
+    // A per-address cap over max_connections (64 when unset) would cap nothing: refused, so
+    // the config says what it does.
+    const uint32_t max_connections = in.max_connections() > 0 ? in.max_connections() : 64;
+    if (in.max_connections_per_address() > max_connections) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file, ": inputs.syslog \"", in.name(), "\": max_connections_per_address ",
+          in.max_connections_per_address(), " is over max_connections ", max_connections));
+    }
     if (!in.has_idle_timeout()) continue;
     const absl::Duration d = FromProtoDuration(in.idle_timeout());
     if (d < absl::Seconds(1) || d > absl::Hours(24)) {

@@ -169,6 +169,17 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
   EXPECT_EQ(config->engine().session_ttl().seconds(), 600);
   EXPECT_EQ(config->engine().max_record_bytes(), 8u << 20);
   EXPECT_EQ(config->state_retention().seconds(), 90 * 86400);
+  // A per-address cap up to max_connections (default 64) is taken.
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               inputs {
+                                 syslog {
+                                   name: "s"
+                                   tcp_listen: "127.0.0.1:0"
+                                   max_connections_per_address: 64
+                                 }
+                               })pb",
+                          "c.textproto", "."),
+              IsOk());
   const std::pair<const char*, const char*> bad[] = {
       {R"pb(state_retention { seconds: 86400 })pb", "state_retention"},
       {R"pb(engine { max_line_bytes: 65536 max_record_bytes: 1000 })pb",
@@ -185,6 +196,19 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
               syslog { name: "s" udp_listen: "127.0.0.1:0" idle_timeout { nanos: 1000 } }
             })pb",
        "inputs.syslog \"s\": idle_timeout must be 1s..24h, not 1us"},
+      {R"pb(inputs {
+              syslog {
+                name: "s"
+                tcp_listen: "127.0.0.1:0"
+                max_connections: 4
+                max_connections_per_address: 5
+              }
+            })pb",
+       "inputs.syslog \"s\": max_connections_per_address 5 is over max_connections 4"},
+      {R"pb(inputs {
+              syslog { name: "s" tcp_listen: "127.0.0.1:0" max_connections_per_address: 65 }
+            })pb",
+       "inputs.syslog \"s\": max_connections_per_address 65 is over max_connections 64"},
   };
   for (const auto& [text, message] : bad) {
     EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", text), "c.textproto", "."),
