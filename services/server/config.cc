@@ -296,27 +296,25 @@ absl::Status ValidateIngress(const std::string& file, palisade::v1::Config* conf
   return absl::OkStatus();
 }
 
+// ParseConfig's work after the parse: defaults, checks (each error names `file` and the field),
+// paths resolved against `base_dir`. DefaultConfig's too.
+absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
+                                                    const std::string& file,
+                                                    const std::string& base_dir);
+
 }  // namespace
 
 palisade::v1::Config DefaultConfig(const std::string& rules_dir) {
   palisade::v1::Config config;
-  config.set_grpc_listen("127.0.0.1:50051");
-  config.set_metrics_listen("127.0.0.1:9464");
   config.add_rule_files(absl::StrCat(rules_dir, "/sshd.textproto"));
   config.add_rule_files(absl::StrCat(rules_dir, "/nginx.textproto"));
   config.add_rule_files(absl::StrCat(rules_dir, "/cloudflare-tokens.textproto"));
-  config.mutable_engine()->set_max_keys_per_rule(1'000'000);
-  config.mutable_engine()->set_max_evidence(5);
-  config.mutable_engine()->set_max_line_bytes(16384);
-  config.mutable_engine()->set_max_record_bytes(8 << 20);
-  config.mutable_engine()->set_max_evidence_bytes(2048);
-  config.mutable_engine()->set_memory_budget_bytes(uint64_t{1} << 30);
-  config.mutable_sweep_interval()->set_seconds(1);
-  config.mutable_guard()->set_max_new_bans_per_minute(60);
-  config.mutable_guard()->set_max_active_per_actuator(10000);
-  config.set_state_file("palisade.db");
-  (void)ValidateIngress("", &config);  // fills the ingress defaults; they are valid
-  return config;
+  // Through the defaults and checks a config file gets, so that the two never differ (they
+  // did: the embedded defaults had no state_retention, and the hourly prune deleted every
+  // ended decision). They are valid: config_test loads them.
+  absl::StatusOr<palisade::v1::Config> completed =
+      CompleteConfig(std::move(config), "the embedded defaults", "");
+  return completed.ok() ? *std::move(completed) : palisade::v1::Config();
 }
 
 namespace {
@@ -409,9 +407,16 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
     return absl::InvalidArgumentError(errors.first().empty() ? file + ": parse error"
                                                              : errors.first());
   }
-  palisade::v1::Config defaults = DefaultConfig("");
-  if (config.grpc_listen().empty()) config.set_grpc_listen(defaults.grpc_listen());
-  if (config.metrics_listen().empty()) config.set_metrics_listen(defaults.metrics_listen());
+  return CompleteConfig(std::move(config), file, base_dir);
+}
+
+namespace {
+
+absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
+                                                    const std::string& file,
+                                                    const std::string& base_dir) {
+  if (config.grpc_listen().empty()) config.set_grpc_listen("127.0.0.1:50051");
+  if (config.metrics_listen().empty()) config.set_metrics_listen("127.0.0.1:9464");
   auto* engine = config.mutable_engine();
   if (engine->max_keys_per_rule() == 0) engine->set_max_keys_per_rule(1'000'000);
   if (engine->max_evidence() == 0) engine->set_max_evidence(5);
@@ -625,6 +630,8 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
   if (config.state_file() != ":memory:") resolve(config.mutable_state_file());
   return config;
 }
+
+}  // namespace
 
 absl::StatusOr<palisade::v1::Config> LoadConfigFile(const std::string& path) {
   std::ifstream in(path);

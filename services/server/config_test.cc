@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "services/server/auth.h"
 #include "services/server/metrics_https.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
 
@@ -38,6 +39,24 @@ TEST(ConfigTest, DefaultsAreLoopbackAndTheShippedPacksLoad) {
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(config);
   ASSERT_THAT(rules, IsOk());
   EXPECT_GE((*rules)->rules().size(), 8u);
+}
+
+// The embedded defaults (palisaded without --config, the README's first command) are the
+// defaults a config file gets: they went their own way once, with no state_retention, and the
+// hourly prune deleted every ended decision and offence (escalation forgot repeat offenders).
+TEST(ConfigTest, TheEmbeddedDefaultsAreAConfigFilesDefaults) {
+  const palisade::v1::Config embedded = DefaultConfig("rules");
+  EXPECT_EQ(embedded.state_retention().seconds(), 90 * 86400);
+  absl::StatusOr<palisade::v1::Config> parsed = ParseConfig(
+      R"pb(rule_files: "rules/sshd.textproto"
+           rule_files: "rules/nginx.textproto"
+           rule_files: "rules/cloudflare-tokens.textproto")pb",
+      "c.textproto", "");
+  ASSERT_THAT(parsed, IsOk());
+  std::string differences;
+  google::protobuf::util::MessageDifferencer differ;
+  differ.ReportDifferencesToString(&differences);
+  EXPECT_TRUE(differ.Compare(*parsed, embedded)) << differences;
 }
 
 TEST(ConfigTest, ParsesAndResolvesRelativePacks) {
