@@ -105,10 +105,7 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, EngineOptions options)
     : options_(std::move(options)),
       shards_(new Shard[kShards]),
       sessions_(options_.sessions),
-      id_([] {
-        static std::atomic<uint64_t> next{1};
-        return next.fetch_add(1, std::memory_order_relaxed);
-      }()) {
+      id_(NextId()) {
   options_.allowlist.Add(*Cidr::Parse("127.0.0.0/8"));
   options_.allowlist.Add(*Cidr::Parse("::1/128"));
   if (options_.max_keys_per_rule == 0) options_.max_keys_per_rule = 1'000'000;
@@ -118,6 +115,18 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, EngineOptions options)
   const uint32_t share = options_.max_evidence_bytes / std::max<uint32_t>(1, options_.max_evidence);
   evidence_line_bytes_ = std::max<uint32_t>(kMinEvidenceLine, share - std::min<uint32_t>(share, 4));
   SetRules(std::move(rules));
+}
+
+uint64_t Engine::NextId() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Engine::SetAllowlist(CidrSet allowlist) {
+  options_.allowlist = std::move(allowlist);
+  options_.allowlist.Add(*Cidr::Parse("127.0.0.0/8"));
+  options_.allowlist.Add(*Cidr::Parse("::1/128"));
+  id_ = NextId();  // no thread's remembered address answers for the old allowlist
 }
 
 void Engine::SetRules(std::shared_ptr<const RuleSet> rules) {

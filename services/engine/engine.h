@@ -226,6 +226,10 @@ class Engine {
   // their id, when one is still loaded. Called alone: no line is processed meanwhile.
   void SetRules(std::shared_ptr<const RuleSet> rules);
   const std::shared_ptr<const RuleSet>& rules() const { return rules_; }
+  // Replaces EngineOptions::allowlist (loopback stays in it), for a reload that read a new one.
+  // Called alone, as SetRules. Windows already counted for a newly allowlisted key stay (they
+  // age out); no new match counts for it.
+  void SetAllowlist(CidrSet allowlist);
 
   // Matches one parsed line of `format`, counts it, and appends any detections to `out`.
   // `raw` is the whole line (kept as evidence); `time` its event time; `stream` the caller's
@@ -660,8 +664,10 @@ class Engine {
   static constexpr uint32_t kMinEvidenceLine = 64;
   static constexpr uint32_t kMarkerRoom = 24;
   uint32_t evidence_line_bytes_ = 0;
-  // Unique per Engine object (never 0): what ThreadScratch's address cache belongs to.
-  const uint64_t id_;
+  // Unique per Engine object and allowlist (never 0): what ThreadScratch's address cache,
+  // which remembers whether an address is allowlisted, belongs to.
+  uint64_t id_;
+  static uint64_t NextId();
   // On cache lines of their own: the ordered thread adds to them on every line, and a
   // prematching thread reading id_ from the line they shared took it away each time (the
   // increment after was ~7 % of the ordered thread's samples, every pack's nginx replay on two

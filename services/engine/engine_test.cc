@@ -239,6 +239,27 @@ TEST_F(EngineTest, TheLastAddressIsRememberedPerEngine) {
   }
 }
 
+// A reload's allowlist applies to the next line, also to the address the thread's scratch
+// remembers as not allowlisted; loopback stays in it.
+TEST_F(EngineTest, ANewAllowlistAppliesToTheRememberedAddressToo) {
+  Engine engine(Rules(), EngineOptions());
+  ParsedLine line;
+  line.program = "sshd";
+  const std::string msg = Fail("198.51.100.9");
+  line.message = msg;
+  std::vector<Detection> out;
+  LineResult before = engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, msg, t0_, &out);
+  EXPECT_EQ(before.ignored, 0u);
+  EXPECT_TRUE(before.matched);
+  engine.SetAllowlist(*CidrSet::Parse({"198.51.100.0/24"}));
+  LineResult after = engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, msg, t0_, &out);
+  EXPECT_EQ(after.ignored, 1u);
+  EXPECT_FALSE(after.matched);
+  const std::string loopback = Fail("127.0.0.1");
+  line.message = loopback;
+  EXPECT_EQ(engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, loopback, t0_, &out).ignored, 1u);
+}
+
 TEST_F(EngineTest, ATextLongerThanTheRememberedOneLeavesTheLastAddressRight) {
   // NormaliseKey remembers the last address text in a 64-byte buffer; a longer capture (no
   // address is that long) is parsed on its own and must leave no answer of its own behind for

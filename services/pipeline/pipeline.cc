@@ -1055,8 +1055,10 @@ void Pipeline::PublishEngineGaugesLocked() {
   CatchUp(*session_misses_counter_, stats.session_misses, session_misses_published_);
 }
 
-void Pipeline::SetRules(std::shared_ptr<const RuleSet> rules) {
+void Pipeline::SetRules(std::shared_ptr<const RuleSet> rules,
+                        std::optional<CidrSet> allowlist) {
   absl::MutexLock rules_lock(&rules_mu_);
+  if (allowlist.has_value()) engine_.SetAllowlist(*std::move(allowlist));
   engine_.SetRules(std::move(rules));
   {
     // No batch holds a memo now (they do under rules_mu_): the idle ones were found with the

@@ -32,6 +32,7 @@
 #include <map>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -192,8 +193,10 @@ class Pipeline {
   // that prematches only for that gain (replay on one thread) asks first.
   bool WalksSideBySide(palisade::v1::LogFormat format) const;
 
-  // Swaps in a new compiled rule set (compile it first: a failed compile never gets here).
-  void SetRules(std::shared_ptr<const RuleSet> rules);
+  // Swaps in a new compiled rule set (compile it first: a failed compile never gets here), and
+  // with `allowlist` the engine's allowlist, both at once (no batch sees one without the other).
+  void SetRules(std::shared_ptr<const RuleSet> rules,
+                std::optional<CidrSet> allowlist = std::nullopt);
   std::shared_ptr<const RuleSet> rules() const;
 
   // Drops idle windows; the server calls this from its sweep. A window ages in the event time of

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "services/bouncer_api/bouncer_api_config.h"
 #include "services/common/ip.h"
 #include "services/common/parallel.h"
@@ -632,6 +633,47 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
 }
 
 }  // namespace
+
+namespace {
+
+// Collects the top-level field of each difference MessageDifferencer reports.
+class TopLevelFields : public google::protobuf::util::MessageDifferencer::Reporter {
+ public:
+  using Path = std::vector<google::protobuf::util::MessageDifferencer::SpecificField>;
+  void ReportAdded(const google::protobuf::Message&, const google::protobuf::Message&,
+                   const Path& path) override {
+    Note(path);
+  }
+  void ReportDeleted(const google::protobuf::Message&, const google::protobuf::Message&,
+                     const Path& path) override {
+    Note(path);
+  }
+  void ReportModified(const google::protobuf::Message&, const google::protobuf::Message&,
+                      const Path& path) override {
+    Note(path);
+  }
+  std::set<std::string> names;
+
+ private:
+  void Note(const Path& path) {
+    if (!path.empty() && path[0].field != nullptr) names.insert(path[0].field->name());
+  }
+};
+
+}  // namespace
+
+std::vector<std::string> FieldsNeedingRestart(const palisade::v1::Config& running,
+                                              const palisade::v1::Config& next) {
+  google::protobuf::util::MessageDifferencer differ;
+  const google::protobuf::Descriptor* d = palisade::v1::Config::descriptor();
+  for (const char* live : {"rule_files", "cidr_sets", "allowlist"}) {
+    differ.IgnoreField(d->FindFieldByName(live));
+  }
+  TopLevelFields fields;
+  differ.ReportDifferencesTo(&fields);
+  differ.Compare(running, next);
+  return std::vector<std::string>(fields.names.begin(), fields.names.end());
+}
 
 absl::StatusOr<palisade::v1::Config> LoadConfigFile(const std::string& path) {
   std::ifstream in(path);

@@ -30,6 +30,12 @@ absl::StatusOr<absl::TimeZone> TimeZoneNamed(const std::string& name);
 // written as '-' ("node" when the host has no name).
 std::string DefaultNodeId();
 
+// What a reload (SIGHUP, Admin.ReloadRules) applies from a config file read again: rule_files,
+// cidr_sets and allowlist. The top-level fields of `next` that differ from `running` otherwise
+// (sorted): a restart applies them, and a reload with any is refused whole.
+std::vector<std::string> FieldsNeedingRestart(const palisade::v1::Config& running,
+                                              const palisade::v1::Config& next);
+
 // Loads and compiles every configured pack: all or nothing. `threads`: how many may read and
 // compile side by side (RuleSetOptions::threads); the result and the error are the same.
 // `formats`: the only formats the caller reads (RuleSetOptions::formats); empty: every one.

@@ -59,6 +59,31 @@ TEST(ConfigTest, TheEmbeddedDefaultsAreAConfigFilesDefaults) {
   EXPECT_TRUE(differ.Compare(*parsed, embedded)) << differences;
 }
 
+TEST(ConfigTest, AReloadAppliesThePacksAndTheAllowlistAndNamesTheRest) {
+  absl::StatusOr<palisade::v1::Config> running =
+      ParseConfig(R"pb(rule_files: "sshd.textproto")pb", "c.textproto", "/etc/p");
+  absl::StatusOr<palisade::v1::Config> live = ParseConfig(
+      R"pb(rule_files: "sshd.textproto" rule_files: "nginx.textproto"
+           allowlist: "192.0.2.0/24"
+           cidr_sets {
+             key: "office"
+             value { cidrs: "198.51.100.0/24" }
+           })pb",
+      "c.textproto", "/etc/p");
+  absl::StatusOr<palisade::v1::Config> restart = ParseConfig(
+      R"pb(rule_files: "sshd.textproto"
+           sweep_interval { seconds: 5 }
+           engine { max_evidence: 7 })pb",
+      "c.textproto", "/etc/p");
+  ASSERT_THAT(running, IsOk());
+  ASSERT_THAT(live, IsOk());
+  ASSERT_THAT(restart, IsOk());
+  EXPECT_THAT(FieldsNeedingRestart(*running, *running), ::testing::IsEmpty());
+  EXPECT_THAT(FieldsNeedingRestart(*running, *live), ::testing::IsEmpty());
+  EXPECT_THAT(FieldsNeedingRestart(*running, *restart),
+              ::testing::ElementsAre("engine", "sweep_interval"));
+}
+
 TEST(ConfigTest, ParsesAndResolvesRelativePacks) {
   absl::StatusOr<palisade::v1::Config> config = ParseConfig(R"pb(rule_files: "sshd.textproto"
                                                                  allowlist: "192.0.2.0/24")pb",

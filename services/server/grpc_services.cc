@@ -526,16 +526,16 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> AdminService::Reload() {
   // Held from the read to the apply: a reload that read the packs before another must not
   // apply after it (the daemon would run the older files while both answered success).
   absl::MutexLock lock(&reload_mu_);
-  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = reload_();
-  if (!rules.ok()) {
+  absl::StatusOr<RuleReload> loaded = reload_();
+  if (!loaded.ok()) {
     reload_failed_.Increment();
     return absl::Status(
-        rules.status().code(),
-        absl::StrCat("reload refused, the running rules stay: ", rules.status().message()));
+        loaded.status().code(),
+        absl::StrCat("reload refused, the running rules stay: ", loaded.status().message()));
   }
-  pipeline_.SetRules(*rules);
+  pipeline_.SetRules(loaded->rules, std::move(loaded->allowlist));
   reload_ok_.Increment();
-  return rules;
+  return loaded->rules;
 }
 
 grpc::ServerUnaryReactor* AdminService::Status(grpc::CallbackServerContext* context,

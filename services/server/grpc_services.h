@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -29,6 +30,7 @@
 #include "services/actions/dispatcher.h"
 #include "services/bouncer_api/bouncer_api.h"
 #include "services/common/clock.h"
+#include "services/common/ip.h"
 #include "services/decisions/decision_table.h"
 #include "services/events/event_hub.h"
 #include "services/server/api_limits.h"
@@ -119,8 +121,17 @@ class AdminService final
                                       palisade::v1::Admin::Service>>>>>>>>,
       public Guarded {
  public:
+  // What a reload applies: the compiled packs and, when the reload read one (palisaded reads
+  // its config file again), the allowlist; without one the engine keeps its own.
+  struct RuleReload {
+    RuleReload(std::shared_ptr<const RuleSet> r,  // NOLINT: a loader may return the rules alone
+               std::optional<CidrSet> a = std::nullopt)
+        : rules(std::move(r)), allowlist(std::move(a)) {}
+    std::shared_ptr<const RuleSet> rules;
+    std::optional<CidrSet> allowlist;
+  };
   // `reload` loads and compiles the configured packs (all or nothing).
-  using RuleLoader = std::function<absl::StatusOr<std::shared_ptr<const RuleSet>>()>;
+  using RuleLoader = std::function<absl::StatusOr<RuleReload>()>;
 
   // `dispatcher` is null when Cloudflare is not enabled.
   AdminService(Pipeline& pipeline, DecisionTable& table, Clock& clock, RuleLoader reload,

@@ -162,15 +162,14 @@ cluster::ClusterNodeOptions ClusterOptions(const palisade::v1::ClusterConfig& c,
 constexpr char kFeedPushKind[] = "feeds.push";
 constexpr size_t kMaxFeedPushCommandBytes = (1u << 20) - 4096;
 
-int Run() {
+// The config as the flags make it: --config's file (or the embedded defaults), with the
+// listeners and state file the flags name. At start, and again at each reload.
+absl::StatusOr<palisade::v1::Config> ReadConfig() {
   absl::StatusOr<palisade::v1::Config> config =
       absl::GetFlag(FLAGS_config).empty()
           ? absl::StatusOr<palisade::v1::Config>(DefaultConfig(absl::GetFlag(FLAGS_rules_dir)))
           : LoadConfigFile(absl::GetFlag(FLAGS_config));
-  if (!config.ok()) {
-    Log(absl::StrCat("refusing to start: ", config.status().message()));
-    return 2;
-  }
+  if (!config.ok()) return config;
   if (!absl::GetFlag(FLAGS_grpc_listen).empty()) {
     config->set_grpc_listen(absl::GetFlag(FLAGS_grpc_listen));
   }
@@ -179,6 +178,15 @@ int Run() {
   }
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     config->set_metrics_listen(absl::GetFlag(FLAGS_metrics_listen));
+  }
+  return config;
+}
+
+int Run() {
+  absl::StatusOr<palisade::v1::Config> config = ReadConfig();
+  if (!config.ok()) {
+    Log(absl::StrCat("refusing to start: ", config.status().message()));
+    return 2;
   }
   // Start-up and reloads compile the packs on every core (RuleSetOptions::threads).
   const int load_threads = static_cast<int>(std::thread::hardware_concurrency());
@@ -794,17 +802,44 @@ int Run() {
                      config->cluster().partitions(), " partitions, ",
                      n->writer() ? "the edge writer" : "not the edge writer"));
   }
-  const palisade::v1::Config loaded = *config;
   // In a cluster the dispatcher comes and goes with the writer lease: Admin does not hold it.
   std::shared_ptr<Edge> fixed_edge = clustered ? nullptr : edge_slot.get();
-  // A rule reload (SIGHUP, Admin.ReloadRules) in a cluster: on the node's thread, the router's
-  // version and the partitions' rules follow, and the writer publishes the new version (nodes
-  // whose reload failed keep their rules and are gated off the partitions).
+  // A reload (SIGHUP, Admin.ReloadRules; one at a time, Admin's lock) reads the config again and
+  // applies its rule_files, cidr_sets and allowlist, or nothing: a config that changed any
+  // other field, or that does not load, is refused whole and the running rules stay. In a
+  // cluster the allowlist needs a restart too (each partition's engine holds a copy), and on
+  // the node's thread the router's version and the partitions' rules follow, and the writer
+  // publishes the new version (nodes whose reload failed keep their rules and are gated off the
+  // partitions).
+  auto running = std::make_shared<palisade::v1::Config>(*config);
   cluster::ClusterNode* reload_node = cluster_node.get();
-  auto reload_rules = [loaded, load_threads, reload_node, &match_router, &partition_counter]()
-      -> absl::StatusOr<std::shared_ptr<const RuleSet>> {
-    absl::StatusOr<std::shared_ptr<const RuleSet>> r = LoadRules(loaded, load_threads);
-    if (!r.ok() || reload_node == nullptr) return r;
+  auto reload_rules = [running, load_threads, reload_node, &match_router, &partition_counter]()
+      -> absl::StatusOr<AdminService::RuleReload> {
+    absl::StatusOr<palisade::v1::Config> next = ReadConfig();
+    if (!next.ok()) return next.status();
+    std::vector<std::string> restart = FieldsNeedingRestart(*running, *next);
+    const bool allowlist_changed =
+        !std::equal(running->allowlist().begin(), running->allowlist().end(),
+                    next->allowlist().begin(), next->allowlist().end());
+    if (reload_node != nullptr && allowlist_changed) restart.push_back("allowlist");
+    if (!restart.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the config changed ", absl::StrJoin(restart, ", "),
+          ", which only a restart applies (a reload applies rule_files, cidr_sets and "
+          "allowlist); nothing of it was applied"));
+    }
+    absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
+        std::vector<std::string>(next->allowlist().begin(), next->allowlist().end()));
+    if (!allowlist.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("allowlist: ", allowlist.status().message()));
+    }
+    absl::StatusOr<std::shared_ptr<const RuleSet>> r = LoadRules(*next, load_threads);
+    if (!r.ok()) return r.status();
+    *running = *std::move(next);
+    AdminService::RuleReload reload(*r, allowlist_changed ? std::optional<CidrSet>(*allowlist)
+                                                          : std::nullopt);
+    if (reload_node == nullptr) return reload;
     std::shared_ptr<const RuleSet> rules = *r;
     reload_node->RunOnThread([rules, reload_node, &match_router, &partition_counter] {
       absl::StatusOr<std::string> v = cluster::ApplyRuleReload(
@@ -814,7 +849,7 @@ int Run() {
                                                             : "")
                  : std::string(v.status().message()));
     });
-    return r;
+    return reload;
   };
   AdminService admin(
       pipeline, table, clock, reload_rules, *registry, kVersion,

@@ -344,6 +344,70 @@ TEST(PalisadedReloadTest, FailedReloadKeepsTheRunningRules) {
   EXPECT_EQ((*daemon)->Stop(), 0);
 }
 
+// SIGHUP and Admin.ReloadRules read the config file again: an allowlist entry or a pack added
+// there applies (they reread only the pack files once, and answered success), and a change
+// only a restart can apply refuses the whole reload, naming the field.
+TEST(PalisadedReloadTest, AReloadReadsTheConfigFileAgain) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  for (const char* pack : {"sshd", "nginx"}) {
+    std::ifstream in(absl::StrCat("rules/", pack, ".textproto"));
+    std::ofstream out(absl::StrCat(dir, "/", pack, ".textproto"));
+    out << in.rdbuf();
+  }
+  const std::string config = dir + "/reread.textproto";
+  auto write_config = [&config](const std::string& text) {
+    std::ofstream out(config, std::ios::trunc);
+    out << text;
+  };
+  write_config("rule_files: \"sshd.textproto\"\n");
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto admin = palisade::v1::Admin::NewStub(channel);
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  auto failures = [&ingest](const std::string& address) {
+    std::vector<palisade::v1::LogRecord> records(5);  // the threshold
+    for (auto& r : records) {
+      r.set_line(absl::StrCat("Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from ",
+                              address, " port 22 ssh2"));
+      *r.mutable_event_time() = ToProtoTime(absl::Now());
+    }
+    ShipOptions options;
+    options.format = palisade::v1::LOG_FORMAT_SYSLOG;
+    absl::StatusOr<ShipSummary> s = Ship(*ingest, records, options);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return s.ok() ? s->detections : 0u;
+  };
+  auto reload = [&admin](palisade::v1::ReloadRulesResponse* resp) {
+    grpc::ClientContext ctx;
+    return admin->ReloadRules(&ctx, {}, resp);
+  };
+
+  write_config(
+      "rule_files: \"sshd.textproto\"\nrule_files: \"nginx.textproto\"\n"
+      "allowlist: \"203.0.113.0/24\"\n");
+  palisade::v1::ReloadRulesResponse applied;
+  grpc::Status s = reload(&applied);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_THAT(applied.packs(), ::testing::Contains("nginx"));
+  EXPECT_EQ(failures("203.0.113.7"), 0u);   // allowlisted by the reload
+  EXPECT_EQ(failures("198.51.100.9"), 1u);  // the rules still detect
+
+  // sweep_interval needs a restart: nothing of this config applies, the nginx pack stays.
+  write_config("rule_files: \"sshd.textproto\"\nsweep_interval { seconds: 5 }\n");
+  palisade::v1::ReloadRulesResponse refused;
+  s = reload(&refused);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION);
+  EXPECT_THAT(s.error_message(), HasSubstr("sweep_interval"));
+  EXPECT_THAT(s.error_message(), HasSubstr("the running rules stay"));
+  grpc::ClientContext status_ctx;
+  palisade::v1::StatusResponse status;
+  ASSERT_TRUE(admin->Status(&status_ctx, {}, &status).ok());
+  EXPECT_THAT(status.packs(), ::testing::Contains("nginx"));
+  EXPECT_EQ((*daemon)->Stop(), 0);
+}
+
 // A restart does not forget an attacker one failure short of the threshold: the windows are
 // snapshotted at shutdown and restored at start.
 TEST(PalisadedRestartTest, WindowsSurviveARestart) {
