@@ -486,9 +486,10 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
         file + ": inputs.threads must be 0..4 (0: 2 on a machine with more than one core)");
   }
   if (!config.has_sweep_interval()) config.mutable_sweep_interval()->set_seconds(1);
-  if (config.sweep_interval().seconds() < 0 ||
-      (config.sweep_interval().seconds() == 0 && config.sweep_interval().nanos() < 1'000'000)) {
-    return absl::InvalidArgumentError(file + ": sweep_interval must be >= 1ms");
+  // Past a minute, bans would end that late and snapshots wait for the sweep.
+  if (const absl::Duration d = FromProtoDuration(config.sweep_interval());
+      d < absl::Milliseconds(1) || d > absl::Seconds(60)) {
+    return absl::InvalidArgumentError(file + ": sweep_interval must be 1ms..60s");
   }
   absl::Status s = CheckListen(file, "grpc_listen", config.grpc_listen());
   if (!s.ok()) return s;

@@ -95,6 +95,16 @@ TEST(ConfigTest, ParsesAndResolvesRelativePacks) {
 }
 
 TEST(ConfigTest, ErrorsNameFileAndField) {
+  // The sweep also ends bans and takes snapshots: an hour's would end bans an hour late.
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a" sweep_interval { seconds: 3600 })pb",
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("sweep_interval")));
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a" sweep_interval { nanos: 500000 })pb",
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("sweep_interval")));
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a" sweep_interval { seconds: 60 })pb", "c.textproto",
+                          "."),
+              IsOk());
   EXPECT_THAT(ParseConfig("grpc_listne: \"x\"", "c.textproto", "."),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("c.textproto:1:"), HasSubstr("grpc_listne"))));
