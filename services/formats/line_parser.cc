@@ -269,18 +269,43 @@ bool LooksLikeSyslog(absl::string_view text) {
          (text[10] == 'T' || text[10] == ' ') && absl::ascii_isdigit(text[0]);
 }
 
+// `civil` in `zone`, as absl::FromCivil reads it but for a time the zone repeats (the hour
+// after a fall-back): of its two occurrences, the one nearer `reference` (the earlier on a tie,
+// and so with an infinite reference), and `*repeated` set. A time the zone skips (the hour a
+// spring-forward jumps over) is the instant of the change, as FromCivil gives it.
+absl::Time FromCivilNear(const absl::CivilSecond& civil, absl::TimeZone zone, absl::Time reference,
+                         bool* repeated) {
+  const absl::TimeZone::TimeInfo info = zone.At(civil);
+  switch (info.kind) {
+    case absl::TimeZone::TimeInfo::UNIQUE:
+      return info.pre;
+    case absl::TimeZone::TimeInfo::SKIPPED:
+      return info.trans;
+    case absl::TimeZone::TimeInfo::REPEATED:
+      break;
+  }
+  if (repeated != nullptr) *repeated = true;
+  return absl::AbsDuration(info.post - reference) < absl::AbsDuration(info.pre - reference)
+             ? info.post
+             : info.pre;
+}
+
 // A civil date and second of the day (up to 86,400: 23:59:60 is the next midnight) in `zone`,
-// through the zone's rules: what every cache of LineParser must give. False when the date does
-// not exist (29 February of a common year).
+// through the zone's rules (FromCivilNear): what every cache of LineParser must give. False
+// when the date does not exist (29 February of a common year).
 bool CivilToTimeByRules(int64_t year, int month, int day, int seconds_of_day, absl::TimeZone zone,
-                        absl::Time* out) {
+                        absl::Time reference, absl::Time* out, bool* repeated) {
   const absl::CivilDay civil(year, month, day);
   if (civil.day() != day) return false;
-  *out = absl::FromCivil(absl::CivilSecond(year, month, day, seconds_of_day / 3600,
-                                           (seconds_of_day / 60) % 60, seconds_of_day % 60),
-                         zone);
+  *out = FromCivilNear(absl::CivilSecond(year, month, day, seconds_of_day / 3600,
+                                         (seconds_of_day / 60) % 60, seconds_of_day % 60),
+                       zone, reference, repeated);
   return true;
 }
+
+// ParseRfc3339Timestamp, a time without an offset read as FromCivilNear reads it.
+absl::StatusOr<size_t> ParseRfc3339Near(absl::string_view text, absl::Time* out,
+                                        absl::TimeZone zone, absl::Time reference, bool* repeated);
 
 }  // namespace
 
@@ -351,6 +376,13 @@ absl::string_view FormatName(LogFormat format) {
 
 absl::StatusOr<size_t> ParseRfc3339Timestamp(absl::string_view text, absl::Time* out,
                                               absl::TimeZone zone) {
+  return ParseRfc3339Near(text, out, zone, absl::InfinitePast(), nullptr);
+}
+
+namespace {
+
+absl::StatusOr<size_t> ParseRfc3339Near(absl::string_view text, absl::Time* out,
+                                        absl::TimeZone zone, absl::Time reference, bool* repeated) {
   int year, month, day, hour, minute, second;
   if (!ReadDigits(text, 0, 4, &year) || text.size() < 19 || text[4] != '-' ||
       !ReadDigits(text, 5, 2, &month) || text[7] != '-' || !ReadDigits(text, 8, 2, &day) ||
@@ -411,10 +443,13 @@ absl::StatusOr<size_t> ParseRfc3339Timestamp(absl::string_view text, absl::Time*
   if (cs.day() != day) {  // e.g. February 31st normalised away
     return absl::OutOfRangeError("a date that does not exist");
   }
-  *out = absl::FromCivil(cs, has_offset ? absl::UTCTimeZone() : zone) + frac -
-         absl::Seconds(offset_seconds - (leap ? 1 : 0));
+  *out = (has_offset ? absl::FromCivil(cs, absl::UTCTimeZone())
+                     : FromCivilNear(cs, zone, reference, repeated)) +
+         frac - absl::Seconds(offset_seconds - (leap ? 1 : 0));
   return pos;
 }
+
+}  // namespace
 
 size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out, absl::TimeZone zone) {
   absl::StatusOr<size_t> used = ParseRfc3339Timestamp(text, out, zone);
@@ -440,9 +475,9 @@ bool LineParser::FillUtcDayStart(int64_t year, int month, int day, int64_t* star
 }
 
 bool LineParser::CivilToTime(int64_t year, int month, int day, int seconds_of_day,
-                             absl::Time* out) {
+                             absl::Time reference, absl::Time* out, bool* repeated) {
   if (!caching_ || year < 0 || year > kMaxCachedYear) {
-    return CivilToTimeByRules(year, month, day, seconds_of_day, zone_, out);
+    return CivilToTimeByRules(year, month, day, seconds_of_day, zone_, reference, out, repeated);
   }
   if (zone_is_utc_) {
     int64_t start;
@@ -456,7 +491,9 @@ bool LineParser::CivilToTime(int64_t year, int month, int day, int seconds_of_da
     *out = absl::FromUnixSeconds(local_day_start_ + seconds_of_day);
     return true;
   }
-  if (!CivilToTimeByRules(year, month, day, seconds_of_day, zone_, out)) return false;
+  if (!CivilToTimeByRules(year, month, day, seconds_of_day, zone_, reference, out, repeated)) {
+    return false;
+  }
   if (cached) return true;  // a day with an offset change, known as such
   const absl::CivilDay civil(year, month, day);
   local_year_ = year;
@@ -517,9 +554,9 @@ absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, Par
     case LogFormat::LOG_FORMAT_SYSLOG:
       return ParseSyslog3164(line, reference, rule, out);
     case LogFormat::LOG_FORMAT_SYSLOG5424:
-      return ParseSyslog5424(line, out);
+      return ParseSyslog5424(line, reference, out);
     case LogFormat::LOG_FORMAT_COMBINED:
-      return ParseCombined(line, out);
+      return ParseCombined(line, reference, out);
     case LogFormat::LOG_FORMAT_NGINX_ERROR:
       return ParseNginxError(line, reference, rule, out);
     case LogFormat::LOG_FORMAT_APACHE_ERROR:
@@ -561,10 +598,11 @@ inline absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Ti
   }
   absl::string_view rest = line.substr(pos);
   absl::Time t;
+  bool repeated = false;
   // rsyslog's high-precision timestamps (a digit first: a "Mmm" line skips the call).
   size_t used = 0;
   if (!rest.empty() && absl::ascii_isdigit(rest[0])) {
-    absl::StatusOr<size_t> iso = ParseRfc3339Timestamp(rest, &t, zone_);
+    absl::StatusOr<size_t> iso = ParseRfc3339Near(rest, &t, zone_, reference, &repeated);
     if (!iso.ok()) {
       return absl::OutOfRangeError(absl::StrCat("syslog: impossible timestamp at column ", pos + 1,
                                                 ": ", iso.status().message()));
@@ -573,6 +611,7 @@ inline absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Ti
   }
   if (used > 0) {
     out->time = t;
+    out->time_repeated = repeated;
     pos += used;
   } else {
     // "Mmm dd hh:mm:ss": the day space-padded ("Mar  3", as syslogd writes it), zero-padded
@@ -635,7 +674,7 @@ inline absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Ti
     }
     const int64_t year = line_year > 0 ? line_year : YearOf(reference);
     if (line_year > 0) {
-      found = CivilToTime(line_year, month, day, tod, &t);
+      found = CivilToTime(line_year, month, day, tod, reference, &t, &repeated);
     } else if (rule == YearRule::kNearest) {
       // The previous line's year, or the one before or after: whichever is nearest to it.
       // Less than 182 days away, the previous line's year wins outright (the others are at
@@ -658,11 +697,15 @@ inline absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Ti
       for (int64_t y : {year, year + 1, year - 1}) {
         if (near) break;
         absl::Time candidate;
-        if (!CivilToTime(y, month, day, tod, &candidate)) continue;
+        bool candidate_repeated = false;
+        if (!CivilToTime(y, month, day, tod, reference, &candidate, &candidate_repeated)) {
+          continue;
+        }
         const absl::Duration distance = absl::AbsDuration(candidate - reference);
         if (distance < best) {
           best = distance;
           t = candidate;
+          repeated = candidate_repeated;
           found = true;
         }
         if (best < absl::Hours(24 * 182)) break;
@@ -686,9 +729,11 @@ inline absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Ti
       }
       for (int64_t y = year + 1; y >= year - 8 && !found; --y) {
         absl::Time candidate;
-        if (CivilToTime(y, month, day, tod, &candidate) &&
+        bool candidate_repeated = false;
+        if (CivilToTime(y, month, day, tod, reference, &candidate, &candidate_repeated) &&
             candidate <= reference + absl::Hours(24)) {
           t = candidate;
+          repeated = candidate_repeated;
           found = true;
         }
       }
@@ -698,6 +743,7 @@ inline absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Ti
     }
     out->time = t;
     out->year_inferred = line_year == 0;
+    out->time_repeated = repeated;
     pos += at + 9;
   }
   if (pos >= line.size() || line[pos] != ' ') {
@@ -747,7 +793,8 @@ inline absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Ti
   return absl::OkStatus();
 }
 
-absl::Status LineParser::ParseSyslog5424(absl::string_view line, ParsedLine* out) {
+absl::Status LineParser::ParseSyslog5424(absl::string_view line, absl::Time reference,
+                                         ParsedLine* out) {
   // <PRI>VERSION SP TIMESTAMP SP HOSTNAME SP APP-NAME SP PROCID SP MSGID SP SD [SP MSG]
   if (line.empty() || line[0] != '<') {
     return absl::InvalidArgumentError("syslog5424: line does not start with <PRI>");
@@ -766,7 +813,8 @@ absl::Status LineParser::ParseSyslog5424(absl::string_view line, ParsedLine* out
   absl::string_view ts = NextToken(line, &pos);
   if (ts != "-") {
     absl::Time t;
-    absl::StatusOr<size_t> used = ParseRfc3339Timestamp(ts, &t, zone_);
+    bool repeated = false;
+    absl::StatusOr<size_t> used = ParseRfc3339Near(ts, &t, zone_, reference, &repeated);
     if (!used.ok()) {
       return absl::OutOfRangeError(absl::StrCat("syslog5424: impossible timestamp at column ",
                                                 ts_col + 1, ": ", used.status().message()));
@@ -776,6 +824,7 @@ absl::Status LineParser::ParseSyslog5424(absl::string_view line, ParsedLine* out
           absl::StrCat("syslog5424: bad timestamp at column ", ts_col + 1));
     }
     out->time = t;
+    out->time_repeated = repeated;
   }
   out->host = NextToken(line, &pos);
   absl::string_view app = NextToken(line, &pos);
@@ -819,7 +868,8 @@ absl::Status LineParser::ParseSyslog5424(absl::string_view line, ParsedLine* out
   return absl::OkStatus();
 }
 
-inline absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine* out) {
+inline absl::Status LineParser::ParseCombined(absl::string_view line, absl::Time reference,
+                                              ParsedLine* out) {
   // [vhost] client ident user [dd/Mon/yyyy:hh:mm:ss +zzzz] "request" status bytes [...]
   // The first " [": the first '[' with a space before it (memchr, with no call through absl's
   // shared library nor a two-byte search).
@@ -876,7 +926,7 @@ inline absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine
       out->message = line.substr(first_space + 1);
     }
   }
-  absl::Status status = CombinedTimeAt(line, open, out);
+  absl::Status status = CombinedTimeAt(line, open, reference, out);
   if (ABSL_PREDICT_TRUE(status.ok())) return status;
   // The user field before the time is the client's (basic auth's user name), written with its
   // spaces and '[' as they come: its " [" is not the time field. The time field is the first
@@ -884,13 +934,15 @@ inline absl::Status LineParser::ParseCombined(absl::string_view line, ParsedLine
   // name, so the client cannot forge one).
   for (size_t at = MemChr(line, '[', open + 2); at != absl::string_view::npos;
        at = MemChr(line, '[', at + 1)) {
-    if (line[at - 1] == ' ' && CombinedTimeAt(line, at - 1, out).ok()) return absl::OkStatus();
+    if (line[at - 1] == ' ' && CombinedTimeAt(line, at - 1, reference, out).ok()) {
+      return absl::OkStatus();
+    }
   }
   return status;
 }
 
 inline absl::Status LineParser::CombinedTimeAt(absl::string_view line, size_t open,
-                                               ParsedLine* out) {
+                                               absl::Time reference, ParsedLine* out) {
   size_t ts = open + 2;
   // The usual line: the date and offset of the last line read below (12 and 7 bytes compared),
   // "hh:mm:ss" in one 8-byte word.
@@ -953,17 +1005,19 @@ inline absl::Status LineParser::CombinedTimeAt(absl::string_view line, size_t op
       }
     } else {
       absl::Time t;
-      if (!CivilToTimeByRules(year, month, day, tod, absl::UTCTimeZone(), &t)) {
+      if (!CivilToTimeByRules(year, month, day, tod, absl::UTCTimeZone(), reference, &t, nullptr)) {
         return absl::OutOfRangeError(absl::StrCat("combined: bad date at column ", ts + 1));
       }
       out->time = t - absl::Seconds(offset);
     }
   } else {
     absl::Time t;
-    if (!CivilToTime(year, month, day, tod, &t)) {
+    bool repeated = false;
+    if (!CivilToTime(year, month, day, tod, reference, &t, &repeated)) {
       return absl::OutOfRangeError(absl::StrCat("combined: bad date at column ", ts + 1));
     }
     out->time = t;
+    out->time_repeated = repeated;
   }
   return QuotedRequestAt(line, has_offset ? ts + 27 : ts + 21);
 }
@@ -1006,11 +1060,14 @@ absl::Status LineParser::ParseNginxError(absl::string_view line, absl::Time refe
           absl::StrCat("nginx_error: bad time at column ", pos + 1, ": a field out of range"));
     }
     absl::Time t;
-    if (!CivilToTime(year, month, day, hour * 3600 + minute * 60 + second, &t)) {
+    bool repeated = false;
+    if (!CivilToTime(year, month, day, hour * 3600 + minute * 60 + second, reference, &t,
+                     &repeated)) {
       return absl::OutOfRangeError(absl::StrCat("nginx_error: bad date at column ", pos + 1));
     }
     out->time = t;
     out->year_inferred = false;
+    out->time_repeated = repeated;
     pos += 20;
   }
   // "[level] "
@@ -1051,7 +1108,8 @@ absl::Status LineParser::ParseNginxError(absl::string_view line, absl::Time refe
   return absl::OkStatus();
 }
 
-absl::StatusOr<bool> LineParser::ParseApacheTime(absl::string_view f, absl::Time* out) {
+absl::StatusOr<bool> LineParser::ParseApacheTime(absl::string_view f, absl::Time reference,
+                                                 absl::Time* out, bool* repeated) {
   // "Www Mmm dd hh:mm:ss[.ffffff] yyyy" (ErrorLogFormat %t / %{u}t, the default).
   if (f.size() >= 24 && absl::ascii_isalpha(f[0]) && f[3] == ' ' && f[7] == ' ') {
     const int month = MonthFromAbbrev(f.substr(4, 3));
@@ -1077,14 +1135,15 @@ absl::StatusOr<bool> LineParser::ParseApacheTime(absl::string_view f, absl::Time
       return absl::OutOfRangeError("a field out of range");
     }
     absl::Time t;
-    if (!CivilToTime(year, month, day, hour * 3600 + minute * 60 + second, &t)) {
+    if (!CivilToTime(year, month, day, hour * 3600 + minute * 60 + second, reference, &t,
+                     repeated)) {
       return absl::OutOfRangeError("a date that does not exist");
     }
     *out = t + absl::Nanoseconds(nanos);
     return true;
   }
   // "yyyy-mm-dd hh:mm:ss[.ffffff]" (ErrorLogFormat %{cu}t).
-  absl::StatusOr<size_t> used = ParseRfc3339Timestamp(f, out, zone_);
+  absl::StatusOr<size_t> used = ParseRfc3339Near(f, out, zone_, reference, repeated);
   if (!used.ok()) return used.status();
   return *used > 0 && *used == f.size();
 }
@@ -1108,7 +1167,9 @@ absl::Status LineParser::ParseApacheError(absl::string_view line, absl::Time ref
     const size_t close = line.substr(0, pos + 40).find(']', pos);
     if (close != absl::string_view::npos) {
       absl::Time t;
-      absl::StatusOr<bool> is_time = ParseApacheTime(line.substr(pos + 1, close - pos - 1), &t);
+      bool repeated = false;
+      absl::StatusOr<bool> is_time =
+          ParseApacheTime(line.substr(pos + 1, close - pos - 1), reference, &t, &repeated);
       if (!is_time.ok()) {
         return absl::OutOfRangeError(absl::StrCat("apache_error: impossible time at column ",
                                                   pos + 1, ": ", is_time.status().message()));
@@ -1116,6 +1177,7 @@ absl::Status LineParser::ParseApacheError(absl::string_view line, absl::Time ref
       if (*is_time) {
         out->time = t;
         out->year_inferred = false;
+        out->time_repeated = repeated;
         has_time = true;
         pos = close + 1;
         if (pos < line.size() && line[pos] == ' ') ++pos;

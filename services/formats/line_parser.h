@@ -8,7 +8,17 @@
 // year; a gap of days or months changes nothing); otherwise "now" picks the year that puts the
 // line at most a day ahead of it, as syslog daemons do at New Year. Times without an offset are
 // read in the parser's zone (palisade.v1.Config.time_zone, default the host's local zone, which
-// is how syslog writes them).
+// is how syslog writes them). Where the zone changes its offset, a local time can be:
+//   repeated  the hour after a fall-back (01:00-01:59 twice in New York on the first Sunday of
+//             November): the occurrence nearer the reference the year comes from (the previous
+//             line, or now; the earlier on a tie), so the second pass is not dated an hour
+//             early (its bans over at creation, its windows behind the stream).
+//             ParsedLine.time_repeated says so.
+//   skipped   the hour a spring-forward jumps over (02:00-02:59 in New York in March), which
+//             no clock that changed can write: the instant of the change (03:00 local, as
+//             absl::FromCivil gives it), whatever the reference. Such a time comes from a
+//             clock not yet moved forward, or is forged; dated at the change, it is never
+//             ahead of the lines written after the change, nor behind those before it.
 //
 // What `message` is, per format (rules anchor on its start, which the server writes):
 //   syslog, syslog5424  the MSG after the header and tag.
@@ -82,6 +92,9 @@ struct ParsedLine {
   // The time's year was not in the line (RFC 3164): it came from the reference (YearRule), so
   // another reference may give another year.
   bool year_inferred = false;
+  // The time, without an offset, is in an hour the zone repeats (after a fall-back): which of
+  // its two occurrences came from the reference, so another reference may give the other.
+  bool time_repeated = false;
   // JSON lines formats (services/formats/json_parser.h): the client address field, cut from its
   // port and checked to be an address, and the record's fields (Rule.field). Empty / null for
   // the other formats. Like the other views of a JSON record, valid until the parser's next
@@ -100,6 +113,7 @@ struct ParsedLine {
     pid = {};
     time.reset();
     year_inferred = false;
+    time_repeated = false;
     client_address = {};
     record = nullptr;
   }
@@ -128,7 +142,8 @@ class LineParser {
   // ValidateJsonFormat refuses.
   absl::Status SetJsonFormat(const palisade::v1::JsonFormat& mapping);
 
-  // Parses `line`. `reference` and `rule` resolve the missing year of RFC 3164 timestamps.
+  // Parses `line`. `reference` and `rule` resolve the missing year of RFC 3164 timestamps;
+  // `reference` also picks the occurrence of a local time the zone repeats (see above).
   // Returns kInvalidArgument naming what was wrong (and where) for a malformed line, and
   // kOutOfRange for a line whose timestamp has the right shape but an impossible value (a field
   // out of range, a date that does not exist, a UTC offset past ±23:59, a fraction of more than
@@ -150,17 +165,21 @@ class LineParser {
   ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status ParseSyslog3164(absl::string_view line,
                                                             absl::Time reference, YearRule rule,
                                                             ParsedLine* out);
-  absl::Status ParseSyslog5424(absl::string_view line, ParsedLine* out);
-  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status ParseCombined(absl::string_view line, ParsedLine* out);
+  absl::Status ParseSyslog5424(absl::string_view line, absl::Time reference, ParsedLine* out);
+  ABSL_ATTRIBUTE_ALWAYS_INLINE absl::Status ParseCombined(absl::string_view line,
+                                                          absl::Time reference, ParsedLine* out);
   // The time at the " [" at `open` (and the quoted request after it) into out->time.
-  absl::Status CombinedTimeAt(absl::string_view line, size_t open, ParsedLine* out);
+  absl::Status CombinedTimeAt(absl::string_view line, size_t open, absl::Time reference,
+                              ParsedLine* out);
   absl::Status ParseNginxError(absl::string_view line, absl::Time reference, YearRule rule,
                                ParsedLine* out);
   absl::Status ParseApacheError(absl::string_view line, absl::Time reference, YearRule rule,
                                 ParsedLine* out);
-  // The inside of Apache's "[...]" time field, read in the parser's zone: true when it is a
-  // time, false when it is not (a "[module:level]" field), kOutOfRange when impossible.
-  absl::StatusOr<bool> ParseApacheTime(absl::string_view field, absl::Time* out);
+  // The inside of Apache's "[...]" time field, read in the parser's zone (a repeated time: the
+  // occurrence nearer `reference`, `*repeated` set): true when it is a time, false when it is
+  // not (a "[module:level]" field), kOutOfRange when impossible.
+  absl::StatusOr<bool> ParseApacheTime(absl::string_view field, absl::Time reference,
+                                       absl::Time* out, bool* repeated);
 
   // Midnight UTC of a civil date in Unix seconds, cached since consecutive lines share their
   // date (a year of 0 to 9999). False when the date does not exist.
@@ -192,8 +211,10 @@ class LineParser {
   // A civil time in the parser's zone. False when the date does not exist (29 February of a
   // common year). Through a one-day cache: a day whose UTC offset holds from its midnight to the
   // next (no DST change within it) is its midnight plus the seconds; a day with a change goes to
-  // the zone's rules each time.
-  bool CivilToTime(int64_t year, int month, int day, int seconds_of_day, absl::Time* out);
+  // the zone's rules each time, where a repeated time is the occurrence nearer `reference`
+  // (`*repeated` then set) and a skipped one the instant of the change.
+  bool CivilToTime(int64_t year, int month, int day, int seconds_of_day, absl::Time reference,
+                   absl::Time* out, bool* repeated);
   // The civil year of `t` in the parser's zone (the reference's, for a yearless timestamp),
   // cached as the span of time that year covers: a line costs two compares.
   ABSL_ATTRIBUTE_ALWAYS_INLINE int64_t YearOf(absl::Time t) {
@@ -248,8 +269,9 @@ absl::StatusOr<palisade::v1::LogFormat> ParseFormatName(absl::string_view name);
 absl::string_view FormatName(palisade::v1::LogFormat format);
 
 // Parses RFC 3339 / ISO 8601 "2026-03-03T14:02:01.123+01:00" (fraction and offset optional,
-// space allowed for T; without an offset the time is read in `zone`). Returns the number of
-// characters consumed, 0 when `text` does not start with such a timestamp.
+// space allowed for T; without an offset the time is read in `zone`: with no reference here, a
+// repeated local time is its first occurrence, a skipped one the instant of the change).
+// Returns the number of characters consumed, 0 when `text` does not start with such a timestamp.
 size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out,
                           absl::TimeZone zone = absl::UTCTimeZone());
 // The same, telling an impossible timestamp from text that is none: kOutOfRange when `text`

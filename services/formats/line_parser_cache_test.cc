@@ -44,7 +44,7 @@ std::string Describe(const absl::Status& s, const ParsedLine& p) {
   return absl::StrCat("message=\"", p.message, "\" host=\"", p.host, "\" program=\"", p.program,
                       "\" pid=\"", p.pid,
                       "\" time=", p.time ? absl::FormatTime(*p.time) : std::string("none"),
-                      " year_inferred=", p.year_inferred);
+                      " year_inferred=", p.year_inferred, " time_repeated=", p.time_repeated);
 }
 
 bool Same(const absl::Status& a, const ParsedLine& pa, const absl::Status& b,
@@ -57,8 +57,8 @@ bool Same(const absl::Status& a, const ParsedLine& pa, const absl::Status& b,
   };
   return same_view(pa.message, pb.message) && same_view(pa.host, pb.host) &&
          pa.program == pb.program && same_view(pa.pid, pb.pid) && pa.time == pb.time &&
-         pa.year_inferred == pb.year_inferred && pa.client_address == pb.client_address &&
-         pa.record == pb.record;
+         pa.year_inferred == pb.year_inferred && pa.time_repeated == pb.time_repeated &&
+         pa.client_address == pb.client_address && pa.record == pb.record;
 }
 
 // How each line's reference is chosen: the pipeline's order (the previous parsed line's time,

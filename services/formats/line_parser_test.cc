@@ -276,6 +276,80 @@ TEST(Syslog3164Test, CachedDaysFollowOffsetChanges) {
   }
 }
 
+// New York falls back at 02:00 EDT on 1 November 2026: 01:00-01:59 happens twice, first EDT
+// (05:00-05:59Z), then EST (06:00-06:59Z). A time without an offset in that hour is the
+// occurrence nearest the reference (now, or the previous line): it was always the first, so
+// through the second pass every line was dated an hour early (its bans expired at creation).
+TEST(LineParserTest, ARepeatedHourIsTheOccurrenceNearestTheReference) {
+  const absl::TimeZone new_york = Zone("America/New_York");
+  struct Case {
+    LogFormat format;
+    std::string line;
+  };
+  const std::vector<Case> cases = {
+      {LogFormat::LOG_FORMAT_SYSLOG, "Nov  1 01:10:00 h sshd: x"},
+      {LogFormat::LOG_FORMAT_SYSLOG, "2026-11-01T01:10:00 h sshd: x"},
+      {LogFormat::LOG_FORMAT_SYSLOG5424, "<34>1 2026-11-01T01:10:00 h sshd 1 - - x"},
+      {LogFormat::LOG_FORMAT_COMBINED,
+       "198.51.100.4 - - [01/Nov/2026:01:10:00] \"GET / HTTP/1.1\" 200 1"},
+      {LogFormat::LOG_FORMAT_NGINX_ERROR, "2026/11/01 01:10:00 [error] 1#0: *1 m"},
+      {LogFormat::LOG_FORMAT_APACHE_ERROR, "[Sun Nov 01 01:10:00 2026] [error] m"},
+      {LogFormat::LOG_FORMAT_APACHE_ERROR, "[2026-11-01 01:10:00.000000] [core:error] m"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.line);
+    for (bool caching : {true, false}) {
+      LineParser p(c.format, new_york);
+      if (!caching) p.DisableCachesForTesting();
+      ParsedLine out;
+      // Now 06:10:30Z (01:10:30 EST, the second pass): the second occurrence.
+      ASSERT_THAT(p.Parse(c.line, At("2026-11-01T06:10:30Z"), &out), IsOk());
+      EXPECT_EQ(*out.time, At("2026-11-01T06:10:00Z"));
+      EXPECT_TRUE(out.time_repeated);
+      // Now 05:10:30Z (01:10:30 EDT, the first pass): the first.
+      ASSERT_THAT(p.Parse(c.line, At("2026-11-01T05:10:30Z"), &out), IsOk());
+      EXPECT_EQ(*out.time, At("2026-11-01T05:10:00Z"));
+      EXPECT_TRUE(out.time_repeated);
+    }
+  }
+  // An hour before or after, the time is the zone's one, and said to be so.
+  LineParser other(LogFormat::LOG_FORMAT_SYSLOG, new_york);
+  ParsedLine once;
+  for (absl::string_view line : {"Nov  1 00:10:00 h sshd: x", "Nov  1 02:10:00 h sshd: x"}) {
+    ASSERT_THAT(other.Parse(line, At("2026-11-01T06:10:30Z"), &once), IsOk());
+    EXPECT_FALSE(once.time_repeated) << line;
+  }
+  // Line after line (the previous line the reference): 01:59:59 EDT, then 01:00:01 two seconds
+  // later (EST), then 01:30 in the second pass.
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG, new_york);
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("Nov  1 01:59:59 h sshd: x", At("2026-11-01T05:59:59Z"), &out), IsOk());
+  EXPECT_EQ(*out.time, At("2026-11-01T05:59:59Z"));
+  ASSERT_THAT(p.Parse("Nov  1 01:00:01 h sshd: x", *out.time, &out, YearRule::kNearest), IsOk());
+  EXPECT_EQ(*out.time, At("2026-11-01T06:00:01Z"));
+  ASSERT_THAT(p.Parse("Nov  1 01:30:00 h sshd: x", *out.time, &out, YearRule::kNearest), IsOk());
+  EXPECT_EQ(*out.time, At("2026-11-01T06:30:00Z"));
+}
+
+// New York springs forward at 02:00 EST on 8 March 2026: 02:00-02:59 never happens. A time in
+// that gap (a clock not yet moved forward, or a forged line) is the instant of the change,
+// 07:00Z (03:00 EDT), whatever the reference: after every line before the gap, never after one
+// written once the clocks moved.
+TEST(LineParserTest, ASkippedTimeIsTheInstantOfTheChange) {
+  const absl::TimeZone new_york = Zone("America/New_York");
+  for (absl::string_view reference : {"2026-03-08T06:59:00Z", "2026-03-08T07:31:00Z"}) {
+    SCOPED_TRACE(reference);
+    LineParser p(LogFormat::LOG_FORMAT_SYSLOG, new_york);
+    ParsedLine out;
+    ASSERT_THAT(p.Parse("Mar  8 02:30:00 h sshd: x", At(reference), &out), IsOk());
+    EXPECT_EQ(*out.time, At("2026-03-08T07:00:00Z"));
+    EXPECT_FALSE(out.time_repeated);
+    ASSERT_THAT(p.Parse("Mar  8 02:30:00 h sshd: x", At(reference), &out, YearRule::kNearest),
+                IsOk());
+    EXPECT_EQ(*out.time, At("2026-03-08T07:00:00Z"));
+  }
+}
+
 // The year of the reference, cached per year, moves at the zone's own New Year: in New York,
 // 2026-01-01T04:59:59Z is still 31 December 2025.
 TEST(Syslog3164Test, CachedYearRollsOverAtTheZonesNewYear) {

@@ -758,11 +758,14 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       // result, but for a year read from Prematch's reference. That year is the one the
       // previous line gives when the time is within 180 days of it (a year apart, no other
       // candidate is that near); else, and for a stream's first line, the line is parsed again.
+      // So is a time in an hour the zone repeats (after a fall-back): which occurrence it is
+      // comes from the reference too, and the two are an hour apart.
       const ParsedLine* pre = batch.preparsed(record);
       absl::Status s;
-      if (pre != nullptr && (!pre->year_inferred ||
-                             (!first && pre->time.has_value() &&
-                              absl::AbsDuration(*pre->time - previous) < absl::Hours(24 * 180)))) {
+      if (pre != nullptr && !pre->time_repeated &&
+          (!pre->year_inferred ||
+           (!first && pre->time.has_value() &&
+            absl::AbsDuration(*pre->time - previous) < absl::Hours(24 * 180)))) {
         parsed = *pre;
       } else {
         s = parser.Parse(line, first ? now : previous, &parsed,

@@ -130,8 +130,9 @@ struct LineBatch {
   std::vector<std::pair<uint32_t, uint32_t>> spans;
   // Also filled by Prematch: line i as parsed there, when parsed_kept[i] (its views point into
   // lines[i]: not a line whose NULs were replaced, nor a JSON record). ProcessLines uses it
-  // instead of parsing the line again unless its year came from a reference (an RFC 3164 time)
-  // that ProcessLines' own, the previous line's time, could change.
+  // instead of parsing the line again unless its year (an RFC 3164 time) or, in an hour the
+  // zone repeats, its occurrence came from a reference that ProcessLines' own, the previous
+  // line's time, could change.
   std::vector<ParsedLine> parsed;
   std::vector<bool> parsed_kept;
   // With parsed_kept[i]: whether line i held invalid UTF-8 (its NULs, had it any, would have

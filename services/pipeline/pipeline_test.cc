@@ -135,6 +135,83 @@ TEST_F(PipelineTest, YearlessTimesFollowThePreviousLineOfTheirSource) {
   EXPECT_EQ(all[0].start().seconds(), 1'767'225'601);  // 2026-01-01 00:00:01
 }
 
+// The hour after New York falls back (1 November 2026, 02:00 EDT -> 01:00 EST) repeats
+// 01:00-01:59. Now 06:10:30Z (01:10:30 EST, the second pass), an attack's syslog lines at
+// 01:10 are the second pass's: the ban (600 s) is made and active. They were dated in the first
+// pass, an hour early: the decision was over at creation (counted stale, never made).
+TEST_F(PipelineTest, LinesInTheRepeatedHourAfterFallBackAreDatedInTheirOwnPass) {
+  absl::TimeZone new_york;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  clock_.Set(absl::FromUnixSeconds(1'793'513'430));  // 2026-11-01 06:10:30 UTC
+  PipelineOptions options;
+  options.time_zone = new_york;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  LogBatch batch;
+  batch.set_source("web-1");
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  for (absl::string_view second : {"00", "05", "09"}) {
+    batch.add_records()->set_line(
+        absl::StrCat("Nov  1 01:10:", second,
+                     " web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2"));
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 1u);
+  EXPECT_EQ(CounterValue(registry, "palisade_decisions_total", {{"change", "stale"}}), 0);
+  std::vector<palisade::v1::Decision> all = table.List({});
+  ASSERT_THAT(all, SizeIs(1));
+  EXPECT_EQ(all[0].start().seconds(), 1'793'513'409);  // 2026-11-01 06:10:09 UTC (01:10:09 EST)
+  EXPECT_EQ(table.active_count(), 1u);
+}
+
+// In replay a batch is parsed first by Prematch (another thread), its first line against now;
+// ProcessLines takes that parse when no other reference could change the line's time. A time
+// in the repeated hour is not one: its occurrence follows the stream's previous line, here the
+// first pass (05:30Z, 01:30 EDT) though now, a day later, is nearer the second.
+TEST_F(PipelineTest, APrematchedLineInTheRepeatedHourFollowsThePreviousLine) {
+  absl::TimeZone new_york;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  clock_.Set(absl::FromUnixSeconds(1'793'596'800));  // 2026-11-02 05:20:00 UTC
+  PipelineOptions options;
+  options.time_zone = new_york;
+  options.clamp_future = false;
+  options.advance_clock = [](absl::Time) {};
+  std::vector<absl::Time> detected;
+  options.on_detections = [&detected](absl::string_view, std::vector<Detection>& fresh,
+                                      const std::vector<DecisionUpdate>&) {
+    for (const Detection& d : fresh) detected.push_back(d.time);
+  };
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  auto failure = [](absl::string_view time) {
+    return absl::StrCat("Nov  1 ", time,
+                        " web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2");
+  };
+  // The stream's first lines, dated from an earlier line of the first pass (00:59:00 EDT).
+  const std::vector<std::string> first = {"Nov  1 00:59:00 web-1 sshd[1]: Connection closed",
+                                          failure("01:30:00"), failure("01:30:10")};
+  LineBatch one;
+  one.source = "file";
+  one.format = LogFormat::LOG_FORMAT_SYSLOG;
+  for (const std::string& l : first) one.lines.push_back(l);
+  ASSERT_THAT(pipeline.ProcessLines(one), IsOk());
+  const std::string third = failure("01:30:20");
+  LineBatch two;
+  two.source = "file";
+  two.format = LogFormat::LOG_FORMAT_SYSLOG;
+  two.lines.push_back(third);
+  pipeline.Prematch(&two);
+  ASSERT_TRUE(two.parsed_kept[0]);
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessLines(two);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 1u);
+  // 2026-11-01 05:30:20 UTC (01:30:20 EDT); the line a day old, its decision is stale.
+  EXPECT_THAT(detected, ::testing::ElementsAre(absl::FromUnixSeconds(1'793'511'020)));
+}
+
 TEST_F(PipelineTest, BatchBecomesAckAndDecision) {
   LogBatch batch;
   batch.set_sequence(7);
