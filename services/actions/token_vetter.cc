@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <utility>
 
+#include "absl/hash/hash.h"
 #include "absl/strings/match.h"
 #include "absl/strings/strip.h"
 #include "services/actions/actuator.h"
@@ -55,15 +56,19 @@ void TokenVetter::Count(const std::string& result, double n) {
   results_.Add({{"result", result}}).Increment(n);
 }
 
-bool TokenVetter::TakeVerifyLocked(const std::string& source, absl::Time now) {
-  auto it = buckets_.find(source);
-  if (it == buckets_.end()) {
-    // Past max_sources, new sources share the bucket of "" (so the table stays bounded).
-    const std::string& key = buckets_.size() < options_.max_sources ? source : std::string();
-    it = buckets_.try_emplace(key, Bucket{static_cast<double>(options_.burst_per_source), now})
-             .first;
+bool TokenVetter::TakeVerifyLocked(uint64_t source_key, absl::Time now) {
+  const Bucket full{static_cast<double>(options_.burst_per_source), now};
+  Bucket* bucket;
+  if (auto it = buckets_.find(source_key); it != buckets_.end()) {
+    bucket = &it->second;
+  } else if (buckets_.size() < options_.max_sources) {
+    bucket = &buckets_.try_emplace(source_key, full).first->second;
+  } else {
+    // Past max_sources, new sources share one bucket (so the table stays bounded).
+    if (!overflow_bucket_.has_value()) overflow_bucket_ = full;
+    bucket = &*overflow_bucket_;
   }
-  Bucket& b = it->second;
+  Bucket& b = *bucket;
   if (options_.refill_every > absl::ZeroDuration() && now > b.last) {
     b.tokens = std::min(static_cast<double>(options_.burst_per_source),
                         b.tokens + absl::FDivDuration(now - b.last, options_.refill_every));
@@ -95,6 +100,7 @@ void TokenVetter::Submit(absl::string_view source_view, std::vector<Detection>& 
     return;
   }
   const std::string source(source_view);
+  const uint64_t source_key = absl::Hash<absl::string_view>()(source_view);
   const absl::Time now = clock_.TimeNow();
   absl::MutexLock lock(&mu_);
   for (Detection& d : candidates) {
@@ -118,7 +124,7 @@ void TokenVetter::Submit(absl::string_view source_view, std::vector<Detection>& 
       Count("queue_full");
       continue;
     }
-    if (!known_live && !TakeVerifyLocked(source, now)) {
+    if (!known_live && !TakeVerifyLocked(source_key, now)) {
       Count("rate_limited");
       continue;
     }
@@ -223,6 +229,17 @@ void TokenVetter::Stop() {
 size_t TokenVetter::pending() const {
   absl::MutexLock lock(&mu_);
   return queue_.size();
+}
+
+size_t TokenVetter::memory_bytes() const {
+  absl::MutexLock lock(&mu_);
+  // A flat_hash_map slot is its value and a control byte.
+  size_t bytes = queued_bytes_ + queued_fps_.capacity() * (sizeof(uint64_t) + 1) +
+                 cache_.capacity() * (sizeof(std::pair<uint64_t, Verdict>) + 1) +
+                 cache_order_.size() * sizeof(uint64_t) +
+                 buckets_.capacity() * (sizeof(std::pair<uint64_t, Bucket>) + 1) +
+                 sizeof(overflow_bucket_);
+  return bytes;
 }
 
 }  // namespace palisade

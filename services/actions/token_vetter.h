@@ -12,7 +12,10 @@
 //  - No answer (API down, throttled): retried with backoff, a bounded number of times.
 //  - Verifies are rate-limited per batch source: a burst, then one per `refill_every` (a token
 //    bucket), so a flood of fakes costs a bounded share of the API's request budget; a candidate
-//    over the limit is dropped and counted. The pending queue is bounded in entries and bytes.
+//    over the limit is dropped and counted. The buckets are keyed by a 64-bit hash of the source
+//    (absl::Hash, seeded per process), never the source itself, which the client chooses: a
+//    thousand batches with sources of a few MiB each held GiBs in bucket keys for the life of
+//    the process. The pending queue is bounded in entries and bytes.
 // Nothing here is durable: a candidate is in memory until it is verified (the secret never is).
 //
 // Everything is counted in palisade_token_candidates_total{result} (bounded labels).
@@ -25,6 +28,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,7 +54,8 @@ struct TokenVetterOptions {
   // of Cloudflare's 1,200 per 300 s, and still verify every token of a normal log at once.
   int burst_per_source = 100;
   absl::Duration refill_every = absl::Seconds(10);
-  // Sources with a bucket of their own; past it, new sources share one bucket.
+  // Sources with a bucket of their own (a few dozen bytes each, whatever the source's length);
+  // past it, new sources share one bucket.
   size_t max_sources = 1024;
   // Candidates waiting for their verify (entries, and bytes of evidence and secrets).
   size_t max_pending = 1024;
@@ -101,6 +106,9 @@ class TokenVetter {
   void Stop();
 
   size_t pending() const;
+  // The bytes the stage holds (an estimate from its tables' capacities): the pending candidates,
+  // the verdict cache and the per-source buckets.
+  size_t memory_bytes() const;
 
  private:
   struct Candidate {
@@ -124,9 +132,9 @@ class TokenVetter {
 
   // The 64 bits a fingerprint ("sha256:" + 16 hex) names.
   static uint64_t FingerprintBits(absl::string_view fingerprint);
-  // Spends one verify of `source`'s bucket; false when it is empty.
-  bool TakeVerifyLocked(const std::string& source, absl::Time now)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Spends one verify of the bucket of the source whose hash is `source_key`; false when it is
+  // empty.
+  bool TakeVerifyLocked(uint64_t source_key, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RememberLocked(uint64_t fp, bool live, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Count(const std::string& result, double n = 1);
 
@@ -142,7 +150,9 @@ class TokenVetter {
   absl::flat_hash_set<uint64_t> queued_fps_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Verdict> cache_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> cache_order_ ABSL_GUARDED_BY(mu_);  // oldest first, for eviction
-  absl::flat_hash_map<std::string, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
+  // By the source's hash; past max_sources, new sources share `overflow_bucket_`.
+  absl::flat_hash_map<uint64_t, Bucket> buckets_ ABSL_GUARDED_BY(mu_);
+  std::optional<Bucket> overflow_bucket_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread worker_;
 

@@ -124,6 +124,44 @@ TEST_F(TokenVetterTest, VerifiesAreRateLimitedPerSource) {
   EXPECT_EQ(CounterValue(registry_, "rate_limited"), 16);
 }
 
+// The batch source is the client's to choose: 1024 batches, each with a source of its own of
+// 1 MiB and one token-shaped string, made 1024 buckets keyed by the whole source, held for the
+// life of the process (1 GiB here, 4 GiB with 4 MiB sources). Each source still has a budget of
+// its own, but what the buckets hold is bounded whatever the sources' size.
+TEST_F(TokenVetterTest, HugeSourcesHoldAFewBytesOfBucketEach) {
+  Make();
+  std::string source(1 << 20, 's');
+  for (int i = 0; i < 1024; ++i) {
+    source.replace(0, 5, absl::StrCat(10000 + i));  // distinct
+    Submit(source, {RandomToken(i)});
+    EXPECT_EQ(vetter_->RunOnce(), 1);
+  }
+  EXPECT_EQ(CounterValue(registry_, "not_a_token"), 1024);
+  EXPECT_EQ(CounterValue(registry_, "rate_limited"), 0);
+  EXPECT_LT(vetter_->memory_bytes(), size_t{256} << 10);
+}
+
+// Past max_sources, new sources share one bucket; the sources that have one keep it.
+TEST_F(TokenVetterTest, SourcesPastTheCapShareOneBucket) {
+  TokenVetterOptions options;
+  options.burst_per_source = 1;
+  options.max_sources = 2;
+  Make(options);
+  int n = 0;
+  for (const std::string source : {"a", "b", "c", "d", "a"}) {
+    Submit(source, {RandomToken(n++)});
+    vetter_->RunOnce();
+  }
+  // a and b have their own verify, c takes the shared one, d finds it spent, as does a again.
+  EXPECT_EQ(CounterValue(registry_, "not_a_token"), 3);
+  EXPECT_EQ(CounterValue(registry_, "rate_limited"), 2);
+  // Ten seconds on, each bucket has one verify again: a, b and the shared one (c or e).
+  clock_.Advance(absl::Seconds(10));
+  for (const std::string source : {"a", "b", "c", "e"}) Submit(source, {RandomToken(n++)});
+  EXPECT_EQ(vetter_->RunOnce(), 3);
+  EXPECT_EQ(CounterValue(registry_, "rate_limited"), 3);
+}
+
 TEST_F(TokenVetterTest, NoAnswerIsRetriedWithBackoffThenGivenUp) {
   TokenVetterOptions options;
   options.max_attempts = 3;
