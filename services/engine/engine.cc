@@ -1398,7 +1398,9 @@ void Engine::ExpireSelected(const std::vector<absl::Time>& stream_now, absl::Tim
       for (auto it = map.begin(); it != map.end();) {
         const uint32_t s = (*it)->stream;
         const int64_t horizon = (s < stream_now.size() && s > 0 ? now_ms[s] : now_ms[0]) - span;
-        if ((*it)->last < horizon) {
+        const int64_t last =
+            s == kRestoredStream ? std::max((*it)->last, restored_at_ms_) : (*it)->last;
+        if (last < horizon) {
           EraseLocked(shards_[sh], map, it++);
           stats_.expired_windows.fetch_add(1, std::memory_order_relaxed);
           windows_per_rule_[r].fetch_sub(1, std::memory_order_relaxed);
@@ -1428,7 +1430,8 @@ palisade::v1::EngineSnapshot Engine::Snapshot() const {
   return out;
 }
 
-void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
+void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot, absl::Time now) {
+  if (now != absl::InfinitePast()) restored_at_ms_ = ToMillis(now);
   absl::flat_hash_map<std::string, size_t> index;
   for (size_t r = 0; r < rules_->rules().size(); ++r) index[rules_->rules()[r]->id()] = r;
   for (const auto& s : snapshot.windows()) {
@@ -1457,6 +1460,7 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot) {
     w.times.assign(s.times_ms().begin(), s.times_ms().end());
     std::sort(w.times.begin(), w.times.end());  // Count keeps them in time order
     w.last = *std::max_element(s.times_ms().begin(), s.times_ms().end());
+    w.stream = kRestoredStream;
     w.touched = ++shard.ticks;
     AccountLocked(shard, grown + static_cast<int64_t>(w.Bytes()));
     EnforceBudgetLocked(shard);

@@ -306,9 +306,13 @@ class Engine {
   void ExpireSpread(absl::Time now);
 
   // The live windows (match times only), and putting them back after a restart: windows of
-  // rules that no longer exist are skipped.
+  // rules that no longer exist are skipped. A restored window belongs to no stream until a line
+  // counts in it: it ages on the clock from `now` (the restart), not from its newest match, so
+  // the sweep does not drop it before the inputs resume and read the backlog that continues it
+  // (a window nothing continues goes a span after the restart).
   palisade::v1::EngineSnapshot Snapshot() const;
-  void Restore(const palisade::v1::EngineSnapshot& snapshot);
+  void Restore(const palisade::v1::EngineSnapshot& snapshot,
+               absl::Time now = absl::InfinitePast());
 
   EngineStats stats() const;
   // Live windows over all rules.
@@ -362,7 +366,9 @@ class Engine {
     char inline_key_[kInlineKey];
 
    public:
-    uint32_t stream = 0;  // the stream that counted in it last (Process's `stream`)
+    // The stream that counted in it last (Process's `stream`); kRestoredStream: restored, none
+    // since.
+    uint32_t stream = 0;
     absl::InlinedVector<int64_t, 1> times;  // unix ms, of the matches inside the window, in order
     int64_t last = std::numeric_limits<int64_t>::min();  // its newest match (unix ms)
     uint64_t touched = 0;  // its shard's `ticks` when it last counted: the eviction order
@@ -668,6 +674,10 @@ class Engine {
   // which remembers whether an address is allowlisted, belongs to.
   uint64_t id_;
   static uint64_t NextId();
+  // Window::stream of a window Restore made that no line has counted in since, and when
+  // Restore ran (unix ms): such a window ages from then (see Restore).
+  static constexpr uint32_t kRestoredStream = UINT32_MAX;
+  int64_t restored_at_ms_ = std::numeric_limits<int64_t>::min();
   // On cache lines of their own: the ordered thread adds to them on every line, and a
   // prematching thread reading id_ from the line they shared took it away each time (the
   // increment after was ~7 % of the ordered thread's samples, every pack's nginx replay on two

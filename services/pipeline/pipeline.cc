@@ -1101,7 +1101,7 @@ palisade::v1::EngineSnapshot Pipeline::SnapshotWindows() const {
 
 void Pipeline::RestoreWindows(const palisade::v1::EngineSnapshot& snapshot) {
   absl::ReaderMutexLock rules_lock(&rules_mu_);
-  engine_.Restore(snapshot);
+  engine_.Restore(snapshot, clock_.TimeNow());
   absl::MutexLock lock(&metrics_mu_);
   PublishEngineGaugesLocked();
 }

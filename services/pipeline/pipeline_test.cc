@@ -107,6 +107,44 @@ TEST_F(PipelineTest, BacklogWindowsAgeInEventTimeAcrossTheSweep) {
   EXPECT_EQ(pipeline_.engine_stats().expired_windows, 1u);
 }
 
+// The same backlog across a restart: the windows saved at shutdown are restored before the
+// inputs resume, and the sweep a second after start must not drop them on the clock before the
+// backlog that continues them is read (the restored windows age from the restart, for one
+// span, until a line of theirs moves them on).
+TEST_F(PipelineTest, RestoredWindowsWaitForTheBacklogThatContinuesThem) {
+  LogBatch first;
+  first.set_source("web-1");
+  first.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  first.add_records()->set_line(Line("203.0.113.7", 3600));
+  first.add_records()->set_line(Line("203.0.113.7", 3590));
+  ASSERT_THAT(pipeline_.ProcessBatch(first), IsOk());
+  const palisade::v1::EngineSnapshot saved = pipeline_.SnapshotWindows();
+  ASSERT_EQ(saved.windows_size(), 1);
+
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline restarted(Rules(), PipelineOptions(), clock_, table, registry);
+  restarted.RestoreWindows(saved);
+  clock_.Advance(absl::Seconds(1));
+  restarted.ExpireWindows();
+  EXPECT_EQ(restarted.engine_stats().expired_windows, 0u);
+  LogBatch second = first;
+  second.clear_records();
+  second.add_records()->set_line(Line("203.0.113.7", 3581));
+  absl::StatusOr<palisade::v1::BatchAck> ack = restarted.ProcessBatch(second);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 1u);
+  // A restored window nothing continues goes once a span has passed since the restart.
+  Pipeline idle(Rules(), PipelineOptions(), clock_, table, registry);
+  idle.RestoreWindows(saved);
+  clock_.Advance(absl::Seconds(30));
+  idle.ExpireWindows();
+  EXPECT_EQ(idle.engine_stats().expired_windows, 0u);
+  clock_.Advance(absl::Seconds(31));
+  idle.ExpireWindows();
+  EXPECT_EQ(idle.engine_stats().expired_windows, 1u);
+}
+
 // Yearless lines of one source follow its previous line across batches (nearest year: 31 Dec
 // then 1 Jan is the next day); after a month of silence the daemon starts again from now.
 TEST_F(PipelineTest, YearlessTimesFollowThePreviousLineOfTheirSource) {
