@@ -120,6 +120,22 @@ std::optional<BouncerChangeRow> Visible(const Decision& d) {
   return r;
 }
 
+// Whether live row `r` is served as new or live at `now`: not once its end has passed, though
+// the table's sweep has not expired it yet (up to a sweep interval; after a restart, what ended
+// while palisaded was down), as CrowdSec serves only until > now. Its deletion comes with the
+// sweep.
+bool Current(const BouncerChangeRow& r, absl::Time now) { return r.until > now; }
+
+// The memory a row holds: itself and its strings' buffers (those past the inline ones).
+size_t RowBytes(const BouncerChangeRow& r) {
+  size_t bytes = sizeof(r);
+  for (const std::string* s :
+       {&r.decision_id, &r.scope, &r.value, &r.type, &r.origin, &r.scenario}) {
+    if (s->capacity() > std::string().capacity()) bytes += s->capacity() + 1;
+  }
+  return bytes;
+}
+
 bool SameServed(const BouncerChangeRow& a, const BouncerChangeRow& b) {
   return a.deleted == b.deleted && a.scope == b.scope && a.value == b.value && a.type == b.type &&
          a.origin == b.origin && a.scenario == b.scenario && a.until == b.until;
@@ -464,6 +480,21 @@ BouncerApi::BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Stor
                      .Help("CrowdSec bouncers registered (palisadectl bouncers add).")
                      .Register(registry)
                      .Add({});
+  write_failures_ = &prometheus::BuildCounter()
+                         .Name("palisade_bouncer_log_write_failures_total")
+                         .Help(
+                             "Writes of the bouncers' decision log the store refused (retried "
+                             "every second and at each pull; pulls are refused meanwhile).")
+                         .Register(registry)
+                         .Add({});
+  overflows_ = &prometheus::BuildCounter()
+                    .Name("palisade_bouncer_log_overflows_total")
+                    .Help(
+                        "Times the decision changes waiting for a refusing store passed their "
+                        "cap in bytes and were dropped (bouncers then get every active "
+                        "decision at their next pull).")
+                    .Register(registry)
+                    .Add({});
   refused_ = &prometheus::BuildCounter()
                   .Name("palisade_bouncer_requests_refused_total")
                   .Help(
@@ -524,24 +555,115 @@ void BouncerApi::AppendLocked(std::vector<BouncerChangeRow> rows) {
     } else {
       changes_[r.decision_id] = std::make_shared<const ActiveRow>(ActiveRow{r, DecidedRange(r)});
     }
+    pending_bytes_ += RowBytes(r);
     pending_.push_back(std::move(r));
+    // A feed sync of 100,000 decisions is 100,000 changes: written one transaction each, they
+    // took 12.6 s of the table's listener time; batched, one. Not while the store refuses the
+    // log: the ticker and pulls retry it, and a failing write of the whole backlog per change
+    // held up the listener (and logged a line each).
+    if (pending_.size() < kMaxPending && pending_bytes_ < max_pending_bytes_) continue;
+    if (!write_failing_) (void)FlushLocked();
+    if (pending_bytes_ >= max_pending_bytes_) DropPendingLocked();
   }
-  // A feed sync of 100,000 decisions is 100,000 changes: written one transaction each, they
-  // took 12.6 s of the table's listener time; batched, one.
-  if (pending_.size() >= kMaxPending) (void)FlushLocked();
+}
+
+void BouncerApi::DropPendingLocked() {
+  pending_.clear();
+  pending_.shrink_to_fit();
+  pending_bytes_ = 0;
+  // Every bouncer that pulled is now behind what the store holds: it gets a startup-style
+  // answer (every active decision, from memory), as one behind what Trim forgot does. The
+  // store's log is brought in line with the active rows once it takes writes again (CatchUp).
+  trimmed_through_ = last_seq_;
+  rebuild_ = true;
+  ++drops_;
+  overflows_->Increment();
+  if (overflow_logged_) return;
+  overflow_logged_ = true;
+  Log(absl::StrCat("bouncer_api: more than ", max_pending_bytes_,
+                   " bytes of decision changes wait for the store: dropped; bouncers get every "
+                   "active decision at their next pull once the store takes the log again"));
 }
 
 absl::Status BouncerApi::FlushLocked() {
   if (pending_.empty()) return absl::OkStatus();
   absl::Status s = store_->RecordBouncerChanges(pending_, last_seq_);
   if (!s.ok()) {
-    // Kept, and written with the next flush; no bouncer is served past them meanwhile (Stream
-    // flushes first and answers 500 when it cannot).
-    Log(absl::StrCat("bouncer_api: ", s.message()));
+    // Kept, and written with the next flush (the ticker's or a pull's); no bouncer is served
+    // past them meanwhile (Stream flushes first and answers 500 when it cannot). Logged once
+    // until a write goes through, counted each time.
+    write_failures_->Increment();
+    if (!write_failing_) {
+      Log(
+          absl::StrCat("bouncer_api: the decision log cannot be written (retried every second "
+                       "and at each pull; pulls are refused meanwhile): ",
+                       s.message()));
+    }
+    write_failing_ = true;
     return s;
   }
+  if (write_failing_) Log("bouncer_api: the decision log is written again");
+  write_failing_ = false;
+  overflow_logged_ = false;
   pending_.clear();
+  pending_bytes_ = 0;
+  if (pending_.capacity() > kMaxPending) pending_.shrink_to_fit();
   return absl::OkStatus();
+}
+
+absl::Status BouncerApi::CatchUp() {
+  uint64_t drops = 0;  // drops_ as of the snapshot's rows
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = FlushLocked(); !s.ok()) return s;
+    if (!rebuild_) return absl::OkStatus();
+    drops = drops_;
+    // Nothing was waiting to tell whether the store takes writes again: an empty write says.
+    if (write_failing_) {
+      if (absl::Status s = store_->RecordBouncerChanges({}, last_seq_); !s.ok()) {
+        write_failures_->Increment();
+        return s;
+      }
+      Log("bouncer_api: the decision log is written again");
+      write_failing_ = false;
+      overflow_logged_ = false;
+    }
+  }
+  // Changes were dropped: the store's live rows are brought in line with the active rows, as
+  // Attach does at start. Read and compared outside mu_ (the listener goes on); a decision
+  // changed since the snapshot has that change logged already, and is left as it is.
+  absl::StatusOr<std::vector<BouncerChangeRow>> stored =
+      store_->LoadBouncerChanges(0, /*live_only=*/true);
+  if (!stored.ok()) return stored.status();
+  const Snapshot active = TakeSnapshot();
+  // A row to log, and the active row it takes to be current (null: none).
+  std::vector<std::pair<BouncerChangeRow, std::shared_ptr<const ActiveRow>>> fixes;
+  absl::flat_hash_map<absl::string_view, const BouncerChangeRow*> by_id;
+  for (const BouncerChangeRow& r : *stored) by_id[r.decision_id] = &r;
+  for (const auto& [id, a] : *active.rows) {
+    auto it = by_id.find(id);
+    if (it != by_id.end() && SameServed(*it->second, a->row)) continue;
+    fixes.emplace_back(a->row, a);  // its num kept
+  }
+  const absl::Time now = Millis(clock_.TimeNow());
+  for (const BouncerChangeRow& r : *stored) {
+    if (active.rows->contains(r.decision_id)) continue;
+    BouncerChangeRow ended = r;
+    ended.deleted = true;
+    ended.until = std::min(ended.until, now);
+    fixes.emplace_back(std::move(ended), nullptr);
+  }
+  absl::MutexLock lock(&mu_);
+  std::vector<BouncerChangeRow> rows;
+  for (auto& [row, current] : fixes) {
+    if (FindLocked(row.decision_id) == current) rows.push_back(std::move(row));
+  }
+  // Rebuilt, unless changes made after the snapshot were dropped meanwhile (the next CatchUp's).
+  rebuild_ = drops_ != drops;
+  Log(absl::StrCat("bouncer_api: the decision log is rebuilt after dropped changes (", rows.size(),
+                   " change(s) logged again)"));
+  AppendLocked(std::move(rows));
+  return FlushLocked();
 }
 
 absl::Status BouncerApi::Attach(DecisionTable& table) {
@@ -589,11 +711,23 @@ absl::Status BouncerApi::Attach(DecisionTable& table) {
                        " decision change(s) logged at start (made while the log was behind)"));
     }
   }
-  table.AddListener([this](const DecisionUpdate& update) { OnUpdate(update); });
+  table.AddSetListener([this](const std::vector<DecisionUpdate>& set) { OnUpdates(set); });
   return absl::OkStatus();
 }
 
 void BouncerApi::OnUpdate(const DecisionUpdate& update) {
+  absl::MutexLock lock(&mu_);
+  OnUpdateLocked(update);
+}
+
+void BouncerApi::OnUpdates(const std::vector<DecisionUpdate>& updates) {
+  // One lock for the set: a pull takes its position (last_seq_) under mu_, so it never lands
+  // between a replaced decision's deletion and its replacement's creation.
+  absl::MutexLock lock(&mu_);
+  for (const DecisionUpdate& u : updates) OnUpdateLocked(u);
+}
+
+void BouncerApi::OnUpdateLocked(const DecisionUpdate& update) {
   const Decision& d = update.decision;
   std::optional<BouncerChangeRow> row;
   switch (update.change) {
@@ -608,7 +742,6 @@ void BouncerApi::OnUpdate(const DecisionUpdate& update) {
     case DecisionChange::kForwarded:
       return;
   }
-  absl::MutexLock lock(&mu_);
   std::shared_ptr<const ActiveRow> served = FindLocked(d.id());
   if (row) {
     if (served != nullptr) {
@@ -705,6 +838,11 @@ int64_t BouncerApi::last_seq() {
 absl::Status BouncerApi::Flush() {
   absl::MutexLock lock(&mu_);
   return FlushLocked();
+}
+
+size_t BouncerApi::pending_bytes() {
+  absl::MutexLock lock(&mu_);
+  return pending_bytes_;
 }
 
 std::shared_ptr<BouncerApi::Bouncer> BouncerApi::Authenticate(const std::string& key) {
@@ -815,6 +953,11 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
   // read here is the one the pull moves from, and the log read below still holds what lies
   // above it.
   absl::MutexLock pull(&pull_mu_);
+  // What the log holds in memory goes to the store first (and after dropped changes, the log is
+  // rebuilt): the position served must never pass a change the store does not have.
+  if (absl::Status s = CatchUp(); !s.ok()) {
+    return JsonError(500, "the decision log cannot be written");
+  }
   int64_t position = 0;
   bool behind = false;
   {
@@ -832,9 +975,8 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
   int64_t served = 0;
   {
     absl::MutexLock lock(&mu_);
-    // What the log holds in memory goes to the store first: the position served must never pass
-    // a change the store does not have.
-    if (absl::Status flushed = FlushLocked(); !flushed.ok()) {
+    // Changes logged since CatchUp, written too (and none dropped meanwhile).
+    if (absl::Status flushed = FlushLocked(); !flushed.ok() || rebuild_) {
       return JsonError(500, "the decision log cannot be written");
     }
     served = active.rows != nullptr ? active.seq : last_seq_;
@@ -846,7 +988,7 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
   std::vector<const BouncerChangeRow*> added, deleted;
   if (active.rows != nullptr) {
     for (const auto& [id, a] : *active.rows) {
-      if (f.Matches(a->row, a->decided)) added.push_back(&a->row);
+      if (Current(a->row, now) && f.Matches(a->row, a->decided)) added.push_back(&a->row);
     }
   }
   // startup=true lists deletions too, as CrowdSec's does (it sends the expired decisions it
@@ -867,7 +1009,7 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
       if (!f.MatchesLogged(r)) continue;
       if (r.deleted) {
         deleted.push_back(&r);
-      } else if (!behind && !f.startup) {  // else the live ones are all in `added` already
+      } else if (!behind && !f.startup && Current(r, now)) {  // else in `added` already
         added.push_back(&r);
       }
     }
@@ -923,7 +1065,7 @@ BouncerReply BouncerApi::Live(std::shared_ptr<Bouncer> bouncer, const BouncerReq
   const absl::Time now = clock_.TimeNow();
   std::vector<const BouncerChangeRow*> found;
   for (const auto& [id, a] : *active.rows) {
-    if (f.Matches(a->row, a->decided)) found.push_back(&a->row);
+    if (Current(a->row, now) && f.Matches(a->row, a->decided)) found.push_back(&a->row);
   }
   if (answer_hook_) answer_hook_();
   std::sort(found.begin(), found.end(), ByUntil);
@@ -959,6 +1101,7 @@ BouncerReply BouncerApi::Live(std::shared_ptr<Bouncer> bouncer, const BouncerReq
 absl::StatusOr<int64_t> BouncerApi::Trim() {
   // Not while a pull is between reading the log and recording its position (Stream).
   absl::MutexLock pull(&pull_mu_);
+  if (absl::Status s = CatchUp(); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (absl::Status s = FlushLocked(); !s.ok()) return s;
   int64_t served_through = last_seq_;
@@ -969,7 +1112,8 @@ absl::StatusOr<int64_t> BouncerApi::Trim() {
       static_cast<int64_t>(config_.max_deletions()));
   if (!forgotten.ok()) return forgotten;
   absl::StatusOr<BouncerLogMeta> meta = store_->LoadBouncerLogMeta();
-  if (meta.ok()) trimmed_through_ = meta->trimmed_through;
+  // Never lowered: dropped changes raised it in memory only.
+  if (meta.ok()) trimmed_through_ = std::max(trimmed_through_, meta->trimmed_through);
   return forgotten;
 }
 
@@ -1049,9 +1193,15 @@ absl::Status BouncerApi::Start() {
     int ticks = 0;
     while (!stopping_.WaitForNotificationWithTimeout(absl::Seconds(1))) {
       RefreshStaleness();
+      bool rebuild = false;
       {
         absl::MutexLock lock(&mu_);
         (void)FlushLocked();  // at most a second of changes waits in memory
+        rebuild = rebuild_;
+      }
+      if (rebuild) {
+        absl::MutexLock pull(&pull_mu_);
+        (void)CatchUp();
       }
       if (++ticks % 60 == 0) {
         absl::StatusOr<int64_t> trimmed = Trim();

@@ -14,7 +14,9 @@
 //
 // Which decisions bouncers see: active, not dry run, on an address (scope "Ip") or a range
 // ("Range": feeds' CIDRs), whose action is block ("ban") or a challenge ("captcha"). Paths,
-// token fingerprints and rate limits never. `id` is a number kept for the decision's life,
+// token fingerprints and rate limits never. One whose end has passed is not served in `new` or
+// live, though the table's sweep has not expired it yet (CrowdSec serves until > now only);
+// its deletion comes with the sweep. `id` is a number kept for the decision's life,
 // `scenario` its rule id (or "manual" / the feed's reason), `origin` CrowdSec's vocabulary
 // ("crowdsec" for rules, "cscli" for manual decisions, "lists" for feeds), `duration` the time
 // left as Go writes a duration ("3h59m57.07925426s"; negative for a deletion, as CrowdSec
@@ -34,7 +36,12 @@
 // it, as with CrowdSec, whose expired decisions are flushed too.
 // The log is fed by the decision table's listener (after the table stored the change) and
 // written to the store in batches (every second, before any pull is answered, every 10,000
-// changes, at Stop): no bouncer is ever served a position the store does not hold. A crash
+// changes or 16 MiB of them, at Stop): no bouncer is ever served a position the store does not
+// hold. When the store refuses the log (a full disk) pulls are answered 500, and the ticker
+// and pulls retry the write (the listener does not, once it failed); past 16 MiB of changes
+// waiting, they are dropped (palisade_bouncer_log_overflows_total, logged once): every bouncer
+// that pulled is then far behind and gets a startup-style answer, and once the store takes
+// writes again the log is rebuilt from the active decisions, as at start. A crash
 // loses the batch not yet written, and that is repaired at start (Attach): the table's active
 // decisions are compared with the log's live rows, and only the differences are logged
 // (nothing served is repeated: nothing past the store was served).
@@ -55,11 +62,14 @@
 // palisade_bouncer_decisions_served_total{bouncer,list=new|deleted},
 // palisade_bouncer_last_pull_timestamp_seconds{bouncer} (the registration time until the first
 // pull), palisade_bouncer_seconds_since_last_pull{bouncer} (refreshed every second),
-// palisade_bouncers_registered, palisade_bouncer_requests_refused_total{reason}.
+// palisade_bouncers_registered, palisade_bouncer_requests_refused_total{reason},
+// palisade_bouncer_log_write_failures_total, palisade_bouncer_log_overflows_total.
 //
 // Thread-safety: all public methods are thread-safe. The HTTP server runs on its own threads.
-// The decision table's listener (OnUpdate) takes the API's lock (mu_) for each change, so
-// nothing that grows with the active decisions or with the requests is done under it: the
+// The decision table's set listener (OnUpdates) takes the API's lock (mu_) once for each change
+// set and logs the set whole: a pull's position is always at a set's end, never between a
+// replaced decision's deletion and its replacement's creation. Since the listener waits for
+// mu_, nothing that grows with the active decisions or with the requests is done under it: the
 // active rows are an immutable snapshot (ranges parsed once, when logged) that a pull or a live
 // question takes under mu_ by pointer and reads, filters and writes out after it; changes made
 // meanwhile are a small layer on top, folded into the next snapshot outside mu_.
@@ -144,7 +154,10 @@ class BouncerApi {
   void Stop();
   int port() const { return port_; }
 
-  // A decision change, as the table's listener hears it (Attach subscribes this).
+  // A change set, as the table's set listener hears it (Attach subscribes this): logged whole,
+  // under one lock, so that no pull is served a part of it.
+  void OnUpdates(const std::vector<DecisionUpdate>& updates);
+  // A set of one change (tests).
   void OnUpdate(const DecisionUpdate& update);
 
   // Admin: a new bouncer and its key (returned once). kInvalidArgument for a name that is not
@@ -166,6 +179,13 @@ class BouncerApi {
   int64_t last_seq();
   // Writes the changes still in memory to the store (the ticker does it every second; tests).
   absl::Status Flush();
+  // Bytes of the changes waiting for the store (tests).
+  size_t pending_bytes();
+  // Tests: replaces kMaxPendingBytes. Before any change.
+  void SetMaxPendingBytesForTesting(size_t bytes) {
+    absl::MutexLock lock(&mu_);
+    max_pending_bytes_ = bytes;
+  }
   // Tests: `hook` runs in every pull and live question once its rows are chosen and before its
   // answer is written, so a test can hold an answer there and see what waits for it. Set it
   // before any request.
@@ -206,11 +226,21 @@ class BouncerApi {
   bool RegisteredLocked(const std::shared_ptr<Bouncer>& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AddMetricsLocked(Bouncer& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void RemoveMetricsLocked(Bouncer& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Logs one change of a set (OnUpdates).
+  void OnUpdateLocked(const DecisionUpdate& update) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Numbers `rows`, applies them to the active rows (changes_) and queues them for the store
-  // (pending_).
+  // (pending_): written at kMaxPending rows or max_pending_bytes_, unless the last write
+  // failed; dropped (DropPendingLocked) past max_pending_bytes_ when they cannot be written.
   void AppendLocked(std::vector<BouncerChangeRow> rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes pending_ in one transaction (kept on failure).
   absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forgets pending_, which the store refused past max_pending_bytes_: every bouncer that
+  // pulled becomes far behind (trimmed_through_), and the log waits for a rebuild (rebuild_).
+  void DropPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes pending_ and, after dropped changes, once the store takes writes again, brings its
+  // live rows in line with the active rows (as Attach does at start). OK when the store holds
+  // every change logged so far. Under pull_mu_: no pull is served between the two.
+  absl::Status CatchUp() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pull_mu_) ABSL_LOCKS_EXCLUDED(mu_);
   // The active row of decision `id` (null: none), through the layers: changes_, merging_,
   // active_. FindOlderLocked skips changes_.
   std::shared_ptr<const ActiveRow> FindLocked(const std::string& id)
@@ -260,6 +290,17 @@ class BouncerApi {
   // this often (a question is not a write transaction), and at Stop.
   static constexpr absl::Duration kLivePullStoreInterval = absl::Minutes(1);
   std::vector<BouncerChangeRow> pending_ ABSL_GUARDED_BY(mu_);
+  // What pending_ may hold while the store refuses it (~60,000 changes): past it they are
+  // dropped (DropPendingLocked).
+  static constexpr size_t kMaxPendingBytes = size_t{16} << 20;
+  size_t max_pending_bytes_ ABSL_GUARDED_BY(mu_) = kMaxPendingBytes;
+  size_t pending_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // pending_'s rows and their strings
+  // The last write failed: only the ticker and pulls retry it (not each change).
+  bool write_failing_ ABSL_GUARDED_BY(mu_) = false;
+  // Changes were dropped: the store's log misses some until CatchUp rebuilds it.
+  bool rebuild_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t drops_ ABSL_GUARDED_BY(mu_) = 0;            // DropPendingLocked calls so far
+  bool overflow_logged_ ABSL_GUARDED_BY(mu_) = false;  // a drop logged since the last write
   int64_t trimmed_through_ ABSL_GUARDED_BY(mu_) = 0;
 
   prometheus::Family<prometheus::Counter>* pulls_ = nullptr;
@@ -268,6 +309,8 @@ class BouncerApi {
   prometheus::Family<prometheus::Gauge>* since_last_pull_ = nullptr;
   prometheus::Gauge* registered_ = nullptr;
   prometheus::Family<prometheus::Counter>* refused_ = nullptr;
+  prometheus::Counter* write_failures_ = nullptr;
+  prometheus::Counter* overflows_ = nullptr;
 
   std::unique_ptr<httplib::Server> server_;
   std::thread server_thread_;

@@ -1,10 +1,13 @@
 #include "services/bouncer_api/bouncer_api.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
@@ -33,6 +36,10 @@ std::string FreshPath(const std::string& name) {
   std::string p = std::string(std::getenv("TEST_TMPDIR")) + "/" + name;
   for (const char* suffix : {"", "-wal", "-shm"}) std::remove((p + suffix).c_str());
   return p;
+}
+
+std::string Serialized(prometheus::Registry& registry) {
+  return prometheus::TextSerializer().Serialize(registry.Collect());
 }
 
 // palisaded's pieces as it wires them: a store file, the decision table restored from it, and
@@ -83,7 +90,7 @@ struct Daemon {
     EXPECT_EQ(status, 200) << body;
     return json::parse(body, nullptr, false);
   }
-  std::string Metrics() { return prometheus::TextSerializer().Serialize(registry.Collect()); }
+  std::string Metrics() { return Serialized(registry); }
 
   prometheus::Registry registry;
   std::unique_ptr<Store> store;
@@ -298,6 +305,66 @@ TEST(BouncerApiTest, ExpiryOnTheClockIsADeletion) {
   json startup = d.Pull(key, true);
   EXPECT_EQ(Values(startup["new"]), std::set<std::string>{"203.0.113.8"});
   EXPECT_TRUE(startup["deleted"].is_null());
+}
+
+// A decision past its end is not served as new or live (CrowdSec serves until > now only),
+// though the sweeper has not expired it yet: up to a sweep interval after each end, and, after
+// a restart, for what ended while palisaded was down (the API serves before the first sweep).
+// Its deletion comes once the sweep ends it.
+TEST(BouncerApiTest, ADecisionPastItsEndIsNotServedBeforeTheSweep) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("past-end.db");
+  std::string stream_key, live_key;
+  {
+    Daemon d(path, clock);
+    stream_key = *d.api->AddBouncer("fw");
+    live_key = *d.api->AddBouncer("nginx");
+    EXPECT_TRUE(d.Pull(stream_key)["new"].is_null());
+    d.Ban("203.0.113.7", absl::Minutes(10));
+    clock.Advance(absl::Minutes(10) + absl::Seconds(30));  // no ExpireDue
+    EXPECT_EQ(d.Get("/v1/decisions?ip=203.0.113.7", live_key).second, "null");
+    EXPECT_TRUE(d.Pull(stream_key)["new"].is_null());
+    EXPECT_TRUE(d.Pull(stream_key, /*startup=*/true)["new"].is_null());
+    d.table.ExpireDue();
+    EXPECT_EQ(Values(d.Pull(stream_key)["deleted"]), std::set<std::string>{"203.0.113.7"});
+
+    d.Ban("203.0.113.8", absl::Minutes(10));
+    EXPECT_EQ(Values(d.Pull(stream_key)["new"]), std::set<std::string>{"203.0.113.8"});
+  }
+  clock.Advance(absl::Hours(1));  // palisaded down while 203.0.113.8 ends
+  Daemon d(path, clock);
+  EXPECT_EQ(d.Get("/v1/decisions?ip=203.0.113.8", live_key).second, "null");
+  EXPECT_TRUE(d.Pull(stream_key, /*startup=*/true)["new"].is_null());
+  d.table.ExpireDue();
+  EXPECT_EQ(Values(d.Pull(stream_key)["deleted"]), std::set<std::string>{"203.0.113.8"});
+}
+
+// A stronger claim replaces a decision in one change set: the old one withdrawn, the new one
+// created on the same address. A pull between the two was served the deletion alone, and the
+// bouncer let the address through until its next poll. The log now takes a change set whole.
+TEST(BouncerApiTest, APullNeverSplitsAChangeSet) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("replace.db"), clock);
+  std::string key = *d.api->AddBouncer("fw");
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("203.0.113.7");
+  req.mutable_duration()->set_seconds(3600);
+  req.set_actuator(palisade::v1::ACTUATOR_NONE);  // local only
+  ASSERT_THAT(d.table.AddManual(req), IsOk());
+  EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
+  // Heard after the API's listener (added by Attach): a pull made here lands where a bouncer's
+  // pull could land while the set is being heard.
+  std::optional<json> between;
+  const uint64_t listener = d.table.AddListener([&](const DecisionUpdate& u) {
+    if (u.change == DecisionChange::kWithdrawn && !between) between = d.Pull(key);
+  });
+  req.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);  // at the edge: replaces it
+  ASSERT_THAT(d.table.AddManual(req), IsOk());
+  d.table.RemoveListener(listener);
+  ASSERT_TRUE(between.has_value());
+  EXPECT_TRUE((*between)["deleted"].is_null() ||
+              Values((*between)["new"]).count("203.0.113.7") == 1)
+      << "the pull between the withdrawal and the creation: " << *between;
 }
 
 TEST(BouncerApiTest, ARestartOfPalisadedNeitherLosesNorReplays) {
@@ -605,7 +672,7 @@ TEST(BouncerApiTest, LiveQuestionsAreNotAStoreWriteEach) {
 
 // Holds `request` in the middle of its answer (the answer hook: its rows are chosen, its
 // answer not yet written), makes a decision on `ban` from another thread meanwhile, and says
-// whether the table's listener (BouncerApi::OnUpdate, called on that thread) was through before
+// whether the table's listener (BouncerApi::OnUpdates, called on that thread) was through before
 // the answer was let go. The 30 s are no speed threshold: a listener that does not wait for the
 // answer is through at once, one that waits is never through while the answer is held.
 bool ListenerWasThroughDuring(Daemon& d, const BouncerRequest& request, const std::string& ban,
@@ -883,6 +950,91 @@ TEST(BouncerApiTest, StalenessAndCounts) {
   EXPECT_FALSE(list[0].stale);
   EXPECT_TRUE(list[1].stale);
   EXPECT_EQ(list[1].last_pull, absl::InfinitePast());
+}
+
+// When the store refuses the bouncer log (a full disk), every decision change retried the whole
+// backlog inside the table's listener (~2,000 failed writes, and log lines, for 12,000 bans)
+// and the backlog grew without bound. Now a failed write is retried by the ticker and by pulls
+// only, and past a cap in bytes the backlog is dropped: bouncers then get a startup-style
+// answer, and the log is rebuilt from the active decisions once the store takes it again.
+TEST(BouncerApiTest, ARefusedLogIsRetriedOutsideTheListenerAndCappedInBytes) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("log-refused.db");
+  auto store = *Store::Open(path);
+  DecisionTable table(clock);
+  table.SetStore(store.get(), {});
+  ASSERT_THAT(table.Restore(), IsOk());
+  prometheus::Registry registry;
+  absl::Mutex lines_mu;
+  std::vector<std::string> lines;
+  palisade::v1::BouncerApiConfig config;
+  config.set_listen("127.0.0.1:0");
+  auto created =
+      BouncerApi::Create(config, clock, store.get(), registry, [&](const std::string& line) {
+        absl::MutexLock lock(&lines_mu);
+        lines.push_back(line);
+      });
+  ASSERT_THAT(created, IsOk());
+  std::unique_ptr<BouncerApi> api = *std::move(created);
+  // Not started: no ticker, so every write is one this test makes happen.
+  constexpr size_t kCap = size_t{512} << 10;
+  api->SetMaxPendingBytesForTesting(kCap);
+  ASSERT_THAT(api->Attach(table), IsOk());
+  const std::string key = *api->AddBouncer("fw");
+  auto ban = [&](const std::string& ip) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value(ip);
+    req.mutable_duration()->set_seconds(3600);
+    ASSERT_THAT(table.AddManual(req), IsOk());
+  };
+  auto pull = [&](bool startup) {
+    return api->Handle(
+        Request("/v1/decisions/stream", key, {{"startup", startup ? "true" : "false"}}));
+  };
+  ban("198.51.100.1");
+  BouncerReply first = pull(false);
+  ASSERT_EQ(first.status, 200) << first.body;
+
+  // The log's rows and its position, as a full disk refuses them.
+  ExecSql(path, R"sql(
+      CREATE TRIGGER refuse_rows BEFORE INSERT ON bouncer_changes
+        BEGIN SELECT RAISE(ABORT, 'injected: disk full'); END;
+      CREATE TRIGGER refuse_position BEFORE INSERT ON bouncer_log
+        BEGIN SELECT RAISE(ABORT, 'injected: disk full'); END;)sql");
+  constexpr int kBans = 12'000;
+  size_t most = 0;
+  for (int i = 0; i < kBans; ++i) {
+    ban(absl::StrCat("203.0.", i / 256, ".", i % 256));
+    if (i % 500 == 0) most = std::max(most, api->pending_bytes());
+  }
+  most = std::max(most, api->pending_bytes());
+  auto count_lines = [&](absl::string_view part) {
+    absl::MutexLock lock(&lines_mu);
+    return std::count_if(lines.begin(), lines.end(),
+                         [&](const std::string& l) { return absl::StrContains(l, part); });
+  };
+  EXPECT_LE(count_lines("injected: disk full"), 10);
+  EXPECT_EQ(count_lines("dropped;"), 1);
+  EXPECT_LE(most, kCap);
+  // A pull is not served past what the store holds.
+  EXPECT_EQ(pull(false).status, 500);
+
+  ExecSql(path, "DROP TRIGGER refuse_rows; DROP TRIGGER refuse_position;");
+  BouncerReply caught_up = pull(false);
+  ASSERT_EQ(caught_up.status, 200) << caught_up.body.substr(0, 200);
+  json answer = json::parse(caught_up.body, nullptr, false);
+  EXPECT_THAT(answer["new"], SizeIs(kBans + 1));
+  EXPECT_THAT(Serialized(registry),
+              HasSubstr("palisade_bouncer_pulls_total{bouncer=\"fw\",kind=\"startup\"} 1"));
+  EXPECT_THAT(Serialized(registry), HasSubstr("palisade_bouncer_log_overflows_total"));
+  // The log is whole again: a bouncer that never pulled reads every active decision from it.
+  EXPECT_THAT(*store->LoadBouncerChanges(0, /*live_only=*/true), SizeIs(kBans + 1));
+  const std::string fresh = *api->AddBouncer("fresh");
+  BouncerReply from_log =
+      api->Handle(Request("/v1/decisions/stream", fresh, {{"startup", "false"}}));
+  ASSERT_EQ(from_log.status, 200);
+  EXPECT_THAT(json::parse(from_log.body, nullptr, false)["new"], SizeIs(kBans + 1));
+  EXPECT_TRUE(json::parse(pull(false).body, nullptr, false)["new"].is_null());
 }
 
 }  // namespace

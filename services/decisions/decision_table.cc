@@ -400,12 +400,22 @@ uint64_t DecisionTable::AddListener(Listener listener) {
   return id;
 }
 
+uint64_t DecisionTable::AddSetListener(SetListener listener) {
+  absl::MutexLock lock(&listeners_mu_);
+  const uint64_t id = next_listener_id_++;
+  set_listeners_.emplace_back(id, std::move(listener));
+  return id;
+}
+
 void DecisionTable::RemoveListener(uint64_t id) {
   // Listeners are called under listeners_mu_: holding it, none is running.
   absl::MutexLock lock(&listeners_mu_);
   listeners_.erase(std::remove_if(listeners_.begin(), listeners_.end(),
                                   [id](const auto& l) { return l.first == id; }),
                    listeners_.end());
+  set_listeners_.erase(std::remove_if(set_listeners_.begin(), set_listeners_.end(),
+                                      [id](const auto& l) { return l.first == id; }),
+                       set_listeners_.end());
 }
 
 void DecisionTable::Notify(uint64_t ticket, const std::vector<DecisionUpdate>& updates,
@@ -416,6 +426,11 @@ void DecisionTable::Notify(uint64_t ticket, const std::vector<DecisionUpdate>& u
   Turn turn{&notified_, ticket};
   listeners_mu_.Await(absl::Condition(&IsTurn, &turn));
   if (before) before(updates);
+  // The whole set first: a per-update listener that looks at a set listener's state (a pull of
+  // the bouncer API made from it) finds the set whole there, never half of it.
+  if (!updates.empty()) {
+    for (const auto& l : set_listeners_) l.second(updates);
+  }
   for (const DecisionUpdate& u : updates) {
     for (const auto& l : listeners_) l.second(u);
   }
@@ -851,7 +866,15 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
       if (!cidr.ok()) {
         return absl::InvalidArgumentError(absl::StrCat("target.value: ", cidr.status().message()));
       }
-      target.set_value(cidr->ToString());
+      // A range of one address is that address (as the feed manager folds feed entries): one
+      // decision on it, not a second one keyed by "a.b.c.d/32" that a bouncer's ipset (hash:net)
+      // takes for the same entry and removes when the other ends.
+      if (cidr->prefix_length() == cidr->base().bit_length()) {
+        target.set_kind(TargetKind::TARGET_KIND_IP);
+        target.set_value(cidr->base().ToString());
+      } else {
+        target.set_value(cidr->ToString());
+      }
       break;
     }
     case TargetKind::TARGET_KIND_PATH:

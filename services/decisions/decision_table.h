@@ -117,6 +117,11 @@ class DecisionTable {
   // decision's creation always before its extension, expiry or withdrawal. A listener must not
   // call back into the table's changing methods (it would wait for its own turn).
   using Listener = std::function<void(const DecisionUpdate&)>;
+  // Called, as a Listener, with a whole change set at once (never an empty one): for a listener
+  // that must never show a set half made, such as a replaced decision's withdrawal without its
+  // replacement on the same target (the bouncer API). The set listeners hear a set before the
+  // per-update listeners hear any of it.
+  using SetListener = std::function<void(const std::vector<DecisionUpdate>&)>;
 
   DecisionTable(Clock& clock, uint32_t max_evidence = 5);
 
@@ -125,6 +130,7 @@ class DecisionTable {
 
   // Returns the listener's id, for RemoveListener.
   uint64_t AddListener(Listener listener);
+  uint64_t AddSetListener(SetListener listener);
   // After it returns, the listener is not running and is never called again (it waits for a
   // change set being heard). Not from inside a listener.
   void RemoveListener(uint64_t id);
@@ -195,6 +201,8 @@ class DecisionTable {
                                        absl::Time refresh_before);
 
   // A manual ban. kInvalidArgument when the target does not parse or the duration is not > 0.
+  // A range of one address (a /32, a /128) is decided as that address (TARGET_KIND_IP): it
+  // extends or replaces the address's decision instead of standing beside it.
   absl::StatusOr<palisade::v1::Decision> AddManual(const palisade::v1::AddDecisionRequest& req);
 
   // A manual unban. kNotFound for an unknown id; kFailedPrecondition when already inactive.
@@ -438,6 +446,7 @@ class DecisionTable {
   prometheus::Gauge* unwritten_gauge_ ABSL_GUARDED_BY(write_mu_) = nullptr;
   absl::Mutex listeners_mu_;
   std::vector<std::pair<uint64_t, Listener>> listeners_ ABSL_GUARDED_BY(listeners_mu_);
+  std::vector<std::pair<uint64_t, SetListener>> set_listeners_ ABSL_GUARDED_BY(listeners_mu_);
   uint64_t next_listener_id_ ABSL_GUARDED_BY(listeners_mu_) = 1;
   Forward forward_ ABSL_GUARDED_BY(mu_);
   int forwarding_ ABSL_GUARDED_BY(mu_) = 0;  // ApplyAll calls running a copy of forward_

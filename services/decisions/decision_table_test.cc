@@ -652,6 +652,35 @@ TEST_F(DecisionTableTest, ManualBanAndUnban) {
   EXPECT_THAT(table_.Withdraw("nope"), StatusIs(absl::StatusCode::kNotFound));
 }
 
+// A range of one address ("203.0.113.7/32", "2001:db8::1/128") is that address: one decision,
+// not a second one keyed by its text that a bouncer's ipset (hash:net) would take as the same
+// entry and remove with the other's expiry.
+TEST_F(DecisionTableTest, AManualHostRangeIsADecisionOnItsAddress) {
+  for (const auto& [ip, range] : std::vector<std::pair<std::string, std::string>>{
+           {"203.0.113.7", "203.0.113.7/32"}, {"2001:db8::1", "2001:db8::1/128"}}) {
+    SCOPED_TRACE(range);
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+    req.mutable_target()->set_value(ip);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    absl::StatusOr<Decision> first = table_.AddManual(req);
+    ASSERT_THAT(first, IsOk());
+    const size_t active = table_.active_count();
+
+    req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_RANGE);
+    req.mutable_target()->set_value(range);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(24 * 30));
+    absl::StatusOr<Decision> second = table_.AddManual(req);
+    ASSERT_THAT(second, IsOk());
+    EXPECT_EQ(second->target().kind(), palisade::v1::TARGET_KIND_IP);
+    EXPECT_EQ(second->target().value(), ip);
+    EXPECT_EQ(second->id(), first->id());
+    EXPECT_EQ(DecisionExpiry(*second), clock_.TimeNow() + absl::Hours(24 * 30));
+    EXPECT_EQ(table_.active_count(), active);
+  }
+  EXPECT_EQ(table_.active_count(), 2u);
+}
+
 TEST_F(DecisionTableTest, FeedSyncCreatesRefreshesAndWithdrawsOnlyFeedDecisions) {
   auto feed = [](const std::string& value) {
     DecisionTable::FeedTarget f;
@@ -1017,6 +1046,35 @@ TEST_F(DecisionTableTest, ARemovedListenerIsNotHeardAgain) {
   Apply("203.0.113.8", clock_.TimeNow());
   EXPECT_THAT(heard, SizeIs(1));
   EXPECT_THAT(changes_, SizeIs(2));  // the fixture's listener still hears
+}
+
+// A set listener hears a change set whole (a replaced decision's withdrawal with its
+// replacement), before any per-update listener hears a part of it, and never an empty one.
+TEST_F(DecisionTableTest, ASetListenerHearsAChangeSetWholeAndFirst) {
+  std::vector<std::vector<DecisionChange>> sets;
+  const uint64_t id = table_.AddSetListener([&](const std::vector<DecisionUpdate>& set) {
+    sets.emplace_back();
+    for (const DecisionUpdate& u : set) sets.back().push_back(u.change);
+  });
+  size_t sets_when_withdrawal_heard = 0;
+  table_.AddListener([&](const DecisionUpdate& u) {
+    if (u.change == DecisionChange::kWithdrawn) sets_when_withdrawal_heard = sets.size();
+  });
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("203.0.113.7");
+  *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  req.set_actuator(palisade::v1::ACTUATOR_NONE);
+  ASSERT_THAT(table_.AddManual(req), IsOk());
+  req.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);  // stronger: replaces it
+  ASSERT_THAT(table_.AddManual(req), IsOk());
+  table_.ExpireDue();  // nothing due: an empty set
+  ASSERT_THAT(sets, SizeIs(2));
+  EXPECT_EQ(sets[1],
+            (std::vector<DecisionChange>{DecisionChange::kWithdrawn, DecisionChange::kCreated}));
+  EXPECT_EQ(sets_when_withdrawal_heard, 2u);
+  table_.RemoveListener(id);
+  Apply("203.0.113.8", clock_.TimeNow());
+  EXPECT_THAT(sets, SizeIs(2));
 }
 
 // SetForward returns only once a forward function it replaced is no longer running in an
