@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -530,6 +531,28 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
     if (!json_formats.insert(config.json_formats(i).name()).second) {
       return absl::InvalidArgumentError(absl::StrCat(
           file, ": json_formats \"", config.json_formats(i).name(), "\" is defined twice"));
+    }
+  }
+  // Each file input's zone is its source's (Pipeline's source_time_zones): a name that loads,
+  // and one zone per source among the file inputs and source_time_zones.
+  std::map<std::string, std::pair<std::string, std::string>> source_zones;  // zone, who set it
+  for (const auto& [source, zone] : config.source_time_zones()) {
+    source_zones[source] = {zone, absl::StrCat("source_time_zones[\"", source, "\"]")};
+  }
+  for (const palisade::v1::FileInput& f : config.inputs().files()) {
+    if (f.time_zone().empty()) continue;
+    const std::string where = absl::StrCat(file, ": inputs.files \"", f.name(), "\": ");
+    if (absl::StatusOr<absl::TimeZone> z = TimeZoneNamed(f.time_zone()); !z.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, "time_zone: ", z.status().message()));
+    }
+    const std::string source = f.source().empty() ? f.name() : f.source();
+    auto [it, added] = source_zones.try_emplace(
+        source, f.time_zone(), absl::StrCat("inputs.files \"", f.name(), "\""));
+    if (!added && it->second.first != f.time_zone()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, "time_zone \"", f.time_zone(), "\" for source \"", source, "\", which ",
+          it->second.second, " reads in \"", it->second.first, "\" (one zone per source)"));
     }
   }
   for (const palisade::v1::FileInput& f : config.inputs().files()) {

@@ -4,6 +4,7 @@
 #include <filesystem>
 
 #include "absl/strings/match.h"
+#include "absl/strings/substitute.h"
 #include "gmock/gmock.h"
 #include "services/server/auth.h"
 #include "services/server/metrics_https.h"
@@ -92,6 +93,34 @@ TEST(ConfigTest, ParsesAndResolvesRelativePacks) {
   EXPECT_EQ(config->rule_files(0), "/etc/p/sshd.textproto");
   EXPECT_EQ(config->grpc_listen(), "127.0.0.1:50051");
   EXPECT_EQ(config->engine().max_keys_per_rule(), 1'000'000u);
+}
+
+// A file input's zone is checked with the config (it was checked once palisaded had opened the
+// bouncer API's port, and the error named neither the field nor the file); two inputs of one
+// source must agree on it (the last one read won, silently).
+TEST(ConfigTest, FileInputZonesAreCheckedAndAgreePerSource) {
+  const std::string input = R"pb(inputs { files { name: "a" paths: "/var/log/a" format: "syslog"
+                                                  source: "web" time_zone: "$0" } })pb";
+  EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"r\" ",
+                                       absl::Substitute(input, "Mars/Olympus")),
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto"), HasSubstr("inputs.files \"a\""),
+                             HasSubstr("time_zone"), HasSubstr("Mars/Olympus"))));
+  EXPECT_THAT(
+      ParseConfig(R"pb(rule_files: "r"
+                       inputs {
+                         files { name: "a" paths: "/a" format: "syslog" source: "web" time_zone: "UTC" }
+                         files { name: "b" paths: "/b" format: "syslog" source: "web"
+                                 time_zone: "Europe/Paris" }
+                       })pb",
+                  "c.textproto", "."),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("inputs.files \"b\""), HasSubstr("source \"web\""))));
+  EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"r\" ",
+                                       absl::Substitute(input, "Europe/Paris")),
+                          "c.textproto", "."),
+              IsOk());
 }
 
 TEST(ConfigTest, ErrorsNameFileAndField) {
