@@ -46,15 +46,23 @@ std::string FileFollower::FingerprintOf(int fd, uint32_t* bytes) const {
 
 absl::StatusOr<bool> FileFollower::OpenAt(const std::string& path, uint64_t offset) {
   Close();
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO put at the path opens at once instead of waiting for a writer (with the
+  // file inputs' lock held), and is refused below. On a regular file it changes nothing.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) return false;
     return absl::PermissionDeniedError(absl::StrCat(path, ": ", std::strerror(errno)));
   }
   struct stat st;
-  if (::fstat(fd, &st) != 0 || S_ISDIR(st.st_mode)) {
+  if (::fstat(fd, &st) != 0) {
+    const int error = errno;
     ::close(fd);
-    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+    return absl::UnavailableError(absl::StrCat(path, ": ", std::strerror(error)));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    // A FIFO, a socket, a device, a directory: no offsets to keep (pread fails with ESPIPE).
+    ::close(fd);
+    return absl::FailedPreconditionError(absl::StrCat(path, ": not a regular file"));
   }
   open_.fd = fd;
   open_.device = st.st_dev;
@@ -75,8 +83,10 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
       if (errno != ENOENT) cannot_open = absl::StrCat(path, ": ", std::strerror(errno));
       return false;
     }
-    if (st.st_dev != from.device() || st.st_ino != from.inode()) return false;
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (st.st_dev != from.device() || st.st_ino != from.inode() || !S_ISREG(st.st_mode)) {
+      return false;
+    }
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
       cannot_open = absl::StrCat(path, ": ", std::strerror(errno));
       return false;
@@ -208,6 +218,7 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
     absl::StatusOr<OldFile> old = OldFileState();
     if (!old.ok()) return old.status();
     if (*old != OldFile::kDone) return *old == OldFile::kMoreRead;
+    LetGo();
     // A last line without its newline will never be finished: it is a line.
     if (!pending_.empty() && !skipping_) pending_.push_back('\n');
     std::string rest = std::move(pending_);
@@ -218,8 +229,11 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
   }
   struct stat st;
   if (::stat(path_.c_str(), &st) != 0) {
-    if (errno == ENOENT) return false;  // renamed, the new one not created yet; or not yet there
-    return absl::PermissionDeniedError(absl::StrCat(path_, ": ", std::strerror(errno)));
+    if (errno != ENOENT) {
+      return absl::PermissionDeniedError(absl::StrCat(path_, ": ", std::strerror(errno)));
+    }
+    // Renamed, the new one not created yet (read on); not there yet; or removed.
+    return LetGoIfRemoved();
   }
   if (open_.fd < 0) return OpenAt(path_, 0);  // it appeared
   if (st.st_dev != open_.device || st.st_ino != open_.inode) {
@@ -228,6 +242,7 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
     absl::StatusOr<OldFile> old = OldFileState();
     if (!old.ok()) return old.status();
     if (*old != OldFile::kDone) return *old == OldFile::kMoreRead;
+    LetGo();
     if (!pending_.empty() && !skipping_) pending_.push_back('\n');
     std::string rest = std::move(pending_);
     absl::StatusOr<bool> opened = OpenAt(path_, 0);
@@ -246,6 +261,24 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
     ++stats_.truncations;
     return true;
   }
+  return false;
+}
+
+bool FileFollower::LetGoIfRemoved() {
+  struct stat st;
+  // Still linked (renamed: the writer may write on until it reopens), or written past what was
+  // read (a writer that holds it open writes on into it): kept, read on.
+  if (open_.fd < 0 || ::fstat(open_.fd, &st) != 0 || st.st_nlink > 0 ||
+      static_cast<uint64_t>(st.st_size) > read_offset_) {
+    return false;
+  }
+  // A last line without its newline will never be finished: it is a line, handed out first.
+  if (!pending_.empty() && !skipping_) {
+    pending_.push_back('\n');
+    return true;
+  }
+  // Removed and read to its end: closed, so its space is freed and descriptors do not pile up.
+  Close();
   return false;
 }
 
@@ -274,6 +307,7 @@ absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines, std::vector<std::str
 
 absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines,
                                           absl::FunctionRef<void(absl::string_view)> on_line) {
+  stopped_at_limit_ = false;
   if (resume_) {
     Resume(palisade::v1::FileCheckpoint(resume_->from));
     if (resume_) {
@@ -310,6 +344,7 @@ absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines,
     }
     if (!*switched) break;
   }
+  stopped_at_limit_ = taken >= max_lines || bytes_left == 0;
   struct stat st;
   lag_bytes_ = open_.fd >= 0 && ::fstat(open_.fd, &st) == 0 &&
                        static_cast<uint64_t>(st.st_size) > checkpoint().offset()
@@ -319,8 +354,44 @@ absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines,
   return taken;
 }
 
+void FileFollower::LetGo() {
+  if (open_.fd < 0) return;
+  constexpr size_t kMaxLetGo = 16;
+  if (let_go_.size() >= kMaxLetGo) let_go_.erase(let_go_.begin());
+  let_go_.push_back(checkpoint());
+}
+
+std::vector<palisade::v1::FileCheckpoint> FileFollower::TakeLetGo() {
+  std::vector<palisade::v1::FileCheckpoint> out;
+  out.swap(let_go_);
+  return out;
+}
+
+bool FileFollower::IsFileOf(const std::string& path, const palisade::v1::FileCheckpoint& c) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return false;
+  struct stat st;
+  bool same = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_dev == c.device() &&
+              st.st_ino == c.inode();
+  if (same && c.fingerprint_bytes() > 0) {
+    std::string head(c.fingerprint_bytes(), '\0');
+    same = ::pread(fd, head.data(), head.size(), 0) == static_cast<ssize_t>(head.size()) &&
+           Fingerprint(head) == c.fingerprint();
+  }
+  ::close(fd);
+  return same;
+}
+
 palisade::v1::FileCheckpoint FileFollower::checkpoint() const {
   palisade::v1::FileCheckpoint c;
+  if (resume_) {
+    // Waiting to resume: nothing was read since, so the position is still the checkpoint's (a
+    // snapshot taken meanwhile must keep it, not "no file").
+    c = resume_->from;
+    c.clear_input();
+    c.set_path(path_);
+    return c;
+  }
   c.set_path(path_);  // the input's path; which file it is, the inode and fingerprint say
   c.set_device(open_.device);
   c.set_inode(open_.inode);

@@ -8,7 +8,11 @@
 //     longer the ones fingerprinted, when it was written past the old offset before we looked):
 //     read again from the start, counted as a truncation (NULs before its first line are the
 //     hole a writer without O_APPEND leaves, writing on at its old offset: skipped);
-//   - a file that does not exist yet (or was removed) is waited for, not an error;
+//   - a file that does not exist yet is waited for, not an error; one removed (rm, find
+//     -delete) is read to its end (a last line without its newline is a line), then closed
+//     (its space freed; descriptors do not pile up) and its path waited for again;
+//   - a path that is not a regular file (a FIFO, a socket, a device) is refused, each Poll an
+//     error naming it (kFailedPrecondition): it is opened without blocking, never read;
 //   - lines longer than max_line_bytes are cut there and counted.
 // checkpoint() is the position after the last line handed out: device, inode, offset, and a
 // fingerprint of the file's first bytes (an inode reused by another file is not mistaken for
@@ -18,7 +22,8 @@
 // truncated below the offset or replaced. A checkpoint taken while the rest of a cut line was
 // being dropped is inside that line: the resumed follower drops that rest too. A checkpoint
 // whose file is there but cannot be opened (EACCES, out of descriptors) is kept: Poll says so
-// and tries again, rather than read the file again from its start.
+// and tries again, rather than read the file again from its start, and checkpoint() meanwhile
+// is that checkpoint (a snapshot taken while it waits keeps the position).
 //
 // Thread-safety: none; one follower per thread.
 #ifndef PALISADE_SERVICES_INPUTS_FILE_FOLLOWER_H_
@@ -41,9 +46,9 @@ struct FileFollowerOptions {
   size_t read_bytes = 256 * 1024;  // per read() call
   // The first bytes of a file whose hash tells one file from another with the same inode.
   size_t fingerprint_bytes = 256;
-  // A Poll hands out lines until they hold this many bytes (at least one line): with long lines
-  // (JSON records read whole, up to max_line_bytes) a batch stays bounded in bytes, not only in
-  // lines.
+  // A Poll hands out lines until they hold this many bytes, a newline counted for each (at
+  // least one line): with long lines (JSON records read whole, up to max_line_bytes) a batch
+  // stays bounded in bytes, not only in lines.
   size_t max_batch_bytes = 1 << 20;
 };
 
@@ -73,12 +78,29 @@ class FileFollower {
   absl::StatusOr<size_t> Poll(size_t max_lines,
                               absl::FunctionRef<void(absl::string_view)> on_line);
 
-  // The position after the last line handed out (input name left empty).
+  // The position after the last line handed out (input name left empty); while a checkpoint
+  // waits to be resumed from (its file could not be opened yet), that checkpoint.
   palisade::v1::FileCheckpoint checkpoint() const;
+  // Whether a file is open (or a checkpoint waits to be resumed from): false before the file
+  // appears, and after it was removed and read to its end (checkpoint() then names no file).
+  bool following() const { return open_.fd >= 0 || resume_.has_value(); }
   // Bytes written to the file and not yet handed out (the lag), as of the last Poll.
   uint64_t lag_bytes() const { return lag_bytes_; }
   const FollowerStats& stats() const { return stats_; }
+  // Whether the last Poll stopped at a limit (max_lines, or max_batch_bytes: the lines' bytes
+  // and a newline each) rather than at the end of what was written: the file may have more, to
+  // be polled for at once.
+  bool stopped_at_limit() const { return stopped_at_limit_; }
   const std::string& path() const { return path_; }
+  // The files read to their end and let go of at a rotation (rename + create) since the last
+  // call, each as its checkpoint there (device, inode, fingerprint): a glob that matches them
+  // under their new names tells them from new files (FileInputs). At most the last 16.
+  std::vector<palisade::v1::FileCheckpoint> TakeLetGo();
+
+  // Whether the file at `path` is the one `c` was taken in: a regular file with the same device
+  // and inode, whose first bytes are the ones fingerprinted (an inode reused by another file has
+  // others). Opens it without blocking; false when it cannot tell.
+  static bool IsFileOf(const std::string& path, const palisade::v1::FileCheckpoint& c);
 
  private:
   struct Open {
@@ -98,6 +120,9 @@ class FileFollower {
   // At the end of the open file: rotation, truncation, a file appearing. True when the follower
   // switched files or position (read again).
   absl::StatusOr<bool> CheckFile();
+  // The path is gone (ENOENT): when the open file was removed (no link left) and read to its
+  // end, hands out a last line without its newline (true: read again), then closes it.
+  bool LetGoIfRemoved();
   // After a rename, the old file: still written to (the new one holds no byte yet), more of it
   // read now, or read to its end with the writer on the new one.
   enum class OldFile { kStillWritten, kMoreRead, kDone };
@@ -119,6 +144,7 @@ class FileFollower {
   std::string fingerprint_;    // of the open file (empty until it has a byte)
   uint32_t fingerprint_bytes_ = 0;
   uint64_t lag_bytes_ = 0;
+  bool stopped_at_limit_ = false;
   FollowerStats stats_;
   // Resuming into the rotated file: after it is drained, the current file from its start.
   bool draining_rotated_ = false;
@@ -128,6 +154,10 @@ class FileFollower {
     std::string why;
   };
   std::optional<PendingResume> resume_;
+  // Files let go of at a rotation, not yet taken by TakeLetGo (oldest first).
+  std::vector<palisade::v1::FileCheckpoint> let_go_;
+  // Records the open file as let go of (before the follower moves to the new one).
+  void LetGo();
 };
 
 }  // namespace palisade

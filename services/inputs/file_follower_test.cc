@@ -1,7 +1,9 @@
 #include "services/inputs/file_follower.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,6 +20,20 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
+
+// Whether this process has a descriptor open on `path` after it was removed.
+bool HoldsRemoved(const std::string& path) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return false;
+  bool found = false;
+  for (struct dirent* e; (e = ::readdir(dir)) != nullptr;) {
+    char target[4096];
+    const ssize_t n = ::readlinkat(::dirfd(dir), e->d_name, target, sizeof(target));
+    if (n > 0 && std::string(target, static_cast<size_t>(n)) == path + " (deleted)") found = true;
+  }
+  ::closedir(dir);
+  return found;
+}
 
 class FileFollowerTest : public ::testing::Test {
  protected:
@@ -102,9 +118,89 @@ TEST_F(FileFollowerTest, AResumeThatCannotOpenTheFileTriesAgainFromTheCheckpoint
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old_limit), 0);
   EXPECT_FALSE(n.ok());
   EXPECT_THAT(std::string(n.status().message()), ::testing::HasSubstr(path_));
+  // Meanwhile its position is the checkpoint's, not "no file" (inode 0, offset 0): a snapshot
+  // taken now keeps it, and the next restart does not read the file again from its start.
+  const palisade::v1::FileCheckpoint waiting = resumed->checkpoint();
+  EXPECT_EQ(waiting.path(), path_);
+  EXPECT_EQ(waiting.device(), saved.device());
+  EXPECT_EQ(waiting.inode(), saved.inode());
+  EXPECT_EQ(waiting.offset(), saved.offset());
+  EXPECT_EQ(waiting.fingerprint(), saved.fingerprint());
+  EXPECT_EQ(waiting.fingerprint_bytes(), saved.fingerprint_bytes());
   Append("c\n");
   EXPECT_THAT(Poll(*resumed), ElementsAre("c"));
   EXPECT_EQ(resumed->stats().truncations, 0u);
+}
+
+// A path that is a FIFO (or another file that is not a regular one) is refused, naming it:
+// opening one without a writer blocked (holding the file inputs' lock: snapshots and shutdown
+// hung), and with a writer every read failed with ESPIPE. A regular file put in its place is
+// read.
+TEST_F(FileFollowerTest, AFifoIsRefusedAndNotWaitedOn) {
+  ASSERT_EQ(::mkfifo(path_.c_str(), 0600), 0);
+  FileFollower f(path_);
+  std::vector<std::string> lines;
+  {
+    // With a writer (O_RDWR does not block on a FIFO) and a line in the pipe.
+    const int writer = ::open(path_.c_str(), O_RDWR | O_NONBLOCK);
+    ASSERT_GE(writer, 0);
+    ASSERT_EQ(::write(writer, "x\n", 2), 2);
+    absl::StatusOr<size_t> n = f.Poll(10, &lines);
+    ::close(writer);
+    ASSERT_FALSE(n.ok());
+    ASSERT_THAT(std::string(n.status().message()),
+                ::testing::HasSubstr(path_ + ": not a regular file"));
+    EXPECT_EQ(n.status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+  // With no writer: the same at once, not an open() waiting for one.
+  absl::StatusOr<size_t> n = f.Poll(10, &lines);
+  ASSERT_FALSE(n.ok());
+  EXPECT_EQ(n.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(n.status().message()),
+              ::testing::HasSubstr(path_ + ": not a regular file"));
+  EXPECT_THAT(lines, IsEmpty());
+  ASSERT_EQ(std::remove(path_.c_str()), 0);
+  Append("a\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a"));
+}
+
+// A file removed (rm; find -delete on old files) and read to its end is let go of: its
+// descriptor closed (the disk space freed; descriptors not piling up to EMFILE) and its position
+// no longer a file's. A last line without its newline will never be finished: it is a line.
+// The path is followed again when a file comes back there.
+TEST_F(FileFollowerTest, ARemovedFileReadToItsEndIsLetGoOf) {
+  FileFollower f(path_);
+  Append("a\nb");
+  EXPECT_THAT(Poll(f), ElementsAre("a"));
+  ASSERT_EQ(std::remove(path_.c_str()), 0);
+  EXPECT_THAT(Poll(f), ElementsAre("b"));
+  EXPECT_THAT(Poll(f), IsEmpty());
+  EXPECT_FALSE(HoldsRemoved(path_));
+  EXPECT_EQ(f.checkpoint().inode(), 0u);
+  EXPECT_EQ(f.checkpoint().offset(), 0u);
+  Append("c\n");
+  EXPECT_THAT(Poll(f), ElementsAre("c"));
+}
+
+// A removed file that another process still holds open and writes to is not let go of until
+// it was read to its end.
+TEST_F(FileFollowerTest, ARemovedFileIsReadToItsEndFirst) {
+  FileFollowerOptions options;
+  options.max_batch_bytes = 3;
+  FileFollower f(path_, options);
+  Append("a1\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a1"));
+  const int writer = ::open(path_.c_str(), O_WRONLY | O_APPEND);
+  ASSERT_GE(writer, 0);
+  ASSERT_EQ(std::remove(path_.c_str()), 0);
+  ASSERT_EQ(::write(writer, "a2\na3\n", 6), 6);
+  EXPECT_THAT(Poll(f), ElementsAre("a2"));  // stopped at 3 bytes: more to read
+  EXPECT_THAT(Poll(f), ElementsAre("a3"));
+  ASSERT_EQ(::write(writer, "a4\n", 3), 3);
+  EXPECT_THAT(Poll(f), ElementsAre("a4"));
+  ::close(writer);
+  EXPECT_THAT(Poll(f), IsEmpty());
+  EXPECT_FALSE(HoldsRemoved(path_));
 }
 
 // The view-per-line Poll hands out the same lines as the vector one, CRLF and cut included.
@@ -123,6 +219,27 @@ TEST_F(FileFollowerTest, ViewsAreTheSameLines) {
   EXPECT_EQ(f.checkpoint().offset(), 110u);
 }
 
+// A Poll says whether it stopped at a limit (max_lines, or max_batch_bytes: the lines' bytes
+// and a newline each) rather than at the end of what was written: the caller then polls again
+// at once instead of waiting for its next interval.
+TEST_F(FileFollowerTest, APollSaysWhetherItStoppedAtALimit) {
+  FileFollowerOptions options;
+  options.max_batch_bytes = 10;
+  FileFollower f(path_, options);
+  Append("abcd\r\nefgh\r\nijkl\n");
+  EXPECT_THAT(Poll(f), ElementsAre("abcd", "efgh"));  // 8 bytes, 10 with a newline each
+  EXPECT_TRUE(f.stopped_at_limit());
+  EXPECT_THAT(Poll(f), ElementsAre("ijkl"));
+  EXPECT_FALSE(f.stopped_at_limit());
+  Append("m\nn\n");
+  EXPECT_THAT(Poll(f, 1), ElementsAre("m"));
+  EXPECT_TRUE(f.stopped_at_limit());
+  EXPECT_THAT(Poll(f, 1), ElementsAre("n"));
+  EXPECT_TRUE(f.stopped_at_limit());  // at max_lines: whether more is there, the next Poll says
+  EXPECT_THAT(Poll(f, 1), IsEmpty());
+  EXPECT_FALSE(f.stopped_at_limit());
+}
+
 TEST_F(FileFollowerTest, RenameAndCreateLosesNothing) {
   FileFollower f(path_);
   Append("a1\na2\n");
@@ -130,9 +247,18 @@ TEST_F(FileFollowerTest, RenameAndCreateLosesNothing) {
   Append("a3\na4-no-newline");  // written just before the rotation
   ASSERT_EQ(std::rename(path_.c_str(), (path_ + ".1").c_str()), 0);
   EXPECT_THAT(Poll(f), ElementsAre("a3"));  // the new file is not there yet
+  EXPECT_THAT(f.TakeLetGo(), IsEmpty());  // still read on
+  const palisade::v1::FileCheckpoint old = f.checkpoint();
   Append("b1\n");
   EXPECT_THAT(Poll(f), ElementsAre("a4-no-newline", "b1"));
   EXPECT_EQ(f.stats().rotations, 1u);
+  // The old file, let go of: a glob that matches it under its new name knows it.
+  std::vector<palisade::v1::FileCheckpoint> let_go = f.TakeLetGo();
+  ASSERT_EQ(let_go.size(), 1u);
+  EXPECT_EQ(let_go[0].inode(), old.inode());
+  EXPECT_TRUE(FileFollower::IsFileOf(path_ + ".1", let_go[0]));
+  EXPECT_FALSE(FileFollower::IsFileOf(path_, let_go[0]));
+  EXPECT_THAT(f.TakeLetGo(), IsEmpty());
   Append("b2\n");
   EXPECT_THAT(Poll(f), ElementsAre("b2"));
   EXPECT_EQ(f.checkpoint().offset(), 6u);

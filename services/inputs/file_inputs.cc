@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <iterator>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -41,14 +42,31 @@ bool RotatedCopyOf(absl::string_view path, absl::string_view base) {
   return std::all_of(suffix.begin(), suffix.end(), [](char c) { return absl::ascii_isdigit(c); });
 }
 
-std::vector<std::string> Glob(const std::string& pattern) {
-  std::vector<std::string> out;
+// Whether `path` is one of the input's paths as it is, not a glob's match.
+bool Named(const palisade::v1::FileInput& config, const std::string& path) {
+  for (const std::string& p : config.paths()) {
+    if (p == path) return true;
+  }
+  return false;
+}
+
+struct Match {
+  std::string path;
+  struct stat st;
+};
+
+// What `pattern` matches, each with its stat: the files, and what is neither a file nor a
+// directory (a FIFO, a socket: the caller says it skips them). Directories and compressed files
+// are left out.
+std::vector<Match> Glob(const std::string& pattern) {
+  std::vector<Match> out;
   glob_t g;
   if (::glob(pattern.c_str(), 0, nullptr, &g) == 0) {
     for (size_t i = 0; i < g.gl_pathc; ++i) {
-      struct stat st;
-      if (::stat(g.gl_pathv[i], &st) == 0 && S_ISREG(st.st_mode) && !Compressed(g.gl_pathv[i])) {
-        out.emplace_back(g.gl_pathv[i]);
+      Match m;
+      m.path = g.gl_pathv[i];
+      if (::stat(m.path.c_str(), &m.st) == 0 && !S_ISDIR(m.st.st_mode) && !Compressed(m.path)) {
+        out.push_back(std::move(m));
       }
     }
   }
@@ -152,7 +170,12 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
       }
       if (IsGlob(path)) continue;
       // A file that is there but cannot be read is a mistake to say at once; one that is not
-      // there yet is waited for.
+      // there yet is waited for. A FIFO (or a socket, a device, a directory) has no offsets to
+      // follow, and opening a FIFO waits for a writer: refused.
+      struct stat st;
+      if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+        return absl::InvalidArgumentError(absl::StrCat(where, path, ": not a regular file"));
+      }
       if (::access(path.c_str(), F_OK) == 0 && ::access(path.c_str(), R_OK) != 0) {
         return absl::PermissionDeniedError(
             absl::StrCat(where, path, ": ", std::strerror(errno)));
@@ -168,8 +191,12 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
     input.truncations = &truncations.Add({{"input", f.name()}});
     input.errors = &errors.Add({{"input", f.name()}});
     input.lag = &lag.Add({{"input", f.name()}});
+    for (const palisade::v1::FileCheckpoint& c : inputs->options_.checkpoints) {
+      if (c.input() == f.name()) input.restored[c.path()] = c;
+    }
     inputs->inputs_.push_back(std::move(input));
   }
+  inputs->options_.checkpoints.clear();  // each input holds its own
   for (Input& input : inputs->inputs_) inputs->DiscoverLocked(input);
   uint32_t threads = inputs->options_.threads;
   if (threads == 0) threads = std::thread::hardware_concurrency() > 1 ? 2 : 1;
@@ -207,33 +234,101 @@ void FileInputs::Log(const std::string& message) const {
 
 void FileInputs::DiscoverLocked(Input& input) {
   std::vector<std::string> paths;
+  std::map<std::string, FileKey> globbed;  // the regular files the globs match
+  std::set<std::string> not_regular;
   for (const std::string& p : input.config.paths()) {
     if (IsGlob(p)) {
-      for (std::string& m : Glob(p)) paths.push_back(std::move(m));
+      for (Match& m : Glob(p)) {
+        if (S_ISREG(m.st.st_mode)) {
+          globbed[m.path] = {m.st.st_dev, m.st.st_ino};
+          paths.push_back(std::move(m.path));
+        } else {
+          not_regular.insert(std::move(m.path));
+        }
+      }
     } else {
       paths.push_back(p);
     }
   }
-  // A glob that matches the rotated copies of a file it follows (app.log* matches app.log.1)
-  // leaves them out: the follower reads the file across its rotation, and the copy read as a
-  // new file would count its lines again.
-  auto rotated_copy = [&](const std::string& path) {
-    for (const std::string& named : input.config.paths()) {
-      if (named == path) return false;  // named as it is, not through a glob
+  // A FIFO or a socket a glob matches has no offsets to follow (and opening a FIFO waits for a
+  // writer): skipped, said once (and counted once as an error) while the glob matches it.
+  for (const std::string& path : not_regular) {
+    if (!input.skipped.insert(path).second) continue;
+    input.errors->Increment();
+    Log(absl::StrCat("input ", input.config.name(), ": ", path, ": not a regular file, skipped"));
+  }
+  for (auto it = input.skipped.begin(); it != input.skipped.end();) {
+    it = not_regular.count(*it) > 0 ? std::next(it) : input.skipped.erase(it);
+  }
+  // The files the followers have open, and those they read to their end across a rotation.
+  std::set<FileKey> open;
+  for (auto& [path, file] : input.files) {
+    for (palisade::v1::FileCheckpoint& c : file.follower->TakeLetGo()) {
+      input.known[{c.device(), c.inode()}] = std::move(c);
     }
+    palisade::v1::FileCheckpoint c = file.follower->checkpoint();
+    if (c.inode() == 0) continue;
+    open.insert({c.device(), c.inode()});
+    input.known[{c.device(), c.inode()}] = std::move(c);
+  }
+  // A glob match that is one of them under another name (a rotated copy: app.log.1,
+  // app.log-2024-12-05, app.log.2024-12-05) is left out: the follower reads the file across its
+  // rotation, and the copy read as a new file would count its lines again. Its name says so
+  // (RotatedCopyOf, without a look at the file) or its inode and first bytes do.
+  auto rotated_copy = [&](const std::string& path) {
+    if (Named(input.config, path)) return false;
     for (const std::string& base : paths) {
       if (RotatedCopyOf(path, base)) return true;
     }
     for (const auto& [base, file] : input.files) {
       if (RotatedCopyOf(path, base)) return true;
     }
-    return false;
+    auto match = globbed.find(path);
+    if (match == globbed.end()) return false;
+    auto known = input.known.find(match->second);
+    if (known == input.known.end()) return false;
+    if (auto copy = input.copies.find(path);
+        copy != input.copies.end() && copy->second == match->second) {
+      return true;  // seen to be that file before: not read again
+    }
+    if (!FileFollower::IsFileOf(path, known->second)) return false;  // an inode reused
+    input.copies[path] = match->second;
+    return true;
   };
+  // A restored position whose file is neither at its path nor at PATH.1 but under another name
+  // the glob matches (rotated while the daemon was down to app.log-2024-12-05): read on from it
+  // there, rather than the copy from its start as a new file.
+  for (auto it = input.restored.begin(); it != input.restored.end();) {
+    const palisade::v1::FileCheckpoint& c = it->second;
+    std::string moved_to;
+    for (const auto& [path, key] : globbed) {
+      if (key == FileKey{c.device(), c.inode()} && path != c.path() && path != c.path() + ".1" &&
+          input.files.count(path) == 0 && input.restored.count(path) == 0) {
+        moved_to = path;
+        break;
+      }
+    }
+    // Only looked at when a match has its inode (rare): a hard link left at its path or PATH.1
+    // is resumed from there as before.
+    if (moved_to.empty() || FileFollower::IsFileOf(c.path(), c) ||
+        FileFollower::IsFileOf(c.path() + ".1", c) || !FileFollower::IsFileOf(moved_to, c)) {
+      ++it;
+      continue;
+    }
+    palisade::v1::FileCheckpoint moved = std::move(it->second);
+    moved.set_path(moved_to);
+    it = input.restored.erase(it);
+    input.restored[moved_to] = std::move(moved);
+  }
   for (const std::string& path : paths) {
-    if (input.files.count(path) > 0 || rotated_copy(path)) continue;
+    if (input.files.count(path) > 0) continue;
+    // A restored position says which file it is: not a copy to leave out.
+    auto restored = input.restored.find(path);
+    if (restored == input.restored.end() && rotated_copy(path)) continue;
     std::optional<palisade::v1::FileCheckpoint> from;
-    for (const auto& c : options_.checkpoints) {
-      if (c.input() == input.config.name() && c.path() == path) from = c;
+    if (restored != input.restored.end()) {
+      from = std::move(restored->second);
+      input.restored.erase(restored);
     }
     FileFollowerOptions follower;
     follower.max_batch_bytes = kBatchBytes;
@@ -242,6 +337,34 @@ void FileInputs::DiscoverLocked(Input& input) {
     File& file = input.files[path];
     file.follower = std::make_unique<FileFollower>(path, follower, from);
     file.taken = file.follower->checkpoint();
+  }
+  // Bounded: a file neither open nor matched any more is forgotten (its inode may be reused).
+  std::set<FileKey> matched;
+  for (const auto& [path, key] : globbed) matched.insert(key);
+  for (auto it = input.known.begin(); it != input.known.end();) {
+    const bool keep = open.count(it->first) > 0 || matched.count(it->first) > 0;
+    it = keep ? std::next(it) : input.known.erase(it);
+  }
+  for (auto it = input.copies.begin(); it != input.copies.end();) {
+    auto match = globbed.find(it->first);
+    const bool keep = match != globbed.end() && match->second == it->second;
+    it = keep ? std::next(it) : input.copies.erase(it);
+  }
+  // A restored position with no follower yet is of use only while its file is where a follower
+  // would resume from it: at its path, or rotated to PATH.1.
+  auto resumable = [](const palisade::v1::FileCheckpoint& c) {
+    for (const std::string& at : {c.path(), c.path() + ".1"}) {
+      struct stat st;
+      if (::stat(at.c_str(), &st) != 0) {
+        if (errno != ENOENT) return true;  // cannot tell: kept
+        continue;
+      }
+      if (st.st_dev == c.device() && st.st_ino == c.inode()) return true;
+    }
+    return false;
+  };
+  for (auto it = input.restored.begin(); it != input.restored.end();) {
+    it = resumable(it->second) ? std::next(it) : input.restored.erase(it);
   }
 }
 
@@ -278,6 +401,7 @@ size_t FileInputs::Fill(Input& input, const std::string& path, File& file, Slot&
   slot.spans.clear();
   slot.batch.Clear();
   slot.hold.reset();
+  slot.full = false;
   // Offsets first: the buffer may move while it grows.
   absl::StatusOr<size_t> n = file.follower->Poll(
       options_.batch_lines, [&slot](absl::string_view line) {
@@ -299,15 +423,13 @@ size_t FileInputs::Fill(Input& input, const std::string& path, File& file, Slot&
     lines.emplace_back(slot.bytes.data() + offset, length);
   }
   if (lines.empty()) return 0;
+  // As the follower counted: its lines and a newline each (the stripped \r's not).
+  slot.full = file.follower->stopped_at_limit();
   slot.batch.source = input.config.source();
   slot.batch.format = input.format;
   slot.batch.json_format = input.config.json_format();
   slot.after = file.follower->checkpoint();
   return lines.size();
-}
-
-bool FileInputs::Full(size_t lines, const Slot& slot) const {
-  return lines == options_.batch_lines || slot.bytes.size() >= kBatchBytes;
 }
 
 void FileInputs::Prematch(Slot* slot) { slot->hold = sink_.prematch(&slot->batch); }
@@ -341,7 +463,7 @@ void FileInputs::Work() {
     if (job != nullptr) {
       std::unique_ptr<Slot> next = NewSlot();
       const size_t n = Fill(*job->input, *job->path, *job->file, *next);
-      const bool more = n > 0 && Full(n, *next);
+      const bool more = n > 0 && next->full;
       if (n == 0) Release(std::move(next));
       absl::MutexLock lock(&work_mu_);
       job->filling = false;
@@ -363,8 +485,9 @@ void FileInputs::Work() {
   }
 }
 
-size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& file) {
-  if (!workers_.empty()) return PollFileWithWorkersLocked(input, path, file);
+size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& file,
+                                  bool* more_to_read) {
+  if (!workers_.empty()) return PollFileWithWorkersLocked(input, path, file, more_to_read);
   // One thread: read a batch, hand it to the sink (which matches it itself), and so on.
   size_t taken = 0;
   // A batch refused last round counts in this round's 16.
@@ -372,10 +495,14 @@ size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& f
   bool more = true;  // the follower may have more: its last batch was full
   while (true) {
     if (file.ahead.empty()) {
-      if (!more || read >= kBatchesPerRound) break;
+      if (!more) break;
+      if (read >= kBatchesPerRound) {
+        *more_to_read = true;
+        break;
+      }
       std::unique_ptr<Slot> slot = NewSlot();
       const size_t n = Fill(input, path, file, *slot);
-      more = Full(n, *slot);
+      more = slot->full;
       if (n == 0) {
         Release(std::move(slot));
         break;
@@ -401,7 +528,8 @@ size_t FileInputs::PollFileLocked(Input& input, const std::string& path, File& f
   return taken;
 }
 
-size_t FileInputs::PollFileWithWorkersLocked(Input& input, const std::string& path, File& file) {
+size_t FileInputs::PollFileWithWorkersLocked(Input& input, const std::string& path, File& file,
+                                             bool* more_to_read) {
   Job job;
   job.input = &input;
   job.path = &path;
@@ -433,6 +561,7 @@ size_t FileInputs::PollFileWithWorkersLocked(Input& input, const std::string& pa
       };
       work_mu_.Await(absl::Condition(&next));
       if (file.ahead.empty()) {
+        if (job.more) *more_to_read = true;  // stopped at the round's 16 batches
         job_ = nullptr;
         break;
       }
@@ -505,15 +634,36 @@ void FileInputs::PublishLocked(Input& input, const std::string& path, const File
 }
 
 size_t FileInputs::PollOnce() {
+  bool more = false;
+  return Round(&more);
+}
+
+size_t FileInputs::Round(bool* more) {
   absl::MutexLock lock(&mu_);
   size_t total = 0;
   for (Input& input : inputs_) {
     DiscoverLocked(input);
     double lag = 0;
-    for (auto& [path, file] : input.files) {
-      total += PollFileLocked(input, path, file);
+    for (auto it = input.files.begin(); it != input.files.end();) {
+      const std::string& path = it->first;
+      File& file = it->second;
+      total += PollFileLocked(input, path, file, more);
       PublishLocked(input, path, file);
       lag += static_cast<double>(file.follower->lag_bytes());
+      if (!file.ahead.empty() || file.follower->following()) {
+        ++it;
+        continue;
+      }
+      // No file (removed and read to its end, or not there yet), every line taken: no position
+      // to save. A glob's file removed is let go of; a named path is waited for.
+      file.taken = file.follower->checkpoint();
+      struct stat st;
+      if (Named(input.config, path) || ::stat(path.c_str(), &st) == 0 || errno != ENOENT) {
+        ++it;
+        continue;
+      }
+      input.published.erase(path);
+      it = input.files.erase(it);
     }
     input.lag->Set(lag);
   }
@@ -523,10 +673,11 @@ size_t FileInputs::PollOnce() {
 void FileInputs::Start() {
   thread_ = std::thread([this] {
     while (!stop_.HasBeenNotified()) {
-      // A round that delivered a full batch goes again at once; a quiet one waits.
-      if (PollOnce() < options_.batch_lines) {
-        stop_.WaitForNotificationWithTimeout(options_.poll_interval);
-      }
+      // A round that left a file with more to read goes again at once (however few lines that
+      // was: long lines fill a batch's 1 MiB first); one that read every file to its end waits.
+      bool more = false;
+      Round(&more);
+      if (!more) stop_.WaitForNotificationWithTimeout(options_.poll_interval);
     }
   });
 }
@@ -548,6 +699,8 @@ void FileInputs::Consistent(
       c.set_path(path);
       out.push_back(std::move(c));
     }
+    // Not resumed from yet: saved on as they were restored.
+    for (const auto& [path, c] : input.restored) out.push_back(c);
   }
   fn(out);
 }

@@ -1,9 +1,19 @@
 // palisaded's file inputs (issue 14 §1): the config's `inputs { files { ... } }`, each a set of
 // paths or globs followed by a FileFollower, read by one thread that hands batches of lines to a
 // sink (the daemon's: PipelineLineSink, Pipeline::ProcessLines, which decides as ProcessBatch,
-// the path gRPC batches take). A glob leaves out the rotated copies (PATH.N, PATH-YYYYMMDD) of
-// a file it follows: the follower reads that file across its rotation, and the copy read anew
-// would count its lines twice. A batch ends at batch_lines lines or 1 MiB.
+// the path gRPC batches take). A batch ends at batch_lines lines or 1 MiB (a newline counted per
+// line); a round takes up to 16 batches of each file, and while a file has more the thread goes
+// round again at once (a backlog is not read one round per poll_interval).
+//
+// Globs. A glob leaves out the rotated copies of a file it follows: the follower reads that file
+// across its rotation, and the copy read anew would count its lines twice. A copy is told by its
+// name (PATH.N, PATH-YYYYMMDD) or, under any other name (PATH-2024-12-05, PATH.2024-12-05), by
+// its inode and first bytes: those of a file a follower of the input has open or read to its end
+// across a rotation (remembered while the glob matches it). What a glob matches that is not a
+// regular file (a FIFO, a socket) is skipped and logged once. A file removed (rm, find -delete)
+// is read to its end and let go of: its descriptor closed, its position no longer saved; a
+// glob's follower of it is dropped (a file created again there is a new one), a named path is
+// waited for as before it appeared.
 //
 // On two threads (FileInputsOptions::threads; issue 14 §4), as replay does (issue 18): a second
 // thread reads the file's next batches ahead and runs the sink's `prematch` over them
@@ -18,7 +28,11 @@
 // in flight, so the daemon saves the engine's windows and these positions as one snapshot: after
 // a restart (or a kill -9) the windows come back as they were at that snapshot and every file is
 // read on from the position that matches them, so no line is lost and none is counted twice.
-// A batch the sink refuses is kept and offered again on the next round (nothing skipped).
+// A restored position not resumed from yet (its file cannot be opened yet; a glob's file rotated
+// to PATH.1 and not created again yet) is reported as it was restored, so a snapshot taken
+// meanwhile does not lose it; one whose file was rotated to another name the glob matches is
+// read on there. A batch the sink refuses is kept and offered again on the next round (nothing
+// skipped).
 //
 // Errors (permission denied, a read failing) are logged through `log` and counted in
 // palisade_input_errors_total{input}, and retried every round; they never stop the thread.
@@ -33,8 +47,10 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -90,9 +106,11 @@ bool ValidInputName(const std::string& name);
 
 class FileInputs {
  public:
-  // Validates the inputs (names, formats, paths): kInvalidArgument naming the input; a file
-  // that exists but cannot be read is refused (kPermissionDenied, naming the input and the
-  // path); one that does not exist yet is waited for.
+  // Validates the inputs (names, formats, paths): kInvalidArgument naming the input; a named
+  // path that exists but is not a regular file (a FIFO: opening it would wait for a writer) is
+  // refused (kInvalidArgument, naming the input and the path), as is a file that cannot be read
+  // (kPermissionDenied); one that does not exist yet is waited for. A glob skips what it
+  // matches that is not a regular file, logging it once.
   static absl::StatusOr<std::unique_ptr<FileInputs>> Create(
       const palisade::v1::InputsConfig& config, FileInputsOptions options, LineSink sink,
       prometheus::Registry& registry);
@@ -108,8 +126,9 @@ class FileInputs {
   void Start();
   void Stop();
 
-  // One round over every file (what the thread does each poll_interval): finds new files of
-  // the globs, reads and delivers new lines. Returns the lines delivered.
+  // One round over every file (what the thread does each poll_interval, or at once while a
+  // file has more than a round takes): finds new files of the globs, reads and delivers new
+  // lines. Returns the lines delivered.
   size_t PollOnce();
 
   // Runs `fn` with every file's position while no batch is in flight.
@@ -127,6 +146,9 @@ class FileInputs {
     std::vector<std::pair<size_t, size_t>> spans;  // (offset, length) of each line in bytes
     LineBatch batch;
     palisade::v1::FileCheckpoint after;  // the follower's position after the batch's last line
+    // The follower stopped at a limit (batch_lines, or 1 MiB with the newlines as it counts
+    // them), not at the end of the file: the file may have more.
+    bool full = false;
     std::shared_ptr<const void> hold;    // what the prematch needs alive (its rules)
     State state = State::kFilled;        // under work_mu_
   };
@@ -139,6 +161,8 @@ class FileInputs {
     // The position after the last line the sink took (what a snapshot may say).
     palisade::v1::FileCheckpoint taken;
   };
+  // A file as the file system knows it: (device, inode).
+  using FileKey = std::pair<uint64_t, uint64_t>;
   struct Input {
     palisade::v1::FileInput config;
     palisade::v1::LogFormat format;
@@ -151,25 +175,44 @@ class FileInputs {
     prometheus::Gauge* lag = nullptr;
     // What the followers' running totals were when last published.
     std::map<std::string, FollowerStats> published;
+    // Restored positions (FileInputsOptions::checkpoints) of files with no follower yet, by
+    // path: a glob's file rotated away while the daemon was down (PATH.1, not matched) and not
+    // created again yet. Saved on in every snapshot until a follower takes them; dropped once
+    // their file is neither at its path nor at PATH.1 (no follower could resume from them).
+    std::map<std::string, palisade::v1::FileCheckpoint> restored;
+    // What the globs match that is not a regular file (a FIFO, a socket): skipped, said once.
+    // Forgotten once no longer matched.
+    std::set<std::string> skipped;
+    // The files this input's followers have open or read to their end across a rotation, as
+    // their last checkpoints (device, inode, fingerprint): a glob match that is one of them
+    // under another name (a rotated copy: app.log-2024-12-05) is not read again as a new file.
+    // Forgotten once neither open nor matched (the inode may be reused).
+    std::map<FileKey, palisade::v1::FileCheckpoint> known;
+    // Glob matches found to be one of `known` (by their first bytes), with its key: left out
+    // again without a read while the path holds that file. Forgotten once not matched.
+    std::map<std::string, FileKey> copies;
   };
 
   FileInputs(FileInputsOptions options, LineSink sink) : options_(std::move(options)),
                                                          sink_(std::move(sink)) {}
-  // Adds followers for paths (and glob matches) not followed yet.
+  // Adds followers for paths (and glob matches) not followed yet, each from its restored
+  // position if there is one.
   void DiscoverLocked(Input& input) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Up to 16 batches of one file (the others get their turn). Returns the lines taken.
-  size_t PollFileLocked(Input& input, const std::string& path, File& file)
+  // One round over every file (PollOnce); `*more` is set when a file stopped at the round's 16
+  // batches with more to read (the reading thread then goes round again at once).
+  size_t Round(bool* more);
+  // Up to 16 batches of one file (the others get their turn). Returns the lines taken; sets
+  // `*more` when the file has more to read than the round took (a refused batch is not more:
+  // it is offered again after poll_interval).
+  size_t PollFileLocked(Input& input, const std::string& path, File& file, bool* more)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The same on several threads: the others read the file's batches ahead and prematch them
   // while this one hands them to the sink in order (prematching one itself rather than wait).
-  size_t PollFileWithWorkersLocked(Input& input, const std::string& path, File& file)
+  size_t PollFileWithWorkersLocked(Input& input, const std::string& path, File& file, bool* more)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads the file's next batch into `slot`: the lines read (0 at the end or on an error). One
   // thread at a time per file (the round's, or the one reading for it).
   size_t Fill(Input& input, const std::string& path, File& file, Slot& slot);
-  // Whether a batch of `lines` filled into `slot` was full (in lines or in bytes): the file may
-  // have more.
-  bool Full(size_t lines, const Slot& slot) const;
   void Prematch(Slot* slot);
   void Work();  // a reading and prematching thread
   std::unique_ptr<Slot> NewSlot();
@@ -193,7 +236,7 @@ class FileInputs {
     const std::string* path;
     File* file;
     int read = 0;          // batches this round, those left from the last one included
-    bool more = true;      // the follower's last batch was full
+    bool more = true;      // the follower's last batch was full (Slot::full)
     bool filling = false;  // a worker is reading the next batch
     bool stop = false;     // the sink refused: read no more this round
   };

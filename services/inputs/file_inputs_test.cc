@@ -1,5 +1,12 @@
 #include "services/inputs/file_inputs.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -13,6 +20,20 @@ namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
+
+// Whether this process has a descriptor open on `path` after it was removed.
+bool HoldsRemoved(const std::string& path) {
+  DIR* dir = ::opendir("/proc/self/fd");
+  if (dir == nullptr) return false;
+  bool found = false;
+  for (struct dirent* e; (e = ::readdir(dir)) != nullptr;) {
+    char target[4096];
+    const ssize_t n = ::readlinkat(::dirfd(dir), e->d_name, target, sizeof(target));
+    if (n > 0 && std::string(target, static_cast<size_t>(n)) == path + " (deleted)") found = true;
+  }
+  ::closedir(dir);
+  return found;
+}
 
 class FileInputsTest : public ::testing::Test {
  protected:
@@ -37,6 +58,7 @@ class FileInputsTest : public ::testing::Test {
     FileInputsOptions options;
     options.batch_lines = 2;
     options.checkpoints = std::move(from);
+    options.log = [this](const std::string& message) { logs_.push_back(message); };
     auto inputs = FileInputs::Create(
         config, options,
         [this](const palisade::v1::LogBatch& b) {
@@ -51,9 +73,20 @@ class FileInputsTest : public ::testing::Test {
     return inputs.ok() ? *std::move(inputs) : nullptr;
   }
 
+  // The sum of a counter's series (every input's) in registry_.
+  double Counter(const std::string& name) {
+    double sum = 0;
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != name) continue;
+      for (const auto& metric : family.metric) sum += metric.counter.value;
+    }
+    return sum;
+  }
+
   std::string dir_;
   prometheus::Registry registry_;
   std::vector<std::string> lines_;
+  std::vector<std::string> logs_;
   bool refuse_ = false;
 };
 
@@ -82,6 +115,98 @@ TEST_F(FileInputsTest, AGlobDoesNotReadRotatedCopiesAgain) {
   Append("app.log.old", "c1\n");
   EXPECT_EQ(inputs->PollOnce(), 1u);
   EXPECT_THAT(lines_, ElementsAre("a1", "b1", "c1"));
+}
+
+// Rotated copies under names RotatedCopyOf does not know (logrotate's dateformat -%Y-%m-%d,
+// Python's TimedRotatingFileHandler, a date and a time) are told by their inode: the file a
+// follower has open or read to its end across a rotation is not read again from its start
+// under its new name.
+TEST_F(FileInputsTest, AGlobDoesNotReadACopyRenamedAnyHowAgain) {
+  auto rotate = [&](const std::string& to) {
+    ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/" + to).c_str()), 0);
+  };
+  Append("app.log", "a1\n");
+  auto inputs = Make(Config({"app.log*"}));
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  rotate("app.log-2026-12-04");
+  Append("app.log", "b1\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_EQ(inputs->PollOnce(), 0u);  // the copy, read to its end and let go: still not read
+  EXPECT_THAT(lines_, ElementsAre("a1", "b1"));
+  rotate("app.log.2026-12-05");
+  Append("app.log", "c1\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  rotate("app.log-20261206-1733356800");
+  Append("app.log", "d1\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre("a1", "b1", "c1", "d1"));
+  // A file of its own that the glob matches is still read.
+  Append("app.log.old", "e1\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ElementsAre("a1", "b1", "c1", "d1", "e1"));
+}
+
+// Rotated while the daemon was down under a name other than PATH.1: the restored position is
+// the copy's (its inode and first bytes say so), so the copy is read on from it and the new
+// file from its start; the copy was read again from its start as a new file.
+TEST_F(FileInputsTest, ARestartReadsACopyRenamedAnyHowOnFromItsPosition) {
+  Append("app.log", "a1\n");
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(Config({"app.log*"}));
+    EXPECT_EQ(inputs->PollOnce(), 1u);
+    saved = inputs->Checkpoints();
+  }
+  ASSERT_EQ(saved.size(), 1u);
+  Append("app.log", "a2\n");
+  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log-2026-12-04").c_str()), 0);
+  Append("app.log", "b1\n");
+  auto again = Make(Config({"app.log*"}), saved);
+  EXPECT_EQ(again->PollOnce(), 2u);
+  EXPECT_THAT(lines_, ::testing::UnorderedElementsAre("a1", "a2", "b1"));
+  std::vector<palisade::v1::FileCheckpoint> c = again->Checkpoints();
+  ASSERT_EQ(c.size(), 2u);
+  EXPECT_EQ(c[0].path(), dir_ + "/app.log");
+  EXPECT_EQ(c[0].offset(), 3u);
+  EXPECT_EQ(c[1].path(), dir_ + "/app.log-2026-12-04");
+  EXPECT_EQ(c[1].offset(), 6u);
+}
+
+// A glob's file removed (find -delete on old files) is let go of once read to its end: its
+// descriptor closed (disk space freed, descriptors not piling up to EMFILE) and its position
+// gone from the snapshot. A file created again at its path is a new file.
+TEST_F(FileInputsTest, ARemovedGlobFileIsLetGoOf) {
+  Append("a.log", "a1\n");
+  Append("b.log", "b1\n");
+  auto inputs = Make(Config({"*.log"}));
+  EXPECT_EQ(inputs->PollOnce(), 2u);
+  EXPECT_EQ(inputs->Checkpoints().size(), 2u);
+  ASSERT_EQ(std::remove((dir_ + "/a.log").c_str()), 0);
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  std::vector<palisade::v1::FileCheckpoint> c = inputs->Checkpoints();
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].path(), dir_ + "/b.log");
+  EXPECT_FALSE(HoldsRemoved(dir_ + "/a.log"));
+  Append("a.log", "a2\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ElementsAre("a1", "b1", "a2"));
+  EXPECT_EQ(Counter("palisade_input_bytes_total"), 9.0);  // each byte once
+}
+
+// A named path's file removed is let go of too (no position saved for it); the path is
+// followed again when a file comes back there.
+TEST_F(FileInputsTest, ARemovedNamedFileIsLetGoOfAndWaitedFor) {
+  Append("auth.log", "l1\n");
+  auto inputs = Make(Config({"auth.log"}));
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  ASSERT_EQ(std::remove((dir_ + "/auth.log").c_str()), 0);
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  EXPECT_TRUE(inputs->Checkpoints().empty());
+  EXPECT_FALSE(HoldsRemoved(dir_ + "/auth.log"));
+  Append("auth.log", "l2\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ElementsAre("l1", "l2"));
 }
 
 TEST_F(FileInputsTest, ARefusedBatchIsOfferedAgainAndNotCheckpointed) {
@@ -143,6 +268,73 @@ TEST_F(FileInputsTest, ARestartFromTheCheckpointsReadsOnExactly) {
   EXPECT_THAT(lines_, ElementsAre("l4"));
 }
 
+// A restored position whose file cannot be opened yet (out of descriptors here; EACCES alike)
+// is still the file's position in the snapshot: the next restart reads on from it, not from the
+// file's start (every line counted twice).
+TEST_F(FileInputsTest, APositionWaitingToResumeIsStillSaved) {
+  Append("auth.log", "l1\nl2\n");
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(Config({"auth.log"}));
+    EXPECT_EQ(inputs->PollOnce(), 2u);
+    saved = inputs->Checkpoints();
+  }
+  ASSERT_EQ(saved.size(), 1u);
+  ASSERT_EQ(saved[0].offset(), 6u);
+  // Every descriptor taken (a lowered limit, filled with /dev/null).
+  struct rlimit old_limit;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  struct rlimit low = old_limit;
+  low.rlim_cur = 256;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  std::vector<int> taken;
+  for (int fd; (fd = ::open("/dev/null", O_RDONLY)) >= 0;) taken.push_back(fd);
+  auto again = Make(Config({"auth.log"}), saved);
+  const size_t read = again->PollOnce();
+  std::vector<palisade::v1::FileCheckpoint> waiting = again->Checkpoints();
+  for (int fd : taken) ::close(fd);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  EXPECT_EQ(read, 0u);
+  ASSERT_EQ(waiting.size(), 1u);
+  EXPECT_EQ(waiting[0].DebugString(), saved[0].DebugString());
+  Append("auth.log", "l3\n");
+  EXPECT_EQ(again->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ElementsAre("l1", "l2", "l3"));
+}
+
+// A glob's file that was rotated away while the daemon was down (app.log is now app.log.1, which
+// the glob does not match, and no new app.log yet) has no follower; its restored position is
+// kept in the snapshot until the new file comes, and the follower then reads the rotated file
+// on from it.
+TEST_F(FileInputsTest, ARestoredPositionWithNoFileYetIsKept) {
+  Append("app.log", "a1\n");
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(Config({"*.log"}));
+    EXPECT_EQ(inputs->PollOnce(), 1u);
+    saved = inputs->Checkpoints();
+  }
+  ASSERT_EQ(saved.size(), 1u);
+  Append("app.log", "a2\n");
+  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log.1").c_str()), 0);
+  auto again = Make(Config({"*.log"}), saved);
+  EXPECT_EQ(again->PollOnce(), 0u);
+  std::vector<palisade::v1::FileCheckpoint> kept = again->Checkpoints();
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(kept[0].DebugString(), saved[0].DebugString());
+  Append("app.log", "b1\n");
+  EXPECT_EQ(again->PollOnce(), 2u);
+  EXPECT_THAT(lines_, ElementsAre("a1", "a2", "b1"));
+  // A restored position whose file is gone for good (neither at its path nor rotated to
+  // PATH.1) is of no use to a follower, and is not saved on.
+  lines_.clear();
+  std::remove((dir_ + "/app.log").c_str());
+  std::remove((dir_ + "/app.log.1").c_str());
+  auto gone = Make(Config({"*.log"}), saved);
+  EXPECT_EQ(gone->PollOnce(), 0u);
+  EXPECT_TRUE(gone->Checkpoints().empty());
+}
+
 // A JSON input reads each record whole up to max_record_bytes (a client's long headers, logged
 // before the status, must not cut it), and a batch stops once its lines hold 1 MiB.
 TEST_F(FileInputsTest, JsonRecordsAreReadWholeInBatchesBoundedInBytes) {
@@ -172,6 +364,95 @@ TEST_F(FileInputsTest, JsonRecordsAreReadWholeInBatchesBoundedInBytes) {
   EXPECT_THAT(line_sizes, ElementsAre(record.size(), record.size(), record.size()));
   // The first batch ends with the line that brought it past 1 MiB.
   EXPECT_THAT(batch_bytes, ElementsAre(2 * record.size(), record.size()));
+}
+
+// A batch that ended at 1 MiB (the follower counts each line's newline) is full: the round
+// reads the file's next batches at once. It used to compare only the lines' bytes, so with
+// lines of 1,500 bytes a batch of 699 lines (1,048,500 bytes, 1,049,199 with newlines) looked
+// short: the round ended and a backlog was read at 1 MiB per poll interval.
+TEST_F(FileInputsTest, ABatchEndedByItsBytesIsFullAndTheRoundReadsOn) {
+  const std::string line = std::string(1500, 'x') + "\n";
+  std::string backlog;
+  for (int i = 0; i < 2800; ++i) backlog += line;  // 4 MiB: four batches of 699 lines and more
+  Append("auth.log", backlog);
+  // On one thread, and on two (batches read ahead by the other).
+  for (uint32_t threads : {1u, 2u}) {
+    SCOPED_TRACE(absl::StrCat(threads, " thread(s)"));
+    FileInputsOptions options;  // batch_lines 1000
+    options.threads = threads;
+    size_t delivered = 0;
+    LineSink sink;
+    sink.prematch = [](LineBatch*) { return std::shared_ptr<const void>(); };
+    sink.process = [&](const LineBatch& b) {
+      delivered += b.lines.size();
+      return absl::OkStatus();
+    };
+    prometheus::Registry registry;
+    auto inputs = FileInputs::Create(Config({"auth.log"}), options, sink, registry);
+    ASSERT_TRUE(inputs.ok()) << inputs.status();
+    EXPECT_EQ((*inputs)->PollOnce(), 2800u);
+    EXPECT_EQ(delivered, 2800u);
+  }
+}
+
+// The reading thread goes round again at once while a file has more to read (a round takes at
+// most 16 batches of a file), however few lines that was: with long lines 16 batches of 1 MiB
+// hold fewer lines than batch_lines, and it used to wait poll_interval (an hour here) then.
+TEST_F(FileInputsTest, TheThreadReadsABacklogWithoutWaitingBetweenRounds) {
+  FileInputsOptions options;
+  options.batch_lines = 20000;
+  options.poll_interval = absl::Hours(1);
+  std::atomic<size_t> delivered{0};
+  auto inputs = FileInputs::Create(
+      Config({"auth.log"}), options,
+      [&](const palisade::v1::LogBatch& b) {
+        delivered += static_cast<size_t>(b.records_size());
+        return absl::OkStatus();
+      },
+      registry_);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+  // 18 MiB of 1,500-byte lines: more than one round's 16 batches of 1 MiB (699 lines each).
+  const std::string line = std::string(1500, 'x') + "\n";
+  std::string part;
+  for (int i = 0; i < 1000; ++i) part += line;
+  for (int i = 0; i < 12; ++i) Append("auth.log", part);
+  (*inputs)->Start();
+  // A generous deadline: the rounds follow each other at once; only the hour would be missed.
+  for (int i = 0; i < 12000 && delivered.load() < 12000; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  (*inputs)->Stop();
+  EXPECT_EQ(delivered.load(), 12000u);
+}
+
+// A named path that is a FIFO is refused at once, naming the input and the path: following it
+// blocked in open() (no writer yet) with the inputs' lock held, or failed every read (ESPIPE).
+TEST_F(FileInputsTest, ANamedFifoIsRefused) {
+  ASSERT_EQ(::mkfifo((dir_ + "/auth.log").c_str(), 0600), 0);
+  FileInputsOptions options;
+  auto sink = [](const palisade::v1::LogBatch&) { return absl::OkStatus(); };
+  // Never polled: a poll would block (before the fix) and hang the test.
+  auto made = FileInputs::Create(Config({"auth.log"}), options, sink, registry_);
+  ASSERT_FALSE(made.ok());
+  EXPECT_EQ(made.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(made.status().message(),
+              HasSubstr("inputs.files[0] (\"auth\"): " + dir_ + "/auth.log: not a regular file"));
+}
+
+// A glob that matches a FIFO among its files skips it, said once in the log and counted once as
+// an error; the regular files are read.
+TEST_F(FileInputsTest, AGlobSkipsAFifoAndSaysSoOnce) {
+  Append("a.log", "a1\n");
+  ASSERT_EQ(::mkfifo((dir_ + "/b.log").c_str(), 0600), 0);
+  Append("c.log", "c1\n");
+  auto inputs = Make(Config({"*.log"}));
+  EXPECT_EQ(inputs->PollOnce(), 2u);
+  Append("c.log", "c2\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ElementsAre("a1", "c1", "c2"));
+  EXPECT_THAT(logs_, ElementsAre(HasSubstr("input auth: " + dir_ +
+                                           "/b.log: not a regular file, skipped")));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 1.0);
 }
 
 TEST_F(FileInputsTest, BadInputsAreRefusedNamingThem) {
