@@ -72,10 +72,16 @@
 // mu_, nothing that grows with the active decisions or with the requests is done under it: the
 // active rows are an immutable snapshot (ranges parsed once, when logged) that a pull or a live
 // question takes under mu_ by pointer and reads, filters and writes out after it; changes made
-// meanwhile are a small layer on top, folded into the next snapshot outside mu_.
+// meanwhile are a layer on top, folded into a new snapshot outside mu_ by the next such reader,
+// or by the ticker once the layer holds a quarter as many rows as the snapshot. A live ip=
+// question (nginx's and HAProxy's bouncers ask one per request their server takes) takes no
+// snapshot: an index of the active rows by what they decide on, kept under mu_ with every
+// change, gives it the rows on its address (one lookup per prefix length in use), which it
+// filters and writes out after mu_, as the others do theirs.
 #ifndef PALISADE_SERVICES_BOUNCER_API_BOUNCER_API_H_
 #define PALISADE_SERVICES_BOUNCER_API_BOUNCER_API_H_
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -190,6 +196,9 @@ class BouncerApi {
   // answer is written, so a test can hold an answer there and see what waits for it. Set it
   // before any request.
   void SetAnswerHookForTesting(std::function<void()> hook) { answer_hook_ = std::move(hook); }
+  // Tests: answers live ip= questions as the others are, over every active row of a snapshot,
+  // instead of from the index, so that a test can hold the two answers side by side.
+  void SetLiveScanForTesting(bool scan) { live_scan_for_testing_ = scan; }
 
  private:
   // One active row as it is served, and what it decides on (see bouncer_api.cc). Immutable once
@@ -197,6 +206,9 @@ class BouncerApi {
   struct ActiveRow;
   // Active rows by decision id. In a layer of changes, a null row is a decision that ended.
   using ActiveRows = absl::flat_hash_map<std::string, std::shared_ptr<const ActiveRow>>;
+  // The active rows by the address or range they decide on, for live ip= questions (see
+  // bouncer_api.cc).
+  class LiveIndex;
   // The active rows as they were when the log's last sequence number was `seq`.
   struct Snapshot {
     std::shared_ptr<const ActiveRows> rows;
@@ -250,6 +262,10 @@ class BouncerApi {
   // The active rows now: under mu_ a pointer (and the layer of changes moved aside), the fold of
   // the changes into a new snapshot after it.
   Snapshot TakeSnapshot() ABSL_LOCKS_EXCLUDED(mu_, fold_mu_);
+  // Folds the layer of changes into a new snapshot when it holds at least a quarter as many rows
+  // as the snapshot (the ticker): no reader may come for long (ip= questions take none), and
+  // until one does the layer keeps replaced rows alive beside their successors.
+  void FoldIfLarge() ABSL_LOCKS_EXCLUDED(mu_, fold_mu_);
   BouncerReply Stream(std::shared_ptr<Bouncer> bouncer, const BouncerRequest& request)
       ABSL_LOCKS_EXCLUDED(mu_, pull_mu_);
   BouncerReply Live(std::shared_ptr<Bouncer> bouncer, const BouncerRequest& request)
@@ -282,6 +298,10 @@ class BouncerApi {
       std::make_shared<const ActiveRows>();
   std::shared_ptr<const ActiveRows> merging_ ABSL_GUARDED_BY(mu_);
   ActiveRows changes_ ABSL_GUARDED_BY(mu_);
+  // The rows FindLocked finds (the layers' view), by what they decide on: updated with them in
+  // AppendLocked and rebuilt in Attach; a fold changes nothing in it.
+  std::unique_ptr<LiveIndex> index_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> live_scan_for_testing_{false};
   int64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
   // Changes numbered but not yet in the store: written together by the ticker (every second),
   // before any pull is answered, at kMaxPending, and at Stop.
