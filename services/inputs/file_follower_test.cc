@@ -14,26 +14,15 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/inputs/removed_files_for_tests.h"
 
 namespace palisade {
 namespace {
 
+using ::palisade::testing::AllDescriptorsTaken;
+using ::palisade::testing::HoldsRemoved;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
-
-// Whether this process has a descriptor open on `path` after it was removed.
-bool HoldsRemoved(const std::string& path) {
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) return false;
-  bool found = false;
-  for (struct dirent* e; (e = ::readdir(dir)) != nullptr;) {
-    char target[4096];
-    const ssize_t n = ::readlinkat(::dirfd(dir), e->d_name, target, sizeof(target));
-    if (n > 0 && std::string(target, static_cast<size_t>(n)) == path + " (deleted)") found = true;
-  }
-  ::closedir(dir);
-  return found;
-}
 
 class FileFollowerTest : public ::testing::Test {
  protected:
@@ -103,19 +92,15 @@ TEST_F(FileFollowerTest, AResumeThatCannotOpenTheFileTriesAgainFromTheCheckpoint
     EXPECT_THAT(Poll(f), ElementsAre("a", "b"));
     saved = f.checkpoint();
   }
-  // Every descriptor taken (a lowered limit, filled with /dev/null).
-  struct rlimit old_limit;
-  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
-  struct rlimit low = old_limit;
-  low.rlim_cur = 256;
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
-  std::vector<int> taken;
-  for (int fd; (fd = ::open("/dev/null", O_RDONLY)) >= 0;) taken.push_back(fd);
-  auto resumed = std::make_unique<FileFollower>(path_, FileFollowerOptions{}, saved);
+  std::unique_ptr<FileFollower> resumed;
   std::vector<std::string> lines;
-  absl::StatusOr<size_t> n = resumed->Poll(10, &lines);
-  for (int fd : taken) ::close(fd);
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  absl::StatusOr<size_t> n = 0;
+  {
+    AllDescriptorsTaken taken;
+    ASSERT_TRUE(taken.ok());
+    resumed = std::make_unique<FileFollower>(path_, FileFollowerOptions{}, saved);
+    n = resumed->Poll(10, &lines);
+  }
   EXPECT_FALSE(n.ok());
   EXPECT_THAT(std::string(n.status().message()), ::testing::HasSubstr(path_));
   // Meanwhile its position is the checkpoint's, not "no file" (inode 0, offset 0): a snapshot

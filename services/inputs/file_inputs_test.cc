@@ -14,26 +14,15 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/inputs/removed_files_for_tests.h"
 
 namespace palisade {
 namespace {
 
+using ::palisade::testing::AllDescriptorsTaken;
+using ::palisade::testing::HoldsRemoved;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-// Whether this process has a descriptor open on `path` after it was removed.
-bool HoldsRemoved(const std::string& path) {
-  DIR* dir = ::opendir("/proc/self/fd");
-  if (dir == nullptr) return false;
-  bool found = false;
-  for (struct dirent* e; (e = ::readdir(dir)) != nullptr;) {
-    char target[4096];
-    const ssize_t n = ::readlinkat(::dirfd(dir), e->d_name, target, sizeof(target));
-    if (n > 0 && std::string(target, static_cast<size_t>(n)) == path + " (deleted)") found = true;
-  }
-  ::closedir(dir);
-  return found;
-}
 
 class FileInputsTest : public ::testing::Test {
  protected:
@@ -281,19 +270,16 @@ TEST_F(FileInputsTest, APositionWaitingToResumeIsStillSaved) {
   }
   ASSERT_EQ(saved.size(), 1u);
   ASSERT_EQ(saved[0].offset(), 6u);
-  // Every descriptor taken (a lowered limit, filled with /dev/null).
-  struct rlimit old_limit;
-  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
-  struct rlimit low = old_limit;
-  low.rlim_cur = 256;
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
-  std::vector<int> taken;
-  for (int fd; (fd = ::open("/dev/null", O_RDONLY)) >= 0;) taken.push_back(fd);
-  auto again = Make(Config({"auth.log"}), saved);
-  const size_t read = again->PollOnce();
-  std::vector<palisade::v1::FileCheckpoint> waiting = again->Checkpoints();
-  for (int fd : taken) ::close(fd);
-  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  std::unique_ptr<FileInputs> again;
+  size_t read = 0;
+  std::vector<palisade::v1::FileCheckpoint> waiting;
+  {
+    AllDescriptorsTaken taken;
+    ASSERT_TRUE(taken.ok());
+    again = Make(Config({"auth.log"}), saved);
+    read = again->PollOnce();
+    waiting = again->Checkpoints();
+  }
   EXPECT_EQ(read, 0u);
   ASSERT_EQ(waiting.size(), 1u);
   EXPECT_EQ(waiting[0].DebugString(), saved[0].DebugString());
