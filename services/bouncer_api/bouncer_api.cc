@@ -794,11 +794,6 @@ absl::Status BouncerApi::Attach(DecisionTable& table) {
   return absl::OkStatus();
 }
 
-void BouncerApi::OnUpdate(const DecisionUpdate& update) {
-  absl::MutexLock lock(&mu_);
-  OnUpdateLocked(update);
-}
-
 void BouncerApi::OnUpdates(const std::vector<DecisionUpdate>& updates) {
   // One lock for the set: a pull takes its position (last_seq_) under mu_, so it never lands
   // between a replaced decision's deletion and its replacement's creation.

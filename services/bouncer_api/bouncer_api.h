@@ -163,8 +163,6 @@ class BouncerApi {
   // A change set, as the table's set listener hears it (Attach subscribes this): logged whole,
   // under one lock, so that no pull is served a part of it.
   void OnUpdates(const std::vector<DecisionUpdate>& updates);
-  // A set of one change (tests).
-  void OnUpdate(const DecisionUpdate& update);
 
   // Admin: a new bouncer and its key (returned once). kInvalidArgument for a name that is not
   // [A-Za-z0-9._@-]{1,64}; kAlreadyExists.

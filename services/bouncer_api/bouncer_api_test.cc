@@ -513,7 +513,7 @@ TEST(BouncerApiTest, OnlyAddressAndRangeDecisionsThatActAreServed) {
     u.decision.set_origin(palisade::v1::ORIGIN_RULE);
     u.decision.set_rule_id("sshd-bf");
     u.decision.mutable_expiry()->set_seconds(absl::ToUnixSeconds(clock.TimeNow()) + 60);
-    d.api->OnUpdate(u);
+    d.api->OnUpdates({u});
   };
   update("a", palisade::v1::TARGET_KIND_IP, "203.0.113.1", false);
   update("b", palisade::v1::TARGET_KIND_IP, "203.0.113.2", true);  // dry run

@@ -12,9 +12,11 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "services/common/ip.h"
 
 namespace palisade {
 namespace {
@@ -93,18 +95,12 @@ std::string Address(const sockaddr_storage& a, bool with_port) {
 }
 
 // What a TCP/TLS sender counts against max_connections_per_address as: its address without the
-// port, an IPv4-mapped IPv6 one (an IPv4 sender on a dual-stack listener) as the IPv4 address,
-// so a host counts the same on every listener.
+// port, as IpAddress writes it (an IPv4-mapped IPv6 one, an IPv4 sender on a dual-stack
+// listener, folded to the IPv4 address), so a host counts the same on every listener.
 std::string SourceAddress(const sockaddr_storage& a) {
-  if (a.ss_family == AF_INET6) {
-    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(&a);
-    if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
-      char host[INET_ADDRSTRLEN] = "?";
-      inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], host, sizeof(host));
-      return host;
-    }
-  }
-  return Address(a, /*with_port=*/false);
+  const std::string text = Address(a, /*with_port=*/false);
+  const std::optional<IpAddress> ip = IpAddress::Parse(text);
+  return ip ? ip->ToString() : text;
 }
 
 std::string PeerOf(int fd) {
@@ -548,7 +544,7 @@ void SyslogReceiver::UdpLoop() {
                                  reinterpret_cast<sockaddr*>(&from), &from_len);
     if (n <= 0) continue;
     udp_frames_->Increment();
-    if (config_.max_lines_per_second() > 0 && !UdpAllowed(Address(from, /*with_port=*/false))) {
+    if (config_.max_lines_per_second() > 0 && !UdpAllowed(SourceAddress(from))) {
       udp_rate_drops_->Increment();
       continue;
     }

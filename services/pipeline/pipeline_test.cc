@@ -70,6 +70,15 @@ class PipelineTest : public ::testing::Test {
                         " web-1 sshd[1]: Failed password for root from ", ip, " port 22 ssh2");
   }
 
+  // A syslog batch of source web-1 with a Line per (address, seconds ago).
+  LogBatch Backlog(std::initializer_list<std::pair<absl::string_view, int>> lines) {
+    LogBatch batch;
+    batch.set_source("web-1");
+    batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+    for (const auto& [ip, ago] : lines) batch.add_records()->set_line(Line(ip, ago));
+    return batch;
+  }
+
   SimulatedClock clock_;
   prometheus::Registry registry_;
   DecisionTable table_;
@@ -81,28 +90,19 @@ class PipelineTest : public ::testing::Test {
 // second batch completes the threshold (the wall-clock sweep used to drop the window). The
 // decision would be over on the clock (600 s ban, an hour ago): stale, counted, not enforced.
 TEST_F(PipelineTest, BacklogWindowsAgeInEventTimeAcrossTheSweep) {
-  LogBatch first;
-  first.set_source("web-1");
-  first.set_format(LogFormat::LOG_FORMAT_SYSLOG);
-  first.add_records()->set_line(Line("203.0.113.7", 3600));
-  first.add_records()->set_line(Line("203.0.113.7", 3590));
-  ASSERT_THAT(pipeline_.ProcessBatch(first), IsOk());
+  ASSERT_THAT(pipeline_.ProcessBatch(Backlog({{"203.0.113.7", 3600}, {"203.0.113.7", 3590}})),
+              IsOk());
   clock_.Advance(absl::Seconds(1));
   pipeline_.ExpireWindows();
   EXPECT_EQ(pipeline_.engine_stats().expired_windows, 0u);
-  LogBatch second = first;
-  second.clear_records();
-  second.add_records()->set_line(Line("203.0.113.7", 3581));
+  const LogBatch second = Backlog({{"203.0.113.7", 3581}});
   absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(second);
   ASSERT_THAT(ack, IsOk());
   EXPECT_EQ(ack->detections(), 1u);
   EXPECT_EQ(table_.active_count(), 0u);
   EXPECT_EQ(CounterValue(registry_, "palisade_decisions_total", {{"change", "stale"}}), 1);
   // Once the stream itself moves on past the window, the sweep drops it.
-  LogBatch later = first;
-  later.clear_records();
-  later.add_records()->set_line(Line("198.51.100.9", 0));
-  ASSERT_THAT(pipeline_.ProcessBatch(later), IsOk());
+  ASSERT_THAT(pipeline_.ProcessBatch(Backlog({{"198.51.100.9", 0}})), IsOk());
   pipeline_.ExpireWindows();
   EXPECT_EQ(pipeline_.engine_stats().expired_windows, 1u);
 }
@@ -112,12 +112,8 @@ TEST_F(PipelineTest, BacklogWindowsAgeInEventTimeAcrossTheSweep) {
 // backlog that continues them is read (the restored windows age from the restart, for one
 // span, until a line of theirs moves them on).
 TEST_F(PipelineTest, RestoredWindowsWaitForTheBacklogThatContinuesThem) {
-  LogBatch first;
-  first.set_source("web-1");
-  first.set_format(LogFormat::LOG_FORMAT_SYSLOG);
-  first.add_records()->set_line(Line("203.0.113.7", 3600));
-  first.add_records()->set_line(Line("203.0.113.7", 3590));
-  ASSERT_THAT(pipeline_.ProcessBatch(first), IsOk());
+  ASSERT_THAT(pipeline_.ProcessBatch(Backlog({{"203.0.113.7", 3600}, {"203.0.113.7", 3590}})),
+              IsOk());
   const palisade::v1::EngineSnapshot saved = pipeline_.SnapshotWindows();
   ASSERT_EQ(saved.windows_size(), 1);
 
@@ -128,9 +124,7 @@ TEST_F(PipelineTest, RestoredWindowsWaitForTheBacklogThatContinuesThem) {
   clock_.Advance(absl::Seconds(1));
   restarted.ExpireWindows();
   EXPECT_EQ(restarted.engine_stats().expired_windows, 0u);
-  LogBatch second = first;
-  second.clear_records();
-  second.add_records()->set_line(Line("203.0.113.7", 3581));
+  const LogBatch second = Backlog({{"203.0.113.7", 3581}});
   absl::StatusOr<palisade::v1::BatchAck> ack = restarted.ProcessBatch(second);
   ASSERT_THAT(ack, IsOk());
   EXPECT_EQ(ack->detections(), 1u);
