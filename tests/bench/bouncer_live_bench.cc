@@ -86,7 +86,7 @@ struct Setup {
     const absl::Time now = clock.TimeNow();
     for (int i = 0; i < kDecisions; ++i) {
       decisions.push_back(FeedDecision(i, now));
-      api->OnUpdate({DecisionChange::kCreated, decisions.back()});
+      api->OnUpdates({{DecisionChange::kCreated, decisions.back()}});
     }
     (void)api->Flush();
     for (int q = 0; q < kQuestions; ++q) {
@@ -139,7 +139,7 @@ struct Setup {
   void Change() {
     palisade::v1::Decision& d = decisions[next_change++ % kDecisions];
     d.mutable_expiry()->set_seconds(d.expiry().seconds() + 1);
-    api->OnUpdate({DecisionChange::kExtended, d});
+    api->OnUpdates({{DecisionChange::kExtended, d}});
   }
 
   SimulatedClock clock;
