@@ -410,8 +410,15 @@ int Run() {
   }
   // The windows, and where each file input stood when they were taken.
   palisade::v1::EngineSnapshot snapshot;
-  if (absl::StatusOr<std::string> windows = (*store)->LoadSnapshot("windows");
-      windows.ok() && !windows->empty()) {
+  absl::StatusOr<std::string> windows = (*store)->LoadSnapshot("windows");
+  if (!windows.ok()) {
+    // Not "no snapshot": starting without it would read every file input from its start again
+    // and count its lines twice, then save over the windows that could not be read.
+    Log(absl::StrCat("refusing to start: cannot read the saved windows: ",
+                     windows.status().message()));
+    return 2;
+  }
+  if (!windows->empty()) {
     if (snapshot.ParseFromString(*windows)) {
       pipeline.RestoreWindows(snapshot);
     } else {

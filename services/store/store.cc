@@ -66,6 +66,17 @@ class Stmt {
   }
   // SQLITE_ROW, SQLITE_DONE, or an error.
   int Step() { return sqlite3_step(stmt_); }
+  // A query's next row: true at a row, false at the end or on an error, which Finished() then
+  // tells apart. `while (q.Next()) {...}` followed by Finished: a read that fails half-way (a
+  // disk error, a lock held past the busy timeout) is an error, not a short answer.
+  bool Next() {
+    last_ = Step();
+    return last_ == SQLITE_ROW;
+  }
+  absl::Status Finished(const char* what) const {
+    if (last_ == SQLITE_DONE || last_ == SQLITE_ROW) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db_)));
+  }
   int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
   std::string Blob(int col) {
     const void* p = sqlite3_column_blob(stmt_, col);
@@ -81,6 +92,7 @@ class Stmt {
   sqlite3* db_;
   sqlite3_stmt* stmt_ = nullptr;
   int rc_;
+  int last_ = SQLITE_DONE;  // Next's last step
   bool cached_ = false;
 };
 
@@ -353,7 +365,9 @@ absl::Status Store::Migrate() {
   int version = 0;
   {
     Stmt v(statements_, db_, "PRAGMA user_version");
-    if (v.ok() && v.Step() == SQLITE_ROW) version = static_cast<int>(v.Int(0));
+    if (absl::Status s = Prepared(v, db_); !s.ok()) return s;
+    if (v.Next()) version = static_cast<int>(v.Int(0));
+    if (absl::Status s = v.Finished("schema version"); !s.ok()) return s;
   }
   if (version > kSchemaVersion) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -563,11 +577,12 @@ absl::StatusOr<std::vector<palisade::v1::Decision>> Store::LoadDecisions(bool ac
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
   std::vector<palisade::v1::Decision> out;
-  while (q.Step() == SQLITE_ROW) {
+  while (q.Next()) {
     palisade::v1::Decision d;
     if (!d.ParseFromString(q.Blob(0))) return absl::DataLossError("store: a decision is corrupt");
     out.push_back(std::move(d));
   }
+  if (s = q.Finished("load decisions"); !s.ok()) return s;
   return out;
 }
 
@@ -583,10 +598,11 @@ absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences(absl::Time since, si
       .Bind(2, static_cast<int64_t>(std::min<size_t>(
                    limit, static_cast<size_t>(std::numeric_limits<int64_t>::max()))));
   std::vector<OffenceRow> out;
-  while (q.Step() == SQLITE_ROW) {
+  while (q.Next()) {
     out.push_back(
         {q.Blob(0), static_cast<uint32_t>(q.Int(1)), absl::FromUnixMillis(q.Int(2)), q.Int(3)});
   }
+  if (s = q.Finished("load offences"); !s.ok()) return s;
   return out;
 }
 
@@ -595,7 +611,9 @@ absl::StatusOr<int64_t> Store::LastOffenceId() {
   Stmt q(statements_, db_, "SELECT max(id) FROM offences");
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
-  return q.Step() == SQLITE_ROW ? q.Int(0) : 0;  // max() of no rows is NULL: 0
+  if (q.Next()) return q.Int(0);  // max() of no rows is NULL: 0
+  if (s = q.Finished("last offence id"); !s.ok()) return s;
+  return 0;
 }
 
 absl::StatusOr<std::vector<OutboxRow>> Store::LoadOutbox() {
@@ -606,7 +624,7 @@ absl::StatusOr<std::vector<OutboxRow>> Store::LoadOutbox() {
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
   std::vector<OutboxRow> out;
-  while (q.Step() == SQLITE_ROW) {
+  while (q.Next()) {
     OutboxRow row;
     row.seq = q.Int(0);
     row.apply = q.Int(1) != 0;
@@ -617,6 +635,7 @@ absl::StatusOr<std::vector<OutboxRow>> Store::LoadOutbox() {
     }
     out.push_back(std::move(row));
   }
+  if (s = q.Finished("load outbox"); !s.ok()) return s;
   return out;
 }
 
@@ -626,9 +645,10 @@ absl::StatusOr<std::vector<EdgeRow>> Store::LoadEdges() {
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
   std::vector<EdgeRow> out;
-  while (q.Step() == SQLITE_ROW) {
+  while (q.Next()) {
     out.push_back({q.Blob(0), static_cast<int>(q.Int(1)), q.Blob(2), q.Blob(3), q.Int(4) != 0});
   }
+  if (s = q.Finished("load edges"); !s.ok()) return s;
   return out;
 }
 
@@ -645,7 +665,8 @@ absl::StatusOr<std::string> Store::LoadSnapshot(const std::string& name) {
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
   q.Bind(1, name);
-  if (q.Step() == SQLITE_ROW) return q.Blob(0);
+  if (q.Next()) return q.Blob(0);
+  if (s = q.Finished("load snapshot"); !s.ok()) return s;
   return std::string();
 }
 
@@ -692,7 +713,7 @@ absl::StatusOr<std::vector<BouncerRow>> Store::LoadBouncers() {
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
   std::vector<BouncerRow> out;
-  while (q.Step() == SQLITE_ROW) {
+  while (q.Next()) {
     BouncerRow row;
     row.name = q.Blob(0);
     row.key_hash = q.Blob(1);
@@ -703,6 +724,7 @@ absl::StatusOr<std::vector<BouncerRow>> Store::LoadBouncers() {
     row.position = q.Int(6);
     out.push_back(std::move(row));
   }
+  if (s = q.Finished("load bouncers"); !s.ok()) return s;
   return out;
 }
 
@@ -774,7 +796,7 @@ absl::StatusOr<std::vector<BouncerChangeRow>> Store::LoadBouncerChanges(int64_t 
   if (!s.ok()) return s;
   q.Bind(1, after);
   std::vector<BouncerChangeRow> out;
-  while (q.Step() == SQLITE_ROW) {
+  while (q.Next()) {
     BouncerChangeRow r;
     r.decision_id = q.Blob(0);
     r.num = q.Int(1);
@@ -789,6 +811,7 @@ absl::StatusOr<std::vector<BouncerChangeRow>> Store::LoadBouncerChanges(int64_t 
     r.until = absl::FromUnixMillis(q.Int(10));
     out.push_back(std::move(r));
   }
+  if (s = q.Finished("load bouncer changes"); !s.ok()) return s;
   return out;
 }
 
@@ -798,11 +821,12 @@ absl::StatusOr<BouncerLogMeta> Store::LoadBouncerLogMeta() {
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
   BouncerLogMeta meta;
-  while (q.Step() == SQLITE_ROW) {
+  while (q.Next()) {
     const std::string key = q.Blob(0);
     if (key == "last_seq") meta.last_seq = q.Int(1);
     if (key == "trimmed_through") meta.trimmed_through = q.Int(1);
   }
+  if (s = q.Finished("load bouncer log"); !s.ok()) return s;
   return meta;
 }
 
@@ -860,7 +884,8 @@ absl::StatusOr<int64_t> Store::TrimBouncerChanges(int64_t served_through, absl::
     s = Prepared(q, db_);
     if (s.ok()) {
       q.Bind(1, Millis(older_than)).Bind(2, max_deleted);
-      if (q.Step() == SQLITE_ROW) reach = q.Int(0);
+      if (q.Next()) reach = q.Int(0);
+      s = q.Finished("trim old deletions");
     }
   }
   if (s.ok() && reach > 0) {

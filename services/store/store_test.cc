@@ -1,6 +1,7 @@
 #include "services/store/store.h"
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
 #include <thread>
 #include <vector>
@@ -421,6 +422,8 @@ TEST(StoreTest, BouncerChangeLogKeepsTheLatestChangePerDecisionAndTrims) {
 // starts the WAL over syncs the WAL's new header) and how far the WAL file was ever written.
 struct SyncRecorder {
   static SyncRecorder* active;
+  // Set: every read of a file fails (SQLITE_IOERR_READ), as on a failing disk.
+  std::atomic<bool> fail_reads{false};
   absl::Mutex mu;
   std::vector<std::thread::id> syncs ABSL_GUARDED_BY(mu);  // of the database file
   int64_t wal_bytes ABSL_GUARDED_BY(mu) = 0;
@@ -456,6 +459,7 @@ struct SyncRecorder {
     methods.iVersion = 3;
     methods.xClose = [](sqlite3_file* f) { return Real(f)->pMethods->xClose(Real(f)); };
     methods.xRead = [](sqlite3_file* f, void* p, int n, sqlite3_int64 at) {
+      if (active->fail_reads) return SQLITE_IOERR_READ;
       return Real(f)->pMethods->xRead(Real(f), p, n, at);
     };
     methods.xWrite = [](sqlite3_file* f, const void* p, int n, sqlite3_int64 at) {
@@ -745,4 +749,60 @@ TEST(StoreTest, TheWriterCheckpointsWhenTheCheckpointerFallsBehind) {
 }
 
 }  // namespace
+
+// A read that fails (a disk error, a lock held too long) is an error, never the end of the rows:
+// each Load read SQLite's error as "no more rows" and answered what it had read so far, so a
+// start-up meeting one took the saved windows as absent (files re-read from their start, their
+// lines counted twice), the active decisions or the outbox as empty or short, and the last
+// offence id as 0.
+TEST(StoreTest, AReadThatFailsIsAnErrorNotAShortAnswer) {
+  SyncRecorder recorder;
+  const std::string path = Path("failing-reads.db");
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  OffenceRow off{"203.0.113.7", 2, absl::FromUnixSeconds(1000), 1};
+  ASSERT_THAT((*store)->RecordDecision(D("d1"), &off, true), IsOk());
+  ASSERT_THAT((*store)->SaveSnapshot("windows", std::string(64 << 10, 'w')), IsOk());
+  ASSERT_THAT((*store)->AddBouncer(BouncerRow{"b1", "hash"}), IsOk());
+  // Every statement asked once, so that it is prepared before reads fail (a failed prepare was
+  // already an error).
+  auto ask_everything = [&store]() {
+    std::vector<absl::Status> answers = {
+        (*store)->LoadSnapshot("windows").status(),
+        (*store)->LoadDecisions(true).status(),
+        (*store)->LoadDecisions(false).status(),
+        (*store)->LoadOffences(absl::InfinitePast(), 100).status(),
+        (*store)->LastOffenceId().status(),
+        (*store)->LoadOutbox().status(),
+        (*store)->LoadEdges().status(),
+        (*store)->LoadBouncers().status(),
+        (*store)->LoadBouncerChanges(0, false).status(),
+        (*store)->LoadBouncerLogMeta().status(),
+    };
+    return answers;
+  };
+  for (const absl::Status& s : ask_everything()) ASSERT_THAT(s, IsOk());
+  // Another connection writes, so the store's own must read the pages again.
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "UPDATE snapshots SET blob = zeroblob(70000)", nullptr, nullptr,
+                         nullptr),
+            SQLITE_OK);
+  sqlite3_close(other);
+
+  recorder.fail_reads = true;
+  const std::vector<absl::Status> failed = ask_everything();
+  recorder.fail_reads = false;
+  for (size_t i = 0; i < failed.size(); ++i) {
+    EXPECT_FALSE(failed[i].ok()) << "question " << i << " answered as if it had read everything";
+    EXPECT_THAT(failed[i].message(), HasSubstr("store: ")) << i;
+  }
+  // The reads work again once the disk does.
+  absl::StatusOr<std::string> windows = (*store)->LoadSnapshot("windows");
+  ASSERT_THAT(windows, IsOk());
+  EXPECT_EQ(windows->size(), 70000u);
+  EXPECT_THAT(*(*store)->LoadDecisions(true), SizeIs(1));
+  EXPECT_EQ(*(*store)->LastOffenceId(), 1);
+}
+
 }  // namespace palisade
