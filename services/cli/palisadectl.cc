@@ -952,7 +952,10 @@ int ReplayFiles(const std::vector<std::string>& files) {
       config,
       options.threads != 0 ? static_cast<int>(std::min(options.threads, kMaxReplayThreads))
                            : static_cast<int>(std::thread::hardware_concurrency()),
-      {*format, LogFormat::LOG_FORMAT_DECISIONS});
+      {*format, LogFormat::LOG_FORMAT_DECISIONS},
+      // A replay reads no feed; a config given names the daemon's feeds, and its packs are
+      // checked against them as the daemon checks them.
+      absl::GetFlag(FLAGS_config).empty() ? FeedNames::kAny : FeedNames::kConfigured);
   if (!rules.ok()) return Fail(absl::StrCat("replay: ", rules.status().message()));
   absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
       std::vector<std::string>(config.allowlist().begin(), config.allowlist().end()));

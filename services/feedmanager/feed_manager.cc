@@ -23,6 +23,9 @@ constexpr absl::Duration kDefaultTtl = absl::Hours(24 * 7);
 constexpr uint64_t kDefaultMaxBytes = 64ull << 20;
 constexpr double kDefaultKeepRatio = 0.1;
 constexpr size_t kMaxRejectionsReturned = 100;
+// Tick sweeps expired entries out when the earliest expiry, rounded up to this many seconds, has
+// passed.
+constexpr int64_t kSweepGrid = 60;
 // Feeds.Get's reply: at most this many bytes of entries (each framed by a tag and a length).
 constexpr size_t kMaxGetReplyBytes = size_t{3} << 20;
 constexpr size_t kEntryFraming = 6;
@@ -34,6 +37,8 @@ absl::Duration Or(const google::protobuf::Duration& d, absl::Duration fallback) 
 
 absl::Duration TtlOf(const FeedConfig& c) { return Or(c.entry_ttl(), kDefaultTtl); }
 
+// The shrink guard's ratio: 0 (unset) is the default; a negative one (the config takes -1)
+// turns the guard off.
 double KeepRatioOf(const FeedConfig& c) {
   return c.min_keep_ratio() > 0 ? c.min_keep_ratio()
                                 : (c.min_keep_ratio() < 0 ? 0 : kDefaultKeepRatio);
@@ -202,6 +207,7 @@ absl::Status FeedManager::Restore() {
     feed.last_modified = state.last_modified();
     feed.last_success = absl::FromUnixSeconds(state.last_success());
     feed.success_gauge->Set(static_cast<double>(state.last_success()));
+    feed.ttl_expiry_known = false;
     // A restarted daemon fetches at once rather than waiting a whole interval.
     feed.next_fetch = clock_.TimeNow();
     PublishLocked(feed, std::make_shared<const FeedSet>(std::move(entries)));
@@ -282,8 +288,9 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
       ++never_ban;
       continue;
     }
-    FeedEntry e{ind.cidr, now, now, ind.valid_until > 0 ? ind.valid_until : now + ttl,
-                ind.confidence, ind.ref};
+    const bool ttl_expiry = ind.valid_until <= 0;
+    FeedEntry e{ind.cidr, now, now, ttl_expiry ? now + ttl : ind.valid_until,
+                ind.confidence, ind.ref, ttl_expiry};
     if (feed.current != nullptr) {
       if (const FeedEntry* old = feed.current->Find(ind.cidr)) e.first_seen = old->first_seen;
     }
@@ -331,6 +338,11 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
   }
   feed.held_entries = 0;
   feed.held_reason.clear();
+  // A whole version says of each entry whether it has a valid_until; an added or removed part
+  // leaves the others as they were.
+  if (mode != palisade::v1::FEED_PUSH_MODE_ADD && mode != palisade::v1::FEED_PUSH_MODE_REMOVE) {
+    feed.ttl_expiry_known = true;
+  }
   feed.rejected = parsed.rejected;
   feed.never_ban = never_ban;
   ++feed.version;
@@ -348,13 +360,19 @@ void FeedManager::SyncEdgeLocked() {
   if (table_ == nullptr) return;
   std::vector<Cidr> all;
   absl::Duration ttl = absl::ZeroDuration();
+  // Ranges join into nothing wider than the narrowest minimum prefix of the to_edge feeds: a
+  // feed may not put a wider range at the edge by listing its pieces (MergeCidrs also keeps to
+  // what the IP list takes).
+  MergeLimits limits;
   for (const auto& [name, feed] : feeds_) {
     if (!feed.config.to_edge()) continue;
     ttl = std::max(ttl, TtlOf(feed.config));
+    limits.min_prefix_v4 = std::max(limits.min_prefix_v4, MinPrefixOf(feed.config, true));
+    limits.min_prefix_v6 = std::max(limits.min_prefix_v6, MinPrefixOf(feed.config, false));
     if (feed.current == nullptr) continue;
     for (const FeedEntry& e : feed.current->entries()) all.push_back(e.cidr);
   }
-  std::vector<Cidr> merged = MergeCidrs(all);
+  std::vector<Cidr> merged = MergeCidrs(all, limits);
   std::vector<DecisionTable::FeedTarget> desired;
   const bool over_cap = merged.size() > options_.edge_max_entries;
   if (over_cap) {
@@ -501,16 +519,23 @@ absl::StatusOr<PushFeedResponse> FeedManager::FetchNow(absl::string_view name) {
     }
     config = feed->config;
     request.url = config.url();
-    // Without a version, ask for the whole content even if validators survived somewhere.
-    if (feed->current != nullptr) {
+    // Without a version, ask for the whole content even if validators survived somewhere; so
+    // too when the entries' expiry kinds are unknown (a 304 could not renew them).
+    if (feed->current != nullptr && feed->ttl_expiry_known) {
       request.etag = feed->etag;
       request.last_modified = feed->last_modified;
     }
     request.timeout = Or(config.timeout(), kDefaultTimeout);
     request.max_bytes = config.max_bytes() > 0 ? config.max_bytes() : kDefaultMaxBytes;
+    request.cancel = &stopping_;
     feed->last_attempt = clock_.TimeNow();
   }
   absl::StatusOr<FetchResult> fetched = Fetch(request);
+  if (fetched.status().code() == absl::StatusCode::kCancelled) {
+    // Stop cut it short (shutdown, or the cluster lease lost): not the feed's failure, and it
+    // stays due for whoever pulls next.
+    return absl::CancelledError(absl::StrCat("feed \"", name, "\": ", fetched.status().message()));
+  }
   absl::StatusOr<ParsedFeed> parsed = absl::UnknownError("not parsed");
   if (fetched.ok() && !fetched->not_modified) {
     parsed = ParseFeed(config.format(), fetched->body, ParseOptionsFor(config));
@@ -536,6 +561,30 @@ absl::StatusOr<PushFeedResponse> FeedManager::FetchNow(absl::string_view name) {
     feed->last_success = now;
     feed->success_gauge->Set(static_cast<double>(absl::ToUnixSeconds(now)));
     feed->age_gauge->Set(0);
+    // The server's content is still the version held: it lists each entry now, and one without
+    // a valid_until of its own expires entry_ttl from now, as after a 200 with the same content
+    // (a new version, stored and published, so a restart or another node keeps the renewal).
+    if (feed->current != nullptr && feed->ttl_expiry_known) {
+      const int64_t at = absl::ToUnixSeconds(now);
+      const int64_t renewed_expiry = at + absl::ToInt64Seconds(TtlOf(config));
+      std::vector<FeedEntry> entries = feed->current->entries();
+      bool changed = false;
+      for (FeedEntry& e : entries) {
+        if (e.last_seen < at) {
+          e.last_seen = at;
+          changed = true;
+        }
+        if (e.ttl_expiry && e.expiry < renewed_expiry) {
+          e.expiry = renewed_expiry;
+          changed = true;
+        }
+      }
+      if (changed) {
+        ++feed->version;
+        PublishLocked(*feed, std::make_shared<const FeedSet>(std::move(entries)));
+        PersistLocked(*feed);
+      }
+    }
     PushFeedResponse unchanged;
     unchanged.set_version(feed->version);
     return unchanged;
@@ -564,12 +613,22 @@ void FeedManager::Tick() {
       if (feed.last_success != absl::InfinitePast()) {
         feed.age_gauge->Set(absl::ToDoubleSeconds(now - feed.last_success));
       }
-      // Entries past their expiry leave the feed (a new version of it).
+      // Entries past their expiry leave the feed (a new version of it), on a one-minute grid:
+      // at most a minute late, and entries ending seconds apart leave in one version, not one
+      // each (a version is stored whole and, in a cluster, published).
       if (feed.current != nullptr && feed.min_expiry != 0 &&
-          feed.min_expiry <= absl::ToUnixSeconds(now)) {
+          (feed.min_expiry + kSweepGrid - 1) / kSweepGrid * kSweepGrid <=
+              absl::ToUnixSeconds(now)) {
         std::vector<FeedEntry> kept;
         for (const FeedEntry& e : feed.current->entries()) {
           if (e.expiry > absl::ToUnixSeconds(now)) kept.push_back(e);
+        }
+        // The version no longer holds what its validators name: the next pull asks for the
+        // whole content, so a "not modified" cannot keep the feed short of what its server
+        // lists.
+        if (!feed.config.url().empty()) {
+          feed.etag.clear();
+          feed.last_modified.clear();
         }
         ++feed.version;
         PublishLocked(feed, std::make_shared<const FeedSet>(std::move(kept)));
@@ -579,13 +638,17 @@ void FeedManager::Tick() {
     }
     if (resync) SyncEdgeLocked();
   }
-  for (const std::string& name : due) FetchNow(name).IgnoreError();
+  for (const std::string& name : due) {
+    if (stopping_.load()) break;  // Stop: the feeds not pulled yet stay due
+    FetchNow(name).IgnoreError();
+  }
 }
 
 void FeedManager::Start() {
   absl::MutexLock run(&run_mu_);
   if (thread_.joinable()) return;
   stop_ = false;
+  stopping_.store(false);
   running_.store(true);
   {
     absl::MutexLock lock(&mu_);
@@ -609,10 +672,13 @@ void FeedManager::Stop() {
   {
     absl::MutexLock run(&run_mu_);
     stop_ = true;
+    stopping_.store(true);
     running_.store(false);
     thread = std::move(thread_);
   }
   if (thread.joinable()) thread.join();
+  // Pulls asked for after Stop (FetchNow) run again.
+  stopping_.store(false);
 }
 
 absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
@@ -648,6 +714,7 @@ absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
   feed->version = state.version();
   feed->etag = state.etag();
   feed->last_modified = state.last_modified();
+  feed->ttl_expiry_known = false;
   feed->last_success = absl::FromUnixSeconds(state.last_success());
   feed->success_gauge->Set(static_cast<double>(state.last_success()));
   // Should this node come to write, a pull is due an interval after the version's success.

@@ -69,7 +69,9 @@ class FeedManager {
   absl::Status Restore();
   // Starts the thread that pulls feeds with a URL when due and expires entries, after an edge
   // sync of the versions held. Stop ends it; Start may run again after Stop (a cluster node
-  // starts and stops it with the edge-writer lease). Both idempotent.
+  // starts and stops it with the edge-writer lease). Both idempotent. Stop does not wait for
+  // pulls: the one in flight (the thread's, or a FetchNow caller's) is cancelled, and due
+  // feeds not yet pulled stay due.
   void Start();
   void Stop();
 
@@ -100,7 +102,9 @@ class FeedManager {
   absl::StatusOr<bool> Follow(absl::string_view feed, const palisade::v1::FeedState& state);
   // The version held (0: none; kNotFound when not configured).
   absl::StatusOr<uint64_t> Version(absl::string_view feed) const;
-  // Fetches a pulled feed now and applies what it got.
+  // Fetches a pulled feed now and applies what it got. A 304 renews the entries the version
+  // holds (the server still lists them): those without a valid_until of their own expire
+  // entry_ttl from now. kCancelled, the feed unchanged and still due, when Stop cut it short.
   absl::StatusOr<palisade::v1::PushFeedResponse> FetchNow(absl::string_view feed);
   // One round of the background work, at the clock's now: due fetches, expired entries, edge
   // refresh, age gauges. The thread calls it every second; tests call it directly.
@@ -123,6 +127,10 @@ class FeedManager {
     // The last push's or pull's failure, with the code it was answered with (OK: none).
     absl::Status last_error;
     std::string etag, last_modified;
+    // Whether each entry's FeedEntry::ttl_expiry is known. A version restored or followed does
+    // not say (FeedState does not carry it): until a pull gets the whole content again, pulls
+    // send no validators, so a 304 never has to renew entries it cannot tell apart.
+    bool ttl_expiry_known = true;
     size_t held_entries = 0;
     std::string held_reason;
     uint64_t rejected = 0, never_ban = 0;
@@ -179,6 +187,9 @@ class FeedManager {
   std::atomic<bool> running_{false};  // between Start and Stop: this node syncs the edge
   absl::Mutex run_mu_;
   bool stop_ ABSL_GUARDED_BY(run_mu_) = false;
+  // Set while Stop runs: the pull in flight is cancelled (FetchRequest::cancel) and Tick starts
+  // no other.
+  std::atomic<bool> stopping_{false};
   std::thread thread_ ABSL_GUARDED_BY(run_mu_);
 };
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
@@ -755,6 +756,258 @@ TEST_F(FeedManagerTest, AFeedsMaxParsedBytesRefusesAVersionTheDefaultTakes) {
   ASSERT_THAT(taken, IsOk());
   EXPECT_EQ(taken->accepted(), 20000u);
   EXPECT_TRUE(feeds->registry().Contains("standard", Ip("198.18.78.0")));
+}
+
+// A 304 says the version held is still the feed's: its entries are listed by it now, so those
+// without their own valid_until expire entry_ttl after this pull. A 304 renewed nothing: the
+// feed emptied entry_ttl after its last 200 (the edge withdrew it) and, the server answering
+// 304 to the same ETag ever after, stayed empty, across restarts too.
+TEST_F(FeedManagerTest, APullAnsweredNotModifiedKeepsTheEntriesListed) {
+  FeedServer server;
+  server.Serve("198.51.100.7\n");
+  FeedConfig c = Plain("pulled", true);
+  c.set_url(server.url());
+  c.mutable_interval()->set_seconds(3600);
+  c.mutable_entry_ttl()->set_seconds(2 * 3600);
+  const std::string path = absl::StrCat(::testing::TempDir(), "/not_modified.db");
+  std::remove(path.c_str());
+  DecisionTable table(clock_);
+  DecisionFilter active;
+  active.active_only = true;
+  active.origin = palisade::v1::ORIGIN_FEED;
+  auto removed = [](prometheus::Registry& metrics) {
+    return ::palisade::testing::CounterSum(metrics, "palisade_feed_edge_changes_total",
+                                           {{"change", "removed"}});
+  };
+  std::string id;
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    auto feeds = Make({c}, &table, store->get());
+    ASSERT_THAT(feeds->FetchNow("pulled"), IsOk());
+    ASSERT_THAT(table.List(active), SizeIs(1));
+    id = table.List(active)[0].id();
+    for (int hour = 1; hour <= 3; ++hour) {
+      SCOPED_TRACE(absl::StrCat("hour ", hour));
+      clock_.Advance(absl::Hours(1));
+      feeds->Tick();
+      table.ExpireDue();
+      EXPECT_EQ(server.last_if_none_match(), "\"v1\"");  // answered 304
+      EXPECT_TRUE(feeds->registry().Contains("pulled", Ip("198.51.100.7")));
+      std::vector<Decision> listed = table.List(active);
+      ASSERT_THAT(listed, SizeIs(1));
+      EXPECT_EQ(listed[0].id(), id);  // the same decision, never withdrawn
+    }
+    EXPECT_EQ(removed(metrics_), 0);
+  }
+  // A restart resumes with the renewed entries; its first pull asks for the whole content (the
+  // stored version does not say which entries had a valid_until of their own), and the 304s
+  // after it renew them again.
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  prometheus::Registry restarted_metrics;
+  FeedManagerOptions options;
+  options.feeds = {c};
+  FeedManager feeds(options, clock_, restarted_metrics, &table, store->get());
+  ASSERT_THAT(feeds.Restore(), IsOk());
+  feeds.Tick();
+  EXPECT_EQ(server.last_if_none_match(), "");
+  for (int hour = 1; hour <= 3; ++hour) {
+    SCOPED_TRACE(absl::StrCat("hour ", hour, " after the restart"));
+    clock_.Advance(absl::Hours(1));
+    feeds.Tick();
+    table.ExpireDue();
+    EXPECT_EQ(server.last_if_none_match(), "\"v1\"");
+    EXPECT_TRUE(feeds.registry().Contains("pulled", Ip("198.51.100.7")));
+    std::vector<Decision> listed = table.List(active);
+    ASSERT_THAT(listed, SizeIs(1));
+    EXPECT_EQ(listed[0].id(), id);
+  }
+  EXPECT_EQ(removed(restarted_metrics), 0);
+}
+
+// A 304 renews only the entries that expire by the feed's entry_ttl: one with its own
+// valid_until (STIX) keeps it and leaves at it. When entries leave a pulled feed, the next pull
+// asks for the whole content: the server's "not modified" would otherwise keep a version that
+// no longer holds what the server's does.
+TEST_F(FeedManagerTest, NotModifiedRenewsOnlyEntriesWithoutTheirOwnValidUntil) {
+  const absl::Time start = clock_.TimeNow();
+  const std::string valid_until = absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",
+                                                   start + absl::Minutes(90), absl::UTCTimeZone());
+  FeedServer server;
+  server.Serve(absl::StrCat(
+      R"({"type": "bundle", "id": "bundle--1", "objects": [)",
+      R"({"type": "indicator", "id": "indicator--1", "pattern_type": "stix",)",
+      R"( "pattern": "[ipv4-addr:value = '198.51.100.1']", "valid_until": ")", valid_until,
+      R"("}, {"type": "indicator", "id": "indicator--2", "pattern_type": "stix",)",
+      R"( "pattern": "[ipv4-addr:value = '198.51.100.2']"}]})"));
+  FeedConfig c = Plain("stix");
+  c.set_format(palisade::v1::FEED_FORMAT_STIX);
+  c.set_url(server.url());
+  c.mutable_interval()->set_seconds(3600);
+  c.mutable_entry_ttl()->set_seconds(2 * 3600);
+  auto feeds = Make({c});
+  ASSERT_THAT(feeds->FetchNow("stix"), IsOk());
+  auto expiry = [&feeds](const std::string& ip) -> absl::Time {
+    palisade::v1::GetFeedRequest get;
+    get.set_name("stix");
+    get.set_lookup(ip);
+    absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds->Get(get);
+    if (!got.ok() || got->entries_size() != 1) return absl::InfinitePast();
+    return FromProtoTime(got->entries(0).expiry());
+  };
+  EXPECT_EQ(expiry("198.51.100.1"), start + absl::Minutes(90));
+  EXPECT_EQ(expiry("198.51.100.2"), start + absl::Hours(2));
+
+  clock_.Advance(absl::Hours(1));
+  feeds->Tick();
+  EXPECT_EQ(server.last_if_none_match(), "\"v1\"");  // answered 304
+  EXPECT_EQ(expiry("198.51.100.1"), start + absl::Minutes(90));
+  EXPECT_EQ(expiry("198.51.100.2"), start + absl::Hours(3));
+
+  // 198.51.100.1 reaches its valid_until and leaves: the pull that follows is unconditional
+  // (the feed's content, read again, no longer gives it: it has expired).
+  clock_.Advance(absl::Hours(1));
+  feeds->Tick();
+  EXPECT_EQ(server.last_if_none_match(), "");
+  EXPECT_FALSE(feeds->registry().Contains("stix", Ip("198.51.100.1")));
+  EXPECT_TRUE(feeds->registry().Contains("stix", Ip("198.51.100.2")));
+  EXPECT_EQ(expiry("198.51.100.2"), start + absl::Hours(4));
+}
+
+// Stop used to wait for every due pull in turn, each up to its whole timeout: a SIGTERM during
+// pulls outlived systemd's stop timeout, and a cluster node stepping down held its tick thread.
+// Stop cancels the pull in flight and the due ones not begun are not started. Whether Stop
+// returns before the server answers is checked with a wide margin (a minute), not a timing.
+TEST_F(FeedManagerTest, StopCancelsThePullInFlightAndStartsNoOther) {
+  httplib::Server server;
+  absl::Notification first_request, release;
+  std::atomic<int> requests{0};
+  server.Get("/feed.txt", [&](const httplib::Request&, httplib::Response& res) {
+    if (requests.fetch_add(1) == 0) first_request.Notify();
+    release.WaitForNotification();
+    res.set_content("198.51.100.1\n", "text/plain");
+  });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  std::thread thread([&server] { server.listen_after_bind(); });
+  // "a" (pulled first) waits on the server; "b" is a file, read at once were it begun.
+  FeedConfig a = Plain("a");
+  a.set_url(absl::StrCat("http://127.0.0.1:", port, "/feed.txt"));
+  a.mutable_timeout()->set_seconds(600);
+  const std::string path = absl::StrCat(::testing::TempDir(), "/stop_b.txt");
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << "198.51.100.2\n";
+  }
+  FeedConfig b = Plain("b");
+  b.set_url("file://" + path);
+  auto feeds = Make({a, b});
+  feeds->Start();
+  // Not ASSERT: the server and its thread must be stopped whatever happens.
+  EXPECT_TRUE(first_request.WaitForNotificationWithTimeout(absl::Minutes(1)));
+  absl::Notification stopped;
+  std::thread stopper([&] {
+    feeds->Stop();
+    stopped.Notify();
+  });
+  const bool stopped_before_the_answer = stopped.WaitForNotificationWithTimeout(absl::Minutes(1));
+  release.Notify();
+  stopper.join();
+  server.stop();
+  thread.join();
+  EXPECT_TRUE(stopped_before_the_answer);
+  EXPECT_EQ(requests.load(), 1);
+  EXPECT_THAT(feeds->Version("a"), IsOkAndHolds(0u));
+  EXPECT_THAT(feeds->Version("b"), IsOkAndHolds(0u));  // never begun
+  // A cancelled pull is not the feed's failure: no error is recorded nor counted.
+  palisade::v1::ListFeedsResponse list = feeds->List();
+  ASSERT_EQ(list.feeds_size(), 2);
+  EXPECT_EQ(list.feeds(0).last_error(), "");
+  EXPECT_EQ(Errors("a", "fetch"), 0);
+}
+
+// The edge union merged adjacent ranges with no floor: a feed listing the 16 /12s of 8.0.0.0/8
+// reached the edge as 8.0.0.0/8, wider than the feed may list; two /8s became a /7, which the IP
+// list refuses (items are /8 or longer), so neither was enforced.
+TEST_F(FeedManagerTest, TheEdgeUnionIsNeverWiderThanTheFeedsMayList) {
+  DecisionFilter active;
+  active.active_only = true;
+  active.origin = palisade::v1::ORIGIN_FEED;
+  auto targets = [&active](DecisionTable& table) {
+    std::vector<std::string> out;
+    for (const Decision& d : table.List(active)) out.push_back(d.target().value());
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  {
+    DecisionTable table(clock_);
+    FeedConfig wide = Plain("wide", true);
+    wide.set_min_prefix_v4(8);
+    auto feeds = Make({wide}, &table);
+    ASSERT_THAT(feeds->Push("wide", kReplace, {}, false, "2.0.0.0/8\n3.0.0.0/8\n"), IsOk());
+    EXPECT_THAT(targets(table), ::testing::ElementsAre("2.0.0.0/8", "3.0.0.0/8"));
+  }
+  {
+    DecisionTable table(clock_);
+    auto feeds = Make({Plain("default", true)}, &table);
+    std::string twelves;
+    for (int i = 0; i < 16; ++i) absl::StrAppend(&twelves, "8.", 16 * i, ".0.0/12\n");
+    ASSERT_THAT(feeds->Push("default", kReplace, {}, false, twelves), IsOk());
+    std::vector<std::string> sent = targets(table);
+    EXPECT_THAT(sent, SizeIs(16));
+    for (const std::string& t : sent) {
+      absl::StatusOr<Cidr> cidr = Cidr::Parse(t);
+      ASSERT_THAT(cidr, IsOk());
+      EXPECT_GE(cidr->prefix_length(), 12) << t;
+    }
+  }
+}
+
+// min_keep_ratio -1 turns the shrink guard off (0 is the default, 0.1, as an unset field).
+TEST_F(FeedManagerTest, AMinKeepRatioOfMinusOneTurnsTheShrinkGuardOff) {
+  FeedConfig off = Plain("off");
+  off.set_min_keep_ratio(-1);
+  FeedConfig zero = Plain("zero");
+  zero.set_min_keep_ratio(0);
+  auto feeds = Make({off, zero});
+  for (const char* name : {"off", "zero"}) {
+    ASSERT_THAT(feeds->Push(name, kReplace, {}, false, Hosts(0, 1000)), IsOk());
+  }
+  absl::StatusOr<PushFeedResponse> r = feeds->Push("off", kReplace, {}, false, Hosts(0, 1));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+  EXPECT_EQ(r->removed(), 999u);
+  r = feeds->Push("zero", kReplace, {}, false, Hosts(0, 1));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+}
+
+// Each distinct expiry second made a version of its own (stored whole and, in a cluster,
+// published): a feed whose entries end a second apart made one a second. Expired entries leave
+// on a one-minute grid: at most a minute past their expiry, in one version.
+TEST_F(FeedManagerTest, EntriesExpiringSecondsApartLeaveInOneVersion) {
+  const absl::Time start = clock_.TimeNow();  // on a whole minute
+  std::string objects;
+  for (int i = 0; i < 10; ++i) {
+    absl::StrAppend(&objects, i == 0 ? "" : ", ", R"({"type": "indicator", "id": "indicator--)",
+                    i, R"(", "pattern_type": "stix", "pattern": "[ipv4-addr:value = '198.51.100.)",
+                    i + 1, R"(']", "valid_until": ")",
+                    absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", start + absl::Seconds(61 + i),
+                                     absl::UTCTimeZone()),
+                    R"("})");
+  }
+  auto feeds = Make({Plain("stix")});
+  ASSERT_THAT(feeds->Push("stix", kReplace, palisade::v1::FEED_FORMAT_STIX, false,
+                          absl::StrCat(R"({"type": "bundle", "id": "bundle--1", "objects": [)",
+                                       objects, "]}")),
+              IsOk());
+  ASSERT_EQ(feeds->List().feeds(0).entries(), 10u);
+  for (int second = 1; second <= 180; ++second) {
+    clock_.Advance(absl::Seconds(1));
+    feeds->Tick();
+  }
+  EXPECT_EQ(feeds->List().feeds(0).entries(), 0u);
+  EXPECT_THAT(feeds->Version("stix"), IsOkAndHolds(2u));
 }
 
 TEST_F(FeedManagerTest, PullRefusesOversizedContentAndReadsFiles) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 namespace palisade {
 namespace {
@@ -38,12 +39,13 @@ IpAddress V6Address(u128 v) {
   return IpAddress::FromBytes(false, b);
 }
 
-// Appends the fewest CIDRs covering [lo, hi] of a `bits`-bit space (values as u128).
-void CoverRange(u128 lo, u128 hi, int bits, bool v4, std::vector<Cidr>* out) {
+// Appends the fewest CIDRs covering [lo, hi] of a `bits`-bit space (values as u128), none
+// holding more than 2^max_size addresses.
+void CoverRange(u128 lo, u128 hi, int bits, int max_size, bool v4, std::vector<Cidr>* out) {
   for (;;) {
-    // The largest block aligned at lo that stays within hi.
+    // The largest block aligned at lo that stays within hi (and within max_size).
     int size = 0;  // log2 of the block size
-    while (size < bits) {
+    while (size < max_size) {
       const int next_size = size + 1;
       const u128 mask = next_size == 128 ? ~u128{0} : (u128{1} << next_size) - 1;
       if ((lo & mask) != 0 || hi - lo < mask) break;
@@ -59,7 +61,8 @@ void CoverRange(u128 lo, u128 hi, int bits, bool v4, std::vector<Cidr>* out) {
 }
 
 template <typename Range>
-void MergeInto(std::vector<Range>& ranges, int bits, bool v4, std::vector<Cidr>* out) {
+void MergeInto(std::vector<Range>& ranges, int bits, int max_size, bool v4,
+               std::vector<Cidr>* out) {
   std::sort(ranges.begin(), ranges.end());
   size_t i = 0;
   while (i < ranges.size()) {
@@ -70,20 +73,18 @@ void MergeInto(std::vector<Range>& ranges, int bits, bool v4, std::vector<Cidr>*
       hi = std::max(hi, ranges[i].second);
       ++i;
     }
-    CoverRange(lo, hi, bits, v4, out);
+    CoverRange(lo, hi, bits, max_size, v4, out);
   }
 }
 
-}  // namespace
+// The widest items the Cloudflare IP list takes (services/actions/actuators.cc): a range
+// joined past them would be refused at the edge, and none of what it covers enforced.
+constexpr int kWidestListItemV4 = 8;
+constexpr int kWidestListItemV6 = 12;
 
-bool CidrLess(const Cidr& a, const Cidr& b) {
-  if (a.base().is_v4() != b.base().is_v4()) return a.base().is_v4();
-  const int c = std::memcmp(a.base().bytes().data(), b.base().bytes().data(), 16);
-  if (c != 0) return c < 0;
-  return a.prefix_length() < b.prefix_length();
-}
-
-std::vector<Cidr> MergeCidrs(const std::vector<Cidr>& cidrs) {
+// The union of `cidrs`, as value ranges per family, with blocks of at most 2^(32 - v4_floor)
+// and 2^(128 - v6_floor) addresses.
+std::vector<Cidr> MergeWithFloors(const std::vector<Cidr>& cidrs, int v4_floor, int v6_floor) {
   std::vector<std::pair<u128, u128>> v4, v6;
   for (const Cidr& c : cidrs) {
     if (c.base().is_v4()) {
@@ -96,8 +97,52 @@ std::vector<Cidr> MergeCidrs(const std::vector<Cidr>& cidrs) {
     }
   }
   std::vector<Cidr> out;
-  MergeInto(v4, 32, true, &out);
-  MergeInto(v6, 128, false, &out);
+  MergeInto(v4, 32, 32 - v4_floor, true, &out);
+  MergeInto(v6, 128, 128 - v6_floor, false, &out);
+  return out;
+}
+
+}  // namespace
+
+bool CidrLess(const Cidr& a, const Cidr& b) {
+  if (a.base().is_v4() != b.base().is_v4()) return a.base().is_v4();
+  const int c = std::memcmp(a.base().bytes().data(), b.base().bytes().data(), 16);
+  if (c != 0) return c < 0;
+  return a.prefix_length() < b.prefix_length();
+}
+
+std::vector<Cidr> MergeCidrs(const std::vector<Cidr>& cidrs) {
+  return MergeWithFloors(cidrs, 0, 0);
+}
+
+std::vector<Cidr> MergeCidrs(const std::vector<Cidr>& cidrs, MergeLimits limits) {
+  const int v4_floor = std::clamp(limits.min_prefix_v4, kWidestListItemV4, 32);
+  const int v6_floor = std::clamp(limits.min_prefix_v6, kWidestListItemV6, 128);
+  auto wide = [&](const Cidr& c) {
+    return c.prefix_length() < (c.base().is_v4() ? v4_floor : v6_floor);
+  };
+  // A range wider than the floor was listed so (its feed allows it): it stays as it is, never
+  // joined with another, and what it covers is dropped. Sorted by CidrLess, a range inside a
+  // kept one comes after it, before any range the kept one does not cover.
+  std::vector<Cidr> sorted = cidrs;
+  std::sort(sorted.begin(), sorted.end(), CidrLess);
+  std::vector<Cidr> out, narrow;
+  std::optional<Cidr> holder;  // the last wide range kept
+  for (const Cidr& c : sorted) {
+    if (holder && holder->Contains(c.base())) {
+      continue;  // a wide range covers it (ranges nest or are apart)
+    }
+    if (wide(c)) {
+      out.push_back(c);
+      holder = c;
+    } else {
+      narrow.push_back(c);
+    }
+  }
+  // The rest join, into blocks no wider than the floor.
+  std::vector<Cidr> merged = MergeWithFloors(narrow, v4_floor, v6_floor);
+  out.insert(out.end(), merged.begin(), merged.end());
+  std::sort(out.begin(), out.end(), CidrLess);
   return out;
 }
 
@@ -112,6 +157,7 @@ FeedSet::FeedSet(std::vector<FeedEntry> entries) {
         last.last_seen = std::max(last.last_seen, e.last_seen);
         last.expiry = std::max(last.expiry, e.expiry);
         last.confidence = std::max(last.confidence, e.confidence);
+        last.ttl_expiry = last.ttl_expiry || e.ttl_expiry;
         continue;
       }
     }

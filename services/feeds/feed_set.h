@@ -4,8 +4,9 @@
 // A FeedSet is immutable once built: entries are deduplicated by CIDR, kept sorted, and indexed
 // per prefix length (one hash table per length present), so Lookup() is a longest-prefix match
 // costing one probe per distinct length, for IPv4 and IPv6 alike. Merged() gives the minimal
-// CIDR list covering the same addresses (overlapping and adjacent ranges merged), which is what
-// goes to the edge.
+// CIDR list covering the same addresses (overlapping and adjacent ranges merged); what goes to
+// the edge is merged with limits (MergeCidrs with MergeLimits), never wider than the feeds may
+// list.
 //
 // FeedRegistry holds the current FeedSet of every feed. Writers (a push, a fetch) swap in a new
 // map under a mutex; readers check one atomic version number and use their thread's cached copy
@@ -37,6 +38,10 @@ struct FeedEntry {
   int64_t expiry = 0;
   uint32_t confidence = 0;
   std::string ref;  // the feed's own reference (SBL id, STIX id and labels)
+  // The expiry is last_seen + the feed's entry ttl (the feed gave no valid_until): a pull
+  // answered "not modified" (the version still lists the entry) moves it on. False when the
+  // feed gave one, and when it is not known (a version read back from its stored copy).
+  bool ttl_expiry = false;
 };
 
 // Orders CIDRs: IPv4 before IPv6, then by base address, then shorter prefix first.
@@ -44,7 +49,8 @@ bool CidrLess(const Cidr& a, const Cidr& b);
 
 class FeedSet {
  public:
-  // Entries with the same CIDR are kept once: earliest first_seen, latest last_seen and expiry.
+  // Entries with the same CIDR are kept once: earliest first_seen, latest last_seen and expiry,
+  // ttl_expiry when either has it (one listing without an end).
   explicit FeedSet(std::vector<FeedEntry> entries);
 
   // The most specific entry containing `ip`, or nullptr.
@@ -79,6 +85,17 @@ class FeedSet {
 
 // The minimal CIDR cover of a set of ranges (any order, overlaps allowed).
 std::vector<Cidr> MergeCidrs(const std::vector<Cidr>& ranges);
+
+// The widest range MergeCidrs may make by joining ranges, as a prefix length per family.
+struct MergeLimits {
+  int min_prefix_v4 = 0;
+  int min_prefix_v6 = 0;
+};
+// The cover of a set of ranges that goes to the edge: ranges join only into blocks no wider
+// than `limits`, nor ever wider than the Cloudflare IP list takes (/8 for IPv4, /12 for IPv6),
+// whatever the limits say. A range itself wider than them is kept as it is (never joined), and
+// the ranges it covers are dropped. Sorted by CidrLess.
+std::vector<Cidr> MergeCidrs(const std::vector<Cidr>& ranges, MergeLimits limits);
 
 class FeedRegistry {
  public:

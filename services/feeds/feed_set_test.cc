@@ -2,6 +2,7 @@
 
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -82,6 +83,35 @@ TEST(FeedSetTest, MergeCoversOddRangesExactly) {
   EXPECT_THAT(Strings(MergeCidrs({*Cidr::Parse("255.255.255.255"),
                                   *Cidr::Parse("255.255.255.254")})),
               ElementsAre("255.255.255.254/31"));
+}
+
+// What goes to the edge is never joined into a range wider than the limits: not wider than
+// the feeds may list, and never wider than the IP list takes (/8, /12). A range listed as it
+// is stays whole, wider than the limit or not; what it covers is not listed again.
+TEST(FeedSetTest, MergeWithLimitsJoinsNothingWiderThanThem) {
+  auto parse = [](std::vector<std::string> cidrs) {
+    std::vector<Cidr> out;
+    for (const std::string& c : cidrs) out.push_back(*Cidr::Parse(c));
+    return out;
+  };
+  const MergeLimits v4_8{8, 12};
+  EXPECT_THAT(Strings(MergeCidrs(parse({"2.0.0.0/8", "3.0.0.0/8"}), v4_8)),
+              ElementsAre("2.0.0.0/8", "3.0.0.0/8"));
+  // Limits wider than the IP list's are taken as its.
+  EXPECT_THAT(Strings(MergeCidrs(parse({"2.0.0.0/8", "3.0.0.0/8", "2000::/12", "2010::/12"}),
+                                 MergeLimits{0, 0})),
+              ElementsAre("2.0.0.0/8", "3.0.0.0/8", "2000::/12", "2010::/12"));
+  std::vector<std::string> twelves;
+  for (int i = 0; i < 16; ++i) twelves.push_back(absl::StrCat("8.", 16 * i, ".0.0/12"));
+  EXPECT_EQ(Strings(MergeCidrs(parse(twelves), MergeLimits{12, 24})), twelves);
+  EXPECT_THAT(Strings(MergeCidrs(parse(twelves), MergeLimits{10, 24})),
+              ElementsAre("8.0.0.0/10", "8.64.0.0/10", "8.128.0.0/10", "8.192.0.0/10"));
+  // Under the limit ranges still join; a wider range listed whole stays whole and holds what
+  // it covers.
+  EXPECT_THAT(Strings(MergeCidrs(parse({"9.0.0.0/8", "9.16.0.0/12", "10.0.0.0/13",
+                                        "10.8.0.0/13", "192.0.2.0/25", "192.0.2.128/25"}),
+                                 MergeLimits{12, 24})),
+              ElementsAre("9.0.0.0/8", "10.0.0.0/12", "192.0.2.0/24"));
 }
 
 TEST(FeedRegistryTest, ReadersSeeEachPublishedVersion) {

@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 
+#include <atomic>
 #include <memory>
 
 #include "absl/strings/ascii.h"
@@ -17,6 +18,7 @@ struct CurlGlobal {
 };
 
 struct Transfer {
+  const std::atomic<bool>* cancel = nullptr;
   std::string body;
   uint64_t max_bytes = 0;
   bool too_large = false;
@@ -33,6 +35,13 @@ size_t OnBody(char* data, size_t size, size_t n, void* user) {
   }
   t->body.append(data, bytes);
   return bytes;
+}
+
+// libcurl calls it while connecting and transferring, at least once a second even when nothing
+// arrives: a non-zero answer aborts the transfer.
+int OnProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  const auto* t = static_cast<const Transfer*>(user);
+  return t->cancel != nullptr && t->cancel->load() ? 1 : 0;
 }
 
 // A validator is echoed back as sent and kept in the stored version, a proto3 string: one with
@@ -97,6 +106,7 @@ absl::StatusOr<FetchResult> Fetch(const FetchRequest& request) {
   std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
   if (curl == nullptr) return absl::InternalError("curl_easy_init failed");
   Transfer t;
+  t.cancel = request.cancel;
   t.max_bytes = request.max_bytes;
   CURL* h = curl.get();
   curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
@@ -113,6 +123,11 @@ absl::StatusOr<FetchResult> Fetch(const FetchRequest& request) {
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &t);
   curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, OnHeader);
   curl_easy_setopt(h, CURLOPT_HEADERDATA, &t);
+  if (request.cancel != nullptr) {
+    curl_easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(h, CURLOPT_XFERINFOFUNCTION, OnProgress);
+    curl_easy_setopt(h, CURLOPT_XFERINFODATA, &t);
+  }
   struct curl_slist* headers = nullptr;
   if (!file) {
     if (!request.etag.empty()) {
@@ -127,6 +142,9 @@ absl::StatusOr<FetchResult> Fetch(const FetchRequest& request) {
   if (headers != nullptr) curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
 
   const CURLcode rc = curl_easy_perform(h);
+  if (rc == CURLE_ABORTED_BY_CALLBACK && t.cancel != nullptr && t.cancel->load()) {
+    return absl::CancelledError(absl::StrCat(shown, ": cancelled (stopping)"));
+  }
   if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     return absl::ResourceExhaustedError(
         absl::StrCat(shown, ": larger than the feed's cap of ", request.max_bytes, " bytes"));

@@ -1,10 +1,12 @@
 // Pulls a feed over http(s):// or file:// with libcurl: conditional requests (ETag /
 // If-Modified-Since, so an unchanged feed costs a 304), a size cap enforced while receiving,
-// a whole-transfer timeout, at most 3 redirects and only to http(s).
+// a whole-transfer timeout, cancellation (checked while connecting and receiving, at least
+// once a second), at most 3 redirects and only to http(s).
 // Thread-safety: Fetch may be called from any thread.
 #ifndef PALISADE_SERVICES_FEEDS_FETCHER_H_
 #define PALISADE_SERVICES_FEEDS_FETCHER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -21,6 +23,8 @@ struct FetchRequest {
   std::string last_modified;
   absl::Duration timeout = absl::Seconds(30);
   uint64_t max_bytes = 64ull << 20;
+  // When set and true, the transfer stops (kCancelled): the caller is shutting down. Null: none.
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct FetchResult {
@@ -32,7 +36,8 @@ struct FetchResult {
 
 // kUnavailable for transport failures and 5xx, kFailedPrecondition for other HTTP errors (a 304
 // to a request without validators included),
-// kResourceExhausted past max_bytes, kInvalidArgument for a URL of another scheme. Messages
+// kResourceExhausted past max_bytes, kInvalidArgument for a URL of another scheme, kCancelled
+// when request.cancel was set. Messages
 // name the URL without its credentials or query (RedactUrl).
 absl::StatusOr<FetchResult> Fetch(const FetchRequest& request);
 

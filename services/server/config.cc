@@ -83,8 +83,12 @@ absl::Status ValidateFeeds(const std::string& file, palisade::v1::Config* config
         !absl::StartsWith(feed.url(), "https://") && !absl::StartsWith(feed.url(), "file://")) {
       return error("url must be http://, https:// or file:// (or empty for a pushed feed)");
     }
-    if (feed.min_keep_ratio() < 0 || feed.min_keep_ratio() > 1) {
-      return error("min_keep_ratio must be in 0..1");
+    // 0 cannot mean "off": proto3 reads a config that leaves the field out as 0, and such configs
+    // mean the default (0.1). -1 says "off"; another negative is taken for a mistake.
+    if (feed.min_keep_ratio() != -1 && (feed.min_keep_ratio() < 0 || feed.min_keep_ratio() > 1)) {
+      return error(absl::StrCat("min_keep_ratio ", feed.min_keep_ratio(),
+                                " is not in 0..1 (0 takes the default, 0.1); -1 turns the shrink "
+                                "guard off"));
     }
     if (feed.has_interval() && feed.interval().seconds() < 10) {
       return error("interval must be >= 10s");
@@ -719,9 +723,44 @@ absl::StatusOr<absl::TimeZone> TimeZoneNamed(const std::string& name) {
   return zone;
 }
 
+namespace {
+
+// Refuses the first rule, in the packs' order, whose in_feed or not_in_feed names a feed the
+// config does not configure ("*", any feed, always loads). Feeds are fixed for the daemon's life
+// (a reload applies rule_files, cidr_sets and the allowlist only), and the engine takes an
+// unknown name for an empty feed: a typo in not_in_feed would match every address.
+absl::Status CheckFeedNames(const palisade::v1::Config& config,
+                            const std::vector<LoadedPack>& packs) {
+  std::set<std::string> configured;
+  std::string names;
+  for (const palisade::v1::FeedConfig& feed : config.feeds()) {
+    configured.insert(feed.name());
+    absl::StrAppend(&names, names.empty() ? "" : ", ", feed.name());
+  }
+  for (const LoadedPack& pack : packs) {
+    for (const palisade::v1::Rule& rule : pack.pack.rules()) {
+      for (int i = 0; i < rule.conditions_size(); ++i) {
+        const palisade::v1::Condition& c = rule.conditions(i);
+        for (const auto& [field, feed] : {std::pair<const char*, const std::string*>{
+                                              "in_feed", &c.in_feed()},
+                                          {"not_in_feed", &c.not_in_feed()}}) {
+          if (feed->empty() || *feed == "*" || configured.count(*feed) > 0) continue;
+          return absl::InvalidArgumentError(absl::StrCat(
+              pack.file, ": rule \"", rule.id(), "\": conditions[", i, "] ", field, ": \"",
+              *feed, "\" names a feed that is not configured (feeds: ",
+              names.empty() ? "none" : names, "; or \"*\" for any)"));
+        }
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(
     const palisade::v1::Config& config, int threads,
-    const std::vector<palisade::v1::LogFormat>& formats) {
+    const std::vector<palisade::v1::LogFormat>& formats, FeedNames feeds) {
   // Each file read and checked on its own, then taken in order: the first error is the first
   // bad file's.
   const auto& files = config.rule_files();
@@ -731,6 +770,9 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(
   for (absl::StatusOr<LoadedPack>& pack : loaded) {
     if (!pack.ok()) return pack.status();
     packs.push_back(*std::move(pack));
+  }
+  if (feeds == FeedNames::kConfigured) {
+    if (absl::Status s = CheckFeedNames(config, packs); !s.ok()) return s;
   }
   CidrSets sets;
   for (const auto& [name, list] : config.cidr_sets()) {

@@ -39,9 +39,15 @@ std::vector<std::string> FieldsNeedingRestart(const palisade::v1::Config& runnin
 // Loads and compiles every configured pack: all or nothing. `threads`: how many may read and
 // compile side by side (RuleSetOptions::threads); the result and the error are the same.
 // `formats`: the only formats the caller reads (RuleSetOptions::formats); empty: every one.
+// `feeds`: kConfigured (the daemon's): a rule whose in_feed / not_in_feed names a feed that is
+// neither in config.feeds nor "*" is refused (kInvalidArgument naming the file, the rule, the
+// condition and the name); kAny: a config that does not list the feeds (palisadectl replay
+// without --config) takes any name.
+enum class FeedNames { kConfigured, kAny };
 absl::StatusOr<std::shared_ptr<const RuleSet>> LoadRules(
     const palisade::v1::Config& config, int threads = 1,
-    const std::vector<palisade::v1::LogFormat>& formats = {});
+    const std::vector<palisade::v1::LogFormat>& formats = {},
+    FeedNames feeds = FeedNames::kConfigured);
 
 }  // namespace palisade
 

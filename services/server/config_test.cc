@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/substitute.h"
@@ -471,6 +472,77 @@ TEST(ConfigTest, DefaultNodeIdIsAValidNodeId) {
   EXPECT_EQ(id.find_first_not_of(
                 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"),
             std::string::npos);
+}
+
+// min_keep_ratio 0 cannot say "off": proto3 reads an unset field as 0, and existing configs
+// that leave it out mean the default (0.1). -1 turns the shrink guard off; other negatives are
+// refused as mistakes.
+TEST(ConfigTest, AMinKeepRatioOfMinusOneTurnsTheShrinkGuardOff) {
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               feeds { name: "a" format: FEED_FORMAT_PLAIN min_keep_ratio: -1 })pb",
+                          "c.textproto", "."),
+              IsOk());
+  for (const char* ratio : {"-0.5", "-2", "1.5"}) {
+    EXPECT_THAT(
+        ParseConfig(absl::StrCat(R"pb(rule_files: "a" feeds { name: "a" format: FEED_FORMAT_PLAIN
+                                      min_keep_ratio: )pb",
+                                 ratio, "}"),
+                    "c.textproto", "."),
+        StatusIs(absl::StatusCode::kInvalidArgument,
+                 AllOf(HasSubstr("c.textproto: feeds[0] (\"a\"): min_keep_ratio"),
+                       HasSubstr("-1 turns the shrink guard off"))))
+        << ratio;
+  }
+}
+
+// Feed names are fixed for the daemon's life (a reload applies rule_files, cidr_sets and the
+// allowlist only), and a rule naming a feed that is not configured matched as an empty feed: a
+// typo in not_in_feed matched every address. A pack naming one is refused, saying where; "*"
+// (any feed) and configured names load. A caller whose config does not list the feeds
+// (palisadectl replay without --config) asks for FeedNames::kAny, and any name loads as before.
+TEST(ConfigTest, ARuleNamingAFeedThatIsNotConfiguredIsRefused) {
+  const std::string pack = absl::StrCat(::testing::TempDir(), "/feed-rules.textproto");
+  auto write = [&pack](const std::string& in_feed, const std::string& not_in_feed) {
+    std::ofstream out(pack, std::ios::trunc);
+    out << R"pb(name: "feed-rules"
+rules {
+  id: "listed"
+  formats: LOG_FORMAT_SYSLOG
+  patterns: "^Failed password for .* from (?P<ip>[0-9a-f:.]+) port \\d+ ssh2$"
+  conditions { group: "ip" in_feed: ")pb" << in_feed << R"pb(" }
+  threshold { count: 1 }
+  decision { action: ACTION_BLOCK duration { seconds: 3600 } }
+}
+rules {
+  id: "unlisted"
+  formats: LOG_FORMAT_SYSLOG
+  patterns: "^Failed password for .* from (?P<ip>[0-9a-f:.]+) port \\d+ ssh2$"
+  conditions { group: "ip" not_in_feed: ")pb" << not_in_feed << R"pb(" }
+  threshold { count: 5 window { seconds: 60 } }
+  decision { action: ACTION_BLOCK duration { seconds: 3600 } }
+})pb";
+  };
+  absl::StatusOr<palisade::v1::Config> config =
+      ParseConfig(absl::StrCat("rule_files: \"", pack, "\" feeds { name: \"drop\" ",
+                               "format: FEED_FORMAT_SPAMHAUS }"),
+                  "c.textproto", ".");
+  ASSERT_THAT(config, IsOk());
+  write("drop", "*");
+  EXPECT_THAT(LoadRules(*config), IsOk());
+  write("*", "dorp");
+  EXPECT_THAT(LoadRules(*config),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr(pack), HasSubstr("rule \"unlisted\""),
+                             HasSubstr("not_in_feed: \"dorp\""),
+                             HasSubstr("not configured (feeds: drop; or \"*\" for any)"))));
+  write("tor", "drop");
+  EXPECT_THAT(LoadRules(*config),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("rule \"listed\""), HasSubstr("in_feed: \"tor\""))));
+  palisade::v1::Config bare;
+  bare.add_rule_files(pack);
+  EXPECT_THAT(LoadRules(bare), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(LoadRules(bare, 1, {}, FeedNames::kAny), IsOk());
 }
 
 TEST(ConfigTest, ABadPackRefusesTheWholeSet) {
