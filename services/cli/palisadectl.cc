@@ -138,7 +138,8 @@ ABSL_FLAG(std::string, stream, "",
 ABSL_FLAG(std::string, origin, "", "watch: only this origin (rule, manual, feed).");
 ABSL_FLAG(int32_t, count, 0, "watch: stop after this many events (0: follow until interrupted).");
 ABSL_FLAG(std::string, mode, "replace", "feeds push: replace, add or remove.");
-ABSL_FLAG(bool, force, false, "feeds push: apply even if the shrink guard would hold it.");
+ABSL_FLAG(bool, force, false,
+          "feeds push: apply even if the shrink guard would hold it (takes the admin role).");
 ABSL_FLAG(std::string, lookup, "", "feeds show: only the entry containing this address.");
 ABSL_FLAG(int32_t, entries, 20, "feeds show: at most this many entries.");
 ABSL_FLAG(std::string, csv_column, "ip", "feeds test: CSV address column.");
@@ -1183,6 +1184,9 @@ int FeedsPush(const std::string& name, const std::string& path) {
     }
     chunk.set_data(content->substr(offset, kChunk));
     offset += kChunk;
+    // The server applies a push only once it has the chunk marked last: a push cut off on the
+    // way (a deadline, this process killed) is refused rather than applied in part.
+    chunk.set_last(offset >= content->size());
     if (!writer->Write(chunk)) break;
   } while (offset < content->size());
   writer->WritesDone();

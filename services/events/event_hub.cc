@@ -64,16 +64,56 @@ EventHub::EventHub(EventHubOptions options, Clock& clock, prometheus::Registry& 
   }
 }
 
-bool EventHub::Matches(const WatchRequest& filter, const Event& event) {
-  if (filter.kinds_size() > 0 &&
-      std::find(filter.kinds().begin(), filter.kinds().end(), event.kind()) ==
-          filter.kinds().end()) {
+absl::Status ValidateWatchRequest(const WatchRequest& filter) {
+  uint32_t seen = 0;
+  for (int i = 0; i < filter.kinds_size(); ++i) {
+    const int kind = filter.kinds(i);
+    if (!palisade::v1::EventKind_IsValid(kind)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("WatchRequest.kinds[", i, "]: ", kind, " is not an EventKind"));
+    }
+    if (kind == palisade::v1::EVENT_KIND_UNSPECIFIED) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "WatchRequest.kinds[", i, "]: EVENT_KIND_UNSPECIFIED is the kind of no event"));
+    }
+    // A valid kind is below EventKind_ARRAYSIZE, so its bit fits (static_assert in the header).
+    if (seen & (uint32_t{1} << kind)) {
+      return absl::InvalidArgumentError(absl::StrCat("WatchRequest.kinds[", i, "]: ",
+                                                     palisade::v1::EventKind_Name(kind),
+                                                     " is listed twice"));
+    }
+    seen |= uint32_t{1} << kind;
+  }
+  if (!palisade::v1::Origin_IsValid(filter.origin())) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("WatchRequest.origin: ", filter.origin(), " is not an Origin"));
+  }
+  if (filter.rule_id().size() > kMaxWatchFilterBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("WatchRequest.rule_id: ",
+                                                   filter.rule_id().size(), " bytes, at most ",
+                                                   kMaxWatchFilterBytes));
+  }
+  if (filter.stream().size() > kMaxWatchFilterBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("WatchRequest.stream: ", filter.stream().size(),
+                                                   " bytes, at most ", kMaxWatchFilterBytes));
+  }
+  return absl::OkStatus();
+}
+
+EventHub::Filter::Filter(const WatchRequest& request)
+    : all_kinds(request.kinds_size() == 0), rule_id(request.rule_id()), origin(request.origin()) {
+  for (int kind : request.kinds()) {
+    if (kind >= 0 && kind < 32) kinds |= uint32_t{1} << kind;  // any other matches no event
+  }
+}
+
+bool EventHub::Filter::Matches(const Event& event) const {
+  const int kind = event.kind();
+  if (!all_kinds && (kind < 0 || kind >= 32 || (kinds & (uint32_t{1} << kind)) == 0)) {
     return false;
   }
-  if (!filter.rule_id().empty() && filter.rule_id() != event.rule_id()) return false;
-  if (filter.origin() != palisade::v1::ORIGIN_UNSPECIFIED && filter.origin() != event.origin()) {
-    return false;
-  }
+  if (!rule_id.empty() && rule_id != event.rule_id()) return false;
+  if (origin != palisade::v1::ORIGIN_UNSPECIFIED && origin != event.origin()) return false;
   return true;
 }
 
@@ -85,7 +125,7 @@ void EventHub::Publish(Event event) {
   event.set_sequence(++sequence_);
   *event.mutable_time() = ToProtoTime(clock_.TimeNow());
   for (size_t i = 0; i < subscribers_.size();) {
-    if (Matches(subscribers_[i].filter, event) && !subscribers_[i].subscriber->Deliver(event)) {
+    if (subscribers_[i].filter.Matches(event) && !subscribers_[i].subscriber->Deliver(event)) {
       DropLocked(i);
       continue;
     }
@@ -148,15 +188,16 @@ absl::Status EventHub::SubscribeImpl(Subscriber* subscriber, const WatchRequest&
       after = oldest - 1;  // the caller counts after_sequence + 1 .. oldest - 1 as missed
       if (resumed_after != nullptr) *resumed_after = after;
     }
+    const Filter compiled(filter);
     for (const Event& e : buffer_) {
-      if (e.sequence() <= after || !Matches(filter, e)) continue;
+      if (e.sequence() <= after || !compiled.Matches(e)) continue;
       if (!subscriber->Deliver(e)) {
         dropped_.Increment();
         return absl::ResourceExhaustedError("the replay does not fit the subscriber's queue");
       }
     }
   }
-  subscribers_.push_back({subscriber, filter});
+  subscribers_.push_back({subscriber, Filter(filter)});
   subscribers_gauge_.Set(static_cast<double>(subscribers_.size()));
   return absl::OkStatus();
 }

@@ -27,6 +27,16 @@
 
 namespace palisade {
 
+// What Events.Watch takes of a client's filter: it is kept for the stream's life and read for
+// every event under the hub's lock, so it is checked before the stream opens. Each kind must be
+// an EventKind other than UNSPECIFIED (which no event has) and listed at most once; origin an
+// Origin; rule_id and stream at most kMaxWatchFilterBytes bytes (rule ids are at most 64, a
+// stream id 16). kInvalidArgument naming the field, e.g. "WatchRequest.kinds[2]:
+// EVENT_KIND_DECISION is listed twice". The hub itself takes any filter (sinks build theirs from
+// the config): a kind it does not know matches nothing.
+inline constexpr size_t kMaxWatchFilterBytes = 256;
+absl::Status ValidateWatchRequest(const palisade::v1::WatchRequest& filter);
+
 struct EventHubOptions {
   size_t replay_capacity = 10000;
   // The replay buffer's bound in bytes (serialized size): a detection carries its evidence
@@ -75,12 +85,21 @@ class EventHub {
   uint64_t last_sequence() const;
   const std::string& stream_id() const { return stream_id_; }
 
-  static bool Matches(const palisade::v1::WatchRequest& filter, const palisade::v1::Event& event);
-
  private:
+  // A subscriber's filter as Publish reads it, with the hub's lock held: its kinds as a bitmask
+  // (a test per event, whatever the request listed), its rule and origin.
+  struct Filter {
+    explicit Filter(const palisade::v1::WatchRequest& request);
+    bool Matches(const palisade::v1::Event& event) const;
+    bool all_kinds;  // the request listed no kind
+    uint32_t kinds = 0;  // bit k: EventKind k, for the kinds the hub knows
+    std::string rule_id;
+    palisade::v1::Origin origin;
+  };
+  static_assert(palisade::v1::EventKind_ARRAYSIZE <= 32, "Filter::kinds holds 32 kinds");
   struct Entry {
     Subscriber* subscriber;
-    palisade::v1::WatchRequest filter;
+    Filter filter;
   };
   void DropLocked(size_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status SubscribeImpl(Subscriber* subscriber, const palisade::v1::WatchRequest& filter,

@@ -71,6 +71,80 @@ TEST_F(EventHubTest, OrderedAndFiltered) {
   EXPECT_EQ(Drain(feeds_only), (std::vector<uint64_t>{5}));
 }
 
+// What Events.Watch refuses before a stream opens, each naming the field.
+TEST(ValidateWatchRequestTest, EachKindKnownAndOnceAndTheStringsBounded) {
+  WatchRequest ok;
+  ok.add_kinds(palisade::v1::EVENT_KIND_DETECTION);
+  ok.add_kinds(palisade::v1::EVENT_KIND_ALERT);
+  ok.set_rule_id(std::string(kMaxWatchFilterBytes, 'r'));
+  ok.set_stream(std::string(kMaxWatchFilterBytes, 's'));
+  ok.set_origin(palisade::v1::ORIGIN_FEED);
+  EXPECT_THAT(ValidateWatchRequest(ok), IsOk());
+  EXPECT_THAT(ValidateWatchRequest({}), IsOk());
+
+  WatchRequest twice;
+  twice.add_kinds(palisade::v1::EVENT_KIND_ACTION);
+  twice.add_kinds(palisade::v1::EVENT_KIND_DECISION);
+  twice.add_kinds(palisade::v1::EVENT_KIND_ACTION);
+  EXPECT_THAT(ValidateWatchRequest(twice),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "WatchRequest.kinds[2]: EVENT_KIND_ACTION is listed twice"));
+  WatchRequest unknown;
+  unknown.add_kinds(palisade::v1::EVENT_KIND_DECISION);
+  unknown.add_kinds(static_cast<palisade::v1::EventKind>(-3));
+  EXPECT_THAT(ValidateWatchRequest(unknown),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "WatchRequest.kinds[1]: -3 is not an EventKind"));
+  WatchRequest unspecified;
+  unspecified.add_kinds(palisade::v1::EVENT_KIND_UNSPECIFIED);
+  EXPECT_THAT(ValidateWatchRequest(unspecified),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "WatchRequest.kinds[0]: EVENT_KIND_UNSPECIFIED is the kind of no event"));
+  WatchRequest origin;
+  origin.set_origin(static_cast<palisade::v1::Origin>(77));
+  EXPECT_THAT(ValidateWatchRequest(origin),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "WatchRequest.origin: 77 is not an Origin"));
+  WatchRequest rule;
+  rule.set_rule_id(std::string(kMaxWatchFilterBytes + 1, 'r'));
+  EXPECT_THAT(ValidateWatchRequest(rule),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "WatchRequest.rule_id: 257 bytes, at most 256"));
+  WatchRequest stream;
+  stream.set_stream(std::string(1 << 20, 's'));
+  EXPECT_THAT(ValidateWatchRequest(stream),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "WatchRequest.stream: 1048576 bytes, at most 256"));
+}
+
+// The hub keeps a filter's kinds as a bitmask; it takes any filter (a sink's comes from the
+// config): a kind listed twice is listed once, and a filter of kinds the hub does not know
+// matches no event (not every event), live and in a replay.
+TEST_F(EventHubTest, KindsAsABitmaskMatchAsTheListDid) {
+  EventHub hub({}, clock_, registry_);
+  QueueSubscriber twice, unknown;
+  WatchRequest kinds;
+  kinds.add_kinds(palisade::v1::EVENT_KIND_ALERT);
+  kinds.add_kinds(palisade::v1::EVENT_KIND_DETECTION);
+  kinds.add_kinds(palisade::v1::EVENT_KIND_ALERT);
+  ASSERT_THAT(hub.Subscribe(&twice, kinds), IsOk());
+  WatchRequest none;
+  none.add_kinds(static_cast<palisade::v1::EventKind>(40));
+  none.add_kinds(static_cast<palisade::v1::EventKind>(-1));
+  ASSERT_THAT(hub.Subscribe(&unknown, none), IsOk());
+  hub.Publish(Make(palisade::v1::EVENT_KIND_DETECTION, "ssh"));
+  hub.Publish(Make(palisade::v1::EVENT_KIND_DECISION, "ssh"));
+  hub.Publish(Make(palisade::v1::EVENT_KIND_ACTION, "ssh"));
+  hub.Publish(Make(palisade::v1::EVENT_KIND_ALERT, "ssh"));
+  EXPECT_EQ(Drain(twice), (std::vector<uint64_t>{1, 4}));
+  EXPECT_EQ(Drain(unknown), (std::vector<uint64_t>{}));
+
+  QueueSubscriber replayed;
+  kinds.set_after_sequence(1);
+  ASSERT_THAT(hub.Subscribe(&replayed, kinds), IsOk());
+  EXPECT_EQ(Drain(replayed), (std::vector<uint64_t>{4}));
+}
+
 TEST_F(EventHubTest, ResumeReplaysWhatFollowsTheLastSequenceSeen) {
   std::unique_ptr<EventHub> held = HubHoldingFiveOfEight();
   EventHub& hub = *held;

@@ -3,12 +3,17 @@
 #include <algorithm>
 #include <deque>
 #include <limits>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "google/protobuf/arena.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/stubs/common.h"
+#include "google/protobuf/wire_format_lite.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "services/common/proto_time.h"
 
@@ -46,6 +51,74 @@ absl::StatusOr<Req> ParseRequest(const grpc::ByteBuffer& wire, absl::string_view
         absl::StrCat(method, ": the request is not a ", Req::descriptor()->full_name()));
   }
   return request;
+}
+
+// Looks in a message of `type` read from `in` for the first string field whose bytes are not
+// UTF-8 (which protobuf refuses in a proto3 string, with an error that names neither the field
+// nor the byte), following the message fields it knows; sets *found to the field's path from
+// `path` on ("LogBatch.records[1].fields[0].value") and the first bad byte. False for bytes
+// that are not well-formed protobuf. The depth is the schema's: only known message fields are
+// followed, and LogBatch's types do not nest themselves.
+bool FindNonUtf8(google::protobuf::io::CodedInputStream& in,
+                 const google::protobuf::Descriptor& type, const std::string& path,
+                 std::string* found) {
+  using google::protobuf::FieldDescriptor;
+  using google::protobuf::internal::WireFormatLite;
+  std::map<int, int> occurrences;  // of each repeated field so far: the index in the path
+  std::string value;
+  for (;;) {
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) return in.ConsumedEntireMessage();
+    const FieldDescriptor* field = type.FindFieldByNumber(WireFormatLite::GetTagFieldNumber(tag));
+    if (field == nullptr ||
+        WireFormatLite::GetTagWireType(tag) != WireFormatLite::WIRETYPE_LENGTH_DELIMITED ||
+        (field->type() != FieldDescriptor::TYPE_STRING &&
+         field->type() != FieldDescriptor::TYPE_MESSAGE)) {
+      if (!WireFormatLite::SkipField(&in, tag)) return false;
+      continue;
+    }
+    std::string name = absl::StrCat(path, field->name());
+    if (field->is_repeated()) absl::StrAppend(&name, "[", occurrences[field->number()]++, "]");
+    uint32_t length = 0;
+    if (!in.ReadVarint32(&length) || length > uint32_t{std::numeric_limits<int>::max()}) {
+      return false;
+    }
+    if (field->type() == FieldDescriptor::TYPE_STRING) {
+      if (!in.ReadString(&value, static_cast<int>(length))) return false;
+      // Protobuf's own test, so the field named is the one its parse refused.
+      const size_t valid = static_cast<size_t>(
+          google::protobuf::internal::UTF8SpnStructurallyValid(value));
+      if (valid < value.size()) {
+        *found = absl::StrFormat("%s is not UTF-8 (byte 0x%02x at %d)", name,
+                                 static_cast<unsigned char>(value[valid]), valid);
+        return true;
+      }
+      continue;
+    }
+    const google::protobuf::io::CodedInputStream::Limit limit =
+        in.PushLimit(static_cast<int>(length));
+    if (!FindNonUtf8(in, *field->message_type(), name + ".", found)) return false;
+    if (!found->empty()) return true;
+    in.PopLimit(limit);
+  }
+}
+
+// A LogBatch that did not parse: `error`, or, when the cause is a string field that is not
+// UTF-8 (a shipper's source or followed path comes from the host's file names, which need not
+// be), INVALID_ARGUMENT naming that field and its first bad byte.
+absl::Status NotALogBatch(const absl::Status& error, absl::string_view bytes) {
+  if (error.code() != absl::StatusCode::kInvalidArgument ||
+      bytes.size() > size_t{std::numeric_limits<int>::max()}) {
+    return error;
+  }
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  std::string found;
+  if (!FindNonUtf8(in, *LogBatch::descriptor(), "LogBatch.", &found) || found.empty()) {
+    return error;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("Ingest.Ship: ", found, ", as a protobuf string must be"));
 }
 
 // A response or an event as bytes, for a raw method to send, serialized as gRPC serializes a
@@ -120,7 +193,9 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     arena_options.max_block_size = arena_options.start_block_size;
     google::protobuf::Arena arena(arena_options);
     LogBatch& batch = *google::protobuf::Arena::CreateMessage<LogBatch>(&arena);
-    if (absl::Status parsed = limits_.ParseLogBatch(bytes, &batch); !parsed.ok()) return parsed;
+    if (absl::Status parsed = limits_.ParseLogBatch(bytes, &batch); !parsed.ok()) {
+      return NotALogBatch(parsed, bytes.bytes);
+    }
     return Run(batch, batch.records_size(), [&](int skip) {
       if (skip > 0) batch.mutable_records()->DeleteSubrange(0, skip);
       return pipeline_.ProcessBatch(batch);
@@ -172,18 +247,25 @@ std::string Shown(absl::string_view name) {
 }
 
 // Collects a pushed feed: the header from the first chunk, the content from all of them. The
-// header is checked as soon as it arrives (the feed must be configured), and the content is
-// refused the moment it passes the feed's max_bytes: a push that will be refused costs at most
-// one message.
+// header is checked as soon as it arrives (the feed must be configured, and a push with force or
+// to a pulled feed needs the admin role), and the content is refused the moment it passes the
+// feed's max_bytes: a push that will be refused costs at most one message. The push is applied
+// only when its stream ends after the chunk marked last: reads that stop without it are a push
+// cut off (a deadline, a client gone, a chunk over api.max_message_bytes; in gRPC 1.51 the
+// handler sees each only as a failed read, and IsCancelled is settled only in OnDone), and in
+// replace mode what arrived would become the feed's whole version.
 class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk> {
  public:
-  PushReactor(grpc::CallbackServerContext* context, FeedManager& feeds, ApiLimits& limits,
-              const std::map<std::string, uint64_t>& caps, ApiLimits::StreamSlot slot,
+  PushReactor(grpc::CallbackServerContext* context, const Guarded& guard, FeedManager& feeds,
+              ApiLimits& limits, const std::map<std::string, uint64_t>& caps,
+              const std::set<std::string>& pulled, ApiLimits::StreamSlot slot,
               palisade::v1::PushFeedResponse* response)
       : context_(context),
+        guard_(guard),
         feeds_(feeds),
         limits_(limits),
         caps_(caps),
+        pulled_(pulled),
         slot_(std::move(slot)),
         response_(response) {
     StartRead(&chunk_);
@@ -191,6 +273,12 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
 
   void OnReadDone(bool ok) override {
     if (ok) {
+      if (last_seen_) {
+        Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            absl::StrCat("a push to feed \"", header_.feed(),
+                                         "\" sent a chunk after its last one (FeedChunk.last)")));
+        return;
+      }
       if (first_) {
         first_ = false;
         header_ = chunk_;
@@ -209,6 +297,10 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
           return;
         }
         cap_ = cap->second;
+        if (grpc::Status a = AllowedToPush(); !a.ok()) {
+          Finish(a);
+          return;
+        }
       }
       if (content_.size() + chunk_.data().size() > cap_) {
         limits_.CountRefusal("Feeds.Push", "feed_max_bytes");
@@ -218,6 +310,7 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
         return;
       }
       content_.append(chunk_.data());
+      last_seen_ = chunk_.last();
       chunk_.Clear();
       StartRead(&chunk_);
       return;
@@ -232,6 +325,14 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
                           "the first FeedChunk must name the feed"));
       return;
     }
+    if (!last_seen_) {
+      Finish(grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("a push to feed \"", header_.feed(), "\" ended after ", content_.size(),
+                       " bytes without its last chunk (FeedChunk.last): nothing is applied from "
+                       "a push that may have been cut off")));
+      return;
+    }
     absl::StatusOr<palisade::v1::PushFeedResponse> result = feeds_.Push(
         header_.feed(), header_.mode(), header_.format(), header_.force(), content_);
     if (result.ok()) *response_ = *std::move(result);
@@ -244,16 +345,37 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
   }
 
  private:
+  // The method takes the ingest role (checked before any chunk is read); a push that skips the
+  // shrink guard (force), or that replaces what a feed's own url gives (the operator's source,
+  // maybe to_edge), takes the admin role too. PERMISSION_DENIED naming why, counted.
+  grpc::Status AllowedToPush() const {
+    std::string why;
+    if (pulled_.count(header_.feed()) > 0) {
+      why = absl::StrCat("a push to feed \"", header_.feed(),
+                         "\", which is pulled from its url, needs the admin role");
+    } else if (header_.force()) {
+      why = "a push with force (which skips the shrink guard) needs the admin role";
+    } else {
+      return grpc::Status::OK;
+    }
+    grpc::Status a = guard_.Allow(context_, Role::kAdmin, "Feeds.Push");
+    if (a.error_code() != grpc::StatusCode::PERMISSION_DENIED) return a;
+    return grpc::Status(a.error_code(), absl::StrCat(a.error_message(), ": ", why));
+  }
+
   grpc::CallbackServerContext* const context_;
   bool reads_ended_ = false;
+  const Guarded& guard_;
   FeedManager& feeds_;
   ApiLimits& limits_;
   const std::map<std::string, uint64_t>& caps_;
+  const std::set<std::string>& pulled_;
   ApiLimits::StreamSlot slot_;
   palisade::v1::PushFeedResponse* response_;
   palisade::v1::FeedChunk chunk_;
   palisade::v1::FeedChunk header_;
   bool first_ = true;
+  bool last_seen_ = false;  // the chunk marked last has come
   uint64_t cap_ = 0;
   std::string content_;
 };
@@ -724,6 +846,28 @@ absl::Status AdminService::HandleTestRules(const palisade::v1::TestRulesRequest&
 
 namespace palisade {
 
+namespace {
+
+// The feeds with a url. The feeds are fixed for the process (a reload that changes them is
+// refused), so this is read once.
+std::set<std::string> PulledFeeds(const FeedManager& feeds) {
+  std::set<std::string> pulled;
+  const palisade::v1::ListFeedsResponse list = feeds.List();
+  for (const palisade::v1::FeedInfo& f : list.feeds()) {
+    if (!f.url().empty()) pulled.insert(f.name());
+  }
+  return pulled;
+}
+
+}  // namespace
+
+FeedsService::FeedsService(FeedManager& feeds, ApiLimits& limits,
+                           std::map<std::string, uint64_t> push_caps)
+    : feeds_(feeds),
+      limits_(limits),
+      push_caps_(std::move(push_caps)),
+      pulled_(PulledFeeds(feeds)) {}
+
 grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
     grpc::CallbackServerContext* context, palisade::v1::PushFeedResponse* response) {
   if (grpc::Status a = Allow(context, Role::kIngest, "Feeds.Push"); !a.ok()) {
@@ -731,7 +875,8 @@ grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
   }
   absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Feeds.Push");
   if (!slot.ok()) return new RefusedRead<palisade::v1::FeedChunk>(ToGrpcStatus(slot.status()));
-  return new PushReactor(context, feeds_, limits_, push_caps_, *std::move(slot), response);
+  return new PushReactor(context, *this, feeds_, limits_, push_caps_, pulled_, *std::move(slot),
+                         response);
 }
 
 grpc::ServerUnaryReactor* FeedsService::List(grpc::CallbackServerContext* context,
@@ -774,6 +919,11 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* EventsService::Watch(
   absl::StatusOr<palisade::v1::WatchRequest> parsed =
       ParseRequest<palisade::v1::WatchRequest>(*request, "Events.Watch");
   if (!parsed.ok()) return new RefusedWrite<grpc::ByteBuffer>(ToGrpcStatus(parsed.status()));
+  // The filter is kept for the stream's life and read for every event under the hub's lock.
+  if (absl::Status valid = ValidateWatchRequest(*parsed); !valid.ok()) {
+    return new RefusedWrite<grpc::ByteBuffer>(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT, absl::StrCat("Events.Watch: ", valid.message())));
+  }
   absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Events.Watch");
   if (!slot.ok()) return new RefusedWrite<grpc::ByteBuffer>(ToGrpcStatus(slot.status()));
   return new WatchReactor(hub_, *std::move(slot), *parsed);

@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "absl/status/status.h"
@@ -219,7 +220,9 @@ class AdminService final
   TokenRoller roll_token_;
 };
 
-// Push streams its chunks in: none is read before the handler has checked the token.
+// Push streams its chunks in: none is read before the handler has checked the token (the ingest
+// role; the first chunk's header may ask for the admin role: force, or a feed with a url). A push
+// is applied only once the chunk marked last (FeedChunk.last) has come and the stream ended.
 class FeedsService final
     : public palisade::v1::Feeds::WithCallbackMethod_Push<
           palisade::v1::Feeds::WithRawCallbackMethod_List<
@@ -229,8 +232,7 @@ class FeedsService final
   // `push_caps`: each configured feed's max_bytes. A push names its feed on its first chunk: an
   // unknown feed is refused then (NOT_FOUND), and a push is refused as soon as it passes its
   // feed's cap (RESOURCE_EXHAUSTED), so nothing unwanted is buffered.
-  FeedsService(FeedManager& feeds, ApiLimits& limits, std::map<std::string, uint64_t> push_caps)
-      : feeds_(feeds), limits_(limits), push_caps_(std::move(push_caps)) {}
+  FeedsService(FeedManager& feeds, ApiLimits& limits, std::map<std::string, uint64_t> push_caps);
   grpc::ServerReadReactor<palisade::v1::FeedChunk>* Push(
       grpc::CallbackServerContext* context, palisade::v1::PushFeedResponse* response) override;
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
@@ -250,6 +252,8 @@ class FeedsService final
   FeedManager& feeds_;
   ApiLimits& limits_;
   const std::map<std::string, uint64_t> push_caps_;
+  // The feeds with a url (pulled), from the manager's config: a push to one needs the admin role.
+  const std::set<std::string> pulled_;
 };
 
 class EventsService final

@@ -96,6 +96,7 @@ std::vector<Method> Methods(const std::shared_ptr<grpc::Channel>& channel) {
          palisade::v1::FeedChunk chunk;
          chunk.set_feed("drop");
          chunk.set_data("198.51.100.1\n");
+         chunk.set_last(true);
          w->Write(chunk);
          w->WritesDone();
          return w->Finish().error_code();
@@ -226,6 +227,64 @@ TEST(ApiSecurityTest, EveryMethodChecksTokenAndRole) {
             2);
   // Ingest's 2 methods deny the read token, read's 7 the ingest token, admin's 4 both.
   EXPECT_EQ(expected_denied, 2 + 7 + 4 * 2);
+}
+
+// Feeds.Push with force skips the shrink guard, and a feed with a url is the operator's own pull
+// (a to_edge one goes to the Cloudflare list): either push needs the admin role, refused on the
+// push's first chunk, naming why. A plain push to a push-only feed is an ingest client's, as
+// before. Before, the ingest token could do all three.
+TEST(ApiSecurityTest, ForcedPushesAndPushesToPulledFeedsNeedTheAdminRole) {
+  const std::string pulled = Tmp("pulled.txt");
+  {
+    std::ofstream out(pulled);
+    out << "198.51.100.9\n";
+  }
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+      {"--config=" +
+       WriteConfig("push_roles.textproto",
+                   absl::StrCat(ClientsConfig(), "feeds { name: \"pulled\" format: ",
+                                "FEED_FORMAT_PLAIN url: \"file://", pulled,
+                                "\" interval { seconds: 3600 } }\n"))});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto feeds = palisade::v1::Feeds::NewStub(
+      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials()));
+  auto push = [&](const char* token, const std::string& feed, bool force) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    ctx.AddMetadata("authorization", std::string("Bearer ") + token);
+    palisade::v1::PushFeedResponse resp;
+    auto w = feeds->Push(&ctx, &resp);
+    palisade::v1::FeedChunk chunk;
+    chunk.set_feed(feed);
+    chunk.set_force(force);
+    chunk.set_data("198.51.100.1\n");
+    chunk.set_last(true);
+    w->Write(chunk);
+    w->WritesDone();
+    return w->Finish();
+  };
+  grpc::Status s = push(kIngestToken, "drop", false);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  s = push(kIngestToken, "drop", true);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_EQ(s.error_message(),
+            "client \"shipper\" may not call Feeds.Push: a push with force (which skips the "
+            "shrink guard) needs the admin role");
+  s = push(kIngestToken, "pulled", false);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_EQ(s.error_message(),
+            "client \"shipper\" may not call Feeds.Push: a push to feed \"pulled\", which is "
+            "pulled from its url, needs the admin role");
+  s = push(kAdminToken, "drop", true);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  s = push(kAdminToken, "pulled", false);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_EQ(MetricValue(*metrics, "palisade_api_refused_total",
+                        {"method=\"Feeds.Push\"", "reason=\"permission_denied\""}),
+            2);
 }
 
 // Every method that takes a request message: its path, its name in errors and metrics, the type
@@ -368,6 +427,114 @@ TEST(ApiSecurityTest, TokenIsCheckedBeforeTheRequestIsParsed) {
   EXPECT_EQ(MetricValue(*metrics, "palisade_api_refused_total",
                         {"method=\"Events.Watch\"", "reason=\"permission_denied\""}),
             1);
+}
+
+// Server reflection is gRPC's own service: it takes no token, and its handler parses each request
+// into a C++ protobuf (api.max_message_bytes of empty unknown fields held ~30x). With clients
+// configured it is not served at all, so a caller without a token makes palisaded parse nothing;
+// without clients (loopback only, every call allowed anyway) it is (standard_services_test).
+// Before, it answered this caller with the list of services.
+TEST(ApiSecurityTest, ReflectionIsNotServedWhenClientsAreConfigured) {
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig("reflection.textproto", ClientsConfig())});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  auto next = [&cq] {
+    void* tag;
+    bool ok = false;
+    EXPECT_TRUE(cq.Next(&tag, &ok));
+    return ok;
+  };
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto call =
+      stub.PrepareCall(&ctx, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  call->StartCall(nullptr);
+  next();
+  // list_services (field 7), as grpcurl asks it.
+  grpc::Slice slice(std::string("\x3a\x00", 2));
+  call->Write(grpc::ByteBuffer(&slice, 1), nullptr);
+  next();
+  call->WritesDone(nullptr);
+  next();
+  std::string listed;
+  grpc::ByteBuffer response;
+  for (;;) {
+    call->Read(&response, nullptr);
+    if (!next()) break;
+    listed += ByteBufferString(response);
+  }
+  grpc::Status status;
+  call->Finish(&status, nullptr);
+  next();
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
+  EXPECT_EQ(listed, "");
+  EXPECT_TRUE(status.error_code() == grpc::StatusCode::UNIMPLEMENTED ||
+              status.error_code() == grpc::StatusCode::UNAUTHENTICATED)
+      << status.error_code() << ": " << status.error_message();
+}
+
+// A batch whose source or followed path is not UTF-8 (a file name on the shipper's host need not
+// be) cannot be a protobuf string: the batch is refused, and the error names the field and why,
+// told to an allowed caller. Before, it said only "the message is not a palisade.v1.LogBatch",
+// for every batch of that file, with nothing for the operator to go on.
+TEST(ApiSecurityTest, ABatchWithAFieldThatIsNotUtf8IsRefusedNamingTheField) {
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig("utf8.textproto", ClientsConfig())});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  const RequestMethod ship = {"/palisade.v1.Ingest/Ship", "Ingest.Ship", "LogBatch",
+                              Role::kIngest, true};
+  // A batch with `valid` in place of 0xE9 (é in Latin-1), serialized, then the byte swapped in.
+  auto batch_with = [](const std::function<void(palisade::v1::LogBatch&)>& set) {
+    palisade::v1::LogBatch batch;
+    batch.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+    batch.add_records()->set_line("Mar  3 14:02:01 h sshd[1]: hello");
+    set(batch);
+    std::string wire = batch.SerializeAsString();
+    const size_t at = wire.find("caf@");
+    EXPECT_NE(at, std::string::npos);
+    wire[at + 3] = '\xe9';
+    return wire;
+  };
+  const std::string source = batch_with([](palisade::v1::LogBatch& b) {
+    b.set_source("web-1:/var/log/caf@.log");
+  });
+  grpc::Status s = RawCall(channel, ship, source, kIngestToken);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(s.error_message(),
+            "Ingest.Ship: LogBatch.source is not UTF-8 (byte 0xe9 at 18), as a protobuf string "
+            "must be");
+  const std::string path = batch_with([](palisade::v1::LogBatch& b) {
+    b.set_source("web-1");
+    b.mutable_origin()->set_shipper_id("web-1");
+    b.mutable_origin()->set_path("/var/log/caf@.log");
+    b.mutable_origin()->add_line_ends(33);
+  });
+  s = RawCall(channel, ship, path, kIngestToken);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(s.error_message(),
+            "Ingest.Ship: LogBatch.origin.path is not UTF-8 (byte 0xe9 at 12), as a protobuf "
+            "string must be");
+  const std::string field = batch_with([](palisade::v1::LogBatch& b) {
+    b.add_records()->set_line("Mar  3 14:02:02 h sshd[1]: hello");
+    (*b.mutable_records(1)->mutable_fields())["unit"] = "caf@";
+  });
+  s = RawCall(channel, ship, field, kIngestToken);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(s.error_message(),
+            "Ingest.Ship: LogBatch.records[1].fields[0].value is not UTF-8 (byte 0xe9 at 3), as a "
+            "protobuf string must be");
+  // Bytes that are no protobuf at all keep the error they had.
+  s = RawCall(channel, ship, std::string("\xff\xff\xff", 3), kIngestToken);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+  EXPECT_EQ(s.error_message(), "the message is not a palisade.v1.LogBatch");
 }
 
 TEST(ApiSecurityTest, NonLoopbackWithoutTokensRefusesToStart) {

@@ -92,7 +92,7 @@ class ClusterE2eTest : public ::testing::Test {
     return writer;
   }
   // Feeds.Push to node i of feed "blocklist", one message per element of `data` (stopping at
-  // the first the server refuses): its status, and its answer in *pushed.
+  // the first the server refuses), the last one marked so: its status, and its answer in *pushed.
   grpc::Status PushFeed(int i, const std::vector<std::string>& data,
                         palisade::v1::PushFeedResponse* pushed) {
     auto feeds = palisade::v1::Feeds::NewStub(
@@ -102,8 +102,9 @@ class ClusterE2eTest : public ::testing::Test {
     auto stream = feeds->Push(&context, pushed);
     palisade::v1::FeedChunk chunk;
     chunk.set_feed("blocklist");
-    for (const std::string& d : data) {
-      chunk.set_data(d);
+    for (size_t j = 0; j < data.size(); ++j) {
+      chunk.set_data(data[j]);
+      chunk.set_last(j + 1 == data.size());
       if (!stream->Write(chunk)) break;
       chunk.clear_feed();  // named in the first message
     }

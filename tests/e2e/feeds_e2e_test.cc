@@ -2,6 +2,7 @@
 // the emulator's IP list; the next version removes exactly the entries that left it (the ones
 // that stayed keep their list items); a failed login from a listed address is banned at once
 // and its decision names the feed; a restart resumes the feed from the state file.
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <string>
@@ -42,6 +43,7 @@ palisade::v1::PushFeedResponse PushOrDie(palisade::v1::Feeds::Stub& feeds, const
   first.set_data(content.substr(0, content.size() / 2));
   palisade::v1::FeedChunk second;
   second.set_data(content.substr(content.size() / 2));
+  second.set_last(true);
   EXPECT_TRUE(writer->Write(first));
   EXPECT_TRUE(writer->Write(second));
   writer->WritesDone();
@@ -146,6 +148,7 @@ TEST(FeedsE2eTest, PushedFeedReachesTheListAndANewVersionRemovesExactlyWhatLeft)
     palisade::v1::FeedChunk chunk;
     chunk.set_feed("nope");
     chunk.set_data("198.18.9.9\n");
+    chunk.set_last(true);
     writer->Write(chunk);
     writer->WritesDone();
     grpc::Status s = writer->Finish();
@@ -167,6 +170,7 @@ TEST(FeedsE2eTest, PushedFeedReachesTheListAndANewVersionRemovesExactlyWhatLeft)
     palisade::v1::FeedChunk chunk;
     chunk.set_feed("watch");
     chunk.set_data(many);
+    chunk.set_last(true);
     writer->Write(chunk);
     writer->WritesDone();
     grpc::Status s = writer->Finish();
@@ -201,6 +205,118 @@ TEST(FeedsE2eTest, PushedFeedReachesTheListAndANewVersionRemovesExactlyWhatLeft)
   absl::SleepFor(absl::Seconds(1));
   EXPECT_EQ(EmulatorListedValues(cf), want2);
   EXPECT_EQ(EmulatorListItems(cf)["2001:db8:bad::/48"], kept_item);
+}
+
+// `n` IPv4 addresses from 203.0.113.0 up (crossing into the next /24s), one per line.
+std::string Addresses(int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    absl::StrAppend(&out, "203.0.", 113 + i / 256, ".", i % 256, "\n");
+  }
+  return out;
+}
+
+// A push's end is explicit (FeedChunk.last): a stream that stops without it is a push cut off (a
+// deadline, a killed client, a chunk over api.max_message_bytes), and applying what arrived in
+// replace mode would withdraw every entry after the cut. Each cut push below writes the first 500
+// lines of a new version and then stops, the last line cut mid-address; each is refused, and the
+// feed keeps its 1,000 entries. Before, a stream ended without the marker was applied as the
+// feed's whole new version (500 entries, 203.0.114.243 read as 203.0.114.2).
+TEST(FeedsE2eTest, APushCutOffBeforeItsLastChunkIsNotApplied) {
+  const std::string config = std::string(std::getenv("TEST_TMPDIR")) + "/cut.textproto";
+  {
+    std::ofstream out(config);
+    out << "rule_files: \"" << std::getenv("TEST_SRCDIR")
+        << "/palisade/tests/e2e/testdata/feeds.textproto\"\n"
+        << "api { max_message_bytes: 65536 }\n"
+        << "feeds { name: \"local\" format: FEED_FORMAT_PLAIN }\n";
+  }
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start({"--config=" + config});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto feeds = palisade::v1::Feeds::NewStub(channel);
+  auto entries = [&] {
+    grpc::ClientContext ctx;
+    palisade::v1::GetFeedRequest get;
+    get.set_name("local");
+    palisade::v1::GetFeedResponse got;
+    grpc::Status s = feeds->Get(&ctx, get, &got);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return std::make_pair(got.info().version(), got.info().entries());
+  };
+
+  const std::string whole = Addresses(1000);
+  palisade::v1::PushFeedResponse v1 = PushOrDie(*feeds, "local", whole);
+  EXPECT_EQ(v1.accepted(), 1000u);
+  ASSERT_EQ(entries(), std::make_pair(uint64_t{1}, uint64_t{1000}));
+
+  // The next version's first 500 lines, the last one cut short ("203.0.114.243" → "…2").
+  const std::string next = Addresses(1000);
+  const size_t cut = next.find("203.0.114.243\n") + std::string("203.0.114.2").size();
+  ASSERT_EQ(std::count(next.begin(), next.begin() + static_cast<std::ptrdiff_t>(cut), '\n'), 499);
+
+  enum class End { kWritesDone, kOversizedChunk, kCancel };
+  for (End end : {End::kWritesDone, End::kOversizedChunk, End::kCancel}) {
+    SCOPED_TRACE(static_cast<int>(end));
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    palisade::v1::PushFeedResponse resp;
+    auto writer = feeds->Push(&ctx, &resp);
+    palisade::v1::FeedChunk first;
+    first.set_feed("local");
+    first.set_data(next.substr(0, cut / 2));
+    palisade::v1::FeedChunk second;
+    second.set_data(next.substr(cut / 2, cut - cut / 2));
+    EXPECT_TRUE(writer->Write(first));
+    EXPECT_TRUE(writer->Write(second));
+    if (end == End::kOversizedChunk) {
+      // Over api.max_message_bytes (64 KiB): gRPC ends the call, which the handler sees only as
+      // reads that stop.
+      palisade::v1::FeedChunk big;
+      big.set_data(std::string(128 << 10, '#'));
+      big.set_last(true);
+      writer->Write(big);
+    } else if (end == End::kCancel) {
+      ctx.TryCancel();
+    }
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    EXPECT_FALSE(s.ok());
+    if (end == End::kWritesDone) {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+      EXPECT_EQ(s.error_message(),
+                absl::StrCat("a push to feed \"local\" ended after ", cut,
+                             " bytes without its last chunk (FeedChunk.last): nothing is applied "
+                             "from a push that may have been cut off"));
+    }
+    EXPECT_EQ(entries(), std::make_pair(uint64_t{1}, uint64_t{1000}));
+  }
+
+  // A chunk after the last one: the client's end does not match the stream's.
+  {
+    grpc::ClientContext ctx;
+    palisade::v1::PushFeedResponse resp;
+    auto writer = feeds->Push(&ctx, &resp);
+    palisade::v1::FeedChunk first;
+    first.set_feed("local");
+    first.set_data(next.substr(0, cut));
+    first.set_last(true);
+    palisade::v1::FeedChunk after;
+    after.set_data(next.substr(cut));
+    writer->Write(first);
+    writer->Write(after);
+    writer->WritesDone();
+    grpc::Status s = writer->Finish();
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << s.error_message();
+    EXPECT_EQ(s.error_message(),
+              "a push to feed \"local\" sent a chunk after its last one (FeedChunk.last)");
+    EXPECT_EQ(entries(), std::make_pair(uint64_t{1}, uint64_t{1000}));
+  }
+
+  // The same version whole, its end marked: applied.
+  palisade::v1::PushFeedResponse v2 = PushOrDie(*feeds, "local", Addresses(900));
+  EXPECT_EQ(v2.removed(), 100u);
+  EXPECT_EQ(entries(), std::make_pair(uint64_t{2}, uint64_t{900}));
 }
 
 TEST(FeedsE2eTest, APulledFeedIsFetchedAtStartAndSyncedToTheEdge) {

@@ -326,8 +326,8 @@ TEST(IngressLimitsTest, SourceLabelsAreBounded) {
   EXPECT_LT(metrics.size(), 200u << 10);
 }
 
-// Writes `chunks` chunks of 1 MiB to Feeds.Push on `feed`; returns how many were taken before
-// the server ended the call, and the call's status.
+// Writes `chunks` chunks of 1 MiB to Feeds.Push on `feed` (the last marked so); returns how many
+// were taken before the server ended the call, and the call's status.
 std::pair<int, grpc::Status> Push(palisade::v1::Feeds::Stub& stub, const std::string& feed,
                                   int chunks) {
   grpc::ClientContext ctx;
@@ -339,6 +339,7 @@ std::pair<int, grpc::Status> Push(palisade::v1::Feeds::Stub& stub, const std::st
     palisade::v1::FeedChunk chunk;
     if (i == 0) chunk.set_feed(feed);
     chunk.set_data(std::string(1 << 20, '#'));
+    chunk.set_last(i + 1 == chunks);
     if (!writer->Write(chunk)) break;
     ++written;
   }

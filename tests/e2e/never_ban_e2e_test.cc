@@ -58,6 +58,7 @@ absl::StatusOr<palisade::v1::PushFeedResponse> PushDrop(palisade::v1::Feeds::Stu
   palisade::v1::FeedChunk chunk;
   chunk.set_feed("drop");
   chunk.set_data(data);
+  chunk.set_last(true);
   if (!writer->Write(chunk)) return absl::UnavailableError("the push stream closed");
   writer->WritesDone();
   grpc::Status s = writer->Finish();

@@ -143,10 +143,15 @@ grep -q "max_parsed_bytes" "$work/err" || fail "feeds test --max_parsed_bytes: $
 token="cli-test-token-0123456789abcdef0123456789"
 hash=$(echo "$token" | "$ctl_bin" hash-token)
 [ "${#hash}" -eq 64 ] || fail "hash-token: $hash"
+admin_token="cli-admin-token-0123456789abcdef012345678"
+admin_hash=$(echo "$admin_token" | "$ctl_bin" hash-token)
 cat >"$work/feeds.textproto" <<EOF2
 rule_files: "$PWD/rules/sshd.textproto"
 feeds { name: "drop" format: FEED_FORMAT_SPAMHAUS }
-api { clients { name: "cli" token_sha256: "$hash" roles: API_ROLE_INGEST roles: API_ROLE_READ } }
+api {
+  clients { name: "cli" token_sha256: "$hash" roles: API_ROLE_INGEST roles: API_ROLE_READ }
+  clients { name: "ops" token_sha256: "$admin_hash" roles: API_ROLE_ADMIN }
+}
 EOF2
 "$daemon_bin" --config="$work/feeds.textproto" --grpc_listen=127.0.0.1:0 --metrics_listen=off \
   --port_file="$work/ports2" --state_file=:memory: --shutdown_grace=200ms 2>"$work/daemon2.log" &
@@ -170,6 +175,17 @@ grep -q '1.19.0.0/16 .* SBL434604' <<<"$out" || fail "feeds show: $out"
 ctl2 feeds show drop --lookup=8.8.8.8 >/dev/null && fail "an unlisted address must exit 3"
 out=$(ctl2 feeds push drop /dev/null) && fail "the shrink guard must hold an empty version"
 grep -q 'HELD: the new version has 0 entries' <<<"$out" || fail "held: $out"
-ctl2 feeds push drop /dev/null --force | grep -q 'version 2: 0 added, 5 removed' || fail "force"
+# Force skips the shrink guard: it takes the admin role.
+ctl2 feeds push drop /dev/null --force 2>"$work/err" && fail "force with the ingest role"
+grep -q 'a push with force (which skips the shrink guard) needs the admin role' "$work/err" \
+  || fail "force refused: $(cat "$work/err")"
+PALISADE_TOKEN="$admin_token" "$ctl_bin" --server="127.0.0.1:$port2" feeds push drop /dev/null \
+  --force | grep -q 'version 2: 0 added, 5 removed' || fail "force"
+# A push of several chunks (1 MiB each): only the last is marked last, and the whole applies.
+{ cat "$feeds/drop.txt"; seq 70000 | sed 's/.*/; padding to more than two chunks/'; } \
+  >"$work/big_drop.txt"
+[ "$(stat -c %s "$work/big_drop.txt")" -gt $((2 << 20)) ] || fail "big_drop.txt is too small"
+out=$(ctl2 feeds push drop "$work/big_drop.txt")
+grep -q 'version 3: 5 added, 0 removed' <<<"$out" || fail "a push of three chunks: $out"
 
 echo "palisadectl: 1 passed, 0 failed"

@@ -238,6 +238,38 @@ TEST_F(WatchE2eTest, OrderedCorrelatedAndFiltered) {
   for (const Event& e : got) EXPECT_EQ(ecs[e.sequence()], e.correlation_id()) << e.sequence();
 }
 
+// A Watch's filter is kept for the stream's life and read for every event under the hub's lock:
+// one a read token sends is checked before the stream opens, each refusal INVALID_ARGUMENT naming
+// the field. Before, each of these streams opened (a million kinds were scanned per event).
+TEST_F(WatchE2eTest, AFilterIsCheckedBeforeTheStreamOpens) {
+  std::vector<std::pair<palisade::v1::WatchRequest, std::string>> cases(5);
+  cases[0].first.add_kinds(palisade::v1::EVENT_KIND_DECISION);
+  cases[0].first.add_kinds(palisade::v1::EVENT_KIND_DETECTION);
+  cases[0].first.add_kinds(palisade::v1::EVENT_KIND_DECISION);
+  cases[0].second = "kinds[2]: EVENT_KIND_DECISION is listed twice";
+  for (int i = 0; i < 100000; ++i) cases[1].first.add_kinds(palisade::v1::EVENT_KIND_ACTION);
+  cases[1].second = "kinds[1]: EVENT_KIND_ACTION is listed twice";
+  cases[2].first.add_kinds(static_cast<palisade::v1::EventKind>(99));
+  cases[2].second = "kinds[0]: 99 is not an EventKind";
+  cases[3].first.add_kinds(palisade::v1::EVENT_KIND_UNSPECIFIED);
+  cases[3].second = "kinds[0]: EVENT_KIND_UNSPECIFIED is the kind of no event";
+  cases[4].first.set_rule_id(std::string(257, 'r'));
+  cases[4].second = "rule_id: 257 bytes, at most 256";
+  // All at once: before, none of them ended.
+  std::vector<std::unique_ptr<Watcher>> watchers;
+  for (const auto& [request, want] : cases) {
+    watchers.push_back(std::make_unique<Watcher>(*events_, request));
+  }
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(cases[i].second);
+    Watcher& w = *watchers[i];
+    ASSERT_TRUE(WaitFor([&] { return w.status() != "open"; }, absl::Seconds(60)));
+    EXPECT_THAT(w.status(),
+                HasSubstr(absl::StrCat("ended: ", grpc::StatusCode::INVALID_ARGUMENT,
+                                       " Events.Watch: WatchRequest.", cases[i].second)));
+  }
+}
+
 TEST_F(WatchE2eTest, ResumesWithoutAGapAfterAReconnect) {
   // Disconnected after two events; more happen meanwhile.
   const auto [stream, resume_after] = WatchTwoEventsAndLeave();
