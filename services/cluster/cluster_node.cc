@@ -12,6 +12,8 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "services/cluster/message_size.h"
 #include "services/common/proto_time.h"
 
 namespace palisade::cluster {
@@ -22,8 +24,9 @@ constexpr char kDeleteKind[] = "decisions.delete";
 constexpr char kDetectionKind[] = "detections.apply";
 
 // A detection on the command channel: a palisade.v1.Event with its rule id and the detection
-// (target, event time, evidence, feeds). Never a token secret.
-std::string EncodeDetection(const Detection& d) {
+// (target, event time, evidence, feeds), at most `max` bytes when its evidence can be cut to
+// fit (`*cut` says whether it was: see message_size.h). Never a token secret.
+std::string EncodeDetection(const Detection& d, size_t max, bool* cut) {
   palisade::v1::Event e;
   e.set_kind(palisade::v1::EVENT_KIND_DETECTION);
   e.set_rule_id(d.rule_id);
@@ -33,7 +36,24 @@ std::string EncodeDetection(const Detection& d) {
   *det->mutable_event_time() = ToProtoTime(d.time);
   for (const std::string& line : d.evidence) det->add_evidence(line);
   for (const std::string& f : d.feeds) det->add_feeds(f);
-  return e.SerializeAsString();
+  std::string body = e.SerializeAsString();
+  *cut = false;
+  if (body.size() > max) {
+    // Over NATS' payload limit no writer could ever be sent it, and the detection would be
+    // lost (an attacker padding its lines would evade the ban): its evidence is cut instead.
+    std::vector<std::string*> lines;
+    size_t evidence = 0;
+    for (std::string& line : *det->mutable_evidence()) {
+      lines.push_back(&line);
+      evidence += line.size();
+    }
+    const size_t over = body.size() - max;  // each byte cut shortens the body by at least one
+    if (CutEvidence(lines, evidence > over ? evidence - over : 0) > 0) {
+      *cut = true;
+      body = e.SerializeAsString();
+    }
+  }
+  return body;
 }
 
 // A fresh JetStream cluster elects its meta leader a moment after it forms, and servers may
@@ -116,7 +136,13 @@ ClusterNode::ClusterNode(ClusterNodeOptions options, DecisionTable& table,
                           .Name("palisade_cluster_writer_changes_total")
                           .Help("Times this node started or stopped being the edge writer.")
                           .Register(registry)
-                          .Add({})) {
+                          .Add({})),
+      evidence_cut_counter_(prometheus::BuildCounter()
+                                .Name("palisade_cluster_detection_evidence_cut_total")
+                                .Help("Detections this node sent to the edge writer with their "
+                                      "evidence cut to fit NATS' payload limit.")
+                                .Register(registry)
+                                .Add({})) {
   partitions_gauge_.Set(options_.partitions);
   absl::BitGen bits;
   forward_prefix_ = absl::StrCat(options_.node_id, ":", absl::Uniform<uint64_t>(bits), ":d");
@@ -171,20 +197,35 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
     if (self->log_writer_ != nullptr) self->log_writer_->Enqueue(u);
   });
   DecisionReplicaOptions ro;
+  // Where this node stopped reading the log, if its table (restored from the store) holds what
+  // it had read: the view starts as that table.
+  ro.start_after = node->ResumePosition();
+  if (ro.start_after > 0) {
+    ReplicatedChange held;
+    held.kind = ReplicatedChange::Kind::kState;
+    held.sequence = ro.start_after;
+    held.state = table.List({});
+    node->view_.Apply(held);
+  }
   ro.apply = [self](const ReplicatedChange& c) {
-    absl::MutexLock mirror(&self->mirror_mu_);
-    self->view_.Apply(c);
-    if (self->writing_.load()) {
-      // The writer's own changes, read back; but until its first publish is stored, another
-      // writer's last words, which its take-over state must hold (wait_applied).
-      absl::MutexLock lock(&self->writer_mu_);
-      if (self->log_writer_ == nullptr || self->log_writer_->took_over()) return;
+    {
+      absl::MutexLock mirror(&self->mirror_mu_);
+      self->view_.Apply(c);
+      bool mirrored = true;
+      if (self->writing_.load()) {
+        // The writer's own changes, read back (its table holds them); but until its first
+        // publish is stored, another writer's last words, which its take-over state must hold
+        // (wait_applied).
+        absl::MutexLock lock(&self->writer_mu_);
+        mirrored = self->log_writer_ != nullptr && !self->log_writer_->took_over();
+      }
+      if (mirrored && c.kind == ReplicatedChange::Kind::kState) {
+        self->table_.MirrorState(c.state);
+      } else if (mirrored) {
+        self->table_.Mirror(c.change, c.decision);
+      }
     }
-    if (c.kind == ReplicatedChange::Kind::kState) {
-      self->table_.MirrorState(c.state);
-    } else {
-      self->table_.Mirror(c.change, c.decision);
-    }
+    self->KeepPosition(c.sequence);
   };
   ro.log = [self](const std::string& m) { self->Log(m); };
   absl::StatusOr<std::unique_ptr<DecisionReplica>> replica =
@@ -413,6 +454,70 @@ void ClusterNode::OnDuplicate(const absl::Status& why) {
   owned_.clear();
 }
 
+namespace {
+// The store's snapshot of where the replica stopped: "v1 <the stream's creation, unix ns>
+// <sequence>".
+constexpr char kPositionSnapshot[] = "cluster:decision_log";
+}  // namespace
+
+uint64_t ClusterNode::ResumePosition() {
+  if (options_.store == nullptr) return 0;
+  jsStreamInfo* info = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  const natsStatus s = js_GetStreamInfo(&info, nats_->jetstream(), kDecisionStream, nullptr, &err);
+  if (s != NATS_OK) {
+    // Without the stream's identity no position is kept either (KeepPosition): the next start
+    // reads the log from its start, as one with no store.
+    Log(absl::StrCat("cluster: reading the decision log from its start: ",
+                     NatsError(s, absl::StrCat("reading stream ", kDecisionStream)).message()));
+    return 0;
+  }
+  log_created_ = info->Created;
+  const uint64_t last = info->State.LastSeq;
+  jsStreamInfo_Destroy(info);
+  absl::StatusOr<std::string> blob = options_.store->LoadSnapshot(kPositionSnapshot);
+  if (!blob.ok()) {
+    Log(absl::StrCat("cluster: reading the decision log from its start: the position kept in "
+                     "the store cannot be read: ", blob.status().message()));
+    return 0;
+  }
+  if (blob->empty()) return 0;  // never kept: a first start
+  std::vector<absl::string_view> f = absl::StrSplit(*blob, ' ');
+  int64_t created = 0;
+  uint64_t sequence = 0;
+  if (f.size() != 3 || f[0] != "v1" || !absl::SimpleAtoi(f[1], &created) ||
+      !absl::SimpleAtoi(f[2], &sequence)) {
+    Log(absl::StrCat("cluster: reading the decision log from its start: the position kept in "
+                     "the store (snapshot ", kPositionSnapshot, ") does not parse"));
+    return 0;
+  }
+  // A stream made again since (deleted by an operator) numbers its messages from 1 again: a
+  // position in the old one would skip the new one's first messages.
+  if (created != log_created_ || sequence > last) {
+    Log(absl::StrCat("cluster: reading the decision log from its start: the position kept (",
+                     sequence, ") is of another ", kDecisionStream, " stream than this one (made ",
+                     absl::FormatTime(absl::FromUnixNanos(log_created_)), ", last sequence ",
+                     last, ")"));
+    return 0;
+  }
+  return sequence;
+}
+
+void ClusterNode::KeepPosition(uint64_t sequence) {
+  if (options_.store == nullptr || log_created_ == 0) return;
+  // Only once the store holds the table as of this change: resumed past a change the store
+  // refused (it waits in memory), a restart would never read it again.
+  if (table_.unwritten() > 0) return;
+  const absl::Status s = options_.store->SaveSnapshot(
+      kPositionSnapshot, absl::StrCat("v1 ", log_created_, " ", sequence));
+  // Said once per run of failures: a restart reads again from the last position kept.
+  if (!s.ok() && !position_failing_) {
+    Log(absl::StrCat("cluster: the decision log's position is not kept in the store (a restart "
+                     "reads again from the last one kept): ", s.message()));
+  }
+  position_failing_ = !s.ok();
+}
+
 bool ClusterNode::CatchUp(absl::Duration timeout) {
   absl::StatusOr<NatsClient::StreamState> st = nats_->State(kDecisionStream);
   if (!st.ok()) return false;
@@ -426,7 +531,7 @@ void ClusterNode::BecomeWriter() {
   // and a take-over that blocked it a whole term lost them again on a loaded machine.
   CatchUp(options_.lease_term / 6);
   table_.SetForward(nullptr);  // this node decides now
-  writing_.store(true);
+  if (options_.before_log_writer) options_.before_log_writer();
   DecisionLogWriterOptions wo;
   wo.node_id = options_.node_id;
   wo.state = [this] { return table_.List({}); };
@@ -439,15 +544,19 @@ void ClusterNode::BecomeWriter() {
   };
   absl::StatusOr<std::unique_ptr<DecisionLogWriter>> w = DecisionLogWriter::Start(*nats_, wo);
   if (!w.ok()) {
-    writing_.store(false);
     table_.SetForward([this](const Detection& d) { ForwardDetection(d); });
     Log(absl::StrCat("cluster: cannot start the decision log writer: ", w.status().message()));
     return;
   }
   std::shared_ptr<DecisionLogWriter> writer;
   {
+    // Writing from now on, not before: until its log writer is installed, the replica mirrors
+    // into the table what it reads (a former writer's last words), which the take-over state
+    // is taken from. Writing without a log writer, the replica skipped them as this node's own,
+    // and the state, taken once the replica read them, erased them.
     absl::MutexLock lock(&writer_mu_);
     log_writer_ = *std::move(w);
+    writing_.store(true);
     log_writer_->PublishState();
     writer = log_writer_;
   }
@@ -485,10 +594,12 @@ void ClusterNode::StepDown(const std::string& why) {
   edge_started_ = false;
   std::shared_ptr<DecisionLogWriter> w;
   {
+    // Not writing once the log writer is gone (as in BecomeWriter): what the replica reads from
+    // here on is mirrored into the table, not skipped as this node's own.
     absl::MutexLock lock(&writer_mu_);
     w = std::move(log_writer_);
+    writing_.store(false);
   }
-  writing_.store(false);
   table_.SetForward([this](const Detection& d) { ForwardDetection(d); });
   w.reset();  // publishes what it holds (unless fenced)
   // The table becomes the log's again. While it wrote, this node's table was the truth and the
@@ -616,8 +727,18 @@ size_t ForwardCost(const std::pair<std::string, std::string>& queued) {
 }
 }  // namespace
 
+std::string ClusterNode::EncodeForWriter(const Detection& detection) {
+  bool cut = false;
+  std::string body = EncodeDetection(detection, MaxMessageBytes(nats_->connection()), &cut);
+  if (cut) {
+    evidence_cut_.fetch_add(1);
+    evidence_cut_counter_.Increment();
+  }
+  return body;
+}
+
 void ClusterNode::ForwardDetection(const Detection& detection) {
-  std::string body = EncodeDetection(detection);
+  std::string body = EncodeForWriter(detection);
   absl::MutexLock lock(&forward_mu_);
   const size_t cost = forward_prefix_.size() + 20 + body.size() + 64;  // at most ForwardCost
   if (forward_queue_.size() >= options_.max_forward_queue ||
@@ -633,7 +754,7 @@ void ClusterNode::ForwardDetection(const Detection& detection) {
 absl::Status ClusterNode::SendDetection(const std::string& id, const Detection& detection,
                                        absl::Duration deadline) {
   absl::StatusOr<std::string> reply = client_->CallWithId(
-      absl::StrCat("det:", id), kDetectionKind, EncodeDetection(detection),
+      absl::StrCat("det:", id), kDetectionKind, EncodeForWriter(detection),
       deadline > absl::ZeroDuration() ? deadline : options_.command_deadline);
   if (reply.ok()) {
     forwarded_.fetch_add(1);

@@ -66,6 +66,7 @@
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
 #include "services/engine/rule_set.h"
+#include "services/store/store.h"
 
 namespace palisade::cluster {
 
@@ -134,6 +135,18 @@ struct ClusterNodeOptions {
   // start limit). Start fails at once when the presence is renewed meanwhile (that process is
   // alive), or when it is still held after the wait. false: fails at once.
   bool wait_out_presence = true;
+  // The table's store (palisaded's state file; it must outlive the node), or null. The stream
+  // sequence the replica applied through is kept there (snapshot "cluster:decision_log", with
+  // the stream's creation time), once the table's own writes of what it applied are in; a
+  // restart resumes the log after it, over the table Restore gave. Read from the log's oldest
+  // state instead, a restart withdrew (told the listeners so) every decision made since that
+  // state, then made it again: bouncers and Watch saw them go and come at each restart.
+  Store* store = nullptr;
+  // Tests only (null in production): called on the node's thread as it comes to write, once it
+  // decides its own detections and before its decision log writer starts. What the replica
+  // reads meanwhile (a former writer's last words) must reach the table, which the take-over
+  // state is taken from.
+  std::function<void()> before_log_writer;
 };
 
 // What `palisadectl cluster status` shows.
@@ -183,7 +196,8 @@ class ClusterNode {
   absl::StatusOr<palisade::v1::Decision> Withdraw(const std::string& id);
 
   // A detection made here, queued for the writer (never blocks; dropped and counted when the
-  // queue is full).
+  // queue is full). Here and in SendDetection, a detection over NATS' payload limit goes with
+  // its evidence cut to fit (evidence_cut(), palisade_cluster_detection_evidence_cut_total).
   void ForwardDetection(const Detection& detection);
   // Sends one detection to the writer and waits for its answer (kUnavailable when no writer
   // took it within `deadline`, command_deadline when zero): `id` (e.g. a ClusterDetection's)
@@ -194,6 +208,8 @@ class ClusterNode {
                              absl::Duration deadline = absl::ZeroDuration());
   uint64_t detections_forwarded() const { return forwarded_.load(); }
   uint64_t detections_dropped() const { return forward_dropped_.load(); }
+  // Detections sent with their evidence cut to fit NATS' payload limit.
+  uint64_t evidence_cut() const { return evidence_cut_.load(); }
 
   bool writer() const { return writing_.load(); }
   const std::string& node_id() const { return options_.node_id; }
@@ -220,12 +236,20 @@ class ClusterNode {
   absl::StatusOr<std::string> Handle(absl::string_view kind, absl::string_view body);
   // Waits until this node's replica applied what the stream holds now.
   bool CatchUp(absl::Duration timeout);
+  // At Start, with a store: the stream sequence to resume the log after (0: from its start),
+  // and the stream's creation time read into log_created_.
+  uint64_t ResumePosition();
+  // On the replica's thread, once the change at `sequence` is applied: keeps it in the store.
+  void KeepPosition(uint64_t sequence);
   void Log(const std::string& m) const;
   void RunPosted();
   void RunForwarder();
   // A detection from any node, decided here; answered once the decision log holds the change
   // (kUnavailable before: the sender offers it again under the same id).
   absl::StatusOr<std::string> ApplyDetection(absl::string_view body);
+  // A detection as the command channel carries it, its evidence cut to fit NATS' payload limit
+  // when it would not (counted).
+  std::string EncodeForWriter(const Detection& detection);
 
   ClusterNodeOptions options_;
   DecisionTable& table_;
@@ -239,12 +263,17 @@ class ClusterNode {
   absl::Mutex mirror_mu_;
   DecisionView view_;
   std::unique_ptr<DecisionReplica> replica_;
+  // The decision stream's creation time (unix ns; 0: not read, no position kept), set at Start;
+  // and whether keeping the position failed last (the replica thread's).
+  int64_t log_created_ = 0;
+  bool position_failing_ = false;
   std::unique_ptr<CommandClient> client_;
   // The writer's parts: set and reset by the tick only; the table's listener reads log_writer_.
   absl::Mutex writer_mu_;
   std::shared_ptr<DecisionLogWriter> log_writer_ ABSL_GUARDED_BY(writer_mu_);
   std::unique_ptr<CommandServer> command_server_;
   bool edge_started_ = false;  // the tick's: writer_started ran (and writer_stopped did not)
+  // This node writes: set and cleared with log_writer_, under writer_mu_ (read without it).
   std::atomic<bool> writing_{false};
   // The tick's: when the last tick that succeeded started (its leases hold a term from then at
   // least), and the partitions handed to partitions_changed.
@@ -281,7 +310,7 @@ class ClusterNode {
   bool forward_stopping_ ABSL_GUARDED_BY(forward_mu_) = false;
   std::string forward_prefix_;  // "<node>:<incarnation>:d"
   uint64_t forward_next_ ABSL_GUARDED_BY(forward_mu_) = 0;
-  std::atomic<uint64_t> forwarded_{0}, forward_dropped_{0};
+  std::atomic<uint64_t> forwarded_{0}, forward_dropped_{0}, evidence_cut_{0};
   std::thread forwarder_;
   prometheus::Gauge& writer_gauge_;
   prometheus::Gauge& owned_gauge_;
@@ -293,6 +322,7 @@ class ClusterNode {
   prometheus::Counter& ticks_failed_;
   prometheus::Family<prometheus::Counter>& forward_family_;  // declared in the order built
   prometheus::Counter& writer_changes_;
+  prometheus::Counter& evidence_cut_counter_;
 };
 
 }  // namespace palisade::cluster

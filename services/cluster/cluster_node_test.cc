@@ -3,6 +3,7 @@
 #include "services/cluster/cluster_node.h"
 
 #include <atomic>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <set>
@@ -19,6 +20,7 @@
 #include "services/common/clock.h"
 #include "services/common/proto_time.h"
 #include "services/common/status_matchers.h"
+#include "services/store/store.h"
 
 namespace palisade::cluster {
 namespace {
@@ -55,7 +57,12 @@ std::shared_ptr<const RuleSet> Rules() {
 
 // One node: its table, what its callbacks heard.
 struct TestNode {
-  explicit TestNode(SimulatedClock& clock) : table(clock) {}
+  explicit TestNode(SimulatedClock& clock) : table(clock) {
+    table.AddListener([this](const DecisionUpdate& u) {
+      absl::MutexLock lock(&edge_mu);
+      table_heard.push_back(absl::StrCat(DecisionChangeName(u.change), " ", u.decision.id()));
+    });
+  }
   DecisionTable table;
   prometheus::Registry registry;
   int started = 0;
@@ -65,9 +72,15 @@ struct TestNode {
   absl::Mutex edge_mu;
   std::vector<std::string> edge ABSL_GUARDED_BY(edge_mu);
   std::vector<std::string> decided ABSL_GUARDED_BY(edge_mu);  // the `decided` hook's
+  // What its table's listeners heard: "<change> <decision id>".
+  std::vector<std::string> table_heard ABSL_GUARDED_BY(edge_mu);
   std::vector<std::string> Edge() {
     absl::MutexLock lock(&edge_mu);
     return edge;
+  }
+  std::vector<std::string> TableHeard() {
+    absl::MutexLock lock(&edge_mu);
+    return table_heard;
   }
   std::unique_ptr<ClusterNode> node;
 };
@@ -83,9 +96,18 @@ class ClusterNodeTest : public ::testing::Test {
   std::unique_ptr<TestNode> StartNode(const std::string& id,
                                       std::function<absl::Status()> may_own = nullptr,
                                       size_t max_forward_queue_bytes = 16u << 20,
-                                      absl::Status* start_status = nullptr) {
+                                      absl::Status* start_status = nullptr,
+                                      std::function<void()> before_log_writer = nullptr,
+                                      Store* store = nullptr) {
     auto n = std::make_unique<TestNode>(clock_);
+    if (store != nullptr) {
+      // As palisaded: the table durable in the store, restored, before the node starts.
+      n->table.SetStore(store, {});
+      EXPECT_THAT(n->table.Restore(), IsOk());
+    }
     ClusterNodeOptions o;
+    o.store = store;
+    o.before_log_writer = std::move(before_log_writer);
     o.max_forward_queue_bytes = max_forward_queue_bytes;
     o.may_own_partitions = std::move(may_own);
     o.nats.servers = {server_->url()};
@@ -141,6 +163,13 @@ class ClusterNodeTest : public ::testing::Test {
     d.time = clock_.TimeNow();
     d.evidence = {"probe from " + ip};
     return d;
+  }
+
+  // Waits until `n`'s replica applied the decision log as it is now.
+  void CaughtUp(TestNode& n) {
+    absl::StatusOr<NatsClient::StreamState> st = n.node->nats().State(kDecisionStream);
+    ASSERT_THAT(st, IsOk());
+    ASSERT_TRUE(n.node->replica().WaitUntilApplied(st->last_sequence, absl::Minutes(1)));
   }
 
   SimulatedClock clock_;
@@ -432,6 +461,52 @@ TEST_F(ClusterNodeTest, DetectionsOfANodeThatDoesNotWriteAreTheWritersToDecide) 
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("rule \"nope\"")));
 }
 
+// A detection whose evidence is over NATS' payload limit (100 lines of 10.5 KB, as
+// engine.max_evidence 100 and max_evidence_bytes 1 MiB allow; an attacker pads its lines) goes
+// to the writer with its evidence cut to fit, and is decided, whether sent by a partition owner
+// or forwarded. It was refused for good (over the limit): in a cluster, padding one's lines
+// evaded the ban.
+TEST_F(ClusterNodeTest, ADetectionWithEvidenceOverThePayloadLimitIsStillDecided) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  std::unique_ptr<TestNode> b = StartNode("b");
+  ASSERT_TRUE(a->node != nullptr && b->node != nullptr);
+  ASSERT_TRUE(a->node->writer());
+  auto padded = [&](const std::string& ip) {
+    Detection d = Probe(ip);
+    d.evidence.clear();
+    for (int i = 0; i < 100; ++i) {
+      // Two-byte characters: a line cut inside one would not parse on the writer.
+      std::string line = absl::StrCat("probe from ", ip, " ");
+      line.append(10'000, static_cast<char>('a' + i % 26));
+      for (int j = 0; j < 250; ++j) line += "\xc3\xa9";  // é
+      d.evidence.push_back(std::move(line));
+    }
+    return d;
+  };
+  auto active_on = [](TestNode& n, const std::string& ip) {
+    return n.table.List({.target = ip, .active_only = true});
+  };
+  EXPECT_THAT(b->node->SendDetection("s:30", padded("203.0.113.30"), absl::Minutes(1)), IsOk());
+  ASSERT_EQ(active_on(*a, "203.0.113.30").size(), 1u);
+  const palisade::v1::Decision made = active_on(*a, "203.0.113.30")[0];
+  EXPECT_EQ(made.rule_id(), "probe");
+  ASSERT_GT(made.evidence_size(), 0);
+  for (const std::string& line : made.evidence()) {
+    EXPECT_THAT(line, HasSubstr("probe from 203.0.113.30"));
+    EXPECT_THAT(line, ::testing::EndsWith(" bytes cut]"));
+  }
+  // Forwarded (b detected it itself): the same.
+  std::vector<DecisionUpdate> at_b = b->table.ApplyAll({padded("203.0.113.31")});
+  ASSERT_EQ(at_b.size(), 1u);
+  ASSERT_EQ(at_b[0].change, DecisionChange::kForwarded);
+  const absl::Time deadline = absl::Now() + absl::Minutes(1);
+  while (active_on(*a, "203.0.113.31").empty() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_EQ(active_on(*a, "203.0.113.31").size(), 1u);
+  EXPECT_EQ(b->node->evidence_cut(), 2u);
+}
+
 // A detection is answered once the decision log holds what it decided, not before: a writer
 // fenced by another (two nodes believed they held the lease for a moment, as a loaded CI
 // machine showed after NATS came back) publishes nothing more, so a detection it took in that
@@ -474,6 +549,122 @@ TEST_F(ClusterNodeTest, ADetectionIsTakenOnlyOnceTheDecisionLogHoldsIt) {
   EXPECT_THAT(b->node->SendDetection("s:20", d, absl::Minutes(1)), IsOk());
   ASSERT_EQ(on_a().size(), 1u);
   EXPECT_EQ(on_a()[0].extensions(), 0u);
+}
+
+// A node coming to write reads a former writer's last words while its log writer is not
+// started yet: they reach its table, and so its take-over state. It took itself for the writer
+// from before its log writer existed, skipped mirroring them (as its own changes, read back),
+// though its replica had read them, so its take-over state, waiting for nothing more, erased
+// them from every node.
+TEST_F(ClusterNodeTest, AFormerWritersLastWordsReadWhileComingToWriteAreKept) {
+  // Another node holds the writer lease, and writes to the log as that node's writer would.
+  absl::StatusOr<std::unique_ptr<NatsClient>> nats =
+      NatsClient::Connect({.servers = {server_->url()}});
+  ASSERT_THAT(nats, IsOk());
+  absl::StatusOr<std::unique_ptr<LeaseTable>> ghost =
+      LeaseTable::Open(**nats, {.node_id = "ghost", .clock = &clock_});
+  ASSERT_THAT(ghost, IsOk());
+  ASSERT_THAT((*ghost)->Claim(Ownership::kWriterLease), IsOk());
+  absl::StatusOr<std::unique_ptr<DecisionLogWriter>> former = DecisionLogWriter::Start(
+      **nats, {.node_id = "ghost", .state = [] { return std::vector<palisade::v1::Decision>{}; }});
+  ASSERT_THAT(former, IsOk());
+  palisade::v1::Decision last;
+  last.set_id("ghost-last");
+  last.mutable_target()->set_value("203.0.113.40");
+  last.set_action(palisade::v1::ACTION_BLOCK);
+  *last.mutable_start() = ToProtoTime(clock_.TimeNow());
+  *last.mutable_expiry() = ToProtoTime(clock_.TimeNow() + absl::Hours(2));
+  last.set_active(true);
+  TestNode* b_node = nullptr;
+  bool said = false;
+  // The former writer's last words, once b decides its own detections: read by b's replica
+  // before its log writer starts.
+  auto last_words = [&] {
+    if (said) return;
+    said = true;
+    ASSERT_TRUE((*former)->Enqueue({.change = DecisionChange::kCreated, .decision = last}));
+    ASSERT_TRUE((*former)->WaitUntilPublished(absl::Minutes(1))) << (*former)->last_error();
+    absl::StatusOr<NatsClient::StreamState> st = (*nats)->State(kDecisionStream);
+    ASSERT_THAT(st, IsOk());
+    ASSERT_TRUE(b_node->node->replica().WaitUntilApplied(st->last_sequence, absl::Minutes(1)));
+  };
+  std::unique_ptr<TestNode> b = StartNode("b", nullptr, 16u << 20, nullptr, last_words);
+  ASSERT_TRUE(b->node != nullptr);
+  ASSERT_FALSE(b->node->writer());
+  b_node = b.get();
+  // The ghost stops renewing: past the term and skew, b takes the writer lease.
+  clock_.Advance(absl::Seconds(15 + 2 + 1));
+  b->node->Tick();
+  ASSERT_TRUE(said);
+  ASSERT_TRUE(b->node->writer());
+  EXPECT_EQ(b->started, 1) << "the take-over state is stored";
+  absl::StatusOr<palisade::v1::Decision> held = b->table.Get("ghost-last");
+  ASSERT_THAT(held, IsOk());
+  EXPECT_TRUE(held->active());
+  // And every node reads it, the take-over state included.
+  absl::StatusOr<NatsClient::StreamState> st = (*nats)->State(kDecisionStream);
+  ASSERT_THAT(st, IsOk());
+  ASSERT_TRUE(b->node->replica().WaitUntilApplied(st->last_sequence, absl::Minutes(1)));
+  absl::StatusOr<palisade::v1::Decision> viewed = b->node->view().Get("ghost-last");
+  ASSERT_THAT(viewed, IsOk());
+  EXPECT_TRUE(viewed->active());
+}
+
+// A node restarted over its store resumes the decision log where it stopped: the decisions its
+// table restored are not withdrawn and made again (it read the log from its oldest state,
+// the writer's take-over state, which held none of them, so its listeners heard each one
+// withdrawn then created: bouncers and Watch saw them go and come at every restart), and what
+// was decided while it was down reaches it.
+TEST_F(ClusterNodeTest, ARestartedNodeResumesTheLogAfterWhatItsTableHolds) {
+  absl::StatusOr<std::unique_ptr<Store>> store =
+      Store::Open(absl::StrCat(std::getenv("TEST_TMPDIR"), "/b.db"));
+  ASSERT_THAT(store, IsOk());
+  std::unique_ptr<TestNode> a = StartNode("a");
+  ASSERT_TRUE(a->node != nullptr && a->node->writer());
+  std::unique_ptr<TestNode> b = StartNode("b", nullptr, 16u << 20, nullptr, nullptr, store->get());
+  ASSERT_TRUE(b->node != nullptr);
+  absl::StatusOr<palisade::v1::Decision> before = a->node->AddManual(Ban("192.0.2.21"));
+  ASSERT_THAT(before, IsOk());
+  CaughtUp(*b);
+  ASSERT_TRUE(b->table.Get(before->id())->active());
+  b->node->Stop();
+  b.reset();
+  // Decided while b is down.
+  absl::StatusOr<palisade::v1::Decision> during = a->node->AddManual(Ban("192.0.2.22"));
+  ASSERT_THAT(during, IsOk());
+
+  b = StartNode("b", nullptr, 16u << 20, nullptr, nullptr, store->get());
+  ASSERT_TRUE(b->node != nullptr);
+  ASSERT_TRUE(b->table.Get(before->id())->active()) << "restored";
+  CaughtUp(*b);
+  EXPECT_THAT(b->TableHeard(), ElementsAre(absl::StrCat("created ", during->id())));
+  EXPECT_TRUE(b->table.Get(before->id())->active());
+  EXPECT_TRUE(b->table.Get(during->id())->active());
+  EXPECT_THAT(b->node->view().Get(before->id()), IsOk()) << "the view holds what the table does";
+}
+
+// A position kept for another decision stream (deleted and made again since: its sequences
+// start again from 1) is not resumed from: the node reads the log from its start.
+TEST_F(ClusterNodeTest, APositionOfAnotherDecisionStreamIsNotResumedFrom) {
+  absl::StatusOr<std::unique_ptr<Store>> store =
+      Store::Open(absl::StrCat(std::getenv("TEST_TMPDIR"), "/b.db"));
+  ASSERT_THAT(store, IsOk());
+  std::unique_ptr<TestNode> a = StartNode("a");
+  ASSERT_TRUE(a->node != nullptr && a->node->writer());
+  absl::StatusOr<palisade::v1::Decision> d = a->node->AddManual(Ban("192.0.2.23"));
+  ASSERT_THAT(d, IsOk());
+  // Through the ban, were it this stream's: resumed from, the ban would never be read.
+  absl::StatusOr<NatsClient::StreamState> st = a->node->nats().State(kDecisionStream);
+  ASSERT_THAT(st, IsOk());
+  ASSERT_THAT(
+      (*store)->SaveSnapshot("cluster:decision_log", absl::StrCat("v1 12345 ", st->last_sequence)),
+      IsOk());
+  std::unique_ptr<TestNode> b = StartNode("b", nullptr, 16u << 20, nullptr, nullptr, store->get());
+  ASSERT_TRUE(b->node != nullptr);
+  CaughtUp(*b);
+  absl::StatusOr<palisade::v1::Decision> got = b->table.Get(d->id());
+  ASSERT_THAT(got, IsOk());
+  EXPECT_TRUE(got->active());
 }
 
 // The rule set gate (issue 17): a node whose rules differ from the cluster's releases its

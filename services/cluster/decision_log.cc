@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "services/cluster/message_size.h"
 
 namespace palisade::cluster {
 namespace {
@@ -42,6 +43,26 @@ bool SplitMessage(absl::string_view msg, absl::string_view* header, absl::string
   *header = msg.substr(0, nl);
   *body = msg.substr(nl + 1);
   return true;
+}
+
+// Room in a message for what goes with one decision: an update's first line, or a state
+// chunk's first line and its framing.
+constexpr size_t kDecisionFraming = 512;
+
+// Cuts `d`'s evidence so that it serializes to at most `max` bytes (see CutEvidence): true
+// when it was cut. It may still be over (its other fields alone are).
+bool FitDecision(Decision* d, size_t max) {
+  const size_t size = d->ByteSizeLong();
+  if (size <= max) return false;
+  std::vector<std::string*> lines;
+  size_t evidence = 0;
+  for (std::string& line : *d->mutable_evidence()) {
+    lines.push_back(&line);
+    evidence += line.size();
+  }
+  // Each byte cut from a line shortens the message by at least one.
+  const size_t over = size - max;
+  return CutEvidence(lines, evidence > over ? evidence - over : 0) > 0;
 }
 
 }  // namespace
@@ -119,6 +140,17 @@ bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
     return false;
   }
   std::string data = EncodeUpdate(update);
+  // Over NATS' payload limit it could never be published: its evidence is cut to fit (what the
+  // replicas hold; the edge hears the update whole). One that does not fit even so is skipped
+  // by the writer thread, refused for its size.
+  const size_t limit = MaxMessageBytes(nats_.connection());
+  if (data.size() > limit) {
+    DecisionUpdate fitted = update;
+    if (FitDecision(&fitted.decision, limit - std::min(limit, kDecisionFraming))) {
+      evidence_cut_.fetch_add(1);
+      data = EncodeUpdate(fitted);
+    }
+  }
   const bool held = static_cast<bool>(options_.published);
   const size_t cost =
       Cost(data.size() + (held ? update.decision.ByteSizeLong() + update.secret.size() : 0));
@@ -226,6 +258,16 @@ DecisionLogWriter::Outcome DecisionLogWriter::PublishWithRetry(const std::string
       last_error_.clear();
       return Outcome::kStored;
     }
+    if (RefusedForItsSize(s, err)) {
+      // Sending it again would be refused again: the caller skips it.
+      failures_.fetch_add(1);
+      absl::MutexLock lock(&mu_);
+      last_error_ = std::string(
+          NatsError(s, absl::StrCat("decision log: a message of ", data.size(), " bytes (", id,
+                                    ") refused for its size, skipped; publishing to ", subject))
+              .message());
+      return Outcome::kRefused;
+    }
     if (err == JSStreamWrongLastSequenceErr) {
       if (!took_over_) {
         // Taking over: another publish slipped in since the last sequence was read (a former
@@ -281,6 +323,9 @@ absl::Status DecisionLogWriter::PublishStateNow() {
         return absl::OkStatus();
       case Outcome::kGaveUp:
         return absl::UnavailableError("decision log: stopped or fenced while publishing a state");
+      case Outcome::kRefused:
+        return absl::ResourceExhaustedError(
+            "decision log: a chunk of a full state was refused for its size; state skipped");
       case Outcome::kMoved:
         break;  // the stream moved while taking over: read its end, take the state again
     }
@@ -311,18 +356,27 @@ void DecisionLogWriter::Compact(uint64_t state_start) {
 
 DecisionLogWriter::Outcome DecisionLogWriter::PublishStateTaken(bool taking_over,
                                                                 uint64_t* start) {
-  const std::vector<Decision> all = options_.state();
-  // Chunks under max_chunk_bytes (a decision larger than that alone in its chunk: the table
-  // caps evidence, so one decision stays far below NATS' payload limit).
+  std::vector<Decision> all = options_.state();
+  // Chunks under max_chunk_bytes and NATS' payload limit; a decision larger than that is alone
+  // in its chunk, its evidence cut to fit the limit (as an update's). One that does not fit
+  // even so is left out (counted): it would hold back the whole state, for good.
+  const size_t limit = MaxMessageBytes(nats_.connection());
+  const size_t max_decision = limit - std::min(limit, kDecisionFraming);
+  const size_t max_chunk = std::min(options_.max_chunk_bytes, max_decision);
   std::vector<palisade::v1::ListDecisionsResponse> chunks(1);
   size_t bytes = 0;
-  for (const Decision& d : all) {
+  for (Decision& d : all) {
+    if (FitDecision(&d, max_decision)) evidence_cut_.fetch_add(1);
     const size_t size = d.ByteSizeLong() + 8;
-    if (bytes > 0 && bytes + size > options_.max_chunk_bytes) {
+    if (size > max_decision + 8) {
+      refused_.fetch_add(1);
+      continue;
+    }
+    if (bytes > 0 && bytes + size > max_chunk) {
       chunks.emplace_back();
       bytes = 0;
     }
-    *chunks.back().add_decisions() = d;
+    *chunks.back().add_decisions() = std::move(d);
     bytes += size;
   }
   const std::string state_id = absl::StrCat(id_prefix_, "state", state_count_++);
@@ -351,14 +405,21 @@ void DecisionLogWriter::Run() {
       item = &queue_.front();
     }
     bool ok = false;
+    bool refused = false;  // for its size: skipped (counted), the next goes on
     NatsClient::Ack ack;
     if (item->state) {
-      ok = PublishStateNow().ok();
+      const absl::Status s = PublishStateNow();
+      refused = s.code() == absl::StatusCode::kResourceExhausted;
+      ok = s.ok() || refused;
     } else {
-      ok = PublishWithRetry(kDecisionSubject, item->data, item->id, &ack) == Outcome::kStored;
-      // Heard before the next is published: the edge acts in the log's order.
-      if (ok && options_.published) options_.published(item->update);
+      const Outcome o = PublishWithRetry(kDecisionSubject, item->data, item->id, &ack);
+      refused = o == Outcome::kRefused;
+      ok = o == Outcome::kStored || refused;
+      // Heard before the next is published: the edge acts in the log's order. Not one the log
+      // refused: the edge acts only on what every node reads.
+      if (o == Outcome::kStored && options_.published) options_.published(item->update);
     }
+    if (refused) refused_.fetch_add(1);
     absl::MutexLock lock(&mu_);
     if (!ok) {
       // Stopping while NATS refuses, or fenced: what is left is lost, and counted.
@@ -370,11 +431,13 @@ void DecisionLogWriter::Run() {
       return;
     }
     if (!item->state) {
-      published_.fetch_add(1);
-      if (ack.duplicate) duplicates_.fetch_add(1);
-      ++since_state_;
+      if (!refused) {
+        published_.fetch_add(1);
+        if (ack.duplicate) duplicates_.fetch_add(1);
+        ++since_state_;
+      }
     } else {
-      since_state_ = 0;
+      if (!refused) since_state_ = 0;
       --states_queued_;
     }
     done_through_ = item->ticket + 1;

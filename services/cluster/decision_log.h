@@ -28,6 +28,11 @@
 // stream acknowledged it; while NATS is away it retries with a capped backoff. Past the bound
 // the queue is emptied (what it held is counted dropped) and a full state is published instead
 // once NATS answers: replicas never miss a change silently.
+// A decision over NATS' payload limit (up to engine.max_evidence lines of evidence, each up to
+// engine.max_evidence_bytes) goes with its evidence cut to fit, in an update or a state
+// (message_size.h; counted, evidence_cut()); one that does not fit even so (its other fields
+// are over the limit) could never be stored: it is skipped and counted (refused()), and the
+// rest goes on. Retried, it held back every change after it, for good.
 //
 // Fencing: only one writer may append. Each publish expects the stream's last sequence to be
 // the one this writer last saw (JetStream's expected-last-sequence check; de-duplication is
@@ -131,8 +136,9 @@ struct DecisionLogWriterOptions {
   // queued, on the writer's thread: the edge hears the table through this (palisaded's
   // dispatcher), so it never acts on a change the log may still lose. An update an overflow
   // dropped is not heard (the reconciler's next pass repairs the edge from the table); one
-  // given up on (stopping while NATS refuses, or fenced) is not either. The update is held
-  // whole (its token secret included) until heard: its bytes count in the queue's bound.
+  // given up on (stopping while NATS refuses, or fenced) or refused for its size is not either.
+  // The update is held whole (its token secret included) until heard: its bytes count in the
+  // queue's bound.
   std::function<void(const DecisionUpdate&)> published;
   // Taking over, before the full state is taken: the stream holds changes up to `sequence` (a
   // former writer's last words). Returns once the table `state` reads holds them (the node's
@@ -157,9 +163,9 @@ class DecisionLogWriter {
   // Queues a full state (options.state()) after what is queued: on take-over.
   void PublishState();
 
-  // Waits until everything queued so far is acknowledged by the stream, or `timeout`. false at
-  // once when this writer gave up (fenced, or stopped while NATS refused): what it held will
-  // never be published.
+  // Waits until everything queued so far is acknowledged by the stream (or refused for its
+  // size, see refused()), or `timeout`. false at once when this writer gave up (fenced, or
+  // stopped while NATS refused): what it held will never be published.
   bool WaitUntilPublished(absl::Duration timeout);
 
   uint64_t published() const { return published_.load(); }    // updates acknowledged
@@ -168,6 +174,10 @@ class DecisionLogWriter {
   uint64_t compactions() const { return compactions_.load(); }  // purges made (options.compact)
   uint64_t dropped() const { return dropped_.load(); }
   uint64_t publish_failures() const { return failures_.load(); }
+  // Updates and states' decisions whose evidence was cut to fit NATS' payload limit.
+  uint64_t evidence_cut() const { return evidence_cut_.load(); }
+  // Updates, states and states' decisions refused for good (too large even so): skipped.
+  uint64_t refused() const { return refused_.load(); }
   // Another writer appended after this one's last publish: it publishes nothing more.
   bool fenced() const { return fenced_.load(); }
   // One of this writer's publishes was stored: it has taken over, and from then on no other
@@ -189,10 +199,11 @@ class DecisionLogWriter {
     size_t cost = 0;        // in queued_bytes_
     uint64_t ticket = 0;
   };
-  enum class Outcome { kStored, kGaveUp, kMoved };
-  // Publishes a full state taken now; OK when every chunk is acknowledged. Taking over, it is
-  // taken once the table holds what the stream held (options.wait_applied), again if the
-  // stream moved meanwhile.
+  enum class Outcome { kStored, kGaveUp, kMoved, kRefused };
+  // Publishes a full state taken now; OK when every chunk is acknowledged, kResourceExhausted
+  // when one was refused for its size (the state skipped). Taking over, it is taken once the
+  // table holds what the stream held (options.wait_applied), again if the stream moved
+  // meanwhile.
   absl::Status PublishStateNow();
   // `start`: the stored first chunk's sequence.
   Outcome PublishStateTaken(bool taking_over, uint64_t* start);
@@ -200,7 +211,8 @@ class DecisionLogWriter {
   void Compact(uint64_t state_start);
   // Publishes with retries until acknowledged (kStored); kGaveUp when stopping or fenced;
   // kMoved when the stream moved before this writer took over (`retake`: the caller takes its
-  // message again, else it is published as it is after the new last sequence).
+  // message again, else it is published as it is after the new last sequence); kRefused when
+  // refused for its size (RefusedForItsSize), which no retry changes.
   Outcome PublishWithRetry(const std::string& subject, const std::string& data,
                            const std::string& id, NatsClient::Ack* ack, bool retake = false);
   // The stream's last sequence, read until NATS answers; false when stopping.
@@ -233,6 +245,7 @@ class DecisionLogWriter {
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> fenced_{false};
   std::atomic<uint64_t> published_{0}, duplicates_{0}, states_{0}, dropped_{0}, failures_{0};
+  std::atomic<uint64_t> evidence_cut_{0}, refused_{0};
   std::thread thread_;
 };
 

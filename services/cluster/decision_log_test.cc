@@ -654,6 +654,104 @@ TEST_F(DecisionLogTest, AnOverflowedWriterPublishesAFullStateInstead) {
   EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
 }
 
+// A decision as the engine may give one: 100 evidence lines of 10.5 KB (engine.max_evidence
+// 100, max_evidence_bytes 1 MiB), over NATS' payload limit (1 MiB) once serialized.
+Decision Oversized(const std::string& id) {
+  Decision d;
+  d.set_id(id);
+  d.mutable_target()->set_value("203.0.113.50");
+  d.set_active(true);
+  d.set_offence(2);
+  for (int i = 0; i < 100; ++i) {
+    // Two-byte characters: a line cut inside one would not parse on the replicas.
+    std::string line(10'000, static_cast<char>('a' + i % 26));
+    for (int j = 0; j < 250; ++j) line += "\xc3\xa9";  // é
+    d.add_evidence(std::move(line));
+  }
+  return d;
+}
+
+DecisionUpdate Created(Decision d) {
+  DecisionUpdate u;
+  u.change = DecisionChange::kCreated;
+  u.decision = std::move(d);
+  return u;
+}
+
+// A decision over NATS' payload limit is published with its evidence cut to fit (every line
+// kept, each cut marked as the engine marks its own cuts), and the next one follows. It was
+// sent again for ever and the log published nothing more (an overflow kept it at the front).
+TEST_F(DecisionLogTest, AnOversizedDecisionIsCutToFitAndDoesNotBlockTheNext) {
+  Writer writer(*client_, "web-1", /*max_queued_bytes=*/8 << 20);
+  Recorder r;
+  auto rep = Replica(r);
+  ASSERT_TRUE(rep);
+  const Decision big = Oversized("big");
+  ASSERT_GT(static_cast<int64_t>(big.ByteSizeLong()),
+            natsConnection_GetMaxPayload(client_->connection()));
+  Decision small;
+  small.set_id("small");
+  small.mutable_target()->set_value("203.0.113.51");
+  small.set_active(true);
+  ASSERT_TRUE(writer.log().Enqueue(Created(big)));
+  ASSERT_TRUE(writer.log().Enqueue(Created(small)));
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)))
+      << "published " << writer.log().published() << ": " << writer.log().last_error();
+  EXPECT_EQ(writer.log().published(), 2u);
+  EXPECT_EQ(writer.log().evidence_cut(), 1u);
+  EXPECT_EQ(writer.log().refused(), 0u);
+  ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  absl::StatusOr<Decision> got = r.view().Get("big");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->offence(), 2u);
+  ASSERT_EQ(got->evidence_size(), 100);
+  for (const std::string& line : got->evidence()) {
+    EXPECT_THAT(line, ::testing::EndsWith(" bytes cut]"));
+    EXPECT_LT(line.size(), big.evidence(0).size());
+  }
+  EXPECT_TRUE(r.view().Get("small").ok());
+  EXPECT_EQ(rep->malformed(), 0u);
+}
+
+// One that no cut of its evidence can fit (a reason over the limit: nothing bounds a manual
+// ban's) is refused for good: skipped and counted, the next one follows. So is such a decision
+// in a full state, whose other decisions are published (the oversized one cut to fit).
+TEST_F(DecisionLogTest, ADecisionThatCannotFitIsSkippedAndCountedAndTheRestFollow) {
+  Decision huge;
+  huge.set_id("huge");
+  huge.mutable_target()->set_value("203.0.113.52");
+  huge.set_active(true);
+  huge.set_reason(std::string(2 << 20, 'r'));
+  Decision small;
+  small.set_id("small");
+  small.mutable_target()->set_value("203.0.113.51");
+  small.set_active(true);
+  const std::vector<Decision> state = {Oversized("big"), huge, small};
+  auto w = DecisionLogWriter::Start(*client_, {.node_id = "web-1",
+                                               .max_queued_bytes = 8 << 20,
+                                               .state = [&] { return state; },
+                                               .retry_min = absl::Milliseconds(20),
+                                               .retry_max = absl::Milliseconds(200)});
+  ASSERT_TRUE(w.ok()) << w.status();
+  Recorder r;
+  auto rep = Replica(r);
+  ASSERT_TRUE(rep);
+  ASSERT_TRUE((*w)->Enqueue(Created(huge)));
+  ASSERT_TRUE((*w)->Enqueue(Created(small)));
+  ASSERT_TRUE((*w)->WaitUntilPublished(absl::Seconds(60))) << (*w)->last_error();
+  EXPECT_EQ((*w)->published(), 1u);
+  EXPECT_EQ((*w)->refused(), 1u);
+  (*w)->PublishState();
+  ASSERT_TRUE((*w)->WaitUntilPublished(absl::Seconds(60))) << (*w)->last_error();
+  EXPECT_EQ((*w)->states_published(), 1u);
+  EXPECT_EQ((*w)->refused(), 2u);
+  ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_THAT(r.seen(), ElementsAreArray({"created small 0 1", "state 2"}));
+  ASSERT_TRUE(r.view().Get("big").ok());
+  EXPECT_EQ(r.view().Get("big")->evidence_size(), 100);
+  EXPECT_FALSE(r.view().Get("huge").ok());
+}
+
 // The edge hears a writer's change only once the log holds it (options.published): while NATS
 // is away nothing is heard, however long it waits; when it is back each change is heard once,
 // in the table's order, its token secret with it.

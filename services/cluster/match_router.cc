@@ -6,6 +6,7 @@
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "palisade/v1/cluster.pb.h"
+#include "services/cluster/message_size.h"
 #include "services/common/fingerprint.h"
 
 namespace palisade::cluster {
@@ -58,7 +59,20 @@ absl::Status MatchRouter::Route(const EngineMatch& match) {
     m.set_rule_set_version(version_);
   }
   m.set_origin_node(node_id_);
-  if (!publisher_.Enqueue(match.key, m.SerializeAsString())) {
+  std::string data = m.SerializeAsString();
+  // A match NATS cannot take (a line of up to engine.max_evidence_bytes, 1 MiB) goes with its
+  // evidence cut to fit: the match still counts. Cutting `over` bytes of it shortens the
+  // message by at least as much.
+  const size_t limit = publisher_.max_match_bytes();
+  if (data.size() > limit) {
+    const size_t over = data.size() - limit;
+    const size_t kept = m.evidence().size() > over ? m.evidence().size() - over : 0;
+    if (CutEvidence({m.mutable_evidence()}, kept) > 0) {
+      evidence_cut_.fetch_add(1, std::memory_order_relaxed);
+      data = m.SerializeAsString();
+    }
+  }
+  if (!publisher_.Enqueue(match.key, std::move(data))) {
     dropped_.fetch_add(1, std::memory_order_relaxed);
     return absl::ResourceExhaustedError(absl::StrCat(
         "cluster: the match queue is full; a match of rule \"", match.rule_id, "\" dropped"));

@@ -42,10 +42,11 @@ class MatchRouter {
   // `publisher` must outlive the router.
   MatchRouter(MatchPublisher& publisher, MatchRouterOptions options);
 
-  // Serialises `match` and queues it for its partition. OK: queued. kResourceExhausted: the
-  // queue was full, the match dropped (counted). kFailedPrecondition: a token-fingerprint match,
-  // to be counted on this node (counted in kept_local()). kInvalidArgument: an empty key or
-  // rule id (nothing a MatchLine gives).
+  // Serialises `match` (its evidence cut to fit NATS' payload limit when it would not:
+  // counted in evidence_cut(), see message_size.h) and queues it for its partition. OK: queued.
+  // kResourceExhausted: the queue was full, the match dropped (counted). kFailedPrecondition: a
+  // token-fingerprint match, to be counted on this node (counted in kept_local()).
+  // kInvalidArgument: an empty key or rule id (nothing a MatchLine gives).
   absl::Status Route(const EngineMatch& match);
 
   // After a rule reload: the version the next matches carry.
@@ -54,13 +55,15 @@ class MatchRouter {
   uint64_t routed() const { return routed_.load(); }
   uint64_t dropped() const { return dropped_.load(); }
   uint64_t kept_local() const { return kept_local_.load(); }
+  // Matches whose evidence was cut to fit NATS' payload limit.
+  uint64_t evidence_cut() const { return evidence_cut_.load(); }
 
  private:
   MatchPublisher& publisher_;
   const std::string node_id_;
   mutable absl::Mutex mu_;
   std::string version_ ABSL_GUARDED_BY(mu_);
-  std::atomic<uint64_t> routed_{0}, dropped_{0}, kept_local_{0};
+  std::atomic<uint64_t> routed_{0}, dropped_{0}, kept_local_{0}, evidence_cut_{0};
 };
 
 }  // namespace palisade::cluster

@@ -8,6 +8,7 @@
 #include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "services/cluster/message_size.h"
 
 namespace palisade::cluster {
 
@@ -35,6 +36,7 @@ absl::StatusOr<std::unique_ptr<MatchPublisher>> MatchPublisher::Start(
   js_opts.PublishAsync.AckHandlerClosure = p.get();
   const natsStatus s = natsConnection_JetStream(&p->js_, nats.connection(), &js_opts);
   if (s != NATS_OK) return NatsError(s, "cluster: the match publisher's JetStream context");
+  p->max_match_bytes_ = MaxMessageBytes(nats.connection());
   p->thread_ = std::thread([self = p.get()] { self->Run(); });
   return p;
 }
@@ -93,27 +95,41 @@ void MatchPublisher::NoteBatchFailure(absl::string_view why) {
 void MatchPublisher::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae,
                            void* closure) {
   auto* self = static_cast<MatchPublisher*>(closure);
+  // Which match: the sequence ending its de-duplication id "<node>:<incarnation>:<sequence>".
+  const char* id = nullptr;
+  uint64_t sequence = 0;
+  bool known = false;
+  if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != nullptr) {
+    const absl::string_view v(id);
+    const size_t colon = v.rfind(':');
+    known = colon != absl::string_view::npos && absl::SimpleAtoi(v.substr(colon + 1), &sequence);
+  }
   if (pa != nullptr) {
-    // Which match: the sequence ending its de-duplication id "<node>:<incarnation>:<sequence>".
-    const char* id = nullptr;
-    uint64_t sequence = 0;
-    if (natsMsgHeader_Get(msg, "Nats-Msg-Id", &id) == NATS_OK && id != nullptr) {
-      const absl::string_view v(id);
-      const size_t colon = v.rfind(':');
-      if (colon != absl::string_view::npos && absl::SimpleAtoi(v.substr(colon + 1), &sequence)) {
-        absl::MutexLock lock(&self->acked_mu_);
-        self->batch_acked_sequences_.push_back(sequence);
-      }
+    if (known) {
+      absl::MutexLock lock(&self->acked_mu_);
+      self->batch_acked_sequences_.push_back(sequence);
     }
     self->batch_acked_.fetch_add(1);
   } else {
-    self->batch_failed_.fetch_add(1);
-    if (pae != nullptr) {
-      self->NoteBatchFailure(absl::StrCat(
-          natsStatus_GetText(pae->Err),
-          pae->ErrCode != 0 ? absl::StrCat(" (JetStream error ", pae->ErrCode, ": ",
-                                           pae->ErrText != nullptr ? pae->ErrText : "", ")")
-                            : ""));
+    const std::string why =
+        pae == nullptr
+            ? std::string()
+            : absl::StrCat(natsStatus_GetText(pae->Err),
+                           pae->ErrCode != 0
+                               ? absl::StrCat(" (JetStream error ", pae->ErrCode, ": ",
+                                              pae->ErrText != nullptr ? pae->ErrText : "", ")")
+                               : "");
+    if (pae != nullptr && known && RefusedForItsSize(NATS_OK, pae->ErrCode)) {
+      // The stream refuses this match for its size, and would again: it leaves the queue.
+      self->NoteBatchFailure(absl::StrCat("a match refused (dropped): ", why));
+      {
+        absl::MutexLock lock(&self->acked_mu_);
+        self->batch_refused_sequences_.push_back(sequence);
+      }
+      self->batch_refused_.fetch_add(1);
+    } else {
+      self->batch_failed_.fetch_add(1);
+      if (pae != nullptr) self->NoteBatchFailure(why);
     }
   }
   natsMsg_Destroy(msg);
@@ -122,9 +138,11 @@ void MatchPublisher::OnAck(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae,
 bool MatchPublisher::SendBatch(const std::vector<const Item*>& items) {
   batch_acked_.store(0);
   batch_failed_.store(0);
+  batch_refused_.store(0);
   {
     absl::MutexLock lock(&acked_mu_);
     batch_acked_sequences_.clear();
+    batch_refused_sequences_.clear();
     batch_failure_.clear();
   }
   const int64_t wait_ms = absl::ToInt64Milliseconds(nats_.timeout());
@@ -138,6 +156,18 @@ bool MatchPublisher::SendBatch(const std::vector<const Item*>& items) {
     opts.MaxWait = wait_ms;
     const natsStatus s = js_PublishAsync(js_, subject.c_str(), item->match.data(),
                                          static_cast<int>(item->match.size()), &opts);
+    if (RefusedForItsSize(s, 0)) {
+      // Over NATS' payload limit: never sendable, so it leaves the queue (dropped, counted)
+      // rather than stay at its front, sent again for ever with nothing after it going out.
+      NoteBatchFailure(absl::StrCat("a match of ", item->match.size(),
+                                    " bytes refused (dropped): ", natsStatus_GetText(s)));
+      {
+        absl::MutexLock lock(&acked_mu_);
+        batch_refused_sequences_.push_back(item->sequence);
+      }
+      batch_refused_.fetch_add(1);
+      continue;
+    }
     if (s != NATS_OK) {
       NoteBatchFailure(absl::StrCat("publishing: ", natsStatus_GetText(s)));
       sent = false;
@@ -154,7 +184,8 @@ bool MatchPublisher::SendBatch(const std::vector<const Item*>& items) {
     if (js_PublishAsyncGetPendingList(&pending, js_) == NATS_OK) natsMsgList_Destroy(&pending);
     return false;
   }
-  return sent && batch_failed_.load() == 0 && batch_acked_.load() == items.size();
+  return sent && batch_failed_.load() == 0 &&
+         batch_acked_.load() + batch_refused_.load() == items.size();
 }
 
 void MatchPublisher::Run() {
@@ -170,10 +201,23 @@ void MatchPublisher::Run() {
       // Only this thread pops, and push_back keeps references to existing elements valid.
       for (size_t i = 0; i < queue_.size() && i < options_.batch; ++i) batch.push_back(&queue_[i]);
     }
+    max_match_bytes_.store(MaxMessageBytes(nats_.connection()), std::memory_order_relaxed);
     const bool acked = SendBatch(batch);
+    std::vector<uint64_t> stored, refused;
+    {
+      absl::MutexLock lock(&acked_mu_);
+      stored.swap(batch_acked_sequences_);
+      refused.swap(batch_refused_sequences_);
+      if (!acked || !refused.empty()) {
+        last_failure_ = batch_failure_.empty() ? "the stream acknowledged only part of the batch"
+                                               : batch_failure_;
+      }
+    }
     absl::MutexLock lock(&mu_);
+    // Refused for their size: dropped, for sending them again could never store them.
+    dropped_.fetch_add(refused.size());
     if (acked) {
-      published_.fetch_add(batch.size());
+      published_.fetch_add(batch.size() - refused.size());
       acked_through_ = batch.back()->sequence + 1;
       for (size_t i = 0; i < batch.size(); ++i) {
         queued_bytes_ -= Cost(queue_.front().match.size());
@@ -184,23 +228,18 @@ void MatchPublisher::Run() {
     }
     failures_.fetch_add(1);
     // What the stream stored of the failed batch leaves the queue: sent again, it would be
-    // stored twice once the de-duplication window passed.
-    std::vector<uint64_t> stored;
-    {
-      absl::MutexLock acked(&acked_mu_);
-      stored.swap(batch_acked_sequences_);
-      last_failure_ = batch_failure_.empty() ? "the stream acknowledged only part of the batch"
-                                             : batch_failure_;
-    }
-    if (!stored.empty()) {
+    // stored twice once the de-duplication window passed. What it refused leaves it too.
+    if (!stored.empty() || !refused.empty()) {
       std::sort(stored.begin(), stored.end());
+      std::sort(refused.begin(), refused.end());
       const uint64_t last = batch.back()->sequence;  // `batch` points into the queue
       size_t removed = 0;
       for (auto it = queue_.begin(); it != queue_.end() && it->sequence <= last;) {
-        if (std::binary_search(stored.begin(), stored.end(), it->sequence)) {
+        const bool was_stored = std::binary_search(stored.begin(), stored.end(), it->sequence);
+        if (was_stored || std::binary_search(refused.begin(), refused.end(), it->sequence)) {
           queued_bytes_ -= Cost(it->match.size());
           it = queue_.erase(it);
-          ++removed;
+          removed += was_stored ? 1 : 0;
         } else {
           ++it;
         }

@@ -15,7 +15,10 @@
 // resent match may land after a later one of its batch (the owner counts in event time, which
 // does not mind). While
 // NATS is away the thread retries with a capped backoff and the queue holds what comes
-// meanwhile; when NATS returns it catches up.
+// meanwhile; when NATS returns it catches up. A match refused for its own size (over NATS'
+// payload limit, or the stream's largest message) could never be stored: it is dropped and
+// counted (dropped(), last_failure()) and the rest of its batch goes on (MatchRouter cuts a
+// match's evidence to fit max_match_bytes(), so only a match with nothing left to cut is).
 //
 // PartitionConsumer: an owner's way in. A durable pull consumer per partition ("<name>-p<N>",
 // filtered on that partition's subject, ack-all), so a new owner resumes after the last
@@ -78,10 +81,15 @@ class MatchPublisher {
   // match was dropped (counted in dropped()).
   bool Enqueue(absl::string_view key, std::string match);
 
+  // The largest match that NATS takes (MaxMessageBytes of the connection, read again before
+  // each batch: a reconnection may reach a server with another limit). Cheap: per match.
+  size_t max_match_bytes() const { return max_match_bytes_.load(std::memory_order_relaxed); }
+
   // Waits until every match queued so far is acknowledged by the stream, or `timeout`.
   bool WaitUntilPublished(absl::Duration timeout);
 
   uint64_t published() const { return published_.load(); }
+  // The queue full, stopping while NATS refused, or refused for its size.
   uint64_t dropped() const { return dropped_.load(); }
   uint64_t publish_failures() const { return failures_.load(); }
   // Why the last failed batch failed ("" before any failure): NATS' status or the stream's
@@ -101,7 +109,8 @@ class MatchPublisher {
   MatchPublisher(NatsClient& nats, MatchPublisherOptions options);
   void Run();
   // Sends `items` (the queue's front) and waits for the stream's acks: true when every one
-  // was acknowledged. Either way the sequences acknowledged are in batch_acked_sequences_.
+  // was acknowledged or refused for its size. Either way the sequences acknowledged are in
+  // batch_acked_sequences_, those refused in batch_refused_sequences_.
   bool SendBatch(const std::vector<const Item*>& items);
   // Keeps `why` as the batch's failure unless it has one already.
   void NoteBatchFailure(absl::string_view why);
@@ -117,10 +126,12 @@ class MatchPublisher {
   uint64_t acked_through_ ABSL_GUARDED_BY(mu_) = 0;  // sequences below this are acknowledged
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<uint64_t> published_{0}, dropped_{0}, failures_{0};
+  std::atomic<size_t> max_match_bytes_{0};
   // The batch in flight: acknowledgements counted by OnAck (a libnats thread).
-  std::atomic<size_t> batch_acked_{0}, batch_failed_{0};
+  std::atomic<size_t> batch_acked_{0}, batch_failed_{0}, batch_refused_{0};
   mutable absl::Mutex acked_mu_;
   std::vector<uint64_t> batch_acked_sequences_ ABSL_GUARDED_BY(acked_mu_);
+  std::vector<uint64_t> batch_refused_sequences_ ABSL_GUARDED_BY(acked_mu_);
   std::string batch_failure_ ABSL_GUARDED_BY(acked_mu_);  // the batch's first failure
   std::string last_failure_ ABSL_GUARDED_BY(acked_mu_);
   jsCtx* js_ = nullptr;  // this publisher's own context, with OnAck

@@ -204,6 +204,60 @@ TEST_F(MatchStreamTest, TheQueueIsBoundedInBytes) {
   EXPECT_LE(a->queued_bytes(), 10 * MatchPublisher::Cost(match.size()));
 }
 
+// A match over NATS' payload limit can never be sent: libnats refuses it before it leaves. It is
+// dropped and counted, and the matches after it go out; it stayed at the queue's front, sent
+// again for ever, and the node published nothing more.
+TEST_F(MatchStreamTest, AMatchOverThePayloadLimitIsDroppedAndTheRestGoOut) {
+  auto a = Publisher("web-1", /*max_bytes=*/4 << 20);
+  ASSERT_TRUE(a);
+  const int64_t limit = natsConnection_GetMaxPayload(client_->connection());
+  ASSERT_GT(limit, 0);
+  ASSERT_TRUE(a->Enqueue("k", std::string(static_cast<size_t>(limit) + 1, 'x')));
+  ASSERT_TRUE(a->Enqueue("k", "small"));
+  // Generous: a loaded machine's publish takes milliseconds, the old behaviour forever.
+  ASSERT_TRUE(a->WaitUntilPublished(absl::Seconds(60)))
+      << "published " << a->published() << ", last failure: " << a->last_failure();
+  EXPECT_EQ(a->published(), 1u);
+  EXPECT_EQ(a->dropped(), 1u);
+  EXPECT_EQ(a->queued_bytes(), 0u);
+  EXPECT_THAT(a->last_failure(), ::testing::HasSubstr("Maximum Payload"));
+  EXPECT_THAT(Drain(PartitionOf("k", kPartitions)), ::testing::ElementsAre("small"));
+}
+
+// The same for a match the stream refuses for its size (a stream made with a smaller largest
+// message than the servers' payload limit): JetStream answers the publish with an error, and
+// sending it again would be answered the same.
+TEST_F(MatchStreamTest, AMatchTheStreamRefusesForItsSizeIsDroppedAndTheRestGoOut) {
+  jsStreamConfig cfg;
+  jsStreamConfig_Init(&cfg);
+  cfg.Name = "SMALL";
+  const char* subjects[] = {"small.*"};
+  cfg.Subjects = subjects;
+  cfg.SubjectsLen = 1;
+  cfg.MaxMsgSize = 1000;
+  cfg.Storage = js_FileStorage;
+  jsStreamInfo* info = nullptr;
+  jsErrCode err = static_cast<jsErrCode>(0);
+  ASSERT_EQ(js_AddStream(&info, client_->jetstream(), &cfg, nullptr, &err), NATS_OK) << err;
+  jsStreamInfo_Destroy(info);
+  auto p = MatchPublisher::Start(*client_, {.node_id = "web-1",
+                                            .subject_prefix = "small",
+                                            .partitions = 1,
+                                            .retry_min = absl::Milliseconds(20),
+                                            .retry_max = absl::Milliseconds(200)});
+  ASSERT_TRUE(p.ok()) << p.status();
+  ASSERT_TRUE((*p)->Enqueue("k", std::string(2000, 'x')));
+  ASSERT_TRUE((*p)->Enqueue("k", "small"));
+  ASSERT_TRUE((*p)->WaitUntilPublished(absl::Seconds(60)))
+      << "published " << (*p)->published() << ", last failure: " << (*p)->last_failure();
+  EXPECT_EQ((*p)->published(), 1u);
+  EXPECT_EQ((*p)->dropped(), 1u);
+  EXPECT_THAT((*p)->last_failure(), ::testing::HasSubstr("10054"));
+  absl::StatusOr<NatsClient::StreamState> st = client_->State("SMALL");
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->messages, 1u);
+}
+
 // Three NATS servers, a stream replicated on all three: one server is killed (-9) in the middle
 // of a node's publishing; every match is stored exactly once.
 TEST(MatchStreamClusterTest, AServerKilledMidStreamLosesAndRepeatsNothing) {

@@ -1067,6 +1067,29 @@ TEST_F(PartitionCounterTest, ARuleReloadIsFollowedAndTheWritersVersionGatesTheOt
   EXPECT_EQ(owner->stats().counted, 4u);
 }
 
+// A match over NATS' payload limit (engine.max_evidence 1 and max_evidence_bytes 1 MiB let its
+// line be 1 MiB) is routed with its evidence cut to fit, and counted by the owner. It could
+// never be sent and stayed at the front of its node's queue: nothing more went out.
+TEST_F(PartitionCounterTest, AMatchOverThePayloadLimitIsRoutedWithItsEvidenceCut) {
+  auto web1 = Node("web-1");
+  Writer writer;
+  auto owner = Counter("owner", writer);
+  ASSERT_TRUE(owner->Apply(All()).ok());
+  EngineMatch m;
+  m.rule = rules_->rules()[0].get();
+  m.rule_id = "ssh-fail";
+  m.key = "203.0.113.60";
+  m.time = absl::FromUnixSeconds(1'772'539'200);
+  m.evidence = std::string((1 << 20) - 4, 'x');
+  ASSERT_TRUE(web1->router->Route(m).ok());
+  ASSERT_TRUE(web1->publisher->WaitUntilPublished(absl::Seconds(60)))
+      << web1->publisher->last_failure();
+  EXPECT_EQ(web1->router->evidence_cut(), 1u);
+  EXPECT_EQ(web1->publisher->dropped(), 0u);
+  PollUntilRead(*owner, 1);
+  EXPECT_EQ(owner->stats().counted, 1u);
+}
+
 // A token-fingerprint match never leaves its node.
 TEST_F(PartitionCounterTest, TokenMatchesAreNotRouted) {
   auto web1 = Node("web-1");

@@ -624,6 +624,9 @@ int Run() {
   std::atomic<cluster::ClusterNode*> node_ptr{nullptr};  // set once the node started
   if (clustered) {
     cluster::ClusterNodeOptions co = ClusterOptions(config->cluster(), clock);
+    // The decision log's position is kept beside the table it was applied to: a restart resumes
+    // after it, over the restored table, instead of replaying the log from its oldest state.
+    co.store = store->get();
     // Detections other nodes send are decided under the writer's rules (the running ones).
     co.rules = [&pipeline] { return pipeline.rules(); };
     // Recidive: what the writer decides for other nodes counts as its own decisions do.
