@@ -76,8 +76,13 @@ class Actuator {
 };
 
 // Retry an op that failed with this status? (transient: unavailable, throttled, timed out,
-// an aborted list operation).
+// an aborted list operation, a reply over the client's byte caps).
 bool IsTransient(const absl::Status& s);
+
+// Did Cloudflare refuse palisaded's own credentials (401, 403: a token expired, an IP filter, a
+// permission removed)? That says nothing about the decision, and ends when the token is put
+// right: the op waits in the outbox, it is neither dropped nor remembered as failed for good.
+bool IsCredentialError(const absl::Status& s);
 
 }  // namespace palisade
 

@@ -38,10 +38,17 @@ bool IsTransient(const absl::Status& s) {
     case absl::StatusCode::kResourceExhausted:
     case absl::StatusCode::kDeadlineExceeded:
     case absl::StatusCode::kAborted:
+    // A reply over the client's byte caps: the API misbehaving, not the decision.
+    case absl::StatusCode::kOutOfRange:
       return true;
     default:
       return false;
   }
+}
+
+bool IsCredentialError(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kUnauthenticated ||
+         s.code() == absl::StatusCode::kPermissionDenied;
 }
 
 // --- access rules ----------------------------------------------------------------------------
@@ -502,12 +509,28 @@ absl::Status TokenActuator::Apply(ActionOp& op) {
           "the token's CIDR set");
     }
     for (bool account : {false, true}) {
-      absl::Status s =
-          delete_ ? client_.DeleteToken(id, account) : client_.DisableToken(id, account).status();
-      if (s.code() == absl::StatusCode::kNotFound) continue;
-      if (!s.ok()) return s;
-      op.edge = {id, account ? "account" : "user", false};
-      return absl::OkStatus();
+      const EdgeRef seen{id, account ? "account" : "user", false};
+      if (!delete_) {
+        absl::Status s = client_.DisableToken(id, account).status();
+        if (s.code() == absl::StatusCode::kNotFound) continue;
+        if (!s.ok()) return s;
+        op.edge = seen;
+        return absl::OkStatus();
+      }
+      // A DELETE whose answer was lost is asked again (by the client, or by the dispatcher's
+      // retry of this op) and then answered 404, as a token palisaded's own cannot see is. So
+      // the token is looked at first: one seen here (now, or by an earlier attempt of this op:
+      // op.edge, memory only) and then not found is gone, revoked.
+      absl::StatusOr<TokenInfo> found = client_.GetToken(id, account);
+      if (found.status().code() == absl::StatusCode::kNotFound) {
+        if (op.edge.id == seen.id && op.edge.container == seen.container) return absl::OkStatus();
+        continue;
+      }
+      if (!found.ok()) return found.status();
+      op.edge = seen;
+      absl::Status s = client_.DeleteToken(id, account);
+      if (s.code() == absl::StatusCode::kNotFound) return absl::OkStatus();  // gone since seen
+      return s;
     }
     // 404 from both endpoints does not mean revoked: it is also what a live token palisaded's
     // own cannot see answers (another member's user token), and an audit record says the token
@@ -551,10 +574,19 @@ absl::Status TokenActuator::Apply(ActionOp& op) {
   absl::Status s = delete_ ? client_.DeleteToken(info->id, account)
                            : client_.DisableToken(info->id, account).status();
   if (s.code() == absl::StatusCode::kNotFound) {
-    // verify has just said the token is live, so a 404 here is not "gone already": palisaded's
-    // token cannot reach it (another member's user token, or one it may not manage). It stays
-    // live, so this is a failure an operator must act on, never a success. The id names it;
-    // the secret is never put in a message.
+    // verify has just said the token is live. A 404 now is a DELETE whose answer was lost and
+    // that the client asked again (the first one worked), or palisaded's token cannot reach it
+    // (another member's user token, or one it may not manage). The leaked secret tells which:
+    // verify refuses a revoked token.
+    absl::StatusOr<TokenInfo> again = client_.VerifyOtherToken(Secret(op.secret), account);
+    if (again.status().code() == absl::StatusCode::kUnauthenticated) {
+      op.edge = {info->id, account ? "account" : "user", false};
+      op.secret.clear();
+      return absl::OkStatus();
+    }
+    if (!again.ok() && IsTransient(again.status())) return again.status();  // secret kept
+    // Still live: a failure an operator must act on, never a success. The id names it; the
+    // secret is never put in a message.
     op.secret.clear();
     return absl::FailedPreconditionError(
         absl::StrCat("the leaked token ", op.decision.target().value(), " (id ", info->id,

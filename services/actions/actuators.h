@@ -10,6 +10,9 @@
 //  RateLimitActuator   a temporary rate-limiting rule for a path under attack.
 //  TokenActuator       a leaked token is verified (to learn its id), then disabled or deleted.
 //                      Its removal leaves the token revoked: a leaked secret is never re-enabled.
+//                      A 404 is "NOT revoked" unless the token was seen first (a GET by id, or
+//                      verify by secret, which is asked again after the 404): then a DELETE
+//                      whose answer was lost went through.
 //
 // Thread-safety: each is driven by the dispatcher's worker thread only.
 #ifndef PALISADE_SERVICES_ACTIONS_ACTUATORS_H_

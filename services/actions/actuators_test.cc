@@ -436,6 +436,63 @@ TEST_F(ActuatorsTest, TokenByIdAndNeverOurOwn) {
   EXPECT_TRUE(ops[2].edge.id.empty());
 }
 
+// In front of the emulator: the first DELETE of a token reaches the emulator (the token is
+// deleted) but its answer is lost on the way back, as when a connection drops mid-reply.
+class LosesTheFirstDeleteAnswer final : public HttpTransport {
+ public:
+  explicit LosesTheFirstDeleteAnswer(HttpTransport& next) : next_(next) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& request) override {
+    absl::StatusOr<HttpResponse> reply = next_.Send(request);
+    if (!lost_ && request.method == "DELETE" &&
+        request.url.find("/tokens/") != std::string::npos) {
+      lost_ = true;
+      return absl::UnavailableError("HTTP transport: connection reset by peer");
+    }
+    return reply;
+  }
+
+ private:
+  HttpTransport& next_;
+  bool lost_ = false;
+};
+
+// A revoking DELETE whose answer was lost is asked again, and the second answer is a 404: the
+// first one worked. It was reported as NOT revoked (by id: "not found by either endpoint"; by
+// secret: "LIVE but could not be revoked"), a false alarm an operator had to chase. Both for a
+// retry inside the client and for the dispatcher's retry of the op.
+TEST_F(ActuatorsTest, ARevocationWhoseAnswerWasLostIsRevoked) {
+  for (int client_attempts : {6, 1}) {
+    for (bool by_id : {true, false}) {
+      SCOPED_TRACE(absl::StrCat(by_id ? "by id" : "by secret", ", client attempts ",
+                                client_attempts));
+      fake::TokenSpec leaked;
+      leaked.name = "ci";
+      leaked.permissions = {"lists"};
+      auto [id, value] = fake_.AddToken(leaked);
+      LosesTheFirstDeleteAnswer losing(transport_);
+      Credentials creds;
+      creds.token = Secret(token_);
+      ClientOptions options = client_->options();
+      options.max_attempts = client_attempts;
+      CloudflareClient client(losing, clock_, options, creds, registry_);
+      TokenActuator actuator(client, /*delete_token=*/true);
+      std::vector<ActionOp> ops = {
+          by_id ? Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_TOKEN_ID, id,
+                     palisade::v1::ACTION_REVOKE_TOKEN)
+                : Revoke("d1", value)};
+      Run(actuator, ops);
+      if (client_attempts == 1) {
+        // The client gave up on the lost answer: the dispatcher retries the same op.
+        ASSERT_THAT(ops[0].result, StatusIs(absl::StatusCode::kUnavailable));
+        Run(actuator, ops);
+      }
+      EXPECT_THAT(ops[0].result, IsOk());
+      EXPECT_TRUE(fake_.TokenSnapshot(id).is_null());  // deleted
+      if (by_id) EXPECT_EQ(ops[0].edge.id, id);
+    }
+  }
+}
+
 // In front of the emulator: token revocations (DELETE, and the GET and PUT of a disable) go to
 // an id that does not exist, so the edge answers 404 for a token that verify just found live,
 // as it does for a token palisaded's own cannot see (another member's user token).

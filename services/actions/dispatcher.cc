@@ -310,9 +310,14 @@ int Dispatcher::RunOnce() {
   return ran;
 }
 
+bool Dispatcher::WaitsForCredentials(int kind, absl::Time now) const {
+  auto w = credential_wait_.find(kind);
+  return w != credential_wait_.end() && w->second.until > now;
+}
+
 bool Dispatcher::HasDue(int kind, absl::Time now) const {
   auto qi = queues_.find(kind);
-  if (qi == queues_.end()) return false;
+  if (qi == queues_.end() || WaitsForCredentials(kind, now)) return false;
   const RemoveBarrier barrier(*qi->second.actuator, qi->second.ops);
   for (const ActionOp& op : qi->second.ops) {
     if (!barrier.Waits(op) && op.not_before <= now) return true;
@@ -323,7 +328,7 @@ bool Dispatcher::HasDue(int kind, absl::Time now) const {
 std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
   std::vector<ActionOp> batch;
   auto qi = queues_.find(kind);
-  if (qi == queues_.end()) return batch;
+  if (qi == queues_.end() || WaitsForCredentials(kind, now)) return batch;
   Queue& q = qi->second;
   const RemoveBarrier barrier(*q.actuator, q.ops);
   std::deque<ActionOp> keep;
@@ -416,8 +421,10 @@ int Dispatcher::RunQueue(int kind) {
   for (size_t c = 0; c < chunks.size(); ++c) {
     if (c > 0) {
       absl::MutexLock lock(&mu_);
-      if (stopping_) {
-        // Shutting down: what has not gone out goes back to the queue (and is in the outbox).
+      if (stopping_ || WaitsForCredentials(kind, clock_.TimeNow())) {
+        // Shutting down, or Cloudflare has just refused palisaded's credentials for this
+        // actuator (each op after would be refused too, one request each): what has not gone
+        // out goes back to the queue (and is in the outbox).
         Queue& q = queues_[kind];
         for (size_t rest = chunks.size(); rest-- > c;) {
           for (auto it = chunks[rest].rbegin(); it != chunks[rest].rend(); ++it) {
@@ -455,11 +462,18 @@ int Dispatcher::RunQueue(int kind) {
 void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& ops) {
   Queue& q = queues_[kind];
   const absl::Time done = clock_.TimeNow();
+  bool refused = false;   // an op was refused for palisaded's credentials
+  bool accepted = false;  // an op went through: the credentials work (or need none)
+  std::string refusal;
   for (ActionOp* settled : ops) {
     ActionOp& op = *settled;
     const std::string id = op.decision.id();
     if (op.kind == ActionOp::Kind::kApply) in_flight_.erase(id);
+    if (IsCredentialError(op.result) && refusal.empty()) {
+      refusal = std::string(op.result.message());
+    }
     if (op.result.ok()) {
+      accepted |= !options_.dry_run && !op.decision.dry_run();  // a dry run sent nothing
       Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op,
              options_.dry_run || op.decision.dry_run() ? "dry_run" : "applied");
       if (store_ != nullptr && op.seq != 0) {
@@ -490,11 +504,44 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
       }
       continue;
     }
+    if (IsCredentialError(op.result)) {
+      // Palisaded's token was refused: not the decision's fault, and not an attempt that
+      // counts. The op keeps its place in the outbox as it is (a restart runs it at once) and
+      // the actuator's queue waits (see the end of Settle).
+      refused = true;
+      Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "retried",
+             absl::StrCat(op.result.message(), "; waits until the credentials work again"));
+      if (auto after = remove_after_.find(id);
+          op.kind == ActionOp::Kind::kApply && after != remove_after_.end()) {
+        queued_at_.erase(id);
+        Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "cancelled",
+               "the decision ended before it was sent");
+        Drop(op.seq);
+        Drop(after->second);
+        remove_after_.erase(after);
+        continue;
+      }
+      q.ops.push_back(std::move(op));
+      continue;
+    }
     ++op.attempts;
-    if (IsTransient(op.result) && op.attempts < options_.max_attempts) {
-      const absl::Duration backoff = std::min(
-          options_.max_backoff, options_.initial_backoff * std::pow(2.0, op.attempts - 1));
+    // A revocation is never given up on while its failures are transient: nothing else would
+    // try it again (the reconciler does not look at tokens), and a leaked token stays live until
+    // it is revoked. A fingerprint's op keeps the secret, its only way to the token, in memory.
+    const bool revocation = kind == palisade::v1::ACTUATOR_TOKEN_REVOCATION &&
+                            op.kind == ActionOp::Kind::kApply;
+    if (IsTransient(op.result) && (op.attempts < options_.max_attempts || revocation)) {
+      // The exponent is capped so that a revocation retried for days stays at max_backoff.
+      const absl::Duration backoff =
+          std::min(options_.max_backoff,
+                   options_.initial_backoff * std::pow(2.0, std::min(op.attempts - 1, 30)));
       op.not_before = done + backoff;
+      if (revocation && op.attempts == options_.max_attempts) {
+        std::cerr << "palisaded: " << actuator.name() << " for decision " << id << " on "
+                  << op.decision.target().value() << " still failing after " << op.attempts
+                  << " attempt(s) (" << op.result.message() << "); kept, and tried again every "
+                  << absl::FormatDuration(options_.max_backoff) << " at most" << std::endl;
+      }
       Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "retried",
              op.result.message());
       if (auto after = remove_after_.find(id);
@@ -536,7 +583,34 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
               << id << " on " << op.decision.target().value() << " failed after " << op.attempts
               << " attempt(s): " << op.result.message() << std::endl;
   }
+  CredentialWait& wait = credential_wait_[kind];
+  if (refused) {
+    // One probe per wait, the wait doubling up to max_backoff: with the token refused, the
+    // whole queue going out again would spend one request per op, each refused.
+    ++wait.strikes;
+    wait.until = done + std::min(options_.max_backoff,
+                                 options_.initial_backoff *
+                                     std::pow(2.0, std::min(wait.strikes - 1, 30)));
+    if (wait.strikes == 1) {
+      std::cerr << "palisaded: " << actuator.name() << ": Cloudflare refused palisaded's "
+                << "credentials (" << refusal << "); its operations wait in the outbox and "
+                << "are tried again every " << absl::FormatDuration(options_.max_backoff)
+                << " at most, or when the credentials check finds the permission again"
+                << std::endl;
+    }
+  } else if (accepted) {
+    wait = CredentialWait();
+  }
   q.pending->Set(static_cast<double>(q.ops.size()));
+}
+
+void Dispatcher::CredentialsRestored(const std::string& actuator) {
+  absl::MutexLock lock(&mu_);
+  for (auto& [kind, q] : queues_) {
+    if (!actuator.empty() && q.actuator->name() != actuator) continue;
+    credential_wait_.erase(kind);
+  }
+  wake_.SignalAll();
 }
 
 void Dispatcher::Start() {

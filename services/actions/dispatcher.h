@@ -1,10 +1,19 @@
 // The dispatcher: the only way a decision reaches the edge. It listens to the DecisionTable,
 // turns each change into ActionOps (created → apply; expired or withdrawn → remove what the
 // apply made), queues them per actuator, and a worker runs them: transient failures are retried
-// with exponential backoff (bounded attempts), permanent ones are counted and logged, and a
-// removal for a decision whose apply has not gone out yet cancels both.
-// An apply that failed for good (a permanent error, or refused by the guard's never-ban set or
-// own-token check) is remembered with the decision's expiry (FailedForGood), so the reconciler
+// with exponential backoff (bounded attempts; a token revocation's are not bounded, its backoff
+// capped at max_backoff, since nothing else would revoke the token: a fingerprint's secret stays
+// in memory with its op until a definite outcome, and after a restart, the secret lost, the
+// revocation fails for good with a failure record naming the decision), permanent ones are
+// counted and logged, and a removal for a decision whose apply has not gone out yet cancels
+// both.
+// Cloudflare refusing palisaded's own credentials (IsCredentialError: 401, 403) is neither: the
+// op keeps its row in the outbox and its attempts, and the actuator's queue waits (1 s, doubling
+// up to max_backoff; one op tried per wait) until an op goes through, CredentialsRestored is
+// called (the credentials check found the permission again) or palisaded restarts.
+// An apply that failed for good (a permanent error about the decision: invalid, a plan's
+// quota, the list's cap; or refused by the guard's never-ban set or own-token check) is
+// remembered with the decision's expiry (FailedForGood), so the reconciler
 // does not take the decision as missing and apply it again on every run; a decision that
 // changed since (extended: a new expiry) may be tried once more. The memory goes when the
 // decision ends or an apply of it succeeds. With a store it is kept in the edges table, as a
@@ -138,6 +147,11 @@ class Dispatcher {
   // What Palisade made at the edge, by decision id.
   std::map<std::string, EdgeRef> edges() const;
 
+  // The credentials check found the token able to drive `actuator` again (an Actuator::name;
+  // empty: every actuator): its queue, waiting after Cloudflare refused palisaded's
+  // credentials, goes out now instead of at the end of the wait.
+  void CredentialsRestored(const std::string& actuator);
+
   // The edge record's container that marks a failure record, not an object (see above).
   static constexpr char kFailedContainer[] = "(failed for good)";
   // The version of a decision a failure record is for: its expiry, which an extension moves.
@@ -154,6 +168,8 @@ class Dispatcher {
   int RunQueue(int kind);
   // Is an op of queue `kind` due and free to go (not waiting behind a remove)?
   bool HasDue(int kind, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Is queue `kind` waiting after a refusal of palisaded's credentials?
+  bool WaitsForCredentials(int kind, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; }
   // Takes the due ops of queue `kind` out (guard checks, order rules); marks applies in flight.
   std::vector<ActionOp> TakeDue(int kind, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -188,6 +204,14 @@ class Dispatcher {
     EdgeRef ref;
   };
   std::map<std::string, Made> edges_ ABSL_GUARDED_BY(mu_);
+  // Per queue, after Cloudflare refused palisaded's credentials (IsCredentialError): nothing of
+  // the queue goes out before `until`; `strikes` refusals in a row double the wait up to
+  // max_backoff. Memory only: a restart, having checked the credentials, tries at once.
+  struct CredentialWait {
+    absl::Time until = absl::InfinitePast();
+    int strikes = 0;
+  };
+  std::map<int, CredentialWait> credential_wait_ ABSL_GUARDED_BY(mu_);
   // Decisions whose apply failed for good: id -> FailureVersion. Never in edges_.
   std::map<std::string, std::string> failed_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);              // decision ids being applied

@@ -13,6 +13,7 @@
 namespace palisade {
 namespace {
 
+using ::testing::Each;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 using ::testing::Pair;
@@ -30,7 +31,13 @@ class FakeActuator final : public Actuator {
     for (ActionOp* op : ops) {
       calls.push_back(std::string(op->kind == ActionOp::Kind::kApply ? "apply " : "remove ") +
                       op->decision.id() + (op->edge.id.empty() ? "" : " " + op->edge.id));
+      secrets.push_back(op->secret);
       if (during_run) during_run();
+      if (needs_secret && op->kind == ActionOp::Kind::kApply && op->secret.empty()) {
+        // As TokenActuator: a fingerprint's token is reached only through its secret.
+        op->result = absl::FailedPreconditionError("the secret is no longer in memory");
+        continue;
+      }
       if (!failures.empty()) {
         op->result = failures.front();
         failures.pop_front();
@@ -55,10 +62,12 @@ class FakeActuator final : public Actuator {
     }
   }
   bool adopts = false;
+  bool needs_secret = false;
   // What is at the edge: object id by target value.
   std::map<std::string, std::string> objects;
   std::vector<std::string> restored;
   std::vector<std::string> calls;
+  std::vector<std::string> secrets;  // each call's op.secret
   std::deque<absl::Status> failures;
   std::function<void()> during_run;
 };
@@ -150,6 +159,21 @@ TEST_F(DispatcherTest, TransientFailuresAreRetriedWithBackoff) {
   EXPECT_EQ(dispatcher_.pending(), 0u);
 }
 
+// A reply over the client's byte caps (kOutOfRange: a listing that would not end, a body too
+// large) is the API misbehaving, not the decision: retried from the outbox like an outage,
+// never remembered as failed for good.
+TEST_F(DispatcherTest, AReplyOverTheCapsIsRetried) {
+  fake_->failures = {absl::OutOfRangeError("the reply is over the cap of 8388608 bytes")};
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "d1"));
+  dispatcher_.RunOnce();
+  clock_.Advance(absl::Seconds(1));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, SizeIs(2));
+  EXPECT_EQ(Actions("retried"), 1);
+  EXPECT_EQ(dispatcher_.edges().count("d1"), 1u);
+  EXPECT_THAT(dispatcher_.FailedForGood(), IsEmpty());
+}
+
 TEST_F(DispatcherTest, RetriesAreBounded) {
   fake_->failures = {absl::UnavailableError("1"), absl::UnavailableError("2"),
                      absl::UnavailableError("3"), absl::UnavailableError("4")};
@@ -161,6 +185,147 @@ TEST_F(DispatcherTest, RetriesAreBounded) {
   EXPECT_THAT(fake_->calls, SizeIs(3));
   EXPECT_EQ(Actions("failed"), 1);
   EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+// A revocation is never given up on while its failures are transient: a leaked token stays live
+// until it is revoked, and nothing else tries again (the reconciler does not look at tokens).
+// It was dropped after max_attempts, with no failure record.
+TEST_F(DispatcherTest, ARevocationOutlivesItsAttemptsWhileFailuresAreTransient) {
+  auto tokens = std::make_unique<FakeActuator>();
+  FakeActuator* revoker = tokens.get();
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(tokens));
+  revoker->failures = {absl::UnavailableError("1"), absl::UnavailableError("2"),
+                       absl::UnavailableError("3")};
+  DecisionUpdate u = Update(DecisionChange::kCreated, "leak");
+  u.decision.set_actuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION);
+  u.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT);
+  u.decision.mutable_target()->set_value("fp:0123456789abcdef");
+  u.secret = "cfut_leakedleakedleakedleakedleakedleaked";
+  dispatcher_.OnDecision(u);
+  for (int i = 0; i < 10; ++i) {
+    dispatcher_.RunOnce();
+    clock_.Advance(absl::Minutes(10));
+  }
+  EXPECT_THAT(revoker->calls, SizeIs(4));
+  // The secret is the only way to a fingerprint's token: it is still there on the last try.
+  EXPECT_THAT(revoker->secrets, Each(u.secret));
+  EXPECT_EQ(dispatcher_.edges().count("leak"), 1u);
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+  EXPECT_EQ(Actions("failed"), 0);
+  EXPECT_THAT(dispatcher_.FailedForGood(), IsEmpty());
+}
+
+// The secret lives in memory only: a restart while the revocation is still being retried loses
+// it. The restored op then fails for good, and that is kept as a failure record naming the
+// decision (with a "failed" outcome and a log line), never dropped in silence.
+TEST_F(DispatcherTest, ARevocationWhoseSecretARestartLostIsAFailureRecord) {
+  auto store = FreshStore("revoke.db");
+  ASSERT_TRUE(store.ok());
+  auto tokens = std::make_unique<FakeActuator>();
+  FakeActuator* revoker = tokens.get();
+  revoker->needs_secret = true;
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(tokens));
+  revoker->failures = {absl::UnavailableError("1"), absl::UnavailableError("2"),
+                       absl::UnavailableError("3")};
+  DecisionUpdate u = Update(DecisionChange::kCreated, "leak");
+  u.decision.set_actuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION);
+  u.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT);
+  u.decision.mutable_target()->set_value("fp:0123456789abcdef");
+  u.decision.set_active(true);
+  u.secret = "cfut_leakedleakedleakedleakedleakedleaked";
+  u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr, true);
+  dispatcher_.OnDecision(u);
+  for (int i = 0; i < 3; ++i) {
+    dispatcher_.RunOnce();
+    clock_.Advance(absl::Minutes(10));
+  }
+  ASSERT_THAT(revoker->calls, SizeIs(3));
+  ASSERT_THAT(*(*store)->LoadOutbox(), SizeIs(1));  // still to do
+
+  Restarted r(clock_, store->get());
+  auto restored = std::make_unique<FakeActuator>();
+  FakeActuator* after = restored.get();
+  after->needs_secret = true;
+  r.dispatcher.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(restored));
+  std::vector<ActionOutcome> outcomes;
+  r.dispatcher.SetObserver([&](const ActionOutcome& o) { outcomes.push_back(o); });
+  ASSERT_TRUE(r.dispatcher.Restore().ok());
+  r.dispatcher.RunOnce();
+  EXPECT_THAT(after->calls, ElementsAre("apply leak"));
+  EXPECT_THAT(r.dispatcher.FailedForGood(), ElementsAre(Pair("leak", ::testing::_)));
+  ASSERT_THAT(outcomes, SizeIs(1));
+  EXPECT_EQ(outcomes[0].outcome, "failed");
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+  std::vector<EdgeRow> edges = *(*store)->LoadEdges();
+  ASSERT_THAT(edges, SizeIs(1));
+  EXPECT_EQ(edges[0].decision_id, "leak");
+  EXPECT_EQ(edges[0].container, Dispatcher::kFailedContainer);
+}
+
+// Cloudflare refusing palisaded's own credentials (401/403) says nothing about the decisions:
+// their ops stay in the outbox, however many times they are refused (never a failure record),
+// and while the token is refused the queue sends one op per wait, not every op each time. The
+// wait ends at max_backoff at most, when the credentials check finds the permission again, or
+// at a restart.
+TEST_F(DispatcherTest, OpsRefusedForTheCredentialsWaitInTheOutbox) {
+  auto store = FreshStore("refused.db");
+  ASSERT_TRUE(store.ok());
+  for (const char* id : {"d1", "d2", "d3"}) {
+    DecisionUpdate u = Update(DecisionChange::kCreated, id);
+    u.decision.mutable_target()->set_value(absl::StrCat("203.0.113.", id[1] - '0'));
+    u.decision.set_active(true);
+    u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr, true);
+    dispatcher_.OnDecision(u);
+  }
+  for (int i = 0; i < 12; ++i) {
+    fake_->failures.push_back(absl::PermissionDeniedError("HTTP 403 code 10000"));
+  }
+  fake_->failures.push_back(absl::UnauthenticatedError("HTTP 401 code 1000"));
+  EXPECT_EQ(dispatcher_.RunOnce(), 1);  // d1 refused: d2 and d3 are not sent after it
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1"));
+  EXPECT_EQ(dispatcher_.RunOnce(), 0);  // the queue waits 1 s
+  // 13 refusals in a row, far past max_attempts (3): each wait doubles, up to max_backoff.
+  for (int i = 0; i < 12; ++i) {
+    clock_.Advance(absl::Minutes(5));
+    EXPECT_EQ(dispatcher_.RunOnce(), 1) << i;
+  }
+  EXPECT_EQ(fake_->failures.size(), 0u);
+  EXPECT_EQ(Actions("failed"), 0);
+  EXPECT_EQ(Actions("retried"), 13);
+  EXPECT_THAT(dispatcher_.FailedForGood(), IsEmpty());
+  EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(3));
+  EXPECT_THAT(*(*store)->LoadEdges(), IsEmpty());
+  EXPECT_EQ(dispatcher_.pending(), 3u);
+
+  // The credentials check found the permission again: the queue goes now, all of it.
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(dispatcher_.RunOnce(), 0);
+  dispatcher_.CredentialsRestored("fake");
+  EXPECT_EQ(dispatcher_.RunOnce(), 3);
+  EXPECT_EQ(dispatcher_.edges().size(), 3u);
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+}
+
+// The wait is memory only: after a restart (which checked the credentials) the refused ops go
+// out at once, and their attempts are not spent.
+TEST_F(DispatcherTest, ARestartEndsTheWaitForTheCredentials) {
+  auto store = FreshStore("refused-restart.db");
+  ASSERT_TRUE(store.ok());
+  DecisionUpdate u = Update(DecisionChange::kCreated, "d1");
+  u.decision.set_active(true);
+  u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr, true);
+  dispatcher_.OnDecision(u);
+  fake_->failures = {absl::PermissionDeniedError("HTTP 403 code 10000")};
+  EXPECT_EQ(dispatcher_.RunOnce(), 1);
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  r->actuator->failures = {absl::UnavailableError("1"), absl::UnavailableError("2")};
+  EXPECT_EQ(r->dispatcher.RunOnce(), 1);
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(r->dispatcher.RunOnce(), 1);
+  clock_.Advance(absl::Seconds(2));
+  EXPECT_EQ(r->dispatcher.RunOnce(), 1);  // the third attempt: the refusal did not count
+  EXPECT_EQ(r->dispatcher.edges().count("d1"), 1u);
 }
 
 TEST_F(DispatcherTest, PermanentFailureIsNotRetriedAndLeavesNothingToRemove) {

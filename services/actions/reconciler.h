@@ -11,7 +11,8 @@
 // "palisade:<decision id>", rate-limit rules with ref "palisade_<decision id>". Objects without
 // them (a human's rules) are never touched. Decisions with an operation queued, held or in
 // flight are left to the dispatcher, and so are those whose apply failed for good
-// (Dispatcher::FailedForGood: a /20 access rule, a never-ban target, a full IP list): they have
+// (Dispatcher::FailedForGood: a /20 access rule, a never-ban target, a full IP list, a plan's
+// quota; never a refusal of palisaded's credentials, which waits in the outbox): they have
 // no object and are not missing, since applying them again would fail again on every run. One
 // that changed since (extended) is missing once more, and tried again.
 // Run pauses the dispatcher (Dispatcher::Paused) while it reads the edge and the decisions and

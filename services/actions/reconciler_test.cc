@@ -196,8 +196,10 @@ TEST_F(ReconcilerTest, AnOrphanListItemIsForgottenWhenRemoved) {
   EXPECT_EQ(dispatcher_->RunOnce(), 1);
   ASSERT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(1));
   fake::Faults faults;
-  faults.fail_call = 1;  // the remove's read of the items: refused, not retried
-  faults.error_status = 403;
+  // The remove's read of the items: a 400, which is not retried (a 403 would be: it refuses
+  // palisaded's credentials, not the operation).
+  faults.fail_call = 1;
+  faults.error_status = 400;
   fake_.SetFaults(faults);
   ASSERT_THAT(table_.Withdraw(old.id()).status(), IsOk());
   EXPECT_EQ(dispatcher_->RunOnce(), 1);
@@ -235,6 +237,70 @@ TEST_F(ReconcilerTest, ADecisionWhoseApplyFailedForGoodIsNotMissing) {
   EXPECT_EQ(Actions("failed"), 1);
   EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(0));
   EXPECT_TRUE(table_.Get(d.id())->active());
+}
+
+// A 403 (a permission removed for a few minutes, an expired token, an IP filter) says nothing
+// about the decision: it was remembered as "failed for good", durably, and the reconciler never
+// applied the decision again, even once the permission was back. The apply is kept in the
+// outbox instead, and goes out once the credentials work again.
+TEST_F(ReconcilerTest, ADecisionRefusedForItsCredentialsIsAppliedOnceTheyWork) {
+  palisade::v1::Decision d = Ban("203.0.113.7", palisade::v1::ACTUATOR_ACCESS_RULE);
+  fake::Faults faults;
+  faults.fail_call = 1;  // the apply's create: refused
+  faults.error_status = 403;
+  fake_.SetFaults(faults);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_THAT(fake_.AccessRuleSnapshot(), SizeIs(0));
+  fake_.SetFaults(fake::Faults());
+  absl::StatusOr<DriftReport> report = MakeReconciler(false)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->failed, 0);
+  EXPECT_EQ(report->missing, 0);
+  EXPECT_TRUE(dispatcher_->Busy(d.id()));  // still in the outbox: left to the dispatcher
+  EXPECT_THAT(dispatcher_->FailedForGood(), ::testing::IsEmpty());
+  clock_.Advance(absl::Minutes(5));
+  dispatcher_->RunOnce();
+  fake::json rules = fake_.AccessRuleSnapshot();
+  ASSERT_THAT(rules, SizeIs(1));
+  EXPECT_EQ(rules[0]["configuration"]["value"], "203.0.113.7");
+  EXPECT_EQ(dispatcher_->edges().count(d.id()), 1u);
+  EXPECT_EQ(dispatcher_->pending(), 0u);
+}
+
+// A plan's quota (20022: one rate limiting rule on Free) is not a throttle: it was retried as
+// one (kResourceExhausted) for minutes, dropped, then applied again by every reconcile. It is
+// about the decision (one too many for the plan): failed for good, once, and not missing.
+TEST_F(ReconcilerTest, ARuleOverThePlansQuotaFailsForGoodOnce) {
+  fake_.options().plan = "free";
+  fake_.options().max_ratelimit_rules = 1;
+  dispatcher_->AddActuator(palisade::v1::ACTUATOR_RATE_LIMIT,
+                           std::make_unique<RateLimitActuator>(*client_, RateLimitOptions()));
+  auto path = [&](const std::string& value) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_PATH);
+    req.mutable_target()->set_value(value);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    absl::StatusOr<palisade::v1::Decision> d = table_.AddManual(req);
+    EXPECT_THAT(d.status(), IsOk());
+    return d.ok() ? *d : palisade::v1::Decision();
+  };
+  path("/login");
+  palisade::v1::Decision second = path("/wp-login.php");
+  EXPECT_EQ(dispatcher_->RunOnce(), 2);
+  EXPECT_EQ(Actions("applied"), 1);
+  EXPECT_EQ(Actions("failed"), 1);
+  EXPECT_EQ(Actions("retried"), 0);
+  EXPECT_EQ(dispatcher_->FailedForGood().count(second.id()), 1u);
+  std::unique_ptr<Reconciler> reconciler = MakeReconciler(false);
+  for (int run = 1; run <= 2; ++run) {
+    clock_.Advance(absl::Minutes(10));
+    absl::StatusOr<DriftReport> report = reconciler->Run();
+    ASSERT_THAT(report.status(), IsOk());
+    EXPECT_EQ(report->failed, 1) << "run " << run;
+    EXPECT_EQ(report->missing, 0) << "run " << run;
+    EXPECT_EQ(dispatcher_->RunOnce(), 0) << "run " << run;
+  }
+  EXPECT_EQ(Actions("failed"), 1);
 }
 
 // Under the "withdraw" policy, such a decision is not withdrawn as missing either: it stays, as

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/cord.h"
@@ -46,6 +47,11 @@ std::string ApiTime(absl::Time t) {
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E*SZ", t, absl::UTCTimeZone());
 }
 
+// A quota of the account's plan is full (access rules, lists, rate limiting rules, tokens).
+bool IsQuotaCode(int cf_code) {
+  return cf_code == 10024 || cf_code == 10012 || cf_code == 20022 || cf_code == 1002;
+}
+
 // HTTP status first, then the code (cloudflare-api.md, corrections 2 and 3): the same code means
 // different things on different endpoints, so a code alone never makes a 400 "not found".
 absl::StatusCode CodeFor(int http, int cf_code, absl::string_view message) {
@@ -74,14 +80,12 @@ absl::StatusCode CodeFor(int http, int cf_code, absl::string_view message) {
       return absl::StatusCode::kAlreadyExists;
     case 10031:
       return absl::StatusCode::kFailedPrecondition;
-    case 10024:
-    case 10012:
-    case 20022:
-    case 1002:
-      return absl::StatusCode::kResourceExhausted;
     default:
-      return absl::StatusCode::kInvalidArgument;
+      break;
   }
+  // A plan's quota is full: no retry frees it (kResourceExhausted is a throttle, retried).
+  if (IsQuotaCode(cf_code)) return absl::StatusCode::kFailedPrecondition;
+  return absl::StatusCode::kInvalidArgument;
 }
 
 bool Retryable(const absl::Status& s, int http) {
@@ -203,6 +207,18 @@ R Guarded(Fn fn) {
   }
 }
 
+absl::Status TooManyPages(absl::string_view label, const ClientOptions& options) {
+  return absl::OutOfRangeError(absl::StrCat("cloudflare GET ", label, ": more than ",
+                                            options.max_pages,
+                                            " pages (the cap); the listing would not end"));
+}
+
+absl::Status TooManyBytes(absl::string_view label, const ClientOptions& options) {
+  return absl::OutOfRangeError(absl::StrCat("cloudflare GET ", label, ": over ",
+                                            options.max_listing_bytes,
+                                            " bytes of results (the cap)"));
+}
+
 }  // namespace
 
 std::optional<absl::Duration> RetryDelay(const absl::Status& status) {
@@ -296,7 +312,11 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
   if (!resp.ok()) {
     *http_status = 0;
     requests_.Add({{"endpoint", call.label}, {"code", "transport"}}).Increment();
-    return absl::UnavailableError(absl::StrCat(where, ": ", resp.status().message()));
+    // A reply over the transport's caps keeps its code: asking again would bring it again.
+    const absl::StatusCode code = resp.status().code() == absl::StatusCode::kOutOfRange
+                                      ? absl::StatusCode::kOutOfRange
+                                      : absl::StatusCode::kUnavailable;
+    return absl::Status(code, absl::StrCat(where, ": ", resp.status().message()));
   }
   *http_status = resp->status;
   requests_.Add({{"endpoint", call.label}, {"code", std::to_string(resp->status)}}).Increment();
@@ -305,18 +325,42 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
       budget_.BlockUntil(clock_.TimeNow() + *wait);
     }
   }
+  // A 429's delay is in its headers, whatever the body is (a proxy's HTML page included): read
+  // before the body, so that it is kept and blocks the shared budget either way.
+  std::optional<absl::Duration> retry_after;
+  if (resp->status == 429) {
+    retry_after = RetryAfter(*resp);
+    if (retry_after && call.as_token == nullptr) {
+      budget_.BlockUntil(clock_.TimeNow() + *retry_after);
+    }
+  }
+  auto throttled = [&](absl::Status status) {
+    if (retry_after) {
+      status.SetPayload(kRetryDelayUrl,
+                        absl::Cord(std::to_string(absl::ToInt64Milliseconds(*retry_after))));
+    }
+    return status;
+  };
   json body;
   try {
     body = json::parse(resp->body);
   } catch (const json::exception&) {
-    if (resp->status >= 500 || resp->status == 429) {
+    if (resp->status == 429) {
+      return throttled(absl::ResourceExhaustedError(
+          absl::StrCat(where, ": HTTP 429 with a body that is not JSON")));
+    }
+    if (resp->status >= 500) {
       return absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status));
     }
     return absl::InternalError(
         absl::StrCat(where, ": HTTP ", resp->status, " with a body that is not JSON"));
   }
   if (!body.is_object()) {
-    if (resp->status >= 500 || resp->status == 429) {
+    if (resp->status == 429) {
+      return throttled(absl::ResourceExhaustedError(
+          absl::StrCat(where, ": HTTP 429 with a body that is not a JSON object")));
+    }
+    if (resp->status >= 500) {
       return absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status));
     }
     return absl::InternalError(
@@ -336,19 +380,14 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
     }
     if (e.contains("source")) absl::StrAppend(&message, " at ", Str(e["source"], "pointer"));
   }
+  const absl::StatusCode code = CodeFor(resp->status, cf_code, message);
   absl::Status status(
-      CodeFor(resp->status, cf_code, message),
-      absl::StrCat(where, ": HTTP ", resp->status, " code ", cf_code, " ", message));
+      code, absl::StrCat(where, ": HTTP ", resp->status, " code ", cf_code, " ", message,
+                         code == absl::StatusCode::kFailedPrecondition && IsQuotaCode(cf_code)
+                             ? " (a quota of the account's plan: not retried)"
+                             : ""));
   if (cf_code != 0) status.SetPayload(kErrorCodeUrl, absl::Cord(std::to_string(cf_code)));
-  if (resp->status == 429) {
-    std::optional<absl::Duration> delay = RetryAfter(*resp);
-    if (delay) {
-      status.SetPayload(kRetryDelayUrl,
-                        absl::Cord(std::to_string(absl::ToInt64Milliseconds(*delay))));
-      if (call.as_token == nullptr) budget_.BlockUntil(clock_.TimeNow() + *delay);
-    }
-  }
-  return status;
+  return resp->status == 429 ? throttled(std::move(status)) : status;
 }
 
 absl::StatusOr<json> CloudflareClient::Send(const Call& call) {
@@ -537,11 +576,20 @@ absl::StatusOr<std::vector<AccessRule>> CloudflareClient::ListAllAccessRules(
   return Guarded<absl::StatusOr<std::vector<AccessRule>>>(
       [&]() -> absl::StatusOr<std::vector<AccessRule>> {
         std::vector<AccessRule> all;
+        size_t bytes = 0;
         for (int page = 1;; ++page) {
+          if (page > options_.max_pages) return TooManyPages("access_rules/list", options_);
           absl::StatusOr<Page<AccessRule>> p = ListAccessRules(scope, f, page);
           if (!p.ok()) return p.status();
           // Stop on an empty page (past the end answers 200 with []), as the SDK does.
           if (p->items.empty()) break;
+          for (const AccessRule& r : p->items) {
+            bytes += r.id.size() + r.mode.size() + r.target.size() + r.value.size() +
+                     r.notes.size();
+          }
+          if (bytes > options_.max_listing_bytes) {
+            return TooManyBytes("access_rules/list", options_);
+          }
           all.insert(all.end(), p->items.begin(), p->items.end());
           if (p->total_pages > 0 && page >= p->total_pages) break;
         }
@@ -634,10 +682,28 @@ absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListAllItems(const std::
       [&]() -> absl::StatusOr<std::vector<ListItem>> {
         std::vector<ListItem> all;
         std::string cursor;
+        // Every cursor given so far: one given again would go round for ever. They count
+        // toward the listing's bytes.
+        std::set<std::string> seen;
+        size_t bytes = 0;
+        int pages = 0;
         do {
+          if (++pages > options_.max_pages) return TooManyPages("lists/items/list", options_);
           std::string next;
           absl::StatusOr<std::vector<ListItem>> page = ListItems(list_id, cursor, 500, &next);
           if (!page.ok()) return page.status();
+          for (const ListItem& i : *page) bytes += i.id.size() + i.ip.size() + i.comment.size();
+          bytes += next.size();
+          if (bytes > options_.max_listing_bytes) {
+            return TooManyBytes("lists/items/list", options_);
+          }
+          if (!next.empty() && !seen.insert(next).second) {
+            // The cursor is opaque API text, not a credential; shown cut short.
+            return absl::OutOfRangeError(absl::StrCat(
+                "cloudflare GET lists/items/list: the API answered the repeated cursor ",
+                next.substr(0, 64), next.size() > 64 ? "..." : "", " after ", pages,
+                " page(s); the listing would not end"));
+          }
           all.insert(all.end(), page->begin(), page->end());
           cursor = next;
         } while (!cursor.empty());

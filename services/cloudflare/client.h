@@ -6,7 +6,8 @@
 // different things on different endpoints (10001/10003/10004/10006 are "not found" on some,
 // "malformed URL parameter" on others: only a 404 is "not found"). The code and message are kept
 // in the status message, and the code in a payload (CloudflareErrorCode).
-//   429 (971/10100/10055)                     → kResourceExhausted (retry delay attached)
+//   429 (971/10100/10055)                     → kResourceExhausted (Retry-After attached and
+//                                               blocking the budget, whatever the body is)
 //   5xx, transport failures, timeouts         → kUnavailable
 //   404 (10001/10006/1003/7000/7003/...)      → kNotFound
 //   401; 9109/1000/9103/9106/9107/6003        → kUnauthenticated
@@ -16,8 +17,13 @@
 //   other 403 (10000)                         → kPermissionDenied
 //   4xx + 10009 duplicate                     → kAlreadyExists
 //   4xx + 10031 list in use                   → kFailedPrecondition
-//   4xx + quota codes                         → kResourceExhausted
+//   4xx + quota codes (10024/10012/20022/1002)→ kFailedPrecondition, naming the plan's quota:
+//                                               not a throttle, no retry frees it
 //   other 4xx                                 → kInvalidArgument
+//   a reply over the transport's byte caps    → kOutOfRange (not retried: the same call would
+//                                               bring the same reply)
+// A listing whose pages do not end (a cursor answered again, more than max_pages pages, more
+// than max_listing_bytes) is kOutOfRange too.
 // No status message, log line or metric label ever contains a credential.
 //
 // The client knows nothing of rules or decisions (services/actions drives it).
@@ -71,6 +77,11 @@ struct ClientOptions {
   // List bulk operations: poll interval and give-up time.
   absl::Duration poll_interval = absl::Seconds(1);
   absl::Duration poll_timeout = absl::Seconds(60);
+  // What a whole listing (ListAllItems, ListAllAccessRules) may take from the API: pages, and
+  // bytes of the items kept. 1,000 pages are 100,000 access rules (twice an account's limit)
+  // or 500,000 list items (Enterprise's limit); over either, kOutOfRange.
+  int max_pages = 1000;
+  size_t max_listing_bytes = 64 * 1024 * 1024;
 };
 
 enum class RuleScope { kZone, kAccount };

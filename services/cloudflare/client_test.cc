@@ -2,6 +2,7 @@
 // SimulatedClock: the client's backoff "sleeps" move it, so nothing here sleeps.
 #include "services/cloudflare/client.h"
 
+#include <functional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -318,6 +319,12 @@ TEST(ClientErrorTest, DecidedByHttpStatusFirst) {
     EXPECT_THAT(error(404, code, "not found"), StatusIs(absl::StatusCode::kNotFound)) << code;
   }
   EXPECT_THAT(error(400, 10009, "duplicate"), StatusIs(absl::StatusCode::kAlreadyExists));
+  // A plan's quota is not a throttle (kResourceExhausted is retried as one).
+  for (int code : {10024, 10012, 20022, 1002}) {
+    EXPECT_THAT(error(400, code, "exceeded"),
+                StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("quota")))
+        << code;
+  }
   EXPECT_THAT(error(403, 10000, "Authentication error"),
               StatusIs(absl::StatusCode::kPermissionDenied));
   EXPECT_THAT(error(403, 9109, "Invalid access token"),
@@ -400,6 +407,149 @@ TEST_F(ClientTest, AccessRuleListRefusesAnIp6TargetFilter) {
   EXPECT_THAT(Client(token_)->ListAccessRules(RuleScope::kZone, f, 1),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ip6")));
   EXPECT_EQ(fake_.calls(), calls);
+}
+
+// A peer whose pages never end: every list page answers the same reply, counted. Past 1,000
+// calls the test has failed (the client would go on while its budget lasts) and the transport
+// answers 400 so that the call ends.
+class EndlessPages final : public HttpTransport {
+ public:
+  explicit EndlessPages(std::string body)
+      : body_([body = std::move(body)](int) { return body; }) {}
+  // The body of each call (1-based).
+  explicit EndlessPages(std::function<std::string(int call)> body) : body_(std::move(body)) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest&) override {
+    HttpResponse r;
+    if (++calls > 1000) {
+      ADD_FAILURE() << "the client asked for more than 1000 pages";
+      r.status = 400;
+      r.body = R"({"success":false,"errors":[{"code":10000,"message":"stop"}]})";
+      return r;
+    }
+    r.status = 200;
+    r.body = body_(calls);
+    return r;
+  }
+  int calls = 0;
+
+ private:
+  std::function<std::string(int)> body_;
+};
+
+ClientOptions EndlessOptions() {
+  ClientOptions options;
+  options.budget_requests = 100000;  // the budget must not be what ends the listing
+  return options;
+}
+
+// A cursor the API answers again (the same page over and over) ends the listing at once, with
+// an error naming it; the client went on until its request budget was spent.
+TEST(ClientPagingTest, ARepeatedCursorEndsTheListing) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  EndlessPages transport(
+      R"({"success":true,"result":[{"id":"1","ip":"192.0.2.1","comment":"c"}],)"
+      R"("result_info":{"cursors":{"after":"Zm9yZXZlcg"}}})");
+  CloudflareClient client(transport, clock, EndlessOptions(), creds, registry);
+  EXPECT_THAT(client.ListAllItems("0123456789abcdef0123456789abcdef"),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("repeated cursor Zm9yZXZlcg")));
+  EXPECT_EQ(transport.calls, 2);
+}
+
+// Access-rule pages that never come back empty and give no total_pages: the listing stops at
+// its page cap (1,000 by default) instead of going on while the budget lasts.
+TEST(ClientPagingTest, AccessRulePagesStopAtTheCap) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  EndlessPages transport(
+      R"({"success":true,"result":[{"id":"1","mode":"block","notes":"n",)"
+      R"("configuration":{"target":"ip","value":"192.0.2.1"}}],)"
+      R"("result_info":{"page":1,"per_page":100,"count":1}})");
+  CloudflareClient client(transport, clock, EndlessOptions(), creds, registry);
+  EXPECT_THAT(client.ListAllAccessRules(RuleScope::kZone, {}),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("1000 pages")));
+  EXPECT_EQ(transport.calls, 1000);
+}
+
+// Pages that each move the cursor on but never end: held to the listing's byte cap (64 MiB by
+// default, 1 MiB here) in the items kept.
+TEST(ClientPagingTest, AListingIsHeldToItsByteCap) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  const std::string comment(10 * 1024, 'c');
+  EndlessPages transport([&](int call) {
+    return absl::StrCat(R"({"success":true,"result":[{"id":"1","ip":"192.0.2.1","comment":")",
+                        comment, R"("}],"result_info":{"cursors":{"after":"c)", call,
+                        R"("}}})");
+  });
+  ClientOptions options = EndlessOptions();
+  options.max_listing_bytes = 1024 * 1024;
+  CloudflareClient client(transport, clock, options, creds, registry);
+  EXPECT_THAT(client.ListAllItems("0123456789abcdef0123456789abcdef"),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("over 1048576 bytes")));
+  EXPECT_EQ(transport.calls, 103);  // 10 KiB and a little more per page
+}
+
+// A 429 whose body is not JSON (an HTML page from a proxy in front of the API) is still a 429:
+// its Retry-After is kept and blocks the shared budget. It was a kUnavailable without a delay,
+// and the next call went out into the same 429.
+class HtmlThrottle final : public HttpTransport {
+ public:
+  absl::StatusOr<HttpResponse> Send(const HttpRequest&) override {
+    ++calls;
+    HttpResponse r;
+    r.status = 429;
+    r.headers["retry-after"] = "120";
+    r.body = "<html><body><h1>429 Too Many Requests</h1></body></html>";
+    return r;
+  }
+  int calls = 0;
+};
+
+TEST(ClientThrottleTest, A429WithAnHtmlBodyKeepsItsRetryAfter) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  HtmlThrottle transport;
+  CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+  absl::StatusOr<std::vector<IpList>> first = client.ListLists();
+  EXPECT_THAT(first, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("HTTP 429")));
+  EXPECT_EQ(RetryDelay(first.status()), absl::Seconds(120));
+  EXPECT_EQ(transport.calls, 1);
+  // The budget is blocked for those 120 s: the next call is refused without being sent.
+  clock.Advance(absl::Seconds(30));
+  absl::StatusOr<std::vector<IpList>> second = client.ListLists();
+  EXPECT_THAT(second, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("budget")));
+  EXPECT_EQ(transport.calls, 1);
+}
+
+// A reply over the transport's cap is not asked for again: the same call brings the same reply.
+class TooLarge final : public HttpTransport {
+ public:
+  absl::StatusOr<HttpResponse> Send(const HttpRequest&) override {
+    ++calls;
+    return absl::OutOfRangeError("HTTP transport: the reply is over the cap of 8 bytes");
+  }
+  int calls = 0;
+};
+
+TEST(ClientPagingTest, AReplyOverTheTransportCapIsNotRetried) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  TooLarge transport;
+  CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+  EXPECT_THAT(client.ListLists(),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("over the cap of 8 bytes")));
+  EXPECT_EQ(transport.calls, 1);
 }
 
 // A reply of an unexpected shape is an error, never a crash (a fuzzer found this one).

@@ -94,36 +94,45 @@ absl::Status CredentialMonitor::CheckNow() {
   const absl::Time now = clock_.TimeNow();
   absl::StatusOr<CredentialReport> report =
       CheckCredentials(client_, options_.needs, now, options_.account_owned);
-  absl::MutexLock lock(&mu_);
-  next_check_ = now + options_.interval;
-  if (!report.ok()) {
-    checks_.Add({{"result", "failed"}}).Increment();
-    const std::string error(report.status().message());
-    if (error != error_) {  // one line per distinct failure, not one per interval
-      std::cerr << "palisaded: cloudflare: credentials check not made (" << error
-                << "); the last report stands" << std::endl;
+  std::vector<std::string> gained;
+  {
+    absl::MutexLock lock(&mu_);
+    next_check_ = now + options_.interval;
+    if (!report.ok()) {
+      checks_.Add({{"result", "failed"}}).Increment();
+      const std::string error(report.status().message());
+      if (error != error_) {  // one line per distinct failure, not one per interval
+        std::cerr << "palisaded: cloudflare: credentials check not made (" << error
+                  << "); the last report stands" << std::endl;
+      }
+      error_ = error;
+      return report.status();
     }
-    error_ = error;
-    return report.status();
-  }
-  checks_.Add({{"result", "ok"}}).Increment();
-  checked_at_.Set(static_cast<double>(absl::ToUnixSeconds(now)));
-  if (report_) {
-    // Log what is new since the last check (at start every finding is logged by the caller).
-    const auto before = FindingKeys(*report_);
-    for (const CredentialFinding& f : report->findings) {
-      if (before.count({f.kind, f.actuator})) continue;
-      std::cerr << "palisaded: cloudflare: credentials (check at " << At(now) << "): " << f.kind
-                << (f.actuator.empty() ? "" : " (" + f.actuator + ")") << ": " << f.detail
-                << std::endl;
+    checks_.Add({{"result", "ok"}}).Increment();
+    checked_at_.Set(static_cast<double>(absl::ToUnixSeconds(now)));
+    if (report_) {
+      // Log what is new since the last check (at start every finding is logged by the caller).
+      const auto before = FindingKeys(*report_);
+      for (const CredentialFinding& f : report->findings) {
+        if (before.count({f.kind, f.actuator})) continue;
+        std::cerr << "palisaded: cloudflare: credentials (check at " << At(now) << "): "
+                  << f.kind << (f.actuator.empty() ? "" : " (" + f.actuator + ")") << ": "
+                  << f.detail << std::endl;
+      }
     }
+    error_.clear();
+    gained = Apply(*report, now, /*compare=*/true);
   }
-  error_.clear();
-  Apply(*report, now, /*compare=*/true);
+  // Outside mu_ (the callee takes its own locks), still one check at a time.
+  if (options_.on_gained) {
+    for (const std::string& actuator : gained) options_.on_gained(actuator);
+  }
   return absl::OkStatus();
 }
 
-void CredentialMonitor::Apply(const CredentialReport& report, absl::Time now, bool compare) {
+std::vector<std::string> CredentialMonitor::Apply(const CredentialReport& report,
+                                                  absl::Time now, bool compare) {
+  std::vector<std::string> gained;
   for (const std::string& kind : CredentialFindingKinds()) {
     findings_.Add({{"kind", kind}}).Set(report.Count(kind));
   }
@@ -138,6 +147,7 @@ void CredentialMonitor::Apply(const CredentialReport& report, absl::Time now, bo
     const bool has = a.enabled;
     if (auto h = had.find(a.actuator); h != had.end() && h->second != has) {
       changes_.Add({{"actuator", a.actuator}, {"change", has ? "gained" : "lost"}}).Increment();
+      if (has) gained.push_back(a.actuator);
       std::cerr << "palisaded: cloudflare: credentials (check at " << At(now) << "): the token "
                 << (has ? "has the permission again for " : "LOST the permission for ")
                 << a.actuator << (has ? "" : ": " + a.reason) << std::endl;
@@ -147,8 +157,8 @@ void CredentialMonitor::Apply(const CredentialReport& report, absl::Time now, bo
     if (started_ && started && !has) {
       s.reason = absl::StrCat(
           a.reason, " (found by the check at ", At(now),
-          "; the actuator still runs and Cloudflare refuses its calls, counted as failed, until "
-          "the token has the permission again)");
+          "; the actuator still runs and Cloudflare refuses its calls: they wait in the "
+          "outbox until the token has the permission again)");
     } else if (!started) {
       s.enabled = false;
       s.reason = has ? absl::StrCat("the token has the permission now (check at ", At(now),
@@ -161,6 +171,7 @@ void CredentialMonitor::Apply(const CredentialReport& report, absl::Time now, bo
   }
   report_ = report;
   checked_ = now;
+  return gained;
 }
 
 bool CredentialMonitor::Tick() {

@@ -5,12 +5,13 @@
 //
 // What the start's check decided stays decided: an actuator the token could not drive at start
 // was not built, and one that was built keeps running. A later check changes what is reported:
-//  - a permission LOST while running: the actuator stays in place (its queued and new
-//    operations go out and Cloudflare refuses them with 403: counted as failed, each with its
-//    event), and it is reported disabled: palisade_actuator_enabled 0 (the
-//    PalisadeActuatorDisabled alert fires), palisade_cloudflare_permission_changes_total
-//    {actuator, change="lost"}, one log line, and Status names the reason. When the permission
-//    comes back, it is reported enabled again (change="gained"): nothing needs a restart.
+//  - a permission LOST while running: the actuator stays in place (Cloudflare refuses its
+//    operations with 403; the dispatcher keeps them in the outbox, counted as retried, and its
+//    queue waits, one operation tried per wait), and it is reported disabled:
+//    palisade_actuator_enabled 0 (the PalisadeActuatorDisabled alert fires),
+//    palisade_cloudflare_permission_changes_total{actuator, change="lost"}, one log line, and
+//    Status names the reason. When the permission comes back, it is reported enabled again
+//    (change="gained", and options.on_gained is called): nothing needs a restart.
 //  - a permission GAINED by an actuator that was not started: counted and logged the same way,
 //    and Status says a restart starts it (it is still not running: palisade_actuator_enabled
 //    stays 0). Starting an actuator mid-run would leave the decisions made while it was off
@@ -26,6 +27,7 @@
 #ifndef PALISADE_SERVICES_CLOUDFLARE_CREDENTIAL_MONITOR_H_
 #define PALISADE_SERVICES_CLOUDFLARE_CREDENTIAL_MONITOR_H_
 
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -54,6 +56,11 @@ struct CredentialMonitorOptions {
   absl::Duration interval = absl::Hours(1);
   // How often the background thread looks at the schedule.
   absl::Duration poll = absl::Seconds(1);
+  // Called (outside the monitor's lock, from the checking thread) with each actuator whose
+  // permission a check found again after an earlier check found it lost: palisaded hands it
+  // to Dispatcher::CredentialsRestored, so operations waiting after Cloudflare refused the
+  // token go out now. May be empty.
+  std::function<void(const std::string& actuator)> on_gained;
 };
 
 // What Status shows (a copy, taken under the monitor's lock).
@@ -95,7 +102,8 @@ class CredentialMonitor {
  private:
   // Applies a report: states, metrics; with `compare`, counts and logs the permissions that
   // changed since the last report.
-  void Apply(const CredentialReport& report, absl::Time now, bool compare)
+  // Returns the actuators whose permission came back since the last report.
+  std::vector<std::string> Apply(const CredentialReport& report, absl::Time now, bool compare)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SetExpiry(std::optional<absl::Time> expires_on);
 

@@ -100,7 +100,12 @@ class CredentialMonitorTest : public ::testing::Test {
 
 TEST_F(CredentialMonitorTest, APermissionLostWhileRunningIsReportedAndItsReturnToo) {
   AddToken({"firewall_services", "lists", "rulesets", "tokens"}, absl::Hours(24 * 30));
-  CredentialMonitor monitor(*client_, clock_, Options(), registry_);
+  CredentialMonitorOptions options = Options();
+  // The dispatcher's CredentialsRestored: a queue waiting after Cloudflare refused the token
+  // goes out as soon as the permission is back.
+  std::vector<std::string> gained;
+  options.on_gained = [&](const std::string& actuator) { gained.push_back(actuator); };
+  CredentialMonitor monitor(*client_, clock_, options, registry_);
   absl::StatusOr<CredentialReport> start = monitor.CheckAtStart(std::nullopt);
   ASSERT_THAT(start, IsOk());
   EXPECT_TRUE(start->Enabled(kIpListActuator));
@@ -131,12 +136,14 @@ TEST_F(CredentialMonitorTest, APermissionLostWhileRunningIsReportedAndItsReturnT
   EXPECT_THAT(m, HasSubstr("palisade_cloudflare_token_findings{kind=\"missing_permission\"} 1"));
   EXPECT_THAT(m, HasSubstr("palisade_cloudflare_credentials_checks_total{result=\"ok\"} 2"));
   EXPECT_THAT(m, Not(HasSubstr(secret_)));
+  EXPECT_TRUE(gained.empty());
 
   // Given back: enabled again, nothing to restart (the actuator never stopped).
   PutToken(original);
   clock_.Advance(absl::Hours(1));
   ASSERT_TRUE(monitor.Tick());
   EXPECT_TRUE(State(monitor.status(), kIpListActuator)->enabled);
+  EXPECT_EQ(gained, std::vector<std::string>{kIpListActuator});
   m = Metrics();
   EXPECT_THAT(m, HasSubstr("palisade_actuator_enabled{actuator=\"ip_list\"} 1"));
   EXPECT_THAT(m, HasSubstr("palisade_cloudflare_permission_changes_total{actuator=\"ip_list\","

@@ -9,20 +9,43 @@
 namespace palisade {
 namespace {
 
+// One reply being read, within the transport's caps.
+struct Reply {
+  HttpResponse* response;
+  size_t max_body;
+  size_t max_headers;
+  size_t header_bytes = 0;
+  bool body_too_large = false;
+  bool headers_too_large = false;
+};
+
 size_t WriteBody(char* data, size_t size, size_t n, void* out) {
-  static_cast<std::string*>(out)->append(data, size * n);
-  return size * n;
+  auto* reply = static_cast<Reply*>(out);
+  const size_t bytes = size * n;
+  if (reply->response->body.size() + bytes > reply->max_body) {
+    reply->body_too_large = true;
+    return 0;  // aborts the transfer
+  }
+  reply->response->body.append(data, bytes);
+  return bytes;
 }
 
 size_t WriteHeader(char* data, size_t size, size_t n, void* out) {
-  absl::string_view line(data, size * n);
+  auto* reply = static_cast<Reply*>(out);
+  const size_t bytes = size * n;
+  reply->header_bytes += bytes;
+  if (reply->header_bytes > reply->max_headers) {
+    reply->headers_too_large = true;
+    return 0;  // aborts the transfer
+  }
+  absl::string_view line(data, bytes);
   size_t colon = line.find(':');
   if (colon != absl::string_view::npos) {
     std::string name = absl::AsciiStrToLower(line.substr(0, colon));
     std::string value(absl::StripAsciiWhitespace(line.substr(colon + 1)));
-    (*static_cast<std::map<std::string, std::string>*>(out))[name] = value;
+    reply->response->headers[name] = value;
   }
-  return size * n;
+  return bytes;
 }
 
 struct CurlInit {
@@ -31,7 +54,9 @@ struct CurlInit {
 
 }  // namespace
 
-CurlTransport::CurlTransport() { static CurlInit init; }
+CurlTransport::CurlTransport(CurlTransportOptions options) : options_(options) {
+  static CurlInit init;
+}
 
 CurlTransport::~CurlTransport() {
   absl::MutexLock lock(&mu_);
@@ -78,15 +103,28 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  Reply reply{&response, options_.max_reply_bytes, options_.max_header_bytes};
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response.body);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);
   curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, WriteHeader);
-  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &response.headers);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &reply);
+  // A length declared over the cap is refused before any of the body is read.
+  curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE,
+                   static_cast<curl_off_t>(options_.max_reply_bytes));
   CURLcode rc = curl_easy_perform(curl);
   long status = 0;
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
   curl_slist_free_all(headers);
   Release(curl);
+  if (reply.headers_too_large) {
+    return absl::OutOfRangeError(absl::StrCat("HTTP transport: the reply has over ",
+                                              options_.max_header_bytes,
+                                              " bytes of headers (the cap); not read"));
+  }
+  if (reply.body_too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+    return absl::OutOfRangeError(absl::StrCat("HTTP transport: the reply is over the cap of ",
+                                              options_.max_reply_bytes, " bytes; not read"));
+  }
   if (rc != CURLE_OK) {
     // The message names the failure, never the URL's query or any header.
     return absl::UnavailableError(absl::StrCat("HTTP transport: ", curl_easy_strerror(rc)));

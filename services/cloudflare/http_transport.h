@@ -1,7 +1,11 @@
 // The HTTP seam under the Cloudflare client: HttpTransport is the interface, CurlTransport the
 // libcurl implementation (connection reuse, TLS verification on, a timeout on every call).
 // A transport failure (refused, reset, timed out, cut mid-reply) is kUnavailable; HTTP error
-// statuses are not failures here: the client reads them.
+// statuses are not failures here: the client reads them. A reply is held in bounded memory: a
+// body over CurlTransportOptions::max_reply_bytes (declared by Content-Length or streamed) or
+// headers over max_header_bytes end the transfer with kOutOfRange naming the cap. That code is
+// neither a throttle (kResourceExhausted) nor retried by the client: the same call would bring
+// the same reply.
 // Thread-safety: CurlTransport::Send may be called from any thread.
 #ifndef PALISADE_SERVICES_CLOUDFLARE_HTTP_TRANSPORT_H_
 #define PALISADE_SERVICES_CLOUDFLARE_HTTP_TRANSPORT_H_
@@ -38,9 +42,17 @@ class HttpTransport {
   virtual absl::StatusOr<HttpResponse> Send(const HttpRequest& request) = 0;
 };
 
+struct CurlTransportOptions {
+  // The Cloudflare replies Palisade reads are pages of at most 500 list items or 100 access
+  // rules (well under 1 MiB); this leaves room and still bounds what a peer can make it hold.
+  size_t max_reply_bytes = 8 * 1024 * 1024;
+  // Every header line of one reply together (Cloudflare sends a few KiB).
+  size_t max_header_bytes = 64 * 1024;
+};
+
 class CurlTransport final : public HttpTransport {
  public:
-  CurlTransport();
+  explicit CurlTransport(CurlTransportOptions options = CurlTransportOptions());
   ~CurlTransport() override;
   absl::StatusOr<HttpResponse> Send(const HttpRequest& request) override;
 
@@ -48,6 +60,7 @@ class CurlTransport final : public HttpTransport {
   void* Acquire();
   void Release(void* handle);
 
+  const CurlTransportOptions options_;
   absl::Mutex mu_;
   std::vector<void*> idle_ ABSL_GUARDED_BY(mu_);  // CURL* handles, kept for connection reuse
 };

@@ -163,6 +163,12 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
       mo.needs = TokenNeedsFor(config, audit_logs);
       mo.account_owned = info->account_owned;
       if (check_interval > absl::ZeroDuration()) mo.interval = check_interval;
+      // Operations Cloudflare refused for the token's credentials wait in the dispatcher's
+      // queue: they go out as soon as a check finds the permission back. The monitor's thread
+      // starts after the dispatcher exists, and stops before it.
+      mo.on_gained = [e = edge.get()](const std::string& actuator) {
+        if (e->dispatcher_ != nullptr) e->dispatcher_->CredentialsRestored(actuator);
+      };
       edge->monitor_ = std::make_unique<CredentialMonitor>(*edge->client_, clock, mo, registry);
       absl::StatusOr<CredentialReport> report = edge->monitor_->CheckAtStart(info->expires_on);
       if (!report.ok()) {
