@@ -511,14 +511,7 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
       refused = true;
       Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "retried",
              absl::StrCat(op.result.message(), "; waits until the credentials work again"));
-      if (auto after = remove_after_.find(id);
-          op.kind == ActionOp::Kind::kApply && after != remove_after_.end()) {
-        queued_at_.erase(id);
-        Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "cancelled",
-               "the decision ended before it was sent");
-        Drop(op.seq);
-        Drop(after->second);
-        remove_after_.erase(after);
+      if (CancelEndedApply(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op)) {
         continue;
       }
       q.ops.push_back(std::move(op));
@@ -544,15 +537,7 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
       }
       Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "retried",
              op.result.message());
-      if (auto after = remove_after_.find(id);
-          op.kind == ActionOp::Kind::kApply && after != remove_after_.end()) {
-        // Ended before it reached the edge.
-        queued_at_.erase(id);
-        Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op, "cancelled",
-               "the decision ended before it was sent");
-        Drop(op.seq);
-        Drop(after->second);
-        remove_after_.erase(after);
+      if (CancelEndedApply(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op)) {
         continue;
       }
       if (store_ != nullptr && op.seq != 0) {
@@ -602,6 +587,19 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
     wait = CredentialWait();
   }
   q.pending->Set(static_cast<double>(q.ops.size()));
+}
+
+bool Dispatcher::CancelEndedApply(palisade::v1::Actuator kind, const std::string& actuator,
+                                  const ActionOp& op) {
+  const std::string& id = op.decision.id();
+  auto after = remove_after_.find(id);
+  if (op.kind != ActionOp::Kind::kApply || after == remove_after_.end()) return false;
+  queued_at_.erase(id);
+  Report(kind, actuator, op, "cancelled", "the decision ended before it was sent");
+  Drop(op.seq);
+  Drop(after->second);
+  remove_after_.erase(after);
+  return true;
 }
 
 void Dispatcher::CredentialsRestored(const std::string& actuator) {

@@ -182,6 +182,11 @@ class Dispatcher {
               const std::string& result, absl::string_view detail = "",
               absl::string_view alert = "");
   void Drop(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // An apply that did not reach the edge, whose decision ended meanwhile (a remove waits behind
+  // it, remove_after_): both leave the outbox, reported cancelled. False, nothing done, for any
+  // other op.
+  bool CancelEndedApply(palisade::v1::Actuator kind, const std::string& actuator,
+                        const ActionOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The only writers of edges_ (and so of active_).
   void RememberEdge(const std::string& id, int kind, const EdgeRef& ref)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -92,6 +92,15 @@ class DispatcherTest : public ::testing::Test {
     u.decision.mutable_target()->set_value("203.0.113.7");
     return u;
   }
+  // The revocation of a leaked token known by its fingerprint, with the secret that reaches it.
+  DecisionUpdate LeakedTokenRevocation() {
+    DecisionUpdate u = Update(DecisionChange::kCreated, "leak");
+    u.decision.set_actuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION);
+    u.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT);
+    u.decision.mutable_target()->set_value("fp:0123456789abcdef");
+    u.secret = "cfut_leakedleakedleakedleakedleakedleaked";
+    return u;
+  }
   double Actions(const std::string& result) {
     return ::palisade::testing::CounterSum(registry_, "palisade_actions_total",
                                            {{"result", result}});
@@ -196,11 +205,7 @@ TEST_F(DispatcherTest, ARevocationOutlivesItsAttemptsWhileFailuresAreTransient) 
   dispatcher_.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(tokens));
   revoker->failures = {absl::UnavailableError("1"), absl::UnavailableError("2"),
                        absl::UnavailableError("3")};
-  DecisionUpdate u = Update(DecisionChange::kCreated, "leak");
-  u.decision.set_actuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION);
-  u.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT);
-  u.decision.mutable_target()->set_value("fp:0123456789abcdef");
-  u.secret = "cfut_leakedleakedleakedleakedleakedleaked";
+  DecisionUpdate u = LeakedTokenRevocation();
   dispatcher_.OnDecision(u);
   for (int i = 0; i < 10; ++i) {
     dispatcher_.RunOnce();
@@ -227,12 +232,8 @@ TEST_F(DispatcherTest, ARevocationWhoseSecretARestartLostIsAFailureRecord) {
   dispatcher_.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(tokens));
   revoker->failures = {absl::UnavailableError("1"), absl::UnavailableError("2"),
                        absl::UnavailableError("3")};
-  DecisionUpdate u = Update(DecisionChange::kCreated, "leak");
-  u.decision.set_actuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION);
-  u.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT);
-  u.decision.mutable_target()->set_value("fp:0123456789abcdef");
+  DecisionUpdate u = LeakedTokenRevocation();
   u.decision.set_active(true);
-  u.secret = "cfut_leakedleakedleakedleakedleakedleaked";
   u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr, true);
   dispatcher_.OnDecision(u);
   for (int i = 0; i < 3; ++i) {
