@@ -158,7 +158,8 @@ TEST(LiteralGateTest, ALiteralAloneOnItsByteSharesARareOne) {
 
 // Scan against a plain search, over random literals and texts from a small alphabet (so that
 // anchors and literals occur often, at block boundaries and in the last, overlapping block):
-// from one to a dozen anchor bytes, the counts Scan has a loop of its own for and the others.
+// from one to a dozen anchor bytes, the counts Scan has a loop of its own for and the others;
+// texts of under 16 bytes, of 16 to 31 and longer (a 32-byte block with AVX2), both widths.
 // The gate compares bytes with bit 0x20 set: '[' and '{', '_' and DEL, '@' and '`' stand for
 // each other until the literal is compared.
 TEST(LiteralGateTest, FindsWhatAPlainSearchFinds) {
@@ -182,9 +183,12 @@ TEST(LiteralGateTest, FindsWhatAPlainSearchFinds) {
       literals.emplace_back(pick(2 + random() % 4, false), static_cast<int>(i));
       entries.emplace_back(static_cast<int>(i), round);
     }
-    const LiteralGate gate(literals);
-    for (int t = 0; t < 40; ++t) {
-      const std::string text = pick(random() % 70, true);
+    // The gate this CPU runs (32 bytes a block with AVX2) and the one a CPU without AVX2 runs.
+    const LiteralGate widest(literals);
+    const LiteralGate sse2(literals, LiteralGate::Width::kSse2);
+    for (int t = 0; t < 80; ++t) {
+      const LiteralGate& gate = t % 2 == 0 ? widest : sse2;
+      const std::string text = pick(random() % 100, true);
       const std::string lower = absl::AsciiStrToLower(text);
       std::vector<std::pair<int, int>> expected;
       for (const auto& [literal, entry] : literals) {

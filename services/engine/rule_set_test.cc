@@ -138,6 +138,20 @@ TEST(RuleSetTest, EveryDecisionExpiresWithinTenYears) {
                        HasSubstr("decision.escalation.max_duration must be at most 10 years")));
 }
 
+// A factor that is no number (text format reads `nan` and `inf` for a double) is refused like one
+// out of range: a NaN passed both comparisons, and every repeat offence then lasted the cap.
+TEST(RuleSetTest, AnEscalationFactorThatIsNoNumberIsRefused) {
+  for (const char* factor : {"nan", "-nan", "inf", "101"}) {
+    std::string text(kGoodRule);
+    text.replace(text.find("duration { seconds: 600 }"), 25,
+                 absl::StrCat("duration { seconds: 600 } escalation { factor: ", factor, " }"));
+    EXPECT_THAT(CompileText(text),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         HasSubstr("decision.escalation.factor must be in [0, 100]")))
+        << factor;
+  }
+}
+
 TEST(RuleSetTest, ThresholdNeedsAWindow) {
   std::string text(kGoodRule);
   text.replace(text.find("window { seconds: 60 }"), 22, "");
