@@ -28,7 +28,8 @@ absl::Duration Escalated(absl::Duration base, const palisade::v1::Escalation& es
                          uint32_t offence) {
   absl::Duration cap =
       esc.has_max_duration() ? FromProtoDuration(esc.max_duration()) : kDefaultMaxDuration;
-  if (esc.factor() <= 1.0 || offence <= 1) return base;
+  // Not `factor <= 1`: a NaN factor would pass it and escalate to the cap.
+  if (!(esc.factor() > 1.0) || offence <= 1) return base;
   double scale = std::pow(esc.factor(), static_cast<double>(offence - 1));
   // In whole milliseconds: a factor that is not a power of two gives fractions of a nanosecond,
   // which a decision's stored expiry (whole nanoseconds) would drop.
@@ -649,21 +650,50 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   // function): hashing it for each was ~100 instructions a detection.
   static_assert(std::is_same_v<decltype(active_)::hasher, decltype(offences_)::hasher>);
   const size_t hash = active_.hash_function()(target.value());
+  const absl::Duration memory =
+      escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory;
   auto active = active_.find(target.value(), hash);
-  if (active != active_.end()) {
-    Decision& d = by_id_[active->second.id];
-    const absl::Duration duration = Escalated(base, escalation, d.offence());
+  Decision* decided = active != active_.end() ? &by_id_[active->second.id] : nullptr;
+  if (decided != nullptr && DecisionExpiry(*decided) <= now) {
+    // Past its expiry and not swept yet (within the sweep interval, or restored after a
+    // restart): it ends here as ExpireDue would end it, heard first, and the claim is decided
+    // as on an undecided target, or against a waiting claim that took over.
+    ExpireLocked(*decided, replaced);
+    active = active_.find(target.value(), hash);
+    decided = active != active_.end() ? &by_id_[active->second.id] : nullptr;
+  }
+  if (decided != nullptr) {
+    Decision& d = *decided;
+    const std::pair<int, int> current_rank{Enforcement(d.actuator(), d.dry_run()),
+                                           Precedence(d.origin())};  // Rank(ClaimOf(d))
+    // A rule's or manual claim that replaces a feed decision is a new offence, escalated from
+    // the offender's count as on an undecided target: the feed decision's offence is not the
+    // offender's (a feed listing is not an offence). Otherwise the same episode goes on.
+    uint32_t offence = d.offence();
+    bool remembered = false;  // as below, on an undecided target
+    const bool replaces_feed =
+        d.origin() == palisade::v1::ORIGIN_FEED && origin != palisade::v1::ORIGIN_FEED &&
+        std::make_pair(Enforcement(spec.actuator(), spec.dry_run()), Precedence(origin)) >
+            current_rank;
+    if (replaces_feed) {
+      uint32_t previous = 0;
+      if (auto it = offences_.find(target.value(), hash); it != offences_.end()) {
+        if (start - it->second.last <= memory) previous = it->second.count;
+        remembered = start < it->second.forget_at;
+      }
+      offence = previous + 1;
+    }
+    const absl::Duration duration = Escalated(base, escalation, offence);
     // The escalation memory runs from the offender's last offence, not from the decision's
     // creation: a decision extended for days is remembered from its last detection. (A feed
     // listing is not an offence.)
+    Offences* off = nullptr;
     if (origin != palisade::v1::ORIGIN_FEED) {
-      Offences& off = OffencesLocked(
-          target.value(), start,
-          escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory, hash);
-      off.last = std::max(off.last, start);
+      off = &OffencesLocked(target.value(), start, memory, hash);
+      off->last = std::max(off->last, start);
       // Forgotten meanwhile (its memory shorter than the decision, or the cap): counted again
       // from the decision's offence, not from nothing.
-      off.count = std::max(off.count, d.offence());
+      off->count = std::max(off->count, d.offence());
     }
     // SameKind(incoming, current), read from the spec and the decision: the claims (and their
     // strings) are built only for another kind of claim, not on every extension.
@@ -674,13 +704,12 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       // Another kind of claim on a decided target. The active decision is the strongest claim
       // (enforcement first, then manual > rule > feed); the others wait, and the strongest of
       // them still due takes over when it ends (ReinstateLocked).
-      const std::pair<int, int> current_rank{Enforcement(d.actuator(), d.dry_run()),
-                                             Precedence(d.origin())};  // Rank(ClaimOf(d))
       if (incoming.expiry > now && Rank(incoming) > current_rank) {
         // Stronger: the current decision is withdrawn (its edge object removed, a queued apply
-        // cancelled) and the new claim decided, in this order, for the same offence.
+        // cancelled) and the new claim decided, in this order, for the same offence (a new
+        // one over a feed decision).
+        if (replaces_feed) off->count = remembered ? std::max(off->count, offence) : offence;
         const Claim current = ClaimOf(d);
-        const uint32_t offence = d.offence();
         replaced->push_back(WithdrawLocked(d));
         CoverLocked(target.value(), current, now);
         return InstateLocked(target, incoming, start, offence, evidence, out);
@@ -698,15 +727,15 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     return ExtensionLocked(d, out);
   }
 
-  absl::Duration memory =
-      escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory;
   // A feed listing is not an offence: it neither counts nor escalates (its duration is the
   // feed's), and a feed's many entries never take an offender's place under the cap.
   const bool offence_counts = origin != palisade::v1::ORIGIN_FEED;
   uint32_t previous = 0;
+  bool remembered = false;  // some rule's memory still counts the offender's entry
   if (auto it = offences_.find(target.value(), hash);
       offence_counts && it != offences_.end()) {
     if (start - it->second.last <= memory) previous = it->second.count;
+    remembered = start < it->second.forget_at;
   }
   const uint32_t offence = previous + 1;
   const absl::Duration duration = Escalated(base, escalation, offence);
@@ -722,7 +751,9 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   }
   if (offence_counts) {
     Offences& off = OffencesLocked(target.value(), start, memory, hash);
-    off.count = offence;
+    // Never lowered while a memory still counts it: a rule whose own memory lapsed starts at
+    // offence 1, and a longer memory still escalates from the count it relies on.
+    off.count = remembered ? std::max(off.count, offence) : offence;
     off.last = std::max(off.last, start);  // a late line does not move it back
   }
   InstateLocked(target, claim, start, offence, evidence, out);
@@ -791,8 +822,9 @@ void DecisionTable::ApplyAllInto(
     return;
   }
   // What listeners hear, in order: `updates`, with the withdrawal of each decision a stronger
-  // claim replaced just before its replacement. Without a withdrawal (nearly always) that is
-  // `updates` itself; `all` is built, with a copy of each update, only from the first one on.
+  // claim replaced (or the expiry of one found past its end) just before what followed it.
+  // Without one (nearly always) that is `updates` itself; `all` is built, with a copy of each
+  // update, only from the first one on.
   std::vector<DecisionUpdate> all;
   std::vector<DecisionUpdate> withdrawn;
   std::vector<size_t> in_all;  // all[in_all[i]] is updates[i], once `all` is built
@@ -952,6 +984,14 @@ void DecisionTable::EraseActiveLocked(const Decision& d) {
   active_.erase(a);
 }
 
+void DecisionTable::ExpireLocked(Decision& d, std::vector<DecisionUpdate>* out) {
+  EraseActiveLocked(d);
+  d.set_active(false);
+  EndedLocked(d);
+  out->push_back({DecisionChange::kExpired, d});
+  ReinstateLocked(d, out);  // a claim that waited behind it takes over
+}
+
 DecisionUpdate DecisionTable::WithdrawLocked(Decision& d) {
   d.set_active(false);
   EraseActiveLocked(d);
@@ -1061,6 +1101,60 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
   WriteInTurn(commit);
   Notify(commit.ticket, all);
   return update.decision;
+}
+
+namespace {
+
+// Whether `allowlist` covers target value `value`: an address in it, or a range overlapping it.
+// Other targets (paths, token ids) are never covered.
+bool AllowlistCovers(const CidrSet& allowlist, const std::string& value) {
+  if (std::optional<IpAddress> ip = IpAddress::Parse(value)) {
+    return allowlist.Contains(*ip);
+  }
+  if (value.empty() || value[0] == '/') return false;  // a path
+  absl::StatusOr<Cidr> range = Cidr::Parse(value);
+  return range.ok() && allowlist.ContainsAnyIn(*range);
+}
+
+}  // namespace
+
+std::vector<DecisionUpdate> DecisionTable::WithdrawCovered(const CidrSet& allowlist) {
+  std::vector<DecisionUpdate> updates;
+  Commit commit;  // this change set's store write and turn with the listeners
+  {
+    absl::MutexLock lock(&mu_);
+    // A mirror (a cluster node that is not the writer) changes nothing of its own: the writer's
+    // reload withdraws them, and the mirror hears it from the decision log.
+    if (forward_) return updates;
+    const auto automatic = [](const Claim& c) { return c.origin != palisade::v1::ORIGIN_MANUAL; };
+    // The waiting rule and feed claims first, so that a withdrawal below reinstates none.
+    for (auto it = covered_.begin(); it != covered_.end();) {
+      std::vector<Claim>& claims = it->second;
+      if (AllowlistCovers(allowlist, it->first)) {
+        claims.erase(std::remove_if(claims.begin(), claims.end(), automatic), claims.end());
+      }
+      if (claims.empty()) {
+        covered_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+    std::vector<std::string> leaving;
+    for (const auto& [target, active] : active_) {
+      if (by_id_[active.id].origin() != palisade::v1::ORIGIN_MANUAL &&
+          AllowlistCovers(allowlist, target)) {
+        leaving.push_back(active.id);
+      }
+    }
+    for (const std::string& id : leaving) {
+      updates.push_back(WithdrawLocked(by_id_[id]));
+      ReinstateLocked(by_id_[id], &updates);  // a waiting manual claim only
+    }
+    commit = CommitLocked(updates, clock_.TimeNow());
+  }
+  WriteInTurn(commit);
+  Notify(commit.ticket, updates);
+  return updates;
 }
 
 absl::StatusOr<Decision> DecisionTable::Get(absl::string_view id) const {
@@ -1189,12 +1283,7 @@ std::vector<Decision> DecisionTable::ExpireDue() {
         if (a != active_.end() && a->second.id == d.id()) a->second.queued = expiry;
         continue;
       }
-      by_expiry_.erase(by_expiry_.begin());
-      d.set_active(false);
-      active_.erase(d.target().value());
-      EndedLocked(d);
-      updates.push_back({DecisionChange::kExpired, d});
-      ReinstateLocked(d, &updates);  // a claim that waited behind it takes over
+      ExpireLocked(d, &updates);
     }
     commit = CommitLocked(updates, now);
   }

@@ -13,15 +13,22 @@
 //    due. An operator's withdrawal also ends the waiting rule and manual claims;
 //  - the escalation memory runs from the offender's last offence (an extension counts);
 //  - a new decision on a target that offended before, within the escalation memory, lasts
-//    duration * factor^(offences - 1), capped at max_duration;
+//    duration * factor^(offences - 1), capped at max_duration; a rule or manual decision that
+//    replaces a feed decision is such a new offence (a feed listing itself is none);
+//  - an offender has one count, whichever rules counted it: a rule whose own memory has run
+//    out since the last offence starts at offence 1, but the count is never lowered while a
+//    longer memory still counts it (Offences::forget_at), so that rule escalates from it;
+//  - a decision past its expiry that no sweep (ExpireDue) has ended yet is ended, as the sweep
+//    would, when a claim on its target comes: the claim is not an extension of it;
 //  - decisions start at the detection's event time, so a replayed log yields the decisions it
 //    would have yielded live; one whose expiry is already past on the clock is not created
 //    (counted as stale), as fail2ban ignores lines older than its find time.
 //
-// Memory is bounded (DecisionTableLimits): an ended decision (expired, withdrawn) stays for
-// Get and List for a retention period, under a count and a byte cap (the store keeps it); an
-// offender's history stays until its escalation memory runs out, under a count cap. What is
-// forgotten early is counted (palisade_decisions_forgotten_total).
+// Memory is bounded (DecisionTableLimits) but for active decisions: an ended decision (expired,
+// withdrawn) stays for Get and List for a retention period, under a count and a byte cap (the
+// store keeps it); an offender's history stays until its escalation memory runs out, under a
+// count cap. What is forgotten early is counted (palisade_decisions_forgotten_total). Active
+// decisions, one per decided target with up to max_evidence lines each, have no cap.
 //
 // Thread-safety: all methods are thread-safe. Changes are made under the table's lock; a change
 // set's store write runs after it, outside the lock (another stream's batch is decided
@@ -60,6 +67,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "services/common/clock.h"
+#include "services/common/ip.h"
 #include "services/engine/engine.h"
 #include "services/store/store.h"
 
@@ -208,6 +216,17 @@ class DecisionTable {
   // A manual unban. kNotFound for an unknown id; kFailedPrecondition when already inactive.
   absl::StatusOr<palisade::v1::Decision> Withdraw(absl::string_view id);
 
+  // An allowlist reloaded (the engine's stops new detections only): withdraws the active rule
+  // and feed decisions on an address or range `allowlist` covers (the address in it, or the
+  // range overlapping it), and drops the rule and feed claims waiting behind any decision on
+  // such a target. Manual decisions and claims stay: an operator's word outranks the
+  // allowlist, as AddManual does not consult it either. One store transaction; returns the
+  // withdrawals (and any waiting manual claim decided in place of one), heard by listeners.
+  // A feed that still lists such a target decides it again on its next sync unless the feed
+  // manager's never-ban set holds it too. A mirror (SetForward set) withdraws nothing: the
+  // writer's reload does, and the decision log brings it.
+  std::vector<DecisionUpdate> WithdrawCovered(const CidrSet& allowlist);
+
   absl::StatusOr<palisade::v1::Decision> Get(absl::string_view id) const;
   std::vector<palisade::v1::Decision> List(const DecisionFilter& filter) const;
   // One page of List's order (start, then id): at most `page_size` decisions (at least 1) and,
@@ -354,6 +373,10 @@ class DecisionTable {
   void EndMirroredLocked(const std::string& id, std::vector<DecisionUpdate>* out)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   DecisionUpdate WithdrawLocked(palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends active decision `d`, past its expiry, as expired (appended to `*out`), and decides the
+  // strongest claim that waited behind it (ReinstateLocked). `d` may move (by_id_ can rehash).
+  void ExpireLocked(palisade::v1::Decision& d, std::vector<DecisionUpdate>* out)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes active decision `d` out of active_ and by_expiry_ (its entry found at its
   // Active::queued). A decision that is not its target's active one (a mirrored state can
   // disagree) leaves active_ as it is; its entry, if any, goes when ExpireDue reaches it.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <limits>
 #include <set>
 #include <thread>
 
@@ -613,6 +614,93 @@ TEST_F(DecisionTableTest, EscalationMemoryCountsFromTheLastActivityNotTheCreatio
             absl::Hours(2));
 }
 
+// One count per offender, whichever rule counted it: a rule whose memory has lapsed starts its
+// own escalation at 1, but does not lower the count a rule with a longer memory still needs.
+TEST_F(DecisionTableTest, AShortMemoryRuleDoesNotResetALongerMemorysCount) {
+  palisade::v1::DecisionSpec slow = HourBlock();
+  *slow.mutable_duration() = ToProtoDuration(absl::Hours(24));
+  slow.mutable_escalation()->set_factor(2);
+  *slow.mutable_escalation()->mutable_memory() = ToProtoDuration(absl::Hours(24 * 30));
+  palisade::v1::DecisionSpec fast = HourBlock();
+  fast.mutable_escalation()->set_factor(2);
+  *fast.mutable_escalation()->mutable_memory() = ToProtoDuration(absl::Hours(24 * 7));
+  absl::Time last_offence;
+  for (uint32_t offence = 1; offence <= 3; ++offence) {  // 24 h, 48 h, 96 h
+    last_offence = clock_.TimeNow();
+    DecisionUpdate u = table_.Apply(Det("203.0.113.7", last_offence), slow);
+    ASSERT_EQ(u.change, DecisionChange::kCreated);
+    ASSERT_EQ(u.decision.offence(), offence);
+    clock_.Advance(DecisionExpiry(u.decision) - clock_.TimeNow());
+    ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  }
+  // Ten days after the slow rule's last offence: past the 7-day memory, within the 30-day one.
+  clock_.Advance(last_offence + absl::Hours(24 * 10) - clock_.TimeNow());
+  DecisionUpdate short_memory = table_.Apply(Det("203.0.113.7", clock_.TimeNow()), fast);
+  ASSERT_EQ(short_memory.change, DecisionChange::kCreated);
+  EXPECT_EQ(short_memory.decision.offence(), 1u);
+  EXPECT_EQ(DecisionExpiry(short_memory.decision) - FromProtoTime(short_memory.decision.start()),
+            absl::Hours(1));
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  DecisionUpdate again = table_.Apply(Det("203.0.113.7", clock_.TimeNow()), slow);
+  ASSERT_EQ(again.change, DecisionChange::kCreated);
+  EXPECT_EQ(again.decision.offence(), 4u);
+  EXPECT_EQ(DecisionExpiry(again.decision) - FromProtoTime(again.decision.start()),
+            absl::Hours(24 * 8));
+}
+
+// A decision past its expiry that no sweep has reached yet (within the sweep interval, or
+// restored after a restart) ends when the next detection comes, as the sweep would have ended
+// it: the detection is a new offence, not an extension.
+TEST_F(DecisionTableTest, AnExpiredDecisionNotYetSweptEndsInsteadOfBeingExtended) {
+  DecisionUpdate first = Apply("203.0.113.7", clock_.TimeNow());
+  ASSERT_EQ(first.change, DecisionChange::kCreated);
+  clock_.Advance(absl::Minutes(61));
+  changes_.clear();
+  DecisionUpdate next = Apply("203.0.113.7", clock_.TimeNow());
+  ASSERT_EQ(next.change, DecisionChange::kCreated);
+  EXPECT_NE(next.decision.id(), first.decision.id());
+  EXPECT_EQ(next.decision.offence(), 2u);
+  EXPECT_EQ(DecisionExpiry(next.decision) - FromProtoTime(next.decision.start()), absl::Hours(2));
+  EXPECT_EQ(changes_, (std::vector<DecisionChange>{DecisionChange::kExpired,
+                                                   DecisionChange::kCreated}));
+  absl::StatusOr<Decision> ended = table_.Get(first.decision.id());
+  ASSERT_THAT(ended, IsOk());
+  EXPECT_FALSE(ended->active());
+  EXPECT_EQ(DecisionExpiry(*ended), DecisionExpiry(first.decision));
+  EXPECT_EQ(table_.active_count(), 1u);
+  EXPECT_EQ(table_.expiry_entries(), 1u);
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(0));  // nothing left for the sweep
+  // The same through ApplyAll (an ingest batch): the expiry is heard before the new decision.
+  clock_.Advance(absl::Hours(2) + absl::Minutes(1));
+  changes_.clear();
+  CompiledRule rule = SshHourBlockRule();
+  *rule.proto.mutable_decision()->mutable_escalation() = escalation_;
+  rule.proto.mutable_decision()->set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  std::vector<Detection> detections = {Det("203.0.113.7", clock_.TimeNow())};
+  detections[0].rule = &rule;
+  std::vector<DecisionUpdate> updates = table_.ApplyAll(detections);
+  ASSERT_THAT(updates, SizeIs(1));
+  EXPECT_EQ(updates[0].change, DecisionChange::kCreated);
+  EXPECT_EQ(updates[0].decision.offence(), 3u);
+  EXPECT_EQ(changes_, (std::vector<DecisionChange>{DecisionChange::kExpired,
+                                                   DecisionChange::kCreated}));
+}
+
+// An escalation factor that is not a number escalates nothing (it gave the cap: NaN <= 1 is
+// false).
+TEST_F(DecisionTableTest, ANaNEscalationFactorKeepsTheBaseDuration) {
+  escalation_.set_factor(std::numeric_limits<double>::quiet_NaN());
+  for (uint32_t offence = 1; offence <= 2; ++offence) {
+    DecisionUpdate u = Apply("203.0.113.7", clock_.TimeNow());
+    ASSERT_EQ(u.change, DecisionChange::kCreated);
+    ASSERT_EQ(u.decision.offence(), offence);
+    EXPECT_EQ(DecisionExpiry(u.decision) - FromProtoTime(u.decision.start()), absl::Hours(1));
+    clock_.Advance(DecisionExpiry(u.decision) - clock_.TimeNow());
+    ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  }
+}
+
 TEST_F(DecisionTableTest, ExpiryUsesTheClock) {
   Apply("203.0.113.7", clock_.TimeNow());
   clock_.Advance(absl::Minutes(59));
@@ -913,6 +1001,69 @@ TEST_F(ClaimsTest, AFeedReplacesADryRunRuleDecisionAndTheOperatorsUnbanKeepsTheF
   Decision after = Active("203.0.113.11");
   EXPECT_EQ(after.origin(), palisade::v1::ORIGIN_FEED);
   EXPECT_FALSE(after.dry_run());
+}
+
+// A rule decision that replaces a feed decision is a new offence: a repeat offender whose
+// address a feed lists escalates as any other.
+TEST_F(ClaimsTest, ARepeatOffenderOnAFeedListedAddressStillEscalates) {
+  DecisionUpdate first = Apply("203.0.113.12", clock_.TimeNow());
+  ASSERT_EQ(first.change, DecisionChange::kCreated);
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  ASSERT_THAT(Feed({"203.0.113.12"}), SizeIs(1));
+  DecisionUpdate second = Apply("203.0.113.12", clock_.TimeNow());
+  ASSERT_EQ(second.change, DecisionChange::kCreated);
+  EXPECT_EQ(second.decision.origin(), palisade::v1::ORIGIN_RULE);
+  EXPECT_EQ(second.decision.offence(), 2u);
+  EXPECT_EQ(DecisionExpiry(second.decision) - FromProtoTime(second.decision.start()),
+            absl::Hours(2));
+  // It ends; the feed's claim (still listed) takes over, and the offender is back.
+  clock_.Advance(absl::Hours(2));
+  ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  ASSERT_EQ(Active("203.0.113.12").origin(), palisade::v1::ORIGIN_FEED);
+  DecisionUpdate third = Apply("203.0.113.12", clock_.TimeNow());
+  ASSERT_EQ(third.change, DecisionChange::kCreated);
+  EXPECT_EQ(third.decision.offence(), 3u);
+  EXPECT_EQ(DecisionExpiry(third.decision) - FromProtoTime(third.decision.start()),
+            absl::Hours(4));
+}
+
+// An allowlist reloaded ends the rule and feed decisions on what it covers, and the rule and
+// feed claims waiting there; manual decisions stay.
+TEST_F(ClaimsTest, WithdrawCoveredEndsRuleAndFeedDecisionsAndKeepsManualOnes) {
+  ASSERT_EQ(Rule("203.0.113.20", absl::Hours(1), false).change, DecisionChange::kCreated);
+  ASSERT_EQ(Rule("198.51.100.1", absl::Hours(1), false).change, DecisionChange::kCreated);
+  absl::StatusOr<Decision> manual = Manual("203.0.113.21", absl::Hours(1));
+  ASSERT_THAT(manual, IsOk());
+  ASSERT_THAT(Feed({"203.0.113.21", "203.0.113.22"}), SizeIs(1));  // .21 waits behind the ban
+  ASSERT_EQ(table_.active_count(), 4u);
+  heard_.clear();
+  std::vector<DecisionUpdate> updates =
+      table_.WithdrawCovered(*CidrSet::Parse({"203.0.113.16/28"}));
+  ASSERT_THAT(updates, SizeIs(2));
+  std::set<std::string> withdrawn;
+  for (const DecisionUpdate& u : updates) {
+    EXPECT_EQ(u.change, DecisionChange::kWithdrawn);
+    withdrawn.insert(u.decision.target().value());
+  }
+  EXPECT_EQ(withdrawn, (std::set<std::string>{"203.0.113.20", "203.0.113.22"}));
+  EXPECT_THAT(heard_, SizeIs(2));
+  EXPECT_EQ(table_.active_count(), 2u);
+  EXPECT_EQ(Active("203.0.113.21").id(), manual->id());
+  // The feed's claim that waited behind the manual ban is gone with the others.
+  ASSERT_THAT(table_.Withdraw(manual->id()), IsOk());
+  EXPECT_EQ(table_.active_count(), 1u);
+}
+
+// A mirror's reload leaves the writer's decisions to the writer (its withdrawals come back
+// through the decision log).
+TEST_F(ClaimsTest, AMirrorWithdrawsNothingCoveredOfItsOwn) {
+  ASSERT_EQ(Rule("203.0.113.20", absl::Hours(1), false).change, DecisionChange::kCreated);
+  table_.SetForward([](const Detection&) {});
+  EXPECT_THAT(table_.WithdrawCovered(*CidrSet::Parse({"203.0.113.16/28"})), SizeIs(0));
+  EXPECT_EQ(table_.active_count(), 1u);
+  table_.SetForward(nullptr);
+  EXPECT_THAT(table_.WithdrawCovered(*CidrSet::Parse({"203.0.113.16/28"})), SizeIs(1));
 }
 
 // Cluster (issue 17): a node that is not the writer mirrors the writer's decisions.

@@ -1060,17 +1060,24 @@ void Pipeline::PublishEngineGaugesLocked() {
 
 void Pipeline::SetRules(std::shared_ptr<const RuleSet> rules,
                         std::optional<CidrSet> allowlist) {
-  absl::MutexLock rules_lock(&rules_mu_);
-  if (allowlist.has_value()) engine_.SetAllowlist(*std::move(allowlist));
-  engine_.SetRules(std::move(rules));
+  std::optional<CidrSet> allowed = allowlist;  // for the decisions, once the engine has it
   {
-    // No batch holds a memo now (they do under rules_mu_): the idle ones were found with the
-    // old rules, whose address a new RuleSet could take.
-    absl::MutexLock lock(&fed_memos_mu_);
-    fed_memos_.clear();
+    absl::MutexLock rules_lock(&rules_mu_);
+    if (allowlist.has_value()) engine_.SetAllowlist(*std::move(allowlist));
+    engine_.SetRules(std::move(rules));
+    {
+      // No batch holds a memo now (they do under rules_mu_): the idle ones were found with the
+      // old rules, whose address a new RuleSet could take.
+      absl::MutexLock lock(&fed_memos_mu_);
+      fed_memos_.clear();
+    }
+    absl::MutexLock lock(&metrics_mu_);
+    RebuildRuleMetricsLocked();
   }
-  absl::MutexLock lock(&metrics_mu_);
-  RebuildRuleMetricsLocked();
+  // The decisions already made on what the allowlist now holds end (the engine's allowlist
+  // stops new detections only). Outside rules_mu_: the listeners run meanwhile, and no batch
+  // decided after the swap detects on those addresses.
+  if (allowed.has_value()) decisions_.WithdrawCovered(*allowed);
 }
 
 std::shared_ptr<const RuleSet> Pipeline::rules() const {

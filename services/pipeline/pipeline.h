@@ -196,6 +196,8 @@ class Pipeline {
 
   // Swaps in a new compiled rule set (compile it first: a failed compile never gets here), and
   // with `allowlist` the engine's allowlist, both at once (no batch sees one without the other).
+  // With `allowlist`, the rule and feed decisions already made on what it covers are then
+  // withdrawn (DecisionTable::WithdrawCovered).
   void SetRules(std::shared_ptr<const RuleSet> rules,
                 std::optional<CidrSet> allowlist = std::nullopt);
   std::shared_ptr<const RuleSet> rules() const;

@@ -470,6 +470,34 @@ TEST_F(PipelineTest, ARulesMatchCounterKeepsCountingWhenTheRuleComesBack) {
   EXPECT_EQ(CounterValue(registry_, "palisade_engine_rule_matches_total", label), 5);
 }
 
+// A reload that allowlists an address ends the decisions already made on it: the engine's
+// allowlist only stops new detections.
+TEST_F(PipelineTest, AReloadedAllowlistEndsDecisionsOnIt) {
+  std::vector<DecisionUpdate> heard;
+  const uint64_t listener =
+      table_.AddListener([&heard](const DecisionUpdate& u) { heard.push_back(u); });
+  const std::shared_ptr<const RuleSet> one_strike = *RuleSet::Compile(
+      {*ParseRulePack(absl::StrReplaceAll(kPack, {{"count: 3", "count: 1"}}), "one.textproto")});
+  pipeline_.SetRules(one_strike);
+  ASSERT_THAT(pipeline_.ProcessBatch(Backlog({{"203.0.113.7", 1}, {"198.51.100.9", 1}})), IsOk());
+  ASSERT_EQ(table_.active_count(), 2u);
+  heard.clear();
+  pipeline_.SetRules(one_strike, *CidrSet::Parse({"203.0.113.0/28"}));
+  DecisionFilter on_it;
+  on_it.target = "203.0.113.7";
+  on_it.active_only = true;
+  EXPECT_THAT(table_.List(on_it), SizeIs(0));
+  ASSERT_THAT(heard, SizeIs(1));
+  EXPECT_EQ(heard[0].change, DecisionChange::kWithdrawn);
+  EXPECT_EQ(heard[0].decision.target().value(), "203.0.113.7");
+  EXPECT_EQ(table_.active_count(), 1u);  // 198.51.100.9 keeps its decision
+  EXPECT_EQ(CounterValue(registry_, "palisade_decisions_total", {{"change", "withdrawn"}}), 1);
+  // A reload that names no allowlist leaves the decisions as they are.
+  pipeline_.SetRules(one_strike);
+  EXPECT_EQ(table_.active_count(), 1u);
+  table_.RemoveListener(listener);
+}
+
 TEST_F(PipelineTest, HostileBytesAndAbsurdTimesAreCountedNotFatal) {
   LogBatch batch;
   batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
