@@ -299,9 +299,11 @@ int MonthFromAbbrev(absl::string_view m) {
   return 0;
 }
 
-// nginx's $time_local: "03/Mar/2026:14:02:01 +0000" (the offset optional: then `zone`).
+// nginx's $time_local: "03/Mar/2026:14:02:01 +0000" (the offset optional: then `zone`, a
+// repeated local time the occurrence nearer `reference`, `*repeated` set).
 // 1: parsed; 0: not this shape; -1: this shape, impossible values.
-int ParseClf(absl::string_view v, absl::TimeZone zone, absl::Time* out) {
+int ParseClf(absl::string_view v, absl::TimeZone zone, absl::Time reference, absl::Time* out,
+             bool* repeated) {
   int day, year, hour, minute, second, oh = 0, om = 0;
   const int month = v.size() >= 20 ? MonthFromAbbrev(v.substr(3, 3)) : 0;
   if (month == 0 || !ReadDigits(v, 0, 2, &day) || v[2] != '/' || v[6] != '/' ||
@@ -328,7 +330,7 @@ int ParseClf(absl::string_view v, absl::TimeZone zone, absl::Time* out) {
     const int offset = (oh * 3600 + om * 60) * (v[21] == '-' ? -1 : 1);
     *out = absl::FromCivil(cs, absl::UTCTimeZone()) - absl::Seconds(offset) + leap;
   } else {
-    *out = absl::FromCivil(cs, zone) + leap;
+    *out = FromCivilNear(cs, zone, reference, repeated) + leap;
   }
   return 1;
 }
@@ -680,7 +682,8 @@ absl::Status JsonLineParser::Flatten(absl::string_view line) {
 }
 
 absl::Status JsonLineParser::ReadTime(absl::string_view name, absl::string_view v,
-                                      absl::Time* out) const {
+                                      absl::Time reference, absl::Time* out,
+                                      bool* repeated) const {
   const TimeLayout layout = mapping_->layout;
   auto bad = [&](absl::string_view why) {
     return absl::InvalidArgumentError(
@@ -691,13 +694,13 @@ absl::Status JsonLineParser::ReadTime(absl::string_view name, absl::string_view 
         absl::StrCat(mapping_->label, ": field \"", name, "\" is an impossible time: ", why));
   };
   if (layout == TimeLayout::kAuto || layout == TimeLayout::kRfc3339) {
-    absl::StatusOr<size_t> used = ParseRfc3339Timestamp(v, out, zone_);
+    absl::StatusOr<size_t> used = ParseRfc3339Near(v, out, zone_, reference, repeated);
     if (!used.ok()) return impossible(used.status().message());
     if (*used == v.size() && *used > 0) return absl::OkStatus();
     if (layout == TimeLayout::kRfc3339) return bad("expected RFC 3339");
   }
   if (layout == TimeLayout::kAuto || layout == TimeLayout::kClf) {
-    const int r = ParseClf(v, zone_, out);
+    const int r = ParseClf(v, zone_, reference, out, repeated);
     if (r < 0) return impossible("a field out of range");
     if (r > 0) return absl::OkStatus();
     if (layout == TimeLayout::kClf) return bad("expected dd/Mon/yyyy:hh:mm:ss +zzzz");
@@ -708,7 +711,8 @@ absl::Status JsonLineParser::ReadTime(absl::string_view name, absl::string_view 
   return absl::OkStatus();
 }
 
-absl::Status JsonLineParser::Parse(absl::string_view line, ParsedLine* out) {
+absl::Status JsonLineParser::Parse(absl::string_view line, absl::Time reference,
+                                   ParsedLine* out) {
   out->Clear();
   if (absl::Status s = Flatten(line); !s.ok()) return s;
   const Mapping& m = *mapping_;
@@ -739,9 +743,11 @@ absl::Status JsonLineParser::Parse(absl::string_view line, ParsedLine* out) {
   absl::string_view time_v, client_v, host_v;
   if (read(m.time, &time_v)) {
     absl::Time t;
+    bool repeated = false;
     const std::string& name = m.time.names[0];
-    if (absl::Status s = ReadTime(name, time_v, &t); !s.ok()) return s;
+    if (absl::Status s = ReadTime(name, time_v, reference, &t, &repeated); !s.ok()) return s;
     out->time = t;
+    out->time_repeated = repeated;
   }
   if (!error.ok()) return error;
   if (read(m.client, &client_v)) {

@@ -27,7 +27,9 @@
 // field, ParsedLine.record the record's fields (for Rule.field), ParsedLine.time the time field.
 // Times: RFC 3339 (nginx $time_iso8601), nginx $time_local ("03/Mar/2026:14:02:01 +0000"), or
 // a unix number whose unit is told by its size (s, ms, µs, ns for dates after 1973) unless the
-// mapping names it (JsonFormat.time_layout).
+// mapping names it (JsonFormat.time_layout). The first two without an offset are read in the
+// parser's zone as the line formats read them (services/formats/line_parser.h: a repeated
+// local time is the occurrence nearer the reference, ParsedLine.time_repeated set).
 //
 // Bytes that are not UTF-8 (nginx's escape=json writes a client's raw bytes >= 0x80 as they
 // came) are read as Latin-1 characters, so such a record is still read, not skipped.
@@ -112,15 +114,18 @@ class JsonLineParser {
       const palisade::v1::JsonFormat& mapping, absl::TimeZone zone);
   ~JsonLineParser();
 
-  // Parses one record into `out` (cleared first). See the header comment for the errors.
-  absl::Status Parse(absl::string_view line, ParsedLine* out);
+  // Parses one record into `out` (cleared first). A time without an offset in an hour the zone
+  // repeats is the occurrence nearer `reference` (ParsedLine.time_repeated set), as in
+  // LineParser::Parse. See the header comment for the errors.
+  absl::Status Parse(absl::string_view line, absl::Time reference, ParsedLine* out);
 
   struct Mapping;  // the fields a format reads (json_parser.cc)
 
  private:
   JsonLineParser(std::unique_ptr<Mapping> mapping, absl::TimeZone zone);
   absl::Status Flatten(absl::string_view line);
-  absl::Status ReadTime(absl::string_view name, absl::string_view value, absl::Time* out) const;
+  absl::Status ReadTime(absl::string_view name, absl::string_view value, absl::Time reference,
+                        absl::Time* out, bool* repeated) const;
 
   std::unique_ptr<Mapping> mapping_;
   absl::TimeZone zone_;

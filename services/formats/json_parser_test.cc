@@ -233,6 +233,48 @@ TEST(JsonParserTest, FractionalMillisAndMicrosAndBasicOffsetsAreTimes) {
   }
 }
 
+// New York falls back at 02:00 EDT on 1 November 2026: 01:00-01:59 happens twice (05:xxZ, then
+// 06:xxZ). A JSON time without an offset in that hour is the occurrence nearer the reference,
+// as in the line formats, and said to be repeated: it was always the first (the reference was
+// not passed on), so through the second pass every record was dated an hour early.
+TEST(JsonParserTest, ARepeatedLocalTimeIsTheOccurrenceNearestTheReference) {
+  absl::TimeZone new_york;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  palisade::v1::JsonFormat f;
+  f.set_name("app");
+  f.set_time("t");
+  f.set_message("m");
+  for (absl::string_view time : {"2026-11-01 01:30:00", "01/Nov/2026:01:30:00"}) {
+    SCOPED_TRACE(time);
+    LineParser p(LogFormat::LOG_FORMAT_JSON, new_york);
+    ASSERT_THAT_OK(p.SetJsonFormat(f));
+    const std::string line = absl::StrCat(R"({"t":")", time, R"(","m":"x"})");
+    ParsedLine out;
+    ASSERT_THAT_OK(p.Parse(line, At("2026-11-01T06:29:00Z"), &out));
+    EXPECT_EQ(*out.time, At("2026-11-01T06:30:00Z"));
+    EXPECT_TRUE(out.time_repeated);
+    ASSERT_THAT_OK(p.Parse(line, At("2026-11-01T05:29:00Z"), &out));
+    EXPECT_EQ(*out.time, At("2026-11-01T05:30:00Z"));
+    EXPECT_TRUE(out.time_repeated);
+    // An hour the zone does not repeat, or a time with an offset: not repeated.
+    for (absl::string_view other : {R"({"t":"2026-11-01 02:30:00","m":"x"})",
+                                    R"({"t":"2026-11-01T01:30:00-05:00","m":"x"})",
+                                    R"({"t":"01/Nov/2026:01:30:00 -0500","m":"x"})"}) {
+      ASSERT_THAT_OK(p.Parse(other, At("2026-11-01T06:29:00Z"), &out));
+      EXPECT_FALSE(out.time_repeated) << other;
+    }
+  }
+  // The nginx preset's time_local without an offset too, read in the parser's zone.
+  LineParser nginx(LogFormat::LOG_FORMAT_NGINX_JSON, new_york);
+  ParsedLine out;
+  ASSERT_THAT_OK(nginx.Parse(
+      R"({"time_local":"01/Nov/2026:01:30:00","remote_addr":"198.51.100.7",)"
+      R"("request":"GET / HTTP/1.1","status":"200","body_bytes_sent":"1"})",
+      At("2026-11-01T06:29:00Z"), &out));
+  EXPECT_EQ(*out.time, At("2026-11-01T06:30:00Z"));
+  EXPECT_TRUE(out.time_repeated);
+}
+
 TEST(JsonParserTest, LogpushFirewallEvents) {
   LineParser p(LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS);
   ParsedLine out;

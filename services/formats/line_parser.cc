@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -269,10 +270,8 @@ bool LooksLikeSyslog(absl::string_view text) {
          (text[10] == 'T' || text[10] == ' ') && absl::ascii_isdigit(text[0]);
 }
 
-// `civil` in `zone`, as absl::FromCivil reads it but for a time the zone repeats (the hour
-// after a fall-back): of its two occurrences, the one nearer `reference` (the earlier on a tie,
-// and so with an infinite reference), and `*repeated` set. A time the zone skips (the hour a
-// spring-forward jumps over) is the instant of the change, as FromCivil gives it.
+}  // namespace
+
 absl::Time FromCivilNear(const absl::CivilSecond& civil, absl::TimeZone zone, absl::Time reference,
                          bool* repeated) {
   const absl::TimeZone::TimeInfo info = zone.At(civil);
@@ -290,6 +289,8 @@ absl::Time FromCivilNear(const absl::CivilSecond& civil, absl::TimeZone zone, ab
              : info.pre;
 }
 
+namespace {
+
 // A civil date and second of the day (up to 86,400: 23:59:60 is the next midnight) in `zone`,
 // through the zone's rules (FromCivilNear): what every cache of LineParser must give. False
 // when the date does not exist (29 February of a common year).
@@ -302,10 +303,6 @@ bool CivilToTimeByRules(int64_t year, int month, int day, int seconds_of_day, ab
                        zone, reference, repeated);
   return true;
 }
-
-// ParseRfc3339Timestamp, a time without an offset read as FromCivilNear reads it.
-absl::StatusOr<size_t> ParseRfc3339Near(absl::string_view text, absl::Time* out,
-                                        absl::TimeZone zone, absl::Time reference, bool* repeated);
 
 }  // namespace
 
@@ -379,8 +376,6 @@ absl::StatusOr<size_t> ParseRfc3339Timestamp(absl::string_view text, absl::Time*
   return ParseRfc3339Near(text, out, zone, absl::InfinitePast(), nullptr);
 }
 
-namespace {
-
 absl::StatusOr<size_t> ParseRfc3339Near(absl::string_view text, absl::Time* out,
                                         absl::TimeZone zone, absl::Time reference, bool* repeated) {
   int year, month, day, hour, minute, second;
@@ -448,8 +443,6 @@ absl::StatusOr<size_t> ParseRfc3339Near(absl::string_view text, absl::Time* out,
          frac - absl::Seconds(offset_seconds - (leap ? 1 : 0));
   return pos;
 }
-
-}  // namespace
 
 size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out, absl::TimeZone zone) {
   absl::StatusOr<size_t> used = ParseRfc3339Timestamp(text, out, zone);
@@ -579,7 +572,7 @@ absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, Par
       if (!preset.ok()) return preset.status();
       json_ = *std::move(preset);
     }
-    return json_->Parse(line, out);
+    return json_->Parse(line, reference, out);
   }
   return absl::InvalidArgumentError(
       absl::StrCat("unsupported log format ", palisade::v1::LogFormat_Name(format_)));
@@ -809,8 +802,24 @@ absl::Status LineParser::ParseSyslog5424(absl::string_view line, absl::Time refe
     return absl::InvalidArgumentError(
         absl::StrCat("syslog5424: unsupported version at column ", close + 2));
   }
+  // A header field: "-" when left out (NILVALUE), never empty (two spaces in a row; an empty
+  // TIMESTAMP was read as 1970).
+  absl::Status bad_field;
+  auto field = [&](absl::string_view name) {
+    const size_t at = pos;
+    const absl::string_view token = NextToken(line, &pos);
+    if (token.empty() && bad_field.ok()) {
+      bad_field = absl::InvalidArgumentError(
+          at >= line.size()
+              ? std::string("syslog5424: line ends before STRUCTURED-DATA")
+              : absl::StrCat("syslog5424: empty ", name, " at column ", at + 1,
+                             " (a field left out is \"-\")"));
+    }
+    return token;
+  };
   size_t ts_col = pos;
-  absl::string_view ts = NextToken(line, &pos);
+  absl::string_view ts = field("TIMESTAMP");
+  if (!bad_field.ok()) return bad_field;
   if (ts != "-") {
     absl::Time t;
     bool repeated = false;
@@ -826,10 +835,11 @@ absl::Status LineParser::ParseSyslog5424(absl::string_view line, absl::Time refe
     out->time = t;
     out->time_repeated = repeated;
   }
-  out->host = NextToken(line, &pos);
-  absl::string_view app = NextToken(line, &pos);
-  absl::string_view procid = NextToken(line, &pos);
-  NextToken(line, &pos);  // MSGID
+  out->host = field("HOSTNAME");
+  absl::string_view app = field("APP-NAME");
+  absl::string_view procid = field("PROCID");
+  field("MSGID");
+  if (!bad_field.ok()) return bad_field;
   if (pos >= line.size()) {
     return absl::InvalidArgumentError("syslog5424: line ends before STRUCTURED-DATA");
   }

@@ -5,10 +5,12 @@
 // RFC 3164 lines carry no year, and neither they nor some access logs carry a UTC offset. The
 // year comes from a reference time (see YearRule): the previous line of the same stream, when
 // there is one, picks the nearest year (a log crossing 31 Dec -> 1 Jan moves on to the next
-// year; a gap of days or months changes nothing); otherwise "now" picks the year that puts the
-// line at most a day ahead of it, as syslog daemons do at New Year. Times without an offset are
-// read in the parser's zone (palisade.v1.Config.time_zone, default the host's local zone, which
-// is how syslog writes them). Where the zone changes its offset, a local time can be:
+// year; a gap of days or up to six months changes nothing; after a longer silence the nearest
+// year can be the one before, which only a replay meets: the daemon starts a stream silent for
+// 30 days again from now); otherwise "now" picks the year that puts the line at most a day
+// ahead of it, as syslog daemons do at New Year. Times without an offset are read in the
+// parser's zone (palisade.v1.Config.time_zone, default the host's local zone, which is how
+// syslog writes them). Where the zone changes its offset, a local time can be:
 //   repeated  the hour after a fall-back (01:00-01:59 twice in New York on the first Sunday of
 //             November): the occurrence nearer the reference the year comes from (the previous
 //             line, or now; the earlier on a tie), so the second pass is not dated an hour
@@ -61,6 +63,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/civil_time.h"
 #include "absl/time/time.h"
 #include "palisade/v1/config.pb.h"
 #include "palisade/v1/rules.pb.h"
@@ -279,6 +282,17 @@ size_t ParseRfc3339Prefix(absl::string_view text, absl::Time* out,
 // offset is past ±23:59 or the fraction has more than nine digits; 0 when it is no timestamp.
 absl::StatusOr<size_t> ParseRfc3339Timestamp(absl::string_view text, absl::Time* out,
                                              absl::TimeZone zone = absl::UTCTimeZone());
+// The same, but a time without an offset in an hour `zone` repeats is the occurrence nearer
+// `reference` (FromCivilNear), `*repeated` then set (when not null).
+absl::StatusOr<size_t> ParseRfc3339Near(absl::string_view text, absl::Time* out,
+                                        absl::TimeZone zone, absl::Time reference, bool* repeated);
+// `civil` in `zone`, as absl::FromCivil reads it but for a time the zone repeats (the hour
+// after a fall-back): of its two occurrences, the one nearer `reference` (the earlier on a tie,
+// and so with an infinite reference), and `*repeated` set (when not null). A time the zone
+// skips (the hour a spring-forward jumps over) is the instant of the change, as FromCivil gives
+// it.
+absl::Time FromCivilNear(const absl::CivilSecond& civil, absl::TimeZone zone, absl::Time reference,
+                         bool* repeated);
 
 }  // namespace palisade
 

@@ -526,6 +526,36 @@ TEST(Syslog5424Test, NilValues) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("bad timestamp")));
 }
 
+// A header field left out is "-" (NILVALUE), never empty: an empty TIMESTAMP (two spaces after
+// VERSION) was read as a time of 1970; the other fields were taken empty.
+TEST(Syslog5424Test, EmptyHeaderFieldsAreMalformed) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG5424);
+  ParsedLine out;
+  EXPECT_THAT(p.Parse("<13>1  web-1 sshd 1 - - x", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("syslog5424: empty TIMESTAMP at column 7")));
+  EXPECT_THAT(p.Parse("<13>1 -  sshd 1 - - x", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("syslog5424: empty HOSTNAME at column 9")));
+  EXPECT_THAT(p.Parse("<13>1 - web-1  1 - - x", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("syslog5424: empty APP-NAME at column 15")));
+  EXPECT_THAT(p.Parse("<13>1 - web-1 sshd  - - x", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("syslog5424: empty PROCID at column 20")));
+  EXPECT_THAT(p.Parse("<13>1 - web-1 sshd 1  - x", absl::Now(), &out),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("syslog5424: empty MSGID at column 22")));
+  // A line that ends in the header is said to end there.
+  for (absl::string_view line : {"<13>1", "<13>1 ", "<13>1 - web-1 sshd", "<13>1 - h a p m"}) {
+    EXPECT_THAT(p.Parse(line, absl::Now(), &out),
+                StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("line ends before")))
+        << line;
+  }
+  ASSERT_THAT(p.Parse("<13>1 - - - - - - x", absl::Now(), &out), IsOk());
+  EXPECT_FALSE(out.time.has_value());
+}
+
 TEST(CombinedTest, ParsesTimeWithOffset) {
   LineParser p(LogFormat::LOG_FORMAT_COMBINED);
   ParsedLine out;
