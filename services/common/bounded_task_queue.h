@@ -1,6 +1,6 @@
 // httplib's task queue with a bounded backlog, for every HTTP server palisaded runs on
-// cpp-httplib (the Logpush destination, the bouncer API): `threads` workers and at most `queue`
-// accepted connections waiting for one. When the backlog is full the accepting thread waits, so
+// cpp-httplib (the Logpush destination, the bouncer API, /metrics with TLS or auth): `threads`
+// workers and at most `queue` accepted connections waiting for one. When the backlog is full the accepting thread waits, so
 // further connections wait in the kernel's listen backlog instead of as file descriptors and
 // closures in memory (httplib 0.11's ThreadPool queues without a bound: a flood of idle
 // connections would grow it without end). On shutdown the workers finish what is queued, as

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
 
@@ -12,15 +14,19 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "services/bouncer_api/bouncer_api_config.h"
+#include "services/cluster/nats_client.h"
 #include "services/common/ip.h"
 #include "services/common/parallel.h"
 #include "services/common/proto_time.h"
 #include "services/formats/json_parser.h"
 #include "services/formats/line_parser.h"
+#include "services/server/auth.h"
+#include "services/server/metrics_https.h"
 
 namespace palisade {
 namespace {
@@ -62,6 +68,29 @@ bool LowerHex(const std::string& s, size_t size) {
 }
 
 constexpr uint64_t kMinMaxParsedBytes = uint64_t{1} << 20;
+
+// A journal input's name is unique among the file, syslog and journal inputs (its metrics and
+// cursor are keyed by it); a Logpush input's among the Logpush inputs.
+absl::Status CheckInputNames(const std::string& file, const palisade::v1::InputsConfig& inputs) {
+  std::set<std::string> names;
+  for (const auto& f : inputs.files()) names.insert(f.name());
+  for (const auto& s : inputs.syslog()) names.insert(s.name());
+  for (int i = 0; i < inputs.journal_size(); ++i) {
+    if (!names.insert(inputs.journal(i).name()).second) {
+      return absl::InvalidArgumentError(absl::StrCat(file, ": inputs.journal[", i, "] (\"",
+                                                     inputs.journal(i).name(),
+                                                     "\"): the name is used by another input"));
+    }
+  }
+  std::set<std::string> logpush;
+  for (const auto& l : inputs.logpush()) {
+    if (!logpush.insert(l.name()).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(file, ": inputs.logpush \"", l.name(), "\": the name is used twice"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ValidateFeeds(const std::string& file, palisade::v1::Config* config) {
   std::set<std::string> names;
@@ -138,21 +167,73 @@ absl::Status ValidateSinks(const std::string& file, palisade::v1::Config* config
   return absl::OkStatus();
 }
 
+// An https:// URL, or an http:// one whose host is localhost or a loopback address: the token
+// goes in clear only on this machine. The host is read from the URL's authority (a prefix match
+// took "http://localhost.example" and "http://127.0.0.1@proxy.example"); user-info is refused.
+bool ApiBaseAllowed(absl::string_view url) {
+  absl::string_view rest = url;
+  const bool https = absl::ConsumePrefix(&rest, "https://");
+  if (!https && !absl::ConsumePrefix(&rest, "http://")) return false;
+  absl::string_view host = rest.substr(0, rest.find_first_of("/?#"));
+  if (host.empty() || absl::StrContains(host, '@')) return false;
+  if (https) return true;
+  absl::string_view port;
+  if (absl::ConsumePrefix(&host, "[")) {
+    const size_t close = host.find(']');
+    if (close == absl::string_view::npos) return false;
+    port = host.substr(close + 1);
+    host = host.substr(0, close);
+    if (!port.empty() && !absl::ConsumePrefix(&port, ":")) return false;
+  } else if (const size_t colon = host.rfind(':'); colon != absl::string_view::npos) {
+    port = host.substr(colon + 1);
+    host = host.substr(0, colon);
+  }
+  int port_number = 0;
+  if (!port.empty() && (!std::all_of(port.begin(), port.end(), absl::ascii_isdigit) ||
+                        !absl::SimpleAtoi(port, &port_number) || port_number < 1 ||
+                        port_number > 65535)) {
+    return false;
+  }
+  if (absl::EqualsIgnoreCase(host, "localhost")) return true;
+  const std::optional<IpAddress> ip = IpAddress::Parse(host);
+  static const Cidr kLoopbackV4 = *Cidr::Parse("127.0.0.0/8");
+  static const Cidr kLoopbackV6 = *Cidr::Parse("::1/128");
+  return ip && (kLoopbackV4.Contains(*ip) || kLoopbackV6.Contains(*ip));
+}
+
 absl::Status ValidateCloudflare(const std::string& file, palisade::v1::CloudflareConfig* cf) {
   if (!cf->enabled()) return absl::OkStatus();
   auto error = [&file](absl::string_view field, absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat(file, ": cloudflare.", field, ": ", why));
   };
   if (cf->api_base().empty()) cf->set_api_base("https://api.cloudflare.com/client/v4");
-  if (!absl::StartsWith(cf->api_base(), "https://") &&
-      !absl::StartsWith(cf->api_base(), "http://127.") &&
-      !absl::StartsWith(cf->api_base(), "http://localhost") &&
-      !absl::StartsWith(cf->api_base(), "http://[::1]")) {
-    return error("api_base", "must be https://, or http:// on loopback (the emulator)");
+  // (Not echoed: a URL may hold a user and password.)
+  if (!ApiBaseAllowed(cf->api_base())) {
+    return error("api_base", "must be https://, or http:// to localhost or a loopback address "
+                             "(the emulator), with no user@ before the host");
   }
   if (!LowerHex(cf->account_id(), 32)) return error("account_id", "must be 32 lowercase hex characters");
   if (!LowerHex(cf->zone_id(), 32)) return error("zone_id", "must be 32 lowercase hex characters");
-  if (cf->token_file().empty() && cf->token_env().empty() && cf->api_key_file().empty()) {
+  // Which credential (LoadCredentials' rules): checked here, as Edge::Start runs in a cluster
+  // only once the node holds the edge-writer lease.
+  const bool token = !cf->token_file().empty() || !cf->token_env().empty();
+  if (!cf->email().empty() || !cf->api_key_file().empty()) {
+    if (!cf->allow_global_api_key()) {
+      return error("allow_global_api_key",
+                   "the Global API Key (email + api_key_file) is refused; use an API token "
+                   "(token_file or token_env), or set allow_global_api_key: true to accept the "
+                   "risk");
+    }
+    if (cf->email().empty() || cf->api_key_file().empty()) {
+      return error(cf->email().empty() ? "email" : "api_key_file",
+                   "the Global API Key needs both email and api_key_file");
+    }
+    if (token) {
+      return error(cf->token_file().empty() ? "token_env" : "token_file",
+                   "set an API token or the Global API Key, not both");
+    }
+  }
+  if (!token && cf->api_key_file().empty()) {
     return error("token_file", "set token_file or token_env (the token is never in this file)");
   }
   // Checked here, not first by Edge::Start: in a cluster that runs only once the node wins the
@@ -195,6 +276,35 @@ absl::Status ValidateCloudflare(const std::string& file, palisade::v1::Cloudflar
   if (!cf->has_flush_interval()) cf->mutable_flush_interval()->set_seconds(1);
   if (!cf->has_reconcile_interval()) cf->mutable_reconcile_interval()->set_seconds(300);
   if (!cf->has_retry_initial_backoff()) cf->mutable_retry_initial_backoff()->set_seconds(1);
+  // The client takes the budget as an int.
+  if (cf->budget_requests() > static_cast<uint32_t>(std::numeric_limits<int>::max())) {
+    return error("budget_requests", absl::StrCat(cf->budget_requests(), " is more than ",
+                                                 std::numeric_limits<int>::max()));
+  }
+  // A set duration of 0 is no default: a request timeout of 0 is curl's "never", flush and
+  // reconcile intervals of 0 loop without a pause, a budget window of 0 is no budget. (The
+  // reconcile floor admits the e2e tests' 300 ms.)
+  struct Bounds {
+    const char* field;
+    const google::protobuf::Duration& value;
+    absl::Duration least, most;
+  };
+  for (const Bounds& b : {
+           Bounds{"request_timeout", cf->request_timeout(), absl::Seconds(1), absl::Minutes(5)},
+           Bounds{"flush_interval", cf->flush_interval(), absl::Milliseconds(10), absl::Minutes(1)},
+           Bounds{"reconcile_interval", cf->reconcile_interval(), absl::Milliseconds(100),
+                  absl::Hours(24)},
+           Bounds{"budget_window", cf->budget_window(), absl::Seconds(1), absl::Hours(24)},
+           Bounds{"retry_initial_backoff", cf->retry_initial_backoff(), absl::Milliseconds(10),
+                  absl::Seconds(30)},
+       }) {
+    const absl::Duration d = FromProtoDuration(b.value);
+    if (d < b.least || d > b.most) {
+      return error(b.field, absl::StrCat(absl::FormatDuration(d), " is not within ",
+                                         absl::FormatDuration(b.least), "..",
+                                         absl::FormatDuration(b.most)));
+    }
+  }
   if (cf->drift_policy().empty()) cf->set_drift_policy("recreate");
   if (cf->drift_policy() != "recreate" && cf->drift_policy() != "withdraw") {
     return error("drift_policy", "must be \"recreate\" or \"withdraw\"");
@@ -349,7 +459,8 @@ absl::Status ValidateCluster(const std::string& file, palisade::v1::ClusterConfi
     if (!scheme || host == std::string::npos || url.size() == host + 3 ||
         url.find_first_of(" \t\n,") != std::string::npos) {
       return bad(absl::StrCat("nats.servers[", i, "]"),
-                 absl::StrCat("\"", url, "\" is not a nats://host:port or tls://host:port URL"));
+                 absl::StrCat("\"", cluster::RedactedServerUrl(url),
+                              "\" is not a nats://host:port or tls://host:port URL"));
     }
   }
   if (cluster->node_id().empty()) cluster->set_node_id(DefaultNodeId());
@@ -496,10 +607,6 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
       d < absl::Milliseconds(1) || d > absl::Seconds(60)) {
     return absl::InvalidArgumentError(file + ": sweep_interval must be 1ms..60s");
   }
-  absl::Status s = CheckListen(file, "grpc_listen", config.grpc_listen());
-  if (!s.ok()) return s;
-  s = CheckListen(file, "metrics_listen", config.metrics_listen());
-  if (!s.ok()) return s;
   for (int i = 0; i < config.allowlist_size(); ++i) {
     absl::StatusOr<Cidr> c = Cidr::Parse(config.allowlist(i));
     if (!c.ok()) {
@@ -589,6 +696,8 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
                                                      absl::FormatDuration(d)));
     }
   }
+  absl::Status s = CheckInputNames(file, config.inputs());
+  if (!s.ok()) return s;
   auto* guard = config.mutable_guard();
   for (int i = 0; i < guard->never_ban_size(); ++i) {
     absl::StatusOr<Cidr> c = Cidr::Parse(guard->never_ban(i));
@@ -602,6 +711,8 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
   s = ValidateSinks(file, &config);
   if (!s.ok()) return s;
   s = ValidateIngress(file, &config);
+  if (!s.ok()) return s;
+  s = CheckListeners(config, file);
   if (!s.ok()) return s;
   if (config.has_bouncer_api()) {
     absl::StatusOr<palisade::v1::BouncerApiConfig> bouncer_api =
@@ -641,6 +752,21 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
       resolve(&path);
       feed.set_url("file://" + path);
     }
+  }
+  // (inputs.files paths must be absolute: FileInputs refuses others.)
+  for (auto& in : *config.mutable_inputs()->mutable_syslog()) {
+    resolve(in.mutable_tls_cert_file());
+    resolve(in.mutable_tls_key_file());
+    resolve(in.mutable_tls_client_ca_file());
+  }
+  for (auto& in : *config.mutable_inputs()->mutable_logpush()) {
+    resolve(in.mutable_secret_file());
+    resolve(in.mutable_tls_cert_file());
+    resolve(in.mutable_tls_key_file());
+  }
+  for (auto& in : *config.mutable_inputs()->mutable_journal()) {
+    resolve(in.mutable_directory());
+    for (std::string& f : *in.mutable_files()) resolve(&f);
   }
   resolve(config.mutable_cloudflare()->mutable_token_file());
   resolve(config.mutable_cloudflare()->mutable_api_key_file());
@@ -711,6 +837,31 @@ absl::StatusOr<palisade::v1::Config> LoadConfigFile(const std::string& path) {
   size_t slash = path.rfind('/');
   std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
   return ParseConfig(buf.str(), path, dir);
+}
+
+absl::Status CheckListeners(const palisade::v1::Config& config, const std::string& file) {
+  absl::Status s = CheckListen(file, "grpc_listen", config.grpc_listen());
+  if (!s.ok()) return s;
+  s = CheckListen(file, "metrics_listen", config.metrics_listen());
+  if (!s.ok()) return s;
+  if (config.api().clients().empty() && !IsLoopbackListen(config.grpc_listen())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": grpc_listen ", config.grpc_listen(),
+        " is not a loopback address and api.clients is empty: anyone could ban and unban; "
+        "configure bearer tokens (palisadectl hash-token) first"));
+  }
+  // The same rule for /metrics: the metrics name the rules, the log sources and how much is
+  // being detected.
+  if (config.metrics_listen() != "off" && !IsLoopbackListen(config.metrics_listen()) &&
+      !MetricsProtected(config.metrics_tls(), config.metrics_auth())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": metrics_listen ", config.metrics_listen(),
+        " is not a loopback address and /metrics is not protected: anyone who reaches it reads "
+        "the rules, the sources and the detection counts; set metrics_auth { token_sha256 } "
+        "(bearer tokens, palisadectl hash-token) or metrics_tls with client_ca_file, or listen "
+        "on 127.0.0.1"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<absl::TimeZone> TimeZoneNamed(const std::string& name) {

@@ -19,6 +19,12 @@ absl::StatusOr<palisade::v1::Config> ParseConfig(const std::string& text, const 
                                                  const std::string& base_dir);
 absl::StatusOr<palisade::v1::Config> LoadConfigFile(const std::string& path);
 
+// grpc_listen and metrics_listen: host:port, and beyond loopback only with something saying who
+// may use them (api.clients; metrics_auth tokens or metrics_tls with client_ca_file).
+// kInvalidArgument naming `file` and the field. ParseConfig checks them; a caller that overrides
+// a listener (palisaded's --grpc_listen, --metrics_listen) checks again.
+absl::Status CheckListeners(const palisade::v1::Config& config, const std::string& file);
+
 // The embedded defaults: loopback listeners and the shipped packs under `rules_dir`.
 palisade::v1::Config DefaultConfig(const std::string& rules_dir);
 

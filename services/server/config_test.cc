@@ -702,3 +702,236 @@ TEST(ConfigTest, CloudflareRotationAndCheckIntervalAreValidatedAtLoad) {
 
 }  // namespace
 }  // namespace palisade
+
+namespace palisade {
+namespace {
+
+// A listener beyond loopback with nothing saying who may use it, and inputs sharing a name, are
+// config: refused at load naming the file (palisaded refused them only once the bouncer API, the
+// receivers and the edge were serving). A listener a flag overrides is checked again.
+TEST(ConfigTest, ExposedListenersAndSharedInputNamesAreRefusedAtLoad) {
+  EXPECT_THAT(ParseConfig("rule_files: \"a\" metrics_listen: \"0.0.0.0:9464\"", "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto: "),
+                             HasSubstr("metrics_listen 0.0.0.0:9464 is not a loopback address and "
+                                       "/metrics is not protected"))));
+  const std::string hash(64, 'a');
+  EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" metrics_listen: \"0.0.0.0:9464\" "
+                                       "metrics_auth { token_sha256: \"", hash, "\" }"),
+                          "c.textproto", "."),
+              IsOk());
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               metrics_listen: "[::]:9464"
+                               metrics_tls {
+                                 cert_file: "c" key_file: "k" client_ca_file: "ca"
+                               })pb",
+                          "c.textproto", "."),
+              IsOk());
+  EXPECT_THAT(ParseConfig("rule_files: \"a\" grpc_listen: \"0.0.0.0:50051\"", "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto: "),
+                             HasSubstr("grpc_listen 0.0.0.0:50051 is not a loopback address and "
+                                       "api.clients is empty"))));
+  absl::StatusOr<palisade::v1::Config> clients = ParseConfig(
+      absl::StrCat("rule_files: \"a\" grpc_listen: \"0.0.0.0:50051\" api { clients { name: \"o\" "
+                   "token_sha256: \"", hash, "\" roles: API_ROLE_ADMIN } }"),
+      "c.textproto", ".");
+  EXPECT_THAT(clients, IsOk());
+
+  // --grpc_listen / --metrics_listen (palisaded's ReadConfig) are checked again.
+  absl::StatusOr<palisade::v1::Config> config =
+      ParseConfig("rule_files: \"a\"", "c.textproto", ".");
+  ASSERT_THAT(config, IsOk());
+  EXPECT_THAT(CheckListeners(*config, "c.textproto"), IsOk());
+  config->set_grpc_listen("0.0.0.0:0");
+  EXPECT_THAT(CheckListeners(*config, "c.textproto"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("grpc_listen 0.0.0.0:0 is not a loopback address")));
+  config->set_grpc_listen("127.0.0.1:0");
+  config->set_metrics_listen("0.0.0.0:0");
+  EXPECT_THAT(CheckListeners(*config, "c.textproto"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("metrics_listen 0.0.0.0:0 is not a loopback address")));
+  config->set_metrics_listen("off");
+  EXPECT_THAT(CheckListeners(*config, "c.textproto"), IsOk());
+  config->set_metrics_listen("9464");
+  EXPECT_THAT(CheckListeners(*config, "c.textproto"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not host:port")));
+
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               inputs {
+                                 files { name: "web" paths: "/var/log/web" format: "combined" }
+                                 journal { name: "web" }
+                               })pb",
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto: "),
+                             HasSubstr("inputs.journal[0] (\"web\"): the name is used by another "
+                                       "input"))));
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               inputs {
+                                 logpush { name: "cf" listen: "127.0.0.1:0" }
+                                 logpush { name: "cf" listen: "127.0.0.1:0" }
+                               })pb",
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto: "),
+                             HasSubstr("inputs.logpush \"cf\": the name is used twice"))));
+  EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
+                               inputs {
+                                 files { name: "web" paths: "/var/log/web" format: "combined" }
+                                 journal { name: "ssh" }
+                                 logpush { name: "web" listen: "127.0.0.1:0" }
+                               })pb",
+                          "c.textproto", "."),
+              IsOk());
+}
+
+// Durations of 0 were taken: a request timeout of 0 is curl's "never", flush and reconcile
+// intervals of 0 loop without a pause, a budget window of 0 is no budget, and a budget past
+// INT_MAX became a negative limit.
+TEST(ConfigTest, CloudflareTimesAndTheBudgetAreBounded) {
+  auto parse = [](const std::string& extra) {
+    return ParseWithCloudflare(absl::StrCat("token_file: \"t\" ", extra));
+  };
+  for (const char* ok : {"", "request_timeout { seconds: 1 }", "request_timeout { seconds: 300 }",
+                         "flush_interval { nanos: 10000000 }", "flush_interval { seconds: 60 }",
+                         "reconcile_interval { nanos: 100000000 }",  // the e2e tests' 300 ms
+                         "retry_initial_backoff { nanos: 10000000 }",
+                         "budget_window { seconds: 1 }",
+                         "budget_requests: 2147483647"}) {
+    EXPECT_THAT(parse(ok), IsOk()) << ok;
+  }
+  const std::pair<const char*, const char*> bad[] = {
+      {"request_timeout { }", "cloudflare.request_timeout: 0 is not within 1s..5m"},
+      {"request_timeout { seconds: -10 }", "cloudflare.request_timeout: -10s is not within"},
+      {"request_timeout { seconds: 301 }", "cloudflare.request_timeout: 5m1s is not within"},
+      {"flush_interval { }", "cloudflare.flush_interval: 0 is not within 10ms..1m"},
+      {"flush_interval { seconds: 61 }", "cloudflare.flush_interval: 1m1s"},
+      {"reconcile_interval { }", "cloudflare.reconcile_interval: 0 is not within 100ms..24h"},
+      {"reconcile_interval { seconds: 90000 }", "cloudflare.reconcile_interval: 25h"},
+      {"budget_window { }", "cloudflare.budget_window: 0 is not within 1s..24h"},
+      {"budget_window { seconds: -300 }", "cloudflare.budget_window: -5m"},
+      {"retry_initial_backoff { nanos: 1000000 }",
+       "cloudflare.retry_initial_backoff: 1ms is not within 10ms..30s"},
+      {"budget_requests: 2147483648",
+       "cloudflare.budget_requests: 2147483648 is more than 2147483647"},
+  };
+  for (const auto& [text, message] : bad) {
+    EXPECT_THAT(parse(text), StatusIs(absl::StatusCode::kInvalidArgument,
+                                      AllOf(HasSubstr("c.textproto"), HasSubstr(message))))
+        << text;
+  }
+}
+
+// A NATS URL may carry a user and password: an error about it shows it redacted.
+TEST(ConfigTest, ANatsServerErrorDoesNotShowItsPassword) {
+  absl::StatusOr<palisade::v1::Config> config = ParseConfig(
+      R"pb(rule_files: "a"
+           cluster {
+             nats {
+               servers: "nats://palisade:hunter2@nats-1:4222,nats://palisade:hunter2@nats-2:4222"
+             }
+           })pb",
+      "c.textproto", ".");
+  EXPECT_THAT(config, StatusIs(absl::StatusCode::kInvalidArgument,
+                               AllOf(HasSubstr("cluster.nats.servers[0]"),
+                                     ::testing::Not(HasSubstr("hunter2")))));
+}
+
+// Which credential the edge uses is config: a refused combination was found only by
+// Edge::Start, which in a cluster runs once the node takes the writer lease.
+TEST(ConfigTest, CloudflareCredentialCombinationsAreCheckedAtLoad) {
+  const auto& parse = ParseWithCloudflare;
+  EXPECT_THAT(parse("allow_global_api_key: true email: \"ops@example.com\" api_key_file: \"k\""),
+              IsOk());
+  const std::pair<const char*, const char*> bad[] = {
+      {"email: \"ops@example.com\" api_key_file: \"k\"",
+       "cloudflare.allow_global_api_key: the Global API Key (email + api_key_file) is refused"},
+      {"token_file: \"t\" email: \"ops@example.com\"", "cloudflare.allow_global_api_key"},
+      {"allow_global_api_key: true api_key_file: \"k\"",
+       "cloudflare.email: the Global API Key needs both email and api_key_file"},
+      {"allow_global_api_key: true token_file: \"t\" email: \"ops@example.com\"",
+       "cloudflare.api_key_file: the Global API Key needs both email and api_key_file"},
+      {"allow_global_api_key: true token_env: \"CF\" email: \"ops@example.com\" "
+       "api_key_file: \"k\"",
+       "cloudflare.token_env: set an API token or the Global API Key, not both"},
+      {"allow_global_api_key: true token_file: \"t\" email: \"ops@example.com\" "
+       "api_key_file: \"k\"",
+       "cloudflare.token_file: set an API token or the Global API Key, not both"},
+  };
+  for (const auto& [text, message] : bad) {
+    EXPECT_THAT(parse(text), StatusIs(absl::StatusCode::kInvalidArgument,
+                                      AllOf(HasSubstr("c.textproto"), HasSubstr(message))))
+        << text;
+  }
+}
+
+// Plain http carries the token in clear: only to a host that is loopback, read from the URL's
+// authority (a prefix match let "http://localhost.corp.example" and "http://127.0.0.1@proxy"
+// through).
+TEST(ConfigTest, CloudflarePlainHttpApiBaseMustBeLoopback) {
+  auto parse = [](const std::string& base) {
+    return ParseWithCloudflare(absl::StrCat("token_file: \"t\" api_base: \"", base, "\""));
+  };
+  for (const char* ok :
+       {"https://api.cloudflare.com/client/v4", "http://127.0.0.1:8787/client/v4",
+        "http://127.9.0.1/client/v4", "http://localhost:8787/client/v4", "http://localhost",
+        "http://[::1]:8787/client/v4", "http://LOCALHOST:8787"}) {
+    EXPECT_THAT(parse(ok), IsOk()) << ok;
+  }
+  for (const char* bad :
+       {"http://localhost.corp.example:8787/client/v4", "http://127.0.0.1@cf-proxy.example/v4",
+        "http://127.0.0.1.nip.example/v4", "http://[::1].example/v4", "http://10.0.0.1:8787/v4",
+        "http://[::1]@cf-proxy.example/v4", "https://user:pw@api.cloudflare.com/client/v4",
+        "http://127.0.0.1:8787@cf-proxy.example/v4", "http://", "ftp://127.0.0.1/v4",
+        "http://127.0.0.1:notaport/v4"}) {
+    EXPECT_THAT(parse(bad), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     AllOf(HasSubstr("c.textproto"),
+                                           HasSubstr("cloudflare.api_base"))))
+        << bad;
+  }
+}
+
+// Relative paths in inputs are resolved from the config's directory, as deploy/ says of every
+// path (they were taken from palisaded's working directory).
+TEST(ConfigTest, InputPathsAreResolvedFromTheConfigsDirectory) {
+  absl::StatusOr<palisade::v1::Config> config = ParseConfig(
+      R"pb(rule_files: "a"
+           inputs {
+             syslog {
+               name: "s"
+               tls_listen: "127.0.0.1:0"
+               tls_cert_file: "pki/s.pem"
+               tls_key_file: "pki/s.key"
+               tls_client_ca_file: "pki/ca.pem"
+             }
+             logpush {
+               name: "cf"
+               listen: "127.0.0.1:0"
+               secret_file: "secret"
+               tls_cert_file: "/abs/l.pem"
+               tls_key_file: "l.key"
+             }
+             journal { name: "remote" directory: "journal/remote" }
+             journal { name: "old" files: "old/system.journal" files: "/abs/user.journal" }
+           })pb",
+      "c.textproto", "/etc/p");
+  ASSERT_THAT(config, IsOk());
+  const palisade::v1::InputsConfig& in = config->inputs();
+  EXPECT_EQ(in.syslog(0).tls_cert_file(), "/etc/p/pki/s.pem");
+  EXPECT_EQ(in.syslog(0).tls_key_file(), "/etc/p/pki/s.key");
+  EXPECT_EQ(in.syslog(0).tls_client_ca_file(), "/etc/p/pki/ca.pem");
+  EXPECT_EQ(in.logpush(0).secret_file(), "/etc/p/secret");
+  EXPECT_EQ(in.logpush(0).tls_cert_file(), "/abs/l.pem");
+  EXPECT_EQ(in.logpush(0).tls_key_file(), "/etc/p/l.key");
+  EXPECT_EQ(in.journal(0).directory(), "/etc/p/journal/remote");
+  EXPECT_EQ(in.journal(1).files(0), "/etc/p/old/system.journal");
+  EXPECT_EQ(in.journal(1).files(1), "/abs/user.journal");
+  // Unset fields stay unset.
+  EXPECT_EQ(in.journal(0).files_size(), 0);
+  EXPECT_TRUE(in.journal(1).directory().empty());
+}
+
+}  // namespace
+}  // namespace palisade

@@ -9,6 +9,7 @@
 #ifndef PALISADE_SERVICES_SERVER_METRICS_HTTPS_H_
 #define PALISADE_SERVICES_SERVER_METRICS_HTTPS_H_
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -23,6 +24,8 @@ class Server;
 
 namespace palisade {
 
+class BoundedTaskQueue;
+
 class MetricsHttpsServer {
  public:
   // `listen` is host:port (port 0: any free port). TLS when tls.cert_file is set (then key_file
@@ -33,12 +36,25 @@ class MetricsHttpsServer {
   ~MetricsHttpsServer();
   int port() const { return port_; }
 
+  // Workers serving scrapes, and accepted connections waiting for one; past that, connections
+  // wait in the kernel's listen backlog (BoundedTaskQueue).
+  static constexpr int kThreads = 4;
+  static constexpr int kQueuedConnections = 16;
+  // The longest that queue has been (for tests: never above kQueuedConnections).
+  size_t most_queued() const;
+
  private:
   MetricsHttpsServer() = default;
   std::unique_ptr<httplib::Server> server_;
+  std::atomic<BoundedTaskQueue*> queue_{nullptr};  // owned by server_ while it listens
   std::thread thread_;
   int port_ = 0;
 };
+
+// metrics_tls's files as Start loads them: cert_file and key_file readable, and the key the
+// certificate's; client_ca_file, when set, readable and holding a certificate. kNotFound or
+// kInvalidArgument naming the field and the file. palisaded checks them before it opens a port.
+absl::Status CheckMetricsTls(const palisade::v1::TlsConfig& tls);
 
 // Whether a /metrics listener is protected enough to face a network: bearer tokens, or TLS
 // that asks scrapers for a certificate. TLS alone encrypts but lets anyone scrape.

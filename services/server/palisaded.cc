@@ -35,6 +35,7 @@
 #include "services/common/proto_time.h"
 #include "services/actions/token_vetter.h"
 #include "services/bouncer_api/bouncer_api.h"
+#include "services/cloudflare/credentials.h"
 #include "services/cluster/cluster_node.h"
 #include "services/cluster/feed_sync.h"
 #include "services/cluster/match_router.h"
@@ -198,6 +199,12 @@ absl::StatusOr<palisade::v1::Config> ReadConfig() {
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
     config->set_metrics_listen(absl::GetFlag(FLAGS_metrics_listen));
   }
+  // The listeners as the flags made them, checked as the file's were.
+  if (!absl::GetFlag(FLAGS_grpc_listen).empty() || !absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    const std::string file = absl::GetFlag(FLAGS_config).empty() ? "the embedded defaults"
+                                                                 : absl::GetFlag(FLAGS_config);
+    if (absl::Status s = CheckListeners(*config, file); !s.ok()) return s;
+  }
   return config;
 }
 
@@ -235,6 +242,47 @@ int Run() {
       .Register(*registry)
       .Add({})
       .Set(absl::ToDoubleSeconds(clock.TimeNow() - absl::UnixEpoch()));
+
+  // Who may call the API (its clients were checked with the config), and the TLS files of the
+  // API and /metrics: read before anything opens a port or the database.
+  absl::StatusOr<std::unique_ptr<Authorizer>> auth = Authorizer::Create(config->api(), *registry);
+  if (!auth.ok()) {
+    Log(absl::StrCat("refusing to start: ", auth.status().message()));
+    return 2;
+  }
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  if (const auto& tls = config->api().tls(); !tls.cert_file().empty()) {
+    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ssl = TlsCredentials(tls);
+    if (!ssl.ok()) {
+      Log(absl::StrCat("refusing to start: ", ssl.status().message()));
+      return 2;
+    }
+    credentials = *std::move(ssl);
+  }
+  const bool metrics_on = config->metrics_listen() != "off";
+  const bool metrics_tls = !config->metrics_tls().cert_file().empty();
+  if (metrics_on && metrics_tls) {
+    if (absl::Status s = CheckMetricsTls(config->metrics_tls()); !s.ok()) {
+      Log(absl::StrCat("refusing to start: ", s.message()));
+      return 2;
+    }
+  }
+
+  // The Cloudflare secrets' files are owner-only: Edge::Start refuses others, and in a cluster
+  // it runs only once this node holds the edge-writer lease. (A file not there yet is left to it.)
+  if (config->cloudflare().enabled()) {
+    const palisade::v1::CloudflareConfig& cf = config->cloudflare();
+    for (const auto& [path, what] :
+         {std::pair<std::string, const char*>{cf.token_file(), "cloudflare: token"},
+          {cf.api_key_file(), "cloudflare: api key"}}) {
+      if (path.empty()) continue;
+      absl::Status s = CheckSecretFileMode(path, what);
+      if (!s.ok() && s.code() != absl::StatusCode::kNotFound) {
+        Log(absl::StrCat("refusing to start: ", s.message()));
+        return 2;
+      }
+    }
+  }
 
   // Durable state first: a database that cannot be opened, or fails its integrity check,
   // refuses the start.
@@ -488,9 +536,6 @@ int Run() {
   // The journal: each input opened (and sought past its saved cursor) now, read once started.
   std::vector<std::unique_ptr<JournalInput>> journal_inputs;
   {
-    std::set<std::string> names;
-    for (const auto& f : config->inputs().files()) names.insert(f.name());
-    for (const auto& s : config->inputs().syslog()) names.insert(s.name());
     JournalInputOptions journal_options;
     journal_options.checkpoints.assign(snapshot.journal_cursors().begin(),
                                        snapshot.journal_cursors().end());
@@ -500,12 +545,8 @@ int Run() {
     journal_options.log = [](const std::string& m) { Log(m); };
     journal_options.clock = &clock;
     for (int i = 0; i < config->inputs().journal_size(); ++i) {
+      // (Its name is unique among the inputs: checked with the config.)
       const palisade::v1::JournalInput& input = config->inputs().journal(i);
-      if (!names.insert(input.name()).second) {
-        Log(absl::StrCat("refusing to start: inputs.journal[", i, "] (\"", input.name(),
-                         "\"): the name is used by another input"));
-        return 2;
-      }
       absl::StatusOr<std::unique_ptr<JournalInput>> journal = JournalInput::Create(
           i, input, journal_options,
           [&pipeline](const palisade::v1::LogBatch& batch) {
@@ -521,13 +562,7 @@ int Run() {
   }
   // Cloudflare Logpush HTTP destinations: an upload is answered after the pipeline took it.
   std::vector<std::unique_ptr<LogpushReceiver>> logpush_receivers;
-  std::set<std::string> logpush_names;
   for (const auto& input : config->inputs().logpush()) {
-    if (!logpush_names.insert(input.name()).second) {
-      Log(absl::StrCat("refusing to start: inputs.logpush \"", input.name(),
-                       "\": the name is used twice"));
-      return 2;
-    }
     LogpushReceiverOptions logpush_options;
     logpush_options.log = [](const std::string& m) { Log(m); };
     absl::StatusOr<std::unique_ptr<LogpushReceiver>> receiver = LogpushReceiver::Start(
@@ -937,19 +972,8 @@ int Run() {
   std::unique_ptr<prometheus::Exposer> exposer;
   int metrics_port = 0;
   std::unique_ptr<MetricsHttpsServer> metrics_https;
-  const bool metrics_on = config->metrics_listen() != "off";
+  // A listener others can reach says who may read it (CheckListeners, with the config).
   const bool metrics_exposed = metrics_on && !IsLoopbackListen(config->metrics_listen());
-  const bool metrics_tls = !config->metrics_tls().cert_file().empty();
-  // The same rule as gRPC: a listener others can reach must say who may read it. The metrics
-  // name the rules, the log sources and how much is being detected.
-  if (metrics_exposed && !MetricsProtected(config->metrics_tls(), config->metrics_auth())) {
-    Log(absl::StrCat("refusing to start: metrics_listen ", config->metrics_listen(),
-                     " is not a loopback address and /metrics is not protected: anyone who "
-                     "reaches it reads the rules, the sources and the detection counts; set "
-                     "metrics_auth { token_sha256 } (bearer tokens, palisadectl hash-token) or "
-                     "metrics_tls with client_ca_file, or listen on 127.0.0.1"));
-    return 2;
-  }
   if (metrics_exposed && !metrics_tls) {
     Log("warning: /metrics takes bearer tokens over plain HTTP on a non-loopback address: "
         "anyone on the path can read them; set metrics_tls as well");
@@ -976,30 +1000,10 @@ int Run() {
     metrics_port = ports.empty() ? 0 : ports[0];
   }
 
-  // Who may call the API. Without clients configured, only loopback may listen.
-  absl::StatusOr<std::unique_ptr<Authorizer>> auth = Authorizer::Create(config->api(), *registry);
-  if (!auth.ok()) {
-    Log(absl::StrCat("refusing to start: ", auth.status().message()));
-    return 2;
-  }
-  if (!(*auth)->enabled() && !IsLoopbackListen(config->grpc_listen())) {
-    Log(absl::StrCat("refusing to start: grpc_listen ", config->grpc_listen(),
-                     " is not a loopback address and api.clients is empty: anyone could ban and "
-                     "unban; configure bearer tokens (palisadectl hash-token) first"));
-    return 2;
-  }
+  // Who may call the API (made above; without clients, CheckListeners allowed only loopback).
   for (Guarded* service : std::initializer_list<Guarded*>{&ingest, &decisions, &admin,
                                                           &feeds_service, &events_service}) {
     service->set_authorizer(auth->get());
-  }
-  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
-  if (const auto& tls = config->api().tls(); !tls.cert_file().empty()) {
-    absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ssl = TlsCredentials(tls);
-    if (!ssl.ok()) {
-      Log(absl::StrCat("refusing to start: ", ssl.status().message()));
-      return 2;
-    }
-    credentials = *std::move(ssl);
   }
 
   grpc::EnableDefaultHealthCheckService(true);
