@@ -90,6 +90,27 @@ void CatchUp(prometheus::Counter& counter, uint64_t total, uint64_t& published) 
 
 }  // namespace
 
+namespace {
+
+// The length of the valid UTF-8 sequence (RFC 3629: no overlongs, surrogates or code points
+// past U+10FFFF) that starts at non-ASCII byte s[i]; 0 when none does.
+int Utf8SequenceAt(absl::string_view s, size_t i) {
+  const unsigned char c = static_cast<unsigned char>(s[i]);
+  const int len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+  if (len == 0 || c > 0xf4 || i + len > s.size()) return 0;
+  for (int k = 1; k < len; ++k) {
+    if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return 0;
+  }
+  const unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
+  if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) ||
+      (c == 0xf4 && c1 > 0x8f)) {
+    return 0;  // overlong, surrogate, or past U+10FFFF
+  }
+  return len;
+}
+
+}  // namespace
+
 bool IsValidUtf8(absl::string_view s) {
   size_t i = 0;
   const size_t n = s.size();
@@ -103,24 +124,30 @@ bool IsValidUtf8(absl::string_view s) {
       i += 8;
     }
     if (i >= n) break;
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
+    if (static_cast<unsigned char>(s[i]) < 0x80) {
       ++i;
       continue;
     }
-    int len = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
-    if (len == 0 || c > 0xf4 || i + len > n) return false;
-    for (int k = 1; k < len; ++k) {
-      if ((static_cast<unsigned char>(s[i + k]) & 0xc0) != 0x80) return false;
-    }
-    const unsigned char c1 = static_cast<unsigned char>(s[i + 1]);
-    if ((c == 0xe0 && c1 < 0xa0) || (c == 0xed && c1 > 0x9f) || (c == 0xf0 && c1 < 0x90) ||
-        (c == 0xf4 && c1 > 0x8f)) {
-      return false;  // overlong, surrogate, or past U+10FFFF
-    }
+    const int len = Utf8SequenceAt(s, i);
+    if (len == 0) return false;
     i += len;
   }
   return true;
+}
+
+void ReplaceInvalidUtf8(std::string* s) {
+  for (size_t i = 0; i < s->size();) {
+    if (static_cast<unsigned char>((*s)[i]) < 0x80) {
+      ++i;
+      continue;
+    }
+    const int len = Utf8SequenceAt(*s, i);
+    if (len == 0) {
+      (*s)[i++] = '?';
+    } else {
+      i += len;
+    }
+  }
 }
 
 Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options, Clock& clock,
@@ -498,19 +525,22 @@ absl::string_view Pipeline::PrepareLine(absl::string_view line, size_t cap,
                                         bool* sanitize) const {
   *sanitize = false;
   line = TrimLine(line, cap, truncated);
-  // Hostile bytes: NULs are replaced (they would cut evidence and log lines short), invalid
-  // UTF-8 is matched as it is (RE2 simply does not match across it); both are counted. Looked
-  // for past the plain prefix only (nearly always all but the last few bytes).
+  // Hostile bytes, replaced in a copy and counted: NULs by a space (they would cut evidence and
+  // log lines short), each byte of invalid UTF-8 by '?' (RE2 matches no class, not even `.`,
+  // against such a byte: a client that got one into a user name or a header before the address
+  // made the line match no rule, and a token next to one was neither revoked nor redacted).
+  // One byte for one, so the line keeps its length and its captures their places. Looked for
+  // past the plain prefix only (nearly always all but the last few bytes).
   const absl::string_view rest = line.substr(PlainAsciiPrefix(line));
   if (rest.empty()) return line;
-  bool nul = rest.find('\0') != absl::string_view::npos;
-  if (nul || !IsValidUtf8(rest)) {
+  const bool nul = rest.find('\0') != absl::string_view::npos;
+  const bool invalid = !IsValidUtf8(rest);
+  if (nul || invalid) {
     *sanitize = true;
-    if (nul) {
-      sanitized->assign(line.data(), line.size());
-      std::replace(sanitized->begin(), sanitized->end(), '\0', ' ');
-      line = *sanitized;
-    }
+    sanitized->assign(line.data(), line.size());
+    if (nul) std::replace(sanitized->begin(), sanitized->end(), '\0', ' ');
+    if (invalid) ReplaceInvalidUtf8(sanitized);
+    line = *sanitized;
   }
   return line;
 }

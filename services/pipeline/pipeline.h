@@ -112,6 +112,9 @@ struct PipelineOptions {
 
 // RFC 3629 UTF-8 validity (no overlongs, surrogates or code points past U+10FFFF).
 bool IsValidUtf8(absl::string_view s);
+// Each byte of `*s` that starts no valid UTF-8 sequence (IsValidUtf8's) becomes '?': the same
+// length, valid UTF-8.
+void ReplaceInvalidUtf8(std::string* s);
 
 // A batch of lines as views into the caller's buffer (replay: no protobuf record and no string
 // per line), with what LogBatch carries but the per-record event times. Prematch may fill in
@@ -135,8 +138,8 @@ struct LineBatch {
   // line's time, could change.
   std::vector<ParsedLine> parsed;
   std::vector<bool> parsed_kept;
-  // With parsed_kept[i]: whether line i held invalid UTF-8 (its NULs, had it any, would have
-  // been replaced in a copy, so it held none), which ProcessLines then need not look for again;
+  // With parsed_kept[i]: whether line i held invalid UTF-8 (false: NULs and invalid UTF-8 are
+  // replaced in a copy, which is never kept), which ProcessLines then need not look for again;
   // and lines[i] is the line as Prematch prepared it (its line end dropped, cut to the format's
   // cap, truncated[i] saying whether it was cut), which ProcessLines then takes as it is: the
   // bytes of the line's end, read there from the prematching core's cache, were ~8 % of the
@@ -267,8 +270,9 @@ class Pipeline {
   // (pipeline.cc).
   template <typename Batch>
   absl::StatusOr<palisade::v1::BatchAck> Run(const Batch& batch);
-  // The line as matched: the trailing newline and CR dropped, cut at `cap` (LineCap), NULs
-  // replaced (into `*sanitized`). Sets *truncated / *sanitize when it did either.
+  // The line as matched: the trailing newline and CR dropped, cut at `cap` (LineCap), NULs and
+  // invalid UTF-8 replaced, byte for byte (into `*sanitized`). Sets *truncated / *sanitize when
+  // it did either.
   absl::string_view PrepareLine(absl::string_view line, size_t cap, std::string* sanitized,
                                 bool* truncated, bool* sanitize) const;
   // Its first part: the newline and CR dropped, cut at `cap`.

@@ -524,6 +524,39 @@ TEST_F(PipelineTest, HostileBytesAndAbsurdTimesAreCountedNotFatal) {
   }
 }
 
+// A byte that is no UTF-8 (a cp1252 quote, a stray \xff) matches no class of a pattern, not
+// even `.`: a client that got one into the user name before "from <ip>" made its failures
+// match no rule, and a token next to one was neither revoked nor redacted. Each such byte is
+// matched as '?' (and the evidence shows it so), valid UTF-8 as it is.
+TEST_F(PipelineTest, InvalidUtf8BeforeTheKeyDoesNotHideTheLine) {
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  for (int i = 0; i < 3; ++i) {
+    std::string line = Line("203.0.113.7", 3 - i);
+    line.replace(line.find("root"), 4, i == 0 ? "\x93r\xf6\xf6t\x94" : "r\xc3\xb6\xc3\xb6t\xff");
+    batch.add_records()->set_line(line);
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->sanitized(), 3u);
+  EXPECT_EQ(ack->matched(), 3u);
+  ASSERT_EQ(table_.active_count(), 1u);
+  const palisade::v1::Decision d = table_.List({})[0];
+  EXPECT_EQ(d.target().value(), "203.0.113.7");
+  ASSERT_THAT(d.evidence(), SizeIs(3));
+  EXPECT_THAT(d.evidence(0), ::testing::HasSubstr("for ?r??t? from"));
+  EXPECT_THAT(d.evidence(1), ::testing::HasSubstr("for r\xc3\xb6\xc3\xb6t? from"));
+}
+
+TEST(Utf8Test, EachInvalidByteBecomesAQuestionMark) {
+  std::string s = "ok \xc3\xa9 \xff \xc3 \xe2\x82\xac \xed\xa0\x80 \xf0\x9f\x98\x80\xc0\xaf";
+  const size_t size = s.size();
+  ReplaceInvalidUtf8(&s);
+  EXPECT_EQ(s, "ok \xc3\xa9 ? ? \xe2\x82\xac ??? \xf0\x9f\x98\x80??");
+  EXPECT_EQ(s.size(), size);
+  EXPECT_TRUE(IsValidUtf8(s));
+}
+
 // PrepareLine reads lines 16 and then 8 bytes at a time before it looks byte by byte: a NUL, a
 // byte that is never UTF-8, a cut character and a whole one, at every place of a line (in a
 // block, across two, in the tail), are each counted (or not) as a byte-by-byte look counts them.
@@ -584,8 +617,8 @@ TEST_F(PipelineTest, APrematchedBatchCountsHostileBytesAsAnotherDoes) {
     for (const std::string& l : lines) batch.lines.push_back(l);
     if (prematch) {
       pipeline.Prematch(&batch);
-      ASSERT_EQ(std::count(batch.parsed_kept.begin(), batch.parsed_kept.end(), true), 12)
-          << "all but the NUL lines, which are copies with their NULs replaced";
+      ASSERT_EQ(std::count(batch.parsed_kept.begin(), batch.parsed_kept.end(), true), 6)
+          << "all but the NUL and invalid UTF-8 lines, which are copies with those replaced";
     }
     absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessLines(batch);
     ASSERT_THAT(ack, IsOk());
