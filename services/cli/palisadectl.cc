@@ -15,15 +15,18 @@
 //   palisadectl actions release [--max N]
 //   palisadectl bouncers add NAME | list [--json] | delete NAME
 //   palisadectl replay FILE... [--format F] [--config C | --rules PACK,...] [--batch_lines N]
-//                              [--threads N] [--time_zone Z] [--json]
+//                              [--threads N] [--time_zone Z] [--source S] [--json]
 //   palisadectl status
 #include <dirent.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <iostream>
@@ -72,7 +75,8 @@ ABSL_FLAG(std::string, server, "127.0.0.1:50051", "palisaded's gRPC address.");
 ABSL_FLAG(std::string, token_file, "",
           "A file holding the bearer token for palisaded's api.clients (default: the "
           "PALISADE_TOKEN environment variable, if set).");
-ABSL_FLAG(std::string, tls_ca, "", "Connect over TLS, trusting this PEM CA bundle.");
+ABSL_FLAG(std::string, tls_ca, "",
+          "Connect over TLS, trusting this PEM CA bundle (--tls_cert and --tls_key need it).");
 ABSL_FLAG(std::string, tls_cert, "", "TLS client certificate (PEM), for mutual TLS.");
 ABSL_FLAG(std::string, tls_key, "", "TLS client key (PEM), for mutual TLS.");
 ABSL_FLAG(std::string, format, "syslog",
@@ -80,9 +84,11 @@ ABSL_FLAG(std::string, format, "syslog",
           "nginx_json, caddy_json, traefik_json, envoy_json, logpush_http_requests, "
           "logpush_firewall_events, or json with --json_format.");
 ABSL_FLAG(std::string, json_format, "",
-          "ship --format=json: the name of the mapping in palisaded's json_formats that reads "
-          "these lines.");
-ABSL_FLAG(std::string, source, "", "Source name for shipped lines (default: the file name).");
+          "ship, replay --format=json: the name of the mapping in palisaded's json_formats that "
+          "reads these lines (replay: in --config's).");
+ABSL_FLAG(std::string, source, "",
+          "Source name for shipped lines (default: the file name); replay: the lines' source, "
+          "whose zone in --config's source_time_zones or inputs applies.");
 ABSL_FLAG(bool, retime, false,
           "ship: move the lines' event times so the last line happened now (for demos and "
           "tests that ship a recorded log to a live daemon).");
@@ -126,7 +132,8 @@ ABSL_FLAG(std::string, rules_dir, "",
           "replay: where the shipped packs are (default: /usr/share/palisade/rules, "
           "/usr/local/share/palisade/rules, then ./rules).");
 ABSL_FLAG(std::string, config, "",
-          "replay: palisaded's config; its rule_files, cidr_sets, allowlist and time zones apply.");
+          "replay: palisaded's config; its rule_files, cidr_sets, allowlist, engine limits, "
+          "time zones and json_formats apply, as in palisaded.");
 ABSL_FLAG(std::string, time_zone, "",
           "replay: zone of times without a UTC offset (default: --config's, else the host's).");
 ABSL_FLAG(std::vector<std::string>, kinds, {},
@@ -158,13 +165,14 @@ namespace {
 
 using palisade::v1::LogFormat;
 
-// How files of `format` are read: a JSON record whole up to palisaded's default
-// engine.max_record_bytes (a client's long headers come before the status), other lines up to
-// 1 MiB (the pipeline cuts them again at engine.max_line_bytes).
-LineReaderOptions ReaderOptionsFor(LogFormat format) {
+// How files of `format` are read: a JSON record whole up to engine.max_record_bytes (a client's
+// long headers come before the status; palisaded's default unless given), other lines up to
+// 1 MiB or max_line_bytes if longer (the pipeline cuts them again at engine.max_line_bytes).
+LineReaderOptions ReaderOptionsFor(LogFormat format, size_t max_line_bytes = 0,
+                                   size_t max_record_bytes = PipelineOptions().max_record_bytes) {
   LineReaderOptions options;
   options.max_line_bytes =
-      LineCapFor(format, options.max_line_bytes, PipelineOptions().max_record_bytes);
+      LineCapFor(format, std::max(options.max_line_bytes, max_line_bytes), max_record_bytes);
   return options;
 }
 
@@ -248,18 +256,47 @@ int Fail(const grpc::Status& s, absl::string_view what) {
   return Fail(absl::StrCat(what, ": ", s.error_message(), " (code ", s.error_code(), ")"));
 }
 
+// A file's whole content. A directory (or a block device) is an error naming the path, as is a
+// failed read: neither is an empty file. A pipe or character device is read to its end
+// (--token_file=<(...), feeds push /dev/null).
 absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", strerror(errno)));
+  struct stat st;
+  std::string out;
+  absl::Status status;
+  if (fstat(fd, &st) != 0) {
+    status = absl::InternalError(absl::StrCat(path, ": cannot stat: ", strerror(errno)));
+  } else if (S_ISDIR(st.st_mode)) {
+    status = absl::InvalidArgumentError(absl::StrCat(path, ": is a directory"));
+  } else if (!S_ISREG(st.st_mode) && !S_ISFIFO(st.st_mode) && !S_ISCHR(st.st_mode)) {
+    status = absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  } else {
+    char buf[1 << 16];
+    while (true) {
+      const ssize_t n = read(fd, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        status = absl::DataLossError(absl::StrCat(path, ": read error: ", strerror(errno)));
+        break;
+      }
+      if (n == 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  close(fd);
+  if (!status.ok()) return status;
+  return out;
 }
 
-// For credentials: a file that cannot be read ends the command (nothing can be sent without it).
-std::string ReadFileOrExit(const std::string& path) {
+// For credentials: a file that cannot be read, or holds nothing, ends the command (nothing can
+// be sent without it; an empty --tls_ca would mean gRPC's default roots, the public CAs).
+std::string ReadFileOrExit(absl::string_view flag, const std::string& path) {
   absl::StatusOr<std::string> content = ReadFile(path);
-  if (!content.ok()) std::exit(Fail(std::string(content.status().message())));
+  if (!content.ok()) std::exit(Fail(absl::StrCat(flag, ": ", content.status().message())));
+  if (content->find_first_not_of(" \t\r\n") == std::string::npos) {
+    std::exit(Fail(absl::StrCat(flag, " ", path, ": empty")));
+  }
   return *std::move(content);
 }
 
@@ -268,7 +305,7 @@ const std::string& Token() {
   static const std::string* token = [] {
     std::string t;
     if (!absl::GetFlag(FLAGS_token_file).empty()) {
-      t = ReadFileOrExit(absl::GetFlag(FLAGS_token_file));
+      t = ReadFileOrExit("--token_file", absl::GetFlag(FLAGS_token_file));
     } else if (const char* env = std::getenv("PALISADE_TOKEN")) {
       t = env;
     }
@@ -278,15 +315,27 @@ const std::string& Token() {
   return *token;
 }
 
+// TLS only with a CA to trust, and a client certificate only whole: a flag that cannot take
+// effect ends the command rather than send the token in clear or without the certificate.
 std::shared_ptr<grpc::Channel> Channel() {
-  if (absl::GetFlag(FLAGS_tls_ca).empty()) {
+  const std::string ca = absl::GetFlag(FLAGS_tls_ca);
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  if (ca.empty() && (!cert.empty() || !key.empty())) {
+    std::exit(Fail("--tls_cert and --tls_key need --tls_ca (the CA that signed palisaded's "
+                   "certificate): without it the connection would not use TLS"));
+  }
+  if (cert.empty() != key.empty()) {
+    std::exit(Fail(cert.empty() ? "--tls_key needs --tls_cert" : "--tls_cert needs --tls_key"));
+  }
+  if (ca.empty()) {
     return grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials());
   }
   grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = ReadFileOrExit(absl::GetFlag(FLAGS_tls_ca));
-  if (!absl::GetFlag(FLAGS_tls_cert).empty()) {
-    ssl.pem_cert_chain = ReadFileOrExit(absl::GetFlag(FLAGS_tls_cert));
-    ssl.pem_private_key = ReadFileOrExit(absl::GetFlag(FLAGS_tls_key));
+  ssl.pem_root_certs = ReadFileOrExit("--tls_ca", ca);
+  if (!cert.empty()) {
+    ssl.pem_cert_chain = ReadFileOrExit("--tls_cert", cert);
+    ssl.pem_private_key = ReadFileOrExit("--tls_key", key);
   }
   return grpc::CreateChannel(absl::GetFlag(FLAGS_server), grpc::SslCredentials(ssl));
 }
@@ -302,13 +351,20 @@ std::unique_ptr<grpc::ClientContext> Context() {
   return ctx;
 }
 
-absl::StatusOr<std::vector<std::string>> ReadLines(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+// The lines of `path`, read as replay reads them (LineReader: each cut at the format's cap; a
+// directory or a read error is an error naming the path, not an empty log).
+absl::StatusOr<std::vector<std::string>> ReadLines(const std::string& path, LogFormat format) {
+  absl::StatusOr<std::unique_ptr<LineReader>> reader =
+      LineReader::Open(path, ReaderOptionsFor(format));
+  if (!reader.ok()) return reader.status();
   std::vector<std::string> lines;
-  std::string line;
-  while (std::getline(in, line)) lines.push_back(std::move(line));
-  return lines;
+  absl::string_view line;
+  while (true) {
+    absl::StatusOr<bool> more = (*reader)->Next(&line);
+    if (!more.ok()) return more.status();
+    if (!*more) return lines;
+    lines.emplace_back(line);
+  }
 }
 
 std::string Json(const google::protobuf::Message& m) {
@@ -653,20 +709,60 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
   if (!format.ok()) return Fail(std::string(format.status().message()));
   absl::StatusOr<LoadedPack> pack = LoadRulePackFile(pack_path);
   if (!pack.ok()) return Fail(std::string(pack.status().message()));
-  absl::StatusOr<std::vector<std::string>> lines = ReadLines(file);
-  if (!lines.ok()) return Fail(std::string(lines.status().message()));
-
   palisade::v1::TestRulesResponse resp;
   const absl::Time start = absl::Now();
   if (absl::GetFlag(FLAGS_remote)) {
+    // The file streamed in requests of about kShipBatchBytes of lines (api.max_message_bytes
+    // refuses a larger request whole), the answers merged. Each request is tested alone: a pid
+    // session open at a request's end is not carried into the next.
+    absl::StatusOr<std::unique_ptr<LineReader>> reader =
+        LineReader::Open(file, ReaderOptionsFor(*format));
+    if (!reader.ok()) return Fail(std::string(reader.status().message()));
     auto stub = palisade::v1::Admin::NewStub(Channel());
-    palisade::v1::TestRulesRequest req;
-    *req.mutable_pack() = pack->pack;
-    req.set_format(*format);
-    for (auto& l : *lines) req.add_lines(l);
-    grpc::Status s = stub->TestRules(Context().get(), req, &resp);
-    if (!s.ok()) return Fail(s, "rules test");
+    std::map<std::string, palisade::v1::RuleSummary> rules;
+    bool more = true;
+    for (bool first = true; more; first = false) {
+      palisade::v1::TestRulesRequest req;
+      *req.mutable_pack() = pack->pack;
+      req.set_format(*format);
+      size_t bytes = 0;
+      absl::string_view line;
+      while (bytes < kShipBatchBytes) {
+        absl::StatusOr<bool> next = (*reader)->Next(&line);
+        if (!next.ok()) return Fail(std::string(next.status().message()));
+        if (!(more = *next)) break;
+        req.add_lines(line.data(), line.size());
+        bytes += line.size();
+      }
+      if (req.lines().empty() && !first) break;
+      palisade::v1::TestRulesResponse part;
+      grpc::Status s = stub->TestRules(Context().get(), req, &part);
+      if (!s.ok()) return Fail(s, "rules test");
+      const uint32_t offset = resp.lines();
+      resp.set_lines(resp.lines() + part.lines());
+      resp.set_malformed(resp.malformed() + part.malformed());
+      resp.set_matched_lines(resp.matched_lines() + part.matched_lines());
+      resp.set_truncated(resp.truncated() || part.truncated());
+      for (palisade::v1::LineMatch& m : *part.mutable_matches()) {
+        m.set_line_number(m.line_number() + offset);
+        *resp.add_matches() = std::move(m);
+      }
+      for (const palisade::v1::RuleSummary& r : part.rules()) {
+        palisade::v1::RuleSummary& merged = rules[r.rule_id()];
+        merged.set_rule_id(r.rule_id());
+        merged.set_matches(merged.matches() + r.matches());
+        for (const std::string& k : r.keys()) {
+          if (merged.keys_size() < 20 &&
+              std::find(merged.keys().begin(), merged.keys().end(), k) == merged.keys().end()) {
+            merged.add_keys(k);
+          }
+        }
+      }
+    }
+    for (auto& [id, r] : rules) *resp.add_rules() = std::move(r);
   } else {
+    absl::StatusOr<std::vector<std::string>> lines = ReadLines(file, *format);
+    if (!lines.ok()) return Fail(std::string(lines.status().message()));
     absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
     if (!rules.ok()) return Fail(std::string(rules.status().message()));
     resp = Pipeline::TestRules(*rules, *format, *lines, absl::Now());
@@ -938,7 +1034,28 @@ int ReplayFiles(const std::vector<std::string>& files) {
                                "--rules=PACK,..."));
     }
   }
+  // The engine's caps, session ttl, evidence, allowlist, line caps, zones and json_formats of
+  // the config, as palisaded takes them; without one, palisaded's defaults.
   ReplayOptions options;
+  if (!absl::GetFlag(FLAGS_config).empty()) {
+    absl::StatusOr<ReplayOptions> from_config = ReplayOptionsFromConfig(config);
+    if (!from_config.ok()) {
+      return Fail(absl::StrCat("replay: ", absl::GetFlag(FLAGS_config), ": ",
+                               from_config.status().message()));
+    }
+    options = *std::move(from_config);
+  } else {
+    absl::StatusOr<absl::TimeZone> host = TimeZoneNamed("");
+    if (!host.ok()) return Fail(absl::StrCat("replay: ", host.status().message()));
+    options.time_zone = *host;
+  }
+  if (!absl::GetFlag(FLAGS_time_zone).empty()) {
+    absl::StatusOr<absl::TimeZone> zone = TimeZoneNamed(absl::GetFlag(FLAGS_time_zone));
+    if (!zone.ok()) return Fail(absl::StrCat("replay: ", zone.status().message()));
+    options.time_zone = *zone;
+  }
+  options.source = absl::GetFlag(FLAGS_source);
+  options.json_format = absl::GetFlag(FLAGS_json_format);
   options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
   options.threads = static_cast<uint32_t>(std::max(0, absl::GetFlag(FLAGS_threads)));
   // With a second core, the kernel's zeroing of the heap's new pages moves off the thread that
@@ -958,15 +1075,6 @@ int ReplayFiles(const std::vector<std::string>& files) {
       // checked against them as the daemon checks them.
       absl::GetFlag(FLAGS_config).empty() ? FeedNames::kAny : FeedNames::kConfigured);
   if (!rules.ok()) return Fail(absl::StrCat("replay: ", rules.status().message()));
-  absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
-      std::vector<std::string>(config.allowlist().begin(), config.allowlist().end()));
-  if (!allowlist.ok()) return Fail(absl::StrCat("replay: allowlist: ", allowlist.status().message()));
-  options.allowlist = *std::move(allowlist);
-  if (config.engine().max_evidence() > 0) options.max_evidence = config.engine().max_evidence();
-  absl::StatusOr<absl::TimeZone> zone = TimeZoneNamed(
-      absl::GetFlag(FLAGS_time_zone).empty() ? config.time_zone() : absl::GetFlag(FLAGS_time_zone));
-  if (!zone.ok()) return Fail(absl::StrCat("replay: ", zone.status().message()));
-  options.time_zone = *zone;
   // The files one after the other, streamed: memory bounded by a batch, whatever their size.
   class Files : public LineSource {
    public:
@@ -1010,7 +1118,7 @@ int ReplayFiles(const std::vector<std::string>& files) {
     size_t next_ = 0;
     std::unique_ptr<LineReader> reader_;
   };
-  Files source(files, ReaderOptionsFor(*format));
+  Files source(files, ReaderOptionsFor(*format, options.max_line_bytes, options.max_record_bytes));
   const bool json = absl::GetFlag(FLAGS_json);
   // The summary names how many targets the decisions were on: the decisions themselves are not
   // kept (--json prints them once the replay has ended, whole or not at all).
@@ -1019,22 +1127,35 @@ int ReplayFiles(const std::vector<std::string>& files) {
     options.on_decision = [&targets](const palisade::v1::Decision& d) {
       targets.insert(d.target().value());
     };
-    options.max_evidence = 0;  // nothing printed reads a decision's lines
+    options.engine.max_evidence = 0;  // nothing printed reads a decision's lines
   }
   absl::StatusOr<ReplaySummary> summary = Replay(*rules, *format, source, options);
   if (!summary.ok()) return Fail(std::string(summary.status().message()));
+  // Lines of which none parsed: the wrong --format (or not a log), not a quiet log.
+  const bool none_parsed = summary->lines > 0 && summary->malformed == summary->lines;
+  const double secs = std::max(1e-9, absl::ToDoubleSeconds(summary->wall));
+  const std::string counts = absl::StrFormat(
+      "replayed %llu lines (%llu malformed, %llu cut, %llu matched) in %.3f s: %.0f lines/s",
+      static_cast<unsigned long long>(summary->lines),
+      static_cast<unsigned long long>(summary->malformed),
+      static_cast<unsigned long long>(summary->truncated),
+      static_cast<unsigned long long>(summary->matched), secs, summary->lines / secs);
+  const std::string unparsed =
+      absl::StrCat("replay: none of the ", summary->lines, " lines parsed as ",
+                   FormatName(*format), " (--format)");
   if (json) {
     // One decision per line; a stale one (would already have been over) is not active and has
-    // no id.
+    // no id. The counts go to stderr: stdout holds decisions only.
     for (const auto& d : summary->decisions) std::printf("%s\n", Json(d).c_str());
     for (const auto& d : summary->stale) std::printf("%s\n", Json(d).c_str());
-    return 0;
+    std::fflush(stdout);
+    std::fprintf(stderr, "%s; %llu detections, %llu decisions, %zu stale\n", counts.c_str(),
+                 static_cast<unsigned long long>(summary->detections),
+                 static_cast<unsigned long long>(summary->decisions_created),
+                 summary->stale.size());
+    return none_parsed ? Fail(unparsed) : 0;
   }
-  const double secs = std::max(1e-9, absl::ToDoubleSeconds(summary->wall));
-  std::printf("replayed %llu lines (%llu malformed, %llu matched) in %.3f s: %.0f lines/s\n",
-              static_cast<unsigned long long>(summary->lines),
-              static_cast<unsigned long long>(summary->malformed),
-              static_cast<unsigned long long>(summary->matched), secs, summary->lines / secs);
+  std::printf("%s\n", counts.c_str());
   std::printf("%-28s %10s\n", "rule", "matches");
   for (const auto& [rule, n] : summary->matches_per_rule) {
     std::printf("%-28s %10llu\n", Safe(rule).c_str(), static_cast<unsigned long long>(n));
@@ -1061,6 +1182,10 @@ int ReplayFiles(const std::vector<std::string>& files) {
                                    absl::UTCTimeZone())
                       .c_str());
     }
+  }
+  if (none_parsed) {
+    std::fflush(stdout);
+    return Fail(unparsed);
   }
   return 0;
 }
@@ -1409,7 +1534,8 @@ int main(int argc, char** argv) {
       "        [--jail=jail.conf[,jail.local] [--jail_name=sshd]]   (or FILTER_DIR --report)\n"
       "  rules reload\n"
       "  replay FILE... [--format F] [--config C | --rules A,B | --rules_dir D] [--batch_lines N]\n"
-      "        [--threads N] [--time_zone Z] [--json]   (offline, event time, dry run)\n"
+      "        [--threads N] [--time_zone Z] [--source S] [--json]   (offline, event time, dry "
+      "run)\n"
       "  actions release [--max N]   (let actions held by the blast-radius guard go out)\n"
       "  bouncers add NAME [--json]   (a CrowdSec bouncer for bouncer_api; prints its key once)\n"
       "  bouncers list [--json]\n"
@@ -1436,13 +1562,13 @@ int main(int argc, char** argv) {
   if (args.empty()) return Usage();
   const std::string& cmd = args[0];
   if (cmd == "ship") return palisade::ShipFiles({args.begin() + 1, args.end()});
-  if (cmd == "status") return palisade::Status();
+  if (cmd == "status" && args.size() == 1) return palisade::Status();
   if (cmd == "cluster" && args.size() == 2 && args[1] == "status") {
     return palisade::ClusterStatus();
   }
   if (cmd == "replay") return palisade::ReplayFiles({args.begin() + 1, args.end()});
   if (cmd == "decisions" && args.size() >= 2) {
-    if (args[1] == "list") return palisade::DecisionsList();
+    if (args[1] == "list" && args.size() == 2) return palisade::DecisionsList();
     if (args[1] == "add" && args.size() == 3) return palisade::DecisionsAdd(args[2]);
     if (args[1] == "delete" && args.size() == 3) return palisade::DecisionsDelete(args[2]);
   }
@@ -1463,14 +1589,14 @@ int main(int argc, char** argv) {
     return palisade::CloudflareRotate();
   }
   if (cmd == "feeds" && args.size() >= 2) {
-    if (args[1] == "list") return palisade::FeedsList();
+    if (args[1] == "list" && args.size() == 2) return palisade::FeedsList();
     if (args[1] == "show" && args.size() == 3) return palisade::FeedsShow(args[2]);
     if (args[1] == "push" && args.size() == 4) return palisade::FeedsPush(args[2], args[3]);
     if (args[1] == "test" && args.size() == 3) return palisade::FeedsTest(args[2]);
   }
   if (cmd == "rules" && args.size() >= 2) {
     if (args[1] == "test" && args.size() == 4) return palisade::RulesTest(args[2], args[3]);
-    if (args[1] == "reload") return palisade::RulesReload();
+    if (args[1] == "reload" && args.size() == 2) return palisade::RulesReload();
     if (args[1] == "import-fail2ban" && args.size() == 3) {
       return palisade::RulesImportFail2ban(args[2]);
     }

@@ -5,12 +5,14 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "prometheus/registry.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
 #include "services/pipeline/pipeline.h"
+#include "services/server/config.h"
 
 namespace palisade {
 namespace {
@@ -34,6 +36,52 @@ absl::StatusOr<size_t> Fill(LineSource& source, uint32_t n, Slot& slot) {
 }
 
 }  // namespace
+
+// As palisaded.cc maps the config onto its PipelineOptions (keep the two alike), less what a
+// replay has none of (feeds, the token vetter, a cluster's router).
+absl::StatusOr<ReplayOptions> ReplayOptionsFromConfig(const palisade::v1::Config& config) {
+  ReplayOptions replay;
+  absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
+      std::vector<std::string>(config.allowlist().begin(), config.allowlist().end()));
+  if (!allowlist.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("allowlist: ", allowlist.status().message()));
+  }
+  const palisade::v1::EngineConfig& engine = config.engine();
+  replay.engine.allowlist = *std::move(allowlist);
+  replay.engine.max_keys_per_rule = engine.max_keys_per_rule();
+  replay.engine.max_evidence = engine.max_evidence();
+  replay.engine.max_evidence_bytes = engine.max_evidence_bytes();
+  replay.engine.memory_budget_bytes = engine.memory_budget_bytes();
+  replay.engine.sessions.max_sessions = engine.max_sessions();
+  replay.engine.sessions.max_bytes = engine.max_session_bytes();
+  replay.engine.sessions.ttl = absl::Seconds(engine.session_ttl().seconds());
+  replay.max_line_bytes = engine.max_line_bytes();
+  replay.max_record_bytes = engine.max_record_bytes();
+  absl::StatusOr<absl::TimeZone> zone = TimeZoneNamed(config.time_zone());
+  if (!zone.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("time_zone: ", zone.status().message()));
+  }
+  replay.time_zone = *zone;
+  for (const auto& [source, name] : config.source_time_zones()) {
+    zone = TimeZoneNamed(name);
+    if (!zone.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("source_time_zones \"", source, "\": ", zone.status().message()));
+    }
+    replay.source_time_zones[source] = *zone;
+  }
+  for (const auto& mapping : config.json_formats()) replay.json_formats[mapping.name()] = mapping;
+  for (const auto& input : config.inputs().files()) {
+    if (input.time_zone().empty()) continue;
+    zone = TimeZoneNamed(input.time_zone());
+    if (!zone.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("inputs \"", input.name(), "\": ", zone.status().message()));
+    }
+    replay.source_time_zones[input.source().empty() ? input.name() : input.source()] = *zone;
+  }
+  return replay;
+}
 
 absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
                                      palisade::v1::LogFormat format,
@@ -64,7 +112,7 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   SimulatedClock clock(start);
   bool started = false;
   prometheus::Registry registry;
-  DecisionTable table(clock, replay.max_evidence);
+  DecisionTable table(clock, replay.engine.max_evidence);
   // Nothing here reads a stored decision's evidence, nor an extension's: the summary keeps
   // created and stale decisions (which carry their lines), the pipeline's listener counts
   // changes by rule and action, and there is no on_detections. A table that keeps no lines
@@ -82,11 +130,14 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
     if (u.change == DecisionChange::kStale) summary.stale.push_back(u.decision);
   });
   PipelineOptions options;
-  options.engine.allowlist = replay.allowlist;
-  options.engine.max_evidence = replay.max_evidence;
+  options.engine = replay.engine;
   options.clamp_future = false;
   options.sweep_in_line_time = replay.sweep_interval;
   options.time_zone = replay.time_zone;
+  options.source_time_zones = replay.source_time_zones;
+  options.json_formats = replay.json_formats;
+  options.max_line_bytes = replay.max_line_bytes;
+  options.max_record_bytes = replay.max_record_bytes;
   options.advance_clock = [&clock, &table, &started](absl::Time t) {
     if (started && t <= clock.TimeNow()) return;
     started = true;
@@ -100,6 +151,7 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
     if (!ack.ok()) return ack.status();
     summary.lines += batch.lines.size();
     summary.malformed += ack->malformed();
+    summary.truncated += ack->truncated();
     summary.matched += ack->matched();
     summary.detections += ack->detections();
     return absl::OkStatus();
@@ -111,6 +163,8 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   if (threads == 1) {
     Slot slot;
     slot.batch.format = format;
+    slot.batch.source = replay.source;
+    slot.batch.json_format = replay.json_format;
     while (true) {
       absl::StatusOr<size_t> filled = Fill(source, n, slot);
       if (!filled.ok()) return filled.status();
@@ -130,7 +184,11 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
     // (sshd) to ~190 (nginx) instructions a line of the thread every other one waits for.
     const size_t k = 2 * static_cast<size_t>(threads);
     std::vector<Slot> slots(k);
-    for (Slot& slot : slots) slot.batch.format = format;
+    for (Slot& slot : slots) {
+      slot.batch.format = format;
+      slot.batch.source = replay.source;
+      slot.batch.json_format = replay.json_format;
+    }
     absl::Mutex mu;
     // All under mu.
     std::deque<size_t> queued;  // filled slots no thread has taken, oldest first

@@ -23,8 +23,8 @@
 // (max_keys_per_rule, the memory budget, max_sessions) evict only what a daemon reading the same
 // log would have had to.
 //
-// Thread-safety: Replay is a pure function of its arguments (each call has its own pipeline and
-// threads, joined before it returns).
+// Thread-safety: Replay and ReplayOptionsFromConfig are pure functions of their arguments (each
+// Replay has its own pipeline and threads, joined before it returns).
 #ifndef PALISADE_SERVICES_REPLAY_REPLAY_H_
 #define PALISADE_SERVICES_REPLAY_REPLAY_H_
 
@@ -36,8 +36,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "palisade/v1/config.pb.h"
 #include "palisade/v1/palisade.pb.h"
 #include "services/common/ip.h"
+#include "services/engine/engine.h"
 #include "services/engine/rule_set.h"
 #include "services/inputs/line_reader.h"
 
@@ -46,6 +48,7 @@ namespace palisade {
 struct ReplaySummary {
   uint64_t lines = 0;
   uint64_t malformed = 0;
+  uint64_t truncated = 0;  // lines cut at max_line_bytes (JSON records: max_record_bytes)
   uint64_t matched = 0;
   uint64_t detections = 0;
   std::map<std::string, uint64_t> matches_per_rule;
@@ -70,14 +73,27 @@ struct ReplaySummary {
 struct ReplayOptions {
   // Lines per batch given to the pipeline. The result does not depend on it.
   uint32_t batch_lines = 1000;
-  // The zone of times written without a UTC offset (RFC 3164, combined logs without one).
+  // The engine's options, as palisaded sets them from its config (ReplayOptionsFromConfig): the
+  // allowlist (loopback is always added), the caps (max_keys_per_rule, memory_budget_bytes,
+  // max_sessions, max_session_bytes), the session ttl, the evidence kept. engine.max_evidence
+  // is also the evidence lines kept per decision; 0: none, for a caller that prints no
+  // decision's lines (palisadectl replay without --json): windows then copy no line, and the
+  // decisions made are the same, without their evidence. engine.feeds: none (a replay reads no
+  // feed: every feed is empty).
+  EngineOptions engine;
+  // Lines longer than this (JSON records: max_record_bytes) are cut before matching, as
+  // engine.max_line_bytes and max_record_bytes cut them in the daemon.
+  uint32_t max_line_bytes = 16384;
+  uint32_t max_record_bytes = 8 << 20;
+  // The zone of times written without a UTC offset (RFC 3164, combined logs without one): the
+  // zone of `source` in source_time_zones, else time_zone.
   absl::TimeZone time_zone = absl::UTCTimeZone();
-  // Keys never counted (loopback is always added), as the daemon's config.allowlist.
-  CidrSet allowlist;
-  // Evidence lines kept per decision. 0: none, for a caller that prints no decision's lines
-  // (palisadectl replay without --json): windows then copy no line, and the decisions made are
-  // the same, without their evidence.
-  uint32_t max_evidence = 5;
+  std::map<std::string, absl::TimeZone> source_time_zones;
+  // The source every batch is from (the daemon's batch source or file input's source).
+  std::string source;
+  // Format json: the mapping the lines are read with (json_format, one of json_formats).
+  std::map<std::string, palisade::v1::JsonFormat> json_formats;
+  std::string json_format;
   // When set, called with each decision made (created), in order, before Replay returns, from
   // the thread that decides; ReplaySummary::decisions then stays empty. For a caller that only
   // counts or prints them: a month of logs makes decisions by the hundred thousand, each copied
@@ -111,6 +127,13 @@ struct ReplayOptions {
 // kMaxReplayThreads.
 inline constexpr size_t kMaxReplayBatchBytes = size_t{4} << 20;
 inline constexpr uint32_t kMaxReplayThreads = 64;
+
+// ReplayOptions holding what palisaded's pipeline takes from `config` (services/server/
+// palisaded.cc): the engine's caps, session ttl, evidence and allowlist, the line and record
+// caps, the time zones (the config's, per source, per file input) and the json_formats. A
+// config as LoadConfigFile returns it (its defaults filled in). kInvalidArgument naming the
+// field for an allowlist or a zone that does not parse.
+absl::StatusOr<ReplayOptions> ReplayOptionsFromConfig(const palisade::v1::Config& config);
 
 // Replays the lines of `source` (a file streamed through a LineReader: memory bounded by one
 // batch, whatever the file's size) of `format` through `rules`. The source's error, if any, ends

@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "absl/strings/str_cat.h"
+#include "services/server/config.h"
 #include "tests/corpus/corpus.h"
 
 namespace palisade {
@@ -92,6 +93,78 @@ TEST(ReplayTest, AStreamedFileReplaysAsTheLinesInMemory) {
                 .status()
                 .code(),
             absl::StatusCode::kDataLoss);
+}
+
+// A replay with a config decides as palisaded with that config would: its engine section
+// (here session_ttl) applies, not replay's defaults. Two connections whose address-less
+// disconnect comes 5 minutes after their "Connection from": one decision with the default ttl
+// (10 minutes), none once the sessions live 60 s.
+TEST(ReplayTest, TheConfigsEngineOptionsApply) {
+  const std::vector<std::string> lines = {
+      "Mar  3 12:00:00 h sshd[100]: Connection from 203.0.113.7 port 1000",
+      "Mar  3 12:05:00 h sshd[100]: Disconnecting: Too many authentication failures [preauth]",
+      "Mar  3 12:10:00 h sshd[101]: Connection from 203.0.113.7 port 1001",
+      "Mar  3 12:15:00 h sshd[101]: Disconnecting: Too many authentication failures [preauth]",
+  };
+  auto replay = [&](const std::string& text) {
+    absl::StatusOr<palisade::v1::Config> config =
+        ParseConfig(absl::StrCat("rule_files: \"rules/sshd.textproto\" ", text), "test.textproto",
+                    ".");
+    EXPECT_TRUE(config.ok()) << config.status();
+    absl::StatusOr<ReplayOptions> options = ReplayOptionsFromConfig(*config);
+    EXPECT_TRUE(options.ok()) << options.status();
+    absl::StatusOr<ReplaySummary> s =
+        Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, lines, *options);
+    EXPECT_TRUE(s.ok()) << s.status();
+    return *std::move(s);
+  };
+  const ReplaySummary by_default = replay("time_zone: \"UTC\"");
+  EXPECT_EQ(Targets(by_default), std::set<std::string>{"203.0.113.7"});
+  EXPECT_EQ(by_default.matches_per_rule.at("sshd-session-too-many-failures"), 2u);
+  const ReplaySummary short_ttl =
+      replay("time_zone: \"UTC\" engine { session_ttl { seconds: 60 } }");
+  EXPECT_EQ(short_ttl.decisions_created, 0u);
+  EXPECT_EQ(short_ttl.matches_per_rule.at("sshd-session-too-many-failures"), 0u);
+}
+
+// The config's caps and zones reach the replay's options as palisaded's pipeline gets them.
+TEST(ReplayTest, ReplayOptionsFromConfigMirrorsTheDaemon) {
+  absl::StatusOr<palisade::v1::Config> config = ParseConfig(
+      R"pb(
+        rule_files: "rules/sshd.textproto"
+        time_zone: "UTC"
+        allowlist: "192.0.2.0/24"
+        source_time_zones { key: "tokyo" value: "Asia/Tokyo" }
+        inputs { files { name: "auth" paths: "/var/log/auth.log" format: "syslog"
+                         time_zone: "Europe/Paris" } }
+        json_formats { name: "app" message: "msg" time: "ts" time_layout: "unix_ms" }
+        engine {
+          max_keys_per_rule: 77 max_evidence: 3 max_evidence_bytes: 4096
+          memory_budget_bytes: 2097152 max_sessions: 99 max_session_bytes: 131072
+          session_ttl { seconds: 90 } max_line_bytes: 1000 max_record_bytes: 2000000
+        }
+      )pb",
+      "test.textproto", ".");
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<ReplayOptions> o = ReplayOptionsFromConfig(*config);
+  ASSERT_TRUE(o.ok()) << o.status();
+  EXPECT_EQ(o->engine.max_keys_per_rule, 77u);
+  EXPECT_EQ(o->engine.max_evidence, 3u);
+  EXPECT_EQ(o->engine.max_evidence_bytes, 4096u);
+  EXPECT_EQ(o->engine.memory_budget_bytes, 2097152u);
+  EXPECT_EQ(o->engine.sessions.max_sessions, 99u);
+  EXPECT_EQ(o->engine.sessions.max_bytes, 131072u);
+  EXPECT_EQ(o->engine.sessions.ttl, absl::Seconds(90));
+  EXPECT_TRUE(o->engine.allowlist.Contains(*IpAddress::Parse("192.0.2.9")));
+  EXPECT_EQ(o->max_line_bytes, 1000u);
+  EXPECT_EQ(o->max_record_bytes, 2000000u);
+  EXPECT_EQ(o->time_zone, absl::UTCTimeZone());
+  ASSERT_EQ(o->source_time_zones.count("tokyo"), 1u);
+  EXPECT_EQ(o->source_time_zones.at("tokyo").name(), "Asia/Tokyo");
+  ASSERT_EQ(o->source_time_zones.count("auth"), 1u);
+  EXPECT_EQ(o->source_time_zones.at("auth").name(), "Europe/Paris");
+  ASSERT_EQ(o->json_formats.count("app"), 1u);
+  EXPECT_EQ(o->json_formats.at("app").message(), "msg");
 }
 
 // What identifies a decision across runs (ids are random).
@@ -258,7 +331,7 @@ TEST(ReplayTest, WithoutEvidenceTheSameDecisionsAreMade) {
     ASSERT_NE(rules, nullptr);
     absl::StatusOr<ReplaySummary> kept = Replay(rules, format, corpus.lines, ReplayOptions());
     ReplayOptions none;
-    none.max_evidence = 0;
+    none.engine.max_evidence = 0;
     absl::StatusOr<ReplaySummary> bare = Replay(rules, format, corpus.lines, none);
     ASSERT_TRUE(kept.ok()) << kept.status();
     ASSERT_TRUE(bare.ok()) << bare.status();

@@ -53,6 +53,24 @@ grep -qE '^[{]"line":[0-9]+,"rule":"sshd-[a-z-]+","key":"[0-9a-f:.]+","time":"20
   || fail "json shape: $first"
 summary=$("$ctl_bin" rules test rules/sshd.textproto tests/testdata/sample_auth.log --format=syslog)
 grep -q 'Lines: 3000 lines' <<<"$summary" || fail "summary: $summary"
+# --remote sends a log past api.max_message_bytes (16 MiB) in requests of ~4 MiB, its answers
+# merged: the same matches, line numbers and counts as the local test.
+for _ in $(seq 55); do cat tests/testdata/sample_auth.log; done >"$work/big_auth.log"
+[ "$(stat -c %s "$work/big_auth.log")" -gt $((16 << 20)) ] || fail "big_auth.log is too small"
+"$ctl_bin" rules test rules/sshd.textproto "$work/big_auth.log" --format=syslog --json \
+  >"$work/big_local.json" || fail "local rules test of a large log"
+ctl rules test rules/sshd.textproto "$work/big_auth.log" --format=syslog --json --remote \
+  >"$work/big_remote.json" 2>"$work/err" \
+  || fail "remote rules test of a large log: $(cat "$work/err")"
+cmp -s "$work/big_local.json" "$work/big_remote.json" \
+  || fail "local and remote rules test of a large log differ"
+summary=$(ctl rules test rules/sshd.textproto "$work/big_auth.log" --format=syslog --remote)
+grep -q 'Lines: 165000 lines' <<<"$summary" || fail "remote summary: $(tail -n 3 <<<"$summary")"
+rm -f "$work/big_auth.log" "$work/big_local.json" "$work/big_remote.json"
+# A directory is not an empty log: refused, naming it.
+"$ctl_bin" rules test rules/sshd.textproto "$work" >"$work/out" 2>"$work/err" \
+  && fail "rules test of a directory: $(cat "$work/out")"
+grep -qF "$work: is a directory" "$work/err" || fail "rules test of a directory: $(cat "$work/err")"
 
 # rules import-fail2ban (issue 13): Debian's sshd filter (tools/setup.sh installs fail2ban)
 # becomes a pack the loader accepts, and the pack finds what fail2ban's filter finds.
@@ -82,6 +100,37 @@ grep -q 'no-such.conf' "$work/err" || fail "the error does not name the file: $(
 
 status=$(ctl status)
 grep -q 'decisions: 77 active' <<<"$status" || fail "status: $status"
+
+# The TLS flags never fall back to plaintext (the bearer token would travel in clear) nor to the
+# public CAs: each one wrong is refused, naming the flag or the file, before any connection.
+printf 'not a pem\n' >"$work/pem"
+: >"$work/empty.pem"
+refused() {  # refused WHAT EXPECTED-TEXT ARGS...
+  local what=$1 text=$2
+  shift 2
+  if ctl "$@" status >"$work/out" 2>"$work/err"; then fail "$what: accepted: $(cat "$work/out")"; fi
+  grep -qF -- "$text" "$work/err" || fail "$what: $(cat "$work/err")"
+  if grep -q 'code 1[0-9]' "$work/err"; then fail "$what: it connected: $(cat "$work/err")"; fi
+}
+refused "--tls_cert without --tls_ca" "--tls_cert and --tls_key need --tls_ca" \
+  --tls_cert="$work/pem" --tls_key="$work/pem"
+refused "--tls_key without --tls_cert" "--tls_key needs --tls_cert" \
+  --tls_ca="$work/pem" --tls_key="$work/pem"
+refused "--tls_cert without --tls_key" "--tls_cert needs --tls_key" \
+  --tls_ca="$work/pem" --tls_cert="$work/pem"
+refused "--tls_ca=DIR" "$work: is a directory" --tls_ca="$work"
+refused "an empty --tls_ca" "--tls_ca $work/empty.pem: empty" --tls_ca="$work/empty.pem"
+refused "--tls_ca of a missing file" "$work/none.pem" --tls_ca="$work/none.pem"
+
+# Exact argument counts: an argument a command does not take is refused (exit 2 and the usage),
+# not ignored (`decisions list 203.0.113.7` listed every decision).
+for args in "status extra" "decisions list 203.0.113.7" "feeds list extra" \
+            "rules reload rules/sshd.textproto"; do
+  # shellcheck disable=SC2086
+  if ctl $args >"$work/out" 2>"$work/err"; then rc=0; else rc=$?; fi
+  [ "$rc" -eq 2 ] || fail "'$args' exited $rc, not 2: $(cat "$work/out" "$work/err")"
+  grep -q '^palisadectl COMMAND' "$work/err" || fail "'$args': no usage: $(cat "$work/err")"
+done
 
 # A newline in a batch's source forged whole lines in watch's text output (issue 12): every
 # human output escapes what logs and peers wrote.
@@ -166,6 +215,14 @@ grep -q 'UNAUTHENTICATED\|code 16' "$work/err" || fail "no-token error: $(cat "$
 printf '%s\n' "$token" >"$work/token"
 "$ctl_bin" --server="127.0.0.1:$port2" --token_file="$work/token" feeds list >/dev/null \
   || fail "--token_file"
+# A token file that is a directory or empty is refused, not taken for "no token".
+"$ctl_bin" --server="127.0.0.1:$port2" --token_file="$work" feeds list 2>"$work/err" \
+  && fail "--token_file=DIR"
+grep -qF "$work: is a directory" "$work/err" || fail "--token_file=DIR: $(cat "$work/err")"
+"$ctl_bin" --server="127.0.0.1:$port2" --token_file="$work/empty.pem" feeds list 2>"$work/err" \
+  && fail "an empty --token_file"
+grep -qF -- "--token_file $work/empty.pem: empty" "$work/err" \
+  || fail "an empty --token_file: $(cat "$work/err")"
 out=$(ctl2 feeds push drop "$feeds/drop.txt")
 grep -q 'accepted 5, rejected 2, ignored 0, never-ban 0' <<<"$out" || fail "feeds push: $out"
 grep -q 'version 1: 5 added, 0 removed' <<<"$out" || fail "feeds push: $out"
@@ -187,5 +244,15 @@ PALISADE_TOKEN="$admin_token" "$ctl_bin" --server="127.0.0.1:$port2" feeds push 
 [ "$(stat -c %s "$work/big_drop.txt")" -gt $((2 << 20)) ] || fail "big_drop.txt is too small"
 out=$(ctl2 feeds push drop "$work/big_drop.txt")
 grep -q 'version 3: 5 added, 0 removed' <<<"$out" || fail "a push of three chunks: $out"
+# A directory is not an empty feed: refused before anything is pushed (with --force an empty
+# version would replace the feed).
+mkdir -p "$work/feed_dir"
+PALISADE_TOKEN="$admin_token" "$ctl_bin" --server="127.0.0.1:$port2" feeds push drop \
+  "$work/feed_dir" --force >"$work/out" 2>"$work/err" \
+  && fail "a push of a directory: $(cat "$work/out")"
+grep -qF "$work/feed_dir: is a directory" "$work/err" \
+  || fail "push of a directory: $(cat "$work/err")"
+grep -qE '^drop +FEED_FORMAT_SPAMHAUS +5 +3 ' <<<"$(ctl2 feeds list)" \
+  || fail "the feed changed: $(ctl2 feeds list)"
 
 echo "palisadectl: 1 passed, 0 failed"

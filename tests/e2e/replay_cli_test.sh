@@ -56,4 +56,39 @@ out=$("$ctl" replay "$work/stale.log" --rules_dir="$src/rules" --time_zone=UTC)
 echo "$out" | grep -q "decisions: 0" || fail "$out"
 echo "$out" | grep -q "stale: 1 detection" || fail "$out"
 echo "$out" | grep -q "203.0.113.9" || fail "$out"
+
+# --config: its engine section applies as in palisaded (here session_ttl): two connections whose
+# address-less disconnect comes 5 minutes after their "Connection from" make a decision with the
+# default ttl (10 minutes), none when sessions live 60 s.
+{
+  echo "Mar  3 12:00:00 h sshd[100]: Connection from 203.0.113.7 port 1000"
+  echo "Mar  3 12:05:00 h sshd[100]: Disconnecting: Too many authentication failures [preauth]"
+  echo "Mar  3 12:10:00 h sshd[101]: Connection from 203.0.113.7 port 1001"
+  echo "Mar  3 12:15:00 h sshd[101]: Disconnecting: Too many authentication failures [preauth]"
+} >"$work/session.log"
+echo "rule_files: \"$src/rules/sshd.textproto\" time_zone: \"UTC\"" >"$work/default.textproto"
+{ cat "$work/default.textproto"; echo 'engine { session_ttl { seconds: 60 } }'; } \
+  >"$work/ttl.textproto"
+out=$("$ctl" replay "$work/session.log" --config="$work/default.textproto")
+echo "$out" | grep -q "decisions: 1," || fail "default session_ttl: $out"
+out=$("$ctl" replay "$work/session.log" --config="$work/ttl.textproto")
+echo "$out" | grep -q "decisions: 0," || fail "the config's session_ttl did not apply: $out"
+
+# Malformed lines are told with --json too (on stderr: stdout holds the decisions), and a
+# replay where no line parsed fails, in both modes.
+{
+  echo "this is not syslog"
+  echo "Mar  3 12:00:00 h sshd[1]: Failed password for root from 203.0.113.9 port 1 ssh2"
+} >"$work/some_bad.log"
+"$ctl" replay "$work/some_bad.log" --rules_dir="$src/rules" --time_zone=UTC --json \
+  >"$work/out" 2>"$work/err" || fail "a replay with one good line failed: $(cat "$work/err")"
+grep -q "replayed 2 lines (1 malformed, 0 cut, 1 matched)" "$work/err" \
+  || fail "--json summary: $(cat "$work/err")"
+[ ! -s "$work/out" ] || fail "--json printed more than the decisions: $(cat "$work/out")"
+printf 'not syslog\nnor this\n' >"$work/all_bad.log"
+for mode in --json --nojson; do
+  "$ctl" replay "$work/all_bad.log" --rules_dir="$src/rules" "$mode" >"$work/out" 2>"$work/err" \
+    && fail "replay $mode of lines none of which parsed exited 0: $(cat "$work/out" "$work/err")"
+  grep -q "none of the 2 lines parsed as syslog" "$work/err" || fail "$mode: $(cat "$work/err")"
+done
 echo PASS
