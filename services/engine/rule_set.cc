@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -1745,35 +1746,32 @@ bool LiteralGate::Scan(absl::string_view text, const std::vector<std::pair<int, 
     found = true;
     return out == nullptr;
   };
+  // `scan` called with K (std::integral_constant) for `count` anchors: the scans keep up to six
+  // in registers, more in memory (K 0).
+  const auto by_count = [](size_t count, auto scan) {
+    switch (count) {
+      case 1: scan(std::integral_constant<int, 1>()); break;
+      case 2: scan(std::integral_constant<int, 2>()); break;
+      case 3: scan(std::integral_constant<int, 3>()); break;
+      case 4: scan(std::integral_constant<int, 4>()); break;
+      case 5: scan(std::integral_constant<int, 5>()); break;
+      case 6: scan(std::integral_constant<int, 6>()); break;
+      default: scan(std::integral_constant<int, 0>()); break;
+    }
+  };
 #if defined(PALISADE_GATE_AVX2)
   if (wide_ && text.size() >= 32 && !anchors_.empty()) {
-    const char* anchors = anchors_.data();
-    const size_t count = anchors_.size();
-    switch (count) {
-      case 1: ScanAnchors32<1>(text, anchors, count, at); break;
-      case 2: ScanAnchors32<2>(text, anchors, count, at); break;
-      case 3: ScanAnchors32<3>(text, anchors, count, at); break;
-      case 4: ScanAnchors32<4>(text, anchors, count, at); break;
-      case 5: ScanAnchors32<5>(text, anchors, count, at); break;
-      case 6: ScanAnchors32<6>(text, anchors, count, at); break;
-      default: ScanAnchors32<0>(text, anchors, count, at); break;
-    }
+    by_count(anchors_.size(), [&](auto k) {
+      ScanAnchors32<decltype(k)::value>(text, anchors_.data(), anchors_.size(), at);
+    });
     return found;
   }
 #endif
 #if defined(__SSE2__)
   if (text.size() >= 16 && !vectors_.empty()) {
-    const std::array<char, 16>* anchors = vectors_.data();
-    const size_t count = vectors_.size();
-    switch (count) {
-      case 1: ScanAnchors<1>(text, anchors, count, at); break;
-      case 2: ScanAnchors<2>(text, anchors, count, at); break;
-      case 3: ScanAnchors<3>(text, anchors, count, at); break;
-      case 4: ScanAnchors<4>(text, anchors, count, at); break;
-      case 5: ScanAnchors<5>(text, anchors, count, at); break;
-      case 6: ScanAnchors<6>(text, anchors, count, at); break;
-      default: ScanAnchors<0>(text, anchors, count, at); break;
-    }
+    by_count(vectors_.size(), [&](auto k) {
+      ScanAnchors<decltype(k)::value>(text, vectors_.data(), vectors_.size(), at);
+    });
     return found;
   }
 #endif
