@@ -37,49 +37,18 @@ absl::StatusOr<size_t> Fill(LineSource& source, uint32_t n, Slot& slot) {
 
 }  // namespace
 
-// As palisaded.cc maps the config onto its PipelineOptions (keep the two alike), less what a
-// replay has none of (feeds, the token vetter, a cluster's router).
 absl::StatusOr<ReplayOptions> ReplayOptionsFromConfig(const palisade::v1::Config& config) {
+  // As palisaded maps it (ApplyToPipeline), less what a replay has none of (feeds, the token
+  // vetter, a cluster's router).
+  PipelineOptions daemon;
+  if (absl::Status s = ApplyToPipeline(config, &daemon); !s.ok()) return s;
   ReplayOptions replay;
-  absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
-      std::vector<std::string>(config.allowlist().begin(), config.allowlist().end()));
-  if (!allowlist.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("allowlist: ", allowlist.status().message()));
-  }
-  const palisade::v1::EngineConfig& engine = config.engine();
-  replay.engine.allowlist = *std::move(allowlist);
-  replay.engine.max_keys_per_rule = engine.max_keys_per_rule();
-  replay.engine.max_evidence = engine.max_evidence();
-  replay.engine.max_evidence_bytes = engine.max_evidence_bytes();
-  replay.engine.memory_budget_bytes = engine.memory_budget_bytes();
-  replay.engine.sessions.max_sessions = engine.max_sessions();
-  replay.engine.sessions.max_bytes = engine.max_session_bytes();
-  replay.engine.sessions.ttl = absl::Seconds(engine.session_ttl().seconds());
-  replay.max_line_bytes = engine.max_line_bytes();
-  replay.max_record_bytes = engine.max_record_bytes();
-  absl::StatusOr<absl::TimeZone> zone = TimeZoneNamed(config.time_zone());
-  if (!zone.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat("time_zone: ", zone.status().message()));
-  }
-  replay.time_zone = *zone;
-  for (const auto& [source, name] : config.source_time_zones()) {
-    zone = TimeZoneNamed(name);
-    if (!zone.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("source_time_zones \"", source, "\": ", zone.status().message()));
-    }
-    replay.source_time_zones[source] = *zone;
-  }
-  for (const auto& mapping : config.json_formats()) replay.json_formats[mapping.name()] = mapping;
-  for (const auto& input : config.inputs().files()) {
-    if (input.time_zone().empty()) continue;
-    zone = TimeZoneNamed(input.time_zone());
-    if (!zone.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("inputs \"", input.name(), "\": ", zone.status().message()));
-    }
-    replay.source_time_zones[input.source().empty() ? input.name() : input.source()] = *zone;
-  }
+  replay.engine = daemon.engine;
+  replay.max_line_bytes = daemon.max_line_bytes;
+  replay.max_record_bytes = daemon.max_record_bytes;
+  replay.time_zone = daemon.time_zone;
+  replay.source_time_zones = daemon.source_time_zones;
+  replay.json_formats = daemon.json_formats;
   return replay;
 }
 

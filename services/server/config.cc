@@ -864,6 +864,52 @@ absl::Status CheckListeners(const palisade::v1::Config& config, const std::strin
   return absl::OkStatus();
 }
 
+absl::Status ApplyToPipeline(const palisade::v1::Config& config, PipelineOptions* options) {
+  absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
+      std::vector<std::string>(config.allowlist().begin(), config.allowlist().end()));
+  if (!allowlist.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("allowlist: ", allowlist.status().message()));
+  }
+  const palisade::v1::EngineConfig& engine = config.engine();
+  options->engine.allowlist = *std::move(allowlist);
+  options->engine.max_keys_per_rule = engine.max_keys_per_rule();
+  options->engine.max_evidence = engine.max_evidence();
+  options->engine.max_evidence_bytes = engine.max_evidence_bytes();
+  options->engine.memory_budget_bytes = engine.memory_budget_bytes();
+  options->engine.sessions.max_sessions = engine.max_sessions();
+  options->engine.sessions.max_bytes = engine.max_session_bytes();
+  options->engine.sessions.ttl = absl::Seconds(engine.session_ttl().seconds());
+  options->max_line_bytes = engine.max_line_bytes();
+  options->max_record_bytes = engine.max_record_bytes();
+  // Times without an offset: the config's zone, else the host's.
+  absl::StatusOr<absl::TimeZone> zone = TimeZoneNamed(config.time_zone());
+  if (!zone.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("time_zone: ", zone.status().message()));
+  }
+  options->time_zone = *zone;
+  for (const auto& [source, name] : config.source_time_zones()) {
+    zone = TimeZoneNamed(name);
+    if (!zone.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("source_time_zones \"", source, "\": ", zone.status().message()));
+    }
+    options->source_time_zones[source] = *zone;
+  }
+  // JSON lines mappings, for files and batches of format json.
+  for (const auto& mapping : config.json_formats()) options->json_formats[mapping.name()] = mapping;
+  // Each file input's zone, per its source, as for a remote source.
+  for (const auto& input : config.inputs().files()) {
+    if (input.time_zone().empty()) continue;
+    zone = TimeZoneNamed(input.time_zone());
+    if (!zone.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("inputs \"", input.name(), "\": ", zone.status().message()));
+    }
+    options->source_time_zones[input.source().empty() ? input.name() : input.source()] = *zone;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<absl::TimeZone> TimeZoneNamed(const std::string& name) {
   if (name.empty()) return absl::LocalTimeZone();
   absl::TimeZone zone;

@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "palisade/v1/config.pb.h"
 #include "services/engine/rule_set.h"
+#include "services/pipeline/pipeline.h"
 
 namespace palisade {
 
@@ -31,6 +32,13 @@ palisade::v1::Config DefaultConfig(const std::string& rules_dir);
 // The zone a config names for times without an offset: an IANA name, "UTC", or "" for the
 // host's local zone. kInvalidArgument naming the zone when it is unknown.
 absl::StatusOr<absl::TimeZone> TimeZoneNamed(const std::string& name);
+
+// What the pipeline takes from `config`, palisaded's and a replay's alike: the engine's caps,
+// evidence, session limits and allowlist, the line and record caps, the zones (the config's,
+// per source, per file input's source) and the json_formats. Leaves the rest of `*options`
+// (feeds, token candidates, a cluster's router) as it is. kInvalidArgument naming the field for
+// an allowlist or a zone that does not parse (a config from LoadConfigFile has none).
+absl::Status ApplyToPipeline(const palisade::v1::Config& config, PipelineOptions* options);
 
 // cluster.node_id's default: the host name's first label, characters outside [A-Za-z0-9_-]
 // written as '-' ("node" when the host has no name).

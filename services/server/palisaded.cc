@@ -221,12 +221,6 @@ int Run() {
     Log(absl::StrCat("refusing to start: ", rules.status().message()));
     return 2;
   }
-  absl::StatusOr<CidrSet> allowlist = CidrSet::Parse(
-      std::vector<std::string>(config->allowlist().begin(), config->allowlist().end()));
-  if (!allowlist.ok()) {
-    Log(absl::StrCat("refusing to start: allowlist: ", allowlist.status().message()));
-    return 2;
-  }
 
   Clock& clock = RealClock::Get();
   auto registry = std::make_shared<prometheus::Registry>();
@@ -393,36 +387,11 @@ int Run() {
     if (token_vetter != nullptr) token_vetter->Submit(source, candidates, std::move(rules));
   };
   options.engine.feeds = &feeds.registry();
-  options.engine.max_keys_per_rule = config->engine().max_keys_per_rule();
-  options.engine.max_evidence = config->engine().max_evidence();
-  options.engine.max_evidence_bytes = config->engine().max_evidence_bytes();
-  options.engine.memory_budget_bytes = config->engine().memory_budget_bytes();
-  options.engine.sessions.max_sessions = config->engine().max_sessions();
-  options.engine.sessions.max_bytes = config->engine().max_session_bytes();
-  options.engine.sessions.ttl = absl::Seconds(config->engine().session_ttl().seconds());
-  options.engine.allowlist = *allowlist;
-  options.max_line_bytes = config->engine().max_line_bytes();
-  options.max_record_bytes = config->engine().max_record_bytes();
-  // Times without an offset: the config's zone, else the host's (validated at load).
-  options.time_zone = *TimeZoneNamed(config->time_zone());
-  for (const auto& [source, zone] : config->source_time_zones()) {
-    options.source_time_zones[source] = *TimeZoneNamed(zone);
-  }
-  // JSON lines mappings (validated at load), for files and batches of format json.
-  for (const auto& mapping : config->json_formats()) {
-    options.json_formats[mapping.name()] = mapping;
-  }
-  // Each file input's zone, per its source, as for a remote source.
-  for (const auto& input : config->inputs().files()) {
-    if (!input.time_zone().empty()) {
-      absl::StatusOr<absl::TimeZone> zone = TimeZoneNamed(input.time_zone());
-      if (!zone.ok()) {
-        Log(absl::StrCat("refusing to start: inputs \"", input.name(), "\": ",
-                         zone.status().message()));
-        return 2;
-      }
-      options.source_time_zones[input.source().empty() ? input.name() : input.source()] = *zone;
-    }
+  // The engine's caps, the allowlist, the line caps, the zones and the json_formats: as a
+  // replay takes them (ApplyToPipeline; the config was validated at load).
+  if (absl::Status s = ApplyToPipeline(*config, &options); !s.ok()) {
+    Log(absl::StrCat("refusing to start: ", s.message()));
+    return 2;
   }
   // In a cluster each match goes to the node owning its key's partition (MatchRouter), which
   // counts it (PartitionCounter below); the router comes with the cluster node, and until then
