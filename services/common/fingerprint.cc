@@ -16,10 +16,14 @@ re2::StringPiece Piece(absl::string_view s) { return re2::StringPiece(s.data(), 
 
 // The shapes of rules/cloudflare-tokens.textproto, as one pattern whose only capturing group is
 // the token. The leading context is matched but not captured, so a search resumed at the end of
-// a token still sees the separator before the next one.
+// a token still sees the separator before the next one. Latin-1 mode: log lines are bytes, often
+// not UTF-8 (cp1252 quotes, a no-break space), and in UTF-8 mode a negated class matches no byte
+// that is not valid UTF-8, so a token next to one went unseen. The pattern is ASCII, so each
+// byte is one character and every byte outside the token alphabet is a separator.
 const RE2& TokenShapes() {
   static const RE2* const re = [] {
     RE2::Options options;
+    options.set_encoding(RE2::Options::EncodingLatin1);
     options.set_log_errors(false);
     options.set_max_mem(8 << 20);
     return new RE2(
@@ -72,14 +76,21 @@ bool RedactTokenShapes(absl::string_view line, std::string* out,
   }
   if (spans.empty()) return false;
   std::sort(spans.begin(), spans.end());
+  // Spans that overlap (one secret a prefix of another, or two sharing bytes) are merged and
+  // replaced by one marker, with the fingerprint of all the bytes they cover: that of the longer
+  // secret when it holds the others. Replacing the first alone left the rest of the other in clear.
   std::string redacted;
   redacted.reserve(line.size());
   size_t copied = 0;
-  for (const auto& [pos, len] : spans) {
-    if (pos < copied) continue;  // overlaps one already replaced
+  for (size_t i = 0; i < spans.size();) {
+    const size_t pos = spans[i].first;
+    size_t end = pos + spans[i].second;
+    for (++i; i < spans.size() && spans[i].first < end; ++i) {
+      end = std::max(end, spans[i].first + spans[i].second);
+    }
     absl::StrAppend(&redacted, line.substr(copied, pos - copied), "[token ",
-                    Fingerprint(line.substr(pos, len)), "]");
-    copied = pos + len;
+                    Fingerprint(line.substr(pos, end - pos)), "]");
+    copied = end;
   }
   absl::StrAppend(&redacted, line.substr(copied));
   *out = std::move(redacted);

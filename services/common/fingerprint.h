@@ -4,7 +4,8 @@
 //
 // Token shapes: FindTokenShapes / RedactTokenShapes recognise, anywhere in a line, the shapes
 // the cloudflare-tokens pack (rules/cloudflare-tokens.textproto) treats as Cloudflare API
-// tokens: cfut_/cfat_ + 40 alphanumerics between non-word characters, and a 40-character
+// tokens: cfut_/cfat_ + 40 alphanumerics between non-word characters (any byte but
+// [A-Za-z0-9_], whether or not the line is UTF-8), and a 40-character
 // [A-Za-z0-9_-] value right after "Authorization: Bearer", "cf_api_token=",
 // "cloudflare_api_token=" or "?cf_token=" / "&cf_token=" (case-insensitive). The engine redacts
 // them from every evidence line, whichever rule keeps the line, so no token reaches a decision,
@@ -28,7 +29,8 @@ std::string Fingerprint(absl::string_view secret);
 std::vector<absl::string_view> FindTokenShapes(absl::string_view line);
 
 // `line` with every token shape (and every value of `also`, for token rules whose pattern is not
-// one of the built-in shapes) replaced by "[token sha256:...]". Returns false, leaving `out`
+// one of the built-in shapes) replaced by "[token sha256:...]"; secrets that overlap get one
+// marker, the fingerprint of all the bytes they cover. Returns false, leaving `out`
 // untouched, when there is nothing to redact: the caller keeps the line as it is.
 bool RedactTokenShapes(absl::string_view line, std::string* out,
                        const std::vector<absl::string_view>& also = {});

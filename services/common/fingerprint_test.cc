@@ -1,5 +1,8 @@
 #include "services/common/fingerprint.h"
 
+#include <string>
+#include <vector>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -72,6 +75,47 @@ TEST(RedactTokenShapesTest, RedactsTheCallersOwnSecretsToo) {
                                 {"abc123secret"}));
   EXPECT_EQ(out, "key=[token " + Fingerprint("abc123secret") + "] and again [token " +
                      Fingerprint("abc123secret") + "]");
+}
+
+// A cp1252 or Latin-1 line is not UTF-8: a quote (\x93 \x94), a no-break space (\xa0) or an
+// accented letter (\xe9) next to a token is a byte that no UTF-8 character starts with. The
+// pattern ran in UTF-8 mode, where [^A-Za-z0-9_] does not match such a byte, so the token stayed
+// in the evidence (and the decision, the event stream, the ECS file and the store).
+TEST(RedactTokenShapesTest, ATokenNextToANonUtf8ByteIsRedacted) {
+  const std::string user(kUser);
+  const std::string old(kOld);
+  const std::vector<std::string> lines = {
+      "user \xe9" + user + "\xe9 from 203.0.113.9",
+      "user\xa0" + user + "\xa0" "from 203.0.113.9",
+      "user \x93" + user + "\x94 from 203.0.113.9",
+      "GET /?cf_token=" + old + "\xe9",
+      "GET /?cf_token=" + old + "\xa0HTTP/1.1",
+      "\x93GET /x?a=1&cf_token=" + old + "\x94",
+  };
+  for (const std::string& line : lines) {
+    const std::string& token = line.find("cf_token") != std::string::npos ? old : user;
+    EXPECT_THAT(FindTokenShapes(line), ElementsAre(token)) << line;
+    std::string out;
+    EXPECT_TRUE(RedactTokenShapes(line, &out)) << line;
+    EXPECT_THAT(out, Not(HasSubstr(token))) << line;
+    EXPECT_THAT(out, HasSubstr("[token " + Fingerprint(token) + "]")) << line;
+  }
+  // A byte that is not UTF-8 does not make a look-alike a token: still one character too many.
+  EXPECT_TRUE(FindTokenShapes("GET /?cf_token=" + old + "x\xe9").empty());
+  EXPECT_TRUE(FindTokenShapes("\xe9xcfut_" + user.substr(5)).empty());
+}
+
+// Two secrets that start at the same place (one a prefix of the other) or overlap: the span that
+// started inside one already replaced was skipped whole, so the longer one's tail stayed in clear.
+TEST(RedactTokenShapesTest, OverlappingSecretsLeaveNoPartInClear) {
+  const std::string s50 = std::string(kOld) + "abcdefghij";
+  std::string out;
+  ASSERT_TRUE(RedactTokenShapes("key=" + s50 + " x", &out, {s50.substr(0, 40), s50}));
+  EXPECT_THAT(out, Not(HasSubstr(s50.substr(40))));
+  EXPECT_EQ(out, "key=[token " + Fingerprint(s50) + "] x");
+  // Overlapping without either holding the other: one marker over both.
+  ASSERT_TRUE(RedactTokenShapes("key=" + s50 + " x", &out, {s50.substr(0, 30), s50.substr(20)}));
+  EXPECT_EQ(out, "key=[token " + Fingerprint(s50) + "] x");
 }
 
 }  // namespace

@@ -12,6 +12,8 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <optional>
+#include <string>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -465,7 +467,9 @@ absl::StatusOr<std::unique_ptr<CefSyslogOutput>> CefSyslogOutput::Open(
   }
   std::unique_ptr<CefSyslogOutput> out(
       new CefSyslogOutput(transport == "tcp", host, port, io_timeout));
-  if (absl::Status s = out->Connect(); !s.ok() && !out->tcp_) return s;  // TCP retries later
+  // A collector not reachable yet, or whose name does not resolve yet (DNS not up at boot), does
+  // not hold palisaded's start: each write resolves and connects again until one goes out.
+  (void)out->Connect();
   return out;
 }
 
@@ -585,8 +589,10 @@ prometheus::Family<prometheus::Counter>& SinkEvents(prometheus::Registry& regist
 }  // namespace
 
 SinkRunner::SinkRunner(const palisade::v1::SinkConfig& config, std::unique_ptr<SinkOutput> output,
-                       EventHub& hub, prometheus::Registry& registry)
+                       EventHub& hub, prometheus::Registry& registry,
+                       SinkRunnerOptions options)
     : config_(config),
+      options_(options),
       output_(std::move(output)),
       hub_(hub),
       written_(SinkEvents(registry).Add({{"sink", config.name()}, {"result", "written"}})),
@@ -614,34 +620,65 @@ SinkRunner::~SinkRunner() {
 void SinkRunner::Run() {
   palisade::v1::WatchRequest filter = filter_;
   std::unique_ptr<QueueSubscriber> subscriber = std::move(subscriber_);
-  uint64_t last = subscribed_at_;
+  uint64_t last = subscribed_at_;  // the last event written, or counted failed
+  // Taken, and its write failed (kUnavailable): written again after a pause, before the next.
+  // Kept here rather than taken again from the hub: after_sequence 0 would replay nothing.
+  std::optional<Event> retry;
+  absl::Duration backoff = absl::ZeroDuration();
   std::string last_error;
+  // Stopping, and a write failed: what is left is not tried against an output that fails (each
+  // try costs its deadline, and a full queue of them would hold the stop for hours), but taken
+  // and counted failed, the replay buffer's part too.
+  bool giving_up = false;
   for (;;) {
-    std::optional<Event> e = subscriber->Next(absl::Milliseconds(200));
+    std::optional<Event> e = std::move(retry);
+    retry.reset();
+    if (!e.has_value()) {
+      e = subscriber->Next(giving_up ? absl::ZeroDuration() : absl::Milliseconds(200));
+    }
+    if (e.has_value() && giving_up) {
+      failed_.Increment();
+      last = e->sequence();
+      continue;
+    }
     if (e.has_value()) {
       absl::Status s = output_->Write(*e);
       if (s.ok()) {
         written_.Increment();
-      } else {
-        failed_.Increment();
-        if (std::string(s.message()) != last_error) {  // one log line per distinct error
-          last_error = std::string(s.message());
-          std::fprintf(stderr, "palisaded: sink %s: %s\n", config_.name().c_str(),
-                       last_error.c_str());
+        last = e->sequence();
+        backoff = absl::ZeroDuration();
+        if (!last_error.empty()) {  // the outage is over: the next one is logged again
+          std::fprintf(stderr, "palisaded: sink %s: recovered\n", config_.name().c_str());
+          last_error.clear();
         }
-        if (stopping_.HasBeenNotified()) {
-          // Stopping: what is left is not tried against an output that fails (each try costs
-          // its deadline, and a full queue of them would hold the stop for hours).
-          while (subscriber->Next(absl::ZeroDuration()).has_value()) failed_.Increment();
-          break;
+        continue;
+      }
+      if (std::string(s.message()) != last_error) {  // one log line per outage and error
+        last_error = std::string(s.message());
+        std::fprintf(stderr, "palisaded: sink %s: %s\n", config_.name().c_str(),
+                     last_error.c_str());
+      }
+      if (absl::IsUnavailable(s) && !stopping_.HasBeenNotified()) {
+        // An outage (a collector restarting, a full disk): the event is tried again after a
+        // pause, doubling while it lasts; meanwhile the queue fills and then the replay buffer,
+        // which the catch-up below reads once the queue is written. A stop ends the pause.
+        backoff = backoff == absl::ZeroDuration()
+                      ? options_.first_retry
+                      : std::min(2 * backoff, options_.max_retry);
+        if (!stopping_.WaitForNotificationWithTimeout(backoff)) {
+          retry = std::move(e);
+          continue;
         }
       }
+      failed_.Increment();
       last = e->sequence();
-      continue;
+      giving_up = stopping_.HasBeenNotified();
+      continue;  // or an error that is not an outage: this event cannot be written
     }
-    if (stopping_.HasBeenNotified()) break;
+    // Stopping too: what the replay buffer holds for a sink that fell behind is written (or,
+    // giving up, counted), not dropped unsaid.
     if (subscriber->dropped()) {
-      // Fell behind (and everything it took is written): pick up after the last event taken,
+      // Fell behind (and everything it took is written or counted): pick up after the last one,
       // from the hub's replay buffer. The old subscriber goes first: a failed catch-up leaves
       // one that the hub may still hold (it is removed only when a delivery fails).
       hub_.Unsubscribe(subscriber.get());
@@ -678,7 +715,9 @@ void SinkRunner::Run() {
         filter.set_after_sequence(0);
         (void)hub_.Subscribe(subscriber.get(), filter);
       }
+      continue;
     }
+    if (stopping_.HasBeenNotified()) break;
   }
   hub_.Unsubscribe(subscriber.get());
 }

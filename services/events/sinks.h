@@ -2,9 +2,11 @@
 // RFC 5424 syslog over UDP or TCP. Field mappings are in docs/EVENTS.md.
 //
 // A SinkRunner follows the hub on its own thread through a bounded queue, so a slow disk or
-// collector never slows ingest; if it falls behind and is dropped, it resubscribes after the
-// last event it wrote; what the replay buffer no longer holds is counted as lost and logged with
-// its sequence bounds, and it goes on with the oldest event the buffer still holds.
+// collector never slows ingest. A write that fails with kUnavailable (an outage) is tried again,
+// backing off, until it goes out; each outage is logged once, and its end. If the runner falls
+// behind and is dropped, it resubscribes after the last event it wrote; what the replay buffer
+// no longer holds is counted as lost and logged with its sequence bounds, and it goes on with
+// the oldest event the buffer still holds.
 #ifndef PALISADE_SERVICES_EVENTS_SINKS_H_
 #define PALISADE_SERVICES_EVENTS_SINKS_H_
 
@@ -39,7 +41,9 @@ std::string ToCef(const palisade::v1::Event& event);
 std::string ToSyslog5424(const palisade::v1::Event& event, absl::string_view message,
                          absl::string_view hostname);
 
-// Where a sink writes; Write is called from the runner's thread only.
+// Where a sink writes; Write is called from the runner's thread only. kUnavailable: not now (a
+// collector down, a full disk), the runner writes the event again later; any other error: this
+// event cannot be written, it is counted failed.
 class SinkOutput {
  public:
   virtual ~SinkOutput() = default;
@@ -80,9 +84,10 @@ class EcsFileOutput final : public SinkOutput {
   std::string rotate_error_;  // the last rotation's failure, logged once
 };
 
-// CEF over syslog. UDP: one datagram per event. TCP: octet-counted frames, reconnecting. A
-// connect and a send each have `io_timeout`: a collector that stops reading makes writes fail
-// (counted by the runner), never blocks the sink's thread for good.
+// CEF over syslog. UDP: one datagram per event. TCP: octet-counted frames, reconnecting. Open
+// refuses only a malformed address or transport: a collector that cannot be resolved or reached
+// yet is tried again at each write. A connect and a send each have `io_timeout`: a collector
+// that stops reading makes writes fail (kUnavailable), never blocks the sink's thread for good.
 class CefSyslogOutput final : public SinkOutput {
  public:
   static absl::StatusOr<std::unique_ptr<CefSyslogOutput>> Open(
@@ -101,24 +106,33 @@ class CefSyslogOutput final : public SinkOutput {
   std::string hostname_;
 };
 
+struct SinkRunnerOptions {
+  // A write that fails with kUnavailable (a collector restarting, a full disk) is tried again
+  // after `first_retry`, the pause doubling up to `max_retry` while it keeps failing.
+  absl::Duration first_retry = absl::Seconds(1);
+  absl::Duration max_retry = absl::Seconds(30);
+};
+
 class SinkRunner {
  public:
   SinkRunner(const palisade::v1::SinkConfig& config, std::unique_ptr<SinkOutput> output,
-             EventHub& hub, prometheus::Registry& registry);
-  // Stops after writing what it already took, or at the first write that fails once stopping
-  // (the rest counted failed).
+             EventHub& hub, prometheus::Registry& registry, SinkRunnerOptions options = {});
+  // Stops after writing what it already took and what the replay buffer holds for it (when it
+  // had fallen behind), or at the first write that fails once stopping (the rest counted failed).
   ~SinkRunner();
   // Asks the runner to stop, without waiting (the destructor waits): several sinks stop at
   // once, and a test knows the stop was asked before it lets a write end.
   void RequestStop() { stopping_.Notify(); }
 
-  // Builds the output a config names (files opened, addresses resolved).
+  // Builds the output a config names (files opened, addresses checked; a collector that cannot
+  // be resolved or reached yet is tried again at each write).
   static absl::StatusOr<std::unique_ptr<SinkOutput>> OutputFor(
       const palisade::v1::SinkConfig& config);
 
  private:
   void Run();
   const palisade::v1::SinkConfig config_;
+  const SinkRunnerOptions options_;
   std::unique_ptr<SinkOutput> output_;
   EventHub& hub_;
   prometheus::Counter& written_;

@@ -318,7 +318,7 @@ std::vector<std::string> SequencesIn(const std::string& path) {
 // A disk that fills up half way through a line (write(2) takes part of it, then ENOSPC) left
 // those bytes in the file, and the next event was appended to them: the SIEM saw one merged line
 // it could not parse, and lost the next event too. The sink cuts the file back to the end of the
-// last whole line; the event that did not fit is reported failed (and counted so by the runner).
+// last whole line; the event that did not fit is reported failed (the runner writes it again).
 TEST(EcsFileTest, AShortWriteLeavesNoPartLineForTheNextToJoin) {
   const std::string path = absl::StrCat(::testing::TempDir(), "/short.ndjson");
   std::remove(path.c_str());
@@ -721,6 +721,26 @@ TEST(CefSyslogTest, ACollectorThatStopsReadingCannotWedgeTheSink) {
   if (finished) close(listener);
 }
 
+// A UDP collector whose name did not resolve when palisaded started (DNS not up yet, a name
+// added later) refused the start, though a TCP one starts and retries. Both start; the name is
+// resolved at each write until it does. Only an address or transport that is malformed refuses.
+// (.invalid never resolves, RFC 6761; whether the resolver says so or cannot be reached, the
+// write fails kUnavailable: no timing involved.)
+TEST(CefSyslogTest, AUdpCollectorWhoseNameDoesNotResolveYetDoesNotRefuseTheStart) {
+  palisade::v1::CefSyslogSink config;
+  config.set_address("siem.invalid:514");
+  config.set_transport("udp");
+  absl::StatusOr<std::unique_ptr<CefSyslogOutput>> out = CefSyslogOutput::Open(config);
+  ASSERT_THAT(out, IsOk());
+  EXPECT_THAT((*out)->Write(Decision()),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("cef_syslog siem.invalid:514")));
+  config.set_address("siem.invalid");
+  EXPECT_THAT(CefSyslogOutput::Open(config), StatusIs(absl::StatusCode::kInvalidArgument));
+  config.set_address("siem.invalid:514");
+  config.set_transport("sctp");
+  EXPECT_THAT(CefSyslogOutput::Open(config), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 // An output whose collector is gone: each write fails after a while (the send deadline).
 class FailingOutput final : public SinkOutput {
  public:
@@ -761,6 +781,169 @@ TEST(SinkRunnerTest, StoppingGivesUpAtTheFirstFailure) {
   sink.reset();
   EXPECT_LE(seen.writes.load(), 2);
   EXPECT_EQ(MetricValue(registry, "palisade_sink_events_total", "failed"), 100);
+}
+
+// An output that fails the writes its script says (by call, from 0; past the script's end every
+// write succeeds) and records the sequence of every event it wrote. The test owns what it sees:
+// the runner owns the output, and destroys it when it stops.
+class ScriptedOutput final : public SinkOutput {
+ public:
+  struct Seen {
+    std::vector<bool> fails;    // fails[i]: call i fails
+    absl::Notification gate;    // every write waits for it; notified by the test
+    absl::Mutex mu;
+    int calls ABSL_GUARDED_BY(mu) = 0;
+    std::vector<uint64_t> written ABSL_GUARDED_BY(mu);
+    // Polls (wide deadline, no machine-speed assumption) until `done` holds.
+    bool WaitFor(const std::function<bool(int calls, const std::vector<uint64_t>&)>& done) {
+      absl::MutexLock lock(&mu);
+      auto ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { return done(calls, written); };
+      return mu.AwaitWithDeadline(absl::Condition(&ready), absl::Now() + absl::Seconds(60));
+    }
+    std::vector<uint64_t> Written() {
+      absl::MutexLock lock(&mu);
+      return written;
+    }
+    int Calls() {
+      absl::MutexLock lock(&mu);
+      return calls;
+    }
+  };
+  explicit ScriptedOutput(Seen& seen) : seen_(seen) {}
+  absl::Status Write(const Event& event) override {
+    size_t call;
+    {
+      absl::MutexLock lock(&seen_.mu);
+      call = static_cast<size_t>(seen_.calls++);
+    }
+    seen_.gate.WaitForNotification();
+    if (call < seen_.fails.size() && seen_.fails[call]) {
+      return absl::UnavailableError("cef_syslog 192.0.2.1:514: Connection refused");
+    }
+    absl::MutexLock lock(&seen_.mu);
+    seen_.written.push_back(event.sequence());
+    return absl::OkStatus();
+  }
+
+ private:
+  Seen& seen_;
+};
+
+// Retries a few milliseconds apart: the tests do not wait for the real backoff's seconds.
+SinkRunnerOptions QuickRetries() {
+  SinkRunnerOptions options;
+  options.first_retry = absl::Milliseconds(1);
+  options.max_retry = absl::Milliseconds(4);
+  return options;
+}
+
+// A collector restarting (20 s) made every write of those 20 s fail, and the sink went on to the
+// next event after each: all of them were lost, though the hub's replay buffer held them. A
+// failed write is tried again after a pause, and nothing is counted failed.
+TEST(SinkRunnerTest, AnOutputThatFailsForAWhileGetsItsEventsAgain) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  EventHub hub({}, clock, registry);
+  palisade::v1::SinkConfig config;
+  config.set_name("restarting");
+  ScriptedOutput::Seen seen;
+  seen.fails = {true, true, true};
+  seen.gate.Notify();
+  std::vector<uint64_t> written;
+  {
+    SinkRunner sink(config, std::make_unique<ScriptedOutput>(seen), hub, registry,
+                    QuickRetries());
+    Event e = Decision();
+    e.clear_sequence();
+    for (int i = 0; i < 5; ++i) hub.Publish(e);
+    ASSERT_TRUE(seen.WaitFor(
+        [](int, const std::vector<uint64_t>& w) { return !w.empty() && w.back() == 5; }));
+  }
+  EXPECT_EQ(seen.Written(), (std::vector<uint64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(MetricValue(registry, "palisade_sink_events_total", "failed"), 0);
+  EXPECT_EQ(MetricValue(registry, "palisade_sink_events_total", "written"), 5);
+}
+
+// A sink that had fallen behind (dropped by the hub) when palisaded stopped wrote what its queue
+// held and then stopped, without the catch-up: what the replay buffer held for it was neither
+// written nor counted. It catches up while stopping; against an output that fails, it gives up
+// at the first failure and counts the rest failed. Either way every event is accounted for.
+TEST(SinkRunnerTest, StoppingWhileBehindWritesOrCountsWhatTheBufferHolds) {
+  constexpr uint64_t kTotal = 5000;  // more than the sink's queue (4096), less than the buffer
+  for (const bool failing : {false, true}) {
+    SCOPED_TRACE(failing ? "an output that fails" : "an output that works");
+    SimulatedClock clock;
+    prometheus::Registry registry;
+    EventHub hub({}, clock, registry);
+    palisade::v1::SinkConfig config;
+    config.set_name("behind");
+    ScriptedOutput::Seen seen;
+    if (failing) seen.fails.assign(kTotal, true);
+    auto sink = std::make_unique<SinkRunner>(config, std::make_unique<ScriptedOutput>(seen), hub,
+                                             registry, QuickRetries());
+    Event e = Decision();
+    e.clear_sequence();
+    hub.Publish(e);  // the sink takes 1 and waits at the gate writing it
+    ASSERT_TRUE(seen.WaitFor([](int calls, const std::vector<uint64_t>&) { return calls > 0; }));
+    // 2..4097 fill its queue, 4098 drops it; the replay buffer holds them all.
+    for (uint64_t i = 2; i <= kTotal; ++i) hub.Publish(e);
+    sink->RequestStop();
+    seen.gate.Notify();
+    sink.reset();
+    const double written = MetricValue(registry, "palisade_sink_events_total", "written");
+    const double failed = MetricValue(registry, "palisade_sink_events_total", "failed");
+    const double lost = MetricValue(registry, "palisade_sink_events_total", "lost");
+    EXPECT_EQ(written + failed + lost, kTotal)
+        << "written " << written << ", failed " << failed << ", lost " << lost;
+    if (failing) {
+      EXPECT_EQ(failed, kTotal);
+      EXPECT_EQ(seen.Calls(), 1);  // the stop was asked before the first write failed
+    } else {
+      std::vector<uint64_t> expected;
+      for (uint64_t i = 1; i <= kTotal; ++i) expected.push_back(i);
+      EXPECT_TRUE(seen.Written() == expected) << "wrote " << seen.Written().size();
+      EXPECT_EQ(written, kTotal);
+    }
+  }
+}
+
+int Count(const std::string& haystack, const std::string& needle) {
+  int n = 0;
+  for (size_t at = haystack.find(needle); at != std::string::npos;
+       at = haystack.find(needle, at + needle.size())) {
+    ++n;
+  }
+  return n;
+}
+
+// A sink's error was logged once per process: after a collector came back, its next outage
+// (the same error) said nothing. Each outage is logged once, and its end too.
+TEST(SinkRunnerTest, EachOutageIsLoggedOnceAndItsEndToo) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  EventHub hub({}, clock, registry);
+  palisade::v1::SinkConfig config;
+  config.set_name("flaky");
+  ScriptedOutput::Seen seen;
+  seen.fails = {true, true, false, true};  // event 1 fails twice, event 2 once
+  seen.gate.Notify();
+  ::testing::internal::CaptureStderr();
+  {
+    SinkRunner sink(config, std::make_unique<ScriptedOutput>(seen), hub, registry,
+                    QuickRetries());
+    Event e = Decision();
+    e.clear_sequence();
+    hub.Publish(e);
+    hub.Publish(e);
+    EXPECT_TRUE(seen.WaitFor(
+        [](int, const std::vector<uint64_t>& w) { return !w.empty() && w.back() == 2; }));
+  }
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(Count(log, "palisaded: sink flaky: cef_syslog 192.0.2.1:514: Connection refused\n"),
+            2)
+      << log;
+  EXPECT_EQ(Count(log, "palisaded: sink flaky: recovered"), 2) << log;
+  EXPECT_EQ(seen.Written(), (std::vector<uint64_t>{1, 2}));
 }
 
 }  // namespace
