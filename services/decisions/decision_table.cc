@@ -654,10 +654,13 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       escalation.has_memory() ? FromProtoDuration(escalation.memory()) : kDefaultMemory;
   auto active = active_.find(target.value(), hash);
   Decision* decided = active != active_.end() ? &by_id_[active->second.id] : nullptr;
-  if (decided != nullptr && DecisionExpiry(*decided) <= now) {
+  if (decided != nullptr && DecisionExpiry(*decided) <= now &&
+      !(decided->origin() == palisade::v1::ORIGIN_FEED && origin == palisade::v1::ORIGIN_FEED)) {
     // Past its expiry and not swept yet (within the sweep interval, or restored after a
     // restart): it ends here as ExpireDue would end it, heard first, and the claim is decided
-    // as on an undecided target, or against a waiting claim that took over.
+    // as on an undecided target, or against a waiting claim that took over. (But a feed that
+    // still lists its target renews its own decision: a feed listing is no offence to count
+    // anew, and ending it would withdraw and re-create its edge object.)
     ExpireLocked(*decided, replaced);
     active = active_.find(target.value(), hash);
     decided = active != active_.end() ? &by_id_[active->second.id] : nullptr;

@@ -19,7 +19,8 @@
 //    out since the last offence starts at offence 1, but the count is never lowered while a
 //    longer memory still counts it (Offences::forget_at), so that rule escalates from it;
 //  - a decision past its expiry that no sweep (ExpireDue) has ended yet is ended, as the sweep
-//    would, when a claim on its target comes: the claim is not an extension of it;
+//    would, when a claim on its target comes: the claim is not an extension of it (but a feed
+//    decision that its feed still lists is renewed, not re-created);
 //  - decisions start at the detection's event time, so a replayed log yields the decisions it
 //    would have yielded live; one whose expiry is already past on the clock is not created
 //    (counted as stale), as fail2ban ignores lines older than its find time.
