@@ -1665,6 +1665,15 @@ struct AnchorMatcher {
   __m128i in_registers[K > 0 ? K : 1];
 };
 
+// Calls `at(base + b)` for each bit b of `mask`, lowest first, until it returns true (then true).
+template <typename At>
+bool VisitMask(size_t base, uint32_t mask, At& at) {
+  for (; mask != 0; mask &= mask - 1) {
+    if (at(base + static_cast<size_t>(__builtin_ctz(mask)))) return true;
+  }
+  return false;
+}
+
 // Calls `at(pos)` for each position of `text` (at least 16 bytes) holding an anchor, in order,
 // until it returns true (then true). 16 bytes at a time; the last block overlaps the one before
 // it, with the positions already seen masked off.
@@ -1673,12 +1682,7 @@ bool ScanAnchors(absl::string_view text, const std::array<char, 16>* anchors, si
                  At& at) {
   const AnchorMatcher<K> match(anchors, count);
   const size_t n = text.size();
-  auto visit = [&](size_t base, uint32_t mask) {
-    for (; mask != 0; mask &= mask - 1) {
-      if (at(base + static_cast<size_t>(__builtin_ctz(mask)))) return true;
-    }
-    return false;
-  };
+  auto visit = [&at](size_t base, uint32_t mask) { return VisitMask(base, mask, at); };
   size_t i = 0;
   for (; i + 16 <= n; i += 16) {
     if (visit(i, match(text.data() + i))) return true;
@@ -1702,12 +1706,7 @@ __attribute__((target("avx2"))) bool ScanAnchors32(absl::string_view text, const
   for (int j = 0; j < K; ++j) in_registers[j] = _mm256_set1_epi8(anchors[j]);
   const __m256i case_bit = _mm256_set1_epi8(0x20);
   const size_t n = text.size();
-  auto visit = [&](size_t base, uint32_t mask) {
-    for (; mask != 0; mask &= mask - 1) {
-      if (at(base + static_cast<size_t>(__builtin_ctz(mask)))) return true;
-    }
-    return false;
-  };
+  auto visit = [&at](size_t base, uint32_t mask) { return VisitMask(base, mask, at); };
   size_t i = 0;
   const size_t last = n - 32;
   while (true) {

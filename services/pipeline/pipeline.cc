@@ -374,7 +374,7 @@ class ProtoBatch {
   }
   bool prematched(int, const RuleSet*, PrematchedLine*) const { return false; }
   const ParsedLine* preparsed(int) const { return nullptr; }
-  bool prepared(int, bool*, bool*) const { return false; }
+  bool prepared(int, bool*) const { return false; }
   bool plain() const { return false; }
 
  private:
@@ -406,16 +406,14 @@ class ViewBatch {
     out->buffer = &b_.prematch;
     return true;
   }
-  // Whether Prematch prepared line i as it stands in the batch (no NUL to replace; its line
-  // end dropped and cut, LineBatch::truncated), and then whether it held invalid UTF-8 and was
-  // cut.
-  bool prepared(int i, bool* invalid_utf8, bool* truncated) const {
+  // Whether Prematch prepared line i as it stands in the batch (no hostile byte to replace:
+  // such a line is a copy, never kept; its line end dropped and cut, LineBatch::truncated), and
+  // then whether it was cut.
+  bool prepared(int i, bool* truncated) const {
     if (static_cast<size_t>(i) >= b_.parsed_kept.size() || !b_.parsed_kept[i] ||
-        static_cast<size_t>(i) >= b_.invalid_utf8.size() ||
         static_cast<size_t>(i) >= b_.truncated.size()) {
       return false;
     }
-    *invalid_utf8 = b_.invalid_utf8[i];
     *truncated = b_.truncated[i];
     return true;
   }
@@ -564,7 +562,6 @@ void Pipeline::Prematch(LineBatch* batch) const {
   batch->spans.assign(batch->lines.size(), {LineBatch::kNotPrematched, 0});
   batch->parsed.resize(batch->lines.size());
   batch->parsed_kept.assign(batch->lines.size(), false);
-  batch->invalid_utf8.assign(batch->lines.size(), false);
   batch->truncated.assign(batch->lines.size(), false);
   absl::ReaderMutexLock rules_lock(&rules_mu_);
   batch->prematched_with = engine_.rules().get();
@@ -611,9 +608,9 @@ void Pipeline::Prematch(LineBatch* batch) const {
       reference = *parsed.time;
       rule = YearRule::kNearest;
     }
-    // Kept when its views are into the batch's own line (not a copy with its NULs replaced).
+    // Kept when its views are into the batch's own line (not a copy with its hostile bytes
+    // replaced).
     batch->parsed_kept[i] = keep && line.data() == batch->lines[i].data();
-    batch->invalid_utf8[i] = sanitize;
     if (batch->parsed_kept[i]) {
       batch->lines[i] = line;
       batch->truncated[i] = truncated;
@@ -775,7 +772,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       // Looked at for hostile bytes once: by Prematch when it ran (another thread), by the reader
       // for the whole batch, else here.
       absl::string_view line =
-          batch.prepared(record, &sanitize, &truncated) ? batch.line(record)
+          batch.prepared(record, &truncated) ? batch.line(record)
           : plain ? TrimLine(batch.line(record), cap, &truncated)
                   : PrepareLine(batch.line(record), cap, &sanitized, &truncated, &sanitize);
       if (truncated) ack.set_truncated(ack.truncated() + 1);

@@ -138,13 +138,11 @@ struct LineBatch {
   // line's time, could change.
   std::vector<ParsedLine> parsed;
   std::vector<bool> parsed_kept;
-  // With parsed_kept[i]: whether line i held invalid UTF-8 (false: NULs and invalid UTF-8 are
-  // replaced in a copy, which is never kept), which ProcessLines then need not look for again;
-  // and lines[i] is the line as Prematch prepared it (its line end dropped, cut to the format's
-  // cap, truncated[i] saying whether it was cut), which ProcessLines then takes as it is: the
-  // bytes of the line's end, read there from the prematching core's cache, were ~8 % of the
-  // ordered thread (every pack's nginx replay on two threads).
-  std::vector<bool> invalid_utf8;
+  // With parsed_kept[i]: lines[i] is the line as Prematch prepared it (its line end dropped,
+  // cut to the format's cap, truncated[i] saying whether it was cut; a line with hostile bytes
+  // is a copy, never kept), which ProcessLines then takes as it is without looking for them
+  // again: the bytes of the line's end, read there from the prematching core's cache, were ~8 %
+  // of the ordered thread (every pack's nginx replay on two threads).
   std::vector<bool> truncated;
   const RuleSet* prematched_with = nullptr;  // the rules Prematch used (others: ignored)
   // Prematch's buffers: the parsed lines it hands the engine together, and where they are.
@@ -164,7 +162,6 @@ struct LineBatch {
     prematch.Clear();
     spans.clear();
     parsed_kept.clear();
-    invalid_utf8.clear();
     truncated.clear();
     prematched_with = nullptr;
   }
