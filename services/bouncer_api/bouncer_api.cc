@@ -814,6 +814,7 @@ void BouncerApi::OnUpdateLocked(const DecisionUpdate& update) {
       break;
     case DecisionChange::kStale:
     case DecisionChange::kForwarded:
+    case DecisionChange::kRefused:
       return;
   }
   std::shared_ptr<const ActiveRow> served = FindLocked(d.id());

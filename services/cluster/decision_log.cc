@@ -88,6 +88,7 @@ std::string UpdateId(const DecisionUpdate& update) {
       return absl::StrCat(id, ":w");
     case DecisionChange::kStale:
     case DecisionChange::kForwarded:
+    case DecisionChange::kRefused:
       break;
   }
   return "";

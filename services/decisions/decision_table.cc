@@ -81,6 +81,8 @@ absl::string_view DecisionChangeName(DecisionChange c) {
       return "stale";
     case DecisionChange::kForwarded:
       return "forwarded";
+    case DecisionChange::kRefused:
+      return "refused";
   }
   return "unknown";
 }
@@ -207,8 +209,8 @@ absl::Status DecisionTable::Restore() {
   absl::StatusOr<std::vector<Decision>> decisions = store_->LoadDecisions(/*active_only=*/true);
   if (!decisions.ok()) return decisions.status();
   for (Decision& d : *decisions) {
-    active_[d.target().value()] = {d.id(), DecisionExpiry(d)};
-    by_expiry_.emplace(DecisionExpiry(d), d.id());
+    // Restored whatever the budget: they were decided, and the edge holds them.
+    AddActiveLocked(d);
     by_id_[d.id()] = std::move(d);
   }
   active_size_.store(active_.size(), std::memory_order_relaxed);
@@ -273,7 +275,9 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
   };
   for (size_t i = 0; i < change_set.size(); ++i) {
     DecisionUpdate* update = &change_set[i];
-    if (update->change == DecisionChange::kStale) continue;
+    if (update->change == DecisionChange::kStale || update->change == DecisionChange::kRefused) {
+      continue;
+    }
     const size_t final = last[update->decision.id()];
     const std::optional<bool> op = outbox(*update);
     if (final != i && !op.has_value() &&
@@ -455,11 +459,55 @@ std::string DecisionTable::NewIdLocked() {
   }
 }
 
-void DecisionTable::AddEvidence(const std::vector<std::string>& evidence, Decision* d) const {
+size_t DecisionTable::AddEvidence(const std::vector<std::string>& evidence, Decision* d) const {
+  size_t added = 0;
   for (const std::string& line : evidence) {
     if (d->evidence_size() >= static_cast<int>(max_evidence_)) break;
     d->add_evidence(line);
+    added += line.size();
   }
+  return added;
+}
+
+void DecisionTable::AddActiveLocked(const Decision& d) {
+  const size_t bytes = d.ByteSizeLong() + kActiveOverhead;
+  // Keyed by the expiry as stored: an escalated duration (a factor that is not a power of two)
+  // has fractions of a nanosecond the stored time drops, and the entry is found by that.
+  Active& a = active_[d.target().value()];
+  active_bytes_ -= a.bytes;  // 0 unless it held another (a restored or mirrored state's)
+  a = {d.id(), DecisionExpiry(d), bytes};
+  by_expiry_.emplace(DecisionExpiry(d), d.id());
+  active_bytes_ += bytes;
+}
+
+void DecisionTable::GrowActiveLocked(Active& a, size_t bytes) {
+  a.bytes += bytes;
+  active_bytes_ += bytes;
+}
+
+bool DecisionTable::OverActiveBudgetLocked(palisade::v1::TargetKind kind) {
+  const bool token = kind == palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT ||
+                     kind == palisade::v1::TARGET_KIND_TOKEN_ID;
+  const size_t budget = token ? limits_.max_active_bytes
+                              : limits_.max_active_bytes - limits_.max_active_bytes / 8;
+  const bool over = active_bytes_ >= budget;
+  if (over) {
+    if (!refusing_) {
+      std::cerr << "palisaded: decisions: the active decisions hold " << active_bytes_
+                << " bytes (decision limit " << limits_.max_active_bytes
+                << "): new rule decisions are refused until some end "
+                   "(palisade_decisions_total{change=\"refused\"})"
+                << std::endl;
+    }
+    refusing_ = true;
+    ++refused_since_log_;
+  } else if (refusing_ && !token) {
+    std::cerr << "palisaded: decisions: new rule decisions are made again (" << refused_since_log_
+              << " refused meanwhile)" << std::endl;
+    refusing_ = false;
+    refused_since_log_ = 0;
+  }
+  return over;
 }
 
 void DecisionTable::SetLeanExtensions(bool lean) {
@@ -594,10 +642,7 @@ void DecisionTable::InstateLocked(const palisade::v1::Target& target, const Clai
   d.set_id(std::move(id));
   if (keep_evidence_) AddEvidence(evidence, &d);
   d.set_active(true);
-  // Keyed by the expiry as stored: an escalated duration (a factor that is not a power of two)
-  // has fractions of a nanosecond the stored time drops, and the entry is found by that.
-  active_[target.value()] = {d.id(), DecisionExpiry(d)};
-  by_expiry_.emplace(DecisionExpiry(d), d.id());
+  AddActiveLocked(d);
   CopyUpdateLocked(d, DecisionChange::kCreated, /*evidence=*/true, out);
   // A creation carries its evidence even when the table keeps none.
   if (!keep_evidence_) AddEvidence(evidence, &out->decision);
@@ -719,14 +764,14 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       }
       CoverLocked(target.value(), std::move(incoming), now);
       d.set_extensions(d.extensions() + 1);
-      if (keep_evidence_) AddEvidence(evidence, &d);
+      if (keep_evidence_) GrowActiveLocked(active->second, AddEvidence(evidence, &d));
       return ExtensionLocked(d, out);
     }
     // Later only: its by_expiry_ entry stays where it is (ExpireDue moves it when it comes).
     const absl::Time current = DecisionExpiry(d);
     if (start + duration > current) *d.mutable_expiry() = ToProtoTime(start + duration);
     d.set_extensions(d.extensions() + 1);
-    if (keep_evidence_) AddEvidence(evidence, &d);
+    if (keep_evidence_) GrowActiveLocked(active->second, AddEvidence(evidence, &d));
     return ExtensionLocked(d, out);
   }
 
@@ -751,6 +796,13 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     AddEvidence(evidence, &d);
     d.set_active(false);
     return SetUpdate(DecisionChange::kStale, std::move(d), out);  // no offence: nothing kept
+  }
+  if (origin == palisade::v1::ORIGIN_RULE && OverActiveBudgetLocked(target.kind())) {
+    Decision d;
+    FillClaim(target, claim, start, offence, &d);
+    AddEvidence(evidence, &d);
+    d.set_active(false);
+    return SetUpdate(DecisionChange::kRefused, std::move(d), out);  // nothing kept, as stale
   }
   if (offence_counts) {
     Offences& off = OffencesLocked(target.value(), start, memory, hash);
@@ -984,6 +1036,7 @@ void DecisionTable::EraseActiveLocked(const Decision& d) {
   auto a = active_.find(d.target().value());
   if (a == active_.end() || a->second.id != d.id()) return;
   by_expiry_.erase({a->second.queued, d.id()});
+  active_bytes_ -= a->second.bytes;
   active_.erase(a);
 }
 
@@ -1329,8 +1382,7 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
     if (auto a = active_.find(d.target().value()); a != active_.end() && a->second.id != d.id()) {
       EndMirroredLocked(std::string(a->second.id), out);
     }
-    active_[d.target().value()] = {d.id(), DecisionExpiry(d)};
-    by_expiry_.emplace(DecisionExpiry(d), d.id());
+    AddActiveLocked(d);
   }
   by_id_[d.id()] = d;
   if (!d.active()) EndedLocked(d);
@@ -1392,6 +1444,11 @@ void DecisionTable::MirrorState(const std::vector<Decision>& state) {
 
 size_t DecisionTable::active_count() const {
   return active_size_.load(std::memory_order_relaxed);
+}
+
+size_t DecisionTable::active_bytes() const {
+  absl::MutexLock lock(&mu_);
+  return active_bytes_;
 }
 
 }  // namespace palisade

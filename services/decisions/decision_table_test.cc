@@ -11,6 +11,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -1730,6 +1731,59 @@ TEST_F(DecisionTableTest, EndedDecisionsAreCappedByCountAndBytesOldestFirst) {
   }
   EXPECT_EQ(big.size(), 2u);
   EXPECT_EQ(Forgotten(registry2, "decision", "cap"), 4);
+}
+
+// Active decisions had no bound: one attacker with an IPv6 /64 and a threshold-1 rule made a
+// day-long decision, evidence and all, per address it used. Past max_active_bytes a rule's new
+// decision on an address is refused (counted as such); extensions, manual bans and (up to the
+// whole budget) token revocations are still made, and what ends gives its bytes back.
+TEST_F(DecisionTableTest, ActiveDecisionsAreBoundedInBytes) {
+  DecisionTableLimits limits;
+  limits.max_active_bytes = 64 << 10;
+  table_.SetLimits(limits);
+  palisade::v1::DecisionSpec spec = HourBlock();
+  auto spray = [&](int i) {
+    Detection d = Det(absl::StrFormat("2001:db8:1:2::%x", i), clock_.TimeNow());
+    d.evidence = {std::string(1000, 'a'), std::string(1000, 'b')};
+    return table_.Apply(d, spec);
+  };
+  int created = 0;
+  int refused = 0;
+  for (int i = 1; i <= 200; ++i) {
+    const DecisionUpdate u = spray(i);
+    if (u.change == DecisionChange::kCreated) ++created;
+    if (u.change == DecisionChange::kRefused) {
+      ++refused;
+      EXPECT_FALSE(u.decision.active());
+      EXPECT_THAT(u.decision.id(), IsEmpty());
+    }
+  }
+  EXPECT_GT(created, 10);
+  EXPECT_EQ(created + refused, 200);
+  EXPECT_GT(refused, 100);
+  EXPECT_EQ(table_.active_count(), static_cast<size_t>(created));
+  EXPECT_LE(table_.active_bytes(), limits.max_active_bytes);
+  // A refused decision is not in the table; an address decided before is still extended.
+  DecisionFilter last;
+  last.target = "2001:db8:1:2::c8";
+  EXPECT_THAT(table_.List(last), IsEmpty());
+  EXPECT_EQ(spray(1).change, DecisionChange::kExtended);
+  // An operator's ban and a leaked token's revocation are still made.
+  palisade::v1::AddDecisionRequest manual;
+  manual.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+  manual.mutable_target()->set_value("198.51.100.1");
+  manual.set_action(palisade::v1::ACTION_BLOCK);
+  *manual.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  EXPECT_THAT(table_.AddManual(manual), IsOk());
+  Detection token = Det("sha256:0123456789abcdef", clock_.TimeNow());
+  token.kind = palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT;
+  EXPECT_EQ(table_.Apply(token, spec).change, DecisionChange::kCreated);
+  // What ends gives its bytes back: once all expire, nothing is counted and a new one is made.
+  clock_.Advance(absl::Hours(2));
+  table_.ExpireDue();
+  EXPECT_EQ(table_.active_count(), 0u);
+  EXPECT_EQ(table_.active_bytes(), 0u);
+  EXPECT_EQ(spray(300).change, DecisionChange::kCreated);
 }
 
 // Offenders were remembered for good, one entry per address that ever offended. An offender

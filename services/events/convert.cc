@@ -6,7 +6,9 @@
 namespace palisade {
 
 bool DecisionEventFrom(const DecisionUpdate& update, palisade::v1::Event* out) {
-  if (update.change == DecisionChange::kStale) return false;
+  if (update.change == DecisionChange::kStale || update.change == DecisionChange::kRefused) {
+    return false;
+  }
   out->set_kind(palisade::v1::EVENT_KIND_DECISION);
   out->set_correlation_id(update.decision.id());
   out->set_rule_id(update.decision.rule_id());
@@ -39,7 +41,7 @@ palisade::v1::Event DetectionEventFrom(absl::string_view source, Detection&& det
                                        const DecisionUpdate& update) {
   palisade::v1::Event e;
   e.set_kind(palisade::v1::EVENT_KIND_DETECTION);
-  if (update.change != DecisionChange::kStale) e.set_correlation_id(update.decision.id());
+  if (!update.decision.id().empty()) e.set_correlation_id(update.decision.id());
   e.set_rule_id(detection.rule_id);
   e.set_origin(palisade::v1::ORIGIN_RULE);
   auto* body = e.mutable_detection();

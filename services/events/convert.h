@@ -15,7 +15,8 @@
 
 namespace palisade {
 
-// kStale updates make no event (nothing was decided); the detection event still says it.
+// kStale and kRefused updates make no event (nothing was decided); the detection event still
+// says it (its outcome).
 bool DecisionEventFrom(const DecisionUpdate& update, palisade::v1::Event* out);
 // Moves the detection's evidence into the event (the detection is done with once decided).
 palisade::v1::Event DetectionEventFrom(absl::string_view source, Detection&& detection,

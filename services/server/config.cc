@@ -23,6 +23,7 @@
 #include "services/common/ip.h"
 #include "services/common/parallel.h"
 #include "services/common/proto_time.h"
+#include "services/decisions/decision_table.h"
 #include "services/formats/json_parser.h"
 #include "services/formats/line_parser.h"
 #include "services/server/auth.h"
@@ -574,6 +575,13 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
   if (!engine->has_session_ttl()) engine->mutable_session_ttl()->set_seconds(600);
   if (engine->session_ttl().seconds() < 1 || engine->session_ttl().seconds() > 86'400) {
     return absl::InvalidArgumentError(file + ": engine.session_ttl must be 1s..1d");
+  }
+  if (config.decisions_memory_budget_bytes() == 0) {
+    config.set_decisions_memory_budget_bytes(DecisionTableLimits().max_active_bytes);
+  }
+  if (config.decisions_memory_budget_bytes() < (uint64_t{1} << 20)) {
+    return absl::InvalidArgumentError(
+        file + ": decisions_memory_budget_bytes must be >= 1048576 (1 MiB)");
   }
   if (!config.has_state_retention()) {
     *config.mutable_state_retention() = ToProtoDuration(absl::Hours(24 * 90));

@@ -253,6 +253,7 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
   EXPECT_EQ(config->engine().session_ttl().seconds(), 600);
   EXPECT_EQ(config->engine().max_record_bytes(), 8u << 20);
   EXPECT_EQ(config->state_retention().seconds(), 90 * 86400);
+  EXPECT_EQ(config->decisions_memory_budget_bytes(), uint64_t{512} << 20);
   // A per-address cap up to max_connections (default 64) is taken.
   EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
                                inputs {
@@ -266,6 +267,7 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
               IsOk());
   const std::pair<const char*, const char*> bad[] = {
       {R"pb(state_retention { seconds: 86400 })pb", "state_retention"},
+      {R"pb(decisions_memory_budget_bytes: 1000)pb", "decisions_memory_budget_bytes"},
       {R"pb(engine { max_line_bytes: 65536 max_record_bytes: 1000 })pb",
        "engine.max_record_bytes"},
       {R"pb(engine { max_record_bytes: 100000000 })pb", "engine.max_record_bytes"},

@@ -286,8 +286,11 @@ int Run() {
     return 2;
   }
   DecisionTable table(clock, config->engine().max_evidence());
-  // The default limits (ended decisions kept a day, offenders capped), counted in /metrics.
-  table.SetLimits(DecisionTableLimits(), registry.get());
+  // The default limits (ended decisions kept a day, offenders capped) but the active
+  // decisions' budget, counted in /metrics.
+  DecisionTableLimits decision_limits;
+  decision_limits.max_active_bytes = config->decisions_memory_budget_bytes();
+  table.SetLimits(decision_limits, registry.get());
   std::set<palisade::v1::Actuator> edge_actuators;
   if (config->cloudflare().enabled()) {
     edge_actuators = {palisade::v1::ACTUATOR_ACCESS_RULE, palisade::v1::ACTUATOR_IP_LIST,
