@@ -951,7 +951,9 @@ void Pipeline::FeedDecisions(absl::string_view source, const std::vector<Detecti
 }
 
 bool Pipeline::AppendDecisionLine(const Detection& d, DecisionChange change, std::string* text) {
-  if (change != DecisionChange::kCreated && change != DecisionChange::kExtended) return false;
+  // A block that starts anew, as fail2ban's recidive counts its "Ban" lines: a renewal of one in
+  // force is the same ban (ten failures in two minutes renewed one twice: a week's block).
+  if (change != DecisionChange::kCreated) return false;
   for (int f : d.rule->proto.formats()) {
     if (f == palisade::v1::LogFormat::LOG_FORMAT_DECISIONS) return false;
   }

@@ -7,9 +7,9 @@
 // windows are sharded; only a rule swap waits for the batches in flight. Rule reloads are all or nothing: a pack set that fails to
 // compile leaves the running rules in place and returns the error.
 //
-// Recidive (issue 13 §3): each decision the pipeline makes or renews from a detection (created
-// or extended; not a stale one, not manual bans, feed syncs or token candidates, which are
-// decided elsewhere) is fed back to the same engine as one LOG_FORMAT_DECISIONS line,
+// Recidive (issue 13 §3): each decision the pipeline makes from a detection (created: not an
+// extension of one in force, which is the same ban, nor a stale one, nor manual bans, feed
+// syncs or token candidates, which are decided elsewhere) is fed back to the same engine as one LOG_FORMAT_DECISIONS line,
 //     decision rule=ID kind=KIND key=KEY action=ACTION
 // (KIND and ACTION lower case without their enum prefix: ip, range, path, ...; block,
 // challenge, ...; KEY with every byte outside printable ASCII, the space and '%' written as
@@ -176,7 +176,7 @@ class Pipeline {
   absl::StatusOr<palisade::v1::BatchAck> ProcessBatch(const palisade::v1::LogBatch& batch);
 
   // Recidive for decisions made outside a batch: a cluster's writer decides the detections
-  // other nodes send (ClusterNodeOptions::decided). Each one created or extended is fed back
+  // other nodes send (ClusterNodeOptions::decided). Each one created is fed back
   // as in a batch (see the header), in `source`'s stream, and what the fed lines detect is
   // decided at once. `made[i]` made `updates[i]`; their rules must be alive (the caller holds
   // their RuleSet).
@@ -283,16 +283,17 @@ class Pipeline {
   DecisionTable& decisions_;
 
   // Recidive: appends to `*text` the LOG_FORMAT_DECISIONS line for the decision `change` made
-  // from `d` (see the header), or returns false when none is fed (not created or extended; a
+  // from `d` (see the header), or returns false when none is fed (not created; a
   // decisions-format rule's).
   static bool AppendDecisionLine(const Detection& d, DecisionChange change, std::string* text);
 
   // Recidive: what Engine::Prematch found in each decision line fed back, by the line's text. A
-  // line's candidates depend on its text and the rules alone (Engine::Prematch), and a renewed
-  // decision feeds the same line as its creation did: from the second time on, Process runs
-  // no literal gate and no regex for it (~3,300 instructions of a fed line's ~5,300). At most
-  // kFedMemoLines lines, then emptied, of at most kFedMemoLineBytes each (a path key is the
-  // client's text: a longer line is matched without the memo), so a memo holds ~1.5 MiB at most.
+  // line's candidates depend on its text and the rules alone (Engine::Prematch), and a repeat
+  // offender's next block by the same rule feeds the same line: from the second time on,
+  // Process runs no literal gate and no regex for it (~3,300 instructions of a fed line's
+  // ~5,300). At most kFedMemoLines lines, then emptied, of at most kFedMemoLineBytes each (a
+  // path key is the client's text: a longer line is matched without the memo), so a memo holds
+  // ~1.5 MiB at most.
   // Batches take one each (fed_memos_) while they decide; a rule swap empties the pool, and a
   // memo found with other rules is emptied before use. The pool keeps kIdleMemos: a burst of
   // batches deciding at once (one per ingest stream) does not leave a memo each behind.

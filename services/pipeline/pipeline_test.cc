@@ -1128,8 +1128,44 @@ TEST_F(RecidiveTest, ThreeBlocksWithinADayMakeAWeek) {
   EXPECT_EQ(FromProtoTime(Active("198.51.100.9").expiry()), third + absl::Minutes(10));
 }
 
-// A decision renewed feeds the line its creation fed: the second time on, the line's candidates
-// come from the pipeline's memo (Pipeline::FedMemo), and recidive counts it as before.
+// Recidive counted every decision made or renewed: ten failed passwords in two minutes, which
+// the shipped sshd pack answers with one block (created, then renewed twice by two of its
+// rules), made a week-long block. It counts blocks that start anew (fail2ban's "Ban" lines).
+TEST_F(RecidiveTest, ABlockRenewedByMoreFailuresIsNotARepeatOffence) {
+  absl::StatusOr<LoadedPack> sshd = LoadRulePackFile("rules/sshd.textproto");
+  ASSERT_THAT(sshd.status(), IsOk());
+  absl::StatusOr<LoadedPack> recidive = LoadRulePackFile("rules/recidive.textproto");
+  ASSERT_THAT(recidive.status(), IsOk());
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*sshd, *recidive});
+  ASSERT_THAT(rules.status(), IsOk());
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(*rules, PipelineOptions(), clock_, table, registry);
+  LogBatch batch;
+  batch.set_source("auth");
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  for (int i = 0; i < 10; ++i) {
+    batch.add_records()->set_line(absl::StrCat(
+        absl::FormatTime("%b %e %H:%M:%S", clock_.TimeNow() + absl::Seconds(12 * i),
+                         absl::UTCTimeZone()),
+        " web-1 sshd[", 100 + i, "]: Failed password for root from 203.0.113.7 port ", 40000 + i,
+        " ssh2"));
+  }
+  clock_.Advance(absl::Minutes(2));
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  ASSERT_THAT(ack.status(), IsOk());
+  EXPECT_GE(ack->detections(), 2u);  // the sshd pack blocked, and renewed its block
+  EXPECT_EQ(CounterValue(registry, "palisade_engine_detections_total", {{"rule", "recidive"}}),
+            0);
+  DecisionFilter filter;
+  filter.target = "203.0.113.7";
+  filter.active_only = true;
+  const std::vector<palisade::v1::Decision> active = table.List(filter);
+  ASSERT_THAT(active, SizeIs(1));
+  EXPECT_NE(active[0].rule_id(), "recidive");
+  EXPECT_LT(FromProtoTime(active[0].expiry()), clock_.TimeNow() + absl::Hours(24));
+}
+
 }  // namespace
 
 // Takes memos from the pool and gives them back, as batches deciding at once do.
@@ -1153,20 +1189,27 @@ TEST_F(RecidiveTest, ThePoolKeepsAFewIdleMemos) {
   EXPECT_EQ(pipeline_.idle_fed_memos(), 2u);
   PipelineFedMemoPeer::TakeAndReturn(pipeline_, PipelineFedMemoPeer::IdleCap() + 60);
   EXPECT_EQ(pipeline_.idle_fed_memos(), PipelineFedMemoPeer::IdleCap());
-  // Decisions fed back still find a memo (the pool's), and match from it.
+  // Decisions fed back still find a memo (the pool's), and match from it: the second block,
+  // after the first's ten minutes, feeds the same line.
   EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);
-  clock_.Advance(absl::Minutes(1));
+  clock_.Advance(absl::Minutes(11));
   EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);
   EXPECT_EQ(pipeline_.fed_memo_hits(), 1u);
   EXPECT_EQ(pipeline_.idle_fed_memos(), PipelineFedMemoPeer::IdleCap());
 }
 
-TEST_F(RecidiveTest, ARenewedDecisionsLineIsMatchedFromTheMemo) {
+// A repeat offender's next block by the same rule feeds the line its first block fed: the
+// second time on, the line's candidates come from the pipeline's memo (Pipeline::FedMemo), and
+// recidive counts it as before. (An extension feeds nothing.)
+TEST_F(RecidiveTest, ARepeatBlocksLineIsMatchedFromTheMemo) {
   EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);
   clock_.Advance(absl::Minutes(1));
-  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);  // extended: fed again
-  clock_.Advance(absl::Minutes(1));
-  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 2u);  // and recidive
+  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);  // extended: not fed
+  EXPECT_EQ(pipeline_.fed_memo_misses() + pipeline_.fed_memo_hits(), 1u);
+  clock_.Advance(absl::Minutes(11));
+  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 1u);  // a second block: fed
+  clock_.Advance(absl::Minutes(11));
+  EXPECT_EQ(Offend(pipeline_, "ssh-fail", "203.0.113.7"), 2u);  // a third, and recidive
   EXPECT_EQ(pipeline_.fed_memo_misses(), 1u);
   EXPECT_EQ(pipeline_.fed_memo_hits(), 2u);
   EXPECT_EQ(Detections("recidive"), 1);
@@ -1208,8 +1251,8 @@ TEST_F(RecidiveTest, AfterARuleSwapFedLinesAreMatchedWithTheNewRules) {
   Pipeline pipeline(Rules(blocks, /*recidive=*/false), PipelineOptions(), clock_, table, registry);
   EXPECT_EQ(Offend(pipeline, "ssh-fail", "203.0.113.7"), 2u);  // ssh-fail, and blocks
   pipeline.SetRules(Rules(challenges, /*recidive=*/false));
-  clock_.Advance(absl::Minutes(1));
-  // Extended: the same line fed again, which "challenges" does not match.
+  clock_.Advance(absl::Minutes(11));
+  // A second block: the same line fed again, which "challenges" does not match.
   EXPECT_EQ(Offend(pipeline, "ssh-fail", "203.0.113.7"), 1u);
   EXPECT_EQ(CounterValue(registry, "palisade_engine_detections_total", {{"rule", "challenges"}}),
             0);
@@ -1241,7 +1284,8 @@ TEST_F(RecidiveTest, ALongDecisionsLineIsMatchedWithoutTheMemo) {
   for (int i = 0; i < 2; ++i) {
     absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
     ASSERT_THAT(ack, IsOk());
-    EXPECT_EQ(ack->detections(), i == 0 ? 1u : 2u);  // created, then extended and path-blocks
+    EXPECT_EQ(ack->detections(), i == 0 ? 1u : 2u);  // blocked, then blocked anew and path-blocks
+    clock_.Advance(absl::Minutes(11));  // the block is over: the next is a new one
   }
   EXPECT_EQ(pipeline.fed_memo_hits(), 0u);
   EXPECT_EQ(pipeline.fed_memo_misses(), 2u);
@@ -1321,21 +1365,28 @@ TEST_F(RecidiveTest, BlocksMoreThanADayApartDoNotCount) {
             clock_.TimeNow() + absl::Minutes(10));
 }
 
-// Recidive's own decision is not fed back: two more blocks after it make two, not three.
+// Recidive's own decision is not fed back. Here it is a new decision (an enforcing block over the
+// third block, a dry run's, a weaker claim), and recidive still matched only the three blocks.
+// While its week holds, further offences renew it and feed nothing.
 TEST_F(RecidiveTest, RecidiveDoesNotCountItself) {
-  for (absl::string_view rule : {"ssh-fail", "ssh-invalid", "web-env"}) {
+  for (absl::string_view rule : {"ssh-fail", "web-env", "ssh-invalid"}) {
     Offend(pipeline_, rule, "203.0.113.7");
     clock_.Advance(absl::Minutes(30));
   }
   ASSERT_EQ(Detections("recidive"), 1);
-  Offend(pipeline_, "ssh-fail", "203.0.113.7");
-  clock_.Advance(absl::Minutes(30));
-  Offend(pipeline_, "web-env", "203.0.113.7");
+  const palisade::v1::Decision week = Active("203.0.113.7");
+  EXPECT_EQ(week.rule_id(), "recidive");
+  EXPECT_FALSE(week.dry_run());
+  auto matches = [this] {
+    return CounterValue(registry_, "palisade_engine_rule_matches_total", {{"rule", "recidive"}});
+  };
+  EXPECT_EQ(matches(), 3);
+  for (absl::string_view rule : {"ssh-fail", "web-env", "ssh-fail"}) {
+    Offend(pipeline_, rule, "203.0.113.7");
+    clock_.Advance(absl::Minutes(30));
+  }
   EXPECT_EQ(Detections("recidive"), 1);
-  // The next block is the third since recidive's: a second recidive.
-  clock_.Advance(absl::Minutes(30));
-  Offend(pipeline_, "ssh-fail", "203.0.113.7");
-  EXPECT_EQ(Detections("recidive"), 2);
+  EXPECT_EQ(matches(), 3);
 }
 
 // A badly written decisions rule that matches every decision line, its own included, with a
@@ -1354,7 +1405,7 @@ TEST_F(RecidiveTest, ADecisionsRuleMatchingItsOwnLinesCannotLoop) {
   DecisionTable table(clock_);
   Pipeline pipeline(Rules(pack, /*recidive=*/false), PipelineOptions(), clock_, table, registry);
   EXPECT_EQ(Offend(pipeline, "ssh-fail", "203.0.113.7"), 2u);
-  clock_.Advance(absl::Minutes(1));
+  clock_.Advance(absl::Minutes(11));  // the block and greedy's are over: the next is a new one
   EXPECT_EQ(Offend(pipeline, "web-env", "203.0.113.7"), 2u);
   EXPECT_EQ(CounterValue(registry, "palisade_engine_detections_total", {{"rule", "greedy"}}), 2);
 }

@@ -91,7 +91,7 @@ std::string ShortSshdPack(std::vector<Attack>* attacks) {
   const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/sshd-short.textproto");
   std::ofstream(path) << out;
   // Only the attacks whose line no other rule of the pack counts: each round is then exactly
-  // one block (a line two rules count would make two decisions, and recidive would count both).
+  // one block and one detection (a line two rules count would make a block and renew it).
   absl::StatusOr<LoadedPack> loaded = LoadRulePackFile(path);
   EXPECT_TRUE(loaded.ok()) << loaded.status();
   if (!loaded.ok()) return path;
