@@ -13,6 +13,8 @@
 #include <cerrno>
 #include <cstring>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -41,6 +43,21 @@ struct Limits {
 
 absl::Duration Timeout(time_t sec, time_t usec) {
   return absl::Seconds(sec) + absl::Microseconds(usec);
+}
+
+// A socket address's host text and port.
+void PeerName(const sockaddr_storage& addr, std::string& ip, int& port) {
+  char host[INET6_ADDRSTRLEN] = {0};
+  if (addr.ss_family == AF_INET) {
+    const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
+    ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
+    port = ntohs(a->sin_port);
+  } else if (addr.ss_family == AF_INET6) {
+    const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
+    ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
+    port = ntohs(a->sin6_port);
+  }
+  ip = host;
 }
 
 // Gives httplib at most `budget` bytes per request (Allow), and until the request's deadline
@@ -250,17 +267,7 @@ class BoundedStream final : public httplib::Stream {
     return r > 0 && (p.revents & (events | POLLHUP | POLLERR)) != 0;
   }
   static void Name(const sockaddr_storage& addr, std::string& ip, int& port) {
-    char host[INET6_ADDRSTRLEN] = {0};
-    if (addr.ss_family == AF_INET) {
-      const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
-      ::inet_ntop(AF_INET, &a->sin_addr, host, sizeof(host));
-      port = ntohs(a->sin_port);
-    } else if (addr.ss_family == AF_INET6) {
-      const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
-      ::inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof(host));
-      port = ntohs(a->sin6_port);
-    }
-    ip = host;
+    PeerName(addr, ip, port);
   }
 
   const int sock_;
@@ -353,6 +360,34 @@ class Bounded final : public Base {
 
  private:
   bool process_and_close_socket(socket_t sock) override {
+    // The peer's share of the workers first: over it, the connection is closed unread.
+    std::string peer;
+    if (options_.max_connections_per_address > 0) {
+      sockaddr_storage addr{};
+      socklen_t len = sizeof(addr);
+      int port = 0;
+      if (::getpeername(sock, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+        PeerName(addr, peer, port);
+      }
+      std::lock_guard<std::mutex> lock(peers_mu_);
+      size_t& open = peers_[peer];
+      if (open >= options_.max_connections_per_address) {
+        if (options_.on_address_refused) options_.on_address_refused();
+        CloseSocket(sock);
+        return false;
+      }
+      ++open;
+    }
+    const bool ret = Serve(sock);
+    if (options_.max_connections_per_address > 0) {
+      std::lock_guard<std::mutex> lock(peers_mu_);
+      const auto it = peers_.find(peer);
+      if (it != peers_.end() && --it->second == 0) peers_.erase(it);
+    }
+    return ret;
+  }
+
+  bool Serve(socket_t sock) {
     const Limits limits{options_.request_budget,
                         options_.request_deadline,
                         options_.now,
@@ -379,6 +414,9 @@ class Bounded final : public Base {
   }
 
   BoundedHttpOptions options_;
+  std::mutex peers_mu_;
+  // Connections being served by peer address (an entry per address with one at least).
+  std::map<std::string, size_t> peers_;
 };
 
 }  // namespace

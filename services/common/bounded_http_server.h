@@ -15,6 +15,10 @@
 // answer, so keep-alive idle time counts). A read past the deadline fails; from then on nothing
 // httplib or the handler writes is sent: the server answers 408 itself (when nothing was
 // answered and the handshake was done), calls `on_deadline` and closes the connection.
+// A deadline bounds how long a request holds a worker, not how many a client holds: with
+// `max_connections_per_address`, a peer address with that many connections being served has its
+// next one closed unread as soon as a worker takes it (on_address_refused), so one address that
+// sends its requests slowly cannot hold every worker.
 // Once the server stops (stop()), every read or write that has to wait fails within 100 ms, so
 // the listen loop and stop's callers return even with such clients connected; a request cut
 // short by the stop is closed without an answer.
@@ -47,6 +51,11 @@ struct BoundedHttpOptions {
   // Called once for each request cut short by its deadline, before its connection is closed
   // (for the server's metrics). May be null.
   std::function<void()> on_deadline;
+  // Connections from one peer address (its text, without the port) served at once at most;
+  // past it a connection is closed unread and on_address_refused called (may be null). 0: no
+  // cap. Below the server's worker count, other addresses always find a worker.
+  size_t max_connections_per_address = 0;
+  std::function<void()> on_address_refused;
 };
 
 std::unique_ptr<httplib::Server> MakeBoundedHttpServer(BoundedHttpOptions options);

@@ -94,7 +94,12 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
                      .Name("palisade_feed_edge_held_total")
                      .Help("Edge syncs not done because the union exceeded the edge cap.")
                      .Register(metrics)
-                     .Add({})) {
+                     .Add({})),
+      edge_syncs_(prometheus::BuildCounter()
+                      .Name("palisade_feed_edge_syncs_total")
+                      .Help("Edge syncs run (DecisionTable::SyncFeed calls), held ones included.")
+                      .Register(metrics)
+                      .Add({})) {
   auto& entries = prometheus::BuildGauge()
                       .Name("palisade_feed_entries")
                       .Help("Entries in the feed's applied version.")
@@ -130,6 +135,11 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
                    .Name("palisade_feed_held_total")
                    .Help("Versions held by the shrink guard.")
                    .Register(metrics);
+  auto& store_errors = prometheus::BuildCounter()
+                           .Name("palisade_feed_store_errors_total")
+                           .Help("Feed versions the store refused (each is written again every "
+                                 "second until it takes it).")
+                           .Register(metrics);
   for (const FeedConfig& config : options_.feeds) {
     Feed feed;
     feed.config = config;
@@ -146,6 +156,7 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
     feed.rejected_counter = &rejected.Add(label);
     feed.never_ban_counter = &never.Add(label);
     feed.held_counter = &held.Add(label);
+    feed.store_errors = &store_errors.Add(label);
     feeds_.emplace(config.name(), std::move(feed));
   }
 }
@@ -182,10 +193,17 @@ absl::Status FeedManager::Restore() {
     }
     std::vector<FeedEntry> entries;
     entries.reserve(state.entries_size());
-    uint64_t never_ban = 0, too_wide = 0;
+    uint64_t never_ban = 0, too_wide = 0, expired = 0;
+    const int64_t now = absl::ToUnixSeconds(clock_.TimeNow());
     for (const auto& e : state.entries()) {
       absl::StatusOr<Cidr> cidr = Cidr::Parse(e.cidr());
       if (!cidr.ok()) continue;
+      // Entries that ended while the daemon was down leave now, as the sweep would have taken
+      // them (Start's edge sync comes before the first sweep).
+      if (e.expiry() <= now) {
+        ++expired;
+        continue;
+      }
       // The never-ban set may have grown since the version was stored (an address allowlisted,
       // then a restart): it is judged again, as a new version would be; so is a range's width
       // (the feed's minimum prefix may have been raised).
@@ -215,7 +233,9 @@ absl::Status FeedManager::Restore() {
                      " entries",
                      too_wide > 0 ? absl::StrCat(" (", too_wide,
                                                  " ranges wider than its minimum prefix left out)")
-                                  : ""));
+                                  : "",
+                     expired > 0 ? absl::StrCat(" (", expired, " past their expiry left out)")
+                                 : ""));
   }
   return absl::OkStatus();
 }
@@ -251,14 +271,38 @@ palisade::v1::FeedState FeedManager::StateLocked(const Feed& feed) const {
   return state;
 }
 
-void FeedManager::PersistLocked(const Feed& feed, bool made_here) {
+void FeedManager::PersistLocked(Feed& feed, bool made_here) {
   if (feed.current == nullptr) return;
   if (store_ == nullptr && !(made_here && options_.on_version)) return;
   const palisade::v1::FeedState state = StateLocked(feed);
   if (made_here && options_.on_version) options_.on_version(feed.config.name(), state);
   if (store_ == nullptr) return;
-  absl::Status s = store_->SaveSnapshot(SnapshotName(feed.config.name()), state.SerializeAsString());
-  if (!s.ok()) Log(absl::StrCat(feed.config.name(), ": version not persisted: ", s.message()));
+  absl::Status s = SaveLocked(feed, state);
+  if (!s.ok()) {
+    // Applied, published and (to_edge) at the edge, but a restart would restore the version
+    // before it: said and counted, and written again by each Tick until the store takes it.
+    feed.store_errors->Increment();
+    feed.last_error = s;
+    Log(absl::StrCat(feed.config.name(), ": ", s.message()));
+  }
+}
+
+absl::Status FeedManager::SaveLocked(Feed& feed, const palisade::v1::FeedState& state) {
+  if (store_ == nullptr) return absl::OkStatus();
+  absl::Status s =
+      store_->SaveSnapshot(SnapshotName(feed.config.name()), state.SerializeAsString());
+  if (s.ok()) {
+    if (!feed.store_error.ok()) {
+      Log(absl::StrCat(feed.config.name(), ": version ", feed.version, " stored"));
+      if (feed.last_error == feed.store_error) feed.last_error = absl::OkStatus();
+    }
+    feed.store_error = absl::OkStatus();
+    return s;
+  }
+  feed.store_error = absl::Status(
+      s.code(), absl::StrCat("version ", feed.version, " not stored (retried each second): ",
+                             s.message()));
+  return feed.store_error;
 }
 
 absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMode mode,
@@ -385,15 +429,29 @@ void FeedManager::SyncEdgeLocked() {
                        "; the edge keeps its current set until the union fits"));
     }
     edge_capped_ = true;
-    DecisionFilter current;
-    current.origin = palisade::v1::ORIGIN_FEED;
-    current.active_only = true;
-    for (palisade::v1::Decision& d : table_->List(current)) {
-      DecisionTable::FeedTarget t;
-      t.target = std::move(*d.mutable_target());
-      t.reason = std::move(*d.mutable_reason());
-      desired.push_back(std::move(t));
+    if (!edge_set_known_) {
+      // The set held is the one last asked for: its waiting claims (a target decided by a rule
+      // or by hand) are kept too. Not known yet (a restart, or the writer's lease regained):
+      // the table's active feed decisions, minus what no to_edge feed could list now (the
+      // never-ban set may have grown, a minimum prefix been raised).
+      DecisionFilter current;
+      current.origin = palisade::v1::ORIGIN_FEED;
+      current.active_only = true;
+      for (palisade::v1::Decision& d : table_->List(current)) {
+        absl::StatusOr<Cidr> cidr = Cidr::Parse(d.target().value());
+        if (!cidr.ok() || TouchesNeverBan(*cidr, options_.never_ban)) continue;
+        const bool listable = std::any_of(feeds_.begin(), feeds_.end(), [&cidr](const auto& f) {
+          return f.second.config.to_edge() && !TooWide(*cidr, f.second.config);
+        });
+        if (!listable) continue;
+        DecisionTable::FeedTarget t;
+        t.target = std::move(*d.mutable_target());
+        t.reason = std::move(*d.mutable_reason());
+        edge_set_.push_back(std::move(t));
+      }
+      edge_set_known_ = true;
     }
+    desired = edge_set_;
     merged.clear();
   } else if (edge_capped_) {
     Log(absl::StrCat("the feeds' union is ", merged.size(), " ranges, within ",
@@ -425,12 +483,18 @@ void FeedManager::SyncEdgeLocked() {
   *spec.mutable_duration() = ToProtoDuration(ttl);
   const absl::Time now = clock_.TimeNow();
   std::vector<DecisionUpdate> updates = table_->SyncFeed(desired, spec, now + ttl / 2);
+  edge_syncs_.Increment();
+  if (!over_cap) {
+    edge_set_ = desired;
+    edge_set_known_ = true;
+  }
   for (const DecisionUpdate& u : updates) {
     if (u.change == DecisionChange::kCreated) edge_added_.Increment();
     if (u.change == DecisionChange::kWithdrawn) edge_removed_.Increment();
   }
   edge_entries_.Set(static_cast<double>(desired.size()));
-  next_edge_refresh_ = now + ttl / 4;
+  // No to_edge feed (ttl zero): nothing to refresh; this sync withdrew what was left.
+  next_edge_refresh_ = ttl > absl::ZeroDuration() ? now + ttl / 4 : absl::InfiniteFuture();
 }
 
 absl::Status FeedManager::FailedLocked(Feed& feed, const absl::Status& failure, bool parsed) {
@@ -503,7 +567,16 @@ absl::StatusOr<PushFeedResponse> FeedManager::PushHere(absl::string_view name, F
   // parse past the feed's max_parsed_bytes (this server's limit, not the client's mistake).
   if (!parsed.ok()) return FailedLocked(*feed, parsed.status(), /*parsed=*/true);
   feed->last_error = absl::OkStatus();
-  return ApplyLocked(*feed, mode, *parsed, force);
+  // A pushed version is not the server's content: a pulled feed's next pull asks for it whole,
+  // so a "not modified" cannot renew the push as what its server lists. A held one keeps them.
+  std::string etag = std::exchange(feed->etag, "");
+  std::string last_modified = std::exchange(feed->last_modified, "");
+  absl::StatusOr<PushFeedResponse> applied = ApplyLocked(*feed, mode, *parsed, force);
+  if (!applied.ok() || applied->held()) {
+    feed->etag = std::move(etag);
+    feed->last_modified = std::move(last_modified);
+  }
+  return applied;
 }
 
 absl::StatusOr<PushFeedResponse> FeedManager::FetchNow(absl::string_view name) {
@@ -613,6 +686,8 @@ void FeedManager::Tick() {
       if (feed.last_success != absl::InfinitePast()) {
         feed.age_gauge->Set(absl::ToDoubleSeconds(now - feed.last_success));
       }
+      // A version the store refused is written again.
+      if (!feed.store_error.ok()) SaveLocked(feed, StateLocked(feed)).IgnoreError();
       // Entries past their expiry leave the feed (a new version of it), on a one-minute grid:
       // at most a minute late, and entries ending seconds apart leave in one version, not one
       // each (a version is stored whole and, in a cluster, published).
@@ -653,7 +728,10 @@ void FeedManager::Start() {
   {
     absl::MutexLock lock(&mu_);
     // Feeds restored from the store (or followed, in a cluster) go to the edge as they are
-    // (nothing changes if it is already there); a fresh start has nothing to send yet.
+    // (nothing changes if it is already there); a fresh start has nothing to send yet. What
+    // this node asked for before a Stop is no longer known (another node may have written).
+    edge_set_.clear();
+    edge_set_known_ = false;
     SyncEdgeLocked();
   }
   thread_ = std::thread([this] {

@@ -1,15 +1,18 @@
 // The threat-feed manager: owns every configured feed, applies new versions (pushed over
 // Feeds.Push or pulled by its own thread), and keeps three things in step with them:
 //  - the FeedRegistry the engine reads for in_feed conditions (swapped, never locked by readers);
-//  - the feed's durable copy in the store, so a restart resumes with the last applied version;
+//  - the feed's durable copy in the store, so a restart resumes with the last applied version
+//    (one the store refuses is the feed's last_error, counted, and written again by each Tick);
 //  - the edge: the merged union of the feeds marked to_edge becomes decisions of origin feed
 //    (DecisionTable::SyncFeed), so only entries that came or went cause list operations.
 //
 // Safety: indicators that touch the never-ban set (non-public ranges, the allowlist, this host,
 // Cloudflare's ranges) are dropped and counted; a version that shrinks the feed below
 // min_keep_ratio of its current size is held, not applied (push with force to override); while
-// the union is larger than edge_max_entries the edge keeps (and refreshes) the set it has, and
-// says so once (log, palisade_feed_edge_held_total counts the held syncs).
+// the union is larger than edge_max_entries the edge keeps (and refreshes) the set it last asked
+// for, waiting claims included (after Start: the table's feed decisions that the never-ban set
+// and the minimum prefixes still allow), and says so once (log, palisade_feed_edge_held_total
+// counts the held syncs). With no to_edge feed the edge is synced once, at Start, not refreshed.
 //
 // In a cluster (docs/CLUSTER.md, "Threat feeds") only the edge writer applies versions (pushes,
 // pulls, expiry) and syncs the edge; each version it makes goes to `on_version` (published for
@@ -65,7 +68,8 @@ class FeedManager {
               DecisionTable* table, Store* store);
   ~FeedManager();
 
-  // Loads each feed's last applied version from the store and publishes it. Call before Start.
+  // Loads each feed's last applied version from the store and publishes it, without the entries
+  // past their expiry (or now in the never-ban set, or too wide). Call before Start.
   absl::Status Restore();
   // Starts the thread that pulls feeds with a URL when due and expires entries, after an edge
   // sync of the versions held. Stop ends it; Start may run again after Stop (a cluster node
@@ -81,7 +85,8 @@ class FeedManager {
   // push forward set (a cluster node), the forward's answer (the feed and the size checked
   // here first); else PushHere. Refused, naming the feed, with the feed keeping its version:
   // kNotFound (not configured), kResourceExhausted (content over its max_bytes, or a parse
-  // past its max_parsed_bytes), kInvalidArgument (content that cannot be read).
+  // past its max_parsed_bytes), kInvalidArgument (content that cannot be read). An applied push
+  // drops a pulled feed's validators: its next pull asks for the whole content.
   absl::StatusOr<palisade::v1::PushFeedResponse> Push(absl::string_view feed,
                                                       palisade::v1::FeedPushMode mode,
                                                       palisade::v1::FeedFormat format, bool force,
@@ -107,7 +112,8 @@ class FeedManager {
   // entry_ttl from now. kCancelled, the feed unchanged and still due, when Stop cut it short.
   absl::StatusOr<palisade::v1::PushFeedResponse> FetchNow(absl::string_view feed);
   // One round of the background work, at the clock's now: due fetches, expired entries, edge
-  // refresh, age gauges. The thread calls it every second; tests call it directly.
+  // refresh, age gauges, versions the store refused. The thread calls it every second; tests
+  // call it directly.
   void Tick();
 
   palisade::v1::ListFeedsResponse List() const;
@@ -126,6 +132,8 @@ class FeedManager {
     int failures = 0;  // consecutive fetch failures, for backoff
     // The last push's or pull's failure, with the code it was answered with (OK: none).
     absl::Status last_error;
+    // Why the store refused the version held (OK: it is stored). Tick writes it again.
+    absl::Status store_error;
     std::string etag, last_modified;
     // Whether each entry's FeedEntry::ttl_expiry is known. A version restored or followed does
     // not say (FeedState does not carry it): until a pull gets the whole content again, pulls
@@ -147,6 +155,7 @@ class FeedManager {
     prometheus::Counter* rejected_counter;
     prometheus::Counter* never_ban_counter;
     prometheus::Counter* held_counter;
+    prometheus::Counter* store_errors;
   };
 
   Feed* FindLocked(absl::string_view name) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -155,8 +164,12 @@ class FeedManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked(Feed& feed, std::shared_ptr<const FeedSet> set)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Stores the feed's version and, when `made_here`, hands it to on_version.
-  void PersistLocked(const Feed& feed, bool made_here = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Stores the feed's version and, when `made_here`, hands it to on_version. A version the
+  // store refuses is counted and becomes the feed's last_error until SaveLocked writes it.
+  void PersistLocked(Feed& feed, bool made_here = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes the feed's version to the store (if any); records or clears its store_error.
+  absl::Status SaveLocked(Feed& feed, const palisade::v1::FeedState& state)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   palisade::v1::FeedState StateLocked(const Feed& feed) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
   void SyncEdgeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records a version the feed did not get (it keeps the one it has): `failure` becomes its
@@ -179,10 +192,15 @@ class FeedManager {
   absl::Time next_edge_refresh_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   // The union is over edge_max_entries: the edge holds its set (logged once per episode).
   bool edge_capped_ ABSL_GUARDED_BY(mu_) = false;
+  // The targets the last edge sync asked for (the held set while capped); unknown until a sync
+  // after Start, and then read from the table's active feed decisions.
+  std::vector<DecisionTable::FeedTarget> edge_set_ ABSL_GUARDED_BY(mu_);
+  bool edge_set_known_ ABSL_GUARDED_BY(mu_) = false;
   prometheus::Gauge& edge_entries_;
   prometheus::Counter& edge_added_;
   prometheus::Counter& edge_removed_;
   prometheus::Counter& edge_held_;
+  prometheus::Counter& edge_syncs_;
   PushForward forward_;
   std::atomic<bool> running_{false};  // between Start and Stop: this node syncs the edge
   absl::Mutex run_mu_;

@@ -14,6 +14,7 @@
 #include "services/common/proto_time.h"
 #include "services/common/metrics_for_tests.h"
 #include "services/common/status_matchers.h"
+#include "services/store/sql_for_tests.h"
 
 namespace palisade {
 namespace {
@@ -294,6 +295,88 @@ TEST_F(FeedManagerTest, OverTheEdgeCapTheCurrentEdgeSetIsHeldAndRefreshed) {
   EXPECT_THAT(table.List(active), SizeIs(4));
 }
 
+// Over the cap the held set was read back from the table's active feed decisions: a restart
+// with an address newly in the never-ban set kept (and refreshed) its restored decision, which
+// the feed itself no longer held; and the feed claims waiting behind other decisions were
+// dropped, so the address left the edge when that decision ended. The held set is the one last
+// decided, judged by the never-ban set and the feeds' minimum prefixes when read from the table.
+TEST_F(FeedManagerTest, OverTheEdgeCapTheHeldSetKeepsOutTheNeverBanSet) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/held_never_ban.db");
+  std::remove(path.c_str());
+  const FeedConfig c = Plain("f", true);
+  const std::string five = "198.51.100.1\n198.51.100.3\n198.51.100.5\n198.51.100.7\n198.51.100.9\n";
+  DecisionFilter active;
+  active.active_only = true;
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_IP_LIST});
+    auto feeds = Make({c}, &table, store->get(), /*edge_max=*/2);
+    ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "198.51.100.1\n198.51.100.3\n"), IsOk());
+    ASSERT_THAT(feeds->Push("f", kReplace, {}, false, five), IsOk());  // over the cap: held
+    ASSERT_THAT(table.List(active), SizeIs(2));
+  }
+  // The operator allowlists 198.51.100.1 and restarts.
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_IP_LIST});
+  ASSERT_THAT(table.Restore(), IsOk());
+  FeedManagerOptions options;
+  options.feeds = {c};
+  options.edge_max_entries = 2;
+  options.never_ban = *CidrSet::Parse({"198.51.100.1"});
+  prometheus::Registry metrics;
+  FeedManager feeds(options, clock_, metrics, &table, store->get());
+  ASSERT_THAT(feeds.Restore(), IsOk());
+  feeds.Start();
+  feeds.Stop();
+  std::vector<std::string> targets;
+  for (const Decision& d : table.List(active)) targets.push_back(d.target().value());
+  EXPECT_THAT(targets, ::testing::ElementsAre("198.51.100.3"));
+}
+
+TEST_F(FeedManagerTest, OverTheEdgeCapAFeedClaimWaitingBehindAManualBanIsKept) {
+  DecisionTable table(clock_);
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+  req.mutable_target()->set_value("198.51.100.1");
+  *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  req.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+  ASSERT_THAT(table.AddManual(req), IsOk());
+  auto feeds = Make({Plain("f", true)}, &table, nullptr, /*edge_max=*/2);
+  // 198.51.100.1's feed claim waits behind the manual ban.
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "198.51.100.1\n198.51.100.3\n"), IsOk());
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false,
+                          "198.51.100.1\n198.51.100.3\n198.51.100.5\n198.51.100.7\n"),
+              IsOk());  // over the cap: held
+  clock_.Advance(absl::Hours(2));
+  table.ExpireDue();  // the manual ban ends: the feed's claim takes over
+  DecisionFilter active;
+  active.active_only = true;
+  std::map<std::string, palisade::v1::Origin> decided;
+  for (const Decision& d : table.List(active)) decided[d.target().value()] = d.origin();
+  EXPECT_EQ(decided.size(), 2u);
+  EXPECT_EQ(decided["198.51.100.1"], palisade::v1::ORIGIN_FEED);
+}
+
+// With no to_edge feed the edge refresh period (a quarter of the longest to_edge entry_ttl)
+// was zero: every Tick ran DecisionTable::SyncFeed, walking every active decision.
+TEST_F(FeedManagerTest, WithoutAToEdgeFeedTheEdgeIsSyncedOnceNotEverySecond) {
+  DecisionTable table(clock_);
+  auto feeds = Make({Plain("local")}, &table);
+  ASSERT_THAT(feeds->Push("local", kReplace, {}, false, "198.51.100.7\n"), IsOk());
+  feeds->Start();  // its sync withdraws what a feed no longer to_edge left at the edge
+  feeds->Stop();
+  for (int i = 0; i < 3600; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    feeds->Tick();
+  }
+  EXPECT_EQ(Counter(metrics_, "palisade_feed_edge_syncs_total"), 1);
+  EXPECT_EQ(table.active_count(), 0u);
+}
+
 TEST_F(FeedManagerTest, ExpiredEntriesLeaveTheFeedAndTheEdge) {
   DecisionTable table(clock_);
   FeedConfig c = Plain("f", true);
@@ -307,6 +390,42 @@ TEST_F(FeedManagerTest, ExpiredEntriesLeaveTheFeedAndTheEdge) {
   feeds->Tick();
   EXPECT_FALSE(feeds->registry().Contains("f", Ip("198.51.100.7")));
   EXPECT_EQ(table.active_count(), 0u);
+}
+
+// A restart restored entries past their expiry (the daemon was down when they ended) and
+// Start's edge sync decided them again before the first sweep took them out.
+TEST_F(FeedManagerTest, RestoreLeavesOutEntriesPastTheirExpiry) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/restore_expired.db");
+  std::remove(path.c_str());
+  FeedConfig c = Plain("f", true);
+  c.mutable_entry_ttl()->set_seconds(3600);
+  DecisionTable table(clock_);
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    auto feeds = Make({c}, &table, store->get());
+    ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "198.51.100.7\n"), IsOk());
+    clock_.Advance(absl::Minutes(30));
+    ASSERT_THAT(feeds->Push("f", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, "203.0.113.9\n"),
+                IsOk());  // ends 30 minutes after the other
+  }
+  clock_.Advance(absl::Minutes(45));  // 198.51.100.7 ended 15 minutes ago
+  table.ExpireDue();
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  prometheus::Registry metrics;
+  FeedManagerOptions options;
+  options.feeds = {c};
+  FeedManager feeds(options, clock_, metrics, &table, store->get());
+  ASSERT_THAT(feeds.Restore(), IsOk());
+  EXPECT_FALSE(feeds.registry().Contains("f", Ip("198.51.100.7")));
+  EXPECT_TRUE(feeds.registry().Contains("f", Ip("203.0.113.9")));
+  feeds.Start();
+  feeds.Stop();
+  EXPECT_EQ(::palisade::testing::CounterSum(metrics, "palisade_feed_edge_changes_total",
+                                            {{"change", "added"}}),
+            0);
+  EXPECT_EQ(table.active_count(), 1u);
 }
 
 TEST_F(FeedManagerTest, RestartResumesFromTheStore) {
@@ -325,6 +444,47 @@ TEST_F(FeedManagerTest, RestartResumesFromTheStore) {
   ASSERT_THAT(feeds->Restore(), IsOk());
   EXPECT_TRUE(feeds->registry().Contains("f", Ip("198.51.100.1")));
   EXPECT_EQ(feeds->List().feeds(0).version(), 1u);
+}
+
+// A version the store refused was only logged: the push answered OK, nothing wrote it again,
+// and a restart restored the version before it (a removed address banned again). The feed says
+// so (last_error, palisade_feed_store_errors_total) and Tick writes it once the store takes it.
+TEST_F(FeedManagerTest, AVersionTheStoreRefusedIsWrittenAgainAndSurvivesARestart) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/refused_snapshot.db");
+  std::remove(path.c_str());
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    auto feeds = Make({Plain("f", true)}, &table, store->get());
+    ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "198.51.100.1\n198.51.100.2\n"), IsOk());
+    ::palisade::testing::ExecSql(path, "CREATE TRIGGER full BEFORE INSERT ON snapshots "
+                                       "BEGIN SELECT RAISE(ABORT, 'full'); END;");
+    ASSERT_THAT(feeds->Push("f", palisade::v1::FEED_PUSH_MODE_REMOVE, {}, false, "198.51.100.2\n"),
+                IsOk());
+    EXPECT_FALSE(feeds->registry().Contains("f", Ip("198.51.100.2")));
+    EXPECT_THAT(feeds->List().feeds(0).last_error(),
+                AllOf(HasSubstr("version 2 not stored"), HasSubstr("full")));
+    EXPECT_EQ(::palisade::testing::CounterSum(metrics_, "palisade_feed_store_errors_total",
+                                              {{"feed", "f"}}),
+              1);
+    feeds->Tick();  // still refused: still pending
+    EXPECT_THAT(feeds->List().feeds(0).last_error(), HasSubstr("not stored"));
+    ::palisade::testing::ExecSql(path, "DROP TRIGGER full;");
+    clock_.Advance(absl::Seconds(1));
+    feeds->Tick();
+    EXPECT_EQ(feeds->List().feeds(0).last_error(), "");
+  }
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  prometheus::Registry metrics;
+  FeedManagerOptions options;
+  options.feeds = {Plain("f", true)};
+  FeedManager feeds(options, clock_, metrics, nullptr, store->get());
+  ASSERT_THAT(feeds.Restore(), IsOk());
+  EXPECT_THAT(feeds.Version("f"), IsOkAndHolds(2u));
+  EXPECT_FALSE(feeds.registry().Contains("f", Ip("198.51.100.2")));
+  EXPECT_TRUE(feeds.registry().Contains("f", Ip("198.51.100.1")));
 }
 
 // In a cluster (docs/CLUSTER.md, "Threat feeds"): each version made here goes to on_version,
@@ -378,7 +538,8 @@ TEST_F(FeedManagerTest, VersionsMadeHereArePublishedFollowedOnesOnlyHeld) {
   FeedManager restarted(fo, clock_, restarted_metrics, &follower_table, store->get());
   ASSERT_THAT(restarted.Restore(), IsOk());
   EXPECT_THAT(restarted.Version("f"), IsOkAndHolds(1u));
-  EXPECT_TRUE(restarted.registry().Contains("f", Ip("203.0.113.9")));
+  // Version 1's entries ended at minute 60: the restart leaves them out.
+  EXPECT_FALSE(restarted.registry().Contains("f", Ip("203.0.113.9")));
   EXPECT_THAT(restarted.Follow("f", made[1]), IsOkAndHolds(true));
   EXPECT_FALSE(restarted.registry().Contains("f", Ip("203.0.113.9")));
   EXPECT_THAT(restarted.Follow("f", made[0]), IsOkAndHolds(false));  // older: ignored
@@ -698,6 +859,23 @@ TEST_F(FeedManagerTest, APulledVersionIsPublishedOnceWithItsValidators) {
   EXPECT_THAT(made, SizeIs(1));
   ASSERT_THAT(feeds.FetchNow("pulled"), IsOk());
   EXPECT_EQ(server.last_if_none_match(), "\"v1\"");
+}
+
+// A push to a pulled feed kept the pulled version's ETag: the next pull sent it, the server
+// answered 304, and the pushed version was renewed as the server's, the entries the push took
+// out gone until the server's content changed. A push clears the validators.
+TEST_F(FeedManagerTest, APushToAPulledFeedMakesTheNextPullAskForTheWholeContent) {
+  FeedServer server;
+  server.Serve("198.51.100.1\n198.51.100.2\n");
+  FeedConfig c = Plain("drop");
+  c.set_url(server.url());
+  auto feeds = Make({c});
+  ASSERT_THAT(feeds->FetchNow("drop"), IsOk());
+  ASSERT_THAT(feeds->Push("drop", kReplace, {}, false, "198.51.100.1\n"), IsOk());
+  EXPECT_FALSE(feeds->registry().Contains("drop", Ip("198.51.100.2")));
+  ASSERT_THAT(feeds->FetchNow("drop"), IsOk());  // the server's content is unchanged
+  EXPECT_EQ(server.last_if_none_match(), "");
+  EXPECT_TRUE(feeds->registry().Contains("drop", Ip("198.51.100.2")));
 }
 
 // "Not modified" is only an answer to a conditional request: a server that answers 304 to a

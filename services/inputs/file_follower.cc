@@ -1,5 +1,6 @@
 #include "services/inputs/file_follower.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -8,10 +9,20 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/fingerprint.h"
 
 namespace palisade {
+namespace {
+
+// Appends `c` to `list`, keeping the last 16.
+void KeepLast16(std::vector<palisade::v1::FileCheckpoint>* list, palisade::v1::FileCheckpoint c) {
+  if (list->size() >= 16) list->erase(list->begin());
+  list->push_back(std::move(c));
+}
+
+}  // namespace
 
 FileFollower::FileFollower(std::string path, FileFollowerOptions options,
                            std::optional<palisade::v1::FileCheckpoint> from)
@@ -30,6 +41,8 @@ void FileFollower::Close() {
   pending_.clear();
   skipping_ = false;
   after_truncation_ = false;
+  data_at_ = 0;
+  data_head_.clear();
   read_offset_ = 0;
   fingerprint_.clear();
   fingerprint_bytes_ = 0;
@@ -116,10 +129,10 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
     return true;
   };
   if (same_file(path_) && open_at_checkpoint(path_)) return;
-  // Rotated while we were away: logrotate moves the file to PATH.1. Read it on from the
-  // checkpoint, then the new file from its start.
-  if (same_file(path_ + ".1")) {
-    if (open_at_checkpoint(path_ + ".1")) {
+  // Rotated while we were away: logrotate moves the file to PATH.1 (PATH-YYYYMMDD with
+  // dateext). Read it on from the checkpoint, then the new file from its start.
+  for (const std::string& rotated : RotatedNames(path_)) {
+    if (same_file(rotated) && open_at_checkpoint(rotated)) {
       draining_rotated_ = true;
       ++stats_.rotations;
       return;
@@ -138,6 +151,9 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
   }
   (void)OpenAt(path_, 0);
   after_truncation_ = truncated;
+  // Truncated: the copy may hold the rest (a glob reads it on). Else the file is nowhere: what
+  // was written to it after the checkpoint is not read.
+  KeepLast16(truncated ? &truncated_ : &lost_, from);
 }
 
 absl::StatusOr<size_t> FileFollower::ReadMore() {
@@ -177,6 +193,11 @@ size_t FileFollower::TakeLines(size_t max_lines, size_t* bytes_left,
       while (at < size && data[at] == '\0') ++at;
       if (at == size) break;
       after_truncation_ = false;
+      const uint64_t data_at = read_offset_ >= size ? read_offset_ - size + at : 0;
+      if (data_at > 0) {
+        data_at_ = data_at;
+        data_head_.assign(data + at, std::min<size_t>(size - at, 64));
+      }
     }
     const void* found = std::memchr(data + at, '\n', size - at);
     const size_t nl = found == nullptr ? std::string::npos
@@ -253,12 +274,7 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
   struct stat open_st;
   if (::fstat(open_.fd, &open_st) == 0 && static_cast<uint64_t>(open_st.st_size) < read_offset_) {
     // Copied and truncated in place: what is there now is new.
-    pending_.clear();
-    skipping_ = false;
-    read_offset_ = 0;
-    fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);
-    after_truncation_ = true;
-    ++stats_.truncations;
+    Truncated();
     return true;
   }
   return false;
@@ -297,8 +313,13 @@ absl::StatusOr<FileFollower::OldFile> FileFollower::OldFileState() {
 bool FileFollower::HeadChanged() const {
   if (open_.fd < 0 || fingerprint_bytes_ == 0) return false;
   std::string head(fingerprint_bytes_, '\0');
-  const ssize_t n = ::pread(open_.fd, head.data(), head.size(), 0);
-  return n != static_cast<ssize_t>(head.size()) || Fingerprint(head) != fingerprint_;
+  ssize_t n = ::pread(open_.fd, head.data(), head.size(), 0);
+  if (n != static_cast<ssize_t>(head.size()) || Fingerprint(head) != fingerprint_) return true;
+  if (data_at_ == 0) return false;
+  // Truncated again, the writer writing on further out: the hole now reaches past data_at_.
+  head.resize(data_head_.size());
+  n = ::pread(open_.fd, head.data(), head.size(), static_cast<off_t>(data_at_));
+  return n != static_cast<ssize_t>(head.size()) || head != data_head_;
 }
 
 absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines, std::vector<std::string>* lines) {
@@ -319,14 +340,7 @@ absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines,
   absl::Status error;
   // Truncated and written again past our offset before we looked (copytruncate while the
   // daemon writes fast): the size cannot tell, the first bytes can.
-  if (!draining_rotated_ && HeadChanged()) {
-    pending_.clear();
-    skipping_ = false;
-    read_offset_ = 0;
-    fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);
-    after_truncation_ = true;
-    ++stats_.truncations;
-  }
+  if (!draining_rotated_ && HeadChanged()) Truncated();
   size_t bytes_left = options_.max_batch_bytes;
   while (taken < max_lines) {
     taken += TakeLines(max_lines - taken, &bytes_left, on_line);
@@ -361,6 +375,31 @@ void FileFollower::LetGo() {
   let_go_.push_back(checkpoint());
 }
 
+void FileFollower::Truncated() {
+  // Where the copy (if one was made) holds what was not handed out yet.
+  KeepLast16(&truncated_, checkpoint());
+  pending_.clear();
+  skipping_ = false;
+  data_at_ = 0;
+  data_head_.clear();
+  read_offset_ = 0;
+  fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);
+  after_truncation_ = true;
+  ++stats_.truncations;
+}
+
+std::vector<palisade::v1::FileCheckpoint> FileFollower::TakeTruncated() {
+  std::vector<palisade::v1::FileCheckpoint> out;
+  out.swap(truncated_);
+  return out;
+}
+
+std::vector<palisade::v1::FileCheckpoint> FileFollower::TakeLost() {
+  std::vector<palisade::v1::FileCheckpoint> out;
+  out.swap(lost_);
+  return out;
+}
+
 std::vector<palisade::v1::FileCheckpoint> FileFollower::TakeLetGo() {
   std::vector<palisade::v1::FileCheckpoint> out;
   out.swap(let_go_);
@@ -380,6 +419,39 @@ bool FileFollower::IsFileOf(const std::string& path, const palisade::v1::FileChe
   }
   ::close(fd);
   return same;
+}
+
+std::vector<std::string> FileFollower::RotatedNames(const std::string& path) {
+  std::vector<std::string> out = {path + ".1"};
+  const size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? "." : path.substr(0, slash + 1);
+  const std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return out;
+  std::vector<std::string> more;
+  while (const struct dirent* e = ::readdir(d)) {
+    const absl::string_view name = e->d_name;
+    if (name.size() > base.size() && absl::StartsWith(name, base) && name != base + ".1") {
+      more.push_back(absl::StrCat(slash == std::string::npos ? "" : dir, name));
+    }
+  }
+  ::closedir(d);
+  std::sort(more.begin(), more.end());
+  out.insert(out.end(), more.begin(), more.end());
+  return out;
+}
+
+bool FileFollower::IsCopyOf(const std::string& path, const palisade::v1::FileCheckpoint& c) {
+  if (c.fingerprint_bytes() == 0) return false;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return false;
+  struct stat st;
+  std::string head(c.fingerprint_bytes(), '\0');
+  const bool copy = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+                    ::pread(fd, head.data(), head.size(), 0) == static_cast<ssize_t>(head.size()) &&
+                    Fingerprint(head) == c.fingerprint();
+  ::close(fd);
+  return copy;
 }
 
 palisade::v1::FileCheckpoint FileFollower::checkpoint() const {

@@ -7,7 +7,9 @@
 //   - rotation by copytruncate (the file shrinks below what was taken, or its first bytes are no
 //     longer the ones fingerprinted, when it was written past the old offset before we looked):
 //     read again from the start, counted as a truncation (NULs before its first line are the
-//     hole a writer without O_APPEND leaves, writing on at its old offset: skipped);
+//     hole a writer without O_APPEND leaves, writing on at its old offset: skipped; a second
+//     truncation under it is told by the bytes where the data began after the hole); where it
+//     stood then is kept for TakeTruncated (a glob tells the copy by it);
 //   - a file that does not exist yet is waited for, not an error; one removed (rm, find
 //     -delete) is read to its end (a last line without its newline is a line), then closed
 //     (its space freed; descriptors do not pile up) and its path waited for again;
@@ -17,13 +19,15 @@
 // checkpoint() is the position after the last line handed out: device, inode, offset, and a
 // fingerprint of the file's first bytes (an inode reused by another file is not mistaken for
 // the same file). A follower created from a checkpoint resumes there: at the offset when the
-// file is the same; in the rotated file (PATH.1, where logrotate moves it) when the file was
-// rotated meanwhile, then the new file from its start; from the start when the file was
-// truncated below the offset or replaced. A checkpoint taken while the rest of a cut line was
-// being dropped is inside that line: the resumed follower drops that rest too. A checkpoint
-// whose file is there but cannot be opened (EACCES, out of descriptors) is kept: Poll says so
-// and tries again, rather than read the file again from its start, and checkpoint() meanwhile
-// is that checkpoint (a snapshot taken while it waits keeps the position).
+// file is the same; in the rotated file (PATH.1, where logrotate moves it, or another name that
+// starts with the path's: PATH-YYYYMMDD) when the file was rotated meanwhile, then the new file
+// from its start; from the start when the file was truncated below the offset or replaced (a
+// checkpoint whose file is found nowhere is given up: TakeLost). A checkpoint taken while the
+// rest of a cut line was being dropped is inside that line: the resumed follower drops that
+// rest too. A checkpoint whose file is there but cannot be opened (EACCES, out of descriptors)
+// is kept: Poll says so and tries again, rather than read the file again from its start, and
+// checkpoint() meanwhile is that checkpoint (a snapshot taken while it waits keeps the
+// position).
 //
 // Thread-safety: none; one follower per thread.
 #ifndef PALISADE_SERVICES_INPUTS_FILE_FOLLOWER_H_
@@ -96,11 +100,26 @@ class FileFollower {
   // call, each as its checkpoint there (device, inode, fingerprint): a glob that matches them
   // under their new names tells them from new files (FileInputs). At most the last 16.
   std::vector<palisade::v1::FileCheckpoint> TakeLetGo();
+  // The positions at which the follower found its file truncated in place (copytruncate), or
+  // its checkpoint's file truncated when it resumed, since the last call: the checkpoint then
+  // (device, inode, offset, the fingerprint of the bytes before the truncation). A glob that
+  // matches the copy under another name tells it by those bytes (FileInputs). At most the last 16.
+  std::vector<palisade::v1::FileCheckpoint> TakeTruncated();
+  // The checkpoints given up since the last call: their file was found neither at the path nor
+  // under a rotated name (RotatedNames), so what was written to it after them is not read.
+  std::vector<palisade::v1::FileCheckpoint> TakeLost();
 
   // Whether the file at `path` is the one `c` was taken in: a regular file with the same device
   // and inode, whose first bytes are the ones fingerprinted (an inode reused by another file has
   // others). Opens it without blocking; false when it cannot tell.
   static bool IsFileOf(const std::string& path, const palisade::v1::FileCheckpoint& c);
+  // Whether the file at `path` starts as the one `c` was taken in did, as a copy of it does
+  // (copytruncate's): a regular file whose first bytes are the ones fingerprinted, whatever its
+  // inode. False when `c` fingerprinted no byte.
+  static bool IsCopyOf(const std::string& path, const palisade::v1::FileCheckpoint& c);
+  // Where logrotate may have moved the file at `path`: PATH.1 first, then the other names in its
+  // directory that start with its own (PATH.N, dateext's PATH-YYYYMMDD, PATH.2024-12-05), sorted.
+  static std::vector<std::string> RotatedNames(const std::string& path);
 
  private:
   struct Open {
@@ -128,7 +147,8 @@ class FileFollower {
   enum class OldFile { kStillWritten, kMoreRead, kDone };
   absl::StatusOr<OldFile> OldFileState();
   std::string FingerprintOf(int fd, uint32_t* bytes) const;
-  // The open file's first bytes are no longer the ones fingerprinted: rewritten in place.
+  // The open file's first bytes are no longer the ones fingerprinted, or those where the data
+  // began after a hole no longer the ones seen there: rewritten in place.
   bool HeadChanged() const;
   // Resumes from a checkpoint (constructor).
   void Resume(const palisade::v1::FileCheckpoint& from);
@@ -141,6 +161,10 @@ class FileFollower {
   bool skipping_ = false;      // dropping the rest of a cut line
   // Truncated in place (copytruncate): NULs before the first line are a hole, not a line.
   bool after_truncation_ = false;
+  // Where the data began after the hole a truncation left (0: no hole), and its first bytes: a
+  // hole as long as the fingerprinted bytes hides a second truncation from them, not from these.
+  uint64_t data_at_ = 0;
+  std::string data_head_;
   std::string fingerprint_;    // of the open file (empty until it has a byte)
   uint32_t fingerprint_bytes_ = 0;
   uint64_t lag_bytes_ = 0;
@@ -158,6 +182,12 @@ class FileFollower {
   std::vector<palisade::v1::FileCheckpoint> let_go_;
   // Records the open file as let go of (before the follower moves to the new one).
   void LetGo();
+  // Truncated in place: records the position, then reads the file again from its start.
+  void Truncated();
+  // Positions at a truncation, not yet taken by TakeTruncated (oldest first).
+  std::vector<palisade::v1::FileCheckpoint> truncated_;
+  // Checkpoints given up, not yet taken by TakeLost (oldest first).
+  std::vector<palisade::v1::FileCheckpoint> lost_;
 };
 
 }  // namespace palisade

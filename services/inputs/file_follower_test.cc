@@ -307,6 +307,32 @@ TEST_F(FileFollowerTest, TheHoleBeforeANonAppendingWriterAfterCopyTruncateIsSkip
   EXPECT_EQ(f.stats().truncations, 1u);
 }
 
+// A second copytruncate under the same writer without O_APPEND, between two polls: the file
+// starts with a longer hole (the first bytes, NULs, are as fingerprinted) and is longer than
+// the offset. It was not seen: the NULs between the old offset and the writer's were read as
+// the start of its first line. The bytes where the data began tell it.
+TEST_F(FileFollowerTest, ASecondCopyTruncateUnderANonAppendingWriterIsSeen) {
+  FileFollowerOptions options;
+  options.max_line_bytes = 1024;
+  FileFollower f(path_, options);
+  Append(std::string(20000, 'a') + "\n");
+  EXPECT_THAT(Poll(f), ElementsAre(std::string(1024, 'a')));
+  ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  const int fd = ::open(path_.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  auto write_at = [fd](const std::string& text, off_t at) {
+    ASSERT_EQ(::pwrite(fd, text.data(), text.size(), at), static_cast<ssize_t>(text.size()));
+  };
+  write_at("b1\nb2\n", 20001);
+  EXPECT_THAT(Poll(f), ElementsAre("b1", "b2"));
+  write_at("b3\n", 20007);  // not polled: in the copy only
+  ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  write_at("c1\n", 20010);
+  ::close(fd);
+  EXPECT_THAT(Poll(f), ElementsAre("c1"));
+  EXPECT_EQ(f.stats().truncations, 2u);
+}
+
 TEST_F(FileFollowerTest, LongLinesAreCutAndTheNextOneSurvives) {
   FileFollowerOptions options;
   options.max_line_bytes = 100;
@@ -347,6 +373,51 @@ TEST_F(FileFollowerTest, ResumesInTheRotatedFileThenTheNewOne) {
   FileFollower again(path_, {}, checkpoint);
   EXPECT_THAT(Poll(again), ElementsAre("a3", "a4", "b1"));
   EXPECT_EQ(again.stats().rotations, 1u);
+}
+
+// Rotated while the daemon was down under a dated name (dateext: PATH-YYYYMMDD): the
+// checkpoint's file is found there and read on from it, then the new file from its start. Only
+// PATH.1 was looked at: the lines after the checkpoint were lost, counted as a rotation only.
+TEST_F(FileFollowerTest, ResumesInARotatedFileOfAnyNameThenTheNewOne) {
+  std::remove((path_ + "-20261204").c_str());
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("l1\nl2\n");
+    EXPECT_THAT(Poll(f), ElementsAre("l1", "l2"));
+    checkpoint = f.checkpoint();
+  }
+  Append("l3\n");
+  ASSERT_EQ(std::rename(path_.c_str(), (path_ + "-20261204").c_str()), 0);
+  Append("l4\n");
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("l3", "l4"));
+  EXPECT_EQ(again.stats().rotations, 1u);
+  EXPECT_THAT(again.TakeLost(), IsEmpty());
+}
+
+// A checkpoint whose file is nowhere to be found (removed, or rotated under a name that does not
+// start with the path's) is given up, and said: TakeLost gives it once.
+TEST_F(FileFollowerTest, ACheckpointWhoseFileIsGoneIsGivenUpAndSaid) {
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("l1\nl2\n");
+    EXPECT_THAT(Poll(f), ElementsAre("l1", "l2"));
+    checkpoint = f.checkpoint();
+  }
+  Append("l3\n");
+  // Moved where no rotated name is (kept: its inode is not reused by the new file).
+  const std::string away = absl::StrCat(std::getenv("TEST_TMPDIR"), "/away.log");
+  ASSERT_EQ(std::rename(path_.c_str(), away.c_str()), 0);
+  Append("b1\n");
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("b1"));
+  std::vector<palisade::v1::FileCheckpoint> lost = again.TakeLost();
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_EQ(lost[0].offset(), 6u);
+  EXPECT_EQ(lost[0].inode(), checkpoint.inode());
+  EXPECT_THAT(again.TakeLost(), IsEmpty());
 }
 
 TEST_F(FileFollowerTest, AReplacedOrTruncatedFileIsReadFromItsStart) {

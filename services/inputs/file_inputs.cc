@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <iterator>
+#include <optional>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -235,12 +236,14 @@ void FileInputs::Log(const std::string& message) const {
 void FileInputs::DiscoverLocked(Input& input) {
   std::vector<std::string> paths;
   std::map<std::string, FileKey> globbed;  // the regular files the globs match
+  std::map<std::string, uint64_t> sizes;   // and their sizes
   std::set<std::string> not_regular;
   for (const std::string& p : input.config.paths()) {
     if (IsGlob(p)) {
       for (Match& m : Glob(p)) {
         if (S_ISREG(m.st.st_mode)) {
           globbed[m.path] = {m.st.st_dev, m.st.st_ino};
+          sizes[m.path] = static_cast<uint64_t>(m.st.st_size);
           paths.push_back(std::move(m.path));
         } else {
           not_regular.insert(std::move(m.path));
@@ -274,8 +277,11 @@ void FileInputs::DiscoverLocked(Input& input) {
   // A glob match that is one of them under another name (a rotated copy: app.log.1,
   // app.log-2024-12-05, app.log.2024-12-05) is left out: the follower reads the file across its
   // rotation, and the copy read as a new file would count its lines again. Its name says so
-  // (RotatedCopyOf, without a look at the file) or its inode and first bytes do.
-  auto rotated_copy = [&](const std::string& path) {
+  // (RotatedCopyOf, without a look at the file) or its inode and first bytes do. A copy of
+  // another inode (copytruncate's) is told by its first bytes (below): `*from` is then where to
+  // read it on from, when it holds more than was read.
+  auto rotated_copy = [&](const std::string& path,
+                          std::optional<palisade::v1::FileCheckpoint>* from) {
     if (Named(input.config, path)) return false;
     for (const std::string& base : paths) {
       if (RotatedCopyOf(path, base)) return true;
@@ -285,15 +291,46 @@ void FileInputs::DiscoverLocked(Input& input) {
     }
     auto match = globbed.find(path);
     if (match == globbed.end()) return false;
-    auto known = input.known.find(match->second);
-    if (known == input.known.end()) return false;
     if (auto copy = input.copies.find(path);
         copy != input.copies.end() && copy->second == match->second) {
-      return true;  // seen to be that file before: not read again
+      return true;  // seen to be that file (or a copy of one) before: not read again
     }
-    if (!FileFollower::IsFileOf(path, known->second)) return false;  // an inode reused
-    input.copies[path] = match->second;
-    return true;
+    auto known = input.known.find(match->second);
+    if (known != input.known.end() && FileFollower::IsFileOf(path, known->second)) {
+      input.copies[path] = match->second;
+      return true;
+    }
+    // The copy of a file found truncated: read on from where its follower stood then (lines
+    // written between its last read and the copy are in the copy only), or left out when it
+    // holds no more than that.
+    for (auto t = input.truncated.begin(); t != input.truncated.end(); ++t) {
+      if (FileKey{t->device(), t->inode()} == match->second || !FileFollower::IsCopyOf(path, *t)) {
+        continue;
+      }
+      if (sizes[path] <= t->offset()) {
+        input.copies[path] = match->second;
+        return true;
+      }
+      palisade::v1::FileCheckpoint c = std::move(*t);
+      input.truncated.erase(t);
+      c.set_path(path);
+      c.set_device(match->second.first);
+      c.set_inode(match->second.second);
+      *from = std::move(c);
+      return false;
+    }
+    // The copy of a file open whose follower has not found it truncated yet (copied and
+    // truncated since its last poll; or a copy only): left out this round, and not remembered:
+    // judged again each round, so a new file that only begins as a young one does (a date)
+    // is followed once that one has grown past what they share.
+    for (const auto& [other, file] : input.files) {
+      const palisade::v1::FileCheckpoint c = file.follower->checkpoint();
+      if (c.inode() != 0 && FileKey{c.device(), c.inode()} != match->second &&
+          FileFollower::IsCopyOf(path, c)) {
+        return true;
+      }
+    }
+    return false;
   };
   // A restored position whose file is neither at its path nor at PATH.1 but under another name
   // the glob matches (rotated while the daemon was down to app.log-2024-12-05): read on from it
@@ -320,23 +357,43 @@ void FileInputs::DiscoverLocked(Input& input) {
     it = input.restored.erase(it);
     input.restored[moved_to] = std::move(moved);
   }
-  for (const std::string& path : paths) {
-    if (input.files.count(path) > 0) continue;
-    // A restored position says which file it is: not a copy to leave out.
-    auto restored = input.restored.find(path);
-    if (restored == input.restored.end() && rotated_copy(path)) continue;
-    std::optional<palisade::v1::FileCheckpoint> from;
-    if (restored != input.restored.end()) {
-      from = std::move(restored->second);
-      input.restored.erase(restored);
-    }
+  auto follow = [&](const std::string& path, std::optional<palisade::v1::FileCheckpoint> from) {
     FileFollowerOptions follower;
     follower.max_batch_bytes = kBatchBytes;
     follower.max_line_bytes =
         LineCapFor(input.format, options_.max_line_bytes, options_.max_record_bytes);
     File& file = input.files[path];
-    file.follower = std::make_unique<FileFollower>(path, follower, from);
+    file.follower = std::make_unique<FileFollower>(path, follower, std::move(from));
     file.taken = file.follower->checkpoint();
+  };
+  // Named paths and restored positions first (a restored position says which file it is: not a
+  // copy to leave out): one whose file was truncated meanwhile is then among the truncations.
+  for (const std::string& path : paths) {
+    if (input.files.count(path) > 0) continue;
+    auto restored = input.restored.find(path);
+    if (restored == input.restored.end()) {
+      if (Named(input.config, path)) follow(path, std::nullopt);
+      continue;
+    }
+    palisade::v1::FileCheckpoint from = std::move(restored->second);
+    input.restored.erase(restored);
+    follow(path, std::move(from));
+  }
+  bool truncations = false;
+  for (auto& [path, file] : input.files) {
+    for (palisade::v1::FileCheckpoint& c : file.follower->TakeTruncated()) {
+      constexpr size_t kMaxTruncated = 16;
+      if (input.truncated.size() >= kMaxTruncated) input.truncated.erase(input.truncated.begin());
+      input.truncated.push_back(std::move(c));
+      truncations = true;
+    }
+  }
+  if (truncations) input.copies.clear();  // a copy left out may be one to read on now
+  for (const std::string& path : paths) {
+    if (input.files.count(path) > 0) continue;
+    std::optional<palisade::v1::FileCheckpoint> from;
+    if (rotated_copy(path, &from)) continue;
+    follow(path, std::move(from));
   }
   // Bounded: a file neither open nor matched any more is forgotten (its inode may be reused).
   std::set<FileKey> matched;
@@ -351,20 +408,29 @@ void FileInputs::DiscoverLocked(Input& input) {
     it = keep ? std::next(it) : input.copies.erase(it);
   }
   // A restored position with no follower yet is of use only while its file is where a follower
-  // would resume from it: at its path, or rotated to PATH.1.
+  // would resume from it: at its path, or under a rotated name (PATH.1, PATH-YYYYMMDD).
   auto resumable = [](const palisade::v1::FileCheckpoint& c) {
-    for (const std::string& at : {c.path(), c.path() + ".1"}) {
+    auto there = [&c](const std::string& at) {
       struct stat st;
-      if (::stat(at.c_str(), &st) != 0) {
-        if (errno != ENOENT) return true;  // cannot tell: kept
-        continue;
-      }
-      if (st.st_dev == c.device() && st.st_ino == c.inode()) return true;
+      if (::stat(at.c_str(), &st) != 0) return errno != ENOENT;  // cannot tell: kept
+      return st.st_dev == c.device() && st.st_ino == c.inode();
+    };
+    if (there(c.path())) return true;
+    for (const std::string& at : FileFollower::RotatedNames(c.path())) {
+      if (there(at)) return true;
     }
     return false;
   };
   for (auto it = input.restored.begin(); it != input.restored.end();) {
-    it = resumable(it->second) ? std::next(it) : input.restored.erase(it);
+    if (resumable(it->second)) {
+      ++it;
+      continue;
+    }
+    input.errors->Increment();
+    Log(absl::StrCat("input ", input.config.name(), ": ", it->first, ": saved position (offset ",
+                     it->second.offset(), ") not found: its file is neither there nor under a "
+                     "rotated name; given up"));
+    it = input.restored.erase(it);
   }
 }
 
@@ -625,6 +691,12 @@ size_t FileInputs::PollFileWithWorkersLocked(Input& input, const std::string& pa
 }
 
 void FileInputs::PublishLocked(Input& input, const std::string& path, const File& file) {
+  for (const palisade::v1::FileCheckpoint& c : file.follower->TakeLost()) {
+    input.errors->Increment();
+    Log(absl::StrCat("input ", input.config.name(), ": ", path, ": saved position (offset ",
+                     c.offset(), ") not found: its file is neither there nor under a rotated "
+                     "name; read from the start of what is there, lines written after it lost"));
+  }
   const FollowerStats& now = file.follower->stats();
   FollowerStats& was = input.published[path];
   input.bytes->Increment(static_cast<double>(now.bytes - was.bytes));

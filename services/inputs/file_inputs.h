@@ -9,11 +9,14 @@
 // across its rotation, and the copy read anew would count its lines twice. A copy is told by its
 // name (PATH.N, PATH-YYYYMMDD) or, under any other name (PATH-2024-12-05, PATH.2024-12-05), by
 // its inode and first bytes: those of a file a follower of the input has open or read to its end
-// across a rotation (remembered while the glob matches it). What a glob matches that is not a
-// regular file (a FIFO, a socket) is skipped and logged once. A file removed (rm, find -delete)
-// is read to its end and let go of: its descriptor closed, its position no longer saved; a
-// glob's follower of it is dropped (a file created again there is a new one), a named path is
-// waited for as before it appeared.
+// across a rotation (remembered while the glob matches it). A copytruncate copy (an inode of its
+// own) is told by its first bytes: those of a file a follower found truncated in place, read on
+// from where that follower stood then (the lines written between its last read and the copy are
+// in the copy only), or of a file open (left out). What a glob matches that is not a regular
+// file (a FIFO, a socket) is skipped and logged once. A file removed (rm, find -delete) is read
+// to its end and let go of: its descriptor closed, its position no longer saved; a glob's
+// follower of it is dropped (a file created again there is a new one), a named path is waited
+// for as before it appeared.
 //
 // On two threads (FileInputsOptions::threads; issue 14 §4), as replay does (issue 18): a second
 // thread reads the file's next batches ahead and runs the sink's `prematch` over them
@@ -31,8 +34,9 @@
 // A restored position not resumed from yet (its file cannot be opened yet; a glob's file rotated
 // to PATH.1 and not created again yet) is reported as it was restored, so a snapshot taken
 // meanwhile does not lose it; one whose file was rotated to another name the glob matches is
-// read on there. A batch the sink refuses is kept and offered again on the next round (nothing
-// skipped).
+// read on there. One whose file is nowhere (neither at its path nor under a rotated name) is
+// given up: logged, naming the path and offset, and counted as an error. A batch the sink
+// refuses is kept and offered again on the next round (nothing skipped).
 //
 // Errors (permission denied, a read failing) are logged through `log` and counted in
 // palisade_input_errors_total{input}, and retried every round; they never stop the thread.
@@ -177,8 +181,9 @@ class FileInputs {
     std::map<std::string, FollowerStats> published;
     // Restored positions (FileInputsOptions::checkpoints) of files with no follower yet, by
     // path: a glob's file rotated away while the daemon was down (PATH.1, not matched) and not
-    // created again yet. Saved on in every snapshot until a follower takes them; dropped once
-    // their file is neither at its path nor at PATH.1 (no follower could resume from them).
+    // created again yet. Saved on in every snapshot until a follower takes them; dropped (logged,
+    // counted as an error) once their file is neither at its path nor under a rotated name
+    // (FileFollower::RotatedNames: no follower could resume from them).
     std::map<std::string, palisade::v1::FileCheckpoint> restored;
     // What the globs match that is not a regular file (a FIFO, a socket): skipped, said once.
     // Forgotten once no longer matched.
@@ -191,6 +196,11 @@ class FileInputs {
     // Glob matches found to be one of `known` (by their first bytes), with its key: left out
     // again without a read while the path holds that file. Forgotten once not matched.
     std::map<std::string, FileKey> copies;
+    // Where this input's followers found their file truncated in place (TakeTruncated): a glob
+    // match of another inode that starts with that file's first bytes is its copy
+    // (copytruncate's), read on from there rather than from its start. At most 16; one is
+    // dropped once a copy was read on from it.
+    std::vector<palisade::v1::FileCheckpoint> truncated;
   };
 
   FileInputs(FileInputsOptions options, LineSink sink) : options_(std::move(options)),

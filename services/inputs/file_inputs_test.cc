@@ -162,6 +162,72 @@ TEST_F(FileInputsTest, ARestartReadsACopyRenamedAnyHowOnFromItsPosition) {
   EXPECT_EQ(c[1].offset(), 6u);
 }
 
+// copytruncate under a name RotatedCopyOf does not know (dateformat -%Y-%m-%d): the copy is a new
+// inode holding what was read already. It was read from its start as a new file, every line
+// counted twice; it is told by its first bytes and read on from where the follower stood when
+// it found its file truncated (a line written between the last poll and the copy is read once).
+TEST_F(FileInputsTest, AGlobDoesNotReadACopyTruncateCopyAgain) {
+  auto copy_truncate = [&](const std::string& to) {
+    std::ifstream in(dir_ + "/app.log", std::ios::binary);
+    std::ofstream(dir_ + "/" + to, std::ios::binary) << in.rdbuf();
+    ASSERT_EQ(::truncate((dir_ + "/app.log").c_str(), 0), 0);
+  };
+  Append("app.log", "a1\n");
+  auto inputs = Make(Config({"app.log*"}));
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  Append("app.log", "a2\n");  // not polled before the copy
+  copy_truncate("app.log-2026-12-04");
+  Append("app.log", "b1\n");
+  inputs->PollOnce();
+  inputs->PollOnce();
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ::testing::UnorderedElementsAre("a1", "a2", "b1"));
+  EXPECT_EQ(Counter("palisade_input_truncations_total"), 1.0);
+  // The same across a restart: copied and truncated while the daemon was down.
+  std::vector<palisade::v1::FileCheckpoint> saved = inputs->Checkpoints();
+  inputs.reset();
+  lines_.clear();
+  Append("app.log", "b2\n");
+  copy_truncate("app.log-2026-12-05");
+  Append("app.log", "c1\n");
+  auto again = Make(Config({"app.log*"}), saved);
+  again->PollOnce();
+  EXPECT_EQ(again->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ::testing::UnorderedElementsAre("b2", "c1"));
+}
+
+// A named path rotated while the daemon was down under a dated name (dateext) is read on from
+// its position there; only PATH.1 was looked at, and the lines after it were lost unsaid. A
+// position whose file is nowhere is given up, and that is logged and counted.
+TEST_F(FileInputsTest, ARestartFindsANamedFileRotatedUnderADateAndSaysWhenItCannot) {
+  Append("secure", "l1\n");
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(Config({"secure"}));
+    EXPECT_EQ(inputs->PollOnce(), 1u);
+    saved = inputs->Checkpoints();
+  }
+  Append("secure", "l2\n");
+  ASSERT_EQ(std::rename((dir_ + "/secure").c_str(), (dir_ + "/secure-20261204").c_str()), 0);
+  Append("secure", "l3\n");
+  {
+    auto again = Make(Config({"secure"}), saved);
+    EXPECT_EQ(again->PollOnce(), 2u);
+    saved = again->Checkpoints();
+  }
+  EXPECT_THAT(lines_, ElementsAre("l1", "l2", "l3"));
+  EXPECT_THAT(logs_, ::testing::IsEmpty());
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+  ASSERT_EQ(std::rename((dir_ + "/secure").c_str(), (dir_ + "/away").c_str()), 0);
+  Append("secure", "b1\n");
+  auto lost = Make(Config({"secure"}), saved);
+  EXPECT_EQ(lost->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ElementsAre("l1", "l2", "l3", "b1"));
+  ASSERT_EQ(logs_.size(), 1u);
+  EXPECT_THAT(logs_[0], HasSubstr(dir_ + "/secure: saved position (offset 3) not found"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 1.0);
+}
+
 // A glob's file removed (find -delete on old files) is let go of once read to its end: its
 // descriptor closed (disk space freed, descriptors not piling up to EMFILE) and its position
 // gone from the snapshot. A file created again at its path is a new file.
@@ -319,6 +385,8 @@ TEST_F(FileInputsTest, ARestoredPositionWithNoFileYetIsKept) {
   auto gone = Make(Config({"*.log"}), saved);
   EXPECT_EQ(gone->PollOnce(), 0u);
   EXPECT_TRUE(gone->Checkpoints().empty());
+  // Given up, and said.
+  EXPECT_THAT(logs_, ElementsAre(HasSubstr("/app.log: saved position (offset 3) not found")));
 }
 
 // A JSON input reads each record whole up to max_record_bytes (a client's long headers, logged

@@ -194,6 +194,10 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
   }
   if (r->options_.max_in_flight <= 0) r->options_.max_in_flight = 4;
   if (r->options_.max_queued_connections <= 0) r->options_.max_queued_connections = 16;
+  if (r->options_.max_connections_per_address <= 0 ||
+      r->options_.max_connections_per_address > r->options_.max_in_flight + 1) {
+    r->options_.max_connections_per_address = r->options_.max_in_flight + 1;
+  }
   if (r->options_.clock == nullptr) r->options_.clock = &RealClock::Get();
   if (r->options_.request_timeout <= absl::ZeroDuration()) {
     r->options_.request_timeout = absl::Seconds(60);
@@ -245,6 +249,12 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
   Clock* clock = r->options_.clock;
   server_options.now = [clock] { return clock->TimeNow(); };
   server_options.on_deadline = [self] { self->Count("timeout"); };
+  // The secret is checked only once the headers are in: one address sending them slowly gets
+  // max_in_flight + 1 of the max_in_flight + 2 workers at most (its uploads, and one to be
+  // answered 503 busy), so other senders find one.
+  server_options.max_connections_per_address =
+      static_cast<size_t>(r->options_.max_connections_per_address);
+  server_options.on_address_refused = [self] { self->Count("address_busy"); };
   if (!c.tls_cert_file().empty() || !c.tls_key_file().empty()) {
     for (const std::string* f : {&c.tls_cert_file(), &c.tls_key_file()}) {
       if (f->empty() || !std::ifstream(*f)) {
@@ -269,8 +279,10 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
                             "check), unauthorized, too_large, inflated_too_large, "
                             "too_many_records, records_too_large (their lines plus what each "
                             "record holds pass max_inflated_bytes), malformed, bad_encoding, "
-                            "bad_content_type, busy, timeout (not arrived whole within the request timeout), "
-                            "read_error, unavailable (the pipeline refused the batch).")
+                            "bad_content_type, busy, timeout (not arrived whole within the "
+                            "request timeout), address_busy (closed unread: its address had "
+                            "max_in_flight + 1 connections served), read_error, unavailable (the "
+                            "pipeline refused the batch).")
                       .Register(registry);
   r->malformed_ = &prometheus::BuildCounter()
                        .Name("palisade_logpush_malformed_total")
@@ -326,13 +338,15 @@ absl::StatusOr<std::unique_ptr<LogpushReceiver>> LogpushReceiver::Start(
     // owns `req` as a non-const object, so writing to it is defined.
     auto& headers = const_cast<httplib::Request&>(req).headers;
     headers.erase(kEncodingHeader);
+    // Every spelling of the name (`content-encoding` too): httplib's header map compares names
+    // case-insensitively, and so does its own Content-Encoding lookup.
     std::string encoding;
-    for (auto it = headers.find("Content-Encoding"); it != headers.end() &&
-                                                     it->first == "Content-Encoding";) {
+    const auto [first, last] = headers.equal_range("Content-Encoding");
+    for (auto it = first; it != last; ++it) {
       if (!encoding.empty()) encoding += ",";
       encoding += it->second;
-      it = headers.erase(it);
     }
+    headers.erase(first, last);
     if (!encoding.empty()) headers.emplace(kEncodingHeader, encoding);
     return httplib::Server::HandlerResponse::Unhandled;
   });

@@ -19,7 +19,10 @@
 //   record its line plus kRecordHeldBytes: a small gzip of a million one-byte records would
 //   otherwise hold ~150 MB), 413 past either, so an upload holds at most twice
 //   max_inflated_bytes (the body, then its records);
-// - at most `max_in_flight` uploads are handled at once (more get 503 with Retry-After), a
+// - at most `max_in_flight` uploads are handled at once (more get 503 with Retry-After), and
+//   at most max_in_flight + 1 connections from one address are served at once, headers
+//   included (more are closed unread), since the secret can only be checked once the headers
+//   are in: an address sending them slowly does not hold every worker; a
 //   bounded number of connections wait in a bounded queue (more wait in the kernel's backlog),
 //   reads and writes time out, and a whole upload (TLS handshake, headers and body) must arrive
 //   within `request_timeout`, or it is answered 408 and its connection closed (the bounded
@@ -76,6 +79,11 @@ struct LogpushReceiverOptions {
   // Connections accepted and waiting for a worker; past it the server stops accepting (the
   // kernel's listen backlog holds the rest).
   int max_queued_connections = 16;
+  // Connections from one address served at once (headers being read included); more are closed
+  // unread as a worker takes them, counted as outcome address_busy. 0 or over max_in_flight + 1:
+  // max_in_flight + 1 (its uploads, and one answered 503 busy), so of the max_in_flight + 2
+  // workers one address leaves one for the others.
+  int max_connections_per_address = 0;
   // Records (non-empty lines) per upload; more: 413. Logpush's max_upload_records is at most
   // 1,000,000 (default 100,000).
   size_t max_records = 1'000'000;

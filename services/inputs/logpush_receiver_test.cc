@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <fstream>
 #include <memory>
@@ -407,6 +408,35 @@ TEST_F(LogpushServerTest, SaidGzipButIsNotIs400Malformed) {
   EXPECT_TRUE(batches_.empty());
 }
 
+// Header names are case-insensitive: a lowercase `content-encoding: gzip` was left for httplib,
+// which inflated the body itself (no cap of ours) and handed the inflated bytes over, counted
+// against max_body_bytes: an upload over that once inflated got 413, and bad gzip read_error.
+TEST_F(LogpushServerTest, ALowercaseContentEncodingIsInflatedByTheReceiver) {
+  StartReceiver();  // max_body_bytes 1 MiB, max_inflated_bytes 4 MiB
+  std::string lines;
+  for (int i = 0; i < 2'000; ++i) absl::StrAppend(&lines, i, " ", std::string(995, 'r'), "\n");
+  ASSERT_GT(lines.size(), 1u << 20);  // over the sent cap once inflated, not as sent
+  const std::string gz = Gzip(lines);
+  ASSERT_LT(gz.size(), 1u << 20);
+  auto post = [&](const std::string& body) {
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", receiver_->port());
+    return client_->Post("/logpush", {{"Authorization", kSecret}, {"content-encoding", "gzip"}},
+                         body, "application/x-ndjson");
+  };
+  auto res = post(gz);
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  ASSERT_EQ(batches_.size(), 1u);
+  EXPECT_EQ(batches_[0].records_size(), 2'000);
+  EXPECT_EQ(Metric("palisade_logpush_body_bytes_total", "form=sent"), gz.size());
+  // Said gzip in lowercase, and is not: malformed, as with the canonical spelling.
+  auto bad = post("{\"ClientIP\":\"203.0.113.5\"}\n");
+  ASSERT_TRUE(bad) << httplib::to_string(bad.error());
+  EXPECT_EQ(bad->status, 400);
+  EXPECT_EQ(Metric("palisade_logpush_malformed_total", "reason=gzip"), 1);
+  EXPECT_EQ(Outcome("read_error"), 0);
+}
+
 TEST_F(LogpushServerTest, TheCheckUploadIs200AndCountedAsACheck) {
   StartReceiver();
   auto res = Post(Gzip("{\"content\":\"test\",\"filename\":\"test.txt\"}"));
@@ -526,12 +556,18 @@ TEST_F(LogpushServerTest, AnUploadPastTheRequestTimeoutIs408) {
   EXPECT_TRUE(batches_.empty());
 }
 
-// A raw loopback connection that sends `start`, then one byte of `trickle` each Step(), until
-// the server answers or closes: a sender that keeps every per-read timeout from firing.
+// A raw loopback connection (from the loopback address `from`: Linux answers for all of 127/8)
+// that sends `start`, then one byte of `trickle` each Step(), until the server answers or
+// closes: a sender that keeps every per-read timeout from firing.
 class SlowSender {
  public:
-  SlowSender(int port, const std::string& start, char trickle) : trickle_(trickle) {
+  SlowSender(int port, const std::string& start, char trickle, const char* from = "127.0.0.1")
+      : trickle_(trickle) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    inet_pton(AF_INET, from, &src.sin_addr);
+    EXPECT_EQ(::bind(fd_, reinterpret_cast<sockaddr*>(&src), sizeof(src)), 0) << from;
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(static_cast<uint16_t>(port));
@@ -570,9 +606,14 @@ class SlowSender {
 
 using SlowSenders = std::vector<std::unique_ptr<SlowSender>>;
 
-SlowSenders OpenSlowSenders(int port, int n, const std::string& start, char trickle) {
+// `n` slow senders, from 127.0.0.11, .12, .13... in turn, `per_address` each.
+SlowSenders OpenSlowSenders(int port, int n, const std::string& start, char trickle,
+                            int per_address = 2) {
   SlowSenders out;
-  for (int i = 0; i < n; ++i) out.push_back(std::make_unique<SlowSender>(port, start, trickle));
+  for (int i = 0; i < n; ++i) {
+    const std::string from = absl::StrCat("127.0.0.", 11 + i / per_address);
+    out.push_back(std::make_unique<SlowSender>(port, start, trickle, from.c_str()));
+  }
   return out;
 }
 
@@ -640,6 +681,41 @@ TEST_F(LogpushServerTest, AChunkSizeLineSentSlowlyIsCutAtTheRequestTimeout) {
   EXPECT_EQ(Outcome("timeout"), 1);
   EXPECT_EQ(Outcome("read_error"), 0);
   EXPECT_TRUE(batches_.empty());
+}
+
+// Six slow senders from one address held every worker (6 with max_in_flight 4), each for up to
+// request_timeout and again as it reconnected, before the secret could be checked: no upload got
+// in. One address gets max_in_flight + 1 connections served at once; the rest are closed
+// unread, so a worker is left for other senders.
+TEST_F(LogpushServerTest, SlowSendersFromOneAddressLeaveWorkersForOthers) {
+  SimulatedClock clock;  // never moved: no deadline passes
+  LogpushReceiverOptions options;
+  options.clock = &clock;
+  StartReceiver(options);  // max_in_flight 4: 6 workers
+  SlowSenders slow = OpenSlowSenders(receiver_->port(), 6, "POST /logpush HTTP/1.1\r\nX-Slow: ",
+                                     'a', /*per_address=*/6);
+  std::atomic<bool> done{false};
+  std::thread trickle([&] {  // keeps them sending while the upload below waits
+    while (!done.load()) {
+      for (auto& s : slow) s->Step();
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  });
+  client_->set_read_timeout(30, 0);  // a bound for a slow machine, not a timing assumption
+  auto res = Post(Gzip("while they trickle\n"));  // from 127.0.0.1
+  done = true;
+  trickle.join();
+  ASSERT_TRUE(res) << httplib::to_string(res.error());
+  EXPECT_EQ(res->status, 200);
+  ASSERT_EQ(batches_.size(), 1u);
+  EXPECT_THAT(Lines(batches_[0]), ElementsAre("while they trickle"));
+  size_t closed = 0;
+  for (const auto& s : slow) {
+    s->Step();  // the refused one was closed before the upload was served: seen at once
+    closed += s->closed() && s->got().empty() ? 1 : 0;
+  }
+  EXPECT_EQ(closed, 1u);  // closed unread: past the address's 5
+  EXPECT_EQ(Outcome("address_busy"), 1);
 }
 
 // Stop joined workers that were reading such headers, for as long as their senders went on.

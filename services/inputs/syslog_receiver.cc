@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -604,7 +605,8 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
       continue;
     }
     const std::string peer = SourceAddress(from);
-    const Admission admission = Admit(peer);
+    std::shared_ptr<SharedBucket> bucket;
+    const Admission admission = Admit(peer, &bucket);
     if (admission != Admission::kAdmitted) {
       // Counted first, so the count is there once the sender sees the close.
       (admission == Admission::kAddressFull ? per_address_refused_ : refused_)->Increment();
@@ -622,15 +624,16 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
       }
     }
     auto done = std::make_shared<std::atomic<bool>>(false);
-    conn_threads_.push_back({std::thread([this, fd, tls, accepted, done, peer] {
-                               Connection(fd, tls, accepted, peer);
+    conn_threads_.push_back({std::thread([this, fd, tls, accepted, done, peer, bucket] {
+                               Connection(fd, tls, accepted, peer, bucket);
                                done->store(true);
                              }),
                              done});
   }
 }
 
-SyslogReceiver::Admission SyslogReceiver::Admit(const std::string& peer) {
+SyslogReceiver::Admission SyslogReceiver::Admit(const std::string& peer,
+                                                std::shared_ptr<SharedBucket>* bucket) {
   absl::MutexLock lock(&slots_mu_);
   // The address's cap first: a host at it is refused for what it holds, however full the
   // receiver is.
@@ -639,6 +642,37 @@ SyslogReceiver::Admission SyslogReceiver::Admit(const std::string& peer) {
     return Admission::kAddressFull;
   }
   if (connections_ >= config_.max_connections()) return Admission::kFull;
+  if (config_.max_lines_per_second() > 0) {
+    auto b = tcp_buckets_.find(peer);
+    if (b == tcp_buckets_.end()) {
+      const absl::Time now = clock_->TimeNow();
+      // Buckets kept for addresses with no connection open (every open one has its own).
+      auto closed = [this](const auto& kv) { return !per_address_.contains(kv.first); };
+      if (tcp_buckets_.size() - per_address_.size() >= options_.max_tcp_senders &&
+          now - tcp_last_sweep_ >= absl::Seconds(1)) {
+        // A full bucket is what the address gets anyway: forgetting it changes nothing. At
+        // most once a second, so a stream of new addresses does not buy a scan per accept.
+        tcp_last_sweep_ = now;
+        absl::erase_if(tcp_buckets_, [&](auto& kv) {
+          if (!closed(kv)) return false;
+          absl::MutexLock bucket_lock(&kv.second->mu);
+          return kv.second->bucket.Full(now);
+        });
+      }
+      if (tcp_buckets_.size() - per_address_.size() >= options_.max_tcp_senders) {
+        // Still that many: forget one (its address starts full again; to gain by that, a
+        // sender needs max_tcp_senders other addresses, each with a budget of its own anyway).
+        // The open ones are max_connections at most, so this finds one soon.
+        const auto gone = std::find_if(tcp_buckets_.begin(), tcp_buckets_.end(), closed);
+        if (gone != tcp_buckets_.end()) tcp_buckets_.erase(gone);
+      }
+      b = tcp_buckets_
+              .emplace(peer, std::make_shared<SharedBucket>(config_.max_lines_per_second(),
+                                                            config_.max_burst_lines(), now))
+              .first;
+    }
+    *bucket = b->second;
+  }
   ++connections_;
   ++per_address_[peer];
   open_->Increment();
@@ -648,7 +682,20 @@ SyslogReceiver::Admission SyslogReceiver::Admit(const std::string& peer) {
 void SyslogReceiver::Release(const std::string& peer) {
   absl::MutexLock lock(&slots_mu_);
   const auto it = per_address_.find(peer);
-  if (it != per_address_.end() && --it->second == 0) per_address_.erase(it);
+  if (it != per_address_.end() && --it->second == 0) {
+    per_address_.erase(it);
+    // The address's bucket stays until it is full again (or, past max_tcp_senders, forgotten),
+    // so a sender that reconnects finds it as it left it.
+    const auto b = tcp_buckets_.find(peer);
+    if (b != tcp_buckets_.end()) {
+      bool full;
+      {
+        absl::MutexLock bucket_lock(&b->second->mu);
+        full = b->second->bucket.Full(clock_->TimeNow());
+      }
+      if (full) tcp_buckets_.erase(b);  // unlocked first: this may free the bucket
+    }
+  }
   --connections_;
   open_->Decrement();
 }
@@ -785,7 +832,8 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
   stream->erase(0, at);
 }
 
-void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std::string& peer) {
+void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std::string& peer,
+                                std::shared_ptr<SharedBucket> bucket) {
   Stream in(fd, tls ? tls_ctx_ : nullptr);
   prometheus::Counter* frames_in = tls ? tls_frames_ : tcp_frames_;
   // When the sender last sent a byte (or was held back by the rate limit, which is not idle).
@@ -805,8 +853,16 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
     }
     last_active = clock_->TimeNow();
   }
-  const bool limited = config_.max_lines_per_second() > 0;
-  TokenBucket bucket(config_.max_lines_per_second(), config_.max_burst_lines(), clock_->TimeNow());
+  // The address's bucket, shared with its other connections (null: no limit).
+  auto take = [&] {
+    if (bucket == nullptr) return true;
+    absl::MutexLock lock(&bucket->mu);
+    return bucket->bucket.TryTake(clock_->TimeNow());
+  };
+  auto until_next = [&] {
+    absl::MutexLock lock(&bucket->mu);
+    return bucket->bucket.UntilNext(clock_->TimeNow());
+  };
   // Frames read and not yet let through by the rate limit: at most one read's worth, as the
   // connection is not read again until they are all through.
   std::deque<std::string> waiting;
@@ -817,7 +873,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
   bool closed = false;
   // The sender closed, or was closed for idling: a last newline-framed message without its
   // newline, as some senders end a connection, is a frame. It, and frames still held, go
-  // through at the connection's rate (so connecting, sending a read's worth and closing gains
+  // through at the address's rate (so connecting, sending a read's worth and closing gains
   // nothing): the connection keeps its slot meanwhile.
   auto end_of_stream = [&] {
     closed = true;
@@ -833,7 +889,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
     stream.clear();
   };
   while (!stopping_.load()) {
-    while (!waiting.empty() && (!limited || bucket.TryTake(clock_->TimeNow()))) {
+    while (!waiting.empty() && take()) {
       Add(std::move(waiting.front()));
       waiting.pop_front();
       if (waiting_counted > 0) --waiting_counted;
@@ -843,7 +899,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
       throttled_lines_->Increment(static_cast<double>(waiting.size() - waiting_counted));
       waiting_counted = waiting.size();
       last_active = clock_->TimeNow();
-      absl::SleepFor(std::min(absl::Milliseconds(kPollMs), bucket.UntilNext(clock_->TimeNow())));
+      absl::SleepFor(std::min(absl::Milliseconds(kPollMs), until_next()));
       continue;
     }
     if (closed) break;

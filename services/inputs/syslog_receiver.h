@@ -20,11 +20,15 @@
 // timeout) is counted and logged with the peer's address and OpenSSL's reason, and only that
 // connection ends.
 //
-// Rate limits (max_lines_per_second, max_burst_lines), a token bucket on the injected clock:
-// a TCP/TLS connection over its budget is not read until the bucket refills, so the sender is
-// slowed by TCP backpressure and loses nothing (rsyslog queues); UDP has no backpressure, so a
-// sender address over its budget has its datagrams dropped and counted (buckets for at most
-// max_udp_senders addresses; past that, full buckets are forgotten, then new senders share one).
+// Rate limits (max_lines_per_second, max_burst_lines), a token bucket per sender address on
+// the injected clock. Over TCP/TLS the address's connections share its bucket, which outlives
+// them until it is full again, so reconnecting refills nothing; a connection over the budget is
+// not read until the bucket refills, so the sender is slowed by TCP backpressure and loses
+// nothing (rsyslog queues). Buckets of addresses with no connection open are kept for at most
+// max_tcp_senders addresses; past that, full ones are forgotten, then any such one. UDP has no
+// backpressure, so a sender address over its budget has its datagrams dropped and counted
+// (buckets for at most max_udp_senders addresses; past that, full buckets are forgotten, then
+// new senders share one).
 // Metrics per receiver: frames by transport, malformed frames, open, refused (over
 // max_connections, and over max_connections_per_address) and idle-closed connections, failed
 // accepts, TLS handshake failures, lines held back (TCP/TLS) and dropped (UDP) by the rate
@@ -73,10 +77,15 @@ struct SyslogReceiverOptions {
   absl::Duration idle_timeout = absl::Minutes(5);
   // UDP senders with a rate-limit bucket of their own at most (~100 bytes each).
   size_t max_udp_senders = 10000;
+  // TCP/TLS sender addresses whose rate-limit bucket is kept, once their last connection
+  // closed, until it is full again (~200 bytes each); past that one is forgotten. Those with a
+  // connection open (max_connections at most) are not counted: theirs is always kept.
+  size_t max_tcp_senders = 10000;
 };
 
-// A token bucket: `rate` tokens a second up to `burst`, starting full. Not thread-safe (each
-// connection or UDP sender has its own, used by one thread).
+// A token bucket: `rate` tokens a second up to `burst`, starting full. Not thread-safe (a UDP
+// sender's is used by the UDP thread; a TCP/TLS address's, shared by its connections, is held
+// under a mutex).
 class TokenBucket {
  public:
   TokenBucket(double rate, double burst, absl::Time now)
@@ -116,6 +125,11 @@ class SyslogReceiver {
     absl::MutexLock lock(&conn_mu_);
     return conn_threads_.size();
   }
+  // TCP/TLS sender addresses with a rate-limit bucket kept. For tests.
+  size_t tcp_rate_buckets() {
+    absl::MutexLock lock(&slots_mu_);
+    return tcp_buckets_.size();
+  }
 
   // What a connection's deframing carries from one read to the next: the bytes of an oversized
   // octet-counted frame still to drop, the rest of an oversized newline-framed one, or bytes
@@ -142,15 +156,23 @@ class SyslogReceiver {
   void Flush();
   void UdpLoop();
   void AcceptLoop(int listen_fd, bool tls);
+  // A TCP/TLS sender address's rate-limit bucket, shared by its connections.
+  struct SharedBucket {
+    SharedBucket(double rate, double burst, absl::Time now) : bucket(rate, burst, now) {}
+    absl::Mutex mu;
+    TokenBucket bucket ABSL_GUARDED_BY(mu);
+  };
   // Takes a connection slot for a sender at `peer` (its address, as SourceAddress gives it), or
-  // says which cap refuses it.
+  // says which cap refuses it. Admitted with a rate limit: `*bucket` is the address's.
   enum class Admission { kAdmitted, kFull, kAddressFull };
-  Admission Admit(const std::string& peer);
+  Admission Admit(const std::string& peer, std::shared_ptr<SharedBucket>* bucket);
   // Gives back the slot Admit took for `peer`.
   void Release(const std::string& peer);
   // `accepted`: when the connection was accepted; its TLS handshake deadline and idle time run
-  // from then, so a slow thread start does not extend them. `peer`: what it was admitted as.
-  void Connection(int fd, bool tls, absl::Time accepted, const std::string& peer);
+  // from then, so a slow thread start does not extend them. `peer`: what it was admitted as;
+  // `bucket`: its address's (null: no rate limit).
+  void Connection(int fd, bool tls, absl::Time accepted, const std::string& peer,
+                  std::shared_ptr<SharedBucket> bucket);
   // Whether a datagram from `sender` is within its budget (UDP rate limit).
   bool UdpAllowed(const std::string& sender);
 
@@ -171,6 +193,11 @@ class SyslogReceiver {
   absl::Mutex slots_mu_;
   uint32_t connections_ ABSL_GUARDED_BY(slots_mu_) = 0;
   absl::flat_hash_map<std::string, uint32_t> per_address_ ABSL_GUARDED_BY(slots_mu_);
+  // Rate-limit buckets by sender address: every address in per_address_ has one, and others
+  // until theirs is full again (max_tcp_senders of those at most).
+  absl::flat_hash_map<std::string, std::shared_ptr<SharedBucket>> tcp_buckets_
+      ABSL_GUARDED_BY(slots_mu_);
+  absl::Time tcp_last_sweep_ ABSL_GUARDED_BY(slots_mu_) = absl::InfinitePast();
   std::vector<std::thread> threads_;
   // Connection threads; a finished one is joined when the next connection is accepted, so a
   // sender that connects per message (logger) does not pile up ended threads.

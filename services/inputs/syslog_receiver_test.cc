@@ -138,6 +138,7 @@ class ReceiverTest : public ::testing::Test {
                                         size_t max_udp_senders = 10000) {
     SyslogReceiverOptions options;
     options.max_udp_senders = max_udp_senders;
+    options.max_tcp_senders = max_tcp_senders_;
     options.flush_interval = absl::Milliseconds(10);
     options.clock = clock;
     options.log = [this](const std::string& m) {
@@ -226,6 +227,7 @@ class ReceiverTest : public ::testing::Test {
     return r == 0 || (r < 0 && errno == ECONNRESET);
   }
 
+  size_t max_tcp_senders_ = 10000;
   prometheus::Registry registry_;
   absl::Mutex mu_;
   std::vector<std::string> got_;
@@ -511,7 +513,10 @@ TEST_F(ReceiverTest, ManyShortConnectionsAllCountAndEndedOnesAreReaped) {
   auto r = Start(config);
   ASSERT_NE(r, nullptr);
   for (int i = 0; i < 200; ++i) {
-    // One at a time: each is closed (and its thread ends) before the next, so none is refused.
+    // One at a time: the previous one's line is through, but its thread gives its slot back
+    // only after that (it reads the close, then Releases); on a busy machine 4 such threads
+    // would fill the cap and this one be refused. So wait for the slot too (a wide bound).
+    ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 0; })) << i;
     const int fd = Connect(r->tcp_port());
     const std::string m = absl::StrCat("<13>Mar  3 14:02:01 h app: message ", i, "\n");
     ::send(fd, m.data(), m.size(), 0);
@@ -573,6 +578,72 @@ TEST_F(ReceiverTest, ATcpConnectionOverItsRateIsHeldBackNotDropped) {
   EXPECT_EQ(WaitFor(20).size(), 20u);
   // Each held line counted once: 15 at most (the 5 of the burst never waited).
   EXPECT_LE(Metric("palisade_syslog_throttled_lines_total"), 15);
+}
+
+// The budget is the sender address's, not each connection's: a sender that connects, writes a
+// burst's worth and closes, again and again (or over parallel connections), gets no more than
+// one sender (before, each connection's bucket started full). The clock stands still.
+TEST_F(ReceiverTest, ReconnectingDoesNotRefillTheRateLimit) {
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config;
+  config.set_name("reconnect");
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_max_lines_per_second(10);
+  config.set_max_burst_lines(5);
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  for (int c = 0; c < 4; ++c) {
+    const int fd = Connect(r->tcp_port());
+    std::string lines;
+    for (int i = 0; i < 5; ++i) {
+      lines += absl::StrCat("<13>Mar  3 14:02:01 h app: ", c, " ", i, "\n");
+    }
+    ASSERT_EQ(::send(fd, lines.data(), lines.size(), 0), static_cast<ssize_t>(lines.size()));
+    ::close(fd);
+  }
+  // Every line is either through (once flushed) or held and counted.
+  ASSERT_TRUE(Eventually(
+      [&] { return Got() + Metric("palisade_syslog_throttled_lines_total") >= 20; }));
+  EXPECT_EQ(Metric("palisade_syslog_throttled_lines_total"), 15);
+  EXPECT_EQ(Got(), 5u);
+  // Held lines go as the address's bucket refills (5 a step: its burst), none lost.
+  for (size_t want : {10u, 15u, 20u}) {
+    clock.Advance(absl::Seconds(1));
+    ASSERT_TRUE(Eventually([&] { return Got() >= want; })) << want;
+    EXPECT_EQ(Got(), want);
+  }
+  EXPECT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 0; }));
+}
+
+// An address's bucket outlives its connections only until it is full again, and those of
+// addresses with none open are kept for max_tcp_senders addresses at most.
+TEST_F(ReceiverTest, TcpBucketsOfClosedAddressesAreBounded) {
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config;
+  config.set_name("bounded");
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_max_lines_per_second(1);
+  config.set_max_burst_lines(1);
+  max_tcp_senders_ = 2;
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  size_t sent = 0;
+  auto one_line_from = [&](const char* from) {  // its line through, its connection ended
+    const int fd = ConnectFrom(from, r->tcp_port());
+    ASSERT_EQ(::send(fd, "<13>a: x\n", 9, 0), 9);
+    ::close(fd);
+    ASSERT_EQ(WaitFor(++sent).size(), sent) << from;
+    ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 0; })) << from;
+  };
+  one_line_from("127.0.0.2");
+  EXPECT_EQ(r->tcp_rate_buckets(), 1u);  // spent: kept after the close
+  for (const char* from : {"127.0.0.3", "127.0.0.4", "127.0.0.5", "127.0.0.6"}) {
+    one_line_from(from);
+    EXPECT_EQ(r->tcp_rate_buckets(), 2u) << from;
+  }
+  clock.Advance(absl::Seconds(1));  // all full again: forgotten at the next new address
+  one_line_from("127.0.0.7");
+  EXPECT_EQ(r->tcp_rate_buckets(), 1u);
 }
 
 // Over its budget a connection is not read: the sender's socket buffers fill and its writes
