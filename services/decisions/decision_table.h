@@ -243,8 +243,8 @@ class DecisionTable {
   // such a target. Manual decisions and claims stay: an operator's word outranks the
   // allowlist, as AddManual does not consult it either. One store transaction; returns the
   // withdrawals (and any waiting manual claim decided in place of one), heard by listeners.
-  // A feed that still lists such a target decides it again on its next sync unless the feed
-  // manager's never-ban set holds it too. A mirror (SetForward set) withdraws nothing: the
+  // A feed that still lists such a target would decide it again on its next sync: palisaded's
+  // reload gives the feed manager the new never-ban set too (FeedManager::SetNeverBan). A mirror (SetForward set) withdraws nothing: the
   // writer's reload does, and the decision log brings it.
   std::vector<DecisionUpdate> WithdrawCovered(const CidrSet& allowlist);
 

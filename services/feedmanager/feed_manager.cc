@@ -100,6 +100,10 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
                       .Help("Edge syncs run (DecisionTable::SyncFeed calls), held ones included.")
                       .Register(metrics)
                       .Add({})) {
+  {
+    absl::MutexLock lock(&never_ban_mu_);
+    never_ban_ = std::make_shared<const CidrSet>(options_.never_ban);
+  }
   auto& entries = prometheus::BuildGauge()
                       .Name("palisade_feed_entries")
                       .Help("Entries in the feed's applied version.")
@@ -194,6 +198,7 @@ absl::Status FeedManager::Restore() {
     std::vector<FeedEntry> entries;
     entries.reserve(state.entries_size());
     uint64_t never_ban = 0, too_wide = 0, expired = 0;
+    const std::shared_ptr<const CidrSet> never = NeverBan();
     const int64_t now = absl::ToUnixSeconds(clock_.TimeNow());
     for (const auto& e : state.entries()) {
       absl::StatusOr<Cidr> cidr = Cidr::Parse(e.cidr());
@@ -207,7 +212,7 @@ absl::Status FeedManager::Restore() {
       // The never-ban set may have grown since the version was stored (an address allowlisted,
       // then a restart): it is judged again, as a new version would be; so is a range's width
       // (the feed's minimum prefix may have been raised).
-      if (TouchesNeverBan(*cidr, options_.never_ban)) {
+      if (TouchesNeverBan(*cidr, *never)) {
         ++never_ban;
         continue;
       }
@@ -325,10 +330,11 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
   std::vector<FeedEntry> incoming;
   incoming.reserve(parsed.indicators.size());
   uint32_t never_ban = 0;
+  const std::shared_ptr<const CidrSet> never = NeverBan();
   for (const Indicator& ind : parsed.indicators) {
     // The guard's own test (services/common/ip.h): a range over a protected address, and IPv6
     // forms embedding a non-public or protected IPv4 (64:ff9b::a00:0/120, 2002:a00::/24).
-    if (TouchesNeverBan(ind.cidr, options_.never_ban)) {
+    if (TouchesNeverBan(ind.cidr, *never)) {
       ++never_ban;
       continue;
     }
@@ -408,13 +414,18 @@ void FeedManager::SyncEdgeLocked() {
   // feed may not put a wider range at the edge by listing its pieces (MergeCidrs also keeps to
   // what the IP list takes).
   MergeLimits limits;
+  const std::shared_ptr<const CidrSet> never = NeverBan();
   for (const auto& [name, feed] : feeds_) {
     if (!feed.config.to_edge()) continue;
     ttl = std::max(ttl, TtlOf(feed.config));
     limits.min_prefix_v4 = std::max(limits.min_prefix_v4, MinPrefixOf(feed.config, true));
     limits.min_prefix_v6 = std::max(limits.min_prefix_v6, MinPrefixOf(feed.config, false));
     if (feed.current == nullptr) continue;
-    for (const FeedEntry& e : feed.current->entries()) all.push_back(e.cidr);
+    for (const FeedEntry& e : feed.current->entries()) {
+      // Entries applied before SetNeverBan were judged by the set then.
+      if (never_ban_replaced_ && TouchesNeverBan(e.cidr, *never)) continue;
+      all.push_back(e.cidr);
+    }
   }
   std::vector<Cidr> merged = MergeCidrs(all, limits);
   std::vector<DecisionTable::FeedTarget> desired;
@@ -439,7 +450,7 @@ void FeedManager::SyncEdgeLocked() {
       current.active_only = true;
       for (palisade::v1::Decision& d : table_->List(current)) {
         absl::StatusOr<Cidr> cidr = Cidr::Parse(d.target().value());
-        if (!cidr.ok() || TouchesNeverBan(*cidr, options_.never_ban)) continue;
+        if (!cidr.ok() || TouchesNeverBan(*cidr, *never)) continue;
         const bool listable = std::any_of(feeds_.begin(), feeds_.end(), [&cidr](const auto& f) {
           return f.second.config.to_edge() && !TooWide(*cidr, f.second.config);
         });
@@ -495,6 +506,28 @@ void FeedManager::SyncEdgeLocked() {
   edge_entries_.Set(static_cast<double>(desired.size()));
   // No to_edge feed (ttl zero): nothing to refresh; this sync withdrew what was left.
   next_edge_refresh_ = ttl > absl::ZeroDuration() ? now + ttl / 4 : absl::InfiniteFuture();
+}
+
+std::shared_ptr<const CidrSet> FeedManager::NeverBan() const {
+  absl::MutexLock lock(&never_ban_mu_);
+  return never_ban_;
+}
+
+void FeedManager::SetNeverBan(CidrSet never_ban) {
+  absl::MutexLock lock(&mu_);
+  {
+    absl::MutexLock never_lock(&never_ban_mu_);
+    never_ban_ = std::make_shared<const CidrSet>(std::move(never_ban));
+  }
+  never_ban_replaced_ = true;
+  const std::shared_ptr<const CidrSet> never = NeverBan();
+  edge_set_.erase(std::remove_if(edge_set_.begin(), edge_set_.end(),
+                                 [&never](const DecisionTable::FeedTarget& t) {
+                                   absl::StatusOr<Cidr> cidr = Cidr::Parse(t.target.value());
+                                   return !cidr.ok() || TouchesNeverBan(*cidr, *never);
+                                 }),
+                  edge_set_.end());
+  if (running_.load()) SyncEdgeLocked();
 }
 
 absl::Status FeedManager::FailedLocked(Feed& feed, const absl::Status& failure, bool parsed) {
@@ -770,6 +803,7 @@ absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
   entries.reserve(state.entries_size());
   uint64_t rejected = 0;  // skipped, and counted as a pull's rejected lines are
   uint64_t never_ban = 0;  // this node's never-ban set, whatever the writer's was
+  const std::shared_ptr<const CidrSet> never = NeverBan();
   for (const auto& e : state.entries()) {
     absl::StatusOr<Cidr> cidr = Cidr::Parse(e.cidr());
     // This node's minimum prefix too, whatever the writer's was.
@@ -777,7 +811,7 @@ absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
       ++rejected;
       continue;
     }
-    if (TouchesNeverBan(*cidr, options_.never_ban)) {
+    if (TouchesNeverBan(*cidr, *never)) {
       ++never_ban;
       continue;
     }

@@ -111,6 +111,12 @@ class FeedManager {
   // holds (the server still lists them): those without a valid_until of their own expire
   // entry_ttl from now. kCancelled, the feed unchanged and still due, when Stop cut it short.
   absl::StatusOr<palisade::v1::PushFeedResponse> FetchNow(absl::string_view feed);
+  // Replaces the never-ban set (an allowlist reloaded): versions applied from now on are judged
+  // by it, and the edge (while this node syncs it: after Start) leaves out the entries of the
+  // versions held that touch it, at once and at every later sync; they stay in their feed (and
+  // match in_feed conditions) until a version no longer lists them. Before, a feed that still
+  // listed a newly allowlisted address decided it again at its next sync, until a restart.
+  void SetNeverBan(CidrSet never_ban);
   // One round of the background work, at the clock's now: due fetches, expired entries, edge
   // refresh, age gauges, versions the store refused. The thread calls it every second; tests
   // call it directly.
@@ -196,6 +202,13 @@ class FeedManager {
   // after Start, and then read from the table's active feed decisions.
   std::vector<DecisionTable::FeedTarget> edge_set_ ABSL_GUARDED_BY(mu_);
   bool edge_set_known_ ABSL_GUARDED_BY(mu_) = false;
+  // SetNeverBan was called: the versions held were judged by an older set (edge syncs filter).
+  bool never_ban_replaced_ ABSL_GUARDED_BY(mu_) = false;
+  // The never-ban set: the options' until SetNeverBan replaces it (under its own lock: Follow
+  // judges entries before it takes mu_).
+  mutable absl::Mutex never_ban_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::shared_ptr<const CidrSet> never_ban_ ABSL_GUARDED_BY(never_ban_mu_);
+  std::shared_ptr<const CidrSet> NeverBan() const ABSL_LOCKS_EXCLUDED(never_ban_mu_);
   prometheus::Gauge& edge_entries_;
   prometheus::Counter& edge_added_;
   prometheus::Counter& edge_removed_;

@@ -337,6 +337,34 @@ TEST_F(FeedManagerTest, OverTheEdgeCapTheHeldSetKeepsOutTheNeverBanSet) {
   EXPECT_THAT(targets, ::testing::ElementsAre("198.51.100.3"));
 }
 
+// An allowlist reloaded withdraws the feed decisions it covers (DecisionTable::WithdrawCovered),
+// but the feed manager's never-ban set was the one built at start: the next edge sync (a push,
+// or the refresh) made the decision again, until a restart. SetNeverBan takes the new set.
+TEST_F(FeedManagerTest, ANeverBanSetReloadedKeepsItsAddressesOffTheEdge) {
+  DecisionTable table(clock_);
+  auto feeds = Make({Plain("f", true)}, &table);
+  feeds->Start();
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "198.51.100.1\n198.51.100.3\n"), IsOk());
+  DecisionFilter active;
+  active.active_only = true;
+  ASSERT_THAT(table.List(active), SizeIs(2));
+  // The operator allowlists 198.51.100.1 and reloads.
+  const CidrSet allowlist = *CidrSet::Parse({"198.51.100.1"});
+  table.WithdrawCovered(allowlist);
+  feeds->SetNeverBan(*CidrSet::Parse({"192.0.2.0/24", "198.51.100.1"}));
+  // Another version of another entry syncs the edge again; so does the refresh, days on.
+  ASSERT_THAT(feeds->Push("f", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, "198.51.100.5\n"),
+              IsOk());
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(absl::Hours(12));
+    feeds->Tick();
+  }
+  feeds->Stop();
+  std::vector<std::string> targets;
+  for (const Decision& d : table.List(active)) targets.push_back(d.target().value());
+  EXPECT_THAT(targets, ::testing::UnorderedElementsAre("198.51.100.3", "198.51.100.5"));
+}
+
 TEST_F(FeedManagerTest, OverTheEdgeCapAFeedClaimWaitingBehindAManualBanIsKept) {
   DecisionTable table(clock_);
   palisade::v1::AddDecisionRequest req;

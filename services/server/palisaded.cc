@@ -849,8 +849,8 @@ int Run() {
   // partitions).
   auto running = std::make_shared<palisade::v1::Config>(*config);
   cluster::ClusterNode* reload_node = cluster_node.get();
-  auto reload_rules = [running, load_threads, reload_node, &match_router, &partition_counter]()
-      -> absl::StatusOr<AdminService::RuleReload> {
+  auto reload_rules = [running, load_threads, reload_node, &match_router, &partition_counter,
+                       &feeds]() -> absl::StatusOr<AdminService::RuleReload> {
     absl::StatusOr<palisade::v1::Config> next = ReadConfig();
     if (!next.ok()) return next.status();
     std::vector<std::string> restart = FieldsNeedingRestart(*running, *next);
@@ -872,6 +872,11 @@ int Run() {
     }
     absl::StatusOr<std::shared_ptr<const RuleSet>> r = LoadRules(*next, load_threads);
     if (!r.ok()) return r.status();
+    // The feeds judge entries by the new allowlist too: a feed still listing an address now
+    // allowlisted does not decide it again (the table withdraws its decision: SetRules).
+    absl::StatusOr<CidrSet> never_ban = allowlist_changed ? NeverBanSet(*next) : CidrSet();
+    if (!never_ban.ok()) return never_ban.status();
+    if (allowlist_changed) feeds.SetNeverBan(*std::move(never_ban));
     *running = *std::move(next);
     AdminService::RuleReload reload(*r, allowlist_changed ? std::optional<CidrSet>(*allowlist)
                                                           : std::nullopt);

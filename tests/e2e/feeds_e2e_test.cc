@@ -222,6 +222,75 @@ std::string Addresses(int n) {
 // lines of a new version and then stops, the last line cut mid-address; each is refused, and the
 // feed keeps its 1,000 entries. Before, a stream ended without the marker was applied as the
 // feed's whole new version (500 entries, 203.0.114.243 read as 203.0.114.2).
+// An allowlist reloaded (Admin.ReloadRules) keeps a feed-listed address off the edge: the
+// table withdrew its decision, but the feed manager judged entries by the never-ban set built
+// at start, and the next sync (here a push adding another entry) listed it again.
+TEST(FeedsE2eTest, AnAddressAllowlistedByAReloadStaysOffTheEdge) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  const std::string config = ::palisade::testing::WriteEdgeConfig(
+      cf, cf.token_file(), {"tests/e2e/testdata/feeds.textproto"},
+      "feeds { name: \"drop\" format: FEED_FORMAT_PLAIN to_edge: true }\n");
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto feeds = palisade::v1::Feeds::NewStub(channel);
+  PushOrDie(*feeds, "drop", "203.0.113.7\n198.51.100.9\n");
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return EmulatorListedValues(cf) == std::set<std::string>{"203.0.113.7", "198.51.100.9"};
+      },
+      absl::Seconds(60)))
+      << ::palisade::testing::EmulatorState(cf).dump();
+
+  std::ofstream(config, std::ios::app) << "allowlist: \"203.0.113.7\"\n";
+  {
+    auto admin = palisade::v1::Admin::NewStub(channel);
+    grpc::ClientContext ctx;
+    palisade::v1::ReloadRulesResponse resp;
+    const grpc::Status s = admin->ReloadRules(&ctx, {}, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  ASSERT_TRUE(WaitFor(
+      [&] { return EmulatorListedValues(cf) == std::set<std::string>{"198.51.100.9"}; },
+      absl::Seconds(60)))
+      << ::palisade::testing::EmulatorState(cf).dump();
+
+  // A push that adds an entry (the entries held are not judged again) syncs the edge.
+  {
+    grpc::ClientContext ctx;
+    palisade::v1::PushFeedResponse resp;
+    auto writer = feeds->Push(&ctx, &resp);
+    palisade::v1::FeedChunk chunk;
+    chunk.set_feed("drop");
+    chunk.set_mode(palisade::v1::FEED_PUSH_MODE_ADD);
+    chunk.set_data("198.51.100.10\n");
+    chunk.set_last(true);
+    ASSERT_TRUE(writer->Write(chunk));
+    writer->WritesDone();
+    const grpc::Status s = writer->Finish();
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return EmulatorListedValues(cf) ==
+               std::set<std::string>{"198.51.100.9", "198.51.100.10"};
+      },
+      absl::Seconds(60)))
+      << ::palisade::testing::EmulatorState(cf).dump();
+  auto decisions = palisade::v1::Decisions::NewStub(channel);
+  grpc::ClientContext ctx;
+  palisade::v1::ListDecisionsRequest req;
+  req.set_target("203.0.113.7");
+  req.set_active_only(true);
+  palisade::v1::ListDecisionsResponse resp;
+  ASSERT_TRUE(decisions->List(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.decisions_size(), 0);
+  EXPECT_EQ((*daemon)->Stop(), 0);
+}
+
 TEST(FeedsE2eTest, APushCutOffBeforeItsLastChunkIsNotApplied) {
   const std::string config = std::string(std::getenv("TEST_TMPDIR")) + "/cut.textproto";
   {
