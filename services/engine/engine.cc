@@ -391,15 +391,25 @@ bool Engine::SessionId(const CompiledRule& rule, int pattern_index, const Parsed
   if (rule.session_by_pid) return PidSessionId(line, stream, id);
   const re2::StringPiece& value = ThreadScratch().groups[rule.session_group[pattern_index]];
   const std::string& by = rule.proto.session().by();
+  // Session.by_process: the program and pid too, each after its length (no program's name can
+  // pass for another's with its pid).
+  const bool by_process = rule.proto.session().by_process();
+  const size_t process = by_process ? line.program.size() + line.pid.size() + 2 : 0;
   if (value.data() == nullptr || value.empty() ||
-      by.size() + value.size() + 12 > SessionTable::kMaxIdBytes) {
+      by.size() + value.size() + process + 12 > SessionTable::kMaxIdBytes) {
     return false;
   }
   StartSessionId(stream, id);
   char host[4];
   AppendHost(line.host, host);
-  absl::StrAppend(id, "c", absl::string_view(host, 4), by, "=",
-                  absl::string_view(value.data(), value.size()));
+  absl::StrAppend(id, by_process ? "d" : "c", absl::string_view(host, 4));
+  if (by_process) {
+    id->push_back(static_cast<char>(line.program.size()));
+    absl::StrAppend(id, line.program);
+    id->push_back(static_cast<char>(line.pid.size()));
+    absl::StrAppend(id, line.pid);
+  }
+  absl::StrAppend(id, by, "=", absl::string_view(value.data(), value.size()));
   return true;
 }
 
@@ -1315,15 +1325,17 @@ void Engine::EnforceBudgetLocked(Shard& shard) {
 }
 
 void Engine::EvictOldestLocked(Shard& in, WindowMap& from, int rule_index) {
-  std::vector<int64_t> lasts;
-  lasts.reserve(from.size());
-  for (const auto& w : from) lasts.push_back(w->last);
+  // By `touched`, the order lines counted in, as EnforceBudgetLocked: not by event time, which
+  // the log writer chooses (a backlog's windows would always go first, future-dated ones never).
+  std::vector<uint64_t> touched;
+  touched.reserve(from.size());
+  for (const auto& w : from) touched.push_back(w->touched);
   size_t drop = std::max<size_t>(1, from.size() / 10);
-  std::nth_element(lasts.begin(), lasts.begin() + (drop - 1), lasts.end());
-  const int64_t cutoff = lasts[drop - 1];
+  std::nth_element(touched.begin(), touched.begin() + (drop - 1), touched.end());
+  const uint64_t cutoff = touched[drop - 1];
   size_t dropped = 0;
   for (auto it = from.begin(); it != from.end() && dropped < drop;) {
-    if ((*it)->last <= cutoff) {
+    if ((*it)->touched <= cutoff) {
       EraseLocked(in, from, it++);
       ++dropped;
     } else {
@@ -1434,7 +1446,16 @@ void Engine::Restore(const palisade::v1::EngineSnapshot& snapshot, absl::Time no
   if (now != absl::InfinitePast()) restored_at_ms_ = ToMillis(now);
   absl::flat_hash_map<std::string, size_t> index;
   for (size_t r = 0; r < rules_->rules().size(); ++r) index[rules_->rules()[r]->id()] = r;
-  for (const auto& s : snapshot.windows()) {
+  // Oldest newest match first: the restore order is the eviction order (Window::touched).
+  std::vector<std::pair<int64_t, int>> order;
+  order.reserve(snapshot.windows_size());
+  for (int i = 0; i < snapshot.windows_size(); ++i) {
+    const auto& times = snapshot.windows(i).times_ms();
+    if (!times.empty()) order.emplace_back(*std::max_element(times.begin(), times.end()), i);
+  }
+  std::sort(order.begin(), order.end());
+  for (const auto& [newest, i] : order) {
+    const palisade::v1::EngineSnapshot::Window& s = snapshot.windows(i);
     auto it = index.find(s.rule_id());
     if (it == index.end() || s.times_ms().empty()) continue;
     const int rule = static_cast<int>(it->second);

@@ -774,6 +774,12 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
           const palisade::v1::Session& session = rule.proto.session();
           in_session = SessionId(rule, pattern_index, line, stream, &scratch.session_id);
           if (session.note_only()) {
+            // An ignored line neither notes, drops nor ends (fail2ban reads ignoreregex first).
+            if (in_session && !rule.ignores.empty() &&
+                IgnoredHere(format, rule_index, rule, line, found ? pre : nullptr,
+                            prematched != nullptr)) {
+              in_session = false;
+            }
             // A success: what failed before it in the session was not an attack.
             if (in_session && session.succeeded()) sessions_.DropPending(scratch.session_id);
             if (in_session && has_key) {

@@ -342,6 +342,44 @@ TEST(SessionEngineBoundsTest, ACapEvictsAndCountsWhateverAnAttackerOpens) {
   EXPECT_LE(s.bytes, 1600u * 400u);
 }
 
+// A note_only rule's ignore patterns hold as a counting rule's do (fail2ban reads ignoreregex
+// before a NOFAIL line's captures): an ignored "Connection from" notes no address, so the
+// connection's later failure has none to count against. Without and with Prematch.
+TEST(SessionIgnoreTest, AnIgnoredNoteNotesNothing) {
+  const std::string pack = absl::StrReplaceAll(
+      kPack, {{"session { note_only: true }",
+               "ignore_patterns: \"on 10\\\\.9\\\\.9\\\\.9 port\" session { note_only: true }"}});
+  ASSERT_NE(pack, std::string(kPack));
+  for (const bool prematch : {false, true}) {
+    Engine engine(Rules(pack), EngineOptions());
+    const absl::Time t0 = absl::FromUnixSeconds(1'767'225'600);
+    auto ssh = [&](absl::string_view message, int offset) {
+      ParsedLine line;
+      line.message = message;
+      line.program = "sshd";
+      line.pid = "500";
+      PrematchBuffer buffer;
+      PrematchedLine pre;
+      if (prematch) {
+        engine.Prematch(LogFormat::LOG_FORMAT_SYSLOG, line, &buffer);
+        pre.candidates = absl::MakeConstSpan(buffer.candidates);
+        pre.buffer = &buffer;
+      }
+      std::vector<Detection> out;
+      engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message, t0 + absl::Seconds(offset),
+                     &out, 1, prematch ? &pre : nullptr);
+      return out;
+    };
+    EXPECT_THAT(ssh("Connection from 198.51.100.7 port 51353 on 10.9.9.9 port 22", 0), IsEmpty());
+    EXPECT_THAT(ssh("Disconnecting: Too many authentication failures", 1), IsEmpty())
+        << (prematch ? "with Prematch" : "without Prematch");
+    EXPECT_EQ(engine.stats().session_misses, 1u);
+    // Another server address is noted.
+    EXPECT_THAT(ssh("Connection from 198.51.100.8 port 51354 on 10.9.9.8 port 22", 2), IsEmpty());
+    EXPECT_THAT(ssh("Disconnecting: Too many authentication failures", 3), SizeIs(1));
+  }
+}
+
 TEST(SessionRuleSetTest, RefusesWhatCannotWork) {
   auto compile = [](absl::string_view text) {
     auto pack = ParseRulePack(text, "x.textproto");
@@ -389,6 +427,69 @@ TEST(SessionRuleSetTest, RefusesWhatCannotWork) {
                                threshold { count: 1 }
                                decision { action: ACTION_REVOKE_TOKEN duration { seconds: 1 } } })pb"),
               StatusIs(absl::StatusCode::kInvalidArgument, ::testing::HasSubstr("token rule")));
+  // A pid session is already the process's.
+  EXPECT_THAT(compile(R"pb(rules { id: "f" formats: LOG_FORMAT_SYSLOG
+                               patterns: "^x (?P<ip>\\S+)$"
+                               session { by_process: true }
+                               threshold { count: 1 }
+                               decision { action: ACTION_BLOCK duration { seconds: 1 } } })pb"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       ::testing::HasSubstr("session.by_process needs session.by")));
+}
+
+// Session.by_process: two slapd on one host both number their connections from 1000; with it
+// the conn= session is each process's, and one's ACCEPT does not overwrite the other's address.
+TEST(SessionByProcessTest, TwoProcessesWithTheSameConnectionNumberKeepTheirOwnAddress) {
+  constexpr absl::string_view kSlapd = R"pb(
+    rules {
+      id: "slapd-session-address"
+      formats: LOG_FORMAT_SYSLOG
+      programs: "slapd"
+      patterns: "^conn=(?P<conn>\\d+) fd=\\d+ ACCEPT from "
+                "IP=(?P<ip>[0-9A-Fa-f:.]+):\\d+ \\(IP=\\S+\\)$"
+      session { by: "conn" note_only: true by_process: true }
+    }
+    rules {
+      id: "slapd-bind-failed"
+      formats: LOG_FORMAT_SYSLOG
+      programs: "slapd"
+      patterns: "^conn=(?P<conn>\\d+) op=\\d+ RESULT(?: tag=\\d+)? err=49 text=[A-Za-z ]*$"
+      session { by: "conn" by_process: true }
+      threshold {
+        count: 5
+        window { seconds: 600 }
+      }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb";
+  Engine engine(Rules(kSlapd), EngineOptions());
+  const absl::Time t0 = absl::FromUnixSeconds(1'767'225'600);
+  auto slapd = [&](absl::string_view pid, absl::string_view message, int offset) {
+    ParsedLine line;
+    line.host = "ldap-1";
+    line.message = message;
+    line.program = "slapd";
+    line.pid = pid;
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message, t0 + absl::Seconds(offset), &out,
+                   1);
+    return out;
+  };
+  EXPECT_THAT(slapd("1183", "conn=1000 fd=21 ACCEPT from IP=203.0.113.7:45011 (IP=0.0.0.0:389)", 0),
+              IsEmpty());
+  EXPECT_THAT(
+      slapd("2290", "conn=1000 fd=12 ACCEPT from IP=198.51.100.20:50000 (IP=0.0.0.0:389)", 1),
+      IsEmpty());
+  std::vector<Detection> d;
+  for (int i = 0; i < 5; ++i) {
+    d = slapd("1183", "conn=1000 op=1 RESULT tag=97 err=49 text=", 2 + i);
+  }
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].rule_id, "slapd-bind-failed");
+  EXPECT_EQ(d[0].key, "203.0.113.7");
 }
 
 

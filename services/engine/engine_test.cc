@@ -479,6 +479,38 @@ TEST_F(EngineTest, KeyCapEvictsTheLeastRecentlyActive) {
   EXPECT_EQ(out[0].key, "10.0.3.231");
 }
 
+// The key cap evicts in the order lines counted, not by event time (which the log writer
+// chooses): a backlog stream's window, counted after the live keys, outlives them.
+TEST_F(EngineTest, KeyCapEvictsByTheOrderLinesCountedNotTheirEventTime) {
+  EngineOptions options;
+  options.max_keys_per_rule = 1600;
+  Engine engine(Rules(), options);
+  ParsedLine line;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  auto count = [&](const std::string& ip, absl::Time t, uint32_t stream) {
+    const std::string m = Fail(ip);
+    line.message = m;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t, &out, stream);
+  };
+  for (int i = 0; i < 1600; ++i) {
+    count(absl::StrCat("10.5.", i / 256, ".", i % 256), t0_ + absl::Seconds(i), 1);
+  }
+  // A backlog an hour behind: two of the three matches.
+  count("203.0.113.7", t0_ - absl::Seconds(3600), 2);
+  count("203.0.113.7", t0_ - absl::Seconds(3599), 2);
+  // 800 newer keys: about half of each shard's older live keys go, not the backlog's window
+  // (each shard holds ~100 of them and loses ~50: a wide margin either way).
+  for (int i = 0; i < 800; ++i) {
+    count(absl::StrCat("10.6.", i / 256, ".", i % 256), t0_ + absl::Seconds(1600 + i), 1);
+  }
+  EXPECT_GE(engine.stats().evicted_windows, 700u);
+  EXPECT_THAT(out, IsEmpty());
+  count("203.0.113.7", t0_ - absl::Seconds(3598), 2);
+  ASSERT_THAT(out, SizeIs(1));
+  EXPECT_EQ(out[0].key, "203.0.113.7");
+}
+
 TEST_F(EngineTest, ATinyKeyCapEvictsFromAnotherShardWhenTheNewKeysShardIsEmpty) {
   // With a cap of a few keys most shards are empty, so the shard a new key lands in often has
   // nothing to evict: the room is made in another shard, and the cap still holds.

@@ -307,6 +307,68 @@ TEST(LeadingKeyTest, AnAddressClassReadSixteenBytesAStepFindsTheSameKey) {
   }
 }
 
+// RE2 folds (?i)k to U+212A and (?i)s to U+017F, which a key's ASCII class then takes too: no
+// leading key reads such a class (it would stop at the folded letter), RE2 finds the key.
+TEST(LeadingKeyTest, NotForAFoldedClassHoldingKOrS) {
+  const std::string rule =
+      "rules { id: \"p\" formats: [LOG_FORMAT_RAW] key: \"path\" key_kind: TARGET_KIND_PATH "
+      "patterns: '(?i)^(?P<path>[a-z/]+) probe$' "
+      "threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } } }\n";
+  auto set = CompileRules(rule);
+  ASSERT_NE(set, nullptr);
+  const std::string kelvin = "/ma\xE2\x84\xAA" "er probe";
+  ASSERT_TRUE(RE2::FullMatch(kelvin, RE2("(?i)^([a-z/]+) probe$")));
+  EXPECT_EQ(KeyOf(set, kelvin), "/ma\xE2\x84\xAA" "er");
+  EXPECT_EQ(KeyOf(set, "/ma\xC5\xBF" "er probe"), "/ma\xC5\xBF" "er");
+  EXPECT_EQ(KeyOf(set, "/maker probe"), "/maker");
+  // The same class as a key split's run (after an introducer).
+  const std::string split_rule =
+      "rules { id: \"p\" formats: [LOG_FORMAT_RAW] key: \"path\" key_kind: TARGET_KIND_PATH "
+      "patterns: '(?i)^get from (?P<path>[a-z/]+) probe$' "
+      "threshold { count: 1 } decision { action: ACTION_BLOCK duration { seconds: 60 } } }\n";
+  auto split = CompileRules(split_rule);
+  ASSERT_NE(split, nullptr);
+  EXPECT_EQ(KeyOf(split, "get from " + kelvin), "/ma\xE2\x84\xAA" "er");
+  // A folded class without k or s is still read as a leading key.
+  auto other = CompileOne("(?i)^(?P<ip>[0-9a-f:.]+) GET");
+  EXPECT_NE(other->rules()[0]->leading_key_max[0], 0u);
+}
+
+// A pattern that starts with `^` but has an alternative without it may match anywhere: it is
+// not in the anchored Set (RE2 finds the key mid-line), and neither is such an ignore pattern.
+TEST(PrefilterTest, APatternAnchoredInOnlySomeAlternativesMatchesAnywhere) {
+  const std::string pattern =
+      "^Connection closed|Invalid user \\\\S+ from (?P<ip>[0-9A-Fa-f:.]+) port \\\\d+$";
+  const std::string line = "error: Invalid user admin from 203.0.113.7 port 22";
+  ASSERT_TRUE(RE2::PartialMatch(
+      line, RE2("^Connection closed|Invalid user \\S+ from (?P<ip>[0-9A-Fa-f:.]+) port \\d+$")));
+  for (const RuleSetOptions& options : {RuleSetOptions(), Re2Only()}) {
+    auto set = CompileOne(pattern, options);
+    ASSERT_NE(set, nullptr);
+    Engine engine(set, EngineOptions());
+    ParsedLine parsed;
+    parsed.message = line;
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_RAW, parsed, line, absl::FromUnixSeconds(1'772'000'000),
+                   &out);
+    EXPECT_EQ(out.size(), 1u) << (options.leading_keys ? "default" : "leading_keys off");
+    if (!out.empty()) EXPECT_EQ(out[0].key, "203.0.113.7");
+  }
+  auto ignoring = CompileRules(
+      RawRule("r", "^Failed password for \\\\S+ from (?P<ip>[0-9A-Fa-f:.]+) port",
+              "^Accepted|for backup from"));
+  ASSERT_NE(ignoring, nullptr);
+  Engine engine(ignoring, EngineOptions());
+  const std::string failed = "Failed password for backup from 203.0.113.8 port 22 ssh2";
+  ParsedLine parsed;
+  parsed.message = failed;
+  std::vector<Detection> out;
+  const LineResult result = engine.Process(LogFormat::LOG_FORMAT_RAW, parsed, failed,
+                                           absl::FromUnixSeconds(1'772'000'000), &out);
+  EXPECT_EQ(result.ignored, 1u);
+  EXPECT_THAT(out, IsEmpty());
+}
+
 TEST(SplitKeyTest, TheKeyAfterTheOnlySplitElseRe2Decides) {
   const std::string sshd =
       "^Failed password for (?P<user>.*?) from (?P<ip>[0-9.]+) port \\\\d+ ssh2$";

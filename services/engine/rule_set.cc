@@ -226,6 +226,11 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(
     if (!out->session_by_pid && session.by() == out->proto.key()) {
       return RuleError(pack, rule.id(), "session.by cannot be the key group");
     }
+    if (out->session_by_pid && session.by_process()) {
+      return RuleError(pack, rule.id(),
+                       "session.by_process needs session.by to name a group: a pid session is "
+                       "already the process's");
+    }
   }
 
   const RE2::Options options = PalisadeRe2Options();
@@ -796,6 +801,9 @@ bool AsciiOnly(const CharSet& s) {
   }
   return true;
 }
+// Whether RE2 may take a byte past ASCII where the class `s` shows none: (?i)k also matches
+// U+212A and (?i)s U+017F (see WidenToRe2), and a class of both cases may be such a fold.
+bool FoldsPastAscii(const CharSet& s) { return (s['k'] && s['K']) || (s['s'] && s['S']); }
 bool LeadingKeyOf(const ReNode& root, absl::string_view key, CharSet* set, int* min, int* max) {
   const ReNode& top = Unwrap(root);
   if (top.kind != ReNode::kConcat || top.subs.size() < 3) return false;
@@ -805,7 +813,9 @@ bool LeadingKeyOf(const ReNode& root, absl::string_view key, CharSet* set, int* 
   const ReNode& rep = Unwrap(group.subs[0]);
   if (rep.kind != ReNode::kRepeat || rep.min < 1) return false;
   const ReNode& chars = Unwrap(rep.subs[0]);
-  if (chars.kind != ReNode::kChars || !AsciiOnly(chars.chars)) return false;
+  if (chars.kind != ReNode::kChars || !AsciiOnly(chars.chars) || FoldsPastAscii(chars.chars)) {
+    return false;
+  }
   const ReNode& next = top.subs[2];
   if (next.kind != ReNode::kChars || !AsciiOnly(next.chars) || (next.chars & chars.chars).any()) {
     return false;
@@ -1020,9 +1030,9 @@ void AddPatternAnalyses(const std::string& pattern, bool has_key, const PackPatt
   }
   const absl::StatusOr<ReNode>& root = *tree;
   auto& start = out->start_bytes.emplace_back(false, CharSet());
-  if (root.ok() && !pattern.empty() && pattern[0] == '^') {
-    start.first = StartBytes(*root, &start.second);
-  }
+  const bool anchored = root.ok() && Anchored(*root, /*at_start=*/true);
+  out->anchored_start.push_back(anchored);
+  if (anchored) start.first = StartBytes(*root, &start.second);
   AddLeadingKey(root, has_key, out);
   AddKeySplit(pattern, root, has_key, out);
   if (literals == nullptr) return;
@@ -2000,10 +2010,9 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
     gated[r].resize(proto.patterns_size());
     if (!options.prefilter) continue;
     for (int p = 0; p < proto.patterns_size(); ++p) {
-      const std::string& pattern = proto.patterns(p);
       std::vector<std::string>& required = literals[r][p];
       if (required.empty()) continue;
-      const size_t min_length = (!pattern.empty() && pattern[0] == '^')
+      const size_t min_length = set->rules_[r]->anchored_start[p]
                                     ? options.min_literal_anchored
                                     : options.min_literal_unanchored;
       bool long_enough = true;
@@ -2013,6 +2022,17 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
   }
   // Start bytes of the anchored ignore patterns, parsed once (SetPart::first_bytes).
   std::map<std::string, std::pair<bool, CharSet>> ignore_starts;
+  // Whether an ignore pattern is anchored at the start in every alternative (as
+  // CompiledRule::anchored_start), parsed once.
+  std::map<std::string, bool> ignore_anchors;
+  auto ignore_anchored = [&ignore_anchors](const std::string& pattern) {
+    auto [known, added] = ignore_anchors.try_emplace(pattern, false);
+    if (added) {
+      const absl::StatusOr<ReNode> root = ParseRegex(pattern);
+      known->second = root.ok() && Anchored(*root, /*at_start=*/true);
+    }
+    return known->second;
+  };
   // Every Set compiled so far, by its anchoring and its patterns in order (see below).
   using SetKey = std::pair<bool, std::vector<std::string>>;
   std::map<SetKey, std::shared_ptr<const RE2::Set>> built_sets;
@@ -2101,7 +2121,7 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
           for (int p = 0; p < rule.proto.patterns_size(); ++p) {
             if (!gated[r][p].empty()) continue;
             const std::string& pattern = rule.proto.patterns(p);
-            if ((!pattern.empty() && pattern[0] == '^') != anchored) continue;
+            if (static_cast<bool>(rule.anchored_start[p]) != anchored) continue;
             members.push_back(pattern);
             member_names.push_back(absl::StrCat("rule \"", rule.id(), "\": pattern ", p + 1));
             part.entries.emplace_back(static_cast<int>(r), p);
@@ -2117,7 +2137,7 @@ absl::StatusOr<std::shared_ptr<const RuleSet>> RuleSet::Compile(
           if (!applies(rule)) continue;
           for (int i = 0; i < rule.proto.ignore_patterns_size(); ++i) {
             const std::string& pattern = rule.proto.ignore_patterns(i);
-            if ((!pattern.empty() && pattern[0] == '^') != anchored) continue;
+            if (ignore_anchored(pattern) != anchored) continue;
             if (part.entries.empty()) {
               ignores_outside[r] = true;
               continue;

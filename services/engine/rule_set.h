@@ -201,8 +201,12 @@ struct CompiledRule {
   // Per pattern: the class is exactly an address's bytes, [0-9A-Fa-f:.] (every shipped web
   // rule's), which LeadingKey reads 16 bytes a step with SSE2 instead of a table lookup a byte.
   std::vector<char> leading_key_address;
-  // Per pattern anchored at the start ("^..."): the bytes a match can start with, when the
-  // parse tells and no match is empty (`first` true); for RuleSet::SetPart::first_bytes.
+  // Per pattern: whether every match starts at the start of the text, as its parse tree says
+  // (`^` in every top-level alternative; false when the parser does not take it). Those go in
+  // the anchored Set; `^a|b` does not.
+  std::vector<char> anchored_start;
+  // Per pattern anchored at the start (anchored_start): the bytes a match can start with, when
+  // the parse tells and no match is empty (`first` true); for RuleSet::SetPart::first_bytes.
   std::vector<std::pair<bool, std::bitset<256>>> start_bytes;
   // The key of a match of pattern `p` known to exist, when that pattern has a leading key
   // (see above); false otherwise. `run`, when given, keeps the run of address bytes read at the
@@ -294,11 +298,12 @@ struct RuleSetOptions {
   // tail. false: every capture through RE2 (kept for the same test).
   bool leading_keys = true;
   // The shortest literal a pattern may be gated by, by whether it is anchored at the start
-  // ("^...") or not. Unanchored patterns each cost a Set pass over the whole line, which a
-  // 3-byte literal absent from most lines saves. Anchored patterns stay in their Set by default:
-  // its DFA stops at the first byte no pattern takes, while gating one runs its regex on every
-  // line holding its literal, and the literals of anchored patterns (`" 404 `, ` from `) are
-  // common in the very logs they are written for (measured: 3x slower on nginx with 4).
+  // (CompiledRule::anchored_start) or not. Unanchored patterns each cost a Set pass over the
+  // whole line, which a 3-byte literal absent from most lines saves. Anchored patterns stay in
+  // their Set by default: its DFA stops at the first byte no pattern takes, while gating one
+  // runs its regex on every line holding its literal, and the literals of anchored patterns
+  // (`" 404 `, ` from `) are common in the very logs they are written for (measured: 3x slower
+  // on nginx with 4).
   size_t min_literal_unanchored = 3;
   size_t min_literal_anchored = SIZE_MAX;
   // Rule.ignore_patterns of the rules a format's Sets serve (not field rules) join those Sets
@@ -354,8 +359,9 @@ class RuleSet {
 
   // The Sets for a format and, for each Set index, the (rule, pattern) it stands for.
   // Returns nullptr when no rule applies to the format.
-  // Up to two Sets per format: the patterns anchored at the start ("^...") in an anchored Set,
-  // whose DFA gives up at the first byte no pattern can take, and the others unanchored.
+  // Up to two Sets per format: the patterns anchored at the start in every alternative
+  // (CompiledRule::anchored_start; `^a|b` is not) in an anchored Set, whose DFA gives up at the
+  // first byte no pattern can take, and the others unanchored.
   // Plus at most one gated part (no Set, a LiteralGate): the patterns that have required
   // literals (RequiredLiterals, RuleSetOptions) become candidates when one of their literals
   // occurs in the message, and their capturing regex decides. A line that holds none of the
