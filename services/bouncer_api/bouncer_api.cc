@@ -571,7 +571,8 @@ BouncerApi::BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Stor
                   .Help(
                       "Bouncer API requests refused, by reason: auth (no or an unknown "
                       "X-Api-Key), bad_request (a parameter not understood), too_long (the "
-                      "request target past max_query_bytes), not_found (another path).")
+                      "request target past max_query_bytes), not_found (another path), timeout "
+                      "(not arrived whole within the request deadline: answered 408).")
                   .Register(registry);
 }
 
@@ -1076,10 +1077,11 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
   }
   // startup=true lists deletions too, as CrowdSec's does (it sends the expired decisions it
   // still holds): here those the bouncer was not told of yet, so a restarted bouncer drops what
-  // ended while it was away. A bouncer that never pulled had nothing to drop.
+  // ended while it was away. A bouncer that never pulled had nothing to drop: its first pull
+  // without startup reads the live rows only (and Trim does not keep deletions for it).
   if (!f.startup || position > 0) {
     absl::StatusOr<std::vector<BouncerChangeRow>> rows =
-        store_->LoadBouncerChanges(position, /*live_only=*/false);
+        store_->LoadBouncerChanges(position, /*live_only=*/position == 0);
     if (!rows.ok()) {
       Log(absl::StrCat("bouncer_api: ", rows.status().message()));
       return JsonError(500, "the decision log cannot be read");
@@ -1125,6 +1127,7 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
   row.last_pull = now;
   bouncer->stored_pull = now;
   bouncer->pull_unstored = false;
+  bouncer->pull_store_failing = false;
   row.address = std::move(address);
   row.user_agent = std::move(user_agent);
   (f.startup || behind ? bouncer->pulls_startup : bouncer->pulls_stream)->Increment();
@@ -1180,15 +1183,20 @@ BouncerReply BouncerApi::Live(std::shared_ptr<Bouncer> bouncer, const BouncerReq
   // Stored at most every kLivePullStoreInterval: the pace of these questions is set by whoever
   // sends requests to the bouncer's server, and a store write (under mu_) each would hold up
   // the table's listener.
+  // A write the store refused (a full disk) waits as long, and is logged once until one goes
+  // through: else every question retried it under mu_, and logged a line.
   bouncer->pull_unstored = true;
-  if (now - bouncer->stored_pull >= kLivePullStoreInterval) {
+  if (now - std::max(bouncer->stored_pull, bouncer->pull_store_tried) >= kLivePullStoreInterval) {
+    bouncer->pull_store_tried = now;
     absl::Status s = store_->RecordPull(bouncer->row.name, now, bouncer->row.address,
                                         bouncer->row.user_agent, bouncer->row.position);
     if (s.ok()) {
       bouncer->stored_pull = now;
       bouncer->pull_unstored = false;
-    } else {
-      Log(absl::StrCat("bouncer_api: ", s.message()));
+      bouncer->pull_store_failing = false;
+    } else if (!bouncer->pull_store_failing) {
+      bouncer->pull_store_failing = true;
+      Log(absl::StrCat("bouncer_api: ", s.message(), " (retried every minute; logged once)"));
     }
   }
   bouncer->last_pull->Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
@@ -1197,20 +1205,30 @@ BouncerReply BouncerApi::Live(std::shared_ptr<Bouncer> bouncer, const BouncerReq
 }
 
 absl::StatusOr<int64_t> BouncerApi::Trim() {
-  // Not while a pull is between reading the log and recording its position (Stream).
+  // Not while a pull is between reading the log and recording its position (Stream): positions
+  // move under pull_mu_ only, so the store's trim below runs outside mu_ (a bulk delete, which
+  // every key check, live question and decision change would wait for).
   absl::MutexLock pull(&pull_mu_);
   if (absl::Status s = CatchUp(); !s.ok()) return s;
-  absl::MutexLock lock(&mu_);
-  if (absl::Status s = FlushLocked(); !s.ok()) return s;
-  int64_t served_through = last_seq_;
-  for (const auto& [name, b] : bouncers_)
-    served_through = std::min(served_through, b->row.position);
+  int64_t served_through = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (absl::Status s = FlushLocked(); !s.ok()) return s;
+    // A bouncer at position 0 was served nothing (live mode, or no pull yet): its first stream
+    // pull reads the live rows only, so it holds no deletion back. One added meanwhile is too.
+    served_through = last_seq_;
+    for (const auto& [name, b] : bouncers_) {
+      if (b->row.position > 0) served_through = std::min(served_through, b->row.position);
+    }
+  }
+  if (trim_hook_) trim_hook_();
   absl::StatusOr<int64_t> forgotten = store_->TrimBouncerChanges(
       served_through, clock_.TimeNow() - FromProto(config_.deletion_retention()),
       static_cast<int64_t>(config_.max_deletions()));
   if (!forgotten.ok()) return forgotten;
   absl::StatusOr<BouncerLogMeta> meta = store_->LoadBouncerLogMeta();
-  // Never lowered: dropped changes raised it in memory only.
+  absl::MutexLock lock(&mu_);
+  // Never lowered: dropped changes raised it in memory only (and may have meanwhile).
   if (meta.ok()) trimmed_through_ = std::max(trimmed_through_, meta->trimmed_through);
   return forgotten;
 }
@@ -1234,8 +1252,13 @@ absl::Status BouncerApi::Start() {
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
   const palisade::v1::TlsConfig& tls = config_.tls();
   // What one request may send: its target, and headers as bouncers send them with room to
-  // spare (BoundedStream).
-  const size_t request_budget = config_.max_query_bytes() + kMaxHeaderBytes;
+  // spare (BoundedStream). It must arrive whole by its deadline, on the API's clock: past it
+  // the server answers 408, counted as refused (reason "timeout").
+  BoundedHttpOptions options;
+  options.request_budget = config_.max_query_bytes() + kMaxHeaderBytes;
+  options.now = [this] { return clock_.TimeNow(); };
+  prometheus::Counter* timeouts = &refused_->Add({{"reason", "timeout"}});
+  options.on_deadline = [timeouts] { timeouts->Increment(); };
   if (!tls.cert_file().empty()) {
     for (const std::string* f : {&tls.cert_file(), &tls.key_file(), &tls.client_ca_file()}) {
       if (!f->empty() && !std::ifstream(*f)) {
@@ -1243,13 +1266,13 @@ absl::Status BouncerApi::Start() {
       }
     }
     server_ = MakeBoundedHttpsServer(
-        request_budget, tls.cert_file().c_str(), tls.key_file().c_str(),
+        std::move(options), tls.cert_file().c_str(), tls.key_file().c_str(),
         tls.client_ca_file().empty() ? nullptr : tls.client_ca_file().c_str());
     if (!server_->is_valid()) {
       return absl::InvalidArgumentError("bouncer_api.tls: the certificate or key does not load");
     }
   } else {
-    server_ = MakeBoundedHttpServer(request_budget);
+    server_ = MakeBoundedHttpServer(std::move(options));
   }
   // A bounded backlog (httplib 0.11's own pool queues connections without a bound): past
   // four waiting connections per worker, further ones wait in the kernel's listen backlog.
@@ -1258,6 +1281,10 @@ absl::Status BouncerApi::Start() {
   server_->set_read_timeout(10, 0);
   server_->set_write_timeout(10, 0);
   server_->set_keep_alive_timeout(30);
+  // One request a connection: a worker waits for a connection's next request in between (the
+  // keep-alive wait), so idle connections kept alive held every worker, with no key needed.
+  // Stream bouncers pull every 10 s; a live one opens a connection per question.
+  server_->set_keep_alive_max_count(1);
   server_->set_tcp_nodelay(true);
   server_->set_payload_max_length(1024);  // bouncers send no body
   BouncerApi* self = this;

@@ -6,11 +6,15 @@
 //
 //   GET /v1/decisions/stream?startup=true|false[&scopes=&origins=&scenarios_containing=
 //       &scenarios_not_containing=]   {"deleted": [...], "new": [...]} since this bouncer's last
-//       pull (no startup: false); with startup=true every active decision, and the deletions
-//       this bouncer was not served yet. Lists are ordered by end, soonest first, as CrowdSec's.
+//       pull (no startup: false; a first pull: every active decision and no deletion); with
+//       startup=true every active decision, and the deletions this bouncer was not served yet.
+//       Lists are ordered by end, soonest first, as CrowdSec's.
 //   GET|HEAD /v1/decisions?ip=|range=|scope=&value=|type=|origins=   live mode: the decisions on
 //       an address (an Ip decision on it, a Range decision containing it), or `null`.
 //   Every request carries X-Api-Key; without a known one: 403 {"message":"access forbidden"}.
+//   A connection carries one request (Connection: close): no worker waits on an idle
+//   connection for its next one. A request must arrive whole within 60 s on the API's clock,
+//   else the server answers 408 (palisade_bouncer_requests_refused_total{reason="timeout"}).
 //
 // Which decisions bouncers see: active, not dry run, on an address (scope "Ip") or a range
 // ("Range": feeds' CIDRs), whose action is block ("ban") or a challenge ("captcha"). Paths,
@@ -29,7 +33,8 @@
 // pull from position p is "the rows with seq > p" — a decision created and ended between two
 // pulls comes once, as a deletion, as CrowdSec answers it. The bouncer's position moves to the
 // log's end with each pull (stored with the pull). Live rows stay as long as their decision;
-// deletion rows are trimmed once every registered bouncer was served past them, or past
+// deletion rows are trimmed once every registered bouncer served anything (position > 0: a
+// live-mode bouncer's never moves) was served past them, or past
 // deletion_retention, or past max_deletions (oldest first). A bouncer whose position lies below
 // what age or count trimmed is "far behind": it gets a startup-style answer (every active
 // decision in "new") plus the deletions still held — deletions older than those are lost to
@@ -77,7 +82,8 @@
 // question (nginx's and HAProxy's bouncers ask one per request their server takes) takes no
 // snapshot: an index of the active rows by what they decide on, kept under mu_ with every
 // change, gives it the rows on its address (one lookup per prefix length in use), which it
-// filters and writes out after mu_, as the others do theirs.
+// filters and writes out after mu_, as the others do theirs. Trim's store transaction (a bulk
+// delete) runs under pull_mu_ only.
 #ifndef PALISADE_SERVICES_BOUNCER_API_BOUNCER_API_H_
 #define PALISADE_SERVICES_BOUNCER_API_BOUNCER_API_H_
 
@@ -194,6 +200,8 @@ class BouncerApi {
   // answer is written, so a test can hold an answer there and see what waits for it. Set it
   // before any request.
   void SetAnswerHookForTesting(std::function<void()> hook) { answer_hook_ = std::move(hook); }
+  // Tests: `hook` runs in Trim just before its store transaction. Set it before any Trim.
+  void SetTrimHookForTesting(std::function<void()> hook) { trim_hook_ = std::move(hook); }
   // Tests: answers live ip= questions as the others are, over every active row of a snapshot,
   // instead of from the index, so that a test can hold the two answers side by side.
   void SetLiveScanForTesting(bool scan) { live_scan_for_testing_ = scan; }
@@ -218,6 +226,10 @@ class BouncerApi {
     // most every kLivePullStoreInterval, and at Stop).
     absl::Time stored_pull = absl::InfinitePast();
     bool pull_unstored = false;
+    // A live question's last try to store its pull, and whether the store refused it (logged
+    // once until a write goes through): tried again kLivePullStoreInterval later only.
+    absl::Time pull_store_tried = absl::InfinitePast();
+    bool pull_store_failing = false;
     prometheus::Counter* pulls_startup = nullptr;
     prometheus::Counter* pulls_stream = nullptr;
     prometheus::Counter* pulls_live = nullptr;
@@ -277,6 +289,7 @@ class BouncerApi {
   prometheus::Registry& registry_;
   std::function<void(const std::string&)> log_;
   std::function<void()> answer_hook_;
+  std::function<void()> trim_hook_;
 
   // Taken in this order. pull_mu_: one pull (or Trim) at a time, so that what a pull reads of
   // the log outside mu_ is not trimmed before its position is recorded. fold_mu_: one fold of

@@ -1,5 +1,11 @@
 #include "services/bouncer_api/bouncer_api.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <array>
 #include <cstdio>
@@ -16,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "httplib.h"
@@ -103,6 +110,124 @@ struct Daemon {
   std::unique_ptr<Store> store;
   DecisionTable table;
   std::unique_ptr<BouncerApi> api;
+};
+
+// palisaded's pieces as Daemon wires them, but not serving: no ticker either, so that every
+// change, flush, fold and trim is one the test makes. Destroying one and building another on the
+// same file is a restart. The API's log lines are kept (`lines`).
+struct Attached {
+  Attached(const std::string& path, SimulatedClock& clock) : table(clock) {
+    store = *Store::Open(path);
+    table.SetStore(store.get(), {});
+    EXPECT_THAT(table.Restore(), IsOk());
+    palisade::v1::BouncerApiConfig config;
+    config.set_listen("127.0.0.1:0");
+    auto created =
+        BouncerApi::Create(config, clock, store.get(), registry, [this](const std::string& line) {
+          absl::MutexLock lock(&lines_mu);
+          lines.push_back(line);
+        });
+    EXPECT_THAT(created, IsOk());
+    api = *std::move(created);
+    EXPECT_THAT(api->Attach(table), IsOk());
+  }
+
+  std::string Ban(const std::string& value) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+    req.mutable_target()->set_value(value);
+    req.set_action(palisade::v1::ACTION_BLOCK);
+    req.mutable_duration()->set_seconds(4 * 3600);
+    req.set_reason("by hand");
+    absl::StatusOr<palisade::v1::Decision> made = table.AddManual(req);
+    EXPECT_THAT(made, IsOk());
+    return made.ok() ? made->id() : "";
+  }
+  // The log lines that contain `part`.
+  int64_t LinesWith(absl::string_view part) {
+    absl::MutexLock lock(&lines_mu);
+    return std::count_if(lines.begin(), lines.end(),
+                         [&](const std::string& l) { return absl::StrContains(l, part); });
+  }
+
+  absl::Mutex lines_mu;
+  std::vector<std::string> lines ABSL_GUARDED_BY(lines_mu);
+  prometheus::Registry registry;
+  std::unique_ptr<Store> store;
+  DecisionTable table;
+  std::unique_ptr<BouncerApi> api;
+};
+
+BouncerRequest Request(const std::string& path, const std::string& key,
+                       std::multimap<std::string, std::string> params) {
+  BouncerRequest r;
+  r.path = path;
+  r.target_bytes = path.size() + 32;
+  r.params = std::move(params);
+  r.api_key = key;
+  r.address = "127.0.0.1";
+  r.user_agent = "crowdsec-test/v1";
+  return r;
+}
+
+// A client connection on a plain socket, for what httplib's client does not do: send part of a
+// request, or keep a connection open and idle.
+class RawConnection {
+ public:
+  explicit RawConnection(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    EXPECT_EQ(::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  }
+  ~RawConnection() { ::close(fd_); }
+
+  // Whether it was sent whole (not once the server closed the connection).
+  bool Send(const std::string& bytes) {
+    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+           static_cast<ssize_t>(bytes.size());
+  }
+  // Reads what the server sent within `wait`; closed() once it closed the connection.
+  void Read(absl::Duration wait) {
+    pollfd p{fd_, POLLIN, 0};
+    if (closed_ || ::poll(&p, 1, static_cast<int>(absl::ToInt64Milliseconds(wait))) <= 0) return;
+    char buf[4096];
+    const ssize_t n = ::recv(fd_, buf, sizeof(buf), 0);
+    if (n <= 0) {
+      closed_ = true;
+    } else {
+      got_.append(buf, static_cast<size_t>(n));
+    }
+  }
+  // Reads until a whole answer (headers and Content-Length bytes) came, the connection closed
+  // or 30 s passed (a bound on what is expected at once); the answer, taken from got().
+  std::string ReadAnswer() {
+    const absl::Time give_up = absl::Now() + absl::Seconds(30);
+    for (;;) {
+      const size_t end = got_.find("\r\n\r\n");
+      if (end != std::string::npos) {
+        const size_t at = got_.find("Content-Length: ");
+        size_t length = 0;
+        if (at != std::string::npos && at < end) length = std::stoul(got_.substr(at + 16));
+        if (got_.size() >= end + 4 + length) {
+          std::string answer = got_.substr(0, end + 4 + length);
+          got_.erase(0, answer.size());
+          return answer;
+        }
+      }
+      if (closed_ || absl::Now() > give_up) return "";
+      Read(absl::Milliseconds(100));
+    }
+  }
+  bool closed() const { return closed_; }
+  const std::string& got() const { return got_; }
+
+ private:
+  int fd_ = -1;
+  bool closed_ = false;
+  std::string got_;
 };
 
 // The values of a stream list (null: none).
@@ -677,6 +802,34 @@ TEST(BouncerApiTest, LiveQuestionsAreNotAStoreWriteEach) {
   EXPECT_LE(RowsIn(path, "pull_writes"), 3);
 }
 
+// While the store refused the pull's row (a full disk), every live question past the minute
+// retried the write under the API's lock and logged a line: 500 questions a second, 500 failed
+// transactions and log lines. A failed store waits a minute, as a stored one does, and is
+// logged once until a write goes through.
+TEST(BouncerApiTest, ALiveQuestionsRefusedPullIsRetriedAMinuteLaterAndLoggedOnce) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("live-refused.db");
+  Attached d(path, clock);
+  const std::string key = *d.api->AddBouncer("nginx");
+  d.Ban("203.0.113.7");
+  const BouncerRequest question = Request("/v1/decisions", key, {{"ip", "203.0.113.7"}});
+  ASSERT_EQ(d.api->Handle(question).status, 200);
+  ExecSql(path, R"sql(
+      CREATE TRIGGER refuse_pull BEFORE UPDATE ON bouncers
+        BEGIN SELECT RAISE(ABORT, 'injected: disk full'); END;)sql");
+  clock.Advance(absl::Minutes(2));
+  for (int i = 0; i < 100; ++i) ASSERT_EQ(d.api->Handle(question).status, 200) << i;
+  EXPECT_EQ(d.LinesWith("injected"), 1);
+  // A minute on it is tried again (not logged again); once the store takes it, it is stored.
+  clock.Advance(absl::Minutes(1));
+  ASSERT_EQ(d.api->Handle(question).status, 200);
+  EXPECT_EQ(d.LinesWith("injected"), 1);
+  ExecSql(path, "DROP TRIGGER refuse_pull;");
+  clock.Advance(absl::Minutes(1));
+  ASSERT_EQ(d.api->Handle(question).status, 200);
+  EXPECT_EQ((*d.store->LoadBouncers())[0].last_pull, clock.TimeNow());
+}
+
 // Holds `request` in the middle of its answer (the answer hook: its rows are chosen, its
 // answer not yet written), makes a decision on `ban` from another thread meanwhile, and says
 // whether the table's listener (BouncerApi::OnUpdates, called on that thread) was through before
@@ -707,18 +860,6 @@ bool ListenerWasThroughDuring(Daemon& d, const BouncerRequest& request, const st
   asker.join();
   d.api->SetAnswerHookForTesting(nullptr);
   return through;
-}
-
-BouncerRequest Request(const std::string& path, const std::string& key,
-                       std::multimap<std::string, std::string> params) {
-  BouncerRequest r;
-  r.path = path;
-  r.target_bytes = path.size() + 32;
-  r.params = std::move(params);
-  r.api_key = key;
-  r.address = "127.0.0.1";
-  r.user_agent = "crowdsec-test/v1";
-  return r;
 }
 
 // With 100,000 feed ranges a startup answer is long to choose and write, and it was written
@@ -861,6 +1002,93 @@ TEST(BouncerApiTest, TrimmingForgetsServedDeletionsAndAFarBehindBouncerStartsOve
   EXPECT_EQ(*d.api->Trim(), 1);
 }
 
+// A live-mode bouncer's position never moves, and one that never pulled stays at 0: the
+// minimum over every bouncer's position was 0, and no served deletion was ever trimmed. A
+// bouncer at 0 was served nothing (its first stream pull reads the live rows): it holds no
+// deletion back.
+TEST(BouncerApiTest, ABouncerThatWasServedNothingDoesNotHoldDeletionsBack) {
+  SimulatedClock clock;
+  Attached d(FreshPath("trim-live.db"), clock);
+  const std::string fw = *d.api->AddBouncer("fw");
+  const std::string nginx = *d.api->AddBouncer("nginx");
+  d.api->AddBouncer("idle").IgnoreError();
+  auto pull = [&] {
+    ASSERT_EQ(d.api->Handle(Request("/v1/decisions/stream", fw, {{"startup", "false"}})).status,
+              200);
+  };
+  const std::string a = d.Ban("203.0.113.1");
+  pull();
+  ASSERT_THAT(d.table.Withdraw(a), IsOk());
+  pull();
+  ASSERT_EQ(d.api->Handle(Request("/v1/decisions", nginx, {{"ip", "203.0.113.1"}})).status, 200);
+  EXPECT_EQ(*d.api->Trim(), 1);
+}
+
+// Trim ran its store transaction (a bulk delete, once a minute) under the API's lock: every key
+// check, live question and decision change waited for it. It now holds the pulls' lock only.
+// The 30 s are no speed threshold: what does not wait for Trim is through at once, what waits
+// is never through while Trim is held.
+TEST(BouncerApiTest, QuestionsAndChangesGoOnWhileTrimWritesTheStore) {
+  SimulatedClock clock;
+  Attached d(FreshPath("trim-no-wait.db"), clock);
+  const std::string key = *d.api->AddBouncer("nginx");
+  d.Ban("203.0.113.7");
+  absl::Notification held, let_go;
+  d.api->SetTrimHookForTesting([&] {
+    held.Notify();
+    let_go.WaitForNotification();
+  });
+  absl::StatusOr<int64_t> trimmed;
+  std::thread trimmer([&] { trimmed = d.api->Trim(); });
+  ASSERT_TRUE(held.WaitForNotificationWithTimeout(absl::Seconds(30)))
+      << "Trim never reached the store";
+  absl::Notification answered, changed;
+  BouncerReply live;
+  std::thread asker([&] {
+    live = d.api->Handle(Request("/v1/decisions", key, {{"ip", "203.0.113.7"}}));
+    answered.Notify();
+  });
+  std::thread table([&] {
+    d.Ban("203.0.113.8");
+    changed.Notify();
+  });
+  EXPECT_TRUE(answered.WaitForNotificationWithTimeout(absl::Seconds(30)))
+      << "a live question waited for Trim's store transaction";
+  EXPECT_TRUE(changed.WaitForNotificationWithTimeout(absl::Seconds(30)))
+      << "the decision table's listener waited for Trim's store transaction";
+  let_go.Notify();
+  trimmer.join();
+  asker.join();
+  table.join();
+  EXPECT_THAT(trimmed, IsOk());
+  EXPECT_EQ(live.status, 200);
+  EXPECT_EQ(Values(json::parse(live.body, nullptr, false)), std::set<std::string>{"203.0.113.7"});
+}
+
+// A bouncer's first pull without startup read every row of the log, and was sent every
+// deletion held (up to max_deletions) though it had nothing to delete. It reads the live rows.
+TEST(BouncerApiTest, AFirstPullWithoutStartupIsSentNoDeletion) {
+  SimulatedClock clock;
+  Attached d(FreshPath("first-pull.db"), clock);
+  const std::string fw = *d.api->AddBouncer("fw");
+  std::vector<std::string> ids;
+  for (int i = 0; i < 1000; ++i) {
+    ids.push_back(d.Ban(absl::StrCat("203.0.", i / 256, ".", i % 256)));
+  }
+  d.Ban("198.51.100.1");
+  auto pull = [&](const std::string& key) {
+    BouncerReply r = d.api->Handle(Request("/v1/decisions/stream", key, {{"startup", "false"}}));
+    EXPECT_EQ(r.status, 200) << r.body.substr(0, 200);
+    return json::parse(r.body, nullptr, false);
+  };
+  EXPECT_THAT(pull(fw)["new"], SizeIs(1001));
+  for (const std::string& id : ids) ASSERT_THAT(d.table.Withdraw(id), IsOk());
+  EXPECT_THAT(pull(fw)["deleted"], SizeIs(1000));
+  json first = pull(*d.api->AddBouncer("fresh"));
+  EXPECT_TRUE(first["deleted"].is_null()) << first["deleted"].size() << " deletions";
+  EXPECT_EQ(Values(first["new"]), std::set<std::string>{"198.51.100.1"});
+}
+
 // httplib 0.11 reads a request's headers with no bound on their count: before anything checks
 // the key, one connection could make the daemon hold as many bytes as it sent (200 MB of
 // headers made 389 MB of resident memory). A request is read up to max_query_bytes plus 16 KiB
@@ -874,7 +1102,8 @@ TEST(BouncerApiTest, ARequestsHeadersAreBoundedInBytesBeforeTheKeyIsChecked) {
   constexpr size_t kFlood = size_t{48} << 20;
   EXPECT_LT(FloodHeaders(d.api->port(), "/v1/decisions/stream?startup=true", kFlood), kFlood);
   EXPECT_THAT(d.Metrics(), Not(HasSubstr("reason=\"auth\"")));
-  // Requests as bouncers send them are served as before, on a connection kept alive.
+  // Requests as bouncers send them are served as before (a client that keeps its connection
+  // alive opens the next one when told this one closes).
   httplib::Client client("127.0.0.1", d.api->port());
   client.set_keep_alive(true);
   const httplib::Headers headers = {{"X-Api-Key", key}, {"User-Agent", "crowdsec-test/v1"}};
@@ -910,6 +1139,67 @@ TEST(BouncerApiTest, ARequestPastItsBudgetIsAnsweredNotDropped) {
   httplib::Result r = client.Get("/v1/decisions?ip=203.0.113.7", {{"X-Api-Key", key}});
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+}
+
+// The request deadline ran on the real clock, not the API's, and a request cut short by it was
+// not counted. Now it is measured on the API's clock and counted (reason "timeout").
+TEST(BouncerApiTest, ARequestPastItsDeadlineOnTheApisClockIs408AndCounted) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("deadline.db"), clock);
+  const std::string key = *d.api->AddBouncer("nginx");
+  std::string answer;
+  // The clock moves 61 s a step, past any deadline a worker fixed before, until the server
+  // answers or closes. A step that lands between the worker's fixing the deadline and its first
+  // look at the request closes the connection quietly (nothing of a request came): another.
+  for (int tries = 0; tries < 5 && answer.empty(); ++tries) {
+    RawConnection c(d.api->port());
+    ASSERT_TRUE(c.Send("GET /v1/decisions?ip=203.0.113.7 HT"));
+    const absl::Time give_up = absl::Now() + absl::Seconds(30);
+    while (!c.closed() && c.got().empty() && absl::Now() < give_up) {
+      clock.Advance(absl::Seconds(61));
+      c.Read(absl::Milliseconds(50));
+    }
+    answer = c.ReadAnswer();
+  }
+  EXPECT_THAT(answer, ::testing::StartsWith("HTTP/1.1 408 "));
+  EXPECT_THAT(d.Metrics(),
+              HasSubstr("palisade_bouncer_requests_refused_total{reason=\"timeout\"} 1"));
+  // The clock standing still, requests are served as before.
+  EXPECT_EQ(d.Get("/v1/decisions?ip=203.0.113.7", key).first, 200);
+}
+
+// A worker serves a connection's requests one after another and waits for the next one in
+// between (the keep-alive wait, 30 s), so connections kept alive and idle held every worker,
+// without a key, for up to five requests each: no bouncer was answered meanwhile. A connection
+// now carries one request and is closed after its answer; the next one takes its turn in the
+// queue. With one worker: A is told its connection closes, a second request on it is not
+// served, and B is answered.
+TEST(BouncerApiTest, AConnectionCarriesOneRequestSoNoWorkerWaitsOnAnIdleOne) {
+  SimulatedClock clock;
+  palisade::v1::BouncerApiConfig config;
+  config.set_max_concurrent_requests(1);
+  Daemon d(FreshPath("keep-alive.db"), clock, config);
+  const std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7");
+  RawConnection a(d.api->port());
+  const std::string keyless =
+      "GET /v1/decisions?ip=203.0.113.7 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+  ASSERT_TRUE(a.Send(keyless));
+  const std::string first = a.ReadAnswer();
+  EXPECT_THAT(first, ::testing::StartsWith("HTTP/1.1 403 "));
+  EXPECT_THAT(first, HasSubstr("Connection: close"));
+  // Sent whole or refused: either way the server does not read it (ReadAnswer: "" once closed).
+  (void)a.Send(keyless);
+  EXPECT_EQ(a.ReadAnswer(), "") << "a second request was served on the connection";
+  EXPECT_TRUE(a.closed());
+  // Requests as bouncers send them (httplib's client keeps connections alive) are served.
+  httplib::Client b("127.0.0.1", d.api->port());
+  b.set_keep_alive(true);
+  for (int i = 0; i < 3; ++i) {
+    httplib::Result r = b.Get("/v1/decisions?ip=203.0.113.7", {{"X-Api-Key", key}});
+    ASSERT_TRUE(r) << httplib::to_string(r.error());
+    EXPECT_EQ(r->status, 200);
+  }
 }
 
 TEST(BouncerApiTest, OverTlsWhenConfigured) {
@@ -1046,28 +1336,6 @@ TEST(BouncerApiTest, ARefusedLogIsRetriedOutsideTheListenerAndCappedInBytes) {
   EXPECT_THAT(json::parse(from_log.body, nullptr, false)["new"], SizeIs(kBans + 1));
   EXPECT_TRUE(json::parse(pull(false).body, nullptr, false)["new"].is_null());
 }
-
-// palisaded's pieces as Daemon wires them, but not serving: no ticker either, so that every
-// change and every fold is one the test makes. Destroying one and building another on the same
-// file is a restart.
-struct Attached {
-  Attached(const std::string& path, SimulatedClock& clock) : table(clock) {
-    store = *Store::Open(path);
-    table.SetStore(store.get(), {});
-    EXPECT_THAT(table.Restore(), IsOk());
-    palisade::v1::BouncerApiConfig config;
-    config.set_listen("127.0.0.1:0");
-    auto created = BouncerApi::Create(config, clock, store.get(), registry);
-    EXPECT_THAT(created, IsOk());
-    api = *std::move(created);
-    EXPECT_THAT(api->Attach(table), IsOk());
-  }
-
-  prometheus::Registry registry;
-  std::unique_ptr<Store> store;
-  DecisionTable table;
-  std::unique_ptr<BouncerApi> api;
-};
 
 // A live ip= question (a live-mode bouncer asks one per request its server takes) matched every
 // active row, after folding the changes since the last question into a new snapshot: with
