@@ -1,8 +1,12 @@
 #include "services/fail2ban/fail2ban_import.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstring>
 #include <algorithm>
-#include <fstream>
 #include <optional>
 #include <set>
 #include <utility>
@@ -324,6 +328,11 @@ void ApplyServerFacts(const std::string& filter, ValueLine* line) {
 constexpr char kPrefixMarker[] = "\x01";
 constexpr int kMaxIncludeDepth = 10;
 constexpr int kMaxExpandDepth = 40;
+// What one filter's (or jail's) interpolation may produce, summed over every substitution at
+// every level (a value doubled 32 times would be 32 GiB), and how many list lines it may visit.
+// The shipped filters use well under a tenth of each.
+constexpr size_t kMaxExpandBytes = 1 << 20;
+constexpr size_t kMaxListLines = 10000;
 
 std::string DirName(const std::string& path) {
   size_t slash = path.rfind('/');
@@ -335,30 +344,99 @@ std::string BaseName(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
+// What one filter (with its includes and .local) or one jail's files may read: files are
+// regular, at most kMaxConfigBytes each and kMaxConfigTotalBytes together, in at most
+// kMaxConfigReads reads (a file included twice counts twice). The shipped filters read a few
+// files of a few kB.
+constexpr size_t kMaxConfigBytes = 1 << 20;
+constexpr size_t kMaxConfigTotalBytes = 4 << 20;
+constexpr int kMaxConfigReads = 100;
+struct ReadBudget {
+  size_t bytes = 0;
+  int reads = 0;
+};
+
+// Reads the regular file `path` whole into `text`, within `budget`. `where` is the including
+// "file:line: " (empty for a file named by the caller). A missing or unreadable file is
+// kNotFound; a device, FIFO or directory (opened without blocking, then checked) and a file
+// over the budget are kInvalidArgument.
+absl::Status ReadConfigFile(const std::string& path, const std::string& where,
+                            ReadBudget* budget, std::string* text) {
+  if (++budget->reads > kMaxConfigReads) {
+    return absl::InvalidArgumentError(absl::StrCat(where, "reading ", path, ": more than ",
+                                                   kMaxConfigReads,
+                                                   " files read for one filter or jail"));
+  }
+  int fd = open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    return absl::NotFoundError(where.empty() ? absl::StrCat(path, ": cannot read")
+                                             : absl::StrCat(where, "included file ", path,
+                                                            " cannot be read"));
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(where, path, " is not a regular file"));
+  }
+  const size_t limit = std::min(kMaxConfigBytes, kMaxConfigTotalBytes - budget->bytes);
+  text->clear();
+  char buf[65536];
+  for (;;) {
+    ssize_t got = read(fd, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got < 0) {
+      close(fd);
+      return absl::NotFoundError(absl::StrCat(where, path, ": read failed"));
+    }
+    if (got == 0) break;
+    if (text->size() + got > limit) {
+      close(fd);
+      return absl::InvalidArgumentError(absl::StrCat(
+          where, path, " is larger than ", limit, " bytes",
+          limit < kMaxConfigBytes
+              ? absl::StrCat(" (what is left of ", kMaxConfigTotalBytes, " for one filter or jail)")
+              : ""));
+    }
+    text->append(buf, got);
+  }
+  close(fd);
+  budget->bytes += text->size();
+  return absl::OkStatus();
+}
+
 // Parses one INI file into `out` (later keys override earlier ones). Its [INCLUDES] before files
 // are read first and after files last, as fail2ban's ConfigReader does.
 absl::Status ReadConfig(const std::string& path, const std::string& included_from,
-                        int included_line, int depth, Sections* out) {
+                        int included_line, int depth, ReadBudget* budget, Sections* out) {
+  const std::string where =
+      included_from.empty() ? "" : absl::StrCat(included_from, ":", included_line, ": ");
   if (depth > kMaxIncludeDepth) {
     return absl::InvalidArgumentError(
-        absl::StrCat(included_from, ":", included_line, ": includes nest deeper than ",
-                     kMaxIncludeDepth, " (a loop?)"));
+        absl::StrCat(where, "includes nest deeper than ", kMaxIncludeDepth, " (a loop?)"));
   }
-  std::ifstream in(path);
-  if (!in) {
-    if (absl::EndsWith(path, ".local")) return absl::OkStatus();  // optional, as in fail2ban
-    if (included_from.empty()) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
-    return absl::NotFoundError(absl::StrCat(included_from, ":", included_line,
-                                            ": included file ", path, " cannot be read"));
+  std::string contents;
+  if (absl::Status read = ReadConfigFile(path, where, budget, &contents); !read.ok()) {
+    // A missing .local is optional, as in fail2ban.
+    if (read.code() == absl::StatusCode::kNotFound && absl::EndsWith(path, ".local")) {
+      return absl::OkStatus();
+    }
+    return read;
   }
   Sections own;
   std::string section;
   std::vector<ValueLine>* last_value = nullptr;  // the value being continued
-  std::string raw;
   int n = 0;
-  while (std::getline(in, raw)) {
+  for (absl::string_view piece : absl::StrSplit(contents, '\n')) {
+    std::string raw(piece);
     ++n;
     if (!raw.empty() && raw.back() == '\r') raw.pop_back();
+    // An inline comment: a `;` after a blank (fail2ban's inline_comment_prefixes).
+    for (size_t at = raw.find(';', 1); at != std::string::npos; at = raw.find(';', at + 1)) {
+      if (raw[at - 1] == ' ' || raw[at - 1] == '\t') {
+        raw.resize(at);
+        break;
+      }
+    }
     absl::string_view stripped = absl::StripAsciiWhitespace(raw);
     if (stripped.empty() || stripped[0] == '#' || stripped[0] == ';') continue;
     bool indented = raw[0] == ' ' || raw[0] == '\t';
@@ -400,7 +478,7 @@ absl::Status ReadConfig(const std::string& path, const std::string& included_fro
       for (absl::string_view name : absl::StrSplit(v.text, ' ', absl::SkipWhitespace())) {
         std::string file = name[0] == '/' ? std::string(name)
                                           : absl::StrCat(DirName(path), "/", name);
-        RETURN_IF_ERROR(ReadConfig(file, v.file, v.line, depth + 1, out));
+        RETURN_IF_ERROR(ReadConfig(file, v.file, v.line, depth + 1, budget, out));
       }
     }
     return absl::OkStatus();
@@ -408,7 +486,14 @@ absl::Status ReadConfig(const std::string& path, const std::string& included_fro
   RETURN_IF_ERROR(include("before"));
   for (auto& [name, options] : own) {
     if (name == "INCLUDES") continue;
-    for (auto& [key, lines] : options) (*out)[name][key] = lines;
+    for (auto& [key, lines] : options) {
+      // The value an earlier file gave, for `%(known/key)s` (fail2ban's KNOWN/section).
+      auto& merged = (*out)[name];
+      if (auto earlier = merged.find(key); earlier != merged.end()) {
+        (*out)[absl::StrCat("KNOWN/", name)][key] = std::move(earlier->second);
+      }
+      merged[key] = lines;
+    }
   }
   RETURN_IF_ERROR(include("after"));
   return absl::OkStatus();
@@ -426,6 +511,14 @@ class Interpolator {
   const std::vector<ValueLine>* Find(absl::string_view name) const {
     if (auto p = params_.find(std::string(name)); p != params_.end()) return &p->second;
     size_t slash = name.find('/');
+    if (absl::StartsWith(name, "known/")) {
+      // The earlier value of the key, in the sections plain names are looked up in.
+      std::string key(name.substr(slash + 1));
+      for (const char* s : {"KNOWN/Init", "KNOWN/Definition", "KNOWN/DEFAULT"}) {
+        if (const std::vector<ValueLine>* v = In(s, key)) return v;
+      }
+      return nullptr;
+    }
     if (slash != absl::string_view::npos) {
       const std::vector<ValueLine>* v =
           In(std::string(name.substr(0, slash)), std::string(name.substr(slash + 1)));
@@ -441,6 +534,7 @@ class Interpolator {
   }
 
   // Expands `%(name)s` and option tags `<name>` in `text`; unknown tags (<HOST>, <F-USER>) stay.
+  // Every substitution counts against the Interpolator's byte budget (kMaxExpandBytes).
   absl::StatusOr<std::string> Expand(absl::string_view text, int depth = 0) const {
     if (depth > kMaxExpandDepth) {
       return absl::InvalidArgumentError(
@@ -449,6 +543,11 @@ class Interpolator {
     std::string out;
     size_t i = 0;
     while (i < text.size()) {
+      if (text[i] == '%' && i + 1 < text.size() && text[i + 1] == '%') {
+        out += '%';  // configparser's escape
+        i += 2;
+        continue;
+      }
       if (text[i] == '%' && i + 1 < text.size() && text[i + 1] == '(') {
         size_t close = text.find(")s", i);
         if (close != absl::string_view::npos) {
@@ -458,6 +557,7 @@ class Interpolator {
             return absl::InvalidArgumentError(absl::StrCat("%(", name, ")s is not defined"));
           }
           ASSIGN_OR_RETURN(std::string value, Expand(Joined(*v), depth + 1));
+          RETURN_IF_ERROR(Charge(value.size()));
           out += value;
           i = close + 2;
           continue;
@@ -472,6 +572,7 @@ class Interpolator {
               name.find_first_of("<>") == std::string::npos ? Find(name) : nullptr;
           if (v != nullptr) {
             ASSIGN_OR_RETURN(std::string value, Expand(Joined(*v), depth + 1));
+            RETURN_IF_ERROR(Charge(value.size()));
             out += value;
           } else {
             absl::StrAppend(&out, "<", name, ">");
@@ -486,32 +587,43 @@ class Interpolator {
   }
 
   // Expands a list option (failregex): a line that is a single reference to a multi-line option
-  // becomes that option's lines, each keeping the file and line it was written on.
+  // becomes that option's lines, each keeping the file and line it was written on. Errors name
+  // the top-level line being expanded (`origin`), and the referenced line when it differs.
   absl::Status ExpandList(const std::vector<ValueLine>& lines, int depth,
-                          std::vector<ValueLine>* out) const {
-    if (depth > kMaxExpandDepth) {
-      return absl::InvalidArgumentError("interpolation nests too deep (a loop?)");
-    }
+                          std::vector<ValueLine>* out, const ValueLine* origin = nullptr) const {
     for (const ValueLine& l : lines) {
+      const ValueLine& top = origin != nullptr ? *origin : l;
+      auto located = [&](absl::string_view message) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            top.file, ":", top.line, ": ", message,
+            &top == &l ? "" : absl::StrCat(" (in ", l.file, ":", l.line, ")")));
+      };
+      if (depth > kMaxExpandDepth) {
+        return located(
+            absl::StrCat("interpolation nests deeper than ", kMaxExpandDepth, " (a loop?)"));
+      }
+      if (++list_lines_ > kMaxListLines) {
+        return located(absl::StrCat("interpolation makes more than ", kMaxListLines,
+                                    " list lines (a loop or a bomb?)"));
+      }
       absl::string_view t = l.text;
       std::string ref;
       if (absl::StartsWith(t, "%(") && absl::EndsWith(t, ")s") &&
           t.find(")s") == t.size() - 2) {
         ref = std::string(t.substr(2, t.size() - 4));
       } else if (t.size() > 2 && t[0] == '<' && FindTagEnd(t, 0) == t.size() - 1) {
-        ASSIGN_OR_RETURN(ref, Expand(t.substr(1, t.size() - 2), depth + 1));
+        absl::StatusOr<std::string> name = Expand(t.substr(1, t.size() - 2), depth + 1);
+        if (!name.ok()) return located(name.status().message());
+        ref = *std::move(name);
       }
       if (!ref.empty()) {
         if (const std::vector<ValueLine>* v = Find(ref)) {
-          RETURN_IF_ERROR(ExpandList(*v, depth + 1, out));
+          RETURN_IF_ERROR(ExpandList(*v, depth + 1, out, &top));
           continue;
         }
       }
       absl::StatusOr<std::string> expanded = Expand(t, depth + 1);
-      if (!expanded.ok()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(l.file, ":", l.line, ": ", expanded.status().message()));
-      }
+      if (!expanded.ok()) return located(expanded.status().message());
       for (absl::string_view piece : absl::StrSplit(*expanded, '\n', absl::SkipWhitespace())) {
         out->push_back({std::string(absl::StripAsciiWhitespace(piece)), l.file, l.line});
       }
@@ -548,8 +660,21 @@ class Interpolator {
     return absl::string_view::npos;
   }
 
+  // Counts `bytes` (and one for the substitution itself) against the budget.
+  absl::Status Charge(size_t bytes) const {
+    expanded_bytes_ += bytes + 1;
+    if (expanded_bytes_ > kMaxExpandBytes) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "interpolation makes more than ", kMaxExpandBytes, " bytes (a loop or a bomb?)"));
+    }
+    return absl::OkStatus();
+  }
+
   const Sections& sections_;
   std::map<std::string, std::vector<ValueLine>> params_;
+  // Spent so far, over every Expand / ExpandList call (the budgets above).
+  mutable size_t expanded_bytes_ = 0;
+  mutable size_t list_lines_ = 0;
 };
 
 // fail2ban's address tags, in the shape the shipped packs use (rules/sshd.textproto): the
@@ -1618,19 +1743,30 @@ Converted ConvertFolded(const ValueLine& line, const std::string& kind, const Pr
   for (const std::string& fact : line.server_facts) {
     rewrites.push_back(absl::StrCat("server fact (reviewed table): ", fact));
   }
+  // An ignoreregex without the error log's header, not anchored: fail2ban searches the line
+  // for it; here the message (the header before it is not searched).
+  const bool unanchored_ignore = kind == "ignoreregex" && !absl::StartsWith(re, "^");
+  constexpr char kSearchedInMessage[] =
+      "no error-log header: searched in the message (fail2ban searches the whole line)";
   if (format == palisade::v1::LOG_FORMAT_APACHE_ERROR) {
     // The message starts at "[client": what precedes the marker is the log's own header.
     size_t at = re.find(kApacheClientMarker);
-    if (at == std::string::npos) {
+    if (at != std::string::npos) {
+      re = absl::StrCat("^", re.substr(at + 1));
+      rewrites.push_back("apache error header -> LOG_FORMAT_APACHE_ERROR");
+    } else if (unanchored_ignore) {
+      rewrites.push_back(kSearchedInMessage);
+    } else {
       return refuse("an apache error-log filter regex without [client <HOST>]");
     }
-    re = absl::StrCat("^", re.substr(at + 1));
-    rewrites.push_back("apache error header -> LOG_FORMAT_APACHE_ERROR");
   } else if (format == palisade::v1::LOG_FORMAT_NGINX_ERROR) {
-    if (!RE2::Replace(&re, *kNginxHeader, "^")) {
+    if (RE2::Replace(&re, *kNginxHeader, "^")) {
+      rewrites.push_back("nginx error header -> LOG_FORMAT_NGINX_ERROR");
+    } else if (unanchored_ignore) {
+      rewrites.push_back(kSearchedInMessage);
+    } else {
       return refuse("an nginx error-log filter regex that does not start with its header");
     }
-    rewrites.push_back("nginx error header -> LOG_FORMAT_NGINX_ERROR");
   }
   if (std::string why = ConvertTags(&re, &c.role, &rewrites); !why.empty()) return refuse(why);
   if (c.role.note_only && !session) {
@@ -1855,11 +1991,12 @@ int Fail2banImport::failregexes(RegexOutcome outcome) const {
 absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
                                                      const Fail2banImportOptions& options) {
   Sections sections;
-  RETURN_IF_ERROR(ReadConfig(path, "", 0, 0, &sections));
+  ReadBudget budget;
+  RETURN_IF_ERROR(ReadConfig(path, "", 0, 0, &budget, &sections));
   // fail2ban reads name.local after name.conf.
   if (absl::EndsWith(path, ".conf")) {
     RETURN_IF_ERROR(ReadConfig(absl::StrCat(path.substr(0, path.size() - 5), ".local"), "", 0, 0,
-                               &sections));
+                               &budget, &sections));
   }
   std::map<std::string, std::string> params = options.params;
   // common.conf's __prefix_line is what the syslog parser strips; a filter that extends it
@@ -1888,6 +2025,11 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   if (absl::EndsWith(out.filter, ".conf")) out.filter.resize(out.filter.size() - 5);
   out.ignoreip = options.ignoreip;
   out.notes = options.jail_notes;
+  if (!options.jail_filter.empty() && options.jail_filter != out.filter) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        options.jail_filter_where, ": the jail's filter is ", options.jail_filter, ", not ",
+        out.filter, " (", path, "): its thresholds and params are for that filter"));
+  }
 
   auto scalar = [&](const char* name) -> absl::StatusOr<std::string> {
     const std::vector<ValueLine>* v = interp.Find(name);
@@ -2002,8 +2144,8 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   std::map<std::string, palisade::v1::Rule> rules;  // by id
   std::vector<std::string> order;
   std::vector<std::string> shared_ignores;
-  auto rule_for = [&](const Role& role) -> palisade::v1::Rule& {
-    std::string id = RuleId(out.filter, role);
+  auto rule_for = [&](const Role& role, const std::string& suffix = "") -> palisade::v1::Rule& {
+    std::string id = RuleId(out.filter, role) + suffix;
     auto [it, inserted] = rules.try_emplace(id);
     if (inserted) {
       order.push_back(id);
@@ -2059,6 +2201,15 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     for (std::string& i : converted_ignores) rule_ignores->push_back(std::move(i));
     return c;
   };
+  // A failregex split by convert_fail goes to a rule of its own, `-lookahead-N`: fail2ban tries
+  // the other failregexes on a line this one refuses, so its ignore patterns must reach no other
+  // pattern. Its matches count toward that rule's threshold (fail2ban counts them with the rest).
+  int lookahead_rules = 0;
+  auto own_rule_note = [](Converted* c, const std::string& id) {
+    absl::StrAppend(&c->report.reason, "; in its own rule ", id,
+                    " (its ignore pattern applies to it alone; its matches count apart from the "
+                    "filter's other failregexes)");
+  };
   for (const ValueLine& l : fails) {
     std::string note_variant = session ? NofailAlternative(l.text) : "";
     if (!note_variant.empty()) {
@@ -2094,10 +2245,12 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     std::vector<std::string> own_ignores;
     Converted c = convert_fail(l, format, session, &own_ignores, leading_date);
     if (c.report.outcome != RegexOutcome::kRefused) {
-      palisade::v1::Rule& rule = rule_for(c.role);
+      palisade::v1::Rule& rule = rule_for(
+          c.role, own_ignores.empty() ? "" : absl::StrCat("-lookahead-", ++lookahead_rules));
       rule.add_patterns(c.report.converted);
       for (const std::string& i : own_ignores) rule.add_ignore_patterns(i);
       c.report.rule_id = rule.id();
+      if (!own_ignores.empty()) own_rule_note(&c, rule.id());
     }
     out.regexes.push_back(std::move(c.report));
   }
@@ -2139,40 +2292,65 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
                            RE2::FullMatch(daemon, "[A-Za-z0-9_.-]+") ? RE2::QuoteMeta(daemon)
                                                                      : daemon,
                            "\\[\\d\\d?\\d?\\d?\\d?\\d?\\d?\\] )?");
-    // Adds a converted failregex (and its ignore patterns) to the -raw twin rule, made first.
-    auto add_to_twin = [&](const Converted& converted, const std::vector<std::string>& ignores) {
-      auto [it, inserted] = rules.try_emplace(raw_id);
+    // Adds a converted failregex (and its ignore patterns) to the -raw twin rule, made first,
+    // or, with a look-ahead's ignore patterns, to a twin rule of its own (`-raw-lookahead-N`).
+    int twin_lookaheads = 0;
+    auto add_to_twin = [&](const Converted& converted, const std::vector<std::string>& ignores,
+                           const std::string& suffix) {
+      const std::string id = raw_id + suffix;
+      auto [it, inserted] = rules.try_emplace(id);
       if (inserted) {
-        order.push_back(raw_id);
-        it->second.set_id(raw_id);
-        rule_format[raw_id] = palisade::v1::LOG_FORMAT_RAW;
+        order.push_back(id);
+        it->second.set_id(id);
+        rule_format[id] = palisade::v1::LOG_FORMAT_RAW;
       }
       it->second.add_patterns(converted.report.converted);
       for (const std::string& i : ignores) it->second.add_ignore_patterns(i);
     };
+    // The filter's ignoreregexes in the raw lines first: a twin that could not skip what the
+    // operator exempted would count it, so then there is no twin.
+    std::string raw_ignore_refused;
+    for (const ValueLine& l : ignores) {
+      Converted c = ConvertOne(l, "ignoreregex", prefix, palisade::v1::LOG_FORMAT_RAW, false,
+                               twin_lead);
+      if (c.report.outcome != RegexOutcome::kRefused) {
+        raw_ignores.push_back(c.report.converted);
+      } else if (raw_ignore_refused.empty()) {
+        raw_ignore_refused = absl::StrCat(l.file, ":", l.line, ": ", c.report.reason);
+      }
+    }
+    if (!raw_ignore_refused.empty()) {
+      out.notes.push_back(absl::StrCat(
+          "no rule for the daemon's own log (LOG_FORMAT_RAW): an ignoreregex is refused there, ",
+          raw_ignore_refused));
+    }
     int twins = 0, twins_refused = 0;
-    for (const ValueLine& l : fails) {
+    for (const ValueLine& l : raw_ignore_refused.empty() ? fails : std::vector<ValueLine>{}) {
       std::vector<std::string> own_ignores;
       Converted c =
           convert_fail(l, palisade::v1::LOG_FORMAT_RAW, false, &own_ignores, twin_lead);
+      std::string suffix;
       if (twin_lead_host != twin_lead && c.report.outcome != RegexOutcome::kRefused) {
         std::vector<std::string> host_ignores;
         Converted h =
             convert_fail(l, palisade::v1::LOG_FORMAT_RAW, false, &host_ignores, twin_lead_host);
         // Both forms: the host one only adds the colon-less syslog lines.
-        if (h.report.outcome != RegexOutcome::kRefused) add_to_twin(h, host_ignores);
+        if (h.report.outcome != RegexOutcome::kRefused) {
+          if (!own_ignores.empty() || !host_ignores.empty()) {
+            suffix = absl::StrCat("-lookahead-", ++twin_lookaheads);
+          }
+          add_to_twin(h, host_ignores, suffix);
+        }
       }
       if (c.report.outcome == RegexOutcome::kRefused || c.role.note_only) {
         ++twins_refused;
         continue;
       }
-      add_to_twin(c, own_ignores);
+      if (suffix.empty() && !own_ignores.empty()) {
+        suffix = absl::StrCat("-lookahead-", ++twin_lookaheads);
+      }
+      add_to_twin(c, own_ignores, suffix);
       ++twins;
-    }
-    for (const ValueLine& l : ignores) {
-      Converted c = ConvertOne(l, "ignoreregex", prefix, palisade::v1::LOG_FORMAT_RAW, false,
-                               twin_lead);
-      if (c.report.outcome != RegexOutcome::kRefused) raw_ignores.push_back(c.report.converted);
     }
     if (twins > 0) {
       out.notes.push_back(absl::StrCat(
@@ -2237,9 +2415,10 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
     rule.mutable_decision()->mutable_duration()->set_seconds(
         absl::ToInt64Seconds(options.bantime));
     if (options.bantime_increment) {
-      // fail2ban's default formula doubles the ban per repeat (ban.Time * 2**count * factor).
+      // fail2ban's default formula doubles the ban per repeat: max(T, T * 2**count * factor)
+      // (jail.py), the factor a common multiplier; another factor is noted by ReadFail2banJail.
       palisade::v1::Escalation* e = rule.mutable_decision()->mutable_escalation();
-      e->set_factor(2 * options.bantime_factor);
+      e->set_factor(2);
       if (options.bantime_maxtime > absl::ZeroDuration()) {
         e->mutable_max_duration()->set_seconds(absl::ToInt64Seconds(options.bantime_maxtime));
       }
@@ -2258,6 +2437,14 @@ absl::StatusOr<Fail2banImport> ImportFail2banFilter(const std::string& path,
     return absl::FailedPreconditionError(
         absl::StrCat(path, ": no failregex converted (", out.failregexes(RegexOutcome::kRefused),
                      " refused)"));
+  }
+  // Without an ignoreregex the rules would count lines the operator exempted.
+  for (const RegexReport& r : out.regexes) {
+    if (r.kind == "ignoreregex" && r.outcome == RegexOutcome::kRefused) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          r.file, ":", r.line, ": ignoreregex refused (the rules would count what it exempts): ",
+          r.reason));
+    }
   }
   return out;
 }
@@ -2308,12 +2495,9 @@ absl::StatusOr<absl::Duration> ParseFail2banTime(absl::string_view text) {
 absl::Status ReadFail2banJail(const std::vector<std::string>& files, const std::string& jail_name,
                               Fail2banImportOptions* options) {
   Sections sections;
+  ReadBudget budget;
   for (const std::string& file : files) {
-    std::ifstream probe(file);
-    if (!probe && !absl::EndsWith(file, ".local")) {
-      return absl::NotFoundError(absl::StrCat(file, ": cannot read"));
-    }
-    RETURN_IF_ERROR(ReadConfig(file, "", 0, 0, &sections));
+    RETURN_IF_ERROR(ReadConfig(file, "", 0, 0, &budget, &sections));
   }
   if (sections.count(jail_name) == 0) {
     return absl::NotFoundError(absl::StrCat("jail [", jail_name, "] is in none of ",
@@ -2326,7 +2510,7 @@ absl::Status ReadFail2banJail(const std::vector<std::string>& files, const std::
   for (const auto& [name, section] : sections) {
     if (name != "DEFAULT" && name != jail_name) view[name] = section;
   }
-  Interpolator interp(view, {});
+  Interpolator interp(view, {{"__name__", jail_name}});
   auto value = [&](const char* key, std::string* out, const ValueLine** where) -> absl::Status {
     const std::vector<ValueLine>* v = interp.Find(key);
     if (v == nullptr || v->empty()) return absl::OkStatus();
@@ -2381,6 +2565,25 @@ absl::Status ReadFail2banJail(const std::vector<std::string>& files, const std::
   if (where != nullptr && !absl::SimpleAtod(text, &options->bantime_factor)) {
     return bad(where, "bantime.factor", "not a number");
   }
+  if (where != nullptr && options->bantime_increment && options->bantime_factor != 1) {
+    options->jail_notes.push_back(absl::StrCat(
+        where->file, ":", where->line, ": bantime.factor ", text,
+        ": fail2ban's repeat bans are max(bantime, bantime * 2^n * ", text,
+        ") after n bans; the escalation doubles from bantime (factor 2), without the ",
+        text, " (repeat bans ", options->bantime_factor > 1 ? "shorter" : "longer", ")"));
+  }
+  // A formula or multipliers: no geometric escalation is the same; the doubling stays, noted.
+  for (const char* key : {"bantime.formula", "bantime.multipliers"}) {
+    where = nullptr;
+    RETURN_IF_ERROR(value(key, &text, &where));
+    if (where == nullptr || !options->bantime_increment ||
+        absl::StripAsciiWhitespace(text).empty()) {
+      continue;
+    }
+    options->jail_notes.push_back(absl::StrCat(
+        where->file, ":", where->line, ": ", key, " '", text,
+        "' is not applied: the escalation doubles from bantime (fail2ban's default formula)"));
+  }
   RETURN_IF_ERROR(time_option("bantime.maxtime", &options->bantime_maxtime));
   where = nullptr;
   text.clear();
@@ -2390,6 +2593,28 @@ absl::Status ReadFail2banJail(const std::vector<std::string>& files, const std::
     for (absl::string_view ip :
          absl::StrSplit(text, absl::ByAnyChar(" ,\t"), absl::SkipEmpty())) {
       options->ignoreip.emplace_back(ip);
+    }
+  }
+  // `filter = NAME[k=v, k="v w", ...]` (fail2ban's extractOptions).
+  where = nullptr;
+  RETURN_IF_ERROR(value("filter", &text, &where));
+  if (where != nullptr) {
+    static const LazyRE2 kFilter = {"\\s*([^\\s\\[\\]]+)\\s*(?:\\[(.*)\\])?\\s*"};
+    static const LazyRE2 kOption = {
+        "\\s*([\\w.-]+)\\s*=\\s*(?:\"([^\"]*)\"|'([^']*)'|([^,\"']*?))\\s*(?:,|$)"};
+    std::string name, inside;
+    if (!RE2::FullMatch(text, *kFilter, &name, &inside)) {
+      return bad(where, "filter", absl::StrCat("'", text, "' is not NAME[k=v,...]"));
+    }
+    options->jail_filter = name;
+    options->jail_filter_where = absl::StrCat(where->file, ":", where->line);
+    re2::StringPiece rest(inside);
+    std::string k, dq, sq, plain;
+    while (!absl::StripAsciiWhitespace(absl::string_view(rest.data(), rest.size())).empty()) {
+      if (!RE2::Consume(&rest, *kOption, &k, &dq, &sq, &plain)) {
+        return bad(where, "filter", absl::StrCat("options '", inside, "' are not k=v,..."));
+      }
+      options->params.emplace(k, !dq.empty() ? dq : !sq.empty() ? sq : plain);
     }
   }
   options->threshold_source =

@@ -6,7 +6,9 @@
 // resolved relative to it (a missing `.local` is skipped, as fail2ban does; a missing `.conf` is
 // an error naming the including file and line), [DEFAULT], [Definition] and [Init] sections,
 // `%(name)s` / `%(section/name)s` interpolation and fail2ban's `<name>` option tags (nested, e.g.
-// `<lt_<logtype>/__prefix_line>`), values continued on indented lines. Each `failregex` /
+// `<lt_<logtype>/__prefix_line>`), values continued on indented lines, configparser's inline
+// comments (a `;` after a blank) and `%%` (one '%'), and `%(known/name)s`, the value an earlier
+// file (the .conf, for its .local) gave `name`. Each `failregex` /
 // `ignoreregex` line is converted to RE2 on its own:
 //   - `prefregex` is folded in: the failregex takes the place of its `<F-CONTENT>` part;
 //   - the log format: `__prefix_line` (common.conf: "host daemon[pid]: ") becomes nothing, since
@@ -54,9 +56,11 @@
 //     sendmail-reject's `(?P=email)`, openwebmail's `(?P=USER)`, stunnel's `(?P=CODE)`);
 //     `(?:\w+ (?!W\b)){m,n}\w+ W` → `(?:\w+ ){m,n}\w+ W` (sshd's __alg_match: the guard only
 //     stops a round from taking the word required next); a negative look-ahead outside every
-//     group, `A(?!X)B`, → the failregex `AB` and the ignore pattern `A(?:X)` on its rule
-//     (stricter: a line matching both at different places is skipped; the ignore pattern loses
-//     the same alternatives with Python-only syntax as the failregex, below); in a raw line, `\[\]`
+//     group, `A(?!X)B`, → the failregex `AB` and the ignore pattern `A(?:X)` in a rule of its
+//     own, `-lookahead-N` (fail2ban tries the other failregexes on a line this one refuses; the
+//     rule counts its matches apart from theirs, fail2ban together; stricter: a line matching
+//     both at different places is skipped; the ignore pattern loses the same alternatives with
+//     Python-only syntax as the failregex, below); in a raw line, `\[\]`
 //     (where fail2ban cut the date) → `\[date\]` (testdata/lookahead_equivalence.py checks the
 //     look-ahead rewrites with Python's `re` on fail2ban's logs); and, only when the
 //     regex would otherwise be refused for its key placement, these (each named in the report):
@@ -128,8 +132,9 @@ struct Fail2banImportOptions {
   absl::Duration findtime = absl::Minutes(10);
   absl::Duration bantime = absl::Minutes(10);
   // bantime.increment (+ bantime.factor, bantime.maxtime): repeat offenders' bans grow; read
-  // into DecisionSpec.escalation (factor 2 per repeat when bantime.factor is 1, fail2ban's
-  // default formula doubling the ban each time; maxtime the cap).
+  // into DecisionSpec.escalation: factor 2 per repeat, fail2ban's default formula doubling the
+  // ban each time (exact for bantime.factor 1; another factor, bantime.formula or
+  // bantime.multipliers are not applied, said in jail_notes); maxtime the cap.
   bool bantime_increment = false;
   double bantime_factor = 1;
   absl::Duration bantime_maxtime = absl::ZeroDuration();  // zero: unset
@@ -140,6 +145,11 @@ struct Fail2banImportOptions {
   std::string threshold_source = "fail2ban's jail defaults";
   // Notes from reading the jail (e.g. a permanent ban turned into a year).
   std::vector<std::string> jail_notes;
+  // The filter the jail names (`filter = NAME[k=v,...]`, whose options go into `params`) and
+  // where ("file:line"): converting another filter with the jail's thresholds is refused.
+  // Empty: no jail, or a jail without `filter`.
+  std::string jail_filter;
+  std::string jail_filter_where;
 };
 
 enum class RegexOutcome { kConverted, kRewritten, kRefused };
@@ -176,11 +186,15 @@ struct Fail2banImport {
 
 // Reads and converts the filter at `path`, whatever converts: the pack may have no rule.
 // kNotFound: the file (or a .conf it includes) does not exist; kInvalidArgument: a syntax error
-// ("file:line: reason") or an interpolation loop.
+// ("file:line: reason"), an interpolation loop, an include that is no regular file, files over
+// 1 MiB each, 4 MiB or 100 reads together, or interpolation over 1 MiB or 10000 list lines
+// (each naming the line that asked for it).
 absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
                                                      const Fail2banImportOptions& options = {});
 // ConvertFail2banFilter, and kFailedPrecondition when no failregex converted (the pack would
-// have no rule).
+// have no rule) or an ignoreregex is refused, naming its file:line (the rules would count what
+// it exempts). An unanchored ignoreregex without an error log's header is searched in the
+// message; a syslog filter whose ignoreregex is refused in raw lines gets no `-raw` twin.
 absl::StatusOr<Fail2banImport> ImportFail2banFilter(const std::string& path,
                                                     const Fail2banImportOptions& options = {});
 
@@ -190,10 +204,12 @@ absl::StatusOr<absl::Duration> ParseFail2banTime(absl::string_view text);
 
 // Reads jail `jail_name` from `files` (jail.conf, then jail.local, ... : later files override
 // earlier ones, [DEFAULT] under the jail's own section) into `options`: maxretry, findtime,
-// bantime, bantime.increment / .factor / .maxtime, ignoreip. A permanent bantime becomes 365
+// bantime, bantime.increment / .factor / .maxtime, ignoreip, and `filter = NAME[k=v,...]`
+// (`%(__name__)s` the jail's name, `%(mode)s` its mode): NAME into jail_filter, the options
+// into params where not set already (--filter_params wins). A permanent bantime becomes 365
 // days (every Palisade decision expires), noted. kNotFound: a file cannot be read (a missing
 // .local is skipped) or the jail is not in any file; kInvalidArgument: a value that does not
-// parse, naming the file and line.
+// parse, naming the file and line, or files over the bounds ConvertFail2banFilter sets.
 absl::Status ReadFail2banJail(const std::vector<std::string>& files, const std::string& jail_name,
                               Fail2banImportOptions* options);
 

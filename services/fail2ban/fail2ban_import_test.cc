@@ -2,8 +2,10 @@
 
 #include <sys/stat.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <set>
 
@@ -314,6 +316,40 @@ TEST(Fail2banImportTest, JailSetsThresholdsEscalationAndAllowlist) {
   EXPECT_EQ(rule.decision().escalation().max_duration().seconds(), 7 * 86400);
   EXPECT_THAT(Fail2banPackText(*imported),
               HasSubstr("allowlist: [\"127.0.0.1/8\", \"::1\", \"192.0.2.0/24\"]"));
+  // The jail's `filter = demo-sshd[mode=%(mode)s]`, mode from jail.local: the filter's params.
+  EXPECT_EQ(options.params, (std::map<std::string, std::string>{{"mode", "aggressive"}}));
+  // `filter = postfix[mode=auth, ...]`: its params; a params set already (--filter_params) wins.
+  Fail2banImportOptions sasl;
+  sasl.params["extra"] = "mine";
+  ASSERT_TRUE(ReadFail2banJail({dir + "jail.conf"}, "postfix-sasl", &sasl).ok());
+  EXPECT_EQ(sasl.params,
+            (std::map<std::string, std::string>{{"mode", "auth"}, {"extra", "mine"}}));
+  // (The shipped postfix filter: mode auth keeps only the SASL failregexes.)
+  auto postfix = ImportFail2banFilter("/etc/fail2ban/filter.d/postfix.conf", sasl);
+  ASSERT_TRUE(postfix.ok()) << postfix.status();
+  for (const RegexReport& r : postfix->regexes) EXPECT_THAT(r.original, HasSubstr("SASL"));
+  // ... and another filter with that jail's thresholds is refused, naming the jail's line.
+  auto other = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-sshd.conf"), sasl);
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(other.status().message(), HasSubstr("jail.conf:33:"));
+  EXPECT_THAT(other.status().message(), HasSubstr("postfix"));
+
+  // fail2ban's repeat bans are max(T, T * 2^n * factor) (jail.py): Palisade's escalation
+  // doubles from T, so another factor, a formula or multipliers are said in the notes.
+  Fail2banImportOptions factor3;
+  ASSERT_TRUE(ReadFail2banJail({dir + "jail.conf"}, "factor3", &factor3).ok());
+  auto tripled = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-sshd.conf"), factor3);
+  ASSERT_TRUE(tripled.ok()) << tripled.status();
+  EXPECT_EQ(tripled->pack.rules(0).decision().escalation().factor(), 2);
+  ASSERT_EQ(factor3.jail_notes.size(), 1u);
+  EXPECT_THAT(factor3.jail_notes[0], HasSubstr("jail.conf:22: bantime.factor 3"));
+  Fail2banImportOptions multipliers;
+  ASSERT_TRUE(ReadFail2banJail({dir + "jail.conf"}, "multipliers", &multipliers).ok());
+  ASSERT_EQ(multipliers.jail_notes.size(), 1u);
+  EXPECT_THAT(multipliers.jail_notes[0], HasSubstr("jail.conf:26: bantime.multipliers"));
+  auto multiplied = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-sshd.conf"), multipliers);
+  ASSERT_TRUE(multiplied.ok()) << multiplied.status();
+  EXPECT_EQ(multiplied->pack.rules(0).decision().escalation().factor(), 2);
 
   // A permanent ban becomes a year (every decision expires), said in the notes.
   Fail2banImportOptions recidive;
@@ -583,9 +619,20 @@ TEST(Fail2banImportTest, NegativeLookaheadsBecomeIgnorePatternsOrGo) {
   EXPECT_EQ(alg->outcome, RegexOutcome::kRewritten) << alg->reason;
   EXPECT_THAT(alg->reason, HasSubstr("(?:\\w+ ){m,n}\\w+ W"));
   EXPECT_THAT(alg->converted, Not(HasSubstr("(?!")));
-  const palisade::v1::Rule& rule = imported->pack.rules(0);
-  ASSERT_EQ(rule.ignore_patterns_size(), 1);
-  EXPECT_THAT(rule.ignore_patterns(0), HasSubstr("authentication failed:(?: Connection lost"));
+  // The split failregex and its ignore pattern are a rule of their own, in the raw twin too.
+  std::map<std::string, const palisade::v1::Rule*> by_id;
+  for (const palisade::v1::Rule& r : imported->pack.rules()) by_id[r.id()] = &r;
+  for (const char* id : {"f2b-demo-lookahead-lookahead-1", "f2b-demo-lookahead-raw-lookahead-1"}) {
+    ASSERT_EQ(by_id.count(id), 1u) << id;
+    ASSERT_EQ(by_id[id]->ignore_patterns_size(), 1) << id;
+    EXPECT_THAT(by_id[id]->ignore_patterns(0),
+                HasSubstr("authentication failed:(?: Connection lost"));
+    EXPECT_EQ(by_id[id]->patterns_size(), 1) << id;
+  }
+  for (const char* id : {"f2b-demo-lookahead", "f2b-demo-lookahead-raw"}) {
+    ASSERT_EQ(by_id.count(id), 1u) << id;
+    EXPECT_EQ(by_id[id]->ignore_patterns_size(), 0) << id;
+  }
   std::string path = absl::StrCat(getenv("TEST_TMPDIR"), "/demo-lookahead.textproto");
   std::ofstream(path) << Fail2banPackText(*imported);
   ASSERT_TRUE(LoadRulePackFile(path).ok());
@@ -1426,6 +1473,150 @@ TEST(Fail2banImportTest, BadFilesNameTheFileAndLine) {
   EXPECT_THAT(missing.status().message(), HasSubstr("nosuch.conf"));
   auto absent = ImportFail2banFilter(absl::StrCat(kTestdata, "absent.conf"));
   EXPECT_EQ(absent.status().code(), absl::StatusCode::kNotFound);
+}
+
+// Interpolation is bounded in bytes and lines: a filter that doubles a value 32 times (32 GiB),
+// or a list that names the one before twice 40 times, is refused at the line that asked for it.
+TEST(Fail2banImportTest, InterpolationBombsAndLoopsAreRefusedAtTheirLine) {
+  auto bomb = ImportFail2banFilter(absl::StrCat(kTestdata, "bomb.conf"));
+  EXPECT_EQ(bomb.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(bomb.status().message(), HasSubstr("bomb.conf:36:"));
+  EXPECT_THAT(bomb.status().message(), HasSubstr("bytes"));
+  auto list = ImportFail2banFilter(absl::StrCat(kTestdata, "listbomb.conf"));
+  EXPECT_EQ(list.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(list.status().message(), HasSubstr("listbomb.conf:85:"));
+  for (const char* name : {"loop.conf", "looptag.conf"}) {
+    auto loop = ImportFail2banFilter(absl::StrCat(kTestdata, name));
+    EXPECT_EQ(loop.status().code(), absl::StatusCode::kInvalidArgument) << name;
+    EXPECT_THAT(loop.status().message(), HasSubstr(absl::StrCat(name, ":3:")));
+    EXPECT_THAT(loop.status().message(), HasSubstr("a loop?"));
+  }
+}
+
+void WriteFile(const std::string& path, const std::string& text) {
+  std::ofstream out(path);
+  out << text;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+// Includes are regular files of bounded size, read a bounded number of times: /dev/zero, a
+// directory, an oversized file and a fan-out of includes are refused naming the including line.
+TEST(Fail2banImportTest, IncludesAreBoundedRegularFiles) {
+  auto zero = ImportFail2banFilter(absl::StrCat(kTestdata, "devzero.conf"));
+  EXPECT_EQ(zero.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(zero.status().message(), HasSubstr("devzero.conf:2:"));
+  EXPECT_THAT(zero.status().message(), HasSubstr("not a regular file"));
+  auto dir = ImportFail2banFilter(absl::StrCat(kTestdata, "includes-dir.conf"));
+  EXPECT_EQ(dir.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(dir.status().message(), HasSubstr("includes-dir.conf:2:"));
+  EXPECT_THAT(dir.status().message(), HasSubstr("not a regular file"));
+
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  ASSERT_NE(tmp, nullptr);
+  const std::string base = absl::StrCat(tmp, "/includes/");
+  ASSERT_EQ(mkdir(base.c_str(), 0755), 0);
+  // 2 MiB of comments.
+  WriteFile(base + "big.conf", std::string(2 << 20, '#'));
+  WriteFile(base + "uses-big.conf",
+            "[INCLUDES]\nbefore = big.conf\n[Definition]\nfailregex = ^x from <HOST>$\n");
+  auto big = ImportFail2banFilter(base + "uses-big.conf");
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(big.status().message(), HasSubstr("uses-big.conf:2:"));
+  EXPECT_THAT(big.status().message(), HasSubstr("bytes"));
+  // f0 includes f1 fifty times, f1 f2, ... f9 (50^9 reads).
+  for (int i = 0; i < 10; ++i) {
+    std::string text = "[INCLUDES]\nbefore =";
+    for (int k = 0; k < 50 && i < 9; ++k) absl::StrAppend(&text, " f", i + 1, ".conf");
+    absl::StrAppend(&text, "\n[Definition]\nfailregex = ^x from <HOST>$\n");
+    WriteFile(absl::StrCat(base, "f", i, ".conf"), text);
+  }
+  auto fan = ImportFail2banFilter(base + "f0.conf");
+  EXPECT_EQ(fan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(fan.status().message(), HasSubstr(".conf:2:"));
+  EXPECT_THAT(fan.status().message(), HasSubstr("files"));
+}
+
+// A failregex's look-ahead `A(?!X)B` becomes the ignore pattern `A(?:X)` of a rule of its own:
+// fail2ban tries the other failregexes on a line this one refuses, so the ignore must not reach
+// them. The shipped apache-auth and sshd (publickey=invalid) filters (fails without fail2ban).
+TEST(Fail2banImportTest, LookaheadIgnoresReachOnlyTheirOwnFailregex) {
+  auto apache = ImportFail2banFilter("/etc/fail2ban/filter.d/apache-auth.conf");
+  ASSERT_TRUE(apache.ok()) << apache.status();
+  Matcher m(*apache);
+  // Line 31's Apache 2.4 form; line 28's `^user (?!`)` must not ignore it.
+  EXPECT_EQ(m.Keys("[Sat Jul 20 21:39:11.978080 2013] [auth_basic:error] [pid 1:tid 2] "
+                   "[client 192.0.2.5:51408] AH01790: user `bob' in realm `x' not found: /p"),
+            std::set<std::string>{"192.0.2.5"});
+  // ... and line 28 itself still refuses what its look-ahead refuses.
+  EXPECT_EQ(m.Keys("[Sat Jul 20 21:39:11.978080 2013] [auth_basic:error] [pid 1:tid 2] "
+                   "[client 192.0.2.6:51408] AH01617: user bob: authentication failure for "
+                   "\"/p\": Password Mismatch"),
+            std::set<std::string>{"192.0.2.6"});
+  const RegexReport* split = FindReport(*apache, "^user (?!`)");
+  ASSERT_NE(split, nullptr);
+  EXPECT_THAT(split->reason, HasSubstr("own rule"));
+
+  Fail2banImportOptions options;
+  options.params["publickey"] = "invalid";
+  auto sshd = ImportFail2banFilter("/etc/fail2ban/filter.d/sshd.conf", options);
+  ASSERT_TRUE(sshd.ok()) << sshd.status();
+  Matcher s(*sshd);
+  EXPECT_EQ(s.Keys("Jan  1 00:00:00 h sshd[1]: Failed publickey for invalid user x from 192.0.2.1 "
+                   "port 1 ssh2: RSA SHA256:abc"),
+            std::set<std::string>{"192.0.2.1"});
+  // `Failed \b(?!publickey)\S+`: a valid user's failed publickey is no failure there.
+  EXPECT_TRUE(s.Keys("Jan  1 00:00:00 h sshd[2]: Failed publickey for x from 192.0.2.2 port 1 "
+                     "ssh2: RSA SHA256:abc")
+                  .empty());
+  EXPECT_EQ(s.Keys("Jan  1 00:00:00 h sshd[3]: Failed password for x from 192.0.2.3 port 1 ssh2"),
+            std::set<std::string>{"192.0.2.3"});
+}
+
+// An ignoreregex is never dropped: without the header it is a search of the message (fail2ban
+// searches the line); one that cannot apply fails the import, naming its line.
+TEST(Fail2banImportTest, IgnoreregexesApplyOrTheImportFails) {
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-overflows.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  Matcher m(*imported);
+  const std::string head = "[Tue Mar 16 15:39:29 2010] [error] [client 192.0.2.10] ";
+  EXPECT_EQ(m.Keys(head + "Invalid URI in request GET /x%zz HTTP/1.1"),
+            std::set<std::string>{"192.0.2.10"});
+  EXPECT_TRUE(m.Keys(head + "Invalid URI in request GET /server-status%zz HTTP/1.1").empty());
+
+  auto anchored = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-ignore-anchored.conf"));
+  EXPECT_EQ(anchored.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(anchored.status().message(), HasSubstr("demo-ignore-anchored.conf:8:"));
+  EXPECT_THAT(anchored.status().message(), HasSubstr("ignoreregex"));
+  // ConvertFail2banFilter (--report) still says what became of it.
+  auto report = ConvertFail2banFilter(absl::StrCat(kTestdata, "demo-ignore-anchored.conf"));
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->count(RegexOutcome::kRefused), 1);
+}
+
+// As configparser reads fail2ban's files: an inline `;` after a blank starts a comment, `%%`
+// is one '%', and `known/NAME` is the value an earlier file gave NAME.
+TEST(Fail2banImportTest, InlineCommentsAndPercentEscapesReadAsConfigparser) {
+  const std::string dir = "services/fail2ban/testdata/jail/";
+  Fail2banImportOptions options;
+  absl::Status s = ReadFail2banJail({dir + "jail.conf"}, "comments", &options);
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(options.ignoreip, std::vector<std::string>{"192.0.2.1"});
+  EXPECT_EQ(options.bantime, absl::Hours(1));
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-ini.conf"));
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  Matcher m(*imported);
+  EXPECT_EQ(m.Keys("Jan  1 00:00:00 h demo[1]: disk 100% full, refused 192.0.2.1"),
+            std::set<std::string>{"192.0.2.1"});
+  EXPECT_EQ(m.Keys("Jan  1 00:00:00 h demo[1]: login failed from 192.0.2.2"),
+            std::set<std::string>{"192.0.2.2"});
+  // `%(known/failregex)s` in demo-known.local: the value demo-known.conf gave, then one more.
+  auto known = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-known.conf"));
+  ASSERT_TRUE(known.ok()) << known.status();
+  Matcher k(*known);
+  EXPECT_EQ(k.Keys("Jan  1 00:00:00 h demo[1]: login failed from 192.0.2.3"),
+            std::set<std::string>{"192.0.2.3"});
+  EXPECT_EQ(k.Keys("Jan  1 00:00:00 h demo[1]: token refused for 192.0.2.4"),
+            std::set<std::string>{"192.0.2.4"});
 }
 
 // Debian's shipped filters, scored on fail2ban's annotated logs: fail2ban_corpus_test.cc.
