@@ -106,6 +106,13 @@ void DecisionTable::SetLimits(const DecisionTableLimits& limits, prometheus::Reg
   forgotten_decision_cap_ = &family.Add({{"what", "decision"}, {"reason", "cap"}});
   forgotten_offender_age_ = &family.Add({{"what", "offender"}, {"reason", "age"}});
   forgotten_offender_cap_ = &family.Add({{"what", "offender"}, {"reason", "cap"}});
+  folded_ = &prometheus::BuildCounter()
+                 .Name("palisade_decisions_ipv6_folded_total")
+                 .Help("Rule decisions made on an IPv6 range instead of an address: the range "
+                       "already held decisions on several of its addresses (decisions."
+                       "ipv6_folding).")
+                 .Register(*registry)
+                 .Add({});
   absl::MutexLock write_lock(&write_mu_);
   write_failures_ = &prometheus::BuildCounter()
                          .Name("palisade_store_write_failures_total")
@@ -469,15 +476,67 @@ size_t DecisionTable::AddEvidence(const std::vector<std::string>& evidence, Deci
   return added;
 }
 
+void DecisionTable::SetNeverFold(CidrSet never_ban) {
+  absl::MutexLock lock(&mu_);
+  never_fold_ = std::move(never_ban);
+}
+
+uint64_t DecisionTable::FoldKeyLocked(const IpAddress& ip) const {
+  uint64_t high = 0;
+  for (int i = 0; i < 8; ++i) high = (high << 8) | ip.bytes()[i];
+  const int prefix = std::clamp(limits_.ipv6_fold_prefix, 1, 64);
+  return prefix == 64 ? high : high & ~((uint64_t{1} << (64 - prefix)) - 1);
+}
+
 void DecisionTable::AddActiveLocked(const Decision& d) {
   const size_t bytes = d.ByteSizeLong() + kActiveOverhead;
   // Keyed by the expiry as stored: an escalated duration (a factor that is not a power of two)
   // has fractions of a nanosecond the stored time drops, and the entry is found by that.
   Active& a = active_[d.target().value()];
   active_bytes_ -= a.bytes;  // 0 unless it held another (a restored or mirrored state's)
+  if (a.folds && --fold_counts_[a.fold_key] == 0) fold_counts_.erase(a.fold_key);
   a = {d.id(), DecisionExpiry(d), bytes};
   by_expiry_.emplace(DecisionExpiry(d), d.id());
   active_bytes_ += bytes;
+  // A rule's decision on an IPv6 address counts toward folding its range (a ':' first: IPv4
+  // targets are never parsed here).
+  if (d.origin() == palisade::v1::ORIGIN_RULE &&
+      d.target().kind() == palisade::v1::TARGET_KIND_IP &&
+      d.target().value().find(':') != std::string::npos) {
+    if (std::optional<IpAddress> ip = IpAddress::Parse(d.target().value()); ip && !ip->is_v4()) {
+      a.folds = true;
+      a.fold_key = FoldKeyLocked(*ip);
+      ++fold_counts_[a.fold_key];
+    }
+  }
+}
+
+std::optional<std::pair<palisade::v1::Target, std::string>> DecisionTable::FoldLocked(
+    absl::string_view address) {
+  if (limits_.ipv6_fold_addresses == 0 || address.find(':') == absl::string_view::npos) {
+    return std::nullopt;
+  }
+  std::optional<IpAddress> ip = IpAddress::Parse(address);
+  // An address that carries an IPv4 one (NAT64, 6to4, Teredo) is that host's, not a /64's.
+  if (!ip || ip->is_v4() || EmbeddedIpv4(*ip)) return std::nullopt;
+  const Cidr range = Cidr::Covering(*ip, limits_.ipv6_fold_prefix);
+  std::pair<palisade::v1::Target, std::string> fold;
+  fold.first.set_kind(palisade::v1::TARGET_KIND_RANGE);
+  fold.first.set_value(range.ToString());
+  // Already folded: the range's decision takes the detection (whatever the count is now). A
+  // range decided by hand or by a feed is not a fold: the address is decided as before.
+  if (auto a = active_.find(fold.first.value());
+      a != active_.end() && by_id_[a->second.id].origin() == palisade::v1::ORIGIN_RULE) {
+    return fold;
+  }
+  auto count = fold_counts_.find(FoldKeyLocked(*ip));
+  if (count == fold_counts_.end() || count->second + 1 < limits_.ipv6_fold_addresses) {
+    return std::nullopt;
+  }
+  if (TouchesNeverBan(range, never_fold_)) return std::nullopt;
+  fold.second = absl::StrCat("ipv6 folding: ", count->second + 1, " addresses of ",
+                             fold.first.value(), " decided (the last ", address, ")");
+  return fold;
 }
 
 void DecisionTable::GrowActiveLocked(Active& a, size_t bytes) {
@@ -775,6 +834,17 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     return ExtensionLocked(d, out);
   }
 
+  // An IPv6 address whose range holds several rule decisions already: the range is decided.
+  if (origin == palisade::v1::ORIGIN_RULE && target.kind() == palisade::v1::TARGET_KIND_IP) {
+    if (auto fold = FoldLocked(target.value())) {
+      ApplyLocked(fold->first, spec, start, origin, rule_id, evidence,
+                  fold->second.empty() ? reason : fold->second, replaced, now, out);
+      if (folded_ != nullptr && out->change == DecisionChange::kCreated && !fold->second.empty()) {
+        folded_->Increment();
+      }
+      return;
+    }
+  }
   // A feed listing is not an offence: it neither counts nor escalates (its duration is the
   // feed's), and a feed's many entries never take an offender's place under the cap.
   const bool offence_counts = origin != palisade::v1::ORIGIN_FEED;
@@ -1037,6 +1107,9 @@ void DecisionTable::EraseActiveLocked(const Decision& d) {
   if (a == active_.end() || a->second.id != d.id()) return;
   by_expiry_.erase({a->second.queued, d.id()});
   active_bytes_ -= a->second.bytes;
+  if (a->second.folds && --fold_counts_[a->second.fold_key] == 0) {
+    fold_counts_.erase(a->second.fold_key);
+  }
   active_.erase(a);
 }
 

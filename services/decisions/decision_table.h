@@ -131,6 +131,19 @@ struct DecisionTableLimits {
   // out (it would start over at offence 1 anyway); past the cap, the one whose memory ends
   // first is forgotten early (its next offence escalates less).
   size_t max_offenders = 200'000;
+  // IPv6 folding. One attacker holds a whole /64 and takes a new address for each request: a
+  // decision per address filled the budget above, the guard's bans a minute and the edge's
+  // rules, and missed its next address anyway. A rule's new decision on an IPv6 address whose
+  // /ipv6_fold_prefix already holds ipv6_fold_addresses - 1 active rule decisions on addresses
+  // is made on that range instead (TARGET_KIND_RANGE, same rule, spec and escalation, the
+  // range's own offences), and while the range's decision is active a rule's detection on any
+  // address inside it extends it (or waits behind it, as on any decided target). The address
+  // decisions made before stay until they end. Never a range that touches the never-ban set
+  // (SetNeverFold: the guard's; NonPublicRanges() always: TouchesNeverBan), and never for an
+  // address that embeds an IPv4 one (NAT64, 6to4, Teredo: EmbeddedIpv4), which is one host's.
+  // 0: never folded. Prefix: 48 or 64 (what Cloudflare's IP access rules take).
+  uint32_t ipv6_fold_addresses = 4;
+  int ipv6_fold_prefix = 64;
 };
 
 // One page of List: the decisions, and the token of the next page ("" when this is the last).
@@ -156,6 +169,11 @@ class DecisionTable {
 
   // Replaces the default limits; with a registry, counts what they forget. Call before use.
   void SetLimits(const DecisionTableLimits& limits, prometheus::Registry* registry = nullptr);
+  // The ranges IPv6 folding must not touch (DecisionTableLimits::ipv6_fold_addresses): the
+  // guard's never-ban set, which would refuse the range at the edge and leave every address
+  // in it free. palisaded sets it at start and when a reload changes the allowlist; decisions
+  // already folded stay (the reload's WithdrawCovered ends those the allowlist covers).
+  void SetNeverFold(CidrSet never_ban);
 
   // Returns the listener's id, for RemoveListener.
   uint64_t AddListener(Listener listener);
@@ -306,7 +324,16 @@ class DecisionTable {
     std::string id;
     absl::Time queued;
     size_t bytes = 0;  // its share of active_bytes_, given back when it leaves active_
+    // A rule's decision on an IPv6 address: counted in fold_counts_ under this range key.
+    bool folds = false;
+    uint64_t fold_key = 0;
   };
+  // The IPv6 range a rule's new decision on `address` is made on instead (see
+  // DecisionTableLimits::ipv6_fold_addresses), with the reason it carries; nullopt: the address.
+  std::optional<std::pair<palisade::v1::Target, std::string>> FoldLocked(
+      absl::string_view address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The fold_counts_ key of IPv6 address `ip` (its first ipv6_fold_prefix bits).
+  uint64_t FoldKeyLocked(const IpAddress& ip) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A decision's bytes beyond its serialized size: its entries in by_id_, active_, by_expiry_
   // and offences_, the message's own objects, and the allocator's rounding. memory_bench's
   // decision flood measured 3,785 resident bytes a decision for 2,102 serialized.
@@ -455,6 +482,10 @@ class DecisionTable {
   absl::flat_hash_map<std::string, Active> active_ ABSL_GUARDED_BY(mu_);
   std::atomic<size_t> active_size_{0};  // active_.size() as of the last change set
   size_t active_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // the sum of active_'s Active::bytes
+  // IPv6 folding: range key (FoldKeyLocked) -> active rule decisions on addresses in it.
+  absl::flat_hash_map<uint64_t, uint32_t> fold_counts_ ABSL_GUARDED_BY(mu_);
+  CidrSet never_fold_ ABSL_GUARDED_BY(mu_);  // SetNeverFold
+  prometheus::Counter* folded_ = nullptr;    // palisade_decisions_ipv6_folded_total
   bool refusing_ ABSL_GUARDED_BY(mu_) = false;    // refusing now (logged when it starts, ends)
   uint64_t refused_since_log_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<std::string, Offences> offences_ ABSL_GUARDED_BY(mu_);

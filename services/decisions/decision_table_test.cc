@@ -1743,7 +1743,8 @@ TEST_F(DecisionTableTest, ActiveDecisionsAreBoundedInBytes) {
   table_.SetLimits(limits);
   palisade::v1::DecisionSpec spec = HourBlock();
   auto spray = [&](int i) {
-    Detection d = Det(absl::StrFormat("2001:db8:1:2::%x", i), clock_.TimeNow());
+    // One /64 each: addresses of one /64 would be folded into a range decision.
+    Detection d = Det(absl::StrFormat("2001:db8:1:%x::1", i), clock_.TimeNow());
     d.evidence = {std::string(1000, 'a'), std::string(1000, 'b')};
     return table_.Apply(d, spec);
   };
@@ -1765,7 +1766,7 @@ TEST_F(DecisionTableTest, ActiveDecisionsAreBoundedInBytes) {
   EXPECT_LE(table_.active_bytes(), limits.max_active_bytes);
   // A refused decision is not in the table; an address decided before is still extended.
   DecisionFilter last;
-  last.target = "2001:db8:1:2::c8";
+  last.target = "2001:db8:1:c8::1";
   EXPECT_THAT(table_.List(last), IsEmpty());
   EXPECT_EQ(spray(1).change, DecisionChange::kExtended);
   // An operator's ban and a leaked token's revocation are still made.
@@ -1784,6 +1785,97 @@ TEST_F(DecisionTableTest, ActiveDecisionsAreBoundedInBytes) {
   EXPECT_EQ(table_.active_count(), 0u);
   EXPECT_EQ(table_.active_bytes(), 0u);
   EXPECT_EQ(spray(300).change, DecisionChange::kCreated);
+}
+
+// One attacker holding an IPv6 /64 took a new address per request and got a decision for each:
+// the budget, the guard's bans a minute and the edge's rules filled, and its next address was
+// free anyway. The fourth address of a /64 with rule decisions makes the decision on the /64,
+// which then takes the detections of every address in it; IPv4 and other /64s are not folded.
+TEST_F(DecisionTableTest, TheFourthDecidedAddressOfAnIpv6RangeDecidesTheRange) {
+  prometheus::Registry registry;
+  table_.SetLimits(DecisionTableLimits(), &registry);
+  for (int i = 1; i <= 3; ++i) {
+    const DecisionUpdate u = Apply(absl::StrCat("2001:db8:1:2::", i), clock_.TimeNow());
+    ASSERT_EQ(u.change, DecisionChange::kCreated);
+    EXPECT_EQ(u.decision.target().kind(), palisade::v1::TARGET_KIND_IP);
+  }
+  for (int i = 1; i <= 5; ++i) {  // IPv4 addresses of one /24 stay apart
+    EXPECT_EQ(Apply(absl::StrCat("203.0.113.", i), clock_.TimeNow()).decision.target().kind(),
+              palisade::v1::TARGET_KIND_IP);
+  }
+  const DecisionUpdate folded = Apply("2001:db8:1:2:aaaa::4", clock_.TimeNow());
+  ASSERT_EQ(folded.change, DecisionChange::kCreated);
+  EXPECT_EQ(folded.decision.target().kind(), palisade::v1::TARGET_KIND_RANGE);
+  EXPECT_EQ(folded.decision.target().value(), "2001:db8:1:2::/64");
+  EXPECT_EQ(folded.decision.rule_id(), "ssh");
+  EXPECT_THAT(folded.decision.reason(), HasSubstr("4 addresses of 2001:db8:1:2::/64"));
+  EXPECT_EQ(folded.decision.evidence_size(), 2);
+  // Every other address of the /64 extends the range's decision; none is decided alone.
+  for (int i = 5; i <= 50; ++i) {
+    const DecisionUpdate u = Apply(absl::StrFormat("2001:db8:1:2::%x", i), clock_.TimeNow());
+    EXPECT_EQ(u.change, DecisionChange::kExtended);
+    EXPECT_EQ(u.decision.id(), folded.decision.id());
+  }
+  // An address decided before extends its own decision; another /64 starts its own count.
+  EXPECT_EQ(Apply("2001:db8:1:2::1", clock_.TimeNow()).decision.target().value(),
+            "2001:db8:1:2::1");
+  EXPECT_EQ(Apply("2001:db8:1:3::1", clock_.TimeNow()).decision.target().value(),
+            "2001:db8:1:3::1");
+  EXPECT_EQ(table_.active_count(), 3u + 5u + 1u + 1u);
+  EXPECT_EQ(registry.Collect().size() > 0, true);
+  bool counted = false;
+  for (const auto& family : registry.Collect()) {
+    if (family.name != "palisade_decisions_ipv6_folded_total") continue;
+    counted = true;
+    EXPECT_EQ(family.metric.at(0).counter.value, 1);
+  }
+  EXPECT_TRUE(counted);
+  // Once all have ended, the /64's count starts over: its next address is decided alone.
+  clock_.Advance(absl::Hours(2));
+  table_.ExpireDue();
+  EXPECT_EQ(Apply("2001:db8:1:2::77", clock_.TimeNow()).decision.target().kind(),
+            palisade::v1::TARGET_KIND_IP);
+}
+
+// A fold must not reach what the guard would refuse: the whole range would then be refused at
+// the edge and every address in it go free. Nor is a range folded that embeds IPv4 (NAT64's
+// 64:ff9b::/96 holds every IPv4 address), nor with folding off, nor over manual or withdrawn
+// decisions (only a rule's active decisions on addresses count).
+TEST_F(DecisionTableTest, Ipv6FoldingSparesNeverBanRangesEmbeddedIpv4AndManualDecisions) {
+  absl::StatusOr<CidrSet> never = CidrSet::Parse({"2001:db8:5:5::99"});
+  ASSERT_THAT(never, IsOk());
+  table_.SetNeverFold(*never);
+  auto kinds = [&](absl::string_view prefix, int n) {
+    std::vector<palisade::v1::TargetKind> k;
+    for (int i = 1; i <= n; ++i) {
+      k.push_back(Apply(absl::StrCat(prefix, i), clock_.TimeNow()).decision.target().kind());
+    }
+    return k;
+  };
+  const std::vector<palisade::v1::TargetKind> alone(6, palisade::v1::TARGET_KIND_IP);
+  EXPECT_EQ(kinds("2001:db8:5:5::", 6), alone);       // holds a never-ban address
+  EXPECT_EQ(kinds("64:ff9b::c633:64", 6), alone);     // NAT64: 198.51.100.x
+  EXPECT_EQ(kinds("2002:cb00:7101::", 6), alone);     // 6to4 of 203.0.113.1
+  // Manual bans and withdrawn rule decisions do not count toward a fold.
+  for (int i = 1; i <= 3; ++i) {
+    palisade::v1::AddDecisionRequest manual;
+    manual.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+    manual.mutable_target()->set_value(absl::StrCat("2001:db8:6:6::", i));
+    manual.set_action(palisade::v1::ACTION_BLOCK);
+    *manual.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    ASSERT_THAT(table_.AddManual(manual), IsOk());
+  }
+  for (int i = 11; i <= 13; ++i) {
+    const DecisionUpdate u = Apply(absl::StrCat("2001:db8:6:6::", i), clock_.TimeNow());
+    ASSERT_THAT(table_.Withdraw(u.decision.id()), IsOk());
+  }
+  EXPECT_EQ(kinds("2001:db8:6:6::2", 3), std::vector<palisade::v1::TargetKind>(
+                                              3, palisade::v1::TARGET_KIND_IP));
+  // Off: an address is always decided alone.
+  DecisionTableLimits off;
+  off.ipv6_fold_addresses = 0;
+  table_.SetLimits(off);
+  EXPECT_EQ(kinds("2001:db8:7:7::", 6), alone);
 }
 
 // Offenders were remembered for good, one entry per address that ever offended. An offender

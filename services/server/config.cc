@@ -583,6 +583,20 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
     return absl::InvalidArgumentError(
         file + ": decisions_memory_budget_bytes must be >= 1048576 (1 MiB)");
   }
+  palisade::v1::Ipv6FoldingConfig* fold = config.mutable_decisions_ipv6_folding();
+  if (fold->addresses() == 0) fold->set_addresses(DecisionTableLimits().ipv6_fold_addresses);
+  if (fold->addresses() < 2 || fold->addresses() > 1000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file, ": decisions_ipv6_folding.addresses must be 2..1000, not ",
+                     fold->addresses()));
+  }
+  if (fold->prefix_length() == 0) fold->set_prefix_length(DecisionTableLimits().ipv6_fold_prefix);
+  if (fold->prefix_length() != 48 && fold->prefix_length() != 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file, ": decisions_ipv6_folding.prefix_length must be 48 or 64 (what "
+                           "Cloudflare's IP access rules take), not ",
+                     fold->prefix_length()));
+  }
   if (!config.has_state_retention()) {
     *config.mutable_state_retention() = ToProtoDuration(absl::Hours(24 * 90));
   }

@@ -254,6 +254,9 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
   EXPECT_EQ(config->engine().max_record_bytes(), 8u << 20);
   EXPECT_EQ(config->state_retention().seconds(), 90 * 86400);
   EXPECT_EQ(config->decisions_memory_budget_bytes(), uint64_t{512} << 20);
+  EXPECT_EQ(config->decisions_ipv6_folding().addresses(), 4u);
+  EXPECT_EQ(config->decisions_ipv6_folding().prefix_length(), 64u);
+  EXPECT_FALSE(config->decisions_ipv6_folding().disabled());
   // A per-address cap up to max_connections (default 64) is taken.
   EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
                                inputs {
@@ -268,6 +271,10 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
   const std::pair<const char*, const char*> bad[] = {
       {R"pb(state_retention { seconds: 86400 })pb", "state_retention"},
       {R"pb(decisions_memory_budget_bytes: 1000)pb", "decisions_memory_budget_bytes"},
+      {R"pb(decisions_ipv6_folding { addresses: 1 })pb",
+       "decisions_ipv6_folding.addresses must be 2..1000, not 1"},
+      {R"pb(decisions_ipv6_folding { prefix_length: 56 })pb",
+       "decisions_ipv6_folding.prefix_length must be 48 or 64"},
       {R"pb(engine { max_line_bytes: 65536 max_record_bytes: 1000 })pb",
        "engine.max_record_bytes"},
       {R"pb(engine { max_record_bytes: 100000000 })pb", "engine.max_record_bytes"},

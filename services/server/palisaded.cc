@@ -290,6 +290,9 @@ int Run() {
   // decisions' budget, counted in /metrics.
   DecisionTableLimits decision_limits;
   decision_limits.max_active_bytes = config->decisions_memory_budget_bytes();
+  const palisade::v1::Ipv6FoldingConfig& fold = config->decisions_ipv6_folding();
+  decision_limits.ipv6_fold_addresses = fold.disabled() ? 0 : fold.addresses();
+  decision_limits.ipv6_fold_prefix = static_cast<int>(fold.prefix_length());
   table.SetLimits(decision_limits, registry.get());
   std::set<palisade::v1::Actuator> edge_actuators;
   if (config->cloudflare().enabled()) {
@@ -342,6 +345,7 @@ int Run() {
   FeedManagerOptions feed_options;
   feed_options.feeds.assign(config->feeds().begin(), config->feeds().end());
   feed_options.edge_max_entries = config->feed_edge_max_entries();
+  table.SetNeverFold(*never_ban);  // an IPv6 fold never reaches what the guard refuses
   feed_options.never_ban = *std::move(never_ban);
   // In a cluster the writer's versions are published for the other nodes (FeedSync, made once
   // NATS is connected; the writer's feeds start only after that).
@@ -850,7 +854,7 @@ int Run() {
   auto running = std::make_shared<palisade::v1::Config>(*config);
   cluster::ClusterNode* reload_node = cluster_node.get();
   auto reload_rules = [running, load_threads, reload_node, &match_router, &partition_counter,
-                       &feeds]() -> absl::StatusOr<AdminService::RuleReload> {
+                       &feeds, &table]() -> absl::StatusOr<AdminService::RuleReload> {
     absl::StatusOr<palisade::v1::Config> next = ReadConfig();
     if (!next.ok()) return next.status();
     std::vector<std::string> restart = FieldsNeedingRestart(*running, *next);
@@ -872,11 +876,15 @@ int Run() {
     }
     absl::StatusOr<std::shared_ptr<const RuleSet>> r = LoadRules(*next, load_threads);
     if (!r.ok()) return r.status();
-    // The feeds judge entries by the new allowlist too: a feed still listing an address now
-    // allowlisted does not decide it again (the table withdraws its decision: SetRules).
+    // The feeds and IPv6 folding judge by the new allowlist too: a feed still listing an
+    // address now allowlisted does not decide it again (the table withdraws its decision:
+    // SetRules), and no range holding it is folded.
     absl::StatusOr<CidrSet> never_ban = allowlist_changed ? NeverBanSet(*next) : CidrSet();
     if (!never_ban.ok()) return never_ban.status();
-    if (allowlist_changed) feeds.SetNeverBan(*std::move(never_ban));
+    if (allowlist_changed) {
+      table.SetNeverFold(*never_ban);
+      feeds.SetNeverBan(*std::move(never_ban));
+    }
     *running = *std::move(next);
     AdminService::RuleReload reload(*r, allowlist_changed ? std::optional<CidrSet>(*allowlist)
                                                           : std::nullopt);

@@ -162,7 +162,9 @@ bool RunDecisions() {
   for (int k = 0; k < detections; ++k) {
     palisade::Detection d;
     d.rule_id = "web-cve-probe";
-    d.key = absl::StrFormat("2001:db8:1:2:%x:%x::1", k / 65536, k % 65536);
+    // Each in a /64 of its own (an attacker with a /48 and more): addresses of one /64 would
+    // be folded into one range decision (DecisionTableLimits::ipv6_fold_addresses).
+    d.key = Ipv6(k);
     d.time = clock.TimeNow();
     for (int i = 0; i < 5; ++i) d.evidence.push_back(std::string(400, 'a' + i));
     if (table.Apply(d, spec).change == palisade::DecisionChange::kRefused) ++refused;

@@ -509,5 +509,67 @@ TEST(CloudflareE2eTest, DryRunSendsNothing) {
   EXPECT_TRUE(State(**emulator)["access_rules"].empty());
 }
 
+// An attacker holding an IPv6 /64 takes a new address for each probe. Each address got an
+// access rule of its own (the guard's bans a minute, the zone's rules and the decision budget
+// filling, the next address free anyway); the fourth address decided makes one rule for the
+// /64, which then takes every other address's detections. Another /64 is decided alone.
+TEST(CloudflareE2eTest, AnIpv6AttackerRotatingAddressesGetsOneRangeRule) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig(cf, cf.token_file())});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  std::vector<std::string> probes;
+  for (int i = 1; i <= 12; ++i) {
+    probes.push_back(absl::StrCat(
+        "Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from "
+        "2001:db8:77:1::",
+        absl::Hex(i * 17)));
+  }
+  probes.push_back(
+      "Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 2001:db8:77:2::1");
+  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, probes);
+
+  std::set<std::pair<std::string, std::string>> rules;  // (target, value)
+  json state;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        state = State(cf);
+        rules.clear();
+        for (const auto& r : state["access_rules"]) {
+          rules.emplace(r["configuration"]["target"].get<std::string>(),
+                        r["configuration"]["value"].get<std::string>());
+        }
+        return rules.size() >= 5;
+      },
+      absl::Seconds(60)))
+      << state.dump(2);
+  EXPECT_EQ(rules, (std::set<std::pair<std::string, std::string>>{
+                       {"ip6", "2001:db8:77:1::11"},
+                       {"ip6", "2001:db8:77:1::22"},
+                       {"ip6", "2001:db8:77:1::33"},
+                       {"ip_range", "2001:db8:77:1::/64"},
+                       {"ip6", "2001:db8:77:2::1"}}));
+
+  // The range's decision says why, and the detections after it extended it.
+  auto decisions = palisade::v1::Decisions::NewStub(channel);
+  grpc::ClientContext ctx;
+  palisade::v1::ListDecisionsRequest req;
+  req.set_target("2001:db8:77:1::/64");
+  palisade::v1::ListDecisionsResponse list;
+  ASSERT_TRUE(decisions->List(&ctx, req, &list).ok());
+  ASSERT_EQ(list.decisions_size(), 1);
+  EXPECT_EQ(list.decisions(0).target().kind(), palisade::v1::TARGET_KIND_RANGE);
+  EXPECT_EQ(list.decisions(0).rule_id(), "e2e-probe");
+  EXPECT_THAT(list.decisions(0).reason(), HasSubstr("4 addresses of 2001:db8:77:1::/64"));
+  EXPECT_EQ(list.decisions(0).extensions(), 8u);
+  absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  EXPECT_EQ(MetricValue(*metrics, "palisade_decisions_ipv6_folded_total"), 1);
+}
+
 }  // namespace
 }  // namespace palisade
