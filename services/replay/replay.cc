@@ -49,6 +49,9 @@ absl::StatusOr<ReplayOptions> ReplayOptionsFromConfig(const palisade::v1::Config
   replay.time_zone = daemon.time_zone;
   replay.source_time_zones = daemon.source_time_zones;
   replay.json_formats = daemon.json_formats;
+  const palisade::v1::Ipv6FoldingConfig& fold = config.decisions_ipv6_folding();
+  replay.ipv6_fold_addresses = fold.disabled() ? 0 : fold.addresses();
+  replay.ipv6_fold_prefix = static_cast<int>(fold.prefix_length());
   return replay;
 }
 
@@ -87,6 +90,11 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   // changes by rule and action, and there is no on_detections. A table that keeps no lines
   // hands none out on an extension either.
   table.SetKeepEvidence(false);
+  DecisionTableLimits limits;
+  limits.ipv6_fold_addresses = replay.ipv6_fold_addresses;
+  limits.ipv6_fold_prefix = replay.ipv6_fold_prefix;
+  table.SetLimits(limits);
+  table.SetNeverFold(replay.engine.allowlist);
   table.AddListener([&summary, &replay](const DecisionUpdate& u) {
     if (u.change == DecisionChange::kCreated) {
       ++summary.decisions_created;

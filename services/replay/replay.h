@@ -39,6 +39,7 @@
 #include "palisade/v1/config.pb.h"
 #include "palisade/v1/palisade.pb.h"
 #include "services/common/ip.h"
+#include "services/decisions/decision_table.h"
 #include "services/engine/engine.h"
 #include "services/engine/rule_set.h"
 #include "services/inputs/line_reader.h"
@@ -81,6 +82,11 @@ struct ReplayOptions {
   // decisions made are the same, without their evidence. engine.feeds: none (a replay reads no
   // feed: every feed is empty).
   EngineOptions engine;
+  // IPv6 folding, as palisaded's decisions_ipv6_folding sets it (DecisionTableLimits): 0 never.
+  // The ranges spared are engine.allowlist's (the daemon's guard also spares its own addresses
+  // and Cloudflare's, which no log line of a replay is from).
+  uint32_t ipv6_fold_addresses = DecisionTableLimits().ipv6_fold_addresses;
+  int ipv6_fold_prefix = DecisionTableLimits().ipv6_fold_prefix;
   // Lines longer than this (JSON records: max_record_bytes) are cut before matching, as
   // engine.max_line_bytes and max_record_bytes cut them in the daemon.
   uint32_t max_line_bytes = 16384;

@@ -138,6 +138,7 @@ TEST(ReplayTest, ReplayOptionsFromConfigMirrorsTheDaemon) {
         inputs { files { name: "auth" paths: "/var/log/auth.log" format: "syslog"
                          time_zone: "Europe/Paris" } }
         json_formats { name: "app" message: "msg" time: "ts" time_layout: "unix_ms" }
+        decisions_ipv6_folding { addresses: 7 prefix_length: 48 }
         engine {
           max_keys_per_rule: 77 max_evidence: 3 max_evidence_bytes: 4096
           memory_budget_bytes: 2097152 max_sessions: 99 max_session_bytes: 131072
@@ -165,6 +166,35 @@ TEST(ReplayTest, ReplayOptionsFromConfigMirrorsTheDaemon) {
   EXPECT_EQ(o->source_time_zones.at("auth").name(), "Europe/Paris");
   ASSERT_EQ(o->json_formats.count("app"), 1u);
   EXPECT_EQ(o->json_formats.at("app").message(), "msg");
+  EXPECT_EQ(o->ipv6_fold_addresses, 7u);
+  EXPECT_EQ(o->ipv6_fold_prefix, 48);
+}
+
+// A replay decides as the daemon: the fourth address of an IPv6 /64 with decisions makes the
+// /64's decision, and the addresses after it extend that one.
+TEST(ReplayTest, AnIpv6RangeIsFoldedAsTheDaemonFoldsIt) {
+  std::shared_ptr<const RuleSet> rules = Pack("rules/sshd.textproto");
+  std::vector<std::string> lines;
+  for (int i = 1; i <= 10; ++i) {
+    for (int k = 0; k < 5; ++k) {
+      lines.push_back(absl::StrCat("Mar  3 14:02:0", k, " web-1 sshd[", 100 + i,
+                                   "]: Failed password for root from 2001:db8:9:9::", i,
+                                   " port 22 ssh2"));
+    }
+  }
+  ReplayOptions options;
+  absl::StatusOr<ReplaySummary> folded =
+      Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, lines, options);
+  ASSERT_TRUE(folded.ok()) << folded.status();
+  std::set<std::string> targets;
+  for (const auto& d : folded->decisions) targets.insert(d.target().value());
+  EXPECT_EQ(targets, (std::set<std::string>{"2001:db8:9:9::1", "2001:db8:9:9::2",
+                                            "2001:db8:9:9::3", "2001:db8:9:9::/64"}));
+  options.ipv6_fold_addresses = 0;
+  absl::StatusOr<ReplaySummary> alone =
+      Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, lines, options);
+  ASSERT_TRUE(alone.ok()) << alone.status();
+  EXPECT_EQ(alone->decisions.size(), 10u);
 }
 
 // What identifies a decision across runs (ids are random).
