@@ -1198,24 +1198,41 @@ void Engine::Count(int rule_index, absl::string_view key,
   }
   Window& w = **it;
   const int64_t now = ToMillis(time);
-  // The window reaches back from its newest match, whatever order the lines come in (a backlog
-  // stream, a pending match released at its own time): an older match is not counted.
+  const int64_t span = ToMillis(rule.window);
   const int64_t newest = std::max(now, w.last);
-  const int64_t horizon = newest - ToMillis(rule.window);
-  if (now < horizon) {
-    AccountLocked(shard, grown + static_cast<int64_t>(w.Bytes()));
-    return;
-  }
-  // Slide: forget the matches that fell out of the window (`times` is in time order).
+  // A window counts the matches that fit in one span, whatever order the lines come in (a
+  // backlog stream, a pending match released at its own time, a line dated ahead). Slide:
+  // forget the matches a span before this one (`times` is in time order); a line dated ahead
+  // stays, so the real lines behind it still count among themselves (reaching back from the
+  // newest match instead hid a key's real failures until the clock caught up with it).
+  const int64_t horizon = now - span;
   if (!w.times.empty() && w.times.front() < horizon) {
     w.times.erase(w.times.begin(), std::lower_bound(w.times.begin(), w.times.end(), horizon));
     // Their lines too: a detection's evidence is its window's matches, as after an Expire.
     w.KeepNewestEvidence(w.times.size());
   }
+  // In order (nearly always): every match kept is in this one's span.
+  bool full = false;
   if (w.times.empty() || now >= w.times.back()) {
     w.times.push_back(now);
-  } else {  // a late line: in its place
-    w.times.insert(std::upper_bound(w.times.begin(), w.times.end(), now), now);
+    full = w.times.size() >= rule.count;
+  } else {  // a late line: in its place, and counted with the matches of a span around it
+    const auto at = w.times.insert(std::upper_bound(w.times.begin(), w.times.end(), now), now);
+    const size_t p = static_cast<size_t>(at - w.times.begin());
+    const size_t n = rule.count;
+    if (w.times.size() >= n) {
+      for (size_t j = p >= n - 1 ? p - (n - 1) : 0; j <= p && j + n - 1 < w.times.size(); ++j) {
+        if (w.times[j + n - 1] - w.times[j] <= span) {
+          full = true;
+          break;
+        }
+      }
+    }
+    // Lines in no order keep the matches of several spans: at most twice the threshold.
+    if (!full && w.times.size() > 2 * n) {
+      w.times.erase(w.times.begin(), w.times.begin() + (w.times.size() - 2 * n));
+      w.KeepNewestEvidence(w.times.size());
+    }
   }
   // The window ages in the clock of the stream of its newest match (ExpireByStream).
   if (now >= w.last) w.stream = stream;
@@ -1232,7 +1249,7 @@ void Engine::Count(int rule_index, absl::string_view key,
     const absl::string_view head = kept();
     w.AddEvidence(head, marker, options_.max_evidence, options_.max_evidence_bytes);
   }
-  if (w.times.size() >= rule.count) {
+  if (full) {
     Detection& d = detection();
     w.TakeEvidence(&d.evidence);
     // Start over: the next detection needs a full threshold of new matches. The times keep
