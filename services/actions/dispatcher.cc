@@ -13,23 +13,28 @@ namespace {
 const char* OpName(ActionOp::Kind k) { return k == ActionOp::Kind::kApply ? "apply" : "remove"; }
 
 // The order rule for an actuator that adopts existing objects (AdoptsExisting): an apply waits
-// while a remove of the same target (kind and value) is anywhere in the queue; otherwise a
-// retried remove would delete what the apply adopted (one access rule per target at the edge).
-// The whole queue counts, not only the ops before the apply: a remove that failed goes back to
-// the end of the queue, behind an apply that was waiting for it, and must still go first. The
-// target stays blocked meanwhile by the object that remove has not deleted yet.
+// while a remove of the same target (kind and value) for another decision is anywhere in the
+// queue; otherwise a retried remove would delete what the apply adopted (one access rule per
+// target at the edge). The whole queue counts, not only the ops before the apply: a remove that
+// failed goes back to the end of the queue, behind an apply that was waiting for it, and must
+// still go first. The target stays blocked meanwhile by the object that remove has not deleted
+// yet. The decision's own remove is no reason to wait: it must go after the apply, not before.
 class RemoveBarrier {
  public:
   RemoveBarrier(const Actuator& actuator, const std::deque<ActionOp>& queue)
       : ordered_(actuator.AdoptsExisting()) {
     if (!ordered_) return;
     for (const ActionOp& op : queue) {
-      if (op.kind == ActionOp::Kind::kRemove) removing_.insert(Key(op));
+      if (op.kind == ActionOp::Kind::kRemove) removing_[Key(op)].insert(op.decision.id());
     }
   }
   // True when `op` must wait for a remove.
   bool Waits(const ActionOp& op) const {
-    return ordered_ && op.kind == ActionOp::Kind::kApply && removing_.count(Key(op)) > 0;
+    if (!ordered_ || op.kind != ActionOp::Kind::kApply) return false;
+    auto it = removing_.find(Key(op));
+    if (it == removing_.end()) return false;
+    const std::set<std::string>& ids = it->second;
+    return ids.size() > 1 || ids.count(op.decision.id()) == 0;
   }
 
  private:
@@ -38,7 +43,7 @@ class RemoveBarrier {
     return absl::StrCat(static_cast<int>(t.kind()), "/", t.value());
   }
   const bool ordered_;
-  std::set<std::string> removing_;
+  std::map<std::string, std::set<std::string>> removing_;  // target -> decision ids
 };
 
 }  // namespace
@@ -155,9 +160,17 @@ absl::Status Dispatcher::Restore() {
   for (auto& [kind, q] : queues_) q.actuator->Restore(made[kind]);
   absl::StatusOr<std::vector<OutboxRow>> outbox = store_->LoadOutbox();
   if (!outbox.ok()) return outbox.status();
+  std::map<std::string, int64_t> removed_at;  // decision id -> its last remove's seq
+  for (const OutboxRow& row : *outbox) {
+    if (!row.apply) removed_at[row.decision.id()] = row.seq;
+  }
   for (OutboxRow& row : *outbox) {
     auto q = queues_.find(row.decision.actuator());
     if (q == queues_.end()) {
+      if (auto p = parked_.find(row.decision.actuator()); p != parked_.end()) {
+        LogParked(p->second);  // kept for the start that adds its actuator
+        continue;
+      }
       Drop(row.seq);  // its actuator is gone from the config
       continue;
     }
@@ -167,6 +180,18 @@ absl::Status Dispatcher::Restore() {
     op.seq = row.seq;
     op.attempts = row.attempts;
     op.not_before = row.not_before;
+    auto removed = removed_at.find(op.decision.id());
+    if (row.apply && removed != removed_at.end() && removed->second > row.seq &&
+        q->second.actuator->AdoptsExisting()) {
+      // Its decision ended before the apply was confirmed: the remove alone runs, and finds any
+      // object the apply made by the decision's marker. Run, the apply would make (or adopt) an
+      // object for a decision that has ended. (Other actuators run both, in order: an IP list
+      // item may be another decision's too, which a remove without its apply would delete.)
+      Report(static_cast<palisade::v1::Actuator>(q->first), q->second.actuator->name(), op,
+             "cancelled", "the decision ended before its apply was confirmed");
+      Drop(op.seq);
+      continue;
+    }
     if (!row.apply) {
       // Without an edge record, the remove finds its object by the decision's marker.
       auto edge = edges_.find(op.decision.id());
@@ -212,6 +237,21 @@ void Dispatcher::AddActuator(palisade::v1::Actuator kind, std::unique_ptr<Actuat
   q.actuator = std::move(actuator);
 }
 
+void Dispatcher::ParkActuator(palisade::v1::Actuator kind, const std::string& name) {
+  absl::MutexLock lock(&mu_);
+  parked_[kind].name = name;
+}
+
+void Dispatcher::LogParked(Parked& parked) {
+  if (parked.logged) return;
+  parked.logged = true;
+  std::cerr << "palisaded: " << parked.name << " is not started (the credentials check): "
+            << (store_ != nullptr ? "its operations are kept in the outbox until a start with "
+                                    "the permission runs them"
+                                  : "its operations are not kept (no store)")
+            << std::endl;
+}
+
 void Dispatcher::Count(const std::string& actuator, ActionOp::Kind kind,
                        const std::string& result) {
   actions_.Add({{"actuator", actuator}, {"op", OpName(kind)}, {"result", result}}).Increment();
@@ -242,8 +282,12 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
   const palisade::v1::Decision& d = update.decision;
   absl::MutexLock lock(&mu_);
   auto q = queues_.find(d.actuator());
-  if (q == queues_.end()) {  // ACTUATOR_NONE, or Cloudflare not configured
-    Drop(update.outbox_seq);
+  if (q == queues_.end()) {
+    if (auto p = parked_.find(d.actuator()); p != parked_.end()) {
+      LogParked(p->second);  // its operation stays in the outbox for the next start
+      return;
+    }
+    Drop(update.outbox_seq);  // ACTUATOR_NONE, or Cloudflare not configured
     return;
   }
   if (update.change == DecisionChange::kCreated) {
@@ -419,6 +463,21 @@ int Dispatcher::RunQueue(int kind) {
   }
   int ran = 0;
   for (size_t c = 0; c < chunks.size(); ++c) {
+    {
+      absl::MutexLock lock(&mu_);
+      // An apply whose decision ended since the batch was taken (while the ops before it ran)
+      // never goes out: cancelled with its remove, as in the queue.
+      std::vector<ActionOp*> go;
+      for (ActionOp* op : chunks[c]) {
+        if (CancelEndedApply(static_cast<palisade::v1::Actuator>(kind), actuator->name(), *op)) {
+          in_flight_.erase(op->decision.id());
+          continue;
+        }
+        go.push_back(op);
+      }
+      chunks[c] = std::move(go);
+    }
+    if (chunks[c].empty()) continue;
     if (c > 0) {
       absl::MutexLock lock(&mu_);
       if (stopping_ || WaitsForCredentials(kind, clock_.TimeNow())) {

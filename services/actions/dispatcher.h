@@ -5,8 +5,8 @@
 // capped at max_backoff, since nothing else would revoke the token: a fingerprint's secret stays
 // in memory with its op until a definite outcome, and after a restart, the secret lost, the
 // revocation fails for good with a failure record naming the decision), permanent ones are
-// counted and logged, and a removal for a decision whose apply has not gone out yet cancels
-// both.
+// counted and logged, and a removal for a decision whose apply has not gone out yet (queued,
+// held, or taken with a batch but not sent) cancels both.
 // Cloudflare refusing palisaded's own credentials (IsCredentialError: 401, 403) is neither: the
 // op keeps its row in the outbox and its attempts, and the actuator's queue waits (1 s, doubling
 // up to max_backoff; one op tried per wait) until an op goes through, CredentialsRestored is
@@ -24,11 +24,14 @@
 // With a Store (SetStore), the queue is the durable outbox: every operation was recorded with
 // its decision, and is deleted only once the edge confirmed it (see services/store/store.h).
 // Each confirmed operation is recorded as soon as the edge confirms it (not when its whole batch
-// ends), so a daemon killed again and again still moves forward.
+// ends), so a daemon killed again and again still moves forward. The operations of an actuator
+// the credentials check left out (ParkActuator) stay in the outbox for the start that adds it.
 // Order: ops run in the order they were queued (a retried op goes to the back); for an actuator
-// that adopts existing objects (AccessRule), an apply waits while any remove of the same target
-// is queued (a retried one included), so it never adopts an object that remove is about to
-// delete.
+// that adopts existing objects (AccessRule), an apply waits while a remove of the same target
+// for another decision is queued (a retried one included), so it never adopts an object that
+// remove is about to delete. After a restart, such an actuator's apply followed in the outbox by
+// its own decision's remove is dropped: the remove alone runs (it finds any object the apply
+// made by the decision's marker).
 // Pause / Resume let the reconciler compare the edge with the decisions while nothing changes
 // the edge: ops are still queued, none starts.
 // Dry run: every op is recorded and counted as "dry_run", nothing is sent.
@@ -92,6 +95,11 @@ class Dispatcher {
   ~Dispatcher();
 
   void AddActuator(palisade::v1::Actuator kind, std::unique_ptr<Actuator> actuator);
+  // A configured actuator that is not started: the credentials check found the token unable to
+  // drive it (`name`: its Actuator::name). Its operations are kept in the outbox, not queued
+  // (logged once); the next start that adds the actuator runs them (Restore). Those of a kind
+  // neither added nor parked (ACTUATOR_NONE; Cloudflare not configured) leave the outbox.
+  void ParkActuator(palisade::v1::Actuator kind, const std::string& name);
   // Checked before every apply (see guard.h). Without one, nothing is held or refused here. An
   // apply spends the per-minute budget once, on its first pass: its retries are the same ban.
   void SetGuard(std::unique_ptr<Guard> guard);
@@ -165,6 +173,11 @@ class Dispatcher {
     std::deque<ActionOp> ops;
     prometheus::Gauge* pending = nullptr;
   };
+  // An actuator configured but not started (ParkActuator).
+  struct Parked {
+    std::string name;
+    bool logged = false;  // that its operations are kept
+  };
   int RunQueue(int kind);
   // Is an op of queue `kind` due and free to go (not waiting behind a remove)?
   bool HasDue(int kind, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -182,6 +195,8 @@ class Dispatcher {
               const std::string& result, absl::string_view detail = "",
               absl::string_view alert = "");
   void Drop(int64_t seq) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Once per parked actuator: says that its operations are kept.
+  void LogParked(Parked& parked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // An apply that did not reach the edge, whose decision ended meanwhile (a remove waits behind
   // it, remove_after_): both leave the outbox, reported cancelled. False, nothing done, for any
   // other op.
@@ -219,6 +234,8 @@ class Dispatcher {
   std::map<int, CredentialWait> credential_wait_ ABSL_GUARDED_BY(mu_);
   // Decisions whose apply failed for good: id -> FailureVersion. Never in edges_.
   std::map<std::string, std::string> failed_ ABSL_GUARDED_BY(mu_);
+  // Actuators configured but not started (ParkActuator), by palisade.v1.Actuator.
+  std::map<int, Parked> parked_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);              // decision ids being applied
   std::map<std::string, int64_t> remove_after_ ABSL_GUARDED_BY(mu_);  // id -> remove's seq
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;

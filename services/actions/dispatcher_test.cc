@@ -710,6 +710,127 @@ TEST_F(DispatcherTest, PauseWaitsForTheRunningBatch) {
   worker.join();
 }
 
+// The credentials check left the revocation actuator out at start (the token lacked "API Tokens
+// Write"): a revocation decided meanwhile was deleted from the outbox, and the restart that
+// started the actuator revoked nothing. A parked actuator's operations stay in the outbox,
+// through restarts still without the permission, until a start that runs them.
+TEST_F(DispatcherTest, AParkedActuatorsOperationsWaitInTheOutboxForTheRestartThatStartsIt) {
+  auto store = FreshStore("parked.db");
+  ASSERT_TRUE(store.ok());
+  dispatcher_.ParkActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, "token_revocation");
+  DecisionUpdate u = Update(DecisionChange::kCreated, "revoke");
+  u.decision.set_actuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION);
+  u.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_TOKEN_ID);
+  u.decision.mutable_target()->set_value("ed17574386854bf78a67040be0a770b0");
+  u.decision.set_active(true);
+  u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr, true);
+  dispatcher_.OnDecision(u);
+  EXPECT_EQ(dispatcher_.RunOnce(), 0);
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+  EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(1));
+
+  {  // A restart with the permission still missing keeps it too.
+    std::unique_ptr<Restarted> still = Restart(store->get());
+    still->dispatcher.ParkActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, "token_revocation");
+    ASSERT_TRUE(still->dispatcher.Restore().ok());
+    EXPECT_EQ(still->dispatcher.RunOnce(), 0);
+    EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(1));
+  }
+
+  // The operator grants the permission and restarts.
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  auto tokens = std::make_unique<FakeActuator>();
+  FakeActuator* revoker = tokens.get();
+  r->dispatcher.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(tokens));
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  EXPECT_EQ(r->dispatcher.RunOnce(), 1);
+  EXPECT_THAT(revoker->calls, ElementsAre("apply revoke"));
+  EXPECT_EQ(r->dispatcher.edges().count("revoke"), 1u);
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+}
+
+// An actuator neither started nor parked is not configured: its operations leave the outbox, when
+// heard and at a restart.
+TEST_F(DispatcherTest, ANotConfiguredActuatorsOperationsAreDropped) {
+  auto store = FreshStore("unconfigured.db");
+  ASSERT_TRUE(store.ok());
+  auto record = [&](const std::string& id) {
+    DecisionUpdate u = Update(DecisionChange::kCreated, id);
+    u.decision.set_actuator(palisade::v1::ACTUATOR_RATE_LIMIT);
+    u.decision.set_active(true);
+    u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr, true);
+    return u;
+  };
+  dispatcher_.OnDecision(record("heard"));
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+  record("unheard");  // recorded, then the process dies before the dispatcher hears it
+  ASSERT_THAT(*(*store)->LoadOutbox(), SizeIs(1));
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  EXPECT_EQ(r->dispatcher.RunOnce(), 0);
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+}
+
+// Killed with [apply d1, remove d1] in the outbox: after the restart, the remove waited for
+// nothing but the apply waited behind its own decision's remove, so the remove ran first (found
+// nothing) and the apply then made the rule of a decision that had ended; it stayed at the edge
+// until a reconcile. Only the remove runs now (it finds any object the apply made by its marker).
+TEST_F(DispatcherTest, AfterARestartAnEndedDecisionIsNotAppliedBehindItsRemove) {
+  auto store = FreshStore("ended.db");
+  ASSERT_TRUE(store.ok());
+  for (DecisionChange change : {DecisionChange::kCreated, DecisionChange::kExpired}) {
+    DecisionUpdate u = Update(change, "d1");
+    u.decision.set_active(change == DecisionChange::kCreated);
+    (void)*(*store)->RecordDecision(u.decision, nullptr, change == DecisionChange::kCreated);
+  }
+  ASSERT_THAT(*(*store)->LoadOutbox(), SizeIs(2));
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  r->actuator->adopts = true;
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  r->dispatcher.RunOnce();
+  r->dispatcher.RunOnce();
+  EXPECT_THAT(r->actuator->objects, IsEmpty());
+  EXPECT_THAT(r->actuator->calls, ElementsAre("remove d1"));
+  EXPECT_THAT(r->dispatcher.edges(), IsEmpty());
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+  EXPECT_EQ(r->dispatcher.pending(), 0u);
+}
+
+// A decision that ends while an earlier op of its batch runs: its apply, taken with the batch but
+// not sent, was sent all the same and then removed (a ban that should never have reached the
+// edge). It is cancelled with its remove, as while queued.
+TEST_F(DispatcherTest, AnApplyWhoseDecisionEndsWhileItsBatchRunsIsCancelled) {
+  auto store = FreshStore("batch-ended.db");
+  ASSERT_TRUE(store.ok());
+  auto record = [&](DecisionChange change, const std::string& id) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.mutable_target()->set_value(absl::StrCat("203.0.113.", id[1] - '0'));
+    u.decision.set_active(change == DecisionChange::kCreated);
+    u.outbox_seq =
+        *(*store)->RecordDecision(u.decision, nullptr, change == DecisionChange::kCreated);
+    return u;
+  };
+  std::vector<ActionOutcome> outcomes;
+  dispatcher_.SetObserver([&](const ActionOutcome& o) { outcomes.push_back(o); });
+  fake_->during_run = [&] {
+    fake_->during_run = nullptr;
+    dispatcher_.OnDecision(record(DecisionChange::kExpired, "d2"));
+  };
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "d1"));
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "d2"));
+  EXPECT_EQ(dispatcher_.RunOnce(), 1);
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1"));
+  ASSERT_THAT(outcomes, SizeIs(2));
+  EXPECT_EQ(outcomes[1].decision.id(), "d2");
+  EXPECT_EQ(outcomes[1].outcome, "cancelled");
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1"));
+  EXPECT_THAT(dispatcher_.edges(), ElementsAre(Pair("d1", ::testing::_)));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+  EXPECT_EQ(dispatcher_.latency_tracked(), 0u);
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+}
+
 TEST_F(DispatcherTest, DecisionsForOtherActuatorsAreIgnored) {
   DecisionUpdate u = Update(DecisionChange::kCreated, "d1");
   u.decision.set_actuator(palisade::v1::ACTUATOR_NONE);

@@ -195,12 +195,15 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
                               "disabled it (the token lacks a permission it needs).")
                           .Register(registry);
   }
+  // One left out is parked: its operations stay in the outbox for a start with the permission.
   std::vector<std::string> started;
-  auto enabled = [&edge, enabled_family, &started](const char* actuator) {
+  auto enabled = [&edge, enabled_family, &started](palisade::v1::Actuator kind,
+                                                   const char* actuator) {
     const bool on = !edge->credential_report_ || edge->credential_report_->Enabled(actuator);
     if (enabled_family != nullptr) enabled_family->Add({{"actuator", actuator}}).Set(on ? 1 : 0);
     if (on) started.push_back(actuator);
     if (!on) {
+      edge->dispatcher_->ParkActuator(kind, actuator);
       for (const ActuatorState& a : edge->credential_report_->actuators) {
         if (a.actuator == actuator) {
           std::cerr << "palisaded: cloudflare: actuator " << actuator << " disabled: " << a.reason
@@ -219,7 +222,7 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   guard.own_token_id = own_token_id;
   edge->dispatcher_->SetGuard(std::make_unique<Guard>(guard));
   CloudflareClient& client = *edge->client_;
-  if (enabled(kAccessRuleActuator)) {
+  if (enabled(palisade::v1::ACTUATOR_ACCESS_RULE, kAccessRuleActuator)) {
     edge->dispatcher_->AddActuator(
         palisade::v1::ACTUATOR_ACCESS_RULE,
         std::make_unique<AccessRuleActuator>(client, config.access_rule_scope() == "account"
@@ -231,7 +234,7 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   list.max_items = static_cast<int>(config.list_max_items());
   list.ipv6_prefix = static_cast<int>(config.list_ipv6_prefix());
   list.never_ban = guard.never_ban;  // the list judges the (wider) item it sends as well
-  if (enabled(kIpListActuator)) {
+  if (enabled(palisade::v1::ACTUATOR_IP_LIST, kIpListActuator)) {
     edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_IP_LIST,
                                    std::make_unique<IpListActuator>(client, list, registry));
   }
@@ -239,11 +242,11 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   rl.period = static_cast<int>(config.ratelimit_period());
   rl.requests_per_period = static_cast<int>(config.ratelimit_requests_per_period());
   rl.mitigation_timeout = static_cast<int>(config.ratelimit_mitigation_timeout());
-  if (enabled(kRateLimitActuator)) {
+  if (enabled(palisade::v1::ACTUATOR_RATE_LIMIT, kRateLimitActuator)) {
     edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_RATE_LIMIT,
                                    std::make_unique<RateLimitActuator>(client, rl));
   }
-  if (enabled(kTokenRevocationActuator)) {
+  if (enabled(palisade::v1::ACTUATOR_TOKEN_REVOCATION, kTokenRevocationActuator)) {
     edge->dispatcher_->AddActuator(
         palisade::v1::ACTUATOR_TOKEN_REVOCATION,
         std::make_unique<TokenActuator>(client, config.token_delete(), own_token_id));

@@ -47,7 +47,8 @@ class Edge {
   // invalid, disabled or expired token (the daemon refuses to start). Logs the token's id,
   // status and expiry, never its value; warns when it expires within 14 days. Then checks the
   // token's permissions (CheckCredentials): an actuator the token cannot drive is not started
-  // (logged with the reason, palisade_actuator_enabled 0), the others run.
+  // (logged with the reason, palisade_actuator_enabled 0; parked in the dispatcher: its
+  // operations stay in the outbox for a start with the permission), the others run.
   // The check is made again every cloudflare.check_interval (default 1 h; see
   // services/cloudflare/credential_monitor.h for what a permission lost or gained then does).
   // `audit_logs`: the rules read audit-log records, so the token must read the audit logs.
