@@ -3,6 +3,9 @@
 #include <iostream>
 #include <map>
 #include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -37,7 +40,12 @@ Reconciler::Reconciler(CloudflareClient& client, Dispatcher& dispatcher, Decisio
       runs_(prometheus::BuildCounter()
                 .Name("palisade_reconcile_runs_total")
                 .Help("Reconciler passes, by result.")
-                .Register(registry)) {}
+                .Register(registry)),
+      errors_(prometheus::BuildCounter()
+                  .Name("palisade_reconcile_errors_total")
+                  .Help("Reconciler checks that failed, by actuator (the run goes on with the "
+                        "other kinds, and ends in error).")
+                  .Register(registry)) {}
 
 void Reconciler::Missing(const Decision& d, const std::string& actuator, DriftReport* r) {
   ++r->missing;
@@ -80,12 +88,30 @@ absl::StatusOr<DriftReport> Reconciler::Run() {
   // object it adds between two of those reads would look like an orphan, and a decision it
   // applies in between like a missing one. What it has queued meanwhile is busy, not drift.
   Dispatcher::Paused paused(dispatcher_);
-  absl::Status s = absl::OkStatus();
-  if (options_.access_rules) s = CheckAccessRules(&report);
-  if (s.ok() && options_.ip_list) s = CheckIpList(&report);
-  if (s.ok() && options_.rate_limits) s = CheckRateLimits(&report);
-  runs_.Add({{"result", s.ok() ? "ok" : "error"}}).Increment();
-  if (!s.ok()) return s;
+  // Every enabled kind is checked whatever became of the others: a read refused for one kind
+  // (a permission removed from the token) must not leave the others' drift unrepaired.
+  struct Check {
+    bool enabled;
+    const char* actuator;
+    absl::Status (Reconciler::*run)(DriftReport*);
+  };
+  const Check checks[] = {
+      {options_.access_rules, "access_rule", &Reconciler::CheckAccessRules},
+      {options_.ip_list, "ip_list", &Reconciler::CheckIpList},
+      {options_.rate_limits, "rate_limit", &Reconciler::CheckRateLimits},
+  };
+  absl::Status first = absl::OkStatus();
+  std::string errors;  // "<actuator>: <error>; ..."
+  for (const Check& c : checks) {
+    if (!c.enabled) continue;
+    absl::Status s = (this->*c.run)(&report);
+    if (s.ok()) continue;
+    errors_.Add({{"actuator", c.actuator}}).Increment();
+    if (first.ok()) first = s;
+    absl::StrAppend(&errors, errors.empty() ? "" : "; ", c.actuator, ": ", s.message());
+  }
+  runs_.Add({{"result", first.ok() ? "ok" : "error"}}).Increment();
+  if (!first.ok()) return absl::Status(first.code(), errors);  // the first error's code
   return report;
 }
 
@@ -107,6 +133,9 @@ absl::Status Reconciler::CheckAccessRules(DriftReport* report) {
   // Rules an active decision holds by id: its own, or one it adopted (10009) from another
   // Palisade decision, whose notes still name that one.
   std::set<std::string> held_rules;
+  // Decisions that adopted (10009) a human's rule, with its id: it has no marker, so it is not
+  // in the listing above.
+  std::vector<std::pair<const Decision*, std::string>> adopted;
   const std::vector<Decision> decisions = table_.List(active);
   Snapshot();
   for (const Decision& d : decisions) {
@@ -114,7 +143,10 @@ absl::Status Reconciler::CheckAccessRules(DriftReport* report) {
     wanted.insert(d.id());
     auto e = edges_.find(d.id());
     if (e != edges_.end()) {
-      if (e->second.foreign) continue;  // adopted a human's rule
+      if (e->second.foreign) {
+        if (!busy_.count(d.id())) adopted.emplace_back(&d, e->second.id);
+        continue;
+      }
       if (rule_ids.count(e->second.id)) {
         held_rules.insert(e->second.id);
         continue;
@@ -129,6 +161,17 @@ absl::Status Reconciler::CheckAccessRules(DriftReport* report) {
     if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
     dispatcher_.ForgetEdge(id);
     Orphan("access_rule", report);
+  }
+  if (adopted.empty()) return absl::OkStatus();
+  // A human's rule that a decision adopted may be deleted by its owner, and the decision is
+  // then enforced nowhere: it is looked for by id among every rule (read only when one is held).
+  absl::StatusOr<std::vector<AccessRule>> all =
+      client_.ListAllAccessRules(options_.scope, AccessRuleFilter());
+  if (!all.ok()) return all.status();
+  std::set<std::string> all_ids;
+  for (const AccessRule& r : *all) all_ids.insert(r.id);
+  for (const auto& [d, rule_id] : adopted) {
+    if (!all_ids.count(rule_id)) Missing(*d, "access_rule", report);
   }
   return absl::OkStatus();
 }

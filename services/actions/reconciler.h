@@ -9,12 +9,14 @@
 //    counted as missing (actuator "ip_list"); without it no list item blocks anything.
 // Markers: access rules with notes "palisade:<decision id> ...", list items with comment
 // "palisade:<decision id>", rate-limit rules with ref "palisade_<decision id>". Objects without
-// them (a human's rules) are never touched. Decisions with an operation queued, held or in
-// flight are left to the dispatcher, and so are those whose apply failed for good
-// (Dispatcher::FailedForGood: a /20 access rule, a never-ban target, a full IP list, a plan's
-// quota; never a refusal of palisaded's credentials, which waits in the outbox): they have
-// no object and are not missing, since applying them again would fail again on every run. One
-// that changed since (extended) is missing once more, and tried again.
+// them (a human's rules) are never touched. A human's access rule that a decision adopted
+// (10009) is looked for by its id among every rule: deleted by its owner, the decision is
+// missing. Decisions with an operation queued, held or in flight are left to the dispatcher,
+// and so are those whose apply failed for good (Dispatcher::FailedForGood: a /20 access rule,
+// a never-ban target, a full IP list, a plan's quota; never a refusal of palisaded's
+// credentials, which waits in the outbox): they have no object and are not missing, since
+// applying them again would fail again on every run. One that changed since (extended) is
+// missing once more, and tried again.
 // Run pauses the dispatcher (Dispatcher::Paused) while it reads the edge and the decisions and
 // removes orphans, so no operation lands between those reads; operations are still queued
 // meanwhile, and run once it returns.
@@ -41,7 +43,7 @@ struct ReconcilerOptions {
   IpListOptions list;
   bool withdraw_on_missing = false;  // policy "withdraw"; default "recreate"
   // Which kinds are checked: an actuator the credentials check disabled is not (its reads would
-  // be refused on every run, and stop the checks after it).
+  // be refused on every run, and fail every run).
   bool access_rules = true;
   bool ip_list = true;
   bool rate_limits = true;
@@ -60,6 +62,9 @@ class Reconciler {
   Reconciler(CloudflareClient& client, Dispatcher& dispatcher, DecisionTable& table,
              ReconcilerOptions options, prometheus::Registry& registry);
 
+  // Runs every enabled check, even after one failed (each failure counted by actuator in
+  // palisade_reconcile_errors_total); fails when any did, with the first error's code and each
+  // failed kind's error, "<actuator>: <error>", in the message.
   absl::StatusOr<DriftReport> Run();
 
  private:
@@ -85,6 +90,7 @@ class Reconciler {
   std::map<std::string, std::string> failed_;  // Dispatcher::FailedForGood
   prometheus::Family<prometheus::Counter>& drift_;
   prometheus::Family<prometheus::Counter>& runs_;
+  prometheus::Family<prometheus::Counter>& errors_;  // by actuator
 };
 
 }  // namespace palisade

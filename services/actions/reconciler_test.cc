@@ -18,6 +18,8 @@ namespace palisade {
 namespace {
 
 using ::palisade::testing::IsOk;
+using ::palisade::testing::StatusIs;
+using ::testing::HasSubstr;
 using ::testing::SizeIs;
 
 // CurlTransport with a hook called once, before or after the first request that matches.
@@ -53,14 +55,7 @@ class ReconcilerTest : public ::testing::Test {
     spec.permissions = {"firewall_services", "lists", "rulesets"};
     const std::string token = fake_.AddToken(spec).second;
     ASSERT_THAT(server_.Start(), IsOk());
-    ClientOptions options;
-    options.base_url = server_.base_url();
-    options.account_id = fake_.options().account_id;
-    options.zone_id = fake_.options().zone_id;
-    options.poll_interval = absl::Milliseconds(100);
-    Credentials creds;
-    creds.token = Secret(token);
-    client_ = std::make_unique<CloudflareClient>(transport_, clock_, options, creds, registry_);
+    client_ = MakeClient(token, registry_);
     dispatcher_ = std::make_unique<Dispatcher>(clock_, DispatcherOptions(), registry_);
     dispatcher_->AddActuator(palisade::v1::ACTUATOR_ACCESS_RULE,
                              std::make_unique<AccessRuleActuator>(*client_, RuleScope::kZone));
@@ -70,10 +65,23 @@ class ReconcilerTest : public ::testing::Test {
     table_.AddListener([this](const DecisionUpdate& u) { dispatcher_->OnDecision(u); });
   }
 
+  std::unique_ptr<CloudflareClient> MakeClient(const std::string& token,
+                                               prometheus::Registry& registry) {
+    ClientOptions options;
+    options.base_url = server_.base_url();
+    options.account_id = fake_.options().account_id;
+    options.zone_id = fake_.options().zone_id;
+    options.poll_interval = absl::Milliseconds(100);
+    Credentials creds;
+    creds.token = Secret(token);
+    return std::make_unique<CloudflareClient>(transport_, clock_, options, creds, registry);
+  }
+
   std::unique_ptr<Reconciler> MakeReconciler(bool withdraw_on_missing) {
     ReconcilerOptions options;
     options.withdraw_on_missing = withdraw_on_missing;
-    return std::make_unique<Reconciler>(*client_, *dispatcher_, table_, options, reconciler_registry_);
+    return std::make_unique<Reconciler>(*client_, *dispatcher_, table_, options,
+                                        reconciler_registry_);
   }
 
   palisade::v1::Decision Ban(const std::string& ip, palisade::v1::Actuator actuator) {
@@ -112,6 +120,7 @@ class ReconcilerTest : public ::testing::Test {
   HookTransport transport_;
   prometheus::Registry registry_;
   prometheus::Registry reconciler_registry_;
+  prometheus::Registry other_client_registry_;
   std::unique_ptr<CloudflareClient> client_;
   DecisionTable table_{clock_};
   std::unique_ptr<Dispatcher> dispatcher_;
@@ -392,6 +401,76 @@ TEST_F(ReconcilerTest, ADisabledOrChangedBlocklistRuleIsPutRight) {
   ASSERT_THAT(report.status(), IsOk());
   EXPECT_EQ(report->missing, 1);
   EXPECT_EQ(BlocklistRule(fake_), "enabled");
+}
+
+// "Firewall Services Write" removed from the token while palisaded runs: the access rules'
+// read is refused (403) on every run. It stopped the run there, and the checks after it never
+// ran: a deleted blocklist rule was never put back. Every enabled check runs; the run still
+// fails, naming the refused kind.
+TEST_F(ReconcilerTest, ARefusedCheckDoesNotStopTheOthers) {
+  Ban("198.51.100.7", palisade::v1::ACTUATOR_IP_LIST);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_EQ(BlocklistRule(fake_), "enabled");
+  absl::StatusOr<Ruleset> rs = client_->GetEntrypoint("http_request_firewall_custom");
+  ASSERT_THAT(rs.status(), IsOk());
+  ASSERT_THAT(rs->rules, SizeIs(1));
+  ASSERT_THAT(client_->DeleteRulesetRule(rs->id, rs->rules[0].id).status(), IsOk());
+  ASSERT_EQ(BlocklistRule(fake_), "");
+
+  fake::TokenSpec spec;
+  spec.permissions = {"lists", "rulesets"};
+  std::unique_ptr<CloudflareClient> client =
+      MakeClient(fake_.AddToken(spec).second, other_client_registry_);
+  ReconcilerOptions options;
+  options.access_rules = true;
+  Reconciler reconciler(*client, *dispatcher_, table_, options, reconciler_registry_);
+  absl::StatusOr<DriftReport> report = reconciler.Run();
+  EXPECT_THAT(report.status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, HasSubstr("access_rule: ")));
+  EXPECT_EQ(BlocklistRule(fake_), "enabled");
+  EXPECT_EQ(::palisade::testing::CounterSum(reconciler_registry_, "palisade_reconcile_errors_total",
+                                            {{"actuator", "access_rule"}}),
+            1);
+  EXPECT_EQ(::palisade::testing::CounterSum(reconciler_registry_, "palisade_reconcile_errors_total",
+                                            {{"actuator", "ip_list"}}),
+            0);
+  EXPECT_EQ(::palisade::testing::CounterSum(reconciler_registry_, "palisade_reconcile_runs_total",
+                                            {{"result", "error"}}),
+            1);
+}
+
+// A decision that adopted (10009) a human's rule holds no rule of its own: when the human
+// deletes theirs, the decision is enforced nowhere. The reconciler looks for the adopted rule
+// by its id, and applies the decision again when it is gone.
+TEST_F(ReconcilerTest, AnAdoptedHumanRuleDeletedIsMissing) {
+  absl::StatusOr<AccessRule> human =
+      client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.9", "added by a human");
+  ASSERT_THAT(human.status(), IsOk());
+  palisade::v1::Decision d = Ban("203.0.113.9", palisade::v1::ACTUATOR_ACCESS_RULE);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_TRUE(dispatcher_->edges().at(d.id()).foreign);
+  std::unique_ptr<Reconciler> reconciler = MakeReconciler(false);
+  // Still there: nothing to do, and the human's rule is left alone.
+  absl::StatusOr<DriftReport> report = reconciler->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 0);
+  EXPECT_EQ(report->orphans, 0);
+  EXPECT_EQ(dispatcher_->RunOnce(), 0);
+
+  ASSERT_THAT(client_->DeleteAccessRule(RuleScope::kZone, human->id), IsOk());
+  report = reconciler->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 1);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  fake::json rules = fake_.AccessRuleSnapshot();
+  ASSERT_THAT(rules, SizeIs(1));
+  EXPECT_EQ(rules[0]["configuration"]["value"], "203.0.113.9");
+  EXPECT_TRUE(absl::StartsWith(rules[0].value("notes", ""), "palisade:" + d.id()));
+  EXPECT_FALSE(dispatcher_->edges().at(d.id()).foreign);
+  // Put back once: the next run finds nothing to do.
+  report = reconciler->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 0);
 }
 
 }  // namespace
