@@ -93,18 +93,19 @@ bool Retryable(const absl::Status& s, int http) {
   return s.code() == absl::StatusCode::kResourceExhausted && http == 429;
 }
 
-// Seconds from "Retry-After: N" (or an HTTP date, which Cloudflare does not send: ignored).
-std::optional<absl::Duration> RetryAfter(const HttpResponse& r) {
+// Seconds from "Retry-After-Ms: N" or "Retry-After: N" (or an HTTP date, which Cloudflare does
+// not send: ignored), as the server wrote them: SimpleAtod takes "1e300", "inf" and "nan" too.
+std::optional<double> RetryAfter(const HttpResponse& r) {
   auto it = r.headers.find("retry-after-ms");
   double v = 0;
-  if (it != r.headers.end() && absl::SimpleAtod(it->second, &v)) return absl::Milliseconds(v);
+  if (it != r.headers.end() && absl::SimpleAtod(it->second, &v)) return v / 1000;
   it = r.headers.find("retry-after");
-  if (it != r.headers.end() && absl::SimpleAtod(it->second, &v)) return absl::Seconds(v);
+  if (it != r.headers.end() && absl::SimpleAtod(it->second, &v)) return v;
   return std::nullopt;
 }
 
 // "Ratelimit: "default";r=50;t=30": when r reaches 0, nothing before t seconds.
-std::optional<absl::Duration> ExhaustedFor(const HttpResponse& r) {
+std::optional<double> ExhaustedFor(const HttpResponse& r) {
   auto it = r.headers.find("ratelimit");
   if (it == r.headers.end()) return std::nullopt;
   int remaining = -1, reset = 0;
@@ -112,7 +113,7 @@ std::optional<absl::Duration> ExhaustedFor(const HttpResponse& r) {
     if (absl::ConsumePrefix(&part, "r=")) (void)absl::SimpleAtoi(part, &remaining);
     if (absl::ConsumePrefix(&part, "t=")) (void)absl::SimpleAtoi(part, &reset);
   }
-  if (remaining == 0) return absl::Seconds(reset);
+  if (remaining == 0) return reset;
   return std::nullopt;
 }
 
@@ -213,6 +214,22 @@ absl::Status TooManyPages(absl::string_view label, const ClientOptions& options)
                                             " pages (the cap); the listing would not end"));
 }
 
+// A page holding more items than the per_page asked for is no page of this listing.
+absl::Status TooManyItems(absl::string_view label, size_t items, int per_page) {
+  return absl::OutOfRangeError(absl::StrCat("cloudflare GET ", label, ": ", items,
+                                            " items on a page of ", per_page, " asked for"));
+}
+
+// What the client keeps of an item, for max_listing_bytes: its struct and its strings.
+size_t KeptBytes(const AccessRule& r) {
+  return sizeof(AccessRule) + r.id.size() + r.mode.size() + r.target.size() + r.value.size() +
+         r.notes.size();
+}
+
+size_t KeptBytes(const ListItem& i) {
+  return sizeof(ListItem) + i.id.size() + i.ip.size() + i.comment.size();
+}
+
 absl::Status TooManyBytes(absl::string_view label, const ClientOptions& options) {
   return absl::OutOfRangeError(absl::StrCat("cloudflare GET ", label, ": over ",
                                             options.max_listing_bytes,
@@ -262,6 +279,11 @@ CloudflareClient::CloudflareClient(HttpTransport& transport, Clock& clock, Clien
                    .Name("palisade_cloudflare_retries_total")
                    .Help("Cloudflare API requests retried after 429, 5xx or a transport failure.")
                    .Register(registry)),
+      delays_capped_(prometheus::BuildCounter()
+                         .Name("palisade_cloudflare_server_delays_capped_total")
+                         .Help("Delays the Cloudflare API asked for (Retry-After, Ratelimit) "
+                               "longer than max_server_delay, cut to it, by endpoint.")
+                         .Register(registry)),
       latency_(prometheus::BuildHistogram()
                    .Name("palisade_cloudflare_request_duration_seconds")
                    .Help("Cloudflare API request latency, by endpoint.")
@@ -275,6 +297,29 @@ CloudflareClient::CloudflareClient(HttpTransport& transport, Clock& clock, Clien
 }
 
 int CloudflareClient::BudgetRemaining() { return budget_.Remaining(clock_.TimeNow()); }
+
+std::optional<absl::Duration> CloudflareClient::ServerDelay(double seconds,
+                                                            const std::string& label) {
+  if (!std::isfinite(seconds) || seconds <= 0) return std::nullopt;
+  // Compared as a double: absl::Seconds(1e300) is already an infinite duration.
+  if (seconds > absl::ToDoubleSeconds(options_.max_server_delay)) {
+    delays_capped_.Add({{"endpoint", label}}).Increment();
+    return options_.max_server_delay;
+  }
+  return absl::Seconds(seconds);
+}
+
+absl::Duration CloudflareClient::AwaitBudget() {
+  // max_wait holds for the whole wait: another call's 429 may block the budget meanwhile.
+  absl::Duration waited = absl::ZeroDuration();
+  for (;;) {
+    const absl::Duration wait = budget_.Acquire(clock_.TimeNow());
+    if (wait <= absl::ZeroDuration()) return absl::ZeroDuration();
+    if (waited + wait > options_.max_wait) return wait;
+    clock_.SleepFor(wait);
+    waited += wait;
+  }
+}
 
 absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_status) {
   HttpRequest req;
@@ -321,15 +366,18 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
   *http_status = resp->status;
   requests_.Add({{"endpoint", call.label}, {"code", std::to_string(resp->status)}}).Increment();
   if (call.as_token == nullptr) {
-    if (std::optional<absl::Duration> wait = ExhaustedFor(*resp)) {
-      budget_.BlockUntil(clock_.TimeNow() + *wait);
-    }
+    std::optional<double> reset = ExhaustedFor(*resp);
+    std::optional<absl::Duration> wait;
+    if (reset) wait = ServerDelay(*reset, call.label);
+    if (wait) budget_.BlockUntil(clock_.TimeNow() + *wait);
   }
   // A 429's delay is in its headers, whatever the body is (a proxy's HTML page included): read
   // before the body, so that it is kept and blocks the shared budget either way.
   std::optional<absl::Duration> retry_after;
   if (resp->status == 429) {
-    retry_after = RetryAfter(*resp);
+    if (std::optional<double> seconds = RetryAfter(*resp)) {
+      retry_after = ServerDelay(*seconds, call.label);
+    }
     if (retry_after && call.as_token == nullptr) {
       budget_.BlockUntil(clock_.TimeNow() + *retry_after);
     }
@@ -395,17 +443,13 @@ absl::StatusOr<json> CloudflareClient::Send(const Call& call) {
   absl::Status last;
   for (int attempt = 1; attempt <= options_.max_attempts; ++attempt) {
     if (call.as_token == nullptr) {
-      absl::Duration wait = budget_.Acquire(clock_.TimeNow());
-      if (wait > options_.max_wait) {
+      const absl::Duration wait = AwaitBudget();
+      if (wait > absl::ZeroDuration()) {
         absl::Status s = absl::ResourceExhaustedError(absl::StrCat(
             "cloudflare ", call.method, " ", call.label, ": request budget spent; retry in ",
             absl::FormatDuration(absl::Ceil(wait, absl::Seconds(1)))));
         s.SetPayload(kRetryDelayUrl, absl::Cord(std::to_string(absl::ToInt64Milliseconds(wait))));
         return s;
-      }
-      while (wait > absl::ZeroDuration()) {
-        clock_.SleepFor(wait);
-        wait = budget_.Acquire(clock_.TimeNow());
       }
       budget_gauge_.Set(budget_.Remaining(clock_.TimeNow()));
     }
@@ -503,13 +547,8 @@ absl::StatusOr<CloudflareClient::RolledToken> CloudflareClient::RollToken(
     const std::string& id, bool account_owned,
     const std::function<absl::Status(const Secret&)>& persist) {
   // The budget before the gate: a roll must not hold every other call while it waits for it.
-  absl::Duration wait = budget_.Acquire(clock_.TimeNow());
-  if (wait > options_.max_wait) {
+  if (AwaitBudget() > absl::ZeroDuration()) {
     return absl::ResourceExhaustedError("cloudflare PUT tokens/roll: request budget spent");
-  }
-  while (wait > absl::ZeroDuration()) {
-    clock_.SleepFor(wait);
-    wait = budget_.Acquire(clock_.TimeNow());
   }
   absl::WriterMutexLock lock(&cred_mu_);
   Call call{"PUT", TokenPath(account_owned) + "/" + id + "/value", "tokens/roll"};
@@ -561,8 +600,12 @@ absl::StatusOr<Page<AccessRule>> CloudflareClient::ListAccessRules(RuleScope sco
     if (!f.notes.empty()) call.query.emplace_back("notes", f.notes);
     absl::StatusOr<json> r = Send(call);
     if (!r.ok()) return r.status();
+    const json& result = (*r)["result"];
+    if (result.size() > static_cast<size_t>(per_page)) {
+      return TooManyItems("access_rules/list", result.size(), per_page);
+    }
     Page<AccessRule> out;
-    for (const json& j : (*r)["result"]) out.items.push_back(ToAccessRule(j));
+    for (const json& j : result) out.items.push_back(ToAccessRule(j));
     if (r->contains("result_info")) {
       out.total_pages = (*r)["result_info"].value("total_pages", 0);
       out.total_count = (*r)["result_info"].value("total_count", 0);
@@ -583,10 +626,7 @@ absl::StatusOr<std::vector<AccessRule>> CloudflareClient::ListAllAccessRules(
           if (!p.ok()) return p.status();
           // Stop on an empty page (past the end answers 200 with []), as the SDK does.
           if (p->items.empty()) break;
-          for (const AccessRule& r : p->items) {
-            bytes += r.id.size() + r.mode.size() + r.target.size() + r.value.size() +
-                     r.notes.size();
-          }
+          for (const AccessRule& r : p->items) bytes += KeptBytes(r);
           if (bytes > options_.max_listing_bytes) {
             return TooManyBytes("access_rules/list", options_);
           }
@@ -666,8 +706,12 @@ absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListItems(const std::str
         if (!cursor.empty()) call.query.emplace_back("cursor", cursor);
         absl::StatusOr<json> r = Send(call);
         if (!r.ok()) return r.status();
+        const json& result = (*r)["result"];
+        if (result.size() > static_cast<size_t>(per_page)) {
+          return TooManyItems("lists/items/list", result.size(), per_page);
+        }
         std::vector<ListItem> out;
-        for (const json& j : (*r)["result"])
+        for (const json& j : result)
           out.push_back({Str(j, "id"), CanonicalListIp(Str(j, "ip")), Str(j, "comment")});
         next_cursor->clear();
         if (r->contains("result_info") && (*r)["result_info"].contains("cursors")) {
@@ -692,7 +736,7 @@ absl::StatusOr<std::vector<ListItem>> CloudflareClient::ListAllItems(const std::
           std::string next;
           absl::StatusOr<std::vector<ListItem>> page = ListItems(list_id, cursor, 500, &next);
           if (!page.ok()) return page.status();
-          for (const ListItem& i : *page) bytes += i.id.size() + i.ip.size() + i.comment.size();
+          for (const ListItem& i : *page) bytes += KeptBytes(i);
           bytes += next.size();
           if (bytes > options_.max_listing_bytes) {
             return TooManyBytes("lists/items/list", options_);

@@ -7,7 +7,8 @@
 // "malformed URL parameter" on others: only a 404 is "not found"). The code and message are kept
 // in the status message, and the code in a payload (CloudflareErrorCode).
 //   429 (971/10100/10055)                     → kResourceExhausted (Retry-After attached and
-//                                               blocking the budget, whatever the body is)
+//                                               blocking the budget, whatever the body is;
+//                                               at most max_server_delay)
 //   5xx, transport failures, timeouts         → kUnavailable
 //   404 (10001/10006/1003/7000/7003/...)      → kNotFound
 //   401; 9109/1000/9103/9106/9107/6003        → kUnauthenticated
@@ -23,7 +24,7 @@
 //   a reply over the transport's byte caps    → kOutOfRange (not retried: the same call would
 //                                               bring the same reply)
 // A listing whose pages do not end (a cursor answered again, more than max_pages pages, more
-// than max_listing_bytes) is kOutOfRange too.
+// than max_listing_bytes) is kOutOfRange too, as is a page holding more items than asked for.
 // No status message, log line or metric label ever contains a credential.
 //
 // The client knows nothing of rules or decisions (services/actions drives it).
@@ -72,14 +73,20 @@ struct ClientOptions {
   // Waits longer than this (budget spent, long Retry-After) are returned as kResourceExhausted
   // instead of slept through.
   absl::Duration max_wait = absl::Seconds(60);
+  // The longest delay taken from the server (Retry-After, Retry-After-Ms, "Ratelimit: r=0;t=N"):
+  // longer ones are cut to it and counted, so one reply cannot stop every call for a day or for
+  // ever. 300 s is Cloudflare's own block (the budget's window). A delay that is no delay (not a
+  // number, infinite, zero or negative) is ignored: the client backs off on its own.
+  absl::Duration max_server_delay = absl::Seconds(300);
   int budget_requests = 1200;
   absl::Duration budget_window = absl::Seconds(300);
   // List bulk operations: poll interval and give-up time.
   absl::Duration poll_interval = absl::Seconds(1);
   absl::Duration poll_timeout = absl::Seconds(60);
   // What a whole listing (ListAllItems, ListAllAccessRules) may take from the API: pages, and
-  // bytes of the items kept. 1,000 pages are 100,000 access rules (twice an account's limit)
-  // or 500,000 list items (Enterprise's limit); over either, kOutOfRange.
+  // bytes of the items kept (each item's struct and its strings: an item of no strings still
+  // costs its struct). 1,000 pages are 100,000 access rules (twice an account's limit) or
+  // 500,000 list items (Enterprise's limit); over either, kOutOfRange.
   int max_pages = 1000;
   size_t max_listing_bytes = 64 * 1024 * 1024;
 };
@@ -269,6 +276,11 @@ class CloudflareClient {
     const Secret* as_token = nullptr;  // another credential (token verification)
     bool gate_held = false;            // the caller holds cred_mu_ as writer (the roll)
   };
+  // Waits for a slot in the budget: zero once one is reserved, or the wait still ahead when
+  // waiting on would take longer than max_wait in all (nothing reserved then).
+  absl::Duration AwaitBudget();
+  // A delay the server gave, as the client takes it (see max_server_delay); counts a cut one.
+  std::optional<absl::Duration> ServerDelay(double seconds, const std::string& label);
   // Sends with budget, retries and error mapping; returns the whole envelope.
   absl::StatusOr<nlohmann::json> Send(const Call& call);
   absl::StatusOr<nlohmann::json> SendOnce(const Call& call, int* http_status);
@@ -290,6 +302,7 @@ class CloudflareClient {
   RequestBudget budget_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Counter>& retries_;
+  prometheus::Family<prometheus::Counter>& delays_capped_;
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Gauge& budget_gauge_;
 };

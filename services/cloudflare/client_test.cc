@@ -3,8 +3,12 @@
 #include "services/cloudflare/client.h"
 
 #include <functional>
+#include <map>
 #include <set>
+#include <utility>
+#include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -493,7 +497,68 @@ TEST(ClientPagingTest, AListingIsHeldToItsByteCap) {
   CloudflareClient client(transport, clock, options, creds, registry);
   EXPECT_THAT(client.ListAllItems("0123456789abcdef0123456789abcdef"),
               StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("over 1048576 bytes")));
-  EXPECT_EQ(transport.calls, 103);  // 10 KiB and a little more per page
+  EXPECT_EQ(transport.calls, 102);  // 10 KiB and a little more per page (the item, its struct)
+}
+
+// `n` empty objects, as a page's result.
+std::string EmptyItems(int n) {
+  std::string out = "[";
+  for (int i = 0; i < n; ++i) absl::StrAppend(&out, i ? "," : "", "{}");
+  return out + "]";
+}
+
+// Items with no strings still cost what the client keeps of them: 100 `{}` access rules a
+// page (what it asks for), no total_pages. Only their strings were counted, so such pages
+// counted 0 bytes and went on to the page cap: 1,000 calls, 100,000 rules kept.
+TEST(ClientPagingTest, ItemsWithoutStringsCountTowardTheByteCap) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  EndlessPages rules(absl::StrCat(R"({"success":true,"result":)", EmptyItems(100),
+                                  R"(,"result_info":{"page":1,"per_page":100}})"));
+  ClientOptions options = EndlessOptions();
+  options.max_listing_bytes = 32 * 1024;  // 100 rules of sizeof(AccessRule) a page: 3 pages
+  CloudflareClient client(rules, clock, options, creds, registry);
+  EXPECT_THAT(client.ListAllAccessRules(RuleScope::kZone, {}),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("over 32768 bytes")));
+  EXPECT_LE(rules.calls, 3);
+
+  // The same for list items, 500 a page, each page moving the cursor on.
+  EndlessPages items([](int call) {
+    return absl::StrCat(R"({"success":true,"result":)", EmptyItems(500),
+                        R"(,"result_info":{"cursors":{"after":"c)", call, R"("}}})");
+  });
+  options.max_listing_bytes = 64 * 1024;
+  CloudflareClient item_client(items, clock, options, creds, registry);
+  EXPECT_THAT(item_client.ListAllItems("0123456789abcdef0123456789abcdef"),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("over 65536 bytes")));
+  EXPECT_LE(items.calls, 3);
+}
+
+// A page holding more items than were asked for is refused whole, naming both counts: 200 `{}`
+// access rules on a page of 100, 501 list items on a page of 500.
+TEST(ClientPagingTest, APageOverItsPerPageIsRefused) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  EndlessPages rules(absl::StrCat(R"({"success":true,"result":)", EmptyItems(200), "}"));
+  CloudflareClient client(rules, clock, EndlessOptions(), creds, registry);
+  EXPECT_THAT(client.ListAllAccessRules(RuleScope::kZone, {}),
+              StatusIs(absl::StatusCode::kOutOfRange,
+                       HasSubstr("200 items on a page of 100 asked for")));
+  EXPECT_EQ(rules.calls, 1);
+
+  EndlessPages items([](int call) {
+    return absl::StrCat(R"({"success":true,"result":)", EmptyItems(501),
+                        R"(,"result_info":{"cursors":{"after":"c)", call, R"("}}})");
+  });
+  CloudflareClient item_client(items, clock, EndlessOptions(), creds, registry);
+  EXPECT_THAT(item_client.ListAllItems("0123456789abcdef0123456789abcdef"),
+              StatusIs(absl::StatusCode::kOutOfRange,
+                       HasSubstr("501 items on a page of 500 asked for")));
+  EXPECT_EQ(items.calls, 1);
 }
 
 // A 429 whose body is not JSON (an HTML page from a proxy in front of the API) is still a 429:
@@ -528,6 +593,151 @@ TEST(ClientThrottleTest, A429WithAnHtmlBodyKeepsItsRetryAfter) {
   absl::StatusOr<std::vector<IpList>> second = client.ListLists();
   EXPECT_THAT(second, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("budget")));
   EXPECT_EQ(transport.calls, 1);
+}
+
+// The first call answers `status` with `headers`; every later one succeeds (a verify or an empty
+// list of lists, by the URL).
+class FirstReplyThrottles final : public HttpTransport {
+ public:
+  FirstReplyThrottles(int status, std::map<std::string, std::string> headers)
+      : status_(status), headers_(std::move(headers)) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& request) override {
+    HttpResponse r;
+    r.status = ++calls == 1 ? status_ : 200;
+    if (calls == 1) r.headers = headers_;
+    if (r.status == 429) {
+      r.body = R"({"success":false,"errors":[{"code":971,"message":"Please wait"}],"result":null})";
+    } else if (absl::StrContains(request.url, "/verify")) {
+      r.body = R"({"success":true,"result":{"id":"ed17574386854bf78a67040be0a770b0",)"
+               R"("status":"active"}})";
+    } else {
+      r.body = R"({"success":true,"result":[]})";
+    }
+    return r;
+  }
+  int calls = 0;
+
+ private:
+  int status_;
+  std::map<std::string, std::string> headers_;
+};
+
+// A server delay is held to max_server_delay (300 s, Cloudflare's own block): one reply asking
+// for a day, 68 years or 1e300 s (absl::Seconds: an infinite duration) blocked the shared budget
+// that long, and every later call was refused ("retry in inf") until a restart.
+TEST(ClientThrottleTest, AServerDelayIsHeldToItsCap) {
+  const std::vector<std::pair<int, std::map<std::string, std::string>>> replies = {
+      {429, {{"retry-after", "1e300"}}},
+      {429, {{"retry-after", "86400"}}},
+      {429, {{"retry-after-ms", "1e300"}}},
+      {200, {{"ratelimit", "\"default\";r=0;t=2147483647"}}},
+  };
+  for (const auto& [status, headers] : replies) {
+    const std::string name = absl::StrCat(status, " ", headers.begin()->first, ": ",
+                                          headers.begin()->second);
+    SimulatedClock clock;
+    prometheus::Registry registry;
+    Credentials creds;
+    creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+    FirstReplyThrottles transport(status, headers);
+    CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+    absl::StatusOr<std::vector<IpList>> first = client.ListLists();
+    if (status == 429) {
+      EXPECT_THAT(first, StatusIs(absl::StatusCode::kResourceExhausted)) << name;
+      EXPECT_EQ(RetryDelay(first.status()), absl::Seconds(300)) << name;
+    } else {
+      EXPECT_THAT(first, IsOk()) << name;
+    }
+    EXPECT_EQ(Count(registry, "palisade_cloudflare_server_delays_capped_total"), 1) << name;
+    clock.Advance(absl::Seconds(301));
+    EXPECT_THAT(client.VerifyToken(), IsOk()) << name;
+    EXPECT_EQ(transport.calls, 2) << name;
+  }
+}
+
+// A delay that is no delay (negative, zero, not a number, infinite) is as if none was given:
+// the client backs off on its own. "Retry-After: -5" was retried at once, and moved the
+// simulated clock back 5 s.
+TEST(ClientThrottleTest, AnUnusableServerDelayFallsBackToBackoff) {
+  for (const char* value : {"-5", "0", "nan", "inf", "-inf"}) {
+    SimulatedClock clock;
+    prometheus::Registry registry;
+    Credentials creds;
+    creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+    FirstReplyThrottles transport(429, {{"retry-after", value}});
+    CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+    const absl::Time start = clock.TimeNow();
+    EXPECT_THAT(client.ListLists(), IsOk()) << value;
+    EXPECT_EQ(transport.calls, 2) << value;
+    // initial_backoff (1 s) with jitter: 0.5 s to 1 s.
+    EXPECT_GE(clock.TimeNow() - start, absl::Milliseconds(500)) << value;
+    EXPECT_LE(clock.TimeNow() - start, absl::Seconds(1)) << value;
+  }
+  // The same for "Ratelimit: r=0;t=-5": nothing blocked, the next call goes out.
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  FirstReplyThrottles transport(200, {{"ratelimit", "\"default\";r=0;t=-5"}});
+  CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+  const absl::Time start = clock.TimeNow();
+  EXPECT_THAT(client.ListLists(), IsOk());
+  EXPECT_THAT(client.VerifyToken(), IsOk());
+  EXPECT_EQ(clock.TimeNow(), start);
+}
+
+// Runs `hook` once, inside the first SleepFor: what another thread does while a call waits.
+class HookedClock final : public Clock {
+ public:
+  absl::Time TimeNow() override { return clock_.TimeNow(); }
+  void SleepFor(absl::Duration d) override {
+    clock_.Advance(d);
+    if (hook) std::exchange(hook, nullptr)();
+  }
+  std::function<void()> hook;
+
+ private:
+  SimulatedClock clock_;
+};
+
+// max_wait holds for the whole wait for the budget, not only its first look: a call waiting
+// for a free slot, during which another call's 429 blocks the budget for 200 s, is refused; it
+// slept the 200 s too.
+TEST(ClientThrottleTest, TheWaitForTheBudgetIsHeldToMaxWaitThroughout) {
+  HookedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  // Call 1 succeeds; call 2 (the other caller's, in the hook) is a 429 asking for 200 s.
+  class Script final : public HttpTransport {
+   public:
+    absl::StatusOr<HttpResponse> Send(const HttpRequest&) override {
+      HttpResponse r;
+      r.status = ++calls == 2 ? 429 : 200;
+      if (r.status == 429) {
+        r.headers["retry-after"] = "200";
+        r.body = R"({"success":false,"errors":[{"code":971,"message":"Please wait"}]})";
+      } else {
+        r.body = R"({"success":true,"result":[]})";
+      }
+      return r;
+    }
+    int calls = 0;
+  } transport;
+  ClientOptions options;
+  options.budget_requests = 1;
+  options.budget_window = absl::Seconds(30);
+  CloudflareClient client(transport, clock, options, creds, registry);
+  ASSERT_THAT(client.ListLists(), IsOk());
+  clock.hook = [&] {
+    EXPECT_THAT(client.ListLists(), StatusIs(absl::StatusCode::kResourceExhausted));
+  };
+  const absl::Time start = clock.TimeNow();
+  // Waits 30 s for the window, then finds the budget blocked for 200 s more.
+  EXPECT_THAT(client.ListLists(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("budget")));
+  EXPECT_LE(clock.TimeNow() - start, options.max_wait);
+  EXPECT_EQ(transport.calls, 2);
 }
 
 // A reply over the transport's cap is not asked for again: the same call brings the same reply.

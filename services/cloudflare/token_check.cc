@@ -1,8 +1,11 @@
 #include "services/cloudflare/token_check.h"
 
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -74,14 +77,44 @@ std::vector<std::string> ActuatorsOf(const TokenNeeds& n) {
   return out;
 }
 
-std::string GroupName(const json& g) {
-  if (g.is_object() && g.contains("name") && g["name"].is_string() &&
-      !g["name"].get<std::string>().empty()) {
-    return g["name"].get<std::string>();
-  }
-  const std::string id = g.is_object() ? g.value("id", "") : "";
+// The policies are the API's text: every member is read only when it has the expected type
+// (nlohmann's value() throws on another one). What cannot be read grants nothing.
+std::string Str(const json& j, const char* key) {
+  if (!j.is_object()) return "";
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+// A permission group's name, by its id when it has none; nullopt when it has neither.
+std::optional<std::string> GroupName(const json& g) {
+  if (const std::string name = Str(g, "name"); !name.empty()) return name;
+  const std::string id = Str(g, "id");
+  if (id.empty()) return std::nullopt;
   auto it = GroupNames().find(id);
   return it == GroupNames().end() ? absl::StrCat("permission group ", id) : it->second;
+}
+
+// The names of a policy's readable permission groups.
+std::vector<std::string> GroupsOf(const json& policy) {
+  std::vector<std::string> out;
+  auto it = policy.find("permission_groups");
+  if (it == policy.end() || !it->is_array()) return out;
+  for (const json& g : *it) {
+    if (std::optional<std::string> name = GroupName(g)) out.push_back(*name);
+  }
+  return out;
+}
+
+// A policy's effect: "allow" (also when it gives none) or "deny"; nullopt when the policy is
+// not an object or its effect is anything else (it is then skipped: it grants nothing).
+std::optional<std::string> EffectOf(const json& policy) {
+  if (!policy.is_object()) return std::nullopt;
+  auto it = policy.find("effect");
+  if (it == policy.end()) return "allow";
+  if (!it->is_string()) return std::nullopt;
+  const std::string effect = it->get<std::string>();
+  if (effect != "allow" && effect != "deny") return std::nullopt;
+  return effect;
 }
 
 // How a policy's resource key covers a need: 0 not at all, 1 exactly, 2 wider than needed.
@@ -229,8 +262,8 @@ std::string CredentialReport::ToText() const {
 CredentialReport CompareToken(const json& token, const TokenNeeds& needs, absl::Time now) {
   CredentialReport r;
   r.read_self = true;
-  r.token_id = token.value("id", "");
-  r.status = token.value("status", "");
+  r.token_id = Str(token, "id");
+  r.status = Str(token, "status");
   for (const std::string& a : ActuatorsOf(needs)) r.actuators.push_back({a, true, ""});
   if (token.contains("expires_on") && token["expires_on"].is_string()) {
     absl::Time t;
@@ -239,7 +272,10 @@ CredentialReport CompareToken(const json& token, const TokenNeeds& needs, absl::
       r.expires_on = t;
     }
   }
-  const json policies = token.value("policies", json::array());
+  json policies = json::array();
+  if (token.is_object() && token.contains("policies") && token["policies"].is_array()) {
+    policies = token["policies"];
+  }
 
   // Each need: granted (an allow that covers, no deny that covers), and how wide.
   std::set<std::string> needed_groups = {"API Tokens Read"};  // the check reads the token itself
@@ -249,16 +285,16 @@ CredentialReport CompareToken(const json& token, const TokenNeeds& needs, absl::
     bool allowed = false, denied = false, exact = false;
     std::string wide;
     for (const json& p : policies) {
+      const std::optional<std::string> effect = EffectOf(p);
+      if (!effect) continue;
       bool has_group = false;
-      for (const json& g : p.value("permission_groups", json::array())) {
-        has_group |= GroupName(g) == need.group;
-      }
+      for (const std::string& g : GroupsOf(p)) has_group |= g == need.group;
       if (!has_group || !p.contains("resources") || !p["resources"].is_object()) continue;
       for (const auto& [key, nested] : p["resources"].items()) {
         std::string w;
         const int c = Covers(key, nested, need, needs, &w);
         if (c == 0) continue;
-        if (p.value("effect", "allow") == "deny") {
+        if (*effect == "deny") {
           denied = true;
         } else {
           allowed = true;
@@ -284,9 +320,8 @@ CredentialReport CompareToken(const json& token, const TokenNeeds& needs, absl::
   // What the token may do that nothing here uses.
   std::set<std::string> unused;
   for (const json& p : policies) {
-    if (p.value("effect", "allow") != "allow") continue;
-    for (const json& g : p.value("permission_groups", json::array())) {
-      const std::string name = GroupName(g);
+    if (EffectOf(p) != "allow") continue;
+    for (const std::string& name : GroupsOf(p)) {
       if (!needed_groups.count(name)) unused.insert(name);
     }
   }
@@ -326,7 +361,16 @@ absl::StatusOr<CredentialReport> CheckCredentials(CloudflareClient& client,
   absl::StatusOr<TokenInfo> verified = client.VerifyToken(account_owned);
   if (!verified.ok()) return verified.status();
   absl::StatusOr<TokenInfo> details = client.GetToken(verified->id, verified->account_owned);
-  if (details.ok()) return CompareToken(*details, needs, now);
+  if (details.ok()) {
+    // CompareToken reads members only when typed as expected; this keeps any miss a status, as
+    // the client's calls do, rather than an exception through palisaded's start or monitor.
+    try {
+      return CompareToken(*details, needs, now);
+    } catch (const json::exception& e) {
+      return absl::InternalError(absl::StrCat(
+          "cloudflare: the token's policies had an unexpected shape (", e.what(), ")"));
+    }
+  }
   if (details.status().code() != absl::StatusCode::kPermissionDenied ||
       IsIpRestricted(details.status())) {
     return details.status();

@@ -3,6 +3,12 @@
 // resources), plus a few token objects written by hand.
 #include "services/cloudflare/token_check.h"
 
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/status_matchers.h"
@@ -291,6 +297,70 @@ TEST(CompareTokenTest, ZoneAccessRulesByGroupIdOnly) {
   r = CompareToken(token(zone, "43137f8d07884d3198dc0ee77ca6e79b"), n, now);
   EXPECT_FALSE(r.Enabled(kAccessRuleActuator));
   EXPECT_THAT(r.ToText(), HasSubstr("lacks \"Account Firewall Access Rules Write\" on account"));
+}
+
+// Verify names the token; its details (GET /user/tokens/{id}) carry `policies` as given.
+class OddPolicies final : public HttpTransport {
+ public:
+  explicit OddPolicies(std::string policies) : policies_(std::move(policies)) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& request) override {
+    HttpResponse r;
+    r.status = 200;
+    r.body = absl::StrCat(
+        R"({"success":true,"result":{"id":"ed17574386854bf78a67040be0a770b0","status":"active")",
+        absl::StrContains(request.url, "/verify") ? "" : absl::StrCat(R"(,"policies":)", policies_),
+        "}}");
+    return r;
+  }
+
+ private:
+  std::string policies_;
+};
+
+// A policy of an unexpected shape grants nothing and never throws: nlohmann's value() threw
+// type_error out of CheckCredentials for a null effect, a policy that is not an object or a
+// group id that is not a string, which aborted palisaded at start and in the monitor's thread.
+TEST(CheckCredentialsTest, PoliciesOfAnUnexpectedShapeGrantNothing) {
+  TokenNeeds n;
+  n.account_id = "0123456789abcdef0123456789abcdef";
+  n.zone_id = "fedcba9876543210fedcba9876543210";
+  n.ip_list = n.rate_limit = n.token_revocation = false;  // zone access rules only
+  const std::string zone = R"("com.cloudflare.api.account.zone.fedcba9876543210fedcba9876543210")";
+  const std::string firewall = R"({"id":"43137f8d07884d3198dc0ee77ca6e79b"})";
+  const std::string good =
+      absl::StrCat(R"({"effect":"allow","resources":{)", zone, R"(:"*"},"permission_groups":[)",
+                   firewall, "]}");
+  // Each would grant zone access rules, were it readable.
+  const std::vector<std::string> odd = {
+      absl::StrCat(R"({"effect":null,"resources":{)", zone, R"(:"*"},"permission_groups":[)",
+                   firewall, "]}"),
+      absl::StrCat(R"({"effect":7,"resources":{)", zone, R"(:"*"},"permission_groups":[)",
+                   firewall, "]}"),
+      absl::StrCat(R"({"resources":{)", zone, R"(:"*"},"permission_groups":[{"id":5}]})"),
+      absl::StrCat(R"({"resources":{)", zone, R"(:"*"},"permission_groups":[{"name":5,"id":[]}]})"),
+      absl::StrCat(R"({"resources":{)", zone, R"(:"*"},"permission_groups":["x",7,null]})"),
+      absl::StrCat(R"({"resources":{)", zone, R"(:"*"},"permission_groups":{"id":5}})"),
+      R"("x")",
+      "null",
+  };
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  for (const std::string& policy : odd) {
+    for (const std::string& policies :
+         {absl::StrCat("[", policy, "]"), absl::StrCat("[", policy, ",", good, "]"), policy}) {
+      SimulatedClock clock;
+      prometheus::Registry registry;
+      OddPolicies transport(policies);
+      CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+      absl::StatusOr<CredentialReport> r;
+      EXPECT_NO_THROW(r = CheckCredentials(client, n, clock.TimeNow())) << policies;
+      ASSERT_THAT(r, IsOk()) << policies;
+      EXPECT_TRUE(r->read_self) << policies;
+      // The readable policy alongside still counts; the odd one alone grants nothing.
+      const bool with_good = absl::StrContains(policies, good);
+      EXPECT_EQ(r->Enabled(kAccessRuleActuator), with_good) << policies << "\n" << r->ToText();
+    }
+  }
 }
 
 }  // namespace

@@ -1,11 +1,13 @@
 // libFuzzer target: the Cloudflare client's response handling. A scripted transport answers
 // every request with the fuzzer's bytes (the first byte picks the HTTP status); each typed call
-// must turn any answer into a value or a status, never a crash.
+// must turn any answer into a value or a status, never a crash. The credentials check reads
+// the same bytes as its token's details (policies included).
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 #include "services/cloudflare/client.h"
+#include "services/cloudflare/token_check.h"
 #include "services/common/clock.h"
 
 namespace {
@@ -45,7 +47,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   palisade::Credentials creds;
   creds.token = palisade::Secret("cfut_fuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzzfuzz");
   palisade::CloudflareClient client(transport, clock, options, creds, registry);
-  switch (data[0] % 8) {
+  // % 10 against the status's % 9: every call meets every status.
+  switch (data[0] % 10) {
     case 0:
       (void)client.VerifyToken();
       break;
@@ -67,6 +70,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 6:
       (void)client.DisableToken("0123456789abcdef0123456789abcdef", false);
       break;
+    case 8: {
+      palisade::TokenNeeds needs;
+      needs.account_id = options.account_id;
+      needs.zone_id = options.zone_id;
+      needs.audit_log = true;
+      (void)palisade::CheckCredentials(client, needs, clock.TimeNow());
+      break;
+    }
     default:
       (void)client.CreateAccessRule(palisade::RuleScope::kZone, "block", "ip", "203.0.113.7", "n");
       break;
