@@ -632,8 +632,11 @@ int DecisionsDelete(const std::string& id) {
 }
 
 // `rules import-fail2ban FILTER.conf`: the converted pack on stdout (or, with --report, what
-// became of each regex), the counts on stderr. A filter none of whose regexes converts fails.
-// On a directory (--report only): one line per filter.d/*.conf and the totals.
+// became of each regex), the counts on stderr. A filter refused whole (CheckFail2banImport: no
+// failregex converted, an ignoreregex refused) or unreadable fails, --report too (exit 1 after
+// the report). On a directory (--report only): one line per filter.d/*.conf and the totals;
+// exit 1 when any of them is refused or unreadable (an include file, with no failregex, is
+// neither).
 int RulesImportFail2ban(const std::string& path) {
   Fail2banImportOptions options;
   for (absl::string_view kv :
@@ -656,22 +659,30 @@ int RulesImportFail2ban(const std::string& path) {
       closedir(dir);
     }
     std::sort(names.begin(), names.end());
-    int converted = 0, refused = 0, errors = 0, regex[3] = {0, 0, 0};
+    int converted = 0, includes = 0, refused = 0, errors = 0, regex[3] = {0, 0, 0};
     for (const std::string& n : names) {
-      absl::StatusOr<Fail2banImport> r = ConvertFail2banFilter(absl::StrCat(path, "/", n), options);
+      const std::string file = absl::StrCat(path, "/", n);
+      absl::StatusOr<Fail2banImport> r = ConvertFail2banFilter(file, options);
       std::printf("%s\n", Fail2banSummaryLine(n.substr(0, n.size() - 5), r).c_str());
       if (!r.ok()) {
         ++errors;
         continue;
       }
-      ++(r->pack.rules_size() > 0 ? converted : refused);
+      ++(CheckFail2banImport(file, *r).ok() ? converted
+         : Fail2banIncludeOnly(*r)           ? includes
+                                             : refused);
       regex[0] += r->failregexes(RegexOutcome::kConverted);
       regex[1] += r->failregexes(RegexOutcome::kRewritten);
       regex[2] += r->failregexes(RegexOutcome::kRefused);
     }
-    std::printf("total: %zu filters: %d converted, %d with no failregex converted, %d errors; "
+    std::printf("total: %zu files: %d converted, %d include files, %d refused, %d errors; "
                 "failregex %d converted, %d rewritten, %d refused\n",
-                names.size(), converted, refused, errors, regex[0], regex[1], regex[2]);
+                names.size(), converted, includes, refused, errors, regex[0], regex[1], regex[2]);
+    if (refused + errors > 0) {
+      std::fflush(stdout);
+      return Fail(absl::StrCat("rules import-fail2ban ", path, ": ", refused, " refused, ",
+                               errors, " errors"));
+    }
     return 0;
   }
   if (!absl::GetFlag(FLAGS_jail).empty()) {
@@ -683,7 +694,7 @@ int RulesImportFail2ban(const std::string& path) {
     absl::Status s = ReadFail2banJail(absl::GetFlag(FLAGS_jail), jail, &options);
     if (!s.ok()) return Fail(absl::StrCat("rules import-fail2ban --jail: ", s.message()));
   }
-  // --report says what became of every regex, even when none converted (then exit 1).
+  // --report says what became of every regex, even of a filter refused whole (then exit 1).
   absl::StatusOr<Fail2banImport> imported = absl::GetFlag(FLAGS_report)
                                                 ? ConvertFail2banFilter(path, options)
                                                 : ImportFail2banFilter(path, options);
@@ -701,7 +712,11 @@ int RulesImportFail2ban(const std::string& path) {
     std::cerr << "palisadectl: the jail's ignoreip is not in the pack: add it to palisaded's "
                  "config allowlist (see the pack's header)" << std::endl;
   }
-  return imported->pack.rules_size() > 0 ? 0 : 1;
+  if (absl::Status refused = CheckFail2banImport(path, *imported); !refused.ok()) {
+    std::fflush(stdout);
+    return Fail(absl::StrCat("rules import-fail2ban: ", refused.message()));
+  }
+  return 0;
 }
 
 int RulesTest(const std::string& pack_path, const std::string& file) {

@@ -5,6 +5,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <algorithm>
 #include <optional>
@@ -404,15 +406,25 @@ absl::Status ReadConfigFile(const std::string& path, const std::string& where,
   return absl::OkStatus();
 }
 
+// What tells two spellings of one file apart from two files: its real path, if it has one.
+std::string FileIdentity(const std::string& path) {
+  char real[PATH_MAX];
+  return realpath(path.c_str(), real) != nullptr ? std::string(real) : path;
+}
+
 // Parses one INI file into `out` (later keys override earlier ones). Its [INCLUDES] before files
-// are read first and after files last, as fail2ban's ConfigReader does.
+// are read first and after files last, as fail2ban's ConfigReader does. `chain`: the files whose
+// includes led here (FileIdentity), not `path` itself. An include of one of them is skipped, as
+// fail2ban skips it (configparserinc.py, _getIncludes' `seen`), and noted in `notes`: a file
+// including itself is read twice, a -> b -> a reads b, then a.
 absl::Status ReadConfig(const std::string& path, const std::string& included_from,
-                        int included_line, int depth, ReadBudget* budget, Sections* out) {
+                        int included_line, std::vector<std::string>* chain, ReadBudget* budget,
+                        Sections* out, std::vector<std::string>* notes) {
   const std::string where =
       included_from.empty() ? "" : absl::StrCat(included_from, ":", included_line, ": ");
-  if (depth > kMaxIncludeDepth) {
+  if (chain->size() > static_cast<size_t>(kMaxIncludeDepth)) {
     return absl::InvalidArgumentError(
-        absl::StrCat(where, "includes nest deeper than ", kMaxIncludeDepth, " (a loop?)"));
+        absl::StrCat(where, "includes nest deeper than ", kMaxIncludeDepth));
   }
   std::string contents;
   if (absl::Status read = ReadConfigFile(path, where, budget, &contents); !read.ok()) {
@@ -478,7 +490,16 @@ absl::Status ReadConfig(const std::string& path, const std::string& included_fro
       for (absl::string_view name : absl::StrSplit(v.text, ' ', absl::SkipWhitespace())) {
         std::string file = name[0] == '/' ? std::string(name)
                                           : absl::StrCat(DirName(path), "/", name);
-        RETURN_IF_ERROR(ReadConfig(file, v.file, v.line, depth + 1, budget, out));
+        if (std::find(chain->begin(), chain->end(), FileIdentity(file)) != chain->end()) {
+          notes->push_back(absl::StrCat(v.file, ":", v.line, ": include ", file,
+                                        " skipped: an include loop back to it (fail2ban skips "
+                                        "it too)"));
+          continue;
+        }
+        chain->push_back(FileIdentity(path));
+        absl::Status read = ReadConfig(file, v.file, v.line, chain, budget, out, notes);
+        chain->pop_back();
+        RETURN_IF_ERROR(read);
       }
     }
     return absl::OkStatus();
@@ -1924,43 +1945,6 @@ std::string NofailAlternative(const std::string& re) {
   return "";
 }
 
-// RE2 for "a run of `cls` (a negated class body such as "^:") that does not start with
-// `prefix`" (letters and blanks only): the complement of the prefix, alternative by
-// alternative (RE2 has no look-ahead).
-std::string RunNotStartingWith(absl::string_view prefix, absl::string_view cls) {
-  std::vector<std::string> alts;
-  for (size_t k = 0; k < prefix.size(); ++k) {
-    const absl::string_view head = prefix.substr(0, k);
-    // The prefix's first k bytes, then any other byte: the run has left the prefix.
-    alts.push_back(absl::StrCat(head, "[", cls, prefix.substr(k, 1), "][", cls, "]*?"));
-    // Or the run is a proper prefix of it (the empty run among them).
-    alts.push_back(std::string(head));
-  }
-  return absl::StrCat("(?:", absl::StrJoin(alts, "|"), ")");
-}
-
-// The ignore pattern a <F-NOFAIL> alternative gives its counting rule, less what an earlier
-// failregex of that rule counts first. sshd (publickey=nofail, the default): its
-// cmnfailre-failed-pub-invalid counts "Failed publickey for invalid user X from ADDR" before
-// "Failed <F-NOFAIL>publickey</F-NOFAIL> for (invalid user )?USER" is tried; an ignore taking
-// both would drop the invalid user's failure. Stricter only in what it ignores: a valid user
-// whose name starts with "invalid user " is counted.
-std::string IgnoreAfterEarlierFailures(const palisade::v1::Rule& rule, std::string ignore) {
-  static constexpr absl::string_view kEarlier = "Failed publickey for invalid user ";
-  static constexpr absl::string_view kUser =
-      "for (?P<cond_inv>invalid user )?(?P<user>(?P<cond_user>[^:]*?)) from";
-  bool earlier = false;
-  for (const std::string& p : rule.patterns()) earlier = earlier || absl::StrContains(p, kEarlier);
-  const size_t at = ignore.find(kUser.data(), 0, kUser.size());
-  if (!earlier || at == std::string::npos || !absl::StrContains(ignore, "Failed (?:(?:publickey))")) {
-    return ignore;
-  }
-  ignore.replace(at, kUser.size(),
-                 absl::StrCat("for (?P<user>(?P<cond_user>",
-                              RunNotStartingWith("invalid user ", "^:"), ")) from"));
-  return ignore;
-}
-
 std::string RuleId(const std::string& filter, const Role& role) {
   std::string id = "f2b-";
   for (char c : absl::AsciiStrToLower(filter)) {
@@ -1992,11 +1976,12 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
                                                      const Fail2banImportOptions& options) {
   Sections sections;
   ReadBudget budget;
-  RETURN_IF_ERROR(ReadConfig(path, "", 0, 0, &budget, &sections));
+  std::vector<std::string> chain, read_notes;
+  RETURN_IF_ERROR(ReadConfig(path, "", 0, &chain, &budget, &sections, &read_notes));
   // fail2ban reads name.local after name.conf.
   if (absl::EndsWith(path, ".conf")) {
-    RETURN_IF_ERROR(ReadConfig(absl::StrCat(path.substr(0, path.size() - 5), ".local"), "", 0, 0,
-                               &budget, &sections));
+    RETURN_IF_ERROR(ReadConfig(absl::StrCat(path.substr(0, path.size() - 5), ".local"), "", 0,
+                               &chain, &budget, &sections, &read_notes));
   }
   std::map<std::string, std::string> params = options.params;
   // common.conf's __prefix_line is what the syslog parser strips; a filter that extends it
@@ -2025,6 +2010,7 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   if (absl::EndsWith(out.filter, ".conf")) out.filter.resize(out.filter.size() - 5);
   out.ignoreip = options.ignoreip;
   out.notes = options.jail_notes;
+  out.notes.insert(out.notes.end(), read_notes.begin(), read_notes.end());
   if (!options.jail_filter.empty() && options.jail_filter != out.filter) {
     return absl::InvalidArgumentError(absl::StrCat(
         options.jail_filter_where, ": the jail's filter is ", options.jail_filter, ", not ",
@@ -2205,6 +2191,7 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   // the other failregexes on a line this one refuses, so its ignore patterns must reach no other
   // pattern. Its matches count toward that rule's threshold (fail2ban counts them with the rest).
   int lookahead_rules = 0;
+  int nofail_rules = 0;
   auto own_rule_note = [](Converted* c, const std::string& id) {
     absl::StrAppend(&c->report.reason, "; in its own rule ", id,
                     " (its ignore pattern applies to it alone; its matches count apart from the "
@@ -2223,12 +2210,24 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
       note.report.kind = "failregex (its <F-NOFAIL> alternative)";
       if (count.report.outcome != RegexOutcome::kRefused &&
           note.report.outcome != RegexOutcome::kRefused) {
-        palisade::v1::Rule& rule = rule_for(count.role);
-        // The counting rule skips what the note rule takes, except what an earlier failregex
-        // of the rule counts first (fail2ban tries them in order, the first match wins).
-        rule.add_ignore_patterns(IgnoreAfterEarlierFailures(rule, note.report.converted));
+        // The counting rule skips what the note rule takes. fail2ban tries the failregexes in
+        // order and the first match wins: the ignore may reach the failregexes after this one,
+        // never one before it, so with those in the rule this one goes to a rule of its own.
+        std::string suffix;
+        if (auto it = rules.find(RuleId(out.filter, count.role));
+            it != rules.end() && it->second.patterns_size() > 0) {
+          suffix = absl::StrCat("-nofail-", ++nofail_rules);
+        }
+        palisade::v1::Rule& rule = rule_for(count.role, suffix);
+        rule.add_ignore_patterns(note.report.converted);
         rule.add_patterns(count.report.converted);
         count.report.rule_id = rule.id();
+        if (!suffix.empty()) {
+          absl::StrAppend(&count.report.reason, count.report.reason.empty() ? "" : "; ",
+                          "in its own rule ", rule.id(),
+                          " (the ignore pattern of its <F-NOFAIL> alternative applies to it "
+                          "alone; its matches count apart from the filter's other failregexes)");
+        }
         palisade::v1::Rule& note_rule = rule_for(note.role);
         note_rule.add_patterns(note.report.converted);
         note.report.rule_id = note_rule.id();
@@ -2430,22 +2429,27 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
   return out;
 }
 
-absl::StatusOr<Fail2banImport> ImportFail2banFilter(const std::string& path,
-                                                    const Fail2banImportOptions& options) {
-  ASSIGN_OR_RETURN(Fail2banImport out, ConvertFail2banFilter(path, options));
-  if (out.pack.rules_size() == 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(path, ": no failregex converted (", out.failregexes(RegexOutcome::kRefused),
-                     " refused)"));
+absl::Status CheckFail2banImport(const std::string& path, const Fail2banImport& imported) {
+  if (imported.pack.rules_size() == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, ": no failregex converted (", imported.failregexes(RegexOutcome::kRefused),
+        " refused)"));
   }
   // Without an ignoreregex the rules would count lines the operator exempted.
-  for (const RegexReport& r : out.regexes) {
+  for (const RegexReport& r : imported.regexes) {
     if (r.kind == "ignoreregex" && r.outcome == RegexOutcome::kRefused) {
       return absl::FailedPreconditionError(absl::StrCat(
           r.file, ":", r.line, ": ignoreregex refused (the rules would count what it exempts): ",
           r.reason));
     }
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Fail2banImport> ImportFail2banFilter(const std::string& path,
+                                                    const Fail2banImportOptions& options) {
+  ASSIGN_OR_RETURN(Fail2banImport out, ConvertFail2banFilter(path, options));
+  RETURN_IF_ERROR(CheckFail2banImport(path, out));
   return out;
 }
 
@@ -2496,8 +2500,9 @@ absl::Status ReadFail2banJail(const std::vector<std::string>& files, const std::
                               Fail2banImportOptions* options) {
   Sections sections;
   ReadBudget budget;
+  std::vector<std::string> chain;
   for (const std::string& file : files) {
-    RETURN_IF_ERROR(ReadConfig(file, "", 0, 0, &budget, &sections));
+    RETURN_IF_ERROR(ReadConfig(file, "", 0, &chain, &budget, &sections, &options->jail_notes));
   }
   if (sections.count(jail_name) == 0) {
     return absl::NotFoundError(absl::StrCat("jail [", jail_name, "] is in none of ",
@@ -2660,14 +2665,30 @@ std::string Fail2banReportText(const Fail2banImport& imported) {
   return out;
 }
 
+bool Fail2banIncludeOnly(const Fail2banImport& imported) {
+  return imported.failregexes(RegexOutcome::kConverted) +
+             imported.failregexes(RegexOutcome::kRewritten) +
+             imported.failregexes(RegexOutcome::kRefused) ==
+         0;
+}
+
 std::string Fail2banSummaryLine(const std::string& name, const absl::StatusOr<Fail2banImport>& r) {
   if (!r.ok()) return absl::StrCat(name, "\terror\t", r.status().message());
-  return absl::StrCat(name, "\t", r->pack.rules_size() > 0 ? "converted" : "refused", "\trules ",
+  const absl::Status refused = CheckFail2banImport(name, *r);
+  return absl::StrCat(name, "\t",
+                      refused.ok()                ? "converted"
+                      : Fail2banIncludeOnly(*r)   ? "include"
+                                                  : "refused",
+                      "\trules ",
                       r->pack.rules_size(), "\tfailregex ",
                       r->failregexes(RegexOutcome::kConverted), " converted, ",
                       r->failregexes(RegexOutcome::kRewritten), " rewritten, ",
                       r->failregexes(RegexOutcome::kRefused), " refused",
-                      r->session_by.empty() ? "" : absl::StrCat("\tsession by ", r->session_by));
+                      r->session_by.empty() ? "" : absl::StrCat("\tsession by ", r->session_by),
+                      // With rules: an ignoreregex refused, named.
+                      refused.ok() || r->pack.rules_size() == 0
+                          ? ""
+                          : absl::StrCat("\t", refused.message()));
 }
 
 }  // namespace palisade

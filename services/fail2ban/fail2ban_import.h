@@ -4,7 +4,9 @@
 //
 // A filter is read as fail2ban reads it: an INI file whose [INCLUDES] before/after files are
 // resolved relative to it (a missing `.local` is skipped, as fail2ban does; a missing `.conf` is
-// an error naming the including file and line), [DEFAULT], [Definition] and [Init] sections,
+// an error naming the including file and line; an include of a file whose includes led there is
+// skipped and noted, as fail2ban skips it: `before = a.conf` in a.conf reads a.conf twice, a ->
+// b -> a reads b, then a), [DEFAULT], [Definition] and [Init] sections,
 // `%(name)s` / `%(section/name)s` interpolation and fail2ban's `<name>` option tags (nested, e.g.
 // `<lt_<logtype>/__prefix_line>`), values continued on indented lines, configparser's inline
 // comments (a `;` after a blank) and `%%` (one '%'), and `%(known/name)s`, the value an earlier
@@ -35,7 +37,13 @@
 //     ones that only note the address (`-note`, session.note_only), and the same two whose
 //     match ends the session (`<F-MLFFORGET>`: `-ends`, `-note-ends`, session.ends). A
 //     failregex without an address in a session filter keys on the address an earlier line of
-//     the session noted. Outside a session, a `<F-NOFAIL>` regex never counts and is dropped.
+//     the session noted. A failregex whose `<F-NOFAIL>` part is one alternative (sshd's
+//     `(?:<F-NOFAIL>publickey</F-NOFAIL>|\S+)`) counts what its other alternatives match: the
+//     tagged form goes to `-note` and is the ignore pattern of the regex's counting rule, which
+//     may hold the failregexes after it (fail2ban tries them in order, the first match wins)
+//     but none before it: then it goes to a rule of its own, `-nofail-N` (its matches count
+//     apart; looser: a later failregex of the other rule counts a line the tag notes).
+//     Outside a session, a `<F-NOFAIL>` regex never counts and is dropped.
 //     When the filter's own __prefix_line adds an id after program[pid] (sendmail's
 //     `(?:\w{14,20}: )?` queue id, kept in the regexes whether set in [DEFAULT] or
 //     [Definition]), the session is by that id (a group `mlfid`, Rule.session.by "mlfid");
@@ -162,7 +170,7 @@ struct RegexReport {
   std::string original;   // after interpolation, before conversion
   std::string converted;  // the RE2 pattern (empty when refused)
   RegexOutcome outcome = RegexOutcome::kConverted;
-  std::string reason;   // refused: why; rewritten: what was rewritten
+  std::string reason;   // refused: why; rewritten: what was rewritten; a rule of its own: why
   std::string rule_id;  // the rule it went to (failregex, not refused)
 };
 
@@ -197,6 +205,9 @@ absl::StatusOr<Fail2banImport> ConvertFail2banFilter(const std::string& path,
 // message; a syslog filter whose ignoreregex is refused in raw lines gets no `-raw` twin.
 absl::StatusOr<Fail2banImport> ImportFail2banFilter(const std::string& path,
                                                     const Fail2banImportOptions& options = {});
+// Whether ImportFail2banFilter refuses what ConvertFail2banFilter read from `path` whole: OK, or
+// its kFailedPrecondition. Refused failregexes alone (the rest converted) are no refusal.
+absl::Status CheckFail2banImport(const std::string& path, const Fail2banImport& imported);
 
 // fail2ban's time values: "600", "10m", "1h 30m", "1d", "1w", "1mo", "1y"; "-1" (or any negative
 // value) is a permanent ban, returned as absl::InfiniteDuration().
@@ -218,8 +229,12 @@ absl::Status ReadFail2banJail(const std::vector<std::string>& files, const std::
 std::string Fail2banPackText(const Fail2banImport& imported);
 // The per-regex report: counts per outcome, then each regex with its file, line and reason.
 std::string Fail2banReportText(const Fail2banImport& imported);
-// One line for a directory report: "NAME  converted|refused|error  rules N  failregex
-// converted/rewritten/refused".
+// A file with no failregex at all (common.conf, apache-common.conf): read by the filters that
+// include it, no filter of its own.
+bool Fail2banIncludeOnly(const Fail2banImport& imported);
+// One line for a directory report: "NAME  converted|include|refused|error  rules N  failregex
+// converted/rewritten/refused" ("refused" as CheckFail2banImport says, but "include" for a file
+// with no failregex (Fail2banIncludeOnly); with rules, the reason last).
 std::string Fail2banSummaryLine(const std::string& name, const absl::StatusOr<Fail2banImport>& r);
 
 }  // namespace palisade

@@ -10,6 +10,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -245,6 +246,49 @@ TEST(Fail2banImportTest, PendingFailuresCountWhenTheirPidNamesTheAddress) {
               none)
         << user;
   }
+}
+
+// A failregex's <F-NOFAIL> alternative makes its own matches notes; it does not reach the
+// filter's other failregexes: fail2ban tries them in order and the first match wins, so a line
+// an earlier failregex takes counts (demo-nofail.conf: fail2ban-regex --no-check-all flags
+// .1, .3 and .4, not .2). Each counted line counts once, through Engine::Process.
+TEST(Fail2banImportTest, NofailAlternativeIgnoresOnlyItsOwnFailregex) {
+  Fail2banImportOptions options;
+  options.maxretry = 1;  // every counted line is a detection
+  auto imported = ImportFail2banFilter(absl::StrCat(kTestdata, "demo-nofail.conf"), options);
+  ASSERT_TRUE(imported.ok()) << imported.status();
+  std::cout << Fail2banReportText(*imported);
+  const RegexReport* banned = FindReport(*imported, "^Rejected token of banned user");
+  ASSERT_NE(banned, nullptr);
+  for (const palisade::v1::Rule& rule : imported->pack.rules()) {
+    if (rule.id() == banned->rule_id) {
+      EXPECT_EQ(rule.ignore_patterns_size(), 0) << rule.id();
+    }
+  }
+  LoadedPack pack{"imported", imported->pack};
+  auto set = RuleSet::Compile({pack});
+  ASSERT_TRUE(set.ok()) << set.status();
+  Engine engine(*set, EngineOptions{});
+  auto keys = [&](absl::string_view line) {
+    LineParser parser(palisade::v1::LOG_FORMAT_SYSLOG);
+    ParsedLine parsed;
+    std::multiset<std::string> out;
+    if (!parser.Parse(line, absl::FromUnixSeconds(1700000000), &parsed).ok()) return out;
+    std::vector<Detection> detections;
+    engine.Process(palisade::v1::LOG_FORMAT_SYSLOG, parsed, line,
+                   parsed.time.value_or(absl::FromUnixSeconds(1700000000)), &detections, 1);
+    for (const Detection& d : detections) out.insert(d.key);
+    return out;
+  };
+  EXPECT_EQ(keys("Jan  5 01:31:41 www vpnd[11]: Rejected token of banned user eve from 192.0.2.1"),
+            std::multiset<std::string>{"192.0.2.1"});
+  EXPECT_EQ(keys("Jan  5 01:31:42 www vpnd[12]: Rejected token of user bob from 192.0.2.2"),
+            std::multiset<std::string>{});
+  EXPECT_EQ(keys("Jan  5 01:31:43 www vpnd[13]: Rejected password of user bob from 192.0.2.3"),
+            std::multiset<std::string>{"192.0.2.3"});
+  EXPECT_EQ(
+      keys("Jan  5 01:31:44 www vpnd[14]: Rejected password of banned user eve from 192.0.2.4"),
+      std::multiset<std::string>{"192.0.2.4"});
 }
 
 TEST(Fail2banImportTest, RewritesKeepTheKeyTheServerWrote) {
@@ -1536,6 +1580,58 @@ TEST(Fail2banImportTest, IncludesAreBoundedRegularFiles) {
   EXPECT_THAT(fan.status().message(), HasSubstr("files"));
 }
 
+// Include loops are cut as fail2ban cuts them (configparserinc.py, _getIncludes: a file is not
+// included again below itself, so `before = a.conf` in a.conf reads a.conf twice, a -> b -> a
+// reads b then a), each skip named in the notes; a deep chain of distinct files is refused.
+TEST(Fail2banImportTest, IncludeLoopsAreSkippedAsFail2banDoes) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  ASSERT_NE(tmp, nullptr);
+  const std::string base = absl::StrCat(tmp, "/loops/");
+  ASSERT_EQ(mkdir(base.c_str(), 0755), 0);
+  WriteFile(base + "self.conf", "[INCLUDES]\nbefore = self.conf\n[Definition]\n"
+                                "failregex = ^self refused from <HOST>$\n");
+  auto self = ImportFail2banFilter(base + "self.conf");
+  ASSERT_TRUE(self.ok()) << self.status();
+  EXPECT_EQ(self->regexes.size(), 1u);
+  EXPECT_THAT(absl::StrJoin(self->notes, "\n"),
+              HasSubstr("self.conf:2: include " + base + "self.conf skipped"));
+  // a -> b -> a: fail2ban reads b.conf, then a.conf (a's failregex wins); from b, the reverse.
+  WriteFile(base + "a.conf", "[INCLUDES]\nbefore = b.conf\n[Definition]\n"
+                             "failregex = ^a refused from <HOST>$\n");
+  WriteFile(base + "b.conf", "[INCLUDES]\nbefore = a.conf\n[Definition]\n"
+                             "failregex = ^b refused from <HOST>$\n");
+  auto a = ImportFail2banFilter(base + "a.conf");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_NE(FindReport(*a, "^a refused"), nullptr);
+  EXPECT_EQ(FindReport(*a, "^b refused"), nullptr);
+  EXPECT_THAT(absl::StrJoin(a->notes, "\n"),
+              HasSubstr("b.conf:2: include " + base + "a.conf skipped"));
+  auto b = ImportFail2banFilter(base + "b.conf");
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_NE(FindReport(*b, "^b refused"), nullptr);
+  EXPECT_EQ(FindReport(*b, "^a refused"), nullptr);
+  // `after` loops: p then q (q's failregex wins), as fail2ban.
+  WriteFile(base + "p.conf", "[INCLUDES]\nafter = q.conf\n[Definition]\n"
+                             "failregex = ^p refused from <HOST>$\n");
+  WriteFile(base + "q.conf", "[INCLUDES]\nafter = p.conf\n[Definition]\n"
+                             "failregex = ^q refused from <HOST>$\n");
+  auto p = ImportFail2banFilter(base + "p.conf");
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_NE(FindReport(*p, "^q refused"), nullptr);
+  EXPECT_EQ(FindReport(*p, "^p refused"), nullptr);
+  // Twelve distinct files, each including the next: still refused, at the including line.
+  for (int i = 0; i < 12; ++i) {
+    WriteFile(absl::StrCat(base, "d", i, ".conf"),
+              absl::StrCat("[INCLUDES]\nbefore = d", i + 1, ".conf\n[Definition]\n"
+                           "failregex = ^d refused from <HOST>$\n"));
+  }
+  WriteFile(base + "d12.conf", "[Definition]\nfailregex = ^d refused from <HOST>$\n");
+  auto deep = ImportFail2banFilter(base + "d0.conf");
+  EXPECT_EQ(deep.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(deep.status().message(), HasSubstr("d10.conf:2:"));
+  EXPECT_THAT(deep.status().message(), HasSubstr("nest deeper than 10"));
+}
+
 // A failregex's look-ahead `A(?!X)B` becomes the ignore pattern `A(?:X)` of a rule of its own:
 // fail2ban tries the other failregexes on a line this one refuses, so the ignore must not reach
 // them. The shipped apache-auth and sshd (publickey=invalid) filters (fails without fail2ban).
@@ -1595,6 +1691,20 @@ TEST(Fail2banImportTest, IgnoreregexesApplyOrTheImportFails) {
 
 // As configparser reads fail2ban's files: an inline `;` after a blank starts a comment, `%%`
 // is one '%', and `known/NAME` is the value an earlier file gave NAME.
+// A directory report said "refused" of common.conf and the other include files, which hold no
+// failregex: no filter of their own, read by those that include them.
+TEST(Fail2banImportTest, AnIncludeFileIsNoRefusedFilter) {
+  absl::StatusOr<Fail2banImport> common =
+      ConvertFail2banFilter(absl::StrCat(kTestdata, "common.conf"), Fail2banImportOptions());
+  ASSERT_TRUE(common.ok()) << common.status();
+  EXPECT_TRUE(Fail2banIncludeOnly(*common));
+  EXPECT_THAT(Fail2banSummaryLine("common", common), HasSubstr("common\tinclude\trules 0"));
+  absl::StatusOr<Fail2banImport> sshd =
+      ConvertFail2banFilter(absl::StrCat(kTestdata, "demo-sshd.conf"), Fail2banImportOptions());
+  ASSERT_TRUE(sshd.ok()) << sshd.status();
+  EXPECT_FALSE(Fail2banIncludeOnly(*sshd));
+}
+
 TEST(Fail2banImportTest, InlineCommentsAndPercentEscapesReadAsConfigparser) {
   const std::string dir = "services/fail2ban/testdata/jail/";
   Fail2banImportOptions options;

@@ -97,6 +97,36 @@ if "$ctl_bin" rules import-fail2ban "$work/no-such.conf" 2>"$work/err" >/dev/nul
   fail "a missing filter was imported"
 fi
 grep -q 'no-such.conf' "$work/err" || fail "the error does not name the file: $(cat "$work/err")"
+# --report exits 1 when a filter named is refused whole (no failregex converts, an ignoreregex
+# is refused, or it cannot be read), still printing the report, so that a script can tell; a
+# filter with single refused failregexes (the rest converted) is no refusal.
+f2b_dir="$work/f2b.d"
+mkdir -p "$f2b_dir"
+printf '[Definition]\nfailregex = ^login failed from <HOST>$\n' >"$f2b_dir/ok.conf"
+# An include file (no failregex: fail2ban's common.conf) is no refused filter.
+printf '[INCLUDES]\n[DEFAULT]\n_daemon = \\S*\n' >"$f2b_dir/common.conf"
+printf '[Definition]\nfailregex = ^login failed from <HOST>$\n            %s\n' \
+  '^token <F-ID>\S+</F-ID> refused$' >"$f2b_dir/partial.conf"
+"$ctl_bin" rules import-fail2ban "$f2b_dir/partial.conf" --report >"$work/out" 2>"$work/err" \
+  || fail "--report of a filter with one refused failregex: $(cat "$work/out" "$work/err")"
+grep -q 'partial.conf:3: failregex refused: <F-ID>' "$work/out" || fail "report: $(cat "$work/out")"
+"$ctl_bin" rules import-fail2ban "$f2b_dir" --report >"$work/out" 2>"$work/err" \
+  || fail "--report of a directory of converted filters: $(cat "$work/out" "$work/err")"
+printf '[Definition]\nfailregex = %s\n' '^token <F-ID>\S+</F-ID> refused$' >"$f2b_dir/none.conf"
+printf '[Definition]\nfailregex = ^login failed from <HOST>$\nignoreregex = (?<=trusted) from\n' \
+  >"$work/ignore.conf"
+for f in "$f2b_dir/none.conf" "$work/ignore.conf" "$f2b_dir"; do
+  rc=0
+  "$ctl_bin" rules import-fail2ban "$f" --report >"$work/out" 2>"$work/err" || rc=$?
+  [ "$rc" -eq 1 ] || fail "--report of $f (refused) exited $rc: $(cat "$work/out" "$work/err")"
+  [ -s "$work/out" ] || fail "--report of $f (refused) printed no report: $(cat "$work/err")"
+  [ "$f" != "$work/ignore.conf" ] || grep -q 'ignore.conf:3: ignoreregex refused' "$work/err" \
+    || fail "ignore.conf: $(cat "$work/err")"
+done
+grep -q "^none$(printf '\t')refused" "$work/out" || fail "directory report: $(cat "$work/out")"
+grep -q "^common$(printf '\t')include" "$work/out" || fail "directory report: $(cat "$work/out")"
+grep -q '^total: 4 files: 2 converted, 1 include files, 1 refused' "$work/out" \
+  || fail "directory report: $(cat "$work/out")"
 
 status=$(ctl status)
 grep -q 'decisions: 77 active' <<<"$status" || fail "status: $status"
@@ -167,6 +197,31 @@ ctl watch --after=1 --stream="$stream" --count=1 >/dev/null 2>"$work/resume.err"
 ctl watch --after=1 --stream=0123456789abcdef --count=1 >/dev/null 2>"$work/resume.err" \
   && fail "a resume in another stream must be refused"
 grep -q "restarted since" "$work/resume.err" || fail "resume error: $(cat "$work/resume.err")"
+
+# tools/demo.sh tells one decision's story from a watch: the correlation id of the first decision
+# line, then every line with it. The same extraction here: the id is on a detection and a decision.
+ctl watch >"$work/story.out" 2>"$work/story.err" &
+watcher=$!
+subscribed=""
+for _ in $(seq 1200); do
+  if curl -sf "http://127.0.0.1:$metrics_port/metrics" |
+      grep -q '^palisade_events_subscribers 1'; then
+    subscribed=yes
+    break
+  fi
+  sleep 0.05
+done
+[ -n "$subscribed" ] || fail "watch did not subscribe: $(cat "$work/story.err")"
+sed 's/203\.0\.113\.250/203.0.113.251/' "$work/attack.log" >"$work/story.log"
+ctl ship "$work/story.log" --format=syslog --source=story --retime >/dev/null
+for _ in $(seq 1200); do grep -q ' decision ' "$work/story.out" && break; sleep 0.05; done
+kill "$watcher" 2>/dev/null || true
+wait "$watcher" 2>/dev/null || true
+id=$(awk '$3 == "decision" { print $5; exit }' "$work/story.out")
+story=$(grep -F -- " $id " "$work/story.out" || true)
+if [ -z "$id" ] || [ "$id" = "-" ]; then fail "no correlation id in: $(cat "$work/story.out")"; fi
+awk '$3 == "detection"' <<<"$story" | grep -q . || fail "no detection in story $id: $story"
+awk '$3 == "decision"' <<<"$story" | grep -q . || fail "no decision in story $id: $story"
 
 # Threat feeds: test a file locally, then push it to a daemon that declares the feed.
 feeds=services/feeds/testdata
