@@ -66,7 +66,12 @@ absl::Status AtomicWriteFile(const std::string& path, absl::string_view content,
     unlink(tmp.c_str());
     return s;
   };
-  if (exists && fchown(fd, old.st_uid, old.st_gid) != 0 && errno != EPERM) {
+  // No chown when the new file has the old one's owner already: a process that may not chown
+  // at all (a seccomp filter kills it) still replaces its own files.
+  struct stat mine;
+  if (fstat(fd, &mine) != 0) return fail("cannot stat");
+  if (exists && (mine.st_uid != old.st_uid || mine.st_gid != old.st_gid) &&
+      fchown(fd, old.st_uid, old.st_gid) != 0 && errno != EPERM) {
     return fail("cannot chown");
   }
   if (fchmod(fd, exists ? (old.st_mode & 07777) : new_mode) != 0) return fail("cannot chmod");
@@ -95,6 +100,23 @@ absl::Status AtomicWriteFile(const std::string& path, absl::string_view content,
 
 std::string RolledSideFile(const std::string& token_file) {
   return absl::StrCat(token_file, ".rolled");
+}
+
+absl::Status CheckTokenFileWritable(const std::string& token_file) {
+  const std::string probe = absl::StrCat(token_file, ".probe");
+  auto refused = [&](absl::string_view what) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cloudflare.rotation: palisaded cannot ", what, " ", probe, " (", strerror(errno),
+        ") next to cloudflare.token_file ", token_file, ": a rolled secret could not be saved ",
+        "there and the next start would read a dead token, so no roll is sent; put the token "
+        "file in a directory palisaded can write (its state directory) or remove "
+        "cloudflare.rotation"));
+  };
+  int fd = open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+  if (fd < 0) return refused("create");
+  close(fd);
+  if (unlink(probe.c_str()) != 0 && errno != ENOENT) return refused("remove");
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::optional<Secret>> RollForward(const std::string& token_file,
@@ -137,7 +159,8 @@ TokenRotator::TokenRotator(CloudflareClient& client, Clock& clock, RotationOptio
       options_(std::move(options)),
       rolls_(prometheus::BuildCounter()
                  .Name("palisade_cloudflare_token_rolls_total")
-                 .Help("Rolls of the service's own API token, by result (ok, failed).")
+                 .Help("Rolls of the service's own API token, by result (ok, failed; lost: "
+                       "it went through but its answer, the new secret, was lost).")
                  .Register(registry)),
       last_roll_(prometheus::BuildGauge()
                      .Name("palisade_cloudflare_token_last_roll_timestamp_seconds")
@@ -159,6 +182,26 @@ absl::Time TokenRotator::Schedule(absl::Time now) const {
   }
   return next;
 }
+
+namespace {
+
+// A failed roll that Cloudflare may have done all the same (transport error, 5xx, a 2xx that
+// could not be read), as opposed to one it refused (4xx) or that was never sent (budget).
+bool MayHaveRolled(const absl::Status& s) {
+  switch (s.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kUnknown:
+    case absl::StatusCode::kDataLoss:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
 
 absl::Status TokenRotator::Persist(const Secret& fresh) {
   const std::string side = RolledSideFile(options_.token_file);
@@ -202,7 +245,39 @@ absl::Status TokenRotator::SaveLocked() {
   return absl::OkStatus();
 }
 
+absl::Status TokenRotator::Lost() const {
+  return absl::DataLossError(absl::StrCat(
+      "the roll of token ", options_.token_id, " at ", absl::FormatTime(unclear_since_),
+      " went through but its new secret was lost (its answer did not arrive: ", unclear_->message(),
+      "; the secret palisaded holds is refused now): create a new token and put it in ",
+      options_.token_file, ", then restart palisaded; no roll is tried until then"));
+}
+
+absl::Status TokenRotator::SettleLocked() {
+  absl::StatusOr<TokenInfo> info = client_.VerifyToken(options_.account_owned);
+  if (info.ok() || IsIpRestricted(info.status())) {  // the secret held is alive: no roll happened
+    unclear_.reset();
+    return absl::OkStatus();
+  }
+  if (info.status().code() == absl::StatusCode::kUnauthenticated) {
+    lost_ = true;
+    rolls_.Add({{"result", "lost"}}).Increment();
+    absl::Status lost = Lost();
+    std::cerr << "palisaded: ERROR: cloudflare: " << lost.message() << std::endl;
+    return lost;
+  }
+  return absl::Status(
+      unclear_->code(),
+      absl::StrCat(
+          "the roll of token ", options_.token_id, " at ", absl::FormatTime(unclear_since_),
+          " may have gone through (its answer did not arrive: ", unclear_->message(),
+          ") and the secret palisaded holds could not be checked (", info.status().message(),
+          "): the outcome is unknown; if it went through, the secret in ", options_.token_file,
+          " is dead and the new one lost. No roll is sent until a check tells"));
+}
+
 absl::Status TokenRotator::RollLocked() {
+  if (lost_) return Lost();
   // A rolled secret not saved yet is saved first, and no roll goes out while it cannot be: the
   // roll would retire the only live secret for one no easier to save.
   if (unsaved_) {
@@ -210,12 +285,28 @@ absl::Status TokenRotator::RollLocked() {
       return absl::Status(s.code(), absl::StrCat("no new roll: ", s.message()));
     }
   }
+  // A roll whose outcome is unknown is settled first: another would go out with a secret that
+  // may be dead.
+  if (unclear_) {
+    if (absl::Status s = SettleLocked(); !s.ok()) return s;
+  }
+  // Nor does a roll go out when its secret could not be saved (a read-only directory).
+  if (absl::Status s = CheckTokenFileWritable(options_.token_file); !s.ok()) {
+    rolls_.Add({{"result", "failed"}}).Increment();
+    return s;
+  }
   if (options_.before_roll_for_test) options_.before_roll_for_test();
   absl::StatusOr<CloudflareClient::RolledToken> rolled = client_.RollToken(
       options_.token_id, options_.account_owned, [this](const Secret& s) { return Persist(s); });
   const absl::Time now = clock_.TimeNow();
   if (!rolled.ok()) {
     rolls_.Add({{"result", "failed"}}).Increment();
+    if (!MayHaveRolled(rolled.status())) return rolled.status();
+    // The PUT may have been done with its answer lost (cut, timed out, 5xx, unreadable 2xx):
+    // whether the secret held still works tells.
+    unclear_ = rolled.status();
+    unclear_since_ = now;
+    if (absl::Status s = SettleLocked(); !s.ok()) return s;
     return rolled.status();
   }
   // The roll went through whether or not the secret could be written: the old one is dead.
@@ -234,12 +325,18 @@ absl::Status TokenRotator::RollLocked() {
 absl::Status TokenRotator::RotateNow() {
   absl::MutexLock roll(&roll_mu_);
   absl::Status s = RollLocked();
-  if (unsaved_) {
-    // The schedule's ticks save it: soon, not at the next roll.
-    absl::MutexLock lock(&mu_);
+  if (!s.ok()) RescheduleLocked();
+  return s;
+}
+
+void TokenRotator::RescheduleLocked() {
+  absl::MutexLock lock(&mu_);
+  if (lost_) {
+    next_roll_ = absl::InfiniteFuture();
+  } else if (unsaved_ || unclear_) {
+    // The schedule's ticks save it, or settle the roll: soon, not at the next roll.
     next_roll_ = std::min(next_roll_, clock_.TimeNow() + backoff_);
   }
-  return s;
 }
 
 absl::StatusOr<RollReport> TokenRotator::RotateNowForOperator() {
@@ -250,7 +347,6 @@ absl::StatusOr<RollReport> TokenRotator::RotateNowForOperator() {
         "the command again once it has finished"));
   }
   absl::Status s = RollLocked();
-  const bool unsaved = unsaved_.has_value();
   RollReport report;
   report.token_id = options_.token_id;
   report.rolled_at = clock_.TimeNow();
@@ -259,13 +355,13 @@ absl::StatusOr<RollReport> TokenRotator::RotateNowForOperator() {
     next_roll_ = Schedule(report.rolled_at);
     backoff_ = options_.initial_backoff;
     report.next_roll = next_roll_;
-  } else if (unsaved) {
-    // The schedule's ticks save it: soon, not at the next roll.
-    absl::MutexLock lock(&mu_);
-    next_roll_ = std::min(next_roll_, report.rolled_at + backoff_);
+  } else {
+    RescheduleLocked();
   }
+  // Says the token was rolled, or may have been: never "the current secret is kept".
+  const bool said = unsaved_.has_value() || lost_ || unclear_.has_value();
   roll_mu_.Unlock();
-  if (unsaved) return s;  // says the token was rolled: never "the current secret is kept"
+  if (said) return s;
   if (!s.ok()) {
     return absl::Status(s.code(),
                         absl::StrCat("the roll of token ", options_.token_id,
@@ -300,7 +396,9 @@ bool TokenRotator::Tick() {
   if (s.ok()) {
     next_roll_ = Schedule(saving ? rolled_at : now);  // the schedule runs from the roll
     backoff_ = options_.initial_backoff;
-  } else if (unsaved_) {
+  } else if (lost_) {
+    next_roll_ = absl::InfiniteFuture();  // logged once, when found
+  } else if (unsaved_ || unclear_) {
     std::cerr << "palisaded: cloudflare: " << s.message() << "; trying again in "
               << absl::FormatDuration(backoff_) << std::endl;
     next_roll_ = now + backoff_;
@@ -322,6 +420,9 @@ absl::Time TokenRotator::next_roll() const {
 
 void TokenRotator::Start() {
   if (thread_.joinable()) return;
+  if (absl::Status s = CheckTokenFileWritable(options_.token_file); !s.ok()) {
+    std::cerr << "palisaded: WARNING: " << s.message() << std::endl;
+  }
   thread_ = std::thread([this] {
     while (!stopping_.WaitForNotificationWithTimeout(options_.poll)) Tick();
   });

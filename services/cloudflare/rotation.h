@@ -17,6 +17,12 @@
 // memory and writes it again on the schedule's ticks (with backoff) until it is saved; no roll
 // goes out meanwhile, the schedule's or an operator's, since it would retire the only live
 // secret for one no easier to save. Once saved, the schedule runs from that roll.
+// So that a write does not fail that way, no roll goes out while no file can be created next to
+// the token file (CheckTokenFileWritable: /run/credentials, /etc under ProtectSystem=strict).
+// A roll whose answer was lost (cut, timed out, 5xx, an unreadable 2xx) may have gone through:
+// the secret held is verified. Alive: the roll did not happen. Refused: the roll went through
+// and its secret is lost; said so (create a new token), counted (result="lost"), never rolled
+// again. Not checkable: the outcome is unknown, said so, and checked again before any roll.
 //
 // Test hook: PALISADE_TEST_EXIT_AFTER_ROLL=1 in the environment makes the process _exit(86)
 // after step 2 (the e2e crash test).
@@ -50,11 +56,17 @@ namespace palisade {
 // Replaces `path` with `content`: a temporary file in the same directory, given the mode and
 // owner of the file it replaces (`new_mode` when there is none), written, fsynced, renamed over
 // `path`, then the directory fsynced. Readers see the old content or the new, never a mix.
+// fchown runs only when the owner differs from the writer's (never for a file palisaded owns:
+// under a seccomp filter without @chown it would kill the process); EPERM leaves the writer's.
 absl::Status AtomicWriteFile(const std::string& path, absl::string_view content,
                              mode_t new_mode = 0600);
 
 // Where a rolled secret waits until the token file holds it.
 std::string RolledSideFile(const std::string& token_file);
+
+// Whether a rolled secret could be saved next to `token_file`: creates and removes
+// `<token_file>.probe`. kFailedPrecondition naming the token file, the probe and why.
+absl::Status CheckTokenFileWritable(const std::string& token_file);
 
 // At start, before the token is used. No side file: nullopt. A side file: its secret is
 // verified (as itself); accepted, or not checkable (Cloudflare unreachable: by construction the
@@ -98,14 +110,17 @@ class TokenRotator {
   ~TokenRotator();  // stops the thread
 
   // One roll now, waiting for one already running (the schedule). A failed roll keeps the old
-  // secret; the schedule then retries with backoff. A roll whose secret could not be saved
+  // secret (checked when Cloudflare may have done it: see above); the schedule then retries
+  // with backoff. Refused (kFailedPrecondition) while no file can be created next to the token
+  // file; kDataLoss once a roll's secret was lost. A roll whose secret could not be saved
   // returns the write's error, saying the token was rolled; while a rolled secret is unsaved,
   // this saves it instead of rolling, and fails (naming no new roll) if it still cannot.
   absl::Status RotateNow();
   // One roll now for an operator (Admin.RotateToken): never waits behind another roll, it is
   // refused (kAborted, saying so) while one runs. On success the schedule restarts from now.
   // Errors are the roll's (kUnavailable, kPermissionDenied, ...), or the write's when the roll
-  // went through but its secret could not be saved (as RotateNow); the secret is never in them.
+  // went through but its secret could not be saved (as RotateNow), or say that a roll whose
+  // answer was lost went through (kDataLoss) or may have; the secret is never in them.
   absl::StatusOr<RollReport> RotateNowForOperator();
   // Rolls when the schedule says so, or saves a rolled secret not saved yet; returns whether it
   // tried. For tests on a SimulatedClock; the thread calls it every `poll`.
@@ -123,6 +138,12 @@ class TokenRotator {
   // The error for a rolled secret that could not be saved (`persisted`: the write's).
   absl::Status Unsaved(const absl::Status& persisted) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(roll_mu_);
   absl::Time Schedule(absl::Time now) const;
+  // After a roll whose outcome is unclear_: verifies the secret held. Alive: forgets unclear_;
+  // refused: sets lost_ (counted, logged) and returns Lost(); else the outcome is unknown.
+  absl::Status SettleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(roll_mu_);
+  absl::Status Lost() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(roll_mu_);
+  // After a failure: no next roll once lost_, a soon one while unsaved_ or unclear_.
+  void RescheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(roll_mu_);
 
   CloudflareClient& client_;
   Clock& clock_;
@@ -131,6 +152,10 @@ class TokenRotator {
   // A rolled secret the client uses that could not be saved yet, and when it was rolled.
   std::optional<Secret> unsaved_ ABSL_GUARDED_BY(roll_mu_);
   absl::Time unsaved_since_ ABSL_GUARDED_BY(roll_mu_);
+  // A failed roll Cloudflare may have done (its error) and when; lost_: it did.
+  std::optional<absl::Status> unclear_ ABSL_GUARDED_BY(roll_mu_);
+  absl::Time unclear_since_ ABSL_GUARDED_BY(roll_mu_);
+  bool lost_ ABSL_GUARDED_BY(roll_mu_) = false;
   mutable absl::Mutex mu_;
   absl::Time next_roll_ ABSL_GUARDED_BY(mu_);
   absl::Duration backoff_ ABSL_GUARDED_BY(mu_);

@@ -1,7 +1,13 @@
 // Token rotation against the emulator over real HTTP on loopback, on a SimulatedClock.
 #include "services/cloudflare/rotation.h"
 
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <signal.h>
+#include <stddef.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -11,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
@@ -80,6 +87,20 @@ TEST(AtomicWriteFileTest, ReplacesContentKeepingModeAndOwner) {
   EXPECT_EQ(ModeOf(fresh), 0600u);
 }
 
+// The owner is still given when it differs from the writer's (root only: it may chown).
+TEST(AtomicWriteFileTest, AFileOfAnotherOwnerKeepsItsOwner) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to give the file another owner";
+  const std::string path = TmpPath("owned");
+  std::ofstream(path) << "old\n";
+  ASSERT_EQ(chown(path.c_str(), 65534, 65534), 0);
+  ASSERT_THAT(AtomicWriteFile(path, "new\n"), IsOk());
+  struct stat after;
+  ASSERT_EQ(stat(path.c_str(), &after), 0);
+  EXPECT_EQ(after.st_uid, 65534u);
+  EXPECT_EQ(after.st_gid, 65534u);
+  EXPECT_EQ(Read(path), "new\n");
+}
+
 TEST(AtomicWriteFileTest, ErrorNamesThePathNotTheContent) {
   absl::Status s = AtomicWriteFile("/nonexistent-dir/token", "hunter2-secret\n");
   EXPECT_THAT(s, Not(IsOk()));
@@ -99,14 +120,16 @@ class RotationTest : public ::testing::Test {
     ASSERT_EQ(chmod(token_file_.c_str(), 0600), 0);
   }
 
-  std::unique_ptr<CloudflareClient> Client(const std::string& token) {
+  std::unique_ptr<CloudflareClient> Client(const std::string& token,
+                                           HttpTransport* transport = nullptr) {
     ClientOptions options;
     options.base_url = server_.base_url();
     options.account_id = fake_.options().account_id;
     options.zone_id = fake_.options().zone_id;
     Credentials creds;
     creds.token = Secret(token);
-    return std::make_unique<CloudflareClient>(transport_, clock_, options, creds, registry_);
+    return std::make_unique<CloudflareClient>(transport ? *transport : transport_, clock_, options,
+                                              creds, registry_);
   }
 
   RotationOptions Options() {
@@ -243,6 +266,167 @@ TEST_F(RotationTest, AnOperatorRollThatCannotBeSavedSaysTheSecretChanged) {
   EXPECT_THAT(client->VerifyToken(), IsOk());
   // Saving is tried again soon, not at the next scheduled roll.
   EXPECT_EQ(rotator.next_roll(), clock_.TimeNow() + absl::Minutes(1));
+}
+
+// As the shipped systemd unit does (SystemCallFilter=~@privileged, no SystemCallErrorNumber):
+// a chown kills the process with SIGSYS. Applies to the calling thread.
+void KillOnChown() {
+  std::vector<sock_filter> prog = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+  };
+  for (long nr : {
+#ifdef __NR_chown
+           static_cast<long>(__NR_chown),
+#endif
+#ifdef __NR_lchown
+           static_cast<long>(__NR_lchown),
+#endif
+           static_cast<long>(__NR_fchown), static_cast<long>(__NR_fchownat)}) {
+    prog.push_back(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, static_cast<__u32>(nr), 0, 1));
+    prog.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
+  }
+  prog.push_back(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+  sock_fprog fprog{static_cast<unsigned short>(prog.size()), prog.data()};
+  if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
+      prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog) != 0) {
+    _exit(3);
+  }
+}
+
+// Under that unit with token_file in the state directory (owned by palisaded's own user), a roll
+// wrote the token file with an fchown to the owner it already had: SIGSYS, then a restart loop.
+TEST_F(RotationTest, ARollReplacesATokenFileItOwnsWithoutChown) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        auto client = Client(token_);
+        TokenRotator rotator(*client, clock_, Options(), registry_);
+        KillOnChown();
+        absl::Status s = rotator.RotateNow();
+        _exit(s.ok() && FileToken() != token_ && !Exists(RolledSideFile(token_file_)) ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+// A token file where palisaded cannot create files (/run/credentials/..., /etc under
+// ProtectSystem=strict): the roll went through at Cloudflare, the new secret could be saved
+// nowhere, and the next start read the dead token. Now the directory is checked first and no
+// roll is sent. (The probe's name is taken by a directory: creation fails even as root.)
+TEST_F(RotationTest, NoRollIsSentWhenNothingCanBeWrittenNextToTheTokenFile) {
+  auto client = Client(token_);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  ASSERT_EQ(mkdir((token_file_ + ".probe").c_str(), 0700), 0);
+  const absl::Status check = CheckTokenFileWritable(token_file_);
+  EXPECT_THAT(check, StatusIs(absl::StatusCode::kFailedPrecondition,
+                              AllOf(HasSubstr(token_file_), HasSubstr("cloudflare.token_file"))));
+
+  absl::StatusOr<RollReport> report = rotator.RotateNowForOperator();
+  EXPECT_THAT(report, StatusIs(absl::StatusCode::kFailedPrecondition,
+                               AllOf(HasSubstr(token_file_), HasSubstr("no roll is sent"))));
+  EXPECT_THAT(rotator.RotateNow(), StatusIs(absl::StatusCode::kFailedPrecondition));
+  clock_.Advance(absl::Hours(24));
+  ASSERT_TRUE(rotator.Tick());
+  EXPECT_EQ(Rolls(fake_), 0);
+  EXPECT_EQ(FileToken(), token_);
+  EXPECT_THAT(Client(token_)->VerifyToken(), IsOk());
+  EXPECT_EQ(rotator.next_roll(), clock_.TimeNow() + absl::Minutes(1));  // retried with backoff
+
+  // Once a file can be created there, the roll goes out.
+  ASSERT_EQ(rmdir((token_file_ + ".probe").c_str()), 0);
+  clock_.Advance(absl::Minutes(1));
+  ASSERT_TRUE(rotator.Tick());
+  EXPECT_EQ(Rolls(fake_), 1);
+  EXPECT_NE(FileToken(), token_);
+  EXPECT_FALSE(Exists(token_file_ + ".probe"));
+  EXPECT_THAT(CheckTokenFileWritable(token_file_), IsOk());
+}
+
+// Forwards every call; the answer to the roll (PUT .../value) is lost after Cloudflare did it,
+// and, with `down`, every call after it fails too (Cloudflare unreachable).
+class LosesTheRollsAnswer : public HttpTransport {
+ public:
+  explicit LosesTheRollsAnswer(HttpTransport& real) : real_(real) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& request) override {
+    if (down) return absl::UnavailableError("connection refused");
+    absl::StatusOr<HttpResponse> reply = real_.Send(request);
+    if (request.method == "PUT" && absl::EndsWith(request.url, "/value")) {
+      if (down_after_roll) down = true;
+      return absl::UnavailableError("connection reset by peer");
+    }
+    return reply;
+  }
+  std::atomic<bool> down{false};
+  std::atomic<bool> down_after_roll{false};
+
+ private:
+  HttpTransport& real_;
+};
+
+// The roll went through at Cloudflare but its answer was lost: the old secret is dead and the
+// new one unknown. The operator was told "the current secret is kept" and the roll was retried
+// every minute with the dead secret.
+TEST_F(RotationTest, ARollWhoseAnswerWasLostSaysSoAndIsNotRetried) {
+  LosesTheRollsAnswer lossy(transport_);
+  auto client = Client(token_, &lossy);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  absl::StatusOr<RollReport> report = rotator.RotateNowForOperator();
+  EXPECT_THAT(report, Not(IsOk()));
+  EXPECT_THAT(report.status().message(), Not(HasSubstr("kept")));
+  EXPECT_THAT(report.status().message(),
+              AllOf(HasSubstr("went through but its new secret was lost"),
+                    HasSubstr("create a new token"), HasSubstr(token_file_)));
+  EXPECT_THAT(report.status().message(), Not(HasSubstr(token_)));
+  EXPECT_EQ(Rolls(fake_), 1);
+  EXPECT_EQ(FileToken(), token_);
+
+  // No roll goes out again, the schedule's or an operator's.
+  clock_.Advance(absl::Hours(48));
+  rotator.Tick();
+  clock_.Advance(absl::Hours(48));
+  rotator.Tick();
+  EXPECT_THAT(rotator.RotateNow(), StatusIs(absl::StatusCode::kDataLoss, HasSubstr("was lost")));
+  EXPECT_THAT(rotator.RotateNowForOperator().status().message(), Not(HasSubstr("kept")));
+  EXPECT_EQ(Rolls(fake_), 1);
+  EXPECT_EQ(rotator.next_roll(), absl::InfiniteFuture());
+}
+
+// The same, with Cloudflare unreachable right after: the outcome is unknown, and said so; the
+// next try checks the secret before any roll and finds it dead.
+TEST_F(RotationTest, ARollWithAnUnknownOutcomeSaysSoAndIsCheckedBeforeAnyRoll) {
+  LosesTheRollsAnswer lossy(transport_);
+  lossy.down_after_roll = true;
+  auto client = Client(token_, &lossy);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  absl::StatusOr<RollReport> report = rotator.RotateNowForOperator();
+  EXPECT_THAT(report, StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(report.status().message(), Not(HasSubstr("kept")));
+  EXPECT_THAT(report.status().message(), AllOf(HasSubstr("may have gone through"),
+                                               HasSubstr("unknown"), HasSubstr(token_file_)));
+  EXPECT_EQ(Rolls(fake_), 1);
+
+  lossy.down = false;
+  clock_.Advance(absl::Hours(24));
+  ASSERT_TRUE(rotator.Tick());
+  EXPECT_EQ(Rolls(fake_), 1);  // checked, not rolled again
+  EXPECT_THAT(rotator.RotateNow(), StatusIs(absl::StatusCode::kDataLoss,
+                                            HasSubstr("went through but its new secret was lost")));
+  EXPECT_EQ(Rolls(fake_), 1);
+}
+
+// A roll refused in a way that leaves the secret alive (503 before doing it) is checked, and
+// only then reported as keeping the current secret.
+TEST_F(RotationTest, AnUnclearFailureWhoseSecretStillWorksKeepsIt) {
+  auto client = Client(token_);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  fake::Faults faults;
+  faults.fail_call = 1;
+  faults.error_status = 503;
+  fake_.SetFaults(faults);
+  EXPECT_THAT(rotator.RotateNowForOperator(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("current secret is kept")));
+  clock_.Advance(absl::Minutes(1));
+  EXPECT_THAT(rotator.RotateNow(), IsOk());  // not stopped: the roll is retried and goes through
+  EXPECT_EQ(Rolls(fake_), 1);
 }
 
 TEST_F(RotationTest, RollsBeforeExpiry) {

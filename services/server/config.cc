@@ -748,6 +748,17 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
   if (guard->max_active_per_actuator() == 0) guard->set_max_active_per_actuator(10000);
   s = ValidateCloudflare(file, config.mutable_cloudflare());
   if (!s.ok()) return s;
+  // A rolled secret is written to the edge writer's own token file only: after a failover the
+  // next writer's edge would read the dead token and not start.
+  if (config.cloudflare().enabled() && config.cloudflare().has_rotation() && config.has_cluster()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(file,
+                     ": cloudflare.rotation: cannot be used with cluster: a rolled secret "
+                     "reaches only the edge writer's own token file, so after a failover "
+                     "the next writer would read the dead token and its edge would not "
+                     "start; remove cloudflare.rotation (rotate by hand, then copy the "
+                     "token file to every node) or the cluster block"));
+  }
   if (config.has_cluster()) {
     s = ValidateCluster(file, config.mutable_cluster());
     if (!s.ok()) return s;

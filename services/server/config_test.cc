@@ -709,6 +709,29 @@ TEST(ConfigTest, CloudflareRotationAndCheckIntervalAreValidatedAtLoad) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cloudflare.check_interval")));
 }
 
+// A rolled secret reaches only the writer's token file: after a failover the new writer's edge
+// read a dead token and could not start. Rotation with a cluster is refused at load.
+TEST(ConfigTest, CloudflareRotationIsRefusedInACluster) {
+  const std::string cloudflare = R"pb(
+    cloudflare {
+      enabled: true
+      account_id: "0123456789abcdef0123456789abcdef"
+      zone_id: "fedcba9876543210fedcba9876543210"
+      token_file: "t"
+      rotation { interval { seconds: 3600 } })pb";
+  const std::string cluster = R"pb(cluster { nats { servers: "nats://127.0.0.1:4222" } })pb";
+  EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", cloudflare, " }"), "c.textproto", "."),
+              IsOk());
+  EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", cloudflare, " } ", cluster),
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto"), HasSubstr("cloudflare.rotation"),
+                             HasSubstr("cluster"), HasSubstr("token file"))));
+  EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", cluster, " ", cloudflare, " }"),
+                          "c.textproto", "."),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("cloudflare.rotation")));
+}
+
 }  // namespace
 }  // namespace palisade
 

@@ -98,6 +98,10 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   if (rotate && FromProtoDuration(config.rotation().interval()) < absl::Seconds(1)) {
     return absl::InvalidArgumentError("cloudflare.rotation.interval must be at least 1s");
   }
+  // A roll retires the only live secret: where its successor cannot be saved, none goes out.
+  if (rotate) {
+    if (absl::Status s = CheckTokenFileWritable(source.token_file); !s.ok()) return s;
+  }
   // The periodic credentials check: unset, every hour; 0s turns it off.
   const absl::Duration check_interval =
       config.has_check_interval() ? FromProtoDuration(config.check_interval()) : absl::Hours(1);

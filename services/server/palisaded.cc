@@ -931,7 +931,7 @@ int Run() {
   }
   if (config->cloudflare().enabled()) {
     // The credentials check as of its last run (at start, then every check_interval), and
-    // palisadectl cloudflare rotate (the writer's edge, in a cluster).
+    // palisadectl cloudflare rotate (never in a cluster: the config refuses rotation there).
     admin.SetCredentialStatus([&edge_slot](palisade::v1::StatusResponse* status) {
       if (std::shared_ptr<Edge> e = edge_slot.get()) e->FillCredentialStatus(status);
     });

@@ -167,6 +167,30 @@ TEST(RotationE2eTest, AWorldReadableTokenFileIsRefused) {
   EXPECT_TRUE(daemon.ok()) << daemon.status();
 }
 
+// Rotation with a token file nothing can be written beside (the systemd unit's read-only
+// /run/credentials, /etc under ProtectSystem=strict) is refused at start: a roll would retire
+// the only live secret and leave its successor in memory, and the next start would read the
+// dead one. (A directory in the probe's place makes creating it fail even as root.)
+TEST(RotationE2eTest, RotationIsRefusedWhenNoRolledSecretCouldBeSaved) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  const std::string probe = cf.token_file() + ".probe";
+  ASSERT_EQ(mkdir(probe.c_str(), 0700), 0);
+  ASSERT_EQ(mkdir((probe + "/held").c_str(), 0700), 0);
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks, "", kRotation)});
+  ASSERT_FALSE(daemon.ok());
+  EXPECT_THAT(daemon.status().message(), ::testing::HasSubstr("exited early with status 2"));
+  EXPECT_TRUE(Verifies(cf, FirstLine(cf.token_file())));  // nothing was rolled
+  // Something can be saved there again: it starts.
+  ASSERT_EQ(rmdir((probe + "/held").c_str()), 0);
+  ASSERT_EQ(rmdir(probe.c_str()), 0);
+  daemon =
+      Daemon::Start({"--config=" + WriteEdgeConfig(cf, cf.token_file(), kPacks, "", kRotation)});
+  EXPECT_TRUE(daemon.ok()) << daemon.status();
+}
+
 // Audit of itself: palisaded's own token used from outside the token's expected addresses (as
 // the account's audit log tells it) raises an alert event on Watch and is never revoked: no
 // revocation reaches the actuator (before: the op went to it like any other token's and failed
