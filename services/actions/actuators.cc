@@ -94,7 +94,16 @@ absl::Status AccessRuleActuator::Apply(ActionOp& op) {
   absl::StatusOr<std::optional<AccessRule>> existing = FindRule(target, value);
   if (!existing.ok()) return existing.status();
   if (!existing->has_value()) return rule.status();
-  op.edge = {(*existing)->id, "", !absl::StartsWith((*existing)->notes, "palisade:")};
+  const bool ours = absl::StartsWith((*existing)->notes, "palisade:");
+  if ((*existing)->mode != *mode) {
+    // A human's whitelist or challenge on the address: adopted, the edge would let in what the
+    // decision blocks. Which one wins is an operator's choice.
+    return absl::FailedPreconditionError(absl::StrCat(
+        "access rule ", (*existing)->id, " (", ours ? "Palisade's" : "not Palisade's",
+        ") already holds ", value, " with mode ", (*existing)->mode, ", not ", *mode,
+        "; not adopted: change or delete that rule, or end the decision"));
+  }
+  op.edge = {(*existing)->id, "", !ours};
   return absl::OkStatus();
 }
 
@@ -252,6 +261,8 @@ void IpListActuator::Forget(const EdgeRef& made) {
   // there, though the item is gone.
   auto it = refs_.find(made.id);
   if (made.foreign || it == refs_.end()) return;
+  count_read_ = false;  // the item is gone from the list, taken off by someone else
+  item_ids_.erase(made.id);
   if (--it->second <= 0) refs_.erase(it);
 }
 
@@ -263,6 +274,7 @@ absl::Status IpListActuator::EnsureListAndRule() {
       if (l.name == options_.list_name) {
         list_id_ = l.id;
         items_in_list_ = l.num_items;
+        count_read_ = true;
       }
     }
     if (list_id_.empty()) {
@@ -271,6 +283,7 @@ absl::Status IpListActuator::EnsureListAndRule() {
       if (!created.ok()) return created.status();
       list_id_ = created->id;
       items_in_list_ = 0;
+      count_read_ = true;
     }
   }
   if (!rule_ready_) {
@@ -319,6 +332,32 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
   // decision on the same item in this flush): each succeeds or fails with the operation.
   std::vector<std::pair<ActionOp*, std::string>> adds;
   std::set<std::string> batched;
+  // items_in_list_ drifts up: a repair re-adds (upserts) an item that may be there, and the
+  // reconciler deletes orphans itself. Unless it was read since, the list's own count is read
+  // (once a flush) before a decision is refused at the cap.
+  absl::Status recount;  // a failed read, answered to every op at the cap in this flush
+  bool vanished = false;
+  auto at_cap = [&]() -> absl::StatusOr<bool> {
+    auto full = [&] {
+      return items_in_list_ + static_cast<int>(batch.size()) >= options_.max_items;
+    };
+    if (!full() || count_read_) return full();
+    if (recount.ok()) {
+      absl::StatusOr<IpList> list = client_.GetList(list_id_);
+      if (list.ok()) {
+        items_in_list_ = list->num_items;
+        count_read_ = true;
+        return full();
+      }
+      recount = list.status();
+      if (recount.code() == absl::StatusCode::kNotFound) {
+        vanished = true;
+        recount = absl::UnavailableError(absl::StrCat(
+            "IP list ", options_.list_name, " disappeared; it will be re-created"));
+      }
+    }
+    return recount;
+  };
   for (ActionOp* op : ops) {
     if (op->kind != ActionOp::Kind::kApply) continue;
     bool narrowed = false;
@@ -343,7 +382,12 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
       op->result = absl::OkStatus();
       continue;
     }
-    if (items_in_list_ + static_cast<int>(batch.size()) >= options_.max_items) {
+    absl::StatusOr<bool> full = at_cap();
+    if (!full.ok()) {
+      op->result = full.status();
+      continue;
+    }
+    if (*full) {
       overflow_.Increment();
       op->result = absl::FailedPreconditionError(absl::StrCat(
           "IP list ", options_.list_name, " is at its cap of ", options_.max_items, " items"));
@@ -353,11 +397,19 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
     batch.push_back({"", *item, "palisade:" + op->decision.id()});
     adds.emplace_back(op, *item);
   }
+  if (vanished) {
+    list_id_.clear();
+    item_ids_.clear();
+    rule_ready_ = false;
+    batch.clear();
+    for (auto& [op, item] : adds) op->result = recount;
+  }
   if (!batch.empty()) {
     absl::StatusOr<std::string> operation = client_.AddListItems(list_id_, batch);
     absl::Status s = operation.ok() ? client_.WaitForOperation(*operation) : operation.status();
     if (s.code() == absl::StatusCode::kNotFound) {  // the list was deleted behind our back
       list_id_.clear();
+      item_ids_.clear();
       rule_ready_ = false;
       s = absl::UnavailableError(
           absl::StrCat("IP list ", options_.list_name, " disappeared; it will be re-created"));
@@ -365,13 +417,17 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
     for (auto& [op, item] : adds) {
       op->result = s;
       if (s.ok()) {
+        item_ids_.erase(item);  // its id is learnt from the next listing
         // A repair re-adds an item whose decision is already counted.
         int& refs = refs_[item];
         refs = op->repair ? std::max(refs, 1) : refs + 1;
         op->edge = {item, list_id_, false};
       }
     }
-    if (s.ok()) items_in_list_ += static_cast<int>(batch.size());
+    if (s.ok()) {
+      items_in_list_ += static_cast<int>(batch.size());
+      for (auto& [op, item] : adds) count_read_ &= !op->repair;  // an upsert may add nothing
+    }
   }
   // Removes: an item goes when its last decision goes.
   std::vector<std::pair<ActionOp*, std::string>> removes;
@@ -398,25 +454,44 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
   }
   if (!doomed.empty()) {
     absl::Status s;
-    absl::StatusOr<std::vector<ListItem>> items = client_.ListAllItems(list_id_);
+    // The items' ids come from the last listing: the list (20 pages at 10,000 items) is listed
+    // again only when an item is not in it (added since, or first use).
+    bool listed = false;
+    for (const std::string& item : doomed) {
+      if (listed || item_ids_.count(item)) continue;
+      absl::StatusOr<std::vector<ListItem>> items = client_.ListAllItems(list_id_);
+      if (!items.ok()) {
+        s = items.status();
+        break;
+      }
+      listed = true;
+      item_ids_.clear();
+      for (const ListItem& i : *items) item_ids_[i.ip] = i.id;
+      items_in_list_ = static_cast<int>(items->size());
+      count_read_ = true;
+    }
     std::vector<std::string> ids;
-    if (items.ok()) {
-      for (const ListItem& i : *items) {
-        if (doomed.count(i.ip)) ids.push_back(i.id);
+    if (s.ok()) {
+      for (const std::string& item : doomed) {
+        if (auto it = item_ids_.find(item); it != item_ids_.end()) ids.push_back(it->second);
       }
       if (!ids.empty()) {
         absl::StatusOr<std::string> operation = client_.DeleteListItems(list_id_, ids);
         s = operation.ok() ? client_.WaitForOperation(*operation) : operation.status();
       }
-    } else {
-      s = items.status();
     }
     if (s.code() == absl::StatusCode::kNotFound) s = absl::OkStatus();  // list gone: so are items
     for (auto& [op, item] : removes) {
       op->result = s;
       if (s.ok()) refs_.erase(item);
     }
-    if (s.ok()) items_in_list_ = std::max(0, items_in_list_ - static_cast<int>(ids.size()));
+    // Gone, or (on a failure) to be found again by the retry's listing.
+    for (const std::string& item : doomed) item_ids_.erase(item);
+    if (s.ok()) {
+      items_in_list_ = std::max(0, items_in_list_ - static_cast<int>(ids.size()));
+      // An id kept from an earlier listing may name an item already deleted by someone else.
+      if (!listed && !ids.empty()) count_read_ = false;
+    }
   }
   items_gauge_.Set(items_in_list_);
 }
@@ -499,11 +574,28 @@ void RateLimitActuator::Run(std::vector<ActionOp*>& ops) {
 
 // --- token revocation ------------------------------------------------------------------------
 
+absl::Status TokenActuator::LearnOwnTokenId() {
+  if (!own_token_id_.empty()) return absl::OkStatus();
+  // Left empty when the verify at start failed (network not up, a 5xx): without it, an audit
+  // record naming palisaded's own token, or its secret in a log, would revoke it.
+  absl::StatusOr<TokenInfo> own = client_.VerifyToken();
+  if (own.ok() && !own->id.empty()) {
+    own_token_id_ = own->id;
+    return absl::OkStatus();
+  }
+  const absl::Status s = own.ok() ? absl::UnknownError("verify named no token id") : own.status();
+  if (IsCredentialError(s)) return s;
+  return absl::UnavailableError(absl::StrCat(
+      "palisaded's own API token id is not known yet (verify: ", s.message(),
+      "); no token is revoked until it is, so as never to revoke its own"));
+}
+
 absl::Status TokenActuator::Apply(ActionOp& op) {
   if (op.decision.target().kind() == TargetKind::TARGET_KIND_TOKEN_ID) {
     // Known by id (an audit-log record): user tokens first, then the account's.
     const std::string& id = op.decision.target().value();
-    if (!own_token_id_.empty() && id == own_token_id_) {
+    if (absl::Status known = LearnOwnTokenId(); !known.ok()) return known;
+    if (id == own_token_id_) {
       return absl::FailedPreconditionError(
           "refusing to revoke palisaded's own API token; add the addresses it calls from to "
           "the token's CIDR set");
@@ -566,7 +658,8 @@ absl::Status TokenActuator::Apply(ActionOp& op) {
   }
   if (!info.ok()) return info.status();
   const bool account = info->account_owned;
-  if (!own_token_id_.empty() && info->id == own_token_id_) {
+  if (absl::Status known = LearnOwnTokenId(); !known.ok()) return known;  // secret kept
+  if (info->id == own_token_id_) {
     op.secret.clear();
     return absl::FailedPreconditionError(
         "the leaked token is palisaded's own: not revoked automatically; roll it now");

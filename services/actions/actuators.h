@@ -1,7 +1,8 @@
 // The four Cloudflare actuators (see docs/ARCHITECTURE.md and ../shared/cloudflare-api.md):
 //
 //  AccessRuleActuator  one IP access rule per decision; notes "palisade:<decision id> ..." so
-//                      Palisade can find exactly its own rules; a duplicate (10009) is adopted.
+//                      Palisade can find exactly its own rules; a duplicate (10009) is adopted
+//                      when its mode is the decision's (else the apply fails, naming it).
 //  IpListActuator      decisions batched into one list operation per flush on Palisade's IP
 //                      list, which one custom rule (`ip.src in $list`) blocks; list and rule are
 //                      created when missing (the rule also enabled and put right when edited),
@@ -10,6 +11,8 @@
 //  RateLimitActuator   a temporary rate-limiting rule for a path under attack.
 //  TokenActuator       a leaked token is verified (to learn its id), then disabled or deleted.
 //                      Its removal leaves the token revoked: a leaked secret is never re-enabled.
+//                      palisaded's own token is never revoked: its id, when not given, is
+//                      learnt (verify) before the first revocation; until then none goes out.
 //                      A 404 is "NOT revoked" unless the token was seen first (a GET by id, or
 //                      verify by secret, which is asked again after the 404): then a DELETE
 //                      whose answer was lost went through.
@@ -36,7 +39,7 @@ class AccessRuleActuator final : public Actuator {
   AccessRuleActuator(CloudflareClient& client, RuleScope scope) : client_(client), scope_(scope) {}
   std::string name() const override { return "access_rule"; }
   void Run(std::vector<ActionOp*>& ops) override;
-  // A duplicate (10009) is adopted, even one another Palisade decision made.
+  // A duplicate (10009) of the same mode is adopted, even one another Palisade decision made.
   bool AdoptsExisting() const override { return true; }
 
   // The notes Palisade writes on its rules (and searches for).
@@ -101,6 +104,11 @@ class IpListActuator final : public Actuator {
   // of them ends.
   std::map<std::string, int> refs_;
   int items_in_list_ = 0;
+  // items_in_list_ was read from the API, and only Palisade's own exact changes followed.
+  bool count_read_ = false;
+  // Item ids by item, from the last listing (an item added since is not in it): a removal lists
+  // the list only when one of its items is missing here.
+  std::map<std::string, std::string> item_ids_;
   prometheus::Gauge& items_gauge_;
   prometheus::Gauge& cap_gauge_;
   prometheus::Counter& overflow_;
@@ -139,6 +147,7 @@ class RateLimitActuator final : public Actuator {
 class TokenActuator final : public Actuator {
  public:
   // `own_token_id`: palisaded's own token, which it refuses to revoke whatever a log says.
+  // Empty (the verify at start failed): learnt with the client's verify before any revocation.
   TokenActuator(CloudflareClient& client, bool delete_token, std::string own_token_id = "")
       : client_(client), delete_(delete_token), own_token_id_(std::move(own_token_id)) {}
   std::string name() const override { return "token_revocation"; }
@@ -146,9 +155,13 @@ class TokenActuator final : public Actuator {
 
  private:
   absl::Status Apply(ActionOp& op);
+  // Fails closed: OK only once palisaded's own token id is known (verified once, then kept).
+  // kUnavailable while it cannot be learnt (the op is retried, nothing is revoked); a refused
+  // credential keeps its code (the op waits for the credentials).
+  absl::Status LearnOwnTokenId();
   CloudflareClient& client_;
   const bool delete_;
-  const std::string own_token_id_;
+  std::string own_token_id_;
 };
 
 }  // namespace palisade

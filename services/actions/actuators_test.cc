@@ -153,6 +153,35 @@ TEST_F(ActuatorsTest, ADuplicateIsAdoptedAndAForeignRuleIsNeverDeleted) {
   EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(1));
 }
 
+// 10009 on an address whose rule has another mode (a human's whitelist or challenge): adopting
+// it reported the block "applied" while the edge let the address in. Not adopted: a failure
+// naming the rule, for an operator to choose.
+TEST_F(ActuatorsTest, AnExistingRuleWithAnotherModeIsNotAdopted) {
+  absl::StatusOr<AccessRule> allowed = client_->CreateAccessRule(
+      RuleScope::kZone, "whitelist", "ip", "203.0.113.9", "added by a human");
+  ASSERT_THAT(allowed, IsOk());
+  absl::StatusOr<AccessRule> challenged = client_->CreateAccessRule(
+      RuleScope::kZone, "challenge", "ip6", "2001:db8::9", "added by a human");
+  ASSERT_THAT(challenged, IsOk());
+  AccessRuleActuator actuator(*client_, RuleScope::kZone);
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_IP, "203.0.113.9"),
+      Op(ActionOp::Kind::kApply, "d2", palisade::v1::TARGET_KIND_IP, "2001:db8::9")};
+  Run(actuator, ops);
+  EXPECT_THAT(ops[0].result,
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("whitelist")));
+  EXPECT_THAT(ops[0].result.message(), HasSubstr(allowed->id));
+  EXPECT_THAT(ops[1].result,
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("challenge")));
+  EXPECT_THAT(ops[1].result.message(), HasSubstr(challenged->id));
+  EXPECT_TRUE(ops[0].edge.id.empty());
+  EXPECT_TRUE(ops[1].edge.id.empty());
+  fake::json rules = fake_.AccessRuleSnapshot();
+  ASSERT_THAT(rules, SizeIs(2));
+  EXPECT_EQ(rules[0]["mode"], "whitelist");
+  EXPECT_EQ(rules[1]["mode"], "challenge");
+}
+
 TEST_F(ActuatorsTest, IpListBatchesCreatesListAndRuleAndCollapsesIpv6) {
   IpListOptions options;
   options.max_items = 5;
@@ -303,6 +332,116 @@ TEST_F(ActuatorsTest, IpListNeverWidensOverANeverBanAddress) {
   EXPECT_EQ(counted("refused"), 3);
 }
 
+// The count of items only grew: a repair re-adds an item (an upsert) and counted it again, and
+// an item the reconciler deleted as an orphan was never taken off. Past max_items by count, new
+// decisions were refused "at its cap" while the list had room. The list's own count decides.
+TEST_F(ActuatorsTest, IpListCapIsJudgedOnTheItemsTheListHolds) {
+  IpListOptions options;
+  options.max_items = 3;
+  IpListActuator actuator(*client_, options, registry_);
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_IP, "203.0.113.1"),
+      Op(ActionOp::Kind::kApply, "d2", palisade::v1::TARGET_KIND_IP, "203.0.113.2")};
+  Run(actuator, ops);
+  ASSERT_THAT(ops[0].result, IsOk());
+  ASSERT_THAT(ops[1].result, IsOk());
+  for (int round = 0; round < 3; ++round) {  // the reconciler's repairs, items already there
+    std::vector<ActionOp> repair = {ops[round % 2]};
+    repair[0].repair = true;
+    Run(actuator, repair);
+    ASSERT_THAT(repair[0].result, IsOk());
+  }
+  ASSERT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(2));
+  std::vector<ActionOp> more = {
+      Op(ActionOp::Kind::kApply, "d3", palisade::v1::TARGET_KIND_IP, "203.0.113.3")};
+  Run(actuator, more);
+  EXPECT_THAT(more[0].result, IsOk());
+  ASSERT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(3));
+
+  // Full for real: refused.
+  std::vector<ActionOp> full = {
+      Op(ActionOp::Kind::kApply, "d4", palisade::v1::TARGET_KIND_IP, "203.0.113.4")};
+  Run(actuator, full);
+  EXPECT_THAT(full[0].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cap")));
+
+  // An item deleted behind the actuator (the reconciler's orphan sweep) makes room again.
+  absl::StatusOr<std::vector<IpList>> lists = client_->ListLists();
+  ASSERT_THAT(lists, IsOk());
+  std::string list_id;
+  for (const IpList& l : *lists) {
+    if (l.name == "palisade_block") list_id = l.id;
+  }
+  absl::StatusOr<std::vector<ListItem>> items = client_->ListAllItems(list_id);
+  ASSERT_THAT(items, IsOk());
+  std::vector<std::string> doomed;
+  for (const ListItem& i : *items) {
+    if (i.ip == "203.0.113.3") doomed.push_back(i.id);
+  }
+  ASSERT_THAT(doomed, SizeIs(1));
+  ASSERT_THAT(client_->WaitForOperation(*client_->DeleteListItems(list_id, doomed)), IsOk());
+  actuator.Forget(more[0].edge);
+  full[0].result = absl::UnknownError("");
+  Run(actuator, full);
+  EXPECT_THAT(full[0].result, IsOk());
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(3));
+}
+
+// Every removal flush listed the whole list to find its items' ids: with 5,000 items, 10 page
+// GETs a flush against the shared request budget. The ids are kept from the last listing.
+TEST_F(ActuatorsTest, IpListRemovalsDoNotListTheWholeListEachTime) {
+  ClientOptions options = client_->options();
+  options.poll_interval = ClientOptions().poll_interval;  // the daemon's: one poll a removal
+  Credentials creds;
+  creds.token = Secret(token_);
+  CloudflareClient client(transport_, clock_, options, creds, registry_);
+  IpListActuator actuator(client, IpListOptions(), registry_);
+  std::vector<ActionOp> ops;
+  for (int i = 0; i < 5000; ++i) {
+    ops.push_back(Op(ActionOp::Kind::kApply, absl::StrCat("d", i), palisade::v1::TARGET_KIND_IP,
+                     absl::StrCat("45.", 1 + i / 250, ".", i % 250, ".", 7)));
+  }
+  Run(actuator, ops);
+  for (const ActionOp& op : ops) ASSERT_THAT(op.result, IsOk());
+  ASSERT_EQ(fake_.ListSnapshot("palisade_block").size(), 5000u);
+  // The first removal after the adds lists the items once (their ids are not known yet); each
+  // later one is its DELETE and the polls of its operation only.
+  const int64_t before = fake_.calls();
+  for (int i = 0; i < 10; ++i) {
+    std::vector<ActionOp> removes = {Op(ActionOp::Kind::kRemove, ops[i].decision.id(),
+                                        palisade::v1::TARGET_KIND_IP,
+                                        ops[i].decision.target().value())};
+    removes[0].edge = ops[i].edge;
+    const int64_t at = fake_.calls();
+    Run(actuator, removes);
+    ASSERT_THAT(removes[0].result, IsOk());
+    if (i > 0) EXPECT_LE(fake_.calls() - at, 5) << i;
+  }
+  EXPECT_LE(fake_.calls() - before, 10 * 5 + 10);
+  EXPECT_EQ(fake_.ListSnapshot("palisade_block").size(), 4990u);
+
+  // An item deleted by hand and put back by a repair has a new id: the kept one is not used.
+  std::string list_id = ops[20].edge.container;
+  absl::StatusOr<std::vector<ListItem>> items = client.ListAllItems(list_id);
+  ASSERT_THAT(items, IsOk());
+  std::vector<std::string> by_hand;
+  for (const ListItem& i : *items) {
+    if (i.ip == ops[20].edge.id) by_hand.push_back(i.id);
+  }
+  ASSERT_THAT(by_hand, SizeIs(1));
+  ASSERT_THAT(client.WaitForOperation(*client.DeleteListItems(list_id, by_hand)), IsOk());
+  std::vector<ActionOp> repair = {ops[20]};
+  repair[0].repair = true;
+  Run(actuator, repair);
+  ASSERT_THAT(repair[0].result, IsOk());
+  std::vector<ActionOp> removes = {Op(ActionOp::Kind::kRemove, ops[20].decision.id(),
+                                      palisade::v1::TARGET_KIND_IP,
+                                      ops[20].decision.target().value())};
+  removes[0].edge = ops[20].edge;
+  Run(actuator, removes);
+  ASSERT_THAT(removes[0].result, IsOk());
+  EXPECT_EQ(fake_.ListSnapshot("palisade_block").size(), 4989u);
+}
+
 TEST_F(ActuatorsTest, RateLimitRuleForAPath) {
   RateLimitActuator actuator(*client_, RateLimitOptions());
   std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_PATH,
@@ -434,6 +573,51 @@ TEST_F(ActuatorsTest, TokenByIdAndNeverOurOwn) {
   // own cannot see. Which one cannot be told from here, so it is never counted as revoked.
   EXPECT_THAT(ops[2].result, StatusIs(absl::StatusCode::kNotFound, HasSubstr("NOT revoked")));
   EXPECT_TRUE(ops[2].edge.id.empty());
+}
+
+// palisaded's own token id is learnt at start, but left empty when that verify failed (network
+// not up, a 5xx). A revocation of the own token (an audit record naming its id, or its secret
+// leaked into a log) then went out. The actuator learns the id before any revocation, and holds
+// the op (retried, nothing sent) while it cannot.
+TEST_F(ActuatorsTest, TheOwnTokenIsNeverRevokedWhenItsIdWasNotLearntAtStart) {
+  const std::string own = client_->VerifyToken()->id;
+  for (bool del : {true, false}) {
+    SCOPED_TRACE(del ? "delete" : "disable");
+    TokenActuator actuator(*client_, del, /*own_token_id=*/"");
+    std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d1",
+                                    palisade::v1::TARGET_KIND_TOKEN_ID, own,
+                                    palisade::v1::ACTION_REVOKE_TOKEN),
+                                 Revoke("d2", token_)};
+    const int64_t before = fake_.token_revocation_calls();
+    Run(actuator, ops);
+    EXPECT_THAT(ops[0].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("own")));
+    EXPECT_THAT(ops[1].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("own")));
+    EXPECT_EQ(fake_.token_revocation_calls(), before);
+    ASSERT_EQ(fake_.TokenSnapshot(own)["status"], "active");
+  }
+
+  // The id cannot be learnt now either: nothing is sent, and the op is retried.
+  ClientOptions options = client_->options();
+  options.max_attempts = 1;
+  Credentials creds;
+  creds.token = Secret(token_);
+  CloudflareClient client(transport_, clock_, options, creds, registry_);
+  TokenActuator actuator(client, /*delete_token=*/true, /*own_token_id=*/"");
+  std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d3",
+                                  palisade::v1::TARGET_KIND_TOKEN_ID, own,
+                                  palisade::v1::ACTION_REVOKE_TOKEN)};
+  fake::Faults faults;
+  faults.fail_call = 1;
+  faults.error_status = 503;
+  fake_.SetFaults(faults);
+  const int64_t before = fake_.token_revocation_calls();
+  Run(actuator, ops);
+  EXPECT_THAT(ops[0].result, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("own")));
+  fake_.SetFaults(fake::Faults());
+  Run(actuator, ops);  // the dispatcher's retry
+  EXPECT_THAT(ops[0].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("own")));
+  EXPECT_EQ(fake_.token_revocation_calls(), before);
+  EXPECT_EQ(fake_.TokenSnapshot(own)["status"], "active");
 }
 
 // In front of the emulator: the first DELETE of a token reaches the emulator (the token is

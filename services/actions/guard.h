@@ -40,7 +40,8 @@ struct GuardOptions {
   // honest leak, and a flood of real leaked tokens is held for an operator, not the bans.
   int max_revocations_per_minute = 30;
   int max_active_per_actuator = 10000;
-  // palisaded's own API token id: never revoked (OwnToken). Empty: unknown (not verified).
+  // palisaded's own API token id: never revoked (OwnToken). Empty: unknown (not verified);
+  // OwnToken cannot tell then, and the token actuator learns the id before any revocation.
   std::string own_token_id;
 };
 
