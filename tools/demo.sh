@@ -59,7 +59,7 @@ metrics_port=$(sed -n 's/^metrics=//p' "$work/ports")
 ctl() { "$bin/services/cli/palisadectl" --server="127.0.0.1:$grpc_port" "$@"; }
 
 # Follow the event stream while the logs go in (one decision's story is shown below).
-ctl watch >"$work/watch.out" 2>&1 &
+ctl watch >"$work/watch.out" 2>"$work/watch.err" &
 watcher=$!
 sleep 0.5
 
@@ -74,8 +74,19 @@ wait "$watcher" 2>/dev/null || true
 echo
 echo "== the event stream (palisadectl watch): $(wc -l <"$work/watch.out") events; one decision's"
 echo "   story, joined by its correlation id (line -> detection -> decision -> API call):"
-id=$(awk 'NR == 1 { print $5 }' "$work/watch.out")
-grep -- " $id " "$work/watch.out" | head -6
+# The correlation id of the first decision (watch's columns: #seq time kind rule id summary).
+id=$(awk '$3 == "decision" { print $5; exit }' "$work/watch.out")
+if [ -z "$id" ] || [ "$id" = "-" ]; then
+  echo "demo: no decision with a correlation id in the event stream:" >&2
+  cat "$work/watch.err" "$work/watch.out" >&2
+  exit 1
+fi
+# Its first detection, the decision's creation, and what the edge did with it (the renewals
+# and the other rules' detections of the same line would fill the screen).
+grep -F -- " $id " "$work/watch.out" |
+  awk '$3 == "detection" { if (!d++) print; next }
+       $3 == "decision" { if (!c++) print; next }
+       { if (o++ < 4) print }'
 
 echo
 echo "== a log file palisaded follows itself (inputs { files { ... } }): appended to, then rotated"
