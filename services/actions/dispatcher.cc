@@ -101,12 +101,14 @@ void Dispatcher::RememberEdge(const std::string& id, int kind, const EdgeRef& re
   // The apply succeeded after all (a changed decision tried again): in the store, the edge
   // record has replaced the failure record (one row per decision).
   failed_.erase(id);
+  retry_with_secret_.erase(id);
 }
 
 void Dispatcher::ForgetEdgeLocked(const std::string& id) {
   // A failure record goes too: every caller deletes the decision's row in the store, whichever
   // kind it is.
   failed_.erase(id);
+  retry_with_secret_.erase(id);
   auto it = edges_.find(id);
   if (it == edges_.end()) return;
   --active_[it->second.kind];
@@ -117,10 +119,15 @@ std::string Dispatcher::FailureVersion(const palisade::v1::Decision& decision) {
   return absl::StrCat(decision.expiry().seconds(), ".", decision.expiry().nanos());
 }
 
-void Dispatcher::RememberFailure(int kind, const ActionOp& op) {
+void Dispatcher::RememberFailure(int kind, const ActionOp& op, bool lacked_secret) {
   const std::string& id = op.decision.id();
   const std::string version = FailureVersion(op.decision);
   failed_[id] = version;
+  if (lacked_secret) {
+    retry_with_secret_.insert(id);
+  } else {
+    retry_with_secret_.erase(id);
+  }
   if (store_ == nullptr) return;
   // In the edges table, in the same transaction that deletes the operation: a restart then
   // neither runs the apply again nor forgets that it failed.
@@ -129,6 +136,7 @@ void Dispatcher::RememberFailure(int kind, const ActionOp& op) {
 }
 
 bool Dispatcher::ForgetFailure(const std::string& id) {
+  retry_with_secret_.erase(id);
   if (failed_.erase(id) == 0) return false;
   if (store_ != nullptr) {
     absl::Status s = store_->ForgetEdge(id);
@@ -151,6 +159,10 @@ absl::Status Dispatcher::Restore() {
   for (const EdgeRow& e : *edges) {
     if (e.container == kFailedContainer) {  // no object: an apply that failed for good
       failed_[e.decision_id] = e.id;
+      // Whatever the reason, a fingerprint's secret went with the process that held it.
+      if (e.actuator == palisade::v1::ACTUATOR_TOKEN_REVOCATION) {
+        retry_with_secret_.insert(e.decision_id);
+      }
       continue;
     }
     RememberEdge(e.decision_id, e.actuator, {e.id, e.container, e.foreign});
@@ -336,6 +348,44 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       ForgetFailure(d.id());
       Drop(update.outbox_seq);
     }
+  } else if (update.change == DecisionChange::kExtended && !update.secret.empty()) {
+    // A fingerprint's token seen again, with its secret (memory only: see ActionOp::secret). An
+    // apply queued or held without it (restored after a restart) gets it; one that failed for
+    // good for want of it is applied again, durably.
+    const auto lacks = [&d](const ActionOp& op) {
+      return op.kind == ActionOp::Kind::kApply && op.decision.id() == d.id() && op.secret.empty();
+    };
+    auto& ops = q->second.ops;
+    auto queued = std::find_if(ops.begin(), ops.end(), lacks);
+    auto held =
+        std::find_if(held_.begin(), held_.end(), [&](const auto& h) { return lacks(h.second); });
+    if (queued != ops.end()) {
+      queued->secret = update.secret;
+    } else if (held != held_.end()) {
+      held->second.secret = update.secret;
+    } else if (failed_.count(d.id()) && retry_with_secret_.count(d.id())) {
+      ActionOp op;
+      op.kind = ActionOp::Kind::kApply;
+      op.decision = d;
+      op.secret = update.secret;
+      if (store_ != nullptr) {
+        // Recorded before the failure record goes: a crash between them leaves both, and the
+        // op, run without its secret, makes the failure record again.
+        absl::StatusOr<int64_t> seq = store_->AddOperation(d.id(), true);
+        if (seq.ok()) {
+          op.seq = *seq;
+        } else {
+          std::cerr << "palisaded: " << seq.status().message() << std::endl;
+        }
+      }
+      ForgetFailure(d.id());
+      std::cerr << "palisaded: " << q->second.actuator->name() << " for decision " << d.id()
+                << " on " << d.target().value() << ": the token was seen again with its secret; "
+                << "its revocation, failed for good, is tried again" << std::endl;
+      ops.push_back(std::move(op));
+    } else {
+      return;
+    }
   } else {
     return;
   }
@@ -495,6 +545,15 @@ int Dispatcher::RunQueue(int kind) {
         break;
       }
     }
+    // Fingerprint revocations going out without their secret (a restart lost it): a failure
+    // for good of one of them may be put right by the secret (OnDecision, kExtended).
+    std::set<const ActionOp*> secretless;
+    for (const ActionOp* op : chunks[c]) {
+      if (op->kind == ActionOp::Kind::kApply && op->secret.empty() &&
+          op->decision.target().kind() == palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT) {
+        secretless.insert(op);
+      }
+    }
     // Shadow mode (global or per rule): record and count, send nothing.
     std::vector<ActionOp*> live;
     for (ActionOp* op : chunks[c]) {
@@ -511,14 +570,15 @@ int Dispatcher::RunQueue(int kind) {
     if (!live.empty()) actuator->Run(live);
     ran += static_cast<int>(chunks[c].size());
     absl::MutexLock lock(&mu_);
-    Settle(kind, *actuator, chunks[c]);
+    Settle(kind, *actuator, chunks[c], secretless);
   }
   absl::MutexLock lock(&mu_);
   --running_;
   return ran;
 }
 
-void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& ops) {
+void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& ops,
+                        const std::set<const ActionOp*>& secretless) {
   Queue& q = queues_[kind];
   const absl::Time done = clock_.TimeNow();
   bool refused = false;   // an op was refused for palisaded's credentials
@@ -618,7 +678,7 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
     // the reconciler does not. Retries that ran out are not: the outage may end, and the
     // reconciler's repair is what applies them then.
     if (op.kind == ActionOp::Kind::kApply && !ended && !IsTransient(op.result)) {
-      RememberFailure(kind, op);
+      RememberFailure(kind, op, secretless.count(settled) > 0);
     } else {
       Drop(op.seq);
     }

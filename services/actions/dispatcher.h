@@ -4,9 +4,10 @@
 // with exponential backoff (bounded attempts; a token revocation's are not bounded, its backoff
 // capped at max_backoff, since nothing else would revoke the token: a fingerprint's secret stays
 // in memory with its op until a definite outcome, and after a restart, the secret lost, the
-// revocation fails for good with a failure record naming the decision), permanent ones are
-// counted and logged, and a removal for a decision whose apply has not gone out yet (queued,
-// held, or taken with a batch but not sent) cancels both.
+// revocation fails for good with a failure record naming the decision, until the token is seen
+// again with its secret: see below), permanent ones are counted and logged, and a removal for a
+// decision whose apply has not gone out yet (queued, held, or taken with a batch but not sent)
+// cancels both.
 // Cloudflare refusing palisaded's own credentials (IsCredentialError: 401, 403) is neither: the
 // op keeps its row in the outbox and its attempts, and the actuator's queue waits (1 s, doubling
 // up to max_backoff; one op tried per wait) until an op goes through, CredentialsRestored is
@@ -15,11 +16,13 @@
 // quota, the list's cap; or refused by the guard's never-ban set or own-token check) is
 // remembered with the decision's expiry (FailedForGood), so the reconciler
 // does not take the decision as missing and apply it again on every run; a decision that
-// changed since (extended: a new expiry) may be tried once more. The memory goes when the
-// decision ends or an apply of it succeeds. With a store it is kept in the edges table, as a
-// row whose container is kFailedContainer and whose id is the expiry it failed with, so it
-// survives a restart with the edge records; it names no object, and is never counted or
-// removed as one.
+// changed since (extended: a new expiry) may be tried once more. A fingerprint's revocation
+// that failed for want of its secret (lost with a restart) is applied again, durably, when an
+// extension brings the secret (the token seen again: DecisionUpdate::secret), and a queued or
+// held apply without it gets it. The memory goes when the decision ends or an apply of it
+// succeeds. With a store it is kept in the edges table, as a row whose container is
+// kFailedContainer and whose id is the expiry it failed with, so it survives a restart with the
+// edge records; it names no object, and is never counted or removed as one.
 //
 // With a Store (SetStore), the queue is the durable outbox: every operation was recorded with
 // its decision, and is deleted only once the edge confirmed it (see services/store/store.h).
@@ -187,8 +190,9 @@ class Dispatcher {
   // Takes the due ops of queue `kind` out (guard checks, order rules); marks applies in flight.
   std::vector<ActionOp> TakeDue(int kind, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records what became of `ops` (just run): store, edges, metrics, retries.
-  void Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& ops)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `secretless`: the fingerprint revocations among `ops` that went out without their secret.
+  void Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& ops,
+              const std::set<const ActionOp*>& secretless) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Count(const std::string& actuator, ActionOp::Kind kind, const std::string& result);
   // Counts and tells the observer (`alert`: see ActionOutcome::alert).
   void Report(palisade::v1::Actuator kind, const std::string& actuator, const ActionOp& op,
@@ -207,8 +211,10 @@ class Dispatcher {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ForgetEdgeLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // An apply ended for good without reaching the edge: drops its outbox operation and keeps a
-  // failure record in its place (durably, with a store).
-  void RememberFailure(int kind, const ActionOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // failure record in its place (durably, with a store). `lacked_secret`: a fingerprint's
+  // revocation that went out without its secret (see retry_with_secret_).
+  void RememberFailure(int kind, const ActionOp& op, bool lacked_secret = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forgets a failure record, in memory and in the store (the decision ended, or is applied
   // again). Returns false when there was none.
   bool ForgetFailure(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -234,6 +240,11 @@ class Dispatcher {
   std::map<int, CredentialWait> credential_wait_ ABSL_GUARDED_BY(mu_);
   // Decisions whose apply failed for good: id -> FailureVersion. Never in edges_.
   std::map<std::string, std::string> failed_ ABSL_GUARDED_BY(mu_);
+  // The failure records (ids in failed_) that a fingerprint's secret may put right: the apply
+  // went out without it, or the record was restored from the store (the secret gone with the
+  // process). An extension bringing the secret applies those again; not one that failed with
+  // its secret (an IP-restricted token, palisaded's own), at each sighting of the token.
+  std::set<std::string> retry_with_secret_ ABSL_GUARDED_BY(mu_);
   // Actuators configured but not started (ParkActuator), by palisade.v1.Actuator.
   std::map<int, Parked> parked_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);              // decision ids being applied

@@ -133,6 +133,37 @@ class DispatcherTest : public ::testing::Test {
   std::unique_ptr<Restarted> Restart(Store* store) {
     return std::make_unique<Restarted>(clock_, store);
   }
+  // A leaked token's revocation, durable in `store`, still being retried through an outage
+  // (three attempts, its op in the outbox): a restart now loses its secret. Returns its update.
+  DecisionUpdate RevocationPendingThroughAnOutage(Store* store) {
+    auto tokens = std::make_unique<FakeActuator>();
+    FakeActuator* revoker = tokens.get();
+    revoker->needs_secret = true;
+    dispatcher_.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(tokens));
+    revoker->failures = {absl::UnavailableError("1"), absl::UnavailableError("2"),
+                         absl::UnavailableError("3")};
+    DecisionUpdate u = LeakedTokenRevocation();
+    u.decision.set_active(true);
+    *u.decision.mutable_expiry() = ToProtoTime(clock_.TimeNow() + absl::Hours(24));
+    u.outbox_seq = *store->RecordDecision(u.decision, nullptr, true);
+    dispatcher_.OnDecision(u);
+    for (int i = 0; i < 3; ++i) {
+      dispatcher_.RunOnce();
+      clock_.Advance(absl::Minutes(10));
+    }
+    EXPECT_THAT(revoker->calls, SizeIs(3));
+    EXPECT_THAT(*store->LoadOutbox(), SizeIs(1));  // still to do
+    return u;
+  }
+  // The token seen again: its decision extended (a later expiry), with the secret.
+  DecisionUpdate SeenAgain(const DecisionUpdate& created) {
+    DecisionUpdate u = created;
+    u.change = DecisionChange::kExtended;
+    u.outbox_seq = 0;
+    *u.decision.mutable_expiry() = ToProtoTime(clock_.TimeNow() + absl::Hours(24));
+    u.decision.set_extensions(created.decision.extensions() + 1);
+    return u;
+  }
 
   Dispatcher dispatcher_;
   FakeActuator* fake_;
@@ -226,22 +257,8 @@ TEST_F(DispatcherTest, ARevocationOutlivesItsAttemptsWhileFailuresAreTransient) 
 TEST_F(DispatcherTest, ARevocationWhoseSecretARestartLostIsAFailureRecord) {
   auto store = FreshStore("revoke.db");
   ASSERT_TRUE(store.ok());
-  auto tokens = std::make_unique<FakeActuator>();
-  FakeActuator* revoker = tokens.get();
-  revoker->needs_secret = true;
-  dispatcher_.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(tokens));
-  revoker->failures = {absl::UnavailableError("1"), absl::UnavailableError("2"),
-                       absl::UnavailableError("3")};
-  DecisionUpdate u = LeakedTokenRevocation();
-  u.decision.set_active(true);
-  u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr, true);
-  dispatcher_.OnDecision(u);
-  for (int i = 0; i < 3; ++i) {
-    dispatcher_.RunOnce();
-    clock_.Advance(absl::Minutes(10));
-  }
-  ASSERT_THAT(revoker->calls, SizeIs(3));
-  ASSERT_THAT(*(*store)->LoadOutbox(), SizeIs(1));  // still to do
+  RevocationPendingThroughAnOutage(store->get());
+  ASSERT_FALSE(HasFailure());
 
   Restarted r(clock_, store->get());
   auto restored = std::make_unique<FakeActuator>();
@@ -261,6 +278,144 @@ TEST_F(DispatcherTest, ARevocationWhoseSecretARestartLostIsAFailureRecord) {
   ASSERT_THAT(edges, SizeIs(1));
   EXPECT_EQ(edges[0].decision_id, "leak");
   EXPECT_EQ(edges[0].container, Dispatcher::kFailedContainer);
+}
+
+// The revocation a restart failed for lack of its secret was never tried again, even when the
+// live token was seen again with its secret: the extension carried none, and the dispatcher
+// ignored extensions. Now an extension bringing the secret queues a durable apply in place of
+// the failure record; the secret stays in memory (not in the outbox, not in a log line).
+TEST_F(DispatcherTest, ARevocationFailedForLackOfItsSecretIsTriedAgainWhenTheTokenIsSeenAgain) {
+  auto store = FreshStore("revoke_again.db");
+  ASSERT_TRUE(store.ok());
+  const DecisionUpdate created = RevocationPendingThroughAnOutage(store->get());
+  ASSERT_FALSE(HasFailure());
+  Restarted r(clock_, store->get());
+  auto restored = std::make_unique<FakeActuator>();
+  FakeActuator* after = restored.get();
+  after->needs_secret = true;
+  r.dispatcher.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(restored));
+  ASSERT_TRUE(r.dispatcher.Restore().ok());
+  r.dispatcher.RunOnce();
+  ASSERT_THAT(r.dispatcher.FailedForGood(), ElementsAre(Pair("leak", ::testing::_)));
+
+  // An extension without the secret changes nothing.
+  DecisionUpdate bare = SeenAgain(created);
+  bare.secret.clear();
+  r.dispatcher.OnDecision(bare);
+  EXPECT_EQ(r.dispatcher.pending(), 0u);
+  EXPECT_THAT(r.dispatcher.FailedForGood(), SizeIs(1));
+
+  clock_.Advance(absl::Minutes(1));
+  const DecisionUpdate seen = SeenAgain(created);
+  ::testing::internal::CaptureStderr();
+  r.dispatcher.OnDecision(seen);
+  EXPECT_THAT(r.dispatcher.FailedForGood(), IsEmpty());
+  EXPECT_EQ(r.dispatcher.pending(), 1u);
+  r.dispatcher.OnDecision(seen);  // seen once more while queued: still one apply
+  EXPECT_EQ(r.dispatcher.pending(), 1u);
+  std::vector<OutboxRow> outbox = *(*store)->LoadOutbox();  // durable, without the secret
+  ASSERT_THAT(outbox, SizeIs(1));
+  EXPECT_TRUE(outbox[0].apply);
+  EXPECT_EQ(outbox[0].decision.DebugString().find("cfut_"), std::string::npos);
+  EXPECT_THAT(*(*store)->LoadEdges(), IsEmpty());  // the failure record is gone
+
+  r.dispatcher.RunOnce();
+  const std::string logged = ::testing::internal::GetCapturedStderr();
+  EXPECT_EQ(logged.find("cfut_"), std::string::npos) << logged;
+  EXPECT_THAT(after->calls, ElementsAre("apply leak", "apply leak"));
+  ASSERT_THAT(after->secrets, SizeIs(2));
+  EXPECT_EQ(after->secrets[1], created.secret);
+  EXPECT_THAT(r.dispatcher.FailedForGood(), IsEmpty());
+  EXPECT_EQ(r.dispatcher.edges().count("leak"), 1u);
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+  std::vector<EdgeRow> edges = *(*store)->LoadEdges();
+  ASSERT_THAT(edges, SizeIs(1));
+  EXPECT_NE(edges[0].container, Dispatcher::kFailedContainer);
+}
+
+// After a restart, a revocation still queued, or held by the guard's budget, has lost its secret:
+// an extension that brings it back gives it to that apply, which then revokes the token instead
+// of failing for good.
+class SecretFromAnExtensionTest : public DispatcherTest,
+                                  public ::testing::WithParamInterface<bool> {};
+
+TEST_P(SecretFromAnExtensionTest, AQueuedOrHeldRevocationLackingItsSecretGetsItFromAnExtension) {
+  const bool held = GetParam();
+  auto store = FreshStore(held ? "revoke_held.db" : "revoke_queued.db");
+  ASSERT_TRUE(store.ok());
+  const DecisionUpdate created = RevocationPendingThroughAnOutage(store->get());
+  ASSERT_FALSE(HasFailure());
+  Restarted r(clock_, store->get());
+  auto restored = std::make_unique<FakeActuator>();
+  FakeActuator* after = restored.get();
+  after->needs_secret = true;
+  r.dispatcher.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(restored));
+  if (held) {
+    GuardOptions options;
+    options.max_revocations_per_minute = 0;
+    r.dispatcher.SetGuard(std::make_unique<Guard>(options));
+  }
+  ASSERT_TRUE(r.dispatcher.Restore().ok());
+  if (held) {
+    r.dispatcher.RunOnce();
+    ASSERT_EQ(r.dispatcher.held(), 1u);
+  }
+  r.dispatcher.OnDecision(SeenAgain(created));
+  EXPECT_EQ(r.dispatcher.held(), held ? 1u : 0u);  // given the secret, not queued twice
+  EXPECT_EQ(r.dispatcher.pending(), held ? 0u : 1u);
+  if (held) EXPECT_EQ(r.dispatcher.ReleaseHeld(1), 1);
+  r.dispatcher.RunOnce();
+  EXPECT_THAT(after->calls, ElementsAre("apply leak"));
+  EXPECT_THAT(after->secrets, ElementsAre(created.secret));
+  EXPECT_THAT(r.dispatcher.FailedForGood(), IsEmpty());
+  EXPECT_EQ(r.dispatcher.edges().count("leak"), 1u);
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+}
+
+INSTANTIATE_TEST_SUITE_P(QueuedOrHeld, SecretFromAnExtensionTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Held" : "Queued";
+                         });
+
+// A revocation that failed for good with its secret in hand (the token is IP-restricted, or is
+// palisaded's own) is not tried again at each sighting of the token: only one whose secret may
+// have been missing (restored from the store, its secret gone with the process) is, once.
+TEST_F(DispatcherTest, ARevocationThatFailedWithItsSecretIsNotTriedAgainAtEachSighting) {
+  auto store = FreshStore("revoke_restricted.db");
+  ASSERT_TRUE(store.ok());
+  auto tokens = std::make_unique<FakeActuator>();
+  FakeActuator* revoker = tokens.get();
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(tokens));
+  const absl::Status restricted = absl::FailedPreconditionError("LIVE but IP-restricted");
+  revoker->failures = {restricted};
+  DecisionUpdate created = LeakedTokenRevocation();
+  created.decision.set_active(true);
+  created.outbox_seq = *(*store)->RecordDecision(created.decision, nullptr, true);
+  dispatcher_.OnDecision(created);
+  dispatcher_.RunOnce();
+  ASSERT_THAT(dispatcher_.FailedForGood(), SizeIs(1));
+  dispatcher_.OnDecision(SeenAgain(created));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+  dispatcher_.RunOnce();
+  EXPECT_THAT(revoker->calls, SizeIs(1));
+  EXPECT_THAT(dispatcher_.FailedForGood(), SizeIs(1));
+
+  Restarted r(clock_, store->get());
+  auto restored = std::make_unique<FakeActuator>();
+  FakeActuator* after = restored.get();
+  after->failures = {restricted};
+  r.dispatcher.AddActuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION, std::move(restored));
+  ASSERT_TRUE(r.dispatcher.Restore().ok());
+  ASSERT_THAT(r.dispatcher.FailedForGood(), SizeIs(1));
+  r.dispatcher.OnDecision(SeenAgain(created));  // restored: tried once more, with the secret
+  r.dispatcher.RunOnce();
+  EXPECT_THAT(after->calls, ElementsAre("apply leak"));
+  EXPECT_THAT(r.dispatcher.FailedForGood(), SizeIs(1));
+  clock_.Advance(absl::Minutes(1));
+  r.dispatcher.OnDecision(SeenAgain(created));  // failed with it: not again
+  r.dispatcher.RunOnce();
+  EXPECT_THAT(after->calls, SizeIs(1));
+  EXPECT_THAT(r.dispatcher.FailedForGood(), SizeIs(1));
 }
 
 // Cloudflare refusing palisaded's own credentials (401/403) says nothing about the decisions:

@@ -65,6 +65,15 @@ void SetUpdate(DecisionChange change, Decision&& d, DecisionUpdate* out) {
   out->outbox_seq = 0;
 }
 
+// Does `u` carry its detection's secret (memory only, never stored or logged)? A creation, and
+// an extension of a token-fingerprint decision: a restart loses the secret a pending revocation
+// held, and the token seen again is how the dispatcher gets it back.
+bool CarriesSecret(const DecisionUpdate& u) {
+  return u.change == DecisionChange::kCreated ||
+         (u.change == DecisionChange::kExtended &&
+          u.decision.target().kind() == palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT);
+}
+
 }  // namespace
 
 absl::string_view DecisionChangeName(DecisionChange c) {
@@ -896,7 +905,7 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
     const absl::Time now = clock_.TimeNow();
     DecisionUpdate update = ApplyLocked(target, spec, detection.time, palisade::v1::ORIGIN_RULE,
                                         detection.rule_id, detection.evidence, "", &all, now);
-    if (update.change == DecisionChange::kCreated) update.secret = detection.secret;
+    if (CarriesSecret(update)) update.secret = detection.secret;
     all.push_back(std::move(update));
     commit = CommitLocked(all, now);
   }
@@ -967,8 +976,8 @@ void DecisionTable::ApplyAllInto(
       ApplyLocked(target, detection.rule->proto.decision(), detection.time,
                   palisade::v1::ORIGIN_RULE, detection.rule_id, detection.evidence, "",
                   &withdrawn, now, &update);
+      if (CarriesSecret(update)) update.secret = detection.secret;
       if (update.change == DecisionChange::kCreated) {
-        update.secret = detection.secret;
         if (!detection.feeds.empty()) {
           Decision& d = by_id_[update.decision.id()];
           for (const std::string& f : detection.feeds) d.add_feeds(f);

@@ -94,8 +94,9 @@ absl::string_view DecisionChangeName(DecisionChange c);
 struct DecisionUpdate {
   DecisionChange change;
   palisade::v1::Decision decision;
-  // Token revocations only, on kCreated: the leaked token, which the actuator needs to learn
-  // the token's id. Never stored in the table.
+  // Token revocations only, on kCreated and on kExtended of a token-fingerprint decision: the
+  // leaked token, which the actuator needs to learn the token's id (an extension brings it back
+  // to a revocation a restart left without it). Never stored in the table.
   std::string secret;
   // The durable outbox operation recorded with this change (0: none, or no store).
   int64_t outbox_seq = 0;
