@@ -521,7 +521,7 @@ void DecisionTable::AddActiveLocked(const Decision& d) {
 }
 
 std::optional<std::pair<palisade::v1::Target, std::string>> DecisionTable::FoldLocked(
-    absl::string_view address) {
+    absl::string_view address, absl::Time now) {
   if (limits_.ipv6_fold_addresses == 0 || address.find(':') == absl::string_view::npos) {
     return std::nullopt;
   }
@@ -533,10 +533,11 @@ std::optional<std::pair<palisade::v1::Target, std::string>> DecisionTable::FoldL
   fold.first.set_kind(palisade::v1::TARGET_KIND_RANGE);
   fold.first.set_value(range.ToString());
   // Already folded: the range's decision takes the detection (whatever the count is now). A
-  // range decided by hand or by a feed is not a fold: the address is decided as before.
-  if (auto a = active_.find(fold.first.value());
-      a != active_.end() && by_id_[a->second.id].origin() == palisade::v1::ORIGIN_RULE) {
-    return fold;
+  // range decided by hand or by a feed is not a fold: the address is decided as before. (One
+  // past its end that no sweep has ended yet is folded again, as anew.)
+  if (auto a = active_.find(fold.first.value()); a != active_.end()) {
+    const Decision& d = by_id_[a->second.id];
+    if (d.origin() == palisade::v1::ORIGIN_RULE && DecisionExpiry(d) > now) return fold;
   }
   auto count = fold_counts_.find(FoldKeyLocked(*ip));
   if (count == fold_counts_.end() || count->second + 1 < limits_.ipv6_fold_addresses) {
@@ -845,7 +846,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
 
   // An IPv6 address whose range holds several rule decisions already: the range is decided.
   if (origin == palisade::v1::ORIGIN_RULE && target.kind() == palisade::v1::TARGET_KIND_IP) {
-    if (auto fold = FoldLocked(target.value())) {
+    if (auto fold = FoldLocked(target.value(), now)) {
       ApplyLocked(fold->first, spec, start, origin, rule_id, evidence,
                   fold->second.empty() ? reason : fold->second, replaced, now, out);
       if (folded_ != nullptr && out->change == DecisionChange::kCreated && !fold->second.empty()) {

@@ -330,9 +330,10 @@ class DecisionTable {
     uint64_t fold_key = 0;
   };
   // The IPv6 range a rule's new decision on `address` is made on instead (see
-  // DecisionTableLimits::ipv6_fold_addresses), with the reason it carries; nullopt: the address.
+  // DecisionTableLimits::ipv6_fold_addresses), with the reason it carries when the range is
+  // folded anew ("": its decision in force at `now` takes it); nullopt: the address.
   std::optional<std::pair<palisade::v1::Target, std::string>> FoldLocked(
-      absl::string_view address) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+      absl::string_view address, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The fold_counts_ key of IPv6 address `ip` (its first ipv6_fold_prefix bits).
   uint64_t FoldKeyLocked(const IpAddress& ip) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A decision's bytes beyond its serialized size: its entries in by_id_, active_, by_expiry_

@@ -1892,6 +1892,12 @@ TEST_F(DecisionTableTest, TheFourthDecidedAddressOfAnIpv6RangeDecidesTheRange) {
     EXPECT_EQ(family.metric.at(0).counter.value, 1);
   }
   EXPECT_TRUE(counted);
+  // Past its end, before any sweep, the range is folded again as anew (said so, counted).
+  clock_.Advance(absl::Hours(2));
+  const DecisionUpdate again = Apply("2001:db8:1:2::99", clock_.TimeNow());
+  ASSERT_EQ(again.change, DecisionChange::kCreated);
+  EXPECT_EQ(again.decision.target().value(), "2001:db8:1:2::/64");
+  EXPECT_THAT(again.decision.reason(), HasSubstr("ipv6 folding"));
   // Once all have ended, the /64's count starts over: its next address is decided alone.
   clock_.Advance(absl::Hours(2));
   table_.ExpireDue();
