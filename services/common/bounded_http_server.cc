@@ -23,6 +23,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "services/common/ip.h"
 
 namespace palisade {
 namespace {
@@ -360,7 +361,8 @@ class Bounded final : public Base {
 
  private:
   bool process_and_close_socket(socket_t sock) override {
-    // The peer's share of the workers first: over it, the connection is closed unread.
+    // The peer's share of the workers first: over it, the connection is closed unread. An
+    // IPv6 peer counts by its /64 (PeerLimitKey): one client holds all of it.
     std::string peer;
     if (options_.max_connections_per_address > 0) {
       sockaddr_storage addr{};
@@ -369,6 +371,8 @@ class Bounded final : public Base {
       if (::getpeername(sock, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
         PeerName(addr, peer, port);
       }
+      if (options_.peer_address_for_tests) peer = options_.peer_address_for_tests(peer);
+      peer = PeerLimitKey(peer);
       std::lock_guard<std::mutex> lock(peers_mu_);
       size_t& open = peers_[peer];
       if (open >= options_.max_connections_per_address) {
@@ -415,7 +419,8 @@ class Bounded final : public Base {
 
   BoundedHttpOptions options_;
   std::mutex peers_mu_;
-  // Connections being served by peer address (an entry per address with one at least).
+  // Connections being served by PeerLimitKey of the peer address (an entry per key with one at
+  // least).
   std::map<std::string, size_t> peers_;
 };
 

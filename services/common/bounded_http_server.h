@@ -18,12 +18,15 @@
 // A deadline bounds how long a request holds a worker, not how many a client holds: with
 // `max_connections_per_address`, a peer address with that many connections being served has its
 // next one closed unread as soon as a worker takes it (on_address_refused), so one address that
-// sends its requests slowly cannot hold every worker.
+// sends its requests slowly cannot hold every worker. An IPv6 peer counts by its /64 (one client
+// holds a whole /64 and can take a new address per connection), an IPv4 one, mapped or not, by
+// its address (PeerLimitKey in services/common/ip.h).
 // Once the server stops (stop()), every read or write that has to wait fails within 100 ms, so
 // the listen loop and stop's callers return even with such clients connected; a request cut
 // short by the stop is closed without an answer.
 //
-// Used by the bouncer API, palisaded's /metrics over HTTPS and the Logpush receiver.
+// Used by the bouncer API, palisaded's /metrics over HTTPS and the Logpush receiver (the one
+// that sets max_connections_per_address).
 // Thread-safety: as httplib::Server's. The options' callbacks are called from the server's
 // worker threads, concurrently. RequestCutShort() is for handlers, from the thread that runs them.
 #ifndef PALISADE_SERVICES_COMMON_BOUNDED_HTTP_SERVER_H_
@@ -32,6 +35,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "absl/time/time.h"
 #include "httplib.h"
@@ -51,11 +55,14 @@ struct BoundedHttpOptions {
   // Called once for each request cut short by its deadline, before its connection is closed
   // (for the server's metrics). May be null.
   std::function<void()> on_deadline;
-  // Connections from one peer address (its text, without the port) served at once at most;
-  // past it a connection is closed unread and on_address_refused called (may be null). 0: no
-  // cap. Below the server's worker count, other addresses always find a worker.
+  // Connections from one peer address (IPv6: from one /64) served at once at most; past it a
+  // connection is closed unread and on_address_refused called (may be null). 0: no cap. Below
+  // the server's worker count, other addresses always find a worker.
   size_t max_connections_per_address = 0;
   std::function<void()> on_address_refused;
+  // For tests: the peer address (text) a connection counts as, given the one accept gave (a
+  // test on lo cannot connect from two addresses of one IPv6 /64). Null: that one.
+  std::function<std::string(const std::string&)> peer_address_for_tests;
 };
 
 std::unique_ptr<httplib::Server> MakeBoundedHttpServer(BoundedHttpOptions options);

@@ -307,6 +307,15 @@ bool TouchesNeverBan(const Cidr& range, const CidrSet& protected_set) {
   return false;
 }
 
+std::string PeerLimitKey(absl::string_view address, int ipv6_prefix) {
+  const std::optional<IpAddress> ip = IpAddress::Parse(address);
+  if (!ip) return std::string(address);
+  if (ip->is_v4()) return ip->ToString();
+  if (const std::optional<IpAddress> v4 = EmbeddedIpv4(*ip)) return v4->ToString();
+  if (ipv6_prefix >= 128) return ip->ToString();
+  return Cidr::Covering(*ip, ipv6_prefix).ToString();
+}
+
 IpAddress IpAddress::FromBytes(bool v4, const std::array<uint8_t, 16>& bytes) {
   IpAddress ip;
   ip.v4_ = v4;

@@ -119,6 +119,13 @@ std::vector<Cidr> EmbeddedIpv4Ranges(const Cidr& range);
 // or through an IPv4 address or range it embeds.
 bool TouchesNeverBan(const Cidr& range, const CidrSet& protected_set);
 
+// What a peer counts as for per-address limits (connections, rate buckets): an IPv4 address,
+// or the IPv4 address an IPv6 one embeds (EmbeddedIpv4; the holder of that IPv4 is who
+// answers), is itself; any other IPv6 address is its /`ipv6_prefix` ("2001:db8:0:1::/64"),
+// since one client holds a whole /64 and may take a new address per connection; 128: the
+// address alone. Text that is not an address (a failed getpeername) is its own key.
+std::string PeerLimitKey(absl::string_view address, int ipv6_prefix = 64);
+
 }  // namespace palisade
 
 #endif  // PALISADE_SERVICES_COMMON_IP_H_

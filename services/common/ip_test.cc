@@ -329,5 +329,35 @@ TEST(TouchesNeverBanTest, JudgesWhatIsSentIncludingEmbeddedIpv4) {
   EXPECT_TRUE(touches("10.0.0.1"));
 }
 
+// One client holds an IPv6 /64 and can take a new address per connection: per-address limits
+// count the /64 (or the prefix asked for), and IPv4, however it is written, per address.
+TEST(PeerLimitKeyTest, KeysIpv6ByItsPrefixAndIpv4ByItsAddress) {
+  EXPECT_EQ(PeerLimitKey("2001:db8:0:1::a"), "2001:db8:0:1::/64");
+  EXPECT_EQ(PeerLimitKey("2001:db8:0:1:ffff:ffff:ffff:ffff"), "2001:db8:0:1::/64");
+  EXPECT_EQ(PeerLimitKey("2001:DB8:0:1:0:0:0:B"), "2001:db8:0:1::/64");
+  EXPECT_NE(PeerLimitKey("2001:db8:0:2::a"), PeerLimitKey("2001:db8:0:1::a"));
+  EXPECT_EQ(PeerLimitKey("2001:db8:0:1::a", 48), "2001:db8::/48");
+  EXPECT_EQ(PeerLimitKey("2001:db8:0:1::a", 56), "2001:db8::/56");
+  EXPECT_EQ(PeerLimitKey("2001:db8:0:1::a", 128), "2001:db8:0:1::a");
+  EXPECT_NE(PeerLimitKey("2001:db8:0:1::b", 128), PeerLimitKey("2001:db8:0:1::a", 128));
+  // Loopback reads as IPv4-compatible ::0.0.0.1 (EmbeddedIpv4): a key of its own, as before.
+  EXPECT_EQ(PeerLimitKey("::1"), "0.0.0.1");
+  // IPv4 stays per address, written plainly or mapped.
+  EXPECT_EQ(PeerLimitKey("203.0.113.7"), "203.0.113.7");
+  EXPECT_EQ(PeerLimitKey("::ffff:203.0.113.7"), "203.0.113.7");
+  EXPECT_EQ(PeerLimitKey("::ffff:203.0.113.7", 128), "203.0.113.7");
+  EXPECT_NE(PeerLimitKey("203.0.113.8"), PeerLimitKey("203.0.113.7"));
+  // An IPv6 address that embeds an IPv4 one counts as that IPv4 (its holder answers there): a
+  // 6to4 host's /48 is one key, and the clients of one NAT64 or Teredo server are not one.
+  EXPECT_EQ(PeerLimitKey("2002:cb00:7107:1::1"), "203.0.113.7");
+  EXPECT_EQ(PeerLimitKey("2002:cb00:7107:2::1"), "203.0.113.7");
+  EXPECT_EQ(PeerLimitKey("64:ff9b::cb00:7107"), "203.0.113.7");
+  EXPECT_EQ(PeerLimitKey("64:ff9b::cb00:7108"), "203.0.113.8");
+  EXPECT_EQ(PeerLimitKey("2001:0:4136:e378:8000:63bf:f5ff:fffe"), "10.0.0.1");
+  // Not an address: its own key.
+  EXPECT_EQ(PeerLimitKey(""), "");
+  EXPECT_EQ(PeerLimitKey("?"), "?");
+}
+
 }  // namespace
 }  // namespace palisade

@@ -79,10 +79,10 @@ struct LogpushReceiverOptions {
   // Connections accepted and waiting for a worker; past it the server stops accepting (the
   // kernel's listen backlog holds the rest).
   int max_queued_connections = 16;
-  // Connections from one address served at once (headers being read included); more are closed
-  // unread as a worker takes them, counted as outcome address_busy. 0 or over max_in_flight + 1:
-  // max_in_flight + 1 (its uploads, and one answered 503 busy), so of the max_in_flight + 2
-  // workers one address leaves one for the others.
+  // Connections from one address (an IPv6 one: from its /64) served at once (headers being read
+  // included); more are closed unread as a worker takes them, counted as outcome address_busy.
+  // 0 or over max_in_flight + 1: max_in_flight + 1 (its uploads, and one answered 503 busy), so
+  // of the max_in_flight + 2 workers one address leaves one for the others.
   int max_connections_per_address = 0;
   // Records (non-empty lines) per upload; more: 413. Logpush's max_upload_records is at most
   // 1,000,000 (default 100,000).

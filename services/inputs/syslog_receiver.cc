@@ -13,7 +13,6 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
-#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -95,14 +94,8 @@ std::string Address(const sockaddr_storage& a, bool with_port) {
   return host;
 }
 
-// What a TCP/TLS sender counts against max_connections_per_address as: its address without the
-// port, as IpAddress writes it (an IPv4-mapped IPv6 one, an IPv4 sender on a dual-stack
-// listener, folded to the IPv4 address), so a host counts the same on every listener.
-std::string SourceAddress(const sockaddr_storage& a) {
-  const std::string text = Address(a, /*with_port=*/false);
-  const std::optional<IpAddress> ip = IpAddress::Parse(text);
-  return ip ? ip->ToString() : text;
-}
+// A sender's address without the port, which PeerKey makes what it counts as.
+std::string SourceAddress(const sockaddr_storage& a) { return Address(a, /*with_port=*/false); }
 
 std::string PeerOf(int fd) {
   sockaddr_storage a{};
@@ -337,6 +330,11 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
                                                    config.max_connections_per_address(),
                                                    " is over max_connections ", max_connections));
   }
+  if (config.per_address_ipv6_prefix() != 0 &&
+      (config.per_address_ipv6_prefix() < 48 || config.per_address_ipv6_prefix() > 128)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, "per_address_ipv6_prefix must be 48..128, not ", config.per_address_ipv6_prefix()));
+  }
   std::unique_ptr<SyslogReceiver> r(
       new SyslogReceiver(config, std::move(options), std::move(sink)));
   r->clock_ = r->options_.clock != nullptr ? r->options_.clock : &RealClock::Get();
@@ -349,6 +347,7 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
     r->config_.set_max_connections_per_address(
         std::min(kDefaultMaxConnectionsPerAddress, max_connections));
   }
+  if (r->config_.per_address_ipv6_prefix() == 0) r->config_.set_per_address_ipv6_prefix(64);
   if (r->config_.max_frame_bytes() == 0) r->config_.set_max_frame_bytes(64 * 1024);
   if (r->options_.batch_lines == 0) r->options_.batch_lines = 1000;
   const prometheus::Labels input = {{"input", config.name()}};
@@ -545,7 +544,7 @@ void SyslogReceiver::UdpLoop() {
                                  reinterpret_cast<sockaddr*>(&from), &from_len);
     if (n <= 0) continue;
     udp_frames_->Increment();
-    if (config_.max_lines_per_second() > 0 && !UdpAllowed(SourceAddress(from))) {
+    if (config_.max_lines_per_second() > 0 && !UdpAllowed(PeerKey(from))) {
       udp_rate_drops_->Increment();
       continue;
     }
@@ -555,6 +554,15 @@ void SyslogReceiver::UdpLoop() {
     }
     Add(std::string(buf.data(), static_cast<size_t>(n)));
   }
+}
+
+// PeerLimitKey: an IPv4 sender (an IPv4-mapped IPv6 one too: an IPv4 sender on a dual-stack
+// listener) by its address, so a host counts the same on every listener; an IPv6 one by its
+// per_address_ipv6_prefix.
+std::string SyslogReceiver::PeerKey(const sockaddr_storage& from) const {
+  std::string address = SourceAddress(from);
+  if (options_.peer_address_for_tests) address = options_.peer_address_for_tests(address);
+  return PeerLimitKey(address, static_cast<int>(config_.per_address_ipv6_prefix()));
 }
 
 bool SyslogReceiver::UdpAllowed(const std::string& sender) {
@@ -604,7 +612,7 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
       }
       continue;
     }
-    const std::string peer = SourceAddress(from);
+    const std::string peer = PeerKey(from);
     std::shared_ptr<SharedBucket> bucket;
     const Admission admission = Admit(peer, &bucket);
     if (admission != Admission::kAdmitted) {

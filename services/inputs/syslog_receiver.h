@@ -6,13 +6,15 @@
 //
 // Bounded, whatever a sender does: at most `max_connections` TCP/TLS connections, and at most
 // `max_connections_per_address` of them from one address (an IPv4-mapped IPv6 address counts as
-// its IPv4 one), so a host that keeps each of its connections just within `idle_timeout` (a
-// byte drip) holds only its own share and other senders still get in; a connection past either
-// cap is closed at once and counted by the cap it hit. Each is closed (and counted) once it has
-// sent nothing for `idle_timeout`; a frame longer than `max_frame_bytes` is skipped and counted
-// (an octet-counted one by its length, a newline-framed one up to its newline) and the
-// connection goes on; a batch is flushed at `batch_lines` or after `flush_interval`, so memory
-// is a batch per format.
+// its IPv4 one, another IPv6 address by its `per_address_ipv6_prefix`, /64 by default: one host
+// holds a whole /64 and can take a new address per connection; PeerLimitKey in
+// services/common/ip.h), so a host that keeps each of its connections just within
+// `idle_timeout` (a byte drip) holds only its own share and other senders still get in; a
+// connection past either cap is closed at once and counted by the cap it hit. Each is closed
+// (and counted) once it has sent nothing for `idle_timeout`; a frame longer than
+// `max_frame_bytes` is skipped and counted (an octet-counted one by its length, a newline-framed
+// one up to its newline) and the connection goes on; a batch is flushed at `batch_lines` or
+// after `flush_interval`, so memory is a batch per format.
 // A malformed frame (no `<PRI>`, a bad length) is counted and skipped, never fatal: the stream
 // picks up at the next newline or octet-counted frame start, whichever comes first. An accept
 // that fails for want of descriptors is counted, and the listener waits 100 ms (no spinning).
@@ -20,15 +22,15 @@
 // timeout) is counted and logged with the peer's address and OpenSSL's reason, and only that
 // connection ends.
 //
-// Rate limits (max_lines_per_second, max_burst_lines), a token bucket per sender address on
-// the injected clock. Over TCP/TLS the address's connections share its bucket, which outlives
-// them until it is full again, so reconnecting refills nothing; a connection over the budget is
-// not read until the bucket refills, so the sender is slowed by TCP backpressure and loses
-// nothing (rsyslog queues). Buckets of addresses with no connection open are kept for at most
-// max_tcp_senders addresses; past that, full ones are forgotten, then any such one. UDP has no
-// backpressure, so a sender address over its budget has its datagrams dropped and counted
-// (buckets for at most max_udp_senders addresses; past that, full buckets are forgotten, then
-// new senders share one).
+// Rate limits (max_lines_per_second, max_burst_lines), a token bucket per sender address (an
+// IPv6 one by its prefix, as above) on the injected clock. Over TCP/TLS the address's
+// connections share its bucket, which outlives them until it is full again, so reconnecting
+// refills nothing; a connection over the budget is not read until the bucket refills, so the
+// sender is slowed by TCP backpressure and loses nothing (rsyslog queues). Buckets of addresses
+// with no connection open are kept for at most max_tcp_senders addresses; past that, full ones
+// are forgotten, then any such one. UDP has no backpressure, so a sender address over its budget
+// has its datagrams dropped and counted (buckets for at most max_udp_senders addresses; past
+// that, full buckets are forgotten, then new senders share one).
 // Metrics per receiver: frames by transport, malformed frames, open, refused (over
 // max_connections, and over max_connections_per_address) and idle-closed connections, failed
 // accepts, TLS handshake failures, lines held back (TCP/TLS) and dropped (UDP) by the rate
@@ -58,6 +60,7 @@
 #include "services/inputs/file_inputs.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
+struct sockaddr_storage;
 
 namespace palisade {
 
@@ -81,6 +84,10 @@ struct SyslogReceiverOptions {
   // closed, until it is full again (~200 bytes each); past that one is forgotten. Those with a
   // connection open (max_connections at most) are not counted: theirs is always kept.
   size_t max_tcp_senders = 10000;
+  // For tests: the address (text) a TCP/TLS connection or UDP datagram counts as, given the
+  // one it came from (a test on lo cannot send from two addresses of one IPv6 /64). Null: that
+  // one.
+  std::function<std::string(const std::string&)> peer_address_for_tests;
 };
 
 // A token bucket: `rate` tokens a second up to `burst`, starting full. Not thread-safe (a UDP
@@ -162,7 +169,7 @@ class SyslogReceiver {
     absl::Mutex mu;
     TokenBucket bucket ABSL_GUARDED_BY(mu);
   };
-  // Takes a connection slot for a sender at `peer` (its address, as SourceAddress gives it), or
+  // Takes a connection slot for a sender at `peer` (its address, as PeerKey gives it), or
   // says which cap refuses it. Admitted with a rate limit: `*bucket` is the address's.
   enum class Admission { kAdmitted, kFull, kAddressFull };
   Admission Admit(const std::string& peer, std::shared_ptr<SharedBucket>* bucket);
@@ -173,6 +180,9 @@ class SyslogReceiver {
   // `bucket`: its address's (null: no rate limit).
   void Connection(int fd, bool tls, absl::Time accepted, const std::string& peer,
                   std::shared_ptr<SharedBucket> bucket);
+  // What a sender at `from` counts as for the per-address cap and the rate limit: its address,
+  // or its IPv6 range (per_address_ipv6_prefix).
+  std::string PeerKey(const sockaddr_storage& from) const;
   // Whether a datagram from `sender` is within its budget (UDP rate limit).
   bool UdpAllowed(const std::string& sender);
 
@@ -188,13 +198,14 @@ class SyslogReceiver {
   std::unique_ptr<TokenBucket> udp_overflow_;  // shared by senders past max_udp_senders
   absl::Time udp_last_sweep_ = absl::InfinitePast();
   std::atomic<bool> stopping_{false};
-  // Open TCP/TLS connections, in all and by sender address (an entry per address with one open
-  // at least, so at most max_connections); both accept threads and every connection use them.
+  // Open TCP/TLS connections, in all and by sender address as PeerKey gives it (an entry per
+  // address with one open at least, so at most max_connections); both accept threads and every
+  // connection use them.
   absl::Mutex slots_mu_;
   uint32_t connections_ ABSL_GUARDED_BY(slots_mu_) = 0;
   absl::flat_hash_map<std::string, uint32_t> per_address_ ABSL_GUARDED_BY(slots_mu_);
-  // Rate-limit buckets by sender address: every address in per_address_ has one, and others
-  // until theirs is full again (max_tcp_senders of those at most).
+  // Rate-limit buckets by sender address (PeerKey): every address in per_address_ has one, and
+  // others until theirs is full again (max_tcp_senders of those at most).
   absl::flat_hash_map<std::string, std::shared_ptr<SharedBucket>> tcp_buckets_
       ABSL_GUARDED_BY(slots_mu_);
   absl::Time tcp_last_sweep_ ABSL_GUARDED_BY(slots_mu_) = absl::InfinitePast();

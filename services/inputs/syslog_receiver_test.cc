@@ -141,6 +141,12 @@ class ReceiverTest : public ::testing::Test {
     options.max_tcp_senders = max_tcp_senders_;
     options.flush_interval = absl::Milliseconds(10);
     options.clock = clock;
+    if (fake_peers_) {
+      options.peer_address_for_tests = [this](const std::string&) {
+        absl::MutexLock lock(&peer_mu_);
+        return peer_;
+      };
+    }
     options.log = [this](const std::string& m) {
       absl::MutexLock lock(&mu_);
       logs_.push_back(m);
@@ -227,7 +233,17 @@ class ReceiverTest : public ::testing::Test {
     return r == 0 || (r < 0 && errno == ECONNRESET);
   }
 
+  // What the next connection or datagram counts as, with fake_peers_ (on lo a test cannot send
+  // from two addresses of one IPv6 /64).
+  void SetPeer(const std::string& peer) {
+    absl::MutexLock lock(&peer_mu_);
+    peer_ = peer;
+  }
+
   size_t max_tcp_senders_ = 10000;
+  bool fake_peers_ = false;
+  absl::Mutex peer_mu_;
+  std::string peer_ ABSL_GUARDED_BY(peer_mu_);
   prometheus::Registry registry_;
   absl::Mutex mu_;
   std::vector<std::string> got_;
@@ -1007,6 +1023,133 @@ TEST_F(ReceiverTest, ThePerAddressCapCountsTcpAndTlsAndMappedAddressesTogether) 
       [&] { return Metric("palisade_syslog_per_address_refused_connections_total") == 2; }));
   ::close(third);
   ::close(tcp);
+}
+
+// One client holds an IPv6 /64 and can take a new address per connection: the cap and the rate
+// limit count the /64 (before, each address had a cap and a bucket of its own, so a client with
+// a /64 could take every slot). The connections come from 127.0.0.1 and count as the address
+// the test sets.
+TEST_F(ReceiverTest, ConnectionsFromOneIpv6SlashSixtyFourShareTheCapAndTheBucket) {
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config;
+  config.set_name("v6");
+  config.set_tcp_listen("127.0.0.1:0");
+  config.set_max_connections(8);
+  config.set_max_connections_per_address(2);
+  config.set_max_lines_per_second(100);
+  fake_peers_ = true;
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  SetPeer("2001:db8:0:1::a");
+  const int first = Connect(r->tcp_port());
+  ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 1; }));
+  SetPeer("2001:db8:0:1::b");
+  const int second = Connect(r->tcp_port());
+  ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 2; }));
+  EXPECT_EQ(r->tcp_rate_buckets(), 1u);  // one budget for the /64
+  SetPeer("2001:db8:0:1::c");
+  const int third = Connect(r->tcp_port());
+  EXPECT_TRUE(ClosedByServer(third));
+  ::close(third);
+  EXPECT_TRUE(Eventually(
+      [&] { return Metric("palisade_syslog_per_address_refused_connections_total") == 1; }));
+  // Another /64 is another sender.
+  SetPeer("2001:db8:0:2::a");
+  const int other = Connect(r->tcp_port());
+  ASSERT_EQ(::send(other, "<13>a: other\n", 13, 0), 13);
+  EXPECT_THAT(WaitFor(1), ElementsAre("3164 v6 <13>a: other"));
+  EXPECT_EQ(r->tcp_rate_buckets(), 2u);
+  // As the /64's connections end its count goes down: it is served again.
+  ::close(first);
+  ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 2; }));
+  SetPeer("2001:db8:0:1::d");
+  const int again = Connect(r->tcp_port());
+  ASSERT_EQ(::send(again, "<13>a: again\n", 13, 0), 13);
+  EXPECT_EQ(WaitFor(2).size(), 2u);
+  EXPECT_EQ(Metric("palisade_syslog_per_address_refused_connections_total"), 1);
+  ::close(again);
+  ::close(second);
+  ::close(other);
+}
+
+// per_address_ipv6_prefix: 48 makes a /48 one sender; 128 each address alone (a LAN of IPv6
+// hosts in one /64 that must not share).
+TEST_F(ReceiverTest, TheIpv6PrefixASenderCountsByIsConfigurable) {
+  fake_peers_ = true;
+  size_t lines = 0;
+  for (const uint32_t prefix : {48u, 128u}) {
+    palisade::v1::SyslogInput config;
+    config.set_name("prefix");
+    config.set_tcp_listen("127.0.0.1:0");
+    config.set_max_connections_per_address(1);
+    config.set_per_address_ipv6_prefix(prefix);
+    auto r = Start(config);
+    ASSERT_NE(r, nullptr);
+    SetPeer("2001:db8:0:1::a");
+    const int first = Connect(r->tcp_port());
+    ASSERT_EQ(::send(first, "<13>a: first\n", 13, 0), 13);
+    ASSERT_EQ(WaitFor(++lines).size(), lines) << prefix;  // served: it holds the slot
+    SetPeer(prefix == 48 ? "2001:db8:0:2::a" : "2001:db8:0:1::b");
+    const int second = Connect(r->tcp_port());
+    if (prefix == 48) {
+      EXPECT_TRUE(ClosedByServer(second));
+    } else {
+      ASSERT_EQ(::send(second, "<13>a: second\n", 14, 0), 14);
+      EXPECT_EQ(WaitFor(++lines).size(), lines);
+    }
+    ::close(first);
+    ::close(second);
+  }
+  EXPECT_EQ(Metric("palisade_syslog_per_address_refused_connections_total"), 1);
+}
+
+TEST_F(ReceiverTest, AnIpv6PrefixOutside48To128IsRefused) {
+  palisade::v1::SyslogInput config;
+  config.set_name("prefix");
+  config.set_tcp_listen("127.0.0.1:0");
+  auto start = [&] {
+    return SyslogReceiver::Start(
+        config, {}, [](const palisade::v1::LogBatch&) { return absl::OkStatus(); }, registry_);
+  };
+  for (const uint32_t prefix : {47u, 129u}) {
+    config.set_per_address_ipv6_prefix(prefix);
+    absl::StatusOr<std::unique_ptr<SyslogReceiver>> r = start();
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << prefix;
+    EXPECT_THAT(r.status().message(),
+                HasSubstr(absl::StrCat("inputs.syslog \"prefix\": per_address_ipv6_prefix must "
+                                       "be 48..128, not ",
+                                       prefix)));
+  }
+  for (const uint32_t prefix : {0u, 48u, 128u}) {
+    config.set_per_address_ipv6_prefix(prefix);
+    EXPECT_TRUE(start().ok()) << prefix;
+  }
+}
+
+// UDP too: the datagrams of one /64's addresses share a bucket.
+TEST_F(ReceiverTest, UdpSendersOfOneIpv6SlashSixtyFourShareABucket) {
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config;
+  config.set_name("udp6");
+  config.set_udp_listen("127.0.0.1:0");
+  config.set_max_lines_per_second(1);
+  config.set_max_burst_lines(1);
+  fake_peers_ = true;
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  double sent = 0;
+  auto send_as = [&](const char* peer) {
+    SetPeer(peer);
+    SendUdpFrom("127.0.0.1", r->udp_port(), 1);
+    ++sent;
+    ASSERT_TRUE(Eventually([&] { return Metric("palisade_syslog_frames_total") >= sent; }));
+  };
+  send_as("2001:db8:0:1::a");
+  send_as("2001:db8:0:1::b");  // the /64's bucket is empty: dropped
+  EXPECT_EQ(Metric("palisade_syslog_rate_limited_drops_total"), 1);
+  send_as("2001:db8:0:2::a");  // another /64, its own bucket
+  EXPECT_EQ(Metric("palisade_syslog_rate_limited_drops_total"), 1);
+  EXPECT_EQ(WaitFor(2).size(), 2u);
 }
 
 }  // namespace

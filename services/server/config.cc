@@ -710,6 +710,12 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
           file, ": inputs.syslog \"", in.name(), "\": max_connections_per_address ",
           in.max_connections_per_address(), " is over max_connections ", max_connections));
     }
+    if (in.per_address_ipv6_prefix() != 0 &&
+        (in.per_address_ipv6_prefix() < 48 || in.per_address_ipv6_prefix() > 128)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          file, ": inputs.syslog \"", in.name(),
+          "\": per_address_ipv6_prefix must be 48..128, not ", in.per_address_ipv6_prefix()));
+    }
     if (!in.has_idle_timeout()) continue;
     const absl::Duration d = FromProtoDuration(in.idle_timeout());
     if (d < absl::Seconds(1) || d > absl::Hours(24)) {

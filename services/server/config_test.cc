@@ -268,6 +268,15 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
                                })pb",
                           "c.textproto", "."),
               IsOk());
+  // The prefix an IPv6 sender counts by: 48..128 (0: 64).
+  for (const char* prefix : {"0", "48", "128"}) {
+    EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" inputs { syslog { name: \"s\" "
+                                         "tcp_listen: \"127.0.0.1:0\" per_address_ipv6_prefix: ",
+                                         prefix, " } }"),
+                            "c.textproto", "."),
+                IsOk())
+        << prefix;
+  }
   const std::pair<const char*, const char*> bad[] = {
       {R"pb(state_retention { seconds: 86400 })pb", "state_retention"},
       {R"pb(decisions_memory_budget_bytes: 1000)pb", "decisions_memory_budget_bytes"},
@@ -302,6 +311,14 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
               syslog { name: "s" tcp_listen: "127.0.0.1:0" max_connections_per_address: 65 }
             })pb",
        "inputs.syslog \"s\": max_connections_per_address 65 is over max_connections 64"},
+      {R"pb(inputs {
+              syslog { name: "s" tcp_listen: "127.0.0.1:0" per_address_ipv6_prefix: 47 }
+            })pb",
+       "inputs.syslog \"s\": per_address_ipv6_prefix must be 48..128, not 47"},
+      {R"pb(inputs {
+              syslog { name: "s" tcp_listen: "127.0.0.1:0" per_address_ipv6_prefix: 129 }
+            })pb",
+       "inputs.syslog \"s\": per_address_ipv6_prefix must be 48..128, not 129"},
   };
   for (const auto& [text, message] : bad) {
     EXPECT_THAT(ParseConfig(absl::StrCat("rule_files: \"a\" ", text), "c.textproto", "."),
