@@ -120,6 +120,11 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
                   .Name("palisade_feed_age_seconds")
                   .Help("Seconds since the feed's last success (-1: never).")
                   .Register(metrics);
+  // With the age, what PalisadeFeedStale judges a feed by (a stalled pull has no error).
+  auto& interval = prometheus::BuildGauge()
+                       .Name("palisade_feed_interval_seconds")
+                       .Help("The feed's pull interval in seconds (0: a pushed feed).")
+                       .Register(metrics);
   auto& errors = prometheus::BuildCounter()
                      .Name("palisade_feed_fetch_errors_total")
                      .Help("Versions a feed did not get (it keeps the one it has), by reason: "
@@ -153,6 +158,10 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
     feed.success_gauge = &success.Add(label);
     feed.age_gauge = &age.Add(label);
     feed.age_gauge->Set(-1);
+    // The config is fixed for the manager's life: set once.
+    const absl::Duration pull =
+        config.url().empty() ? absl::ZeroDuration() : Or(config.interval(), kDefaultInterval);
+    interval.Add(label).Set(absl::ToDoubleSeconds(pull));
     feed.fetch_failed = &errors.Add({{"feed", config.name()}, {"reason", "fetch"}});
     feed.unreadable = &errors.Add({{"feed", config.name()}, {"reason", "unreadable"}});
     feed.over_max_parsed_bytes =

@@ -1237,5 +1237,35 @@ TEST_F(FeedManagerTest, PullRefusesOversizedContentAndReadsFiles) {
   EXPECT_TRUE(feeds->registry().Contains("file", Ip("198.51.100.200")));
 }
 
+// A gauge's value for one feed (-1: no such series).
+double FeedGauge(prometheus::Registry& registry, const std::string& name, const std::string& feed) {
+  for (const prometheus::MetricFamily& f : registry.Collect()) {
+    if (f.name != name) continue;
+    for (const prometheus::ClientMetric& m : f.metric) {
+      for (const prometheus::ClientMetric::Label& l : m.label) {
+        if (l.name == "feed" && l.value == feed) return m.gauge.value;
+      }
+    }
+  }
+  return -1;
+}
+
+// PalisadeFeedStale compares a feed's age to its pull interval, which no metric gave: the
+// alert used a fixed 3 h, firing for healthy daily and pushed feeds, then also required a
+// failing pull, missing a pull that stopped without an error. The interval is exported from
+// the start, before any pull: a pulled feed's (its default 1 h when unset), 0 for a pushed one.
+TEST_F(FeedManagerTest, EachFeedsPullIntervalIsExportedZeroForAPushedFeed) {
+  FeedConfig daily = Plain("daily");
+  daily.set_url("http://127.0.0.1:1/daily");
+  daily.mutable_interval()->set_seconds(86400);
+  FeedConfig hourly = Plain("hourly");
+  hourly.set_url("http://127.0.0.1:1/hourly");
+  auto feeds = Make({daily, hourly, Plain("pushed")});
+
+  EXPECT_EQ(FeedGauge(metrics_, "palisade_feed_interval_seconds", "daily"), 86400);
+  EXPECT_EQ(FeedGauge(metrics_, "palisade_feed_interval_seconds", "hourly"), 3600);
+  EXPECT_EQ(FeedGauge(metrics_, "palisade_feed_interval_seconds", "pushed"), 0);
+}
+
 }  // namespace
 }  // namespace palisade
