@@ -363,7 +363,9 @@ TEST_P(SecretFromAnExtensionTest, AQueuedOrHeldRevocationLackingItsSecretGetsItF
   r.dispatcher.OnDecision(SeenAgain(created));
   EXPECT_EQ(r.dispatcher.held(), held ? 1u : 0u);  // given the secret, not queued twice
   EXPECT_EQ(r.dispatcher.pending(), held ? 0u : 1u);
-  if (held) EXPECT_EQ(r.dispatcher.ReleaseHeld(1), 1);
+  if (held) {
+    EXPECT_EQ(r.dispatcher.ReleaseHeld(1), 1);
+  }
   r.dispatcher.RunOnce();
   EXPECT_THAT(after->calls, ElementsAre("apply leak"));
   EXPECT_THAT(after->secrets, ElementsAre(created.secret));
