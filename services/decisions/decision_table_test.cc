@@ -1884,7 +1884,6 @@ TEST_F(DecisionTableTest, TheFourthDecidedAddressOfAnIpv6RangeDecidesTheRange) {
   EXPECT_EQ(Apply("2001:db8:1:3::1", clock_.TimeNow()).decision.target().value(),
             "2001:db8:1:3::1");
   EXPECT_EQ(table_.active_count(), 3u + 5u + 1u + 1u);
-  EXPECT_EQ(registry.Collect().size() > 0, true);
   bool counted = false;
   for (const auto& family : registry.Collect()) {
     if (family.name != "palisade_decisions_ipv6_folded_total") continue;
