@@ -68,6 +68,7 @@ struct Pending {
 
 struct Followed {
   std::string path;
+  std::string source;  // its batches' LogBatch.source
   std::unique_ptr<FileFollower> follower;
   // A line taken from the follower that starts another file (a rotation or a truncation
   // between two lines of a batch): the first line of the next batch.
@@ -83,19 +84,6 @@ struct Followed {
 };
 
 }  // namespace
-
-std::string DefaultShipperId() {
-  char host[256] = {0};
-  if (::gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') return "shipper";
-  std::string id(host);
-  for (char& c : id) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                    c == '.' || c == '_' || c == ':' || c == '-';
-    if (!ok) c = '-';
-  }
-  if (id.size() > 128) id.resize(128);
-  return id;
-}
 
 absl::StatusOr<std::map<std::string, FollowPosition>> FollowShipper::ReadState(
     const std::string& path) {
@@ -242,6 +230,7 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     Followed f;
     f.path = Absolute(raw);
     if (!seen.insert(f.path).second) continue;  // named twice: followed once
+    f.source = o.source.empty() ? DefaultSource(o.shipper_id, f.path) : o.source;
     std::optional<FileCheckpoint> from;
     if (auto it = state.find(f.path); it != state.end()) {
       from = it->second.checkpoint;
@@ -326,7 +315,7 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     summary.lines_read += static_cast<uint64_t>(b.records_size());
     (void)first;
     f.last = last;
-    b.set_source(o.source.empty() ? f.path : o.source);
+    b.set_source(f.source);
     b.set_format(o.format);
     b.set_json_format(o.json_format);
     origin->set_shipper_id(o.shipper_id);

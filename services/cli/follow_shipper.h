@@ -34,6 +34,7 @@
 #include "absl/time/time.h"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "palisade/v1/state.pb.h"
+#include "services/cli/shipper.h"  // DefaultShipperId
 
 namespace palisade {
 
@@ -42,7 +43,10 @@ struct FollowOptions {
   std::string state_file;          // required
   // Names this host to the server ([A-Za-z0-9._:-]{1,128}); default: the host name.
   std::string shipper_id;
-  // The batches' source (a metric label on the server); default: the path.
+  // The batches' source: the daemon keeps per source the year of year-less stamps, the event
+  // time its sweep ages windows by and the zone, and labels metrics with it. Default:
+  // "<shipper_id>:<path>" (DefaultSource), so that hosts following the same path keep their
+  // own. Not in the state file (positions are kept by path), so changing it re-sends nothing.
   std::string source;
   palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_SYSLOG;
   // With format json: the mapping (palisaded's json_formats) that reads the lines.
@@ -98,9 +102,6 @@ struct FollowSummary {
   uint64_t rotations = 0;
   uint64_t truncations = 0;
 };
-
-// The id a host gets by default: its name, with characters outside [A-Za-z0-9._:-] as '-'.
-std::string DefaultShipperId();
 
 class FollowShipper {
  public:

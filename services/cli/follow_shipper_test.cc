@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,6 +44,7 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
         absl::MutexLock lock(&mu_);
         drop = drop_next_ack_;
         drop_next_ack_ = false;
+        sources_.insert(b.source());
         for (const auto& r : b.records()) lines_.push_back(r.line());
         BatchAck a;
         a.set_sequence(b.sequence());
@@ -64,6 +66,10 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
     absl::MutexLock lock(&mu_);
     return lines_;
   }
+  std::set<std::string> sources() {
+    absl::MutexLock lock(&mu_);
+    return sources_;
+  }
   uint64_t duplicates() const { return dedup_.duplicate_lines(); }
   size_t max_batch_bytes() {
     absl::MutexLock lock(&mu_);
@@ -75,6 +81,7 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
   ShipDedup dedup_{ShipDedupOptions(), registry_};
   absl::Mutex mu_;
   std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> sources_ ABSL_GUARDED_BY(mu_);  // of the batches taken
   bool drop_next_ack_ ABSL_GUARDED_BY(mu_) = false;
   size_t max_batch_bytes_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -110,8 +117,10 @@ class FollowShipperTest : public ::testing::Test {
       return summary.ok() ? *summary : FollowSummary();
     }
   };
-  std::unique_ptr<Running> Start(uint32_t batch_lines = 2, size_t max_batch_bytes = 4 << 20) {
+  std::unique_ptr<Running> Start(uint32_t batch_lines = 2, size_t max_batch_bytes = 4 << 20,
+                                 const std::string& source = "") {
     FollowOptions options;
+    options.source = source;
     options.max_batch_bytes = max_batch_bytes;
     options.paths = {log_};
     options.state_file = state_;
@@ -221,6 +230,23 @@ TEST_F(FollowShipperTest, LongLinesMakeSmallerBatches) {
   EXPECT_EQ(service_.lines(), lines);
   EXPECT_GE(s.batches_acked, 5u);
   EXPECT_LT(service_.max_batch_bytes(), 100u * 1000 + 10 * 1000 + 4096);
+}
+
+// Two hosts following /var/log/auth.log must not share a source by default (the bare path, as
+// it was): the daemon keeps time per source, and one host's live lines aged the other's backlog.
+// The default is "<shipper id>:<path>"; a source given is sent as given.
+TEST_F(FollowShipperTest, TheDefaultSourceNamesTheShipperAndThePath) {
+  auto shipper = Start();
+  Append(log_, {"s1", "s2", "s3"});
+  ASSERT_TRUE(WaitLines(3));
+  shipper->Stop();
+  EXPECT_EQ(service_.sources(), std::set<std::string>({"test-host:" + log_}));
+
+  shipper = Start(/*batch_lines=*/2, /*max_batch_bytes=*/4 << 20, /*source=*/"auth");
+  Append(log_, {"s4"});
+  ASSERT_TRUE(WaitLines(4));
+  shipper->Stop();
+  EXPECT_EQ(service_.sources(), std::set<std::string>({"test-host:" + log_, "auth"}));
 }
 
 TEST_F(FollowShipperTest, StateFiles) {

@@ -1,7 +1,8 @@
 // palisadectl: the command-line client of palisaded.
 //
-//   palisadectl ship FILE... [--format F] [--source S] [--retime]
+//   palisadectl ship FILE... [--format F] [--source S] [--shipper_id ID] [--retime]
 //   palisadectl ship --follow FILE... --state_file S [--shipper_id ID] [--verbose]
+//   (the source defaults to "<shipper_id>:<absolute path>", the shipper id to the host name)
 //   palisadectl decisions list [--active] [--target T] [--rule R] [--page_size N] [--json]
 //
 // Human output escapes what peers and logs wrote (control characters, bidi marks, invalid
@@ -87,8 +88,11 @@ ABSL_FLAG(std::string, json_format, "",
           "ship, replay --format=json: the name of the mapping in palisaded's json_formats that "
           "reads these lines (replay: in --config's).");
 ABSL_FLAG(std::string, source, "",
-          "Source name for shipped lines (default: the file name); replay: the lines' source, "
-          "whose zone in --config's source_time_zones or inputs applies.");
+          "ship: the lines' source (default: \"<shipper_id>:<absolute path>\", e.g. "
+          "web-1:/var/log/auth.log); palisaded keeps each source's time (the year of year-less "
+          "stamps, the event time windows age by, source_time_zones), so hosts shipping the "
+          "same file must not share one. replay: the lines' source, whose zone in --config's "
+          "source_time_zones or inputs applies.");
 ABSL_FLAG(bool, retime, false,
           "ship: move the lines' event times so the last line happened now (for demos and "
           "tests that ship a recorded log to a live daemon).");
@@ -102,8 +106,9 @@ ABSL_FLAG(bool, follow, false,
 ABSL_FLAG(std::string, state_file, "",
           "ship --follow: where the acked positions are kept (written atomically).");
 ABSL_FLAG(std::string, shipper_id, "",
-          "ship --follow: this host's name to the server (default: the host name); the server "
-          "drops what a shipper sends again per shipper id and path.");
+          "ship: this host's name to the server (default: the host name), the first half of the "
+          "default --source; ship --follow: the server drops what a shipper sends again per "
+          "shipper id and path.");
 ABSL_FLAG(bool, verbose, false, "ship --follow: a status line (acks, lag) every 10 s.");
 ABSL_FLAG(bool, json, false, "Machine-readable output.");
 ABSL_FLAG(bool, active, false, "decisions list: only active decisions.");
@@ -513,7 +518,10 @@ int ShipFiles(const std::vector<std::string>& files) {
     ShipOptions options;
     options.format = *format;
     options.json_format = absl::GetFlag(FLAGS_json_format);
-    options.source = absl::GetFlag(FLAGS_source).empty() ? file : absl::GetFlag(FLAGS_source);
+    // Empty: "<host>:<path>" (ShipOptions), one source per host and file.
+    options.source = absl::GetFlag(FLAGS_source);
+    options.host = absl::GetFlag(FLAGS_shipper_id);
+    options.path = file;
     options.bearer_token = Token();
     options.batch_lines = static_cast<uint32_t>(std::max(1, absl::GetFlag(FLAGS_batch_lines)));
     if (tty) {
@@ -1538,9 +1546,11 @@ int main(int argc, char** argv) {
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   absl::SetProgramUsageMessage(
       "palisadectl COMMAND [flags]\n"
-      "  ship FILE... [--format F] [--source S] [--retime]\n"
+      "  ship FILE... [--format F] [--source S] [--shipper_id ID] [--retime]\n"
       "  ship --follow FILE... --state_file S [--shipper_id ID] [--format F] [--source S]\n"
       "        [--verbose]   (tail -F to the server until SIGTERM; nothing counted twice)\n"
+      "        (--source defaults to \"<shipper_id>:<absolute path>\", --shipper_id to the\n"
+      "        host name: palisaded keeps each source's time, so hosts must not share one)\n"
       "  decisions list [--active] [--target T] [--rule R] [--page_size N] [--json]\n"
       "  decisions add ADDRESS|CIDR [--duration 1h] [--reason TEXT]\n"
       "  decisions delete ID\n"

@@ -1,5 +1,7 @@
 #include "services/cli/shipper.h"
 
+#include <unistd.h>
+
 #include <chrono>
 #include <deque>
 #include <thread>
@@ -10,6 +12,27 @@
 #include "grpcpp/grpcpp.h"
 
 namespace palisade {
+
+std::string DefaultShipperId() {
+  char host[256] = {0};
+  if (::gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') return "shipper";
+  std::string id(host);
+  for (char& c : id) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    c == '.' || c == '_' || c == ':' || c == '-';
+    if (!ok) c = '-';
+  }
+  if (id.size() > 128) id.resize(128);
+  return id;
+}
+
+std::string DefaultSource(const std::string& host, const std::string& path) {
+  if (path.empty()) return host;
+  if (path[0] == '/' || path == "-") return absl::StrCat(host, ":", path);  // "-": stdin
+  char cwd[4096];
+  if (::getcwd(cwd, sizeof(cwd)) == nullptr) return absl::StrCat(host, ":", path);
+  return absl::StrCat(host, ":", cwd, "/", path);
+}
 
 absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
                                  const std::vector<palisade::v1::LogRecord>& records,
@@ -42,6 +65,10 @@ absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
   }
   context.set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(options.deadline));
   auto stream = stub.Ship(&context);
+  const std::string batch_source =
+      !options.source.empty()
+          ? options.source
+          : DefaultSource(options.host.empty() ? DefaultShipperId() : options.host, options.path);
 
   ShipSummary summary;
   absl::Mutex mu;
@@ -87,7 +114,7 @@ absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
     }
     if (*n == 0) break;
     batch.set_sequence(++sequence);
-    batch.set_source(options.source);
+    batch.set_source(batch_source);
     batch.set_format(options.format);
     batch.set_json_format(options.json_format);
     {

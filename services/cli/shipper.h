@@ -17,7 +17,16 @@
 namespace palisade {
 
 struct ShipOptions {
+  // The batches' source. The daemon keeps per source the year of year-less stamps, the event
+  // time its sweep ages windows by, and the zone (source_time_zones); it is also a metric
+  // label. Default: "<host>:<path>" (DefaultSource), so that hosts shipping the same file do not
+  // share one: a host catching up a backlog would otherwise see a live host move its time to
+  // now and the sweep drop its windows between batches.
   std::string source;
+  // The default source's halves: the host (default: DefaultShipperId(), the machine's name) and
+  // the file the records come from (made absolute; none: the host alone).
+  std::string host;
+  std::string path;
   palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_SYSLOG;
   // With format json: the mapping (palisaded's json_formats) that reads the lines.
   std::string json_format;
@@ -41,6 +50,17 @@ struct ShipSummary {
   // Ack latency per batch (write of the batch → its ack), in send order.
   std::vector<absl::Duration> ack_latencies;
 };
+
+// The name a host gives itself by default (the shipper id of `ship --follow`, the host half of
+// the default source): gethostname(), with characters outside [A-Za-z0-9._:-] as '-', at most
+// 128 of them; "shipper" when the machine has no name.
+std::string DefaultShipperId();
+
+// The source batches are named by when none is given: "<host>:<path>" (LogBatch.source's own
+// example, "web-1:/var/log/auth.log"), a relative path made absolute from the working
+// directory; the host alone when there is no path. One per host and file, so that each keeps
+// its own time in the daemon.
+std::string DefaultSource(const std::string& host, const std::string& path);
 
 // Ships `records` and waits for every ack. kUnavailable when the server cannot be reached;
 // the server's own status when it refused a batch; kDataLoss when acks went missing.

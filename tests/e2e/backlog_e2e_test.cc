@@ -46,7 +46,10 @@ std::string Line(absl::Time t, absl::string_view message) {
                       " web-1 sshd[1]: ", message);
 }
 
-TEST(BacklogTest, HourOldAttackInTwoBatchesReachesItsThreshold) {
+// The backlog scenario: `backlog` ships an hour-old attack cut over two batches while `live`
+// ships fresh lines, and the sweep runs between the backlog's batches.
+void HourOldAttackInTwoBatchesReachesItsThreshold(const ShipOptions& backlog,
+                                                  const ShipOptions& live) {
   const std::string dir = std::getenv("TEST_TMPDIR");
   std::ofstream(dir + "/backlog.textproto") << kPack;
   std::ofstream(dir + "/backlog_config.textproto")
@@ -59,10 +62,6 @@ TEST(BacklogTest, HourOldAttackInTwoBatchesReachesItsThreshold) {
       grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
   auto ingest = palisade::v1::Ingest::NewStub(channel);
   auto decisions = palisade::v1::Decisions::NewStub(channel);
-  ShipOptions backlog;
-  backlog.source = "web-1:/var/log/auth.log (backlog)";
-  ShipOptions live;
-  live.source = "web-2:/var/log/auth.log";
 
   const absl::Time hour_ago = absl::Now() - absl::Hours(1);
   auto failed = [](absl::string_view ip, int port) {
@@ -117,6 +116,28 @@ TEST(BacklogTest, HourOldAttackInTwoBatchesReachesItsThreshold) {
                          {"change=\"created\"", "rule=\"backlog-long\""}),
             1);
   EXPECT_EQ((*daemon)->Stop(), 0);
+}
+
+TEST(BacklogTest, HourOldAttackInTwoBatchesReachesItsThreshold) {
+  ShipOptions backlog;
+  backlog.source = "web-1:/var/log/auth.log (backlog)";
+  ShipOptions live;
+  live.source = "web-2:/var/log/auth.log";
+  HourOldAttackInTwoBatchesReachesItsThreshold(backlog, live);
+}
+
+// The same with the shippers' default source, as two hosts running `palisadectl ship
+// /var/log/auth.log` send it: the source was the bare path, one for both hosts, so the live
+// host moved the shared stream's time to now and the sweep dropped the backlog's windows
+// between its batches (no detection). The default names the host too.
+TEST(BacklogTest, TwoHostsShippingTheSamePathByDefaultKeepTheirOwnTime) {
+  ShipOptions backlog;
+  backlog.host = "web-1";
+  backlog.path = "/var/log/auth.log";
+  ShipOptions live;
+  live.host = "web-2";
+  live.path = "/var/log/auth.log";
+  HourOldAttackInTwoBatchesReachesItsThreshold(backlog, live);
 }
 
 // A host five hours behind UTC (TZ=America/New_York in January; four hours in summer): syslog
