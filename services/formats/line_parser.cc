@@ -260,6 +260,33 @@ bool IsApacheLevel(absl::string_view level) {
   return IsNginxLevel(level);  // the same eight syslog levels
 }
 
+// "hh:mm:ss" at `pos` (no range check).
+bool ReadClock(absl::string_view text, size_t pos, int* hour, int* minute, int* second) {
+  return ReadDigits(text, pos, 2, hour) && pos + 5 < text.size() && text[pos + 2] == ':' &&
+         ReadDigits(text, pos + 3, 2, minute) && text[pos + 5] == ':' &&
+         ReadDigits(text, pos + 6, 2, second);
+}
+
+// A UTC offset "+hh:mm", "+hhmm" or "+hh" at `pos`: its seconds east of UTC in *seconds, and
+// where it ends; 0 when there is none there, or one past +-23:59.
+size_t ReadUtcOffset(absl::string_view text, size_t pos, int* seconds) {
+  int oh, om = 0;
+  if (pos >= text.size() || (text[pos] != '+' && text[pos] != '-') ||
+      !ReadDigits(text, pos + 1, 2, &oh)) {
+    return 0;
+  }
+  size_t end = pos + 3;
+  if (end < text.size() && text[end] == ':') {
+    if (!ReadDigits(text, end + 1, 2, &om)) return 0;
+    end += 3;
+  } else if (ReadDigits(text, end, 2, &om)) {
+    end += 2;
+  }
+  if (oh > 23 || om > 59) return 0;
+  *seconds = (oh * 3600 + om * 60) * (text[pos] == '-' ? -1 : 1);
+  return end;
+}
+
 // Whether `text` starts a syslog header (<PRI>, "Mmm " or an ISO date): a daemon logging
 // through syslog (nginx's `error_log syslog:`, Apache's `ErrorLog syslog`).
 bool LooksLikeSyslog(absl::string_view text) {
@@ -555,6 +582,7 @@ absl::Status LineParser::Parse(absl::string_view line, absl::Time reference, Par
     case LogFormat::LOG_FORMAT_APACHE_ERROR:
       return ParseApacheError(line, reference, rule, out);
     case LogFormat::LOG_FORMAT_RAW:
+      return ParseRaw(line, reference, rule, out);
     case LogFormat::LOG_FORMAT_DECISIONS:  // Palisade's own lines: no header, no time
       out->message = line;
       return absl::OkStatus();
@@ -1246,6 +1274,171 @@ absl::Status LineParser::ParseApacheError(absl::string_view line, absl::Time ref
   out->pid = pid;
   out->message = line.substr(pos);
   return absl::OkStatus();
+}
+
+absl::Status LineParser::ParseRaw(absl::string_view line, absl::Time reference, YearRule rule,
+                                  ParsedLine* out) {
+  out->message = line;
+  // The stamp may be in brackets ("[2026-03-03 14:02:01] NOTICE[...]", Asterisk).
+  const absl::string_view text = !line.empty() && line[0] == '[' ? line.substr(1) : line;
+  if (text.size() < 14) return absl::OkStatus();  // "Mmm d hh:mm:ss", the shortest stamp
+  absl::Time t;
+  bool repeated = false;
+  bool inferred = false;
+  size_t end = 0;  // the stamp's length in `text`; 0: none
+  // The two shapes read into civil fields here, then into a time below.
+  int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
+  bool fields = false;  // read into those
+  bool may_have_offset = false;
+  if (absl::ascii_isdigit(text[0])) {
+    // ISO 8601 "yyyy-mm-dd[T ]hh:mm:ss[.,fff][Z|+hh:mm]": exim, MySQL 5.7+, PostgreSQL, ...
+    absl::StatusOr<size_t> iso = ParseRfc3339Near(text, &t, zone_, reference, &repeated);
+    if (!iso.ok()) return absl::OkStatus();  // a stamp's shape, an impossible time: none
+    end = *iso;
+    int yymmdd;
+    if (end > 0) {
+      // No offset of its own, then a space and a zone: an offset (exim's log_timezone,
+      // "+0100") or an abbreviation (PostgreSQL's "UTC", "CEST").
+      size_t zoneless_end = 19;
+      if (text.size() > 19 && (text[19] == '.' || text[19] == ',')) {
+        zoneless_end = 20;
+        while (zoneless_end < text.size() && absl::ascii_isdigit(text[zoneless_end])) {
+          ++zoneless_end;
+        }
+      }
+      if (end == zoneless_end && end + 2 < text.size() && text[end] == ' ' &&
+          (text[end + 1] == '+' || text[end + 1] == '-' || absl::ascii_isupper(text[end + 1]))) {
+        absl::Time as_utc;  // the civil time read as if in UTC
+        (void)ParseRfc3339Near(text, &as_utc, absl::UTCTimeZone(), reference, nullptr);
+        int offset = 0;
+        size_t zone_end = ReadUtcOffset(text, end + 1, &offset);
+        if (zone_end == 0) zone_end = ZoneAbbreviation(text, end + 1, as_utc, &offset);
+        if (zone_end > 0) {
+          t = as_utc - absl::Seconds(offset);
+          repeated = false;
+          end = zone_end;
+        }
+      }
+    } else if (ReadDigits(text, 0, 6, &yymmdd) && text[6] == ' ') {
+      // MySQL before 5.6: "yymmdd hh:mm:ss", the hour space-padded ("260303  4:02:03").
+      const bool padded = text[7] == ' ';
+      if ((padded ? ReadDigits(text, 8, 1, &hour) : ReadDigits(text, 7, 2, &hour)) &&
+          text[9] == ':' && ReadDigits(text, 10, 2, &minute) && text[12] == ':' &&
+          ReadDigits(text, 13, 2, &second)) {
+        year = 2000 + yymmdd / 10000;
+        month = yymmdd / 100 % 100;
+        day = yymmdd % 100;
+        end = 15;
+        fields = true;
+      }
+    } else if ((text[2] == '/' || text[2] == '-') && text[6] == text[2] &&
+               (text[11] == ' ' || text[11] == ':') && ReadDigits(text, 0, 2, &day) &&
+               ReadDigits(text, 7, 4, &year) && ReadClock(text, 12, &hour, &minute, &second)) {
+      // "dd/Mon/yyyy hh:mm:ss" (Kerio Connect), "dd-Mon-yyyy hh:mm:ss +zzzz" (Roundcube).
+      month = MonthFromAbbrev(text.substr(3, 3));
+      end = 20;
+      fields = true;
+      may_have_offset = true;
+    }
+  } else if (absl::ascii_isupper(text[0]) && text[3] == ' ') {
+    if (const int m = MonthFromAbbrev(text.substr(0, 3)); m != 0) {
+      // "Mmm dd hh:mm:ss", no year (dovecot's log_path, older Asterisk): the day space-padded,
+      // zero-padded or unpadded, as syslog writes it; the year as a syslog line's.
+      size_t at = 6;  // the space before hh:mm:ss
+      bool day_ok;
+      if (text[4] == ' ') {
+        day_ok = ReadDigits(text, 5, 1, &day);
+      } else if (text[5] == ' ') {
+        day_ok = ReadDigits(text, 4, 1, &day);
+        at = 5;
+      } else {
+        day_ok = ReadDigits(text, 4, 2, &day);
+      }
+      if (day_ok && text[at] == ' ' && ReadClock(text, at + 1, &hour, &minute, &second)) {
+        // The syslog reader's time (its year rule and caches) of the stamp alone, as the
+        // header of a line "STAMP h x" (the reader wants a host after it).
+        char header[15 + 4];
+        end = at + 9;
+        std::memcpy(header, text.data(), end);
+        std::memcpy(header + end, " h x", 4);
+        ParsedLine stamp;
+        if (ParseSyslog3164(absl::string_view(header, end + 4), reference, rule, &stamp).ok() &&
+            stamp.time.has_value()) {
+          t = *stamp.time;
+          repeated = stamp.time_repeated;
+          inferred = stamp.year_inferred;
+        } else {
+          end = 0;  // a field out of range, no such date, no reference to take a year from
+        }
+      }
+    } else if (MonthFromAbbrev(text.substr(4, 3)) != 0) {
+      // ctime "Www Mmm dd hh:mm:ss[.ffffff] yyyy" (vsftpd): read as Apache's error log's.
+      size_t field_end = 19;
+      if (text.size() > 19 && text[19] == '.') {
+        field_end = 20;
+        while (field_end < text.size() && absl::ascii_isdigit(text[field_end])) ++field_end;
+      }
+      field_end += 5;  // " yyyy"
+      if (field_end <= text.size()) {
+        absl::StatusOr<bool> is_time =
+            ParseApacheTime(text.substr(0, field_end), reference, &t, &repeated);
+        if (is_time.ok() && *is_time) end = field_end;
+      }
+    }
+  }
+  if (fields) {
+    // The fields read above: in range, then at the offset after them or in the source's zone.
+    if (month < 1 || month > 12 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60) {
+      return absl::OkStatus();
+    }
+    const int tod = hour * 3600 + minute * 60 + second;
+    int offset = 0;
+    const size_t offset_end = may_have_offset && end + 1 < text.size() && text[end] == ' '
+                                  ? ReadUtcOffset(text, end + 1, &offset)
+                                  : 0;
+    if (offset_end > 0) {
+      if (!CivilToTimeByRules(year, month, day, tod, absl::UTCTimeZone(), reference, &t, nullptr)) {
+        return absl::OkStatus();
+      }
+      t -= absl::Seconds(offset);
+      end = offset_end;
+    } else if (!CivilToTime(year, month, day, tod, reference, &t, &repeated)) {
+      return absl::OkStatus();
+    }
+  }
+  // A stamp runs into no letter or digit ("2026-03-03 14:02:0123" is none).
+  if (end == 0 || (end < text.size() && absl::ascii_isalnum(text[end]))) return absl::OkStatus();
+  // A stamp before 2000 is a clock that was never set (1970 after a reset): the pipeline drops
+  // a line whose own time is that old, and a raw line's stamp is only a hint, so the line keeps
+  // no time and is counted as before (at the record's time or the clock).
+  if (t < absl::FromUnixSeconds(946'684'800)) return absl::OkStatus();
+  out->time = t;
+  out->time_repeated = repeated;
+  out->year_inferred = inferred;
+  return absl::OkStatus();
+}
+
+size_t LineParser::ZoneAbbreviation(absl::string_view text, size_t pos, absl::Time as_utc,
+                                    int* offset) const {
+  size_t end = pos;
+  while (end < text.size() && end - pos < 6 && absl::ascii_isupper(text[end])) ++end;
+  const absl::string_view abbr = text.substr(pos, end - pos);
+  if (abbr.size() < 2) return 0;
+  if (abbr == "UTC" || abbr == "GMT") {
+    *offset = 0;
+    return end;
+  }
+  // The zone's abbreviations around that civil time (before and after a change, for an hour
+  // the zone repeats or skips): the one written names the offset.
+  const absl::TimeZone::TimeInfo info = zone_.At(absl::ToCivilSecond(as_utc, absl::UTCTimeZone()));
+  for (absl::Time candidate : {info.pre, info.post}) {
+    const absl::TimeZone::CivilInfo at = zone_.At(candidate);
+    if (abbr == at.zone_abbr) {
+      *offset = at.offset;
+      return end;
+    }
+  }
+  return 0;
 }
 
 }  // namespace palisade

@@ -41,7 +41,21 @@
 //                       Lines with an APR error ("(13)Permission denied: [client ...") keep it
 //                       in front. `pid` is P, `program` "apache"; local time; the time field
 //                       may also be ErrorLogFormat's %{cu}t ("[2026-03-03 14:02:01.123456]").
-//   raw, decisions      the whole line.
+//   raw                 the whole line. A service's own log (vsftpd, MySQL, PostgreSQL, exim,
+//                       dovecot's log_path, Asterisk, ...) starts with the server's time: a
+//                       leading stamp, in "[...]" or not, is the line's time:
+//                         "Tue Mar  3 14:02:01 2026"          ctime (vsftpd)
+//                         "2026-03-03 14:02:01[.,fff]"        ISO 8601, "T" or a space, with
+//                             an offset ("Z", "+01:00", "+0100") or, after a space, an offset
+//                             or a zone abbreviation (PostgreSQL's "UTC", "CEST": UTC, GMT or
+//                             one the parser's zone uses then; another is no zone)
+//                         "260303 14:02:01", "260303  4:02:01"    MySQL before 5.6
+//                         "03/Mar/2026 14:02:01", "03-Mar-2026 14:02:01 +0100"  Kerio, Roundcube
+//                         "Mar  3 14:02:01"                   no year: see YearRule
+//                       without an offset, in the parser's zone. Any other start, or such a
+//                       stamp with an impossible value or running into a letter or digit,
+//                       gives no time (the line is still read: a raw line is never refused).
+//   decisions           the whole line; no time.
 //   json formats        services/formats/json_parser.h: the access-log records rendered as a
 //                       combined line from the client address on (so combined rules read
 //                       them), firewall events as "ADDR ACTION SOURCE RULEID ...". Their views
@@ -150,7 +164,8 @@ class LineParser {
   // Returns kInvalidArgument naming what was wrong (and where) for a malformed line, and
   // kOutOfRange for a line whose timestamp has the right shape but an impossible value (a field
   // out of range, a date that does not exist, a UTC offset past ±23:59, a fraction of more than
-  // nine digits): the pipeline counts those as bad times as well as malformed.
+  // nine digits): the pipeline counts those as bad times as well as malformed. Neither for raw
+  // and decision lines, which take any text (a raw line's impossible stamp is no time).
   absl::Status Parse(absl::string_view line, absl::Time reference, ParsedLine* out,
                      YearRule rule = YearRule::kAtMostADayAhead);
 
@@ -183,6 +198,13 @@ class LineParser {
   // not (a "[module:level]" field), kOutOfRange when impossible.
   absl::StatusOr<bool> ParseApacheTime(absl::string_view field, absl::Time reference,
                                        absl::Time* out, bool* repeated);
+  // The whole line as the message, and the time of a leading stamp (see the table above).
+  absl::Status ParseRaw(absl::string_view line, absl::Time reference, YearRule rule,
+                        ParsedLine* out);
+  // A zone abbreviation at `pos` after a time without an offset (PostgreSQL's "UTC", "CEST"),
+  // the time's civil fields read as if UTC in `as_utc`: where it ends, and its UTC offset in
+  // *offset, when it is UTC, GMT or one the parser's zone uses at that civil time; else 0.
+  size_t ZoneAbbreviation(absl::string_view text, size_t pos, absl::Time as_utc, int* offset) const;
 
   // Midnight UTC of a civil date in Unix seconds, cached since consecutive lines share their
   // date (a year of 0 to 9999). False when the date does not exist.

@@ -995,5 +995,189 @@ TEST(ApacheErrorTest, MalformedLinesNameWhatAndWhere) {
   EXPECT_THAT(p.Parse("", absl::Now(), &out), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
+// A raw line is matched whole, but a service's own log (vsftpd.log, MySQL's and PostgreSQL's
+// error logs, exim's mainlog, Asterisk's messages, ...) starts with the server's time stamp:
+// that is the line's time. Without it every line read at a first start (a week of a file read
+// from its start) counted at one instant: five typos spread over days made a ban.
+struct RawCase {
+  std::string line;
+  std::string time;  // RFC 3339
+};
+
+void ExpectRawTimes(LineParser* p, const std::vector<RawCase>& cases, absl::Time reference) {
+  for (const RawCase& c : cases) {
+    SCOPED_TRACE(c.line);
+    ParsedLine out;
+    ASSERT_THAT(p->Parse(c.line, reference, &out), IsOk());
+    EXPECT_EQ(out.message, c.line);  // the whole line, stamp and all: no rule changes
+    EXPECT_EQ(out.host, "");
+    EXPECT_EQ(out.program, "");
+    EXPECT_EQ(out.pid, "");
+    ASSERT_TRUE(out.time.has_value());
+    EXPECT_EQ(*out.time, Utc(c.time));
+    EXPECT_FALSE(out.year_inferred);
+    EXPECT_FALSE(out.time_repeated);
+  }
+}
+
+TEST(RawTest, ALeadingTimeStampIsTheLinesTime) {
+  const std::vector<RawCase> cases = {
+      // vsftpd (ctime, as Apache's error log writes it; vsftpd's use_localtime=NO is UTC).
+      {"Tue Mar  3 14:02:01 2026 [pid 2101] CONNECT: Client \"203.0.113.7\"",
+       "2026-03-03T14:02:01Z"},
+      {"Fri Jan 19 12:20:33 2007 [pid 27202] [anonymous] FAIL LOGIN: Client \"64.106.46.98\"",
+       "2007-01-19T12:20:33Z"},
+      {"Thu Sep  8 00:39:49 2016 [pid 15019] [guest] FAIL LOGIN: Client \"::ffff:192.0.2.1\"",
+       "2016-09-08T00:39:49Z"},
+      // exim's mainlog; with log_timezone, its offset after a space.
+      {"2026-03-03 14:02:01 [4211] plain authenticator failed for (ylmf-pc) [203.0.113.60]:51234",
+       "2026-03-03T14:02:01Z"},
+      {"2026-03-03 14:02:01 +0100 [4211] plain authenticator failed", "2026-03-03T13:02:01Z"},
+      // MySQL 5.7/8, MariaDB, MySQL 5.1-5.5 (yymmdd, the hour space-padded).
+      {"2026-03-03T14:02:01.123456Z 12 [Note] [MY-010926] [Server] Access denied",
+       "2026-03-03T14:02:01.123456Z"},
+      {"2026-03-03 14:02:02 14 [Warning] Access denied for user 'admin'@'203.0.113.8'",
+       "2026-03-03T14:02:02Z"},
+      {"260303 14:02:03 [Warning] Access denied for user 'wp'@'2001:db8::8'",
+       "2026-03-03T14:02:03Z"},
+      {"260303  4:02:03 [Warning] Access denied for user 'wp'@'2001:db8::8'",
+       "2026-03-03T04:02:03Z"},
+      // PostgreSQL's %m / %t: a zone abbreviation after the time.
+      {"2026-03-03 14:02:01.120 UTC [41234] [unknown]@[unknown] 203.0.113.7 LOG:  connection",
+       "2026-03-03T14:02:01.120Z"},
+      {"2026-03-03 14:02:01 GMT [41234] postgres@postgres FATAL:  password authentication failed",
+       "2026-03-03T14:02:01Z"},
+      // ISO 8601 with a comma fraction (proftpd, Python's logging), offsets, Z (MongoDB, ...).
+      {"2026-03-03 14:40:30,101 ftp1 proftpd[6130] ftp1.example.com", "2026-03-03T14:40:30.101Z"},
+      {"2026-03-03T14:02:19.118+0000 I NETWORK  [listener] connection accepted",
+       "2026-03-03T14:02:19.118Z"},
+      {"2026-03-03T14:02:01.123+01:00 x", "2026-03-03T13:02:01.123Z"},
+      {"2026-03-03T14:02:04.667Z: Failed Login: username=root ip=203.0.113.102",
+       "2026-03-03T14:02:04.667Z"},
+      {"2026-03-03 14:02:08: (mod_auth.c.525) password doesn't match", "2026-03-03T14:02:08Z"},
+      {"2026-03-03 14:02:01.123 +01:00 [pid] x", "2026-03-03T13:02:01.123Z"},
+      // In brackets: Asterisk, nsd, Vaultwarden; Kerio Connect, Roundcube.
+      {"[2026-03-03 14:02:01] NOTICE[19388] res_pjsip/pjsip_distributor.c: Request 'REGISTER'",
+       "2026-03-03T14:02:01Z"},
+      {"[2026-03-03 14:02:08.123] nsd[911]: info: axfr for example.com. from 203.0.113.10 refused",
+       "2026-03-03T14:02:08.123Z"},
+      {"[2026-03-03 14:02:01.118][vaultwarden::api::identity][ERROR] Username or password",
+       "2026-03-03T14:02:01.118Z"},
+      {"[03/Mar/2026 14:02:01] Failed SMTP login from 203.0.113.40 with SASL method LOGIN.",
+       "2026-03-03T14:02:01Z"},
+      {"[03-Mar-2026 14:02:01 +0100]: <b7c1e9a2> Failed login for admin from 203.0.113.5",
+       "2026-03-03T13:02:01Z"},
+      // A stamp and nothing else.
+      {"2026-03-03 14:02:01", "2026-03-03T14:02:01Z"},
+  };
+  LineParser p(LogFormat::LOG_FORMAT_RAW);
+  ExpectRawTimes(&p, cases, Utc("2026-06-01T00:00:00Z"));
+}
+
+// "Mmm dd hh:mm:ss" (dovecot's log_path, older Asterisk in brackets) has no year: it comes
+// from the reference as for a syslog line, and the line says so.
+TEST(RawTest, ASyslogLikeStampTakesItsYearFromTheReference) {
+  LineParser p(LogFormat::LOG_FORMAT_RAW);
+  ParsedLine out;
+  for (absl::string_view line :
+       {"Mar  3 14:04:00 imap-login: Info: Disconnected (auth failed, 1 attempts in 2 secs)",
+        "Mar 3 14:04:00 auth-worker(900): Info: pam(admin,203.0.113.65): unknown user",
+        "Mar 03 14:04:00 auth: Info: x", "[Mar  3 14:04:00] NOTICE[1234] chan_sip.c: x"}) {
+    SCOPED_TRACE(line);
+    ASSERT_THAT(p.Parse(line, Utc("2026-06-01T00:00:00Z"), &out), IsOk());
+    EXPECT_EQ(out.message, line);
+    ASSERT_TRUE(out.time.has_value());
+    EXPECT_EQ(*out.time, Utc("2026-03-03T14:04:00Z"));
+    EXPECT_TRUE(out.year_inferred);
+  }
+  // At New Year: now in January, a December line is last year's; the previous line nearest.
+  ASSERT_THAT(p.Parse("Dec 31 23:59:59 auth: x", Utc("2026-01-01T00:00:05Z"), &out), IsOk());
+  ASSERT_TRUE(out.time.has_value());
+  EXPECT_EQ(*out.time, Utc("2025-12-31T23:59:59Z"));
+  ASSERT_THAT(p.Parse("Jan  1 00:00:03 auth: x", *out.time, &out, YearRule::kNearest), IsOk());
+  ASSERT_TRUE(out.time.has_value());
+  EXPECT_EQ(*out.time, Utc("2026-01-01T00:00:03Z"));
+  // With no reference to take a year from, no time (the line is still read).
+  ASSERT_THAT(p.Parse("Mar  3 14:04:00 auth: x", absl::InfiniteFuture(), &out), IsOk());
+  EXPECT_FALSE(out.time.has_value());
+  EXPECT_EQ(out.message, "Mar  3 14:04:00 auth: x");
+}
+
+// A time without an offset is read in the source's zone (Config.time_zone /
+// FileInput.time_zone), as for every other format; an abbreviation after it names which of the
+// zone's offsets it is (PostgreSQL's log_timezone writes "CET" / "CEST"), which also settles an
+// hour the zone repeats.
+TEST(RawTest, ZonelessTimesAreReadInTheSourcesZone) {
+  LineParser p(LogFormat::LOG_FORMAT_RAW, Zone("Europe/Berlin"));
+  const std::vector<RawCase> cases = {
+      {"Thu Jan 15 09:00:00 2026 [pid 1] [u] FAIL LOGIN: Client \"203.0.113.7\"",
+       "2026-01-15T08:00:00Z"},
+      {"2026-01-15 09:00:00 [4211] x", "2026-01-15T08:00:00Z"},
+      {"2026-07-15 09:00:00 [4211] x", "2026-07-15T07:00:00Z"},
+      {"[2026-07-15 09:00:00] NOTICE[1] x", "2026-07-15T07:00:00Z"},
+      {"260715  9:00:00 [Warning] x", "2026-07-15T07:00:00Z"},
+      {"[15/Jul/2026 09:00:00] x", "2026-07-15T07:00:00Z"},
+      {"2026-07-15 09:00:00.250 CEST [41234] x", "2026-07-15T07:00:00.250Z"},
+      {"2026-01-15 09:00:00.250 CET [41234] x", "2026-01-15T08:00:00.250Z"},
+      // UTC is UTC in any zone; an offset is the offset.
+      {"2026-07-15 09:00:00.250 UTC [41234] x", "2026-07-15T09:00:00.250Z"},
+      {"2026-07-15T09:00:00Z x", "2026-07-15T09:00:00Z"},
+      {"2026-07-15 09:00:00 +0000 [1] x", "2026-07-15T09:00:00Z"},
+      // 25 October 2026, 02:00-02:59 happens twice in Berlin: the abbreviation says which.
+      {"2026-10-25 02:30:00.000 CEST [1] x", "2026-10-25T00:30:00Z"},
+      {"2026-10-25 02:30:00.000 CET [1] x", "2026-10-25T01:30:00Z"},
+      // An abbreviation the zone does not use is no zone: the time is read in the source's zone.
+      {"2026-07-15 09:00:00 PDT [1] x", "2026-07-15T07:00:00Z"},
+  };
+  ExpectRawTimes(&p, cases, Utc("2026-11-01T00:00:00Z"));
+  ParsedLine out;
+  ASSERT_THAT(p.Parse("Jul 15 09:00:00 auth: x", Utc("2026-11-01T00:00:00Z"), &out), IsOk());
+  ASSERT_TRUE(out.time.has_value());
+  EXPECT_EQ(*out.time, Utc("2026-07-15T07:00:00Z"));
+  // Without an abbreviation, a repeated hour is the occurrence nearer the reference, as for
+  // every other format.
+  ASSERT_THAT(p.Parse("2026-10-25 02:30:00 [1] x", Utc("2026-10-25T01:31:00Z"), &out), IsOk());
+  ASSERT_TRUE(out.time.has_value());
+  EXPECT_EQ(*out.time, Utc("2026-10-25T01:30:00Z"));
+  EXPECT_TRUE(out.time_repeated);
+}
+
+// What is not one of those stamps leaves the line without a time, as before: a line that
+// starts with digits, a word, a stamp glued to more digits, a stamp whose date cannot be. The
+// line is never refused for it: it is matched whole all the same.
+TEST(RawTest, ALineWithoutAStampHasNoTime) {
+  LineParser p(LogFormat::LOG_FORMAT_RAW);
+  for (absl::string_view line : {
+           "12345 something",
+           "2026 was a year",
+           "123456 12:00:00 [Warning] not a date (month 34)",
+           "1234567 12:00:00 x",
+           "20260303 14:02:01 x",
+           "2026-03-03 14:02:0123 x",
+           "2026-03-03 14:02:01x",
+           "2026-02-30 14:02:01 x",
+           "2026-03-03 25:02:01 x",
+           "Tue Mar  3 14:02:01 20265 x",
+           "Mar 32 14:02:01 x",
+           "March 3 14:02:01 x",
+           "Mar  3 14:02 x",
+           "Marvin said hello",
+           "[2026-03-03] x",
+           "[] x",
+           "env: CLOUDFLARE_API_TOKEN= NODE_ENV=production",
+           "{\"time\":\"2026-03-03T14:02:01Z\"}",
+           "hot path /a b",
+           "1970-01-01 00:00:12 a clock never set: no time, not a line dropped",
+           "Thu Jan  1 00:00:12 1970 x",
+           "",
+       }) {
+    SCOPED_TRACE(line);
+    ParsedLine out;
+    ASSERT_THAT(p.Parse(line, Utc("2026-06-01T00:00:00Z"), &out), IsOk());
+    EXPECT_EQ(out.message, line);
+    EXPECT_FALSE(out.time.has_value());
+  }
+}
+
 }  // namespace
 }  // namespace palisade

@@ -150,5 +150,65 @@ TEST_F(FileInputE2eTest, RestartsReadOnExactlyWhereTheWindowsWere) {
             (std::set<std::string>{"203.0.113.10", "203.0.113.20"}));
 }
 
+// A service's own log read as raw lines (vsftpd.log), found on a first start with no position
+// saved: the file is read from its start, and each line counts at its own time stamp. Five
+// failed logins of one address a day apart (a user's typos over a week) are five windows, not
+// a ban; five within a minute, stamped now, are the ban (the stamps are read, not ignored).
+// Before raw lines had a time, all ten counted at the moment they were read: both banned.
+TEST_F(FileInputE2eTest, RawLinesOfAnExistingFileCountAtTheirOwnTime) {
+  const std::string vsftpd_log = dir_ + "/vsftpd.log";
+  const std::string pack = dir_ + "/vsftpd-e2e.textproto";
+  {
+    // rules/vsftpd.textproto's own-log rule: 5 in 10 minutes bans for an hour.
+    std::ofstream out(pack);
+    out << R"pb(name: "vsftpd-e2e"
+                rules {
+                  id: "e2e-vsftpd-fail-login"
+                  formats: [ LOG_FORMAT_RAW ]
+                  patterns: "^[A-Z][a-z]{2} [A-Z][a-z]{2} [ 0-9][0-9] [0-9]{2}:[0-9]{2}:[0-9]{2} [0-9]{4} \\[pid [0-9]+\\] \\[.*?\\] FAIL LOGIN: Client \"(?P<ip>[0-9A-Fa-f:.]+)\"$"
+                  threshold {
+                    count: 5
+                    window { seconds: 600 }
+                  }
+                  decision {
+                    action: ACTION_BLOCK
+                    duration { seconds: 3600 }
+                  }
+                  examples {
+                    line: "Fri Jan 19 12:20:33 2007 [pid 27202] [anonymous] FAIL LOGIN: Client \"203.0.113.7\""
+                    key: "203.0.113.7"
+                  }
+                }
+    )pb";
+  }
+  {
+    // vsftpd's default use_localtime=NO: its ctime stamps are UTC, as the input says.
+    std::ofstream out(vsftpd_log, std::ios::trunc);
+    const absl::Time now = absl::Now();
+    auto line = [&](absl::Time t, const std::string& ip) {
+      out << absl::FormatTime("%a %b %e %H:%M:%S %Y", t, absl::UTCTimeZone())
+          << " [pid 2100] [admin] FAIL LOGIN: Client \"" << ip << "\"\n";
+    };
+    for (int day = 5; day >= 1; --day) line(now - absl::Hours(24 * day), "203.0.113.30");
+    for (int s = 50; s >= 10; s -= 10) line(now - absl::Seconds(s), "203.0.113.31");
+  }
+  config_ = ::palisade::testing::WriteEdgeConfig(
+      *cf_, cf_->token_file(), {},
+      absl::StrCat("rule_files: \"", pack, "\"\n", "inputs { files { name: \"vsftpd\" paths: \"",
+                   vsftpd_log,
+                   "\" format: \"raw\" time_zone: \"UTC\" } poll_interval { nanos: 50000000 } }\n",
+                   "snapshot_interval { seconds: 3600 }\n"));
+  StartDaemon();
+  // All ten lines taken: every decision they make is made by then.
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return ScrapeMetric(*daemon_, "palisade_input_lines_total", {"input=\"vsftpd\""}) >= 10;
+      },
+      absl::Seconds(60)));
+  ASSERT_TRUE(Banned("203.0.113.31")) << ::palisade::testing::EmulatorState(*cf_).dump(2);
+  EXPECT_FALSE(Decided("203.0.113.30"));
+  EXPECT_EQ(EmulatorAccessRuleValues(*cf_), (std::set<std::string>{"203.0.113.31"}));
+}
+
 }  // namespace
 }  // namespace palisade
