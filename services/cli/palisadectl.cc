@@ -138,9 +138,10 @@ ABSL_FLAG(std::string, rules_dir, "",
           "/usr/local/share/palisade/rules, then ./rules).");
 ABSL_FLAG(std::string, config, "",
           "replay: palisaded's config; its rule_files, cidr_sets, allowlist, engine limits, "
-          "time zones and json_formats apply, as in palisaded.");
+          "time zones and json_formats apply, as in palisaded. rules test (local): its time_zone.");
 ABSL_FLAG(std::string, time_zone, "",
-          "replay: zone of times without a UTC offset (default: --config's, else the host's).");
+          "replay, rules test (local): zone of times without a UTC offset (default: --config's, "
+          "else the host's, as palisaded).");
 ABSL_FLAG(std::vector<std::string>, kinds, {},
           "watch: only these kinds (detection, decision, action, alert; comma-separated).");
 ABSL_FLAG(uint64_t, after, 0, "watch: resume after this sequence number (0: new events only).");
@@ -788,7 +789,28 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
     if (!lines.ok()) return Fail(std::string(lines.status().message()));
     absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
     if (!rules.ok()) return Fail(std::string(rules.status().message()));
-    resp = Pipeline::TestRules(*rules, *format, *lines, absl::Now());
+    // Zoneless times as palisaded reads them (as replay does): --time_zone, else --config's
+    // time_zone, else (palisaded's default) the host's zone.
+    absl::StatusOr<absl::TimeZone> host = TimeZoneNamed("");
+    if (!host.ok()) return Fail(absl::StrCat("rules test: ", host.status().message()));
+    absl::TimeZone zone = *host;
+    if (!absl::GetFlag(FLAGS_config).empty()) {
+      absl::StatusOr<palisade::v1::Config> config =
+          LoadConfigFile(absl::GetFlag(FLAGS_config));
+      if (!config.ok()) return Fail(std::string(config.status().message()));
+      absl::StatusOr<ReplayOptions> from_config = ReplayOptionsFromConfig(*config);
+      if (!from_config.ok()) {
+        return Fail(absl::StrCat("rules test: ", absl::GetFlag(FLAGS_config), ": ",
+                                 from_config.status().message()));
+      }
+      zone = from_config->time_zone;
+    }
+    if (!absl::GetFlag(FLAGS_time_zone).empty()) {
+      absl::StatusOr<absl::TimeZone> named = TimeZoneNamed(absl::GetFlag(FLAGS_time_zone));
+      if (!named.ok()) return Fail(absl::StrCat("rules test: ", named.status().message()));
+      zone = *named;
+    }
+    resp = Pipeline::TestRules(*rules, *format, *lines, absl::Now(), zone);
   }
   const double secs = absl::ToDoubleSeconds(absl::Now() - start);
 

@@ -640,12 +640,15 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         ": format decisions is Palisade's own stream of decisions; it cannot be shipped"));
   }
   const absl::Time started = clock_.TimeNow();
-  const absl::Time now = started;
-  // The bounds a line's time is compared with, computed once a batch: absl::Time arithmetic
-  // (a Duration added, a difference taken) was ~40 instructions of a line's own ~200 here.
-  // `previous < stale_before` is `now - previous > 30 days` (finite times, exact arithmetic).
+  // The clock's now: for the daemon the batch's; replay's lines move the clock, and it is read
+  // again each time they do (below).
+  absl::Time now = started;
+  // The bounds a line's time is compared with, computed once a batch (replay: once the clock
+  // moves): absl::Time arithmetic (a Duration added, a difference taken) was ~40 instructions
+  // of a line's own ~200 here. `previous < stale_before` is `now - previous > 30 days` (finite
+  // times, exact arithmetic).
   const absl::Time stale_before = now - absl::Hours(24 * 30);
-  const absl::Time future_after = now + absl::Hours(24);
+  absl::Time future_after = now + kFutureHorizon;
   const absl::Time too_old = absl::FromUnixSeconds(946'684'800);  // before 2000
   BatchAck ack;
   ack.set_sequence(batch.sequence());
@@ -778,9 +781,10 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       if (truncated) ack.set_truncated(ack.truncated() + 1);
       if (sanitize) ack.set_sanitized(ack.sanitized() + 1);
       // In the daemon, a stream silent for a month starts over from now: the nearest year to a
-      // line half a year old could be the wrong one, and live lines are recent.
+      // line half a year old could be the wrong one, and live lines are recent. (Not in replay,
+      // whose clock is the log's own.)
       const bool first = previous == absl::InfinitePast() ||
-                         (options_.clamp_future && previous < stale_before);
+                         (options_.clamp_future && !line_by_line && previous < stale_before);
       // Parsed already by Prematch (replay on several threads): the same line, so the same
       // result, but for a year read from Prematch's reference. That year is the one the
       // previous line gives when the time is within 180 days of it (a year apart, no other
@@ -822,23 +826,35 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         when = *t;
         timed = true;
       }
-      // Absurd times: from the future (clock skew, forged lines) are clamped to now in the
-      // daemon; from before 2000 are rejected. Either is no reference for the year of the next
-      // yearless line (one sender with its clock in 2099 would have set every later line's),
-      // nor is a line's own absurd time when the client's event time stands in for it.
-      if (options_.clamp_future && when > future_after) {
+      // Absurd times: from the future (clock skew, forged lines) are clamped to now; from
+      // before 2000 are rejected. Either is no reference for the year of the next yearless line
+      // (one sender with its clock in 2099 would have set every later line's), nor is a line's
+      // own absurd time when the client's event time stands in for it. In replay a line that
+      // sets the clock is not clamped: the first, or the second of two in a row that far ahead
+      // (the log moved on after a silence; see PipelineOptions::clamp_future).
+      bool sets_clock = false;
+      if (line_by_line && timed) {
+        sets_clock = !line_clock_started_ ||
+                     (held_ahead_ && options_.clamp_future && when > future_after);
+        held_ahead_ = !sets_clock && options_.clamp_future && when > future_after;
+      }
+      if (options_.clamp_future && when > future_after && !sets_clock) {
         when = now;
+        timed = false;  // replay: it does not move the clock
         ack.set_clamped(ack.clamped() + 1);
       } else if (when < too_old) {
         ack.set_clamped(ack.clamped() + 1);
         ack.set_malformed(ack.malformed() + 1);
         continue;
-      } else if (parsed.time && !(options_.clamp_future && *parsed.time > future_after) &&
-                 *parsed.time >= too_old) {
+      } else if (parsed.time && *parsed.time >= too_old &&
+                 (sets_clock || !(options_.clamp_future && *parsed.time > future_after))) {
         previous = *parsed.time;
       }
       if (line_by_line && timed && when > latest) {
         options_.advance_clock(when);
+        line_clock_started_ = true;
+        now = clock_.TimeNow();
+        future_after = now + kFutureHorizon;
         // The first line at or past the next sweep is the latest so far (an earlier line past
         // it would have swept), so `when` is the clock.
         if (when >= next_line_sweep_) {
@@ -1157,6 +1173,7 @@ palisade::v1::TestRulesResponse Pipeline::TestRules(std::shared_ptr<const RuleSe
                                                     LogFormat format,
                                                     const std::vector<std::string>& lines,
                                                     absl::Time reference,
+                                                    absl::TimeZone time_zone,
                                                     size_t max_answer_bytes) {
   palisade::v1::TestRulesResponse out;
   // What a listed match or key adds to the answer, about (its bytes and the fields' framing).
@@ -1170,7 +1187,7 @@ palisade::v1::TestRulesResponse Pipeline::TestRules(std::shared_ptr<const RuleSe
     return true;
   };
   Engine engine(rules, EngineOptions());
-  LineParser parser(format);
+  LineParser parser(format, time_zone);
   ParsedLine parsed;
   std::map<std::string, palisade::v1::RuleSummary> summary;
   for (const auto& rule : rules->rules()) summary[rule->id()].set_rule_id(rule->id());

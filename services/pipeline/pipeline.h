@@ -34,6 +34,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/base/attributes.h"
@@ -43,6 +44,7 @@
 #include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "palisade/v1/config.pb.h"
 #include "palisade/v1/palisade.pb.h"
 #include "prometheus/counter.h"
@@ -75,8 +77,15 @@ struct PipelineOptions {
   // lines', not the batches': the result does not depend on how lines are cut into batches.
   // InfiniteDuration: never (the daemon sweeps on its own clock, ExpireWindows).
   absl::Duration sweep_in_line_time = absl::InfiniteDuration();
-  // Live: a line more than a day ahead of the clock (skew, forgery) is moved to the clock's now
-  // and counted. Replay turns it off: there the clock follows the log.
+  // A line more than kFutureHorizon ahead of the clock (skew, forgery) is moved to the clock's
+  // now and counted there, and is no reference for the year of the yearless lines after it. Live
+  // the clock is the wall clock. With advance_clock (replay) it is the clock the lines move, read
+  // again each time they move it, and such a line does not move it, so one line from a host
+  // whose clock runs days or decades ahead leaves the decisions after it as palisaded makes
+  // them; but the first timed line sets the clock whatever its time (a log from the future
+  // replays as written), and so does the second of two timed lines in a row that are both that
+  // far ahead (a log silent for more than a day: its first line after the silence is counted at
+  // the clock, the next ones at their own times). False: never (tests of the rest).
   bool clamp_future = true;
   // The zone of the times that carry no UTC offset (RFC 3164, combined logs without one): per
   // batch source, else `time_zone`. The daemon defaults it to the host's local zone.
@@ -109,6 +118,9 @@ struct PipelineOptions {
   // whose secret stays on the node; no router yet) is counted here as Process would.
   std::function<absl::Status(const EngineMatch&)> route_match;
 };
+
+// How far ahead of the clock a line's time may be before clamp_future moves it to the clock.
+inline constexpr absl::Duration kFutureHorizon = absl::Hours(24);
 
 // RFC 3629 UTF-8 validity (no overlongs, surrogates or code points past U+10FFFF).
 bool IsValidUtf8(absl::string_view s);
@@ -209,12 +221,27 @@ class Pipeline {
   void ExpireWindows();
 
   // Admin.TestRules: runs `rules` (or the loaded ones) over lines, without touching windows.
-  // The matches and keys listed stop at about `max_answer_bytes` of answer (then `truncated`
-  // is set; the counts go on): lines times matching rules can be far more than the request.
+  // Times written without a UTC offset are read in `time_zone`, the zone the daemon reads them
+  // in (PipelineOptions::time_zone; time_zone() below), so each match's event_time is the one
+  // a batch of the same lines is counted at. The matches and keys listed stop at about
+  // `max_answer_bytes` of answer (then `truncated` is set; the counts go on): lines times
+  // matching rules can be far more than the request.
+  static palisade::v1::TestRulesResponse TestRules(
+      std::shared_ptr<const RuleSet> rules, palisade::v1::LogFormat format,
+      const std::vector<std::string>& lines, absl::Time reference, absl::TimeZone time_zone,
+      size_t max_answer_bytes = std::numeric_limits<size_t>::max());
+  // The same in UTC, for callers that know no zone (a zoneless time is then read as UTC, which
+  // differs from what the daemon reads unless its zone is UTC).
   static palisade::v1::TestRulesResponse TestRules(
       std::shared_ptr<const RuleSet> rules, palisade::v1::LogFormat format,
       const std::vector<std::string>& lines, absl::Time reference,
-      size_t max_answer_bytes = std::numeric_limits<size_t>::max());
+      size_t max_answer_bytes = std::numeric_limits<size_t>::max()) {
+    return TestRules(std::move(rules), format, lines, reference, absl::UTCTimeZone(),
+                     max_answer_bytes);
+  }
+  // The zone batches without a zone of their own source are read in (PipelineOptions::
+  // time_zone): what Admin.TestRules passes to TestRules.
+  absl::TimeZone time_zone() const { return options_.time_zone; }
 
   // The engine's windows, for the store (see Engine::Snapshot), and putting them back.
   palisade::v1::EngineSnapshot SnapshotWindows() const;
@@ -336,6 +363,11 @@ class Pipeline {
   // sweep_in_line_time's next sweep. Touched only with advance_clock set, by replay's one
   // thread that processes (ProcessLines is then never called concurrently).
   absl::Time next_line_sweep_;
+  // With advance_clock, likewise: whether some line has moved the clock yet, and whether the
+  // previous timed line was held at the clock as more than kFutureHorizon ahead of it (see
+  // PipelineOptions::clamp_future).
+  bool line_clock_started_ = false;
+  bool held_ahead_ = false;
 
   // Readers: batches (and sweeps, snapshots). Writer: a rule swap.
   mutable absl::Mutex rules_mu_;

@@ -888,6 +888,39 @@ TEST_F(PipelineTest, TestRulesReportsPerLineAndPerRule) {
   EXPECT_EQ(table_.List({}).size(), 0u);  // testing decides nothing
 }
 
+// Rules test reads a time without a UTC offset in the zone the daemon reads it in: the event
+// time it shows for a line is the one a batch of it is counted at. It read them in UTC, five
+// hours off in New York.
+TEST_F(PipelineTest, TestRulesReadsZonelessTimesInTheDaemonsZone) {
+  absl::TimeZone new_york;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  clock_.Set(absl::FromUnixSeconds(1'772'556'900));  // 2026-03-03 16:55:00 UTC (11:55 EST)
+  PipelineOptions options;
+  options.time_zone = new_york;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  std::vector<std::string> lines;
+  for (int i = 0; i < 3; ++i) {
+    lines.push_back(absl::StrCat("Mar  3 11:50:0", i,
+                                 " web-1 sshd[1]: Failed password for root from 203.0.113.7 "
+                                 "port 22 ssh2"));
+    batch.add_records()->set_line(lines.back());
+  }
+  ASSERT_THAT(pipeline.ProcessBatch(batch), IsOk());
+  const std::vector<palisade::v1::Decision> decided = table.List({});
+  ASSERT_THAT(decided, SizeIs(1));
+  EXPECT_EQ(decided[0].start().seconds(), 1'772'556'602);  // 2026-03-03 16:50:02 UTC
+
+  palisade::v1::TestRulesResponse r = Pipeline::TestRules(
+      Rules(), LogFormat::LOG_FORMAT_SYSLOG, lines, clock_.TimeNow(), pipeline.time_zone());
+  ASSERT_THAT(r.matches(), SizeIs(3));
+  EXPECT_EQ(r.matches(2).event_time().seconds(), decided[0].start().seconds());
+  EXPECT_EQ(r.matches(0).event_time().seconds(), 1'772'556'600);  // 16:50:00 UTC
+}
+
 TEST_F(PipelineTest, TestRulesListsMatchesUpToItsAnswerBudgetAndCountsOn) {
   std::vector<std::string> lines;
   for (int i = 0; i < 50; ++i) lines.push_back(Line(absl::StrCat("203.0.113.", i), 1));

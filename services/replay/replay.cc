@@ -108,7 +108,10 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
   });
   PipelineOptions options;
   options.engine = replay.engine;
-  options.clamp_future = false;
+  // As the daemon clamps a line more than a day ahead of its now, against the replay's clock
+  // (PipelineOptions::clamp_future): one line from a host whose clock runs ahead must not move
+  // the clock, and with it every later decision, as palisaded's now is never moved by a line.
+  options.clamp_future = true;
   options.sweep_in_line_time = replay.sweep_interval;
   options.time_zone = replay.time_zone;
   options.source_time_zones = replay.source_time_zones;
@@ -129,6 +132,7 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
     summary.lines += batch.lines.size();
     summary.malformed += ack->malformed();
     summary.truncated += ack->truncated();
+    summary.clamped += ack->clamped();
     summary.matched += ack->matched();
     summary.detections += ack->detections();
     return absl::OkStatus();

@@ -7,9 +7,17 @@
 // line time seen so far and the decisions due by then expire; the line's detections are then
 // decided at that clock. Nothing depends on where batches are cut, and nothing a line decided
 // depends on the lines after it: the decisions over any prefix of a log are a subset of those
-// over the whole log, and `batch_lines` changes only the batch size, not the result. Times are
-// never clamped to the wall clock (a log from the future replays as written); a yearless time
-// takes the year nearest to the previous line's (the first line: at most a day after now).
+// over the whole log, and `batch_lines` changes only the batch size, not the result. A yearless
+// time takes the year nearest to the previous line's (the first line: at most a day after now).
+// Times are not clamped to the wall clock (the first line sets the clock, so a log from the
+// future replays as written), but to the replay's clock as palisaded clamps them to its now
+// (PipelineOptions::clamp_future): a line more than a day ahead of the latest line time is
+// counted at that time, and neither moves the clock nor gives the next yearless line its year,
+// so one line from a host whose clock runs days or decades ahead does not make every later
+// decision stale. The second such line in a row is taken as the log moving on after a silence:
+// it sets the clock (the first line after a silence of more than a day is counted at the clock).
+// A line less than a day ahead moves the clock as any other: a replay cannot tell it from the
+// log's own time, where the daemon's clock would not have followed it.
 //
 // Lines go to the pipeline as views into one buffer per batch, the file read straight into it
 // (LineSource::NextBatch: no copy, string or protobuf record per line), and matching runs on
@@ -50,6 +58,10 @@ struct ReplaySummary {
   uint64_t lines = 0;
   uint64_t malformed = 0;
   uint64_t truncated = 0;  // lines cut at max_line_bytes (JSON records: max_record_bytes)
+  // Lines whose time was absurd: more than a day ahead of the replay's clock (counted at the
+  // clock, as palisaded counts them at its now; see the header) or before 2000 (refused, and
+  // counted in `malformed` too).
+  uint64_t clamped = 0;
   uint64_t matched = 0;
   uint64_t detections = 0;
   std::map<std::string, uint64_t> matches_per_rule;

@@ -472,11 +472,15 @@ TEST(ReplayTest, StaleDetectionsAreReported) {
 // A sparse log with a gap of three days: the later lines keep their own times. Before, they were
 // resolved against the batch's reference (the clock, a day-ahead limit): RFC 3164 lines moved a
 // year back (the attack's decision was then stale and dropped), and dated lines were clamped to
-// one instant (five failures forty minutes apart became a false detection).
+// one instant (five failures forty minutes apart became a false detection). The first line after
+// the gap, more than a day ahead of the clock, is counted at the clock (as a line from a host
+// whose clock runs ahead: a replay cannot tell the two apart yet); the second sets the clock.
 TEST(ReplayTest, GapOfDaysKeepsLineTimes) {
   const std::string first =
       "Mar  3 12:00:00 h sshd[1]: Accepted publickey for a from 198.51.100.1 port 1 ssh2";
-  std::vector<std::string> attack = {first}, sparse = {first};
+  std::vector<std::string> attack = {
+      first, "Mar  6 11:59:00 h sshd[1]: Accepted publickey for a from 198.51.100.1 port 1 ssh2"};
+  std::vector<std::string> sparse = {first};
   for (int i = 0; i < 5; ++i) {
     attack.push_back(absl::StrCat("Mar  6 12:00:0", i,
                                   " h sshd[1]: Failed password for root from 203.0.113.9 port ",
@@ -490,12 +494,14 @@ TEST(ReplayTest, GapOfDaysKeepsLineTimes) {
     absl::StatusOr<ReplaySummary> s =
         Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, attack, batch);
     ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->clamped, 1u) << "batch_lines " << batch;
     ASSERT_EQ(s->decisions.size(), 1u) << "batch_lines " << batch;
     EXPECT_EQ(absl::FormatTime("%m-%d %H:%M:%S", absl::FromUnixSeconds(s->decisions[0].start().seconds()),
                                absl::UTCTimeZone()),
               "03-06 12:00:04");
     s = Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, sparse, batch);
     ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->clamped, 1u) << "batch_lines " << batch;
     EXPECT_EQ(s->detections, 0u) << "batch_lines " << batch;
   }
 }
@@ -519,6 +525,61 @@ TEST(ReplayTest, ALineWithoutATimeDoesNotMoveTheClock) {
     EXPECT_TRUE(s->stale.empty()) << "batch_lines " << batch;
     ASSERT_EQ(s->decisions.size(), 1u) << "batch_lines " << batch;
     EXPECT_EQ(s->decisions[0].start().seconds(), 1748772004);  // 2025-06-01T10:00:04Z
+  }
+}
+
+// A line dated more than a day ahead of the replay's clock (a host whose clock runs days or
+// decades ahead) is counted at the clock, as palisaded counts it at its now, and moves neither the
+// clock nor the year of the yearless lines after it. Before, it set the clock: the five failures
+// after it were judged against it and their 1-hour decision was stale, and after a 2099 line
+// every decision was.
+TEST(ReplayTest, ALineDatedDaysAheadDoesNotMoveTheClock) {
+  for (absl::string_view ahead : {"2025-06-03T15:00:00Z", "2099-01-01T00:00:00Z"}) {
+    std::vector<std::string> lines = {
+        "<38>1 2025-06-01T09:59:00Z h1 sshd 1 - - Server listening on 0.0.0.0 port 22.",
+        absl::StrCat("<38>1 ", ahead, " h2 sshd 1 - - Server listening on 0.0.0.0 port 22.")};
+    for (int i = 0; i < 5; ++i) {
+      lines.push_back(absl::StrCat("<38>1 2025-06-01T10:00:0", i,
+                                   "Z h1 sshd 1 - - Failed password for root from 203.0.113.9 "
+                                   "port ",
+                                   100 + i, " ssh2"));
+    }
+    for (uint32_t batch : {1u, 1000u}) {
+      SCOPED_TRACE(absl::StrCat(ahead, ", batch_lines ", batch));
+      absl::StatusOr<ReplaySummary> s =
+          Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG5424, lines, batch);
+      ASSERT_TRUE(s.ok()) << s.status();
+      EXPECT_EQ(s->clamped, 1u);
+      EXPECT_TRUE(s->stale.empty());
+      ASSERT_EQ(s->decisions.size(), 1u);
+      EXPECT_EQ(s->decisions[0].start().seconds(), 1748772004);  // 2025-06-01T10:00:04Z
+    }
+  }
+}
+
+// The same in RFC 3164, whose times have no year: the failures after a 2099 line take theirs
+// from the line before it (they were read in 2098 or 2099, and their decision was stale).
+TEST(ReplayTest, ALineDatedDaysAheadIsNoYearReference) {
+  std::vector<std::string> lines = {
+      "Jun  1 09:59:00 h1 sshd[1]: Server listening on 0.0.0.0 port 22.",
+      "2099-01-01T00:00:00Z h2 kernel: clock not set"};
+  for (int i = 0; i < 5; ++i) {
+    lines.push_back(absl::StrCat("Jun  1 10:00:0", i,
+                                 " h1 sshd[1]: Failed password for root from 203.0.113.9 port ",
+                                 100 + i, " ssh2"));
+  }
+  for (uint32_t batch : {1u, 1000u}) {
+    SCOPED_TRACE(absl::StrCat("batch_lines ", batch));
+    absl::StatusOr<ReplaySummary> s =
+        Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, lines, batch);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->clamped, 1u);
+    EXPECT_TRUE(s->stale.empty());
+    ASSERT_EQ(s->decisions.size(), 1u);
+    // The first line's year: the last 1 June at most a day after now.
+    const absl::Time start = absl::FromUnixSeconds(s->decisions[0].start().seconds());
+    EXPECT_LE(start, absl::Now() + absl::Hours(24));
+    EXPECT_GT(start, absl::Now() - absl::Hours(24 * 367));
   }
 }
 

@@ -837,8 +837,10 @@ absl::Status AdminService::HandleTestRules(const palisade::v1::TestRulesRequest&
     rules = pipeline_.rules();
   }
   std::vector<std::string> lines(request.lines().begin(), request.lines().end());
-  *response =
-      Pipeline::TestRules(rules, request.format(), lines, clock_.TimeNow(), kMaxTestAnswerBytes);
+  // Zoneless times in the zone the daemon reads batches in, so each match's event_time is the
+  // one a batch of the same lines is counted at.
+  *response = Pipeline::TestRules(rules, request.format(), lines, clock_.TimeNow(),
+                                  pipeline_.time_zone(), kMaxTestAnswerBytes);
   return absl::OkStatus();
 }
 

@@ -48,6 +48,30 @@ grep -q 'not an IP address' "$work/err" || fail "error does not name the problem
 local_json=$("$ctl_bin" rules test rules/sshd.textproto tests/testdata/sample_auth.log --format=syslog --json)
 remote_json=$(ctl rules test rules/sshd.textproto tests/testdata/sample_auth.log --format=syslog --json --remote)
 [ "$local_json" = "$remote_json" ] || fail "local and remote rules test differ"
+
+# Zoneless times (syslog's) are read in the daemon's zone: a second palisaded whose zone is New
+# York's (TZ, no time_zone in a config: its default, the host's). The remote answer's event times
+# are then the local ones with --time_zone=America/New_York, and 5 hours (March: EST) from UTC's.
+TZ=America/New_York "$daemon_bin" --rules_dir=rules --grpc_listen=127.0.0.1:0 \
+  --metrics_listen=127.0.0.1:0 --port_file="$work/ports_ny" --state_file="$work/state_ny.db" \
+  --shutdown_grace=200ms 2>"$work/daemon_ny.log" &
+daemon_ny=$!
+trap 'kill "$daemon" "$daemon_ny" 2>/dev/null || true; wait "$daemon" "$daemon_ny" 2>/dev/null || true' EXIT
+for _ in $(seq 1200); do [ -s "$work/ports_ny" ] && break; sleep 0.05; done
+[ -s "$work/ports_ny" ] || fail "the New York palisaded did not start: $(cat "$work/daemon_ny.log")"
+port_ny=$(sed -n 's/^grpc=//p' "$work/ports_ny")
+head -n 20 tests/testdata/sample_auth.log >"$work/zone_auth.log"
+ny_remote=$("$ctl_bin" --server="127.0.0.1:$port_ny" rules test rules/sshd.textproto \
+  "$work/zone_auth.log" --format=syslog --json --remote)
+ny_local=$("$ctl_bin" rules test rules/sshd.textproto "$work/zone_auth.log" --format=syslog \
+  --json --time_zone=America/New_York)
+utc_local=$("$ctl_bin" rules test rules/sshd.textproto "$work/zone_auth.log" --format=syslog \
+  --json --time_zone=UTC)
+grep -q '"time":"' <<<"$ny_remote" || fail "no event time in the remote answer: $ny_remote"
+[ "$ny_remote" = "$ny_local" ] || fail "remote rules test is not in the daemon's zone"
+[ "$ny_local" != "$utc_local" ] || fail "--time_zone changed nothing"
+kill "$daemon_ny"
+wait "$daemon_ny" 2>/dev/null || true
 first=$(sed -n 1p <<<"$local_json")
 grep -qE '^[{]"line":[0-9]+,"rule":"sshd-[a-z-]+","key":"[0-9a-f:.]+","time":"20[0-9][0-9]-' <<<"$first" \
   || fail "json shape: $first"
