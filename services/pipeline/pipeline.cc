@@ -557,6 +557,22 @@ bool Pipeline::WalksSideBySide(palisade::v1::LogFormat format) const {
   return engine_.WalksSideBySide(format);
 }
 
+absl::TimeZone Pipeline::ZoneOf(const std::string& source) const {
+  if (options_.source_time_zones.empty()) return options_.time_zone;
+  if (auto zone = options_.source_time_zones.find(source);
+      zone != options_.source_time_zones.end()) {
+    return zone->second;
+  }
+  // "host:/path" without an entry: the path's own (the bare path was ship's default source).
+  if (const size_t colon = source.find(":/"); colon != std::string::npos && colon > 0) {
+    if (auto zone = options_.source_time_zones.find(source.substr(colon + 1));
+        zone != options_.source_time_zones.end()) {
+      return zone->second;
+    }
+  }
+  return options_.time_zone;
+}
+
 void Pipeline::Prematch(LineBatch* batch) const {
   batch->prematch.Clear();
   batch->spans.assign(batch->lines.size(), {LineBatch::kNotPrematched, 0});
@@ -566,9 +582,7 @@ void Pipeline::Prematch(LineBatch* batch) const {
   absl::ReaderMutexLock rules_lock(&rules_mu_);
   batch->prematched_with = engine_.rules().get();
   const std::string source = batch->source.empty() ? "-" : batch->source;
-  auto zone = options_.source_time_zones.find(source);
-  LineParser parser(batch->format,
-                    zone != options_.source_time_zones.end() ? zone->second : options_.time_zone);
+  LineParser parser(batch->format, ZoneOf(source));
   if (batch->format == palisade::v1::LOG_FORMAT_JSON) {
     auto mapping = options_.json_formats.find(batch->json_format);
     if (mapping == options_.json_formats.end() || !parser.SetJsonFormat(mapping->second).ok()) {
@@ -663,10 +677,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     }
     stream = s;
   }
-  auto zone = options_.source_time_zones.find(source);
-  LineParser parser(batch.format(), zone != options_.source_time_zones.end()
-                                        ? zone->second
-                                        : options_.time_zone);
+  LineParser parser(batch.format(), ZoneOf(source));
   if (batch.format() == palisade::v1::LOG_FORMAT_JSON) {
     auto mapping = options_.json_formats.find(batch.json_format());
     if (mapping == options_.json_formats.end()) {

@@ -88,7 +88,9 @@ struct PipelineOptions {
   // the clock, the next ones at their own times). False: never (tests of the rest).
   bool clamp_future = true;
   // The zone of the times that carry no UTC offset (RFC 3164, combined logs without one): per
-  // batch source, else `time_zone`. The daemon defaults it to the host's local zone.
+  // batch source, else `time_zone`. The daemon defaults it to the host's local zone. A source
+  // "host:/path" (palisadectl ship's default) with no entry of its own takes the entry of its
+  // path alone, if any: the default was the bare path before, and configs name it so.
   absl::TimeZone time_zone = absl::UTCTimeZone();
   std::map<std::string, absl::TimeZone> source_time_zones;
   // Config.json_formats by name: the mappings a LOG_FORMAT_JSON batch names (json_format).
@@ -242,6 +244,8 @@ class Pipeline {
   // The zone batches without a zone of their own source are read in (PipelineOptions::
   // time_zone): what Admin.TestRules passes to TestRules.
   absl::TimeZone time_zone() const { return options_.time_zone; }
+  // The zone of a batch source's zoneless times (PipelineOptions::source_time_zones).
+  absl::TimeZone ZoneOf(const std::string& source) const;
 
   // The engine's windows, for the store (see Engine::Snapshot), and putting them back.
   palisade::v1::EngineSnapshot SnapshotWindows() const;

@@ -198,6 +198,40 @@ TEST_F(PipelineTest, LinesInTheRepeatedHourAfterFallBackAreDatedInTheirOwnPass) 
   EXPECT_EQ(table.active_count(), 1u);
 }
 
+// palisadectl ship names its batches "host:/path" by default; it named them by the bare path
+// before, and configs key source_time_zones so. Such an entry still gives the zone of the host's
+// batches (the host's own entry wins), so lines written in New York are not read as UTC.
+TEST_F(PipelineTest, AHostsSourceTakesTheZoneOfItsPathWhenItHasNoneOfItsOwn) {
+  absl::TimeZone new_york, berlin;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  ASSERT_TRUE(absl::LoadTimeZone("Europe/Berlin", &berlin));
+  clock_.Set(absl::FromUnixSeconds(1'772'560'000));  // 2026-03-03 17:46:40 UTC
+  PipelineOptions options;
+  options.source_time_zones["/var/log/auth.log"] = new_york;
+  options.source_time_zones["web-2:/var/log/auth.log"] = berlin;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  EXPECT_EQ(pipeline.ZoneOf("web-1:/var/log/auth.log"), new_york);
+  EXPECT_EQ(pipeline.ZoneOf("web-2:/var/log/auth.log"), berlin);
+  EXPECT_EQ(pipeline.ZoneOf("web-1:/var/log/other.log"), absl::UTCTimeZone());
+  EXPECT_EQ(pipeline.ZoneOf("auth.log"), absl::UTCTimeZone());
+  LogBatch batch;
+  batch.set_source("web-1:/var/log/auth.log");
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  for (absl::string_view second : {"00", "05", "09"}) {
+    batch.add_records()->set_line(
+        absl::StrCat("Mar  3 12:40:", second,
+                     " web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2"));
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 1u);
+  std::vector<palisade::v1::Decision> all = table.List({});
+  ASSERT_THAT(all, SizeIs(1));
+  EXPECT_EQ(all[0].start().seconds(), 1'772'559'609);  // 12:40:09 EST is 17:40:09 UTC
+}
+
 // In replay a batch is parsed first by Prematch (another thread), its first line against now;
 // ProcessLines takes that parse when no other reference could change the line's time. A time
 // in the repeated hour is not one: its occurrence follows the stream's previous line, here the
