@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/hash/hash.h"
 
 #include "absl/strings/ascii.h"
@@ -113,7 +115,8 @@ Engine::Engine(std::shared_ptr<const RuleSet> rules, EngineOptions options)
   if (options_.memory_budget_bytes == 0) options_.memory_budget_bytes = uint64_t{1} << 30;
   // Each line gets an equal share of the ring, so a full ring fits in max_evidence_bytes.
   const uint32_t share = options_.max_evidence_bytes / std::max<uint32_t>(1, options_.max_evidence);
-  evidence_line_bytes_ = std::max<uint32_t>(kMinEvidenceLine, share - std::min<uint32_t>(share, 4));
+  evidence_line_bytes_ = std::max<uint32_t>(
+      kMinEvidenceLine, share - std::min<uint32_t>(share, Window::kRecordHeader));
   SetRules(std::move(rules));
 }
 
@@ -1067,6 +1070,17 @@ void Engine::Window::Grow(size_t bytes, size_t limit) {
   head_ = 0;
 }
 
+void Engine::Window::ReadHeader(uint32_t at, uint32_t* len, int64_t* time) const {
+  char header[kRecordHeader];
+  if (at + kRecordHeader <= RingCap()) {  // in one piece (most): a load, not a call
+    std::memcpy(header, buf_.get() + RingStart() + at, kRecordHeader);
+  } else {
+    RingRead(at, header, kRecordHeader);
+  }
+  std::memcpy(len, header, sizeof(*len));
+  std::memcpy(time, header + sizeof(*len), sizeof(*time));
+}
+
 void Engine::Window::DropOldest() {
   uint32_t len;
   if (head_ + sizeof(len) <= RingCap()) {  // the length in one piece: a load, not a call
@@ -1074,33 +1088,38 @@ void Engine::Window::DropOldest() {
   } else {
     RingRead(head_, reinterpret_cast<char*>(&len), sizeof(len));
   }
-  const uint32_t record = sizeof(len) + len;
+  const uint32_t record = kRecordHeader + len;
   live_ -= record;
   --evidence_count_;
   head_ = evidence_count_ == 0 ? 0 : Wrap(head_ + record);
 }
 
-void Engine::Window::AddEvidence(absl::string_view line, absl::string_view marker, uint32_t max,
-                                 uint32_t max_bytes) {
-  const size_t record = sizeof(uint32_t) + line.size() + marker.size();
+void Engine::Window::AddEvidence(absl::string_view line, absl::string_view marker, int64_t time,
+                                 uint32_t max, uint32_t max_bytes) {
+  const size_t record = kRecordHeader + line.size() + marker.size();
   if (max == 0 || record > max_bytes) return;
   while (evidence_count_ > 0 && (evidence_count_ >= max || live_ + record > max_bytes)) {
     DropOldest();
   }
   if (live_ + record > RingCap()) Grow(live_ + record, max_bytes);
   const uint32_t len = static_cast<uint32_t>(line.size() + marker.size());
+  char header[kRecordHeader];
+  std::memcpy(header, &len, sizeof(len));
+  std::memcpy(header + sizeof(len), &time, sizeof(time));
   uint32_t at = Wrap(head_ + live_);
   if (at + record <= RingCap()) {  // the record in one piece (most): three plain copies
     char* out = buf_.get() + RingStart() + at;
-    std::memcpy(out, &len, sizeof(len));
-    if (!line.empty()) std::memcpy(out + sizeof(len), line.data(), line.size());
-    if (!marker.empty()) std::memcpy(out + sizeof(len) + line.size(), marker.data(), marker.size());
+    std::memcpy(out, header, kRecordHeader);
+    if (!line.empty()) std::memcpy(out + kRecordHeader, line.data(), line.size());
+    if (!marker.empty()) {
+      std::memcpy(out + kRecordHeader + line.size(), marker.data(), marker.size());
+    }
     live_ += static_cast<uint32_t>(record);
     ++evidence_count_;
     return;
   }
-  RingWrite(at, reinterpret_cast<const char*>(&len), sizeof(len));
-  at = Wrap(at + sizeof(len));
+  RingWrite(at, header, kRecordHeader);
+  at = Wrap(at + kRecordHeader);
   // An empty view may have a null data(), which memcpy may not be given even for 0 bytes.
   if (!line.empty()) RingWrite(at, line.data(), line.size());
   if (!marker.empty()) RingWrite(Wrap(at + line.size()), marker.data(), marker.size());
@@ -1108,25 +1127,135 @@ void Engine::Window::AddEvidence(absl::string_view line, absl::string_view marke
   ++evidence_count_;
 }
 
-void Engine::Window::TakeEvidence(std::vector<std::string>* out) {
-  out->reserve(out->size() + evidence_count_);
+void Engine::Window::InsertEvidence(absl::string_view line, absl::string_view marker,
+                                    int64_t time, int64_t span, uint32_t max,
+                                    uint32_t max_bytes) {
+  const size_t record = kRecordHeader + line.size() + marker.size();
+  if (max == 0 || record > max_bytes) return;
+  struct Record {
+    uint32_t at;    // in the ring
+    uint32_t size;  // header included
+    int64_t time;
+  };
+  absl::InlinedVector<Record, 8> records;
+  for (uint32_t i = 0, at = head_; i < evidence_count_; ++i) {
+    uint32_t len;
+    int64_t t;
+    ReadHeader(at, &len, &t);
+    records.push_back({at, kRecordHeader + len, t});
+    at = Wrap(at + kRecordHeader + len);
+  }
+  // After the records of its time and before: lines of one time stay in the order they came.
+  size_t place = records.size();
+  while (place > 0 && records[place - 1].time > time) --place;
+  // The records kept are [first, last); the new one goes at `place` among them. Room is made
+  // by dropping a record at either end: one more than a span from the new one first (the
+  // farther end), else the oldest, as AddEvidence drops. Never the new record: a detection on
+  // this line shows it.
+  size_t first = 0, last = records.size();
+  size_t bytes = live_;
+  while (last > first && (last - first >= max || bytes + record > max_bytes)) {
+    const int64_t to_oldest = std::abs(time - records[first].time);
+    const int64_t to_newest = std::abs(records[last - 1].time - time);
+    if (to_newest > span && to_newest > to_oldest) {
+      bytes -= records[--last].size;
+    } else {
+      bytes -= records[first++].size;
+    }
+  }
+  place = std::clamp(place, first, last);
+  // Rebuilt from the ring's start in a buffer of its own (a late line is rare; a count in
+  // order appends in place).
+  const size_t live = bytes + record;
+  size_t ring = RingCap();
+  if (live > ring) ring = std::max(live, std::min(ring * 3 / 2, static_cast<size_t>(max_bytes)));
+  std::unique_ptr<char[]> rebuilt(new char[RingStart() + ring]);
+  if (RingStart() > 0) std::memcpy(rebuilt.get(), buf_.get(), RingStart());
+  char* out = rebuilt.get() + RingStart();
+  for (size_t i = first; i < place; ++i) {
+    RingRead(records[i].at, out, records[i].size);
+    out += records[i].size;
+  }
+  const uint32_t len = static_cast<uint32_t>(line.size() + marker.size());
+  std::memcpy(out, &len, sizeof(len));
+  std::memcpy(out + sizeof(len), &time, sizeof(time));
+  out += kRecordHeader;
+  if (!line.empty()) std::memcpy(out, line.data(), line.size());
+  out += line.size();
+  if (!marker.empty()) std::memcpy(out, marker.data(), marker.size());
+  out += marker.size();
+  for (size_t i = place; i < last; ++i) {
+    RingRead(records[i].at, out, records[i].size);
+    out += records[i].size;
+  }
+  buf_ = std::move(rebuilt);
+  cap_ = static_cast<uint32_t>(RingStart() + ring);
+  head_ = 0;
+  live_ = static_cast<uint32_t>(live);
+  evidence_count_ = static_cast<uint32_t>(last - first + 1);
+}
+
+void Engine::Window::TrimEvidence(int64_t from, int64_t to, size_t n) {
+  DropEvidenceBefore(from);
+  // The newest records, past `to`: the ring is walked to its last record each time (a few
+  // records, and only after lines out of order).
+  while (evidence_count_ > 0) {
+    uint32_t at = head_, len = 0;
+    int64_t time = 0;
+    for (uint32_t i = 0; i < evidence_count_; ++i) {
+      ReadHeader(at, &len, &time);
+      if (i + 1 < evidence_count_) at = Wrap(at + kRecordHeader + len);
+    }
+    if (time <= to) break;
+    live_ -= kRecordHeader + len;
+    if (--evidence_count_ == 0) head_ = 0;
+  }
+  while (evidence_count_ > n) DropOldest();
+}
+
+void Engine::Window::TakeEvidence(int64_t from, int64_t to, size_t n,
+                                  std::vector<std::string>* out, const Evidence* extra) {
+  // Two walks over the headers: how many lines lie in [from, to], then the lines, skipping all
+  // but the newest `n`. `extra` goes after the records of its time and before the later ones.
+  size_t in_range = extra != nullptr ? 1 : 0;
   uint32_t at = head_;
   for (uint32_t i = 0; i < evidence_count_; ++i) {
     uint32_t len;
-    if (at + sizeof(len) <= RingCap()) {  // as in DropOldest: a load, not a call
-      std::memcpy(&len, buf_.get() + RingStart() + at, sizeof(len));
+    int64_t time;
+    ReadHeader(at, &len, &time);
+    if (time >= from && time <= to) ++in_range;
+    at = Wrap(at + kRecordHeader + len);
+  }
+  size_t skip = in_range > n ? in_range - n : 0;
+  out->reserve(out->size() + in_range - skip);
+  auto take_extra = [&] {
+    if (skip > 0) {
+      --skip;
     } else {
-      RingRead(at, reinterpret_cast<char*>(&len), sizeof(len));
+      out->push_back(absl::StrCat(extra->line, extra->marker));
     }
-    at = Wrap(at + sizeof(len));
-    if (at + len <= RingCap()) {  // in one piece: built from it, not zeroed and copied over
-      out->emplace_back(buf_.get() + RingStart() + at, len);
-    } else {
-      std::string& line = out->emplace_back(len, '\0');
-      RingRead(at, line.data(), len);
+    extra = nullptr;
+  };
+  at = head_;
+  for (uint32_t i = 0; i < evidence_count_; ++i) {
+    uint32_t len;
+    int64_t time;
+    ReadHeader(at, &len, &time);
+    at = Wrap(at + kRecordHeader);
+    if (extra != nullptr && time > extra->time) take_extra();
+    if (time >= from && time <= to && skip > 0) {
+      --skip;
+    } else if (time >= from && time <= to) {
+      if (at + len <= RingCap()) {  // in one piece: built from it, not zeroed and copied over
+        out->emplace_back(buf_.get() + RingStart() + at, len);
+      } else {
+        std::string& line = out->emplace_back(len, '\0');
+        RingRead(at, line.data(), len);
+      }
     }
     at = Wrap(at + len);
   }
+  if (extra != nullptr) take_extra();
   head_ = 0;
   live_ = 0;
   evidence_count_ = 0;
@@ -1200,38 +1329,56 @@ void Engine::Count(int rule_index, absl::string_view key,
   const int64_t now = ToMillis(time);
   const int64_t span = ToMillis(rule.window);
   const int64_t newest = std::max(now, w.last);
+  const size_t n = rule.count;
   // A window counts the matches that fit in one span, whatever order the lines come in (a
-  // backlog stream, a pending match released at its own time, a line dated ahead). Slide:
-  // forget the matches a span before this one (`times` is in time order); a line dated ahead
-  // stays, so the real lines behind it still count among themselves (reaching back from the
-  // newest match instead hid a key's real failures until the clock caught up with it).
-  const int64_t horizon = now - span;
-  if (!w.times.empty() && w.times.front() < horizon) {
-    w.times.erase(w.times.begin(), std::lower_bound(w.times.begin(), w.times.end(), horizon));
-    // Their lines too: a detection's evidence is its window's matches, as after an Expire.
-    w.KeepNewestEvidence(w.times.size());
-  }
-  // In order (nearly always): every match kept is in this one's span.
+  // backlog stream, a pending match released at its own time, a line dated ahead). `times` is
+  // in time order. When the window fills, [run_from, run_to] are the times of the run of `n`
+  // matches within a span that made it: its evidence.
   bool full = false;
-  if (w.times.empty() || now >= w.times.back()) {
+  int64_t run_from = now, run_to = now;
+  const bool in_order = w.times.empty() || now >= w.times.back();
+  if (in_order && (w.times.empty() || now - w.times.back() <= span)) {
+    // In order and within a span of the newest match (nearly always): slide, forgetting the
+    // matches a span before this one; every match kept is then in this one's span.
+    const int64_t horizon = now - span;
+    if (!w.times.empty() && w.times.front() < horizon) {
+      w.times.erase(w.times.begin(), std::lower_bound(w.times.begin(), w.times.end(), horizon));
+      // Their lines too: a detection's evidence is its run's matches, as after an Expire.
+      w.DropEvidenceBefore(horizon);
+    }
     w.times.push_back(now);
-    full = w.times.size() >= rule.count;
-  } else {  // a late line: in its place, and counted with the matches of a span around it
+    full = w.times.size() >= n;
+    if (full) run_from = w.times[w.times.size() - n];
+  } else {
+    // A late line, or one dated more than a span after the newest match (a sender's clock
+    // ahead, a live stream beside a backlog of its key): it slides nothing, since the matches
+    // behind it still count among themselves (sliding on a line an hour ahead erased the real
+    // failures it followed). In its place, and counted with the matches of a span around it.
     const auto at = w.times.insert(std::upper_bound(w.times.begin(), w.times.end(), now), now);
     const size_t p = static_cast<size_t>(at - w.times.begin());
-    const size_t n = rule.count;
     if (w.times.size() >= n) {
       for (size_t j = p >= n - 1 ? p - (n - 1) : 0; j <= p && j + n - 1 < w.times.size(); ++j) {
         if (w.times[j + n - 1] - w.times[j] <= span) {
           full = true;
+          run_from = w.times[j];
+          run_to = w.times[j + n - 1];
           break;
         }
       }
     }
-    // Lines in no order keep the matches of several spans: at most twice the threshold.
+    // Lines in no order keep the matches of several spans: at most twice the threshold. Past
+    // it the time farthest from this line's goes (at a tie, the older): this line's span is
+    // where a detection can come from, and dropping simply the oldest let the lines of a
+    // clock an hour fast push out each real failure behind them as it came.
     if (!full && w.times.size() > 2 * n) {
-      w.times.erase(w.times.begin(), w.times.begin() + (w.times.size() - 2 * n));
-      w.KeepNewestEvidence(w.times.size());
+      while (w.times.size() > 2 * n) {
+        if (now - w.times.front() >= w.times.back() - now) {
+          w.times.erase(w.times.begin());
+        } else {
+          w.times.pop_back();
+        }
+      }
+      w.TrimEvidence(w.times.front(), w.times.back(), w.times.size());
     }
   }
   // The window ages in the clock of the stream of its newest match (ExpireByStream).
@@ -1239,19 +1386,35 @@ void Engine::Count(int rule_index, absl::string_view key,
   w.last = newest;
   w.touched = ++shard.ticks;
   // Only the lines a detection can show are kept: a detection's evidence is the lines of its
-  // last max_evidence matches (in the order they came), and a match that leaves its window
-  // fewer than count - max_evidence matches can never be one of them (its window needs more
-  // than max_evidence matches after it to detect; sliding only lowers the count). So a window
-  // of web-request-flood (120 requests) copies 5 of its 120 lines, not all of them: the copy
-  // and the ring's turn were a third of an access line's cost with every pack (PERFORMANCE.md,
-  // "Seventeenth pass"), and a window under its threshold holds no lines at all.
-  if (w.times.size() + options_.max_evidence > rule.count) {
+  // run's newest max_evidence matches, and a match that leaves its window fewer than
+  // count - max_evidence matches can never be one of them when lines come in order (its window
+  // needs more than max_evidence matches after it to detect; sliding only lowers the count).
+  // So a window of web-request-flood (120 requests) copies 5 of its 120 lines, not all of them:
+  // the copy and the ring's turn were a third of an access line's cost with every pack
+  // (PERFORMANCE.md, "Seventeenth pass"), and a window under its threshold holds no lines at
+  // all. (A late line can make an earlier match one of the newest of a run after that match
+  // was not kept: the evidence then shows fewer or older lines of the run, never another's.)
+  // A late line that fills the window is not put in the ring, where it could push out a line
+  // of the run newer than itself: the detection weighs it with the ring's (TakeEvidence).
+  Window::Evidence late;
+  const bool late_fills = full && !in_order && options_.max_evidence > 0;
+  if (late_fills) {
+    late.time = now;
+    late.line = kept();  // sets `marker`: not in one expression with it
+    late.marker = marker;
+  } else if (w.times.size() + options_.max_evidence > n) {
     const absl::string_view head = kept();
-    w.AddEvidence(head, marker, options_.max_evidence, options_.max_evidence_bytes);
+    if (in_order) {
+      w.AddEvidence(head, marker, now, options_.max_evidence, options_.max_evidence_bytes);
+    } else {
+      w.InsertEvidence(head, marker, now, span, options_.max_evidence,
+                       options_.max_evidence_bytes);
+    }
   }
   if (full) {
     Detection& d = detection();
-    w.TakeEvidence(&d.evidence);
+    w.TakeEvidence(run_from, run_to, std::min<size_t>(n, options_.max_evidence), &d.evidence,
+                   late_fills ? &late : nullptr);
     // Start over: the next detection needs a full threshold of new matches. The times keep
     // their capacity (InlinedVector::clear would free it, and a window that detects again
     // grows it again a doubling at a time: 7 allocations to 120 for web-request-flood); Bytes

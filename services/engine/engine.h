@@ -5,9 +5,13 @@
 // prefilter instead; a Set's question answered by SetDfa on lines of ASCII bytes, by RE2::Set
 // on the others), runs the capturing regex of each candidate rule, normalises the
 // key (an "ip" must parse as an address: nothing else can become a target), drops allowlisted
-// keys, and counts the match in the (rule, key) window in event time. When a window reaches its rule's threshold it raises a Detection carrying the
-// evidence lines, and the window starts over. A window reaches back its rule's span from its
-// newest match, whatever order the lines come in: a late match older than that is not counted.
+// keys, and counts the match in the (rule, key) window in event time. When `count` matches of
+// the key fall within its rule's span, whatever order their lines came in (a backlog, a clock
+// ahead), it raises a Detection carrying the lines of those matches, and the window starts over.
+// Memory bounds what "whatever order" reaches: a line within a span after the window's newest
+// match drops the matches more than a span before it, and a window keeps at most twice the
+// threshold of matches (past that, those farthest in time from the line counted go first); a
+// match no longer kept is not counted.
 //
 // Memory is bounded: windows idle for longer than their rule's window are dropped by Expire(),
 // which takes "now" per stream: each window remembers the stream that last counted in it, and
@@ -15,8 +19,9 @@
 // and past `max_keys_per_rule` the least recently active windows of a rule are evicted (and
 // counted). Memory is also bounded in bytes, whatever the lines and keys an attacker writes:
 // a window keeps at most `max_evidence_bytes` of evidence (each line cut to an equal share, the
-// cut marked and counted; the lines of the newest matches still inside the window, at most
-// `max_evidence`, and only of matches that can be one of a detection's last `max_evidence`), and
+// cut marked and counted; the lines of at most `max_evidence` of the matches it keeps, the
+// newest in event time (a line out of order first drops those more than a span from it), and
+// only of matches that can be one of a detection's last `max_evidence`), and
 // every byte a window holds (its object, its buffer, its table slot, as the allocator hands them
 // out) is accounted against `memory_budget_bytes`; a shard past its share of the budget evicts
 // its least recently active windows first (counted apart from the key cap). Once warmed up, a
@@ -80,10 +85,11 @@ namespace palisade {
 struct EngineOptions {
   uint32_t max_keys_per_rule = 1'000'000;
   uint32_t max_evidence = 5;
-  // Evidence bytes a window keeps (records of [4-byte length][line]). Each line is cut to
-  // max_evidence_bytes / max_evidence (less its record header, at least 64) so that a full ring
-  // fits, and the oldest lines go first if it still would not. A detection's evidence is within
-  // it too. 2 KiB keeps five ordinary log lines whole; a 16 KiB line costs ~400 bytes, not 16 KiB.
+  // Evidence bytes a window keeps (records of [4-byte length][8-byte match time][line]). Each
+  // line is cut to max_evidence_bytes / max_evidence (less its 12-byte record header, at least
+  // 64) so that a full ring fits, and the oldest lines go first if it still would not. A
+  // detection's evidence is within it too. 2 KiB keeps five ordinary log lines whole; a 16 KiB
+  // line costs ~400 bytes, not 16 KiB.
   uint32_t max_evidence_bytes = 2048;
   // The ceiling on the resident memory the windows take, over all rules. The accounted bytes
   // keep to seven eighths of it (the rest is the allocator's slack, which the accounting cannot
@@ -113,7 +119,9 @@ struct Detection {
   palisade::v1::TargetKind kind = palisade::v1::TargetKind::TARGET_KIND_IP;
   std::string key;                    // canonical: "203.0.113.7", "2001:db8::1", or the raw path
   absl::Time time;                    // event time of the line that crossed the threshold
-  std::vector<std::string> evidence;  // oldest first, at most max_evidence
+  // Lines of the matches that made it, oldest first in event time: at most max_evidence, the
+  // newest (when lines came out of order, some older ones of the run may stand in for them).
+  std::vector<std::string> evidence;
   // TARGET_KIND_TOKEN_FINGERPRINT only: the token itself, which the revocation needs. It lives
   // in memory only: never in a decision, a log line, a metric or evidence (which is redacted).
   std::string secret;
@@ -326,12 +334,13 @@ class Engine {
 
  private:
   // A live window: its match times, its last activity, its key and its evidence ring (records
-  // of [uint32 length][bytes], oldest at `head_`, wrapping at the buffer's end: dropping the
-  // oldest record moves no bytes). A key of up to kInlineKey bytes (an IPv4 address) is held
-  // in the object, where the table's lookup compares it without reaching for the buffer; a
-  // longer one heads the buffer. Two allocations per window (this object and its ring) and an
-  // 8-byte slot in the shard's table: about 200 bytes for an address with one 60-byte line,
-  // where a map of strings to vectors of strings cost 350.
+  // of [uint32 length][int64 match time, unix ms][bytes], in the order of their times, oldest
+  // at `head_`, wrapping at the buffer's end: dropping the oldest record moves no bytes). A key
+  // of up to kInlineKey bytes (an IPv4 address) is held in the object, where the table's lookup
+  // compares it without reaching for the buffer; a longer one heads the buffer. Two
+  // allocations per window (this object and its ring) and an 8-byte slot in the shard's table:
+  // about 200 bytes for an address with one 60-byte line, where a map of strings to vectors of
+  // strings cost 350.
   class Window {
    public:
     // Every IPv4 text and the shortest IPv6 ones (2001:db8::17). With it the object is 88
@@ -344,19 +353,36 @@ class Engine {
     absl::string_view key() const {
       return absl::string_view(key_len_ <= kInlineKey ? inline_key_ : buf_.get(), key_len_);
     }
-    // Appends `line` followed by `marker` as one record, dropping the oldest records while
-    // `max` are kept or the records would pass `max_bytes` (the ring never grows past
-    // `max_bytes`). The caller has cut the line to fit.
-    void AddEvidence(absl::string_view line, absl::string_view marker, uint32_t max,
-                     uint32_t max_bytes);
-    // The evidence lines, oldest first; the ring is emptied.
-    void TakeEvidence(std::vector<std::string>* out);
-    // Drops the oldest records past the newest `n`: after matches slid out of the window, their
-    // lines go with them (a record is added per match, so the newest records are the newest
-    // matches').
-    void KeepNewestEvidence(size_t n) {
-      while (evidence_count_ > n) DropOldest();
+    static constexpr uint32_t kRecordHeader = sizeof(uint32_t) + sizeof(int64_t);
+    // Appends `line` followed by `marker` as one record of a match at `time`, no earlier than
+    // any record's (a line in order), dropping the oldest records while `max` are kept or the
+    // records would pass `max_bytes` (the ring never grows past `max_bytes`). The caller has
+    // cut the line to fit.
+    void AddEvidence(absl::string_view line, absl::string_view marker, int64_t time,
+                     uint32_t max, uint32_t max_bytes);
+    // The same for a match at any time (a late line): the record goes in the place of its
+    // time, and the records dropped to make room are those more than `span` from it (the
+    // farther end first: a line dated ahead, a backlog's), then the oldest; never this one.
+    // Rebuilds the ring: for the lines out of order only.
+    void InsertEvidence(absl::string_view line, absl::string_view marker, int64_t time,
+                        int64_t span, uint32_t max, uint32_t max_bytes);
+    // A line not in the ring: its match's time and its text (the line, then the cut marker).
+    struct Evidence {
+      int64_t time = 0;
+      absl::string_view line, marker;
+    };
+    // Appends to `out` the lines of the records whose times lie in [from, to], and `extra`
+    // when given (it lies there too), the newest `n` of them, oldest first; the ring is
+    // emptied.
+    void TakeEvidence(int64_t from, int64_t to, size_t n, std::vector<std::string>* out,
+                      const Evidence* extra = nullptr);
+    // Drops the records of matches before `from`: after they slid out of the window.
+    void DropEvidenceBefore(int64_t from) {
+      while (evidence_count_ > 0 && HeadTime() < from) DropOldest();
     }
+    // Keeps only records with times in [from, to], at most `n` (the newest): after Count
+    // dropped times at either end of the window.
+    void TrimEvidence(int64_t from, int64_t to, size_t n);
 
     // What the allocator holds for this window: the object, its buffer, its spilled times.
     size_t Bytes() const;
@@ -378,6 +404,14 @@ class Engine {
     // `limit`; the records are laid out from the ring's start again.
     void Grow(size_t bytes, size_t limit);
     void DropOldest();
+    // The length and time of the record at ring offset `at`.
+    void ReadHeader(uint32_t at, uint32_t* len, int64_t* time) const;
+    int64_t HeadTime() const {
+      uint32_t len;
+      int64_t time;
+      ReadHeader(head_, &len, &time);
+      return time;
+    }
     // Copies between the ring (from offset `at`, wrapping) and flat memory.
     void RingWrite(uint32_t at, const char* data, size_t n);
     void RingRead(uint32_t at, char* out, size_t n) const;

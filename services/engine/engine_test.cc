@@ -96,6 +96,9 @@ std::string NothingRule(absl::string_view id) {
                           id);
 }
 
+// An evidence record's header in a window's ring: the line's length and its match's time.
+constexpr size_t kRecordHeader = sizeof(uint32_t) + sizeof(int64_t);
+
 class EngineTest : public ::testing::Test {
  protected:
   EngineTest() : engine_(Rules(), EngineOptions()) {}
@@ -113,6 +116,20 @@ class EngineTest : public ::testing::Test {
   }
   std::string Fail(absl::string_view ip) {
     return absl::StrCat("Failed password for root from ", ip, " port 22 ssh2");
+  }
+  // A failure whose line names `user`: lines told apart in a detection's evidence.
+  std::string FailAs(absl::string_view user, absl::string_view ip) {
+    return absl::StrCat("Failed password for ", user, " from ", ip, " port 22 ssh2");
+  }
+  // Feed, from the input stream `stream`.
+  std::vector<Detection> FeedFrom(uint32_t stream, absl::string_view message, int offset_seconds) {
+    ParsedLine line;
+    line.message = message;
+    line.program = "sshd";
+    std::vector<Detection> out;
+    last_ = engine_.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message,
+                            t0_ + absl::Seconds(offset_seconds), &out, stream);
+    return out;
   }
   // The evidence of the one detection `engine` raises on the raw line `raw` (empty when it
   // raises none, or more than one).
@@ -424,6 +441,139 @@ TEST_F(EngineTest, ALineDatedAheadDoesNotHideTheRealFailuresOfItsKey) {
   EXPECT_THAT(Feed(Fail("203.0.113.8"), 100), IsEmpty());
   EXPECT_THAT(Feed(Fail("203.0.113.8"), 200), IsEmpty());
   EXPECT_THAT(Feed(Fail("203.0.113.8"), 3000), IsEmpty());
+}
+
+// A line dated more than a span after its window's newest match (here a sender's clock an hour
+// fast: the daemon takes lines up to a day ahead) slid every real failure of its key out of the
+// window, since they are more than a span older than it: the failure after it, three in 60 s
+// with the two before, raised nothing.
+TEST_F(EngineTest, ALineDatedAheadAfterTheRealFailuresDoesNotEraseThem) {
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 0), IsEmpty());
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 1), IsEmpty());
+  EXPECT_THAT(Feed(Fail("203.0.113.7"), 3600), IsEmpty());  // an hour ahead
+  std::vector<Detection> d = Feed(Fail("203.0.113.7"), 2);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].time, t0_ + absl::Seconds(2));
+  // A window ages by its newest match (the line ahead), though times a span older remain.
+  EXPECT_THAT(Feed(Fail("203.0.113.8"), 0), IsEmpty());
+  EXPECT_THAT(Feed(Fail("203.0.113.8"), 7200), IsEmpty());
+  engine_.Expire(t0_ + absl::Seconds(7200 + 60));
+  EXPECT_EQ(engine_.live_windows(), 1u);
+  engine_.Expire(t0_ + absl::Seconds(7200 + 61));
+  EXPECT_EQ(engine_.live_windows(), 0u);
+  EXPECT_EQ(engine_.memory_bytes(), 0u);
+}
+
+// A backlog replayed on one stream (lines of an hour ago) beside the live lines of the same
+// address on another: each live line slid the backlog's failures out of the window, so three
+// failures in two seconds raised nothing.
+TEST_F(EngineTest, ABacklogInterleavedWithALiveStreamOfItsKeyStillDetects) {
+  EXPECT_THAT(FeedFrom(1, Fail("203.0.113.7"), 3600), IsEmpty());
+  EXPECT_THAT(FeedFrom(2, Fail("203.0.113.7"), 0), IsEmpty());
+  EXPECT_THAT(FeedFrom(2, Fail("203.0.113.7"), 1), IsEmpty());
+  EXPECT_THAT(FeedFrom(1, Fail("203.0.113.7"), 3700), IsEmpty());
+  std::vector<Detection> d = FeedFrom(2, Fail("203.0.113.7"), 2);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].time, t0_ + absl::Seconds(2));
+  EXPECT_THAT(d[0].evidence, SizeIs(3));
+}
+
+// Lines of one address from two senders, one with its clock an hour fast writing a failure every
+// two minutes (none within a span of another), then the correct sender's three failures in 60 s:
+// they detect. Lines dated ahead do not slide the window, so they pile up to the cap of twice
+// the threshold; past it the times farthest from the line counted go, not the oldest (which
+// dropped each real failure as it came).
+TEST_F(EngineTest, ASenderWithAClockAheadDoesNotCrowdOutAnotherSendersFailures) {
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_THAT(FeedFrom(1, FailAs("fast", "203.0.113.7"), 3600 + 120 * i), IsEmpty()) << i;
+  }
+  EXPECT_THAT(FeedFrom(2, FailAs("u0", "203.0.113.7"), 0), IsEmpty());
+  EXPECT_THAT(FeedFrom(2, FailAs("u1", "203.0.113.7"), 20), IsEmpty());
+  std::vector<Detection> d = FeedFrom(2, FailAs("u2", "203.0.113.7"), 40);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].time, t0_ + absl::Seconds(40));
+  EXPECT_THAT(d[0].evidence, ElementsAre(FailAs("u0", "203.0.113.7"), FailAs("u1", "203.0.113.7"),
+                                         FailAs("u2", "203.0.113.7")));
+  // The fast sender's lines go on counting among themselves, apart.
+  for (int i = 0; i < 3; ++i) {
+    d = FeedFrom(1, FailAs("fast", "203.0.113.7"), 7200 + i);
+    EXPECT_THAT(d, SizeIs(i == 2 ? 1 : 0)) << i;
+  }
+}
+
+// A detection's evidence is the lines of the matches that made it, oldest first, whatever order
+// they came in. It was the window's newest lines in the order they came: a line dated ahead
+// showed as evidence of failures an hour before it, and a failure the window had slid past
+// stayed while the line ahead went in its place.
+TEST_F(EngineTest, EvidenceIsTheLinesOfTheMatchesThatMadeTheDetection) {
+  const std::string ip = "203.0.113.7";
+  EXPECT_THAT(Feed(FailAs("ahead", ip), 3600), IsEmpty());
+  EXPECT_THAT(Feed(FailAs("u0", ip), 0), IsEmpty());
+  EXPECT_THAT(Feed(FailAs("u1", ip), 1), IsEmpty());
+  std::vector<Detection> d = Feed(FailAs("u2", ip), 2);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_THAT(d[0].evidence, ElementsAre(FailAs("u0", ip), FailAs("u1", ip), FailAs("u2", ip)));
+
+  const std::string other = "203.0.113.8";
+  EXPECT_THAT(Feed(FailAs("ahead", other), 3600), IsEmpty());
+  EXPECT_THAT(Feed(FailAs("a", other), 0), IsEmpty());
+  EXPECT_THAT(Feed(FailAs("b", other), 100), IsEmpty());
+  EXPECT_THAT(Feed(FailAs("c", other), 101), IsEmpty());
+  d = Feed(FailAs("d", other), 102);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_THAT(d[0].evidence,
+              ElementsAre(FailAs("b", other), FailAs("c", other), FailAs("d", other)));
+
+  // A late line inside the window: in its place, by time.
+  const std::string third = "203.0.113.9";
+  EXPECT_THAT(Feed(FailAs("x", third), 10), IsEmpty());
+  EXPECT_THAT(Feed(FailAs("y", third), 20), IsEmpty());
+  d = Feed(FailAs("z", third), 5);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_THAT(d[0].evidence,
+              ElementsAre(FailAs("z", third), FailAs("x", third), FailAs("y", third)));
+}
+
+// With fewer evidence lines than the threshold, the evidence is the newest of the run that
+// fired, not a line dated ahead nor one of a run that never fired.
+TEST_F(EngineTest, EvidenceUnderTheThresholdIsTheNewestLinesOfTheRunThatFired) {
+  EngineOptions options;
+  options.max_evidence = 2;
+  Engine engine(Rules(), options);
+  auto feed = [&](absl::string_view user, int offset, absl::string_view ip = "203.0.113.7") {
+    const std::string m = FailAs(user, ip);
+    ParsedLine line;
+    line.message = m;
+    line.program = "sshd";
+    std::vector<Detection> out;
+    engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Seconds(offset), &out);
+    return out;
+  };
+  EXPECT_THAT(feed("ahead", 3600), IsEmpty());
+  EXPECT_THAT(feed("early", 500), IsEmpty());
+  EXPECT_THAT(feed("u0", 0), IsEmpty());
+  EXPECT_THAT(feed("u1", 1), IsEmpty());
+  std::vector<Detection> d = feed("u2", 2);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_THAT(d[0].evidence, ElementsAre(FailAs("u1", "203.0.113.7"), FailAs("u2", "203.0.113.7")));
+  // A late line drops the kept line more than a span from it (the one ahead), not the run's.
+  const std::string ip = "203.0.113.8";
+  EXPECT_THAT(feed("a", 3600, ip), IsEmpty());
+  EXPECT_THAT(feed("b", 3700, ip), IsEmpty());  // kept: two more matches can detect
+  EXPECT_THAT(feed("u1", 1, ip), IsEmpty());
+  EXPECT_THAT(feed("u0", 0, ip), IsEmpty());  // two kept already: "b" goes, not "u1"
+  d = feed("u2", 2, ip);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_THAT(d[0].evidence, ElementsAre(FailAs("u1", ip), FailAs("u2", ip)));
+  // A late line that fires, older than the kept lines of its run, does not take a place of
+  // theirs: the evidence is still the run's newest two.
+  const std::string third = "203.0.113.9";
+  EXPECT_THAT(feed("p", 200, third), IsEmpty());
+  EXPECT_THAT(feed("x", 10, third), IsEmpty());
+  EXPECT_THAT(feed("y", 20, third), IsEmpty());
+  d = feed("w", 5, third);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_THAT(d[0].evidence, ElementsAre(FailAs("x", third), FailAs("y", third)));
 }
 
 // A window's times stay bounded when lines come late: each late line keeps the matches of its
@@ -959,7 +1109,7 @@ TEST_F(EngineTest, EvidenceRingStaysUnderItsByteCap) {
   ASSERT_FALSE(ev.empty());
   EXPECT_LT(ev.size(), 50u);
   size_t total = 0;
-  for (const std::string& e : ev) total += e.size() + sizeof(uint32_t);
+  for (const std::string& e : ev) total += e.size() + kRecordHeader;
   EXPECT_LE(total, 1024u);
   // The newest lines, in order, ending with the one that crossed the threshold; each keeps at
   // least its first 40 bytes (the line's share is the 64-byte minimum here).
@@ -1010,9 +1160,9 @@ TEST_F(EngineTest, EvidenceRingKeepsTheNewestLinesAsAQueueWould) {
                                               " port 22 ");
       m += std::string(random() % 16, 'y');
       ASSERT_LE(m.size(), 64u);
-      const size_t record = m.size() + sizeof(uint32_t);
+      const size_t record = m.size() + kRecordHeader;
       while (!model.empty() && (model.size() >= 5 || model_bytes + record > 300)) {
-        model_bytes -= model.front().size() + sizeof(uint32_t);
+        model_bytes -= model.front().size() + kRecordHeader;
         model.pop_front();
       }
       model.push_back(m);
@@ -1132,14 +1282,19 @@ TEST_F(EngineTest, OnlyTheLinesAWindowKeepsAreRedactedAndCut) {
   }
 }
 
-// What a detection shows is what it showed when every match's line was kept: the newest
-// max_evidence lines, in the order they came, of the matches still inside the window. A model
-// keeping every line (trimmed as the window slides, as Count trims its ring) against the engine,
-// over random gaps that slide the window and late lines that land inside it.
-TEST_F(EngineTest, EvidenceIsTheNewestLinesOfTheWindowWithSlidesAndLateLines) {
+// A detection is a run of `count` matches within a span, and its evidence the lines of the run's
+// newest max_evidence matches, oldest first. A model keeping every match's line (its window
+// trimmed as Count trims its times: a slide on a line in order, the cap of twice the threshold
+// on the others) against the engine, over random gaps that slide the window, late lines and
+// lines dated ahead. The evidence is never a line outside the run; it is exactly the model's
+// when no line came out of order since the window last detected (a late line can make a match
+// one of the newest of a run after its line was not kept, or take the place of one in the ring:
+// the evidence then shows fewer or older lines of the run, never another's). And the bytes the
+// engine accounts are what a recount of its windows finds, after every line.
+TEST_F(EngineTest, EvidenceIsTheNewestLinesOfTheRunThatFiredWithSlidesAndLinesOutOfOrder) {
   EngineOptions options;
   options.max_evidence = 3;
-  Engine engine(Rules(R"pb(
+  std::shared_ptr<const RuleSet> rules = Rules(R"pb(
     rules {
       id: "ssh-fail-8"
       formats: LOG_FORMAT_SYSLOG
@@ -1153,51 +1308,94 @@ TEST_F(EngineTest, EvidenceIsTheNewestLinesOfTheWindowWithSlidesAndLateLines) {
         duration { seconds: 600 }
       }
     }
-  )pb"),
-                options);
+  )pb");
+  Engine engine(rules, options);
+  constexpr int64_t kSpan = 10'000;
+  constexpr size_t kCount = 8;
+  struct Match {
+    int64_t time;
+    std::string line;
+  };
+  std::vector<Match> window;  // the model's, in time order (lines of one time as they came)
   std::mt19937 random(11);
-  std::vector<int64_t> times;     // the model's window (ms, in order)
-  std::deque<std::string> lines;  // every line of the window's matches, as they came
-  int64_t newest = 0, clock = 0;
-  int detections = 0;
+  int64_t clock = 0;
+  bool out_of_order = false;  // a line out of order since the last detection
+  int detections = 0, exact = 0, with_late = 0;
   ParsedLine line;
   for (int i = 0; i < 5000; ++i) {
     clock += random() % 4 == 0 ? random() % 12'000 : random() % 900;
-    // One line in six comes late, up to 3 s before the newest.
-    const int64_t now = random() % 6 == 0 ? std::max<int64_t>(0, newest - random() % 3000) : clock;
+    // One line in six comes up to 3 s late, one in forty from 15 to 40 s ahead.
+    int64_t now = clock;
+    const int kind = random() % 40;
+    if (kind < 7) now = std::max<int64_t>(0, clock - random() % 3000);
+    if (kind == 39) now = clock + 15'000 + random() % 25'000;
     const std::string m = absl::StrCat("Failed password for u", i, " from 203.0.113.9 port 22");
     line.message = m;
     std::vector<Detection> out;
     engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, m, t0_ + absl::Milliseconds(now), &out);
-    // The model: Count as it would be if it kept every line.
-    newest = std::max(newest, now);
-    const int64_t horizon = now - 10'000;
-    if (!times.empty() && times.front() < horizon) {
-      times.erase(times.begin(), std::lower_bound(times.begin(), times.end(), horizon));
-      while (lines.size() > times.size()) lines.pop_front();
+    // The model: Count's times, with every line.
+    bool full = false;
+    size_t run = 0;  // the run's first match
+    if (window.empty() || (now >= window.back().time && now - window.back().time <= kSpan)) {
+      while (!window.empty() && window.front().time < now - kSpan) window.erase(window.begin());
+      window.push_back({now, m});
+      full = window.size() >= kCount;
+      run = window.size() - std::min(window.size(), kCount);
+    } else {
+      out_of_order = true;
+      auto at = std::upper_bound(window.begin(), window.end(), now,
+                                 [](int64_t t, const Match& x) { return t < x.time; });
+      const size_t p = static_cast<size_t>(window.insert(at, {now, m}) - window.begin());
+      for (size_t j = p >= kCount - 1 ? p - (kCount - 1) : 0;
+           !full && j <= p && j + kCount - 1 < window.size(); ++j) {
+        if (window[j + kCount - 1].time - window[j].time <= kSpan) {
+          full = true;
+          run = j;
+        }
+      }
+      while (!full && window.size() > 2 * kCount) {
+        if (now - window.front().time >= window.back().time - now) {
+          window.erase(window.begin());
+        } else {
+          window.pop_back();
+        }
+      }
     }
-    const auto at = times.insert(std::upper_bound(times.begin(), times.end(), now), now);
-    lines.push_back(m);
-    while (lines.size() > 3) lines.pop_front();
-    bool full = false;  // 8 matches, this one among them, within 10 s
-    for (auto j = times.begin(); j <= at; ++j) {
-      if (j + 7 >= at && j + 7 < times.end() && *(j + 7) - *j <= 10'000) full = true;
-    }
-    if (!full && times.size() > 16) {  // at most twice the threshold
-      times.erase(times.begin(), times.end() - 16);
-      while (lines.size() > times.size()) lines.pop_front();
-    }
+    const size_t accounted = engine.memory_bytes();
+    engine.SetRules(rules);  // the same rules: the windows stay and are recounted
+    ASSERT_EQ(engine.memory_bytes(), accounted) << "after line " << i;
     if (!full) {
       ASSERT_THAT(out, IsEmpty()) << i;
       continue;
     }
     ASSERT_THAT(out, SizeIs(1)) << i;
-    EXPECT_EQ(out[0].evidence, std::vector<std::string>(lines.begin(), lines.end())) << i;
     ++detections;
-    times.clear();
-    lines.clear();
+    std::vector<std::string> lines;  // the run's, oldest first
+    for (size_t j = run; j < run + kCount; ++j) lines.push_back(window[j].line);
+    const std::vector<std::string> newest(lines.end() - 3, lines.end());
+    const std::vector<std::string>& evidence = out[0].evidence;
+    ASSERT_FALSE(evidence.empty()) << i;
+    ASSERT_LE(evidence.size(), 3u) << i;
+    // A subsequence of the run's lines, in their order.
+    auto next = lines.begin();
+    for (const std::string& e : evidence) {
+      next = std::find(next, lines.end(), e);
+      ASSERT_NE(next, lines.end()) << i << ": " << e << " is not a line of the run, in order";
+      ++next;
+    }
+    if (!out_of_order) {
+      EXPECT_EQ(evidence, newest) << i;
+    } else {
+      ++with_late;
+    }
+    if (evidence == newest) ++exact;
+    window.clear();
+    out_of_order = false;
   }
   EXPECT_GT(detections, 50);
+  EXPECT_GT(detections - with_late, 10);  // both kinds are exercised
+  EXPECT_GT(with_late, 10);
+  EXPECT_GT(exact, detections * 2 / 3);  // 267 of 357
 }
 
 // Every byte the engine accounts for a window (its object, its buffer, its table slot) is given
