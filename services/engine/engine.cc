@@ -1021,9 +1021,10 @@ absl::Status Engine::CountMatch(const EngineMatch& match, std::vector<Detection>
         absl::StrCat("engine: a match of rule \"", match.rule_id, "\" with an empty key"));
   }
   matches_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
+  // No range window: the addresses of one range are counted on the nodes of their partitions.
   Count(
       rule_index, match.key, [&match] { return absl::string_view(match.evidence); }, match.time,
-      match.secret, match.stream, out);
+      match.secret, match.stream, out, /*key_hash=*/nullptr, /*ranges=*/false);
   return absl::OkStatus();
 }
 
@@ -1264,14 +1265,49 @@ void Engine::Window::TakeEvidence(int64_t from, int64_t to, size_t n,
 void Engine::Count(int rule_index, absl::string_view key,
                    absl::FunctionRef<absl::string_view()> line, absl::Time time,
                    absl::string_view secret, uint32_t stream, std::vector<Detection>* out,
-                   const size_t* key_hash) {
+                   const size_t* key_hash, bool ranges) {
+  const CompiledRule& rule = *rules_->rules()[rule_index];
+  const bool full = CountWindow(rule_index, key, rule.proto.key_kind(), /*detect=*/true, line,
+                                time, secret, stream, out, key_hash);
+  // An IPv4 key has no ':' (and a rule of count 1 detects every match as the address's).
+  if (options_.ipv6_window_prefix != 0 && ranges && rule.count > 1 &&
+      rule.proto.key_kind() == TargetKind::TARGET_KIND_IP && key.find(':') != key.npos) {
+    CountRange(rule_index, key, /*detect=*/!full, line, time, stream, out);
+  }
+}
+
+void Engine::CountRange(int rule_index, absl::string_view key, bool detect,
+                        absl::FunctionRef<absl::string_view()> line, absl::Time time,
+                        uint32_t stream, std::vector<Detection>* out) {
+  std::optional<IpAddress> ip = IpAddress::Parse(key);
+  // An address embedding an IPv4 one is that IPv4 host's: its "neighbours" are other hosts.
+  if (!ip || ip->is_v4() || EmbeddedIpv4(*ip).has_value()) return;
+  const Cidr range = Cidr::Covering(*ip, options_.ipv6_window_prefix);
+  // No window at all, not merely no detection: a range decision would cover the neighbour.
+  if (TouchesNeverBan(range, options_.allowlist)) return;
+  // Cidr::ToString's text, without its allocations.
+  char base[IpAddress::kMaxTextLength];
+  const absl::string_view b = range.base().Format(base);
+  char text[IpAddress::kMaxTextLength + 8];
+  std::memcpy(text, b.data(), b.size());
+  const int n = std::snprintf(text + b.size(), sizeof(text) - b.size(), "/%d",
+                              range.prefix_length());
+  CountWindow(rule_index, absl::string_view(text, b.size() + static_cast<size_t>(std::max(n, 0))),
+              TargetKind::TARGET_KIND_RANGE, detect, line, time, absl::string_view(), stream,
+              out, nullptr);
+}
+
+bool Engine::CountWindow(int rule_index, absl::string_view key, TargetKind kind, bool detect,
+                         absl::FunctionRef<absl::string_view()> line, absl::Time time,
+                         absl::string_view secret, uint32_t stream, std::vector<Detection>* out,
+                         const size_t* key_hash) {
   const CompiledRule& rule = *rules_->rules()[rule_index];
   auto detection = [&]() -> Detection& {
     stats_.detections.fetch_add(1, std::memory_order_relaxed);
     Detection& d = out->emplace_back();
     d.rule = &rule;
     d.rule_id = rule.id();
-    d.kind = rule.proto.key_kind();
+    d.kind = kind;
     d.key = std::string(key);
     d.time = time;
     d.secret = std::string(secret);
@@ -1299,12 +1335,13 @@ void Engine::Count(int rule_index, absl::string_view key,
     return head;
   };
   if (rule.count == 1) {  // no window needed: every match is a detection
+    if (!detect) return true;
     Detection& d = detection();
     if (options_.max_evidence > 0) {
       const absl::string_view head = kept();  // sets `marker`: not in one expression with it
       d.evidence.push_back(absl::StrCat(head, marker));
     }
-    return;
+    return true;
   }
   const size_t hash = key_hash != nullptr ? *key_hash : WindowHash()(key);
   Shard& shard = ShardFor(rule_index, hash);
@@ -1412,9 +1449,16 @@ void Engine::Count(int rule_index, absl::string_view key,
     }
   }
   if (full) {
-    Detection& d = detection();
-    w.TakeEvidence(run_from, run_to, std::min<size_t>(n, options_.max_evidence), &d.evidence,
-                   late_fills ? &late : nullptr);
+    if (detect) {
+      Detection& d = detection();
+      w.TakeEvidence(run_from, run_to, std::min<size_t>(n, options_.max_evidence), &d.evidence,
+                     late_fills ? &late : nullptr);
+    } else {
+      // Another window made this line's detection (CountRange): this one starts over all the
+      // same, its lines with it.
+      std::vector<std::string> dropped;
+      w.TakeEvidence(run_from, run_to, 0, &dropped);
+    }
     // Start over: the next detection needs a full threshold of new matches. The times keep
     // their capacity (InlinedVector::clear would free it, and a window that detects again
     // grows it again a doubling at a time: 7 allocations to 120 for web-request-flood); Bytes
@@ -1423,6 +1467,7 @@ void Engine::Count(int rule_index, absl::string_view key,
   }
   AccountLocked(shard, grown + static_cast<int64_t>(w.Bytes()));
   EnforceBudgetLocked(shard);  // `w` may be gone after this
+  return full;
 }
 
 size_t Engine::TableBytes(const WindowMap& map) {

@@ -5,7 +5,8 @@
 // prefilter instead; a Set's question answered by SetDfa on lines of ASCII bytes, by RE2::Set
 // on the others), runs the capturing regex of each candidate rule, normalises the
 // key (an "ip" must parse as an address: nothing else can become a target), drops allowlisted
-// keys, and counts the match in the (rule, key) window in event time. When `count` matches of
+// keys, and counts the match in the (rule, key) window in event time (and an IPv6 address's
+// also in its range's window, EngineOptions::ipv6_window_prefix). When `count` matches of
 // the key fall within its rule's span, whatever order their lines came in (a backlog, a clock
 // ahead), it raises a Detection carrying the lines of those matches, and the window starts over.
 // Memory bounds what "whatever order" reaches: a line within a span after the window's newest
@@ -101,6 +102,18 @@ struct EngineOptions {
   uint64_t memory_budget_bytes = uint64_t{1} << 30;
   // Ranges whose keys never count (loopback is added by the engine itself).
   CidrSet allowlist;
+  // IPv6 range windows: one client holds a whole /64 (or /48) and may take a new address of it
+  // for each try, which fills no address's window. With a prefix (48 or 64; the config's
+  // decisions_ipv6_folding.prefix_length), a match of an address rule (a threshold above 1) on
+  // an IPv6 address that embeds no IPv4 one (EmbeddedIpv4: NAT64, 6to4, Teredo are an IPv4
+  // host's) counts in the address's window and in the rule's window of the covering range
+  // ("2001:db8:1:2::/64"), a window like any other (same caps, same budget). A range window
+  // that fills on a line where the address's did not raises a TARGET_KIND_RANGE detection
+  // keyed by the range; when both fill on one line, only the address's (one attacker on one
+  // address stays an address decision). A range that touches the allowlist or a non-public
+  // range (TouchesNeverBan) has no window: an allowlisted neighbour is never covered.
+  // Process only: CountMatch (the cluster's split) counts no range window. 0: off (default).
+  int ipv6_window_prefix = 0;
   // Threat feeds for in_feed / not_in_feed conditions (none: every feed is empty). Not owned.
   const FeedRegistry* feeds = nullptr;
   // The session table's bounds (rules with a session, see below).
@@ -117,7 +130,9 @@ struct Detection {
   const CompiledRule* rule = nullptr;  // valid while the RuleSet it came from is alive
   std::string rule_id;
   palisade::v1::TargetKind kind = palisade::v1::TargetKind::TARGET_KIND_IP;
-  std::string key;                    // canonical: "203.0.113.7", "2001:db8::1", or the raw path
+  // Canonical: "203.0.113.7", "2001:db8::1", a range "2001:db8:1:2::/64" (TARGET_KIND_RANGE,
+  // EngineOptions::ipv6_window_prefix), or the raw path.
+  std::string key;
   absl::Time time;                    // event time of the line that crossed the threshold
   // Lines of the matches that made it, oldest first in event time: at most max_evidence, the
   // newest (when lines came out of order, some older ones of the run may stand in for them).
@@ -289,6 +304,9 @@ class Engine {
   // may come from another node: kNotFound when this engine has no rule of that id; for an
   // address rule, kInvalidArgument when the key is not an address in canonical form and
   // kFailedPrecondition when it is allowlisted here (nothing counted in either case).
+  // A limit: it counts no IPv6 range window (EngineOptions::ipv6_window_prefix), since the
+  // addresses of one range are routed by their own keys to several partitions: a cluster does
+  // not yet detect a client that takes a new address of its range for each try.
   // Thread-safe as Process.
   absl::Status CountMatch(const EngineMatch& match, std::vector<Detection>* out);
 
@@ -656,10 +674,23 @@ class Engine {
   // `line` gives the line as evidence (redacted), called only when the count keeps it: most
   // counts of a rule with a threshold keep no line (see Count), and then the line is never
   // searched for tokens. `key_hash`, when given, is WindowHash()(key) (Prematch's).
+  // Counts in the key's window, and with `ranges` in its IPv6 range's (CountRange).
   void Count(int rule_index, absl::string_view key,
              absl::FunctionRef<absl::string_view()> line, absl::Time time,
              absl::string_view secret, uint32_t stream, std::vector<Detection>* out,
-             const size_t* key_hash = nullptr);
+             const size_t* key_hash = nullptr, bool ranges = true);
+  // The count in one window, whose detection has target kind `kind`; returns whether the window
+  // filled. Without `detect`, a window that fills starts over and raises nothing.
+  bool CountWindow(int rule_index, absl::string_view key, palisade::v1::TargetKind kind,
+                   bool detect, absl::FunctionRef<absl::string_view()> line, absl::Time time,
+                   absl::string_view secret, uint32_t stream, std::vector<Detection>* out,
+                   const size_t* key_hash);
+  // The count of an IPv6 address rule's match (canonical `key`) in the window of its
+  // ipv6_window_prefix range (EngineOptions::ipv6_window_prefix); `detect`: false when the
+  // address's window filled on this line.
+  void CountRange(int rule_index, absl::string_view key, bool detect,
+                  absl::FunctionRef<absl::string_view()> line, absl::Time time, uint32_t stream,
+                  std::vector<Detection>* out);
   // Makes room for a new key of `rule_index` in `shard`, whose maps[rule_index] is `map`: from
   // `map`, or when it is empty from another shard whose lock is free.
   void Evict(Shard& shard, WindowMap& map, int rule_index)

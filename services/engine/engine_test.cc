@@ -1633,5 +1633,161 @@ TEST(EngineWindowTest, TimesKeptAfterADetectionStartOverAndAreAccounted) {
   EXPECT_EQ(engine.memory_bytes(), 0u);
 }
 
+
+// --- IPv6 range windows (EngineOptions::ipv6_window_prefix) -----------------------------------
+
+// A sshd failure from `ip`, `offset_seconds` after t0, through `engine`'s Process.
+std::vector<Detection> FailFrom(Engine& engine, absl::string_view ip, int offset_seconds) {
+  const std::string message = absl::StrCat("Failed password for root from ", ip, " port 22 ssh2");
+  ParsedLine line;
+  line.message = message;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, message,
+                 absl::FromUnixSeconds(1'767'225'600) + absl::Seconds(offset_seconds), &out);
+  return out;
+}
+
+EngineOptions RangeWindows(int prefix = 64) {
+  EngineOptions options;
+  options.ipv6_window_prefix = prefix;
+  return options;
+}
+
+// One client holds a whole /64 and takes a new address of it for each try: its failures fill
+// no address's window, but they fill the /64's (ssh-fail: 3 in 60 s).
+TEST(EngineRangeWindowTest, AnIpv6AttackerRotatingWithinASlash64IsDetectedAsTheRange) {
+  Engine engine(Rules(), RangeWindows());
+  EXPECT_THAT(FailFrom(engine, "2001:db8:1:2::1", 0), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "2001:db8:1:2::2", 10), IsEmpty());
+  std::vector<Detection> d = FailFrom(engine, "2001:DB8:1:2::3", 20);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].rule_id, "ssh-fail");
+  EXPECT_EQ(d[0].kind, palisade::v1::TargetKind::TARGET_KIND_RANGE);
+  EXPECT_EQ(d[0].key, "2001:db8:1:2::/64");
+  EXPECT_EQ(d[0].time, absl::FromUnixSeconds(1'767'225'600) + absl::Seconds(20));
+  EXPECT_THAT(d[0].evidence, ElementsAre(::testing::HasSubstr("2001:db8:1:2::1 "),
+                                         ::testing::HasSubstr("2001:db8:1:2::2 "),
+                                         ::testing::HasSubstr("2001:DB8:1:2::3 ")));
+  // The range window starts over, as an address window does.
+  EXPECT_THAT(FailFrom(engine, "2001:db8:1:2::4", 21), IsEmpty());
+  // Another /64 of the same /48 is another range.
+  EXPECT_THAT(FailFrom(engine, "2001:db8:1:3::1", 22), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "2001:db8:1:3::2", 23), IsEmpty());
+}
+
+TEST(EngineRangeWindowTest, ASlash48CoversItsSlash64s) {
+  Engine engine(Rules(), RangeWindows(48));
+  FailFrom(engine, "2001:db8:1:2::1", 0);
+  FailFrom(engine, "2001:db8:1:3::1", 1);
+  std::vector<Detection> d = FailFrom(engine, "2001:db8:1:4::1", 2);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].kind, palisade::v1::TargetKind::TARGET_KIND_RANGE);
+  EXPECT_EQ(d[0].key, "2001:db8:1::/48");
+}
+
+// One attacker on one address stays an address decision: its range window fills on the same
+// line, and yields to it.
+TEST(EngineRangeWindowTest, OneAddressAloneIsDetectedAsTheAddressNotItsRange) {
+  Engine engine(Rules(), RangeWindows());
+  FailFrom(engine, "2001:db8:1:2::1", 0);
+  FailFrom(engine, "2001:db8:1:2::1", 1);
+  std::vector<Detection> d = FailFrom(engine, "2001:db8:1:2::1", 2);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].kind, palisade::v1::TargetKind::TARGET_KIND_IP);
+  EXPECT_EQ(d[0].key, "2001:db8:1:2::1");
+  // Both windows started over: the range's needs three new failures too.
+  EXPECT_THAT(FailFrom(engine, "2001:db8:1:2::2", 3), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "2001:db8:1:2::3", 4), IsEmpty());
+  d = FailFrom(engine, "2001:db8:1:2::1", 5);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].kind, palisade::v1::TargetKind::TARGET_KIND_RANGE);
+  // A rule whose every match is a detection (ssh-probe, count 1) decides the address alone.
+  ParsedLine line;
+  const std::string probe = "Did not receive identification string from 2001:db8:1:2::9";
+  line.message = probe;
+  line.program = "sshd";
+  std::vector<Detection> out;
+  engine.Process(LogFormat::LOG_FORMAT_SYSLOG, line, probe, absl::FromUnixSeconds(1'767'225'700),
+                 &out);
+  ASSERT_THAT(out, SizeIs(1));
+  EXPECT_EQ(out[0].kind, palisade::v1::TargetKind::TARGET_KIND_IP);
+}
+
+// An allowlisted neighbour is never covered: its /64 is never detected, whoever else is in it.
+TEST(EngineRangeWindowTest, AnAllowlistedAddressKeepsItsRangeFromADetection) {
+  EngineOptions options = RangeWindows();
+  options.allowlist = *CidrSet::Parse({"2001:db8:1:2::99"});
+  Engine engine(Rules(), options);
+  for (int i = 1; i <= 6; ++i) {
+    EXPECT_THAT(FailFrom(engine, absl::StrCat("2001:db8:1:2::", i), i), IsEmpty()) << i;
+  }
+  // The allowlisted address itself counts nowhere.
+  for (int i = 0; i < 3; ++i) EXPECT_THAT(FailFrom(engine, "2001:db8:1:2::99", 10 + i), IsEmpty());
+  EXPECT_EQ(engine.live_windows(), 6u);  // the six addresses' windows, no range's
+}
+
+// An address that embeds an IPv4 one is that IPv4 host's: its neighbours are other hosts.
+TEST(EngineRangeWindowTest, AnAddressEmbeddingIpv4IsCountedPerAddressOnly) {
+  Engine engine(Rules(), RangeWindows());
+  // NAT64 (RFC 6052): 192.0.2.7, .8, .9.
+  EXPECT_THAT(FailFrom(engine, "64:ff9b::c000:207", 0), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "64:ff9b::c000:208", 1), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "64:ff9b::c000:209", 2), IsEmpty());
+  // 6to4 (RFC 3056) of a public IPv4 address, 8.8.8.8: a /64 of one IPv4 host's /48.
+  EXPECT_THAT(FailFrom(engine, "2002:808:808:1::1", 3), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "2002:808:808:1::2", 4), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "2002:808:808:1::3", 5), IsEmpty());
+  EXPECT_EQ(engine.live_windows(), 6u);
+  // The address itself is still detected.
+  FailFrom(engine, "64:ff9b::c000:207", 6);
+  std::vector<Detection> d = FailFrom(engine, "64:ff9b::c000:207", 7);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].kind, palisade::v1::TargetKind::TARGET_KIND_IP);
+  EXPECT_EQ(d[0].key, "64:ff9b::c000:207");
+}
+
+TEST(EngineRangeWindowTest, WithoutAPrefixAddressesAreCountedAloneAsBefore) {
+  Engine engine(Rules(), EngineOptions());
+  EXPECT_THAT(FailFrom(engine, "2001:db8:1:2::1", 0), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "2001:db8:1:2::2", 1), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "2001:db8:1:2::3", 2), IsEmpty());
+  EXPECT_EQ(engine.live_windows(), 3u);
+}
+
+TEST(EngineRangeWindowTest, Ipv4AddressesHaveNoRangeWindow) {
+  Engine engine(Rules(), RangeWindows());
+  EXPECT_THAT(FailFrom(engine, "203.0.113.1", 0), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "203.0.113.2", 1), IsEmpty());
+  EXPECT_THAT(FailFrom(engine, "203.0.113.3", 2), IsEmpty());
+  EXPECT_EQ(engine.live_windows(), 3u);
+  FailFrom(engine, "203.0.113.3", 3);
+  std::vector<Detection> d = FailFrom(engine, "203.0.113.3", 4);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].kind, palisade::v1::TargetKind::TARGET_KIND_IP);
+  EXPECT_EQ(d[0].key, "203.0.113.3");
+}
+
+// The cluster's split counts a match where its address's partition is: the addresses of one
+// /64 land on several nodes, and CountMatch keeps no range window (engine.h).
+TEST(EngineRangeWindowTest, CountMatchCountsNoRangeWindow) {
+  Engine engine(Rules(), RangeWindows());
+  std::vector<Detection> out;
+  for (int i = 1; i <= 3; ++i) {
+    const std::string message =
+        absl::StrCat("Failed password for root from 2001:db8:1:2::", i, " port 22 ssh2");
+    ParsedLine line;
+    line.message = message;
+    line.program = "sshd";
+    std::vector<EngineMatch> matches;
+    engine.MatchLine(LogFormat::LOG_FORMAT_SYSLOG, line, message,
+                     absl::FromUnixSeconds(1'767'225'600) + absl::Seconds(i), &matches);
+    ASSERT_THAT(matches, SizeIs(1));
+    ASSERT_THAT(engine.CountMatch(matches[0], &out), ::palisade::testing::IsOk());
+  }
+  EXPECT_THAT(out, IsEmpty());
+  EXPECT_EQ(engine.live_windows(), 3u);
+}
+
 }  // namespace
 }  // namespace palisade

@@ -918,6 +918,14 @@ absl::Status ApplyToPipeline(const palisade::v1::Config& config, PipelineOptions
   options->engine.sessions.max_sessions = engine.max_sessions();
   options->engine.sessions.max_bytes = engine.max_session_bytes();
   options->engine.sessions.ttl = absl::Seconds(engine.session_ttl().seconds());
+  // One knob folds IPv6 in the windows and in the decisions: an attacker taking a new address
+  // of its /64 for each try fills no address's window, so the decisions' folding alone, which
+  // needs decisions first, never saw it.
+  const palisade::v1::Ipv6FoldingConfig& fold = config.decisions_ipv6_folding();
+  options->engine.ipv6_window_prefix =
+      fold.disabled()              ? 0
+      : fold.prefix_length() != 0 ? static_cast<int>(fold.prefix_length())
+                                  : DecisionTableLimits().ipv6_fold_prefix;
   options->max_line_bytes = engine.max_line_bytes();
   options->max_record_bytes = engine.max_record_bytes();
   // Times without an offset: the config's zone, else the host's.

@@ -327,6 +327,25 @@ TEST(ConfigTest, SessionBoundsHaveDefaultsAndLimits) {
   }
 }
 
+// One knob folds IPv6 both in the decisions and in the engine's windows: decisions_ipv6_folding
+// gives EngineOptions::ipv6_window_prefix (0 when disabled).
+TEST(ConfigTest, Ipv6WindowPrefixFollowsDecisionsIpv6Folding) {
+  const std::pair<const char*, int> cases[] = {
+      {"", 64},
+      {"decisions_ipv6_folding { prefix_length: 48 }", 48},
+      {"decisions_ipv6_folding { prefix_length: 64 }", 64},
+      {"decisions_ipv6_folding { disabled: true }", 0},
+  };
+  for (const auto& [fields, prefix] : cases) {
+    auto config =
+        ParseConfig(absl::StrCat("rule_files: \"a\" ", fields), "c.textproto", ".");
+    ASSERT_THAT(config, IsOk()) << fields;
+    PipelineOptions options;
+    ASSERT_THAT(ApplyToPipeline(*config, &options), IsOk()) << fields;
+    EXPECT_EQ(options.engine.ipv6_window_prefix, prefix) << fields;
+  }
+}
+
 TEST(ConfigTest, CloudflareSectionIsValidatedWithDefaults) {
   const std::string ok = R"pb(
     rule_files: "a"
