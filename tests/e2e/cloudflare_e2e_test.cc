@@ -571,5 +571,52 @@ TEST(CloudflareE2eTest, AnIpv6AttackerRotatingAddressesGetsOneRangeRule) {
   EXPECT_EQ(MetricValue(*metrics, "palisade_decisions_ipv6_folded_total"), 1);
 }
 
+// The same attacker against a rule with a threshold: one try from each address of its /64
+// (three, e2e-ssh's count). No address's window ever reaches 3; the range's does, and the
+// range is banned at the edge, its addresses never one by one. (Before the range windows no
+// rule counted it at all: the decisions' folding needs decisions first.)
+TEST(CloudflareE2eTest, AnIpv6AttackerTryingOnceFromEachAddressIsBannedAsItsRange) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  Emulator& cf = **emulator;
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig(cf, cf.token_file())});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
+  auto ingest = palisade::v1::Ingest::NewStub(channel);
+  std::vector<std::string> tries;
+  for (const char* address : {"2001:db8:78:1::a", "2001:db8:78:1:5::b", "2001:db8:78:1::c"}) {
+    tries.push_back(absl::StrCat("Mar  3 14:02:01 web-1 sshd[1]: Failed password for root from ",
+                                 address, " port 22 ssh2"));
+  }
+  ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, tries);
+
+  std::set<std::pair<std::string, std::string>> rules;  // (target, value)
+  json state;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        state = State(cf);
+        rules.clear();
+        for (const auto& r : state["access_rules"]) {
+          rules.emplace(r["configuration"]["target"].get<std::string>(),
+                        r["configuration"]["value"].get<std::string>());
+        }
+        return !rules.empty();
+      },
+      absl::Seconds(60)))
+      << state.dump(2);
+  EXPECT_EQ(rules, (std::set<std::pair<std::string, std::string>>{
+                       {"ip_range", "2001:db8:78:1::/64"}}));
+  auto decisions = palisade::v1::Decisions::NewStub(channel);
+  grpc::ClientContext ctx;
+  palisade::v1::ListDecisionsRequest req;
+  palisade::v1::ListDecisionsResponse list;
+  ASSERT_TRUE(decisions->List(&ctx, req, &list).ok());
+  ASSERT_EQ(list.decisions_size(), 1);
+  EXPECT_EQ(list.decisions(0).target().kind(), palisade::v1::TARGET_KIND_RANGE);
+  EXPECT_EQ(list.decisions(0).target().value(), "2001:db8:78:1::/64");
+  EXPECT_EQ(list.decisions(0).rule_id(), "e2e-ssh");
+}
+
 }  // namespace
 }  // namespace palisade
