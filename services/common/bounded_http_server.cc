@@ -121,21 +121,26 @@ class BoundedStream final : public httplib::Stream {
   }
 
   // After an answer to a request that is still arriving: reads and drops what the client still
-  // sends, up to `max_bytes` or about `max_time`, so that closing does not reset the connection
-  // (and the answer with it) while the client is still writing. The caller then closes.
+  // sends, up to `max_bytes`, for at most `max_time` on the server's clock and until the client
+  // has been silent for about `max_time`, so that closing does not reset the connection (and
+  // the answer with it) while the client is still writing. The caller then closes. Only a slice
+  // with nothing in it counts toward the silence: counting every empty read closed on a client
+  // that writes in pieces (a gap after each, as on a busy machine) after 20 of them, and the
+  // reset lost it the answer.
   void Drain(size_t max_bytes, absl::Duration max_time) {
     if (ssl_ == nullptr) ::shutdown(sock_, SHUT_WR);
     char scratch[4096];
-    for (int64_t slices = max_time / absl::Milliseconds(kSliceMs), drained = 0;
-         drained < static_cast<int64_t>(max_bytes) && slices > 0 && running_();) {
+    const absl::Time end = limits_.now() + max_time;
+    for (int64_t silent = max_time / absl::Milliseconds(kSliceMs), drained = 0;
+         drained < static_cast<int64_t>(max_bytes) && silent > 0 && running_() &&
+         limits_.now() < end;) {
       const ssize_t n = Receive(scratch, sizeof(scratch));
       if (n > 0) {
         drained += n;
         continue;
       }
       if ((n == 0 && ssl_ == nullptr) || WantedBy(n, POLLIN) == 0) return;
-      Poll(POLLIN, kSliceMs);
-      --slices;
+      if (!Poll(POLLIN, kSliceMs)) --silent;
     }
   }
 

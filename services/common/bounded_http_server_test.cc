@@ -128,5 +128,58 @@ TEST_F(PerAddressCapTest, Ipv4CountsPerAddressMappedOrNot) {
   ::close(mapped);
 }
 
+// A request past its budget is answered 431 while the client is still sending it; what it
+// still sends is read and dropped (up to 8 MiB) before the close, so the close does not reset
+// the answer away. The drain counted every empty read as one of its 100 ms slices: a client
+// writing in pieces, a gap after each (a busy machine, a slow link), found the connection
+// closed under it after 20 pieces and lost its answer (bouncer_api_test's 6 MiB request failed
+// so in a full run on a loaded machine). Only a slice with nothing in it counts now.
+TEST(BoundedHttpServerTest, ARequestStillArrivingInPiecesIsDrainedAndAnswered) {
+  BoundedHttpOptions options;
+  options.now = [] { return absl::UnixEpoch(); };  // no deadline passes: only the drain's bounds
+  options.request_budget = 16 * 1024;
+  std::unique_ptr<httplib::Server> server = MakeBoundedHttpServer(std::move(options));
+  server->Get("/", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content("ok", "text/plain");
+  });
+  const int port = server->bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread thread([&] { server->listen_after_bind(); });
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  auto send_all = [fd](const std::string& text) {
+    for (size_t at = 0; at < text.size();) {
+      const ssize_t n = ::send(fd, text.data() + at, text.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      at += static_cast<size_t>(n);
+    }
+    return true;
+  };
+  // 60 pieces of 16 KiB after the budget, 10 ms apart: a gap the server waits through after
+  // each (it reads faster than that), far below a silent 100 ms slice.
+  bool sent = send_all("GET /?pad=");
+  const std::string piece(16 * 1024, 'a');
+  for (int i = 0; sent && i < 60; ++i) {
+    sent = send_all(piece);
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  sent = sent && send_all(" HTTP/1.1\r\nHost: t\r\n\r\n");
+  ::shutdown(fd, SHUT_WR);
+  timeval wait{30, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
+  std::string got;
+  char buf[512];
+  for (ssize_t n; (n = ::recv(fd, buf, sizeof(buf), 0)) > 0;) got.append(buf, n);
+  ::close(fd);
+  server->stop();
+  thread.join();
+  EXPECT_TRUE(sent) << "the server closed while the request was arriving";
+  EXPECT_EQ(got.rfind("HTTP/1.1 431", 0), 0u) << got;
+}
+
 }  // namespace
 }  // namespace palisade
