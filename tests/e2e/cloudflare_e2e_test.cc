@@ -70,6 +70,18 @@ void ShipOrDie(palisade::v1::Ingest::Stub& stub, palisade::v1::LogFormat format,
   ASSERT_TRUE(shipped.ok()) << shipped.status();
 }
 
+// The emulated zone's IP access rules in `state` (State()), as (target, value): ("ip6",
+// "2001:db8::1"), ("ip_range", "2001:db8:1:2::/64").
+std::set<std::pair<std::string, std::string>> AccessRuleTargets(const json& state) {
+  std::set<std::pair<std::string, std::string>> out;
+  if (!state.contains("access_rules")) return out;
+  for (const auto& r : state.at("access_rules")) {
+    out.emplace(r["configuration"]["target"].get<std::string>(),
+                r["configuration"]["value"].get<std::string>());
+  }
+  return out;
+}
+
 TEST(CloudflareE2eTest, DecisionsReachTheEdgeAndLeaveWhenTheyExpire) {
   absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start({"--operation_delay_ms=50"});
   ASSERT_TRUE(emulator.ok()) << emulator.status();
@@ -533,16 +545,12 @@ TEST(CloudflareE2eTest, AnIpv6AttackerRotatingAddressesGetsOneRangeRule) {
       "Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 2001:db8:77:2::1");
   ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, probes);
 
-  std::set<std::pair<std::string, std::string>> rules;  // (target, value)
+  std::set<std::pair<std::string, std::string>> rules;
   json state;
   ASSERT_TRUE(WaitFor(
       [&] {
         state = State(cf);
-        rules.clear();
-        for (const auto& r : state["access_rules"]) {
-          rules.emplace(r["configuration"]["target"].get<std::string>(),
-                        r["configuration"]["value"].get<std::string>());
-        }
+        rules = AccessRuleTargets(state);
         return rules.size() >= 5;
       },
       absl::Seconds(60)))
@@ -591,16 +599,12 @@ TEST(CloudflareE2eTest, AnIpv6AttackerTryingOnceFromEachAddressIsBannedAsItsRang
   }
   ShipOrDie(*ingest, palisade::v1::LOG_FORMAT_SYSLOG, tries);
 
-  std::set<std::pair<std::string, std::string>> rules;  // (target, value)
+  std::set<std::pair<std::string, std::string>> rules;
   json state;
   ASSERT_TRUE(WaitFor(
       [&] {
         state = State(cf);
-        rules.clear();
-        for (const auto& r : state["access_rules"]) {
-          rules.emplace(r["configuration"]["target"].get<std::string>(),
-                        r["configuration"]["value"].get<std::string>());
-        }
+        rules = AccessRuleTargets(state);
         return !rules.empty();
       },
       absl::Seconds(60)))
