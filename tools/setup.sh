@@ -17,6 +17,7 @@ PACKAGES=(
   libsystemd-dev systemd-journal-remote
   curl ca-certificates openssl
   rsyslog rsyslog-openssl
+  nginx-light
   prometheus
   clang-14 libclang-rt-14-dev
   crowdsec crowdsec-custom-bouncer crowdsec-firewall-bouncer nftables

@@ -481,12 +481,7 @@ void Engine::KeepPending(absl::string_view raw, absl::Time time, uint32_t stream
   // line, and the token shapes), cut to the session's share, the cut marked.
   std::string evidence;
   if (options_.max_evidence > 0) {
-    std::string redacted;
-    absl::string_view line = raw;
-    if ((!scratch.secrets.empty() || MayHoldTokenShape(raw)) &&
-        RedactTokenShapes(raw, &redacted, scratch.secrets)) {
-      line = redacted;
-    }
+    const absl::string_view line = Redacted(raw);
     const size_t max = std::min<size_t>(evidence_line_bytes_,
                                         sessions_.options().max_pending_evidence_bytes);
     if (line.size() > max && max > kMarkerRoom) {
@@ -705,7 +700,10 @@ void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
                       PrematchBuffer* out) const {
   const RuleSet::FormatIndex* index = rules_->ForFormat(format);
   if (index == nullptr) return;
-  PrematchLine(format, *index, line, ThreadScratch(), /*walked=*/nullptr, out);
+  Scratch& scratch = ThreadScratch();
+  PrematchLine(format, *index,
+               ReadableLine(line, &scratch.prematch_decoded, &scratch.prematch_decoded_line),
+               scratch, /*walked=*/nullptr, out);
 }
 
 void Engine::Prematch(palisade::v1::LogFormat format, absl::Span<const ParsedLine* const> lines,
@@ -714,8 +712,23 @@ void Engine::Prematch(palisade::v1::LogFormat format, absl::Span<const ParsedLin
   spans->clear();
   const RuleSet::FormatIndex* index = rules_->ForFormat(format);
   Scratch& scratch = ThreadScratch();
+  if (scratch.walk_decoded.size() < kWalkLines) {
+    scratch.walk_decoded.resize(kWalkLines);
+    scratch.walk_decoded_lines.resize(kWalkLines);
+  }
   for (size_t first = 0; first < lines.size(); first += kWalkLines) {
-    const absl::Span<const ParsedLine* const> some = lines.subspan(first, kWalkLines);
+    absl::Span<const ParsedLine* const> some = lines.subspan(first, kWalkLines);
+    // The lines rules read: a message with escapes of readable characters is decoded.
+    std::vector<const ParsedLine*>& views = scratch.walk_views;
+    views.clear();
+    for (size_t i = 0; i < some.size(); ++i) {
+      const ParsedLine& line =
+          ReadableLine(*some[i], &scratch.walk_decoded[i], &scratch.walk_decoded_lines[i]);
+      if (&line == some[i] && views.empty()) continue;
+      if (views.empty()) views.assign(some.begin(), some.begin() + i);
+      views.push_back(&line);
+    }
+    if (!views.empty()) some = absl::MakeConstSpan(views);
     if (index != nullptr) WalkSets(*index, some, scratch);
     for (size_t i = 0; i < some.size(); ++i) {
       const uint32_t begin = static_cast<uint32_t>(out->candidates.size());
@@ -810,13 +823,16 @@ void Engine::PrematchLine(palisade::v1::LogFormat format, const RuleSet::FormatI
   }
 }
 
-void Engine::MatchStep(palisade::v1::LogFormat format, const ParsedLine& line,
+void Engine::MatchStep(palisade::v1::LogFormat format, const ParsedLine& read,
                        absl::string_view raw, absl::Time time, uint32_t stream,
                        const PrematchedLine* prematched, LineResult* result) {
   stats_.lines.fetch_add(1, std::memory_order_relaxed);
   // What counts on this line, and the secrets the evidence must hide: every token on the line,
   // found by any rule, before any window keeps it (Redacted).
   Scratch& scratch = ThreadScratch();
+  // Prematch read the same decoded text: its captures are offsets into it.
+  const ParsedLine& line = ReadableLine(read, &scratch.decoded, &scratch.decoded_line);
+  scratch.line_decoded = &line != &read;
   std::vector<std::pair<int, absl::string_view>>& counted = scratch.counted;
   std::vector<std::pair<absl::string_view, std::optional<size_t>>>& keys = scratch.counted_keys;
   std::vector<absl::string_view>& secrets = scratch.secrets;
@@ -894,9 +910,15 @@ absl::string_view Engine::Redacted(absl::string_view raw) {
   const std::vector<absl::string_view>& secrets = scratch.secrets;
   // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
   // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in
-  // a URL a web rule counts, reaches no decision, event, sink or store.
-  if ((!secrets.empty() || MayHoldTokenShape(raw)) &&
-      RedactTokenShapes(raw, &scratch.evidence, secrets)) {
+  // a URL a web rule counts, reaches no decision, event, sink or store. A line whose message
+  // rules read decoded is redacted decoded: a token the rules found behind escapes is no
+  // longer in it in any form (the line's other escapes are decoded with it).
+  absl::string_view line = raw;
+  if (scratch.line_decoded && DecodeReadableEscapes(raw, &scratch.decoded_raw)) {
+    line = scratch.decoded_raw;
+  }
+  if ((!secrets.empty() || MayHoldTokenShape(line)) &&
+      RedactTokenShapes(line, &scratch.evidence, secrets)) {
     return scratch.evidence;
   }
   return raw;

@@ -3,7 +3,10 @@
 // Process() runs the RuleSet's Set passes over a line (anchored patterns in one Set,
 // unanchored ones in another; unanchored patterns with required literals are found by a literal
 // prefilter instead; a Set's question answered by SetDfa on lines of ASCII bytes, by RE2::Set
-// on the others), runs the capturing regex of each candidate rule, normalises the
+// on the others) over the line's message with its escapes of readable characters decoded (as
+// the server decoded the path it ran: "/.%65nv" is "/.env", services/formats/percent_escapes.h;
+// the evidence is the line as written), runs the capturing regex of each candidate rule,
+// normalises the
 // key (an "ip" must parse as an address: nothing else can become a target), drops allowlisted
 // keys, and counts the match in the (rule, key) window in event time (and an IPv6 address's
 // also in its range's window, EngineOptions::ipv6_window_prefix). When `count` matches of
@@ -80,6 +83,7 @@
 #include "services/feeds/feed_set.h"
 #include "services/formats/json_parser.h"
 #include "services/formats/line_parser.h"
+#include "services/formats/percent_escapes.h"
 
 namespace palisade {
 
@@ -565,6 +569,19 @@ class Engine {
     };
     std::vector<Released> released;
     std::vector<PendingMatch> released_raw;  // SessionTable::Note's, before the checks
+    // The line rules read when its message holds escapes of readable characters (ReadableLine):
+    // a copy whose message is `decoded`, for the line MatchStep or MatchOnly reads, and
+    // whether it was one (Redacted then looks for the line's tokens decoded too); Prematch's
+    // apart, per line of a walk (a caller may prematch between a MatchStep and its counts).
+    std::string decoded;
+    ParsedLine decoded_line;
+    bool line_decoded = false;
+    std::string decoded_raw;  // Redacted's
+    std::string prematch_decoded;
+    ParsedLine prematch_decoded_line;
+    std::vector<std::string> walk_decoded;
+    std::vector<ParsedLine> walk_decoded_lines;
+    std::vector<const ParsedLine*> walk_views;
   };
   static Scratch& ThreadScratch();
   // A Set's hit rate (Scratch::HitRates) is a share of lines times kHitRateOne; each line moves
@@ -573,6 +590,16 @@ class Engine {
   // matches and saves ~475 instructions (the match set's allocation) on one that does not.
   static constexpr uint16_t kHitRateOne = 1024;
   static constexpr uint16_t kProbeAbove = kHitRateOne / 5;
+
+  // The line whose message rules read: `line`, or when its message holds escapes of readable
+  // characters (percent_escapes.h) a copy in `*copy` whose message is decoded into `*decoded`.
+  static const ParsedLine& ReadableLine(const ParsedLine& line, std::string* decoded,
+                                        ParsedLine* copy) {
+    if (!DecodeReadableEscapes(line.message, decoded)) return line;
+    *copy = line;
+    copy->message = *decoded;
+    return *copy;
+  }
 
   // The text a rule's patterns and ignore patterns read: the line's message, or for a field
   // rule its field of the JSON record. False (and empty) when the record lacks the field.
@@ -599,7 +626,8 @@ class Engine {
                  LineResult* result);
   // The line as evidence after MatchStep: `raw`, or its copy in the scratch with the tokens
   // hidden (every token a rule counted on the line, ThreadScratch().secrets, and the token
-  // shapes), which the next call overwrites.
+  // shapes; a line rules read decoded is decoded too, so an escaped token is hidden), which the
+  // next call overwrites.
   absl::string_view Redacted(absl::string_view raw);
   // Their common end: `result->matched` and the line's stats.
   void FinishLine(LineResult* result);
@@ -912,8 +940,10 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
 }
 
 template <typename Fn>
-void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& line, Fn fn,
+void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& read, Fn fn,
                        absl::Time time) {
+  Scratch& scratch = ThreadScratch();
+  const ParsedLine& line = ReadableLine(read, &scratch.decoded, &scratch.decoded_line);
   Candidates(format, line, time, /*stream=*/0,
              [&](int rule_index, absl::string_view captured, const PrematchedCandidate*, bool) {
                const CompiledRule& rule = *rules_->rules()[rule_index];

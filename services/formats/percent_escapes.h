@@ -1,0 +1,36 @@
+// What rules read of a percent-encoded text: a server decodes "%XX" in a request's path before
+// it picks the file or script (nginx and Apache both, once), and logs the path as the client
+// wrote it. So "/.%65nv" is a request for "/.env" and "/wp-%6cogin.php" one for wp-login.php,
+// which a pattern written for the plain name cannot see (one spelling per letter is too many
+// to write). The engine hands rules the message with such escapes decoded
+// (services/engine/engine.h); this is the decoding.
+//
+// Only an escape of an RFC 3986 unreserved character (A-Z a-z 0-9 - . _ ~) or of '/' is
+// decoded: a client may write any of those plainly, so a decoded text says nothing a client
+// could not have written itself, and no escape becomes a field's delimiter (a space, '"', '[',
+// '=' ...), which would let it forge the server's part of the line (a key after it). '%25' stays
+// as it is: a server decodes once, and "%252e" reaches it as "%2e", which patterns of
+// double-encoding probes read as such.
+//
+// Thread-safety: pure functions.
+#ifndef PALISADE_SERVICES_FORMATS_PERCENT_ESCAPES_H_
+#define PALISADE_SERVICES_FORMATS_PERCENT_ESCAPES_H_
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+
+namespace palisade {
+
+// Whether `text` holds an escape DecodeReadableEscapes decodes (a "%XX" of an unreserved
+// character or '/', upper or lower case hex). Most lines hold no '%': one vectorised search.
+bool HasReadableEscape(absl::string_view text);
+
+// `text` with each such escape replaced by its character, in `*out` (replaced), and true; or
+// false and `*out` untouched when `text` holds none. One left-to-right pass: the character an
+// escape gives is not read again as part of another escape ("%2%36" is "%2" then "6").
+bool DecodeReadableEscapes(absl::string_view text, std::string* out);
+
+}  // namespace palisade
+
+#endif  // PALISADE_SERVICES_FORMATS_PERCENT_ESCAPES_H_

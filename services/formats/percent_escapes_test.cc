@@ -1,0 +1,84 @@
+#include "services/formats/percent_escapes.h"
+
+#include <cctype>
+#include <cstdint>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+
+namespace palisade {
+namespace {
+
+std::string Decoded(absl::string_view text) {
+  std::string out = "untouched";
+  if (!DecodeReadableEscapes(text, &out)) {
+    EXPECT_EQ(out, "untouched") << text;
+    EXPECT_FALSE(HasReadableEscape(text)) << text;
+    return std::string(text);
+  }
+  EXPECT_TRUE(HasReadableEscape(text)) << text;
+  return out;
+}
+
+TEST(PercentEscapesTest, UnreservedCharactersAndSlashAreDecodedInEitherCase) {
+  EXPECT_EQ(Decoded("GET /.%65nv HTTP/1.1"), "GET /.env HTTP/1.1");
+  EXPECT_EQ(Decoded("GET /wp-%6Cogin.php HTTP/1.1"), "GET /wp-login.php HTTP/1.1");
+  EXPECT_EQ(Decoded("/%2e%2E%2f%2Fetc"), "/..//etc");
+  EXPECT_EQ(Decoded("%41%5a%61%7a%30%39%2d%5f%7e"), "AZaz09-_~");
+}
+
+TEST(PercentEscapesTest, DelimitersAndPercentStayEncoded) {
+  // A space, '"', '[', ']', '=', ':', '<', '#', '?' and '%' itself: each could end a field or
+  // forge one, or start a second decoding.
+  for (absl::string_view kept : {"%20", "%22", "%5b", "%5D", "%3d", "%3A", "%3c", "%23", "%3f",
+                                 "%25", "%00", "%0a", "%7f", "%80", "%ff", "%2c", "%40"}) {
+    EXPECT_FALSE(HasReadableEscape(kept)) << kept;
+    EXPECT_EQ(Decoded(absl::StrCat("a", kept, "b")), absl::StrCat("a", kept, "b"));
+  }
+  EXPECT_EQ(Decoded("..%252f..%252e"), "..%252f..%252e");
+}
+
+TEST(PercentEscapesTest, OnePassLeftToRight) {
+  // "%2" is no escape; the '6' an escape gives is not read again.
+  EXPECT_EQ(Decoded("%2%36%36"), "%266");
+  EXPECT_EQ(Decoded("%%36%35"), "%65");
+  // An escape cut by the text's end, and one next to it.
+  EXPECT_EQ(Decoded("x%6"), "x%6");
+  EXPECT_EQ(Decoded("x%"), "x%");
+  EXPECT_EQ(Decoded("x%65%6"), "xe%6");
+  EXPECT_EQ(Decoded("%20%65 100%"), "%20e 100%");
+  EXPECT_EQ(Decoded(""), "");
+  EXPECT_EQ(Decoded("no escape at all"), "no escape at all");
+}
+
+TEST(PercentEscapesTest, DecodesWhatAByteByByteDecoderDecodes) {
+  // Random texts over '%', hex digits of both cases and a few others, against a plain decoder.
+  const std::string alphabet = "%%%0123456789abcdefABCDEFxyz/ .";
+  uint32_t seed = 12345;
+  for (int round = 0; round < 20000; ++round) {
+    std::string text;
+    const int size = round % 24;
+    for (int i = 0; i < size; ++i) {
+      seed = seed * 1103515245 + 12345;
+      text.push_back(alphabet[(seed >> 16) % alphabet.size()]);
+    }
+    std::string expected;
+    for (size_t i = 0; i < text.size();) {
+      if (text[i] == '%' && i + 2 < text.size() && isxdigit(text[i + 1]) &&
+          isxdigit(text[i + 2])) {
+        const int c = std::stoi(text.substr(i + 1, 2), nullptr, 16);
+        if (isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~' || c == '/') {
+          expected.push_back(static_cast<char>(c));
+          i += 3;
+          continue;
+        }
+      }
+      expected.push_back(text[i++]);
+    }
+    ASSERT_EQ(Decoded(text), expected) << text;
+  }
+}
+
+}  // namespace
+}  // namespace palisade
