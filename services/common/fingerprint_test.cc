@@ -35,6 +35,26 @@ TEST(FindTokenShapesTest, FindsTheShapesOfTheTokenPack) {
   EXPECT_THAT(FindTokenShapes(std::string("GET /x?a=1&CF_TOKEN=") + kOld), ElementsAre(kOld));
 }
 
+// A token in a URL that is itself a parameter (a login's redirect, an OAuth state): the
+// separators before it are escapes ("%3D" is '=', "%20" a space), whose last character is a hex
+// digit, not a separator.
+TEST(FindTokenShapesTest, FindsATokenAfterAnEscapedSeparator) {
+  EXPECT_THAT(FindTokenShapes(std::string("GET /login?next=%2Fhook%3Ftoken%3D") + kUser +
+                              " HTTP/1.1"),
+              ElementsAre(kUser));
+  EXPECT_THAT(FindTokenShapes(std::string("GET /x?auth=Bearer%20") + kAccount + "%26y=1"),
+              ElementsAre(kAccount));
+  EXPECT_THAT(FindTokenShapes(std::string("GET /x?auth=Bearer%20") + kOld + " HTTP/1.1"),
+              ElementsAre(kOld));
+  EXPECT_THAT(FindTokenShapes(std::string("GET /login?next=%2Fhook%3Fcf_token%3D") + kOld +
+                              " HTTP/1.1"),
+              ElementsAre(kOld));
+  EXPECT_THAT(FindTokenShapes(std::string("GET /login?next=%2Fhook%3Fa%3D1%26cf_token%3d") + kOld),
+              ElementsAre(kOld));
+  // An escape is a separator only as a whole: "3cfut_" after a '%2' is not one.
+  EXPECT_TRUE(FindTokenShapes(std::string("%23") + "x" + kUser).empty());
+}
+
 TEST(FindTokenShapesTest, LeavesLookAlikesAlone) {
   // A git hash: 40 characters with no context saying it is a token.
   EXPECT_TRUE(FindTokenShapes("HEAD is now at 4f2a9c1e8b7d6a5f4e3d2c1b0a9f8e7d6c5b4a39").empty());

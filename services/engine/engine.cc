@@ -701,9 +701,15 @@ void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
   const RuleSet::FormatIndex* index = rules_->ForFormat(format);
   if (index == nullptr) return;
   Scratch& scratch = ThreadScratch();
-  PrematchLine(format, *index,
-               ReadableLine(line, &scratch.prematch_decoded, &scratch.prematch_decoded_line),
-               scratch, /*walked=*/nullptr, out);
+  const ParsedLine& read =
+      ReadableLine(format, line, &scratch.prematch_decoded, &scratch.prematch_decoded_line);
+  const size_t begin = out->candidates.size();
+  PrematchLine(format, *index, read, scratch, /*walked=*/nullptr, out);
+  if (&read != &line) MarkDecoded(out, begin);
+}
+
+void Engine::MarkDecoded(PrematchBuffer* out, size_t begin) {
+  for (size_t i = begin; i < out->candidates.size(); ++i) out->candidates[i].decoded = true;
 }
 
 void Engine::Prematch(palisade::v1::LogFormat format, absl::Span<const ParsedLine* const> lines,
@@ -723,7 +729,7 @@ void Engine::Prematch(palisade::v1::LogFormat format, absl::Span<const ParsedLin
     views.clear();
     for (size_t i = 0; i < some.size(); ++i) {
       const ParsedLine& line =
-          ReadableLine(*some[i], &scratch.walk_decoded[i], &scratch.walk_decoded_lines[i]);
+          ReadableLine(format, *some[i], &scratch.walk_decoded[i], &scratch.walk_decoded_lines[i]);
       if (&line == some[i] && views.empty()) continue;
       if (views.empty()) views.assign(some.begin(), some.begin() + i);
       views.push_back(&line);
@@ -735,6 +741,7 @@ void Engine::Prematch(palisade::v1::LogFormat format, absl::Span<const ParsedLin
       if (index != nullptr) {
         PrematchLine(format, *index, *some[i], scratch,
                      scratch.walked.data() + i * scratch.parts_per_line, out);
+        if (some[i] != lines[first + i]) MarkDecoded(out, begin);
       }
       spans->emplace_back(begin, static_cast<uint32_t>(out->candidates.size()));
     }
@@ -830,9 +837,12 @@ void Engine::MatchStep(palisade::v1::LogFormat format, const ParsedLine& read,
   // What counts on this line, and the secrets the evidence must hide: every token on the line,
   // found by any rule, before any window keeps it (Redacted).
   Scratch& scratch = ThreadScratch();
-  // Prematch read the same decoded text: its captures are offsets into it.
-  const ParsedLine& line = ReadableLine(read, &scratch.decoded, &scratch.decoded_line);
-  scratch.line_decoded = &line != &read;
+  // The text rules read, decoded where Prematch decoded it (its captures are offsets into it);
+  // a line Prematch found no candidate on is not read again.
+  const bool decode = prematched == nullptr ||
+                      (!prematched->candidates.empty() && prematched->candidates[0].decoded);
+  const ParsedLine& line =
+      decode ? ReadableLine(format, read, &scratch.decoded, &scratch.decoded_line) : read;
   std::vector<std::pair<int, absl::string_view>>& counted = scratch.counted;
   std::vector<std::pair<absl::string_view, std::optional<size_t>>>& keys = scratch.counted_keys;
   std::vector<absl::string_view>& secrets = scratch.secrets;
@@ -910,13 +920,11 @@ absl::string_view Engine::Redacted(absl::string_view raw) {
   const std::vector<absl::string_view>& secrets = scratch.secrets;
   // Token shapes (services/common/fingerprint.h) and whatever a token rule captured become
   // "[token sha256:...]" in the evidence of every rule: a token pasted as a user name, or in
-  // a URL a web rule counts, reaches no decision, event, sink or store. A line whose message
-  // rules read decoded is redacted decoded: a token the rules found behind escapes is no
-  // longer in it in any form (the line's other escapes are decoded with it).
+  // a URL a web rule counts, reaches no decision, event, sink or store. A line holding escapes
+  // of readable characters is redacted decoded: a token behind escapes is no longer in it in
+  // any form (the line's other escapes are decoded with it).
   absl::string_view line = raw;
-  if (scratch.line_decoded && DecodeReadableEscapes(raw, &scratch.decoded_raw)) {
-    line = scratch.decoded_raw;
-  }
+  if (DecodeReadableEscapes(raw, &scratch.decoded_raw)) line = scratch.decoded_raw;
   if ((!secrets.empty() || MayHoldTokenShape(line)) &&
       RedactTokenShapes(line, &scratch.evidence, secrets)) {
     return scratch.evidence;

@@ -187,6 +187,9 @@ struct PrematchedCandidate {
   int pattern = 0;  // pattern index << 1, | 1 when no Set proved that it matches
   State state = State::kNotRun;
   bool ignored = false;  // kMatched: one of the rule's ignore patterns matches its text
+  // The line's message held escapes of readable characters (Engine::ReadableLine): the
+  // captures are offsets into it decoded. The same on each candidate of a line.
+  bool decoded = false;
   Key key = Key::kNotRun;
   uint32_t groups = 0;
   // kValid: the normalised key is PrematchBuffer::keys[key_at, key_at + key_size), and
@@ -570,12 +573,10 @@ class Engine {
     std::vector<Released> released;
     std::vector<PendingMatch> released_raw;  // SessionTable::Note's, before the checks
     // The line rules read when its message holds escapes of readable characters (ReadableLine):
-    // a copy whose message is `decoded`, for the line MatchStep or MatchOnly reads, and
-    // whether it was one (Redacted then looks for the line's tokens decoded too); Prematch's
+    // a copy whose message is `decoded`, for the line MatchStep or MatchOnly reads; Prematch's
     // apart, per line of a walk (a caller may prematch between a MatchStep and its counts).
     std::string decoded;
     ParsedLine decoded_line;
-    bool line_decoded = false;
     std::string decoded_raw;  // Redacted's
     std::string prematch_decoded;
     ParsedLine prematch_decoded_line;
@@ -591,11 +592,17 @@ class Engine {
   static constexpr uint16_t kHitRateOne = 1024;
   static constexpr uint16_t kProbeAbove = kHitRateOne / 5;
 
-  // The line whose message rules read: `line`, or when its message holds escapes of readable
-  // characters (percent_escapes.h) a copy in `*copy` whose message is decoded into `*decoded`.
-  static const ParsedLine& ReadableLine(const ParsedLine& line, std::string* decoded,
-                                        ParsedLine* copy) {
-    if (!DecodeReadableEscapes(line.message, decoded)) return line;
+  // Marks out->candidates from `begin` on as those of a decoded line.
+  static void MarkDecoded(PrematchBuffer* out, size_t begin);
+  // The line whose message rules read: `line`, or when it is an access line whose message holds
+  // escapes of readable characters (percent_escapes.h) a copy in `*copy` whose message is
+  // decoded into `*decoded`.
+  static const ParsedLine& ReadableLine(palisade::v1::LogFormat format, const ParsedLine& line,
+                                        std::string* decoded, ParsedLine* copy) {
+    if (!HasReadableEscape(line.message) || !ReadsEscapesDecoded(format, line.message) ||
+        !DecodeReadableEscapes(line.message, decoded)) {
+      return line;
+    }
     *copy = line;
     copy->message = *decoded;
     return *copy;
@@ -626,8 +633,8 @@ class Engine {
                  LineResult* result);
   // The line as evidence after MatchStep: `raw`, or its copy in the scratch with the tokens
   // hidden (every token a rule counted on the line, ThreadScratch().secrets, and the token
-  // shapes; a line rules read decoded is decoded too, so an escaped token is hidden), which the
-  // next call overwrites.
+  // shapes; a line holding escapes of readable characters is decoded first, so an escaped token
+  // is hidden), which the next call overwrites.
   absl::string_view Redacted(absl::string_view raw);
   // Their common end: `result->matched` and the line's stats.
   void FinishLine(LineResult* result);
@@ -943,7 +950,7 @@ template <typename Fn>
 void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& read, Fn fn,
                        absl::Time time) {
   Scratch& scratch = ThreadScratch();
-  const ParsedLine& line = ReadableLine(read, &scratch.decoded, &scratch.decoded_line);
+  const ParsedLine& line = ReadableLine(format, read, &scratch.decoded, &scratch.decoded_line);
   Candidates(format, line, time, /*stream=*/0,
              [&](int rule_index, absl::string_view captured, const PrematchedCandidate*, bool) {
                const CompiledRule& rule = *rules_->rules()[rule_index];

@@ -12,14 +12,16 @@ namespace palisade {
 namespace {
 
 using ::palisade::v1::LogFormat;
+using ::testing::Each;
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
+using ::testing::Not;
 using ::testing::SizeIs;
 
 constexpr absl::string_view kPack = R"pb(
   rules {
     id: "env-probe"
-    formats: LOG_FORMAT_COMBINED
+    formats: [LOG_FORMAT_COMBINED, LOG_FORMAT_SYSLOG]
     patterns: "^(?P<ip>[0-9A-Fa-f:.]+) \\S+ \\S+ \\[[^\\]]+\\] \"GET /\\.env "
     threshold { count: 1 }
     decision {
@@ -28,9 +30,9 @@ constexpr absl::string_view kPack = R"pb(
     }
   }
   rules {
-    id: "raw-key-after-escape"
-    formats: LOG_FORMAT_RAW
-    patterns: "^probe /wp-login\\.php by (?P<ip>\\S+)$"
+    id: "wp-login"
+    formats: LOG_FORMAT_COMBINED
+    patterns: "^(?P<ip>[0-9A-Fa-f:.]+) \\S+ \\S+ \\[[^\\]]+\\] \"POST /wp-login\\.php "
     threshold { count: 1 }
     decision {
       action: ACTION_BLOCK
@@ -38,9 +40,19 @@ constexpr absl::string_view kPack = R"pb(
     }
   }
   rules {
-    id: "ssh-fail"
-    formats: LOG_FORMAT_RAW
-    patterns: "^Failed password for \\S+ from (?P<ip>\\S+) port \\d+ ssh2$"
+    id: "admin-guess"
+    formats: LOG_FORMAT_SYSLOG
+    patterns: "^Failed password for admin from (?P<ip>\\S+) port \\d+ ssh2$"
+    threshold { count: 1 }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 60 }
+    }
+  }
+  rules {
+    id: "error-env"
+    formats: [LOG_FORMAT_NGINX_ERROR, LOG_FORMAT_RAW]
+    patterns: "open\\(\\) \"/srv/www/\\.env\" failed .*, client: (?P<ip>[0-9A-Fa-f:.]+), server"
     threshold { count: 1 }
     decision {
       action: ACTION_BLOCK
@@ -49,7 +61,7 @@ constexpr absl::string_view kPack = R"pb(
   }
   rules {
     id: "cloudflare-token-leaked"
-    formats: LOG_FORMAT_RAW
+    formats: [LOG_FORMAT_COMBINED, LOG_FORMAT_RAW]
     key: "token"
     key_kind: TARGET_KIND_TOKEN_FINGERPRINT
     patterns: "(?:^|[^A-Za-z0-9_])(?P<token>cf[ua]t_[A-Za-z0-9]{40})(?:[^A-Za-z0-9_-]|$)"
@@ -79,6 +91,12 @@ std::vector<Detection> Process(Engine& engine, LogFormat format, absl::string_vi
   return out;
 }
 
+// An access line of `client` asking `request`.
+std::string Access(absl::string_view client, absl::string_view request) {
+  return absl::StrCat(client, " - - [03/Mar/2026:14:02:01 +0000] \"", request,
+                      " HTTP/1.1\" 200 211 \"-\" \"curl/8.5.0\"");
+}
+
 std::vector<std::string> Keys(const std::vector<Detection>& detections) {
   std::vector<std::string> keys;
   for (const Detection& d : detections) keys.push_back(d.key);
@@ -105,17 +123,49 @@ TEST(EngineEscapesTest, AnEncodedLetterDoesNotHideAProbe) {
   EXPECT_THAT(matched, ElementsAre("env-probe 198.51.100.7"));
 }
 
+TEST(EngineEscapesTest, AnAccessLineRelayedThroughSyslogIsReadDecodedToo) {
+  Engine engine(Rules(), EngineOptions());
+  EXPECT_THAT(Keys(Process(engine, LogFormat::LOG_FORMAT_SYSLOG,
+                           Access("2001:db8::7", "GET /.%65nv"))),
+              ElementsAre("2001:db8::7"));
+}
+
+TEST(EngineEscapesTest, OtherLinesAreReadAsTheServerWroteThem) {
+  Engine engine(Rules(), EngineOptions());
+  // sshd wrote the user name the client sent, escapes and all: "%61dmin" is no "admin".
+  EXPECT_THAT(Process(engine, LogFormat::LOG_FORMAT_SYSLOG,
+                      "Failed password for %61dmin from 203.0.113.5 port 22 ssh2"),
+              IsEmpty());
+  // An error log's path is the one the server opened, decoded already: decoding it again would
+  // read "%2565" as "%65" (and count a padded field shorter than the server wrote it).
+  for (LogFormat format : {LogFormat::LOG_FORMAT_NGINX_ERROR, LogFormat::LOG_FORMAT_RAW}) {
+    EXPECT_THAT(Process(engine, format,
+                        "open() \"/srv/www/.%65nv\" failed (2: No such file or directory), "
+                        "client: 203.0.113.5, server"),
+                IsEmpty());
+    EXPECT_THAT(Keys(Process(engine, format,
+                             "open() \"/srv/www/.env\" failed (2: No such file or directory), "
+                             "client: 203.0.113.6, server")),
+                ElementsAre("203.0.113.6"));
+  }
+}
+
 TEST(EngineEscapesTest, PrematchedLinesReadTheDecodedTextAtTheSameOffsets) {
-  // Lines walked side by side (the Prematch of many lines), some with escapes before their key:
-  // the captures Prematch hands Process are offsets into the decoded text.
+  // Lines walked side by side (the Prematch of many lines), some with escapes: the captures
+  // Prematch hands Process are offsets into the decoded text, and Process runs the token rules'
+  // patterns itself, over the text Prematch read.
   EngineOptions options;
   options.walk_ahead_bytes = 0;
   Engine engine(Rules(), options);
+  const std::string token = "cfut_Q3vX8mK2pL9nR4tY7wZ1aB5cD6eF0gH3jK8mN2pQ";
   std::vector<std::string> messages;
   for (int i = 0; i < 100; ++i) {
-    messages.push_back(i % 3 == 0 ? absl::StrCat("probe /wp-%6cogin.php by 203.0.113.", i)
-                       : i % 3 == 1 ? absl::StrCat("probe /wp-login.php by 203.0.113.", i)
-                                    : absl::StrCat("probe /wp-%6Cogin.ph by 203.0.113.", i));
+    const std::string client = absl::StrCat("203.0.113.", i);
+    messages.push_back(
+        i % 4 == 0   ? Access(client, "POST /wp-%6cogin.php")
+        : i % 4 == 1 ? Access(client, "POST /wp-login.php")
+        : i % 4 == 2 ? Access(client, "POST /wp-%6Cogin.ph")
+                     : Access(client, absl::StrCat("GET /hook?t=cfut_%51%33", token.substr(7))));
   }
   std::vector<ParsedLine> lines(messages.size());
   std::vector<const ParsedLine*> views;
@@ -125,35 +175,26 @@ TEST(EngineEscapesTest, PrematchedLinesReadTheDecodedTextAtTheSameOffsets) {
   }
   PrematchBuffer buffer;
   std::vector<std::pair<uint32_t, uint32_t>> spans;
-  engine.Prematch(LogFormat::LOG_FORMAT_RAW, views, &buffer, &spans);
+  engine.Prematch(LogFormat::LOG_FORMAT_COMBINED, views, &buffer, &spans);
   ASSERT_THAT(spans, SizeIs(messages.size()));
-  std::vector<std::string> keys;
+  std::vector<std::string> keys, secrets;
   for (size_t i = 0; i < messages.size(); ++i) {
     PrematchedLine pre;
     pre.buffer = &buffer;
     pre.candidates = absl::MakeConstSpan(buffer.candidates.data() + spans[i].first,
                                          spans[i].second - spans[i].first);
     std::vector<Detection> out;
-    engine.Process(LogFormat::LOG_FORMAT_RAW, lines[i], messages[i], kT0, &out, 0, &pre);
-    for (const Detection& d : out) keys.push_back(d.key);
+    engine.Process(LogFormat::LOG_FORMAT_COMBINED, lines[i], messages[i], kT0, &out, 0, &pre);
+    for (const Detection& d : out) (d.secret.empty() ? keys : secrets).push_back(
+        d.secret.empty() ? d.key : d.secret);
   }
   std::vector<std::string> expected;
   for (int i = 0; i < 100; ++i) {
-    if (i % 3 != 2) expected.push_back(absl::StrCat("203.0.113.", i));
+    if (i % 4 == 0 || i % 4 == 1) expected.push_back(absl::StrCat("203.0.113.", i));
   }
   EXPECT_EQ(keys, expected);
-}
-
-TEST(EngineEscapesTest, AnEncodedSpaceCannotForgeTheServersPartOfTheLine) {
-  Engine engine(Rules(), EngineOptions());
-  // The user name is the client's: its encoded spaces stay encoded, so it names no address.
-  EXPECT_THAT(Process(engine, LogFormat::LOG_FORMAT_RAW,
-                      "Failed password for x%20from%20198.51.100.9%20port%2022%20ssh2 from "
-                      "203.0.113.5 port 4711 ssh2"),
-              ElementsAre(testing::Field(&Detection::key, "203.0.113.5")));
-  EXPECT_THAT(Process(engine, LogFormat::LOG_FORMAT_RAW,
-                      "Failed password for x from 198.51.100.9%20port%2022%20ssh2"),
-              IsEmpty());
+  ASSERT_THAT(secrets, Not(IsEmpty()));
+  EXPECT_THAT(secrets, Each(token));
 }
 
 TEST(EngineEscapesTest, AnEncodedTokenIsFoundAndHiddenInEveryForm) {
@@ -161,8 +202,8 @@ TEST(EngineEscapesTest, AnEncodedTokenIsFoundAndHiddenInEveryForm) {
   const std::string token = "cfut_Q3vX8mK2pL9nR4tY7wZ1aB5cD6eF0gH3jK8mN2pQ";
   // Its first letters escaped ("Q3" as "%51%33").
   const std::string encoded = absl::StrCat("cfut_%51%33", token.substr(7));
-  const std::string line = absl::StrCat("GET /hook?t=", encoded, " HTTP/1.1");
-  const std::vector<Detection> out = Process(engine, LogFormat::LOG_FORMAT_RAW, line);
+  const std::string line = Access("198.51.100.7", absl::StrCat("GET /hook?t=", encoded));
+  const std::vector<Detection> out = Process(engine, LogFormat::LOG_FORMAT_COMBINED, line);
   ASSERT_THAT(out, SizeIs(1));
   EXPECT_EQ(out[0].secret, token);
   ASSERT_THAT(out[0].evidence, SizeIs(1));

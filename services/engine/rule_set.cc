@@ -1914,10 +1914,13 @@ absl::Status CheckExamplesMatchWith(const LoadedPack& pack, PackPatterns& compil
             absl::StrCat(where, " is not a ", FormatName(format), " line: ", s.message()));
       }
       bool any = false;
-      // The message as the engine hands it to the rules: escapes of readable characters decoded.
+      // The message as the engine hands it to the rules: an access line's escapes of readable
+      // characters decoded.
       std::string decoded;
       absl::string_view text = parsed.message;
-      if (DecodeReadableEscapes(text, &decoded)) text = decoded;
+      if (ReadsEscapesDecoded(format, text) && DecodeReadableEscapes(text, &decoded)) {
+        text = decoded;
+      }
       if (!rule.field().empty() &&
           (parsed.record == nullptr || !parsed.record->Find(rule.field(), &text))) {
         return absl::InvalidArgumentError(absl::StrCat(where, ": the record has no field \"",

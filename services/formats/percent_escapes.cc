@@ -2,6 +2,9 @@
 
 #include <cstring>
 
+#include "services/formats/json_parser.h"
+#include "services/formats/line_parser.h"
+
 namespace palisade {
 namespace {
 
@@ -41,6 +44,21 @@ size_t FindEscape(absl::string_view text, size_t from) {
 
 }  // namespace
 
+bool ReadsEscapesDecoded(palisade::v1::LogFormat format, absl::string_view message) {
+  using palisade::v1::LogFormat;
+  switch (format) {
+    case LogFormat::LOG_FORMAT_COMBINED:
+      return true;
+    case LogFormat::LOG_FORMAT_SYSLOG:
+    case LogFormat::LOG_FORMAT_SYSLOG5424:
+      return IsIpAddress(message.substr(0, message.find(' ')));
+    default:
+      return IsJsonFormat(format) && RendersCombined(format);
+  }
+}
+
+namespace percent_escapes_internal {
+
 bool HasReadableEscape(absl::string_view text) {
   return FindEscape(text, 0) != absl::string_view::npos;
 }
@@ -66,4 +84,5 @@ bool DecodeReadableEscapes(absl::string_view text, std::string* out) {
   return true;
 }
 
+}  // namespace percent_escapes_internal
 }  // namespace palisade

@@ -12,24 +12,51 @@
 // as it is: a server decodes once, and "%252e" reaches it as "%2e", which patterns of
 // double-encoding probes read as such.
 //
+// Only an access line's message is read so (ReadsEscapesDecoded): the request in it is the
+// client's, as sent. An error log writes paths the server decoded already (nginx's open()
+// "/srv/x"), and a bound on a field's length there counts the bytes the server wrote (nginx cuts
+// an error line at 2048 bytes: a forged tail in a padded user name is cut off before the real
+// "client:" field only if the padding is counted as written).
+//
 // Thread-safety: pure functions.
 #ifndef PALISADE_SERVICES_FORMATS_PERCENT_ESCAPES_H_
 #define PALISADE_SERVICES_FORMATS_PERCENT_ESCAPES_H_
 
+#include <cstring>
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "palisade/v1/rules.pb.h"
 
 namespace palisade {
 
-// Whether `text` holds an escape DecodeReadableEscapes decodes (a "%XX" of an unreserved
-// character or '/', upper or lower case hex). Most lines hold no '%': one vectorised search.
+namespace percent_escapes_internal {
+// The two below for a text that holds a '%'.
 bool HasReadableEscape(absl::string_view text);
+bool DecodeReadableEscapes(absl::string_view text, std::string* out);
+}  // namespace percent_escapes_internal
+
+// Whether `text` holds an escape DecodeReadableEscapes decodes (a "%XX" of an unreserved
+// character or '/', upper or lower case hex). Most lines hold no '%': one vectorised search,
+// inline (every line the engine reads asks).
+inline bool HasReadableEscape(absl::string_view text) {
+  return !text.empty() && std::memchr(text.data(), '%', text.size()) != nullptr &&
+         percent_escapes_internal::HasReadableEscape(text);
+}
+
+// Whether rules read `message`, of a line of `format`, with its escapes decoded: an access
+// line's. LOG_FORMAT_COMBINED, the JSON formats rendered as combined lines (RendersCombined),
+// and an access line relayed through syslog: a SYSLOG or SYSLOG5424 message that opens with an
+// address and a space, as only an access log writes one (the web rules anchor on it).
+bool ReadsEscapesDecoded(palisade::v1::LogFormat format, absl::string_view message);
 
 // `text` with each such escape replaced by its character, in `*out` (replaced), and true; or
 // false and `*out` untouched when `text` holds none. One left-to-right pass: the character an
 // escape gives is not read again as part of another escape ("%2%36" is "%2" then "6").
-bool DecodeReadableEscapes(absl::string_view text, std::string* out);
+inline bool DecodeReadableEscapes(absl::string_view text, std::string* out) {
+  return !text.empty() && std::memchr(text.data(), '%', text.size()) != nullptr &&
+         percent_escapes_internal::DecodeReadableEscapes(text, out);
+}
 
 }  // namespace palisade
 

@@ -52,6 +52,25 @@ TEST(PercentEscapesTest, OnePassLeftToRight) {
   EXPECT_EQ(Decoded("no escape at all"), "no escape at all");
 }
 
+TEST(PercentEscapesTest, OnlyAnAccessLinesMessageIsReadDecoded) {
+  using ::palisade::v1::LogFormat;
+  const std::string access =
+      "198.51.100.7 - - [03/Mar/2026:14:02:01 +0000] \"GET /.%65nv HTTP/1.1\" 200 9 \"-\" \"x\"";
+  EXPECT_TRUE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_COMBINED, access));
+  EXPECT_TRUE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_SYSLOG, access));
+  EXPECT_TRUE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_SYSLOG5424, "2001:db8::7 - - [x] \"GET /"));
+  EXPECT_TRUE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_CADDY_JSON, access));
+  // A daemon's own message, an error log's, a service's raw log: as the server wrote them.
+  EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_SYSLOG,
+                                   "Failed password for %61dmin from 203.0.113.5 port 22 ssh2"));
+  EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_SYSLOG, "203.0.113.5:22 %61"));
+  EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_SYSLOG, ""));
+  EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_NGINX_ERROR, access));
+  EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_APACHE_ERROR, access));
+  EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_RAW, access));
+  EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_DECISIONS, access));
+}
+
 TEST(PercentEscapesTest, DecodesWhatAByteByByteDecoderDecodes) {
   // Random texts over '%', hex digits of both cases and a few others, against a plain decoder.
   const std::string alphabet = "%%%0123456789abcdefABCDEFxyz/ .";
