@@ -724,17 +724,23 @@ void Engine::Prematch(palisade::v1::LogFormat format, absl::Span<const ParsedLin
   }
   for (size_t first = 0; first < lines.size(); first += kWalkLines) {
     absl::Span<const ParsedLine* const> some = lines.subspan(first, kWalkLines);
-    // The lines rules read: a message with escapes of readable characters is decoded.
-    std::vector<const ParsedLine*>& views = scratch.walk_views;
-    views.clear();
+    // The lines rules read: an access line's message with escapes of readable characters is
+    // decoded (ReadableLine).
+    bool decoded = false;
     for (size_t i = 0; i < some.size(); ++i) {
-      const ParsedLine& line =
-          ReadableLine(format, *some[i], &scratch.walk_decoded[i], &scratch.walk_decoded_lines[i]);
-      if (&line == some[i] && views.empty()) continue;
-      if (views.empty()) views.assign(some.begin(), some.begin() + i);
-      views.push_back(&line);
+      const ParsedLine& line = *some[i];
+      if (!ReadsEscapesDecoded(format, line.message) ||
+          !DecodeReadableEscapes(line.message, &scratch.walk_decoded[i])) {
+        continue;
+      }
+      if (!decoded) scratch.walk_views.assign(some.begin(), some.end());
+      decoded = true;
+      ParsedLine& copy = scratch.walk_decoded_lines[i];
+      copy = line;
+      copy.message = scratch.walk_decoded[i];
+      scratch.walk_views[i] = &copy;
     }
-    if (!views.empty()) some = absl::MakeConstSpan(views);
+    if (decoded) some = absl::MakeConstSpan(scratch.walk_views);
     if (index != nullptr) WalkSets(*index, some, scratch);
     for (size_t i = 0; i < some.size(); ++i) {
       const uint32_t begin = static_cast<uint32_t>(out->candidates.size());

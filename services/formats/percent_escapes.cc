@@ -15,6 +15,11 @@ int HexValue(char c) {
   return -1;
 }
 
+bool IsAddressByte(char c) {
+  return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F') ||
+         c == ':' || c == '.';
+}
+
 bool Readable(int c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
          c == '-' || c == '.' || c == '_' || c == '~' || c == '/';
@@ -44,20 +49,17 @@ size_t FindEscape(absl::string_view text, size_t from) {
 
 }  // namespace
 
-bool ReadsEscapesDecoded(palisade::v1::LogFormat format, absl::string_view message) {
-  using palisade::v1::LogFormat;
-  switch (format) {
-    case LogFormat::LOG_FORMAT_COMBINED:
-      return true;
-    case LogFormat::LOG_FORMAT_SYSLOG:
-    case LogFormat::LOG_FORMAT_SYSLOG5424:
-      return IsIpAddress(message.substr(0, message.find(' ')));
-    default:
-      return IsJsonFormat(format) && RendersCombined(format);
-  }
+namespace percent_escapes_internal {
+
+bool OpensWithAddress(absl::string_view message) {
+  size_t end = 0;
+  while (end < message.size() && end <= 45 && IsAddressByte(message[end])) ++end;
+  return end < message.size() && message[end] == ' ' && IsIpAddress(message.substr(0, end));
 }
 
-namespace percent_escapes_internal {
+bool ReadsEscapesDecodedOther(palisade::v1::LogFormat format) {
+  return IsJsonFormat(format) && RendersCombined(format);
+}
 
 bool HasReadableEscape(absl::string_view text) {
   return FindEscape(text, 0) != absl::string_view::npos;

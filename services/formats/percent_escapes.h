@@ -34,6 +34,10 @@ namespace percent_escapes_internal {
 // The two below for a text that holds a '%'.
 bool HasReadableEscape(absl::string_view text);
 bool DecodeReadableEscapes(absl::string_view text, std::string* out);
+// Whether `message` opens with an address and a space.
+bool OpensWithAddress(absl::string_view message);
+// ReadsEscapesDecoded for the formats other than these three.
+bool ReadsEscapesDecodedOther(palisade::v1::LogFormat format);
 }  // namespace percent_escapes_internal
 
 // Whether `text` holds an escape DecodeReadableEscapes decodes (a "%XX" of an unreserved
@@ -48,7 +52,27 @@ inline bool HasReadableEscape(absl::string_view text) {
 // line's. LOG_FORMAT_COMBINED, the JSON formats rendered as combined lines (RendersCombined),
 // and an access line relayed through syslog: a SYSLOG or SYSLOG5424 message that opens with an
 // address and a space, as only an access log writes one (the web rules anchor on it).
-bool ReadsEscapesDecoded(palisade::v1::LogFormat format, absl::string_view message);
+// Inline: every line the engine reads asks, and most syslog messages are a daemon's own
+// ("Failed password ..."), told apart at their first bytes.
+inline bool ReadsEscapesDecoded(palisade::v1::LogFormat format, absl::string_view message) {
+  using palisade::v1::LogFormat;
+  if (format == LogFormat::LOG_FORMAT_COMBINED) return true;
+  if (format != LogFormat::LOG_FORMAT_SYSLOG && format != LogFormat::LOG_FORMAT_SYSLOG5424) {
+    return percent_escapes_internal::ReadsEscapesDecodedOther(format);
+  }
+  if (message.size() < 3) return false;
+  const char c = message[0];
+  const char lower = static_cast<char>(c | 0x20);
+  if (!((c >= '0' && c <= '9') || c == ':')) {
+    // An IPv6 address that opens with a letter has a ':' within its first five bytes.
+    if (lower < 'a' || lower > 'f') return false;
+    const size_t n = message.size() < 5 ? message.size() : 5;
+    bool colon = false;
+    for (size_t i = 1; i < n; ++i) colon |= message[i] == ':';
+    if (!colon) return false;
+  }
+  return percent_escapes_internal::OpensWithAddress(message);
+}
 
 // `text` with each such escape replaced by its character, in `*out` (replaced), and true; or
 // false and `*out` untouched when `text` holds none. One left-to-right pass: the character an
