@@ -599,7 +599,7 @@ class Engine {
   // decoded into `*decoded`.
   static const ParsedLine& ReadableLine(palisade::v1::LogFormat format, const ParsedLine& line,
                                         std::string* decoded, ParsedLine* copy) {
-    if (!HasReadableEscape(line.message) || !ReadsEscapesDecoded(format, line.message) ||
+    if (!ReadsEscapesDecoded(format, line.message) ||
         !DecodeReadableEscapes(line.message, decoded)) {
       return line;
     }
