@@ -20,8 +20,10 @@ re2::StringPiece Piece(absl::string_view s) { return re2::StringPiece(s.data(), 
 // not UTF-8 (cp1252 quotes, a no-break space), and in UTF-8 mode a negated class matches no byte
 // that is not valid UTF-8, so a token next to one went unseen. The pattern is ASCII, so each
 // byte is one character and every byte outside the token alphabet is a separator. An escape
-// ("%3D", "%20": a token in a URL that is itself a parameter) is a separator too, though its
-// last character is a hex digit.
+// ("%3D", "%20": a token in a URL that is itself a parameter; "%253D" for a URL one level
+// deeper) is a separator too, though its last character is a hex digit, and the older form's
+// contexts are read escaped as well (the token pack reads only their plain spellings: each
+// spelling would be a literal its gate looks for in every line).
 const RE2& TokenShapes() {
   static const RE2* const re = [] {
     RE2::Options options;
@@ -29,9 +31,11 @@ const RE2& TokenShapes() {
     options.set_log_errors(false);
     options.set_max_mem(8 << 20);
     return new RE2(
-        "(?:(?:^|[^A-Za-z0-9_]|%[0-9A-Fa-f]{2})(cf[ua]t_[A-Za-z0-9]{40})(?:[^A-Za-z0-9_-]|$)"
-        "|(?i:authorization:\\s*bearer\\s+|bearer%20|cf_api_token=|cloudflare_api_token=|"
-        "(?:[?&]|%3f|%26)cf_token(?:=|%3d))"
+        "(?:(?:^|[^A-Za-z0-9_]|%(?:25)*[0-9A-Fa-f]{2})(cf[ua]t_[A-Za-z0-9]{40})"
+        "(?:[^A-Za-z0-9_-]|$)"
+        "|(?i:authorization:\\s*bearer\\s+|bearer(?:%(?:25)*20|\\+)+|"
+        "(?:cf_api_token|cloudflare_api_token)(?:=|%(?:25)*3d)|"
+        "(?:[?&]|%(?:25)*(?:3f|26))cf_token(?:=|%(?:25)*3d))"
         "([A-Za-z0-9_-]{40})(?:[^A-Za-z0-9_-]|$))",
         options);
   }();

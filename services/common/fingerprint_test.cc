@@ -51,6 +51,21 @@ TEST(FindTokenShapesTest, FindsATokenAfterAnEscapedSeparator) {
               ElementsAre(kOld));
   EXPECT_THAT(FindTokenShapes(std::string("GET /login?next=%2Fhook%3Fa%3D1%26cf_token%3d") + kOld),
               ElementsAre(kOld));
+  // Encoded twice or more (a URL inside a URL inside a URL: SSO redirect chains): the '%' of
+  // each escape is itself escaped, "%253D".
+  EXPECT_THAT(FindTokenShapes(std::string("GET /sso?r=https%3A%2F%2Fa%2Fl%3Fn%3D%252Fh%253Ft%253D") +
+                              kUser + " HTTP/1.1"),
+              ElementsAre(kUser));
+  EXPECT_THAT(FindTokenShapes(std::string("GET /x?n=%25252Fy%25253Ft%25253D") + kAccount),
+              ElementsAre(kAccount));
+  // The older form's contexts, escaped (once or more) or form-encoded.
+  EXPECT_THAT(FindTokenShapes(std::string("GET /x?n=%2Fy%3Fcf_api_token%3D") + kOld),
+              ElementsAre(kOld));
+  EXPECT_THAT(FindTokenShapes(std::string("GET /x?n=%2Fy%3Fcloudflare_api_token%253D") + kOld),
+              ElementsAre(kOld));
+  EXPECT_THAT(FindTokenShapes(std::string("POST /x auth=Bearer+") + kOld), ElementsAre(kOld));
+  EXPECT_THAT(FindTokenShapes(std::string("GET /x?n=%2Fy%253Fcf_token%253D") + kOld),
+              ElementsAre(kOld));
   // An escape is a separator only as a whole: "3cfut_" after a '%2' is not one.
   EXPECT_TRUE(FindTokenShapes(std::string("%23") + "x" + kUser).empty());
 }

@@ -21,7 +21,7 @@ using ::testing::SizeIs;
 constexpr absl::string_view kPack = R"pb(
   rules {
     id: "env-probe"
-    formats: [LOG_FORMAT_COMBINED, LOG_FORMAT_SYSLOG]
+    formats: [LOG_FORMAT_COMBINED, LOG_FORMAT_SYSLOG, LOG_FORMAT_RAW]
     patterns: "^(?P<ip>[0-9A-Fa-f:.]+) \\S+ \\S+ \\[[^\\]]+\\] \"GET /\\.env "
     threshold { count: 1 }
     decision {
@@ -123,11 +123,14 @@ TEST(EngineEscapesTest, AnEncodedLetterDoesNotHideAProbe) {
   EXPECT_THAT(matched, ElementsAre("env-probe 198.51.100.7"));
 }
 
-TEST(EngineEscapesTest, AnAccessLineRelayedThroughSyslogIsReadDecodedToo) {
+TEST(EngineEscapesTest, AnAccessLineRelayedThroughSyslogOrReadRawIsReadDecodedToo) {
   Engine engine(Rules(), EngineOptions());
   EXPECT_THAT(Keys(Process(engine, LogFormat::LOG_FORMAT_SYSLOG,
                            Access("2001:db8::7", "GET /.%65nv"))),
               ElementsAre("2001:db8::7"));
+  EXPECT_THAT(Keys(Process(engine, LogFormat::LOG_FORMAT_RAW,
+                           Access("2001:db8::8", "GET /.%65nv"))),
+              ElementsAre("2001:db8::8"));
 }
 
 TEST(EngineEscapesTest, OtherLinesAreReadAsTheServerWroteThem) {

@@ -58,7 +58,8 @@ bool OpensWithAddress(absl::string_view message) {
 }
 
 bool ReadsEscapesDecodedOther(palisade::v1::LogFormat format) {
-  return IsJsonFormat(format) && RendersCombined(format);
+  return format != palisade::v1::LogFormat::LOG_FORMAT_JSON && IsJsonFormat(format) &&
+         RendersCombined(format);
 }
 
 bool HasReadableEscape(absl::string_view text) {

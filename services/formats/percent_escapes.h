@@ -36,7 +36,7 @@ bool HasReadableEscape(absl::string_view text);
 bool DecodeReadableEscapes(absl::string_view text, std::string* out);
 // Whether `message` opens with an address and a space.
 bool OpensWithAddress(absl::string_view message);
-// ReadsEscapesDecoded for the formats other than these three.
+// ReadsEscapesDecoded for the formats it does not name.
 bool ReadsEscapesDecodedOther(palisade::v1::LogFormat format);
 }  // namespace percent_escapes_internal
 
@@ -49,27 +49,30 @@ inline bool HasReadableEscape(absl::string_view text) {
 }
 
 // Whether rules read `message`, of a line of `format`, with its escapes decoded: an access
-// line's. LOG_FORMAT_COMBINED, the JSON formats rendered as combined lines (RendersCombined),
-// and an access line relayed through syslog: a SYSLOG or SYSLOG5424 message that opens with an
-// address and a space, as only an access log writes one (the web rules anchor on it).
-// Inline: every line the engine reads asks, and most syslog messages are a daemon's own
-// ("Failed password ..."), told apart at their first bytes.
+// line's. LOG_FORMAT_COMBINED and the JSON presets (rendered as combined lines,
+// RendersCombined) always; a line of the formats that carry any program's text (SYSLOG,
+// SYSLOG5424, RAW, a custom JSON mapping, which may name a `message` field) when it opens with
+// an address and a space, as an access log writes it (the web rules anchor on it; a daemon's
+// own message, a service log's time stamp, a postfix queue id do not).
+// Inline: every line the engine reads asks, and most lines are told at their first bytes.
 inline bool ReadsEscapesDecoded(palisade::v1::LogFormat format, absl::string_view message) {
   using palisade::v1::LogFormat;
   if (format == LogFormat::LOG_FORMAT_COMBINED) return true;
-  if (format != LogFormat::LOG_FORMAT_SYSLOG && format != LogFormat::LOG_FORMAT_SYSLOG5424) {
+  if (format != LogFormat::LOG_FORMAT_SYSLOG && format != LogFormat::LOG_FORMAT_SYSLOG5424 &&
+      format != LogFormat::LOG_FORMAT_RAW && format != LogFormat::LOG_FORMAT_JSON) {
     return percent_escapes_internal::ReadsEscapesDecodedOther(format);
   }
   if (message.size() < 3) return false;
   const char c = message[0];
-  const char lower = static_cast<char>(c | 0x20);
-  if (!((c >= '0' && c <= '9') || c == ':')) {
-    // An IPv6 address that opens with a letter has a ':' within its first five bytes.
-    if (lower < 'a' || lower > 'f') return false;
+  if (c != ':') {
+    // An address's first group is at most 3 digits (IPv4) or 4 hex digits (IPv6): a '.' or ':'
+    // follows within the first five bytes.
+    const char lower = static_cast<char>(c | 0x20);
+    if (!((c >= '0' && c <= '9') || (lower >= 'a' && lower <= 'f'))) return false;
     const size_t n = message.size() < 5 ? message.size() : 5;
-    bool colon = false;
-    for (size_t i = 1; i < n; ++i) colon |= message[i] == ':';
-    if (!colon) return false;
+    bool separator = false;
+    for (size_t i = 1; i < n; ++i) separator |= message[i] == ':' || message[i] == '.';
+    if (!separator) return false;
   }
   return percent_escapes_internal::OpensWithAddress(message);
 }

@@ -60,6 +60,10 @@ TEST(PercentEscapesTest, OnlyAnAccessLinesMessageIsReadDecoded) {
   EXPECT_TRUE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_SYSLOG, access));
   EXPECT_TRUE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_SYSLOG5424, "2001:db8::7 - - [x] \"GET /"));
   EXPECT_TRUE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_CADDY_JSON, access));
+  // A common-format log read as raw lines (webapps' php-url-fopen), a custom JSON mapping
+  // rendered as a combined line: they open with the client's address.
+  EXPECT_TRUE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_RAW, access));
+  EXPECT_TRUE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_JSON, access));
   // A daemon's own message, an error log's, a service's raw log: as the server wrote them.
   EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_SYSLOG,
                                    "Failed password for %61dmin from 203.0.113.5 port 22 ssh2"));
@@ -67,7 +71,27 @@ TEST(PercentEscapesTest, OnlyAnAccessLinesMessageIsReadDecoded) {
   EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_SYSLOG, ""));
   EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_NGINX_ERROR, access));
   EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_APACHE_ERROR, access));
-  EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_RAW, access));
+  // A service's own raw log opens with its time; a custom JSON mapping's `message` is whatever
+  // field the operator named (a journal's MESSAGE).
+  for (absl::string_view raw : {"Tue Mar  3 14:02:01 2026 [pid 1] FAIL LOGIN: Client \"::1\"",
+                                "260303 14:02:01 [Warning] Access denied for user 'r'@'x'",
+                                "2026-03-03 14:02:01 UTC [1]: FATAL: password for %61dmin",
+                                "1772546521.123 45 203.0.113.5 TCP_DENIED/403 0 GET http://x/"}) {
+    EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_RAW, raw)) << raw;
+  }
+  EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_JSON,
+                                   "Failed password for %61dmin from 203.0.113.5 port 22"));
+  EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS, access));
+  // A postfix queue id opens with hex digits, as an address would: no address that long.
+  EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_SYSLOG,
+                                   "3F1B2C0A1D: client=unknown[203.0.113.5]"));
+  // Every spelling of an address that opens a line.
+  for (absl::string_view opening : {"1.2.3.4 ", "203.0.113.5 ", "::1 ", "::ffff:1.2.3.4 ",
+                                    "fe80::1 ", "abcd:ef01::2 ", "2001:db8::7 ", "A:B::C "}) {
+    EXPECT_TRUE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_SYSLOG,
+                                    absl::StrCat(opening, "- - [x] \"GET /")))
+        << opening;
+  }
   EXPECT_FALSE(ReadsEscapesDecoded(LogFormat::LOG_FORMAT_DECISIONS, access));
 }
 
