@@ -3,10 +3,10 @@
 // Process() runs the RuleSet's Set passes over a line (anchored patterns in one Set,
 // unanchored ones in another; unanchored patterns with required literals are found by a literal
 // prefilter instead; a Set's question answered by SetDfa on lines of ASCII bytes, by RE2::Set
-// on the others) over the line's message with its escapes of readable characters decoded (as
-// the server decoded the path it ran: "/.%65nv" is "/.env", services/formats/percent_escapes.h;
-// the evidence is the line as written), runs the capturing regex of each candidate rule,
-// normalises the
+// on the others) over the line's message (an access line's with its escapes of readable
+// characters decoded, as the server decoded the path it ran: "/.%65nv" is "/.env";
+// services/formats/percent_escapes.h; evidence is the line as written), runs the capturing
+// regex of each candidate rule, normalises the
 // key (an "ip" must parse as an address: nothing else can become a target), drops allowlisted
 // keys, and counts the match in the (rule, key) window in event time (and an IPv6 address's
 // also in its range's window, EngineOptions::ipv6_window_prefix). When `count` matches of

@@ -1476,7 +1476,8 @@ TEST_F(EngineTest, MemoryBudgetEvictsTheLeastRecentlyActiveAndCountsIt) {
 
 TEST_F(EngineTest, NoRuleForFormatMatchesNothing) {
   ParsedLine line;
-  line.message = Fail("203.0.113.7");
+  const std::string message = Fail("203.0.113.7");  // outlives the view (ASan found it did not)
+  line.message = message;
   std::vector<Detection> out;
   LineResult r = engine_.Process(LogFormat::LOG_FORMAT_COMBINED, line, line.message, t0_, &out);
   EXPECT_FALSE(r.matched);

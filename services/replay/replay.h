@@ -92,8 +92,13 @@ struct ReplayOptions {
   // is also the evidence lines kept per decision; 0: none, for a caller that prints no
   // decision's lines (palisadectl replay without --json): windows then copy no line, and the
   // decisions made are the same, without their evidence. engine.feeds: none (a replay reads no
-  // feed: every feed is empty).
-  EngineOptions engine;
+  // feed: every feed is empty). engine.ipv6_window_prefix: the daemon's default (its config's
+  // decisions_ipv6_folding unset), as ipv6_fold_prefix below.
+  EngineOptions engine = [] {
+    EngineOptions defaults;
+    defaults.ipv6_window_prefix = DecisionTableLimits().ipv6_fold_prefix;
+    return defaults;
+  }();
   // IPv6 folding, as palisaded's decisions_ipv6_folding sets it (DecisionTableLimits): 0 never.
   // The ranges spared are engine.allowlist's (the daemon's guard also spares its own addresses
   // and Cloudflare's, which no log line of a replay is from).

@@ -183,6 +183,7 @@ TEST(ReplayTest, AnIpv6RangeIsFoldedAsTheDaemonFoldsIt) {
     }
   }
   ReplayOptions options;
+  options.engine.ipv6_window_prefix = 0;  // the decisions' folding alone (windows: below)
   absl::StatusOr<ReplaySummary> folded =
       Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, lines, options);
   ASSERT_TRUE(folded.ok()) << folded.status();
@@ -195,6 +196,32 @@ TEST(ReplayTest, AnIpv6RangeIsFoldedAsTheDaemonFoldsIt) {
       Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, lines, options);
   ASSERT_TRUE(alone.ok()) << alone.status();
   EXPECT_EQ(alone->decisions.size(), 10u);
+}
+
+// The range windows are on by default, as in palisaded's default config (decisions_ipv6_folding
+// unset: prefix 64): an attacker taking a new address of its /64 for each try is decided as its
+// range by a replay as by the daemon. (A replay without a config counted no range window, so it
+// found nothing the daemon decided.)
+TEST(ReplayTest, RangeWindowsAreOnByDefaultAsInTheDaemon) {
+  std::shared_ptr<const RuleSet> rules = Pack("rules/sshd.textproto");
+  std::vector<std::string> lines;
+  for (int i = 1; i <= 6; ++i) {
+    lines.push_back(absl::StrCat("Mar  3 14:02:0", i, " web-1 sshd[", 100 + i,
+                                 "]: Failed password for root from 2001:db8:7:7::", i,
+                                 " port 22 ssh2"));
+  }
+  absl::StatusOr<ReplaySummary> replayed =
+      Replay(rules, palisade::v1::LOG_FORMAT_SYSLOG, lines, ReplayOptions());
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  std::set<std::string> targets;
+  for (const auto& d : replayed->decisions) targets.insert(d.target().value());
+  EXPECT_EQ(targets, std::set<std::string>{"2001:db8:7:7::/64"});
+  absl::StatusOr<palisade::v1::Config> config =
+      ParseConfig(R"pb(rule_files: "rules/sshd.textproto")pb", "test.textproto", ".");
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<ReplayOptions> from_config = ReplayOptionsFromConfig(*config);
+  ASSERT_TRUE(from_config.ok()) << from_config.status();
+  EXPECT_EQ(ReplayOptions().engine.ipv6_window_prefix, from_config->engine.ipv6_window_prefix);
 }
 
 // What identifies a decision across runs (ids are random).

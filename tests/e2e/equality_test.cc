@@ -1,8 +1,11 @@
 // Replay, one gRPC stream, and the same log split across several concurrent streams and batch
 // sizes all reach the same decisions: what a user tunes offline is what the daemon does.
+#include <cstdlib>
+#include <fstream>
 #include <set>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
@@ -82,8 +85,23 @@ TEST(EqualityTest, ReplayEqualsOneStreamEqualsManyStreams) {
   {
     // Two streams at once, one with the even lines and one with the odd: lines of one address
     // arrive interleaved and slightly out of order; windows count in event time, so the
-    // decisions are the same.
-    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start({"--rules_dir=rules"});
+    // decisions are the same. Without IPv6 folding (decisions_ipv6_folding disabled): what it
+    // decides depends on which of a range's addresses comes first, by design (the fourth address
+    // with a decision folds the range; a range window that fills on a line where the address's
+    // did not decides the range, and a neighbour's one failure arriving before the attacker's
+    // last made that the case on a loaded machine: an extra /64, 2 runs in 12 with two CPU
+    // burners beside it). In order (the blocks above) it is the same as replay's.
+    const std::string config = absl::StrCat(std::getenv("TEST_TMPDIR"), "/no-folding.textproto");
+    {
+      std::ofstream out(config);
+      const std::string rules = absl::StrCat(std::getenv("TEST_SRCDIR"), "/palisade/rules/");
+      for (const char* pack : {"sshd", "nginx", "cloudflare-tokens"}) {  // the default config's
+        out << "rule_files: \"" << rules << pack << ".textproto\"\n";
+      }
+      out << "decisions_ipv6_folding { disabled: true }\n";
+    }
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+        Daemon::Start({"--config=" + config, "--rules_dir=rules"});
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     std::vector<palisade::v1::LogRecord> halves[2];
     for (size_t i = 0; i < corpus.lines.size(); ++i) {
