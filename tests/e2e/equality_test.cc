@@ -100,8 +100,7 @@ TEST(EqualityTest, ReplayEqualsOneStreamEqualsManyStreams) {
       }
       out << "decisions_ipv6_folding { disabled: true }\n";
     }
-    absl::StatusOr<std::unique_ptr<Daemon>> daemon =
-        Daemon::Start({"--config=" + config, "--rules_dir=rules"});
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start({"--config=" + config});
     ASSERT_TRUE(daemon.ok()) << daemon.status();
     std::vector<palisade::v1::LogRecord> halves[2];
     for (size_t i = 0; i < corpus.lines.size(); ++i) {
