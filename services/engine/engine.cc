@@ -674,10 +674,27 @@ bool Engine::FirstMatch(const CompiledRule& rule, int p, bool proven, absl::stri
   return true;
 }
 
-bool Engine::Ignored(const CompiledRule& rule, const ParsedLine& line) {
+void Engine::ReadableField(absl::string_view field, DecodedFields* fields,
+                           absl::string_view* text) {
+  for (size_t i = 0; i < fields->used; ++i) {
+    if (fields->values[i].first == field) {
+      *text = fields->values[i].second;
+      return;
+    }
+  }
+  if (fields->used == fields->values.size()) fields->values.emplace_back();
+  auto& [name, value] = fields->values[fields->used];
+  if (!DecodeReadableEscapes(*text, &value)) return;
+  name.assign(field.data(), field.size());
+  ++fields->used;
+  *text = value;
+}
+
+bool Engine::Ignored(palisade::v1::LogFormat format, const CompiledRule& rule,
+                     const ParsedLine& line, DecodedFields* fields) {
   if (rule.ignores.empty()) return false;
   absl::string_view text;
-  RuleText(rule, line, &text);
+  RuleText(format, rule, line, fields, &text);
   for (const auto& ignore : rule.ignores) {
     // No submatches: RE2 runs its DFA alone (PartialMatch would go through its Arg parsing).
     if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) return true;
@@ -687,13 +704,13 @@ bool Engine::Ignored(const CompiledRule& rule, const ParsedLine& line) {
 
 bool Engine::IgnoredHere(palisade::v1::LogFormat format, int rule_index, const CompiledRule& rule,
                          const ParsedLine& line, const PrematchedCandidate* found,
-                         bool prematched) const {
+                         bool prematched, DecodedFields* fields) const {
   if (found != nullptr) return found->ignored;
   // This thread's CollectCandidates read the line only when no Prematch did.
   const int in_set = prematched ? -1
                                 : SetIgnored(*rules_->ForFormat(format), rule_index, rule,
                                              ThreadScratch().ignore_hits);
-  return in_set >= 0 ? in_set == 1 : Ignored(rule, line);
+  return in_set >= 0 ? in_set == 1 : Ignored(format, rule, line, fields);
 }
 
 void Engine::Prematch(palisade::v1::LogFormat format, const ParsedLine& line,
@@ -759,6 +776,7 @@ void Engine::PrematchLine(palisade::v1::LogFormat format, const RuleSet::FormatI
                           const Scratch::Walked* walked, PrematchBuffer* out) const {
   std::vector<std::pair<int, int>>& found = scratch.prematch;
   found.clear();
+  scratch.prematch_fields.used = 0;
   CollectCandidates(index, line, scratch, &found, walked);
   if (found.size() > 1) std::sort(found.begin(), found.end());
   std::vector<re2::StringPiece>& groups = scratch.groups;
@@ -784,7 +802,10 @@ void Engine::PrematchLine(palisade::v1::LogFormat format, const RuleSet::FormatI
     }
     c.state = PrematchedCandidate::State::kNoMatch;
     absl::string_view text;
-    if (!rule.AppliesToProgram(format, line.program) || !RuleText(rule, line, &text)) continue;
+    if (!rule.AppliesToProgram(format, line.program) ||
+        !RuleText(format, rule, line, &scratch.prematch_fields, &text)) {
+      continue;
+    }
     const int p = encoded >> 1;
     const int n = rule.submatches[p];
     if (groups.size() < static_cast<size_t>(n)) groups.resize(n);
@@ -798,7 +819,7 @@ void Engine::PrematchLine(palisade::v1::LogFormat format, const RuleSet::FormatI
                                static_cast<uint32_t>(g.size()));
     }
     c.ignored = IgnoredHere(format, rule_index, rule, line, /*found=*/nullptr,
-                            /*prematched=*/false);
+                            /*prematched=*/false, &scratch.prematch_fields);
     if (rule.conditions.empty() && !rule.has_session) done_rule = rule_index;
     // The key the capture gave, as Process would normalise it (a note-only rule counts none).
     const int group = rule.key_group[p];
@@ -867,7 +888,8 @@ void Engine::MatchStep(palisade::v1::LogFormat format, const ParsedLine& read,
                                std::make_pair(rule_index, captured)) != counted.end()) {
           return false;
         }
-        if (IgnoredHere(format, rule_index, rule, line, pre, prematched != nullptr)) {
+        if (IgnoredHere(format, rule_index, rule, line, pre, prematched != nullptr,
+                        &scratch.fields)) {
           ++result->ignored;
           return false;
         }

@@ -58,6 +58,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <deque>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -480,6 +481,12 @@ class Engine {
     std::atomic<size_t> published_bytes{0};
   };
   // Per-thread scratch reused across lines so the hot path does not allocate.
+  // The values of the fields a line's field rules read decoded (RuleText), kept for the line;
+  // the entries past `used` are reused by the next line.
+  struct DecodedFields {
+    std::deque<std::pair<std::string, std::string>> values;  // (field, decoded value)
+    size_t used = 0;
+  };
   struct Scratch {
     std::vector<int> set_hits;
     // The rules whose ignore patterns the Set passes of this thread's last CollectCandidates
@@ -583,6 +590,10 @@ class Engine {
     std::vector<std::string> walk_decoded;
     std::vector<ParsedLine> walk_decoded_lines;
     std::vector<const ParsedLine*> walk_views;
+    // The line's decoded field values (RuleText): the MatchStep or MatchOnly line's, and
+    // Prematch's apart.
+    DecodedFields fields;
+    DecodedFields prematch_fields;
   };
   static Scratch& ThreadScratch();
   // A Set's hit rate (Scratch::HitRates) is a share of lines times kHitRateOne; each line moves
@@ -608,17 +619,26 @@ class Engine {
     return *copy;
   }
 
-  // The text a rule's patterns and ignore patterns read: the line's message, or for a field
-  // rule its field of the JSON record. False (and empty) when the record lacks the field.
-  static bool RuleText(const CompiledRule& rule, const ParsedLine& line,
-                       absl::string_view* text) {
+  // The text a rule's patterns and ignore patterns read: the line's message (as ReadableLine
+  // gave it), or for a field rule its field of the JSON record, read as the message is: on an
+  // access record (ReadsEscapesDecoded) with the escapes of readable characters decoded, into
+  // `fields` (a capture views it until the line is counted). False (and empty) when the record
+  // lacks the field.
+  static bool RuleText(palisade::v1::LogFormat format, const CompiledRule& rule,
+                       const ParsedLine& line, DecodedFields* fields, absl::string_view* text) {
     if (rule.proto.field().empty()) {
       *text = line.message;
       return true;
     }
     *text = absl::string_view();
-    return line.record != nullptr && line.record->Find(rule.proto.field(), text);
+    if (line.record == nullptr || !line.record->Find(rule.proto.field(), text)) return false;
+    if (ReadsEscapesDecoded(format, line.message)) ReadableField(rule.proto.field(), fields, text);
+    return true;
   }
+  // `*text`, the value of `field`, decoded into `fields` when it holds escapes of readable
+  // characters (the same field read again on the line is not decoded again).
+  static void ReadableField(absl::string_view field, DecodedFields* fields,
+                            absl::string_view* text);
 
   // Runs the candidate rules' captures; calls fn(rule_index, key, pre, line_key) for each match,
   // which returns whether the match counted (`pre`: the match's PrematchedCandidate when
@@ -647,16 +667,18 @@ class Engine {
   // leading address run, shared by its rules (CompiledRule::LeadingKey).
   bool FirstMatch(const CompiledRule& rule, int p, bool proven, absl::string_view text,
                   re2::StringPiece* groups, CompiledRule::LeadingRun* run = nullptr) const;
-  // Whether one of the rule's ignore patterns matches the text it reads on `line`.
-  static bool Ignored(const CompiledRule& rule, const ParsedLine& line);
+  // Whether one of the rule's ignore patterns matches the text it reads on `line` (RuleText).
+  static bool Ignored(palisade::v1::LogFormat format, const CompiledRule& rule,
+                      const ParsedLine& line, DecodedFields* fields);
   // The line's answer for a match of the rule, wherever the match step stands: Prematch's
   // (`found`, a PrematchedCandidate that Prematch matched), else the Set passes' when this
   // thread's CollectCandidates read the line itself (no Prematch of the line: `prematched`
   // false) and the format's Sets hold the rule's ignore patterns
   // (RuleSetOptions::ignores_in_sets), else RE2's.
+  // `fields`: the line's decoded fields (RuleText).
   bool IgnoredHere(palisade::v1::LogFormat format, int rule_index, const CompiledRule& rule,
-                   const ParsedLine& line, const PrematchedCandidate* found,
-                   bool prematched) const;
+                   const ParsedLine& line, const PrematchedCandidate* found, bool prematched,
+                   DecodedFields* fields) const;
   // The Set passes, gates and field rules of `index` over `line` (see Prematch). `walked`:
   // the line's row of scratch.walked when WalkSets walked its Sets (else null).
   void CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLine& line,
@@ -806,6 +828,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
   candidates.clear();
   scratch.pend.clear();
   scratch.released.clear();
+  scratch.fields.used = 0;
   ++scratch.line;
   // Prematch's candidates come sorted, each maybe with its first match found already.
   if (prematched == nullptr) {
@@ -831,7 +854,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
     if (!rule.AppliesToProgram(format, line.program)) continue;
     // What the patterns read: the message, or a field rule's field (absent: no match).
     absl::string_view text;
-    if (!RuleText(rule, line, &text)) continue;
+    if (!RuleText(format, rule, line, &scratch.fields, &text)) continue;
     const RE2& re = *rule.patterns[pattern_index];
     const int group = rule.key_group[pattern_index];
     const int n = rule.submatches[pattern_index];
@@ -877,7 +900,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
             // An ignored line neither notes, drops nor ends (fail2ban reads ignoreregex first).
             if (in_session && !rule.ignores.empty() &&
                 IgnoredHere(format, rule_index, rule, line, found ? pre : nullptr,
-                            prematched != nullptr)) {
+                            prematched != nullptr, &scratch.fields)) {
               in_session = false;
             }
             // A success: what failed before it in the session was not an attack.
@@ -898,7 +921,7 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
                            !sessions_.Failed(scratch.session_id, time))) {
                 // Kept until a later line of the session names the key (KeepPending).
                 if (!IgnoredHere(format, rule_index, rule, line, found ? pre : nullptr,
-                                 prematched != nullptr)) {
+                                 prematched != nullptr, &scratch.fields)) {
                   scratch.pend.emplace_back(rule_index, scratch.session_id);
                 }
                 last_rule = rule_index;
@@ -955,7 +978,7 @@ void Engine::MatchOnly(palisade::v1::LogFormat format, const ParsedLine& read, F
              [&](int rule_index, absl::string_view captured, const PrematchedCandidate*, bool) {
                const CompiledRule& rule = *rules_->rules()[rule_index];
                if (IgnoredHere(format, rule_index, rule, line, /*found=*/nullptr,
-                               /*prematched=*/false)) {
+                               /*prematched=*/false, &scratch.fields)) {
                  return false;
                }
                absl::string_view key;

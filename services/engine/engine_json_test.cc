@@ -114,6 +114,86 @@ TEST_F(FieldRuleTest, PathFieldAndIgnoreReadTheField) {
   EXPECT_FALSE(last_.matched);
 }
 
+// A field of an access record is read as the server read it, escapes of readable characters
+// decoded (services/formats/percent_escapes.h), as the rendered message is: "/%61dmin" is the
+// request for "/admin" the origin ran, and an escaped letter must not hide it from a field rule.
+TEST_F(FieldRuleTest, AnEscapedLetterInTheFieldDoesNotHideTheRequest) {
+  std::vector<Detection> d = Feed(Record("203.0.113.9", "/%61dmin/users", 200), 0);
+  ASSERT_THAT(d, SizeIs(1));
+  EXPECT_EQ(d[0].rule->id(), "admin-path");
+  EXPECT_EQ(d[0].key, "203.0.113.9");
+  // The evidence is the record as written.
+  EXPECT_THAT(d[0].evidence, ::testing::ElementsAre(HasSubstr("/%61dmin/users")));
+  // The ignore pattern reads the same decoded field.
+  EXPECT_THAT(Feed(Record("198.51.100.3", "/admin/%68ealth", 200), 1), IsEmpty());
+  EXPECT_EQ(last_.ignored, 1u);
+  // "%2561dmin" reached the origin as "%61dmin": no "/admin".
+  EXPECT_THAT(Feed(Record("198.51.100.4", "/%2561dmin/users", 200), 2), IsEmpty());
+  EXPECT_FALSE(last_.matched);
+}
+
+TEST(FieldRuleEscapesTest, PrematchAndMatchOnlyReadTheDecodedFieldAtTheSameOffsets) {
+  // A key captured from the decoded field (TARGET_KIND_PATH): Prematch hands Process offsets
+  // into the text it read, so both must read the same decoded value.
+  constexpr absl::string_view kPathPack = R"pb(
+    rules {
+      id: "admin-path-key"
+      formats: LOG_FORMAT_LOGPUSH_HTTP_REQUESTS
+      field: "ClientRequestPath"
+      key_kind: TARGET_KIND_PATH
+      key: "path"
+      patterns: "^(?P<path>/admin/[a-z]+)"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_RATE_LIMIT
+        duration { seconds: 60 }
+      }
+    }
+  )pb";
+  Engine engine(Compile(kPathPack), EngineOptions());
+  LineParser parser(LogFormat::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS);
+  const std::string record = Record("203.0.113.9", "/%61dmin/%75sers?x=1", 200);
+  ParsedLine parsed;
+  ASSERT_THAT(parser.Parse(record, kT0, &parsed), ::palisade::testing::IsOk());
+  PrematchBuffer buffer;
+  engine.Prematch(LogFormat::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS, parsed, &buffer);
+  PrematchedLine pre;
+  pre.buffer = &buffer;
+  pre.candidates = absl::MakeConstSpan(buffer.candidates);
+  std::vector<Detection> out;
+  engine.Process(LogFormat::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS, parsed, record, kT0, &out, 0, &pre);
+  ASSERT_THAT(out, SizeIs(1));
+  EXPECT_EQ(out[0].key, "/admin/users");
+  std::vector<std::string> matched;
+  engine.MatchOnly(LogFormat::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS, parsed,
+                   [&](const CompiledRule& rule, absl::string_view key) {
+                     matched.push_back(absl::StrCat(rule.id(), " ", key));
+                   });
+  EXPECT_THAT(matched, ::testing::ElementsAre("admin-path-key /admin/users"));
+}
+
+TEST(FieldRuleEscapesTest, TheExampleCheckReadsAnExamplesFieldDecodedToo) {
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(
+      absl::StrCat(R"pb(
+    rules {
+      id: "admin-path"
+      formats: LOG_FORMAT_LOGPUSH_HTTP_REQUESTS
+      field: "ClientRequestPath"
+      patterns: "^/admin(?:/|$)"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 60 }
+      }
+      examples { line: ')pb",
+                   Record("203.0.113.9", "/%61dmin/", 200), R"pb(' key: "203.0.113.9" }
+    }
+  )pb"),
+      "x.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  EXPECT_THAT(CheckExamplesMatch(*pack), ::palisade::testing::IsOk());
+}
+
 TEST(FieldRuleLoadTest, RefusedOnAFormatWithoutFields) {
   absl::StatusOr<LoadedPack> pack = ParseRulePack(R"pb(
     rules {

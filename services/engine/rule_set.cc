@@ -1921,10 +1921,17 @@ absl::Status CheckExamplesMatchWith(const LoadedPack& pack, PackPatterns& compil
       if (ReadsEscapesDecoded(format, text) && DecodeReadableEscapes(text, &decoded)) {
         text = decoded;
       }
-      if (!rule.field().empty() &&
-          (parsed.record == nullptr || !parsed.record->Find(rule.field(), &text))) {
-        return absl::InvalidArgumentError(absl::StrCat(where, ": the record has no field \"",
-                                                       rule.field(), "\" (or has it twice)"));
+      if (!rule.field().empty()) {
+        if (parsed.record == nullptr || !parsed.record->Find(rule.field(), &text)) {
+          return absl::InvalidArgumentError(absl::StrCat(where, ": the record has no field \"",
+                                                         rule.field(), "\" (or has it twice)"));
+        }
+        // An access record's field is read decoded too (Engine::RuleText).
+        std::string field;
+        if (ReadsEscapesDecoded(format, parsed.message) && DecodeReadableEscapes(text, &field)) {
+          decoded = std::move(field);
+          text = decoded;
+        }
       }
       const re2::StringPiece message(text.data(), text.size());
       for (const RE2* re : patterns) any = any || RE2::PartialMatch(message, *re);

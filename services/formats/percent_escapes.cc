@@ -62,10 +62,6 @@ bool ReadsEscapesDecodedOther(palisade::v1::LogFormat format) {
          RendersCombined(format);
 }
 
-bool HasReadableEscape(absl::string_view text) {
-  return FindEscape(text, 0) != absl::string_view::npos;
-}
-
 bool DecodeReadableEscapes(absl::string_view text, std::string* out) {
   size_t i = FindEscape(text, 0);
   if (i == absl::string_view::npos) return false;

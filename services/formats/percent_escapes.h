@@ -31,22 +31,13 @@
 namespace palisade {
 
 namespace percent_escapes_internal {
-// The two below for a text that holds a '%'.
-bool HasReadableEscape(absl::string_view text);
+// DecodeReadableEscapes for a text that holds a '%'.
 bool DecodeReadableEscapes(absl::string_view text, std::string* out);
 // Whether `message` opens with an address and a space.
 bool OpensWithAddress(absl::string_view message);
 // ReadsEscapesDecoded for the formats it does not name.
 bool ReadsEscapesDecodedOther(palisade::v1::LogFormat format);
 }  // namespace percent_escapes_internal
-
-// Whether `text` holds an escape DecodeReadableEscapes decodes (a "%XX" of an unreserved
-// character or '/', upper or lower case hex). Most lines hold no '%': one vectorised search,
-// inline (every line the engine reads asks).
-inline bool HasReadableEscape(absl::string_view text) {
-  return !text.empty() && std::memchr(text.data(), '%', text.size()) != nullptr &&
-         percent_escapes_internal::HasReadableEscape(text);
-}
 
 // Whether rules read `message`, of a line of `format`, with its escapes decoded: an access
 // line's. LOG_FORMAT_COMBINED and the JSON presets (rendered as combined lines,
@@ -77,8 +68,10 @@ inline bool ReadsEscapesDecoded(palisade::v1::LogFormat format, absl::string_vie
   return percent_escapes_internal::OpensWithAddress(message);
 }
 
-// `text` with each such escape replaced by its character, in `*out` (replaced), and true; or
-// false and `*out` untouched when `text` holds none. One left-to-right pass: the character an
+// `text` with each escape of an unreserved character or '/' (a "%XX", upper or lower case hex)
+// replaced by its character, in `*out` (replaced), and true; or false and `*out` untouched when
+// `text` holds none. Most lines hold no '%': one vectorised search, inline (every access line
+// the engine reads asks). One left-to-right pass: the character an
 // escape gives is not read again as part of another escape ("%2%36" is "%2" then "6").
 inline bool DecodeReadableEscapes(absl::string_view text, std::string* out) {
   return !text.empty() && std::memchr(text.data(), '%', text.size()) != nullptr &&

@@ -14,10 +14,8 @@ std::string Decoded(absl::string_view text) {
   std::string out = "untouched";
   if (!DecodeReadableEscapes(text, &out)) {
     EXPECT_EQ(out, "untouched") << text;
-    EXPECT_FALSE(HasReadableEscape(text)) << text;
     return std::string(text);
   }
-  EXPECT_TRUE(HasReadableEscape(text)) << text;
   return out;
 }
 
@@ -33,7 +31,8 @@ TEST(PercentEscapesTest, DelimitersAndPercentStayEncoded) {
   // forge one, or start a second decoding.
   for (absl::string_view kept : {"%20", "%22", "%5b", "%5D", "%3d", "%3A", "%3c", "%23", "%3f",
                                  "%25", "%00", "%0a", "%7f", "%80", "%ff", "%2c", "%40"}) {
-    EXPECT_FALSE(HasReadableEscape(kept)) << kept;
+    std::string out;
+    EXPECT_FALSE(DecodeReadableEscapes(kept, &out)) << kept;
     EXPECT_EQ(Decoded(absl::StrCat("a", kept, "b")), absl::StrCat("a", kept, "b"));
   }
   EXPECT_EQ(Decoded("..%252f..%252e"), "..%252f..%252e");
