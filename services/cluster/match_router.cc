@@ -24,7 +24,9 @@ std::string RuleSetVersion(const RuleSet& rules) {
     // Length-prefixed, so no two different sets of rules concatenate to the same bytes.
     absl::StrAppend(&all, one.size(), ":", one);
   }
-  return Fingerprint(all);
+  // The routing too: nodes that route one key to different partitions must not share a cluster
+  // (a rolling upgrade of PartitionKeyOf), and the version gate is what keeps them apart.
+  return absl::StrCat(Fingerprint(all), "+", kPartitionRouting);
 }
 
 MatchRouter::MatchRouter(MatchPublisher& publisher, MatchRouterOptions options)
@@ -72,7 +74,8 @@ absl::Status MatchRouter::Route(const EngineMatch& match) {
       data = m.SerializeAsString();
     }
   }
-  if (!publisher_.Enqueue(match.key, std::move(data))) {
+  // The message carries the key itself; only the partition is the range's (PartitionKeyOf).
+  if (!publisher_.Enqueue(PartitionKeyOf(match.key), std::move(data))) {
     dropped_.fetch_add(1, std::memory_order_relaxed);
     return absl::ResourceExhaustedError(absl::StrCat(
         "cluster: the match queue is full; a match of rule \"", match.rule_id, "\" dropped"));

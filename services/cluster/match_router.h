@@ -2,7 +2,9 @@
 // every node parses and matches its own lines (Engine::MatchLine) and hands each match to
 // Route, which writes it as a palisade.v1.ClusterMatch (rule, key, event time, evidence, the
 // node's rule set version and id) and queues it on the MatchPublisher for the partition of its
-// key, PartitionOf(key). The partition's owner counts it (PartitionCounter).
+// key, PartitionOf(PartitionKeyOf(key)): an IPv6 address goes by its /48, so the addresses of
+// one range reach one owner, which counts the range window too. The partition's owner counts
+// it (PartitionCounter).
 //
 // Never blocks: the publisher's queue is bounded in bytes, and a match that does not fit is
 // dropped and counted (dropped()). A token-fingerprint match is not routed: its detection needs
@@ -27,9 +29,14 @@
 namespace palisade::cluster {
 
 // A rule set's version as the cluster compares them: "sha256:" + 16 hex characters of the
-// SHA-256 over every compiled rule's definition (deterministically serialised, in load order).
-// Two nodes that loaded the same packs have the same version; any change to a rule changes it.
-// (The CIDR sets a deployment defines for conditions are configuration, not part of it.)
+// SHA-256 over every compiled rule's definition (deterministically serialised, in load order),
+// then "+" and the match routing (kPartitionRouting, match_stream.h), e.g.
+// "sha256:0123456789abcdef+route:v6/48". Two nodes that loaded the same packs and route alike
+// have the same version; any change to a rule changes it, and so does a build that routes keys
+// to other partitions: during a rolling upgrade of the routing the gate (partition_counter.h)
+// keeps the nodes of the other routing from owning partitions, and owners refuse their
+// matches, as for a rule change. (The CIDR sets a deployment defines for conditions are
+// configuration, not part of it.)
 std::string RuleSetVersion(const RuleSet& rules);
 
 struct MatchRouterOptions {

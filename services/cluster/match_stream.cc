@@ -3,12 +3,14 @@
 #include <nats/nats.h>
 
 #include <algorithm>
+#include <optional>
 #include <utility>
 
 #include "absl/random/random.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "services/cluster/message_size.h"
+#include "services/common/ip.h"
 
 namespace palisade::cluster {
 
@@ -20,6 +22,12 @@ uint32_t PartitionOf(absl::string_view key, uint32_t partitions) {
     h *= 1099511628211ull;
   }
   return partitions == 0 ? 0 : static_cast<uint32_t>(h % partitions);
+}
+
+std::string PartitionKeyOf(absl::string_view key) {
+  const std::optional<IpAddress> ip = IpAddress::Parse(key);
+  if (!ip || ip->is_v4() || EmbeddedIpv4(*ip).has_value()) return std::string(key);
+  return Cidr::Covering(*ip, 48).ToString();
 }
 
 absl::StatusOr<std::unique_ptr<MatchPublisher>> MatchPublisher::Start(

@@ -1,7 +1,8 @@
 // The match stream of the cluster (issue 17; docs/ARCHITECTURE.md, "Cluster"): every node parses
 // and matches its own lines, and only matches (rule, key, event time, evidence) leave it, on
-// subject `<prefix>.<partition>` where the partition is PartitionOf(key). The node that owns a
-// partition (LeaseTable) reads it with a durable consumer and keeps that partition's windows.
+// subject `<prefix>.<partition>` where the partition is PartitionOf(PartitionKeyOf(key)) (the
+// key, or an IPv6 address's /48). The node that owns a partition (LeaseTable) reads it with a
+// durable consumer and keeps that partition's windows.
 //
 // MatchPublisher: a node's way out. Enqueue never blocks the pipeline: matches wait in a queue
 // bounded in bytes (past the bound a match is dropped and counted), and one thread publishes them
@@ -57,6 +58,24 @@ namespace palisade::cluster {
 // across processes, so it cannot be used here).
 uint32_t PartitionOf(absl::string_view key, uint32_t partitions);
 
+// What a match is routed by (MatchRouter::Route; PartitionCounter refuses a match whose
+// PartitionOf(PartitionKeyOf(key)) is not its partition): for an IPv6 address that embeds no
+// IPv4 one (EmbeddedIpv4: a NAT64, 6to4 or Teredo address is its IPv4 host's, routed alone),
+// the text of its /48 ("2001:db8:1::/48"); for anything else (IPv4, a user name, a token's
+// fingerprint) the key itself. Why: one client holds a whole /64 and may take a new address
+// of it for each try; its owner's engine detects that only when every address of the range
+// reaches the same engine (the range window, EngineOptions::ipv6_window_prefix). A /48 rather
+// than the fold prefix: the fold is 48 or 64 by config and every /64 lies in its /48, so the
+// routing holds whichever the nodes use and does not depend on config. The cost: all of one
+// /48's matches land on one partition, so a flood from one /48 loads one owner, as one IPv4
+// address's does. Changing this moves keys between partitions: kPartitionRouting names it.
+std::string PartitionKeyOf(absl::string_view key);
+
+// The name of PartitionKeyOf's routing, carried in RuleSetVersion (match_router.h): nodes that
+// route differently send one key's matches to different owners, so they must not share a
+// cluster; the rule set gate keeps them apart. Change it whenever PartitionKeyOf changes.
+inline constexpr absl::string_view kPartitionRouting = "route:v6/48";
+
 struct MatchPublisherOptions {
   std::string node_id;
   std::string subject_prefix = "palisade.matches";
@@ -77,8 +96,9 @@ class MatchPublisher {
   // Publishes what is queued (NATS permitting: at most `retry_max` more), then stops.
   ~MatchPublisher();
 
-  // Queues `match` (serialized) for the partition of `key`. false: the queue was full and the
-  // match was dropped (counted in dropped()).
+  // Queues `match` (serialized) for the partition of `key`, PartitionOf(key) (MatchRouter
+  // gives PartitionKeyOf of the match's key). false: the queue was full and the match was
+  // dropped (counted in dropped()).
   bool Enqueue(absl::string_view key, std::string match);
 
   // The largest match that NATS takes (MaxMessageBytes of the connection, read again before

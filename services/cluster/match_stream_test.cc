@@ -340,5 +340,26 @@ TEST(PartitionOfTest, StableAndSpread) {
   }
 }
 
+// The key a match is routed by: an IPv6 address's /48 (so one client rotating through the
+// addresses of its /64, or of its /48, lands on one owner, whose engine counts its range
+// window), anything else itself.
+TEST(PartitionKeyOfTest, AnIpv6AddressGoesByItsSlash48) {
+  EXPECT_EQ(PartitionKeyOf("203.0.113.7"), "203.0.113.7");
+  EXPECT_EQ(PartitionKeyOf("2001:db8:1:2::1"), "2001:db8:1::/48");
+  // Two addresses of one /48 (and of two different /64s in it): one key, one partition.
+  EXPECT_EQ(PartitionKeyOf("2001:db8:1:2::1"), PartitionKeyOf("2001:db8:1:ffff:abcd::9"));
+  EXPECT_EQ(PartitionOf(PartitionKeyOf("2001:db8:1:2::1"), kPartitions),
+            PartitionOf(PartitionKeyOf("2001:db8:1:3::2"), kPartitions));
+  // Another /48: another key.
+  EXPECT_NE(PartitionKeyOf("2001:db8:1:2::1"), PartitionKeyOf("2001:db8:2:2::1"));
+  // An address embedding IPv4 is that IPv4 host's (NAT64, 6to4, Teredo): itself.
+  EXPECT_EQ(PartitionKeyOf("64:ff9b::198.51.100.7"), "64:ff9b::198.51.100.7");
+  EXPECT_EQ(PartitionKeyOf("64:ff9b::c633:6407"), "64:ff9b::c633:6407");
+  EXPECT_EQ(PartitionKeyOf("2002:c633:6407::1"), "2002:c633:6407::1");
+  // Not an address (a user name, a token's fingerprint): itself.
+  EXPECT_EQ(PartitionKeyOf("alice"), "alice");
+  EXPECT_EQ(PartitionKeyOf(""), "");
+}
+
 }  // namespace
 }  // namespace palisade::cluster

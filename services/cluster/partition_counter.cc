@@ -324,7 +324,7 @@ absl::Status PartitionCounter::Take(Partition& part, uint64_t sequence, absl::st
                               ", this owner counts with ", options_.rule_set_version));
     return absl::OkStatus();
   }
-  if (PartitionOf(m.key(), options_.partitions) != part.p) {
+  if (PartitionOf(PartitionKeyOf(m.key()), options_.partitions) != part.p) {
     Refuse(false, absl::StrCat("partition ", part.p, " sequence ", sequence, ": a match from node ",
                                m.origin_node(), " whose key belongs to another partition"));
     return absl::OkStatus();

@@ -32,11 +32,13 @@
 // timestamps are not the matches' event times (a backlog shipped late).
 //
 // Matches are checked before they count: one whose rule_set_version differs from this node's,
-// one of a rule this node does not have, or one whose key is not of this partition or not valid
-// is refused (counted by reason, the last reason kept) and skipped. The rule set gate: the edge
-// writer publishes its RuleSetVersion in the bucket (key "rule-set", PublishRuleSet); a node
-// whose version differs must not own partitions: Apply refuses to open gained partitions with
-// kFailedPrecondition naming both versions, and CheckRuleSet says the same before a tick.
+// one of a rule this node does not have, or one whose key is not of this partition (by
+// PartitionKeyOf: an IPv6 address's range is routed whole, and its engine counts the range
+// window too) or not valid is refused (counted by reason, the last reason kept) and skipped.
+// The rule set gate: the edge writer publishes its RuleSetVersion in the bucket (key
+// "rule-set", PublishRuleSet); a node whose version differs must not own partitions: Apply
+// refuses to open gained partitions with kFailedPrecondition naming both versions, and
+// CheckRuleSet says the same before a tick.
 //
 // Thread-safety: Apply, Poll, SnapshotAll, PublishRuleSet, CheckRuleSet and SetRules are called
 // from one thread (the node's cluster loop); stats(), last_refusal() and partitions() from any.

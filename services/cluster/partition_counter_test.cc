@@ -205,6 +205,36 @@ TEST_F(PartitionCounterTest, AttackSplitOverTwoNodesIsDetectedOnceAtTheOwner) {
   EXPECT_EQ(web1->router->routed() + web2->router->routed(), 5u);
 }
 
+// One attacker taking a new address of its /64 for each try, its five tries read by two nodes:
+// no address fails twice, but the matches of the range go to one partition (PartitionKeyOf,
+// its /48), whose engine counts them in the /64's window and detects the range, once.
+TEST_F(PartitionCounterTest, AnIpv6AttackerRotatingAddressesOverTwoNodesIsDetectedAsItsRange) {
+  auto web1 = Node("web-1");
+  auto web2 = Node("web-2");
+  Writer writer;
+  auto owner = Open("owner", writer.Callback(), [](PartitionCounterOptions& o) {
+    o.engine.ipv6_window_prefix = 64;
+    o.snapshot_interval = absl::Hours(1);
+  });
+  ASSERT_TRUE(owner.ok()) << owner.status();
+  ASSERT_TRUE((*owner)->Apply(All()).ok());
+  for (int i = 1; i <= 5; ++i) {
+    Fail(i % 2 == 0 ? *web2 : *web1, absl::StrCat("2001:db8:1:2::", i), i);
+  }
+  PollUntilRead(**owner, 5);
+  ASSERT_EQ(writer.all.size(), 1u);
+  const ClusterDetection& d = writer.all[0];
+  EXPECT_EQ(d.detection.rule_id, "ssh-fail");
+  EXPECT_EQ(d.detection.kind, palisade::v1::TargetKind::TARGET_KIND_RANGE);
+  EXPECT_EQ(d.detection.key, "2001:db8:1:2::/64");
+  EXPECT_EQ(d.partition, PartitionOf("2001:db8:1::/48", kPartitions));
+  EXPECT_EQ(d.detection.evidence.size(), 5u);
+  const PartitionCounter::Stats s = (*owner)->stats();
+  EXPECT_EQ(s.counted, 5u);
+  EXPECT_EQ(s.refused_invalid, 0u) << (*owner)->last_refusal();
+  EXPECT_EQ(s.refused_version, 0u) << (*owner)->last_refusal();
+}
+
 // The match stream is bounded in bytes (cluster.matches_max_bytes): an attacker's lines push
 // the oldest matches out instead of growing the servers' disks, and an owner counts what is left.
 TEST_F(PartitionCounterTest, TheStreamsByteBoundDropsTheOldestMatches) {
@@ -992,6 +1022,30 @@ TEST_F(PartitionCounterTest, AnotherRuleSetVersionIsRefused) {
   ASSERT_TRUE((*other)->Poll().ok());
   EXPECT_EQ((*other)->partitions().size(), kPartitions);
   EXPECT_TRUE((*other)->unopened().empty());
+}
+
+// A rolling upgrade of the routing (PartitionKeyOf): a node of the former build, with the same
+// rules, sends an IPv6 address's matches to the address's own partition, not its /48's. Its
+// version lacks this build's routing, so the gate keeps it from owning partitions and its
+// matches are refused, as for other rules.
+TEST_F(PartitionCounterTest, ANodeOfAnotherRoutingIsRefusedByTheVersionGate) {
+  const std::string suffix = absl::StrCat("+", kPartitionRouting);
+  ASSERT_TRUE(absl::EndsWith(version_, suffix)) << version_;
+  const std::string former = version_.substr(0, version_.size() - suffix.size());
+  auto old = Node("web-old", former);
+  Writer writer;
+  auto owner = Counter("owner", writer);
+  ASSERT_TRUE(owner->PublishRuleSet().ok());
+  ASSERT_TRUE(owner->Apply(All()).ok());
+  for (int i = 1; i <= 3; ++i) Fail(*old, absl::StrCat("2001:db8:1:2::", i), i);
+  PollUntilRead(*owner, 3);
+  EXPECT_EQ(owner->stats().refused_version, 3u);
+  EXPECT_EQ(owner->stats().counted, 0u);
+  auto other = Open("other", writer.Callback(),
+                    [&](PartitionCounterOptions& o) { o.rule_set_version = former; });
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_EQ((*other)->CheckRuleSet().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*other)->Apply(All()).code(), absl::StatusCode::kFailedPrecondition);
 }
 
 // The writer away, Poll fails every 20 ms: the log has the first and then one line a minute

@@ -1079,10 +1079,11 @@ absl::Status Engine::CountMatch(const EngineMatch& match, std::vector<Detection>
         absl::StrCat("engine: a match of rule \"", match.rule_id, "\" with an empty key"));
   }
   matches_per_rule_[rule_index].fetch_add(1, std::memory_order_relaxed);
-  // No range window: the addresses of one range are counted on the nodes of their partitions.
+  // And in its IPv6 range's window, as Process counts it: a cluster routes the addresses of one
+  // range to one partition (services/cluster/match_stream.h, PartitionKeyOf).
   Count(
       rule_index, match.key, [&match] { return absl::string_view(match.evidence); }, match.time,
-      match.secret, match.stream, out, /*key_hash=*/nullptr, /*ranges=*/false);
+      match.secret, match.stream, out);
   return absl::OkStatus();
 }
 
@@ -1323,12 +1324,12 @@ void Engine::Window::TakeEvidence(int64_t from, int64_t to, size_t n,
 void Engine::Count(int rule_index, absl::string_view key,
                    absl::FunctionRef<absl::string_view()> line, absl::Time time,
                    absl::string_view secret, uint32_t stream, std::vector<Detection>* out,
-                   const size_t* key_hash, bool ranges) {
+                   const size_t* key_hash) {
   const CompiledRule& rule = *rules_->rules()[rule_index];
   const bool full = CountWindow(rule_index, key, rule.proto.key_kind(), /*detect=*/true, line,
                                 time, secret, stream, out, key_hash);
   // An IPv4 key has no ':' (and a rule of count 1 detects every match as the address's).
-  if (options_.ipv6_window_prefix != 0 && ranges && rule.count > 1 &&
+  if (options_.ipv6_window_prefix != 0 && rule.count > 1 &&
       rule.proto.key_kind() == TargetKind::TARGET_KIND_IP && key.find(':') != key.npos) {
     CountRange(rule_index, key, /*detect=*/!full, line, time, stream, out);
   }

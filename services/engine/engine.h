@@ -117,7 +117,8 @@ struct EngineOptions {
   // keyed by the range; when both fill on one line, only the address's (one attacker on one
   // address stays an address decision). A range that touches the allowlist or a non-public
   // range (TouchesNeverBan) has no window: an allowlisted neighbour is never covered.
-  // Process only: CountMatch (the cluster's split) counts no range window. 0: off (default).
+  // Process and CountMatch alike (a cluster routes a range's addresses to one partition).
+  // 0: off (default).
   int ipv6_window_prefix = 0;
   // Threat feeds for in_feed / not_in_feed conditions (none: every feed is empty). Not owned.
   const FeedRegistry* feeds = nullptr;
@@ -311,10 +312,10 @@ class Engine {
   // into its (rule, key) window, appending any detection to `out` as Process would. The match
   // may come from another node: kNotFound when this engine has no rule of that id; for an
   // address rule, kInvalidArgument when the key is not an address in canonical form and
-  // kFailedPrecondition when it is allowlisted here (nothing counted in either case).
-  // A limit: it counts no IPv6 range window (EngineOptions::ipv6_window_prefix), since the
-  // addresses of one range are routed by their own keys to several partitions: a cluster does
-  // not yet detect a client that takes a new address of its range for each try.
+  // kFailedPrecondition when it is allowlisted here (nothing counted in either case). An IPv6
+  // address counts in its range's window too (EngineOptions::ipv6_window_prefix), as Process
+  // counts it: the caller sends the matches of one range to one engine (a cluster routes them
+  // by PartitionKeyOf, services/cluster/match_stream.h), in the order of their stream.
   // Thread-safe as Process.
   absl::Status CountMatch(const EngineMatch& match, std::vector<Detection>* out);
 
@@ -731,11 +732,11 @@ class Engine {
   // `line` gives the line as evidence (redacted), called only when the count keeps it: most
   // counts of a rule with a threshold keep no line (see Count), and then the line is never
   // searched for tokens. `key_hash`, when given, is WindowHash()(key) (Prematch's).
-  // Counts in the key's window, and with `ranges` in its IPv6 range's (CountRange).
+  // Counts in the key's window, and an IPv6 address's in its range's too (CountRange).
   void Count(int rule_index, absl::string_view key,
              absl::FunctionRef<absl::string_view()> line, absl::Time time,
              absl::string_view secret, uint32_t stream, std::vector<Detection>* out,
-             const size_t* key_hash = nullptr, bool ranges = true);
+             const size_t* key_hash = nullptr);
   // The count in one window, whose detection has target kind `kind`; returns whether the window
   // filled. Without `detect`, a window that fills starts over and raises nothing.
   bool CountWindow(int rule_index, absl::string_view key, palisade::v1::TargetKind kind,

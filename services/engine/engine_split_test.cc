@@ -53,10 +53,13 @@ std::string DescribeResult(const LineResult& r) {
 }
 
 // The lines through one engine (split = false) or through a matching and a counting engine.
-Outcome Run(std::shared_ptr<const RuleSet> rules, const std::vector<Line>& lines, bool split) {
+// `ipv6_window_prefix`: EngineOptions' (0: no range windows).
+Outcome Run(std::shared_ptr<const RuleSet> rules, const std::vector<Line>& lines, bool split,
+            int ipv6_window_prefix = 0) {
   EngineOptions options;
   options.max_evidence = 3;
   options.max_evidence_bytes = 600;  // long lines are cut: the cut must match too
+  options.ipv6_window_prefix = ipv6_window_prefix;
   Engine one(rules, options);
   Engine matcher(rules, options);
   Engine counter(rules, options);
@@ -170,6 +173,33 @@ TEST(EngineSplitTest, EveryPackTestLogFiveTimes) {
   }
   ASSERT_GT(lines.size(), 500u);
   ExpectSameSplit(lines, 100);
+}
+
+// IPv6 range windows (EngineOptions::ipv6_window_prefix): an attacker trying once from each of
+// three addresses of its /64 fills no address's window, only the range's; CountMatch counts
+// the range window as Process does (a cluster routes a range's matches to one partition).
+TEST(EngineSplitTest, AnIpv6RangeWindowIsCountedByCountMatchAsByProcess) {
+  std::shared_ptr<const RuleSet> rules = EveryPack();
+  ASSERT_NE(rules, nullptr);
+  std::vector<Line> lines;
+  for (int i = 1; i <= 3; ++i) {
+    lines.push_back(
+        {palisade::v1::LOG_FORMAT_SYSLOG,
+         absl::StrCat("Mar  3 14:02:0", i, " web-1 sshd[42", i,
+                      "]: Invalid user admin from 2001:db8:1:2::", i, " port 5281", i)});
+  }
+  const std::string range = absl::StrCat(
+      "sshd-invalid-user ", palisade::v1::TargetKind::TARGET_KIND_RANGE, " 2001:db8:1:2::/64 ");
+  for (const bool split : {false, true}) {
+    const Outcome o = palisade::Run(rules, lines, split, /*ipv6_window_prefix=*/64);
+    ASSERT_EQ(o.detections.size(), 1u) << "split " << split;
+    EXPECT_TRUE(absl::StartsWith(o.detections[0], range)) << o.detections[0];
+  }
+  const Outcome whole = palisade::Run(rules, lines, /*split=*/false, 64);
+  const Outcome split = palisade::Run(rules, lines, /*split=*/true, 64);
+  EXPECT_EQ(whole.detections, split.detections);
+  EXPECT_EQ(whole.results, split.results);
+  EXPECT_EQ(whole.matches_per_rule, split.matches_per_rule);
 }
 
 TEST(EngineSplitTest, CountMatchRefusesWhatThisEngineWouldNotCount) {

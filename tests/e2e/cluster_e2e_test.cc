@@ -323,9 +323,32 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
   }
   EXPECT_TRUE(WaitFor([&] { return AccessRules().count("203.0.113.150") == 1; }, kLong));
 
+  // The same split by an IPv6 attacker taking a new address of its /64 for each try (two read
+  // by one node, one by another): no address fails twice, but the range's matches reach one
+  // owner (PartitionKeyOf: its /48), which counts the /64's window: one range rule at the edge.
+  const std::string range = "2001:db8:79:1::/64";
+  auto rotated = [](absl::string_view address) {
+    return absl::StrCat("Mar  3 14:02:01 web-1 sshd[8]: Failed password for root from ", address,
+                        " port 22 ssh2");
+  };
+  ASSERT_TRUE(
+      ::palisade::testing::ShipLines(*ingest, palisade::v1::LOG_FORMAT_SYSLOG,
+                                     {rotated("2001:db8:79:1::1"), rotated("2001:db8:79:1::2")},
+                                     "web-1:/var/log/auth.log")
+          .ok());
+  ASSERT_TRUE(::palisade::testing::ShipLines(*ingest_third, palisade::v1::LOG_FORMAT_SYSLOG,
+                                             {rotated("2001:db8:79:1::3")},
+                                             "web-2:/var/log/auth.log")
+                  .ok());
+  std::string rotation;
+  ASSERT_TRUE(WaitFor([&] { return !(rotation = ActiveIdOf(writer, range)).empty(); }, kLong))
+      << "the IPv6 rotation was not detected as its /64";
+  EXPECT_TRUE(WaitFor([&] { return AccessRules().count(range) == 1; }, kLong));
+
   // Bans from both other nodes, the writer killed with SIGKILL half-way.
-  std::set<std::string> ips = {"203.0.113.1", "198.51.100.7", "203.0.113.100", "203.0.113.150"};
-  std::vector<std::string> ids = {first->id(), detected, split};
+  std::set<std::string> ips = {"203.0.113.1", "198.51.100.7", "203.0.113.100", "203.0.113.150",
+                               range};
+  std::vector<std::string> ids = {first->id(), detected, split, rotation};
   for (int n = 2; n <= 12; ++n) {
     if (n == 7) {
       nodes_[writer]->Kill();
