@@ -287,6 +287,75 @@ size_t ReadUtcOffset(absl::string_view text, size_t pos, int* seconds) {
   return end;
 }
 
+// A count of seconds at the start of a raw line's `text` (after its "[", when `bracketed`):
+// its length and its time in *out, when the server's separator follows it (a space, or the "]"
+// that closes the bracket); 0 when there is none. These count from 1970 in UTC, whatever the
+// source's zone:
+//   "uuuuuuuuuu[.fff]"     Unix seconds (Squid's access.log, portsentry, nsd): exactly ten
+//                          digits, the first not 0 (2001-09-09 to 2286-11-20: fewer or more is
+//                          a counter or an id sooner than a time), the fraction 1-9 digits.
+//   "@" + 24 lowercase hex  TAI64N (daemontools' multilog, runit's svlogd, s6-log): a 16-digit
+//                          TAI64 label, then 8 digits of nanoseconds (up to 999999999).
+size_t ReadCountedStamp(absl::string_view text, bool bracketed, absl::Time* out) {
+  size_t end;
+  if (text.size() > 25 && text[0] == '@') {
+    uint64_t label = 0;
+    uint32_t nanos = 0;
+    for (size_t i = 1; i <= 24; ++i) {
+      const char c = text[i];
+      uint32_t nibble;
+      if (c >= '0' && c <= '9') {
+        nibble = c - '0';
+      } else if (c >= 'a' && c <= 'f') {
+        nibble = c - 'a' + 10;
+      } else {
+        return 0;  // the writers use lower case only
+      }
+      if (i <= 16) {
+        label = label << 4 | nibble;
+      } else {
+        nanos = nanos << 4 | nibble;
+      }
+    }
+    // A label is 2^62 + TAI seconds since 1970. libtai's convention has TAI 10 s ahead of UTC at
+    // that epoch (the leap seconds since not counted): the writers put 2^62 + 10 + the Unix time
+    // in it, and tai64nlocal takes the same off, as here. Below that is before 1970; past year
+    // 9999 is a time no other stamp can write (and from 2^63 a label TAI64 reserves).
+    constexpr uint64_t kLabelOfUnixZero = (uint64_t{1} << 62) + 10;
+    constexpr uint64_t kUnixSecondsOfYear10000 = 253'402'300'800;
+    if (label < kLabelOfUnixZero || label - kLabelOfUnixZero >= kUnixSecondsOfYear10000 ||
+        nanos > 999'999'999) {
+      return 0;
+    }
+    *out = absl::FromUnixSeconds(static_cast<int64_t>(label - kLabelOfUnixZero)) +
+           absl::Nanoseconds(nanos);
+    end = 25;
+  } else if (text.size() > 10 && text[0] >= '1' && text[0] <= '9') {
+    int64_t seconds = 0;
+    for (size_t i = 0; i < 10; ++i) {
+      if (!absl::ascii_isdigit(text[i])) return 0;
+      seconds = seconds * 10 + (text[i] - '0');
+    }
+    end = 10;
+    int64_t nanos = 0;
+    if (text[10] == '.') {
+      int digits = 0;
+      for (end = 11; end < text.size() && absl::ascii_isdigit(text[end]); ++end) {
+        if (++digits > 9) return 0;  // past nanoseconds: no time, and no long scan
+        nanos = nanos * 10 + (text[end] - '0');
+      }
+      if (digits == 0) return 0;
+      for (; digits < 9; ++digits) nanos *= 10;
+    }
+    *out = absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos);
+  } else {
+    return 0;
+  }
+  // A bare number is a weak shape: only where the server ends it is it a stamp.
+  if (end >= text.size() || text[end] != (bracketed ? ']' : ' ')) return 0;
+  return end;
+}
+
 // Whether `text` starts a syslog header (<PRI>, "Mmm " or an ISO date): a daemon logging
 // through syslog (nginx's `error_log syslog:`, Apache's `ErrorLog syslog`).
 bool LooksLikeSyslog(absl::string_view text) {
@@ -1280,17 +1349,21 @@ absl::Status LineParser::ParseRaw(absl::string_view line, absl::Time reference, 
                                   ParsedLine* out) {
   out->message = line;
   // The stamp may be in brackets ("[2026-03-03 14:02:01] NOTICE[...]", Asterisk).
-  const absl::string_view text = !line.empty() && line[0] == '[' ? line.substr(1) : line;
-  if (text.size() < 14) return absl::OkStatus();  // "Mmm d hh:mm:ss", the shortest stamp
+  const bool bracketed = !line.empty() && line[0] == '[';
+  const absl::string_view text = bracketed ? line.substr(1) : line;
   absl::Time t;
   bool repeated = false;
   bool inferred = false;
   size_t end = 0;  // the stamp's length in `text`; 0: none
-  // The two shapes read into civil fields here, then into a time below.
+  // The shapes read into civil fields here, then into a time below.
   int year = 0, month = 0, day = 0, hour = 0, minute = 0, second = 0;
   bool fields = false;  // read into those
   bool may_have_offset = false;
-  if (absl::ascii_isdigit(text[0])) {
+  if (const size_t counted = ReadCountedStamp(text, bracketed, &t); counted > 0) {
+    end = counted;  // Unix seconds or TAI64N
+  } else if (text.size() < 14) {
+    return absl::OkStatus();  // "Mmm d hh:mm:ss", the shortest of the stamps below
+  } else if (absl::ascii_isdigit(text[0])) {
     // ISO 8601 "yyyy-mm-dd[T ]hh:mm:ss[.,fff][Z|+hh:mm]": exim, MySQL 5.7+, PostgreSQL, ...
     absl::StatusOr<size_t> iso = ParseRfc3339Near(text, &t, zone_, reference, &repeated);
     if (!iso.ok()) return absl::OkStatus();  // a stamp's shape, an impossible time: none
@@ -1319,6 +1392,15 @@ absl::Status LineParser::ParseRaw(absl::string_view line, absl::Time reference, 
           end = zone_end;
         }
       }
+    } else if (text[4] == '-' && text[7] == '-' && text[10] == ' ' && text[11] == ' ' &&
+               ReadDigits(text, 0, 4, &year) && ReadDigits(text, 5, 2, &month) &&
+               ReadDigits(text, 8, 2, &day) && ReadDigits(text, 12, 1, &hour) && text[13] == ':' &&
+               ReadDigits(text, 14, 2, &minute) && text[16] == ':' &&
+               ReadDigits(text, 17, 2, &second)) {
+      // MariaDB 10.x: "yyyy-mm-dd  h:mm:ss", a 1-digit hour space-padded (as MySQL's yymmdd
+      // below); no offset, so in the source's zone as the ISO stamp without one.
+      end = 19;
+      fields = true;
     } else if (ReadDigits(text, 0, 6, &yymmdd) && text[6] == ' ') {
       // MySQL before 5.6: "yymmdd hh:mm:ss", the hour space-padded ("260303  4:02:03").
       const bool padded = text[7] == ' ';

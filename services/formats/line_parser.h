@@ -42,19 +42,26 @@
 //                       in front. `pid` is P, `program` "apache"; local time; the time field
 //                       may also be ErrorLogFormat's %{cu}t ("[2026-03-03 14:02:01.123456]").
 //   raw                 the whole line. A service's own log (vsftpd, MySQL, PostgreSQL, exim,
-//                       dovecot's log_path, Asterisk, ...) starts with the server's time: a
-//                       leading stamp, in "[...]" or not, is the line's time:
+//                       dovecot's log_path, Asterisk, Squid, ...) starts with the server's
+//                       time: a leading stamp, in "[...]" or not, is the line's time:
 //                         "Tue Mar  3 14:02:01 2026"          ctime (vsftpd)
 //                         "2026-03-03 14:02:01[.,fff]"        ISO 8601, "T" or a space, with
 //                             an offset ("Z", "+01:00", "+0100") or, after a space, an offset
 //                             or a zone abbreviation (PostgreSQL's "UTC", "CEST": UTC, GMT or
 //                             one the parser's zone uses then; another is no zone)
+//                         "2015-10-07  8:25:38"               MariaDB 10.x, the hour padded
 //                         "260303 14:02:01", "260303  4:02:01"    MySQL before 5.6
 //                         "03/Mar/2026 14:02:01", "03-Mar-2026 14:02:01 +0100"  Kerio, Roundcube
 //                         "Mar  3 14:02:01"                   no year: see YearRule
+//                         "1386543323[.fff] "                 Unix seconds (Squid, portsentry,
+//                             "[1387288694] " nsd): exactly ten digits (2001-2286), UTC
+//                         "@400000004c91b044077a9e94 "        TAI64N (multilog, svlogd, s6-log),
+//                             lowercase hex, UTC as tai64nlocal reads it (TAI 10 s ahead)
+//                       the last two only before a space (in brackets: the "]"); the others,
 //                       without an offset, in the parser's zone. Any other start, or such a
-//                       stamp with an impossible value or running into a letter or digit,
-//                       gives no time (the line is still read: a raw line is never refused).
+//                       stamp with an impossible value, before 2000, or running into a letter
+//                       or digit, gives no time (the line is still read: a raw line is never
+//                       refused).
 //   decisions           the whole line; no time.
 //   json formats        services/formats/json_parser.h: the access-log records rendered as a
 //                       combined line from the client address on (so combined rules read

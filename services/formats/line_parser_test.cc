@@ -1069,6 +1069,31 @@ TEST(RawTest, ALeadingTimeStampIsTheLinesTime) {
        "2026-03-03T13:02:01Z"},
       // A stamp and nothing else.
       {"2026-03-03 14:02:01", "2026-03-03T14:02:01Z"},
+      // Unix seconds, with a fraction or not, in brackets or not: Squid's native access.log,
+      // portsentry, nsd.
+      {"1386543323.000      4 91.188.124.227 TCP_DENIED/403 4099 GET "
+       "http://www.proxy-listen.de/azenv.php - HIER_NONE/- text/html",
+       "2013-12-08T22:55:23Z"},
+      {"1772546521.118    120 203.0.113.41 TCP_DENIED/403 3722 GET http://198.51.100.71/ - "
+       "HIER_NONE/- text/html",
+       "2026-03-03T14:02:01.118Z"},
+      {"1403884279 - 06/27/2014 17:51:19 Host: 192.168.56.1/192.168.56.1 Port: 1 TCP Blocked",
+       "2014-06-27T15:51:19Z"},
+      {"[1387288694] nsd[7745]: info: ratelimit block example.com. type any target "
+       "192.0.2.0/24 query 192.0.2.105 TYPE255",
+       "2013-12-17T13:58:14Z"},
+      {"9999999999.999999999 x", "2286-11-20T17:46:39.999999999Z"},
+      // TAI64N (daemontools' multilog, runit's and s6's loggers, dovecot through them): the
+      // label less 2^62 and TAI's 10 s lead over UTC at 1970, as tai64nlocal reads it.
+      {"@400000004c91b044077a9e94 imap-login: Info: Aborted login (auth failed, 1 attempts): "
+       "user=<martin@example.com>, method=CRAM-MD5, rip=80.187.101.33, lip=80.254.129.240, TLS",
+       "2010-09-16T05:50:50.1254765Z"},
+      {"@400000004c91b0443b9ac9ff x", "2010-09-16T05:50:50.999999999Z"},
+      // MariaDB 10.x: the hour space-padded after two spaces.
+      {"2015-10-07  8:25:38 139817458968320 [Warning] Access denied for user 'root'@'192.0.2.7' "
+       "(using password: YES)",
+       "2015-10-07T08:25:38Z"},
+      {"2015-10-07 18:25:38 139817458968320 [Warning] Access denied", "2015-10-07T18:25:38Z"},
   };
   LineParser p(LogFormat::LOG_FORMAT_RAW);
   ExpectRawTimes(&p, cases, Utc("2026-06-01T00:00:00Z"));
@@ -1128,6 +1153,10 @@ TEST(RawTest, ZonelessTimesAreReadInTheSourcesZone) {
       {"2026-10-25 02:30:00.000 CET [1] x", "2026-10-25T01:30:00Z"},
       // An abbreviation the zone does not use is no zone: the time is read in the source's zone.
       {"2026-07-15 09:00:00 PDT [1] x", "2026-07-15T07:00:00Z"},
+      // MariaDB's padded hour is local as the ISO stamp is; Unix seconds and TAI64N are UTC.
+      {"2026-07-15  9:00:00 139817458968320 [Warning] x", "2026-07-15T07:00:00Z"},
+      {"1784106000 - x", "2026-07-15T09:00:00Z"},
+      {"@400000006a574c1a00000000 x", "2026-07-15T09:00:00Z"},
   };
   ExpectRawTimes(&p, cases, Utc("2026-11-01T00:00:00Z"));
   ParsedLine out;
@@ -1169,6 +1198,32 @@ TEST(RawTest, ALineWithoutAStampHasNoTime) {
            "hot path /a b",
            "1970-01-01 00:00:12 a clock never set: no time, not a line dropped",
            "Thu Jan  1 00:00:12 1970 x",
+           // Not Unix seconds: too few or too many digits, glued to a letter, a fraction of no
+           // or too many digits, a leading zero (before 2001), an unclosed bracket.
+           "12345 x",
+           "123456789 - 06/27/2014 17:51:19 Host: 192.0.2.1",
+           "12345678901 - 06/27/2014 17:51:19 Host: 192.0.2.1",
+           "1234567890x and more text",
+           "1386543323. 4 x TCP_DENIED/403",
+           "1386543323.0000000001 4 x TCP_DENIED/403",
+           "1386543323.000x 4 x TCP_DENIED/403",
+           "1386543323-000 4 x TCP_DENIED/403",
+           "0946684800 - a leading zero",
+           "[1387288694 nsd[7745]: info: x",
+           "1387288694] nsd[7745]: info: x",
+           // Not TAI64N: no hex, upper case, nanoseconds past 999999999, too short, glued, a
+           // label before 2000 or past TAI64's range.
+           "@4000zz004c91b044077a9e94 imap-login: x",
+           "@400000004C91B044077A9E94 imap-login: x",
+           "@400000004c91b0443b9aca00 imap-login: x",
+           "@400000004c91b044077a9e9 imap-login: x",
+           "@400000004c91b044077a9e94x imap-login: x",
+           "@400000002c91b044077a9e94 imap-login: x",
+           "@c00000004c91b044077a9e94 imap-login: x",
+           // MariaDB's padded hour out of range or glued.
+           "2015-10-07  8:65:38 139817458968320 [Warning] x",
+           "2015-10-07  8:25:381 [Warning] x",
+           "2015-10-07   8:25:38 [Warning] x",
            "",
        }) {
     SCOPED_TRACE(line);

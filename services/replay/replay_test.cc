@@ -533,6 +533,39 @@ TEST(ReplayTest, GapOfDaysKeepsLineTimes) {
   }
 }
 
+// A raw log whose lines start with Unix seconds (Squid's native access.log) is replayed at its
+// lines' times. Before, such a stamp was not read: the lines had no time and all counted at the
+// replay's clock, so five denials an hour apart (proxies' squid-access-denied: 5 in 10 minutes)
+// were one instant and a ban. Five 15 minutes apart (any 10 minutes hold one) make nothing; the
+// same five 10 s apart (all within 40 s) still make the rule fire.
+TEST(ReplayTest, SquidsUnixSecondsAreTheLinesTimes) {
+  const auto squid_lines = [](int spacing_seconds) {
+    std::vector<std::string> lines;
+    for (int i = 0; i < 5; ++i) {
+      lines.push_back(absl::StrCat(1386543323 + i * spacing_seconds,
+                                   ".000      4 91.188.124.227 TCP_DENIED/403 4099 GET "
+                                   "http://www.proxy-listen.de/azenv.php - HIER_NONE/- text/html"));
+    }
+    return lines;
+  };
+  for (uint32_t batch : {1u, 1000u}) {
+    SCOPED_TRACE(absl::StrCat("batch_lines ", batch));
+    absl::StatusOr<ReplaySummary> s = Replay(Pack("rules/proxies.textproto"),
+                                             palisade::v1::LOG_FORMAT_RAW, squid_lines(900), batch);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->lines, 5u);
+    EXPECT_EQ(s->detections, 0u);
+    EXPECT_TRUE(s->decisions.empty());
+    s = Replay(Pack("rules/proxies.textproto"), palisade::v1::LOG_FORMAT_RAW, squid_lines(10),
+               batch);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->detections, 1u);
+    ASSERT_EQ(s->decisions.size(), 1u);
+    EXPECT_EQ(s->decisions[0].target().value(), "91.188.124.227");
+    EXPECT_EQ(s->decisions[0].start().seconds(), 1386543363);  // the fifth line's time
+  }
+}
+
 // A line without a time (RFC 5424's "-") is counted at the clock's time but does not move the
 // clock: first in a log of last year, it set the replay's clock to today, where it stayed (the
 // lines after it are older), and every decision of the log was then stale on creation.
