@@ -617,6 +617,111 @@ TEST(ReplayTest, ALineDatedDaysAheadDoesNotMoveTheClock) {
   }
 }
 
+// A line dated hours ahead of the replay's clock (one host of a central log whose clock runs
+// fast) is counted at its own time and moves the clock only when the next timed line is that far
+// ahead too. Before, it moved the clock: the sweep at the jumped clock dropped the windows of the
+// failures before it (three failures, then the line, then two more: no detection), and the
+// 10-minute decision of five failures after it was stale on creation.
+TEST(ReplayTest, ALineDatedHoursAheadDoesNotMoveTheClock) {
+  const std::string ahead =
+      "<38>1 2025-06-01T20:00:00Z h2 sshd 1 - - Server listening on 0.0.0.0 port 22.";
+  auto failure = [](int i) {
+    return absl::StrCat("<38>1 2025-06-01T10:00:0", i,
+                        "Z h1 sshd 1 - - Failed password for root from 203.0.113.9 port ",
+                        100 + i, " ssh2");
+  };
+  const std::string listening =
+      "<38>1 2025-06-01T09:59:00Z h1 sshd 1 - - Server listening on 0.0.0.0 port 22.";
+  for (int before : {0, 3}) {
+    std::vector<std::string> lines = {listening};
+    for (int i = 0; i < 5; ++i) {
+      if (i == before) lines.push_back(ahead);
+      lines.push_back(failure(i));
+    }
+    for (uint32_t batch : {1u, 1000u}) {
+      SCOPED_TRACE(absl::StrCat(before, " failures before it, batch_lines ", batch));
+      absl::StatusOr<ReplaySummary> s =
+          Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG5424, lines, batch);
+      ASSERT_TRUE(s.ok()) << s.status();
+      EXPECT_EQ(s->clamped, 0u);
+      EXPECT_TRUE(s->stale.empty());
+      ASSERT_EQ(s->decisions.size(), 1u);
+      EXPECT_EQ(s->decisions[0].start().seconds(), 1748772004);  // 2025-06-01T10:00:04Z
+    }
+  }
+}
+
+// After a silence of hours the log moves on. A log of one host moves the clock with each line,
+// as before; a line of another host is counted at its own time, and the clock waits for a second
+// host (or ten minutes of the first's). Either way the attacks are decided at their own times.
+TEST(ReplayTest, AfterASilenceOfHoursTheLogMovesTheClock) {
+  std::vector<std::string> lines = {
+      "<38>1 2025-06-01T08:00:00Z h1 sshd 1 - - Server listening on 0.0.0.0 port 22."};
+  for (int i = 0; i < 5; ++i) {
+    lines.push_back(absl::StrCat("<38>1 2025-06-01T11:00:0", i,
+                                 "Z h1 sshd 1 - - Failed password for root from 203.0.113.9 port ",
+                                 100 + i, " ssh2"));
+  }
+  // And a second attack an hour later, after another silence, logged by another host.
+  for (int i = 0; i < 5; ++i) {
+    lines.push_back(absl::StrCat("<38>1 2025-06-01T12:00:0", i,
+                                 "Z h2 sshd 1 - - Failed password for root from 203.0.113.10 "
+                                 "port ",
+                                 100 + i, " ssh2"));
+  }
+  for (uint32_t batch : {1u, 1000u}) {
+    SCOPED_TRACE(absl::StrCat("batch_lines ", batch));
+    absl::StatusOr<ReplaySummary> s =
+        Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG5424, lines, batch);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->clamped, 0u);
+    EXPECT_TRUE(s->stale.empty());
+    ASSERT_EQ(s->decisions.size(), 2u);
+    EXPECT_EQ(s->decisions[0].start().seconds(), 1748775604);  // 2025-06-01T11:00:04Z
+    EXPECT_EQ(s->decisions[1].start().seconds(), 1748779204);  // 2025-06-01T12:00:04Z
+  }
+}
+
+// What moves the clock past held lines: a line of another host that far ahead too, or one of the
+// held host's own more than ten minutes of its time after its first. Seen through five failures
+// logged at 10:00 by the host whose line last moved the clock: their 1-hour decision is stale
+// when the clock stands past 11:00:04, and made when it still stands at 09:00.
+TEST(ReplayTest, HeldLinesMoveTheClockWhenAnotherHostOrTenMinutesOfTheirsAgree) {
+  auto line = [](absl::string_view time, absl::string_view host) {
+    return absl::StrCat("<38>1 2025-06-01T", time, "Z ", host,
+                        " sshd 1 - - Server listening on 0.0.0.0 port 22.");
+  };
+  struct Case {
+    std::vector<std::string> ahead;
+    bool moved;
+  };
+  const std::vector<Case> cases = {
+      {{line("12:00:00", "h2")}, false},
+      {{line("12:00:00", "h2"), line("12:00:01", "h3")}, true},
+      {{line("12:00:00", "h2"), line("12:05:00", "h2")}, false},
+      {{line("12:00:00", "h2"), line("12:05:00", "h2"), line("12:10:01", "h2")}, true},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> lines = {line("09:00:00", "h1")};
+    lines.insert(lines.end(), c.ahead.begin(), c.ahead.end());
+    for (int i = 0; i < 5; ++i) {
+      lines.push_back(absl::StrCat("<38>1 2025-06-01T10:00:0", i,
+                                   "Z h1 sshd 1 - - Failed password for root from 203.0.113.9 "
+                                   "port ",
+                                   100 + i, " ssh2"));
+    }
+    for (uint32_t batch : {1u, 1000u}) {
+      SCOPED_TRACE(absl::StrCat(c.ahead.back(), ", batch_lines ", batch));
+      absl::StatusOr<ReplaySummary> s =
+          Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG5424, lines, batch);
+      ASSERT_TRUE(s.ok()) << s.status();
+      EXPECT_EQ(s->detections, 1u);
+      EXPECT_EQ(s->stale.size(), c.moved ? 1u : 0u);
+      EXPECT_EQ(s->decisions.size(), c.moved ? 0u : 1u);
+    }
+  }
+}
+
 // The same in RFC 3164, whose times have no year: the failures after a 2099 line take theirs
 // from the line before it (they were read in 2098 or 2099, and their decision was stale).
 TEST(ReplayTest, ALineDatedDaysAheadIsNoYearReference) {
