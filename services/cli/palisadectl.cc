@@ -1188,6 +1188,17 @@ int ReplayFiles(const std::vector<std::string>& files) {
   const std::string unparsed =
       absl::StrCat("replay: none of the ", summary->lines, " lines parsed as ",
                    FormatName(*format), " (--format)");
+  // Lines without a time replay at the clock: a log of them is one instant, and its windows
+  // fill as no daemon reading it live would see them. Said on stderr, as the counts in --json.
+  if (summary->untimed > 0 && !none_parsed) {
+    std::fprintf(stderr,
+                 "replay: %llu of %llu lines carry no time %s reads (their stamp's shape is not "
+                 "one services/formats/line_parser.h lists): each is counted at the latest line "
+                 "time before it\n",
+                 static_cast<unsigned long long>(summary->untimed),
+                 static_cast<unsigned long long>(summary->lines),
+                 std::string(FormatName(*format)).c_str());
+  }
   if (json) {
     // One decision per line; a stale one (would already have been over) is not active and has
     // no id. The counts go to stderr: stdout holds decisions only.

@@ -182,6 +182,11 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
                                 "before 2000, impossible ones (a field or offset out of range, "
                                 "a fraction past nanoseconds, bad event_time nanos) rejected.")
                           .Register(registry)),
+      untimed_family_(prometheus::BuildCounter()
+                          .Name("palisade_ingest_lines_untimed_total")
+                          .Help("Lines with no time of their own (no stamp their format reads, "
+                                "no event_time): counted at the clock's now.")
+                          .Register(registry)),
       matches_family_(prometheus::BuildCounter()
                           .Name("palisade_engine_rule_matches_total")
                           .Help("Lines a rule matched and counted, by rule.")
@@ -353,7 +358,7 @@ Pipeline::SourceMetrics& Pipeline::SourceMetricsFor(const std::string& source, L
                                      {"format", std::string(FormatName(format))}};
   SourceMetrics m{&received_family_.Add(labels), &malformed_family_.Add(labels),
                   &truncated_family_.Add(labels), &sanitized_family_.Add(labels),
-                  &clamped_family_.Add(labels)};
+                  &clamped_family_.Add(labels), &untimed_family_.Add(labels)};
   return source_metrics_.emplace(std::move(key), m).first->second;
 }
 
@@ -852,6 +857,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         when = *t;
         timed = true;
       }
+      if (!timed) ack.set_untimed(ack.untimed() + 1);
       // Absurd times: from the future (clock skew, forged lines) are clamped to now; from
       // before 2000 are rejected. Either is no reference for the year of the next yearless line
       // (one sender with its clock in 2099 would have set every later line's), nor is a line's
@@ -935,6 +941,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     if (ack.truncated() > 0) sm->truncated->Increment(ack.truncated());
     if (ack.sanitized() > 0) sm->sanitized->Increment(ack.sanitized());
     if (ack.clamped() > 0) sm->clamped->Increment(ack.clamped());
+    if (ack.untimed() > 0) sm->untimed->Increment(ack.untimed());
     // The daemon decides the batch here (replay has, line by line); decision lines fed back
     // count in the metrics below.
     decide();

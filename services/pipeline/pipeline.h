@@ -289,6 +289,7 @@ class Pipeline {
     prometheus::Counter* truncated;
     prometheus::Counter* sanitized;
     prometheus::Counter* clamped;
+    prometheus::Counter* untimed;
   };
   // A batch's source is written by whoever ships: as a metric label it is bounded (see
   // kMaxSourceLabels in pipeline.cc), overflowing into source="other", which is counted.
@@ -434,6 +435,7 @@ class Pipeline {
   prometheus::Family<prometheus::Counter>& truncated_family_;
   prometheus::Family<prometheus::Counter>& sanitized_family_;
   prometheus::Family<prometheus::Counter>& clamped_family_;
+  prometheus::Family<prometheus::Counter>& untimed_family_;
   prometheus::Family<prometheus::Counter>& matches_family_;
   prometheus::Family<prometheus::Counter>& detections_family_;
   prometheus::Family<prometheus::Counter>& decisions_family_;

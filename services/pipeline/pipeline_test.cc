@@ -825,6 +825,26 @@ TEST_F(PipelineTest, ImpossibleTimesAreMalformedAndCounted) {
   EXPECT_EQ(CounterValue(registry_, "palisade_ingest_lines_malformed_total"), 5);
 }
 
+// A line with no time of its own (a raw line without a stamp the parser reads, RFC 5424's "-",
+// and no event_time) is counted at the clock: told in the ack and a metric, so that an operator
+// whose log replays as one instant sees why. A line with a stamp, or an event_time, is not.
+TEST_F(PipelineTest, LinesWithoutATimeOfTheirOwnAreCounted) {
+  LogBatch batch;
+  batch.set_format(LogFormat::LOG_FORMAT_RAW);
+  batch.set_source("app");
+  batch.add_records()->set_line("order 12345 refused for 203.0.113.7");
+  batch.add_records()->set_line("2026-03-03T14:02:01Z order 12346 refused for 203.0.113.7");
+  auto* timed = batch.add_records();
+  timed->set_line("order 12347 refused for 203.0.113.7");
+  *timed->mutable_event_time() = ToProtoTime(clock_.TimeNow());
+  batch.add_records()->set_line("@4000zz order 12348 refused for 203.0.113.7");
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline_.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->accepted(), 4u);
+  EXPECT_EQ(ack->untimed(), 2u);
+  EXPECT_EQ(CounterValue(registry_, "palisade_ingest_lines_untimed_total"), 2);
+}
+
 TEST(Utf8Test, Validity) {
   EXPECT_TRUE(IsValidUtf8("plain ascii"));
   EXPECT_TRUE(IsValidUtf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80"));

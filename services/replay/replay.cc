@@ -133,6 +133,7 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
     summary.malformed += ack->malformed();
     summary.truncated += ack->truncated();
     summary.clamped += ack->clamped();
+    summary.untimed += ack->untimed();
     summary.matched += ack->matched();
     summary.detections += ack->detections();
     return absl::OkStatus();

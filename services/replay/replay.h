@@ -65,6 +65,9 @@ struct ReplaySummary {
   // clock, as palisaded counts them at its now; see the header) or before 2000 (refused, and
   // counted in `malformed` too).
   uint64_t clamped = 0;
+  // Lines with no time of their own (no stamp their format reads): counted at the replay's
+  // clock, the latest line time before them (BatchAck.untimed).
+  uint64_t untimed = 0;
   uint64_t matched = 0;
   uint64_t detections = 0;
   std::map<std::string, uint64_t> matches_per_rule;

@@ -554,6 +554,7 @@ TEST(ReplayTest, SquidsUnixSecondsAreTheLinesTimes) {
                                              palisade::v1::LOG_FORMAT_RAW, squid_lines(900), batch);
     ASSERT_TRUE(s.ok()) << s.status();
     EXPECT_EQ(s->lines, 5u);
+    EXPECT_EQ(s->untimed, 0u);
     EXPECT_EQ(s->detections, 0u);
     EXPECT_TRUE(s->decisions.empty());
     s = Replay(Pack("rules/proxies.textproto"), palisade::v1::LOG_FORMAT_RAW, squid_lines(10),
@@ -581,6 +582,7 @@ TEST(ReplayTest, ALineWithoutATimeDoesNotMoveTheClock) {
         Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG5424, lines, batch);
     ASSERT_TRUE(s.ok()) << s.status();
     EXPECT_EQ(s->malformed, 0u) << "batch_lines " << batch;
+    EXPECT_EQ(s->untimed, 1u) << "batch_lines " << batch;  // told (palisadectl replay says so)
     EXPECT_EQ(s->detections, 1u) << "batch_lines " << batch;
     EXPECT_TRUE(s->stale.empty()) << "batch_lines " << batch;
     ASSERT_EQ(s->decisions.size(), 1u) << "batch_lines " << batch;
