@@ -24,9 +24,7 @@ std::string RuleSetVersion(const RuleSet& rules) {
     // Length-prefixed, so no two different sets of rules concatenate to the same bytes.
     absl::StrAppend(&all, one.size(), ":", one);
   }
-  // The routing too: nodes that route one key to different partitions must not share a cluster
-  // (a rolling upgrade of PartitionKeyOf), and the version gate is what keeps them apart.
-  return absl::StrCat(Fingerprint(all), "+", kPartitionRouting);
+  return Fingerprint(all);
 }
 
 MatchRouter::MatchRouter(MatchPublisher& publisher, MatchRouterOptions options)

@@ -29,14 +29,9 @@
 namespace palisade::cluster {
 
 // A rule set's version as the cluster compares them: "sha256:" + 16 hex characters of the
-// SHA-256 over every compiled rule's definition (deterministically serialised, in load order),
-// then "+" and the match routing (kPartitionRouting, match_stream.h), e.g.
-// "sha256:0123456789abcdef+route:v6/48". Two nodes that loaded the same packs and route alike
-// have the same version; any change to a rule changes it, and so does a build that routes keys
-// to other partitions: during a rolling upgrade of the routing the gate (partition_counter.h)
-// keeps the nodes of the other routing from owning partitions, and owners refuse their
-// matches, as for a rule change. (The CIDR sets a deployment defines for conditions are
-// configuration, not part of it.)
+// SHA-256 over every compiled rule's definition (deterministically serialised, in load order).
+// Two nodes that loaded the same packs have the same version; any change to a rule changes it.
+// (The CIDR sets a deployment defines for conditions are configuration, not part of it.)
 std::string RuleSetVersion(const RuleSet& rules);
 
 struct MatchRouterOptions {

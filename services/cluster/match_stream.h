@@ -68,13 +68,11 @@ uint32_t PartitionOf(absl::string_view key, uint32_t partitions);
 // than the fold prefix: the fold is 48 or 64 by config and every /64 lies in its /48, so the
 // routing holds whichever the nodes use and does not depend on config. The cost: all of one
 // /48's matches land on one partition, so a flood from one /48 loads one owner, as one IPv4
-// address's does. Changing this moves keys between partitions: kPartitionRouting names it.
+// address's does. In a rolling upgrade from a build that routed an IPv6 address by itself,
+// the owner refuses (as of another partition) the matches a node of the other build sent
+// elsewhere than this routing would: the rest, IPv4 keys among them, count as before. The
+// rule set gate is not used for this: it would refuse every match of the other build's nodes.
 std::string PartitionKeyOf(absl::string_view key);
-
-// The name of PartitionKeyOf's routing, carried in RuleSetVersion (match_router.h): nodes that
-// route differently send one key's matches to different owners, so they must not share a
-// cluster; the rule set gate keeps them apart. Change it whenever PartitionKeyOf changes.
-inline constexpr absl::string_view kPartitionRouting = "route:v6/48";
 
 struct MatchPublisherOptions {
   std::string node_id;

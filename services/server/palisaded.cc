@@ -745,7 +745,23 @@ int Run() {
     prometheus::Counter& published_counter = published_family.Add({{"result", "published"}});
     prometheus::Counter& dropped_counter = published_family.Add({{"result", "dropped"}});
     auto seen = std::make_shared<std::pair<uint64_t, uint64_t>>(0, 0);  // published, dropped
-    co.poll = [&, poll_log, seen] {
+    // What this node's partitions read: a refused match is not read again (another rule set
+    // version, e.g. a node not reloaded yet; or unreadable, of another partition, a bad key).
+    auto& taken_family = prometheus::BuildCounter()
+                             .Name("palisade_cluster_matches_taken_total")
+                             .Help("Matches this node's partitions read, by result (counted, "
+                                   "a take-over's replay included; refused_version: of another "
+                                   "rule set; refused_invalid: "
+                                   "unreadable, of an unknown rule or another partition, a bad "
+                                   "key). A refused match is not counted later.")
+                             .Register(*registry);
+    prometheus::Counter& counted_counter = taken_family.Add({{"result", "counted"}});
+    prometheus::Counter& refused_version_counter =
+        taken_family.Add({{"result", "refused_version"}});
+    prometheus::Counter& refused_invalid_counter =
+        taken_family.Add({{"result", "refused_invalid"}});
+    auto taken = std::make_shared<cluster::PartitionCounter::Stats>();
+    co.poll = [&, poll_log, seen, taken] {
       if (match_publisher != nullptr) {
         queued_gauge.Set(static_cast<double>(match_publisher->queued_bytes()));
         const uint64_t published = match_publisher->published();
@@ -759,6 +775,13 @@ int Run() {
             absl::StrCat("cluster: counting partitions: ", polled.status().message()));
         if (!line.empty()) Log(line);
       }
+      const cluster::PartitionCounter::Stats now = partition_counter->stats();
+      counted_counter.Increment(static_cast<double>(now.counted - taken->counted));
+      refused_version_counter.Increment(
+          static_cast<double>(now.refused_version - taken->refused_version));
+      refused_invalid_counter.Increment(
+          static_cast<double>(now.refused_invalid - taken->refused_invalid));
+      *taken = now;
     };
     co.writer_started = [&] {
       // The cluster's rules are the writer's: a node with others owns no partition.

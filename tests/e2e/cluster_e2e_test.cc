@@ -344,6 +344,21 @@ TEST_F(ClusterE2eTest, ABanAddedOnAnyNodeIsEverywhereAndTheEdgeStaysExactWhenThe
   ASSERT_TRUE(WaitFor([&] { return !(rotation = ActiveIdOf(writer, range)).empty(); }, kLong))
       << "the IPv6 rotation was not detected as its /64";
   EXPECT_TRUE(WaitFor([&] { return AccessRules().count(range) == 1; }, kLong));
+  // The owners say what their partitions read: every match counted (at least the split's three
+  // and the rotation's three), none refused.
+  auto taken = [&](const std::string& result) {
+    double sum = 0;
+    for (const auto& node : nodes_) {
+      absl::StatusOr<std::string> metrics = HttpGet(node->metrics_port(), "/metrics");
+      if (!metrics.ok()) return -1.0;
+      sum += MetricValue(*metrics, "palisade_cluster_matches_taken_total",
+                         {absl::StrCat("result=\"", result, "\"")});
+    }
+    return sum;
+  };
+  EXPECT_TRUE(WaitFor([&] { return taken("counted") >= 6; }, kLong)) << taken("counted");
+  EXPECT_EQ(taken("refused_version"), 0);
+  EXPECT_EQ(taken("refused_invalid"), 0);
 
   // Bans from both other nodes, the writer killed with SIGKILL half-way.
   std::set<std::string> ips = {"203.0.113.1", "198.51.100.7", "203.0.113.100", "203.0.113.150",
