@@ -646,20 +646,6 @@ void Pipeline::Prematch(LineBatch* batch) const {
   prematch_walk();
 }
 
-namespace {
-
-// The host that wrote a line, for replay's clock (PipelineOptions::clamp_future): a syslog
-// line's HOSTNAME (cut at 255 bytes, past any host name's length); nothing for the other
-// formats, whose `host` is a client or a virtual host, or which name none.
-absl::string_view WriterOf(palisade::v1::LogFormat format, const ParsedLine& parsed) {
-  if (format != palisade::v1::LOG_FORMAT_SYSLOG && format != palisade::v1::LOG_FORMAT_SYSLOG5424) {
-    return absl::string_view();
-  }
-  return parsed.host.substr(0, 255);
-}
-
-}  // namespace
-
 template <typename Batch>
 absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   if (batch.format() == palisade::v1::LOG_FORMAT_UNSPECIFIED ||
@@ -682,7 +668,6 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   // times, exact arithmetic).
   const absl::Time stale_before = now - absl::Hours(24 * 30);
   absl::Time future_after = now + kFutureHorizon;
-  absl::Time jump_after = now + kClockJump;  // replay's (clamp_future)
   const absl::Time too_old = absl::FromUnixSeconds(946'684'800);  // before 2000
   BatchAck ack;
   ack.set_sequence(batch.sequence());
@@ -865,24 +850,10 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       // sets the clock is not clamped: the first, or the second of two in a row that far ahead
       // (the log moved on after a silence; see PipelineOptions::clamp_future).
       bool sets_clock = false;
-      bool held = false;  // replay: counted at its own time, but it does not move the clock
       if (line_by_line && timed) {
-        const bool far = options_.clamp_future && when > future_after;
-        sets_clock = !line_clock_started_ || (held_ahead_ && far);
-        held_ahead_ = !sets_clock && far;
-        // Nearer, a line more than kClockJump ahead from a host other than the one whose line
-        // last moved the clock is held until another host's line, or its own host's more than
-        // kClockJump of its time later, is that far ahead too (PipelineOptions::clamp_future).
-        if (!sets_clock && !far && options_.clamp_future && when > jump_after &&
-            WriterOf(batch.format(), parsed) != clock_host_) {
-          const absl::string_view writer = WriterOf(batch.format(), parsed);
-          held = !(jump_held_ && (writer != jump_host_ || when > jump_since_ + kClockJump));
-          if (held && !jump_held_) {
-            jump_host_.assign(writer.data(), writer.size());
-            jump_since_ = when;
-          }
-        }
-        jump_held_ = held;
+        sets_clock = !line_clock_started_ ||
+                     (held_ahead_ && options_.clamp_future && when > future_after);
+        held_ahead_ = !sets_clock && options_.clamp_future && when > future_after;
       }
       if (options_.clamp_future && when > future_after && !sets_clock) {
         when = now;
@@ -896,16 +867,11 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
                  (sets_clock || !(options_.clamp_future && *parsed.time > future_after))) {
         previous = *parsed.time;
       }
-      if (line_by_line && timed && !held && when > latest) {
+      if (line_by_line && timed && when > latest) {
         options_.advance_clock(when);
         line_clock_started_ = true;
-        if (const absl::string_view writer = WriterOf(batch.format(), parsed);
-            writer != clock_host_) {
-          clock_host_.assign(writer.data(), writer.size());
-        }
         now = clock_.TimeNow();
         future_after = now + kFutureHorizon;
-        jump_after = now + kClockJump;
         // The first line at or past the next sweep is the latest so far (an earlier line past
         // it would have swept), so `when` is the clock.
         if (when >= next_line_sweep_) {
@@ -913,7 +879,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
           next_line_sweep_ = when + options_.sweep_in_line_time;
         }
       }
-      if ((timed && !held) || !line_by_line) latest = std::max(latest, when);
+      if (timed || !line_by_line) latest = std::max(latest, when);
       const PrematchedLine* candidates =
           batch.prematched(record, rules_in_use, &prematched) ? &prematched : nullptr;
       LineResult r;

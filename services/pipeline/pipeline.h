@@ -85,14 +85,7 @@ struct PipelineOptions {
   // them; but the first timed line sets the clock whatever its time (a log from the future
   // replays as written), and so does the second of two timed lines in a row that are both that
   // far ahead (a log silent for more than a day: its first line after the silence is counted at
-  // the clock, the next ones at their own times). Nearer than that, with advance_clock, a
-  // syslog line more than kClockJump ahead from a host (ParsedLine::host) other than that of the
-  // line that last moved the clock is counted at its own time but does not move the clock until
-  // a line of another host, or of its own more than kClockJump of its time later, is that far
-  // ahead too: one line from a host whose clock runs hours fast would otherwise sweep the
-  // windows of every other host's attacks and make the decisions after it stale. A log of one
-  // host, and the other formats (whose `host` is no writer), move the clock as before; a central
-  // log moves it one line late after a silence. False: never (tests of the rest).
+  // the clock, the next ones at their own times). False: never (tests of the rest).
   bool clamp_future = true;
   // The zone of the times that carry no UTC offset (RFC 3164, combined logs without one): per
   // batch source, else `time_zone`. The daemon defaults it to the host's local zone. A source
@@ -130,9 +123,6 @@ struct PipelineOptions {
 
 // How far ahead of the clock a line's time may be before clamp_future moves it to the clock.
 inline constexpr absl::Duration kFutureHorizon = absl::Hours(24);
-// How far ahead of replay's clock a line of another host may move it alone
-// (PipelineOptions::clamp_future): a central log's hosts write within seconds of each other.
-inline constexpr absl::Duration kClockJump = absl::Minutes(10);
 
 // RFC 3629 UTF-8 validity (no overlongs, surrogates or code points past U+10FFFF).
 bool IsValidUtf8(absl::string_view s);
@@ -383,13 +373,6 @@ class Pipeline {
   // PipelineOptions::clamp_future).
   bool line_clock_started_ = false;
   bool held_ahead_ = false;
-  // And for lines more than kClockJump ahead: the host of the line that last moved the clock;
-  // whether the previous timed line was held, and the host and time of the first of the run of
-  // held lines it ends (hosts cut at 255 bytes).
-  std::string clock_host_;
-  bool jump_held_ = false;
-  std::string jump_host_;
-  absl::Time jump_since_;
 
   // Readers: batches (and sweeps, snapshots). Writer: a rule swap.
   mutable absl::Mutex rules_mu_;

@@ -16,11 +16,8 @@
 // so one line from a host whose clock runs days or decades ahead does not make every later
 // decision stale. The second such line in a row is taken as the log moving on after a silence:
 // it sets the clock (the first line after a silence of more than a day is counted at the clock).
-// A line less than a day ahead is counted at its own time and moves the clock, but a syslog
-// line more than ten minutes ahead from a host other than the one whose line last moved it
-// moves it only once another host (or ten minutes of its own host's time) agrees: one host of
-// a central log whose clock runs hours fast does not sweep the other hosts' windows
-// (PipelineOptions::clamp_future); a host that writes alone for ten minutes still moves it.
+// A line less than a day ahead moves the clock as any other: a replay cannot tell it from the
+// log's own time, where the daemon's clock would not have followed it.
 //
 // Lines go to the pipeline as views into one buffer per batch, the file read straight into it
 // (LineSource::NextBatch: no copy, string or protobuf record per line), and matching runs on
