@@ -319,7 +319,9 @@ size_t ReadCountedStamp(absl::string_view text, bool bracketed, absl::Time* out)
     }
     // A label is 2^62 + TAI seconds since 1970. libtai's convention has TAI 10 s ahead of UTC at
     // that epoch (the leap seconds since not counted): the writers put 2^62 + 10 + the Unix time
-    // in it, and tai64nlocal takes the same off, as here. Below that is before 1970; past year
+    // in it (daemontools' multilog, runit's svlogd), and tai64nlocal takes the same off, as here;
+    // s6-log may count the leap seconds since 1972 too (skalibs' TAI), and so read up to 27 s
+    // late here, nothing to windows of minutes. Below that is before 1970; past year
     // 9999 is a time no other stamp can write (and from 2^63 a label TAI64 reserves).
     constexpr uint64_t kLabelOfUnixZero = (uint64_t{1} << 62) + 10;
     constexpr uint64_t kUnixSecondsOfYear10000 = 253'402'300'800;
@@ -1392,7 +1394,8 @@ absl::Status LineParser::ParseRaw(absl::string_view line, absl::Time reference, 
           end = zone_end;
         }
       }
-    } else if (text[4] == '-' && text[7] == '-' && text[10] == ' ' && text[11] == ' ' &&
+    } else if (text.size() >= 19 && text[4] == '-' && text[7] == '-' && text[10] == ' ' &&
+               text[11] == ' ' &&
                ReadDigits(text, 0, 4, &year) && ReadDigits(text, 5, 2, &month) &&
                ReadDigits(text, 8, 2, &day) && ReadDigits(text, 12, 1, &hour) && text[13] == ':' &&
                ReadDigits(text, 14, 2, &minute) && text[16] == ':' &&

@@ -56,7 +56,8 @@
 //                         "1386543323[.fff] "                 Unix seconds (Squid, portsentry,
 //                             "[1387288694] " nsd): exactly ten digits (2001-2286), UTC
 //                         "@400000004c91b044077a9e94 "        TAI64N (multilog, svlogd, s6-log),
-//                             lowercase hex, UTC as tai64nlocal reads it (TAI 10 s ahead)
+//                             lowercase hex, UTC as tai64nlocal reads it (TAI 10 s ahead;
+//                             s6-log's may read up to 27 s late)
 //                       the last two only before a space (in brackets: the "]"); the others,
 //                       without an offset, in the parser's zone. Any other start, or such a
 //                       stamp with an impossible value, before 2000, or running into a letter
