@@ -28,6 +28,10 @@ cp services/feeds/testdata/* "$work/feed_parser_fuzz/"
   >"$work/logpush_body_fuzz/check"
 head -200 tests/testdata/sample_auth.log | split -l 1 - "$work/line_parser_fuzz/auth"
 head -200 tests/testdata/sample_access.log | split -l 1 - "$work/line_parser_fuzz/access"
+# The packs' test logs: every format's lines, raw services' own stamps among them.
+grep -hv '^#' rules/testlogs/*.log | split -a 4 -l 1 - "$work/line_parser_fuzz/pack"
+printf '2015-10-07  8:25:38 0 [Warning] Access denied\n@400000004c91b044077a9e94 x\n1386543323.000 x\n' \
+  | split -l 1 - "$work/line_parser_fuzz/stamp"
 cp rules/*.textproto tests/e2e/testdata/*.textproto "$work/rule_pack_fuzz/"
 # SetDfa against RE2::Set: an anchoring byte, patterns, and a line for them to read.
 printf '\001Failed password for (?:invalid user )?\\S+ from (?P<ip>[0-9.]+) port \\d+ ssh2$\n(?i)^invalid user .* from [0-9.]+\nFailed password for root from 192.0.2.7 port 22 ssh2' \
