@@ -1192,9 +1192,9 @@ int ReplayFiles(const std::vector<std::string>& files) {
   // fill as no daemon reading it live would see them. Said on stderr, as the counts in --json.
   if (summary->untimed > 0 && !none_parsed) {
     std::fprintf(stderr,
-                 "replay: %llu of %llu lines carry no time %s reads (their stamp's shape is not "
-                 "one services/formats/line_parser.h lists): each is counted at the latest line "
-                 "time before it\n",
+                 "replay: %llu of %llu lines had no time of their own in format %s (no stamp "
+                 "of a shape it reads): each was counted at the latest line time before it, or "
+                 "at the replay's start before the first timed line\n",
                  static_cast<unsigned long long>(summary->untimed),
                  static_cast<unsigned long long>(summary->lines),
                  std::string(FormatName(*format)).c_str());

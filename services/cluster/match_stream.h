@@ -69,9 +69,10 @@ uint32_t PartitionOf(absl::string_view key, uint32_t partitions);
 // routing holds whichever the nodes use and does not depend on config. The cost: all of one
 // /48's matches land on one partition, so a flood from one /48 loads one owner, as one IPv4
 // address's does. In a rolling upgrade from a build that routed an IPv6 address by itself,
-// the owner refuses (as of another partition) the matches a node of the other build sent
-// elsewhere than this routing would: the rest, IPv4 keys among them, count as before. The
-// rule set gate is not used for this: it would refuse every match of the other build's nodes.
+// an owner of either build refuses (as of another partition) the IPv6 matches a node of the
+// other sent elsewhere than its own routing would; IPv4 keys count as before. The rule set gate
+// is not used for this: it would refuse every match of the other build's nodes. (PeerLimitKey,
+// common/ip.h, is close but takes an embedding address's IPv4 text: a key is routed by its own.)
 std::string PartitionKeyOf(absl::string_view key);
 
 struct MatchPublisherOptions {

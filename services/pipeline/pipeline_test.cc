@@ -843,6 +843,20 @@ TEST_F(PipelineTest, LinesWithoutATimeOfTheirOwnAreCounted) {
   EXPECT_EQ(ack->accepted(), 4u);
   EXPECT_EQ(ack->untimed(), 2u);
   EXPECT_EQ(CounterValue(registry_, "palisade_ingest_lines_untimed_total"), 2);
+  // A malformed line, and one dated days ahead (clamped to the clock: it had a time), are not.
+  LogBatch syslog;
+  syslog.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  syslog.set_source("auth");
+  syslog.add_records()->set_line("not a syslog line");
+  syslog.add_records()->set_line(absl::StrCat(
+      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", clock_.TimeNow() + absl::Hours(24 * 3),
+                       absl::UTCTimeZone()),
+      " web-1 sshd[1]: Server listening on 0.0.0.0 port 22."));
+  ack = pipeline_.ProcessBatch(syslog);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->malformed(), 1u);
+  EXPECT_EQ(ack->clamped(), 1u);
+  EXPECT_EQ(ack->untimed(), 0u);
 }
 
 TEST(Utf8Test, Validity) {

@@ -63,7 +63,8 @@ struct ReplaySummary {
   // counted in `malformed` too).
   uint64_t clamped = 0;
   // Lines with no time of their own (no stamp their format reads): counted at the replay's
-  // clock, the latest line time before them (BatchAck.untimed).
+  // clock, the latest line time before them or, before the first timed line, the replay's start
+  // (BatchAck.untimed).
   uint64_t untimed = 0;
   uint64_t matched = 0;
   uint64_t detections = 0;

@@ -535,7 +535,7 @@ TEST(ReplayTest, GapOfDaysKeepsLineTimes) {
 
 // A raw log whose lines start with Unix seconds (Squid's native access.log) is replayed at its
 // lines' times. Before, such a stamp was not read: the lines had no time and all counted at the
-// replay's clock, so five denials an hour apart (proxies' squid-access-denied: 5 in 10 minutes)
+// replay's clock, so five denials 15 minutes apart (proxies' squid-access-denied: 5 in 10 minutes)
 // were one instant and a ban. Five 15 minutes apart (any 10 minutes hold one) make nothing; the
 // same five 10 s apart (all within 40 s) still make the rule fire.
 TEST(ReplayTest, SquidsUnixSecondsAreTheLinesTimes) {

@@ -89,11 +89,16 @@ grep -q "replayed 2 lines (1 malformed, 0 cut, 1 matched)" "$work/err" \
 printf 'order 1 refused\n2026-03-03T12:00:00Z order 2 refused\n' >"$work/untimed.log"
 "$ctl" replay "$work/untimed.log" --rules_dir="$src/rules" --format=raw >"$work/out" \
   2>"$work/err" || fail "replay of a raw log failed: $(cat "$work/err")"
-grep -q "replay: 1 of 2 lines carry no time raw reads" "$work/err" \
+grep -q "replay: 1 of 2 lines had no time of their own in format raw" "$work/err" \
   || fail "untimed lines were not told: $(cat "$work/err")"
+"$ctl" replay "$work/untimed.log" --rules_dir="$src/rules" --format=raw --json >"$work/out" \
+  2>"$work/err" || fail "replay --json of a raw log failed: $(cat "$work/err")"
+grep -q "replay: 1 of 2 lines had no time of their own in format raw" "$work/err" \
+  || fail "--json: untimed lines were not told: $(cat "$work/err")"
+[ ! -s "$work/out" ] || fail "--json printed more than the decisions: $(cat "$work/out")"
 "$ctl" replay "$work/some_bad.log" --rules_dir="$src/rules" --time_zone=UTC >"$work/out" \
   2>"$work/err" || fail "$(cat "$work/err")"
-grep -q "carry no time" "$work/err" && fail "timed lines were told as untimed: $(cat "$work/err")"
+grep -q "had no time of their own" "$work/err" && fail "timed lines were told as untimed: $(cat "$work/err")"
 printf 'not syslog\nnor this\n' >"$work/all_bad.log"
 for mode in --json --nojson; do
   "$ctl" replay "$work/all_bad.log" --rules_dir="$src/rules" "$mode" >"$work/out" 2>"$work/err" \
