@@ -481,13 +481,13 @@ class Engine {
     // without taking the locks.
     std::atomic<size_t> published_bytes{0};
   };
-  // Per-thread scratch reused across lines so the hot path does not allocate.
   // The values of the fields a line's field rules read decoded (RuleText), kept for the line;
   // the entries past `used` are reused by the next line.
   struct DecodedFields {
     std::deque<std::pair<std::string, std::string>> values;  // (field, decoded value)
     size_t used = 0;
   };
+  // Per-thread scratch reused across lines so the hot path does not allocate.
   struct Scratch {
     std::vector<int> set_hits;
     // The rules whose ignore patterns the Set passes of this thread's last CollectCandidates

@@ -751,9 +751,9 @@ int Run() {
                              .Name("palisade_cluster_matches_taken_total")
                              .Help("Matches this node's partitions read, by result (counted, "
                                    "a take-over's replay included; refused_version: of another "
-                                   "rule set; refused_invalid: "
-                                   "unreadable, of an unknown rule or another partition, a bad "
-                                   "key). A refused match is not counted later.")
+                                   "rule set; refused_invalid: unreadable, of an unknown rule "
+                                   "or another partition, a bad key). A refused match is not "
+                                   "counted later.")
                              .Register(*registry);
     prometheus::Counter& counted_counter = taken_family.Add({{"result", "counted"}});
     prometheus::Counter& refused_version_counter =
