@@ -1,5 +1,7 @@
 #include "services/inputs/journal_input.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <systemd/sd-journal.h>
 #include <unistd.h>
@@ -11,7 +13,9 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 
 namespace palisade {
 namespace {
@@ -61,6 +65,46 @@ bool Field(sd_journal* j, const char* field, size_t max, std::string* out, size_
   const size_t n = length - prefix;
   if (full_size != nullptr) *full_size = n;
   out->assign(static_cast<const char*>(data) + prefix, std::min(n, max));
+  return true;
+}
+
+// The value of `key` ("s", "t"...) in a cursor ("s=...;i=...;b=...;m=...;t=...;x=..."), or "".
+std::string CursorPart(absl::string_view cursor, absl::string_view key) {
+  for (absl::string_view part : absl::StrSplit(cursor, ';')) {
+    if (part.size() > key.size() && absl::StartsWith(part, key) && part[key.size()] == '=') {
+      return std::string(part.substr(key.size() + 1));
+    }
+  }
+  return "";
+}
+
+// A journal file's writer: the sequence number id in its header (offset 72, after the
+// signature, flags, state, file id, machine id and boot id), as the cursors' "s=" print it.
+// Read from the header, not through sd_journal: that needs no entry, and a file just made by a
+// rotation has none yet. "" when the file is not (yet) a journal file.
+std::string ReadWriterId(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return "";
+  unsigned char header[88];
+  const ssize_t n = ::pread(fd, header, sizeof(header), 0);
+  ::close(fd);
+  if (n != static_cast<ssize_t>(sizeof(header)) || std::memcmp(header, "LPKSHHRH", 8) != 0) {
+    return "";
+  }
+  const std::string id =
+      absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(header) + 72, 16));
+  return id == std::string(32, '0') ? "" : id;
+}
+
+bool IsJournalFile(absl::string_view name) {
+  return absl::EndsWith(name, ".journal") || absl::EndsWith(name, ".journal~");
+}
+
+bool IsMachineId(absl::string_view name) {
+  if (name.size() != 32) return false;
+  for (char c : name) {
+    if (!absl::ascii_isxdigit(static_cast<unsigned char>(c))) return false;
+  }
   return true;
 }
 
@@ -117,7 +161,19 @@ absl::StatusOr<std::unique_ptr<JournalInput>> JournalInput::Create(
       new JournalInput(config, std::move(options), std::move(sink)));
   if (input->config_.source().empty()) input->config_.set_source(config.name());
   for (const auto& c : input->options_.checkpoints) {
-    if (c.input() == config.name()) input->restored_cursor_ = c.cursor();
+    if (c.input() != config.name()) continue;
+    input->restored_cursor_ = c.cursor();
+    for (const std::string& w : c.writer_cursors()) {
+      const std::string id = CursorPart(w, "s");
+      if (!id.empty()) input->restored_[id] = w;
+    }
+    // Written before writer_cursors: the one cursor is its writer's position, and the other
+    // writers had been read (as sd_journal orders them) up to its time.
+    if (c.writer_cursors_size() == 0 && !c.cursor().empty()) {
+      const std::string id = CursorPart(c.cursor(), "s");
+      if (!id.empty()) input->restored_[id] = c.cursor();
+      input->legacy_after_usec_ = std::strtoull(CursorPart(c.cursor(), "t").c_str(), nullptr, 16);
+    }
   }
   const prometheus::Labels labels = {{"input", config.name()}};
   input->lines_ = &prometheus::BuildCounter()
@@ -143,7 +199,8 @@ absl::StatusOr<std::unique_ptr<JournalInput>> JournalInput::Create(
   input->cursor_lost_ = &prometheus::BuildCounter()
                              .Name("palisade_journal_cursor_lost_total")
                              .Help("Saved journal cursors no longer in the journal (vacuumed): "
-                                   "the journal was read from its head.")
+                                   "the system journal was read from its head; a writer of a "
+                                   "directory or files had no file left.")
                              .Register(registry)
                              .Add(labels);
   input->lag_ = &prometheus::BuildGauge()
@@ -152,19 +209,15 @@ absl::StatusOr<std::unique_ptr<JournalInput>> JournalInput::Create(
                      .Register(registry)
                      .Add(labels);
   input->where_ = where;
-  bool found = false;
-  if (absl::Status s = input->Open(where, input->restored_cursor_, &found); !s.ok()) return s;
-  if (found) {
-    absl::MutexLock lock(&input->mu_);
-    input->taken_cursor_ = input->restored_cursor_;
-    input->pending_cursor_ = input->restored_cursor_;
-  }
+  absl::MutexLock lock(&input->mu_);
+  if (absl::Status s = input->Open(where); !s.ok()) return s;
   return input;
 }
 
-absl::Status JournalInput::Open(const std::string& where, const std::string& cursor,
-                                bool* found) {
+absl::Status JournalInput::Open(const std::string& where) {
+  if (config_.directory().empty() && config_.files_size() == 0) return OpenSystem(where);
   int r;
+  std::vector<FoundFile> found;
   if (!config_.directory().empty()) {
     const std::string& dir = config_.directory();
     struct stat st;
@@ -184,7 +237,11 @@ absl::Status JournalInput::Open(const std::string& where, const std::string& cur
     directory_device_ = st.st_dev;
     directory_inode_ = st.st_ino;
     r = sd_journal_open_directory(&journal_, dir.c_str(), 0);
-  } else if (config_.files_size() > 0) {
+    std::string error;
+    if (r >= 0 && !ListDirectory(&found, &error)) {
+      return absl::UnavailableError(absl::StrCat(where, error));
+    }
+  } else {
     std::vector<const char*> paths;
     for (const std::string& f : config_.files()) {
       if (f.empty() || f[0] != '/') {
@@ -198,42 +255,56 @@ absl::Status JournalInput::Open(const std::string& where, const std::string& cur
             absl::StrCat(where, "file ", f, ": ", std::strerror(errno)));
       }
       paths.push_back(f.c_str());
+      struct stat st;
+      if (::stat(f.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+        found.push_back({{st.st_dev, st.st_ino}, f});
+      }
     }
     paths.push_back(nullptr);
+    // Only waited on: files are a fixed set, grouped by writer once, here.
     r = sd_journal_open_files(&journal_, paths.data(), 0);
-  } else {
-    r = sd_journal_open(&journal_, SD_JOURNAL_LOCAL_ONLY);
   }
+  if (r < 0) {
+    journal_ = nullptr;
+    return absl::UnavailableError(absl::StrCat(where, "cannot open the journal: ", Errno(r)));
+  }
+  return GroupLocked(found, /*initial=*/true);
+}
+
+absl::Status JournalInput::OpenSystem(const std::string& where) {
+  int r = sd_journal_open(&journal_, SD_JOURNAL_LOCAL_ONLY);
   if (r < 0) {
     journal_ = nullptr;
     return absl::UnavailableError(absl::StrCat(where, "cannot open the journal: ", Errno(r)));
   }
   // The system journal opens without error when none of its files can be read (palisaded not
   // root nor in the systemd-journal group): said at once rather than reading nothing silently.
-  if (config_.directory().empty() && config_.files_size() == 0 &&
-      sd_journal_has_runtime_files(journal_) <= 0 && sd_journal_has_persistent_files(journal_) <= 0) {
+  if (sd_journal_has_runtime_files(journal_) <= 0 &&
+      sd_journal_has_persistent_files(journal_) <= 0) {
     Log(absl::StrCat("input ", config_.name(),
                      ": no system journal file is readable yet (is palisaded root or in the "
                      "systemd-journal group?); waiting for one"));
   }
   // Compressed fields are inflated only this far: a huge MESSAGE costs no more than a line.
   sd_journal_set_data_threshold(journal_, options_.max_line_bytes + 64);
-  // The saved cursor is found before the matches are added, so that the entry it names is
-  // found even if the matches changed; the matches then apply to the entries after it.
-  *found = false;
+  // One journald writes it, so one cursor is its position. The saved cursor is found before
+  // the matches are added, so that the entry it names is found even if the matches changed;
+  // the matches then apply to the entries after it.
+  bool found = false;
+  const std::string& cursor = restored_cursor_;
   if (!cursor.empty()) {
     if (sd_journal_seek_cursor(journal_, cursor.c_str()) >= 0 && sd_journal_next(journal_) > 0 &&
         sd_journal_test_cursor(journal_, cursor.c_str()) > 0) {
-      *found = true;
+      found = true;
     }
-    if (!*found) {
+    if (!found) {
       cursor_lost_->Increment();
       Log(absl::StrCat("input ", config_.name(),
                        ": the saved journal cursor is no longer in the journal (vacuumed?); "
                        "reading from the journal's head"));
     }
   }
-  if (!*found) sd_journal_seek_head(journal_);
+  if (!found) sd_journal_seek_head(journal_);
   for (const std::string& m : config_.matches()) {
     r = sd_journal_add_match(journal_, m.data(), m.size());
     if (r < 0) {
@@ -241,11 +312,157 @@ absl::Status JournalInput::Open(const std::string& where, const std::string& cur
           absl::StrCat(where, "match \"", absl::CHexEscape(m.substr(0, 80)), "\": ", Errno(r)));
     }
   }
+  if (found) {
+    taken_cursor_ = cursor;
+    pending_cursor_ = cursor;
+  }
+  Writer& w = writers_[""];
+  w.journal = journal_;
+  w.owned = false;
+  return absl::OkStatus();
+}
+
+bool JournalInput::ListDirectory(std::vector<FoundFile>* out, std::string* error) const {
+  out->clear();
+  std::vector<std::string> dirs = {config_.directory()};
+  for (size_t i = 0; i < dirs.size(); ++i) {
+    DIR* d = ::opendir(dirs[i].c_str());
+    if (d == nullptr) {
+      if (i > 0) continue;  // a machine-id subdirectory gone meanwhile
+      *error = absl::StrCat("directory ", dirs[i], ": ", std::strerror(errno));
+      return false;
+    }
+    while (const struct dirent* e = ::readdir(d)) {
+      const absl::string_view name = e->d_name;
+      const bool file = IsJournalFile(name);
+      if (!file && (i > 0 || !IsMachineId(name))) continue;
+      const std::string path = absl::StrCat(dirs[i], "/", name);
+      struct stat st;
+      if (::stat(path.c_str(), &st) != 0) continue;  // removed meanwhile
+      if (file && S_ISREG(st.st_mode)) {
+        out->push_back({{st.st_dev, st.st_ino}, path});
+      } else if (!file && S_ISDIR(st.st_mode)) {
+        dirs.push_back(path);
+      }
+    }
+    ::closedir(d);
+  }
+  return true;
+}
+
+absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool initial) {
+  std::map<std::string, std::vector<FoundFile>> groups;
+  std::map<std::pair<uint64_t, uint64_t>, std::string> ids;
+  for (const FoundFile& f : found) {
+    std::string id;
+    if (auto it = file_ids_.find(f.key); it != file_ids_.end()) {
+      id = it->second;
+    } else {
+      id = ReadWriterId(f.path);
+    }
+    if (id.empty()) continue;  // not a journal file (yet): looked at again next round
+    ids[f.key] = id;
+    groups[id].push_back(f);
+  }
+  file_ids_ = std::move(ids);
+  if (initial) {
+    for (const auto& [id, cursor] : restored_) {
+      if (groups.count(id) == 0) {
+        cursor_lost_->Increment();
+        Log(absl::StrCat("input ", config_.name(),
+                         ": the saved journal cursor is no longer in the journal (no file of its "
+                         "writer s=", id, " is left: vacuumed or removed?); the other writers "
+                         "read on from their own positions"));
+        continue;
+      }
+      pending_cursors_[id] = cursor;
+      taken_cursors_[id] = cursor;
+    }
+    taken_cursor_ = restored_cursor_;
+    pending_cursor_ = restored_cursor_;
+  }
+  for (auto& [id, files] : groups) {
+    std::sort(files.begin(), files.end(),
+              [](const FoundFile& a, const FoundFile& b) { return a.key < b.key; });
+    Writer& w = writers_[id];
+    std::vector<std::pair<uint64_t, uint64_t>> keys;
+    for (const FoundFile& f : files) keys.push_back(f.key);
+    if (w.journal != nullptr && keys == w.files) continue;
+    // New, or its files changed (a rotation added one, a vacuum removed one): reopened, on
+    // from its position. A file only renamed (rotated away) keeps its inode and is read on.
+    if (w.id.empty()) {
+      w.id = id;
+      if (initial && restored_.count(id) == 0) w.start_after_usec = legacy_after_usec_;
+    }
+    if (w.journal != nullptr) sd_journal_close(w.journal);
+    w.journal = nullptr;
+    w.files = std::move(keys);
+    w.paths.clear();
+    for (const FoundFile& f : files) w.paths.push_back(f.path);
+    if (absl::Status s = OpenWriterLocked(w); !s.ok()) {
+      if (w.journal != nullptr) sd_journal_close(w.journal);
+      w.journal = nullptr;
+      w.files.clear();  // opened again next round
+      if (initial) return absl::Status(s.code(), where_ + std::string(s.message()));
+      Error(std::string(s.message()));
+    }
+  }
+  for (auto& [id, w] : writers_) {
+    if (groups.count(id) > 0 || w.journal == nullptr) continue;
+    // None of its files is left; its position is kept, should they come back.
+    sd_journal_close(w.journal);
+    w.journal = nullptr;
+    w.files.clear();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JournalInput::OpenWriterLocked(Writer& w) {
+  std::vector<const char*> paths;
+  for (const std::string& p : w.paths) paths.push_back(p.c_str());
+  paths.push_back(nullptr);
+  int r = sd_journal_open_files(&w.journal, paths.data(), 0);
+  if (r < 0) {
+    w.journal = nullptr;
+    return absl::UnavailableError(absl::StrCat("cannot open the journal files of writer s=", w.id,
+                                               " (", w.paths.front(), "...): ", Errno(r)));
+  }
+  // Compressed fields are inflated only this far: a huge MESSAGE costs no more than a line.
+  sd_journal_set_data_threshold(w.journal, options_.max_line_bytes + 64);
+  // Positioned before the matches are added, so that the entry a cursor names is found even if
+  // the matches changed; the matches then apply to the entries after it. Within one writer
+  // entries are ordered by sequence number: when the cursor's entry itself is gone (vacuumed),
+  // seeking to it leaves the next read at the first entry after it.
+  const auto it = pending_cursors_.find(w.id);
+  if (it != pending_cursors_.end() && !it->second.empty()) {
+    const char* cursor = it->second.c_str();
+    if (sd_journal_seek_cursor(w.journal, cursor) < 0) {
+      return absl::InternalError(absl::StrCat("seeking writer s=", w.id, "'s cursor failed"));
+    }
+    if (!(sd_journal_next(w.journal) > 0 && sd_journal_test_cursor(w.journal, cursor) > 0)) {
+      sd_journal_seek_cursor(w.journal, cursor);
+    }
+  } else if (w.start_after_usec > 0) {
+    sd_journal_seek_realtime_usec(w.journal, w.start_after_usec + 1);
+  } else {
+    sd_journal_seek_head(w.journal);
+  }
+  for (const std::string& m : config_.matches()) {
+    r = sd_journal_add_match(w.journal, m.data(), m.size());
+    if (r < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("match \"", absl::CHexEscape(m.substr(0, 80)), "\": ", Errno(r)));
+    }
+  }
   return absl::OkStatus();
 }
 
 JournalInput::~JournalInput() {
   Stop();
+  absl::MutexLock lock(&mu_);
+  for (auto& [id, w] : writers_) {
+    if (w.owned && w.journal != nullptr) sd_journal_close(w.journal);
+  }
   if (journal_ != nullptr) sd_journal_close(journal_);
 }
 
@@ -261,6 +478,23 @@ void JournalInput::Error(const std::string& message) {
 }
 
 void JournalInput::ReadLocked() {
+  std::vector<Writer*> open;
+  for (auto& [id, w] : writers_) {
+    if (w.journal != nullptr) open.push_back(&w);
+  }
+  bool ok = true;
+  const size_t first = open.empty() ? 0 : round_++ % open.size();
+  for (size_t i = 0; i < open.size() && held_.size() < options_.batch_lines; ++i) {
+    if (!ReadWriterLocked(*open[(first + i) % open.size()])) ok = false;
+  }
+  if (ok && !last_error_.empty()) {
+    Log(absl::StrCat("input ", config_.name(), ": reading again"));
+    last_error_.clear();
+  }
+}
+
+bool JournalInput::ReadWriterLocked(Writer& w) {
+  sd_journal* const j = w.journal;
   const size_t max = options_.max_line_bytes;
   std::string host, ident, pid, message;
   // The cursor is formatted once per round, for the last entry read (sd_journal_next returning
@@ -270,39 +504,40 @@ void JournalInput::ReadLocked() {
   auto mark = [&] {
     if (!moved) return;
     char* cursor = nullptr;
-    if (const int r = sd_journal_get_cursor(journal_, &cursor); r < 0) {
+    if (const int r = sd_journal_get_cursor(j, &cursor); r < 0) {
       Error(absl::StrCat("reading an entry's cursor: ", Errno(r)));
       return;
     }
     pending_cursor_ = cursor;
+    if (!w.id.empty()) pending_cursors_[w.id] = cursor;
     std::free(cursor);
   };
   while (held_.size() < options_.batch_lines) {
-    int r = sd_journal_next(journal_);
+    int r = sd_journal_next(j);
     if (r < 0) {
       mark();
       Error(absl::StrCat("reading the journal: ", Errno(r)));
-      return;
+      return false;
     }
     if (r == 0) break;
     moved = true;
     uint64_t usec = 0;
-    if ((r = sd_journal_get_realtime_usec(journal_, &usec)) < 0) {
+    if ((r = sd_journal_get_realtime_usec(j, &usec)) < 0) {
       mark();
       Error(absl::StrCat("reading an entry's time: ", Errno(r)));
-      return;
+      return false;
     }
     size_t message_size = 0;
-    if (!Field(journal_, "MESSAGE", max, &message, &message_size)) {
+    if (!Field(j, "MESSAGE", max, &message, &message_size)) {
       no_message_->Increment();
       continue;
     }
-    if (!Field(journal_, "_HOSTNAME", 256, &host, nullptr)) host.clear();
-    if (!Field(journal_, "SYSLOG_IDENTIFIER", 256, &ident, nullptr) &&
-        !Field(journal_, "_COMM", 256, &ident, nullptr)) {
+    if (!Field(j, "_HOSTNAME", 256, &host, nullptr)) host.clear();
+    if (!Field(j, "SYSLOG_IDENTIFIER", 256, &ident, nullptr) &&
+        !Field(j, "_COMM", 256, &ident, nullptr)) {
       ident.clear();
     }
-    if (!Field(journal_, "_PID", 16, &pid, nullptr)) pid.clear();
+    if (!Field(j, "_PID", 16, &pid, nullptr)) pid.clear();
     const absl::Time when = absl::FromUnixMicros(static_cast<int64_t>(usec));
     palisade::v1::LogRecord record;
     record.set_line(BuildLine(when, host, ident, pid, message, max));
@@ -313,44 +548,51 @@ void JournalInput::ReadLocked() {
     held_.push_back(std::move(record));
   }
   mark();
-  if (!last_error_.empty()) {
-    Log(absl::StrCat("input ", config_.name(), ": reading again"));
-    last_error_.clear();
-  }
+  return true;
 }
 
-void JournalInput::CheckDirectoryLocked() {
-  if (config_.directory().empty()) return;
+bool JournalInput::CheckDirectoryLocked() {
+  if (config_.directory().empty()) return true;
   struct stat st;
   if (::stat(config_.directory().c_str(), &st) != 0) {
     Error(absl::StrCat("directory ", config_.directory(), ": ", std::strerror(errno),
                        " (retried every round)"));
-    return;
+    return false;
   }
-  if (journal_ != nullptr && st.st_dev == directory_device_ && st.st_ino == directory_inode_) {
-    return;
-  }
-  // Removed and made again (or never opened): sd_journal watches the old one only, so the
-  // journal is opened anew and read on after the last entry read, if it is there.
-  Log(absl::StrCat("input ", config_.name(), ": directory ", config_.directory(),
-                   " was replaced; opening it again"));
-  if (journal_ != nullptr) sd_journal_close(journal_);
-  journal_ = nullptr;
-  bool found = false;
-  if (absl::Status s = Open(where_, pending_cursor_, &found); !s.ok()) {
+  if (journal_ == nullptr || st.st_dev != directory_device_ || st.st_ino != directory_inode_) {
+    // Removed and made again (or never opened): sd_journal watches the old one only, so it is
+    // opened anew; the writers are read on from their positions (a new one from its head).
+    Log(absl::StrCat("input ", config_.name(), ": directory ", config_.directory(),
+                     " was replaced; opening it again"));
     if (journal_ != nullptr) sd_journal_close(journal_);
     journal_ = nullptr;
-    Error(std::string(s.message()));
+    if (const int r = sd_journal_open_directory(&journal_, config_.directory().c_str(), 0);
+        r < 0) {
+      journal_ = nullptr;
+      Error(absl::StrCat("cannot open the journal: ", Errno(r)));
+      return false;
+    }
+    directory_device_ = st.st_dev;
+    directory_inode_ = st.st_ino;
   }
+  std::vector<FoundFile> found;
+  std::string error;
+  if (!ListDirectory(&found, &error)) {
+    Error(error);
+    return false;
+  }
+  GroupLocked(found, /*initial=*/false).IgnoreError();  // errors counted per writer
+  return true;
 }
 
 size_t JournalInput::PollOnce() {
   absl::MutexLock lock(&mu_);
-  CheckDirectoryLocked();
-  if (held_.empty() && journal_ != nullptr) ReadLocked();
+  const bool listed = CheckDirectoryLocked();
+  if (held_.empty() && listed) ReadLocked();
   if (held_.empty()) {
     // Entries skipped (no MESSAGE) are taken too: a restart does not look at them again.
     taken_cursor_ = pending_cursor_;
+    taken_cursors_ = pending_cursors_;
   } else {
     palisade::v1::LogBatch batch;
     batch.set_source(config_.source());
@@ -372,6 +614,7 @@ size_t JournalInput::PollOnce() {
     held_.clear();
     held_bytes_ = 0;
     taken_cursor_ = pending_cursor_;
+    taken_cursors_ = pending_cursors_;
     taken_newest_ = std::max(taken_newest_, pending_newest_);
     if (taken_newest_ != absl::InfinitePast()) {
       lag_->Set(std::max(0.0, absl::ToDoubleSeconds(options_.clock->TimeNow() - taken_newest_)));
@@ -411,24 +654,26 @@ void JournalInput::Stop() {
   if (thread_.joinable()) thread_.join();
 }
 
-void JournalInput::Consistent(
-    const std::function<void(const palisade::v1::JournalCheckpoint&)>& fn) {
-  absl::MutexLock lock(&mu_);
+palisade::v1::JournalCheckpoint JournalInput::CheckpointLocked() const {
   palisade::v1::JournalCheckpoint c;
   c.set_input(config_.name());
   c.set_cursor(taken_cursor_);
-  fn(c);
+  for (const auto& [id, cursor] : taken_cursors_) c.add_writer_cursors(cursor);
+  return c;
+}
+
+void JournalInput::Consistent(
+    const std::function<void(const palisade::v1::JournalCheckpoint&)>& fn) {
+  absl::MutexLock lock(&mu_);
+  fn(CheckpointLocked());
 }
 
 JournalsHeld::JournalsHeld(const std::vector<std::unique_ptr<JournalInput>>& inputs)
     ABSL_NO_THREAD_SAFETY_ANALYSIS : inputs_(inputs) {
   for (const auto& input : inputs_) {
     input->mu_.Lock();
-    if (input->taken_cursor_.empty()) continue;
-    palisade::v1::JournalCheckpoint c;
-    c.set_input(input->config_.name());
-    c.set_cursor(input->taken_cursor_);
-    cursors_.push_back(std::move(c));
+    if (input->taken_cursor_.empty() && input->taken_cursors_.empty()) continue;
+    cursors_.push_back(input->CheckpointLocked());
   }
 }
 

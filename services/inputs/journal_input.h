@@ -11,31 +11,47 @@
 // (an entry is one line) and cut at max_line_bytes. The time is the journal's, never one parsed
 // from MESSAGE. Entries without MESSAGE are skipped and counted.
 //
+// Writers: a directory (a journal-remote output: remote-HOST.journal per host, rotated to
+// remote-HOST@....journal) or a set of files may hold the entries of several writers (hosts,
+// journalds), each numbering its entries in a sequence of its own (the sequence number id in
+// each file's header, the cursors' "s="). One sd_journal over all of them orders different
+// writers' entries by wall clock and reads only past its place in time, so a host whose clock
+// is slow, or which uploads a backlog, would have its entries skipped. So each writer is read
+// through an sd_journal of its own, on from its own position; the directory is listed every
+// round, so that new hosts and rotated files are read. The system journal (no directory nor
+// files) is one journald's: it is read as one.
+//
 // Exactness across restarts, as the file inputs: a batch's entries are counted once the sink
-// returned OK, and the cursor of the last of them is what Consistent() reports, so the daemon
-// saves the engine's windows and these cursors as one snapshot. A restart seeks to the saved
-// cursor and reads on from the entry after it (none lost, none twice). A cursor that is no longer
-// in the journal (vacuumed) is logged and counted, and the journal is read from its head.
+// returned OK, and the cursor of each writer's last entry among them is what Consistent()
+// reports (JournalCheckpoint.writer_cursors), so the daemon saves the engine's windows and these
+// cursors as one snapshot. A restart reads each writer on from the entry after its cursor (none
+// lost, none twice; when that entry was vacuumed, from the first one after it), and a writer
+// with no cursor from its head. A checkpoint with one cursor (an older version's) is its
+// writer's position, and the other writers are read on from its time. A saved writer none of
+// whose files is left is logged and counted; the other writers are not read again. For the
+// system journal, a cursor no longer in it is logged and counted, and it is read from its head.
 // A batch the sink refuses is kept and offered again (nothing skipped).
 //
 // Errors: a journal (directory or file) that cannot be opened refuses the start, naming the input
-// (kNotFound / kPermissionDenied / kInvalidArgument); an error while reading is logged when it
-// starts or changes, counted in palisade_input_errors_total{input}, and retried every round. A
-// directory removed while running is such an error; made again, it is opened anew and read on
-// after the last entry read (from its head when that entry is not in it).
+// (kNotFound / kPermissionDenied / kInvalidArgument / kUnavailable); an error while reading is
+// logged when it starts or changes, counted in palisade_input_errors_total{input}, and retried
+// every round. A directory removed while running is such an error; made again, it is opened
+// anew and each writer read on from its position (a new one from its head).
 // Metrics per input: palisade_input_lines_total, palisade_input_bytes_total (shared with the file
 // inputs), palisade_journal_lag_seconds (now - realtime of the newest entry taken),
 // palisade_journal_skipped_total{reason}, palisade_journal_cursor_lost_total.
 //
-// Thread-safety: Start/Stop from one thread; Consistent from any thread. The sd_journal handle is
-// used only by Create and then the input's own thread.
+// Thread-safety: Start/Stop from one thread; Consistent from any thread. The sd_journal handles
+// are used only by Create and then the input's own thread.
 #ifndef PALISADE_SERVICES_INPUTS_JOURNAL_INPUT_H_
 #define PALISADE_SERVICES_INPUTS_JOURNAL_INPUT_H_
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -70,7 +86,8 @@ struct JournalInputOptions {
 class JournalInput {
  public:
   // Validates the config (name, matches as FIELD=value, directory or files) and opens the
-  // journal, seeking past the saved cursor: errors name the input ("inputs.journal[i] (\"x\"): ").
+  // journal, each writer past its saved cursor: errors name the input
+  // ("inputs.journal[i] (\"x\"): ").
   static absl::StatusOr<std::unique_ptr<JournalInput>> Create(
       int index, const palisade::v1::JournalInput& config, JournalInputOptions options,
       BatchSink sink, prometheus::Registry& registry);
@@ -90,8 +107,8 @@ class JournalInput {
   // delivers them. Returns the entries delivered. Only from one thread, and not while started.
   size_t PollOnce();
 
-  // Runs `fn` with this input's position (empty cursor: nothing taken yet) while no batch is in
-  // flight.
+  // Runs `fn` with this input's position (empty cursor and writer_cursors: nothing taken yet)
+  // while no batch is in flight.
   void Consistent(const std::function<void(const palisade::v1::JournalCheckpoint&)>& fn);
   friend class JournalsHeld;
 
@@ -102,29 +119,82 @@ class JournalInput {
                                absl::string_view message, size_t max_line_bytes);
 
  private:
+  // The entries of one writer: the files that share a sequence number id (the cursors' "s="),
+  // i.e. one host's remote-HOST.journal and its rotated remote-HOST@....journal, or one
+  // journald's files. sd_journal orders the entries of one writer by sequence number, exactly,
+  // but those of different writers by wall clock; so each writer is read through an sd_journal
+  // of its own, on from its own position.
+  struct Writer {
+    std::string id;  // the sequence number id, 32 hex digits; "" for the system journal
+    std::vector<std::pair<uint64_t, uint64_t>> files;  // (device, inode), sorted
+    std::vector<std::string> paths;                    // in the order of files
+    sd_journal* journal = nullptr;  // null while its files cannot be opened or are gone
+    bool owned = true;              // false: the system journal, which is journal_
+    // Nothing read yet: from its head (0), or its entries after this realtime (a checkpoint
+    // that kept one cursor for all writers, see JournalCheckpoint).
+    uint64_t start_after_usec = 0;
+  };
+  struct FoundFile {
+    std::pair<uint64_t, uint64_t> key;  // (device, inode)
+    std::string path;
+  };
+
   JournalInput(palisade::v1::JournalInput config, JournalInputOptions options, BatchSink sink);
-  // Opens the journal and seeks past `cursor` (*found: it was there; else from the head).
-  absl::Status Open(const std::string& where, const std::string& cursor, bool* found);
-  // A directory input whose directory was removed and made again is opened anew (sd_journal
-  // would watch the old one forever); one that is gone is an error counted every round.
-  void CheckDirectoryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Reads entries into held_ (and pending_cursor_); false when the journal failed.
+  // Opens the journal (journal_, and the writers found), each writer positioned after its
+  // restored cursor; a restored writer none of whose files is left is logged and counted.
+  absl::Status Open(const std::string& where) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The system journal (one writer): seeks past restored_cursor_, or its head when that is
+  // not in it (logged and counted).
+  absl::Status OpenSystem(const std::string& where) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The journal files of the directory (and of its machine-id subdirectories, as
+  // sd_journal_open_directory reads them); false when it cannot be listed.
+  bool ListDirectory(std::vector<FoundFile>* out, std::string* error) const;
+  // Groups `found` by writer and (re)opens each writer whose files changed, closing those
+  // with none left. `initial`: the restored positions are applied (and errors returned).
+  absl::Status GroupLocked(const std::vector<FoundFile>& found, bool initial)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Opens a writer's files, positioned after its position (pending_cursors_), else as its
+  // start_after_usec says, and adds the matches.
+  absl::Status OpenWriterLocked(Writer& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A directory input: a directory removed and made again is opened anew (sd_journal would
+  // watch the old one forever); one that is gone is an error counted every round (false).
+  // Then the directory is listed, so that new writers and rotated files are read.
+  bool CheckDirectoryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads entries into held_ (and the pending positions), writer after writer, a different
+  // writer first each round so that a busy one cannot starve the others.
   void ReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads one writer's entries until held_ is full; false when its journal failed.
+  bool ReadWriterLocked(Writer& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  palisade::v1::JournalCheckpoint CheckpointLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Error(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Log(const std::string& message) const;
 
   palisade::v1::JournalInput config_;
   JournalInputOptions options_;
   BatchSink sink_;
-  sd_journal* journal_ = nullptr;  // null while a replaced directory cannot be opened
-  std::string where_;             // "inputs.journal[i] (\"name\"): ", for errors
-  std::string restored_cursor_;
-  uint64_t directory_device_ = 0;  // the opened directory's identity
+  // The journal waited on (sd_journal_wait) for changes: the directory's or the files' (then
+  // only waited on; the writers are read), or the system journal, also read. Null while a
+  // replaced directory cannot be opened.
+  sd_journal* journal_ = nullptr;
+  std::string where_;            // "inputs.journal[i] (\"name\"): ", for errors
+  std::string restored_cursor_;  // JournalCheckpoint.cursor
+  std::map<std::string, std::string> restored_;  // writer id -> its restored cursor
+  uint64_t legacy_after_usec_ = 0;  // a checkpoint with one cursor: that cursor's realtime
+  uint64_t directory_device_ = 0;   // the opened directory's identity
   uint64_t directory_inode_ = 0;
 
   absl::Mutex mu_;  // held across a round: a batch in flight excludes Consistent
+  // By writer id. Used only by Create and then the input's own thread (under mu_).
+  std::map<std::string, Writer> writers_ ABSL_GUARDED_BY(mu_);
+  // The writer ids read from the files' headers, by (device, inode), for the files last seen.
+  std::map<std::pair<uint64_t, uint64_t>, std::string> file_ids_ ABSL_GUARDED_BY(mu_);
+  size_t round_ ABSL_GUARDED_BY(mu_) = 0;  // which writer is read first
   std::vector<palisade::v1::LogRecord> held_ ABSL_GUARDED_BY(mu_);
   uint64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Per writer id, the cursor of its last entry read (pending) and taken by the sink (taken);
+  // kept for writers whose files are gone (a directory replaced may bring them back).
+  std::map<std::string, std::string> pending_cursors_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> taken_cursors_ ABSL_GUARDED_BY(mu_);
   std::string pending_cursor_ ABSL_GUARDED_BY(mu_);  // of the last entry in held_
   absl::Time pending_newest_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::string taken_cursor_ ABSL_GUARDED_BY(mu_);    // of the last entry the sink took

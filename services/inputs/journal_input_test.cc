@@ -378,6 +378,193 @@ TEST_F(JournalInputTest, ReadsADirectoryAndFilesAddedToIt) {
   EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": first"), HasSubstr(": second file")));
 }
 
+// One entry of a host of a journal-remote directory: each host has its own boot (and its own
+// journal file, hence its own sequence number id), as remote-HOST.journal files do.
+std::string HostEntry(int64_t usec, const std::string& host, const std::string& message) {
+  const std::string boot = host == "a" ? "0123456789abcdef0123456789abcdef"
+                                       : "fedcba9876543210fedcba9876543210";
+  return Entry(usec, {{"_BOOT_ID", boot},
+                      {"_HOSTNAME", host},
+                      {"SYSLOG_IDENTIFIER", "sshd"},
+                      {"_PID", "1"},
+                      {"MESSAGE", message}});
+}
+
+constexpr int64_t kSecond = 1000000;
+
+// Report r2 finding 1: host b's entries, stamped before the entry of host a read last (a slow
+// clock, or a backlog uploaded after an outage), are taken all the same: each host is read on
+// from its own position, not from a's place in time.
+TEST_F(JournalInputTest, ADirectoryOfTwoHostsTakesEachHostsEntries) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  Write(HostEntry(kBase, "a", "a0") + HostEntry(kBase + kSecond, "a", "a1") +
+            HostEntry(kBase + 2 * kSecond, "a", "a2"),
+        jd + "/remote-a.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  auto input = Make(c);
+  ASSERT_TRUE(input.ok()) << input.status();
+  (*input)->Start();
+  absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (Lines().size() < 3 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_EQ(Lines().size(), 3u);
+  Write(HostEntry(kBase - 60 * kSecond, "b", "b0") + HostEntry(kBase - 59 * kSecond, "b", "b1") +
+            HostEntry(kBase - 58 * kSecond, "b", "b2"),
+        jd + "/remote-b.journal");
+  Write(HostEntry(kBase + 100 * kSecond, "a", "a-new"), jd + "/remote-a.journal");
+  // Waits for the lines themselves (all seven); 60 s is only the bound of a failing run.
+  deadline = absl::Now() + absl::Seconds(60);
+  while (Lines().size() < 7 && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  (*input)->Stop();
+  EXPECT_THAT(Lines(), ::testing::UnorderedElementsAre(
+                           HasSubstr(": a0"), HasSubstr(": a1"), HasSubstr(": a2"),
+                           HasSubstr(": b0"), HasSubstr(": b1"), HasSubstr(": b2"),
+                           HasSubstr(": a-new")));
+  // Both hosts' positions are saved: a restart reads nothing again.
+  const palisade::v1::JournalCheckpoint saved = Position(**input);
+  EXPECT_EQ(saved.writer_cursors_size(), 2);
+  Clear();
+  auto again = Make(c, {saved});
+  ASSERT_TRUE(again.ok()) << again.status();
+  Drain(**again);
+  EXPECT_TRUE(Lines().empty());
+}
+
+// The same across a restart: b's older entries, written while palisaded was down, are read
+// after the saved position, as a's newer ones are.
+TEST_F(JournalInputTest, ARestartTakesEachHostsEntriesAfterItsOwnPosition) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  Write(HostEntry(kBase, "a", "a0") + HostEntry(kBase + kSecond, "a", "a1"),
+        jd + "/remote-a.journal");
+  Write(HostEntry(kBase - 90 * kSecond, "b", "b0"), jd + "/remote-b.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  palisade::v1::JournalCheckpoint saved;
+  {
+    auto input = Make(c);
+    ASSERT_TRUE(input.ok()) << input.status();
+    Drain(**input);
+    saved = Position(**input);
+  }
+  ASSERT_EQ(Lines().size(), 3u);
+  Clear();
+  Write(HostEntry(kBase - 60 * kSecond, "b", "b1") + HostEntry(kBase - 59 * kSecond, "b", "b2"),
+        jd + "/remote-b.journal");
+  Write(HostEntry(kBase + 100 * kSecond, "a", "a-new"), jd + "/remote-a.journal");
+  auto again = Make(c, {saved});
+  ASSERT_TRUE(again.ok()) << again.status();
+  Drain(**again);
+  EXPECT_THAT(Lines(), ::testing::UnorderedElementsAre(HasSubstr(": b1"), HasSubstr(": b2"),
+                                                       HasSubstr(": a-new")));
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
+}
+
+// Report r2 finding 5: host a's files removed (vacuumed) while palisaded was down: b's entries,
+// already taken, are not read again.
+TEST_F(JournalInputTest, AHostsFilesRemovedDoNotMakeOtherHostsReadAgain) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  Write(HostEntry(kBase, "b", "b0") + HostEntry(kBase + 1, "b", "b1") +
+            HostEntry(kBase + 2, "b", "b2"),
+        jd + "/remote-b.journal");
+  Write(HostEntry(kBase + 10, "a", "a0") + HostEntry(kBase + 11, "a", "a1"),
+        jd + "/remote-a.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  palisade::v1::JournalCheckpoint saved;
+  {
+    auto input = Make(c);
+    ASSERT_TRUE(input.ok()) << input.status();
+    Drain(**input);
+    saved = Position(**input);
+  }
+  ASSERT_EQ(Lines().size(), 5u);
+  Clear();
+  std::remove((jd + "/remote-a.journal").c_str());
+  auto again = Make(c, {saved});
+  ASSERT_TRUE(again.ok()) << again.status();
+  Drain(**again);
+  EXPECT_TRUE(Lines().empty());
+  Write(HostEntry(kBase + 20, "b", "b3"), jd + "/remote-b.journal");
+  Drain(**again);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": b3")));
+}
+
+// A host's file rotated (renamed, and a new file of the same writer made: here a copy, which
+// keeps its sequence number id) and later vacuumed: its entries are read on from its position,
+// none twice.
+TEST_F(JournalInputTest, AHostsRotatedAndVacuumedFilesAreReadOnFromItsPosition) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  const std::string live = jd + "/remote-a.journal";
+  const std::string archived = jd + "/remote-a@0001.journal";
+  Write(HostEntry(kBase, "a", "a0") + HostEntry(kBase + 1, "a", "a1"), live);
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  auto input = Make(c);
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  ASSERT_EQ(Lines().size(), 2u);
+  Clear();
+  ASSERT_EQ(std::rename(live.c_str(), archived.c_str()), 0);
+  ASSERT_EQ(std::system(("cp " + archived + " " + live).c_str()), 0);
+  Write(HostEntry(kBase + 2, "a", "a2"), live);
+  Drain(**input);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": a2")));
+  const palisade::v1::JournalCheckpoint saved = Position(**input);
+  ASSERT_EQ(saved.writer_cursors_size(), 1);
+  Clear();
+  std::remove(archived.c_str());
+  Write(HostEntry(kBase + 3, "a", "a3"), live);
+  Drain(**input);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": a3")));
+  EXPECT_EQ(Metric("palisade_input_errors_total"), 0);
+}
+
+// A checkpoint of the version that kept one cursor per input still resumes: its host reads on
+// from it, the other hosts from the same point in time.
+TEST_F(JournalInputTest, AnOldCheckpointWithOneCursorStillResumes) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  Write(HostEntry(kBase, "a", "a0") + HostEntry(kBase + 2, "a", "a1"), jd + "/remote-a.journal");
+  Write(HostEntry(kBase + 1, "b", "b0"), jd + "/remote-b.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  palisade::v1::JournalCheckpoint saved;
+  {
+    auto input = Make(c);
+    ASSERT_TRUE(input.ok()) << input.status();
+    Drain(**input);
+    saved = Position(**input);
+  }
+  ASSERT_EQ(Lines().size(), 3u);
+  // As the old version wrote it: the cursor of the last entry in time, a1 (a's boot id is in
+  // its cursor), and no more.
+  std::string a1;
+  for (const std::string& w : saved.writer_cursors()) {
+    if (w.find("b=0123456789abcdef0123456789abcdef") != std::string::npos) a1 = w;
+  }
+  ASSERT_THAT(a1, HasSubstr("t="));
+  saved.set_cursor(a1);
+  saved.clear_writer_cursors();
+  Clear();
+  Write(HostEntry(kBase + 3, "b", "b1"), jd + "/remote-b.journal");
+  Write(HostEntry(kBase + 4, "a", "a2"), jd + "/remote-a.journal");
+  auto again = Make(c, {saved});
+  ASSERT_TRUE(again.ok()) << again.status();
+  Drain(**again);
+  EXPECT_THAT(Lines(),
+              ::testing::UnorderedElementsAre(HasSubstr(": b1"), HasSubstr(": a2")));
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
+}
+
 TEST_F(JournalInputTest, ADirectoryRemovedIsAnErrorAndMadeAgainIsReadOn) {
   const std::string jd = dir_ + "/jd";
   std::system(("mkdir -p " + jd).c_str());
