@@ -7,9 +7,12 @@
 // Session rules (Rule.session) take examples of several lines, separated by "\n", fed in order
 // through a fresh engine: the key is what the rule extracts from the last line (for a note_only
 // rule, what it notes). A rule that matches every counter-example written for its format, in
-// all the packs, matches everything and is refused.
+// all the packs, matches everything and is refused. Every raw example parses with a time (the
+// raw parser reads its stamp), but those listed in kUntimedRawExamples with why.
 
+#include <iterator>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -151,6 +154,93 @@ TEST(PackTest, EveryPackLoadsAndEveryExampleHolds) {
     }
   }
   EXPECT_GE(examples, 10);
+}
+
+// Raw examples whose service writes no stamp with one reading, each with why. Every other raw
+// example must parse with a time (the check below); a listed one that gains a time fails too, so
+// the list only shrinks as the parser learns shapes.
+struct UntimedRawExample {
+  const char* rule;
+  const char* line_prefix;  // the rule's raw examples that start with it ("": all of them)
+  const char* why;
+};
+constexpr UntimedRawExample kUntimedRawExamples[] = {
+    {"squirrelmail-login-failed", "",
+     "\"10/06/2013\": squirrel_logger's date format is set per install, mm/dd or dd/mm"},
+    {"domino-smtp-auth-failed", "03-07-2005 ",
+     "\"03-07-2005\": the console log writes the server's locale's date, dd-mm or mm-dd"},
+    {"domino-smtp-auth-failed", "[28325:",
+     "\"22-06-2014\" after the thread ids: the server's locale's date, dd-mm or mm-dd"},
+    {"3proxy-auth-failed", "",
+     "\"11-06-2013\": 3proxy's logformat is set per install (%d-%m-%Y or %m-%d-%Y)"},
+    {"freeswitch-auth-failed", "08-03 ", "\"08-03 08:10:21\": no year, and mm-dd or dd-mm"},
+    {"guacamole-login-failed", "",
+     "catalina.out writes the date on the line before the WARNING; logback's default pattern "
+     "writes the time of day only"},
+    {"ejabberd-auth-failed", "I(<",
+     "ejabberd 2.x writes the time on the \"=INFO REPORT====\" line before the record"},
+    {"openhab-auth-failed", "",
+     "the NCSA time follows the client's user field, with a localised month (\"sept.\")"},
+    {"nextcloud-login-failed", "", "a JSON record: its time is a field, not a leading stamp"},
+    {"cloudflare-token-misuse", "", "a JSON audit record: its time is a field, not a stamp"},
+    {"cloudflare-token-leaked", "", "any program's text leaking a token: no stamp of its own"},
+    {"grafana-login-failed", "logger=",
+     "Grafana 8+ writes t= after the client's uname=: not read, so no user name dates a line"},
+    {"murmur-rejected", "Test murmurd[",
+     "a journal line without its time (fail2ban's sample); the syslog formats read the journal"},
+    {"znc-login-failed", "Test znc[",
+     "a journal line without its time (fail2ban's sample); the syslog formats read the journal"},
+    {"bind-query-refused", "atom named[",
+     "a syslog line without its time (fail2ban's sample); the syslog formats read it"},
+};
+
+// A raw line is timed by its leading stamp only (services/formats/line_parser.h). A service whose
+// stamp the parser cannot read has its lines counted when they are read, not when written: a
+// backlog (a first start, a file read from its top, `palisadectl ship`) collapses to one instant,
+// and five failures over a month become five in the rule's window, and a ban.
+TEST(PackTest, EveryRawExampleHasATime) {
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = CompileShippedPacks();
+  ASSERT_TRUE(set.ok()) << set.status();
+  std::vector<bool> listed_used(std::size(kUntimedRawExamples), false);
+  int timed = 0;
+  for (const auto& rule : (*set)->rules()) {
+    const auto format = static_cast<palisade::v1::LogFormat>(rule->proto.formats(0));
+    for (const auto& ex : rule->proto.examples()) {
+      const auto ex_format =
+          ex.format() != palisade::v1::LOG_FORMAT_UNSPECIFIED ? ex.format() : format;
+      if (ex_format != palisade::v1::LOG_FORMAT_RAW) continue;
+      for (absl::string_view line : absl::StrSplit(ex.line(), '\n')) {
+        LineParser parser(palisade::v1::LOG_FORMAT_RAW);
+        ParsedLine parsed;
+        ASSERT_TRUE(parser.Parse(line, absl::FromUnixSeconds(1'772'000'000), &parsed).ok());
+        const UntimedRawExample* listed = nullptr;
+        for (size_t i = 0; i < std::size(kUntimedRawExamples); ++i) {
+          const UntimedRawExample& entry = kUntimedRawExamples[i];
+          if (rule->id() == entry.rule && absl::StartsWith(line, entry.line_prefix)) {
+            listed = &entry;
+            listed_used[i] = true;
+          }
+        }
+        if (listed == nullptr) {
+          EXPECT_TRUE(parsed.time.has_value())
+              << rule->id() << ": a raw example whose stamp the raw parser does not read, so "
+              << "its lines count when read (read the shape in LineParser::ParseRaw, or list "
+              << "the example in kUntimedRawExamples with why): " << line;
+        } else {
+          EXPECT_FALSE(parsed.time.has_value())
+              << rule->id() << ": listed as untimed (" << listed->why
+              << ") but it has a time: drop it from kUntimedRawExamples: " << line;
+        }
+        timed += parsed.time.has_value();
+      }
+    }
+  }
+  for (size_t i = 0; i < std::size(kUntimedRawExamples); ++i) {
+    EXPECT_TRUE(listed_used[i]) << kUntimedRawExamples[i].rule << " \""
+                                << kUntimedRawExamples[i].line_prefix
+                                << "\" is listed as untimed but names no raw example: drop it";
+  }
+  EXPECT_GE(timed, 200);
 }
 
 }  // namespace

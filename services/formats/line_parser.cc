@@ -358,6 +358,77 @@ size_t ReadCountedStamp(absl::string_view text, bool bracketed, absl::Time* out)
   return end;
 }
 
+// Whether `text` holds `word` at `pos` (false, not a throw, where `pos` is past its end).
+inline bool HasAt(absl::string_view text, size_t pos, absl::string_view word) {
+  return pos <= text.size() && text.size() - pos >= word.size() &&
+         std::memcmp(text.data() + pos, word.data(), word.size()) == 0;
+}
+
+// auditd's record header at the start of a raw line, "[node=NAME ]type=TYPE
+// msg=audit(SECONDS.mmm:SERIAL)" (audit.log): its length and its time in *out (Unix seconds and
+// milliseconds, so UTC); 0 when there is none. The seconds are ten digits, the first not 0, as
+// ReadCountedStamp's. What the audited program wrote comes after the header, so it cannot
+// date the line.
+size_t ReadAuditStamp(absl::string_view text, absl::Time* out) {
+  size_t pos = 0;
+  if (HasAt(text, 0, "node=")) {
+    // A host name is at most 253 bytes: look no further for its end.
+    pos = FindChar(text.substr(0, 5 + 254), ' ', 5);
+    if (pos == absl::string_view::npos || pos == 5) return 0;
+    ++pos;
+  }
+  if (!HasAt(text, pos, "type=")) return 0;
+  pos += 5;
+  const size_t type = pos;  // "USER_AUTH", "AVC", ...: at most 32 of [A-Z0-9_]
+  while (pos < text.size() && pos - type < 32 &&
+         (absl::ascii_isupper(text[pos]) || absl::ascii_isdigit(text[pos]) || text[pos] == '_')) {
+    ++pos;
+  }
+  if (pos == type || !HasAt(text, pos, " msg=audit(")) return 0;
+  pos += 11;
+  int high, low, millis;  // the seconds as 5 + 5 digits (10 overflow an int)
+  if (pos >= text.size() || text[pos] == '0' || !ReadDigits(text, pos, 5, &high) ||
+      !ReadDigits(text, pos + 5, 5, &low) || !HasAt(text, pos + 10, ".") ||
+      !ReadDigits(text, pos + 11, 3, &millis) || !HasAt(text, pos + 14, ":")) {
+    return 0;
+  }
+  const int64_t seconds = int64_t{high} * 100'000 + low;
+  size_t end = pos + 15;  // the serial number: 1-20 digits, then ')'
+  while (end < text.size() && end - (pos + 15) < 20 && absl::ascii_isdigit(text[end])) ++end;
+  if (end == pos + 15 || !HasAt(text, end, ")")) return 0;
+  *out = absl::FromUnixSeconds(seconds) + absl::Milliseconds(millis);
+  return end + 1;
+}
+
+// Where an ISO 8601 stamp starts after a raw line's fixed prefix, when the line has one of these
+// (the stamp is then read as a leading one; the prefix is the server's, so it holds no text a
+// client wrote); 0 when not:
+//   "<W>2015-11-29 16:38:01.818 1 => ..."        Murmur (mumble-server.log): a level letter
+//   "<co ts=\"2014-06-02T16:06:33.99\" ..."       Oracle Communications Messaging Server's XML
+//                                                records (LOG_FORMAT=4): a lower-case tag
+//   "t=2020-10-19T17:44:33+0200 lvl=eror ..."     Grafana 7's logfmt, when t= leads (Grafana 8
+//                                                writes it after the client's uname=: no time)
+//   "78017 00cff -- none -- - 2014-01-13T05:..."   Tine 2.0's tine20.log: two 5-hex-digit ids
+//                                                and no user (a failed log-in has none; a user
+//                                                name is not read past)
+size_t IsoStampAfterPrefix(absl::string_view text) {
+  if (text.size() < 3) return 0;
+  if (text[0] == '<') {
+    if (absl::ascii_isupper(text[1]) && text[2] == '>') return 3;
+    size_t tag = 1;
+    while (tag < text.size() && tag < 9 && absl::ascii_islower(text[tag])) ++tag;
+    return tag > 1 && HasAt(text, tag, " ts=\"") ? tag + 5 : 0;
+  }
+  if (text[0] == 't' && text[1] == '=') return 2;
+  if (text.size() > 25 && text[5] == ' ' && HasAt(text, 11, " -- none -- - ")) {
+    for (size_t i : {0, 1, 2, 3, 4, 6, 7, 8, 9, 10}) {
+      if (!absl::ascii_isdigit(text[i]) && (text[i] < 'a' || text[i] > 'f')) return 0;
+    }
+    return 25;
+  }
+  return 0;
+}
+
 // Whether `text` starts a syslog header (<PRI>, "Mmm " or an ISO date): a daemon logging
 // through syslog (nginx's `error_log syslog:`, Apache's `ErrorLog syslog`).
 bool LooksLikeSyslog(absl::string_view text) {
@@ -837,6 +908,27 @@ inline absl::Status LineParser::ParseSyslog3164(absl::string_view line, absl::Ti
     out->year_inferred = line_year == 0;
     out->time_repeated = repeated;
     pos += at + 9;
+    // A fraction of the second, "hh:mm:ss.123456" (journalctl -o short-precise, syslog-ng's
+    // frac-digits()), read here after both ways in: '.' and 1-9 digits, kept in the time.
+    if (pos < line.size() && line[pos] == '.') {
+      const size_t dot = pos;
+      int64_t nanos = 0;
+      int digits = 0;
+      while (++pos < line.size() && absl::ascii_isdigit(line[pos])) {
+        // Past nanoseconds a fraction means nothing: no longer scan (as ParseRfc3339Near).
+        if (++digits > 9) {
+          return absl::OutOfRangeError(absl::StrCat("syslog: bad timestamp at column ", dot + 1,
+                                                    ": a fraction of more than 9 digits"));
+        }
+        nanos = nanos * 10 + (line[pos] - '0');
+      }
+      if (digits == 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("syslog: no digit after the timestamp's '.' at column ", dot + 1));
+      }
+      for (; digits < 9; ++digits) nanos *= 10;
+      *out->time += absl::Nanoseconds(nanos);
+    }
   }
   if (pos >= line.size() || line[pos] != ' ') {
     return absl::InvalidArgumentError(
@@ -1365,6 +1457,13 @@ absl::Status LineParser::ParseRaw(absl::string_view line, absl::Time reference, 
     end = counted;  // Unix seconds or TAI64N
   } else if (text.size() < 14) {
     return absl::OkStatus();  // "Mmm d hh:mm:ss", the shortest of the stamps below
+  } else if (const size_t audit = ReadAuditStamp(text, &t); audit > 0) {
+    end = audit;  // auditd's "type=... msg=audit(SECONDS.mmm:SERIAL)"
+  } else if (const size_t at = IsoStampAfterPrefix(text); at > 0) {
+    // An ISO stamp after a fixed prefix (Murmur, Oracle Messaging, Grafana, Tine 2.0).
+    absl::StatusOr<size_t> iso = ParseRfc3339Near(text.substr(at), &t, zone_, reference, &repeated);
+    if (!iso.ok() || *iso == 0) return absl::OkStatus();
+    end = at + *iso;
   } else if (absl::ascii_isdigit(text[0])) {
     // ISO 8601 "yyyy-mm-dd[T ]hh:mm:ss[.,fff][Z|+hh:mm]": exim, MySQL 5.7+, PostgreSQL, ...
     absl::StatusOr<size_t> iso = ParseRfc3339Near(text, &t, zone_, reference, &repeated);
@@ -1416,6 +1515,14 @@ absl::Status LineParser::ParseRaw(absl::string_view line, absl::Time reference, 
         end = 15;
         fields = true;
       }
+    } else if ((text[4] == '.' || text[4] == ':') && text[7] == text[4] &&
+               text[10] == (text[4] == '.' ? ' ' : '-') && ReadDigits(text, 0, 4, &year) &&
+               ReadDigits(text, 5, 2, &month) && ReadDigits(text, 8, 2, &day) &&
+               ReadClock(text, 11, &hour, &minute, &second)) {
+      // stunnel's "yyyy.mm.dd hh:mm:ss", DirectAdmin's login.log "yyyy:mm:dd-hh:mm:ss": the
+      // year first, so one reading (a day-first or month-first date is read by none of these).
+      end = 19;
+      fields = true;
     } else if ((text[2] == '/' || text[2] == '-') && text[6] == text[2] &&
                (text[11] == ' ' || text[11] == ':') && ReadDigits(text, 0, 2, &day) &&
                ReadDigits(text, 7, 4, &year) && ReadClock(text, 12, &hour, &minute, &second)) {
@@ -1425,38 +1532,96 @@ absl::Status LineParser::ParseRaw(absl::string_view line, absl::Time reference, 
       fields = true;
       may_have_offset = true;
     }
-  } else if (absl::ascii_isupper(text[0]) && text[3] == ' ') {
-    if (const int m = MonthFromAbbrev(text.substr(0, 3)); m != 0) {
+  } else if (text[0] == 'L' && text[1] == ' ') {
+    // Half-Life and Source engine servers (rcon): "L mm/dd/yyyy - hh:mm:ss:", the month first
+    // as the engine always writes it (unlike a bare "dd/mm/yyyy" or "mm/dd/yyyy", read by none).
+    if (ReadDigits(text, 2, 2, &month) && text[4] == '/' && ReadDigits(text, 5, 2, &day) &&
+        text[7] == '/' && ReadDigits(text, 8, 4, &year) && HasAt(text, 12, " - ") &&
+        ReadClock(text, 15, &hour, &minute, &second)) {
+      end = 23;
+      fields = true;
+    }
+  } else if (absl::ascii_isupper(text[0]) && text[3] == '-' && text[6] == '-' && text[9] == ' ') {
+    // ASSP's "Mmm-dd-yy hh:mm:ss" (its default LogDateFormat): the month named, so one reading.
+    int yy;
+    if (ReadDigits(text, 4, 2, &day) && ReadDigits(text, 7, 2, &yy) &&
+        ReadClock(text, 10, &hour, &minute, &second)) {
+      month = MonthFromAbbrev(text.substr(0, 3));  // 0, refused below, for another word
+      year = 2000 + yy;
+      end = 18;
+      fields = true;
+    }
+  } else if (absl::ascii_isupper(text[0])) {
+    // Monit's own log: "[ZONE Mmm dd hh:mm:ss]", a zone abbreviation (2-5 capitals) before the
+    // syslog stamp, which `from` skips.
+    size_t from = 0;
+    if (bracketed) {
+      size_t n = 0;
+      while (n < 6 && absl::ascii_isupper(text[n])) ++n;
+      if (n >= 2 && n <= 5 && text[n] == ' ' && MonthFromAbbrev(text.substr(n + 1, 3)) != 0) {
+        from = n + 1;
+      }
+    }
+    const absl::string_view stamp = text.substr(from);
+    if (stamp.size() >= 14 && stamp[3] == ' ' && MonthFromAbbrev(stamp.substr(0, 3)) != 0) {
       // "Mmm dd hh:mm:ss", no year (dovecot's log_path, older Asterisk): the day space-padded,
-      // zero-padded or unpadded, as syslog writes it; the year as a syslog line's.
+      // zero-padded or unpadded, as syslog writes it; the year as a syslog line's. macOS writes
+      // the year after the day ("Oct 27 2015 12:35:40"), as the syslog reader also takes it.
       size_t at = 6;  // the space before hh:mm:ss
       bool day_ok;
-      if (text[4] == ' ') {
-        day_ok = ReadDigits(text, 5, 1, &day);
-      } else if (text[5] == ' ') {
-        day_ok = ReadDigits(text, 4, 1, &day);
+      if (stamp[4] == ' ') {
+        day_ok = ReadDigits(stamp, 5, 1, &day);
+      } else if (stamp[5] == ' ') {
+        day_ok = ReadDigits(stamp, 4, 1, &day);
         at = 5;
       } else {
-        day_ok = ReadDigits(text, 4, 2, &day);
+        day_ok = ReadDigits(stamp, 4, 2, &day);
       }
-      if (day_ok && text[at] == ' ' && ReadClock(text, at + 1, &hour, &minute, &second)) {
+      int line_year;
+      if (day_ok && stamp[at] == ' ' && stamp.size() > at + 5 && stamp[at + 5] == ' ' &&
+          ReadDigits(stamp, at + 1, 4, &line_year)) {
+        at += 5;
+      }
+      if (day_ok && stamp[at] == ' ' && ReadClock(stamp, at + 1, &hour, &minute, &second)) {
+        size_t stamp_end = at + 9;
+        // A fraction ("14:02:01.123456", fail2ban's date template): taken with up to ten
+        // digits, so that more than nine is no time here as it is out of range in syslog.
+        if (stamp_end + 1 < stamp.size() && stamp[stamp_end] == '.' &&
+            absl::ascii_isdigit(stamp[stamp_end + 1])) {
+          const size_t first_digit = ++stamp_end;
+          while (stamp_end < stamp.size() && stamp_end - first_digit < 10 &&
+                 absl::ascii_isdigit(stamp[stamp_end])) {
+            ++stamp_end;
+          }
+        }
         // The syslog reader's time (its year rule and caches) of the stamp alone, as the
         // header of a line "STAMP h x" (the reader wants a host after it).
-        char header[15 + 4];
-        end = at + 9;
-        std::memcpy(header, text.data(), end);
-        std::memcpy(header + end, " h x", 4);
-        ParsedLine stamp;
-        if (ParseSyslog3164(absl::string_view(header, end + 4), reference, rule, &stamp).ok() &&
-            stamp.time.has_value()) {
-          t = *stamp.time;
-          repeated = stamp.time_repeated;
-          inferred = stamp.year_inferred;
-        } else {
-          end = 0;  // a field out of range, no such date, no reference to take a year from
+        char header[11 + 9 + 11 + 4];
+        std::memcpy(header, stamp.data(), stamp_end);
+        std::memcpy(header + stamp_end, " h x", 4);
+        ParsedLine parsed;
+        if (ParseSyslog3164(absl::string_view(header, stamp_end + 4), reference, rule, &parsed)
+                .ok() &&
+            parsed.time.has_value()) {
+          t = *parsed.time;
+          repeated = parsed.time_repeated;
+          inferred = parsed.year_inferred;
+          end = from + stamp_end;
+        }  // else a field out of range, no such date, no reference to take a year from
+      }
+      if (from > 0 && end > 0) {
+        // Monit's zone: when it is UTC, GMT or one the parser's zone uses then, its offset
+        // (which also settles a repeated hour); another is no zone, as after an ISO stamp.
+        const absl::Time whole = absl::FromUnixSeconds(absl::ToUnixSeconds(t));
+        const absl::Time as_utc =
+            absl::FromCivil(absl::ToCivilSecond(whole, zone_), absl::UTCTimeZone()) + (t - whole);
+        int offset = 0;
+        if (ZoneAbbreviation(text, 0, as_utc, &offset) == from - 1) {
+          t = as_utc - absl::Seconds(offset);
+          repeated = false;
         }
       }
-    } else if (MonthFromAbbrev(text.substr(4, 3)) != 0) {
+    } else if (from == 0 && text[3] == ' ' && MonthFromAbbrev(text.substr(4, 3)) != 0) {
       // ctime "Www Mmm dd hh:mm:ss[.ffffff] yyyy" (vsftpd): read as Apache's error log's.
       size_t field_end = 19;
       if (text.size() > 19 && text[19] == '.') {

@@ -23,7 +23,9 @@
 //             ahead of the lines written after the change, nor behind those before it.
 //
 // What `message` is, per format (rules anchor on its start, which the server writes):
-//   syslog, syslog5424  the MSG after the header and tag.
+//   syslog, syslog5424  the MSG after the header and tag. An RFC 3164 time may carry a fraction
+//                       ("Mar  3 14:02:01.123456": journalctl -o short-precise, syslog-ng's
+//                       frac-digits()), kept in the time.
 //   combined            the line from the client address on. A line with a virtual host in
 //                       front ("example.com:443 203.0.113.7 - - [...] ...", Apache's
 //                       vhost_combined, nginx's "$host $remote_addr ...") has the vhost as
@@ -52,14 +54,29 @@
 //                         "2015-10-07  8:25:38"               MariaDB 10.x, the hour padded
 //                         "260303 14:02:01", "260303  4:02:01"    MySQL before 5.6
 //                         "03/Mar/2026 14:02:01", "03-Mar-2026 14:02:01 +0100"  Kerio, Roundcube
-//                         "Mar  3 14:02:01"                   no year: see YearRule
+//                         "Mar  3 14:02:01[.fff]"             no year: see YearRule
+//                         "Oct 27 2015 12:35:40"              macOS, the year after the day
+//                         "[PDT Apr 16 21:05:29]"             Monit: no year; the zone as
+//                             PostgreSQL's abbreviation above
+//                         "2011.11.21 14:29:16"               stunnel
+//                         "2014:07:02-00:17:45"               DirectAdmin's login.log
+//                         "L 01/31/2014 - 01:25:17"           Half-Life / Source (rcon): the
+//                             month first, as the engine always writes it
+//                         "Apr-07-13 07:08:36"                ASSP
+//                         "<W>2015-11-29 16:38:01.818"        Murmur; and after other fixed
+//                             prefixes an ISO stamp: Oracle Messaging's '<co ts="...', a
+//                             leading Grafana "t=...", Tine 2.0's "78017 00cff -- none -- - ..."
 //                         "1386543323[.fff] "                 Unix seconds (Squid, portsentry,
 //                             "[1387288694] " nsd): exactly ten digits (2001-2286), UTC
 //                         "@400000004c91b044077a9e94 "        TAI64N (multilog, svlogd, s6-log),
 //                             lowercase hex, UTC as tai64nlocal reads it (TAI 10 s ahead;
 //                             s6-log's may read up to 27 s late)
-//                       the last two only before a space (in brackets: the "]"); the others,
-//                       without an offset, in the parser's zone. Any other start, or such a
+//                         "type=USER_AUTH msg=audit(1373129280.000:9)"  auditd ("node=NAME "
+//                             before it or not): Unix seconds and milliseconds, UTC
+//                       Unix seconds and TAI64N only before a space (in brackets: the "]"); the
+//                       others, without an offset, in the parser's zone. A date with no
+//                       single reading (a bare "10/06/2013" or "03-07-2005": dd/mm or mm/dd by
+//                       the writer's settings) is read as none. Any other start, or such a
 //                       stamp with an impossible value, before 2000, or running into a letter
 //                       or digit, gives no time (the line is still read: a raw line is never
 //                       refused).

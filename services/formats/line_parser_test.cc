@@ -1,7 +1,12 @@
 #include "services/formats/line_parser.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -484,6 +489,46 @@ TEST(Syslog3164Test, MalformedLinesNameTheProblem) {
   EXPECT_THAT(p.Parse("Mar  3 14:02:01", absl::Now(), &out),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("space after")));
   EXPECT_THAT(p.Parse("", absl::Now(), &out), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// `journalctl -o short-precise` and syslog-ng's frac-digits() write a fraction after the BSD
+// time ("Mar 03 14:02:01.123456"), as fail2ban's default date template reads. Such lines were
+// refused as malformed ("expected a space after the timestamp"): nothing in them was detected.
+TEST(Syslog3164Test, AFractionAfterTheTimeIsKept) {
+  LineParser p(LogFormat::LOG_FORMAT_SYSLOG);
+  ParsedLine out;
+  const absl::Time now = At("2026-06-01T00:00:00Z");
+  // The second and fourth lines repeat the date before them: the cached date's fast path.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"Mar 03 14:02:01.123456 web-1 sshd[1]: Failed password", "2026-03-03T14:02:01.123456Z"},
+      {"Mar 03 14:02:02.5 web-1 sshd[1]: Failed password", "2026-03-03T14:02:02.5Z"},
+      {"Mar  3 14:02:03.123456789 web-1 sshd[1]: Failed password",
+       "2026-03-03T14:02:03.123456789Z"},
+      {"Mar  3 14:02:04.000001 web-1 sshd[1]: Failed password", "2026-03-03T14:02:04.000001Z"},
+      {"Mar 3 14:02:05.1 web-1 sshd[1]: Failed password", "2026-03-03T14:02:05.1Z"},
+      {"<38>Oct 27 2015 12:35:40.25 web-1 sshd[1]: Failed password", "2015-10-27T12:35:40.25Z"},
+  };
+  for (const auto& [line, time] : cases) {
+    SCOPED_TRACE(line);
+    ASSERT_THAT(p.Parse(line, now, &out), IsOk());
+    ASSERT_TRUE(out.time.has_value());
+    EXPECT_EQ(*out.time, At(time));
+    EXPECT_EQ(out.host, "web-1");
+    EXPECT_EQ(out.program, "sshd");
+    EXPECT_EQ(out.pid, "1");
+    EXPECT_EQ(out.message, "Failed password");
+  }
+  // No digit after the '.', more than nine, or a line cut in or after the fraction.
+  EXPECT_THAT(p.Parse("Mar  3 14:02:01. web-1 sshd[1]: x", now, &out),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("column 16")));
+  EXPECT_THAT(p.Parse("Mar  3 14:02:01.a web-1 sshd[1]: x", now, &out),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(p.Parse("Mar  3 14:02:01.1234567890 web-1 sshd[1]: x", now, &out),
+              StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("9 digits")));
+  for (absl::string_view cut : {"Mar  3 14:02:01.", "Mar  3 14:02:01.12", "Mar 03 14:02:01.123"}) {
+    SCOPED_TRACE(cut);
+    EXPECT_THAT(p.Parse(cut, now, &out), StatusIs(absl::StatusCode::kInvalidArgument));
+  }
 }
 
 TEST(Syslog5424Test, ParsesAllFields) {
@@ -1234,6 +1279,223 @@ TEST(RawTest, ALineWithoutAStampHasNoTime) {
     ASSERT_THAT(p.Parse(line, Utc("2026-06-01T00:00:00Z"), &out), IsOk());
     EXPECT_EQ(out.message, line);
     EXPECT_FALSE(out.time.has_value());
+  }
+}
+
+// The stamps of services whose logs the shipped raw rules read, each with one reading (the
+// year first, the month named, or a writer that always puts the month first). Untimed, a
+// backlog of such lines (a first start, a file read from its top, `palisadectl ship`) counted
+// at one instant: five failures over a month made a ban.
+TEST(RawTest, StampsWithOneReadingAreTheLinesTime) {
+  const std::vector<RawCase> utc_cases = {
+      // stunnel's own log; DirectAdmin's login.log.
+      {"2011.11.21 14:29:16 LOG3[28228:140093368055552]: SSL_accept from 10.7.41.61:33454 : x",
+       "2011-11-21T14:29:16Z"},
+      {"2014:07:02-00:17:45: '3.2.1.4' 2 failed login attempts. Account 'test'",
+       "2014-07-02T00:17:45Z"},
+      // Half-Life / Source rcon: the month first, always (31 is no month).
+      {"L 01/31/2014 - 01:25:17: Bad Rcon: \"rcon 1 \"x\" status\" from \"203.0.113.9:57370\"",
+       "2014-01-31T01:25:17Z"},
+      // auditd (UTC seconds and milliseconds), with the node= prefix or not.
+      {"type=USER_AUTH msg=audit(1373129280.000:9): user pid=1277 uid=0 auid=4294967295",
+       "2013-07-06T16:48:00Z"},
+      {"node=web-1 type=USER_ERR msg=audit(1373330717.123:4070): user pid=12000 uid=0",
+       "2013-07-09T00:45:17.123Z"},
+      // ASSP's "Mmm-dd-yy".
+      {"Apr-07-13 07:08:36 [SSL-out] 68.171.223.68 SSL negotiation with client failed",
+       "2013-04-07T07:08:36Z"},
+      // macOS: the year after the day.
+      {"Oct 27 2015 12:35:40 test1.example.net screensharingd[1170]: Authentication: FAILED",
+       "2015-10-27T12:35:40Z"},
+      // An ISO stamp after a fixed prefix: Murmur, Oracle Messaging, Grafana 7, Tine 2.0.
+      {"<W>2015-11-29 16:38:01.818 1 => <4:x(-1)> Rejected connection from 192.0.2.1:29530",
+       "2015-11-29T16:38:01.818Z"},
+      {"<co ts=\"2014-06-02T16:06:33.99\" pi=\"72aa.17f0.25622\" sc=\"tcp_local\" dr=\"+\"",
+       "2014-06-02T16:06:33.99Z"},
+      {"t=2020-10-19T17:44:33+0200 lvl=eror msg=\"Invalid username or password\"",
+       "2020-10-19T15:44:33Z"},
+      {"78017 00cff -- none -- - 2014-01-13T05:02:22+00:00 WARN (4): Tinebase_Controller::login",
+       "2014-01-13T05:02:22Z"},
+  };
+  LineParser p(LogFormat::LOG_FORMAT_RAW);
+  ExpectRawTimes(&p, utc_cases, Utc("2026-06-01T00:00:00Z"));
+  // Without an offset, local: in the source's zone. auditd's seconds and an offset are not.
+  const std::vector<RawCase> berlin_cases = {
+      {"2026.07.15 09:00:00 LOG3[1]: x", "2026-07-15T07:00:00Z"},
+      {"2026:07:15-09:00:00: x", "2026-07-15T07:00:00Z"},
+      {"L 07/15/2026 - 09:00:00: x", "2026-07-15T07:00:00Z"},
+      {"Jul-15-26 09:00:00 x", "2026-07-15T07:00:00Z"},
+      {"Jul 15 2026 09:00:00 h x: y", "2026-07-15T07:00:00Z"},
+      {"<W>2026-07-15 09:00:00.000 1 => x", "2026-07-15T07:00:00Z"},
+      {"<co ts=\"2026-07-15T09:00:00.00\" x", "2026-07-15T07:00:00Z"},
+      {"type=USER_AUTH msg=audit(1784106000.000:1): x", "2026-07-15T09:00:00Z"},
+      {"t=2026-07-15T09:00:00+0000 x", "2026-07-15T09:00:00Z"},
+  };
+  LineParser berlin(LogFormat::LOG_FORMAT_RAW, Zone("Europe/Berlin"));
+  ExpectRawTimes(&berlin, berlin_cases, Utc("2026-11-01T00:00:00Z"));
+}
+
+// Monit's "[ZONE Mmm dd hh:mm:ss]" has no year (the syslog stamp's rule) but a zone: its offset
+// when the source's zone uses it then (or UTC, GMT), else no zone. A yearless stamp may carry a
+// fraction (fail2ban's date template), kept as in a syslog line.
+TEST(RawTest, AYearlessStampMayCarryAZoneOrAFraction) {
+  struct Case {
+    std::string zone;
+    std::string line;
+    std::string time;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"UTC", "[PDT Apr 16 21:05:29] error    : Warning: Client '69.93.127.111' supplied",
+            "2026-04-16T21:05:29Z"},
+           {"America/Los_Angeles", "[PDT Apr 16 21:05:29] error    : x", "2026-04-17T04:05:29Z"},
+           {"America/Los_Angeles", "[UTC Apr 16 21:05:29] error    : x", "2026-04-16T21:05:29Z"},
+           {"Europe/Berlin", "[CEST Aug  6 10:14:52] error    : x", "2025-08-06T08:14:52Z"},
+           // 26 October 2025, 02:00-02:59 happens twice in Berlin: the abbreviation says which.
+           {"Europe/Berlin", "[CEST Oct 26 02:30:00] error    : x", "2025-10-26T00:30:00Z"},
+           {"Europe/Berlin", "[CET Oct 26 02:30:00] error    : x", "2025-10-26T01:30:00Z"},
+           {"UTC", "Mar  3 14:02:01.123456 auth: Info: x", "2026-03-03T14:02:01.123456Z"},
+           {"UTC", "[Mar 3 14:02:01.5] NOTICE[1] x", "2026-03-03T14:02:01.5Z"},
+       }) {
+    SCOPED_TRACE(c.line);
+    LineParser p(LogFormat::LOG_FORMAT_RAW, Zone(c.zone));
+    ParsedLine out;
+    ASSERT_THAT(p.Parse(c.line, Utc("2026-06-01T00:00:00Z"), &out), IsOk());
+    EXPECT_EQ(out.message, c.line);
+    ASSERT_TRUE(out.time.has_value());
+    EXPECT_EQ(*out.time, Utc(c.time));
+    EXPECT_TRUE(out.year_inferred);
+  }
+}
+
+// Look-alikes of those stamps stay untimed: another order of the fields, a day-first or
+// month-first date with nothing to tell which, a month that is none, a user's text before the
+// stamp, a stamp glued to a letter.
+TEST(RawTest, LookAlikesOfStampsWithOneReadingHaveNoTime) {
+  LineParser p(LogFormat::LOG_FORMAT_RAW);
+  for (absl::string_view line : {
+           "2011.11.21T14:29:16 LOG3[1]: x",
+           "2011.13.21 14:29:16 LOG3[1]: x",
+           "2011-11.21 14:29:16 LOG3[1]: x",
+           "2011.11.21 14.29.16 LOG3[1]: x",
+           "2011.11.21 14:29:16x",
+           "2014:07:02 00:17:45: x",
+           "2014:07:32-00:17:45: x",
+           "2014:02:30-00:17:45: x",
+           "2014.07:02-00:17:45: x",
+           // Bare day-first or month-first dates (SquirrelMail, Domino, 3proxy, FreeSWITCH).
+           "10/06/2013 15:50:41 [LOGIN_ERROR] x",
+           "03-07-2005 23:07:20   SMTP Server: x",
+           "11-06-2013 02:09:40 +0300 PROXY.3128 x",
+           "08-03 08:10:21.026299 [WARN] x",
+           "L 13/01/2014 - 01:25:17: x",
+           "L 01/01/2014 01:25:17: x",
+           "L 01/01/14 - 01:25:17: x",
+           "L 01-01-2014 - 01:25:17: x",
+           "Log 01/01/2014 - 01:25:17: x",
+           "Abc-07-13 07:08:36 x",
+           "Apr-32-13 07:08:36 x",
+           "APR-07-13 07:08:36 x",
+           "Apr-07-2013 07:08:36 x",
+           "Apr-07-13 07:08 x",
+           "Oct 27 20155 12:35:40 h x: y",
+           "Oct 27 2015 12:35 h x: y",
+           "[PDT Apx 16 21:05:29] x",
+           "[P Apr 16 21:05:29] x",
+           "[ABCDEF Apr 16 21:05:29] x",
+           "PDT Apr 16 21:05:29 x",
+           "[PDT Apr 16 21:05] x",
+           "type=USER_AUTH msg=audit(137312928.000:9): x",
+           "type=USER_AUTH msg=audit(1373129280:9): x",
+           "type=USER_AUTH msg=audit(1373129280.00:9): x",
+           "type=USER_AUTH msg=audit(1373129280.000:): x",
+           "type=USER_AUTH msg=audit(1373129280.000:9 x",
+           "type=user_auth msg=audit(1373129280.000:9): x",
+           "type=USER_AUTH msg=audit(0373129280.000:9): x",
+           "node= type=USER_AUTH msg=audit(1373129280.000:9): x",
+           "user x type=USER_AUTH msg=audit(1373129280.000:9): x",
+           "<w>2015-11-29 16:38:01.818 1 => x",
+           "<W> 2015-11-29 16:38:01.818 1 => x",
+           "<WW>2015-11-29 16:38:01.818 1 => x",
+           "<W>2015-11-29 16:38:01x",
+           "<co tx=\"2014-06-02T16:06:33.99\" x",
+           "<CO ts=\"2014-06-02T16:06:33.99\" x",
+           "<co ts=\"2014-06-02T16:06:33.99x\" x",
+           // Grafana 8 writes t= after the client's uname=: not read.
+           "logger=context userId=0 orgId=0 uname=admin t=2026-03-03T14:02:01.118+00:00 x",
+           "tt=2020-10-19T17:44:33+0200 x",
+           "t=2020-10-19 x",
+           "78017 00cff alice - 2014-01-13T05:02:22+00:00 WARN (4): x",
+           "78017 00cfg -- none -- - 2014-01-13T05:02:22+00:00 WARN (4): x",
+           "Mar  3 14:02:01.1234567890 auth: x",
+       }) {
+    SCOPED_TRACE(line);
+    ParsedLine out;
+    ASSERT_THAT(p.Parse(line, Utc("2026-06-01T00:00:00Z"), &out), IsOk());
+    EXPECT_EQ(out.message, line);
+    EXPECT_FALSE(out.time.has_value());
+  }
+}
+
+// A copy of `text` at the very end of a readable page, a page that cannot be read after it: a
+// parser that reads one byte past the end of the line faults, in any build (the fuzz target
+// finds the same under ASan, which this test cannot count on).
+class GuardedLine {
+ public:
+  explicit GuardedLine(absl::string_view text) {
+    page_ = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    void* base =
+        mmap(nullptr, 2 * page_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    EXPECT_NE(base, MAP_FAILED);
+    base_ = static_cast<char*>(base);
+    EXPECT_EQ(mprotect(base_ + page_, page_, PROT_NONE), 0);
+    char* const start = base_ + page_ - text.size();
+    std::memcpy(start, text.data(), text.size());
+    view_ = absl::string_view(start, text.size());
+  }
+  ~GuardedLine() { munmap(base_, 2 * page_); }
+  GuardedLine(const GuardedLine&) = delete;
+  GuardedLine& operator=(const GuardedLine&) = delete;
+  absl::string_view view() const { return view_; }
+
+ private:
+  size_t page_;
+  char* base_;
+  absl::string_view view_;
+};
+
+// A line cut anywhere inside one of those stamps (a partial write, a truncated file) is read no
+// further than its end, and before the stamp's seconds it has no time.
+TEST(RawTest, ALineCutInsideAStampIsReadNoFurtherThanItsEnd) {
+  struct Case {
+    std::string line;
+    size_t seconds_end;  // where the stamp's seconds end: a shorter cut has no time
+  };
+  for (const Case& c : std::vector<Case>{
+           {"2011.11.21 14:29:16 LOG3[1]: x", 19},
+           {"2014:07:02-00:17:45: x", 19},
+           {"L 01/31/2014 - 01:25:17: x", 23},
+           {"node=web-1 type=USER_AUTH msg=audit(1373129280.000:9): x", 53},
+           {"Apr-07-13 07:08:36 x", 18},
+           {"Oct 27 2015 12:35:40 h x: y", 20},
+           {"[PDT Apr 16 21:05:29] error", 20},
+           {"Mar  3 14:02:01.123456 auth: x", 15},
+           {"<W>2015-11-29 16:38:01.818 1 => x", 22},
+           {"<co ts=\"2014-06-02T16:06:33.99\" x", 27},
+           {"t=2020-10-19T17:44:33+0200 x", 21},
+           {"78017 00cff -- none -- - 2014-01-13T05:02:22+00:00 WARN", 44},
+       }) {
+    LineParser p(LogFormat::LOG_FORMAT_RAW);
+    for (size_t n = 0; n <= c.line.size(); ++n) {
+      const GuardedLine cut(absl::string_view(c.line).substr(0, n));
+      SCOPED_TRACE(cut.view());
+      ParsedLine out;
+      ASSERT_THAT(p.Parse(cut.view(), Utc("2026-06-01T00:00:00Z"), &out), IsOk());
+      EXPECT_EQ(out.message, cut.view());
+      if (n < c.seconds_end) EXPECT_FALSE(out.time.has_value());
+    }
+    ParsedLine whole;
+    ASSERT_THAT(p.Parse(c.line, Utc("2026-06-01T00:00:00Z"), &whole), IsOk());
+    EXPECT_TRUE(whole.time.has_value()) << c.line;
   }
 }
 
