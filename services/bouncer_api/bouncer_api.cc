@@ -10,6 +10,7 @@
 #include <optional>
 #include <set>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -136,6 +137,39 @@ size_t RowBytes(const BouncerChangeRow& r) {
     if (s->capacity() > std::string().capacity()) bytes += s->capacity() + 1;
   }
   return bytes;
+}
+
+// A decision id no decision has (ids are the table's own): the key of a reissue's deletion row,
+// which must not replace the decision's live row (the store keeps one row per key).
+constexpr char kReissueSuffix[] = "#reissued";
+
+// Whether `next`, a live row of the decision `served` was, must be served as a deletion of
+// `served` and a new entry (see the header): a bouncer would skip it as "already" held.
+// A sooner end needs none: the deletion at that end takes the value out.
+bool NeedsReissue(const BouncerChangeRow& served, const BouncerChangeRow& next) {
+  return next.until > served.until || next.type != served.type || next.value != served.value ||
+         next.scope != served.scope;
+}
+
+// Whether what a row decides on (DecidedRange) overlaps `set`, directly or through the IPv4
+// addresses an IPv6 range embeds: TouchesNeverBan's judgement without NonPublicRanges (a
+// bouncer on a private network bans private addresses; the edge has none to ban).
+bool Touches(const CidrSet& set, const std::optional<Cidr>& decided) {
+  if (!decided || set.size() == 0) return false;
+  if (set.ContainsAnyIn(*decided)) return true;
+  for (const Cidr& v4 : EmbeddedIpv4Ranges(*decided)) {
+    if (set.ContainsAnyIn(v4)) return true;
+  }
+  return false;
+}
+
+// The deletion of `served` that goes before a reissue's new entry: its own row, same id.
+BouncerChangeRow ReissueDeletion(const BouncerChangeRow& served, absl::Time now) {
+  BouncerChangeRow r = served;
+  r.decision_id += kReissueSuffix;
+  r.deleted = true;
+  r.until = std::min(r.until, Millis(now));
+  return r;
 }
 
 bool SameServed(const BouncerChangeRow& a, const BouncerChangeRow& b) {
@@ -566,6 +600,14 @@ BouncerApi::BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Stor
                         "decision at their next pull).")
                     .Register(registry)
                     .Add({});
+  withheld_total_ = &prometheus::BuildCounter()
+                         .Name("palisade_bouncer_decisions_withheld_total")
+                         .Help(
+                             "Decisions withheld from CrowdSec bouncers because they decide on a "
+                             "never-ban address (Cloudflare's ranges, this host's addresses, the "
+                             "allowlist), each once when withheld.")
+                         .Register(registry)
+                         .Add({});
   refused_ = &prometheus::BuildCounter()
                   .Name("palisade_bouncer_requests_refused_total")
                   .Help(
@@ -764,18 +806,18 @@ absl::Status BouncerApi::Attach(DecisionTable& table) {
     DecisionFilter active;
     active.active_only = true;
     std::set<std::string> visible;
+    const absl::Time now = clock_.TimeNow();
+    held_.clear();
+    held_by_due_.clear();
+    withheld_.clear();
+    // Each against its loaded row (ChangeLocked finds it: `changes` is logged after the loop), as
+    // the listener would have logged the change: reissued, held or withheld alike.
     for (const Decision& d : table.List(active)) {
       std::optional<BouncerChangeRow> row = Visible(d);
       if (!row) continue;
       visible.insert(d.id());
-      auto it = loaded->find(d.id());
-      if (it != loaded->end()) {
-        if (SameServed(it->second->row, *row)) continue;
-        row->num = it->second->row.num;
-      }
-      changes.push_back(*std::move(row));
+      ChangeLocked(d.id(), std::move(row), now, &changes);
     }
-    const absl::Time now = clock_.TimeNow();
     for (const auto& [id, active] : *loaded) {
       if (visible.count(id)) continue;
       BouncerChangeRow ended = active->row;
@@ -818,20 +860,112 @@ void BouncerApi::OnUpdateLocked(const DecisionUpdate& update) {
     case DecisionChange::kRefused:
       return;
   }
-  std::shared_ptr<const ActiveRow> served = FindLocked(d.id());
-  if (row) {
-    if (served != nullptr) {
-      if (SameServed(served->row, *row)) return;
-      row->num = served->row.num;
-    }
-    AppendLocked({*std::move(row)});
+  std::vector<BouncerChangeRow> rows;
+  ChangeLocked(d.id(), std::move(row), clock_.TimeNow(), &rows);
+  if (!rows.empty()) AppendLocked(std::move(rows));
+}
+
+void BouncerApi::ChangeLocked(const std::string& id, std::optional<BouncerChangeRow> row,
+                              absl::Time now, std::vector<BouncerChangeRow>* out) {
+  if (auto held = held_.find(id); held != held_.end()) {
+    held_by_due_.erase({held->second.due, id});
+    held_.erase(held);
+  }
+  if (row && NeverBanLocked(DecidedRange(*row))) {
+    if (withheld_.insert_or_assign(id, *std::move(row)).second) withheld_total_->Increment();
+    row.reset();  // and what was served of it is taken back
+  } else {
+    withheld_.erase(id);
+  }
+  std::shared_ptr<const ActiveRow> served = FindLocked(id);
+  if (!row) {
+    if (served == nullptr) return;  // never served: nothing to take back
+    BouncerChangeRow ended = served->row;
+    ended.deleted = true;
+    ended.until = std::min(ended.until, Millis(now));
+    out->push_back(std::move(ended));
     return;
   }
-  if (served == nullptr) return;  // never served: nothing to take back
-  BouncerChangeRow ended = served->row;
-  ended.deleted = true;
-  ended.until = std::min(ended.until, Millis(clock_.TimeNow()));
-  AppendLocked({std::move(ended)});
+  if (served != nullptr) {
+    if (SameServed(served->row, *row)) return;
+    row->num = served->row.num;
+    if (NeedsReissue(served->row, *row)) {
+      // Not before kReissueHold after the served row was logged (nor past its end: the
+      // bouncer's timeout has taken it out by then).
+      const absl::Time due = std::min(served->row.at + kReissueHold, served->row.until);
+      if (now < due) {
+        held_by_due_.insert({due, id});
+        held_[id] = Held{*std::move(row), due};
+        return;
+      }
+      out->push_back(ReissueDeletion(served->row, now));
+    }
+  }
+  out->push_back(*std::move(row));
+}
+
+void BouncerApi::ReleaseDueLocked() {
+  if (held_by_due_.empty()) return;
+  const absl::Time now = clock_.TimeNow();
+  std::vector<BouncerChangeRow> rows;
+  while (!held_by_due_.empty() && held_by_due_.begin()->first <= now) {
+    const std::string id = held_by_due_.begin()->second;
+    held_by_due_.erase(held_by_due_.begin());
+    auto held = held_.find(id);
+    if (held == held_.end()) continue;
+    BouncerChangeRow row = std::move(held->second.row);
+    held_.erase(held);
+    // Any change of the decision since dropped its hold (ChangeLocked): what is served of it is
+    // still the row the hold was made against.
+    std::shared_ptr<const ActiveRow> served = FindLocked(id);
+    if (served != nullptr) rows.push_back(ReissueDeletion(served->row, now));
+    rows.push_back(std::move(row));
+  }
+  if (!rows.empty()) AppendLocked(std::move(rows));
+}
+
+bool BouncerApi::NeverBanLocked(const std::optional<Cidr>& decided) const {
+  return Touches(never_ban_, decided);
+}
+
+void BouncerApi::SetNeverBan(CidrSet never_ban) {
+  const CidrSet set = never_ban;  // for the scan outside mu_
+  {
+    absl::MutexLock lock(&mu_);
+    never_ban_ = std::move(never_ban);
+    // Those withheld that it no longer covers are served (few: see withheld_). From here on
+    // the listener judges every change by the new set.
+    std::vector<BouncerChangeRow> rows;
+    for (auto it = withheld_.begin(); it != withheld_.end();) {
+      if (NeverBanLocked(DecidedRange(it->second))) {
+        ++it;
+        continue;
+      }
+      rows.push_back(std::move(it->second));
+      withheld_.erase(it++);
+    }
+    if (!rows.empty()) AppendLocked(std::move(rows));
+  }
+  // Those served that it now covers: found in a snapshot outside mu_ (the listener goes on), and
+  // taken back unless changed since (the listener judged that change by the new set already).
+  const Snapshot active = TakeSnapshot();
+  std::vector<std::shared_ptr<const ActiveRow>> covered;
+  for (const auto& [id, a] : *active.rows) {
+    if (Touches(set, a->decided)) covered.push_back(a);
+  }
+  if (covered.empty()) return;
+  const absl::Time now = clock_.TimeNow();
+  absl::MutexLock lock(&mu_);
+  std::vector<BouncerChangeRow> rows;
+  for (const std::shared_ptr<const ActiveRow>& a : covered) {
+    const std::string& id = a->row.decision_id;
+    if (FindLocked(id) != a) continue;
+    // What it is now: a held reissue's row, else the row served.
+    auto held = held_.find(id);
+    BouncerChangeRow current = held != held_.end() ? held->second.row : a->row;
+    ChangeLocked(id, std::move(current), now, &rows);
+  }
+  if (!rows.empty()) AppendLocked(std::move(rows));
 }
 
 absl::StatusOr<std::string> BouncerApi::AddBouncer(const std::string& name) {
@@ -1046,6 +1180,8 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
   bool behind = false;
   {
     absl::MutexLock lock(&mu_);
+    // The reissues due now are this pull's (the ticker logs them too, within a second).
+    ReleaseDueLocked();
     if (!RegisteredLocked(bouncer)) return Forbidden();
     position = bouncer->row.position;
     // A bouncer whose position lies below what age or count trimmed missed deletions: it gets
@@ -1087,13 +1223,16 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
       return JsonError(500, "the decision log cannot be read");
     }
     logged = *std::move(rows);
+    // A decision reissued and then ended has two deletion rows (the reissue's and its own):
+    // served once.
+    absl::flat_hash_set<int64_t> deleted_nums;
     for (const BouncerChangeRow& r : logged) {
       // Logged after the position served (the ticker writes on meanwhile): the next pull's.
       // A row it replaced is not lost: the next pull serves the decision's latest change.
       if (r.seq > served) continue;
       if (!f.MatchesLogged(r)) continue;
       if (r.deleted) {
-        deleted.push_back(&r);
+        if (deleted_nums.insert(r.num).second) deleted.push_back(&r);
       } else if (!behind && !f.startup && Current(r, now)) {  // else in `added` already
         added.push_back(&r);
       }
@@ -1321,6 +1460,7 @@ absl::Status BouncerApi::Start() {
       bool rebuild = false;
       {
         absl::MutexLock lock(&mu_);
+        ReleaseDueLocked();
         (void)FlushLocked();  // at most a second of changes waits in memory
         rebuild = rebuild_;
       }

@@ -18,7 +18,12 @@
 //
 // Which decisions bouncers see: active, not dry run, on an address (scope "Ip") or a range
 // ("Range": feeds' CIDRs), whose action is block ("ban") or a challenge ("captcha"). Paths,
-// token fingerprints and rate limits never. One whose end has passed is not served in `new` or
+// token fingerprints and rate limits never. Nor one on a never-ban address (SetNeverBan:
+// Cloudflare's ranges, this host's addresses, the allowlist; a range that overlaps one, or an
+// IPv6 one that embeds one, as the edge guard judges): a firewall bouncer on an origin behind
+// Cloudflare would drop a Cloudflare address and every visitor it carries. Those are withheld
+// (palisade_bouncer_decisions_withheld_total), and a change of the set takes back what it now
+// covers and serves what it no longer covers. One whose end has passed is not served in `new` or
 // live, though the table's sweep has not expired it yet (CrowdSec serves until > now only);
 // its deletion comes with the sweep. `id` is a number kept for the decision's life,
 // `scenario` its rule id (or "manual" / the feed's reason), `origin` CrowdSec's vocabulary
@@ -31,10 +36,18 @@
 // (Store::bouncer_changes). Every change of a visible decision takes the next sequence number
 // and REPLACES its decision's row: the log holds one row per decision, its latest change, so a
 // pull from position p is "the rows with seq > p" — a decision created and ended between two
-// pulls comes once, as a deletion, as CrowdSec answers it. The bouncer's position moves to the
-// log's end with each pull (stored with the pull). Live rows stay as long as their decision;
-// deletion rows are trimmed once every registered bouncer served anything (position > 0: a
-// live-mode bouncer's never moves) was served past them, or past
+// pulls comes once, as a deletion, as CrowdSec answers it. One exception, the reissue: a later
+// end or another type of a decision already logged is served as a deletion of what was logged
+// and a new entry, same id, in one pull (a row of its own holds the deletion, trimmed as
+// deletions are), because crowdsec-firewall-bouncer skips a value already in its nftables set,
+// and the host's ban would end at the first timeout. A reissue waits until kReissueHold after
+// its decision's last row was logged (or that row's end, if sooner), keeping that row served
+// meanwhile: crowdsec-custom-bouncer skips an add of a value it added less than its cache
+// retention (10 s) before, a delete between or not. A bouncer that had not pulled the earlier
+// row is served the deletion too (firewall bouncer: "not present"; custom: its script's del).
+// The bouncer's position moves to the log's end with each pull (stored with the pull). Live
+// rows stay as long as their decision; deletion rows are trimmed once every registered bouncer
+// served anything (position > 0: a live-mode bouncer's never moves) was served past them, or past
 // deletion_retention, or past max_deletions (oldest first). A bouncer whose position lies below
 // what age or count trimmed is "far behind": it gets a startup-style answer (every active
 // decision in "new") plus the deletions still held — deletions older than those are lost to
@@ -68,7 +81,8 @@
 // palisade_bouncer_last_pull_timestamp_seconds{bouncer} (the registration time until the first
 // pull), palisade_bouncer_seconds_since_last_pull{bouncer} (refreshed every second),
 // palisade_bouncers_registered, palisade_bouncer_requests_refused_total{reason},
-// palisade_bouncer_log_write_failures_total, palisade_bouncer_log_overflows_total.
+// palisade_bouncer_log_write_failures_total, palisade_bouncer_log_overflows_total,
+// palisade_bouncer_decisions_withheld_total.
 //
 // Thread-safety: all public methods are thread-safe. The HTTP server runs on its own threads.
 // The decision table's set listener (OnUpdates) takes the API's lock (mu_) once for each change
@@ -92,8 +106,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -111,6 +128,7 @@
 #include "prometheus/registry.h"
 #include "services/bouncer_api/bouncer_api_config.h"
 #include "services/common/clock.h"
+#include "services/common/ip.h"
 #include "services/decisions/decision_table.h"
 #include "services/store/store.h"
 
@@ -169,6 +187,11 @@ class BouncerApi {
   // A change set, as the table's set listener hears it (Attach subscribes this): logged whole,
   // under one lock, so that no pull is served a part of it.
   void OnUpdates(const std::vector<DecisionUpdate>& updates);
+  // The addresses no bouncer is served a decision on (palisaded's NeverBanSet; empty until
+  // set). Call it before Attach, so that the log is brought in line at start, and again
+  // whenever the set changes (a reload): decisions served that it now covers are logged as
+  // deletions, those withheld that it no longer covers as new.
+  void SetNeverBan(CidrSet never_ban) ABSL_LOCKS_EXCLUDED(mu_, fold_mu_);
 
   // Admin: a new bouncer and its key (returned once). kInvalidArgument for a name that is not
   // [A-Za-z0-9._@-]{1,64}; kAlreadyExists.
@@ -250,6 +273,16 @@ class BouncerApi {
   void RemoveMetricsLocked(Bouncer& b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Logs one change of a set (OnUpdates).
   void OnUpdateLocked(const DecisionUpdate& update) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // What decision `id` now is to bouncers (`row`; nullopt: nothing, it ended or is not
+  // visible), against what the log serves of it: the rows to log go to `out` (none, a new row,
+  // a deletion, or a reissue's two), a reissue not yet due to held_, a decision on a never-ban
+  // address to withheld_. Any earlier hold of `id` is dropped first.
+  void ChangeLocked(const std::string& id, std::optional<BouncerChangeRow> row, absl::Time now,
+                    std::vector<BouncerChangeRow>* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Logs the held reissues due at the clock's time (the ticker; every pull, first).
+  void ReleaseDueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether what `decided` decides on touches never_ban_ (see the header comment).
+  bool NeverBanLocked(const std::optional<Cidr>& decided) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Numbers `rows`, applies them to the active rows (changes_) and queues them for the store
   // (pending_): written at kMaxPending rows or max_pending_bytes_, unless the last write
   // failed; dropped (DropPendingLocked) past max_pending_bytes_ when they cannot be written.
@@ -333,6 +366,22 @@ class BouncerApi {
   uint64_t drops_ ABSL_GUARDED_BY(mu_) = 0;            // DropPendingLocked calls so far
   bool overflow_logged_ ABSL_GUARDED_BY(mu_) = false;  // a drop logged since the last write
   int64_t trimmed_through_ ABSL_GUARDED_BY(mu_) = 0;
+  // A reissue waits this long after its decision's last row was logged (see the header
+  // comment): crowdsec-custom-bouncer's cache keeps a value 10 s, and a bouncer polls every 10 s,
+  // so the row was served at most ~10 s after it was logged and ~20 s are left to spare.
+  static constexpr absl::Duration kReissueHold = absl::Seconds(30);
+  // Reissues waiting (ChangeLocked), by decision id: the row to log, and when. At most one per
+  // active decision; by_due orders them for ReleaseDueLocked.
+  struct Held {
+    BouncerChangeRow row;
+    absl::Time due;
+  };
+  absl::flat_hash_map<std::string, Held> held_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<absl::Time, std::string>> held_by_due_ ABSL_GUARDED_BY(mu_);
+  CidrSet never_ban_ ABSL_GUARDED_BY(mu_);
+  // The decisions withheld for never_ban_, by id, as they would be served: few (a decision on a
+  // protected address), and what SetNeverBan serves when the set no longer covers them.
+  absl::flat_hash_map<std::string, BouncerChangeRow> withheld_ ABSL_GUARDED_BY(mu_);
 
   prometheus::Family<prometheus::Counter>* pulls_ = nullptr;
   prometheus::Family<prometheus::Counter>* served_ = nullptr;
@@ -342,6 +391,7 @@ class BouncerApi {
   prometheus::Family<prometheus::Counter>* refused_ = nullptr;
   prometheus::Counter* write_failures_ = nullptr;
   prometheus::Counter* overflows_ = nullptr;
+  prometheus::Counter* withheld_total_ = nullptr;
 
   std::unique_ptr<httplib::Server> server_;
   std::thread server_thread_;

@@ -59,8 +59,10 @@ std::string Serialized(prometheus::Registry& registry) {
 // palisaded's pieces as it wires them: a store file, the decision table restored from it, and
 // the bouncer API attached to the table and serving on a free loopback port. Destroying one and
 // building another on the same file is a restart.
+// `never_ban`: set before Attach, as palisaded does at start.
 struct Daemon {
-  Daemon(const std::string& path, SimulatedClock& clock, palisade::v1::BouncerApiConfig config = {})
+  Daemon(const std::string& path, SimulatedClock& clock, palisade::v1::BouncerApiConfig config = {},
+         const CidrSet* never_ban = nullptr)
       : table(clock) {
     store = *Store::Open(path);
     table.SetStore(store.get(), {});
@@ -69,6 +71,7 @@ struct Daemon {
     auto created = BouncerApi::Create(config, clock, store.get(), registry);
     EXPECT_THAT(created, IsOk());
     api = *std::move(created);
+    if (never_ban != nullptr) api->SetNeverBan(*never_ban);
     EXPECT_THAT(api->Attach(table), IsOk());
     EXPECT_THAT(api->Start(), IsOk());
   }
@@ -405,18 +408,209 @@ TEST(BouncerApiTest, StreamServesChangesSinceTheLastPullInCrowdSecShapes) {
   EXPECT_EQ(list[0].last_pull, clock.TimeNow());
 }
 
-TEST(BouncerApiTest, AnExtensionIsServedAgainWithTheSameId) {
+// An extension (a later end) or a change of type of a decision a bouncer holds. It was served
+// in `new` alone, with the same id, on purpose (a bouncer keys by id), but
+// crowdsec-firewall-bouncer 0.0.25 skips a value already in its nftables set ("already in set"),
+// so the host's ban still ended at the first timeout while palisaded kept the address banned.
+// It is now served as a deletion and a new entry, same id, in one pull: the bouncer applies the
+// deletions first, and re-adds the value with the new timeout.
+TEST(BouncerApiTest, AnExtensionIsServedAsADeletionAndANew) {
   SimulatedClock clock;
   Daemon d(FreshPath("extend.db"), clock);
   std::string key = *d.api->AddBouncer("fw");
   d.Ban("203.0.113.7", absl::Hours(1));
   json first = d.Pull(key);
   ASSERT_THAT(first["new"], SizeIs(1));
+  const json id = first["new"][0]["id"];
+  clock.Advance(absl::Minutes(1));       // past the hold (AnExtensionSoonAfterItsNewIsHeld)
   d.Ban("203.0.113.7", absl::Hours(3));  // extends the active decision
   json next = d.Pull(key);
-  ASSERT_THAT(next["new"], SizeIs(1));
-  EXPECT_EQ(next["new"][0]["id"], first["new"][0]["id"]);
+  ASSERT_THAT(next["deleted"], SizeIs(1)) << next;
+  EXPECT_EQ(next["deleted"][0]["value"], "203.0.113.7");
+  EXPECT_EQ(next["deleted"][0]["id"], id);
+  ASSERT_THAT(next["new"], SizeIs(1)) << next;
+  EXPECT_EQ(next["new"][0]["value"], "203.0.113.7");
+  EXPECT_EQ(next["new"][0]["id"], id);
   EXPECT_EQ(next["new"][0]["duration"], "3h0m0s");
+  // Served once.
+  json again = d.Pull(key);
+  EXPECT_TRUE(again["deleted"].is_null()) << again;
+  EXPECT_TRUE(again["new"].is_null()) << again;
+  // A bouncer that never pulled held nothing: the new entry only.
+  std::string key2 = *d.api->AddBouncer("fw2");
+  json other = d.Pull(key2);
+  EXPECT_TRUE(other["deleted"].is_null()) << other;
+  EXPECT_EQ(Values(other["new"]), std::set<std::string>{"203.0.113.7"});
+
+  // A change of type (a captcha becoming a ban) too: the bouncer holds the captcha.
+  auto update = [&](palisade::v1::Action action) {
+    DecisionUpdate u;
+    u.change = DecisionChange::kExtended;
+    u.decision.set_id("typed");
+    u.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+    u.decision.mutable_target()->set_value("203.0.113.8");
+    u.decision.set_action(action);
+    u.decision.set_active(true);
+    u.decision.set_origin(palisade::v1::ORIGIN_RULE);
+    u.decision.set_rule_id("sshd-bf");
+    u.decision.mutable_expiry()->set_seconds(absl::ToUnixSeconds(clock.TimeNow()) + 600);
+    d.api->OnUpdates({u});
+  };
+  update(palisade::v1::ACTION_CHALLENGE);
+  EXPECT_EQ(d.Pull(key)["new"][0]["type"], "captcha");
+  clock.Advance(absl::Minutes(1));
+  update(palisade::v1::ACTION_BLOCK);
+  json typed = d.Pull(key);
+  ASSERT_THAT(typed["deleted"], SizeIs(1)) << typed;
+  EXPECT_EQ(typed["deleted"][0]["type"], "captcha");
+  ASSERT_THAT(typed["new"], SizeIs(1)) << typed;
+  EXPECT_EQ(typed["new"][0]["type"], "ban");
+  // A shorter end needs no reissue: the deletion at the end takes the value out.
+  clock.Advance(absl::Minutes(1));
+  d.api->OnUpdates({[&] {
+    DecisionUpdate u;
+    u.change = DecisionChange::kExtended;
+    u.decision.set_id("typed");
+    u.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+    u.decision.mutable_target()->set_value("203.0.113.8");
+    u.decision.set_action(palisade::v1::ACTION_BLOCK);
+    u.decision.set_active(true);
+    u.decision.set_origin(palisade::v1::ORIGIN_RULE);
+    u.decision.set_rule_id("sshd-bf");
+    u.decision.mutable_expiry()->set_seconds(absl::ToUnixSeconds(clock.TimeNow()) + 60);
+    return u;
+  }()});
+  json shorter = d.Pull(key);
+  EXPECT_TRUE(shorter["deleted"].is_null()) << shorter;
+  EXPECT_EQ(Values(shorter["new"]), std::set<std::string>{"203.0.113.8"});
+}
+
+// crowdsec-custom-bouncer 0.0.15 keeps the values it added for cache_retention_duration (10 s
+// in Debian's config) and skips an add of a value still there, though a delete came between:
+// a deletion and a new entry of a value added less than ~10 s before ends with the value
+// deleted. So a reissue waits until 30 s after its value was logged as new (the bouncer polls
+// every 10 s: ~20 s to spare); the ban in force meanwhile is the earlier one.
+TEST(BouncerApiTest, AnExtensionSoonAfterItsNewIsHeld) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("extend-held.db"), clock);
+  std::string key = *d.api->AddBouncer("custom");
+  d.Ban("203.0.113.7", absl::Hours(1));
+  json first = d.Pull(key);
+  ASSERT_THAT(first["new"], SizeIs(1));
+  clock.Advance(absl::Seconds(5));
+  d.Ban("203.0.113.7", absl::Hours(3));  // logged 5 s after the first entry
+  json held = d.Pull(key);
+  EXPECT_TRUE(held["deleted"].is_null()) << held;
+  EXPECT_TRUE(held["new"].is_null()) << held;
+  clock.Advance(absl::Seconds(24));  // 29 s after the first entry
+  json still = d.Pull(key);
+  EXPECT_TRUE(still["deleted"].is_null()) << still;
+  EXPECT_TRUE(still["new"].is_null()) << still;
+  clock.Advance(absl::Seconds(1));
+  json next = d.Pull(key);
+  EXPECT_EQ(Values(next["deleted"]), std::set<std::string>{"203.0.113.7"});
+  ASSERT_THAT(next["new"], SizeIs(1)) << next;
+  EXPECT_EQ(next["new"][0]["duration"], "2h59m35s");  // the extension's end, 3 h after it
+
+  // A held extension whose decision ends meanwhile: its deletion only, once.
+  const std::string gone = d.Ban("203.0.113.9", absl::Hours(1));
+  EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.9"});
+  clock.Advance(absl::Seconds(2));
+  d.Ban("203.0.113.9", absl::Hours(3));
+  ASSERT_THAT(d.table.Withdraw(gone), IsOk());
+  json ended = d.Pull(key);
+  EXPECT_EQ(Values(ended["deleted"]), std::set<std::string>{"203.0.113.9"});
+  EXPECT_THAT(ended["deleted"], SizeIs(1));
+  EXPECT_TRUE(ended["new"].is_null()) << ended;
+  clock.Advance(absl::Minutes(1));
+  json after = d.Pull(key);
+  EXPECT_TRUE(after["deleted"].is_null()) << after;
+  EXPECT_TRUE(after["new"].is_null()) << after;
+}
+
+// An extension made while no bouncer API listened (a crash between the table's store write and
+// its listeners) is found at start, and reissued as the listener would have.
+TEST(BouncerApiTest, AnExtensionTheLogMissedIsReissuedAtStart) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("extend-attach.db");
+  std::string key;
+  {
+    Daemon d(path, clock);
+    key = *d.api->AddBouncer("fw");
+    d.Ban("203.0.113.7", absl::Hours(1));
+    EXPECT_THAT(d.Pull(key)["new"], SizeIs(1));
+  }
+  clock.Advance(absl::Minutes(1));
+  {
+    auto store = *Store::Open(path);
+    DecisionTable table(clock);
+    table.SetStore(store.get(), {});
+    ASSERT_THAT(table.Restore(), IsOk());
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+    req.mutable_target()->set_value("203.0.113.7");
+    req.set_action(palisade::v1::ACTION_BLOCK);
+    req.mutable_duration()->set_seconds(3 * 3600);
+    req.set_reason("by hand");
+    ASSERT_THAT(table.AddManual(req), IsOk());
+  }
+  Daemon d(path, clock);
+  json next = d.Pull(key);
+  EXPECT_EQ(Values(next["deleted"]), std::set<std::string>{"203.0.113.7"});
+  ASSERT_THAT(next["new"], SizeIs(1)) << next;
+  EXPECT_EQ(next["new"][0]["duration"], "3h0m0s");
+}
+
+// Bouncers are never served a decision on a never-ban address (Cloudflare's ranges, this
+// host's addresses, the allowlist: palisaded's NeverBanSet): the edge guard refuses those, but
+// crowdsec-firewall-bouncer on an origin behind Cloudflare would drop a Cloudflare address, and
+// with it every visitor that address carries. Withheld and counted; the set can change (a
+// reload): what it now covers is taken back, what it no longer covers is served.
+TEST(BouncerApiTest, DecisionsOnNeverBanAddressesAreWithheld) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("never-ban.db");
+  std::string key;
+  {
+    Daemon d(path, clock);
+    key = *d.api->AddBouncer("fw");
+    d.Ban("203.0.113.7");
+    d.Ban("198.51.100.7", absl::Hours(1));
+    d.Ban("198.51.0.0/16", absl::Hours(2), palisade::v1::TARGET_KIND_RANGE);  // overlaps
+    EXPECT_THAT(d.Pull(key)["new"], SizeIs(3));
+
+    d.api->SetNeverBan(*CidrSet::Parse({"198.51.100.0/24"}));  // a reload adds it
+    json taken = d.Pull(key);
+    EXPECT_EQ(Values(taken["deleted"]), (std::set<std::string>{"198.51.100.7", "198.51.0.0/16"}));
+    EXPECT_TRUE(taken["new"].is_null()) << taken;
+    // New decisions and changes on it are withheld too, live questions included.
+    d.Ban("198.51.100.8");
+    clock.Advance(absl::Minutes(1));
+    d.Ban("198.51.100.7", absl::Hours(5));
+    json none = d.Pull(key);
+    EXPECT_TRUE(none["deleted"].is_null()) << none;
+    EXPECT_TRUE(none["new"].is_null()) << none;
+    EXPECT_EQ(d.Get("/v1/decisions?ip=198.51.100.8", key).second, "null");
+    EXPECT_THAT(d.Metrics(), HasSubstr("palisade_bouncer_decisions_withheld_total 3"));
+
+    d.api->SetNeverBan(CidrSet());  // and a reload takes it out: served at the next pull
+    json back = d.Pull(key);
+    EXPECT_TRUE(back["deleted"].is_null()) << back;
+    EXPECT_EQ(Values(back["new"]),
+              (std::set<std::string>{"198.51.100.7", "198.51.100.8", "198.51.0.0/16"}));
+    for (const json& e : back["new"]) {
+      if (e["value"] == "198.51.100.7") {
+        EXPECT_EQ(e["duration"], "5h0m0s");
+      }
+    }
+  }
+  // At start (SetNeverBan before Attach, as palisaded does), the log is brought in line.
+  const CidrSet never_ban = *CidrSet::Parse({"198.51.100.0/24"});
+  Daemon d(path, clock, {}, &never_ban);
+  json start = d.Pull(key);
+  EXPECT_EQ(Values(start["deleted"]),
+            (std::set<std::string>{"198.51.100.7", "198.51.100.8", "198.51.0.0/16"}));
+  EXPECT_TRUE(start["new"].is_null()) << start;
+  EXPECT_EQ(Values(d.Pull(key, /*startup=*/true)["new"]), std::set<std::string>{"203.0.113.7"});
 }
 
 TEST(BouncerApiTest, ExpiryOnTheClockIsADeletion) {

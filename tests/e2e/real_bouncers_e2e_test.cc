@@ -8,7 +8,10 @@
 //    a key the API does not know it is refused (403) and runs nothing;
 //  - crowdsec-firewall-bouncer in nftables mode: a banned address and range enter its nftables
 //    sets, a captcha decision does not (it enforces bans only), a deleted decision and an
-//    expired one leave.
+//    expired one leave;
+//  - palisaded only (crowdsec 1.4.6 serves an extension as a second decision, which both
+//    bouncers skip as already held): an extended ban reaches both bouncers, the nftables
+//    element's timeout and the custom bouncer's script.
 // The whole test process runs in its own network namespace (entered before any thread starts),
 // so nftables rules never touch the host; where that or nftables cannot run, the firewall test
 // says so plainly and is skipped while the rest runs. Polls with 60 s deadlines, no fixed sleeps.
@@ -112,6 +115,45 @@ class RealBouncersTest : public ::testing::TestWithParam<std::string> {
     return config;
   }
   std::string calls() const { return dir_ + "/calls.txt"; }
+
+  // Why crowdsec-firewall-bouncer cannot run here ("" when it can), said plainly on stdout.
+  static std::string FirewallCannotRun() {
+    std::string why;
+    if (!kNetnsEntered) {
+      why = absl::StrCat("no private network namespace (", NetnsError(), ")");
+    } else if (access("/usr/bin/crowdsec-firewall-bouncer", X_OK) != 0 ||
+               access("/usr/sbin/nft", X_OK) != 0) {
+      why = "crowdsec-firewall-bouncer or nft is not installed (bash tools/setup.sh)";
+    } else if (absl::StatusOr<std::string> nft = RunCommand("/usr/sbin/nft list ruleset");
+               !nft.ok()) {
+      why = nft.status().ToString();
+    }
+    if (!why.empty()) {
+      std::cout << "NFTABLES CANNOT RUN HERE: " << why
+                << "; the firewall-bouncer test is skipped, the others ran" << std::endl;
+    }
+    return why;
+  }
+  // crowdsec-firewall-bouncer's YAML (nftables, 1 s pulls, tables crowdsec and crowdsec6) with
+  // `key`. Returns its path.
+  std::string WriteFirewallBouncerConfig(const std::string& key) {
+    const std::string config = dir_ + "/firewall.yaml";
+    std::ofstream(config) << "mode: nftables\npid_dir: " << dir_ << "/\nupdate_frequency: 1s\n"
+                          << "daemonize: false\nlog_mode: file\nlog_dir: " << dir_
+                          << "/\nlog_level: info\n"
+                          << "api_url: http://127.0.0.1:" << api_->port() << "/\n"
+                          << "api_key: " << key << "\ninsecure_skip_verify: false\n"
+                          << "disable_ipv6: false\ndeny_action: DROP\ndeny_log: false\n"
+                          << "supported_decisions_types:\n  - ban\n"
+                          << "blacklists_ipv4: crowdsec-blacklists\n"
+                          << "blacklists_ipv6: crowdsec6-blacklists\n"
+                          << "nftables:\n  ipv4:\n    enabled: true\n    set-only: false\n"
+                          << "    table: crowdsec\n    chain: crowdsec-chain\n"
+                          << "  ipv6:\n    enabled: true\n    set-only: false\n"
+                          << "    table: crowdsec6\n    chain: crowdsec6-chain\n"
+                          << "prometheus:\n  enabled: false\n";
+    return config;
+  }
 
   std::string dir_;
   std::unique_ptr<LapiBackend> api_;
@@ -254,38 +296,10 @@ bool HasElement(const std::string& set, const std::string& value) {
 }
 
 TEST_P(RealBouncersTest, FirewallBouncerPutsBansInItsNftablesSetsAndTakesThemOut) {
-  if (!kNetnsEntered) {
-    std::cout << "NFTABLES CANNOT RUN HERE: no private network namespace (" << NetnsError()
-              << "); the firewall-bouncer test is skipped, the others ran" << std::endl;
-    GTEST_SKIP() << "no private network namespace: " << NetnsError();
-  }
-  if (access("/usr/bin/crowdsec-firewall-bouncer", X_OK) != 0 || access("/usr/sbin/nft", X_OK)) {
-    std::cout << "NFTABLES CANNOT RUN HERE: crowdsec-firewall-bouncer or nft is not installed "
-                 "(bash tools/setup.sh)"
-              << std::endl;
-    GTEST_SKIP() << "crowdsec-firewall-bouncer or nft missing";
-  }
-  if (absl::StatusOr<std::string> nft = RunCommand("/usr/sbin/nft list ruleset"); !nft.ok()) {
-    std::cout << "NFTABLES CANNOT RUN HERE: " << nft.status() << std::endl;
-    GTEST_SKIP() << nft.status();
-  }
+  if (std::string why = FirewallCannotRun(); !why.empty()) GTEST_SKIP() << why;
   absl::StatusOr<std::string> key = api_->AddBouncer("firewall-e2e");
   ASSERT_TRUE(key.ok()) << key.status();
-  const std::string config = dir_ + "/firewall.yaml";
-  std::ofstream(config) << "mode: nftables\npid_dir: " << dir_ << "/\nupdate_frequency: 1s\n"
-                        << "daemonize: false\nlog_mode: file\nlog_dir: " << dir_
-                        << "/\nlog_level: info\n"
-                        << "api_url: http://127.0.0.1:" << api_->port() << "/\n"
-                        << "api_key: " << *key << "\ninsecure_skip_verify: false\n"
-                        << "disable_ipv6: false\ndeny_action: DROP\ndeny_log: false\n"
-                        << "supported_decisions_types:\n  - ban\n"
-                        << "blacklists_ipv4: crowdsec-blacklists\n"
-                        << "blacklists_ipv6: crowdsec6-blacklists\n"
-                        << "nftables:\n  ipv4:\n    enabled: true\n    set-only: false\n"
-                        << "    table: crowdsec\n    chain: crowdsec-chain\n"
-                        << "  ipv6:\n    enabled: true\n    set-only: false\n"
-                        << "    table: crowdsec6\n    chain: crowdsec6-chain\n"
-                        << "prometheus:\n  enabled: false\n";
+  const std::string config = WriteFirewallBouncerConfig(*key);
   const std::string ban = Add("Ip", "192.0.2.40", "ban", absl::Hours(1));
   Add("Ip", "192.0.2.41", "captcha", absl::Hours(1));
   const std::string range = Add("Range", "198.51.100.0/24", "ban", absl::Hours(1));
@@ -330,6 +344,86 @@ TEST_P(RealBouncersTest, FirewallBouncerPutsBansInItsNftablesSetsAndTakesThemOut
   ASSERT_TRUE(WaitFor([&] { return !HasElement(v4(), "192.0.2.42"); }, kDeadline)) << log();
   EXPECT_TRUE(bouncer.value()->Running()) << log();
   bouncer.value()->Stop();
+}
+
+// The timeout nft lists for element `value` of `set` ("1m", "2h59m30s"; "" when it is not there).
+std::string ElementTimeout(const std::string& set, const std::string& value) {
+  const std::string prefix = value + " timeout ";
+  const size_t at = set.find(prefix);
+  if (at == std::string::npos) return "";
+  const size_t start = at + prefix.size();
+  const size_t end = set.find_first_of(" ,}\n", start);
+  return set.substr(start, end == std::string::npos ? std::string::npos : end - start);
+}
+
+// An extension of a ban the bouncer holds (a recidivist's longer ban, an operator's): the
+// firewall bouncer skips a value already in its set, so an extension served as `new` alone
+// left the element's first timeout, and the host let the address in again while palisaded
+// still banned it. palisaded serves it as a deletion and a new entry, 30 s after the first
+// entry at the soonest (AnExtensionSoonAfterItsNewIsHeld), and the element is re-added.
+TEST_P(RealBouncersTest, FirewallBouncerFollowsAnExtension) {
+  if (GetParam() != "palisaded") GTEST_SKIP() << "crowdsec 1.4.6 serves a second decision";
+  if (std::string why = FirewallCannotRun(); !why.empty()) GTEST_SKIP() << why;
+  absl::StatusOr<std::string> key = api_->AddBouncer("firewall-e2e");
+  ASSERT_TRUE(key.ok()) << key.status();
+  const std::string config = WriteFirewallBouncerConfig(*key);
+  Add("Ip", "192.0.2.43", "ban", absl::Minutes(2));
+  absl::StatusOr<std::unique_ptr<Child>> bouncer =
+      Child::Spawn({"/usr/bin/crowdsec-firewall-bouncer", "-c", config}, dir_ + "/firewall.stdout");
+  ASSERT_TRUE(bouncer.ok()) << bouncer.status();
+  auto v4 = [] { return NftSet("ip", "crowdsec", "crowdsec-blacklists"); };
+  auto log = [&] {
+    return absl::StrCat("ipv4 set:\n", v4(), "\nbouncer log:\n",
+                        ReadFileOrEmpty(dir_ + "/crowdsec-firewall-bouncer.log"),
+                        ReadFileOrEmpty(dir_ + "/firewall.stdout"));
+  };
+  ASSERT_TRUE(WaitFor([&] { return HasElement(v4(), "192.0.2.43"); }, kDeadline)) << log();
+  Add("Ip", "192.0.2.43", "ban", absl::Hours(3));  // extends it
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        const std::string timeout = ElementTimeout(v4(), "192.0.2.43");
+        return absl::StartsWith(timeout, "2h") || absl::StartsWith(timeout, "3h");
+      },
+      kDeadline))
+      << log();
+  EXPECT_TRUE(bouncer.value()->Running()) << log();
+  bouncer.value()->Stop();
+}
+
+// The same for the custom bouncer, whose cache (cache_retention_duration, 10 s here as in
+// Debian's config) skips an add of a value it added less than that before: the extension comes
+// as a `del` and an `add` with the new time left, not within that cache.
+TEST_P(RealBouncersTest, CustomBouncerFollowsAnExtension) {
+  if (GetParam() != "palisaded") GTEST_SKIP() << "crowdsec 1.4.6 serves a second decision";
+  if (access("/usr/bin/crowdsec-custom-bouncer", X_OK) != 0) {
+    GTEST_SKIP() << "crowdsec-custom-bouncer is not installed (bash tools/setup.sh)";
+  }
+  absl::StatusOr<std::string> key = api_->AddBouncer("custom-e2e");
+  ASSERT_TRUE(key.ok()) << key.status();
+  const std::string calls = this->calls();
+  const std::string config = WriteCustomBouncerConfig(*key);
+  Add("Ip", "192.0.2.44", "ban", absl::Hours(1));
+  absl::StatusOr<std::unique_ptr<Child>> bouncer =
+      Child::Spawn({"/usr/bin/crowdsec-custom-bouncer", "-c", config}, dir_ + "/custom.stdout");
+  ASSERT_TRUE(bouncer.ok()) << bouncer.status();
+  auto log = [&] {
+    return absl::StrCat("calls:\n", ReadFileOrEmpty(calls), "\nbouncer log:\n",
+                        ReadFileOrEmpty(dir_ + "/crowdsec-custom-bouncer.log"),
+                        ReadFileOrEmpty(dir_ + "/custom.stdout"));
+  };
+  ASSERT_TRUE(WaitFor([&] { return Count(calls, "add", "192.0.2.44") == 1; }, kDeadline)) << log();
+  Add("Ip", "192.0.2.44", "ban", absl::Hours(3));  // at once: within the bouncer's cache
+  ASSERT_TRUE(WaitFor([&] { return Count(calls, "add", "192.0.2.44") == 2; }, kDeadline)) << log();
+  EXPECT_EQ(Count(calls, "del", "192.0.2.44"), 1) << log();
+  // The last call is the add, with the extension's time left (whole seconds).
+  const auto all = Calls(calls);
+  ASSERT_FALSE(all.empty());
+  ASSERT_GE(all.back().size(), 3u) << log();
+  EXPECT_EQ(all.back()[0], "add") << log();
+  int seconds = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(all.back()[2], &seconds)) << log();
+  EXPECT_GT(seconds, 3 * 3600 - 120) << log();
+  EXPECT_TRUE(bouncer.value()->Running()) << log();
 }
 
 INSTANTIATE_TEST_SUITE_P(Apis, RealBouncersTest, ::testing::Values("palisaded", "crowdsec"),
