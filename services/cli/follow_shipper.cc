@@ -15,6 +15,7 @@
 #include <thread>
 #include <utility>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -30,6 +31,63 @@ namespace {
 using palisade::v1::BatchAck;
 using palisade::v1::FileCheckpoint;
 using palisade::v1::LogBatch;
+
+// What ShipDedup::Validate (services/server/ship_dedup.cc) takes in a batch's origin, repeated
+// here since the shipper cannot depend on the server: a batch outside them is refused whenever
+// it is sent, so the shipper must never build one.
+constexpr size_t kMaxPathBytes = 1024;
+// The first line's fingerprint covers at most this many bytes: a JSON record may be longer (up
+// to max_record_bytes), and a client writes it (Caddy logs request headers).
+constexpr size_t kMaxFingerprintBytes = size_t{1} << 20;
+
+// RFC 3629 UTF-8 (no overlongs, surrogates or code points past U+10FFFF): what protobuf
+// requires of a string field, so of origin.path, source and json_format.
+bool IsUtf8(absl::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+    if (c >= 0xC2 && c <= 0xDF) {
+      n = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      n = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      n = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return false;
+    }
+    if (i + n > s.size()) return false;
+    const auto c1 = static_cast<unsigned char>(s[i + 1]);
+    if (c1 < lo || c1 > hi) return false;
+    for (size_t k = 2; k < n; ++k) {
+      const auto ck = static_cast<unsigned char>(s[i + k]);
+      if (ck < 0x80 || ck > 0xBF) return false;
+    }
+    i += n;
+  }
+  return true;
+}
+
+// A path or name for an error: escaped (it may not be UTF-8) and cut after 256 bytes.
+std::string Shown(absl::string_view name) {
+  if (name.size() <= 256) return absl::CHexEscape(name);
+  return absl::StrCat(absl::CHexEscape(name.substr(0, 256)), "... (", name.size(), " bytes)");
+}
+
+// Refusals that sending the same batch again, or with the same token, cannot cure.
+bool Permanent(grpc::StatusCode code) {
+  return code == grpc::StatusCode::INVALID_ARGUMENT ||
+         code == grpc::StatusCode::UNAUTHENTICATED || code == grpc::StatusCode::PERMISSION_DENIED;
+}
 
 bool ValidShipperId(const std::string& id) {
   if (id.empty() || id.size() > 128) return false;
@@ -204,6 +262,10 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     return absl::InvalidArgumentError(
         "ship --follow: --shipper_id must be 1 to 128 characters of [A-Za-z0-9._:-]");
   }
+  if (!IsUtf8(o.json_format)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ship --follow: --json_format ", Shown(o.json_format), " is not UTF-8"));
+  }
   auto log = [&](const std::string& m) {
     if (o.log) o.log(m);
   };
@@ -231,6 +293,21 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     f.path = Absolute(raw);
     if (!seen.insert(f.path).second) continue;  // named twice: followed once
     f.source = o.source.empty() ? DefaultSource(o.shipper_id, f.path) : o.source;
+    // The server would refuse every batch of such a file (and used to be sent them forever).
+    if (f.path.size() > kMaxPathBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ship --follow: the path ", Shown(f.path), " is ", f.path.size(),
+                       " bytes once absolute; the server takes at most ", kMaxPathBytes));
+    }
+    if (!IsUtf8(f.path)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "ship --follow: the path ", Shown(f.path),
+          " is not UTF-8, which the server requires (follow it through a symlink that is)"));
+    }
+    if (!IsUtf8(f.source)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ship --follow: --source ", Shown(f.source), " is not UTF-8"));
+    }
     std::optional<FileCheckpoint> from;
     if (auto it = state.find(f.path); it != state.end()) {
       from = it->second.checkpoint;
@@ -264,10 +341,13 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
       }
       const uint64_t prev_end = fresh || !prev ? 0 : prev->offset();
       // The file's first line: from offset 0 to past it (a line carried over from the previous
-      // file on rotation ends at 0 and is not it).
+      // file on rotation ends at 0 and is not it), fingerprinted over at most its first
+      // kMaxFingerprintBytes: the server refuses a batch whose fingerprint covers more, so a
+      // longer first record stalled the file (and every file behind it).
       if (f.first_fp.empty() && prev_end == 0 && after.offset() > 0) {
-        f.first_fp = Fingerprint(line);
-        f.first_len = static_cast<uint32_t>(line.size());
+        const absl::string_view head = absl::string_view(line).substr(0, kMaxFingerprintBytes);
+        f.first_fp = Fingerprint(head);
+        f.first_len = static_cast<uint32_t>(head.size());
       }
       if (!first) {
         first = after;
@@ -391,6 +471,7 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     size_t sent = 0;    // unacked[0, sent) are written on this stream
     uint64_t sequence = 0;
     bool broken = false;
+    bool server_ended = false;  // the reader saw the call end: Finish() holds the server's status
     bool acked_any = false;
     // Takes the acks read so far, in order; the state file follows them.
     auto take_acks = [&] {
@@ -437,6 +518,7 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
         absl::MutexLock lock(&mu);
         done = reader_done;
       }
+      server_ended = done;
       if (broken || done) break;
       if (stop_.HasBeenNotified()) {
         if (drain_deadline == absl::InfiniteFuture()) drain_deadline = absl::Now() + o.drain_timeout;
@@ -476,7 +558,9 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     }
     if (clean) {
       stream->WritesDone();  // every batch acked: the server ends the call
-    } else {
+    } else if (!server_ended) {
+      // Not once the server ended the call: Finish() would report the cancel (CANCELLED)
+      // instead of the server's status, which tells a refusal for good from a dropped stream.
       context.TryCancel();
     }
     reader.join();
@@ -485,6 +569,27 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     write_state(/*force=*/true);
     if (clean) break;
     if (stop_.HasBeenNotified()) break;
+    if (Permanent(status.error_code())) {
+      // Sent again, the same batch (first in line, ahead of every file's) or the same token
+      // would be refused again: the shipper would stall for good. The state file keeps what
+      // was acked, so a restart once the cause is fixed loses nothing.
+      const std::string code =
+          absl::StatusCodeToString(static_cast<absl::StatusCode>(status.error_code()));
+      std::string what = "the stream";
+      if (!unacked.empty()) {
+        const Pending& p = unacked.front();
+        what = absl::StrCat("the batch of ", Shown(files[p.file].path), " (bytes ",
+                            p.batch.origin().start_offset(), " to ",
+                            p.batch.origin().end_offset(), ")");
+      }
+      const bool auth = status.error_code() != grpc::StatusCode::INVALID_ARGUMENT;
+      return absl::Status(
+          static_cast<absl::StatusCode>(status.error_code()),
+          absl::StrCat("ship --follow: the server refused ", what, " for good (", code, ": ",
+                       status.error_message(), ")",
+                       auth ? "; check the token and that its role may ingest" : "",
+                       "; not retried, the state file keeps the acked positions"));
+    }
     ++summary.reconnects;
     if (acked_any) backoff = o.backoff_min;
     log(absl::StrCat("ship --follow: the stream ended (",

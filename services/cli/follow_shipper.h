@@ -3,8 +3,8 @@
 // a partial last line held) and sends their lines over the Ingest stream.
 //
 // Exactness: every batch holds the lines of one file and carries its origin (LogBatch.origin:
-// shipper id, path, the file's device and inode, a fingerprint of its first line, and the offset
-// after each line).
+// shipper id, path, the file's device and inode, a fingerprint of its first line (of at most its
+// first 1 MiB, what the server takes), and the offset after each line).
 // The local checkpoint (--state_file) advances only when the server acked a batch, and is
 // written atomically (temp file, fsync, rename, fsync of the directory) once all that was sent
 // is acked, or at most every state_interval while more is in flight (an fsync per ack held
@@ -39,7 +39,9 @@
 namespace palisade {
 
 struct FollowOptions {
-  std::vector<std::string> paths;  // made absolute (the server keys positions by path)
+  // Made absolute (the server keys positions by path); then at most 1024 bytes and UTF-8, as
+  // the server requires of origin.path.
+  std::vector<std::string> paths;
   std::string state_file;          // required
   // Names this host to the server ([A-Za-z0-9._:-]{1,128}); default: the host name.
   std::string shipper_id;
@@ -80,8 +82,8 @@ struct FollowOptions {
 };
 
 // Where one followed file was acked: the follower's checkpoint, and the fingerprint of that
-// file's first line (what the server tells files apart by, with device and inode; empty until
-// that line was read).
+// file's first line, of its first 1 MiB at most (what the server tells files apart by, with
+// device and inode; empty until that line was read).
 struct FollowPosition {
   palisade::v1::FileCheckpoint checkpoint;
   std::string first_line_fingerprint;
@@ -108,9 +110,12 @@ class FollowShipper {
   explicit FollowShipper(FollowOptions options) : options_(std::move(options)) {}
 
   // Follows and ships until Stop(). kInvalidArgument for bad options (no state file, no
-  // paths, a bad shipper id); kFailedPrecondition when the state file cannot be written. A
-  // server that cannot be reached or refuses a batch is retried with backoff, never an error:
-  // the shipper runs as a service.
+  // paths, a bad shipper id, a path over 1024 bytes or not UTF-8, a source or json_format not
+  // UTF-8), before anything is sent; kFailedPrecondition when the state file cannot be
+  // written. A server that cannot be reached or ends the stream otherwise is retried with
+  // backoff: the shipper runs as a service. A refusal that sending again cannot cure
+  // (INVALID_ARGUMENT, UNAUTHENTICATED, PERMISSION_DENIED) ends the run with the server's code,
+  // naming the file whose batch was refused; the state file keeps what was acked.
   absl::StatusOr<FollowSummary> Run(palisade::v1::Ingest::StubInterface& stub);
   void Stop() { stop_.Notify(); }
 

@@ -1,6 +1,9 @@
 #include "services/cli/follow_shipper.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -11,8 +14,10 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/registry.h"
 #include "services/server/ship_dedup.h"
@@ -22,6 +27,7 @@ namespace {
 
 using palisade::v1::BatchAck;
 using palisade::v1::LogBatch;
+using ::testing::HasSubstr;
 
 // An Ingest server in process: batches go through a real ShipDedup into a list of lines. It can
 // be told to end the stream after taking the next batch without acking it (a connection dropped
@@ -38,6 +44,8 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
       {
         absl::MutexLock lock(&mu_);
         max_batch_bytes_ = std::max(max_batch_bytes_, batch.ByteSizeLong());
+        ++batches_read_;
+        if (!refusal_.ok()) return refusal_;
       }
       bool drop = false;  // taken after DropNextAck
       absl::StatusOr<BatchAck> ack = dedup_.Take(batch, [&](const LogBatch& b) {
@@ -51,13 +59,21 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
         a.set_accepted(static_cast<uint32_t>(b.records_size()));
         return absl::StatusOr<BatchAck>(a);
       });
-      if (!ack.ok()) return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "bad batch");
+      if (!ack.ok()) {
+        return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                            std::string(ack.status().message()));
+      }
       if (drop) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "dropped");
       if (!stream->Write(*ack)) break;
     }
     return grpc::Status::OK;
   }
 
+  // Every batch from now on ends its stream with `status` (OK: taken again).
+  void RefuseWith(grpc::Status status) {
+    absl::MutexLock lock(&mu_);
+    refusal_ = std::move(status);
+  }
   void DropNextAck() {
     absl::MutexLock lock(&mu_);
     drop_next_ack_ = true;
@@ -71,6 +87,10 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
     return sources_;
   }
   uint64_t duplicates() const { return dedup_.duplicate_lines(); }
+  uint64_t batches_read() {  // refused ones included
+    absl::MutexLock lock(&mu_);
+    return batches_read_;
+  }
   size_t max_batch_bytes() {
     absl::MutexLock lock(&mu_);
     return max_batch_bytes_;
@@ -83,7 +103,9 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
   std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> sources_ ABSL_GUARDED_BY(mu_);  // of the batches taken
   bool drop_next_ack_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status refusal_ ABSL_GUARDED_BY(mu_);
   size_t max_batch_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t batches_read_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class FollowShipperTest : public ::testing::Test {
@@ -110,6 +132,24 @@ class FollowShipperTest : public ::testing::Test {
     std::unique_ptr<FollowShipper> shipper;
     std::thread thread;
     absl::StatusOr<FollowSummary> summary = absl::UnknownError("not run");
+    absl::Notification done;  // Run() returned
+    ~Running() {  // a test that failed midway still ends its shipper
+      if (thread.joinable()) {
+        shipper->Stop();
+        thread.join();
+      }
+    }
+    // What Run() returned by itself (a wide margin: it is expected at the first refusal), or
+    // kDeadlineExceeded after stopping a shipper that kept on.
+    absl::Status WaitDone() {
+      if (!done.WaitForNotificationWithTimeout(absl::Seconds(60))) {
+        shipper->Stop();
+        thread.join();
+        return absl::DeadlineExceededError("Run() did not return by itself");
+      }
+      thread.join();
+      return summary.status();
+    }
     FollowSummary Stop() {
       shipper->Stop();
       thread.join();
@@ -117,11 +157,8 @@ class FollowShipperTest : public ::testing::Test {
       return summary.ok() ? *summary : FollowSummary();
     }
   };
-  std::unique_ptr<Running> Start(uint32_t batch_lines = 2, size_t max_batch_bytes = 4 << 20,
-                                 const std::string& source = "") {
+  FollowOptions Options(uint32_t batch_lines = 2) {
     FollowOptions options;
-    options.source = source;
-    options.max_batch_bytes = max_batch_bytes;
     options.paths = {log_};
     options.state_file = state_;
     options.shipper_id = "test-host";
@@ -129,10 +166,23 @@ class FollowShipperTest : public ::testing::Test {
     options.poll_interval = absl::Milliseconds(10);
     options.backoff_min = absl::Milliseconds(10);
     options.log = [](const std::string& m) { std::fprintf(stderr, "%s\n", m.c_str()); };
+    return options;
+  }
+  std::unique_ptr<Running> Start(uint32_t batch_lines = 2, size_t max_batch_bytes = 4 << 20,
+                                 const std::string& source = "") {
+    FollowOptions options = Options(batch_lines);
+    options.source = source;
+    options.max_batch_bytes = max_batch_bytes;
+    return Start(std::move(options));
+  }
+  std::unique_ptr<Running> Start(FollowOptions options) {
     auto r = std::make_unique<Running>();
-    r->shipper = std::make_unique<FollowShipper>(options);
+    r->shipper = std::make_unique<FollowShipper>(std::move(options));
     Running* raw = r.get();
-    r->thread = std::thread([this, raw] { raw->summary = raw->shipper->Run(*stub_); });
+    r->thread = std::thread([this, raw] {
+      raw->summary = raw->shipper->Run(*stub_);
+      raw->done.Notify();
+    });
     return r;
   }
 
@@ -247,6 +297,85 @@ TEST_F(FollowShipperTest, TheDefaultSourceNamesTheShipperAndThePath) {
   ASSERT_TRUE(WaitLines(4));
   shipper->Stop();
   EXPECT_EQ(service_.sources(), std::set<std::string>({"test-host:" + log_, "auth"}));
+}
+
+// A first record over the server's 1 MiB fingerprint cap (ShipDedup::Validate): Caddy logs
+// request headers, so a client can make one, and a logrotate puts it first. Its fingerprint
+// covered the whole line, every batch of the file was refused, and the shipper sent it again
+// forever while every other file waited behind it.
+TEST_F(FollowShipperTest, AJsonFileWhoseFirstRecordIsOverOneMiBIsShipped) {
+  FollowOptions options = Options();
+  options.format = palisade::v1::LOG_FORMAT_CADDY_JSON;
+  auto shipper = Start(options);
+  const std::string big = R"({"request":{"headers":{"X-Pad":[")" +
+                          std::string(size_t{3} << 19, 'p') + R"("]}},"status":401})";
+  ASSERT_GT(big.size(), size_t{3} << 19);  // 1.5 MiB
+  const std::vector<std::string> lines = {big, R"({"status":401})", R"({"status":403})",
+                                          R"({"status":200})"};
+  Append(log_, lines);
+  ASSERT_TRUE(WaitLines(4));
+  shipper->Stop();
+  EXPECT_EQ(service_.lines(), lines);
+  absl::StatusOr<std::map<std::string, FollowPosition>> state = FollowShipper::ReadState(state_);
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->at(log_).first_line_bytes, 1u << 20);
+
+  // The fingerprint kept across a restart is the one sent: the server knows the file.
+  shipper = Start(options);
+  Append(log_, {R"({"status":404})"});
+  ASSERT_TRUE(WaitLines(5));
+  FollowSummary s = shipper->Stop();
+  EXPECT_EQ(s.duplicates, 0u);
+  EXPECT_EQ(service_.duplicates(), 0u);
+}
+
+// The server refuses an origin.path over 1024 bytes or not UTF-8 (a protobuf string): such a
+// path is refused before anything is sent (not left to the server's refusal), with an error
+// naming it.
+TEST_F(FollowShipperTest, APathTheServerWouldRefuseIsAnErrorNamingIt) {
+  std::string deep = dir_;
+  for (int i = 0; i < 5; ++i) {
+    deep += "/" + std::string(200, 'd');
+    ASSERT_EQ(::mkdir(deep.c_str(), 0700) == 0 || errno == EEXIST, true) << deep;
+  }
+  const std::string long_path = deep + "/access.log";
+  const std::string not_utf8 = dir_ + "/caf\xe9.log";
+  // What the error must hold: the long path's start, the other path escaped.
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {long_path, long_path.substr(0, 200)}, {not_utf8, dir_ + "/caf\\xe9.log"}};
+  for (const auto& [path, named] : cases) {
+    std::remove(state_.c_str());
+    Append(path, {"x1", "x2"});
+    FollowOptions options = Options();
+    options.paths = {path};
+    auto shipper = Start(options);
+    absl::Status s = shipper->WaitDone();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(named)) << s;
+  }
+  EXPECT_EQ(service_.batches_read(), 0u);
+}
+
+// A refusal that sending again cannot cure (a bad batch, a bad or weak token) ends Run() with
+// the server's code, naming the file whose batch was refused; it used to be retried forever.
+TEST_F(FollowShipperTest, APermanentRefusalEndsTheRunNamingTheFileAndTheStatus) {
+  Append(log_, {"p1", "p2"});
+  for (grpc::StatusCode code : {grpc::StatusCode::INVALID_ARGUMENT,
+                                grpc::StatusCode::UNAUTHENTICATED,
+                                grpc::StatusCode::PERMISSION_DENIED}) {
+    service_.RefuseWith(grpc::Status(code, "refused by the test"));
+    auto shipper = Start();
+    absl::Status s = shipper->WaitDone();
+    EXPECT_EQ(static_cast<int>(s.code()), static_cast<int>(code)) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr(log_)) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("refused by the test")) << s;
+  }
+  // The state file was kept: once the server takes the batches, nothing is lost.
+  service_.RefuseWith(grpc::Status::OK);
+  auto shipper = Start();
+  ASSERT_TRUE(WaitLines(2));
+  shipper->Stop();
+  EXPECT_EQ(service_.lines(), (std::vector<std::string>{"p1", "p2"}));
 }
 
 TEST_F(FollowShipperTest, StateFiles) {
