@@ -220,10 +220,12 @@ absl::StatusOr<std::string> IpListActuator::Item(const palisade::v1::Target& tar
         "IP list item ", sent.ToString(), " for ", target.value(),
         " would cover a never-ban address; not sent"));
   };
+  // One version of the set for the whole judgement, whatever a reload swaps meanwhile.
+  const std::shared_ptr<const CidrSet> never_ban = options_.never_ban.Get();
   int len = cidr->prefix_length();
   if (cidr->base().is_v4()) {
     if (len < 8) return absl::InvalidArgumentError("IPv4 list items must be /8 or longer");
-    if (TouchesNeverBan(*cidr, options_.never_ban)) return refuse(*cidr);
+    if (TouchesNeverBan(*cidr, *never_ban)) return refuse(*cidr);
     return len == 32 ? cidr->base().ToString() : cidr->ToString();
   }
   // IPv6: one attacker holds a whole /64; collapse to the configured prefix. When that prefix
@@ -238,14 +240,14 @@ absl::StatusOr<std::string> IpListActuator::Item(const palisade::v1::Target& tar
   if (len > options_.ipv6_prefix) {
     for (int prefix = options_.ipv6_prefix; prefix <= kNarrowestV6Item; ++prefix) {
       const Cidr item = Cidr::Covering(cidr->base(), prefix);
-      if (TouchesNeverBan(item, options_.never_ban)) continue;
+      if (TouchesNeverBan(item, *never_ban)) continue;
       if (narrowed != nullptr) *narrowed = prefix != options_.ipv6_prefix;
       return item.ToString();
     }
     return refuse(Cidr::Covering(cidr->base(), kNarrowestV6Item));
   }
   if (len < 12) return absl::InvalidArgumentError("IPv6 list items must be /12 or longer");
-  if (TouchesNeverBan(*cidr, options_.never_ban)) return refuse(*cidr);
+  if (TouchesNeverBan(*cidr, *never_ban)) return refuse(*cidr);
   return len == 128 ? cidr->base().ToString() : cidr->ToString();
 }
 

@@ -29,6 +29,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "services/actions/actuator.h"
+#include "services/actions/guard.h"
 #include "services/cloudflare/client.h"
 #include "services/common/ip.h"
 
@@ -62,8 +63,9 @@ struct IpListOptions {
   int ipv6_prefix = 64;
   // The guard's never-ban set (on top of NonPublicRanges()): the guard judges the decision's
   // target, but an IPv6 address goes out widened to `ipv6_prefix`, so the list judges the item
-  // it actually sends again (see ItemFor).
-  CidrSet never_ban;
+  // it actually sends again (see ItemFor). The guard's own handle (GuardOptions::never_ban), so
+  // a reload that swaps the set (Dispatcher::SetNeverBan) reaches the list too.
+  SharedNeverBan never_ban;
 };
 
 class IpListActuator final : public Actuator {

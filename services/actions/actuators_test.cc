@@ -15,6 +15,7 @@ namespace palisade {
 namespace {
 
 using ::palisade::testing::IsOk;
+using ::palisade::testing::IsOkAndHolds;
 using ::palisade::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
@@ -285,6 +286,25 @@ TEST_F(ActuatorsTest, IpListCountsAreRestoredFromTheEdgeRecords) {
   Run(after, removes);
   ASSERT_THAT(removes[0].result, IsOk());
   EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(0));
+}
+
+// The list judges its items by the set the guard holds, swapped whole by a reload that changes
+// the allowlist (Dispatcher::SetNeverBan): every copy of the options (the reconciler keeps one
+// for ItemFor) sees the new set, not the one of the start.
+TEST_F(ActuatorsTest, IpListJudgesByTheNeverBanSetAsAReloadLeftIt) {
+  IpListOptions options;
+  IpListActuator actuator(*client_, options, registry_);
+  const IpListOptions copy = options;
+  IpListActuator reconcilers(*client_, copy, registry_);
+  palisade::v1::Target neighbour;
+  neighbour.set_kind(palisade::v1::TARGET_KIND_IP);
+  neighbour.set_value("2a01:4f8:1:2::6");
+  ASSERT_THAT(actuator.ItemFor(neighbour), IsOkAndHolds("2a01:4f8:1:2::/64"));
+  options.never_ban.Set(*CidrSet::Parse({"2a01:4f8:1:2::5"}));
+  EXPECT_THAT(actuator.ItemFor(neighbour), StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_THAT(reconcilers.ItemFor(neighbour), StatusIs(absl::StatusCode::kFailedPrecondition));
+  options.never_ban.Set(CidrSet());
+  EXPECT_THAT(reconcilers.ItemFor(neighbour), IsOkAndHolds("2a01:4f8:1:2::/64"));
 }
 
 // The guard passes 2a01:4f8:1:2::6 (not allowlisted), but its /64 item would block the

@@ -95,13 +95,24 @@ void Dispatcher::Drop(int64_t seq) {
   if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
 }
 
+namespace {
+
+// A dry run's "object" is none: it counts toward no cap (Guard's max_active_per_actuator).
+bool IsObject(const EdgeRef& ref) { return ref.id != Dispatcher::kDryRunObject; }
+
+}  // namespace
+
 void Dispatcher::RememberEdge(const std::string& id, int kind, const EdgeRef& ref) {
-  auto [it, inserted] = edges_.insert_or_assign(id, Made{kind, ref});
-  if (inserted) ++active_[kind];
+  if (auto old = edges_.find(id); old != edges_.end() && IsObject(old->second.ref)) {
+    --active_[old->second.kind];
+  }
+  edges_.insert_or_assign(id, Made{kind, ref});
+  if (IsObject(ref)) ++active_[kind];
   // The apply succeeded after all (a changed decision tried again): in the store, the edge
   // record has replaced the failure record (one row per decision).
   failed_.erase(id);
   retry_with_secret_.erase(id);
+  refused_never_ban_.erase(id);
 }
 
 void Dispatcher::ForgetEdgeLocked(const std::string& id) {
@@ -109,9 +120,10 @@ void Dispatcher::ForgetEdgeLocked(const std::string& id) {
   // kind it is.
   failed_.erase(id);
   retry_with_secret_.erase(id);
+  refused_never_ban_.erase(id);
   auto it = edges_.find(id);
   if (it == edges_.end()) return;
-  --active_[it->second.kind];
+  if (IsObject(it->second.ref)) --active_[it->second.kind];
   edges_.erase(it);
 }
 
@@ -123,6 +135,7 @@ void Dispatcher::RememberFailure(int kind, const ActionOp& op, bool lacked_secre
   const std::string& id = op.decision.id();
   const std::string version = FailureVersion(op.decision);
   failed_[id] = version;
+  refused_never_ban_.erase(id);  // the caller refusing it as never-ban says so after
   if (lacked_secret) {
     retry_with_secret_.insert(id);
   } else {
@@ -137,6 +150,7 @@ void Dispatcher::RememberFailure(int kind, const ActionOp& op, bool lacked_secre
 
 bool Dispatcher::ForgetFailure(const std::string& id) {
   retry_with_secret_.erase(id);
+  refused_never_ban_.erase(id);
   if (failed_.erase(id) == 0) return false;
   if (store_ != nullptr) {
     absl::Status s = store_->ForgetEdge(id);
@@ -218,6 +232,42 @@ absl::Status Dispatcher::Restore() {
 void Dispatcher::SetGuard(std::unique_ptr<Guard> guard) {
   absl::MutexLock lock(&mu_);
   guard_ = std::move(guard);
+}
+
+void Dispatcher::SetNeverBan(CidrSet never_ban) {
+  absl::MutexLock lock(&mu_);
+  if (guard_ == nullptr) return;
+  guard_->SetNeverBan(std::move(never_ban));
+  std::vector<NeverBanRefusal> freed;
+  for (const auto& [id, refusal] : refused_never_ban_) {
+    if (!guard_->NeverBan(refusal.decision.target())) freed.push_back(refusal);
+  }
+  for (NeverBanRefusal& refusal : freed) {
+    const std::string id = refusal.decision.id();
+    auto q = queues_.find(refusal.kind);
+    if (q == queues_.end()) continue;
+    ActionOp op;
+    op.kind = ActionOp::Kind::kApply;
+    op.decision = std::move(refusal.decision);
+    if (store_ != nullptr) {
+      // Recorded before the failure record goes: a crash between them leaves both, and the op,
+      // run, replaces the failure record (or makes it again if the set is back).
+      absl::StatusOr<int64_t> seq = store_->AddOperation(id, true);
+      if (seq.ok()) {
+        op.seq = *seq;
+      } else {
+        std::cerr << "palisaded: " << seq.status().message() << std::endl;
+      }
+    }
+    ForgetFailure(id);
+    std::cerr << "palisaded: guard: decision " << id << " on " << op.decision.target().value()
+              << ", refused as never-ban, is no longer protected by the reloaded set; queued again"
+              << std::endl;
+    queued_at_[id] = clock_.TimeNow();
+    q->second.ops.push_back(std::move(op));
+    q->second.pending->Set(static_cast<double>(q->second.ops.size()));
+  }
+  wake_.SignalAll();
 }
 
 int Dispatcher::ReleaseHeld(int max) {
@@ -453,6 +503,7 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
         queued_at_.erase(op.decision.id());
         guard_refused_.Add({{"reason", "never_ban"}}).Increment();
         RememberFailure(kind, op);
+        refused_never_ban_[op.decision.id()] = {kind, op.decision};
         Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "refused",
                "the target is in the never-ban set");
         std::cerr << "palisaded: guard: decision " << op.decision.id() << " on "
@@ -462,8 +513,8 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
       }
       // The budget counts new bans: an op spends it on its first pass only, not again at each
       // retry (an outage would otherwise spend max_attempts slots on one ban, and hold the
-      // bans behind it, or its own retry).
-      if (!op.counted) {
+      // bans behind it, or its own retry). An apply that sends nothing (dry run) is no ban.
+      if (!op.counted && Sends(op)) {
         if (op.released) {
           guard_->Record(op.decision, now);
         } else if (guard_->Check(op.decision, now, active_[kind]) == Guard::Verdict::kHeld) {
@@ -554,15 +605,18 @@ int Dispatcher::RunQueue(int kind) {
         secretless.insert(op);
       }
     }
-    // Shadow mode (global or per rule): record and count, send nothing.
+    // Shadow mode (global or per rule): record and count, send nothing (but the remove of a
+    // real object: see Sends).
     std::vector<ActionOp*> live;
+    std::set<const ActionOp*> unsent;
     for (ActionOp* op : chunks[c]) {
-      if (!options_.dry_run && !op->decision.dry_run()) {
+      if (Sends(*op)) {
         live.push_back(op);
         continue;
       }
+      unsent.insert(op);
       op->result = absl::OkStatus();
-      op->edge = {"dry-run", "", true};
+      op->edge = {kDryRunObject, "", true};
       std::cerr << "palisaded: dry run: would " << OpName(op->kind) << " " << actuator->name()
                 << " for decision " << op->decision.id() << " on " << op->decision.target().value()
                 << std::endl;
@@ -570,15 +624,21 @@ int Dispatcher::RunQueue(int kind) {
     if (!live.empty()) actuator->Run(live);
     ran += static_cast<int>(chunks[c].size());
     absl::MutexLock lock(&mu_);
-    Settle(kind, *actuator, chunks[c], secretless);
+    Settle(kind, *actuator, chunks[c], secretless, unsent);
   }
   absl::MutexLock lock(&mu_);
   --running_;
   return ran;
 }
 
+bool Dispatcher::Sends(const ActionOp& op) const {
+  if (!options_.dry_run && !op.decision.dry_run()) return true;
+  return op.kind == ActionOp::Kind::kRemove && !op.edge.id.empty() && IsObject(op.edge);
+}
+
 void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& ops,
-                        const std::set<const ActionOp*>& secretless) {
+                        const std::set<const ActionOp*>& secretless,
+                        const std::set<const ActionOp*>& unsent) {
   Queue& q = queues_[kind];
   const absl::Time done = clock_.TimeNow();
   bool refused = false;   // an op was refused for palisaded's credentials
@@ -592,9 +652,10 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
       refusal = std::string(op.result.message());
     }
     if (op.result.ok()) {
-      accepted |= !options_.dry_run && !op.decision.dry_run();  // a dry run sent nothing
+      const bool sent = unsent.count(settled) == 0;
+      accepted |= sent;  // a dry run sent nothing
       Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op,
-             options_.dry_run || op.decision.dry_run() ? "dry_run" : "applied");
+             sent ? "applied" : "dry_run");
       if (store_ != nullptr && op.seq != 0) {
         absl::Status s = op.kind == ActionOp::Kind::kApply
                              ? store_->CompleteApply(op.seq, {id, kind, op.edge.id,

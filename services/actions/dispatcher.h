@@ -16,13 +16,15 @@
 // quota, the list's cap; or refused by the guard's never-ban set or own-token check) is
 // remembered with the decision's expiry (FailedForGood), so the reconciler
 // does not take the decision as missing and apply it again on every run; a decision that
-// changed since (extended: a new expiry) may be tried once more. A fingerprint's revocation
-// that failed for want of its secret (lost with a restart) is applied again, durably, when an
-// extension brings the secret (the token seen again: DecisionUpdate::secret), and a queued or
-// held apply without it gets it. The memory goes when the decision ends or an apply of it
-// succeeds. With a store it is kept in the edges table, as a row whose container is
-// kFailedContainer and whose id is the expiry it failed with, so it survives a restart with the
-// edge records; it names no object, and is never counted or removed as one.
+// changed since (extended: a new expiry) may be tried once more, and one refused only as
+// never-ban is applied again when a reload's set (SetNeverBan) no longer protects its target.
+// A fingerprint's revocation that failed for want of its secret (lost with a restart) is
+// applied again, durably, when an extension brings the secret (the token seen again:
+// DecisionUpdate::secret), and a queued or held apply without it gets it. The memory goes when
+// the decision ends or an apply of it succeeds. With a store it is kept in the edges table, as
+// a row whose container is kFailedContainer and whose id is the expiry it failed with, so it
+// survives a restart with the edge records; it names no object, and is never counted or
+// removed as one.
 //
 // With a Store (SetStore), the queue is the durable outbox: every operation was recorded with
 // its decision, and is deleted only once the edge confirmed it (see services/store/store.h).
@@ -37,7 +39,11 @@
 // made by the decision's marker).
 // Pause / Resume let the reconciler compare the edge with the decisions while nothing changes
 // the edge: ops are still queued, none starts.
-// Dry run: every op is recorded and counted as "dry_run", nothing is sent.
+// Dry run (cloudflare.dry_run, or the decision's rule in shadow mode): an op is recorded and
+// counted as "dry_run", and nothing is sent; it spends none of the guard's budget, and what it
+// "made" (kDryRunObject) counts toward no cap. One exception: the remove of an object really at
+// the edge (made before a switch to global dry run) goes out, since it only lessens enforcement
+// and nothing else would take the object down (no reconciler runs in dry run).
 // Thread-safety: OnDecision is called from any thread; each actuator's queue is run by one
 // worker thread (Start), or by RunOnce from one thread at a time in tests.
 #ifndef PALISADE_SERVICES_ACTIONS_DISPATCHER_H_
@@ -105,7 +111,15 @@ class Dispatcher {
   void ParkActuator(palisade::v1::Actuator kind, const std::string& name);
   // Checked before every apply (see guard.h). Without one, nothing is held or refused here. An
   // apply spends the per-minute budget once, on its first pass: its retries are the same ban.
+  // One that sends nothing (dry run) spends none.
   void SetGuard(std::unique_ptr<Guard> guard);
+  // A reload changed the allowlist: the guard, and every actuator sharing its set (the IP list,
+  // the reconciler's copy of it; see SharedNeverBan), judge by `never_ban` from now on. Swapped
+  // under the lock, so no apply is judged by a mix of the two. The applies the guard refused as
+  // never-ban (since this process started) whose targets the new set leaves free are queued
+  // again, durably with a store: they were refused for the set, not for themselves. Without a
+  // guard, nothing.
+  void SetNeverBan(CidrSet never_ban);
   // Makes the queue durable: completions, retries and drops are written to `store`.
   void SetStore(Store* store);
   // After a restart: loads what is at the edge and the operations still to do.
@@ -165,6 +179,8 @@ class Dispatcher {
 
   // The edge record's container that marks a failure record, not an object (see above).
   static constexpr char kFailedContainer[] = "(failed for good)";
+  // The edge record's id of what an op made in dry run: no object.
+  static constexpr char kDryRunObject[] = "dry-run";
   // The version of a decision a failure record is for: its expiry, which an extension moves.
   static std::string FailureVersion(const palisade::v1::Decision& decision);
   // The decisions whose apply failed for good: decision id -> FailureVersion when it failed.
@@ -191,8 +207,13 @@ class Dispatcher {
   std::vector<ActionOp> TakeDue(int kind, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records what became of `ops` (just run): store, edges, metrics, retries.
   // `secretless`: the fingerprint revocations among `ops` that went out without their secret.
+  // `unsent`: the ops among `ops` that dry run kept from the edge (see Sends).
   void Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& ops,
-              const std::set<const ActionOp*>& secretless) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+              const std::set<const ActionOp*>& secretless,
+              const std::set<const ActionOp*>& unsent) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // False when dry run (global or the decision's) keeps `op` from the edge: any op but the
+  // remove of a real object (see the header comment).
+  bool Sends(const ActionOp& op) const;
   void Count(const std::string& actuator, ActionOp::Kind kind, const std::string& result);
   // Counts and tells the observer (`alert`: see ActionOutcome::alert).
   void Report(palisade::v1::Actuator kind, const std::string& actuator, const ActionOp& op,
@@ -206,7 +227,7 @@ class Dispatcher {
   // other op.
   bool CancelEndedApply(palisade::v1::Actuator kind, const std::string& actuator,
                         const ActionOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The only writers of edges_ (and so of active_).
+  // The only writers of edges_ (and so of active_, which counts no kDryRunObject).
   void RememberEdge(const std::string& id, int kind, const EdgeRef& ref)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ForgetEdgeLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -245,6 +266,14 @@ class Dispatcher {
   // process). An extension bringing the secret applies those again; not one that failed with
   // its secret (an IP-restricted token, palisaded's own), at each sighting of the token.
   std::set<std::string> retry_with_secret_ ABSL_GUARDED_BY(mu_);
+  // The failure records (ids in failed_) that the guard's never-ban set made, with the actuator
+  // and decision: SetNeverBan applies again those its new set leaves free. Memory only: after a
+  // restart they are failure records like the others (tried again when their decision changes).
+  struct NeverBanRefusal {
+    int kind;
+    palisade::v1::Decision decision;
+  };
+  std::map<std::string, NeverBanRefusal> refused_never_ban_ ABSL_GUARDED_BY(mu_);
   // Actuators configured but not started (ParkActuator), by palisade.v1.Actuator.
   std::map<int, Parked> parked_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);              // decision ids being applied
@@ -257,7 +286,7 @@ class Dispatcher {
   std::unique_ptr<Guard> guard_ ABSL_GUARDED_BY(mu_);
   Observer observer_ ABSL_GUARDED_BY(mu_);
   std::deque<std::pair<int, ActionOp>> held_ ABSL_GUARDED_BY(mu_);  // (actuator kind, op)
-  std::map<int, int> active_ ABSL_GUARDED_BY(mu_);  // edges_ counted per actuator
+  std::map<int, int> active_ ABSL_GUARDED_BY(mu_);  // objects in edges_, per actuator
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   int paused_ ABSL_GUARDED_BY(mu_) = 0;   // nested Pause calls
   int running_ ABSL_GUARDED_BY(mu_) = 0;  // RunQueue calls between TakeDue and their last Settle

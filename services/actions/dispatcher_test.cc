@@ -698,6 +698,130 @@ TEST_F(DispatcherTest, PerRuleShadowMode) {
   EXPECT_EQ(Actions("applied"), 1);
 }
 
+// A shadow decision (the rule's dry_run) sends nothing: it must spend none of the guard's
+// per-minute budget and count as no object at the edge. It did both, so a noisy rule in shadow
+// mode held every real ban behind it.
+TEST_F(DispatcherTest, AShadowDecisionSpendsNoBudgetAndCountsAsNoObject) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  DecisionUpdate shadow = Update(DecisionChange::kCreated, "d1");
+  shadow.decision.set_dry_run(true);
+  dispatcher_.OnDecision(shadow);
+  DecisionUpdate real = Update(DecisionChange::kCreated, "d2");
+  real.decision.mutable_target()->set_value("203.0.113.8");
+  dispatcher_.OnDecision(real);
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d2"));
+  EXPECT_EQ(dispatcher_.held(), 0u);
+  EXPECT_EQ(Actions("dry_run"), 1);
+
+  // The active cap counts objects at the edge: the shadow decision's "would apply" is none.
+  prometheus::Registry registry;
+  Dispatcher capped(clock_, Options(), registry);
+  auto fake = std::make_unique<FakeActuator>();
+  FakeActuator* f = fake.get();
+  capped.AddActuator(palisade::v1::ACTUATOR_ACCESS_RULE, std::move(fake));
+  options.max_new_per_minute = 60;
+  options.max_active_per_actuator = 1;
+  capped.SetGuard(std::make_unique<Guard>(options));
+  capped.OnDecision(shadow);
+  capped.RunOnce();
+  capped.OnDecision(real);
+  capped.RunOnce();
+  EXPECT_THAT(f->calls, ElementsAre("apply d2"));
+  EXPECT_EQ(capped.held(), 0u);
+  // And the cap still holds real objects to it.
+  DecisionUpdate third = Update(DecisionChange::kCreated, "d3");
+  third.decision.mutable_target()->set_value("203.0.113.9");
+  capped.OnDecision(third);
+  capped.RunOnce();
+  EXPECT_THAT(f->calls, ElementsAre("apply d2"));
+  EXPECT_EQ(capped.held(), 1u);
+}
+
+// A reload that changes the allowlist swaps the never-ban set the guard judges by (it was fixed
+// at start): a target taken off it is sent, one put on it is refused, and an apply refused only
+// as never-ban is tried again, durably, once the new set no longer protects its target.
+TEST_F(DispatcherTest, ANeverBanSetSwappedByAReloadReachesTheGuardAndRetriesItsRefusals) {
+  auto store = FreshStore("never.db");
+  ASSERT_TRUE(store.ok());
+  GuardOptions options;
+  options.never_ban = *CidrSet::Parse({"203.0.113.0/24"});
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  auto record = [&](const std::string& id, const std::string& target) {
+    DecisionUpdate u = Update(DecisionChange::kCreated, id);
+    u.decision.mutable_target()->set_value(target);
+    u.decision.mutable_expiry()->set_seconds(1000);
+    u.decision.set_active(true);
+    u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr, true);
+    return u;
+  };
+  dispatcher_.OnDecision(record("d1", "203.0.113.7"));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, IsEmpty());
+  EXPECT_THAT(dispatcher_.FailedForGood(), ElementsAre(Pair("d1", "1000.0")));
+
+  dispatcher_.SetNeverBan(*CidrSet::Parse({"198.51.100.0/24"}));
+  EXPECT_EQ(dispatcher_.pending(), 1u);
+  EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(1));  // the retry is durable
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1"));
+  EXPECT_THAT(dispatcher_.FailedForGood(), IsEmpty());
+  dispatcher_.OnDecision(record("d2", "203.0.113.8"));
+  dispatcher_.OnDecision(record("d3", "198.51.100.9"));  // newly protected
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply d1", "apply d2"));
+  EXPECT_THAT(dispatcher_.FailedForGood(), ElementsAre(Pair("d3", "1000.0")));
+  EXPECT_EQ(Actions("refused"), 2);
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+
+  // A refusal the new set still covers stays a failure record, and is not sent.
+  dispatcher_.SetNeverBan(*CidrSet::Parse({"198.51.100.0/25"}));
+  EXPECT_EQ(dispatcher_.RunOnce(), 0);
+  EXPECT_THAT(dispatcher_.FailedForGood(), ElementsAre(Pair("d3", "1000.0")));
+}
+
+// Global dry run sends nothing new, but an object already at the edge (made before the switch)
+// must still be removed when its decision ends: answered "would remove", its edge record went
+// and nothing would ever take it down (the reconciler does not run in dry run).
+TEST_F(DispatcherTest, InDryRunTheRemoveOfARealObjectStillGoesOut) {
+  auto store = FreshStore("dry.db");
+  ASSERT_TRUE(store.ok());
+  auto record = [&](DecisionChange change, const std::string& id) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_active(change == DecisionChange::kCreated);
+    u.outbox_seq =
+        *(*store)->RecordDecision(u.decision, nullptr, change == DecisionChange::kCreated);
+    return u;
+  };
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "d1"));
+  dispatcher_.RunOnce();
+  ASSERT_THAT(*(*store)->LoadEdges(), SizeIs(1));
+
+  // Restarted with cloudflare.dry_run.
+  DispatcherOptions o = Options();
+  o.dry_run = true;
+  prometheus::Registry registry;
+  Dispatcher dry(clock_, o, registry);
+  auto fake = std::make_unique<FakeActuator>();
+  FakeActuator* f = fake.get();
+  dry.AddActuator(palisade::v1::ACTUATOR_ACCESS_RULE, std::move(fake));
+  dry.SetStore(store->get());
+  ASSERT_TRUE(dry.Restore().ok());
+  dry.OnDecision(record(DecisionChange::kCreated, "d2"));  // new: only "would apply"
+  dry.RunOnce();
+  dry.OnDecision(record(DecisionChange::kExpired, "d1"));
+  dry.OnDecision(record(DecisionChange::kExpired, "d2"));  // its "object" is the marker
+  dry.RunOnce();
+  EXPECT_THAT(f->calls, ElementsAre("remove d1 edge-d1"));
+  EXPECT_THAT(*(*store)->LoadEdges(), IsEmpty());
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+  EXPECT_EQ(::palisade::testing::CounterSum(registry, "palisade_actions_total",
+                                            {{"op", "remove"}, {"result", "applied"}}),
+            1);
+}
+
 TEST_F(DispatcherTest, DurableQueueSurvivesARestart) {
   auto store = FreshStore("dispatch.db");
   ASSERT_TRUE(store.ok());

@@ -31,6 +31,21 @@ std::vector<std::string> Guard::CloudflareRanges() {
   return std::vector<std::string>(std::begin(kCloudflare), std::end(kCloudflare));
 }
 
+SharedNeverBan::SharedNeverBan(CidrSet set) : slot_(std::make_shared<Slot>()) {
+  Set(std::move(set));
+}
+
+std::shared_ptr<const CidrSet> SharedNeverBan::Get() const {
+  absl::MutexLock lock(&slot_->mu);
+  return slot_->set;
+}
+
+void SharedNeverBan::Set(CidrSet set) {
+  auto next = std::make_shared<const CidrSet>(std::move(set));
+  absl::MutexLock lock(&slot_->mu);
+  slot_->set = std::move(next);
+}
+
 Guard::Guard(GuardOptions options) : options_(std::move(options)) {}
 
 bool Guard::NeverBan(const palisade::v1::Target& target) const {
@@ -52,7 +67,7 @@ bool Guard::NeverBan(const palisade::v1::Target& target) const {
   // (e.g. banning 104.0.0.0/8); and the same for the IPv4 an IPv6 form embeds ("::a00:1" is
   // 10.0.0.1, "2002:a00::/24" covers 10.0.0.0/8). The IP list widens IPv6 after this check and
   // judges its item again (IpListOptions::never_ban).
-  return TouchesNeverBan(*cidr, options_.never_ban);
+  return TouchesNeverBan(*cidr, *options_.never_ban.Get());
 }
 
 bool Guard::OwnToken(const palisade::v1::Target& target) const {

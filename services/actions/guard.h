@@ -6,7 +6,9 @@
 //    it, is refused outright and counted; an IPv6 form that embeds an IPv4 address (NAT64,
 //    6to4, Teredo, IPv4-compatible; services/common/ip.h EmbeddedIpv4) is judged as that IPv4
 //    too. What an actuator sends can be wider than the target (the IP list widens IPv6 to a
-//    prefix): that actuator checks its item against the same set (TouchesNeverBan).
+//    prefix): that actuator checks its item against the same set (TouchesNeverBan). The set
+//    is shared (SharedNeverBan): a reload that changes the allowlist swaps it whole for the
+//    guard and those actuators at once (Dispatcher::SetNeverBan).
 //  - the blast-radius limit: at most N new bans per minute over all actuators (threat-feed
 //    entries excepted: a feed version is vetted by its own shrink guard), and at most M
 //    active per actuator. Token revocations have a per-minute budget of their own: they block
@@ -16,24 +18,49 @@
 //  - palisaded's own API token (its id, known once verified at start): a revocation of it is
 //    refused outright whatever a log says (the audit-log misuse rule catches it used from an
 //    unexpected address): the dispatcher raises an alert instead (ActionOutcome::alert).
-// Thread-safety: not thread-safe; the dispatcher calls it under its lock.
+// Thread-safety: Guard is not thread-safe (the dispatcher calls it under its lock);
+// SharedNeverBan is.
 #ifndef PALISADE_SERVICES_ACTIONS_GUARD_H_
 #define PALISADE_SERVICES_ACTIONS_GUARD_H_
 
 #include <deque>
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "palisade/v1/palisade.pb.h"
 #include "services/common/ip.h"
 
 namespace palisade {
 
+// The never-ban set, as a handle: copies share one set, and Set replaces it for every copy. The
+// guard, the IP list actuator and the reconciler's copy of the list options hold one each, so a
+// reload that changes the allowlist reaches all of them at once. Readers take a snapshot (Get)
+// that stays whole while a Set replaces it.
+class SharedNeverBan {
+ public:
+  SharedNeverBan() : SharedNeverBan(CidrSet()) {}
+  // Implicit: a set is its own first version (`options.never_ban = set;`).
+  SharedNeverBan(CidrSet set);  // NOLINT(google-explicit-constructor)
+
+  std::shared_ptr<const CidrSet> Get() const;
+  void Set(CidrSet set);
+
+ private:
+  struct Slot {
+    mutable absl::Mutex mu;
+    std::shared_ptr<const CidrSet> set ABSL_GUARDED_BY(mu);
+  };
+  std::shared_ptr<Slot> slot_;
+};
+
 struct GuardOptions {
   // Ranges never acted upon, on top of NonPublicRanges() (services/common/ip.h).
-  CidrSet never_ban;
+  SharedNeverBan never_ban;
   int max_new_per_minute = 60;
   // Token revocations (token fingerprint or id targets) per minute, apart from the bans. Only
   // verified tokens get here (services/actions/token_vetter.h); 30 a minute is far more than an
@@ -60,6 +87,8 @@ class Guard {
 
   // True when the target is (or overlaps) the never-ban set. Paths and tokens never are.
   bool NeverBan(const palisade::v1::Target& target) const;
+  // Replaces the never-ban set, for every holder of the options' handle (see SharedNeverBan).
+  void SetNeverBan(CidrSet never_ban) { options_.never_ban.Set(std::move(never_ban)); }
   // True when the target is palisaded's own API token (by id).
   bool OwnToken(const palisade::v1::Target& target) const;
 
@@ -71,7 +100,7 @@ class Guard {
   static std::vector<std::string> CloudflareRanges();
 
  private:
-  const GuardOptions options_;
+  GuardOptions options_;  // only never_ban changes (SetNeverBan)
   std::deque<absl::Time> recent_;              // bans allowed in the last minute
   std::deque<absl::Time> recent_revocations_;  // revocations allowed in the last minute
 };

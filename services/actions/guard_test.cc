@@ -16,8 +16,9 @@ palisade::v1::Decision Ban(const std::string& value,
 
 TEST(GuardTest, NeverBanSet) {
   GuardOptions options;
-  options.never_ban = *CidrSet::Parse(Guard::CloudflareRanges());
-  options.never_ban.Add(*Cidr::Parse("198.51.100.0/24"));  // configured allowlist
+  CidrSet never_ban = *CidrSet::Parse(Guard::CloudflareRanges());
+  never_ban.Add(*Cidr::Parse("198.51.100.0/24"));  // configured allowlist
+  options.never_ban = never_ban;
   Guard guard(options);
   for (const char* ip : {"127.0.0.1", "10.1.2.3", "192.168.0.1", "169.254.1.1", "100.64.0.1", "::1",
                          "fe80::1", "fd00::1", "104.16.0.1", "2606:4700::1111", "198.51.100.77"}) {

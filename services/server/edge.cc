@@ -237,7 +237,9 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   list.list_name = config.list_name();
   list.max_items = static_cast<int>(config.list_max_items());
   list.ipv6_prefix = static_cast<int>(config.list_ipv6_prefix());
-  list.never_ban = guard.never_ban;  // the list judges the (wider) item it sends as well
+  // The list judges the (wider) item it sends as well, by the guard's own set (one handle, so
+  // SetNeverBan reaches it, and the reconciler's copy of these options, too).
+  list.never_ban = guard.never_ban;
   if (enabled(palisade::v1::ACTUATOR_IP_LIST, kIpListActuator)) {
     edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_IP_LIST,
                                    std::make_unique<IpListActuator>(client, list, registry));

@@ -52,8 +52,9 @@ class Edge {
   // The check is made again every cloudflare.check_interval (default 1 h; see
   // services/cloudflare/credential_monitor.h for what a permission lost or gained then does).
   // `audit_logs`: the rules read audit-log records, so the token must read the audit logs.
-  // The guard is built from config.guard, config.allowlist and this host's addresses, and
-  // never lets palisaded's own token (its id, once verified) be revoked.
+  // The guard is built from config.guard, config.allowlist and this host's addresses (its set
+  // shared with the IP list and the reconciler; SetNeverBan replaces it), and never lets
+  // palisaded's own token (its id, once verified) be revoked.
   // With a store, the dispatcher's queue is durable and restored before it starts.
   // `attach` hands over the dispatcher's table listener (null: table.AddListener). A cluster's
   // node starts and stops its edge as it gains and loses the writer lease; its listener slot
@@ -67,6 +68,10 @@ class Edge {
   ~Edge();
 
   Dispatcher& dispatcher() { return *dispatcher_; }
+  // A reload changed the allowlist: the guard, the IP list and the reconciler judge by
+  // `never_ban` (NeverBanSet of the new config) from now on, and the applies refused as
+  // never-ban that it leaves free are sent (Dispatcher::SetNeverBan). Thread-safe.
+  void SetNeverBan(CidrSet never_ban) { dispatcher_->SetNeverBan(std::move(never_ban)); }
   // The verified client (thread-safe), for the token-candidate stage's verify calls.
   CloudflareClient& client() { return *client_; }
   // The token rotator when cloudflare.rotation is on (and the token's id is known), else null.

@@ -877,7 +877,7 @@ int Run() {
   auto running = std::make_shared<palisade::v1::Config>(*config);
   cluster::ClusterNode* reload_node = cluster_node.get();
   auto reload_rules = [running, load_threads, reload_node, &match_router, &partition_counter,
-                       &feeds, &table]() -> absl::StatusOr<AdminService::RuleReload> {
+                       &feeds, &table, &edge_slot]() -> absl::StatusOr<AdminService::RuleReload> {
     absl::StatusOr<palisade::v1::Config> next = ReadConfig();
     if (!next.ok()) return next.status();
     std::vector<std::string> restart = FieldsNeedingRestart(*running, *next);
@@ -899,13 +899,15 @@ int Run() {
     }
     absl::StatusOr<std::shared_ptr<const RuleSet>> r = LoadRules(*next, load_threads);
     if (!r.ok()) return r.status();
-    // The feeds and IPv6 folding judge by the new allowlist too: a feed still listing an
-    // address now allowlisted does not decide it again (the table withdraws its decision:
-    // SetRules), and no range holding it is folded.
+    // The feeds, IPv6 folding and the edge's guard judge by the new allowlist too: a feed
+    // still listing an address now allowlisted does not decide it again (the table withdraws
+    // its decision: SetRules), no range holding it is folded, no IP list item covering it goes
+    // out; and an address taken off it is sent again (its refused bans too).
     absl::StatusOr<CidrSet> never_ban = allowlist_changed ? NeverBanSet(*next) : CidrSet();
     if (!never_ban.ok()) return never_ban.status();
     if (allowlist_changed) {
       table.SetNeverFold(*never_ban);
+      if (std::shared_ptr<Edge> edge = edge_slot.get()) edge->SetNeverBan(*never_ban);
       feeds.SetNeverBan(*std::move(never_ban));
     }
     *running = *std::move(next);

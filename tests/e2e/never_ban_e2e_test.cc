@@ -6,13 +6,18 @@
 //  - Non-public IPv4 written in an IPv6 form that embeds it (::a00:1, 64:ff9b::a00:1,
 //    2002:a00:1::1, Teredo...) never becomes an access rule, and a feed range that embeds
 //    private IPv4 is dropped as never-ban.
+//  - A reload that takes a range off the allowlist reaches the guard: the range's detections are
+//    sent, and a ban it refused while the range was allowlisted is sent then too.
 // Each test waits (polling, 60 s deadline) for a public control target to reach the edge and the
 // queue to drain, then checks that nothing else did.
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -30,6 +35,7 @@ using ::palisade::testing::EmulatorAccessRuleValues;
 using ::palisade::testing::EmulatorListedValues;
 using ::palisade::testing::HttpGet;
 using ::palisade::testing::MetricValue;
+using ::palisade::testing::ScrapeMetric;
 using ::palisade::testing::ShipLines;
 using ::palisade::testing::WaitFor;
 
@@ -182,6 +188,73 @@ TEST_F(NeverBanE2eTest, PrivateIpv4InsideIpv6NeverBecomesAnAccessRule) {
   ASSERT_TRUE(Settled([&] { return EmulatorListedValues(cf).count("198.18.0.0/24") > 0; }))
       << ::palisade::testing::EmulatorState(cf).dump(2);
   EXPECT_EQ(EmulatorListedValues(cf), std::set<std::string>{"198.18.0.0/24"});
+}
+
+// The guard's never-ban set was built once, at start: a reload that took a compromised partner's
+// range off the allowlist stopped the engine ignoring it, but every apply on it was still refused
+// as never-ban (a manual ban made while it was allowlisted stayed refused too) until a restart.
+TEST(NeverBanReloadE2eTest, AnAddressTakenOffTheAllowlistByAReloadIsBannedAtTheEdge) {
+  absl::StatusOr<std::unique_ptr<Emulator>> emulator = Emulator::Start();
+  ASSERT_TRUE(emulator.ok()) << emulator.status();
+  const Emulator& cf = **emulator;
+  constexpr char kAllowlisted[] = "allowlist: \"203.0.113.0/24\"\n";
+  const std::string config = ::palisade::testing::WriteEdgeConfig(
+      cf, cf.token_file(), {"rules/sshd.textproto"}, kAllowlisted);
+  absl::StatusOr<std::unique_ptr<Daemon>> started =
+      Daemon::Start({"--config=" + config, "--shutdown_grace=200ms"});
+  ASSERT_TRUE(started.ok()) << started.status();
+  Daemon& daemon = **started;
+  auto channel = grpc::CreateChannel(daemon.grpc_address(), grpc::InsecureChannelCredentials());
+
+  // A manual ban inside the allowlisted range: the table takes it (AddManual does not consult
+  // the allowlist), the guard refuses it.
+  {
+    grpc::ClientContext ctx;
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+    req.mutable_target()->set_value("203.0.113.9");
+    req.mutable_duration()->set_seconds(3600);
+    req.set_reason("never-ban e2e");
+    palisade::v1::Decision added;
+    const grpc::Status s = palisade::v1::Decisions::NewStub(channel)->Add(&ctx, req, &added);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        return ScrapeMetric(daemon, "palisade_guard_refused_total", {"reason=\"never_ban\""}) ==
+               1;
+      },
+      absl::Seconds(60)));
+
+  // The operator takes the range off the allowlist and reloads.
+  {
+    std::stringstream text;
+    text << std::ifstream(config).rdbuf();
+    const std::string without = absl::StrReplaceAll(text.str(), {{kAllowlisted, ""}});
+    ASSERT_NE(without, text.str());
+    std::ofstream(config, std::ios::trunc) << without;
+    grpc::ClientContext ctx;
+    palisade::v1::ReloadRulesResponse resp;
+    const grpc::Status s = palisade::v1::Admin::NewStub(channel)->ReloadRules(&ctx, {}, &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+
+  // sshd-no-identification: three lines, an access rule.
+  std::vector<std::string> lines(
+      3, "Mar  3 14:02:01 web-1 sshd[1]: Did not receive identification string from 203.0.113.7");
+  absl::StatusOr<ShipSummary> shipped = ShipLines(
+      *palisade::v1::Ingest::NewStub(channel), palisade::v1::LOG_FORMAT_SYSLOG, lines, "reload");
+  ASSERT_TRUE(shipped.ok()) << shipped.status();
+  EXPECT_TRUE(WaitFor(
+      [&] {
+        return EmulatorAccessRuleValues(cf) ==
+                   std::set<std::string>{"203.0.113.7", "203.0.113.9"} &&
+               ActionsPending(daemon) == 0;
+      },
+      absl::Seconds(60)))
+      << ::palisade::testing::EmulatorState(cf).dump(2);
+  EXPECT_EQ(ScrapeMetric(daemon, "palisade_guard_refused_total", {"reason=\"never_ban\""}), 1);
+  EXPECT_EQ(daemon.Stop(), 0);
 }
 
 }  // namespace
