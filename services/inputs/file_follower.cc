@@ -9,12 +9,44 @@
 #include <cerrno>
 #include <cstring>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/fingerprint.h"
 
 namespace palisade {
 namespace {
+
+// Whether `rotated` is `path` with a suffix logrotate (or a rotating handler) adds: a
+// separator, then digits and date separators (.1, -20261204, .2026-12-05, -20261206-1733356800);
+// not another log whose name only starts with the path's (app-worker.log), nor a compressed copy.
+bool RotatedName(absl::string_view rotated, absl::string_view path) {
+  if (rotated.size() < path.size() + 2 || !absl::StartsWith(rotated, path)) return false;
+  const absl::string_view suffix = rotated.substr(path.size());
+  if (suffix[0] != '.' && suffix[0] != '-' && suffix[0] != '_') return false;
+  if (!absl::ascii_isdigit(suffix[1]) || !absl::ascii_isdigit(suffix.back())) return false;
+  return std::all_of(suffix.begin() + 1, suffix.end(), [](char c) {
+    return absl::ascii_isdigit(c) || c == '-' || c == '_' || c == '.';
+  });
+}
+
+// Of two rotated names of one path (`path_size` its length) last written at the same time,
+// whether `a` is the newer: PATH.N the smaller its N; a date (PATH-YYYYMMDD) the later it sorts.
+bool NewerName(absl::string_view a, absl::string_view b, size_t path_size) {
+  auto number = [path_size](absl::string_view name, uint64_t* n) {
+    const absl::string_view suffix = name.substr(path_size);
+    if (suffix.size() < 2 || suffix.size() > 7 || suffix[0] != '.') return false;
+    *n = 0;
+    for (char c : suffix.substr(1)) {
+      if (!absl::ascii_isdigit(c)) return false;
+      *n = *n * 10 + static_cast<uint64_t>(c - '0');
+    }
+    return true;
+  };
+  uint64_t na = 0, nb = 0;
+  if (number(a, &na) && number(b, &nb)) return na < nb;
+  return a > b;
+}
 
 // Appends `c` to `list`, keeping the last 16.
 void KeepLast16(std::vector<palisade::v1::FileCheckpoint>* list, palisade::v1::FileCheckpoint c) {
@@ -87,6 +119,7 @@ absl::StatusOr<bool> FileFollower::OpenAt(const std::string& path, uint64_t offs
 
 void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
   resume_.reset();
+  rotated_after_.clear();
   // Set when the checkpoint's file is there but cannot be opened (EACCES, EMFILE): whether it
   // is the same file cannot be told, so nothing is decided; Poll tries again.
   std::string cannot_open;
@@ -135,6 +168,7 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
     if (same_file(rotated) && open_at_checkpoint(rotated)) {
       draining_rotated_ = true;
       ++stats_.rotations;
+      QueueRotatedAfter(rotated);
       return;
     }
   }
@@ -149,11 +183,68 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
     truncated = st.st_dev == from.device() && st.st_ino == from.inode();
     ++(truncated ? stats_.truncations : stats_.rotations);
   }
+  if (truncated) {
+    // copytruncate: what was written after the checkpoint is in the copy. Read on there first.
+    uint64_t copy_size = 0;
+    const std::string copy = CopyOf(from, &copy_size);
+    if (!copy.empty() && open_at_checkpoint(copy)) {
+      draining_rotated_ = true;
+      then_truncated_ = true;
+      palisade::v1::FileCheckpoint at = from;
+      at.set_offset(copy_size);
+      KeepLast16(&truncated_, std::move(at));
+      return;
+    }
+  }
   (void)OpenAt(path_, 0);
   after_truncation_ = truncated;
   // Truncated: the copy may hold the rest (a glob reads it on). Else the file is nowhere: what
   // was written to it after the checkpoint is not read.
   KeepLast16(truncated ? &truncated_ : &lost_, from);
+}
+
+void FileFollower::QueueRotatedAfter(const std::string& resumed_in) {
+  // Rotated more than once while the daemon was down: the files written after the checkpoint's
+  // and rotated since lie between it and the path. Which is newer their names cannot say for
+  // every scheme (PATH.N counts down, a date up): their last writes do (each file's after the
+  // one before it), the names only for a tie (two rotations within one tick of the file clock).
+  // RotatedNames are the path with a suffix: compared by that suffix.
+  struct stat resumed;
+  if (::stat(resumed_in.c_str(), &resumed) != 0) return;
+  struct stat now;
+  const bool path_there = ::stat(path_.c_str(), &now) == 0;
+  auto written = [](const struct stat& st) {
+    return std::make_pair(static_cast<int64_t>(st.st_mtim.tv_sec),
+                          static_cast<int64_t>(st.st_mtim.tv_nsec));
+  };
+  std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> newer;
+  for (const std::string& rotated : RotatedNames(path_)) {
+    struct stat st;
+    if (rotated == resumed_in || !RotatedName(rotated, path_) ||
+        ::stat(rotated.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        (st.st_dev == resumed.st_dev && st.st_ino == resumed.st_ino) ||
+        (path_there && st.st_dev == now.st_dev && st.st_ino == now.st_ino)) {
+      continue;
+    }
+    if (written(st) < written(resumed) ||
+        (written(st) == written(resumed) && !NewerName(rotated, resumed_in, path_.size()))) {
+      continue;  // older than the checkpoint's file: read before it
+    }
+    newer.emplace_back(written(st), rotated);
+  }
+  std::sort(newer.begin(), newer.end(), [this](const auto& a, const auto& b) {
+    if (a.first != b.first) return a.first < b.first;
+    return NewerName(b.second, a.second, path_.size());
+  });
+  for (const auto& [when, rotated] : newer) {
+    struct stat st;
+    if (::stat(rotated.c_str(), &st) != 0) continue;
+    palisade::v1::FileCheckpoint c;
+    c.set_path(rotated);
+    c.set_device(st.st_dev);
+    c.set_inode(st.st_ino);
+    rotated_after_.push_back(std::move(c));
+  }
 }
 
 absl::StatusOr<size_t> FileFollower::ReadMore() {
@@ -243,9 +334,43 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
     // A last line without its newline will never be finished: it is a line.
     if (!pending_.empty() && !skipping_) pending_.push_back('\n');
     std::string rest = std::move(pending_);
+    // Then each file rotated after it, oldest first (under its name now: a rotation since may
+    // have moved it on), and the path last.
+    while (!rotated_after_.empty()) {
+      const palisade::v1::FileCheckpoint next = std::move(rotated_after_.front());
+      rotated_after_.erase(rotated_after_.begin());
+      std::string at;
+      auto is_next = [&next](const std::string& p) {
+        struct stat st;
+        return ::stat(p.c_str(), &st) == 0 && st.st_dev == next.device() &&
+               st.st_ino == next.inode();
+      };
+      if (is_next(next.path())) {
+        at = next.path();
+      } else {
+        for (const std::string& rotated : RotatedNames(path_)) {
+          if (is_next(rotated)) {
+            at = rotated;
+            break;
+          }
+        }
+      }
+      absl::StatusOr<bool> opened = at.empty() ? absl::StatusOr<bool>(false) : OpenAt(at, 0);
+      if (!opened.ok() || !*opened) {
+        // Gone (compressed, removed) before it was read: its lines are not, and that is said.
+        KeepLast16(&lost_, next);
+        continue;
+      }
+      ++stats_.rotations;
+      pending_ = std::move(rest);
+      return true;
+    }
     draining_rotated_ = false;
     absl::StatusOr<bool> opened = OpenAt(path_, 0);
     pending_ = std::move(rest);
+    // After a copytruncate's copy, the file it was copied from: a hole may start it.
+    after_truncation_ = then_truncated_ && opened.ok() && *opened;
+    then_truncated_ = false;
     return opened;
   }
   struct stat st;
@@ -375,9 +500,54 @@ void FileFollower::LetGo() {
   let_go_.push_back(checkpoint());
 }
 
+std::string FileFollower::CopyOf(const palisade::v1::FileCheckpoint& at, uint64_t* size) const {
+  // Under a rotated name of the path, another inode, the file's first bytes, more than `at`
+  // took; of several (a file whose first lines are always the same), the last written.
+  std::string copy;
+  std::pair<int64_t, int64_t> newest;
+  for (const std::string& rotated : RotatedNames(path_)) {
+    struct stat st;
+    if (!RotatedName(rotated, path_) || ::stat(rotated.c_str(), &st) != 0 ||
+        !S_ISREG(st.st_mode) || (st.st_dev == at.device() && st.st_ino == at.inode()) ||
+        static_cast<uint64_t>(st.st_size) <= at.offset() || !IsCopyOf(rotated, at)) {
+      continue;
+    }
+    const std::pair<int64_t, int64_t> written(st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    if (copy.empty() || written > newest) {
+      copy = rotated;
+      newest = written;
+      *size = static_cast<uint64_t>(st.st_size);
+    }
+  }
+  return copy;
+}
+
 void FileFollower::Truncated() {
-  // Where the copy (if one was made) holds what was not handed out yet.
-  KeepLast16(&truncated_, checkpoint());
+  // Where the copy (if one was made) holds what was not handed out yet: read on there first
+  // when it is under a rotated name (a named path's copy is read by nothing else; a glob's
+  // copy is told by the position said, at its end, and left out).
+  palisade::v1::FileCheckpoint at = checkpoint();
+  const bool was_skipping = skipping_;
+  uint64_t copy_size = 0;
+  const std::string copy = CopyOf(at, &copy_size);
+  ++stats_.truncations;
+  if (!copy.empty()) {
+    const uint64_t from = at.offset();
+    at.set_offset(copy_size);
+    KeepLast16(&truncated_, std::move(at));
+    absl::StatusOr<bool> opened = OpenAt(copy, from);
+    if (opened.ok() && *opened) {
+      skipping_ = was_skipping;  // the rest of a cut line is dropped there
+      draining_rotated_ = true;
+      then_truncated_ = true;
+      return;
+    }
+    // Gone meanwhile: the file from its start, as without a copy.
+    (void)OpenAt(path_, 0);
+    after_truncation_ = true;
+    return;
+  }
+  KeepLast16(&truncated_, std::move(at));
   pending_.clear();
   skipping_ = false;
   data_at_ = 0;
@@ -385,7 +555,6 @@ void FileFollower::Truncated() {
   read_offset_ = 0;
   fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);
   after_truncation_ = true;
-  ++stats_.truncations;
 }
 
 std::vector<palisade::v1::FileCheckpoint> FileFollower::TakeTruncated() {

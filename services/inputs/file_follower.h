@@ -6,10 +6,13 @@
 //     then the new one from its start: lines written around the rename are not lost;
 //   - rotation by copytruncate (the file shrinks below what was taken, or its first bytes are no
 //     longer the ones fingerprinted, when it was written past the old offset before we looked):
-//     read again from the start, counted as a truncation (NULs before its first line are the
-//     hole a writer without O_APPEND leaves, writing on at its old offset: skipped; a second
-//     truncation under it is told by the bytes where the data began after the hole); where it
-//     stood then is kept for TakeTruncated (a glob tells the copy by it);
+//     the copy (under a rotated name of the path: PATH.1, PATH-YYYYMMDD; told by its first
+//     bytes, the last written of several) is read on from where the follower stood, for the
+//     lines written after its last read, then the file from its start, counted as a truncation
+//     (NULs before its first line are the hole a writer without O_APPEND leaves, writing on at
+//     its old offset: skipped; a second truncation under it is told by the bytes where the data
+//     began after the hole); where it stood then (at the copy's end when the copy was read)
+//     is kept for TakeTruncated (a glob tells the copy by it);
 //   - a file that does not exist yet is waited for, not an error; one removed (rm, find
 //     -delete) is read to its end (a last line without its newline is a line), then closed
 //     (its space freed; descriptors do not pile up) and its path waited for again;
@@ -20,8 +23,11 @@
 // fingerprint of the file's first bytes (an inode reused by another file is not mistaken for
 // the same file). A follower created from a checkpoint resumes there: at the offset when the
 // file is the same; in the rotated file (PATH.1, where logrotate moves it, or another name that
-// starts with the path's: PATH-YYYYMMDD) when the file was rotated meanwhile, then the new file
-// from its start; from the start when the file was truncated below the offset or replaced (a
+// starts with the path's: PATH-YYYYMMDD) when the file was rotated meanwhile, then the files
+// rotated after it (rotated more than once: PATH.2, then PATH.1; last written after it, oldest
+// first; one gone before its turn is given up: TakeLost), then the new file, each from its
+// start; when the file was truncated below the offset, in its copy as above, then the file from
+// its start; from the start when it was replaced, or truncated with no copy found (a
 // checkpoint whose file is found nowhere is given up: TakeLost). A checkpoint taken while the
 // rest of a cut line was being dropped is inside that line: the resumed follower drops that
 // rest too. A checkpoint whose file is there but cannot be opened (EACCES, out of descriptors)
@@ -102,7 +108,8 @@ class FileFollower {
   std::vector<palisade::v1::FileCheckpoint> TakeLetGo();
   // The positions at which the follower found its file truncated in place (copytruncate), or
   // its checkpoint's file truncated when it resumed, since the last call: the checkpoint then
-  // (device, inode, offset, the fingerprint of the bytes before the truncation). A glob that
+  // (device, inode, offset, the fingerprint of the bytes before the truncation), at the copy's
+  // end when the follower read the copy's rest itself (CopyOf). A glob that
   // matches the copy under another name tells it by those bytes (FileInputs). At most the last 16.
   std::vector<palisade::v1::FileCheckpoint> TakeTruncated();
   // The checkpoints given up since the last call: their file was found neither at the path nor
@@ -170,8 +177,19 @@ class FileFollower {
   uint64_t lag_bytes_ = 0;
   bool stopped_at_limit_ = false;
   FollowerStats stats_;
-  // Resuming into the rotated file: after it is drained, the current file from its start.
+  // Resuming into the rotated file: after it is drained, the files rotated after it
+  // (rotated_after_, oldest first), then the current file, each from its start.
   bool draining_rotated_ = false;
+  std::vector<palisade::v1::FileCheckpoint> rotated_after_;  // path, device, inode
+  // Draining a copytruncate's copy: the path's file is read next as after a truncation.
+  bool then_truncated_ = false;
+  // The copy copytruncate made of the file `at` was taken in that holds more than `at` took
+  // (its size in `*size`): a rotated name of the path (RotatedName) whose first bytes are the
+  // file's, the last written of several; empty when none.
+  std::string CopyOf(const palisade::v1::FileCheckpoint& at, uint64_t* size) const;
+  // Queues the files rotated after `resumed_in` (the checkpoint's file under a rotated name):
+  // regular files under a rotated name of the path (RotatedName) last written after it.
+  void QueueRotatedAfter(const std::string& resumed_in);
   // A checkpoint whose file could not be opened (why): resumed from at the next Poll.
   struct PendingResume {
     palisade::v1::FileCheckpoint from;
@@ -182,7 +200,8 @@ class FileFollower {
   std::vector<palisade::v1::FileCheckpoint> let_go_;
   // Records the open file as let go of (before the follower moves to the new one).
   void LetGo();
-  // Truncated in place: records the position, then reads the file again from its start.
+  // Truncated in place: records the position, then reads the rest of the copy (CopyOf) if
+  // there is one, and the file again from its start.
   void Truncated();
   // Positions at a truncation, not yet taken by TakeTruncated (oldest first).
   std::vector<palisade::v1::FileCheckpoint> truncated_;

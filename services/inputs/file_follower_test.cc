@@ -288,6 +288,60 @@ TEST_F(FileFollowerTest, CopyTruncateWrittenPastTheOldOffsetIsSeenByItsFirstByte
   EXPECT_EQ(f.stats().truncations, 1u);
 }
 
+// copytruncate (logrotate's cp, then truncate) with lines written after the last poll: they are
+// in the copy only. The copy (a rotated name of the path whose first bytes are the file's) is
+// read on from where the follower stood, then the file from its start (past the hole a writer
+// without O_APPEND leaves); those lines were lost.
+TEST_F(FileFollowerTest, CopyTruncateReadsTheLinesNotReadYetFromTheCopy) {
+  FileFollower f(path_);
+  Append("a1\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a1"));
+  Append("a2\na3\n");
+  {
+    std::ifstream in(path_, std::ios::binary);
+    std::ofstream(path_ + ".1", std::ios::binary) << in.rdbuf();
+  }
+  ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  // The writer (no O_APPEND) writes on at its old offset.
+  const int fd = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, "b1\n", 3, 9), 3);
+  ::close(fd);
+  EXPECT_THAT(Poll(f), ElementsAre("a2", "a3", "b1"));
+  EXPECT_EQ(f.stats().truncations, 1u);
+  // Said at the copy's end: a glob that matches the copy tells it holds nothing more.
+  std::vector<palisade::v1::FileCheckpoint> truncated = f.TakeTruncated();
+  ASSERT_EQ(truncated.size(), 1u);
+  EXPECT_EQ(truncated[0].offset(), 9u);
+  Append("b2\n");
+  EXPECT_THAT(Poll(f), ElementsAre("b2"));
+}
+
+// The same while the daemon was down, the copy under a dated name: read on from the
+// checkpoint there, then the file from its start.
+TEST_F(FileFollowerTest, ACopyTruncateWhileDownIsReadOnFromTheCopy) {
+  const std::string copy = path_ + "-20261204";
+  std::remove(copy.c_str());
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("a1\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\n");
+  {
+    std::ifstream in(path_, std::ios::binary);
+    std::ofstream(copy, std::ios::binary) << in.rdbuf();
+  }
+  ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  Append("b1\n");
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("a2", "b1"));
+  EXPECT_EQ(again.stats().truncations, 1u);
+  EXPECT_THAT(again.TakeLost(), IsEmpty());
+}
+
 // copytruncate with a writer that did not open the file O_APPEND: it writes on at its old
 // offset, and the bytes before are a hole of NULs. The hole is not a line: the first line
 // written after it is read whole (it was cut with the NULs and then dropped as their rest).
@@ -394,6 +448,73 @@ TEST_F(FileFollowerTest, ResumesInARotatedFileOfAnyNameThenTheNewOne) {
   EXPECT_THAT(Poll(again), ElementsAre("l3", "l4"));
   EXPECT_EQ(again.stats().rotations, 1u);
   EXPECT_THAT(again.TakeLost(), IsEmpty());
+}
+
+// Rotated twice while the daemon was down: the checkpoint's file is now PATH.2 and the file
+// written between the rotations PATH.1. Both are read, oldest first, then the new file; PATH.3
+// (older than the checkpoint's file) is not. PATH.1 was skipped, its lines lost unsaid.
+TEST_F(FileFollowerTest, ResumesThroughEveryFileRotatedSinceTheCheckpoint) {
+  const std::string p1 = path_ + ".1", p2 = path_ + ".2", p3 = path_ + ".3";
+  for (const std::string& p : {p2, p3}) std::remove(p.c_str());
+  // Last written: PATH.3 first, then the checkpoint's file, then the middle one (set, not left
+  // to the clock: two writes in a row may share a timestamp).
+  auto written_ago = [](const std::string& p, int seconds) {
+    struct timespec times[2];
+    ASSERT_EQ(::clock_gettime(CLOCK_REALTIME, &times[0]), 0);
+    times[0].tv_sec -= seconds;
+    times[1] = times[0];
+    ASSERT_EQ(::utimensat(AT_FDCWD, p.c_str(), times, 0), 0);
+  };
+  Append("w1\n", p3);
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("a1\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\n");
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("b1\n");
+  ASSERT_EQ(std::rename(p1.c_str(), p2.c_str()), 0);
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("c1\n");
+  written_ago(p3, 300);
+  written_ago(p2, 200);
+  written_ago(p1, 100);
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("a2", "b1", "c1"));
+  EXPECT_EQ(again.stats().rotations, 2u);
+  EXPECT_THAT(again.TakeLost(), IsEmpty());
+  // Each let go of as it was read to its end: the checkpoint's file, then the middle one.
+  std::vector<palisade::v1::FileCheckpoint> let_go = again.TakeLetGo();
+  ASSERT_EQ(let_go.size(), 2u);
+  EXPECT_EQ(let_go[0].inode(), checkpoint.inode());
+  EXPECT_EQ(let_go[1].offset(), 3u);
+  Append("c2\n");
+  EXPECT_THAT(Poll(again), ElementsAre("c2"));
+}
+
+// The same under dated names (dateext): the checkpoint's file is PATH-20261204, the middle one
+// PATH-20261205.
+TEST_F(FileFollowerTest, ResumesThroughEveryFileRotatedSinceTheCheckpointUnderDatedNames) {
+  const std::string d4 = path_ + "-20261204", d5 = path_ + "-20261205";
+  for (const std::string& p : {d4, d5}) std::remove(p.c_str());
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("a1\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\n");
+  ASSERT_EQ(std::rename(path_.c_str(), d4.c_str()), 0);
+  Append("b1\n");
+  ASSERT_EQ(std::rename(path_.c_str(), d5.c_str()), 0);
+  Append("c1\n");
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("a2", "b1", "c1"));
+  EXPECT_EQ(again.stats().rotations, 2u);
 }
 
 // A checkpoint whose file is nowhere to be found (removed, or rotated under a name that does not

@@ -292,12 +292,13 @@ void FileInputs::DiscoverLocked(Input& input) {
     auto match = globbed.find(path);
     if (match == globbed.end()) return false;
     if (auto copy = input.copies.find(path);
-        copy != input.copies.end() && copy->second == match->second) {
+        copy != input.copies.end() &&
+        FileKey{copy->second.device(), copy->second.inode()} == match->second) {
       return true;  // seen to be that file (or a copy of one) before: not read again
     }
     auto known = input.known.find(match->second);
     if (known != input.known.end() && FileFollower::IsFileOf(path, known->second)) {
-      input.copies[path] = match->second;
+      input.copies[path] = known->second;
       return true;
     }
     // The copy of a file found truncated: read on from where its follower stood then (lines
@@ -308,7 +309,10 @@ void FileInputs::DiscoverLocked(Input& input) {
         continue;
       }
       if (sizes[path] <= t->offset()) {
-        input.copies[path] = match->second;
+        palisade::v1::FileCheckpoint copy = *t;  // its first bytes are the file's
+        copy.set_device(match->second.first);
+        copy.set_inode(match->second.second);
+        input.copies[path] = std::move(copy);
         return true;
       }
       palisade::v1::FileCheckpoint c = std::move(*t);
@@ -334,13 +338,16 @@ void FileInputs::DiscoverLocked(Input& input) {
   };
   // A restored position whose file is neither at its path nor at PATH.1 but under another name
   // the glob matches (rotated while the daemon was down to app.log-2024-12-05): read on from it
-  // there, rather than the copy from its start as a new file.
+  // there, rather than the copy from its start as a new file. Not under a name the glob leaves
+  // out (PATH.N, PATH-YYYYMMDD): the follower of the path resumes there, and goes on through the
+  // files rotated after it (rotated twice: the middle one is left out too).
   for (auto it = input.restored.begin(); it != input.restored.end();) {
     const palisade::v1::FileCheckpoint& c = it->second;
     std::string moved_to;
     for (const auto& [path, key] : globbed) {
-      if (key == FileKey{c.device(), c.inode()} && path != c.path() && path != c.path() + ".1" &&
-          input.files.count(path) == 0 && input.restored.count(path) == 0) {
+      if (key == FileKey{c.device(), c.inode()} && path != c.path() &&
+          !RotatedCopyOf(path, c.path()) && input.files.count(path) == 0 &&
+          input.restored.count(path) == 0) {
         moved_to = path;
         break;
       }
@@ -404,7 +411,8 @@ void FileInputs::DiscoverLocked(Input& input) {
   }
   for (auto it = input.copies.begin(); it != input.copies.end();) {
     auto match = globbed.find(it->first);
-    const bool keep = match != globbed.end() && match->second == it->second;
+    const bool keep = match != globbed.end() &&
+                      match->second == FileKey{it->second.device(), it->second.inode()};
     it = keep ? std::next(it) : input.copies.erase(it);
   }
   // A restored position with no follower yet is of use only while its file is where a follower
@@ -764,15 +772,36 @@ void FileInputs::Consistent(
   absl::MutexLock lock(&mu_);
   std::vector<palisade::v1::FileCheckpoint> out;
   for (const Input& input : inputs_) {
+    // The files a follower's position (or the file it reads) is in: resumed from after a
+    // restart (under a rotated name if need be), read once there.
+    std::set<FileKey> followed;
     for (const auto& [path, file] : input.files) {
       palisade::v1::FileCheckpoint c = file.taken;
+      const palisade::v1::FileCheckpoint now = file.follower->checkpoint();
+      followed.insert({now.device(), now.inode()});
       if (c.inode() == 0) continue;  // never opened
+      followed.insert({c.device(), c.inode()});
       c.set_input(input.config.name());
       c.set_path(path);
       out.push_back(std::move(c));
     }
     // Not resumed from yet: saved on as they were restored.
     for (const auto& [path, c] : input.restored) out.push_back(c);
+    // The copies left out (read to their end by a follower, or a copytruncate copy holding no
+    // more than was read): at their end, so a restart, which no longer knows them, does not
+    // read them again from their start as new files. Only while the copy is still that file.
+    for (const auto& [path, copy] : input.copies) {
+      struct stat st;
+      if (followed.count({copy.device(), copy.inode()}) > 0 || ::stat(path.c_str(), &st) != 0 ||
+          !S_ISREG(st.st_mode) || st.st_dev != copy.device() || st.st_ino != copy.inode()) {
+        continue;
+      }
+      palisade::v1::FileCheckpoint c = copy;
+      c.set_input(input.config.name());
+      c.set_path(path);
+      c.set_offset(static_cast<uint64_t>(st.st_size));
+      out.push_back(std::move(c));
+    }
   }
   fn(out);
 }

@@ -12,7 +12,9 @@
 // across a rotation (remembered while the glob matches it). A copytruncate copy (an inode of its
 // own) is told by its first bytes: those of a file a follower found truncated in place, read on
 // from where that follower stood then (the lines written between its last read and the copy are
-// in the copy only), or of a file open (left out). What a glob matches that is not a regular
+// in the copy only; under a rotated name of the path, PATH-2024-12-05, the follower reads that
+// rest itself, FileFollower::CopyOf, and the copy is left out), or of a file open (left out).
+// What a glob matches that is not a regular
 // file (a FIFO, a socket) is skipped and logged once. A file removed (rm, find -delete) is read
 // to its end and let go of: its descriptor closed, its position no longer saved; a glob's
 // follower of it is dropped (a file created again there is a new one), a named path is waited
@@ -31,12 +33,17 @@
 // in flight, so the daemon saves the engine's windows and these positions as one snapshot: after
 // a restart (or a kill -9) the windows come back as they were at that snapshot and every file is
 // read on from the position that matches them, so no line is lost and none is counted twice.
+// A copy a glob leaves out by its inode or first bytes (not by its name) is saved too, at its
+// end: the restarted daemon does not know it for a copy, and follows it from there (a
+// descriptor each, as any file the glob matches) rather than read it again from its start.
 // A restored position not resumed from yet (its file cannot be opened yet; a glob's file rotated
 // to PATH.1 and not created again yet) is reported as it was restored, so a snapshot taken
 // meanwhile does not lose it; one whose file was rotated to another name the glob matches is
-// read on there. One whose file is nowhere (neither at its path nor under a rotated name) is
-// given up: logged, naming the path and offset, and counted as an error. A batch the sink
-// refuses is kept and offered again on the next round (nothing skipped).
+// read on there (under a name the glob leaves out, PATH.N or PATH-YYYYMMDD, by the path's
+// follower, which then reads the files rotated after it: FileFollower). One whose file is
+// nowhere (neither at its path nor under a rotated name) is given up: logged, naming the path
+// and offset, and counted as an error. A batch the sink refuses is kept and offered again on
+// the next round (nothing skipped).
 //
 // Errors (permission denied, a read failing) are logged through `log` and counted in
 // palisade_input_errors_total{input}, and retried every round; they never stop the thread.
@@ -193,9 +200,12 @@ class FileInputs {
     // under another name (a rotated copy: app.log-2024-12-05) is not read again as a new file.
     // Forgotten once neither open nor matched (the inode may be reused).
     std::map<FileKey, palisade::v1::FileCheckpoint> known;
-    // Glob matches found to be one of `known` (by their first bytes), with its key: left out
-    // again without a read while the path holds that file. Forgotten once not matched.
-    std::map<std::string, FileKey> copies;
+    // Glob matches found to be one of `known` (by their first bytes), or a copytruncate copy
+    // that holds no more than was read, as that file's checkpoint (its device and inode the
+    // match's, its fingerprint): left out again without a read while the path holds that file,
+    // and saved at its end in every snapshot (a restart reads nothing of it). Forgotten once
+    // not matched.
+    std::map<std::string, palisade::v1::FileCheckpoint> copies;
     // Where this input's followers found their file truncated in place (TakeTruncated): a glob
     // match of another inode that starts with that file's first bytes is its copy
     // (copytruncate's), read on from there rather than from its start. At most 16; one is

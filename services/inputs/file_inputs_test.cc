@@ -196,6 +196,91 @@ TEST_F(FileInputsTest, AGlobDoesNotReadACopyTruncateCopyAgain) {
   EXPECT_THAT(lines_, ::testing::UnorderedElementsAre("b2", "c1"));
 }
 
+// Copies a glob leaves out (dated names RotatedCopyOf does not know; a copytruncate copy that
+// holds no more than was read) were left out only while the daemon remembered them: a restart
+// read each from its start as a new file, every line counted twice. Each has its position in
+// the snapshot, at its end: a restart reads nothing of it.
+TEST_F(FileInputsTest, ARestartDoesNotReadACopyLeftOutAgain) {
+  Append("app.log", "a1\n");
+  auto inputs = Make(Config({"app.log*"}));
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log.2026-12-04").c_str()), 0);
+  Append("app.log", "b1\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  // copytruncate under a dated name, everything in the copy read before.
+  {
+    std::ifstream in(dir_ + "/app.log", std::ios::binary);
+    std::ofstream(dir_ + "/app.log-2026-12-05", std::ios::binary) << in.rdbuf();
+  }
+  ASSERT_EQ(::truncate((dir_ + "/app.log").c_str(), 0), 0);
+  Append("app.log", "c1\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre("a1", "b1", "c1"));
+  std::vector<palisade::v1::FileCheckpoint> saved = inputs->Checkpoints();
+  inputs.reset();
+  lines_.clear();
+  auto again = Make(Config({"app.log*"}), saved);
+  EXPECT_EQ(again->PollOnce(), 0u);
+  Append("app.log", "c2\n");
+  EXPECT_EQ(again->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ElementsAre("c2"));
+  // And again from the snapshot taken after the restart.
+  saved = again->Checkpoints();
+  again.reset();
+  auto third = Make(Config({"app.log*"}), saved);
+  EXPECT_EQ(third->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre("c2"));
+}
+
+// Renamed under a dated name and still written (the writer reopens later) when the snapshot was
+// taken: the file is read on from its position under its new name, once (no position of its
+// own is saved for the copy: the file's is).
+TEST_F(FileInputsTest, ARestartDoesNotReadTheFileItResumesInAgainUnderItsNewName) {
+  Append("app.log", "a1\n");
+  auto inputs = Make(Config({"app.log*"}));
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log.2026-12-04").c_str()), 0);
+  Append("app.log.2026-12-04", "a2\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  std::vector<palisade::v1::FileCheckpoint> saved = inputs->Checkpoints();
+  inputs.reset();
+  Append("app.log.2026-12-04", "a3\n");
+  Append("app.log", "b1\n");
+  auto again = Make(Config({"app.log*"}), saved);
+  again->PollOnce();
+  again->PollOnce();
+  EXPECT_EQ(again->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ::testing::UnorderedElementsAre("a1", "a2", "a3", "b1"));
+}
+
+// Rotated twice while the daemon was down under dateext's names, which the glob leaves out: the
+// checkpoint's file, the one written between the rotations, then the new file, each line once.
+// The position was moved to the oldest copy's name and read on there alone; the middle copy,
+// left out by its name, was never read.
+TEST_F(FileInputsTest, ARestartReadsEveryFileAGlobRotatedTwiceWhileDown) {
+  Append("app.log", "a1\n");
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(Config({"app.log*"}));
+    EXPECT_EQ(inputs->PollOnce(), 1u);
+    saved = inputs->Checkpoints();
+  }
+  Append("app.log", "a2\n");
+  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log-20261204").c_str()), 0);
+  Append("app.log", "b1\n");
+  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log-20261205").c_str()), 0);
+  Append("app.log", "c1\n");
+  auto again = Make(Config({"app.log*"}), saved);
+  again->PollOnce();
+  again->PollOnce();
+  EXPECT_EQ(again->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre("a1", "a2", "b1", "c1"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+}
+
 // A named path rotated while the daemon was down under a dated name (dateext) is read on from
 // its position there; only PATH.1 was looked at, and the lines after it were lost unsaid. A
 // position whose file is nowhere is given up, and that is logged and counted.
