@@ -58,6 +58,7 @@
 #include "services/server/edge.h"
 #include "services/server/grpc_services.h"
 #include "services/server/ship_dedup.h"
+#include "services/store/state_lock.h"
 #include "services/store/store.h"
 
 ABSL_FLAG(std::string, config, "",
@@ -278,6 +279,13 @@ int Run() {
     }
   }
 
+  // One daemon per state file, before anything is read or sent: a second one would resume the
+  // same outbox and reconcile the edge against a state the first has moved on from.
+  absl::StatusOr<StateFileLock> state_lock = StateFileLock::Acquire(config->state_file());
+  if (!state_lock.ok()) {
+    Log(absl::StrCat("refusing to start: ", state_lock.status().message()));
+    return 2;
+  }
   // Durable state first: a database that cannot be opened, or fails its integrity check,
   // refuses the start.
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(config->state_file());
@@ -315,6 +323,13 @@ int Run() {
   // CrowdSec bouncers (bouncer_api): attached before anything can change the table (the
   // receivers below serve at once), so its change log misses nothing.
   std::unique_ptr<BouncerApi> bouncer_api;
+  // What no decision may reach, at the edge or on a host (the guard's set: the allowlist,
+  // Cloudflare's ranges, this host's addresses).
+  absl::StatusOr<CidrSet> never_ban = NeverBanSet(*config);
+  if (!never_ban.ok()) {
+    Log(absl::StrCat("refusing to start: never-ban set: ", never_ban.status().message()));
+    return 2;
+  }
   if (config->has_bouncer_api()) {
     const palisade::v1::BouncerApiConfig& b = config->bouncer_api();
     if (!IsLoopbackListen(b.listen()) && b.tls().cert_file().empty() && !b.allow_plain_http()) {
@@ -326,6 +341,7 @@ int Run() {
     }
     absl::StatusOr<std::unique_ptr<BouncerApi>> created = BouncerApi::Create(
         b, clock, store->get(), *registry, [](const std::string& m) { Log(m); });
+    if (created.ok()) (*created)->SetNeverBan(*never_ban);  // before Attach serves anything
     absl::Status s = created.ok() ? (*created)->Attach(table) : created.status();
     if (s.ok()) s = (*created)->Start();
     if (!s.ok()) {
@@ -337,11 +353,6 @@ int Run() {
                      b.tls().cert_file().empty() ? "" : " (TLS)"));
   }
   // Threat feeds: their last applied versions are matched from the first line on.
-  absl::StatusOr<CidrSet> never_ban = NeverBanSet(*config);
-  if (!never_ban.ok()) {
-    Log(absl::StrCat("refusing to start: never-ban set: ", never_ban.status().message()));
-    return 2;
-  }
   FeedManagerOptions feed_options;
   feed_options.feeds.assign(config->feeds().begin(), config->feeds().end());
   feed_options.edge_max_entries = config->feed_edge_max_entries();
@@ -877,7 +888,8 @@ int Run() {
   auto running = std::make_shared<palisade::v1::Config>(*config);
   cluster::ClusterNode* reload_node = cluster_node.get();
   auto reload_rules = [running, load_threads, reload_node, &match_router, &partition_counter,
-                       &feeds, &table, &edge_slot]() -> absl::StatusOr<AdminService::RuleReload> {
+                       &feeds, &table, &edge_slot,
+                       &bouncer_api]() -> absl::StatusOr<AdminService::RuleReload> {
     absl::StatusOr<palisade::v1::Config> next = ReadConfig();
     if (!next.ok()) return next.status();
     std::vector<std::string> restart = FieldsNeedingRestart(*running, *next);
@@ -908,6 +920,7 @@ int Run() {
     if (allowlist_changed) {
       table.SetNeverFold(*never_ban);
       if (std::shared_ptr<Edge> edge = edge_slot.get()) edge->SetNeverBan(*never_ban);
+      if (bouncer_api) bouncer_api->SetNeverBan(*never_ban);
       feeds.SetNeverBan(*std::move(never_ban));
     }
     *running = *std::move(next);

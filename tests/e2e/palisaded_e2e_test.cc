@@ -443,6 +443,32 @@ TEST(PalisadedRestartTest, WindowsSurviveARestart) {
   EXPECT_EQ(s->detections, 1u);
 }
 
+// A second daemon on a state file in use (an operator trying a config by hand while the
+// service runs) refuses to start before it reads or sends anything: it would resume the same
+// outbox and reconcile the edge against a state the first one has moved on from.
+TEST(PalisadedStartTest, ASecondDaemonOnTheSameStateFileRefusesToStart) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  const std::string state = dir + "/shared.db";
+  const std::string log = dir + "/second.log";
+  absl::StatusOr<std::unique_ptr<Daemon>> first = Daemon::Start({"--rules_dir=rules"}, state);
+  ASSERT_TRUE(first.ok()) << first.status();
+  absl::StatusOr<std::unique_ptr<Daemon>> second =
+      Daemon::Start({"--rules_dir=rules"}, state, log);
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kFailedPrecondition) << second.status();
+  std::ifstream in(log);
+  const std::string said((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_THAT(said, HasSubstr(state + " is in use by another palisaded"));
+  // The first one goes on; once it stopped, the file is free again.
+  auto admin = palisade::v1::Admin::NewStub(
+      grpc::CreateChannel((*first)->grpc_address(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  palisade::v1::StatusResponse status;
+  EXPECT_TRUE(admin->Status(&ctx, {}, &status).ok());
+  EXPECT_EQ((*first)->Stop(), 0);
+  absl::StatusOr<std::unique_ptr<Daemon>> third = Daemon::Start({"--rules_dir=rules"}, state);
+  EXPECT_TRUE(third.ok()) << third.status();
+}
+
 TEST(PalisadedStartTest, RefusesToStartOnABadConfig) {
   const std::string dir = std::getenv("TEST_TMPDIR");
   {
