@@ -40,6 +40,10 @@ bool IsTransient(const absl::Status& s) {
     case absl::StatusCode::kAborted:
     // A reply over the client's byte caps: the API misbehaving, not the decision.
     case absl::StatusCode::kOutOfRange:
+    // A create whose answer was lost (CloudflareClient: outcome unknown, not sent again): the
+    // next run reads the state back first (the list by its name, a rule by its ref) and makes
+    // only what is not there.
+    case absl::StatusCode::kUnknown:
       return true;
     default:
       return false;

@@ -491,6 +491,45 @@ TEST_F(ActuatorsTest, RateLimitRuleForAPath) {
   EXPECT_THAT(fake_.RulesetSnapshot("http_ratelimit")["rules"], SizeIs(0));
 }
 
+// A create whose answer is lost after Cloudflare made it: the client does not send it again
+// (outcome unknown), the dispatcher retries the op as transient, and the retry finds what the
+// lost call made (the rule by its ref, the list by its name) instead of making a second one.
+TEST_F(ActuatorsTest, ACreateWhoseAnswerWasLostIsFoundByTheRetryNotMadeTwice) {
+  RateLimitActuator rate(*client_, RateLimitOptions());
+  // The first rule makes the phase's ruleset (a PUT, which is sent again safely); the second
+  // is added to it by a POST.
+  std::vector<ActionOp> ops = {Op(ActionOp::Kind::kApply, "d0", palisade::v1::TARGET_KIND_PATH,
+                                  "/api", palisade::v1::ACTION_RATE_LIMIT)};
+  Run(rate, ops);
+  ASSERT_THAT(ops[0].result, IsOk());
+  fake::Faults faults;
+  faults.drop_after_apply = 1;
+  faults.drop_after_apply_method = "POST";
+  fake_.SetFaults(faults);
+  ops = {Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_PATH, "/login",
+            palisade::v1::ACTION_RATE_LIMIT)};
+  Run(rate, ops);
+  EXPECT_THAT(ops[0].result, StatusIs(absl::StatusCode::kUnknown)) << ops[0].result;
+  EXPECT_TRUE(IsTransient(ops[0].result));
+  fake_.SetFaults(fake::Faults());
+  Run(rate, ops);
+  EXPECT_THAT(ops[0].result, IsOk());
+  fake::json rs = fake_.RulesetSnapshot("http_ratelimit");
+  ASSERT_THAT(rs["rules"], SizeIs(2));
+  EXPECT_EQ(rs["rules"][1]["ref"], "palisade_d1");
+
+  IpListActuator list(*client_, IpListOptions(), registry_);
+  fake_.SetFaults(faults);  // the list's create
+  ops = {Op(ActionOp::Kind::kApply, "d2", palisade::v1::TARGET_KIND_IP, "203.0.113.2")};
+  Run(list, ops);
+  EXPECT_THAT(ops[0].result, StatusIs(absl::StatusCode::kUnknown));
+  EXPECT_TRUE(IsTransient(ops[0].result));
+  fake_.SetFaults(fake::Faults());
+  Run(list, ops);
+  EXPECT_THAT(ops[0].result, IsOk());
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(1));
+}
+
 TEST_F(ActuatorsTest, LeakedTokenIsDisabledOrDeleted) {
   fake::TokenSpec leaked;
   leaked.name = "ci";

@@ -52,11 +52,26 @@ bool IsQuotaCode(int cf_code) {
   return cf_code == 10024 || cf_code == 10012 || cf_code == 20022 || cf_code == 1002;
 }
 
+// Statuses worth another try whatever the body says, as cloudflare-go v6 retries them (with
+// 429, cloudflare-api.md §1.2): a request timeout, a conflict, a server error.
+bool TransientHttp(int http) { return http == 408 || http == 409 || http >= 500; }
+
+// "x-should-retry: true|false", which cloudflare-go v6 obeys over the status; absent or any
+// other value: the status decides.
+std::optional<bool> ShouldRetry(const HttpResponse& r) {
+  auto it = r.headers.find("x-should-retry");
+  if (it == r.headers.end()) return std::nullopt;
+  const absl::string_view v = absl::StripAsciiWhitespace(it->second);
+  if (absl::EqualsIgnoreCase(v, "true")) return true;
+  if (absl::EqualsIgnoreCase(v, "false")) return false;
+  return std::nullopt;
+}
+
 // HTTP status first, then the code (cloudflare-api.md, corrections 2 and 3): the same code means
 // different things on different endpoints, so a code alone never makes a 400 "not found".
 absl::StatusCode CodeFor(int http, int cf_code, absl::string_view message) {
   if (http == 429) return absl::StatusCode::kResourceExhausted;
-  if (http >= 500) return absl::StatusCode::kUnavailable;
+  if (TransientHttp(http)) return absl::StatusCode::kUnavailable;
   if (http == 404) return absl::StatusCode::kNotFound;
   if (http == 401) return absl::StatusCode::kUnauthenticated;
   // A valid token used from outside its condition.request.ip: not an invalid credential.
@@ -86,6 +101,19 @@ absl::StatusCode CodeFor(int http, int cf_code, absl::string_view message) {
   // A plan's quota is full: no retry frees it (kResourceExhausted is a throttle, retried).
   if (IsQuotaCode(cf_code)) return absl::StatusCode::kFailedPrecondition;
   return absl::StatusCode::kInvalidArgument;
+}
+
+// Whether a transport failure came before any of the request left: libcurl could not resolve
+// the host or the proxy, or could not connect. HttpTransport gives no cause but its message,
+// "HTTP transport: " and libcurl's text for the code (CurlTransport), so that text is compared
+// with libcurl's own for those codes. Any other failure (a timeout, a reset, a reply cut off)
+// may have come after the API acted.
+bool NeverSent(const absl::Status& s) {
+  for (CURLcode code :
+       {CURLE_COULDNT_RESOLVE_PROXY, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_CONNECT}) {
+    if (absl::EndsWith(s.message(), curl_easy_strerror(code))) return true;
+  }
+  return false;
 }
 
 bool Retryable(const absl::Status& s, int http) {
@@ -277,8 +305,16 @@ CloudflareClient::CloudflareClient(HttpTransport& transport, Clock& clock, Clien
                     .Register(registry)),
       retries_(prometheus::BuildCounter()
                    .Name("palisade_cloudflare_retries_total")
-                   .Help("Cloudflare API requests retried after 429, 5xx or a transport failure.")
+                   .Help("Cloudflare API requests retried after 429, 408, 409, 5xx, a transport "
+                         "failure or x-should-retry: true.")
                    .Register(registry)),
+      outcome_unknown_(prometheus::BuildCounter()
+                           .Name("palisade_cloudflare_outcome_unknown_total")
+                           .Help("Cloudflare API calls that are not idempotent whose answer was "
+                                 "lost after they may have been applied (a 5xx, a timeout, a "
+                                 "reply cut off): not repeated, returned as outcome unknown, by "
+                                 "endpoint.")
+                           .Register(registry)),
       delays_capped_(prometheus::BuildCounter()
                          .Name("palisade_cloudflare_server_delays_capped_total")
                          .Help("Delays the Cloudflare API asked for (Retry-After, Ratelimit) "
@@ -321,7 +357,7 @@ absl::Duration CloudflareClient::AwaitBudget() {
   }
 }
 
-absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_status) {
+absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, Attempt* attempt) {
   HttpRequest req;
   req.method = call.method;
   req.url = options_.base_url + call.path;
@@ -354,16 +390,20 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
            prometheus::Histogram::BucketBoundaries{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
                                                    5, 10})
       .Observe(absl::ToDoubleSeconds(clock_.TimeNow() - start));
+  *attempt = Attempt();
   if (!resp.ok()) {
-    *http_status = 0;
     requests_.Add({{"endpoint", call.label}, {"code", "transport"}}).Increment();
     // A reply over the transport's caps keeps its code: asking again would bring it again.
     const absl::StatusCode code = resp.status().code() == absl::StatusCode::kOutOfRange
                                       ? absl::StatusCode::kOutOfRange
                                       : absl::StatusCode::kUnavailable;
+    attempt->unsent = NeverSent(resp.status());
     return absl::Status(code, absl::StrCat(where, ": ", resp.status().message()));
   }
-  *http_status = resp->status;
+  attempt->http = resp->status;
+  attempt->should_retry = ShouldRetry(*resp);
+  // Whether the reply says another try may succeed: by its status, or by the API's own word.
+  const bool transient = TransientHttp(resp->status) || attempt->should_retry == true;
   requests_.Add({{"endpoint", call.label}, {"code", std::to_string(resp->status)}}).Increment();
   if (call.as_token == nullptr) {
     std::optional<double> reset = ExhaustedFor(*resp);
@@ -397,9 +437,7 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
       return throttled(absl::ResourceExhaustedError(
           absl::StrCat(where, ": HTTP 429 with a body that is not JSON")));
     }
-    if (resp->status >= 500) {
-      return absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status));
-    }
+    if (transient) return absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status));
     return absl::InternalError(
         absl::StrCat(where, ": HTTP ", resp->status, " with a body that is not JSON"));
   }
@@ -408,9 +446,7 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
       return throttled(absl::ResourceExhaustedError(
           absl::StrCat(where, ": HTTP 429 with a body that is not a JSON object")));
     }
-    if (resp->status >= 500) {
-      return absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status));
-    }
+    if (transient) return absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status));
     return absl::InternalError(
         absl::StrCat(where, ": HTTP ", resp->status, " with a body that is not a JSON object"));
   }
@@ -428,7 +464,11 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, int* http_stat
     }
     if (e.contains("source")) absl::StrAppend(&message, " at ", Str(e["source"], "pointer"));
   }
-  const absl::StatusCode code = CodeFor(resp->status, cf_code, message);
+  absl::StatusCode code = CodeFor(resp->status, cf_code, message);
+  // A refusal the API says to try again is one to retry, later if not here.
+  if (transient && code != absl::StatusCode::kResourceExhausted) {
+    code = absl::StatusCode::kUnavailable;
+  }
   absl::Status status(
       code, absl::StrCat(where, ": HTTP ", resp->status, " code ", cf_code, " ", message,
                          code == absl::StatusCode::kFailedPrecondition && IsQuotaCode(cf_code)
@@ -453,11 +493,35 @@ absl::StatusOr<json> CloudflareClient::Send(const Call& call) {
       }
       budget_gauge_.Set(budget_.Remaining(clock_.TimeNow()));
     }
-    int http = 0;
-    absl::StatusOr<json> result = SendOnce(call, &http);
+    Attempt sent;
+    absl::StatusOr<json> result = SendOnce(call, &sent);
     if (result.ok()) return result;
     last = result.status();
-    if (!Retryable(last, http) || attempt == options_.max_attempts) break;
+    // The API's x-should-retry, when it sent one, decides over the status.
+    const bool retry = sent.should_retry.value_or(Retryable(last, sent.http));
+    // A call a repeat would apply twice goes again only when this attempt did nothing: it never
+    // left, it was refused (4xx: 429, 408 and 409 among them), or the API says to retry it.
+    // After a 5xx, no answer, or a success that cannot be read, it may have been applied:
+    // the caller must read the state back before sending it again.
+    const bool idempotent =
+        call.method == "GET" || call.method == "PUT" || call.method == "DELETE" || call.repeat_safe;
+    const bool answered_ok = sent.http >= 200 && sent.http < 300;
+    const bool may_have_acted = sent.should_retry != true &&
+                                (sent.http == 0 ? !sent.unsent : (sent.http >= 500 || answered_ok));
+    if (!idempotent && may_have_acted) {
+      outcome_unknown_.Add({{"endpoint", call.label}}).Increment();
+      absl::Status unknown(absl::StatusCode::kUnknown,
+                           absl::StrCat(last.message(),
+                                        "; outcome unknown: it may have been applied and a "
+                                        "repeat could apply it twice, so it was not sent again "
+                                        "(read the state back first)"));
+      // The Cloudflare code, when the reply had one, stays readable (CloudflareErrorCode).
+      last.ForEachPayload([&unknown](absl::string_view url, const absl::Cord& payload) {
+        unknown.SetPayload(url, payload);
+      });
+      return unknown;
+    }
+    if (!retry || attempt == options_.max_attempts) break;
     // Backoff: the server's Retry-After when it gave one, else 1s·2^n capped, with jitter.
     absl::Duration delay;
     if (std::optional<absl::Duration> server = RetryDelay(last)) {
@@ -554,8 +618,8 @@ absl::StatusOr<CloudflareClient::RolledToken> CloudflareClient::RollToken(
   Call call{"PUT", TokenPath(account_owned) + "/" + id + "/value", "tokens/roll"};
   call.body = json::object();
   call.gate_held = true;
-  int http = 0;
-  absl::StatusOr<json> r = SendOnce(call, &http);
+  Attempt sent;
+  absl::StatusOr<json> r = SendOnce(call, &sent);
   if (!r.ok()) return r.status();
   const json& result = (*r)["result"];
   if (!result.is_string() || result.get<std::string>().empty()) {
@@ -644,6 +708,8 @@ absl::StatusOr<AccessRule> CloudflareClient::CreateAccessRule(RuleScope scope,
                                                               const std::string& notes) {
   return Guarded<absl::StatusOr<AccessRule>>([&]() -> absl::StatusOr<AccessRule> {
     Call call{"POST", ScopePath(scope) + "/firewall/access_rules/rules", "access_rules/create"};
+    // A repeat is refused as a duplicate of the rule (10009), which the caller adopts.
+    call.repeat_safe = true;
     call.body = json{{"mode", mode},
                      {"configuration", {{"target", target}, {"value", value}}},
                      {"notes", notes}};
@@ -774,6 +840,8 @@ absl::StatusOr<std::string> CloudflareClient::WriteListItems(const std::string& 
   return Guarded<absl::StatusOr<std::string>>([&]() -> absl::StatusOr<std::string> {
     Call call{method, "/accounts/" + options_.account_id + "/rules/lists/" + list_id + "/items",
               label};
+    // POST upserts: an item added again keeps one entry (its comment rewritten).
+    call.repeat_safe = true;
     call.body = std::move(body);
     absl::StatusOr<json> r = Send(call);
     if (!r.ok()) return r.status();
@@ -883,6 +951,8 @@ absl::StatusOr<Ruleset> CloudflareClient::UpdateRulesetRule(const std::string& r
     Call call{"PATCH",
               "/zones/" + options_.zone_id + "/rulesets/" + ruleset_id + "/rules/" + rule_id,
               "rulesets/rules/update"};
+    // Sets the rule's fields: a repeat sets them again.
+    call.repeat_safe = true;
     json body = FromRule(rule);
     body.erase("id");  // the path names the rule
     call.body = std::move(body);

@@ -1,6 +1,18 @@
 // The typed Cloudflare API v4 client: one method per call Palisade needs, results and errors as
 // absl::StatusOr, every request through one RequestBudget, retries with jittered exponential
-// backoff on 429/5xx/transport failures (honouring Retry-After), and metrics per endpoint.
+// backoff on 429/408/409/5xx/transport failures (honouring Retry-After), and metrics per
+// endpoint. A reply's "x-should-retry: true|false" decides over its status, as in cloudflare-go
+// v6: true is retried (and kUnavailable when the tries run out), false is not retried here.
+//
+// Retries and idempotence: a call that a repeat cannot apply twice (GET, PUT, DELETE; a PATCH
+// that sets fields; POSTs of list items, which upsert, and of access rules, which a repeat
+// finds as duplicates, 10009) is retried after any of those. A POST that a repeat would apply
+// twice (CreateList, AddRulesetRule) is retried only when nothing was done: no connection was
+// made, the API refused it for now (429, 408, 409), or it said to retry. After a 5xx, a
+// timeout, a reply cut off or over the byte caps, or a success that cannot be read it may have
+// been applied, so it is not sent again: kUnknown, "outcome unknown", naming the call (and
+// counted); the caller reads the state back (the ruleset by rule ref, the list by name) before
+// sending it again. (No 5xx is documented as "not applied", cloudflare-api.md §1.2.)
 //
 // Error mapping: by HTTP status first, then by the Cloudflare code, because the same code means
 // different things on different endpoints (10001/10003/10004/10006 are "not found" on some,
@@ -9,7 +21,8 @@
 //   429 (971/10100/10055)                     → kResourceExhausted (Retry-After attached and
 //                                               blocking the budget, whatever the body is;
 //                                               at most max_server_delay)
-//   5xx, transport failures, timeouts         → kUnavailable
+//   5xx, 408, 409, transport failures,        → kUnavailable (but kUnknown, above, for a call
+//   timeouts                                    that a repeat would apply twice)
 //   404 (10001/10006/1003/7000/7003/...)      → kNotFound
 //   401; 9109/1000/9103/9106/9107/6003        → kUnauthenticated
 //   403 + 9109 "Cannot use the access token from location"
@@ -22,7 +35,8 @@
 //                                               not a throttle, no retry frees it
 //   other 4xx                                 → kInvalidArgument
 //   a reply over the transport's byte caps    → kOutOfRange (not retried: the same call would
-//                                               bring the same reply)
+//                                               bring the same reply; kUnknown for a call that
+//                                               a repeat would apply twice)
 // A listing whose pages do not end (a cursor answered again, more than max_pages pages, more
 // than max_listing_bytes) is kOutOfRange too, as is a page holding more items than asked for.
 // No status message, log line or metric label ever contains a credential.
@@ -275,15 +289,24 @@ class CloudflareClient {
     std::optional<nlohmann::json> body;
     const Secret* as_token = nullptr;  // another credential (token verification)
     bool gate_held = false;            // the caller holds cred_mu_ as writer (the roll)
+    // A POST or PATCH that a repeat cannot apply twice (GET, PUT and DELETE are so by method):
+    // it is retried after an answer that may follow a change, as those are.
+    bool repeat_safe = false;
   };
   // Waits for a slot in the budget: zero once one is reserved, or the wait still ahead when
   // waiting on would take longer than max_wait in all (nothing reserved then).
   absl::Duration AwaitBudget();
   // A delay the server gave, as the client takes it (see max_server_delay); counts a cut one.
   std::optional<absl::Duration> ServerDelay(double seconds, const std::string& label);
+  // What one attempt learnt beyond its result.
+  struct Attempt {
+    int http = 0;                      // the reply's status; 0 when none came
+    std::optional<bool> should_retry;  // the reply's x-should-retry, when it had one
+    bool unsent = false;               // no reply: the request never left (no connection)
+  };
   // Sends with budget, retries and error mapping; returns the whole envelope.
   absl::StatusOr<nlohmann::json> Send(const Call& call);
-  absl::StatusOr<nlohmann::json> SendOnce(const Call& call, int* http_status);
+  absl::StatusOr<nlohmann::json> SendOnce(const Call& call, Attempt* attempt);
   // POST/PUT/DELETE on a list's items: the asynchronous operation's id.
   absl::StatusOr<std::string> WriteListItems(const std::string& method, const std::string& label,
                                              const std::string& list_id, nlohmann::json body);
@@ -303,6 +326,7 @@ class CloudflareClient {
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Counter>& retries_;
   prometheus::Family<prometheus::Counter>& delays_capped_;
+  prometheus::Family<prometheus::Counter>& outcome_unknown_;
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Gauge& budget_gauge_;
 };

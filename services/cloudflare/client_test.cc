@@ -2,6 +2,7 @@
 // SimulatedClock: the client's backoff "sleeps" move it, so nothing here sleeps.
 #include "services/cloudflare/client.h"
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <set>
@@ -21,6 +22,7 @@ namespace {
 
 using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
+using ::testing::AllOf;
 using ::testing::HasSubstr;
 using ::testing::Not;
 using ::testing::SizeIs;
@@ -288,6 +290,93 @@ TEST_F(ClientTest, AuditLogsV2AreCursorPagedAndNameTheToken) {
   EXPECT_THAT(none->items, SizeIs(0));
 }
 
+RulesetRule LoginLimit(const std::string& ref) {
+  RulesetRule rule;
+  rule.ref = ref;
+  rule.action = "block";
+  rule.expression = "(http.request.uri.path eq \"/login\")";
+  rule.ratelimit = RateLimit();
+  return rule;
+}
+
+// A POST that a repeat would apply twice is not sent again once its answer is lost: the
+// emulator makes the change, then drops the connection. It was retried: a second rate-limiting
+// rule with the same ref (a plan's quota spent on it), and a list create refused as a
+// duplicate (kInvalidArgument: the apply failed for good while the list was there).
+TEST_F(ClientTest, ANonIdempotentPostWhoseAnswerIsLostIsNotRepeated) {
+  auto client = Client(token_);
+  absl::StatusOr<Ruleset> rs = client->PutEntrypoint("http_ratelimit", {LoginLimit("login")});
+  ASSERT_THAT(rs, IsOk());
+  fake::Faults f;
+  f.drop_after_apply = 1;
+  f.drop_after_apply_method = "POST";
+  fake_.SetFaults(f);
+  int64_t before = fake_.calls();
+  EXPECT_THAT(client->AddRulesetRule(rs->id, LoginLimit("palisade_d1")),
+              StatusIs(absl::StatusCode::kUnknown,
+                       AllOf(HasSubstr("POST rulesets/rules/add"), HasSubstr("outcome unknown"))));
+  EXPECT_EQ(fake_.calls() - before, 1);
+  absl::StatusOr<Ruleset> now = client->GetEntrypoint("http_ratelimit");
+  ASSERT_THAT(now, IsOk());
+  EXPECT_EQ(std::count_if(now->rules.begin(), now->rules.end(),
+                          [](const RulesetRule& r) { return r.ref == "palisade_d1"; }),
+            1);
+
+  fake_.SetFaults(f);
+  before = fake_.calls();
+  EXPECT_THAT(client->CreateList("palisade_block", ""),
+              StatusIs(absl::StatusCode::kUnknown,
+                       AllOf(HasSubstr("POST lists/create"), HasSubstr("outcome unknown"))));
+  EXPECT_EQ(fake_.calls() - before, 1);
+  absl::StatusOr<std::vector<IpList>> lists = client->ListLists();
+  ASSERT_THAT(lists, IsOk());
+  ASSERT_THAT(*lists, SizeIs(1));
+  EXPECT_EQ((*lists)[0].name, "palisade_block");
+  EXPECT_EQ(Count(registry_, "palisade_cloudflare_outcome_unknown_total"), 2);
+}
+
+// A call whose repeat changes nothing more is still retried after a lost answer: a PUT, a POST
+// of list items (an upsert), an access rule (a repeat is refused as a duplicate, 10009, which
+// the actuator adopts).
+TEST_F(ClientTest, ARepeatableCallIsRetriedAfterItsAnswerIsLost) {
+  auto client = Client(token_);
+  fake::Faults f;
+  f.drop_after_apply = 1;
+  f.drop_after_apply_method = "PUT";
+  fake_.SetFaults(f);
+  absl::StatusOr<Ruleset> rs = client->PutEntrypoint("http_ratelimit", {LoginLimit("login")});
+  ASSERT_THAT(rs, IsOk());
+  EXPECT_THAT(rs->rules, SizeIs(1));
+
+  absl::StatusOr<IpList> list = client->CreateList("palisade_block", "");
+  ASSERT_THAT(list, IsOk());
+  f.drop_after_apply_method = "POST";
+  fake_.SetFaults(f);
+  absl::StatusOr<std::string> op = client->AddListItems(list->id, {{"", "192.0.2.1", "c"}});
+  ASSERT_THAT(op, IsOk());
+  EXPECT_THAT(client->WaitForOperation(*op), IsOk());
+  EXPECT_THAT(*client->ListAllItems(list->id), SizeIs(1));
+
+  fake_.SetFaults(f);
+  EXPECT_THAT(client->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.7", "n"),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("10009")));
+  EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(1));
+  EXPECT_EQ(Count(registry_, "palisade_cloudflare_retries_total"), 3);
+  EXPECT_EQ(Count(registry_, "palisade_cloudflare_outcome_unknown_total"), 0);
+}
+
+// A connection that was never made sent nothing: a POST that could not connect is retried.
+TEST_F(ClientTest, APostThatCouldNotConnectIsRetried) {
+  server_.Stop();  // nothing listens on its port now
+  ClientOptions options;
+  options.max_attempts = 3;
+  auto client = Client(token_, options);
+  EXPECT_THAT(client->CreateList("palisade_block", ""),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("transport")));
+  EXPECT_EQ(Count(registry_, "palisade_cloudflare_retries_total"), 2);
+  EXPECT_EQ(Count(registry_, "palisade_cloudflare_outcome_unknown_total"), 0);
+}
+
 // HTTP status first, then the code: 10006 on a 400 is a bad request, not "not found".
 class ScriptedTransport final : public HttpTransport {
  public:
@@ -338,6 +427,114 @@ TEST(ClientErrorTest, DecidedByHttpStatusFirst) {
   EXPECT_TRUE(IsIpRestricted(located));
   EXPECT_EQ(CloudflareErrorCode(located), 9109);
   EXPECT_FALSE(IsIpRestricted(error(403, 10000, "Authentication error")));
+  // A request timeout and a conflict are worth another try, as cloudflare-go v6 has it: they
+  // were kInvalidArgument, and an apply that met one failed for good.
+  EXPECT_THAT(error(408, 0, "Request Timeout"), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(error(409, 10013, "Conflict"), StatusIs(absl::StatusCode::kUnavailable));
+}
+
+// Replies in order (the last one again once they run out); counts the calls.
+class SequenceTransport final : public HttpTransport {
+ public:
+  struct Reply {
+    int status;
+    std::map<std::string, std::string> headers;
+    std::string body;
+  };
+  explicit SequenceTransport(std::vector<Reply> replies) : replies_(std::move(replies)) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest&) override {
+    const Reply& next = replies_[std::min<size_t>(calls++, replies_.size() - 1)];
+    if (next.status == 0) return absl::UnavailableError("HTTP transport: " + next.body);
+    HttpResponse r;
+    r.status = next.status;
+    r.headers = next.headers;
+    r.body = next.body;
+    return r;
+  }
+  size_t calls = 0;
+
+ private:
+  std::vector<Reply> replies_;
+};
+
+constexpr char kFailed[] =
+    R"({"success":false,"result":null,"errors":[{"code":10000,"message":"x"}]})";
+constexpr char kNoLists[] = R"({"success":true,"result":[]})";
+
+// "x-should-retry: true|false" decides over the status, as in cloudflare-go v6: a 400 the API
+// says to retry is retried, a 503 it says not to is not.
+TEST(ClientErrorTest, TheShouldRetryHeaderDecides) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  SequenceTransport retry({{400, {{"x-should-retry", "true"}}, kFailed}, {200, {}, kNoLists}});
+  CloudflareClient retrying(retry, clock, ClientOptions(), creds, registry);
+  EXPECT_THAT(retrying.ListLists(), IsOk());
+  EXPECT_EQ(retry.calls, 2u);
+
+  SequenceTransport stop({{503, {{"x-should-retry", "false"}}, kFailed}, {200, {}, kNoLists}});
+  CloudflareClient stopping(stop, clock, ClientOptions(), creds, registry);
+  EXPECT_THAT(stopping.ListLists(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("503")));
+  EXPECT_EQ(stop.calls, 1u);
+
+  // Out of tries, a 4xx the API said to retry is still one to retry later.
+  SequenceTransport again({{400, {{"x-should-retry", "True"}}, kFailed}});
+  ClientOptions options;
+  options.max_attempts = 2;
+  CloudflareClient giving_up(again, clock, options, creds, registry);
+  EXPECT_THAT(giving_up.ListLists(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("400")));
+  EXPECT_EQ(again.calls, 2u);
+}
+
+// A POST that is not idempotent (a list create) is sent again only after an answer that says
+// nothing was done: a 429, 408 or 409, or x-should-retry: true. After a 5xx, a reply cut off
+// or a success that cannot be read it may have been applied: kUnknown, naming the call.
+TEST(ClientErrorTest, ANonIdempotentPostIsRepeatedOnlyWhenNothingWasDone) {
+  const std::string created =
+      R"({"success":true,"result":{"id":"2c0fc9fa937b11eaa1b71c4d701ab86e","name":"l"}})";
+  const std::string throttled =
+      R"({"success":false,"result":null,"errors":[{"code":971,"message":"Please wait"}]})";
+  struct Case {
+    const char* name;
+    std::vector<SequenceTransport::Reply> replies;
+    absl::StatusCode code;
+    size_t calls;
+  };
+  const Case cases[] = {
+      {"504", {{504, {}, kFailed}}, absl::StatusCode::kUnknown, 1},
+      {"500 x-should-retry: false", {{500, {{"x-should-retry", "false"}}, kFailed}},
+       absl::StatusCode::kUnknown, 1},
+      {"cut off", {{0, {}, "Recv failure: Connection reset by peer"}},
+       absl::StatusCode::kUnknown, 1},
+      {"200 not JSON", {{200, {}, "<html>"}}, absl::StatusCode::kUnknown, 1},
+      {"429", {{429, {{"retry-after", "1"}}, throttled}, {200, {}, created}},
+       absl::StatusCode::kOk, 2},
+      {"408", {{408, {}, kFailed}, {200, {}, created}}, absl::StatusCode::kOk, 2},
+      {"409", {{409, {}, kFailed}, {200, {}, created}}, absl::StatusCode::kOk, 2},
+      {"503 x-should-retry: true",
+       {{503, {{"x-should-retry", "true"}}, kFailed}, {200, {}, created}},
+       absl::StatusCode::kOk, 2},
+  };
+  for (const Case& c : cases) {
+    SimulatedClock clock;
+    prometheus::Registry registry;
+    Credentials creds;
+    creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+    SequenceTransport transport(c.replies);
+    CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+    absl::StatusOr<IpList> list = client.CreateList("l", "");
+    EXPECT_EQ(list.status().code(), c.code) << c.name << ": " << list.status();
+    EXPECT_EQ(transport.calls, c.calls) << c.name;
+    if (c.code == absl::StatusCode::kUnknown) {
+      EXPECT_THAT(list.status().message(),
+                  AllOf(HasSubstr("POST lists/create"), HasSubstr("outcome unknown")))
+          << c.name;
+      if (c.replies[0].status >= 500) {
+        EXPECT_EQ(CloudflareErrorCode(list.status()), 10000) << c.name;
+      }
+    }
+  }
 }
 
 // An account token made before the cfat_ prefix: the user verify endpoint refuses it, the

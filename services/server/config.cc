@@ -136,7 +136,44 @@ absl::Status ValidateFeeds(const std::string& file, palisade::v1::Config* config
     // Stated here, not only in the manager: Feeds.Push refuses a push past it while it streams.
     if (feed.max_bytes() == 0) config->mutable_feeds(i)->set_max_bytes(64ull << 20);
   }
-  if (config->feed_edge_max_entries() == 0) config->set_feed_edge_max_entries(10000);
+  // (feed_edge_max_entries' default is set by ValidateFeedEdgeRoom, once the list's is known.)
+  return absl::OkStatus();
+}
+
+// The IP list is shared: rule and manual bans of the IP-list actuator go in beside the feeds'
+// ranges, first come first served (services/actions/actuators.cc), and a ban refused at the
+// list's cap fails for good. When feed ranges reach the list (Cloudflare on, a to_edge feed),
+// the feeds may take it only up to a reserve for those bans: a tenth of list_max_items (at
+// least 1). With the defaults that is 1,000 items, over a quarter of an hour of new bans at
+// the guard's full default rate (60 a minute); a fraction, not a count, so that a small list
+// keeps room for both. Unset, feed_edge_max_entries takes the room there is. Where
+// no feed range reaches the list it bounds only the bouncers' set: default 10000, no ceiling.
+absl::Status ValidateFeedEdgeRoom(const std::string& file, palisade::v1::Config* config) {
+  const palisade::v1::CloudflareConfig& cf = config->cloudflare();
+  const bool to_list =
+      cf.enabled() && std::any_of(config->feeds().begin(), config->feeds().end(),
+                                  [](const palisade::v1::FeedConfig& f) { return f.to_edge(); });
+  if (!to_list) {
+    if (config->feed_edge_max_entries() == 0) config->set_feed_edge_max_entries(10000);
+    return absl::OkStatus();
+  }
+  const uint32_t reserve = std::max<uint32_t>(1, cf.list_max_items() / 10);
+  const uint32_t room = cf.list_max_items() > reserve ? cf.list_max_items() - reserve : 0;
+  if (room == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": cloudflare.list_max_items ", cf.list_max_items(),
+        " leaves the to_edge feeds no room (feed_edge_max_entries) beside the reserve of ",
+        reserve, " kept for rule and manual bans; raise it, or take to_edge off the feeds"));
+  }
+  if (config->feed_edge_max_entries() == 0) {
+    config->set_feed_edge_max_entries(room);
+  } else if (config->feed_edge_max_entries() > room) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        file, ": feed_edge_max_entries ", config->feed_edge_max_entries(),
+        " leaves too little of cloudflare.list_max_items ", cf.list_max_items(),
+        " for rule and manual bans, which a full list refuses for good: at most ", room,
+        " (list_max_items less a tenth kept for them)"));
+  }
   return absl::OkStatus();
 }
 
@@ -753,6 +790,8 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
   if (guard->max_new_bans_per_minute() == 0) guard->set_max_new_bans_per_minute(60);
   if (guard->max_active_per_actuator() == 0) guard->set_max_active_per_actuator(10000);
   s = ValidateCloudflare(file, config.mutable_cloudflare());
+  if (!s.ok()) return s;
+  s = ValidateFeedEdgeRoom(file, &config);
   if (!s.ok()) return s;
   // A rolled secret is written to the edge writer's own token file only: after a failover the
   // next writer's edge would read the dead token and not start.

@@ -381,6 +381,56 @@ TEST(ConfigTest, CloudflareSectionIsValidatedWithDefaults) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ratelimit_period")));
 }
 
+// The feeds' ranges share the IP list with rule and manual bans, first come first served: a
+// feed_edge_max_entries as large as list_max_items (both 10,000 by default) let a feed fill the
+// list, and every IP-list ban after it was refused at the cap and failed for good. With
+// Cloudflare on and a to_edge feed, the feeds may take the list less a reserve of a tenth.
+TEST(ConfigTest, ToEdgeFeedsLeaveTheIpListRoomForBans) {
+  auto parse = [](const std::string& top, const std::string& cloudflare, bool enabled = true,
+                  bool to_edge = true) {
+    return ParseConfig(
+        absl::StrCat("rule_files: \"a\" ", top,
+                     " feeds { name: \"drop\" format: FEED_FORMAT_PLAIN to_edge: ",
+                     to_edge ? "true" : "false",
+                     " } cloudflare { enabled: ", enabled ? "true" : "false",
+                     R"pb( account_id: "0123456789abcdef0123456789abcdef"
+                           zone_id: "fedcba9876543210fedcba9876543210"
+                           token_file: "token" )pb",
+                     cloudflare, " }"),
+        "c.textproto", "/etc/p");
+  };
+  EXPECT_THAT(parse("feed_edge_max_entries: 10000", ""),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto: feed_edge_max_entries 10000"),
+                             HasSubstr("cloudflare.list_max_items 10000"),
+                             HasSubstr("at most 9000"))));
+  EXPECT_THAT(parse("feed_edge_max_entries: 9000", ""), IsOk());
+  // Unset, it takes the room there is.
+  absl::StatusOr<palisade::v1::Config> config = parse("", "");
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->feed_edge_max_entries(), 9000u);
+  config = parse("", "list_max_items: 100");
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->feed_edge_max_entries(), 90u);
+  EXPECT_THAT(parse("feed_edge_max_entries: 91", "list_max_items: 100"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("feed_edge_max_entries 91"),
+                             HasSubstr("cloudflare.list_max_items 100"))));
+  EXPECT_THAT(parse("", "list_max_items: 1"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("cloudflare.list_max_items 1"),
+                             HasSubstr("feed_edge_max_entries"))));
+  // No feed range reaches the list: without Cloudflare (the bouncers' set only), or without a
+  // to_edge feed.
+  config = parse("feed_edge_max_entries: 1000000", "", /*enabled=*/false);
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->feed_edge_max_entries(), 1000000u);
+  EXPECT_THAT(parse("feed_edge_max_entries: 10000", "", true, /*to_edge=*/false), IsOk());
+  config = parse("", "", /*enabled=*/false);
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->feed_edge_max_entries(), 10000u);
+}
+
 // Rate-limit values follow the zone's plan (Free: 10 s / 10 s only); a timeout of 0 (throttle)
 // can be set; IPv6 list items are /64 or wider.
 TEST(ConfigTest, CloudflarePlanSetsAndBoundsRateLimits) {

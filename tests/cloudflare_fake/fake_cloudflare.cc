@@ -357,7 +357,8 @@ int64_t FakeCloudflare::calls() const {
 Response FakeCloudflare::Handle(const Request& request) {
   absl::MutexLock lock(&mu_);
   ++calls_;
-  // Faults first: they stand for the network and the service, before any state changes.
+  // Faults first: they stand for the network and the service, before any state changes
+  // (drop_after_apply, after it, stands for an answer lost once the change was made).
   Response fault;
   fault.delay = faults_.latency;
   auto roll = [this](double p) {
@@ -393,6 +394,12 @@ Response FakeCloudflare::Handle(const Request& request) {
   }
   Response r = HandleLocked(request);
   r.delay = faults_.latency;
+  const bool counted =
+      faults_.drop_after_apply_method.empty() || faults_.drop_after_apply_method == request.method;
+  if (faults_.drop_after_apply > 0 && counted && --faults_.drop_after_apply == 0) {
+    // Whatever the call did stays done; only its answer is lost.
+    r.drop_connection = true;
+  }
   return r;
 }
 
@@ -1565,6 +1572,8 @@ Response FakeCloudflare::HandleAdmin(const Request& r) {
     f.throttle_rate = body.value("throttle_rate", 0.0);
     f.drop_rate = body.value("drop_rate", 0.0);
     f.fail_call = body.value("fail_call", 0);
+    f.drop_after_apply = body.value("drop_after_apply", 0);
+    f.drop_after_apply_method = body.value("drop_after_apply_method", "");
     f.latency = absl::Milliseconds(body.value("latency_ms", 0));
     SetFaults(f);
     return Envelope({{"ok", true}});

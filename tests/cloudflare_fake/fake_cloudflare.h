@@ -7,8 +7,9 @@
 // versions as strings), the token life cycle, and an audit-log entry for every mutation.
 //
 // Where the document marks behaviour as uncertain, Options makes it configurable.
-// Faults (5xx, 429, added latency, dropped connections) are scripted with SetFaults or over
-// HTTP at POST /__emulator/faults.
+// Faults (5xx, 429, added latency, dropped connections, an answer dropped after the call was
+// applied) are scripted with SetFaults or over HTTP at POST /__emulator/faults. All but the last
+// fire before any state changes.
 //
 // FakeCloudflare::Handle is a pure request → response function; EmulatorServer
 // (emulator_server.h) puts it on a loopback port.
@@ -89,6 +90,12 @@ struct Faults {
   double drop_rate = 0;
   // Fail exactly the Nth call from now (1-based) with `error_status`; 0: off.
   int fail_call = 0;
+  // Apply exactly the Nth call from now (1-based) that reaches the API (no other fault took
+  // it) and whose method is `drop_after_apply_method` (empty: any), then drop the connection
+  // instead of answering: the change is made and the caller never hears of it, as after a
+  // timeout or a reset once Cloudflare has acted. 0: off.
+  int drop_after_apply = 0;
+  std::string drop_after_apply_method;
   absl::Duration latency;
 };
 

@@ -509,5 +509,19 @@ TEST_F(FakeCloudflareTest, ScriptedFaults) {
   EXPECT_TRUE(Call("GET", "/user/tokens/verify").drop_connection);
 }
 
+// drop_after_apply: the call takes effect and only its answer is lost; GETs do not count when
+// the fault names POST.
+TEST_F(FakeCloudflareTest, DropAfterApplyMakesTheChangeAndLosesTheAnswer) {
+  Faults f;
+  f.drop_after_apply = 1;
+  f.drop_after_apply_method = "POST";
+  fake_.SetFaults(f);
+  const std::string lists = Account() + "/rules/lists";
+  EXPECT_FALSE(Call("GET", lists).drop_connection);
+  EXPECT_TRUE(Call("POST", lists, R"({"name":"l","kind":"ip"})").drop_connection);
+  EXPECT_THAT(Body(Call("GET", lists))["result"], SizeIs(1));
+  EXPECT_EQ(Call("POST", lists, R"({"name":"l","kind":"ip"})").status, 400);  // once only
+}
+
 }  // namespace
 }  // namespace palisade::fake
