@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -380,6 +381,15 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
                                 "max_lines_per_second.")
                             .Register(registry)
                             .Add(input);
+  r->udp_kernel_drops_total_ =
+      &prometheus::BuildCounter()
+           .Name("palisade_syslog_udp_kernel_drops_total")
+           .Help(
+               "UDP datagrams the kernel dropped before the receiver read them: the socket's "
+               "receive buffer was full (the pipeline was slow, or a burst outran it) or the "
+               "kernel was short of memory.")
+           .Register(registry)
+           .Add(input);
   r->malformed_ = &prometheus::BuildCounter()
                        .Name("palisade_syslog_malformed_frames_total")
                        .Help("Syslog frames skipped: too long, a bad length, no <PRI>.")
@@ -427,6 +437,7 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
     absl::StatusOr<std::pair<int, int>> b = Bind(where, config.udp_listen(), SOCK_DGRAM);
     if (!b.ok()) return b.status();
     std::tie(r->udp_fd_, r->udp_port_) = *b;
+    r->SetUpUdpSocket();
   }
   if (!config.tcp_listen().empty()) {
     absl::StatusOr<std::pair<int, int>> b = Bind(where, config.tcp_listen(), SOCK_STREAM);
@@ -480,7 +491,10 @@ void SyslogReceiver::Stop() {
     for (ConnThread& c : conn_threads_) c.thread.join();
     conn_threads_.clear();
   }
-  if (udp_fd_ >= 0) ::close(udp_fd_);
+  if (udp_fd_ >= 0) {
+    CountUdpKernelDrops(UdpDropsNow(udp_fd_));  // those since the last datagram read
+    ::close(udp_fd_);
+  }
   if (tcp_fd_ >= 0) ::close(tcp_fd_);
   if (tls_fd_ >= 0) ::close(tls_fd_);
   if (tls_ctx_ != nullptr) SSL_CTX_free(tls_ctx_);
@@ -533,16 +547,75 @@ void SyslogReceiver::Flush() {
   }
 }
 
+void SyslogReceiver::SetUpUdpSocket() {
+  const int want = options_.udp_receive_buffer_bytes;
+  if (want > 0 && ::setsockopt(udp_fd_, SOL_SOCKET, SO_RCVBUFFORCE, &want, sizeof(want)) != 0 &&
+      ::setsockopt(udp_fd_, SOL_SOCKET, SO_RCVBUF, &want, sizeof(want)) == 0) {
+    // Unprivileged: SO_RCVBUF is silently capped at net.core.rmem_max (Linux reports double
+    // what it grants, the double being its bookkeeping).
+    int got = 0;
+    socklen_t len = sizeof(got);
+    if (::getsockopt(udp_fd_, SOL_SOCKET, SO_RCVBUF, &got, &len) == 0 && got / 2 < want &&
+        options_.log) {
+      options_.log(absl::StrCat("input ", config_.name(), ": the UDP receive buffer is ", got / 2,
+                                " bytes, not udp_receive_buffer_bytes ", want,
+                                " (raise net.core.rmem_max, or grant CAP_NET_ADMIN)"));
+    }
+  }
+  // Each datagram read then says how many the socket has dropped so far (SO_RXQ_OVFL).
+  const int one = 1;
+  ::setsockopt(udp_fd_, SOL_SOCKET, SO_RXQ_OVFL, &one, sizeof(one));
+}
+
+uint32_t SyslogReceiver::UdpDropsNow(int fd) {
+  uint32_t info[SK_MEMINFO_VARS] = {};
+  socklen_t len = sizeof(info);
+  if (::getsockopt(fd, SOL_SOCKET, SO_MEMINFO, info, &len) != 0 ||
+      len <= SK_MEMINFO_DROPS * sizeof(uint32_t)) {
+    return udp_drops_seen_;  // not known: nothing new counted
+  }
+  return info[SK_MEMINFO_DROPS];
+}
+
+void SyslogReceiver::CountUdpKernelDrops(uint32_t seen) {
+  // The kernel's count is 32 bits and wraps; a datagram queued before an earlier reading
+  // carries an older (smaller) one, which adds nothing.
+  const uint32_t more = seen - udp_drops_seen_;
+  if (more == 0 || more >= (1u << 31)) return;
+  udp_drops_seen_ = seen;
+  udp_kernel_drops_.fetch_add(more);
+  udp_kernel_drops_total_->Increment(more);
+}
+
 void SyslogReceiver::UdpLoop() {
   std::string buf(65536, '\0');
   while (!stopping_.load()) {
     pollfd p{udp_fd_, POLLIN, 0};
-    if (::poll(&p, 1, kPollMs) <= 0) continue;
+    if (::poll(&p, 1, kPollMs) <= 0) {
+      // Idle: drops after the last datagram read, which no later datagram has reported yet.
+      CountUdpKernelDrops(UdpDropsNow(udp_fd_));
+      continue;
+    }
     sockaddr_storage from{};
-    socklen_t from_len = sizeof(from);
-    const ssize_t n = ::recvfrom(udp_fd_, buf.data(), buf.size(), 0,
-                                 reinterpret_cast<sockaddr*>(&from), &from_len);
-    if (n <= 0) continue;
+    iovec iov{buf.data(), buf.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(uint32_t))];
+    msghdr msg{};
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof(from);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+    const ssize_t n = ::recvmsg(udp_fd_, &msg, 0);
+    if (n < 0) continue;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SO_RXQ_OVFL) {
+        uint32_t seen;
+        std::memcpy(&seen, CMSG_DATA(c), sizeof(seen));
+        CountUdpKernelDrops(seen);
+      }
+    }
+    if (n == 0) continue;
     udp_frames_->Increment();
     if (config_.max_lines_per_second() > 0 && !UdpAllowed(PeerKey(from))) {
       udp_rate_drops_->Increment();
@@ -710,11 +783,14 @@ void SyslogReceiver::Release(const std::string& peer) {
 
 namespace {
 
-// Whether `stream` at `at` holds the start of an octet-counted frame: a length (1 to 10 digits,
-// no leading zero, at most `max_frame_bytes`), a space and '<'. kNeedMore when the bytes end
-// before that can be told.
-enum class FrameStart { kNo, kYes, kNeedMore };
-FrameStart OctetFrameAt(const std::string& stream, size_t at, size_t max_frame_bytes) {
+// What `stream` holds at `at`: the start of an octet-counted frame (RFC 6587 "LEN SP <PRI>...":
+// a length of 1 to 10 digits with no leading zero, a space and '<', the length at most
+// `max_frame_bytes`), one whose length is over that (kTooLong), no such start (kNo), or too few
+// bytes to tell (kNeedMore). The '<' is required because a newline-framed sender passes a
+// message's raw LF on, so a line may well start "1733530000 rows": that is no length. `*len`:
+// the length, for kYes and kTooLong.
+enum class FrameStart { kNo, kYes, kTooLong, kNeedMore };
+FrameStart OctetFrameAt(const std::string& stream, size_t at, size_t max_frame_bytes, size_t* len) {
   if (stream[at] < '1' || stream[at] > '9') return FrameStart::kNo;
   size_t end = at;
   while (end < stream.size() && end - at <= 10 && stream[end] >= '0' && stream[end] <= '9') {
@@ -725,10 +801,8 @@ FrameStart OctetFrameAt(const std::string& stream, size_t at, size_t max_frame_b
   if (stream[end] != ' ') return FrameStart::kNo;
   if (end + 1 == stream.size()) return FrameStart::kNeedMore;
   if (stream[end + 1] != '<') return FrameStart::kNo;
-  size_t len = 0;
-  return absl::SimpleAtoi(stream.substr(at, end - at), &len) && len <= max_frame_bytes
-             ? FrameStart::kYes
-             : FrameStart::kNo;
+  if (!absl::SimpleAtoi(stream.substr(at, end - at), len)) return FrameStart::kNo;
+  return *len <= max_frame_bytes ? FrameStart::kYes : FrameStart::kTooLong;
 }
 
 }  // namespace
@@ -737,12 +811,6 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
                              std::vector<std::string>* frames, uint64_t* malformed) {
   size_t at = 0;
   while (at < stream->size()) {
-    if (state->skip > 0) {  // the rest of an over-long octet-counted frame
-      const size_t n = std::min(state->skip, stream->size() - at);
-      state->skip -= n;
-      at += n;
-      continue;
-    }
     if (state->dropping_line) {  // the rest of an over-long newline-framed frame
       const size_t nl = stream->find('\n', at);
       if (nl == std::string::npos) {
@@ -771,7 +839,8 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       }
       const bool digit = c >= '0' && c <= '9';
       if (digit && !state->after_digit) {
-        const FrameStart start = OctetFrameAt(*stream, at, max_frame_bytes);
+        size_t len = 0;
+        const FrameStart start = OctetFrameAt(*stream, at, max_frame_bytes, &len);
         if (start == FrameStart::kNeedMore) break;
         if (start == FrameStart::kYes) {
           state->resyncing = false;
@@ -789,28 +858,26 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
     }
     if (c >= '1' && c <= '9') {
       // Octet counting: MSG-LEN SP SYSLOG-MSG.
-      size_t sp = at;
-      while (sp < stream->size() && sp - at < 10 && (*stream)[sp] >= '0' && (*stream)[sp] <= '9') {
-        ++sp;
-      }
-      if (sp >= stream->size()) break;  // the length is not all here yet
       size_t len = 0;
-      if ((*stream)[sp] != ' ' || !absl::SimpleAtoi(stream->substr(at, sp - at), &len)) {
-        ++*malformed;  // not a length: skip to the next frame
-        state->resyncing = true;
-        state->after_digit = true;  // the length's digits end at `sp`, or run on past it
-        at = sp;
-        continue;
-      }
-      if (len > max_frame_bytes) {
+      const FrameStart start = OctetFrameAt(*stream, at, max_frame_bytes, &len);
+      if (start == FrameStart::kNeedMore) break;  // the length, its space or '<' is not here yet
+      if (start != FrameStart::kYes) {
+        // No length ("1733530000 rows": a line of a newline-framed sender), or one over
+        // max_frame_bytes: counted, and the stream picks up at the next frame start. A length
+        // over the cap is not skipped, as a count cannot be trusted: a lying or corrupt one
+        // ("1733530000 <13>...") would blind the connection for that many bytes. (rsyslog's
+        // imtcp, too, treats it as a framing error.) The price: the body of a real over-long
+        // frame is searched for a frame start like any skipped bytes.
         ++*malformed;
-        state->skip = len;
-        at = sp + 1;
+        state->resyncing = true;
+        state->after_digit = true;  // the digits that follow are this run's, not a length
+        ++at;
         continue;
       }
-      if (stream->size() - (sp + 1) < len) break;  // wait for the rest
-      frames->emplace_back(*stream, sp + 1, len);
-      at = sp + 1 + len;
+      const size_t body = stream->find(' ', at) + 1;
+      if (stream->size() - body < len) break;  // wait for the rest
+      frames->emplace_back(*stream, body, len);
+      at = body + len;
       continue;
     }
     if (c != '<') {
@@ -885,13 +952,12 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
   // nothing): the connection keeps its slot meanwhile.
   auto end_of_stream = [&] {
     closed = true;
-    if (stream.empty() || state.skip > 0 || state.dropping_line || state.resyncing) return;
+    if (stream.empty() || state.dropping_line || state.resyncing) return;
     if (stream.size() <= config_.max_frame_bytes() && !(stream[0] >= '1' && stream[0] <= '9')) {
       frames_in->Increment();
       waiting.push_back(std::move(stream));
     } else {
-      // An octet-counted frame cut short by the close (an over-long one was counted as it
-      // began).
+      // An octet-counted frame cut short by the close, or a line that may have begun one.
       malformed_->Increment();
     }
     stream.clear();

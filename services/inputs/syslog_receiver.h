@@ -1,5 +1,5 @@
 // A syslog receiver (issue 14 §1): RFC 5424 and RFC 3164 messages over UDP, TCP (RFC 6587:
-// octet counting, "LEN SP MSG", and newline framing, told apart per frame by its first byte)
+// octet counting, "LEN SP <PRI>...", and newline framing, told apart per frame by how it starts)
 // and TLS (RFC 5425: the same frames inside OpenSSL, optionally with client certificates),
 // handed to a batch sink (the daemon's Pipeline::ProcessBatch) in batches per format: a frame
 // whose header is `<PRI>1 ` is RFC 5424, any other RFC 3164.
@@ -12,11 +12,13 @@
 // `idle_timeout` (a byte drip) holds only its own share and other senders still get in; a
 // connection past either cap is closed at once and counted by the cap it hit. Each is closed
 // (and counted) once it has sent nothing for `idle_timeout`; a frame longer than
-// `max_frame_bytes` is skipped and counted (an octet-counted one by its length, a newline-framed
-// one up to its newline) and the connection goes on; a batch is flushed at `batch_lines` or
-// after `flush_interval`, so memory is a batch per format.
-// A malformed frame (no `<PRI>`, a bad length) is counted and skipped, never fatal: the stream
-// picks up at the next newline or octet-counted frame start, whichever comes first. An accept
+// `max_frame_bytes` is skipped and counted (a newline-framed one up to its newline, an
+// octet-counted one as a malformed frame: its length is not trusted) and the connection goes
+// on; a batch is flushed at `batch_lines` or after `flush_interval`, so memory is a batch per
+// format.
+// A malformed frame (no `<PRI>`, a bad or over-long length, a newline-framed line that starts
+// "DIGITS SP" with no '<' after) is counted and skipped, never fatal: the stream picks up at the
+// next newline or octet-counted frame start, whichever comes first. An accept
 // that fails for want of descriptors is counted, and the listener waits 100 ms (no spinning).
 // A TLS handshake that fails (no client certificate when one is required, plain text, a
 // timeout) is counted and logged with the peer's address and OpenSSL's reason, and only that
@@ -34,7 +36,8 @@
 // Metrics per receiver: frames by transport, malformed frames, open, refused (over
 // max_connections, and over max_connections_per_address) and idle-closed connections, failed
 // accepts, TLS handshake failures, lines held back (TCP/TLS) and dropped (UDP) by the rate
-// limit.
+// limit, UDP datagrams the kernel dropped (the socket's receive buffer full while the UDP thread
+// waited on the sink; udp_receive_buffer_bytes).
 //
 // Thread-safety: Start and Stop from one thread; the receiver runs its own threads (one for UDP,
 // one accepting per TCP/TLS listener, one per connection, one flushing).
@@ -78,6 +81,13 @@ struct SyslogReceiverOptions {
   // positive; absl::InfiniteDuration(): never. The config's idle_timeout, when set, takes its
   // place. rsyslog reconnects when it next sends.
   absl::Duration idle_timeout = absl::Minutes(5);
+  // The UDP socket's receive buffer: what the kernel queues while the UDP thread waits on a busy
+  // sink (the kernel's default, 208 KiB, held 256 small datagrams; 4 MiB, which Linux doubles
+  // for its bookkeeping, roughly 40 times that). Past it the kernel drops datagrams, counted in
+  // palisade_syslog_udp_kernel_drops_total. Set with SO_RCVBUFFORCE when the daemon may
+  // (CAP_NET_ADMIN), else SO_RCVBUF, which net.core.rmem_max caps (logged when it does). 0: the
+  // kernel's default.
+  int udp_receive_buffer_bytes = 4 << 20;
   // UDP senders with a rate-limit bucket of their own at most (~100 bytes each).
   size_t max_udp_senders = 10000;
   // TCP/TLS sender addresses whose rate-limit bucket is kept, once their last connection
@@ -127,6 +137,10 @@ class SyslogReceiver {
   int tls_port() const { return tls_port_; }
   // Stops every thread and flushes what is pending.
   void Stop();
+  // UDP datagrams the kernel dropped on this receiver's socket (its receive buffer was full),
+  // as of the last datagram read or the last time the socket was idle; also exported as
+  // palisade_syslog_udp_kernel_drops_total.
+  uint64_t udp_kernel_drops() const { return udp_kernel_drops_.load(); }
   // Connection threads held (running, or ended and not yet joined). For tests.
   size_t connection_threads() {
     absl::MutexLock lock(&conn_mu_);
@@ -138,21 +152,22 @@ class SyslogReceiver {
     return tcp_buckets_.size();
   }
 
-  // What a connection's deframing carries from one read to the next: the bytes of an oversized
-  // octet-counted frame still to drop, the rest of an oversized newline-framed one, or bytes
-  // that start no frame being skipped to the next one.
+  // What a connection's deframing carries from one read to the next: the rest of an oversized
+  // newline-framed frame, or bytes that start no frame being skipped to the next one.
   struct DeframeState {
-    size_t skip = 0;
     bool dropping_line = false;
     bool resyncing = false;
     bool after_digit = false;  // resyncing: the last byte skipped was a digit
   };
-  // Cuts `stream` into frames (RFC 6587: "LEN SP MSG" when a frame starts with a digit, else up
-  // to a newline); complete frames are appended to `frames`, an incomplete one stays in
-  // `stream`. Frames longer than max_frame_bytes are dropped, counted in `*malformed`, and the
-  // stream goes on after them. Bytes that start no frame (a bad length, no `<PRI>`) are counted
-  // once and skipped up to the next newline or "LEN SP <", whichever comes first, so an
-  // octet-counted stream (no newlines) goes on too. Exposed for tests.
+  // Cuts `stream` into frames (RFC 6587: "LEN SP MSG" when a frame starts "LEN SP <", else up to
+  // a newline); complete frames are appended to `frames`, an incomplete one stays in `stream`.
+  // A newline-framed frame longer than max_frame_bytes is dropped up to its newline and counted
+  // in `*malformed`. Bytes that start no frame (no `<PRI>`, a length that is bad, over
+  // max_frame_bytes or not followed by " <", as a newline-framed "1733530000 rows" is) are
+  // counted once and skipped up to the next newline or "LEN SP <", whichever comes first, so an
+  // octet-counted stream (no newlines) goes on too; a length is never trusted to skip by, so a
+  // wrong one loses what lies up to the next frame start, not that many bytes. Exposed for
+  // tests.
   static void Deframe(std::string* stream, size_t max_frame_bytes, DeframeState* state,
                       std::vector<std::string>* frames, uint64_t* malformed);
 
@@ -162,6 +177,13 @@ class SyslogReceiver {
   void Add(std::string frame);
   void Flush();
   void UdpLoop();
+  // Sets the UDP socket's receive buffer (udp_receive_buffer_bytes) and asks the kernel to
+  // report its drops (SO_RXQ_OVFL).
+  void SetUpUdpSocket();
+  // The socket's drop count now (SO_MEMINFO); what was last seen if the kernel does not say.
+  uint32_t UdpDropsNow(int fd);
+  // Counts the drops in the kernel's count `seen` not counted yet.
+  void CountUdpKernelDrops(uint32_t seen);
   void AcceptLoop(int listen_fd, bool tls);
   // A TCP/TLS sender address's rate-limit bucket, shared by its connections.
   struct SharedBucket {
@@ -197,6 +219,10 @@ class SyslogReceiver {
   absl::flat_hash_map<std::string, TokenBucket> udp_buckets_;
   std::unique_ptr<TokenBucket> udp_overflow_;  // shared by senders past max_udp_senders
   absl::Time udp_last_sweep_ = absl::InfinitePast();
+  // The socket's drop count (sk_drops, 32 bits, as SO_RXQ_OVFL and SO_MEMINFO give it) last
+  // seen, by the UDP thread (and Stop, once that has ended); the drops counted from it.
+  uint32_t udp_drops_seen_ = 0;
+  std::atomic<uint64_t> udp_kernel_drops_{0};
   std::atomic<bool> stopping_{false};
   // Open TCP/TLS connections, in all and by sender address as PeerKey gives it (an entry per
   // address with one open at least, so at most max_connections); both accept threads and every
@@ -228,6 +254,7 @@ class SyslogReceiver {
   prometheus::Counter* tls_handshake_failures_ = nullptr;
   prometheus::Counter* throttled_lines_ = nullptr;
   prometheus::Counter* udp_rate_drops_ = nullptr;
+  prometheus::Counter* udp_kernel_drops_total_ = nullptr;
   prometheus::Counter* malformed_ = nullptr;
   prometheus::Counter* refused_ = nullptr;
   prometheus::Counter* per_address_refused_ = nullptr;

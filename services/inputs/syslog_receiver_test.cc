@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -113,6 +115,41 @@ TEST(DeframeTest, BytesThatStartNoFrameAreSkippedToTheNextFrame) {
   EXPECT_THAT(Deframe({"x05 <1>a 12345678901 <2>b", "12x 4 <3>c"}, 64, &malformed),
               ElementsAre("<3>c"));
   EXPECT_EQ(malformed, 1u);
+}
+
+// A newline-framed sender sends a message's raw LF as is (`logger -T`, syslog-ng, an app), so a
+// line may start with "DIGITS SP". It is not an octet count unless "<PRI>" follows (RFC 6587:
+// SYSLOG-MSG starts with '<'): before, "1733530000 rows" made the connection skip 1.7 GB of
+// frames, and "512 bytes" swallowed the next 512 bytes of them. It is counted and skipped, and
+// the stream goes on at the next line, in any cut of the reads.
+TEST(DeframeTest, ALineStartingWithDigitsIsNotAnOctetCount) {
+  for (const std::string all : {"<13>a\n1733530000 rows\n<13>b\n", "<13>a\n512 bytes\n<13>b\n"}) {
+    for (size_t cut = 0; cut <= all.size(); ++cut) {
+      uint64_t malformed = 0;
+      EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, 1024, &malformed),
+                  ElementsAre("<13>a", "<13>b"))
+          << all << " cut at " << cut;
+      EXPECT_EQ(malformed, 1u) << all << " cut at " << cut;
+    }
+  }
+}
+
+// A length over max_frame_bytes is counted and the stream picks up at the next frame start
+// (newline or "LEN SP <"), as rsyslog's imtcp does, instead of skipping that many bytes: a
+// corrupt or lying count cannot blind the rest of the connection.
+TEST(DeframeTest, AnOversizedLengthResyncsInsteadOfSkippingThatManyBytes) {
+  const std::string big = "<13>" + std::string(96, 'x');  // a real 100-byte frame, over 64
+  for (const std::string& all : std::vector<std::string>{
+           "1733530000 <13>lie" "5 <1>ok" "6 <2>two", "100 " + big + "5 <1>ok" "6 <2>two",
+           "1733530000 <13>lie\n<1>ok\n<2>two\n"}) {
+    for (size_t cut = 0; cut <= all.size(); ++cut) {
+      uint64_t malformed = 0;
+      EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, 64, &malformed),
+                  ElementsAre("<1>ok", "<2>two"))
+          << all << " cut at " << cut;
+      EXPECT_EQ(malformed, 1u) << all << " cut at " << cut;
+    }
+  }
 }
 
 TEST(TokenBucketTest, BurstThenRate) {
@@ -797,6 +834,89 @@ TEST_F(ReceiverTest, AUdpSenderOverItsRateIsDroppedAndCounted) {
   ASSERT_TRUE(Eventually([&] { return Metric("palisade_syslog_frames_total") >= 15; }));
   EXPECT_EQ(Metric("palisade_syslog_rate_limited_drops_total"), 8);
   EXPECT_EQ(WaitFor(7).size(), 7u);
+}
+
+// UDP has no backpressure either way: while the sink is busy (a slow decision commit during an
+// attack burst) the UDP thread waits, and datagrams past the socket's receive buffer are dropped
+// by the kernel. Those drops are counted (SO_RXQ_OVFL, and SO_MEMINFO once the socket is idle),
+// so frames read plus drops account for every datagram sent. The buffer is set tiny here so the
+// kernel drops for certain; the sink is held until the whole burst is sent.
+class UdpKernelDropTest : public ReceiverTest {
+ protected:
+  std::unique_ptr<SyslogReceiver> StartBlocked(const std::string& name) {
+    palisade::v1::SyslogInput config;
+    config.set_name(name);
+    config.set_udp_listen("127.0.0.1:0");
+    SyslogReceiverOptions options;
+    options.batch_lines = 10;
+    options.flush_interval = absl::Milliseconds(10);
+    options.udp_receive_buffer_bytes = 4096;
+    auto r = SyslogReceiver::Start(
+        config, options,
+        [this](const palisade::v1::LogBatch& b) {
+          release_.WaitForNotification();
+          absl::MutexLock lock(&mu_);
+          for (const auto& rec : b.records()) got_.push_back(rec.line());
+          return absl::OkStatus();
+        },
+        registry_);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *std::move(r) : nullptr;
+  }
+  bool GotLine(const std::string& line) {
+    absl::MutexLock lock(&mu_);
+    return std::find(got_.begin(), got_.end(), line) != got_.end();
+  }
+  absl::Notification release_;
+};
+
+TEST_F(UdpKernelDropTest, UdpDatagramsLostWhileTheSinkIsBusyAreCounted) {
+  auto r = StartBlocked("udpburst");
+  ASSERT_NE(r, nullptr);
+  SendUdpFrom("127.0.0.1", r->udp_port(), 2000);
+  release_.Notify();
+  // A last datagram, queued after every drop: it carries their count, and is read after all the
+  // datagrams queued before it, so once it reaches the sink everything is accounted for. Sent
+  // again (a new one) until one is taken, as the queue may still be full when it comes; those
+  // dropped are counted like the rest. The wait per try only decides how many are sent.
+  const int u = ::socket(AF_INET, SOCK_DGRAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(r->udp_port()));
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  int sent = 2000;
+  bool taken = false;
+  for (int i = 0; i < 600 && !taken; ++i) {
+    const std::string last = absl::StrCat("<13>Mar  3 14:02:01 h app: last ", i);
+    ::sendto(u, last.data(), last.size(), 0, reinterpret_cast<sockaddr*>(&a), sizeof(a));
+    ++sent;
+    for (int j = 0; j < 100 && !taken; ++j) {
+      taken = GotLine(last);
+      if (!taken) absl::SleepFor(absl::Milliseconds(10));
+    }
+  }
+  ::close(u);
+  ASSERT_TRUE(taken);
+  const double drops = Metric("palisade_syslog_udp_kernel_drops_total");
+  EXPECT_GT(drops, 0);
+  EXPECT_EQ(r->udp_kernel_drops(), drops);
+  EXPECT_EQ(Metric("palisade_syslog_frames_total") + drops, sent);
+  EXPECT_EQ(Got(), Metric("palisade_syslog_frames_total"));
+}
+
+// Drops after the last datagram read (nothing comes after the burst) are counted too, once the
+// socket is idle.
+TEST_F(UdpKernelDropTest, DropsAtTheEndOfABurstAreCountedOnceTheSocketIsIdle) {
+  auto r = StartBlocked("udptail");
+  ASSERT_NE(r, nullptr);
+  SendUdpFrom("127.0.0.1", r->udp_port(), 2000);
+  release_.Notify();
+  EXPECT_TRUE(Eventually([&] {
+    return Metric("palisade_syslog_frames_total") +
+               Metric("palisade_syslog_udp_kernel_drops_total") ==
+           2000;
+  }));
+  EXPECT_GT(r->udp_kernel_drops(), 0u);
 }
 
 // A throwaway PKI (testdata/make_certs.sh) in the test's temporary directory.
