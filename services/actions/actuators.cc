@@ -1,5 +1,6 @@
 #include "services/actions/actuators.h"
 
+#include <algorithm>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -272,17 +273,23 @@ void IpListActuator::Forget(const EdgeRef& made) {
   if (--it->second <= 0) refs_.erase(it);
 }
 
+absl::Status IpListActuator::FindList() {
+  if (!list_id_.empty()) return absl::OkStatus();
+  absl::StatusOr<std::vector<IpList>> lists = client_.ListLists();
+  if (!lists.ok()) return lists.status();
+  for (const IpList& l : *lists) {
+    if (l.name == options_.list_name) {
+      list_id_ = l.id;
+      items_in_list_ = l.num_items;
+      count_read_ = true;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status IpListActuator::EnsureListAndRule() {
   if (list_id_.empty()) {
-    absl::StatusOr<std::vector<IpList>> lists = client_.ListLists();
-    if (!lists.ok()) return lists.status();
-    for (const IpList& l : *lists) {
-      if (l.name == options_.list_name) {
-        list_id_ = l.id;
-        items_in_list_ = l.num_items;
-        count_read_ = true;
-      }
-    }
+    if (absl::Status found = FindList(); !found.ok()) return found;
     if (list_id_.empty()) {
       absl::StatusOr<IpList> created =
           client_.CreateList(options_.list_name, "Blocked by palisaded (managed; do not edit)");
@@ -327,9 +334,19 @@ absl::StatusOr<bool> IpListActuator::EnsureRule() {
 }
 
 void IpListActuator::Run(std::vector<ActionOp*>& ops) {
-  absl::Status ready = EnsureListAndRule();
+  // A flush of removes only takes items out: it never makes or repairs the list or its
+  // blocking rule. In dry run only removes reach the actuator, and putting back a rule an
+  // operator had switched off would enforce every item in the list again.
+  const bool applies = std::any_of(ops.begin(), ops.end(), [](const ActionOp* op) {
+    return op->kind == ActionOp::Kind::kApply;
+  });
+  absl::Status ready = applies ? EnsureListAndRule() : FindList();
   if (!ready.ok()) {
     for (ActionOp* op : ops) op->result = ready;
+    return;
+  }
+  if (list_id_.empty()) {  // removes only, and no list: its items went with it
+    for (ActionOp* op : ops) op->result = absl::OkStatus();
     return;
   }
   // Adds: one bulk operation for every new item.

@@ -95,6 +95,8 @@ class IpListActuator final : public Actuator {
  private:
   // ItemFor, saying whether the never-ban set narrowed the item.
   absl::StatusOr<std::string> Item(const palisade::v1::Target& target, bool* narrowed) const;
+  // Finds the list by its name (list_id_ stays empty when there is none); makes nothing.
+  absl::Status FindList();
   // Finds or creates the list and the custom rule that blocks it.
   absl::Status EnsureListAndRule();
 

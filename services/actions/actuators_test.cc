@@ -263,6 +263,39 @@ TEST_F(ActuatorsTest, IpListOpsOnOneItemFailWithTheirBulkOperation) {
 
 // After a restart the counts of decisions per item come back from the edge records: ending one
 // of two decisions on a /64 leaves the item.
+// In dry run only the removes of what an earlier run made go out (Dispatcher::Sends): a flush
+// of removes takes the items out and makes or mends nothing, so a blocking rule an operator
+// switched off stays off (putting it back would enforce every item in the list again).
+TEST_F(ActuatorsTest, AFlushOfRemovesNeverPutsTheListsRuleBack) {
+  EdgeRef made;
+  {
+    IpListActuator first(*client_, IpListOptions(), registry_);
+    std::vector<ActionOp> ops = {
+        Op(ActionOp::Kind::kApply, "d1", palisade::v1::TARGET_KIND_IP, "203.0.113.1")};
+    Run(first, ops);
+    ASSERT_THAT(ops[0].result, IsOk());
+    made = ops[0].edge;
+  }
+  absl::StatusOr<Ruleset> rs = client_->GetEntrypoint("http_request_firewall_custom");
+  ASSERT_THAT(rs, IsOk());
+  ASSERT_THAT(rs->rules, SizeIs(1));
+  RulesetRule off = rs->rules[0];
+  off.enabled = false;
+  ASSERT_THAT(client_->UpdateRulesetRule(rs->id, off.id, off), IsOk());
+  // A new actuator, as after a restart into dry run: it has not looked at the rule yet.
+  prometheus::Registry registry;
+  IpListActuator second(*client_, IpListOptions(), registry);
+  std::vector<ActionOp> removes = {
+      Op(ActionOp::Kind::kRemove, "d1", palisade::v1::TARGET_KIND_IP, "203.0.113.1")};
+  removes[0].edge = made;
+  Run(second, removes);
+  EXPECT_THAT(removes[0].result, IsOk());
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(0));
+  fake::json rules = fake_.RulesetSnapshot("http_request_firewall_custom")["rules"];
+  ASSERT_THAT(rules, SizeIs(1));
+  EXPECT_EQ(rules[0]["enabled"], false);
+}
+
 TEST_F(ActuatorsTest, IpListCountsAreRestoredFromTheEdgeRecords) {
   std::vector<ActionOp> ops = {
       Op(ActionOp::Kind::kApply, "d5", palisade::v1::TARGET_KIND_IP, "2001:db8:1:2::7"),
