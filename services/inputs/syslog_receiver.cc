@@ -809,8 +809,17 @@ FrameStart OctetFrameAt(const std::string& stream, size_t at, size_t max_frame_b
 
 void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, DeframeState* state,
                              std::vector<std::string>* frames, uint64_t* malformed) {
+  // An over-long counted frame of an octet-counting sender is skipped by its count, at most this
+  // many times max_frame_bytes (a count beyond is taken as a lie, and the stream resyncs).
+  constexpr uint64_t kMaxSkipFrames = 16;
   size_t at = 0;
   while (at < stream->size()) {
+    if (state->skip > 0) {  // the body of an over-long counted frame
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(state->skip, stream->size() - at));
+      state->skip -= n;
+      at += n;
+      continue;
+    }
     if (state->dropping_line) {  // the rest of an over-long newline-framed frame
       const size_t nl = stream->find('\n', at);
       if (nl == std::string::npos) {
@@ -861,13 +870,22 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       size_t len = 0;
       const FrameStart start = OctetFrameAt(*stream, at, max_frame_bytes, &len);
       if (start == FrameStart::kNeedMore) break;  // the length, its space or '<' is not here yet
+      if (start == FrameStart::kTooLong && state->octet_framed &&
+          len <= kMaxSkipFrames * max_frame_bytes) {
+        // A sender that counts octets wrote a frame over the cap: its body, a client's text
+        // perhaps, is skipped whole, never searched for a frame start.
+        ++*malformed;
+        state->skip = len;
+        at = stream->find(' ', at) + 1;
+        continue;
+      }
       if (start != FrameStart::kYes) {
         // No length ("1733530000 rows": a line of a newline-framed sender), or one over
         // max_frame_bytes: counted, and the stream picks up at the next frame start. A length
         // over the cap is not skipped, as a count cannot be trusted: a lying or corrupt one
         // ("1733530000 <13>...") would blind the connection for that many bytes. (rsyslog's
-        // imtcp, too, treats it as a framing error.) The price: the body of a real over-long
-        // frame is searched for a frame start like any skipped bytes.
+        // imtcp, too, treats it as a framing error.) On a connection whose sender counts
+        // octets, an over-long frame is skipped by its count (above).
         ++*malformed;
         state->resyncing = true;
         state->after_digit = true;  // the digits that follow are this run's, not a length
@@ -877,6 +895,7 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       const size_t body = stream->find(' ', at) + 1;
       if (stream->size() - body < len) break;  // wait for the rest
       frames->emplace_back(*stream, body, len);
+      state->octet_framed = true;
       at = body + len;
       continue;
     }
@@ -952,7 +971,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
   // nothing): the connection keeps its slot meanwhile.
   auto end_of_stream = [&] {
     closed = true;
-    if (stream.empty() || state.dropping_line || state.resyncing) return;
+    if (stream.empty() || state.dropping_line || state.resyncing || state.skip > 0) return;
     if (stream.size() <= config_.max_frame_bytes() && !(stream[0] >= '1' && stream[0] <= '9')) {
       frames_in->Increment();
       waiting.push_back(std::move(stream));

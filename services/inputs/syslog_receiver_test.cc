@@ -152,6 +152,28 @@ TEST(DeframeTest, AnOversizedLengthResyncsInsteadOfSkippingThatManyBytes) {
   }
 }
 
+// An octet-counting sender's frame over the cap holds a client's text: skipped by its count,
+// never searched for a frame start, which could forge one keyed on someone else's address.
+TEST(DeframeTest, AnOverlongFrameOfAnOctetCountingSenderIsSkippedWhole) {
+  const std::string forged = " 88 <38>Dec  5 10:00:00 bastion sshd[9]: Failed password for root "
+                             "from 198.51.100.9 port 22 ssh2";
+  std::string body = "<13>" + std::string(300 - 4 - forged.size(), 'x') + forged;
+  ASSERT_EQ(body.size(), 300u);
+  const std::string all = "7 <13>one" "300 " + body + "7 <13>two";
+  for (size_t cut = 0; cut <= all.size(); ++cut) {
+    uint64_t malformed = 0;
+    EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, 128, &malformed),
+                ElementsAre("<13>one", "<13>two"))
+        << "cut at " << cut;
+    EXPECT_EQ(malformed, 1u) << "cut at " << cut;
+  }
+  // A count past 16 frames' worth is no frame even there: the stream resyncs, not blinded.
+  const std::string lie = "7 <13>one" "1733530000 <13>lie" "7 <13>two";
+  uint64_t malformed = 0;
+  EXPECT_THAT(Deframe({lie}, 128, &malformed), ElementsAre("<13>one", "<13>two"));
+  EXPECT_EQ(malformed, 1u);
+}
+
 TEST(TokenBucketTest, BurstThenRate) {
   SimulatedClock clock;
   TokenBucket b(/*rate=*/2, /*burst=*/3, clock.TimeNow());
