@@ -533,6 +533,9 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
         if (p.sent_once) ++summary.resent_batches;
         p.sent_once = true;
         if (!stream->Write(p.batch)) {
+          // The call is over (the server ended it, a refusal of an earlier batch perhaps, or
+          // the connection went): Finish() says which, unless it is cancelled now.
+          server_ended = true;
           broken = true;
           break;
         }

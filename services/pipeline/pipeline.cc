@@ -648,10 +648,16 @@ void Pipeline::Prematch(LineBatch* batch) const {
 
 template <typename Batch>
 absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
-  if (batch.format() == palisade::v1::LOG_FORMAT_UNSPECIFIED ||
-      !palisade::v1::LogFormat_IsValid(batch.format())) {
+  if (batch.format() == palisade::v1::LOG_FORMAT_UNSPECIFIED) {
     return absl::InvalidArgumentError(
         absl::StrCat("batch ", batch.sequence(), ": format is required"));
+  }
+  // What the server can mend (a newer client's format, a json_format its config lacks) is a
+  // precondition, which a shipper waits out; an invalid argument ends `ship --follow`.
+  if (!palisade::v1::LogFormat_IsValid(batch.format())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "batch ", batch.sequence(), ": format ", static_cast<int>(batch.format()),
+        " is not one this server knows (a newer client than palisaded?)"));
   }
   if (batch.format() == palisade::v1::LOG_FORMAT_DECISIONS) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -686,7 +692,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   if (batch.format() == palisade::v1::LOG_FORMAT_JSON) {
     auto mapping = options_.json_formats.find(batch.json_format());
     if (mapping == options_.json_formats.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(
+      return absl::FailedPreconditionError(absl::StrCat(
           "batch ", batch.sequence(), ": format json needs json_format naming one of the "
           "config's json_formats (\"", batch.json_format().substr(0, 64), "\" is none)"));
     }

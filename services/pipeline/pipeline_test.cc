@@ -17,6 +17,7 @@ using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
 using ::palisade::v1::LogBatch;
 using ::palisade::v1::LogFormat;
+using ::testing::HasSubstr;
 using ::testing::SizeIs;
 
 constexpr absl::string_view kPack = R"pb(
@@ -276,6 +277,22 @@ TEST_F(PipelineTest, APrematchedLineInTheRepeatedHourFollowsThePreviousLine) {
   EXPECT_EQ(ack->detections(), 1u);
   // 2026-11-01 05:30:20 UTC (01:30:20 EDT); the line a day old, its decision is stale.
   EXPECT_THAT(detected, ::testing::ElementsAre(absl::FromUnixSeconds(1'793'511'020)));
+}
+
+// A batch the server's config or build cannot read yet is refused as a precondition, which a
+// shipper waits out (the server can be mended); one without a format is an invalid argument,
+// which ends `palisadectl ship --follow` (services/cli/follow_shipper.h).
+TEST_F(PipelineTest, WhatTheServerCanMendIsAPreconditionNotAnInvalidArgument) {
+  LogBatch batch = Backlog({{"203.0.113.7", 1}});
+  batch.set_format(LogFormat::LOG_FORMAT_JSON);
+  batch.set_json_format("caddy-custom");
+  EXPECT_THAT(pipeline_.ProcessBatch(batch),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("caddy-custom")));
+  batch.set_format(static_cast<LogFormat>(999));
+  EXPECT_THAT(pipeline_.ProcessBatch(batch),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("format 999")));
+  batch.set_format(LogFormat::LOG_FORMAT_UNSPECIFIED);
+  EXPECT_THAT(pipeline_.ProcessBatch(batch), StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST_F(PipelineTest, BatchBecomesAckAndDecision) {
