@@ -1,5 +1,9 @@
 #include "services/store/state_lock.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
 #include <string>
 
 #include "gmock/gmock.h"
@@ -34,6 +38,37 @@ TEST(StateFileLockTest, ReleasedWhenTheHolderGoesAndKeptAcrossAMove) {
     EXPECT_FALSE(StateFileLock::Acquire(state).ok());  // the moved-from lock released nothing
   }
   EXPECT_TRUE(StateFileLock::Acquire(state).ok());
+}
+
+// One database reached by two paths (a symbolic link to it, or to its directory) is one lock.
+TEST(StateFileLockTest, APathThroughASymbolicLinkIsTheSameLock) {
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  const std::string state = StateFile("d.db");
+  { std::ofstream(state.c_str()) << ""; }
+  ASSERT_EQ(symlink(state.c_str(), (dir + "/link.db").c_str()), 0);
+  ASSERT_EQ(symlink(dir.c_str(), (dir + "/linkdir").c_str()), 0);
+  absl::StatusOr<StateFileLock> first = StateFileLock::Acquire(state);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(StateFileLock::Acquire(dir + "/link.db").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(StateFileLock::Acquire(dir + "/linkdir/d.db").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // A state file not made yet, through the linked directory.
+  absl::StatusOr<StateFileLock> fresh = StateFileLock::Acquire(dir + "/linkdir/new.db");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(StateFileLock::Acquire(StateFile("new.db")).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+// The lock file holds nothing and is opened read-only: made readable by all, so that one a run
+// by hand as root left behind does not keep the service's own user out (0600 did, for good).
+TEST(StateFileLockTest, TheLockFileIsReadableByAll) {
+  const std::string state = StateFile("e.db");
+  ASSERT_TRUE(StateFileLock::Acquire(state).ok());
+  struct stat st;
+  ASSERT_EQ(stat((state + ".lock").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777 & ~0022, 0644 & ~0022);  // what the umask lets through
+  EXPECT_NE(st.st_mode & 0044, 0u);
 }
 
 TEST(StateFileLockTest, AnInMemoryStateHasNoLock) {
