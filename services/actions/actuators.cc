@@ -346,6 +346,9 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
     return;
   }
   if (list_id_.empty()) {  // removes only, and no list: its items went with it
+    refs_.clear();  // nothing is in a list that is not there: the next apply adds its item
+    item_ids_.clear();
+    items_in_list_ = 0;
     for (ActionOp* op : ops) op->result = absl::OkStatus();
     return;
   }

@@ -261,8 +261,6 @@ TEST_F(ActuatorsTest, IpListOpsOnOneItemFailWithTheirBulkOperation) {
   EXPECT_EQ(items[0]["ip"], "2001:db8:1:2::/64");
 }
 
-// After a restart the counts of decisions per item come back from the edge records: ending one
-// of two decisions on a /64 leaves the item.
 // In dry run only the removes of what an earlier run made go out (Dispatcher::Sends): a flush
 // of removes takes the items out and makes or mends nothing, so a blocking rule an operator
 // switched off stays off (putting it back would enforce every item in the list again).
@@ -296,6 +294,26 @@ TEST_F(ActuatorsTest, AFlushOfRemovesNeverPutsTheListsRuleBack) {
   EXPECT_EQ(rules[0]["enabled"], false);
 }
 
+// A list deleted by hand while a decision's item was counted in it: the remove is done (the
+// item went with the list), and a new decision on the same address makes the list and adds
+// the item, not "already there".
+TEST_F(ActuatorsTest, AnItemCountedInAListThatIsGoneIsAddedAgain) {
+  IpListActuator actuator(*client_, IpListOptions(), registry_);
+  actuator.Restore({{"203.0.113.1", "gone", false}});
+  std::vector<ActionOp> removes = {
+      Op(ActionOp::Kind::kRemove, "d1", palisade::v1::TARGET_KIND_IP, "203.0.113.1")};
+  removes[0].edge = {"203.0.113.1", "gone", false};
+  Run(actuator, removes);
+  EXPECT_THAT(removes[0].result, IsOk());
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "d2", palisade::v1::TARGET_KIND_IP, "203.0.113.1")};
+  Run(actuator, ops);
+  EXPECT_THAT(ops[0].result, IsOk());
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(1));
+}
+
+// After a restart the counts of decisions per item come back from the edge records: ending one
+// of two decisions on a /64 leaves the item.
 TEST_F(ActuatorsTest, IpListCountsAreRestoredFromTheEdgeRecords) {
   std::vector<ActionOp> ops = {
       Op(ActionOp::Kind::kApply, "d5", palisade::v1::TARGET_KIND_IP, "2001:db8:1:2::7"),

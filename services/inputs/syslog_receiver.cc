@@ -870,7 +870,10 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       size_t len = 0;
       const FrameStart start = OctetFrameAt(*stream, at, max_frame_bytes, &len);
       if (start == FrameStart::kNeedMore) break;  // the length, its space or '<' is not here yet
-      if (start == FrameStart::kTooLong && state->octet_framed &&
+      if (state->framing == DeframeState::Framing::kUnknown && start != FrameStart::kNo) {
+        state->framing = DeframeState::Framing::kOctet;
+      }
+      if (start == FrameStart::kTooLong && state->framing == DeframeState::Framing::kOctet &&
           len <= kMaxSkipFrames * max_frame_bytes) {
         // A sender that counts octets wrote a frame over the cap: its body, a client's text
         // perhaps, is skipped whole, never searched for a frame start.
@@ -895,7 +898,6 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       const size_t body = stream->find(' ', at) + 1;
       if (stream->size() - body < len) break;  // wait for the rest
       frames->emplace_back(*stream, body, len);
-      state->octet_framed = true;
       at = body + len;
       continue;
     }
@@ -907,6 +909,9 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       continue;
     }
     // Newline framing.
+    if (state->framing == DeframeState::Framing::kUnknown) {
+      state->framing = DeframeState::Framing::kNewline;
+    }
     const size_t nl = stream->find('\n', at);
     if (nl == std::string::npos) {
       if (stream->size() - at > max_frame_bytes) {  // too long, no end in sight: drop it

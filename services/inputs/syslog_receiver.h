@@ -158,9 +158,12 @@ class SyslogReceiver {
     bool dropping_line = false;
     bool resyncing = false;
     bool after_digit = false;  // resyncing: the last byte skipped was a digit
-    // A frame was read by its count on this connection: the sender counts octets (rsyslog's
-    // octet-counted framing, syslog-ng's syslog(), RFC 5425).
-    bool octet_framed = false;
+    // How the connection's first frame came: by its count ("LEN SP <": the sender counts
+    // octets, as rsyslog's octet-counted framing, syslog-ng's syslog() and RFC 5425 do) or by
+    // "<PRI>" up to a newline. A newline-framed sender's first byte is always '<'; lines a
+    // client shapes later (a raw LF passed on) cannot change it.
+    enum class Framing { kUnknown, kOctet, kNewline };
+    Framing framing = Framing::kUnknown;
     uint64_t skip = 0;  // bytes of an over-long counted frame still to skip
   };
   // Cuts `stream` into frames (RFC 6587: "LEN SP MSG" when a frame starts "LEN SP <", else up to
@@ -170,11 +173,11 @@ class SyslogReceiver {
   // max_frame_bytes or not followed by " <", as a newline-framed "1733530000 rows" is) are
   // counted once and skipped up to the next newline or "LEN SP <", whichever comes first, so an
   // octet-counted stream (no newlines) goes on too. A length over max_frame_bytes is skipped
-  // by (up to 16 times max_frame_bytes) only on a connection whose sender counts octets (a frame
-  // was read by its count): that body is a client's text, which searched for frame starts could
-  // forge one ("... 88 <38>... Failed password for root from VICTIM ..."). Otherwise a length is
-  // not trusted to skip by (a newline-framed "1733530000 <13>..." would blind the connection for
-  // that many bytes): it loses what lies up to the next frame start. Exposed for tests.
+  // by (up to 16 times max_frame_bytes) only on a connection whose first frame came by its
+  // count: that body is a client's text, which searched for frame starts could forge one
+  // ("... 88 <38>... Failed password for root from VICTIM ..."). On a newline-framed
+  // connection a length is never trusted to skip by (a "1733530000 <13>..." line would blind
+  // it for that many bytes): it loses what lies up to the next frame start. Exposed for tests.
   static void Deframe(std::string* stream, size_t max_frame_bytes, DeframeState* state,
                       std::vector<std::string>* frames, uint64_t* malformed);
 

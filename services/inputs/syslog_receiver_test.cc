@@ -167,11 +167,35 @@ TEST(DeframeTest, AnOverlongFrameOfAnOctetCountingSenderIsSkippedWhole) {
         << "cut at " << cut;
     EXPECT_EQ(malformed, 1u) << "cut at " << cut;
   }
+  // The connection's first frame too (a relay's new connection after an idle close).
+  const std::string first = "300 " + body + "7 <13>two";
+  for (size_t cut = 0; cut <= first.size(); ++cut) {
+    uint64_t malformed = 0;
+    EXPECT_THAT(Deframe({first.substr(0, cut), first.substr(cut)}, 128, &malformed),
+                ElementsAre("<13>two"))
+        << "cut at " << cut;
+    EXPECT_EQ(malformed, 1u) << "cut at " << cut;
+  }
   // A count past 16 frames' worth is no frame even there: the stream resyncs, not blinded.
   const std::string lie = "7 <13>one" "1733530000 <13>lie" "7 <13>two";
   uint64_t malformed = 0;
   EXPECT_THAT(Deframe({lie}, 128, &malformed), ElementsAre("<13>one", "<13>two"));
   EXPECT_EQ(malformed, 1u);
+}
+
+// A newline-framed connection (its first frame "<PRI>...\n") never skips by a count, even
+// once a line a client shaped was read as a counted frame ("5 <13>a" after a raw LF): a count
+// that follows cannot blind the connection.
+TEST(DeframeTest, ANewlineFramedConnectionIsNeverSkippedByACount) {
+  const std::string all =
+      "<13>x\n5 <13>a\n1000 <13>z\n<13>real one\n<13>real two\n";
+  for (size_t cut = 0; cut <= all.size(); ++cut) {
+    uint64_t malformed = 0;
+    const std::vector<std::string> frames =
+        Deframe({all.substr(0, cut), all.substr(cut)}, 128, &malformed);
+    EXPECT_THAT(frames, ::testing::IsSupersetOf({"<13>real one", "<13>real two"}))
+        << "cut at " << cut;
+  }
 }
 
 TEST(TokenBucketTest, BurstThenRate) {

@@ -691,6 +691,11 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   LineParser parser(batch.format(), ZoneOf(source));
   if (batch.format() == palisade::v1::LOG_FORMAT_JSON) {
     auto mapping = options_.json_formats.find(batch.json_format());
+    if (batch.json_format().empty()) {  // the client's omission: nothing to wait for
+      return absl::InvalidArgumentError(absl::StrCat(
+          "batch ", batch.sequence(), ": format json needs json_format naming one of the "
+          "config's json_formats"));
+    }
     if (mapping == options_.json_formats.end()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "batch ", batch.sequence(), ": format json needs json_format naming one of the "

@@ -5,7 +5,7 @@
 // lock is taken before anything is read or sent; the second daemon refuses to start.
 //
 // The lock is flock(2) on a file beside the database (`STATE.lock`, symbolic links in the
-// state file's path resolved, mode 0644, opened read-only), not on the database itself: SQLite holds POSIX locks on its files, and a second descriptor on them closed by
+// state file's path resolved, mode 0644), not on the database itself: SQLite holds POSIX locks on its files, and a second descriptor on them closed by
 // this process would drop those. flock is released by the kernel when the process ends, a
 // crash included, so a stale lock file never blocks a restart.
 //
