@@ -24,6 +24,7 @@
 #include "services/common/fingerprint.h"
 #include "services/formats/json_parser.h"
 #include "services/inputs/file_follower.h"
+#include "services/pipeline/pipeline.h"
 
 namespace palisade {
 namespace {
@@ -39,43 +40,6 @@ constexpr size_t kMaxPathBytes = 1024;
 // The first line's fingerprint covers at most this many bytes: a JSON record may be longer (up
 // to max_record_bytes), and a client writes it (Caddy logs request headers).
 constexpr size_t kMaxFingerprintBytes = size_t{1} << 20;
-
-// RFC 3629 UTF-8 (no overlongs, surrogates or code points past U+10FFFF): what protobuf
-// requires of a string field, so of origin.path, source and json_format.
-bool IsUtf8(absl::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      ++i;
-      continue;
-    }
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
-    if (c >= 0xC2 && c <= 0xDF) {
-      n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      n = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      n = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return false;
-    }
-    if (i + n > s.size()) return false;
-    const auto c1 = static_cast<unsigned char>(s[i + 1]);
-    if (c1 < lo || c1 > hi) return false;
-    for (size_t k = 2; k < n; ++k) {
-      const auto ck = static_cast<unsigned char>(s[i + k]);
-      if (ck < 0x80 || ck > 0xBF) return false;
-    }
-    i += n;
-  }
-  return true;
-}
 
 // A path or name for an error: escaped (it may not be UTF-8) and cut after 256 bytes.
 std::string Shown(absl::string_view name) {
@@ -262,7 +226,7 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     return absl::InvalidArgumentError(
         "ship --follow: --shipper_id must be 1 to 128 characters of [A-Za-z0-9._:-]");
   }
-  if (!IsUtf8(o.json_format)) {
+  if (!IsValidUtf8(o.json_format)) {
     return absl::InvalidArgumentError(
         absl::StrCat("ship --follow: --json_format ", Shown(o.json_format), " is not UTF-8"));
   }
@@ -299,12 +263,12 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
           absl::StrCat("ship --follow: the path ", Shown(f.path), " is ", f.path.size(),
                        " bytes once absolute; the server takes at most ", kMaxPathBytes));
     }
-    if (!IsUtf8(f.path)) {
+    if (!IsValidUtf8(f.path)) {
       return absl::InvalidArgumentError(absl::StrCat(
           "ship --follow: the path ", Shown(f.path),
           " is not UTF-8, which the server requires (follow it through a symlink that is)"));
     }
-    if (!IsUtf8(f.source)) {
+    if (!IsValidUtf8(f.source)) {
       return absl::InvalidArgumentError(
           absl::StrCat("ship --follow: --source ", Shown(f.source), " is not UTF-8"));
     }
