@@ -193,7 +193,9 @@ ctl watch --kinds=detection --count=1 >"$work/watch.txt" 2>"$work/watch.err" &
 watcher=$!
 subscribed=""
 for _ in $(seq 1200); do
-  if curl -sf "http://127.0.0.1:$metrics_port/metrics" | grep -q '^palisade_events_subscribers 1'; then
+  # Not `curl | grep -q` under pipefail: grep's early exit can fail curl's next write.
+  if curl -sf "http://127.0.0.1:$metrics_port/metrics" >"$work/metrics" &&
+     grep -q '^palisade_events_subscribers 1' "$work/metrics"; then
     subscribed=yes
     break
   fi
