@@ -47,16 +47,21 @@ std::vector<std::string> Deframe(const std::vector<std::string>& reads, size_t m
   return frames;
 }
 
-TEST(DeframeTest, OctetCountingAndNewlinesInAnyCutOfTheStream) {
-  const std::string all = "11 <34>1 hello\n<13>Mar  3 14:02:01 h sshd: a\n5 <1>xy<13>b\n";
-  // Every way of cutting the stream in two reads gives the same frames.
+// Every way of cutting `all` into two reads gives `want`, with `malformed` bytes runs counted.
+void ExpectInEveryCut(const std::string& all, size_t max, const std::vector<std::string>& want,
+                      uint64_t malformed) {
   for (size_t cut = 0; cut <= all.size(); ++cut) {
-    uint64_t malformed = 0;
-    EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, 1024, &malformed),
-                ElementsAre("<34>1 hello", "<13>Mar  3 14:02:01 h sshd: a", "<1>xy", "<13>b"))
-        << "cut at " << cut;
-    EXPECT_EQ(malformed, 0u);
+    uint64_t counted = 0;
+    EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, max, &counted),
+                ::testing::ElementsAreArray(want))
+        << all << " cut at " << cut;
+    EXPECT_EQ(counted, malformed) << all << " cut at " << cut;
   }
+}
+
+TEST(DeframeTest, OctetCountingAndNewlinesInAnyCutOfTheStream) {
+  ExpectInEveryCut("11 <34>1 hello\n<13>Mar  3 14:02:01 h sshd: a\n5 <1>xy<13>b\n", 1024,
+                   {"<34>1 hello", "<13>Mar  3 14:02:01 h sshd: a", "<1>xy", "<13>b"}, 0);
 }
 
 TEST(DeframeTest, OversizedAndBadFramesAreSkippedAndTheStreamGoesOn) {
@@ -86,13 +91,7 @@ TEST(DeframeTest, ABadLengthInAnOctetCountedStreamLosesOnlyThatFrame) {
     want.push_back(m);
   }
   const std::string all = "7 <13>one" "7x <13>bad" + good;
-  for (size_t cut = 0; cut <= all.size(); ++cut) {
-    uint64_t malformed = 0;
-    EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, 1024, &malformed),
-                ::testing::ElementsAreArray(want))
-        << "cut at " << cut;
-    EXPECT_EQ(malformed, 1u) << "cut at " << cut;
-  }
+  ExpectInEveryCut(all, 1024, want, 1);
   // One byte a read.
   std::vector<std::string> bytes;
   for (char c : all) bytes.emplace_back(1, c);
@@ -124,13 +123,7 @@ TEST(DeframeTest, BytesThatStartNoFrameAreSkippedToTheNextFrame) {
 // the stream goes on at the next line, in any cut of the reads.
 TEST(DeframeTest, ALineStartingWithDigitsIsNotAnOctetCount) {
   for (const std::string all : {"<13>a\n1733530000 rows\n<13>b\n", "<13>a\n512 bytes\n<13>b\n"}) {
-    for (size_t cut = 0; cut <= all.size(); ++cut) {
-      uint64_t malformed = 0;
-      EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, 1024, &malformed),
-                  ElementsAre("<13>a", "<13>b"))
-          << all << " cut at " << cut;
-      EXPECT_EQ(malformed, 1u) << all << " cut at " << cut;
-    }
+    ExpectInEveryCut(all, 1024, {"<13>a", "<13>b"}, 1);
   }
 }
 
@@ -142,13 +135,7 @@ TEST(DeframeTest, AnOversizedLengthResyncsInsteadOfSkippingThatManyBytes) {
   for (const std::string& all : std::vector<std::string>{
            "1733530000 <13>lie" "5 <1>ok" "6 <2>two", "100 " + big + "5 <1>ok" "6 <2>two",
            "1733530000 <13>lie\n<1>ok\n<2>two\n"}) {
-    for (size_t cut = 0; cut <= all.size(); ++cut) {
-      uint64_t malformed = 0;
-      EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, 64, &malformed),
-                  ElementsAre("<1>ok", "<2>two"))
-          << all << " cut at " << cut;
-      EXPECT_EQ(malformed, 1u) << all << " cut at " << cut;
-    }
+    ExpectInEveryCut(all, 64, {"<1>ok", "<2>two"}, 1);
   }
 }
 
@@ -159,23 +146,9 @@ TEST(DeframeTest, AnOverlongFrameOfAnOctetCountingSenderIsSkippedWhole) {
                              "from 198.51.100.9 port 22 ssh2";
   std::string body = "<13>" + std::string(300 - 4 - forged.size(), 'x') + forged;
   ASSERT_EQ(body.size(), 300u);
-  const std::string all = "7 <13>one" "300 " + body + "7 <13>two";
-  for (size_t cut = 0; cut <= all.size(); ++cut) {
-    uint64_t malformed = 0;
-    EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, 128, &malformed),
-                ElementsAre("<13>one", "<13>two"))
-        << "cut at " << cut;
-    EXPECT_EQ(malformed, 1u) << "cut at " << cut;
-  }
+  ExpectInEveryCut("7 <13>one" "300 " + body + "7 <13>two", 128, {"<13>one", "<13>two"}, 1);
   // The connection's first frame too (a relay's new connection after an idle close).
-  const std::string first = "300 " + body + "7 <13>two";
-  for (size_t cut = 0; cut <= first.size(); ++cut) {
-    uint64_t malformed = 0;
-    EXPECT_THAT(Deframe({first.substr(0, cut), first.substr(cut)}, 128, &malformed),
-                ElementsAre("<13>two"))
-        << "cut at " << cut;
-    EXPECT_EQ(malformed, 1u) << "cut at " << cut;
-  }
+  ExpectInEveryCut("300 " + body + "7 <13>two", 128, {"<13>two"}, 1);
   // A count past 16 frames' worth is no frame even there: the stream resyncs, not blinded.
   const std::string lie = "7 <13>one" "1733530000 <13>lie" "7 <13>two";
   uint64_t malformed = 0;
