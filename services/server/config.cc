@@ -413,12 +413,20 @@ absl::Status ValidateIngress(const std::string& file, palisade::v1::Config* conf
   if (api->max_streams() > 10'000) return error("api.max_streams", "must be at most 10,000");
   // Who may call: checked here with the rest, not first when the gRPC server is built (after
   // the other listeners opened), and named by the file.
+  // A token listed twice would take the roles of whichever entry the authorizer meets last: a
+  // copy-pasted entry silently promoting or demoting it.
+  std::map<std::string, int> client_of_token;
   for (int i = 0; i < api->clients_size(); ++i) {
     const palisade::v1::ApiClient& c = api->clients(i);
     const std::string field = absl::StrCat("api.clients[", i, "] (\"", c.name(), "\")");
     if (!LowerHex(c.token_sha256(), 64)) {
       return error(field, "token_sha256 must be 64 lowercase hex characters (palisadectl "
                           "hash-token)");
+    }
+    if (auto [it, fresh] = client_of_token.emplace(c.token_sha256(), i); !fresh) {
+      return error(field, absl::StrCat("token_sha256 is also api.clients[", it->second, "] (\"",
+                                       api->clients(it->second).name(),
+                                       "\")'s: one token, one client and its roles"));
     }
     if (std::none_of(c.roles().begin(), c.roles().end(), [](int r) {
           return r == palisade::v1::API_ROLE_INGEST || r == palisade::v1::API_ROLE_READ ||

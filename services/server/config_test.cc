@@ -753,6 +753,13 @@ TEST(ConfigTest, ApiClientsAndTlsAreValidatedAtLoad) {
   EXPECT_THAT(parse(absl::StrCat("clients { name: \"ops\" token_sha256: \"", hash,
                                  "\" roles: API_ROLE_UNSPECIFIED }")),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("api.clients[0]")));
+  // One token listed twice: the authorizer would take whichever entry it met last.
+  EXPECT_THAT(parse(absl::StrCat("clients { name: \"ops\" token_sha256: \"", hash,
+                                 "\" roles: API_ROLE_ADMIN } clients { name: \"dash\" ",
+                                 "token_sha256: \"", hash, "\" roles: API_ROLE_READ }")),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("c.textproto"), HasSubstr("api.clients[1] (\"dash\")"),
+                             HasSubstr("also api.clients[0] (\"ops\")"))));
   EXPECT_THAT(parse("tls { key_file: \"k.pem\" client_ca_file: \"ca.pem\" }"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        AllOf(HasSubstr("c.textproto"), HasSubstr("api.tls"))));

@@ -248,7 +248,7 @@ std::string Shown(absl::string_view name) {
 
 // Collects a pushed feed: the header from the first chunk, the content from all of them. The
 // header is checked as soon as it arrives (the feed must be configured, and a push with force or
-// to a pulled feed needs the admin role), and the content is refused the moment it passes the
+// to a feed the config keeps for admins needs the admin role), and the content is refused the moment it passes the
 // feed's max_bytes: a push that will be refused costs at most one message. The push is applied
 // only when its stream ends after the chunk marked last: reads that stop without it are a push
 // cut off (a deadline, a client gone, a chunk over api.max_message_bytes; in gRPC 1.51 the
@@ -258,14 +258,14 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
  public:
   PushReactor(grpc::CallbackServerContext* context, const Guarded& guard, FeedManager& feeds,
               ApiLimits& limits, const std::map<std::string, uint64_t>& caps,
-              const std::set<std::string>& pulled, ApiLimits::StreamSlot slot,
+              const std::map<std::string, std::string>& admin_only, ApiLimits::StreamSlot slot,
               palisade::v1::PushFeedResponse* response)
       : context_(context),
         guard_(guard),
         feeds_(feeds),
         limits_(limits),
         caps_(caps),
-        pulled_(pulled),
+        admin_only_(admin_only),
         slot_(std::move(slot)),
         response_(response) {
     StartRead(&chunk_);
@@ -350,9 +350,9 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
   // maybe to_edge), takes the admin role too. PERMISSION_DENIED naming why, counted.
   grpc::Status AllowedToPush() const {
     std::string why;
-    if (pulled_.count(header_.feed()) > 0) {
-      why = absl::StrCat("a push to feed \"", header_.feed(),
-                         "\", which is pulled from its url, needs the admin role");
+    if (auto admin = admin_only_.find(header_.feed()); admin != admin_only_.end()) {
+      why = absl::StrCat("a push to feed \"", header_.feed(), "\", which ", admin->second,
+                         ", needs the admin role");
     } else if (header_.force()) {
       why = "a push with force (which skips the shrink guard) needs the admin role";
     } else {
@@ -369,7 +369,7 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
   FeedManager& feeds_;
   ApiLimits& limits_;
   const std::map<std::string, uint64_t>& caps_;
-  const std::set<std::string>& pulled_;
+  const std::map<std::string, std::string>& admin_only_;
   ApiLimits::StreamSlot slot_;
   palisade::v1::PushFeedResponse* response_;
   palisade::v1::FeedChunk chunk_;
@@ -815,8 +815,27 @@ absl::Status AdminService::HandleReloadRules(const palisade::v1::ReloadRulesRequ
 grpc::ServerUnaryReactor* AdminService::TestRules(grpc::CallbackServerContext* context,
                                                   const grpc::ByteBuffer* request,
                                                   grpc::ByteBuffer* response) {
-  return Unary(this, &AdminService::HandleTestRules, context, Role::kRead, "Admin.TestRules",
-               request, response);
+  // Testing the running rules is READ (a dashboard's). A pack of the request's own is compiled
+  // and run over up to kMaxTestLines lines on a gRPC thread with no CPU limit (a pattern that
+  // blows up RE2's DFA falls back to its NFA): the admin role's, asked once the request says so.
+  if (grpc::Status a = Allow(context, Role::kRead, "Admin.TestRules"); !a.ok()) {
+    return Reply(context, a);
+  }
+  absl::StatusOr<palisade::v1::TestRulesRequest> parsed =
+      ParseRequest<palisade::v1::TestRulesRequest>(*request, "Admin.TestRules");
+  if (!parsed.ok()) return Reply(context, parsed.status());
+  if (parsed->has_pack()) {
+    grpc::Status a = Allow(context, Role::kAdmin, "Admin.TestRules");
+    if (a.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+      a = grpc::Status(a.error_code(),
+                       absl::StrCat(a.error_message(),
+                                    ": testing a pack of the request's own needs the admin role"));
+    }
+    if (!a.ok()) return Reply(context, a);
+  }
+  palisade::v1::TestRulesResponse answer;
+  if (absl::Status s = HandleTestRules(*parsed, &answer); !s.ok()) return Reply(context, s);
+  return Reply(context, ToWire(answer, response));
 }
 
 absl::Status AdminService::HandleTestRules(const palisade::v1::TestRulesRequest& request,
@@ -848,27 +867,13 @@ absl::Status AdminService::HandleTestRules(const palisade::v1::TestRulesRequest&
 
 namespace palisade {
 
-namespace {
-
-// The feeds with a url. The feeds are fixed for the process (a reload that changes them is
-// refused), so this is read once.
-std::set<std::string> PulledFeeds(const FeedManager& feeds) {
-  std::set<std::string> pulled;
-  const palisade::v1::ListFeedsResponse list = feeds.List();
-  for (const palisade::v1::FeedInfo& f : list.feeds()) {
-    if (!f.url().empty()) pulled.insert(f.name());
-  }
-  return pulled;
-}
-
-}  // namespace
-
 FeedsService::FeedsService(FeedManager& feeds, ApiLimits& limits,
-                           std::map<std::string, uint64_t> push_caps)
+                           std::map<std::string, uint64_t> push_caps,
+                           std::map<std::string, std::string> admin_only)
     : feeds_(feeds),
       limits_(limits),
       push_caps_(std::move(push_caps)),
-      pulled_(PulledFeeds(feeds)) {}
+      admin_only_(std::move(admin_only)) {}
 
 grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
     grpc::CallbackServerContext* context, palisade::v1::PushFeedResponse* response) {
@@ -877,7 +882,7 @@ grpc::ServerReadReactor<palisade::v1::FeedChunk>* FeedsService::Push(
   }
   absl::StatusOr<ApiLimits::StreamSlot> slot = limits_.AcquireStream("Feeds.Push");
   if (!slot.ok()) return new RefusedRead<palisade::v1::FeedChunk>(ToGrpcStatus(slot.status()));
-  return new PushReactor(context, *this, feeds_, limits_, push_caps_, pulled_, *std::move(slot),
+  return new PushReactor(context, *this, feeds_, limits_, push_caps_, admin_only_, *std::move(slot),
                          response);
 }
 

@@ -221,7 +221,7 @@ class AdminService final
 };
 
 // Push streams its chunks in: none is read before the handler has checked the token (the ingest
-// role; the first chunk's header may ask for the admin role: force, or a feed with a url). A push
+// role; the first chunk's header may ask for the admin role: force, or a feed kept for admins). A push
 // is applied only once the chunk marked last (FeedChunk.last) has come and the stream ended.
 class FeedsService final
     : public palisade::v1::Feeds::WithCallbackMethod_Push<
@@ -231,8 +231,10 @@ class FeedsService final
  public:
   // `push_caps`: each configured feed's max_bytes. A push names its feed on its first chunk: an
   // unknown feed is refused then (NOT_FOUND), and a push is refused as soon as it passes its
-  // feed's cap (RESOURCE_EXHAUSTED), so nothing unwanted is buffered.
-  FeedsService(FeedManager& feeds, ApiLimits& limits, std::map<std::string, uint64_t> push_caps);
+  // feed's cap (RESOURCE_EXHAUSTED), so nothing unwanted is buffered. `admin_only`: the feeds
+  // only the admin role may push, each with why ("is pulled from its url"), said in the refusal.
+  FeedsService(FeedManager& feeds, ApiLimits& limits, std::map<std::string, uint64_t> push_caps,
+               std::map<std::string, std::string> admin_only);
   grpc::ServerReadReactor<palisade::v1::FeedChunk>* Push(
       grpc::CallbackServerContext* context, palisade::v1::PushFeedResponse* response) override;
   grpc::ServerUnaryReactor* List(grpc::CallbackServerContext* context,
@@ -252,8 +254,8 @@ class FeedsService final
   FeedManager& feeds_;
   ApiLimits& limits_;
   const std::map<std::string, uint64_t> push_caps_;
-  // The feeds with a url (pulled), from the manager's config: a push to one needs the admin role.
-  const std::set<std::string> pulled_;
+  // The feeds a push to needs the admin role, and why (see the constructor).
+  const std::map<std::string, std::string> admin_only_;
 };
 
 class EventsService final

@@ -622,11 +622,20 @@ int Run() {
   limit_options.max_message_bytes = config->api().max_message_bytes();
   ApiLimits limits(limit_options, *registry);
   std::map<std::string, uint64_t> push_caps;
+  // Who may push: the operator's pulled source, or entries that go to the edge past the
+  // blast-radius guard's budget, are the admin's unless the feed lets ingest clients push.
+  std::map<std::string, std::string> admin_only;
   for (const palisade::v1::FeedConfig& feed : config->feeds()) {
     push_caps[feed.name()] = feed.max_bytes();
+    if (!feed.url().empty()) {
+      admin_only[feed.name()] = "is pulled from its url";
+    } else if (feed.to_edge() && !feed.ingest_may_push()) {
+      admin_only[feed.name()] =
+          "goes to the edge (set ingest_may_push to let ingest clients push it)";
+    }
   }
   IngestService ingest(pipeline, limits, &ship_dedup);
-  FeedsService feeds_service(feeds, limits, std::move(push_caps));
+  FeedsService feeds_service(feeds, limits, std::move(push_caps), std::move(admin_only));
   EventsService events_service(events, limits);
   DecisionsService decisions(table);
   // A cluster node: the decision log read into the table on every node, the edge started and

@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "google/protobuf/text_format.h"
 #include "gmock/gmock.h"
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
@@ -229,11 +230,12 @@ TEST(ApiSecurityTest, EveryMethodChecksTokenAndRole) {
   EXPECT_EQ(expected_denied, 2 + 7 + 4 * 2);
 }
 
-// Feeds.Push with force skips the shrink guard, and a feed with a url is the operator's own pull
-// (a to_edge one goes to the Cloudflare list): either push needs the admin role, refused on the
-// push's first chunk, naming why. A plain push to a push-only feed is an ingest client's, as
-// before. Before, the ingest token could do all three.
-TEST(ApiSecurityTest, ForcedPushesAndPushesToPulledFeedsNeedTheAdminRole) {
+// Feeds.Push with force skips the shrink guard, a feed with a url is the operator's own pull, and
+// a push-only to_edge feed's entries go to the Cloudflare list past the blast-radius guard's
+// budget: each push needs the admin role, refused on the push's first chunk, naming why, unless
+// the to_edge feed says ingest_may_push. A plain push to a push-only feed is an ingest
+// client's, as before. Before, the ingest token could do all of them.
+TEST(ApiSecurityTest, ForcedPushesAndPushesToPulledOrEdgeFeedsNeedTheAdminRole) {
   const std::string pulled = Tmp("pulled.txt");
   {
     std::ofstream out(pulled);
@@ -244,7 +246,10 @@ TEST(ApiSecurityTest, ForcedPushesAndPushesToPulledFeedsNeedTheAdminRole) {
        WriteConfig("push_roles.textproto",
                    absl::StrCat(ClientsConfig(), "feeds { name: \"pulled\" format: ",
                                 "FEED_FORMAT_PLAIN url: \"file://", pulled,
-                                "\" interval { seconds: 3600 } }\n"))});
+                                "\" interval { seconds: 3600 } }\n",
+                                "feeds { name: \"edge\" format: FEED_FORMAT_PLAIN to_edge: true }\n",
+                                "feeds { name: \"edge_open\" format: FEED_FORMAT_PLAIN to_edge: "
+                                "true ingest_may_push: true }\n"))});
   ASSERT_TRUE(daemon.ok()) << daemon.status();
   auto feeds = palisade::v1::Feeds::NewStub(
       grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials()));
@@ -275,16 +280,66 @@ TEST(ApiSecurityTest, ForcedPushesAndPushesToPulledFeedsNeedTheAdminRole) {
   EXPECT_EQ(s.error_message(),
             "client \"shipper\" may not call Feeds.Push: a push to feed \"pulled\", which is "
             "pulled from its url, needs the admin role");
+  s = push(kIngestToken, "edge", false);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_EQ(s.error_message(),
+            "client \"shipper\" may not call Feeds.Push: a push to feed \"edge\", which goes to "
+            "the edge (set ingest_may_push to let ingest clients push it), needs the admin role");
+  s = push(kIngestToken, "edge_open", false);
+  EXPECT_TRUE(s.ok()) << s.error_message();
   s = push(kAdminToken, "drop", true);
   EXPECT_TRUE(s.ok()) << s.error_message();
   s = push(kAdminToken, "pulled", false);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  s = push(kAdminToken, "edge", false);
   EXPECT_TRUE(s.ok()) << s.error_message();
 
   absl::StatusOr<std::string> metrics = HttpGet((*daemon)->metrics_port(), "/metrics");
   ASSERT_TRUE(metrics.ok());
   EXPECT_EQ(MetricValue(*metrics, "palisade_api_refused_total",
                         {"method=\"Feeds.Push\"", "reason=\"permission_denied\""}),
-            2);
+            3);
+}
+
+// Admin.TestRules on the running rules is a read-only (dashboard) token's; with a pack of the
+// request's own it compiles the client's patterns and runs them over up to 200,000 lines on a
+// gRPC thread, CPU only the admin role may spend. Before, the read token could.
+TEST(ApiSecurityTest, TestingAPackOfTheRequestsOwnNeedsTheAdminRole) {
+  absl::StatusOr<std::unique_ptr<Daemon>> daemon =
+      Daemon::Start({"--config=" + WriteConfig("test_rules_roles.textproto", ClientsConfig())});
+  ASSERT_TRUE(daemon.ok()) << daemon.status();
+  auto admin = palisade::v1::Admin::NewStub(
+      grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials()));
+  palisade::v1::RulePack pack;
+  {
+    std::ifstream in(absl::StrCat(std::getenv("TEST_SRCDIR"), "/palisade/rules/sshd.textproto"));
+    std::stringstream text;
+    text << in.rdbuf();
+    ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(text.str(), &pack));
+  }
+  auto test = [&](const char* token, bool with_pack, palisade::v1::TestRulesResponse* r) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    ctx.AddMetadata("authorization", std::string("Bearer ") + token);
+    palisade::v1::TestRulesRequest req;
+    req.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+    req.add_lines(
+        "Mar  3 14:02:01 h sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2");
+    if (with_pack) *req.mutable_pack() = pack;
+    return admin->TestRules(&ctx, req, r);
+  };
+  palisade::v1::TestRulesResponse r;
+  grpc::Status s = test(kReadToken, false, &r);
+  EXPECT_TRUE(s.ok()) << s.error_message();
+  s = test(kReadToken, true, &r);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_EQ(s.error_message(),
+            "client \"siem\" may not call Admin.TestRules: testing a pack of the request's own "
+            "needs the admin role");
+  r.Clear();
+  s = test(kAdminToken, true, &r);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_EQ(r.matched_lines(), 1u);
 }
 
 // Every method that takes a request message: its path, its name in errors and metrics, the type

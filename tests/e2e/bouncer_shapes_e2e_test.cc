@@ -230,7 +230,7 @@ TEST_F(BouncerShapesTest, StreamMatchesTheRecording) {
       ExpectStreamShape(Get("/v1/decisions/stream?startup=false", keys_[0]), "stream_update");
   EXPECT_EQ(Values(update["new"]), std::set<std::string>{"192.0.2.12"}) << update.dump();
   EXPECT_EQ(Values(update["deleted"]), std::set<std::string>{"192.0.2.11"}) << update.dump();
-  // crowdsec 1.4.6 sends the deletion again here (stream_update_again); issue 16 wants it once.
+  // The next pull repeats nothing, as crowdsec 1.4.6 answered (stream_update_again).
   HttpReply again = Get("/v1/decisions/stream?startup=false", keys_[0]);
   ExpectStreamShape(again, "stream_update_again");
   EXPECT_EQ(json::parse(again.body, nullptr, false), json::parse(Recorded("stream_nochange")));
