@@ -687,7 +687,8 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
     }
     const std::string peer = PeerKey(from);
     std::shared_ptr<SharedBucket> bucket;
-    const Admission admission = Admit(peer, &bucket);
+    uint64_t handshake = 0;
+    const Admission admission = Admit(peer, &bucket, tls ? fd : -1, &handshake);
     if (admission != Admission::kAdmitted) {
       // Counted first, so the count is there once the sender sees the close.
       (admission == Admission::kAddressFull ? per_address_refused_ : refused_)->Increment();
@@ -705,8 +706,8 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
       }
     }
     auto done = std::make_shared<std::atomic<bool>>(false);
-    conn_threads_.push_back({std::thread([this, fd, tls, accepted, done, peer, bucket] {
-                               Connection(fd, tls, accepted, peer, bucket);
+    conn_threads_.push_back({std::thread([this, fd, tls, accepted, done, peer, bucket, handshake] {
+                               Connection(fd, tls, accepted, peer, bucket, handshake);
                                done->store(true);
                              }),
                              done});
@@ -714,7 +715,8 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
 }
 
 SyslogReceiver::Admission SyslogReceiver::Admit(const std::string& peer,
-                                                std::shared_ptr<SharedBucket>* bucket) {
+                                                std::shared_ptr<SharedBucket>* bucket,
+                                                int handshake_fd, uint64_t* handshake) {
   absl::MutexLock lock(&slots_mu_);
   // The address's cap first: a host at it is refused for what it holds, however full the
   // receiver is.
@@ -722,7 +724,19 @@ SyslogReceiver::Admission SyslogReceiver::Admit(const std::string& peer,
   if (it != per_address_.end() && it->second >= config_.max_connections_per_address()) {
     return Admission::kAddressFull;
   }
-  if (connections_ >= config_.max_connections()) return Admission::kFull;
+  if (handshake_fd >= 0) {
+    // The oldest handshake is cut off (its thread sees the socket shut and ends it, counted
+    // as a failed handshake) rather than this one refused.
+    const size_t pool = std::max<uint32_t>(1, config_.max_connections() / 4);
+    if (handshaking_.size() >= pool) {
+      ::shutdown(handshaking_.begin()->second, SHUT_RDWR);
+      handshaking_.erase(handshaking_.begin());
+    }
+    *handshake = next_handshake_++;
+    handshaking_.emplace(*handshake, handshake_fd);
+  } else if (connections_ >= config_.max_connections()) {
+    return Admission::kFull;
+  }
   if (config_.max_lines_per_second() > 0) {
     auto b = tcp_buckets_.find(peer);
     if (b == tcp_buckets_.end()) {
@@ -754,13 +768,25 @@ SyslogReceiver::Admission SyslogReceiver::Admit(const std::string& peer,
     }
     *bucket = b->second;
   }
-  ++connections_;
+  if (handshake_fd < 0) ++connections_;
   ++per_address_[peer];
   open_->Increment();
   return Admission::kAdmitted;
 }
 
-void SyslogReceiver::Release(const std::string& peer) {
+bool SyslogReceiver::Established(uint64_t handshake, bool ok, bool* cut_off) {
+  absl::MutexLock lock(&slots_mu_);
+  *cut_off = handshaking_.erase(handshake) == 0;
+  if (!ok || *cut_off) return false;
+  if (connections_ >= config_.max_connections()) {
+    refused_->Increment();
+    return false;
+  }
+  ++connections_;
+  return true;
+}
+
+void SyslogReceiver::Release(const std::string& peer, bool established) {
   absl::MutexLock lock(&slots_mu_);
   const auto it = per_address_.find(peer);
   if (it != per_address_.end() && --it->second == 0) {
@@ -777,7 +803,7 @@ void SyslogReceiver::Release(const std::string& peer) {
       if (full) tcp_buckets_.erase(b);  // unlocked first: this may free the bucket
     }
   }
-  --connections_;
+  if (established) --connections_;
   open_->Decrement();
 }
 
@@ -932,22 +958,26 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
 }
 
 void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std::string& peer,
-                                std::shared_ptr<SharedBucket> bucket) {
+                                std::shared_ptr<SharedBucket> bucket, uint64_t handshake) {
   Stream in(fd, tls ? tls_ctx_ : nullptr);
   prometheus::Counter* frames_in = tls ? tls_frames_ : tcp_frames_;
   // When the sender last sent a byte (or was held back by the rate limit, which is not idle).
   absl::Time last_active = accepted;
   if (tls) {
-    const std::string failed =
+    std::string failed =
         in.Handshake(*clock_, accepted + options_.tls_handshake_timeout, stopping_);
-    if (!failed.empty()) {
-      tls_handshake_failures_->Increment();
-      if (options_.log) {
-        options_.log(absl::StrCat("input ", config_.name(), ": TLS handshake from ", PeerOf(fd),
-                                  " failed: ", failed));
+    bool cut_off = false;
+    if (!Established(handshake, failed.empty(), &cut_off)) {
+      if (cut_off) failed = "cut off: newer connections filled the handshake pool";
+      if (!failed.empty()) {
+        tls_handshake_failures_->Increment();
+        if (options_.log) {
+          options_.log(absl::StrCat("input ", config_.name(), ": TLS handshake from ",
+                                    PeerOf(fd), " failed: ", failed));
+        }
       }
       ::close(fd);
-      Release(peer);
+      Release(peer, /*established=*/false);
       return;
     }
     last_active = clock_->TimeNow();

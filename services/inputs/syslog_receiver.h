@@ -10,7 +10,10 @@
 // holds a whole /64 and can take a new address per connection; PeerLimitKey in
 // services/common/ip.h), so a host that keeps each of its connections just within
 // `idle_timeout` (a byte drip) holds only its own share and other senders still get in; a
-// connection past either cap is closed at once and counted by the cap it hit. Each is closed
+// connection past either cap is closed at once and counted by the cap it hit. A TLS connection
+// takes a connection slot only once its handshake is done; until then it is one of at most
+// max_connections / 4 handshakes, the oldest cut off (counted as a failed handshake) when a
+// new one comes, so unauthenticated connections cannot keep certified senders out. Each is closed
 // (and counted) once it has sent nothing for `idle_timeout`; a frame longer than
 // `max_frame_bytes` is skipped and counted (a newline-framed one up to its newline, an
 // octet-counted one as a malformed frame: its length is not trusted) and the connection goes
@@ -45,6 +48,7 @@
 #define PALISADE_SERVICES_INPUTS_SYSLOG_RECEIVER_H_
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -203,15 +207,24 @@ class SyslogReceiver {
   };
   // Takes a connection slot for a sender at `peer` (its address, as PeerKey gives it), or
   // says which cap refuses it. Admitted with a rate limit: `*bucket` is the address's.
+  // A TLS connection (`handshake_fd` >= 0) takes a handshake slot instead (its own pool, kept
+  // under `*handshake`), and a connection slot only once its handshake is done (Established).
   enum class Admission { kAdmitted, kFull, kAddressFull };
-  Admission Admit(const std::string& peer, std::shared_ptr<SharedBucket>* bucket);
-  // Gives back the slot Admit took for `peer`.
-  void Release(const std::string& peer);
+  Admission Admit(const std::string& peer, std::shared_ptr<SharedBucket>* bucket,
+                  int handshake_fd = -1, uint64_t* handshake = nullptr);
+  // A TLS connection's handshake is over (`ok`: done; else failed). False when it no longer
+  // goes on: it failed, a newer connection cut it off (the pool was full), or every connection
+  // slot is taken (counted refused). Called before the socket is closed, so the pool never
+  // shuts down a descriptor that may have been reused.
+  bool Established(uint64_t handshake, bool ok, bool* cut_off);
+  // Gives back the slot Admit (or Established) took for `peer`: `established` when it held a
+  // connection slot, not only a handshake's.
+  void Release(const std::string& peer, bool established = true);
   // `accepted`: when the connection was accepted; its TLS handshake deadline and idle time run
   // from then, so a slow thread start does not extend them. `peer`: what it was admitted as;
-  // `bucket`: its address's (null: no rate limit).
+  // `bucket`: its address's (null: no rate limit); `handshake`: its place in the TLS pool.
   void Connection(int fd, bool tls, absl::Time accepted, const std::string& peer,
-                  std::shared_ptr<SharedBucket> bucket);
+                  std::shared_ptr<SharedBucket> bucket, uint64_t handshake);
   // What a sender at `from` counts as for the per-address cap and the rate limit: its address,
   // or its IPv6 range (per_address_ipv6_prefix).
   std::string PeerKey(const sockaddr_storage& from) const;
@@ -235,11 +248,17 @@ class SyslogReceiver {
   std::atomic<uint64_t> udp_kernel_drops_{0};
   std::atomic<bool> stopping_{false};
   // Open TCP/TLS connections, in all and by sender address as PeerKey gives it (an entry per
-  // address with one open at least, so at most max_connections); both accept threads and every
+  // address with one open at least, handshakes included); both accept threads and every
   // connection use them.
   absl::Mutex slots_mu_;
   uint32_t connections_ ABSL_GUARDED_BY(slots_mu_) = 0;
   absl::flat_hash_map<std::string, uint32_t> per_address_ ABSL_GUARDED_BY(slots_mu_);
+  // TLS connections still in their handshake, by the order they came in (their socket), at most
+  // max_connections / 4 (1 at least): connections that have proved nothing hold no connection
+  // slot, and a full pool cuts off its oldest, so silent or dripping handshakes from a few
+  // addresses cannot keep certified senders out (a sender's handshake takes milliseconds).
+  std::map<uint64_t, int> handshaking_ ABSL_GUARDED_BY(slots_mu_);
+  uint64_t next_handshake_ ABSL_GUARDED_BY(slots_mu_) = 0;
   // Rate-limit buckets by sender address (PeerKey): every address in per_address_ has one, and
   // others until theirs is full again (max_tcp_senders of those at most).
   absl::flat_hash_map<std::string, std::shared_ptr<SharedBucket>> tcp_buckets_

@@ -961,7 +961,7 @@ struct TlsClient {
   }
   // True when the handshake completes and the server then accepts data (TLS 1.3 reports a
   // refused client certificate only at the first read, so read for the server's verdict).
-  bool Open(int port, const std::string& name) {
+  bool Open(int port, const std::string& name, const char* from = "127.0.0.1") {
     ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_load_verify_locations(ctx, (Pki() + "/ca.pem").c_str(), nullptr);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
@@ -970,6 +970,10 @@ struct TlsClient {
       SSL_CTX_use_PrivateKey_file(ctx, (Pki() + "/" + name + ".key").c_str(), SSL_FILETYPE_PEM);
     }
     fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    inet_pton(AF_INET, from, &src.sin_addr);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) != 0) return false;
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(static_cast<uint16_t>(port));
@@ -1135,6 +1139,38 @@ TEST_F(ReceiverTest, ATlsKeyThatCannotBeReadOrLoadedIsAClearError) {
 
 // TCP and TLS connections from one address count together, and a TLS listener on an IPv6
 // socket (where IPv4 senders appear as ::ffff:127.0.0.1) counts them as 127.0.0.1.
+// Connections that never finish their TLS handshake hold no connection slot: before, four silent
+// ones from four addresses (each within its per-address cap) took every slot, and a sender with
+// a certificate was refused until they timed out and came again. Now they share a handshake
+// pool (max_connections / 4) whose oldest member a newcomer cuts off, counted and logged.
+TEST_F(ReceiverTest, UnauthenticatedConnectionsLeaveSlotsForCertifiedSenders) {
+  palisade::v1::SyslogInput config = TlsConfig("pool", /*mutual=*/true);
+  config.set_max_connections(4);
+  config.set_max_connections_per_address(1);
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  std::vector<int> silent;
+  for (const char* from : {"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}) {
+    silent.push_back(ConnectFrom(from, r->tls_port()));
+  }
+  // Accepted, not refused: each new one cut the one before it off (a pool of one).
+  ASSERT_TRUE(Eventually(
+      [&] { return Metric("palisade_syslog_tls_handshake_failures_total") == 3; }));
+  EXPECT_EQ(Metric("palisade_syslog_refused_connections_total"), 0);
+  TlsClient certified;
+  ASSERT_TRUE(certified.Open(r->tls_port(), "client", "127.0.0.6"));
+  ASSERT_TRUE(certified.Send("<13>a: in\n"));
+  EXPECT_THAT(WaitFor(1), ElementsAre("3164 pool <13>a: in"));
+  EXPECT_EQ(Metric("palisade_syslog_refused_connections_total"), 0);
+  EXPECT_TRUE(Eventually(
+      [&] { return Metric("palisade_syslog_tls_handshake_failures_total") == 4; }));
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_THAT(logs_, ::testing::Contains(HasSubstr("cut off: newer connections filled")));
+  }
+  for (int fd : silent) ::close(fd);
+}
+
 TEST_F(ReceiverTest, ThePerAddressCapCountsTcpAndTlsAndMappedAddressesTogether) {
   palisade::v1::SyslogInput config = TlsConfig("both", /*mutual=*/false);
   config.set_tcp_listen("127.0.0.1:0");
