@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -374,6 +375,13 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
                                  "connection is not read meanwhile; none is lost).")
                              .Register(registry)
                              .Add(input);
+  r->unread_at_stop_ = &prometheus::BuildCounter()
+                            .Name("palisade_syslog_unread_bytes_at_stop_total")
+                            .Help("Bytes a TCP/TLS connection's socket still held when the "
+                                  "receiver stopped, past what it reads then (lost: the close "
+                                  "resets them away).")
+                            .Register(registry)
+                            .Add(input);
   r->udp_rate_drops_ = &prometheus::BuildCounter()
                             .Name("palisade_syslog_rate_limited_drops_total")
                             .Help(
@@ -1055,8 +1063,48 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
     frames_in->Increment(static_cast<double>(frames.size()));
     for (std::string& f : frames) waiting.push_back(std::move(f));
   }
-  // Stopping: what was read (one read at most) is delivered, not lost.
+  // Stopping: what was read (one read at most) is delivered, not lost; so is what the socket
+  // already holds (acknowledged to the sender, which counts it sent), without the rate limit
+  // and up to stop_drain_bytes. The rest is counted: the close resets it away.
   for (std::string& f : waiting) Add(std::move(f));
+  waiting.clear();
+  if (!closed) {
+    auto unread = [fd] {
+      int bytes = 0;
+      return ::ioctl(fd, FIONREAD, &bytes) == 0 ? std::max(bytes, 0) : 0;
+    };
+    size_t drained = 0;
+    // TLS: a Read that only moved bytes from the socket into OpenSSL says kWait too, so stop
+    // at the second in a row with the socket empty. Plain TCP: at the first (it polled 100 ms).
+    // (Reads bounded in number too, should a socket keep saying it has bytes and give none.)
+    for (int waits = 0, reads = 0; drained < options_.stop_drain_bytes && reads < 100000;
+         ++reads) {
+      size_t n = 0;
+      const Stream::Result r =
+          in.Read(buf.data(), std::min(buf.size(), options_.stop_drain_bytes - drained), &n);
+      if (r == Stream::kWait) {
+        if (unread() > 0) continue;
+        if (!tls || ++waits >= 2) break;
+        continue;
+      }
+      waits = 0;
+      if (r == Stream::kClosed) {
+        end_of_stream();
+        break;
+      }
+      drained += n;
+      stream.append(buf.data(), n);
+      std::vector<std::string> frames;
+      uint64_t malformed = 0;
+      Deframe(&stream, config_.max_frame_bytes(), &state, &frames, &malformed);
+      if (malformed > 0) malformed_->Increment(static_cast<double>(malformed));
+      frames_in->Increment(static_cast<double>(frames.size()));
+      for (std::string& f : frames) Add(std::move(f));
+    }
+    for (std::string& f : waiting) Add(std::move(f));  // a last frame end_of_stream found
+    // Lost with the close: the socket's rest, and a frame the cap cut in the middle.
+    unread_at_stop_->Increment(static_cast<double>(unread() + (closed ? 0 : stream.size())));
+  }
   ::close(fd);
   Release(peer);
 }

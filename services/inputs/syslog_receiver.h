@@ -40,7 +40,8 @@
 // max_connections, and over max_connections_per_address) and idle-closed connections, failed
 // accepts, TLS handshake failures, lines held back (TCP/TLS) and dropped (UDP) by the rate
 // limit, UDP datagrams the kernel dropped (the socket's receive buffer full while the UDP thread
-// waited on the sink; udp_receive_buffer_bytes).
+// waited on the sink; udp_receive_buffer_bytes), bytes a connection's socket held at Stop past
+// stop_drain_bytes (what it held up to that is delivered).
 //
 // Thread-safety: Start and Stop from one thread; the receiver runs its own threads (one for UDP,
 // one accepting per TCP/TLS listener, one per connection, one flushing).
@@ -98,6 +99,12 @@ struct SyslogReceiverOptions {
   // closed, until it is full again (~200 bytes each); past that one is forgotten. Those with a
   // connection open (max_connections at most) are not counted: theirs is always kept.
   size_t max_tcp_senders = 10000;
+  // At Stop, what a TCP/TLS connection's socket already holds (the kernel acknowledged it, so
+  // the sender, rsyslog say, counts it sent; a connection the rate limit held back has up to
+  // its receive buffer there) is read and delivered without the rate limit, up to this many
+  // bytes a connection; what is left is counted (palisade_syslog_unread_bytes_at_stop_total)
+  // as the close resets it away.
+  size_t stop_drain_bytes = 4 << 20;
   // For tests: the address (text) a TCP/TLS connection or UDP datagram counts as, given the
   // one it came from (a test on lo cannot send from two addresses of one IPv6 /64). Null: that
   // one.
@@ -282,6 +289,7 @@ class SyslogReceiver {
   prometheus::Counter* tls_frames_ = nullptr;
   prometheus::Counter* tls_handshake_failures_ = nullptr;
   prometheus::Counter* throttled_lines_ = nullptr;
+  prometheus::Counter* unread_at_stop_ = nullptr;
   prometheus::Counter* udp_rate_drops_ = nullptr;
   prometheus::Counter* udp_kernel_drops_total_ = nullptr;
   prometheus::Counter* malformed_ = nullptr;

@@ -6,6 +6,8 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -781,6 +783,74 @@ TEST_F(ReceiverTest, AThrottledConnectionPushesBackOnTheSender) {
   }
   EXPECT_EQ(Got(), sent_lines);
   EXPECT_GT(Metric("palisade_syslog_throttled_lines_total"), 0);
+}
+
+// A connection the rate limit holds back has lines in its socket that the kernel acknowledged
+// (the sender counts them sent). Stop reads and delivers them, without the rate limit, up to
+// stop_drain_bytes a connection, and counts what it leaves; before, Stop delivered the one read
+// it held and closed the socket on the rest, uncounted.
+TEST_F(ReceiverTest, StoppingAThrottledConnectionDeliversWhatItsSocketHeld) {
+  for (const size_t drain : {size_t{4} << 20, size_t{1000}}) {
+    SCOPED_TRACE(drain);
+    {
+      absl::MutexLock lock(&mu_);
+      got_.clear();
+    }
+    prometheus::Registry registry;
+    SimulatedClock clock;  // stands still: the bucket never refills
+    palisade::v1::SyslogInput config;
+    config.set_name("held");
+    config.set_tcp_listen("127.0.0.1:0");
+    config.set_max_lines_per_second(10);
+    config.set_max_burst_lines(5);
+    SyslogReceiverOptions options;
+    options.clock = &clock;
+    options.flush_interval = absl::Milliseconds(10);
+    options.stop_drain_bytes = drain;
+    absl::StatusOr<std::unique_ptr<SyslogReceiver>> r = SyslogReceiver::Start(
+        config, options,
+        [this](const palisade::v1::LogBatch& b) {
+          absl::MutexLock lock(&mu_);
+          for (const auto& rec : b.records()) got_.push_back(rec.line());
+          return absl::OkStatus();
+        },
+        registry);
+    ASSERT_TRUE(r.ok()) << r.status();
+    const int fd = Connect((*r)->tcp_port());
+    std::string lines;
+    // ~100 KB: more than the receiver's one read (64 KiB), less than the kernel's buffers.
+    constexpr int kLines = 3000;
+    for (int i = 0; i < kLines; ++i) lines += absl::StrCat("<13>Mar  3 14:02:01 h app: ", i, "\n");
+    timeval bound{60, 0};  // a bound, should the buffers be smaller than they are
+    ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof(bound));
+    ASSERT_EQ(::send(fd, lines.data(), lines.size(), 0), static_cast<ssize_t>(lines.size()));
+    // Everything sent is in the receiver's kernel (the sender's queue empty), and the burst
+    // went through.
+    ASSERT_TRUE(Eventually([&] {
+      int queued = 0;
+      return ::ioctl(fd, SIOCOUTQ, &queued) == 0 && queued == 0 && Got() >= 5;
+    }));
+    (*r)->Stop();
+    double unread = 0;
+    for (const auto& family : registry.Collect()) {
+      if (family.name != "palisade_syslog_unread_bytes_at_stop_total") continue;
+      for (const auto& m : family.metric) unread += m.counter.value;
+    }
+    if (drain > lines.size()) {
+      EXPECT_EQ(Got(), static_cast<size_t>(kLines));
+      EXPECT_EQ(unread, 0);
+    } else {
+      // Held back: the read before Stop (at least the burst), then 1,000 bytes more at most;
+      // every byte sent is delivered or counted.
+      EXPECT_LT(Got(), static_cast<size_t>(kLines));
+      EXPECT_GT(unread, 0);
+      absl::MutexLock lock(&mu_);
+      size_t delivered = 0;
+      for (const std::string& l : got_) delivered += l.size() + 1;
+      EXPECT_EQ(static_cast<double>(delivered) + unread, static_cast<double>(lines.size()));
+    }
+    ::close(fd);
+  }
 }
 
 // UDP has no backpressure: a sender's datagrams over its budget are dropped and counted, and
