@@ -185,12 +185,14 @@ IpListActuator::IpListActuator(CloudflareClient& client, IpListOptions options,
                        .Add({{"list", options_.list_name}})),
       cap_gauge_(prometheus::BuildGauge()
                      .Name("palisade_actions_list_capacity")
-                     .Help("The configured cap on items in Palisade's IP list.")
+                     .Help("The configured cap on IP list items, which every list of the "
+                           "account shares.")
                      .Register(registry)
                      .Add({{"list", options_.list_name}})),
       overflow_(prometheus::BuildCounter()
                     .Name("palisade_actions_list_overflow_total")
-                    .Help("Decisions not added to the IP list because it was at its cap.")
+                    .Help("Decisions not added to the IP list because the account's "
+                          "list items were at the cap.")
                     .Register(registry)
                     .Add({{"list", options_.list_name}})),
       never_ban_(prometheus::BuildCounter()
@@ -268,21 +270,33 @@ void IpListActuator::Forget(const EdgeRef& made) {
   // there, though the item is gone.
   auto it = refs_.find(made.id);
   if (made.foreign || it == refs_.end()) return;
-  count_read_ = false;  // the item is gone from the list, taken off by someone else
   item_ids_.erase(made.id);
   if (--it->second <= 0) refs_.erase(it);
 }
 
 absl::Status IpListActuator::FindList() {
   if (!list_id_.empty()) return absl::OkStatus();
+  return ReadLists();
+}
+
+absl::Status IpListActuator::ReadLists() {
   absl::StatusOr<std::vector<IpList>> lists = client_.ListLists();
   if (!lists.ok()) return lists.status();
+  const std::string known = list_id_;
+  bool found = false;
+  items_elsewhere_ = 0;
   for (const IpList& l : *lists) {
-    if (l.name == options_.list_name) {
+    if (known.empty() ? l.name == options_.list_name : l.id == known) {
       list_id_ = l.id;
       items_in_list_ = l.num_items;
-      count_read_ = true;
+      found = true;
+    } else {
+      items_elsewhere_ += l.num_items;
     }
+  }
+  counts_read_ = true;
+  if (!found && !known.empty()) {
+    return absl::NotFoundError(absl::StrCat("IP list ", options_.list_name, " is gone"));
   }
   return absl::OkStatus();
 }
@@ -296,7 +310,6 @@ absl::Status IpListActuator::EnsureListAndRule() {
       if (!created.ok()) return created.status();
       list_id_ = created->id;
       items_in_list_ = 0;
-      count_read_ = true;
     }
   }
   if (!rule_ready_) {
@@ -340,6 +353,7 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
   const bool applies = std::any_of(ops.begin(), ops.end(), [](const ActionOp* op) {
     return op->kind == ActionOp::Kind::kApply;
   });
+  counts_read_ = false;
   absl::Status ready = applies ? EnsureListAndRule() : FindList();
   if (!ready.ok()) {
     for (ActionOp* op : ops) op->result = ready;
@@ -358,24 +372,21 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
   // decision on the same item in this flush): each succeeds or fails with the operation.
   std::vector<std::pair<ActionOp*, std::string>> adds;
   std::set<std::string> batched;
-  // items_in_list_ drifts up: a repair re-adds (upserts) an item that may be there, and the
-  // reconciler deletes orphans itself. Unless it was read since, the list's own count is read
-  // (once a flush) before a decision is refused at the cap.
+  // The cap is the account's item quota, which every list of the account shares. The counts
+  // drift: a repair re-adds (upserts) an item that may be there, the reconciler deletes orphans
+  // itself, and other lists change behind Palisade's back. Unless read in this flush, every
+  // list's count is read (once a flush) before a decision is refused at the cap.
   absl::Status recount;  // a failed read, answered to every op at the cap in this flush
   bool vanished = false;
   auto at_cap = [&]() -> absl::StatusOr<bool> {
     auto full = [&] {
-      return items_in_list_ + static_cast<int>(batch.size()) >= options_.max_items;
+      return items_elsewhere_ + items_in_list_ + static_cast<int>(batch.size()) >=
+             options_.max_items;
     };
-    if (!full() || count_read_) return full();
+    if (!full() || counts_read_) return full();
     if (recount.ok()) {
-      absl::StatusOr<IpList> list = client_.GetList(list_id_);
-      if (list.ok()) {
-        items_in_list_ = list->num_items;
-        count_read_ = true;
-        return full();
-      }
-      recount = list.status();
+      recount = ReadLists();
+      if (recount.ok()) return full();
       if (recount.code() == absl::StatusCode::kNotFound) {
         vanished = true;
         recount = absl::UnavailableError(absl::StrCat(
@@ -415,8 +426,9 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
     }
     if (*full) {
       overflow_.Increment();
-      op->result = absl::FailedPreconditionError(absl::StrCat(
-          "IP list ", options_.list_name, " is at its cap of ", options_.max_items, " items"));
+      op->result = absl::FailedPreconditionError(
+          absl::StrCat("IP list ", options_.list_name, " is at its cap of ", options_.max_items,
+                       " items (the account's, ", items_elsewhere_, " of them in other lists)"));
       continue;
     }
     batched.insert(*item);
@@ -431,8 +443,38 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
     for (auto& [op, item] : adds) op->result = recount;
   }
   if (!batch.empty()) {
-    absl::StatusOr<std::string> operation = client_.AddListItems(list_id_, batch);
-    absl::Status s = operation.ok() ? client_.WaitForOperation(*operation) : operation.status();
+    auto send = [&] {
+      absl::StatusOr<std::string> operation = client_.AddListItems(list_id_, batch);
+      return operation.ok() ? client_.WaitForOperation(*operation) : operation.status();
+    };
+    absl::Status s = send();
+    if (s.code() == absl::StatusCode::kAborted && ReadLists().ok() &&
+        items_elsewhere_ + items_in_list_ + static_cast<int>(batch.size()) > options_.max_items) {
+      // The operation failed, and the account has no room for the batch: the quota (its error
+      // says so only in words). Sent again, it would fail for ever with every decision in it:
+      // the items that fit go in on their own, the others are refused until room is made.
+      const int room = std::max(0, options_.max_items - items_elsewhere_ - items_in_list_);
+      const absl::Status refused = absl::FailedPreconditionError(
+          absl::StrCat("IP list ", options_.list_name, ": the account's quota of ",
+                       options_.max_items, " list items is used (", items_in_list_,
+                       " in this list, ", items_elsewhere_, " in others)"));
+      std::set<std::string> fits;
+      for (int i = 0; i < room && i < static_cast<int>(batch.size()); ++i) {
+        fits.insert(batch[i].ip);
+      }
+      batch.resize(fits.size());
+      std::vector<std::pair<ActionOp*, std::string>> kept;
+      for (auto& [op, item] : adds) {
+        if (fits.count(item)) {
+          kept.emplace_back(op, item);
+        } else {
+          overflow_.Increment();
+          op->result = refused;
+        }
+      }
+      adds = std::move(kept);
+      s = batch.empty() ? absl::OkStatus() : send();
+    }
     if (s.code() == absl::StatusCode::kNotFound) {  // the list was deleted behind our back
       list_id_.clear();
       item_ids_.clear();
@@ -450,10 +492,8 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
         op->edge = {item, list_id_, false};
       }
     }
-    if (s.ok()) {
-      items_in_list_ += static_cast<int>(batch.size());
-      for (auto& [op, item] : adds) count_read_ &= !op->repair;  // an upsert may add nothing
-    }
+    // An upsert (a repair) may add nothing: the count errs high until the next read.
+    if (s.ok()) items_in_list_ += static_cast<int>(batch.size());
   }
   // Removes: an item goes when its last decision goes.
   std::vector<std::pair<ActionOp*, std::string>> removes;
@@ -494,7 +534,6 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
       item_ids_.clear();
       for (const ListItem& i : *items) item_ids_[i.ip] = i.id;
       items_in_list_ = static_cast<int>(items->size());
-      count_read_ = true;
     }
     std::vector<std::string> ids;
     if (s.ok()) {
@@ -514,9 +553,9 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
     // Gone, or (on a failure) to be found again by the retry's listing.
     for (const std::string& item : doomed) item_ids_.erase(item);
     if (s.ok()) {
+      // An id kept from an earlier listing may name an item already deleted by someone else:
+      // the count errs low until the next read (a bulk add past the quota reads it).
       items_in_list_ = std::max(0, items_in_list_ - static_cast<int>(ids.size()));
-      // An id kept from an earlier listing may name an item already deleted by someone else.
-      if (!listed && !ids.empty()) count_read_ = false;
     }
   }
   items_gauge_.Set(items_in_list_);

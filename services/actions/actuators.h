@@ -7,7 +7,9 @@
 //                      list, which one custom rule (`ip.src in $list`) blocks; list and rule are
 //                      created when missing (the rule also enabled and put right when edited),
 //                      checked on first use and again by the reconciler on each run (EnsureRule);
-//                      IPv6 collapsed to a prefix; a cap on items.
+//                      IPv6 collapsed to a prefix; a cap on items counted over every list of
+//                      the account (the item quota they share): a bulk add the quota refuses
+//                      is split, the items that fit go in, the rest fail kFailedPrecondition.
 //  RateLimitActuator   a temporary rate-limiting rule for a path under attack.
 //  TokenActuator       a leaked token is verified (to learn its id), then disabled or deleted.
 //                      Its removal leaves the token revoked: a leaked secret is never re-enabled.
@@ -59,6 +61,7 @@ class AccessRuleActuator final : public Actuator {
 
 struct IpListOptions {
   std::string list_name = "palisade_block";
+  // The account's item quota, which all its lists share (10,000 below Enterprise).
   int max_items = 10000;
   int ipv6_prefix = 64;
   // The guard's never-ban set (on top of NonPublicRanges()): the guard judges the decision's
@@ -97,6 +100,9 @@ class IpListActuator final : public Actuator {
   absl::StatusOr<std::string> Item(const palisade::v1::Target& target, bool* narrowed) const;
   // Finds the list by its name (list_id_ stays empty when there is none); makes nothing.
   absl::Status FindList();
+  // Reads every list of the account: finds Palisade's (by id once known: kNotFound when it is
+  // gone) and counts its items and the other lists' items.
+  absl::Status ReadLists();
   // Finds or creates the list and the custom rule that blocks it.
   absl::Status EnsureListAndRule();
 
@@ -108,8 +114,10 @@ class IpListActuator final : public Actuator {
   // of them ends.
   std::map<std::string, int> refs_;
   int items_in_list_ = 0;
-  // items_in_list_ was read from the API, and only Palisade's own exact changes followed.
-  bool count_read_ = false;
+  // Items in the account's other lists, as last read: the item quota (max_items) spans them all.
+  int items_elsewhere_ = 0;
+  // The counts were read from the API during this Run.
+  bool counts_read_ = false;
   // Item ids by item, from the last listing (an item added since is not in it): a removal lists
   // the list only when one of its items is missing here.
   std::map<std::string, std::string> item_ids_;

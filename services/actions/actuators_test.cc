@@ -457,6 +457,65 @@ TEST_F(ActuatorsTest, IpListCapIsJudgedOnTheItemsTheListHolds) {
   EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(3));
 }
 
+// The account's item quota spans all its lists (cloudflare-api.md 3.5), but the cap counted only
+// Palisade's list: a flush past the quota went out as one bulk operation, which failed (kAborted,
+// retried for ever) with every decision in it, those that fitted included.
+class IpListQuotaTest : public ActuatorsTest {
+ protected:
+  // Another list of the account ("office") holding `n` items.
+  void OfficeListHolds(int n) {
+    absl::StatusOr<IpList> office = client_->CreateList("office", "the office's addresses");
+    ASSERT_THAT(office, IsOk());
+    std::vector<ListItem> items;
+    for (int i = 1; i <= n; ++i) items.push_back({"", absl::StrCat("198.51.100.", i), ""});
+    absl::StatusOr<std::string> operation = client_->AddListItems(office->id, items);
+    ASSERT_THAT(operation, IsOk());
+    ASSERT_THAT(client_->WaitForOperation(*operation), IsOk());
+  }
+  static std::vector<ActionOp> Applies(int from, int to) {
+    std::vector<ActionOp> ops;
+    for (int i = from; i < to; ++i) {
+      ops.push_back(Op(ActionOp::Kind::kApply, absl::StrCat("d", i), palisade::v1::TARGET_KIND_IP,
+                       absl::StrCat("203.0.113.", i)));
+    }
+    return ops;
+  }
+};
+
+TEST_F(IpListQuotaTest, TheCapCountsTheItemsOfEveryListOfTheAccount) {
+  fake_.options().max_list_items = 5;
+  OfficeListHolds(3);
+  IpListOptions options;
+  options.max_items = 5;
+  IpListActuator actuator(*client_, options, registry_);
+  std::vector<ActionOp> ops = Applies(1, 5);
+  Run(actuator, ops);
+  EXPECT_THAT(ops[0].result, IsOk());
+  EXPECT_THAT(ops[1].result, IsOk());
+  EXPECT_THAT(ops[2].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cap")));
+  EXPECT_THAT(ops[3].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cap")));
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(2));
+}
+
+// The other list grew after the actuator last read the counts: the bulk operation fails on the
+// quota. The items that fit go in again on their own; the rest are refused, not retried.
+TEST_F(IpListQuotaTest, ABulkAddFailedOnTheQuotaIsSplitAndTheRestRefused) {
+  fake_.options().max_list_items = 5;
+  IpListOptions options;
+  options.max_items = 5;
+  IpListActuator actuator(*client_, options, registry_);
+  std::vector<ActionOp> first = Applies(1, 2);
+  Run(actuator, first);
+  ASSERT_THAT(first[0].result, IsOk());
+  OfficeListHolds(3);
+  std::vector<ActionOp> ops = Applies(2, 5);
+  Run(actuator, ops);
+  EXPECT_THAT(ops[0].result, IsOk());
+  EXPECT_THAT(ops[1].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("quota")));
+  EXPECT_THAT(ops[2].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("quota")));
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(2));
+}
+
 // Every removal flush listed the whole list to find its items' ids: with 5,000 items, 10 page
 // GETs a flush against the shared request budget. The ids are kept from the last listing.
 TEST_F(ActuatorsTest, IpListRemovalsDoNotListTheWholeListEachTime) {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iostream>
+#include <iterator>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -440,13 +441,14 @@ void FeedManager::SyncEdgeLocked() {
   std::vector<DecisionTable::FeedTarget> desired;
   const bool over_cap = merged.size() > options_.edge_max_entries;
   if (over_cap) {
-    // Hold the edge set as it is, refreshed below so it does not lapse, and say so once (not
-    // at every refresh).
+    // Hold the edge set back from growing, refreshed below so it does not lapse, and say so
+    // once (not at every refresh).
     edge_held_.Increment();
     if (!edge_capped_) {
       Log(absl::StrCat("the feeds' union is ", merged.size(),
                        " ranges, over feed_edge_max_entries ", options_.edge_max_entries,
-                       "; the edge keeps its current set until the union fits"));
+                       "; the edge takes no new ranges until the union fits (removals "
+                       "still leave it)"));
     }
     edge_capped_ = true;
     if (!edge_set_known_) {
@@ -471,8 +473,43 @@ void FeedManager::SyncEdgeLocked() {
       }
       edge_set_known_ = true;
     }
-    desired = edge_set_;
-    merged.clear();
+    // Only additions wait: what the feeds no longer list leaves the edge (removals only shrink
+    // the set, so they cannot threaten the cap). A held target the union still covers whole is
+    // kept as it is; one it covers in part (a merged range partly delisted) becomes the union's
+    // ranges inside it while they fit under the cap, else leaves.
+    std::vector<Cidr> pieces;
+    std::vector<std::pair<palisade::v1::Target, std::vector<Cidr>>> split;
+    for (DecisionTable::FeedTarget& t : edge_set_) {
+      absl::StatusOr<Cidr> cidr = Cidr::Parse(t.target.value());
+      if (!cidr.ok()) continue;
+      // `merged` is disjoint and sorted by CidrLess: a range covering the target starts at or
+      // before its base; the ranges inside it follow the target's own position.
+      auto it = std::lower_bound(merged.begin(), merged.end(), *cidr, CidrLess);
+      auto covers = [&cidr](const Cidr& range) {
+        return range.Contains(cidr->base()) && range.prefix_length() <= cidr->prefix_length();
+      };
+      if ((it != merged.end() && covers(*it)) || (it != merged.begin() && covers(*std::prev(it)))) {
+        desired.push_back(std::move(t));
+        continue;
+      }
+      std::vector<Cidr> inside;
+      for (; it != merged.end() && cidr->Contains(it->base()) &&
+             it->prefix_length() >= cidr->prefix_length();
+           ++it) {
+        inside.push_back(*it);
+      }
+      if (!inside.empty()) split.emplace_back(std::move(t.target), std::move(inside));
+    }
+    for (const auto& [target, inside] : split) {
+      if (desired.size() + pieces.size() + inside.size() > options_.edge_max_entries) {
+        Log(absl::StrCat("the feeds no longer list all of ", target.value(), "; its ",
+                         inside.size(), " ranges still listed do not fit under ",
+                         "feed_edge_max_entries: it leaves the edge"));
+        continue;
+      }
+      pieces.insert(pieces.end(), inside.begin(), inside.end());
+    }
+    merged = std::move(pieces);
   } else if (edge_capped_) {
     Log(absl::StrCat("the feeds' union is ", merged.size(), " ranges, within ",
                      "feed_edge_max_entries again; the edge follows the feeds"));
@@ -504,10 +541,9 @@ void FeedManager::SyncEdgeLocked() {
   const absl::Time now = clock_.TimeNow();
   std::vector<DecisionUpdate> updates = table_->SyncFeed(desired, spec, now + ttl / 2);
   edge_syncs_.Increment();
-  if (!over_cap) {
-    edge_set_ = desired;
-    edge_set_known_ = true;
-  }
+  // Over the cap too: what left the held set is an addition should the feeds list it again.
+  edge_set_ = desired;
+  edge_set_known_ = true;
   for (const DecisionUpdate& u : updates) {
     if (u.change == DecisionChange::kCreated) edge_added_.Increment();
     if (u.change == DecisionChange::kWithdrawn) edge_removed_.Increment();

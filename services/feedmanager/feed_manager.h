@@ -9,10 +9,13 @@
 // Safety: indicators that touch the never-ban set (non-public ranges, the allowlist, this host,
 // Cloudflare's ranges) are dropped and counted; a version that shrinks the feed below
 // min_keep_ratio of its current size is held, not applied (push with force to override); while
-// the union is larger than edge_max_entries the edge keeps (and refreshes) the set it last asked
-// for, waiting claims included (after Start: the table's feed decisions that the never-ban set
-// and the minimum prefixes still allow), and says so once (log, palisade_feed_edge_held_total
-// counts the held syncs). With no to_edge feed the edge is synced once, at Start, not refreshed.
+// the union is larger than edge_max_entries the edge holds its additions back: it keeps (and
+// refreshes) what the union still lists of the set it last asked for, waiting claims included
+// (after Start: the table's feed decisions that the never-ban set and the minimum prefixes still
+// allow), so removals and expiries still leave it (a merged range now partly delisted becomes
+// the union's ranges inside it while they fit under the cap, else leaves); and it says so once
+// (log, palisade_feed_edge_held_total counts the held syncs). With no to_edge feed the edge is
+// synced once, at Start, not refreshed.
 //
 // In a cluster (docs/CLUSTER.md, "Threat feeds") only the edge writer applies versions (pushes,
 // pulls, expiry) and syncs the edge; each version it makes goes to `on_version` (published for
@@ -196,10 +199,12 @@ class FeedManager {
   mutable absl::Mutex mu_;
   std::map<std::string, Feed, std::less<>> feeds_ ABSL_GUARDED_BY(mu_);
   absl::Time next_edge_refresh_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
-  // The union is over edge_max_entries: the edge holds its set (logged once per episode).
+  // The union is over edge_max_entries: the edge holds its additions back (logged once per
+  // episode).
   bool edge_capped_ ABSL_GUARDED_BY(mu_) = false;
-  // The targets the last edge sync asked for (the held set while capped); unknown until a sync
-  // after Start, and then read from the table's active feed decisions.
+  // The targets the last edge sync asked for (while capped: what the union still lists of the
+  // set held); unknown until a sync after Start, and then read from the table's active feed
+  // decisions.
   std::vector<DecisionTable::FeedTarget> edge_set_ ABSL_GUARDED_BY(mu_);
   bool edge_set_known_ ABSL_GUARDED_BY(mu_) = false;
   // SetNeverBan was called: the versions held were judged by an older set (edge syncs filter).

@@ -295,6 +295,70 @@ TEST_F(FeedManagerTest, OverTheEdgeCapTheCurrentEdgeSetIsHeldAndRefreshed) {
   EXPECT_THAT(table.List(active), SizeIs(4));
 }
 
+// Over the cap the edge held every removal and expiry too: a delisted address stayed blocked
+// for as long as the feed stayed over its cap. Only additions wait; removals only shrink the
+// set, so they cannot threaten the cap.
+TEST_F(FeedManagerTest, OverTheEdgeCapADelistedAddressLeavesTheEdge) {
+  DecisionTable table(clock_);
+  auto feeds = Make({Plain("f", true)}, &table, nullptr, /*edge_max=*/2);
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "198.51.100.1\n198.51.100.3\n"), IsOk());
+  // 198.51.100.3 is delisted while three new addresses come: over the cap, the additions wait.
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false,
+                          "198.51.100.1\n198.51.100.5\n198.51.100.7\n198.51.100.9\n"),
+              IsOk());
+  DecisionFilter active;
+  active.active_only = true;
+  active.origin = palisade::v1::ORIGIN_FEED;
+  auto targets = [&] {
+    std::vector<std::string> out;
+    for (const Decision& d : table.List(active)) out.push_back(d.target().value());
+    return out;
+  };
+  EXPECT_THAT(targets(), ::testing::ElementsAre("198.51.100.1"));
+  for (int i = 0; i < 24; ++i) {
+    clock_.Advance(absl::Hours(1));
+    feeds->Tick();
+    table.ExpireDue();
+  }
+  EXPECT_THAT(targets(), ::testing::ElementsAre("198.51.100.1"));
+  // Relisted while still over the cap, it is an addition again: it waits.
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false,
+                          "198.51.100.1\n198.51.100.3\n198.51.100.5\n198.51.100.7\n"),
+              IsOk());
+  EXPECT_THAT(targets(), ::testing::ElementsAre("198.51.100.1"));
+}
+
+// A merged range held over the cap, now partly delisted, is cut down to the pieces still listed
+// when they fit under the cap, and dropped when they do not.
+TEST_F(FeedManagerTest, OverTheEdgeCapAPartlyDelistedRangeIsSplitOrDropped) {
+  DecisionTable table(clock_);
+  auto feeds = Make({Plain("f", true)}, &table, nullptr, /*edge_max=*/2);
+  ASSERT_THAT(
+      feeds->Push("f", kReplace, {}, false, "198.51.100.0/25\n198.51.100.128/25\n203.0.113.9\n"),
+      IsOk());
+  DecisionFilter active;
+  active.active_only = true;
+  active.origin = palisade::v1::ORIGIN_FEED;
+  auto targets = [&] {
+    std::vector<std::string> out;
+    for (const Decision& d : table.List(active)) out.push_back(d.target().value());
+    return out;
+  };
+  ASSERT_THAT(targets(), ::testing::UnorderedElementsAre("198.51.100.0/24", "203.0.113.9"));
+  // The upper half is delisted, new addresses come: over the cap. The /24 becomes its /25.
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false,
+                          "198.51.100.0/25\n203.0.113.9\n203.0.113.20\n203.0.113.40\n"),
+              IsOk());
+  EXPECT_THAT(targets(), ::testing::UnorderedElementsAre("198.51.100.0/25", "203.0.113.9"));
+  // Now the /25 loses a quarter: its pieces still listed (a /26 and a /27) and 203.0.113.9
+  // would be three, over the cap of two: the range leaves the edge, 203.0.113.9 stays.
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false,
+                          "198.51.100.0/26\n198.51.100.64/27\n203.0.113.9\n203.0.113.20\n"
+                          "203.0.113.40\n"),
+              IsOk());
+  EXPECT_THAT(targets(), ::testing::ElementsAre("203.0.113.9"));
+}
+
 // Over the cap the held set was read back from the table's active feed decisions: a restart
 // with an address newly in the never-ban set kept (and refreshed) its restored decision, which
 // the feed itself no longer held; and the feed claims waiting behind other decisions were

@@ -357,8 +357,14 @@ absl::StatusOr<absl::Time> ParseStixTime(const json& value) {
 // IsReadStixMember names.
 void TakeStixObject(const json& object, uint32_t index, Collector& c,
                     const FeedParseOptions& options) {
-  // One comparison of an address observable; a pattern may OR several.
-  static const RE2 kComparison(R"re((ipv4-addr|ipv6-addr):value\s*=\s*'((?:[^'\\]|\\.)*)')re");
+  // One comparison of an address observable; a pattern may OR several. "= 'a'" is the address
+  // or range a; "ISSUBSET 'r'" any address in the range r (how STIX 2.1 writes a CIDR), so the
+  // range itself: both go through the same checks (Collector::Add: min_prefix_v4/v6).
+  static const RE2 kComparison(
+      R"re((ipv4-addr|ipv6-addr):value(?:\s*=\s*|\s+ISSUBSET\s+)'((?:[^'\\]|\\.)*)')re");
+  // Any address observable: one left once the comparisons taken are cut out is compared some
+  // other way (ISSUPERSET, NOT, !=, MATCHES, ...) and is rejected, never ignored.
+  static const RE2 kAddressObservable(R"re((ipv4-addr|ipv6-addr):value)re");
   // What may remain once the comparisons are cut out: brackets, parentheses and OR.
   static const RE2 kOnlyOr(R"re([\s\[\]()]*(?:OR[\s\[\]()]*)*)re");
 
@@ -378,13 +384,15 @@ void TakeStixObject(const json& object, uint32_t index, Collector& c,
   re2::StringPiece input(pattern);
   std::string kind, value;
   while (RE2::FindAndConsume(&input, kComparison, &kind, &value)) values.push_back(value);
-  if (values.empty()) return c.Ignore();  // an indicator about files, domains, …
+  if (values.empty() && !RE2::PartialMatch(pattern, kAddressObservable)) {
+    return c.Ignore();  // an indicator about files, domains, …
+  }
   std::string rest = pattern;
   RE2::GlobalReplace(&rest, kComparison, "");
   if (!RE2::FullMatch(rest, kOnlyOr)) {
     return c.Reject(index, text_of(),
                     "pattern combines addresses with other operators or observables; only '=' "
-                    "comparisons joined by OR are taken");
+                    "and ISSUBSET comparisons joined by OR are taken");
   }
   Indicator base;
   if (object.contains("valid_until")) {

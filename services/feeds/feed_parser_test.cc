@@ -172,6 +172,41 @@ TEST(FeedParserTest, StixBundle) {
   EXPECT_THAT(feed.rejections[1].reason, HasSubstr("expired"));
 }
 
+// STIX 2.1 writes a range as [ipv4-addr:value ISSUBSET '198.51.100.0/24']: only '=' was read,
+// so such an indicator was counted as ignored (as one about files or domains would be) and a
+// bundle of them applied as an empty version with nothing rejected.
+TEST(FeedParserTest, StixIsSubsetRangesAreTakenWithTheMinimumPrefix) {
+  FeedParseOptions options;
+  options.min_prefix_v4 = 12;
+  options.min_prefix_v6 = 24;
+  auto indicator = [](int i, const std::string& pattern) {
+    return absl::StrCat(R"({"type":"indicator","id":"indicator--)", i,
+                        R"(","pattern_type":"stix","pattern":")", pattern, R"("})");
+  };
+  const std::string bundle =
+      absl::StrCat(R"({"type":"bundle","objects":[)",
+                   indicator(1, "[ipv4-addr:value ISSUBSET '198.51.100.0/24']"), ",",
+                   indicator(2, "[ipv6-addr:value ISSUBSET '2001:db8:bad::/48']"), ",",
+                   indicator(3,
+                             "[ipv4-addr:value = '203.0.113.7' OR "
+                             "ipv4-addr:value ISSUBSET '203.0.113.64/26']"),
+                   ",", indicator(4, "[ipv4-addr:value ISSUBSET '100.0.0.0/8']"), ",",
+                   indicator(5, "[ipv6-addr:value ISSUBSET '2001::/16']"), ",",
+                   indicator(6, "[ipv4-addr:value ISSUPERSET '198.51.100.0/24']"), "]}");
+  ParsedFeed feed = MustParse(palisade::v1::FEED_FORMAT_STIX, bundle, options);
+  EXPECT_THAT(Cidrs(feed), ElementsAre("198.51.100.0/24", "2001:db8:bad::/48", "203.0.113.7/32",
+                                       "203.0.113.64/26"));
+  EXPECT_EQ(feed.ignored, 0u);
+  ASSERT_EQ(feed.rejected, 3u);
+  EXPECT_EQ(feed.rejections[0].line, 4u);
+  EXPECT_THAT(feed.rejections[0].reason, HasSubstr("wider than the feed's min_prefix_v4 (/12)"));
+  EXPECT_EQ(feed.rejections[1].line, 5u);
+  EXPECT_THAT(feed.rejections[1].reason, HasSubstr("wider than the feed's min_prefix_v6 (/24)"));
+  // An address comparison the parser does not take is rejected, saying so, never ignored.
+  EXPECT_EQ(feed.rejections[2].line, 6u);
+  EXPECT_THAT(feed.rejections[2].reason, HasSubstr("only '=' and ISSUBSET"));
+}
+
 TEST(FeedParserTest, StixThatIsNotABundleIsRefusedWhole) {
   EXPECT_THAT(ParseFeed(palisade::v1::FEED_FORMAT_STIX, "{\"type\": \"bund", {}).status(),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not JSON")));
