@@ -1032,6 +1032,12 @@ int Run() {
     metrics_port = ports.empty() ? 0 : ports[0];
   }
 
+  // Plain gRPC beyond loopback is allowed (a service mesh may carry the TLS), but its bearer
+  // tokens travel in clear on any other path: said once, as for /metrics.
+  if (!IsLoopbackListen(config->grpc_listen()) && config->api().tls().cert_file().empty()) {
+    Log("warning: gRPC takes bearer tokens over plain text on a non-loopback address: anyone "
+        "on the path can read them; set api.tls unless a mesh encrypts the path");
+  }
   // Who may call the API (made above; without clients, CheckListeners allowed only loopback).
   for (Guarded* service : std::initializer_list<Guarded*>{&ingest, &decisions, &admin,
                                                           &feeds_service, &events_service}) {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <sstream>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "google/protobuf/text_format.h"
@@ -610,6 +611,23 @@ TEST(ApiSecurityTest, NonLoopbackWithoutTokensRefusesToStart) {
           .c_str());
   EXPECT_EQ(WEXITSTATUS(bad_status), 2);
   EXPECT_THAT(ReadFile(log), HasSubstr("api.clients[0] (\"x\"): token_sha256 must be 64"));
+}
+
+// Plain gRPC beyond loopback with tokens starts (a mesh may carry the TLS) but says that the
+// tokens travel in clear, as /metrics does; on loopback it says nothing. Before, it was silent.
+TEST(ApiSecurityTest, PlainGrpcBeyondLoopbackWarnsThatTokensTravelInClear) {
+  const std::string config = WriteConfig("plain.textproto", ClientsConfig());
+  for (const bool exposed : {true, false}) {
+    SCOPED_TRACE(exposed);
+    const std::string log = Tmp(exposed ? "plain_exposed.log" : "plain_loopback.log");
+    absl::StatusOr<std::unique_ptr<Daemon>> daemon = Daemon::Start(
+        {"--config=" + config, exposed ? "--grpc_listen=0.0.0.0:0" : "--grpc_listen=127.0.0.1:0"},
+        "", log);
+    ASSERT_TRUE(daemon.ok()) << daemon.status();
+    // Said before the daemon listens, so it is in the log once Start returned.
+    EXPECT_EQ(absl::StrContains(ReadFile(log), "gRPC takes bearer tokens over plain text"),
+              exposed);
+  }
 }
 
 // A CA, a server certificate for 127.0.0.1 and a client certificate, by openssl.
