@@ -201,11 +201,12 @@ class Stream {
     }
   }
 
-  // Up to `n` bytes of the stream into `buf`; kWait when none came within a poll interval.
-  Result Read(char* buf, size_t n, size_t* got) {
+  // Up to `n` bytes of the stream into `buf`; kWait when none came within `wait_ms` (a poll
+  // interval; 0: what is there now).
+  Result Read(char* buf, size_t n, size_t* got, int wait_ms = 100) {
     if (ssl_ == nullptr) {
       pollfd p{fd_, POLLIN, 0};
-      const int ready = ::poll(&p, 1, 100);
+      const int ready = ::poll(&p, 1, wait_ms);
       if (ready == 0) return kWait;
       if (ready < 0 && errno == EINTR) return kWait;
       if (ready < 0) return kClosed;
@@ -228,14 +229,14 @@ class Stream {
       return kClosed;  // close_notify, a bad record: the connection ends
     }
     // Bytes for TLS, not yet for the stream: the next Read decrypts them.
-    return FromSocket() == kClosed ? kClosed : kWait;
+    return FromSocket(wait_ms) == kClosed ? kClosed : kWait;
   }
 
  private:
-  // Moves what the socket has into the TLS input (one poll interval at most).
-  Result FromSocket() {
+  // Moves what the socket has into the TLS input (waiting `wait_ms` at most).
+  Result FromSocket(int wait_ms = 100) {
     pollfd p{fd_, POLLIN, 0};
-    const int ready = ::poll(&p, 1, 100);
+    const int ready = ::poll(&p, 1, wait_ms);
     if (ready <= 0) return ready < 0 && errno != EINTR ? kClosed : kWait;
     char buf[16 * 1024 + 512];  // a TLS record at most
     const ssize_t r = ::recv(fd_, buf, sizeof(buf), 0);
@@ -732,23 +733,27 @@ SyslogReceiver::Admission SyslogReceiver::Admit(const std::string& peer,
   if (it != per_address_.end() && it->second >= config_.max_connections_per_address()) {
     return Admission::kAddressFull;
   }
-  if (handshake_fd >= 0) {
-    // The oldest handshake is cut off (its thread sees the socket shut and ends it, counted
-    // as a failed handshake) rather than this one refused.
-    const size_t pool = std::max<uint32_t>(1, config_.max_connections() / 4);
-    if (handshaking_.size() >= pool) {
-      ::shutdown(handshaking_.begin()->second, SHUT_RDWR);
-      handshaking_.erase(handshaking_.begin());
+  const absl::Time now = clock_->TimeNow();
+  // Full: the slot of a TLS connection still in its handshake after handshake_grace (a sender
+  // with a certificate takes milliseconds) goes to this one, its own thread seeing the socket
+  // shut (counted as a failed handshake, "cut off"); with none that old, this one is refused.
+  bool inherited = false;
+  if (connections_ >= config_.max_connections()) {
+    if (handshaking_.empty() ||
+        now - handshaking_.begin()->second.since < options_.handshake_grace) {
+      return Admission::kFull;
     }
+    ::shutdown(handshaking_.begin()->second.fd, SHUT_RDWR);
+    handshaking_.erase(handshaking_.begin());
+    inherited = true;
+  }
+  if (handshake_fd >= 0) {
     *handshake = next_handshake_++;
-    handshaking_.emplace(*handshake, handshake_fd);
-  } else if (connections_ >= config_.max_connections()) {
-    return Admission::kFull;
+    handshaking_.emplace(*handshake, Handshaking{handshake_fd, now});
   }
   if (config_.max_lines_per_second() > 0) {
     auto b = tcp_buckets_.find(peer);
     if (b == tcp_buckets_.end()) {
-      const absl::Time now = clock_->TimeNow();
       // Buckets kept for addresses with no connection open (every open one has its own).
       auto closed = [this](const auto& kv) { return !per_address_.contains(kv.first); };
       if (tcp_buckets_.size() - per_address_.size() >= options_.max_tcp_senders &&
@@ -776,7 +781,7 @@ SyslogReceiver::Admission SyslogReceiver::Admit(const std::string& peer,
     }
     *bucket = b->second;
   }
-  if (handshake_fd < 0) ++connections_;
+  if (!inherited) ++connections_;
   ++per_address_[peer];
   open_->Increment();
   return Admission::kAdmitted;
@@ -785,16 +790,10 @@ SyslogReceiver::Admission SyslogReceiver::Admit(const std::string& peer,
 bool SyslogReceiver::Established(uint64_t handshake, bool ok, bool* cut_off) {
   absl::MutexLock lock(&slots_mu_);
   *cut_off = handshaking_.erase(handshake) == 0;
-  if (!ok || *cut_off) return false;
-  if (connections_ >= config_.max_connections()) {
-    refused_->Increment();
-    return false;
-  }
-  ++connections_;
-  return true;
+  return ok && !*cut_off;
 }
 
-void SyslogReceiver::Release(const std::string& peer, bool established) {
+void SyslogReceiver::Release(const std::string& peer, bool holds_slot) {
   absl::MutexLock lock(&slots_mu_);
   const auto it = per_address_.find(peer);
   if (it != per_address_.end() && --it->second == 0) {
@@ -811,7 +810,7 @@ void SyslogReceiver::Release(const std::string& peer, bool established) {
       if (full) tcp_buckets_.erase(b);  // unlocked first: this may free the bucket
     }
   }
-  if (established) --connections_;
+  if (holds_slot) --connections_;
   open_->Decrement();
 }
 
@@ -976,7 +975,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
         in.Handshake(*clock_, accepted + options_.tls_handshake_timeout, stopping_);
     bool cut_off = false;
     if (!Established(handshake, failed.empty(), &cut_off)) {
-      if (cut_off) failed = "cut off: newer connections filled the handshake pool";
+      if (cut_off) failed = "cut off: every slot was taken and a newer connection needed one";
       if (!failed.empty()) {
         tls_handshake_failures_->Increment();
         if (options_.log) {
@@ -985,7 +984,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
         }
       }
       ::close(fd);
-      Release(peer, /*established=*/false);
+      Release(peer, /*holds_slot=*/!cut_off);  // a cut-off one's slot went to the newcomer
       return;
     }
     last_active = clock_->TimeNow();
@@ -1064,26 +1063,27 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
     for (std::string& f : frames) waiting.push_back(std::move(f));
   }
   // Stopping: what was read (one read at most) is delivered, not lost; so is what the socket
-  // already holds (acknowledged to the sender, which counts it sent), without the rate limit
-  // and up to stop_drain_bytes. The rest is counted: the close resets it away.
+  // held when Stop came (acknowledged to the sender, which counts it sent), without the rate
+  // limit and up to stop_drain_bytes, read without waiting: a sender still writing does not
+  // hold Stop up. What is left is counted, as the close resets it away.
   for (std::string& f : waiting) Add(std::move(f));
   waiting.clear();
   if (!closed) {
     auto unread = [fd] {
       int bytes = 0;
-      return ::ioctl(fd, FIONREAD, &bytes) == 0 ? std::max(bytes, 0) : 0;
+      return ::ioctl(fd, FIONREAD, &bytes) == 0 ? static_cast<size_t>(std::max(bytes, 0)) : 0;
     };
+    // In bytes of the stream, which are no more than the socket's (TLS adds to them).
+    const size_t budget = std::min(options_.stop_drain_bytes, unread());
     size_t drained = 0;
     // TLS: a Read that only moved bytes from the socket into OpenSSL says kWait too, so stop
-    // at the second in a row with the socket empty. Plain TCP: at the first (it polled 100 ms).
-    // (Reads bounded in number too, should a socket keep saying it has bytes and give none.)
-    for (int waits = 0, reads = 0; drained < options_.stop_drain_bytes && reads < 100000;
-         ++reads) {
+    // at the second in a row. (Reads bounded in number too, should a socket say it has bytes
+    // and give none.)
+    for (int waits = 0, reads = 0; drained < budget && reads < 100000; ++reads) {
       size_t n = 0;
       const Stream::Result r =
-          in.Read(buf.data(), std::min(buf.size(), options_.stop_drain_bytes - drained), &n);
+          in.Read(buf.data(), std::min(buf.size(), budget - drained), &n, /*wait_ms=*/0);
       if (r == Stream::kWait) {
-        if (unread() > 0) continue;
         if (!tls || ++waits >= 2) break;
         continue;
       }
@@ -1102,7 +1102,8 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
       for (std::string& f : frames) Add(std::move(f));
     }
     for (std::string& f : waiting) Add(std::move(f));  // a last frame end_of_stream found
-    // Lost with the close: the socket's rest, and a frame the cap cut in the middle.
+    // Lost with the close: the socket's rest (for TLS in bytes on the wire, records and all)
+    // and a frame cut in the middle.
     unread_at_stop_->Increment(static_cast<double>(unread() + (closed ? 0 : stream.size())));
   }
   ::close(fd);

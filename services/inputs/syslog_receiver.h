@@ -10,10 +10,10 @@
 // holds a whole /64 and can take a new address per connection; PeerLimitKey in
 // services/common/ip.h), so a host that keeps each of its connections just within
 // `idle_timeout` (a byte drip) holds only its own share and other senders still get in; a
-// connection past either cap is closed at once and counted by the cap it hit. A TLS connection
-// takes a connection slot only once its handshake is done; until then it is one of at most
-// max_connections / 4 handshakes, the oldest cut off (counted as a failed handshake) when a
-// new one comes, so unauthenticated connections cannot keep certified senders out. Each is closed
+// connection past either cap is closed at once and counted by the cap it hit, except that with
+// every slot taken a TLS connection still in its handshake after handshake_grace (1 s) gives
+// its slot to the newcomer (cut off, counted as a failed handshake), so silent handshakes cannot
+// keep certified senders out for tls_handshake_timeout. Each is closed
 // (and counted) once it has sent nothing for `idle_timeout`; a frame longer than
 // `max_frame_bytes` is skipped and counted (a newline-framed one up to its newline, an
 // octet-counted one as a malformed frame: its length is not trusted) and the connection goes
@@ -80,6 +80,11 @@ struct SyslogReceiverOptions {
   Clock* clock = nullptr;
   // A TLS sender that has not finished its handshake by then is cut off (it held a connection).
   absl::Duration tls_handshake_timeout = absl::Seconds(10);
+  // With every connection slot taken, a TLS connection still in its handshake this long after
+  // its accept (on the injected clock) gives its slot to a newcomer: a sender with a
+  // certificate takes milliseconds, so silent handshakes cannot keep such senders out for
+  // tls_handshake_timeout; a newcomer finding none that old is refused.
+  absl::Duration handshake_grace = absl::Seconds(1);
   // A TCP/TLS connection that sends nothing for this long (on `clock`, from the accept or the
   // TLS handshake) is closed and counted, so silent senders and peers gone without a FIN do not
   // hold max_connections for ever. A sender held back by the rate limit is not idle. Must be
@@ -214,19 +219,20 @@ class SyslogReceiver {
   };
   // Takes a connection slot for a sender at `peer` (its address, as PeerKey gives it), or
   // says which cap refuses it. Admitted with a rate limit: `*bucket` is the address's.
-  // A TLS connection (`handshake_fd` >= 0) takes a handshake slot instead (its own pool, kept
-  // under `*handshake`), and a connection slot only once its handshake is done (Established).
+  // A TLS connection (`handshake_fd` >= 0) is also kept as handshaking, under `*handshake`,
+  // until Established; when the slots are full, the oldest such connection past
+  // handshake_grace gives its slot to the newcomer.
   enum class Admission { kAdmitted, kFull, kAddressFull };
   Admission Admit(const std::string& peer, std::shared_ptr<SharedBucket>* bucket,
                   int handshake_fd = -1, uint64_t* handshake = nullptr);
   // A TLS connection's handshake is over (`ok`: done; else failed). False when it no longer
-  // goes on: it failed, a newer connection cut it off (the pool was full), or every connection
-  // slot is taken (counted refused). Called before the socket is closed, so the pool never
-  // shuts down a descriptor that may have been reused.
+  // goes on: it failed, or a newcomer cut it off (`*cut_off`; its slot is the newcomer's now).
+  // Called before the socket is closed, so Admit never shuts down a descriptor that may have
+  // been reused.
   bool Established(uint64_t handshake, bool ok, bool* cut_off);
-  // Gives back the slot Admit (or Established) took for `peer`: `established` when it held a
-  // connection slot, not only a handshake's.
-  void Release(const std::string& peer, bool established = true);
+  // Gives back what Admit took for `peer`: its place in the address's cap, and its connection
+  // slot unless that went to another (`holds_slot` false).
+  void Release(const std::string& peer, bool holds_slot = true);
   // `accepted`: when the connection was accepted; its TLS handshake deadline and idle time run
   // from then, so a slow thread start does not extend them. `peer`: what it was admitted as;
   // `bucket`: its address's (null: no rate limit); `handshake`: its place in the TLS pool.
@@ -260,11 +266,14 @@ class SyslogReceiver {
   absl::Mutex slots_mu_;
   uint32_t connections_ ABSL_GUARDED_BY(slots_mu_) = 0;
   absl::flat_hash_map<std::string, uint32_t> per_address_ ABSL_GUARDED_BY(slots_mu_);
-  // TLS connections still in their handshake, by the order they came in (their socket), at most
-  // max_connections / 4 (1 at least): connections that have proved nothing hold no connection
-  // slot, and a full pool cuts off its oldest, so silent or dripping handshakes from a few
-  // addresses cannot keep certified senders out (a sender's handshake takes milliseconds).
-  std::map<uint64_t, int> handshaking_ ABSL_GUARDED_BY(slots_mu_);
+  // TLS connections still in their handshake, in the order they came (their socket and when):
+  // with every slot taken, the oldest one past handshake_grace gives its slot to a newcomer, so
+  // silent handshakes hold slots for a second, not tls_handshake_timeout.
+  struct Handshaking {
+    int fd;
+    absl::Time since;
+  };
+  std::map<uint64_t, Handshaking> handshaking_ ABSL_GUARDED_BY(slots_mu_);
   uint64_t next_handshake_ ABSL_GUARDED_BY(slots_mu_) = 0;
   // Rate-limit buckets by sender address (PeerKey): every address in per_address_ has one, and
   // others until theirs is full again (max_tcp_senders of those at most).

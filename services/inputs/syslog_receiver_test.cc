@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -853,6 +854,35 @@ TEST_F(ReceiverTest, StoppingAThrottledConnectionDeliversWhatItsSocketHeld) {
   }
 }
 
+// Stop reads what a socket held when it came, without waiting: a sender that keeps writing (a
+// line every 20 ms) does not hold it up. Before, each read waited up to 100 ms for more, so such
+// a sender kept Stop reading until 4 MiB or 100,000 reads (over an hour at 20 lines/s), past
+// any service manager's stop timeout. The writer goes on for a minute at most: Stop returning
+// before it ends is the assertion (a wide margin, not a measure of speed).
+TEST_F(ReceiverTest, StopDoesNotWaitOnASenderThatKeepsSending) {
+  palisade::v1::SyslogInput config;
+  config.set_name("busy");
+  config.set_tcp_listen("127.0.0.1:0");
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  const int fd = Connect(r->tcp_port());
+  std::atomic<bool> stop_writing{false}, writer_done{false};
+  std::thread writer([&] {
+    for (int i = 0; i < 3000 && !stop_writing.load(); ++i) {
+      const std::string line = absl::StrCat("<13>Mar  3 14:02:01 h app: ", i, "\n");
+      if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) < 0) break;
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    writer_done = true;
+  });
+  ASSERT_TRUE(Eventually([&] { return Got() >= 3; }));
+  r->Stop();
+  EXPECT_FALSE(writer_done.load());
+  stop_writing = true;
+  writer.join();
+  ::close(fd);
+}
+
 // UDP has no backpressure: a sender's datagrams over its budget are dropped and counted, and
 // another sender (127.0.0.2: Linux answers for all of 127/8) has its own budget.
 void SendUdpFrom(const char* from, int port, int n) {
@@ -1209,36 +1239,70 @@ TEST_F(ReceiverTest, ATlsKeyThatCannotBeReadOrLoadedIsAClearError) {
 
 // TCP and TLS connections from one address count together, and a TLS listener on an IPv6
 // socket (where IPv4 senders appear as ::ffff:127.0.0.1) counts them as 127.0.0.1.
-// Connections that never finish their TLS handshake hold no connection slot: before, four silent
-// ones from four addresses (each within its per-address cap) took every slot, and a sender with
-// a certificate was refused until they timed out and came again. Now they share a handshake
-// pool (max_connections / 4) whose oldest member a newcomer cuts off, counted and logged.
+// Connections that never finish their TLS handshake hold their slots only for handshake_grace
+// (1 s) once every slot is taken: before, four silent ones from four addresses (each within its
+// per-address cap) kept a sender with a certificate out for tls_handshake_timeout, and came
+// again. A newcomer takes the slot of the oldest one past the grace, which is cut off, counted
+// and logged; with none that old it is refused, so a sender's own handshake (milliseconds) is
+// never cut off by the next one.
 TEST_F(ReceiverTest, UnauthenticatedConnectionsLeaveSlotsForCertifiedSenders) {
-  palisade::v1::SyslogInput config = TlsConfig("pool", /*mutual=*/true);
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config = TlsConfig("slots", /*mutual=*/true);
   config.set_max_connections(4);
   config.set_max_connections_per_address(1);
-  auto r = Start(config);
+  auto r = Start(config, &clock);
   ASSERT_NE(r, nullptr);
   std::vector<int> silent;
   for (const char* from : {"127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"}) {
     silent.push_back(ConnectFrom(from, r->tls_port()));
   }
-  // Accepted, not refused: each new one cut the one before it off (a pool of one).
-  ASSERT_TRUE(Eventually(
-      [&] { return Metric("palisade_syslog_tls_handshake_failures_total") == 3; }));
-  EXPECT_EQ(Metric("palisade_syslog_refused_connections_total"), 0);
+  ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 4; }));
+  {
+    TlsClient early;  // within the grace: refused, none cut off
+    const bool opened = early.Open(r->tls_port(), "client", "127.0.0.6");
+    EXPECT_TRUE(!opened || early.ClosedByServer());
+    ASSERT_TRUE(
+        Eventually([&] { return Metric("palisade_syslog_refused_connections_total") == 1; }));
+  }
+  EXPECT_EQ(Metric("palisade_syslog_tls_handshake_failures_total"), 0);
+  clock.Advance(absl::Seconds(1));
   TlsClient certified;
   ASSERT_TRUE(certified.Open(r->tls_port(), "client", "127.0.0.6"));
   ASSERT_TRUE(certified.Send("<13>a: in\n"));
-  EXPECT_THAT(WaitFor(1), ElementsAre("3164 pool <13>a: in"));
-  EXPECT_EQ(Metric("palisade_syslog_refused_connections_total"), 0);
-  EXPECT_TRUE(Eventually(
-      [&] { return Metric("palisade_syslog_tls_handshake_failures_total") == 4; }));
+  EXPECT_THAT(WaitFor(1), ElementsAre("3164 slots <13>a: in"));
+  EXPECT_TRUE(ClosedByServer(silent[0]));  // the oldest
+  EXPECT_TRUE(
+      Eventually([&] { return Metric("palisade_syslog_tls_handshake_failures_total") == 1; }));
+  EXPECT_EQ(Metric("palisade_syslog_refused_connections_total"), 1);
+  EXPECT_EQ(Gauge("palisade_syslog_connections"), 4);
   {
     absl::MutexLock lock(&mu_);
-    EXPECT_THAT(logs_, ::testing::Contains(HasSubstr("cut off: newer connections filled")));
+    EXPECT_THAT(logs_, ::testing::Contains(HasSubstr("cut off: every slot was taken")));
   }
   for (int fd : silent) ::close(fd);
+}
+
+// While slots are free nothing is cut off, however long a handshake waits (its own timeout
+// aside): a silent connection and a certified sender both keep theirs.
+TEST_F(ReceiverTest, AHandshakeIsNotCutOffWhileSlotsAreFree) {
+  SimulatedClock clock;
+  palisade::v1::SyslogInput config = TlsConfig("free", /*mutual=*/true);
+  config.set_max_connections(4);
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  const int silent = ConnectFrom("127.0.0.2", r->tls_port());
+  ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 1; }));
+  clock.Advance(absl::Seconds(5));
+  TlsClient certified;
+  ASSERT_TRUE(certified.Open(r->tls_port(), "client", "127.0.0.3"));
+  ASSERT_TRUE(certified.Send("<13>a: in\n"));
+  EXPECT_THAT(WaitFor(1), ElementsAre("3164 free <13>a: in"));
+  char c;
+  errno = 0;
+  EXPECT_EQ(::recv(silent, &c, 1, MSG_DONTWAIT), -1);  // still open, nothing sent
+  EXPECT_EQ(errno, EAGAIN);
+  EXPECT_EQ(Metric("palisade_syslog_tls_handshake_failures_total"), 0);
+  ::close(silent);
 }
 
 TEST_F(ReceiverTest, ThePerAddressCapCountsTcpAndTlsAndMappedAddressesTogether) {
