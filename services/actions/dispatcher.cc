@@ -207,8 +207,18 @@ absl::Status Dispatcher::Restore() {
     op.attempts = row.attempts;
     op.not_before = row.not_before;
     auto removed = removed_at.find(op.decision.id());
-    if (row.apply && removed != removed_at.end() && removed->second > row.seq &&
-        q->second.actuator->AdoptsExisting()) {
+    const bool removed_after = removed != removed_at.end() && removed->second > row.seq;
+    if (row.apply && !op.decision.active() && !removed_after) {
+      // Its decision has ended and no remove follows: an apply written late after a store
+      // outage (the store refused its decision's creation, so it ran with no outbox row; its
+      // decision's remove then completed on a row of its own). Run, it would put an ended
+      // decision's object back at the edge, with nothing after it to take it down.
+      Report(static_cast<palisade::v1::Actuator>(q->first), q->second.actuator->name(), op,
+             "cancelled", "the decision has ended and no remove follows its apply");
+      Drop(op.seq);
+      continue;
+    }
+    if (row.apply && removed_after && q->second.actuator->AdoptsExisting()) {
       // Its decision ended before the apply was confirmed: the remove alone runs, and finds any
       // object the apply made by the decision's marker. Run, the apply would make (or adopt) an
       // object for a decision that has ended. (Other actuators run both, in order: an IP list
@@ -362,6 +372,7 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     queued_at_[d.id()] = clock_.TimeNow();
   } else if (update.change == DecisionChange::kExpired ||
              update.change == DecisionChange::kWithdrawn) {
+    counted_.erase(d.id());
     auto& ops = q->second.ops;
     auto queued = std::find_if(ops.begin(), ops.end(), [&](const ActionOp& op) {
       return op.kind == ActionOp::Kind::kApply && op.decision.id() == d.id();
@@ -513,8 +524,9 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
       }
       // The budget counts new bans: an op spends it on its first pass only, not again at each
       // retry (an outage would otherwise spend max_attempts slots on one ban, and hold the
-      // bans behind it, or its own retry). An apply that sends nothing (dry run) is no ban.
-      if (!op.counted && Sends(op)) {
+      // bans behind it, or its own retry), nor a decision's repair (counted_). An apply that
+      // sends nothing (dry run) is no ban.
+      if (!op.counted && counted_.count(op.decision.id()) == 0 && Sends(op)) {
         if (op.released) {
           guard_->Record(op.decision, now);
         } else if (guard_->Check(op.decision, now, active_[kind]) == Guard::Verdict::kHeld) {
@@ -531,6 +543,7 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
           continue;
         }
         op.counted = true;
+        counted_.insert(op.decision.id());
       }
     }
     if (op.kind == ActionOp::Kind::kApply) in_flight_.insert(op.decision.id());

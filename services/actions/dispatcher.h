@@ -36,7 +36,9 @@
 // for another decision is queued (a retried one included), so it never adopts an object that
 // remove is about to delete. After a restart, such an actuator's apply followed in the outbox by
 // its own decision's remove is dropped: the remove alone runs (it finds any object the apply
-// made by the decision's marker).
+// made by the decision's marker). And any actuator's apply of a decision that has ended, with
+// no remove of it after it in the outbox, is cancelled (an apply the table wrote late, after a
+// store outage, behind a remove that has completed).
 // Pause / Resume let the reconciler compare the edge with the decisions while nothing changes
 // the edge: ops are still queued, none starts.
 // Dry run (cloudflare.dry_run, or the decision's rule in shadow mode): an op is recorded and
@@ -109,8 +111,9 @@ class Dispatcher {
   // (logged once); the next start that adds the actuator runs them (Restore). Those of a kind
   // neither added nor parked (ACTUATOR_NONE; Cloudflare not configured) leave the outbox.
   void ParkActuator(palisade::v1::Actuator kind, const std::string& name);
-  // Checked before every apply (see guard.h). Without one, nothing is held or refused here. An
-  // apply spends the per-minute budget once, on its first pass: its retries are the same ban.
+  // Checked before every apply (see guard.h). Without one, nothing is held or refused here. A
+  // decision's apply spends the per-minute budget once, on its first pass: its retries, and a
+  // repair (Reapply) after its retries ran out or its object went missing, are the same ban.
   // One that sends nothing (dry run) spends none.
   void SetGuard(std::unique_ptr<Guard> guard);
   // A reload changed the allowlist: the guard, and every actuator sharing its set (the IP list,
@@ -277,6 +280,12 @@ class Dispatcher {
   // Actuators configured but not started (ParkActuator), by palisade.v1.Actuator.
   std::map<int, Parked> parked_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> in_flight_ ABSL_GUARDED_BY(mu_);              // decision ids being applied
+  // Decisions whose apply the guard has counted toward the per-minute budget (checked, or
+  // recorded on release): a repair of one (Reapply) is the same ban and spends nothing; it
+  // spent a second slot, and an API incident's repairs came back as a burst past the limit.
+  // An id goes when its decision ends: at most the active decisions. Memory only, as the
+  // guard's own count.
+  std::set<std::string> counted_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> remove_after_ ABSL_GUARDED_BY(mu_);  // id -> remove's seq
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   // When each apply was queued, for the latency histogram. An entry lives exactly as long as

@@ -9,6 +9,7 @@
 #include "gtest/gtest.h"
 #include "services/common/metrics_for_tests.h"
 #include "services/common/proto_time.h"
+#include "services/store/sql_for_tests.h"
 
 namespace palisade {
 namespace {
@@ -639,6 +640,62 @@ TEST_F(DispatcherTest, ARetriedReleasedApplyIsRecordedByTheGuardOnce) {
   EXPECT_EQ(dispatcher_.edges().count("c"), 1u);
 }
 
+// `decisions add` is an operator's deliberate act, as a feed version is: it spent the rules'
+// per-minute budget, so in a flood it was held behind the flood's bans, and ReleaseHeld (oldest
+// first) freed it only after them. It spends none now (the active cap still holds it).
+TEST_F(DispatcherTest, AManualBanIsNotHeldBehindAFlood) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  for (int i = 1; i <= 2; ++i) {
+    DecisionUpdate flood = Update(DecisionChange::kCreated, absl::StrCat("flood", i));
+    flood.decision.set_origin(palisade::v1::ORIGIN_RULE);
+    flood.decision.mutable_target()->set_value(absl::StrCat("203.0.113.", i));
+    dispatcher_.OnDecision(flood);
+  }
+  DecisionUpdate manual = Update(DecisionChange::kCreated, "manual");
+  manual.decision.set_origin(palisade::v1::ORIGIN_MANUAL);
+  manual.decision.mutable_target()->set_value("198.51.100.9");
+  dispatcher_.OnDecision(manual);
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply flood1", "apply manual"));
+  EXPECT_EQ(dispatcher_.held(), 1u);  // flood2
+  EXPECT_EQ(dispatcher_.edges().count("manual"), 1u);
+}
+
+// An apply whose transient retries ran out is dropped, and the reconciler's repair (Reapply)
+// applies it again once the outage ends. The repair spent a second slot of the budget: after a
+// 20-minute API incident the repairs came back as a burst held past the limit. The decision
+// was counted once; its repair is the same ban.
+TEST_F(DispatcherTest, ARepairOfAnApplyOutOfRetriesSpendsNoSecondSlot) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  fake_->failures = {absl::UnavailableError("1"), absl::UnavailableError("2"),
+                     absl::UnavailableError("3")};
+  DecisionUpdate a = Update(DecisionChange::kCreated, "a");
+  dispatcher_.OnDecision(a);
+  for (int i = 0; i < 3; ++i) {  // attempts at 0 s, 1 s and 3 s: then given up
+    dispatcher_.RunOnce();
+    clock_.Advance(absl::Seconds(2));
+  }
+  ASSERT_THAT(fake_->calls, SizeIs(3));
+  ASSERT_EQ(dispatcher_.pending(), 0u);
+  ASSERT_EQ(Actions("failed"), 1);
+  // Within the minute of its first pass: the repair goes out, not held.
+  dispatcher_.Reapply(a.decision);
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 0u);
+  EXPECT_EQ(dispatcher_.edges().count("a"), 1u);
+  // A new ban in that minute is still held: the budget is not lifted, only not spent twice.
+  DecisionUpdate b = Update(DecisionChange::kCreated, "b");
+  b.decision.mutable_target()->set_value("203.0.113.8");
+  dispatcher_.OnDecision(b);
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 1u);
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "apply a", "apply a", "apply a"));
+}
+
 // Audit of itself: a revocation of palisaded's own token (the audit-log misuse rule) never
 // reaches the actuator; it is refused with an alert, counted, and other tokens still go.
 TEST_F(DispatcherTest, TheOwnTokenIsNeverRevokedButAlertedOn) {
@@ -1075,6 +1132,58 @@ TEST_F(DispatcherTest, AfterARestartAnEndedDecisionIsNotAppliedBehindItsRemove) 
   EXPECT_THAT(r->dispatcher.edges(), IsEmpty());
   EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
   EXPECT_EQ(r->dispatcher.pending(), 0u);
+}
+
+// After a store outage a restart put an ended decision's ban back. The store refused D's
+// creation, so its apply ran with no outbox row (and left no edge row); once the store took
+// writes again, the apply was written late, and nothing deletes that row: D's remove completed
+// on a row of its own. Restore ran the apply, alone, for a decision no longer active (a ban
+// back until the next reconcile). It is cancelled now.
+TEST_F(DispatcherTest, ARestartDoesNotApplyAnEndedDecisionWhoseApplyWasWrittenLate) {
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/late.db");
+  auto store = FreshStore("late.db");
+  ASSERT_TRUE(store.ok());
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  table.AddListener([this](const DecisionUpdate& u) { dispatcher_.OnDecision(u); });
+  ::palisade::testing::ExecSql(path,
+                               "CREATE TRIGGER refuse BEFORE INSERT ON decisions "
+                               "BEGIN SELECT RAISE(ABORT, 'full'); END;");
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  Detection detection;
+  detection.rule_id = "ssh";
+  detection.key = "203.0.113.7";
+  detection.time = clock_.TimeNow();
+  const DecisionUpdate created = table.Apply(detection, spec);
+  ASSERT_EQ(created.change, DecisionChange::kCreated);
+  const std::string id = created.decision.id();
+  ASSERT_EQ(table.unwritten(), 1u);
+  dispatcher_.RunOnce();
+  ::palisade::testing::ExecSql(path, "DROP TRIGGER refuse;");
+  table.ExpireDue();  // the store takes D now, and its apply: late
+  ASSERT_EQ(table.unwritten(), 0u);
+  ASSERT_THAT(*(*store)->LoadOutbox(), SizeIs(1));
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+  dispatcher_.RunOnce();
+  ASSERT_THAT(fake_->calls, ElementsAre("apply " + id, "remove " + id + " edge-" + id));
+  ASSERT_THAT(*(*store)->LoadOutbox(), SizeIs(1));  // the late apply
+
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  std::vector<ActionOutcome> outcomes;
+  r->dispatcher.SetObserver([&](const ActionOutcome& o) { outcomes.push_back(o); });
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  EXPECT_EQ(r->dispatcher.pending(), 0u);
+  r->dispatcher.RunOnce();
+  EXPECT_THAT(r->actuator->calls, IsEmpty());
+  EXPECT_THAT(r->dispatcher.edges(), IsEmpty());
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+  ASSERT_THAT(outcomes, SizeIs(1));
+  EXPECT_EQ(outcomes[0].outcome, "cancelled");
+  EXPECT_EQ(outcomes[0].decision.id(), id);
 }
 
 // A decision that ends while an earlier op of its batch runs: its apply, taken with the batch but

@@ -25,6 +25,13 @@ bool IsRevocation(const palisade::v1::Decision& d) {
          d.target().kind() == palisade::v1::TARGET_KIND_TOKEN_ID;
 }
 
+// A deliberate act spends no per-minute budget: a feed version (vetted by the feed's shrink
+// guard and the edge cap on feed entries) or an operator's own ban (`decisions add`), which a
+// flood of detections must not hold, nor release only after the flood's bans.
+bool SkipsBudget(const palisade::v1::Decision& d) {
+  return d.origin() == palisade::v1::ORIGIN_FEED || d.origin() == palisade::v1::ORIGIN_MANUAL;
+}
+
 }  // namespace
 
 std::vector<std::string> Guard::CloudflareRanges() {
@@ -79,9 +86,7 @@ Guard::Verdict Guard::Check(const palisade::v1::Decision& d, absl::Time now, int
   if (NeverBan(d.target())) return Verdict::kNeverBan;
   while (!recent_.empty() && recent_.front() <= now - absl::Minutes(1)) recent_.pop_front();
   if (active >= options_.max_active_per_actuator) return Verdict::kHeld;
-  // A feed version is one deliberate change, vetted by the feed's shrink guard and the edge
-  // cap on feed entries; its entries do not spend the per-minute budget of detections.
-  if (d.origin() == palisade::v1::ORIGIN_FEED) return Verdict::kAllow;
+  if (SkipsBudget(d)) return Verdict::kAllow;
   if (IsRevocation(d)) {
     while (!recent_revocations_.empty() &&
            recent_revocations_.front() <= now - absl::Minutes(1)) {
@@ -99,6 +104,7 @@ Guard::Verdict Guard::Check(const palisade::v1::Decision& d, absl::Time now, int
 }
 
 void Guard::Record(const palisade::v1::Decision& d, absl::Time now) {
+  if (SkipsBudget(d)) return;  // released past the active cap: still no budget to spend
   (IsRevocation(d) ? recent_revocations_ : recent_).push_back(now);
 }
 

@@ -9,12 +9,14 @@
 //    prefix): that actuator checks its item against the same set (TouchesNeverBan). The set
 //    is shared (SharedNeverBan): a reload that changes the allowlist swaps it whole for the
 //    guard and those actuators at once (Dispatcher::SetNeverBan).
-//  - the blast-radius limit: at most N new bans per minute over all actuators (threat-feed
-//    entries excepted: a feed version is vetted by its own shrink guard), and at most M
+//  - the blast-radius limit: at most N new bans per minute over all actuators, and at most M
 //    active per actuator. Token revocations have a per-minute budget of their own: they block
 //    no visitor, and a burst of them (tokens in a log) must not hold the bans behind it.
-//    Past it, applies are held: kept, reported (metric, log line,
-//    Admin.Status), not pushed, until an operator releases them (Admin.ReleaseHeld).
+//    Threat-feed entries (a feed version is vetted by its own shrink guard) and an operator's
+//    manual decisions (a deliberate act, which a flood of detections must not hold) spend
+//    neither budget; the active cap holds them too. Past a limit, applies are held: kept,
+//    reported (metric, log line, Admin.Status), not pushed, until an operator releases them
+//    (Admin.ReleaseHeld).
 //  - palisaded's own API token (its id, known once verified at start): a revocation of it is
 //    refused outright whatever a log says (the audit-log misuse rule catches it used from an
 //    unexpected address): the dispatcher raises an alert instead (ActionOutcome::alert).
@@ -79,10 +81,10 @@ class Guard {
   explicit Guard(GuardOptions options);
 
   // For an apply at `now` with `active` decisions already at the edge for its actuator. kAllow
-  // counts the apply toward the per-minute limit.
+  // counts the apply toward the per-minute limit (a feed or manual one spends none).
   Verdict Check(const palisade::v1::Decision& d, absl::Time now, int active);
   // Counts a released (operator-approved) apply toward the budget its kind spends (bans, or
-  // revocations) without checking it.
+  // revocations; a feed or manual one none) without checking it.
   void Record(const palisade::v1::Decision& d, absl::Time now);
 
   // True when the target is (or overlaps) the never-ban set. Paths and tokens never are.

@@ -115,6 +115,29 @@ TEST(GuardTest, BlastRadiusPerMinuteAndActive) {
   EXPECT_EQ(guard.Check(feed, t1, 0), Guard::Verdict::kNeverBan);
 }
 
+// An operator's ban (`decisions add`) is a deliberate act, as a feed version is: it spends none
+// of the per-minute budget (not even released), so a flood cannot hold it; the never-ban set
+// and the active cap still apply.
+TEST(GuardTest, ManualBansSkipThePerMinuteBudgetOnly) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  options.max_active_per_actuator = 10;
+  Guard guard(options);
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  palisade::v1::Decision manual = Ban("198.51.100.9");
+  manual.set_origin(palisade::v1::ORIGIN_MANUAL);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.7"), t0, 0), Guard::Verdict::kAllow);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.8"), t0, 0), Guard::Verdict::kHeld);
+  EXPECT_EQ(guard.Check(manual, t0, 0), Guard::Verdict::kAllow);
+  EXPECT_EQ(guard.Check(manual, t0, 10), Guard::Verdict::kHeld);
+  manual.mutable_target()->set_value("10.0.0.1");
+  EXPECT_EQ(guard.Check(manual, t0, 0), Guard::Verdict::kNeverBan);
+  // A manual ban released past the active cap takes no slot from the rules' budget.
+  const absl::Time t1 = t0 + absl::Minutes(2);
+  guard.Record(manual, t1);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.9"), t1, 0), Guard::Verdict::kAllow);
+}
+
 TEST(GuardTest, ShippedRangesFileMatchesTheBuiltInCopy) {
   absl::StatusOr<std::vector<std::string>> file = Guard::ReadCidrFile("deploy/cloudflare-ips.txt");
   ASSERT_TRUE(file.ok()) << file.status();

@@ -20,8 +20,10 @@ using palisade::v1::TargetKind;
 
 constexpr absl::Duration kDefaultMaxDuration = absl::Hours(24 * 30);
 constexpr absl::Duration kDefaultMemory = absl::Hours(24 * 7);
-// Offences restored from the store do not say which rule's memory they ran under: they are kept
-// as long as the longest default (a rule with a longer memory escalates less after a restart).
+// Offences restored from the store (or mirrored) do not say which rule's memory they ran under:
+// they are kept as long as the longest default, but their count stands only within the applying
+// rule's own memory (Offences::counted_until), so a rule escalates from it no more than without
+// a restart (one with a longer memory than another's may escalate less).
 constexpr absl::Duration kRestoredMemory = absl::Hours(24 * 30);
 
 absl::Duration Escalated(absl::Duration base, const palisade::v1::Escalation& esc,
@@ -143,13 +145,14 @@ void DecisionTable::SetLimits(const DecisionTableLimits& limits, prometheus::Reg
                           .Add({});
 }
 
-DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target,
-                                                       absl::Time last, absl::Duration memory) {
-  return OffencesLocked(target, last, memory, offences_.hash_function()(target));
+DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target, absl::Time last,
+                                                       absl::Duration memory, bool known) {
+  return OffencesLocked(target, last, memory, known, offences_.hash_function()(target));
 }
 
 DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target, absl::Time last,
-                                                       absl::Duration memory, size_t hash) {
+                                                       absl::Duration memory, bool known,
+                                                       size_t hash) {
   auto it = offences_.find(target, hash);
   if (it == offences_.end()) {
     it = offences_.emplace(target, Offences()).first;
@@ -157,6 +160,7 @@ DecisionTable::Offences& DecisionTable::OffencesLocked(const std::string& target
   }
   Offences& off = it->second;
   off.forget_at = std::max(off.forget_at, last + memory);
+  if (known) off.counted_until = std::max(off.counted_until, last + memory);
   // Queued once, at its first forget_at; a later one moves the entry only when ForgetLocked
   // reaches it (it moved on every detection: ~220 instructions in a set keyed by strings).
   if (off.queued_at == absl::InfinitePast()) {
@@ -243,7 +247,7 @@ absl::Status DecisionTable::Restore() {
     // A target's older rows (an offender forgotten, then back in a row of its own) come after
     // its latest.
     if (!restored.insert(o.target).second) continue;
-    Offences& off = OffencesLocked(o.target, o.last, kRestoredMemory);
+    Offences& off = OffencesLocked(o.target, o.last, kRestoredMemory, /*known=*/false);
     off.count = o.count;
     off.last = o.last;
     off.row = o.id;
@@ -382,7 +386,9 @@ absl::Status DecisionTable::WriteUnwrittenLocked() {
     return seqs.status();
   }
   // Their listeners heard them without an outbox sequence: the operations stay in the outbox
-  // and run again after a restart, which every actuator takes as a no-op.
+  // and run again after a restart, which every actuator takes as a no-op, but for an apply of
+  // a decision that has ended since (its remove completed on its own row): the dispatcher's
+  // Restore cancels that one.
   unwritten_.clear();
   unwritten_bytes_ = 0;
   if (unwritten_gauge_ != nullptr) unwritten_gauge_->Set(0);
@@ -796,7 +802,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       uint32_t previous = 0;
       if (auto it = offences_.find(target.value(), hash); it != offences_.end()) {
         if (start - it->second.last <= memory) previous = it->second.count;
-        remembered = start < it->second.forget_at;
+        remembered = start < it->second.counted_until;
       }
       offence = previous + 1;
     }
@@ -806,7 +812,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     // listing is not an offence.)
     Offences* off = nullptr;
     if (origin != palisade::v1::ORIGIN_FEED) {
-      off = &OffencesLocked(target.value(), start, memory, hash);
+      off = &OffencesLocked(target.value(), start, memory, /*known=*/true, hash);
       off->last = std::max(off->last, start);
       // Forgotten meanwhile (its memory shorter than the decision, or the cap): counted again
       // from the decision's offence, not from nothing.
@@ -859,11 +865,13 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   // feed's), and a feed's many entries never take an offender's place under the cap.
   const bool offence_counts = origin != palisade::v1::ORIGIN_FEED;
   uint32_t previous = 0;
-  bool remembered = false;  // some rule's memory still counts the offender's entry
+  // Some rule's memory still counts the offender's entry: one known to have counted it here
+  // (a restored count stands only within this rule's memory, which `previous` covers).
+  bool remembered = false;
   if (auto it = offences_.find(target.value(), hash);
       offence_counts && it != offences_.end()) {
     if (start - it->second.last <= memory) previous = it->second.count;
-    remembered = start < it->second.forget_at;
+    remembered = start < it->second.counted_until;
   }
   const uint32_t offence = previous + 1;
   const absl::Duration duration = Escalated(base, escalation, offence);
@@ -885,7 +893,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     return SetUpdate(DecisionChange::kRefused, std::move(d), out);  // nothing kept, as stale
   }
   if (offence_counts) {
-    Offences& off = OffencesLocked(target.value(), start, memory, hash);
+    Offences& off = OffencesLocked(target.value(), start, memory, /*known=*/true, hash);
     // Never lowered while a memory still counts it: a rule whose own memory lapsed starts at
     // offence 1, and a longer memory still escalates from the count it relies on.
     off.count = remembered ? std::max(off.count, offence) : offence;
@@ -1475,7 +1483,7 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
   // is not in the decision).
   if (d.origin() != palisade::v1::ORIGIN_FEED && d.offence() > 0) {
     const absl::Time start = FromProtoTime(d.start());
-    Offences& off = OffencesLocked(d.target().value(), start, kRestoredMemory);
+    Offences& off = OffencesLocked(d.target().value(), start, kRestoredMemory, /*known=*/false);
     if (start >= off.last) {
       off.count = std::max(off.count, d.offence());
       off.last = start;

@@ -17,7 +17,11 @@
 //    replaces a feed decision is such a new offence (a feed listing itself is none);
 //  - an offender has one count, whichever rules counted it: a rule whose own memory has run
 //    out since the last offence starts at offence 1, but the count is never lowered while a
-//    longer memory still counts it (Offences::forget_at), so that rule escalates from it;
+//    longer memory still counts it (Offences::counted_until), so that rule escalates from it.
+//    A count restored from the store (or mirrored from a cluster writer) does not say which
+//    rule's memory counted it: it stands only while the applying rule's own memory covers
+//    the last offence (after a restart a rule may escalate less than it would have, never
+//    more);
 //  - a decision past its expiry that no sweep (ExpireDue) has ended yet is ended, as the sweep
 //    would, when a claim on its target comes: the claim is not an extension of it (but a feed
 //    decision that its feed still lists is renewed, not re-created);
@@ -351,19 +355,25 @@ class DecisionTable {
     uint32_t count = 0;
     absl::Time last;
     // When the escalation memory of every rule that counted it has run out: past it the entry
-    // means nothing (the next offence is the first again) and is forgotten.
+    // means nothing (the next offence is the first again) and is forgotten. For an entry
+    // restored or mirrored, whose rules' memories are not known, kRestoredMemory's guess.
     absl::Time forget_at = absl::InfinitePast();
+    // When the memory of the rules known to have counted it here runs out (InfinitePast: none,
+    // a count restored or mirrored only): until then the count is never lowered. Not forget_at,
+    // whose 30-day guess kept a 7-day rule's count after a restart (offence 6 for 2).
+    absl::Time counted_until = absl::InfinitePast();
     // The time of its entry in offences_by_forget_ (at or before forget_at; InfinitePast: none).
     absl::Time queued_at = absl::InfinitePast();
     // Its row in the store (OffenceRow::id): numbered when the entry is made, in that order.
     int64_t row = 0;
   };
-  // The target's offences, created if needed; `memory` extends when they are forgotten.
-  Offences& OffencesLocked(const std::string& target, absl::Time last, absl::Duration memory)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The target's offences, created if needed; `memory` extends when they are forgotten, and
+  // when `known` (a rule's own memory, not kRestoredMemory's guess) how long the count stands.
+  Offences& OffencesLocked(const std::string& target, absl::Time last, absl::Duration memory,
+                           bool known) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The same, `hash` being offences_'s hash of `target` (worked out once for several maps).
   Offences& OffencesLocked(const std::string& target, absl::Time last, absl::Duration memory,
-                           size_t hash) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                           bool known, size_t hash) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `d` has just ended (expired, withdrawn): it becomes forgettable.
   void EndedLocked(const palisade::v1::Decision& d) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forgets the ended decisions and offenders past their retention (at `now`) or over the caps.

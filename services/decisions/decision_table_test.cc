@@ -1502,6 +1502,49 @@ TEST_F(DecisionTableTest, ARestartCountsFromTheLatestRowOfAnOffender) {
   EXPECT_EQ(apply(table).decision.offence(), 2u);
 }
 
+// Restored offences do not say which rule's memory counted them. They were kept for 30 days
+// whatever the rule, so a 7-day rule's offender quiet for 10 days started at offence 1 but kept
+// its old count, and its next offence an hour later was the sixth (32 times the base) instead
+// of the second, as without a restart. A restored count stands only within the applying rule's
+// own memory.
+TEST_F(DecisionTableTest, ARestoredCountLapsesWithTheApplyingRulesOwnMemory) {
+  auto store = FreshStore("lapsed.db");
+  ASSERT_THAT(store, IsOk());
+  palisade::v1::DecisionSpec spec = HourBlock();
+  spec.mutable_escalation()->set_factor(2);
+  *spec.mutable_escalation()->mutable_memory() = ToProtoDuration(absl::Hours(24 * 7));
+  absl::Time last_offence;
+  {
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {});
+    for (uint32_t offence = 1; offence <= 5; ++offence) {  // 1 h, 2 h, 4 h, 8 h, 16 h
+      last_offence = clock_.TimeNow();
+      DecisionUpdate u = table.Apply(Det("203.0.113.7", last_offence), spec);
+      ASSERT_EQ(u.change, DecisionChange::kCreated);
+      ASSERT_EQ(u.decision.offence(), offence);
+      clock_.Advance(DecisionExpiry(u.decision) - clock_.TimeNow());
+      ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+    }
+  }
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {});
+  ASSERT_THAT(table.Restore(), IsOk());
+  ASSERT_EQ(table.offenders(), 1u);
+  // Ten days after the last offence: past the rule's 7-day memory.
+  clock_.Advance(last_offence + absl::Hours(24 * 10) - clock_.TimeNow());
+  table.ExpireDue();
+  DecisionUpdate first = table.Apply(Det("203.0.113.7", clock_.TimeNow()), spec);
+  ASSERT_EQ(first.change, DecisionChange::kCreated);
+  EXPECT_EQ(first.decision.offence(), 1u);
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+  DecisionUpdate second = table.Apply(Det("203.0.113.7", clock_.TimeNow()), spec);
+  ASSERT_EQ(second.change, DecisionChange::kCreated);
+  EXPECT_EQ(second.decision.offence(), 2u);
+  EXPECT_EQ(DecisionExpiry(second.decision) - FromProtoTime(second.decision.start()),
+            absl::Hours(2));
+}
+
 // The store refuses a write (a full disk, an I/O error): the decision stands and is enforced,
 // and its rows are written, in their order, by the next write or sweep once the store takes
 // them again. They used to be dropped with a line on stderr: a restart forgot the ban and its
