@@ -33,6 +33,8 @@ constexpr size_t kMaxUserAgent = 128;
 constexpr size_t kMaxScenario = 256;
 // A request's headers, and the rest of its request line (BoundedStream).
 constexpr size_t kMaxHeaderBytes = 16 << 10;
+// A stream answer is handed to httplib in pieces of this size (see Start).
+constexpr size_t kAnswerPieceBytes = 64 << 10;
 
 std::string Sha256(absl::string_view s) {
   unsigned char md[SHA256_DIGEST_LENGTH];
@@ -151,16 +153,14 @@ bool NeedsReissue(const BouncerChangeRow& served, const BouncerChangeRow& next) 
          next.scope != served.scope;
 }
 
-// Whether what a row decides on (DecidedRange) overlaps `set`, directly or through the IPv4
-// addresses an IPv6 range embeds: TouchesNeverBan's judgement without NonPublicRanges (a
-// bouncer on a private network bans private addresses; the edge has none to ban).
-bool Touches(const CidrSet& set, const std::optional<Cidr>& decided) {
-  if (!decided || set.size() == 0) return false;
-  if (set.ContainsAnyIn(*decided)) return true;
-  for (const Cidr& v4 : EmbeddedIpv4Ranges(*decided)) {
-    if (set.ContainsAnyIn(v4)) return true;
-  }
-  return false;
+// Whether what a row decides on (DecidedRange) is withheld from bouncers: what the edge's guard
+// refuses (TouchesNeverBan: `never_ban` or a non-public range, directly or through the IPv4 an
+// IPv6 address or range embeds). Non-public too: a host's firewall bouncer behind a load
+// balancer or proxy on a private network would drop it, and every visitor it carries, once a
+// rule took its address for the client's; CrowdSec's default whitelist never decides on those
+// ranges either. A value that does not parse decides on nothing and is not withheld.
+bool Withheld(const CidrSet& never_ban, const std::optional<Cidr>& decided) {
+  return decided && TouchesNeverBan(*decided, never_ban);
 }
 
 // The deletion of `served` that goes before a reissue's new entry: its own row, same id.
@@ -605,7 +605,7 @@ BouncerApi::BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Stor
                          .Help(
                              "Decisions withheld from CrowdSec bouncers because they decide on a "
                              "never-ban address (Cloudflare's ranges, this host's addresses, the "
-                             "allowlist), each once when withheld.")
+                             "allowlist) or a non-public one, each once when withheld.")
                          .Register(registry)
                          .Add({});
   refused_ = &prometheus::BuildCounter()
@@ -925,7 +925,7 @@ void BouncerApi::ReleaseDueLocked() {
 }
 
 bool BouncerApi::NeverBanLocked(const std::optional<Cidr>& decided) const {
-  return Touches(never_ban_, decided);
+  return Withheld(never_ban_, decided);
 }
 
 void BouncerApi::SetNeverBan(CidrSet never_ban) {
@@ -951,7 +951,7 @@ void BouncerApi::SetNeverBan(CidrSet never_ban) {
   const Snapshot active = TakeSnapshot();
   std::vector<std::shared_ptr<const ActiveRow>> covered;
   for (const auto& [id, a] : *active.rows) {
-    if (Touches(set, a->decided)) covered.push_back(a);
+    if (Withheld(set, a->decided)) covered.push_back(a);
   }
   if (covered.empty()) return;
   const absl::Time now = clock_.TimeNow();
@@ -1050,6 +1050,14 @@ absl::Status BouncerApi::Flush() {
   return FlushLocked();
 }
 
+bool BouncerApi::WaitForAnswersForTesting(absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  return mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](int* n) ABSL_NO_THREAD_SAFETY_ANALYSIS { return *n == 0; }, &answers_in_flight_),
+      timeout);
+}
+
 size_t BouncerApi::pending_bytes() {
   absl::MutexLock lock(&mu_);
   return pending_bytes_;
@@ -1134,10 +1142,21 @@ void BouncerApi::FoldIfLarge() {
 }
 
 BouncerReply BouncerApi::Handle(const BouncerRequest& request) {
+  PendingReply answer = Answer(request);
+  if (answer.settle) {
+    if (absl::Status s = answer.settle(true); !s.ok()) {
+      return JsonError(500, "the pull cannot be recorded");
+    }
+  }
+  return std::move(answer.reply);
+}
+
+BouncerApi::PendingReply BouncerApi::Answer(const BouncerRequest& request) {
   if (request.target_bytes > config_.max_query_bytes()) {
     refused_->Add({{"reason", "too_long"}}).Increment();
-    return JsonError(414, absl::StrCat("the request target is longer than ",
-                                       config_.max_query_bytes(), " bytes"));
+    BouncerReply r = JsonError(414, absl::StrCat("the request target is longer than ",
+                                                 config_.max_query_bytes(), " bytes"));
+    return {std::move(r), nullptr};
   }
   const bool stream = request.path == "/v1/decisions/stream";
   const bool live = request.path == "/v1/decisions";
@@ -1147,7 +1166,7 @@ BouncerReply BouncerApi::Handle(const BouncerRequest& request) {
     BouncerReply r;
     r.status = 405;
     r.content_type.clear();
-    return r;
+    return {std::move(r), nullptr};
   }
   std::shared_ptr<Bouncer> bouncer;
   {
@@ -1156,16 +1175,28 @@ BouncerReply BouncerApi::Handle(const BouncerRequest& request) {
   }
   if (bouncer == nullptr) {
     refused_->Add({{"reason", "auth"}}).Increment();
-    return Forbidden();
+    return {Forbidden(), nullptr};
   }
-  return stream ? Stream(std::move(bouncer), request) : Live(std::move(bouncer), request);
+  if (stream) return Stream(std::move(bouncer), request);
+  return {Live(std::move(bouncer), request), nullptr};
 }
 
-BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerRequest& request) {
+BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
+                                            const BouncerRequest& request) {
   Filters f = ParseFilters(request.params, StreamParams());
   if (!f.error.empty()) {
     refused_->Add({{"reason", "bad_request"}}).Increment();
-    return JsonError(400, f.error);
+    return {JsonError(400, f.error), nullptr};
+  }
+  // The bouncer's previous answer first: its position moves once that is written, and a pull
+  // served before it would serve its changes again.
+  {
+    Bouncer* b = bouncer.get();
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(
+        absl::Condition(
+            +[](Bouncer* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !b->answer_in_flight; }, b),
+        kAnswerInFlightWait);
   }
   // Pulls one at a time (as when they ran under mu_), and none while Trim runs: the position
   // read here is the one the pull moves from, and the log read below still holds what lies
@@ -1174,7 +1205,7 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
   // What the log holds in memory goes to the store first (and after dropped changes, the log is
   // rebuilt): the position served must never pass a change the store does not have.
   if (absl::Status s = CatchUp(); !s.ok()) {
-    return JsonError(500, "the decision log cannot be written");
+    return {JsonError(500, "the decision log cannot be written"), nullptr};
   }
   int64_t position = 0;
   bool behind = false;
@@ -1182,7 +1213,7 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
     absl::MutexLock lock(&mu_);
     // The reissues due now are this pull's (the ticker logs them too, within a second).
     ReleaseDueLocked();
-    if (!RegisteredLocked(bouncer)) return Forbidden();
+    if (!RegisteredLocked(bouncer)) return {Forbidden(), nullptr};
     position = bouncer->row.position;
     // A bouncer whose position lies below what age or count trimmed missed deletions: it gets
     // every active decision, as at startup, and the deletions still held.
@@ -1197,7 +1228,7 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
     absl::MutexLock lock(&mu_);
     // Changes logged since CatchUp, written too (and none dropped meanwhile).
     if (absl::Status flushed = FlushLocked(); !flushed.ok() || rebuild_) {
-      return JsonError(500, "the decision log cannot be written");
+      return {JsonError(500, "the decision log cannot be written"), nullptr};
     }
     served = active.rows != nullptr ? active.seq : last_seq_;
   }
@@ -1220,7 +1251,7 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
         store_->LoadBouncerChanges(position, /*live_only=*/position == 0);
     if (!rows.ok()) {
       Log(absl::StrCat("bouncer_api: ", rows.status().message()));
-      return JsonError(500, "the decision log cannot be read");
+      return {JsonError(500, "the decision log cannot be read"), nullptr};
     }
     logged = *std::move(rows);
     // A decision reissued and then ended has two deletion rows (the reissue's and its own):
@@ -1249,32 +1280,53 @@ BouncerReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer, const BouncerR
   AppendList(added, now, &reply.body);
   reply.body += "}";
 
-  // The position moves to the one served: what was filtered out is not served later either (as
-  // CrowdSec's time-based pulls).
+  // The position moves to the one served once the answer was written whole (settle): what was
+  // filtered out is not served later either (as CrowdSec's time-based pulls).
   std::string address = Printable(request.address, 64);
   std::string user_agent = Printable(request.user_agent, kMaxUserAgent);
-  absl::MutexLock lock(&mu_);
-  if (!RegisteredLocked(bouncer)) return Forbidden();  // deleted while its answer was written
-  BouncerRow& row = bouncer->row;
-  if (absl::Status s = store_->RecordPull(row.name, now, address, user_agent, served); !s.ok()) {
-    // The answer is not sent, and the position in memory stays where it was: the next pull is
-    // served these changes again (and Trim keeps the deletions this bouncer was not told of).
-    Log(absl::StrCat("bouncer_api: ", s.message()));
-    return JsonError(500, "the pull cannot be recorded");
+  {
+    absl::MutexLock lock(&mu_);
+    if (!RegisteredLocked(bouncer)) return {Forbidden(), nullptr};  // deleted meanwhile
+    bouncer->answer_in_flight = true;
+    ++answers_in_flight_;
   }
-  row.position = served;
-  row.last_pull = now;
-  bouncer->stored_pull = now;
-  bouncer->pull_unstored = false;
-  bouncer->pull_store_failing = false;
-  row.address = std::move(address);
-  row.user_agent = std::move(user_agent);
-  (f.startup || behind ? bouncer->pulls_startup : bouncer->pulls_stream)->Increment();
-  bouncer->served_new->Increment(static_cast<double>(added.size()));
-  bouncer->served_deleted->Increment(static_cast<double>(deleted.size()));
-  bouncer->last_pull->Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
-  bouncer->since_last_pull->Set(0);
-  return reply;
+  const bool startup_kind = f.startup || behind;
+  const size_t new_count = added.size();
+  const size_t deleted_count = deleted.size();
+  auto settle = [this, bouncer, served, now, address = std::move(address),
+                 user_agent = std::move(user_agent), startup_kind, new_count,
+                 deleted_count](bool delivered) mutable -> absl::Status {
+    absl::MutexLock lock(&mu_);
+    bouncer->answer_in_flight = false;
+    --answers_in_flight_;
+    // Not written whole: nothing moves, the next pull serves these changes again. A bouncer
+    // deleted meanwhile has no row (nor metrics) left.
+    if (!delivered || !RegisteredLocked(bouncer)) return absl::OkStatus();
+    BouncerRow& row = bouncer->row;
+    // Only ever up: a pull that waited past kAnswerInFlightWait may settle after a later one.
+    const int64_t position = std::max(row.position, served);
+    if (absl::Status s = store_->RecordPull(row.name, now, address, user_agent, position);
+        !s.ok()) {
+      // The position in memory stays where it was: the next pull is served these changes
+      // again (and Trim keeps the deletions this bouncer was not told of).
+      Log(absl::StrCat("bouncer_api: ", s.message()));
+      return s;
+    }
+    row.position = position;
+    row.last_pull = now;
+    bouncer->stored_pull = now;
+    bouncer->pull_unstored = false;
+    bouncer->pull_store_failing = false;
+    row.address = std::move(address);
+    row.user_agent = std::move(user_agent);
+    (startup_kind ? bouncer->pulls_startup : bouncer->pulls_stream)->Increment();
+    bouncer->served_new->Increment(static_cast<double>(new_count));
+    bouncer->served_deleted->Increment(static_cast<double>(deleted_count));
+    bouncer->last_pull->Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
+    bouncer->since_last_pull->Set(0);
+    return absl::OkStatus();
+  };
+  return {std::move(reply), std::move(settle)};
 }
 
 BouncerReply BouncerApi::Live(std::shared_ptr<Bouncer> bouncer, const BouncerRequest& request) {
@@ -1344,9 +1396,10 @@ BouncerReply BouncerApi::Live(std::shared_ptr<Bouncer> bouncer, const BouncerReq
 }
 
 absl::StatusOr<int64_t> BouncerApi::Trim() {
-  // Not while a pull is between reading the log and recording its position (Stream): positions
-  // move under pull_mu_ only, so the store's trim below runs outside mu_ (a bulk delete, which
-  // every key check, live question and decision change would wait for).
+  // Not while a pull reads the log (Stream). A position moves outside pull_mu_ (once its
+  // answer was written), but only up: the bound taken below stays safe if one moves meanwhile,
+  // so the store's trim runs outside mu_ (a bulk delete, which every key check, live question
+  // and decision change would wait for).
   absl::MutexLock pull(&pull_mu_);
   if (absl::Status s = CatchUp(); !s.ok()) return s;
   int64_t served_through = 0;
@@ -1437,9 +1490,32 @@ absl::Status BouncerApi::Start() {
     r.api_key = req.get_header_value("X-Api-Key");
     r.address = req.remote_addr;
     r.user_agent = req.get_header_value("User-Agent");
-    BouncerReply reply = self->Handle(r);
+    PendingReply answer = self->Answer(r);
+    BouncerReply& reply = answer.reply;
     res.status = reply.status;
-    if (!reply.body.empty()) {
+    if (answer.settle) {
+      // A pull is recorded only once its answer was written whole: httplib calls the releaser
+      // when the response is done with, `success` false when a write failed. Its loop over the
+      // provider also ends once the server is stopping, which it may take for a success: so
+      // the bytes handed over are counted too. An answer cut off is served again next pull.
+      auto body = std::make_shared<const std::string>(std::move(reply.body));
+      auto written = std::make_shared<size_t>(0);
+      auto settle = std::make_shared<std::function<absl::Status(bool)>>(std::move(answer.settle));
+      res.set_content_provider(
+          body->size(), reply.content_type,
+          [body, written](size_t offset, size_t length, httplib::DataSink& sink) {
+            // In pieces: a stop is seen between two (a piece waits at most the write timeout).
+            const size_t n = std::min(length, kAnswerPieceBytes);
+            if (!sink.write(body->data() + offset, n)) return false;
+            *written = offset + n;
+            return true;
+          },
+          [body, written, settle](bool success) {
+            if (*settle == nullptr) return;  // settled once (a copied Response calls it again)
+            (void)(*settle)(success && *written == body->size());
+            *settle = nullptr;
+          });
+    } else if (!reply.body.empty()) {
       res.set_content(std::move(reply.body), reply.content_type.c_str());
     } else if (!reply.content_type.empty()) {
       res.set_header("Content-Type", reply.content_type);

@@ -19,9 +19,11 @@
 // Which decisions bouncers see: active, not dry run, on an address (scope "Ip") or a range
 // ("Range": feeds' CIDRs), whose action is block ("ban") or a challenge ("captcha"). Paths,
 // token fingerprints and rate limits never. Nor one on a never-ban address (SetNeverBan:
-// Cloudflare's ranges, this host's addresses, the allowlist; a range that overlaps one, or an
-// IPv6 one that embeds one, as the edge guard judges): a firewall bouncer on an origin behind
-// Cloudflare would drop a Cloudflare address and every visitor it carries. Those are withheld
+// Cloudflare's ranges, this host's addresses, the allowlist) or a non-public one (loopback,
+// private, CGNAT, link-local, ULA: NonPublicRanges, even before SetNeverBan); a range that
+// overlaps one, or an IPv6 one that embeds one, as the edge guard judges (TouchesNeverBan): a
+// firewall bouncer on an origin behind Cloudflare, or behind a proxy on a private network, would
+// drop that address and every visitor it carries. Those are withheld
 // (palisade_bouncer_decisions_withheld_total), and a change of the set takes back what it now
 // covers and serves what it no longer covers. One whose end has passed is not served in `new` or
 // live, though the table's sweep has not expired it yet (CrowdSec serves until > now only);
@@ -45,7 +47,12 @@
 // meanwhile: crowdsec-custom-bouncer skips an add of a value it added less than its cache
 // retention (10 s) before, a delete between or not. A bouncer that had not pulled the earlier
 // row is served the deletion too (firewall bouncer: "not present"; custom: its script's del).
-// The bouncer's position moves to the log's end with each pull (stored with the pull). Live
+// The bouncer's position moves to the log's end served by a pull once its answer was written
+// whole (handed to the kernel; then stored with the pull): an answer cut off (a stop, a kill, a
+// reset, a write timeout) moves nothing, and the next pull serves the same changes again.
+// Bytes the kernel took that the bouncer never read count as written, so a crash there replays
+// rather than loses (both bouncers take a replay: "already in set", "not present"). A bouncer's
+// next pull waits for its previous answer to be written or cut (up to kAnswerInFlightWait). Live
 // rows stay as long as their decision; deletion rows are trimmed once every registered bouncer
 // served anything (position > 0: a live-mode bouncer's never moves) was served past them, or past
 // deletion_retention, or past max_deletions (oldest first). A bouncer whose position lies below
@@ -188,9 +195,10 @@ class BouncerApi {
   // under one lock, so that no pull is served a part of it.
   void OnUpdates(const std::vector<DecisionUpdate>& updates);
   // The addresses no bouncer is served a decision on (palisaded's NeverBanSet; empty until
-  // set). Call it before Attach, so that the log is brought in line at start, and again
-  // whenever the set changes (a reload): decisions served that it now covers are logged as
-  // deletions, those withheld that it no longer covers as new.
+  // set), beside the non-public ranges, always withheld. Call it before Attach, so that the
+  // log is brought in line at start, and again whenever the set changes (a reload): decisions
+  // served that it now covers are logged as deletions, those withheld that it no longer covers
+  // as new.
   void SetNeverBan(CidrSet never_ban) ABSL_LOCKS_EXCLUDED(mu_, fold_mu_);
 
   // Admin: a new bouncer and its key (returned once). kInvalidArgument for a name that is not
@@ -201,7 +209,9 @@ class BouncerApi {
   // Registered bouncers, and those stale (no pull within stale_after).
   std::pair<uint32_t, uint32_t> BouncerCounts();
 
-  // Answers one request (the HTTP server's handler; tests and the benchmark call it directly).
+  // Answers one request and takes it as delivered: a stream pull's position moves before this
+  // returns (500 when the store refuses it). Tests and the benchmark call it; the HTTP server
+  // moves the position only once the answer was written whole (see the header comment).
   BouncerReply Handle(const BouncerRequest& request);
 
   // Forgets what the log no longer needs (see the header comment); the ticker runs it every
@@ -223,6 +233,10 @@ class BouncerApi {
   // answer is written, so a test can hold an answer there and see what waits for it. Set it
   // before any request.
   void SetAnswerHookForTesting(std::function<void()> hook) { answer_hook_ = std::move(hook); }
+  // Tests: waits up to `timeout` until every stream answer the server was writing is written or
+  // cut, and its pull recorded or not (a client has the whole answer before the server's
+  // writer returns); whether none is left.
+  bool WaitForAnswersForTesting(absl::Duration timeout);
   // Tests: `hook` runs in Trim just before its store transaction. Set it before any Trim.
   void SetTrimHookForTesting(std::function<void()> hook) { trim_hook_ = std::move(hook); }
   // Tests: answers live ip= questions as the others are, over every active row of a snapshot,
@@ -253,6 +267,8 @@ class BouncerApi {
     // once until a write goes through): tried again kLivePullStoreInterval later only.
     absl::Time pull_store_tried = absl::InfinitePast();
     bool pull_store_failing = false;
+    // A stream answer is being written, its pull not recorded yet (PendingReply::settle).
+    bool answer_in_flight = false;
     prometheus::Counter* pulls_startup = nullptr;
     prometheus::Counter* pulls_stream = nullptr;
     prometheus::Counter* pulls_live = nullptr;
@@ -260,6 +276,14 @@ class BouncerApi {
     prometheus::Counter* served_deleted = nullptr;
     prometheus::Gauge* last_pull = nullptr;
     prometheus::Gauge* since_last_pull = nullptr;
+  };
+  // An answer and, for a stream pull's 200, what to do once it was written: `settle(true)`
+  // records the pull (the position moves to what was served); `settle(false)`, an answer not
+  // written whole, records nothing. Either clears the bouncer's answer_in_flight; call it once.
+  // Not OK when the store refuses the pull (the position stays).
+  struct PendingReply {
+    BouncerReply reply;
+    std::function<absl::Status(bool delivered)> settle;
   };
   BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Store* store,
              prometheus::Registry& registry, std::function<void(const std::string&)> log);
@@ -281,7 +305,8 @@ class BouncerApi {
                     std::vector<BouncerChangeRow>* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Logs the held reissues due at the clock's time (the ticker; every pull, first).
   void ReleaseDueLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Whether what `decided` decides on touches never_ban_ (see the header comment).
+  // Whether what `decided` decides on touches never_ban_ or a non-public range (see the header
+  // comment).
   bool NeverBanLocked(const std::optional<Cidr>& decided) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Numbers `rows`, applies them to the active rows (changes_) and queues them for the store
   // (pending_): written at kMaxPending rows or max_pending_bytes_, unless the last write
@@ -309,7 +334,9 @@ class BouncerApi {
   // as the snapshot (the ticker): no reader may come for long (ip= questions take none), and
   // until one does the layer keeps replaced rows alive beside their successors.
   void FoldIfLarge() ABSL_LOCKS_EXCLUDED(mu_, fold_mu_);
-  BouncerReply Stream(std::shared_ptr<Bouncer> bouncer, const BouncerRequest& request)
+  // Handle without taking the answer as delivered: the HTTP server settles it once written.
+  PendingReply Answer(const BouncerRequest& request) ABSL_LOCKS_EXCLUDED(mu_, pull_mu_);
+  PendingReply Stream(std::shared_ptr<Bouncer> bouncer, const BouncerRequest& request)
       ABSL_LOCKS_EXCLUDED(mu_, pull_mu_);
   BouncerReply Live(std::shared_ptr<Bouncer> bouncer, const BouncerRequest& request)
       ABSL_LOCKS_EXCLUDED(mu_);
@@ -325,9 +352,11 @@ class BouncerApi {
   std::function<void()> trim_hook_;
 
   // Taken in this order. pull_mu_: one pull (or Trim) at a time, so that what a pull reads of
-  // the log outside mu_ is not trimmed before its position is recorded. fold_mu_: one fold of
-  // the active rows at a time (readers wait there for each other, never the listener). mu_:
-  // everything else, held for nothing that grows with the active decisions or the requests.
+  // the log outside mu_ is not trimmed before its answer is made (whole, in memory; its
+  // position, recorded once that is written, only rises, so Trim's bound stays safe).
+  // fold_mu_: one fold of the active rows at a time (readers wait there for each other, never
+  // the listener). mu_: everything else, held for nothing that grows with the active decisions
+  // or the requests.
   absl::Mutex pull_mu_ ABSL_ACQUIRED_BEFORE(fold_mu_);
   absl::Mutex fold_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   absl::Mutex mu_;
@@ -347,12 +376,18 @@ class BouncerApi {
   std::unique_ptr<LiveIndex> index_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> live_scan_for_testing_{false};
   int64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
+  // Stream answers being written, their pulls not settled yet (Bouncer::answer_in_flight).
+  int answers_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   // Changes numbered but not yet in the store: written together by the ticker (every second),
   // before any pull is answered, at kMaxPending, and at Stop.
   static constexpr size_t kMaxPending = 10'000;
   // A live-mode bouncer asks once per request its server takes: its pull is stored at most
   // this often (a question is not a write transaction), and at Stop.
   static constexpr absl::Duration kLivePullStoreInterval = absl::Minutes(1);
+  // How long a bouncer's pull waits for its previous answer to be written or cut: past the
+  // server's 10 s write timeout, which cuts an answer whose reader stopped reading. Past it the
+  // pull is served from the position as it is (a replay at worst: positions only rise).
+  static constexpr absl::Duration kAnswerInFlightWait = absl::Seconds(15);
   std::vector<BouncerChangeRow> pending_ ABSL_GUARDED_BY(mu_);
   // What pending_ may hold while the store refuses it (~60,000 changes): past it they are
   // dropped (DropPendingLocked).
@@ -379,8 +414,9 @@ class BouncerApi {
   absl::flat_hash_map<std::string, Held> held_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<absl::Time, std::string>> held_by_due_ ABSL_GUARDED_BY(mu_);
   CidrSet never_ban_ ABSL_GUARDED_BY(mu_);
-  // The decisions withheld for never_ban_, by id, as they would be served: few (a decision on a
-  // protected address), and what SetNeverBan serves when the set no longer covers them.
+  // The decisions withheld for never_ban_ or a non-public range, by id, as they would be served:
+  // few (a decision on a protected or private address), and what SetNeverBan serves when the
+  // set no longer covers them.
   absl::flat_hash_map<std::string, BouncerChangeRow> withheld_ ABSL_GUARDED_BY(mu_);
 
   prometheus::Family<prometheus::Counter>* pulls_ = nullptr;

@@ -98,6 +98,9 @@ struct Daemon {
     httplib::Headers headers = {{"User-Agent", user_agent}};
     if (!key.empty()) headers.emplace("X-Api-Key", key);
     httplib::Result r = client.Get(target.c_str(), headers);
+    // A pull is recorded once its answer was written, which the client may see first: what the
+    // test checks next (a position, a metric, the next pull of another bouncer) follows it.
+    EXPECT_TRUE(api->WaitForAnswersForTesting(absl::Seconds(60)));
     if (!r) return {-1, ""};
     return {r->status, r->body};
   }
@@ -177,8 +180,14 @@ BouncerRequest Request(const std::string& path, const std::string& key,
 // request, or keep a connection open and idle.
 class RawConnection {
  public:
-  explicit RawConnection(int port) {
+  // `receive_buffer` > 0: SO_RCVBUF, set before connecting so that it bounds the window the
+  // server may fill (a reader that reads nothing then holds a large answer in the server's send).
+  explicit RawConnection(int port, int receive_buffer = 0) {
     fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (receive_buffer > 0) {
+      EXPECT_EQ(::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof(receive_buffer)),
+                0);
+    }
     sockaddr_in a{};
     a.sin_family = AF_INET;
     a.sin_port = htons(static_cast<uint16_t>(port));
@@ -613,6 +622,29 @@ TEST(BouncerApiTest, DecisionsOnNeverBanAddressesAreWithheld) {
   EXPECT_EQ(Values(d.Pull(key, /*startup=*/true)["new"]), std::set<std::string>{"203.0.113.7"});
 }
 
+// Bouncers withhold what the edge's guard refuses (TouchesNeverBan): the never-ban set and the
+// non-public ranges, even before any set is given, and an IPv6 address or range that embeds
+// one. They withheld the set only: a host's firewall bouncer behind a load balancer or proxy on
+// a private network dropped it, and every visitor with it, once a rule took its address for
+// the client's (no realip). CrowdSec's default whitelist never decides on those ranges either.
+TEST(BouncerApiTest, DecisionsOnNonPublicAddressesAreWithheldAsAtTheEdge) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("non-public.db"), clock);
+  const std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7");
+  d.Ban("2001:db8::7");
+  d.Ban("10.0.0.5");
+  d.Ban("100.64.0.9");     // CGNAT
+  d.Ban("fd00::5");        // ULA
+  d.Ban("2002:a00:1::1");  // 6to4: 10.0.0.1
+  d.Ban("192.168.0.0/16", absl::Hours(2), palisade::v1::TARGET_KIND_RANGE);
+  d.Ban("172.0.0.0/8", absl::Hours(2), palisade::v1::TARGET_KIND_RANGE);  // holds 172.16/12
+  EXPECT_EQ(Values(d.Pull(key)["new"]), (std::set<std::string>{"203.0.113.7", "2001:db8::7"}));
+  EXPECT_EQ(d.Get("/v1/decisions?ip=10.0.0.5", key).second, "null");
+  EXPECT_EQ(d.Get("/v1/decisions?ip=192.168.1.1", key).second, "null");
+  EXPECT_THAT(d.Metrics(), HasSubstr("palisade_bouncer_decisions_withheld_total 6"));
+}
+
 TEST(BouncerApiTest, ExpiryOnTheClockIsADeletion) {
   SimulatedClock clock;
   Daemon d(FreshPath("expiry.db"), clock);
@@ -729,10 +761,61 @@ TEST(BouncerApiTest, ARestartOfPalisadedNeitherLosesNorReplays) {
   }
 }
 
+// A pull's position was stored before its answer was written (httplib writes after the handler
+// returns), so an answer cut off by a stop (or kill, or a reset) moved the position and
+// delivered nothing: the next pull skipped those decisions for good. The position now moves
+// only once the answer was written whole. The answer here (~12 MB) is far more than loopback's
+// buffers hold (the server's send buffer grows to tcp_wmem's 4 MiB at most; the reader's window
+// is 4 KiB and it reads only the head), so it is still being written when the daemon stops.
+TEST(BouncerApiTest, AnAnswerCutByStopIsServedAgainAfterTheRestart) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("cut-by-stop.db");
+  constexpr int kFeed = 30'000;
+  std::string key;
+  {
+    Daemon d(path, clock);
+    key = *d.api->AddBouncer("fw");
+    std::vector<DecisionTable::FeedTarget> feed(kFeed);
+    for (int i = 0; i < kFeed; ++i) {
+      feed[i].target.set_kind(palisade::v1::TARGET_KIND_IP);
+      feed[i].target.set_value(absl::StrCat("11.", i / 65536, ".", i / 256 % 256, ".", i % 256));
+      feed[i].reason = std::string(250, 'r');  // the served scenario: ~400 bytes a decision
+    }
+    palisade::v1::DecisionSpec spec;
+    spec.set_action(palisade::v1::ACTION_BLOCK);
+    spec.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    spec.mutable_duration()->set_seconds(24 * 3600);
+    ASSERT_THAT(d.table.SyncFeed(feed, spec, absl::InfinitePast()), SizeIs(kFeed));
+
+    RawConnection reader(d.api->port(), /*receive_buffer=*/4096);
+    ASSERT_TRUE(reader.Send(absl::StrCat("GET /v1/decisions/stream?startup=false HTTP/1.1\r\n",
+                                         "Host: palisade\r\nX-Api-Key: ", key, "\r\n\r\n")));
+    // The answer's head came: the handler returned and the body is being written.
+    const absl::Time give_up = absl::Now() + absl::Seconds(60);
+    while (!absl::StrContains(reader.got(), "\r\n\r\n") && !reader.closed() &&
+           absl::Now() < give_up) {
+      reader.Read(absl::Milliseconds(100));
+    }
+    ASSERT_THAT(reader.got(), HasSubstr("HTTP/1.1 200"));
+  }  // the daemon stops with the answer cut off
+  {
+    Daemon d(path, clock);
+    httplib::Client client("127.0.0.1", d.api->port());
+    client.set_read_timeout(120, 0);  // a bound, not a speed: the answer is ~12 MB
+    httplib::Result r = client.Get("/v1/decisions/stream?startup=false", {{"X-Api-Key", key}});
+    ASSERT_TRUE(r);
+    ASSERT_EQ(r->status, 200);
+    json next = json::parse(r->body, nullptr, false);
+    EXPECT_THAT(next["new"], SizeIs(kFeed)) << r->body.substr(0, 200);
+  }
+}
+
 using ::palisade::testing::ExecSql;
 
-// A pull whose position cannot be written is answered 500 and its position stays where it was:
-// the next pull serves the same changes again, none skipped.
+// A pull whose position cannot be written leaves its position where it was: the next pull
+// serves the same changes again, none skipped. Over HTTP the pull is recorded once its answer
+// was written, so the bouncer has it (a replay later, not a loss); Handle, which takes its
+// answer as delivered, records first and answers 500.
 TEST(BouncerApiTest, APullThatCannotBeRecordedIsServedAgain) {
   SimulatedClock clock;
   const std::string path = FreshPath("pull-fails.db");
@@ -742,7 +825,10 @@ TEST(BouncerApiTest, APullThatCannotBeRecordedIsServedAgain) {
   ExecSql(path, R"sql(
       CREATE TRIGGER break_pull BEFORE UPDATE ON bouncers
         BEGIN SELECT RAISE(ABORT, 'injected: pull not recorded'); END;)sql");
-  EXPECT_EQ(d.Get("/v1/decisions/stream?startup=false", key).first, 500);
+  EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
+  EXPECT_EQ(d.api->Handle(Request("/v1/decisions/stream", key, {{"startup", "false"}})).status,
+            500);
+  EXPECT_EQ((*d.store->LoadBouncers())[0].position, 0);
   ExecSql(path, "DROP TRIGGER break_pull;");
   EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
   EXPECT_EQ((*d.store->LoadBouncers())[0].position, d.api->last_seq());

@@ -103,19 +103,6 @@ absl::StatusCode CodeFor(int http, int cf_code, absl::string_view message) {
   return absl::StatusCode::kInvalidArgument;
 }
 
-// Whether a transport failure came before any of the request left: libcurl could not resolve
-// the host or the proxy, or could not connect. HttpTransport gives no cause but its message,
-// "HTTP transport: " and libcurl's text for the code (CurlTransport), so that text is compared
-// with libcurl's own for those codes. Any other failure (a timeout, a reset, a reply cut off)
-// may have come after the API acted.
-bool NeverSent(const absl::Status& s) {
-  for (CURLcode code :
-       {CURLE_COULDNT_RESOLVE_PROXY, CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_CONNECT}) {
-    if (absl::EndsWith(s.message(), curl_easy_strerror(code))) return true;
-  }
-  return false;
-}
-
 bool Retryable(const absl::Status& s, int http) {
   if (s.code() == absl::StatusCode::kUnavailable) return true;
   return s.code() == absl::StatusCode::kResourceExhausted && http == 429;
@@ -397,7 +384,8 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, Attempt* attem
     const absl::StatusCode code = resp.status().code() == absl::StatusCode::kOutOfRange
                                       ? absl::StatusCode::kOutOfRange
                                       : absl::StatusCode::kUnavailable;
-    attempt->unsent = NeverSent(resp.status());
+    // Marked by the transport (libcurl's code): its text changes between libcurl versions.
+    attempt->unsent = TransportNeverSent(resp.status());
     return absl::Status(code, absl::StrCat(where, ": ", resp.status().message()));
   }
   attempt->http = resp->status;

@@ -8,7 +8,8 @@
 // that sets fields; POSTs of list items, which upsert, and of access rules, which a repeat
 // finds as duplicates, 10009) is retried after any of those. A POST that a repeat would apply
 // twice (CreateList, AddRulesetRule) is retried only when nothing was done: no connection was
-// made, the API refused it for now (429, 408, 409), or it said to retry. After a 5xx, a
+// made (as the transport marks it, TransportNeverSent), the API refused it for now (429, 408,
+// 409), or it said to retry. After a 5xx, a
 // timeout, a reply cut off or over the byte caps, or a success that cannot be read it may have
 // been applied, so it is not sent again: kUnknown, "outcome unknown", naming the call (and
 // counted); the caller reads the state back (the ruleset by rule ref, the list by name) before
@@ -302,7 +303,7 @@ class CloudflareClient {
   struct Attempt {
     int http = 0;                      // the reply's status; 0 when none came
     std::optional<bool> should_retry;  // the reply's x-should-retry, when it had one
-    bool unsent = false;               // no reply: the request never left (no connection)
+    bool unsent = false;               // no reply: the request never left (TransportNeverSent)
   };
   // Sends with budget, retries and error mapping; returns the whole envelope.
   absl::StatusOr<nlohmann::json> Send(const Call& call);

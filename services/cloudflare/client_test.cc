@@ -440,11 +440,15 @@ class SequenceTransport final : public HttpTransport {
     int status;
     std::map<std::string, std::string> headers;
     std::string body;
+    bool never_sent = false;  // status 0: a failure the transport marks as never sent
   };
   explicit SequenceTransport(std::vector<Reply> replies) : replies_(std::move(replies)) {}
   absl::StatusOr<HttpResponse> Send(const HttpRequest&) override {
     const Reply& next = replies_[std::min<size_t>(calls++, replies_.size() - 1)];
-    if (next.status == 0) return absl::UnavailableError("HTTP transport: " + next.body);
+    if (next.status == 0) {
+      absl::Status failed = absl::UnavailableError("HTTP transport: " + next.body);
+      return next.never_sent ? MarkTransportNeverSent(failed) : failed;
+    }
     HttpResponse r;
     r.status = next.status;
     r.headers = next.headers;
@@ -507,6 +511,16 @@ TEST(ClientErrorTest, ANonIdempotentPostIsRepeatedOnlyWhenNothingWasDone) {
        absl::StatusCode::kUnknown, 1},
       {"cut off", {{0, {}, "Recv failure: Connection reset by peer"}},
        absl::StatusCode::kUnknown, 1},
+      // After sending: not marked never sent by the transport, whatever its text says.
+      {"timed out", {{0, {}, "Timeout was reached"}}, absl::StatusCode::kUnknown, 1},
+      {"unmarked, in libcurl's words for no connection", {{0, {}, "Couldn't connect to server"}},
+       absl::StatusCode::kUnknown, 1},
+      // Marked by the transport (libcurl's code): sent again, whatever its text says (libcurl's
+      // wording changes between versions: "Couldn't" became "Could not" in 7.87).
+      {"no connection", {{0, {}, "Could not connect to server", true}, {200, {}, created}},
+       absl::StatusCode::kOk, 2},
+      {"no name", {{0, {}, "Could not resolve host: api.cloudflare.com", true}, {200, {}, created}},
+       absl::StatusCode::kOk, 2},
       {"200 not JSON", {{200, {}, "<html>"}}, absl::StatusCode::kUnknown, 1},
       {"429", {{429, {{"retry-after", "1"}}, throttled}, {200, {}, created}},
        absl::StatusCode::kOk, 2},

@@ -9,6 +9,8 @@
 namespace palisade {
 namespace {
 
+constexpr char kNeverSentUrl[] = "type.palisade.dev/http_transport.never_sent";
+
 // One reply being read, within the transport's caps.
 struct Reply {
   HttpResponse* response;
@@ -52,7 +54,22 @@ struct CurlInit {
   CurlInit() { curl_global_init(CURL_GLOBAL_DEFAULT); }
 };
 
+// libcurl's codes for a failure before any of the request left: no name, no connection.
+bool BeforeSending(CURLcode rc) {
+  return rc == CURLE_COULDNT_RESOLVE_PROXY || rc == CURLE_COULDNT_RESOLVE_HOST ||
+         rc == CURLE_COULDNT_CONNECT;
+}
+
 }  // namespace
+
+absl::Status MarkTransportNeverSent(absl::Status status) {
+  if (!status.ok()) status.SetPayload(kNeverSentUrl, absl::Cord("1"));
+  return status;
+}
+
+bool TransportNeverSent(const absl::Status& status) {
+  return status.GetPayload(kNeverSentUrl).has_value();
+}
 
 CurlTransport::CurlTransport(CurlTransportOptions options) : options_(options) {
   static CurlInit init;
@@ -127,7 +144,9 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   }
   if (rc != CURLE_OK) {
     // The message names the failure, never the URL's query or any header.
-    return absl::UnavailableError(absl::StrCat("HTTP transport: ", curl_easy_strerror(rc)));
+    absl::Status failed =
+        absl::UnavailableError(absl::StrCat("HTTP transport: ", curl_easy_strerror(rc)));
+    return BeforeSending(rc) ? MarkTransportNeverSent(std::move(failed)) : failed;
   }
   response.status = static_cast<int>(status);
   return response;

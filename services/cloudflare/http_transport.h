@@ -5,7 +5,9 @@
 // body over CurlTransportOptions::max_reply_bytes (declared by Content-Length or streamed) or
 // headers over max_header_bytes end the transfer with kOutOfRange naming the cap. That code is
 // neither a throttle (kResourceExhausted) nor retried by the client: the same call would bring
-// the same reply.
+// the same reply. A failure that came before any of the request left (the host or the proxy
+// did not resolve, no connection was made) is marked so (TransportNeverSent): a call that
+// changes state may be sent again after it, and after no other failure.
 // Thread-safety: CurlTransport::Send may be called from any thread.
 #ifndef PALISADE_SERVICES_CLOUDFLARE_HTTP_TRANSPORT_H_
 #define PALISADE_SERVICES_CLOUDFLARE_HTTP_TRANSPORT_H_
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -35,6 +38,14 @@ struct HttpResponse {
   std::map<std::string, std::string> headers;  // names lower-cased
   std::string body;
 };
+
+// `status` (a transport failure) marked as one that came before any of the request left. Set by
+// CurlTransport from libcurl's code, never from its text (which changes between versions); a
+// fake transport marks its own failures with it.
+absl::Status MarkTransportNeverSent(absl::Status status);
+// Whether `status` was marked so: false for any other failure (a timeout, a reset, a reply cut
+// off), which may have come after the server acted.
+bool TransportNeverSent(const absl::Status& status);
 
 class HttpTransport {
  public:

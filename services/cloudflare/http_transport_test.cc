@@ -2,11 +2,17 @@
 // transport's byte caps, whatever it sends.
 #include "services/cloudflare/http_transport.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -102,6 +108,50 @@ TEST(CurlTransportTest, HeadersOverTheCapAreRefused) {
   CurlTransport transport;
   EXPECT_THAT(transport.Send(Get(server.url("/headers"))),
               StatusIs(absl::StatusCode::kOutOfRange, HasSubstr("65536 bytes of headers")));
+}
+
+// A failure before any of the request left is marked so by libcurl's code, not its text (the
+// client sends a call that changes state again only then): no connection could be made.
+TEST(CurlTransportTest, AConnectionNeverMadeIsMarkedNeverSent) {
+  // A port bound and not listening: a connection to it is refused, and no one else takes it.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  socklen_t length = sizeof(a);
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &length), 0);
+  HttpRequest post = Get(absl::StrCat("http://127.0.0.1:", ntohs(a.sin_port), "/lists"));
+  post.method = "POST";
+  post.body = "{}";
+  CurlTransport transport;
+  absl::StatusOr<HttpResponse> r = transport.Send(post);
+  ::close(fd);
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("HTTP transport: ")));
+  EXPECT_TRUE(TransportNeverSent(r.status())) << r.status();
+}
+
+// A timeout after the request was sent may come after the server acted: not marked. The server
+// holds its answer until the client gave up (the client's timeout is the only wait).
+TEST(CurlTransportTest, ATimeoutAfterSendingIsNotMarkedNeverSent) {
+  absl::Notification arrived, release;
+  Loopback server([&](httplib::Server& s) {
+    s.Post("/lists", [&](const httplib::Request&, httplib::Response& res) {
+      arrived.Notify();
+      release.WaitForNotificationWithTimeout(absl::Seconds(60));
+      res.set_content("{}", "application/json");
+    });
+  });
+  HttpRequest post = Get(server.url("/lists"));
+  post.method = "POST";
+  post.body = "{}";
+  post.timeout = absl::Milliseconds(300);
+  CurlTransport transport;
+  absl::StatusOr<HttpResponse> r = transport.Send(post);
+  release.Notify();
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("HTTP transport: ")));
+  EXPECT_TRUE(arrived.HasBeenNotified());
+  EXPECT_FALSE(TransportNeverSent(r.status())) << r.status();
 }
 
 }  // namespace
