@@ -48,6 +48,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "google/protobuf/util/json_util.h"
 #include "grpcpp/grpcpp.h"
 #include "nlohmann/json.hpp"
@@ -142,6 +143,10 @@ ABSL_FLAG(std::string, config, "",
 ABSL_FLAG(std::string, time_zone, "",
           "replay, rules test (local): zone of times without a UTC offset (default: --config's, "
           "else the host's, as palisaded).");
+ABSL_FLAG(std::string, reference_time, "",
+          "replay: when the log was written (RFC 3339, e.g. 2024-03-31T00:00:00Z): the year of "
+          "its first yearless line, and where a first line far ahead is judged from (default: "
+          "now; a yearless log over a year old needs it, or Feb 29 and DST days go wrong).");
 ABSL_FLAG(std::vector<std::string>, kinds, {},
           "watch: only these kinds (detection, decision, action, alert; comma-separated).");
 ABSL_FLAG(uint64_t, after, 0, "watch: resume after this sequence number (0: new events only).");
@@ -1098,6 +1103,16 @@ int ReplayFiles(const std::vector<std::string>& files) {
     absl::StatusOr<absl::TimeZone> zone = TimeZoneNamed(absl::GetFlag(FLAGS_time_zone));
     if (!zone.ok()) return Fail(absl::StrCat("replay: ", zone.status().message()));
     options.time_zone = *zone;
+  }
+  if (!absl::GetFlag(FLAGS_reference_time).empty()) {
+    absl::Time reference;
+    std::string why;
+    if (!absl::ParseTime(absl::RFC3339_full, absl::GetFlag(FLAGS_reference_time), &reference,
+                         &why)) {
+      return Fail(absl::StrCat("replay: --reference_time \"", absl::GetFlag(FLAGS_reference_time),
+                               "\" is not an RFC 3339 time (", why, ")"));
+    }
+    options.reference = reference;
   }
   options.source = absl::GetFlag(FLAGS_source);
   options.json_format = absl::GetFlag(FLAGS_json_format);

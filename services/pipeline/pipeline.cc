@@ -81,6 +81,47 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
   return {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1};
 }
 
+// The daemon's choice between the two occurrences of a local time the zone repeats (the hour
+// after a fall-back), which the parser made nearest to the previous line: after a quiet half
+// hour the first pass is nearer, though a live stream's line can only be the second.
+//   kRepeatedSkew  an occurrence later than now plus this has not happened yet (a sender's
+//                  clock a few minutes fast still counts as now): the earlier is taken.
+//   kLiveWithin    the later occurrence is taken when it is within this of now and the stream
+//                  is live: its previous line was read within this of its own time. A backlog
+//                  (lines read long after they were written) keeps nearest-to-previous, and so
+//                  does replay, which has no wall clock to tell a live stream by.
+constexpr absl::Duration kRepeatedSkew = absl::Minutes(5);
+constexpr absl::Duration kLiveWithin = absl::Minutes(5);
+
+// `t`, an occurrence of a local time `zone` repeats, moved to the other occurrence when the
+// rules above say so; else `t`.
+absl::Time ChooseRepeatedOccurrence(absl::Time t, absl::TimeZone zone, absl::Time now,
+                                    bool live) {
+  const absl::TimeZone::TimeInfo info = zone.At(absl::ToCivilSecond(t, zone));
+  if (info.kind != absl::TimeZone::TimeInfo::REPEATED || info.post <= info.pre) return t;
+  // pre and post are whole seconds; `t` may carry a fraction.
+  const absl::Duration shift = info.post - info.pre;
+  const bool later = t >= info.post;
+  const absl::Time early = later ? t - shift : t;
+  const absl::Time late = early + shift;
+  if (later && late > now + kRepeatedSkew) return early;
+  if (!later && live && late <= now + kRepeatedSkew && late >= now - kLiveWithin) return late;
+  return t;
+}
+
+// Replay: a far-ahead line of a log with one writer moves the clock when this many in a row
+// agree (each within a day of the one before it): the log moved on after a silence.
+constexpr int kAheadRun = 2;
+
+// The writer of a line whose clock stamped it, when the format names one (the syslog
+// HOSTNAME); else empty: the log has one writer (an access log's host is its client).
+absl::string_view WriterOf(LogFormat format, const ParsedLine& parsed) {
+  if (format != LogFormat::LOG_FORMAT_SYSLOG && format != LogFormat::LOG_FORMAT_SYSLOG5424) {
+    return {};
+  }
+  return parsed.host == "-" ? absl::string_view() : parsed.host;
+}
+
 // Moves `counter` up to the engine's running total `total`; `published` is what it has had.
 void CatchUp(prometheus::Counter& counter, uint64_t total, uint64_t& published) {
   if (total <= published) return;
@@ -688,7 +729,8 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
     }
     stream = s;
   }
-  LineParser parser(batch.format(), ZoneOf(source));
+  const absl::TimeZone zone = ZoneOf(source);
+  LineParser parser(batch.format(), zone);
   if (batch.format() == palisade::v1::LOG_FORMAT_JSON) {
     auto mapping = options_.json_formats.find(batch.json_format());
     if (batch.json_format().empty()) {  // the client's omission: nothing to wait for
@@ -707,6 +749,8 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   // The previous line's time resolves a missing year (nearest year); the first line of a
   // stream has only the clock.
   absl::Time previous = stream.last_line;
+  // When `previous` was read (the daemon: whether the stream is live, see kLiveWithin).
+  absl::Time previous_read = stream.last_line_read;
   absl::Time latest = absl::InfinitePast();
   std::vector<Detection> detections;
   std::vector<EngineMatch> routed;  // a line's matches, when they are counted elsewhere
@@ -836,6 +880,13 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         ack.set_malformed(ack.malformed() + 1);
         continue;
       }
+      // The daemon: a time in the hour the zone repeats is not taken ahead of the clock, and is
+      // the second pass when a live stream's line can be nothing else (ChooseRepeatedOccurrence).
+      if (parsed.time_repeated && !line_by_line && parsed.time.has_value()) {
+        const bool live =
+            !first && absl::AbsDuration(previous_read - previous) <= kLiveWithin;
+        parsed.time = ChooseRepeatedOccurrence(*parsed.time, zone, now, live);
+      }
       absl::Time when = parsed.time.value_or(now);
       // A line without a time of its own (RFC 5424's "-") happens at the clock's time: in
       // replay it must not move the clock (first in last year's log, it set the clock to today,
@@ -858,15 +909,47 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       // before 2000 are rejected. Either is no reference for the year of the next yearless line
       // (one sender with its clock in 2099 would have set every later line's), nor is a line's
       // own absurd time when the client's event time stands in for it. In replay a line that
-      // sets the clock is not clamped: the first, or the second of two in a row that far ahead
-      // (the log moved on after a silence; see PipelineOptions::clamp_future).
+      // sets the clock is not clamped: the first, once confirmed, or a far-ahead line another
+      // host confirms (the log moved on after a silence; see PipelineOptions::clamp_future).
       bool sets_clock = false;
+      // Replay: a first line far ahead of the start, counted at its own time but moving neither
+      // the clock nor the year until a second line agrees.
+      bool held_first = false;
       if (line_by_line && timed) {
-        sets_clock = !line_clock_started_ ||
-                     (held_ahead_ && options_.clamp_future && when > future_after);
-        held_ahead_ = !sets_clock && options_.clamp_future && when > future_after;
+        const absl::string_view host = WriterOf(batch.format(), parsed);
+        if (!host.empty() && !log_hosts_many_) {
+          if (log_host_.empty()) {
+            log_host_ = std::string(host);
+          } else {
+            log_hosts_many_ = host != log_host_;
+          }
+        }
+        const bool ahead = options_.clamp_future && when > future_after;
+        const bool agrees =
+            ahead_.pending && absl::AbsDuration(when - ahead_.time) <= kFutureHorizon;
+        if (!ahead) {
+          sets_clock = !line_clock_started_;
+          // A held first line no second line agreed with: its time was absurd.
+          if (ahead_.pending && !line_clock_started_) ack.set_clamped(ack.clamped() + 1);
+          ahead_.pending = false;
+        } else if (!line_clock_started_) {
+          if (agrees) {
+            sets_clock = true;
+            ahead_.pending = false;
+          } else {
+            if (ahead_.pending) ack.set_clamped(ack.clamped() + 1);
+            ahead_ = {true, when, std::string(host), 1};
+            held_first = true;
+          }
+        } else if (agrees && (log_hosts_many_ ? !host.empty() && host != ahead_.host
+                                              : ++ahead_.run >= kAheadRun)) {
+          sets_clock = true;
+          ahead_.pending = false;
+        } else if (!agrees) {
+          ahead_ = {true, when, std::string(host), 1};
+        }
       }
-      if (options_.clamp_future && when > future_after && !sets_clock) {
+      if (options_.clamp_future && when > future_after && !sets_clock && !held_first) {
         when = now;
         timed = false;  // replay: it does not move the clock
         ack.set_clamped(ack.clamped() + 1);
@@ -877,7 +960,9 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       } else if (parsed.time && *parsed.time >= too_old &&
                  (sets_clock || !(options_.clamp_future && *parsed.time > future_after))) {
         previous = *parsed.time;
+        previous_read = now;
       }
+      if (held_first) timed = false;  // counted at its own time, but moves nothing
       if (line_by_line && timed && when > latest) {
         options_.advance_clock(when);
         line_clock_started_ = true;
@@ -929,7 +1014,10 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   {
     absl::MutexLock lock(&streams_mu_);
     StreamState& s = StreamFor(source);
-    if (previous != absl::InfinitePast()) s.last_line = previous;
+    if (previous != absl::InfinitePast()) {
+      s.last_line = previous;
+      s.last_line_read = previous_read;
+    }
     s.watermark = std::max(s.watermark, latest);
   }
   batch_latency_.Observe(absl::ToDoubleSeconds(clock_.TimeNow() - started));

@@ -80,17 +80,27 @@ struct PipelineOptions {
   // A line more than kFutureHorizon ahead of the clock (skew, forgery) is moved to the clock's
   // now and counted there, and is no reference for the year of the yearless lines after it. Live
   // the clock is the wall clock. With advance_clock (replay) it is the clock the lines move, read
-  // again each time they move it, and such a line does not move it, so one line from a host
-  // whose clock runs days or decades ahead leaves the decisions after it as palisaded makes
-  // them; but the first timed line sets the clock whatever its time (a log from the future
-  // replays as written), and so does the second of two timed lines in a row that are both that
-  // far ahead (a log silent for more than a day: its first line after the silence is counted at
-  // the clock, the next ones at their own times). False: never (tests of the rest).
+  // again each time they move it, and such a line does not move it, so a host whose clock runs
+  // days or decades ahead leaves the decisions after it as palisaded makes them. Such a line
+  // moves the clock only once confirmed (a log silent for more than a day: its first line after
+  // the silence is counted at the clock, the next ones at their own times): by a line within a
+  // day of it from another writer (syslog HOSTNAME) when the log has had more than one, else by
+  // the next timed line agreeing (one writer: no other clock to be skewed against). The first
+  // timed line sets the clock unless it is that far ahead of the clock's start (replay:
+  // ReplayOptions::reference, else the wall clock): then it is counted at its own time and
+  // held, moving neither the clock nor the year, until a second timed line within a day of it
+  // agrees (a log from the future replays as written); a second that does not agree makes it a
+  // bad time (clamped) and is taken as the first. A line less than a day ahead moves the clock
+  // as any other. False: never (tests of the rest).
   bool clamp_future = true;
   // The zone of the times that carry no UTC offset (RFC 3164, combined logs without one): per
   // batch source, else `time_zone`. The daemon defaults it to the host's local zone. A source
   // "host:/path" (palisadectl ship's default) with no entry of its own takes the entry of its
-  // path alone, if any: the default was the bare path before, and configs name it so.
+  // path alone, if any: the default was the bare path before, and configs name it so. A time in
+  // the hour a fall-back repeats is the occurrence nearer the stream's previous line (the
+  // parser's rule), but in the daemon never one more than a few minutes ahead of the clock, and
+  // the later one when it is within minutes of now and the stream is live (pipeline.cc,
+  // ChooseRepeatedOccurrence): after a quiet half hour the first pass was nearer.
   absl::TimeZone time_zone = absl::UTCTimeZone();
   std::map<std::string, absl::TimeZone> source_time_zones;
   // Config.json_formats by name: the mappings a LOG_FORMAT_JSON batch names (json_format).
@@ -292,6 +302,9 @@ class Pipeline {
   struct StreamState {
     uint32_t id = 0;                             // Engine's stream number (1, 2, ...)
     absl::Time last_line = absl::InfinitePast();  // the previous line's own time (year rule)
+    // The clock when last_line was read: a stream whose lines arrive within minutes of their
+    // times is live (the daemon's choice of a repeated hour's occurrence, pipeline.cc).
+    absl::Time last_line_read = absl::InfinitePast();
     absl::Time watermark = absl::InfinitePast();  // the latest event time counted
   };
 
@@ -368,11 +381,20 @@ class Pipeline {
   // sweep_in_line_time's next sweep. Touched only with advance_clock set, by replay's one
   // thread that processes (ProcessLines is then never called concurrently).
   absl::Time next_line_sweep_;
-  // With advance_clock, likewise: whether some line has moved the clock yet, and whether the
-  // previous timed line was held at the clock as more than kFutureHorizon ahead of it (see
-  // PipelineOptions::clamp_future).
+  // With advance_clock, likewise: whether some line has moved the clock yet; the latest line
+  // more than kFutureHorizon ahead of it that no line has confirmed yet (see
+  // PipelineOptions::clamp_future), with its writer and how many lines in a row agreed with it;
+  // and the log's writers so far (syslog HOSTNAMEs): the first, and whether there was another.
+  struct AheadLine {
+    bool pending = false;
+    absl::Time time;
+    std::string host;
+    int run = 0;
+  };
   bool line_clock_started_ = false;
-  bool held_ahead_ = false;
+  AheadLine ahead_;
+  std::string log_host_;
+  bool log_hosts_many_ = false;
 
   // Readers: batches (and sweeps, snapshots). Writer: a rule swap.
   mutable absl::Mutex rules_mu_;

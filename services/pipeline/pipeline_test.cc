@@ -199,6 +199,115 @@ TEST_F(PipelineTest, LinesInTheRepeatedHourAfterFallBackAreDatedInTheirOwnPass) 
   EXPECT_EQ(table.active_count(), 1u);
 }
 
+// The same attack after a quiet half hour: the stream's previous line is 00:50 EDT (04:50Z),
+// read live (at 04:50:05Z), so the first pass's 01:10 (05:10Z) is nearer to it than the second
+// pass's (06:10Z). But the stream is live and the second pass's occurrence is within minutes of
+// now: the lines are the second pass's, the ban active. Nearest-to-previous dated them an hour
+// early, and every later line followed them: the ban was stale at creation.
+TEST_F(PipelineTest, AfterAQuietHalfHourTheRepeatedHourIsTheLiveStreamsSecondPass) {
+  absl::TimeZone new_york;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  clock_.Set(absl::FromUnixSeconds(1'793'508'605));  // 2026-11-01 04:50:05 UTC (00:50:05 EDT)
+  PipelineOptions options;
+  options.time_zone = new_york;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  LogBatch quiet;
+  quiet.set_source("web-1");
+  quiet.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  quiet.add_records()->set_line("Nov  1 00:50:00 web-1 sshd[1]: Connection closed");
+  ASSERT_THAT(pipeline.ProcessBatch(quiet), IsOk());
+  clock_.Set(absl::FromUnixSeconds(1'793'513'430));  // 2026-11-01 06:10:30 UTC (01:10:30 EST)
+  LogBatch batch;
+  batch.set_source("web-1");
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  for (absl::string_view second : {"00", "05", "09"}) {
+    batch.add_records()->set_line(
+        absl::StrCat("Nov  1 01:10:", second,
+                     " web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2"));
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 1u);
+  EXPECT_EQ(CounterValue(registry, "palisade_decisions_total", {{"change", "stale"}}), 0);
+  std::vector<palisade::v1::Decision> all = table.List({});
+  ASSERT_THAT(all, SizeIs(1));
+  EXPECT_EQ(all[0].start().seconds(), 1'793'513'409);  // 2026-11-01 06:10:09 UTC (01:10:09 EST)
+  EXPECT_EQ(table.active_count(), 1u);
+}
+
+// A backlog read in the second pass (palisaded down from 00:50 EDT to 01:10 EST): its lines
+// come in a batch read long after they were written (00:55 EDT, an hour and a quarter before
+// now), so the stream is not live and nearest-to-previous stands: 01:05 then 01:10 are the
+// first pass's, an hour old.
+TEST_F(PipelineTest, ABacklogOfTheFirstPassReadInTheSecondStaysInTheFirst) {
+  absl::TimeZone new_york;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  clock_.Set(absl::FromUnixSeconds(1'793'508'605));  // 2026-11-01 04:50:05 UTC (00:50:05 EDT)
+  PipelineOptions options;
+  options.time_zone = new_york;
+  std::vector<absl::Time> detected;
+  options.on_detections = [&detected](absl::string_view, std::vector<Detection>& fresh,
+                                      const std::vector<DecisionUpdate>&) {
+    for (const Detection& d : fresh) detected.push_back(d.time);
+  };
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  LogBatch quiet;
+  quiet.set_source("web-1");
+  quiet.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  quiet.add_records()->set_line("Nov  1 00:50:00 web-1 sshd[1]: Connection closed");
+  ASSERT_THAT(pipeline.ProcessBatch(quiet), IsOk());
+  clock_.Set(absl::FromUnixSeconds(1'793'513'430));  // 2026-11-01 06:10:30 UTC (01:10:30 EST)
+  LogBatch batch;
+  batch.set_source("web-1");
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  batch.add_records()->set_line("Nov  1 00:55:00 web-1 sshd[1]: Connection closed");
+  batch.add_records()->set_line("Nov  1 01:05:00 web-1 sshd[1]: Connection closed");
+  for (absl::string_view second : {"00", "05", "09"}) {
+    batch.add_records()->set_line(
+        absl::StrCat("Nov  1 01:10:", second,
+                     " web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2"));
+  }
+  ASSERT_THAT(pipeline.ProcessBatch(batch), IsOk());
+  // 2026-11-01 05:10:09 UTC (01:10:09 EDT): an hour old, its 600 s ban stale.
+  EXPECT_THAT(detected, ::testing::ElementsAre(absl::FromUnixSeconds(1'793'509'809)));
+  EXPECT_EQ(table.active_count(), 0u);
+}
+
+// A host whose clock runs 49 minutes fast writes "01:59" during the first pass (05:10:30Z,
+// 01:10:30 EDT); the next line, "01:10", is nearer to it in the second pass (06:10Z), an hour
+// ahead of the clock. An occurrence later than now (and a few minutes' skew) has not happened
+// yet: the line is the first pass's, and the ban active now.
+TEST_F(PipelineTest, ARepeatedHoursOccurrenceAheadOfTheClockIsDropped) {
+  absl::TimeZone new_york;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  clock_.Set(absl::FromUnixSeconds(1'793'509'830));  // 2026-11-01 05:10:30 UTC (01:10:30 EDT)
+  PipelineOptions options;
+  options.time_zone = new_york;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  LogBatch batch;
+  batch.set_source("web-1");
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  batch.add_records()->set_line("Nov  1 01:59:00 web-2 sshd[1]: Connection closed");
+  for (absl::string_view second : {"00", "05", "09"}) {
+    batch.add_records()->set_line(
+        absl::StrCat("Nov  1 01:10:", second,
+                     " web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2"));
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 1u);
+  std::vector<palisade::v1::Decision> all = table.List({});
+  ASSERT_THAT(all, SizeIs(1));
+  EXPECT_EQ(all[0].start().seconds(), 1'793'509'809);  // 2026-11-01 05:10:09 UTC (01:10:09 EDT)
+  EXPECT_EQ(table.active_count(), 1u);
+}
+
 // palisadectl ship names its batches "host:/path" by default; it named them by the bare path
 // before, and configs key source_time_zones so. Such an entry still gives the zone of the host's
 // batches (the host's own entry wins), so lines written in New York are not read as UTC.

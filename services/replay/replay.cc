@@ -77,11 +77,11 @@ absl::StatusOr<ReplaySummary> Replay(std::shared_ptr<const RuleSet> rules,
                                      const ReplayOptions& replay) {
   const absl::Time start = absl::Now();
   ReplaySummary summary;
-  // Before the first line the clock reads the wall clock's now: the reference for the first
-  // yearless time, as for a log written up to today. From the first line on it follows the
-  // lines (PipelineOptions::advance_clock): each line is decided at the latest line time seen so
-  // far, after what expired by then.
-  SimulatedClock clock(start);
+  // Before the first line the clock reads ReplayOptions::reference, else the wall clock's now:
+  // the reference for the first yearless time, as for a log written up to then. From the first
+  // line on it follows the lines (PipelineOptions::advance_clock): each line is decided at the
+  // latest line time seen so far, after what expired by then.
+  SimulatedClock clock(replay.reference.value_or(start));
   bool started = false;
   prometheus::Registry registry;
   DecisionTable table(clock, replay.engine.max_evidence);

@@ -8,16 +8,20 @@
 // decided at that clock. Nothing depends on where batches are cut, and nothing a line decided
 // depends on the lines after it: the decisions over any prefix of a log are a subset of those
 // over the whole log, and `batch_lines` changes only the batch size, not the result. A yearless
-// time takes the year nearest to the previous line's (the first line: at most a day after now).
-// Times are not clamped to the wall clock (the first line sets the clock, so a log from the
-// future replays as written), but to the replay's clock as palisaded clamps them to its now
-// (PipelineOptions::clamp_future): a line more than a day ahead of the latest line time is
-// counted at that time, and neither moves the clock nor gives the next yearless line its year,
-// so one line from a host whose clock runs days or decades ahead does not make every later
-// decision stale. The second such line in a row is taken as the log moving on after a silence:
-// it sets the clock (the first line after a silence of more than a day is counted at the clock).
-// A line less than a day ahead moves the clock as any other: a replay cannot tell it from the
-// log's own time, where the daemon's clock would not have followed it.
+// time takes the year nearest to the previous line's (the first line: at most a day after
+// ReplayOptions::reference, else now).
+// Times are not clamped to the wall clock (a log from the future replays as written), but to
+// the replay's clock as palisaded clamps them to its now (PipelineOptions::clamp_future): a
+// line more than a day ahead of the latest line time is counted at that time, and neither moves
+// the clock nor gives the next yearless line its year, so a host whose clock runs days or
+// decades ahead, even in bursts, does not make every later decision stale. Such a line is taken
+// as the log moving on after a silence, and sets the clock, once a line within a day of it from
+// another host (syslog HOSTNAME) agrees, or, in a log with one writer so far, the next line
+// (the first line after a silence of more than a day is counted at the clock). The first line
+// sets the clock unless it is more than a day ahead of the start (ReplayOptions::reference,
+// else the wall clock): then it is held, counted at its own time, until a second line within a
+// day of it agrees. A line less than a day ahead moves the clock as any other: a replay cannot
+// tell it from the log's own time, where the daemon's clock would not have followed it.
 //
 // Lines go to the pipeline as views into one buffer per batch, the file read straight into it
 // (LineSource::NextBatch: no copy, string or protobuf record per line), and matching runs on
@@ -39,6 +43,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -59,8 +64,8 @@ struct ReplaySummary {
   uint64_t malformed = 0;
   uint64_t truncated = 0;  // lines cut at max_line_bytes (JSON records: max_record_bytes)
   // Lines whose time was absurd: more than a day ahead of the replay's clock (counted at the
-  // clock, as palisaded counts them at its now; see the header) or before 2000 (refused, and
-  // counted in `malformed` too).
+  // clock, as palisaded counts them at its now; a held first line no second line agreed with,
+  // at its own time; see the header) or before 2000 (refused, and counted in `malformed` too).
   uint64_t clamped = 0;
   // Lines with no time of their own (no stamp their format reads): counted at the replay's
   // clock, the latest line time before them or, before the first timed line, the replay's start
@@ -116,6 +121,12 @@ struct ReplayOptions {
   // zone of `source` in source_time_zones, else time_zone.
   absl::TimeZone time_zone = absl::UTCTimeZone();
   std::map<std::string, absl::TimeZone> source_time_zones;
+  // The time the first line's missing year is taken from (the latest year that puts it at most
+  // a day after it) and that a first line more than a day ahead of is held (see the header):
+  // the time the log was written up to, for a yearless log more than a year old, whose year
+  // the wall clock gets wrong (29 February then does not exist, and a DST zone's changes fall
+  // on the wrong days). Unset: the wall clock's now.
+  std::optional<absl::Time> reference;
   // The source every batch is from (the daemon's batch source or file input's source).
   std::string source;
   // Format json: the mapping the lines are read with (json_format, one of json_formats).

@@ -619,6 +619,65 @@ TEST(ReplayTest, ALineDatedDaysAheadDoesNotMoveTheClock) {
   }
 }
 
+// A host of a central log whose clock is in 2099 writes in bursts (sshd writes several lines per
+// connection), and may write the log's first line. Neither moves the clock: a far-ahead line
+// moves it only when a line from another host agrees (within a day of it), and the first line
+// only once a second line within a day of it agrees. Before, two such lines in a row, or the
+// first line alone, set the clock to 2099 and the healthy host's decision was stale.
+TEST(ReplayTest, AHostsBurstOrFirstLineDatedFarAheadDoesNotTakeTheClock) {
+  const std::string listening = "Server listening on 0.0.0.0 port 22.";
+  const std::string h1 = "<38>1 2025-06-01T09:59:00Z h1 sshd 1 - - " + listening;
+  const std::string h2 = "<38>1 2099-01-01T00:00:00Z h2 sshd 1 - - " + listening;
+  std::vector<std::string> failures;
+  for (int i = 0; i < 5; ++i) {
+    failures.push_back(absl::StrCat("<38>1 2025-06-01T10:00:0", i,
+                                    "Z h1 sshd 1 - - Failed password for root from 203.0.113.9 "
+                                    "port ",
+                                    100 + i, " ssh2"));
+  }
+  const std::vector<std::vector<std::string>> logs = {{h1, h2, h2}, {h2, h1}};
+  for (size_t l = 0; l < logs.size(); ++l) {
+    std::vector<std::string> lines = logs[l];
+    lines.insert(lines.end(), failures.begin(), failures.end());
+    for (uint32_t batch : {1u, 1000u}) {
+      SCOPED_TRACE(absl::StrCat("log ", l, ", batch_lines ", batch));
+      absl::StatusOr<ReplaySummary> s =
+          Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG5424, lines, batch);
+      ASSERT_TRUE(s.ok()) << s.status();
+      EXPECT_EQ(s->decisions_created, 1u);
+      EXPECT_TRUE(s->stale.empty());
+      ASSERT_EQ(s->decisions.size(), 1u);
+      EXPECT_EQ(s->decisions[0].start().seconds(), 1748772004);  // 2025-06-01T10:00:04Z
+    }
+  }
+}
+
+// A central log silent for more than a day moves on: the first line after the silence is
+// counted at the clock, and a line from another host within a day of it sets the clock, so
+// the attack after it is decided at its own time (not stale).
+TEST(ReplayTest, AnotherHostAgreeingMovesTheClockOnAfterASilence) {
+  std::vector<std::string> lines = {
+      "<38>1 2025-06-01T09:59:00Z h1 sshd 1 - - Server listening on 0.0.0.0 port 22.",
+      "<38>1 2025-06-03T09:59:00Z h1 sshd 1 - - Server listening on 0.0.0.0 port 22.",
+      "<38>1 2025-06-03T09:59:30Z h2 sshd 1 - - Server listening on 0.0.0.0 port 22."};
+  for (int i = 0; i < 5; ++i) {
+    lines.push_back(absl::StrCat("<38>1 2025-06-03T10:00:0", i,
+                                 "Z h1 sshd 1 - - Failed password for root from 203.0.113.9 "
+                                 "port ",
+                                 100 + i, " ssh2"));
+  }
+  for (uint32_t batch : {1u, 1000u}) {
+    SCOPED_TRACE(absl::StrCat("batch_lines ", batch));
+    absl::StatusOr<ReplaySummary> s =
+        Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG5424, lines, batch);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->clamped, 1u);
+    EXPECT_TRUE(s->stale.empty());
+    ASSERT_EQ(s->decisions.size(), 1u);
+    EXPECT_EQ(s->decisions[0].start().seconds(), 1748944804);  // 2025-06-03T10:00:04Z
+  }
+}
+
 // The same in RFC 3164, whose times have no year: the failures after a 2099 line take theirs
 // from the line before it (they were read in 2098 or 2099, and their decision was stale).
 TEST(ReplayTest, ALineDatedDaysAheadIsNoYearReference) {
@@ -642,6 +701,34 @@ TEST(ReplayTest, ALineDatedDaysAheadIsNoYearReference) {
     const absl::Time start = absl::FromUnixSeconds(s->decisions[0].start().seconds());
     EXPECT_LE(start, absl::Now() + absl::Hours(24));
     EXPECT_GT(start, absl::Now() - absl::Hours(24 * 367));
+  }
+}
+
+// A yearless log from 2024 replayed later: with ReplayOptions::reference (the time the log was
+// written up to) its first line takes its year from there, not from the wall clock, so its
+// leap day exists and its attack is found. From the wall clock's year, 2024 was out of reach
+// (y-1..y+1): every "Feb 29" line was malformed and a bad time.
+TEST(ReplayTest, AReferenceTimeGivesAnOldYearlessLogItsYear) {
+  std::vector<std::string> lines = {
+      "Feb 28 23:59:00 h sshd[1]: Server listening on 0.0.0.0 port 22."};
+  for (int i = 0; i < 5; ++i) {
+    lines.push_back(absl::StrCat("Feb 29 00:00:0", i,
+                                 " h sshd[1]: Failed password for root from 203.0.113.9 port ",
+                                 100 + i, " ssh2"));
+  }
+  ReplayOptions options;
+  options.reference = absl::FromUnixSeconds(1711843200);  // 2024-03-31T00:00:00Z
+  for (uint32_t batch : {1u, 1000u}) {
+    SCOPED_TRACE(absl::StrCat("batch_lines ", batch));
+    options.batch_lines = batch;
+    absl::StatusOr<ReplaySummary> s =
+        Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG, lines, options);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->malformed, 0u);
+    EXPECT_EQ(s->clamped, 0u);
+    EXPECT_TRUE(s->stale.empty());
+    ASSERT_EQ(s->decisions.size(), 1u);
+    EXPECT_EQ(s->decisions[0].start().seconds(), 1709164804);  // 2024-02-29T00:00:04Z
   }
 }
 

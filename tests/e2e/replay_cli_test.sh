@@ -48,6 +48,22 @@ out=$("$ctl" replay "$work/recidive.log" --time_zone=UTC \
       --rules="$src/rules/sshd.textproto,$src/rules/recidive.textproto")
 grep -Eq "^recidive +[1-9]" <<<"$out" || fail "the decisions did not reach recidive: $out"
 
+# A yearless log from a leap year, replayed later: --reference_time gives its year (Feb 29
+# parses), and a bad value is refused by name. Without it, no year puts Feb 29 near now.
+{
+  echo "Feb 28 23:59:00 h sshd[1]: Accepted publickey for a from 198.51.100.1 port 1 ssh2"
+  for i in 0 1 2 3 4; do
+    echo "Feb 29 00:00:0$i h sshd[1]: Failed password for root from 203.0.113.9 port 10$i ssh2"
+  done
+} >"$work/leap.log"
+out=$("$ctl" replay "$work/leap.log" --rules="$src/rules/sshd.textproto" --time_zone=UTC \
+      --reference_time=2024-03-31T00:00:00Z 2>&1)
+grep -q "replayed 6 lines (0 malformed" <<<"$out" || fail "$out"
+grep -q "decisions: [1-9]" <<<"$out" || fail "$out"
+out=$("$ctl" replay "$work/leap.log" --rules="$src/rules/sshd.textproto" --time_zone=UTC \
+      --reference_time=yesterday 2>&1) && fail "a bad --reference_time was taken: $out"
+grep -q 'reference_time "yesterday" is not an RFC 3339 time' <<<"$out" || fail "$out"
+
 # A line far older than the one before it: stale, reported, not a decision.
 {
   echo "Mar  3 15:00:00 h sshd[1]: Accepted publickey for a from 198.51.100.1 port 1 ssh2"
