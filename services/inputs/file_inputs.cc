@@ -142,7 +142,9 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
                           .Register(registry);
   auto& errors = prometheus::BuildCounter()
                      .Name("palisade_input_errors_total")
-                     .Help("Errors reading a file input (logged, retried every poll).")
+                     .Help("Errors reading a file input (logged, retried every poll), and "
+                           "lines longer than its cap (engine.max_line_bytes; JSON: "
+                           "max_record_bytes), cut there.")
                      .Register(registry);
   auto& lag = prometheus::BuildGauge()
                   .Name("palisade_input_lag_bytes")
@@ -370,6 +372,7 @@ void FileInputs::DiscoverLocked(Input& input) {
     follower.max_line_bytes =
         LineCapFor(input.format, options_.max_line_bytes, options_.max_record_bytes);
     File& file = input.files[path];
+    if (from.has_value() && from->left_out()) file.left_out = *from;
     file.follower = std::make_unique<FileFollower>(path, follower, std::move(from));
     file.taken = file.follower->checkpoint();
   };
@@ -384,6 +387,33 @@ void FileInputs::DiscoverLocked(Input& input) {
     }
     palisade::v1::FileCheckpoint from = std::move(restored->second);
     input.restored.erase(restored);
+    follow(path, std::move(from));
+  }
+  // A restored position whose path is not there (not created again yet) and whose file the glob
+  // matches under a name it leaves out (PATH-YYYYMMDD, PATH.N): the path's follower starts now,
+  // reads the file on from the position there and then the path's new file from its start, and
+  // the copy is left out (its name is a rotated one of a followed path). Read as a new file
+  // instead, its lines were counted twice: from its start now, its tail again once PATH came.
+  // (Under a name the glob does not match, PATH.1 of *.log, it waits: nothing is read twice.)
+  for (auto it = input.restored.begin(); it != input.restored.end();) {
+    const palisade::v1::FileCheckpoint& c = it->second;
+    bool matched_elsewhere = false;
+    if (input.files.count(c.path()) == 0) {
+      for (const auto& [path, key] : globbed) {
+        if (key == FileKey{c.device(), c.inode()} && RotatedCopyOf(path, c.path()) &&
+            FileFollower::IsFileOf(path, c)) {
+          matched_elsewhere = true;
+          break;
+        }
+      }
+    }
+    if (!matched_elsewhere) {
+      ++it;
+      continue;
+    }
+    const std::string path = it->first;
+    palisade::v1::FileCheckpoint from = std::move(it->second);
+    it = input.restored.erase(it);
     follow(path, std::move(from));
   }
   bool truncations = false;
@@ -416,7 +446,8 @@ void FileInputs::DiscoverLocked(Input& input) {
     it = keep ? std::next(it) : input.copies.erase(it);
   }
   // A restored position with no follower yet is of use only while its file is where a follower
-  // would resume from it: at its path, or under a rotated name (PATH.1, PATH-YYYYMMDD).
+  // would resume from it: at its path, or under a rotated name (PATH.1, PATH-YYYYMMDD). A copy
+  // left out only at its path: no file comes there again to read on through its rotations.
   auto resumable = [](const palisade::v1::FileCheckpoint& c) {
     auto there = [&c](const std::string& at) {
       struct stat st;
@@ -424,6 +455,7 @@ void FileInputs::DiscoverLocked(Input& input) {
       return st.st_dev == c.device() && st.st_ino == c.inode();
     };
     if (there(c.path())) return true;
+    if (c.left_out()) return false;
     for (const std::string& at : FileFollower::RotatedNames(c.path())) {
       if (there(at)) return true;
     }
@@ -432,6 +464,11 @@ void FileInputs::DiscoverLocked(Input& input) {
   for (auto it = input.restored.begin(); it != input.restored.end();) {
     if (resumable(it->second)) {
       ++it;
+      continue;
+    }
+    // A copy left out was read completely: gone (compressed, removed), nothing of it is lost.
+    if (it->second.left_out()) {
+      it = input.restored.erase(it);
       continue;
     }
     input.errors->Increment();
@@ -710,6 +747,18 @@ void FileInputs::PublishLocked(Input& input, const std::string& path, const File
   input.bytes->Increment(static_cast<double>(now.bytes - was.bytes));
   input.rotations->Increment(static_cast<double>(now.rotations - was.rotations));
   input.truncations->Increment(static_cast<double>(now.truncations - was.truncations));
+  // Cut at the input's cap, the rest dropped: the pipeline never sees such a line longer than
+  // its own cap (the same), so it is counted here or nowhere. Said once per file, not per line
+  // (a client can write many).
+  if (now.cut_lines > was.cut_lines) {
+    input.errors->Increment(static_cast<double>(now.cut_lines - was.cut_lines));
+    if (was.cut_lines == 0) {
+      Log(absl::StrCat("input ", input.config.name(), ": ", path, ": a line longer than ",
+                       LineCapFor(input.format, options_.max_line_bytes,
+                                  options_.max_record_bytes),
+                       " bytes cut there, its rest dropped (each such line counted as an error)"));
+    }
+  }
   was = now;
 }
 
@@ -781,6 +830,12 @@ void FileInputs::Consistent(
       followed.insert({now.device(), now.inode()});
       if (c.inode() == 0) continue;  // never opened
       followed.insert({c.device(), c.inode()});
+      // A copy resumed from its left-out position and read no further: still a copy left out.
+      const palisade::v1::FileCheckpoint& copy = file.left_out;
+      if (copy.inode() != 0 && c.device() == copy.device() && c.inode() == copy.inode() &&
+          c.offset() == copy.offset()) {
+        c.set_left_out(true);
+      }
       c.set_input(input.config.name());
       c.set_path(path);
       out.push_back(std::move(c));
@@ -800,6 +855,7 @@ void FileInputs::Consistent(
       c.set_input(input.config.name());
       c.set_path(path);
       c.set_offset(static_cast<uint64_t>(st.st_size));
+      c.set_left_out(true);  // gone at a restart: dropped, no error (read completely)
       out.push_back(std::move(c));
     }
   }

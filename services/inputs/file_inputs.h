@@ -36,17 +36,24 @@
 // A copy a glob leaves out by its inode or first bytes (not by its name) is saved too, at its
 // end: the restarted daemon does not know it for a copy, and follows it from there (a
 // descriptor each, as any file the glob matches) rather than read it again from its start.
+// Saved marked left out (FileCheckpoint.left_out), as is such a copy's position after a
+// restart while nothing more was read of it: read completely, so gone from its path at the
+// next restart (compressed, removed) it is dropped without an error or a log.
 // A restored position not resumed from yet (its file cannot be opened yet; a glob's file rotated
-// to PATH.1 and not created again yet) is reported as it was restored, so a snapshot taken
-// meanwhile does not lose it; one whose file was rotated to another name the glob matches is
-// read on there (under a name the glob leaves out, PATH.N or PATH-YYYYMMDD, by the path's
-// follower, which then reads the files rotated after it: FileFollower). One whose file is
-// nowhere (neither at its path nor under a rotated name) is given up: logged, naming the path
-// and offset, and counted as an error. A batch the sink refuses is kept and offered again on
-// the next round (nothing skipped).
+// to a name the glob does not match, PATH.1 of *.log, and not created again yet) is reported as
+// it was restored, so a snapshot taken meanwhile does not lose it; one whose file was rotated to
+// another name the glob matches is read on there (under a name the glob leaves out, PATH.N or
+// PATH-YYYYMMDD, by the path's follower, started at once even while the path is not there
+// again, which then reads the files rotated after it and the path's new file from its start:
+// FileFollower; each line once). One whose file is nowhere (neither at its path nor under a
+// rotated name) is given up: logged, naming the path and offset, and counted as an error. A
+// batch the sink refuses is kept and offered again on the next round (nothing skipped).
 //
 // Errors (permission denied, a read failing) are logged through `log` and counted in
-// palisade_input_errors_total{input}, and retried every round; they never stop the thread.
+// palisade_input_errors_total{input}, and retried every round; they never stop the thread. A
+// line longer than the input's cap (max_line_bytes; a JSON format's max_record_bytes) is cut
+// there, its rest dropped, and counted there too (the first of each file logged): the pipeline
+// counts the lines it cuts, but never sees these longer than its cap.
 // Metrics per input: lines, bytes, rotations, truncations, errors, lag in bytes.
 //
 // Thread-safety: Start/Stop from one thread; Consistent and Checkpoints from any thread.
@@ -171,6 +178,9 @@ class FileInputs {
     std::string last_error;  // logged when it starts or changes, not every poll
     // The position after the last line the sink took (what a snapshot may say).
     palisade::v1::FileCheckpoint taken;
+    // Resumed from a copy's left-out position (FileCheckpoint.left_out): that position. While
+    // `taken` is still there (nothing read from the copy), it is saved as left out again.
+    palisade::v1::FileCheckpoint left_out;
   };
   // A file as the file system knows it: (device, inode).
   using FileKey = std::pair<uint64_t, uint64_t>;
@@ -190,7 +200,8 @@ class FileInputs {
     // path: a glob's file rotated away while the daemon was down (PATH.1, not matched) and not
     // created again yet. Saved on in every snapshot until a follower takes them; dropped (logged,
     // counted as an error) once their file is neither at its path nor under a rotated name
-    // (FileFollower::RotatedNames: no follower could resume from them).
+    // (FileFollower::RotatedNames: no follower could resume from them); a copy left out
+    // (FileCheckpoint.left_out) once not at its path, silently (it was read completely).
     std::map<std::string, palisade::v1::FileCheckpoint> restored;
     // What the globs match that is not a regular file (a FIFO, a socket): skipped, said once.
     // Forgotten once no longer matched.

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -46,6 +47,7 @@ class FileInputsTest : public ::testing::Test {
                                    std::vector<palisade::v1::FileCheckpoint> from = {}) {
     FileInputsOptions options;
     options.batch_lines = 2;
+    options.max_line_bytes = max_line_bytes_;
     options.checkpoints = std::move(from);
     options.log = [this](const std::string& message) { logs_.push_back(message); };
     auto inputs = FileInputs::Create(
@@ -77,6 +79,7 @@ class FileInputsTest : public ::testing::Test {
   std::vector<std::string> lines_;
   std::vector<std::string> logs_;
   bool refuse_ = false;
+  size_t max_line_bytes_ = 16 * 1024;
 };
 
 TEST_F(FileInputsTest, GlobsFindNewFilesAndSkipCompressedOnes) {
@@ -234,6 +237,54 @@ TEST_F(FileInputsTest, ARestartDoesNotReadACopyLeftOutAgain) {
   EXPECT_THAT(lines_, ElementsAre("c2"));
 }
 
+// A copy left out is saved at its end so a restart does not read it again; one compressed or
+// removed while the daemon was down was read completely, so its position is dropped without an
+// error or a log (it was counted in palisade_input_errors_total and logged as given up). The
+// same for a copy resumed from its end after a restart and saved again.
+TEST_F(FileInputsTest, ACopyLeftOutAndGoneAtARestartIsNoError) {
+  Append("app.log", "a1\n");
+  auto inputs = Make(Config({"app.log*"}));
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log.2026-12-04").c_str()), 0);
+  Append("app.log", "b1\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  {
+    std::ifstream in(dir_ + "/app.log", std::ios::binary);
+    std::ofstream(dir_ + "/app.log-2026-12-05", std::ios::binary) << in.rdbuf();
+  }
+  ASSERT_EQ(::truncate((dir_ + "/app.log").c_str(), 0), 0);
+  Append("app.log", "c1\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre("a1", "b1", "c1"));
+  std::vector<palisade::v1::FileCheckpoint> saved = inputs->Checkpoints();
+  ASSERT_EQ(saved.size(), 3u);
+  inputs.reset();
+  lines_.clear();
+  ASSERT_EQ(std::remove((dir_ + "/app.log.2026-12-04").c_str()), 0);
+  auto again = Make(Config({"app.log*"}), saved);
+  EXPECT_EQ(again->PollOnce(), 0u);
+  Append("app.log", "c2\n");
+  EXPECT_EQ(again->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ElementsAre("c2"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+  EXPECT_THAT(logs_, ::testing::IsEmpty());
+  // The other copy, resumed from its end by this restart, is compressed before the next one.
+  saved = again->Checkpoints();
+  ASSERT_EQ(saved.size(), 2u);
+  again.reset();
+  ASSERT_EQ(std::rename((dir_ + "/app.log-2026-12-05").c_str(),
+                        (dir_ + "/app.log-2026-12-05.gz").c_str()),
+            0);
+  auto third = Make(Config({"app.log*"}), saved);
+  EXPECT_EQ(third->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre("c2"));
+  EXPECT_EQ(third->Checkpoints().size(), 1u);
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+  EXPECT_THAT(logs_, ::testing::IsEmpty());
+}
+
 // Renamed under a dated name and still written (the writer reopens later) when the snapshot was
 // taken: the file is read on from its position under its new name, once (no position of its
 // own is saved for the copy: the file's is).
@@ -279,6 +330,45 @@ TEST_F(FileInputsTest, ARestartReadsEveryFileAGlobRotatedTwiceWhileDown) {
   EXPECT_EQ(again->PollOnce(), 0u);
   EXPECT_THAT(lines_, ElementsAre("a1", "a2", "b1", "c1"));
   EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+}
+
+// Rotated while the daemon was down to a name the glob leaves out as a copy (PATH-YYYYMMDD,
+// PATH.N), and PATH not created again yet at the restart: the file is read on from its position
+// there, then the new file from its start, each line once. It was read from its start as a new
+// file, and its tail again once PATH appeared.
+TEST_F(FileInputsTest, ARestartWithThePathRotatedAwayReadsEachLineOnce) {
+  for (const auto& [glob, file, rotated] :
+       std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"app.log*", "app.log", "app.log-20261204"},
+           {"app.log*", "app.log", "app.log.2"},
+           {"app.log*", "app.log", "app.log.1"},
+           {"dir/*", "dir/app.log", "dir/app.log-20261204"}}) {
+    SCOPED_TRACE(rotated);
+    std::system(absl::StrCat("rm -rf ", dir_, "/* && mkdir -p ", dir_, "/dir").c_str());
+    lines_.clear();
+    Append(file, "a1\n");
+    std::vector<palisade::v1::FileCheckpoint> saved;
+    {
+      auto inputs = Make(Config({glob}));
+      EXPECT_EQ(inputs->PollOnce(), 1u);
+      saved = inputs->Checkpoints();
+    }
+    ASSERT_EQ(saved.size(), 1u);
+    lines_.clear();
+    Append(file, "a2\n");
+    ASSERT_EQ(std::rename((dir_ + "/" + file).c_str(), (dir_ + "/" + rotated).c_str()), 0);
+    auto again = Make(Config({glob}), saved);
+    again->PollOnce();
+    EXPECT_EQ(again->PollOnce(), 0u);
+    EXPECT_THAT(lines_, ElementsAre("a2"));
+    lines_.clear();
+    Append(file, "b1\n");
+    again->PollOnce();
+    EXPECT_EQ(again->PollOnce(), 0u);
+    EXPECT_THAT(lines_, ElementsAre("b1"));
+    EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+    EXPECT_THAT(logs_, ::testing::IsEmpty());
+  }
 }
 
 // A named path rotated while the daemon was down under a dated name (dateext) is read on from
@@ -472,6 +562,28 @@ TEST_F(FileInputsTest, ARestoredPositionWithNoFileYetIsKept) {
   EXPECT_TRUE(gone->Checkpoints().empty());
   // Given up, and said.
   EXPECT_THAT(logs_, ElementsAre(HasSubstr("/app.log: saved position (offset 3) not found")));
+}
+
+// A line longer than the input's cap is cut there (its rest dropped) and counted in
+// palisade_input_errors_total{input}, once however it was read: it was counted nowhere (the
+// pipeline, which counts the lines it cuts, never saw it longer than its cap).
+TEST_F(FileInputsTest, ACutLineIsCounted) {
+  max_line_bytes_ = 64;  // the follower's least
+  const std::string x(100, 'x'), y(100, 'y');
+  Append("auth.log", "short\n" + x + "\nok\n");
+  auto inputs = Make(Config({"auth.log"}));
+  inputs->PollOnce();
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre("short", x.substr(0, 64), "ok"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 1.0);
+  // Over the cap before its newline came: cut at once, its rest (read later) dropped, once.
+  Append("auth.log", y);
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  Append("auth.log", y + "\nend\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ElementsAre("short", x.substr(0, 64), "ok", y.substr(0, 64), "end"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 2.0);
+  EXPECT_EQ(Counter("palisade_input_lines_total"), 5.0);
 }
 
 // A JSON input reads each record whole up to max_record_bytes (a client's long headers, logged

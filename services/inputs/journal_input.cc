@@ -79,10 +79,11 @@ std::string CursorPart(absl::string_view cursor, absl::string_view key) {
 }
 
 // A journal file's writer: the sequence number id in its header (offset 72, after the
-// signature, flags, state, file id, machine id and boot id), as the cursors' "s=" print it.
-// Read from the header, not through sd_journal: that needs no entry, and a file just made by a
-// rotation has none yet. "" when the file is not (yet) a journal file.
-std::string ReadWriterId(const std::string& path) {
+// signature, flags, state, file id, machine id and boot id), as the cursors' "s=" print it; and
+// its own file id (offset 24) in `file_id`. Read from the header, not through sd_journal: that
+// needs no entry, and a file just made by a rotation has none yet. "" when the file is not
+// (yet) a journal file.
+std::string ReadWriterId(const std::string& path, std::string* file_id) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return "";
   unsigned char header[88];
@@ -91,9 +92,14 @@ std::string ReadWriterId(const std::string& path) {
   if (n != static_cast<ssize_t>(sizeof(header)) || std::memcmp(header, "LPKSHHRH", 8) != 0) {
     return "";
   }
+  *file_id = absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(header) + 24, 16));
   const std::string id =
       absl::BytesToHexString(absl::string_view(reinterpret_cast<char*>(header) + 72, 16));
   return id == std::string(32, '0') ? "" : id;
+}
+
+int64_t CtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
 }
 
 bool IsJournalFile(absl::string_view name) {
@@ -167,6 +173,7 @@ absl::StatusOr<std::unique_ptr<JournalInput>> JournalInput::Create(
       const std::string id = CursorPart(w, "s");
       if (!id.empty()) input->restored_[id] = w;
     }
+    input->restored_at_end_.insert(c.writers_at_end().begin(), c.writers_at_end().end());
     // Written before writer_cursors: the one cursor is its writer's position, and the other
     // writers had been read (as sd_journal orders them) up to its time.
     if (c.writer_cursors_size() == 0 && !c.cursor().empty()) {
@@ -198,9 +205,10 @@ absl::StatusOr<std::unique_ptr<JournalInput>> JournalInput::Create(
   input->no_message_ = &skipped.Add({{"input", config.name()}, {"reason", "no_message"}});
   input->cursor_lost_ = &prometheus::BuildCounter()
                              .Name("palisade_journal_cursor_lost_total")
-                             .Help("Saved journal cursors no longer in the journal (vacuumed): "
-                                   "the system journal was read from its head; a writer of a "
-                                   "directory or files had no file left.")
+                             .Help("Journal entries removed (vacuumed) before they were read: "
+                                   "a gap after a writer's cursor, a writer gone with entries "
+                                   "left unread, or the system journal's cursor no longer in it "
+                                   "(read from its head). Once per occurrence, not per entry.")
                              .Register(registry)
                              .Add(labels);
   input->lag_ = &prometheus::BuildGauge()
@@ -237,10 +245,13 @@ absl::Status JournalInput::Open(const std::string& where) {
     directory_device_ = st.st_dev;
     directory_inode_ = st.st_ino;
     r = sd_journal_open_directory(&journal_, dir.c_str(), 0);
+    // Watched from now on, so that sd_journal_process reports files added.
+    if (r >= 0) watched_ = sd_journal_get_fd(journal_) >= 0;
     std::string error;
     if (r >= 0 && !ListDirectory(&found, &error)) {
       return absl::UnavailableError(absl::StrCat(where, error));
     }
+    listed_at_ = options_.clock->TimeNow();
   } else {
     std::vector<const char*> paths;
     for (const std::string& f : config_.files()) {
@@ -257,7 +268,7 @@ absl::Status JournalInput::Open(const std::string& where) {
       paths.push_back(f.c_str());
       struct stat st;
       if (::stat(f.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-        found.push_back({{st.st_dev, st.st_ino}, f});
+        found.push_back({{st.st_dev, st.st_ino}, f, CtimeNs(st)});
       }
     }
     paths.push_back(nullptr);
@@ -323,6 +334,7 @@ absl::Status JournalInput::OpenSystem(const std::string& where) {
 }
 
 bool JournalInput::ListDirectory(std::vector<FoundFile>* out, std::string* error) const {
+  if (options_.listed) options_.listed();
   out->clear();
   std::vector<std::string> dirs = {config_.directory()};
   for (size_t i = 0; i < dirs.size(); ++i) {
@@ -340,7 +352,7 @@ bool JournalInput::ListDirectory(std::vector<FoundFile>* out, std::string* error
       struct stat st;
       if (::stat(path.c_str(), &st) != 0) continue;  // removed meanwhile
       if (file && S_ISREG(st.st_mode)) {
-        out->push_back({{st.st_dev, st.st_ino}, path});
+        out->push_back({{st.st_dev, st.st_ino}, path, CtimeNs(st)});
       } else if (!file && S_ISDIR(st.st_mode)) {
         dirs.push_back(path);
       }
@@ -352,31 +364,37 @@ bool JournalInput::ListDirectory(std::vector<FoundFile>* out, std::string* error
 
 absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool initial) {
   std::map<std::string, std::vector<FoundFile>> groups;
-  std::map<std::pair<uint64_t, uint64_t>, std::string> ids;
-  for (const FoundFile& f : found) {
+  std::map<std::pair<uint64_t, uint64_t>, CachedId> ids;
+  for (FoundFile f : found) {
     std::string id;
-    if (auto it = file_ids_.find(f.key); it != file_ids_.end()) {
-      id = it->second;
+    if (auto it = file_ids_.find(f.key);
+        it != file_ids_.end() && it->second.ctime_ns == f.ctime_ns) {
+      id = it->second.id;
+      f.file_id = it->second.file_id;
     } else {
-      id = ReadWriterId(f.path);
+      // New, or changed: maybe another file that reused the inode of a removed one.
+      id = ReadWriterId(f.path, &f.file_id);
     }
-    if (id.empty()) continue;  // not a journal file (yet): looked at again next round
-    ids[f.key] = id;
-    groups[id].push_back(f);
+    if (id.empty()) {  // not a journal file (yet): looked at again next round
+      relist_ = true;
+      continue;
+    }
+    ids[f.key] = {f.ctime_ns, id, f.file_id};
+    groups[id].push_back(std::move(f));
   }
   file_ids_ = std::move(ids);
   if (initial) {
     for (const auto& [id, cursor] : restored_) {
       if (groups.count(id) == 0) {
-        cursor_lost_->Increment();
-        Log(absl::StrCat("input ", config_.name(),
-                         ": the saved journal cursor is no longer in the journal (no file of its "
-                         "writer s=", id, " is left: vacuumed or removed?); the other writers "
-                         "read on from their own positions"));
+        WriterGoneLocked(id, restored_at_end_.count(id) > 0);
         continue;
       }
       pending_cursors_[id] = cursor;
       taken_cursors_[id] = cursor;
+      if (restored_at_end_.count(id) > 0) {
+        pending_at_end_.insert(id);
+        taken_at_end_.insert(id);
+      }
     }
     taken_cursor_ = restored_cursor_;
     pending_cursor_ = restored_cursor_;
@@ -385,8 +403,8 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
     std::sort(files.begin(), files.end(),
               [](const FoundFile& a, const FoundFile& b) { return a.key < b.key; });
     Writer& w = writers_[id];
-    std::vector<std::pair<uint64_t, uint64_t>> keys;
-    for (const FoundFile& f : files) keys.push_back(f.key);
+    std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::string>> keys;
+    for (const FoundFile& f : files) keys.push_back({f.key, f.file_id});
     if (w.journal != nullptr && keys == w.files) continue;
     // New, or its files changed (a rotation added one, a vacuum removed one): reopened, on
     // from its position. A file only renamed (rotated away) keeps its inode and is read on.
@@ -403,6 +421,7 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
       if (w.journal != nullptr) sd_journal_close(w.journal);
       w.journal = nullptr;
       w.files.clear();  // opened again next round
+      relist_ = true;
       if (initial) return absl::Status(s.code(), where_ + std::string(s.message()));
       Error(std::string(s.message()));
     }
@@ -410,11 +429,26 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
   for (auto& [id, w] : writers_) {
     if (groups.count(id) > 0 || w.journal == nullptr) continue;
     // None of its files is left; its position is kept, should they come back.
+    WriterGoneLocked(id, pending_at_end_.count(id) > 0);
     sd_journal_close(w.journal);
     w.journal = nullptr;
     w.files.clear();
   }
   return absl::OkStatus();
+}
+
+void JournalInput::WriterGoneLocked(const std::string& id, bool at_end) {
+  if (at_end) {
+    // Its last entry had been read: removing its files (a host gone, retention) lost nothing.
+    Log(absl::StrCat("input ", config_.name(), ": writer s=", id,
+                     " has no file left (removed or vacuumed); it had been read to its end"));
+    return;
+  }
+  cursor_lost_->Increment();
+  Log(absl::StrCat("input ", config_.name(),
+                   ": the saved journal cursor is no longer in the journal (no file of its "
+                   "writer s=", id, " is left: vacuumed or removed?) and its entries after it "
+                   "were not read; the other writers read on from their own positions"));
 }
 
 absl::Status JournalInput::OpenWriterLocked(Writer& w) {
@@ -440,6 +474,23 @@ absl::Status JournalInput::OpenWriterLocked(Writer& w) {
       return absl::InternalError(absl::StrCat("seeking writer s=", w.id, "'s cursor failed"));
     }
     if (!(sd_journal_next(w.journal) > 0 && sd_journal_test_cursor(w.journal, cursor) > 0)) {
+      // The entry after the cursor's should be numbered one more (a writer numbers each entry,
+      // and its files hold them all): a larger number means the entries between were removed
+      // unread. Read before the matches apply, which leave out entries of their own.
+      char* next = nullptr;
+      if (sd_journal_get_cursor(w.journal, &next) >= 0) {
+        const std::string first = next;
+        std::free(next);
+        const uint64_t saved = std::strtoull(CursorPart(it->second, "i").c_str(), nullptr, 16);
+        const uint64_t found = std::strtoull(CursorPart(first, "i").c_str(), nullptr, 16);
+        if (CursorPart(first, "s") == w.id && saved > 0 && found > saved + 1) {
+          cursor_lost_->Increment();
+          Log(absl::StrCat("input ", config_.name(), ": writer s=", w.id, "'s entries ",
+                           saved + 1, " to ", found - 1, " (", found - saved - 1,
+                           ") were removed (vacuumed?) before they were read; reading on from ",
+                           found));
+        }
+      }
       sd_journal_seek_cursor(w.journal, cursor);
     }
   } else if (w.start_after_usec > 0) {
@@ -512,6 +563,9 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
     if (!w.id.empty()) pending_cursors_[w.id] = cursor;
     std::free(cursor);
   };
+  // Whether this read reached the writer's end: its position is then its last entry, so its
+  // files removed later lose nothing (JournalCheckpoint.writers_at_end).
+  if (!w.id.empty()) pending_at_end_.erase(w.id);
   while (held_.size() < options_.batch_lines) {
     int r = sd_journal_next(j);
     if (r < 0) {
@@ -519,7 +573,10 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
       Error(absl::StrCat("reading the journal: ", Errno(r)));
       return false;
     }
-    if (r == 0) break;
+    if (r == 0) {
+      if (!w.id.empty()) pending_at_end_.insert(w.id);
+      break;
+    }
     moved = true;
     uint64_t usec = 0;
     if ((r = sd_journal_get_realtime_usec(j, &usec)) < 0) {
@@ -574,13 +631,26 @@ bool JournalInput::CheckDirectoryLocked() {
     }
     directory_device_ = st.st_dev;
     directory_inode_ = st.st_ino;
+    watched_ = sd_journal_get_fd(journal_) >= 0;
+    relist_ = true;
   }
+  // sd_journal watches the directory (and its machine-id subdirectories): a file added (a new
+  // host, a rotation's new name) is reported as SD_JOURNAL_INVALIDATE, here or by the thread's
+  // sd_journal_wait. A file removed is not reported (libsystemd 252): the interval finds it.
+  const absl::Time now = options_.clock->TimeNow();
+  if (sd_journal_process(journal_) == SD_JOURNAL_INVALIDATE || !watched_ ||
+      now - listed_at_ >= options_.wait_interval) {
+    relist_ = true;
+  }
+  if (!relist_) return true;
   std::vector<FoundFile> found;
   std::string error;
   if (!ListDirectory(&found, &error)) {
     Error(error);
     return false;
   }
+  relist_ = false;  // set again by GroupLocked for a file it could not group or open yet
+  listed_at_ = now;
   GroupLocked(found, /*initial=*/false).IgnoreError();  // errors counted per writer
   return true;
 }
@@ -593,6 +663,7 @@ size_t JournalInput::PollOnce() {
     // Entries skipped (no MESSAGE) are taken too: a restart does not look at them again.
     taken_cursor_ = pending_cursor_;
     taken_cursors_ = pending_cursors_;
+    taken_at_end_ = pending_at_end_;
   } else {
     palisade::v1::LogBatch batch;
     batch.set_source(config_.source());
@@ -615,6 +686,7 @@ size_t JournalInput::PollOnce() {
     held_bytes_ = 0;
     taken_cursor_ = pending_cursor_;
     taken_cursors_ = pending_cursors_;
+    taken_at_end_ = pending_at_end_;
     taken_newest_ = std::max(taken_newest_, pending_newest_);
     if (taken_newest_ != absl::InfinitePast()) {
       lag_->Set(std::max(0.0, absl::ToDoubleSeconds(options_.clock->TimeNow() - taken_newest_)));
@@ -638,6 +710,10 @@ void JournalInput::Start() {
       // Quiet (or a batch refused): wait for the journal to change, at most wait_interval.
       const int r = sd_journal_wait(
           journal_, static_cast<uint64_t>(absl::ToInt64Microseconds(options_.wait_interval)));
+      if (r == SD_JOURNAL_INVALIDATE) {  // a file added: the next round lists the directory
+        absl::MutexLock lock(&mu_);
+        relist_ = true;
+      }
       if (r < 0) {
         {
           absl::MutexLock lock(&mu_);
@@ -658,7 +734,10 @@ palisade::v1::JournalCheckpoint JournalInput::CheckpointLocked() const {
   palisade::v1::JournalCheckpoint c;
   c.set_input(config_.name());
   c.set_cursor(taken_cursor_);
-  for (const auto& [id, cursor] : taken_cursors_) c.add_writer_cursors(cursor);
+  for (const auto& [id, cursor] : taken_cursors_) {
+    c.add_writer_cursors(cursor);
+    if (taken_at_end_.count(id) > 0) c.add_writers_at_end(id);
+  }
   return c;
 }
 

@@ -17,18 +17,25 @@
 // each file's header, the cursors' "s="). One sd_journal over all of them orders different
 // writers' entries by wall clock and reads only past its place in time, so a host whose clock
 // is slow, or which uploads a backlog, would have its entries skipped. So each writer is read
-// through an sd_journal of its own, on from its own position; the directory is listed every
-// round, so that new hosts and rotated files are read. The system journal (no directory nor
-// files) is one journald's: it is read as one.
+// through an sd_journal of its own, on from its own position; the directory is listed again
+// when sd_journal, watching it, reports a file added (SD_JOURNAL_INVALIDATE: a new host, a
+// rotation), and at most once per wait_interval otherwise (a file removed, which sd_journal
+// does not report), so that new hosts and rotated files are read. Not every round: while a
+// backlog drains that would cost as much as the reading, under the lock snapshots wait for.
+// The system journal (no directory nor files) is one journald's: it is read as one.
 //
 // Exactness across restarts, as the file inputs: a batch's entries are counted once the sink
 // returned OK, and the cursor of each writer's last entry among them is what Consistent()
 // reports (JournalCheckpoint.writer_cursors), so the daemon saves the engine's windows and these
-// cursors as one snapshot. A restart reads each writer on from the entry after its cursor (none
-// lost, none twice; when that entry was vacuumed, from the first one after it), and a writer
-// with no cursor from its head. A checkpoint with one cursor (an older version's) is its
-// writer's position, and the other writers are read on from its time. A saved writer none of
-// whose files is left is logged and counted; the other writers are not read again. For the
+// cursors as one snapshot. A restart reads each writer on from the entry after its cursor, and a
+// writer with no cursor from its head. None is read twice; none is lost unless the files
+// holding a writer's unread entries were removed (vacuumed) first: its entries then resume at
+// the first one left, and the gap, which the sequence numbers (the cursors' "i=") show, is
+// logged and counted in cursor_lost (so is one found when a writer is reopened while running).
+// A checkpoint with one cursor (an older version's) is its writer's position, and the other
+// writers are read on from its time. A writer none of whose files is left is logged; it is
+// counted only when it had not been read to its end (JournalCheckpoint.writers_at_end), as
+// its unread entries went with its files. The other writers are not read again. For the
 // system journal, a cursor no longer in it is logged and counted, and it is read from its head.
 // A batch the sink refuses is kept and offered again (nothing skipped).
 //
@@ -49,6 +56,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <utility>
@@ -80,7 +88,9 @@ struct JournalInputOptions {
   // Where each journal input stood at the last snapshot (EngineSnapshot.journal_cursors).
   std::vector<palisade::v1::JournalCheckpoint> checkpoints;
   std::function<void(const std::string&)> log;
-  Clock* clock = nullptr;  // for the lag; default the real clock
+  Clock* clock = nullptr;  // for the lag and when to list a directory; default the real clock
+  // Called each time a directory input lists its directory (for tests).
+  std::function<void()> listed;
 };
 
 class JournalInput {
@@ -126,7 +136,9 @@ class JournalInput {
   // of its own, on from its own position.
   struct Writer {
     std::string id;  // the sequence number id, 32 hex digits; "" for the system journal
-    std::vector<std::pair<uint64_t, uint64_t>> files;  // (device, inode), sorted
+    // ((device, inode), the file id in its header), sorted: a new file that reused a removed
+    // one's inode is told apart by its file id.
+    std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::string>> files;
     std::vector<std::string> paths;                    // in the order of files
     sd_journal* journal = nullptr;  // null while its files cannot be opened or are gone
     bool owned = true;              // false: the system journal, which is journal_
@@ -137,6 +149,13 @@ class JournalInput {
   struct FoundFile {
     std::pair<uint64_t, uint64_t> key;  // (device, inode)
     std::string path;
+    int64_t ctime_ns = 0;  // its change time: another file with this inode has a later one
+    std::string file_id;   // its header's, once read
+  };
+  struct CachedId {
+    int64_t ctime_ns = 0;  // the file's change time when the ids were read from its header
+    std::string id;        // its writer's
+    std::string file_id;
   };
 
   JournalInput(palisade::v1::JournalInput config, JournalInputOptions options, BatchSink sink);
@@ -154,11 +173,17 @@ class JournalInput {
   absl::Status GroupLocked(const std::vector<FoundFile>& found, bool initial)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Opens a writer's files, positioned after its position (pending_cursors_), else as its
-  // start_after_usec says, and adds the matches.
+  // start_after_usec says, and adds the matches. Entries between its cursor and the first one
+  // left (removed before they were read) are logged and counted.
   absl::Status OpenWriterLocked(Writer& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A writer none of whose files is left: logged, and counted lost unless it had been read to
+  // its end (`at_end`).
+  void WriterGoneLocked(const std::string& id, bool at_end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A directory input: a directory removed and made again is opened anew (sd_journal would
   // watch the old one forever); one that is gone is an error counted every round (false).
-  // Then the directory is listed, so that new writers and rotated files are read.
+  // Then the directory is listed when a file was added to it, when a file in it could not be
+  // grouped or opened yet, or once wait_interval passed since it was last listed, so that new
+  // writers and rotated files are read.
   bool CheckDirectoryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads entries into held_ (and the pending positions), writer after writer, a different
   // writer first each round so that a busy one cannot starve the others.
@@ -179,6 +204,7 @@ class JournalInput {
   std::string where_;            // "inputs.journal[i] (\"name\"): ", for errors
   std::string restored_cursor_;  // JournalCheckpoint.cursor
   std::map<std::string, std::string> restored_;  // writer id -> its restored cursor
+  std::set<std::string> restored_at_end_;        // JournalCheckpoint.writers_at_end
   uint64_t legacy_after_usec_ = 0;  // a checkpoint with one cursor: that cursor's realtime
   uint64_t directory_device_ = 0;   // the opened directory's identity
   uint64_t directory_inode_ = 0;
@@ -187,14 +213,25 @@ class JournalInput {
   // By writer id. Used only by Create and then the input's own thread (under mu_).
   std::map<std::string, Writer> writers_ ABSL_GUARDED_BY(mu_);
   // The writer ids read from the files' headers, by (device, inode), for the files last seen.
-  std::map<std::pair<uint64_t, uint64_t>, std::string> file_ids_ ABSL_GUARDED_BY(mu_);
+  // An inode can be reused by another writer's file between two listings, so an id is read
+  // again when the file's change time moved (which a file written to does too: the few live
+  // files' headers are read again, the many rotated ones are not).
+  std::map<std::pair<uint64_t, uint64_t>, CachedId> file_ids_ ABSL_GUARDED_BY(mu_);
   size_t round_ ABSL_GUARDED_BY(mu_) = 0;  // which writer is read first
+  // The directory is to be listed again: sd_journal reported a file added, it was opened anew,
+  // or a file in it could not be grouped or opened yet. Always, when it cannot be watched.
+  bool relist_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time listed_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();  // options_.clock's
+  bool watched_ ABSL_GUARDED_BY(mu_) = false;  // sd_journal watches the directory (inotify)
   std::vector<palisade::v1::LogRecord> held_ ABSL_GUARDED_BY(mu_);
   uint64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Per writer id, the cursor of its last entry read (pending) and taken by the sink (taken);
   // kept for writers whose files are gone (a directory replaced may bring them back).
   std::map<std::string, std::string> pending_cursors_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::string> taken_cursors_ ABSL_GUARDED_BY(mu_);
+  // The writer ids whose last read reached their end, as of the pending and taken cursors.
+  std::set<std::string> pending_at_end_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> taken_at_end_ ABSL_GUARDED_BY(mu_);
   std::string pending_cursor_ ABSL_GUARDED_BY(mu_);  // of the last entry in held_
   absl::Time pending_newest_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::string taken_cursor_ ABSL_GUARDED_BY(mu_);    // of the last entry the sink took

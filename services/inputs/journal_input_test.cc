@@ -3,9 +3,13 @@
 // a vacuumed cursor, hostile MESSAGE and identifier, following while running.
 #include "services/inputs/journal_input.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -89,6 +93,11 @@ class JournalInputTest : public ::testing::Test {
       absl::MutexLock lock(&mu_);
       logged_.push_back(m);
     };
+    options.listed = [this] {
+      absl::MutexLock lock(&mu_);
+      ++listings_;
+    };
+    options.clock = &clock_;  // a directory is listed again once wait_interval passed on it
     return JournalInput::Create(
         0, config, options,
         [this](const palisade::v1::LogBatch& b) {
@@ -150,6 +159,8 @@ class JournalInputTest : public ::testing::Test {
   std::vector<int64_t> times_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> logged_ ABSL_GUARDED_BY(mu_);
   bool refuse_ ABSL_GUARDED_BY(mu_) = false;
+  int listings_ ABSL_GUARDED_BY(mu_) = 0;  // of a directory input's directory
+  SimulatedClock clock_;
 };
 
 TEST_F(JournalInputTest, RebuildsSyslogLinesWithTheJournalsTimeAndMatchesLikeJournalctl) {
@@ -219,9 +230,10 @@ TEST_F(JournalInputTest, ResumesAfterTheSavedCursorExactly) {
 }
 
 TEST_F(JournalInputTest, ACursorNoLongerInTheJournalIsCountedAndTheHeadRead) {
-  // The cursor of an entry in a journal since removed (another file, another sequence id).
+  // The cursor of an entry in a journal since removed (another file, another sequence id),
+  // whose last entry had not been read: it went with the file.
   const std::string old = dir_ + "/old.journal";
-  Write(Ssh(kBase, 1, "gone"), old);
+  Write(Ssh(kBase, 1, "gone") + Ssh(kBase + 1, 1, "gone too") + Ssh(kBase + 2, 1, "unread"), old);
   palisade::v1::JournalInput old_config = Config();
   old_config.clear_files();
   old_config.add_files(old);
@@ -229,7 +241,7 @@ TEST_F(JournalInputTest, ACursorNoLongerInTheJournalIsCountedAndTheHeadRead) {
   {
     auto input = Make(old_config);
     ASSERT_TRUE(input.ok()) << input.status();
-    Drain(**input);
+    ASSERT_EQ((*input)->PollOnce(), 2u);  // batch_lines
     gone = Position(**input);
   }
   ASSERT_FALSE(gone.cursor().empty());
@@ -490,6 +502,12 @@ TEST_F(JournalInputTest, AHostsFilesRemovedDoNotMakeOtherHostsReadAgain) {
   ASSERT_TRUE(again.ok()) << again.status();
   Drain(**again);
   EXPECT_TRUE(Lines().empty());
+  // Review v1 finding 3b: a had been read to its end, so nothing was lost with its file.
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_THAT(logged_, ElementsAre(HasSubstr("had been read to its end")));
+  }
   Write(HostEntry(kBase + 20, "b", "b3"), jd + "/remote-b.journal");
   Drain(**again);
   EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": b3")));
@@ -525,6 +543,200 @@ TEST_F(JournalInputTest, AHostsRotatedAndVacuumedFilesAreReadOnFromItsPosition) 
   Drain(**input);
   EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": a3")));
   EXPECT_EQ(Metric("palisade_input_errors_total"), 0);
+}
+
+// An entry of host a with 260 fields more: journal-remote's field hash table is then over 3/4
+// full, so it rotates the file before the next entry (to remote-a@....journal; the new file
+// keeps the sequence number id and numbering), as journald rotates a full file.
+std::string RotatingEntry(int64_t usec, const std::string& message) {
+  std::string out = HostEntry(usec, "a", message);
+  out.pop_back();  // the blank line that ends the entry
+  for (int k = 0; k < 260; ++k) absl::StrAppend(&out, "X", k, "=1\n");
+  return out + "\n";
+}
+
+// Review v1 finding 3a: host a's rotated file, holding entries not read yet, vacuumed while
+// palisaded was down. a reads on from its first entry left, and the gap is counted and logged.
+TEST_F(JournalInputTest, AWritersUnreadEntriesVacuumedAreCountedAsLost) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  Write(HostEntry(kBase, "a", "a0") + HostEntry(kBase + 1, "a", "a1") +
+            RotatingEntry(kBase + 2, "a2") + HostEntry(kBase + 3, "a", "a3") +
+            HostEntry(kBase + 4, "a", "a4"),
+        jd + "/remote-a.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  palisade::v1::JournalCheckpoint saved;
+  {
+    auto input = Make(c);
+    ASSERT_TRUE(input.ok()) << input.status();
+    ASSERT_EQ((*input)->PollOnce(), 2u);  // a0, a1 (batch_lines)
+    saved = Position(**input);
+  }
+  Clear();
+  // The rotated file (a0, a1, a2) vacuumed; remote-a.journal holds a3 and a4.
+  ASSERT_EQ(std::system(("rm " + jd + "/remote-a@*.journal").c_str()), 0);
+  auto again = Make(c, {saved});
+  ASSERT_TRUE(again.ok()) << again.status();
+  Drain(**again);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": a3"), HasSubstr(": a4")));
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 1);
+  absl::MutexLock lock(&mu_);
+  EXPECT_THAT(logged_, ElementsAre(HasSubstr(
+                           "entries 3 to 3 (1) were removed (vacuumed?) before they were read")));
+}
+
+// The same rotation, a's rotated file read to its end before it is vacuumed: the first entry
+// left follows the cursor's, so nothing is counted.
+TEST_F(JournalInputTest, AWritersReadFileVacuumedIsNotCountedAsLost) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  Write(HostEntry(kBase, "a", "a0") + RotatingEntry(kBase + 1, "a1") +
+            HostEntry(kBase + 2, "a", "a2") + HostEntry(kBase + 3, "a", "a3"),
+        jd + "/remote-a.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  palisade::v1::JournalCheckpoint saved;
+  {
+    auto input = Make(c);
+    ASSERT_TRUE(input.ok()) << input.status();
+    ASSERT_EQ((*input)->PollOnce(), 2u);  // a0, a1: the rotated file's entries
+    saved = Position(**input);
+  }
+  Clear();
+  ASSERT_EQ(std::system(("rm " + jd + "/remote-a@*.journal").c_str()), 0);
+  auto again = Make(c, {saved});
+  ASSERT_TRUE(again.ok()) << again.status();
+  Drain(**again);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": a2"), HasSubstr(": a3")));
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
+  absl::MutexLock lock(&mu_);
+  EXPECT_TRUE(logged_.empty());
+}
+
+// Review v1 finding 6: a file removed and another made with the same inode (ext4 reuses one at
+// once) is grouped by its own header, not by the writer its inode last held. Here host a's file
+// is moved out of the directory, the other file's bytes written over it in place (which keeps
+// the inode for certain) and it is moved back: a removal and a creation, as sd_journal sees it.
+TEST_F(JournalInputTest, AnInodeReusedByAnotherWritersFileIsGroupedByItsHeader) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  const std::string a = jd + "/remote-a.journal";
+  Write(HostEntry(kBase, "a", "a0") + HostEntry(kBase + 1, "a", "a1"), a);
+  Write(HostEntry(kBase + 2, "b", "b0"), jd + "/remote-b.journal");
+  const std::string c_file = dir_ + "/remote-c.journal";  // a third writer, made elsewhere
+  Write(HostEntry(kBase + 3, "c", "c0") + HostEntry(kBase + 4, "c", "c1"), c_file);
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  auto input = Make(c);
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  ASSERT_EQ(Lines().size(), 3u);
+  Clear();
+  struct stat before;
+  ASSERT_EQ(::stat(a.c_str(), &before), 0);
+  ASSERT_EQ(std::system(absl::StrCat("mv ", a, " ", dir_, "/out && dd status=none conv=notrunc if=",
+                                     c_file, " of=", dir_, "/out")
+                            .c_str()),
+            0);
+  // A new file's change time is later than the old one's: waits (for the coarse clock's next
+  // tick, at most a few ms) until it is, as it would be for a file made anew.
+  const std::string out = dir_ + "/out";
+  for (struct stat now; ::stat(out.c_str(), &now) == 0 &&
+                        now.st_ctim.tv_sec == before.st_ctim.tv_sec &&
+                        now.st_ctim.tv_nsec == before.st_ctim.tv_nsec;) {
+    absl::SleepFor(absl::Milliseconds(1));
+    ::utimensat(AT_FDCWD, out.c_str(), nullptr, 0);
+  }
+  ASSERT_EQ(std::rename(out.c_str(), a.c_str()), 0);
+  clock_.Advance(absl::Seconds(1));  // a removal is not reported: listed after wait_interval
+  Drain(**input);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": c0"), HasSubstr(": c1")));
+  // Three writers, each under its own sequence number id (a's kept, its file gone).
+  const palisade::v1::JournalCheckpoint saved = Position(**input);
+  std::set<std::string> ids;
+  for (const std::string& w : saved.writer_cursors()) {
+    ids.insert(w.substr(0, w.find(';')));
+  }
+  EXPECT_EQ(saved.writer_cursors_size(), 3);
+  EXPECT_EQ(ids.size(), 3u);
+}
+
+// The same with a newer file of the same writer (its rotation) in the reused inode: its file id
+// differs, so the writer is reopened and the new file's entries read.
+TEST_F(JournalInputTest, AnInodeReusedByTheSameWritersNewFileIsRead) {
+  const std::string jd = dir_ + "/remote";
+  const std::string src = dir_ + "/src";
+  std::system(("mkdir -p " + jd + " " + src).c_str());
+  Write(HostEntry(kBase, "a", "a0") + RotatingEntry(kBase + 1, "a1") +
+            HostEntry(kBase + 2, "a", "a2"),
+        src + "/remote-a.journal");  // src: remote-a@....journal (a0, a1), remote-a.journal (a2)
+  const std::string a = jd + "/remote-a.journal";
+  ASSERT_EQ(std::system(("cp " + src + "/remote-a@*.journal " + a).c_str()), 0);
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  auto input = Make(c);
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  ASSERT_EQ(Lines().size(), 2u);
+  Clear();
+  struct stat before;
+  ASSERT_EQ(::stat(a.c_str(), &before), 0);
+  ASSERT_EQ(std::system(absl::StrCat("mv ", a, " ", dir_, "/out && dd status=none conv=notrunc if=",
+                                     src, "/remote-a.journal of=", dir_, "/out")
+                            .c_str()),
+            0);
+  const std::string out = dir_ + "/out";
+  for (struct stat now; ::stat(out.c_str(), &now) == 0 &&
+                        now.st_ctim.tv_sec == before.st_ctim.tv_sec &&
+                        now.st_ctim.tv_nsec == before.st_ctim.tv_nsec;) {
+    absl::SleepFor(absl::Milliseconds(1));
+    ::utimensat(AT_FDCWD, out.c_str(), nullptr, 0);
+  }
+  ASSERT_EQ(std::rename(out.c_str(), a.c_str()), 0);
+  clock_.Advance(absl::Seconds(1));  // a removal is not reported: listed after wait_interval
+  Drain(**input);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": a2")));
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
+}
+
+// Review v1 finding 5: a directory is listed (and its files stat'ed) when sd_journal reports a
+// file added or wait_interval passed, not every round: draining a backlog (on a clock that does
+// not move) lists it once, and a new host is still read.
+TEST_F(JournalInputTest, DrainingABacklogListsTheDirectoryOnceAndANewFileIsStillRead) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  std::string backlog;
+  for (int i = 0; i < 10; ++i) backlog += HostEntry(kBase + i, "a", absl::StrCat("a", i));
+  Write(backlog, jd + "/remote-a.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  auto input = Make(c);
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);  // five batches of two, and a round with nothing
+  ASSERT_EQ(Lines().size(), 10u);
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_EQ(listings_, 1);  // by Create
+  }
+  Clear();
+  Write(HostEntry(kBase + 20, "b", "b0"), jd + "/remote-b.journal");
+  Drain(**input);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": b0")));
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_EQ(listings_, 2);  // told by sd_journal
+  }
+  // Once wait_interval passed (removals, which sd_journal does not report, are seen then).
+  clock_.Advance(absl::Milliseconds(50));
+  EXPECT_EQ((*input)->PollOnce(), 0u);
+  absl::MutexLock lock(&mu_);
+  EXPECT_EQ(listings_, 3);
 }
 
 // A checkpoint of the version that kept one cursor per input still resumes: its host reads on
