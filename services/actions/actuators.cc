@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "services/common/ip.h"
 
 namespace palisade {
@@ -51,6 +52,47 @@ bool IsTransient(const absl::Status& s) {
   }
 }
 
+bool IsDecisionId(absl::string_view id) {
+  return id.size() == 16 && std::all_of(id.begin(), id.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+std::string Mark(absl::string_view id, absl::string_view instance) {
+  return instance.empty() ? absl::StrCat("palisade:", id)
+                          : absl::StrCat("palisade:", id, "@", instance);
+}
+
+std::string RefMark(absl::string_view id, absl::string_view instance) {
+  return instance.empty() ? absl::StrCat("palisade_", id)
+                          : absl::StrCat("palisade_", id, "_", instance);
+}
+
+namespace {
+
+// "<id>" or "<id><sep><tag>" -> "<id>" when the tag is `instance` (none for an empty one) and the
+// id a decision id's; else "". An instance is [a-z0-9-]: the first `sep` ends the id.
+std::string OwnId(absl::string_view marked, char sep, absl::string_view instance) {
+  const size_t at = marked.find(sep);
+  const bool tagged = at != absl::string_view::npos;
+  if (tagged == instance.empty()) return "";  // a tag where none is wanted, or none where one is
+  if (tagged && marked.substr(at + 1) != instance) return "";
+  const absl::string_view id = marked.substr(0, at);
+  return IsDecisionId(id) ? std::string(id) : "";
+}
+
+}  // namespace
+
+std::string MarkedDecisionId(absl::string_view notes, absl::string_view instance) {
+  if (!absl::ConsumePrefix(&notes, "palisade:")) return "";
+  return OwnId(notes.substr(0, notes.find(' ')), '@', instance);
+}
+
+std::string RefDecisionId(absl::string_view ref, absl::string_view instance) {
+  if (!absl::ConsumePrefix(&ref, "palisade_")) return "";
+  return OwnId(ref, '_', instance);
+}
+
 bool IsCredentialError(const absl::Status& s) {
   return s.code() == absl::StatusCode::kUnauthenticated ||
          s.code() == absl::StatusCode::kPermissionDenied;
@@ -58,8 +100,8 @@ bool IsCredentialError(const absl::Status& s) {
 
 // --- access rules ----------------------------------------------------------------------------
 
-std::string AccessRuleActuator::Notes(const Decision& d) {
-  return absl::StrCat("palisade:", d.id(), " ", d.rule_id().empty() ? "manual" : d.rule_id());
+std::string AccessRuleActuator::Notes(const Decision& d, absl::string_view instance) {
+  return absl::StrCat(Mark(d.id(), instance), " ", d.rule_id().empty() ? "manual" : d.rule_id());
 }
 
 absl::Status AccessRuleActuator::Apply(ActionOp& op) {
@@ -89,7 +131,7 @@ absl::Status AccessRuleActuator::Apply(ActionOp& op) {
     return absl::InvalidArgumentError("access rules act on addresses and ranges only");
   }
   absl::StatusOr<AccessRule> rule =
-      client_.CreateAccessRule(scope_, *mode, target, value, Notes(d));
+      client_.CreateAccessRule(scope_, *mode, target, value, Notes(d, instance_));
   if (rule.ok()) {
     op.edge = {rule->id, "", false};
     return absl::OkStatus();
@@ -99,7 +141,8 @@ absl::Status AccessRuleActuator::Apply(ActionOp& op) {
   absl::StatusOr<std::optional<AccessRule>> existing = FindRule(target, value);
   if (!existing.ok()) return existing.status();
   if (!existing->has_value()) return rule.status();
-  const bool ours = absl::StartsWith((*existing)->notes, "palisade:");
+  // Ours: marked by this instance (another's, or a human's "palisade:office", is foreign).
+  const bool ours = !MarkedDecisionId((*existing)->notes, instance_).empty();
   if ((*existing)->mode != *mode) {
     // A human's whitelist or challenge on the address: adopted, the edge would let in what the
     // decision blocks. Which one wins is an operator's choice.
@@ -154,7 +197,7 @@ absl::Status AccessRuleActuator::Remove(ActionOp& op) {
   std::string id = op.edge.id;
   if (id.empty()) {
     AccessRuleFilter f;
-    f.notes = Notes(op.decision);
+    f.notes = Notes(op.decision, instance_);
     absl::StatusOr<std::vector<AccessRule>> found = client_.ListAllAccessRules(scope_, f);
     if (!found.ok()) return found.status();
     for (const AccessRule& r : *found) {
@@ -432,7 +475,7 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
       continue;
     }
     batched.insert(*item);
-    batch.push_back({"", *item, "palisade:" + op->decision.id()});
+    batch.push_back({"", *item, Mark(op->decision.id(), options_.instance)});
     adds.emplace_back(op, *item);
   }
   if (vanished) {
@@ -587,7 +630,7 @@ absl::Status RateLimitActuator::Apply(ActionOp& op) {
   absl::StatusOr<std::string> expression = ExpressionFor(d.target().value());
   if (!expression.ok()) return expression.status();
   RulesetRule rule;
-  rule.ref = "palisade_" + d.id();
+  rule.ref = RefMark(d.id(), options_.instance);
   rule.description = absl::StrCat("palisade ", d.rule_id().empty() ? "manual" : d.rule_id(), " ",
                                   d.target().value());
   rule.expression = *expression;
@@ -623,7 +666,7 @@ absl::Status RateLimitActuator::Remove(ActionOp& op) {
     if (rs.status().code() == absl::StatusCode::kNotFound) return absl::OkStatus();
     if (!rs.ok()) return rs.status();
     for (const RulesetRule& r : rs->rules) {
-      if (r.ref == "palisade_" + op.decision.id()) edge = {r.id, rs->id, false};
+      if (r.ref == RefMark(op.decision.id(), options_.instance)) edge = {r.id, rs->id, false};
     }
     if (edge.id.empty()) return absl::OkStatus();
   }

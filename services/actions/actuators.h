@@ -1,8 +1,9 @@
 // The four Cloudflare actuators (see docs/ARCHITECTURE.md and ../shared/cloudflare-api.md):
 //
-//  AccessRuleActuator  one IP access rule per decision; notes "palisade:<decision id> ..." so
-//                      Palisade can find exactly its own rules; a duplicate (10009) is adopted
-//                      when its mode is the decision's (else the apply fails, naming it).
+//  AccessRuleActuator  one IP access rule per decision; notes "palisade:<decision id> ..." (with
+//                      the instance's tag: Mark) so Palisade can find exactly its own rules; a
+//                      duplicate (10009) is adopted when its mode is the decision's (else the
+//                      apply fails, naming it), as foreign unless it bears this instance's mark.
 //  IpListActuator      decisions batched into one list operation per flush on Palisade's IP
 //                      list, which one custom rule (`ip.src in $list`) blocks; list and rule are
 //                      created when missing (the rule also enabled and put right when edited),
@@ -26,8 +27,10 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/string_view.h"
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "services/actions/actuator.h"
@@ -37,16 +40,40 @@
 
 namespace palisade {
 
+// Palisade's marks on what it makes at the edge, naming the decision and, when
+// CloudflareConfig.instance is set, the palisaded that made it (instances sharing a zone or an
+// account each have their own):
+//   access-rule notes   "palisade:<id> <rule>"   tagged "palisade:<id>@<instance> <rule>"
+//   list-item comments  "palisade:<id>"          tagged "palisade:<id>@<instance>"
+//   rate-limit refs     "palisade_<id>"          tagged "palisade_<id>_<instance>"
+// A mark is an instance's own only when its <id> has the shape of a decision id (16 lowercase
+// hex: DecisionTable::NewIdLocked) and its tag is that instance (none for an empty one): a
+// human's rule noted "palisade:office", and another instance's marks, are never deleted or
+// taken as its own.
+bool IsDecisionId(absl::string_view id);
+// The list-item comment (and, with the rule after a space, the access-rule notes) for `id`.
+std::string Mark(absl::string_view id, absl::string_view instance);
+// The rate-limit rule ref for `id`.
+std::string RefMark(absl::string_view id, absl::string_view instance);
+// The decision id that access-rule notes or a list-item comment mark as `instance`'s own; ""
+// when they are not its mark.
+std::string MarkedDecisionId(absl::string_view notes, absl::string_view instance);
+// The decision id that a rate-limit rule's ref marks as `instance`'s own; "" when it is not.
+std::string RefDecisionId(absl::string_view ref, absl::string_view instance);
+
 class AccessRuleActuator final : public Actuator {
  public:
-  AccessRuleActuator(CloudflareClient& client, RuleScope scope) : client_(client), scope_(scope) {}
+  // `instance`: CloudflareConfig.instance, the tag in the notes ("" for none).
+  AccessRuleActuator(CloudflareClient& client, RuleScope scope, std::string instance = "")
+      : client_(client), scope_(scope), instance_(std::move(instance)) {}
   std::string name() const override { return "access_rule"; }
   void Run(std::vector<ActionOp*>& ops) override;
-  // A duplicate (10009) of the same mode is adopted, even one another Palisade decision made.
+  // A duplicate (10009) of the same mode is adopted, even one another Palisade decision made
+  // (as foreign when it is not this instance's: never deleted by it).
   bool AdoptsExisting() const override { return true; }
 
   // The notes Palisade writes on its rules (and searches for).
-  static std::string Notes(const palisade::v1::Decision& d);
+  static std::string Notes(const palisade::v1::Decision& d, absl::string_view instance = "");
 
  private:
   absl::Status Apply(ActionOp& op);
@@ -57,10 +84,13 @@ class AccessRuleActuator final : public Actuator {
                                                      const std::string& value);
   CloudflareClient& client_;
   RuleScope scope_;
+  const std::string instance_;
 };
 
 struct IpListOptions {
   std::string list_name = "palisade_block";
+  // CloudflareConfig.instance: the tag in the items' comments ("" for none).
+  std::string instance;
   // The account's item quota, which all its lists share (10,000 below Enterprise).
   int max_items = 10000;
   int ipv6_prefix = 64;
@@ -136,6 +166,8 @@ struct RateLimitOptions {
   int requests_per_period = 10;
   int mitigation_timeout = 10;
   std::string action = "block";
+  // CloudflareConfig.instance: the tag in the rules' refs ("" for none).
+  std::string instance;
 };
 
 class RateLimitActuator final : public Actuator {

@@ -113,7 +113,7 @@ TEST_F(ActuatorsTest, AnExistingIpv6RuleIsAdoptedWithFiltersTheApiTakes) {
       RuleScope::kZone, "block", "ip6", "2001:db8::9", "added by a human");
   ASSERT_THAT(human, IsOk());
   absl::StatusOr<AccessRule> older = client_->CreateAccessRule(
-      RuleScope::kZone, "block", "ip6", "2001:db8::a", "palisade:old test-rule");
+      RuleScope::kZone, "block", "ip6", "2001:db8::a", "palisade:00000000000000aa test-rule");
   ASSERT_THAT(older, IsOk());
   absl::StatusOr<AccessRule> range = client_->CreateAccessRule(
       RuleScope::kZone, "block", "ip_range", "2001:db8:1:2::/64", "a human's range");
@@ -152,6 +152,95 @@ TEST_F(ActuatorsTest, ADuplicateIsAdoptedAndAForeignRuleIsNeverDeleted) {
   Run(actuator, removes);
   EXPECT_THAT(removes[0].result, IsOk());
   EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(1));
+}
+
+// 10009 on a rule whose notes start "palisade:" but name no decision id (a human's
+// "palisade:office"): it was taken as Palisade's own, and deleted when the decision ended.
+TEST_F(ActuatorsTest, ARuleNotedPalisadeWithoutADecisionIdIsForeign) {
+  ASSERT_THAT(
+      client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.9", "palisade:office"),
+      IsOk());
+  AccessRuleActuator actuator(*client_, RuleScope::kZone);
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "00000000000000d1", palisade::v1::TARGET_KIND_IP, "203.0.113.9")};
+  Run(actuator, ops);
+  ASSERT_THAT(ops[0].result, IsOk());
+  EXPECT_TRUE(ops[0].edge.foreign);
+  std::vector<ActionOp> removes = {Op(ActionOp::Kind::kRemove, "00000000000000d1",
+                                      palisade::v1::TARGET_KIND_IP, "203.0.113.9")};
+  removes[0].edge = ops[0].edge;
+  Run(actuator, removes);
+  EXPECT_THAT(removes[0].result, IsOk());
+  EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(1));
+}
+
+// Two palisaded sharing a zone or an account tell their objects apart by CloudflareConfig.instance:
+// what one writes carries its tag (access-rule notes, list-item comments, rate-limit refs), and
+// finds it again by it.
+TEST_F(ActuatorsTest, WhatAnInstanceWritesCarriesItsTag) {
+  AccessRuleActuator rules(*client_, RuleScope::kZone, "edge-a");
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "00000000000000d1", palisade::v1::TARGET_KIND_IP, "203.0.113.7")};
+  Run(rules, ops);
+  ASSERT_THAT(ops[0].result, IsOk());
+  ASSERT_THAT(fake_.AccessRuleSnapshot(), SizeIs(1));
+  EXPECT_EQ(fake_.AccessRuleSnapshot()[0]["notes"], "palisade:00000000000000d1@edge-a test-rule");
+  std::vector<ActionOp> removes = {Op(ActionOp::Kind::kRemove, "00000000000000d1",
+                                      palisade::v1::TARGET_KIND_IP, "203.0.113.7")};
+  Run(rules, removes);  // no edge id: found again by its notes
+  EXPECT_THAT(removes[0].result, IsOk());
+  EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(0));
+
+  IpListOptions list;
+  list.instance = "edge-a";
+  IpListActuator items(*client_, list, registry_);
+  ops = {Op(ActionOp::Kind::kApply, "00000000000000d2", palisade::v1::TARGET_KIND_IP,
+            "198.51.100.2")};
+  Run(items, ops);
+  ASSERT_THAT(ops[0].result, IsOk());
+  fake::json snapshot = fake_.ListSnapshot("palisade_block");
+  ASSERT_THAT(snapshot, SizeIs(1));
+  EXPECT_EQ(snapshot[0]["comment"], "palisade:00000000000000d2@edge-a");
+
+  RateLimitOptions rl;
+  rl.instance = "edge-a";
+  RateLimitActuator limits(*client_, rl);
+  ops = {Op(ActionOp::Kind::kApply, "00000000000000d3", palisade::v1::TARGET_KIND_PATH, "/login",
+            palisade::v1::ACTION_RATE_LIMIT)};
+  Run(limits, ops);
+  ASSERT_THAT(ops[0].result, IsOk());
+  ASSERT_THAT(fake_.RulesetSnapshot("http_ratelimit")["rules"], SizeIs(1));
+  EXPECT_EQ(fake_.RulesetSnapshot("http_ratelimit")["rules"][0]["ref"],
+            "palisade_00000000000000d3_edge-a");
+  removes = {Op(ActionOp::Kind::kRemove, "00000000000000d3", palisade::v1::TARGET_KIND_PATH,
+                "/login")};
+  Run(limits, removes);  // no edge id: found again by its ref
+  EXPECT_THAT(removes[0].result, IsOk());
+  EXPECT_THAT(fake_.RulesetSnapshot("http_ratelimit")["rules"], SizeIs(0));
+}
+
+// 10009 on another instance's rule (or an untagged one, under a tag): adopted as foreign, so
+// never deleted by this instance; its own tag's rule is adopted as its own.
+TEST_F(ActuatorsTest, AnotherInstancesRuleIsAdoptedAsForeign) {
+  ASSERT_THAT(client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.1",
+                                        "palisade:00000000000000b1@b manual"),
+              IsOk());
+  ASSERT_THAT(client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.2",
+                                        "palisade:00000000000000c1 manual"),
+              IsOk());
+  ASSERT_THAT(client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.3",
+                                        "palisade:00000000000000a1@a manual"),
+              IsOk());
+  AccessRuleActuator actuator(*client_, RuleScope::kZone, "a");
+  std::vector<ActionOp> ops = {
+      Op(ActionOp::Kind::kApply, "00000000000000d1", palisade::v1::TARGET_KIND_IP, "203.0.113.1"),
+      Op(ActionOp::Kind::kApply, "00000000000000d2", palisade::v1::TARGET_KIND_IP, "203.0.113.2"),
+      Op(ActionOp::Kind::kApply, "00000000000000d3", palisade::v1::TARGET_KIND_IP, "203.0.113.3")};
+  Run(actuator, ops);
+  for (const ActionOp& op : ops) ASSERT_THAT(op.result, IsOk());
+  EXPECT_TRUE(ops[0].edge.foreign);
+  EXPECT_TRUE(ops[1].edge.foreign);
+  EXPECT_FALSE(ops[2].edge.foreign);
 }
 
 // 10009 on an address whose rule has another mode (a human's whitelist or challenge): adopting

@@ -7,21 +7,12 @@
 #include <utility>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 
 namespace palisade {
 namespace {
 
 using palisade::v1::Decision;
-
-// "palisade:<id> rest" -> "<id>".
-std::string MarkedId(absl::string_view marker) {
-  if (!absl::ConsumePrefix(&marker, "palisade:")) return "";
-  size_t end = marker.find(' ');
-  return std::string(marker.substr(0, end));
-}
 
 }  // namespace
 
@@ -123,7 +114,7 @@ absl::Status Reconciler::CheckAccessRules(DriftReport* report) {
   std::map<std::string, const AccessRule*> at_edge;  // by the decision id in the notes
   std::set<std::string> rule_ids;
   for (const AccessRule& r : *rules) {
-    std::string id = MarkedId(r.notes);
+    std::string id = MarkedDecisionId(r.notes, options_.instance);
     if (!id.empty()) at_edge[id] = &r;
     rule_ids.insert(r.id);
   }
@@ -216,7 +207,7 @@ absl::Status Reconciler::CheckIpList(DriftReport* report) {
   std::map<std::string, const ListItem*> marked;  // by ip, Palisade's items
   for (const ListItem& i : *items) {
     at_edge.insert(i.ip);
-    if (absl::StartsWith(i.comment, "palisade:")) marked[i.ip] = &i;
+    if (!MarkedDecisionId(i.comment, options_.instance).empty()) marked[i.ip] = &i;
   }
   std::set<std::string> wanted;
   for (const Decision& d : decisions) {
@@ -237,9 +228,10 @@ absl::Status Reconciler::CheckIpList(DriftReport* report) {
   std::vector<std::string> orphans;
   std::set<std::string> gone;  // the decisions whose edge records name an orphan
   for (const auto& [ip, item] : marked) {
-    if (wanted.count(ip) || busy_.count(MarkedId(item->comment))) continue;
+    const std::string decision = MarkedDecisionId(item->comment, options_.instance);
+    if (wanted.count(ip) || busy_.count(decision)) continue;
     orphans.push_back(item->id);
-    gone.insert(MarkedId(item->comment));
+    gone.insert(decision);
     // Decisions sharing the item (one IPv6 /64) hold it too, and none of them is active.
     for (const auto& [id, ref] : edges_) {
       if (ref.container == list_id && ref.id == ip) gone.insert(id);
@@ -263,8 +255,8 @@ absl::Status Reconciler::CheckRateLimits(DriftReport* report) {
   std::map<std::string, std::string> at_edge;  // decision id -> rule id
   if (rs.ok()) {
     for (const RulesetRule& r : rs->rules) {
-      absl::string_view ref = r.ref;
-      if (absl::ConsumePrefix(&ref, "palisade_")) at_edge[std::string(ref)] = r.id;
+      std::string id = RefDecisionId(r.ref, options_.instance);
+      if (!id.empty()) at_edge[id] = r.id;
     }
   }
   DecisionFilter active;

@@ -2,21 +2,24 @@
 // decisions, and repairs drift both ways. Run at start and periodically.
 //  - missing: a decision is active but its object is gone (deleted by hand). Policy "recreate"
 //    (default) applies it again; policy "withdraw" withdraws the decision instead.
-//  - orphan: an object carries Palisade's marker but no active decision wants it (its
+//  - orphan: an object carries this palisaded's marker but no active decision wants it (its
 //    decision expired while palisaded was down, or never existed). It is removed.
 //  - the custom rule that blocks Palisade's IP list (IpListActuator::EnsureRule), when the list
 //    exists: deleted, disabled or edited by hand, it is put back under either policy and
 //    counted as missing (actuator "ip_list"); without it no list item blocks anything.
 // Markers: access rules with notes "palisade:<decision id> ...", list items with comment
-// "palisade:<decision id>", rate-limit rules with ref "palisade_<decision id>". Objects without
-// them (a human's rules) are never touched. A human's access rule that a decision adopted
-// (10009) is looked for by its id among every rule: deleted by its owner, the decision is
-// missing. Decisions with an operation queued, held or in flight are left to the dispatcher,
-// and so are those whose apply failed for good (Dispatcher::FailedForGood: a /20 access rule,
-// a never-ban target, a full IP list, a plan's quota; never a refusal of palisaded's
-// credentials, which waits in the outbox): they have no object and are not missing, since
-// applying them again would fail again on every run. One that changed since (extended) is
-// missing once more, and tried again.
+// "palisade:<decision id>", rate-limit rules with ref "palisade_<decision id>", each with this
+// instance's tag when ReconcilerOptions::instance is set (actuators.h: Mark). Only a marker
+// whose id has a decision id's shape and whose tag is this instance's (none for an empty one)
+// is its own: objects without one (a human's rules, one noted "palisade:office", another
+// palisaded's on a shared zone or account) are never touched. A human's access rule (or
+// another instance's) that a decision adopted (10009) is looked for by its id among every
+// rule: deleted by its owner, the decision is missing. Decisions with an operation queued,
+// held or in flight are left to the dispatcher, and so are those whose apply failed for good
+// (Dispatcher::FailedForGood: a /20 access rule, a never-ban target, a full IP list, a plan's
+// quota; never a refusal of palisaded's credentials, which waits in the outbox): they have no
+// object and are not missing, since applying them again would fail again on every run. One
+// that changed since (extended) is missing once more, and tried again.
 // Run pauses the dispatcher (Dispatcher::Paused) while it reads the edge and the decisions and
 // removes orphans, so no operation lands between those reads; operations are still queued
 // meanwhile, and run once it returns.
@@ -42,6 +45,8 @@ struct ReconcilerOptions {
   RuleScope scope = RuleScope::kZone;
   IpListOptions list;
   bool withdraw_on_missing = false;  // policy "withdraw"; default "recreate"
+  // CloudflareConfig.instance: only markers with this tag are this palisaded's ("" for none).
+  std::string instance;
   // Which kinds are checked: an actuator the credentials check disabled is not (its reads would
   // be refused on every run, and fail every run).
   bool access_rules = true;

@@ -4,8 +4,10 @@
 #include "services/actions/reconciler.h"
 
 #include <functional>
+#include <set>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "services/common/metrics_for_tests.h"
@@ -77,9 +79,11 @@ class ReconcilerTest : public ::testing::Test {
     return std::make_unique<CloudflareClient>(transport_, clock_, options, creds, registry);
   }
 
-  std::unique_ptr<Reconciler> MakeReconciler(bool withdraw_on_missing) {
+  std::unique_ptr<Reconciler> MakeReconciler(bool withdraw_on_missing,
+                                             const std::string& instance = "") {
     ReconcilerOptions options;
     options.withdraw_on_missing = withdraw_on_missing;
+    options.instance = instance;
     return std::make_unique<Reconciler>(*client_, *dispatcher_, table_, options,
                                         reconciler_registry_);
   }
@@ -166,7 +170,7 @@ TEST_F(ReconcilerTest, ADecisionAppliedBetweenItsReadsIsNotWithdrawn) {
 // notes name the earlier decision, but it is not an orphan, and the decision is not missing.
 TEST_F(ReconcilerTest, AnAdoptedPalisadeRuleIsNeitherOrphanNorMissing) {
   ASSERT_THAT(client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.9",
-                                        "palisade:gone-decision manual"),
+                                        "palisade:00000000000000fe manual"),
               IsOk());
   palisade::v1::Decision d = Ban("203.0.113.9", palisade::v1::ACTUATOR_ACCESS_RULE);
   EXPECT_EQ(dispatcher_->RunOnce(), 1);
@@ -183,7 +187,7 @@ TEST_F(ReconcilerTest, DriftIsStillRepaired) {
   palisade::v1::Decision d = Ban("203.0.113.7", palisade::v1::ACTUATOR_ACCESS_RULE);
   EXPECT_EQ(dispatcher_->RunOnce(), 1);
   ASSERT_THAT(client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.8",
-                                        "palisade:long-gone manual"),
+                                        "palisade:00000000000000ff manual"),
               IsOk());
   ASSERT_THAT(client_->DeleteAccessRule(RuleScope::kZone, dispatcher_->edges().at(d.id()).id),
               IsOk());
@@ -195,6 +199,108 @@ TEST_F(ReconcilerTest, DriftIsStillRepaired) {
   fake::json rules = fake_.AccessRuleSnapshot();
   ASSERT_THAT(rules, SizeIs(1));
   EXPECT_EQ(rules[0]["configuration"]["value"], "203.0.113.7");
+}
+
+// Only a marker naming a decision id (16 lowercase hex, as DecisionTable makes them) is
+// Palisade's: a human's access rule noted "palisade:office", a list item commented so and a
+// rate-limit rule with ref "palisade_office" were deleted as orphans on every run.
+TEST_F(ReconcilerTest, AMarkerWithoutADecisionIdIsNotPalisades) {
+  Ban("198.51.100.1", palisade::v1::ACTUATOR_IP_LIST);  // makes the list
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_THAT(client_->CreateAccessRule(RuleScope::kZone, "block", "ip", "203.0.113.50",
+                                        "palisade:office"),
+              IsOk());
+  absl::StatusOr<std::vector<IpList>> lists = client_->ListLists();
+  ASSERT_THAT(lists.status(), IsOk());
+  ASSERT_THAT(*lists, SizeIs(1));
+  absl::StatusOr<std::string> op =
+      client_->AddListItems((*lists)[0].id, {{"", "198.51.100.50", "palisade:office"}});
+  ASSERT_THAT(op.status(), IsOk());
+  ASSERT_THAT(client_->WaitForOperation(*op), IsOk());
+  RulesetRule human;
+  human.ref = "palisade_office";
+  human.expression = "(http.request.uri.path eq \"/office\")";
+  human.action = "block";
+  human.ratelimit = RateLimit();
+  human.ratelimit->period = 10;  // valid on every plan
+  human.ratelimit->mitigation_timeout = 10;
+  ASSERT_THAT(client_->PutEntrypoint("http_ratelimit", {human}).status(), IsOk());
+
+  absl::StatusOr<DriftReport> report = MakeReconciler(false)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->orphans, 0);
+  EXPECT_THAT(fake_.AccessRuleSnapshot(), SizeIs(1));
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(2));
+  EXPECT_THAT(fake_.RulesetSnapshot("http_ratelimit")["rules"], SizeIs(1));
+}
+
+// Two palisaded on one zone (or one account), no cluster: each deleted the other's rules and
+// items as orphans on every run, and applied its own again as missing: bans flapped for ever.
+// With CloudflareConfig.instance, a reconciler takes as its own only the markers with its tag
+// (none for an empty instance): another's, and the untagged ones, are kept.
+TEST_F(ReconcilerTest, OnlyTheInstancesOwnTagIsAnOrphan) {
+  absl::StatusOr<IpList> list = client_->CreateList("palisade_block", "shared");
+  ASSERT_THAT(list.status(), IsOk());
+  std::vector<ListItem> items;
+  std::vector<RulesetRule> limits;
+  const std::pair<const char*, const char*> tags[] = {{"a", "@a"}, {"b", "@b"}, {"c", ""}};
+  int n = 0;
+  for (const auto& [name, tag] : tags) {
+    const std::string id = absl::StrCat("00000000000000", name, "1");
+    const std::string mark = absl::StrCat("palisade:", id, tag);
+    ++n;
+    ASSERT_THAT(client_->CreateAccessRule(RuleScope::kZone, "block", "ip",
+                                          absl::StrCat("203.0.113.", n), mark + " manual"),
+                IsOk());
+    items.push_back({"", absl::StrCat("198.51.100.", n), mark});
+    RulesetRule rule;
+    rule.ref = absl::StrCat("palisade_", id, *tag ? "_" : "", *tag ? tag + 1 : "");
+    rule.expression = absl::StrCat("(http.request.uri.path eq \"/", name, "\")");
+    rule.action = "block";
+    rule.ratelimit = RateLimit();
+    limits.push_back(rule);
+  }
+  absl::StatusOr<std::string> op = client_->AddListItems(list->id, items);
+  ASSERT_THAT(op.status(), IsOk());
+  ASSERT_THAT(client_->WaitForOperation(*op), IsOk());
+  ASSERT_THAT(client_->PutEntrypoint("http_ratelimit", limits).status(), IsOk());
+
+  absl::StatusOr<DriftReport> report = MakeReconciler(false, "a")->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->orphans, 3);  // one of each kind, tagged "a"
+  auto notes = [&] {
+    std::set<std::string> out;
+    for (const fake::json& r : fake_.AccessRuleSnapshot()) out.insert(r.value("notes", ""));
+    return out;
+  };
+  auto comments = [&] {
+    std::set<std::string> out;
+    for (const fake::json& i : fake_.ListSnapshot("palisade_block")) {
+      out.insert(i.value("comment", ""));
+    }
+    return out;
+  };
+  auto refs = [&] {
+    std::set<std::string> out;
+    const fake::json rs = fake_.RulesetSnapshot("http_ratelimit");
+    for (const fake::json& r : rs["rules"]) out.insert(r.value("ref", ""));
+    return out;
+  };
+  using ::testing::UnorderedElementsAre;
+  EXPECT_THAT(notes(), UnorderedElementsAre("palisade:00000000000000b1@b manual",
+                                            "palisade:00000000000000c1 manual"));
+  EXPECT_THAT(comments(),
+              UnorderedElementsAre("palisade:00000000000000b1@b", "palisade:00000000000000c1"));
+  EXPECT_THAT(refs(),
+              UnorderedElementsAre("palisade_00000000000000b1_b", "palisade_00000000000000c1"));
+
+  // Untagged (an empty instance): only the untagged markers are its own.
+  report = MakeReconciler(false)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->orphans, 3);
+  EXPECT_THAT(notes(), UnorderedElementsAre("palisade:00000000000000b1@b manual"));
+  EXPECT_THAT(comments(), UnorderedElementsAre("palisade:00000000000000b1@b"));
+  EXPECT_THAT(refs(), UnorderedElementsAre("palisade_00000000000000b1_b"));
 }
 
 // A list item whose remove failed for good stays at the edge with its decision's edge record.

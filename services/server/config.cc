@@ -302,6 +302,18 @@ absl::Status ValidateCloudflare(const std::string& file, palisade::v1::Cloudflar
       return error("list_name", "must match [A-Za-z0-9_]+");
     }
   }
+  // The tag goes into notes, comments and ruleset refs, after an '@' or a '_': no '_' or '@' in
+  // it, or "palisade_<id>_<instance>" would parse ambiguously.
+  if (cf->instance().size() > 32) {
+    return error("instance", absl::StrCat("must be at most 32 characters, not ",
+                                          cf->instance().size()));
+  }
+  for (char c : cf->instance()) {
+    if (!(absl::ascii_islower(static_cast<unsigned char>(c)) ||
+          absl::ascii_isdigit(static_cast<unsigned char>(c)) || c == '-')) {
+      return error("instance", "must match [a-z0-9-]* (empty: untagged)");
+    }
+  }
   if (cf->list_max_items() == 0) cf->set_list_max_items(10000);
   if (cf->list_ipv6_prefix() == 0) cf->set_list_ipv6_prefix(64);
   // IPv6 list items are limited to /64 or wider (cloudflare-api.md, corrections 8).

@@ -381,6 +381,35 @@ TEST(ConfigTest, CloudflareSectionIsValidatedWithDefaults) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("ratelimit_period")));
 }
 
+// cloudflare.instance tags the marks on what palisaded makes at the edge: empty, or 1..32 of
+// [a-z0-9-] (a '_' or '@' would make "palisade_<id>_<instance>" ambiguous).
+TEST(ConfigTest, CloudflareInstanceIsATagOfLowercaseLettersDigitsAndDashes) {
+  auto parse = [](const std::string& instance) {
+    return ParseConfig(absl::StrCat(R"pb(rule_files: "a"
+                                         cloudflare {
+                                           enabled: true
+                                           account_id: "0123456789abcdef0123456789abcdef"
+                                           zone_id: "fedcba9876543210fedcba9876543210"
+                                           token_file: "token"
+                                           instance: ")pb",
+                                    instance, "\" }"),
+                       "c.textproto", "/etc/p");
+  };
+  absl::StatusOr<palisade::v1::Config> config = parse("");
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->cloudflare().instance(), "");
+  config = parse("edge-1");
+  ASSERT_THAT(config, IsOk());
+  EXPECT_EQ(config->cloudflare().instance(), "edge-1");
+  EXPECT_THAT(parse(std::string(32, 'a')), IsOk());
+  for (const std::string& bad : {std::string(33, 'a'), std::string("Edge"), std::string("a_b"),
+                                std::string("a@b"), std::string("a b")}) {
+    EXPECT_THAT(parse(bad), StatusIs(absl::StatusCode::kInvalidArgument,
+                                     HasSubstr("c.textproto: cloudflare.instance")))
+        << bad;
+  }
+}
+
 // The feeds' ranges share the IP list with rule and manual bans, first come first served: a
 // feed_edge_max_entries as large as list_max_items (both 10,000 by default) let a feed fill the
 // list, and every IP-list ban after it was refused at the cap and failed for good. With

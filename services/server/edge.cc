@@ -229,12 +229,15 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   if (enabled(palisade::v1::ACTUATOR_ACCESS_RULE, kAccessRuleActuator)) {
     edge->dispatcher_->AddActuator(
         palisade::v1::ACTUATOR_ACCESS_RULE,
-        std::make_unique<AccessRuleActuator>(client, config.access_rule_scope() == "account"
-                                                         ? RuleScope::kAccount
-                                                         : RuleScope::kZone));
+        std::make_unique<AccessRuleActuator>(client,
+                                             config.access_rule_scope() == "account"
+                                                 ? RuleScope::kAccount
+                                                 : RuleScope::kZone,
+                                             config.instance()));
   }
   IpListOptions list;
   list.list_name = config.list_name();
+  list.instance = config.instance();
   list.max_items = static_cast<int>(config.list_max_items());
   list.ipv6_prefix = static_cast<int>(config.list_ipv6_prefix());
   // The list judges the (wider) item it sends as well, by the guard's own set (one handle, so
@@ -248,6 +251,7 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   rl.period = static_cast<int>(config.ratelimit_period());
   rl.requests_per_period = static_cast<int>(config.ratelimit_requests_per_period());
   rl.mitigation_timeout = static_cast<int>(config.ratelimit_mitigation_timeout());
+  rl.instance = config.instance();
   if (enabled(palisade::v1::ACTUATOR_RATE_LIMIT, kRateLimitActuator)) {
     edge->dispatcher_->AddActuator(palisade::v1::ACTUATOR_RATE_LIMIT,
                                    std::make_unique<RateLimitActuator>(client, rl));
@@ -284,6 +288,8 @@ absl::StatusOr<std::unique_ptr<Edge>> Edge::Start(const palisade::v1::Config& fu
   ropts.scope = config.access_rule_scope() == "account" ? RuleScope::kAccount : RuleScope::kZone;
   ropts.list = list;
   ropts.withdraw_on_missing = config.drift_policy() == "withdraw";
+  // Only objects with this tag are this palisaded's (another's on a shared zone are left alone).
+  ropts.instance = config.instance();
   ropts.access_rules =
       !edge->credential_report_ || edge->credential_report_->Enabled(kAccessRuleActuator);
   ropts.ip_list = !edge->credential_report_ || edge->credential_report_->Enabled(kIpListActuator);
