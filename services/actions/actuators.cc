@@ -228,14 +228,14 @@ IpListActuator::IpListActuator(CloudflareClient& client, IpListOptions options,
                        .Add({{"list", options_.list_name}})),
       cap_gauge_(prometheus::BuildGauge()
                      .Name("palisade_actions_list_capacity")
-                     .Help("The configured cap on IP list items, which every list of the "
-                           "account shares.")
+                     .Help("The configured cap on items in Palisade's IP list.")
                      .Register(registry)
                      .Add({{"list", options_.list_name}})),
       overflow_(prometheus::BuildCounter()
                     .Name("palisade_actions_list_overflow_total")
-                    .Help("Decisions not added to the IP list because the account's "
-                          "list items were at the cap.")
+                    .Help("Decisions not added to the IP list: it was at its cap, or the "
+                          "account's item quota, which its other lists share, was used (those "
+                          "are retried).")
                     .Register(registry)
                     .Add({{"list", options_.list_name}})),
       never_ban_(prometheus::BuildCounter()
@@ -415,16 +415,17 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
   // decision on the same item in this flush): each succeeds or fails with the operation.
   std::vector<std::pair<ActionOp*, std::string>> adds;
   std::set<std::string> batched;
-  // The cap is the account's item quota, which every list of the account shares. The counts
-  // drift: a repair re-adds (upserts) an item that may be there, the reconciler deletes orphans
-  // itself, and other lists change behind Palisade's back. Unless read in this flush, every
-  // list's count is read (once a flush) before a decision is refused at the cap.
+  // The cap is this list's (max_items; the feeds keep a tenth of it for rule and manual bans,
+  // ValidateFeedEdgeRoom). The account's item quota, which its other lists share and whose
+  // size Palisade cannot read (an Enterprise account's is larger), is met only when a bulk add
+  // fails on it (below). The count drifts: a repair re-adds (upserts) an item that may be
+  // there, and the reconciler deletes orphans itself. Unless read in this flush, the counts are
+  // read (once a flush) before a decision is refused at the cap.
   absl::Status recount;  // a failed read, answered to every op at the cap in this flush
   bool vanished = false;
   auto at_cap = [&]() -> absl::StatusOr<bool> {
     auto full = [&] {
-      return items_elsewhere_ + items_in_list_ + static_cast<int>(batch.size()) >=
-             options_.max_items;
+      return items_in_list_ + static_cast<int>(batch.size()) >= options_.max_items;
     };
     if (!full() || counts_read_) return full();
     if (recount.ok()) {
@@ -469,9 +470,8 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
     }
     if (*full) {
       overflow_.Increment();
-      op->result = absl::FailedPreconditionError(
-          absl::StrCat("IP list ", options_.list_name, " is at its cap of ", options_.max_items,
-                       " items (the account's, ", items_elsewhere_, " of them in other lists)"));
+      op->result = absl::FailedPreconditionError(absl::StrCat(
+          "IP list ", options_.list_name, " is at its cap of ", options_.max_items, " items"));
       continue;
     }
     batched.insert(*item);
@@ -493,14 +493,17 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
     absl::Status s = send();
     if (s.code() == absl::StatusCode::kAborted && ReadLists().ok() &&
         items_elsewhere_ + items_in_list_ + static_cast<int>(batch.size()) > options_.max_items) {
-      // The operation failed, and the account has no room for the batch: the quota (its error
-      // says so only in words). Sent again, it would fail for ever with every decision in it:
-      // the items that fit go in on their own, the others are refused until room is made.
+      // The operation failed, and the account's lists leave no room for the batch under
+      // max_items (the non-Enterprise quota unless set): the quota, most likely (its error says
+      // so only in words). Sent again whole, it would fail with every decision in it: the items
+      // that fit go in on their own; the others wait as a transient failure (retried, then
+      // repaired by the reconciler), so they go in once another list makes room, and a
+      // misread (an Enterprise account's failure for another reason) costs a retry, not a ban.
       const int room = std::max(0, options_.max_items - items_elsewhere_ - items_in_list_);
-      const absl::Status refused = absl::FailedPreconditionError(
+      const absl::Status refused = absl::ResourceExhaustedError(
           absl::StrCat("IP list ", options_.list_name, ": the account's quota of ",
-                       options_.max_items, " list items is used (", items_in_list_,
-                       " in this list, ", items_elsewhere_, " in others)"));
+                       options_.max_items, " list items looks used (", items_in_list_,
+                       " in this list, ", items_elsewhere_, " in others); retried"));
       std::set<std::string> fits;
       for (int i = 0; i < room && i < static_cast<int>(batch.size()); ++i) {
         fits.insert(batch[i].ip);

@@ -91,7 +91,8 @@ struct IpListOptions {
   std::string list_name = "palisade_block";
   // CloudflareConfig.instance: the tag in the items' comments ("" for none).
   std::string instance;
-  // The account's item quota, which all its lists share (10,000 below Enterprise).
+  // This list's cap (the account's item quota below Enterprise, 10,000, which its other lists
+  // share: a bulk add that fails on it is split, the items that fit put in, the rest retried).
   int max_items = 10000;
   int ipv6_prefix = 64;
   // The guard's never-ban set (on top of NonPublicRanges()): the guard judges the decision's
@@ -144,7 +145,8 @@ class IpListActuator final : public Actuator {
   // of them ends.
   std::map<std::string, int> refs_;
   int items_in_list_ = 0;
-  // Items in the account's other lists, as last read: the item quota (max_items) spans them all.
+  // Items in the account's other lists, as last read: the account's item quota spans them all
+  // (read when a bulk add fails, to tell the quota).
   int items_elsewhere_ = 0;
   // The counts were read from the API during this Run.
   bool counts_read_ = false;

@@ -571,7 +571,10 @@ class IpListQuotaTest : public ActuatorsTest {
   }
 };
 
-TEST_F(IpListQuotaTest, TheCapCountsTheItemsOfEveryListOfTheAccount) {
+// The account's quota (5) is shared with an "office" list of 3: a bulk add of 4 fails on it.
+// The 2 that fit go in; the other 2 wait as a transient failure (before 2026-12-07 the whole
+// batch was re-sent and failed for ever), and go in once the office list makes room.
+TEST_F(IpListQuotaTest, ABulkAddOverTheAccountsQuotaPutsInWhatFitsAndRetriesTheRest) {
   fake_.options().max_list_items = 5;
   OfficeListHolds(3);
   IpListOptions options;
@@ -581,14 +584,45 @@ TEST_F(IpListQuotaTest, TheCapCountsTheItemsOfEveryListOfTheAccount) {
   Run(actuator, ops);
   EXPECT_THAT(ops[0].result, IsOk());
   EXPECT_THAT(ops[1].result, IsOk());
-  EXPECT_THAT(ops[2].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cap")));
-  EXPECT_THAT(ops[3].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("cap")));
+  EXPECT_THAT(ops[2].result, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("quota")));
+  EXPECT_THAT(ops[3].result, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("quota")));
+  EXPECT_TRUE(IsTransient(ops[2].result));
   EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(2));
+  // The office list shrinks: the retry puts the rest in.
+  absl::StatusOr<std::vector<IpList>> lists = client_->ListLists();
+  ASSERT_THAT(lists, IsOk());
+  for (const IpList& l : *lists) {
+    if (l.name != "office") continue;
+    absl::StatusOr<std::vector<ListItem>> items = client_->ListAllItems(l.id);
+    ASSERT_THAT(items, IsOk());
+    std::vector<std::string> ids;
+    for (const ListItem& i : *items) ids.push_back(i.id);
+    ASSERT_THAT(client_->WaitForOperation(*client_->DeleteListItems(l.id, ids)), IsOk());
+  }
+  std::vector<ActionOp> retry = {ops[2], ops[3]};
+  Run(actuator, retry);
+  EXPECT_THAT(retry[0].result, IsOk());
+  EXPECT_THAT(retry[1].result, IsOk());
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(4));
+}
+
+// The cap is this list's: other lists of an account whose quota is larger (Enterprise) take
+// nothing from it. Before (2026-12-07, for a few hours), 12 items elsewhere refused every add.
+TEST_F(IpListQuotaTest, OtherListsDoNotCountAgainstThisListsCap) {
+  fake_.options().max_list_items = 1000;
+  OfficeListHolds(12);
+  IpListOptions options;
+  options.max_items = 10;
+  IpListActuator actuator(*client_, options, registry_);
+  std::vector<ActionOp> ops = Applies(1, 5);
+  Run(actuator, ops);
+  for (const ActionOp& op : ops) EXPECT_THAT(op.result, IsOk());
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(4));
 }
 
 // The other list grew after the actuator last read the counts: the bulk operation fails on the
-// quota. The items that fit go in again on their own; the rest are refused, not retried.
-TEST_F(IpListQuotaTest, ABulkAddFailedOnTheQuotaIsSplitAndTheRestRefused) {
+// quota. The items that fit go in again on their own; the rest wait (retried).
+TEST_F(IpListQuotaTest, ABulkAddFailedOnTheQuotaIsSplitAndTheRestRetried) {
   fake_.options().max_list_items = 5;
   IpListOptions options;
   options.max_items = 5;
@@ -600,8 +634,8 @@ TEST_F(IpListQuotaTest, ABulkAddFailedOnTheQuotaIsSplitAndTheRestRefused) {
   std::vector<ActionOp> ops = Applies(2, 5);
   Run(actuator, ops);
   EXPECT_THAT(ops[0].result, IsOk());
-  EXPECT_THAT(ops[1].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("quota")));
-  EXPECT_THAT(ops[2].result, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("quota")));
+  EXPECT_THAT(ops[1].result, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("quota")));
+  EXPECT_THAT(ops[2].result, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("quota")));
   EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(2));
 }
 
