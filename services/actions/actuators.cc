@@ -1,6 +1,7 @@
 #include "services/actions/actuators.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -14,7 +15,11 @@ namespace {
 using palisade::v1::Decision;
 using palisade::v1::TargetKind;
 
-constexpr char kBlocklistRef[] = "palisade_blocklist";
+// The custom rule blocking the list: one a palisaded, by its instance tag (two instances on one
+// zone, each with its own list, rewrote one shared rule to their own list at each reconcile).
+std::string BlocklistRef(const std::string& instance) {
+  return instance.empty() ? "palisade_blocklist" : "palisade_blocklist_" + instance;
+}
 constexpr char kCustomPhase[] = "http_request_firewall_custom";
 constexpr char kRateLimitPhase[] = "http_ratelimit";
 
@@ -365,7 +370,7 @@ absl::Status IpListActuator::EnsureListAndRule() {
 
 absl::StatusOr<bool> IpListActuator::EnsureRule() {
   RulesetRule rule;
-  rule.ref = kBlocklistRef;
+  rule.ref = BlocklistRef(options_.instance);
   rule.description = "palisade: block addresses in $" + options_.list_name;
   rule.expression = "ip.src in $" + options_.list_name;
   rule.action = "block";
@@ -377,7 +382,7 @@ absl::StatusOr<bool> IpListActuator::EnsureRule() {
   }
   if (!rs.ok()) return rs.status();
   for (const RulesetRule& r : rs->rules) {
-    if (r.ref != kBlocklistRef) continue;
+    if (r.ref != rule.ref) continue;
     if (r.enabled && r.expression == rule.expression && r.action == rule.action) return false;
     // Disabled or edited by hand: the rule is there but no longer blocks the list's addresses.
     absl::StatusOr<Ruleset> updated = client_.UpdateRulesetRule(rs->id, r.id, rule);
@@ -499,11 +504,30 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
       // that fit go in on their own; the others wait as a transient failure (retried, then
       // repaired by the reconciler), so they go in once another list makes room, and a
       // misread (an Enterprise account's failure for another reason) costs a retry, not a ban.
-      const int room = std::max(0, options_.max_items - items_elsewhere_ - items_in_list_);
+      // The room max_items leaves, unless it leaves none or all (an Enterprise account's quota
+      // is larger, or the counts lag): then half the batch is tried.
+      int room = options_.max_items - items_elsewhere_ - items_in_list_;
+      if (room <= 0 || room >= static_cast<int>(batch.size())) {
+        room = static_cast<int>(batch.size()) / 2;
+      }
       const absl::Status refused = absl::ResourceExhaustedError(
-          absl::StrCat("IP list ", options_.list_name, ": the account's quota of ",
-                       options_.max_items, " list items looks used (", items_in_list_,
-                       " in this list, ", items_elsewhere_, " in others); retried"));
+          absl::StrCat("IP list ", options_.list_name, ": the account's quota of list items "
+                       "looks used (", items_in_list_, " in this list, ", items_elsewhere_,
+                       " in others); retried"));
+      // What goes in first: an operator's ban, then a rule's, then a feed's (the feeds fill
+      // the account's last room otherwise, and every rule ban waits behind them).
+      std::map<std::string, int> rank;
+      for (const auto& [op, item] : adds) {
+        const auto origin = op->decision.origin();
+        const int r = origin == palisade::v1::ORIGIN_MANUAL ? 0
+                      : origin == palisade::v1::ORIGIN_FEED ? 2
+                                                             : 1;
+        auto [it, fresh] = rank.emplace(item, r);
+        if (!fresh) it->second = std::min(it->second, r);
+      }
+      std::stable_sort(batch.begin(), batch.end(), [&](const ListItem& x, const ListItem& y) {
+        return rank[x.ip] < rank[y.ip];
+      });
       std::set<std::string> fits;
       for (int i = 0; i < room && i < static_cast<int>(batch.size()); ++i) {
         fits.insert(batch[i].ip);

@@ -120,7 +120,8 @@ class IpListActuator final : public Actuator {
   // widest prefix, down to /64, that spares it; kFailedPrecondition when even the /64 holds one.
   absl::StatusOr<std::string> ItemFor(const palisade::v1::Target& target) const;
 
-  // The custom rule that blocks the list (ref "palisade_blocklist"; the list must exist):
+  // The custom rule that blocks the list (ref "palisade_blocklist", "palisade_blocklist_<tag>"
+  // with cloudflare.instance, one rule per palisaded sharing a zone; the list must exist):
   // created when missing, enabled and given back its expression and action when changed by
   // hand. Returns true when it had to do any of that. The actuator checks once, on first use;
   // the reconciler on every run, since the list blocks nothing without it.

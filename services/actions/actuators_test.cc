@@ -620,6 +620,48 @@ TEST_F(IpListQuotaTest, OtherListsDoNotCountAgainstThisListsCap) {
   EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(4));
 }
 
+// An Enterprise account: a quota (20) larger than this list's cap (10), and other lists holding
+// more than the cap. The room max_items leaves is none, yet 8 fit: half the batch is tried, and
+// the retries put in what fits (before, none went in until the other lists shrank).
+TEST_F(IpListQuotaTest, AnAccountWhoseQuotaIsLargerThanTheCapFillsItsRoom) {
+  fake_.options().max_list_items = 20;
+  OfficeListHolds(12);
+  IpListOptions options;
+  options.max_items = 10;
+  IpListActuator actuator(*client_, options, registry_);
+  std::vector<ActionOp> ops = Applies(1, 10);
+  for (int round = 0; round < 6; ++round) {
+    std::vector<ActionOp*> waiting;
+    for (ActionOp& op : ops) {
+      if (round == 0 || op.result.code() == absl::StatusCode::kResourceExhausted) {
+        waiting.push_back(&op);
+      }
+    }
+    if (waiting.empty()) break;
+    actuator.Run(waiting);
+  }
+  int in = 0;
+  for (const ActionOp& op : ops) in += op.result.ok();
+  EXPECT_EQ(in, 8);
+  EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(8));
+}
+
+// With room for one, an operator's ban goes in before a feed's (a feed fills the account's
+// last room otherwise, and every ban behind it waits).
+TEST_F(IpListQuotaTest, AnOperatorsBanGoesInBeforeAFeedsWhenRoomIsShort) {
+  fake_.options().max_list_items = 5;
+  OfficeListHolds(4);
+  IpListOptions options;
+  options.max_items = 5;
+  IpListActuator actuator(*client_, options, registry_);
+  std::vector<ActionOp> ops = Applies(1, 3);
+  ops[0].decision.set_origin(palisade::v1::ORIGIN_FEED);
+  ops[1].decision.set_origin(palisade::v1::ORIGIN_MANUAL);
+  Run(actuator, ops);
+  EXPECT_THAT(ops[0].result, StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_THAT(ops[1].result, IsOk());
+}
+
 // The other list grew after the actuator last read the counts: the bulk operation fails on the
 // quota. The items that fit go in again on their own; the rest wait (retried).
 TEST_F(IpListQuotaTest, ABulkAddFailedOnTheQuotaIsSplitAndTheRestRetried) {

@@ -253,8 +253,10 @@ absl::Status Reconciler::CheckRateLimits(DriftReport* report) {
   absl::StatusOr<Ruleset> rs = client_.GetEntrypoint("http_ratelimit");
   if (!rs.ok() && rs.status().code() != absl::StatusCode::kNotFound) return rs.status();
   std::map<std::string, std::string> at_edge;  // decision id -> rule id
+  std::set<std::string> rule_ids;               // every rule of the phase
   if (rs.ok()) {
     for (const RulesetRule& r : rs->rules) {
+      rule_ids.insert(r.id);
       std::string id = RefDecisionId(r.ref, options_.instance);
       if (!id.empty()) at_edge[id] = r.id;
     }
@@ -267,6 +269,11 @@ absl::Status Reconciler::CheckRateLimits(DriftReport* report) {
   for (const Decision& d : decisions) {
     if (d.actuator() != palisade::v1::ACTUATOR_RATE_LIMIT || d.dry_run()) continue;
     wanted.insert(d.id());
+    // Its rule by the id recorded when it was made, whatever its ref says (one made before
+    // cloudflare.instance was set carries the untagged ref): found, not missing (before, a
+    // second rule was made, and the first outlived the decision).
+    auto e = edges_.find(d.id());
+    if (e != edges_.end() && !e->second.foreign && rule_ids.count(e->second.id)) continue;
     if (busy_.count(d.id()) || at_edge.count(d.id()) || FailedForGood(d, report)) continue;
     Missing(d, "rate_limit", report);
   }

@@ -20,6 +20,7 @@ namespace palisade {
 namespace {
 
 using ::palisade::testing::IsOk;
+using ::palisade::testing::IsOkAndHolds;
 using ::palisade::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::SizeIs;
@@ -416,6 +417,63 @@ TEST_F(ReconcilerTest, ARuleOverThePlansQuotaFailsForGoodOnce) {
     EXPECT_EQ(dispatcher_->RunOnce(), 0) << "run " << run;
   }
   EXPECT_EQ(Actions("failed"), 1);
+}
+
+// A rate-limit rule made before cloudflare.instance was set carries the untagged ref: the
+// reconciler finds it by the id recorded when it was made, not as missing. Before, it made a
+// second rule and the first outlived the decision (found by a review).
+TEST_F(ReconcilerTest, ARateLimitRuleMadeBeforeTheInstanceTagIsFoundByItsRecordedId) {
+  dispatcher_->AddActuator(palisade::v1::ACTUATOR_RATE_LIMIT,
+                           std::make_unique<RateLimitActuator>(*client_, RateLimitOptions()));
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_kind(palisade::v1::TARGET_KIND_PATH);
+  req.mutable_target()->set_value("/login");
+  *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  absl::StatusOr<palisade::v1::Decision> d = table_.AddManual(req);
+  ASSERT_THAT(d.status(), IsOk());
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  EXPECT_EQ(Actions("applied"), 1);
+  absl::StatusOr<DriftReport> report = MakeReconciler(false, "a")->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->missing, 0);
+  EXPECT_EQ(report->orphans, 0);
+  EXPECT_EQ(dispatcher_->RunOnce(), 0);  // nothing re-applied
+  absl::StatusOr<Ruleset> rs = client_->GetEntrypoint("http_ratelimit");
+  ASSERT_THAT(rs.status(), IsOk());
+  EXPECT_EQ(rs->rules.size(), 1u);
+}
+
+// Two palisaded instances on one zone, each with its own list: each keeps its own blocking rule
+// (a ref per instance). Before, both rewrote the one "palisade_blocklist" rule to their own
+// list at each reconcile, and the other list blocked nothing meanwhile.
+TEST_F(ReconcilerTest, TwoInstancesOnOneZoneKeepTheirOwnBlockingRules) {
+  IpListOptions a, b;
+  a.instance = "a";
+  a.list_name = "block_a";
+  b.instance = "b";
+  b.list_name = "block_b";
+  prometheus::Registry ra, rb;
+  IpListActuator list_a(*client_, a, ra), list_b(*client_, b, rb);
+  for (IpListActuator* list : {&list_a, &list_b}) {
+    ActionOp op;
+    op.kind = ActionOp::Kind::kApply;
+    op.decision.set_id(list == &list_a ? "00000000000000a1" : "00000000000000b1");
+    op.decision.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+    op.decision.mutable_target()->set_value(list == &list_a ? "203.0.113.1" : "203.0.113.2");
+    std::vector<ActionOp*> ops = {&op};
+    list->Run(ops);
+    ASSERT_THAT(op.result, IsOk());
+  }
+  // Each put its rule in once: a second pass repairs nothing.
+  EXPECT_THAT(list_a.EnsureRule(), IsOkAndHolds(false));
+  EXPECT_THAT(list_b.EnsureRule(), IsOkAndHolds(false));
+  absl::StatusOr<Ruleset> rs = client_->GetEntrypoint("http_request_firewall_custom");
+  ASSERT_THAT(rs.status(), IsOk());
+  std::set<std::string> expressions;
+  for (const RulesetRule& r : rs->rules) {
+    if (r.enabled) expressions.insert(r.expression);
+  }
+  EXPECT_EQ(expressions, (std::set<std::string>{"ip.src in $block_a", "ip.src in $block_b"}));
 }
 
 // Under the "withdraw" policy, such a decision is not withdrawn as missing either: it stays, as
