@@ -155,6 +155,9 @@ struct BouncerRequest {
   std::string api_key;                             // X-Api-Key
   std::string address;                             // the peer
   std::string user_agent;
+  // The request asked for byte ranges (a Range header): no bouncer does, and a range of an
+  // answer written in pieces is refused (416), not served.
+  bool ranged = false;
 };
 
 struct BouncerReply {
@@ -267,8 +270,10 @@ class BouncerApi {
     // once until a write goes through): tried again kLivePullStoreInterval later only.
     absl::Time pull_store_tried = absl::InfinitePast();
     bool pull_store_failing = false;
-    // A stream answer is being written, its pull not recorded yet (PendingReply::settle).
+    // A stream answer is being written, its pull not recorded yet (PendingReply::settle), and
+    // the position it served: Trim keeps the deletions above it for a bouncer still at 0.
     bool answer_in_flight = false;
+    int64_t in_flight_served = 0;
     prometheus::Counter* pulls_startup = nullptr;
     prometheus::Counter* pulls_stream = nullptr;
     prometheus::Counter* pulls_live = nullptr;

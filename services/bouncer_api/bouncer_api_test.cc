@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <zlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -797,7 +798,8 @@ TEST(BouncerApiTest, AnAnswerCutByStopIsServedAgainAfterTheRestart) {
       reader.Read(absl::Milliseconds(100));
     }
     ASSERT_THAT(reader.got(), HasSubstr("HTTP/1.1 200"));
-  }  // the daemon stops with the answer cut off
+    d.api->Stop();  // with the reader still there: the stop cuts the answer, not a reset
+  }
   {
     Daemon d(path, clock);
     httplib::Client client("127.0.0.1", d.api->port());
@@ -808,6 +810,98 @@ TEST(BouncerApiTest, AnAnswerCutByStopIsServedAgainAfterTheRestart) {
     json next = json::parse(r->body, nullptr, false);
     EXPECT_THAT(next["new"], SizeIs(kFeed)) << r->body.substr(0, 200);
   }
+}
+
+// A Range header asked httplib for any bytes of a stream answer, and the provider handed over
+// what was asked, past the answer's end: another bouncer's key or the heap next to it, with a
+// valid key. A ranged request is refused (416) and counted; the position does not move.
+TEST(BouncerApiTest, ARangedRequestIsRefusedNotServedPastTheAnswer) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("ranged.db"), clock);
+  const std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7");
+  RawConnection c(d.api->port());
+  ASSERT_TRUE(c.Send(absl::StrCat("GET /v1/decisions/stream?startup=true HTTP/1.1\r\n",
+                                  "Host: palisade\r\nX-Api-Key: ", key,
+                                  "\r\nRange: bytes=0-1048575\r\n\r\n")));
+  const std::string answer = c.ReadAnswer();
+  EXPECT_THAT(answer, ::testing::StartsWith("HTTP/1.1 416 ")) << answer.substr(0, 300);
+  EXPECT_LT(answer.size(), 4096u);
+  EXPECT_THAT(d.Metrics(),
+              HasSubstr("palisade_bouncer_requests_refused_total{reason=\"bad_request\"} 1"));
+  EXPECT_TRUE(d.api->WaitForAnswersForTesting(absl::Seconds(60)));
+  EXPECT_EQ((*d.store->LoadBouncers())[0].position, 0);
+  EXPECT_EQ(Values(d.Pull(key, true)["new"]), std::set<std::string>{"203.0.113.7"});
+}
+
+// Go's client asks for gzip, and a startup answer with feeds runs to megabytes: it is gzipped
+// (it was before the answer was written in pieces, which httplib does not compress).
+TEST(BouncerApiTest, AStreamAnswerIsGzippedWhenAsked) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("gzip.db"), clock);
+  const std::string key = *d.api->AddBouncer("fw");
+  std::set<std::string> banned;
+  for (int i = 1; i <= 40; ++i) banned.insert(absl::StrCat("203.0.113.", i));
+  for (const std::string& ip : banned) d.Ban(ip);
+  RawConnection c(d.api->port());
+  ASSERT_TRUE(c.Send(absl::StrCat("GET /v1/decisions/stream?startup=true HTTP/1.1\r\n",
+                                  "Host: palisade\r\nX-Api-Key: ", key,
+                                  "\r\nAccept-Encoding: gzip\r\n\r\n")));
+  const std::string answer = c.ReadAnswer();
+  const size_t end = answer.find("\r\n\r\n");
+  ASSERT_NE(end, std::string::npos) << answer;
+  EXPECT_THAT(answer.substr(0, end), HasSubstr("Content-Encoding: gzip"));
+  const std::string gz = answer.substr(end + 4);
+  z_stream z{};
+  ASSERT_EQ(inflateInit2(&z, 15 + 16), Z_OK);
+  std::string text(1 << 20, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data()));
+  z.avail_in = static_cast<uInt>(gz.size());
+  z.next_out = reinterpret_cast<Bytef*>(text.data());
+  z.avail_out = static_cast<uInt>(text.size());
+  EXPECT_EQ(inflate(&z, Z_FINISH), Z_STREAM_END);
+  text.resize(z.total_out);
+  inflateEnd(&z);
+  EXPECT_LT(gz.size(), text.size());
+  EXPECT_EQ(Values(json::parse(text, nullptr, false)["new"]), banned);
+}
+
+// A bouncer's first answer (position 0) is being written when a decision it serves is withdrawn:
+// Trim must keep that deletion for its next pull. It left a bouncer at 0 out (one that never
+// pulled holds nothing back), so the deletion was trimmed and the host kept the ban.
+TEST(BouncerApiTest, TrimKeepsTheDeletionsAFirstAnswerInFlightHasNotServed) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("trim-in-flight.db"), clock);
+  const std::string key = *d.api->AddBouncer("fw");
+  constexpr int kFeed = 30'000;  // an answer far larger than the reader's buffers
+  std::vector<DecisionTable::FeedTarget> feed(kFeed);
+  for (int i = 0; i < kFeed; ++i) {
+    feed[i].target.set_kind(palisade::v1::TARGET_KIND_IP);
+    feed[i].target.set_value(absl::StrCat("11.", i / 65536, ".", i / 256 % 256, ".", i % 256));
+    feed[i].reason = std::string(250, 'r');
+  }
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  spec.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+  spec.mutable_duration()->set_seconds(24 * 3600);
+  ASSERT_THAT(d.table.SyncFeed(feed, spec, absl::InfinitePast()), SizeIs(kFeed));
+  const std::string x = d.Ban("203.0.113.7");
+  RawConnection reader(d.api->port(), /*receive_buffer=*/4096);
+  ASSERT_TRUE(reader.Send(absl::StrCat("GET /v1/decisions/stream?startup=true HTTP/1.1\r\n",
+                                       "Host: palisade\r\nX-Api-Key: ", key, "\r\n\r\n")));
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (!absl::StrContains(reader.got(), "\r\n\r\n") && !reader.closed() &&
+         absl::Now() < give_up) {
+    reader.Read(absl::Milliseconds(100));
+  }
+  ASSERT_THAT(reader.got(), HasSubstr("HTTP/1.1 200"));
+  ASSERT_THAT(d.table.Withdraw(x), IsOk());
+  ASSERT_THAT(d.api->Flush(), IsOk());
+  ASSERT_THAT(d.api->Trim(), IsOk());
+  std::string answer = reader.ReadAnswer();  // the rest, read whole
+  ASSERT_THAT(answer, HasSubstr("203.0.113.7"));
+  ASSERT_TRUE(d.api->WaitForAnswersForTesting(absl::Seconds(120)));
+  EXPECT_EQ(Values(d.Pull(key)["deleted"]), std::set<std::string>{"203.0.113.7"});
 }
 
 using ::palisade::testing::ExecSql;

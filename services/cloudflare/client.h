@@ -326,8 +326,8 @@ class CloudflareClient {
   RequestBudget budget_;
   prometheus::Family<prometheus::Counter>& requests_;
   prometheus::Family<prometheus::Counter>& retries_;
-  prometheus::Family<prometheus::Counter>& delays_capped_;
   prometheus::Family<prometheus::Counter>& outcome_unknown_;
+  prometheus::Family<prometheus::Counter>& delays_capped_;
   prometheus::Family<prometheus::Histogram>& latency_;
   prometheus::Gauge& budget_gauge_;
 };
