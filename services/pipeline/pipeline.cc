@@ -84,19 +84,21 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
 // The daemon's choice between the two occurrences of a local time the zone repeats (the hour
 // after a fall-back), which the parser made nearest to the previous line: after a quiet half
 // hour the first pass is nearer, though a live stream's line can only be the second.
-//   kRepeatedSkew  an occurrence later than now plus this has not happened yet (a sender's
-//                  clock a few minutes fast still counts as now): the earlier is taken.
-//   kLiveWithin    the later occurrence is taken when it is within this of now and the stream
-//                  is live: its previous line was read within this of its own time. A backlog
-//                  (lines read long after they were written) keeps nearest-to-previous, and so
-//                  does replay, which has no wall clock to tell a live stream by.
+//   kRepeatedSkew  an occurrence later than now plus this, plus how far ahead the stream's
+//                  previous line was of its reading (a sender's clock that runs fast: its lines
+//                  are that far ahead all along), has not happened yet: the earlier is taken.
+//   kLiveWithin    the later occurrence is taken when it is within this of now (and of that
+//                  skew) and the stream is live: its previous line was read no more than this
+//                  after its own time. A backlog (lines read long after they were written)
+//                  keeps nearest-to-previous, and so does replay, which has no wall clock to
+//                  tell a live stream by.
 constexpr absl::Duration kRepeatedSkew = absl::Minutes(5);
 constexpr absl::Duration kLiveWithin = absl::Minutes(5);
 
 // `t`, an occurrence of a local time `zone` repeats, moved to the other occurrence when the
 // rules above say so; else `t`.
 absl::Time ChooseRepeatedOccurrence(absl::Time t, absl::TimeZone zone, absl::Time now,
-                                    bool live) {
+                                    absl::Duration skew, bool live) {
   const absl::TimeZone::TimeInfo info = zone.At(absl::ToCivilSecond(t, zone));
   if (info.kind != absl::TimeZone::TimeInfo::REPEATED || info.post <= info.pre) return t;
   // pre and post are whole seconds; `t` may carry a fraction.
@@ -104,14 +106,20 @@ absl::Time ChooseRepeatedOccurrence(absl::Time t, absl::TimeZone zone, absl::Tim
   const bool later = t >= info.post;
   const absl::Time early = later ? t - shift : t;
   const absl::Time late = early + shift;
-  if (later && late > now + kRepeatedSkew) return early;
-  if (!later && live && late <= now + kRepeatedSkew && late >= now - kLiveWithin) return late;
+  if (later && late > now + skew + kRepeatedSkew) return early;
+  if (!later && live && late <= now + skew + kRepeatedSkew && late >= now - kLiveWithin) {
+    return late;
+  }
   return t;
 }
 
-// Replay: a far-ahead line of a log with one writer moves the clock when this many in a row
-// agree (each within a day of the one before it): the log moved on after a silence.
+// Replay: a far-ahead line moves the clock once confirmed: by a line of another writer (the log
+// moved on after a silence, not one host's clock), by this many in a row of a log with one
+// writer so far, or by a run of agreeing lines spanning kAheadSpan of their own time (a host
+// that alone came back after a silence: a skewed host's burst, a connection's few lines, spans
+// seconds).
 constexpr int kAheadRun = 2;
+constexpr absl::Duration kAheadSpan = absl::Minutes(10);
 
 // The writer of a line whose clock stamped it, when the format names one (the syslog
 // HOSTNAME); else empty: the log has one writer (an access log's host is its client).
@@ -883,9 +891,13 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
       // The daemon: a time in the hour the zone repeats is not taken ahead of the clock, and is
       // the second pass when a live stream's line can be nothing else (ChooseRepeatedOccurrence).
       if (parsed.time_repeated && !line_by_line && parsed.time.has_value()) {
-        const bool live =
-            !first && absl::AbsDuration(previous_read - previous) <= kLiveWithin;
-        parsed.time = ChooseRepeatedOccurrence(*parsed.time, zone, now, live);
+        // How far ahead of its reading the stream's previous line was (a fast clock), and
+        // whether it was read as it was written.
+        const absl::Duration ahead = first ? absl::ZeroDuration() : previous - previous_read;
+        const bool live = !first && ahead >= -kLiveWithin && ahead <= kFutureHorizon;
+        const absl::Duration skew =
+            live ? std::max(absl::ZeroDuration(), ahead) : absl::ZeroDuration();
+        parsed.time = ChooseRepeatedOccurrence(*parsed.time, zone, now, skew, live);
       }
       absl::Time when = parsed.time.value_or(now);
       // A line without a time of its own (RFC 5424's "-") happens at the clock's time: in
@@ -927,24 +939,31 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         const bool ahead = options_.clamp_future && when > future_after;
         const bool agrees =
             ahead_.pending && absl::AbsDuration(when - ahead_.time) <= kFutureHorizon;
+        bool confirmed = false;
+        if (ahead && agrees) {
+          ++ahead_.run;
+          const bool other_writer = !host.empty() && !ahead_.host.empty() && host != ahead_.host;
+          // One writer: a log without HOSTNAMEs (its writer is the file's), or one host so far
+          // (after the clock started; at the start a first burst of one host is no proof).
+          const bool one_writer = host.empty() || (line_clock_started_ && !log_hosts_many_);
+          confirmed = other_writer || when - ahead_.time >= kAheadSpan ||
+                      (one_writer && ahead_.run >= kAheadRun);
+        }
         if (!ahead) {
           sets_clock = !line_clock_started_;
-          // A held first line no second line agreed with: its time was absurd.
+          // A held first line no line agreed with: its time was absurd.
           if (ahead_.pending && !line_clock_started_) ack.set_clamped(ack.clamped() + 1);
           ahead_.pending = false;
-        } else if (!line_clock_started_) {
-          if (agrees) {
-            sets_clock = true;
-            ahead_.pending = false;
-          } else {
-            if (ahead_.pending) ack.set_clamped(ack.clamped() + 1);
-            ahead_ = {true, when, std::string(host), 1};
-            held_first = true;
-          }
-        } else if (agrees && (log_hosts_many_ ? !host.empty() && host != ahead_.host
-                                              : ++ahead_.run >= kAheadRun)) {
+        } else if (confirmed) {
           sets_clock = true;
           ahead_.pending = false;
+        } else if (!line_clock_started_) {
+          // Held: the first line far ahead, and the lines that agree with it until confirmed.
+          if (!agrees) {
+            if (ahead_.pending) ack.set_clamped(ack.clamped() + 1);
+            ahead_ = {true, when, std::string(host), 1};
+          }
+          held_first = true;
         } else if (!agrees) {
           ahead_ = {true, when, std::string(host), 1};
         }

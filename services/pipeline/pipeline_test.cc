@@ -237,6 +237,50 @@ TEST_F(PipelineTest, AfterAQuietHalfHourTheRepeatedHourIsTheLiveStreamsSecondPas
   EXPECT_EQ(table.active_count(), 1u);
 }
 
+// A sender whose clock runs 10 minutes fast writes the second pass's first lines 10 minutes
+// before now: the occurrence is that far ahead all along, not one that has not happened. Its
+// stream's skew (each line ahead of its reading by as much) widens what counts as now. Before,
+// anything more than 5 minutes ahead was taken as the first pass: the whole second pass dated
+// 50 minutes early, its bans stale (found by the review of the first fix).
+TEST_F(PipelineTest, ASenderTenMinutesFastKeepsItsSecondPass) {
+  absl::TimeZone new_york;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  PipelineOptions options;
+  options.time_zone = new_york;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  // Real 05:35Z (01:35 EDT) and every 5 minutes: the sender writes 10 minutes ahead.
+  int64_t real = 1'793'511'300;  // 2026-11-01 05:35:00 UTC
+  for (absl::string_view stamp : {"01:45:00", "01:50:00", "01:55:00", "01:00:00", "01:05:00"}) {
+    clock_.Set(absl::FromUnixSeconds(real));
+    LogBatch batch;
+    batch.set_source("web-1");
+    batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+    batch.add_records()->set_line(
+        absl::StrCat("Nov  1 ", stamp, " web-1 sshd[1]: Connection closed"));
+    ASSERT_THAT(pipeline.ProcessBatch(batch), IsOk());
+    real += 300;
+  }
+  clock_.Set(absl::FromUnixSeconds(real));  // 06:00:00Z; the sender writes 01:10 EST (06:10Z)
+  LogBatch batch;
+  batch.set_source("web-1");
+  batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+  for (absl::string_view second : {"00", "05", "09"}) {
+    batch.add_records()->set_line(
+        absl::StrCat("Nov  1 01:10:", second,
+                     " web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2"));
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 1u);
+  EXPECT_EQ(CounterValue(registry, "palisade_decisions_total", {{"change", "stale"}}), 0);
+  std::vector<palisade::v1::Decision> all = table.List({});
+  ASSERT_THAT(all, SizeIs(1));
+  EXPECT_EQ(all[0].start().seconds(), 1'793'513'409);  // 2026-11-01 06:10:09 UTC (01:10:09 EST)
+  EXPECT_EQ(table.active_count(), 1u);
+}
+
 // A backlog read in the second pass (palisaded down from 00:50 EDT to 01:10 EST): its lines
 // come in a batch read long after they were written (00:55 EDT, an hour and a quarter before
 // now), so the stream is not live and nearest-to-previous stands: 01:05 then 01:10 are the

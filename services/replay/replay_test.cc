@@ -635,7 +635,9 @@ TEST(ReplayTest, AHostsBurstOrFirstLineDatedFarAheadDoesNotTakeTheClock) {
                                     "port ",
                                     100 + i, " ssh2"));
   }
-  const std::vector<std::vector<std::string>> logs = {{h1, h2, h2}, {h2, h1}};
+  // {h2, h2, h1}: a burst of the skewed host at the very start (a second line of the same host
+  // agreeing is no proof: before its review, it set the clock to 2099).
+  const std::vector<std::vector<std::string>> logs = {{h1, h2, h2}, {h2, h1}, {h2, h2, h1}};
   for (size_t l = 0; l < logs.size(); ++l) {
     std::vector<std::string> lines = logs[l];
     lines.insert(lines.end(), failures.begin(), failures.end());
@@ -675,6 +677,31 @@ TEST(ReplayTest, AnotherHostAgreeingMovesTheClockOnAfterASilence) {
     EXPECT_TRUE(s->stale.empty());
     ASSERT_EQ(s->decisions.size(), 1u);
     EXPECT_EQ(s->decisions[0].start().seconds(), 1748944804);  // 2025-06-03T10:00:04Z
+  }
+}
+
+// A log that has had two HOSTNAMEs (a boot's "localhost", then the host's name) and then a
+// weekend's silence: the one host that comes back moves the clock once its lines have agreed
+// over kAheadSpan (10 minutes) of their own time. Before (its review found), only another host
+// could confirm, so every later line was clamped to Friday: five failures an hour apart counted
+// at one instant, a false ban.
+TEST(ReplayTest, ASingleHostAfterASilenceInAManyHostLogMovesTheClock) {
+  std::vector<std::string> lines = {
+      "<38>1 2025-06-06T09:00:00Z localhost sshd 1 - - Server listening on 0.0.0.0 port 22.",
+      "<38>1 2025-06-06T09:01:00Z web1 sshd 1 - - Server listening on 0.0.0.0 port 22."};
+  for (int hour = 8; hour <= 12; ++hour) {
+    lines.push_back(absl::StrCat("<38>1 2025-06-09T", absl::Dec(hour, absl::kZeroPad2),
+                                 ":00:00Z web1 sshd 1 - - Failed password for root from "
+                                 "203.0.113.9 port ",
+                                 100 + hour, " ssh2"));
+  }
+  for (uint32_t batch : {1u, 1000u}) {
+    SCOPED_TRACE(absl::StrCat("batch_lines ", batch));
+    absl::StatusOr<ReplaySummary> s =
+        Replay(Pack("rules/sshd.textproto"), palisade::v1::LOG_FORMAT_SYSLOG5424, lines, batch);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->decisions_created, 0u);
+    EXPECT_LE(s->clamped, 1u);
   }
 }
 
