@@ -185,6 +185,12 @@ class Stream {
     if (ssl_ != nullptr) SSL_free(ssl_);
   }
   bool tls() const { return ssl_ != nullptr; }
+  // Bytes OpenSSL holds, read from the socket and not yet given out: records not decrypted yet
+  // (on the wire's count) and the rest of one decrypted.
+  size_t Buffered() const {
+    if (ssl_ == nullptr) return 0;
+    return BIO_ctrl_pending(in_) + static_cast<size_t>(std::max(SSL_pending(ssl_), 0));
+  }
 
   // Runs the TLS handshake until `deadline`, or while `go` says so. "" when done, else why not.
   std::string Handshake(Clock& clock, absl::Time deadline, const std::atomic<bool>& stopping) {
@@ -1073,21 +1079,24 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
       int bytes = 0;
       return ::ioctl(fd, FIONREAD, &bytes) == 0 ? static_cast<size_t>(std::max(bytes, 0)) : 0;
     };
-    // In bytes of the stream, which are no more than the socket's (TLS adds to them).
-    const size_t budget = std::min(options_.stop_drain_bytes, unread());
+    // In bytes of the stream, which are no more than the socket's and OpenSSL's (TLS adds to
+    // them): what was there when Stop came, so a sender still writing adds nothing past it.
+    const size_t budget = std::min(options_.stop_drain_bytes, unread() + in.Buffered());
     size_t drained = 0;
-    // TLS: a Read that only moved bytes from the socket into OpenSSL says kWait too, so stop
-    // at the second in a row. (Reads bounded in number too, should a socket say it has bytes
-    // and give none.)
-    for (int waits = 0, reads = 0; drained < budget && reads < 100000; ++reads) {
+    // TLS: a Read that only moved bytes from the socket into OpenSSL says kWait too; it goes on
+    // while OpenSSL or the socket holds bytes (each read takes some). Plain TCP: until the
+    // socket has none now. (Reads bounded in number too, should a socket say it has bytes and
+    // give none.)
+    for (int reads = 0; drained < budget && reads < 100000; ++reads) {
+      const size_t socket_before = unread(), tls_before = in.Buffered();
       size_t n = 0;
       const Stream::Result r =
           in.Read(buf.data(), std::min(buf.size(), budget - drained), &n, /*wait_ms=*/0);
       if (r == Stream::kWait) {
-        if (!tls || ++waits >= 2) break;
-        continue;
+        // Bytes moved into OpenSSL (or a record taken whole): read on; else nothing more now.
+        if (tls && (unread() != socket_before || in.Buffered() != tls_before)) continue;
+        break;
       }
-      waits = 0;
       if (r == Stream::kClosed) {
         end_of_stream();
         break;
@@ -1102,9 +1111,10 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
       for (std::string& f : frames) Add(std::move(f));
     }
     for (std::string& f : waiting) Add(std::move(f));  // a last frame end_of_stream found
-    // Lost with the close: the socket's rest (for TLS in bytes on the wire, records and all)
-    // and a frame cut in the middle.
-    unread_at_stop_->Increment(static_cast<double>(unread() + (closed ? 0 : stream.size())));
+    // Lost with the close: the socket's rest and what OpenSSL still holds (for TLS in bytes on
+    // the wire, records and all) and a frame cut in the middle.
+    unread_at_stop_->Increment(
+        static_cast<double>(unread() + in.Buffered() + (closed ? 0 : stream.size())));
   }
   ::close(fd);
   Release(peer);

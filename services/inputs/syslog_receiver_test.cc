@@ -1280,6 +1280,48 @@ TEST_F(ReceiverTest, UnauthenticatedConnectionsLeaveSlotsForCertifiedSenders) {
     EXPECT_THAT(logs_, ::testing::Contains(HasSubstr("cut off: every slot was taken")));
   }
   for (int fd : silent) ::close(fd);
+  ::close(certified.fd);
+  certified.fd = -1;
+  // Every slot given back once (the cut-off one's went to the newcomer): four new connections
+  // fill the receiver again, and a fifth within the grace is refused.
+  ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 0; }));
+  std::vector<int> again;
+  for (const char* from : {"127.0.0.7", "127.0.0.8", "127.0.0.9", "127.0.0.10"}) {
+    again.push_back(ConnectFrom(from, r->tls_port()));
+  }
+  ASSERT_TRUE(Eventually([&] { return Gauge("palisade_syslog_connections") == 4; }));
+  const int fifth = ConnectFrom("127.0.0.11", r->tls_port());
+  EXPECT_TRUE(ClosedByServer(fifth));
+  EXPECT_TRUE(
+      Eventually([&] { return Metric("palisade_syslog_refused_connections_total") == 2; }));
+  EXPECT_EQ(Gauge("palisade_syslog_connections"), 4);
+  ::close(fifth);
+  for (int fd : again) ::close(fd);
+}
+
+// The same over TLS: what OpenSSL already took from the socket (records not decrypted yet) is
+// delivered at Stop too. Before (its review found), the drain went by the socket's bytes only,
+// and the records in OpenSSL's buffer were lost, uncounted.
+TEST_F(ReceiverTest, StoppingAThrottledTlsConnectionDeliversWhatOpenSslHeld) {
+  SimulatedClock clock;  // stands still: the bucket never refills
+  palisade::v1::SyslogInput config = TlsConfig("held", /*mutual=*/false);
+  config.set_max_lines_per_second(10);
+  config.set_max_burst_lines(5);
+  auto r = Start(config, &clock);
+  ASSERT_NE(r, nullptr);
+  TlsClient client;
+  ASSERT_TRUE(client.Open(r->tls_port(), ""));
+  constexpr size_t kLines = 300;  // a record each, ~19 KB on the wire: more than one read
+  for (size_t i = 0; i < kLines; ++i) {
+    ASSERT_TRUE(client.Send(absl::StrCat("<13>Mar  3 14:02:01 h app: ", i, "\n")));
+  }
+  ASSERT_TRUE(Eventually([&] {
+    int queued = 0;
+    return ::ioctl(client.fd, SIOCOUTQ, &queued) == 0 && queued == 0 && Got() >= 5;
+  }));
+  r->Stop();
+  EXPECT_EQ(Got(), kLines);
+  EXPECT_EQ(Metric("palisade_syslog_unread_bytes_at_stop_total"), 0);
 }
 
 // While slots are free nothing is cut off, however long a handshake waits (its own timeout
