@@ -168,7 +168,9 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
     if (same_file(rotated) && open_at_checkpoint(rotated)) {
       draining_rotated_ = true;
       ++stats_.rotations;
-      QueueRotatedAfter(rotated);
+      // No copy told apart here: the checkpoint's fingerprint may hold only a few bytes (taken
+      // when the file was short), which the files after it may start with too.
+      QueueRotatedAfter(rotated, palisade::v1::FileCheckpoint());
       return;
     }
   }
@@ -203,7 +205,8 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
   KeepLast16(truncated ? &truncated_ : &lost_, from);
 }
 
-void FileFollower::QueueRotatedAfter(const std::string& resumed_in) {
+void FileFollower::QueueRotatedAfter(const std::string& resumed_in,
+                                     const palisade::v1::FileCheckpoint& left) {
   // Rotated more than once while the daemon was down: the files written after the checkpoint's
   // and rotated since lie between it and the path. Which is newer their names cannot say for
   // every scheme (PATH.N counts down, a date up): their last writes do (each file's after the
@@ -230,6 +233,9 @@ void FileFollower::QueueRotatedAfter(const std::string& resumed_in) {
         (written(st) == written(resumed) && !NewerName(rotated, resumed_in, path_.size()))) {
       continue;  // older than the checkpoint's file: read before it
     }
+    // A file that starts as the one left does is a copy of it (dateext's, copytruncate's), not
+    // a file written after it.
+    if (IsCopyOf(rotated, left)) continue;
     newer.emplace_back(written(st), rotated);
   }
   std::sort(newer.begin(), newer.end(), [this](const auto& a, const auto& b) {
@@ -326,52 +332,25 @@ size_t FileFollower::TakeLines(size_t max_lines, size_t* bytes_left,
 
 absl::StatusOr<bool> FileFollower::CheckFile() {
   if (draining_rotated_) {
-    // The rotated file is read to its end: on to the new one once the writer writes there.
-    absl::StatusOr<OldFile> old = OldFileState();
+    // The path gone and not created again (nocreate, a retired service): the rotated file,
+    // removed (find -delete, maxage) and read to its end, is let go of as the path's own would
+    // be (its space freed; no position kept in a file that is no more). Not while files rotated
+    // after it wait: they are read first.
+    struct stat st;
+    if (rotated_after_.empty() && ::stat(path_.c_str(), &st) != 0 && errno == ENOENT) {
+      if (LetGoIfRemoved()) return true;
+      if (open_.fd < 0) {
+        draining_rotated_ = false;
+        then_truncated_ = false;
+        return false;
+      }
+    }
+    // The rotated file is read to its end: on to the next once the writer writes there (files
+    // rotated after it say it has moved on: no need to wait for the path's first byte).
+    absl::StatusOr<OldFile> old = OldFileState(/*writer_moved=*/!rotated_after_.empty());
     if (!old.ok()) return old.status();
     if (*old != OldFile::kDone) return *old == OldFile::kMoreRead;
-    LetGo();
-    // A last line without its newline will never be finished: it is a line.
-    if (!pending_.empty() && !skipping_) pending_.push_back('\n');
-    std::string rest = std::move(pending_);
-    // Then each file rotated after it, oldest first (under its name now: a rotation since may
-    // have moved it on), and the path last.
-    while (!rotated_after_.empty()) {
-      const palisade::v1::FileCheckpoint next = std::move(rotated_after_.front());
-      rotated_after_.erase(rotated_after_.begin());
-      std::string at;
-      auto is_next = [&next](const std::string& p) {
-        struct stat st;
-        return ::stat(p.c_str(), &st) == 0 && st.st_dev == next.device() &&
-               st.st_ino == next.inode();
-      };
-      if (is_next(next.path())) {
-        at = next.path();
-      } else {
-        for (const std::string& rotated : RotatedNames(path_)) {
-          if (is_next(rotated)) {
-            at = rotated;
-            break;
-          }
-        }
-      }
-      absl::StatusOr<bool> opened = at.empty() ? absl::StatusOr<bool>(false) : OpenAt(at, 0);
-      if (!opened.ok() || !*opened) {
-        // Gone (compressed, removed) before it was read: its lines are not, and that is said.
-        KeepLast16(&lost_, next);
-        continue;
-      }
-      ++stats_.rotations;
-      pending_ = std::move(rest);
-      return true;
-    }
-    draining_rotated_ = false;
-    absl::StatusOr<bool> opened = OpenAt(path_, 0);
-    pending_ = std::move(rest);
-    // After a copytruncate's copy, the file it was copied from: a hole may start it.
-    after_truncation_ = then_truncated_ && opened.ok() && *opened;
-    then_truncated_ = false;
-    return opened;
+    return NextFile();
   }
   struct stat st;
   if (::stat(path_.c_str(), &st) != 0) {
@@ -388,13 +367,9 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
     absl::StatusOr<OldFile> old = OldFileState();
     if (!old.ok()) return old.status();
     if (*old != OldFile::kDone) return *old == OldFile::kMoreRead;
-    LetGo();
-    if (!pending_.empty() && !skipping_) pending_.push_back('\n');
-    std::string rest = std::move(pending_);
-    absl::StatusOr<bool> opened = OpenAt(path_, 0);
-    pending_ = std::move(rest);
     ++stats_.rotations;
-    return opened.ok() ? absl::StatusOr<bool>(true) : opened;
+    absl::StatusOr<bool> next = NextFile();
+    return next.ok() ? absl::StatusOr<bool>(true) : next;
   }
   struct stat open_st;
   if (::fstat(open_.fd, &open_st) == 0 && static_cast<uint64_t>(open_st.st_size) < read_offset_) {
@@ -403,6 +378,71 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
     return true;
   }
   return false;
+}
+
+absl::StatusOr<bool> FileFollower::NextFile() {
+  LetGo();
+  // A last line without its newline will never be finished: it is a line.
+  if (!pending_.empty() && !skipping_) pending_.push_back('\n');
+  std::string rest = std::move(pending_);
+  // Rotated again while it was read (a follower behind by more than one rotation: a flood
+  // under size rotation, a long resume drain): the files rotated after it lie between it and
+  // the path, found from its name now. Not after a copytruncate's copy: the path is its file.
+  if (rotated_after_.empty() && !then_truncated_) {
+    const std::string now = RotatedNameOfOpen();
+    if (!now.empty()) QueueRotatedAfter(now, checkpoint());
+  }
+  // Then each file rotated after it, oldest first (under its name now: a rotation since may
+  // have moved it on), and the path last.
+  while (!rotated_after_.empty()) {
+    const palisade::v1::FileCheckpoint next = std::move(rotated_after_.front());
+    rotated_after_.erase(rotated_after_.begin());
+    std::string at;
+    auto is_next = [&next](const std::string& p) {
+      struct stat st;
+      return ::stat(p.c_str(), &st) == 0 && st.st_dev == next.device() &&
+             st.st_ino == next.inode();
+    };
+    if (is_next(next.path())) {
+      at = next.path();
+    } else {
+      for (const std::string& rotated : RotatedNames(path_)) {
+        if (is_next(rotated)) {
+          at = rotated;
+          break;
+        }
+      }
+    }
+    absl::StatusOr<bool> opened = at.empty() ? absl::StatusOr<bool>(false) : OpenAt(at, 0);
+    if (!opened.ok() || !*opened) {
+      // Gone (compressed, removed) before it was read: its lines are not, and that is said.
+      KeepLast16(&lost_, next);
+      continue;
+    }
+    ++stats_.rotations;
+    draining_rotated_ = true;
+    pending_ = std::move(rest);
+    return true;
+  }
+  draining_rotated_ = false;
+  absl::StatusOr<bool> opened = OpenAt(path_, 0);
+  pending_ = std::move(rest);
+  // After a copytruncate's copy, the file it was copied from: a hole may start it.
+  after_truncation_ = then_truncated_ && opened.ok() && *opened;
+  then_truncated_ = false;
+  return opened;
+}
+
+std::string FileFollower::RotatedNameOfOpen() const {
+  if (open_.fd < 0) return "";
+  for (const std::string& rotated : RotatedNames(path_)) {
+    struct stat st;
+    if (RotatedName(rotated, path_) && ::stat(rotated.c_str(), &st) == 0 &&
+        st.st_dev == open_.device && st.st_ino == open_.inode) {
+      return rotated;
+    }
+  }
+  return "";
 }
 
 bool FileFollower::LetGoIfRemoved() {
@@ -423,13 +463,15 @@ bool FileFollower::LetGoIfRemoved() {
   return false;
 }
 
-absl::StatusOr<FileFollower::OldFile> FileFollower::OldFileState() {
+absl::StatusOr<FileFollower::OldFile> FileFollower::OldFileState(bool writer_moved) {
   // logrotate's `create` renames the file and creates an empty one; the writer goes on writing
   // to the old one until its postrotate reopen. Until the new file holds a byte, the old one is
-  // read on. Once it does, the writer has moved: the old file is read to its end, and is done
-  // when a read finds nothing more.
+  // read on. Once it does (or `writer_moved`), the writer has moved: the old file is read to its
+  // end, and is done when a read finds nothing more.
   struct stat st;
-  if (::stat(path_.c_str(), &st) != 0 || st.st_size == 0) return OldFile::kStillWritten;
+  if (!writer_moved && (::stat(path_.c_str(), &st) != 0 || st.st_size == 0)) {
+    return OldFile::kStillWritten;
+  }
   absl::StatusOr<size_t> n = ReadMore();
   if (!n.ok()) return n.status();
   return *n == 0 ? OldFile::kDone : OldFile::kMoreRead;

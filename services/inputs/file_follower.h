@@ -3,7 +3,9 @@
 //   - a partial last line (no newline yet) is held until its newline comes;
 //   - rotation by rename + create: the old file is read on until the new one holds a byte
 //     (logrotate's writer writes to the old one until its postrotate reopen), then to its end,
-//     then the new one from its start: lines written around the rename are not lost;
+//     then the files rotated after it (a follower behind by more than one rotation: found by
+//     the old file's name now, last written after it, oldest first), then the new file from its
+//     start: lines written around the rename are not lost;
 //   - rotation by copytruncate (the file shrinks below what was taken, or its first bytes are no
 //     longer the ones fingerprinted, when it was written past the old offset before we looked):
 //     the copy (under a rotated name of the path: PATH.1, PATH-YYYYMMDD; told by its first
@@ -25,8 +27,10 @@
 // file is the same; in the rotated file (PATH.1, where logrotate moves it, or another name that
 // starts with the path's: PATH-YYYYMMDD) when the file was rotated meanwhile, then the files
 // rotated after it (rotated more than once: PATH.2, then PATH.1; last written after it, oldest
-// first; one gone before its turn is given up: TakeLost), then the new file, each from its
-// start; when the file was truncated below the offset, in its copy as above, then the file from
+// first; one gone before its turn is given up: TakeLost; read at once, as they say the writer
+// moved on; those rotated while it was read are found as above), then the new file, each from
+// its start (a rotated file read to its end and removed while the path is absent is let go
+// of); when the file was truncated below the offset, in its copy as above, then the file from
 // its start; from the start when it was replaced, or truncated with no copy found (a
 // checkpoint whose file is found nowhere is given up: TakeLost). A checkpoint taken while the
 // rest of a cut line was being dropped is inside that line: the resumed follower drops that
@@ -149,10 +153,11 @@ class FileFollower {
   // The path is gone (ENOENT): when the open file was removed (no link left) and read to its
   // end, hands out a last line without its newline (true: read again), then closes it.
   bool LetGoIfRemoved();
-  // After a rename, the old file: still written to (the new one holds no byte yet), more of it
-  // read now, or read to its end with the writer on the new one.
+  // After a rename, the old file: still written to (the new one holds no byte yet, unless
+  // `writer_moved`: a file rotated after it is there), more of it read now, or read to its end
+  // with the writer on the new one.
   enum class OldFile { kStillWritten, kMoreRead, kDone };
-  absl::StatusOr<OldFile> OldFileState();
+  absl::StatusOr<OldFile> OldFileState(bool writer_moved = false);
   std::string FingerprintOf(int fd, uint32_t* bytes) const;
   // The open file's first bytes are no longer the ones fingerprinted, or those where the data
   // began after a hole no longer the ones seen there: rewritten in place.
@@ -187,9 +192,17 @@ class FileFollower {
   // (its size in `*size`): a rotated name of the path (RotatedName) whose first bytes are the
   // file's, the last written of several; empty when none.
   std::string CopyOf(const palisade::v1::FileCheckpoint& at, uint64_t* size) const;
-  // Queues the files rotated after `resumed_in` (the checkpoint's file under a rotated name):
-  // regular files under a rotated name of the path (RotatedName) last written after it.
-  void QueueRotatedAfter(const std::string& resumed_in);
+  // Queues the files rotated after `resumed_in` (the checkpoint's file, or the file just left,
+  // under a rotated name; `left` its checkpoint): regular files under a rotated name of the path
+  // (RotatedName) last written after it, but for copies of it (IsCopyOf `left`; none told when
+  // `left` fingerprinted no byte).
+  void QueueRotatedAfter(const std::string& resumed_in, const palisade::v1::FileCheckpoint& left);
+  // The open file read to its end and let go of: on to the next, the files rotated after it
+  // (rotated_after_, or found from its name now: RotatedNameOfOpen) and the path last. True
+  // when a file was opened.
+  absl::StatusOr<bool> NextFile();
+  // The rotated name of the path (RotatedName) the open file is under now; empty when none.
+  std::string RotatedNameOfOpen() const;
   // A checkpoint whose file could not be opened (why): resumed from at the next Poll.
   struct PendingResume {
     palisade::v1::FileCheckpoint from;

@@ -249,6 +249,114 @@ TEST_F(FileFollowerTest, RenameAndCreateLosesNothing) {
   EXPECT_EQ(f.checkpoint().offset(), 6u);
 }
 
+// A follower more than one rotation behind (a flood under size rotation: the sink lags) reads
+// the file it is in to its end, then the files rotated after it (B, now PATH.1), then the path:
+// it went from the old file straight to the path, and B's lines were lost unsaid.
+TEST_F(FileFollowerTest, TwoRotationsWhileBehindReadTheMiddleFile) {
+  const std::string p1 = path_ + ".1", p2 = path_ + ".2";
+  std::remove(p2.c_str());
+  FileFollower f(path_);
+  Append("a1\na2\na3\na4\n");
+  EXPECT_THAT(Poll(f, 2), ElementsAre("a1", "a2"));  // behind: a backlog
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("b1\nb2\n");
+  ASSERT_EQ(std::rename(p1.c_str(), p2.c_str()), 0);
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("c1\n");
+  std::vector<std::string> lines;
+  for (int i = 0; i < 10; ++i) {
+    for (std::string& line : Poll(f, 2)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("a3", "a4", "b1", "b2", "c1"));
+  EXPECT_THAT(f.TakeLost(), IsEmpty());
+  EXPECT_EQ(f.stats().rotations, 2u);
+  Append("c2\n");
+  EXPECT_THAT(Poll(f), ElementsAre("c2"));
+}
+
+// The same after a restart: rotated once while down, and again while the resumed follower is
+// still in the checkpoint's file (a long backlog): the file that was the path when it resumed
+// is read before the path's new one.
+TEST_F(FileFollowerTest, ARotationDuringAResumeDrainReadsTheFileRotatedThen) {
+  const std::string p1 = path_ + ".1", p2 = path_ + ".2";
+  std::remove(p2.c_str());
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("a1\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\na3\n");
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("b1\n");
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again, 1), ElementsAre("a2"));  // in the checkpoint's file, behind
+  ASSERT_EQ(std::rename(p1.c_str(), p2.c_str()), 0);
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("c1\n");
+  std::vector<std::string> lines;
+  for (int i = 0; i < 10; ++i) {
+    for (std::string& line : Poll(again, 1)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("a3", "b1", "c1"));
+  EXPECT_THAT(again.TakeLost(), IsEmpty());
+  EXPECT_EQ(again.stats().rotations, 2u);
+}
+
+// Resumed in the file rotated away while the path is absent (nocreate, a retired service): once
+// that file is removed (find -delete, maxage) and read to its end, it is let go of as the path's
+// own file would be. It was held open for ever (its space not freed) and its position kept.
+TEST_F(FileFollowerTest, AResumedRotatedFileRemovedWhileThePathIsAbsentIsLetGoOf) {
+  const std::string copy = path_ + "-20261204";
+  std::remove(copy.c_str());
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("a1\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\na3");
+  ASSERT_EQ(std::rename(path_.c_str(), copy.c_str()), 0);
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("a2"));
+  EXPECT_TRUE(again.following());  // the path may come back: the writer may write on
+  ASSERT_EQ(std::remove(copy.c_str()), 0);
+  EXPECT_THAT(Poll(again), ElementsAre("a3"));  // its last line, without its newline
+  EXPECT_THAT(Poll(again), IsEmpty());
+  EXPECT_FALSE(again.following());
+  EXPECT_FALSE(HoldsRemoved(copy));
+  EXPECT_EQ(again.checkpoint().inode(), 0u);
+  Append("b1\n");
+  EXPECT_THAT(Poll(again), ElementsAre("b1"));
+}
+
+// Resumed in the checkpoint's file with files rotated after it: those say the writer moved on,
+// so they are read at once, not once the path (created empty, not written yet) holds a byte.
+TEST_F(FileFollowerTest, FilesRotatedAfterTheCheckpointsAreReadBeforeThePathHoldsAByte) {
+  const std::string d4 = path_ + "-20261204", d5 = path_ + "-20261205";
+  for (const std::string& p : {d4, d5}) std::remove(p.c_str());
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("a1\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\n");
+  ASSERT_EQ(std::rename(path_.c_str(), d4.c_str()), 0);
+  Append("b1\n");
+  ASSERT_EQ(std::rename(path_.c_str(), d5.c_str()), 0);
+  Append("");  // created empty
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("a2", "b1"));
+  EXPECT_EQ(again.lag_bytes(), 0u);
+  Append("c1\n");
+  EXPECT_THAT(Poll(again), ElementsAre("c1"));
+  EXPECT_EQ(again.stats().rotations, 2u);
+}
+
 // logrotate's `create`: the file is renamed, an empty one created, and the writer goes on
 // writing to the old one until its postrotate reopen. The old file is read on until the new one
 // holds a byte (the writer reopened), then to its end once more: nothing written meanwhile is

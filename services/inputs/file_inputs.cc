@@ -142,10 +142,15 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
                           .Register(registry);
   auto& errors = prometheus::BuildCounter()
                      .Name("palisade_input_errors_total")
-                     .Help("Errors reading a file input (logged, retried every poll), and "
-                           "lines longer than its cap (engine.max_line_bytes; JSON: "
-                           "max_record_bytes), cut there.")
+                     .Help("Errors reading a file input (logged, retried every poll).")
                      .Register(registry);
+  // Not among the errors: any client can write a long line (an 8 KiB request line with a long
+  // Referer and User-Agent), and the errors are what says an input is broken.
+  auto& cut = prometheus::BuildCounter()
+                  .Name("palisade_input_lines_cut_total")
+                  .Help("Lines of a file input longer than its cap (engine.max_line_bytes; "
+                        "JSON: max_record_bytes), cut there and their rest dropped.")
+                  .Register(registry);
   auto& lag = prometheus::BuildGauge()
                   .Name("palisade_input_lag_bytes")
                   .Help("Bytes written to a file input's files and not yet taken.")
@@ -193,6 +198,7 @@ absl::StatusOr<std::unique_ptr<FileInputs>> FileInputs::Create(
     input.rotations = &rotations.Add({{"input", f.name()}});
     input.truncations = &truncations.Add({{"input", f.name()}});
     input.errors = &errors.Add({{"input", f.name()}});
+    input.cut = &cut.Add({{"input", f.name()}});
     input.lag = &lag.Add({{"input", f.name()}});
     for (const palisade::v1::FileCheckpoint& c : inputs->options_.checkpoints) {
       if (c.input() == f.name()) input.restored[c.path()] = c;
@@ -751,12 +757,13 @@ void FileInputs::PublishLocked(Input& input, const std::string& path, const File
   // its own cap (the same), so it is counted here or nowhere. Said once per file, not per line
   // (a client can write many).
   if (now.cut_lines > was.cut_lines) {
-    input.errors->Increment(static_cast<double>(now.cut_lines - was.cut_lines));
+    input.cut->Increment(static_cast<double>(now.cut_lines - was.cut_lines));
     if (was.cut_lines == 0) {
       Log(absl::StrCat("input ", input.config.name(), ": ", path, ": a line longer than ",
                        LineCapFor(input.format, options_.max_line_bytes,
                                   options_.max_record_bytes),
-                       " bytes cut there, its rest dropped (each such line counted as an error)"));
+                       " bytes cut there, its rest dropped (each such line counted in "
+                       "palisade_input_lines_cut_total)"));
     }
   }
   was = now;

@@ -52,9 +52,10 @@
 // Errors (permission denied, a read failing) are logged through `log` and counted in
 // palisade_input_errors_total{input}, and retried every round; they never stop the thread. A
 // line longer than the input's cap (max_line_bytes; a JSON format's max_record_bytes) is cut
-// there, its rest dropped, and counted there too (the first of each file logged): the pipeline
-// counts the lines it cuts, but never sees these longer than its cap.
-// Metrics per input: lines, bytes, rotations, truncations, errors, lag in bytes.
+// there, its rest dropped, and counted in palisade_input_lines_cut_total{input} (the first of
+// each file logged, without its content): the pipeline counts the lines it cuts, but never
+// sees these longer than its cap; not an error, since any client can write a long line.
+// Metrics per input: lines, bytes, rotations, truncations, errors, cut lines, lag in bytes.
 //
 // Thread-safety: Start/Stop from one thread; Consistent and Checkpoints from any thread.
 // PollOnce from one thread at a time (Start's, or the caller's when not started).
@@ -193,6 +194,7 @@ class FileInputs {
     prometheus::Counter* rotations = nullptr;
     prometheus::Counter* truncations = nullptr;
     prometheus::Counter* errors = nullptr;
+    prometheus::Counter* cut = nullptr;  // lines cut at the input's cap
     prometheus::Gauge* lag = nullptr;
     // What the followers' running totals were when last published.
     std::map<std::string, FollowerStats> published;

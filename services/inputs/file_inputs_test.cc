@@ -371,6 +371,40 @@ TEST_F(FileInputsTest, ARestartWithThePathRotatedAwayReadsEachLineOnce) {
   }
 }
 
+// The same with the path never coming back (nocreate, a retired service) and the copy then
+// removed (find -delete, maxage): the copy, read to its end, is let go of, and no position is
+// saved in it. Its descriptor was held for ever (its space not freed), and the next restart
+// gave up that position as not found: an error and a log for a file read completely.
+TEST_F(FileInputsTest, APathRotatedAwayWhoseCopyIsRemovedLeavesNoPosition) {
+  Append("app.log", "a1\n");
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(Config({"app.log*"}));
+    EXPECT_EQ(inputs->PollOnce(), 1u);
+    saved = inputs->Checkpoints();
+  }
+  ASSERT_EQ(saved.size(), 1u);
+  Append("app.log", "a2\n");
+  const std::string copy = dir_ + "/app.log-20261204";
+  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), copy.c_str()), 0);
+  {
+    auto again = Make(Config({"app.log*"}), saved);
+    again->PollOnce();
+    EXPECT_EQ(again->PollOnce(), 0u);
+    EXPECT_THAT(lines_, ElementsAre("a1", "a2"));
+    ASSERT_EQ(std::remove(copy.c_str()), 0);
+    again->PollOnce();
+    EXPECT_EQ(again->PollOnce(), 0u);
+    EXPECT_FALSE(HoldsRemoved(copy));
+    saved = again->Checkpoints();
+    EXPECT_THAT(saved, ::testing::IsEmpty());
+  }
+  auto restarted = Make(Config({"app.log*"}), saved);
+  EXPECT_EQ(restarted->PollOnce(), 0u);
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+  EXPECT_THAT(logs_, ::testing::IsEmpty());
+}
+
 // A named path rotated while the daemon was down under a dated name (dateext) is read on from
 // its position there; only PATH.1 was looked at, and the lines after it were lost unsaid. A
 // position whose file is nowhere is given up, and that is logged and counted.
@@ -565,8 +599,11 @@ TEST_F(FileInputsTest, ARestoredPositionWithNoFileYetIsKept) {
 }
 
 // A line longer than the input's cap is cut there (its rest dropped) and counted in
-// palisade_input_errors_total{input}, once however it was read: it was counted nowhere (the
-// pipeline, which counts the lines it cuts, never saw it longer than its cap).
+// palisade_input_lines_cut_total{input}, once however it was read: it was counted nowhere (the
+// pipeline, which counts the lines it cuts, never saw it longer than its cap). Not in
+// palisade_input_errors_total: any client can write a long line (a long request line, a
+// Referer), and that counter must show what is wrong with the input (permissions, lost
+// positions).
 TEST_F(FileInputsTest, ACutLineIsCounted) {
   max_line_bytes_ = 64;  // the follower's least
   const std::string x(100, 'x'), y(100, 'y');
@@ -575,14 +612,19 @@ TEST_F(FileInputsTest, ACutLineIsCounted) {
   inputs->PollOnce();
   EXPECT_EQ(inputs->PollOnce(), 0u);
   EXPECT_THAT(lines_, ElementsAre("short", x.substr(0, 64), "ok"));
-  EXPECT_EQ(Counter("palisade_input_errors_total"), 1.0);
+  EXPECT_EQ(Counter("palisade_input_lines_cut_total"), 1.0);
+  ASSERT_EQ(logs_.size(), 1u);  // the first cut line of the file is said, without its content
+  EXPECT_THAT(logs_[0], HasSubstr("a line longer than 64 bytes cut there"));
+  EXPECT_THAT(logs_[0], ::testing::Not(HasSubstr("xxxx")));
   // Over the cap before its newline came: cut at once, its rest (read later) dropped, once.
   Append("auth.log", y);
   EXPECT_EQ(inputs->PollOnce(), 1u);
   Append("auth.log", y + "\nend\n");
   EXPECT_EQ(inputs->PollOnce(), 1u);
   EXPECT_THAT(lines_, ElementsAre("short", x.substr(0, 64), "ok", y.substr(0, 64), "end"));
-  EXPECT_EQ(Counter("palisade_input_errors_total"), 2.0);
+  EXPECT_EQ(Counter("palisade_input_lines_cut_total"), 2.0);
+  EXPECT_EQ(logs_.size(), 1u);  // once per file
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
   EXPECT_EQ(Counter("palisade_input_lines_total"), 5.0);
 }
 
