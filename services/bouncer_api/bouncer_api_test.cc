@@ -243,6 +243,36 @@ class RawConnection {
   std::string got_;
 };
 
+// `n` feed addresses (~400 bytes each as served) decided at once: a stream answer far larger
+// than a small reader's buffers.
+void SyncLargeFeed(DecisionTable& table, int n) {
+  std::vector<DecisionTable::FeedTarget> feed(n);
+  for (int i = 0; i < n; ++i) {
+    feed[i].target.set_kind(palisade::v1::TARGET_KIND_IP);
+    feed[i].target.set_value(absl::StrCat("11.", i / 65536, ".", i / 256 % 256, ".", i % 256));
+    feed[i].reason = std::string(250, 'r');
+  }
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  spec.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+  spec.mutable_duration()->set_seconds(24 * 3600);
+  ASSERT_THAT(table.SyncFeed(feed, spec, absl::InfinitePast()), SizeIs(n));
+}
+
+// Sends a stream pull on `reader` and waits (60 s at most, a bound) for the answer's head: the
+// handler returned and the body is being written.
+void StartPull(RawConnection& reader, const std::string& key, bool startup) {
+  ASSERT_TRUE(reader.Send(absl::StrCat("GET /v1/decisions/stream?startup=",
+                                       startup ? "true" : "false", " HTTP/1.1\r\n",
+                                       "Host: palisade\r\nX-Api-Key: ", key, "\r\n\r\n")));
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  while (!absl::StrContains(reader.got(), "\r\n\r\n") && !reader.closed() &&
+         absl::Now() < give_up) {
+    reader.Read(absl::Milliseconds(100));
+  }
+  ASSERT_THAT(reader.got(), HasSubstr("HTTP/1.1 200"));
+}
+
 // The values of a stream list (null: none).
 std::set<std::string> Values(const json& list) {
   std::set<std::string> out;
@@ -776,28 +806,9 @@ TEST(BouncerApiTest, AnAnswerCutByStopIsServedAgainAfterTheRestart) {
   {
     Daemon d(path, clock);
     key = *d.api->AddBouncer("fw");
-    std::vector<DecisionTable::FeedTarget> feed(kFeed);
-    for (int i = 0; i < kFeed; ++i) {
-      feed[i].target.set_kind(palisade::v1::TARGET_KIND_IP);
-      feed[i].target.set_value(absl::StrCat("11.", i / 65536, ".", i / 256 % 256, ".", i % 256));
-      feed[i].reason = std::string(250, 'r');  // the served scenario: ~400 bytes a decision
-    }
-    palisade::v1::DecisionSpec spec;
-    spec.set_action(palisade::v1::ACTION_BLOCK);
-    spec.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
-    spec.mutable_duration()->set_seconds(24 * 3600);
-    ASSERT_THAT(d.table.SyncFeed(feed, spec, absl::InfinitePast()), SizeIs(kFeed));
-
+    SyncLargeFeed(d.table, kFeed);
     RawConnection reader(d.api->port(), /*receive_buffer=*/4096);
-    ASSERT_TRUE(reader.Send(absl::StrCat("GET /v1/decisions/stream?startup=false HTTP/1.1\r\n",
-                                         "Host: palisade\r\nX-Api-Key: ", key, "\r\n\r\n")));
-    // The answer's head came: the handler returned and the body is being written.
-    const absl::Time give_up = absl::Now() + absl::Seconds(60);
-    while (!absl::StrContains(reader.got(), "\r\n\r\n") && !reader.closed() &&
-           absl::Now() < give_up) {
-      reader.Read(absl::Milliseconds(100));
-    }
-    ASSERT_THAT(reader.got(), HasSubstr("HTTP/1.1 200"));
+    StartPull(reader, key, /*startup=*/false);
     d.api->Stop();  // with the reader still there: the stop cuts the answer, not a reset
   }
   {
@@ -874,27 +885,10 @@ TEST(BouncerApiTest, TrimKeepsTheDeletionsAFirstAnswerInFlightHasNotServed) {
   Daemon d(FreshPath("trim-in-flight.db"), clock);
   const std::string key = *d.api->AddBouncer("fw");
   constexpr int kFeed = 30'000;  // an answer far larger than the reader's buffers
-  std::vector<DecisionTable::FeedTarget> feed(kFeed);
-  for (int i = 0; i < kFeed; ++i) {
-    feed[i].target.set_kind(palisade::v1::TARGET_KIND_IP);
-    feed[i].target.set_value(absl::StrCat("11.", i / 65536, ".", i / 256 % 256, ".", i % 256));
-    feed[i].reason = std::string(250, 'r');
-  }
-  palisade::v1::DecisionSpec spec;
-  spec.set_action(palisade::v1::ACTION_BLOCK);
-  spec.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
-  spec.mutable_duration()->set_seconds(24 * 3600);
-  ASSERT_THAT(d.table.SyncFeed(feed, spec, absl::InfinitePast()), SizeIs(kFeed));
+  SyncLargeFeed(d.table, kFeed);
   const std::string x = d.Ban("203.0.113.7");
   RawConnection reader(d.api->port(), /*receive_buffer=*/4096);
-  ASSERT_TRUE(reader.Send(absl::StrCat("GET /v1/decisions/stream?startup=true HTTP/1.1\r\n",
-                                       "Host: palisade\r\nX-Api-Key: ", key, "\r\n\r\n")));
-  const absl::Time give_up = absl::Now() + absl::Seconds(60);
-  while (!absl::StrContains(reader.got(), "\r\n\r\n") && !reader.closed() &&
-         absl::Now() < give_up) {
-    reader.Read(absl::Milliseconds(100));
-  }
-  ASSERT_THAT(reader.got(), HasSubstr("HTTP/1.1 200"));
+  StartPull(reader, key, /*startup=*/true);
   ASSERT_THAT(d.table.Withdraw(x), IsOk());
   ASSERT_THAT(d.api->Flush(), IsOk());
   ASSERT_THAT(d.api->Trim(), IsOk());
