@@ -98,6 +98,30 @@ std::string ReadWriterId(const std::string& path, std::string* file_id) {
   return id == std::string(32, '0') ? "" : id;
 }
 
+// A journal file's header, for what a read scanned: whether it is archived (state, offset 16:
+// 2, written no more) and its tail_entry_seqnum (offset 160, the number of its last entry).
+// false when `path` is no longer the file `key` names (rotated away meanwhile, replaced) or
+// cannot be read: its number is then left out, which can only make a gap look longer.
+// journald numbers an entry just before linking it: read while one is being appended, the
+// number is one ahead of what a read sees, for the microseconds that takes; that entry's loss
+// alone, were its file vacuumed before the next read, could then go uncounted.
+bool ReadTail(const std::string& path, std::pair<uint64_t, uint64_t> key, bool* archived,
+              uint64_t* tail) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return false;
+  struct stat st;
+  unsigned char header[168];
+  const bool ok = ::fstat(fd, &st) == 0 && st.st_dev == key.first && st.st_ino == key.second &&
+                  ::pread(fd, header, sizeof(header), 0) == static_cast<ssize_t>(sizeof(header)) &&
+                  std::memcmp(header, "LPKSHHRH", 8) == 0;
+  ::close(fd);
+  if (!ok) return false;
+  *archived = header[16] == 2;
+  *tail = 0;
+  for (int i = 7; i >= 0; --i) *tail = (*tail << 8) | header[160 + i];  // little-endian
+  return true;
+}
+
 int64_t CtimeNs(const struct stat& st) {
   return static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
 }
@@ -144,6 +168,7 @@ JournalInput::JournalInput(palisade::v1::JournalInput config, JournalInputOption
   if (options_.max_line_bytes < 64) options_.max_line_bytes = 64;
   if (options_.clock == nullptr) options_.clock = &RealClock::Get();
   if (options_.wait_interval <= absl::ZeroDuration()) options_.wait_interval = absl::Milliseconds(50);
+  if (options_.list_interval <= absl::ZeroDuration()) options_.list_interval = absl::Seconds(10);
 }
 
 absl::StatusOr<std::unique_ptr<JournalInput>> JournalInput::Create(
@@ -174,6 +199,8 @@ absl::StatusOr<std::unique_ptr<JournalInput>> JournalInput::Create(
       if (!id.empty()) input->restored_[id] = w;
     }
     input->restored_at_end_.insert(c.writers_at_end().begin(), c.writers_at_end().end());
+    input->restored_scanned_.insert(c.writers_scanned().begin(), c.writers_scanned().end());
+    input->restored_gone_.insert(c.writers_gone().begin(), c.writers_gone().end());
     // Written before writer_cursors: the one cursor is its writer's position, and the other
     // writers had been read (as sd_journal orders them) up to its time.
     if (c.writer_cursors_size() == 0 && !c.cursor().empty()) {
@@ -268,7 +295,7 @@ absl::Status JournalInput::Open(const std::string& where) {
       paths.push_back(f.c_str());
       struct stat st;
       if (::stat(f.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-        found.push_back({{st.st_dev, st.st_ino}, f, CtimeNs(st)});
+        found.push_back({{st.st_dev, st.st_ino}, f, CtimeNs(st), st.st_size});
       }
     }
     paths.push_back(nullptr);
@@ -352,7 +379,7 @@ bool JournalInput::ListDirectory(std::vector<FoundFile>* out, std::string* error
       struct stat st;
       if (::stat(path.c_str(), &st) != 0) continue;  // removed meanwhile
       if (file && S_ISREG(st.st_mode)) {
-        out->push_back({{st.st_dev, st.st_ino}, path, CtimeNs(st)});
+        out->push_back({{st.st_dev, st.st_ino}, path, CtimeNs(st), st.st_size});
       } else if (!file && S_ISDIR(st.st_mode)) {
         dirs.push_back(path);
       }
@@ -365,28 +392,42 @@ bool JournalInput::ListDirectory(std::vector<FoundFile>* out, std::string* error
 absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool initial) {
   std::map<std::string, std::vector<FoundFile>> groups;
   std::map<std::pair<uint64_t, uint64_t>, CachedId> ids;
+  std::map<std::pair<uint64_t, uint64_t>, std::pair<int64_t, int64_t>> unreadable;
   for (FoundFile f : found) {
     std::string id;
+    const std::pair<int64_t, int64_t> stamp = {f.ctime_ns, f.size};
     if (auto it = file_ids_.find(f.key);
         it != file_ids_.end() && it->second.ctime_ns == f.ctime_ns) {
       id = it->second.id;
       f.file_id = it->second.file_id;
+    } else if (auto u = unreadable_.find(f.key); u != unreadable_.end() && u->second == stamp) {
+      // Unchanged since its header could not be read: not opened again at every listing.
+      unreadable[f.key] = stamp;
+      continue;
     } else {
       // New, or changed: maybe another file that reused the inode of a removed one.
       id = ReadWriterId(f.path, &f.file_id);
     }
-    if (id.empty()) {  // not a journal file (yet): looked at again next round
-      relist_ = true;
+    if (id.empty()) {
+      // Not a journal file (yet), or not readable: looked at again when it changes (a file
+      // being made gets its header; sd_journal then reports it) or at the periodic listing.
+      // Not by listing again every round: a file left empty or torn, or palisaded lacking the
+      // permission, would make every round list and stat the whole directory.
+      unreadable[f.key] = stamp;
       continue;
     }
     ids[f.key] = {f.ctime_ns, id, f.file_id};
     groups[id].push_back(std::move(f));
   }
   file_ids_ = std::move(ids);
+  unreadable_ = std::move(unreadable);
   if (initial) {
     for (const auto& [id, cursor] : restored_) {
       if (groups.count(id) == 0) {
-        WriterGoneLocked(id, restored_at_end_.count(id) > 0);
+        // Found gone by the run that saved the checkpoint: logged and counted then.
+        if (restored_gone_.count(id) == 0) {
+          WriterGoneLocked(id, restored_at_end_.count(id) > 0);
+        }
         continue;
       }
       pending_cursors_[id] = cursor;
@@ -394,6 +435,10 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
       if (restored_at_end_.count(id) > 0) {
         pending_at_end_.insert(id);
         taken_at_end_.insert(id);
+      }
+      if (auto s = restored_scanned_.find(id); s != restored_scanned_.end()) {
+        pending_scanned_[id] = s->second;
+        taken_scanned_[id] = s->second;
       }
     }
     taken_cursor_ = restored_cursor_;
@@ -405,15 +450,31 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
     Writer& w = writers_[id];
     std::vector<std::pair<std::pair<uint64_t, uint64_t>, std::string>> keys;
     for (const FoundFile& f : files) keys.push_back({f.key, f.file_id});
-    if (w.journal != nullptr && keys == w.files) continue;
-    // New, or its files changed (a rotation added one, a vacuum removed one): reopened, on
-    // from its position. A file only renamed (rotated away) keeps its inode and is read on.
+    if (w.journal != nullptr && keys == w.files && !w.reopen) continue;
+    gone_.erase(id);  // its files are back, if it had none: counted again should they go
+    if (w.journal != nullptr && !w.reopen &&
+        std::includes(w.files.begin(), w.files.end(), keys.begin(), keys.end())) {
+      // Files only removed (a vacuum): the handle still reads them, as it holds them open, so
+      // a reader behind (a backlog, a restart's) reads on the rest of the file being vacuumed
+      // under it, which reopening without it would lose. Reopened once read to its end (or a
+      // file is added), which lets the removed files' space go.
+      w.files = std::move(keys);
+      w.paths.clear();
+      for (const FoundFile& f : files) w.paths.push_back(f.path);
+      SplitArchivedLocked(w);
+      w.holds_removed = true;
+      continue;
+    }
+    // New, or a file added (a rotation; and maybe a vacuum with it): reopened, on from its
+    // position. A file only renamed (rotated away) keeps its inode and is read on.
     if (w.id.empty()) {
       w.id = id;
       if (initial && restored_.count(id) == 0) w.start_after_usec = legacy_after_usec_;
     }
     if (w.journal != nullptr) sd_journal_close(w.journal);
     w.journal = nullptr;
+    w.reopen = false;
+    w.holds_removed = false;
     w.files = std::move(keys);
     w.paths.clear();
     for (const FoundFile& f : files) w.paths.push_back(f.path);
@@ -428,8 +489,10 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
   }
   for (auto& [id, w] : writers_) {
     if (groups.count(id) > 0 || w.journal == nullptr) continue;
-    // None of its files is left; its position is kept, should they come back.
+    // None of its files is left; its position is kept, should they come back, and marked so
+    // that a restart does not log and count it a second time.
     WriterGoneLocked(id, pending_at_end_.count(id) > 0);
+    gone_.insert(id);
     sd_journal_close(w.journal);
     w.journal = nullptr;
     w.files.clear();
@@ -483,10 +546,16 @@ absl::Status JournalInput::OpenWriterLocked(Writer& w) {
         std::free(next);
         const uint64_t saved = std::strtoull(CursorPart(it->second, "i").c_str(), nullptr, 16);
         const uint64_t found = std::strtoull(CursorPart(first, "i").c_str(), nullptr, 16);
-        if (CursorPart(first, "s") == w.id && saved > 0 && found > saved + 1) {
+        // With matches the cursor is the last entry that matched: the entries after it that
+        // were scanned to the writer's end did not match, and none was lost.
+        uint64_t read = saved;
+        if (auto s = pending_scanned_.find(w.id); s != pending_scanned_.end()) {
+          read = std::max(read, s->second);
+        }
+        if (CursorPart(first, "s") == w.id && saved > 0 && found > read + 1) {
           cursor_lost_->Increment();
           Log(absl::StrCat("input ", config_.name(), ": writer s=", w.id, "'s entries ",
-                           saved + 1, " to ", found - 1, " (", found - saved - 1,
+                           read + 1, " to ", found - 1, " (", found - read - 1,
                            ") were removed (vacuumed?) before they were read; reading on from ",
                            found));
         }
@@ -505,7 +574,33 @@ absl::Status JournalInput::OpenWriterLocked(Writer& w) {
           absl::StrCat("match \"", absl::CHexEscape(m.substr(0, 80)), "\": ", Errno(r)));
     }
   }
+  SplitArchivedLocked(w);
   return absl::OkStatus();
+}
+
+void JournalInput::SplitArchivedLocked(Writer& w) {
+  w.archived_tail = 0;
+  w.live.clear();
+  if (config_.matches_size() == 0) return;
+  for (size_t i = 0; i < w.files.size(); ++i) {
+    bool archived = false;
+    uint64_t tail = 0;
+    if (ReadTail(w.paths[i], w.files[i].first, &archived, &tail) && archived) {
+      w.archived_tail = std::max(w.archived_tail, tail);
+    } else {
+      w.live.push_back(i);
+    }
+  }
+}
+
+uint64_t JournalInput::TailLocked(const Writer& w) const {
+  uint64_t out = w.archived_tail;
+  for (size_t i : w.live) {
+    bool archived = false;
+    uint64_t tail = 0;
+    if (ReadTail(w.paths[i], w.files[i].first, &archived, &tail)) out = std::max(out, tail);
+  }
+  return out;
 }
 
 JournalInput::~JournalInput() {
@@ -566,6 +661,9 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
   // Whether this read reached the writer's end: its position is then its last entry, so its
   // files removed later lose nothing (JournalCheckpoint.writers_at_end).
   if (!w.id.empty()) pending_at_end_.erase(w.id);
+  // With matches, what the files held before this read is scanned once it reaches their end
+  // (read first: an entry written meanwhile may not have been).
+  const uint64_t tail = !w.id.empty() && config_.matches_size() > 0 ? TailLocked(w) : 0;
   while (held_.size() < options_.batch_lines) {
     int r = sd_journal_next(j);
     if (r < 0) {
@@ -575,6 +673,14 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
     }
     if (r == 0) {
       if (!w.id.empty()) pending_at_end_.insert(w.id);
+      if (tail > 0) {
+        uint64_t& scanned = pending_scanned_[w.id];
+        scanned = std::max(scanned, tail);
+      }
+      if (w.holds_removed) {  // read past the files removed: reopened without them
+        w.reopen = true;
+        relist_ = true;
+      }
       break;
     }
     moved = true;
@@ -635,21 +741,23 @@ bool JournalInput::CheckDirectoryLocked() {
     relist_ = true;
   }
   // sd_journal watches the directory (and its machine-id subdirectories): a file added (a new
-  // host, a rotation's new name) is reported as SD_JOURNAL_INVALIDATE, here or by the thread's
-  // sd_journal_wait. A file removed is not reported (libsystemd 252): the interval finds it.
+  // host, a rotation's new name) or removed (a vacuum) is reported as SD_JOURNAL_INVALIDATE
+  // (libsystemd 252 reports both), here or by the thread's sd_journal_wait. The interval is a
+  // safety net, and tries again the files whose header could not be read.
   const absl::Time now = options_.clock->TimeNow();
-  if (sd_journal_process(journal_) == SD_JOURNAL_INVALIDATE || !watched_ ||
-      now - listed_at_ >= options_.wait_interval) {
+  const bool periodic = now - listed_at_ >= options_.list_interval;
+  if (sd_journal_process(journal_) == SD_JOURNAL_INVALIDATE || !watched_ || periodic) {
     relist_ = true;
   }
   if (!relist_) return true;
+  if (periodic) unreadable_.clear();
   std::vector<FoundFile> found;
   std::string error;
   if (!ListDirectory(&found, &error)) {
     Error(error);
     return false;
   }
-  relist_ = false;  // set again by GroupLocked for a file it could not group or open yet
+  relist_ = false;  // set again by GroupLocked for a writer whose files it could not open
   listed_at_ = now;
   GroupLocked(found, /*initial=*/false).IgnoreError();  // errors counted per writer
   return true;
@@ -664,6 +772,7 @@ size_t JournalInput::PollOnce() {
     taken_cursor_ = pending_cursor_;
     taken_cursors_ = pending_cursors_;
     taken_at_end_ = pending_at_end_;
+    taken_scanned_ = pending_scanned_;
   } else {
     palisade::v1::LogBatch batch;
     batch.set_source(config_.source());
@@ -687,6 +796,7 @@ size_t JournalInput::PollOnce() {
     taken_cursor_ = pending_cursor_;
     taken_cursors_ = pending_cursors_;
     taken_at_end_ = pending_at_end_;
+    taken_scanned_ = pending_scanned_;
     taken_newest_ = std::max(taken_newest_, pending_newest_);
     if (taken_newest_ != absl::InfinitePast()) {
       lag_->Set(std::max(0.0, absl::ToDoubleSeconds(options_.clock->TimeNow() - taken_newest_)));
@@ -737,6 +847,10 @@ palisade::v1::JournalCheckpoint JournalInput::CheckpointLocked() const {
   for (const auto& [id, cursor] : taken_cursors_) {
     c.add_writer_cursors(cursor);
     if (taken_at_end_.count(id) > 0) c.add_writers_at_end(id);
+    if (auto s = taken_scanned_.find(id); s != taken_scanned_.end()) {
+      (*c.mutable_writers_scanned())[id] = s->second;
+    }
+    if (gone_.count(id) > 0) c.add_writers_gone(id);
   }
   return c;
 }

@@ -18,10 +18,12 @@
 // writers' entries by wall clock and reads only past its place in time, so a host whose clock
 // is slow, or which uploads a backlog, would have its entries skipped. So each writer is read
 // through an sd_journal of its own, on from its own position; the directory is listed again
-// when sd_journal, watching it, reports a file added (SD_JOURNAL_INVALIDATE: a new host, a
-// rotation), and at most once per wait_interval otherwise (a file removed, which sd_journal
-// does not report), so that new hosts and rotated files are read. Not every round: while a
-// backlog drains that would cost as much as the reading, under the lock snapshots wait for.
+// when sd_journal, watching it, reports a file added or removed (SD_JOURNAL_INVALIDATE: a new
+// host, a rotation, a vacuum; libsystemd 252 reports both), and otherwise once per
+// list_interval, a safety net, so that new hosts and rotated files are read. Not every round:
+// while a backlog drains that would cost as much as the reading, under the lock snapshots wait
+// for. A *.journal whose header cannot be read (no permission, empty or torn) is left out until
+// its change time or size moves or the next periodic listing, not looked at every round.
 // The system journal (no directory nor files) is one journald's: it is read as one.
 //
 // Exactness across restarts, as the file inputs: a batch's entries are counted once the sink
@@ -31,12 +33,18 @@
 // writer with no cursor from its head. None is read twice; none is lost unless the files
 // holding a writer's unread entries were removed (vacuumed) first: its entries then resume at
 // the first one left, and the gap, which the sequence numbers (the cursors' "i=") show, is
-// logged and counted in cursor_lost (so is one found when a writer is reopened while running).
+// logged and counted in cursor_lost (so is one found when a writer is reopened while running,
+// on a file added). Files only removed while running are read on through the writer's handle,
+// which holds them open until it reads to its end (or a file is added: reopened then).
+// With matches a cursor is the writer's last entry that matched: the entries after it that a
+// read scanned to the writer's end (JournalCheckpoint.writers_scanned) are no gap.
 // A checkpoint with one cursor (an older version's) is its writer's position, and the other
 // writers are read on from its time. A writer none of whose files is left is logged; it is
 // counted only when it had not been read to its end (JournalCheckpoint.writers_at_end), as
-// its unread entries went with its files. The other writers are not read again. For the
-// system journal, a cursor no longer in it is logged and counted, and it is read from its head.
+// its unread entries went with its files; once: found gone while running, it is marked
+// (JournalCheckpoint.writers_gone) and a restart does not log nor count it again. The other
+// writers are not read again. For the system journal, a cursor no longer in it is logged and
+// counted, and it is read from its head.
 // A batch the sink refuses is kept and offered again (nothing skipped).
 //
 // Errors: a journal (directory or file) that cannot be opened refuses the start, naming the input
@@ -83,6 +91,10 @@ namespace palisade {
 struct JournalInputOptions {
   // The longest sd_journal_wait: how soon Stop() is seen while the journal is quiet.
   absl::Duration wait_interval = absl::Milliseconds(50);
+  // How often a directory input lists its directory when sd_journal reported no change: a
+  // safety net (files added and removed are reported), and when files whose header could not
+  // be read are tried again. A listing stats every file: cheap at this pace.
+  absl::Duration list_interval = absl::Seconds(10);
   uint32_t batch_lines = 1000;
   size_t max_line_bytes = 16 * 1024;
   // Where each journal input stood at the last snapshot (EngineSnapshot.journal_cursors).
@@ -145,11 +157,20 @@ class JournalInput {
     // Nothing read yet: from its head (0), or its entries after this realtime (a checkpoint
     // that kept one cursor for all writers, see JournalCheckpoint).
     uint64_t start_after_usec = 0;
+    // With matches, what a read that reaches the end has scanned through: the largest
+    // tail_entry_seqnum of its archived files (read once, when opened; they are written no
+    // more), and the indexes in `files` of the others, whose headers are read before each read.
+    uint64_t archived_tail = 0;
+    std::vector<size_t> live;
+    // Its handle still reads files removed since it was opened (they were not read past then).
+    bool holds_removed = false;
+    bool reopen = false;  // read to its end since: reopened at the next listing, freeing them
   };
   struct FoundFile {
     std::pair<uint64_t, uint64_t> key;  // (device, inode)
     std::string path;
     int64_t ctime_ns = 0;  // its change time: another file with this inode has a later one
+    int64_t size = 0;      // a file being made is empty until its header is written
     std::string file_id;   // its header's, once read
   };
   struct CachedId {
@@ -168,22 +189,29 @@ class JournalInput {
   // The journal files of the directory (and of its machine-id subdirectories, as
   // sd_journal_open_directory reads them); false when it cannot be listed.
   bool ListDirectory(std::vector<FoundFile>* out, std::string* error) const;
-  // Groups `found` by writer and (re)opens each writer whose files changed, closing those
-  // with none left. `initial`: the restored positions are applied (and errors returned).
+  // Groups `found` by writer and (re)opens each writer a file was added to, closing those
+  // with none left; one whose files were only removed reads on with the handle it has.
+  // `initial`: the restored positions are applied (and errors returned).
   absl::Status GroupLocked(const std::vector<FoundFile>& found, bool initial)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Opens a writer's files, positioned after its position (pending_cursors_), else as its
-  // start_after_usec says, and adds the matches. Entries between its cursor and the first one
-  // left (removed before they were read) are logged and counted.
+  // start_after_usec says, and adds the matches. Entries between its cursor (or what was
+  // scanned, pending_scanned_, if further) and the first one left (removed before they were
+  // read) are logged and counted.
   absl::Status OpenWriterLocked(Writer& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sets archived_tail and live from its files' headers (with matches only).
+  void SplitArchivedLocked(Writer& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The largest sequence number in a writer's files now (0 when none can be read).
+  uint64_t TailLocked(const Writer& w) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A writer none of whose files is left: logged, and counted lost unless it had been read to
   // its end (`at_end`).
   void WriterGoneLocked(const std::string& id, bool at_end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A directory input: a directory removed and made again is opened anew (sd_journal would
   // watch the old one forever); one that is gone is an error counted every round (false).
-  // Then the directory is listed when a file was added to it, when a file in it could not be
-  // grouped or opened yet, or once wait_interval passed since it was last listed, so that new
-  // writers and rotated files are read.
+  // Then the directory is listed when a file was added to or removed from it, when a writer's
+  // files could not be opened yet, or once list_interval passed since it was last listed (which
+  // also tries again the files whose header could not be read), so that new writers and
+  // rotated files are read.
   bool CheckDirectoryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads entries into held_ (and the pending positions), writer after writer, a different
   // writer first each round so that a busy one cannot starve the others.
@@ -205,6 +233,8 @@ class JournalInput {
   std::string restored_cursor_;  // JournalCheckpoint.cursor
   std::map<std::string, std::string> restored_;  // writer id -> its restored cursor
   std::set<std::string> restored_at_end_;        // JournalCheckpoint.writers_at_end
+  std::map<std::string, uint64_t> restored_scanned_;  // JournalCheckpoint.writers_scanned
+  std::set<std::string> restored_gone_;               // JournalCheckpoint.writers_gone
   uint64_t legacy_after_usec_ = 0;  // a checkpoint with one cursor: that cursor's realtime
   uint64_t directory_device_ = 0;   // the opened directory's identity
   uint64_t directory_inode_ = 0;
@@ -217,9 +247,13 @@ class JournalInput {
   // again when the file's change time moved (which a file written to does too: the few live
   // files' headers are read again, the many rotated ones are not).
   std::map<std::pair<uint64_t, uint64_t>, CachedId> file_ids_ ABSL_GUARDED_BY(mu_);
+  // The files last listed whose header could not be read, by (device, inode): their (change
+  // time, size) then. Read again when either moved, or at the periodic listing.
+  std::map<std::pair<uint64_t, uint64_t>, std::pair<int64_t, int64_t>> unreadable_
+      ABSL_GUARDED_BY(mu_);
   size_t round_ ABSL_GUARDED_BY(mu_) = 0;  // which writer is read first
-  // The directory is to be listed again: sd_journal reported a file added, it was opened anew,
-  // or a file in it could not be grouped or opened yet. Always, when it cannot be watched.
+  // The directory is to be listed again: sd_journal reported a file added or removed, it was
+  // opened anew, or a writer's files could not be opened. Always, when it cannot be watched.
   bool relist_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time listed_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();  // options_.clock's
   bool watched_ ABSL_GUARDED_BY(mu_) = false;  // sd_journal watches the directory (inotify)
@@ -232,6 +266,13 @@ class JournalInput {
   // The writer ids whose last read reached their end, as of the pending and taken cursors.
   std::set<std::string> pending_at_end_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> taken_at_end_ ABSL_GUARDED_BY(mu_);
+  // Per writer id, the sequence number its files held up to when a read last reached their end
+  // (matches only), as of the pending and taken cursors (JournalCheckpoint.writers_scanned).
+  std::map<std::string, uint64_t> pending_scanned_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> taken_scanned_ ABSL_GUARDED_BY(mu_);
+  // The writer ids found with no file left while running, already logged and counted; cleared
+  // when their files are back (JournalCheckpoint.writers_gone).
+  std::set<std::string> gone_ ABSL_GUARDED_BY(mu_);
   std::string pending_cursor_ ABSL_GUARDED_BY(mu_);  // of the last entry in held_
   absl::Time pending_newest_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::string taken_cursor_ ABSL_GUARDED_BY(mu_);    // of the last entry the sink took

@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -587,6 +588,43 @@ TEST_F(JournalInputTest, AWritersUnreadEntriesVacuumedAreCountedAsLost) {
                            "entries 3 to 3 (1) were removed (vacuumed?) before they were read")));
 }
 
+// Review v4 finding 3: the same files, the rotated one vacuumed while palisaded is still reading
+// it: the handle that holds it reads it on (nothing lost), then lets it go (its space freed).
+TEST_F(JournalInputTest, AWritersFileVacuumedWhileBeingReadIsReadOn) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  Write(HostEntry(kBase, "a", "a0") + HostEntry(kBase + 1, "a", "a1") +
+            RotatingEntry(kBase + 2, "a2") + HostEntry(kBase + 3, "a", "a3") +
+            HostEntry(kBase + 4, "a", "a4"),
+        jd + "/remote-a.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  auto input = Make(c);
+  ASSERT_TRUE(input.ok()) << input.status();
+  ASSERT_EQ((*input)->PollOnce(), 2u);  // a0, a1 (batch_lines)
+  ASSERT_EQ(std::system(("rm " + jd + "/remote-a@*.journal").c_str()), 0);
+  clock_.Advance(absl::Seconds(60));  // listed whether or not sd_journal reported it
+  Drain(**input);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": a0"), HasSubstr(": a1"), HasSubstr(": a2"),
+                                   HasSubstr(": a3"), HasSubstr(": a4")));
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
+  // Read to its end: the removed file is no longer held open.
+  EXPECT_EQ((*input)->PollOnce(), 0u);
+  int held = 0;
+  for (int fd = 0; fd < 1024; ++fd) {
+    char target[4096];
+    const ssize_t n = ::readlink(absl::StrCat("/proc/self/fd/", fd).c_str(), target,
+                                 sizeof(target) - 1);
+    if (n > 0 && std::string(target, n).find("/remote-a@") != std::string::npos) ++held;
+  }
+  EXPECT_EQ(held, 0);
+  Write(HostEntry(kBase + 5, "a", "a5"), jd + "/remote-a.journal");
+  Drain(**input);
+  EXPECT_THAT(Lines().back(), HasSubstr(": a5"));
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
+}
+
 // The same rotation, a's rotated file read to its end before it is vacuumed: the first entry
 // left follows the cursor's, so nothing is counted.
 TEST_F(JournalInputTest, AWritersReadFileVacuumedIsNotCountedAsLost) {
@@ -614,6 +652,161 @@ TEST_F(JournalInputTest, AWritersReadFileVacuumedIsNotCountedAsLost) {
   EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
   absl::MutexLock lock(&mu_);
   EXPECT_TRUE(logged_.empty());
+}
+
+// An entry of host a of a systemd unit; `extra` fields more make journal-remote rotate the file
+// before the next entry (as RotatingEntry).
+std::string UnitEntry(int64_t usec, const std::string& unit, const std::string& message,
+                      int extra = 0) {
+  std::string out = HostEntry(usec, "a", message);
+  out.pop_back();
+  absl::StrAppend(&out, "_SYSTEMD_UNIT=", unit, "\n");
+  for (int k = 0; k < extra; ++k) absl::StrAppend(&out, "X", k, "=1\n");
+  return out + "\n";
+}
+
+// Review v4 finding 2: with a match, the cursor is the last entry that matched; the entries
+// after it were scanned (none matched), not lost. Once the cursor's file is vacuumed, the first
+// entry left is past them: no gap, at a restart nor at each reopen (a rotation) while running.
+TEST_F(JournalInputTest, AQuietMatchedUnitsVacuumedFileIsNoLoss) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  // remote-a@....journal: ssh (1), cron (2 to 4); remote-a.journal: cron (5, 6).
+  Write(UnitEntry(kBase, "ssh.service", "Failed password") +
+            UnitEntry(kBase + 1, "cron.service", "c1") +
+            UnitEntry(kBase + 2, "cron.service", "c2") +
+            UnitEntry(kBase + 3, "cron.service", "c3", 260) +
+            UnitEntry(kBase + 4, "cron.service", "c4") + UnitEntry(kBase + 5, "cron.service", "c5"),
+        jd + "/remote-a.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  c.add_matches("_SYSTEMD_UNIT=ssh.service");
+  palisade::v1::JournalCheckpoint saved;
+  {
+    auto input = Make(c);
+    ASSERT_TRUE(input.ok()) << input.status();
+    Drain(**input);
+    saved = Position(**input);
+  }
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": Failed password")));
+  Clear();
+  ASSERT_EQ(std::system(("rm " + jd + "/remote-a@*.journal").c_str()), 0);
+  auto again = Make(c, {saved});
+  ASSERT_TRUE(again.ok()) << again.status();
+  Drain(**again);
+  EXPECT_TRUE(Lines().empty());
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_TRUE(logged_.empty());
+  }
+  // While running: each rotation reopens the writer, on from the same cursor (nothing matched).
+  for (int i = 0; i < 2; ++i) {
+    Write(UnitEntry(kBase + 10 + 2 * i, "cron.service", "r", 260) +
+              UnitEntry(kBase + 11 + 2 * i, "cron.service", "after"),
+          jd + "/remote-a.journal");
+    clock_.Advance(absl::Seconds(60));  // listed whether or not sd_journal reported the file
+    Drain(**again);
+  }
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
+  absl::MutexLock lock(&mu_);
+  EXPECT_TRUE(logged_.empty());
+}
+
+// The same with entries that match left unread (the read stopped at batch_lines, not at the
+// writer's end): their file vacuumed, the gap is still counted.
+TEST_F(JournalInputTest, AMatchedWritersUnreadEntriesVacuumedAreStillCounted) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  Write(UnitEntry(kBase, "ssh.service", "s1") + UnitEntry(kBase + 1, "cron.service", "c2") +
+            UnitEntry(kBase + 2, "ssh.service", "s3") + UnitEntry(kBase + 3, "ssh.service", "s4") +
+            UnitEntry(kBase + 4, "cron.service", "c5", 260) +
+            UnitEntry(kBase + 5, "ssh.service", "s6"),
+        jd + "/remote-a.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  c.add_matches("_SYSTEMD_UNIT=ssh.service");
+  palisade::v1::JournalCheckpoint saved;
+  {
+    auto input = Make(c);
+    ASSERT_TRUE(input.ok()) << input.status();
+    ASSERT_EQ((*input)->PollOnce(), 2u);  // s1, s3 (batch_lines): s4 not read
+    saved = Position(**input);
+  }
+  Clear();
+  ASSERT_EQ(std::system(("rm " + jd + "/remote-a@*.journal").c_str()), 0);
+  auto again = Make(c, {saved});
+  ASSERT_TRUE(again.ok()) << again.status();
+  Drain(**again);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": s6")));
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 1);
+  absl::MutexLock lock(&mu_);
+  EXPECT_THAT(logged_, ElementsAre(HasSubstr("entries 4 to 5 (2) were removed")));
+}
+
+// Review v4 finding 6: a writer whose files went while running, with an entry unread, is
+// counted once; the restart after it does not count (nor log) it again.
+TEST_F(JournalInputTest, AWriterGoneWhileRunningIsCountedOnceAcrossARestart) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  Write(HostEntry(kBase, "a", "a0") + HostEntry(kBase + 1, "a", "a1") +
+            HostEntry(kBase + 2, "a", "a2"),
+        jd + "/remote-a.journal");
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  palisade::v1::JournalCheckpoint saved;
+  {
+    auto input = Make(c);
+    ASSERT_TRUE(input.ok()) << input.status();
+    ASSERT_EQ((*input)->PollOnce(), 2u);  // a0, a1: a2 unread
+    std::remove((jd + "/remote-a.journal").c_str());
+    clock_.Advance(absl::Seconds(60));  // listed whether or not sd_journal reported it
+    Drain(**input);
+    EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 1);
+    saved = Position(**input);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    ASSERT_THAT(logged_, ElementsAre(HasSubstr("no file of its writer")));
+  }
+  auto again = Make(c, {saved});
+  ASSERT_TRUE(again.ok()) << again.status();
+  Drain(**again);
+  EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 1);
+  absl::MutexLock lock(&mu_);
+  EXPECT_EQ(logged_.size(), 1u);
+}
+
+// Review v4 finding 7: a *.journal that cannot be read (here empty, as ENOSPC or a crash leaves
+// one) is not looked at again every round: the directory is listed once while a backlog drains
+// (the clock does not move), and the file is read once it is written.
+TEST_F(JournalInputTest, AnUnreadableFileDoesNotMakeEveryRoundListTheDirectory) {
+  const std::string jd = dir_ + "/remote";
+  std::system(("mkdir -p " + jd).c_str());
+  std::string backlog;
+  for (int i = 0; i < 6; ++i) backlog += HostEntry(kBase + i, "a", absl::StrCat("a", i));
+  Write(backlog, jd + "/remote-a.journal");
+  std::ofstream(jd + "/remote-b.journal");  // zero length
+  palisade::v1::JournalInput c;
+  c.set_name("journal");
+  c.set_directory(jd);
+  auto input = Make(c);
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);  // three batches of two, and a round with nothing
+  EXPECT_EQ(Lines().size(), 6u);
+  EXPECT_EQ((*input)->PollOnce(), 0u);
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_EQ(listings_, 1);  // by Create
+  }
+  Clear();
+  Write(HostEntry(kBase + 20, "b", "b0"), jd + "/remote-b.journal");
+  Drain(**input);
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": b0")));
+  EXPECT_EQ(Metric("palisade_input_errors_total"), 0);
 }
 
 // Review v1 finding 6: a file removed and another made with the same inode (ext4 reuses one at
@@ -652,7 +845,7 @@ TEST_F(JournalInputTest, AnInodeReusedByAnotherWritersFileIsGroupedByItsHeader) 
     ::utimensat(AT_FDCWD, out.c_str(), nullptr, 0);
   }
   ASSERT_EQ(std::rename(out.c_str(), a.c_str()), 0);
-  clock_.Advance(absl::Seconds(1));  // a removal is not reported: listed after wait_interval
+  clock_.Advance(absl::Seconds(60));  // listed whether or not sd_journal reported it
   Drain(**input);
   EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": c0"), HasSubstr(": c1")));
   // Three writers, each under its own sequence number id (a's kept, its file gone).
@@ -698,14 +891,14 @@ TEST_F(JournalInputTest, AnInodeReusedByTheSameWritersNewFileIsRead) {
     ::utimensat(AT_FDCWD, out.c_str(), nullptr, 0);
   }
   ASSERT_EQ(std::rename(out.c_str(), a.c_str()), 0);
-  clock_.Advance(absl::Seconds(1));  // a removal is not reported: listed after wait_interval
+  clock_.Advance(absl::Seconds(60));  // listed whether or not sd_journal reported it
   Drain(**input);
   EXPECT_THAT(Lines(), ElementsAre(HasSubstr(": a2")));
   EXPECT_EQ(Metric("palisade_journal_cursor_lost_total"), 0);
 }
 
 // Review v1 finding 5: a directory is listed (and its files stat'ed) when sd_journal reports a
-// file added or wait_interval passed, not every round: draining a backlog (on a clock that does
+// file added or list_interval passed, not every round: draining a backlog (on a clock that does
 // not move) lists it once, and a new host is still read.
 TEST_F(JournalInputTest, DrainingABacklogListsTheDirectoryOnceAndANewFileIsStillRead) {
   const std::string jd = dir_ + "/remote";
@@ -732,8 +925,15 @@ TEST_F(JournalInputTest, DrainingABacklogListsTheDirectoryOnceAndANewFileIsStill
     absl::MutexLock lock(&mu_);
     EXPECT_EQ(listings_, 2);  // told by sd_journal
   }
-  // Once wait_interval passed (removals, which sd_journal does not report, are seen then).
+  // Not once per wait_interval (review v4 finding 7: files removed are reported too), but once
+  // list_interval passed, a safety net.
   clock_.Advance(absl::Milliseconds(50));
+  EXPECT_EQ((*input)->PollOnce(), 0u);
+  {
+    absl::MutexLock lock(&mu_);
+    EXPECT_EQ(listings_, 2);
+  }
+  clock_.Advance(absl::Seconds(10));
   EXPECT_EQ((*input)->PollOnce(), 0u);
   absl::MutexLock lock(&mu_);
   EXPECT_EQ(listings_, 3);
