@@ -504,12 +504,10 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
       // that fit go in on their own; the others wait as a transient failure (retried, then
       // repaired by the reconciler), so they go in once another list makes room, and a
       // misread (an Enterprise account's failure for another reason) costs a retry, not a ban.
-      // The room max_items leaves, unless it leaves none or all (an Enterprise account's quota
-      // is larger, or the counts lag): then half the batch is tried.
+      // The room max_items leaves (less than the batch, or this would not be reached), unless
+      // it leaves none (an Enterprise account's quota is larger): then half the batch is tried.
       int room = options_.max_items - items_elsewhere_ - items_in_list_;
-      if (room <= 0 || room >= static_cast<int>(batch.size())) {
-        room = static_cast<int>(batch.size()) / 2;
-      }
+      if (room <= 0) room = static_cast<int>(batch.size()) / 2;
       const absl::Status refused = absl::ResourceExhaustedError(
           absl::StrCat("IP list ", options_.list_name, ": the account's quota of list items "
                        "looks used (", items_in_list_, " in this list, ", items_elsewhere_,

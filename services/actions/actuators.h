@@ -8,9 +8,10 @@
 //                      list, which one custom rule (`ip.src in $list`) blocks; list and rule are
 //                      created when missing (the rule also enabled and put right when edited),
 //                      checked on first use and again by the reconciler on each run (EnsureRule);
-//                      IPv6 collapsed to a prefix; a cap on items counted over every list of
-//                      the account (the item quota they share): a bulk add the quota refuses
-//                      is split, the items that fit go in, the rest fail kFailedPrecondition.
+//                      IPv6 collapsed to a prefix; a cap on its items; a bulk add that the
+//                      account's item quota (which its other lists share) refuses is split:
+//                      what fits goes in (an operator's bans, then rules', then feeds'), the
+//                      rest fail kResourceExhausted and are retried.
 //  RateLimitActuator   a temporary rate-limiting rule for a path under attack.
 //  TokenActuator       a leaked token is verified (to learn its id), then disabled or deleted.
 //                      Its removal leaves the token revoked: a leaked secret is never re-enabled.

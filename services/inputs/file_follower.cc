@@ -234,8 +234,9 @@ void FileFollower::QueueRotatedAfter(const std::string& resumed_in,
       continue;  // older than the checkpoint's file: read before it
     }
     // A file that starts as the one left does is a copy of it (dateext's, copytruncate's), not
-    // a file written after it.
-    if (IsCopyOf(rotated, left)) continue;
+    // a file written after it; a copy is no longer than what was left (a short file's few bytes,
+    // "service started", may begin the next file rotated too, which is longer).
+    if (IsCopyOf(rotated, left) && static_cast<uint64_t>(st.st_size) <= left.offset()) continue;
     newer.emplace_back(written(st), rotated);
   }
   std::sort(newer.begin(), newer.end(), [this](const auto& a, const auto& b) {

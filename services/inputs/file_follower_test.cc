@@ -274,6 +274,28 @@ TEST_F(FileFollowerTest, TwoRotationsWhileBehindReadTheMiddleFile) {
   EXPECT_THAT(Poll(f), ElementsAre("c2"));
 }
 
+// A short file ("x", 2 bytes: fingerprinted whole) left behind two rotations, the middle file
+// starting with the same bytes: it is no copy of the one left (it is longer), so it is read.
+// Before (a review found), it was taken for a copy and skipped, uncounted.
+TEST_F(FileFollowerTest, AMiddleFileStartingLikeAShortLeftFileIsRead) {
+  const std::string p1 = path_ + ".1", p2 = path_ + ".2";
+  std::remove(p2.c_str());
+  FileFollower f(path_);
+  Append("x\n");
+  EXPECT_THAT(Poll(f), ElementsAre("x"));
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("x\ny\n");
+  ASSERT_EQ(std::rename(p1.c_str(), p2.c_str()), 0);
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("z\n");
+  std::vector<std::string> lines;
+  for (int i = 0; i < 10; ++i) {
+    for (std::string& line : Poll(f, 2)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("x", "y", "z"));
+  EXPECT_THAT(f.TakeLost(), IsEmpty());
+}
+
 // The same after a restart: rotated once while down, and again while the resumed follower is
 // still in the checkpoint's file (a long backlog): the file that was the path when it resumed
 // is read before the path's new one.

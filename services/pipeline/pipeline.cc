@@ -94,6 +94,10 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
 //                  tell a live stream by.
 constexpr absl::Duration kRepeatedSkew = absl::Minutes(5);
 constexpr absl::Duration kLiveWithin = absl::Minutes(5);
+// The most skew a stream's previous line lends: a clock minutes fast, never half the hour the
+// fall-back repeats (a stream is a source's, and one line far ahead, from another host of a
+// central log or forged, would otherwise carry the first pass's lines into the second).
+constexpr absl::Duration kMaxSkew = absl::Minutes(15);
 
 // `t`, an occurrence of a local time `zone` repeats, moved to the other occurrence when the
 // rules above say so; else `t`.
@@ -894,7 +898,7 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         // How far ahead of its reading the stream's previous line was (a fast clock), and
         // whether it was read as it was written.
         const absl::Duration ahead = first ? absl::ZeroDuration() : previous - previous_read;
-        const bool live = !first && ahead >= -kLiveWithin && ahead <= kFutureHorizon;
+        const bool live = !first && ahead >= -kLiveWithin && ahead <= kMaxSkew;
         const absl::Duration skew =
             live ? std::max(absl::ZeroDuration(), ahead) : absl::ZeroDuration();
         parsed.time = ChooseRepeatedOccurrence(*parsed.time, zone, now, skew, live);

@@ -281,6 +281,43 @@ TEST_F(PipelineTest, ASenderTenMinutesFastKeepsItsSecondPass) {
   EXPECT_EQ(table.active_count(), 1u);
 }
 
+// A central log's source: one host's line stamped hours ahead (a wrong zone, or forged) must
+// not lend its lead to the next lines as skew, carrying the first pass's lines an hour into the
+// future (the first version of the skew did: a review found it). The skew lent is a few minutes
+// at most (kMaxSkew).
+TEST_F(PipelineTest, OneLineFarAheadDoesNotMoveOthersIntoTheSecondPass) {
+  absl::TimeZone new_york;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  PipelineOptions options;
+  options.time_zone = new_york;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  auto send = [&](int64_t now, const std::vector<std::string>& lines) {
+    clock_.Set(absl::FromUnixSeconds(now));
+    LogBatch batch;
+    batch.set_source("central");
+    batch.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+    for (const std::string& l : lines) batch.add_records()->set_line(l);
+    return pipeline.ProcessBatch(batch);
+  };
+  // 05:20:05Z (01:20:05 EDT): web-1 live; 05:29Z: web-2 stamps 03:00 (08:00Z).
+  ASSERT_THAT(send(1'793'510'405, {"Nov  1 01:20:00 web-1 sshd[1]: Connection closed"}), IsOk());
+  ASSERT_THAT(send(1'793'510'940, {"Nov  1 03:00:00 web-2 sshd[1]: Connection closed"}), IsOk());
+  std::vector<std::string> failures;
+  for (absl::string_view second : {"00", "05", "09"}) {
+    failures.push_back(absl::StrCat(
+        "Nov  1 01:31:", second,
+        " web-1 sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2"));
+  }
+  absl::StatusOr<palisade::v1::BatchAck> ack = send(1'793'511'070, failures);  // 05:31:10Z
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 1u);
+  std::vector<palisade::v1::Decision> all = table.List({});
+  ASSERT_THAT(all, SizeIs(1));
+  EXPECT_EQ(all[0].start().seconds(), 1'793'511'069);  // 2026-11-01 05:31:09 UTC (01:31:09 EDT)
+}
+
 // A backlog read in the second pass (palisaded down from 00:50 EDT to 01:10 EST): its lines
 // come in a batch read long after they were written (00:55 EDT, an hour and a quarter before
 // now), so the stream is not live and nearest-to-previous stands: 01:05 then 01:10 are the
