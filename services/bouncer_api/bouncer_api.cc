@@ -1548,8 +1548,9 @@ absl::Status BouncerApi::Start() {
       // provider also ends once the server is stopping, which it may take for a success: so
       // the bytes handed over are counted too. An answer cut off is served again next pull.
       // Gzipped here when asked (Go's client asks by default): httplib compresses set_content
-      // answers, not those of a content provider; a startup answer of 100,000 feed ranges is
-      // ~9 times smaller so.
+      // answers, not those of a content provider with a length. (Its chunked provider would be
+      // compressed and never ranged, but answers without the Content-Length that CrowdSec's
+      // recorded answers carry, tests/e2e/testdata/crowdsec.)
       if (AcceptsGzip(req.get_header_value("Accept-Encoding")) && reply.body.size() > 1024) {
         if (absl::StatusOr<std::string> gz = Gzip(reply.body); gz.ok()) {
           reply.body = *std::move(gz);
