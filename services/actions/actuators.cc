@@ -251,8 +251,29 @@ IpListActuator::IpListActuator(CloudflareClient& client, IpListOptions options,
                      .Register(registry)),
       never_ban_narrowed_(
           never_ban_.Add({{"list", options_.list_name}, {"reason", "narrowed"}})),
-      never_ban_refused_(never_ban_.Add({{"list", options_.list_name}, {"reason", "refused"}})) {
+      never_ban_refused_(never_ban_.Add({{"list", options_.list_name}, {"reason", "refused"}})),
+      // No label: one account per palisaded, and its id stays out of the metrics.
+      account_items_gauge_(prometheus::BuildGauge()
+                               .Name("palisade_cloudflare_account_list_items")
+                               .Help("Items in all the account's lists together (its list-item "
+                                     "quota spans them), as last read from Cloudflare and moved "
+                                     "by what Palisade added or removed since.")
+                               .Register(registry)
+                               .Add({})),
+      account_limit_gauge_(prometheus::BuildGauge()
+                               .Name("palisade_cloudflare_account_list_items_limit")
+                               .Help("The account's list-item quota as Palisade takes it (the IP "
+                                     "list's max_items: the API does not report the quota).")
+                               .Register(registry)
+                               .Add({})) {
   cap_gauge_.Set(options_.max_items);
+  account_limit_gauge_.Set(options_.max_items);
+}
+
+void IpListActuator::PublishCounts() {
+  items_gauge_.Set(items_in_list_);
+  // Until the lists were read once, the other lists' items are not known: 0, not a guess.
+  if (account_read_) account_items_gauge_.Set(items_in_list_ + items_elsewhere_);
 }
 
 absl::StatusOr<std::string> IpListActuator::ItemFor(const palisade::v1::Target& target) const {
@@ -343,6 +364,7 @@ absl::Status IpListActuator::ReadLists() {
     }
   }
   counts_read_ = true;
+  account_read_ = true;
   if (!found && !known.empty()) {
     return absl::NotFoundError(absl::StrCat("IP list ", options_.list_name, " is gone"));
   }
@@ -405,6 +427,7 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
   absl::Status ready = applies ? EnsureListAndRule() : FindList();
   if (!ready.ok()) {
     for (ActionOp* op : ops) op->result = ready;
+    PublishCounts();  // the lists may have been read before the failure
     return;
   }
   if (list_id_.empty()) {  // removes only, and no list: its items went with it
@@ -412,6 +435,7 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
     item_ids_.clear();
     items_in_list_ = 0;
     for (ActionOp* op : ops) op->result = absl::OkStatus();
+    PublishCounts();
     return;
   }
   // Adds: one bulk operation for every new item.
@@ -626,7 +650,7 @@ void IpListActuator::Run(std::vector<ActionOp*>& ops) {
       items_in_list_ = std::max(0, items_in_list_ - static_cast<int>(ids.size()));
     }
   }
-  items_gauge_.Set(items_in_list_);
+  PublishCounts();
 }
 
 // --- rate limiting rules ---------------------------------------------------------------------

@@ -11,7 +11,9 @@
 //                      IPv6 collapsed to a prefix; a cap on its items; a bulk add that the
 //                      account's item quota (which its other lists share) refuses is split:
 //                      what fits goes in (an operator's bans, then rules', then feeds'), the
-//                      rest fail kResourceExhausted and are retried.
+//                      rest fail kResourceExhausted and are retried. What the account's lists
+//                      hold together, as last read, is gauged against that quota
+//                      (palisade_cloudflare_account_list_items, ..._limit) for an alert.
 //  RateLimitActuator   a temporary rate-limiting rule for a path under attack.
 //  TokenActuator       a leaked token is verified (to learn its id), then disabled or deleted.
 //                      Its removal leaves the token revoked: a leaked secret is never re-enabled.
@@ -138,6 +140,8 @@ class IpListActuator final : public Actuator {
   absl::Status ReadLists();
   // Finds or creates the list and the custom rule that blocks it.
   absl::Status EnsureListAndRule();
+  // Sets the gauges from the counts (the account's once its lists were read).
+  void PublishCounts();
 
   CloudflareClient& client_;
   const IpListOptions options_;
@@ -152,6 +156,8 @@ class IpListActuator final : public Actuator {
   int items_elsewhere_ = 0;
   // The counts were read from the API during this Run.
   bool counts_read_ = false;
+  // The counts were read from the API at least once (items_elsewhere_ is known).
+  bool account_read_ = false;
   // Item ids by item, from the last listing (an item added since is not in it): a removal lists
   // the list only when one of its items is missing here.
   std::map<std::string, std::string> item_ids_;
@@ -161,6 +167,10 @@ class IpListActuator final : public Actuator {
   prometheus::Family<prometheus::Counter>& never_ban_;  // by reason:
   prometheus::Counter& never_ban_narrowed_;
   prometheus::Counter& never_ban_refused_;
+  // The account's lists together and their quota (max_items), for an alert before a bulk add
+  // is split on it. Fed only by the reads above: no call of their own.
+  prometheus::Gauge& account_items_gauge_;
+  prometheus::Gauge& account_limit_gauge_;
 };
 
 // Defaults are the only values the Free plan takes (10 s / 10 s), valid on every plan; the

@@ -681,6 +681,53 @@ TEST_F(IpListQuotaTest, ABulkAddFailedOnTheQuotaIsSplitAndTheRestRetried) {
   EXPECT_THAT(fake_.ListSnapshot("palisade_block"), SizeIs(2));
 }
 
+// What the account's lists hold together, against the quota they share, is gauged so an alert
+// can fire before a bulk add is split on it: as last read (the first flush, a flush at the cap,
+// a bulk add refused; no read of its own) and moved by what the actuator adds and removes since.
+TEST_F(IpListQuotaTest, TheAccountsListItemsAreGaugedAgainstItsQuota) {
+  auto gauge = [&](const std::string& name) {
+    for (const auto& family : registry_.Collect()) {
+      if (family.name != name) continue;
+      for (const auto& m : family.metric) {
+        if (m.label.empty()) return m.gauge.value;  // no label: one account per palisaded
+      }
+    }
+    return -1.0;
+  };
+  fake_.options().max_list_items = 10;
+  OfficeListHolds(3);
+  IpListOptions options;
+  options.max_items = 10;
+  IpListActuator actuator(*client_, options, registry_);
+  EXPECT_EQ(gauge("palisade_cloudflare_account_list_items_limit"), 10);
+  std::vector<ActionOp> first = Applies(1, 3);
+  Run(actuator, first);
+  ASSERT_THAT(first[1].result, IsOk());
+  EXPECT_EQ(gauge("palisade_cloudflare_account_list_items"), 5);  // 3 + the 2 just added
+  // The office list grows behind the actuator: seen when the quota refuses the next bulk add
+  // (3 + 3 + 2, room for 2 of these 4).
+  absl::StatusOr<std::vector<IpList>> lists = client_->ListLists();
+  ASSERT_THAT(lists, IsOk());
+  for (const IpList& l : *lists) {
+    if (l.name != "office") continue;
+    absl::StatusOr<std::string> operation = client_->AddListItems(
+        l.id, {{"", "198.51.100.4", ""}, {"", "198.51.100.5", ""}, {"", "198.51.100.6", ""}});
+    ASSERT_THAT(operation, IsOk());
+    ASSERT_THAT(client_->WaitForOperation(*operation), IsOk());
+  }
+  std::vector<ActionOp> ops = Applies(3, 7);
+  Run(actuator, ops);
+  ASSERT_THAT(ops[3].result, StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("quota")));
+  EXPECT_EQ(gauge("palisade_cloudflare_account_list_items"), 10);
+  // A removal frees one.
+  std::vector<ActionOp> removes = {first[0]};
+  removes[0].kind = ActionOp::Kind::kRemove;
+  Run(actuator, removes);
+  ASSERT_THAT(removes[0].result, IsOk());
+  EXPECT_EQ(gauge("palisade_cloudflare_account_list_items"), 9);
+  EXPECT_EQ(gauge("palisade_cloudflare_account_list_items_limit"), 10);
+}
+
 // Every removal flush listed the whole list to find its items' ids: with 5,000 items, 10 page
 // GETs a flush against the shared request budget. The ids are kept from the last listing.
 TEST_F(ActuatorsTest, IpListRemovalsDoNotListTheWholeListEachTime) {

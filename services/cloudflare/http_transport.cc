@@ -60,6 +60,13 @@ bool BeforeSending(CURLcode rc) {
          rc == CURLE_COULDNT_CONNECT;
 }
 
+// Whether a repeat of `method` leaves the server as one call would (RFC 9110 9.2.2). POST and
+// PATCH are not: the client's own list (client.cc) treats them as such unless a call says so.
+bool Idempotent(absl::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "PUT" || method == "DELETE" ||
+         method == "OPTIONS";
+}
+
 }  // namespace
 
 absl::Status MarkTransportNeverSent(absl::Status status) {
@@ -120,6 +127,12 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 1L);
   curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 2L);
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  // libcurl silently sends a request again on a new connection when a kept one dies before any
+  // reply, and reports only the second try: a call that had reached the server could come back
+  // as refused (never sent) and be sent twice by the client. A call a repeat could apply twice
+  // therefore never goes out on a kept connection; the one it opens stays kept for later calls
+  // (a later call of this kind opens its own again).
+  if (!Idempotent(request.method)) curl_easy_setopt(curl, CURLOPT_FRESH_CONNECT, 1L);
   Reply reply{&response, options_.max_reply_bytes, options_.max_header_bytes};
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);

@@ -1,5 +1,7 @@
 // The HTTP seam under the Cloudflare client: HttpTransport is the interface, CurlTransport the
-// libcurl implementation (connection reuse, TLS verification on, a timeout on every call).
+// libcurl implementation (connection reuse, TLS verification on, a timeout on every call). A
+// call that is not idempotent (POST, PATCH) goes out on a new connection, never a kept one:
+// libcurl resends a request whose kept connection died, and reports only the second try.
 // A transport failure (refused, reset, timed out, cut mid-reply) is kUnavailable; HTTP error
 // statuses are not failures here: the client reads them. A reply is held in bounded memory: a
 // body over CurlTransportOptions::max_reply_bytes (declared by Content-Length or streamed) or

@@ -1,16 +1,21 @@
-// CurlTransport against a cpp-httplib server on loopback: what a peer sends is held within the
-// transport's byte caps, whatever it sends.
+// CurlTransport against servers on loopback (cpp-httplib, and a raw socket one for a scripted
+// connection): what a peer sends is held within the transport's byte caps, whatever it sends,
+// and a failure is marked never sent only when none of the request left.
 #include "services/cloudflare/http_transport.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <thread>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -152,6 +157,134 @@ TEST(CurlTransportTest, ATimeoutAfterSendingIsNotMarkedNeverSent) {
   EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("HTTP transport: ")));
   EXPECT_TRUE(arrived.HasBeenNotified());
   EXPECT_FALSE(TransportNeverSent(r.status())) << r.status();
+}
+
+// A raw loopback server for one scripted exchange: it answers the first GET and keeps that
+// connection open (HTTP/1.1 keep-alive), then waits for a POST on it or on a new connection,
+// reads it whole, stops listening and closes that connection without answering. Every wait is
+// a poll bounded by a wide margin (60 s), reached only if the client never sends.
+class CutAfterPost {
+ public:
+  CutAfterPost() {
+    listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    bound_ = ::bind(listener_, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0 &&
+             ::listen(listener_, 8) == 0;
+    socklen_t length = sizeof(a);
+    ::getsockname(listener_, reinterpret_cast<sockaddr*>(&a), &length);
+    port_ = ntohs(a.sin_port);
+    // Connections queue from listen() on: the thread may start after the client connects.
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~CutAfterPost() {
+    thread_.join();
+    if (listener_ >= 0) ::close(listener_);
+    if (first_ >= 0) ::close(first_);
+    if (second_ >= 0) ::close(second_);
+  }
+  bool bound() const { return bound_; }
+  std::string url(const std::string& path) const {
+    return absl::StrCat("http://127.0.0.1:", port_, path);
+  }
+  bool post_arrived() const { return post_arrived_.HasBeenNotified(); }
+  // Set before post_arrived_ is notified, read only after it was (the notification orders them).
+  bool post_on_new_connection() const {
+    return post_arrived_.HasBeenNotified() && post_on_new_connection_;
+  }
+
+ private:
+  static constexpr int kWaitMs = 60 * 1000;
+
+  // One request's head and its Content-Length body; false if the peer closed or never sent.
+  static bool ReadRequest(int fd, std::string* head) {
+    std::string in;
+    char buf[4096];
+    size_t end = std::string::npos;
+    size_t want = 0;
+    while (true) {
+      if (end == std::string::npos) {
+        end = in.find("\r\n\r\n");
+        if (end != std::string::npos) {
+          *head = in.substr(0, end);
+          const size_t at = absl::AsciiStrToLower(*head).find("content-length:");
+          if (at != std::string::npos) want = std::strtoul(head->c_str() + at + 15, nullptr, 10);
+        }
+      }
+      if (end != std::string::npos && in.size() >= end + 4 + want) return true;
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, kWaitMs) != 1) return false;
+      const ssize_t n = ::read(fd, buf, sizeof(buf));
+      if (n <= 0) return false;
+      in.append(buf, static_cast<size_t>(n));
+    }
+  }
+
+  void Serve() {
+    if (!bound_) return;
+    pollfd l{listener_, POLLIN, 0};
+    if (::poll(&l, 1, kWaitMs) != 1) return;
+    first_ = ::accept(listener_, nullptr, nullptr);
+    std::string head;
+    if (first_ < 0 || !ReadRequest(first_, &head) || !absl::StartsWith(head, "GET ")) return;
+    const std::string ok =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2\r\n\r\n{}";
+    if (::write(first_, ok.data(), ok.size()) != static_cast<ssize_t>(ok.size())) return;
+    // The POST comes on the kept connection or on a new one, whichever the client chose (a
+    // kept connection it closes instead is no longer watched).
+    pollfd both[2] = {{first_, POLLIN, 0}, {listener_, POLLIN, 0}};
+    int fd = -1;
+    while (fd < 0) {
+      if (::poll(both, 2, kWaitMs) < 1) return;
+      if ((both[1].revents & POLLIN) != 0) {
+        second_ = ::accept(listener_, nullptr, nullptr);
+        if (second_ < 0 || !ReadRequest(second_, &head)) return;
+        fd = second_;
+        post_on_new_connection_ = true;
+      } else if (both[0].revents != 0) {
+        if (ReadRequest(first_, &head)) fd = first_;
+        both[0].fd = -1;  // read, or closed by the client: poll skips it from now on
+      }
+    }
+    if (!absl::StartsWith(head, "POST ")) return;
+    post_arrived_.Notify();
+    // Not listening before the cut: a client that reconnects to send again is refused.
+    ::close(listener_);
+    listener_ = -1;
+    ::close(fd);
+    (fd == first_ ? first_ : second_) = -1;
+  }
+
+  int listener_ = -1;
+  int first_ = -1;   // the GET's connection
+  int second_ = -1;  // a new connection, when the POST came on one
+  bool bound_ = false;
+  int port_ = 0;
+  bool post_on_new_connection_ = false;
+  absl::Notification post_arrived_;
+  std::thread thread_;
+};
+
+// A POST that reached the server and was cut off unanswered may have been applied: it is not
+// marked never sent, even when the connection it went out on was kept from an earlier call.
+// libcurl resends on a fresh connection a request whose reused connection died before any
+// reply, and the failure of that reconnect (refused here) would otherwise be the one reported.
+TEST(CurlTransportTest, APostCutOffIsNotMarkedNeverSentAfterAKeptConnection) {
+  CutAfterPost server;
+  ASSERT_TRUE(server.bound());
+  CurlTransport transport;
+  ASSERT_THAT(transport.Send(Get(server.url("/lists"))), IsOk());
+  HttpRequest post = Get(server.url("/lists"));
+  post.method = "POST";
+  post.body = "{}";
+  absl::StatusOr<HttpResponse> r = transport.Send(post);
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("HTTP transport: ")));
+  EXPECT_TRUE(server.post_arrived());
+  EXPECT_FALSE(TransportNeverSent(r.status())) << r.status();
+  // Not idempotent: it went out on a connection of its own, never on the kept one.
+  EXPECT_TRUE(server.post_on_new_connection());
 }
 
 }  // namespace
