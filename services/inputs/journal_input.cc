@@ -6,10 +6,13 @@
 #include <systemd/sd-journal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
-#include <algorithm>
 #include <cstring>
+#include <ctime>
+#include <iterator>
+#include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
@@ -105,11 +108,12 @@ std::string ReadWriterId(const std::string& path, std::string* file_id) {
 // journald numbers an entry just before linking it: read while one is being appended, the
 // number is one ahead of what a read sees, for the microseconds that takes; that entry's loss
 // alone, were its file vacuumed before the next read, could then go uncounted.
+// `st_out`: the file's status as its header was read.
 bool ReadTail(const std::string& path, std::pair<uint64_t, uint64_t> key, bool* archived,
-              uint64_t* tail) {
+              uint64_t* tail, struct stat* st_out) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) return false;
-  struct stat st;
+  struct stat& st = *st_out;
   unsigned char header[168];
   const bool ok = ::fstat(fd, &st) == 0 && st.st_dev == key.first && st.st_ino == key.second &&
                   ::pread(fd, header, sizeof(header), 0) == static_cast<ssize_t>(sizeof(header)) &&
@@ -124,6 +128,10 @@ bool ReadTail(const std::string& path, std::pair<uint64_t, uint64_t> key, bool* 
 
 int64_t CtimeNs(const struct stat& st) {
   return static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
+}
+
+int64_t MtimeNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
 }
 
 bool IsJournalFile(absl::string_view name) {
@@ -406,6 +414,7 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
       continue;
     } else {
       // New, or changed: maybe another file that reused the inode of a removed one.
+      if (options_.header_read) options_.header_read(f.path);
       id = ReadWriterId(f.path, &f.file_id);
     }
     if (id.empty()) {
@@ -453,20 +462,23 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
     if (w.journal != nullptr && keys == w.files && !w.reopen) continue;
     gone_.erase(id);  // its files are back, if it had none: counted again should they go
     if (w.journal != nullptr && !w.reopen &&
-        std::includes(w.files.begin(), w.files.end(), keys.begin(), keys.end())) {
-      // Files only removed (a vacuum): the handle still reads them, as it holds them open, so
-      // a reader behind (a backlog, a restart's) reads on the rest of the file being vacuumed
-      // under it, which reopening without it would lose. Reopened once read to its end (or a
-      // file is added), which lets the removed files' space go.
-      w.files = std::move(keys);
-      w.paths.clear();
-      for (const FoundFile& f : files) w.paths.push_back(f.path);
-      SplitArchivedLocked(w);
+        (w.holds_removed ||
+         (!std::includes(keys.begin(), keys.end(), w.files.begin(), w.files.end()) &&
+          !w.read_to_end))) {
+      // A file of its handle removed (a vacuum) before the handle read to its end: the handle
+      // still reads it, as it holds it open, so a reader behind (a backlog, a restart's) reads
+      // on the rest of the file being vacuumed under it, which reopening without it would lose
+      // (libsystemd 252 opens no file that has no name left, not even by descriptor: EIDRM).
+      // Its files added meanwhile (the writer's next file: a rotation) hold later entries: the
+      // handle is reopened over the files then listed once it reads to its end, in the same
+      // round, which lets the removed files' space go. Until then its files, tails and paths
+      // stay the handle's (a removed file's tail is what was read of it last: HeaderLocked).
       w.holds_removed = true;
       continue;
     }
-    // New, or a file added (a rotation; and maybe a vacuum with it): reopened, on from its
-    // position. A file only renamed (rotated away) keeps its inode and is read on.
+    // New, or a file added (a rotation; and maybe a vacuum of files read past with it):
+    // reopened, on from its position. A file only renamed (rotated away) keeps its inode and is
+    // read on.
     if (w.id.empty()) {
       w.id = id;
       if (initial && restored_.count(id) == 0) w.start_after_usec = legacy_after_usec_;
@@ -475,6 +487,7 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
     w.journal = nullptr;
     w.reopen = false;
     w.holds_removed = false;
+    w.read_to_end = false;
     w.files = std::move(keys);
     w.paths.clear();
     for (const FoundFile& f : files) w.paths.push_back(f.path);
@@ -486,6 +499,15 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
       if (initial) return absl::Status(s.code(), where_ + std::string(s.message()));
       Error(std::string(s.message()));
     }
+  }
+  // The header facts of files neither listed nor held by a writer's handle are dropped.
+  std::set<std::pair<uint64_t, uint64_t>> held;
+  for (const auto& [id, w] : writers_) {
+    for (const auto& f : w.files) held.insert(f.first);
+  }
+  for (auto it = headers_.begin(); it != headers_.end();) {
+    const bool keep = file_ids_.count(it->first) > 0 || held.count(it->first) > 0;
+    it = keep ? std::next(it) : headers_.erase(it);
   }
   for (auto& [id, w] : writers_) {
     if (groups.count(id) > 0 || w.journal == nullptr) continue;
@@ -585,7 +607,7 @@ void JournalInput::SplitArchivedLocked(Writer& w) {
   for (size_t i = 0; i < w.files.size(); ++i) {
     bool archived = false;
     uint64_t tail = 0;
-    if (ReadTail(w.paths[i], w.files[i].first, &archived, &tail) && archived) {
+    if (HeaderLocked(w.paths[i], w.files[i].first, &archived, &tail) && archived) {
       w.archived_tail = std::max(w.archived_tail, tail);
     } else {
       w.live.push_back(i);
@@ -593,14 +615,54 @@ void JournalInput::SplitArchivedLocked(Writer& w) {
   }
 }
 
-uint64_t JournalInput::TailLocked(const Writer& w) const {
+uint64_t JournalInput::TailLocked(const Writer& w) {
   uint64_t out = w.archived_tail;
   for (size_t i : w.live) {
     bool archived = false;
     uint64_t tail = 0;
-    if (ReadTail(w.paths[i], w.files[i].first, &archived, &tail)) out = std::max(out, tail);
+    if (HeaderLocked(w.paths[i], w.files[i].first, &archived, &tail)) out = std::max(out, tail);
   }
   return out;
+}
+
+bool JournalInput::HeaderLocked(const std::string& path, std::pair<uint64_t, uint64_t> key,
+                                bool* archived, uint64_t* tail) {
+  const auto cached = headers_.find(key);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0 || st.st_dev != key.first || st.st_ino != key.second) {
+    // The path names it no more (rotated away, removed) while a writer's handle still reads
+    // it: what was read of it last. A file rotated away or vacuumed is written no more, so that
+    // misses at most the entries written after that read, which can only make a gap look longer.
+    if (cached == headers_.end()) return false;
+    *archived = cached->second.archived;
+    *tail = cached->second.tail;
+    return true;
+  }
+  if (cached != headers_.end() && cached->second.settled && cached->second.size == st.st_size &&
+      cached->second.mtime_ns == MtimeNs(st)) {
+    *archived = cached->second.archived;
+    *tail = cached->second.tail;
+    return true;
+  }
+  // The kernel's coarse clock, which stamps the files (not options_.clock: this is no time of
+  // the input's, only the order of a write and this read): a file last modified in the tick
+  // this read starts in could be written again within it, its modification time unchanged.
+  // Its header is then read again next round, until a read comes after that tick.
+  struct timespec now;
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &now);
+  const int64_t read_at = static_cast<int64_t>(now.tv_sec) * 1000000000 + now.tv_nsec;
+  if (options_.header_read) options_.header_read(path);
+  if (!ReadTail(path, key, archived, tail, &st)) {
+    if (cached != headers_.end()) headers_.erase(cached);
+    return false;
+  }
+  HeaderFacts& facts = headers_[key];
+  facts.size = st.st_size;
+  facts.mtime_ns = MtimeNs(st);
+  facts.settled = facts.mtime_ns < read_at;
+  facts.archived = *archived;
+  facts.tail = *tail;
+  return true;
 }
 
 JournalInput::~JournalInput() {
@@ -669,9 +731,16 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
     if (r < 0) {
       mark();
       Error(absl::StrCat("reading the journal: ", Errno(r)));
+      // A handle that fails is not kept for the files removed under it (it might never reach
+      // their end): reopened over the files listed, a gap after its cursor counted then.
+      if (w.holds_removed) {
+        w.reopen = true;
+        relist_ = true;
+      }
       return false;
     }
     if (r == 0) {
+      w.read_to_end = true;
       if (!w.id.empty()) pending_at_end_.insert(w.id);
       if (tail > 0) {
         uint64_t& scanned = pending_scanned_[w.id];
@@ -680,6 +749,7 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
       if (w.holds_removed) {  // read past the files removed: reopened without them
         w.reopen = true;
         relist_ = true;
+        reopen_due_ = true;
       }
       break;
     }
@@ -766,7 +836,16 @@ bool JournalInput::CheckDirectoryLocked() {
 size_t JournalInput::PollOnce() {
   absl::MutexLock lock(&mu_);
   const bool listed = CheckDirectoryLocked();
-  if (held_.empty() && listed) ReadLocked();
+  if (held_.empty() && listed) {
+    reopen_due_ = false;
+    ReadLocked();
+    // A writer read past the files removed under it: reopened now over its files listed, and
+    // read on into them (its next file), rather than a round that delivers nothing first.
+    if (reopen_due_ && held_.size() < options_.batch_lines && CheckDirectoryLocked()) {
+      ReadLocked();
+    }
+    reopen_due_ = false;
+  }
   if (held_.empty()) {
     // Entries skipped (no MESSAGE) are taken too: a restart does not look at them again.
     taken_cursor_ = pending_cursor_;

@@ -34,8 +34,10 @@
 // holding a writer's unread entries were removed (vacuumed) first: its entries then resume at
 // the first one left, and the gap, which the sequence numbers (the cursors' "i=") show, is
 // logged and counted in cursor_lost (so is one found when a writer is reopened while running,
-// on a file added). Files only removed while running are read on through the writer's handle,
-// which holds them open until it reads to its end (or a file is added: reopened then).
+// on a file added). A file removed while running before the writer's handle read past it is
+// read on through that handle, which holds it open, until the handle reads to its end (so a
+// reader behind loses nothing to a vacuum); the writer's files added meanwhile (its next file)
+// are read after it, from the handle reopened then, in the same round.
 // With matches a cursor is the writer's last entry that matched: the entries after it that a
 // read scanned to the writer's end (JournalCheckpoint.writers_scanned) are no gap.
 // A checkpoint with one cursor (an older version's) is its writer's position, and the other
@@ -103,6 +105,8 @@ struct JournalInputOptions {
   Clock* clock = nullptr;  // for the lag and when to list a directory; default the real clock
   // Called each time a directory input lists its directory (for tests).
   std::function<void()> listed;
+  // Called with its path each time a journal file's header is read (for tests).
+  std::function<void(const std::string&)> header_read;
 };
 
 class JournalInput {
@@ -159,12 +163,16 @@ class JournalInput {
     uint64_t start_after_usec = 0;
     // With matches, what a read that reaches the end has scanned through: the largest
     // tail_entry_seqnum of its archived files (read once, when opened; they are written no
-    // more), and the indexes in `files` of the others, whose headers are read before each read.
+    // more), and the indexes in `files` of the others, whose header facts are looked at before
+    // each read (HeaderLocked: read again only once the file changed).
     uint64_t archived_tail = 0;
     std::vector<size_t> live;
-    // Its handle still reads files removed since it was opened (they were not read past then).
+    // Its handle still reads files removed since it was opened, not read past then; files,
+    // paths, archived_tail and live stay the handle's, and files listed meanwhile wait.
     bool holds_removed = false;
     bool reopen = false;  // read to its end since: reopened at the next listing, freeing them
+    // Its handle read to its end since it was opened.
+    bool read_to_end = false;
   };
   struct FoundFile {
     std::pair<uint64_t, uint64_t> key;  // (device, inode)
@@ -172,6 +180,14 @@ class JournalInput {
     int64_t ctime_ns = 0;  // its change time: another file with this inode has a later one
     int64_t size = 0;      // a file being made is empty until its header is written
     std::string file_id;   // its header's, once read
+  };
+  struct HeaderFacts {
+    // The file's size and modification time when its header was read.
+    int64_t size = 0;
+    int64_t mtime_ns = 0;
+    bool settled = false;  // modified before the read's clock tick: a later write changes it
+    bool archived = false;
+    uint64_t tail = 0;  // tail_entry_seqnum
   };
   struct CachedId {
     int64_t ctime_ns = 0;  // the file's change time when the ids were read from its header
@@ -190,7 +206,8 @@ class JournalInput {
   // sd_journal_open_directory reads them); false when it cannot be listed.
   bool ListDirectory(std::vector<FoundFile>* out, std::string* error) const;
   // Groups `found` by writer and (re)opens each writer a file was added to, closing those
-  // with none left; one whose files were only removed reads on with the handle it has.
+  // with none left; one with a file removed that its handle had not read to its end reads on
+  // with the handle it has, reopened once it has (Writer.holds_removed).
   // `initial`: the restored positions are applied (and errors returned).
   absl::Status GroupLocked(const std::vector<FoundFile>& found, bool initial)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -202,7 +219,12 @@ class JournalInput {
   // Sets archived_tail and live from its files' headers (with matches only).
   void SplitArchivedLocked(Writer& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The largest sequence number in a writer's files now (0 when none can be read).
-  uint64_t TailLocked(const Writer& w) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uint64_t TailLocked(const Writer& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A journal file's header facts (archived, tail_entry_seqnum), from headers_ while the file
+  // (`key`, at `path`) kept its size and modification time, else read (ReadTail); false when
+  // neither can be had.
+  bool HeaderLocked(const std::string& path, std::pair<uint64_t, uint64_t> key, bool* archived,
+                    uint64_t* tail) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A writer none of whose files is left: logged, and counted lost unless it had been read to
   // its end (`at_end`).
   void WriterGoneLocked(const std::string& id, bool at_end) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -251,12 +273,19 @@ class JournalInput {
   // time, size) then. Read again when either moved, or at the periodic listing.
   std::map<std::pair<uint64_t, uint64_t>, std::pair<int64_t, int64_t>> unreadable_
       ABSL_GUARDED_BY(mu_);
+  // With matches, the header facts of the writers' files, by (device, inode): each read needs
+  // its live files' tails (what it will have scanned), every writer's every round; a file whose
+  // size and modification time did not move since costs a stat, not an open, a stat, a read
+  // and a close. Dropped for files neither listed nor held by a writer's handle.
+  std::map<std::pair<uint64_t, uint64_t>, HeaderFacts> headers_ ABSL_GUARDED_BY(mu_);
   size_t round_ ABSL_GUARDED_BY(mu_) = 0;  // which writer is read first
   // The directory is to be listed again: sd_journal reported a file added or removed, it was
   // opened anew, or a writer's files could not be opened. Always, when it cannot be watched.
   bool relist_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time listed_at_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();  // options_.clock's
   bool watched_ ABSL_GUARDED_BY(mu_) = false;  // sd_journal watches the directory (inotify)
+  // A writer holding removed files read to its end this round: listed and reopened at once.
+  bool reopen_due_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<palisade::v1::LogRecord> held_ ABSL_GUARDED_BY(mu_);
   uint64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Per writer id, the cursor of its last entry read (pending) and taken by the sink (taken);
