@@ -48,6 +48,12 @@ bool NewerName(absl::string_view a, absl::string_view b, size_t path_size) {
   return a > b;
 }
 
+// When the file `st` is of was last written: Unix nanoseconds, by the file system's clock.
+int64_t WrittenNs(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 +
+         static_cast<int64_t>(st.st_mtim.tv_nsec);
+}
+
 // Appends `c` to `list`, keeping the last 16.
 void KeepLast16(std::vector<palisade::v1::FileCheckpoint>* list, palisade::v1::FileCheckpoint c) {
   if (list->size() >= 16) list->erase(list->begin());
@@ -78,6 +84,7 @@ void FileFollower::Close() {
   read_offset_ = 0;
   fingerprint_.clear();
   fingerprint_bytes_ = 0;
+  written_ns_ = 0;
 }
 
 std::string FileFollower::FingerprintOf(int fd, uint32_t* bytes) const {
@@ -113,6 +120,7 @@ absl::StatusOr<bool> FileFollower::OpenAt(const std::string& path, uint64_t offs
   open_.device = st.st_dev;
   open_.inode = st.st_ino;
   read_offset_ = offset;
+  written_ns_ = WrittenNs(st);
   fingerprint_ = FingerprintOf(fd, &fingerprint_bytes_);
   return true;
 }
@@ -198,46 +206,62 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
       return;
     }
   }
+  // Truncated: the copy may hold the rest (a glob reads it on). Else the file is nowhere
+  // (compressed away, removed): what was written to it after the checkpoint is not read.
+  KeepLast16(truncated ? &truncated_ : &lost_, from);
+  if (!truncated && from.written_ns() != 0) {
+    // But what was written after it went on in the files rotated since (logrotate's compress
+    // with delaycompress, down across two rotations: it is PATH.2.gz, the next day PATH.1):
+    // those last written after it was when the checkpoint was taken, oldest first, then the
+    // path. Its own name is gone, so a tie (the same tick of the file clock) is a file written
+    // before it: one already read, read again, would count its lines twice.
+    QueueWrittenAfter(from.written_ns(), "", {from.device(), from.inode()},
+                      palisade::v1::FileCheckpoint());
+    if (!rotated_after_.empty()) {
+      (void)NextFile();
+      return;
+    }
+  }
   (void)OpenAt(path_, 0);
   after_truncation_ = truncated;
-  // Truncated: the copy may hold the rest (a glob reads it on). Else the file is nowhere: what
-  // was written to it after the checkpoint is not read.
-  KeepLast16(truncated ? &truncated_ : &lost_, from);
 }
 
 void FileFollower::QueueRotatedAfter(const std::string& resumed_in,
+                                     const palisade::v1::FileCheckpoint& left) {
+  struct stat resumed;
+  if (::stat(resumed_in.c_str(), &resumed) != 0) return;
+  QueueWrittenAfter(WrittenNs(resumed), resumed_in, {resumed.st_dev, resumed.st_ino}, left);
+}
+
+void FileFollower::QueueWrittenAfter(int64_t after_ns, const std::string& name,
+                                     std::pair<uint64_t, uint64_t> file,
                                      const palisade::v1::FileCheckpoint& left) {
   // Rotated more than once while the daemon was down: the files written after the checkpoint's
   // and rotated since lie between it and the path. Which is newer their names cannot say for
   // every scheme (PATH.N counts down, a date up): their last writes do (each file's after the
   // one before it), the names only for a tie (two rotations within one tick of the file clock).
   // RotatedNames are the path with a suffix: compared by that suffix.
-  struct stat resumed;
-  if (::stat(resumed_in.c_str(), &resumed) != 0) return;
   struct stat now;
   const bool path_there = ::stat(path_.c_str(), &now) == 0;
-  auto written = [](const struct stat& st) {
-    return std::make_pair(static_cast<int64_t>(st.st_mtim.tv_sec),
-                          static_cast<int64_t>(st.st_mtim.tv_nsec));
-  };
-  std::vector<std::pair<std::pair<int64_t, int64_t>, std::string>> newer;
+  std::vector<std::pair<int64_t, std::string>> newer;
   for (const std::string& rotated : RotatedNames(path_)) {
     struct stat st;
-    if (rotated == resumed_in || !RotatedName(rotated, path_) ||
+    if (rotated == name || !RotatedName(rotated, path_) ||
         ::stat(rotated.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
-        (st.st_dev == resumed.st_dev && st.st_ino == resumed.st_ino) ||
+        (st.st_dev == file.first && st.st_ino == file.second) ||
         (path_there && st.st_dev == now.st_dev && st.st_ino == now.st_ino)) {
       continue;
     }
-    if (written(st) < written(resumed) ||
-        (written(st) == written(resumed) && !NewerName(rotated, resumed_in, path_.size()))) {
+    if (WrittenNs(st) < after_ns ||
+        (WrittenNs(st) == after_ns &&
+         (name.empty() || !NewerName(rotated, name, path_.size())))) {
       continue;  // older than the checkpoint's file: read before it
     }
     // A file that starts as the one left does is a copy of it (dateext's, copytruncate's), not
     // a file written after it; a copy is no longer than what was left (a short file's few bytes,
     // "service started", may begin the next file rotated too, which is longer).
     if (IsCopyOf(rotated, left) && static_cast<uint64_t>(st.st_size) <= left.offset()) continue;
-    newer.emplace_back(written(st), rotated);
+    newer.emplace_back(WrittenNs(st), rotated);
   }
   std::sort(newer.begin(), newer.end(), [this](const auto& a, const auto& b) {
     if (a.first != b.first) return a.first < b.first;
@@ -528,9 +552,11 @@ absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines,
   }
   stopped_at_limit_ = taken >= max_lines || bytes_left == 0;
   struct stat st;
-  lag_bytes_ = open_.fd >= 0 && ::fstat(open_.fd, &st) == 0 &&
-                       static_cast<uint64_t>(st.st_size) > checkpoint().offset()
-                   ? static_cast<uint64_t>(st.st_size) - checkpoint().offset()
+  const bool stated = open_.fd >= 0 && ::fstat(open_.fd, &st) == 0;
+  if (stated) written_ns_ = WrittenNs(st);  // with the lines handed out in it
+  const uint64_t at = checkpoint().offset();
+  lag_bytes_ = stated && static_cast<uint64_t>(st.st_size) > at
+                   ? static_cast<uint64_t>(st.st_size) - at
                    : 0;
   if (taken == 0 && !error.ok()) return error;
   return taken;
@@ -686,6 +712,7 @@ palisade::v1::FileCheckpoint FileFollower::checkpoint() const {
   c.set_offset(read_offset_ >= held ? read_offset_ - held : 0);
   c.set_fingerprint(fingerprint_);
   c.set_fingerprint_bytes(fingerprint_bytes_);
+  c.set_written_ns(written_ns_);
   return c;
 }
 

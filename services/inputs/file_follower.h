@@ -21,23 +21,24 @@
 //   - a path that is not a regular file (a FIFO, a socket, a device) is refused, each Poll an
 //     error naming it (kFailedPrecondition): it is opened without blocking, never read;
 //   - lines longer than max_line_bytes are cut there and counted.
-// checkpoint() is the position after the last line handed out: device, inode, offset, and a
-// fingerprint of the file's first bytes (an inode reused by another file is not mistaken for
-// the same file). A follower created from a checkpoint resumes there: at the offset when the
-// file is the same; in the rotated file (PATH.1, where logrotate moves it, or another name that
-// starts with the path's: PATH-YYYYMMDD) when the file was rotated meanwhile, then the files
-// rotated after it (rotated more than once: PATH.2, then PATH.1; last written after it, oldest
-// first; one gone before its turn is given up: TakeLost; read at once, as they say the writer
-// moved on; those rotated while it was read are found as above), then the new file, each from
-// its start (a rotated file read to its end and removed while the path is absent is let go
-// of); when the file was truncated below the offset, in its copy as above, then the file from
-// its start; from the start when it was replaced, or truncated with no copy found (a
-// checkpoint whose file is found nowhere is given up: TakeLost). A checkpoint taken while the
-// rest of a cut line was being dropped is inside that line: the resumed follower drops that
-// rest too. A checkpoint whose file is there but cannot be opened (EACCES, out of descriptors)
-// is kept: Poll says so and tries again, rather than read the file again from its start, and
-// checkpoint() meanwhile is that checkpoint (a snapshot taken while it waits keeps the
-// position).
+// checkpoint() is the position after the last line handed out: device, inode, offset, a fingerprint
+// of the file's first bytes (an inode reused by another file is not mistaken for the same file),
+// and when the file was last written as last seen. A follower created from a checkpoint resumes
+// there: at the offset when the file is the same; in the rotated file (PATH.1, where logrotate
+// moves it, or another name that starts with the path's: PATH-YYYYMMDD) when the file was rotated
+// meanwhile, then the files rotated after it (rotated more than once: PATH.2, then PATH.1; last
+// written after it, oldest first; one gone before its turn is given up: TakeLost; read at once, as
+// they say the writer moved on; those rotated while it was read are found as above), then the new
+// file, each from its start (a rotated file read to its end and removed while the path is absent is
+// let go of); when the file was truncated below the offset, in its copy as above, then the file
+// from its start; from the start when it was replaced, or truncated with no copy found (a
+// checkpoint whose file is found nowhere, compressed away or removed, is given up: TakeLost; the
+// files under a rotated name last written after the time it says, rotated after its file, are read
+// first, oldest first: only that file's rest is lost). A checkpoint taken while the rest of a cut
+// line was being dropped is inside that line: the resumed follower drops that rest too. A
+// checkpoint whose file is there but cannot be opened (EACCES, out of descriptors) is kept: Poll
+// says so and tries again, rather than read the file again from its start, and checkpoint()
+// meanwhile is that checkpoint (a snapshot taken while it waits keeps the position).
 //
 // Thread-safety: none; one follower per thread.
 #ifndef PALISADE_SERVICES_INPUTS_FILE_FOLLOWER_H_
@@ -46,6 +47,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -110,6 +112,10 @@ class FileFollower {
   // call, each as its checkpoint there (device, inode, fingerprint): a glob that matches them
   // under their new names tells them from new files (FileInputs). At most the last 16.
   std::vector<palisade::v1::FileCheckpoint> TakeLetGo();
+  // The files rotated after the one being read, to be read next, oldest first (path, device and
+  // inode as they were queued): a glob that matches one under a name it does not know for a
+  // copy's (PATH.2024-12-05) tells it from a new file by them (FileInputs).
+  const std::vector<palisade::v1::FileCheckpoint>& queued() const { return rotated_after_; }
   // The positions at which the follower found its file truncated in place (copytruncate), or
   // its checkpoint's file truncated when it resumed, since the last call: the checkpoint then
   // (device, inode, offset, the fingerprint of the bytes before the truncation), at the copy's
@@ -179,6 +185,9 @@ class FileFollower {
   std::string data_head_;
   std::string fingerprint_;    // of the open file (empty until it has a byte)
   uint32_t fingerprint_bytes_ = 0;
+  // When the open file was last written (Unix ns, the file system's clock), as last seen: at
+  // its open and at the end of each Poll, with the lines handed out in it (0: no file).
+  int64_t written_ns_ = 0;
   uint64_t lag_bytes_ = 0;
   bool stopped_at_limit_ = false;
   FollowerStats stats_;
@@ -197,6 +206,12 @@ class FileFollower {
   // (RotatedName) last written after it, but for copies of it (IsCopyOf `left`; none told when
   // `left` fingerprinted no byte).
   void QueueRotatedAfter(const std::string& resumed_in, const palisade::v1::FileCheckpoint& left);
+  // The same after a file last written at `after_ns` (WrittenNs), under the rotated name `name`
+  // (empty when it is gone: a tie is then a file written before it), `file` its device and
+  // inode.
+  void QueueWrittenAfter(int64_t after_ns, const std::string& name,
+                         std::pair<uint64_t, uint64_t> file,
+                         const palisade::v1::FileCheckpoint& left);
   // The open file read to its end and let go of: on to the next, the files rotated after it
   // (rotated_after_, or found from its name now: RotatedNameOfOpen) and the path last. True
   // when a file was opened.

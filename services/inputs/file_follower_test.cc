@@ -45,6 +45,22 @@ class FileFollowerTest : public ::testing::Test {
   std::string path_;
 };
 
+// Sets `path`'s last-modification time `seconds` ago (set, not left to the clock: two writes in
+// a row may share a timestamp).
+void WrittenAgo(const std::string& path, int seconds) {
+  struct timespec times[2];
+  ASSERT_EQ(::clock_gettime(CLOCK_REALTIME, &times[0]), 0);
+  times[0].tv_sec -= seconds;
+  times[1] = times[0];
+  ASSERT_EQ(::utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
+}
+
+// What gzip does to `path`: writes PATH.gz (a new inode), then removes the file.
+void Compress(const std::string& path) {
+  std::ofstream(path + ".gz", std::ios::binary) << "\x1f\x8b compressed";
+  ASSERT_EQ(std::remove(path.c_str()), 0);
+}
+
 TEST_F(FileFollowerTest, NewLinesAsTheyComeAndAPartialLineHeld) {
   FileFollower f(path_);
   EXPECT_THAT(Poll(f), IsEmpty());  // not there yet: waited for
@@ -586,15 +602,7 @@ TEST_F(FileFollowerTest, ResumesInARotatedFileOfAnyNameThenTheNewOne) {
 TEST_F(FileFollowerTest, ResumesThroughEveryFileRotatedSinceTheCheckpoint) {
   const std::string p1 = path_ + ".1", p2 = path_ + ".2", p3 = path_ + ".3";
   for (const std::string& p : {p2, p3}) std::remove(p.c_str());
-  // Last written: PATH.3 first, then the checkpoint's file, then the middle one (set, not left
-  // to the clock: two writes in a row may share a timestamp).
-  auto written_ago = [](const std::string& p, int seconds) {
-    struct timespec times[2];
-    ASSERT_EQ(::clock_gettime(CLOCK_REALTIME, &times[0]), 0);
-    times[0].tv_sec -= seconds;
-    times[1] = times[0];
-    ASSERT_EQ(::utimensat(AT_FDCWD, p.c_str(), times, 0), 0);
-  };
+  // Last written: PATH.3 first, then the checkpoint's file, then the middle one.
   Append("w1\n", p3);
   palisade::v1::FileCheckpoint checkpoint;
   {
@@ -609,9 +617,9 @@ TEST_F(FileFollowerTest, ResumesThroughEveryFileRotatedSinceTheCheckpoint) {
   ASSERT_EQ(std::rename(p1.c_str(), p2.c_str()), 0);
   ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
   Append("c1\n");
-  written_ago(p3, 300);
-  written_ago(p2, 200);
-  written_ago(p1, 100);
+  WrittenAgo(p3, 300);
+  WrittenAgo(p2, 200);
+  WrittenAgo(p1, 100);
   FileFollower again(path_, {}, checkpoint);
   EXPECT_THAT(Poll(again), ElementsAre("a2", "b1", "c1"));
   EXPECT_EQ(again.stats().rotations, 2u);
@@ -645,6 +653,75 @@ TEST_F(FileFollowerTest, ResumesThroughEveryFileRotatedSinceTheCheckpointUnderDa
   FileFollower again(path_, {}, checkpoint);
   EXPECT_THAT(Poll(again), ElementsAre("a2", "b1", "c1"));
   EXPECT_EQ(again.stats().rotations, 2u);
+}
+
+// Debian's nginx/apache logrotate (daily, compress, delaycompress), palisaded down across two
+// rotations: the checkpoint's file A is now PATH.2.gz, B (a whole day) PATH.1, C the path. The
+// resume read C alone and said the lines after the checkpoint were lost, yet B was there (a
+// glob leaves PATH.1 out by its name: nothing read it). Only A's rest is lost: B, then C.
+TEST_F(FileFollowerTest, ACheckpointCompressedAwayStillReadsTheFilesRotatedAfterIt) {
+  const std::string p1 = path_ + ".1", p2 = path_ + ".2", p3 = path_ + ".3";
+  for (const std::string& p : {p2, p3, p2 + ".gz"}) std::remove(p.c_str());
+  Append("w1\n", p3);  // rotated before the checkpoint's file: not read
+  WrittenAgo(p3, 400);
+  Append("a1\n");
+  WrittenAgo(path_, 300);  // so the files written after it are later, however fast this runs
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\n");
+  // logrotate's order: rename, create, (the writer reopens), then gzip the one before.
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("b1\nb2\n");
+  ASSERT_EQ(std::rename(p1.c_str(), p2.c_str()), 0);
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("c1\n");
+  Compress(p2);
+  FileFollower again(path_, {}, checkpoint);
+  std::vector<std::string> lines;
+  for (int i = 0; i < 5; ++i) {
+    for (std::string& line : Poll(again)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("b1", "b2", "c1"));
+  std::vector<palisade::v1::FileCheckpoint> lost = again.TakeLost();  // A's rest (a2): gone
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_EQ(lost[0].inode(), checkpoint.inode());
+  EXPECT_EQ(again.stats().rotations, 2u);
+  Append("c2\n");
+  EXPECT_THAT(Poll(again), ElementsAre("c2"));
+}
+
+// The same without delaycompress: A is PATH.1.gz at once, C the path. The file rotated before A
+// (read before the checkpoint, left uncompressed here) is last written no later than A was at
+// the checkpoint: not read again. Nothing but C is read.
+TEST_F(FileFollowerTest, ACheckpointCompressedAwayAtOnceReadsNothingTwice) {
+  const std::string p1 = path_ + ".1", p2 = path_ + ".2";
+  for (const std::string& p : {p2, p1 + ".gz"}) std::remove(p.c_str());
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("o1\n");
+    EXPECT_THAT(Poll(f), ElementsAre("o1"));
+    ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+    Append("a1\n");  // the same tick of the file clock as o1, as like as not
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\n");
+  ASSERT_EQ(std::rename(p1.c_str(), p2.c_str()), 0);
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("c1\n");
+  Compress(p1);
+  FileFollower again(path_, {}, checkpoint);
+  std::vector<std::string> lines;
+  for (int i = 0; i < 5; ++i) {
+    for (std::string& line : Poll(again)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("c1"));
+  EXPECT_EQ(again.TakeLost().size(), 1u);
 }
 
 // A checkpoint whose file is nowhere to be found (removed, or rotated under a name that does not

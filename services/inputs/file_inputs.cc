@@ -309,6 +309,20 @@ void FileInputs::DiscoverLocked(Input& input) {
       input.copies[path] = known->second;
       return true;
     }
+    // The file a follower holds or reads next, told by its identity, not its name: one started
+    // this round (a restart) is not in `known` yet, nor are the files rotated after its
+    // position's that it queued (PATH.2024-12-05). Read as new files too, their lines were
+    // counted twice. Not remembered: judged again each round (let go of, a file is in `known`).
+    for (const auto& [other, file] : input.files) {
+      const palisade::v1::FileCheckpoint c = file.follower->checkpoint();
+      if (c.inode() != 0 && FileKey{c.device(), c.inode()} == match->second &&
+          FileFollower::IsFileOf(path, c)) {
+        return true;
+      }
+      for (const palisade::v1::FileCheckpoint& q : file.follower->queued()) {
+        if (FileKey{q.device(), q.inode()} == match->second) return true;
+      }
+    }
     // The copy of a file found truncated: read on from where its follower stood then (lines
     // written between its last read and the copy are in the copy only), or left out when it
     // holds no more than that.
@@ -744,9 +758,13 @@ size_t FileInputs::PollFileWithWorkersLocked(Input& input, const std::string& pa
 void FileInputs::PublishLocked(Input& input, const std::string& path, const File& file) {
   for (const palisade::v1::FileCheckpoint& c : file.follower->TakeLost()) {
     input.errors->Increment();
+    // The follower read on through the files rotated after it when the position said when
+    // its file was last written (FileCheckpoint.written_ns): only that file's rest is lost.
     Log(absl::StrCat("input ", input.config.name(), ": ", path, ": saved position (offset ",
                      c.offset(), ") not found: its file is neither there nor under a rotated "
-                     "name; read from the start of what is there, lines written after it lost"));
+                     "name (compressed, removed); lines written to it after that position lost, ",
+                     c.written_ns() != 0 ? "the files rotated after it read, then " : "",
+                     "the path read from its start"));
   }
   const FollowerStats& now = file.follower->stats();
   FollowerStats& was = input.published[path];

@@ -7,18 +7,18 @@
 //
 // Globs. A glob leaves out the rotated copies of a file it follows: the follower reads that file
 // across its rotation, and the copy read anew would count its lines twice. A copy is told by its
-// name (PATH.N, PATH-YYYYMMDD) or, under any other name (PATH-2024-12-05, PATH.2024-12-05), by
-// its inode and first bytes: those of a file a follower of the input has open or read to its end
-// across a rotation (remembered while the glob matches it). A copytruncate copy (an inode of its
-// own) is told by its first bytes: those of a file a follower found truncated in place, read on
-// from where that follower stood then (the lines written between its last read and the copy are
-// in the copy only; under a rotated name of the path, PATH-2024-12-05, the follower reads that
-// rest itself, FileFollower::CopyOf, and the copy is left out), or of a file open (left out).
-// What a glob matches that is not a regular
-// file (a FIFO, a socket) is skipped and logged once. A file removed (rm, find -delete) is read
-// to its end and let go of: its descriptor closed, its position no longer saved; a glob's
-// follower of it is dropped (a file created again there is a new one), a named path is waited
-// for as before it appeared.
+// name (PATH.N, PATH-YYYYMMDD) or, under any other name (PATH-2024-12-05, PATH.2024-12-05), by its
+// inode and first bytes: those of a file a follower of the input has open or read to its end across
+// a rotation (remembered while the glob matches it), or by its inode alone when a follower queued
+// it to read next (FileFollower::queued: rotated after its position's file). A copytruncate copy
+// (an inode of its own) is told by its first bytes: those of a file a follower found truncated in
+// place, read on from where that follower stood then (the lines written between its last read and
+// the copy are in the copy only; under a rotated name of the path, PATH-2024-12-05, the follower
+// reads that rest itself, FileFollower::CopyOf, and the copy is left out), or of a file open (left
+// out). What a glob matches that is not a regular file (a FIFO, a socket) is skipped and logged
+// once. A file removed (rm, find -delete) is read to its end and let go of: its descriptor closed,
+// its position no longer saved; a glob's follower of it is dropped (a file created again there is a
+// new one), a named path is waited for as before it appeared.
 //
 // On two threads (FileInputsOptions::threads; issue 14 §4), as replay does (issue 18): a second
 // thread reads the file's next batches ahead and runs the sink's `prematch` over them
@@ -46,7 +46,9 @@
 // PATH-YYYYMMDD, by the path's follower, started at once even while the path is not there
 // again, which then reads the files rotated after it and the path's new file from its start:
 // FileFollower; each line once). One whose file is nowhere (neither at its path nor under a
-// rotated name) is given up: logged, naming the path and offset, and counted as an error. A
+// rotated name: compressed, removed) is given up: logged, naming the path and offset, and
+// counted as an error; a follower resumed from it (a named path's, or a glob's whose path is
+// there) first reads the files rotated after it (FileFollower). A
 // batch the sink refuses is kept and offered again on the next round (nothing skipped).
 //
 // Errors (permission denied, a read failing) are logged through `log` and counted in

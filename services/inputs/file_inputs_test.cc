@@ -139,6 +139,28 @@ TEST_F(FileInputsTest, AGlobDoesNotReadACopyRenamedAnyHowAgain) {
   EXPECT_THAT(lines_, ElementsAre("a1", "b1", "c1", "d1", "e1"));
 }
 
+// A file rotated to a name the glob matches but does not know for a copy by its name (a date
+// logrotate's dateformat writes, a name RotatedNames does not know) is the file the path's
+// follower holds, and reads to its end after the rename: it is told by its identity (device,
+// inode, first bytes), not by its name, and not followed again from its start.
+TEST_F(FileInputsTest, AFileRotatedToADatedNameIsReadOnceByItsIdentity) {
+  for (const std::string& to : {"app.log.2026-12-05", "app.log-2026-12-05",
+                                "app.log.2026-12-05T10-00", "app.log.old"}) {
+    SCOPED_TRACE(to);
+    std::system(absl::StrCat("rm -rf ", dir_, "/*").c_str());
+    lines_.clear();
+    Append("app.log", "a1\na2\n");
+    auto inputs = Make(Config({"app.log*"}));
+    inputs->PollOnce();
+    ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/" + to).c_str()), 0);
+    Append("app.log", "");  // created
+    Append("app.log", "b1\n");
+    inputs->PollOnce();
+    inputs->PollOnce();
+    EXPECT_THAT(lines_, ElementsAre("a1", "a2", "b1"));
+  }
+}
+
 // Rotated while the daemon was down under a name other than PATH.1: the restored position is
 // the copy's (its inode and first bytes say so), so the copy is read on from it and the new
 // file from its start; the copy was read again from its start as a new file.
@@ -435,6 +457,104 @@ TEST_F(FileInputsTest, ARestartFindsANamedFileRotatedUnderADateAndSaysWhenItCann
   ASSERT_EQ(logs_.size(), 1u);
   EXPECT_THAT(logs_[0], HasSubstr(dir_ + "/secure: saved position (offset 3) not found"));
   EXPECT_EQ(Counter("palisade_input_errors_total"), 1.0);
+}
+
+// Debian's nginx logrotate (daily, compress, delaycompress), palisaded down across two
+// rotations: the saved position's file is app.log.2.gz, the next day's app.log.1 (left out by
+// its name), the path a new file. That day was never read and the log said its lines were
+// lost: it is read once, then the path; only the rest of the compressed file is lost (logged,
+// counted).
+TEST_F(FileInputsTest, ARestartWithItsFileCompressedAwayReadsTheFilesRotatedAfterIt) {
+  Append("app.log", "a1\n");
+  {
+    // Last written well before what follows, however fast this runs.
+    struct timespec times[2];
+    ASSERT_EQ(::clock_gettime(CLOCK_REALTIME, &times[0]), 0);
+    times[0].tv_sec -= 300;
+    times[1] = times[0];
+    ASSERT_EQ(::utimensat(AT_FDCWD, (dir_ + "/app.log").c_str(), times, 0), 0);
+  }
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(Config({"app.log*"}));
+    EXPECT_EQ(inputs->PollOnce(), 1u);
+    saved = inputs->Checkpoints();
+  }
+  ASSERT_EQ(saved.size(), 1u);
+  lines_.clear();
+  const std::string path = dir_ + "/app.log";
+  Append("app.log", "a2\n");
+  ASSERT_EQ(std::rename(path.c_str(), (path + ".1").c_str()), 0);
+  Append("app.log", "b1\nb2\nb3\n");
+  ASSERT_EQ(std::rename((path + ".1").c_str(), (path + ".2").c_str()), 0);
+  ASSERT_EQ(std::rename(path.c_str(), (path + ".1").c_str()), 0);
+  Append("app.log", "c1\n");
+  Append("app.log.2.gz", "\x1f\x8b compressed");  // gzip: a new file, then the old one removed
+  ASSERT_EQ(std::remove((path + ".2").c_str()), 0);
+  auto again = Make(Config({"app.log*"}), saved);
+  for (int i = 0; i < 4; ++i) again->PollOnce();
+  EXPECT_EQ(again->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre("b1", "b2", "b3", "c1"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 1.0);
+  ASSERT_EQ(logs_.size(), 1u);
+  EXPECT_THAT(logs_[0], HasSubstr(path + ": saved position (offset 3) not found"));
+  EXPECT_THAT(logs_[0], HasSubstr("the files rotated after it read"));
+  // Each line once across the next restart too.
+  saved = again->Checkpoints();
+  again.reset();
+  lines_.clear();
+  Append("app.log", "c2\n");
+  auto third = Make(Config({"app.log*"}), saved);
+  third->PollOnce();
+  EXPECT_EQ(third->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre("c2"));
+}
+
+// The same under logrotate's dateformat .%Y-%m-%d (names a glob does not know for copies by
+// their name), down three days: the days after the compressed one, app.log.2026-12-05 and
+// -06, are the files the path's follower resumes in and queues; the glob, which matches them,
+// tells them by their identity (device and inode, in the follower's hands or queue) and does
+// not read them again from their start as new files.
+TEST_F(FileInputsTest, ARestartWithItsFileCompressedAwayReadsADatedFileRotatedAfterItOnce) {
+  Append("app.log", "a1\n");
+  {
+    struct timespec times[2];
+    ASSERT_EQ(::clock_gettime(CLOCK_REALTIME, &times[0]), 0);
+    times[0].tv_sec -= 300;
+    times[1] = times[0];
+    ASSERT_EQ(::utimensat(AT_FDCWD, (dir_ + "/app.log").c_str(), times, 0), 0);
+  }
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(Config({"app.log*"}));
+    EXPECT_EQ(inputs->PollOnce(), 1u);
+    saved = inputs->Checkpoints();
+  }
+  lines_.clear();
+  const std::string path = dir_ + "/app.log";
+  const std::string a = path + ".2026-12-04", b = path + ".2026-12-05";
+  Append("app.log", "a2\n");
+  ASSERT_EQ(std::rename(path.c_str(), a.c_str()), 0);
+  Append("app.log", "b1\nb2\nb3\n");
+  ASSERT_EQ(std::rename(path.c_str(), b.c_str()), 0);
+  Append("app.log", "c1\n");
+  ASSERT_EQ(std::rename(path.c_str(), (path + ".2026-12-06").c_str()), 0);
+  Append("app.log", "d1\n");
+  Append("app.log.2026-12-04.gz", "\x1f\x8b compressed");
+  ASSERT_EQ(std::remove(a.c_str()), 0);
+  auto again = Make(Config({"app.log*"}), saved);
+  for (int i = 0; i < 4; ++i) again->PollOnce();
+  EXPECT_EQ(again->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre("b1", "b2", "b3", "c1", "d1"));
+  // And across the next restart: the day's file, read to its end, is not read again.
+  saved = again->Checkpoints();
+  again.reset();
+  lines_.clear();
+  Append("app.log", "d2\n");
+  auto third = Make(Config({"app.log*"}), saved);
+  third->PollOnce();
+  EXPECT_EQ(third->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre("d2"));
 }
 
 // A glob's file removed (find -delete on old files) is let go of once read to its end: its
