@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
@@ -36,6 +37,9 @@ constexpr size_t kMaxScenario = 256;
 constexpr size_t kMaxHeaderBytes = 16 << 10;
 // A stream answer is handed to httplib in pieces of this size (see Start).
 constexpr size_t kAnswerPieceBytes = 64 << 10;
+// The real time a pull's wait for its bouncer's previous answer sleeps before it looks at the
+// API's clock and the stop again (as the bounded HTTP server's waits do).
+constexpr absl::Duration kWaitSlice = absl::Milliseconds(100);
 
 // Whether an Accept-Encoding value takes gzip (a q of 0 refuses it).
 bool AcceptsGzip(absl::string_view accept) {
@@ -1085,12 +1089,10 @@ absl::Status BouncerApi::Flush() {
   return FlushLocked();
 }
 
-bool BouncerApi::WaitForAnswersForTesting(absl::Duration timeout) {
+bool BouncerApi::WaitForAnswersForTesting(absl::Duration timeout, int left) {
   absl::MutexLock lock(&mu_);
-  return mu_.AwaitWithTimeout(
-      absl::Condition(
-          +[](int* n) ABSL_NO_THREAD_SAFETY_ANALYSIS { return *n == 0; }, &answers_in_flight_),
-      timeout);
+  auto settled = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS { return answers_in_flight_ <= left; };
+  return mu_.AwaitWithTimeout(absl::Condition(&settled), timeout);
 }
 
 size_t BouncerApi::pending_bytes() {
@@ -1229,15 +1231,32 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
     return {JsonError(400, f.error), nullptr};
   }
   // The bouncer's previous answer first: its position moves once that is written, and a pull
-  // served before it would serve its changes again.
+  // served before it would serve its changes again. The wait ends and this pull counts itself
+  // in flight in one step under mu_: two pulls of one key at once (hosts sharing a key) both went
+  // past a wait that counted nothing, and both were served the same rows (before 2026-12-07).
+  // On the API's clock, in slices of real time (a simulated clock's moves are seen within one);
+  // a stop ends it.
   {
     Bouncer* b = bouncer.get();
+    const absl::Time give_up = clock_.TimeNow() + kAnswerInFlightWait;
     absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(
-        absl::Condition(
-            +[](Bouncer* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !b->answer_in_flight; }, b),
-        kAnswerInFlightWait);
+    if (b->pulls_in_flight > 0 && pull_wait_hook_) pull_wait_hook_();
+    while (b->pulls_in_flight > 0 && clock_.TimeNow() < give_up && !stopping_.HasBeenNotified()) {
+      mu_.AwaitWithTimeout(
+          absl::Condition(
+              +[](Bouncer* b) ABSL_NO_THREAD_SAFETY_ANALYSIS { return b->pulls_in_flight == 0; },
+              b),
+          kWaitSlice);
+    }
+    ++b->pulls_in_flight;
   }
+  // Uncounted on every way out but an answer to settle (its settle uncounts it).
+  bool handed_to_settle = false;
+  absl::Cleanup uncount = [this, &bouncer, &handed_to_settle] {
+    if (handed_to_settle) return;
+    absl::MutexLock lock(&mu_);
+    --bouncer->pulls_in_flight;
+  };
   // Pulls one at a time (as when they ran under mu_), and none while Trim runs: the position
   // read here is the one the pull moves from, and the log read below still holds what lies
   // above it.
@@ -1249,6 +1268,7 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   }
   int64_t position = 0;
   bool behind = false;
+  bool beside = false;  // another answer of this bouncer's is in flight
   {
     absl::MutexLock lock(&mu_);
     // The reissues due now are this pull's (the ticker logs them too, within a second).
@@ -1258,6 +1278,7 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
     // A bouncer whose position lies below what age or count trimmed missed deletions: it gets
     // every active decision, as at startup, and the deletions still held.
     behind = position < trimmed_through_ && position > 0;
+    beside = bouncer->pulls_in_flight > 1;  // this pull counts too
   }
   // The active rows at the position served (`served`): what changes after it is the next
   // pull's, so nothing is served twice or missed however long this answer takes.
@@ -1285,10 +1306,15 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   // startup=true lists deletions too, as CrowdSec's does (it sends the expired decisions it
   // still holds): here those the bouncer was not told of yet, so a restarted bouncer drops what
   // ended while it was away. A bouncer that never pulled had nothing to drop: its first pull
-  // without startup reads the live rows only (and Trim does not keep deletions for it).
-  if (!f.startup || position > 0) {
+  // without startup reads the live rows only (and Trim does not keep deletions for it). Unless
+  // an answer of its key is in flight beside this one (a pull went on past
+  // kAnswerInFlightWait): that answer may bring rows whose deletions come after it, so this one
+  // reads every deletion held (Trim keeps those above what that answer served): a replay of
+  // some, never a loss (before 2026-12-07, one lost).
+  const bool first = position == 0 && !beside;
+  if (!f.startup || !first) {
     absl::StatusOr<std::vector<BouncerChangeRow>> rows =
-        store_->LoadBouncerChanges(position, /*live_only=*/position == 0);
+        store_->LoadBouncerChanges(position, /*live_only=*/first);
     if (!rows.ok()) {
       Log(absl::StrCat("bouncer_api: ", rows.status().message()));
       return {JsonError(500, "the decision log cannot be read"), nullptr};
@@ -1327,9 +1353,9 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   {
     absl::MutexLock lock(&mu_);
     if (!RegisteredLocked(bouncer)) return {Forbidden(), nullptr};  // deleted meanwhile
-    bouncer->answer_in_flight = true;
-    bouncer->in_flight_served = served;
+    bouncer->in_flight_served.insert(served);
     ++answers_in_flight_;
+    handed_to_settle = true;
   }
   const bool startup_kind = f.startup || behind;
   const size_t new_count = added.size();
@@ -1338,7 +1364,8 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
                  user_agent = std::move(user_agent), startup_kind, new_count,
                  deleted_count](bool delivered) mutable -> absl::Status {
     absl::MutexLock lock(&mu_);
-    bouncer->answer_in_flight = false;
+    --bouncer->pulls_in_flight;
+    bouncer->in_flight_served.erase(bouncer->in_flight_served.find(served));
     --answers_in_flight_;
     // Not written whole: nothing moves, the next pull serves these changes again. A bouncer
     // deleted meanwhile has no row (nor metrics) left.
@@ -1451,13 +1478,14 @@ absl::StatusOr<int64_t> BouncerApi::Trim() {
     // pull reads the live rows only, so it holds no deletion back. One added meanwhile is too.
     // But one whose first answer is being written moves to what that served once it is: the
     // deletions after it are its next pull's (before 2026-12-07 they were trimmed, and the host
-    // kept a withdrawn ban until its timeout).
+    // kept a withdrawn ban until its timeout). With two in flight (one went on past
+    // kAnswerInFlightWait), those after the lower: either may be the one written.
     served_through = last_seq_;
     for (const auto& [name, b] : bouncers_) {
       if (b->row.position > 0) {
         served_through = std::min(served_through, b->row.position);
-      } else if (b->answer_in_flight) {
-        served_through = std::min(served_through, b->in_flight_served);
+      } else if (!b->in_flight_served.empty()) {
+        served_through = std::min(served_through, *b->in_flight_served.begin());
       }
     }
   }

@@ -52,13 +52,17 @@
 // reset, a write timeout) moves nothing, and the next pull serves the same changes again.
 // Bytes the kernel took that the bouncer never read count as written, so a crash there replays
 // rather than loses (both bouncers take a replay: "already in set", "not present"). A bouncer's
-// next pull waits for its previous answer to be written or cut (up to kAnswerInFlightWait). Live
-// rows stay as long as their decision; deletion rows are trimmed once every registered bouncer
-// served anything (position > 0: a live-mode bouncer's never moves) was served past them, or past
-// deletion_retention, or past max_deletions (oldest first). A bouncer whose position lies below
-// what age or count trimmed is "far behind": it gets a startup-style answer (every active
-// decision in "new") plus the deletions still held — deletions older than those are lost to
-// it, as with CrowdSec, whose expired decisions are flushed too.
+// next pull waits for its previous answer to be written or cut (up to kAnswerInFlightWait, on
+// the API's clock), and the wait ends and the pull is counted in flight in one step: two pulls
+// of one key at once are served one after the other. One that goes on past the wait is served
+// beside the other, a replay at worst: at position 0 it reads the deletions too, and Trim keeps
+// those above every position an answer in flight serves. Live rows stay as long as their
+// decision; deletion rows are trimmed once every registered bouncer served anything (position
+// > 0: a live-mode bouncer's never moves) was served past them, or past deletion_retention, or
+// past max_deletions (oldest first). A bouncer whose position lies below what age or count
+// trimmed is "far behind": it gets a startup-style answer (every active decision in "new") plus
+// the deletions still held — deletions older than those are lost to it, as with CrowdSec, whose
+// expired decisions are flushed too.
 // The log is fed by the decision table's listener (after the table stored the change) and
 // written to the store in batches (every second, before any pull is answered, every 10,000
 // changes or 16 MiB of them, at Stop): no bouncer is ever served a position the store does not
@@ -236,10 +240,14 @@ class BouncerApi {
   // answer is written, so a test can hold an answer there and see what waits for it. Set it
   // before any request.
   void SetAnswerHookForTesting(std::function<void()> hook) { answer_hook_ = std::move(hook); }
-  // Tests: waits up to `timeout` until every stream answer the server was writing is written or
-  // cut, and its pull recorded or not (a client has the whole answer before the server's
-  // writer returns); whether none is left.
-  bool WaitForAnswersForTesting(absl::Duration timeout);
+  // Tests: waits up to `timeout` until every stream answer the server was writing but `left` is
+  // written or cut, and its pull recorded or not (a client has the whole answer before the
+  // server's writer returns); whether no more than `left` are.
+  bool WaitForAnswersForTesting(absl::Duration timeout, int left = 0);
+  // Tests: `hook` runs in a stream pull that finds its bouncer's previous answer not settled
+  // yet, as it starts to wait for it, under the API's lock (it must not call the API), so a
+  // test can see a pull wait. Set it before any request.
+  void SetPullWaitHookForTesting(std::function<void()> hook) { pull_wait_hook_ = std::move(hook); }
   // Tests: `hook` runs in Trim just before its store transaction. Set it before any Trim.
   void SetTrimHookForTesting(std::function<void()> hook) { trim_hook_ = std::move(hook); }
   // Tests: answers live ip= questions as the others are, over every active row of a snapshot,
@@ -270,10 +278,14 @@ class BouncerApi {
     // once until a write goes through): tried again kLivePullStoreInterval later only.
     absl::Time pull_store_tried = absl::InfinitePast();
     bool pull_store_failing = false;
-    // A stream answer is being written, its pull not recorded yet (PendingReply::settle), and
-    // the position it served: Trim keeps the deletions above it for a bouncer still at 0.
-    bool answer_in_flight = false;
-    int64_t in_flight_served = 0;
+    // Stream pulls past their wait for the previous answer whose answers are not settled yet
+    // (PendingReply::settle): one, unless a pull waited kAnswerInFlightWait and went on. A
+    // pull's wait ends and it counts itself in one step under mu_, so no two pulls read from
+    // one position but past that wait (a replay then, never a loss).
+    int pulls_in_flight = 0;
+    // The positions served by those whose answers are being written, one each: Trim keeps the
+    // deletions above the lowest for a bouncer still at 0.
+    std::multiset<int64_t> in_flight_served;
     prometheus::Counter* pulls_startup = nullptr;
     prometheus::Counter* pulls_stream = nullptr;
     prometheus::Counter* pulls_live = nullptr;
@@ -284,7 +296,8 @@ class BouncerApi {
   };
   // An answer and, for a stream pull's 200, what to do once it was written: `settle(true)`
   // records the pull (the position moves to what was served); `settle(false)`, an answer not
-  // written whole, records nothing. Either clears the bouncer's answer_in_flight; call it once.
+  // written whole, records nothing. Either takes the pull out of its bouncer's pulls_in_flight
+  // and in_flight_served; call it once.
   // Not OK when the store refuses the pull (the position stays).
   struct PendingReply {
     BouncerReply reply;
@@ -354,6 +367,7 @@ class BouncerApi {
   prometheus::Registry& registry_;
   std::function<void(const std::string&)> log_;
   std::function<void()> answer_hook_;
+  std::function<void()> pull_wait_hook_;
   std::function<void()> trim_hook_;
 
   // Taken in this order. pull_mu_: one pull (or Trim) at a time, so that what a pull reads of
@@ -381,7 +395,7 @@ class BouncerApi {
   std::unique_ptr<LiveIndex> index_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> live_scan_for_testing_{false};
   int64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;
-  // Stream answers being written, their pulls not settled yet (Bouncer::answer_in_flight).
+  // Stream answers being written, their pulls not settled yet (Bouncer::in_flight_served).
   int answers_in_flight_ ABSL_GUARDED_BY(mu_) = 0;
   // Changes numbered but not yet in the store: written together by the ticker (every second),
   // before any pull is answered, at kMaxPending, and at Stop.
@@ -389,9 +403,10 @@ class BouncerApi {
   // A live-mode bouncer asks once per request its server takes: its pull is stored at most
   // this often (a question is not a write transaction), and at Stop.
   static constexpr absl::Duration kLivePullStoreInterval = absl::Minutes(1);
-  // How long a bouncer's pull waits for its previous answer to be written or cut: past the
-  // server's 10 s write timeout, which cuts an answer whose reader stopped reading. Past it the
-  // pull is served from the position as it is (a replay at worst: positions only rise).
+  // How long a bouncer's pull waits for its previous answer to be written or cut, on the API's
+  // clock: past the server's 10 s write timeout, which cuts an answer whose reader stopped
+  // reading. Past it (or once the API stops) the pull is served from the position as it is (a
+  // replay at worst: positions only rise).
   static constexpr absl::Duration kAnswerInFlightWait = absl::Seconds(15);
   std::vector<BouncerChangeRow> pending_ ABSL_GUARDED_BY(mu_);
   // What pending_ may hold while the store refuses it (~60,000 changes): past it they are

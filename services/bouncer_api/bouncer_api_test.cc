@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdio>
 #include <iterator>
 #include <map>
@@ -896,6 +897,122 @@ TEST(BouncerApiTest, TrimKeepsTheDeletionsAFirstAnswerInFlightHasNotServed) {
   ASSERT_THAT(answer, HasSubstr("203.0.113.7"));
   ASSERT_TRUE(d.api->WaitForAnswersForTesting(absl::Seconds(120)));
   EXPECT_EQ(Values(d.Pull(key)["deleted"]), std::set<std::string>{"203.0.113.7"});
+}
+
+// Two pulls of one key at once (two hosts that share a key, or a bouncer's retry beside its
+// first pull) both went past the wait for the previous answer before either claimed the turn, and
+// both read the same position: the second was served the first's rows again. The wait and the
+// claim are one step now: the second waits for the first's answer (on the API's clock, which
+// stands still here), then serves what came after it.
+TEST(BouncerApiTest, TwoPullsOfOneKeyAtOnceAreNotServedTheSameRows) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("two-at-once.db"), clock);
+  const std::string key = *d.api->AddBouncer("fw");
+  constexpr int kFeed = 30'000;  // the first answer far larger than its reader's buffers
+  SyncLargeFeed(d.table, kFeed);
+  absl::Notification first_chosen, let_first_go, second_waits;
+  std::atomic<int> answers{0};
+  d.api->SetAnswerHookForTesting([&] {
+    if (answers++ > 0) return;
+    first_chosen.Notify();
+    let_first_go.WaitForNotification();
+  });
+  d.api->SetPullWaitHookForTesting([&] {
+    if (!second_waits.HasBeenNotified()) second_waits.Notify();
+  });
+  RawConnection reader(d.api->port(), /*receive_buffer=*/4096);
+  ASSERT_TRUE(reader.Send(absl::StrCat("GET /v1/decisions/stream?startup=false HTTP/1.1\r\n",
+                                       "Host: palisade\r\nX-Api-Key: ", key, "\r\n\r\n")));
+  ASSERT_TRUE(first_chosen.WaitForNotificationWithTimeout(absl::Seconds(60)))
+      << "the first pull never chose its rows";
+  // After the first pull's rows: the second's.
+  d.Ban("203.0.113.7");
+  BouncerReply second;
+  std::thread puller([&] {
+    second = d.api->Handle(Request("/v1/decisions/stream", key, {{"startup", "false"}}));
+  });
+  // A bound, not a speed: a pull that waits reaches the hook at once.
+  EXPECT_TRUE(second_waits.WaitForNotificationWithTimeout(absl::Seconds(30)))
+      << "the second pull went past the wait while the first's answer was not written";
+  let_first_go.Notify();
+  const std::string answer = reader.ReadAnswer();
+  ASSERT_THAT(answer, HasSubstr("HTTP/1.1 200"));
+  const json first = json::parse(answer.substr(answer.find("\r\n\r\n") + 4), nullptr, false);
+  EXPECT_THAT(first["new"], SizeIs(kFeed));
+  puller.join();
+  ASSERT_EQ(second.status, 200) << second.body;
+  const json next = json::parse(second.body, nullptr, false);
+  EXPECT_EQ(Values(next["new"]), std::set<std::string>{"203.0.113.7"});
+  EXPECT_TRUE(next["deleted"].is_null());
+  // Nothing skipped either: nothing is left to serve.
+  EXPECT_EQ(d.Get("/v1/decisions/stream?startup=false", key).second,
+            "{\"deleted\":null,\"new\":null}");
+}
+
+// Two pulls of one key overlap once the second waited kAnswerInFlightWait for the first (on the
+// API's clock, moved past it here) and went on. The in-flight mark was one flag per bouncer: the
+// first answer's cut cleared it while the second was still being written, and Trim took the
+// bouncer, still at 0, for one served nothing: it dropped a deletion the second's next pull
+// needed, and the host kept the ban. Each answer in flight now counts, with what it served.
+TEST(BouncerApiTest, TrimKeepsTheDeletionsEveryOverlappingAnswerInFlightHasNotServed) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("trim-two-in-flight.db"), clock);
+  const std::string key = *d.api->AddBouncer("fw");
+  constexpr int kFeed = 30'000;  // answers far larger than their readers' buffers
+  SyncLargeFeed(d.table, kFeed);
+  const std::string x = d.Ban("203.0.113.7");
+  // The second pull finds the first's answer in flight: its wait is made to run out at once.
+  std::atomic<bool> advanced{false};
+  d.api->SetPullWaitHookForTesting([&] {
+    if (!advanced.exchange(true)) clock.Advance(absl::Seconds(16));
+  });
+  auto first = std::make_unique<RawConnection>(d.api->port(), /*receive_buffer=*/4096);
+  StartPull(*first, key, /*startup=*/false);
+  RawConnection second(d.api->port(), /*receive_buffer=*/4096);
+  StartPull(second, key, /*startup=*/false);
+  ASSERT_TRUE(advanced) << "the second pull did not wait for the first's answer";
+  first.reset();  // a reset: the first answer is cut
+  ASSERT_TRUE(d.api->WaitForAnswersForTesting(absl::Seconds(60), /*left=*/1));
+  // Served by the second answer, and withdrawn while it is written: the next pull's deletion.
+  ASSERT_THAT(d.table.Withdraw(x), IsOk());
+  ASSERT_THAT(d.api->Flush(), IsOk());
+  absl::StatusOr<int64_t> trimmed = d.api->Trim();
+  ASSERT_THAT(trimmed, IsOk());
+  EXPECT_EQ(*trimmed, 0) << "the deletion the second answer's next pull needs was trimmed";
+  const std::string answer = second.ReadAnswer();  // the rest, read whole
+  ASSERT_THAT(answer, HasSubstr("203.0.113.7"));
+  ASSERT_TRUE(d.api->WaitForAnswersForTesting(absl::Seconds(120)));
+  EXPECT_EQ(Values(d.Pull(key)["deleted"]), std::set<std::string>{"203.0.113.7"});
+}
+
+// A bouncer's first answer (position 0) is being written when a decision it serves is withdrawn,
+// and a second pull of the key goes on past kAnswerInFlightWait. The second read the live rows
+// only, as a first pull does, and moved the position past the deletion: the host kept the ban
+// the first answer brought. A pull beside another of its key in flight reads the deletions too
+// (a replay of some, never a loss).
+TEST(BouncerApiTest, APullBesideAFirstAnswerInFlightServesTheDeletionsAfterIt) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("beside-first.db"), clock);
+  const std::string key = *d.api->AddBouncer("fw");
+  constexpr int kFeed = 30'000;  // an answer far larger than its reader's buffers
+  SyncLargeFeed(d.table, kFeed);
+  const std::string x = d.Ban("203.0.113.7");
+  std::atomic<bool> advanced{false};
+  d.api->SetPullWaitHookForTesting([&] {
+    if (!advanced.exchange(true)) clock.Advance(absl::Seconds(16));
+  });
+  RawConnection first(d.api->port(), /*receive_buffer=*/4096);
+  StartPull(first, key, /*startup=*/false);
+  ASSERT_THAT(d.table.Withdraw(x), IsOk());
+  BouncerReply second = d.api->Handle(Request("/v1/decisions/stream", key, {{"startup", "false"}}));
+  ASSERT_TRUE(advanced) << "the second pull did not wait for the first's answer";
+  ASSERT_EQ(second.status, 200) << second.body.substr(0, 200);
+  const std::string answer = first.ReadAnswer();  // the rest, read whole
+  ASSERT_THAT(answer, HasSubstr("203.0.113.7"));
+  ASSERT_TRUE(d.api->WaitForAnswersForTesting(absl::Seconds(120)));
+  std::set<std::string> deleted = Values(json::parse(second.body, nullptr, false)["deleted"]);
+  deleted.merge(Values(d.Pull(key)["deleted"]));
+  EXPECT_EQ(deleted, std::set<std::string>{"203.0.113.7"});
 }
 
 using ::palisade::testing::ExecSql;
