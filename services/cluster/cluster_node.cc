@@ -191,10 +191,11 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
   // The writer's log hears the table only while this node writes; a mirrored change is not
   // the writer's (writing_ is false then).
   ClusterNode* self = node.get();
-  node->listener_id_ = table.AddListener([self](const DecisionUpdate& u) {
+  // Each change set as one (DecisionLogWriter::EnqueueSet), so that mirrors hear it as one.
+  node->listener_id_ = table.AddSetListener([self](const std::vector<DecisionUpdate>& set) {
     if (!self->writing_.load()) return;
     absl::MutexLock lock(&self->writer_mu_);
-    if (self->log_writer_ != nullptr) self->log_writer_->Enqueue(u);
+    if (self->log_writer_ != nullptr) self->log_writer_->EnqueueSet(set);
   });
   DecisionReplicaOptions ro;
   // Where this node stopped reading the log, if its table (restored from the store) holds what
@@ -221,6 +222,8 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
       }
       if (mirrored && c.kind == ReplicatedChange::Kind::kState) {
         self->table_.MirrorState(c.state);
+      } else if (mirrored && c.kind == ReplicatedChange::Kind::kSet) {
+        self->table_.MirrorAll(c.set);  // heard in one call, as on the writer
       } else if (mirrored) {
         self->table_.Mirror(c.change, c.decision);
       }

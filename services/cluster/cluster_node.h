@@ -4,10 +4,11 @@
 //
 // A ClusterNode owns the NATS connection, the lease table and the node's Ownership, ticked every
 // lease term / 3 on the injected clock (its own thread, or Tick() from a test). On every node it
-// runs a DecisionReplica into a DecisionView and into the table (DecisionTable::Mirror): the
-// Decisions API, Watch and the bouncer API read the same decisions everywhere. While the node
-// holds `edge-writer` (the lease held and renewed within the term, and its log writer not
-// fenced) the table is the writer's, not a mirror:
+// runs a DecisionReplica into a DecisionView and into the table (DecisionTable::Mirror, and
+// MirrorAll for a change set the writer's log marked as one, heard in one call as on the
+// writer): the Decisions API, Watch and the bouncer API read the same decisions everywhere.
+// While the node holds `edge-writer` (the lease held and renewed within the term, and its log
+// writer not fenced) the table is the writer's, not a mirror:
 //   gaining it: a DecisionLogWriter hears the table from then on and publishes the table whole
 //   (so every replica ends at it), but only once the table holds all the stream held (the
 //   former writer's last words: the replica keeps mirroring into the table until that state is

@@ -461,6 +461,48 @@ TEST_F(ClusterNodeTest, DetectionsOfANodeThatDoesNotWriteAreTheWritersToDecide) 
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("rule \"nope\"")));
 }
 
+// A stronger claim replaces a decision: the writer's table makes the withdrawal and the new
+// decision as one change set, heard in one call. A mirror hears them the same way: heard one at
+// a time, a bouncer pull on the mirror could land between them and serve the address unbanned
+// (docs/SECURITY.md).
+TEST_F(ClusterNodeTest, AMirrorHearsAReplacedDecisionsWithdrawalAndReplacementInOneCall) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  std::unique_ptr<TestNode> b = StartNode("b");
+  ASSERT_TRUE(a->node != nullptr && b->node != nullptr);
+  ASSERT_TRUE(a->node->writer());
+  absl::Mutex mu;
+  std::vector<std::vector<std::string>> calls;  // each set listener call's "<change> <id>"
+  b->table.AddSetListener([&](const std::vector<DecisionUpdate>& set) {
+    std::vector<std::string> call;
+    for (const DecisionUpdate& u : set) {
+      call.push_back(absl::StrCat(DecisionChangeName(u.change), " ", u.decision.id()));
+    }
+    absl::MutexLock lock(&mu);
+    calls.push_back(std::move(call));
+  });
+  // The rule's decision, mirrored by b.
+  ASSERT_THAT(b->node->SendDetection("r:1", Probe("192.0.2.9")), IsOk());
+  CaughtUp(*b);
+  std::vector<palisade::v1::Decision> ruled =
+      b->table.List({.target = "192.0.2.9", .active_only = true});
+  ASSERT_EQ(ruled.size(), 1u);
+  ASSERT_EQ(ruled[0].origin(), palisade::v1::ORIGIN_RULE);
+  {
+    absl::MutexLock lock(&mu);
+    ASSERT_EQ(calls.size(), 1u);
+    calls.clear();
+  }
+  // An operator's ban outranks it: withdrawn, then the manual one created, in one call at a
+  // (its own listener) and at b.
+  absl::StatusOr<palisade::v1::Decision> manual = b->node->AddManual(Ban("192.0.2.9"));
+  ASSERT_THAT(manual, IsOk());
+  ASSERT_EQ(manual->origin(), palisade::v1::ORIGIN_MANUAL);
+  CaughtUp(*b);
+  absl::MutexLock lock(&mu);
+  EXPECT_THAT(calls, ElementsAre(ElementsAre(absl::StrCat("withdrawn ", ruled[0].id()),
+                                             absl::StrCat("created ", manual->id()))));
+}
+
 // A detection whose evidence is over NATS' payload limit (100 lines of 10.5 KB, as
 // engine.max_evidence 100 and max_evidence_bytes 1 MiB allow; an attacker pads its lines) goes
 // to the writer with its evidence cut to fit, and is decided, whether sent by a partition owner

@@ -133,13 +133,42 @@ DecisionTable::Listener DecisionLogWriter::Listener() {
   return [this](const DecisionUpdate& u) { Enqueue(u); };
 }
 
+DecisionTable::SetListener DecisionLogWriter::SetListener() {
+  return [this](const std::vector<DecisionUpdate>& set) { EnqueueSet(set); };
+}
+
 bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
-  std::string id = UpdateId(update);
-  if (id.empty()) return true;  // stale: nothing was decided
-  if (fenced_) {
-    dropped_.fetch_add(1);  // another writer took over: nothing more goes out from here
-    return false;
+  std::vector<Item> items(1);
+  if (!MakeItem(update, &items[0])) return true;  // stale: nothing was decided
+  return Push(std::move(items));
+}
+
+bool DecisionLogWriter::EnqueueSet(const std::vector<DecisionUpdate>& set) {
+  std::vector<Item> items;
+  items.reserve(set.size());
+  for (const DecisionUpdate& u : set) {
+    items.emplace_back();
+    if (!MakeItem(u, &items.back())) items.pop_back();
   }
+  if (items.empty()) return true;
+  if (items.size() > 1) {
+    // Replicas hand the set on whole (one mirror call): a replaced decision's withdrawal never
+    // reaches a mirror's listeners without its replacement.
+    std::string set_id;
+    {
+      absl::MutexLock lock(&mu_);
+      set_id = absl::StrCat(id_prefix_, "set", set_count_++);
+    }
+    for (size_t i = 0; i < items.size(); ++i) {
+      items[i].set = absl::StrCat(set_id, " ", i + 1, " ", items.size());
+    }
+  }
+  return Push(std::move(items));
+}
+
+bool DecisionLogWriter::MakeItem(const DecisionUpdate& update, Item* item) {
+  std::string id = UpdateId(update);
+  if (id.empty()) return false;
   std::string data = EncodeUpdate(update);
   // Over NATS' payload limit it could never be published: its evidence is cut to fit (what the
   // replicas hold; the edge hears the update whole). One that does not fit even so is skipped
@@ -153,14 +182,28 @@ bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
     }
   }
   const bool held = static_cast<bool>(options_.published);
-  const size_t cost =
-      Cost(data.size() + (held ? update.decision.ByteSizeLong() + update.secret.size() : 0));
+  item->state = false;
+  item->id = std::move(id);
+  item->data = std::move(data);
+  item->update = held ? update : DecisionUpdate{};
+  item->cost = Cost(item->data.size() +
+                    (held ? update.decision.ByteSizeLong() + update.secret.size() : 0));
+  return true;
+}
+
+bool DecisionLogWriter::Push(std::vector<Item> items) {
+  if (fenced_) {
+    dropped_.fetch_add(items.size());  // another writer took over: nothing more goes out
+    return false;
+  }
+  size_t cost = 0;
+  for (const Item& item : items) cost += item.cost;
   absl::MutexLock lock(&mu_);
   if (queued_bytes_ + cost > options_.max_queued_bytes) {
     // Replicas must not miss a change silently: everything waiting but the one in flight (the
     // writer thread holds it) is dropped, and a full state takes its place, which covers them
-    // and this one. Erasing at a deque's end leaves the front's reference valid.
-    size_t dropped = 1;
+    // and these. Erasing at a deque's end leaves the front's reference valid.
+    size_t dropped = items.size();
     const size_t keep = queue_.empty() ? 0 : 1;
     for (size_t i = keep; i < queue_.size(); ++i) {
       if (!queue_[i].state) ++dropped;
@@ -175,12 +218,10 @@ bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
     return false;
   }
   queued_bytes_ += cost;
-  queue_.push_back({.state = false,
-                    .id = std::move(id),
-                    .data = std::move(data),
-                    .update = held ? update : DecisionUpdate{},
-                    .cost = cost,
-                    .ticket = next_ticket_++});
+  for (Item& item : items) {
+    item.ticket = next_ticket_++;
+    queue_.push_back(std::move(item));
+  }
   return true;
 }
 
@@ -233,7 +274,8 @@ bool DecisionLogWriter::ReadLastSequence() {
 DecisionLogWriter::Outcome DecisionLogWriter::PublishWithRetry(const std::string& subject,
                                                                const std::string& data,
                                                                const std::string& id,
-                                                               NatsClient::Ack* ack, bool retake) {
+                                                               NatsClient::Ack* ack, bool retake,
+                                                               const std::string& set) {
   absl::Duration backoff = options_.retry_min;
   while (true) {
     if (!last_known_ && !ReadLastSequence()) return Outcome::kGaveUp;
@@ -245,8 +287,19 @@ DecisionLogWriter::Outcome DecisionLogWriter::PublishWithRetry(const std::string
     opts.ExpectLastSeq = last_sequence_;  // 0 (an empty stream): no expectation
     jsPubAck* pa = nullptr;
     jsErrCode err = static_cast<jsErrCode>(0);
-    const natsStatus s = js_Publish(&pa, nats_.jetstream(), subject.c_str(), data.data(),
-                                    static_cast<int>(data.size()), &opts, &err);
+    natsStatus s = NATS_OK;
+    if (set.empty()) {
+      s = js_Publish(&pa, nats_.jetstream(), subject.c_str(), data.data(),
+                     static_cast<int>(data.size()), &opts, &err);
+    } else {
+      // One of a change set: the header tells replicas to hand the set on whole.
+      natsMsg* msg = nullptr;
+      s = natsMsg_Create(&msg, subject.c_str(), nullptr, data.data(),
+                         static_cast<int>(data.size()));
+      if (s == NATS_OK) s = natsMsgHeader_Set(msg, kSetHeader, set.c_str());
+      if (s == NATS_OK) s = js_PublishMsg(&pa, nats_.jetstream(), msg, &opts, &err);
+      if (msg != nullptr) natsMsg_Destroy(msg);
+    }
     if (s == NATS_OK) {
       *ack = {pa->Sequence, pa->Duplicate};
       jsPubAck_Destroy(pa);
@@ -413,7 +466,8 @@ void DecisionLogWriter::Run() {
       refused = s.code() == absl::StatusCode::kResourceExhausted;
       ok = s.ok() || refused;
     } else {
-      const Outcome o = PublishWithRetry(kDecisionSubject, item->data, item->id, &ack);
+      const Outcome o =
+          PublishWithRetry(kDecisionSubject, item->data, item->id, &ack, false, item->set);
       refused = o == Outcome::kRefused;
       ok = o == Outcome::kStored || refused;
       // Heard before the next is published: the edge acts in the log's order. Not one the log
@@ -481,6 +535,9 @@ DecisionReplica::~DecisionReplica() {
 bool DecisionReplica::WaitUntilApplied(uint64_t sequence, absl::Duration timeout) {
   // Polled: the replica thread does not signal (it is the only writer of applied_through_).
   const absl::Time deadline = absl::Now() + timeout;
+  // A change set held whole up to there is handed on should the stream give nothing more.
+  for (uint64_t w = wanted_.load(); w < sequence && !wanted_.compare_exchange_weak(w, sequence);) {
+  }
   while (read_through_.load() < sequence) {
     if (absl::Now() >= deadline) return false;
     absl::SleepFor(absl::Milliseconds(10));
@@ -560,6 +617,21 @@ bool ParseStateHeader(absl::string_view header, StateHeader* out) {
          (out->id = std::string(f[0]), true);
 }
 
+struct SetHeader {
+  std::string id;
+  uint64_t index = 0, count = 0;
+};
+
+// The message's kSetHeader, if it has one that parses and marks a set of two or more.
+bool ReadSetHeader(natsMsg* msg, SetHeader* out) {
+  const char* value = nullptr;
+  if (natsMsgHeader_Get(msg, kSetHeader, &value) != NATS_OK || value == nullptr) return false;
+  std::vector<absl::string_view> f = absl::StrSplit(value, ' ');
+  return f.size() == 3 && !f[0].empty() && absl::SimpleAtoi(f[1], &out->index) &&
+         absl::SimpleAtoi(f[2], &out->count) && out->count > 1 && out->index >= 1 &&
+         out->index <= out->count && (out->id = std::string(f[0]), true);
+}
+
 }  // namespace
 
 absl::StatusOr<uint64_t> DecisionReplica::FindState() {
@@ -617,6 +689,37 @@ void DecisionReplica::Run() {
   StateHeader aged;
   uint64_t aged_after = 0;
   absl::Time progress = absl::Now();  // the last message, or the last check for a stall
+  // The updates of a change set held until its last (see the header).
+  struct HeldSet {
+    SetHeader header;  // its id and count, and the index of the last update held
+    std::vector<DecisionUpdate> updates;
+    size_t bytes = 0;
+    uint64_t last = 0;  // the sequence of the last update held
+  } held_set;
+  // Hands on what the held set holds, as one change (one update alone as an update); `done`:
+  // the set ends here (else the rest of it, when it comes, is held as its remainder).
+  auto hand_on_set = [&](bool done) {
+    if (!held_set.updates.empty()) {
+      ReplicatedChange c;
+      c.sequence = held_set.last;
+      const size_t n = held_set.updates.size();
+      if (n == 1) {
+        c.change = held_set.updates[0].change;
+        c.decision = std::move(held_set.updates[0].decision);
+      } else {
+        c.kind = ReplicatedChange::Kind::kSet;
+        c.set = std::move(held_set.updates);
+      }
+      held_set.updates.clear();
+      held_set.bytes = 0;
+      options_.apply(c);
+      updates_.fetch_add(n);
+      // Updates end any state being read: none is pending while a set is held.
+      applied_through_ = c.sequence;
+      if (c.sequence > read_through_.load()) read_through_ = c.sequence;
+    }
+    if (done) held_set = {};
+  };
   auto wait = [&] {
     const absl::Time until = absl::Now() + options_.retry;
     while (!stopping_ && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
@@ -651,6 +754,9 @@ void DecisionReplica::Run() {
                                 " (max_pending_state_age)"));
     }
     if (sub_ == nullptr) {
+      // What a set held so far is handed on: its rest, if it comes after the consumer is made
+      // again, follows as its remainder.
+      hand_on_set(/*done=*/false);
       // A consumer lost inside a state's chunks: read again from its first chunk. Made again
       // after the last chunk read, it would find the rest without their first chunks and skip
       // the state whole (and what only the state carried with it).
@@ -699,6 +805,12 @@ void DecisionReplica::Run() {
     natsMsg* msg = nullptr;
     const natsStatus s = natsSubscription_NextMsg(&msg, sub_, 200);
     if (s == NATS_TIMEOUT) {
+      // A set held while the stream gives nothing more: its writer was cut off mid-set (or is
+      // slow). Handed on for a caller waiting for it, or after `stall` in any case.
+      if (!held_set.updates.empty() &&
+          (wanted_.load() > read_through_.load() || absl::Now() - progress >= options_.stall)) {
+        hand_on_set(/*done=*/false);
+      }
       if (absl::Now() - progress < options_.stall) continue;
       progress = absl::Now();
       absl::StatusOr<StreamBounds> b = Bounds(nats_, options_.stream);
@@ -750,14 +862,39 @@ void DecisionReplica::Run() {
     absl::string_view header, body;
     StateHeader h;
     bool ok = SplitMessage(data, &header, &body);
+    bool holding = false;  // this message is held with its set, not applied yet
+    // A state's chunk, or a message that does not parse: the set held ends before it.
+    if (!ok || !absl::StartsWith(header, kUpdateTag)) hand_on_set(/*done=*/true);
     if (ok && absl::StartsWith(header, kUpdateTag)) {
       ReplicatedChange c;
       c.sequence = seq;
       ok = ParseChange(header.substr(kUpdateTag.size()), &c.change) &&
            c.decision.ParseFromArray(body.data(), static_cast<int>(body.size()));
+      SetHeader sh;
+      const bool in_set = ok && ReadSetHeader(msg, &sh);
+      // Another set's, or no set's: the one held ends before it.
+      if (!in_set || sh.id != held_set.header.id || sh.count != held_set.header.count ||
+          sh.index <= held_set.header.index) {
+        hand_on_set(/*done=*/true);
+      }
       if (ok) {
         // An update inside a state's chunks: that state is incomplete (a writer cut off).
         clear_pending();
+      }
+      if (in_set) {
+        held_set.header = sh;
+        held_set.bytes += c.decision.ByteSizeLong() + 64;
+        held_set.last = seq;
+        held_set.updates.push_back({c.change, std::move(c.decision)});
+        holding = true;
+        if (sh.index == sh.count) {
+          hand_on_set(/*done=*/true);
+          holding = false;
+        } else if (held_set.bytes > options_.max_held_set_bytes) {
+          hand_on_set(/*done=*/false);
+          holding = false;
+        }
+      } else if (ok) {
         options_.apply(c);
         updates_.fetch_add(1);
       }
@@ -822,6 +959,12 @@ void DecisionReplica::Run() {
     }
     if (!ok) malformed_.fetch_add(1);
     natsMsg_Destroy(msg);
+    if (holding) {
+      // Applied (and counted as read) once its set is handed on.
+      aged = {};
+      SetError("");
+      continue;
+    }
     aged = {};  // only the very next message may go on with a state dropped for its age
     // Not inside a state: a position kept there would resume after its first chunks and skip
     // the rest (the view never reset), losing what a rebuild from that state was to restore.
@@ -839,6 +982,10 @@ void DecisionView::Apply(const ReplicatedChange& change) {
   if (change.kind == ReplicatedChange::Kind::kState) {
     by_id_.clear();
     for (const Decision& d : change.state) by_id_[d.id()] = d;
+    return;
+  }
+  if (change.kind == ReplicatedChange::Kind::kSet) {
+    for (const DecisionUpdate& u : change.set) by_id_[u.decision.id()] = u.decision;
     return;
   }
   // Every update carries the whole decision as it now is.

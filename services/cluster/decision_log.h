@@ -12,6 +12,11 @@
 //     (a writer killed between publish and ack, then its retry, or a new writer re-publishing
 //     what it adopted) is stored once within the stream's duplicate window. The token secret a
 //     revocation carries is never published (it stays with the writer's actuators).
+//     The updates of one change set of the writer's table (what one call made: a decision
+//     replaced by a stronger claim is its withdrawal, then the new one) are consecutive
+//     messages, each with the NATS header `Palisade-Set: <set id> <i> <n>` when the set holds
+//     more than one (DecisionLogWriter::SetListener), so that replicas hand the set on whole.
+//     A header, not the first line: a replica of an older build reads each update as before.
 //   - a full state, on `palisade.decisions.state`: every decision the writer's table holds, in
 //     consecutive chunks (each under NATS' 1 MiB payload limit) whose header says "i of n". The
 //     writer publishes one on take-over (DecisionLogWriter::PublishState), after its queue
@@ -23,7 +28,8 @@
 // state replaces the view whole. So a state followed by updates that were made before it but
 // heard after it still ends at the writer's table: the updates come in the table's order.
 //
-// DecisionLogWriter: fed by DecisionTable::AddListener (Listener()). Updates wait in a queue
+// DecisionLogWriter: fed by DecisionTable::AddSetListener (SetListener(): each change set
+// marked as one) or AddListener (Listener(): each update alone). Updates wait in a queue
 // bounded in bytes; one thread publishes them in order and counts one published only when the
 // stream acknowledged it; while NATS is away it retries with a capped backoff. Past the bound
 // the queue is emptied (what it held is counted dropped) and a full state is published instead
@@ -51,6 +57,15 @@
 // last_error()) and rebuilds from the last full state: it reads the stream again from that
 // state's first chunk. When no state is within reach it keeps saying so and retries until the
 // writer publishes one.
+// The updates of a change set (the Palisade-Set header) are held from the first to the last
+// and handed on as one kSet change, so a mirror's listeners hear the set as the writer's did
+// (never a replaced decision's withdrawal without its replacement: a bouncer pull between the
+// two served the address unbanned). A set cut off (its writer died or was fenced mid-set, or a
+// message of it refused for its size) is handed on as far as it goes when a message outside it
+// comes, when a WaitUntilApplied caller waits for it and the stream gives nothing for a
+// moment, after `stall` without a message, or before the consumer is made again; one past
+// `max_held_set_bytes` is handed on in parts. A held update is not applied yet:
+// applied_through() and WaitUntilApplied count it only once it is.
 // A state is held from its first chunk to its last under bounds in bytes, in decisions and in
 // time waiting for its next chunk (DecisionReplicaOptions): a state forged on the state
 // subject that never ends is dropped, counted and logged without its content.
@@ -98,15 +113,21 @@ StreamSpec DecisionLogStreamSpec(int replicas, absl::Duration duplicate_window =
 
 // One change as replicas see it.
 struct ReplicatedChange {
-  enum class Kind { kUpdate, kState };
+  enum class Kind { kUpdate, kState, kSet };
   Kind kind = Kind::kUpdate;
-  uint64_t sequence = 0;  // in the stream; for a state, its last chunk's
+  uint64_t sequence = 0;  // in the stream; for a state or a set, its last message's
   // kUpdate: the change and the decision as it now is.
   DecisionChange change = DecisionChange::kCreated;
   palisade::v1::Decision decision;
+  // kSet: two or more updates of one change set of the writer's table, in order (each its
+  // change and decision; no secret, no outbox_seq), to be applied and heard as one.
+  std::vector<DecisionUpdate> set;
   // kState: every decision the writer held; the view becomes exactly this.
   std::vector<palisade::v1::Decision> state;
 };
+
+// The NATS header that marks an update as one of a change set: "<set id> <i> <n>" (1-based).
+inline constexpr char kSetHeader[] = "Palisade-Set";
 
 // The message of one update (exposed for tests and the command transport's replies).
 std::string EncodeUpdate(const DecisionUpdate& update);
@@ -157,9 +178,14 @@ class DecisionLogWriter {
 
   // For DecisionTable::AddListener: Enqueue for each update.
   DecisionTable::Listener Listener();
+  // For DecisionTable::AddSetListener: EnqueueSet for each change set.
+  DecisionTable::SetListener SetListener();
   // Queues one update (stale ones are ignored). false: the queue was full; it was emptied and
   // a full state will be published in its place.
   bool Enqueue(const DecisionUpdate& update);
+  // Queues a change set's updates (stale ones are ignored) at once, marked as one set (see the
+  // header) when more than one is published. false as Enqueue (the whole set in the state).
+  bool EnqueueSet(const std::vector<DecisionUpdate>& set);
   // Queues a full state (options.state()) after what is queued: on take-over.
   void PublishState();
 
@@ -196,6 +222,7 @@ class DecisionLogWriter {
     std::string id;      // de-duplication id (updates)
     std::string data;    // the message (updates)
     DecisionUpdate update;  // the update, for options.published (when set)
+    std::string set;        // its kSetHeader value ("": not one of a set of several)
     size_t cost = 0;        // in queued_bytes_
     uint64_t ticket = 0;
   };
@@ -209,12 +236,19 @@ class DecisionLogWriter {
   Outcome PublishStateTaken(bool taking_over, uint64_t* start);
   // options.compact: purges what came before the previous state; `state_start` is the new one's.
   void Compact(uint64_t state_start);
+  // An update's item (its evidence cut to fit NATS' payload limit); false for a change that is
+  // not published (stale).
+  bool MakeItem(const DecisionUpdate& update, Item* item);
+  // Queues `items` at once (tickets given here); false when they did not fit (see Enqueue).
+  bool Push(std::vector<Item> items);
   // Publishes with retries until acknowledged (kStored); kGaveUp when stopping or fenced;
   // kMoved when the stream moved before this writer took over (`retake`: the caller takes its
   // message again, else it is published as it is after the new last sequence); kRefused when
   // refused for its size (RefusedForItsSize), which no retry changes.
+  // `set`, when not empty, is sent as the kSetHeader header.
   Outcome PublishWithRetry(const std::string& subject, const std::string& data,
-                           const std::string& id, NatsClient::Ack* ack, bool retake = false);
+                           const std::string& id, NatsClient::Ack* ack, bool retake = false,
+                           const std::string& set = "");
   // The stream's last sequence, read until NATS answers; false when stopping.
   bool ReadLastSequence();
   // Waits out a retry's backoff (doubling it); false when stopping.
@@ -233,6 +267,7 @@ class DecisionLogWriter {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   bool gave_up_ ABSL_GUARDED_BY(mu_) = false;  // the writer thread ended with items unpublished
   uint64_t state_count_ = 0;  // the writer thread's
+  uint64_t set_count_ ABSL_GUARDED_BY(mu_) = 0;  // sets marked so far (their ids)
   // The writer thread's: the first chunk's sequence of the last state it published (0: none
   // yet), the point the next compaction purges before.
   uint64_t last_state_start_ = 0;
@@ -274,6 +309,11 @@ struct DecisionReplicaOptions {
   size_t max_pending_state_decisions = 2'000'000;
   absl::Duration max_pending_state_age = absl::Minutes(2);
   Clock* clock = nullptr;  // null: the real clock
+  // A change set's updates are held until its last (see the header); past this many bytes
+  // (their decisions serialized, plus 64 each) what is held is handed on and the rest of the
+  // set follows as one more call: anyone who can publish on the update subject can start a set
+  // that never ends.
+  size_t max_held_set_bytes = size_t{64} << 20;
   // Each state dropped, with its reason. Null: not logged (last_refusal() still says).
   std::function<void(const std::string&)> log;
 };
@@ -287,7 +327,9 @@ class DecisionReplica {
   // The last stream sequence applied: what to keep with a snapshot of the view.
   uint64_t applied_through() const { return applied_through_.load(); }
   // Waits until the replica applied all it can through `sequence` (or beyond), or `timeout`:
-  // it read that far. A state whose chunks the stream does not all hold yet (or never will:
+  // it read that far. A change set held for its next update is handed on once the stream gives
+  // nothing more for a moment (its writer was cut off mid-set). A state whose chunks the
+  // stream does not all hold yet (or never will:
   // its writer died or was fenced after the first ones) holds nothing to apply, so a replica
   // whose position is inside one has applied the stream through it; applied_through() stays
   // before it (a replica resumed from there reads the state whole).
@@ -332,6 +374,9 @@ class DecisionReplica {
       malformed_{0}, resubscribed_{0}, pending_dropped_{0};
   std::atomic<size_t> pending_bytes_{0}, pending_count_{0};
   std::atomic<uint64_t> read_through_{0};  // the furthest sequence read (WaitUntilApplied)
+  // The furthest sequence a WaitUntilApplied caller waits for: a set held past it is handed on
+  // when the stream gives nothing more.
+  std::atomic<uint64_t> wanted_{0};
   mutable absl::Mutex mu_;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   std::string last_refusal_ ABSL_GUARDED_BY(mu_);

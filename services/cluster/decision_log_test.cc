@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -36,6 +37,10 @@ class Recorder {
     absl::MutexLock lock(&mu_);
     if (c.kind == ReplicatedChange::Kind::kState) {
       seen_.push_back(absl::StrCat("state ", c.state.size()));
+    } else if (c.kind == ReplicatedChange::Kind::kSet) {
+      std::vector<std::string> each;
+      for (const DecisionUpdate& u : c.set) each.push_back(Describe(u.change, u.decision));
+      seen_.push_back(absl::StrCat("set [", absl::StrJoin(each, ", "), "]"));
     } else {
       seen_.push_back(Describe(c.change, c.decision));
     }
@@ -445,6 +450,105 @@ TEST_F(DecisionLogTest, AReplicaSkipsAndCountsWhatItCannotRead) {
   EXPECT_EQ(rep->malformed(), 5u);
   EXPECT_THAT(r.seen(), ElementsAreArray(writer.heard()));
   EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
+}
+
+// A change set of several updates is marked as one (the Palisade-Set header) and handed on
+// whole: a mirror hears it in one call, as the writer's listeners did. A set whose writer was
+// cut off mid-way is handed on as far as it goes (to a caller waiting for it, and before the
+// next message), never held for good; an update with no header is one alone.
+TEST_F(DecisionLogTest, AChangeSetIsHandedOnWholeAndOneCutOffAsFarAsItGoes) {
+  Writer writer(*client_, "web-1");
+  Recorder r;
+  auto rep = Replica(r);
+  ASSERT_TRUE(rep);
+  Decision a = writer.Manual("192.0.2.1", absl::Hours(1));
+  Decision b = writer.Manual("192.0.2.2", absl::Hours(1));
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));
+  const uint64_t unmarked = LastSequence();
+  // Published as the writer's set listener would: a's withdrawal and b's extension as one.
+  Decision a_ended = *writer.table().Withdraw(a.id());
+  Decision b_extended = writer.Manual("192.0.2.2", absl::Hours(2));
+  ASSERT_TRUE(writer.log().WaitUntilPublished(absl::Seconds(60)));  // heard one by one there
+  auto publish = [&](const DecisionUpdate& u, const std::string& set, const std::string& id) {
+    natsMsg* msg = nullptr;
+    const std::string data = EncodeUpdate(u);
+    ASSERT_EQ(natsMsg_Create(&msg, kDecisionSubject, nullptr, data.data(),
+                             static_cast<int>(data.size())),
+              NATS_OK);
+    if (!set.empty()) {
+      ASSERT_EQ(natsMsgHeader_Set(msg, kSetHeader, set.c_str()), NATS_OK);
+    }
+    jsPubAck* pa = nullptr;
+    jsPubOptions o;
+    jsPubOptions_Init(&o);
+    o.MsgId = id.c_str();
+    ASSERT_EQ(js_PublishMsg(&pa, client_->jetstream(), msg, &o, nullptr), NATS_OK);
+    jsPubAck_Destroy(pa);
+    natsMsg_Destroy(msg);
+  };
+  const DecisionUpdate withdrawn{DecisionChange::kWithdrawn, a_ended};
+  const DecisionUpdate extended{DecisionChange::kExtended, b_extended};
+  publish(withdrawn, "t:1:set0 1 2", "t1");
+  publish(extended, "t:1:set0 2 2", "t2");
+  // A set cut off after its first update, at the stream's end: handed on to the caller waiting.
+  publish(withdrawn, "t:1:set1 1 3", "t3");
+  publish(extended, "t:1:set1 2 3", "t4");
+  const uint64_t cut_off = LastSequence();
+  ASSERT_TRUE(rep->WaitUntilApplied(cut_off, absl::Seconds(60)));
+  EXPECT_EQ(rep->applied_through(), cut_off);
+  // Another set cut off, then an update of no set: the set ends before it.
+  publish(withdrawn, "t:1:set2 1 2", "t5");
+  publish(extended, "", "t6");
+  ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  std::vector<std::string> seen = r.seen();
+  ASSERT_GE(seen.size(), unmarked);
+  seen.erase(seen.begin(), seen.begin() + static_cast<long>(unmarked));
+  const std::string w = Describe(DecisionChange::kWithdrawn, a_ended);
+  const std::string x = Describe(DecisionChange::kExtended, b_extended);
+  // The writer's own two (unmarked: Listener()), then the sets as published.
+  EXPECT_THAT(seen, ElementsAreArray({w, x, absl::StrCat("set [", w, ", ", x, "]"),
+                                      absl::StrCat("set [", w, ", ", x, "]"), w, x}));
+  EXPECT_EQ(rep->malformed(), 0u);
+  EXPECT_EQ(rep->updates_applied(), LastSequence());
+}
+
+// The writer marks each change set it hears through SetListener(): a table's replacement (a
+// dry-run decision's withdrawal, then the live one) reaches a replica as one set.
+TEST_F(DecisionLogTest, TheWritersSetListenerPublishesAChangeSetAsOne) {
+  SimulatedClock clock;
+  DecisionTable table(clock);
+  auto w = DecisionLogWriter::Start(*client_,
+                                    {.node_id = "web-1", .state = [&] { return table.List({}); }});
+  ASSERT_TRUE(w.ok()) << w.status();
+  table.AddSetListener((*w)->SetListener());
+  Recorder r;
+  auto rep = Replica(r);
+  ASSERT_TRUE(rep);
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  spec.set_dry_run(true);
+  Detection det;
+  det.rule_id = "ssh";
+  det.kind = palisade::v1::TARGET_KIND_IP;
+  det.key = "203.0.113.7";
+  det.time = clock.TimeNow();
+  const DecisionUpdate dry = table.Apply(det, spec);
+  ASSERT_EQ(dry.change, DecisionChange::kCreated);
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("203.0.113.7");
+  *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  absl::StatusOr<Decision> manual = table.AddManual(req);
+  ASSERT_TRUE(manual.ok()) << manual.status();
+  ASSERT_TRUE((*w)->WaitUntilPublished(absl::Seconds(60)));
+  ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  Decision dry_ended = *table.Get(dry.decision.id());
+  const std::string replaced =
+      absl::StrCat("set [", Describe(DecisionChange::kWithdrawn, dry_ended), ", ",
+                   Describe(DecisionChange::kCreated, *manual), "]");
+  EXPECT_THAT(r.seen(), ElementsAreArray({Describe(DecisionChange::kCreated, dry.decision),
+                                          replaced}));
 }
 
 // A replica whose next sequence was trimmed away says so and rebuilds from the last full state

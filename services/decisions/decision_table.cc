@@ -20,10 +20,12 @@ using palisade::v1::TargetKind;
 
 constexpr absl::Duration kDefaultMaxDuration = absl::Hours(24 * 30);
 constexpr absl::Duration kDefaultMemory = absl::Hours(24 * 7);
-// Offences restored from the store (or mirrored) do not say which rule's memory they ran under:
-// they are kept as long as the longest default, but their count stands only within the applying
-// rule's own memory (Offences::counted_until), so a rule escalates from it no more than without
-// a restart (one with a longer memory than another's may escalate less).
+// Offences restored from the store, or mirrored, whose rows or decisions do not say until when
+// their count stands (OffenceRow::counted_until, Decision.offence_counted_until: written before
+// either existed): they are kept as long as the longest default, but their count stands only
+// within the applying rule's own memory, so a rule escalates from it no more than without a
+// restart (one with a longer memory than another's may escalate less). Those that say are
+// restored as they were (Offences::counted_until).
 constexpr absl::Duration kRestoredMemory = absl::Hours(24 * 30);
 
 absl::Duration Escalated(absl::Duration base, const palisade::v1::Escalation& esc,
@@ -247,7 +249,11 @@ absl::Status DecisionTable::Restore() {
     // A target's older rows (an offender forgotten, then back in a row of its own) come after
     // its latest.
     if (!restored.insert(o.target).second) continue;
-    Offences& off = OffencesLocked(o.target, o.last, kRestoredMemory, /*known=*/false);
+    // Until when the rules that counted it remember it, when the row says (schema version 4):
+    // the count stands until then, as it did before the restart.
+    const bool known = o.counted_until > o.last;
+    Offences& off = OffencesLocked(o.target, o.last,
+                                   known ? o.counted_until - o.last : kRestoredMemory, known);
     off.count = o.count;
     off.last = o.last;
     off.row = o.id;
@@ -318,8 +324,8 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
     if (writes_offence(update->change)) {
       auto it = offences_.find(d.target().value());
       if (it != offences_.end()) {
-        c.offence =
-            OffenceRow{d.target().value(), it->second.count, it->second.last, it->second.row};
+        c.offence = OffenceRow{d.target().value(), it->second.count, it->second.last,
+                               it->second.row, it->second.counted_until};
       }
     }
     changes.push_back(std::move(c));
@@ -655,6 +661,11 @@ void DecisionTable::CopyUpdateLocked(const Decision& d, DecisionChange change, b
   o.set_actuator(d.actuator());
   // Rule decisions name no feed: the assignment (an out-of-line call) only when either does.
   if (d.feeds_size() != 0 || o.feeds_size() != 0) *o.mutable_feeds() = d.feeds();
+  if (d.has_offence_counted_until()) {
+    copy_time(d.offence_counted_until(), o.mutable_offence_counted_until());
+  } else {
+    o.clear_offence_counted_until();
+  }
   // Fields a newer writer sent (a mirrored decision): kept as CopyFrom keeps them.
   static const google::protobuf::Reflection* const reflection = Decision::GetReflection();
   if (!reflection->GetUnknownFields(d).empty() || !reflection->GetUnknownFields(o).empty()) {
@@ -715,6 +726,13 @@ void DecisionTable::InstateLocked(const palisade::v1::Target& target, const Clai
   Decision& d = by_id_[id];
   FillClaim(target, claim, start, offence, &d);
   d.set_id(std::move(id));
+  // Until when its offender's count stands, for a mirror that may write next (MirrorLocked).
+  if (claim.origin != palisade::v1::ORIGIN_FEED) {
+    if (auto o = offences_.find(target.value());
+        o != offences_.end() && o->second.counted_until != absl::InfinitePast()) {
+      *d.mutable_offence_counted_until() = ToProtoTime(o->second.counted_until);
+    }
+  }
   if (keep_evidence_) AddEvidence(evidence, &d);
   d.set_active(true);
   AddActiveLocked(d);
@@ -817,6 +835,10 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       // Forgotten meanwhile (its memory shorter than the decision, or the cap): counted again
       // from the decision's offence, not from nothing.
       off->count = std::max(off->count, d.offence());
+      // The memory grew with this offence: a mirror learns it with the extension.
+      if (off->counted_until != absl::InfinitePast()) {
+        *d.mutable_offence_counted_until() = ToProtoTime(off->counted_until);
+      }
     }
     // SameKind(incoming, current), read from the spec and the decision: the claims (and their
     // strings) are built only for another kind of claim, not on every extension.
@@ -1478,12 +1500,17 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
   by_id_[d.id()] = d;
   if (!d.active()) EndedLocked(d);
   // The writer's offences are this table's too, should it write next (a take-over): a repeat
-  // offender escalates as it would have. When the writer's rule memory is not known here, as
-  // for offences restored from the store; from the decision's start (an extension's own time
-  // is not in the decision).
+  // offender escalates as it would have. Its count stands until the writer's table said
+  // (offence_counted_until: the memories of the rules that counted it); a decision that does
+  // not say (a writer of an older build) is guessed at, as for offences restored from old
+  // rows. From the decision's start (an extension's own time is not in the decision).
   if (d.origin() != palisade::v1::ORIGIN_FEED && d.offence() > 0) {
     const absl::Time start = FromProtoTime(d.start());
-    Offences& off = OffencesLocked(d.target().value(), start, kRestoredMemory, /*known=*/false);
+    const bool known = d.has_offence_counted_until();
+    const absl::Duration memory =
+        known ? std::max(FromProtoTime(d.offence_counted_until()) - start, absl::ZeroDuration())
+              : kRestoredMemory;
+    Offences& off = OffencesLocked(d.target().value(), start, memory, known);
     if (start >= off.last) {
       off.count = std::max(off.count, d.offence());
       off.last = start;
@@ -1508,6 +1535,18 @@ void DecisionTable::Mirror(DecisionChange change, const Decision& d) {
   {
     absl::MutexLock lock(&mu_);
     MirrorLocked(d, change, &updates);
+    commit = CommitLocked(updates, clock_.TimeNow());
+  }
+  WriteInTurn(commit);
+  Notify(commit.ticket, updates);
+}
+
+void DecisionTable::MirrorAll(const std::vector<DecisionUpdate>& set) {
+  std::vector<DecisionUpdate> updates;
+  Commit commit;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const DecisionUpdate& u : set) MirrorLocked(u.decision, u.change, &updates);
     commit = CommitLocked(updates, clock_.TimeNow());
   }
   WriteInTurn(commit);

@@ -18,10 +18,11 @@
 //  - an offender has one count, whichever rules counted it: a rule whose own memory has run
 //    out since the last offence starts at offence 1, but the count is never lowered while a
 //    longer memory still counts it (Offences::counted_until), so that rule escalates from it.
-//    A count restored from the store (or mirrored from a cluster writer) does not say which
-//    rule's memory counted it: it stands only while the applying rule's own memory covers
-//    the last offence (after a restart a rule may escalate less than it would have, never
-//    more);
+//    A count restored from the store (OffenceRow::counted_until) or mirrored from a cluster
+//    writer (Decision.offence_counted_until) keeps until when it stands, so a restart or a
+//    take-over escalates as without one. One that does not say (a row or a decision written
+//    before either existed) stands only while the applying rule's own memory covers the last
+//    offence (a rule may then escalate less than it would have, never more);
 //  - a decision past its expiry that no sweep (ExpireDue) has ended yet is ended, as the sweep
 //    would, when a claim on its target comes: the claim is not an extension of it (but a feed
 //    decision that its feed still lists is renewed, not re-created);
@@ -296,6 +297,11 @@ class DecisionTable {
   // the one held changes nothing. Another decision this table held active on the same target
   // ends (told as withdrawn): the writer's word stands.
   void Mirror(DecisionChange change, const palisade::v1::Decision& d);
+  // A change set of the writer's (the log groups what one call of its table made: a replaced
+  // decision's withdrawal and its replacement, say), each update set as by Mirror, in order, in
+  // one store transaction and heard by the listeners in one call, as on the writer: a set
+  // listener (the bouncer API) never sees the withdrawal without the replacement.
+  void MirrorAll(const std::vector<DecisionUpdate>& set);
   // A full state of the writer's table: decisions held active here and absent from `state`
   // end (told as withdrawn), and each of `state` is set as by Mirror (told as created,
   // extended, expired or withdrawn by how it differs from the copy held; not told when equal).
@@ -356,11 +362,14 @@ class DecisionTable {
     absl::Time last;
     // When the escalation memory of every rule that counted it has run out: past it the entry
     // means nothing (the next offence is the first again) and is forgotten. For an entry
-    // restored or mirrored, whose rules' memories are not known, kRestoredMemory's guess.
+    // restored or mirrored whose rules' memories are not known, kRestoredMemory's guess.
     absl::Time forget_at = absl::InfinitePast();
-    // When the memory of the rules known to have counted it here runs out (InfinitePast: none,
-    // a count restored or mirrored only): until then the count is never lowered. Not forget_at,
-    // whose 30-day guess kept a 7-day rule's count after a restart (offence 6 for 2).
+    // When the memory of the rules known to have counted it runs out (here, or as a restored
+    // row or a mirrored decision says; InfinitePast: none known, a count restored or mirrored
+    // from before they said): until then the count is never lowered. Not forget_at, whose
+    // 30-day guess kept a 7-day rule's count after a restart (offence 6 for 2). Stored with
+    // the offence row, and carried by the decisions made or extended
+    // (Decision.offence_counted_until).
     absl::Time counted_until = absl::InfinitePast();
     // The time of its entry in offences_by_forget_ (at or before forget_at; InfinitePast: none).
     absl::Time queued_at = absl::InfinitePast();

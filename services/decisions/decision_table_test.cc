@@ -651,6 +651,61 @@ TEST_F(DecisionTableTest, AShortMemoryRuleDoesNotResetALongerMemorysCount) {
             absl::Hours(24 * 8));
 }
 
+// What a restart (the store's offence rows) or a take-over (the decisions mirrored from the
+// log) hands on of an offender's count knows how long the memories of the rules that counted it
+// run: a 7-day rule's offence ten days after a 30-day rule's last does not reset that count, and
+// the 30-day rule escalates on from it exactly as without a restart or take-over. Both used to
+// reset it (offence 2, not 4, for the 30-day rule's next).
+TEST_F(DecisionTableTest, ARestartOrTakeOverKeepsTheMemoryOfTheRulesThatCounted) {
+  palisade::v1::DecisionSpec slow = HourBlock();
+  *slow.mutable_duration() = ToProtoDuration(absl::Hours(24));
+  slow.mutable_escalation()->set_factor(2);
+  *slow.mutable_escalation()->mutable_memory() = ToProtoDuration(absl::Hours(24 * 30));
+  palisade::v1::DecisionSpec fast = HourBlock();
+  fast.mutable_escalation()->set_factor(2);
+  *fast.mutable_escalation()->mutable_memory() = ToProtoDuration(absl::Hours(24 * 7));
+  for (const std::string how : {"none", "restart", "mirror"}) {
+    SCOPED_TRACE(how);
+    auto store = FreshStore(absl::StrCat("memories-", how, ".db"));
+    ASSERT_THAT(store, IsOk());
+    auto table = std::make_unique<DecisionTable>(clock_);
+    table->SetStore(store->get(), {});
+    std::vector<DecisionUpdate> sent;  // what a cluster's decision log would carry
+    table->AddListener([&sent](const DecisionUpdate& u) { sent.push_back(u); });
+    absl::Time last_offence;
+    for (uint32_t offence = 1; offence <= 3; ++offence) {  // 24 h, 48 h, 96 h
+      last_offence = clock_.TimeNow();
+      DecisionUpdate u = table->Apply(Det("203.0.113.7", last_offence), slow);
+      ASSERT_EQ(u.change, DecisionChange::kCreated);
+      ASSERT_EQ(u.decision.offence(), offence);
+      clock_.Advance(DecisionExpiry(u.decision) - clock_.TimeNow());
+      ASSERT_THAT(table->ExpireDue(), SizeIs(1));
+    }
+    if (how == "restart") {
+      table = std::make_unique<DecisionTable>(clock_);
+      table->SetStore(store->get(), {});
+      ASSERT_THAT(table->Restore(), IsOk());
+    } else if (how == "mirror") {
+      table = std::make_unique<DecisionTable>(clock_);  // another node's, now the writer
+      for (const DecisionUpdate& u : sent) table->Mirror(u.change, u.decision);
+    }
+    // Ten days after the slow rule's last offence: past the 7-day memory, within the 30-day one.
+    clock_.Advance(last_offence + absl::Hours(24 * 10) - clock_.TimeNow());
+    DecisionUpdate short_memory = table->Apply(Det("203.0.113.7", clock_.TimeNow()), fast);
+    ASSERT_EQ(short_memory.change, DecisionChange::kCreated);
+    EXPECT_EQ(short_memory.decision.offence(), 1u);
+    clock_.Advance(absl::Hours(1));
+    ASSERT_THAT(table->ExpireDue(), SizeIs(1));
+    DecisionUpdate again = table->Apply(Det("203.0.113.7", clock_.TimeNow()), slow);
+    ASSERT_EQ(again.change, DecisionChange::kCreated);
+    EXPECT_EQ(again.decision.offence(), 4u);
+    EXPECT_EQ(DecisionExpiry(again.decision) - FromProtoTime(again.decision.start()),
+              absl::Hours(24 * 8));
+    clock_.Advance(DecisionExpiry(again.decision) - clock_.TimeNow());
+    table->ExpireDue();
+  }
+}
+
 // A decision past its expiry that no sweep has reached yet (within the sweep interval, or
 // restored after a restart) ends when the next detection comes, as the sweep would have ended
 // it: the detection is a new offence, not an extension.
@@ -1122,6 +1177,42 @@ TEST_F(DecisionTableTest, MirrorSetsTheWritersCopyAndTellsTheListenersOnce) {
   EXPECT_EQ(table_.active_count(), 1u);
   EXPECT_FALSE(table_.Get("0000000000000abd")->active());
   EXPECT_TRUE(table_.Get("0000000000000abe")->active());
+}
+
+// A change set of the writer's (a dry-run decision replaced by a manual ban: its withdrawal,
+// then the new one), mirrored whole, is heard in one call, as the writer's listeners heard it.
+TEST_F(DecisionTableTest, MirrorAllTellsASetListenerTheWholeSetInOneCall) {
+  DecisionTable writer(clock_);
+  std::vector<std::vector<DecisionUpdate>> sets;
+  writer.AddSetListener([&sets](const std::vector<DecisionUpdate>& s) { sets.push_back(s); });
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  spec.set_dry_run(true);
+  ASSERT_EQ(writer.Apply(Det("203.0.113.7", clock_.TimeNow()), spec).change,
+            DecisionChange::kCreated);
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("203.0.113.7");
+  *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  ASSERT_THAT(writer.AddManual(req), IsOk());
+  ASSERT_THAT(sets, SizeIs(2));
+  ASSERT_THAT(sets[1], SizeIs(2));
+  std::vector<std::vector<DecisionChange>> heard;
+  table_.AddSetListener([&heard](const std::vector<DecisionUpdate>& s) {
+    heard.emplace_back();
+    for (const DecisionUpdate& u : s) heard.back().push_back(u.change);
+  });
+  table_.MirrorAll(sets[0]);
+  table_.MirrorAll(sets[1]);
+  EXPECT_EQ(heard, (std::vector<std::vector<DecisionChange>>{
+                       {DecisionChange::kCreated},
+                       {DecisionChange::kWithdrawn, DecisionChange::kCreated}}));
+  EXPECT_EQ(changes_, (std::vector<DecisionChange>{DecisionChange::kCreated,
+                                                   DecisionChange::kWithdrawn,
+                                                   DecisionChange::kCreated}));
+  EXPECT_EQ(table_.active_count(), 1u);
+  EXPECT_EQ(table_.List({.active_only = true})[0].id(), sets[1][1].decision.id());
 }
 
 // Cluster: a repeat offender stays one across a take-over. The new writer's table mirrored the

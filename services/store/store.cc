@@ -55,6 +55,10 @@ class Stmt {
     sqlite3_bind_int64(stmt_, i, v);
     return *this;
   }
+  Stmt& BindNull(int i) {
+    sqlite3_bind_null(stmt_, i);
+    return *this;
+  }
   Stmt& Bind(int i, const std::string& v) {
     sqlite3_bind_blob(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
     return *this;
@@ -78,6 +82,7 @@ class Stmt {
     return absl::InternalError(absl::StrCat("store: ", what, ": ", sqlite3_errmsg(db_)));
   }
   int64_t Int(int col) { return sqlite3_column_int64(stmt_, col); }
+  bool IsNull(int col) { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
   std::string Blob(int col) {
     const void* p = sqlite3_column_blob(stmt_, col);
     return p ? std::string(static_cast<const char*>(p), sqlite3_column_bytes(stmt_, col)) : "";
@@ -359,6 +364,14 @@ constexpr const char* kSchema3 = R"sql(
     PRAGMA user_version = 3;
     COMMIT;)sql";
 
+// Version 4: an offence row keeps until when its count stands (OffenceRow::counted_until), so a
+// restart knows the memories of the rules that counted it. Older rows get NULL: not known.
+constexpr const char* kSchema4 = R"sql(
+    BEGIN;
+    ALTER TABLE offences ADD COLUMN counted_until_ms INTEGER;
+    PRAGMA user_version = 4;
+    COMMIT;)sql";
+
 }  // namespace
 
 absl::Status Store::Migrate() {
@@ -374,7 +387,7 @@ absl::Status Store::Migrate() {
         "store: schema version ", version, " is newer than this palisaded (", kSchemaVersion, ")"));
   }
   // Each step takes the file one version on, in a transaction of its own.
-  static constexpr const char* kSteps[] = {kSchema1, kSchema2, kSchema3};
+  static constexpr const char* kSteps[] = {kSchema1, kSchema2, kSchema3, kSchema4};
   static_assert(std::size(kSteps) == kSchemaVersion);
   for (int v = version; v < kSchemaVersion; ++v) {
     if (absl::Status s = Exec(kSteps[v]); !s.ok()) {
@@ -462,16 +475,22 @@ absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
   if (s.ok() && c.offence.has_value()) {
     // By its row: an offender's row is found by its number, a new one goes at the end.
     Stmt off(statements_, db_,
-             "INSERT INTO offences(id, target, count, last_ms) VALUES(?,?,?,?) ON CONFLICT(id) "
+             "INSERT INTO offences(id, target, count, last_ms, counted_until_ms) "
+             "VALUES(?,?,?,?,?) ON CONFLICT(id) "
              "DO UPDATE SET target=excluded.target, count=excluded.count, "
-             "last_ms=excluded.last_ms");
+             "last_ms=excluded.last_ms, counted_until_ms=excluded.counted_until_ms");
     s = Prepared(off, db_);
     if (s.ok()) {
-      s = off.Bind(1, c.offence->id)
-              .BindUncopied(2, c.offence->target)
-              .Bind(3, int64_t{c.offence->count})
-              .Bind(4, Millis(c.offence->last))
-              .Done("record offence");
+      off.Bind(1, c.offence->id)
+          .BindUncopied(2, c.offence->target)
+          .Bind(3, int64_t{c.offence->count})
+          .Bind(4, Millis(c.offence->last));
+      if (c.offence->counted_until == absl::InfinitePast()) {
+        off.BindNull(5);
+      } else {
+        off.Bind(5, absl::ToUnixMillis(c.offence->counted_until));
+      }
+      s = off.Done("record offence");
     }
   }
   int64_t seq = 0;
@@ -589,7 +608,7 @@ absl::StatusOr<std::vector<palisade::v1::Decision>> Store::LoadDecisions(bool ac
 absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences(absl::Time since, size_t limit) {
   absl::MutexLock lock(&mu_);
   Stmt q(statements_, db_,
-         "SELECT target, count, last_ms, id FROM offences WHERE last_ms >= ? "
+         "SELECT target, count, last_ms, id, counted_until_ms FROM offences WHERE last_ms >= ? "
          "ORDER BY last_ms DESC, id DESC LIMIT ?");
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
@@ -599,8 +618,9 @@ absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences(absl::Time since, si
                    limit, static_cast<size_t>(std::numeric_limits<int64_t>::max()))));
   std::vector<OffenceRow> out;
   while (q.Next()) {
-    out.push_back(
-        {q.Blob(0), static_cast<uint32_t>(q.Int(1)), absl::FromUnixMillis(q.Int(2)), q.Int(3)});
+    out.push_back({q.Blob(0), static_cast<uint32_t>(q.Int(1)), absl::FromUnixMillis(q.Int(2)),
+                   q.Int(3),
+                   q.IsNull(4) ? absl::InfinitePast() : absl::FromUnixMillis(q.Int(4))});
   }
   if (s = q.Finished("load offences"); !s.ok()) return s;
   return out;

@@ -103,11 +103,15 @@ struct OffenceRow {
   // "Twenty-fourth pass"). One target may have several rows (an offender forgotten and
   // back); a restart keeps its latest.
   int64_t id = 0;
+  // Until when its count stands whichever rule applies next: the end of the escalation memory
+  // of the rules that counted it (DecisionTable's Offences::counted_until). InfinitePast: not
+  // known (a row written before schema version 4): the table guesses, as it did.
+  absl::Time counted_until = absl::InfinitePast();
 };
 
 class Store {
  public:
-  static constexpr int kSchemaVersion = 3;
+  static constexpr int kSchemaVersion = 4;
 
   struct Options {
     // WAL pages after a commit past which the checkpointer thread is woken (~16 MiB; SQLite's

@@ -64,6 +64,29 @@ TEST(StoreTest, DecisionAndItsOperationSurviveAReopen) {
   EXPECT_EQ((*offences)[0].count, 2u);
 }
 
+// An offence row keeps until when its count stands (the memories of the rules that counted it),
+// so a restart escalates as without one; a row that does not know reads back as not known.
+TEST(StoreTest, AnOffenceRowKeepsUntilWhenItsCountStands) {
+  const std::string path = Path("counted_until.db");
+  const absl::Time last = absl::FromUnixSeconds(1000);
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    OffenceRow known{"203.0.113.7", 3, last, 1, last + absl::Hours(24 * 30)};
+    ASSERT_THAT((*store)->RecordDecision(D("d1"), &known, std::nullopt), IsOk());
+    OffenceRow guessed{"203.0.113.8", 1, last - absl::Seconds(1), 2};
+    ASSERT_THAT((*store)->RecordDecision(D("d2"), &guessed, std::nullopt), IsOk());
+  }
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  auto offences = (*store)->LoadOffences(absl::InfinitePast(), 10);
+  ASSERT_THAT(offences, IsOk());
+  ASSERT_THAT(*offences, SizeIs(2));
+  EXPECT_EQ((*offences)[0].target, "203.0.113.7");
+  EXPECT_EQ((*offences)[0].counted_until, last + absl::Hours(24 * 30));
+  EXPECT_EQ((*offences)[1].counted_until, absl::InfinitePast());
+}
+
 // The offence history is kept for good, so a restart loads only what escalation can still use:
 // the offenders of the memory (since), the latest first, at most `limit` (the table's cap). It
 // loaded every row ever written, a spike of memory as large as the history before the table
@@ -288,7 +311,8 @@ int UserVersion(const std::string& path) {
   return v;
 }
 
-// Version 2 added bouncers; version 3 keyed the offences by row numbers (they keep theirs).
+// Version 2 added bouncers; version 3 keyed the offences by row numbers (they keep theirs);
+// version 4 keeps until when an offence row's count stands.
 TEST(StoreTest, AVersion1FileMigratesKeepingItsDecisionsAndOffences) {
   const std::string path = Path("v1.db");
   WriteVersion1(path);
@@ -306,6 +330,8 @@ TEST(StoreTest, AVersion1FileMigratesKeepingItsDecisionsAndOffences) {
     EXPECT_EQ((*offences)[0].target, "203.0.113.7");
     EXPECT_EQ((*offences)[0].count, 3u);
     EXPECT_EQ((*offences)[0].last, absl::FromUnixMillis(5000));
+    // Version 4: until when the count stands is not known for rows written before.
+    EXPECT_EQ((*offences)[0].counted_until, absl::InfinitePast());
     EXPECT_EQ((*offences)[0].id, 1);
     EXPECT_EQ((*offences)[1].id, 2);
     EXPECT_THAT((*store)->LastOffenceId(), IsOkAndHolds(2));
