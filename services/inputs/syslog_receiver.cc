@@ -12,13 +12,18 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <map>
+#include <optional>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/ip.h"
+#include "services/formats/line_parser.h"
 
 namespace palisade {
 namespace {
@@ -98,6 +103,21 @@ std::string Address(const sockaddr_storage& a, bool with_port) {
 
 // A sender's address without the port, which PeerKey makes what it counts as.
 std::string SourceAddress(const sockaddr_storage& a) { return Address(a, /*with_port=*/false); }
+
+// A sender's address for sender_time_zones' peer_cidr: an IPv4 sender on a dual-stack listener
+// (::ffff:a.b.c.d) as its IPv4 address, so an IPv4 range covers it on every listener.
+std::optional<IpAddress> SenderIp(const sockaddr_storage& a) {
+  std::optional<IpAddress> ip = IpAddress::Parse(SourceAddress(a));
+  if (!ip.has_value() || ip->is_v4()) return ip;
+  const std::array<uint8_t, 16>& b = ip->bytes();
+  if (std::all_of(b.begin(), b.begin() + 10, [](uint8_t x) { return x == 0; }) && b[10] == 0xff &&
+      b[11] == 0xff) {
+    std::array<uint8_t, 16> v4{};
+    std::copy(b.begin() + 12, b.end(), v4.begin());
+    return IpAddress::FromBytes(/*v4=*/true, v4);
+  }
+  return ip;
+}
 
 std::string PeerOf(int fd) {
   sockaddr_storage a{};
@@ -346,11 +366,48 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
   }
   std::unique_ptr<SyslogReceiver> r(
       new SyslogReceiver(config, std::move(options), std::move(sink)));
+  if (r->config_.source().empty()) r->config_.set_source(config.name());
+  // Senders in zones of their own: each entry's frames go to the source ZonedSource names,
+  // which the pipeline reads in the entry's zone (ApplyToPipeline maps it from this config).
+  for (int i = 0; i < config.sender_time_zones_size(); ++i) {
+    const palisade::v1::SyslogSenderZone& z = config.sender_time_zones(i);
+    const std::string entry = absl::StrCat(where, "sender_time_zones[", i, "]: ");
+    absl::TimeZone zone;
+    if (z.time_zone().empty() || !absl::LoadTimeZone(z.time_zone(), &zone)) {
+      return absl::InvalidArgumentError(
+          z.time_zone().empty()
+              ? entry + "time_zone is required"
+              : absl::StrCat(entry, "unknown time zone \"", z.time_zone(), "\""));
+    }
+    if (z.hostname().empty() == z.peer_cidr().empty()) {
+      return absl::InvalidArgumentError(entry + "set hostname or peer_cidr (one of them)");
+    }
+    std::string source = ZonedSource(r->config_.source(), z.time_zone());
+    if (!z.hostname().empty()) {
+      const std::string host = absl::AsciiStrToLower(z.hostname());
+      auto [it, added] = r->host_sources_.try_emplace(host, source);
+      if (!added && it->second != source) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(entry, "hostname \"", z.hostname(), "\" has another zone already"));
+      }
+      continue;
+    }
+    absl::StatusOr<Cidr> range = Cidr::Parse(z.peer_cidr());
+    if (!range.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(entry, "peer_cidr: ", range.status().message()));
+    }
+    r->peer_sources_.emplace_back(*range, std::move(source));
+  }
+  // The most specific range first: the first that covers a sender is its entry.
+  std::stable_sort(r->peer_sources_.begin(), r->peer_sources_.end(),
+                   [](const auto& a, const auto& b) {
+                     return a.first.prefix_length() > b.first.prefix_length();
+                   });
   r->clock_ = r->options_.clock != nullptr ? r->options_.clock : &RealClock::Get();
   if (r->config_.max_lines_per_second() > 0 && r->config_.max_burst_lines() == 0) {
     r->config_.set_max_burst_lines(r->config_.max_lines_per_second());
   }
-  if (r->config_.source().empty()) r->config_.set_source(config.name());
   r->config_.set_max_connections(max_connections);
   if (r->config_.max_connections_per_address() == 0) {
     r->config_.set_max_connections_per_address(
@@ -517,7 +574,7 @@ void SyslogReceiver::Stop() {
   Flush();
 }
 
-void SyslogReceiver::Add(std::string frame) {
+void SyslogReceiver::Add(std::string frame, const std::string& peer_source) {
   while (!frame.empty() && (frame.back() == '\n' || frame.back() == '\r' || frame.back() == '\0')) {
     frame.pop_back();
   }
@@ -529,10 +586,12 @@ void SyslogReceiver::Add(std::string frame) {
   const size_t close = frame.find('>');
   const bool v5424 = close != std::string::npos && close + 2 < frame.size() &&
                      frame[close + 1] == '1' && frame[close + 2] == ' ';
+  const std::string& source = SourceOf(frame, v5424, peer_source);
   bool full = false;
   {
     absl::MutexLock lock(&batch_mu_);
-    palisade::v1::LogBatch& batch = v5424 ? rfc5424_ : rfc3164_;
+    Pending& pending = pending_[source];
+    palisade::v1::LogBatch& batch = v5424 ? pending.rfc5424 : pending.rfc3164;
     batch.add_records()->set_line(std::move(frame));
     full = static_cast<uint32_t>(batch.records_size()) >= options_.batch_lines;
   }
@@ -541,22 +600,23 @@ void SyslogReceiver::Add(std::string frame) {
 
 void SyslogReceiver::Flush() {
   absl::MutexLock sink_lock(&sink_mu_);
-  palisade::v1::LogBatch batches[2];
+  std::map<std::string, Pending> pending;
   {
     absl::MutexLock lock(&batch_mu_);
-    batches[0].Swap(&rfc3164_);
-    batches[1].Swap(&rfc5424_);
+    pending.swap(pending_);
   }
-  batches[0].set_format(palisade::v1::LOG_FORMAT_SYSLOG);
-  batches[1].set_format(palisade::v1::LOG_FORMAT_SYSLOG5424);
-  for (palisade::v1::LogBatch& batch : batches) {
-    if (batch.records_size() == 0) continue;
-    batch.set_source(config_.source());
-    absl::Status s = sink_(batch);
-    if (!s.ok()) {
-      sink_errors_->Increment();
-      if (options_.log) {
-        options_.log(absl::StrCat("input ", config_.name(), ": batch refused: ", s.message()));
+  for (auto& [source, p] : pending) {
+    p.rfc3164.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+    p.rfc5424.set_format(palisade::v1::LOG_FORMAT_SYSLOG5424);
+    for (palisade::v1::LogBatch* batch : {&p.rfc3164, &p.rfc5424}) {
+      if (batch->records_size() == 0) continue;
+      batch->set_source(source);
+      absl::Status s = sink_(*batch);
+      if (!s.ok()) {
+        sink_errors_->Increment();
+        if (options_.log) {
+          options_.log(absl::StrCat("input ", config_.name(), ": batch refused: ", s.message()));
+        }
       }
     }
   }
@@ -640,8 +700,32 @@ void SyslogReceiver::UdpLoop() {
       malformed_->Increment();
       continue;
     }
-    Add(std::string(buf.data(), static_cast<size_t>(n)));
+    Add(std::string(buf.data(), static_cast<size_t>(n)), PeerSource(from));
   }
+}
+
+const std::string& SyslogReceiver::PeerSource(const sockaddr_storage& from) const {
+  if (peer_sources_.empty()) return config_.source();
+  if (std::optional<IpAddress> ip = SenderIp(from); ip.has_value()) {
+    for (const auto& [range, source] : peer_sources_) {
+      if (range.Contains(*ip)) return source;
+    }
+  }
+  return config_.source();
+}
+
+const std::string& SyslogReceiver::SourceOf(absl::string_view frame, bool v5424,
+                                            const std::string& peer_source) const {
+  if (host_sources_.empty()) return peer_source;
+  // The HOSTNAME as the pipeline reads it (the same parser); the time is not used here.
+  LineParser parser(v5424 ? palisade::v1::LOG_FORMAT_SYSLOG5424 : palisade::v1::LOG_FORMAT_SYSLOG);
+  ParsedLine parsed;
+  if (!parser.Parse(frame, clock_->TimeNow(), &parsed, YearRule::kAtMostADayAhead).ok() ||
+      parsed.host.empty()) {
+    return peer_source;
+  }
+  const auto it = host_sources_.find(absl::AsciiStrToLower(parsed.host));
+  return it != host_sources_.end() ? it->second : peer_source;
 }
 
 // PeerLimitKey: an IPv4 sender (an IPv4-mapped IPv6 one too: an IPv4 sender on a dual-stack
@@ -721,8 +805,10 @@ void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
       }
     }
     auto done = std::make_shared<std::atomic<bool>>(false);
-    conn_threads_.push_back({std::thread([this, fd, tls, accepted, done, peer, bucket, handshake] {
-                               Connection(fd, tls, accepted, peer, bucket, handshake);
+    const std::string* source = &PeerSource(from);  // stable: the receiver's own
+    conn_threads_.push_back({std::thread([this, fd, tls, accepted, done, peer, bucket, handshake,
+                                          source] {
+                               Connection(fd, tls, accepted, peer, bucket, handshake, *source);
                                done->store(true);
                              }),
                              done});
@@ -971,7 +1057,8 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
 }
 
 void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std::string& peer,
-                                std::shared_ptr<SharedBucket> bucket, uint64_t handshake) {
+                                std::shared_ptr<SharedBucket> bucket, uint64_t handshake,
+                                const std::string& peer_source) {
   Stream in(fd, tls ? tls_ctx_ : nullptr);
   prometheus::Counter* frames_in = tls ? tls_frames_ : tcp_frames_;
   // When the sender last sent a byte (or was held back by the rate limit, which is not idle).
@@ -1031,7 +1118,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
   };
   while (!stopping_.load()) {
     while (!waiting.empty() && take()) {
-      Add(std::move(waiting.front()));
+      Add(std::move(waiting.front()), peer_source);
       waiting.pop_front();
       if (waiting_counted > 0) --waiting_counted;
     }
@@ -1072,7 +1159,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
   // held when Stop came (acknowledged to the sender, which counts it sent), without the rate
   // limit and up to stop_drain_bytes, read without waiting: a sender still writing does not
   // hold Stop up. What is left is counted, as the close resets it away.
-  for (std::string& f : waiting) Add(std::move(f));
+  for (std::string& f : waiting) Add(std::move(f), peer_source);
   waiting.clear();
   if (!closed) {
     auto unread = [fd] {
@@ -1108,9 +1195,10 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
       Deframe(&stream, config_.max_frame_bytes(), &state, &frames, &malformed);
       if (malformed > 0) malformed_->Increment(static_cast<double>(malformed));
       frames_in->Increment(static_cast<double>(frames.size()));
-      for (std::string& f : frames) Add(std::move(f));
+      for (std::string& f : frames) Add(std::move(f), peer_source);
     }
-    for (std::string& f : waiting) Add(std::move(f));  // a last frame end_of_stream found
+    // A last frame end_of_stream found.
+    for (std::string& f : waiting) Add(std::move(f), peer_source);
     // Lost with the close: the socket's rest and what OpenSSL still holds (for TLS in bytes on
     // the wire, records and all) and a frame cut in the middle.
     unread_at_stop_->Increment(

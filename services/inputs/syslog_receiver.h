@@ -4,6 +4,12 @@
 // handed to a batch sink (the daemon's Pipeline::ProcessBatch) in batches per format: a frame
 // whose header is `<PRI>1 ` is RFC 5424, any other RFC 3164.
 //
+// Batches carry the input's source, except the frames of a sender in a zone of its own
+// (sender_time_zones: the entry naming the frame's HOSTNAME, else the most specific peer_cidr
+// covering the sender's address): theirs is ZonedSource(source, zone) (services/pipeline), a
+// stream the pipeline reads in that zone, so a central receiver for servers in several zones
+// dates each server's zoneless times in its own zone.
+//
 // Bounded, whatever a sender does: at most `max_connections` TCP/TLS connections, and at most
 // `max_connections_per_address` of them from one address (an IPv4-mapped IPv6 address counts as
 // its IPv4 one, another IPv6 address by its `per_address_ipv6_prefix`, /64 by default: one host
@@ -18,7 +24,7 @@
 // `max_frame_bytes` is skipped and counted (a newline-framed one up to its newline, an
 // octet-counted one as a malformed frame: its length is not trusted) and the connection goes
 // on; a batch is flushed at `batch_lines` or after `flush_interval`, so memory is a batch per
-// format.
+// format and source (the input's, and one per sender_time_zones zone).
 // A malformed frame (no `<PRI>`, a bad or over-long length, a newline-framed line that starts
 // "DIGITS SP" with no '<' after) is counted and skipped, never fatal: the stream picks up at the
 // next newline or octet-counted frame start, whichever comes first. An accept
@@ -65,6 +71,7 @@
 #include "prometheus/gauge.h"
 #include "prometheus/registry.h"
 #include "services/common/clock.h"
+#include "services/common/ip.h"
 #include "services/inputs/file_inputs.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
@@ -200,8 +207,16 @@ class SyslogReceiver {
  private:
   SyslogReceiver(palisade::v1::SyslogInput config, SyslogReceiverOptions options, BatchSink sink)
       : config_(std::move(config)), options_(std::move(options)), sink_(std::move(sink)) {}
-  void Add(std::string frame);
+  // Queues a frame for its source's batch of its format: the source SourceOf gives it.
+  void Add(std::string frame, const std::string& peer_source);
   void Flush();
+  // The source of a sender at `from`: the most specific sender_time_zones peer_cidr entry's
+  // (ZonedSource), else config_.source(). A reference to a string the receiver keeps.
+  const std::string& PeerSource(const sockaddr_storage& from) const;
+  // The source of `frame` from a sender whose PeerSource is `peer_source`: the entry naming its
+  // HOSTNAME (as LineParser reads it, case aside), else `peer_source`.
+  const std::string& SourceOf(absl::string_view frame, bool v5424,
+                              const std::string& peer_source) const;
   void UdpLoop();
   // Sets the UDP socket's receive buffer (udp_receive_buffer_bytes) and asks the kernel to
   // report its drops (SO_RXQ_OVFL).
@@ -236,8 +251,10 @@ class SyslogReceiver {
   // `accepted`: when the connection was accepted; its TLS handshake deadline and idle time run
   // from then, so a slow thread start does not extend them. `peer`: what it was admitted as;
   // `bucket`: its address's (null: no rate limit); `handshake`: its place in the TLS pool.
+  // `peer_source`: its PeerSource.
   void Connection(int fd, bool tls, absl::Time accepted, const std::string& peer,
-                  std::shared_ptr<SharedBucket> bucket, uint64_t handshake);
+                  std::shared_ptr<SharedBucket> bucket, uint64_t handshake,
+                  const std::string& peer_source);
   // What a sender at `from` counts as for the per-address cap and the rate limit: its address,
   // or its IPv6 range (per_address_ipv6_prefix).
   std::string PeerKey(const sockaddr_storage& from) const;
@@ -289,9 +306,17 @@ class SyslogReceiver {
   };
   absl::Mutex conn_mu_;
   std::vector<ConnThread> conn_threads_ ABSL_GUARDED_BY(conn_mu_);
+  // sender_time_zones, set at Start: the source of a HOSTNAME's frames (the name in lower
+  // case), and of a peer range's, most specific first.
+  absl::flat_hash_map<std::string, std::string> host_sources_;
+  std::vector<std::pair<Cidr, std::string>> peer_sources_;
+  // Frames waiting for the next flush, by source (config_.source(), or a sender zone's).
+  struct Pending {
+    palisade::v1::LogBatch rfc3164;
+    palisade::v1::LogBatch rfc5424;
+  };
   absl::Mutex batch_mu_;
-  palisade::v1::LogBatch rfc3164_ ABSL_GUARDED_BY(batch_mu_);
-  palisade::v1::LogBatch rfc5424_ ABSL_GUARDED_BY(batch_mu_);
+  std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(batch_mu_);
   absl::Mutex sink_mu_;  // batches reach the sink one at a time, in order
   prometheus::Counter* udp_frames_ = nullptr;
   prometheus::Counter* tcp_frames_ = nullptr;

@@ -20,12 +20,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/common/clock.h"
+#include "services/pipeline/pipeline.h"
 
 namespace palisade {
 namespace {
@@ -335,6 +338,125 @@ TEST_F(ReceiverTest, TcpAndUdpFramesBecomeBatchesPerFormat) {
                                "5424 rsyslog <38>1 - h sshd 1 - - two"));
   ::close(fd);
   ::close(udp);
+}
+
+// A central receiver for servers in two zones (sender_time_zones): New York's server, named
+// by its HOSTNAME, sends over TCP, and Tokyo's, known by its address (127.0.0.2), over UDP; a
+// third server in the receiver's own zone (UTC) over UDP. Each writes the same instant in its
+// own wall clock (12:00:00Z: 07:00 EST, 21:00 JST) and the real pipeline dates all three
+// there. Before, every line was read in the receiver's zone: New York's 5 hours early,
+// Tokyo's 9 hours late.
+TEST_F(ReceiverTest, SendersInOtherZonesAreDatedInTheirOwnZone) {
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_udp_listen("127.0.0.1:0");
+  config.set_tcp_listen("127.0.0.1:0");
+  palisade::v1::SyslogSenderZone* ny = config.add_sender_time_zones();
+  ny->set_hostname("WEB-NY");  // case does not matter
+  ny->set_time_zone("America/New_York");
+  palisade::v1::SyslogSenderZone* tokyo = config.add_sender_time_zones();
+  tokyo->set_peer_cidr("127.0.0.2/32");
+  tokyo->set_time_zone("Asia/Tokyo");
+  // The pipeline's zones as ApplyToPipeline maps this config (config_test checks that).
+  PipelineOptions options;
+  options.time_zone = absl::UTCTimeZone();
+  for (const palisade::v1::SyslogSenderZone& z : config.sender_time_zones()) {
+    absl::TimeZone zone;
+    ASSERT_TRUE(absl::LoadTimeZone(z.time_zone(), &zone));
+    options.source_time_zones[ZonedSource("central", z.time_zone())] = zone;
+  }
+  absl::Mutex mu;
+  std::map<std::string, absl::Time> detected;  // key -> event time
+  options.on_detections = [&](absl::string_view, std::vector<Detection>& detections,
+                              const std::vector<DecisionUpdate>&) {
+    absl::MutexLock lock(&mu);
+    for (const Detection& d : detections) detected[d.key] = d.time;
+  };
+  auto pack = ParseRulePack(R"pb(
+    rules {
+      id: "ssh-fail"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "Failed password for \\S+ from (?P<ip>\\S+) port"
+      threshold {
+        count: 1
+        window { seconds: 60 }
+      }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb", "test.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  auto rules = RuleSet::Compile({*pack});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  const absl::Time instant = absl::FromUnixSeconds(1'796'644'800);  // 2026-12-07 12:00:00 UTC
+  SimulatedClock clock(instant + absl::Seconds(30));
+  DecisionTable table(clock);
+  prometheus::Registry pipeline_registry;
+  Pipeline pipeline(*rules, options, clock, table, pipeline_registry);
+  SyslogReceiverOptions receiver_options;
+  receiver_options.flush_interval = absl::Milliseconds(10);
+  auto r = SyslogReceiver::Start(
+      config, receiver_options,
+      [&](const palisade::v1::LogBatch& b) { return pipeline.ProcessBatch(b).status(); },
+      registry_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  const std::string fail = " sshd[1]: Failed password for root from ";
+  const int fd = Connect((*r)->tcp_port());
+  const std::string ny_line = "<38>Dec  7 07:00:00 web-ny" + fail + "203.0.113.1 port 22 ssh2\n";
+  ASSERT_EQ(::send(fd, ny_line.data(), ny_line.size(), 0), static_cast<ssize_t>(ny_line.size()));
+  auto send_udp = [&](const char* from, const std::string& dgram) {
+    const int udp = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    inet_pton(AF_INET, from, &src.sin_addr);
+    ASSERT_EQ(::bind(udp, reinterpret_cast<sockaddr*>(&src), sizeof(src)), 0) << from;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>((*r)->udp_port()));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ASSERT_EQ(::sendto(udp, dgram.data(), dgram.size(), 0, reinterpret_cast<sockaddr*>(&a),
+                       sizeof(a)),
+              static_cast<ssize_t>(dgram.size()));
+    ::close(udp);
+  };
+  send_udp("127.0.0.2", "<38>Dec  7 21:00:00 web-tokyo" + fail + "203.0.113.2 port 22 ssh2");
+  send_udp("127.0.0.1", "<38>Dec  7 12:00:00 web-utc" + fail + "203.0.113.3 port 22 ssh2");
+  ASSERT_TRUE(Eventually([&] {
+    absl::MutexLock lock(&mu);
+    return detected.size() == 3;
+  }));
+  (*r)->Stop();
+  ::close(fd);
+  absl::MutexLock lock(&mu);
+  EXPECT_EQ(detected["203.0.113.1"], instant) << detected["203.0.113.1"];  // New York
+  EXPECT_EQ(detected["203.0.113.2"], instant) << detected["203.0.113.2"];  // Tokyo
+  EXPECT_EQ(detected["203.0.113.3"], instant) << detected["203.0.113.3"];  // the receiver's
+}
+
+// The receiver checks its sender_time_zones as the config load does (it is started with other
+// configs in tests): an error names the input and the entry.
+TEST_F(ReceiverTest, ABadSenderZoneIsRefusedNamingTheEntry) {
+  const std::pair<const char*, const char*> bad[] = {
+      {"Mars/Olympus", "192.0.2.0/24"},  // no such zone
+      {"UTC", "192.0.2.1/24"},           // host bits set
+      {"", "192.0.2.0/24"},              // no zone
+  };
+  for (const auto& [zone, cidr] : bad) {
+    palisade::v1::SyslogInput config;
+    config.set_name("central");
+    config.set_udp_listen("127.0.0.1:0");
+    palisade::v1::SyslogSenderZone* z = config.add_sender_time_zones();
+    z->set_peer_cidr(cidr);
+    z->set_time_zone(zone);
+    auto r = SyslogReceiver::Start(config, {}, [](const palisade::v1::LogBatch&) {
+      return absl::OkStatus();
+    }, registry_);
+    ASSERT_FALSE(r.ok()) << zone << " " << cidr;
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(r.status().message(), HasSubstr("inputs.syslog \"central\": sender_time_zones[0]"));
+  }
 }
 
 // A connection that ends in the middle of an octet-counted frame: the part is not a message,
@@ -870,7 +992,9 @@ TEST_F(ReceiverTest, StopDoesNotWaitOnASenderThatKeepsSending) {
   std::thread writer([&] {
     for (int i = 0; i < 3000 && !stop_writing.load(); ++i) {
       const std::string line = absl::StrCat("<13>Mar  3 14:02:01 h app: ", i, "\n");
-      if (::send(fd, line.data(), line.size(), MSG_NOSIGNAL) < 0) break;
+      // A send refused once Stop closed the connection does not end the loop: writer_done
+      // must mean "sent all 3000 (a minute)", never "the receiver hung up first".
+      (void)::send(fd, line.data(), line.size(), MSG_NOSIGNAL);
       absl::SleepFor(absl::Milliseconds(20));
     }
     writer_done = true;

@@ -43,6 +43,8 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "palisade/v1/config.pb.h"
@@ -130,6 +132,13 @@ struct PipelineOptions {
   // whose secret stays on the node; no router yet) is counted here as Process would.
   std::function<absl::Status(const EngineMatch&)> route_match;
 };
+
+// The source of the lines an input reads in a zone other than its own source's (a syslog
+// receiver's sender_time_zones: servers in several zones): "SOURCE@ZONE", a stream of its own,
+// which ApplyToPipeline (services/server/config.h) gives that zone in source_time_zones.
+inline std::string ZonedSource(absl::string_view source, absl::string_view zone_name) {
+  return absl::StrCat(source, "@", zone_name);
+}
 
 // How far ahead of the clock a line's time may be before clamp_future moves it to the clock.
 inline constexpr absl::Duration kFutureHorizon = absl::Hours(24);

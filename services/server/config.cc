@@ -745,6 +745,45 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
           it->second.second, " reads in \"", it->second.first, "\" (one zone per source)"));
     }
   }
+  // A syslog input's senders in zones of their own: the receiver sends each entry's frames as
+  // ZonedSource(source, zone), a source read in that zone (ApplyToPipeline). An entry names a
+  // zone that loads and one sender: a HOSTNAME (one zone each) or a peer range.
+  for (const palisade::v1::SyslogInput& in : config.inputs().syslog()) {
+    std::map<std::string, std::string> host_zones;  // lower-case HOSTNAME -> zone
+    const std::string source = in.source().empty() ? in.name() : in.source();
+    for (int i = 0; i < in.sender_time_zones_size(); ++i) {
+      const palisade::v1::SyslogSenderZone& z = in.sender_time_zones(i);
+      const std::string where = absl::StrCat(file, ": inputs.syslog \"", in.name(),
+                                             "\": sender_time_zones[", i, "]: ");
+      if (z.time_zone().empty()) {
+        return absl::InvalidArgumentError(where + "time_zone is required");
+      }
+      if (absl::StatusOr<absl::TimeZone> zone = TimeZoneNamed(z.time_zone()); !zone.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, zone.status().message()));
+      }
+      if (z.hostname().empty() == z.peer_cidr().empty()) {
+        return absl::InvalidArgumentError(where + "set hostname or peer_cidr (one of them)");
+      }
+      if (!z.hostname().empty()) {
+        auto [it, added] = host_zones.try_emplace(absl::AsciiStrToLower(z.hostname()),
+                                                  z.time_zone());
+        if (!added && it->second != z.time_zone()) {
+          return absl::InvalidArgumentError(absl::StrCat(where, "hostname \"", z.hostname(),
+                                                         "\" has another zone already"));
+        }
+      } else if (absl::StatusOr<Cidr> c = Cidr::Parse(z.peer_cidr()); !c.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(where, "peer_cidr: ", c.status().message()));
+      }
+      const std::string zoned = ZonedSource(source, z.time_zone());
+      auto [it, added] = source_zones.try_emplace(
+          zoned, z.time_zone(), absl::StrCat("inputs.syslog \"", in.name(), "\""));
+      if (!added && it->second.first != z.time_zone()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            where, "source \"", zoned, "\", which ", it->second.second, " reads in \"",
+            it->second.first, "\" (one zone per source)"));
+      }
+    }
+  }
   for (const palisade::v1::FileInput& f : config.inputs().files()) {
     const bool json = f.format() == FormatName(palisade::v1::LOG_FORMAT_JSON);
     if (json && f.json_format().empty()) {
@@ -1012,6 +1051,19 @@ absl::Status ApplyToPipeline(const palisade::v1::Config& config, PipelineOptions
           absl::StrCat("inputs \"", input.name(), "\": ", zone.status().message()));
     }
     options->source_time_zones[input.source().empty() ? input.name() : input.source()] = *zone;
+  }
+  // A syslog input's senders in zones of their own: their frames come as ZonedSource.
+  for (const auto& input : config.inputs().syslog()) {
+    const std::string source = input.source().empty() ? input.name() : input.source();
+    for (const palisade::v1::SyslogSenderZone& z : input.sender_time_zones()) {
+      zone = TimeZoneNamed(z.time_zone());
+      if (!zone.ok() || z.time_zone().empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "inputs \"", input.name(), "\": sender_time_zones: ",
+            zone.ok() ? "a zone name is required" : zone.status().message()));
+      }
+      options->source_time_zones[ZonedSource(source, z.time_zone())] = *zone;
+    }
   }
   return absl::OkStatus();
 }

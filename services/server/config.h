@@ -35,7 +35,8 @@ absl::StatusOr<absl::TimeZone> TimeZoneNamed(const std::string& name);
 
 // What the pipeline takes from `config`, palisaded's and a replay's alike: the engine's caps,
 // evidence, session limits and allowlist, the line and record caps, the zones (the config's,
-// per source, per file input's source) and the json_formats. Leaves the rest of `*options`
+// per source, per file input's source, per syslog input's sender zone: ZonedSource) and the
+// json_formats. Leaves the rest of `*options`
 // (feeds, token candidates, a cluster's router) as it is. kInvalidArgument naming the field for
 // an allowlist or a zone that does not parse (a config from LoadConfigFile has none).
 absl::Status ApplyToPipeline(const palisade::v1::Config& config, PipelineOptions* options);

@@ -169,6 +169,89 @@ TEST(ConfigTest, TimeZonesAreValidated) {
   EXPECT_THAT(TimeZoneNamed(""), IsOk());  // the host's local zone
 }
 
+// A syslog input's per-sender zones (sender_time_zones): each entry names a zone that loads and
+// one sender (a HOSTNAME or a peer CIDR), and an error names the input and the entry. The
+// pipeline reads each entry's frames, which the receiver sends as ZonedSource(source, zone), in
+// that zone; the input's own source keeps the config's.
+TEST(ConfigTest, SyslogSenderTimeZonesAreValidatedAndReachThePipeline) {
+  auto config = ParseConfig(R"pb(rule_files: "a"
+                                 time_zone: "UTC"
+                                 inputs {
+                                   syslog {
+                                     name: "central"
+                                     udp_listen: "127.0.0.1:5514"
+                                     sender_time_zones {
+                                       hostname: "web-ny"
+                                       time_zone: "America/New_York"
+                                     }
+                                     sender_time_zones {
+                                       peer_cidr: "192.0.2.0/24"
+                                       time_zone: "Asia/Tokyo"
+                                     }
+                                   }
+                                 })pb",
+                            "c.textproto", ".");
+  ASSERT_THAT(config, IsOk());
+  PipelineOptions options;
+  ASSERT_THAT(ApplyToPipeline(*config, &options), IsOk());
+  absl::TimeZone new_york, tokyo;
+  ASSERT_TRUE(absl::LoadTimeZone("America/New_York", &new_york));
+  ASSERT_TRUE(absl::LoadTimeZone("Asia/Tokyo", &tokyo));
+  ASSERT_EQ(options.source_time_zones.count("central@America/New_York"), 1u);
+  EXPECT_EQ(options.source_time_zones["central@America/New_York"], new_york);
+  ASSERT_EQ(options.source_time_zones.count(ZonedSource("central", "Asia/Tokyo")), 1u);
+  EXPECT_EQ(options.source_time_zones[ZonedSource("central", "Asia/Tokyo")], tokyo);
+  EXPECT_EQ(options.source_time_zones.count("central"), 0u);  // the config's zone, as before
+
+  const std::pair<const char*, const char*> bad[] = {
+      {R"pb(hostname: "web-ny" time_zone: "Mars/Olympus")pb", "Mars/Olympus"},
+      {R"pb(hostname: "web-ny")pb", "time_zone is required"},
+      {R"pb(time_zone: "UTC")pb", "hostname or peer_cidr"},
+      {R"pb(hostname: "web-ny" peer_cidr: "192.0.2.0/24" time_zone: "UTC")pb",
+       "hostname or peer_cidr"},
+      {R"pb(peer_cidr: "192.0.2.1/24" time_zone: "UTC")pb", "peer_cidr"},
+  };
+  for (const auto& [entry, reason] : bad) {
+    const std::string text = absl::StrCat(
+        R"pb(rule_files: "a" inputs { syslog { name: "central" udp_listen: "127.0.0.1:5514" )pb",
+        R"pb(sender_time_zones { hostname: "ok" time_zone: "UTC" } sender_time_zones { )pb", entry,
+        " } } }");
+    EXPECT_THAT(ParseConfig(text, "c.textproto", "."),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("c.textproto"), HasSubstr("inputs.syslog \"central\""),
+                               HasSubstr("sender_time_zones[1]"), HasSubstr(reason))))
+        << entry;
+  }
+  // One HOSTNAME, two zones (case aside: hostnames are compared so).
+  EXPECT_THAT(
+      ParseConfig(R"pb(rule_files: "a"
+                       inputs {
+                         syslog {
+                           name: "central"
+                           udp_listen: "127.0.0.1:5514"
+                           sender_time_zones { hostname: "web-ny" time_zone: "America/New_York" }
+                           sender_time_zones { hostname: "WEB-NY" time_zone: "UTC" }
+                         }
+                       })pb",
+                  "c.textproto", "."),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("sender_time_zones[1]"), HasSubstr("WEB-NY"))));
+  // A source_time_zones entry for the same stream in another zone: one zone per source.
+  EXPECT_THAT(
+      ParseConfig(R"pb(rule_files: "a"
+                       source_time_zones { key: "central@Asia/Tokyo" value: "UTC" }
+                       inputs {
+                         syslog {
+                           name: "central"
+                           udp_listen: "127.0.0.1:5514"
+                           sender_time_zones { peer_cidr: "192.0.2.7" time_zone: "Asia/Tokyo" }
+                         }
+                       })pb",
+                  "c.textproto", "."),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("sender_time_zones[0]"), HasSubstr("one zone per source"))));
+}
+
 TEST(ConfigTest, JsonFormatsAreValidatedAndNamedByTheirInputs) {
   EXPECT_THAT(ParseConfig(R"pb(rule_files: "a"
                                json_formats { name: "app" client_address: "peer" }
