@@ -639,11 +639,19 @@ void Engine::CollectCandidates(const RuleSet::FormatIndex& index, const ParsedLi
   }
 }
 
-bool Engine::FirstMatch(const CompiledRule& rule, int p, bool proven, absl::string_view text,
-                        re2::StringPiece* groups, CompiledRule::LeadingRun* run) const {
+bool Engine::FirstMatch(const CompiledRule& rule, int p, bool proven, bool cut,
+                        absl::string_view text, re2::StringPiece* groups,
+                        CompiledRule::LeadingRun* run) const {
   const RE2& re = *rule.patterns[p];
   const int group = rule.key_group[p];
-  const int n = rule.submatches[p];
+  const int n = rule.submatches[p];  // at least 1: group 0 is always asked for
+  // A cut line and a pattern that reads the end: RE2 gives the match's end, which the paths
+  // below do not (a key split's tail ends in `$`: every match it finds ends at the cut). Cut
+  // lines are rare (palisade_ingest_lines_truncated_total), so their cost does not matter.
+  if (cut && rule.reads_end[p]) {
+    return re.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, groups, n) &&
+           !EndsAtCut(cut, rule, p, groups[0], text);
+  }
   // A pattern led by its key, the only capture needed (CompiledRule::LeadingKey), needs no
   // submatch engine: a Set's hit runs no regex at all, a gated candidate a DFA-only test.
   const bool leading = rule.conditions.empty() && !rule.has_session && group >= 1 &&
@@ -809,7 +817,9 @@ void Engine::PrematchLine(palisade::v1::LogFormat format, const RuleSet::FormatI
     const int p = encoded >> 1;
     const int n = rule.submatches[p];
     if (groups.size() < static_cast<size_t>(n)) groups.resize(n);
-    if (!FirstMatch(rule, p, (encoded & 1) == 0, text, groups.data(), &run)) continue;
+    if (!FirstMatch(rule, p, (encoded & 1) == 0, CutEnd(line), text, groups.data(), &run)) {
+      continue;
+    }
     c.state = PrematchedCandidate::State::kMatched;
     c.groups = static_cast<uint32_t>(out->groups.size());
     for (int i = 0; i < n; ++i) {

@@ -43,6 +43,13 @@
 // line leaves out; RuleSet::NotesPidSession). Token rules never touch sessions (their key is a
 // secret). Sessions are kept in memory only.
 //
+// A line cut at the daemon's cap (ParsedLine::cut) ends where the cap fell, not where its writer
+// ended it: on every path that runs rule patterns (Process, MatchLine, MatchOnly, Prematch; token
+// and session rules alike), a match of a pattern that reads the end of the text (`$`, `\z`:
+// CompiledRule::reads_end) is refused when it ends at the cut, so a forged tail placed right
+// before the cut is never a key. Other matches, and patterns that read no end, stand; so do
+// those on a JSON record, which is read from the fields it holds whole.
+//
 // The engine does no I/O and reads no clock: time comes with each line.
 // Prematch (a line, or many: the Sets of many lines walked side by side) is the stateless first
 // half of Process, for threads that match ahead of the one that counts (replay, the file
@@ -664,10 +671,24 @@ class Engine {
                   uint32_t stream, Fn fn, const PrematchedLine* prematched = nullptr);
   // The first match of pattern `p` of `rule` (not a token rule: those report every match) in
   // `text` into groups[0, rule.submatches[p]) (a key split or a leading key sets only groups 0
-  // and the key's, the rest empty). `proven`: a Set's hit, known to match. `run`: the line's
-  // leading address run, shared by its rules (CompiledRule::LeadingKey).
-  bool FirstMatch(const CompiledRule& rule, int p, bool proven, absl::string_view text,
+  // and the key's, the rest empty). `proven`: a Set's hit, known to match. `cut`: the line's
+  // CutEnd(line) (a pattern that reads the end then goes through RE2, and its match may not
+  // end at the cut: EndsAtCut). `run`: the line's leading address run, shared by its rules
+  // (CompiledRule::LeadingKey).
+  bool FirstMatch(const CompiledRule& rule, int p, bool proven, bool cut, absl::string_view text,
                   re2::StringPiece* groups, CompiledRule::LeadingRun* run = nullptr) const;
+  // Whether `match` (group 0 of pattern `p` of `rule` on `text`) is refused on a line cut at the
+  // daemon's cap: the pattern reads the end of the text (CompiledRule::reads_end) and the match
+  // ends at the text's end, which is the cut, not the writer's end.
+  static bool EndsAtCut(bool cut, const CompiledRule& rule, int p, const re2::StringPiece& match,
+                        absl::string_view text) {
+    return cut && rule.reads_end[p] && match.data() + match.size() == text.data() + text.size();
+  }
+  // Whether the texts rules read on `line` may end at the cap's cut: a cut line, but not a JSON
+  // record, whose parser reads only the fields the record holds whole (json_parser.h) and whose
+  // message is rendered from them, so every text there ends where its writer or renderer ended
+  // it.
+  static bool CutEnd(const ParsedLine& line) { return line.cut && line.record == nullptr; }
   // Whether one of the rule's ignore patterns matches the text it reads on `line` (RuleText).
   static bool Ignored(palisade::v1::LogFormat format, const CompiledRule& rule,
                       const ParsedLine& line, DecodedFields* fields);
@@ -877,10 +898,14 @@ void Engine::Candidates(palisade::v1::LogFormat format, const ParsedLine& line, 
           }
           return true;
         }
-        if (!every) return FirstMatch(rule, pattern_index, proven, text, groups.data(), &run);
+        if (!every) {
+          return FirstMatch(rule, pattern_index, proven, CutEnd(line), text, groups.data(), &run);
+        }
       }
+      // A token that ends at the cut may have gone on past it: refused, and it is the last.
       return start <= text.size() &&
-             re.Match(Piece(text), start, text.size(), RE2::UNANCHORED, groups.data(), n);
+             re.Match(Piece(text), start, text.size(), RE2::UNANCHORED, groups.data(), n) &&
+             !EndsAtCut(CutEnd(line), rule, pattern_index, groups[0], text);
     };
     while (next_match()) {
       // A session rule's pattern may have no key group, or leave it out of this match.

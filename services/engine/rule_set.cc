@@ -1020,6 +1020,17 @@ void AddKeySplit(const std::string& pattern, const absl::StatusOr<ReNode>& root,
   out->key_split.back() = std::move(split);
 }
 
+// Whether `n` holds an end-of-text assertion: `$` (kEndText, or kEmptyWidth under (?m)) or
+// `\z` (CompiledRule::reads_end).
+bool HasEndAssertion(const ReNode& n, absl::string_view pattern) {
+  if (n.kind == ReNode::kEndText) return true;
+  if (n.kind == ReNode::kEmptyWidth) return n.begin < pattern.size() && pattern[n.begin] == '$';
+  for (const ReNode& sub : n.subs) {
+    if (HasEndAssertion(sub, pattern)) return true;
+  }
+  return false;
+}
+
 void AddPatternAnalyses(const std::string& pattern, bool has_key, const PackPatterns* checked,
                         CompiledRule* out, std::vector<std::vector<std::string>>* literals) {
   // The tree the load's checks parsed, when they parsed this pattern.
@@ -1030,6 +1041,10 @@ void AddPatternAnalyses(const std::string& pattern, bool has_key, const PackPatt
     tree = &parsed;
   }
   const absl::StatusOr<ReNode>& root = *tree;
+  // A tree the parser does not take: any `$` or `\z` in the text counts (an escaped `\$` too).
+  out->reads_end.push_back(root.ok() ? HasEndAssertion(*root, pattern)
+                                     : pattern.find('$') != std::string::npos ||
+                                           pattern.find("\\z") != std::string::npos);
   auto& start = out->start_bytes.emplace_back(false, CharSet());
   const bool anchored = root.ok() && Anchored(*root, /*at_start=*/true);
   out->anchored_start.push_back(anchored);

@@ -137,6 +137,12 @@ struct ParsedLine {
   // The time, without an offset, is in an hour the zone repeats (after a fall-back): which of
   // its two occurrences came from the reference, so another reference may give the other.
   bool time_repeated = false;
+  // The line was cut at the daemon's cap (max_line_bytes): its end is not the writer's. The
+  // parser never sets it (it sees only the bytes it is given): the caller that cut the line
+  // does. The engine lets no pattern that reads the end of the text (`$`, `\z`) match at the
+  // cut end (services/engine/engine.h), but on a JSON record (`record` set), which is read from
+  // the fields it holds whole.
+  bool cut = false;
   // JSON lines formats (services/formats/json_parser.h): the client address field, cut from its
   // port and checked to be an address, and the record's fields (Rule.field). Empty / null for
   // the other formats. Like the other views of a JSON record, valid until the parser's next
@@ -156,6 +162,7 @@ struct ParsedLine {
     time.reset();
     year_inferred = false;
     time_repeated = false;
+    cut = false;
     client_address = {};
     record = nullptr;
   }

@@ -676,6 +676,7 @@ void Pipeline::Prematch(LineBatch* batch) const {
                      : PrepareLine(batch->lines[i], cap, &sanitized, &truncated, &sanitize);
     ParsedLine& parsed = batch->parsed[i];
     if (!parser.Parse(line, reference, &parsed, rule).ok()) continue;
+    parsed.cut = truncated;  // its end is the cap's, not its writer's (ParsedLine::cut)
     if (parsed.time) {
       reference = *parsed.time;
       rule = YearRule::kNearest;
@@ -892,6 +893,9 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
         ack.set_malformed(ack.malformed() + 1);
         continue;
       }
+      // A rule pinned to the line's end must not take the cap's end for it: a client's field
+      // cut right after a forged tail would choose the key (ParsedLine::cut).
+      parsed.cut = truncated;
       // The daemon: a time in the hour the zone repeats is not taken ahead of the clock, and is
       // the second pass when a live stream's line can be nothing else (ChooseRepeatedOccurrence).
       if (parsed.time_repeated && !line_by_line && parsed.time.has_value()) {
