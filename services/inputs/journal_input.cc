@@ -126,6 +126,21 @@ bool ReadTail(const std::string& path, std::pair<uint64_t, uint64_t> key, bool* 
   return true;
 }
 
+// The sequence number of the last entry `j`'s files hold, matched or not (the cursor's "i="; 0
+// when none can be read). The matches are flushed to find it and `j` is left at that entry: the
+// caller adds them again, and reads `j` no more before it is reopened.
+uint64_t LastSeqnum(sd_journal* j) {
+  sd_journal_flush_matches(j);
+  char* cursor = nullptr;
+  if (sd_journal_seek_tail(j) < 0 || sd_journal_previous(j) <= 0 ||
+      sd_journal_get_cursor(j, &cursor) < 0) {
+    return 0;
+  }
+  const uint64_t out = std::strtoull(CursorPart(cursor, "i").c_str(), nullptr, 16);
+  std::free(cursor);
+  return out;
+}
+
 int64_t CtimeNs(const struct stat& st) {
   return static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec;
 }
@@ -463,22 +478,23 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
     gone_.erase(id);  // its files are back, if it had none: counted again should they go
     if (w.journal != nullptr && !w.reopen &&
         (w.holds_removed ||
-         (!std::includes(keys.begin(), keys.end(), w.files.begin(), w.files.end()) &&
-          !w.read_to_end))) {
-      // A file of its handle removed (a vacuum) before the handle read to its end: the handle
-      // still reads it, as it holds it open, so a reader behind (a backlog, a restart's) reads
-      // on the rest of the file being vacuumed under it, which reopening without it would lose
-      // (libsystemd 252 opens no file that has no name left, not even by descriptor: EIDRM).
-      // Its files added meanwhile (the writer's next file: a rotation) hold later entries: the
-      // handle is reopened over the files then listed once it reads to its end, in the same
-      // round, which lets the removed files' space go. Until then its files, tails and paths
-      // stay the handle's (a removed file's tail is what was read of it last: HeaderLocked).
+         !std::includes(keys.begin(), keys.end(), w.files.begin(), w.files.end()))) {
+      // A file of its handle removed (a vacuum): the handle still reads it, as it holds it
+      // open, so a reader behind (a backlog, a restart's) reads on the rest of the file being
+      // vacuumed under it, which reopening without it would lose (libsystemd 252 opens no file
+      // that has no name left, not even by descriptor: EIDRM). A handle that read to its end
+      // once is kept too: its file may have been written on since, then rotated away and
+      // vacuumed, all between two listings. Its files added meanwhile (the writer's next file:
+      // a rotation) hold later entries: the handle is reopened over the files then listed once
+      // it reads to its end, in the same round, which lets the removed files' space go. Until
+      // then its files, tails and paths stay the handle's; with matches, what it scanned is
+      // read from the handle at its end.
       w.holds_removed = true;
       continue;
     }
-    // New, or a file added (a rotation; and maybe a vacuum of files read past with it):
-    // reopened, on from its position. A file only renamed (rotated away) keeps its inode and is
-    // read on.
+    // New, a file added (a rotation), or a handle read past the files removed under it
+    // (Writer.reopen): reopened, on from its position. A file only renamed (rotated away) keeps
+    // its inode and is read on.
     if (w.id.empty()) {
       w.id = id;
       if (initial && restored_.count(id) == 0) w.start_after_usec = legacy_after_usec_;
@@ -487,7 +503,6 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
     w.journal = nullptr;
     w.reopen = false;
     w.holds_removed = false;
-    w.read_to_end = false;
     w.files = std::move(keys);
     w.paths.clear();
     for (const FoundFile& f : files) w.paths.push_back(f.path);
@@ -511,13 +526,22 @@ absl::Status JournalInput::GroupLocked(const std::vector<FoundFile>& found, bool
   }
   for (auto& [id, w] : writers_) {
     if (groups.count(id) > 0 || w.journal == nullptr) continue;
-    // None of its files is left; its position is kept, should they come back, and marked so
-    // that a restart does not log and count it a second time.
+    if (!w.reopen) {
+      // None of its files is listed, but its handle holds them open: read on to its end first,
+      // as for a file removed (its unread rest would be lost), then found gone (Writer.reopen).
+      w.holds_removed = true;
+      continue;
+    }
+    // None of its files is left and its handle read to its end (or failed); its position is
+    // kept, should they come back, and marked so that a restart does not log and count it a
+    // second time.
     WriterGoneLocked(id, pending_at_end_.count(id) > 0);
     gone_.insert(id);
     sd_journal_close(w.journal);
     w.journal = nullptr;
     w.files.clear();
+    w.holds_removed = false;
+    w.reopen = false;
   }
   return absl::OkStatus();
 }
@@ -631,8 +655,9 @@ bool JournalInput::HeaderLocked(const std::string& path, std::pair<uint64_t, uin
   struct stat st;
   if (::stat(path.c_str(), &st) != 0 || st.st_dev != key.first || st.st_ino != key.second) {
     // The path names it no more (rotated away, removed) while a writer's handle still reads
-    // it: what was read of it last. A file rotated away or vacuumed is written no more, so that
-    // misses at most the entries written after that read, which can only make a gap look longer.
+    // it: what was read of it last, which misses the entries written to it since (a lower
+    // bound: it can only make a gap look longer). A handle holding removed files takes what it
+    // scanned from itself once it reads to its end (ReadWriterLocked).
     if (cached == headers_.end()) return false;
     *archived = cached->second.archived;
     *tail = cached->second.tail;
@@ -740,16 +765,27 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
       return false;
     }
     if (r == 0) {
-      w.read_to_end = true;
       if (!w.id.empty()) pending_at_end_.insert(w.id);
-      if (tail > 0) {
-        uint64_t& scanned = pending_scanned_[w.id];
-        scanned = std::max(scanned, tail);
-      }
+      uint64_t through = tail;
       if (w.holds_removed) {  // read past the files removed: reopened without them
+        // With matches, what it scanned is taken from the handle: a removed file's header can
+        // no longer be read by its path, and the one read a round earlier misses the entries
+        // written to it since (then counted as a gap at the reopen). The handle holds exactly
+        // what it scanned; an entry written to a file of it still listed after this read ended
+        // is counted in too, though the reopened handle reads it (on from the cursor).
+        if (!w.id.empty() && config_.matches_size() > 0) {
+          through = std::max(through, LastSeqnum(j));
+          for (const std::string& m : config_.matches()) {
+            sd_journal_add_match(j, m.data(), m.size());  // reopened before it is read again
+          }
+        }
         w.reopen = true;
         relist_ = true;
         reopen_due_ = true;
+      }
+      if (through > 0) {
+        uint64_t& scanned = pending_scanned_[w.id];
+        scanned = std::max(scanned, through);
       }
       break;
     }

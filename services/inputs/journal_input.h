@@ -37,13 +37,15 @@
 // on a file added). A file removed while running before the writer's handle read past it is
 // read on through that handle, which holds it open, until the handle reads to its end (so a
 // reader behind loses nothing to a vacuum); the writer's files added meanwhile (its next file)
-// are read after it, from the handle reopened then, in the same round.
+// are read after it, from the handle reopened then, in the same round. So are a writer's last
+// files: it is found gone once its handle read them to their end.
 // With matches a cursor is the writer's last entry that matched: the entries after it that a
 // read scanned to the writer's end (JournalCheckpoint.writers_scanned) are no gap.
 // A checkpoint with one cursor (an older version's) is its writer's position, and the other
 // writers are read on from its time. A writer none of whose files is left is logged; it is
-// counted only when it had not been read to its end (JournalCheckpoint.writers_at_end), as
-// its unread entries went with its files; once: found gone while running, it is marked
+// counted only when it had not been read to its end (JournalCheckpoint.writers_at_end: at a
+// restart, or while running when its handle failed), as its unread entries went with its
+// files; once: found gone while running, it is marked
 // (JournalCheckpoint.writers_gone) and a restart does not log nor count it again. The other
 // writers are not read again. For the system journal, a cursor no longer in it is logged and
 // counted, and it is read from its head.
@@ -167,12 +169,13 @@ class JournalInput {
     // each read (HeaderLocked: read again only once the file changed).
     uint64_t archived_tail = 0;
     std::vector<size_t> live;
-    // Its handle still reads files removed since it was opened, not read past then; files,
-    // paths, archived_tail and live stay the handle's, and files listed meanwhile wait.
+    // Its handle still reads files removed since it was opened (all of them: a writer gone),
+    // until it reads to its end; files, paths, archived_tail and live stay the handle's, and
+    // files listed meanwhile wait.
     bool holds_removed = false;
-    bool reopen = false;  // read to its end since: reopened at the next listing, freeing them
-    // Its handle read to its end since it was opened.
-    bool read_to_end = false;
+    // Read to its end since (or failed): reopened at the next listing, or found gone, freeing
+    // them.
+    bool reopen = false;
   };
   struct FoundFile {
     std::pair<uint64_t, uint64_t> key;  // (device, inode)
@@ -205,9 +208,9 @@ class JournalInput {
   // The journal files of the directory (and of its machine-id subdirectories, as
   // sd_journal_open_directory reads them); false when it cannot be listed.
   bool ListDirectory(std::vector<FoundFile>* out, std::string* error) const;
-  // Groups `found` by writer and (re)opens each writer a file was added to, closing those
-  // with none left; one with a file removed that its handle had not read to its end reads on
-  // with the handle it has, reopened once it has (Writer.holds_removed).
+  // Groups `found` by writer and (re)opens each writer a file was added to; one with a file
+  // removed, or with none left, reads on with the handle it has, reopened (or closed, found
+  // gone) once that reads to its end (Writer.holds_removed).
   // `initial`: the restored positions are applied (and errors returned).
   absl::Status GroupLocked(const std::vector<FoundFile>& found, bool initial)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
