@@ -11,7 +11,6 @@
 #include <optional>
 #include <set>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/strings/ascii.h"
@@ -1223,6 +1222,53 @@ BouncerApi::PendingReply BouncerApi::Answer(const BouncerRequest& request) {
   return {Live(std::move(bouncer), request), nullptr};
 }
 
+// Held by Stream and then by its settle function, so that the claim is given back on every
+// way out: an early answer, settle, or anything that throws once the claim is taken (bad_alloc
+// building the settle function, the gzip, the provider): the settle function is then dropped
+// unrun and this, its last holder, gives the claim back as not delivered. Before 2026-12-07 a
+// cleanup that stood down once the answer was handed to settle let such a throw keep the claim:
+// every later pull of the key waited kAnswerInFlightWait for an answer no one was writing.
+class BouncerApi::PullClaim {
+ public:
+  PullClaim(BouncerApi* api, std::shared_ptr<Bouncer> bouncer)
+      : api_(api), bouncer_(std::move(bouncer)) {}
+  PullClaim(const PullClaim&) = delete;
+  PullClaim& operator=(const PullClaim&) = delete;
+  ~PullClaim() {
+    if (!taken_) return;
+    absl::MutexLock lock(&api_->mu_);
+    GiveBackLocked();
+  }
+  // The turn (the wait for the previous answer ended): allocates nothing, so never throws.
+  void TakeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(api_->mu_) {
+    ++bouncer_->pulls_in_flight;
+    taken_ = true;
+  }
+  // The position the answer serves, once chosen (Trim keeps the deletions above it).
+  void ServeLocked(int64_t served) ABSL_EXCLUSIVE_LOCKS_REQUIRED(api_->mu_) {
+    bouncer_->in_flight_served.insert(served);  // may throw: then nothing to give back for it
+    served_ = served;
+    ++api_->answers_in_flight_;
+  }
+  // Gives the claim back (settle; the destructor); once.
+  void GiveBackLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(api_->mu_) {
+    if (!taken_) return;
+    taken_ = false;
+    --bouncer_->pulls_in_flight;
+    if (served_.has_value()) {
+      bouncer_->in_flight_served.erase(bouncer_->in_flight_served.find(*served_));
+      --api_->answers_in_flight_;
+      served_.reset();
+    }
+  }
+
+ private:
+  BouncerApi* const api_;
+  const std::shared_ptr<Bouncer> bouncer_;
+  bool taken_ = false;
+  std::optional<int64_t> served_;
+};
+
 BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
                                             const BouncerRequest& request) {
   Filters f = ParseFilters(request.params, StreamParams());
@@ -1236,6 +1282,8 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   // past a wait that counted nothing, and both were served the same rows (before 2026-12-07).
   // On the API's clock, in slices of real time (a simulated clock's moves are seen within one);
   // a stop ends it.
+  // Made before the wait: taking it then allocates nothing.
+  auto claim = std::make_shared<PullClaim>(this, bouncer);
   {
     Bouncer* b = bouncer.get();
     const absl::Time give_up = clock_.TimeNow() + kAnswerInFlightWait;
@@ -1248,15 +1296,8 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
               b),
           kWaitSlice);
     }
-    ++b->pulls_in_flight;
+    claim->TakeLocked();
   }
-  // Uncounted on every way out but an answer to settle (its settle uncounts it).
-  bool handed_to_settle = false;
-  absl::Cleanup uncount = [this, &bouncer, &handed_to_settle] {
-    if (handed_to_settle) return;
-    absl::MutexLock lock(&mu_);
-    --bouncer->pulls_in_flight;
-  };
   // Pulls one at a time (as when they ran under mu_), and none while Trim runs: the position
   // read here is the one the pull moves from, and the log read below still holds what lies
   // above it.
@@ -1268,7 +1309,8 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   }
   int64_t position = 0;
   bool behind = false;
-  bool beside = false;  // another answer of this bouncer's is in flight
+  bool beside = false;      // another answer of this bouncer's is in flight
+  bool unrecorded = false;  // an answer of this bouncer's was delivered but not recorded
   {
     absl::MutexLock lock(&mu_);
     // The reissues due now are this pull's (the ticker logs them too, within a second).
@@ -1279,6 +1321,7 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
     // every active decision, as at startup, and the deletions still held.
     behind = position < trimmed_through_ && position > 0;
     beside = bouncer->pulls_in_flight > 1;  // this pull counts too
+    unrecorded = bouncer->unrecorded_served.has_value();
   }
   // The active rows at the position served (`served`): what changes after it is the next
   // pull's, so nothing is served twice or missed however long this answer takes.
@@ -1310,8 +1353,10 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   // an answer of its key is in flight beside this one (a pull went on past
   // kAnswerInFlightWait): that answer may bring rows whose deletions come after it, so this one
   // reads every deletion held (Trim keeps those above what that answer served): a replay of
-  // some, never a loss (before 2026-12-07, one lost).
-  const bool first = position == 0 && !beside;
+  // some, never a loss (before 2026-12-07, one lost). Nor when an answer of its was written
+  // whole but the store refused its pull (Bouncer::unrecorded_served): the position is 0, yet
+  // the bouncer holds what that answer brought (before 2026-12-07 their deletions were lost).
+  const bool first = position == 0 && !beside && !unrecorded;
   if (!f.startup || !first) {
     absl::StatusOr<std::vector<BouncerChangeRow>> rows =
         store_->LoadBouncerChanges(position, /*live_only=*/first);
@@ -1353,20 +1398,16 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   {
     absl::MutexLock lock(&mu_);
     if (!RegisteredLocked(bouncer)) return {Forbidden(), nullptr};  // deleted meanwhile
-    bouncer->in_flight_served.insert(served);
-    ++answers_in_flight_;
-    handed_to_settle = true;
+    claim->ServeLocked(served);
   }
   const bool startup_kind = f.startup || behind;
   const size_t new_count = added.size();
   const size_t deleted_count = deleted.size();
-  auto settle = [this, bouncer, served, now, address = std::move(address),
+  auto settle = [this, bouncer, claim, served, now, address = std::move(address),
                  user_agent = std::move(user_agent), startup_kind, new_count,
                  deleted_count](bool delivered) mutable -> absl::Status {
     absl::MutexLock lock(&mu_);
-    --bouncer->pulls_in_flight;
-    bouncer->in_flight_served.erase(bouncer->in_flight_served.find(served));
-    --answers_in_flight_;
+    claim->GiveBackLocked();
     // Not written whole: nothing moves, the next pull serves these changes again. A bouncer
     // deleted meanwhile has no row (nor metrics) left.
     if (!delivered || !RegisteredLocked(bouncer)) return absl::OkStatus();
@@ -1376,11 +1417,19 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
     if (absl::Status s = store_->RecordPull(row.name, now, address, user_agent, position);
         !s.ok()) {
       // The position in memory stays where it was: the next pull is served these changes
-      // again (and Trim keeps the deletions this bouncer was not told of).
+      // again. But the bouncer holds this answer's rows: the deletions after what it served
+      // are its next pull's, even from position 0, and Trim keeps them (unrecorded_served).
+      if (!bouncer->unrecorded_served.has_value() || served < *bouncer->unrecorded_served) {
+        bouncer->unrecorded_served = served;
+      }
       Log(absl::StrCat("bouncer_api: ", s.message()));
       return s;
     }
     row.position = position;
+    // A recorded position at or past it serves what that answer's deletions need.
+    if (bouncer->unrecorded_served.has_value() && position >= *bouncer->unrecorded_served) {
+      bouncer->unrecorded_served.reset();
+    }
     row.last_pull = now;
     bouncer->stored_pull = now;
     bouncer->pull_unstored = false;
@@ -1479,13 +1528,18 @@ absl::StatusOr<int64_t> BouncerApi::Trim() {
     // But one whose first answer is being written moves to what that served once it is: the
     // deletions after it are its next pull's (before 2026-12-07 they were trimmed, and the host
     // kept a withdrawn ban until its timeout). With two in flight (one went on past
-    // kAnswerInFlightWait), those after the lower: either may be the one written.
+    // kAnswerInFlightWait), those after the lower: either may be the one written. And one whose
+    // answer was written whole but not recorded (unrecorded_served) holds back what that
+    // answer brought, though its position stayed.
     served_through = last_seq_;
     for (const auto& [name, b] : bouncers_) {
       if (b->row.position > 0) {
         served_through = std::min(served_through, b->row.position);
       } else if (!b->in_flight_served.empty()) {
         served_through = std::min(served_through, *b->in_flight_served.begin());
+      }
+      if (b->unrecorded_served.has_value()) {
+        served_through = std::min(served_through, *b->unrecorded_served);
       }
     }
   }

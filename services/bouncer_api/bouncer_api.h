@@ -6,8 +6,10 @@
 //
 //   GET /v1/decisions/stream?startup=true|false[&scopes=&origins=&scenarios_containing=
 //       &scenarios_not_containing=]   {"deleted": [...], "new": [...]} since this bouncer's last
-//       pull (no startup: false; a first pull: every active decision and no deletion); with
-//       startup=true every active decision, and the deletions this bouncer was not served yet.
+//       pull (no startup: false; a first pull: every active decision and no deletion, unless
+//       another answer of its key is in flight or one was delivered but not recorded: then the
+//       deletions held too, see below); with startup=true every active decision, and the
+//       deletions this bouncer was not served yet.
 //       Lists are ordered by end, soonest first, as CrowdSec's.
 //   GET|HEAD /v1/decisions?ip=|range=|scope=&value=|type=|origins=   live mode: the decisions on
 //       an address (an Ip decision on it, a Range decision containing it), or `null`.
@@ -50,8 +52,14 @@
 // The bouncer's position moves to the log's end served by a pull once its answer was written
 // whole (handed to the kernel; then stored with the pull): an answer cut off (a stop, a kill, a
 // reset, a write timeout) moves nothing, and the next pull serves the same changes again.
-// Bytes the kernel took that the bouncer never read count as written, so a crash there replays
-// rather than loses (both bouncers take a replay: "already in set", "not present"). A bouncer's
+// Bytes the kernel took that the bouncer never read count as written (both bouncers take a
+// replay: "already in set", "not present"). An answer written whole whose pull the store
+// refuses moves nothing either, but its bouncer holds its rows: until a recorded position
+// reaches what it served, the next pull reads the deletions too, even from position 0, and Trim
+// keeps those above it (in memory only). So a crash between the write and the record replays
+// rather than loses, but for a first answer (position 0): after a restart the next pull is a
+// first one again (the live rows only), and a deletion of what that answer brought, logged
+// before that pull, is lost to the bouncer, which keeps the ban until its timeout. A bouncer's
 // next pull waits for its previous answer to be written or cut (up to kAnswerInFlightWait, on
 // the API's clock), and the wait ends and the pull is counted in flight in one step: two pulls
 // of one key at once are served one after the other. One that goes on past the wait is served
@@ -248,6 +256,12 @@ class BouncerApi {
   // yet, as it starts to wait for it, under the API's lock (it must not call the API), so a
   // test can see a pull wait. Set it before any request.
   void SetPullWaitHookForTesting(std::function<void()> hook) { pull_wait_hook_ = std::move(hook); }
+  // Tests: answers `request` as the HTTP server does, then drops what was to be done once it
+  // was written, never run (as when anything throws between the pull's claim and the writer):
+  // the pull's claim must be given back as not delivered.
+  BouncerReply AnswerAndDropForTesting(const BouncerRequest& request) {
+    return Answer(request).reply;
+  }
   // Tests: `hook` runs in Trim just before its store transaction. Set it before any Trim.
   void SetTrimHookForTesting(std::function<void()> hook) { trim_hook_ = std::move(hook); }
   // Tests: answers live ip= questions as the others are, over every active row of a snapshot,
@@ -286,6 +300,11 @@ class BouncerApi {
     // The positions served by those whose answers are being written, one each: Trim keeps the
     // deletions above the lowest for a bouncer still at 0.
     std::multiset<int64_t> in_flight_served;
+    // The lowest position served by an answer written whole whose pull the store refused to
+    // record, while the recorded position is below it (in memory only): the bouncer holds what
+    // that answer brought, so its next pull is no first one (it reads the deletions too) and
+    // Trim keeps the deletions above it. Cleared once a recorded position reaches it.
+    std::optional<int64_t> unrecorded_served;
     prometheus::Counter* pulls_startup = nullptr;
     prometheus::Counter* pulls_stream = nullptr;
     prometheus::Counter* pulls_live = nullptr;
@@ -294,11 +313,16 @@ class BouncerApi {
     prometheus::Gauge* last_pull = nullptr;
     prometheus::Gauge* since_last_pull = nullptr;
   };
+  // A stream pull's claim on its bouncer's turn (Bouncer::pulls_in_flight) and, once its answer
+  // is chosen, on the position it serves (in_flight_served, answers_in_flight_): given back once,
+  // by its settle, or as not delivered when what holds it is dropped unrun (see bouncer_api.cc).
+  class PullClaim;
   // An answer and, for a stream pull's 200, what to do once it was written: `settle(true)`
   // records the pull (the position moves to what was served); `settle(false)`, an answer not
   // written whole, records nothing. Either takes the pull out of its bouncer's pulls_in_flight
-  // and in_flight_served; call it once.
-  // Not OK when the store refuses the pull (the position stays).
+  // and in_flight_served; call it once. Dropped unrun, it does as settle(false) (its PullClaim).
+  // Not OK when the store refuses the pull: the position stays, and what was served is kept in
+  // the bouncer's unrecorded_served (the answer was delivered: its deletions are still owed).
   struct PendingReply {
     BouncerReply reply;
     std::function<absl::Status(bool delivered)> settle;

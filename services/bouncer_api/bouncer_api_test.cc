@@ -985,6 +985,42 @@ TEST(BouncerApiTest, TrimKeepsTheDeletionsEveryOverlappingAnswerInFlightHasNotSe
   EXPECT_EQ(Values(d.Pull(key)["deleted"]), std::set<std::string>{"203.0.113.7"});
 }
 
+// Both answers of an overlap are in flight when Trim runs: the first (A, position 0) serves x,
+// x is withdrawn, and the second (B, past kAnswerInFlightWait) serves the deletion. Trim must
+// keep the deletions above the LOWER position served: B may be cut and A delivered, and then
+// the next pull reads from A's position and needs x's deletion. (The test above has one answer
+// left in flight at Trim time, so keeping those above the higher passed it too.)
+TEST(BouncerApiTest, TrimKeepsTheDeletionsAboveTheLowestOfTwoAnswersInFlight) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("trim-lowest-in-flight.db"), clock);
+  const std::string key = *d.api->AddBouncer("fw");
+  constexpr int kFeed = 30'000;  // answers far larger than their readers' buffers
+  SyncLargeFeed(d.table, kFeed);
+  const std::string x = d.Ban("203.0.113.7");
+  // B finds A's answer in flight: its wait is made to run out at once.
+  std::atomic<bool> advanced{false};
+  d.api->SetPullWaitHookForTesting([&] {
+    if (!advanced.exchange(true)) clock.Advance(absl::Seconds(16));
+  });
+  RawConnection a(d.api->port(), /*receive_buffer=*/4096);
+  StartPull(a, key, /*startup=*/false);
+  // After A's read, before B's: A serves x, B its deletion.
+  ASSERT_THAT(d.table.Withdraw(x), IsOk());
+  ASSERT_THAT(d.api->Flush(), IsOk());
+  auto b = std::make_unique<RawConnection>(d.api->port(), /*receive_buffer=*/4096);
+  StartPull(*b, key, /*startup=*/false);
+  ASSERT_TRUE(advanced) << "B did not wait for A's answer";
+  absl::StatusOr<int64_t> trimmed = d.api->Trim();
+  ASSERT_THAT(trimmed, IsOk());
+  EXPECT_EQ(*trimmed, 0) << "the deletion A's next pull needs was trimmed";
+  b.reset();  // a reset: B's answer is cut
+  ASSERT_TRUE(d.api->WaitForAnswersForTesting(absl::Seconds(60), /*left=*/1));
+  const std::string answer = a.ReadAnswer();  // the rest, read whole
+  ASSERT_THAT(answer, HasSubstr("203.0.113.7"));
+  ASSERT_TRUE(d.api->WaitForAnswersForTesting(absl::Seconds(120)));
+  EXPECT_EQ(Values(d.Pull(key)["deleted"]), std::set<std::string>{"203.0.113.7"});
+}
+
 // A bouncer's first answer (position 0) is being written when a decision it serves is withdrawn,
 // and a second pull of the key goes on past kAnswerInFlightWait. The second read the live rows
 // only, as a first pull does, and moved the position past the deletion: the host kept the ban
@@ -1017,6 +1053,32 @@ TEST(BouncerApiTest, APullBesideAFirstAnswerInFlightServesTheDeletionsAfterIt) {
 
 using ::palisade::testing::ExecSql;
 
+// A pull's claim on its bouncer's turn was given back by its settle only, or by a cleanup that
+// stood down once the answer was handed to settle: anything that threw after that (bad_alloc
+// building the settle function, the gzip, the provider) dropped the settle unrun, and every
+// later pull of the key waited kAnswerInFlightWait for an answer no one was writing. The claim
+// gives itself back, not delivered, when what holds it goes unrun.
+TEST(BouncerApiTest, APullWhoseAnswerIsDroppedUnsettledGivesItsTurnBack) {
+  SimulatedClock clock;
+  Daemon d(FreshPath("dropped-unsettled.db"), clock);
+  const std::string key = *d.api->AddBouncer("fw");
+  d.Ban("203.0.113.7");
+  // A pull that waits would wait forever on the clock that stands still: it is let go at once.
+  std::atomic<bool> waited{false};
+  d.api->SetPullWaitHookForTesting([&] {
+    if (!waited.exchange(true)) clock.Advance(absl::Seconds(16));
+  });
+  const BouncerReply dropped =
+      d.api->AnswerAndDropForTesting(Request("/v1/decisions/stream", key, {{"startup", "false"}}));
+  ASSERT_EQ(dropped.status, 200) << dropped.body;
+  EXPECT_TRUE(d.api->WaitForAnswersForTesting(absl::ZeroDuration()))
+      << "the dropped answer is still counted in flight";
+  // Not delivered: the position stays, and the next pull serves the same changes, at once.
+  EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
+  EXPECT_FALSE(waited) << "the next pull waited for an answer no one was writing";
+  EXPECT_EQ((*d.store->LoadBouncers())[0].position, d.api->last_seq());
+}
+
 // A pull whose position cannot be written leaves its position where it was: the next pull
 // serves the same changes again, none skipped. Over HTTP the pull is recorded once its answer
 // was written, so the bouncer has it (a replay later, not a loss); Handle, which takes its
@@ -1037,6 +1099,42 @@ TEST(BouncerApiTest, APullThatCannotBeRecordedIsServedAgain) {
   ExecSql(path, "DROP TRIGGER break_pull;");
   EXPECT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
   EXPECT_EQ((*d.store->LoadBouncers())[0].position, d.api->last_seq());
+}
+
+// A bouncer's first answer (position 0) is written whole but its pull cannot be recorded: the
+// position stays 0, yet the bouncer holds what the answer brought. Its next pull was taken for a
+// first one (the live rows only) and never served the deletion of a decision withdrawn
+// meanwhile; Trim took the bouncer for one that holds nothing back and forgot that deletion
+// too. The host kept the ban until its timeout.
+void FirstPullNotRecordedThenWithdrawn(bool trim_before_the_next_pull) {
+  SimulatedClock clock;
+  const std::string path =
+      FreshPath(trim_before_the_next_pull ? "first-unrecorded-trim.db" : "first-unrecorded.db");
+  Daemon d(path, clock);
+  const std::string key = *d.api->AddBouncer("fw");
+  const std::string x = d.Ban("203.0.113.7");
+  ExecSql(path, R"sql(
+      CREATE TRIGGER break_pull BEFORE UPDATE ON bouncers
+        BEGIN SELECT RAISE(ABORT, 'injected: pull not recorded'); END;)sql");
+  ASSERT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
+  ASSERT_EQ((*d.store->LoadBouncers())[0].position, 0);
+  ExecSql(path, "DROP TRIGGER break_pull;");
+  ASSERT_THAT(d.table.Withdraw(x), IsOk());
+  if (trim_before_the_next_pull) {
+    ASSERT_THAT(d.api->Flush(), IsOk());
+    absl::StatusOr<int64_t> trimmed = d.api->Trim();
+    ASSERT_THAT(trimmed, IsOk());
+    EXPECT_EQ(*trimmed, 0) << "the deletion the bouncer's next pull needs was trimmed";
+  }
+  EXPECT_EQ(Values(d.Pull(key)["deleted"]), std::set<std::string>{"203.0.113.7"});
+}
+
+TEST(BouncerApiTest, AFirstPullThatCannotBeRecordedStillGetsItsDeletions) {
+  FirstPullNotRecordedThenWithdrawn(/*trim_before_the_next_pull=*/false);
+}
+
+TEST(BouncerApiTest, AFirstPullThatCannotBeRecordedStillGetsItsDeletionsPastTrim) {
+  FirstPullNotRecordedThenWithdrawn(/*trim_before_the_next_pull=*/true);
 }
 
 // Changes reach the store in batches; a pull writes what waits first, so the position it
