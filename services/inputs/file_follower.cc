@@ -206,24 +206,47 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
       return;
     }
   }
-  // Truncated: the copy may hold the rest (a glob reads it on). Else the file is nowhere
-  // (compressed away, removed): what was written to it after the checkpoint is not read.
-  KeepLast16(truncated ? &truncated_ : &lost_, from);
-  if (!truncated && from.written_ns() != 0) {
-    // But what was written after it went on in the files rotated since (logrotate's compress
-    // with delaycompress, down across two rotations: it is PATH.2.gz, the next day PATH.1):
-    // those last written after it was when the checkpoint was taken, oldest first, then the
+  // No copy of it found: the file is nowhere (compressed away, removed), or it was truncated and
+  // its copy compressed (copytruncate with compress). The path holding its inode cannot tell
+  // the two apart: ext4 gives a freed inode to the next file created, so logrotate's `create`
+  // after gzip freed it makes a new file with the checkpoint's inode and other first bytes, as
+  // a truncation written again does. Nothing needs telling: either way what was written to it
+  // after the checkpoint is not read (lost, said), and what came after went on in the files
+  // rotated since (logrotate's compress with delaycompress, down across two rotations: it is
+  // PATH.2.gz, the next day PATH.1; copytruncate's copies likewise).
+  // A copy under another name that starts with the path's (app.log.old) still holds the rest:
+  // a glob reads it on from the truncation said (TakeTruncated); not lost.
+  if (truncated) KeepLast16(&truncated_, from);
+  if (!truncated || !RestKeptElsewhere(from)) KeepLast16(&lost_, from);
+  if (from.written_ns() != 0) {
+    // Those last written after it was when the checkpoint was taken, oldest first, then the
     // path. Its own name is gone, so a tie (the same tick of the file clock) is a file written
-    // before it: one already read, read again, would count its lines twice.
+    // before it: one already read, read again, would count its lines twice. Truncated, a copy
+    // of it (copytruncate's, made after the checkpoint) no longer than the checkpoint's offset
+    // holds nothing after it: left out. Else none is told (its fingerprint may hold only a few
+    // bytes, taken when the file was short, that a file rotated after it starts with too).
     QueueWrittenAfter(from.written_ns(), "", {from.device(), from.inode()},
-                      palisade::v1::FileCheckpoint());
+                      truncated ? from : palisade::v1::FileCheckpoint());
+    queued_after_lost_ = rotated_after_.size();
     if (!rotated_after_.empty()) {
+      then_truncated_ = truncated;  // the path after them: a hole may start it
       (void)NextFile();
       return;
     }
   }
   (void)OpenAt(path_, 0);
   after_truncation_ = truncated;
+}
+
+bool FileFollower::RestKeptElsewhere(const palisade::v1::FileCheckpoint& from) const {
+  for (const std::string& name : RotatedNames(path_)) {
+    struct stat st;
+    if (::stat(name.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        static_cast<uint64_t>(st.st_size) > from.offset() && IsCopyOf(name, from)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void FileFollower::QueueRotatedAfter(const std::string& resumed_in,

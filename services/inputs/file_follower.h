@@ -32,9 +32,12 @@
 // file, each from its start (a rotated file read to its end and removed while the path is absent is
 // let go of); when the file was truncated below the offset, in its copy as above, then the file
 // from its start; from the start when it was replaced, or truncated with no copy found (a
-// checkpoint whose file is found nowhere, compressed away or removed, is given up: TakeLost; the
-// files under a rotated name last written after the time it says, rotated after its file, are read
-// first, oldest first: only that file's rest is lost). A checkpoint taken while the rest of a cut
+// checkpoint whose file is found nowhere, compressed away or removed, or truncated and its copy
+// compressed, is given up: TakeLost, but for a truncation whose copy a glob may read on under
+// another name; the files under a rotated name last written after the time it says, rotated
+// after its file, are read first, oldest first: only that file's rest is lost. A path holding
+// the checkpoint's inode with other first bytes may be a new file given the freed inode or the
+// file truncated: both are handled so). A checkpoint taken while the rest of a cut
 // line was being dropped is inside that line: the resumed follower drops that rest too. A
 // checkpoint whose file is there but cannot be opened (EACCES, out of descriptors) is kept: Poll
 // says so and tries again, rather than read the file again from its start, and checkpoint()
@@ -125,6 +128,10 @@ class FileFollower {
   // The checkpoints given up since the last call: their file was found neither at the path nor
   // under a rotated name (RotatedNames), so what was written to it after them is not read.
   std::vector<palisade::v1::FileCheckpoint> TakeLost();
+  // How many files rotated after a checkpoint given up at the resume (TakeLost) were queued to be
+  // read, oldest first, before the path: 0 when none was (compress without delaycompress, the
+  // common layout: only the path holds lines written after it).
+  size_t queued_after_lost() const { return queued_after_lost_; }
 
   // Whether the file at `path` is the one `c` was taken in: a regular file with the same device
   // and inode, whose first bytes are the ones fingerprinted (an inode reused by another file has
@@ -235,6 +242,12 @@ class FileFollower {
   std::vector<palisade::v1::FileCheckpoint> truncated_;
   // Checkpoints given up, not yet taken by TakeLost (oldest first).
   std::vector<palisade::v1::FileCheckpoint> lost_;
+  // The files rotated after a checkpoint given up at the resume, queued to be read before the
+  // path (0: none, or no checkpoint given up).
+  size_t queued_after_lost_ = 0;
+  // Whether a file under a name that starts with the path's (one a glob may match) is a copy of
+  // the checkpoint's file holding more than `from` took: its rest is there, not lost.
+  bool RestKeptElsewhere(const palisade::v1::FileCheckpoint& from) const;
 };
 
 }  // namespace palisade

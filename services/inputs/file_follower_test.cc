@@ -694,6 +694,118 @@ TEST_F(FileFollowerTest, ACheckpointCompressedAwayStillReadsTheFilesRotatedAfter
   EXPECT_THAT(Poll(again), ElementsAre("c2"));
 }
 
+// compress without delaycompress, down across two rotations: A (the checkpoint's file) is
+// PATH.1.gz and gone, B (b1 b2) is PATH.1, and the path is a new file that ext4 gave A's freed
+// inode (created after gzip removed A). The path holding the checkpoint's inode with other first
+// bytes looks like a truncation: no copy of A is found, yet B, rotated after A, must be read
+// before the path, and A's rest (a2) said lost.
+TEST_F(FileFollowerTest, ACheckpointCompressedAwayWithItsInodeReusedReadsTheFilesAfterIt) {
+  const std::string p1 = path_ + ".1";
+  std::remove((p1 + ".gz").c_str());
+  Append("a1\n");
+  WrittenAgo(path_, 300);  // so the files written after it are later, however fast this runs
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\n");
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("b1\n");
+  Compress(p1);  // A's inode freed
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  // logrotate's `create`: the new file gets A's inode. The file system picks it; scratch files
+  // are made until one has it (ext4 hands out the inode just freed at once).
+  const std::string dir = std::getenv("TEST_TMPDIR");
+  std::vector<std::string> scratch;
+  std::string reused;
+  for (int i = 0; i < 64 && reused.empty(); ++i) {
+    const std::string s = absl::StrCat(dir, "/scratch", i);
+    std::ofstream(s, std::ios::binary) << "";
+    struct stat st;
+    ASSERT_EQ(::stat(s.c_str(), &st), 0);
+    if (st.st_ino == checkpoint.inode()) {
+      reused = s;
+    } else {
+      scratch.push_back(s);
+    }
+  }
+  for (const std::string& s : scratch) std::remove(s.c_str());
+  ASSERT_FALSE(reused.empty()) << "precondition: no new file got the freed inode "
+                               << checkpoint.inode() << " in 64 tries (not ext4-like?)";
+  ASSERT_EQ(std::rename(reused.c_str(), path_.c_str()), 0);
+  Append("b2\n", p1);  // the writer on B until its reopen
+  Append("c1\n");
+  FileFollower again(path_, {}, checkpoint);
+  std::vector<std::string> lines;
+  for (int i = 0; i < 5; ++i) {
+    for (std::string& line : Poll(again)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("b1", "b2", "c1"));
+  std::vector<palisade::v1::FileCheckpoint> lost = again.TakeLost();  // A's rest (a2): gone
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_EQ(lost[0].offset(), 3u);
+  EXPECT_EQ(again.queued_after_lost(), 1u);
+}
+
+// copytruncate with compress and delaycompress, down across two rotations: A's copy (a1 a2) is
+// PATH.2.gz, B's copy (b1 b2) PATH.1, the path (truncated twice, A's inode still) holds c1. No
+// copy of A is found; B's copy, written after A's checkpoint, is read before the path, and A's
+// rest (a2) is said lost. Without delaycompress (A's copy PATH.1.gz at once) the loss is said.
+TEST_F(FileFollowerTest, ACopytruncatedCheckpointWhoseCopyWasCompressedReadsTheCopiesAfterIt) {
+  const std::string p1 = path_ + ".1", p2 = path_ + ".2";
+  for (const std::string& p : {p2, p2 + ".gz", p1 + ".gz"}) std::remove(p.c_str());
+  auto copytruncate = [this](const std::string& to) {
+    std::ifstream in(path_, std::ios::binary);
+    std::ofstream(to, std::ios::binary) << in.rdbuf();
+    ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  };
+  Append("a1\n");
+  WrittenAgo(path_, 300);
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\n");
+  copytruncate(p1);
+  Append("b1\nb2\n");
+  ASSERT_EQ(std::rename(p1.c_str(), p2.c_str()), 0);
+  copytruncate(p1);
+  Compress(p2);
+  Append("c1\n");
+  {
+    FileFollower again(path_, {}, checkpoint);
+    std::vector<std::string> lines;
+    for (int i = 0; i < 5; ++i) {
+      for (std::string& line : Poll(again)) lines.push_back(std::move(line));
+    }
+    EXPECT_THAT(lines, ElementsAre("b1", "b2", "c1"));
+    EXPECT_EQ(again.TakeLost().size(), 1u);
+  }
+  // No delaycompress, down one rotation: A's copy compressed at once, nothing after it to read
+  // but the path; its rest (a2 a3) lost, and said.
+  std::remove(p1.c_str());
+  ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  Append("a1\n");
+  WrittenAgo(path_, 300);
+  {
+    FileFollower f(path_);
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\na3\n");
+  copytruncate(p1);
+  Compress(p1);
+  Append("b1\n");
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("b1"));
+  EXPECT_EQ(again.TakeLost().size(), 1u);
+  EXPECT_EQ(again.queued_after_lost(), 0u);
+}
+
 // The same without delaycompress: A is PATH.1.gz at once, C the path. The file rotated before A
 // (read before the checkpoint, left uncompressed here) is last written no later than A was at
 // the checkpoint: not read again. Nothing but C is read.

@@ -407,6 +407,11 @@ void FileInputs::DiscoverLocked(Input& input) {
     }
     palisade::v1::FileCheckpoint from = std::move(restored->second);
     input.restored.erase(restored);
+    // A copy left out was read completely; another file at its name now (the name used again:
+    // app.log.old, the path's file rotated there while down) is not it. Dropped without a word
+    // (nothing of it is lost): followed, it found its file gone, said so falsely, and read the
+    // other file from its start, which the path's follower reads on from its own position.
+    if (from.left_out() && !FileFollower::IsFileOf(path, from)) continue;
     follow(path, std::move(from));
   }
   // A restored position whose path is not there (not created again yet) and whose file the glob
@@ -758,12 +763,17 @@ size_t FileInputs::PollFileWithWorkersLocked(Input& input, const std::string& pa
 void FileInputs::PublishLocked(Input& input, const std::string& path, const File& file) {
   for (const palisade::v1::FileCheckpoint& c : file.follower->TakeLost()) {
     input.errors->Increment();
-    // The follower read on through the files rotated after it when the position said when
+    // The follower reads on through the files rotated after it when the position said when
     // its file was last written (FileCheckpoint.written_ns): only that file's rest is lost.
+    // Said only when it queued some (none under compress without delaycompress, the common
+    // layout: the path alone holds what came after).
+    const size_t queued = c.written_ns() != 0 ? file.follower->queued_after_lost() : 0;
     Log(absl::StrCat("input ", input.config.name(), ": ", path, ": saved position (offset ",
                      c.offset(), ") not found: its file is neither there nor under a rotated "
                      "name (compressed, removed); lines written to it after that position lost, ",
-                     c.written_ns() != 0 ? "the files rotated after it read, then " : "",
+                     queued > 0 ? absl::StrCat("the ", queued, queued == 1 ? " file" : " files",
+                                               " rotated after it read first, then ")
+                                : std::string(),
                      "the path read from its start"));
   }
   const FollowerStats& now = file.follower->stats();
