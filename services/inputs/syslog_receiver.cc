@@ -369,6 +369,9 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
   if (r->config_.source().empty()) r->config_.set_source(config.name());
   // Senders in zones of their own: each entry's frames go to the source ZonedSource names,
   // which the pipeline reads in the entry's zone (ApplyToPipeline maps it from this config).
+  // One zone per HOSTNAME and per range (by its canonical form: ::ffff:10.1.0.0/112 is
+  // 10.1.0.0/16): of two equal ranges the sort keeps the first, so a second zone would be lost.
+  std::map<std::string, std::string> range_sources;  // Cidr::ToString -> source
   for (int i = 0; i < config.sender_time_zones_size(); ++i) {
     const palisade::v1::SyslogSenderZone& z = config.sender_time_zones(i);
     const std::string entry = absl::StrCat(where, "sender_time_zones[", i, "]: ");
@@ -396,6 +399,14 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
     if (!range.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat(entry, "peer_cidr: ", range.status().message()));
+    }
+    auto [it, added] = range_sources.try_emplace(range->ToString(), source);
+    if (!added) {
+      if (it->second == source) continue;  // a repeat: the same range in the same zone
+      return absl::InvalidArgumentError(absl::StrCat(
+          entry, "peer_cidr \"", z.peer_cidr(), "\"",
+          it->first == z.peer_cidr() ? "" : absl::StrCat(" (", it->first, ")"),
+          " has another zone already"));
     }
     r->peer_sources_.emplace_back(*range, std::move(source));
   }

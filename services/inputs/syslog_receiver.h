@@ -307,7 +307,8 @@ class SyslogReceiver {
   absl::Mutex conn_mu_;
   std::vector<ConnThread> conn_threads_ ABSL_GUARDED_BY(conn_mu_);
   // sender_time_zones, set at Start: the source of a HOSTNAME's frames (the name in lower
-  // case), and of a peer range's, most specific first.
+  // case), and of a peer range's, most specific first, each range once (Start refuses one
+  // range in two zones: stable_sort would keep the first unseen).
   absl::flat_hash_map<std::string, std::string> host_sources_;
   std::vector<std::pair<Cidr, std::string>> peer_sources_;
   // Frames waiting for the next flush, by source (config_.source(), or a sender zone's).

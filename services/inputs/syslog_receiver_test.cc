@@ -435,6 +435,55 @@ TEST_F(ReceiverTest, SendersInOtherZonesAreDatedInTheirOwnZone) {
   EXPECT_EQ(detected["203.0.113.3"], instant) << detected["203.0.113.3"];  // the receiver's
 }
 
+// Which entry names a sender's zone: its HOSTNAME's, whatever the ranges say, else the most
+// specific range covering its address, whatever the config's order (the /8 comes first here).
+TEST_F(ReceiverTest, HostnameThenMostSpecificPeerRangeChooseTheSource) {
+  palisade::v1::SyslogInput config;
+  config.set_name("x");
+  config.set_udp_listen("127.0.0.1:0");
+  config.set_tcp_listen("127.0.0.1:0");
+  for (const auto& [cidr, zone] : {std::pair<const char*, const char*>{"127.0.0.0/8", "Asia/Tokyo"},
+                                   {"127.0.0.2/32", "America/New_York"}}) {
+    palisade::v1::SyslogSenderZone* z = config.add_sender_time_zones();
+    z->set_peer_cidr(cidr);
+    z->set_time_zone(zone);
+  }
+  palisade::v1::SyslogSenderZone* paris = config.add_sender_time_zones();
+  paris->set_hostname("web-paris");
+  paris->set_time_zone("Europe/Paris");
+  auto r = Start(config);
+  ASSERT_NE(r, nullptr);
+  auto send_udp = [&](const char* from, const std::string& dgram) {
+    const int udp = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    inet_pton(AF_INET, from, &src.sin_addr);
+    ASSERT_EQ(::bind(udp, reinterpret_cast<sockaddr*>(&src), sizeof(src)), 0) << from;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(r->udp_port()));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ASSERT_EQ(::sendto(udp, dgram.data(), dgram.size(), 0, reinterpret_cast<sockaddr*>(&a),
+                       sizeof(a)),
+              static_cast<ssize_t>(dgram.size()));
+    ::close(udp);
+  };
+  send_udp("127.0.0.2", "<13>Dec  7 12:00:00 h app: a");
+  send_udp("127.0.0.2", "<13>Dec  7 12:00:00 web-paris app: b");
+  send_udp("127.0.0.3", "<13>Dec  7 12:00:00 h app: c");
+  const int fd = ConnectFrom("127.0.0.2", r->tcp_port());
+  const std::string frame = "<13>Dec  7 12:00:00 h app: d\n";
+  ASSERT_EQ(::send(fd, frame.data(), frame.size(), 0), static_cast<ssize_t>(frame.size()));
+  std::vector<std::string> got = WaitFor(4);
+  r->Stop();
+  ::close(fd);
+  std::sort(got.begin(), got.end());
+  EXPECT_THAT(got, ElementsAre("3164 x@America/New_York <13>Dec  7 12:00:00 h app: a",
+                               "3164 x@America/New_York <13>Dec  7 12:00:00 h app: d",
+                               "3164 x@Asia/Tokyo <13>Dec  7 12:00:00 h app: c",
+                               "3164 x@Europe/Paris <13>Dec  7 12:00:00 web-paris app: b"));
+}
+
 // The receiver checks its sender_time_zones as the config load does (it is started with other
 // configs in tests): an error names the input and the entry.
 TEST_F(ReceiverTest, ABadSenderZoneIsRefusedNamingTheEntry) {
@@ -456,6 +505,32 @@ TEST_F(ReceiverTest, ABadSenderZoneIsRefusedNamingTheEntry) {
     ASSERT_FALSE(r.ok()) << zone << " " << cidr;
     EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(r.status().message(), HasSubstr("inputs.syslog \"central\": sender_time_zones[0]"));
+  }
+  // One peer range, two zones (the first would win unseen), in any spelling of the range; the
+  // same range in the same zone is allowed.
+  for (const char* second : {"10.1.0.0/16", "::ffff:10.1.0.0/112"}) {
+    for (const char* zone : {"Europe/Paris", "Asia/Tokyo"}) {
+      palisade::v1::SyslogInput config;
+      config.set_name("central");
+      config.set_udp_listen("127.0.0.1:0");
+      palisade::v1::SyslogSenderZone* z = config.add_sender_time_zones();
+      z->set_peer_cidr("10.1.0.0/16");
+      z->set_time_zone("Asia/Tokyo");
+      z = config.add_sender_time_zones();
+      z->set_peer_cidr(second);
+      z->set_time_zone(zone);
+      auto r = SyslogReceiver::Start(config, {}, [](const palisade::v1::LogBatch&) {
+        return absl::OkStatus();
+      }, registry_);
+      if (absl::string_view(zone) == "Asia/Tokyo") {
+        EXPECT_TRUE(r.ok()) << second << " " << r.status();
+        continue;
+      }
+      ASSERT_FALSE(r.ok()) << second << " " << zone;
+      EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+      EXPECT_THAT(r.status().message(), HasSubstr("sender_time_zones[1]"));
+      EXPECT_THAT(r.status().message(), HasSubstr("10.1.0.0/16"));
+    }
   }
 }
 

@@ -747,9 +747,12 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
   }
   // A syslog input's senders in zones of their own: the receiver sends each entry's frames as
   // ZonedSource(source, zone), a source read in that zone (ApplyToPipeline). An entry names a
-  // zone that loads and one sender: a HOSTNAME (one zone each) or a peer range.
+  // zone that loads and one sender: a HOSTNAME (one zone each) or a peer range (one zone each,
+  // told by its canonical form: ::ffff:10.1.0.0/112 is 10.1.0.0/16; the receiver keeps the
+  // first of equal ranges, so a second zone would be ignored silently).
   for (const palisade::v1::SyslogInput& in : config.inputs().syslog()) {
-    std::map<std::string, std::string> host_zones;  // lower-case HOSTNAME -> zone
+    std::map<std::string, std::string> host_zones;   // lower-case HOSTNAME -> zone
+    std::map<std::string, std::string> range_zones;  // Cidr::ToString -> zone
     const std::string source = in.source().empty() ? in.name() : in.source();
     for (int i = 0; i < in.sender_time_zones_size(); ++i) {
       const palisade::v1::SyslogSenderZone& z = in.sender_time_zones(i);
@@ -773,6 +776,12 @@ absl::StatusOr<palisade::v1::Config> CompleteConfig(palisade::v1::Config config,
         }
       } else if (absl::StatusOr<Cidr> c = Cidr::Parse(z.peer_cidr()); !c.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(where, "peer_cidr: ", c.status().message()));
+      } else if (auto [it, added] = range_zones.try_emplace(c->ToString(), z.time_zone());
+                 !added && it->second != z.time_zone()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(where, "peer_cidr \"", z.peer_cidr(), "\"",
+                         it->first == z.peer_cidr() ? "" : absl::StrCat(" (", it->first, ")"),
+                         " has another zone already"));
       }
       const std::string zoned = ZonedSource(source, z.time_zone());
       auto [it, added] = source_zones.try_emplace(

@@ -236,6 +236,26 @@ TEST(ConfigTest, SyslogSenderTimeZonesAreValidatedAndReachThePipeline) {
                   "c.textproto", "."),
       StatusIs(absl::StatusCode::kInvalidArgument,
                AllOf(HasSubstr("sender_time_zones[1]"), HasSubstr("WEB-NY"))));
+  // One peer range, two zones: which one won depended on config order. An IPv4-mapped
+  // spelling of the range is the same range; the same range in the same zone is allowed.
+  const std::pair<const char*, const char*> ranges[] = {
+      {"10.1.0.0/16", "10.1.0.0/16"},
+      {"::ffff:10.1.0.0/112", "10.1.0.0/16"},
+  };
+  for (const auto& [second, canonical] : ranges) {
+    const auto two = [range = second](const char* zone) {
+      return absl::StrCat(
+          R"pb(rule_files: "a" inputs { syslog { name: "central" udp_listen: "127.0.0.1:5514" )pb",
+          R"pb(sender_time_zones { peer_cidr: "10.1.0.0/16" time_zone: "Asia/Tokyo" } )pb",
+          R"pb(sender_time_zones { peer_cidr: ")pb", range, R"pb(" time_zone: ")pb", zone,
+          "\" } } }");
+    };
+    EXPECT_THAT(ParseConfig(two("Europe/Paris"), "c.textproto", "."),
+                StatusIs(absl::StatusCode::kInvalidArgument,
+                         AllOf(HasSubstr("sender_time_zones[1]"), HasSubstr(canonical))))
+        << second;
+    EXPECT_THAT(ParseConfig(two("Asia/Tokyo"), "c.textproto", "."), IsOk()) << second;
+  }
   // A source_time_zones entry for the same stream in another zone: one zone per source.
   EXPECT_THAT(
       ParseConfig(R"pb(rule_files: "a"
