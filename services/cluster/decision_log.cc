@@ -145,22 +145,39 @@ bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
 
 bool DecisionLogWriter::EnqueueSet(const std::vector<DecisionUpdate>& set) {
   std::vector<Item> items;
+  std::vector<const palisade::v1::Target*> targets;  // targets[i]: items[i]'s
   items.reserve(set.size());
+  targets.reserve(set.size());
   for (const DecisionUpdate& u : set) {
     items.emplace_back();
-    if (!MakeItem(u, &items.back())) items.pop_back();
+    if (!MakeItem(u, &items.back())) {
+      items.pop_back();
+    } else {
+      targets.push_back(&u.decision.target());
+    }
   }
   if (items.empty()) return true;
-  if (items.size() > 1) {
-    // Replicas hand the set on whole (one mirror call): a replaced decision's withdrawal never
-    // reaches a mirror's listeners without its replacement.
+  // Only the runs of updates on one target are marked, each as a set of its own: the table
+  // makes a replaced decision's withdrawal and its replacement (or an ended decision and the
+  // claim reinstated behind it) one after the other, and replicas hand a set on whole (one
+  // mirror call), so a mirror's listeners never hear the one without the other. The table's
+  // whole change set is an ingest batch (up to 10,000 detections) or a whole sweep: marked as
+  // one, every mirror held all of it until its last message.
+  const auto same_target = [&](size_t a, size_t b) {
+    return targets[a]->kind() == targets[b]->kind() && targets[a]->value() == targets[b]->value();
+  };
+  for (size_t begin = 0, end = 0; begin < items.size(); begin = end) {
+    for (end = begin + 1; end < items.size() && same_target(begin, end); ++end) {
+    }
+    const size_t n = end - begin;
+    if (n == 1) continue;
     std::string set_id;
     {
       absl::MutexLock lock(&mu_);
       set_id = absl::StrCat(id_prefix_, "set", set_count_++);
     }
-    for (size_t i = 0; i < items.size(); ++i) {
-      items[i].set = absl::StrCat(set_id, " ", i + 1, " ", items.size());
+    for (size_t i = 0; i < n; ++i) {
+      items[begin + i].set = absl::StrCat(set_id, " ", i + 1, " ", n);
     }
   }
   return Push(std::move(items));
@@ -883,7 +900,9 @@ void DecisionReplica::Run() {
       }
       if (in_set) {
         held_set.header = sh;
-        held_set.bytes += c.decision.ByteSizeLong() + 64;
+        // What it holds in memory, not its bytes on the wire: an empty evidence line is 2 bytes
+        // there and a string's 32 (and its pointer's 8) here.
+        held_set.bytes += c.decision.SpaceUsedLong() + 64;
         held_set.last = seq;
         held_set.updates.push_back({c.change, std::move(c.decision)});
         holding = true;

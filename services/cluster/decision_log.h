@@ -12,10 +12,13 @@
 //     (a writer killed between publish and ack, then its retry, or a new writer re-publishing
 //     what it adopted) is stored once within the stream's duplicate window. The token secret a
 //     revocation carries is never published (it stays with the writer's actuators).
-//     The updates of one change set of the writer's table (what one call made: a decision
-//     replaced by a stronger claim is its withdrawal, then the new one) are consecutive
-//     messages, each with the NATS header `Palisade-Set: <set id> <i> <n>` when the set holds
-//     more than one (DecisionLogWriter::SetListener), so that replicas hand the set on whole.
+//     The updates on one target that one call of the writer's table made one after the other
+//     (a decision replaced by a stronger claim is its withdrawal, then the new one; an ended
+//     decision, then the claim reinstated behind it) are consecutive messages, each with the
+//     NATS header `Palisade-Set: <set id> <i> <n>` when there are more than one
+//     (DecisionLogWriter::SetListener), so that replicas hand them on whole. The table's other
+//     updates of that call (an ingest batch's other addresses, a sweep's other expiries) go
+//     alone: a mirror does not hold them until a whole batch's last message.
 //     A header, not the first line: a replica of an older build reads each update as before.
 //   - a full state, on `palisade.decisions.state`: every decision the writer's table holds, in
 //     consecutive chunks (each under NATS' 1 MiB payload limit) whose header says "i of n". The
@@ -28,12 +31,12 @@
 // state replaces the view whole. So a state followed by updates that were made before it but
 // heard after it still ends at the writer's table: the updates come in the table's order.
 //
-// DecisionLogWriter: fed by DecisionTable::AddSetListener (SetListener(): each change set
-// marked as one) or AddListener (Listener(): each update alone). Updates wait in a queue
-// bounded in bytes; one thread publishes them in order and counts one published only when the
-// stream acknowledged it; while NATS is away it retries with a capped backoff. Past the bound
-// the queue is emptied (what it held is counted dropped) and a full state is published instead
-// once NATS answers: replicas never miss a change silently.
+// DecisionLogWriter: fed by DecisionTable::AddSetListener (SetListener(): a change set's runs
+// on one target marked as one) or AddListener (Listener(): each update alone). Updates wait in
+// a queue bounded in bytes; one thread publishes them in order and counts one published only
+// when the stream acknowledged it; while NATS is away it retries with a capped backoff. Past
+// the bound the queue is emptied (what it held is counted dropped) and a full state is
+// published instead once NATS answers: replicas never miss a change silently.
 // A decision over NATS' payload limit (up to engine.max_evidence lines of evidence, each up to
 // engine.max_evidence_bytes) goes with its evidence cut to fit, in an update or a state
 // (message_size.h; counted, evidence_cut()); one that does not fit even so (its other fields
@@ -119,8 +122,8 @@ struct ReplicatedChange {
   // kUpdate: the change and the decision as it now is.
   DecisionChange change = DecisionChange::kCreated;
   palisade::v1::Decision decision;
-  // kSet: two or more updates of one change set of the writer's table, in order (each its
-  // change and decision; no secret, no outbox_seq), to be applied and heard as one.
+  // kSet: two or more updates on one target of one change set of the writer's table, in order
+  // (each its change and decision; no secret, no outbox_seq), to be applied and heard as one.
   std::vector<DecisionUpdate> set;
   // kState: every decision the writer held; the view becomes exactly this.
   std::vector<palisade::v1::Decision> state;
@@ -183,8 +186,9 @@ class DecisionLogWriter {
   // Queues one update (stale ones are ignored). false: the queue was full; it was emptied and
   // a full state will be published in its place.
   bool Enqueue(const DecisionUpdate& update);
-  // Queues a change set's updates (stale ones are ignored) at once, marked as one set (see the
-  // header) when more than one is published. false as Enqueue (the whole set in the state).
+  // Queues a change set's updates (stale ones are ignored) at once, each run of updates on one
+  // target marked as one set (see the header) when it holds more than one. false as Enqueue
+  // (the whole change set in the state).
   bool EnqueueSet(const std::vector<DecisionUpdate>& set);
   // Queues a full state (options.state()) after what is queued: on take-over.
   void PublishState();
@@ -310,9 +314,10 @@ struct DecisionReplicaOptions {
   absl::Duration max_pending_state_age = absl::Minutes(2);
   Clock* clock = nullptr;  // null: the real clock
   // A change set's updates are held until its last (see the header); past this many bytes
-  // (their decisions serialized, plus 64 each) what is held is handed on and the rest of the
-  // set follows as one more call: anyone who can publish on the update subject can start a set
-  // that never ends.
+  // (their decisions as held in memory, as max_pending_state_bytes counts them, plus 64 each:
+  // serialized, a member of empty evidence lines held ~20x its wire bytes) what is held is
+  // handed on and the rest of the set follows as one more call: anyone who can publish on the
+  // update subject can start a set that never ends.
   size_t max_held_set_bytes = size_t{64} << 20;
   // Each state dropped, with its reason. Null: not logged (last_refusal() still says).
   std::function<void(const std::string&)> log;

@@ -551,6 +551,111 @@ TEST_F(DecisionLogTest, TheWritersSetListenerPublishesAChangeSetAsOne) {
                                           replaced}));
 }
 
+// A change set is the table's whole call: an ingest batch of up to 10,000 detections, or a whole
+// expiry sweep. Only the updates on one target that must be heard together (a withdrawal and
+// its replacement) are marked as one set; the rest go alone, so a mirror does not hold a whole
+// batch's decisions until its last message (its bouncers waiting seconds for them).
+TEST_F(DecisionLogTest, AnIngestBatchOfUnrelatedAddressesIsNotHeldAsOneSet) {
+  SimulatedClock clock;
+  DecisionTable table(clock);
+  auto w = DecisionLogWriter::Start(*client_,
+                                    {.node_id = "web-1", .state = [&] { return table.List({}); }});
+  ASSERT_TRUE(w.ok()) << w.status();
+  table.AddSetListener((*w)->SetListener());
+  Recorder r;
+  auto rep = Replica(r);
+  ASSERT_TRUE(rep);
+  CompiledRule rule;
+  rule.proto.set_id("ssh");
+  palisade::v1::DecisionSpec& spec = *rule.proto.mutable_decision();
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  CompiledRule dry_rule;
+  dry_rule.proto = rule.proto;
+  dry_rule.proto.set_id("ssh-dry");
+  dry_rule.proto.mutable_decision()->set_dry_run(true);
+  auto detection = [&](const std::string& ip, const CompiledRule& by) {
+    Detection det;
+    det.rule_id = by.proto.id();
+    det.rule = &by;
+    det.kind = palisade::v1::TARGET_KIND_IP;
+    det.key = ip;
+    det.time = clock.TimeNow();
+    return det;
+  };
+  // Two unrelated addresses in one batch: two updates, each alone.
+  std::vector<DecisionUpdate> first =
+      table.ApplyAll({detection("192.0.2.1", rule), detection("192.0.2.2", rule)});
+  ASSERT_EQ(first.size(), 2u);
+  // A dry-run decision on .3, replaced in the next batch by the live rule between two others:
+  // its withdrawal and the replacement are one set, the others alone.
+  std::vector<DecisionUpdate> dry = table.ApplyAll({detection("192.0.2.3", dry_rule)});
+  ASSERT_EQ(dry.size(), 1u);
+  std::vector<DecisionUpdate> second =
+      table.ApplyAll({detection("192.0.2.4", rule), detection("192.0.2.3", rule),
+                      detection("192.0.2.5", rule)});
+  ASSERT_EQ(second.size(), 3u);
+  ASSERT_EQ(second[1].change, DecisionChange::kCreated);
+  ASSERT_NE(second[1].decision.id(), dry[0].decision.id());
+  ASSERT_TRUE((*w)->WaitUntilPublished(absl::Seconds(60)));
+  ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  const Decision dry_ended = *table.Get(dry[0].decision.id());
+  EXPECT_THAT(r.seen(),
+              ElementsAreArray({Describe(DecisionChange::kCreated, first[0].decision),
+                                Describe(DecisionChange::kCreated, first[1].decision),
+                                Describe(DecisionChange::kCreated, dry[0].decision),
+                                Describe(DecisionChange::kCreated, second[0].decision),
+                                absl::StrCat("set [",
+                                             Describe(DecisionChange::kWithdrawn, dry_ended),
+                                             ", ",
+                                             Describe(DecisionChange::kCreated,
+                                                      second[1].decision),
+                                             "]"),
+                                Describe(DecisionChange::kCreated, second[2].decision)}));
+}
+
+// The held set's cap is memory, not wire bytes: an empty evidence line is 2 bytes on the wire
+// and a std::string (and a pointer) in memory, ~20x more. Counted on the wire, a set of such
+// members held ~20x its cap.
+TEST_F(DecisionLogTest, AHeldSetIsBoundedByWhatItHoldsInMemory) {
+  Recorder r;
+  auto rep = DecisionReplica::Start(*client_, {.apply = r.Callback(),
+                                               .retry = absl::Milliseconds(50),
+                                               .max_held_set_bytes = size_t{32} << 10});
+  ASSERT_TRUE(rep.ok()) << rep.status();
+  DecisionUpdate first{DecisionChange::kWithdrawn, Decision()};
+  first.decision.set_id("0000000000000001");
+  first.decision.mutable_target()->set_value("192.0.2.1");
+  for (int i = 0; i < 2000; ++i) first.decision.add_evidence("");
+  DecisionUpdate second = first;
+  second.change = DecisionChange::kCreated;
+  second.decision.set_id("0000000000000002");
+  second.decision.set_active(true);
+  // Under the cap on the wire (two members of ~4 KB), each over it in memory.
+  ASSERT_LT(2 * (first.decision.ByteSizeLong() + 64), size_t{32} << 10);
+  ASSERT_GT(first.decision.SpaceUsedLong(), size_t{32} << 10);
+  int n = 0;
+  for (const DecisionUpdate* u : {&first, &second}) {
+    ++n;
+    natsMsg* msg = nullptr;
+    const std::string data = EncodeUpdate(*u);
+    ASSERT_EQ(natsMsg_Create(&msg, kDecisionSubject, nullptr, data.data(),
+                             static_cast<int>(data.size())),
+              NATS_OK);
+    const std::string set = absl::StrCat("t:1:set0 ", n, " 2");
+    ASSERT_EQ(natsMsgHeader_Set(msg, kSetHeader, set.c_str()), NATS_OK);
+    jsPubAck* pa = nullptr;
+    ASSERT_EQ(js_PublishMsg(&pa, client_->jetstream(), msg, nullptr, nullptr), NATS_OK);
+    jsPubAck_Destroy(pa);
+    natsMsg_Destroy(msg);
+  }
+  ASSERT_TRUE((*rep)->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  // The first handed on alone once over the cap, the rest of the set after it.
+  EXPECT_THAT(r.seen(), ElementsAreArray({Describe(first.change, first.decision),
+                                          Describe(second.change, second.decision)}));
+}
+
 // A replica whose next sequence was trimmed away says so and rebuilds from the last full state
 // (the one a writer publishes on take-over); with no state within reach it waits, saying why,
 // until the writer publishes one.

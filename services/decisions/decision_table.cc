@@ -27,6 +27,10 @@ constexpr absl::Duration kDefaultMemory = absl::Hours(24 * 7);
 // restart (one with a longer memory than another's may escalate less). Those that say are
 // restored as they were (Offences::counted_until).
 constexpr absl::Duration kRestoredMemory = absl::Hours(24 * 30);
+// The longest escalation memory a rule can have (RuleSet refuses a longer escalation.memory at
+// load, services/engine/rule_set.cc): a mirrored decision's word on until when its offender's
+// count stands is bounded by it.
+constexpr absl::Duration kMaxMemory = absl::Hours(24 * 365);
 
 absl::Duration Escalated(absl::Duration base, const palisade::v1::Escalation& esc,
                          uint32_t offence) {
@@ -666,6 +670,11 @@ void DecisionTable::CopyUpdateLocked(const Decision& d, DecisionChange change, b
   } else {
     o.clear_offence_counted_until();
   }
+  if (d.has_offence_last()) {
+    copy_time(d.offence_last(), o.mutable_offence_last());
+  } else {
+    o.clear_offence_last();
+  }
   // Fields a newer writer sent (a mirrored decision): kept as CopyFrom keeps them.
   static const google::protobuf::Reflection* const reflection = Decision::GetReflection();
   if (!reflection->GetUnknownFields(d).empty() || !reflection->GetUnknownFields(o).empty()) {
@@ -726,11 +735,14 @@ void DecisionTable::InstateLocked(const palisade::v1::Target& target, const Clai
   Decision& d = by_id_[id];
   FillClaim(target, claim, start, offence, &d);
   d.set_id(std::move(id));
-  // Until when its offender's count stands, for a mirror that may write next (MirrorLocked).
+  // Until when its offender's count stands, and its last offence (a reinstated claim's is the
+  // ended decision's offender's, not now), for a mirror that may write next (MirrorLocked).
   if (claim.origin != palisade::v1::ORIGIN_FEED) {
-    if (auto o = offences_.find(target.value());
-        o != offences_.end() && o->second.counted_until != absl::InfinitePast()) {
-      *d.mutable_offence_counted_until() = ToProtoTime(o->second.counted_until);
+    if (auto o = offences_.find(target.value()); o != offences_.end()) {
+      if (o->second.counted_until != absl::InfinitePast()) {
+        *d.mutable_offence_counted_until() = ToProtoTime(o->second.counted_until);
+      }
+      *d.mutable_offence_last() = ToProtoTime(o->second.last);
     }
   }
   if (keep_evidence_) AddEvidence(evidence, &d);
@@ -835,10 +847,12 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       // Forgotten meanwhile (its memory shorter than the decision, or the cap): counted again
       // from the decision's offence, not from nothing.
       off->count = std::max(off->count, d.offence());
-      // The memory grew with this offence: a mirror learns it with the extension.
+      // The memory grew with this offence, and runs from it: a mirror learns both with the
+      // extension (the decision's start is not the offender's last offence any more).
       if (off->counted_until != absl::InfinitePast()) {
         *d.mutable_offence_counted_until() = ToProtoTime(off->counted_until);
       }
+      *d.mutable_offence_last() = ToProtoTime(off->last);
     }
     // SameKind(incoming, current), read from the spec and the decision: the claims (and their
     // strings) are built only for another kind of claim, not on every extension.
@@ -1501,19 +1515,37 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
   if (!d.active()) EndedLocked(d);
   // The writer's offences are this table's too, should it write next (a take-over): a repeat
   // offender escalates as it would have. Its count stands until the writer's table said
-  // (offence_counted_until: the memories of the rules that counted it); a decision that does
-  // not say (a writer of an older build) is guessed at, as for offences restored from old
-  // rows. From the decision's start (an extension's own time is not in the decision).
+  // (offence_counted_until: the memories of the rules that counted it), and memories run from
+  // the offender's last offence as the writer held it (offence_last: an extension moved it, a
+  // claim reinstated behind an ended decision did not), never from the decision's start (a
+  // reinstatement is no offence). A decision that does not say (a writer of an older build) is
+  // guessed at, as for offences restored from old rows, from its start. A count the writer
+  // said stands no longer is not made to stand (not clamped up to the last offence).
+  // The log is trusted only as far as it can be right: a time no Timestamp holds (a forged or
+  // corrupt decision; past year 9999 it breaks JSON printing) is not known, a last offence is
+  // never after the later of the start and now, and a count stands at most kMaxMemory after
+  // it (else an offender's count could stand for good and be carried on by the next
+  // decisions).
   if (d.origin() != palisade::v1::ORIGIN_FEED && d.offence() > 0) {
     const absl::Time start = FromProtoTime(d.start());
-    const bool known = d.has_offence_counted_until();
-    const absl::Duration memory =
-        known ? std::max(FromProtoTime(d.offence_counted_until()) - start, absl::ZeroDuration())
-              : kRestoredMemory;
-    Offences& off = OffencesLocked(d.target().value(), start, memory, known);
-    if (start >= off.last) {
+    absl::Time last = start;
+    if (d.has_offence_last()) {
+      if (absl::StatusOr<absl::Time> t = CheckedProtoTime(d.offence_last()); t.ok()) {
+        last = std::min(*t, std::max(start, clock_.TimeNow()));
+      }
+    }
+    absl::Time counted_until = absl::InfinitePast();
+    if (d.has_offence_counted_until()) {
+      if (absl::StatusOr<absl::Time> t = CheckedProtoTime(d.offence_counted_until()); t.ok()) {
+        counted_until = std::min(*t, last + kMaxMemory);
+      }
+    }
+    const bool known = counted_until > last;
+    Offences& off = OffencesLocked(d.target().value(), last,
+                                   known ? counted_until - last : kRestoredMemory, known);
+    if (last >= off.last) {
       off.count = std::max(off.count, d.offence());
-      off.last = start;
+      off.last = last;
     }
   }
   if (!change) {

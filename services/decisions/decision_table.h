@@ -19,8 +19,9 @@
 //    out since the last offence starts at offence 1, but the count is never lowered while a
 //    longer memory still counts it (Offences::counted_until), so that rule escalates from it.
 //    A count restored from the store (OffenceRow::counted_until) or mirrored from a cluster
-//    writer (Decision.offence_counted_until) keeps until when it stands, so a restart or a
-//    take-over escalates as without one. One that does not say (a row or a decision written
+//    writer (Decision.offence_counted_until, and the last offence it runs from,
+//    Decision.offence_last) keeps until when it stands, so a restart or a take-over escalates
+//    as without one. One that does not say (a row or a decision written
 //    before either existed) stands only while the applying rule's own memory covers the last
 //    offence (a rule may then escalate less than it would have, never more);
 //  - a decision past its expiry that no sweep (ExpireDue) has ended yet is ended, as the sweep
@@ -369,7 +370,7 @@ class DecisionTable {
     // from before they said): until then the count is never lowered. Not forget_at, whose
     // 30-day guess kept a 7-day rule's count after a restart (offence 6 for 2). Stored with
     // the offence row, and carried by the decisions made or extended
-    // (Decision.offence_counted_until).
+    // (Decision.offence_counted_until, with `last` as Decision.offence_last).
     absl::Time counted_until = absl::InfinitePast();
     // The time of its entry in offences_by_forget_ (at or before forget_at; InfinitePast: none).
     absl::Time queued_at = absl::InfinitePast();

@@ -37,6 +37,7 @@ bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout) {
 using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
 using ::palisade::v1::Decision;
+using ::testing::Each;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::SizeIs;
@@ -703,6 +704,121 @@ TEST_F(DecisionTableTest, ARestartOrTakeOverKeepsTheMemoryOfTheRulesThatCounted)
               absl::Hours(24 * 8));
     clock_.Advance(DecisionExpiry(again.decision) - clock_.TimeNow());
     table->ExpireDue();
+  }
+  // The memory runs from the offender's last offence, which a mirror must not take from the
+  // decision's start. "extended": a day's decision extended every 12 h for three days; the
+  // next offence 9 days after its start is 6 after the last, within a 7-day memory (the mirror
+  // found it past: less). "reinstated": a local-only claim that waited behind a decision is
+  // reinstated a day later; the next offence 30 days and 2 h after the last is past a 30-day
+  // memory (the mirror counted the reinstatement as an offence: more). A restart and a
+  // take-over decide that next offence as the uninterrupted table does.
+  palisade::v1::DecisionSpec day = HourBlock();
+  *day.mutable_duration() = ToProtoDuration(absl::Hours(24));
+  day.mutable_escalation()->set_factor(2);
+  *day.mutable_escalation()->mutable_memory() = ToProtoDuration(absl::Hours(24 * 7));
+  palisade::v1::DecisionSpec month = day;
+  *month.mutable_escalation()->mutable_memory() = ToProtoDuration(absl::Hours(24 * 30));
+  palisade::v1::DecisionSpec local = HourBlock();
+  local.set_actuator(palisade::v1::ACTUATOR_NONE);
+  *local.mutable_duration() = ToProtoDuration(absl::Hours(24 * 25));
+  for (const std::string scenario : {"extended", "reinstated"}) {
+    std::vector<std::string> outcomes;  // per run: the next offence and its duration
+    for (const std::string how : {"none", "restart", "mirror"}) {
+      SCOPED_TRACE(absl::StrCat(scenario, " ", how));
+      auto store = FreshStore(absl::StrCat("last-", scenario, "-", how, ".db"));
+      ASSERT_THAT(store, IsOk());
+      auto table = std::make_unique<DecisionTable>(clock_);
+      table->SetStore(store->get(), {});
+      std::vector<DecisionUpdate> sent;
+      table->AddListener([&sent](const DecisionUpdate& u) { sent.push_back(u); });
+      const absl::Time t0 = clock_.TimeNow();
+      const palisade::v1::DecisionSpec& spec = scenario == "extended" ? day : month;
+      ASSERT_EQ(table->Apply(Det("203.0.113.8", t0), spec).change, DecisionChange::kCreated);
+      if (scenario == "extended") {
+        for (int i = 1; i <= 6; ++i) {
+          clock_.Advance(absl::Hours(12));
+          ASSERT_EQ(table->Apply(Det("203.0.113.8", clock_.TimeNow()), spec).change,
+                    DecisionChange::kExtended);
+        }
+        clock_.Advance(t0 + absl::Hours(24 * 4) - clock_.TimeNow());
+        ASSERT_THAT(table->ExpireDue(), SizeIs(1));
+      } else {
+        clock_.Advance(absl::Minutes(1));
+        ASSERT_EQ(table->Apply(Det("203.0.113.8", clock_.TimeNow()), local).change,
+                  DecisionChange::kExtended);  // waits behind the decision
+        clock_.Advance(t0 + absl::Hours(24) - clock_.TimeNow());
+        ASSERT_THAT(table->ExpireDue(), SizeIs(1));
+        std::vector<Decision> reinstated =
+            table->List({.target = "203.0.113.8", .active_only = true});
+        ASSERT_THAT(reinstated, SizeIs(1));
+        ASSERT_EQ(reinstated[0].actuator(), palisade::v1::ACTUATOR_NONE);
+        clock_.Advance(DecisionExpiry(reinstated[0]) - clock_.TimeNow());
+        ASSERT_THAT(table->ExpireDue(), SizeIs(1));
+      }
+      if (how == "restart") {
+        table = std::make_unique<DecisionTable>(clock_);
+        table->SetStore(store->get(), {});
+        ASSERT_THAT(table->Restore(), IsOk());
+      } else if (how == "mirror") {
+        table = std::make_unique<DecisionTable>(clock_);
+        for (const DecisionUpdate& u : sent) table->Mirror(u.change, u.decision);
+      }
+      clock_.Advance((scenario == "extended" ? t0 + absl::Hours(24 * 9)
+                                             : t0 + absl::Minutes(1) + absl::Hours(24 * 30 + 2)) -
+                     clock_.TimeNow());
+      DecisionUpdate next = table->Apply(Det("203.0.113.8", clock_.TimeNow()), spec);
+      ASSERT_EQ(next.change, DecisionChange::kCreated);
+      const absl::Duration lasts =
+          DecisionExpiry(next.decision) - FromProtoTime(next.decision.start());
+      outcomes.push_back(absl::StrCat(next.decision.offence(), " ", absl::FormatDuration(lasts)));
+      clock_.Advance(DecisionExpiry(next.decision) - clock_.TimeNow());
+      table->ExpireDue();
+    }
+    EXPECT_EQ(outcomes[0], scenario == "extended" ? "2 48h" : "1 24h") << scenario;
+    EXPECT_THAT(outcomes, Each(outcomes[0])) << scenario;
+  }
+}
+
+// A mirrored decision's offence_counted_until is the writer's word, but one forged or corrupt
+// (year 9000, or past year 9999, which no Timestamp holds and JSON cannot print) is bounded: a
+// count stands at most the longest memory a rule can have (365 days) after the last offence,
+// and a time out of Timestamp's range is not known. Trusted, the offender never aged out (its
+// count of 5 stood for good) and the next decisions carried the time on.
+TEST_F(DecisionTableTest, AMirroredCountedUntilIsBoundedByTheLongestMemory) {
+  palisade::v1::DecisionSpec spec = HourBlock();
+  spec.mutable_escalation()->set_factor(2);
+  const absl::Time t0 = clock_.TimeNow();
+  int n = 0;
+  for (const int64_t seconds : {int64_t{221'845'392'000}, int64_t{300'000'000'000}}) {
+    SCOPED_TRACE(seconds);
+    const std::string ip = absl::StrCat("203.0.113.", 20 + n);
+    Decision d;
+    d.set_id(absl::StrCat("00000000000000f", n++));
+    d.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+    d.mutable_target()->set_value(ip);
+    d.set_action(palisade::v1::ACTION_BLOCK);
+    d.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+    d.set_origin(palisade::v1::ORIGIN_RULE);
+    d.set_offence(5);
+    *d.mutable_start() = ToProtoTime(t0);
+    *d.mutable_expiry() = ToProtoTime(t0 + absl::Hours(1));
+    d.mutable_offence_counted_until()->set_seconds(seconds);
+    d.set_active(true);
+    DecisionTable table(clock_);
+    table.Mirror(DecisionChange::kCreated, d);
+    clock_.Advance(t0 + absl::Hours(24 * 400) - clock_.TimeNow());
+    ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+    DecisionUpdate first = table.Apply(Det(ip, clock_.TimeNow()), spec);
+    ASSERT_EQ(first.change, DecisionChange::kCreated);
+    EXPECT_EQ(first.decision.offence(), 1u);
+    ASSERT_TRUE(first.decision.has_offence_counted_until());
+    EXPECT_LE(FromProtoTime(first.decision.offence_counted_until()),
+              clock_.TimeNow() + absl::Hours(24 * 365));
+    clock_.Advance(absl::Hours(2));
+    ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+    DecisionUpdate second = table.Apply(Det(ip, clock_.TimeNow()), spec);
+    ASSERT_EQ(second.change, DecisionChange::kCreated);
+    EXPECT_EQ(second.decision.offence(), 2u);  // from 1, not from the forged 5
   }
 }
 
