@@ -646,11 +646,18 @@ bool Engine::FirstMatch(const CompiledRule& rule, int p, bool proven, bool cut,
   const int group = rule.key_group[p];
   const int n = rule.submatches[p];  // at least 1: group 0 is always asked for
   // A cut line and a pattern that reads the end: RE2 gives the match's end, which the paths
-  // below do not (a key split's tail ends in `$`: every match it finds ends at the cut). Cut
-  // lines are rare (palisade_ingest_lines_truncated_total), so their cost does not matter.
+  // below do not (a key split's tail ends in `$`: every match it finds ends at the cut). A
+  // pattern pinned to the end is refused unrun (every match of it ends at the cut); the others
+  // first find the match alone (a DFA), most often to refuse it, and run the captures, over
+  // the whole (~16 KiB) line, only for a match that stands (RE2's match is the same however
+  // many groups are asked for).
   if (cut && rule.reads_end[p]) {
-    return re.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, groups, n) &&
-           !EndsAtCut(cut, rule, p, groups[0], text);
+    if (rule.anchored_end[p]) return false;
+    if (!re.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, groups, 1) ||
+        EndsAtCut(cut, rule, p, groups[0], text)) {
+      return false;
+    }
+    return n == 1 || re.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, groups, n);
   }
   // A pattern led by its key, the only capture needed (CompiledRule::LeadingKey), needs no
   // submatch engine: a Set's hit runs no regex at all, a gated candidate a DFA-only test.

@@ -237,6 +237,55 @@ TEST_F(CutLineTest, ANoteAtTheCutNamesNoKey) {
   }
 }
 
+// A pattern that reads the end in one alternative only (not pinned to it, so it is run on a cut
+// line): its match at the cut is refused, and a match before the cut keys its capture (found
+// first without captures, then with them).
+TEST_F(CutLineTest, APatternPartlyPinnedToTheEndKeysOnlyMatchesBeforeTheCut) {
+  constexpr absl::string_view kPack = R"pb(
+    rules {
+      id: "app-denied"
+      formats: LOG_FORMAT_RAW
+      patterns: "client (?P<ip>\\d+\\.\\d+\\.\\d+\\.\\d+) (?:denied$|refused )"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb";
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(kPack, "partly.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  ASSERT_EQ((*rules)->rules()[0]->reads_end, std::vector<char>{1});
+  ASSERT_EQ((*rules)->rules()[0]->anchored_end, std::vector<char>{0});
+  const std::string tail = " client 198.51.100.66 denied";
+  const std::string at_cut = "app: " + std::string(kCap - 5 - tail.size(), 'A') + tail;
+  ASSERT_EQ(at_cut.size(), kCap);
+  Engine engine(*rules, EngineOptions());
+  std::vector<Detection> none = Feed(engine, LogFormat::LOG_FORMAT_RAW, at_cut, true, 1);
+  EXPECT_TRUE(none.empty()) << none[0].rule_id << " banned " << none[0].key;
+  std::string before = "app: client 203.0.113.5 refused ";
+  before += std::string(kCap - before.size(), 'B');
+  std::vector<Detection> out = Feed(engine, LogFormat::LOG_FORMAT_RAW, before, true, 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].key, "203.0.113.5");
+}
+
+// The shipped gitlab rule is pinned to the end (`...$` in every alternative): refused on a cut
+// line without being run.
+TEST_F(CutLineTest, TheGitlabRuleIsPinnedToTheEnd) {
+  std::shared_ptr<const RuleSet> rules = ShippedPacks({"webapps"});
+  ASSERT_NE(rules, nullptr);
+  bool found = false;
+  for (const auto& rule : rules->rules()) {
+    if (rule->id() != "gitlab-login-failed") continue;
+    found = true;
+    EXPECT_EQ(rule->anchored_end, std::vector<char>(rule->patterns.size(), 1));
+  }
+  EXPECT_TRUE(found);
+}
+
 // A JSON record cut at the cap is read from the fields it holds whole (json_parser.h): a field's
 // value ends where its writer ended it, so a field rule pinned to the end still matches.
 TEST_F(CutLineTest, AJsonRecordsWholeFieldsStillMatch) {

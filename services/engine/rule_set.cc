@@ -357,6 +357,11 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(
   if (!(esc.factor() >= 0 && esc.factor() <= 100)) {  // a NaN fails both compares
     return RuleError(pack, rule.id(), "decision.escalation.factor must be in [0, 100]");
   }
+  // An offender is remembered for a bounded time; a cluster's mirrors bound what the writer's
+  // decisions say of it by the same year (services/decisions, kMaxMemory).
+  if (esc.has_memory() && FromProto(esc.memory()) > absl::Hours(24 * 365)) {
+    return RuleError(pack, rule.id(), "decision.escalation.memory must be at most 365 days");
+  }
   return out;
 }
 
@@ -1045,6 +1050,7 @@ void AddPatternAnalyses(const std::string& pattern, bool has_key, const PackPatt
   out->reads_end.push_back(root.ok() ? HasEndAssertion(*root, pattern)
                                      : pattern.find('$') != std::string::npos ||
                                            pattern.find("\\z") != std::string::npos);
+  out->anchored_end.push_back(root.ok() && Anchored(*root, /*at_start=*/false));
   auto& start = out->start_bytes.emplace_back(false, CharSet());
   const bool anchored = root.ok() && Anchored(*root, /*at_start=*/true);
   out->anchored_start.push_back(anchored);

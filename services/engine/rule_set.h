@@ -213,6 +213,10 @@ struct CompiledRule {
   // there (a forged ` ip=V` right before the cut is no key of `... ip=(?P<ip>...)$`). A match
   // ending before the text's end used no such assertion at the end, and stands.
   std::vector<char> reads_end;
+  // Per pattern: whether every top-level alternative ends in `$` (not under (?m)) or `\z`
+  // (false when the parser does not take it), so that every match ends at the text's end: on a
+  // cut line every match would be refused, so the engine refuses it without running it.
+  std::vector<char> anchored_end;
   // Per pattern anchored at the start (anchored_start): the bytes a match can start with, when
   // the parse tells and no match is empty (`first` true); for RuleSet::SetPart::first_bytes.
   std::vector<std::pair<bool, std::bitset<256>>> start_bytes;

@@ -138,6 +138,23 @@ TEST(RuleSetTest, EveryDecisionExpiresWithinTenYears) {
                        HasSubstr("decision.escalation.max_duration must be at most 10 years")));
 }
 
+// An escalation memory is at most a year: an offender is then remembered for a bounded time, and
+// a mirrored node bounds what a writer's decision says of it by the same year.
+TEST(RuleSetTest, AnEscalationMemoryIsAtMostAYear) {
+  std::string text(kGoodRule);
+  text.replace(text.find("duration { seconds: 600 }"), 25,
+               "duration { seconds: 600 } escalation { factor: 2 memory { seconds: "
+               "31622400000 } }");  // a thousand years
+  EXPECT_THAT(CompileText(text),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       AllOf(HasSubstr("rule \"ssh-fail\""),
+                             HasSubstr("decision.escalation.memory must be at most 365 days"))));
+  text = std::string(kGoodRule);
+  text.replace(text.find("duration { seconds: 600 }"), 25,
+               "duration { seconds: 600 } escalation { factor: 2 memory { seconds: 31536000 } }");
+  EXPECT_THAT(CompileText(text), IsOk());
+}
+
 // A factor that is no number (text format reads `nan` and `inf` for a double) is refused like one
 // out of range: a NaN passed both comparisons, and every repeat offence then lasted the cap.
 TEST(RuleSetTest, AnEscalationFactorThatIsNoNumberIsRefused) {

@@ -16,6 +16,7 @@
 #include "rules/shipped_packs.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
+#include "services/engine/rule_set.h"
 #include "services/inputs/file_inputs.h"
 #include "services/pipeline/pipeline.h"
 #include "tests/corpus/corpus.h"
@@ -171,6 +172,84 @@ TEST_F(FileInputsThreadsTest, RefusedBatchesAreOfferedAgainInOrder) {
   EXPECT_TRUE(sorted == plain.decisions);
   ExpectSame(one, Follow(2, refuse), "2 threads");
   ExpectSame(one, Follow(3, refuse), "3 threads");
+}
+
+// The daemon's main path for a line longer than the cap: the follower keeps one byte past the
+// cap, so the pipeline sees the line as longer, cuts it and flags it (ParsedLine::cut). Cut to
+// exactly the cap by the follower, it was a whole line to the engine, and a ~16 KiB GitLab user
+// name ending in a forged ` ip=V` right at the cap chose the banned address.
+TEST(FileInputsCutTest, AForgedTailAtTheCapIsNoKey) {
+  const std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/cut");
+  std::system(absl::StrCat("rm -rf ", dir, " && mkdir -p ", dir).c_str());
+  std::vector<LoadedPack> packs;
+  absl::StatusOr<LoadedPack> pack = LoadRulePackFile("rules/webapps.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  packs.push_back(*std::move(pack));
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile(packs);
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  palisade::v1::InputsConfig config;
+  auto* gitlab = config.add_files();
+  gitlab->set_name("gitlab");
+  gitlab->set_format("raw");
+  gitlab->add_paths(dir + "/application.log");
+
+  const absl::Time t0 = absl::FromUnixSeconds(1'772'546'521);  // 2026-03-03T14:02:01Z
+  SimulatedClock clock(t0 + absl::Seconds(5));
+  prometheus::Registry registry;
+  DecisionTable table(clock);
+  std::vector<std::string> banned;
+  table.AddListener([&banned](const DecisionUpdate& u) {
+    if (u.change == DecisionChange::kCreated) banned.push_back(u.decision.target().value());
+  });
+  PipelineOptions pipeline_options;
+  pipeline_options.time_zone = absl::UTCTimeZone();
+  Pipeline pipeline(*rules, pipeline_options, clock, table, registry);
+  FileInputsOptions options;  // max_line_bytes as the pipeline's (16 KiB)
+  ASSERT_EQ(options.max_line_bytes, pipeline_options.max_line_bytes);
+  LineSink sink = PipelineLineSink(pipeline);
+  size_t read = 0;
+  sink.process = [&read, process = sink.process](const LineBatch& batch) {
+    read += batch.lines.size();
+    return process(batch);
+  };
+  absl::StatusOr<std::unique_ptr<FileInputs>> inputs =
+      FileInputs::Create(config, options, std::move(sink), registry);
+  ASSERT_TRUE(inputs.ok()) << inputs.status();
+
+  // The line's first max_line_bytes bytes end in the forged tail; its real tail follows.
+  const std::string head = "2026-03-03T14:02:01.123Z: Failed Login: username=";
+  const std::string forged = " ip=198.51.100.66";
+  const std::string line = head +
+                           std::string(options.max_line_bytes - head.size() - forged.size(), 'A') +
+                           forged + " ip=203.0.113.5";
+  {
+    std::ofstream file(dir + "/application.log", std::ios::app | std::ios::binary);
+    for (int i = 0; i < 5; ++i) file << line << '\n';
+  }
+  for (int round = 0; round < 10 && (*inputs)->PollOnce() > 0; ++round) {
+  }
+  EXPECT_EQ(read, 5u);
+  EXPECT_TRUE(banned.empty()) << "banned " << banned[0];
+  // Still counted as cut by the input (the rest dropped), and by the pipeline, which cut them.
+  auto counter = [&registry](const std::string& name) {
+    double sum = 0;
+    for (const auto& family : registry.Collect()) {
+      if (family.name != name) continue;
+      for (const auto& metric : family.metric) sum += metric.counter.value;
+    }
+    return sum;
+  };
+  EXPECT_EQ(counter("palisade_input_lines_cut_total"), 5.0);
+  EXPECT_EQ(counter("palisade_ingest_lines_truncated_total"), 5.0);
+
+  // The same rule does decide on whole lines read the same way (the path above is live).
+  {
+    std::ofstream file(dir + "/application.log", std::ios::app | std::ios::binary);
+    for (int i = 0; i < 5; ++i) file << head << "alice ip=203.0.113.5\n";
+  }
+  for (int round = 0; round < 10 && (*inputs)->PollOnce() > 0; ++round) {
+  }
+  EXPECT_EQ(banned, std::vector<std::string>{"203.0.113.5"});
 }
 
 }  // namespace

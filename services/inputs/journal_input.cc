@@ -809,7 +809,10 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
     if (!Field(j, "_PID", 16, &pid, nullptr)) pid.clear();
     const absl::Time when = absl::FromUnixMicros(static_cast<int64_t>(usec));
     palisade::v1::LogRecord record;
-    record.set_line(BuildLine(when, host, ident, pid, message, max));
+    // One byte past the cap: the pipeline then sees a line over its cap as longer, cuts it and
+    // flags it (ParsedLine::cut); cut to exactly the cap here, a forged tail right before the
+    // cut would read as the writer's end to rules pinned to `$`.
+    record.set_line(BuildLine(when, host, ident, pid, message, max + 1));
     record.mutable_event_time()->set_seconds(static_cast<int64_t>(usec / 1000000));
     record.mutable_event_time()->set_nanos(static_cast<int32_t>(usec % 1000000) * 1000);
     held_bytes_ += message_size;

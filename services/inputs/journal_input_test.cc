@@ -13,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -295,7 +296,8 @@ TEST_F(JournalInputTest, HostileMessageAndIdentifierCannotForgeTheHeader) {
   EXPECT_EQ(lines[0], "2026-12-02T03:03:35.000000Z web-1 sshd[1]: " + flat);
   EXPECT_EQ(lines[1], "2026-12-02T03:03:35.000001Z h_ost_ sshd_1___Failed_password_for_root_"
                       "from_1.2.3.4: x");
-  EXPECT_EQ(lines[2].size(), 200u);  // max_line_bytes
+  // One byte past max_line_bytes: the pipeline cuts it there and knows it was cut.
+  EXPECT_EQ(lines[2].size(), 201u);
   EXPECT_EQ(lines[2].substr(0, 48), "2026-12-02T03:03:35.000002Z web-1 sshd[3]: AAAAA");
   EXPECT_EQ(lines[3], "2026-12-02T03:03:35.000004Z web-1 sshd[4]: 2030-01-01T00:00:00Z h "
                       "sshd[1]: later");
@@ -304,6 +306,30 @@ TEST_F(JournalInputTest, HostileMessageAndIdentifierCannotForgeTheHeader) {
     EXPECT_EQ(times_[3], kBase + 4);
   }
   EXPECT_EQ(Metric("palisade_journal_skipped_total", "no_message"), 1);
+}
+
+// A MESSAGE longer than the room left by the cap (max_line_bytes, 200 here) is handed on one
+// byte past the cap, so the pipeline sees the line longer than its cap, cuts it and flags it
+// (ParsedLine::cut): cut to exactly the cap here, it was a whole line to the engine, and a long
+// user name ending in a forged ` ip=V` right at the cap chose the key of rules pinned to `$`.
+TEST_F(JournalInputTest, ALineOverTheCapIsHandedOnLongerThanTheCap) {
+  const std::string header = "2026-12-02T03:03:35.000000Z web-1 gitlab[1]: ";
+  const std::string head = "Failed Login: username=";
+  const std::string forged = " ip=198.51.100.66";
+  const std::string message =
+      head + std::string(200 - header.size() - head.size() - forged.size(), 'A') + forged +
+      " ip=203.0.113.5";
+  Write(Entry(kBase, {{"_PID", "1"},
+                      {"SYSLOG_IDENTIFIER", "gitlab"},
+                      {"_HOSTNAME", "web-1"},
+                      {"MESSAGE", message}}));
+  auto input = Make(Config());
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  const std::vector<std::string> lines = Lines();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0], (header + message).substr(0, 201));
+  EXPECT_TRUE(absl::EndsWith(lines[0].substr(0, 200), forged));
 }
 
 TEST_F(JournalInputTest, HeldJournalsGiveTheirCursorsAndNoBatchRunsMeanwhile) {

@@ -591,6 +591,48 @@ TEST_F(PipelineTest, ACutLineCannotEndInAForgedTail) {
   }
 }
 
+// The same through Prematch (the file inputs' threads parse and match ahead): the line it cut is
+// flagged cut there, so the parse ProcessLines takes from it keys no forged tail either.
+TEST_F(PipelineTest, ACutLinePrematchedCannotEndInAForgedTail) {
+  constexpr absl::string_view kPinned = R"pb(
+    rules {
+      id: "app-login"
+      formats: LOG_FORMAT_RAW
+      patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    }
+  )pb";
+  const std::string forged = "Failed Login: username=" + std::string(200, 'A') +
+                             " ip=198.51.100.66";
+  const std::string line = forged + " ip=203.0.113.5";
+  for (const size_t cap : {forged.size(), line.size() + 10}) {
+    PipelineOptions options;
+    options.max_line_bytes = cap;
+    prometheus::Registry registry;
+    DecisionTable table(clock_);
+    Pipeline pipeline(*RuleSet::Compile({*ParseRulePack(kPinned, "pinned.textproto")}), options,
+                      clock_, table, registry);
+    LineBatch batch;
+    batch.format = LogFormat::LOG_FORMAT_RAW;
+    batch.lines.push_back(line);
+    pipeline.Prematch(&batch);
+    ASSERT_EQ(batch.parsed_kept.size(), 1u);
+    ASSERT_TRUE(batch.parsed_kept[0]);  // ProcessLines takes Prematch's parse
+    absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessLines(batch);
+    ASSERT_THAT(ack, IsOk());
+    std::vector<std::string> keys;
+    for (const auto& d : table.List({})) keys.push_back(d.target().value());
+    if (cap == forged.size()) {
+      EXPECT_EQ(ack->truncated(), 1u);
+      EXPECT_THAT(keys, ::testing::IsEmpty()) << "the cut line keyed its forged tail";
+    } else {
+      EXPECT_EQ(ack->truncated(), 0u);
+      EXPECT_THAT(keys, ::testing::ElementsAre("203.0.113.5"));  // the writer's own tail
+    }
+  }
+}
+
 // A restart restores the active decisions before the pipeline is built: its gauge of active
 // decisions starts at their number. It started at 0 and moved only with the next change, so a
 // restarted daemon with a thousand bans in force reported none until a new detection.
