@@ -618,6 +618,14 @@ BouncerApi::BouncerApi(palisade::v1::BouncerApiConfig config, Clock& clock, Stor
                               "Seconds since a registered bouncer last pulled (since its "
                               "registration until its first pull); refreshed every second.")
                           .Register(registry);
+  pull_record_failures_ =
+      &prometheus::BuildCounter()
+           .Name("palisade_bouncer_pull_record_failures_total")
+           .Help(
+               "Pulls by CrowdSec bouncers answered but not recorded because the store "
+               "refused (a full disk), by bouncer: they are counted as pulls all the same, "
+               "and recorded again every second.")
+           .Register(registry);
   registered_ = &prometheus::BuildGauge()
                      .Name("palisade_bouncers_registered")
                      .Help("CrowdSec bouncers registered (palisadectl bouncers add).")
@@ -671,6 +679,7 @@ void BouncerApi::AddMetricsLocked(Bouncer& b) {
   b.served_deleted = &served_->Add({{"bouncer", name}, {"list", "deleted"}});
   b.last_pull = &last_pull_->Add({{"bouncer", name}});
   b.since_last_pull = &since_last_pull_->Add({{"bouncer", name}});
+  b.pull_record_failures = &pull_record_failures_->Add({{"bouncer", name}});
   const absl::Time last = b.row.last_pull == absl::InfinitePast() ? b.row.created : b.row.last_pull;
   b.last_pull->Set(absl::ToDoubleSeconds(last - absl::UnixEpoch()));
   b.since_last_pull->Set(absl::ToDoubleSeconds(clock_.TimeNow() - last));
@@ -688,6 +697,7 @@ void BouncerApi::RemoveMetricsLocked(Bouncer& b) {
   }
   last_pull_->Remove(b.last_pull);
   since_last_pull_->Remove(b.since_last_pull);
+  pull_record_failures_->Remove(b.pull_record_failures);
 }
 
 void BouncerApi::AppendLocked(std::vector<BouncerChangeRow> rows) {
@@ -741,6 +751,22 @@ void BouncerApi::DropPendingLocked() {
   Log(absl::StrCat("bouncer_api: more than ", max_pending_bytes_,
                    " bytes of decision changes wait for the store: dropped; bouncers get every "
                    "active decision at their next pull once the store takes the log again"));
+}
+
+void BouncerApi::RecordUnrecordedLocked() {
+  for (auto& [name, b] : bouncers_) {
+    if (!b->unrecorded_served.has_value()) continue;
+    BouncerRow& row = b->row;
+    const int64_t position = std::max(row.position, *b->unrecorded_served);
+    if (!store_->RecordPull(row.name, row.last_pull, row.address, row.user_agent, position).ok()) {
+      continue;  // counted and logged when the pull was refused; tried again next second
+    }
+    row.position = position;
+    b->unrecorded_served.reset();
+    b->stored_pull = row.last_pull;
+    b->pull_unstored = false;
+    b->pull_store_failing = false;
+  }
 }
 
 absl::Status BouncerApi::FlushLocked() {
@@ -1414,26 +1440,10 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
     BouncerRow& row = bouncer->row;
     // Only ever up: a pull that waited past kAnswerInFlightWait may settle after a later one.
     const int64_t position = std::max(row.position, served);
-    if (absl::Status s = store_->RecordPull(row.name, now, address, user_agent, position);
-        !s.ok()) {
-      // The position in memory stays where it was: the next pull is served these changes
-      // again. But the bouncer holds this answer's rows: the deletions after what it served
-      // are its next pull's, even from position 0, and Trim keeps them (unrecorded_served).
-      if (!bouncer->unrecorded_served.has_value() || served < *bouncer->unrecorded_served) {
-        bouncer->unrecorded_served = served;
-      }
-      Log(absl::StrCat("bouncer_api: ", s.message()));
-      return s;
-    }
-    row.position = position;
-    // A recorded position at or past it serves what that answer's deletions need.
-    if (bouncer->unrecorded_served.has_value() && position >= *bouncer->unrecorded_served) {
-      bouncer->unrecorded_served.reset();
-    }
+    absl::Status s = store_->RecordPull(row.name, now, address, user_agent, position);
+    // Delivered, recorded or not: the bouncer asked and was told, so it is counted and its
+    // last pull is now (a store that refuses is no stale bouncer; it has its own counter).
     row.last_pull = now;
-    bouncer->stored_pull = now;
-    bouncer->pull_unstored = false;
-    bouncer->pull_store_failing = false;
     row.address = std::move(address);
     row.user_agent = std::move(user_agent);
     (startup_kind ? bouncer->pulls_startup : bouncer->pulls_stream)->Increment();
@@ -1441,6 +1451,30 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
     bouncer->served_deleted->Increment(static_cast<double>(deleted_count));
     bouncer->last_pull->Set(absl::ToDoubleSeconds(now - absl::UnixEpoch()));
     bouncer->since_last_pull->Set(0);
+    if (!s.ok()) {
+      // The position in memory stays where it was: the next pull is served these changes
+      // again. But the bouncer holds this answer's rows: the deletions after what it served
+      // are its next pull's, even from position 0, and Trim keeps them (unrecorded_served).
+      if (!bouncer->unrecorded_served.has_value() || served < *bouncer->unrecorded_served) {
+        bouncer->unrecorded_served = served;
+      }
+      bouncer->pull_unstored = true;
+      bouncer->pull_record_failures->Increment();
+      // Logged once until the store records a pull again: a full disk refuses every pull.
+      if (!bouncer->pull_store_failing) {
+        bouncer->pull_store_failing = true;
+        Log(absl::StrCat("bouncer_api: ", s.message(), " (logged once until a pull is recorded)"));
+      }
+      return s;
+    }
+    row.position = position;
+    // A recorded position at or past it serves what that answer's deletions need.
+    if (bouncer->unrecorded_served.has_value() && position >= *bouncer->unrecorded_served) {
+      bouncer->unrecorded_served.reset();
+    }
+    bouncer->stored_pull = now;
+    bouncer->pull_unstored = false;
+    bouncer->pull_store_failing = false;
     return absl::OkStatus();
   };
   return {std::move(reply), std::move(settle)};
@@ -1502,7 +1536,10 @@ BouncerReply BouncerApi::Live(std::shared_ptr<Bouncer> bouncer, const BouncerReq
       bouncer->stored_pull = now;
       bouncer->pull_unstored = false;
       bouncer->pull_store_failing = false;
-    } else if (!bouncer->pull_store_failing) {
+    } else {
+      bouncer->pull_record_failures->Increment();
+    }
+    if (!s.ok() && !bouncer->pull_store_failing) {
       bouncer->pull_store_failing = true;
       Log(absl::StrCat("bouncer_api: ", s.message(), " (retried every minute; logged once)"));
     }
@@ -1681,6 +1718,7 @@ absl::Status BouncerApi::Start() {
         absl::MutexLock lock(&mu_);
         ReleaseDueLocked();
         (void)FlushLocked();  // at most a second of changes waits in memory
+        RecordUnrecordedLocked();
         rebuild = rebuild_;
       }
       if (rebuild) {
@@ -1704,7 +1742,8 @@ void BouncerApi::Stop() {
   if (ticker_.joinable()) ticker_.join();
   absl::MutexLock lock(&mu_);
   (void)FlushLocked();
-  // The live questions' last pulls not stored yet.
+  RecordUnrecordedLocked();
+  // The live questions' last pulls not stored yet (and the refused pulls still refused).
   for (auto& [name, b] : bouncers_) {
     if (!b->pull_unstored) continue;
     const BouncerRow& row = b->row;

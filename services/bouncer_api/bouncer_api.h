@@ -56,10 +56,12 @@
 // replay: "already in set", "not present"). An answer written whole whose pull the store
 // refuses moves nothing either, but its bouncer holds its rows: until a recorded position
 // reaches what it served, the next pull reads the deletions too, even from position 0, and Trim
-// keeps those above it (in memory only). So a crash between the write and the record replays
-// rather than loses, but for a first answer (position 0): after a restart the next pull is a
-// first one again (the live rows only), and a deletion of what that answer brought, logged
-// before that pull, is lost to the bouncer, which keeps the ban until its timeout. A bouncer's
+// keeps those above it (in memory; the record is tried again every second and at Stop, so a
+// clean restart keeps them). So a crash between the write and the record replays rather than
+// loses, but for a first answer (position 0): after a crash (or a stop while the store still
+// refuses) the next pull is a first one again (the live rows only), and a deletion of what that
+// answer brought, logged before that pull, is lost to the bouncer, which keeps the ban until its
+// timeout. A bouncer's
 // next pull waits for its previous answer to be written or cut (up to kAnswerInFlightWait, on
 // the API's clock), and the wait ends and the pull is counted in flight in one step: two pulls
 // of one key at once are served one after the other. One that goes on past the wait is served
@@ -98,7 +100,9 @@
 // Metrics: palisade_bouncer_pulls_total{bouncer,kind=startup|stream|live},
 // palisade_bouncer_decisions_served_total{bouncer,list=new|deleted},
 // palisade_bouncer_last_pull_timestamp_seconds{bouncer} (the registration time until the first
-// pull), palisade_bouncer_seconds_since_last_pull{bouncer} (refreshed every second),
+// pull), palisade_bouncer_seconds_since_last_pull{bouncer} (refreshed every second; an answer
+// delivered counts as a pull even when the store refused to record it),
+// palisade_bouncer_pull_record_failures_total{bouncer} (pulls the store refused to record),
 // palisade_bouncers_registered, palisade_bouncer_requests_refused_total{reason},
 // palisade_bouncer_log_write_failures_total, palisade_bouncer_log_overflows_total,
 // palisade_bouncer_decisions_withheld_total.
@@ -288,8 +292,9 @@ class BouncerApi {
     // most every kLivePullStoreInterval, and at Stop).
     absl::Time stored_pull = absl::InfinitePast();
     bool pull_unstored = false;
-    // A live question's last try to store its pull, and whether the store refused it (logged
-    // once until a write goes through): tried again kLivePullStoreInterval later only.
+    // A live question's last try to store its pull (tried again kLivePullStoreInterval later
+    // only), and whether the store refused to record a pull, live or stream (logged once until
+    // a write goes through).
     absl::Time pull_store_tried = absl::InfinitePast();
     bool pull_store_failing = false;
     // Stream pulls past their wait for the previous answer whose answers are not settled yet
@@ -303,7 +308,8 @@ class BouncerApi {
     // The lowest position served by an answer written whole whose pull the store refused to
     // record, while the recorded position is below it (in memory only): the bouncer holds what
     // that answer brought, so its next pull is no first one (it reads the deletions too) and
-    // Trim keeps the deletions above it. Cleared once a recorded position reaches it.
+    // Trim keeps the deletions above it. Cleared once a recorded position reaches it: a pull's
+    // or RecordUnrecordedLocked's, which retries it every second and at Stop.
     std::optional<int64_t> unrecorded_served;
     prometheus::Counter* pulls_startup = nullptr;
     prometheus::Counter* pulls_stream = nullptr;
@@ -312,6 +318,7 @@ class BouncerApi {
     prometheus::Counter* served_deleted = nullptr;
     prometheus::Gauge* last_pull = nullptr;
     prometheus::Gauge* since_last_pull = nullptr;
+    prometheus::Counter* pull_record_failures = nullptr;
   };
   // A stream pull's claim on its bouncer's turn (Bouncer::pulls_in_flight) and, once its answer
   // is chosen, on the position it serves (in_flight_served, answers_in_flight_): given back once,
@@ -356,6 +363,10 @@ class BouncerApi {
   void AppendLocked(std::vector<BouncerChangeRow> rows) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes pending_ in one transaction (kept on failure).
   absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records again the pulls the store refused (Bouncer::unrecorded_served) at the position
+  // their answers served, so a clean restart keeps the deletions they owe (the ticker, every
+  // second, and Stop). Logs nothing: the refusal was logged once already.
+  void RecordUnrecordedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Forgets pending_, which the store refused past max_pending_bytes_: every bouncer that
   // pulled becomes far behind (trimmed_through_), and the log waits for a rebuild (rebuild_).
   void DropPendingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -467,6 +478,7 @@ class BouncerApi {
   prometheus::Family<prometheus::Counter>* served_ = nullptr;
   prometheus::Family<prometheus::Gauge>* last_pull_ = nullptr;
   prometheus::Family<prometheus::Gauge>* since_last_pull_ = nullptr;
+  prometheus::Family<prometheus::Counter>* pull_record_failures_ = nullptr;
   prometheus::Gauge* registered_ = nullptr;
   prometheus::Family<prometheus::Counter>* refused_ = nullptr;
   prometheus::Counter* write_failures_ = nullptr;

@@ -11,6 +11,7 @@
 #include <array>
 #include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <iterator>
 #include <map>
 #include <memory>
@@ -1106,6 +1107,18 @@ TEST(BouncerApiTest, APullThatCannotBeRecordedIsServedAgain) {
 // first one (the live rows only) and never served the deletion of a decision withdrawn
 // meanwhile; Trim took the bouncer for one that holds nothing back and forgot that deletion
 // too. The host kept the ban until its timeout.
+// The pulls of every kind counted for `bouncer` in a metrics exposition.
+int PullsOf(const std::string& metrics, const std::string& bouncer) {
+  int total = 0;
+  for (const char* kind : {"startup", "stream", "live"}) {
+    const std::string line = absl::StrCat("palisade_bouncer_pulls_total{bouncer=\"", bouncer,
+                                          "\",kind=\"", kind, "\"} ");
+    const size_t at = metrics.find(line);
+    if (at != std::string::npos) total += std::atoi(metrics.c_str() + at + line.size());
+  }
+  return total;
+}
+
 void FirstPullNotRecordedThenWithdrawn(bool trim_before_the_next_pull) {
   SimulatedClock clock;
   const std::string path =
@@ -1118,6 +1131,12 @@ void FirstPullNotRecordedThenWithdrawn(bool trim_before_the_next_pull) {
         BEGIN SELECT RAISE(ABORT, 'injected: pull not recorded'); END;)sql");
   ASSERT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
   ASSERT_EQ((*d.store->LoadBouncers())[0].position, 0);
+  // Delivered: counted as a pull (the staleness alert is for bouncers that stopped asking),
+  // and the store's refusal has its own counter.
+  const std::string metrics = d.Metrics();
+  EXPECT_EQ(PullsOf(metrics, "fw"), 1) << metrics;
+  EXPECT_THAT(metrics,
+              HasSubstr("palisade_bouncer_pull_record_failures_total{bouncer=\"fw\"} 1"));
   ExecSql(path, "DROP TRIGGER break_pull;");
   ASSERT_THAT(d.table.Withdraw(x), IsOk());
   if (trim_before_the_next_pull) {
@@ -1135,6 +1154,29 @@ TEST(BouncerApiTest, AFirstPullThatCannotBeRecordedStillGetsItsDeletions) {
 
 TEST(BouncerApiTest, AFirstPullThatCannotBeRecordedStillGetsItsDeletionsPastTrim) {
   FirstPullNotRecordedThenWithdrawn(/*trim_before_the_next_pull=*/true);
+}
+
+// The deletions owed after an answer the store refused to record (unrecorded_served) are
+// in memory only: the ticker and Stop retry the record, so a clean restart keeps them.
+TEST(BouncerApiTest, AFirstPullNotRecordedSurvivesACleanRestart) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("first-unrecorded-restart.db");
+  std::string key;
+  std::string x;
+  {
+    Daemon d(path, clock);
+    key = *d.api->AddBouncer("fw");
+    x = d.Ban("203.0.113.7");
+    ExecSql(path, R"sql(
+        CREATE TRIGGER break_pull BEFORE UPDATE ON bouncers
+          BEGIN SELECT RAISE(ABORT, 'injected: pull not recorded'); END;)sql");
+    ASSERT_EQ(Values(d.Pull(key)["new"]), std::set<std::string>{"203.0.113.7"});
+    ASSERT_EQ((*d.store->LoadBouncers())[0].position, 0);
+    ExecSql(path, "DROP TRIGGER break_pull;");
+  }
+  Daemon d(path, clock);
+  ASSERT_THAT(d.table.Withdraw(x), IsOk());
+  EXPECT_EQ(Values(d.Pull(key)["deleted"]), std::set<std::string>{"203.0.113.7"});
 }
 
 // Changes reach the store in batches; a pull writes what waits first, so the position it
