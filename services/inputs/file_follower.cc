@@ -215,7 +215,8 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
   // rotated since (logrotate's compress with delaycompress, down across two rotations: it is
   // PATH.2.gz, the next day PATH.1; copytruncate's copies likewise).
   // A copy under another name that starts with the path's (app.log.old) still holds the rest:
-  // a glob reads it on from the truncation said (TakeTruncated); not lost.
+  // a glob reads it on from the truncation said (TakeTruncated); not lost. One holding exactly
+  // the checkpoint's offset (copytruncate with nothing written after it) has no rest: not lost.
   if (truncated) KeepLast16(&truncated_, from);
   if (!truncated || !RestKeptElsewhere(from)) KeepLast16(&lost_, from);
   if (from.written_ns() != 0) {
@@ -242,7 +243,7 @@ bool FileFollower::RestKeptElsewhere(const palisade::v1::FileCheckpoint& from) c
   for (const std::string& name : RotatedNames(path_)) {
     struct stat st;
     if (::stat(name.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
-        static_cast<uint64_t>(st.st_size) > from.offset() && IsCopyOf(name, from)) {
+        static_cast<uint64_t>(st.st_size) >= from.offset() && IsCopyOf(name, from)) {
       return true;
     }
   }

@@ -246,7 +246,8 @@ class FileFollower {
   // path (0: none, or no checkpoint given up).
   size_t queued_after_lost_ = 0;
   // Whether a file under a name that starts with the path's (one a glob may match) is a copy of
-  // the checkpoint's file holding more than `from` took: its rest is there, not lost.
+  // the checkpoint's file holding at least what `from` took: its rest (if any) is there, not
+  // lost.
   bool RestKeptElsewhere(const palisade::v1::FileCheckpoint& from) const;
 };
 

@@ -768,9 +768,19 @@ void FileInputs::PublishLocked(Input& input, const std::string& path, const File
     // Said only when it queued some (none under compress without delaycompress, the common
     // layout: the path alone holds what came after).
     const size_t queued = c.written_ns() != 0 ? file.follower->queued_after_lost() : 0;
+    // The path still holding the position's inode is a truncation whose copy (if any) is
+    // compressed or gone, or a new file given the freed inode: which cannot be told, so the
+    // loss is only possible.
+    struct stat st;
+    const bool inode_there = ::stat(path.c_str(), &st) == 0 && st.st_dev == c.device() &&
+                             st.st_ino == c.inode();
     Log(absl::StrCat("input ", input.config.name(), ": ", path, ": saved position (offset ",
-                     c.offset(), ") not found: its file is neither there nor under a rotated "
-                     "name (compressed, removed); lines written to it after that position lost, ",
+                     c.offset(), ") not found: ",
+                     inode_there ? "its file was truncated; no copy holds what came after the "
+                                   "position (possibly lost), "
+                                 : "its file is neither there nor under a rotated name "
+                                   "(compressed, removed); lines written to it after that "
+                                   "position lost, ",
                      queued > 0 ? absl::StrCat("the ", queued, queued == 1 ? " file" : " files",
                                                " rotated after it read first, then ")
                                 : std::string(),

@@ -586,6 +586,34 @@ TEST_F(FileInputsTest, ARestartWithACopytruncatedFileWhoseCopyWasCompressedReads
   for (int i = 0; i < 4; ++i) again->PollOnce();
   EXPECT_THAT(lines_, ElementsAre("b1", "b2", "c1"));
   EXPECT_EQ(Counter("palisade_input_errors_total"), 1.0);
+  // The path holds A's inode: a truncation, not a file found nowhere.
+  EXPECT_THAT(logs_, ::testing::Contains(HasSubstr(
+                         "truncated; no copy holds what came after the position (possibly lost)")));
+}
+
+// copytruncate while down with nothing written after the position: the copy (app.log.1) holds
+// exactly the position's offset, so nothing is lost: no error, no log.
+TEST_F(FileInputsTest, ACopyTruncateWhileDownWithNothingAfterThePositionLosesNothing) {
+  const std::string path = dir_ + "/app.log";
+  Append("app.log", "a1\n");
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(Config({"app.log"}));
+    EXPECT_EQ(inputs->PollOnce(), 1u);
+    saved = inputs->Checkpoints();
+  }
+  lines_.clear();
+  {
+    std::ifstream in(path, std::ios::binary);
+    std::ofstream(path + ".1", std::ios::binary) << in.rdbuf();
+  }
+  ASSERT_EQ(::truncate(path.c_str(), 0), 0);
+  Append("app.log", "b1\n");
+  auto again = Make(Config({"app.log"}), saved);
+  for (int i = 0; i < 3; ++i) again->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("b1"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+  EXPECT_THAT(logs_, IsEmpty());
 }
 
 // compress without delaycompress (the common layout): the checkpoint's file is PATH.1.gz at
