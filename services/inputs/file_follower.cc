@@ -200,6 +200,7 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
     if (!copy.empty() && open_at_checkpoint(copy)) {
       draining_rotated_ = true;
       then_truncated_ = true;
+      draining_copy_ = true;
       palisade::v1::FileCheckpoint at = from;
       at.set_offset(copy_size);
       KeepLast16(&truncated_, std::move(at));
@@ -391,6 +392,7 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
       if (open_.fd < 0) {
         draining_rotated_ = false;
         then_truncated_ = false;
+        draining_copy_ = false;
         return false;
       }
     }
@@ -437,7 +439,9 @@ absl::StatusOr<bool> FileFollower::NextFile() {
   // Rotated again while it was read (a follower behind by more than one rotation: a flood
   // under size rotation, a long resume drain): the files rotated after it lie between it and
   // the path, found from its name now. Not after a copytruncate's copy: the path is its file.
-  if (rotated_after_.empty() && !then_truncated_) {
+  // (After files queued behind a truncated path, yes: a rotation meanwhile moved the path's file
+  // under a rotated name; before 2026-12-07 it was skipped.)
+  if (rotated_after_.empty() && !draining_copy_) {
     const std::string now = RotatedNameOfOpen();
     if (!now.empty()) QueueRotatedAfter(now, checkpoint());
   }
@@ -479,6 +483,7 @@ absl::StatusOr<bool> FileFollower::NextFile() {
   // After a copytruncate's copy, the file it was copied from: a hole may start it.
   after_truncation_ = then_truncated_ && opened.ok() && *opened;
   then_truncated_ = false;
+  draining_copy_ = false;
   return opened;
 }
 
@@ -633,6 +638,7 @@ void FileFollower::Truncated() {
       skipping_ = was_skipping;  // the rest of a cut line is dropped there
       draining_rotated_ = true;
       then_truncated_ = true;
+      draining_copy_ = true;
       return;
     }
     // Gone meanwhile: the file from its start, as without a copy.

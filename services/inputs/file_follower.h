@@ -202,8 +202,12 @@ class FileFollower {
   // (rotated_after_, oldest first), then the current file, each from its start.
   bool draining_rotated_ = false;
   std::vector<palisade::v1::FileCheckpoint> rotated_after_;  // path, device, inode
-  // Draining a copytruncate's copy: the path's file is read next as after a truncation.
+  // The path's file is read next as after a truncation (a hole may start it): after a
+  // copytruncate's copy, or after files queued behind a path that was truncated.
   bool then_truncated_ = false;
+  // The open file is the path's copytruncate copy: the path is read next, whatever rotated
+  // names hold now (the copy's name is no rotation of the path's file).
+  bool draining_copy_ = false;
   // The copy copytruncate made of the file `at` was taken in that holds more than `at` took
   // (its size in `*size`): a rotated name of the path (RotatedName) whose first bytes are the
   // file's, the last written of several; empty when none.

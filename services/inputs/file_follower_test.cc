@@ -734,6 +734,41 @@ TEST_F(FileFollowerTest, ACheckpointCompressedAwayWithItsInodeReusedReadsTheFile
   EXPECT_EQ(again.queued_after_lost(), 1u);
 }
 
+// The path still holding the checkpoint's inode (truncated in place) and the files rotated
+// after it queued at the resume: a rotation while those are drained moves the path's file to
+// PATH.1 and makes a new one. The path's file is read before the new one (a review found it
+// skipped: after the queued files the follower went straight to the new path).
+TEST_F(FileFollowerTest, AResumeThroughQueuedFilesAfterATruncationReadsARotationMadeMeanwhile) {
+  const std::string p1 = path_ + ".1", p2 = path_ + ".2", p3 = path_ + ".3";
+  for (const std::string& p : {p1, p1 + ".gz", p2, p3}) std::remove(p.c_str());
+  Append("a1\n");
+  WrittenAgo(path_, 300);
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("b1\nb2\nb3\n", p2);  // B and C, rotated after the checkpoint
+  WrittenAgo(p2, 200);
+  Append("c1\n", p1);
+  WrittenAgo(p1, 100);
+  ASSERT_EQ(::truncate(path_.c_str(), 0), 0);  // the path: A's inode, D's content
+  Append("d1\n");
+  FileFollower again(path_, {}, checkpoint);
+  std::vector<std::string> lines = Poll(again, 1);  // behind: B being drained
+  ASSERT_THAT(lines, ElementsAre("b1"));
+  // logrotate runs: .2 (B) to .3, .1 (C) to .2, the path (D) to .1, then a new path.
+  ASSERT_EQ(std::rename(p2.c_str(), p3.c_str()), 0);
+  ASSERT_EQ(std::rename(p1.c_str(), p2.c_str()), 0);
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("e1\n");
+  for (int i = 0; i < 12; ++i) {
+    for (std::string& line : Poll(again, 1)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("b1", "b2", "b3", "c1", "d1", "e1"));
+}
+
 // copytruncate while down with nothing written after the checkpoint: the copy (PATH.1) holds
 // exactly the checkpoint's offset, so nothing of the file's is missing: not said lost.
 TEST_F(FileFollowerTest, ACopyTruncateWhileDownWithNothingAfterTheCheckpointLosesNothing) {
