@@ -145,29 +145,43 @@ bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
 
 bool DecisionLogWriter::EnqueueSet(const std::vector<DecisionUpdate>& set) {
   std::vector<Item> items;
-  std::vector<const palisade::v1::Target*> targets;  // targets[i]: items[i]'s
+  std::vector<const DecisionUpdate*> updates;  // updates[i]: items[i]'s
   items.reserve(set.size());
-  targets.reserve(set.size());
+  updates.reserve(set.size());
   for (const DecisionUpdate& u : set) {
     items.emplace_back();
     if (!MakeItem(u, &items.back())) {
       items.pop_back();
     } else {
-      targets.push_back(&u.decision.target());
+      updates.push_back(&u);
     }
   }
   if (items.empty()) return true;
-  // Only the runs of updates on one target are marked, each as a set of its own: the table
-  // makes a replaced decision's withdrawal and its replacement (or an ended decision and the
-  // claim reinstated behind it) one after the other, and replicas hand a set on whole (one
-  // mirror call), so a mirror's listeners never hear the one without the other. The table's
-  // whole change set is an ingest batch (up to 10,000 detections) or a whole sweep: marked as
-  // one, every mirror held all of it until its last message.
+  // Only the runs that end a decision and create its successor on one target are marked, each
+  // as a set of its own: the table makes a replaced decision's withdrawal and its replacement
+  // (or an ended decision and the claim reinstated behind it) one after the other, and replicas
+  // hand a set on whole (one mirror call), so a mirror's listeners never hear the one without
+  // the other. A run starts at a withdrawal or expiry and closes at the next creation on that
+  // target; a creation and its extensions go alone: a burst from one address is its creation
+  // and thousands of extensions, and held as one set a mirror sat on exactly the attacker's ban
+  // until the burst's last message. The table's whole change set (an ingest batch of up to
+  // 10,000 detections, or a whole sweep) is never one set for the same reason.
   const auto same_target = [&](size_t a, size_t b) {
-    return targets[a]->kind() == targets[b]->kind() && targets[a]->value() == targets[b]->value();
+    const palisade::v1::Target& ta = updates[a]->decision.target();
+    const palisade::v1::Target& tb = updates[b]->decision.target();
+    return ta.kind() == tb.kind() && ta.value() == tb.value();
+  };
+  const auto ends = [&](size_t i) {
+    return updates[i]->change == DecisionChange::kWithdrawn ||
+           updates[i]->change == DecisionChange::kExpired;
   };
   for (size_t begin = 0, end = 0; begin < items.size(); begin = end) {
-    for (end = begin + 1; end < items.size() && same_target(begin, end); ++end) {
+    end = begin + 1;
+    if (!ends(begin)) continue;
+    while (end < items.size() && same_target(begin, end) && ends(end)) ++end;
+    if (end < items.size() && same_target(begin, end) &&
+        updates[end]->change == DecisionChange::kCreated) {
+      ++end;
     }
     const size_t n = end - begin;
     if (n == 1) continue;

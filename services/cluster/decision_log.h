@@ -13,12 +13,14 @@
 //     what it adopted) is stored once within the stream's duplicate window. The token secret a
 //     revocation carries is never published (it stays with the writer's actuators).
 //     The updates on one target that one call of the writer's table made one after the other
-//     (a decision replaced by a stronger claim is its withdrawal, then the new one; an ended
-//     decision, then the claim reinstated behind it) are consecutive messages, each with the
-//     NATS header `Palisade-Set: <set id> <i> <n>` when there are more than one
-//     (DecisionLogWriter::SetListener), so that replicas hand them on whole. The table's other
-//     updates of that call (an ingest batch's other addresses, a sweep's other expiries) go
-//     alone: a mirror does not hold them until a whole batch's last message.
+//     to end a decision and create its successor (a decision replaced by a stronger claim is
+//     its withdrawal, then the new one; an ended decision, then the claim reinstated behind it:
+//     a run from a withdrawal or expiry to the next creation) are consecutive messages, each
+//     with the NATS header `Palisade-Set: <set id> <i> <n>` (DecisionLogWriter::SetListener),
+//     so that replicas hand them on whole. The table's other updates of that call (a creation
+//     and its extensions in a burst from one address, an ingest batch's other addresses, a
+//     sweep's other expiries) go alone: a mirror does not hold them until a burst's or a whole
+//     batch's last message.
 //     A header, not the first line: a replica of an older build reads each update as before.
 //   - a full state, on `palisade.decisions.state`: every decision the writer's table holds, in
 //     consecutive chunks (each under NATS' 1 MiB payload limit) whose header says "i of n". The
@@ -32,11 +34,12 @@
 // heard after it still ends at the writer's table: the updates come in the table's order.
 //
 // DecisionLogWriter: fed by DecisionTable::AddSetListener (SetListener(): a change set's runs
-// on one target marked as one) or AddListener (Listener(): each update alone). Updates wait in
-// a queue bounded in bytes; one thread publishes them in order and counts one published only
-// when the stream acknowledged it; while NATS is away it retries with a capped backoff. Past
-// the bound the queue is emptied (what it held is counted dropped) and a full state is
-// published instead once NATS answers: replicas never miss a change silently.
+// from an ended decision to its successor on one target marked as one) or AddListener
+// (Listener(): each update alone). Updates wait in a queue bounded in bytes; one thread
+// publishes them in order and counts one published only when the stream acknowledged it; while
+// NATS is away it retries with a capped backoff. Past the bound the queue is emptied (what it
+// held is counted dropped) and a full state is published instead once NATS answers: replicas
+// never miss a change silently.
 // A decision over NATS' payload limit (up to engine.max_evidence lines of evidence, each up to
 // engine.max_evidence_bytes) goes with its evidence cut to fit, in an update or a state
 // (message_size.h; counted, evidence_cut()); one that does not fit even so (its other fields
@@ -186,9 +189,10 @@ class DecisionLogWriter {
   // Queues one update (stale ones are ignored). false: the queue was full; it was emptied and
   // a full state will be published in its place.
   bool Enqueue(const DecisionUpdate& update);
-  // Queues a change set's updates (stale ones are ignored) at once, each run of updates on one
-  // target marked as one set (see the header) when it holds more than one. false as Enqueue
-  // (the whole change set in the state).
+  // Queues a change set's updates (stale ones are ignored) at once, each run on one target from
+  // a withdrawal or expiry to the next creation marked as one set (see the header) when it
+  // holds more than one; extensions go alone. false as Enqueue (the whole change set in the
+  // state).
   bool EnqueueSet(const std::vector<DecisionUpdate>& set);
   // Queues a full state (options.state()) after what is queued: on take-over.
   void PublishState();

@@ -615,6 +615,47 @@ TEST_F(DecisionLogTest, AnIngestBatchOfUnrelatedAddressesIsNotHeldAsOneSet) {
                                 Describe(DecisionChange::kCreated, second[2].decision)}));
 }
 
+// A burst from one address is its creation, then an extension per detection (a clustered node
+// sends full evidence with each): a run of updates on one target, but not one that must be heard
+// together. Marked as a set, a mirror held the creation of exactly the attacker's ban until the
+// burst's last message.
+TEST_F(DecisionLogTest, ABurstOnOneAddressIsNotHeldAsOneSet) {
+  SimulatedClock clock;
+  DecisionTable table(clock);
+  auto w = DecisionLogWriter::Start(*client_,
+                                    {.node_id = "web-1", .state = [&] { return table.List({}); }});
+  ASSERT_TRUE(w.ok()) << w.status();
+  table.AddSetListener((*w)->SetListener());
+  Recorder r;
+  auto rep = Replica(r);
+  ASSERT_TRUE(rep);
+  CompiledRule rule;
+  rule.proto.set_id("ssh");
+  palisade::v1::DecisionSpec& spec = *rule.proto.mutable_decision();
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  std::vector<Detection> burst;
+  for (int i = 0; i < 3; ++i) {
+    Detection det;
+    det.rule_id = rule.proto.id();
+    det.rule = &rule;
+    det.kind = palisade::v1::TARGET_KIND_IP;
+    det.key = "192.0.2.1";
+    det.time = clock.TimeNow() + absl::Seconds(i);
+    det.evidence = {absl::StrCat("line ", i)};
+    burst.push_back(std::move(det));
+  }
+  std::vector<DecisionUpdate> updates = table.ApplyAll(burst);
+  ASSERT_EQ(updates.size(), 3u);
+  ASSERT_EQ(updates[0].change, DecisionChange::kCreated);
+  ASSERT_TRUE((*w)->WaitUntilPublished(absl::Seconds(60)));
+  ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_THAT(r.seen(), ElementsAreArray({Describe(updates[0].change, updates[0].decision),
+                                          Describe(updates[1].change, updates[1].decision),
+                                          Describe(updates[2].change, updates[2].decision)}));
+}
+
 // The held set's cap is memory, not wire bytes: an empty evidence line is 2 bytes on the wire
 // and a std::string (and a pointer) in memory, ~20x more. Counted on the wire, a set of such
 // members held ~20x its cap.

@@ -31,6 +31,10 @@ constexpr absl::Duration kRestoredMemory = absl::Hours(24 * 30);
 // load, services/engine/rule_set.cc): a mirrored decision's word on until when its offender's
 // count stands is bounded by it.
 constexpr absl::Duration kMaxMemory = absl::Hours(24 * 365);
+// How far after this node's clock a mirrored decision's last offence may be: the writer's clock
+// may run a little ahead. Any further is not believed (a forged start or offence_last would
+// keep the count standing, and be carried on, for as long as it says).
+constexpr absl::Duration kMirrorSkew = absl::Minutes(5);
 
 absl::Duration Escalated(absl::Duration base, const palisade::v1::Escalation& esc,
                          uint32_t offence) {
@@ -240,10 +244,11 @@ absl::Status DecisionTable::Restore() {
     by_id_[d.id()] = std::move(d);
   }
   active_size_.store(active_.size(), std::memory_order_relaxed);
-  // Only what escalation can still use: the offenders of the restored memory, the latest
-  // first, under the cap (the store keeps the whole history).
-  absl::StatusOr<std::vector<OffenceRow>> offences =
-      store_->LoadOffences(clock_.TimeNow() - kRestoredMemory, limits_.max_offenders);
+  // Only what escalation can still use: the offenders of the restored memory and those whose
+  // rules' memories (up to a year) still count them, the latest first, under the cap (the store
+  // keeps the whole history).
+  absl::StatusOr<std::vector<OffenceRow>> offences = store_->LoadOffences(
+      clock_.TimeNow() - kRestoredMemory, limits_.max_offenders, clock_.TimeNow());
   if (!offences.ok()) return offences.status();
   absl::StatusOr<int64_t> last_row = store_->LastOffenceId();
   if (!last_row.ok()) return last_row.status();
@@ -1522,16 +1527,17 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
   // guessed at, as for offences restored from old rows, from its start. A count the writer
   // said stands no longer is not made to stand (not clamped up to the last offence).
   // The log is trusted only as far as it can be right: a time no Timestamp holds (a forged or
-  // corrupt decision; past year 9999 it breaks JSON printing) is not known, a last offence is
-  // never after the later of the start and now, and a count stands at most kMaxMemory after
-  // it (else an offender's count could stand for good and be carried on by the next
-  // decisions).
-  if (d.origin() != palisade::v1::ORIGIN_FEED && d.offence() > 0) {
-    const absl::Time start = FromProtoTime(d.start());
-    absl::Time last = start;
+  // corrupt decision; past year 9999 it breaks JSON printing) is not known (a start not known:
+  // the offence is not counted), a last offence is never more than kMirrorSkew after now, and
+  // a count stands at most kMaxMemory after it (else an offender's count could stand for good
+  // and be carried on by the next decisions).
+  absl::StatusOr<absl::Time> start = CheckedProtoTime(d.start());
+  if (d.origin() != palisade::v1::ORIGIN_FEED && d.offence() > 0 && start.ok()) {
+    const absl::Time latest = clock_.TimeNow() + kMirrorSkew;
+    absl::Time last = std::min(*start, latest);
     if (d.has_offence_last()) {
       if (absl::StatusOr<absl::Time> t = CheckedProtoTime(d.offence_last()); t.ok()) {
-        last = std::min(*t, std::max(start, clock_.TimeNow()));
+        last = std::min(*t, latest);
       }
     }
     absl::Time counted_until = absl::InfinitePast();

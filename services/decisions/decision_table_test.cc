@@ -783,14 +783,26 @@ TEST_F(DecisionTableTest, ARestartOrTakeOverKeepsTheMemoryOfTheRulesThatCounted)
 // (year 9000, or past year 9999, which no Timestamp holds and JSON cannot print) is bounded: a
 // count stands at most the longest memory a rule can have (365 days) after the last offence,
 // and a time out of Timestamp's range is not known. Trusted, the offender never aged out (its
-// count of 5 stood for good) and the next decisions carried the time on.
+// count of 5 stood for good) and the next decisions carried the time on. The same for a forged
+// start (with or without an offence_last as forged): the last offence was taken from it
+// unchecked, so the count stood until year 9000 or past 9999.
 TEST_F(DecisionTableTest, AMirroredCountedUntilIsBoundedByTheLongestMemory) {
   palisade::v1::DecisionSpec spec = HourBlock();
   spec.mutable_escalation()->set_factor(2);
   const absl::Time t0 = clock_.TimeNow();
+  struct Forged {
+    int64_t counted_until = 0;  // seconds; 0: not set
+    int64_t start = 0;          // seconds; 0: t0
+    bool last_too = false;      // offence_last forged as the start
+  };
+  const int64_t year_9000 = 221'845'392'000;
+  const int64_t past_9999 = 300'000'000'000;
   int n = 0;
-  for (const int64_t seconds : {int64_t{221'845'392'000}, int64_t{300'000'000'000}}) {
-    SCOPED_TRACE(seconds);
+  for (const Forged& f : {Forged{.counted_until = year_9000}, Forged{.counted_until = past_9999},
+                          Forged{.start = year_9000}, Forged{.start = past_9999},
+                          Forged{.start = year_9000, .last_too = true},
+                          Forged{.start = past_9999, .last_too = true}}) {
+    SCOPED_TRACE(absl::StrCat(f.counted_until, " ", f.start, " ", f.last_too));
     const std::string ip = absl::StrCat("203.0.113.", 20 + n);
     Decision d;
     d.set_id(absl::StrCat("00000000000000f", n++));
@@ -800,13 +812,15 @@ TEST_F(DecisionTableTest, AMirroredCountedUntilIsBoundedByTheLongestMemory) {
     d.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
     d.set_origin(palisade::v1::ORIGIN_RULE);
     d.set_offence(5);
-    *d.mutable_start() = ToProtoTime(t0);
-    *d.mutable_expiry() = ToProtoTime(t0 + absl::Hours(1));
-    d.mutable_offence_counted_until()->set_seconds(seconds);
+    *d.mutable_start() = ToProtoTime(clock_.TimeNow());
+    if (f.start != 0) d.mutable_start()->set_seconds(f.start);
+    if (f.last_too) d.mutable_offence_last()->set_seconds(f.start);
+    *d.mutable_expiry() = ToProtoTime(clock_.TimeNow() + absl::Hours(1));
+    if (f.counted_until != 0) d.mutable_offence_counted_until()->set_seconds(f.counted_until);
     d.set_active(true);
     DecisionTable table(clock_);
     table.Mirror(DecisionChange::kCreated, d);
-    clock_.Advance(t0 + absl::Hours(24 * 400) - clock_.TimeNow());
+    clock_.Advance(absl::Hours(24 * 366));
     ASSERT_THAT(table.ExpireDue(), SizeIs(1));
     DecisionUpdate first = table.Apply(Det(ip, clock_.TimeNow()), spec);
     ASSERT_EQ(first.change, DecisionChange::kCreated);
@@ -819,6 +833,45 @@ TEST_F(DecisionTableTest, AMirroredCountedUntilIsBoundedByTheLongestMemory) {
     DecisionUpdate second = table.Apply(Det(ip, clock_.TimeNow()), spec);
     ASSERT_EQ(second.change, DecisionChange::kCreated);
     EXPECT_EQ(second.decision.offence(), 2u);  // from 1, not from the forged 5
+    for (const Decision& made : {first.decision, second.decision}) {
+      EXPECT_THAT(CheckedProtoTime(made.start()), IsOk());
+      EXPECT_THAT(CheckedProtoTime(made.expiry()), IsOk());
+      if (made.has_offence_last()) EXPECT_THAT(CheckedProtoTime(made.offence_last()), IsOk());
+      EXPECT_THAT(CheckedProtoTime(made.offence_counted_until()), IsOk());
+    }
+  }
+}
+
+// A restart restores the offenders a rule with a memory past the restored 30 days still counts:
+// the store's rows were loaded by their last offence (within 30 days) whatever their
+// counted_until said, so an offender 40 days into a 90-day memory was forgotten by a restart
+// (offence 1) while the uninterrupted table counted it (offence 2).
+TEST_F(DecisionTableTest, ARestartKeepsAnOffenderALongMemoryStillCounts) {
+  palisade::v1::DecisionSpec quarter = HourBlock();
+  quarter.mutable_escalation()->set_factor(2);
+  *quarter.mutable_escalation()->mutable_memory() = ToProtoDuration(absl::Hours(24 * 90));
+  for (const std::string how : {"none", "restart"}) {
+    SCOPED_TRACE(how);
+    auto store = FreshStore(absl::StrCat("long-memory-", how, ".db"));
+    ASSERT_THAT(store, IsOk());
+    auto table = std::make_unique<DecisionTable>(clock_);
+    table->SetStore(store->get(), {});
+    DecisionUpdate first = table->Apply(Det("203.0.113.9", clock_.TimeNow()), quarter);
+    ASSERT_EQ(first.change, DecisionChange::kCreated);
+    ASSERT_EQ(first.decision.offence(), 1u);
+    clock_.Advance(DecisionExpiry(first.decision) - clock_.TimeNow());
+    ASSERT_THAT(table->ExpireDue(), SizeIs(1));
+    clock_.Advance(absl::Hours(24 * 40));
+    if (how == "restart") {
+      table = std::make_unique<DecisionTable>(clock_);
+      table->SetStore(store->get(), {});
+      ASSERT_THAT(table->Restore(), IsOk());
+    }
+    DecisionUpdate next = table->Apply(Det("203.0.113.9", clock_.TimeNow()), quarter);
+    ASSERT_EQ(next.change, DecisionChange::kCreated);
+    EXPECT_EQ(next.decision.offence(), 2u);
+    clock_.Advance(DecisionExpiry(next.decision) - clock_.TimeNow());
+    table->ExpireDue();
   }
 }
 

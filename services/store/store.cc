@@ -605,16 +605,19 @@ absl::StatusOr<std::vector<palisade::v1::Decision>> Store::LoadDecisions(bool ac
   return out;
 }
 
-absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences(absl::Time since, size_t limit) {
+absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences(absl::Time since, size_t limit,
+                                                            absl::Time counted_after) {
   absl::MutexLock lock(&mu_);
   Stmt q(statements_, db_,
-         "SELECT target, count, last_ms, id, counted_until_ms FROM offences WHERE last_ms >= ? "
-         "ORDER BY last_ms DESC, id DESC LIMIT ?");
+         "SELECT target, count, last_ms, id, counted_until_ms FROM offences "
+         "WHERE last_ms >= ? OR counted_until_ms > ? ORDER BY last_ms DESC, id DESC LIMIT ?");
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
   q.Bind(1, since == absl::InfinitePast() ? std::numeric_limits<int64_t>::min()
                                           : absl::ToUnixMillis(since))
-      .Bind(2, static_cast<int64_t>(std::min<size_t>(
+      .Bind(2, counted_after == absl::InfiniteFuture() ? std::numeric_limits<int64_t>::max()
+                                                       : absl::ToUnixMillis(counted_after))
+      .Bind(3, static_cast<int64_t>(std::min<size_t>(
                    limit, static_cast<size_t>(std::numeric_limits<int64_t>::max()))));
   std::vector<OffenceRow> out;
   while (q.Next()) {

@@ -169,9 +169,12 @@ class Store {
   absl::Status Reschedule(int64_t seq, int attempts, absl::Time not_before);
 
   absl::StatusOr<std::vector<palisade::v1::Decision>> LoadDecisions(bool active_only);
-  // The offences last seen at or after `since`, the latest first, at most `limit` of them (the
-  // history is kept for the retention; a restart needs only what escalation can still use).
-  absl::StatusOr<std::vector<OffenceRow>> LoadOffences(absl::Time since, size_t limit);
+  // The offences last seen at or after `since`, or whose count stands past `counted_after`
+  // (their counted_until: a memory longer than `since` allows), the latest first, at most
+  // `limit` of them (the history is kept for the retention; a restart needs only what
+  // escalation can still use).
+  absl::StatusOr<std::vector<OffenceRow>> LoadOffences(
+      absl::Time since, size_t limit, absl::Time counted_after = absl::InfiniteFuture());
   // The highest offence row id stored (0: none): a writer numbers its new offenders after it.
   absl::StatusOr<int64_t> LastOffenceId();
   absl::StatusOr<std::vector<OutboxRow>> LoadOutbox();
