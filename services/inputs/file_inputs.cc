@@ -389,8 +389,12 @@ void FileInputs::DiscoverLocked(Input& input) {
   auto follow = [&](const std::string& path, std::optional<palisade::v1::FileCheckpoint> from) {
     FileFollowerOptions follower;
     follower.max_batch_bytes = kBatchBytes;
+    // One byte past the pipeline's cap: a line cut here still reaches the pipeline longer than
+    // its cap, so the pipeline cuts it again, flags it (ParsedLine::cut: its end is not its
+    // writer's, no rule may take a key pinned to it) and counts it. Cut at the cap exactly, it
+    // looked whole there, and a client's ~16 KiB user name could end in a forged key.
     follower.max_line_bytes =
-        LineCapFor(input.format, options_.max_line_bytes, options_.max_record_bytes);
+        LineCapFor(input.format, options_.max_line_bytes, options_.max_record_bytes) + 1;
     File& file = input.files[path];
     if (from.has_value() && from->left_out()) file.left_out = *from;
     file.follower = std::make_unique<FileFollower>(path, follower, std::move(from));
@@ -791,9 +795,9 @@ void FileInputs::PublishLocked(Input& input, const std::string& path, const File
   input.bytes->Increment(static_cast<double>(now.bytes - was.bytes));
   input.rotations->Increment(static_cast<double>(now.rotations - was.rotations));
   input.truncations->Increment(static_cast<double>(now.truncations - was.truncations));
-  // Cut at the input's cap, the rest dropped: the pipeline never sees such a line longer than
-  // its own cap (the same), so it is counted here or nowhere. Said once per file, not per line
-  // (a client can write many).
+  // Cut one byte past the pipeline's cap, the rest dropped (the pipeline cuts, flags and counts
+  // it again in palisade_ingest_lines_truncated_total): counted here as the input's. Said once
+  // per file, not per line (a client can write many).
   if (now.cut_lines > was.cut_lines) {
     input.cut->Increment(static_cast<double>(now.cut_lines - was.cut_lines));
     if (was.cut_lines == 0) {

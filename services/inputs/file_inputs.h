@@ -54,9 +54,10 @@
 // Errors (permission denied, a read failing) are logged through `log` and counted in
 // palisade_input_errors_total{input}, and retried every round; they never stop the thread. A
 // line longer than the input's cap (max_line_bytes; a JSON format's max_record_bytes) is cut
-// there, its rest dropped, and counted in palisade_input_lines_cut_total{input} (the first of
-// each file logged, without its content): the pipeline counts the lines it cuts, but never
-// sees these longer than its cap; not an error, since any client can write a long line.
+// one byte past it, its rest dropped, and counted in palisade_input_lines_cut_total{input} (the
+// first of each file logged, without its content); the pipeline then sees it longer than its
+// cap, cuts, flags (ParsedLine::cut) and counts it too; not an error, since any client can
+// write a long line.
 // Metrics per input: lines, bytes, rotations, truncations, errors, cut lines, lag in bytes.
 //
 // Thread-safety: Start/Stop from one thread; Consistent and Checkpoints from any thread.

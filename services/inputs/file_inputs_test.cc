@@ -853,9 +853,9 @@ TEST_F(FileInputsTest, ARestoredPositionWithNoFileYetIsKept) {
   EXPECT_THAT(logs_, ElementsAre(HasSubstr("/app.log: saved position (offset 3) not found")));
 }
 
-// A line longer than the input's cap is cut there (its rest dropped) and counted in
-// palisade_input_lines_cut_total{input}, once however it was read: it was counted nowhere (the
-// pipeline, which counts the lines it cuts, never saw it longer than its cap). Not in
+// A line longer than the input's cap is cut one byte past it (its rest dropped, so the
+// pipeline sees it longer than its cap and flags it cut) and counted in
+// palisade_input_lines_cut_total{input}, once however it was read. Not in
 // palisade_input_errors_total: any client can write a long line (a long request line, a
 // Referer), and that counter must show what is wrong with the input (permissions, lost
 // positions).
@@ -866,7 +866,7 @@ TEST_F(FileInputsTest, ACutLineIsCounted) {
   auto inputs = Make(Config({"auth.log"}));
   inputs->PollOnce();
   EXPECT_EQ(inputs->PollOnce(), 0u);
-  EXPECT_THAT(lines_, ElementsAre("short", x.substr(0, 64), "ok"));
+  EXPECT_THAT(lines_, ElementsAre("short", x.substr(0, 65), "ok"));
   EXPECT_EQ(Counter("palisade_input_lines_cut_total"), 1.0);
   ASSERT_EQ(logs_.size(), 1u);  // the first cut line of the file is said, without its content
   EXPECT_THAT(logs_[0], HasSubstr("a line longer than 64 bytes cut there"));
@@ -876,7 +876,7 @@ TEST_F(FileInputsTest, ACutLineIsCounted) {
   EXPECT_EQ(inputs->PollOnce(), 1u);
   Append("auth.log", y + "\nend\n");
   EXPECT_EQ(inputs->PollOnce(), 1u);
-  EXPECT_THAT(lines_, ElementsAre("short", x.substr(0, 64), "ok", y.substr(0, 64), "end"));
+  EXPECT_THAT(lines_, ElementsAre("short", x.substr(0, 65), "ok", y.substr(0, 65), "end"));
   EXPECT_EQ(Counter("palisade_input_lines_cut_total"), 2.0);
   EXPECT_EQ(logs_.size(), 1u);  // once per file
   EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);

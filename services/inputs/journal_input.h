@@ -8,7 +8,8 @@
 // by pid work unchanged. What the writer of an entry controls cannot pass for the header: host
 // and identifier are cut to the characters a syslog tag may hold (others become '_'), a pid that
 // is not digits is left out, and MESSAGE comes after the header, its CR and LF turned to spaces
-// (an entry is one line) and cut at max_line_bytes. The time is the journal's, never one parsed
+// (an entry is one line) and the line cut one byte past max_line_bytes (so the pipeline sees it
+// longer than its cap, cuts and flags it: its end is not the writer's). The time is the journal's, never one parsed
 // from MESSAGE. Entries without MESSAGE are skipped and counted.
 //
 // Writers: a directory (a journal-remote output: remote-HOST.journal per host, rotated to
