@@ -34,6 +34,12 @@ bool DecisionEventFrom(const DecisionUpdate& update, palisade::v1::Event* out) {
   copy->set_dry_run(d.dry_run());
   copy->set_actuator(d.actuator());
   *copy->mutable_feeds() = d.feeds();
+  // The escalation context (the offender's last offence, until when its count stands): what a
+  // cluster's mirrors read to escalate as the writer would, and what a SIEM needs to tell why.
+  if (d.has_offence_counted_until()) {
+    *copy->mutable_offence_counted_until() = d.offence_counted_until();
+  }
+  if (d.has_offence_last()) *copy->mutable_offence_last() = d.offence_last();
   return true;
 }
 
