@@ -491,12 +491,16 @@ class ViewBatch {
 
 inline absl::string_view Pipeline::TrimLine(absl::string_view line, size_t cap,
                                             bool* truncated) {
-  *truncated = false;
+  size_t end = line.size();
+  while (end > 0 && line[end - 1] == '\n') --end;
+  // Longer than the cap before a CR is dropped: a reader that kept one byte past the cap
+  // (services/inputs) may have kept a CR there, and the line without it would look whole, its
+  // cut end taken for its writer's (ParsedLine::cut). A whole line of exactly the cap ending in
+  // CR LF is flagged too: the safe side.
+  *truncated = end > cap;
+  line = line.substr(0, end);
   while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
-  if (line.size() > cap) {
-    line = line.substr(0, cap);
-    *truncated = true;
-  }
+  if (line.size() > cap) line = line.substr(0, cap);
   return line;
 }
 

@@ -584,6 +584,15 @@ TEST_F(PipelineTest, ACutLineCannotEndInAForgedTail) {
     if (cap == forged.size()) {
       EXPECT_EQ(ack->truncated(), 1u);
       EXPECT_THAT(keys, ::testing::IsEmpty()) << "the cut line keyed its forged tail";
+      // As a file input hands it on: cut one byte past the cap, and that byte a CR (a raw
+      // client field may hold one); without it the line looked whole.
+      LogBatch as_read;
+      as_read.set_format(LogFormat::LOG_FORMAT_RAW);
+      as_read.add_records()->set_line(forged + "\r");
+      absl::StatusOr<palisade::v1::BatchAck> read = pipeline.ProcessBatch(as_read);
+      ASSERT_THAT(read, IsOk());
+      EXPECT_EQ(read->truncated(), 1u);
+      EXPECT_THAT(table.List({}), ::testing::IsEmpty()) << "a CR past the cap hid the cut";
     } else {
       EXPECT_EQ(ack->truncated(), 0u);
       EXPECT_THAT(keys, ::testing::ElementsAre("203.0.113.5"));  // the writer's own tail
