@@ -153,6 +153,20 @@ with open("deploy/systemd/palisade.textproto") as f:
     check("/run/credentials/palisaded.service/cloudflare-token" in f.read(),
           "systemd config reads the credential")
 
+# Every shipped config that loads packs loads web-attacks: its user-agent rules (web-scanner-agent
+# matches a `"sqlmap/1.7"` access line) are what still blocks a scanner naming itself, now that
+# the paths a page can make its readers' browsers ask for only challenge (nginx-scanner-probe).
+with_packs = 0
+for config in sorted(glob.glob("deploy/**/*.textproto", recursive=True)):
+    with open(config) as f:
+        packs = re.findall(r'^rule_files:\s*"([^"]+)"', f.read(), re.M)
+    if packs:
+        with_packs += 1
+        check(any(p.endswith("/web-attacks.textproto") for p in packs),
+              f"{config} does not load rules/web-attacks.textproto: no scanner (sqlmap, nikto) is"
+              " blocked")
+check(with_packs >= 3, f"configs listing rule_files: {with_packs} (systemd, Kubernetes x2)")
+
 with open("deploy/container/Containerfile") as f:
     containerfile = f.read()
 check("USER 65532" in containerfile, "container runs unprivileged")

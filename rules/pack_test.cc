@@ -10,12 +10,14 @@
 // all the packs, matches everything and is refused. Every raw example parses with a time (the
 // raw parser reads its stamp), but those listed in kUntimedRawExamples with why. No rule that
 // blocks may match what a page can make its readers' browsers send (a drive-by corpus of URLs
-// and referers with stock user agents): a page would ban its readers.
+// and referers with stock user agents, as access logs, nginx's and Apache's error logs and
+// Cloudflare Logpush records write it): a page would ban its readers.
 
 #include <iterator>
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -284,6 +286,11 @@ constexpr DriveByRequest kDriveByRequests[] = {
     {"GET", "/index.php?page=http://x.example.net/shell.txt?", "200"},
     {"GET", "/no-such-page", "404"},
     {"GET", "/img/a1.png", "404"},
+    {"GET", "/~root", "404"},
+    // Answers a page's requests can earn too: a path behind `deny` or basic auth, a log-in form.
+    {"GET", "/admin/", "403"},
+    {"POST", "/login", "401"},
+    {"GET", "/api/v2/keys", "401"},
 };
 constexpr const char* kStockAgents[] = {
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -341,6 +348,198 @@ TEST(PackTest, NoBlockingRuleMatchesWhatAPageMakesABrowserSend) {
     }
   }
   EXPECT_GE(checked, 400);
+}
+
+// `s` as a JSON string (the corpus holds no control bytes).
+std::string JsonQuoted(absl::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+// The drive-by requests as the other logs a page's requests reach write them: nginx's error log
+// (a missing file, a directory without its index, a path behind `deny`, a limit_req rejection;
+// written to a file and relayed through syslog), Apache's (2.4, 2.2 and ErrorLog syslog: a
+// missing file or script, a denied path, a ModSecurity denial of the payload, and the lines of
+// no one path: php-fpm's Primary script unknown, an overlong URL, TLS sent to the plain port),
+// and Cloudflare Logpush (http_requests from one ClientIP, the origin's answer as the server's;
+// firewall_events of the WAF's blocks and challenges, and of Palisade's own access rules).
+std::vector<std::pair<palisade::v1::LogFormat, std::string>> DriveByErrorAndEdgeLines() {
+  std::vector<std::pair<palisade::v1::LogFormat, std::string>> out;
+  const std::string client = "203.0.113.9";
+  constexpr const char* kNginxPrefixes[] = {
+      "2026/03/03 14:02:01 [error] 2865#2865: *7 ",
+      "Mar  3 14:02:01 web-1 nginx: [error] 2865#2865: *7 ",
+  };
+  for (const DriveByRequest& r : kDriveByRequests) {
+    const absl::string_view target(r.target);
+    const absl::string_view path = target.substr(0, target.find('?'));
+    for (const std::string& referer :
+         {std::string(kForumPage), absl::StrCat("https://forum.example.org", r.target)}) {
+      const std::string tail =
+          absl::StrCat("client: ", client, ", server: example.com, request: \"", r.method, " ",
+                       r.target, " HTTP/1.1\", host: \"example.com\", referrer: \"", referer, "\"");
+      for (const char* prefix : kNginxPrefixes) {
+        // A missing file, or a directory without its index (ngx_http_index_module).
+        const std::string missing =
+            absl::EndsWith(path, "/")
+                ? absl::StrCat("\"/usr/share/nginx/html", path,
+                               "index.html\" is not found (2: No such file or directory), ", tail)
+                : absl::StrCat("open() \"/usr/share/nginx/html", path,
+                               "\" failed (2: No such file or directory), ", tail);
+        for (const std::string& message : {
+                 missing,
+                 absl::StrCat("access forbidden by rule, ", tail),
+                 absl::StrCat("limiting requests, excess: 20.100 by zone \"one\", ", tail),
+             }) {
+          out.emplace_back(palisade::v1::LOG_FORMAT_NGINX_ERROR, absl::StrCat(prefix, message));
+        }
+      }
+    }
+    for (const char* root : {"/var/www/html", "/var/www"}) {
+      const std::string file = absl::StrCat(root, path);
+      const std::string referer = absl::StrCat(", referer: ", kForumPage);
+      const std::pair<const char*, std::string> v24[] = {
+          {"core:info", absl::StrCat("AH00128: File does not exist: ", file)},
+          {"cgi:error", absl::StrCat("AH01264: script not found or unable to stat: ", file)},
+          {"authz_core:error",
+           absl::StrCat("AH01630: client denied by server configuration: ", file)},
+          {"security2:error",
+           absl::StrCat("[client ", client,
+                        "] ModSecurity: Access denied with code 403 (phase 2). Operator GE "
+                        "matched 5 at TX:anomaly_score. [file \"/usr/share/modsecurity-crs/rules/"
+                        "REQUEST-949-BLOCKING-EVALUATION.conf\"] [line \"80\"] [id \"949110\"] "
+                        "[msg \"Inbound Anomaly Score Exceeded (Total Score: 5)\"] [hostname "
+                        "\"example.com\"] [uri \"",
+                        path, "\"] [unique_id \"ZaZbZc\"]")},
+      };
+      for (const auto& [module, message] : v24) {
+        out.emplace_back(palisade::v1::LOG_FORMAT_APACHE_ERROR,
+                         absl::StrCat("[Tue Mar 03 14:02:01.123456 2026] [", module,
+                                      "] [pid 1234:tid 140123104306944] [client ", client,
+                                      ":51234] ", message, referer));
+        out.emplace_back(
+            palisade::v1::LOG_FORMAT_APACHE_ERROR,
+            absl::StrCat("Mar  3 14:02:01 web-2 apache2[1300]: [", module, "] [pid 1300] [client ",
+                         client, ":51234] ", message, referer));
+      }
+      for (const std::string& message :
+           {absl::StrCat("File does not exist: ", file),
+            absl::StrCat("script '", file, "' not found or unable to stat")}) {
+        out.emplace_back(palisade::v1::LOG_FORMAT_APACHE_ERROR,
+                         absl::StrCat("[Tue Mar 03 14:02:01 2026] [error] [client ", client, "] ",
+                                      message, referer));
+      }
+    }
+    for (const char* agent : kStockAgents) {
+      // The payload in the request (answered as the corpus says), then in the referer.
+      for (const bool in_referer : {false, true}) {
+        const std::string uri = in_referer ? "/" : r.target;
+        const std::string status = in_referer ? "200" : r.status;
+        out.emplace_back(
+            palisade::v1::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS,
+            absl::StrCat(
+                "{\"ClientIP\":\"", client,
+                "\",\"ClientRequestHost\":\"example.com\",\"ClientRequestMethod\":\"",
+                in_referer ? "GET" : r.method, "\",\"ClientRequestPath\":",
+                JsonQuoted(uri.substr(0, uri.find('?'))), ",\"ClientRequestURI\":", JsonQuoted(uri),
+                ",\"ClientRequestProtocol\":\"HTTP/2\",\"ClientRequestReferer\":",
+                JsonQuoted(in_referer ? absl::StrCat("https://forum.example.org", r.target)
+                                      : std::string(kForumPage)),
+                ",\"ClientRequestUserAgent\":", JsonQuoted(agent),
+                ",\"EdgeResponseBytes\":153,\"EdgeResponseStatus\":", status,
+                ",\"OriginResponseStatus\":", status,
+                ",\"EdgeStartTimestamp\":\"2026-03-03T14:02:01Z\",\"RayID\":\"7d1c2a3b4c5d6e7f\","
+                "\"CacheCacheStatus\":\"dynamic\"}"));
+      }
+    }
+    // The WAF's answers to the request (a managed rule blocks or challenges the payload), and
+    // those of Palisade's own challenge access rules (Source "ip") to a reader it challenged.
+    for (const char* action : {"block", "managed_challenge", "challenge", "jschallenge"}) {
+      for (const char* source : {"firewallManaged", "ip"}) {
+        const size_t at = target.find('?');
+        const absl::string_view query =
+            at == absl::string_view::npos ? absl::string_view() : target.substr(at);
+        out.emplace_back(
+            palisade::v1::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS,
+            absl::StrCat(
+                "{\"Action\":\"", action,
+                "\",\"ClientASNDescription\":\"EXAMPLE-AS\",\"ClientCountry\":\"xx\","
+                "\"ClientIP\":\"",
+                client, "\",\"ClientRequestHost\":\"example.com\",\"ClientRequestMethod\":\"",
+                r.method, "\",\"ClientRequestPath\":", JsonQuoted(path),
+                ",\"ClientRequestProtocol\":\"HTTP/2\",\"ClientRequestQuery\":", JsonQuoted(query),
+                ",\"ClientRequestUserAgent\":", JsonQuoted(kStockAgents[0]),
+                ",\"Datetime\":\"2026-03-03T14:02:01Z\",\"EdgeResponseStatus\":403,"
+                "\"Kind\":\"firewall\",\"OriginResponseStatus\":0,\"RayName\":"
+                "\"7d1c2a3b4c5d6e7f\",\"RuleID\":\"6179ae15870a4bb7b2d480d4843b323c\","
+                "\"Source\":\"",
+                source, "\"}"));
+      }
+    }
+  }
+  // Lines of no one path: php-fpm's answer to any missing .php, a URL past LimitRequestLine (an
+  // <img src> 9 KB long), and a TLS ClientHello sent to the plain-HTTP port by
+  // <img src="https://this-site:80/">, as Apache 2.4 and 2.2 write it.
+  for (const std::string& message :
+       {absl::StrCat("[proxy_fcgi:error] [pid 1234:tid 140123104306944] [client ", client,
+                     ":51234] AH01071: Got error 'Primary script unknown', referer: ", kForumPage),
+        absl::StrCat("[core:error] [pid 1234:tid 140123104306944] [client ", client,
+                     ":51234] AH00565: request failed: URI too long (longer than 8190)"),
+        absl::StrCat("[core:error] [pid 1234:tid 140123104306944] [client ", client,
+                     ":51234] AH00126: Invalid URI in request "
+                     "\\x16\\x03\\x01\\x02\\x00\\x01\\x00\\x01\\xfc\\x03\\x03")}) {
+    out.emplace_back(palisade::v1::LOG_FORMAT_APACHE_ERROR,
+                     absl::StrCat("[Tue Mar 03 14:02:01.123456 2026] ", message));
+  }
+  out.emplace_back(palisade::v1::LOG_FORMAT_APACHE_ERROR,
+                   absl::StrCat("[Tue Mar 03 14:02:01 2026] [error] [client ", client,
+                                "] Invalid method in request \\x16\\x03\\x01"));
+  return out;
+}
+
+// No blocking rule may match the drive-by corpus in the error logs and Logpush records either.
+// The rules these lines are about must match them (as challenges), so the corpus reaches them.
+TEST(PackTest, NoBlockingRuleMatchesADriveByInErrorLogsOrLogpush) {
+  absl::StatusOr<std::shared_ptr<const RuleSet>> set = CompileShippedPacks();
+  ASSERT_TRUE(set.ok()) << set.status();
+  Engine engine(*set, EngineOptions());
+  const absl::Time time = absl::FromUnixSeconds(1'772'000'000);
+  std::map<std::string, int> matched;  // by rule id
+  std::map<int, int> checked;          // by format
+  for (const auto& entry : DriveByErrorAndEdgeLines()) {
+    const palisade::v1::LogFormat format = entry.first;
+    const std::string& line = entry.second;
+    LineParser parser(format);
+    ParsedLine parsed;
+    ASSERT_TRUE(parser.Parse(line, time, &parsed).ok()) << line;
+    engine.MatchOnly(
+        format, parsed,
+        [&](const CompiledRule& rule, absl::string_view) {
+          ++matched[rule.id()];
+          EXPECT_NE(rule.proto.decision().action(), palisade::v1::ACTION_BLOCK)
+              << rule.pack << "/" << rule.id()
+              << " blocks what a page can make its readers' browsers cause (challenge it): "
+              << line;
+        },
+        time);
+    ++checked[format];
+  }
+  EXPECT_GE(checked[palisade::v1::LOG_FORMAT_NGINX_ERROR], 300);
+  EXPECT_GE(checked[palisade::v1::LOG_FORMAT_APACHE_ERROR], 400);
+  EXPECT_GE(checked[palisade::v1::LOG_FORMAT_LOGPUSH_HTTP_REQUESTS], 100);
+  EXPECT_GE(checked[palisade::v1::LOG_FORMAT_LOGPUSH_FIREWALL_EVENTS], 200);
+  for (const char* id :
+       {"nginx-error-botsearch", "nginx-error-forbidden", "nginx-error-limit-req",
+        "apache-error-denied", "apache-error-noscript", "apache-error-nohome",
+        "apache-error-botsearch", "apache-error-modsecurity", "apache-error-overflows",
+        "cf-edge-credential-stuffing", "cf-edge-origin-denied", "cf-edge-waf-repeated"}) {
+    EXPECT_GT(matched[id], 0) << id << " matches none of the corpus: it tests nothing there";
+  }
 }
 
 }  // namespace

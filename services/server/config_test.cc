@@ -816,7 +816,8 @@ TEST(ShippedConfigTest, DeployConfigLoads) {
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = LoadRules(*config);
   ASSERT_THAT(rules, palisade::testing::IsOk());
   EXPECT_EQ((*rules)->pack_names(),
-            (std::vector<std::string>{"sshd", "nginx", "cloudflare-tokens", "cloudflare-audit"}));
+            (std::vector<std::string>{"sshd", "web-attacks", "nginx", "cloudflare-tokens",
+                                      "cloudflare-audit"}));
 }
 
 // Every config shipped anywhere under deploy/ (systemd, Kubernetes, the example) loads through
