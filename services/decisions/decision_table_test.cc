@@ -789,10 +789,9 @@ TEST_F(DecisionTableTest, ARestartOrTakeOverKeepsTheMemoryOfTheRulesThatCounted)
 TEST_F(DecisionTableTest, AMirroredCountedUntilIsBoundedByTheLongestMemory) {
   palisade::v1::DecisionSpec spec = HourBlock();
   spec.mutable_escalation()->set_factor(2);
-  const absl::Time t0 = clock_.TimeNow();
   struct Forged {
     int64_t counted_until = 0;  // seconds; 0: not set
-    int64_t start = 0;          // seconds; 0: t0
+    int64_t start = 0;          // seconds; 0: the clock's now
     bool last_too = false;      // offence_last forged as the start
   };
   const int64_t year_9000 = 221'845'392'000;
@@ -836,7 +835,9 @@ TEST_F(DecisionTableTest, AMirroredCountedUntilIsBoundedByTheLongestMemory) {
     for (const Decision& made : {first.decision, second.decision}) {
       EXPECT_THAT(CheckedProtoTime(made.start()), IsOk());
       EXPECT_THAT(CheckedProtoTime(made.expiry()), IsOk());
-      if (made.has_offence_last()) EXPECT_THAT(CheckedProtoTime(made.offence_last()), IsOk());
+      if (made.has_offence_last()) {
+        EXPECT_THAT(CheckedProtoTime(made.offence_last()), IsOk());
+      }
       EXPECT_THAT(CheckedProtoTime(made.offence_counted_until()), IsOk());
     }
   }

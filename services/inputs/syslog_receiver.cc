@@ -12,7 +12,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <array>
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -106,19 +105,6 @@ std::string SourceAddress(const sockaddr_storage& a) { return Address(a, /*with_
 
 // A sender's address for sender_time_zones' peer_cidr: an IPv4 sender on a dual-stack listener
 // (::ffff:a.b.c.d) as its IPv4 address, so an IPv4 range covers it on every listener.
-std::optional<IpAddress> SenderIp(const sockaddr_storage& a) {
-  std::optional<IpAddress> ip = IpAddress::Parse(SourceAddress(a));
-  if (!ip.has_value() || ip->is_v4()) return ip;
-  const std::array<uint8_t, 16>& b = ip->bytes();
-  if (std::all_of(b.begin(), b.begin() + 10, [](uint8_t x) { return x == 0; }) && b[10] == 0xff &&
-      b[11] == 0xff) {
-    std::array<uint8_t, 16> v4{};
-    std::copy(b.begin() + 12, b.end(), v4.begin());
-    return IpAddress::FromBytes(/*v4=*/true, v4);
-  }
-  return ip;
-}
-
 std::string PeerOf(int fd) {
   sockaddr_storage a{};
   socklen_t len = sizeof(a);
@@ -717,7 +703,8 @@ void SyslogReceiver::UdpLoop() {
 
 const std::string& SyslogReceiver::PeerSource(const sockaddr_storage& from) const {
   if (peer_sources_.empty()) return config_.source();
-  if (std::optional<IpAddress> ip = SenderIp(from); ip.has_value()) {
+  // IpAddress::Parse folds an IPv4-mapped sender (a dual-stack listener) to IPv4.
+  if (std::optional<IpAddress> ip = IpAddress::Parse(SourceAddress(from)); ip.has_value()) {
     for (const auto& [range, source] : peer_sources_) {
       if (range.Contains(*ip)) return source;
     }
@@ -728,9 +715,12 @@ const std::string& SyslogReceiver::PeerSource(const sockaddr_storage& from) cons
 const std::string& SyslogReceiver::SourceOf(absl::string_view frame, bool v5424,
                                             const std::string& peer_source) const {
   if (host_sources_.empty()) return peer_source;
-  // The HOSTNAME as the pipeline reads it (the same parser); the time is not used here.
-  LineParser parser(v5424 ? palisade::v1::LOG_FORMAT_SYSLOG5424 : palisade::v1::LOG_FORMAT_SYSLOG);
-  ParsedLine parsed;
+  // The HOSTNAME as the pipeline reads it (the same parser, one per format and connection
+  // thread, not one built per frame); the time is not used here.
+  thread_local LineParser p3164(palisade::v1::LOG_FORMAT_SYSLOG);
+  thread_local LineParser p5424(palisade::v1::LOG_FORMAT_SYSLOG5424);
+  LineParser& parser = v5424 ? p5424 : p3164;
+  thread_local ParsedLine parsed;
   if (!parser.Parse(frame, clock_->TimeNow(), &parsed, YearRule::kAtMostADayAhead).ok() ||
       parsed.host.empty()) {
     return peer_source;
