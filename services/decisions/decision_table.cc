@@ -55,7 +55,29 @@ int Enforcement(palisade::v1::Actuator actuator, bool dry_run) {
   return dry_run ? 1 : 2;
 }
 
-// Which origin prevails among claims that act alike: manual > rule > feed.
+// How strongly an action keeps a target from the zone: a block refuses every request; a legacy
+// challenge puts an interactive one in front of every request, a managed challenge only the
+// one Cloudflare chooses (often none for a browser); a rate limit lets requests under its rate
+// through. A token revocation refuses every use of the token, as a block (it only ever meets
+// claims on a token, which no other action targets).
+int Strength(palisade::v1::Action action) {
+  switch (action) {
+    case palisade::v1::ACTION_BLOCK:
+    case palisade::v1::ACTION_REVOKE_TOKEN:
+      return 4;
+    case palisade::v1::ACTION_CHALLENGE:
+      return 3;
+    case palisade::v1::ACTION_MANAGED_CHALLENGE:
+      return 2;
+    case palisade::v1::ACTION_RATE_LIMIT:
+      return 1;
+    default:
+      return 0;
+  }
+}
+
+// Which origin prevails among claims that act alike: manual > rule > feed (Rank puts a manual
+// claim before any action, and a rule or feed claim after the stronger action).
 int Precedence(palisade::v1::Origin origin) {
   switch (origin) {
     case palisade::v1::ORIGIN_MANUAL:
@@ -699,8 +721,19 @@ bool DecisionTable::SameKind(const Claim& a, const Claim& b) {
          a.dry_run == b.dry_run;
 }
 
-std::pair<int, int> DecisionTable::Rank(const Claim& c) {
-  return {Enforcement(c.actuator, c.dry_run), Precedence(c.origin)};
+DecisionTable::ClaimRank DecisionTable::Rank(palisade::v1::Origin origin,
+                                             palisade::v1::Action action,
+                                             palisade::v1::Actuator actuator, bool dry_run) {
+  // The operator's word comes before any rule's or feed's action (a manual challenge is what
+  // the operator chose for that address); among rule and feed claims the stronger action wins
+  // (a scanner challenged for a probe and then matched by a blocking rule is blocked at once,
+  // not when the challenge ends), and then the origin.
+  return {Enforcement(actuator, dry_run), origin == palisade::v1::ORIGIN_MANUAL ? 1 : 0,
+          Strength(action), Precedence(origin)};
+}
+
+DecisionTable::ClaimRank DecisionTable::Rank(const Claim& c) {
+  return Rank(c.origin, c.action, c.actuator, c.dry_run);
 }
 
 void DecisionTable::CoverLocked(const std::string& target, Claim claim, absl::Time now) {
@@ -733,7 +766,8 @@ void DecisionTable::FillClaim(const palisade::v1::Target& target, const Claim& c
 
 void DecisionTable::InstateLocked(const palisade::v1::Target& target, const Claim& claim,
                                   absl::Time start, uint32_t offence,
-                                  const std::vector<std::string>& evidence, DecisionUpdate* out) {
+                                  const std::vector<std::string>& evidence, DecisionUpdate* out,
+                                  const Decision* follows) {
   // Built where the table keeps it and copied field by field into the update (whose strings
   // and times an earlier use left: ApplyAllInto), not built, copied whole and moved.
   std::string id = NewIdLocked();
@@ -748,6 +782,14 @@ void DecisionTable::InstateLocked(const palisade::v1::Target& target, const Clai
         *d.mutable_offence_counted_until() = ToProtoTime(o->second.counted_until);
       }
       *d.mutable_offence_last() = ToProtoTime(o->second.last);
+    } else if (follows != nullptr) {
+      // The offender was forgotten (its memory shorter than the decisions, or the cap) while
+      // the decision it follows stood: that decision's times are still the offender's, and a
+      // mirror reading none would guess kRestoredMemory's 30 days.
+      if (follows->has_offence_counted_until()) {
+        *d.mutable_offence_counted_until() = follows->offence_counted_until();
+      }
+      if (follows->has_offence_last()) *d.mutable_offence_last() = follows->offence_last();
     }
   }
   if (keep_evidence_) AddEvidence(evidence, &d);
@@ -778,7 +820,7 @@ void DecisionTable::ReinstateLocked(const Decision& ended_decision,
   claims.erase(best);
   // The same episode goes on under the next claim: no new offence.
   InstateLocked(ended.target(), next, now, std::max<uint32_t>(1, ended.offence()), {},
-                &out->emplace_back());
+                &out->emplace_back(), &ended);
   if (!claims.empty()) covered_[ended.target().value()] = std::move(claims);
 }
 
@@ -822,8 +864,8 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
   }
   if (decided != nullptr) {
     Decision& d = *decided;
-    const std::pair<int, int> current_rank{Enforcement(d.actuator(), d.dry_run()),
-                                           Precedence(d.origin())};  // Rank(ClaimOf(d))
+    // Rank(ClaimOf(d)), without copying its strings on every extension.
+    const ClaimRank current_rank = Rank(d.origin(), d.action(), d.actuator(), d.dry_run());
     // A rule's or manual claim that replaces a feed decision is a new offence, escalated from
     // the offender's count as on an undecided target: the feed decision's offence is not the
     // offender's (a feed listing is not an offence). Otherwise the same episode goes on.
@@ -831,8 +873,7 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     bool remembered = false;  // as below, on an undecided target
     const bool replaces_feed =
         d.origin() == palisade::v1::ORIGIN_FEED && origin != palisade::v1::ORIGIN_FEED &&
-        std::make_pair(Enforcement(spec.actuator(), spec.dry_run()), Precedence(origin)) >
-            current_rank;
+        Rank(origin, spec.action(), spec.actuator(), spec.dry_run()) > current_rank;
     if (replaces_feed) {
       uint32_t previous = 0;
       if (auto it = offences_.find(target.value(), hash); it != offences_.end()) {
@@ -866,8 +907,9 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       Claim incoming{origin, spec.action(), spec.actuator(), spec.dry_run(), start + duration,
                      std::string(rule_id), std::string(reason)};
       // Another kind of claim on a decided target. The active decision is the strongest claim
-      // (enforcement first, then manual > rule > feed); the others wait, and the strongest of
-      // them still due takes over when it ends (ReinstateLocked).
+      // (Rank: enforcement first, then manual, then the stronger action, then rule > feed);
+      // the others wait, and the strongest of them still due takes over when it ends
+      // (ReinstateLocked).
       if (incoming.expiry > now && Rank(incoming) > current_rank) {
         // Stronger: the current decision is withdrawn (its edge object removed, a queued apply
         // cancelled) and the new claim decided, in this order, for the same offence (a new

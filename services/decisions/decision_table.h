@@ -7,10 +7,13 @@
 //    target extends its expiry instead of creating a duplicate;
 //  - a different claim on a decided target (another origin, actuator, action or dry run) never
 //    weakens it: the active decision is the strongest claim, by enforcement (at the edge > dry
-//    run > local only) and then precedence (manual > rule > feed). A stronger claim replaces
-//    the decision (withdrawn, then the new one created, so the edge ends right); a weaker one
-//    waits behind it and is decided when it ends (expiry, a feed dropping the entry), if still
-//    due. An operator's withdrawal also ends the waiting rule and manual claims;
+//    run > local only), then the operator's word (a manual decision over any rule or feed
+//    claim), then the action (block > challenge > managed challenge > rate limit: a block on a
+//    challenged address takes over at once), then precedence (rule > feed). A stronger claim
+//    replaces the decision (withdrawn, then the new one created, so the edge ends right); a
+//    weaker one waits behind it and is decided when it ends (expiry, a feed dropping the
+//    entry), if still due. An operator's withdrawal also ends the waiting rule and manual
+//    claims;
 //  - the escalation memory runs from the offender's last offence (an extension counts);
 //  - a new decision on a target that offended before, within the escalation memory, lasts
 //    duration * factor^(offences - 1), capped at max_duration; a rule or manual decision that
@@ -61,6 +64,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -415,8 +419,14 @@ class DecisionTable {
   static Claim ClaimOf(const palisade::v1::Decision& d);
   // Same origin, action, actuator and dry run: one claim, whatever its expiry.
   static bool SameKind(const Claim& a, const Claim& b);
-  // (enforcement: edge > dry run > local only, precedence: manual > rule > feed).
-  static std::pair<int, int> Rank(const Claim& c);
+  // A claim's rank: the greater one is the target's active decision, the others wait behind it.
+  // In order: enforcement (edge > dry run > local only), the operator's word (manual > rule and
+  // feed, whatever their action), the action's strength (block and token revocation >
+  // challenge > managed challenge > rate limit), then the origin (rule > feed).
+  using ClaimRank = std::tuple<int, int, int, int>;
+  static ClaimRank Rank(const Claim& c);
+  static ClaimRank Rank(palisade::v1::Origin origin, palisade::v1::Action action,
+                        palisade::v1::Actuator actuator, bool dry_run);
   // Keeps `claim` waiting behind the target's active decision (merged with a like one).
   // A claim already over at `now` is dropped.
   void CoverLocked(const std::string& target, Claim claim, absl::Time now)
@@ -428,10 +438,13 @@ class DecisionTable {
   // Makes `claim` the target's active decision, with `evidence` (AddEvidence), and `*out` the
   // update of its creation. The decision is built where the table keeps it (without its
   // evidence unless keep_evidence_) and copied field by field into `out` (CopyUpdateLocked),
-  // which carries the evidence either way.
+  // which carries the evidence either way. It carries its offender's offence times
+  // (Offences::counted_until and last); `follows`, when set, is the ended decision a waiting
+  // claim follows (ReinstateLocked), whose times it carries if the offender was forgotten.
   void InstateLocked(const palisade::v1::Target& target, const Claim& claim, absl::Time start,
                      uint32_t offence, const std::vector<std::string>& evidence,
-                     DecisionUpdate* out) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                     DecisionUpdate* out, const palisade::v1::Decision* follows = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `*out` becomes the update of `d`'s extension, carrying `d` or (SetLeanExtensions) `d`
   // without its evidence.
   void ExtensionLocked(const palisade::v1::Decision& d, DecisionUpdate* out) const

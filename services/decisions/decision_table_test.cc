@@ -1046,7 +1046,8 @@ TEST_F(DecisionTableTest, FeedSyncCreatesRefreshesAndWithdrawsOnlyFeedDecisions)
 }
 
 // Issue 11: a new claim on a decided target must not be lost to the old decision's origin,
-// actuator or dry run. Precedence manual > rule > feed; enforcement the strongest active.
+// actuator or dry run. Enforcement the strongest active, then manual over rule and feed, then
+// the stronger action, then rule > feed.
 class ClaimsTest : public DecisionTableTest {
  protected:
   ClaimsTest() {
@@ -1060,6 +1061,17 @@ class ClaimsTest : public DecisionTableTest {
     spec.set_actuator(actuator);
     spec.set_dry_run(dry_run);
     return table_.Apply(Det(ip, clock_.TimeNow()), spec);
+  }
+  // A live access-rule decision of `action` from rule `rule_id`.
+  DecisionUpdate RuleAction(absl::string_view ip, palisade::v1::Action action,
+                            absl::Duration duration, absl::string_view rule_id) {
+    palisade::v1::DecisionSpec spec;
+    spec.set_action(action);
+    *spec.mutable_duration() = ToProtoDuration(duration);
+    spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+    Detection d = Det(ip, clock_.TimeNow());
+    d.rule_id = std::string(rule_id);
+    return table_.Apply(d, spec);
   }
   absl::StatusOr<Decision> Manual(absl::string_view ip, absl::Duration duration) {
     palisade::v1::AddDecisionRequest req;
@@ -1291,6 +1303,159 @@ TEST_F(ClaimsTest, AMirrorWithdrawsNothingCoveredOfItsOwn) {
   EXPECT_EQ(table_.active_count(), 1u);
   table_.SetForward(nullptr);
   EXPECT_THAT(table_.WithdrawCovered(*CidrSet::Parse({"203.0.113.16/28"})), SizeIs(1));
+}
+
+// A scanner's URL probe is challenged first, then its User-Agent matches a blocking rule on a
+// later line: the block is the stronger action and must reach the edge at once (it waited
+// behind the challenge until the challenge ended). The challenge waits behind the block, and
+// is decided again when the block ends if it is still due.
+TEST_F(ClaimsTest, ARuleBlockReplacesARuleChallengeWhichResumesAfter) {
+  absl::StatusOr<std::unique_ptr<Store>> store = FreshStore("block_over_challenge.db");
+  ASSERT_THAT(store, IsOk());
+  table_.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  const DecisionUpdate challenge =
+      RuleAction("203.0.113.30", palisade::v1::ACTION_MANAGED_CHALLENGE, absl::Hours(1), "probe");
+  ASSERT_EQ(challenge.change, DecisionChange::kCreated);
+  heard_.clear();
+  clock_.Advance(absl::Minutes(10));
+  const DecisionUpdate block =
+      RuleAction("203.0.113.30", palisade::v1::ACTION_BLOCK, absl::Minutes(30), "scanner-ua");
+  ASSERT_EQ(block.change, DecisionChange::kCreated);
+  EXPECT_EQ(block.decision.action(), palisade::v1::ACTION_BLOCK);
+  EXPECT_EQ(block.decision.rule_id(), "scanner-ua");
+  EXPECT_NE(block.decision.id(), challenge.decision.id());
+  // The same episode: a replacement is no new offence.
+  EXPECT_EQ(block.decision.offence(), challenge.decision.offence());
+  // The actuators hear the challenge end, then the block begin, each with its operation.
+  ASSERT_THAT(heard_, SizeIs(2));
+  EXPECT_EQ(heard_[0].change, DecisionChange::kWithdrawn);
+  EXPECT_EQ(heard_[0].decision.id(), challenge.decision.id());
+  EXPECT_EQ(heard_[1].change, DecisionChange::kCreated);
+  EXPECT_EQ(heard_[1].decision.id(), block.decision.id());
+  EXPECT_GT(heard_[1].outbox_seq, heard_[0].outbox_seq);
+  EXPECT_GT(heard_[0].outbox_seq, 0);
+  absl::StatusOr<std::vector<OutboxRow>> outbox = (*store)->LoadOutbox();
+  ASSERT_THAT(outbox, IsOk());
+  ASSERT_THAT(*outbox, SizeIs(3));
+  EXPECT_FALSE((*outbox)[1].apply);
+  EXPECT_EQ((*outbox)[1].decision.id(), challenge.decision.id());
+  EXPECT_TRUE((*outbox)[2].apply);
+  EXPECT_EQ((*outbox)[2].decision.action(), palisade::v1::ACTION_BLOCK);
+  EXPECT_EQ(Active("203.0.113.30").id(), block.decision.id());
+  EXPECT_EQ(table_.active_count(), 1u);
+  // The block ends with 20 minutes of the challenge left: the challenge is decided again.
+  heard_.clear();
+  clock_.Advance(absl::Minutes(30));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
+  ASSERT_THAT(heard_, SizeIs(2));
+  EXPECT_EQ(heard_[0].change, DecisionChange::kExpired);
+  EXPECT_EQ(heard_[1].change, DecisionChange::kCreated);
+  EXPECT_EQ(heard_[1].decision.action(), palisade::v1::ACTION_MANAGED_CHALLENGE);
+  EXPECT_EQ(heard_[1].decision.rule_id(), "probe");
+  EXPECT_EQ(DecisionExpiry(heard_[1].decision), DecisionExpiry(challenge.decision));
+  EXPECT_EQ(heard_[1].decision.offence(), block.decision.offence());
+}
+
+// The other way round: a challenge on a blocked address only waits behind the block.
+TEST_F(ClaimsTest, ARuleChallengeOnABlockedAddressDoesNotWeakenTheBlock) {
+  const DecisionUpdate block =
+      RuleAction("203.0.113.31", palisade::v1::ACTION_BLOCK, absl::Hours(1), "scanner-ua");
+  ASSERT_EQ(block.change, DecisionChange::kCreated);
+  heard_.clear();
+  for (palisade::v1::Action weaker :
+       {palisade::v1::ACTION_MANAGED_CHALLENGE, palisade::v1::ACTION_CHALLENGE}) {
+    const DecisionUpdate challenge = RuleAction("203.0.113.31", weaker, absl::Hours(2), "probe");
+    EXPECT_EQ(challenge.change, DecisionChange::kExtended);
+    EXPECT_EQ(challenge.decision.id(), block.decision.id());
+    EXPECT_EQ(challenge.decision.action(), palisade::v1::ACTION_BLOCK);
+  }
+  EXPECT_THAT(heard_, SizeIs(2));
+  EXPECT_EQ(Active("203.0.113.31").id(), block.decision.id());
+  // A legacy (always interactive) challenge is stronger than a managed one: it is what waits.
+  clock_.Advance(absl::Hours(1));
+  heard_.clear();
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
+  ASSERT_THAT(heard_, SizeIs(2));
+  EXPECT_EQ(heard_[1].change, DecisionChange::kCreated);
+  EXPECT_EQ(heard_[1].decision.action(), palisade::v1::ACTION_CHALLENGE);
+}
+
+// Among rule and feed claims the stronger action wins whatever the origin (a feed's block over
+// a rule's challenge); an operator's decision keeps precedence over any rule or feed claim (a
+// manual challenge is what the operator chose for that address).
+TEST_F(ClaimsTest, AStrongerActionWinsOverRulesAndFeedsButNotOverTheOperator) {
+  ASSERT_EQ(
+      RuleAction("203.0.113.32", palisade::v1::ACTION_CHALLENGE, absl::Hours(1), "probe").change,
+      DecisionChange::kCreated);
+  std::vector<DecisionUpdate> sync = Feed({"203.0.113.32"});
+  ASSERT_THAT(sync, SizeIs(2));
+  EXPECT_EQ(sync[0].change, DecisionChange::kWithdrawn);
+  EXPECT_EQ(sync[1].change, DecisionChange::kCreated);
+  EXPECT_EQ(Active("203.0.113.32").origin(), palisade::v1::ORIGIN_FEED);
+  // A rule's challenge on the feed-blocked address waits behind the feed's block...
+  EXPECT_EQ(
+      RuleAction("203.0.113.32", palisade::v1::ACTION_CHALLENGE, absl::Hours(1), "probe").change,
+      DecisionChange::kExtended);
+  EXPECT_EQ(Active("203.0.113.32").action(), palisade::v1::ACTION_BLOCK);
+  // ...and is decided again when the feed drops the entry.
+  std::vector<DecisionUpdate> dropped = Feed({});
+  ASSERT_THAT(dropped, SizeIs(2));
+  EXPECT_EQ(dropped[1].change, DecisionChange::kCreated);
+  EXPECT_EQ(dropped[1].decision.origin(), palisade::v1::ORIGIN_RULE);
+  EXPECT_EQ(dropped[1].decision.action(), palisade::v1::ACTION_CHALLENGE);
+
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("203.0.113.33");
+  req.set_action(palisade::v1::ACTION_CHALLENGE);
+  *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  absl::StatusOr<Decision> manual = table_.AddManual(req);
+  ASSERT_THAT(manual, IsOk());
+  EXPECT_EQ(
+      RuleAction("203.0.113.33", palisade::v1::ACTION_BLOCK, absl::Hours(1), "scanner-ua").change,
+      DecisionChange::kExtended);
+  EXPECT_EQ(Active("203.0.113.33").id(), manual->id());
+  EXPECT_THAT(Feed({"203.0.113.33"}), SizeIs(0));  // the feed's block waits too
+  EXPECT_EQ(Active("203.0.113.33").id(), manual->id());
+}
+
+// A claim decided again after the offender was forgotten (its escalation memory shorter than
+// the decisions) carries the offence times of the decision it follows: a mirror that takes
+// over then keeps the count as long as the writer would, instead of guessing 30 days.
+TEST_F(ClaimsTest, AReinstatedClaimWhoseOffenderWasForgottenCarriesTheEndedDecisionsTimes) {
+  palisade::v1::DecisionSpec spec;
+  spec.set_action(palisade::v1::ACTION_BLOCK);
+  spec.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  *spec.mutable_escalation()->mutable_memory() = ToProtoDuration(absl::Minutes(5));
+  *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  spec.set_dry_run(true);
+  ASSERT_EQ(table_.Apply(Det("203.0.113.34", clock_.TimeNow()), spec).change,
+            DecisionChange::kCreated);
+  spec.set_dry_run(false);
+  *spec.mutable_duration() = ToProtoDuration(absl::Minutes(30));
+  const DecisionUpdate live = table_.Apply(Det("203.0.113.34", clock_.TimeNow()), spec);
+  ASSERT_EQ(live.change, DecisionChange::kCreated);
+  ASSERT_TRUE(live.decision.has_offence_counted_until());
+  ASSERT_TRUE(live.decision.has_offence_last());
+  // Past its 5-minute memory the offender is forgotten, while the live block still stands.
+  clock_.Advance(absl::Minutes(10));
+  table_.ExpireDue();
+  ASSERT_EQ(table_.offenders(), 0u);
+  heard_.clear();
+  clock_.Advance(absl::Minutes(20));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
+  ASSERT_THAT(heard_, SizeIs(2));
+  const Decision& reinstated = heard_[1].decision;
+  ASSERT_EQ(heard_[1].change, DecisionChange::kCreated);
+  ASSERT_TRUE(reinstated.dry_run());
+  ASSERT_TRUE(reinstated.has_offence_counted_until());
+  ASSERT_TRUE(reinstated.has_offence_last());
+  EXPECT_EQ(FromProtoTime(reinstated.offence_counted_until()),
+            FromProtoTime(live.decision.offence_counted_until()));
+  EXPECT_EQ(FromProtoTime(reinstated.offence_last()), FromProtoTime(live.decision.offence_last()));
+  // The table's own copy (what Get, List and the store see) carries them too.
+  absl::StatusOr<Decision> kept = table_.Get(reinstated.id());
+  ASSERT_THAT(kept, IsOk());
+  EXPECT_EQ(FromProtoTime(kept->offence_last()), FromProtoTime(live.decision.offence_last()));
 }
 
 // Cluster (issue 17): a node that is not the writer mirrors the writer's decisions.

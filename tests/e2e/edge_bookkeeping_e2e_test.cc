@@ -110,8 +110,8 @@ TEST(EdgeBookkeepingE2eTest, ASharedIpv6ItemStaysUntilItsLastDecisionEndsAcrossA
 }
 
 // A manual ban reaches the edge even when the target already has a decision that does not:
-// one from a rule in shadow mode, and one from a local-only rule. Precedence (manual > rule >
-// feed; enforcement is the strongest of what is active) lives in services/decisions
+// one from a rule in shadow mode, and one from a local-only rule. Precedence (enforcement
+// first, then manual, then the stronger action, then rule > feed) lives in services/decisions
 // (DecisionTable::AddManual); this test fails without it (the manual ban only extended the
 // decision that never goes out).
 TEST(EdgeBookkeepingE2eTest, AManualBanOverAShadowOrLocalOnlyDecisionReachesTheEdge) {
