@@ -60,6 +60,34 @@ void KeepLast16(std::vector<palisade::v1::FileCheckpoint>* list, palisade::v1::F
   list->push_back(std::move(c));
 }
 
+// Where the data of the open file `fd` begins at or after `from`: past a hole (SEEK_DATA, which
+// finds the block the data begins in) and the NULs before the first byte written in that block.
+// A file truncated in place under a writer without O_APPEND is a hole up to the writer's offset,
+// and the NULs there are no line. Scans at most 1 MiB of NULs (a file system without SEEK_DATA
+// calls the whole file data); the file's size when it holds nothing else.
+uint64_t DataFrom(int fd, uint64_t from) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return from;
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  const off_t data = ::lseek(fd, static_cast<off_t>(from), SEEK_DATA);
+  // ENXIO: a hole to the end. Another error (no SEEK_DATA): the NULs are scanned from `from`.
+  if (data < 0 && errno == ENXIO) return std::max(from, size);
+  uint64_t at = data < 0 ? from : static_cast<uint64_t>(data);
+  constexpr uint64_t kMaxScan = 1 << 20;
+  const uint64_t scan_end = std::min(size, at + kMaxScan);
+  char buf[4096];
+  while (at < scan_end) {
+    const ssize_t n =
+        ::pread(fd, buf, std::min<uint64_t>(sizeof(buf), scan_end - at), static_cast<off_t>(at));
+    if (n <= 0) break;
+    for (ssize_t i = 0; i < n; ++i) {
+      if (buf[i] != '\0') return at + static_cast<uint64_t>(i);
+    }
+    at += static_cast<uint64_t>(n);
+  }
+  return at;
+}
+
 }  // namespace
 
 FileFollower::FileFollower(std::string path, FileFollowerOptions options,
@@ -165,7 +193,13 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
     if (from.offset() > 0 &&
         ::pread(open_.fd, &before, 1, static_cast<off_t>(from.offset() - 1)) == 1 &&
         before != '\n') {
-      skipping_ = true;
+      // Inside the hole a truncation left (nothing but NULs before it: a checkpoint taken
+      // before the file's first line, NextFile): the data after the hole is read whole.
+      if (before == '\0' && DataFrom(open_.fd, 0) >= from.offset()) {
+        read_offset_ = DataFrom(open_.fd, from.offset());
+      } else {
+        skipping_ = true;
+      }
     }
     return true;
   };
@@ -200,7 +234,6 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
     if (!copy.empty() && open_at_checkpoint(copy)) {
       draining_rotated_ = true;
       then_truncated_ = true;
-      draining_copy_ = true;
       palisade::v1::FileCheckpoint at = from;
       at.set_offset(copy_size);
       KeepLast16(&truncated_, std::move(at));
@@ -392,7 +425,6 @@ absl::StatusOr<bool> FileFollower::CheckFile() {
       if (open_.fd < 0) {
         draining_rotated_ = false;
         then_truncated_ = false;
-        draining_copy_ = false;
         return false;
       }
     }
@@ -438,10 +470,13 @@ absl::StatusOr<bool> FileFollower::NextFile() {
   std::string rest = std::move(pending_);
   // Rotated again while it was read (a follower behind by more than one rotation: a flood
   // under size rotation, a long resume drain): the files rotated after it lie between it and
-  // the path, found from its name now. Not after a copytruncate's copy: the path is its file.
-  // (After files queued behind a truncated path, yes: a rotation meanwhile moved the path's file
-  // under a rotated name; before 2026-12-07 it was skipped.)
-  if (rotated_after_.empty() && !draining_copy_) {
+  // the path, found from its name now. After a copytruncate's copy too: a second copytruncate
+  // while it was drained (or while the daemon was down) made another copy, under a rotated name
+  // and written after it, of what the path held since the first; only that copy holds those
+  // lines (the path was truncated again). Copies of the drained copy itself are left out
+  // (QueueWrittenAfter). Before 2026-12-07 the re-query was skipped after a copy and those lines
+  // were neither read nor said lost.
+  if (rotated_after_.empty()) {
     const std::string now = RotatedNameOfOpen();
     if (!now.empty()) QueueRotatedAfter(now, checkpoint());
   }
@@ -472,6 +507,10 @@ absl::StatusOr<bool> FileFollower::NextFile() {
       KeepLast16(&lost_, next);
       continue;
     }
+    // From its data: a file truncated in place under a writer without O_APPEND (the path's
+    // file renamed since, or copytruncate's sparse copy of it) starts with a hole, no line.
+    // Read from byte 0, its NULs were a line cut at the cap and the first real line its rest.
+    read_offset_ = DataFrom(open_.fd, 0);
     ++stats_.rotations;
     draining_rotated_ = true;
     pending_ = std::move(rest);
@@ -483,7 +522,6 @@ absl::StatusOr<bool> FileFollower::NextFile() {
   // After a copytruncate's copy, the file it was copied from: a hole may start it.
   after_truncation_ = then_truncated_ && opened.ok() && *opened;
   then_truncated_ = false;
-  draining_copy_ = false;
   return opened;
 }
 
@@ -638,7 +676,6 @@ void FileFollower::Truncated() {
       skipping_ = was_skipping;  // the rest of a cut line is dropped there
       draining_rotated_ = true;
       then_truncated_ = true;
-      draining_copy_ = true;
       return;
     }
     // Gone meanwhile: the file from its start, as without a copy.

@@ -10,9 +10,12 @@
 //     longer the ones fingerprinted, when it was written past the old offset before we looked):
 //     the copy (under a rotated name of the path: PATH.1, PATH-YYYYMMDD; told by its first
 //     bytes, the last written of several) is read on from where the follower stood, for the
-//     lines written after its last read, then the file from its start, counted as a truncation
+//     lines written after its last read, then the copies made after it (a second copytruncate
+//     while it was drained, or while the daemon was down: under rotated names, last written
+//     after it, oldest first), then the file from its start, counted as a truncation
 //     (NULs before its first line are the hole a writer without O_APPEND leaves, writing on at
-//     its old offset: skipped; a second truncation under it is told by the bytes where the data
+//     its old offset: skipped, as is such a hole at the start of any file rotated after the one
+//     read, SEEK_DATA; a second truncation under it is told by the bytes where the data
 //     began after the hole); where it stood then (at the copy's end when the copy was read)
 //     is kept for TakeTruncated (a glob tells the copy by it);
 //   - a file that does not exist yet is waited for, not an error; one removed (rm, find
@@ -205,9 +208,6 @@ class FileFollower {
   // The path's file is read next as after a truncation (a hole may start it): after a
   // copytruncate's copy, or after files queued behind a path that was truncated.
   bool then_truncated_ = false;
-  // The open file is the path's copytruncate copy: the path is read next, whatever rotated
-  // names hold now (the copy's name is no rotation of the path's file).
-  bool draining_copy_ = false;
   // The copy copytruncate made of the file `at` was taken in that holds more than `at` took
   // (its size in `*size`): a rotated name of the path (RotatedName) whose first bytes are the
   // file's, the last written of several; empty when none.

@@ -542,12 +542,29 @@ size_t FileInputs::Fill(Input& input, const std::string& path, File& file, Slot&
   slot.batch.Clear();
   slot.hold.reset();
   slot.full = false;
+  // Lines longer than the input's cap: the follower keeps cap + 1 bytes so the pipeline knows
+  // a cut, and counts only the lines it cut (longer than cap + 1); one of exactly cap + 1 bytes
+  // is handed out whole and is longer than the cap all the same (the pipeline cuts it). Counted
+  // here, as read (a batch refused is offered again, not read again): each such line once.
+  const size_t cap = LineCapFor(input.format, options_.max_line_bytes, options_.max_record_bytes);
+  uint64_t cut = 0;
   // Offsets first: the buffer may move while it grows.
   absl::StatusOr<size_t> n = file.follower->Poll(
-      options_.batch_lines, [&slot](absl::string_view line) {
+      options_.batch_lines, [&slot, &cut, cap](absl::string_view line) {
         slot.spans.emplace_back(slot.bytes.size(), line.size());
         slot.bytes.append(line.data(), line.size());
+        if (line.size() > cap) ++cut;
       });
+  if (cut > 0) {
+    input.cut->Increment(static_cast<double>(cut));
+    // Said once per file, not per line (a client can write many), without its content.
+    if (!file.cut_said) {
+      file.cut_said = true;
+      Log(absl::StrCat("input ", input.config.name(), ": ", path, ": a line longer than ", cap,
+                       " bytes cut there, its rest dropped (each such line counted in "
+                       "palisade_input_lines_cut_total)"));
+    }
+  }
   if (!n.ok()) {
     input.errors->Increment();
     const std::string message = absl::StrCat("input ", input.config.name(), ": ", n.status().message());
@@ -795,19 +812,9 @@ void FileInputs::PublishLocked(Input& input, const std::string& path, const File
   input.bytes->Increment(static_cast<double>(now.bytes - was.bytes));
   input.rotations->Increment(static_cast<double>(now.rotations - was.rotations));
   input.truncations->Increment(static_cast<double>(now.truncations - was.truncations));
-  // Cut one byte past the pipeline's cap, the rest dropped (the pipeline cuts, flags and counts
-  // it again in palisade_ingest_lines_truncated_total): counted here as the input's. Said once
-  // per file, not per line (a client can write many).
-  if (now.cut_lines > was.cut_lines) {
-    input.cut->Increment(static_cast<double>(now.cut_lines - was.cut_lines));
-    if (was.cut_lines == 0) {
-      Log(absl::StrCat("input ", input.config.name(), ": ", path, ": a line longer than ",
-                       LineCapFor(input.format, options_.max_line_bytes,
-                                  options_.max_record_bytes),
-                       " bytes cut there, its rest dropped (each such line counted in "
-                       "palisade_input_lines_cut_total)"));
-    }
-  }
+  // Lines cut (longer than the cap: the pipeline cuts, flags and counts them again in
+  // palisade_ingest_lines_truncated_total) are counted as read (Fill), not from the follower's
+  // cut_lines: it misses a line of exactly cap + 1 bytes.
   was = now;
 }
 

@@ -180,6 +180,7 @@ class FileInputs {
     // after a round only what the sink refused (offered again first on the next round).
     std::deque<std::unique_ptr<Slot>> ahead;  // under work_mu_ while a round has workers
     std::string last_error;  // logged when it starts or changes, not every poll
+    bool cut_said = false;   // a line longer than the cap logged (once per file)
     // The position after the last line the sink took (what a snapshot may say).
     palisade::v1::FileCheckpoint taken;
     // Resumed from a copy's left-out position (FileCheckpoint.left_out): that position. While

@@ -591,6 +591,48 @@ TEST_F(FileInputsTest, ARestartWithACopytruncatedFileWhoseCopyWasCompressedReads
                          "truncated; no copy holds what came after the position (possibly lost)")));
 }
 
+// Plain copytruncate (no compression) under a glob, down across two rotations: A's copy is
+// app.log.2 (a1 a2), B's copy app.log.1 (b1 b2), the path truncated twice. The path's follower
+// reads A's copy on from the position, then B's copy, then the path; the glob reads neither copy
+// again. B's copy was neither read nor said lost.
+TEST_F(FileInputsTest, ARestartAfterTwoCopyTruncatesReadsEveryCopyOnce) {
+  const std::string path = dir_ + "/app.log";
+  auto written_ago = [](const std::string& p, int seconds) {
+    struct timespec times[2];
+    ASSERT_EQ(::clock_gettime(CLOCK_REALTIME, &times[0]), 0);
+    times[0].tv_sec -= seconds;
+    times[1] = times[0];
+    ASSERT_EQ(::utimensat(AT_FDCWD, p.c_str(), times, 0), 0);
+  };
+  Append("app.log", "a1\n");
+  written_ago(path, 300);
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(Config({"app.log*"}));
+    EXPECT_EQ(inputs->PollOnce(), 1u);
+    saved = inputs->Checkpoints();
+  }
+  lines_.clear();
+  auto copytruncate = [&](const std::string& to) {
+    std::ifstream in(path, std::ios::binary);
+    std::ofstream(dir_ + "/" + to, std::ios::binary) << in.rdbuf();
+    ASSERT_EQ(::truncate(path.c_str(), 0), 0);
+  };
+  Append("app.log", "a2\n");
+  copytruncate("app.log.1");
+  Append("app.log", "b1\nb2\n");
+  ASSERT_EQ(std::rename((path + ".1").c_str(), (path + ".2").c_str()), 0);
+  written_ago(path + ".2", 200);
+  copytruncate("app.log.1");
+  written_ago(path + ".1", 100);
+  Append("app.log", "c1\n");
+  auto again = Make(Config({"app.log*"}), saved);
+  for (int i = 0; i < 4; ++i) again->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("a2", "b1", "b2", "c1"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+  EXPECT_THAT(logs_, IsEmpty());
+}
+
 // copytruncate while down with nothing written after the position: the copy (app.log.1) holds
 // exactly the position's offset, so nothing is lost: no error, no log.
 TEST_F(FileInputsTest, ACopyTruncateWhileDownWithNothingAfterThePositionLosesNothing) {
@@ -881,6 +923,22 @@ TEST_F(FileInputsTest, ACutLineIsCounted) {
   EXPECT_EQ(logs_.size(), 1u);  // once per file
   EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
   EXPECT_EQ(Counter("palisade_input_lines_total"), 5.0);
+}
+
+// A line of exactly the cap and one byte is handed out whole (the follower keeps cap + 1 bytes
+// so the pipeline knows a cut), yet it is longer than the cap: the pipeline cuts it, and it is
+// counted as cut. It was not: only lines longer than cap + 1 were.
+TEST_F(FileInputsTest, ALineOneByteOverTheCapIsCounted) {
+  max_line_bytes_ = 64;
+  const std::string at_cap(64, 'x'), over(65, 'y');
+  Append("auth.log", at_cap + "\n" + over + "\nok\n");
+  auto inputs = Make(Config({"auth.log"}));
+  inputs->PollOnce();
+  EXPECT_EQ(inputs->PollOnce(), 0u);
+  EXPECT_THAT(lines_, ElementsAre(at_cap, over, "ok"));
+  EXPECT_EQ(Counter("palisade_input_lines_cut_total"), 1.0);
+  ASSERT_EQ(logs_.size(), 1u);
+  EXPECT_THAT(logs_[0], HasSubstr("a line longer than 64 bytes cut there"));
 }
 
 // A JSON input reads each record whole up to max_record_bytes (a client's long headers, logged
