@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "palisade/v1/palisade.pb.h"
+#include "services/cloudflare/client.h"
 
 namespace palisade {
 
@@ -73,6 +74,10 @@ class Actuator {
   // it as an orphan): an actuator that keeps counts stops counting it for that decision. Called
   // with the dispatcher paused, so never while Run runs.
   virtual void Forget(const EdgeRef& made) { (void)made; }
+  // The reconciler read the account's IP lists (every run): an actuator that counts their items
+  // (the IP list, for its cap and the account's quota gauge) takes this fresher read. Called
+  // with the dispatcher paused, so never while Run runs.
+  virtual void ListsRead(const std::vector<IpList>& lists) { (void)lists; }
 };
 
 // Retry an op that failed with this status? (transient: unavailable, throttled, timed out,

@@ -351,10 +351,20 @@ absl::Status IpListActuator::FindList() {
 absl::Status IpListActuator::ReadLists() {
   absl::StatusOr<std::vector<IpList>> lists = client_.ListLists();
   if (!lists.ok()) return lists.status();
+  const bool known = !list_id_.empty();
+  const bool found = CountLists(*lists);
+  counts_read_ = true;
+  if (!found && known) {
+    return absl::NotFoundError(absl::StrCat("IP list ", options_.list_name, " is gone"));
+  }
+  return absl::OkStatus();
+}
+
+bool IpListActuator::CountLists(const std::vector<IpList>& lists) {
   const std::string known = list_id_;
   bool found = false;
   items_elsewhere_ = 0;
-  for (const IpList& l : *lists) {
+  for (const IpList& l : lists) {
     if (known.empty() ? l.name == options_.list_name : l.id == known) {
       list_id_ = l.id;
       items_in_list_ = l.num_items;
@@ -363,12 +373,15 @@ absl::Status IpListActuator::ReadLists() {
       items_elsewhere_ += l.num_items;
     }
   }
-  counts_read_ = true;
   account_read_ = true;
-  if (!found && !known.empty()) {
-    return absl::NotFoundError(absl::StrCat("IP list ", options_.list_name, " is gone"));
-  }
-  return absl::OkStatus();
+  return found;
+}
+
+void IpListActuator::ListsRead(const std::vector<IpList>& lists) {
+  // Palisade's list not there (or gone): it holds nothing. A flush finds a list it knew gone
+  // for itself (its add fails kNotFound) and makes it again.
+  if (!CountLists(lists)) items_in_list_ = 0;
+  PublishCounts();
 }
 
 absl::Status IpListActuator::EnsureListAndRule() {

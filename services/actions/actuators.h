@@ -12,7 +12,8 @@
 //                      account's item quota (which its other lists share) refuses is split:
 //                      what fits goes in (an operator's bans, then rules', then feeds'), the
 //                      rest fail kResourceExhausted and are retried. What the account's lists
-//                      hold together, as last read, is gauged against that quota
+//                      hold together, as last read (by the actuator, or by the reconciler
+//                      on each run: ListsRead), is gauged against that quota
 //                      (palisade_cloudflare_account_list_items, ..._limit) for an alert.
 //  RateLimitActuator   a temporary rate-limiting rule for a path under attack.
 //  TokenActuator       a leaked token is verified (to learn its id), then disabled or deleted.
@@ -117,6 +118,9 @@ class IpListActuator final : public Actuator {
   // decisions (one IPv6 /64) still stays until the last of them ends after a restart.
   void Restore(const std::vector<EdgeRef>& made) override;
   void Forget(const EdgeRef& made) override;
+  // The reconciler's read of the lists: the counts (and the gauges) are taken from it, so the
+  // quota alert does not wait for this actuator's next read, which may be hours away.
+  void ListsRead(const std::vector<IpList>& lists) override;
 
   // The list item an address or range becomes ("203.0.113.7", "2001:db8:1:2::/64"). An IPv6
   // item that the configured prefix would spread over a never-ban address is narrowed to the
@@ -138,6 +142,9 @@ class IpListActuator final : public Actuator {
   // Reads every list of the account: finds Palisade's (by id once known: kNotFound when it is
   // gone) and counts its items and the other lists' items.
   absl::Status ReadLists();
+  // Counts `lists` (what ReadLists read, or the reconciler's): finds Palisade's list by id once
+  // known, else by name; false when it is not among them.
+  bool CountLists(const std::vector<IpList>& lists);
   // Finds or creates the list and the custom rule that blocks it.
   absl::Status EnsureListAndRule();
   // Sets the gauges from the counts (the account's once its lists were read).
@@ -168,7 +175,8 @@ class IpListActuator final : public Actuator {
   prometheus::Counter& never_ban_narrowed_;
   prometheus::Counter& never_ban_refused_;
   // The account's lists together and their quota (max_items), for an alert before a bulk add
-  // is split on it. Fed only by the reads above: no call of their own.
+  // is split on it. Fed only by the reads above and the reconciler's (ListsRead): no call of
+  // their own.
   prometheus::Gauge& account_items_gauge_;
   prometheus::Gauge& account_limit_gauge_;
 };

@@ -896,6 +896,13 @@ void Dispatcher::ForgetEdge(const std::string& id) {
   }
 }
 
+void Dispatcher::ListsRead(const std::vector<IpList>& lists) {
+  absl::MutexLock lock(&mu_);
+  if (auto q = queues_.find(palisade::v1::ACTUATOR_IP_LIST); q != queues_.end()) {
+    q->second.actuator->ListsRead(lists);
+  }
+}
+
 void Dispatcher::Reapply(const palisade::v1::Decision& decision) {
   absl::MutexLock lock(&mu_);
   auto q = queues_.find(decision.actuator());

@@ -58,6 +58,7 @@
 #include <set>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -172,6 +173,10 @@ class Dispatcher {
   // The reconciler removed an orphan, or found an object gone: forget the edge record, and tell
   // its actuator (Actuator::Forget). Call it with the dispatcher paused, as the reconciler does.
   void ForgetEdge(const std::string& decision_id);
+  // The reconciler read the account's IP lists: the IP list actuator takes their counts
+  // (Actuator::ListsRead), so the gauge of the account's items is as fresh as the last run.
+  // Call it with the dispatcher paused, as the reconciler does.
+  void ListsRead(const std::vector<IpList>& lists);
   // What Palisade made at the edge, by decision id.
   std::map<std::string, EdgeRef> edges() const;
 

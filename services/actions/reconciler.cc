@@ -170,6 +170,9 @@ absl::Status Reconciler::CheckAccessRules(DriftReport* report) {
 absl::Status Reconciler::CheckIpList(DriftReport* report) {
   absl::StatusOr<std::vector<IpList>> lists = client_.ListLists();
   if (!lists.ok()) return lists.status();
+  // The actuator that gauges the account's list items reads them only when it must (its first
+  // flush, its cap, a refused add): this read, every run, keeps the quota alert current.
+  dispatcher_.ListsRead(*lists);
   std::string list_id;
   for (const auto& l : *lists) {
     if (l.name == options_.list.list_name) list_id = l.id;
@@ -245,6 +248,10 @@ absl::Status Reconciler::CheckIpList(DriftReport* report) {
     // counts with them, so a later decision on the same address adds it again.
     for (const std::string& id : gone) dispatcher_.ForgetEdge(id);
     for (size_t i = 0; i < orphans.size(); ++i) Orphan("ip_list", report);
+    for (IpList& l : *lists) {
+      if (l.id == list_id) l.num_items -= static_cast<int>(orphans.size());
+    }
+    dispatcher_.ListsRead(*lists);
   }
   return absl::OkStatus();
 }

@@ -7,6 +7,9 @@
 //  - the custom rule that blocks Palisade's IP list (IpListActuator::EnsureRule), when the list
 //    exists: deleted, disabled or edited by hand, it is put back under either policy and
 //    counted as missing (actuator "ip_list"); without it no list item blocks anything.
+//  - the account's lists as read here are handed to the IP list actuator (Dispatcher::ListsRead,
+//    less the orphans deleted), which owns the gauge of their items against the account's quota:
+//    without this, it moved only when the actuator read the lists itself, hours apart.
 // Markers: access rules with notes "palisade:<decision id> ...", list items with comment
 // "palisade:<decision id>", rate-limit rules with ref "palisade_<decision id>", each with this
 // instance's tag when ReconcilerOptions::instance is set (actuators.h: Mark). Only a marker

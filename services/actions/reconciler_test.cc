@@ -335,6 +335,51 @@ TEST_F(ReconcilerTest, AnOrphanListItemIsForgottenWhenRemoved) {
   EXPECT_EQ(dispatcher_->edges().count(again.id()), 1u);
 }
 
+// The account's list items are gauged against its quota for an alert
+// (PalisadeAccountListQuotaNearFull). The actuator reads the lists only when it must (its first
+// flush, at its cap, a bulk add refused), so the gauge stood still for hours while another list
+// of the account filled up; the reconciler reads them on every run, and now feeds that read to
+// the actuator that owns the gauge (registry_, not the reconciler's): its later flushes count
+// from the fresh read, not from its own stale one. An orphan it deletes is counted out.
+TEST_F(ReconcilerTest, ARunRefreshesTheAccountsListItemsGauge) {
+  auto gauge = [&](prometheus::Registry& registry) {
+    for (const auto& family : registry.Collect()) {
+      if (family.name != "palisade_cloudflare_account_list_items") continue;
+      for (const auto& m : family.metric) return m.gauge.value;
+    }
+    return -1.0;
+  };
+  Ban("198.51.100.1", palisade::v1::ACTUATOR_IP_LIST);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  ASSERT_EQ(gauge(registry_), 1);
+  // Another list of the account fills up behind palisaded.
+  absl::StatusOr<IpList> office = client_->CreateList("office", "the office's addresses");
+  ASSERT_THAT(office, IsOk());
+  absl::StatusOr<std::string> operation = client_->AddListItems(
+      office->id, {{"", "192.0.2.1", ""}, {"", "192.0.2.2", ""}, {"", "192.0.2.3", ""}});
+  ASSERT_THAT(operation, IsOk());
+  ASSERT_THAT(client_->WaitForOperation(*operation), IsOk());
+  // An item of Palisade's whose decision is gone: the run deletes it as an orphan.
+  absl::StatusOr<std::vector<IpList>> lists = client_->ListLists();
+  ASSERT_THAT(lists, IsOk());
+  for (const IpList& l : *lists) {
+    if (l.name != "palisade_block") continue;
+    operation = client_->AddListItems(l.id, {{"", "198.51.100.9", "palisade:00000000000000e9"}});
+    ASSERT_THAT(operation, IsOk());
+    ASSERT_THAT(client_->WaitForOperation(*operation), IsOk());
+  }
+  EXPECT_EQ(gauge(registry_), 1);  // nothing read them yet
+
+  absl::StatusOr<DriftReport> report = MakeReconciler(false)->Run();
+  ASSERT_THAT(report.status(), IsOk());
+  EXPECT_EQ(report->orphans, 1);
+  EXPECT_EQ(gauge(registry_), 4);  // 3 in the office list, Palisade's 1 (its orphan deleted)
+  // The actuator counts on from that read: one more item is 5 (its own stale read said 2).
+  Ban("198.51.100.2", palisade::v1::ACTUATOR_IP_LIST);
+  EXPECT_EQ(dispatcher_->RunOnce(), 1);
+  EXPECT_EQ(gauge(registry_), 5);
+}
+
 // A decision whose apply failed for good (a /20 access rule: kInvalidArgument) has no object at
 // the edge, and never will: it is not missing. Applying it again on every run spent the guard's
 // budget, counted drift and logged each time, forever.

@@ -1337,6 +1337,7 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   bool behind = false;
   bool beside = false;      // another answer of this bouncer's is in flight
   bool unrecorded = false;  // an answer of this bouncer's was delivered but not recorded
+  absl::Time registered = absl::InfinitePast();
   {
     absl::MutexLock lock(&mu_);
     // The reissues due now are this pull's (the ticker logs them too, within a second).
@@ -1348,6 +1349,7 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
     behind = position < trimmed_through_ && position > 0;
     beside = bouncer->pulls_in_flight > 1;  // this pull counts too
     unrecorded = bouncer->unrecorded_served.has_value();
+    registered = bouncer->row.created;
   }
   // The active rows at the position served (`served`): what changes after it is the next
   // pull's, so nothing is served twice or missed however long this answer takes.
@@ -1375,7 +1377,7 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   // startup=true lists deletions too, as CrowdSec's does (it sends the expired decisions it
   // still holds): here those the bouncer was not told of yet, so a restarted bouncer drops what
   // ended while it was away. A bouncer that never pulled had nothing to drop: its first pull
-  // without startup reads the live rows only (and Trim does not keep deletions for it). Unless
+  // reads the live rows only (and Trim does not keep deletions for it). Unless
   // an answer of its key is in flight beside this one (a pull went on past
   // kAnswerInFlightWait): that answer may bring rows whose deletions come after it, so this one
   // reads every deletion held (Trim keeps those above what that answer served): a replay of
@@ -1383,9 +1385,16 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   // whole but the store refused its pull (Bouncer::unrecorded_served): the position is 0, yet
   // the bouncer holds what that answer brought (before 2026-12-07 their deletions were lost).
   const bool first = position == 0 && !beside && !unrecorded;
+  // A first pull without startup, though: CrowdSec's bouncers ask startup=true first (and
+  // after their own restart), so this one most likely holds an answer whose record was lost
+  // (palisaded died while the store refused it: unrecorded_served is memory only; before
+  // 2026-12-07 its deletions were lost). It reads the deletions logged after its registration,
+  // since any answer it holds came after that: a fresh bouncer (or one asking so by mistake) is
+  // not sent the deletions held from before it existed.
+  const bool record_lost = first && !f.startup;
   if (!f.startup || !first) {
     absl::StatusOr<std::vector<BouncerChangeRow>> rows =
-        store_->LoadBouncerChanges(position, /*live_only=*/first);
+        store_->LoadBouncerChanges(position, /*live_only=*/false);
     if (!rows.ok()) {
       Log(absl::StrCat("bouncer_api: ", rows.status().message()));
       return {JsonError(500, "the decision log cannot be read"), nullptr};
@@ -1399,6 +1408,7 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
       // A row it replaced is not lost: the next pull serves the decision's latest change.
       if (r.seq > served) continue;
       if (!f.MatchesLogged(r)) continue;
+      if (r.deleted && record_lost && r.at <= registered) continue;
       if (r.deleted) {
         if (deleted_nums.insert(r.num).second) deleted.push_back(&r);
       } else if (!behind && !f.startup && Current(r, now)) {  // else in `added` already

@@ -8,8 +8,10 @@
 //       &scenarios_not_containing=]   {"deleted": [...], "new": [...]} since this bouncer's last
 //       pull (no startup: false; a first pull: every active decision and no deletion, unless
 //       another answer of its key is in flight or one was delivered but not recorded: then the
-//       deletions held too, see below); with startup=true every active decision, and the
-//       deletions this bouncer was not served yet.
+//       deletions held too, see below; a first pull with startup=false holds an answer whose
+//       record was lost, as CrowdSec's bouncers ask startup=true first: it gets the deletions
+//       logged since the bouncer's registration); with startup=true every active decision, and
+//       the deletions this bouncer was not served yet.
 //       Lists are ordered by end, soonest first, as CrowdSec's.
 //   GET|HEAD /v1/decisions?ip=|range=|scope=&value=|type=|origins=   live mode: the decisions on
 //       an address (an Ip decision on it, a Range decision containing it), or `null`.
@@ -58,10 +60,11 @@
 // reaches what it served, the next pull reads the deletions too, even from position 0, and Trim
 // keeps those above it (in memory; the record is tried again every second and at Stop, so a
 // clean restart keeps them). So a crash between the write and the record replays rather than
-// loses, but for a first answer (position 0): after a crash (or a stop while the store still
-// refuses) the next pull is a first one again (the live rows only), and a deletion of what that
-// answer brought, logged before that pull, is lost to the bouncer, which keeps the ban until its
-// timeout. A bouncer's
+// loses, also for a first answer (position 0): after a crash (or a stop while the store still
+// refuses) the bouncer's next pull, with startup=false, reads the deletions logged since its
+// registration. Unless Trim ran first (every minute, once the store takes writes): a bouncer at
+// position 0 holds none back, so a deletion of what that answer brought, logged before that
+// pull, can be lost to the bouncer, which keeps the ban until its timeout. A bouncer's
 // next pull waits for its previous answer to be written or cut (up to kAnswerInFlightWait, on
 // the API's clock), and the wait ends and the pull is counted in flight in one step: two pulls
 // of one key at once are served one after the other. One that goes on past the wait is served

@@ -1179,6 +1179,40 @@ TEST(BouncerApiTest, AFirstPullNotRecordedSurvivesACleanRestart) {
   EXPECT_EQ(Values(d.Pull(key)["deleted"]), std::set<std::string>{"203.0.113.7"});
 }
 
+// The same, but the daemon dies while the store still refuses (a crash, or a stop that cannot
+// record either): the bouncer's first answer is recorded nowhere, and its position is 0 at the
+// next start. The bouncer asks startup=false, for what changed since the answer it holds: it was
+// served the live rows only, as a first pull, and never the deletion of the decision withdrawn
+// since. CrowdSec's bouncers ask startup=true first (and after their own restart), so
+// startup=false at position 0 says the record of an answer was lost: it reads the deletions
+// logged since the bouncer was registered (none older: AFirstPullWithoutStartupIsSentNoDeletion).
+TEST(BouncerApiTest, AFirstPullNotRecordedGetsItsDeletionsAfterACrash) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("first-unrecorded-crash.db");
+  std::string key;
+  std::string x;
+  {
+    Daemon d(path, clock);
+    key = *d.api->AddBouncer("fw");
+    x = d.Ban("203.0.113.7");
+    d.Ban("203.0.113.8");
+    ExecSql(path, R"sql(
+        CREATE TRIGGER break_pull BEFORE UPDATE ON bouncers
+          BEGIN SELECT RAISE(ABORT, 'injected: pull not recorded'); END;)sql");
+    ASSERT_EQ(Values(d.Pull(key, /*startup=*/true)["new"]),
+              (std::set<std::string>{"203.0.113.7", "203.0.113.8"}));
+  }  // stopped with the trigger in place: the record at Stop fails too
+  ExecSql(path, "DROP TRIGGER break_pull;");
+  Daemon d(path, clock);
+  ASSERT_EQ((*d.store->LoadBouncers())[0].position, 0);
+  clock.Advance(absl::Minutes(1));  // the restart
+  ASSERT_THAT(d.table.Withdraw(x), IsOk());
+  const json next = d.Pull(key);
+  EXPECT_EQ(Values(next["deleted"]), std::set<std::string>{"203.0.113.7"}) << next;
+  EXPECT_EQ(Values(next["new"]), std::set<std::string>{"203.0.113.8"}) << next;
+  EXPECT_TRUE(d.Pull(key)["deleted"].is_null());  // told once
+}
+
 // Changes reach the store in batches; a pull writes what waits first, so the position it
 // serves is always one the store holds (a crash then loses nothing a bouncer was told).
 TEST(BouncerApiTest, APullWritesTheWaitingChangesFirst) {
