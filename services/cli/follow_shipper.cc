@@ -94,7 +94,13 @@ struct Followed {
   std::unique_ptr<FileFollower> follower;
   // A line taken from the follower that starts another file (a rotation or a truncation
   // between two lines of a batch): the first line of the next batch.
-  std::optional<std::pair<std::string, FileCheckpoint>> carry;
+  // `cut`: the follower cut it at its cap (LogRecord.cut).
+  struct Carried {
+    std::string line;
+    FileCheckpoint after;
+    bool cut = false;
+  };
+  std::optional<Carried> carry;
   std::optional<FileCheckpoint> last;  // after the last line put in a batch
   // The current file's first line, once read (the server's way to tell files apart).
   std::string first_fp;
@@ -297,7 +303,8 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
     std::optional<FileCheckpoint> first, last;
     uint64_t start = 0;
     // `fresh`: the line is the first one taken from another file than the line before.
-    auto add = [&](std::string line, const FileCheckpoint& after, bool fresh) {
+    // `cut`: the follower cut the line at its cap (LogRecord.cut).
+    auto add = [&](std::string line, const FileCheckpoint& after, bool fresh, bool cut) {
       const std::optional<FileCheckpoint>& prev = last ? last : f.last;
       if (fresh) {
         f.first_fp.clear();
@@ -318,11 +325,15 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
         start = prev_end;
       }
       last = after;
-      b.add_records()->set_line(std::move(line));
+      palisade::v1::LogRecord* record = b.add_records();
+      record->set_line(std::move(line));
+      // Its end is the cap's, not its writer's: the server must not take it for the line's
+      // end, whatever its own cap (a cap at or above ours would see the line whole).
+      if (cut) record->set_cut(true);
       origin->add_line_ends(after.offset());
     };
     if (f.carry) {
-      add(std::move(f.carry->first), f.carry->second, /*fresh=*/true);
+      add(std::move(f.carry->line), f.carry->after, /*fresh=*/true, f.carry->cut);
       f.carry.reset();
     }
     std::vector<std::string> lines;
@@ -331,6 +342,7 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
       lines.clear();
       const FollowerStats& stats = f.follower->stats();
       const uint64_t switches = stats.rotations + stats.truncations;
+      const uint64_t cut_before = stats.cut_lines;  // the follower counts a cut as it hands it
       absl::StatusOr<size_t> got = f.follower->Poll(1, &lines);
       if (!got.ok()) {
         if (std::string m(got.status().message()); m != f.last_error) {
@@ -348,12 +360,13 @@ absl::StatusOr<FollowSummary> FollowShipper::Run(palisade::v1::Ingest::StubInter
       const bool fresh = !prev || !SameFile(*prev, after) ||
                          stats.rotations + stats.truncations != switches || f.resumed_anew;
       f.resumed_anew = false;
+      const bool cut = stats.cut_lines != cut_before;
       if (fresh && last) {
-        f.carry.emplace(std::move(lines[0]), after);
+        f.carry = Followed::Carried{std::move(lines[0]), after, cut};
         break;
       }
       bytes += lines[0].size();
-      add(std::move(lines[0]), after, fresh);
+      add(std::move(lines[0]), after, fresh, cut);
     }
     if (b.records_size() == 0) return false;
     summary.lines_read += static_cast<uint64_t>(b.records_size());

@@ -16,7 +16,8 @@
 // Bounds: at most max_in_flight batches of batch_lines lines and about max_batch_bytes (each line
 // cut at max_line_bytes, a JSON record at max_record_bytes) are
 // held, sent or waiting for their ack, whatever the files' sizes and however long the server is
-// away; the files are not read further meanwhile.
+// away; the files are not read further meanwhile. A line cut so is sent flagged (LogRecord.cut):
+// its end is the cap's, which the server must not take for its writer's, whatever its own cap.
 //
 // Thread-safety: Run() once, from one thread; Stop() from any thread (a signal thread).
 #ifndef PALISADE_SERVICES_CLI_FOLLOW_SHIPPER_H_

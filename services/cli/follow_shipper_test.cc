@@ -53,7 +53,10 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
         drop = drop_next_ack_;
         drop_next_ack_ = false;
         sources_.insert(b.source());
-        for (const auto& r : b.records()) lines_.push_back(r.line());
+        for (const auto& r : b.records()) {
+          lines_.push_back(r.line());
+          cuts_.push_back(r.cut());
+        }
         BatchAck a;
         a.set_sequence(b.sequence());
         a.set_accepted(static_cast<uint32_t>(b.records_size()));
@@ -82,6 +85,11 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
     absl::MutexLock lock(&mu_);
     return lines_;
   }
+  // Per line taken: its LogRecord.cut.
+  std::vector<bool> cuts() {
+    absl::MutexLock lock(&mu_);
+    return cuts_;
+  }
   std::set<std::string> sources() {
     absl::MutexLock lock(&mu_);
     return sources_;
@@ -101,6 +109,7 @@ class FakeIngest final : public palisade::v1::Ingest::Service {
   ShipDedup dedup_{ShipDedupOptions(), registry_};
   absl::Mutex mu_;
   std::vector<std::string> lines_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> cuts_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> sources_ ABSL_GUARDED_BY(mu_);  // of the batches taken
   bool drop_next_ack_ ABSL_GUARDED_BY(mu_) = false;
   grpc::Status refusal_ ABSL_GUARDED_BY(mu_);
@@ -280,6 +289,24 @@ TEST_F(FollowShipperTest, LongLinesMakeSmallerBatches) {
   EXPECT_EQ(service_.lines(), lines);
   EXPECT_GE(s.batches_acked, 5u);
   EXPECT_LT(service_.max_batch_bytes(), 100u * 1000 + 10 * 1000 + 4096);
+}
+
+// A line longer than max_line_bytes is sent as its first max_line_bytes, flagged cut
+// (LogRecord.cut): a server whose own cap is larger would otherwise take the cut for the line's
+// end (a pattern pinned there keyed a forged tail). A line of exactly the cap is whole.
+TEST_F(FollowShipperTest, ALineCutAtTheCapIsSentFlaggedCut) {
+  FollowOptions options = Options(/*batch_lines=*/10);
+  options.max_line_bytes = 100;
+  auto shipper = Start(std::move(options));
+  const std::string exact(100, 'e');
+  const std::string over = std::string(100, 'o') + " ip=203.0.113.5";
+  const std::string huge = std::string(20 * 1000, 'h');  // past the follower's read buffer too
+  Append(log_, {"short", over, exact, huge, "after"});
+  ASSERT_TRUE(WaitLines(5));
+  shipper->Stop();
+  EXPECT_EQ(service_.lines(), (std::vector<std::string>{"short", over.substr(0, 100), exact,
+                                                        huge.substr(0, 100), "after"}));
+  EXPECT_EQ(service_.cuts(), (std::vector<bool>{false, true, false, true, false}));
 }
 
 // Two hosts following /var/log/auth.log must not share a source by default (the bare path, as

@@ -178,13 +178,11 @@ using palisade::v1::LogFormat;
 
 // How files of `format` are read: a JSON record whole up to engine.max_record_bytes (a client's
 // long headers come before the status; palisaded's default unless given), other lines up to
-// 1 MiB or max_line_bytes if longer (the pipeline cuts them again at engine.max_line_bytes).
+// 1 MiB, or one byte past max_line_bytes if that is longer (the pipeline cuts them again at
+// engine.max_line_bytes, and that byte tells it a line went on: ReplayReaderOptions).
 LineReaderOptions ReaderOptionsFor(LogFormat format, size_t max_line_bytes = 0,
                                    size_t max_record_bytes = PipelineOptions().max_record_bytes) {
-  LineReaderOptions options;
-  options.max_line_bytes =
-      LineCapFor(format, std::max(options.max_line_bytes, max_line_bytes), max_record_bytes);
-  return options;
+  return ReplayReaderOptions(format, max_line_bytes, max_record_bytes);
 }
 
 // A shipped batch ends once its lines hold this many bytes: well under palisaded's default
@@ -501,24 +499,15 @@ int ShipFiles(const std::vector<std::string>& files) {
     LineParser parser(*format);
     ParsedLine parsed;
     uint64_t lines = 0;
-    RecordSource source = [&](palisade::v1::LogBatch* batch,
-                              size_t max) -> absl::StatusOr<size_t> {
-      absl::string_view line;
-      size_t n = 0;
-      size_t bytes = 0;
-      while (n < max && bytes < kShipBatchBytes) {
-        absl::StatusOr<bool> more = (*reader)->Next(&line);
-        if (!more.ok()) return more.status();
-        if (!*more) break;
-        palisade::v1::LogRecord* record = batch->add_records();
-        record->set_line(line.data(), line.size());
-        bytes += line.size();
-        if (shift && parser.Parse(line, now, &parsed).ok() && parsed.time) {
-          *record->mutable_event_time() = ToProtoTime(*parsed.time + *shift);
-        }
-        ++n;
+    // A line the reader cut is shipped flagged cut (AddLines, LogRecord.cut).
+    auto retime = [&](absl::string_view line, palisade::v1::LogRecord* record) {
+      if (shift && parser.Parse(line, now, &parsed).ok() && parsed.time) {
+        *record->mutable_event_time() = ToProtoTime(*parsed.time + *shift);
       }
-      lines += n;
+    };
+    RecordSource source = [&](palisade::v1::LogBatch* batch, size_t max) -> absl::StatusOr<size_t> {
+      absl::StatusOr<size_t> n = AddLines(**reader, max, kShipBatchBytes, batch, retime);
+      if (n.ok()) lines += *n;
       return n;
     };
     ShipOptions options;
@@ -544,8 +533,9 @@ int ShipFiles(const std::vector<std::string>& files) {
       continue;
     }
     if ((*reader)->cut_lines() > 0) {
-      std::fprintf(stderr, "%s: %llu line(s) longer than 1 MiB cut\n", Safe(file).c_str(),
-                   static_cast<unsigned long long>((*reader)->cut_lines()));
+      std::fprintf(stderr, "%s: %llu line(s) longer than %zu bytes cut (shipped marked cut)\n",
+                   Safe(file).c_str(), static_cast<unsigned long long>((*reader)->cut_lines()),
+                   ReaderOptionsFor(*format).max_line_bytes);
     }
     const double secs = std::max(1e-9, absl::ToDoubleSeconds(absl::Now() - start));
     std::printf(

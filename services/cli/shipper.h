@@ -11,8 +11,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "palisade/v1/palisade.grpc.pb.h"
+#include "services/inputs/line_reader.h"
 
 namespace palisade {
 
@@ -76,6 +78,16 @@ using RecordSource =
 // The same, streamed: `progress` gets 0 as the total (unknown in advance).
 absl::StatusOr<ShipSummary> Ship(palisade::v1::Ingest::StubInterface& stub,
                                  const RecordSource& source, const ShipOptions& options);
+
+// A RecordSource's body over a file (`palisadectl ship`): adds the next lines of `reader` to
+// `batch` as records, up to `max` of them and no more once their lines hold `max_bytes` (the
+// line that reaches it included); returns how many (0 at the end). A line the reader cut at its
+// cap is marked so (LogRecord.cut): its end is the cap's, which the server must not take for
+// its writer's, whatever its own cap. `each`, when set, sees each record added with its line
+// (--retime sets the event time).
+absl::StatusOr<size_t> AddLines(
+    LineReader& reader, size_t max, size_t max_bytes, palisade::v1::LogBatch* batch,
+    const std::function<void(absl::string_view, palisade::v1::LogRecord*)>& each = nullptr);
 
 }  // namespace palisade
 

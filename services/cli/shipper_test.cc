@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -10,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "services/inputs/line_reader.h"
 
 namespace palisade {
 namespace {
@@ -128,6 +131,81 @@ TEST(ShipperTest, TheDefaultSourceNamesTheHostAndThePath) {
   ASSERT_TRUE(Ship(*stub, records, options).ok());
   EXPECT_EQ(service.TakeSources(), std::vector<std::string>(2, "auth"));
   server->Shutdown();
+}
+
+// An Ingest server in process that keeps the records it reads and acks every batch.
+class RecordingIngest final : public palisade::v1::Ingest::Service {
+ public:
+  grpc::Status Ship(grpc::ServerContext*,
+                    grpc::ServerReaderWriter<BatchAck, LogBatch>* stream) override {
+    LogBatch batch;
+    while (stream->Read(&batch)) {
+      {
+        absl::MutexLock lock(&mu_);
+        for (const auto& r : batch.records()) records_.push_back(r);
+      }
+      BatchAck ack;
+      ack.set_sequence(batch.sequence());
+      ack.set_accepted(static_cast<uint32_t>(batch.records_size()));
+      if (!stream->Write(ack)) break;
+    }
+    return grpc::Status::OK;
+  }
+  std::vector<palisade::v1::LogRecord> records() {
+    absl::MutexLock lock(&mu_);
+    return records_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<palisade::v1::LogRecord> records_ ABSL_GUARDED_BY(mu_);
+};
+
+// `palisadectl ship` reads a file with a LineReader, which cuts a line at its cap: such a line
+// is shipped as its first bytes flagged cut (LogRecord.cut), so that a server whose own cap is
+// larger does not take the cut for the line's end (a pattern pinned there keyed a forged tail).
+// A line of exactly the cap is whole.
+TEST(ShipperTest, AFileLineCutAtTheReadersCapIsShippedFlaggedCut) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/cut.log";
+  const std::string exact(100, 'e');
+  const std::string over = std::string(100, 'o') + " ip=203.0.113.5";
+  const std::string huge(20 * 1000, 'h');
+  {
+    std::ofstream out(path, std::ios::trunc);
+    for (const std::string& l : {std::string("short"), over, exact, huge, std::string("after")}) {
+      out << l << "\n";
+    }
+  }
+  LineReaderOptions reader_options;
+  reader_options.max_line_bytes = 100;
+  absl::StatusOr<std::unique_ptr<LineReader>> reader = LineReader::Open(path, reader_options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  RecordingIngest service;
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<palisade::v1::Ingest::Stub> stub =
+      palisade::v1::Ingest::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  ShipOptions options;
+  options.batch_lines = 2;  // a cut line in each of the first two batches
+  int seen = 0;
+  RecordSource source = [&](LogBatch* batch, size_t max) {
+    return AddLines(**reader, max, /*max_bytes=*/1 << 20, batch,
+                    [&](absl::string_view, palisade::v1::LogRecord*) { ++seen; });
+  };
+  absl::StatusOr<ShipSummary> summary = Ship(*stub, source, options);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  server->Shutdown();
+  EXPECT_EQ(seen, 5);
+  std::vector<std::string> lines;
+  std::vector<bool> cuts;
+  for (const auto& r : service.records()) {
+    lines.push_back(r.line());
+    cuts.push_back(r.cut());
+  }
+  EXPECT_EQ(lines, (std::vector<std::string>{"short", over.substr(0, 100), exact,
+                                             huge.substr(0, 100), "after"}));
+  EXPECT_EQ(cuts, (std::vector<bool>{false, true, false, true, false}));
 }
 
 }  // namespace

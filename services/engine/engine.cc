@@ -710,9 +710,22 @@ bool Engine::Ignored(palisade::v1::LogFormat format, const CompiledRule& rule,
   if (rule.ignores.empty()) return false;
   absl::string_view text;
   RuleText(format, rule, line, fields, &text);
-  for (const auto& ignore : rule.ignores) {
+  const bool cut = CutEnd(line);
+  for (size_t i = 0; i < rule.ignores.size(); ++i) {
+    const RE2& ignore = *rule.ignores[i];
+    if (cut && rule.ignore_reads_end[i]) {
+      // The cut is not the writer's end: an ignore pinned there cannot be known to match, and
+      // a match that ends there may have leaned on `$` (as EndsAtCut refuses a pattern's).
+      if (rule.ignore_anchored_end[i]) continue;
+      re2::StringPiece match;
+      if (ignore.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, &match, 1) &&
+          match.data() + match.size() != text.data() + text.size()) {
+        return true;
+      }
+      continue;
+    }
     // No submatches: RE2 runs its DFA alone (PartialMatch would go through its Arg parsing).
-    if (ignore->Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) return true;
+    if (ignore.Match(Piece(text), 0, text.size(), RE2::UNANCHORED, nullptr, 0)) return true;
   }
   return false;
 }
@@ -725,6 +738,11 @@ bool Engine::IgnoredHere(palisade::v1::LogFormat format, int rule_index, const C
   const int in_set = prematched ? -1
                                 : SetIgnored(*rules_->ForFormat(format), rule_index, rule,
                                              ThreadScratch().ignore_hits);
+  // A Set's hit says only that some ignore pattern matches: on a cut line, one that reads the
+  // end may have matched at the cut, so RE2 decides which (Ignored). A miss stands.
+  if (in_set == 1 && rule.ignores_read_end && CutEnd(line)) {
+    return Ignored(format, rule, line, fields);
+  }
   return in_set >= 0 ? in_set == 1 : Ignored(format, rule, line, fields);
 }
 

@@ -690,6 +690,8 @@ class Engine {
   // it.
   static bool CutEnd(const ParsedLine& line) { return line.cut && line.record == nullptr; }
   // Whether one of the rule's ignore patterns matches the text it reads on `line` (RuleText).
+  // On a cut line (CutEnd) an ignore's match that ends at the cut, of an ignore that reads the
+  // end (CompiledRule::ignore_reads_end), does not count: the line is judged by the patterns.
   static bool Ignored(palisade::v1::LogFormat format, const CompiledRule& rule,
                       const ParsedLine& line, DecodedFields* fields);
   // The line's answer for a match of the rule, wherever the match step stands: Prematch's

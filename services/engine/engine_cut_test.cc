@@ -286,6 +286,83 @@ TEST_F(CutLineTest, TheGitlabRuleIsPinnedToTheEnd) {
   EXPECT_TRUE(found);
 }
 
+// An operator's ignore pattern that reads the line's end (`$`, `\z`) cannot be known to match a
+// cut line: the cut is not where the writer ended it, so an attacker who places "user=monitor"
+// right before the cut must not hide the line from the rule. Such an ignore does not apply at
+// the cut, and the line is judged by the rule's pattern; an ignore that reads no end, or whose
+// match ends before the cut, still applies. Every path that answers the ignore: the Set passes
+// (ignores_in_sets), RE2 (not in the Sets), and Prematch.
+TEST_F(CutLineTest, AnIgnoreThatReadsTheEndDoesNotApplyAtTheCut) {
+  constexpr absl::string_view kOperatorPack = R"pb(
+    rules {
+      id: "app-login-failed"
+      formats: LOG_FORMAT_RAW
+      patterns: "failed login from (?P<ip>[0-9.]+) user="
+      ignore_patterns: "user=monitor$"
+      ignore_patterns: "user=health\\z"
+      ignore_patterns: " via=probe(?: |$)"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb";
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(kOperatorPack, "operator.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  const std::string head = "app: failed login from 198.51.100.66 user=";
+  // `tail` placed so that the cut falls right after it.
+  auto at_cut = [&](const std::string& tail) {
+    std::string line = head + std::string(kCap - head.size() - tail.size(), 'A') + tail;
+    EXPECT_EQ(line.size(), kCap);
+    return line;
+  };
+  const std::string monitor = at_cut("user=monitor");
+  const std::string health = at_cut("user=health");
+  const std::string probe_at_cut = at_cut(" via=probe");
+  std::string probe_before = head + "x via=probe ";
+  probe_before += std::string(kCap - probe_before.size(), 'B');
+  for (const bool in_sets : {true, false}) {
+    RuleSetOptions options;
+    options.ignores_in_sets = in_sets;
+    options.min_literal_unanchored = SIZE_MAX;  // the rule's pattern in the Set, not gated
+    absl::StatusOr<std::shared_ptr<const RuleSet>> rules =
+        RuleSet::Compile({*pack}, CidrSets(), options);
+    ASSERT_TRUE(rules.ok()) << rules.status();
+    // The ignores join the rule's unanchored Set, or RE2 runs them.
+    ASSERT_EQ((*rules)->ForFormat(LogFormat::LOG_FORMAT_RAW)->ignores_in_sets[0], in_sets);
+    for (const std::string* line : {&monitor, &health, &probe_at_cut}) {
+      SCOPED_TRACE(absl::StrCat("in_sets ", in_sets, ": ...", line->substr(kCap - 20)));
+      // Cut: the ignore needs the end, which is not there; the rule counts the line.
+      Engine engine(*rules, EngineOptions());
+      std::vector<Detection> out = Feed(engine, LogFormat::LOG_FORMAT_RAW, *line, true, 1);
+      ASSERT_EQ(out.size(), 1u);
+      EXPECT_EQ(out[0].key, "198.51.100.66");
+      EXPECT_EQ(engine.stats().ignored, 0u);
+      // Prematch (replay's threads) answers the same.
+      Engine pre_engine(*rules, EngineOptions());
+      const ParsedLine parsed = Parse(LogFormat::LOG_FORMAT_RAW, *line, true);
+      PrematchBuffer buffer;
+      pre_engine.Prematch(LogFormat::LOG_FORMAT_RAW, parsed, &buffer);
+      for (const PrematchedCandidate& c : buffer.candidates) EXPECT_FALSE(c.ignored);
+      const PrematchedLine pre{absl::MakeConstSpan(buffer.candidates), &buffer};
+      std::vector<Detection> pre_out;
+      pre_engine.Process(LogFormat::LOG_FORMAT_RAW, parsed, *line, kT0, &pre_out,
+                         /*stream=*/0, &pre);
+      EXPECT_EQ(pre_out.size(), 1u);
+      // Whole, the same bytes end where their writer ended them: ignored.
+      Engine whole(*rules, EngineOptions());
+      EXPECT_TRUE(Feed(whole, LogFormat::LOG_FORMAT_RAW, *line, false, 1).empty());
+      EXPECT_EQ(whole.stats().ignored, 1u);
+    }
+    // An ignore match that ends before the cut read no end there: it stands.
+    Engine engine(*rules, EngineOptions());
+    std::vector<Detection> out = Feed(engine, LogFormat::LOG_FORMAT_RAW, probe_before, true, 1);
+    EXPECT_TRUE(out.empty()) << "in_sets " << in_sets << ": " << out[0].key;
+    EXPECT_EQ(engine.stats().ignored, 1u);
+  }
+}
+
 // A JSON record cut at the cap is read from the fields it holds whole (json_parser.h): a field's
 // value ends where its writer ended it, so a field rule pinned to the end still matches.
 TEST_F(CutLineTest, AJsonRecordsWholeFieldsStillMatch) {

@@ -137,6 +137,8 @@ absl::Status RuleError(const LoadedPack& pack, absl::string_view rule_id, absl::
 // literals (RequiredLiterals; empty when it has none).
 void AddPatternAnalyses(const std::string& pattern, bool has_key, const PackPatterns* checked,
                         CompiledRule* out, std::vector<std::vector<std::string>>* literals);
+// Appends the CompiledRule::ignore_reads_end and ignore_anchored_end of ignore pattern `pattern`.
+void AddIgnoreAnalyses(const std::string& pattern, const PackPatterns* checked, CompiledRule* out);
 
 // `literals`, when given, receives each pattern's required literals (RequiredLiterals), from
 // the parse tree the leading key and the key split are read from: each pattern is parsed once.
@@ -319,6 +321,7 @@ absl::StatusOr<std::unique_ptr<CompiledRule>> CompileRule(
                        absl::StrCat("ignore pattern ", i + 1, " does not compile: ", re->error()));
     }
     out->ignores.push_back(std::move(re));
+    AddIgnoreAnalyses(rule.ignore_patterns(i), pack.checked.get(), out.get());
   }
 
   if (rule.session().note_only()) {
@@ -1036,6 +1039,29 @@ bool HasEndAssertion(const ReNode& n, absl::string_view pattern) {
   return false;
 }
 
+// Whether `pattern` (parsed as `root`) reads the end of the text, and whether every match of it
+// ends there (CompiledRule::reads_end, anchored_end).
+std::pair<bool, bool> EndAnalysis(const absl::StatusOr<ReNode>& root, absl::string_view pattern) {
+  // A tree the parser does not take: any `$` or `\z` in the text counts (an escaped `\$` too).
+  const bool reads_end = root.ok() ? HasEndAssertion(*root, pattern)
+                                   : pattern.find('$') != absl::string_view::npos ||
+                                         pattern.find("\\z") != absl::string_view::npos;
+  return {reads_end, root.ok() && Anchored(*root, /*at_start=*/false)};
+}
+
+void AddIgnoreAnalyses(const std::string& pattern, const PackPatterns* checked, CompiledRule* out) {
+  const absl::StatusOr<ReNode>* tree = checked != nullptr ? checked->ParsedTree(pattern) : nullptr;
+  absl::StatusOr<ReNode> parsed;
+  if (tree == nullptr) {
+    parsed = ParseRegex(pattern);
+    tree = &parsed;
+  }
+  const auto [reads_end, anchored_end] = EndAnalysis(*tree, pattern);
+  out->ignore_reads_end.push_back(reads_end);
+  out->ignore_anchored_end.push_back(anchored_end);
+  out->ignores_read_end = out->ignores_read_end || reads_end;
+}
+
 void AddPatternAnalyses(const std::string& pattern, bool has_key, const PackPatterns* checked,
                         CompiledRule* out, std::vector<std::vector<std::string>>* literals) {
   // The tree the load's checks parsed, when they parsed this pattern.
@@ -1046,11 +1072,9 @@ void AddPatternAnalyses(const std::string& pattern, bool has_key, const PackPatt
     tree = &parsed;
   }
   const absl::StatusOr<ReNode>& root = *tree;
-  // A tree the parser does not take: any `$` or `\z` in the text counts (an escaped `\$` too).
-  out->reads_end.push_back(root.ok() ? HasEndAssertion(*root, pattern)
-                                     : pattern.find('$') != std::string::npos ||
-                                           pattern.find("\\z") != std::string::npos);
-  out->anchored_end.push_back(root.ok() && Anchored(*root, /*at_start=*/false));
+  const auto [reads_end, anchored_end] = EndAnalysis(root, pattern);
+  out->reads_end.push_back(reads_end);
+  out->anchored_end.push_back(anchored_end);
   auto& start = out->start_bytes.emplace_back(false, CharSet());
   const bool anchored = root.ok() && Anchored(*root, /*at_start=*/true);
   out->anchored_start.push_back(anchored);

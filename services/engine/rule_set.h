@@ -189,6 +189,13 @@ struct CompiledRule {
   std::vector<int> submatches;
   std::vector<CompiledCondition> conditions;
   std::vector<std::unique_ptr<RE2>> ignores;
+  // Per ignore pattern: reads_end and anchored_end, as for the patterns below. On a line cut at
+  // the daemon's cap an ignore match that ends at the cut may have leaned on `$` or `\z` there,
+  // where the writer did not end the line (a name cut right after a forged "user=monitor"):
+  // the engine does not apply it, and the line is judged by the rule's patterns.
+  std::vector<char> ignore_reads_end;
+  std::vector<char> ignore_anchored_end;
+  bool ignores_read_end = false;  // some ignore_reads_end
   // Per pattern: when the key is the pattern's only capture the engine needs and leads it
   // (`^(?P<ip>[0-9A-Fa-f:.]+) ...`: a repetition of one ASCII class, followed by a byte outside
   // that class), the key of any match is the longest run of class bytes at the start, so a

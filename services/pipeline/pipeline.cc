@@ -434,6 +434,8 @@ class ProtoBatch {
   const ParsedLine* preparsed(int) const { return nullptr; }
   bool prepared(int, bool*) const { return false; }
   bool plain() const { return false; }
+  // The shipper cut record i at its own cap (LogRecord.cut).
+  bool shipped_cut(int i) const { return b_.records(i).cut(); }
 
  private:
   const LogBatch& b_;
@@ -475,6 +477,8 @@ class ViewBatch {
     *truncated = b_.truncated[i];
     return true;
   }
+  // Lines carry no LogRecord.cut: a record with it comes as a LogBatch (ProtoBatch).
+  bool shipped_cut(int) const { return false; }
   // Line i as Prematch parsed it, when it kept it (read only with prematched()'s candidates).
   const ParsedLine* preparsed(int i) const {
     return static_cast<size_t>(i) < b_.parsed_kept.size() && b_.parsed_kept[i] &&
@@ -866,6 +870,9 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
           batch.prepared(record, &truncated) ? batch.line(record)
           : plain ? TrimLine(batch.line(record), cap, &truncated)
                   : PrepareLine(batch.line(record), cap, &sanitized, &truncated, &sanitize);
+      // Cut by the shipper at its own cap: cut here too, whatever this cap (a line the
+      // shipper cut to a cap at or below ours would otherwise look whole).
+      truncated = truncated || batch.shipped_cut(record);
       if (truncated) ack.set_truncated(ack.truncated() + 1);
       if (sanitize) ack.set_sanitized(ack.sanitized() + 1);
       // In the daemon, a stream silent for a month starts over from now: the nearest year to a

@@ -600,6 +600,50 @@ TEST_F(PipelineTest, ACutLineCannotEndInAForgedTail) {
   }
 }
 
+// A line the shipper cut at its own cap (`palisadectl ship`: 1 MiB, --follow: 64 KiB) comes
+// flagged (LogRecord.cut): under a larger cap here it would look whole, its cut end taken for
+// its writer's, so it is cut here too. Unflagged, the same bytes are a whole line.
+TEST_F(PipelineTest, ALineTheShipperCutIsCutWhateverTheCap) {
+  constexpr absl::string_view kPinned = R"pb(
+    rules {
+      id: "app-login"
+      formats: LOG_FORMAT_RAW
+      patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb";
+  const std::string forged =
+      "Failed Login: username=" + std::string(200, 'A') + " ip=198.51.100.66";
+  for (const bool cut : {true, false}) {
+    PipelineOptions options;
+    options.max_line_bytes = forged.size() + 1000;  // the server's cap: above the shipper's
+    prometheus::Registry registry;
+    DecisionTable table(clock_);
+    Pipeline pipeline(*RuleSet::Compile({*ParseRulePack(kPinned, "pinned.textproto")}), options,
+                      clock_, table, registry);
+    LogBatch batch;
+    batch.set_format(LogFormat::LOG_FORMAT_RAW);
+    palisade::v1::LogRecord* record = batch.add_records();
+    record->set_line(forged);
+    record->set_cut(cut);
+    absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(batch);
+    ASSERT_THAT(ack, IsOk());
+    std::vector<std::string> keys;
+    for (const auto& d : table.List({})) keys.push_back(d.target().value());
+    if (cut) {
+      EXPECT_EQ(ack->truncated(), 1u);
+      EXPECT_THAT(keys, ::testing::IsEmpty()) << "the shipper's cut line keyed its forged tail";
+    } else {
+      EXPECT_EQ(ack->truncated(), 0u);
+      EXPECT_THAT(keys, ::testing::ElementsAre("198.51.100.66"));  // whole: its writer's end
+    }
+  }
+}
+
 // The same through Prematch (the file inputs' threads parse and match ahead): the line it cut is
 // flagged cut there, so the parse ProcessLines takes from it keys no forged tail either.
 TEST_F(PipelineTest, ACutLinePrematchedCannotEndInAForgedTail) {

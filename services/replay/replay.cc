@@ -11,6 +11,7 @@
 #include "prometheus/registry.h"
 #include "services/common/clock.h"
 #include "services/decisions/decision_table.h"
+#include "services/formats/json_parser.h"
 #include "services/pipeline/pipeline.h"
 #include "services/server/config.h"
 
@@ -36,6 +37,15 @@ absl::StatusOr<size_t> Fill(LineSource& source, uint32_t n, Slot& slot) {
 }
 
 }  // namespace
+
+LineReaderOptions ReplayReaderOptions(palisade::v1::LogFormat format, size_t max_line_bytes,
+                                      size_t max_record_bytes) {
+  LineReaderOptions options;
+  // The byte past the cap tells the pipeline the line went on (Pipeline::TrimLine).
+  options.max_line_bytes =
+      std::max(options.max_line_bytes, LineCapFor(format, max_line_bytes, max_record_bytes) + 1);
+  return options;
+}
 
 absl::StatusOr<ReplayOptions> ReplayOptionsFromConfig(const palisade::v1::Config& config) {
   // As palisaded maps it (ApplyToPipeline), less what a replay has none of (feeds, the token

@@ -173,6 +173,14 @@ inline constexpr uint32_t kMaxReplayThreads = 64;
 // field for an allowlist or a zone that does not parse.
 absl::StatusOr<ReplayOptions> ReplayOptionsFromConfig(const palisade::v1::Config& config);
 
+// How a replay reads files of `format` (palisadectl replay and ship): each line kept up to one
+// byte past the cap the pipeline cuts it at (max_line_bytes; a JSON record, max_record_bytes),
+// and at least 1 MiB. The file inputs keep that byte too: a line the reader cut and a whole
+// one of the cap's length then differ (ParsedLine::cut), whatever the cap; a reader that
+// stopped at the cap handed the pipeline a cut line it took for whole.
+LineReaderOptions ReplayReaderOptions(palisade::v1::LogFormat format, size_t max_line_bytes,
+                                      size_t max_record_bytes);
+
 // Replays the lines of `source` (a file streamed through a LineReader: memory bounded by one
 // batch, whatever the file's size) of `format` through `rules`. The source's error, if any, ends
 // the replay with it.

@@ -95,6 +95,57 @@ TEST(ReplayTest, AStreamedFileReplaysAsTheLinesInMemory) {
             absl::StatusCode::kDataLoss);
 }
 
+// A line longer than max_line_bytes is cut there and its cut end is not its writer's: a rule
+// pinned to the end must not key a forged tail a long user name put right before the cut. With
+// a cap of 1 MiB or more, as with a smaller one, the reader keeps a byte past the cap, so the
+// cut line is known cut; a whole line of exactly the cap's length still keys its own tail.
+TEST(ReplayTest, AFileLineCutAtALargeCapIsKnownCut) {
+  constexpr absl::string_view kPinned = R"pb(
+    rules {
+      id: "app-login"
+      formats: LOG_FORMAT_RAW
+      patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb";
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(kPinned, "pinned.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  for (const size_t cap : {size_t{1} << 20, (size_t{1} << 20) + 4096}) {
+    SCOPED_TRACE(absl::StrCat("max_line_bytes ", cap));
+    const std::string head = "Failed Login: username=";
+    // `tail` ending the line's first `cap` bytes.
+    auto capped = [&](const std::string& tail) {
+      return head + std::string(cap - head.size() - tail.size(), 'A') + tail;
+    };
+    const std::string forged = capped(" ip=198.51.100.66") + " ip=192.0.2.1";
+    const std::string whole = capped(" ip=203.0.113.5");
+    ASSERT_EQ(whole.size(), cap);
+    const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/long.log");
+    {
+      std::ofstream out(path, std::ios::trunc);
+      out << forged << "\n" << whole << "\n";
+    }
+    ReplayOptions replay;
+    replay.max_line_bytes = static_cast<uint32_t>(cap);
+    absl::StatusOr<std::unique_ptr<LineReader>> reader =
+        LineReader::Open(path, ReplayReaderOptions(palisade::v1::LOG_FORMAT_RAW,
+                                                   replay.max_line_bytes, replay.max_record_bytes));
+    ASSERT_TRUE(reader.ok()) << reader.status();
+    absl::StatusOr<ReplaySummary> s =
+        Replay(*rules, palisade::v1::LOG_FORMAT_RAW, **reader, replay);
+    ASSERT_TRUE(s.ok()) << s.status();
+    EXPECT_EQ(s->lines, 2u);
+    EXPECT_EQ(s->truncated, 1u);
+    EXPECT_EQ(Targets(*s), std::set<std::string>{"203.0.113.5"});
+  }
+}
+
 // A replay with a config decides as palisaded with that config would: its engine section
 // (here session_ttl) applies, not replay's defaults. Two connections whose address-less
 // disconnect comes 5 minutes after their "Connection from": one decision with the default ttl

@@ -1,5 +1,6 @@
 #include "services/server/grpc_services.h"
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <thread>
@@ -8,8 +9,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "prometheus/registry.h"
+#include "services/cli/shipper.h"
 #include "services/common/clock.h"
 #include "services/common/status_matchers.h"
+#include "services/server/api_limits.h"
 #include "services/server/config.h"
 
 namespace palisade {
@@ -59,6 +62,70 @@ TEST(AdminServiceTest, ConcurrentReloadsApplyWhatWasReadLast) {
   second.join();
   EXPECT_EQ(calls.load(), 2);
   EXPECT_EQ(pipeline.rules(), *newer);
+}
+
+// A line a shipper cut at its own cap comes flagged (LogRecord.cut), and the daemon takes it as
+// cut whatever its own cap: here one larger than the line, under which the line looked whole
+// and a rule pinned to its end keyed the forged tail right before the shipper's cut. Through
+// the real Ingest service (whose common batch, lines alone, is read without a record per line)
+// and the shipper's client; the same bytes unflagged are a whole line.
+TEST(IngestServiceTest, ALineTheShipperCutIsCutWhateverTheDaemonsCap) {
+  constexpr absl::string_view kPinned = R"pb(
+    rules {
+      id: "app-login"
+      formats: LOG_FORMAT_RAW
+      patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb";
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(kPinned, "pinned.textproto");
+  ASSERT_THAT(pack, IsOk());
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
+  ASSERT_THAT(rules, IsOk());
+  const std::string forged =
+      "Failed Login: username=" + std::string(300, 'A') + " ip=198.51.100.66";
+  const std::string whole = "Failed Login: username=bob ip=203.0.113.5";
+  for (const bool cut : {true, false}) {
+    SimulatedClock clock;
+    prometheus::Registry registry;
+    DecisionTable table(clock);
+    PipelineOptions options;
+    options.max_line_bytes = 64 * 1024;  // above the shipper's cut
+    Pipeline pipeline(*rules, options, clock, table, registry);
+    ApiLimits limits(ApiLimits::Options(), registry);
+    IngestService ingest(pipeline, limits);
+    grpc::ServerBuilder builder;
+    builder.RegisterService(&ingest);
+    std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+    std::unique_ptr<palisade::v1::Ingest::Stub> stub =
+        palisade::v1::Ingest::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+    std::vector<palisade::v1::LogRecord> records(2);
+    records[0].set_line(forged);
+    records[0].set_cut(cut);
+    records[1].set_line(whole);
+    ShipOptions ship;
+    ship.format = palisade::v1::LOG_FORMAT_RAW;
+    ship.source = "web-1";
+    absl::StatusOr<ShipSummary> summary = Ship(*stub, records, ship);
+    server->Shutdown();
+    ASSERT_THAT(summary, IsOk());
+    EXPECT_EQ(summary->accepted, 2u);
+    std::vector<std::string> keys;
+    for (const auto& d : table.List({})) keys.push_back(d.target().value());
+    std::sort(keys.begin(), keys.end());
+    if (cut) {
+      EXPECT_EQ(summary->truncated, 1u);
+      EXPECT_EQ(keys, std::vector<std::string>{"203.0.113.5"})
+          << "the shipper's cut line keyed its forged tail";
+    } else {
+      EXPECT_EQ(summary->truncated, 0u);
+      EXPECT_EQ(keys, (std::vector<std::string>{"198.51.100.66", "203.0.113.5"}));
+    }
+  }
 }
 
 }  // namespace

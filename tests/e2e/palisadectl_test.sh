@@ -72,6 +72,42 @@ grep -q '"time":"' <<<"$ny_remote" || fail "no event time in the remote answer: 
 [ "$ny_local" != "$utc_local" ] || fail "--time_zone changed nothing"
 kill "$daemon_ny"
 wait "$daemon_ny" 2>/dev/null || true
+
+# A line longer than ship's reader cap (1 MiB) is shipped as its first MiB marked cut
+# (LogRecord.cut): a palisaded whose engine.max_line_bytes is larger must still not take the cut
+# for the line's end. The gitlab rule is pinned to it (`... ip=(?P<ip>...)$`, 5 in 10 minutes):
+# five lines whose first MiB ends in a forged " ip=" ban no one; five whole ones ban their own.
+cat >"$work/long.textproto" <<EOF2
+rule_files: "$PWD/rules/webapps.textproto"
+engine { max_line_bytes: 2097152 }
+EOF2
+"$daemon_bin" --config="$work/long.textproto" --grpc_listen=127.0.0.1:0 --metrics_listen=off \
+  --port_file="$work/ports_long" --state_file=:memory: --shutdown_grace=200ms \
+  2>"$work/daemon_long.log" &
+daemon_long=$!
+trap 'kill "$daemon" "$daemon_long" 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+for _ in $(seq 1200); do [ -s "$work/ports_long" ] && break; sleep 0.05; done
+[ -s "$work/ports_long" ] || fail "the long-line palisaded did not start: $(cat "$work/daemon_long.log")"
+port_long=$(sed -n 's/^grpc=//p' "$work/ports_long")
+login="Failed Login: username="
+forged=" ip=198.51.100.66"
+name=$(head -c $(((1 << 20) - ${#login} - ${#forged})) /dev/zero | tr '\0' A)
+for i in 1 2 3 4 5; do
+  printf '%s%s%s ip=203.0.113.66\n' "$login" "$name" "$forged"
+  printf '%sbob%d ip=203.0.113.77\n' "$login" "$i"
+done >"$work/gitlab.log"
+out=$("$ctl_bin" --server="127.0.0.1:$port_long" ship "$work/gitlab.log" --format=raw \
+  --source=gitlab 2>"$work/ship_long.err") || fail "ship of long lines: $(cat "$work/ship_long.err")"
+grep -qE '10 lines in [0-9]+ batches: 10 accepted' <<<"$out" || fail "ship of long lines: $out"
+grep -q '5 line(s) longer than 1048576 bytes cut' "$work/ship_long.err" \
+  || fail "the cut lines were not told: $(cat "$work/ship_long.err")"
+long_targets=$("$ctl_bin" --server="127.0.0.1:$port_long" decisions list --active --json)
+grep -qF '203.0.113.77' <<<"$long_targets" || fail "the whole lines banned no one: $long_targets"
+if grep -qF '198.51.100.66' <<<"$long_targets"; then
+  fail "a shipped cut line's forged tail was banned: ${long_targets:0:300}"
+fi
+kill "$daemon_long"
+wait "$daemon_long" 2>/dev/null || true
 first=$(sed -n 1p <<<"$local_json")
 grep -qE '^[{]"line":[0-9]+,"rule":"sshd-[a-z-]+","key":"[0-9a-f:.]+","time":"20[0-9][0-9]-' <<<"$first" \
   || fail "json shape: $first"
