@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <optional>
 #include <set>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -11,6 +13,11 @@ namespace palisade {
 namespace {
 
 const char* OpName(ActionOp::Kind k) { return k == ActionOp::Kind::kApply ? "apply" : "remove"; }
+
+// A target as the order rules and the replacement pairing compare it: kind and value.
+std::string TargetKey(const palisade::v1::Target& t) {
+  return absl::StrCat(static_cast<int>(t.kind()), "/", t.value());
+}
 
 // The order rule for an actuator that adopts existing objects (AdoptsExisting): an apply waits
 // while a remove of the same target (kind and value) for another decision is anywhere in the
@@ -38,10 +45,7 @@ class RemoveBarrier {
   }
 
  private:
-  static std::string Key(const ActionOp& op) {
-    const palisade::v1::Target& t = op.decision.target();
-    return absl::StrCat(static_cast<int>(t.kind()), "/", t.value());
-  }
+  static std::string Key(const ActionOp& op) { return TargetKey(op.decision.target()); }
   const bool ordered_;
   std::map<std::string, std::set<std::string>> removing_;  // target -> decision ids
 };
@@ -108,6 +112,8 @@ void Dispatcher::RememberEdge(const std::string& id, int kind, const EdgeRef& re
   }
   edges_.insert_or_assign(id, Made{kind, ref});
   if (IsObject(ref)) ++active_[kind];
+  // The remove of the decision it replaced may go now (its worker may be waiting).
+  if (awaited_.erase(id) > 0) wake_.SignalAll();
   // The apply succeeded after all (a changed decision tried again): in the store, the edge
   // record has replaced the failure record (one row per decision).
   failed_.erase(id);
@@ -190,7 +196,23 @@ absl::Status Dispatcher::Restore() {
   for (const OutboxRow& row : *outbox) {
     if (!row.apply) removed_at[row.decision.id()] = row.seq;
   }
+  // As OnDecision pairs an ending with the creation heard right after it (see just_ended_):
+  // the table wrote the two operations in one transaction, so while neither has completed they
+  // are next to each other in the outbox, whatever their actuators.
+  std::optional<Ended> ended;        // the previous row's, when it is such a remove
+  ActionOp* ended_remove = nullptr;  // its op, when queued
   for (OutboxRow& row : *outbox) {
+    const std::optional<Ended> before = std::exchange(ended, std::nullopt);
+    ActionOp* const before_remove = std::exchange(ended_remove, nullptr);
+    std::string replaces;
+    if (!row.apply) {
+      if (auto e = edges_.find(row.decision.id()); e != edges_.end() && IsObject(e->second.ref)) {
+        ended = Ended{TargetKey(row.decision.target()), row.decision.id(), e->second.kind};
+      }
+    } else if (before && before->id != row.decision.id() &&
+               before->target == TargetKey(row.decision.target())) {
+      replaces = before->id;
+    }
     auto q = queues_.find(row.decision.actuator());
     if (q == queues_.end()) {
       if (auto p = parked_.find(row.decision.actuator()); p != parked_.end()) {
@@ -206,6 +228,7 @@ absl::Status Dispatcher::Restore() {
     op.seq = row.seq;
     op.attempts = row.attempts;
     op.not_before = row.not_before;
+    op.replaces = std::move(replaces);
     auto removed = removed_at.find(op.decision.id());
     const bool removed_after = removed != removed_at.end() && removed->second > row.seq;
     if (row.apply && !op.decision.active() && !removed_after) {
@@ -233,7 +256,13 @@ absl::Status Dispatcher::Restore() {
       auto edge = edges_.find(op.decision.id());
       op.edge = edge == edges_.end() ? EdgeRef() : edge->second.ref;
     }
+    if (before_remove != nullptr && !op.replaces.empty() && before->kind != q->first) {
+      before_remove->successor = op.decision.id();
+      awaited_.insert(op.decision.id());
+    }
     q->second.ops.push_back(std::move(op));
+    // A deque's push_back keeps references to its elements valid.
+    if (ended && !row.apply) ended_remove = &q->second.ops.back();
   }
   for (auto& [kind, q] : queues_) q.pending->Set(static_cast<double>(q.ops.size()));
   return absl::OkStatus();
@@ -353,6 +382,8 @@ void Dispatcher::Report(palisade::v1::Actuator kind, const std::string& actuator
 void Dispatcher::OnDecision(const DecisionUpdate& update) {
   const palisade::v1::Decision& d = update.decision;
   absl::MutexLock lock(&mu_);
+  // Taken whatever this update is: only the update heard right after an ending pairs with it.
+  const std::optional<Ended> ended = std::exchange(just_ended_, std::nullopt);
   auto q = queues_.find(d.actuator());
   if (q == queues_.end()) {
     if (auto p = parked_.find(d.actuator()); p != parked_.end()) {
@@ -368,18 +399,45 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     op.decision = d;
     op.secret = update.secret;
     op.seq = update.outbox_seq;
+    if (ended && ended->id != d.id() && ended->target == TargetKey(d.target())) {
+      op.replaces = ended->id;
+      // In another actuator's queue, the remove of the decision it replaces would not wait
+      // for it (RemoveBarrier orders one queue): it waits until this apply reaches the edge or
+      // this decision ends, so a held or failing apply never leaves the target bare. (In the
+      // same queue the order rules stand: an access rule is replaced in place, remove first.)
+      if (auto rq = queues_.find(ended->kind); ended->kind != q->first && rq != queues_.end()) {
+        auto& rops = rq->second.ops;
+        auto remove = std::find_if(rops.rbegin(), rops.rend(), [&](const ActionOp& o) {
+          return o.kind == ActionOp::Kind::kRemove && o.decision.id() == ended->id;
+        });
+        if (remove != rops.rend()) {
+          remove->successor = d.id();
+          awaited_.insert(d.id());
+        }
+      }
+    }
     q->second.ops.push_back(std::move(op));
     queued_at_[d.id()] = clock_.TimeNow();
   } else if (update.change == DecisionChange::kExpired ||
              update.change == DecisionChange::kWithdrawn) {
     counted_.erase(d.id());
+    awaited_.erase(d.id());  // the remove of the decision it replaced waits no more
     auto& ops = q->second.ops;
     auto queued = std::find_if(ops.begin(), ops.end(), [&](const ActionOp& op) {
       return op.kind == ActionOp::Kind::kApply && op.decision.id() == d.id();
     });
     auto held = std::find_if(held_.begin(), held_.end(),
                              [&](const auto& h) { return h.second.decision.id() == d.id(); });
+    // An apply cancelled here never went out: the decision it took over from still stands, and
+    // what the table creates next on the target (a still stronger claim) takes over from that.
+    const auto pass_on = [&](const ActionOp& cancelled) {
+      auto was = edges_.find(cancelled.replaces);
+      if (!cancelled.replaces.empty() && was != edges_.end() && IsObject(was->second.ref)) {
+        just_ended_ = Ended{TargetKey(d.target()), cancelled.replaces, was->second.kind};
+      }
+    };
     if (queued != ops.end()) {  // never went out: nothing to undo
+      pass_on(*queued);
       queued_at_.erase(d.id());
       Drop(queued->seq);
       Drop(update.outbox_seq);
@@ -387,6 +445,7 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
              "cancelled", "the decision ended before it was sent");
       ops.erase(queued);
     } else if (held != held_.end()) {
+      pass_on(held->second);
       queued_at_.erase(d.id());
       Drop(held->second.seq);
       Drop(update.outbox_seq);
@@ -397,6 +456,9 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     } else if (in_flight_.count(d.id())) {
       remove_after_[d.id()] = update.outbox_seq;
     } else if (auto edge = edges_.find(d.id()); edge != edges_.end()) {
+      if (IsObject(edge->second.ref)) {
+        just_ended_ = Ended{TargetKey(d.target()), d.id(), edge->second.kind};
+      }
       ActionOp op;
       op.kind = ActionOp::Kind::kRemove;
       op.decision = d;
@@ -475,7 +537,7 @@ bool Dispatcher::HasDue(int kind, absl::Time now) const {
   if (qi == queues_.end() || WaitsForCredentials(kind, now)) return false;
   const RemoveBarrier barrier(*qi->second.actuator, qi->second.ops);
   for (const ActionOp& op : qi->second.ops) {
-    if (!barrier.Waits(op) && op.not_before <= now) return true;
+    if (!barrier.Waits(op) && !AwaitsSuccessor(op) && op.not_before <= now) return true;
   }
   return false;
 }
@@ -488,7 +550,7 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
   const RemoveBarrier barrier(*q.actuator, q.ops);
   std::deque<ActionOp> keep;
   for (ActionOp& op : q.ops) {
-    if (barrier.Waits(op) || op.not_before > now) {
+    if (barrier.Waits(op) || AwaitsSuccessor(op) || op.not_before > now) {
       keep.push_back(std::move(op));
       continue;
     }
@@ -525,11 +587,20 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
       // The budget counts new bans: an op spends it on its first pass only, not again at each
       // retry (an outage would otherwise spend max_attempts slots on one ban, and hold the
       // bans behind it, or its own retry), nor a decision's repair (counted_). An apply that
-      // sends nothing (dry run) is no ban.
+      // sends nothing (dry run) is no ban, nor one that takes over a target from a decision
+      // standing at the edge (ActionOp::replaces): held, it left the target bare once that
+      // decision's remove (never held) went out.
       if (!op.counted && counted_.count(op.decision.id()) == 0 && Sends(op)) {
+        const bool replaces = !op.replaces.empty();
+        int active = active_[kind];
+        auto was = edges_.find(op.replaces);
+        if (replaces && was != edges_.end() && was->second.kind == kind &&
+            IsObject(was->second.ref)) {
+          --active;  // the target's object until its remove settles: the cap counts it once
+        }
         if (op.released) {
-          guard_->Record(op.decision, now);
-        } else if (guard_->Check(op.decision, now, active_[kind]) == Guard::Verdict::kHeld) {
+          if (!replaces) guard_->Record(op.decision, now);
+        } else if (guard_->Check(op.decision, now, active, replaces) == Guard::Verdict::kHeld) {
           Report(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op, "held",
                  "over the blast-radius limit; release with palisadectl actions release");
           held_.emplace_back(kind, std::move(op));

@@ -39,6 +39,12 @@
 // made by the decision's marker). And any actuator's apply of a decision that has ended, with
 // no remove of it after it in the outbox, is cancelled (an apply the table wrote late, after a
 // store outage, behind a remove that has completed).
+// Across queues, the remove of a decision replaced by one of another actuator (a block in the
+// IP list taking over from a challenge's access rule: ActionOp::replaces) waits until its
+// successor's apply has reached the edge, or the successor has ended: a successor held by the
+// guard, or failing for good (the list full), leaves the challenge standing, not the target
+// bare; both standing for a moment is harmless. The wait is known again after a restart while
+// both operations are in the outbox (see Restore).
 // Pause / Resume let the reconciler compare the edge with the decisions while nothing changes
 // the edge: ops are still queued, none starts.
 // Dry run (cloudflare.dry_run, or the decision's rule in shadow mode): an op is recorded and
@@ -55,6 +61,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -112,10 +119,14 @@ class Dispatcher {
   // (logged once); the next start that adds the actuator runs them (Restore). Those of a kind
   // neither added nor parked (ACTUATOR_NONE; Cloudflare not configured) leave the outbox.
   void ParkActuator(palisade::v1::Actuator kind, const std::string& name);
-  // Checked before every apply (see guard.h). Without one, nothing is held or refused here. A
-  // decision's apply spends the per-minute budget once, on its first pass: its retries, and a
-  // repair (Reapply) after its retries ran out or its object went missing, are the same ban.
-  // One that sends nothing (dry run) spends none.
+  // Checked before every apply (see guard.h). Without one, nothing is held or refused here. The
+  // per-minute budget counts targets newly restricted: a decision's apply spends it once, on
+  // its first pass: its retries, and a repair (Reapply) after its retries ran out or its object
+  // went missing, are the same ban. One that sends nothing (dry run) spends none, nor one that
+  // takes over a target from a decision whose object stands at the edge (ActionOp::replaces: a
+  // block replacing a challenge; the creation heard right after that decision's ending, on the
+  // same target); a replacement of one that never reached the edge (held, dry run, local only)
+  // is a new restriction and spends it.
   void SetGuard(std::unique_ptr<Guard> guard);
   // A reload changed the allowlist: the guard, and every actuator sharing its set (the IP list,
   // the reconciler's copy of it; see SharedNeverBan), judge by `never_ban` from now on. Swapped
@@ -206,8 +217,14 @@ class Dispatcher {
     bool logged = false;  // that its operations are kept
   };
   int RunQueue(int kind);
-  // Is an op of queue `kind` due and free to go (not waiting behind a remove)?
+  // Is an op of queue `kind` due and free to go (not waiting behind a remove, nor for the apply
+  // of the decision that replaced it)?
   bool HasDue(int kind, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Does `op` (a remove) wait for the apply of the decision that replaced it?
+  bool AwaitsSuccessor(const ActionOp& op) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return op.kind == ActionOp::Kind::kRemove && !op.successor.empty() &&
+           awaited_.count(op.successor) > 0;
+  }
   // Is queue `kind` waiting after a refusal of palisaded's credentials?
   bool WaitsForCredentials(int kind, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; }
@@ -292,6 +309,22 @@ class Dispatcher {
   // guard's own count.
   std::set<std::string> counted_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, int64_t> remove_after_ ABSL_GUARDED_BY(mu_);  // id -> remove's seq
+  // The last update heard, when it ended a decision whose object stands at the edge (not a dry
+  // run's): its target (kind and value) and id. The creation heard right after it on the same
+  // target takes over from that decision (ActionOp::replaces): the table withdraws (or expires)
+  // the one and creates the other in one change set, heard in order. Any other update clears
+  // it, so it never outlives the change set.
+  struct Ended {
+    std::string target;
+    std::string id;
+    int kind;  // the actuator of its object
+  };
+  std::optional<Ended> just_ended_ ABSL_GUARDED_BY(mu_);
+  // Decisions that took over from one standing in another actuator (ActionOp::successor), while
+  // their apply has not reached the edge: that one's remove waits. An id goes when its apply
+  // succeeds (RememberEdge) or its decision ends, so the wait is bounded by the successor's
+  // expiry, and the set holds at most the active decisions. Rebuilt by Restore from the outbox.
+  std::set<std::string> awaited_ ABSL_GUARDED_BY(mu_);
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   // When each apply was queued, for the latency histogram. An entry lives exactly as long as
   // its apply: erased when it settles, fails, is refused or is cancelled (queued or held), so

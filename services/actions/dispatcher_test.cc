@@ -23,7 +23,7 @@ using ::testing::SizeIs;
 // A scriptable actuator that records what it was asked to do.
 class FakeActuator final : public Actuator {
  public:
-  std::string name() const override { return "fake"; }
+  std::string name() const override { return label; }
   bool AdoptsExisting() const override { return adopts; }
   void Restore(const std::vector<EdgeRef>& made) override {
     for (const EdgeRef& r : made) restored.push_back(r.id);
@@ -62,6 +62,7 @@ class FakeActuator final : public Actuator {
       objects[target] = op->edge.id;
     }
   }
+  std::string label = "fake";
   bool adopts = false;
   bool needs_secret = false;
   // What is at the edge: object id by target value.
@@ -694,6 +695,224 @@ TEST_F(DispatcherTest, ARepairOfAnApplyOutOfRetriesSpendsNoSecondSlot) {
   dispatcher_.RunOnce();
   EXPECT_EQ(dispatcher_.held(), 1u);
   EXPECT_THAT(fake_->calls, ElementsAre("apply a", "apply a", "apply a", "apply a"));
+}
+
+// The table replaces a challenge (an access rule) with a block (the shipped packs block
+// through the IP list) when a blocking rule matches a challenged address: the challenge is
+// withdrawn, then the block created. The block restricts no new target (its target was charged
+// when the challenge went out), so it spends no budget; it was held past the limit while the
+// challenge's remove went out, and the address was left bare until an operator acted.
+TEST_F(DispatcherTest, ABlockReplacingAChallengeAtTheEdgeIsNotHeld) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  const auto block = [&](const std::string& id, const std::string& target) {
+    DecisionUpdate u = Update(DecisionChange::kCreated, id);
+    u.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    u.decision.mutable_target()->set_value(target);
+    return u;
+  };
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "challenge"));
+  dispatcher_.RunOnce();  // spends the minute's one slot
+  ASSERT_EQ(dispatcher_.edges().count("challenge"), 1u);
+  dispatcher_.OnDecision(Update(DecisionChange::kWithdrawn, "challenge"));
+  dispatcher_.OnDecision(block("block", "203.0.113.7"));
+  // A block on a target nothing restricts is a new ban: still held.
+  dispatcher_.OnDecision(block("fresh", "203.0.113.9"));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(lists->calls, ElementsAre("apply block"));
+  EXPECT_EQ(dispatcher_.edges().count("block"), 1u);
+  EXPECT_EQ(dispatcher_.held(), 1u);  // fresh
+  EXPECT_EQ(Actions("held"), 1);
+  dispatcher_.RunOnce();  // the challenge's remove, once the block is at the edge
+  EXPECT_THAT(fake_->calls, ElementsAre("apply challenge", "remove challenge edge-challenge"));
+}
+
+// The challenge's remove and the block's apply are in two actuators' queues, and the order
+// rules (RemoveBarrier) hold within one queue only: the remove went out even when the block's
+// apply failed for good (the list at its cap), and the address was left unrestricted. The
+// remove now waits until the block is at the edge, or the block has ended.
+TEST_F(DispatcherTest, AChallengesRemoveWaitsForTheBlockReplacingItInAnotherActuator) {
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  const auto challenge = [&](DecisionChange change, const std::string& id,
+                             const std::string& target) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.mutable_target()->set_value(target);
+    return u;
+  };
+  const auto block = [&](DecisionChange change, const std::string& id, const std::string& target) {
+    DecisionUpdate u = challenge(change, id, target);
+    u.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    return u;
+  };
+  // The list is full: the block fails for good; the challenge stays until the block ends.
+  lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
+  dispatcher_.OnDecision(challenge(DecisionChange::kCreated, "c1", "203.0.113.7"));
+  dispatcher_.RunOnce();
+  dispatcher_.OnDecision(challenge(DecisionChange::kWithdrawn, "c1", "203.0.113.7"));
+  dispatcher_.OnDecision(block(DecisionChange::kCreated, "b1", "203.0.113.7"));
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  EXPECT_THAT(lists->calls, ElementsAre("apply b1"));
+  EXPECT_THAT(dispatcher_.FailedForGood(), ElementsAre(Pair("b1", "0.0")));
+  EXPECT_THAT(fake_->calls, ElementsAre("apply c1"));
+  EXPECT_EQ(dispatcher_.edges().count("c1"), 1u);
+  EXPECT_TRUE(dispatcher_.Busy("c1"));  // the reconciler leaves its object alone
+  dispatcher_.OnDecision(block(DecisionChange::kExpired, "b1", "203.0.113.7"));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply c1", "remove c1 edge-c1"));
+  EXPECT_THAT(dispatcher_.edges(), IsEmpty());
+
+  // The block goes out: the challenge's remove follows it, not before.
+  dispatcher_.OnDecision(challenge(DecisionChange::kCreated, "c2", "203.0.113.8"));
+  dispatcher_.RunOnce();
+  dispatcher_.OnDecision(challenge(DecisionChange::kWithdrawn, "c2", "203.0.113.8"));
+  dispatcher_.OnDecision(block(DecisionChange::kCreated, "b2", "203.0.113.8"));
+  dispatcher_.RunOnce();  // the access rules' queue runs first: its remove waits
+  EXPECT_THAT(lists->calls, ElementsAre("apply b1", "apply b2"));
+  EXPECT_THAT(fake_->calls, ElementsAre("apply c1", "remove c1 edge-c1", "apply c2"));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls,
+              ElementsAre("apply c1", "remove c1 edge-c1", "apply c2", "remove c2 edge-c2"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+// A decision replaced before its apply went out passes the decision it took over from on: what
+// replaces it in turn (the same change set) takes over from the one still at the edge.
+TEST_F(DispatcherTest, AReplacementCancelledBeforeItWentOutPassesOnWhatItReplaced) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  const auto listed = [&](DecisionChange change, const std::string& id) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    return u;
+  };
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+  dispatcher_.RunOnce();  // spends the slot
+  dispatcher_.OnDecision(Update(DecisionChange::kExpired, "a"));
+  dispatcher_.OnDecision(listed(DecisionChange::kCreated, "c"));    // reinstated behind a
+  dispatcher_.OnDecision(listed(DecisionChange::kWithdrawn, "c"));  // replaced at once
+  dispatcher_.OnDecision(listed(DecisionChange::kCreated, "b"));
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 0u);
+  EXPECT_THAT(lists->calls, ElementsAre("apply b"));
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+}
+
+// The active cap counts objects per actuator: a rule's ban replacing a feed's on the same
+// target with the same actuator is one target, not a second object, while the feed's remove
+// has not settled.
+TEST_F(DispatcherTest, AReplacementInTheSameActuatorIsNotCountedTwiceByTheActiveCap) {
+  GuardOptions options;
+  options.max_active_per_actuator = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  DecisionUpdate feed = Update(DecisionChange::kCreated, "feed");
+  feed.decision.set_origin(palisade::v1::ORIGIN_FEED);
+  dispatcher_.OnDecision(feed);
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.edges().count("feed"), 1u);
+  feed.change = DecisionChange::kWithdrawn;
+  dispatcher_.OnDecision(feed);
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "rule"));
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 0u);
+  EXPECT_THAT(fake_->calls, ElementsAre("apply feed", "remove feed edge-feed", "apply rule"));
+}
+
+// What the replaced decision never put at the edge (held, dry run) restricted nothing: its
+// successor is a new restriction and spends the budget as any other.
+TEST_F(DispatcherTest, ABlockReplacingAChallengeThatNeverReachedTheEdgeIsCharged) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  DecisionUpdate first = Update(DecisionChange::kCreated, "first");
+  first.decision.mutable_target()->set_value("203.0.113.1");
+  dispatcher_.OnDecision(first);
+  DecisionUpdate shadow = Update(DecisionChange::kCreated, "shadow");
+  shadow.decision.mutable_target()->set_value("203.0.113.2");
+  shadow.decision.set_dry_run(true);
+  dispatcher_.OnDecision(shadow);
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "challenge"));
+  dispatcher_.RunOnce();  // first spends the slot, shadow sends nothing, challenge is held
+  ASSERT_EQ(dispatcher_.held(), 1u);
+  ASSERT_EQ(dispatcher_.edges().count("shadow"), 1u);
+  for (const char* ended : {"challenge", "shadow"}) {
+    DecisionUpdate withdrawn = Update(DecisionChange::kWithdrawn, ended);
+    DecisionUpdate block = Update(DecisionChange::kCreated, absl::StrCat(ended, "-block"));
+    if (std::string(ended) == "shadow") {
+      withdrawn.decision.mutable_target()->set_value("203.0.113.2");
+      withdrawn.decision.set_dry_run(true);
+      block.decision.mutable_target()->set_value("203.0.113.2");
+    }
+    block.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    dispatcher_.OnDecision(withdrawn);
+    dispatcher_.OnDecision(block);
+  }
+  dispatcher_.RunOnce();
+  EXPECT_THAT(lists->calls, IsEmpty());
+  EXPECT_EQ(dispatcher_.held(), 2u);  // challenge-block, shadow-block
+}
+
+// The dispatcher learns that an apply replaces a standing decision from the update stream (a
+// withdrawal, then the creation on the same target); after a restart, from the outbox, where
+// the table wrote the two operations next to each other in one transaction.
+TEST_F(DispatcherTest, AfterARestartABlockReplacingAChallengeIsStillNotHeld) {
+  auto store = FreshStore("replace.db");
+  ASSERT_TRUE(store.ok());
+  auto record = [&](DecisionChange change, const std::string& id, palisade::v1::Actuator kind,
+                    const std::string& target) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(kind);
+    u.decision.mutable_target()->set_value(target);
+    u.decision.set_active(change == DecisionChange::kCreated);
+    u.outbox_seq =
+        *(*store)->RecordDecision(u.decision, nullptr, change == DecisionChange::kCreated);
+    return u;
+  };
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "challenge",
+                                palisade::v1::ACTUATOR_ACCESS_RULE, "203.0.113.7"));
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.edges().count("challenge"), 1u);
+  // Recorded, then the process "dies" before sending: a fresh block, then the replacement.
+  record(DecisionChange::kCreated, "fresh", palisade::v1::ACTUATOR_IP_LIST, "203.0.113.9");
+  record(DecisionChange::kWithdrawn, "challenge", palisade::v1::ACTUATOR_ACCESS_RULE,
+         "203.0.113.7");
+  record(DecisionChange::kCreated, "block", palisade::v1::ACTUATOR_IP_LIST, "203.0.113.7");
+
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  r->dispatcher.SetGuard(std::make_unique<Guard>(options));
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  r->dispatcher.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  r->dispatcher.RunOnce();
+  EXPECT_THAT(lists->calls, ElementsAre("apply fresh", "apply block"));  // fresh spent the slot
+  EXPECT_EQ(r->dispatcher.held(), 0u);
+  // The challenge's remove waited for the block (its queue ran first), and follows it now.
+  EXPECT_THAT(r->actuator->calls, IsEmpty());
+  r->dispatcher.RunOnce();
+  EXPECT_THAT(r->actuator->calls, ElementsAre("remove challenge edge-challenge"));
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
 }
 
 // Audit of itself: a revocation of palisaded's own token (the audit-log misuse rule) never

@@ -82,11 +82,15 @@ bool Guard::OwnToken(const palisade::v1::Target& target) const {
          target.value() == options_.own_token_id;
 }
 
-Guard::Verdict Guard::Check(const palisade::v1::Decision& d, absl::Time now, int active) {
+Guard::Verdict Guard::Check(const palisade::v1::Decision& d, absl::Time now, int active,
+                            bool replaces_standing) {
   if (NeverBan(d.target())) return Verdict::kNeverBan;
   while (!recent_.empty() && recent_.front() <= now - absl::Minutes(1)) recent_.pop_front();
   if (active >= options_.max_active_per_actuator) return Verdict::kHeld;
-  if (SkipsBudget(d)) return Verdict::kAllow;
+  // The budget limits how many targets become restricted per minute. A stronger action taking
+  // over from one at the edge restricts none anew: held, it left the target bare once its
+  // predecessor's remove (never held) went out.
+  if (SkipsBudget(d) || replaces_standing) return Verdict::kAllow;
   if (IsRevocation(d)) {
     while (!recent_revocations_.empty() &&
            recent_revocations_.front() <= now - absl::Minutes(1)) {

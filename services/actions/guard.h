@@ -9,9 +9,14 @@
 //    prefix): that actuator checks its item against the same set (TouchesNeverBan). The set
 //    is shared (SharedNeverBan): a reload that changes the allowlist swaps it whole for the
 //    guard and those actuators at once (Dispatcher::SetNeverBan).
-//  - the blast-radius limit: at most N new bans per minute over all actuators, and at most M
-//    active per actuator. Token revocations have a per-minute budget of their own: they block
-//    no visitor, and a burst of them (tokens in a log) must not hold the bans behind it.
+//  - the blast-radius limit: at most N targets newly restricted per minute over all actuators,
+//    and at most M objects active per actuator. A decision that takes over a target from one
+//    whose object stands at the edge (a block replacing a challenge) restricts no new target:
+//    it spends no per-minute budget (the target spent it when first restricted), and its
+//    actuator's cap does not count the target twice (the dispatcher tells: ActionOp::replaces;
+//    the replaced object's remove waits for it). Token revocations have a per-minute budget of
+//    their own: they block no visitor, and a burst of them (tokens in a log) must not hold the
+//    bans behind it.
 //    Threat-feed entries (a feed version is vetted by its own shrink guard) and an operator's
 //    manual decisions (a deliberate act, which a flood of detections must not hold) spend
 //    neither budget; the active cap holds them too. Past a limit, applies are held: kept,
@@ -81,8 +86,11 @@ class Guard {
   explicit Guard(GuardOptions options);
 
   // For an apply at `now` with `active` decisions already at the edge for its actuator. kAllow
-  // counts the apply toward the per-minute limit (a feed or manual one spends none).
-  Verdict Check(const palisade::v1::Decision& d, absl::Time now, int active);
+  // counts the apply toward the per-minute limit (a feed or manual one spends none, nor one
+  // that `replaces_standing`: it takes over a target already restricted at the edge; the
+  // caller leaves the object it replaces out of `active` when both are the same actuator's).
+  Verdict Check(const palisade::v1::Decision& d, absl::Time now, int active,
+                bool replaces_standing = false);
   // Counts a released (operator-approved) apply toward the budget its kind spends (bans, or
   // revocations; a feed or manual one none) without checking it.
   void Record(const palisade::v1::Decision& d, absl::Time now);
@@ -103,7 +111,7 @@ class Guard {
 
  private:
   GuardOptions options_;  // only never_ban changes (SetNeverBan)
-  std::deque<absl::Time> recent_;              // bans allowed in the last minute
+  std::deque<absl::Time> recent_;              // new bans allowed in the last minute
   std::deque<absl::Time> recent_revocations_;  // revocations allowed in the last minute
 };
 

@@ -138,6 +138,30 @@ TEST(GuardTest, ManualBansSkipThePerMinuteBudgetOnly) {
   EXPECT_EQ(guard.Check(Ban("203.0.113.9"), t1, 0), Guard::Verdict::kAllow);
 }
 
+// A decision taking over a target from one standing at the edge (a block replacing a
+// challenge) restricts no new target: it spends no per-minute budget, and takes none from the
+// bans after it; the never-ban set and the active cap still apply.
+TEST(GuardTest, AReplacementOfAStandingDecisionSpendsNoBudget) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  options.max_active_per_actuator = 10;
+  Guard guard(options);
+  const absl::Time t0 = absl::FromUnixSeconds(1000);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.7"), t0, 0), Guard::Verdict::kAllow);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.8"), t0, 0), Guard::Verdict::kHeld);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.7"), t0, 0, /*replaces_standing=*/true),
+            Guard::Verdict::kAllow);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.7"), t0, 10, /*replaces_standing=*/true),
+            Guard::Verdict::kHeld);
+  EXPECT_EQ(guard.Check(Ban("10.0.0.1"), t0, 0, /*replaces_standing=*/true),
+            Guard::Verdict::kNeverBan);
+  // A minute on, the one slot is free: the replacement did not take it.
+  const absl::Time t1 = t0 + absl::Minutes(1);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.7"), t1, 0, /*replaces_standing=*/true),
+            Guard::Verdict::kAllow);
+  EXPECT_EQ(guard.Check(Ban("203.0.113.9"), t1, 0), Guard::Verdict::kAllow);
+}
+
 TEST(GuardTest, ShippedRangesFileMatchesTheBuiltInCopy) {
   absl::StatusOr<std::vector<std::string>> file = Guard::ReadCidrFile("deploy/cloudflare-ips.txt");
   ASSERT_TRUE(file.ok()) << file.status();
