@@ -17,19 +17,6 @@
 namespace palisade {
 namespace {
 
-// Whether `rotated` is `path` with a suffix logrotate (or a rotating handler) adds: a
-// separator, then digits and date separators (.1, -20261204, .2026-12-05, -20261206-1733356800);
-// not another log whose name only starts with the path's (app-worker.log), nor a compressed copy.
-bool RotatedName(absl::string_view rotated, absl::string_view path) {
-  if (rotated.size() < path.size() + 2 || !absl::StartsWith(rotated, path)) return false;
-  const absl::string_view suffix = rotated.substr(path.size());
-  if (suffix[0] != '.' && suffix[0] != '-' && suffix[0] != '_') return false;
-  if (!absl::ascii_isdigit(suffix[1]) || !absl::ascii_isdigit(suffix.back())) return false;
-  return std::all_of(suffix.begin() + 1, suffix.end(), [](char c) {
-    return absl::ascii_isdigit(c) || c == '-' || c == '_' || c == '.';
-  });
-}
-
 // Of two rotated names of one path (`path_size` its length) last written at the same time,
 // whether `a` is the newer: PATH.N the smaller its N; a date (PATH-YYYYMMDD) the later it sorts.
 bool NewerName(absl::string_view a, absl::string_view b, size_t path_size) {
@@ -64,8 +51,11 @@ void KeepLast16(std::vector<palisade::v1::FileCheckpoint>* list, palisade::v1::F
 // finds the block the data begins in) and the NULs before the first byte written in that block.
 // A file truncated in place under a writer without O_APPEND is a hole up to the writer's offset,
 // and the NULs there are no line. Scans at most 1 MiB of NULs (a file system without SEEK_DATA
-// calls the whole file data); the file's size when it holds nothing else.
-uint64_t DataFrom(int fd, uint64_t from) {
+// calls the whole file data); the file's size when it holds nothing else. `*zeros_on` is set
+// when the scan stopped there with only NULs seen and the file goes on: the reader skips the
+// NULs after it as well (after_truncation_), or they are read as one long line.
+uint64_t DataFrom(int fd, uint64_t from, bool* zeros_on = nullptr) {
+  if (zeros_on != nullptr) *zeros_on = false;
   struct stat st;
   if (::fstat(fd, &st) != 0) return from;
   const uint64_t size = static_cast<uint64_t>(st.st_size);
@@ -85,6 +75,7 @@ uint64_t DataFrom(int fd, uint64_t from) {
     }
     at += static_cast<uint64_t>(n);
   }
+  if (zeros_on != nullptr) *zeros_on = at == scan_end && scan_end < size;
   return at;
 }
 
@@ -194,9 +185,16 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
         ::pread(open_.fd, &before, 1, static_cast<off_t>(from.offset() - 1)) == 1 &&
         before != '\n') {
       // Inside the hole a truncation left (nothing but NULs before it: a checkpoint taken
-      // before the file's first line, NextFile): the data after the hole is read whole.
-      if (before == '\0' && DataFrom(open_.fd, 0) >= from.offset()) {
+      // before the file's first line, NextFile): the data after the hole is read whole. NULs
+      // written out (a non-sparse copy) are scanned 1 MiB at a time up to the checkpoint.
+      bool zeros_on = false;
+      uint64_t data = before == '\0' ? DataFrom(open_.fd, 0, &zeros_on) : 0;
+      while (zeros_on && data < from.offset()) data = DataFrom(open_.fd, data, &zeros_on);
+      if (before == '\0' && data >= from.offset()) {
         read_offset_ = DataFrom(open_.fd, from.offset());
+        // As after the truncation itself: where the data begins is recorded (data_at_), so a
+        // second truncation, the writer writing on further out behind NULs again, is seen.
+        after_truncation_ = true;
       } else {
         skipping_ = true;
       }
@@ -475,10 +473,21 @@ absl::StatusOr<bool> FileFollower::NextFile() {
   // and written after it, of what the path held since the first; only that copy holds those
   // lines (the path was truncated again). Copies of the drained copy itself are left out
   // (QueueWrittenAfter). Before 2026-12-07 the re-query was skipped after a copy and those lines
-  // were neither read nor said lost.
+  // were neither read nor said lost. Only uncompressed copies are found: one compressed at once
+  // (compress without delaycompress: PATH.1.gz) is neither read (the follower reads no
+  // compressed file) nor said lost; its lines are read only when logrotate delays compression.
+  // A file with no name left (`rotate 1`, maxage: removed while it was drained through its
+  // descriptor) is followed by the files last written after it; a tie is one written before it
+  // (its name cannot order them), and a copy of it no longer than what was read is no later file.
+  // Before 2026-12-07 nothing was queued then, and the next file skipped without a word.
   if (rotated_after_.empty()) {
     const std::string now = RotatedNameOfOpen();
-    if (!now.empty()) QueueRotatedAfter(now, checkpoint());
+    struct stat st;
+    if (!now.empty()) {
+      QueueRotatedAfter(now, checkpoint());
+    } else if (open_.fd >= 0 && ::fstat(open_.fd, &st) == 0) {
+      QueueWrittenAfter(WrittenNs(st), "", {open_.device, open_.inode}, checkpoint());
+    }
   }
   // Then each file rotated after it, oldest first (under its name now: a rotation since may
   // have moved it on), and the path last.
@@ -510,8 +519,11 @@ absl::StatusOr<bool> FileFollower::NextFile() {
     // From its data: a file truncated in place under a writer without O_APPEND (the path's
     // file renamed since, or copytruncate's sparse copy of it) starts with a hole, no line.
     // Read from byte 0, its NULs were a line cut at the cap and the first real line its rest.
-    read_offset_ = DataFrom(open_.fd, 0);
-    ++stats_.rotations;
+    bool zeros_on = false;
+    read_offset_ = DataFrom(open_.fd, 0, &zeros_on);
+    after_truncation_ = zeros_on;
+    // After a copytruncate's copy, the next file is another copy: the path truncated again.
+    ++(then_truncated_ ? stats_.truncations : stats_.rotations);
     draining_rotated_ = true;
     pending_ = std::move(rest);
     return true;
@@ -519,8 +531,13 @@ absl::StatusOr<bool> FileFollower::NextFile() {
   draining_rotated_ = false;
   absl::StatusOr<bool> opened = OpenAt(path_, 0);
   pending_ = std::move(rest);
-  // After a copytruncate's copy, the file it was copied from: a hole may start it.
-  after_truncation_ = then_truncated_ && opened.ok() && *opened;
+  // After a copytruncate's copy, the file it was copied from: a hole may start it. So may it
+  // when the follower resumed in the copy (a restart while it was drained: the truncation is
+  // not known then): a file that starts with a NUL starts with such a hole (a text log writes
+  // none), and its NULs are no line.
+  char first = 1;
+  after_truncation_ = opened.ok() && *opened &&
+                      (then_truncated_ || (::pread(open_.fd, &first, 1, 0) == 1 && first == '\0'));
   then_truncated_ = false;
   return opened;
 }
@@ -724,6 +741,16 @@ bool FileFollower::IsFileOf(const std::string& path, const palisade::v1::FileChe
   }
   ::close(fd);
   return same;
+}
+
+bool FileFollower::RotatedName(absl::string_view rotated, absl::string_view path) {
+  if (rotated.size() < path.size() + 2 || !absl::StartsWith(rotated, path)) return false;
+  const absl::string_view suffix = rotated.substr(path.size());
+  if (suffix[0] != '.' && suffix[0] != '-' && suffix[0] != '_') return false;
+  if (!absl::ascii_isdigit(suffix[1]) || !absl::ascii_isdigit(suffix.back())) return false;
+  return std::all_of(suffix.begin() + 1, suffix.end(), [](char c) {
+    return absl::ascii_isdigit(c) || c == '-' || c == '_' || c == '.';
+  });
 }
 
 std::vector<std::string> FileFollower::RotatedNames(const std::string& path) {

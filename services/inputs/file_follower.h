@@ -147,6 +147,12 @@ class FileFollower {
   // Where logrotate may have moved the file at `path`: PATH.1 first, then the other names in its
   // directory that start with its own (PATH.N, dateext's PATH-YYYYMMDD, PATH.2024-12-05), sorted.
   static std::vector<std::string> RotatedNames(const std::string& path);
+  // Whether `rotated` is `path` with a suffix logrotate (or a rotating handler) adds: a
+  // separator, then digits and date separators (.1, -20261204, .2026-12-05,
+  // -20261206-1733356800); not another log whose name only starts with the path's
+  // (app-worker.log, app.log.old), nor a compressed copy. The names the follower reads on
+  // through (drained, queued, a copytruncate's copy), so the names a glob leaves out (FileInputs).
+  static bool RotatedName(absl::string_view rotated, absl::string_view path);
 
  private:
   struct Open {

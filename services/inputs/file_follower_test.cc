@@ -563,6 +563,65 @@ TEST_F(FileFollowerTest, ASecondCopyTruncateWhileTheFirstCopyIsDrainedReadsTheSe
   }
   EXPECT_THAT(lines, ElementsAre("a2", "a3", "b1", "b2", "c1"));
   EXPECT_THAT(f.TakeLost(), IsEmpty());
+  // Two copytruncates: the second seen by its copy (read after the first), not a rotation.
+  EXPECT_EQ(f.stats().truncations, 2u);
+  EXPECT_EQ(f.stats().rotations, 0u);
+}
+
+// The same with `rotate 1`: logrotate moves the first copy on (PATH.1 to PATH.2), makes the
+// second (PATH.1) and removes PATH.2. The first copy, drained through its descriptor, has no
+// name left to find the files rotated after it by; they are those written after it. The second
+// copy was skipped without a word: the path was read next.
+TEST_F(FileFollowerTest, ASecondCopyTruncateWithRotateOneWhileTheFirstIsDrainedReadsIt) {
+  const std::string p1 = path_ + ".1", p2 = path_ + ".2";
+  std::remove(p2.c_str());
+  auto copytruncate = [this](const std::string& to) {
+    std::ifstream in(path_, std::ios::binary);
+    std::ofstream(to, std::ios::binary) << in.rdbuf();
+    ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  };
+  FileFollower f(path_);
+  Append("a1\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a1"));
+  Append("a2\na3\n");
+  copytruncate(p1);
+  WrittenAgo(p1, 100);
+  Append("b1\nb2\n");
+  std::vector<std::string> lines = Poll(f, 1);  // behind: the first copy being drained
+  ASSERT_THAT(lines, ElementsAre("a2"));
+  ASSERT_EQ(std::rename(p1.c_str(), p2.c_str()), 0);
+  copytruncate(p1);
+  ASSERT_EQ(std::remove(p2.c_str()), 0);
+  Append("c1\n");
+  for (int i = 0; i < 10; ++i) {
+    for (std::string& line : Poll(f, 1)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("a2", "a3", "b1", "b2", "c1"));
+  EXPECT_THAT(f.TakeLost(), IsEmpty());
+}
+
+// `create` with `rotate 1` while the follower still drains PATH.1 (A, behind): the next
+// rotation removes A and renames the path's file (B) to PATH.1. A, read on through its
+// descriptor, has no name left; B was written after it and is read before the new path.
+TEST_F(FileFollowerTest, ARotationWithRotateOneWhileTheOldFileIsDrainedReadsTheNextOne) {
+  const std::string p1 = path_ + ".1";
+  FileFollower f(path_);
+  Append("a1\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a1"));
+  Append("a2\na3\n");
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  WrittenAgo(p1, 100);
+  Append("b1\nb2\n");
+  std::vector<std::string> lines = Poll(f, 1);  // behind: A being drained
+  ASSERT_THAT(lines, ElementsAre("a2"));
+  ASSERT_EQ(std::remove(p1.c_str()), 0);
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("c1\n");
+  for (int i = 0; i < 10; ++i) {
+    for (std::string& line : Poll(f, 1)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("a2", "a3", "b1", "b2", "c1"));
+  EXPECT_THAT(f.TakeLost(), IsEmpty());
 }
 
 // A file queued to be read after the one being read (rotated after it) that starts with a hole:
@@ -600,6 +659,35 @@ TEST_F(FileFollowerTest, AQueuedFileStartingWithAHoleIsReadFromItsData) {
   EXPECT_EQ(again.stats().cut_lines, 0u);
 }
 
+// The same with the hole written out as real zeros (a non-sparse copy: cp without
+// --sparse, a file system without SEEK_DATA), longer than the 1 MiB DataFrom scans: the zeros
+// past the scan are skipped too, and the first real line is read whole. They were read as one
+// long line, cut at the cap and counted, and the first real line dropped as its rest.
+TEST_F(FileFollowerTest, AQueuedFileStartingWithMoreThanAMebibyteOfZerosIsReadFromItsData) {
+  const std::string p1 = path_ + ".1", p2 = path_ + ".2";
+  std::remove(p2.c_str());
+  Append("a1\n");
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\n");
+  ASSERT_EQ(std::rename(path_.c_str(), p2.c_str()), 0);
+  WrittenAgo(p2, 200);
+  Append(std::string(3 << 20, '\0') + "b1\nb2\n", p1);  // zeros written: no hole
+  WrittenAgo(p1, 100);
+  Append("c1\n");
+  FileFollower again(path_, {}, checkpoint);
+  std::vector<std::string> lines;
+  for (int i = 0; i < 40; ++i) {
+    for (std::string& line : Poll(again)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("a2", "b1", "b2", "c1"));
+  EXPECT_EQ(again.stats().cut_lines, 0u);
+}
+
 // A checkpoint taken after a truncation's hole, before the first line after it was complete,
 // is at that line's start with only NULs before it: a follower resumed from it reads the line
 // whole. The NUL before it was taken for the inside of a cut line, and the line dropped.
@@ -623,6 +711,95 @@ TEST_F(FileFollowerTest, AResumeAtTheEndOfATruncationsHoleReadsTheLineAfterIt) {
   ::close(fd);
   FileFollower again(path_, options, checkpoint);
   EXPECT_THAT(Poll(again), ElementsAre("b1", "b2"));
+}
+
+// A checkpoint at the end of more than 1 MiB of real zeros (a non-sparse copy read from its
+// data, queued after the file the follower read): resumed there, the line after them is read
+// whole. The check that only NULs lie before it scanned 1 MiB, took the rest for a cut line's
+// and dropped the line.
+TEST_F(FileFollowerTest, AResumeAfterMoreThanAMebibyteOfZerosReadsTheLineAfterThem) {
+  constexpr size_t kZeros = 3 << 20;
+  Append(std::string(kZeros, '\0') + "b1");  // zeros written: no hole
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Poll(f, 1);                   // opens it (what it reads of the zeros does not matter)
+    checkpoint = f.checkpoint();  // the file's identity; the position set below
+  }
+  ASSERT_NE(checkpoint.inode(), 0u);
+  checkpoint.set_offset(kZeros);
+  Append("\nb2\n");
+  FileFollower again(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("b1", "b2"));
+}
+
+// Resumed into a truncation's hole, then truncated again, the writer (no O_APPEND) writing on
+// further out: the first bytes are NULs before and after, so only the bytes where the data began
+// after the first hole tell the second truncation. They were not recorded on a resume into the
+// hole: the second hole was read as a line, cut, and the line after it dropped.
+TEST_F(FileFollowerTest, ASecondTruncationAfterAResumeIntoAHoleIsSeen) {
+  FileFollowerOptions options;
+  options.max_line_bytes = 1024;
+  palisade::v1::FileCheckpoint checkpoint;
+  const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  {
+    FileFollower f(path_, options);
+    Append(std::string(20000, 'a') + "\n");
+    EXPECT_THAT(Poll(f), ElementsAre(std::string(1024, 'a')));
+    ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+    ASSERT_EQ(::pwrite(fd, "b1", 2, 20001), 2);  // the writer's offset; no newline yet
+    EXPECT_THAT(Poll(f), IsEmpty());
+    checkpoint = f.checkpoint();
+  }
+  ASSERT_EQ(::pwrite(fd, "\nb2\n", 4, 20003), 4);
+  FileFollower again(path_, options, checkpoint);
+  EXPECT_THAT(Poll(again), ElementsAre("b1", "b2"));
+  ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  ASSERT_EQ(::pwrite(fd, "c1\nc2\n", 6, 22000), 6);  // 2 KiB of NULs before it
+  ::close(fd);
+  EXPECT_THAT(Poll(again), ElementsAre("c1", "c2"));
+  EXPECT_EQ(again.stats().cut_lines, 0u);
+}
+
+// A restart while a copytruncate's copy (PATH.1) is drained, the writer without O_APPEND: the
+// follower resumes in the copy, then reads the path, which starts with the hole the truncation
+// left (the writer wrote on at its old offset). The hole is no line: the first line after it is
+// read whole. It was read from byte 0, the NULs and that line one line, cut at the cap.
+TEST_F(FileFollowerTest, ARestartWhileACopyIsDrainedSkipsThePathsHole) {
+  const std::string p1 = path_ + ".1";
+  FileFollowerOptions options;
+  options.max_line_bytes = 64;
+  const int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  ASSERT_GE(fd, 0);
+  std::string text;
+  std::vector<std::string> want;
+  for (int i = 1; i <= 40; ++i) {
+    absl::StrAppend(&text, "a", i, "\n");
+    if (i > 1) want.push_back(absl::StrCat("a", i));
+  }
+  ASSERT_EQ(::pwrite(fd, text.data(), text.size(), 0), static_cast<ssize_t>(text.size()));
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_, options);
+    EXPECT_THAT(Poll(f, 1), ElementsAre("a1"));
+    std::ifstream in(path_, std::ios::binary);
+    std::ofstream(p1, std::ios::binary) << in.rdbuf();
+    ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+    ASSERT_EQ(::pwrite(fd, "b1\nb2\n", 6, static_cast<off_t>(text.size())), 6);
+    EXPECT_THAT(Poll(f, 1), ElementsAre("a2"));  // in the copy
+    checkpoint = f.checkpoint();
+  }
+  ::close(fd);
+  FileFollower again(path_, options, checkpoint);
+  std::vector<std::string> lines = {"a2"};
+  for (int i = 0; i < 10; ++i) {
+    for (std::string& line : Poll(again)) lines.push_back(std::move(line));
+  }
+  want.push_back("b1");
+  want.push_back("b2");
+  EXPECT_THAT(lines, ::testing::ElementsAreArray(want));
+  EXPECT_EQ(again.stats().cut_lines, 0u);
 }
 
 // Plain copytruncate (no compression), down across two rotations: A's copy is PATH.2 (a1 a2),
@@ -660,6 +837,8 @@ TEST_F(FileFollowerTest, TwoCopyTruncatesWhileDownReadEveryCopy) {
   }
   EXPECT_THAT(lines, ElementsAre("a2", "b1", "b2", "c1"));
   EXPECT_THAT(again.TakeLost(), IsEmpty());
+  EXPECT_EQ(again.stats().truncations, 2u);
+  EXPECT_EQ(again.stats().rotations, 0u);
 }
 
 TEST_F(FileFollowerTest, LongLinesAreCutAndTheNextOneSurvives) {

@@ -11,7 +11,6 @@
 #include <optional>
 #include <set>
 
-#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/formats/json_parser.h"
@@ -31,17 +30,6 @@ bool Compressed(const std::string& path) {
 
 // A batch ends once its lines hold this many bytes (or batch_lines lines).
 constexpr size_t kBatchBytes = 1 << 20;
-
-// Whether `path` is a rotated copy of `base` as logrotate names them: base.N, base-YYYYMMDD
-// (dateext; up to ten digits with an hour).
-bool RotatedCopyOf(absl::string_view path, absl::string_view base) {
-  if (path.size() <= base.size() + 1 || !absl::StartsWith(path, base)) return false;
-  const absl::string_view suffix = path.substr(base.size() + 1);
-  const char sep = path[base.size()];
-  if (sep != '.' && sep != '-') return false;
-  if (sep == '-' && (suffix.size() < 8 || suffix.size() > 10)) return false;
-  return std::all_of(suffix.begin(), suffix.end(), [](char c) { return absl::ascii_isdigit(c); });
-}
 
 // Whether `path` is one of the input's paths as it is, not a glob's match.
 bool Named(const palisade::v1::FileInput& config, const std::string& path) {
@@ -285,17 +273,19 @@ void FileInputs::DiscoverLocked(Input& input) {
   // A glob match that is one of them under another name (a rotated copy: app.log.1,
   // app.log-2024-12-05, app.log.2024-12-05) is left out: the follower reads the file across its
   // rotation, and the copy read as a new file would count its lines again. Its name says so
-  // (RotatedCopyOf, without a look at the file) or its inode and first bytes do. A copy of
-  // another inode (copytruncate's) is told by its first bytes (below): `*from` is then where to
-  // read it on from, when it holds more than was read.
+  // (FileFollower::RotatedName, without a look at the file: the very names the follower reads on
+  // through, its own file's, a copytruncate's copy, the files queued after them; a narrower
+  // test here let a copy the follower reads under `-%Y%m%d-%s` be read twice) or its inode and
+  // first bytes do (app.log.old). A copy of another inode (copytruncate's) is told by its first
+  // bytes (below): `*from` is then where to read it on from, when it holds more than was read.
   auto rotated_copy = [&](const std::string& path,
                           std::optional<palisade::v1::FileCheckpoint>* from) {
     if (Named(input.config, path)) return false;
     for (const std::string& base : paths) {
-      if (RotatedCopyOf(path, base)) return true;
+      if (FileFollower::RotatedName(path, base)) return true;
     }
     for (const auto& [base, file] : input.files) {
-      if (RotatedCopyOf(path, base)) return true;
+      if (FileFollower::RotatedName(path, base)) return true;
     }
     auto match = globbed.find(path);
     if (match == globbed.end()) return false;
@@ -359,16 +349,17 @@ void FileInputs::DiscoverLocked(Input& input) {
     return false;
   };
   // A restored position whose file is neither at its path nor at PATH.1 but under another name
-  // the glob matches (rotated while the daemon was down to app.log-2024-12-05): read on from it
-  // there, rather than the copy from its start as a new file. Not under a name the glob leaves
-  // out (PATH.N, PATH-YYYYMMDD): the follower of the path resumes there, and goes on through the
-  // files rotated after it (rotated twice: the middle one is left out too).
+  // the glob matches (rotated while the daemon was down to app.log.old): read on from it there,
+  // rather than the copy from its start as a new file. Not under a rotated name of the path
+  // (FileFollower::RotatedName: PATH.N, PATH-2024-12-05), which the glob leaves out: the follower
+  // of the path resumes there, and goes on through the files rotated after it (rotated twice:
+  // the middle one is left out too).
   for (auto it = input.restored.begin(); it != input.restored.end();) {
     const palisade::v1::FileCheckpoint& c = it->second;
     std::string moved_to;
     for (const auto& [path, key] : globbed) {
       if (key == FileKey{c.device(), c.inode()} && path != c.path() &&
-          !RotatedCopyOf(path, c.path()) && input.files.count(path) == 0 &&
+          !FileFollower::RotatedName(path, c.path()) && input.files.count(path) == 0 &&
           input.restored.count(path) == 0) {
         moved_to = path;
         break;
@@ -419,8 +410,8 @@ void FileInputs::DiscoverLocked(Input& input) {
     follow(path, std::move(from));
   }
   // A restored position whose path is not there (not created again yet) and whose file the glob
-  // matches under a name it leaves out (PATH-YYYYMMDD, PATH.N): the path's follower starts now,
-  // reads the file on from the position there and then the path's new file from its start, and
+  // matches under a rotated name of the path (PATH-YYYYMMDD, PATH.N): the path's follower starts
+  // now, reads the file on from the position there and then the path's new file from its start, and
   // the copy is left out (its name is a rotated one of a followed path). Read as a new file
   // instead, its lines were counted twice: from its start now, its tail again once PATH came.
   // (Under a name the glob does not match, PATH.1 of *.log, it waits: nothing is read twice.)
@@ -429,7 +420,7 @@ void FileInputs::DiscoverLocked(Input& input) {
     bool matched_elsewhere = false;
     if (input.files.count(c.path()) == 0) {
       for (const auto& [path, key] : globbed) {
-        if (key == FileKey{c.device(), c.inode()} && RotatedCopyOf(path, c.path()) &&
+        if (key == FileKey{c.device(), c.inode()} && FileFollower::RotatedName(path, c.path()) &&
             FileFollower::IsFileOf(path, c)) {
           matched_elsewhere = true;
           break;

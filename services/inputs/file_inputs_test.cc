@@ -110,8 +110,8 @@ TEST_F(FileInputsTest, AGlobDoesNotReadRotatedCopiesAgain) {
   EXPECT_THAT(lines_, ElementsAre("a1", "b1", "c1"));
 }
 
-// Rotated copies under names RotatedCopyOf does not know (logrotate's dateformat -%Y-%m-%d,
-// Python's TimedRotatingFileHandler, a date and a time) are told by their inode: the file a
+// Rotated copies under dated names (logrotate's dateformat -%Y-%m-%d, Python's
+// TimedRotatingFileHandler, a date and a time) are told by their name or their inode: the file a
 // follower has open or read to its end across a rotation is not read again from its start
 // under its new name.
 TEST_F(FileInputsTest, AGlobDoesNotReadACopyRenamedAnyHowAgain) {
@@ -199,7 +199,8 @@ TEST_F(FileInputsTest, ARestartWithACopysNameReusedReadsEachLineOnce) {
   EXPECT_THAT(logs_, IsEmpty());
 }
 
-// Rotated while the daemon was down under a name other than PATH.1: the restored position is
+// Rotated while the daemon was down under a name other than a rotated one of the path
+// (FileFollower::RotatedName; a date and a time): the restored position is
 // the copy's (its inode and first bytes say so), so the copy is read on from it and the new
 // file from its start; the copy was read again from its start as a new file.
 TEST_F(FileInputsTest, ARestartReadsACopyRenamedAnyHowOnFromItsPosition) {
@@ -212,7 +213,8 @@ TEST_F(FileInputsTest, ARestartReadsACopyRenamedAnyHowOnFromItsPosition) {
   }
   ASSERT_EQ(saved.size(), 1u);
   Append("app.log", "a2\n");
-  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log-2026-12-04").c_str()), 0);
+  ASSERT_EQ(
+      std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log-2026-12-04T10-00").c_str()), 0);
   Append("app.log", "b1\n");
   auto again = Make(Config({"app.log*"}), saved);
   EXPECT_EQ(again->PollOnce(), 2u);
@@ -221,11 +223,11 @@ TEST_F(FileInputsTest, ARestartReadsACopyRenamedAnyHowOnFromItsPosition) {
   ASSERT_EQ(c.size(), 2u);
   EXPECT_EQ(c[0].path(), dir_ + "/app.log");
   EXPECT_EQ(c[0].offset(), 3u);
-  EXPECT_EQ(c[1].path(), dir_ + "/app.log-2026-12-04");
+  EXPECT_EQ(c[1].path(), dir_ + "/app.log-2026-12-04T10-00");
   EXPECT_EQ(c[1].offset(), 6u);
 }
 
-// copytruncate under a name RotatedCopyOf does not know (dateformat -%Y-%m-%d): the copy is a new
+// copytruncate under a dated name (dateformat -%Y-%m-%d): the copy is a new
 // inode holding what was read already. It was read from its start as a new file, every line
 // counted twice; it is told by its first bytes and read on from where the follower stood when
 // it found its file truncated (a line written between the last poll and the copy is read once).
@@ -259,7 +261,7 @@ TEST_F(FileInputsTest, AGlobDoesNotReadACopyTruncateCopyAgain) {
   EXPECT_THAT(lines_, ::testing::UnorderedElementsAre("b2", "c1"));
 }
 
-// Copies a glob leaves out (dated names RotatedCopyOf does not know; a copytruncate copy that
+// Copies a glob leaves out (names FileFollower::RotatedName does not know; a copytruncate copy that
 // holds no more than was read) were left out only while the daemon remembered them: a restart
 // read each from its start as a new file, every line counted twice. Each has its position in
 // the snapshot, at its end: a restart reads nothing of it.
@@ -267,14 +269,15 @@ TEST_F(FileInputsTest, ARestartDoesNotReadACopyLeftOutAgain) {
   Append("app.log", "a1\n");
   auto inputs = Make(Config({"app.log*"}));
   EXPECT_EQ(inputs->PollOnce(), 1u);
-  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log.2026-12-04").c_str()), 0);
+  ASSERT_EQ(
+      std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log.2026-12-04T10-00").c_str()), 0);
   Append("app.log", "b1\n");
   EXPECT_EQ(inputs->PollOnce(), 1u);
   EXPECT_EQ(inputs->PollOnce(), 0u);
   // copytruncate under a dated name, everything in the copy read before.
   {
     std::ifstream in(dir_ + "/app.log", std::ios::binary);
-    std::ofstream(dir_ + "/app.log-2026-12-05", std::ios::binary) << in.rdbuf();
+    std::ofstream(dir_ + "/app.log-2026-12-05T10-00", std::ios::binary) << in.rdbuf();
   }
   ASSERT_EQ(::truncate((dir_ + "/app.log").c_str(), 0), 0);
   Append("app.log", "c1\n");
@@ -305,13 +308,14 @@ TEST_F(FileInputsTest, ACopyLeftOutAndGoneAtARestartIsNoError) {
   Append("app.log", "a1\n");
   auto inputs = Make(Config({"app.log*"}));
   EXPECT_EQ(inputs->PollOnce(), 1u);
-  ASSERT_EQ(std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log.2026-12-04").c_str()), 0);
+  ASSERT_EQ(
+      std::rename((dir_ + "/app.log").c_str(), (dir_ + "/app.log.2026-12-04T10-00").c_str()), 0);
   Append("app.log", "b1\n");
   EXPECT_EQ(inputs->PollOnce(), 1u);
   EXPECT_EQ(inputs->PollOnce(), 0u);
   {
     std::ifstream in(dir_ + "/app.log", std::ios::binary);
-    std::ofstream(dir_ + "/app.log-2026-12-05", std::ios::binary) << in.rdbuf();
+    std::ofstream(dir_ + "/app.log-2026-12-05T10-00", std::ios::binary) << in.rdbuf();
   }
   ASSERT_EQ(::truncate((dir_ + "/app.log").c_str(), 0), 0);
   Append("app.log", "c1\n");
@@ -322,7 +326,7 @@ TEST_F(FileInputsTest, ACopyLeftOutAndGoneAtARestartIsNoError) {
   ASSERT_EQ(saved.size(), 3u);
   inputs.reset();
   lines_.clear();
-  ASSERT_EQ(std::remove((dir_ + "/app.log.2026-12-04").c_str()), 0);
+  ASSERT_EQ(std::remove((dir_ + "/app.log.2026-12-04T10-00").c_str()), 0);
   auto again = Make(Config({"app.log*"}), saved);
   EXPECT_EQ(again->PollOnce(), 0u);
   Append("app.log", "c2\n");
@@ -334,8 +338,8 @@ TEST_F(FileInputsTest, ACopyLeftOutAndGoneAtARestartIsNoError) {
   saved = again->Checkpoints();
   ASSERT_EQ(saved.size(), 2u);
   again.reset();
-  ASSERT_EQ(std::rename((dir_ + "/app.log-2026-12-05").c_str(),
-                        (dir_ + "/app.log-2026-12-05.gz").c_str()),
+  ASSERT_EQ(std::rename((dir_ + "/app.log-2026-12-05T10-00").c_str(),
+                        (dir_ + "/app.log-2026-12-05T10-00.gz").c_str()),
             0);
   auto third = Make(Config({"app.log*"}), saved);
   EXPECT_EQ(third->PollOnce(), 0u);
@@ -631,6 +635,88 @@ TEST_F(FileInputsTest, ARestartAfterTwoCopyTruncatesReadsEveryCopyOnce) {
   EXPECT_THAT(lines_, ElementsAre("a2", "b1", "b2", "c1"));
   EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
   EXPECT_THAT(logs_, IsEmpty());
+}
+
+// Two copytruncates while down under logrotate's `dateformat -%Y%m%d-%s` names: A's copy
+// (a1 a2) then B's (b1 b2). The path's follower reads A's copy on from the position, then B's
+// (a rotated name of the path, FileFollower::RotatedName, written after A's), then the path. The
+// glob left out by name only PATH.N and PATH-YYYYMMDD: B, a new inode that starts with other
+// bytes than anything read, was followed from its start as a new file and read twice.
+TEST_F(FileInputsTest, ARestartAfterTwoCopyTruncatesToDatedNamesReadsEveryCopyOnce) {
+  const std::string path = dir_ + "/app.log";
+  const std::string a = "app.log-20261206-1733270400", b = "app.log-20261207-1733356800";
+  auto written_ago = [](const std::string& p, int seconds) {
+    struct timespec times[2];
+    ASSERT_EQ(::clock_gettime(CLOCK_REALTIME, &times[0]), 0);
+    times[0].tv_sec -= seconds;
+    times[1] = times[0];
+    ASSERT_EQ(::utimensat(AT_FDCWD, p.c_str(), times, 0), 0);
+  };
+  Append("app.log", "a1\n");
+  written_ago(path, 300);
+  std::vector<palisade::v1::FileCheckpoint> saved;
+  {
+    auto inputs = Make(Config({"app.log*"}));
+    EXPECT_EQ(inputs->PollOnce(), 1u);
+    saved = inputs->Checkpoints();
+  }
+  lines_.clear();
+  auto copytruncate = [&](const std::string& to) {
+    std::ifstream in(path, std::ios::binary);
+    std::ofstream(dir_ + "/" + to, std::ios::binary) << in.rdbuf();
+    ASSERT_EQ(::truncate(path.c_str(), 0), 0);
+  };
+  Append("app.log", "a2\n");
+  copytruncate(a);
+  written_ago(dir_ + "/" + a, 200);
+  Append("app.log", "b1\nb2\n");
+  copytruncate(b);
+  written_ago(dir_ + "/" + b, 100);
+  Append("app.log", "c1\n");
+  auto again = Make(Config({"app.log*"}), saved);
+  for (int i = 0; i < 4; ++i) again->PollOnce();
+  EXPECT_THAT(lines_, ElementsAre("a2", "b1", "b2", "c1"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+  EXPECT_THAT(logs_, IsEmpty());
+}
+
+// The same live: a second copytruncate (B, a `-%Y%m%d-%s` name) while the follower still drains
+// the first copy (A: more than a round takes). The follower reads B after A; the glob reads
+// neither again. B was followed from its start as a new file as soon as the glob matched it.
+TEST_F(FileInputsTest, ASecondCopyTruncateToADatedNameWhileTheFirstIsDrainedIsReadOnce) {
+  const std::string path = dir_ + "/app.log";
+  const std::string a = "app.log-20261206-1733270400", b = "app.log-20261207-1733356800";
+  auto written_ago = [](const std::string& p, int seconds) {
+    struct timespec times[2];
+    ASSERT_EQ(::clock_gettime(CLOCK_REALTIME, &times[0]), 0);
+    times[0].tv_sec -= seconds;
+    times[1] = times[0];
+    ASSERT_EQ(::utimensat(AT_FDCWD, p.c_str(), times, 0), 0);
+  };
+  auto copytruncate = [&](const std::string& to) {
+    std::ifstream in(path, std::ios::binary);
+    std::ofstream(dir_ + "/" + to, std::ios::binary) << in.rdbuf();
+    ASSERT_EQ(::truncate(path.c_str(), 0), 0);
+  };
+  std::vector<std::string> want = {"x0"};
+  Append("app.log", "x0\n");
+  auto inputs = Make(Config({"app.log*"}));
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  // A round takes 16 batches of 2 lines: 40 lines leave A half drained.
+  for (int i = 1; i <= 40; ++i) {
+    Append("app.log", absl::StrCat("a", i, "\n"));
+    want.push_back(absl::StrCat("a", i));
+  }
+  copytruncate(a);
+  written_ago(dir_ + "/" + a, 100);
+  EXPECT_EQ(inputs->PollOnce(), 32u);
+  Append("app.log", "b1\nb2\n");
+  copytruncate(b);
+  Append("app.log", "c1\n");
+  for (const char* line : {"b1", "b2", "c1"}) want.push_back(line);
+  for (int i = 0; i < 6; ++i) inputs->PollOnce();
+  EXPECT_THAT(lines_, ::testing::ElementsAreArray(want));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
 }
 
 // copytruncate while down with nothing written after the position: the copy (app.log.1) holds
