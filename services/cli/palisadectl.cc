@@ -31,6 +31,7 @@
 #include <fstream>
 #include <sstream>
 #include <iostream>
+#include <limits>
 #include <map>
 #include <memory>
 #include <string>
@@ -360,19 +361,31 @@ std::unique_ptr<grpc::ClientContext> Context() {
   return ctx;
 }
 
-// The lines of `path`, read as replay reads them (LineReader: each cut at the format's cap; a
-// directory or a read error is an error naming the path, not an empty log).
-absl::StatusOr<std::vector<std::string>> ReadLines(const std::string& path, LogFormat format) {
-  absl::StatusOr<std::unique_ptr<LineReader>> reader =
-      LineReader::Open(path, ReaderOptionsFor(format));
-  if (!reader.ok()) return reader.status();
+// The lines of a file as replay reads them, and which of them the reader cut at its cap.
+struct FileLines {
   std::vector<std::string> lines;
+  std::vector<bool> cut;  // cut[i]: line i is the reader's first bytes of a longer line
+};
+
+// The lines of `path`, read as replay reads them (LineReader: each kept up to one byte past the
+// caps the pipeline cuts them at, and at least 1 MiB; a directory or a read error is an error
+// naming the path, not an empty log).
+absl::StatusOr<FileLines> ReadLines(const std::string& path, LogFormat format,
+                                    size_t max_line_bytes, size_t max_record_bytes) {
+  absl::StatusOr<std::unique_ptr<LineReader>> reader =
+      LineReader::Open(path, ReaderOptionsFor(format, max_line_bytes, max_record_bytes));
+  if (!reader.ok()) return reader.status();
+  FileLines out;
   absl::string_view line;
   while (true) {
+    const uint64_t cut_before = (*reader)->cut_lines();  // counted as the cut line is handed out
     absl::StatusOr<bool> more = (*reader)->Next(&line);
     if (!more.ok()) return more.status();
-    if (!*more) return lines;
-    lines.emplace_back(line);
+    if (!*more) return out;
+    out.lines.emplace_back(line);
+    // As the shipper flags it (AddLines): a line of exactly the cap and a longer one cut there
+    // look alike, and the cut one must not be judged whole (TestRules).
+    out.cut.push_back((*reader)->cut_lines() != cut_before);
   }
 }
 
@@ -779,16 +792,26 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
       }
     }
     for (auto& [id, r] : rules) *resp.add_rules() = std::move(r);
+    if ((*reader)->cut_lines() > 0) {
+      // TestRulesRequest has no cut flag (LogRecord.cut): palisaded cuts the line again at its
+      // own cap, which makes it cut only when that cap is below this reader's.
+      std::fprintf(stderr,
+                   "rules test: %llu line(s) longer than %zu bytes sent cut; palisaded judges "
+                   "them cut only if its engine.max_line_bytes is smaller\n",
+                   static_cast<unsigned long long>((*reader)->cut_lines()),
+                   ReaderOptionsFor(*format).max_line_bytes);
+    }
   } else {
-    absl::StatusOr<std::vector<std::string>> lines = ReadLines(file, *format);
-    if (!lines.ok()) return Fail(std::string(lines.status().message()));
     absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
     if (!rules.ok()) return Fail(std::string(rules.status().message()));
     // Zoneless times as palisaded reads them (as replay does): --time_zone, else --config's
-    // time_zone, else (palisaded's default) the host's zone.
+    // time_zone, else (palisaded's default) the host's zone. Lines cut where palisaded cuts
+    // them: --config's engine.max_line_bytes and max_record_bytes, else palisaded's defaults.
     absl::StatusOr<absl::TimeZone> host = TimeZoneNamed("");
     if (!host.ok()) return Fail(absl::StrCat("rules test: ", host.status().message()));
     absl::TimeZone zone = *host;
+    uint32_t max_line_bytes = PipelineOptions().max_line_bytes;
+    uint32_t max_record_bytes = PipelineOptions().max_record_bytes;
     if (!absl::GetFlag(FLAGS_config).empty()) {
       absl::StatusOr<palisade::v1::Config> config =
           LoadConfigFile(absl::GetFlag(FLAGS_config));
@@ -799,13 +822,22 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
                                  from_config.status().message()));
       }
       zone = from_config->time_zone;
+      max_line_bytes = from_config->max_line_bytes;
+      max_record_bytes = from_config->max_record_bytes;
     }
     if (!absl::GetFlag(FLAGS_time_zone).empty()) {
       absl::StatusOr<absl::TimeZone> named = TimeZoneNamed(absl::GetFlag(FLAGS_time_zone));
       if (!named.ok()) return Fail(absl::StrCat("rules test: ", named.status().message()));
       zone = *named;
     }
-    resp = Pipeline::TestRules(*rules, *format, *lines, absl::Now(), zone);
+    absl::StatusOr<FileLines> lines =
+        ReadLines(file, *format, max_line_bytes, max_record_bytes);
+    if (!lines.ok()) return Fail(std::string(lines.status().message()));
+    // A line the reader cut, or one past the caps, is cut as palisaded cuts it: a match pinned
+    // to its end is not taken there (it reported the forged tail the daemon refuses).
+    resp = Pipeline::TestRules(*rules, *format, lines->lines, absl::Now(), zone,
+                               std::numeric_limits<size_t>::max(), max_line_bytes,
+                               max_record_bytes, lines->cut);
   }
   const double secs = absl::ToDoubleSeconds(absl::Now() - start);
 

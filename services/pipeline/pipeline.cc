@@ -223,7 +223,8 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
       truncated_family_(prometheus::BuildCounter()
                             .Name("palisade_ingest_lines_truncated_total")
                             .Help("Lines longer than engine.max_line_bytes (JSON records: "
-                                  "engine.max_record_bytes), cut before matching.")
+                                  "engine.max_record_bytes), cut before matching; also "
+                                  "lines their shipper flagged cut at its own cap.")
                             .Register(registry)),
       sanitized_family_(prometheus::BuildCounter()
                             .Name("palisade_ingest_lines_sanitized_total")
@@ -477,8 +478,8 @@ class ViewBatch {
     *truncated = b_.truncated[i];
     return true;
   }
-  // Lines carry no LogRecord.cut: a record with it comes as a LogBatch (ProtoBatch).
-  bool shipped_cut(int) const { return false; }
+  // The shipper cut line i at its own cap (LineBatch::cut).
+  bool shipped_cut(int i) const { return b_.shipped_cut(static_cast<size_t>(i)); }
   // Line i as Prematch parsed it, when it kept it (read only with prematched()'s candidates).
   const ParsedLine* preparsed(int i) const {
     return static_cast<size_t>(i) < b_.parsed_kept.size() && b_.parsed_kept[i] &&
@@ -586,7 +587,7 @@ bool AllPlainKeyBytes(absl::string_view s) {
 
 absl::string_view Pipeline::PrepareLine(absl::string_view line, size_t cap,
                                         std::string* sanitized, bool* truncated,
-                                        bool* sanitize) const {
+                                        bool* sanitize) {
   *sanitize = false;
   line = TrimLine(line, cap, truncated);
   // Hostile bytes, replaced in a copy and counted: NULs by a space (they would cut evidence and
@@ -682,6 +683,7 @@ void Pipeline::Prematch(LineBatch* batch) const {
     absl::string_view line =
         batch->plain ? TrimLine(batch->lines[i], cap, &truncated)
                      : PrepareLine(batch->lines[i], cap, &sanitized, &truncated, &sanitize);
+    truncated = truncated || batch->shipped_cut(i);  // as Run takes it (LineBatch::cut)
     ParsedLine& parsed = batch->parsed[i];
     if (!parser.Parse(line, reference, &parsed, rule).ok()) continue;
     parsed.cut = truncated;  // its end is the cap's, not its writer's (ParsedLine::cut)
@@ -1329,7 +1331,10 @@ palisade::v1::TestRulesResponse Pipeline::TestRules(std::shared_ptr<const RuleSe
                                                     const std::vector<std::string>& lines,
                                                     absl::Time reference,
                                                     absl::TimeZone time_zone,
-                                                    size_t max_answer_bytes) {
+                                                    size_t max_answer_bytes,
+                                                    uint32_t max_line_bytes,
+                                                    uint32_t max_record_bytes,
+                                                    const std::vector<bool>& cut) {
   palisade::v1::TestRulesResponse out;
   // What a listed match or key adds to the answer, about (its bytes and the fields' framing).
   size_t answer_bytes = 0;
@@ -1349,12 +1354,19 @@ palisade::v1::TestRulesResponse Pipeline::TestRules(std::shared_ptr<const RuleSe
   // As in a batch: the first yearless time against `reference` (now), the next ones against
   // the previous line.
   YearRule rule = YearRule::kAtMostADayAhead;
+  const size_t cap = LineCapFor(format, max_line_bytes, max_record_bytes);
+  std::string sanitized;
   for (size_t i = 0; i < lines.size(); ++i) {
     out.set_lines(out.lines() + 1);
-    if (!parser.Parse(lines[i], reference, &parsed, rule).ok()) {
+    // As Run prepares a batch's line: a line judged whole here that the daemon cuts would
+    // report the key of a forged tail the daemon refuses.
+    bool truncated = false, sanitize = false;
+    const absl::string_view line = PrepareLine(lines[i], cap, &sanitized, &truncated, &sanitize);
+    if (!parser.Parse(line, reference, &parsed, rule).ok()) {
       out.set_malformed(out.malformed() + 1);
       continue;
     }
+    parsed.cut = truncated || (i < cut.size() && cut[i]);
     if (parsed.time) {
       reference = *parsed.time;
       rule = YearRule::kNearest;

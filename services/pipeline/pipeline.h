@@ -177,6 +177,10 @@ struct LineBatch {
   // again: the bytes of the line's end, read there from the prematching core's cache, were ~8 %
   // of the ordered thread (every pack's nginx replay on two threads).
   std::vector<bool> truncated;
+  // Line i came flagged cut by its shipper (LogRecord.cut, read on the Ingest fast path): its
+  // end is the shipper's cap, cut here too whatever this cap. Empty, or shorter, when none was.
+  std::vector<bool> cut;
+  bool shipped_cut(size_t i) const { return i < cut.size() && cut[i]; }
   const RuleSet* prematched_with = nullptr;  // the rules Prematch used (others: ignored)
   // Prematch's buffers: the parsed lines it hands the engine together, and where they are.
   std::vector<const ParsedLine*> walk;
@@ -196,6 +200,7 @@ struct LineBatch {
     spans.clear();
     parsed_kept.clear();
     truncated.clear();
+    cut.clear();
     prematched_with = nullptr;
   }
 };
@@ -247,10 +252,18 @@ class Pipeline {
   // a batch of the same lines is counted at. The matches and keys listed stop at about
   // `max_answer_bytes` of answer (then `truncated` is set; the counts go on): lines times
   // matching rules can be far more than the request.
+  // Each line is taken as a batch's line is: cut at `max_line_bytes` (a JSON record at
+  // `max_record_bytes`: LineCapFor), the daemon's caps (PipelineOptions' defaults unless
+  // given), its hostile bytes replaced. A line cut there, or cut by the reader at its own cap
+  // (`cut[i]`, as LogRecord.cut), is cut (ParsedLine::cut): a match or an ignore leaning on its
+  // end is refused as the daemon refuses it, not reported whole.
   static palisade::v1::TestRulesResponse TestRules(
       std::shared_ptr<const RuleSet> rules, palisade::v1::LogFormat format,
       const std::vector<std::string>& lines, absl::Time reference, absl::TimeZone time_zone,
-      size_t max_answer_bytes = std::numeric_limits<size_t>::max());
+      size_t max_answer_bytes = std::numeric_limits<size_t>::max(),
+      uint32_t max_line_bytes = PipelineOptions().max_line_bytes,
+      uint32_t max_record_bytes = PipelineOptions().max_record_bytes,
+      const std::vector<bool>& cut = {});
   // The same in UTC, for callers that know no zone (a zoneless time is then read as UTC, which
   // differs from what the daemon reads unless its zone is UTC).
   static palisade::v1::TestRulesResponse TestRules(
@@ -263,6 +276,9 @@ class Pipeline {
   // The zone batches without a zone of their own source are read in (PipelineOptions::
   // time_zone): what Admin.TestRules passes to TestRules.
   absl::TimeZone time_zone() const { return options_.time_zone; }
+  // The caps lines are cut at (PipelineOptions): what Admin.TestRules passes to TestRules.
+  uint32_t max_line_bytes() const { return options_.max_line_bytes; }
+  uint32_t max_record_bytes() const { return options_.max_record_bytes; }
   // The zone of a batch source's zoneless times (PipelineOptions::source_time_zones).
   absl::TimeZone ZoneOf(const std::string& source) const;
 
@@ -324,8 +340,8 @@ class Pipeline {
   // The line as matched: the trailing newline and CR dropped, cut at `cap` (LineCap), NULs and
   // invalid UTF-8 replaced, byte for byte (into `*sanitized`). Sets *truncated / *sanitize when
   // it did either.
-  absl::string_view PrepareLine(absl::string_view line, size_t cap, std::string* sanitized,
-                                bool* truncated, bool* sanitize) const;
+  static absl::string_view PrepareLine(absl::string_view line, size_t cap, std::string* sanitized,
+                                       bool* truncated, bool* sanitize);
   // Its first part: the newline and CR dropped, cut at `cap`.
   ABSL_ATTRIBUTE_ALWAYS_INLINE static absl::string_view TrimLine(absl::string_view line,
                                                                  size_t cap, bool* truncated);

@@ -1,6 +1,7 @@
 #include "services/pipeline/pipeline.h"
 
 #include <algorithm>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -686,6 +687,51 @@ TEST_F(PipelineTest, ACutLinePrematchedCannotEndInAForgedTail) {
   }
 }
 
+// The Ingest fast path's batch (lines as views, no LogRecord) carries a shipper's cut per line
+// (LineBatch::cut): a line it flagged is cut here too, whatever this cap, with or without
+// Prematch. It was taken whole, its cut end for its writer's, keying the forged tail.
+TEST_F(PipelineTest, ALineTheShipperCutIsCutInALineBatch) {
+  constexpr absl::string_view kPinned = R"pb(
+    rules {
+      id: "app-login"
+      formats: LOG_FORMAT_RAW
+      patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    }
+  )pb";
+  const std::string forged =
+      "Failed Login: username=" + std::string(200, 'A') + " ip=198.51.100.66";
+  for (const bool prematch : {false, true}) {
+    for (const bool cut : {true, false}) {
+      PipelineOptions options;
+      options.max_line_bytes = forged.size() + 1000;  // above the shipper's cut
+      prometheus::Registry registry;
+      DecisionTable table(clock_);
+      Pipeline pipeline(*RuleSet::Compile({*ParseRulePack(kPinned, "pinned.textproto")}),
+                        options, clock_, table, registry);
+      LineBatch batch;
+      batch.format = LogFormat::LOG_FORMAT_RAW;
+      batch.lines = {forged, "Failed Login: username=bob ip=203.0.113.5"};
+      batch.cut = {cut};  // shorter than the lines: the second is whole
+      if (prematch) pipeline.Prematch(&batch);
+      absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessLines(batch);
+      ASSERT_THAT(ack, IsOk());
+      std::vector<std::string> keys;
+      for (const auto& d : table.List({})) keys.push_back(d.target().value());
+      std::sort(keys.begin(), keys.end());
+      if (cut) {
+        EXPECT_EQ(ack->truncated(), 1u) << "prematch=" << prematch;
+        EXPECT_THAT(keys, ::testing::ElementsAre("203.0.113.5"))
+            << "the shipper's cut line keyed its forged tail (prematch=" << prematch << ")";
+      } else {
+        EXPECT_EQ(ack->truncated(), 0u);
+        EXPECT_THAT(keys, ::testing::ElementsAre("198.51.100.66", "203.0.113.5"));
+      }
+    }
+  }
+}
+
 // A restart restores the active decisions before the pipeline is built: its gauge of active
 // decisions starts at their number. It started at 0 and moved only with the next change, so a
 // restarted daemon with a thousand bans in force reported none until a new detection.
@@ -1329,6 +1375,56 @@ TEST_F(PipelineTest, TestRulesReadsZonelessTimesInTheDaemonsZone) {
   ASSERT_THAT(r.matches(), SizeIs(3));
   EXPECT_EQ(r.matches(2).event_time().seconds(), decided[0].start().seconds());
   EXPECT_EQ(r.matches(0).event_time().seconds(), 1'772'556'600);  // 16:50:00 UTC
+}
+
+// Rules test answers for a long line what the daemon decides: cut at the daemon's cap (its
+// default unless given), and cut where the reader cut it (`cut`, as LogRecord.cut), a match
+// pinned to the line's end is refused there. It judged every line whole: a line the reader cut
+// right after a forged tail keyed it, and one the daemon cuts reported its writer's key.
+TEST_F(PipelineTest, TestRulesCutsLinesAsTheDaemonDoes) {
+  constexpr absl::string_view kPinned = R"pb(
+    rules {
+      id: "app-login"
+      formats: LOG_FORMAT_RAW
+      patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
+      threshold { count: 1 }
+      decision { action: ACTION_BLOCK duration { seconds: 600 } }
+    }
+  )pb";
+  std::shared_ptr<const RuleSet> rules =
+      *RuleSet::Compile({*ParseRulePack(kPinned, "pinned.textproto")});
+  const std::string tail = " ip=198.51.100.66";
+  const std::string head = "Failed Login: username=";
+  // Exactly the daemon's default cap (16 KiB) up to the forged tail, then the writer's end.
+  const std::string forged =
+      head + std::string(PipelineOptions().max_line_bytes - head.size() - tail.size(), 'A') + tail;
+  const std::string line = forged + " ip=203.0.113.5";
+  auto keys = [](const palisade::v1::TestRulesResponse& r) {
+    std::vector<std::string> out;
+    for (const auto& m : r.matches()) out.push_back(m.key());
+    return out;
+  };
+  // The daemon's default cap cuts `line` at the forged tail.
+  palisade::v1::TestRulesResponse r =
+      Pipeline::TestRules(rules, LogFormat::LOG_FORMAT_RAW, {line}, clock_.TimeNow());
+  EXPECT_THAT(keys(r), ::testing::IsEmpty()) << "judged whole past the daemon's cap";
+  // A larger cap given (the daemon's config): whole, the writer's key.
+  r = Pipeline::TestRules(rules, LogFormat::LOG_FORMAT_RAW, {line}, clock_.TimeNow(),
+                          absl::UTCTimeZone(), std::numeric_limits<size_t>::max(),
+                          /*max_line_bytes=*/1 << 20);
+  EXPECT_THAT(keys(r), ::testing::ElementsAre("203.0.113.5"));
+  // Cut by the reader right after the forged tail: cut, whatever the cap.
+  for (const bool cut : {true, false}) {
+    r = Pipeline::TestRules(rules, LogFormat::LOG_FORMAT_RAW, {forged}, clock_.TimeNow(),
+                            absl::UTCTimeZone(), std::numeric_limits<size_t>::max(),
+                            /*max_line_bytes=*/1 << 20, PipelineOptions().max_record_bytes,
+                            /*cut=*/{cut});
+    if (cut) {
+      EXPECT_THAT(keys(r), ::testing::IsEmpty()) << "the reader's cut line keyed its forged tail";
+    } else {
+      EXPECT_THAT(keys(r), ::testing::ElementsAre("198.51.100.66"));
+    }
+  }
 }
 
 TEST_F(PipelineTest, TestRulesListsMatchesUpToItsAnswerBudgetAndCountsOn) {

@@ -21,7 +21,9 @@ constexpr uint32_t kRecordsTag = WireFormatLite::MakeTag(
     palisade::v1::LogBatch::kRecordsFieldNumber, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
 constexpr uint32_t kLineTag = WireFormatLite::MakeTag(palisade::v1::LogRecord::kLineFieldNumber,
                                                       WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
-static_assert(kRecordsTag < 0x80 && kLineTag < 0x80, "one-byte tags");
+constexpr uint32_t kCutTag = WireFormatLite::MakeTag(palisade::v1::LogRecord::kCutFieldNumber,
+                                                     WireFormatLite::WIRETYPE_VARINT);
+static_assert(kRecordsTag < 0x80 && kLineTag < 0x80 && kCutTag < 0x80, "one-byte tags");
 
 // A varint of at most 3 bytes at [p, end) (a record's or a line's length up to 2 MiB): its
 // length in bytes and its value, or 0 when it is longer or cut short. Records as shippers write
@@ -346,12 +348,16 @@ class PlainLines {
   bool plain_ = true;
 };
 
-// The line of a record's bytes [p, p + length), as a view into `bytes` (where p lies), read as
-// a CodedInputStream reads it; false when the record holds anything but its line.
-bool LineOf(absl::string_view bytes, const uint8_t* p, uint32_t length, absl::string_view* line) {
+// The line of a record's bytes [p, p + length), as a view into `bytes` (where p lies), and its
+// cut flag (LogRecord.cut), read as a CodedInputStream reads them; false when the record holds
+// anything else.
+bool LineOf(absl::string_view bytes, const uint8_t* p, uint32_t length, absl::string_view* line,
+            bool* cut) {
   const size_t offset = p - reinterpret_cast<const uint8_t*>(bytes.data());
-  // As shippers write it: the line field once, with a short length, and nothing else.
+  // As shippers write it: the line field once, with a short length, and nothing else but, for
+  // a line the shipper cut, `cut: true` after it (two bytes).
   uint32_t size = 0;
+  *cut = false;
   if (length == 0) {
     *line = absl::string_view();
     return true;
@@ -362,11 +368,24 @@ bool LineOf(absl::string_view bytes, const uint8_t* p, uint32_t length, absl::st
       *line = bytes.substr(offset + 1 + n, size);
       return true;
     }
+    if (n != 0 && 1 + n + size + 2 == length && p[1 + n + size] == kCutTag &&
+        p[1 + n + size + 1] < 0x80) {
+      *line = bytes.substr(offset + 1 + n, size);
+      *cut = p[1 + n + size + 1] != 0;
+      return true;
+    }
   }
   google::protobuf::io::CodedInputStream record(p, static_cast<int>(length));
   *line = absl::string_view();  // a record without one has an empty line
   while (uint32_t field = record.ReadTag()) {
-    // Only the line (the last one, should a record repeat it, as a parse keeps).
+    // The line and the cut flag only (the last of each, should a record repeat it, as a parse
+    // keeps; a bool is any varint, true when not 0).
+    if (field == kCutTag) {
+      uint64_t value = 0;
+      if (!record.ReadVarint64(&value)) return false;
+      *cut = value != 0;
+      continue;
+    }
     if (field != kLineTag || !record.ReadVarint32(&size) ||
         size > length - record.CurrentPosition()) {
       return false;
@@ -379,7 +398,8 @@ bool LineOf(absl::string_view bytes, const uint8_t* p, uint32_t length, absl::st
 }  // namespace
 
 bool ApiLimits::ParseLogBatchLines(const Wire& wire, palisade::v1::LogBatch* header,
-                                   std::vector<absl::string_view>* lines, bool* plain) {
+                                   std::vector<absl::string_view>* lines, bool* plain,
+                                   std::vector<bool>* cut) {
   const absl::string_view bytes = wire.bytes;
   const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
   const uint8_t* const end = data + bytes.size();
@@ -387,15 +407,27 @@ bool ApiLimits::ParseLogBatchLines(const Wire& wire, palisade::v1::LogBatch* hea
   lines->clear();
   lines->reserve(wire.records);
   PlainLines plain_lines(end);
+  if (cut != nullptr) cut->clear();
+  // Line i's LogRecord.cut, kept only from the first cut line on (most batches have none).
+  auto add = [&](absl::string_view line, bool line_cut) {
+    lines->push_back(line);
+    if (plain != nullptr) plain_lines.Add(line);
+    if (!line_cut) return true;
+    if (cut == nullptr) return false;  // a caller that cannot carry it: the parse decides
+    cut->resize(lines->size());
+    cut->back() = true;
+    return true;
+  };
   if (plain != nullptr) *plain = false;
   const uint8_t* p = data;
   while (p < end) {
     uint32_t length = 0;
     absl::string_view line;
+    bool line_cut = false;
     if (const size_t record = RecordAt(p, end, &length); record != 0) {
-      if (!LineOf(bytes, p + record, length, &line)) return false;
-      lines->push_back(line);
-      if (plain != nullptr) plain_lines.Add(line);
+      if (!LineOf(bytes, p + record, length, &line, &line_cut) || !add(line, line_cut)) {
+        return false;
+      }
       p += record + length;
       continue;
     }
@@ -414,9 +446,10 @@ bool ApiLimits::ParseLogBatchLines(const Wire& wire, palisade::v1::LogBatch* hea
         length > static_cast<size_t>(end - p) - in.CurrentPosition()) {
       return false;
     }
-    if (!LineOf(bytes, p + in.CurrentPosition(), length, &line)) return false;
-    lines->push_back(line);
-    if (plain != nullptr) plain_lines.Add(line);
+    if (!LineOf(bytes, p + in.CurrentPosition(), length, &line, &line_cut) ||
+        !add(line, line_cut)) {
+      return false;
+    }
     p += in.CurrentPosition() + length;
   }
   if (!header->ParseFromString(rest)) return false;

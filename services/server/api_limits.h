@@ -96,8 +96,12 @@ class ApiLimits {
   // time, fields, anything else) or the bytes are not well formed: ParseLogBatch then decides.
   // `plain`, when given, is set to whether every line is ASCII without a NUL (LineBatch::plain:
   // the pipeline then need not look at each line for hostile bytes); false when it returns false.
+  // A record's `cut` (LogRecord.cut: the shipper cut its line) is read too: `cut`, when given,
+  // gets cut[i] for line i (LineBatch::cut; left shorter than `lines`, empty when none is cut);
+  // without it a batch with a cut line returns false, as the flag would be lost.
   bool ParseLogBatchLines(const Wire& wire, palisade::v1::LogBatch* header,
-                          std::vector<absl::string_view>* lines, bool* plain = nullptr);
+                          std::vector<absl::string_view>* lines, bool* plain = nullptr,
+                          std::vector<bool>* cut = nullptr);
 
   // Counts a refusal: `limit` is the config field's short name, e.g. "max_message_bytes".
   void CountRefusal(absl::string_view method, absl::string_view limit);

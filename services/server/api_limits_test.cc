@@ -2,6 +2,7 @@
 
 #include <random>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include <string>
 #include <vector>
@@ -64,7 +65,8 @@ class ApiLimitsTest : public ::testing::Test {
     LogBatch header;
     std::vector<absl::string_view> lines;
     bool plain = true;
-    const bool viewed = limits_.ParseLogBatchLines(wire, &header, &lines, &plain);
+    std::vector<bool> cut;
+    const bool viewed = limits_.ParseLogBatchLines(wire, &header, &lines, &plain, &cut);
     LogBatch parsed;
     const bool parses = limits_.ParseLogBatch(wire, &parsed).ok();
     if (!viewed) return false;
@@ -74,6 +76,11 @@ class ApiLimitsTest : public ::testing::Test {
     for (const auto& r : parsed.records()) records.push_back(r.line());
     EXPECT_EQ(std::vector<std::string>(lines.begin(), lines.end()), records);
     EXPECT_EQ(plain, AllPlain(records));
+    std::vector<bool> cuts;  // each record's LogRecord.cut
+    for (const auto& r : parsed.records()) cuts.push_back(r.cut());
+    EXPECT_LE(cut.size(), cuts.size());
+    cut.resize(cuts.size());  // shorter: the lines past it are whole
+    EXPECT_EQ(cut, cuts);
     parsed.clear_records();
     EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(header, parsed))
         << header.DebugString() << " vs " << parsed.DebugString();
@@ -101,6 +108,42 @@ TEST_F(ApiLimitsTest, ABatchOfLinesIsReadAsViewsIntoTheMessageInOneSliceOrSevera
       EXPECT_TRUE(line.empty() || (line.data() >= wire.bytes.data() &&
                                    line.data() + line.size() <= wire.bytes.data() + wire.bytes.size()));
     }
+  }
+}
+
+// A record with `cut` (its shipper cut the line: LogRecord.cut) stays on the views path, its
+// flag carried per line (LineBatch::cut): one cut line sent the whole batch to the full
+// protobuf parse, a record and a string per line. As shippers write it (the flag after the
+// line) and in the other shapes a parse takes: the flag first, repeated (the last one wins),
+// written as a long varint, false written out, on a record without a line.
+TEST_F(ApiLimitsTest, ACutRecordStaysOnTheViewsPathWithItsFlag) {
+  LogBatch batch = LinesBatch();
+  batch.mutable_records(0)->set_cut(true);
+  batch.mutable_records(2)->set_cut(true);
+  const std::string bytes = batch.SerializeAsString();
+  ApiLimits::Wire wire;
+  ASSERT_THAT(limits_.Read(InSlices(bytes, 1), &wire), IsOk());
+  LogBatch header;
+  std::vector<absl::string_view> lines;
+  std::vector<bool> cut;
+  ASSERT_TRUE(limits_.ParseLogBatchLines(wire, &header, &lines, nullptr, &cut))
+      << "a cut record left the views path";
+  EXPECT_THAT(lines, ElementsAre("first line", "", absl::string_view("nul\0byte", 8), "last"));
+  EXPECT_THAT(cut, ElementsAre(true, false, true));  // "last": past the end, whole
+  // A caller that cannot carry the flag gets the parse, which keeps it.
+  EXPECT_FALSE(limits_.ParseLogBatchLines(wire, &header, &lines));
+  EXPECT_TRUE(Agrees(bytes));
+  EXPECT_TRUE(Agrees(LinesBatch().SerializeAsString()));  // none cut
+  // Records in other shapes, each after the lines of LinesBatch.
+  for (const std::string& record :
+       {std::string("\x20\x01\x0a\x02hi", 6), std::string("\x0a\x02hi\x20\x01\x20\x00", 8),
+        std::string("\x0a\x02hi\x20\x00\x20\x01", 8), std::string("\x0a\x02hi\x20\x81\x00", 7),
+        std::string("\x0a\x02hi\x20\x00", 6), std::string("\x20\x01", 2)}) {
+    std::string odd = LinesBatch().SerializeAsString();
+    odd += '\x22';
+    odd += static_cast<char>(record.size());
+    odd += record;
+    EXPECT_TRUE(Agrees(odd)) << absl::CEscape(record);
   }
 }
 

@@ -172,7 +172,7 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     if (!read.ok()) return read;
     LogBatch header;
     LineBatch lines;
-    if (limits_.ParseLogBatchLines(bytes, &header, &lines.lines, &lines.plain)) {
+    if (limits_.ParseLogBatchLines(bytes, &header, &lines.lines, &lines.plain, &lines.cut)) {
       // Lines and nothing else (the common batch): the pipeline reads them as views into the
       // message, with no protobuf record and no string per line (~10 % of a line's cost in
       // the daemon, profiled); when none holds a NUL or a byte past ASCII (lines.plain), it
@@ -183,6 +183,9 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       lines.sequence = header.sequence();
       return Run(header, static_cast<int>(lines.lines.size()), [&](int skip) {
         lines.lines.erase(lines.lines.begin(), lines.lines.begin() + skip);
+        // The cut flags (empty when no line is cut) follow their lines.
+        lines.cut.erase(lines.cut.begin(),
+                        lines.cut.begin() + std::min<size_t>(skip, lines.cut.size()));
         return pipeline_.ProcessLines(lines);
       });
     }
@@ -859,7 +862,8 @@ absl::Status AdminService::HandleTestRules(const palisade::v1::TestRulesRequest&
   // Zoneless times in the zone the daemon reads batches in, so each match's event_time is the
   // one a batch of the same lines is counted at.
   *response = Pipeline::TestRules(rules, request.format(), lines, clock_.TimeNow(),
-                                  pipeline_.time_zone(), kMaxTestAnswerBytes);
+                                  pipeline_.time_zone(), kMaxTestAnswerBytes,
+                                  pipeline_.max_line_bytes(), pipeline_.max_record_bytes());
   return absl::OkStatus();
 }
 

@@ -128,5 +128,59 @@ TEST(IngestServiceTest, ALineTheShipperCutIsCutWhateverTheDaemonsCap) {
   }
 }
 
+// Admin.TestRules judges lines as the daemon's batches do: cut at the daemon's
+// max_line_bytes, where a rule pinned to the line's end cannot match at the cut. Before
+// 2026-12-07 it judged every line whole, so an operator testing a pack was shown the key of a
+// forged tail the daemon itself refuses.
+TEST(AdminServiceTest, TestRulesCutsLinesAtTheDaemonsCap) {
+  constexpr absl::string_view kPinned = R"pb(
+    rules {
+      id: "app-login"
+      formats: LOG_FORMAT_RAW
+      patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb";
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(kPinned, "pinned.textproto");
+  ASSERT_THAT(pack, IsOk());
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
+  ASSERT_THAT(rules, IsOk());
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  DecisionTable table(clock);
+  PipelineOptions options;
+  options.max_line_bytes = 64;
+  Pipeline pipeline(*rules, options, clock, table, registry);
+  AdminService admin(
+      pipeline, table, clock,
+      []() -> absl::StatusOr<std::shared_ptr<const RuleSet>> {
+        return absl::UnimplementedError("no reload here");
+      },
+      registry, "test");
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&admin);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<palisade::v1::Admin::Stub> stub =
+      palisade::v1::Admin::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  palisade::v1::TestRulesRequest request;
+  request.set_format(palisade::v1::LOG_FORMAT_RAW);
+  // The forged tail starts before byte 64 and ends after it: the daemon's cut lands in it.
+  request.add_lines("Failed Login: username=" + std::string(30, 'A') + " ip=198.51.100.66");
+  request.add_lines("Failed Login: username=bob ip=203.0.113.5");
+  palisade::v1::TestRulesResponse response;
+  grpc::ClientContext context;
+  const grpc::Status status = stub->TestRules(&context, request, &response);
+  server->Shutdown();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<std::string> keys;
+  for (const auto& m : response.matches()) keys.push_back(m.key());
+  EXPECT_EQ(keys, std::vector<std::string>{"203.0.113.5"})
+      << "Admin.TestRules keyed a forged tail the daemon cuts";
+}
+
 }  // namespace
 }  // namespace palisade

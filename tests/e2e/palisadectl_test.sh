@@ -108,6 +108,21 @@ if grep -qF '198.51.100.66' <<<"$long_targets"; then
 fi
 kill "$daemon_long"
 wait "$daemon_long" 2>/dev/null || true
+# rules test judges those lines as palisaded does: cut at engine.max_line_bytes (palisaded's
+# default 16 KiB, or --config's), and cut where its reader cut them. It judged the reader's
+# first MiB whole and reported the forged " ip=" the daemon refuses.
+long_local=$("$ctl_bin" rules test rules/webapps.textproto "$work/gitlab.log" --format=raw --json)
+grep -qF '"key":"203.0.113.77"' <<<"$long_local" || fail "rules test of long lines: $long_local"
+if grep -qE '198\.51\.100\.66|203\.0\.113\.66' <<<"$long_local"; then
+  fail "rules test keyed a line palisaded cuts: ${long_local:0:300}"
+fi
+long_local=$("$ctl_bin" rules test rules/webapps.textproto "$work/gitlab.log" --format=raw --json \
+  --config="$work/long.textproto")
+grep -qF '"key":"203.0.113.66"' <<<"$long_local" \
+  || fail "rules test under a 2 MiB engine.max_line_bytes: $long_local"
+if grep -qF '198.51.100.66' <<<"$long_local"; then
+  fail "rules test keyed a forged tail under --config: ${long_local:0:300}"
+fi
 first=$(sed -n 1p <<<"$local_json")
 grep -qE '^[{]"line":[0-9]+,"rule":"sshd-[a-z-]+","key":"[0-9a-f:.]+","time":"20[0-9][0-9]-' <<<"$first" \
   || fail "json shape: $first"
