@@ -1,5 +1,6 @@
 #include "services/actions/reconciler.h"
 
+#include <algorithm>
 #include <iostream>
 #include <map>
 #include <set>
@@ -249,7 +250,11 @@ absl::Status Reconciler::CheckIpList(DriftReport* report) {
     for (const std::string& id : gone) dispatcher_.ForgetEdge(id);
     for (size_t i = 0; i < orphans.size(); ++i) Orphan("ip_list", report);
     for (IpList& l : *lists) {
-      if (l.id == list_id) l.num_items -= static_cast<int>(orphans.size());
+      // Never below 0 (as the actuator's own count): the list's count, read before its items,
+      // may lag them.
+      if (l.id == list_id) {
+        l.num_items = std::max(0, l.num_items - static_cast<int>(orphans.size()));
+      }
     }
     dispatcher_.ListsRead(*lists);
   }

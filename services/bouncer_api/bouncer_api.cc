@@ -1377,7 +1377,7 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   // startup=true lists deletions too, as CrowdSec's does (it sends the expired decisions it
   // still holds): here those the bouncer was not told of yet, so a restarted bouncer drops what
   // ended while it was away. A bouncer that never pulled had nothing to drop: its first pull
-  // reads the live rows only (and Trim does not keep deletions for it). Unless
+  // with startup reads no deletion (without: see record_lost below). Unless
   // an answer of its key is in flight beside this one (a pull went on past
   // kAnswerInFlightWait): that answer may bring rows whose deletions come after it, so this one
   // reads every deletion held (Trim keeps those above what that answer served): a replay of
@@ -1390,11 +1390,14 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
   // (palisaded died while the store refused it: unrecorded_served is memory only; before
   // 2026-12-07 its deletions were lost). It reads the deletions logged after its registration,
   // since any answer it holds came after that: a fresh bouncer (or one asking so by mistake) is
-  // not sent the deletions held from before it existed.
+  // not sent the deletions held from before it existed. The store leaves those out: read and
+  // dropped here, they were the whole log (up to max_deletions rows) under the store's lock
+  // and pull_mu_, again at each such pull. Trim keeps the ones after the registration of a
+  // bouncer never recorded.
   const bool record_lost = first && !f.startup;
   if (!f.startup || !first) {
     absl::StatusOr<std::vector<BouncerChangeRow>> rows =
-        store_->LoadBouncerChanges(position, /*live_only=*/false);
+        store_->LoadBouncerChanges(position, record_lost ? registered : absl::InfinitePast());
     if (!rows.ok()) {
       Log(absl::StrCat("bouncer_api: ", rows.status().message()));
       return {JsonError(500, "the decision log cannot be read"), nullptr};
@@ -1408,7 +1411,6 @@ BouncerApi::PendingReply BouncerApi::Stream(std::shared_ptr<Bouncer> bouncer,
       // A row it replaced is not lost: the next pull serves the decision's latest change.
       if (r.seq > served) continue;
       if (!f.MatchesLogged(r)) continue;
-      if (r.deleted && record_lost && r.at <= registered) continue;
       if (r.deleted) {
         if (deleted_nums.insert(r.num).second) deleted.push_back(&r);
       } else if (!behind && !f.startup && Current(r, now)) {  // else in `added` already
@@ -1567,12 +1569,19 @@ absl::StatusOr<int64_t> BouncerApi::Trim() {
   absl::MutexLock pull(&pull_mu_);
   if (absl::Status s = CatchUp(); !s.ok()) return s;
   int64_t served_through = 0;
+  // The earliest registration of a bouncer never pulled (InfiniteFuture: none).
+  absl::Time never_pulled = absl::InfiniteFuture();
   {
     absl::MutexLock lock(&mu_);
     if (absl::Status s = FlushLocked(); !s.ok()) return s;
-    // A bouncer at position 0 was served nothing (live mode, or no pull yet): its first stream
-    // pull reads the live rows only, so it holds no deletion back. One added meanwhile is too.
-    // But one whose first answer is being written moves to what that served once it is: the
+    // A bouncer at position 0 was served nothing (live mode, or no pull yet) as far as its
+    // record goes: it holds no deletion back. But one with no pull recorded nor made in this
+    // process may hold a first answer whose record a crash lost: its next pull without startup
+    // reads the deletions logged after its registration (Stream: record_lost), so those stay
+    // (age and count still trim them; before 2026-12-07 the first trim after a restart could
+    // drop them before its pull). One added meanwhile holds nothing: what is logged after it
+    // is above the bound taken here.
+    // And one whose first answer is being written moves to what that served once it is: the
     // deletions after it are its next pull's (before 2026-12-07 they were trimmed, and the host
     // kept a withdrawn ban until its timeout). With two in flight (one went on past
     // kAnswerInFlightWait), those after the lower: either may be the one written. And one whose
@@ -1584,11 +1593,19 @@ absl::StatusOr<int64_t> BouncerApi::Trim() {
         served_through = std::min(served_through, b->row.position);
       } else if (!b->in_flight_served.empty()) {
         served_through = std::min(served_through, *b->in_flight_served.begin());
+      } else if (b->row.last_pull == absl::InfinitePast()) {
+        // A pull made in this process sets last_pull, recorded or not.
+        never_pulled = std::min(never_pulled, b->row.created);
       }
       if (b->unrecorded_served.has_value()) {
         served_through = std::min(served_through, *b->unrecorded_served);
       }
     }
+  }
+  if (never_pulled != absl::InfiniteFuture()) {
+    absl::StatusOr<int64_t> first = store_->FirstBouncerDeletionAfter(never_pulled);
+    if (!first.ok()) return first.status();
+    if (*first > 0) served_through = std::min(served_through, *first - 1);
   }
   if (trim_hook_) trim_hook_();
   absl::StatusOr<int64_t> forgotten = store_->TrimBouncerChanges(

@@ -6,12 +6,11 @@
 //
 //   GET /v1/decisions/stream?startup=true|false[&scopes=&origins=&scenarios_containing=
 //       &scenarios_not_containing=]   {"deleted": [...], "new": [...]} since this bouncer's last
-//       pull (no startup: false; a first pull: every active decision and no deletion, unless
-//       another answer of its key is in flight or one was delivered but not recorded: then the
-//       deletions held too, see below; a first pull with startup=false holds an answer whose
-//       record was lost, as CrowdSec's bouncers ask startup=true first: it gets the deletions
-//       logged since the bouncer's registration); with startup=true every active decision, and
-//       the deletions this bouncer was not served yet.
+//       pull (no startup: false; a first pull: every active decision, and the deletions logged
+//       since the bouncer's registration: CrowdSec's bouncers ask startup=true first, so such a
+//       pull holds an answer whose record was lost; every deletion held when another answer of
+//       its key is in flight or one was delivered but not recorded, see below); with
+//       startup=true every active decision, and the deletions this bouncer was not served yet.
 //       Lists are ordered by end, soonest first, as CrowdSec's.
 //   GET|HEAD /v1/decisions?ip=|range=|scope=&value=|type=|origins=   live mode: the decisions on
 //       an address (an Ip decision on it, a Range decision containing it), or `null`.
@@ -62,20 +61,21 @@
 // clean restart keeps them). So a crash between the write and the record replays rather than
 // loses, also for a first answer (position 0): after a crash (or a stop while the store still
 // refuses) the bouncer's next pull, with startup=false, reads the deletions logged since its
-// registration. Unless Trim ran first (every minute, once the store takes writes): a bouncer at
-// position 0 holds none back, so a deletion of what that answer brought, logged before that
-// pull, can be lost to the bouncer, which keeps the ban until its timeout. A bouncer's
+// registration (the store leaves the older ones out), and Trim keeps those for a bouncer with
+// no pull recorded nor made since the start (only age and count trim them: before 2026-12-07
+// the first Trim after a restart could drop them before that pull). A bouncer's
 // next pull waits for its previous answer to be written or cut (up to kAnswerInFlightWait, on
 // the API's clock), and the wait ends and the pull is counted in flight in one step: two pulls
 // of one key at once are served one after the other. One that goes on past the wait is served
 // beside the other, a replay at worst: at position 0 it reads the deletions too, and Trim keeps
 // those above every position an answer in flight serves. Live rows stay as long as their
 // decision; deletion rows are trimmed once every registered bouncer served anything (position
-// > 0: a live-mode bouncer's never moves) was served past them, or past deletion_retention, or
-// past max_deletions (oldest first). A bouncer whose position lies below what age or count
-// trimmed is "far behind": it gets a startup-style answer (every active decision in "new") plus
-// the deletions still held — deletions older than those are lost to it, as with CrowdSec, whose
-// expired decisions are flushed too.
+// > 0: a live-mode bouncer's never moves) was served past them and every one never pulled
+// (above) was registered after them, or past deletion_retention, or past max_deletions (oldest
+// first). A bouncer whose position lies below what age or count trimmed is "far behind": it
+// gets a startup-style answer (every active decision in "new") plus the deletions still held —
+// deletions older than those are lost to it, as with CrowdSec, whose expired decisions are
+// flushed too.
 // The log is fed by the decision table's listener (after the table stored the change) and
 // written to the store in batches (every second, before any pull is answered, every 10,000
 // changes or 16 MiB of them, at Stop): no bouncer is ever served a position the store does not

@@ -43,6 +43,7 @@ namespace {
 using ::nlohmann::json;
 using ::palisade::testing::FloodHeaders;
 using ::palisade::testing::IsOk;
+using ::palisade::testing::IsOkAndHolds;
 using ::palisade::testing::StatusIs;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -1213,6 +1214,43 @@ TEST(BouncerApiTest, AFirstPullNotRecordedGetsItsDeletionsAfterACrash) {
   EXPECT_TRUE(d.Pull(key)["deleted"].is_null());  // told once
 }
 
+// The same crash, but Trim runs (every minute) before the bouncer's first pull after the restart
+// (every 10 s): at position 0, with no answer in flight nor unrecorded in this process, the
+// bouncer held nothing back, and the deletion that pull is owed was trimmed before it. A bouncer
+// with no pull recorded nor made in this process now holds back the deletions logged after its
+// registration (age and count still trim them); those from before it still go.
+TEST(BouncerApiTest, TrimKeepsTheDeletionsOwedToAFirstPullNotRecorded) {
+  SimulatedClock clock;
+  const std::string path = FreshPath("first-unrecorded-trim.db");
+  std::string key;
+  std::string x;
+  {
+    Daemon d(path, clock);
+    ASSERT_THAT(d.table.Withdraw(d.Ban("198.51.100.1")), IsOk());  // before the bouncer
+    clock.Advance(absl::Seconds(10));
+    key = *d.api->AddBouncer("fw");
+    clock.Advance(absl::Seconds(10));
+    x = d.Ban("203.0.113.7");
+    d.Ban("203.0.113.8");
+    ExecSql(path, R"sql(
+        CREATE TRIGGER break_pull BEFORE UPDATE ON bouncers
+          BEGIN SELECT RAISE(ABORT, 'injected: pull not recorded'); END;)sql");
+    ASSERT_EQ(Values(d.Pull(key, /*startup=*/true)["new"]),
+              (std::set<std::string>{"203.0.113.7", "203.0.113.8"}));
+  }  // stopped with the trigger in place: the record at Stop fails too
+  ExecSql(path, "DROP TRIGGER break_pull;");
+  Daemon d(path, clock);
+  ASSERT_EQ((*d.store->LoadBouncers())[0].position, 0);
+  clock.Advance(absl::Minutes(1));  // the restart
+  ASSERT_THAT(d.table.Withdraw(x), IsOk());
+  EXPECT_THAT(d.api->Trim(), IsOkAndHolds(1));  // 198.51.100.1's deletion only
+  const json next = d.Pull(key);
+  EXPECT_EQ(Values(next["deleted"]), std::set<std::string>{"203.0.113.7"}) << next;
+  EXPECT_EQ(Values(next["new"]), std::set<std::string>{"203.0.113.8"}) << next;
+  // Its pull was recorded: its position holds back what it was not served yet, as any other.
+  EXPECT_THAT(d.api->Trim(), IsOkAndHolds(1));
+}
+
 // Changes reach the store in batches; a pull writes what waits first, so the position it
 // serves is always one the store holds (a crash then loses nothing a bouncer was told).
 TEST(BouncerApiTest, APullWritesTheWaitingChangesFirst) {
@@ -1663,14 +1701,14 @@ TEST(BouncerApiTest, TrimmingForgetsServedDeletionsAndAFarBehindBouncerStartsOve
 
 // A live-mode bouncer's position never moves, and one that never pulled stays at 0: the
 // minimum over every bouncer's position was 0, and no served deletion was ever trimmed. A
-// bouncer at 0 was served nothing (its first stream pull reads the live rows): it holds no
-// deletion back.
+// bouncer at 0 was served nothing: it holds no deletion back, but for one never pulled the
+// deletions logged after its registration (TrimKeepsTheDeletionsOwedToAFirstPullNotRecorded):
+// "idle" is registered after this one.
 TEST(BouncerApiTest, ABouncerThatWasServedNothingDoesNotHoldDeletionsBack) {
   SimulatedClock clock;
   Attached d(FreshPath("trim-live.db"), clock);
   const std::string fw = *d.api->AddBouncer("fw");
   const std::string nginx = *d.api->AddBouncer("nginx");
-  d.api->AddBouncer("idle").IgnoreError();
   auto pull = [&] {
     ASSERT_EQ(d.api->Handle(Request("/v1/decisions/stream", fw, {{"startup", "false"}})).status,
               200);
@@ -1680,6 +1718,8 @@ TEST(BouncerApiTest, ABouncerThatWasServedNothingDoesNotHoldDeletionsBack) {
   ASSERT_THAT(d.table.Withdraw(a), IsOk());
   pull();
   ASSERT_EQ(d.api->Handle(Request("/v1/decisions", nginx, {{"ip", "203.0.113.1"}})).status, 200);
+  clock.Advance(absl::Seconds(10));
+  d.api->AddBouncer("idle").IgnoreError();
   EXPECT_EQ(*d.api->Trim(), 1);
 }
 
@@ -1725,7 +1765,10 @@ TEST(BouncerApiTest, QuestionsAndChangesGoOnWhileTrimWritesTheStore) {
 }
 
 // A bouncer's first pull without startup read every row of the log, and was sent every
-// deletion held (up to max_deletions) though it had nothing to delete. It reads the live rows.
+// deletion held (up to max_deletions) though it had nothing to delete. It is sent the deletions
+// logged after its registration only (owed to an answer whose record a crash lost:
+// AFirstPullNotRecordedGetsItsDeletionsAfterACrash), here none; the store does not even read
+// the older ones (store_test: BouncerChangesSinceARegistrationLeaveOlderDeletionsOut).
 TEST(BouncerApiTest, AFirstPullWithoutStartupIsSentNoDeletion) {
   SimulatedClock clock;
   Attached d(FreshPath("first-pull.db"), clock);
@@ -1743,6 +1786,7 @@ TEST(BouncerApiTest, AFirstPullWithoutStartupIsSentNoDeletion) {
   EXPECT_THAT(pull(fw)["new"], SizeIs(1001));
   for (const std::string& id : ids) ASSERT_THAT(d.table.Withdraw(id), IsOk());
   EXPECT_THAT(pull(fw)["deleted"], SizeIs(1000));
+  clock.Advance(absl::Seconds(10));
   json first = pull(*d.api->AddBouncer("fresh"));
   EXPECT_TRUE(first["deleted"].is_null()) << first["deleted"].size() << " deletions";
   EXPECT_EQ(Values(first["new"]), std::set<std::string>{"198.51.100.1"});

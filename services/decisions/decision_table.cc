@@ -138,6 +138,10 @@ DecisionTable::DecisionTable(Clock& clock, uint32_t max_evidence)
 void DecisionTable::SetLimits(const DecisionTableLimits& limits, prometheus::Registry* registry) {
   absl::MutexLock lock(&mu_);
   limits_ = limits;
+  {
+    absl::MutexLock write_lock(&write_mu_);
+    max_unwritten_bytes_ = limits.max_unwritten_bytes;
+  }
   if (registry == nullptr) return;
   auto& family = prometheus::BuildCounter()
                      .Name("palisade_decisions_forgotten_total")
@@ -171,8 +175,9 @@ void DecisionTable::SetLimits(const DecisionTableLimits& limits, prometheus::Reg
                        .Add({});
   unwritten_gauge_ = &prometheus::BuildGauge()
                           .Name("palisade_store_changes_unwritten")
-                          .Help("Decision changes in force but not in the store yet (it refused "
-                                "them; retried at every write and sweep).")
+                          .Help("Decision changes, and targets' waiting-claim snapshots, in force "
+                                "but not in the store yet (it refused them; retried at every "
+                                "write and sweep).")
                           .Register(*registry)
                           .Add({});
 }
@@ -265,6 +270,26 @@ absl::Status DecisionTable::Restore() {
     AddActiveLocked(d);
     by_id_[d.id()] = std::move(d);
   }
+  // The rule and manual claims that waited behind them, still due (a claim behind a decision
+  // past its expiry takes over at the first sweep, as it would have). Only behind the very
+  // decision they waited behind: a row naming another is stale (a mirror keeps no claims of
+  // the writer's and may hold rows from when it wrote; a claim waits only behind one decision).
+  absl::StatusOr<std::vector<WaitingClaimRow>> waiting =
+      store_->LoadWaitingClaims(clock_.TimeNow());
+  if (!waiting.ok()) return waiting.status();
+  for (WaitingClaimRow& w : *waiting) {
+    auto a = active_.find(w.target);
+    if (a == active_.end() || a->second.id != w.decision_id) continue;
+    CoverLocked(w.target,
+                Claim{static_cast<palisade::v1::Origin>(w.origin),
+                      static_cast<palisade::v1::Action>(w.action),
+                      static_cast<palisade::v1::Actuator>(w.actuator), w.dry_run, w.expiry,
+                      std::move(w.rule_id), std::move(w.reason), /*stored=*/w.expiry, w.offence},
+                clock_.TimeNow());
+  }
+  // Charged to their decisions; not written again (they are the store's rows).
+  for (const std::string& target : claims_changed_) ChargeClaimsLocked(target);
+  claims_changed_.clear();
   active_size_.store(active_.size(), std::memory_order_relaxed);
   // Only what escalation can still use: the offenders of the restored memory and those whose
   // rules' memories (up to a year) still count them, the latest first, under the cap (the store
@@ -306,6 +331,30 @@ bool IsTurn(Turn* t) { return *t->done == t->ticket; }
 }  // namespace
 
 void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, Commit* commit) {
+  // The targets whose waiting claims changed: charged anew, and their rule and manual claims
+  // written as they now are (the feeds' come back with the first sync after a restart).
+  for (const std::string& target : claims_changed_) {
+    ChargeClaimsLocked(target);
+    WaitingClaims* w = nullptr;
+    if (store_ != nullptr) {
+      w = &commit->waiting.emplace_back();
+      w->target = target;
+    }
+    // Behind the decision active now; none active: none wait, and the rows go.
+    auto a = active_.find(target);
+    if (a == active_.end()) continue;
+    if (w != nullptr) w->decision_id = a->second.id;
+    if (auto it = covered_.find(target); it != covered_.end()) {
+      for (Claim& c : it->second) {
+        if (c.origin == palisade::v1::ORIGIN_FEED) continue;
+        c.stored = c.expiry;  // written now (CoverLocked writes an extension past it again)
+        if (w == nullptr) continue;
+        w->claims.push_back({target, w->decision_id, c.origin, c.action, c.actuator, c.dry_run,
+                             c.expiry, c.rule_id, c.reason, c.offence});
+      }
+    }
+  }
+  claims_changed_.clear();
   if (store_ == nullptr) return;
   std::vector<Store::Change>& changes = commit->changes;
   std::vector<DecisionUpdate*>& recorded = commit->recorded;
@@ -362,13 +411,13 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
     changes.push_back(std::move(c));
     recorded.push_back(update);
   }
-  if (changes.empty()) return;
+  if (changes.empty() && commit->waiting.empty()) return;
   commit->store = store_;
   commit->write_ticket = next_write_ticket_++;
 }
 
 void DecisionTable::WriteInTurn(Commit& commit) {
-  if (commit.changes.empty()) return;
+  if (commit.changes.empty() && commit.waiting.empty()) return;
   absl::MutexLock lock(&write_mu_);
   // In the order the changes were made: the store's rows are the table's history.
   Turn turn{&written_, commit.write_ticket};
@@ -378,7 +427,8 @@ void DecisionTable::WriteInTurn(Commit& commit) {
   // behind them (the rows must stay in the table's order).
   absl::Status failed = WriteUnwrittenLocked();
   if (failed.ok()) {
-    absl::StatusOr<std::vector<int64_t>> seqs = commit.store->RecordDecisions(commit.changes);
+    absl::StatusOr<std::vector<int64_t>> seqs =
+        commit.store->RecordDecisions(commit.changes, commit.waiting);
     if (seqs.ok()) {
       for (size_t i = 0; i < commit.recorded.size(); ++i) {
         commit.recorded[i]->outbox_seq = (*seqs)[i];
@@ -390,7 +440,19 @@ void DecisionTable::WriteInTurn(Commit& commit) {
   }
   // The decisions stand in memory and are enforced (their outbox operations run unrecorded);
   // their rows are written by the next write or sweep that finds the store taking them.
-  if (unwritten_.empty()) unwritten_store_ = commit.store;
+  if (unwritten_.empty() && unwritten_waiting_.empty()) unwritten_store_ = commit.store;
+  // A target's waiting claims as they now are replace any refused before (the later state is
+  // the one to write).
+  for (WaitingClaims& w : commit.waiting) {
+    auto [it, added] = unwritten_waiting_.try_emplace(w.target);
+    if (!added) {
+      unwritten_bytes_ -= std::min(unwritten_bytes_, WaitingBytes(it->second));
+      if (it->second.decision_id.empty()) --unwritten_ended_;
+    }
+    unwritten_bytes_ += WaitingBytes(w);
+    if (w.decision_id.empty()) ++unwritten_ended_;
+    it->second = std::move(w);
+  }
   for (Store::Change& c : commit.changes) {
     // The change points into its caller's update: the copy owns its decision (a deque's
     // elements stay where they are as it grows and shrinks at its ends).
@@ -401,23 +463,41 @@ void DecisionTable::WriteInTurn(Commit& commit) {
     u.bytes = u.decision.ByteSizeLong() + (u.change.proto ? u.change.proto->size() : 0);
     unwritten_bytes_ += u.bytes;
   }
-  // Bounded: past kMaxUnwrittenBytes the oldest are given up, counted.
-  while (unwritten_bytes_ > kMaxUnwrittenBytes && !unwritten_.empty()) {
+  // Bounded: past max_unwritten_bytes_, first the claim snapshots of targets with no active
+  // decision (they only delete rows that name an ended decision, which Restore never attaches:
+  // Prune deletes them once over), then the oldest changes, counted.
+  if (unwritten_bytes_ > max_unwritten_bytes_ && unwritten_ended_ > 0) {
+    for (auto it = unwritten_waiting_.begin(); it != unwritten_waiting_.end();) {
+      if (unwritten_bytes_ <= max_unwritten_bytes_ || unwritten_ended_ == 0) break;
+      if (!it->second.decision_id.empty()) {
+        ++it;
+        continue;
+      }
+      unwritten_bytes_ -= std::min(unwritten_bytes_, WaitingBytes(it->second));
+      --unwritten_ended_;
+      unwritten_waiting_.erase(it++);
+    }
+  }
+  while (unwritten_bytes_ > max_unwritten_bytes_ && !unwritten_.empty()) {
     unwritten_bytes_ -= std::min(unwritten_bytes_, unwritten_.front().bytes);
     unwritten_.pop_front();
     if (changes_lost_ != nullptr) changes_lost_->Increment();
   }
-  if (unwritten_gauge_ != nullptr) unwritten_gauge_->Set(static_cast<double>(unwritten_.size()));
-  std::cerr << "palisaded: store: decision changes not persisted yet (" << unwritten_.size()
+  const size_t waiting = unwritten_.size() + unwritten_waiting_.size();
+  if (unwritten_gauge_ != nullptr) unwritten_gauge_->Set(static_cast<double>(waiting));
+  std::cerr << "palisaded: store: decision changes not persisted yet (" << waiting
             << " waiting, written when the store takes them): " << failed.message() << std::endl;
 }
 
 absl::Status DecisionTable::WriteUnwrittenLocked() {
-  if (unwritten_.empty()) return absl::OkStatus();
+  if (unwritten_.empty() && unwritten_waiting_.empty()) return absl::OkStatus();
   std::vector<Store::Change> changes;
   changes.reserve(unwritten_.size());
   for (const Unwritten& u : unwritten_) changes.push_back(u.change);
-  absl::StatusOr<std::vector<int64_t>> seqs = unwritten_store_->RecordDecisions(changes);
+  std::vector<WaitingClaims> waiting;
+  waiting.reserve(unwritten_waiting_.size());
+  for (const auto& [target, w] : unwritten_waiting_) waiting.push_back(w);
+  absl::StatusOr<std::vector<int64_t>> seqs = unwritten_store_->RecordDecisions(changes, waiting);
   if (!seqs.ok()) {
     if (write_failures_ != nullptr) write_failures_->Increment();
     return seqs.status();
@@ -427,6 +507,8 @@ absl::Status DecisionTable::WriteUnwrittenLocked() {
   // a decision that has ended since (its remove completed on its own row): the dispatcher's
   // Restore cancels that one.
   unwritten_.clear();
+  unwritten_waiting_.clear();
+  unwritten_ended_ = 0;
   unwritten_bytes_ = 0;
   if (unwritten_gauge_ != nullptr) unwritten_gauge_->Set(0);
   std::cerr << "palisaded: store: the decision changes waiting are persisted" << std::endl;
@@ -435,7 +517,7 @@ absl::Status DecisionTable::WriteUnwrittenLocked() {
 
 size_t DecisionTable::unwritten() const {
   absl::MutexLock lock(&write_mu_);
-  return unwritten_.size();
+  return unwritten_.size() + unwritten_waiting_.size();
 }
 
 DecisionTable::Commit DecisionTable::CommitLocked(std::vector<DecisionUpdate>& change_set,
@@ -687,6 +769,8 @@ void DecisionTable::CopyUpdateLocked(const Decision& d, DecisionChange change, b
   o.set_active(d.active());
   o.set_extensions(d.extensions());
   PALISADE_COPY_STRING(d, o, reason);
+  PALISADE_COPY_STRING(d, o, replaces);
+  PALISADE_COPY_STRING(d, o, replaced_by);
 #undef PALISADE_COPY_STRING
   o.set_dry_run(d.dry_run());
   o.set_actuator(d.actuator());
@@ -738,16 +822,70 @@ DecisionTable::ClaimRank DecisionTable::Rank(const Claim& c) {
 
 void DecisionTable::CoverLocked(const std::string& target, Claim claim, absl::Time now) {
   if (claim.expiry <= now) return;
+  // A feed's claim is neither stored nor charged (its sync brings it back, and the feeds are
+  // bounded by their own cap): refreshed at every sync, it would write its target each time.
+  const bool stored = claim.origin != palisade::v1::ORIGIN_FEED;
   std::vector<Claim>& claims = covered_[target];
   for (Claim& c : claims) {
     if (SameKind(c, claim)) {
+      // Every match of a rule on a target decided more strongly lands here: writing the
+      // target's claims each time (a DELETE and INSERTs in every batch) only to move an expiry
+      // on would cost more than the match. The claim is written when its rule or reason
+      // changes, or once its expiry has moved past the stored one by a tenth of what is left
+      // (or a minute): a restart loses at most that much of it.
+      if (stored &&
+          (c.rule_id != claim.rule_id || c.reason != claim.reason || claim.offence > c.offence ||
+           claim.expiry - c.stored > std::max(kClaimWriteStep, (claim.expiry - now) / 10))) {
+        ClaimsChangedLocked(target);
+      }
       c.expiry = std::max(c.expiry, claim.expiry);
+      c.offence = std::max(c.offence, claim.offence);
       c.rule_id = std::move(claim.rule_id);
       c.reason = std::move(claim.reason);
       return;
     }
   }
+  if (stored) ClaimsChangedLocked(target);
   claims.push_back(std::move(claim));
+}
+
+void DecisionTable::DropWaitingLocked(const std::string& target) {
+  auto it = covered_.find(target);
+  if (it == covered_.end()) return;
+  std::vector<Claim>& claims = it->second;
+  const size_t before = claims.size();
+  claims.erase(std::remove_if(claims.begin(), claims.end(),
+                              [](const Claim& c) { return c.origin != palisade::v1::ORIGIN_FEED; }),
+               claims.end());
+  if (claims.size() != before) ClaimsChangedLocked(target);
+  if (claims.empty()) covered_.erase(it);
+}
+
+size_t DecisionTable::WaitingBytes(const WaitingClaims& w) {
+  size_t bytes = sizeof(WaitingClaims) + w.target.size() + w.decision_id.size();
+  for (const WaitingClaimRow& c : w.claims) {
+    bytes += sizeof(WaitingClaimRow) + c.target.size() + c.decision_id.size() + c.rule_id.size() +
+             c.reason.size();
+  }
+  return bytes;
+}
+
+size_t DecisionTable::ClaimBytes(const Claim& c) {
+  return sizeof(Claim) + c.rule_id.size() + c.reason.size();
+}
+
+void DecisionTable::ChargeClaimsLocked(const std::string& target) {
+  auto a = active_.find(target);
+  if (a == active_.end()) return;  // none wait: a claim waits only behind an active decision
+  size_t bytes = 0;
+  if (auto it = covered_.find(target); it != covered_.end()) {
+    for (const Claim& c : it->second) {
+      if (c.origin != palisade::v1::ORIGIN_FEED) bytes += ClaimBytes(c);
+    }
+  }
+  active_bytes_ = active_bytes_ - a->second.claim_bytes + bytes;
+  a->second.bytes = a->second.bytes - a->second.claim_bytes + bytes;
+  a->second.claim_bytes = bytes;
 }
 
 void DecisionTable::FillClaim(const palisade::v1::Target& target, const Claim& claim,
@@ -804,6 +942,12 @@ void DecisionTable::ReinstateLocked(const Decision& ended_decision,
                                     std::vector<DecisionUpdate>* out) {
   auto it = covered_.find(ended_decision.target().value());
   if (it == covered_.end()) return;
+  // Taken, expired, or left behind the next decision: written again if any is stored (the
+  // feeds' are not).
+  if (std::any_of(it->second.begin(), it->second.end(),
+                  [](const Claim& c) { return c.origin != palisade::v1::ORIGIN_FEED; })) {
+    ClaimsChangedLocked(it->first);
+  }
   // A copy: `ended_decision` may live in by_id_, which deciding the next claim can rehash.
   const Decision ended = ended_decision;
   std::vector<Claim> claims = std::move(it->second);
@@ -818,9 +962,11 @@ void DecisionTable::ReinstateLocked(const Decision& ended_decision,
   });
   Claim next = std::move(*best);
   claims.erase(best);
-  // The same episode goes on under the next claim: no new offence.
-  InstateLocked(ended.target(), next, now, std::max<uint32_t>(1, ended.offence()), {},
-                &out->emplace_back(), &ended);
+  // The same episode goes on under the next claim: no new offence (one that waited behind a
+  // feed's decision counted its own: ApplyLocked).
+  const uint32_t offence =
+      next.offence != 0 ? next.offence : std::max<uint32_t>(1, ended.offence());
+  InstateLocked(ended.target(), next, now, offence, {}, &out->emplace_back(), &ended);
   if (!claims.empty()) covered_[ended.target().value()] = std::move(claims);
 }
 
@@ -871,10 +1017,29 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     // offender's (a feed listing is not an offence). Otherwise the same episode goes on.
     uint32_t offence = d.offence();
     bool remembered = false;  // as below, on an undecided target
+    const bool over_feed =
+        d.origin() == palisade::v1::ORIGIN_FEED && origin != palisade::v1::ORIGIN_FEED;
     const bool replaces_feed =
-        d.origin() == palisade::v1::ORIGIN_FEED && origin != palisade::v1::ORIGIN_FEED &&
-        Rank(origin, spec.action(), spec.actuator(), spec.dry_run()) > current_rank;
-    if (replaces_feed) {
+        over_feed && Rank(origin, spec.action(), spec.actuator(), spec.dry_run()) > current_rank;
+    // A weaker one (a rule's challenge on an address a feed blocks) waits behind the feed's
+    // decision, but is an offence all the same: counted when it begins to wait, escalated from
+    // the offender's count, and decided at that offence when the listing ends (Claim::offence).
+    // Again while it waits: the same offence, not a new one.
+    bool behind_feed = false;
+    if (over_feed && !replaces_feed) {
+      behind_feed = true;
+      if (auto c = covered_.find(target.value()); c != covered_.end()) {
+        for (const Claim& w : c->second) {
+          if (w.origin == origin && w.action == spec.action() && w.actuator == spec.actuator() &&
+              w.dry_run == spec.dry_run() && w.expiry > now) {
+            behind_feed = false;
+            if (w.offence != 0) offence = w.offence;
+            break;
+          }
+        }
+      }
+    }
+    if (replaces_feed || behind_feed) {
       uint32_t previous = 0;
       if (auto it = offences_.find(target.value(), hash); it != offences_.end()) {
         if (start - it->second.last <= memory) previous = it->second.count;
@@ -916,9 +1081,27 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
         // one over a feed decision).
         if (replaces_feed) off->count = remembered ? std::max(off->count, offence) : offence;
         const Claim current = ClaimOf(d);
+        const std::string replaced_id = d.id();
         replaced->push_back(WithdrawLocked(d));
         CoverLocked(target.value(), current, now);
-        return InstateLocked(target, incoming, start, offence, evidence, out);
+        InstateLocked(target, incoming, start, offence, evidence, out);
+        // Each names the other (durably: the outbox rows carry the decisions), so the
+        // dispatcher spends no guard budget on a replacement of what stood at the edge and
+        // keeps the replaced object until the replacement stands. `d` may have moved.
+        const std::string& replacing_id = out->decision.id();
+        replaced->back().decision.set_replaced_by(replacing_id);
+        out->decision.set_replaces(replaced_id);
+        if (auto it = by_id_.find(replaced_id); it != by_id_.end()) {
+          it->second.set_replaced_by(replacing_id);
+        }
+        if (auto it = by_id_.find(replacing_id); it != by_id_.end()) {
+          it->second.set_replaces(replaced_id);
+        }
+        return;
+      }
+      if (behind_feed && incoming.expiry > now) {
+        off->count = remembered ? std::max(off->count, offence) : offence;
+        incoming.offence = offence;
       }
       CoverLocked(target.value(), std::move(incoming), now);
       d.set_extensions(d.extensions() + 1);
@@ -1317,14 +1500,7 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
     all.push_back(update);
     // An operator's unban ends the waiting rule and manual claims too; a feed's claim would be
     // decided again by the next sync anyway, so it takes over now.
-    if (auto c = covered_.find(d.target().value()); c != covered_.end()) {
-      std::vector<Claim>& claims = c->second;
-      claims.erase(std::remove_if(claims.begin(), claims.end(),
-                                  [](const Claim& claim) {
-                                    return claim.origin != palisade::v1::ORIGIN_FEED;
-                                  }),
-                   claims.end());
-    }
+    DropWaitingLocked(d.target().value());
     ReinstateLocked(d, &all);
     commit = CommitLocked(all, clock_.TimeNow());
   }
@@ -1361,7 +1537,9 @@ std::vector<DecisionUpdate> DecisionTable::WithdrawCovered(const CidrSet& allowl
     for (auto it = covered_.begin(); it != covered_.end();) {
       std::vector<Claim>& claims = it->second;
       if (AllowlistCovers(allowlist, it->first)) {
+        const size_t before = claims.size();
         claims.erase(std::remove_if(claims.begin(), claims.end(), automatic), claims.end());
+        if (claims.size() != before) ClaimsChangedLocked(it->first);
       }
       if (claims.empty()) {
         covered_.erase(it++);
@@ -1534,6 +1712,10 @@ void DecisionTable::EndMirroredLocked(const std::string& id, std::vector<Decisio
   EraseActiveLocked(d);
   d.set_active(false);
   EndedLocked(d);
+  // The writer decides what comes next on the target (and this table hears it): a claim that
+  // waited here behind the ended decision is not the writer's, and left waiting it would come
+  // back behind whatever the writer decides next.
+  DropWaitingLocked(d.target().value());
   out->push_back({DecisionChange::kWithdrawn, d});
 }
 
@@ -1557,6 +1739,10 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
       EndMirroredLocked(std::string(a->second.id), out);
     }
     AddActiveLocked(d);
+    // Charged to it again: a change of the same decision leaves the claims behind it waiting.
+    ChargeClaimsLocked(d.target().value());
+  } else if (was_active) {
+    DropWaitingLocked(d.target().value());  // ended by the writer: as in EndMirroredLocked
   }
   by_id_[d.id()] = d;
   if (!d.active()) EndedLocked(d);

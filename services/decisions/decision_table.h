@@ -13,11 +13,18 @@
 //    replaces the decision (withdrawn, then the new one created, so the edge ends right); a
 //    weaker one waits behind it and is decided when it ends (expiry, a feed dropping the
 //    entry), if still due. An operator's withdrawal also ends the waiting rule and manual
-//    claims;
+//    claims. The waiting rule and manual claims are stored with the change set that changed
+//    them and restored at start (a feed's come back with its first sync), only behind the
+//    decision they waited behind, and count in the active budget (max_active_bytes) with it.
+//    A mirror drops them when the writer ends that decision (the writer decides what follows);
+//    a waiting extension is written only once its expiry moved on by a tenth of what is left
+//    (or a minute), so a restart may bring a claim back that much shorter;
 //  - the escalation memory runs from the offender's last offence (an extension counts);
 //  - a new decision on a target that offended before, within the escalation memory, lasts
 //    duration * factor^(offences - 1), capped at max_duration; a rule or manual decision that
-//    replaces a feed decision is such a new offence (a feed listing itself is none);
+//    replaces a feed decision is such a new offence (a feed listing itself is none), and so is
+//    a weaker one that begins to wait behind a feed decision: escalated from the offender's
+//    count, decided at that offence when the listing ends;
 //  - an offender has one count, whichever rules counted it: a rule whose own memory has run
 //    out since the last offence starts at offence 1, but the count is never lowered while a
 //    longer memory still counts it (Offences::counted_until), so that rule escalates from it.
@@ -70,6 +77,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -155,6 +163,11 @@ struct DecisionTableLimits {
   // 0: never folded. Prefix: 48 or 64 (what Cloudflare's IP access rules take).
   uint32_t ipv6_fold_addresses = 4;
   int ipv6_fold_prefix = 64;
+  // Changes the store refused, waiting in memory to be written (decision changes and the
+  // waiting-claim snapshots of their targets), in bytes: past it the snapshots of targets with
+  // no active decision are dropped first (their rows can never be restored), then the oldest
+  // decision changes (palisade_store_changes_lost_total).
+  size_t max_unwritten_bytes = size_t{64} << 20;
 };
 
 // One page of List: the decisions, and the token of the next page ("" when this is the last).
@@ -211,7 +224,8 @@ class DecisionTable {
   // are numbered after the store's offence rows (their rows are never written over), Restore
   // or not.
   void SetStore(Store* store, std::set<palisade::v1::Actuator> edge_actuators);
-  // Loads the active decisions and the offence history after a restart (each address's latest
+  // Loads the active decisions, the rule and manual claims waiting behind them (the feeds' come
+  // back with their first sync) and the offence history after a restart (each address's latest
   // offence row).
   absl::Status Restore();
 
@@ -343,6 +357,9 @@ class DecisionTable {
     // A rule's decision on an IPv6 address: counted in fold_counts_ under this range key.
     bool folds = false;
     uint64_t fold_key = 0;
+    // The part of `bytes` that is the rule and manual claims waiting behind it (covered_:
+    // ChargeClaimsLocked).
+    size_t claim_bytes = 0;
   };
   // The IPv6 range a rule's new decision on `address` is made on instead (see
   // DecisionTableLimits::ipv6_fold_addresses), with the reason it carries when the range is
@@ -415,7 +432,15 @@ class DecisionTable {
     absl::Time expiry;
     std::string rule_id;
     std::string reason;
+    // The expiry last written to the store (InfinitePast: never): CoverLocked writes an
+    // extension only once it has moved the expiry well past it.
+    absl::Time stored = absl::InfinitePast();
+    // The offence it counted when it began to wait behind a feed's decision (a listing is no
+    // offence: ApplyLocked), decided with it; 0: the ended decision's (ReinstateLocked).
+    uint32_t offence = 0;
   };
+  // The least expiry move of a waiting claim that is written (CoverLocked).
+  static constexpr absl::Duration kClaimWriteStep = absl::Minutes(1);
   static Claim ClaimOf(const palisade::v1::Decision& d);
   // Same origin, action, actuator and dry run: one claim, whatever its expiry.
   static bool SameKind(const Claim& a, const Claim& b);
@@ -431,6 +456,23 @@ class DecisionTable {
   // A claim already over at `now` is dropped.
   void CoverLocked(const std::string& target, Claim claim, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A claim's bytes as the active budget counts them (the vector's element and its strings).
+  static size_t ClaimBytes(const Claim& c);
+  // Drops the rule and manual claims waiting on `target` (noted: ClaimsChangedLocked); the
+  // feeds' stay.
+  void DropWaitingLocked(const std::string& target) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A refused waiting-claim snapshot's bytes under max_unwritten_bytes_.
+  static size_t WaitingBytes(const WaitingClaims& w);
+  // `target`'s waiting rule or manual claims changed (covered_): charged to its active
+  // decision and, with a store, written with the change set (CommitLocked).
+  void ClaimsChangedLocked(absl::string_view target) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    claims_changed_.emplace(target);
+  }
+  // Charges `target`'s waiting rule and manual claims to its active decision's Active::bytes
+  // (the active budget, DecisionTableLimits::max_active_bytes, counts them as the decisions
+  // they may become; the feeds' are bounded by their own cap), in place of what it was
+  // charged before.
+  void ChargeClaimsLocked(const std::string& target) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // `*d`'s fields for `claim` on `target` from `start`, its `offence` (no id, evidence or
   // active flag).
   static void FillClaim(const palisade::v1::Target& target, const Claim& claim, absl::Time start,
@@ -486,8 +528,13 @@ class DecisionTable {
     Store* store = nullptr;
     std::vector<Store::Change> changes;     // empty: nothing to write
     std::vector<DecisionUpdate*> recorded;  // recorded[i] is the update changes[i] writes
+    // The rule and manual claims waiting behind the targets whose claims changed, as they now
+    // are (Store::RecordDecisions writes them after `changes`, in the same transaction).
+    std::vector<WaitingClaims> waiting;
   };
-  // The store rows of `change_set` (none without a store) into `*commit`, with a write ticket.
+  // The store rows of `change_set`, and the waiting claims of the targets whose claims changed
+  // (claims_changed_, charged here: ChargeClaimsLocked), into `*commit` (none without a
+  // store), with a write ticket.
   void PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, Commit* commit)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends a change set made under mu_: makes its store write ready (PrepareWriteLocked),
@@ -541,9 +588,13 @@ class DecisionTable {
   prometheus::Counter* forgotten_decision_cap_ = nullptr;
   prometheus::Counter* forgotten_offender_age_ = nullptr;
   prometheus::Counter* forgotten_offender_cap_ = nullptr;
-  // Target value -> the claims waiting behind its active decision (in memory: after a restart
-  // the feeds' claims come back with the first sync, the others are gone).
+  // Target value -> the claims waiting behind its active decision. The rule and manual ones are
+  // stored (Store's waiting claims, written with the change set that changed them) and
+  // restored at start; the feeds' come back with the first sync.
   absl::flat_hash_map<std::string, std::vector<Claim>> covered_ ABSL_GUARDED_BY(mu_);
+  // Targets whose covered_ rule or manual claims changed since the last change set was
+  // committed (some of them may have changed their feed claims only).
+  absl::flat_hash_set<std::string> claims_changed_ ABSL_GUARDED_BY(mu_);
   // Active decisions by expiry, so a sweep costs what expires, not what is active: one entry
   // each, at its Active::queued (its expiry when it was decided), moved to its expiry only when
   // ExpireDue reaches it. An extension moved it on every detection (~10 % of an sshd replay's
@@ -558,14 +609,22 @@ class DecisionTable {
   mutable absl::Mutex write_mu_ ABSL_ACQUIRED_AFTER(mu_);
   uint64_t written_ ABSL_GUARDED_BY(write_mu_) = 0;  // write tickets done so far
   // Changes the store refused, oldest first, waiting to be written (WriteUnwrittenLocked); at
-  // most kMaxUnwrittenBytes of decisions.
-  static constexpr size_t kMaxUnwrittenBytes = size_t{64} << 20;
+  // most max_unwritten_bytes_ of them and of unwritten_waiting_
+  // (DecisionTableLimits::max_unwritten_bytes).
+  size_t max_unwritten_bytes_ ABSL_GUARDED_BY(write_mu_) =
+      DecisionTableLimits{}.max_unwritten_bytes;
   struct Unwritten {
     palisade::v1::Decision decision;
     Store::Change change;  // its decision: the one above
     size_t bytes = 0;
   };
   std::deque<Unwritten> unwritten_ ABSL_GUARDED_BY(write_mu_);
+  // Waiting claims the store refused, by target: the latest of each target's (it replaces the
+  // ones before it), written after unwritten_ in the same transaction, counted in
+  // unwritten_bytes_. A target's with no active decision (an empty snapshot, decision_id "")
+  // only deletes rows Restore would never attach: past the cap those go first.
+  absl::flat_hash_map<std::string, WaitingClaims> unwritten_waiting_ ABSL_GUARDED_BY(write_mu_);
+  size_t unwritten_ended_ ABSL_GUARDED_BY(write_mu_) = 0;  // of them, with decision_id ""
   size_t unwritten_bytes_ ABSL_GUARDED_BY(write_mu_) = 0;
   Store* unwritten_store_ ABSL_GUARDED_BY(write_mu_) = nullptr;
   prometheus::Counter* write_failures_ ABSL_GUARDED_BY(write_mu_) = nullptr;

@@ -1341,6 +1341,13 @@ TEST_F(ClaimsTest, ARuleBlockReplacesARuleChallengeWhichResumesAfter) {
   EXPECT_EQ((*outbox)[1].decision.id(), challenge.decision.id());
   EXPECT_TRUE((*outbox)[2].apply);
   EXPECT_EQ((*outbox)[2].decision.action(), palisade::v1::ACTION_BLOCK);
+  // Each names the other, in the updates and durably in the outbox rows, so the dispatcher
+  // knows the block replaces what stands at the edge (and keeps the challenge until it does).
+  EXPECT_EQ(heard_[0].decision.replaced_by(), block.decision.id());
+  EXPECT_EQ(block.decision.replaces(), challenge.decision.id());
+  EXPECT_EQ((*outbox)[1].decision.replaced_by(), block.decision.id());
+  EXPECT_EQ((*outbox)[2].decision.replaces(), challenge.decision.id());
+  EXPECT_EQ(Active("203.0.113.30").replaces(), challenge.decision.id());
   EXPECT_EQ(Active("203.0.113.30").id(), block.decision.id());
   EXPECT_EQ(table_.active_count(), 1u);
   // The block ends with 20 minutes of the challenge left: the challenge is decided again.
@@ -1354,6 +1361,9 @@ TEST_F(ClaimsTest, ARuleBlockReplacesARuleChallengeWhichResumesAfter) {
   EXPECT_EQ(heard_[1].decision.rule_id(), "probe");
   EXPECT_EQ(DecisionExpiry(heard_[1].decision), DecisionExpiry(challenge.decision));
   EXPECT_EQ(heard_[1].decision.offence(), block.decision.offence());
+  // A claim taking over after an expiry replaces nothing that stands.
+  EXPECT_EQ(heard_[0].decision.replaced_by(), "");
+  EXPECT_EQ(heard_[1].decision.replaces(), "");
 }
 
 // The other way round: a challenge on a blocked address only waits behind the block.
@@ -1824,6 +1834,539 @@ TEST_F(DecisionTableTest, ChangesAndTheirOperationsAreDurable) {
   ASSERT_THAT(*outbox, SizeIs(2));
   EXPECT_FALSE((*outbox)[1].apply);
   EXPECT_EQ((*outbox)[1].decision.id(), id);
+}
+
+// The claims waiting behind a decision survive a restart: an operator's challenge set for
+// longer than the block in front of it, and a rule's claim behind both, take over in turn,
+// each with its own expiry, reason and rule, though the table was rebuilt from the store
+// between every step (they were in memory only, and a restart lost every one but the feeds').
+TEST_F(DecisionTableTest, WaitingClaimsSurviveARestart) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting.db";
+  std::remove(path.c_str());
+  const absl::Time t0 = clock_.TimeNow();
+  const std::string ip = "203.0.113.40";
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value(ip);
+    req.set_action(palisade::v1::ACTION_BLOCK);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    req.set_reason("blocked for the hour");
+    ASSERT_THAT(table.AddManual(req), IsOk());
+    // The operator's challenge for longer waits behind the operator's own block...
+    req.set_action(palisade::v1::ACTION_CHALLENGE);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(2));
+    req.set_reason("challenged for two hours");
+    ASSERT_THAT(table.AddManual(req), IsOk());
+    // ...and a rule's claim behind both (the operator's word outranks it).
+    palisade::v1::DecisionSpec spec = HourBlock();
+    *spec.mutable_duration() = ToProtoDuration(absl::Hours(5));
+    Detection det = Det(ip, t0);
+    det.rule_id = "probe";
+    ASSERT_EQ(table.Apply(det, spec).change, DecisionChange::kExtended);
+    ASSERT_EQ(table.active_count(), 1u);
+  }
+  // Each step on a table rebuilt from the store, as palisaded's start does.
+  const auto restarted = [&](const std::function<void(DecisionTable&, Store&)>& step) {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    ASSERT_THAT(table.Restore(), IsOk());
+    step(table, **store);
+  };
+  restarted([&](DecisionTable& table, Store&) {
+    clock_.Advance(absl::Hours(1) + absl::Minutes(1));
+    ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+    DecisionFilter f;
+    f.target = ip;
+    f.active_only = true;
+    std::vector<Decision> active = table.List(f);
+    ASSERT_THAT(active, SizeIs(1));
+    EXPECT_EQ(active[0].origin(), palisade::v1::ORIGIN_MANUAL);
+    EXPECT_EQ(active[0].action(), palisade::v1::ACTION_CHALLENGE);
+    EXPECT_EQ(active[0].reason(), "challenged for two hours");
+    EXPECT_EQ(DecisionExpiry(active[0]), t0 + absl::Hours(2));
+  });
+  restarted([&](DecisionTable& table, Store&) {
+    clock_.Advance(absl::Hours(1));
+    ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+    DecisionFilter f;
+    f.target = ip;
+    f.active_only = true;
+    std::vector<Decision> active = table.List(f);
+    ASSERT_THAT(active, SizeIs(1));
+    EXPECT_EQ(active[0].origin(), palisade::v1::ORIGIN_RULE);
+    EXPECT_EQ(active[0].rule_id(), "probe");
+    EXPECT_EQ(active[0].action(), palisade::v1::ACTION_BLOCK);
+    EXPECT_EQ(DecisionExpiry(active[0]), t0 + absl::Hours(5));
+  });
+  // Nothing waits any more: when the rule's decision ends, nothing takes over.
+  restarted([&](DecisionTable& table, Store&) {
+    clock_.Advance(absl::Hours(3));
+    ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+    EXPECT_EQ(table.active_count(), 0u);
+  });
+}
+
+// A waiting claim's rows go when it can never take over: the operator's withdrawal ends the
+// rule and manual claims behind the decision, and a reloaded allowlist the rule ones behind an
+// operator's decision (no decision of the table changes: the claims are written on their own).
+TEST_F(DecisionTableTest, WaitingClaimsThatEndForGoodLeaveTheStore) {
+  auto store = FreshStore("waiting_end.db");
+  ASSERT_THAT(store, IsOk());
+  table_.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  const auto manual = [&](const std::string& ip, palisade::v1::Action action) {
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value(ip);
+    req.set_action(action);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(3));
+    return table_.AddManual(req);
+  };
+  // Behind the first block, the operator's challenge; behind the second, a rule's claim.
+  absl::StatusOr<Decision> first = manual("203.0.113.41", palisade::v1::ACTION_BLOCK);
+  ASSERT_THAT(first, IsOk());
+  ASSERT_THAT(manual("203.0.113.41", palisade::v1::ACTION_CHALLENGE), IsOk());
+  ASSERT_THAT(manual("203.0.113.42", palisade::v1::ACTION_CHALLENGE), IsOk());
+  ASSERT_EQ(table_.Apply(Det("203.0.113.42", clock_.TimeNow()), HourBlock()).change,
+            DecisionChange::kExtended);
+  EXPECT_THAT(*(*store)->LoadWaitingClaims(clock_.TimeNow()), SizeIs(2));
+  ASSERT_THAT(table_.Withdraw(first->id()), IsOk());
+  absl::StatusOr<std::vector<WaitingClaimRow>> left =
+      (*store)->LoadWaitingClaims(clock_.TimeNow());
+  ASSERT_THAT(*left, SizeIs(1));
+  EXPECT_EQ((*left)[0].target, "203.0.113.42");
+  EXPECT_EQ((*left)[0].origin, palisade::v1::ORIGIN_RULE);
+  EXPECT_EQ((*left)[0].rule_id, "ssh");
+  EXPECT_THAT(table_.WithdrawCovered(*CidrSet::Parse({"203.0.113.42/32"})), IsEmpty());
+  EXPECT_THAT(*(*store)->LoadWaitingClaims(clock_.TimeNow()), IsEmpty());
+}
+
+// A store that refuses the claims' write loses nothing: the change set (the decision's
+// extension and its claims, written together) waits in memory with the rest, and is written
+// once the store takes it again; a restart then finds the claim.
+TEST_F(DecisionTableTest, WaitingClaimsTheStoreRefusedAreWrittenOnceItTakesThem) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_refused.db";
+  std::remove(path.c_str());
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value("203.0.113.43");
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    ASSERT_THAT(table.AddManual(req), IsOk());
+    ::palisade::testing::ExecSql(path,
+                                 "CREATE TRIGGER refuse BEFORE INSERT ON waiting_claims BEGIN "
+                                 "SELECT RAISE(ABORT, 'no'); END;");
+    req.set_action(palisade::v1::ACTION_CHALLENGE);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(4));
+    req.set_reason("four hours");
+    ASSERT_THAT(table.AddManual(req), IsOk());
+    EXPECT_EQ(table.unwritten(), 2u);  // the block's extension, and the claim behind it
+    EXPECT_THAT(*(*store)->LoadWaitingClaims(clock_.TimeNow()), IsEmpty());
+    // A later decision on another target waits behind them, and still stands.
+    ASSERT_EQ(table.Apply(Det("203.0.113.44", clock_.TimeNow()), HourBlock()).change,
+              DecisionChange::kCreated);
+    EXPECT_EQ(table.active_count(), 2u);
+    EXPECT_EQ(table.unwritten(), 3u);
+    ::palisade::testing::ExecSql(path, "DROP TRIGGER refuse;");
+    table.ExpireDue();
+    EXPECT_EQ(table.unwritten(), 0u);
+    EXPECT_THAT(*(*store)->LoadDecisions(true), SizeIs(2));
+  }
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  ASSERT_THAT(table.Restore(), IsOk());
+  clock_.Advance(absl::Hours(2));
+  std::vector<DecisionUpdate> heard;
+  table.AddListener([&](const DecisionUpdate& u) { heard.push_back(u); });
+  table.ExpireDue();
+  ASSERT_THAT(heard, SizeIs(3));  // both blocks expire; the challenge takes over
+  const DecisionUpdate& taken = heard[0].decision.target().value() == "203.0.113.43" ? heard[1]
+                                                                                     : heard[2];
+  EXPECT_EQ(taken.change, DecisionChange::kCreated);
+  EXPECT_EQ(taken.decision.action(), palisade::v1::ACTION_CHALLENGE);
+  EXPECT_EQ(taken.decision.reason(), "four hours");
+}
+
+// The claims waiting behind a decision count in the active budget (max_active_bytes) as the
+// decisions they may become; restored, they count again; a claim that takes over is a
+// decision's bytes, no longer a claim's.
+TEST_F(DecisionTableTest, WaitingClaimsCountInTheActiveBudget) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_bytes.db";
+  std::remove(path.c_str());
+  size_t with_claim = 0;
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value("203.0.113.45");
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    ASSERT_THAT(table.AddManual(req), IsOk());
+    const size_t alone = table.active_bytes();
+    req.set_action(palisade::v1::ACTION_CHALLENGE);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(2));
+    req.set_reason(std::string(1000, 'r'));
+    ASSERT_THAT(table.AddManual(req), IsOk());
+    with_claim = table.active_bytes();
+    EXPECT_GE(with_claim, alone + 1000);
+  }
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  ASSERT_THAT(table.Restore(), IsOk());
+  // Within a few bytes: the block is counted as stored, with its extension's fields (the table
+  // counted it at its creation, and an extension adds only its evidence).
+  EXPECT_GE(table.active_bytes() + 16, with_claim);
+  EXPECT_LE(table.active_bytes(), with_claim + 16);
+  clock_.Advance(absl::Minutes(61));
+  ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+  const size_t taken = table.active_bytes();
+  EXPECT_LT(taken, with_claim);
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+  EXPECT_EQ(table.active_bytes(), 0u);
+}
+
+// A token revocation's claim waiting behind another on the same fingerprint is stored with its
+// rule id and reason only: the leaked token its detection carried reaches no row.
+TEST_F(DecisionTableTest, AWaitingTokenClaimStoresNoSecret) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_secret.db";
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+    std::remove((path + suffix).c_str());
+  }
+  const std::string secret = "cfut_0123456789abcdefghij0123456789abcdefghij";
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    table_.SetStore(store->get(), {palisade::v1::ACTUATOR_TOKEN_REVOCATION});
+    palisade::v1::DecisionSpec spec;
+    spec.set_action(palisade::v1::ACTION_REVOKE_TOKEN);
+    *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    spec.set_actuator(palisade::v1::ACTUATOR_TOKEN_REVOCATION);
+    Detection d = Det("sha256:0011223344556677", clock_.TimeNow());
+    d.rule_id = "leak";
+    d.kind = palisade::v1::TARGET_KIND_TOKEN_FINGERPRINT;
+    d.secret = secret;
+    ASSERT_EQ(table_.Apply(d, spec).change, DecisionChange::kCreated);
+    spec.set_dry_run(true);  // weaker: waits behind the revocation
+    d.rule_id = "leak-audit";
+    ASSERT_EQ(table_.Apply(d, spec).change, DecisionChange::kExtended);
+    absl::StatusOr<std::vector<WaitingClaimRow>> rows =
+        (*store)->LoadWaitingClaims(clock_.TimeNow());
+    ASSERT_THAT(*rows, SizeIs(1));
+    EXPECT_EQ((*rows)[0].rule_id, "leak-audit");
+    EXPECT_EQ((*rows)[0].reason, "");
+  }
+  for (const char* suffix : {"", "-wal"}) {
+    std::ifstream in(path + suffix, std::ios::binary);
+    const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(bytes.find(secret), std::string::npos) << suffix;
+  }
+}
+
+// Node A decided D1 (an operator's challenge) and a rule's week-long block C waits behind it;
+// then B writes (claims are not replicated: B never knew C), the operator withdraws D1 on B and
+// B later decides D2 on the same target; A mirrors both. C waited behind D1 only: it must not
+// come back behind D2, neither from A's memory when A writes again nor from A's rows after a
+// restart (the target would be blocked for the rest of the week). While D1 stands, a mirrored
+// change of it keeps C charged to the active budget.
+void RunTheStaleClaimScenario(DecisionTable& a, SimulatedClock& clock, const std::string& ip) {
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value(ip);
+  req.set_action(palisade::v1::ACTION_CHALLENGE);
+  *req.mutable_duration() = ToProtoDuration(absl::Hours(24));
+  absl::StatusOr<Decision> d1 = a.AddManual(req);
+  ASSERT_THAT(d1, IsOk());
+  const size_t alone = a.active_bytes();
+  palisade::v1::DecisionSpec week;
+  week.set_action(palisade::v1::ACTION_BLOCK);
+  week.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  *week.mutable_duration() = ToProtoDuration(absl::Hours(24 * 7));
+  Detection det;
+  det.rule_id = std::string(1000, 'r');
+  det.key = ip;
+  det.time = clock.TimeNow();
+  ASSERT_EQ(a.Apply(det, week).change, DecisionChange::kExtended);  // C waits behind D1
+  ASSERT_GE(a.active_bytes(), alone + 1000);
+  // A steps down; B writes, knowing D1 from the log.
+  a.SetForward([](const Detection&) {});
+  DecisionTable b(clock);
+  absl::StatusOr<Decision> held = a.Get(d1->id());
+  ASSERT_THAT(held, IsOk());
+  b.Mirror(DecisionChange::kCreated, *held);
+  // B's change of D1 (an extension), mirrored by A: C still waits behind D1, still charged.
+  Decision extended = *held;
+  extended.set_extensions(held->extensions() + 1);
+  a.Mirror(DecisionChange::kExtended, extended);
+  EXPECT_GE(a.active_bytes(), alone + 1000);
+  ASSERT_THAT(b.Withdraw(d1->id()), IsOk());
+  absl::StatusOr<Decision> withdrawn = b.Get(d1->id());
+  ASSERT_THAT(withdrawn, IsOk());
+  a.Mirror(DecisionChange::kWithdrawn, *withdrawn);
+  EXPECT_EQ(a.active_bytes(), 0u);
+  *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+  absl::StatusOr<Decision> d2 = b.AddManual(req);
+  ASSERT_THAT(d2, IsOk());
+  a.Mirror(DecisionChange::kCreated, *d2);
+  EXPECT_LT(a.active_bytes(), alone + 1000);  // D2 alone: nothing waits behind it
+}
+
+TEST_F(DecisionTableTest, AClaimThatWaitedBehindAMirroredDecisionEndsWithIt) {
+  const std::string ip = "203.0.113.46";
+  RunTheStaleClaimScenario(table_, clock_, ip);
+  table_.SetForward(nullptr);  // A writes again
+  clock_.Advance(absl::Minutes(61));
+  ASSERT_THAT(table_.ExpireDue(), SizeIs(1));  // D2
+  EXPECT_EQ(table_.active_count(), 0u);
+}
+
+TEST_F(DecisionTableTest, AClaimThatWaitedBehindAMirroredDecisionDoesNotComeBackAtARestart) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_stale.db";
+  std::remove(path.c_str());
+  const std::string ip = "203.0.113.47";
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable a(clock_);
+    a.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    RunTheStaleClaimScenario(a, clock_, ip);
+    EXPECT_THAT(*(*store)->LoadWaitingClaims(clock_.TimeNow()), IsEmpty());
+  }
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  DecisionTable a(clock_);
+  a.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  ASSERT_THAT(a.Restore(), IsOk());
+  clock_.Advance(absl::Minutes(61));
+  ASSERT_THAT(a.ExpireDue(), SizeIs(1));  // D2
+  EXPECT_EQ(a.active_count(), 0u);
+}
+
+// A stored claim comes back only behind the decision it waited behind: a row that names
+// another (one a mirror could not keep up to date) is left alone.
+TEST_F(DecisionTableTest, ARestoredClaimWaitsOnlyBehindTheDecisionItWaitedBehind) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_other.db";
+  std::remove(path.c_str());
+  const std::string ip = "203.0.113.48";
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value(ip);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    ASSERT_THAT(table.AddManual(req), IsOk());
+    WaitingClaimRow row;
+    row.target = ip;
+    row.origin = palisade::v1::ORIGIN_MANUAL;
+    row.action = palisade::v1::ACTION_CHALLENGE;
+    row.actuator = palisade::v1::ACTUATOR_ACCESS_RULE;
+    row.expiry = clock_.TimeNow() + absl::Hours(5);
+    ASSERT_THAT((*store)->RecordDecisions({}, {{ip, "an-ended-decision", {row}}}), IsOk());
+  }
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  ASSERT_THAT(table.Restore(), IsOk());
+  clock_.Advance(absl::Minutes(61));
+  ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+  EXPECT_EQ(table.active_count(), 0u);
+}
+
+// The rows ever inserted into `path`'s waiting_claims, counted by a trigger this installs (and
+// WaitingClaimWrites reads).
+void CountWaitingClaimWrites(const std::string& path) {
+  ::palisade::testing::ExecSql(path,
+                               "CREATE TABLE claim_writes(n INTEGER); "
+                               "INSERT INTO claim_writes VALUES(0); "
+                               "CREATE TRIGGER count_claim_writes AFTER INSERT ON waiting_claims "
+                               "BEGIN UPDATE claim_writes SET n = n + 1; END;");
+}
+int64_t WaitingClaimWrites(const std::string& path) {
+  sqlite3* db = nullptr;
+  EXPECT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* q = nullptr;
+  EXPECT_EQ(sqlite3_prepare_v2(db, "SELECT n FROM claim_writes", -1, &q, nullptr), SQLITE_OK);
+  int64_t n = -1;
+  if (sqlite3_step(q) == SQLITE_ROW) n = sqlite3_column_int64(q, 0);
+  sqlite3_finalize(q);
+  sqlite3_close(db);
+  return n;
+}
+
+// A rule matching again and again an address an operator decided moves its waiting claim's
+// expiry each time: the claim is written when it first waits, and again only once its expiry
+// has moved on by a tenth of what is left of it (or a minute), not on every match.
+TEST_F(DecisionTableTest, ARepeatedExtensionOfAWaitingClaimIsNotWrittenEachTime) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_repeat.db";
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  table_.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  CountWaitingClaimWrites(path);
+  const std::string ip = "203.0.113.49";
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value(ip);
+  req.set_action(palisade::v1::ACTION_CHALLENGE);
+  *req.mutable_duration() = ToProtoDuration(absl::Hours(24));
+  ASSERT_THAT(table_.AddManual(req), IsOk());
+  ASSERT_EQ(table_.Apply(Det(ip, clock_.TimeNow()), HourBlock()).change,
+            DecisionChange::kExtended);
+  EXPECT_EQ(WaitingClaimWrites(path), 1);
+  for (int i = 0; i < 20; ++i) {
+    clock_.Advance(absl::Seconds(2));
+    ASSERT_EQ(table_.Apply(Det(ip, clock_.TimeNow()), HourBlock()).change,
+              DecisionChange::kExtended);
+  }
+  EXPECT_EQ(WaitingClaimWrites(path), 1);  // 40 s on: under a minute
+  // Past a tenth of the hour's claim: written (and the restored expiry is the moved one).
+  clock_.Advance(absl::Minutes(6));
+  ASSERT_EQ(table_.Apply(Det(ip, clock_.TimeNow()), HourBlock()).change,
+            DecisionChange::kExtended);
+  EXPECT_EQ(WaitingClaimWrites(path), 2);
+  absl::StatusOr<std::vector<WaitingClaimRow>> rows =
+      (*store)->LoadWaitingClaims(clock_.TimeNow());
+  ASSERT_THAT(*rows, SizeIs(1));
+  EXPECT_EQ((*rows)[0].expiry, clock_.TimeNow() + absl::Hours(1));
+}
+
+// The waiting-claim snapshots the store refused count under the unwritten cap: past it, those
+// of targets with no active decision go first (their rows name a decision that ended, which
+// Restore never attaches to anything); a claim that still waits is kept and written once the
+// store takes writes again.
+TEST_F(DecisionTableTest, RefusedClaimSnapshotsAreBounded) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_bounded.db";
+  std::remove(path.c_str());
+  const std::string kept = "198.51.100.1";
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    DecisionTableLimits limits;
+    limits.max_unwritten_bytes = 8 << 10;
+    table.SetLimits(limits);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    ::palisade::testing::ExecSql(path,
+                                 "CREATE TRIGGER refuse BEFORE INSERT ON waiting_claims BEGIN "
+                                 "SELECT RAISE(ABORT, 'no'); END;");
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value(kept);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    ASSERT_THAT(table.AddManual(req), IsOk());
+    req.set_action(palisade::v1::ACTION_CHALLENGE);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(4));
+    req.set_reason("kept");
+    ASSERT_THAT(table.AddManual(req), IsOk());
+    // Claims that wait, then end with their decisions' withdrawal: an empty snapshot each.
+    for (int i = 0; i < 400; ++i) {
+      const std::string ip = absl::StrCat("10.1.", i / 200, ".", i % 200);
+      ASSERT_EQ(table.Apply(Det(ip, clock_.TimeNow()), HourBlock()).change,
+                DecisionChange::kCreated);
+      palisade::v1::DecisionSpec dry = HourBlock();
+      dry.set_dry_run(true);
+      DecisionUpdate u = table.Apply(Det(ip, clock_.TimeNow()), dry);
+      ASSERT_EQ(u.change, DecisionChange::kExtended);
+      ASSERT_THAT(table.Withdraw(u.decision.id()), IsOk());
+    }
+    EXPECT_LT(table.unwritten(), 200u);  // 400 withdrawals: 1,200 changes, 400 snapshots
+    ::palisade::testing::ExecSql(path, "DROP TRIGGER refuse;");
+    table.ExpireDue();
+    EXPECT_EQ(table.unwritten(), 0u);
+  }
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  absl::StatusOr<std::vector<WaitingClaimRow>> rows =
+      (*store)->LoadWaitingClaims(clock_.TimeNow());
+  ASSERT_THAT(*rows, SizeIs(1));
+  EXPECT_EQ((*rows)[0].target, kept);
+  EXPECT_EQ((*rows)[0].reason, "kept");
+}
+
+// A feed's claim that takes over from a rule's decision writes no waiting claims: the feeds'
+// are not stored, and nothing of the rules' or the operator's waited.
+TEST_F(DecisionTableTest, AFeedClaimTakingOverWritesNoWaitingClaims) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_feed.db";
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  table_.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  const std::string ip = "203.0.113.50";
+  ASSERT_EQ(table_.Apply(Det(ip, clock_.TimeNow()), HourBlock()).change,
+            DecisionChange::kCreated);
+  DecisionTable::FeedTarget f;
+  f.target.set_kind(palisade::v1::TARGET_KIND_IP);
+  f.target.set_value(ip);
+  f.reason = "feed drop";
+  palisade::v1::DecisionSpec feed = HourBlock();
+  *feed.mutable_duration() = ToProtoDuration(absl::Hours(24));
+  ASSERT_THAT(table_.SyncFeed({f}, feed, absl::InfinitePast()), IsEmpty());  // waits
+  // The store refuses every write from here: what the expiry writes waits in memory, counted.
+  ::palisade::testing::ExecSql(path,
+                               "CREATE TRIGGER refuse BEFORE INSERT ON decisions BEGIN "
+                               "SELECT RAISE(ABORT, 'no'); END;");
+  clock_.Advance(absl::Minutes(61));
+  ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  ASSERT_EQ(table_.active_count(), 1u);  // the feed's
+  EXPECT_EQ(table_.unwritten(), 2u);  // the expiry and the feed's decision; no claims
+}
+
+// A rule's challenge on an address a feed blocks waits behind the feed's decision (the block
+// is stronger), but it is an offence all the same: counted once, when it begins to wait, and
+// escalated from the offender's count; when the listing ends it takes over at that offence,
+// stored with the claim meanwhile.
+TEST_F(DecisionTableTest, ARuleClaimWaitingBehindAFeedIsAnOffence) {
+  auto store = FreshStore("waiting_feed_offence.db");
+  ASSERT_THAT(store, IsOk());
+  table_.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  const std::string ip = "203.0.113.51";
+  ASSERT_EQ(Apply(ip, clock_.TimeNow()).decision.offence(), 1u);
+  clock_.Advance(absl::Minutes(61));
+  ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  DecisionTable::FeedTarget f;
+  f.target.set_kind(palisade::v1::TARGET_KIND_IP);
+  f.target.set_value(ip);
+  f.reason = "feed drop";
+  palisade::v1::DecisionSpec feed = HourBlock();
+  *feed.mutable_duration() = ToProtoDuration(absl::Hours(24));
+  ASSERT_THAT(table_.SyncFeed({f}, feed, absl::InfinitePast()), SizeIs(1));
+  palisade::v1::DecisionSpec challenge = HourBlock();
+  challenge.set_action(palisade::v1::ACTION_CHALLENGE);
+  *challenge.mutable_escalation() = escalation_;
+  const absl::Time detected = clock_.TimeNow();
+  Detection det = Det(ip, detected);
+  det.rule_id = "probe";
+  ASSERT_EQ(table_.Apply(det, challenge).change, DecisionChange::kExtended);  // waits
+  clock_.Advance(absl::Minutes(1));
+  ASSERT_EQ(table_.Apply(Det(ip, clock_.TimeNow()), challenge).change,
+            DecisionChange::kExtended);  // the same claim again: no further offence
+  absl::StatusOr<std::vector<WaitingClaimRow>> rows =
+      (*store)->LoadWaitingClaims(clock_.TimeNow());
+  ASSERT_THAT(*rows, SizeIs(1));
+  EXPECT_EQ((*rows)[0].offence, 2u);
+  std::vector<DecisionUpdate> ended = table_.SyncFeed({}, feed, absl::InfinitePast());
+  ASSERT_THAT(ended, SizeIs(2));
+  EXPECT_EQ(ended[1].change, DecisionChange::kCreated);
+  EXPECT_EQ(ended[1].decision.action(), palisade::v1::ACTION_CHALLENGE);
+  EXPECT_EQ(ended[1].decision.offence(), 2u);
+  // Escalated (factor 2) at offence 2, as an extension of it is, from its last detection.
+  EXPECT_EQ(DecisionExpiry(ended[1].decision), detected + absl::Minutes(1) + absl::Hours(2));
+  // The offender's count was raised with it: its next offence is its third.
+  clock_.Advance(absl::Hours(3));
+  ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
+  EXPECT_EQ(Apply(ip, clock_.TimeNow()).decision.offence(), 3u);
 }
 
 // Offences are stored by a row number the table gives in the order offenders came (the store

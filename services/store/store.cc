@@ -372,6 +372,27 @@ constexpr const char* kSchema4 = R"sql(
     PRAGMA user_version = 4;
     COMMIT;)sql";
 
+// Version 5: the claims waiting behind a target's active decision (WaitingClaimRow), which a
+// restart lost (only the feeds' came back, with the first sync). Rows of a target are replaced
+// together, found by the target's index; each names the decision it waits behind, so that a
+// row a mirror could not keep up to date never comes back behind another decision.
+constexpr const char* kSchema5 = R"sql(
+    BEGIN;
+    CREATE TABLE waiting_claims (
+      target TEXT NOT NULL,
+      decision_id TEXT NOT NULL,
+      origin INTEGER NOT NULL,
+      action INTEGER NOT NULL,
+      actuator INTEGER NOT NULL,
+      dry_run INTEGER NOT NULL,
+      expiry_ms INTEGER NOT NULL,
+      rule_id TEXT NOT NULL,
+      reason TEXT NOT NULL,
+      offence INTEGER NOT NULL);
+    CREATE INDEX waiting_claims_target ON waiting_claims(target);
+    PRAGMA user_version = 5;
+    COMMIT;)sql";
+
 }  // namespace
 
 absl::Status Store::Migrate() {
@@ -387,7 +408,7 @@ absl::Status Store::Migrate() {
         "store: schema version ", version, " is newer than this palisaded (", kSchemaVersion, ")"));
   }
   // Each step takes the file one version on, in a transaction of its own.
-  static constexpr const char* kSteps[] = {kSchema1, kSchema2, kSchema3, kSchema4};
+  static constexpr const char* kSteps[] = {kSchema1, kSchema2, kSchema3, kSchema4, kSchema5};
   static_assert(std::size(kSteps) == kSchemaVersion);
   for (int v = version; v < kSchemaVersion; ++v) {
     if (absl::Status s = Exec(kSteps[v]); !s.ok()) {
@@ -407,7 +428,8 @@ absl::StatusOr<int64_t> Store::RecordDecision(const palisade::v1::Decision& d,
   return (*seqs)[0];
 }
 
-absl::StatusOr<std::vector<int64_t>> Store::RecordDecisions(const std::vector<Change>& changes) {
+absl::StatusOr<std::vector<int64_t>> Store::RecordDecisions(
+    const std::vector<Change>& changes, const std::vector<WaitingClaims>& waiting) {
   absl::MutexLock lock(&mu_);
   absl::Status s = Exec("BEGIN IMMEDIATE");
   if (!s.ok()) return s;
@@ -421,9 +443,69 @@ absl::StatusOr<std::vector<int64_t>> Store::RecordDecisions(const std::vector<Ch
     }
     seqs.push_back(*seq);
   }
+  for (const WaitingClaims& w : waiting) {
+    if (s = RecordWaitingLocked(w); !s.ok()) {
+      (void)Exec("ROLLBACK");
+      return s;
+    }
+  }
   s = CommitLocked();
   if (!s.ok()) return s;
   return seqs;
+}
+
+absl::Status Store::RecordWaitingLocked(const WaitingClaims& w) {
+  Stmt del(statements_, db_, "DELETE FROM waiting_claims WHERE target = ?");
+  absl::Status s = Prepared(del, db_);
+  if (s.ok()) s = del.BindUncopied(1, w.target).Done("record waiting claims");
+  for (const WaitingClaimRow& c : w.claims) {
+    if (!s.ok()) break;
+    Stmt ins(statements_, db_,
+             "INSERT INTO waiting_claims(target, decision_id, origin, action, actuator, dry_run, "
+             "expiry_ms, rule_id, reason, offence) VALUES(?,?,?,?,?,?,?,?,?,?)");
+    s = Prepared(ins, db_);
+    if (s.ok()) {
+      s = ins.BindUncopied(1, w.target)
+              .BindUncopied(2, w.decision_id)
+              .Bind(3, int64_t{c.origin})
+              .Bind(4, int64_t{c.action})
+              .Bind(5, int64_t{c.actuator})
+              .Bind(6, int64_t{c.dry_run})
+              .Bind(7, Millis(c.expiry))
+              .BindUncopied(8, c.rule_id)
+              .BindUncopied(9, c.reason)
+              .Bind(10, int64_t{c.offence})
+              .Done("record waiting claim");
+    }
+  }
+  return s;
+}
+
+absl::StatusOr<std::vector<WaitingClaimRow>> Store::LoadWaitingClaims(absl::Time after) {
+  absl::MutexLock lock(&mu_);
+  Stmt q(statements_, db_,
+         "SELECT target, origin, action, actuator, dry_run, expiry_ms, rule_id, reason, "
+         "decision_id, offence FROM waiting_claims WHERE expiry_ms > ? ORDER BY rowid");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  q.Bind(1, Millis(after));
+  std::vector<WaitingClaimRow> out;
+  while (q.Next()) {
+    WaitingClaimRow row;
+    row.target = q.Blob(0);
+    row.origin = static_cast<int>(q.Int(1));
+    row.action = static_cast<int>(q.Int(2));
+    row.actuator = static_cast<int>(q.Int(3));
+    row.dry_run = q.Int(4) != 0;
+    row.expiry = absl::FromUnixMillis(q.Int(5));
+    row.rule_id = q.Blob(6);
+    row.reason = q.Blob(7);
+    row.decision_id = q.Blob(8);
+    row.offence = static_cast<uint32_t>(q.Int(9));
+    out.push_back(std::move(row));
+  }
+  if (s = q.Finished("load waiting claims"); !s.ok()) return s;
+  return out;
 }
 
 absl::StatusOr<int64_t> Store::RecordLocked(const Change& c) {
@@ -808,16 +890,23 @@ absl::Status Store::RecordBouncerChanges(const std::vector<BouncerChangeRow>& ro
 
 absl::StatusOr<std::vector<BouncerChangeRow>> Store::LoadBouncerChanges(int64_t after,
                                                                         bool live_only) {
+  return LoadBouncerChanges(after, live_only ? absl::InfiniteFuture() : absl::InfinitePast());
+}
+
+absl::StatusOr<std::vector<BouncerChangeRow>> Store::LoadBouncerChanges(
+    int64_t after, absl::Time deleted_after) {
+  // Millis() reads InfinitePast as 0; every deletion is after it here.
+  const int64_t deleted_after_ms = deleted_after == absl::InfinitePast()
+                                       ? std::numeric_limits<int64_t>::min()
+                                       : absl::ToUnixMillis(deleted_after);
   absl::MutexLock lock(&mu_);
   Stmt q(statements_, db_,
-         live_only ? "SELECT decision_id, num, seq, deleted, at_ms, scope, value, type, origin, "
-                     "scenario, until_ms FROM bouncer_changes WHERE seq > ? AND deleted = 0 "
-                     "ORDER BY seq"
-                   : "SELECT decision_id, num, seq, deleted, at_ms, scope, value, type, origin, "
-                     "scenario, until_ms FROM bouncer_changes WHERE seq > ? ORDER BY seq");
+         "SELECT decision_id, num, seq, deleted, at_ms, scope, value, type, origin, scenario, "
+         "until_ms FROM bouncer_changes WHERE seq > ? AND (deleted = 0 OR at_ms > ?) "
+         "ORDER BY seq");
   absl::Status s = Prepared(q, db_);
   if (!s.ok()) return s;
-  q.Bind(1, after);
+  q.Bind(1, after).Bind(2, deleted_after_ms);
   std::vector<BouncerChangeRow> out;
   while (q.Next()) {
     BouncerChangeRow r;
@@ -836,6 +925,19 @@ absl::StatusOr<std::vector<BouncerChangeRow>> Store::LoadBouncerChanges(int64_t 
   }
   if (s = q.Finished("load bouncer changes"); !s.ok()) return s;
   return out;
+}
+
+absl::StatusOr<int64_t> Store::FirstBouncerDeletionAfter(absl::Time at) {
+  absl::MutexLock lock(&mu_);
+  Stmt q(statements_, db_,
+         "SELECT COALESCE(MIN(seq), 0) FROM bouncer_changes WHERE deleted = 1 AND at_ms > ?");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  q.Bind(1, Millis(at));
+  int64_t first = 0;
+  if (q.Next()) first = q.Int(0);
+  if (s = q.Finished("load the first bouncer deletion"); !s.ok()) return s;
+  return first;
 }
 
 absl::StatusOr<BouncerLogMeta> Store::LoadBouncerLogMeta() {
@@ -874,6 +976,14 @@ absl::StatusOr<Store::Pruned> Store::Prune(absl::Time before, int64_t limit) {
     s = Prepared(del, db_);
     if (s.ok()) s = del.Bind(1, Millis(before)).Bind(2, limit).Done("prune offences");
     pruned.offences = sqlite3_changes(db_);
+  }
+  if (s.ok()) {
+    Stmt del(statements_, db_,
+             "DELETE FROM waiting_claims WHERE rowid IN (SELECT rowid FROM waiting_claims "
+             "WHERE expiry_ms < ? LIMIT ?)");
+    s = Prepared(del, db_);
+    if (s.ok()) s = del.Bind(1, Millis(before)).Bind(2, limit).Done("prune waiting claims");
+    pruned.waiting_claims = sqlite3_changes(db_);
   }
   if (!s.ok()) {
     (void)Exec("ROLLBACK");

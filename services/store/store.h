@@ -109,9 +109,37 @@ struct OffenceRow {
   absl::Time counted_until = absl::InfinitePast();
 };
 
+// A claim waiting behind its target's active decision (DecisionTable's covered claims: another
+// kind of claim, weaker than the decision, decided when it ends if still due), schema version
+// 5: what the decision would carry and until when. A rule id and a reason only (the operator's
+// text for a manual claim, "" or a fold's note for a rule's), never a detection's secret.
+struct WaitingClaimRow {
+  std::string target;       // the target's value
+  std::string decision_id;  // the decision it waits behind (WaitingClaims::decision_id)
+  int origin = 0;      // palisade.v1.Origin
+  int action = 0;      // palisade.v1.Action
+  int actuator = 0;    // palisade.v1.Actuator
+  bool dry_run = false;
+  absl::Time expiry = absl::InfinitePast();
+  std::string rule_id;
+  std::string reason;
+  // The offence it was escalated for when it began to wait behind a feed's decision (a feed
+  // listing is none: the claim counted its own), decided with it; 0: the ended decision's.
+  uint32_t offence = 0;
+};
+
+// A target's waiting claims as they now are: they replace the ones stored (none: it has none).
+struct WaitingClaims {
+  std::string target;
+  // The id of the active decision they wait behind ("": none is active, and `claims` is empty),
+  // written in each row: a restart restores a row only behind that very decision.
+  std::string decision_id;
+  std::vector<WaitingClaimRow> claims;
+};
+
 class Store {
  public:
-  static constexpr int kSchemaVersion = 4;
+  static constexpr int kSchemaVersion = 5;
 
   struct Options {
     // WAL pages after a commit past which the checkpointer thread is woken (~16 MiB; SQLite's
@@ -154,7 +182,10 @@ class Store {
     // `decision` then gives the id, target, active flag and expiry only.
     std::optional<std::string> proto;
   };
-  absl::StatusOr<std::vector<int64_t>> RecordDecisions(const std::vector<Change>& changes);
+  // `waiting`, in the same transaction after the changes: each target's waiting claims replace
+  // the ones stored (the table writes them with the decision they wait behind).
+  absl::StatusOr<std::vector<int64_t>> RecordDecisions(
+      const std::vector<Change>& changes, const std::vector<WaitingClaims>& waiting = {});
 
   // The edge confirmed an operation: delete it from the outbox and write (or delete) the edge
   // record, in one transaction.
@@ -177,6 +208,8 @@ class Store {
       absl::Time since, size_t limit, absl::Time counted_after = absl::InfiniteFuture());
   // The highest offence row id stored (0: none): a writer numbers its new offenders after it.
   absl::StatusOr<int64_t> LastOffenceId();
+  // The waiting claims whose expiry is after `after`, in the order they were written.
+  absl::StatusOr<std::vector<WaitingClaimRow>> LoadWaitingClaims(absl::Time after);
   absl::StatusOr<std::vector<OutboxRow>> LoadOutbox();
   absl::StatusOr<std::vector<EdgeRow>> LoadEdges();
 
@@ -196,15 +229,24 @@ class Store {
   absl::Status RecordBouncerChanges(const std::vector<BouncerChangeRow>& rows, int64_t last_seq);
   // Retention (Config.state_retention): deletes the ended decisions whose expiry is before
   // `before` and that have nothing left at the edge (no queued operation, no edge record), and
-  // the offences last seen before `before`; at most `limit` rows of each, in one transaction.
+  // the offences last seen before `before`, and the waiting claims that expired before it; at
+  // most `limit` rows of each, in one transaction.
   struct Pruned {
     int64_t decisions = 0;
     int64_t offences = 0;
+    int64_t waiting_claims = 0;
   };
   absl::StatusOr<Pruned> Prune(absl::Time before, int64_t limit);
 
   // Rows with seq > `after`, by seq; only the live ones (not deleted) when `live_only`.
   absl::StatusOr<std::vector<BouncerChangeRow>> LoadBouncerChanges(int64_t after, bool live_only);
+  // Rows with seq > `after`, by seq: the live ones, and the deletions logged after
+  // `deleted_after` (InfinitePast: all of them). The older deletions are left out by the query,
+  // not read: a log may hold a million of them.
+  absl::StatusOr<std::vector<BouncerChangeRow>> LoadBouncerChanges(int64_t after,
+                                                                   absl::Time deleted_after);
+  // The lowest seq of a deletion logged after `at` (0: none), for Trim to keep those.
+  absl::StatusOr<int64_t> FirstBouncerDeletionAfter(absl::Time at);
   absl::StatusOr<BouncerLogMeta> LoadBouncerLogMeta();
   // Forgets deletions every bouncer was served (seq <= `served_through`), and those logged before
   // `older_than` or past the `max_deleted` newest (raising trimmed_through). Returns the rows
@@ -226,6 +268,7 @@ class Store {
   absl::Status CommitLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status Migrate() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::StatusOr<int64_t> RecordLocked(const Change& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status RecordWaitingLocked(const WaitingClaims& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);

@@ -312,7 +312,8 @@ int UserVersion(const std::string& path) {
 }
 
 // Version 2 added bouncers; version 3 keyed the offences by row numbers (they keep theirs);
-// version 4 keeps until when an offence row's count stands.
+// version 4 keeps until when an offence row's count stands; version 5 keeps the claims waiting
+// behind decisions.
 TEST(StoreTest, AVersion1FileMigratesKeepingItsDecisionsAndOffences) {
   const std::string path = Path("v1.db");
   WriteVersion1(path);
@@ -338,11 +339,93 @@ TEST(StoreTest, AVersion1FileMigratesKeepingItsDecisionsAndOffences) {
     EXPECT_THAT(*(*store)->LoadBouncers(), SizeIs(0));
     ASSERT_THAT((*store)->AddBouncer({"fw", std::string(32, 'h'), absl::FromUnixSeconds(10)}),
                 IsOk());
+    EXPECT_THAT(*(*store)->LoadWaitingClaims(absl::InfinitePast()), SizeIs(0));
+    WaitingClaimRow claim;
+    claim.target = "203.0.113.7";
+    claim.origin = palisade::v1::ORIGIN_MANUAL;
+    claim.expiry = absl::FromUnixSeconds(20000);
+    ASSERT_THAT((*store)->RecordDecisions({}, {{"203.0.113.7", "d1", {claim}}}), IsOk());
   }
   EXPECT_EQ(UserVersion(path), Store::kSchemaVersion);
   auto store = Store::Open(path);  // opening a migrated file again migrates nothing
   ASSERT_THAT(store, IsOk());
   EXPECT_THAT(*(*store)->LoadBouncers(), SizeIs(1));
+  EXPECT_THAT(*(*store)->LoadWaitingClaims(absl::InfinitePast()), SizeIs(1));
+}
+
+// The claims waiting behind a target's decision (schema version 5) are written with the change
+// set, all of a target's at once (they replace the ones stored; none: deleted), in the same
+// transaction as the decisions (a refused decision leaves the claims as they were); a load
+// takes those still due, in the order written; Prune deletes the ones long over.
+TEST(StoreTest, WaitingClaimsReplaceTheirTargetsAndGoWithTheirTransaction) {
+  const std::string path = Path("waiting.db");
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  const auto claim = [](const std::string& target, int origin, int64_t expiry,
+                        const std::string& reason) {
+    WaitingClaimRow c;
+    c.target = target;
+    c.origin = origin;
+    c.action = palisade::v1::ACTION_CHALLENGE;
+    c.actuator = palisade::v1::ACTUATOR_ACCESS_RULE;
+    c.dry_run = origin == palisade::v1::ORIGIN_RULE;
+    c.expiry = absl::FromUnixSeconds(expiry);
+    c.rule_id = origin == palisade::v1::ORIGIN_RULE ? "probe" : "";
+    c.reason = reason;
+    return c;
+  };
+  const std::string a = "203.0.113.7", b = "198.51.100.9";
+  palisade::v1::Decision d = D("d1");
+  ASSERT_THAT((*store)->RecordDecisions(
+                  {{&d, std::nullopt, true}},
+                  {{a, "d1", {claim(a, palisade::v1::ORIGIN_MANUAL, 9000, "the operator's"),
+                              claim(a, palisade::v1::ORIGIN_RULE, 8000, "")}},
+                   {b, "d0", {claim(b, palisade::v1::ORIGIN_MANUAL, 1000, "over")}}}),
+              IsOk());
+  absl::StatusOr<std::vector<WaitingClaimRow>> loaded =
+      (*store)->LoadWaitingClaims(absl::FromUnixSeconds(1000));
+  ASSERT_THAT(loaded, IsOk());
+  ASSERT_THAT(*loaded, SizeIs(2));  // b's is over
+  EXPECT_EQ((*loaded)[0].target, a);
+  EXPECT_EQ((*loaded)[0].decision_id, "d1");  // the decision they wait behind
+  EXPECT_EQ((*loaded)[0].origin, palisade::v1::ORIGIN_MANUAL);
+  EXPECT_EQ((*loaded)[0].action, palisade::v1::ACTION_CHALLENGE);
+  EXPECT_EQ((*loaded)[0].actuator, palisade::v1::ACTUATOR_ACCESS_RULE);
+  EXPECT_FALSE((*loaded)[0].dry_run);
+  EXPECT_EQ((*loaded)[0].expiry, absl::FromUnixSeconds(9000));
+  EXPECT_EQ((*loaded)[0].reason, "the operator's");
+  EXPECT_EQ((*loaded)[1].rule_id, "probe");
+  EXPECT_TRUE((*loaded)[1].dry_run);
+  // A target's claims as they now are replace its rows; none left: its rows go.
+  ASSERT_THAT((*store)->RecordDecisions(
+                  {}, {{a, "d1", {claim(a, palisade::v1::ORIGIN_RULE, 8500, "")}}, {b, "", {}}}),
+              IsOk());
+  loaded = (*store)->LoadWaitingClaims(absl::InfinitePast());
+  ASSERT_THAT(*loaded, SizeIs(1));
+  EXPECT_EQ((*loaded)[0].expiry, absl::FromUnixSeconds(8500));
+  // A decision the store refuses takes the claims of its transaction with it.
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "CREATE TRIGGER refuse BEFORE INSERT ON decisions "
+                           "BEGIN SELECT RAISE(ABORT, 'no'); END;",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  palisade::v1::Decision d2 = D("d2");
+  EXPECT_THAT((*store)->RecordDecisions({{&d2, std::nullopt, true}}, {{a, "d2", {}}}),
+              StatusIs(absl::StatusCode::kInternal));
+  EXPECT_THAT(*(*store)->LoadWaitingClaims(absl::InfinitePast()), SizeIs(1));
+  // Retention: a claim over before the cutoff goes.
+  absl::StatusOr<Store::Pruned> pruned = (*store)->Prune(absl::FromUnixSeconds(8000), 10);
+  ASSERT_THAT(pruned, IsOk());
+  EXPECT_EQ(pruned->waiting_claims, 0);
+  pruned = (*store)->Prune(absl::FromUnixSeconds(9000), 10);
+  ASSERT_THAT(pruned, IsOk());
+  EXPECT_EQ(pruned->waiting_claims, 1);
+  EXPECT_THAT(*(*store)->LoadWaitingClaims(absl::InfinitePast()), SizeIs(0));
 }
 
 TEST(StoreTest, RefusesAFileFromANewerSchema) {
@@ -441,6 +524,44 @@ TEST(StoreTest, BouncerChangeLogKeepsTheLatestChangePerDecisionAndTrims) {
   auto left = (*store)->LoadBouncerChanges(0, false);
   ASSERT_THAT(*left, SizeIs(1));
   EXPECT_EQ((*left)[0].decision_id, "d");
+}
+
+// A stream pull at position 0 without startup (a bouncer whose first answer's record was lost
+// in a crash) is owed the deletions logged after the bouncer's registration only. It read every
+// row of the log (up to max_deletions deletions, under the store's lock) and dropped the older
+// ones in C++; the query now leaves them out. Trim keeps the deletions from the first one logged
+// after such a bouncer's registration (FirstBouncerDeletionAfter).
+TEST(StoreTest, BouncerChangesSinceARegistrationLeaveOlderDeletionsOut) {
+  auto store = Store::Open(Path("log-since.db"));
+  ASSERT_THAT(store, IsOk());
+  ASSERT_THAT((*store)->RecordBouncerChanges(
+                  {Change("a", 1, false, 100), Change("b", 2, true, 200), Change("c", 3, true, 300),
+                   Change("d", 4, false, 400), Change("e", 5, true, 500)},
+                  5),
+              IsOk());
+  auto ids = [](const absl::StatusOr<std::vector<BouncerChangeRow>>& rows) {
+    std::vector<std::string> out;
+    if (rows.ok()) {
+      for (const BouncerChangeRow& r : *rows) out.push_back(r.decision_id);
+    }
+    return out;
+  };
+  // Registered at 250: b's deletion (at 200) is not loaded; the live rows all are.
+  EXPECT_EQ(ids((*store)->LoadBouncerChanges(0, absl::FromUnixSeconds(250))),
+            (std::vector<std::string>{"a", "c", "d", "e"}));
+  // A deletion logged in the registration's millisecond is not after it.
+  EXPECT_EQ(ids((*store)->LoadBouncerChanges(0, absl::FromUnixSeconds(300))),
+            (std::vector<std::string>{"a", "d", "e"}));
+  // Above a position, as ever.
+  EXPECT_EQ(ids((*store)->LoadBouncerChanges(3, absl::FromUnixSeconds(250))),
+            (std::vector<std::string>{"d", "e"}));
+  // The bool form is unchanged: every row, or the live ones.
+  EXPECT_THAT(*(*store)->LoadBouncerChanges(0, false), SizeIs(5));
+  EXPECT_EQ(ids((*store)->LoadBouncerChanges(0, true)), (std::vector<std::string>{"a", "d"}));
+  // Trim's bound: the first deletion logged after a registration (0: none).
+  EXPECT_THAT((*store)->FirstBouncerDeletionAfter(absl::FromUnixSeconds(150)), IsOkAndHolds(2));
+  EXPECT_THAT((*store)->FirstBouncerDeletionAfter(absl::FromUnixSeconds(250)), IsOkAndHolds(3));
+  EXPECT_THAT((*store)->FirstBouncerDeletionAfter(absl::FromUnixSeconds(500)), IsOkAndHolds(0));
 }
 
 // A VFS over the default one that records, for the tests of checkpoints below, which threads
