@@ -44,17 +44,12 @@ struct ActionOp {
   // same ban, not a new one, and is not counted again. Memory only: the guard's own count does
   // not survive a restart either.
   bool counted = false;
-  // An apply only: the id of the decision it takes over from on the same target, whose object
-  // stood at the edge when this one was decided (a stronger action replacing it: the table
-  // withdraws it and creates this one in one change set). This restricts no new target, so the
-  // guard charges it no budget. Empty: a new restriction. Rebuilt after a restart from the
-  // outbox, where the two operations lie next to each other (Dispatcher::Restore).
+  // An apply only: the decision it replaces (Decision.replaces, set by the table when a
+  // stronger claim replaced it), when that one's object stood at the edge, or its apply was in
+  // flight, as this was heard. This restricts no new target, so the guard charges it no
+  // budget. Empty: a new restriction. (A remove's wait for the decision replacing it is read
+  // from its own Decision.replaced_by: see Dispatcher.)
   std::string replaces;
-  // A remove only: the id of the decision that took over from this one in another actuator
-  // (the apply whose `replaces` this is). The remove waits while that apply has not reached
-  // the edge (queued, held, in flight, or failed for good) and its decision stands: the
-  // target keeps this object rather than none (Dispatcher: awaited_).
-  std::string successor;
   // Its row in the durable outbox (0: not persisted).
   int64_t seq = 0;
   // Re-applied by the reconciler: the object is known to be missing, whatever the actuator

@@ -3,9 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
-#include <optional>
 #include <set>
-#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -14,7 +12,7 @@ namespace {
 
 const char* OpName(ActionOp::Kind k) { return k == ActionOp::Kind::kApply ? "apply" : "remove"; }
 
-// A target as the order rules and the replacement pairing compare it: kind and value.
+// A target as the order rules compare it: kind and value.
 std::string TargetKey(const palisade::v1::Target& t) {
   return absl::StrCat(static_cast<int>(t.kind()), "/", t.value());
 }
@@ -193,26 +191,17 @@ absl::Status Dispatcher::Restore() {
   absl::StatusOr<std::vector<OutboxRow>> outbox = store_->LoadOutbox();
   if (!outbox.ok()) return outbox.status();
   std::map<std::string, int64_t> removed_at;  // decision id -> its last remove's seq
+  // The applies still to do of decisions that stand (an ended one's is cancelled below, or its
+  // remove follows it): decision id -> actuator. A remove waits only for one of these.
+  std::map<std::string, int> standing_applies;
   for (const OutboxRow& row : *outbox) {
-    if (!row.apply) removed_at[row.decision.id()] = row.seq;
-  }
-  // As OnDecision pairs an ending with the creation heard right after it (see just_ended_):
-  // the table wrote the two operations in one transaction, so while neither has completed they
-  // are next to each other in the outbox, whatever their actuators.
-  std::optional<Ended> ended;        // the previous row's, when it is such a remove
-  ActionOp* ended_remove = nullptr;  // its op, when queued
-  for (OutboxRow& row : *outbox) {
-    const std::optional<Ended> before = std::exchange(ended, std::nullopt);
-    ActionOp* const before_remove = std::exchange(ended_remove, nullptr);
-    std::string replaces;
     if (!row.apply) {
-      if (auto e = edges_.find(row.decision.id()); e != edges_.end() && IsObject(e->second.ref)) {
-        ended = Ended{TargetKey(row.decision.target()), row.decision.id(), e->second.kind};
-      }
-    } else if (before && before->id != row.decision.id() &&
-               before->target == TargetKey(row.decision.target())) {
-      replaces = before->id;
+      removed_at[row.decision.id()] = row.seq;
+    } else if (row.decision.active()) {
+      standing_applies[row.decision.id()] = row.decision.actuator();
     }
+  }
+  for (OutboxRow& row : *outbox) {
     auto q = queues_.find(row.decision.actuator());
     if (q == queues_.end()) {
       if (auto p = parked_.find(row.decision.actuator()); p != parked_.end()) {
@@ -228,7 +217,13 @@ absl::Status Dispatcher::Restore() {
     op.seq = row.seq;
     op.attempts = row.attempts;
     op.not_before = row.not_before;
-    op.replaces = std::move(replaces);
+    // The rows carry the decisions, and so the table's pairing (Decision.replaces): as in
+    // OnDecision, a replacement of what still stands at the edge. (Of an object whose remove
+    // has completed since, in the same actuator, it is charged: the restart cannot tell.)
+    if (row.apply && !op.decision.replaces().empty()) {
+      auto was = edges_.find(op.decision.replaces());
+      if (was != edges_.end() && IsObject(was->second.ref)) op.replaces = op.decision.replaces();
+    }
     auto removed = removed_at.find(op.decision.id());
     const bool removed_after = removed != removed_at.end() && removed->second > row.seq;
     if (row.apply && !op.decision.active() && !removed_after) {
@@ -255,14 +250,19 @@ absl::Status Dispatcher::Restore() {
       // Without an edge record, the remove finds its object by the decision's marker.
       auto edge = edges_.find(op.decision.id());
       op.edge = edge == edges_.end() ? EdgeRef() : edge->second.ref;
-    }
-    if (before_remove != nullptr && !op.replaces.empty() && before->kind != q->first) {
-      before_remove->successor = op.decision.id();
-      awaited_.insert(op.decision.id());
+      // It waits again for its replacement only while that one's apply is still to do in
+      // another started actuator and that decision stands (no remove of it follows): never
+      // for one that has ended, whose end would not be heard again. One whose apply failed
+      // for good has no row left, and nothing here says whether it stands: the remove runs.
+      const std::string& successor = op.decision.replaced_by();
+      auto s = standing_applies.find(successor);
+      if (!successor.empty() && IsObject(op.edge) && s != standing_applies.end() &&
+          removed_at.count(successor) == 0 && s->second != q->first &&
+          queues_.count(s->second) > 0) {
+        awaited_.emplace(successor, q->first);
+      }
     }
     q->second.ops.push_back(std::move(op));
-    // A deque's push_back keeps references to its elements valid.
-    if (ended && !row.apply) ended_remove = &q->second.ops.back();
   }
   for (auto& [kind, q] : queues_) q.pending->Set(static_cast<double>(q.ops.size()));
   return absl::OkStatus();
@@ -382,8 +382,19 @@ void Dispatcher::Report(palisade::v1::Actuator kind, const std::string& actuator
 void Dispatcher::OnDecision(const DecisionUpdate& update) {
   const palisade::v1::Decision& d = update.decision;
   absl::MutexLock lock(&mu_);
-  // Taken whatever this update is: only the update heard right after an ending pairs with it.
-  const std::optional<Ended> ended = std::exchange(just_ended_, std::nullopt);
+  // A remove waiting for this decision (it replaced that one's, Decision.replaced_by) waits no
+  // more once it has ended, or once it is heard created for the same queue (the order rules
+  // stand there: RemoveBarrier) or for an actuator not started here (it reaches no edge
+  // here). Before any return below: whatever its actuator.
+  if (auto w = awaited_.find(d.id()); w != awaited_.end()) {
+    if (update.change == DecisionChange::kExpired ||
+        update.change == DecisionChange::kWithdrawn ||
+        (update.change == DecisionChange::kCreated &&
+         (w->second == d.actuator() || queues_.count(d.actuator()) == 0))) {
+      awaited_.erase(w);
+      wake_.SignalAll();
+    }
+  }
   auto q = queues_.find(d.actuator());
   if (q == queues_.end()) {
     if (auto p = parked_.find(d.actuator()); p != parked_.end()) {
@@ -399,21 +410,13 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     op.decision = d;
     op.secret = update.secret;
     op.seq = update.outbox_seq;
-    if (ended && ended->id != d.id() && ended->target == TargetKey(d.target())) {
-      op.replaces = ended->id;
-      // In another actuator's queue, the remove of the decision it replaces would not wait
-      // for it (RemoveBarrier orders one queue): it waits until this apply reaches the edge or
-      // this decision ends, so a held or failing apply never leaves the target bare. (In the
-      // same queue the order rules stand: an access rule is replaced in place, remove first.)
-      if (auto rq = queues_.find(ended->kind); ended->kind != q->first && rq != queues_.end()) {
-        auto& rops = rq->second.ops;
-        auto remove = std::find_if(rops.rbegin(), rops.rend(), [&](const ActionOp& o) {
-          return o.kind == ActionOp::Kind::kRemove && o.decision.id() == ended->id;
-        });
-        if (remove != rops.rend()) {
-          remove->successor = d.id();
-          awaited_.insert(d.id());
-        }
+    // The table says which decision this one replaced (its stronger-claim path only): a
+    // replacement of what stands at the edge, or of an apply in flight (charged already),
+    // restricts no new target. One of what never got there (cancelled, held, dry run) does.
+    if (const std::string& was_id = d.replaces(); !was_id.empty()) {
+      auto was = edges_.find(was_id);
+      if ((was != edges_.end() && IsObject(was->second.ref)) || in_flight_.count(was_id) > 0) {
+        op.replaces = was_id;
       }
     }
     q->second.ops.push_back(std::move(op));
@@ -421,23 +424,20 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
   } else if (update.change == DecisionChange::kExpired ||
              update.change == DecisionChange::kWithdrawn) {
     counted_.erase(d.id());
-    awaited_.erase(d.id());  // the remove of the decision it replaced waits no more
+    // Withdrawn for a stronger decision (Decision.replaced_by): its remove waits for that one
+    // (AwaitsSuccessor), from now, before that creation is even heard (a worker may run in
+    // between); OnDecision lets it go at once if that one is in the same queue. Never after an
+    // expiry or an operator's withdrawal: they name no replacement.
+    const auto await_replacement = [&] {
+      if (!d.replaced_by().empty()) awaited_.emplace(d.replaced_by(), q->first);
+    };
     auto& ops = q->second.ops;
     auto queued = std::find_if(ops.begin(), ops.end(), [&](const ActionOp& op) {
       return op.kind == ActionOp::Kind::kApply && op.decision.id() == d.id();
     });
     auto held = std::find_if(held_.begin(), held_.end(),
                              [&](const auto& h) { return h.second.decision.id() == d.id(); });
-    // An apply cancelled here never went out: the decision it took over from still stands, and
-    // what the table creates next on the target (a still stronger claim) takes over from that.
-    const auto pass_on = [&](const ActionOp& cancelled) {
-      auto was = edges_.find(cancelled.replaces);
-      if (!cancelled.replaces.empty() && was != edges_.end() && IsObject(was->second.ref)) {
-        just_ended_ = Ended{TargetKey(d.target()), cancelled.replaces, was->second.kind};
-      }
-    };
     if (queued != ops.end()) {  // never went out: nothing to undo
-      pass_on(*queued);
       queued_at_.erase(d.id());
       Drop(queued->seq);
       Drop(update.outbox_seq);
@@ -445,7 +445,6 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
              "cancelled", "the decision ended before it was sent");
       ops.erase(queued);
     } else if (held != held_.end()) {
-      pass_on(held->second);
       queued_at_.erase(d.id());
       Drop(held->second.seq);
       Drop(update.outbox_seq);
@@ -454,11 +453,10 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       held_.erase(held);
       held_gauge_.Set(static_cast<double>(held_.size()));
     } else if (in_flight_.count(d.id())) {
-      remove_after_[d.id()] = update.outbox_seq;
+      remove_after_[d.id()] = {update.outbox_seq, d.replaced_by()};
+      await_replacement();
     } else if (auto edge = edges_.find(d.id()); edge != edges_.end()) {
-      if (IsObject(edge->second.ref)) {
-        just_ended_ = Ended{TargetKey(d.target()), d.id(), edge->second.kind};
-      }
+      if (IsObject(edge->second.ref)) await_replacement();
       ActionOp op;
       op.kind = ActionOp::Kind::kRemove;
       op.decision = d;
@@ -758,8 +756,10 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
           remove.kind = ActionOp::Kind::kRemove;
           remove.decision = op.decision;
           remove.decision.set_active(false);
+          // Waits for the decision that replaced it, as one made in OnDecision.
+          remove.decision.set_replaced_by(after->second.replaced_by);
           remove.edge = op.edge;
-          remove.seq = after->second;
+          remove.seq = after->second.seq;
           remove_after_.erase(after);
           q.ops.push_back(std::move(remove));
         }
@@ -815,7 +815,7 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
            op.result.message());
     bool ended = false;
     if (auto after = remove_after_.find(id); after != remove_after_.end()) {
-      Drop(after->second);
+      Drop(after->second.seq);
       remove_after_.erase(after);
       ended = true;
     }
@@ -861,7 +861,7 @@ bool Dispatcher::CancelEndedApply(palisade::v1::Actuator kind, const std::string
   queued_at_.erase(id);
   Report(kind, actuator, op, "cancelled", "the decision ended before it was sent");
   Drop(op.seq);
-  Drop(after->second);
+  Drop(after->second.seq);
   remove_after_.erase(after);
   return true;
 }

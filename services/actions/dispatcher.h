@@ -39,12 +39,17 @@
 // made by the decision's marker). And any actuator's apply of a decision that has ended, with
 // no remove of it after it in the outbox, is cancelled (an apply the table wrote late, after a
 // store outage, behind a remove that has completed).
-// Across queues, the remove of a decision replaced by one of another actuator (a block in the
-// IP list taking over from a challenge's access rule: ActionOp::replaces) waits until its
-// successor's apply has reached the edge, or the successor has ended: a successor held by the
-// guard, or failing for good (the list full), leaves the challenge standing, not the target
-// bare; both standing for a moment is harmless. The wait is known again after a restart while
-// both operations are in the outbox (see Restore).
+// Across queues, the remove of a decision the table withdrew for a stronger one of another
+// actuator (a block in the IP list replacing a challenge's access rule; the withdrawn decision
+// names it: Decision.replaced_by) waits until that decision's apply has reached the edge, or
+// that decision has ended: a replacement held by the guard, or failing for good (the list
+// full), leaves the challenge standing until it ends, not the target bare (both standing for a
+// moment is harmless; the challenge is what the table last had there). The wait starts with
+// the withdrawal itself, before the creation is heard. A remove after an expiry or an
+// operator's withdrawal names no replacement and never waits. After a restart the wait is
+// known again while the replacement's apply is in the outbox and its decision stands; not for
+// one whose apply failed for good (its row gone, the restart cannot tell that it stands): that
+// remove runs.
 // Pause / Resume let the reconciler compare the edge with the decisions while nothing changes
 // the edge: ops are still queued, none starts.
 // Dry run (cloudflare.dry_run, or the decision's rule in shadow mode): an op is recorded and
@@ -61,7 +66,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -123,10 +127,11 @@ class Dispatcher {
   // per-minute budget counts targets newly restricted: a decision's apply spends it once, on
   // its first pass: its retries, and a repair (Reapply) after its retries ran out or its object
   // went missing, are the same ban. One that sends nothing (dry run) spends none, nor one that
-  // takes over a target from a decision whose object stands at the edge (ActionOp::replaces: a
-  // block replacing a challenge; the creation heard right after that decision's ending, on the
-  // same target); a replacement of one that never reached the edge (held, dry run, local only)
-  // is a new restriction and spends it.
+  // the table made to replace a decision (Decision.replaces: a block replacing a challenge)
+  // whose object stands at the edge, or whose apply is in flight (charged already), when the
+  // replacement is heard (ActionOp::replaces); a replacement of one that never reached the
+  // edge (held, cancelled, dry run, local only) is a new restriction and spends it, as any
+  // creation that names none (one after an expiry or an operator's withdrawal).
   void SetGuard(std::unique_ptr<Guard> guard);
   // A reload changed the allowlist: the guard, and every actuator sharing its set (the IP list,
   // the reconciler's copy of it; see SharedNeverBan), judge by `never_ban` from now on. Swapped
@@ -220,10 +225,10 @@ class Dispatcher {
   // Is an op of queue `kind` due and free to go (not waiting behind a remove, nor for the apply
   // of the decision that replaced it)?
   bool HasDue(int kind, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Does `op` (a remove) wait for the apply of the decision that replaced it?
+  // Does `op` (a remove) wait for the apply of the decision that replaced it (awaited_)?
   bool AwaitsSuccessor(const ActionOp& op) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return op.kind == ActionOp::Kind::kRemove && !op.successor.empty() &&
-           awaited_.count(op.successor) > 0;
+    return op.kind == ActionOp::Kind::kRemove && !op.decision.replaced_by().empty() &&
+           awaited_.count(op.decision.replaced_by()) > 0;
   }
   // Is queue `kind` waiting after a refusal of palisaded's credentials?
   bool WaitsForCredentials(int kind, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -308,23 +313,21 @@ class Dispatcher {
   // An id goes when its decision ends: at most the active decisions. Memory only, as the
   // guard's own count.
   std::set<std::string> counted_ ABSL_GUARDED_BY(mu_);
-  std::map<std::string, int64_t> remove_after_ ABSL_GUARDED_BY(mu_);  // id -> remove's seq
-  // The last update heard, when it ended a decision whose object stands at the edge (not a dry
-  // run's): its target (kind and value) and id. The creation heard right after it on the same
-  // target takes over from that decision (ActionOp::replaces): the table withdraws (or expires)
-  // the one and creates the other in one change set, heard in order. Any other update clears
-  // it, so it never outlives the change set.
-  struct Ended {
-    std::string target;
-    std::string id;
-    int kind;  // the actuator of its object
+  // The remove of a decision withdrawn while its apply was in flight, made once the apply
+  // settles: its outbox row, and the decision that replaced it (Decision.replaced_by).
+  struct RemoveAfter {
+    int64_t seq = 0;
+    std::string replaced_by;
   };
-  std::optional<Ended> just_ended_ ABSL_GUARDED_BY(mu_);
-  // Decisions that took over from one standing in another actuator (ActionOp::successor), while
-  // their apply has not reached the edge: that one's remove waits. An id goes when its apply
-  // succeeds (RememberEdge) or its decision ends, so the wait is bounded by the successor's
-  // expiry, and the set holds at most the active decisions. Rebuilt by Restore from the outbox.
-  std::set<std::string> awaited_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, RemoveAfter> remove_after_ ABSL_GUARDED_BY(mu_);  // by decision id
+  // Replacing decisions (a withdrawn decision's Decision.replaced_by) whose apply has not
+  // reached the edge, by id -> the actuator of the replaced decision's remove, which waits
+  // (AwaitsSuccessor; an index by the awaited id: no queue is scanned). Added when that
+  // decision is withdrawn with an object at the edge (or its apply in flight); gone when the
+  // replacement is heard in the same queue or an actuator not started, reaches the edge
+  // (RememberEdge), or ends: at most one per active decision. An apply failing for good keeps
+  // its id until its decision ends. Rebuilt by Restore from the outbox.
+  std::map<std::string, int> awaited_ ABSL_GUARDED_BY(mu_);
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   // When each apply was queued, for the latency histogram. An entry lives exactly as long as
   // its apply: erased when it settles, fails, is refused or is cancelled (queued or held), so

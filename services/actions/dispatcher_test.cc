@@ -103,6 +103,16 @@ class DispatcherTest : public ::testing::Test {
     u.secret = "cfut_leakedleakedleakedleakedleakedleaked";
     return u;
   }
+  // The table's stronger-claim path: the withdrawn decision names its replacement, the new one
+  // the decision it replaced.
+  static DecisionUpdate Replaced(DecisionUpdate u, const std::string& replacing) {
+    u.decision.set_replaced_by(replacing);
+    return u;
+  }
+  static DecisionUpdate Replacing(DecisionUpdate u, const std::string& replaced) {
+    u.decision.set_replaces(replaced);
+    return u;
+  }
   double Actions(const std::string& result) {
     return ::palisade::testing::CounterSum(registry_, "palisade_actions_total",
                                            {{"result", result}});
@@ -699,7 +709,8 @@ TEST_F(DispatcherTest, ARepairOfAnApplyOutOfRetriesSpendsNoSecondSlot) {
 
 // The table replaces a challenge (an access rule) with a block (the shipped packs block
 // through the IP list) when a blocking rule matches a challenged address: the challenge is
-// withdrawn, then the block created. The block restricts no new target (its target was charged
+// withdrawn naming the block (Decision.replaced_by), then the block created naming the
+// challenge (Decision.replaces). The block restricts no new target (its target was charged
 // when the challenge went out), so it spends no budget; it was held past the limit while the
 // challenge's remove went out, and the address was left bare until an operator acted.
 TEST_F(DispatcherTest, ABlockReplacingAChallengeAtTheEdgeIsNotHeld) {
@@ -719,8 +730,8 @@ TEST_F(DispatcherTest, ABlockReplacingAChallengeAtTheEdgeIsNotHeld) {
   dispatcher_.OnDecision(Update(DecisionChange::kCreated, "challenge"));
   dispatcher_.RunOnce();  // spends the minute's one slot
   ASSERT_EQ(dispatcher_.edges().count("challenge"), 1u);
-  dispatcher_.OnDecision(Update(DecisionChange::kWithdrawn, "challenge"));
-  dispatcher_.OnDecision(block("block", "203.0.113.7"));
+  dispatcher_.OnDecision(Replaced(Update(DecisionChange::kWithdrawn, "challenge"), "block"));
+  dispatcher_.OnDecision(Replacing(block("block", "203.0.113.7"), "challenge"));
   // A block on a target nothing restricts is a new ban: still held.
   dispatcher_.OnDecision(block("fresh", "203.0.113.9"));
   dispatcher_.RunOnce();
@@ -735,7 +746,8 @@ TEST_F(DispatcherTest, ABlockReplacingAChallengeAtTheEdgeIsNotHeld) {
 // The challenge's remove and the block's apply are in two actuators' queues, and the order
 // rules (RemoveBarrier) hold within one queue only: the remove went out even when the block's
 // apply failed for good (the list at its cap), and the address was left unrestricted. The
-// remove now waits until the block is at the edge, or the block has ended.
+// remove now waits until the block is at the edge, or the block has ended; a block that
+// failed for good leaves the challenge standing until the block ends.
 TEST_F(DispatcherTest, AChallengesRemoveWaitsForTheBlockReplacingItInAnotherActuator) {
   auto list = std::make_unique<FakeActuator>();
   FakeActuator* lists = list.get();
@@ -756,8 +768,9 @@ TEST_F(DispatcherTest, AChallengesRemoveWaitsForTheBlockReplacingItInAnotherActu
   lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
   dispatcher_.OnDecision(challenge(DecisionChange::kCreated, "c1", "203.0.113.7"));
   dispatcher_.RunOnce();
-  dispatcher_.OnDecision(challenge(DecisionChange::kWithdrawn, "c1", "203.0.113.7"));
-  dispatcher_.OnDecision(block(DecisionChange::kCreated, "b1", "203.0.113.7"));
+  dispatcher_.OnDecision(
+      Replaced(challenge(DecisionChange::kWithdrawn, "c1", "203.0.113.7"), "b1"));
+  dispatcher_.OnDecision(Replacing(block(DecisionChange::kCreated, "b1", "203.0.113.7"), "c1"));
   dispatcher_.RunOnce();
   dispatcher_.RunOnce();
   EXPECT_THAT(lists->calls, ElementsAre("apply b1"));
@@ -765,7 +778,7 @@ TEST_F(DispatcherTest, AChallengesRemoveWaitsForTheBlockReplacingItInAnotherActu
   EXPECT_THAT(fake_->calls, ElementsAre("apply c1"));
   EXPECT_EQ(dispatcher_.edges().count("c1"), 1u);
   EXPECT_TRUE(dispatcher_.Busy("c1"));  // the reconciler leaves its object alone
-  dispatcher_.OnDecision(block(DecisionChange::kExpired, "b1", "203.0.113.7"));
+  dispatcher_.OnDecision(Replacing(block(DecisionChange::kExpired, "b1", "203.0.113.7"), "c1"));
   dispatcher_.RunOnce();
   EXPECT_THAT(fake_->calls, ElementsAre("apply c1", "remove c1 edge-c1"));
   EXPECT_THAT(dispatcher_.edges(), IsEmpty());
@@ -773,8 +786,9 @@ TEST_F(DispatcherTest, AChallengesRemoveWaitsForTheBlockReplacingItInAnotherActu
   // The block goes out: the challenge's remove follows it, not before.
   dispatcher_.OnDecision(challenge(DecisionChange::kCreated, "c2", "203.0.113.8"));
   dispatcher_.RunOnce();
-  dispatcher_.OnDecision(challenge(DecisionChange::kWithdrawn, "c2", "203.0.113.8"));
-  dispatcher_.OnDecision(block(DecisionChange::kCreated, "b2", "203.0.113.8"));
+  dispatcher_.OnDecision(
+      Replaced(challenge(DecisionChange::kWithdrawn, "c2", "203.0.113.8"), "b2"));
+  dispatcher_.OnDecision(Replacing(block(DecisionChange::kCreated, "b2", "203.0.113.8"), "c2"));
   dispatcher_.RunOnce();  // the access rules' queue runs first: its remove waits
   EXPECT_THAT(lists->calls, ElementsAre("apply b1", "apply b2"));
   EXPECT_THAT(fake_->calls, ElementsAre("apply c1", "remove c1 edge-c1", "apply c2"));
@@ -784,9 +798,68 @@ TEST_F(DispatcherTest, AChallengesRemoveWaitsForTheBlockReplacingItInAnotherActu
   EXPECT_EQ(dispatcher_.pending(), 0u);
 }
 
-// A decision replaced before its apply went out passes the decision it took over from on: what
-// replaces it in turn (the same change set) takes over from the one still at the edge.
-TEST_F(DispatcherTest, AReplacementCancelledBeforeItWentOutPassesOnWhatItReplaced) {
+// The withdrawal and the creation are two updates: OnDecision releases the lock between them
+// and wakes the workers, which could take the challenge's remove before the block was heard.
+// The withdrawn decision names its replacement itself, so the remove waits from the start.
+TEST_F(DispatcherTest, AChallengesRemoveWaitsThoughTheBlockIsHeardAfterAWorkerRan) {
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "c"));
+  dispatcher_.RunOnce();
+  dispatcher_.OnDecision(Replaced(Update(DecisionChange::kWithdrawn, "c"), "b"));
+  dispatcher_.RunOnce();  // a worker between the two updates
+  EXPECT_THAT(fake_->calls, ElementsAre("apply c"));
+  DecisionUpdate block = Replacing(Update(DecisionChange::kCreated, "b"), "c");
+  block.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+  dispatcher_.OnDecision(block);
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  EXPECT_THAT(lists->calls, ElementsAre("apply b"));
+  EXPECT_THAT(fake_->calls, ElementsAre("apply c", "remove c edge-c"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+// A remove after an expiry or an operator's withdrawal names no replacement: it never waits,
+// whatever the table creates next on the target (an unban is not delayed).
+TEST_F(DispatcherTest, ARemoveAfterAnExpiryOrAWithdrawalNeverWaits) {
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+  dispatcher_.RunOnce();
+  dispatcher_.OnDecision(Update(DecisionChange::kExpired, "a"));
+  DecisionUpdate next = Update(DecisionChange::kCreated, "next");  // a waiting claim's
+  next.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+  dispatcher_.OnDecision(next);
+  dispatcher_.RunOnce();  // next fails for good
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  EXPECT_THAT(lists->calls, ElementsAre("apply next"));
+}
+
+// An expiry followed by a creation on the same target is no replacement (the creation names
+// none): a new restriction, charged. Pairing by adjacency let a bad rule re-ban expired
+// targets past the budget; and a creation heard later, in another change set, is never paired.
+TEST_F(DispatcherTest, AnExpiryThenAnUnrelatedCreationOnTheTargetIsCharged) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+  dispatcher_.RunOnce();  // spends the slot
+  dispatcher_.OnDecision(Update(DecisionChange::kExpired, "a"));
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "b"));
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 1u);
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+}
+
+// A challenge withdrawn while its apply is in flight (taken with a batch, not settled) was
+// charged: the block replacing it is not charged again, and the challenge's remove, made once
+// its apply settles, still waits for the block.
+TEST_F(DispatcherTest, ABlockReplacingAChallengeInFlightIsNotChargedAndItsRemoveWaits) {
   GuardOptions options;
   options.max_new_per_minute = 1;
   dispatcher_.SetGuard(std::make_unique<Guard>(options));
@@ -794,22 +867,26 @@ TEST_F(DispatcherTest, AReplacementCancelledBeforeItWentOutPassesOnWhatItReplace
   FakeActuator* lists = list.get();
   lists->label = "list";
   dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
-  const auto listed = [&](DecisionChange change, const std::string& id) {
-    DecisionUpdate u = Update(change, id);
-    u.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
-    return u;
+  fake_->during_run = [&] {
+    fake_->during_run = nullptr;
+    dispatcher_.OnDecision(Replaced(Update(DecisionChange::kWithdrawn, "c"), "b"));
+    DecisionUpdate block = Replacing(Update(DecisionChange::kCreated, "b"), "c");
+    block.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    dispatcher_.OnDecision(block);
   };
-  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
-  dispatcher_.RunOnce();  // spends the slot
-  dispatcher_.OnDecision(Update(DecisionChange::kExpired, "a"));
-  dispatcher_.OnDecision(listed(DecisionChange::kCreated, "c"));    // reinstated behind a
-  dispatcher_.OnDecision(listed(DecisionChange::kWithdrawn, "c"));  // replaced at once
-  dispatcher_.OnDecision(listed(DecisionChange::kCreated, "b"));
-  dispatcher_.RunOnce();
-  dispatcher_.RunOnce();
+  lists->failures = {absl::UnavailableError("the list operation timed out")};
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "c"));
+  dispatcher_.RunOnce();  // c goes out (spending the slot); b, queued meanwhile, is retried
   EXPECT_EQ(dispatcher_.held(), 0u);
   EXPECT_THAT(lists->calls, ElementsAre("apply b"));
-  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  dispatcher_.RunOnce();  // c's remove, made as c's apply settled, waits for b
+  EXPECT_THAT(fake_->calls, ElementsAre("apply c"));
+  clock_.Advance(absl::Minutes(1));
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  EXPECT_THAT(lists->calls, ElementsAre("apply b", "apply b"));
+  EXPECT_THAT(fake_->calls, ElementsAre("apply c", "remove c edge-c"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
 }
 
 // The active cap counts objects per actuator: a rule's ban replacing a feed's on the same
@@ -825,8 +902,8 @@ TEST_F(DispatcherTest, AReplacementInTheSameActuatorIsNotCountedTwiceByTheActive
   dispatcher_.RunOnce();
   ASSERT_EQ(dispatcher_.edges().count("feed"), 1u);
   feed.change = DecisionChange::kWithdrawn;
-  dispatcher_.OnDecision(feed);
-  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "rule"));
+  dispatcher_.OnDecision(Replaced(feed, "rule"));
+  dispatcher_.OnDecision(Replacing(Update(DecisionChange::kCreated, "rule"), "feed"));
   dispatcher_.RunOnce();
   EXPECT_EQ(dispatcher_.held(), 0u);
   EXPECT_THAT(fake_->calls, ElementsAre("apply feed", "remove feed edge-feed", "apply rule"));
@@ -854,8 +931,9 @@ TEST_F(DispatcherTest, ABlockReplacingAChallengeThatNeverReachedTheEdgeIsCharged
   ASSERT_EQ(dispatcher_.held(), 1u);
   ASSERT_EQ(dispatcher_.edges().count("shadow"), 1u);
   for (const char* ended : {"challenge", "shadow"}) {
-    DecisionUpdate withdrawn = Update(DecisionChange::kWithdrawn, ended);
-    DecisionUpdate block = Update(DecisionChange::kCreated, absl::StrCat(ended, "-block"));
+    const std::string replacing = absl::StrCat(ended, "-block");
+    DecisionUpdate withdrawn = Replaced(Update(DecisionChange::kWithdrawn, ended), replacing);
+    DecisionUpdate block = Replacing(Update(DecisionChange::kCreated, replacing), ended);
     if (std::string(ended) == "shadow") {
       withdrawn.decision.mutable_target()->set_value("203.0.113.2");
       withdrawn.decision.set_dry_run(true);
@@ -870,18 +948,19 @@ TEST_F(DispatcherTest, ABlockReplacingAChallengeThatNeverReachedTheEdgeIsCharged
   EXPECT_EQ(dispatcher_.held(), 2u);  // challenge-block, shadow-block
 }
 
-// The dispatcher learns that an apply replaces a standing decision from the update stream (a
-// withdrawal, then the creation on the same target); after a restart, from the outbox, where
-// the table wrote the two operations next to each other in one transaction.
+// After a restart, the outbox rows carry the decisions, and so the fields that pair them.
 TEST_F(DispatcherTest, AfterARestartABlockReplacingAChallengeIsStillNotHeld) {
   auto store = FreshStore("replace.db");
   ASSERT_TRUE(store.ok());
   auto record = [&](DecisionChange change, const std::string& id, palisade::v1::Actuator kind,
-                    const std::string& target) {
+                    const std::string& target, const std::string& replaces = "",
+                    const std::string& replaced_by = "") {
     DecisionUpdate u = Update(change, id);
     u.decision.set_actuator(kind);
     u.decision.mutable_target()->set_value(target);
     u.decision.set_active(change == DecisionChange::kCreated);
+    u.decision.set_replaces(replaces);
+    u.decision.set_replaced_by(replaced_by);
     u.outbox_seq =
         *(*store)->RecordDecision(u.decision, nullptr, change == DecisionChange::kCreated);
     return u;
@@ -893,8 +972,9 @@ TEST_F(DispatcherTest, AfterARestartABlockReplacingAChallengeIsStillNotHeld) {
   // Recorded, then the process "dies" before sending: a fresh block, then the replacement.
   record(DecisionChange::kCreated, "fresh", palisade::v1::ACTUATOR_IP_LIST, "203.0.113.9");
   record(DecisionChange::kWithdrawn, "challenge", palisade::v1::ACTUATOR_ACCESS_RULE,
-         "203.0.113.7");
-  record(DecisionChange::kCreated, "block", palisade::v1::ACTUATOR_IP_LIST, "203.0.113.7");
+         "203.0.113.7", "", "block");
+  record(DecisionChange::kCreated, "block", palisade::v1::ACTUATOR_IP_LIST, "203.0.113.7",
+         "challenge");
 
   std::unique_ptr<Restarted> r = Restart(store->get());
   GuardOptions options;
@@ -912,6 +992,82 @@ TEST_F(DispatcherTest, AfterARestartABlockReplacingAChallengeIsStillNotHeld) {
   EXPECT_THAT(r->actuator->calls, IsEmpty());
   r->dispatcher.RunOnce();
   EXPECT_THAT(r->actuator->calls, ElementsAre("remove challenge edge-challenge"));
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+}
+
+// A restart whose outbox holds [remove c (replaced by b), apply b, remove b]: b has ended, so
+// c's remove waits for nothing. It waited for ever when b's apply then failed for good.
+TEST_F(DispatcherTest, AfterARestartARemoveNeverWaitsForAReplacementThatHasEnded) {
+  auto store = FreshStore("replace_ended.db");
+  ASSERT_TRUE(store.ok());
+  DecisionUpdate c = Update(DecisionChange::kCreated, "c");
+  c.decision.set_active(true);
+  c.outbox_seq = *(*store)->RecordDecision(c.decision, nullptr, true);
+  dispatcher_.OnDecision(c);
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.edges().count("c"), 1u);
+  c.decision.set_active(false);
+  c.decision.set_replaced_by("b");
+  ASSERT_TRUE((*store)->RecordDecision(c.decision, nullptr, false).ok());
+  palisade::v1::Decision b = Update(DecisionChange::kCreated, "b").decision;
+  b.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+  b.set_replaces("c");
+  b.set_active(true);
+  ASSERT_TRUE((*store)->RecordDecision(b, nullptr, true).ok());
+  b.set_active(false);
+  ASSERT_TRUE((*store)->RecordDecision(b, nullptr, false).ok());
+
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
+  r->dispatcher.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  r->dispatcher.RunOnce();
+  r->dispatcher.RunOnce();
+  EXPECT_THAT(r->actuator->calls, ElementsAre("remove c edge-c"));
+  EXPECT_EQ(r->dispatcher.edges().count("c"), 0u);
+}
+
+// Live, a block that failed for good leaves the challenge standing until the block ends (see
+// dispatcher.h). After a restart, the outbox no longer holds the block's apply (its failure
+// record took its place) and cannot tell whether the block still stands: the challenge's
+// remove runs rather than risk a wait with no end.
+TEST_F(DispatcherTest, AfterARestartARemoveDoesNotWaitForAReplacementThatFailedForGood) {
+  auto store = FreshStore("replace_failed.db");
+  ASSERT_TRUE(store.ok());
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  DecisionUpdate c = Update(DecisionChange::kCreated, "c");
+  c.decision.set_active(true);
+  c.outbox_seq = *(*store)->RecordDecision(c.decision, nullptr, true);
+  dispatcher_.OnDecision(c);
+  dispatcher_.RunOnce();
+  c.change = DecisionChange::kWithdrawn;
+  c.decision.set_active(false);
+  c.decision.set_replaced_by("b");
+  c.outbox_seq = *(*store)->RecordDecision(c.decision, nullptr, false);
+  DecisionUpdate b = Replacing(Update(DecisionChange::kCreated, "b"), "c");
+  b.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+  b.decision.set_active(true);
+  b.outbox_seq = *(*store)->RecordDecision(b.decision, nullptr, true);
+  dispatcher_.OnDecision(c);
+  dispatcher_.OnDecision(b);
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  ASSERT_THAT(dispatcher_.FailedForGood(), ElementsAre(Pair("b", "0.0")));
+  ASSERT_THAT(fake_->calls, ElementsAre("apply c"));  // live: the challenge stays
+
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  r->dispatcher.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::make_unique<FakeActuator>());
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  EXPECT_THAT(r->dispatcher.FailedForGood(), ElementsAre(Pair("b", "0.0")));
+  r->dispatcher.RunOnce();
+  EXPECT_THAT(r->actuator->calls, ElementsAre("remove c edge-c"));
   EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
 }
 

@@ -10,9 +10,10 @@
 //    is shared (SharedNeverBan): a reload that changes the allowlist swaps it whole for the
 //    guard and those actuators at once (Dispatcher::SetNeverBan).
 //  - the blast-radius limit: at most N targets newly restricted per minute over all actuators,
-//    and at most M objects active per actuator. A decision that takes over a target from one
-//    whose object stands at the edge (a block replacing a challenge) restricts no new target:
-//    it spends no per-minute budget (the target spent it when first restricted), and its
+//    and at most M objects active per actuator. A decision the table made to replace one
+//    whose object stands at the edge (a block replacing a challenge: Decision.replaces; never
+//    a creation after an expiry or an operator's withdrawal) restricts no new target: it
+//    spends no per-minute budget (the target spent it when first restricted), and its
 //    actuator's cap does not count the target twice (the dispatcher tells: ActionOp::replaces;
 //    the replaced object's remove waits for it). Token revocations have a per-minute budget of
 //    their own: they block no visitor, and a burst of them (tokens in a log) must not hold the
