@@ -96,6 +96,7 @@ void FileFollower::Close() {
   if (open_.fd >= 0) ::close(open_.fd);
   open_ = Open();
   pending_.clear();
+  hole_from_ = 0;
   skipping_ = false;
   after_truncation_ = false;
   data_at_ = 0;
@@ -365,13 +366,15 @@ size_t FileFollower::TakeLines(size_t max_lines, size_t* bytes_left,
     ++taken;
   };
   while (taken < max_lines && *bytes_left > 0 && at < size) {
-    if (after_truncation_) {
+    if (after_truncation_ && at >= hole_from_) {
       // copytruncate with a writer that did not open the file O_APPEND: it writes on at its old
-      // offset, and what lies before is a hole of NULs, no line of its own.
+      // offset, and what lies before is a hole of NULs, no line of its own. Looked for in the
+      // open file's bytes only: a line carried over from the file before (hole_from_) comes
+      // first, and its bytes neither end the hole nor count in where its data begins.
       while (at < size && data[at] == '\0') ++at;
       if (at == size) break;
       after_truncation_ = false;
-      const uint64_t data_at = read_offset_ >= size ? read_offset_ - size + at : 0;
+      const uint64_t data_at = read_offset_ + at >= size ? read_offset_ + at - size : 0;
       if (data_at > 0) {
         data_at_ = data_at;
         data_head_.assign(data + at, std::min<size_t>(size - at, 64));
@@ -407,6 +410,7 @@ size_t FileFollower::TakeLines(size_t max_lines, size_t* bytes_left,
     at = nl + 1;
   }
   pending_.erase(0, at);
+  hole_from_ -= std::min(hole_from_, at);
   stats_.lines += taken;
   return taken;
 }
@@ -525,11 +529,13 @@ absl::StatusOr<bool> FileFollower::NextFile() {
     // After a copytruncate's copy, the next file is another copy: the path truncated again.
     ++(then_truncated_ ? stats_.truncations : stats_.rotations);
     draining_rotated_ = true;
+    hole_from_ = rest.size();
     pending_ = std::move(rest);
     return true;
   }
   draining_rotated_ = false;
   absl::StatusOr<bool> opened = OpenAt(path_, 0);
+  hole_from_ = rest.size();
   pending_ = std::move(rest);
   // After a copytruncate's copy, the file it was copied from: a hole may start it. So may it
   // when the follower resumed in the copy (a restart while it was drained: the truncation is
@@ -702,6 +708,7 @@ void FileFollower::Truncated() {
   }
   KeepLast16(&truncated_, std::move(at));
   pending_.clear();
+  hole_from_ = 0;
   skipping_ = false;
   data_at_ = 0;
   data_head_.clear();

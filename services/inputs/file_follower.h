@@ -122,6 +122,10 @@ class FileFollower {
   // inode as they were queued): a glob that matches one under a name it does not know for a
   // copy's (PATH.2024-12-05) tells it from a new file by them (FileInputs).
   const std::vector<palisade::v1::FileCheckpoint>& queued() const { return rotated_after_; }
+  // Whether the follower reads, or has queued, a file other than its path's (a rotated file
+  // drained, a copytruncate's copy, files rotated after them): while it does, a glob leaves
+  // out every RotatedName of its path, the files it may read next (FileInputs).
+  bool reading_rotated() const { return draining_rotated_ || !rotated_after_.empty(); }
   // The positions at which the follower found its file truncated in place (copytruncate), or
   // its checkpoint's file truncated when it resumed, since the last call: the checkpoint then
   // (device, inode, offset, the fingerprint of the bytes before the truncation), at the copy's
@@ -151,7 +155,8 @@ class FileFollower {
   // separator, then digits and date separators (.1, -20261204, .2026-12-05,
   // -20261206-1733356800); not another log whose name only starts with the path's
   // (app-worker.log, app.log.old), nor a compressed copy. The names the follower reads on
-  // through (drained, queued, a copytruncate's copy), so the names a glob leaves out (FileInputs).
+  // through (drained, queued, a copytruncate's copy), so the names a glob leaves out while the
+  // follower reads them (reading_rotated; FileInputs).
   static bool RotatedName(absl::string_view rotated, absl::string_view path);
 
  private:
@@ -195,6 +200,9 @@ class FileFollower {
   bool skipping_ = false;      // dropping the rest of a cut line
   // Truncated in place (copytruncate): NULs before the first line are a hole, not a line.
   bool after_truncation_ = false;
+  // Where the open file's bytes start in pending_: after the last line of the file read before
+  // (NextFile carries it over), which holds no hole; 0 once that line is handed out.
+  size_t hole_from_ = 0;
   // Where the data began after the hole a truncation left (0: no hole), and its first bytes: a
   // hole as long as the fingerprinted bytes hides a second truncation from them, not from these.
   uint64_t data_at_ = 0;

@@ -533,6 +533,38 @@ TEST_F(FileFollowerTest, ASecondCopyTruncateUnderANonAppendingWriterIsSeen) {
   EXPECT_EQ(f.stats().truncations, 2u);
 }
 
+// copytruncate while the writer's last line has no newline yet (a2), the writer without
+// O_APPEND: the copy's unfinished line is carried into the path's file ahead of its bytes. The
+// hole there was read as a line (the NULs were looked for from the carried line's first byte,
+// not the file's), cut with b1 as its rest, and the second truncation under it was not seen.
+TEST_F(FileFollowerTest, ACarriedOverLineDoesNotHideThePathsHole) {
+  FileFollowerOptions options;
+  options.max_line_bytes = 1024;
+  FileFollower f(path_, options);
+  Append("a1\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a1"));
+  Append("a2");
+  {
+    std::ifstream in(path_, std::ios::binary);
+    std::ofstream(path_ + ".1", std::ios::binary) << in.rdbuf();
+  }
+  ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  const int fd = ::open(path_.c_str(), O_WRONLY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  auto write_at = [fd](const std::string& text, off_t at) {
+    ASSERT_EQ(::pwrite(fd, text.data(), text.size(), at), static_cast<ssize_t>(text.size()));
+  };
+  write_at("b1\nb2\n", 20005);
+  EXPECT_THAT(Poll(f), ElementsAre("a2", "b1", "b2"));
+  EXPECT_EQ(f.stats().cut_lines, 0u);
+  // Truncated again, the writer on at its offset: told by the bytes where the data began.
+  ASSERT_EQ(::truncate(path_.c_str(), 0), 0);
+  write_at("c1\n", 20020);
+  ::close(fd);
+  EXPECT_THAT(Poll(f), ElementsAre("c1"));
+  EXPECT_EQ(f.stats().truncations, 2u);
+}
+
 // A second copytruncate while the first copy is still being drained (a follower behind: a
 // flood, a slow sink): logrotate moves the first copy on (PATH.1 to PATH.2) and makes a second
 // (PATH.1) of what the path held since the first truncation. That second copy holds lines read

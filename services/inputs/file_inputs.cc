@@ -11,6 +11,7 @@
 #include <optional>
 #include <set>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/formats/json_parser.h"
@@ -30,6 +31,19 @@ bool Compressed(const std::string& path) {
 
 // A batch ends once its lines hold this many bytes (or batch_lines lines).
 constexpr size_t kBatchBytes = 1 << 20;
+
+// Whether `path` is a rotated copy of `base` as logrotate names them: base.N, base-YYYYMMDD
+// (dateext; up to ten digits with an hour). Left out by name alone, always: no writer logs live
+// under such a name beside its base. Wider names (FileFollower::RotatedName: base.2026-12-07,
+// base-1) are also live logs of their own (rotatelogs, rsyslog dynafiles, per-instance logs).
+bool RotatedCopyOf(absl::string_view path, absl::string_view base) {
+  if (path.size() <= base.size() + 1 || !absl::StartsWith(path, base)) return false;
+  const absl::string_view suffix = path.substr(base.size() + 1);
+  const char sep = path[base.size()];
+  if (sep != '.' && sep != '-') return false;
+  if (sep == '-' && (suffix.size() < 8 || suffix.size() > 10)) return false;
+  return std::all_of(suffix.begin(), suffix.end(), [](char c) { return absl::ascii_isdigit(c); });
+}
 
 // Whether `path` is one of the input's paths as it is, not a glob's match.
 bool Named(const palisade::v1::FileInput& config, const std::string& path) {
@@ -273,19 +287,25 @@ void FileInputs::DiscoverLocked(Input& input) {
   // A glob match that is one of them under another name (a rotated copy: app.log.1,
   // app.log-2024-12-05, app.log.2024-12-05) is left out: the follower reads the file across its
   // rotation, and the copy read as a new file would count its lines again. Its name says so
-  // (FileFollower::RotatedName, without a look at the file: the very names the follower reads on
-  // through, its own file's, a copytruncate's copy, the files queued after them; a narrower
-  // test here let a copy the follower reads under `-%Y%m%d-%s` be read twice) or its inode and
-  // first bytes do (app.log.old). A copy of another inode (copytruncate's) is told by its first
-  // bytes (below): `*from` is then where to read it on from, when it holds more than was read.
+  // (RotatedCopyOf: PATH.N, PATH-YYYYMMDD, without a look at the file), or its inode and first
+  // bytes do (app.log.old). Any name the follower reads on through (FileFollower::RotatedName:
+  // a copy under `-%Y%m%d-%s` it drains, or made while it drains one) is left out by name only
+  // while that follower reads a file other than its path's (reading_rotated); after, its
+  // let-go checkpoint tells the file by inode. Always left out, such names hid live logs of
+  // their own (access.log.2026-12-07 of rotatelogs beside a stale access.log, app.log-1).
+  // A copy of another inode (copytruncate's) is told by its first bytes (below): `*from` is
+  // then where to read it on from, when it holds more than was read.
   auto rotated_copy = [&](const std::string& path,
                           std::optional<palisade::v1::FileCheckpoint>* from) {
     if (Named(input.config, path)) return false;
     for (const std::string& base : paths) {
-      if (FileFollower::RotatedName(path, base)) return true;
+      if (RotatedCopyOf(path, base)) return true;
     }
     for (const auto& [base, file] : input.files) {
-      if (FileFollower::RotatedName(path, base)) return true;
+      if (RotatedCopyOf(path, base) ||
+          (file.follower->reading_rotated() && FileFollower::RotatedName(path, base))) {
+        return true;
+      }
     }
     auto match = globbed.find(path);
     if (match == globbed.end()) return false;
@@ -351,9 +371,9 @@ void FileInputs::DiscoverLocked(Input& input) {
   // A restored position whose file is neither at its path nor at PATH.1 but under another name
   // the glob matches (rotated while the daemon was down to app.log.old): read on from it there,
   // rather than the copy from its start as a new file. Not under a rotated name of the path
-  // (FileFollower::RotatedName: PATH.N, PATH-2024-12-05), which the glob leaves out: the follower
-  // of the path resumes there, and goes on through the files rotated after it (rotated twice:
-  // the middle one is left out too).
+  // (FileFollower::RotatedName: PATH.N, PATH-2024-12-05): the follower of the path resumes
+  // there, and goes on through the files rotated after it, while the glob leaves them out
+  // (reading_rotated; rotated twice: the middle one is left out too).
   for (auto it = input.restored.begin(); it != input.restored.end();) {
     const palisade::v1::FileCheckpoint& c = it->second;
     std::string moved_to;

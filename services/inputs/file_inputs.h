@@ -7,12 +7,14 @@
 //
 // Globs. A glob leaves out the rotated copies of a file it follows: the follower reads that file
 // across its rotation, and the copy read anew would count its lines twice. A copy is told by its
-// name, any the follower reads on through (FileFollower::RotatedName: PATH.N, PATH-YYYYMMDD,
-// PATH-2024-12-05, PATH.2024-12-05, PATH-20241205-1733356800), or, under any other name
-// (PATH.old, PATH.2024-12-05T10-00), by its inode and first bytes: those of a file a follower of
-// the input has open or read to its end across a rotation (remembered while the glob matches
-// it), or by its inode alone when a follower queued it to read next (FileFollower::queued:
-// rotated after its position's file). A copytruncate copy
+// name: logrotate's (PATH.N, PATH-YYYYMMDD) always, any other the follower reads on through
+// (FileFollower::RotatedName: PATH-2024-12-05, PATH.2024-12-05, PATH-20241205-1733356800) only
+// while that follower reads a file other than its path's (FileFollower::reading_rotated), as
+// such names are also live logs of their own (rotatelogs' access.log.2026-12-07, app.log-1);
+// or, under any name (PATH.old, PATH.2024-12-05T10-00), by its inode and first bytes: those of a
+// file a follower of the input has open or read to its end across a rotation (remembered while
+// the glob matches it), or by its inode alone when a follower queued it to read next
+// (FileFollower::queued: rotated after its position's file). A copytruncate copy
 // (an inode of its own) is told by its first bytes: those of a file a follower found truncated in
 // place, read on from where that follower stood then (the lines written between its last read and
 // the copy are in the copy only; under a rotated name of the path, PATH-2024-12-05, the follower

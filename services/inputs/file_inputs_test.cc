@@ -719,6 +719,37 @@ TEST_F(FileInputsTest, ASecondCopyTruncateToADatedNameWhileTheFirstIsDrainedIsRe
   EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
 }
 
+// A glob leaves out by name alone only logrotate's own copies (PATH.N, PATH-YYYYMMDD): a live
+// log beside a stale base under one glob (Apache `rotatelogs access.log.%Y-%m-%d`, rsyslog
+// dynafiles, logback's app.log.2026-12-07) is followed. The wider names a follower reads on
+// through (FileFollower::RotatedName) are left out only while it drains or queues them; from
+// cc29368 on they were left out always, and the live log was never read.
+TEST_F(FileInputsTest, ALiveDatedLogBesideAStaleBaseIsFollowed) {
+  Append("access.log", "old1\n");
+  Append("access.log.2026-12-07", "d1\n");
+  auto inputs = Make(Config({"access.log*"}));
+  EXPECT_EQ(inputs->PollOnce(), 2u);
+  Append("access.log.2026-12-07", "d2\n");
+  EXPECT_EQ(inputs->PollOnce(), 1u);
+  EXPECT_THAT(lines_, ::testing::UnorderedElementsAre("old1", "d1", "d2"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+}
+
+// Per-instance logs (app.log-1, app.log-2 beside app.log) are logs of their own: followed live,
+// not only read from byte 0 once app.log rotated.
+TEST_F(FileInputsTest, PerInstanceLogsBesideTheBaseAreFollowedLive) {
+  Append("app.log", "a1\n");
+  Append("app.log-1", "i1\n");
+  Append("app.log-2", "j1\n");
+  auto inputs = Make(Config({"app.log*"}));
+  EXPECT_EQ(inputs->PollOnce(), 3u);
+  Append("app.log-1", "i2\n");
+  Append("app.log-2", "j2\n");
+  EXPECT_EQ(inputs->PollOnce(), 2u);
+  EXPECT_THAT(lines_, ::testing::UnorderedElementsAre("a1", "i1", "j1", "i2", "j2"));
+  EXPECT_EQ(Counter("palisade_input_errors_total"), 0.0);
+}
+
 // copytruncate while down with nothing written after the position: the copy (app.log.1) holds
 // exactly the position's offset, so nothing is lost: no error, no log.
 TEST_F(FileInputsTest, ACopyTruncateWhileDownWithNothingAfterThePositionLosesNothing) {
