@@ -70,7 +70,9 @@ class FileInputsThreadsTest : public ::testing::Test {
     table.AddListener([&out](const DecisionUpdate& u) {
       if (u.change != DecisionChange::kCreated) return;
       palisade::v1::Decision d = u.decision;
-      d.clear_id();
+      d.clear_id();  // random, as are the ids a replacement names
+      d.clear_replaces();
+      d.clear_replaced_by();
       out.decisions.push_back(d.DebugString());
     });
     PipelineOptions pipeline_options;

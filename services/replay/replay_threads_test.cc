@@ -23,11 +23,13 @@ std::shared_ptr<const RuleSet> EveryPack() {
   return set.ok() ? *set : nullptr;
 }
 
-// Decision ids are random; everything else must be equal.
+// Decision ids are random (and so the ids a replacement names); everything else must be equal.
 std::vector<std::string> Comparable(const std::vector<palisade::v1::Decision>& decisions) {
   std::vector<std::string> out;
   for (palisade::v1::Decision d : decisions) {
-    d.clear_id();
+    d.clear_id();  // random, as are the ids a replacement names
+    d.clear_replaces();
+    d.clear_replaced_by();
     out.push_back(d.DebugString());
   }
   return out;
