@@ -10,6 +10,7 @@
 //   palisadectl decisions add ADDRESS|CIDR --duration 1h [--reason TEXT]
 //   palisadectl decisions delete ID
 //   palisadectl rules test PACK FILE [--format F] [--json] [--remote]
+//                              [--config C] [--time_zone Z]   (local; --remote: the server's)
 //   palisadectl rules import-fail2ban FILTER.conf [--report] [--filter_params=k=v,...]
 //                              [--jail=jail.conf[,jail.local] [--jail_name=J]] | DIR --report
 //   palisadectl rules reload
@@ -140,7 +141,8 @@ ABSL_FLAG(std::string, rules_dir, "",
           "/usr/local/share/palisade/rules, then ./rules).");
 ABSL_FLAG(std::string, config, "",
           "replay: palisaded's config; its rule_files, cidr_sets, allowlist, engine limits, "
-          "time zones and json_formats apply, as in palisaded. rules test (local): its time_zone.");
+          "time zones and json_formats apply, as in palisaded. rules test (local): its "
+          "time_zone, and engine.max_line_bytes and max_record_bytes (where lines are cut).");
 ABSL_FLAG(std::string, time_zone, "",
           "replay, rules test (local): zone of times without a UTC offset (default: --config's, "
           "else the host's, as palisaded).");
@@ -760,9 +762,13 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
       size_t bytes = 0;
       absl::string_view line;
       while (bytes < kShipBatchBytes) {
+        const uint64_t cut_before = (*reader)->cut_lines();  // counted as it hands one out
         absl::StatusOr<bool> next = (*reader)->Next(&line);
         if (!next.ok()) return Fail(std::string(next.status().message()));
         if (!(more = *next)) break;
+        // A line this reader cut is sent flagged (TestRulesRequest.cut_lines): palisaded then
+        // judges it cut, as a shipped LogRecord.cut line, whatever its own cap.
+        if ((*reader)->cut_lines() != cut_before) req.add_cut_lines(req.lines_size());
         req.add_lines(line.data(), line.size());
         bytes += line.size();
       }
@@ -792,15 +798,6 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
       }
     }
     for (auto& [id, r] : rules) *resp.add_rules() = std::move(r);
-    if ((*reader)->cut_lines() > 0) {
-      // TestRulesRequest has no cut flag (LogRecord.cut): palisaded cuts the line again at its
-      // own cap, which makes it cut only when that cap is below this reader's.
-      std::fprintf(stderr,
-                   "rules test: %llu line(s) longer than %zu bytes sent cut; palisaded judges "
-                   "them cut only if its engine.max_line_bytes is smaller\n",
-                   static_cast<unsigned long long>((*reader)->cut_lines()),
-                   ReaderOptionsFor(*format).max_line_bytes);
-    }
   } else {
     absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
     if (!rules.ok()) return Fail(std::string(rules.status().message()));
@@ -1625,6 +1622,8 @@ int main(int argc, char** argv) {
       "  decisions add ADDRESS|CIDR [--duration 1h] [--reason TEXT]\n"
       "  decisions delete ID\n"
       "  rules test PACK FILE [--format F] [--json] [--remote]\n"
+      "        [--config C] [--time_zone Z]   (local: lines cut and times read as C's palisaded;\n"
+      "        --remote: as the server's)\n"
       "  rules import-fail2ban FILTER.conf [--report] [--filter_params=mode=aggressive]\n"
       "        [--jail=jail.conf[,jail.local] [--jail_name=sshd]]   (or FILTER_DIR --report)\n"
       "  rules reload\n"

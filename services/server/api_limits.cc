@@ -348,9 +348,34 @@ class PlainLines {
   bool plain_ = true;
 };
 
+// A tag or a length as protobuf's parse reads it (3.21, parse_context.h ReadTag, ReadSize): a
+// tag in at most 5 bytes; a length in at most 5, below INT_MAX - kSlopBytes (2^31 - 16). A
+// CodedInputStream reads either in up to 10 bytes and drops the high bits, so it took bytes the
+// parse refuses (a 7-byte length as 2, or 2 + 2^32 in 5 bytes as 2): false for those, and the
+// parse decides.
+constexpr int kMaxParsedVarintBytes = 5;
+constexpr uint64_t kMaxParsedLength = (uint64_t{1} << 31) - 17;
+
+bool ReadParsedTag(google::protobuf::io::CodedInputStream* in, uint32_t* tag) {
+  const int at = in->CurrentPosition();
+  *tag = in->ReadTag();
+  return *tag != 0 && in->CurrentPosition() - at <= kMaxParsedVarintBytes;
+}
+
+bool ReadParsedLength(google::protobuf::io::CodedInputStream* in, uint32_t* length) {
+  const int at = in->CurrentPosition();
+  uint64_t value = 0;  // 64 bits: a 5-byte varint's bits past 32 must count, not be dropped
+  if (!in->ReadVarint64(&value) || in->CurrentPosition() - at > kMaxParsedVarintBytes ||
+      value > kMaxParsedLength) {
+    return false;
+  }
+  *length = static_cast<uint32_t>(value);
+  return true;
+}
+
 // The line of a record's bytes [p, p + length), as a view into `bytes` (where p lies), and its
-// cut flag (LogRecord.cut), read as a CodedInputStream reads them; false when the record holds
-// anything else.
+// cut flag (LogRecord.cut), read as protobuf's parse reads them; false when the record holds
+// anything else, or bytes the parse refuses.
 bool LineOf(absl::string_view bytes, const uint8_t* p, uint32_t length, absl::string_view* line,
             bool* cut) {
   const size_t offset = p - reinterpret_cast<const uint8_t*>(bytes.data());
@@ -377,7 +402,8 @@ bool LineOf(absl::string_view bytes, const uint8_t* p, uint32_t length, absl::st
   }
   google::protobuf::io::CodedInputStream record(p, static_cast<int>(length));
   *line = absl::string_view();  // a record without one has an empty line
-  while (uint32_t field = record.ReadTag()) {
+  uint32_t field = 0;
+  while (ReadParsedTag(&record, &field)) {
     // The line and the cut flag only (the last of each, should a record repeat it, as a parse
     // keeps; a bool is any varint, true when not 0).
     if (field == kCutTag) {
@@ -386,14 +412,16 @@ bool LineOf(absl::string_view bytes, const uint8_t* p, uint32_t length, absl::st
       *cut = value != 0;
       continue;
     }
-    if (field != kLineTag || !record.ReadVarint32(&size) ||
+    if (field != kLineTag || !ReadParsedLength(&record, &size) ||
         size > length - record.CurrentPosition()) {
       return false;
     }
     *line = bytes.substr(offset + record.CurrentPosition(), size);
     if (!record.Skip(static_cast<int>(size))) return false;
   }
-  return record.ConsumedEntireMessage() && record.CurrentPosition() == static_cast<int>(length);
+  // The end of the record, not a tag the parse refuses (a zero, or one written too long).
+  return field == 0 && record.ConsumedEntireMessage() &&
+         record.CurrentPosition() == static_cast<int>(length);
 }
 }  // namespace
 
@@ -434,15 +462,15 @@ bool ApiLimits::ParseLogBatchLines(const Wire& wire, palisade::v1::LogBatch* hea
     // Any other field, or a record whose length is written long: read as a CodedInputStream
     // reads the message.
     google::protobuf::io::CodedInputStream in(p, static_cast<int>(end - p));
-    const uint32_t tag = in.ReadTag();
-    if (tag == 0) return false;  // not at the end: a zero or malformed tag
+    uint32_t tag = 0;
+    if (!ReadParsedTag(&in, &tag)) return false;  // not at the end: a zero or malformed tag
     if (tag != kRecordsTag) {
       if (!WireFormatLite::SkipField(&in, tag)) return false;
       rest.append(reinterpret_cast<const char*>(p), in.CurrentPosition());
       p += in.CurrentPosition();
       continue;
     }
-    if (!in.ReadVarint32(&length) ||
+    if (!ReadParsedLength(&in, &length) ||
         length > static_cast<size_t>(end - p) - in.CurrentPosition()) {
       return false;
     }

@@ -147,6 +147,40 @@ TEST_F(ApiLimitsTest, ACutRecordStaysOnTheViewsPathWithItsFlag) {
   }
 }
 
+// A tag or a length written longer than protobuf's parse reads them (a tag in at most 5 bytes; a
+// length in at most 5, below 2^31 - 16) is refused by the parse, while a CodedInputStream reads
+// up to 10 bytes and drops the high bits: the views path must leave those bytes to the parse
+// (it took them as a line "hi", or as a cut line), in a record and in a record's own header.
+TEST_F(ApiLimitsTest, VarintsLongerThanTheParseReadsAreLeftToIt) {
+  const std::vector<std::string> records = {
+      std::string("\x0a\x82\x80\x80\x80\x80\x80\x00hi", 10),  // a 7-byte line length
+      std::string("\x0a\x82\x80\x80\x80\x10hi", 8),            // 5 bytes, 2 + 2^32
+      std::string("\x0a\x82\x80\x80\x80\x08hi", 8),            // 5 bytes, 2 + 2^31
+      std::string("\x8a\x80\x80\x80\x80\x00\x02hi", 9),        // a 6-byte line tag
+      std::string("\x0a\x02hi\xa0\x80\x80\x80\x80\x00\x01", 11),  // a 6-byte cut tag
+  };
+  for (const std::string& record : records) {
+    std::string odd = LinesBatch().SerializeAsString();
+    odd += '\x22';
+    odd += static_cast<char>(record.size());
+    odd += record;
+    EXPECT_FALSE(Agrees(odd)) << absl::CEscape(record);
+  }
+  // The record's own tag or length written long, around a line "hi".
+  for (const std::string& header :
+       {std::string("\xa2\x80\x80\x80\x80\x00\x04", 7),
+        std::string("\x22\x84\x80\x80\x80\x80\x00", 7),
+        std::string("\x22\x84\x80\x80\x80\x10", 6)}) {
+    EXPECT_FALSE(Agrees(LinesBatch().SerializeAsString() + header + std::string("\x0a\x02hi", 4)))
+        << absl::CEscape(header);
+  }
+  // As long as the parse reads them (5 bytes, the last below 8 for a length): still views.
+  const std::string longest =
+      std::string("\xa2\x80\x80\x80\x00\x84\x80\x80\x80\x00\x0a\x02hi", 14) +
+      std::string("\x22\x0e\x0a\x82\x80\x80\x80\x00hi\xa0\x80\x80\x80\x00\x01", 16);
+  EXPECT_TRUE(Agrees(LinesBatch().SerializeAsString() + longest));
+}
+
 TEST_F(ApiLimitsTest, AFollowModeBatchKeepsItsOriginAndUnknownFieldsInTheHeader) {
   LogBatch batch = LinesBatch();
   batch.mutable_origin()->set_shipper_id("host-a");
@@ -194,17 +228,22 @@ TEST_F(ApiLimitsTest, MalformedBytesAreLeftToTheParseWhichRefusesThem) {
 }
 
 // Whatever the bytes, the views path never answers differently from the protobuf parse: random
-// byte changes, cuts and insertions in batches with and without an origin (fixed seed).
+// byte changes, cuts and insertions in batches with and without an origin or cut records (fixed
+// seed).
 TEST_F(ApiLimitsTest, MutatedMessagesAreReadAsTheParseReadsThemOrNotAtAll) {
   LogBatch with_origin = LinesBatch();
   with_origin.mutable_origin()->set_shipper_id("s");
   with_origin.mutable_origin()->set_path("/l");
   for (int end : {1, 2, 3, 4}) with_origin.mutable_origin()->add_line_ends(end);
+  LogBatch with_cut = LinesBatch();  // LogRecord.cut after a line, as shippers write it
+  with_cut.mutable_records(0)->set_cut(true);
+  with_cut.mutable_records(3)->set_cut(true);
   const std::vector<std::string> seeds = {LinesBatch().SerializeAsString(),
-                                          with_origin.SerializeAsString()};
+                                          with_origin.SerializeAsString(),
+                                          with_cut.SerializeAsString()};
   std::mt19937 random(20261202);
   int answered = 0;
-  for (int round = 0; round < 4000; ++round) {
+  for (int round = 0; round < 6000; ++round) {
     std::string bytes = seeds[round % seeds.size()];
     const int changes = 1 + static_cast<int>(random() % 3);
     for (int c = 0; c < changes && !bytes.empty(); ++c) {

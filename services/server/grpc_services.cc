@@ -858,12 +858,25 @@ absl::Status AdminService::HandleTestRules(const palisade::v1::TestRulesRequest&
   } else {
     rules = pipeline_.rules();
   }
+  // The lines the client's reader cut (its cap may be below the daemon's): judged cut, as a
+  // shipped LogRecord.cut line is, not whole up to the forged tail the cut may end in.
+  std::vector<bool> cut;
+  for (int i = 0; i < request.cut_lines_size(); ++i) {
+    const uint32_t index = request.cut_lines(i);
+    if (index >= static_cast<uint32_t>(request.lines_size())) {
+      return absl::InvalidArgumentError(absl::StrCat("cut_lines[", i, "] = ", index,
+                                                     " is past the ", request.lines_size(),
+                                                     " lines (0-based)"));
+    }
+    if (cut.empty()) cut.resize(request.lines_size());
+    cut[index] = true;
+  }
   std::vector<std::string> lines(request.lines().begin(), request.lines().end());
   // Zoneless times in the zone the daemon reads batches in, so each match's event_time is the
   // one a batch of the same lines is counted at.
   *response = Pipeline::TestRules(rules, request.format(), lines, clock_.TimeNow(),
                                   pipeline_.time_zone(), kMaxTestAnswerBytes,
-                                  pipeline_.max_line_bytes(), pipeline_.max_record_bytes());
+                                  pipeline_.max_line_bytes(), pipeline_.max_record_bytes(), cut);
   return absl::OkStatus();
 }
 

@@ -128,32 +128,32 @@ TEST(IngestServiceTest, ALineTheShipperCutIsCutWhateverTheDaemonsCap) {
   }
 }
 
-// Admin.TestRules judges lines as the daemon's batches do: cut at the daemon's
-// max_line_bytes, where a rule pinned to the line's end cannot match at the cut. Before
-// 2026-12-07 it judged every line whole, so an operator testing a pack was shown the key of a
-// forged tail the daemon itself refuses.
-TEST(AdminServiceTest, TestRulesCutsLinesAtTheDaemonsCap) {
-  constexpr absl::string_view kPinned = R"pb(
-    rules {
-      id: "app-login"
-      formats: LOG_FORMAT_RAW
-      patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
-      threshold { count: 1 }
-      decision {
-        action: ACTION_BLOCK
-        duration { seconds: 600 }
-      }
+// A rule pinned to the line's end, so a cut line (whose end is not the line's) cannot match.
+constexpr absl::string_view kPinnedPack = R"pb(
+  rules {
+    id: "app-login"
+    formats: LOG_FORMAT_RAW
+    patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
+    threshold { count: 1 }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
     }
-  )pb";
-  absl::StatusOr<LoadedPack> pack = ParseRulePack(kPinned, "pinned.textproto");
-  ASSERT_THAT(pack, IsOk());
+  }
+)pb";
+
+// `request` through Admin.TestRules (in process) of a daemon running kPinnedPack with
+// `options`: the status, and the keys of its matches in `keys`.
+grpc::Status TestRulesOnPinnedPack(const PipelineOptions& options,
+                                   const palisade::v1::TestRulesRequest& request,
+                                   std::vector<std::string>* keys) {
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(kPinnedPack, "pinned.textproto");
+  EXPECT_THAT(pack, IsOk());
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
-  ASSERT_THAT(rules, IsOk());
+  EXPECT_THAT(rules, IsOk());
   SimulatedClock clock;
   prometheus::Registry registry;
   DecisionTable table(clock);
-  PipelineOptions options;
-  options.max_line_bytes = 64;
   Pipeline pipeline(*rules, options, clock, table, registry);
   AdminService admin(
       pipeline, table, clock,
@@ -166,20 +166,56 @@ TEST(AdminServiceTest, TestRulesCutsLinesAtTheDaemonsCap) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   std::unique_ptr<palisade::v1::Admin::Stub> stub =
       palisade::v1::Admin::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  palisade::v1::TestRulesResponse response;
+  grpc::ClientContext context;
+  const grpc::Status status = stub->TestRules(&context, request, &response);
+  server->Shutdown();
+  keys->clear();
+  for (const auto& m : response.matches()) keys->push_back(m.key());
+  return status;
+}
+
+// Admin.TestRules judges lines as the daemon's batches do: cut at the daemon's
+// max_line_bytes, where a rule pinned to the line's end cannot match at the cut. Before
+// 2026-12-07 it judged every line whole, so an operator testing a pack was shown the key of a
+// forged tail the daemon itself refuses.
+TEST(AdminServiceTest, TestRulesCutsLinesAtTheDaemonsCap) {
+  PipelineOptions options;
+  options.max_line_bytes = 64;
   palisade::v1::TestRulesRequest request;
   request.set_format(palisade::v1::LOG_FORMAT_RAW);
   // The forged tail starts before byte 64 and ends after it: the daemon's cut lands in it.
   request.add_lines("Failed Login: username=" + std::string(30, 'A') + " ip=198.51.100.66");
   request.add_lines("Failed Login: username=bob ip=203.0.113.5");
-  palisade::v1::TestRulesResponse response;
-  grpc::ClientContext context;
-  const grpc::Status status = stub->TestRules(&context, request, &response);
-  server->Shutdown();
-  ASSERT_TRUE(status.ok()) << status.error_message();
   std::vector<std::string> keys;
-  for (const auto& m : response.matches()) keys.push_back(m.key());
+  const grpc::Status status = TestRulesOnPinnedPack(options, request, &keys);
+  ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(keys, std::vector<std::string>{"203.0.113.5"})
       << "Admin.TestRules keyed a forged tail the daemon cuts";
+}
+
+// A line the client's reader cut at its own cap (palisadectl rules test --remote, whose reader
+// cuts before the daemon's cap) is judged cut, as a shipped LogRecord.cut line is: the request
+// carried no such flag, so the daemon judged the reader's first bytes whole and keyed the
+// forged tail they end in. An index past the lines is refused, naming it.
+TEST(AdminServiceTest, TestRulesJudgesTheLinesTheClientCutAsCut) {
+  palisade::v1::TestRulesRequest request;
+  request.set_format(palisade::v1::LOG_FORMAT_RAW);
+  // What a reader kept of "Failed Login: username=<...> ip=198.51.100.66 ip=10.0.0.1...": its
+  // cap landed right after the forged address.
+  request.add_lines("Failed Login: username=x ip=198.51.100.66");
+  request.add_lines("Failed Login: username=bob ip=203.0.113.5");
+  request.add_cut_lines(0);
+  std::vector<std::string> keys;
+  grpc::Status status = TestRulesOnPinnedPack(PipelineOptions(), request, &keys);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(keys, std::vector<std::string>{"203.0.113.5"})
+      << "Admin.TestRules judged a line the client cut as whole";
+
+  request.add_cut_lines(2);  // there are two lines: 0 and 1
+  status = TestRulesOnPinnedPack(PipelineOptions(), request, &keys);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("cut_lines[1] = 2"));
 }
 
 }  // namespace

@@ -106,6 +106,15 @@ grep -qF '203.0.113.77' <<<"$long_targets" || fail "the whole lines banned no on
 if grep -qF '198.51.100.66' <<<"$long_targets"; then
   fail "a shipped cut line's forged tail was banned: ${long_targets:0:300}"
 fi
+# rules test --remote sends the lines its reader cut flagged (TestRulesRequest.cut_lines): this
+# palisaded judged the reader's first MiB whole (its own cap is 2 MiB) and keyed the forged tail.
+long_remote=$("$ctl_bin" --server="127.0.0.1:$port_long" rules test rules/webapps.textproto \
+  "$work/gitlab.log" --format=raw --json --remote 2>"$work/err") \
+  || fail "rules test --remote of long lines: $(cat "$work/err")"
+grep -qF '"key":"203.0.113.77"' <<<"$long_remote" || fail "rules test --remote: $long_remote"
+if grep -qF '198.51.100.66' <<<"$long_remote"; then
+  fail "rules test --remote keyed a line its reader cut: ${long_remote:0:300}"
+fi
 kill "$daemon_long"
 wait "$daemon_long" 2>/dev/null || true
 # rules test judges those lines as palisaded does: cut at engine.max_line_bytes (palisaded's
