@@ -104,11 +104,12 @@ bool IsObject(const EdgeRef& ref) { return ref.id != Dispatcher::kDryRunObject; 
 
 }  // namespace
 
-void Dispatcher::RememberEdge(const std::string& id, int kind, const EdgeRef& ref) {
+void Dispatcher::RememberEdge(const std::string& id, int kind, const EdgeRef& ref,
+                              const std::string& target) {
   if (auto old = edges_.find(id); old != edges_.end() && IsObject(old->second.ref)) {
     --active_[old->second.kind];
   }
-  edges_.insert_or_assign(id, Made{kind, ref});
+  edges_.insert_or_assign(id, Made{kind, ref, target});
   if (IsObject(ref)) ++active_[kind];
   // The remove of the decision it replaced may go now (its worker may be waiting).
   if (awaited_.erase(id) > 0) wake_.SignalAll();
@@ -183,7 +184,7 @@ absl::Status Dispatcher::Restore() {
       }
       continue;
     }
-    RememberEdge(e.decision_id, e.actuator, {e.id, e.container, e.foreign});
+    RememberEdge(e.decision_id, e.actuator, {e.id, e.container, e.foreign}, "");
     if (!e.foreign) made[e.actuator].push_back({e.id, e.container, e.foreign});
   }
   // Actuators that keep counts (decisions per list item) start from the edge records.
@@ -222,7 +223,10 @@ absl::Status Dispatcher::Restore() {
     // has completed since, in the same actuator, it is charged: the restart cannot tell.)
     if (row.apply && !op.decision.replaces().empty()) {
       auto was = edges_.find(op.decision.replaces());
-      if (was != edges_.end() && IsObject(was->second.ref)) op.replaces = op.decision.replaces();
+      if (was != edges_.end() && IsObject(was->second.ref) &&
+          was->second.target == TargetKey(op.decision.target())) {
+        op.replaces = op.decision.replaces();
+      }
     }
     auto removed = removed_at.find(op.decision.id());
     const bool removed_after = removed != removed_at.end() && removed->second > row.seq;
@@ -250,6 +254,8 @@ absl::Status Dispatcher::Restore() {
       // Without an edge record, the remove finds its object by the decision's marker.
       auto edge = edges_.find(op.decision.id());
       op.edge = edge == edges_.end() ? EdgeRef() : edge->second.ref;
+      // Its row says the target the edge row does not (before any replacement's row: later).
+      if (edge != edges_.end()) edge->second.target = TargetKey(op.decision.target());
       // It waits again for its replacement only while that one's apply is still to do in
       // another started actuator and that decision stands (no remove of it follows): never
       // for one that has ended, whose end would not be heard again. One whose apply failed
@@ -382,20 +388,30 @@ void Dispatcher::Report(palisade::v1::Actuator kind, const std::string& actuator
 void Dispatcher::OnDecision(const DecisionUpdate& update) {
   const palisade::v1::Decision& d = update.decision;
   absl::MutexLock lock(&mu_);
+  const bool ends =
+      update.change == DecisionChange::kExpired || update.change == DecisionChange::kWithdrawn;
+  auto q = queues_.find(d.actuator());
   // A remove waiting for this decision (it replaced that one's, Decision.replaced_by) waits no
-  // more once it has ended, or once it is heard created for the same queue (the order rules
-  // stand there: RemoveBarrier) or for an actuator not started here (it reaches no edge
-  // here). Before any return below: whatever its actuator.
+  // more once it has ended (in a started actuator, once its own op is settled below: a
+  // cancelled replacement may hand the wait over), or once it is heard created for the same
+  // queue (the order rules stand there: RemoveBarrier) or for an actuator not started here (it
+  // reaches no edge here). Before any return below: whatever its actuator.
   if (auto w = awaited_.find(d.id()); w != awaited_.end()) {
-    if (update.change == DecisionChange::kExpired ||
-        update.change == DecisionChange::kWithdrawn ||
-        (update.change == DecisionChange::kCreated &&
-         (w->second == d.actuator() || queues_.count(d.actuator()) == 0))) {
+    if ((ends && q == queues_.end()) || (update.change == DecisionChange::kCreated &&
+                                         (w->second == d.actuator() || q == queues_.end()))) {
       awaited_.erase(w);
       wake_.SignalAll();
     }
   }
-  auto q = queues_.find(d.actuator());
+  // The decision this one replaced: a cancelled replacement's hand-over names the decision
+  // that one replaced, still standing (handed_over_).
+  std::string replaced = d.replaces();
+  if (update.change == DecisionChange::kCreated && !replaced.empty()) {
+    if (auto h = handed_over_.find(replaced); h != handed_over_.end()) {
+      replaced = h->second;
+      handed_over_.erase(h);
+    }
+  }
   if (q == queues_.end()) {
     if (auto p = parked_.find(d.actuator()); p != parked_.end()) {
       LogParked(p->second);  // its operation stays in the outbox for the next start
@@ -413,16 +429,22 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     // The table says which decision this one replaced (its stronger-claim path only): a
     // replacement of what stands at the edge, or of an apply in flight (charged already),
     // restricts no new target. One of what never got there (cancelled, held, dry run) does.
-    if (const std::string& was_id = d.replaces(); !was_id.empty()) {
-      auto was = edges_.find(was_id);
-      if ((was != edges_.end() && IsObject(was->second.ref)) || in_flight_.count(was_id) > 0) {
-        op.replaces = was_id;
+    // An apply in flight counts only when it goes out (a shadow rule's sends nothing, and was
+    // never charged): its decision was withdrawn for this one (remove_after_).
+    if (!replaced.empty()) {
+      // On its own target only (defence in depth: the table pairs no other).
+      const std::string target = TargetKey(d.target());
+      auto was = edges_.find(replaced);
+      auto after = remove_after_.find(replaced);
+      if ((was != edges_.end() && IsObject(was->second.ref) && was->second.target == target) ||
+          (in_flight_.count(replaced) > 0 && after != remove_after_.end() && after->second.sent &&
+           after->second.target == target)) {
+        op.replaces = replaced;
       }
     }
     q->second.ops.push_back(std::move(op));
     queued_at_[d.id()] = clock_.TimeNow();
-  } else if (update.change == DecisionChange::kExpired ||
-             update.change == DecisionChange::kWithdrawn) {
+  } else if (ends) {
     counted_.erase(d.id());
     // Withdrawn for a stronger decision (Decision.replaced_by): its remove waits for that one
     // (AwaitsSuccessor), from now, before that creation is even heard (a worker may run in
@@ -431,6 +453,38 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     const auto await_replacement = [&] {
       if (!d.replaced_by().empty()) awaited_.emplace(d.replaced_by(), q->first);
     };
+    // An apply cancelled here (queued or held) never went out: the decision it replaced
+    // (ActionOp::replaces) still stands, its remove waiting for this one. When the table
+    // replaced this one in turn, the next replacement takes over from that decision (not
+    // charged: handed_over_) and that remove waits for it instead. Without this, the remove
+    // went as this one ended, and the next, naming one never at the edge, was charged and could
+    // be held: the target bare. False when nothing is handed over.
+    const auto hand_over = [&](const ActionOp& cancelled) {
+      const std::string& was_id = cancelled.replaces;
+      const std::string& next = d.replaced_by();
+      if (was_id.empty() || next.empty()) return false;
+      int remove_kind = 0;
+      if (auto after = remove_after_.find(was_id); after != remove_after_.end()) {
+        after->second.replaced_by = next;  // its remove, made once its apply settles
+        remove_kind = after->second.kind;
+      } else if (auto was = edges_.find(was_id); was != edges_.end() && IsObject(was->second.ref)) {
+        remove_kind = was->second.kind;
+        if (auto rq = queues_.find(remove_kind); rq != queues_.end()) {
+          for (ActionOp& o : rq->second.ops) {
+            if (o.kind == ActionOp::Kind::kRemove && o.decision.id() == was_id) {
+              o.decision.set_replaced_by(next);
+            }
+          }
+        }
+      } else {
+        return false;  // its remove has gone out: nothing stands to take over from
+      }
+      handed_over_[d.id()] = was_id;
+      awaited_.erase(d.id());
+      awaited_.insert_or_assign(next, remove_kind);
+      return true;
+    };
+    bool handed_over = false;
     auto& ops = q->second.ops;
     auto queued = std::find_if(ops.begin(), ops.end(), [&](const ActionOp& op) {
       return op.kind == ActionOp::Kind::kApply && op.decision.id() == d.id();
@@ -438,6 +492,7 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     auto held = std::find_if(held_.begin(), held_.end(),
                              [&](const auto& h) { return h.second.decision.id() == d.id(); });
     if (queued != ops.end()) {  // never went out: nothing to undo
+      handed_over = hand_over(*queued);
       queued_at_.erase(d.id());
       Drop(queued->seq);
       Drop(update.outbox_seq);
@@ -445,6 +500,7 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
              "cancelled", "the decision ended before it was sent");
       ops.erase(queued);
     } else if (held != held_.end()) {
+      handed_over = hand_over(held->second);
       queued_at_.erase(d.id());
       Drop(held->second.seq);
       Drop(update.outbox_seq);
@@ -453,10 +509,15 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       held_.erase(held);
       held_gauge_.Set(static_cast<double>(held_.size()));
     } else if (in_flight_.count(d.id())) {
-      remove_after_[d.id()] = {update.outbox_seq, d.replaced_by()};
+      ActionOp apply;
+      apply.kind = ActionOp::Kind::kApply;
+      apply.decision = d;
+      remove_after_[d.id()] = {update.outbox_seq, d.replaced_by(), q->first, TargetKey(d.target()),
+                               Sends(apply)};
       await_replacement();
     } else if (auto edge = edges_.find(d.id()); edge != edges_.end()) {
       if (IsObject(edge->second.ref)) await_replacement();
+      edge->second.target = TargetKey(d.target());  // a restored record's (see Made::target)
       ActionOp op;
       op.kind = ActionOp::Kind::kRemove;
       op.decision = d;
@@ -469,6 +530,8 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       ForgetFailure(d.id());
       Drop(update.outbox_seq);
     }
+    // The remove waiting for this decision goes now, unless handed over above.
+    if (!handed_over && awaited_.erase(d.id()) > 0) wake_.SignalAll();
   } else if (update.change == DecisionChange::kExtended && !update.secret.empty()) {
     // A fingerprint's token seen again, with its secret (memory only: see ActionOp::secret). An
     // apply queued or held without it (restored after a restart) gets it; one that failed for
@@ -746,7 +809,7 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
         if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
       }
       if (op.kind == ActionOp::Kind::kApply) {
-        RememberEdge(id, kind, op.edge);
+        RememberEdge(id, kind, op.edge, TargetKey(op.decision.target()));
         if (auto t = queued_at_.find(id); t != queued_at_.end()) {
           latency_.Observe(absl::ToDoubleSeconds(done - t->second));
           queued_at_.erase(t);

@@ -46,7 +46,10 @@
 // full), leaves the challenge standing until it ends, not the target bare (both standing for a
 // moment is harmless; the challenge is what the table last had there). The wait starts with
 // the withdrawal itself, before the creation is heard. A remove after an expiry or an
-// operator's withdrawal names no replacement and never waits. After a restart the wait is
+// operator's withdrawal names no replacement and never waits. A replacement cancelled before it
+// went out (queued or held), itself replaced by the table, hands over: the next replacement
+// takes over from the decision still standing (not charged) and that decision's remove waits
+// for it (a chain of replacements never leaves the target bare). After a restart the wait is
 // known again while the replacement's apply is in the outbox and its decision stands; not for
 // one whose apply failed for good (its row gone, the restart cannot tell that it stands): that
 // remove runs.
@@ -128,10 +131,12 @@ class Dispatcher {
   // its first pass: its retries, and a repair (Reapply) after its retries ran out or its object
   // went missing, are the same ban. One that sends nothing (dry run) spends none, nor one that
   // the table made to replace a decision (Decision.replaces: a block replacing a challenge)
-  // whose object stands at the edge, or whose apply is in flight (charged already), when the
-  // replacement is heard (ActionOp::replaces); a replacement of one that never reached the
-  // edge (held, cancelled, dry run, local only) is a new restriction and spends it, as any
-  // creation that names none (one after an expiry or an operator's withdrawal).
+  // whose object stands at the edge, or whose apply is in flight and sent (charged already),
+  // on the same target, when the replacement is heard (ActionOp::replaces), nor one naming a
+  // replacement cancelled before it went out that took over from such a decision (handed
+  // over); a replacement of one that never reached the edge (held, cancelled, dry run, local
+  // only) is a new restriction and spends it, as any creation that names none (one after an
+  // expiry or an operator's withdrawal).
   void SetGuard(std::unique_ptr<Guard> guard);
   // A reload changed the allowlist: the guard, and every actuator sharing its set (the IP list,
   // the reconciler's copy of it; see SharedNeverBan), judge by `never_ban` from now on. Swapped
@@ -257,8 +262,9 @@ class Dispatcher {
   // other op.
   bool CancelEndedApply(palisade::v1::Actuator kind, const std::string& actuator,
                         const ActionOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The only writers of edges_ (and so of active_, which counts no kDryRunObject).
-  void RememberEdge(const std::string& id, int kind, const EdgeRef& ref)
+  // The only writers of edges_ (and so of active_, which counts no kDryRunObject). `target`:
+  // the decision's TargetKey, empty when unknown (restored).
+  void RememberEdge(const std::string& id, int kind, const EdgeRef& ref, const std::string& target)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ForgetEdgeLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // An apply ended for good without reaching the edge: drops its outbox operation and keeps a
@@ -279,6 +285,10 @@ class Dispatcher {
   struct Made {
     int kind;
     EdgeRef ref;
+    // Its decision's target (TargetKey): a replacement (Decision.replaces) takes over only from
+    // a decision on its own target. Empty for an edge record restored from the store until its
+    // decision's remove is seen (Restore, OnDecision): the edge rows keep no target.
+    std::string target;
   };
   std::map<std::string, Made> edges_ ABSL_GUARDED_BY(mu_);
   // Per queue, after Cloudflare refused palisaded's credentials (IsCredentialError): nothing of
@@ -318,15 +328,27 @@ class Dispatcher {
   struct RemoveAfter {
     int64_t seq = 0;
     std::string replaced_by;
+    int kind = 0;        // the queue the remove goes to (the apply's)
+    std::string target;  // its decision's TargetKey (see Made::target)
+    // The apply goes out to the edge (not dry run): a replacement of it restricts no new
+    // target. One that sends nothing was never charged, and its replacement is.
+    bool sent = false;
   };
   std::map<std::string, RemoveAfter> remove_after_ ABSL_GUARDED_BY(mu_);  // by decision id
+  // A replacement cancelled before it went out (queued or held), itself replaced by the table
+  // (Decision.replaced_by), by id -> the decision it replaced, which still stands: the next
+  // replacement, naming the cancelled one (Decision.replaces), takes over from that one. Gone
+  // when that replacement is heard: at most one per change set of the table.
+  std::map<std::string, std::string> handed_over_ ABSL_GUARDED_BY(mu_);
   // Replacing decisions (a withdrawn decision's Decision.replaced_by) whose apply has not
   // reached the edge, by id -> the actuator of the replaced decision's remove, which waits
   // (AwaitsSuccessor; an index by the awaited id: no queue is scanned). Added when that
   // decision is withdrawn with an object at the edge (or its apply in flight); gone when the
   // replacement is heard in the same queue or an actuator not started, reaches the edge
-  // (RememberEdge), or ends: at most one per active decision. An apply failing for good keeps
-  // its id until its decision ends. Rebuilt by Restore from the outbox.
+  // (RememberEdge), or ends (cancelled before it went out and replaced in turn, it hands the
+  // wait over to its own replacement: handed_over_): at most one per active decision. An
+  // apply failing for good keeps its id until its decision ends. Rebuilt by Restore from the
+  // outbox.
   std::map<std::string, int> awaited_ ABSL_GUARDED_BY(mu_);
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   // When each apply was queued, for the latency histogram. An entry lives exactly as long as

@@ -948,6 +948,176 @@ TEST_F(DispatcherTest, ABlockReplacingAChallengeThatNeverReachedTheEdgeIsCharged
   EXPECT_EQ(dispatcher_.held(), 2u);  // challenge-block, shadow-block
 }
 
+// A block B replacing a challenge A at the edge is cancelled while queued (the table replaced it
+// at once with a still stronger C): A still stands, and C takes over from it. A's remove waits
+// for C, also when a worker runs between the updates (it went out as B ended, and C, naming a
+// B never at the edge, was charged and held: the target bare); C is not charged.
+TEST_F(DispatcherTest, AReplacementCancelledBeforeItWentOutHandsOverWhatItReplaced) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  const auto listed = [&](DecisionChange change, const std::string& id) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    return u;
+  };
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+  dispatcher_.RunOnce();  // a spends the slot
+  ASSERT_EQ(dispatcher_.edges().count("a"), 1u);
+  dispatcher_.OnDecision(Replaced(Update(DecisionChange::kWithdrawn, "a"), "b"));
+  DecisionUpdate b = Replacing(listed(DecisionChange::kCreated, "b"), "a");
+  b.decision.set_origin(palisade::v1::ORIGIN_FEED);
+  dispatcher_.OnDecision(b);
+  b.change = DecisionChange::kWithdrawn;
+  dispatcher_.OnDecision(Replaced(b, "c"));  // cancelled while queued (behind a feed sync)
+  dispatcher_.RunOnce();                     // a worker between the two updates
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a"));
+  dispatcher_.OnDecision(Replacing(listed(DecisionChange::kCreated, "c"), "b"));
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 0u);
+  EXPECT_THAT(lists->calls, ElementsAre("apply c"));
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a"));  // c had not been heard: a's remove waits
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+// The same while the block is held (the list at its cap): cancelled, it hands over to the next
+// replacement, held too; the challenge stays until one reaches the edge or ends.
+TEST_F(DispatcherTest, AReplacementCancelledWhileHeldHandsOverWhatItReplaced) {
+  GuardOptions options;
+  options.max_active_per_actuator = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  const auto listed = [&](DecisionChange change, const std::string& id) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    return u;
+  };
+  DecisionUpdate full = listed(DecisionChange::kCreated, "full");
+  full.decision.mutable_target()->set_value("203.0.113.9");
+  dispatcher_.OnDecision(full);
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+  dispatcher_.RunOnce();
+  dispatcher_.OnDecision(Replaced(Update(DecisionChange::kWithdrawn, "a"), "b"));
+  dispatcher_.OnDecision(Replacing(listed(DecisionChange::kCreated, "b"), "a"));
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.held(), 1u);  // b, over the list's cap
+  dispatcher_.OnDecision(Replaced(listed(DecisionChange::kWithdrawn, "b"), "c"));
+  dispatcher_.RunOnce();  // a worker between the two updates
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a"));
+  dispatcher_.OnDecision(Replacing(listed(DecisionChange::kCreated, "c"), "b"));
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 1u);  // c
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a"));
+  dispatcher_.OnDecision(Replacing(listed(DecisionChange::kExpired, "c"), "b"));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  EXPECT_EQ(dispatcher_.held(), 0u);
+}
+
+// A shadow decision's apply in flight was never charged (dry run sends nothing): an enforcing
+// block replacing it is a new restriction, charged as any other, not taken for the replacement
+// of something the edge already restricts.
+TEST_F(DispatcherTest, ABlockReplacingAShadowDecisionInFlightIsCharged) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  DecisionUpdate first = Update(DecisionChange::kCreated, "first");
+  first.decision.mutable_target()->set_value("203.0.113.1");
+  dispatcher_.OnDecision(first);
+  DecisionUpdate shadow = Update(DecisionChange::kCreated, "shadow");
+  shadow.decision.set_dry_run(true);
+  dispatcher_.OnDecision(shadow);
+  // While first goes out, shadow is in flight with it (taken with the batch, not settled).
+  fake_->during_run = [&] {
+    fake_->during_run = nullptr;
+    DecisionUpdate withdrawn = shadow;
+    withdrawn.change = DecisionChange::kWithdrawn;
+    dispatcher_.OnDecision(Replaced(withdrawn, "block"));
+    DecisionUpdate block = Replacing(Update(DecisionChange::kCreated, "block"), "shadow");
+    block.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    dispatcher_.OnDecision(block);
+  };
+  dispatcher_.RunOnce();  // first spends the slot
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 1u);  // block
+  EXPECT_THAT(lists->calls, IsEmpty());
+}
+
+// Through the table itself (its stronger-claim path names both ends of the replacement): a
+// rule's managed challenge at the edge, then a block rule's hit on the same address with the
+// minute's budget spent. The block goes out, and the challenge's remove after it.
+TEST_F(DispatcherTest, ATablesBlockReplacingAManagedChallengeGoesOutBeforeItsRemove) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  DecisionTable table(clock_);
+  table.AddListener([this](const DecisionUpdate& u) { dispatcher_.OnDecision(u); });
+  const auto hit = [&](const std::string& rule, palisade::v1::Action action,
+                       palisade::v1::Actuator actuator) {
+    palisade::v1::DecisionSpec spec;
+    spec.set_action(action);
+    *spec.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    spec.set_actuator(actuator);
+    Detection detection;
+    detection.rule_id = rule;
+    detection.key = "203.0.113.7";
+    detection.time = clock_.TimeNow();
+    return table.Apply(detection, spec);
+  };
+  const DecisionUpdate challenge =
+      hit("probe", palisade::v1::ACTION_MANAGED_CHALLENGE, palisade::v1::ACTUATOR_ACCESS_RULE);
+  ASSERT_EQ(challenge.change, DecisionChange::kCreated);
+  const std::string c = challenge.decision.id();
+  dispatcher_.RunOnce();  // spends the minute's one slot
+  const DecisionUpdate block =
+      hit("exploit", palisade::v1::ACTION_BLOCK, palisade::v1::ACTUATOR_IP_LIST);
+  ASSERT_EQ(block.change, DecisionChange::kCreated);
+  ASSERT_EQ(block.decision.replaces(), c);
+  const std::string b = block.decision.id();
+  dispatcher_.RunOnce();  // the access rules' queue first: the challenge's remove waits
+  EXPECT_EQ(dispatcher_.held(), 0u);
+  EXPECT_THAT(lists->calls, ElementsAre("apply " + b));
+  EXPECT_THAT(fake_->calls, ElementsAre("apply " + c));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply " + c, "remove " + c + " edge-" + c));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+// A replacement takes over only from a decision on its own target: one naming a decision that
+// stands elsewhere (the table pairs none such; defence in depth) is a new restriction, charged.
+TEST_F(DispatcherTest, AReplacementNamingADecisionOnAnotherTargetIsCharged) {
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+  dispatcher_.RunOnce();  // spends the slot
+  ASSERT_EQ(dispatcher_.edges().count("a"), 1u);
+  DecisionUpdate elsewhere = Replacing(Update(DecisionChange::kCreated, "b"), "a");
+  elsewhere.decision.mutable_target()->set_value("203.0.113.9");
+  dispatcher_.OnDecision(elsewhere);
+  dispatcher_.RunOnce();
+  EXPECT_EQ(dispatcher_.held(), 1u);
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a"));
+}
+
 // After a restart, the outbox rows carry the decisions, and so the fields that pair them.
 TEST_F(DispatcherTest, AfterARestartABlockReplacingAChallengeIsStillNotHeld) {
   auto store = FreshStore("replace.db");
