@@ -169,8 +169,9 @@ void DecisionTable::SetLimits(const DecisionTableLimits& limits, prometheus::Reg
                          .Add({});
   changes_lost_ = &prometheus::BuildCounter()
                        .Name("palisade_store_changes_lost_total")
-                       .Help("Decision changes given up unwritten: the store refused them for "
-                             "longer than 64 MiB of changes could wait.")
+                       .Help("Decision changes, and targets' waiting-claim snapshots, given up "
+                             "unwritten: the store refused them for longer than 64 MiB of them "
+                             "could wait.")
                        .Register(*registry)
                        .Add({});
   unwritten_gauge_ = &prometheus::BuildGauge()
@@ -465,16 +466,25 @@ void DecisionTable::WriteInTurn(Commit& commit) {
   }
   // Bounded: past max_unwritten_bytes_, first the claim snapshots of targets with no active
   // decision (they only delete rows that name an ended decision, which Restore never attaches:
-  // Prune deletes them once over), then the oldest changes, counted.
-  if (unwritten_bytes_ > max_unwritten_bytes_ && unwritten_ended_ > 0) {
-    for (auto it = unwritten_waiting_.begin(); it != unwritten_waiting_.end();) {
-      if (unwritten_bytes_ <= max_unwritten_bytes_ || unwritten_ended_ == 0) break;
-      if (!it->second.decision_id.empty()) {
+  // Prune deletes them once over), then the other snapshots (a snapshot lost costs waiting
+  // claims a restart would have brought back; a change lost, decisions and their edge
+  // operations), counted, then the oldest changes, counted.
+  for (const bool ended_only : {true, false}) {
+    // (The ended ones are looked for only while some are left.)
+    for (auto it = unwritten_waiting_.begin();
+         unwritten_bytes_ > max_unwritten_bytes_ && it != unwritten_waiting_.end() &&
+         !(ended_only && unwritten_ended_ == 0);) {
+      const bool ended = it->second.decision_id.empty();
+      if (ended_only && !ended) {
         ++it;
         continue;
       }
       unwritten_bytes_ -= std::min(unwritten_bytes_, WaitingBytes(it->second));
-      --unwritten_ended_;
+      if (ended) {
+        --unwritten_ended_;
+      } else if (changes_lost_ != nullptr) {
+        changes_lost_->Increment();
+      }
       unwritten_waiting_.erase(it++);
     }
   }
@@ -830,11 +840,16 @@ void DecisionTable::CoverLocked(const std::string& target, Claim claim, absl::Ti
     if (SameKind(c, claim)) {
       // Every match of a rule on a target decided more strongly lands here: writing the
       // target's claims each time (a DELETE and INSERTs in every batch) only to move an expiry
-      // on would cost more than the match. The claim is written when its rule or reason
-      // changes, or once its expiry has moved past the stored one by a tenth of what is left
-      // (or a minute): a restart loses at most that much of it.
+      // on would cost more than the match. The claim is written when its offence rises, or
+      // once its expiry has moved past the stored one by a tenth of what is left (or a
+      // minute): a restart loses at most that much of it. A rule claim's rule or reason may
+      // change on every match (two rules taking turns; a folded range's "the last ADDR" an
+      // attacker rotates): written with the next step only, and a restart may bring back the
+      // one before. The operator's reason is written at once (it changes when they say so).
+      const bool manual = claim.origin == palisade::v1::ORIGIN_MANUAL;
       if (stored &&
-          (c.rule_id != claim.rule_id || c.reason != claim.reason || claim.offence > c.offence ||
+          ((manual && (c.rule_id != claim.rule_id || c.reason != claim.reason)) ||
+           claim.offence > c.offence ||
            claim.expiry - c.stored > std::max(kClaimWriteStep, (claim.expiry - now) / 10))) {
         ClaimsChangedLocked(target);
       }
@@ -963,9 +978,9 @@ void DecisionTable::ReinstateLocked(const Decision& ended_decision,
   Claim next = std::move(*best);
   claims.erase(best);
   // The same episode goes on under the next claim: no new offence (one that waited behind a
-  // feed's decision counted its own: ApplyLocked).
-  const uint32_t offence =
-      next.offence != 0 ? next.offence : std::max<uint32_t>(1, ended.offence());
+  // feed's decision counted its own: ApplyLocked), and never a lower one than the decision
+  // it follows.
+  const uint32_t offence = std::max({uint32_t{1}, next.offence, ended.offence()});
   InstateLocked(ended.target(), next, now, offence, {}, &out->emplace_back(), &ended);
   if (!claims.empty()) covered_[ended.target().value()] = std::move(claims);
 }
@@ -1024,22 +1039,25 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
     // A weaker one (a rule's challenge on an address a feed blocks) waits behind the feed's
     // decision, but is an offence all the same: counted when it begins to wait, escalated from
     // the offender's count, and decided at that offence when the listing ends (Claim::offence).
-    // Again while it waits: the same offence, not a new one.
-    bool behind_feed = false;
-    if (over_feed && !replaces_feed) {
-      behind_feed = true;
+    // One episode behind a feed's decision is one offence, whatever kinds of claims it makes:
+    // while a rule or manual claim is still due behind it, another claim (of its kind or not,
+    // waiting or replacing the feed's decision) goes on at that claim's offence. Otherwise
+    // whoever can write log lines about a feed-listed address would escalate it once per kind
+    // of rule that matches them.
+    bool episode = false;          // a rule or manual claim still due behind the feed's decision
+    uint32_t episode_offence = 0;  // its offence (0: the decision's, ReinstateLocked)
+    if (over_feed) {
       if (auto c = covered_.find(target.value()); c != covered_.end()) {
         for (const Claim& w : c->second) {
-          if (w.origin == origin && w.action == spec.action() && w.actuator == spec.actuator() &&
-              w.dry_run == spec.dry_run() && w.expiry > now) {
-            behind_feed = false;
-            if (w.offence != 0) offence = w.offence;
-            break;
-          }
+          if (w.origin == palisade::v1::ORIGIN_FEED || w.expiry <= now) continue;
+          episode = true;
+          episode_offence = std::max(episode_offence, w.offence);
         }
       }
+      if (episode_offence != 0) offence = episode_offence;
     }
-    if (replaces_feed || behind_feed) {
+    const bool behind_feed = over_feed && !replaces_feed && !episode;
+    if ((replaces_feed && !episode) || behind_feed) {
       uint32_t previous = 0;
       if (auto it = offences_.find(target.value(), hash); it != offences_.end()) {
         if (start - it->second.last <= memory) previous = it->second.count;
@@ -1078,13 +1096,25 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       if (incoming.expiry > now && Rank(incoming) > current_rank) {
         // Stronger: the current decision is withdrawn (its edge object removed, a queued apply
         // cancelled) and the new claim decided, in this order, for the same offence (a new
-        // one over a feed decision).
-        if (replaces_feed) off->count = remembered ? std::max(off->count, offence) : offence;
+        // one over a feed decision, unless a claim waiting behind it counted the episode's).
+        if (replaces_feed && !episode) {
+          off->count = remembered ? std::max(off->count, offence) : offence;
+        }
         const Claim current = ClaimOf(d);
         const std::string replaced_id = d.id();
         replaced->push_back(WithdrawLocked(d));
         CoverLocked(target.value(), current, now);
         InstateLocked(target, incoming, start, offence, evidence, out);
+        // The rule and manual claims that waited behind it wait behind the new decision now:
+        // their rows are written again naming it (a restart restores a row only behind the
+        // decision it names), and charged to it (InstateLocked charged it nothing). CoverLocked
+        // notes the target only for `current`'s own claim, not for a feed's.
+        if (auto c = covered_.find(target.value());
+            c != covered_.end() &&
+            std::any_of(c->second.begin(), c->second.end(),
+                        [](const Claim& w) { return w.origin != palisade::v1::ORIGIN_FEED; })) {
+          ClaimsChangedLocked(target.value());
+        }
         // Each names the other (durably: the outbox rows carry the decisions), so the
         // dispatcher spends no guard budget on a replacement of what stood at the edge and
         // keeps the replaced object until the replacement stands. `d` may have moved.
@@ -1102,6 +1132,8 @@ void DecisionTable::ApplyLocked(const palisade::v1::Target& target,
       if (behind_feed && incoming.expiry > now) {
         off->count = remembered ? std::max(off->count, offence) : offence;
         incoming.offence = offence;
+      } else if (over_feed) {
+        incoming.offence = episode_offence;  // the episode's, for a claim of another kind
       }
       CoverLocked(target.value(), std::move(incoming), now);
       d.set_extensions(d.extensions() + 1);

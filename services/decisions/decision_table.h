@@ -18,13 +18,17 @@
 //    decision they waited behind, and count in the active budget (max_active_bytes) with it.
 //    A mirror drops them when the writer ends that decision (the writer decides what follows);
 //    a waiting extension is written only once its expiry moved on by a tenth of what is left
-//    (or a minute), so a restart may bring a claim back that much shorter;
+//    (or a minute), or its offence rose, so a restart may bring a claim back that much shorter
+//    (and a rule claim with the rule or reason written with it: only the operator's reason is
+//    written when it changes);
 //  - the escalation memory runs from the offender's last offence (an extension counts);
 //  - a new decision on a target that offended before, within the escalation memory, lasts
 //    duration * factor^(offences - 1), capped at max_duration; a rule or manual decision that
 //    replaces a feed decision is such a new offence (a feed listing itself is none), and so is
 //    a weaker one that begins to wait behind a feed decision: escalated from the offender's
-//    count, decided at that offence when the listing ends;
+//    count, decided at that offence when the listing ends. One episode behind a feed decision
+//    is one offence: while a rule or manual claim is still due behind it, another rule or
+//    manual claim there (of any kind, waiting or replacing it) goes on at that offence;
 //  - an offender has one count, whichever rules counted it: a rule whose own memory has run
 //    out since the last offence starts at offence 1, but the count is never lowered while a
 //    longer memory still counts it (Offences::counted_until), so that rule escalates from it.
@@ -165,8 +169,10 @@ struct DecisionTableLimits {
   int ipv6_fold_prefix = 64;
   // Changes the store refused, waiting in memory to be written (decision changes and the
   // waiting-claim snapshots of their targets), in bytes: past it the snapshots of targets with
-  // no active decision are dropped first (their rows can never be restored), then the oldest
-  // decision changes (palisade_store_changes_lost_total).
+  // no active decision are dropped first (their rows can never be restored), then the other
+  // snapshots (a restart loses those waiting claims, or brings back their last written state),
+  // then the oldest decision changes (the last two counted in palisade_store_changes_lost_total):
+  // a snapshot lost costs waiting claims, a change lost decisions and their edge operations.
   size_t max_unwritten_bytes = size_t{64} << 20;
 };
 
@@ -608,9 +614,9 @@ class DecisionTable {
   uint64_t next_write_ticket_ ABSL_GUARDED_BY(mu_) = 0;
   mutable absl::Mutex write_mu_ ABSL_ACQUIRED_AFTER(mu_);
   uint64_t written_ ABSL_GUARDED_BY(write_mu_) = 0;  // write tickets done so far
-  // Changes the store refused, oldest first, waiting to be written (WriteUnwrittenLocked); at
-  // most max_unwritten_bytes_ of them and of unwritten_waiting_
-  // (DecisionTableLimits::max_unwritten_bytes).
+  // Changes the store refused, oldest first, waiting to be written (WriteUnwrittenLocked). With
+  // unwritten_waiting_, at most max_unwritten_bytes_ (DecisionTableLimits::max_unwritten_bytes):
+  // past it the snapshots go first, the empty ones first, then the oldest changes.
   size_t max_unwritten_bytes_ ABSL_GUARDED_BY(write_mu_) =
       DecisionTableLimits{}.max_unwritten_bytes;
   struct Unwritten {
@@ -622,7 +628,8 @@ class DecisionTable {
   // Waiting claims the store refused, by target: the latest of each target's (it replaces the
   // ones before it), written after unwritten_ in the same transaction, counted in
   // unwritten_bytes_. A target's with no active decision (an empty snapshot, decision_id "")
-  // only deletes rows Restore would never attach: past the cap those go first.
+  // only deletes rows Restore would never attach: past the cap those go first, then the others,
+  // before any change of unwritten_.
   absl::flat_hash_map<std::string, WaitingClaims> unwritten_waiting_ ABSL_GUARDED_BY(write_mu_);
   size_t unwritten_ended_ ABSL_GUARDED_BY(write_mu_) = 0;  // of them, with decision_id ""
   size_t unwritten_bytes_ ABSL_GUARDED_BY(write_mu_) = 0;

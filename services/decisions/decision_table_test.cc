@@ -2248,40 +2248,60 @@ TEST_F(DecisionTableTest, ARepeatedExtensionOfAWaitingClaimIsNotWrittenEachTime)
 // Restore never attaches to anything); a claim that still waits is kept and written once the
 // store takes writes again.
 TEST_F(DecisionTableTest, RefusedClaimSnapshotsAreBounded) {
+  const std::string kept = "198.51.100.1";
+  constexpr int kEnded = 400;
+  // A claim that waits; then claims that wait and end with their decisions' withdrawal (an
+  // empty snapshot each). Returns the bytes of the decision changes.
+  const auto run = [&](DecisionTable& table) {
+    size_t bytes = 0;
+    const uint64_t id = table.AddListener(
+        [&bytes](const DecisionUpdate& u) { bytes += u.decision.ByteSizeLong(); });
+    palisade::v1::AddDecisionRequest req;
+    req.mutable_target()->set_value(kept);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+    EXPECT_THAT(table.AddManual(req), IsOk());
+    req.set_action(palisade::v1::ACTION_CHALLENGE);
+    *req.mutable_duration() = ToProtoDuration(absl::Hours(4));
+    req.set_reason("kept");
+    EXPECT_THAT(table.AddManual(req), IsOk());
+    for (int i = 0; i < kEnded; ++i) {
+      const std::string ip = absl::StrCat("10.1.", i / 200, ".", i % 200);
+      EXPECT_EQ(table.Apply(Det(ip, clock_.TimeNow()), HourBlock()).change,
+                DecisionChange::kCreated);
+      palisade::v1::DecisionSpec dry = HourBlock();
+      dry.set_dry_run(true);
+      DecisionUpdate u = table.Apply(Det(ip, clock_.TimeNow()), dry);
+      EXPECT_EQ(u.change, DecisionChange::kExtended);
+      EXPECT_THAT(table.Withdraw(u.decision.id()), IsOk());
+    }
+    table.RemoveListener(id);
+    return bytes;
+  };
+  size_t change_bytes = 0;
+  {
+    auto store = FreshStore("waiting_bounded_sizes.db");
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    change_bytes = run(table);
+  }
   const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_bounded.db";
   std::remove(path.c_str());
-  const std::string kept = "198.51.100.1";
   {
     auto store = Store::Open(path);
     ASSERT_THAT(store, IsOk());
     DecisionTable table(clock_);
     DecisionTableLimits limits;
-    limits.max_unwritten_bytes = 8 << 10;
+    // Room for every change and a few snapshots, not for 400.
+    limits.max_unwritten_bytes = change_bytes + (4 << 10);
     table.SetLimits(limits);
     table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
     ::palisade::testing::ExecSql(path,
                                  "CREATE TRIGGER refuse BEFORE INSERT ON waiting_claims BEGIN "
                                  "SELECT RAISE(ABORT, 'no'); END;");
-    palisade::v1::AddDecisionRequest req;
-    req.mutable_target()->set_value(kept);
-    *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
-    ASSERT_THAT(table.AddManual(req), IsOk());
-    req.set_action(palisade::v1::ACTION_CHALLENGE);
-    *req.mutable_duration() = ToProtoDuration(absl::Hours(4));
-    req.set_reason("kept");
-    ASSERT_THAT(table.AddManual(req), IsOk());
-    // Claims that wait, then end with their decisions' withdrawal: an empty snapshot each.
-    for (int i = 0; i < 400; ++i) {
-      const std::string ip = absl::StrCat("10.1.", i / 200, ".", i % 200);
-      ASSERT_EQ(table.Apply(Det(ip, clock_.TimeNow()), HourBlock()).change,
-                DecisionChange::kCreated);
-      palisade::v1::DecisionSpec dry = HourBlock();
-      dry.set_dry_run(true);
-      DecisionUpdate u = table.Apply(Det(ip, clock_.TimeNow()), dry);
-      ASSERT_EQ(u.change, DecisionChange::kExtended);
-      ASSERT_THAT(table.Withdraw(u.decision.id()), IsOk());
-    }
-    EXPECT_LT(table.unwritten(), 200u);  // 400 withdrawals: 1,200 changes, 400 snapshots
+    run(table);
+    // 400 withdrawals: 1,202 changes, 401 snapshots; most of the empty ones went.
+    EXPECT_LT(table.unwritten(), 1202u + 200u);
     ::palisade::testing::ExecSql(path, "DROP TRIGGER refuse;");
     table.ExpireDue();
     EXPECT_EQ(table.unwritten(), 0u);
@@ -2367,6 +2387,240 @@ TEST_F(DecisionTableTest, ARuleClaimWaitingBehindAFeedIsAnOffence) {
   clock_.Advance(absl::Hours(3));
   ASSERT_THAT(table_.ExpireDue(), SizeIs(1));
   EXPECT_EQ(Apply(ip, clock_.TimeNow()).decision.offence(), 3u);
+}
+
+// A rule's claim waiting behind a feed's decision still waits when a stronger claim replaces
+// that decision: it is written again behind the new decision (and charged to it), so a restart
+// brings it back there.
+TEST_F(DecisionTableTest, AClaimWaitingBehindAReplacedFeedDecisionSurvivesARestart) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_feed_replaced.db";
+  std::remove(path.c_str());
+  const std::string ip = "203.0.113.52";
+  const absl::Time t0 = clock_.TimeNow();
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    DecisionTable::FeedTarget f;
+    f.target.set_kind(palisade::v1::TARGET_KIND_IP);
+    f.target.set_value(ip);
+    f.reason = "feed drop";
+    palisade::v1::DecisionSpec feed = HourBlock();
+    *feed.mutable_duration() = ToProtoDuration(absl::Hours(24));
+    ASSERT_THAT(table.SyncFeed({f}, feed, absl::InfinitePast()), SizeIs(1));
+    palisade::v1::DecisionSpec challenge = HourBlock();
+    challenge.set_action(palisade::v1::ACTION_CHALLENGE);
+    *challenge.mutable_duration() = ToProtoDuration(absl::Hours(3));
+    Detection det = Det(ip, t0);
+    det.rule_id = "probe";
+    ASSERT_EQ(table.Apply(det, challenge).change, DecisionChange::kExtended);  // waits
+    // A rule's block replaces the feed's decision (rule > feed): the challenge waits on.
+    DecisionUpdate block = table.Apply(Det(ip, t0), HourBlock());
+    ASSERT_EQ(block.change, DecisionChange::kCreated);
+    absl::StatusOr<std::vector<WaitingClaimRow>> rows = (*store)->LoadWaitingClaims(t0);
+    ASSERT_THAT(rows, IsOk());
+    ASSERT_THAT(*rows, SizeIs(1));
+    EXPECT_EQ((*rows)[0].decision_id, block.decision.id());
+  }
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  ASSERT_THAT(table.Restore(), IsOk());
+  clock_.Advance(absl::Hours(1) + absl::Minutes(1));
+  ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+  DecisionFilter f;
+  f.target = ip;
+  f.active_only = true;
+  std::vector<Decision> active = table.List(f);
+  ASSERT_THAT(active, SizeIs(1));
+  EXPECT_EQ(active[0].rule_id(), "probe");
+  EXPECT_EQ(active[0].action(), palisade::v1::ACTION_CHALLENGE);
+  EXPECT_EQ(DecisionExpiry(active[0]), t0 + absl::Hours(3));
+}
+
+// One episode behind a feed's decision is one offence, whatever kinds of rule claims it makes:
+// anyone who can write log lines about a feed-listed address must not escalate it once per
+// kind of rule (a challenge, a dry run, then a block replacing the feed's decision).
+TEST_F(DecisionTableTest, ClaimsOfSeveralKindsBehindAFeedCountOneOffence) {
+  auto store = FreshStore("waiting_feed_one_offence.db");
+  ASSERT_THAT(store, IsOk());
+  table_.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  const std::string ip = "203.0.113.53";
+  DecisionTable::FeedTarget f;
+  f.target.set_kind(palisade::v1::TARGET_KIND_IP);
+  f.target.set_value(ip);
+  f.reason = "feed drop";
+  palisade::v1::DecisionSpec feed = HourBlock();
+  *feed.mutable_duration() = ToProtoDuration(absl::Hours(24));
+  ASSERT_THAT(table_.SyncFeed({f}, feed, absl::InfinitePast()), SizeIs(1));
+  palisade::v1::DecisionSpec challenge = HourBlock();
+  challenge.set_action(palisade::v1::ACTION_CHALLENGE);
+  *challenge.mutable_escalation() = escalation_;
+  ASSERT_EQ(table_.Apply(Det(ip, clock_.TimeNow()), challenge).change,
+            DecisionChange::kExtended);  // waits: offence 1
+  palisade::v1::DecisionSpec dry = HourBlock();
+  dry.set_dry_run(true);
+  *dry.mutable_escalation() = escalation_;
+  ASSERT_EQ(table_.Apply(Det(ip, clock_.TimeNow()), dry).change,
+            DecisionChange::kExtended);  // waits too, in the same episode
+  absl::StatusOr<std::vector<WaitingClaimRow>> rows =
+      (*store)->LoadWaitingClaims(clock_.TimeNow());
+  ASSERT_THAT(rows, IsOk());
+  ASSERT_THAT(*rows, SizeIs(2));
+  EXPECT_EQ((*rows)[0].offence, 1u);
+  EXPECT_EQ((*rows)[1].offence, 1u);
+  DecisionUpdate block = Apply(ip, clock_.TimeNow());  // replaces the feed's decision
+  ASSERT_EQ(block.change, DecisionChange::kCreated);
+  EXPECT_EQ(block.decision.offence(), 1u);
+  EXPECT_EQ(DecisionExpiry(block.decision) - FromProtoTime(block.decision.start()),
+            absl::Hours(1));
+}
+
+// Past the unwritten cap, the refused claim snapshots go before any decision change, those of
+// targets still decided too: a snapshot lost costs waiting claims, a change lost decisions (and
+// their edge operations).
+TEST_F(DecisionTableTest, RefusedClaimSnapshotsGoBeforeDecisionChanges) {
+  constexpr int kTargets = 20;
+  // Each target: an operator's block, and a rule's claim waiting behind it (an extension of the
+  // block, and a snapshot). Returns the bytes of the decision changes.
+  const auto run = [&](DecisionTable& table) {
+    size_t bytes = 0;
+    for (int i = 0; i < kTargets; ++i) {
+      const std::string ip = absl::StrCat("10.2.0.", i);
+      palisade::v1::AddDecisionRequest req;
+      req.mutable_target()->set_value(ip);
+      *req.mutable_duration() = ToProtoDuration(absl::Hours(1));
+      absl::StatusOr<Decision> manual = table.AddManual(req);
+      EXPECT_THAT(manual, IsOk());
+      if (manual.ok()) bytes += manual->ByteSizeLong();
+      DecisionUpdate u = table.Apply(Det(ip, clock_.TimeNow()), HourBlock());
+      EXPECT_EQ(u.change, DecisionChange::kExtended);
+      bytes += u.decision.ByteSizeLong();
+    }
+    return bytes;
+  };
+  size_t change_bytes = 0;
+  {
+    auto store = FreshStore("snapshots_first_sizes.db");
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    change_bytes = run(table);
+  }
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/snapshots_first.db";
+  std::remove(path.c_str());
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    DecisionTable table(clock_);
+    DecisionTableLimits limits;
+    // Room for every change, not for every snapshot with them.
+    limits.max_unwritten_bytes = change_bytes + change_bytes / 4;
+    table.SetLimits(limits);
+    table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+    ::palisade::testing::ExecSql(path,
+                                 "CREATE TRIGGER refuse BEFORE INSERT ON decisions BEGIN "
+                                 "SELECT RAISE(ABORT, 'no'); END;");
+    run(table);
+    EXPECT_LT(table.unwritten(), 3u * kTargets);  // some snapshots went
+    ::palisade::testing::ExecSql(path, "DROP TRIGGER refuse;");
+    table.ExpireDue();
+    EXPECT_EQ(table.unwritten(), 0u);
+  }
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  absl::StatusOr<std::vector<Decision>> stored = (*store)->LoadDecisions(/*active_only=*/true);
+  ASSERT_THAT(stored, IsOk());
+  EXPECT_THAT(*stored, SizeIs(kTargets));  // every decision kept
+  absl::StatusOr<std::vector<WaitingClaimRow>> rows =
+      (*store)->LoadWaitingClaims(clock_.TimeNow());
+  ASSERT_THAT(rows, IsOk());
+  EXPECT_LT(rows->size(), static_cast<size_t>(kTargets));
+}
+
+// Two rules matching in turn an address an operator decided change its waiting claim's rule
+// on every match: not a reason to write it each time (an attacker rotating addresses in a
+// folded range changes a range claim's reason as often). The operator's own waiting claim is
+// written for a new reason.
+TEST_F(DecisionTableTest, RulesAlternatingBehindADecisionDoNotWriteTheirClaimEachTime) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/waiting_alternate.db";
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  table_.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  CountWaitingClaimWrites(path);
+  const std::string ip = "203.0.113.54";
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value(ip);
+  *req.mutable_duration() = ToProtoDuration(absl::Hours(24));
+  ASSERT_THAT(table_.AddManual(req), IsOk());
+  palisade::v1::DecisionSpec challenge = HourBlock();
+  challenge.set_action(palisade::v1::ACTION_CHALLENGE);
+  for (int i = 0; i < 20; ++i) {
+    Detection det = Det(ip, clock_.TimeNow());
+    det.rule_id = i % 2 == 0 ? "probe" : "scan";
+    ASSERT_EQ(table_.Apply(det, challenge).change, DecisionChange::kExtended);
+    clock_.Advance(absl::Seconds(2));
+  }
+  EXPECT_EQ(WaitingClaimWrites(path), 1);
+  // The operator's challenge behind the operator's block, then its reason changed: written.
+  req.set_action(palisade::v1::ACTION_CHALLENGE);
+  req.set_reason("first");
+  ASSERT_THAT(table_.AddManual(req), IsOk());
+  const int64_t before = WaitingClaimWrites(path);
+  req.set_reason("second");
+  ASSERT_THAT(table_.AddManual(req), IsOk());
+  EXPECT_GT(WaitingClaimWrites(path), before);
+  absl::StatusOr<std::vector<WaitingClaimRow>> rows =
+      (*store)->LoadWaitingClaims(clock_.TimeNow());
+  ASSERT_THAT(rows, IsOk());
+  EXPECT_THAT(*rows, ::testing::Contains(::testing::Field(&WaitingClaimRow::reason, "second")));
+}
+
+// A claim that counted its offence when it began to wait behind a feed's decision is decided
+// at no lower an offence than the decision it follows (the same episode, which may have been
+// counted higher since): rows as a restart finds them.
+TEST_F(DecisionTableTest, AReinstatedClaimKeepsTheOffenceOfTheDecisionItFollows) {
+  const std::string path = std::string(std::getenv("TEST_TMPDIR")) + "/reinstated_offence.db";
+  std::remove(path.c_str());
+  const std::string ip = "203.0.113.55";
+  const absl::Time t0 = clock_.TimeNow();
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  Decision d;
+  d.set_id("0000000000000001");
+  d.mutable_target()->set_kind(palisade::v1::TARGET_KIND_IP);
+  d.mutable_target()->set_value(ip);
+  d.set_action(palisade::v1::ACTION_BLOCK);
+  d.set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  d.set_origin(palisade::v1::ORIGIN_RULE);
+  d.set_rule_id("ssh");
+  d.set_offence(3);
+  d.set_active(true);
+  *d.mutable_start() = ToProtoTime(t0);
+  *d.mutable_expiry() = ToProtoTime(t0 + absl::Hours(1));
+  WaitingClaims w;
+  w.target = ip;
+  w.decision_id = d.id();
+  w.claims.push_back({ip, d.id(), palisade::v1::ORIGIN_RULE, palisade::v1::ACTION_CHALLENGE,
+                      palisade::v1::ACTUATOR_ACCESS_RULE, false, t0 + absl::Hours(3), "probe", "",
+                      /*offence=*/1});
+  ASSERT_THAT((*store)->RecordDecisions({Store::Change{&d, std::nullopt, std::nullopt}}, {w}),
+              IsOk());
+  DecisionTable table(clock_);
+  table.SetStore(store->get(), {palisade::v1::ACTUATOR_ACCESS_RULE});
+  ASSERT_THAT(table.Restore(), IsOk());
+  clock_.Advance(absl::Hours(1) + absl::Minutes(1));
+  ASSERT_THAT(table.ExpireDue(), SizeIs(1));
+  DecisionFilter f;
+  f.target = ip;
+  f.active_only = true;
+  std::vector<Decision> active = table.List(f);
+  ASSERT_THAT(active, SizeIs(1));
+  EXPECT_EQ(active[0].rule_id(), "probe");
+  EXPECT_EQ(active[0].offence(), 3u);
 }
 
 // Offences are stored by a row number the table gives in the order offenders came (the store
