@@ -64,25 +64,27 @@ TEST(AdminServiceTest, ConcurrentReloadsApplyWhatWasReadLast) {
   EXPECT_EQ(pipeline.rules(), *newer);
 }
 
+// A rule pinned to the line's end, so a cut line (whose end is not the line's) cannot match.
+constexpr absl::string_view kPinnedPack = R"pb(
+  rules {
+    id: "app-login"
+    formats: LOG_FORMAT_RAW
+    patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
+    threshold { count: 1 }
+    decision {
+      action: ACTION_BLOCK
+      duration { seconds: 600 }
+    }
+  }
+)pb";
+
 // A line a shipper cut at its own cap comes flagged (LogRecord.cut), and the daemon takes it as
 // cut whatever its own cap: here one larger than the line, under which the line looked whole
 // and a rule pinned to its end keyed the forged tail right before the shipper's cut. Through
 // the real Ingest service (whose common batch, lines alone, is read without a record per line)
 // and the shipper's client; the same bytes unflagged are a whole line.
 TEST(IngestServiceTest, ALineTheShipperCutIsCutWhateverTheDaemonsCap) {
-  constexpr absl::string_view kPinned = R"pb(
-    rules {
-      id: "app-login"
-      formats: LOG_FORMAT_RAW
-      patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
-      threshold { count: 1 }
-      decision {
-        action: ACTION_BLOCK
-        duration { seconds: 600 }
-      }
-    }
-  )pb";
-  absl::StatusOr<LoadedPack> pack = ParseRulePack(kPinned, "pinned.textproto");
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(kPinnedPack, "pinned.textproto");
   ASSERT_THAT(pack, IsOk());
   absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
   ASSERT_THAT(rules, IsOk());
@@ -127,20 +129,6 @@ TEST(IngestServiceTest, ALineTheShipperCutIsCutWhateverTheDaemonsCap) {
     }
   }
 }
-
-// A rule pinned to the line's end, so a cut line (whose end is not the line's) cannot match.
-constexpr absl::string_view kPinnedPack = R"pb(
-  rules {
-    id: "app-login"
-    formats: LOG_FORMAT_RAW
-    patterns: "^Failed Login: username=.* ip=(?P<ip>[0-9.]+)$"
-    threshold { count: 1 }
-    decision {
-      action: ACTION_BLOCK
-      duration { seconds: 600 }
-    }
-  }
-)pb";
 
 // `request` through Admin.TestRules (in process) of a daemon running kPinnedPack with
 // `options`: the status, and the keys of its matches in `keys`.
