@@ -40,6 +40,9 @@ bool DecisionEventFrom(const DecisionUpdate& update, palisade::v1::Event* out) {
     *copy->mutable_offence_counted_until() = d.offence_counted_until();
   }
   if (d.has_offence_last()) *copy->mutable_offence_last() = d.offence_last();
+  // A replacement and what it replaced (a block over a challenge): one episode to a SIEM.
+  copy->set_replaces(d.replaces());
+  copy->set_replaced_by(d.replaced_by());
   return true;
 }
 
