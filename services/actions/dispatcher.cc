@@ -195,11 +195,45 @@ absl::Status Dispatcher::Restore() {
   // The applies still to do of decisions that stand (an ended one's is cancelled below, or its
   // remove follows it): decision id -> actuator. A remove waits only for one of these.
   std::map<std::string, int> standing_applies;
+  // The same rows by the decision each replaces (Decision.replaces).
+  std::multimap<std::string, const OutboxRow*> standing_by_replaced;
   for (const OutboxRow& row : *outbox) {
     if (!row.apply) {
       removed_at[row.decision.id()] = row.seq;
     } else if (row.decision.active()) {
       standing_applies[row.decision.id()] = row.decision.actuator();
+      if (!row.decision.replaces().empty()) {
+        standing_by_replaced.emplace(row.decision.replaces(), &row);
+      }
+    }
+  }
+  // A hand-over (OnDecision: a replacement cancelled before it went out, replaced in turn) is
+  // kept in memory only: its apply row is gone, and the rows, joined to the stored decisions,
+  // still name it (the replaced decision's remove by replaced_by, the next replacement by
+  // replaces). A remove whose successor has neither an apply still to do nor an edge record
+  // follows it on to the standing apply that replaced it, on its own target: that one takes over
+  // from the decision still at the edge (not charged) and the remove waits for it, as before the
+  // restart. One level: a chain of two cancelled replacements leaves no row naming the middle
+  // one, and would need the stored decisions (the cancelled one's replaced_by) to follow it.
+  std::map<std::string, std::string> successor_of;  // remove's decision id -> followed on
+  std::map<std::string, std::string> takes_over;    // that apply's decision id -> the remove's
+  for (const OutboxRow& row : *outbox) {
+    const std::string& id = row.decision.id();
+    const std::string& next = row.decision.replaced_by();
+    auto was = edges_.find(id);
+    if (row.apply || next.empty() || standing_applies.count(next) > 0 || edges_.count(next) > 0 ||
+        failed_.count(next) > 0 || was == edges_.end() || !IsObject(was->second.ref)) {
+      continue;
+    }
+    const auto [first, last] = standing_by_replaced.equal_range(next);
+    for (auto it = first; it != last; ++it) {
+      const palisade::v1::Decision& r = it->second->decision;
+      if (removed_at.count(r.id()) == 0 &&
+          TargetKey(r.target()) == TargetKey(row.decision.target())) {
+        successor_of[id] = r.id();
+        takes_over[r.id()] = id;
+        break;
+      }
     }
   }
   for (OutboxRow& row : *outbox) {
@@ -226,6 +260,10 @@ absl::Status Dispatcher::Restore() {
       if (was != edges_.end() && IsObject(was->second.ref) &&
           was->second.target == TargetKey(op.decision.target())) {
         op.replaces = op.decision.replaces();
+      }
+      // Handed over (see above): it takes over from the decision at the edge (same target).
+      if (auto t = takes_over.find(op.decision.id()); t != takes_over.end()) {
+        op.replaces = t->second;
       }
     }
     auto removed = removed_at.find(op.decision.id());
@@ -260,6 +298,9 @@ absl::Status Dispatcher::Restore() {
       // another started actuator and that decision stands (no remove of it follows): never
       // for one that has ended, whose end would not be heard again. One whose apply failed
       // for good has no row left, and nothing here says whether it stands: the remove runs.
+      if (auto f = successor_of.find(op.decision.id()); f != successor_of.end()) {
+        op.decision.set_replaced_by(f->second);  // handed over (see above)
+      }
       const std::string& successor = op.decision.replaced_by();
       auto s = standing_applies.find(successor);
       if (!successor.empty() && IsObject(op.edge) && s != standing_applies.end() &&
@@ -485,6 +526,7 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       return true;
     };
     bool handed_over = false;
+    bool in_flight = false;
     auto& ops = q->second.ops;
     auto queued = std::find_if(ops.begin(), ops.end(), [&](const ActionOp& op) {
       return op.kind == ActionOp::Kind::kApply && op.decision.id() == d.id();
@@ -515,6 +557,9 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       remove_after_[d.id()] = {update.outbox_seq, d.replaced_by(), q->first, TargetKey(d.target()),
                                Sends(apply)};
       await_replacement();
+      // The remove waiting for this one keeps waiting: the apply may yet fail to land. It goes
+      // when the apply lands (RememberEdge), or is handed over when it does not (EndAwaited).
+      in_flight = true;
     } else if (auto edge = edges_.find(d.id()); edge != edges_.end()) {
       if (IsObject(edge->second.ref)) await_replacement();
       edge->second.target = TargetKey(d.target());  // a restored record's (see Made::target)
@@ -530,8 +575,8 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       ForgetFailure(d.id());
       Drop(update.outbox_seq);
     }
-    // The remove waiting for this decision goes now, unless handed over above.
-    if (!handed_over && awaited_.erase(d.id()) > 0) wake_.SignalAll();
+    // The remove waiting for this decision goes now, unless handed over or in flight above.
+    if (!handed_over && !in_flight && awaited_.erase(d.id()) > 0) wake_.SignalAll();
   } else if (update.change == DecisionChange::kExtended && !update.secret.empty()) {
     // A fingerprint's token seen again, with its secret (memory only: see ActionOp::secret). An
     // apply queued or held without it (restored after a restart) gets it; one that failed for
@@ -878,6 +923,7 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
            op.result.message());
     bool ended = false;
     if (auto after = remove_after_.find(id); after != remove_after_.end()) {
+      if (op.kind == ActionOp::Kind::kApply) EndAwaited(id, after->second.replaced_by);
       Drop(after->second.seq);
       remove_after_.erase(after);
       ended = true;
@@ -923,10 +969,34 @@ bool Dispatcher::CancelEndedApply(palisade::v1::Actuator kind, const std::string
   if (op.kind != ActionOp::Kind::kApply || after == remove_after_.end()) return false;
   queued_at_.erase(id);
   Report(kind, actuator, op, "cancelled", "the decision ended before it was sent");
+  EndAwaited(id, after->second.replaced_by);
   Drop(op.seq);
   Drop(after->second.seq);
   remove_after_.erase(after);
   return true;
+}
+
+void Dispatcher::EndAwaited(const std::string& id, const std::string& next) {
+  auto w = awaited_.find(id);
+  if (w == awaited_.end()) return;
+  const int remove_kind = w->second;
+  awaited_.erase(w);
+  wake_.SignalAll();
+  // Handed over as for a replacement cancelled before it went out (OnDecision), whether or not
+  // `next` has been heard yet (the table's change set may still be on its way). Not to one
+  // already at the edge, or failed for good: the remove goes now.
+  if (next.empty() || edges_.count(next) > 0 || failed_.count(next) > 0) return;
+  if (auto rq = queues_.find(remove_kind); rq != queues_.end()) {
+    for (ActionOp& o : rq->second.ops) {
+      if (o.kind == ActionOp::Kind::kRemove && o.decision.replaced_by() == id) {
+        o.decision.set_replaced_by(next);
+      }
+    }
+  }
+  for (auto& [was_id, after] : remove_after_) {
+    if (after.replaced_by == id) after.replaced_by = next;
+  }
+  awaited_.insert_or_assign(next, remove_kind);
 }
 
 void Dispatcher::CredentialsRestored(const std::string& actuator) {

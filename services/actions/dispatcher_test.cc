@@ -1024,6 +1024,77 @@ TEST_F(DispatcherTest, AReplacementCancelledWhileHeldHandsOverWhatItReplaced) {
   EXPECT_EQ(dispatcher_.held(), 0u);
 }
 
+// A block b replacing a challenge a at the edge is withdrawn for a still stronger c while b's
+// apply is in flight: b may yet fail to land (failed for good, a transient failure that ends
+// it, or cancelled at its turn in the batch, never sent). a's remove waits for b until b
+// settles, then, b not at the edge, for c: it went as b was withdrawn, the target bare until c
+// landed.
+enum class InFlightEnd { kFailsForGood, kFailsTransiently, kCancelledAtItsTurn };
+
+class InFlightReplacementTest : public DispatcherTest,
+                                public ::testing::WithParamInterface<InFlightEnd> {};
+
+TEST_P(InFlightReplacementTest, ARemoveWaitsForAReplacementInFlightUntilItLands) {
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  const auto listed = [&](DecisionChange change, const std::string& id) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    return u;
+  };
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.edges().count("a"), 1u);
+  DecisionUpdate other = listed(DecisionChange::kCreated, "x");
+  other.decision.mutable_target()->set_value("203.0.113.1");
+  dispatcher_.OnDecision(other);  // taken in the same batch, before b
+  dispatcher_.OnDecision(Replaced(Update(DecisionChange::kWithdrawn, "a"), "b"));
+  dispatcher_.OnDecision(Replacing(listed(DecisionChange::kCreated, "b"), "a"));
+  const InFlightEnd end = GetParam();
+  bool withdrawn = false;
+  lists->during_run = [&] {
+    const std::string withdrawn_during =
+        end == InFlightEnd::kCancelledAtItsTurn ? "apply x" : "apply b";
+    if (withdrawn || lists->calls.back() != withdrawn_during) return;
+    withdrawn = true;
+    if (end == InFlightEnd::kFailsForGood) {
+      lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
+    } else if (end == InFlightEnd::kFailsTransiently) {
+      lists->failures = {absl::UnavailableError("the list operation timed out")};
+    }
+    dispatcher_.OnDecision(Replaced(listed(DecisionChange::kWithdrawn, "b"), "c"));
+    dispatcher_.OnDecision(Replacing(listed(DecisionChange::kCreated, "c"), "b"));
+  };
+  dispatcher_.RunOnce();  // b goes out (or is cancelled at its turn) and does not land
+  EXPECT_EQ(dispatcher_.edges().count("b"), 0u);
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a"));
+  dispatcher_.RunOnce();  // the access rules' queue first: a's remove waits for c
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a"));
+  ASSERT_FALSE(lists->calls.empty());
+  EXPECT_EQ(lists->calls.back(), "apply c");
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ends, InFlightReplacementTest,
+                         ::testing::Values(InFlightEnd::kFailsForGood,
+                                           InFlightEnd::kFailsTransiently,
+                                           InFlightEnd::kCancelledAtItsTurn),
+                         [](const ::testing::TestParamInfo<InFlightEnd>& info) {
+                           switch (info.param) {
+                             case InFlightEnd::kFailsForGood:
+                               return "FailsForGood";
+                             case InFlightEnd::kFailsTransiently:
+                               return "FailsTransiently";
+                             case InFlightEnd::kCancelledAtItsTurn:
+                               return "CancelledAtItsTurn";
+                           }
+                           return "";
+                         });
+
 // A shadow decision's apply in flight was never charged (dry run sends nothing): an enforcing
 // block replacing it is a new restriction, charged as any other, not taken for the replacement
 // of something the edge already restricts.
@@ -1238,6 +1309,69 @@ TEST_F(DispatcherTest, AfterARestartARemoveDoesNotWaitForAReplacementThatFailedF
   EXPECT_THAT(r->dispatcher.FailedForGood(), ElementsAre(Pair("b", "0.0")));
   r->dispatcher.RunOnce();
   EXPECT_THAT(r->actuator->calls, ElementsAre("remove c edge-c"));
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+}
+
+// The hand-over of a replacement cancelled while held (see
+// AReplacementCancelledWhileHeldHandsOverWhatItReplaced) survives a restart: the cancelled
+// block's row is gone, the challenge's row still names it (replaced_by) and the next block's
+// row too (replaces). Restored, the challenge's remove waits for the next block, which takes
+// over from the challenge (not charged). It went at once, and the block, naming one never at
+// the edge, spent the budget: held, the target bare.
+TEST_F(DispatcherTest, AHandOverSurvivesARestart) {
+  auto store = FreshStore("hand_over.db");
+  ASSERT_TRUE(store.ok());
+  GuardOptions options;
+  options.max_active_per_actuator = 1;
+  dispatcher_.SetGuard(std::make_unique<Guard>(options));
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::make_unique<FakeActuator>());
+  auto record = [&](DecisionChange change, const std::string& id, palisade::v1::Actuator kind,
+                    const std::string& target, const std::string& replaces = "",
+                    const std::string& replaced_by = "") {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(kind);
+    u.decision.mutable_target()->set_value(target);
+    u.decision.set_active(change == DecisionChange::kCreated);
+    u.decision.set_replaces(replaces);
+    u.decision.set_replaced_by(replaced_by);
+    u.outbox_seq =
+        *(*store)->RecordDecision(u.decision, nullptr, change == DecisionChange::kCreated);
+    return u;
+  };
+  constexpr auto kList = palisade::v1::ACTUATOR_IP_LIST;
+  constexpr auto kRule = palisade::v1::ACTUATOR_ACCESS_RULE;
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "full", kList, "203.0.113.9"));
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "a", kRule, "203.0.113.7"));
+  dispatcher_.RunOnce();
+  dispatcher_.OnDecision(record(DecisionChange::kWithdrawn, "a", kRule, "203.0.113.7", "", "b"));
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "b", kList, "203.0.113.7", "a"));
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.held(), 1u);  // b, over the list's cap
+  dispatcher_.OnDecision(record(DecisionChange::kWithdrawn, "b", kList, "203.0.113.7", "a", "c"));
+  // Recorded, not heard before the process "dies": an unrelated block on another target.
+  record(DecisionChange::kCreated, "fresh", kList, "203.0.113.1");
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "c", kList, "203.0.113.7", "b"));
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.held(), 1u);  // c
+  ASSERT_THAT(fake_->calls, ElementsAre("apply a"));
+
+  // The restart comes with the list's cap raised, and a budget of one a minute.
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  GuardOptions restarted;
+  restarted.max_new_per_minute = 1;
+  r->dispatcher.SetGuard(std::make_unique<Guard>(restarted));
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  r->dispatcher.AddActuator(kList, std::move(list));
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  r->dispatcher.RunOnce();
+  EXPECT_EQ(r->dispatcher.held(), 0u);
+  EXPECT_THAT(lists->calls, ElementsAre("apply fresh", "apply c"));  // fresh spent the slot
+  EXPECT_THAT(r->actuator->calls, IsEmpty());  // the challenge's remove waited for c
+  r->dispatcher.RunOnce();
+  EXPECT_THAT(r->actuator->calls, ElementsAre("remove a edge-a"));
   EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
 }
 
