@@ -526,7 +526,6 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       return true;
     };
     bool handed_over = false;
-    bool in_flight = false;
     auto& ops = q->second.ops;
     auto queued = std::find_if(ops.begin(), ops.end(), [&](const ActionOp& op) {
       return op.kind == ActionOp::Kind::kApply && op.decision.id() == d.id();
@@ -557,9 +556,6 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       remove_after_[d.id()] = {update.outbox_seq, d.replaced_by(), q->first, TargetKey(d.target()),
                                Sends(apply)};
       await_replacement();
-      // The remove waiting for this one keeps waiting: the apply may yet fail to land. It goes
-      // when the apply lands (RememberEdge), or is handed over when it does not (EndAwaited).
-      in_flight = true;
     } else if (auto edge = edges_.find(d.id()); edge != edges_.end()) {
       if (IsObject(edge->second.ref)) await_replacement();
       edge->second.target = TargetKey(d.target());  // a restored record's (see Made::target)
@@ -575,8 +571,8 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       ForgetFailure(d.id());
       Drop(update.outbox_seq);
     }
-    // The remove waiting for this decision goes now, unless handed over or in flight above.
-    if (!handed_over && !in_flight && awaited_.erase(d.id()) > 0) wake_.SignalAll();
+    // The remove waiting for this decision goes now, unless handed over above.
+    if (!handed_over && awaited_.erase(d.id()) > 0) wake_.SignalAll();
   } else if (update.change == DecisionChange::kExtended && !update.secret.empty()) {
     // A fingerprint's token seen again, with its secret (memory only: see ActionOp::secret). An
     // apply queued or held without it (restored after a restart) gets it; one that failed for
@@ -923,7 +919,6 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
            op.result.message());
     bool ended = false;
     if (auto after = remove_after_.find(id); after != remove_after_.end()) {
-      if (op.kind == ActionOp::Kind::kApply) EndAwaited(id, after->second.replaced_by);
       Drop(after->second.seq);
       remove_after_.erase(after);
       ended = true;
@@ -969,34 +964,10 @@ bool Dispatcher::CancelEndedApply(palisade::v1::Actuator kind, const std::string
   if (op.kind != ActionOp::Kind::kApply || after == remove_after_.end()) return false;
   queued_at_.erase(id);
   Report(kind, actuator, op, "cancelled", "the decision ended before it was sent");
-  EndAwaited(id, after->second.replaced_by);
   Drop(op.seq);
   Drop(after->second.seq);
   remove_after_.erase(after);
   return true;
-}
-
-void Dispatcher::EndAwaited(const std::string& id, const std::string& next) {
-  auto w = awaited_.find(id);
-  if (w == awaited_.end()) return;
-  const int remove_kind = w->second;
-  awaited_.erase(w);
-  wake_.SignalAll();
-  // Handed over as for a replacement cancelled before it went out (OnDecision), whether or not
-  // `next` has been heard yet (the table's change set may still be on its way). Not to one
-  // already at the edge, or failed for good: the remove goes now.
-  if (next.empty() || edges_.count(next) > 0 || failed_.count(next) > 0) return;
-  if (auto rq = queues_.find(remove_kind); rq != queues_.end()) {
-    for (ActionOp& o : rq->second.ops) {
-      if (o.kind == ActionOp::Kind::kRemove && o.decision.replaced_by() == id) {
-        o.decision.set_replaced_by(next);
-      }
-    }
-  }
-  for (auto& [was_id, after] : remove_after_) {
-    if (after.replaced_by == id) after.replaced_by = next;
-  }
-  awaited_.insert_or_assign(next, remove_kind);
 }
 
 void Dispatcher::CredentialsRestored(const std::string& actuator) {

@@ -49,10 +49,7 @@
 // operator's withdrawal names no replacement and never waits. A replacement cancelled before it
 // went out (queued or held), itself replaced by the table, hands over: the next replacement
 // takes over from the decision still standing (not charged) and that decision's remove waits
-// for it (a chain of replacements never leaves the target bare). A replacement withdrawn while
-// its apply is in flight keeps the remove waiting until that apply settles: landed, the remove
-// goes; not (failed, or cancelled at its turn), the wait passes to the decision that replaced
-// it, as a hand-over, or ends. After a restart the wait is known again while the replacement's
+// for it (a chain of replacements never leaves the target bare). After a restart the wait is known again while the replacement's
 // apply is in the outbox and its decision stands; not for one whose apply failed for good (its
 // row gone, the restart cannot tell that it stands): that remove runs. A hand-over is known
 // again too: a remove whose replacement has no row left follows it to the standing apply that
@@ -266,11 +263,6 @@ class Dispatcher {
   // other op.
   bool CancelEndedApply(palisade::v1::Actuator kind, const std::string& actuator,
                         const ActionOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The apply of `id`, a replacement withdrawn while in flight, ended without reaching the edge
-  // (cancelled, or failed): the remove waiting for it (awaited_) waits for `next`, the decision
-  // that replaced it in turn (its Decision.replaced_by), or goes now when there is none.
-  void EndAwaited(const std::string& id, const std::string& next)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The only writers of edges_ (and so of active_, which counts no kDryRunObject). `target`:
   // the decision's TargetKey, empty when unknown (restored).
   void RememberEdge(const std::string& id, int kind, const EdgeRef& ref, const std::string& target)
@@ -355,8 +347,7 @@ class Dispatcher {
   // decision is withdrawn with an object at the edge (or its apply in flight); gone when the
   // replacement is heard in the same queue or an actuator not started, reaches the edge
   // (RememberEdge), or ends (cancelled before it went out and replaced in turn, it hands the
-  // wait over to its own replacement: handed_over_; withdrawn in flight, once its apply settles
-  // without landing: EndAwaited): at most one per active decision. An
+  // wait over to its own replacement: handed_over_): at most one per active decision. An
   // apply failing for good keeps its id until its decision ends. Rebuilt by Restore from the
   // outbox.
   std::map<std::string, int> awaited_ ABSL_GUARDED_BY(mu_);
