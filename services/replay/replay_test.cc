@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <set>
 #include <tuple>
 
@@ -390,10 +391,17 @@ void ExpectSameDecisions(const std::vector<palisade::v1::Decision>& got,
                          const std::vector<palisade::v1::Decision>& want, bool without_evidence) {
   ASSERT_FALSE(want.empty());
   ASSERT_EQ(got.size(), want.size());
+  // want's id -> got's, for the ids a replacement names (replaces, replaced_by).
+  std::map<std::string, std::string> id_in_got;
+  for (size_t i = 0; i < got.size(); ++i) id_in_got[want[i].id()] = got[i].id();
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_FALSE(want[i].evidence().empty()) << "decision " << i;
     palisade::v1::Decision expected = want[i];
     expected.set_id(got[i].id());
+    if (!expected.replaces().empty()) expected.set_replaces(id_in_got[expected.replaces()]);
+    if (!expected.replaced_by().empty()) {
+      expected.set_replaced_by(id_in_got[expected.replaced_by()]);
+    }
     if (without_evidence) expected.clear_evidence();
     ASSERT_EQ(got[i].SerializeAsString(), expected.SerializeAsString()) << "decision " << i;
   }
