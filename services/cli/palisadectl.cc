@@ -380,14 +380,13 @@ absl::StatusOr<FileLines> ReadLines(const std::string& path, LogFormat format,
   FileLines out;
   absl::string_view line;
   while (true) {
-    const uint64_t cut_before = (*reader)->cut_lines();  // counted as the cut line is handed out
     absl::StatusOr<bool> more = (*reader)->Next(&line);
     if (!more.ok()) return more.status();
     if (!*more) return out;
     out.lines.emplace_back(line);
     // As the shipper flags it (AddLines): a line of exactly the cap and a longer one cut there
     // look alike, and the cut one must not be judged whole (TestRules).
-    out.cut.push_back((*reader)->cut_lines() != cut_before);
+    out.cut.push_back((*reader)->last_cut());
   }
 }
 
@@ -762,13 +761,12 @@ int RulesTest(const std::string& pack_path, const std::string& file) {
       size_t bytes = 0;
       absl::string_view line;
       while (bytes < kShipBatchBytes) {
-        const uint64_t cut_before = (*reader)->cut_lines();  // counted as it hands one out
         absl::StatusOr<bool> next = (*reader)->Next(&line);
         if (!next.ok()) return Fail(std::string(next.status().message()));
         if (!(more = *next)) break;
         // A line this reader cut is sent flagged (TestRulesRequest.cut_lines): palisaded then
         // judges it cut, as a shipped LogRecord.cut line, whatever its own cap.
-        if ((*reader)->cut_lines() != cut_before) req.add_cut_lines(req.lines_size());
+        if ((*reader)->last_cut()) req.add_cut_lines(req.lines_size());
         req.add_lines(line.data(), line.size());
         bytes += line.size();
       }

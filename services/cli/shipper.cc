@@ -152,14 +152,13 @@ absl::StatusOr<size_t> AddLines(
   size_t n = 0;
   size_t bytes = 0;
   while (n < max && bytes < max_bytes) {
-    const uint64_t cut_before = reader.cut_lines();  // counted as the cut line is handed out
     absl::StatusOr<bool> more = reader.Next(&line);
     if (!more.ok()) return more.status();
     if (!*more) break;
     palisade::v1::LogRecord* record = batch->add_records();
     record->set_line(line.data(), line.size());
     // A line of exactly the cap and a longer one cut there look alike: only the reader knows.
-    if (reader.cut_lines() != cut_before) record->set_cut(true);
+    if (reader.last_cut()) record->set_cut(true);
     bytes += line.size();
     if (each) each(line, record);
     ++n;

@@ -161,6 +161,7 @@ absl::StatusOr<size_t> LineReader::Read(char* to, size_t n) {
 }
 
 absl::StatusOr<bool> LineReader::Next(absl::string_view* line) {
+  cut_lines_before_next_ = cut_lines_;
   size_t scanned = 0;  // bytes of [begin_, end_) known to hold no newline
   while (true) {
     const char* start = buf_.get() + begin_;

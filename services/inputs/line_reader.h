@@ -112,6 +112,9 @@ class LineReader : public LineSource {
   // Lines handed out so far, and how many of them were cut at max_line_bytes.
   uint64_t lines() const { return lines_; }
   uint64_t cut_lines() const { return cut_lines_; }
+  // Whether the line the last Next() handed out was cut at max_line_bytes (a line of exactly
+  // the cap and a longer one cut there look alike: a shipper flags the cut one, LogRecord.cut).
+  bool last_cut() const { return cut_lines_ != cut_lines_before_next_; }
 
  private:
   LineReader(std::FILE* file, std::string path, LineReaderOptions options);
@@ -132,6 +135,7 @@ class LineReader : public LineSource {
   bool skipping_ = false;  // the rest of a cut line, up to its newline
   uint64_t lines_ = 0;
   uint64_t cut_lines_ = 0;
+  uint64_t cut_lines_before_next_ = 0;  // cut_lines_ when the last Next() began (last_cut)
   uint64_t batch_bytes_ = 0;  // bytes NextBatch consumed (newlines and cut parts included)
   uint64_t batch_lines_ = 0;  // and the lines they held: the mean sizes its reads
 };

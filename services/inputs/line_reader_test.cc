@@ -72,6 +72,26 @@ TEST(LineReaderTest, LongLinesAreCutAndCountedAndTheNextLineSurvives) {
   EXPECT_EQ(cut, 2u);
 }
 
+// A line of exactly the cap and a longer one cut there read alike; last_cut tells them apart
+// (what a shipper flags as LogRecord.cut), line by line.
+TEST(LineReaderTest, LastCutTellsACutLineFromOneOfExactlyTheCap) {
+  LineReaderOptions options;
+  options.max_line_bytes = 100;
+  absl::StatusOr<std::unique_ptr<LineReader>> reader = LineReader::Open(
+      WriteFile("cut.log", std::string(100, 'a') + "\n" + std::string(101, 'b') + "\nc\n"),
+      options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  std::vector<bool> cut;
+  absl::string_view line;
+  while (true) {
+    absl::StatusOr<bool> more = (*reader)->Next(&line);
+    ASSERT_TRUE(more.ok()) << more.status();
+    if (!*more) break;
+    cut.push_back((*reader)->last_cut());
+  }
+  EXPECT_EQ(cut, (std::vector<bool>{false, true, false}));
+}
+
 TEST(LineReaderTest, EmptyFilesAndEmptyLines) {
   EXPECT_TRUE(ReadAll(WriteFile("c.log", ""), {}).empty());
   EXPECT_EQ(ReadAll(WriteFile("d.log", "\n\nx\n"), {}), (std::vector<std::string>{"", "", "x"}));
