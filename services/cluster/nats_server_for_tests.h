@@ -35,6 +35,8 @@ class NatsServerForTests {
   std::string LogTail(size_t bytes = 3000) const;
 
  private:
+  // One try of StartCluster: INTERNAL when a server exited early (its route port taken).
+  static absl::StatusOr<std::vector<std::unique_ptr<NatsServerForTests>>> TryStartCluster();
   static absl::StatusOr<std::unique_ptr<NatsServerForTests>> Make();
   absl::Status Spawn(const std::string& port);
   pid_t pid_ = -1;
