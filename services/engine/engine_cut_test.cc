@@ -363,6 +363,68 @@ TEST_F(CutLineTest, AnIgnoreThatReadsTheEndDoesNotApplyAtTheCut) {
   }
 }
 
+// `\b` also reads the end: at the text's end it holds after any word byte, so at a cut it holds
+// where the writer went on with a word ("user=monitorx"). An ignore ending in `\b` must not hide
+// the line when it matched at the cut, and a pattern ending in `\b` must not match there.
+TEST_F(CutLineTest, AWordBoundaryAtTheCutIsNotTheWritersEnd) {
+  constexpr absl::string_view kOperatorPack = R"pb(
+    rules {
+      id: "app-login-failed"
+      formats: LOG_FORMAT_RAW
+      patterns: "failed login from (?P<ip>[0-9.]+) user="
+      ignore_patterns: "user=monitor\\b"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+    rules {
+      id: "app-admin-denied"
+      formats: LOG_FORMAT_RAW
+      patterns: "denied from (?P<ip>[0-9.]+) .* name=admin\\b"
+      threshold { count: 1 }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb";
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(kOperatorPack, "operator.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  auto at_cut = [&](const std::string& head, const std::string& tail) {
+    std::string line = head + std::string(kCap - head.size() - tail.size(), 'A') + tail;
+    EXPECT_EQ(line.size(), kCap);
+    return line;
+  };
+  // The writer's lines went on: "user=monitorx...", "name=administrator".
+  const std::string monitor =
+      at_cut("app: failed login from 198.51.100.66 user=", "user=monitor");
+  const std::string admin = at_cut("app: denied from 198.51.100.67 ", " name=admin");
+  for (const bool in_sets : {true, false}) {
+    SCOPED_TRACE(absl::StrCat("in_sets ", in_sets));
+    RuleSetOptions options;
+    options.ignores_in_sets = in_sets;
+    options.min_literal_unanchored = SIZE_MAX;
+    absl::StatusOr<std::shared_ptr<const RuleSet>> rules =
+        RuleSet::Compile({*pack}, CidrSets(), options);
+    ASSERT_TRUE(rules.ok()) << rules.status();
+    Engine engine(*rules, EngineOptions());
+    std::vector<Detection> out = Feed(engine, LogFormat::LOG_FORMAT_RAW, monitor, true, 1);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].key, "198.51.100.66");
+    EXPECT_EQ(engine.stats().ignored, 0u);
+    EXPECT_TRUE(Feed(engine, LogFormat::LOG_FORMAT_RAW, admin, true, 1).empty());
+    // Whole, the same bytes end where their writer ended them: the ignore and the pattern hold.
+    Engine whole(*rules, EngineOptions());
+    EXPECT_TRUE(Feed(whole, LogFormat::LOG_FORMAT_RAW, monitor, false, 1).empty());
+    EXPECT_EQ(whole.stats().ignored, 1u);
+    out = Feed(whole, LogFormat::LOG_FORMAT_RAW, admin, false, 1);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].key, "198.51.100.67");
+  }
+}
+
 // A JSON record cut at the cap is read from the fields it holds whole (json_parser.h): a field's
 // value ends where its writer ended it, so a field rule pinned to the end still matches.
 TEST_F(CutLineTest, AJsonRecordsWholeFieldsStillMatch) {

@@ -1028,11 +1028,15 @@ void AddKeySplit(const std::string& pattern, const absl::StatusOr<ReNode>& root,
   out->key_split.back() = std::move(split);
 }
 
-// Whether `n` holds an end-of-text assertion: `$` (kEndText, or kEmptyWidth under (?m)) or
-// `\z` (CompiledRule::reads_end).
+// Whether `n` holds an assertion that reads the text's end: `$` (kEndText, or kEmptyWidth under
+// (?m)), `\z`, `\b` or `\B` (CompiledRule::reads_end).
 bool HasEndAssertion(const ReNode& n, absl::string_view pattern) {
   if (n.kind == ReNode::kEndText) return true;
-  if (n.kind == ReNode::kEmptyWidth) return n.begin < pattern.size() && pattern[n.begin] == '$';
+  // `$`, and `\b` or `\B`: at the text's end a word boundary holds after any word byte, so at a
+  // cut it holds where the writer went on with a word ("user=monitor" of "user=monitorx").
+  if (n.kind == ReNode::kEmptyWidth) {
+    return n.begin < pattern.size() && (pattern[n.begin] == '$' || pattern[n.begin] == '\\');
+  }
   for (const ReNode& sub : n.subs) {
     if (HasEndAssertion(sub, pattern)) return true;
   }
@@ -1042,10 +1046,13 @@ bool HasEndAssertion(const ReNode& n, absl::string_view pattern) {
 // Whether `pattern` (parsed as `root`) reads the end of the text, and whether every match of it
 // ends there (CompiledRule::reads_end, anchored_end).
 std::pair<bool, bool> EndAnalysis(const absl::StatusOr<ReNode>& root, absl::string_view pattern) {
-  // A tree the parser does not take: any `$` or `\z` in the text counts (an escaped `\$` too).
+  // A tree the parser does not take: any `$`, `\z`, `\b` or `\B` in the text counts (an escaped
+  // `\$` too).
   const bool reads_end = root.ok() ? HasEndAssertion(*root, pattern)
                                    : pattern.find('$') != absl::string_view::npos ||
-                                         pattern.find("\\z") != absl::string_view::npos;
+                                         pattern.find("\\z") != absl::string_view::npos ||
+                                         pattern.find("\\b") != absl::string_view::npos ||
+                                         pattern.find("\\B") != absl::string_view::npos;
   return {reads_end, root.ok() && Anchored(*root, /*at_start=*/false)};
 }
 

@@ -212,9 +212,10 @@ struct CompiledRule {
   // (`^` in every top-level alternative; false when the parser does not take it). Those go in
   // the anchored Set; `^a|b` does not.
   std::vector<char> anchored_start;
-  // Per pattern: whether it holds an end-of-text assertion, `$` (in any mode: a (?m)$ matches
-  // at the end of the text too) or `\z`, from its parse tree (or, when the tree does not take
-  // it, from its text: any `$` or `\z`, the cautious side). A match that ends at the end of the
+  // Per pattern: whether it holds an assertion that reads the end of the text, `$` (in any mode:
+  // a (?m)$ matches at the end of the text too), `\z`, or `\b`/`\B` (true at the end after a
+  // word byte), from its parse tree (or, when the tree does not take it, from its text: any of
+  // them, the cautious side). A match that ends at the end of the
   // text may have leaned on one there; on a line cut at the daemon's cap (ParsedLine::cut) that
   // end is the cut, not the writer's, so the engine refuses such a pattern's match that ends
   // there (a forged ` ip=V` right before the cut is no key of `... ip=(?P<ip>...)$`). A match
