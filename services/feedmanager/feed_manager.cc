@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <iostream>
 #include <iterator>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -49,6 +50,27 @@ double KeepRatioOf(const FeedConfig& c) {
 int MinPrefixOf(const FeedConfig& c, bool v4) {
   if (v4) return c.min_prefix_v4() > 0 ? c.min_prefix_v4() : FeedParseOptions::kDefaultMinPrefixV4;
   return c.min_prefix_v6() > 0 ? c.min_prefix_v6() : FeedParseOptions::kDefaultMinPrefixV6;
+}
+
+// What a version's parse may hold, and what ADD pushes may accumulate in the feed.
+uint64_t MaxParsedBytesOf(const FeedConfig& c) {
+  return c.max_parsed_bytes() > 0 ? c.max_parsed_bytes() : FeedParseOptions::kDefaultMaxParsedBytes;
+}
+
+// A count in a PushFeedResponse's uint32 fields: past their range it says the most they hold,
+// rather than wrapping to a small number.
+uint32_t Clamp32(uint64_t n) {
+  return static_cast<uint32_t>(std::min<uint64_t>(n, std::numeric_limits<uint32_t>::max()));
+}
+
+// A 304 makes a new version (a whole copy, stored and, in a cluster, published) only when it
+// moves the entries' expiry by at least this much: about once per max(interval, 1 h), not at
+// each pull. An entry a 304 does not renew still has more than entry_ttl less the step to live,
+// which is the next pull's interval plus half of what the ttl has beyond it as a margin. A ttl
+// no longer than the interval renews at each pull (its entries lapse between pulls anyway).
+absl::Duration RenewalStep(absl::Duration interval, absl::Duration ttl) {
+  return std::max(absl::ZeroDuration(),
+                  std::min(std::max(interval, absl::Hours(1)), (ttl - interval) / 2));
 }
 
 bool TooWide(const Cidr& cidr, const FeedConfig& c) {
@@ -189,7 +211,7 @@ FeedParseOptions FeedManager::ParseOptionsFor(const FeedConfig& config) const {
   p.min_confidence = config.min_confidence();
   p.min_prefix_v4 = MinPrefixOf(config, /*v4=*/true);
   p.min_prefix_v6 = MinPrefixOf(config, /*v4=*/false);
-  if (config.max_parsed_bytes() > 0) p.max_parsed_bytes = config.max_parsed_bytes();
+  p.max_parsed_bytes = MaxParsedBytesOf(config);
   p.now = clock_.TimeNow();
   return p;
 }
@@ -257,8 +279,10 @@ absl::Status FeedManager::Restore() {
 
 void FeedManager::PublishLocked(Feed& feed, std::shared_ptr<const FeedSet> set) {
   feed.min_expiry = 0;
+  feed.bytes = 0;
   for (const FeedEntry& e : set->entries()) {
     if (feed.min_expiry == 0 || e.expiry < feed.min_expiry) feed.min_expiry = e.expiry;
+    feed.bytes += IndicatorBytes(e.ref);
   }
   feed.current = set;
   feed.entries_gauge->Set(static_cast<double>(set->size()));
@@ -324,9 +348,55 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
                                                           const ParsedFeed& parsed, bool force) {
   const int64_t now = absl::ToUnixSeconds(clock_.TimeNow());
   const int64_t ttl = absl::ToInt64Seconds(TtlOf(feed.config));
+  const bool whole =
+      mode != palisade::v1::FEED_PUSH_MODE_ADD && mode != palisade::v1::FEED_PUSH_MODE_REMOVE;
+
+  // The indicators as entries, minus what must never be banned; a removal takes out whatever
+  // it lists (an entry may have come to touch the never-ban set since it was added).
+  std::vector<FeedEntry> incoming;
+  incoming.reserve(parsed.indicators.size());
+  uint64_t never_ban = 0;
+  // ADD: the entries not held yet, and what they add to the feed (a CIDR listed twice in the
+  // push counts twice: an upper bound).
+  uint64_t fresh = 0, fresh_bytes = 0;
+  const std::shared_ptr<const CidrSet> never = NeverBan();
+  for (const Indicator& ind : parsed.indicators) {
+    // The guard's own test (services/common/ip.h): a range over a protected address, and IPv6
+    // forms embedding a non-public or protected IPv4 (64:ff9b::a00:0/120, 2002:a00::/24).
+    if (mode != palisade::v1::FEED_PUSH_MODE_REMOVE && TouchesNeverBan(ind.cidr, *never)) {
+      ++never_ban;
+      continue;
+    }
+    const bool ttl_expiry = ind.valid_until <= 0;
+    FeedEntry e{ind.cidr, now, now, ttl_expiry ? now + ttl : ind.valid_until,
+                ind.confidence, ind.ref, ttl_expiry};
+    const FeedEntry* old = feed.current != nullptr ? feed.current->Find(ind.cidr) : nullptr;
+    if (old != nullptr) {
+      e.first_seen = old->first_seen;
+    } else {
+      ++fresh;
+      fresh_bytes += IndicatorBytes(ind.ref);
+    }
+    incoming.push_back(std::move(e));
+  }
+  // Each push is bounded by its parse, but ADD keeps what the feed holds: pushes of fresh
+  // addresses, one after another, would grow it (and the copy, store write and publication each
+  // makes) without bound. The feed as a whole keeps to what one version's parse may hold.
+  const uint64_t budget = MaxParsedBytesOf(feed.config);
+  if (mode == palisade::v1::FEED_PUSH_MODE_ADD && feed.bytes + fresh_bytes > budget) {
+    return FailedLocked(
+        feed,
+        absl::ResourceExhaustedError(absl::StrCat(
+            "adding ", fresh, " new entries to the ", feed.current ? feed.current->size() : 0,
+            " entries held would hold ", feed.bytes + fresh_bytes, " bytes, more than the feed's ",
+            budget, " bytes (max_parsed_bytes); nothing was added (remove entries or push a "
+            "whole version)")),
+        /*parsed=*/true);
+  }
+
   PushFeedResponse response;
-  response.set_rejected(static_cast<uint32_t>(parsed.rejected));
-  response.set_ignored(static_cast<uint32_t>(parsed.ignored));
+  response.set_rejected(Clamp32(parsed.rejected));
+  response.set_ignored(Clamp32(parsed.ignored));
   for (const FeedRejection& r : parsed.rejections) {
     if (static_cast<size_t>(response.rejections_size()) >= kMaxRejectionsReturned) break;
     auto* out = response.add_rejections();
@@ -335,30 +405,9 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
     out->set_reason(r.reason);
   }
   feed.rejected_counter->Increment(static_cast<double>(parsed.rejected));
-
-  // The indicators as entries, minus what must never be banned.
-  std::vector<FeedEntry> incoming;
-  incoming.reserve(parsed.indicators.size());
-  uint32_t never_ban = 0;
-  const std::shared_ptr<const CidrSet> never = NeverBan();
-  for (const Indicator& ind : parsed.indicators) {
-    // The guard's own test (services/common/ip.h): a range over a protected address, and IPv6
-    // forms embedding a non-public or protected IPv4 (64:ff9b::a00:0/120, 2002:a00::/24).
-    if (TouchesNeverBan(ind.cidr, *never)) {
-      ++never_ban;
-      continue;
-    }
-    const bool ttl_expiry = ind.valid_until <= 0;
-    FeedEntry e{ind.cidr, now, now, ttl_expiry ? now + ttl : ind.valid_until,
-                ind.confidence, ind.ref, ttl_expiry};
-    if (feed.current != nullptr) {
-      if (const FeedEntry* old = feed.current->Find(ind.cidr)) e.first_seen = old->first_seen;
-    }
-    incoming.push_back(std::move(e));
-  }
-  response.set_never_ban(never_ban);
-  feed.never_ban_counter->Increment(never_ban);
-  response.set_accepted(static_cast<uint32_t>(incoming.size()));
+  response.set_never_ban(Clamp32(never_ban));
+  feed.never_ban_counter->Increment(static_cast<double>(never_ban));
+  response.set_accepted(Clamp32(incoming.size()));
 
   std::vector<FeedEntry> entries;
   const std::vector<FeedEntry> none;
@@ -379,8 +428,8 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
       entries = std::move(incoming);
   }
   auto next = std::make_shared<const FeedSet>(std::move(entries));
-  response.set_added(static_cast<uint32_t>(CountMissing(next->entries(), old)));
-  response.set_removed(static_cast<uint32_t>(CountMissing(old, next->entries())));
+  response.set_added(Clamp32(CountMissing(next->entries(), old)));
+  response.set_removed(Clamp32(CountMissing(old, next->entries())));
 
   const double keep = KeepRatioOf(feed.config);
   if (!force && keep > 0 && !old.empty() &&
@@ -399,12 +448,15 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
   feed.held_entries = 0;
   feed.held_reason.clear();
   // A whole version says of each entry whether it has a valid_until; an added or removed part
-  // leaves the others as they were.
-  if (mode != palisade::v1::FEED_PUSH_MODE_ADD && mode != palisade::v1::FEED_PUSH_MODE_REMOVE) {
+  // leaves the others as they were. The dropped counts are since the last whole version: an
+  // added or removed part adds its own.
+  if (whole) {
     feed.ttl_expiry_known = true;
+    feed.rejected = 0;
+    feed.never_ban = 0;
   }
-  feed.rejected = parsed.rejected;
-  feed.never_ban = never_ban;
+  feed.rejected += parsed.rejected;
+  feed.never_ban += never_ban;
   ++feed.version;
   feed.last_success = clock_.TimeNow();
   feed.success_gauge->Set(static_cast<double>(now));
@@ -715,22 +767,25 @@ absl::StatusOr<PushFeedResponse> FeedManager::FetchNow(absl::string_view name) {
     // The server's content is still the version held: it lists each entry now, and one without
     // a valid_until of its own expires entry_ttl from now, as after a 200 with the same content
     // (a new version, stored and published, so a restart or another node keeps the renewal).
+    // That version is a whole copy of the feed: it is made only when it moves an entry's expiry
+    // by a step (RenewalStep), not at each pull; until then last_seen stays that of the
+    // version held.
     if (feed->current != nullptr && feed->ttl_expiry_known) {
       const int64_t at = absl::ToUnixSeconds(now);
-      const int64_t renewed_expiry = at + absl::ToInt64Seconds(TtlOf(config));
-      std::vector<FeedEntry> entries = feed->current->entries();
-      bool changed = false;
-      for (FeedEntry& e : entries) {
-        if (e.last_seen < at) {
-          e.last_seen = at;
-          changed = true;
+      const absl::Duration ttl = TtlOf(config);
+      const int64_t renewed_expiry = at + absl::ToInt64Seconds(ttl);
+      const int64_t step =
+          absl::ToInt64Seconds(RenewalStep(Or(config.interval(), kDefaultInterval), ttl));
+      const std::vector<FeedEntry>& held = feed->current->entries();
+      const bool renew = std::any_of(held.begin(), held.end(), [&](const FeedEntry& e) {
+        return e.ttl_expiry && e.expiry < renewed_expiry && renewed_expiry - e.expiry >= step;
+      });
+      if (renew) {
+        std::vector<FeedEntry> entries = held;
+        for (FeedEntry& e : entries) {
+          e.last_seen = std::max(e.last_seen, at);
+          if (e.ttl_expiry) e.expiry = std::max(e.expiry, renewed_expiry);
         }
-        if (e.ttl_expiry && e.expiry < renewed_expiry) {
-          e.expiry = renewed_expiry;
-          changed = true;
-        }
-      }
-      if (changed) {
         ++feed->version;
         PublishLocked(*feed, std::make_shared<const FeedSet>(std::move(entries)));
         PersistLocked(*feed);

@@ -87,8 +87,10 @@ class FeedManager {
   // A pushed version or delta. `content` is in `format` (UNSPECIFIED: the feed's own). With a
   // push forward set (a cluster node), the forward's answer (the feed and the size checked
   // here first); else PushHere. Refused, naming the feed, with the feed keeping its version:
-  // kNotFound (not configured), kResourceExhausted (content over its max_bytes, or a parse
-  // past its max_parsed_bytes), kInvalidArgument (content that cannot be read). An applied push
+  // kNotFound (not configured), kResourceExhausted (content over its max_bytes, a parse past
+  // its max_parsed_bytes, or an ADD that would take the feed's entries past it: entries it
+  // holds already count once), kInvalidArgument (content that cannot be read). The never-ban
+  // set filters a REPLACE's and an ADD's entries, not what a REMOVE takes out. An applied push
   // drops a pulled feed's validators: its next pull asks for the whole content.
   absl::StatusOr<palisade::v1::PushFeedResponse> Push(absl::string_view feed,
                                                       palisade::v1::FeedPushMode mode,
@@ -112,7 +114,9 @@ class FeedManager {
   absl::StatusOr<uint64_t> Version(absl::string_view feed) const;
   // Fetches a pulled feed now and applies what it got. A 304 renews the entries the version
   // holds (the server still lists them): those without a valid_until of their own expire
-  // entry_ttl from now. kCancelled, the feed unchanged and still due, when Stop cut it short.
+  // entry_ttl from now, in a new version made only when that moves their expiry by a step
+  // (max(interval, 1 h), less when entry_ttl leaves no room for it), not at each pull.
+  // kCancelled, the feed unchanged and still due, when Stop cut it short.
   absl::StatusOr<palisade::v1::PushFeedResponse> FetchNow(absl::string_view feed);
   // Replaces the never-ban set (an allowlist reloaded): versions applied from now on are judged
   // by it, and the edge (while this node syncs it: after Start) leaves out the entries of the
@@ -150,8 +154,13 @@ class FeedManager {
     bool ttl_expiry_known = true;
     size_t held_entries = 0;
     std::string held_reason;
+    // Lines rejected and indicators dropped (never-ban) since the last whole version (a pull,
+    // a REPLACE push, one followed; Restore re-judges never_ban): each ADD or REMOVE adds its own.
     uint64_t rejected = 0, never_ban = 0;
     int64_t min_expiry = 0;  // earliest entry expiry of `current`
+    // What `current` holds by the parser's estimate (IndicatorBytes per entry): ADD pushes may
+    // not take it past the feed's max_parsed_bytes.
+    uint64_t bytes = 0;
     prometheus::Gauge* entries_gauge;
     prometheus::Gauge* version_gauge;
     prometheus::Gauge* success_gauge;

@@ -1331,5 +1331,150 @@ TEST_F(FeedManagerTest, EachFeedsPullIntervalIsExportedZeroForAPushedFeed) {
   EXPECT_EQ(FeedGauge(metrics_, "palisade_feed_interval_seconds", "pushed"), 0);
 }
 
+
+// Each ADD push was bounded by the feed's parse cap, but ADD keeps every entry the feed holds:
+// an ingest client pushing fresh addresses again and again grew the feed (and the copy, store
+// write and publication each push makes) without bound, until the daemon ran out of memory. A
+// push whose resulting set would pass the feed's max_parsed_bytes is refused whole, naming the
+// feed and the sizes; entries already held count once (adding them again renews them).
+TEST_F(FeedManagerTest, RepeatedAddPushesCannotGrowAFeedPastItsParseCap) {
+  FeedConfig c = Plain("ingest");
+  c.set_max_parsed_bytes(uint64_t{1} << 20);  // ~14,500 bare addresses
+  auto feeds = Make({c});
+  constexpr auto kAdd = palisade::v1::FEED_PUSH_MODE_ADD;
+  ASSERT_THAT(feeds->Push("ingest", kAdd, {}, false, Hosts(0, 10000)), IsOk());
+  ASSERT_THAT(feeds->Version("ingest"), IsOkAndHolds(1u));
+
+  EXPECT_THAT(feeds->Push("ingest", kAdd, {}, false, Hosts(10000, 20000)).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("feed \"ingest\""), HasSubstr("10000 entries held"),
+                             HasSubstr("10000 new"),
+                             HasSubstr("1048576 bytes (max_parsed_bytes)"))));
+  EXPECT_THAT(feeds->Version("ingest"), IsOkAndHolds(1u));
+  EXPECT_FALSE(feeds->registry().Contains("ingest", Ip("198.18.39.16")));  // the 10,000th
+  EXPECT_EQ(feeds->List().feeds(0).entries(), 10000u);
+  EXPECT_THAT(feeds->List().feeds(0).last_error(), HasSubstr("max_parsed_bytes"));
+  EXPECT_EQ(Errors("ingest", "max_parsed_bytes"), 1);
+
+  // What the feed holds already is no growth: pushed again, it is renewed, and the room left
+  // still takes new addresses.
+  ASSERT_THAT(feeds->Push("ingest", kAdd, {}, false, Hosts(0, 10000)), IsOk());
+  absl::StatusOr<PushFeedResponse> r = feeds->Push("ingest", kAdd, {}, false, Hosts(5000, 12000));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->added(), 2000u);
+  EXPECT_THAT(feeds->Version("ingest"), IsOkAndHolds(3u));
+  EXPECT_EQ(feeds->List().feeds(0).last_error(), "");
+  // A whole version is bounded by its parse alone, as before.
+  ASSERT_THAT(feeds->Push("ingest", kReplace, {}, false, Hosts(12000, 24000)), IsOk());
+  EXPECT_EQ(feeds->List().feeds(0).entries(), 12000u);
+}
+
+// The never-ban filter ran on a push's list before its mode: a REMOVE of an entry that came to
+// touch the never-ban set (an allowlist reloaded after the entry was added) dropped it from the
+// list of what to remove, so the entry could not be taken out of the feed (it matched in_feed
+// conditions until a whole version left it out). REMOVE takes out whatever it lists.
+TEST_F(FeedManagerTest, ARemovePushRemovesAnEntryNowInTheNeverBanSet) {
+  auto feeds = Make({Plain("f")});
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "198.51.100.9\n198.51.100.10\n"), IsOk());
+  feeds->SetNeverBan(*CidrSet::Parse({"192.0.2.0/24", "198.51.100.9"}));
+  absl::StatusOr<PushFeedResponse> r =
+      feeds->Push("f", palisade::v1::FEED_PUSH_MODE_REMOVE, {}, false, "198.51.100.9\n");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->removed(), 1u);
+  EXPECT_EQ(r->never_ban(), 0u);
+  EXPECT_FALSE(feeds->registry().Contains("f", Ip("198.51.100.9")));
+  EXPECT_TRUE(feeds->registry().Contains("f", Ip("198.51.100.10")));
+}
+
+// A delta push overwrote the feed's rejected and never_ban counts (Feeds.List) with its own: an
+// ADD of one clean line zeroed what the whole version had dropped. They count what was dropped
+// since the last whole version: a whole version sets them, an ADD or REMOVE adds its own.
+TEST_F(FeedManagerTest, DeltaPushesAddToTheFeedsDroppedCounts) {
+  auto feeds = Make({Plain("f")});
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "nonsense\n192.0.2.5\n198.51.100.1\n"),
+              IsOk());
+  EXPECT_EQ(feeds->List().feeds(0).rejected(), 1u);
+  EXPECT_EQ(feeds->List().feeds(0).never_ban(), 1u);
+  ASSERT_THAT(feeds->Push("f", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, "junk\n198.51.100.2\n"),
+              IsOk());
+  EXPECT_EQ(feeds->List().feeds(0).rejected(), 2u);
+  EXPECT_EQ(feeds->List().feeds(0).never_ban(), 1u);
+  ASSERT_THAT(feeds->Push("f", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, "192.0.2.6\n"),
+              IsOk());
+  EXPECT_EQ(feeds->List().feeds(0).rejected(), 2u);
+  EXPECT_EQ(feeds->List().feeds(0).never_ban(), 2u);
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "198.51.100.1\n"), IsOk());
+  EXPECT_EQ(feeds->List().feeds(0).rejected(), 0u);
+  EXPECT_EQ(feeds->List().feeds(0).never_ban(), 0u);
+}
+
+// Every 304 made a new version (each entry's last_seen moved to the pull's time): a big feed
+// pulled every minute was copied, stored whole and (in a cluster) published each minute. A 304
+// makes a version only when it moves the entries' expiry by a step (here an hour); the entries
+// still never expire while the server keeps answering 304.
+TEST_F(FeedManagerTest, NotModifiedMakesAVersionOnlyWhenTheRenewalMovesTheExpiryByAStep) {
+  FeedServer server;
+  server.Serve("198.51.100.7\n198.51.100.8\n");
+  FeedConfig c = Plain("pulled");
+  c.set_url(server.url());
+  c.mutable_interval()->set_seconds(60);
+  c.mutable_entry_ttl()->set_seconds(2 * 3600);
+  auto feeds = Make({c});
+  ASSERT_THAT(feeds->FetchNow("pulled"), IsOk());
+  ASSERT_THAT(feeds->Version("pulled"), IsOkAndHolds(1u));
+
+  clock_.Advance(absl::Seconds(60));
+  feeds->Tick();
+  EXPECT_EQ(server.last_if_none_match(), "\"v1\"");  // answered 304
+  EXPECT_THAT(feeds->Version("pulled"), IsOkAndHolds(1u));
+
+  // Five hours of 304s, a pull a minute: the entries stay, renewed about once an hour.
+  for (int minute = 2; minute <= 300; ++minute) {
+    clock_.Advance(absl::Seconds(60));
+    feeds->Tick();
+    ASSERT_EQ(server.last_if_none_match(), "\"v1\"") << "minute " << minute;
+    ASSERT_TRUE(feeds->registry().Contains("pulled", Ip("198.51.100.7"))) << "minute " << minute;
+    ASSERT_TRUE(feeds->registry().Contains("pulled", Ip("198.51.100.8"))) << "minute " << minute;
+  }
+  absl::StatusOr<uint64_t> version = feeds->Version("pulled");
+  ASSERT_THAT(version, IsOk());
+  EXPECT_GE(*version, 5u);
+  EXPECT_LE(*version, 7u);
+  palisade::v1::GetFeedRequest get;
+  get.set_name("pulled");
+  get.set_lookup("198.51.100.7");
+  absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds->Get(get);
+  ASSERT_THAT(got, IsOk());
+  ASSERT_THAT(got->entries(), SizeIs(1));
+  // Renewed at most a step ago: more than entry_ttl less the step left.
+  EXPECT_GT(FromProtoTime(got->entries(0).expiry()), clock_.TimeNow() + absl::Hours(1));
+  EXPECT_EQ(got->entries(0).expiry().seconds() - got->entries(0).last_seen().seconds(), 7200);
+}
+
+// The step is less than an hour when entry_ttl leaves no room for it: an entry not renewed by a
+// 304 must outlive the next pull. With an hour's ttl and a step of an hour, the entries lapsed
+// at each hour's sweep, and the pull after it asked for the whole content.
+TEST_F(FeedManagerTest, NotModifiedRenewsBeforeAShortTtlLapses) {
+  FeedServer server;
+  server.Serve("198.51.100.7\n");
+  FeedConfig c = Plain("pulled");
+  c.set_url(server.url());
+  c.mutable_interval()->set_seconds(60);
+  c.mutable_entry_ttl()->set_seconds(3600);
+  auto feeds = Make({c});
+  ASSERT_THAT(feeds->FetchNow("pulled"), IsOk());
+  for (int minute = 1; minute <= 180; ++minute) {
+    clock_.Advance(absl::Seconds(60));
+    feeds->Tick();
+    ASSERT_EQ(server.last_if_none_match(), "\"v1\"") << "minute " << minute;
+    ASSERT_TRUE(feeds->registry().Contains("pulled", Ip("198.51.100.7"))) << "minute " << minute;
+  }
+  // Renewed about every half hour (the step: half of what the ttl has beyond the interval).
+  absl::StatusOr<uint64_t> version = feeds->Version("pulled");
+  ASSERT_THAT(version, IsOk());
+  EXPECT_GE(*version, 6u);
+  EXPECT_LE(*version, 8u);
+}
+
 }  // namespace
 }  // namespace palisade

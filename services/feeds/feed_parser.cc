@@ -694,6 +694,8 @@ absl::StatusOr<ParsedFeed> ParseStix(absl::string_view content, const FeedParseO
 
 }  // namespace
 
+uint64_t IndicatorBytes(const std::string& ref) { return sizeof(Indicator) + HeapBytes(ref); }
+
 absl::StatusOr<ParsedFeed> ParseFeed(FeedFormat format, absl::string_view content,
                                      const FeedParseOptions& options) {
   switch (format) {

@@ -99,6 +99,11 @@ struct FeedParseOptions {
 absl::StatusOr<ParsedFeed> ParseFeed(palisade::v1::FeedFormat format, absl::string_view content,
                                      const FeedParseOptions& options);
 
+// What one indicator with reference `ref` is charged against max_parsed_bytes: its slot in the
+// vector and its reference's heap block (none within the small-string buffer). The feed manager
+// bounds what ADD pushes accumulate in a feed with the same estimate.
+uint64_t IndicatorBytes(const std::string& ref);
+
 // "plain", "spamhaus", "spamhaus-json", "firehol", "csv", "stix" (also the enum names).
 absl::StatusOr<palisade::v1::FeedFormat> ParseFeedFormatName(absl::string_view name);
 

@@ -111,7 +111,10 @@ absl::StatusOr<FetchResult> Fetch(const FetchRequest& request) {
   CURL* h = curl.get();
   curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https,file");
-  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  // An https feed stays https: a redirect to http would hand its content (and any credentials
+  // in a redirected URL) to whoever sits on the path, and let them write the feed.
+  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR,
+                   absl::StartsWith(request.url, "https://") ? "https" : "http,https");
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(h, CURLOPT_MAXREDIRS, 3L);
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

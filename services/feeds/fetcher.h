@@ -1,7 +1,7 @@
 // Pulls a feed over http(s):// or file:// with libcurl: conditional requests (ETag /
 // If-Modified-Since, so an unchanged feed costs a 304), a size cap enforced while receiving,
 // a whole-transfer timeout, cancellation (checked while connecting and receiving, at least
-// once a second), at most 3 redirects and only to http(s).
+// once a second), at most 3 redirects, only to http(s) (from an https URL, only to https).
 // Thread-safety: Fetch may be called from any thread.
 #ifndef PALISADE_SERVICES_FEEDS_FETCHER_H_
 #define PALISADE_SERVICES_FEEDS_FETCHER_H_
