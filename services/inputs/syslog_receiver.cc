@@ -21,6 +21,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "services/common/ip.h"
 #include "services/formats/line_parser.h"
 
@@ -103,8 +104,9 @@ std::string Address(const sockaddr_storage& a, bool with_port) {
 // A sender's address without the port, which PeerKey makes what it counts as.
 std::string SourceAddress(const sockaddr_storage& a) { return Address(a, /*with_port=*/false); }
 
-// A sender's address for sender_time_zones' peer_cidr: an IPv4 sender on a dual-stack listener
-// (::ffff:a.b.c.d) as its IPv4 address, so an IPv4 range covers it on every listener.
+// "address:port" of a socket's peer, for logs: as the socket gives it, so an IPv4 sender on a
+// dual-stack listener shows as [::ffff:a.b.c.d]:port (PeerSource and PeerKey, not this, read
+// such an address as its IPv4 one).
 std::string PeerOf(int fd) {
   sockaddr_storage a{};
   socklen_t len = sizeof(a);
@@ -909,6 +911,10 @@ void SyslogReceiver::Release(const std::string& peer, bool holds_slot) {
 
 namespace {
 
+// What ends a newline-framed frame: LF, or NUL (RFC 6587 lets a sender of non-transparent
+// framing end frames with another byte; rsyslog's AddtlFrameDelimiter makes it NUL).
+constexpr absl::string_view kFrameEnds("\n\0", 2);
+
 // What `stream` holds at `at`: the start of an octet-counted frame (RFC 6587 "LEN SP <PRI>...":
 // a length of 1 to 10 digits with no leading zero, a space and '<', the length at most
 // `max_frame_bytes`), one whose length is over that (kTooLong), no such start (kNo), or too few
@@ -916,6 +922,7 @@ namespace {
 // message's raw LF on, so a line may well start "1733530000 rows": that is no length. `*len`:
 // the length, for kYes and kTooLong.
 enum class FrameStart { kNo, kYes, kTooLong, kNeedMore };
+
 FrameStart OctetFrameAt(const std::string& stream, size_t at, size_t max_frame_bytes, size_t* len) {
   if (stream[at] < '1' || stream[at] > '9') return FrameStart::kNo;
   size_t end = at;
@@ -947,7 +954,7 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       continue;
     }
     if (state->dropping_line) {  // the rest of an over-long newline-framed frame
-      const size_t nl = stream->find('\n', at);
+      const size_t nl = stream->find_first_of(kFrameEnds.data(), at, kFrameEnds.size());
       if (nl == std::string::npos) {
         at = stream->size();
         break;
@@ -966,8 +973,20 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       // they are read as part of the next length: that frame comes out wrong (or is dropped),
       // and the stream picks up again after it the same way. Between reads only a run of
       // digits and a space is kept, so memory stays bounded however long the skip.
+      // On a connection known to frame by newlines only a newline ends it: a "LEN SP <" in the
+      // line is a client's text, not a frame start.
+      if (state->framing == DeframeState::Framing::kNewline) {
+        const size_t nl = stream->find_first_of(kFrameEnds.data(), at, kFrameEnds.size());
+        if (nl == std::string::npos) {
+          at = stream->size();
+          break;
+        }
+        state->resyncing = false;
+        at = nl + 1;
+        continue;
+      }
       const char c = (*stream)[at];
-      if (c == '\n') {
+      if (c == '\n' || c == '\0') {
         state->resyncing = false;
         ++at;
         continue;
@@ -987,7 +1006,17 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       continue;
     }
     const char c = (*stream)[at];
-    if (c == '\n' || c == '\r' || c == ' ') {  // stray separators between frames
+    if (c == '\n' || c == '\r' || c == ' ' || c == '\0') {  // stray separators between frames
+      ++at;
+      continue;
+    }
+    if (c >= '1' && c <= '9' && state->framing == DeframeState::Framing::kNewline) {
+      // A connection known to frame by newlines has no counts, within the cap or over it: its
+      // sender passes a message's raw LF on, so a line starting "100 <13>" may be a client's
+      // text, and taken as a count it would make the next 100 bytes (other programs' lines) one
+      // frame. The line has no "<PRI>": counted, and skipped up to its newline.
+      ++*malformed;
+      state->resyncing = true;
       ++at;
       continue;
     }
@@ -1038,7 +1067,7 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
     if (state->framing == DeframeState::Framing::kUnknown) {
       state->framing = DeframeState::Framing::kNewline;
     }
-    const size_t nl = stream->find('\n', at);
+    const size_t nl = stream->find_first_of(kFrameEnds.data(), at, kFrameEnds.size());
     if (nl == std::string::npos) {
       if (stream->size() - at > max_frame_bytes) {  // too long, no end in sight: drop it
         ++*malformed;

@@ -1,5 +1,7 @@
 // A syslog receiver (issue 14 §1): RFC 5424 and RFC 3164 messages over UDP, TCP (RFC 6587:
-// octet counting, "LEN SP <PRI>...", and newline framing, told apart per frame by how it starts)
+// octet counting, "LEN SP <PRI>...", and newline framing, a frame ending at LF or NUL, told
+// apart by how a frame starts until the connection's first frame settles it: once newline
+// framing, a line starting with digits is never a count)
 // and TLS (RFC 5425: the same frames inside OpenSSL, optionally with client certificates),
 // handed to a batch sink (the daemon's Pipeline::ProcessBatch) in batches per format: a frame
 // whose header is `<PRI>1 ` is RFC 5424, any other RFC 3164.
@@ -26,8 +28,10 @@
 // on; a batch is flushed at `batch_lines` or after `flush_interval`, so memory is a batch per
 // format and source (the input's, and one per sender_time_zones zone).
 // A malformed frame (no `<PRI>`, a bad or over-long length, a newline-framed line that starts
-// "DIGITS SP" with no '<' after) is counted and skipped, never fatal: the stream picks up at the
-// next newline or octet-counted frame start, whichever comes first. An accept
+// "DIGITS SP" with no '<' after, or any line starting with digits on a newline-framed
+// connection) is counted and skipped, never fatal: the stream picks up at the next newline (or
+// NUL) or, unless the connection is newline-framed, octet-counted frame start, whichever comes
+// first. An accept
 // that fails for want of descriptors is counted, and the listener waits 100 ms (no spinning).
 // A TLS handshake that fails (no client certificate when one is required, plain text, a
 // timeout) is counted and logged with the peer's address and OpenSSL's reason, and only that
@@ -184,23 +188,27 @@ class SyslogReceiver {
     // How the connection's first frame came: by its count ("LEN SP <": the sender counts
     // octets, as rsyslog's octet-counted framing, syslog-ng's syslog() and RFC 5425 do) or by
     // "<PRI>" up to a newline. A newline-framed sender's first byte is always '<'; lines a
-    // client shapes later (a raw LF passed on) cannot change it.
+    // client shapes later (a raw LF passed on) cannot change it, and on such a connection a
+    // line starting with digits is never read as a count.
     enum class Framing { kUnknown, kOctet, kNewline };
     Framing framing = Framing::kUnknown;
     uint64_t skip = 0;  // bytes of an over-long counted frame still to skip
   };
   // Cuts `stream` into frames (RFC 6587: "LEN SP MSG" when a frame starts "LEN SP <", else up to
-  // a newline); complete frames are appended to `frames`, an incomplete one stays in `stream`.
-  // A newline-framed frame longer than max_frame_bytes is dropped up to its newline and counted
-  // in `*malformed`. Bytes that start no frame (no `<PRI>`, a length that is bad, over
-  // max_frame_bytes or not followed by " <", as a newline-framed "1733530000 rows" is) are
-  // counted once and skipped up to the next newline or "LEN SP <", whichever comes first, so an
-  // octet-counted stream (no newlines) goes on too. A length over max_frame_bytes is skipped
-  // by (up to 16 times max_frame_bytes) only on a connection whose first frame came by its
-  // count: that body is a client's text, which searched for frame starts could forge one
-  // ("... 88 <38>... Failed password for root from VICTIM ..."). On a newline-framed
-  // connection a length is never trusted to skip by (a "1733530000 <13>..." line would blind
-  // it for that many bytes): it loses what lies up to the next frame start. Exposed for tests.
+  // a newline or NUL, the trailer rsyslog's AddtlFrameDelimiter may set); complete frames are
+  // appended to `frames`, an incomplete one stays in `stream`. A newline-framed frame longer
+  // than max_frame_bytes is dropped up to its newline (or NUL) and counted in `*malformed`.
+  // Bytes that start no frame (no `<PRI>`, a length that is bad, over max_frame_bytes or not
+  // followed by " <", as a newline-framed "1733530000 rows" is) are counted once and skipped up
+  // to the next newline (or NUL) or "LEN SP <", whichever comes first, so an octet-counted
+  // stream (no newlines) goes on too. On a connection whose first frame came by newline no
+  // line is a count, within the cap or over it: its sender passes a message's raw LF on, so
+  // "\n100 <13>..." in a client's text would take the next 100 bytes (other programs' lines)
+  // as one frame. Such a line is malformed, and skipped up to its newline only. A length over
+  // max_frame_bytes is skipped by (up to 16 times max_frame_bytes) only on a connection whose
+  // first frame came by its count: that body is a client's text, which searched for frame
+  // starts could forge one ("... 88 <38>... Failed password for root from VICTIM ...").
+  // Exposed for tests.
   static void Deframe(std::string* stream, size_t max_frame_bytes, DeframeState* state,
                       std::vector<std::string>* frames, uint64_t* malformed);
 

@@ -162,19 +162,37 @@ TEST(DeframeTest, AnOverlongFrameOfAnOctetCountingSenderIsSkippedWhole) {
   EXPECT_EQ(malformed, 1u);
 }
 
-// A newline-framed connection (its first frame "<PRI>...\n") never skips by a count, even
-// once a line a client shaped was read as a counted frame ("5 <13>a" after a raw LF): a count
-// that follows cannot blind the connection.
-TEST(DeframeTest, ANewlineFramedConnectionIsNeverSkippedByACount) {
-  const std::string all =
-      "<13>x\n5 <13>a\n1000 <13>z\n<13>real one\n<13>real two\n";
-  for (size_t cut = 0; cut <= all.size(); ++cut) {
-    uint64_t malformed = 0;
-    const std::vector<std::string> frames =
-        Deframe({all.substr(0, cut), all.substr(cut)}, 128, &malformed);
-    EXPECT_THAT(frames, ::testing::IsSupersetOf({"<13>real one", "<13>real two"}))
-        << "cut at " << cut;
-  }
+// Once a connection is known to frame by newlines, a count within the cap is no more trusted
+// than one over it: such a sender passes a message's raw LF on, so a client that gets
+// "\n100 <13>z" into a relayed message would otherwise have the next 100 bytes of the
+// connection (other programs' lines) read as one frame, held until they came and, at an idle
+// close, dropped whole. The line is malformed up to its LF, and only an LF ends the skip there
+// (not a "LEN SP <" within the line), in any cut of the reads. (Its first frame "<PRI>...\n"
+// makes a connection newline-framed; a count over the cap is not skipped by either.)
+TEST(DeframeTest, ANewlineFramedConnectionTakesNoCountWithinTheCap) {
+  ExpectInEveryCut("<13>x\n100 <13>z\n<13>real one\n<13>real two\n", 128,
+                   {"<13>x", "<13>real one", "<13>real two"}, 1);
+  // Resyncing on such a connection ends at the LF, not at a "LEN SP <" the line holds.
+  ExpectInEveryCut("<13>x\nrows 9 <13>forged\n<13>real one\n", 128, {"<13>x", "<13>real one"},
+                   1);
+  ExpectInEveryCut("<13>x\n5 <13>a\n1000 <13>z\n<13>real one\n<13>real two\n", 128,
+                   {"<13>x", "<13>real one", "<13>real two"}, 2);
+}
+
+// RFC 6587 lets a non-transparent-framing sender end frames with another byte than LF; rsyslog's
+// AddtlFrameDelimiter makes it NUL. Such frames end at the NUL instead of piling up to
+// max_frame_bytes and being dropped whole, in any cut of the reads; a NUL between frames (as
+// "\0\n") is a stray separator.
+TEST(DeframeTest, ANulEndsANewlineFramedFrame) {
+  const std::string nul(1, '\0');
+  ExpectInEveryCut(absl::StrCat("<13>one", nul, "<13>two", nul, "\n<13>three\n", nul, "<13>four",
+                                nul),
+                   64, {"<13>one", "<13>two", "<13>three", "<13>four"}, 0);
+  // An over-long line, and one that starts no frame, are skipped up to a NUL too.
+  const std::string big(100, 'x');
+  ExpectInEveryCut(absl::StrCat("<13>a", nul, "<13>", big, nul, "<13>b", nul, "junk", nul,
+                                "<13>c", nul),
+                   64, {"<13>a", "<13>b", "<13>c"}, 2);
 }
 
 TEST(TokenBucketTest, BurstThenRate) {
@@ -319,11 +337,16 @@ TEST_F(ReceiverTest, TcpAndUdpFramesBecomeBatchesPerFormat) {
   config.set_tcp_listen("127.0.0.1:0");
   auto r = Start(config);
   ASSERT_NE(r, nullptr);
+  // A sender frames by newlines or counts octets, one way per connection (a newline-framed one
+  // takes no count: DeframeTest.ANewlineFramedConnectionTakesNoCountWithinTheCap).
   const int fd = Connect(r->tcp_port());
-  const std::string v5424 = "<38>1 - h sshd 1 - - two";
-  const std::string tcp =
-      absl::StrCat("<38>Mar  3 14:02:01 h sshd[1]: one\n", v5424.size(), " ", v5424);
+  const std::string tcp = "<38>Mar  3 14:02:01 h sshd[1]: one\n";
   ASSERT_EQ(::send(fd, tcp.data(), tcp.size(), 0), static_cast<ssize_t>(tcp.size()));
+  const int counted_fd = Connect(r->tcp_port());
+  const std::string v5424 = "<38>1 - h sshd 1 - - two";
+  const std::string counted = absl::StrCat(v5424.size(), " ", v5424);
+  ASSERT_EQ(::send(counted_fd, counted.data(), counted.size(), 0),
+            static_cast<ssize_t>(counted.size()));
   const int udp = ::socket(AF_INET, SOCK_DGRAM, 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
@@ -337,6 +360,7 @@ TEST_F(ReceiverTest, TcpAndUdpFramesBecomeBatchesPerFormat) {
                                "3164 rsyslog <38>Mar  3 14:02:02 h sshd[2]: three",
                                "5424 rsyslog <38>1 - h sshd 1 - - two"));
   ::close(fd);
+  ::close(counted_fd);
   ::close(udp);
 }
 
