@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <iostream>
+#include <iterator>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -111,8 +112,18 @@ void Dispatcher::RememberEdge(const std::string& id, int kind, const EdgeRef& re
   }
   edges_.insert_or_assign(id, Made{kind, ref, target});
   if (IsObject(ref)) ++active_[kind];
-  // The remove of the decision it replaced may go now (its worker may be waiting).
+  // The remove of the decision it replaced may go now (its worker may be waiting): also when
+  // it waited for a replacement in flight that this one succeeds (successor_heard_).
   if (awaited_.erase(id) > 0) wake_.SignalAll();
+  successor_heard_.erase(id);
+  for (auto s = successor_heard_.begin(); s != successor_heard_.end();) {
+    if (s->second != id) {
+      ++s;
+      continue;
+    }
+    if (awaited_.erase(s->first) > 0) wake_.SignalAll();
+    s = successor_heard_.erase(s);
+  }
   // The apply succeeded after all (a changed decision tried again): in the store, the edge
   // record has replaced the failure record (one row per decision).
   failed_.erase(id);
@@ -237,6 +248,11 @@ absl::Status Dispatcher::Restore() {
     }
   }
   for (OutboxRow& row : *outbox) {
+    // The row says the target the edge row does not (see Made::target), before any
+    // replacement's row (later): also one kept for a parked actuator, whose object stands.
+    if (auto edge = edges_.find(row.decision.id()); edge != edges_.end()) {
+      edge->second.target = TargetKey(row.decision.target());
+    }
     auto q = queues_.find(row.decision.actuator());
     if (q == queues_.end()) {
       if (auto p = parked_.find(row.decision.actuator()); p != parked_.end()) {
@@ -292,8 +308,6 @@ absl::Status Dispatcher::Restore() {
       // Without an edge record, the remove finds its object by the decision's marker.
       auto edge = edges_.find(op.decision.id());
       op.edge = edge == edges_.end() ? EdgeRef() : edge->second.ref;
-      // Its row says the target the edge row does not (before any replacement's row: later).
-      if (edge != edges_.end()) edge->second.target = TargetKey(op.decision.target());
       // It waits again for its replacement only while that one's apply is still to do in
       // another started actuator and that decision stands (no remove of it follows): never
       // for one that has ended, whose end would not be heard again. One whose apply failed
@@ -444,6 +458,13 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       wake_.SignalAll();
     }
   }
+  // Ended, it takes over no wait from a replacement in flight (successor_heard_): that apply
+  // settling without landing releases the remove. Before any return below.
+  if (ends) {
+    for (auto s = successor_heard_.begin(); s != successor_heard_.end();) {
+      s = s->second == d.id() ? successor_heard_.erase(s) : std::next(s);
+    }
+  }
   // The decision this one replaced: a cancelled replacement's hand-over names the decision
   // that one replaced, still standing (handed_over_).
   std::string replaced = d.replaces();
@@ -455,6 +476,11 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
   }
   if (q == queues_.end()) {
     if (auto p = parked_.find(d.actuator()); p != parked_.end()) {
+      // Its remove stays in the outbox, its object at the edge meanwhile: a restored record
+      // learns its target (see Made::target), so the replacement heard next takes over from it.
+      if (auto edge = edges_.find(d.id()); ends && edge != edges_.end()) {
+        edge->second.target = TargetKey(d.target());
+      }
       LogParked(p->second);  // its operation stays in the outbox for the next start
       return;
     }
@@ -481,6 +507,16 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
           (in_flight_.count(replaced) > 0 && after != remove_after_.end() && after->second.sent &&
            after->second.target == target)) {
         op.replaces = replaced;
+      }
+      // It replaced one withdrawn while its apply is in flight (remove_after_), for which the
+      // remove of the decision that one replaced waits: should that apply not land, the remove
+      // waits for this one instead (PassOnWait). Settled now, as its queue is known: never in
+      // that remove's own queue, where this apply would wait behind the remove (RemoveBarrier)
+      // and the remove for it, for ever; the order rules stand there.
+      auto w = awaited_.find(replaced);
+      if (after != remove_after_.end() && after->second.replaced_by == d.id() &&
+          after->second.target == target && w != awaited_.end() && w->second != q->first) {
+        successor_heard_[replaced] = d.id();
       }
     }
     q->second.ops.push_back(std::move(op));
@@ -526,6 +562,7 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       return true;
     };
     bool handed_over = false;
+    bool in_flight = false;
     auto& ops = q->second.ops;
     auto queued = std::find_if(ops.begin(), ops.end(), [&](const ActionOp& op) {
       return op.kind == ActionOp::Kind::kApply && op.decision.id() == d.id();
@@ -556,6 +593,11 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       remove_after_[d.id()] = {update.outbox_seq, d.replaced_by(), q->first, TargetKey(d.target()),
                                Sends(apply)};
       await_replacement();
+      // Withdrawn for a stronger decision, its apply may yet fail to land, and the target be
+      // bare until that one does: the remove waiting for this one keeps waiting until the apply
+      // settles (landed: RememberEdge; not: PassOnWait, to the successor if heard by then).
+      // Withdrawn naming none (an expiry, an operator's withdrawal), the remove goes now.
+      in_flight = !d.replaced_by().empty();
     } else if (auto edge = edges_.find(d.id()); edge != edges_.end()) {
       if (IsObject(edge->second.ref)) await_replacement();
       edge->second.target = TargetKey(d.target());  // a restored record's (see Made::target)
@@ -571,8 +613,8 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       ForgetFailure(d.id());
       Drop(update.outbox_seq);
     }
-    // The remove waiting for this decision goes now, unless handed over above.
-    if (!handed_over && awaited_.erase(d.id()) > 0) wake_.SignalAll();
+    // The remove waiting for this decision goes now, unless handed over or in flight above.
+    if (!handed_over && !in_flight && awaited_.erase(d.id()) > 0) wake_.SignalAll();
   } else if (update.change == DecisionChange::kExtended && !update.secret.empty()) {
     // A fingerprint's token seen again, with its secret (memory only: see ActionOp::secret). An
     // apply queued or held without it (restored after a restart) gets it; one that failed for
@@ -919,6 +961,7 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
            op.result.message());
     bool ended = false;
     if (auto after = remove_after_.find(id); after != remove_after_.end()) {
+      if (op.kind == ActionOp::Kind::kApply) PassOnWait(id);
       Drop(after->second.seq);
       remove_after_.erase(after);
       ended = true;
@@ -964,10 +1007,54 @@ bool Dispatcher::CancelEndedApply(palisade::v1::Actuator kind, const std::string
   if (op.kind != ActionOp::Kind::kApply || after == remove_after_.end()) return false;
   queued_at_.erase(id);
   Report(kind, actuator, op, "cancelled", "the decision ended before it was sent");
+  PassOnWait(id);
   Drop(op.seq);
   Drop(after->second.seq);
   remove_after_.erase(after);
   return true;
+}
+
+void Dispatcher::PassOnWait(const std::string& id) {
+  auto s = successor_heard_.find(id);
+  std::string next;
+  if (s != successor_heard_.end()) {
+    next = s->second;
+    successor_heard_.erase(s);
+  }
+  auto w = awaited_.find(id);
+  if (w == awaited_.end()) return;
+  const int remove_kind = w->second;
+  awaited_.erase(w);
+  wake_.SignalAll();
+  if (next.empty()) return;  // none heard (or ended, or in the remove's queue): it goes now
+  // Handed over, as for a replacement cancelled before it went out (OnDecision): the remove,
+  // queued or still to be made once its own apply settles, waits for `next`, and `next` takes
+  // over from its decision, still standing (ActionOp::replaces: should `next` be cancelled
+  // before it goes out and replaced in turn, the hand-over goes on from there).
+  std::string was_id;
+  if (auto rq = queues_.find(remove_kind); rq != queues_.end()) {
+    for (ActionOp& o : rq->second.ops) {
+      if (o.kind == ActionOp::Kind::kRemove && o.decision.replaced_by() == id) {
+        o.decision.set_replaced_by(next);
+        was_id = o.decision.id();
+      }
+    }
+  }
+  for (auto& [after_id, after] : remove_after_) {
+    if (after.replaced_by != id) continue;
+    after.replaced_by = next;
+    was_id = after_id;
+  }
+  awaited_.insert_or_assign(next, remove_kind);
+  if (was_id.empty()) return;
+  for (auto& [kind, q] : queues_) {
+    for (ActionOp& o : q.ops) {
+      if (o.kind == ActionOp::Kind::kApply && o.decision.id() == next) o.replaces = was_id;
+    }
+  }
+  for (auto& [kind, o] : held_) {
+    if (o.decision.id() == next) o.replaces = was_id;
+  }
 }
 
 void Dispatcher::CredentialsRestored(const std::string& actuator) {

@@ -49,11 +49,16 @@
 // operator's withdrawal names no replacement and never waits. A replacement cancelled before it
 // went out (queued or held), itself replaced by the table, hands over: the next replacement
 // takes over from the decision still standing (not charged) and that decision's remove waits
-// for it (a chain of replacements never leaves the target bare). After a restart the wait is known again while the replacement's
-// apply is in the outbox and its decision stands; not for one whose apply failed for good (its
-// row gone, the restart cannot tell that it stands): that remove runs. A hand-over is known
-// again too: a remove whose replacement has no row left follows it to the standing apply that
-// names it (Decision.replaces) on its target, which takes over (one level: see Restore).
+// for it (a chain of replacements never leaves the target bare). A replacement withdrawn for
+// another while its apply is in flight keeps the remove waiting until that apply settles:
+// landed, the remove goes; not (failed, or cancelled at its turn), the remove waits for the
+// decision that replaced it, when that one was heard by then in another started queue than the
+// remove's and has not ended (settled as it is heard: successor_heard_), and goes otherwise.
+// After a restart the wait is known again while the replacement's apply is in the outbox and
+// its decision stands; not for one whose apply failed for good (its row gone, the restart
+// cannot tell that it stands): that remove runs. A hand-over is known again too: a remove
+// whose replacement has no row left follows it to the standing apply that names it
+// (Decision.replaces) on its target, which takes over (one level: see Restore).
 // Pause / Resume let the reconciler compare the edge with the decisions while nothing changes
 // the edge: ops are still queued, none starts.
 // Dry run (cloudflare.dry_run, or the decision's rule in shadow mode): an op is recorded and
@@ -263,6 +268,10 @@ class Dispatcher {
   // other op.
   bool CancelEndedApply(palisade::v1::Actuator kind, const std::string& actuator,
                         const ActionOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The apply of `id`, a replacement withdrawn while in flight, settled without reaching the
+  // edge: the remove waiting for it (awaited_) waits for its successor_heard_ instead, or goes
+  // now when there is none.
+  void PassOnWait(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // The only writers of edges_ (and so of active_, which counts no kDryRunObject). `target`:
   // the decision's TargetKey, empty when unknown (restored).
   void RememberEdge(const std::string& id, int kind, const EdgeRef& ref, const std::string& target)
@@ -287,8 +296,9 @@ class Dispatcher {
     int kind;
     EdgeRef ref;
     // Its decision's target (TargetKey): a replacement (Decision.replaces) takes over only from
-    // a decision on its own target. Empty for an edge record restored from the store until its
-    // decision's remove is seen (Restore, OnDecision): the edge rows keep no target.
+    // a decision on its own target. Empty for an edge record restored from the store until an
+    // outbox row of its decision is restored, or its end heard (Restore, OnDecision; a parked
+    // actuator's too): the edge rows keep no target.
     std::string target;
   };
   std::map<std::string, Made> edges_ ABSL_GUARDED_BY(mu_);
@@ -347,10 +357,20 @@ class Dispatcher {
   // decision is withdrawn with an object at the edge (or its apply in flight); gone when the
   // replacement is heard in the same queue or an actuator not started, reaches the edge
   // (RememberEdge), or ends (cancelled before it went out and replaced in turn, it hands the
-  // wait over to its own replacement: handed_over_): at most one per active decision. An
-  // apply failing for good keeps its id until its decision ends. Rebuilt by Restore from the
-  // outbox.
+  // wait over to its own replacement: handed_over_; withdrawn for another while its apply is
+  // in flight, once that apply settles without landing: PassOnWait): at most one per active
+  // decision. An apply failing for good keeps its id until its decision ends. Rebuilt by
+  // Restore from the outbox.
   std::map<std::string, int> awaited_ ABSL_GUARDED_BY(mu_);
+  // A replacement withdrawn while its apply is in flight (remove_after_), whose replaced
+  // decision's remove waits for it (awaited_), by id -> the decision that replaced it in turn,
+  // heard created (naming it, directly or through handed_over_) in a started queue other than
+  // that remove's: the remove waits for that one if the apply does not land (PassOnWait).
+  // Settled when the successor is heard, not when the apply settles: in the remove's own queue
+  // the successor's apply waits behind the remove (RemoveBarrier), and one ended or never heard
+  // would never release it. Gone when the apply settles, the successor lands (RememberEdge,
+  // which releases the remove at once) or ends: at most one per apply in flight. Memory only.
+  std::map<std::string, std::string> successor_heard_ ABSL_GUARDED_BY(mu_);
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   // When each apply was queued, for the latency histogram. An entry lives exactly as long as
   // its apply: erased when it settles, fails, is refused or is cancelled (queued or held), so

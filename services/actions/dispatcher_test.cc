@@ -1024,6 +1024,144 @@ TEST_F(DispatcherTest, AReplacementCancelledWhileHeldHandsOverWhatItReplaced) {
   EXPECT_EQ(dispatcher_.held(), 0u);
 }
 
+// A block b replacing a challenge a at the edge is withdrawn for a still stronger c while b's
+// apply is in flight: b may yet fail to land (failed for good, a transient failure that ends
+// it, or cancelled at its turn in the batch, never sent). a's remove went as b was withdrawn,
+// and the target was bare until c landed. c, heard naming b, takes over the wait: a's remove
+// waits for b while its apply is in flight, then, b not at the edge, for c.
+enum class InFlightEnd { kFailsForGood, kFailsTransiently, kCancelledAtItsTurn };
+
+class InFlightReplacementTest : public DispatcherTest,
+                                public ::testing::WithParamInterface<InFlightEnd> {};
+
+TEST_P(InFlightReplacementTest, ARemoveWaitsForAReplacementInFlightUntilItOrItsSuccessorLands) {
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  const auto listed = [&](DecisionChange change, const std::string& id) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    return u;
+  };
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.edges().count("a"), 1u);
+  DecisionUpdate other = listed(DecisionChange::kCreated, "x");
+  other.decision.mutable_target()->set_value("203.0.113.1");
+  dispatcher_.OnDecision(other);  // taken in the same batch, before b
+  dispatcher_.OnDecision(Replaced(Update(DecisionChange::kWithdrawn, "a"), "b"));
+  dispatcher_.OnDecision(Replacing(listed(DecisionChange::kCreated, "b"), "a"));
+  const InFlightEnd end = GetParam();
+  bool withdrawn = false;
+  lists->during_run = [&] {
+    const std::string withdrawn_during =
+        end == InFlightEnd::kCancelledAtItsTurn ? "apply x" : "apply b";
+    if (withdrawn || lists->calls.back() != withdrawn_during) return;
+    withdrawn = true;
+    if (end == InFlightEnd::kFailsForGood) {
+      lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
+    } else if (end == InFlightEnd::kFailsTransiently) {
+      lists->failures = {absl::UnavailableError("the list operation timed out")};
+    }
+    dispatcher_.OnDecision(Replaced(listed(DecisionChange::kWithdrawn, "b"), "c"));
+    dispatcher_.OnDecision(Replacing(listed(DecisionChange::kCreated, "c"), "b"));
+  };
+  dispatcher_.RunOnce();  // b goes out (or is cancelled at its turn) and does not land
+  EXPECT_EQ(dispatcher_.edges().count("b"), 0u);
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a"));
+  dispatcher_.RunOnce();  // the access rules' queue first: a's remove waits for c
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a"));
+  ASSERT_FALSE(lists->calls.empty());
+  EXPECT_EQ(lists->calls.back(), "apply c");
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ends, InFlightReplacementTest,
+                         ::testing::Values(InFlightEnd::kFailsForGood,
+                                           InFlightEnd::kFailsTransiently,
+                                           InFlightEnd::kCancelledAtItsTurn),
+                         [](const ::testing::TestParamInfo<InFlightEnd>& info) {
+                           switch (info.param) {
+                             case InFlightEnd::kFailsForGood:
+                               return "FailsForGood";
+                             case InFlightEnd::kFailsTransiently:
+                               return "FailsTransiently";
+                             case InFlightEnd::kCancelledAtItsTurn:
+                               return "CancelledAtItsTurn";
+                           }
+                           return "";
+                         });
+
+// The same hand-over never makes a remove wait for ever. A first fix passed the wait on as b's
+// apply settled, to whatever b's withdrawal named: a's remove then waited with no end for a c
+// in its own access-rule queue (c's apply waits behind that remove: RemoveBarrier), for a c
+// that had already ended, or for a c never heard. The hand-over is settled when c is heard;
+// without one, b's apply settling releases the remove.
+enum class Successor { kInTheRemovesQueue, kEndedBeforeTheApplySettled, kNeverHeard };
+
+class InFlightHandOverTest : public DispatcherTest,
+                             public ::testing::WithParamInterface<Successor> {};
+
+TEST_P(InFlightHandOverTest, ARemoveNeverWaitsForeverForTheSuccessorOfAReplacementInFlight) {
+  fake_->adopts = true;  // as access rules: an apply waits behind a remove of its target
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  const auto listed = [&](DecisionChange change, const std::string& id) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
+    return u;
+  };
+  dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+  dispatcher_.RunOnce();
+  dispatcher_.OnDecision(Replaced(Update(DecisionChange::kWithdrawn, "a"), "b"));
+  dispatcher_.OnDecision(Replacing(listed(DecisionChange::kCreated, "b"), "a"));
+  const Successor successor = GetParam();
+  bool withdrawn = false;
+  lists->during_run = [&] {
+    if (withdrawn) return;
+    withdrawn = true;
+    lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
+    dispatcher_.OnDecision(Replaced(listed(DecisionChange::kWithdrawn, "b"), "c"));
+    if (successor == Successor::kInTheRemovesQueue) {
+      dispatcher_.OnDecision(Replacing(Update(DecisionChange::kCreated, "c"), "b"));
+    } else if (successor == Successor::kEndedBeforeTheApplySettled) {
+      dispatcher_.OnDecision(Replacing(listed(DecisionChange::kCreated, "c"), "b"));
+      dispatcher_.OnDecision(Replacing(listed(DecisionChange::kExpired, "c"), "b"));
+    }
+  };
+  dispatcher_.RunOnce();  // b goes out and fails for good
+  ASSERT_THAT(lists->calls, ElementsAre("apply b"));
+  for (int i = 0; i < 3; ++i) dispatcher_.RunOnce();
+  if (successor == Successor::kInTheRemovesQueue) {
+    EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a", "apply c"));
+  } else {
+    EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  }
+  EXPECT_THAT(lists->calls, ElementsAre("apply b"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Successors, InFlightHandOverTest,
+                         ::testing::Values(Successor::kInTheRemovesQueue,
+                                           Successor::kEndedBeforeTheApplySettled,
+                                           Successor::kNeverHeard),
+                         [](const ::testing::TestParamInfo<Successor>& info) {
+                           switch (info.param) {
+                             case Successor::kInTheRemovesQueue:
+                               return "InTheRemovesQueue";
+                             case Successor::kEndedBeforeTheApplySettled:
+                               return "EndedBeforeTheApplySettled";
+                             case Successor::kNeverHeard:
+                               return "NeverHeard";
+                           }
+                           return "";
+                         });
+
 // A shadow decision's apply in flight was never charged (dry run sends nothing): an enforcing
 // block replacing it is a new restriction, charged as any other, not taken for the replacement
 // of something the edge already restricts.
@@ -1694,6 +1832,73 @@ TEST_F(DispatcherTest, AParkedActuatorsOperationsWaitInTheOutboxForTheRestartTha
   EXPECT_EQ(r->dispatcher.edges().count("revoke"), 1u);
   EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
 }
+
+// A challenge at the edge whose actuator a restart left parked (the credentials check): its
+// edge record, restored, said no target (the edge rows keep none, and its rows stay in the
+// outbox, never queued), so a block replacing it was charged as a new restriction and could be
+// held, though the challenge stands (its remove waits in the outbox). Its target is known from
+// its withdrawal, heard or restored: the block spends no budget. `heard`: the withdrawal and
+// the block are heard after the restart; otherwise they are in the outbox it restores.
+class ParkedReplacementTest : public DispatcherTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(ParkedReplacementTest, ABlockReplacingAChallengeInAParkedActuatorIsNotCharged) {
+  auto store = FreshStore("parked_replaced.db");
+  ASSERT_TRUE(store.ok());
+  constexpr auto kList = palisade::v1::ACTUATOR_IP_LIST;
+  constexpr auto kRule = palisade::v1::ACTUATOR_ACCESS_RULE;
+  auto record = [&](DecisionChange change, const std::string& id, palisade::v1::Actuator kind,
+                    const std::string& target, const std::string& replaces = "",
+                    const std::string& replaced_by = "") {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(kind);
+    u.decision.mutable_target()->set_value(target);
+    u.decision.set_active(change == DecisionChange::kCreated);
+    u.decision.set_replaces(replaces);
+    u.decision.set_replaced_by(replaced_by);
+    u.outbox_seq =
+        *(*store)->RecordDecision(u.decision, nullptr, change == DecisionChange::kCreated);
+    return u;
+  };
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "challenge", kRule, "203.0.113.7"));
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.edges().count("challenge"), 1u);
+  const bool heard = GetParam();
+  const auto decide = [&] {
+    return std::vector<DecisionUpdate>{
+        record(DecisionChange::kCreated, "fresh", kList, "203.0.113.9"),
+        record(DecisionChange::kWithdrawn, "challenge", kRule, "203.0.113.7", "", "block"),
+        record(DecisionChange::kCreated, "block", kList, "203.0.113.7", "challenge")};
+  };
+  if (!heard) decide();  // recorded, then the process "dies" before they are heard
+
+  // The restart: the access rules parked, the list started, a budget of one a minute.
+  prometheus::Registry registry;
+  Dispatcher restarted(clock_, Options(), registry);
+  restarted.SetStore(store->get());
+  restarted.ParkActuator(kRule, "access_rule");
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  restarted.AddActuator(kList, std::move(list));
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  restarted.SetGuard(std::make_unique<Guard>(options));
+  ASSERT_TRUE(restarted.Restore().ok());
+  ASSERT_EQ(restarted.edges().count("challenge"), 1u);
+  if (heard) {
+    for (const DecisionUpdate& u : decide()) restarted.OnDecision(u);
+  }
+  restarted.RunOnce();
+  EXPECT_EQ(restarted.held(), 0u);
+  EXPECT_THAT(lists->calls, ElementsAre("apply fresh", "apply block"));  // fresh spent the slot
+  // The challenge's remove waits in the outbox for the start that adds its actuator.
+  EXPECT_THAT(*(*store)->LoadOutbox(), SizeIs(1));
+}
+
+INSTANTIATE_TEST_SUITE_P(HeardOrRestored, ParkedReplacementTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "Heard" : "Restored";
+                         });
 
 // An actuator neither started nor parked is not configured: its operations leave the outbox, when
 // heard and at a restart.
