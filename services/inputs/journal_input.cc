@@ -17,6 +17,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 
@@ -55,6 +56,30 @@ bool AllDigits(absl::string_view s) {
     if (!absl::ascii_isdigit(static_cast<unsigned char>(c))) return false;
   }
   return true;
+}
+
+// Whether the sender of an entry with this _UID may be read as a daemon: with no matches (every
+// entry read) `logger -t sshd "Failed password for root from VICTIM port 22 ssh2"`, or `logger -t
+// x` and a pam line (for the rules that name no programs), run by any local user, would otherwise
+// ban an address the user chose. Others' entries are skipped (or, with read_user_entries, tagged
+// "user-UID/..."). _UID is the field to decide on: journald sets it from the kernel's credentials
+// of the sending socket (SCM_CREDENTIALS, SO_PEERCRED), on every transport a local process can
+// write through, and a process can only give a uid it holds. The others do not fit: _COMM and _EXE
+// are the user's to choose for a process of theirs (prctl, a copy of logger named sshd); a session
+// scope and _SYSTEMD_OWNER_UID hold root's processes too (sshd after a login, sudo, su), whose
+// lines would be lost; _SYSTEMD_USER_UNIT's processes run as its user, whom the uid already names.
+// Trusted, among the accounts journald keeps in the system journal rather than in a
+// user-UID.journal: the system accounts (0..999: SYS_UID_MAX in login.defs, systemd's
+// SYSTEM_UID_MAX; sshd, postfix, dovecot, mysql, www-data...), systemd's DynamicUser= range
+// (61184..65519) and nobody (65534), none of which a user can run as. Not trusted: everything else,
+// the regular users (UID_MIN 1000 up), systemd-homed's, and the uids past 65535 (the subordinate
+// uids a user's rootless containers run as; container ranges, whose root is not the host's). A
+// system account can still name itself anything (a web app's syslog() as www-data): `matches` on
+// _SYSTEMD_UNIT or _UID narrow an input to the daemons meant.
+bool SystemUid(absl::string_view uid) {
+  uint64_t n = 0;
+  if (!AllDigits(uid) || !absl::SimpleAtoi(uid, &n)) return false;
+  return n <= 999 || (n >= 61184 && n <= 65519) || n == 65534;
 }
 
 // The value of `field` in the current entry, at most `max` bytes of it (copied: sd_journal's
@@ -250,9 +275,11 @@ absl::StatusOr<std::unique_ptr<JournalInput>> JournalInput::Create(
                         .Add(labels);
   auto& skipped = prometheus::BuildCounter()
                       .Name("palisade_journal_skipped_total")
-                      .Help("Journal entries not turned into lines, by reason (no_message).")
+                      .Help("Journal entries not turned into lines, by reason (no_message; "
+                            "user_entry: a user's, without read_user_entries).")
                       .Register(registry);
   input->no_message_ = &skipped.Add({{"input", config.name()}, {"reason", "no_message"}});
+  input->user_entry_ = &skipped.Add({{"input", config.name()}, {"reason", "user_entry"}});
   input->cursor_lost_ = &prometheus::BuildCounter()
                              .Name("palisade_journal_cursor_lost_total")
                              .Help("Journal entries removed (vacuumed) before they were read: "
@@ -729,7 +756,7 @@ void JournalInput::ReadLocked() {
 bool JournalInput::ReadWriterLocked(Writer& w) {
   sd_journal* const j = w.journal;
   const size_t max = options_.max_line_bytes;
-  std::string host, ident, pid, message;
+  std::string host, ident, uid, pid, message;
   // The cursor is formatted once per round, for the last entry read (sd_journal_next returning
   // 0 or failing leaves the current entry where it was): a third of the reading time when it
   // was taken per entry.
@@ -796,6 +823,15 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
       Error(absl::StrCat("reading an entry's time: ", Errno(r)));
       return false;
     }
+    // A process of a user's (SystemUid): its MESSAGE is as much the user's as its tag, and
+    // the rules that name no programs read any tag, so it is skipped unless read_user_entries
+    // (before its MESSAGE is inflated), and read past as an entry without MESSAGE is. No
+    // _UID: the kernel's or the audit's entries, which no local process sent: read.
+    const bool user = Field(j, "_UID", 16, &uid, nullptr) && !SystemUid(uid);
+    if (user && !config_.read_user_entries()) {
+      user_entry_->Increment();
+      continue;
+    }
     size_t message_size = 0;
     if (!Field(j, "MESSAGE", max, &message, &message_size)) {
       no_message_->Increment();
@@ -806,6 +842,10 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
         !Field(j, "_COMM", 256, &ident, nullptr)) {
       ident.clear();
     }
+    // Read, a user's entry keeps its identifier behind "user-UID/", as journald names the
+    // journal it keeps such entries in: still plain to read and to write a rule for, never a
+    // daemon's name (none starts so), and first, where the tag's cut cannot drop it.
+    if (user) ident = absl::StrCat("user-", AllDigits(uid) ? uid : "_", "/", ident);
     if (!Field(j, "_PID", 16, &pid, nullptr)) pid.clear();
     const absl::Time when = absl::FromUnixMicros(static_cast<int64_t>(usec));
     palisade::v1::LogRecord record;
@@ -886,7 +926,8 @@ size_t JournalInput::PollOnce() {
     reopen_due_ = false;
   }
   if (held_.empty()) {
-    // Entries skipped (no MESSAGE) are taken too: a restart does not look at them again.
+    // Entries skipped (no MESSAGE, a user's) are taken too: a restart does not look at them
+    // again.
     taken_cursor_ = pending_cursor_;
     taken_cursors_ = pending_cursors_;
     taken_at_end_ = pending_at_end_;

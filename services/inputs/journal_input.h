@@ -3,14 +3,23 @@
 // to a sink (the daemon's Pipeline::ProcessBatch, the path file and gRPC batches take).
 //
 // Each entry becomes one LogRecord of format syslog: the line is rebuilt as
-//   "<realtime, RFC 3339 UTC> <_HOSTNAME> <SYSLOG_IDENTIFIER or _COMM>[<_PID>]: <MESSAGE>"
+//   "<realtime, RFC 3339 UTC> <_HOSTNAME> <tag>[<_PID>]: <MESSAGE>"
 // and event_time is the entry's realtime stamp, so the syslog rules (sshd...) and sessions keyed
-// by pid work unchanged. What the writer of an entry controls cannot pass for the header: host
-// and identifier are cut to the characters a syslog tag may hold (others become '_'), a pid that
-// is not digits is left out, and MESSAGE comes after the header, its CR and LF turned to spaces
-// (an entry is one line) and the line cut one byte past max_line_bytes (so the pipeline sees it
-// longer than its cap, cuts and flags it: its end is not the writer's). The time is the journal's, never one parsed
-// from MESSAGE. Entries without MESSAGE are skipped and counted.
+// by pid work unchanged. The tag is SYSLOG_IDENTIFIER (else _COMM) and MESSAGE is the writer's:
+// so an entry is read as is only when journald's _UID says a system account sent it (0..999,
+// DynamicUser=, nobody), or when there is no _UID (the kernel's). A user's entry is skipped,
+// counted (skipped_total{reason="user_entry"}) and read past, since its MESSAGE alone meets the
+// rules that name no programs (`logger -t x "pam_unix(sshd:auth): authentication failure; ...
+// rhost=VICTIM"`); with read_user_entries it is read, tagged "user-UID/<identifier>"
+// (`logger -t sshd` run by uid 1000: user-1000/sshd, not a program any daemon's rule names).
+// What the writer of an entry read controls cannot pass for the header: host and tag are cut
+// to the characters a syslog tag may hold (others become '_'), a pid that is not digits is left
+// out, and MESSAGE comes after the header, its CR and LF turned to spaces (an entry is one line)
+// and the line cut one byte past max_line_bytes (so the pipeline sees it longer than its cap,
+// cuts and flags it: its end is not the writer's). The time is the journal's, never one parsed
+// from MESSAGE. Entries without MESSAGE are skipped and counted. A system account can still name
+// itself anything (a web app's syslog() as www-data): `matches` on _SYSTEMD_UNIT keep an input
+// to the daemons meant.
 //
 // Writers: a directory (a journal-remote output: remote-HOST.journal per host, rotated to
 // remote-HOST@....journal) or a set of files may hold the entries of several writers (hosts,
@@ -316,6 +325,7 @@ class JournalInput {
   prometheus::Counter* bytes_ = nullptr;
   prometheus::Counter* errors_ = nullptr;
   prometheus::Counter* no_message_ = nullptr;
+  prometheus::Counter* user_entry_ = nullptr;  // skipped_total{reason="user_entry"}
   prometheus::Counter* cursor_lost_ = nullptr;
   prometheus::Gauge* lag_ = nullptr;
 

@@ -1,6 +1,7 @@
 // JournalInput over real journal files, written by systemd-journal-remote from export-format
 // entries (what `journalctl -o export` prints): matches, the rebuilt syslog line, cursor resume,
-// a vacuumed cursor, hostile MESSAGE and identifier, following while running.
+// a vacuumed cursor, hostile MESSAGE and identifier, a local user's entry (no daemon's tag),
+// following while running.
 #include "services/inputs/journal_input.h"
 
 #include <fcntl.h>
@@ -306,6 +307,171 @@ TEST_F(JournalInputTest, HostileMessageAndIdentifierCannotForgeTheHeader) {
     EXPECT_EQ(times_[3], kBase + 4);
   }
   EXPECT_EQ(Metric("palisade_journal_skipped_total", "no_message"), 1);
+}
+
+// The tag of the rebuilt line is what Rule.programs reads, so it must not be one any local user
+// can pick: `logger -t sshd "Failed password for root from VICTIM port 22 ssh2"`, run by alice
+// (uid 1000) with no matches configured, would otherwise be the line of sshd and ban an address
+// she chose. The fields are those journald writes for each writer (the underscore ones it sets
+// itself from the sender's credentials and cgroup; SYSLOG_IDENTIFIER is the sender's).
+TEST_F(JournalInputTest, AnUnprivilegedUsersEntryCannotTakeADaemonsTag) {
+  const std::string spoof = "Failed password for root from 198.51.100.7 port 22 ssh2";
+  Write(
+      // logger -t sshd, in alice's ssh session.
+      Entry(kBase, {{"_TRANSPORT", "syslog"}, {"_UID", "1000"}, {"_GID", "1000"},
+                    {"_COMM", "logger"}, {"_EXE", "/usr/bin/logger"}, {"_PID", "5001"},
+                    {"_SYSTEMD_UNIT", "session-3.scope"}, {"_SYSTEMD_OWNER_UID", "1000"},
+                    {"_SYSTEMD_SESSION", "3"}, {"SYSLOG_IDENTIFIER", "sshd"},
+                    {"_HOSTNAME", "web-1"}, {"MESSAGE", spoof}}) +
+      // Her own binary named sshd, in a user unit, with no identifier (_COMM stands in).
+      Entry(kBase + 1, {{"_TRANSPORT", "journal"}, {"_UID", "1000"}, {"_COMM", "sshd"},
+                        {"_EXE", "/home/alice/bin/sshd"}, {"_PID", "5002"},
+                        {"_SYSTEMD_UNIT", "user@1000.service"},
+                        {"_SYSTEMD_USER_UNIT", "fake.service"}, {"_SYSTEMD_OWNER_UID", "1000"},
+                        {"_HOSTNAME", "web-1"}, {"MESSAGE", spoof}}) +
+      // A rootless container's root: a subordinate uid of alice's, not the host's root.
+      Entry(kBase + 2, {{"_TRANSPORT", "syslog"}, {"_UID", "100000"}, {"_COMM", "sshd"},
+                        {"_PID", "5003"}, {"SYSLOG_IDENTIFIER", "sshd"},
+                        {"_HOSTNAME", "web-1"}, {"MESSAGE", spoof}}) +
+      // The real sshd, before and after authentication (then in the user's session scope).
+      Entry(kBase + 3, {{"_TRANSPORT", "syslog"}, {"_UID", "0"}, {"_COMM", "sshd"},
+                        {"_EXE", "/usr/sbin/sshd"}, {"_PID", "812"},
+                        {"_SYSTEMD_UNIT", "ssh.service"}, {"SYSLOG_IDENTIFIER", "sshd"},
+                        {"_HOSTNAME", "web-1"},
+                        {"MESSAGE", "Failed password for root from 203.0.113.9 port 4122 ssh2"}}) +
+      Entry(kBase + 4, {{"_TRANSPORT", "syslog"}, {"_UID", "0"}, {"_COMM", "sshd"},
+                        {"_PID", "813"}, {"_SYSTEMD_UNIT", "session-3.scope"},
+                        {"_SYSTEMD_OWNER_UID", "1000"}, {"SYSLOG_IDENTIFIER", "sshd"},
+                        {"_HOSTNAME", "web-1"},
+                        {"MESSAGE", "pam_unix(sshd:session): session closed for user alice"}}) +
+      // Postfix's smtpd and dovecot's auth and imap-login: system users, identifiers that are
+      // not their _COMM.
+      Entry(kBase + 5, {{"_TRANSPORT", "syslog"}, {"_UID", "106"}, {"_COMM", "smtpd"},
+                        {"_PID", "2201"}, {"_SYSTEMD_UNIT", "postfix@-.service"},
+                        {"SYSLOG_IDENTIFIER", "postfix/smtpd"}, {"_HOSTNAME", "mx-1"},
+                        {"MESSAGE", "warning: unknown[192.0.2.10]: SASL LOGIN authentication "
+                                    "failed: UGFzc3dvcmQ6"}}) +
+      Entry(kBase + 6, {{"_TRANSPORT", "syslog"}, {"_UID", "112"}, {"_COMM", "auth"},
+                        {"_PID", "3301"}, {"_SYSTEMD_UNIT", "dovecot.service"},
+                        {"SYSLOG_IDENTIFIER", "dovecot"}, {"_HOSTNAME", "mx-1"},
+                        {"MESSAGE", "auth: pam(alice,192.0.2.11): pam_authenticate() failed: "
+                                    "Authentication failure"}}) +
+      Entry(kBase + 7, {{"_TRANSPORT", "syslog"}, {"_UID", "113"}, {"_COMM", "imap-login"},
+                        {"_PID", "3302"}, {"_SYSTEMD_UNIT", "dovecot.service"},
+                        {"SYSLOG_IDENTIFIER", "dovecot"}, {"_HOSTNAME", "mx-1"},
+                        {"MESSAGE", "imap-login: Disconnected (auth failed, 1 attempts in 2 "
+                                    "secs): user=<alice>, rip=192.0.2.12"}}) +
+      // mysqld as mysql, a DynamicUser= service, a daemon that dropped to nobody.
+      Entry(kBase + 8, {{"_TRANSPORT", "stdout"}, {"_UID", "110"}, {"_COMM", "mysqld"},
+                        {"_PID", "990"}, {"SYSLOG_IDENTIFIER", "mysqld"},
+                        {"MESSAGE", "Access denied for user 'root'@'192.0.2.13'"}}) +
+      Entry(kBase + 9, {{"_TRANSPORT", "stdout"}, {"_UID", "61234"}, {"_COMM", "vaultwarden"},
+                        {"_PID", "991"}, {"SYSLOG_IDENTIFIER", "vaultwarden"},
+                        {"MESSAGE", "Username or password is incorrect. IP: 192.0.2.14"}}) +
+      Entry(kBase + 10, {{"_TRANSPORT", "syslog"}, {"_UID", "65534"}, {"_COMM", "openvpn"},
+                         {"_PID", "992"}, {"SYSLOG_IDENTIFIER", "openvpn"},
+                         {"MESSAGE", "192.0.2.15:1194 TLS Auth Error"}}) +
+      // The kernel's entries carry no sender: as before.
+      Entry(kBase + 11, {{"_TRANSPORT", "kernel"}, {"SYSLOG_IDENTIFIER", "kernel"},
+                         {"MESSAGE", "Out of memory: Killed process 42 (x)"}}));
+  // Users' entries are read only when asked for (see the next test).
+  palisade::v1::JournalInput config = Config();
+  config.set_read_user_entries(true);
+  auto input = Make(config);
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  const std::string t = "2026-12-02T03:03:35.0000";
+  EXPECT_THAT(
+      Lines(),
+      ElementsAre(t + "00Z web-1 user-1000/sshd[5001]: " + spoof,
+                  t + "01Z web-1 user-1000/sshd[5002]: " + spoof,
+                  t + "02Z web-1 user-100000/sshd[5003]: " + spoof,
+                  t + "03Z web-1 sshd[812]: Failed password for root from 203.0.113.9 port 4122 "
+                      "ssh2",
+                  t + "04Z web-1 sshd[813]: pam_unix(sshd:session): session closed for user alice",
+                  t + "05Z mx-1 postfix/smtpd[2201]: warning: unknown[192.0.2.10]: SASL LOGIN "
+                      "authentication failed: UGFzc3dvcmQ6",
+                  t + "06Z mx-1 dovecot[3301]: auth: pam(alice,192.0.2.11): pam_authenticate() "
+                      "failed: Authentication failure",
+                  t + "07Z mx-1 dovecot[3302]: imap-login: Disconnected (auth failed, 1 attempts "
+                      "in 2 secs): user=<alice>, rip=192.0.2.12",
+                  t + "08Z mysqld[990]: Access denied for user 'root'@'192.0.2.13'",
+                  t + "09Z vaultwarden[991]: Username or password is incorrect. IP: 192.0.2.14",
+                  t + "10Z openvpn[992]: 192.0.2.15:1194 TLS Auth Error",
+                  t + "11Z kernel: Out of memory: Killed process 42 (x)"));
+  // What Rule.programs is compared with: alice's line is not sshd's.
+  LineParser parser(palisade::v1::LOG_FORMAT_SYSLOG);
+  for (size_t i = 0; i < Lines().size(); ++i) {
+    ParsedLine parsed;
+    ASSERT_TRUE(parser.Parse(Lines()[i], absl::FromUnixMicros(kBase), &parsed).ok()) << i;
+    if (i < 3) {
+      EXPECT_NE(parsed.program, "sshd") << Lines()[i];
+    } else if (i < 5) {
+      EXPECT_EQ(parsed.program, "sshd") << Lines()[i];
+    }
+  }
+}
+
+// A user's entry is skipped by default, not only kept from a daemon's tag: its MESSAGE is the
+// user's own, and the rules that name no programs (pam-auth-failure, postfix's...) read any
+// tag. `logger -t x "pam_unix(sshd:auth): authentication failure; ... rhost=VICTIM"`, run by
+// alice (uid 1000), would count against an address she chose. Skipped entries are read past:
+// the saved cursor is after them, so a restart does not read them again.
+TEST_F(JournalInputTest, AUsersEntriesAreSkippedUnlessReadUserEntries) {
+  const std::string pam =
+      "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser= "
+      "rhost=198.51.100.7  user=root";
+  auto alice = [&](int64_t usec, int pid) {
+    return Entry(usec, {{"_TRANSPORT", "syslog"}, {"_UID", "1000"}, {"_GID", "1000"},
+                        {"_COMM", "logger"}, {"_PID", std::to_string(pid)},
+                        {"_SYSTEMD_UNIT", "session-3.scope"}, {"SYSLOG_IDENTIFIER", "x"},
+                        {"_HOSTNAME", "web-1"}, {"MESSAGE", pam}});
+  };
+  Write(Entry(kBase, {{"_TRANSPORT", "syslog"}, {"_UID", "0"}, {"_COMM", "sshd"},
+                      {"_PID", "812"}, {"_SYSTEMD_UNIT", "ssh.service"},
+                      {"SYSLOG_IDENTIFIER", "sshd"}, {"_HOSTNAME", "web-1"},
+                      {"MESSAGE", "pam_unix(sshd:auth): authentication failure; logname= uid=0 "
+                                  "euid=0 tty=ssh ruser= rhost=203.0.113.9  user=root"}}) +
+        alice(kBase + 1, 5001) +
+        Entry(kBase + 2, {{"_TRANSPORT", "kernel"}, {"SYSLOG_IDENTIFIER", "kernel"},
+                          {"MESSAGE", "Out of memory: Killed process 42 (x)"}}) +
+        // The last entry read is a skipped one.
+        alice(kBase + 3, 5002));
+  const std::string t = "2026-12-02T03:03:35.0000";
+  const std::vector<std::string> system = {
+      t + "00Z web-1 sshd[812]: pam_unix(sshd:auth): authentication failure; logname= uid=0 "
+          "euid=0 tty=ssh ruser= rhost=203.0.113.9  user=root",
+      t + "02Z kernel: Out of memory: Killed process 42 (x)"};
+  palisade::v1::JournalCheckpoint saved;
+  {
+    auto input = Make(Config());
+    ASSERT_TRUE(input.ok()) << input.status();
+    Drain(**input);
+    EXPECT_EQ(Lines(), system);
+    EXPECT_EQ(Metric("palisade_journal_skipped_total", "user_entry"), 2);
+    EXPECT_EQ(Metric("palisade_journal_skipped_total", "no_message"), 0);
+    EXPECT_EQ(Metric("palisade_input_lines_total"), 2);
+    saved = Position(**input);
+  }
+  // A restart from the saved position reads nothing again, not even with read_user_entries:
+  // the cursor is past alice's last entry, not at the last entry delivered.
+  Clear();
+  palisade::v1::JournalInput with_users = Config();
+  with_users.set_read_user_entries(true);
+  {
+    auto again = Make(with_users, {saved});
+    ASSERT_TRUE(again.ok()) << again.status();
+    Drain(**again);
+    EXPECT_TRUE(Lines().empty());
+    EXPECT_EQ(Position(**again).cursor(), saved.cursor());
+  }
+  // read_user_entries: read, behind their "user-UID/" tag; none skipped.
+  auto all = Make(with_users);
+  ASSERT_TRUE(all.ok()) << all.status();
+  Drain(**all);
+  EXPECT_THAT(Lines(), ElementsAre(system[0], t + "01Z web-1 user-1000/x[5001]: " + pam, system[1],
+                                   t + "03Z web-1 user-1000/x[5002]: " + pam));
+  EXPECT_EQ(Metric("palisade_journal_skipped_total", "user_entry"), 2);
 }
 
 // A MESSAGE longer than the room left by the cap (max_line_bytes, 200 here) is handed on one
