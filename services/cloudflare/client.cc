@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <set>
 
@@ -42,9 +43,17 @@ std::optional<absl::Time> ParseTime(const std::string& s) {
   return t;
 }
 
-// RFC 3339 in UTC, as the API writes and takes times.
-std::string ApiTime(absl::Time t) {
-  return absl::FormatTime("%Y-%m-%dT%H:%M:%E*SZ", t, absl::UTCTimeZone());
+// An error's "code" when it is an integer an int holds, else 0 (none): a reply's fields are
+// read only with the type the API gives them, as the JSON library throws on any other.
+int ErrorCode(const json& e) {
+  auto it = e.find("code");  // end() on a value that is not an object
+  if (it == e.end() || !it->is_number_integer()) return 0;
+  if (it->is_number_unsigned()) {
+    const uint64_t v = it->get<uint64_t>();
+    return v <= static_cast<uint64_t>(std::numeric_limits<int>::max()) ? static_cast<int>(v) : 0;
+  }
+  const int64_t v = it->get<int64_t>();
+  return v >= 0 && v <= std::numeric_limits<int>::max() ? static_cast<int>(v) : 0;
 }
 
 // A quota of the account's plan is full (access rules, lists, rate limiting rules, tokens).
@@ -73,6 +82,13 @@ absl::StatusCode CodeFor(int http, int cf_code, absl::string_view message) {
   if (http == 429) return absl::StatusCode::kResourceExhausted;
   if (TransientHttp(http)) return absl::StatusCode::kUnavailable;
   if (http == 404) return absl::StatusCode::kNotFound;
+  // The access rules endpoints answer an unknown rule id with this message on a 400 as well as a
+  // 404 (cloudflare-api.md 2.5): the message, not the code alone (10001 is "malformed URL
+  // parameter" elsewhere), says "not found". A delete of a rule already gone is then done.
+  if (cf_code == 10001 && http >= 400 && http < 500 &&
+      absl::StrContains(absl::AsciiStrToLower(message), "firewallaccessrules.api.not_found")) {
+    return absl::StatusCode::kNotFound;
+  }
   if (http == 401) return absl::StatusCode::kUnauthenticated;
   // A valid token used from outside its condition.request.ip: not an invalid credential.
   if (cf_code == 9109 && absl::StrContains(absl::AsciiStrToLower(message), "from location")) {
@@ -203,8 +219,10 @@ TokenInfo ToToken(const json& j) {
   t.id = Str(j, "id");
   t.name = Str(j, "name");
   t.status = Str(j, "status");
-  t.expires_on = ParseTime(Str(j, "expires_on"));
-  t.not_before = ParseTime(Str(j, "not_before"));
+  t.expires_on_text = Str(j, "expires_on");
+  t.not_before_text = Str(j, "not_before");
+  t.expires_on = ParseTime(t.expires_on_text);
+  t.not_before = ParseTime(t.not_before_text);
   t.policies = j.value("policies", json::array());
   if (j.contains("condition") && j["condition"].is_object()) t.condition = j["condition"];
   return t;
@@ -252,6 +270,13 @@ absl::Status TooManyBytes(absl::string_view label, const ClientOptions& options)
 }
 
 }  // namespace
+
+bool TokenShaped(absl::string_view t) {
+  if (t.size() < 40 || t.size() > 120) return false;
+  return std::all_of(t.begin(), t.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+  });
+}
 
 std::optional<absl::Duration> RetryDelay(const absl::Status& status) {
   absl::optional<absl::Cord> p = status.GetPayload(kRetryDelayUrl);
@@ -353,6 +378,7 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, Attempt* attem
                     Escape(call.query[i].second));
   }
   req.timeout = options_.timeout;
+  req.fresh_connection = call.fresh_connection;
   req.headers.emplace_back("Content-Type", "application/json");
   // Shared hold of the credential gate from reading the secret until the answer is in: a roll
   // (exclusive) waits for this call, and this call never carries a secret the roll retired.
@@ -438,21 +464,34 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, Attempt* attem
     return absl::InternalError(
         absl::StrCat(where, ": HTTP ", resp->status, " with a body that is not a JSON object"));
   }
-  if (resp->status >= 200 && resp->status < 300 && body.value("success", false)) return body;
+  // Every field below is read only with the type the API gives it (find, is_*, Str, ErrorCode):
+  // the JSON library throws on another, and a roll reads this reply outside Guarded.
+  const bool answered_ok = resp->status >= 200 && resp->status < 300;
+  const auto success = body.find("success");
+  if (answered_ok && success != body.end() && success->is_boolean() && success->get<bool>()) {
+    return body;
+  }
 
   int cf_code = 0;
   std::string message = "no error detail";
-  if (body.contains("errors") && body["errors"].is_array() && !body["errors"].empty()) {
-    const json& e = body["errors"][0];
-    cf_code = e.value("code", 0);
-    message = Str(e, "message");
-    if (e.contains("error_chain") && e["error_chain"].is_array() && !e["error_chain"].empty()) {
-      absl::StrAppend(&message, " (", e["error_chain"][0].value("code", 0), " ",
-                      Str(e["error_chain"][0], "message"), ")");
+  const auto errors = body.find("errors");
+  if (errors != body.end() && errors->is_array() && !errors->empty()) {
+    const json& e = (*errors)[0];
+    cf_code = ErrorCode(e);
+    message = e.is_string() ? e.get<std::string>() : Str(e, "message");
+    const auto chain = e.find("error_chain");
+    if (chain != e.end() && chain->is_array() && !chain->empty()) {
+      absl::StrAppend(&message, " (", ErrorCode((*chain)[0]), " ", Str((*chain)[0], "message"),
+                      ")");
     }
-    if (e.contains("source")) absl::StrAppend(&message, " at ", Str(e["source"], "pointer"));
+    if (const auto source = e.find("source"); source != e.end()) {
+      absl::StrAppend(&message, " at ", Str(*source, "pointer"));
+    }
   }
-  absl::StatusCode code = CodeFor(resp->status, cf_code, message);
+  // A 2xx that does not say "success": true says neither "done" nor "refused": read as a
+  // success that cannot be read (a call that changes state may have been applied).
+  absl::StatusCode code =
+      answered_ok ? absl::StatusCode::kInternal : CodeFor(resp->status, cf_code, message);
   // A refusal the API says to try again is one to retry, later if not here.
   if (transient && code != absl::StatusCode::kResourceExhausted) {
     code = absl::StatusCode::kUnavailable;
@@ -461,7 +500,8 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, Attempt* attem
       code, absl::StrCat(where, ": HTTP ", resp->status, " code ", cf_code, " ", message,
                          code == absl::StatusCode::kFailedPrecondition && IsQuotaCode(cf_code)
                              ? " (a quota of the account's plan: not retried)"
-                             : ""));
+                         : answered_ok ? " (a reply that does not say \"success\": true)"
+                                       : ""));
   if (cf_code != 0) status.SetPayload(kErrorCodeUrl, absl::Cord(std::to_string(cf_code)));
   return resp->status == 429 ? throttled(std::move(status)) : status;
 }
@@ -540,7 +580,14 @@ std::string CloudflareClient::TokenPath(bool account_owned) const {
 absl::StatusOr<TokenInfo> CloudflareClient::Verify(const Secret* as_token, bool account_first) {
   return Guarded<absl::StatusOr<TokenInfo>>([&]() -> absl::StatusOr<TokenInfo> {
     absl::Status first;
+    bool account_unasked = false;
     for (bool account : {account_first, !account_first}) {
+      // No account id, no account endpoint: /accounts//tokens/verify answers 404 or 400, which
+      // says nothing of the token (a verify-only client of a cluster node may lack one).
+      if (account && options_.account_id.empty()) {
+        account_unasked = true;
+        continue;
+      }
       Call call{"GET", TokenPath(account) + "/verify", "tokens/verify"};
       call.as_token = as_token;
       absl::StatusOr<json> r = Send(call);
@@ -556,6 +603,13 @@ absl::StatusOr<TokenInfo> CloudflareClient::Verify(const Secret* as_token, bool 
       if (info.id.empty()) return absl::InternalError("cloudflare tokens/verify: reply has no id");
       info.account_owned = account;
       return info;
+    }
+    // Refused by the user endpoint only: an account token would be refused there too.
+    if (account_unasked) {
+      return absl::UnknownError(
+          absl::StrCat(first.message(),
+                       "; the account endpoint was not asked (no account id is configured), "
+                       "so whether it is a live account token is unknown"));
     }
     return first;
   });
@@ -586,8 +640,10 @@ absl::StatusOr<TokenInfo> CloudflareClient::DisableToken(const std::string& id,
     Call call{"PUT", TokenPath(account_owned) + "/" + id, "tokens/update"};
     json body{{"name", current->name}, {"policies", current->policies}, {"status", "disabled"}};
     if (!current->condition.is_null()) body["condition"] = current->condition;
-    if (current->expires_on) body["expires_on"] = ApiTime(*current->expires_on);
-    if (current->not_before) body["not_before"] = ApiTime(*current->not_before);
+    // As the GET wrote them: a time parsed and written again would drop one the parser does not
+    // take (the token would lose its expiry) and change the form of the others.
+    if (!current->expires_on_text.empty()) body["expires_on"] = current->expires_on_text;
+    if (!current->not_before_text.empty()) body["not_before"] = current->not_before_text;
     call.body = std::move(body);
     absl::StatusOr<json> r = Send(call);
     if (!r.ok()) return r.status();
@@ -602,23 +658,42 @@ absl::StatusOr<CloudflareClient::RolledToken> CloudflareClient::RollToken(
   if (AwaitBudget() > absl::ZeroDuration()) {
     return absl::ResourceExhaustedError("cloudflare PUT tokens/roll: request budget spent");
   }
-  absl::WriterMutexLock lock(&cred_mu_);
-  Call call{"PUT", TokenPath(account_owned) + "/" + id + "/value", "tokens/roll"};
-  call.body = json::object();
-  call.gate_held = true;
-  Attempt sent;
-  absl::StatusOr<json> r = SendOnce(call, &sent);
-  if (!r.ok()) return r.status();
-  const json& result = (*r)["result"];
-  if (!result.is_string() || result.get<std::string>().empty()) {
-    return absl::InternalError("cloudflare PUT tokens/roll: the reply has no new value");
-  }
-  Secret fresh(result.get<std::string>());
-  absl::Status persisted = persist(fresh);
-  credentials_.token = fresh;
-  // Whether it was saved or not, the new secret is the only live one: the caller gets it either
-  // way, so it can save it again instead of taking the roll as failed.
-  return RolledToken{std::move(fresh), std::move(persisted)};
+  // Guarded as every call is: a reply of an unexpected shape is kInternal (a roll that may
+  // have been done, which the rotator checks), never an exception on the rotator's thread.
+  return Guarded<absl::StatusOr<RolledToken>>([&]() -> absl::StatusOr<RolledToken> {
+    absl::WriterMutexLock lock(&cred_mu_);
+    Call call{"PUT", TokenPath(account_owned) + "/" + id + "/value", "tokens/roll"};
+    call.body = json::object();
+    call.gate_held = true;
+    // A PUT, yet a repeat retires the secret the first one returned: never on a kept connection,
+    // which libcurl would send it on again, unseen, if it died before the answer.
+    call.fresh_connection = true;
+    Attempt sent;
+    absl::StatusOr<json> r = SendOnce(call, &sent);
+    if (!r.ok()) {
+      // SendOnce's status does not carry the transport's mark: kept, so that a roll that never
+      // left is not taken for one that may have been done.
+      return sent.unsent ? MarkTransportNeverSent(r.status()) : r.status();
+    }
+    const json& result = (*r)["result"];
+    if (!result.is_string() || result.get<std::string>().empty()) {
+      return absl::InternalError("cloudflare PUT tokens/roll: the reply has no new value");
+    }
+    // Saved as is, a value of another shape would be refused by the next start (and the
+    // secret it replaced is dead): a reply that cannot be read, which the rotator checks. The
+    // value itself is never in the message.
+    if (!TokenShaped(result.get<std::string>())) {
+      return absl::InternalError(
+          absl::StrCat("cloudflare PUT tokens/roll: the reply's new value is not token-shaped (",
+                       result.get<std::string>().size(), " characters)"));
+    }
+    Secret fresh(result.get<std::string>());
+    absl::Status persisted = persist(fresh);
+    credentials_.token = fresh;
+    // Whether it was saved or not, the new secret is the only live one: the caller gets it
+    // either way, so it can save it again instead of taking the roll as failed.
+    return RolledToken{std::move(fresh), std::move(persisted)};
+  });
 }
 
 void CloudflareClient::SetToken(Secret token) {

@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
@@ -68,6 +69,10 @@
 #include "services/common/clock.h"
 
 namespace palisade {
+
+// Whether `t` has an API token's shape: 40 to 120 characters of [A-Za-z0-9_-]. The rule a token
+// file must meet (LoadCredentials) and a roll's new value before it is saved.
+bool TokenShaped(absl::string_view t);
 
 struct Credentials {
   // API token (preferred): "Authorization: Bearer".
@@ -150,6 +155,9 @@ struct TokenInfo {
   std::string id, name, status;
   std::optional<absl::Time> expires_on;
   std::optional<absl::Time> not_before;
+  // The same as the API wrote them (empty when absent), sent back unchanged on update: a time
+  // parsed and formatted again would be dropped when the parser does not take it.
+  std::string expires_on_text, not_before_text;
   // Opaque, sent back unchanged on update: a token PUT replaces the whole token, so what is not
   // resent is dropped (an IP condition lost on disable would be gone on re-enable).
   nlohmann::json policies;
@@ -218,7 +226,9 @@ class CloudflareClient {
   // error. A roll that succeeded returns the new secret even when persist failed (in
   // RolledToken::persisted): the client uses it, the old one is dead, and the caller must keep
   // it and save it again, never roll over it.
-  // Never retried here: a roll whose answer was lost may have happened.
+  // Never retried here: a roll whose answer was lost may have happened. Sent on a connection of
+  // its own (a resend on a dead kept one would carry the retired secret). A failure that never
+  // left is marked so (TransportNeverSent); a reply of an unexpected shape is kInternal.
   struct RolledToken {
     Secret secret;           // in use from now on
     absl::Status persisted;  // what `persist` returned
@@ -293,6 +303,8 @@ class CloudflareClient {
     // A POST or PATCH that a repeat cannot apply twice (GET, PUT and DELETE are so by method):
     // it is retried after an answer that may follow a change, as those are.
     bool repeat_safe = false;
+    // Never on a kept connection (HttpRequest::fresh_connection): a PUT a repeat would undo.
+    bool fresh_connection = false;
   };
   // Waits for a slot in the budget: zero once one is reserved, or the wait still ahead when
   // waiting on would take longer than max_wait in all (nothing reserved then).

@@ -1002,5 +1002,217 @@ TEST(ClientShapeTest, UnexpectedRepliesAreErrors) {
   }
 }
 
+// Answers each request with `answer`'s reply and keeps every request it was sent.
+class FnTransport final : public HttpTransport {
+ public:
+  using Answer = std::function<absl::StatusOr<HttpResponse>(const HttpRequest&)>;
+  explicit FnTransport(Answer answer) : answer_(std::move(answer)) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& request) override {
+    requests.push_back(request);
+    return answer_(request);
+  }
+  std::vector<HttpRequest> requests;
+
+ private:
+  Answer answer_;
+};
+
+HttpResponse Reply(int status, std::string body) {
+  HttpResponse r;
+  r.status = status;
+  r.body = std::move(body);
+  return r;
+}
+
+std::string AuthorizationOf(const HttpRequest& request) {
+  for (const auto& [name, value] : request.headers) {
+    if (name == "Authorization") return value;
+  }
+  return "";
+}
+
+constexpr char kOldSecret[] = "cfut_0123456789abcdefghijABCDEFGHIJ0123456789";
+constexpr char kNewSecret[] = "cfut_9876543210abcdefghijABCDEFGHIJ9876543210";
+
+// Replies whose fields have unexpected types made SendOnce's reads throw; a roll calls it
+// directly (not under Guarded), so the exception reached the rotator thread: std::terminate. Each
+// is a status now, the old secret kept; a 2xx that does not say "success": true, or whose new
+// value is not token-shaped, is kInternal (the roll may have been done), the others keep their
+// HTTP status's code.
+TEST(ClientShapeTest, AnOddReplyToARollIsAStatusNotACrash) {
+  const struct {
+    int http;
+    const char* body;
+    absl::StatusCode code;
+  } cases[] = {
+      {200, R"({"success":"true","result":"cfut_9876543210abcdefghijABCDEFGHIJ9876543210"})",
+       absl::StatusCode::kInternal},
+      {200, R"({"success":true,"result":{"value":"x"}})", absl::StatusCode::kInternal},
+      // Not a token (TokenShaped's rule): never saved where the next start reads it.
+      {200, R"({"success":true,"result":"short"})", absl::StatusCode::kInternal},
+      {200, R"({"success":true,"result":"cfut_0123456789abcdefghij ABCDEFGHIJ0123456789\n"})",
+       absl::StatusCode::kInternal},
+      {200, R"({"success":false,"result":null,"errors":[{"code":1000,"message":"x"}]})",
+       absl::StatusCode::kInternal},
+      {502, R"({"success":false,"errors":["bad gateway"]})", absl::StatusCode::kUnavailable},
+      {429, R"({"success":false,"errors":[{"code":"971","message":"Please wait"}]})",
+       absl::StatusCode::kResourceExhausted},
+      {400, R"({"success":false,"errors":[{"code":6003,"message":"x","error_chain":["y"]}]})",
+       absl::StatusCode::kUnauthenticated},
+      {400, R"({"success":false,"errors":[{"code":7003,"error_chain":[{"code":"z"}]}]})",
+       absl::StatusCode::kInvalidArgument},
+      {400, R"({"success":false,"errors":[{"code":1e300,"message":7,"source":"here"}]})",
+       absl::StatusCode::kInvalidArgument},
+  };
+  for (const auto& c : cases) {
+    SimulatedClock clock;
+    prometheus::Registry registry;
+    Credentials creds;
+    creds.token = Secret(kOldSecret);
+    FnTransport transport([&](const HttpRequest& r) -> absl::StatusOr<HttpResponse> {
+      if (r.method == "PUT") return Reply(c.http, c.body);
+      return Reply(200, R"({"success":true,"result":{"id":"0123456789abcdef0123456789abcdef"}})");
+    });
+    CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+    bool persisted = false;
+    absl::StatusOr<CloudflareClient::RolledToken> rolled =
+        client.RollToken("0123456789abcdef0123456789abcdef", false, [&](const Secret&) {
+          persisted = true;
+          return absl::OkStatus();
+        });
+    EXPECT_EQ(rolled.status().code(), c.code) << c.body << ": " << rolled.status();
+    EXPECT_THAT(rolled.status().message(), Not(HasSubstr(kNewSecret))) << c.body;
+    EXPECT_FALSE(persisted) << c.body;
+    ASSERT_THAT(client.VerifyToken(), IsOk()) << c.body;
+    EXPECT_EQ(AuthorizationOf(transport.requests.back()), absl::StrCat("Bearer ", kOldSecret))
+        << c.body;
+  }
+}
+
+// The same bodies on other calls keep their HTTP status's meaning: a 503 whose errors are
+// strings is retried as a 503 (it was kInternal, not retried); a 429 whose code is a string is
+// a throttle.
+TEST(ClientShapeTest, AnOddErrorBodyKeepsItsStatusMeaning) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret(kOldSecret);
+  SequenceTransport gateway(
+      {{503, {}, R"({"success":false,"errors":["bad gateway"]})"}, {200, {}, kNoLists}});
+  CloudflareClient retried(gateway, clock, ClientOptions(), creds, registry);
+  EXPECT_THAT(retried.ListLists(), IsOk());
+  EXPECT_EQ(gateway.calls, 2u);
+
+  SequenceTransport throttle(
+      {{429, {}, R"({"success":false,"errors":[{"code":"971","message":"Please wait"}]})"}});
+  ClientOptions once;
+  once.max_attempts = 1;
+  CloudflareClient throttled(throttle, clock, once, creds, registry);
+  EXPECT_THAT(throttled.ListLists(), StatusIs(absl::StatusCode::kResourceExhausted));
+}
+
+// The roll is a PUT, which libcurl takes as idempotent and sends again, unseen, when the kept
+// connection it used dies: the resend carries the secret the first one retired. It asks for a
+// connection of its own; other calls keep theirs.
+TEST(ClientTokenTest, TheRollAsksForAFreshConnection) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret(kOldSecret);
+  FnTransport transport([](const HttpRequest& r) -> absl::StatusOr<HttpResponse> {
+    if (r.method == "PUT") {
+      return Reply(200, absl::StrCat(R"({"success":true,"result":")", kNewSecret, R"("})"));
+    }
+    return Reply(200, R"({"success":true,"result":{"id":"0123456789abcdef0123456789abcdef"}})");
+  });
+  CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+  ASSERT_THAT(client.VerifyToken(), IsOk());
+  ASSERT_THAT(client.RollToken("0123456789abcdef0123456789abcdef", false,
+                               [](const Secret&) { return absl::OkStatus(); }),
+              IsOk());
+  ASSERT_THAT(client.VerifyToken(), IsOk());
+  ASSERT_EQ(transport.requests.size(), 3u);
+  EXPECT_FALSE(transport.requests[0].fresh_connection);
+  EXPECT_TRUE(transport.requests[1].fresh_connection);
+  EXPECT_FALSE(transport.requests[2].fresh_connection);
+  EXPECT_EQ(AuthorizationOf(transport.requests[2]), absl::StrCat("Bearer ", kNewSecret));
+}
+
+// A client made without an account id (a cluster node's verify-only client) asked
+// /accounts//tokens/verify, whose 404 was taken as the token's refusal: a live account token
+// was "not a token". Without an account id the account endpoint is not asked, and a refusal
+// from the user endpoint alone is kUnknown (a transient answer), never kUnauthenticated.
+TEST(ClientTokenTest, WithoutAnAccountIdTheAccountVerifyIsNotAsked) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  FnTransport transport([](const HttpRequest& r) -> absl::StatusOr<HttpResponse> {
+    if (absl::StrContains(r.url, "/user/tokens/verify")) {
+      return Reply(401,
+                   R"({"success":false,"errors":[{"code":1000,"message":"Invalid API Token"}]})");
+    }
+    return Reply(404, R"({"success":false,"errors":[{"code":7003,"message":"Could not route"}]})");
+  });
+  CloudflareClient client(transport, clock, ClientOptions(), Credentials{}, registry);
+  const Secret leaked("cfat_0123456789abcdefghijABCDEFGHIJ0123456789");
+  for (bool account_first : {true, false}) {
+    transport.requests.clear();
+    absl::StatusOr<TokenInfo> info = client.VerifyOtherToken(leaked, account_first);
+    EXPECT_THAT(info, StatusIs(absl::StatusCode::kUnknown, HasSubstr("account id")))
+        << account_first;
+    EXPECT_THAT(info.status().message(), Not(HasSubstr(leaked.value())));
+    ASSERT_EQ(transport.requests.size(), 1u) << account_first;
+    EXPECT_THAT(transport.requests[0].url, HasSubstr("/user/tokens/verify"));
+  }
+}
+
+// Deleting an access rule that is gone may be answered 400 with
+// "10001 firewallaccessrules.api.not_found" (cloudflare-api.md 2.5): that is kNotFound (the
+// actuator takes it as done), not kInvalidArgument (failed for good). A 400 10001 of another
+// endpoint stays a bad request.
+TEST(ClientErrorTest, AnAccessRuleNotFoundIsNotFoundOnAnyClientError) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret(kOldSecret);
+  for (int http : {400, 404, 422}) {
+    ScriptedTransport transport(http, R"({"success":false,"result":null,"errors":[{"code":10001,)"
+                                      R"("message":"firewallaccessrules.api.not_found"}]})");
+    CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+    EXPECT_THAT(client.DeleteAccessRule(RuleScope::kZone, "0123456789abcdef0123456789abcdef"),
+                StatusIs(absl::StatusCode::kNotFound, HasSubstr("10001")))
+        << http;
+  }
+  ScriptedTransport other(400, R"({"success":false,"errors":[{"code":10001,)"
+                               R"("message":"missing or malformed URL parameter"}]})");
+  CloudflareClient client(other, clock, ClientOptions(), creds, registry);
+  EXPECT_THAT(client.DeleteAccessRule(RuleScope::kZone, "0123456789abcdef0123456789abcdef"),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+// A token PUT replaces the whole token: its validity is sent back as the GET wrote it. It was
+// parsed and written again, so a time the parser did not take was dropped from the PUT (the
+// token lost its expiry) and one it took came back in another form.
+TEST(ClientTokenTest, DisableSendsTheValidityBackAsTheApiWroteIt) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret(kOldSecret);
+  const std::string token = R"({"id":"0123456789abcdef0123456789abcdef","name":"ci",)"
+                            R"("status":"active","policies":[],)"
+                            R"("expires_on":"2030-06-01T00:00:00.000Z",)"
+                            R"("not_before":"2026-01-01T00:00:00"})";
+  FnTransport transport([&](const HttpRequest&) -> absl::StatusOr<HttpResponse> {
+    return Reply(200, absl::StrCat(R"({"success":true,"result":)", token, "}"));
+  });
+  CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+  ASSERT_THAT(client.DisableToken("0123456789abcdef0123456789abcdef", false), IsOk());
+  ASSERT_EQ(transport.requests.size(), 2u);
+  ASSERT_EQ(transport.requests[1].method, "PUT");
+  const nlohmann::json body = nlohmann::json::parse(transport.requests[1].body);
+  EXPECT_EQ(body.value("expires_on", ""), "2030-06-01T00:00:00.000Z") << body.dump();
+  EXPECT_EQ(body.value("not_before", ""), "2026-01-01T00:00:00") << body.dump();
+  EXPECT_EQ(body.value("status", ""), "disabled");
+}
+
 }  // namespace
 }  // namespace palisade

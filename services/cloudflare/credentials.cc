@@ -23,14 +23,6 @@ absl::StatusOr<std::string> ReadFirstLine(const std::string& path, const char* w
   return value;
 }
 
-bool TokenShaped(const std::string& t) {
-  if (t.size() < 40 || t.size() > 120) return false;
-  for (char c : t) {
-    if (!(absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-')) return false;
-  }
-  return true;
-}
-
 }  // namespace
 
 absl::Status CheckSecretFileMode(const std::string& path, absl::string_view what) {

@@ -131,8 +131,11 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   // reply, and reports only the second try: a call that had reached the server could come back
   // as refused (never sent) and be sent twice by the client. A call a repeat could apply twice
   // therefore never goes out on a kept connection; the one it opens stays kept for later calls
-  // (a later call of this kind opens its own again).
-  if (!Idempotent(request.method)) curl_easy_setopt(curl, CURLOPT_FRESH_CONNECT, 1L);
+  // (a later call of this kind opens its own again). So does a call of another method that
+  // asks for it (a token roll: a PUT whose repeat retires the secret the first one returned).
+  if (!Idempotent(request.method) || request.fresh_connection) {
+    curl_easy_setopt(curl, CURLOPT_FRESH_CONNECT, 1L);
+  }
   Reply reply{&response, options_.max_reply_bytes, options_.max_header_bytes};
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, WriteBody);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply);

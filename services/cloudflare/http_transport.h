@@ -1,7 +1,8 @@
 // The HTTP seam under the Cloudflare client: HttpTransport is the interface, CurlTransport the
 // libcurl implementation (connection reuse, TLS verification on, a timeout on every call). A
-// call that is not idempotent (POST, PATCH) goes out on a new connection, never a kept one:
-// libcurl resends a request whose kept connection died, and reports only the second try.
+// call that is not idempotent (POST, PATCH), or that asks for it (HttpRequest::fresh_connection),
+// goes out on a new connection, never a kept one: libcurl resends a request whose kept
+// connection died, and reports only the second try.
 // A transport failure (refused, reset, timed out, cut mid-reply) is kUnavailable; HTTP error
 // statuses are not failures here: the client reads them. A reply is held in bounded memory: a
 // body over CurlTransportOptions::max_reply_bytes (declared by Content-Length or streamed) or
@@ -33,6 +34,10 @@ struct HttpRequest {
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
   absl::Duration timeout = absl::Seconds(10);
+  // Sent on a new connection, never a kept one, whatever the method: for a call a repeat must
+  // not reach the server again (a token roll is a PUT, yet a resend retires the secret it
+  // just got). POST and PATCH always are.
+  bool fresh_connection = false;
 };
 
 struct HttpResponse {

@@ -13,6 +13,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -160,12 +161,13 @@ TEST(CurlTransportTest, ATimeoutAfterSendingIsNotMarkedNeverSent) {
 }
 
 // A raw loopback server for one scripted exchange: it answers the first GET and keeps that
-// connection open (HTTP/1.1 keep-alive), then waits for a POST on it or on a new connection,
-// reads it whole, stops listening and closes that connection without answering. Every wait is
-// a poll bounded by a wide margin (60 s), reached only if the client never sends.
+// connection open (HTTP/1.1 keep-alive), then waits for a `method` request (POST by default) on
+// it or on a new connection, reads it whole, stops listening and closes that connection without
+// answering. Every wait is a poll bounded by a wide margin (60 s), reached only if the client
+// never sends.
 class CutAfterPost {
  public:
-  CutAfterPost() {
+  explicit CutAfterPost(std::string method = "POST") : method_(std::move(method)) {
     listener_ = ::socket(AF_INET, SOCK_STREAM, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -248,7 +250,7 @@ class CutAfterPost {
         both[0].fd = -1;  // read, or closed by the client: poll skips it from now on
       }
     }
-    if (!absl::StartsWith(head, "POST ")) return;
+    if (!absl::StartsWith(head, method_ + " ")) return;
     post_arrived_.Notify();
     // Not listening before the cut: a client that reconnects to send again is refused.
     ::close(listener_);
@@ -257,6 +259,7 @@ class CutAfterPost {
     (fd == first_ ? first_ : second_) = -1;
   }
 
+  const std::string method_;
   int listener_ = -1;
   int first_ = -1;   // the GET's connection
   int second_ = -1;  // a new connection, when the POST came on one
@@ -284,6 +287,25 @@ TEST(CurlTransportTest, APostCutOffIsNotMarkedNeverSentAfterAKeptConnection) {
   EXPECT_TRUE(server.post_arrived());
   EXPECT_FALSE(TransportNeverSent(r.status())) << r.status();
   // Not idempotent: it went out on a connection of its own, never on the kept one.
+  EXPECT_TRUE(server.post_on_new_connection());
+}
+
+// A PUT is idempotent by method, but a token roll is not: a resend carries the secret the first
+// try retired. Marked fresh_connection, it goes out on a connection of its own, which libcurl
+// does not send on again; cut off, it is not marked never sent (it reached the server).
+TEST(CurlTransportTest, APutMarkedFreshIsNotSentOnAKeptConnection) {
+  CutAfterPost server("PUT");
+  ASSERT_TRUE(server.bound());
+  CurlTransport transport;
+  ASSERT_THAT(transport.Send(Get(server.url("/user/tokens/abc"))), IsOk());
+  HttpRequest roll = Get(server.url("/user/tokens/abc/value"));
+  roll.method = "PUT";
+  roll.body = "{}";
+  roll.fresh_connection = true;
+  absl::StatusOr<HttpResponse> r = transport.Send(roll);
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("HTTP transport: ")));
+  EXPECT_TRUE(server.post_arrived());
+  EXPECT_FALSE(TransportNeverSent(r.status())) << r.status();
   EXPECT_TRUE(server.post_on_new_connection());
 }
 

@@ -186,9 +186,13 @@ absl::Time TokenRotator::Schedule(absl::Time now) const {
 namespace {
 
 // A failed roll that Cloudflare may have done all the same (transport error, 5xx, a 2xx that
-// could not be read), as opposed to one it refused (4xx) or that was never sent (budget).
+// could not be read), as opposed to one it refused (4xx) or that was never sent (budget, no
+// connection made). A refusal of the secret (401, 9109) is one it may have done too: libcurl may
+// have sent the PUT again after a first try that went through, with the secret it retired.
 bool MayHaveRolled(const absl::Status& s) {
+  if (TransportNeverSent(s)) return false;
   switch (s.code()) {
+    case absl::StatusCode::kUnauthenticated:
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kInternal:
     case absl::StatusCode::kOutOfRange:
@@ -248,8 +252,9 @@ absl::Status TokenRotator::SaveLocked() {
 absl::Status TokenRotator::Lost() const {
   return absl::DataLossError(absl::StrCat(
       "the roll of token ", options_.token_id, " at ", absl::FormatTime(unclear_since_),
-      " went through but its new secret was lost (its answer did not arrive: ", unclear_->message(),
-      "; the secret palisaded holds is refused now): create a new token and put it in ",
+      " went through but its new secret was lost (no usable answer came: ", unclear_->message(),
+      "; the secret palisaded holds is refused now, as it is after a roll or a revocation): "
+      "create a new token and put it in ",
       options_.token_file, ", then restart palisaded; no roll is tried until then"));
 }
 

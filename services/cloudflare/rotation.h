@@ -19,7 +19,8 @@
 // secret for one no easier to save. Once saved, the schedule runs from that roll.
 // So that a write does not fail that way, no roll goes out while no file can be created next to
 // the token file (CheckTokenFileWritable: /run/credentials, /etc under ProtectSystem=strict).
-// A roll whose answer was lost (cut, timed out, 5xx, an unreadable 2xx) may have gone through:
+// A roll whose answer was lost (cut, timed out, 5xx, an unreadable 2xx) or whose secret was
+// refused (libcurl may have sent it again, with the retired secret) may have gone through:
 // the secret held is verified. Alive: the roll did not happen. Refused: the roll went through
 // and its secret is lost; said so (create a new token), counted (result="lost"), never rolled
 // again. Not checkable: the outcome is unknown, said so, and checked again before any roll.

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -427,6 +428,96 @@ TEST_F(RotationTest, AnUnclearFailureWhoseSecretStillWorksKeepsIt) {
   clock_.Advance(absl::Minutes(1));
   EXPECT_THAT(rotator.RotateNow(), IsOk());  // not stopped: the roll is retried and goes through
   EXPECT_EQ(Rolls(fake_), 1);
+}
+
+// Rolls counted by result (palisade_cloudflare_token_rolls_total).
+double RollsCounted(prometheus::Registry& registry, const std::string& result) {
+  double n = 0;
+  for (const auto& f : registry.Collect()) {
+    if (f.name != "palisade_cloudflare_token_rolls_total") continue;
+    for (const auto& m : f.metric) {
+      for (const auto& l : m.label) {
+        if (l.name == "result" && l.value == result) n += m.counter.value;
+      }
+    }
+  }
+  return n;
+}
+
+bool IsRoll(const HttpRequest& request) {
+  return request.method == "PUT" && absl::EndsWith(request.url, "/value");
+}
+
+// Forwards every call but the roll, which `reshape` answers (forwarding it, or not, to `real`).
+class ReshapesTheRollsAnswer : public HttpTransport {
+ public:
+  using Reshape =
+      std::function<absl::StatusOr<HttpResponse>(const HttpRequest&, HttpTransport& real)>;
+  ReshapesTheRollsAnswer(HttpTransport& real, Reshape reshape)
+      : real_(real), reshape_(std::move(reshape)) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest& request) override {
+    if (absl::StrContains(request.url, "/tokens/verify")) ++verifies;
+    return IsRoll(request) ? reshape_(request, real_) : real_.Send(request);
+  }
+  std::atomic<int> verifies{0};
+
+ private:
+  HttpTransport& real_;
+  Reshape reshape_;
+};
+
+// A 2xx of an unexpected shape to the roll ("success" a string) made the client throw on the
+// rotator's thread: std::terminate. It is a status now, one the roll may have been done under:
+// the old secret is checked, found dead, and the loss reported and counted.
+TEST_F(RotationTest, AnOddAnswerToTheRollIsCheckedNotACrash) {
+  ReshapesTheRollsAnswer odd(
+      transport_, [](const HttpRequest& roll, HttpTransport& real) -> absl::StatusOr<HttpResponse> {
+        if (absl::StatusOr<HttpResponse> done = real.Send(roll); !done.ok()) return done;
+        HttpResponse r;
+        r.status = 200;
+        r.body = R"({"success":"true","result":"cfut_9876543210abcdefghijABCDEFGHIJ9876543210"})";
+        return r;
+      });
+  auto client = Client(token_, &odd);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  EXPECT_THAT(rotator.RotateNow(),
+              StatusIs(absl::StatusCode::kDataLoss, HasSubstr("new secret was lost")));
+  EXPECT_EQ(RollsCounted(registry_, "lost"), 1);
+  EXPECT_EQ(rotator.next_roll(), absl::InfiniteFuture());
+  EXPECT_EQ(FileToken(), token_);
+}
+
+// libcurl sends a PUT again, unseen, when the kept connection it went out on dies before the
+// answer: the first try rolled the token, the resend carries the retired secret and is refused
+// (403 9109, kUnauthenticated). That refusal was taken as "not rolled": the new secret lost,
+// the dead one kept, nothing counted. A refused roll is checked like an unanswered one.
+TEST_F(RotationTest, ARollRefusedAfterAResendIsCheckedAndTheLossCounted) {
+  ReshapesTheRollsAnswer resent(transport_, [](const HttpRequest& roll, HttpTransport& real) {
+    (void)real.Send(roll);   // done, and the connection died before the answer
+    return real.Send(roll);  // the resend, with the secret the first try retired
+  });
+  auto client = Client(token_, &resent);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  absl::Status s = rotator.RotateNow();
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kDataLoss, HasSubstr("new secret was lost")));
+  EXPECT_THAT(s.message(), Not(HasSubstr(token_)));
+  EXPECT_EQ(RollsCounted(registry_, "lost"), 1);
+  EXPECT_EQ(rotator.next_roll(), absl::InfiniteFuture());
+  EXPECT_EQ(Rolls(fake_), 1);
+}
+
+// A roll that never left (no connection made, marked by the transport) cannot have been done:
+// it is not checked, and says the current secret is kept.
+TEST_F(RotationTest, ARollThatNeverLeftIsNotChecked) {
+  ReshapesTheRollsAnswer refused(
+      transport_, [](const HttpRequest&, HttpTransport&) -> absl::StatusOr<HttpResponse> {
+        return MarkTransportNeverSent(absl::UnavailableError("HTTP transport: could not connect"));
+      });
+  auto client = Client(token_, &refused);
+  TokenRotator rotator(*client, clock_, Options(), registry_);
+  EXPECT_THAT(rotator.RotateNowForOperator(),
+              StatusIs(absl::StatusCode::kUnavailable, HasSubstr("current secret is kept")));
+  EXPECT_EQ(refused.verifies, 0);
 }
 
 TEST_F(RotationTest, RollsBeforeExpiry) {

@@ -388,6 +388,9 @@ int Run() {
   if (clustered && config->cloudflare().enabled()) {
     ClientOptions o;
     o.base_url = config->cloudflare().api_base();
+    // An account token is verified on /accounts/{id}/tokens/verify: without the id, a live one
+    // would be taken for "not a token".
+    o.account_id = config->cloudflare().account_id();
     o.timeout = FromProtoDuration(config->cloudflare().request_timeout());
     token_client = std::make_unique<CloudflareClient>(token_transport, clock, o, Credentials{},
                                                       *registry);

@@ -70,6 +70,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 6:
       (void)client.DisableToken("0123456789abcdef0123456789abcdef", false);
       break;
+    case 7:
+      // The roll reads its reply outside Send's retries (SendOnce, under the writer gate).
+      (void)client.RollToken("0123456789abcdef0123456789abcdef", data[0] & 0x40,
+                             [](const palisade::Secret&) { return absl::OkStatus(); });
+      break;
     case 8: {
       palisade::TokenNeeds needs;
       needs.account_id = options.account_id;
