@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -33,6 +34,27 @@ bool NewerName(absl::string_view a, absl::string_view b, size_t path_size) {
   uint64_t na = 0, nb = 0;
   if (number(a, &na) && number(b, &nb)) return na < nb;
   return a > b;
+}
+
+// Of two rotated names of one path (`path_size` its length), whether `a` was rotated after `b`,
+// as their names say, clock or no clock: PATH.N the smaller its N (each rotation renames PATH.N
+// to PATH.N+1); suffixes of one shape (digits and separators at the same places: the dates of
+// one dateformat) the later it sorts. nullopt when the names are of two schemes (PATH.2 and
+// PATH-20261205): only their last writes can say then.
+std::optional<bool> RotatedAfterByName(absl::string_view a, absl::string_view b,
+                                       size_t path_size) {
+  const absl::string_view sa = a.substr(path_size), sb = b.substr(path_size);
+  auto numeric = [](absl::string_view suffix) {
+    return suffix.size() >= 2 && suffix.size() <= 7 && suffix[0] == '.' &&
+           std::all_of(suffix.begin() + 1, suffix.end(), absl::ascii_isdigit);
+  };
+  if (numeric(sa) && numeric(sb)) return NewerName(a, b, path_size);
+  if (numeric(sa) || numeric(sb) || sa.size() != sb.size()) return std::nullopt;
+  for (size_t i = 0; i < sa.size(); ++i) {
+    const bool digit = absl::ascii_isdigit(sa[i]);
+    if (digit != absl::ascii_isdigit(sb[i]) || (!digit && sa[i] != sb[i])) return std::nullopt;
+  }
+  return sa > sb;
 }
 
 // When the file `st` is of was last written: Unix nanoseconds, by the file system's clock.
@@ -79,6 +101,31 @@ uint64_t DataFrom(int fd, uint64_t from, bool* zeros_on = nullptr) {
   return at;
 }
 
+// Whether `name` ends in a suffix logrotate's compress (compressext) gives a copy; its length.
+size_t CompressedSuffix(absl::string_view name) {
+  for (absl::string_view ext : {".gz", ".xz", ".bz2", ".zst", ".lz4", ".Z"}) {
+    if (absl::EndsWith(name, ext)) return ext.size();
+  }
+  return 0;
+}
+
+// The uncompressed size a gzip file's trailer records (ISIZE: the last 4 bytes, little-endian,
+// mod 2^32); nullopt when `path` is no gzip file. Complete when read: the compressor removes the
+// uncompressed file only after it wrote the whole of this one.
+std::optional<uint32_t> GzipSize(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return std::nullopt;
+  struct stat st;
+  unsigned char magic[2] = {0, 0}, trailer[4];
+  const bool gzip = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size >= 18 &&
+                    ::pread(fd, magic, 2, 0) == 2 && magic[0] == 0x1f && magic[1] == 0x8b &&
+                    ::pread(fd, trailer, 4, st.st_size - 4) == 4;
+  ::close(fd);
+  if (!gzip) return std::nullopt;
+  return static_cast<uint32_t>(trailer[0]) | static_cast<uint32_t>(trailer[1]) << 8 |
+         static_cast<uint32_t>(trailer[2]) << 16 | static_cast<uint32_t>(trailer[3]) << 24;
+}
+
 }  // namespace
 
 FileFollower::FileFollower(std::string path, FileFollowerOptions options,
@@ -91,6 +138,10 @@ FileFollower::FileFollower(std::string path, FileFollowerOptions options,
 }
 
 FileFollower::~FileFollower() { Close(); }
+
+bool FileFollower::FollowedElsewhere(uint64_t device, uint64_t inode) const {
+  return options_.followed_elsewhere && options_.followed_elsewhere(device, inode);
+}
 
 void FileFollower::Close() {
   if (open_.fd >= 0) ::close(open_.fd);
@@ -259,7 +310,18 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
     // of it (copytruncate's, made after the checkpoint) no longer than the checkpoint's offset
     // holds nothing after it: left out. Else none is told (its fingerprint may hold only a few
     // bytes, taken when the file was short, that a file rotated after it starts with too).
-    QueueWrittenAfter(from.written_ns(), "", {from.device(), from.inode()},
+    // The path's file, another inode holding lines (written after the checkpoint's file: the
+    // writer moved on), dated before the checkpoint says the clock was stepped back meanwhile:
+    // the last writes then cannot tell the files rotated after it (dated before it too, they
+    // were skipped, unread and unsaid). logrotate compresses and removes the oldest files first,
+    // so with the checkpoint's file gone, those left uncompressed under a rotated name are the
+    // ones rotated after it: all are read, oldest first by their names.
+    struct stat path_st;
+    const bool clock_back = !truncated && ::stat(path_.c_str(), &path_st) == 0 &&
+                            S_ISREG(path_st.st_mode) && path_st.st_size > 0 &&
+                            WrittenNs(path_st) < from.written_ns();
+    QueueWrittenAfter(clock_back ? std::numeric_limits<int64_t>::min() : from.written_ns(), "",
+                      {from.device(), from.inode()},
                       truncated ? from : palisade::v1::FileCheckpoint());
     queued_after_lost_ = rotated_after_.size();
     if (!rotated_after_.empty()) {
@@ -294,10 +356,10 @@ void FileFollower::QueueWrittenAfter(int64_t after_ns, const std::string& name,
                                      std::pair<uint64_t, uint64_t> file,
                                      const palisade::v1::FileCheckpoint& left) {
   // Rotated more than once while the daemon was down: the files written after the checkpoint's
-  // and rotated since lie between it and the path. Which is newer their names cannot say for
-  // every scheme (PATH.N counts down, a date up): their last writes do (each file's after the
-  // one before it), the names only for a tie (two rotations within one tick of the file clock).
-  // RotatedNames are the path with a suffix: compared by that suffix.
+  // and rotated since lie between it and the path. Which is newer their names say within one
+  // scheme (PATH.N counts down, a date up: RotatedAfterByName), else their last writes do (each
+  // file's after the one before it; the names only for a tie, two rotations within one tick of
+  // the file clock). RotatedNames are the path with a suffix: compared by that suffix.
   struct stat now;
   const bool path_there = ::stat(path_.c_str(), &now) == 0;
   std::vector<std::pair<int64_t, std::string>> newer;
@@ -306,13 +368,9 @@ void FileFollower::QueueWrittenAfter(int64_t after_ns, const std::string& name,
     if (rotated == name || !RotatedName(rotated, path_) ||
         ::stat(rotated.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
         (st.st_dev == file.first && st.st_ino == file.second) ||
-        (path_there && st.st_dev == now.st_dev && st.st_ino == now.st_ino)) {
-      continue;
-    }
-    if (WrittenNs(st) < after_ns ||
-        (WrittenNs(st) == after_ns &&
-         (name.empty() || !NewerName(rotated, name, path_.size())))) {
-      continue;  // older than the checkpoint's file: read before it
+        (path_there && st.st_dev == now.st_dev && st.st_ino == now.st_ino) ||
+        FollowedElsewhere(st.st_dev, st.st_ino)) {
+      continue;  // a live log of its own (app.log-1) is read by its follower, not here
     }
     // A file that starts as the one left does is a copy of it (dateext's, copytruncate's), not
     // a file written after it; a copy is no longer than what was left (a short file's few bytes,
@@ -320,7 +378,26 @@ void FileFollower::QueueWrittenAfter(int64_t after_ns, const std::string& name,
     if (IsCopyOf(rotated, left) && static_cast<uint64_t>(st.st_size) <= left.offset()) continue;
     newer.emplace_back(WrittenNs(st), rotated);
   }
-  std::sort(newer.begin(), newer.end(), [this](const auto& a, const auto& b) {
+  // Which were rotated after the file left, oldest first: by the names when they and its own are
+  // of one scheme (logrotate renames in order whatever the clock: a clock stepped back while the
+  // daemon was down dated a file written after the one left before it, and that file was
+  // skipped, unread and unsaid), else by their last writes. Never the two mixed: an order by
+  // names here and by times there can go round, the files read again and again.
+  // With no name for the file left (gone; let go of with no name), the last writes say which
+  // were rotated after it, the names (all of one scheme) in which order.
+  const bool by_names = std::all_of(newer.begin(), newer.end(), [&](const auto& n) {
+    return RotatedAfterByName(n.second, name.empty() ? newer.front().second : name,
+                              path_.size())
+        .has_value();
+  });
+  auto rotated_before = [&](const std::pair<int64_t, std::string>& n) {
+    if (by_names && !name.empty()) return !*RotatedAfterByName(n.second, name, path_.size());
+    return n.first < after_ns ||
+           (n.first == after_ns && (name.empty() || !NewerName(n.second, name, path_.size())));
+  };
+  newer.erase(std::remove_if(newer.begin(), newer.end(), rotated_before), newer.end());
+  std::sort(newer.begin(), newer.end(), [this, by_names](const auto& a, const auto& b) {
+    if (by_names) return *RotatedAfterByName(b.second, a.second, path_.size());
     if (a.first != b.first) return a.first < b.first;
     return NewerName(b.second, a.second, path_.size());
   });
@@ -514,6 +591,9 @@ absl::StatusOr<bool> FileFollower::NextFile() {
         }
       }
     }
+    // Followed live by another follower since it was queued (one made after this one at a
+    // restart, for a per-instance log app.log-1): read there, neither here nor lost.
+    if (!at.empty() && FollowedElsewhere(next.device(), next.inode())) continue;
     absl::StatusOr<bool> opened = at.empty() ? absl::StatusOr<bool>(false) : OpenAt(at, 0);
     if (!opened.ok() || !*opened) {
       // Gone (compressed, removed) before it was read: its lines are not, and that is said.
@@ -668,7 +748,8 @@ std::string FileFollower::CopyOf(const palisade::v1::FileCheckpoint& at, uint64_
     struct stat st;
     if (!RotatedName(rotated, path_) || ::stat(rotated.c_str(), &st) != 0 ||
         !S_ISREG(st.st_mode) || (st.st_dev == at.device() && st.st_ino == at.inode()) ||
-        static_cast<uint64_t>(st.st_size) <= at.offset() || !IsCopyOf(rotated, at)) {
+        static_cast<uint64_t>(st.st_size) <= at.offset() ||
+        FollowedElsewhere(st.st_dev, st.st_ino) || !IsCopyOf(rotated, at)) {
       continue;
     }
     const std::pair<int64_t, int64_t> written(st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
@@ -706,6 +787,10 @@ void FileFollower::Truncated() {
     after_truncation_ = true;
     return;
   }
+  // No copy under a rotated name: compressed at once (copytruncate with compress and no
+  // delaycompress, the copy PATH.1.gz before we looked), what was written after the last read
+  // is in it only. Said (TakeLostToCompression); before 2026-12-07 it was neither read nor said.
+  CompressedCopyLost(at);
   KeepLast16(&truncated_, std::move(at));
   pending_.clear();
   hole_from_ = 0;
@@ -715,6 +800,50 @@ void FileFollower::Truncated() {
   read_offset_ = 0;
   fingerprint_ = FingerprintOf(open_.fd, &fingerprint_bytes_);
   after_truncation_ = true;
+}
+
+void FileFollower::CompressedCopyLost(const palisade::v1::FileCheckpoint& at) {
+  // The newest compressed file under a rotated name of the path (PATH.1.gz, PATH-20261207.gz)
+  // written since the follower last looked at the file: made at this rotation (an older day's
+  // was written before; a tie, the same tick, goes by the name, PATH.1 before PATH.2).
+  std::string newest;
+  int64_t newest_ns = 0;
+  for (const std::string& name : RotatedNames(path_)) {
+    const size_t ext = CompressedSuffix(name);
+    struct stat st;
+    if (ext == 0 || !RotatedName(absl::string_view(name).substr(0, name.size() - ext), path_) ||
+        ::stat(name.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || WrittenNs(st) < at.written_ns()) {
+      continue;
+    }
+    if (!newest.empty() &&
+        (WrittenNs(st) < newest_ns ||
+         (WrittenNs(st) == newest_ns &&
+          !NewerName(absl::string_view(name).substr(0, name.size() - ext),
+                     absl::string_view(newest).substr(0, newest.size() - CompressedSuffix(newest)),
+                     path_.size())))) {
+      continue;
+    }
+    newest = name;
+    newest_ns = WrittenNs(st);
+  }
+  if (newest.empty()) return;  // truncated by hand (: > app.log), or the copy kept elsewhere
+  CompressedCopyLoss loss{at, newest, std::nullopt};
+  std::optional<uint32_t> size = GzipSize(newest);
+  // The copy holds what was read and what came after, up to the truncation: its size less the
+  // position, mod 2^32 as gzip counts (exact below 4 GiB lost). One smaller than the position is
+  // another file (the follower's file below 4 GiB): how much was lost is not known.
+  if (size.has_value() && (at.offset() >= (uint64_t{1} << 32) || *size >= at.offset())) {
+    loss.bytes = static_cast<uint32_t>(*size - static_cast<uint32_t>(at.offset()));
+    if (*loss.bytes == 0) return;  // nothing written after the last read
+  }
+  if (lost_to_compression_.size() >= 16) lost_to_compression_.erase(lost_to_compression_.begin());
+  lost_to_compression_.push_back(std::move(loss));
+}
+
+std::vector<FileFollower::CompressedCopyLoss> FileFollower::TakeLostToCompression() {
+  std::vector<CompressedCopyLoss> out;
+  out.swap(lost_to_compression_);
+  return out;
 }
 
 std::vector<palisade::v1::FileCheckpoint> FileFollower::TakeTruncated() {

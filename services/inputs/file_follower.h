@@ -17,13 +17,19 @@
 //     its old offset: skipped, as is such a hole at the start of any file rotated after the one
 //     read, SEEK_DATA; a second truncation under it is told by the bytes where the data
 //     began after the hole); where it stood then (at the copy's end when the copy was read)
-//     is kept for TakeTruncated (a glob tells the copy by it);
+//     is kept for TakeTruncated (a glob tells the copy by it); a copy compressed before the
+//     follower looked (compress without delaycompress: PATH.1.gz only) is not read, and what it
+//     held past the position is said lost (TakeLostToCompression, gzip's trailer counting it);
 //   - a file that does not exist yet is waited for, not an error; one removed (rm, find
 //     -delete) is read to its end (a last line without its newline is a line), then closed
 //     (its space freed; descriptors do not pile up) and its path waited for again;
 //   - a path that is not a regular file (a FIFO, a socket, a device) is refused, each Poll an
 //     error naming it (kFailedPrecondition): it is opened without blocking, never read;
 //   - lines longer than max_line_bytes are cut there and counted.
+// Which files were rotated after another the names say when they are of one scheme (PATH.N
+// counts down, a date up; a clock stepped back moves no name), else their last writes; a file
+// another follower follows live (options.followed_elsewhere: app.log-1 beside app.log) is never
+// one of them.
 // checkpoint() is the position after the last line handed out: device, inode, offset, a fingerprint
 // of the file's first bytes (an inode reused by another file is not mistaken for the same file),
 // and when the file was last written as last seen. A follower created from a checkpoint resumes
@@ -51,6 +57,7 @@
 #define PALISADE_SERVICES_INPUTS_FILE_FOLLOWER_H_
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -72,6 +79,11 @@ struct FileFollowerOptions {
   // least one line): with long lines (JSON records read whole, up to max_line_bytes) a batch
   // stays bounded in bytes, not only in lines.
   size_t max_batch_bytes = 1 << 20;
+  // Whether another follower (of the same file input) follows the file (device, inode) live:
+  // such a file is never read as one of this path's rotated files, whatever its name (a
+  // per-instance log, app.log-1, is a RotatedName of app.log and written after app.log.1: it was
+  // read again from byte 0 when app.log rotated). Asked at a rotation, not per line. Unset: none.
+  std::function<bool(uint64_t device, uint64_t inode)> followed_elsewhere;
 };
 
 struct FollowerStats {
@@ -135,6 +147,19 @@ class FileFollower {
   // The checkpoints given up since the last call: their file was found neither at the path nor
   // under a rotated name (RotatedNames), so what was written to it after them is not read.
   std::vector<palisade::v1::FileCheckpoint> TakeLost();
+  // A truncation in place (copytruncate) whose copy was compressed before the follower looked
+  // (compress without delaycompress: PATH.1.gz, the uncompressed copy gone): what was written
+  // after the follower's last read is in that copy only, and not read (no compressed file is).
+  struct CompressedCopyLoss {
+    palisade::v1::FileCheckpoint at;  // where the follower stood in the file truncated
+    std::string compressed;           // the compressed copy (PATH.1.gz)
+    // The bytes past `at` the copy held, as gzip's trailer says (its size mod 2^32); unknown for
+    // another compression (xz, zstd, bzip2).
+    std::optional<uint64_t> bytes;
+  };
+  // Those since the last call, at most the last 16. A copy holding no byte past the position
+  // (gzip's trailer says so) lost nothing and is not among them.
+  std::vector<CompressedCopyLoss> TakeLostToCompression();
   // How many files rotated after a checkpoint given up at the resume (TakeLost) were queued to be
   // read, oldest first, before the path: 0 when none was (compress without delaycompress, the
   // common layout: only the path holds lines written after it).
@@ -189,6 +214,8 @@ class FileFollower {
   // The open file's first bytes are no longer the ones fingerprinted, or those where the data
   // began after a hole no longer the ones seen there: rewritten in place.
   bool HeadChanged() const;
+  // options_.followed_elsewhere, false when unset.
+  bool FollowedElsewhere(uint64_t device, uint64_t inode) const;
   // Resumes from a checkpoint (constructor).
   void Resume(const palisade::v1::FileCheckpoint& from);
 
@@ -258,6 +285,10 @@ class FileFollower {
   void Truncated();
   // Positions at a truncation, not yet taken by TakeTruncated (oldest first).
   std::vector<palisade::v1::FileCheckpoint> truncated_;
+  // Truncated with no uncompressed copy found: records the loss when a compressed copy of the
+  // path, written since the follower's last look (`at`), holds bytes past `at`.
+  void CompressedCopyLost(const palisade::v1::FileCheckpoint& at);
+  std::vector<CompressedCopyLoss> lost_to_compression_;  // not yet taken, oldest first
   // Checkpoints given up, not yet taken by TakeLost (oldest first).
   std::vector<palisade::v1::FileCheckpoint> lost_;
   // The files rotated after a checkpoint given up at the resume, queued to be read before the

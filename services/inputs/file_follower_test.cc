@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -59,6 +60,16 @@ void WrittenAgo(const std::string& path, int seconds) {
 void Compress(const std::string& path) {
   std::ofstream(path + ".gz", std::ios::binary) << "\x1f\x8b compressed";
   ASSERT_EQ(std::remove(path.c_str()), 0);
+}
+
+// A gzip file as logrotate's compress leaves it: a header, a body, then the trailer's CRC-32 and
+// the uncompressed size (ISIZE, little-endian, mod 2^32), which is all the follower reads of it.
+void WriteGzip(const std::string& path, uint32_t size) {
+  std::string gz("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10);
+  gz += "deflated";  // inflated by no one here
+  gz.append(4, '\0');  // CRC-32: not checked
+  for (int i = 0; i < 4; ++i) gz.push_back(static_cast<char>((size >> (8 * i)) & 0xff));
+  std::ofstream(path, std::ios::binary) << gz;
 }
 
 TEST_F(FileFollowerTest, NewLinesAsTheyComeAndAPartialLineHeld) {
@@ -432,6 +443,35 @@ TEST_F(FileFollowerTest, CopyTruncateWrittenPastTheOldOffsetIsSeenByItsFirstByte
   std::ofstream(path_, std::ios::trunc | std::ios::binary) << "b1\nb2\nb3\n";
   EXPECT_THAT(Poll(f), ElementsAre("b1", "b2", "b3"));
   EXPECT_EQ(f.stats().truncations, 1u);
+}
+
+// copytruncate with compress and no delaycompress: the copy is PATH.1.gz before the follower
+// looks, so the lines written after its last read (a2 a3) are read nowhere. They were not said
+// lost either: said now (TakeLostToCompression), with the bytes gzip's trailer says the copy
+// held past the position. A copy holding nothing past it lost nothing: not said.
+TEST_F(FileFollowerTest, ACopyTruncateWhoseCopyIsCompressedAtOnceSaysWhatWasLost) {
+  for (const std::string& p : {path_ + ".1.gz", path_ + ".2.gz"}) std::remove(p.c_str());
+  FileFollower f(path_);
+  Append("a1\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a1"));
+  Append("a2\na3\n");  // after the last poll: in the copy only
+  WriteGzip(path_ + ".1.gz", 9);
+  std::ofstream(path_, std::ios::trunc | std::ios::binary) << "b1\n";
+  EXPECT_THAT(Poll(f), ElementsAre("b1"));
+  EXPECT_EQ(f.stats().truncations, 1u);
+  std::vector<FileFollower::CompressedCopyLoss> lost = f.TakeLostToCompression();
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_EQ(lost[0].at.offset(), 3u);
+  EXPECT_EQ(lost[0].compressed, path_ + ".1.gz");
+  EXPECT_EQ(lost[0].bytes, 6u);
+  EXPECT_THAT(f.TakeLostToCompression(), IsEmpty());
+  // The next day with nothing written after the last poll: the copy holds exactly what was read.
+  ASSERT_EQ(std::rename((path_ + ".1.gz").c_str(), (path_ + ".2.gz").c_str()), 0);
+  WriteGzip(path_ + ".1.gz", 3);
+  std::ofstream(path_, std::ios::trunc | std::ios::binary) << "c1\n";
+  EXPECT_THAT(Poll(f), ElementsAre("c1"));
+  EXPECT_EQ(f.stats().truncations, 2u);
+  EXPECT_THAT(f.TakeLostToCompression(), IsEmpty());
 }
 
 // copytruncate (logrotate's cp, then truncate) with lines written after the last poll: they are
@@ -973,6 +1013,74 @@ TEST_F(FileFollowerTest, ResumesThroughEveryFileRotatedSinceTheCheckpoint) {
   EXPECT_THAT(Poll(again), ElementsAre("c2"));
 }
 
+// The same with the clock stepped back while the daemon was down (an hour, NTP after a drift
+// forward): the middle file was last written "before" the checkpoint's, by the clock. Which
+// files were rotated after the checkpoint's is told by the rotated names, logrotate's order
+// (PATH.1 after PATH.2, a later date after an earlier), not by their last writes: the middle
+// file was skipped, its lines lost unsaid. The older file stays unread, whatever its time.
+TEST_F(FileFollowerTest, AClockSteppedBackWhileDownHidesNoFileRotatedAfterTheCheckpoint) {
+  for (const auto& [older, left, middle] : std::vector<std::array<std::string, 3>>{
+           {".3", ".2", ".1"}, {"-20261203", "-20261204", "-20261205"}}) {
+    SCOPED_TRACE(middle);
+    const std::string o = path_ + older, l = path_ + left, m = path_ + middle;
+    for (const char* s : {"", ".1", ".2", ".3", "-20261203", "-20261204", "-20261205"}) {
+      std::remove((path_ + s).c_str());
+    }
+    Append("w1\n", o);
+    palisade::v1::FileCheckpoint checkpoint;
+    {
+      FileFollower f(path_);
+      Append("a1\n");
+      EXPECT_THAT(Poll(f), ElementsAre("a1"));
+      checkpoint = f.checkpoint();
+    }
+    Append("a2\n");
+    ASSERT_EQ(std::rename(path_.c_str(), l.c_str()), 0);
+    Append("b1\n");
+    ASSERT_EQ(std::rename(path_.c_str(), m.c_str()), 0);
+    Append("c1\n");
+    WrittenAgo(l, 100);   // the clock an hour ahead then
+    WrittenAgo(m, 3700);  // stepped back: written after, dated before
+    WrittenAgo(path_, 3600);
+    WrittenAgo(o, 200);   // written before the checkpoint's file, dated after the middle one
+    FileFollower again(path_, {}, checkpoint);
+    EXPECT_THAT(Poll(again), ElementsAre("a2", "b1", "c1"));
+    EXPECT_EQ(again.stats().rotations, 2u);
+    EXPECT_THAT(again.TakeLost(), IsEmpty());
+  }
+}
+
+// Rotated names of two schemes side by side (PATH.N left from before a switch to dateext) are
+// ordered by their last writes alone: ordered by names within a scheme and by times across,
+// the files went round, read again and again.
+TEST_F(FileFollowerTest, RotatedNamesOfTwoSchemesAreReadOnceEach) {
+  for (const char* s : {".1", ".2", "-20261204", "-20261205"}) std::remove((path_ + s).c_str());
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    Append("a1\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  Append("a2\n");
+  ASSERT_EQ(std::rename(path_.c_str(), (path_ + "-20261204").c_str()), 0);
+  Append("n1\n", path_ + ".1");
+  Append("n2\n", path_ + ".2");
+  Append("d5\n", path_ + "-20261205");
+  Append("c1\n");
+  WrittenAgo(path_ + "-20261204", 500);
+  WrittenAgo(path_ + ".2", 400);
+  WrittenAgo(path_ + "-20261205", 300);
+  WrittenAgo(path_ + ".1", 600);  // by its name after .2, by its time before everything
+  WrittenAgo(path_, 100);
+  FileFollower again(path_, {}, checkpoint);
+  std::vector<std::string> lines;
+  for (int i = 0; i < 5; ++i) {
+    for (std::string& line : Poll(again)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("a2", "n2", "d5", "c1"));
+}
+
 // The same under dated names (dateext): the checkpoint's file is PATH-20261204, the middle one
 // PATH-20261205.
 TEST_F(FileFollowerTest, ResumesThroughEveryFileRotatedSinceTheCheckpointUnderDatedNames) {
@@ -1032,6 +1140,44 @@ TEST_F(FileFollowerTest, ACheckpointCompressedAwayStillReadsTheFilesRotatedAfter
   EXPECT_EQ(again.stats().rotations, 2u);
   Append("c2\n");
   EXPECT_THAT(Poll(again), ElementsAre("c2"));
+}
+
+// The same with the clock stepped back an hour while the daemon was down: B and the path were
+// last written "before" the checkpoint's file by the clock, and B, told by its time alone, was
+// skipped unread and unsaid. The path, a file written after the checkpoint's (another inode,
+// holding lines), dated before it says the clock went back: the files under a rotated name
+// left uncompressed are then those rotated after it (logrotate compresses and removes the
+// oldest first), read oldest first by their names. The file before A (compressed) stays unread.
+TEST_F(FileFollowerTest, ACheckpointCompressedAwayWithTheClockSteppedBackReadsTheFilesAfterIt) {
+  const std::string p1 = path_ + ".1", p2 = path_ + ".2", p3 = path_ + ".3";
+  for (const std::string& p : {p2, p3, p2 + ".gz", p3 + ".gz"}) std::remove(p.c_str());
+  Append("w1\n", p3);
+  Compress(p3);
+  Append("a1\n");
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  ASSERT_NE(checkpoint.written_ns(), 0);
+  Append("a2\n");
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("b1\nb2\n");
+  ASSERT_EQ(std::rename(p1.c_str(), p2.c_str()), 0);
+  ASSERT_EQ(std::rename(path_.c_str(), p1.c_str()), 0);
+  Append("c1\n");
+  Compress(p2);
+  WrittenAgo(p1, 3700);  // written after the checkpoint, by a clock an hour behind
+  WrittenAgo(path_, 3600);
+  FileFollower again(path_, {}, checkpoint);
+  std::vector<std::string> lines;
+  for (int i = 0; i < 5; ++i) {
+    for (std::string& line : Poll(again)) lines.push_back(std::move(line));
+  }
+  EXPECT_THAT(lines, ElementsAre("b1", "b2", "c1"));
+  EXPECT_EQ(again.TakeLost().size(), 1u);  // A's rest (a2)
+  EXPECT_EQ(again.queued_after_lost(), 1u);
 }
 
 // compress without delaycompress, down across two rotations: A (the checkpoint's file) is

@@ -406,6 +406,23 @@ void FileInputs::DiscoverLocked(Input& input) {
     // looked whole there, and a client's ~16 KiB user name could end in a forged key.
     follower.max_line_bytes =
         LineCapFor(input.format, options_.max_line_bytes, options_.max_record_bytes) + 1;
+    // A file another follower of the input holds or has queued is read there, never as one of
+    // this path's rotated files: a per-instance log (app.log-1) is a rotated name of app.log,
+    // and was read again from byte 0 at each rotation of app.log. Asked at a rotation, on the
+    // thread reading this file while the round holds mu_ (no other follower moves meanwhile);
+    // `input` and the map's entries outlive the follower. Not across inputs: two inputs may
+    // follow one path, each reading its rotated files itself.
+    follower.followed_elsewhere = [&input, path](uint64_t device, uint64_t inode) {
+      for (const auto& [other, file] : input.files) {
+        if (other == path || file.follower == nullptr) continue;  // null: being made
+        const palisade::v1::FileCheckpoint c = file.follower->checkpoint();
+        if (c.inode() == inode && c.device() == device) return true;
+        for (const palisade::v1::FileCheckpoint& q : file.follower->queued()) {
+          if (q.inode() == inode && q.device() == device) return true;
+        }
+      }
+      return false;
+    };
     File& file = input.files[path];
     if (from.has_value() && from->left_out()) file.left_out = *from;
     file.follower = std::make_unique<FileFollower>(path, follower, std::move(from));
@@ -817,6 +834,18 @@ void FileInputs::PublishLocked(Input& input, const std::string& path, const File
                                                " rotated after it read first, then ")
                                 : std::string(),
                      "the path read from its start"));
+  }
+  for (const FileFollower::CompressedCopyLoss& loss : file.follower->TakeLostToCompression()) {
+    input.errors->Increment();
+    Log(absl::StrCat("input ", input.config.name(), ": ", path,
+                     ": truncated in place (copytruncate) and its copy compressed before it was "
+                     "read (", loss.compressed, ": compress without delaycompress): ",
+                     loss.bytes.has_value()
+                         ? absl::StrCat("the ", *loss.bytes, " bytes written after offset ",
+                                        loss.at.offset(), " lost")
+                         : absl::StrCat("what was written after offset ", loss.at.offset(),
+                                        " is possibly lost"),
+                     " (compressed files are not read; delaycompress keeps them readable)"));
   }
   const FollowerStats& now = file.follower->stats();
   FollowerStats& was = input.published[path];
