@@ -14,9 +14,12 @@ TokenVerdict VerifyWithCloudflare(CloudflareClient& client, const std::string& s
   absl::StatusOr<TokenInfo> info =
       client.VerifyOtherToken(Secret(secret), absl::StartsWith(secret, "cfat_"));
   if (info.ok() || IsIpRestricted(info.status())) return TokenVerdict::kLive;
-  // Throttled, unavailable, timed out: no answer yet. Anything else (401 "Invalid API Token" from
-  // both endpoints, a malformed request) says Cloudflare will not take it as a token.
-  return IsTransient(info.status()) ? TokenVerdict::kUnknown : TokenVerdict::kNotAToken;
+  // Throttled, unavailable, timed out: no answer yet; so is a 2xx the client could not read
+  // (kInternal): Cloudflare answered without refusing it. Anything else (401 "Invalid API Token"
+  // from both endpoints, a malformed request) says Cloudflare will not take it as a token.
+  return IsTransient(info.status()) || info.status().code() == absl::StatusCode::kInternal
+             ? TokenVerdict::kUnknown
+             : TokenVerdict::kNotAToken;
 }
 
 TokenVetter::TokenVetter(TokenVetterOptions options, Clock& clock, VerifyFn verify, Sink sink,

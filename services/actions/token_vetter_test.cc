@@ -6,6 +6,8 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/cloudflare/http_transport.h"
+#include "services/common/clock.h"
 #include "services/common/fingerprint.h"
 
 namespace palisade {
@@ -239,6 +241,45 @@ TEST_F(TokenVetterTest, TheWorkerVerifiesInTheBackground) {
   }
   vetter_->Stop();
   EXPECT_THAT(decided_, SizeIs(1));
+}
+
+// Cloudflare's verify answers, as the vetter takes them: a 2xx the client cannot read
+// (kInternal: a reply of an unexpected shape) is no answer yet, not "not a token" (a live leaked
+// token would be dropped for good); a refusal from both endpoints is "not a token".
+class ScriptedVerify final : public HttpTransport {
+ public:
+  ScriptedVerify(int status, std::string body) : status_(status), body_(std::move(body)) {}
+  absl::StatusOr<HttpResponse> Send(const HttpRequest&) override {
+    HttpResponse r;
+    r.status = status_;
+    r.body = body_;
+    return r;
+  }
+
+ private:
+  int status_;
+  std::string body_;
+};
+
+TEST(VerifyWithCloudflareTest, AnUnreadableAnswerIsNoAnswerYet) {
+  SimulatedClock clock;
+  const std::string leaked = "cfut_0123456789abcdefghijABCDEFGHIJ0123456789";
+  auto verdict = [&](int status, const std::string& body) {
+    prometheus::Registry registry;
+    ScriptedVerify transport(status, body);
+    ClientOptions options;
+    options.account_id = "0123456789abcdef0123456789abcdef";
+    CloudflareClient client(transport, clock, options, Credentials{}, registry);
+    return VerifyWithCloudflare(client, leaked);
+  };
+  EXPECT_EQ(verdict(200, R"({"success":"yes","errors":[],"messages":[],"result":{}})"),
+            TokenVerdict::kUnknown);
+  EXPECT_EQ(verdict(200, R"({"success":true,"errors":[],"messages":[],)"
+                         R"("result":{"id":"ed17574386854bf78a67040be0a770b0","status":"active"}})"),
+            TokenVerdict::kLive);
+  EXPECT_EQ(verdict(401, R"({"success":false,"errors":[{"code":1000,"message":"Invalid API )"
+                         R"(Token"}],"messages":[],"result":null})"),
+            TokenVerdict::kNotAToken);
 }
 
 }  // namespace

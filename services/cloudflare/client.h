@@ -24,7 +24,8 @@
 //                                               at most max_server_delay)
 //   5xx, 408, 409, transport failures,        → kUnavailable (but kUnknown, above, for a call
 //   timeouts                                    that a repeat would apply twice)
-//   404 (10001/10006/1003/7000/7003/...)      → kNotFound
+//   404 (10001/10006/1003/7000/7003/...),     → kNotFound
+//   or any 4xx + 10001 firewallaccessrules.api.not_found
 //   401; 9109/1000/9103/9106/9107/6003        → kUnauthenticated
 //   403 + 9109 "Cannot use the access token from location"
 //                                             → kPermissionDenied: the token is valid but
@@ -35,6 +36,8 @@
 //   4xx + quota codes (10024/10012/20022/1002)→ kFailedPrecondition, naming the plan's quota:
 //                                               not a throttle, no retry frees it
 //   other 4xx                                 → kInvalidArgument
+//   a 2xx without "success": true, or whose   → kInternal (may have been applied; kUnknown
+//   fields are of unexpected types              for a call that a repeat would apply twice)
 //   a reply over the transport's byte caps    → kOutOfRange (not retried: the same call would
 //                                               bring the same reply; kUnknown for a call that
 //                                               a repeat would apply twice)

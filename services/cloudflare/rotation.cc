@@ -187,12 +187,13 @@ namespace {
 
 // A failed roll that Cloudflare may have done all the same (transport error, 5xx, a 2xx that
 // could not be read), as opposed to one it refused (4xx) or that was never sent (budget, no
-// connection made). A refusal of the secret (401, 9109) is one it may have done too: libcurl may
-// have sent the PUT again after a first try that went through, with the secret it retired.
+// connection made). A refusal of the secret (401, 9109) is not: the roll goes on a fresh
+// connection (Call::fresh_connection), so libcurl cannot have sent it again after a first try
+// that went through; the secret was refused before any roll (disabled, expired, rolled
+// elsewhere), and the rotator backs off as for any refusal.
 bool MayHaveRolled(const absl::Status& s) {
   if (TransportNeverSent(s)) return false;
   switch (s.code()) {
-    case absl::StatusCode::kUnauthenticated:
     case absl::StatusCode::kUnavailable:
     case absl::StatusCode::kInternal:
     case absl::StatusCode::kOutOfRange:
