@@ -573,7 +573,8 @@ void SyslogReceiver::Stop() {
   Flush();
 }
 
-void SyslogReceiver::Add(std::string frame, const std::string& peer_source) {
+void SyslogReceiver::Add(std::string frame, const std::string& peer_source,
+                         const std::string& sender) {
   while (!frame.empty() && (frame.back() == '\n' || frame.back() == '\r' || frame.back() == '\0')) {
     frame.pop_back();
   }
@@ -589,27 +590,32 @@ void SyslogReceiver::Add(std::string frame, const std::string& peer_source) {
   bool full = false;
   {
     absl::MutexLock lock(&batch_mu_);
-    Pending& pending = pending_[source];
+    Pending& pending = pending_[{source, sender}];
     palisade::v1::LogBatch& batch = v5424 ? pending.rfc5424 : pending.rfc3164;
     batch.add_records()->set_line(std::move(frame));
-    full = static_cast<uint32_t>(batch.records_size()) >= options_.batch_lines;
+    // Many senders' small batches are bounded together too.
+    ++pending_frames_;
+    full = static_cast<uint32_t>(batch.records_size()) >= options_.batch_lines ||
+           pending_frames_ >= 2 * static_cast<size_t>(options_.batch_lines);
   }
   if (full) Flush();
 }
 
 void SyslogReceiver::Flush() {
   absl::MutexLock sink_lock(&sink_mu_);
-  std::map<std::string, Pending> pending;
+  std::map<std::pair<std::string, std::string>, Pending> pending;
   {
     absl::MutexLock lock(&batch_mu_);
     pending.swap(pending_);
+    pending_frames_ = 0;
   }
-  for (auto& [source, p] : pending) {
+  for (auto& [to, p] : pending) {
     p.rfc3164.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
     p.rfc5424.set_format(palisade::v1::LOG_FORMAT_SYSLOG5424);
     for (palisade::v1::LogBatch* batch : {&p.rfc3164, &p.rfc5424}) {
       if (batch->records_size() == 0) continue;
-      batch->set_source(source);
+      batch->set_source(to.first);
+      batch->set_stream(to.second);
       absl::Status s = sink_(*batch);
       if (!s.ok()) {
         sink_errors_->Increment();
@@ -691,7 +697,8 @@ void SyslogReceiver::UdpLoop() {
     }
     if (n == 0) continue;
     udp_frames_->Increment();
-    if (config_.max_lines_per_second() > 0 && !UdpAllowed(PeerKey(from))) {
+    const std::string sender = PeerKey(from);
+    if (config_.max_lines_per_second() > 0 && !UdpAllowed(sender)) {
       udp_rate_drops_->Increment();
       continue;
     }
@@ -699,7 +706,7 @@ void SyslogReceiver::UdpLoop() {
       malformed_->Increment();
       continue;
     }
-    Add(std::string(buf.data(), static_cast<size_t>(n)), PeerSource(from));
+    Add(std::string(buf.data(), static_cast<size_t>(n)), PeerSource(from), UdpStream(sender));
   }
 }
 
@@ -766,6 +773,28 @@ bool SyslogReceiver::UdpAllowed(const std::string& sender) {
              .first;
   }
   return it->second.TryTake(now);
+}
+
+std::string SyslogReceiver::UdpStream(const std::string& sender) {
+  const absl::Time now = clock_->TimeNow();
+  auto it = udp_streams_.find(sender);
+  if (it != udp_streams_.end()) {
+    it->second = now;
+    return sender;
+  }
+  if (udp_streams_.size() >= options_.max_udp_senders &&
+      now - udp_streams_sweep_ >= absl::Seconds(1)) {
+    // Senders gone quiet give their places up (their pipeline streams live on, for when they
+    // come back), at most once a second, as UdpAllowed's sweep.
+    udp_streams_sweep_ = now;
+    absl::erase_if(udp_streams_,
+                   [now](const auto& kv) { return now - kv.second > absl::Minutes(10); });
+  }
+  // Still full (that many senders, or forged addresses): the source's stream, as before
+  // senders had their own.
+  if (udp_streams_.size() >= options_.max_udp_senders) return std::string();
+  udp_streams_.emplace(sender, now);
+  return sender;
 }
 
 void SyslogReceiver::AcceptLoop(int listen_fd, bool tls) {
@@ -911,9 +940,33 @@ void SyslogReceiver::Release(const std::string& peer, bool holds_slot) {
 
 namespace {
 
-// What ends a newline-framed frame: LF, or NUL (RFC 6587 lets a sender of non-transparent
-// framing end frames with another byte; rsyslog's AddtlFrameDelimiter makes it NUL).
+// What may end a newline-framed frame: LF, or NUL (RFC 6587 lets a sender of non-transparent
+// framing end frames with another byte: Python's SysLogHandler over TCP ends them with NUL, as
+// rsyslog's AddtlFrameDelimiter may).
 constexpr absl::string_view kFrameEnds("\n\0", 2);
+
+// Where the newline-framed frame, or skipped line, from `at` ends (npos: not here yet): its LF,
+// or its NUL too on a connection whose first frame ended in NUL. Elsewhere a NUL is text: a
+// sender that strips CR and LF from a message but passes NUL on (log4j2's newLineEscape, an app
+// following OWASP's CR/LF advice) frames by LF, and a NUL taken as a frame end would let a
+// client forge the next frame ("x\0<38>... Failed password for root from VICTIM ..."). The
+// connection's first frame, while its framing is unknown, ends at either: SettleNewline then
+// records which.
+size_t FrameEnd(const std::string& stream, size_t at, const SyslogReceiver::DeframeState& state) {
+  if (state.nul_ends_frames || state.framing == SyslogReceiver::DeframeState::Framing::kUnknown) {
+    return stream.find_first_of(kFrameEnds.data(), at, kFrameEnds.size());
+  }
+  return stream.find('\n', at);
+}
+
+// A connection whose framing is unknown saw its first newline-framed frame, or a line that
+// started no frame, end with `end`: it frames by newlines, and ends frames at NUL too only if
+// that first frame ended there.
+void SettleNewline(char end, SyslogReceiver::DeframeState* state) {
+  if (state->framing != SyslogReceiver::DeframeState::Framing::kUnknown) return;
+  state->framing = SyslogReceiver::DeframeState::Framing::kNewline;
+  state->nul_ends_frames = end == '\0';
+}
 
 // What `stream` holds at `at`: the start of an octet-counted frame (RFC 6587 "LEN SP <PRI>...":
 // a length of 1 to 10 digits with no leading zero, a space and '<', the length at most
@@ -954,11 +1007,12 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       continue;
     }
     if (state->dropping_line) {  // the rest of an over-long newline-framed frame
-      const size_t nl = stream->find_first_of(kFrameEnds.data(), at, kFrameEnds.size());
+      const size_t nl = FrameEnd(*stream, at, *state);
       if (nl == std::string::npos) {
         at = stream->size();
         break;
       }
+      SettleNewline((*stream)[nl], state);
       state->dropping_line = false;
       at = nl + 1;
       continue;
@@ -973,10 +1027,11 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       // they are read as part of the next length: that frame comes out wrong (or is dropped),
       // and the stream picks up again after it the same way. Between reads only a run of
       // digits and a space is kept, so memory stays bounded however long the skip.
-      // On a connection known to frame by newlines only a newline ends it: a "LEN SP <" in the
-      // line is a client's text, not a frame start.
+      // On a connection known to frame by newlines only a newline (FrameEnd) ends it: a
+      // "LEN SP <" in the line is a client's text, not a frame start. Elsewhere a NUL ends no
+      // skip: a connection yet to settle, or one whose sender counts octets, ends no frame at one.
       if (state->framing == DeframeState::Framing::kNewline) {
-        const size_t nl = stream->find_first_of(kFrameEnds.data(), at, kFrameEnds.size());
+        const size_t nl = FrameEnd(*stream, at, *state);
         if (nl == std::string::npos) {
           at = stream->size();
           break;
@@ -986,7 +1041,10 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
         continue;
       }
       const char c = (*stream)[at];
-      if (c == '\n' || c == '\0') {
+      if (c == '\n') {
+        // A connection whose first line started no frame (tail -F | nc, a banner with no
+        // "<PRI>") and ended at LF frames by newlines: a client's "100 <13>z" later is no count.
+        SettleNewline(c, state);
         state->resyncing = false;
         ++at;
         continue;
@@ -1063,11 +1121,8 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       state->after_digit = false;
       continue;
     }
-    // Newline framing.
-    if (state->framing == DeframeState::Framing::kUnknown) {
-      state->framing = DeframeState::Framing::kNewline;
-    }
-    const size_t nl = stream->find_first_of(kFrameEnds.data(), at, kFrameEnds.size());
+    // Newline framing: the connection's first such frame settles its framing at its end.
+    const size_t nl = FrameEnd(*stream, at, *state);
     if (nl == std::string::npos) {
       if (stream->size() - at > max_frame_bytes) {  // too long, no end in sight: drop it
         ++*malformed;
@@ -1076,6 +1131,7 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       }
       break;
     }
+    SettleNewline((*stream)[nl], state);
     if (nl - at > max_frame_bytes) {
       ++*malformed;
     } else {
@@ -1148,7 +1204,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
   };
   while (!stopping_.load()) {
     while (!waiting.empty() && take()) {
-      Add(std::move(waiting.front()), peer_source);
+      Add(std::move(waiting.front()), peer_source, peer);
       waiting.pop_front();
       if (waiting_counted > 0) --waiting_counted;
     }
@@ -1189,7 +1245,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
   // held when Stop came (acknowledged to the sender, which counts it sent), without the rate
   // limit and up to stop_drain_bytes, read without waiting: a sender still writing does not
   // hold Stop up. What is left is counted, as the close resets it away.
-  for (std::string& f : waiting) Add(std::move(f), peer_source);
+  for (std::string& f : waiting) Add(std::move(f), peer_source, peer);
   waiting.clear();
   if (!closed) {
     auto unread = [fd] {
@@ -1225,10 +1281,10 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
       Deframe(&stream, config_.max_frame_bytes(), &state, &frames, &malformed);
       if (malformed > 0) malformed_->Increment(static_cast<double>(malformed));
       frames_in->Increment(static_cast<double>(frames.size()));
-      for (std::string& f : frames) Add(std::move(f), peer_source);
+      for (std::string& f : frames) Add(std::move(f), peer_source, peer);
     }
     // A last frame end_of_stream found.
-    for (std::string& f : waiting) Add(std::move(f), peer_source);
+    for (std::string& f : waiting) Add(std::move(f), peer_source, peer);
     // Lost with the close: the socket's rest and what OpenSSL still holds (for TLS in bytes on
     // the wire, records and all) and a frame cut in the middle.
     unread_at_stop_->Increment(

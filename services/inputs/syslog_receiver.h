@@ -1,7 +1,9 @@
 // A syslog receiver (issue 14 §1): RFC 5424 and RFC 3164 messages over UDP, TCP (RFC 6587:
-// octet counting, "LEN SP <PRI>...", and newline framing, a frame ending at LF or NUL, told
-// apart by how a frame starts until the connection's first frame settles it: once newline
-// framing, a line starting with digits is never a count)
+// octet counting, "LEN SP <PRI>...", and newline framing, a frame ending at LF, or at NUL too on
+// a connection whose first frame ended in NUL; told apart per frame by how it starts, except
+// that on a connection whose first frame, or first skipped line, ended at a newline a line
+// starting with digits is never a count, while one whose first frame came by its count still
+// reads a line starting '<' as a newline-framed frame)
 // and TLS (RFC 5425: the same frames inside OpenSSL, optionally with client certificates),
 // handed to a batch sink (the daemon's Pipeline::ProcessBatch) in batches per format: a frame
 // whose header is `<PRI>1 ` is RFC 5424, any other RFC 3164.
@@ -10,7 +12,12 @@
 // (sender_time_zones: the entry naming the frame's HOSTNAME, else the most specific peer_cidr
 // covering the sender's address): theirs is ZonedSource(source, zone) (services/pipeline), a
 // stream the pipeline reads in that zone, so a central receiver for servers in several zones
-// dates each server's zoneless times in its own zone.
+// dates each server's zoneless times in its own zone. Each batch names its sender too
+// (LogBatch.stream: PeerKey's address, as the rate limit counts it): the pipeline ages a
+// sender's windows by that sender's own times, so a host whose times read hours behind the
+// others' (a zone no entry names, a wrong clock) keeps its windows across the sweeps. A TCP/TLS
+// sender always; a UDP one while at most max_udp_senders have one (one not heard from for 10
+// minutes gives its place up), past that the source's stream.
 //
 // Bounded, whatever a sender does: at most `max_connections` TCP/TLS connections, and at most
 // `max_connections_per_address` of them from one address (an IPv4-mapped IPv6 address counts as
@@ -25,13 +32,14 @@
 // (and counted) once it has sent nothing for `idle_timeout`; a frame longer than
 // `max_frame_bytes` is skipped and counted (a newline-framed one up to its newline, an
 // octet-counted one as a malformed frame: its length is not trusted) and the connection goes
-// on; a batch is flushed at `batch_lines` or after `flush_interval`, so memory is a batch per
-// format and source (the input's, and one per sender_time_zones zone).
+// on; a batch is flushed at `batch_lines` or after `flush_interval`, and all are once twice
+// `batch_lines` frames wait, so memory is that many frames whatever the senders (a batch per
+// format, source and sender).
 // A malformed frame (no `<PRI>`, a bad or over-long length, a newline-framed line that starts
 // "DIGITS SP" with no '<' after, or any line starting with digits on a newline-framed
 // connection) is counted and skipped, never fatal: the stream picks up at the next newline (or
-// NUL) or, unless the connection is newline-framed, octet-counted frame start, whichever comes
-// first. An accept
+// NUL, where NUL ends frames) or, unless the connection is newline-framed, octet-counted frame
+// start, whichever comes first. An accept
 // that fails for want of descriptors is counted, and the listener waits 100 ms (no spinning).
 // A TLS handshake that fails (no client certificate when one is required, plain text, a
 // timeout) is counted and logged with the peer's address and OpenSSL's reason, and only that
@@ -187,21 +195,28 @@ class SyslogReceiver {
     bool after_digit = false;  // resyncing: the last byte skipped was a digit
     // How the connection's first frame came: by its count ("LEN SP <": the sender counts
     // octets, as rsyslog's octet-counted framing, syslog-ng's syslog() and RFC 5425 do) or by
-    // "<PRI>" up to a newline. A newline-framed sender's first byte is always '<'; lines a
-    // client shapes later (a raw LF passed on) cannot change it, and on such a connection a
-    // line starting with digits is never read as a count.
+    // "<PRI>" up to a newline; a first line that starts no frame and ends at LF (tail -F | nc,
+    // a banner) makes it newline-framed too. Lines a client shapes later (a raw LF passed on)
+    // cannot change it, and on a newline-framed connection a line starting with digits is never
+    // read as a count.
     enum class Framing { kUnknown, kOctet, kNewline };
     Framing framing = Framing::kUnknown;
+    // Newline-framed, and its first frame ended in NUL (Python's SysLogHandler over TCP,
+    // rsyslog's AddtlFrameDelimiter): NUL ends its frames, as LF does. Elsewhere a NUL is text,
+    // as a sender that strips CR and LF but passes NUL on (log4j2's newLineEscape) would let a
+    // client's "x\0<38>..." forge a frame.
+    bool nul_ends_frames = false;
     uint64_t skip = 0;  // bytes of an over-long counted frame still to skip
   };
   // Cuts `stream` into frames (RFC 6587: "LEN SP MSG" when a frame starts "LEN SP <", else up to
-  // a newline or NUL, the trailer rsyslog's AddtlFrameDelimiter may set); complete frames are
-  // appended to `frames`, an incomplete one stays in `stream`. A newline-framed frame longer
-  // than max_frame_bytes is dropped up to its newline (or NUL) and counted in `*malformed`.
-  // Bytes that start no frame (no `<PRI>`, a length that is bad, over max_frame_bytes or not
-  // followed by " <", as a newline-framed "1733530000 rows" is) are counted once and skipped up
-  // to the next newline (or NUL) or "LEN SP <", whichever comes first, so an octet-counted
-  // stream (no newlines) goes on too. On a connection whose first frame came by newline no
+  // a newline, or a NUL on a connection whose first frame ended in one: nul_ends_frames);
+  // complete frames are appended to `frames`, an incomplete one stays in `stream`. A
+  // newline-framed frame longer than max_frame_bytes is dropped up to its newline (or that NUL)
+  // and counted in `*malformed`. Bytes that start no frame (no `<PRI>`, a length that is bad,
+  // over max_frame_bytes or not followed by " <", as a newline-framed "1733530000 rows" is) are
+  // counted once and skipped up to the next newline (or that NUL) or "LEN SP <", whichever
+  // comes first, so an octet-counted stream (no newlines) goes on too. On a connection whose
+  // first frame, or first skipped line, ended at a newline no "LEN SP <" ends a skip and no
   // line is a count, within the cap or over it: its sender passes a message's raw LF on, so
   // "\n100 <13>..." in a client's text would take the next 100 bytes (other programs' lines)
   // as one frame. Such a line is malformed, and skipped up to its newline only. A length over
@@ -215,8 +230,9 @@ class SyslogReceiver {
  private:
   SyslogReceiver(palisade::v1::SyslogInput config, SyslogReceiverOptions options, BatchSink sink)
       : config_(std::move(config)), options_(std::move(options)), sink_(std::move(sink)) {}
-  // Queues a frame for its source's batch of its format: the source SourceOf gives it.
-  void Add(std::string frame, const std::string& peer_source);
+  // Queues a frame for its source's batch of its format (the source SourceOf gives it) from
+  // `sender` (LogBatch.stream; empty: none).
+  void Add(std::string frame, const std::string& peer_source, const std::string& sender);
   void Flush();
   // The source of a sender at `from`: the most specific sender_time_zones peer_cidr entry's
   // (ZonedSource), else config_.source(). A reference to a string the receiver keeps.
@@ -268,6 +284,9 @@ class SyslogReceiver {
   std::string PeerKey(const sockaddr_storage& from) const;
   // Whether a datagram from `sender` is within its budget (UDP rate limit).
   bool UdpAllowed(const std::string& sender);
+  // The stream of a datagram from `sender` (PeerKey): `sender`, while at most max_udp_senders
+  // have theirs; else empty (the source's).
+  std::string UdpStream(const std::string& sender);
 
   palisade::v1::SyslogInput config_;
   SyslogReceiverOptions options_;
@@ -279,6 +298,10 @@ class SyslogReceiver {
   // UDP buckets by sender address, used by the UDP thread only.
   absl::flat_hash_map<std::string, TokenBucket> udp_buckets_;
   std::unique_ptr<TokenBucket> udp_overflow_;  // shared by senders past max_udp_senders
+  // UDP senders with a stream of their own (UdpStream), when each was last heard from; likewise
+  // the UDP thread's only.
+  absl::flat_hash_map<std::string, absl::Time> udp_streams_;
+  absl::Time udp_streams_sweep_ = absl::InfinitePast();
   absl::Time udp_last_sweep_ = absl::InfinitePast();
   // The socket's drop count (sk_drops, 32 bits, as SO_RXQ_OVFL and SO_MEMINFO give it) last
   // seen, by the UDP thread (and Stop, once that has ended); the drops counted from it.
@@ -319,13 +342,15 @@ class SyslogReceiver {
   // range in two zones: stable_sort would keep the first unseen).
   absl::flat_hash_map<std::string, std::string> host_sources_;
   std::vector<std::pair<Cidr, std::string>> peer_sources_;
-  // Frames waiting for the next flush, by source (config_.source(), or a sender zone's).
+  // Frames waiting for the next flush, by source (config_.source(), or a sender zone's) and
+  // sender (LogBatch.stream), and how many in all.
   struct Pending {
     palisade::v1::LogBatch rfc3164;
     palisade::v1::LogBatch rfc5424;
   };
   absl::Mutex batch_mu_;
-  std::map<std::string, Pending> pending_ ABSL_GUARDED_BY(batch_mu_);
+  std::map<std::pair<std::string, std::string>, Pending> pending_ ABSL_GUARDED_BY(batch_mu_);
+  size_t pending_frames_ ABSL_GUARDED_BY(batch_mu_) = 0;
   absl::Mutex sink_mu_;  // batches reach the sink one at a time, in order
   prometheus::Counter* udp_frames_ = nullptr;
   prometheus::Counter* tcp_frames_ = nullptr;

@@ -179,9 +179,10 @@ TEST(DeframeTest, ANewlineFramedConnectionTakesNoCountWithinTheCap) {
                    {"<13>x", "<13>real one", "<13>real two"}, 2);
 }
 
-// RFC 6587 lets a non-transparent-framing sender end frames with another byte than LF; rsyslog's
-// AddtlFrameDelimiter makes it NUL. Such frames end at the NUL instead of piling up to
-// max_frame_bytes and being dropped whole, in any cut of the reads; a NUL between frames (as
+// RFC 6587 lets a non-transparent-framing sender end frames with another byte than LF; Python's
+// SysLogHandler over TCP ends them with NUL, as rsyslog's AddtlFrameDelimiter may. On a
+// connection whose first frame ended in NUL, frames end at a NUL (or an LF) instead of piling up
+// to max_frame_bytes and being dropped whole, in any cut of the reads; a NUL between frames (as
 // "\0\n") is a stray separator.
 TEST(DeframeTest, ANulEndsANewlineFramedFrame) {
   const std::string nul(1, '\0');
@@ -193,6 +194,48 @@ TEST(DeframeTest, ANulEndsANewlineFramedFrame) {
   ExpectInEveryCut(absl::StrCat("<13>a", nul, "<13>", big, nul, "<13>b", nul, "junk", nul,
                                 "<13>c", nul),
                    64, {"<13>a", "<13>b", "<13>c"}, 2);
+  // A first frame too long to keep still tells, by its NUL, how the connection ends frames.
+  ExpectInEveryCut(absl::StrCat("<13>", big, nul, "<13>b", nul, "<13>c", nul), 64,
+                   {"<13>b", "<13>c"}, 1);
+}
+
+// A sender that strips CR and LF from a message but passes NUL on (log4j2's TCP syslog appender
+// with newLineEscape, an app following OWASP's CR/LF advice) frames by LF: a NUL in a client's
+// text there is text. Read as a frame end it would forge a frame keyed on someone else's address
+// ("x\0<38>... Failed password for root from VICTIM ..."). Only a connection whose first frame
+// ended in NUL has its frames end at one; elsewhere a NUL ends no frame, no skip of an over-long
+// frame and no resync (on a connection not yet decided, nor on an octet-counted one), in any
+// cut of the reads.
+TEST(DeframeTest, ANulIsTextOnAConnectionWhoseFramesEndAtLf) {
+  const std::string nul(1, '\0');
+  const std::string forged =
+      "<38>Dec  5 10:00:00 bastion sshd[9]: Failed password for root from 198.51.100.9 port 22 "
+      "ssh2";
+  const std::string line = absl::StrCat("<13>app: login failed for x", nul, forged);
+  ExpectInEveryCut(absl::StrCat("<13>first\n", line, "\n<13>after\n"), 1024,
+                   {"<13>first", line, "<13>after"}, 0);
+  // An over-long frame is dropped up to its LF, and a line that starts no frame skipped to it.
+  const std::string big(1024, 'x');
+  ExpectInEveryCut(absl::StrCat("<13>first\n<13>", big, nul, forged, "\n<13>after\n"), 1024,
+                   {"<13>first", "<13>after"}, 1);
+  ExpectInEveryCut(absl::StrCat("<13>first\njunk", nul, forged, "\n<13>after\n"), 1024,
+                   {"<13>first", "<13>after"}, 1);
+  // Before the first frame, and on an octet-counted connection, a resync ends at LF, not NUL.
+  ExpectInEveryCut(absl::StrCat("junk", nul, forged, "\n<13>after\n"), 1024, {"<13>after"}, 1);
+  ExpectInEveryCut(absl::StrCat("7 <13>one7x <13>bad", nul, forged, "\n7 <13>two"), 1024,
+                   {"<13>one", "<13>two"}, 1);
+}
+
+// A newline sender's first lines may start no frame (tail -F | nc, a banner with no "<PRI>"):
+// the LF that ends them makes the connection newline-framed, so a client's line "100 <13>z"
+// later is no count either (it would take the next 100 bytes, other programs' lines, as one
+// frame), in any cut of the reads. Before such an LF, an octet-counted stream that starts with
+// junk still finds its first count (BytesThatStartNoFrameAreSkippedToTheNextFrame).
+TEST(DeframeTest, AConnectionWhoseFirstLineStartsNoFrameIsNewlineFramed) {
+  ExpectInEveryCut("banner\n100 <13>z\n<13>real one\n<13>real two\n", 128,
+                   {"<13>real one", "<13>real two"}, 2);
+  ExpectInEveryCut("1733530000 rows\nno pri\n9 <13>forged\n<13>real one\n", 128, {"<13>real one"},
+                   3);
 }
 
 TEST(TokenBucketTest, BurstThenRate) {
@@ -239,6 +282,7 @@ class ReceiverTest : public ::testing::Test {
             got_.push_back(
                 absl::StrCat(b.format() == palisade::v1::LOG_FORMAT_SYSLOG5424 ? "5424 " : "3164 ",
                              b.source(), " ", rec.line()));
+            senders_.push_back(absl::StrCat(b.stream(), " ", rec.line()));
           }
           return absl::OkStatus();
         },
@@ -327,6 +371,7 @@ class ReceiverTest : public ::testing::Test {
   prometheus::Registry registry_;
   absl::Mutex mu_;
   std::vector<std::string> got_;
+  std::vector<std::string> senders_;  // "STREAM LINE" per line, as got_
   std::vector<std::string> logs_;
 };
 
@@ -459,6 +504,130 @@ TEST_F(ReceiverTest, SendersInOtherZonesAreDatedInTheirOwnZone) {
   EXPECT_EQ(detected["203.0.113.3"], instant) << detected["203.0.113.3"];  // the receiver's
 }
 
+// Two senders to one receiver with no sender_time_zones, the real pipeline behind it: a UTC
+// host, and a New York host whose RFC 3164 times read 5 hours behind (its zone named nowhere;
+// a wrong clock does the same). A slow brute force against the New York host, one attempt per
+// sweep: each sender's windows age by its own latest time, so the third attempt reaches the
+// threshold. Before, both shared the source's stream, whose time is the UTC host's, and every
+// sweep dropped the New York host's window (5 hours old by that time): no detection, ever.
+TEST_F(ReceiverTest, ALaggingSendersWindowsAgeByItsOwnTimeAcrossSweeps) {
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_tcp_listen("127.0.0.1:0");
+  PipelineOptions options;
+  options.time_zone = absl::UTCTimeZone();
+  absl::Mutex mu;
+  std::map<std::string, absl::Time> detected;  // key -> event time
+  size_t processed = 0;                         // lines through the pipeline
+  options.on_detections = [&](absl::string_view, std::vector<Detection>& detections,
+                              const std::vector<DecisionUpdate>&) {
+    absl::MutexLock lock(&mu);
+    for (const Detection& d : detections) detected[d.key] = d.time;
+  };
+  auto pack = ParseRulePack(R"pb(
+    rules {
+      id: "ssh-fail"
+      formats: LOG_FORMAT_SYSLOG
+      patterns: "Failed password for \\S+ from (?P<ip>\\S+) port"
+      threshold {
+        count: 3
+        window { seconds: 600 }
+      }
+      decision {
+        action: ACTION_BLOCK
+        duration { seconds: 600 }
+      }
+    }
+  )pb", "test.textproto");
+  ASSERT_TRUE(pack.ok()) << pack.status();
+  auto rules = RuleSet::Compile({*pack});
+  ASSERT_TRUE(rules.ok()) << rules.status();
+  const absl::Time instant = absl::FromUnixSeconds(1'796'644'800);  // 2026-12-07 12:00:00 UTC
+  SimulatedClock clock(instant + absl::Seconds(30));
+  DecisionTable table(clock);
+  prometheus::Registry pipeline_registry;
+  Pipeline pipeline(*rules, options, clock, table, pipeline_registry);
+  SyslogReceiverOptions receiver_options;
+  receiver_options.flush_interval = absl::Milliseconds(10);
+  auto r = SyslogReceiver::Start(
+      config, receiver_options,
+      [&](const palisade::v1::LogBatch& b) {
+        absl::Status s = pipeline.ProcessBatch(b).status();
+        absl::MutexLock lock(&mu);
+        processed += static_cast<size_t>(b.records_size());
+        return s;
+      },
+      registry_);
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto wait_processed = [&](size_t n) {
+    return Eventually([&] {
+      absl::MutexLock lock(&mu);
+      return processed >= n;
+    });
+  };
+  auto send = [](int fd, const std::string& line) {
+    ASSERT_EQ(::send(fd, line.data(), line.size(), 0), static_cast<ssize_t>(line.size()));
+  };
+  const std::string fail = " sshd[1]: Failed password for root from ";
+  const int utc = ConnectFrom("127.0.0.1", (*r)->tcp_port());
+  const int ny = ConnectFrom("127.0.0.2", (*r)->tcp_port());
+  send(utc, "<38>Dec  7 12:00:00 web-utc" + fail + "198.51.100.1 port 22 ssh2\n");
+  ASSERT_TRUE(wait_processed(1));
+  for (int i = 0; i < 3; ++i) {
+    pipeline.ExpireWindows();
+    send(ny, absl::StrCat("<38>Dec  7 07:00:", 10 + 10 * i, " web-ny", fail,
+                          "203.0.113.1 port 22 ssh2\n"));
+    ASSERT_TRUE(wait_processed(2 + i));
+  }
+  (*r)->Stop();
+  ::close(utc);
+  ::close(ny);
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(detected.count("203.0.113.1"), 1u) << "the lagging host's attempts were swept";
+  EXPECT_EQ(detected["203.0.113.1"], instant - absl::Hours(5) + absl::Seconds(30));
+}
+
+// Each batch names its sender (LogBatch.stream, the address the rate limit counts), a TCP one
+// always; UDP senders (forgeable) only while at most max_udp_senders have theirs: past that,
+// none (the source's stream).
+TEST_F(ReceiverTest, BatchesNameTheirSenderWithinTheUdpSendersBound) {
+  palisade::v1::SyslogInput config;
+  config.set_name("central");
+  config.set_udp_listen("127.0.0.1:0");
+  config.set_tcp_listen("127.0.0.1:0");
+  auto r = Start(config, nullptr, /*max_udp_senders=*/1);
+  ASSERT_NE(r, nullptr);
+  auto send_udp = [&](const char* from, const std::string& dgram) {
+    const int udp = ::socket(AF_INET, SOCK_DGRAM, 0);
+    sockaddr_in src{};
+    src.sin_family = AF_INET;
+    inet_pton(AF_INET, from, &src.sin_addr);
+    ASSERT_EQ(::bind(udp, reinterpret_cast<sockaddr*>(&src), sizeof(src)), 0) << from;
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(r->udp_port()));
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ASSERT_EQ(::sendto(udp, dgram.data(), dgram.size(), 0, reinterpret_cast<sockaddr*>(&a),
+                       sizeof(a)),
+              static_cast<ssize_t>(dgram.size()));
+    ::close(udp);
+  };
+  send_udp("127.0.0.2", "<38>Dec  7 12:00:00 a sshd[1]: one");
+  ASSERT_EQ(WaitFor(1).size(), 1u);
+  send_udp("127.0.0.3", "<38>Dec  7 12:00:00 b sshd[1]: two");
+  ASSERT_EQ(WaitFor(2).size(), 2u);
+  const int fd = ConnectFrom("127.0.0.4", r->tcp_port());
+  const std::string tcp = "<38>Dec  7 12:00:00 c sshd[1]: three\n";
+  ASSERT_EQ(::send(fd, tcp.data(), tcp.size(), 0), static_cast<ssize_t>(tcp.size()));
+  ASSERT_EQ(WaitFor(3).size(), 3u);
+  r->Stop();
+  ::close(fd);
+  absl::MutexLock lock(&mu_);
+  EXPECT_THAT(senders_, ElementsAre("127.0.0.2 <38>Dec  7 12:00:00 a sshd[1]: one",
+                                    " <38>Dec  7 12:00:00 b sshd[1]: two",
+                                    "127.0.0.4 <38>Dec  7 12:00:00 c sshd[1]: three"));
+}
+
 // Which entry names a sender's zone: its HOSTNAME's, whatever the ranges say, else the most
 // specific range covering its address, whatever the config's order (the /8 comes first here).
 TEST_F(ReceiverTest, HostnameThenMostSpecificPeerRangeChooseTheSource) {
@@ -559,7 +728,8 @@ TEST_F(ReceiverTest, ABadSenderZoneIsRefusedNamingTheEntry) {
 }
 
 // A connection that ends in the middle of an octet-counted frame: the part is not a message,
-// and it is counted as a malformed frame, not dropped unseen.
+// and it is counted as a malformed frame, not dropped unseen. (The connection opens with a
+// counted frame: on a newline-framed one "100 <38>..." is no count, but a malformed line.)
 TEST_F(ReceiverTest, AnOctetFrameCutByTheCloseIsCountedMalformed) {
   palisade::v1::SyslogInput config;
   config.set_name("cut");
@@ -567,11 +737,15 @@ TEST_F(ReceiverTest, AnOctetFrameCutByTheCloseIsCountedMalformed) {
   auto r = Start(config);
   ASSERT_NE(r, nullptr);
   const int fd = Connect(r->tcp_port());
-  const std::string sent = "<38>Mar  3 14:02:01 h sshd[1]: whole\n100 <38>Mar  3 14:02:02 h";
+  const std::string whole = "<38>Mar  3 14:02:01 h sshd[1]: whole";
+  const std::string sent = absl::StrCat(whole.size(), " ", whole, "100 <38>Mar  3 14:02:02 h");
   ASSERT_EQ(::send(fd, sent.data(), sent.size(), 0), static_cast<ssize_t>(sent.size()));
   ::close(fd);
-  EXPECT_THAT(WaitFor(1), ElementsAre("3164 cut <38>Mar  3 14:02:01 h sshd[1]: whole"));
+  EXPECT_THAT(WaitFor(1), ElementsAre("3164 cut " + whole));
   EXPECT_TRUE(Eventually([&] { return Metric("palisade_syslog_malformed_frames_total") == 1; }));
+  // The cut part is no frame (counted so at the close, not left to be refused as one).
+  EXPECT_EQ(Metric("palisade_syslog_frames_total"), 1);
+  EXPECT_THAT(WaitFor(1), ElementsAre("3164 cut " + whole));
 }
 
 // Over TCP: rsyslog's octet-counted framing (no newlines), one frame with a bad length in the

@@ -425,6 +425,7 @@ class ProtoBatch {
   LogFormat format() const { return b_.format(); }
   uint64_t sequence() const { return b_.sequence(); }
   const std::string& source() const { return b_.source(); }
+  const std::string& stream() const { return b_.stream(); }
   const std::string& json_format() const { return b_.json_format(); }
   int size() const { return b_.records_size(); }
   absl::string_view line(int i) const { return b_.records(i).line(); }
@@ -448,6 +449,7 @@ class ViewBatch {
   LogFormat format() const { return b_.format; }
   uint64_t sequence() const { return b_.sequence; }
   const std::string& source() const { return b_.source; }
+  const std::string& stream() const { return b_.stream; }
   const std::string& json_format() const { return b_.json_format; }
   int size() const { return static_cast<int>(b_.lines.size()); }
   absl::string_view line(int i) const { return b_.lines[i]; }
@@ -743,10 +745,15 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   ack.set_sequence(batch.sequence());
   const std::string source = batch.source().empty() ? "-" : batch.source();
   StreamState stream;
+  // Where the stream is kept (streams_), for what the batch leaves in it at the end; `overflow`:
+  // the shared state of sources past the cap.
+  uint64_t stream_key = 0;
+  bool overflow = false;
   {
     absl::MutexLock lock(&streams_mu_);
-    StreamState& s = StreamFor(source);
-    if (&s == &overflow_stream_) {
+    StreamState& s = StreamFor(source, batch.stream(), started, &stream_key);
+    overflow = &s == &overflow_stream_;
+    if (overflow) {
       ++streams_overflowed_;
       streams_overflow_counter_.Increment();
     }
@@ -1053,24 +1060,52 @@ absl::StatusOr<BatchAck> Pipeline::Run(const Batch& batch) {
   }
   {
     absl::MutexLock lock(&streams_mu_);
-    StreamState& s = StreamFor(source);
-    if (previous != absl::InfinitePast()) {
-      s.last_line = previous;
-      s.last_line_read = previous_read;
+    // Not freed meanwhile: a batch takes its stream's place for a day and more (`used`).
+    auto it = streams_.find(stream_key);
+    StreamState* s = overflow ? &overflow_stream_ : it != streams_.end() ? &it->second : nullptr;
+    if (s != nullptr && previous != absl::InfinitePast()) {
+      s->last_line = previous;
+      s->last_line_read = previous_read;
     }
-    s.watermark = std::max(s.watermark, latest);
+    if (s != nullptr) s->watermark = std::max(s->watermark, latest);
   }
   batch_latency_.Observe(absl::ToDoubleSeconds(clock_.TimeNow() - started));
   return ack;
 }
 
-Pipeline::StreamState& Pipeline::StreamFor(absl::string_view source) {
-  const uint64_t key = absl::Hash<absl::string_view>()(source);
-  auto it = streams_.find(key);
-  if (it != streams_.end()) return it->second;
-  if (streams_.size() >= options_.max_streams) return overflow_stream_;
-  StreamState& s = streams_[key];
-  s.id = static_cast<uint32_t>(streams_.size());
+Pipeline::StreamState& Pipeline::StreamFor(absl::string_view source, absl::string_view sender,
+                                           absl::Time now, uint64_t* key) {
+  if (!sender.empty()) {
+    *key = absl::Hash<std::pair<absl::string_view, absl::string_view>>()({source, sender});
+    auto it = streams_.find(*key);
+    if (it != streams_.end()) {
+      it->second.used = now;
+      return it->second;
+    }
+    // Past the senders' share, or the cap: the source's stream, as before senders had theirs.
+    if (sender_streams_ >= options_.max_sender_streams ||
+        streams_.size() >= options_.max_streams) {
+      return StreamFor(source, absl::string_view(), now, key);
+    }
+  } else {
+    *key = absl::Hash<absl::string_view>()(source);
+    auto it = streams_.find(*key);
+    if (it != streams_.end()) {
+      it->second.used = now;
+      return it->second;
+    }
+    if (streams_.size() >= options_.max_streams) return overflow_stream_;
+  }
+  StreamState& s = streams_[*key];
+  if (!free_stream_ids_.empty()) {
+    s.id = free_stream_ids_.back();
+    free_stream_ids_.pop_back();
+  } else {
+    s.id = next_stream_id_++;
+  }
+  s.sender = !sender.empty();
+  if (s.sender) ++sender_streams_;
+  s.used = now;
   return s;
 }
 
@@ -1099,7 +1134,8 @@ void Pipeline::FeedDecisions(absl::string_view source, const std::vector<Detecti
   uint32_t stream_id = 0;
   {
     absl::MutexLock lock(&streams_mu_);
-    stream_id = StreamFor(source).id;
+    uint64_t key;
+    stream_id = StreamFor(source, absl::string_view(), clock_.TimeNow(), &key).id;
   }
   std::vector<Detection> detections;
   ParsedLine parsed;
@@ -1290,14 +1326,31 @@ std::shared_ptr<const RuleSet> Pipeline::rules() const {
 void Pipeline::ExpireWindows() {
   const absl::Time now = clock_.TimeNow();
   std::vector<absl::Time> stream_now;
+  absl::ReaderMutexLock rules_lock(&rules_mu_);
+  // A stream none of whose windows or sessions can be left: a line is counted at most
+  // kFutureHorizon past the batch's clock, its stream's now (below) reaches at least a day
+  // behind the clock, and the longest window (or session ttl) after that it has aged out.
+  // Its place and id go to new streams (a freed id's windows, if any, would age by the new
+  // stream's time: the safe side of never).
+  absl::Duration longest = options_.engine.sessions.ttl;
+  for (const auto& rule : engine_.rules()->rules()) longest = std::max(longest, rule->window);
+  const absl::Time idle_before = now - absl::Hours(24) - kFutureHorizon - longest;
   {
     absl::MutexLock lock(&streams_mu_);
-    stream_now.assign(streams_.size() + 1, now);
+    for (auto it = streams_.begin(); it != streams_.end();) {
+      if (it->second.used >= idle_before) {
+        ++it;
+        continue;
+      }
+      free_stream_ids_.push_back(it->second.id);
+      if (it->second.sender) --sender_streams_;
+      streams_.erase(it++);
+    }
+    stream_now.assign(next_stream_id_, now);
     for (const auto& [key, s] : streams_) {
       stream_now[s.id] = std::clamp(s.watermark, now - absl::Hours(24), now);
     }
   }
-  absl::ReaderMutexLock rules_lock(&rules_mu_);
   engine_.ExpireByStream(stream_now, now);
   absl::MutexLock lock(&metrics_mu_);
   PublishEngineGaugesLocked();

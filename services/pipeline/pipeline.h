@@ -124,8 +124,16 @@ struct PipelineOptions {
   // Per-source state (the year rule's previous line, the event-time watermark windows age by)
   // is kept for at most this many distinct sources, found by a hash of the source: a source is
   // written by the client, so neither its length nor how many there are may grow memory. Past
-  // the cap, new sources share one state whose windows age on the clock (counted).
+  // the cap, new sources share one state whose windows age on the clock (counted). A stream
+  // with no batch for longer than a day (the watermark's clamp), plus kFutureHorizon (a line may
+  // be dated that far ahead) and the longest rule window and session ttl, has nothing left that
+  // ages by it: ExpireWindows frees it, so sources (and senders) that stop give their place,
+  // and their id, to new ones.
   uint32_t max_streams = 65536;
+  // Of those, the streams of senders (LogBatch.stream: a syslog receiver's peers, which UDP
+  // lets anyone forge) at most: past it a sender's lines go in its source's stream, so senders
+  // cannot take the places of sources.
+  uint32_t max_sender_streams = 32768;
   // Cluster (issue 17): when set, a line's matches are not counted here (Engine::MatchLine, not
   // Process) but handed to `route_match` (MatchRouter::Route), to be counted by the owner of
   // their key's partition. A match it answers kFailedPrecondition for (a token fingerprint,
@@ -156,6 +164,7 @@ struct LineBatch {
   palisade::v1::LogFormat format = palisade::v1::LOG_FORMAT_UNSPECIFIED;
   std::string source;
   std::string json_format;
+  std::string stream;  // LogBatch.stream
   uint64_t sequence = 0;
   std::vector<absl::string_view> lines;
   // Filled by Pipeline::Prematch: line i's candidates are
@@ -241,9 +250,10 @@ class Pipeline {
   std::shared_ptr<const RuleSet> rules() const;
 
   // Drops idle windows; the server calls this from its sweep. A window ages in the event time of
-  // the stream (batch source) that last counted in it: the latest line time seen from it, at
-  // most the clock's now and at least a day behind it (so a source that stops does not keep its
-  // windows forever). Windows of no known stream age on the clock.
+  // the stream (batch source, or its sender: LogBatch.stream) that last counted in it: the
+  // latest line time seen from it, at most the clock's now and at least a day behind it (so a
+  // source that stops does not keep its windows forever). Windows of no known stream age on the
+  // clock. Frees the streams idle past what anything could age by (see max_streams).
   void ExpireWindows();
 
   // Admin.TestRules: runs `rules` (or the loaded ones) over lines, without touching windows.
@@ -290,7 +300,8 @@ class Pipeline {
   size_t live_windows() const;  // the engine's windows now (Engine::live_windows)
   std::vector<uint64_t> matches_per_rule() const;
   uint64_t lines_malformed() const;
-  // Distinct sources with their own stream state, and batches from sources past the cap.
+  // Distinct sources (and senders) with their own stream state, and batches from sources past
+  // the cap.
   size_t streams() const;
   uint64_t streams_overflowed() const;
   // Recidive: decision lines fed back that were matched from the memo of an earlier one with
@@ -323,9 +334,11 @@ class Pipeline {
   void RebuildRuleMetricsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(metrics_mu_);
   void PublishEngineGaugesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(metrics_mu_);
 
-  // Per batch source: what carries over from one batch to the next.
+  // Per batch source (or sender of one): what carries over from one batch to the next.
   struct StreamState {
     uint32_t id = 0;                             // Engine's stream number (1, 2, ...)
+    bool sender = false;                         // a sender's (LogBatch.stream), not a source's
+    absl::Time used = absl::InfinitePast();      // the clock when a batch last took it
     absl::Time last_line = absl::InfinitePast();  // the previous line's own time (year rule)
     // The clock when last_line was read: a stream whose lines arrive within minutes of their
     // times is live (the daemon's choice of a repeated hour's occurrence, pipeline.cc).
@@ -394,12 +407,21 @@ class Pipeline {
   // rules, the engine gauges. Under rules_mu_ (the rules in use).
   void PublishRuleMetrics(const std::vector<const CompiledRule*>& detected);
 
-  // The state of `source`'s stream (see PipelineOptions::max_streams).
-  StreamState& StreamFor(absl::string_view source) ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);
+  // The state of the stream of `source`'s `sender` (empty: the source's own; past
+  // max_sender_streams, the source's too), taken at `now`; `*key`: what it is kept under in
+  // streams_ (see PipelineOptions::max_streams).
+  StreamState& StreamFor(absl::string_view source, absl::string_view sender, absl::Time now,
+                         uint64_t* key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(streams_mu_);
 
   mutable absl::Mutex streams_mu_;
-  // Keyed by absl::Hash of the source: 8 bytes whatever the source's length.
+  // Keyed by absl::Hash of the source (with the sender, for a sender's stream): 8 bytes
+  // whatever their length.
   absl::flat_hash_map<uint64_t, StreamState> streams_ ABSL_GUARDED_BY(streams_mu_);
+  // Ids of the streams ExpireWindows freed, given again before new ones; the next new id; how
+  // many of streams_ are senders'.
+  std::vector<uint32_t> free_stream_ids_ ABSL_GUARDED_BY(streams_mu_);
+  uint32_t next_stream_id_ ABSL_GUARDED_BY(streams_mu_) = 1;
+  uint32_t sender_streams_ ABSL_GUARDED_BY(streams_mu_) = 0;
   // Sources past max_streams: id 0, so their windows age on the clock.
   StreamState overflow_stream_ ABSL_GUARDED_BY(streams_mu_);
   uint64_t streams_overflowed_ ABSL_GUARDED_BY(streams_mu_) = 0;

@@ -775,6 +775,100 @@ TEST_F(PipelineTest, PerSourceStateIsBoundedInCountAndBytes) {
   EXPECT_EQ(table.active_count(), 1u);
 }
 
+// Two senders of one source (a syslog receiver's peers, LogBatch.stream), one whose times read
+// 5 hours behind the other's (its zone named nowhere, or a wrong clock): its windows age by its
+// own latest time, so its slow brute force, one attempt per sweep, reaches the threshold. In
+// the source's one stream the other sender's time aged them: each sweep dropped the window.
+TEST_F(PipelineTest, ASendersWindowsAgeByItsOwnTimeNotItsSourcesOthers) {
+  auto batch = [&](absl::string_view sender, absl::string_view ip, int seconds_ago) {
+    LogBatch b;
+    b.set_source("central");
+    b.set_stream(std::string(sender));
+    b.set_format(LogFormat::LOG_FORMAT_SYSLOG);
+    b.add_records()->set_line(Line(ip, seconds_ago));
+    return b;
+  };
+  ASSERT_THAT(pipeline_.ProcessBatch(batch("192.0.2.1", "198.51.100.1", 0)), IsOk());
+  uint32_t detections = 0;
+  for (int i = 0; i < 3; ++i) {
+    pipeline_.ExpireWindows();
+    absl::StatusOr<palisade::v1::BatchAck> ack =
+        pipeline_.ProcessBatch(batch("192.0.2.2", "203.0.113.7", 5 * 3600 - 10 * i));
+    ASSERT_THAT(ack, IsOk());
+    detections += ack->detections();
+    clock_.Advance(absl::Seconds(10));
+  }
+  EXPECT_EQ(detections, 1u);
+  EXPECT_EQ(pipeline_.streams(), 2u);  // a stream per sender; the source's own is not needed
+}
+
+// Senders may be forged (UDP): past max_sender_streams a new sender's lines go in its source's
+// stream, and still count.
+TEST_F(PipelineTest, SenderStreamsAreBoundedAndPastItTheSourcesStreamCounts) {
+  PipelineOptions options;
+  options.max_sender_streams = 2;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  for (int i = 0; i < 5; ++i) {
+    LogBatch batch = Backlog({{"203.0.113.7", 5 - i}});
+    batch.set_stream(absl::StrCat("192.0.2.", i));
+    ASSERT_THAT(pipeline.ProcessBatch(batch), IsOk());
+  }
+  EXPECT_EQ(pipeline.streams(), 3u);  // two senders', then the source's for the other three
+  EXPECT_EQ(pipeline.streams_overflowed(), 0u);
+  EXPECT_EQ(table.active_count(), 1u);  // the lines count, whatever their stream
+}
+
+// Streams are never shared past their use: one with no batch for longer than a day, plus a
+// day (a line may be dated that far ahead) and the longest window or session ttl (10 minutes
+// here), has nothing left that ages by it and gives its place to a new source. Before, the
+// places of sources (and forged senders) that stopped were held for good: past max_streams,
+// every new source's windows aged on the clock.
+TEST_F(PipelineTest, IdleStreamsAreFreedForNewSources) {
+  PipelineOptions options;
+  options.max_streams = 2;
+  options.max_sender_streams = 2;
+  prometheus::Registry registry;
+  DecisionTable table(clock_);
+  Pipeline pipeline(Rules(), options, clock_, table, registry);
+  auto batch = [&](absl::string_view source, absl::string_view sender) {
+    LogBatch b = Backlog({{"203.0.113.7", 0}});
+    b.set_source(std::string(source));
+    b.set_stream(std::string(sender));
+    return b;
+  };
+  ASSERT_THAT(pipeline.ProcessBatch(batch("a", "")), IsOk());
+  ASSERT_THAT(pipeline.ProcessBatch(batch("b", "192.0.2.1")), IsOk());
+  ASSERT_EQ(pipeline.streams(), 2u);
+  const absl::Duration idle = absl::Hours(48) + absl::Minutes(10);
+  clock_.Advance(idle);
+  ASSERT_THAT(pipeline.ProcessBatch(batch("a", "")), IsOk());  // "a" goes on
+  pipeline.ExpireWindows();
+  EXPECT_EQ(pipeline.streams(), 2u);  // "b"'s sender idle for exactly that: kept
+  ASSERT_THAT(pipeline.ProcessBatch(batch("c", "")), IsOk());
+  EXPECT_EQ(pipeline.streams_overflowed(), 1u);
+  clock_.Advance(absl::Seconds(1));
+  pipeline.ExpireWindows();
+  EXPECT_EQ(pipeline.streams(), 1u);  // "b"'s sender freed; "a" kept
+  // "c" has a stream of its own now (the freed id), whose windows age by its own time, not on
+  // the clock: a backlog an hour old continues across the sweep (as
+  // BacklogWindowsAgeInEventTimeAcrossTheSweep).
+  LogBatch old = batch("c", "");
+  old.clear_records();
+  old.add_records()->set_line(Line("198.51.100.9", 3600));
+  old.add_records()->set_line(Line("198.51.100.9", 3590));
+  ASSERT_THAT(pipeline.ProcessBatch(old), IsOk());
+  EXPECT_EQ(pipeline.streams(), 2u);
+  EXPECT_EQ(pipeline.streams_overflowed(), 1u);
+  pipeline.ExpireWindows();
+  old.clear_records();
+  old.add_records()->set_line(Line("198.51.100.9", 3580));
+  absl::StatusOr<palisade::v1::BatchAck> ack = pipeline.ProcessBatch(old);
+  ASSERT_THAT(ack, IsOk());
+  EXPECT_EQ(ack->detections(), 1u);
+}
+
 // The engine's byte bounds reach Prometheus through the pipeline, each under its own name and
 // label: evictions by the key cap and by the memory budget are told apart, cut evidence counted.
 TEST_F(PipelineTest, EngineBoundsArePublishedAsMetrics) {

@@ -181,6 +181,7 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       lines.source = header.source();
       lines.json_format = header.json_format();
       lines.sequence = header.sequence();
+      lines.stream = header.stream();
       return Run(header, static_cast<int>(lines.lines.size()), [&](int skip) {
         lines.lines.erase(lines.lines.begin(), lines.lines.begin() + skip);
         // The cut flags (empty when no line is cut) follow their lines.
