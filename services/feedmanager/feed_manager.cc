@@ -6,6 +6,7 @@
 #include <limits>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "palisade/v1/state.pb.h"
@@ -24,6 +25,10 @@ constexpr absl::Duration kDefaultTimeout = absl::Seconds(30);
 constexpr absl::Duration kDefaultTtl = absl::Hours(24 * 7);
 constexpr uint64_t kDefaultMaxBytes = 64ull << 20;
 constexpr double kDefaultKeepRatio = 0.1;
+constexpr double kDefaultGrowthRatio = 10;
+// The growth guard holds no version covering fewer than this many addresses (IPv6: /64
+// networks) in a family: a small feed may grow freely, what is held is a jump to large space.
+constexpr uint64_t kGrowthFloor = 65536;
 constexpr size_t kMaxRejectionsReturned = 100;
 // Tick sweeps expired entries out when the earliest expiry, rounded up to this many seconds, has
 // passed.
@@ -46,6 +51,13 @@ double KeepRatioOf(const FeedConfig& c) {
                                 : (c.min_keep_ratio() < 0 ? 0 : kDefaultKeepRatio);
 }
 
+// The growth guard's ratio: 0 (unset) is the default; a negative one (the config takes -1)
+// turns the guard off.
+double GrowthRatioOf(const FeedConfig& c) {
+  return c.max_growth_ratio() > 0 ? c.max_growth_ratio()
+                                  : (c.max_growth_ratio() < 0 ? 0 : kDefaultGrowthRatio);
+}
+
 // The widest range the feed may list, as a prefix length.
 int MinPrefixOf(const FeedConfig& c, bool v4) {
   if (v4) return c.min_prefix_v4() > 0 ? c.min_prefix_v4() : FeedParseOptions::kDefaultMinPrefixV4;
@@ -66,11 +78,13 @@ uint32_t Clamp32(uint64_t n) {
 // A 304 makes a new version (a whole copy, stored and, in a cluster, published) only when it
 // moves the entries' expiry by at least this much: about once per max(interval, 1 h), not at
 // each pull. An entry a 304 does not renew still has more than entry_ttl less the step to live,
-// which is the next pull's interval plus half of what the ttl has beyond it as a margin. A ttl
-// no longer than the interval renews at each pull (its entries lapse between pulls anyway).
+// and that is what it has should the server go dark right after: the step is at most an eighth
+// of the ttl (an outage leaves the entries 7/8 of it), and at most half of what the ttl has
+// beyond the interval (the next pull comes before they lapse). A ttl no longer than the
+// interval renews at each pull (its entries lapse between pulls anyway).
 absl::Duration RenewalStep(absl::Duration interval, absl::Duration ttl) {
-  return std::max(absl::ZeroDuration(),
-                  std::min(std::max(interval, absl::Hours(1)), (ttl - interval) / 2));
+  return std::max(absl::ZeroDuration(), std::min({std::max(interval, absl::Hours(1)),
+                                                  (ttl - interval) / 2, ttl / 8}));
 }
 
 bool TooWide(const Cidr& cidr, const FeedConfig& c) {
@@ -153,7 +167,7 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
                      .Help("Versions a feed did not get (it keeps the one it has), by reason: "
                            "fetch (the pull failed), unreadable (the pushed or pulled content "
                            "could not be read), max_parsed_bytes (its parse passed the feed's "
-                           "max_parsed_bytes).")
+                           "max_parsed_bytes, or an ADD push would grow the feed past it).")
                      .Register(metrics);
   auto& rejected = prometheus::BuildCounter()
                        .Name("palisade_feed_rejected_total")
@@ -165,7 +179,7 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
                     .Register(metrics);
   auto& held = prometheus::BuildCounter()
                    .Name("palisade_feed_held_total")
-                   .Help("Versions held by the shrink guard.")
+                   .Help("Versions held by the shrink or the growth guard.")
                    .Register(metrics);
   auto& store_errors = prometheus::BuildCounter()
                            .Name("palisade_feed_store_errors_total")
@@ -194,6 +208,13 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
     feed.held_counter = &held.Add(label);
     feed.store_errors = &store_errors.Add(label);
     feeds_.emplace(config.name(), std::move(feed));
+    // Whoever sits on the path of a plain http:// pull writes this feed, and so the edge; the
+    // guards bound one version, not a stream of them.
+    if (config.to_edge() && absl::StartsWithIgnoreCase(config.url(), "http://")) {
+      Log(absl::StrCat(config.name(), ": a to_edge feed pulled over plain http:// (",
+                       RedactUrl(config.url()),
+                       "): anyone on the path can change what reaches the edge; use https://"));
+    }
   }
 }
 
@@ -350,15 +371,18 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
   const int64_t ttl = absl::ToInt64Seconds(TtlOf(feed.config));
   const bool whole =
       mode != palisade::v1::FEED_PUSH_MODE_ADD && mode != palisade::v1::FEED_PUSH_MODE_REMOVE;
+  const std::vector<FeedEntry> none;
+  const std::vector<FeedEntry>& old = feed.current ? feed.current->entries() : none;
 
   // The indicators as entries, minus what must never be banned; a removal takes out whatever
   // it lists (an entry may have come to touch the never-ban set since it was added).
   std::vector<FeedEntry> incoming;
   incoming.reserve(parsed.indicators.size());
   uint64_t never_ban = 0;
-  // ADD: the entries not held yet, and what they add to the feed (a CIDR listed twice in the
-  // push counts twice: an upper bound).
-  uint64_t fresh = 0, fresh_bytes = 0;
+  // ADD: the held entries it renews (its entry takes their place), how many entries it adds,
+  // and to how many renewed ones it gives a longer reference (for the refusal's message).
+  std::vector<bool> renewed(mode == palisade::v1::FEED_PUSH_MODE_ADD ? old.size() : 0);
+  uint64_t fresh = 0, longer_refs = 0;
   const std::shared_ptr<const CidrSet> never = NeverBan();
   for (const Indicator& ind : parsed.indicators) {
     // The guard's own test (services/common/ip.h): a range over a protected address, and IPv6
@@ -370,28 +394,79 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
     const bool ttl_expiry = ind.valid_until <= 0;
     FeedEntry e{ind.cidr, now, now, ttl_expiry ? now + ttl : ind.valid_until,
                 ind.confidence, ind.ref, ttl_expiry};
-    const FeedEntry* old = feed.current != nullptr ? feed.current->Find(ind.cidr) : nullptr;
-    if (old != nullptr) {
-      e.first_seen = old->first_seen;
-    } else {
+    const FeedEntry* held = feed.current != nullptr ? feed.current->Find(ind.cidr) : nullptr;
+    if (held == nullptr) {
       ++fresh;
-      fresh_bytes += IndicatorBytes(ind.ref);
+    } else if (mode == palisade::v1::FEED_PUSH_MODE_ADD) {
+      // The held entry, renewed: FeedSet's merge, but the push's reference when it gives one
+      // (the newest listing says what the entry is), so what it weighs is known before the set
+      // is built, whichever copy a merge would keep.
+      e.first_seen = held->first_seen;
+      e.last_seen = std::max(e.last_seen, held->last_seen);
+      e.expiry = std::max(e.expiry, held->expiry);
+      e.confidence = std::max(e.confidence, held->confidence);
+      e.ttl_expiry = e.ttl_expiry || held->ttl_expiry;
+      if (e.ref.empty()) {
+        // A fresh copy moved in: its capacity is its size (a copy assigned into a buffer that
+        // held a longer string would keep that one's), which is what IndicatorBytes charges.
+        e.ref = std::string(held->ref);
+      } else if (IndicatorBytes(e.ref) > IndicatorBytes(held->ref)) {
+        ++longer_refs;
+      }
+      renewed[static_cast<size_t>(held - old.data())] = true;
+    } else {
+      e.first_seen = held->first_seen;
     }
     incoming.push_back(std::move(e));
   }
+  const size_t accepted = incoming.size();
+
+  std::vector<FeedEntry> entries;
+  switch (mode) {
+    case palisade::v1::FEED_PUSH_MODE_ADD:
+      entries.reserve(old.size() + incoming.size());
+      for (size_t i = 0; i < old.size(); ++i) {
+        if (!renewed[i]) entries.push_back(old[i]);
+      }
+      entries.insert(entries.end(), std::make_move_iterator(incoming.begin()),
+                     std::make_move_iterator(incoming.end()));
+      break;
+    case palisade::v1::FEED_PUSH_MODE_REMOVE: {
+      FeedSet removing(std::move(incoming));
+      for (const FeedEntry& e : old) {
+        if (removing.Find(e.cidr) == nullptr) entries.push_back(e);
+      }
+      break;
+    }
+    default:
+      entries = std::move(incoming);
+  }
+  auto next = std::make_shared<const FeedSet>(std::move(entries));
+
   // Each push is bounded by its parse, but ADD keeps what the feed holds: pushes of fresh
-  // addresses, one after another, would grow it (and the copy, store write and publication each
-  // makes) without bound. The feed as a whole keeps to what one version's parse may hold.
-  const uint64_t budget = MaxParsedBytesOf(feed.config);
-  if (mode == palisade::v1::FEED_PUSH_MODE_ADD && feed.bytes + fresh_bytes > budget) {
-    return FailedLocked(
-        feed,
-        absl::ResourceExhaustedError(absl::StrCat(
-            "adding ", fresh, " new entries to the ", feed.current ? feed.current->size() : 0,
-            " entries held would hold ", feed.bytes + fresh_bytes, " bytes, more than the feed's ",
-            budget, " bytes (max_parsed_bytes); nothing was added (remove entries or push a "
-            "whole version)")),
-        /*parsed=*/true);
+  // addresses (or of longer references on held ones), one after another, would grow it (and
+  // the copy, store write and publication each makes) without bound. The feed as built keeps
+  // to what one version's parse may hold, by the parser's estimate of each entry as stored; an
+  // ADD that does not grow it is taken even over that (a feed restored after max_parsed_bytes
+  // was lowered is kept alive by its renewals).
+  if (mode == palisade::v1::FEED_PUSH_MODE_ADD) {
+    const uint64_t budget = MaxParsedBytesOf(feed.config);
+    uint64_t bytes = 0;
+    for (const FeedEntry& e : next->entries()) bytes += IndicatorBytes(e.ref);
+    if (bytes > budget && bytes > feed.bytes) {
+      return FailedLocked(
+          feed,
+          absl::ResourceExhaustedError(absl::StrCat(
+              "adding ", fresh, " new entries",
+              longer_refs > 0 ? absl::StrCat(" (and longer references to ", longer_refs,
+                                             " held)")
+                              : "",
+              " to the ", old.size(), " entries held would hold ", bytes,
+              " bytes, more than the feed's ", budget, " bytes (max_parsed_bytes) and than the ",
+              feed.bytes, " it holds; nothing was added (remove entries or push a whole "
+              "version)")),
+          /*parsed=*/true);
+    }
   }
 
   PushFeedResponse response;
@@ -407,37 +482,45 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
   feed.rejected_counter->Increment(static_cast<double>(parsed.rejected));
   response.set_never_ban(Clamp32(never_ban));
   feed.never_ban_counter->Increment(static_cast<double>(never_ban));
-  response.set_accepted(Clamp32(incoming.size()));
-
-  std::vector<FeedEntry> entries;
-  const std::vector<FeedEntry> none;
-  const std::vector<FeedEntry>& old = feed.current ? feed.current->entries() : none;
-  switch (mode) {
-    case palisade::v1::FEED_PUSH_MODE_ADD:
-      entries = old;
-      entries.insert(entries.end(), incoming.begin(), incoming.end());
-      break;
-    case palisade::v1::FEED_PUSH_MODE_REMOVE: {
-      FeedSet removing(std::move(incoming));
-      for (const FeedEntry& e : old) {
-        if (removing.Find(e.cidr) == nullptr) entries.push_back(e);
-      }
-      break;
-    }
-    default:
-      entries = std::move(incoming);
-  }
-  auto next = std::make_shared<const FeedSet>(std::move(entries));
+  response.set_accepted(Clamp32(accepted));
   response.set_added(Clamp32(CountMissing(next->entries(), old)));
   response.set_removed(Clamp32(CountMissing(old, next->entries())));
 
+  // The guards: a version much smaller (a broken or truncated feed) or covering much more
+  // address space (a compromised one, or one rewritten on the path of an http:// url) than the
+  // current one is held, not applied, until a push with force says it is meant.
+  std::string held_reason;
   const double keep = KeepRatioOf(feed.config);
   if (!force && keep > 0 && !old.empty() &&
       static_cast<double>(next->size()) < keep * static_cast<double>(old.size())) {
+    held_reason = absl::StrCat("the new version has ", next->size(), " entries, fewer than ",
+                               keep * 100, "% of the current ", old.size(),
+                               "; held (push with force to apply)");
+  }
+  const double growth = GrowthRatioOf(feed.config);
+  if (held_reason.empty() && !force && growth > 0 && !old.empty()) {
+    // Addresses, not entries: edge_max_entries counts ranges, and a range may be a /12. Each
+    // family alone, so that IPv6 space (in /64s) does not hide a jump in IPv4.
+    const FeedSet::Coverage was = feed.current->Covered();
+    const FeedSet::Coverage will = next->Covered();
+    auto grows = [growth](uint64_t before, uint64_t after) {
+      return after >= kGrowthFloor &&
+             static_cast<double>(after) > growth * static_cast<double>(before);
+    };
+    auto reason = [&](uint64_t before, uint64_t after, absl::string_view what) {
+      return absl::StrCat("the new version covers ", after, " ", what, ", more than ", growth,
+                          " times the current ", before,
+                          " (max_growth_ratio); held (push with force to apply)");
+    };
+    if (grows(was.v4, will.v4)) {
+      held_reason = reason(was.v4, will.v4, "IPv4 addresses");
+    } else if (grows(was.v6_64s, will.v6_64s)) {
+      held_reason = reason(was.v6_64s, will.v6_64s, "IPv6 /64 networks");
+    }
+  }
+  if (!held_reason.empty()) {
     feed.held_entries = next->size();
-    feed.held_reason = absl::StrCat("the new version has ", next->size(), " entries, fewer than ",
-                                    keep * 100, "% of the current ", old.size(),
-                                    "; held (push with force to apply)");
+    feed.held_reason = std::move(held_reason);
     feed.held_counter->Increment();
     Log(absl::StrCat(feed.config.name(), ": ", feed.held_reason));
     response.set_held(true);
@@ -688,8 +771,16 @@ absl::StatusOr<PushFeedResponse> FeedManager::PushHere(absl::string_view name, F
         absl::StrCat("feed \"", name, "\": ", content.size(), " bytes is over its max_bytes"));
   }
   if (format == palisade::v1::FEED_FORMAT_UNSPECIFIED) format = config.format();
+  FeedParseOptions options = ParseOptionsFor(config);
+  if (mode == palisade::v1::FEED_PUSH_MODE_REMOVE) {
+    // A removal names what to take out: a line a version would reject for its low confidence,
+    // or a STIX indicator withdrawn with a valid_until that has come (its usual way), still
+    // names an entry the feed holds.
+    options.min_confidence = 0;
+    options.now = absl::InfinitePast();
+  }
   // Parsing needs no lock: a slow parse of a big push does not stall lookups or other feeds.
-  absl::StatusOr<ParsedFeed> parsed = ParseFeed(format, content, ParseOptionsFor(config));
+  absl::StatusOr<ParsedFeed> parsed = ParseFeed(format, content, options);
   absl::MutexLock lock(&mu_);
   Feed* feed = FindLocked(name);
   feed->last_attempt = clock_.TimeNow();

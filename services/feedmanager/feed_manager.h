@@ -8,7 +8,9 @@
 //
 // Safety: indicators that touch the never-ban set (non-public ranges, the allowlist, this host,
 // Cloudflare's ranges) are dropped and counted; a version that shrinks the feed below
-// min_keep_ratio of its current size is held, not applied (push with force to override); while
+// min_keep_ratio of its current size, or covers more than max_growth_ratio times its addresses
+// in a family, is held, not applied (push with force to override); a to_edge feed pulled over
+// plain http:// is warned of at construction; while
 // the union is larger than edge_max_entries the edge holds its additions back: it keeps (and
 // refreshes) what the union still lists of the set it last asked for, waiting claims included
 // (after Start: the table's feed decisions that the never-ban set and the minimum prefixes still
@@ -88,10 +90,13 @@ class FeedManager {
   // push forward set (a cluster node), the forward's answer (the feed and the size checked
   // here first); else PushHere. Refused, naming the feed, with the feed keeping its version:
   // kNotFound (not configured), kResourceExhausted (content over its max_bytes, a parse past
-  // its max_parsed_bytes, or an ADD that would take the feed's entries past it: entries it
-  // holds already count once), kInvalidArgument (content that cannot be read). The never-ban
-  // set filters a REPLACE's and an ADD's entries, not what a REMOVE takes out. An applied push
-  // drops a pulled feed's validators: its next pull asks for the whole content.
+  // its max_parsed_bytes, or an ADD that would grow the feed's entries past it: a held entry
+  // it renews takes the pushed reference, charged as it is stored; one that does not grow the
+  // feed is taken even over it), kInvalidArgument (content that cannot be read). The never-ban
+  // set filters a REPLACE's and an ADD's entries, not what a REMOVE takes out; a REMOVE is read
+  // without the feed's min_confidence and STIX validity times (it only names what to take
+  // out). An applied push drops a pulled feed's validators: its next pull asks for the whole
+  // content.
   absl::StatusOr<palisade::v1::PushFeedResponse> Push(absl::string_view feed,
                                                       palisade::v1::FeedPushMode mode,
                                                       palisade::v1::FeedFormat format, bool force,
@@ -115,7 +120,8 @@ class FeedManager {
   // Fetches a pulled feed now and applies what it got. A 304 renews the entries the version
   // holds (the server still lists them): those without a valid_until of their own expire
   // entry_ttl from now, in a new version made only when that moves their expiry by a step
-  // (max(interval, 1 h), less when entry_ttl leaves no room for it), not at each pull.
+  // (max(interval, 1 h), at most entry_ttl / 8 and (entry_ttl - interval) / 2), not at each
+  // pull: should the server then go dark, the entries still have 7/8 of entry_ttl to live.
   // kCancelled, the feed unchanged and still due, when Stop cut it short.
   absl::StatusOr<palisade::v1::PushFeedResponse> FetchNow(absl::string_view feed);
   // Replaces the never-ban set (an allowlist reloaded): versions applied from now on are judged
@@ -158,8 +164,8 @@ class FeedManager {
     // a REPLACE push, one followed; Restore re-judges never_ban): each ADD or REMOVE adds its own.
     uint64_t rejected = 0, never_ban = 0;
     int64_t min_expiry = 0;  // earliest entry expiry of `current`
-    // What `current` holds by the parser's estimate (IndicatorBytes per entry): ADD pushes may
-    // not take it past the feed's max_parsed_bytes.
+    // What `current` holds by the parser's estimate (IndicatorBytes per entry): an ADD push may
+    // not grow it past the feed's max_parsed_bytes.
     uint64_t bytes = 0;
     prometheus::Gauge* entries_gauge;
     prometheus::Gauge* version_gauge;

@@ -1410,15 +1410,15 @@ TEST_F(FeedManagerTest, DeltaPushesAddToTheFeedsDroppedCounts) {
 
 // Every 304 made a new version (each entry's last_seen moved to the pull's time): a big feed
 // pulled every minute was copied, stored whole and (in a cluster) published each minute. A 304
-// makes a version only when it moves the entries' expiry by a step (here an hour); the entries
-// still never expire while the server keeps answering 304.
+// makes a version only when it moves the entries' expiry by a step (here an hour, an eighth of
+// the ttl); the entries still never expire while the server keeps answering 304.
 TEST_F(FeedManagerTest, NotModifiedMakesAVersionOnlyWhenTheRenewalMovesTheExpiryByAStep) {
   FeedServer server;
   server.Serve("198.51.100.7\n198.51.100.8\n");
   FeedConfig c = Plain("pulled");
   c.set_url(server.url());
   c.mutable_interval()->set_seconds(60);
-  c.mutable_entry_ttl()->set_seconds(2 * 3600);
+  c.mutable_entry_ttl()->set_seconds(8 * 3600);
   auto feeds = Make({c});
   ASSERT_THAT(feeds->FetchNow("pulled"), IsOk());
   ASSERT_THAT(feeds->Version("pulled"), IsOkAndHolds(1u));
@@ -1447,8 +1447,8 @@ TEST_F(FeedManagerTest, NotModifiedMakesAVersionOnlyWhenTheRenewalMovesTheExpiry
   ASSERT_THAT(got, IsOk());
   ASSERT_THAT(got->entries(), SizeIs(1));
   // Renewed at most a step ago: more than entry_ttl less the step left.
-  EXPECT_GT(FromProtoTime(got->entries(0).expiry()), clock_.TimeNow() + absl::Hours(1));
-  EXPECT_EQ(got->entries(0).expiry().seconds() - got->entries(0).last_seen().seconds(), 7200);
+  EXPECT_GT(FromProtoTime(got->entries(0).expiry()), clock_.TimeNow() + absl::Hours(7));
+  EXPECT_EQ(got->entries(0).expiry().seconds() - got->entries(0).last_seen().seconds(), 8 * 3600);
 }
 
 // The step is less than an hour when entry_ttl leaves no room for it: an entry not renewed by a
@@ -1469,11 +1469,312 @@ TEST_F(FeedManagerTest, NotModifiedRenewsBeforeAShortTtlLapses) {
     ASSERT_EQ(server.last_if_none_match(), "\"v1\"") << "minute " << minute;
     ASSERT_TRUE(feeds->registry().Contains("pulled", Ip("198.51.100.7"))) << "minute " << minute;
   }
-  // Renewed about every half hour (the step: half of what the ttl has beyond the interval).
+  // Renewed about every 7.5 minutes (the step: an eighth of the ttl), every 8th pull.
   absl::StatusOr<uint64_t> version = feeds->Version("pulled");
   ASSERT_THAT(version, IsOk());
-  EXPECT_GE(*version, 6u);
-  EXPECT_LE(*version, 8u);
+  EXPECT_GE(*version, 21u);
+  EXPECT_LE(*version, 25u);
+}
+
+
+// An ADD that only renewed entries was refused once the feed held more than its
+// max_parsed_bytes (the check compared the whole feed with the budget even when the push added
+// nothing): after a restart with a lowered max_parsed_bytes, the client's re-pushes keeping its
+// entries alive were refused and the entries lapsed. Only a push that grows the feed is refused.
+TEST_F(FeedManagerTest, AnAddThatOnlyRenewsEntriesIsTakenOverALoweredParseCap) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/lowered_parse_cap.db");
+  std::remove(path.c_str());
+  constexpr auto kAdd = palisade::v1::FEED_PUSH_MODE_ADD;
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    auto feeds = Make({Plain("ingest")}, nullptr, store->get());
+    ASSERT_THAT(feeds->Push("ingest", kAdd, {}, false, Hosts(0, 20000)), IsOk());  // ~1.4 MB
+  }
+  FeedConfig c = Plain("ingest");
+  c.set_max_parsed_bytes(uint64_t{1} << 20);
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  auto feeds = Make({c}, nullptr, store->get());
+  ASSERT_THAT(feeds->Restore(), IsOk());
+  ASSERT_EQ(feeds->List().feeds(0).entries(), 20000u);
+
+  clock_.Advance(absl::Hours(24));
+  absl::StatusOr<PushFeedResponse> r = feeds->Push("ingest", kAdd, {}, false, Hosts(0, 5000));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->added(), 0u);
+  EXPECT_EQ(feeds->List().feeds(0).last_error(), "");
+  palisade::v1::GetFeedRequest get;
+  get.set_name("ingest");
+  get.set_lookup("198.18.0.1");
+  absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds->Get(get);
+  ASSERT_THAT(got, IsOk());
+  ASSERT_THAT(got->entries(), SizeIs(1));
+  EXPECT_EQ(FromProtoTime(got->entries(0).expiry()), clock_.TimeNow() + absl::Hours(24 * 7));
+  // What grows it is still refused; what shrinks it is taken.
+  EXPECT_THAT(feeds->Push("ingest", kAdd, {}, false, Hosts(20000, 20001)).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("max_parsed_bytes")));
+  ASSERT_THAT(feeds->Push("ingest", palisade::v1::FEED_PUSH_MODE_REMOVE, {}, false,
+                          Hosts(19000, 20000)),
+              IsOk());
+  EXPECT_EQ(feeds->List().feeds(0).entries(), 19000u);
+}
+
+// 198.18.x.y lines in the Spamhaus format, each with a reference of `ref_bytes` bytes.
+std::string HostsWithRefs(int from, int to, size_t ref_bytes) {
+  std::string out;
+  const std::string ref(ref_bytes, 'r');
+  for (int i = from; i < to; ++i) {
+    absl::StrAppend(&out, "198.18.", i / 256, ".", i % 256, " ; ", ref, "\n");
+  }
+  return out;
+}
+
+// An ADD charged only the entries not held yet: re-adding held addresses with 256-byte
+// references (which the merge could keep) grew the feed ~4.8x past its max_parsed_bytes,
+// unbounded by the check. A held entry's new reference replaces its own, and the feed as built
+// is what is charged: a push that leaves it past the budget and larger than before is refused.
+TEST_F(FeedManagerTest, LongerReferencesOnHeldEntriesCountAgainstTheAddBudget) {
+  FeedConfig c = Plain("ingest");
+  c.set_max_parsed_bytes(uint64_t{1} << 20);
+  auto feeds = Make({c});
+  constexpr auto kAdd = palisade::v1::FEED_PUSH_MODE_ADD;
+  constexpr auto kSpamhaus = palisade::v1::FEED_FORMAT_SPAMHAUS;
+  ASSERT_THAT(feeds->Push("ingest", kReplace, {}, false, Hosts(0, 10000)), IsOk());  // 720 KB
+
+  // 2,000 of them with 256-byte references: ~550 KB more.
+  EXPECT_THAT(feeds->Push("ingest", kAdd, kSpamhaus, false, HostsWithRefs(0, 2000, 256)).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted,
+                       AllOf(HasSubstr("0 new entries"), HasSubstr("longer references"),
+                             HasSubstr("1048576 bytes (max_parsed_bytes)"))));
+  EXPECT_THAT(feeds->Version("ingest"), IsOkAndHolds(1u));
+  EXPECT_EQ(Errors("ingest", "max_parsed_bytes"), 1);
+
+  // What fits is taken, and the entries carry the references pushed.
+  ASSERT_THAT(feeds->Push("ingest", kAdd, kSpamhaus, false, HostsWithRefs(0, 500, 256)), IsOk());
+  palisade::v1::GetFeedRequest get;
+  get.set_name("ingest");
+  get.set_lookup("198.18.0.1");
+  absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds->Get(get);
+  ASSERT_THAT(got, IsOk());
+  ASSERT_THAT(got->entries(), SizeIs(1));
+  EXPECT_EQ(got->entries(0).ref(), std::string(256, 'r'));
+  // Pushed again and again, references never take the feed past the budget: at most ~1,200
+  // entries can carry one.
+  int taken = 0;
+  for (int from = 0; from < 10000; from += 500) {
+    if (feeds->Push("ingest", kAdd, kSpamhaus, false, HostsWithRefs(from, from + 500, 256)).ok()) {
+      ++taken;
+    }
+  }
+  EXPECT_LE(taken, 2);
+  EXPECT_GE(taken, 1);
+  // A plain ADD (no reference) renews an entry and keeps the reference it has.
+  ASSERT_THAT(feeds->Push("ingest", kAdd, {}, false, "198.18.0.1\n"), IsOk());
+  got = feeds->Get(get);
+  ASSERT_THAT(got, IsOk());
+  ASSERT_THAT(got->entries(), SizeIs(1));
+  EXPECT_EQ(got->entries(0).ref(), std::string(256, 'r'));
+}
+
+// A REMOVE was parsed as a version is: a CSV line below the feed's min_confidence, or a STIX
+// indicator withdrawn with valid_until now ("expired"), was rejected, so the entry it named
+// stayed in the feed. What a REMOVE lists is only what to take out.
+TEST_F(FeedManagerTest, ARemoveTakesOutWhatAVersionWouldRejectAsLowConfidenceOrExpired) {
+  constexpr auto kRemove = palisade::v1::FEED_PUSH_MODE_REMOVE;
+  FeedConfig csv = Plain("csv");
+  csv.set_format(palisade::v1::FEED_FORMAT_CSV);
+  csv.set_csv_confidence_column("score");
+  csv.set_min_confidence(50);
+  auto feeds = Make({csv, Plain("stix")});
+  ASSERT_THAT(
+      feeds->Push("csv", kReplace, {}, false, "ip,score\n198.51.100.1,90\n198.51.100.2,90\n"),
+      IsOk());
+  absl::StatusOr<PushFeedResponse> r =
+      feeds->Push("csv", kRemove, {}, false, "ip,score\n198.51.100.1,10\n");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->rejected(), 0u);
+  EXPECT_EQ(r->removed(), 1u);
+  EXPECT_FALSE(feeds->registry().Contains("csv", Ip("198.51.100.1")));
+  EXPECT_TRUE(feeds->registry().Contains("csv", Ip("198.51.100.2")));
+
+  auto bundle = [](const std::string& extra) {
+    return absl::StrCat(R"({"type": "bundle", "id": "bundle--1", "objects": [)",
+                        R"({"type": "indicator", "id": "indicator--1", "pattern_type": "stix",)",
+                        R"( "pattern": "[ipv4-addr:value = '198.51.100.7']")", extra, "}]}");
+  };
+  constexpr auto kStix = palisade::v1::FEED_FORMAT_STIX;
+  ASSERT_THAT(feeds->Push("stix", kReplace, kStix, false, bundle("")), IsOk());
+  ASSERT_THAT(feeds->Push("stix", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, "198.51.100.8\n"),
+              IsOk());  // not the feed's only entry: the shrink guard lets it go
+  ASSERT_TRUE(feeds->registry().Contains("stix", Ip("198.51.100.7")));
+  const std::string now =
+      absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", clock_.TimeNow(), absl::UTCTimeZone());
+  r = feeds->Push("stix", kRemove, kStix, false,
+                  bundle(absl::StrCat(R"(, "valid_until": ")", now, R"(")")));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->rejected(), 0u);
+  EXPECT_EQ(r->removed(), 1u);
+  EXPECT_FALSE(r->held());
+  EXPECT_FALSE(feeds->registry().Contains("stix", Ip("198.51.100.7")));
+}
+
+// The 304 renewal step could be most of a short entry_ttl (up to (ttl - interval) / 2): when
+// the last 304 before an outage did not renew, the entries had only ttl less the step to live,
+// barely over half the ttl. The step is at most an eighth of the ttl: an outage starting at any
+// pull leaves the entries at least 7/8 of their ttl.
+TEST_F(FeedManagerTest, AnOutageAfterA304LeavesTheEntriesSevenEighthsOfTheirTtl) {
+  FeedServer server;
+  server.Serve("198.51.100.7\n");
+  FeedConfig c = Plain("pulled");
+  c.set_url(server.url());
+  c.mutable_interval()->set_seconds(60);
+  c.mutable_entry_ttl()->set_seconds(2 * 3600);
+  auto feeds = Make({c});
+  ASSERT_THAT(feeds->FetchNow("pulled"), IsOk());
+  // 304s a minute apart until the first renewal, then 50 minutes more of them.
+  int minute = 0;
+  for (; minute < 180 && *feeds->Version("pulled") == 1u; ++minute) {
+    clock_.Advance(absl::Seconds(60));
+    feeds->Tick();
+  }
+  ASSERT_THAT(feeds->Version("pulled"), IsOkAndHolds(2u));
+  for (int i = 0; i < 50; ++i) {
+    clock_.Advance(absl::Seconds(60));
+    feeds->Tick();
+    ASSERT_EQ(server.last_if_none_match(), "\"v1\"");
+  }
+  // The outage: the entry outlives 7/8 of its ttl past the last pull answered.
+  server.Fail(503);
+  const absl::Time last_answer = clock_.TimeNow();
+  while (clock_.TimeNow() < last_answer + absl::Minutes(105)) {
+    clock_.Advance(absl::Seconds(60));
+    feeds->Tick();
+    ASSERT_TRUE(feeds->registry().Contains("pulled", Ip("198.51.100.7")))
+        << absl::FormatDuration(clock_.TimeNow() - last_answer) << " into the outage";
+  }
+}
+
+// `n` public IPv4 /12s, from 44.0.0.0/12 on (16 per /8).
+std::string Twelves(int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) absl::StrAppend(&out, 44 + i / 16, ".", 16 * (i % 16), ".0.0/12\n");
+  return out;
+}
+
+// Nothing bounded how much address space a version could cover: the shrink guard looks only at
+// shrinking, and edge_max_entries counts ranges. A compromised (or, over http://, intercepted)
+// to_edge feed swapping its 1,000 addresses for 1,000 /12s put a billion addresses in front of
+// the sites past every guard (here 100 addresses become 16 /12s). A version covering more than
+// max_growth_ratio (10) times the current one's addresses in a family is held, as a shrinking
+// one is.
+TEST_F(FeedManagerTest, GrowthGuardHoldsAVersionCoveringTenTimesTheAddresses) {
+  FeedServer server;
+  server.Serve(Hosts(0, 100));
+  DecisionTable table(clock_);
+  FeedConfig c = Plain("pulled", /*to_edge=*/true);
+  c.set_url(server.url());
+  c.mutable_interval()->set_seconds(600);
+  auto feeds = Make({c}, &table, nullptr, /*edge_max=*/2000);
+  ASSERT_THAT(feeds->FetchNow("pulled"), IsOk());
+  ASSERT_EQ(feeds->List().feeds(0).entries(), 100u);
+
+  server.Serve(Twelves(16));  // 16.8 M addresses for 100
+  absl::StatusOr<PushFeedResponse> r = feeds->FetchNow("pulled");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(),
+              AllOf(HasSubstr("16777216 IPv4 addresses"), HasSubstr("10 times the current 100 "),
+                    HasSubstr("max_growth_ratio")));
+  palisade::v1::FeedInfo info = feeds->List().feeds(0);
+  EXPECT_TRUE(info.held());
+  EXPECT_EQ(info.held_entries(), 16u);
+  EXPECT_EQ(info.version(), 1u);
+  EXPECT_EQ(Counter(metrics_, "palisade_feed_held_total"), 1);
+  EXPECT_FALSE(feeds->registry().Contains("pulled", Ip("44.1.2.3")));
+  EXPECT_TRUE(feeds->registry().Contains("pulled", Ip("198.18.0.99")));
+  DecisionFilter active;
+  active.active_only = true;
+  active.origin = palisade::v1::ORIGIN_FEED;
+  for (const Decision& d : table.List(active)) {
+    EXPECT_EQ(d.target().value().rfind("198.18.", 0), 0u) << d.target().value();
+  }
+  // Held, the next pull gets the whole content again (the validators are the version's held)
+  // and holds it again.
+  clock_.Advance(absl::Seconds(600));
+  feeds->Tick();
+  EXPECT_EQ(server.last_if_none_match(), "\"v1\"");
+  EXPECT_EQ(Counter(metrics_, "palisade_feed_held_total"), 2);
+  EXPECT_EQ(feeds->List().feeds(0).version(), 1u);
+
+  // Force applies it; within the ratio a version applies (65,536 -> 524,288 addresses).
+  r = feeds->Push("pulled", kReplace, {}, true, "44.0.0.0/16\n");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+  r = feeds->Push("pulled", kReplace, {}, false, "44.0.0.0/13\n");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+  r = feeds->Push("pulled", kReplace, {}, true, Twelves(16));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+  EXPECT_TRUE(feeds->registry().Contains("pulled", Ip("44.1.2.3")));
+  EXPECT_FALSE(feeds->List().feeds(0).held());
+}
+
+// A first version, and a version covering fewer than 65,536 addresses in a family, are not
+// held; IPv6 counts /64 networks (a family not covered before is held past the floor); -1
+// turns the guard off; an ADD is judged as the version it makes.
+TEST_F(FeedManagerTest, GrowthGuardSparesFirstVersionsAndSmallFeeds) {
+  FeedConfig off = Plain("off");
+  off.set_max_growth_ratio(-1);
+  auto feeds = Make({Plain("f"), Plain("v6"), off});
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false, Twelves(16)), IsOk());  // a first version
+  EXPECT_FALSE(feeds->List().feeds(0).held());
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, true, "198.18.0.1\n"), IsOk());
+  // 1 -> 32,768 + 1 addresses: under the floor.
+  absl::StatusOr<PushFeedResponse> r =
+      feeds->Push("f", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, "44.0.0.0/17\n");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+  // 32,769 -> 557,057: past 10x.
+  r = feeds->Push("f", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, "45.0.0.0/13\n");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(), HasSubstr("557057 IPv4 addresses"));
+
+  ASSERT_THAT(feeds->Push("v6", kReplace, {}, false, "2001:db8::1\n2001:db8:0:1::1\n"), IsOk());
+  // Two /64s -> a /48 (65,536 of them).
+  r = feeds->Push("v6", kReplace, {}, false, "2001:db8::1\n2001:db8:1::/48\n");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(), HasSubstr("65537 IPv6 /64 networks"));
+  // IPv4 not covered before: held past the floor.
+  r = feeds->Push("v6", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, "44.0.0.0/15\n");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(), HasSubstr("131072 IPv4 addresses"));
+
+  ASSERT_THAT(feeds->Push("off", kReplace, {}, false, "198.18.0.1\n"), IsOk());
+  r = feeds->Push("off", kReplace, {}, false, Twelves(16));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+}
+
+// A to_edge feed pulled over plain http:// lets whoever sits on the path write the edge: said
+// at start.
+TEST_F(FeedManagerTest, AToEdgeFeedPulledOverHttpIsWarnedOfAtStart) {
+  FeedConfig plain_http = Plain("edge-http", /*to_edge=*/true);
+  plain_http.set_url("http://feeds.example/drop.txt");
+  FeedConfig local = Plain("local-http");
+  local.set_url("http://feeds.example/local.txt");
+  FeedConfig tls = Plain("edge-https", /*to_edge=*/true);
+  tls.set_url("https://feeds.example/drop.txt");
+  ::testing::internal::CaptureStderr();
+  auto feeds = Make({plain_http, local, tls});
+  const std::string logged = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(logged, AllOf(HasSubstr("edge-http"), HasSubstr("http://")));
+  EXPECT_THAT(logged, ::testing::Not(HasSubstr("local-http")));
+  EXPECT_THAT(logged, ::testing::Not(HasSubstr("edge-https")));
 }
 
 }  // namespace

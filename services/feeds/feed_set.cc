@@ -233,6 +233,36 @@ std::vector<Cidr> FeedSet::Merged() const {
   return MergeCidrs(cidrs);
 }
 
+FeedSet::Coverage FeedSet::Covered() const {
+  Coverage out;
+  auto add = [](uint64_t& total, int bits) {  // 2^bits more, saturating
+    const uint64_t n = bits >= 64 ? ~uint64_t{0} : uint64_t{1} << bits;
+    total = n > ~uint64_t{0} - total ? ~uint64_t{0} : total + n;
+  };
+  // Sorted by CidrLess, an entry inside another comes after it and before any entry outside it:
+  // one pass, skipping what the last outermost entry covers, counts each address once. So too
+  // each /64 network: the entries inside one are adjacent.
+  std::optional<Cidr> outer;
+  std::optional<uint64_t> last_net;  // the /64 network last counted
+  for (const FeedEntry& e : entries_) {
+    if (outer && outer->Contains(e.cidr.base())) continue;  // ranges nest or are apart
+    outer = e.cidr;
+    if (e.cidr.base().is_v4()) {
+      add(out.v4, 32 - e.cidr.prefix_length());
+      continue;
+    }
+    if (e.cidr.prefix_length() < 64) {
+      add(out.v6_64s, 64 - e.cidr.prefix_length());
+      continue;
+    }
+    const uint64_t net = static_cast<uint64_t>(V6Value(e.cidr.base()) >> 64);
+    if (last_net == net) continue;
+    last_net = net;
+    add(out.v6_64s, 0);
+  }
+  return out;
+}
+
 // --- FeedRegistry ------------------------------------------------------------------------------
 
 namespace {

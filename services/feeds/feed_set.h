@@ -68,6 +68,15 @@ class FeedSet {
   // The fewest CIDRs covering exactly the addresses of the entries, sorted by CidrLess.
   std::vector<Cidr> Merged() const;
 
+  // How much address space the entries cover, each address once however many entries hold it:
+  // IPv4 addresses, and IPv6 /64 networks (an entry longer than /64 counts its /64, once for
+  // all the entries inside it). Each saturates at UINT64_MAX (::/0 is 2^64 networks).
+  struct Coverage {
+    uint64_t v4 = 0;
+    uint64_t v6_64s = 0;
+  };
+  Coverage Covered() const;
+
  private:
   struct V6Key {
     uint64_t hi, lo;

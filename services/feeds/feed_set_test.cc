@@ -155,5 +155,27 @@ TEST(FeedRegistryTest, ConcurrentReadersDuringSwaps) {
   EXPECT_EQ(misses.load(), 0u);
 }
 
+
+// What the feed manager's growth guard weighs a version by: each address once, nested and
+// repeated entries included; IPv6 in /64 networks, the hosts of one network counted once;
+// saturating rather than wrapping.
+TEST(FeedSetTest, CoveredCountsEachAddressAndEachSlash64Once) {
+  FeedSet set({Entry("10.0.0.0/8"), Entry("10.1.0.0/16"), Entry("10.1.2.3"), Entry("11.0.0.1"),
+               Entry("11.0.0.2/31"), Entry("2001:db8::/48"), Entry("2001:db8::5"),
+               Entry("2001:db8:1::1"), Entry("2001:db8:1::2"), Entry("2001:db8:1:0:8000::/65"),
+               Entry("2001:db8:1:1::/64")});
+  FeedSet::Coverage c = set.Covered();
+  EXPECT_EQ(c.v4, (uint64_t{1} << 24) + 1 + 2);
+  EXPECT_EQ(c.v6_64s, (uint64_t{1} << 16) + 2);
+  EXPECT_EQ(FeedSet({}).Covered().v4, 0u);
+
+  constexpr uint64_t kMax = ~uint64_t{0};
+  EXPECT_EQ(FeedSet({Entry("0.0.0.0/0")}).Covered().v4, uint64_t{1} << 32);
+  EXPECT_EQ(FeedSet({Entry("::/0")}).Covered().v6_64s, kMax);
+  EXPECT_EQ(FeedSet({Entry("::/1"), Entry("8000::/1")}).Covered().v6_64s, kMax);
+  EXPECT_EQ(FeedSet({Entry("::/2"), Entry("8000::/1")}).Covered().v6_64s,
+            (uint64_t{1} << 62) + (uint64_t{1} << 63));
+}
+
 }  // namespace
 }  // namespace palisade

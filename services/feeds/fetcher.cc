@@ -94,6 +94,12 @@ std::string RedactUrl(absl::string_view url) {
   return absl::StrCat(url.substr(0, scheme), "://", authority, path);
 }
 
+const char* RedirectProtocols(absl::string_view url) {
+  // An https feed stays https: a redirect to http would hand its content (and any credentials
+  // in a redirected URL) to whoever sits on the path, and let them write the feed.
+  return absl::StartsWith(url, "https://") ? "https" : "http,https";
+}
+
 absl::StatusOr<FetchResult> Fetch(const FetchRequest& request) {
   static CurlGlobal global;
   const std::string shown = RedactUrl(request.url);
@@ -111,10 +117,7 @@ absl::StatusOr<FetchResult> Fetch(const FetchRequest& request) {
   CURL* h = curl.get();
   curl_easy_setopt(h, CURLOPT_URL, request.url.c_str());
   curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https,file");
-  // An https feed stays https: a redirect to http would hand its content (and any credentials
-  // in a redirected URL) to whoever sits on the path, and let them write the feed.
-  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR,
-                   absl::StartsWith(request.url, "https://") ? "https" : "http,https");
+  curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, RedirectProtocols(request.url));
   curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
   curl_easy_setopt(h, CURLOPT_MAXREDIRS, 3L);
   curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);

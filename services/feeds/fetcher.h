@@ -41,6 +41,10 @@ struct FetchResult {
 // name the URL without its credentials or query (RedactUrl).
 absl::StatusOr<FetchResult> Fetch(const FetchRequest& request);
 
+// The protocols a redirect from `url` may go to (curl's CURLOPT_REDIR_PROTOCOLS_STR): from
+// https:// only "https"; else "http,https" (never file://, nor anything else).
+const char* RedirectProtocols(absl::string_view url);
+
 // "https://user:secret@host/path?key=…" -> "https://host/path": feed URLs may carry API keys.
 std::string RedactUrl(absl::string_view url);
 

@@ -30,6 +30,16 @@ TEST(FetcherTest, RedactUrlDropsCredentialsHoldingDelimiters) {
   }
 }
 
+// An https feed redirected to http would hand its content (and any credentials a redirected
+// URL carries) to whoever sits on the path, and let them write the feed: from https:// a
+// redirect may only go to https.
+TEST(FetcherTest, AnHttpsFeedIsRedirectedOnlyToHttps) {
+  EXPECT_STREQ(RedirectProtocols("https://feeds.example/drop.txt"), "https");
+  EXPECT_STREQ(RedirectProtocols("https://user:pw@feeds.example/x?key=1"), "https");
+  EXPECT_STREQ(RedirectProtocols("http://feeds.example/drop.txt"), "http,https");
+  EXPECT_STREQ(RedirectProtocols("file:///var/lib/feeds/drop.txt"), "http,https");
+}
+
 TEST(FetcherTest, OtherSchemesAndDeadServersAreErrorsThatHideSecrets) {
   FetchRequest req;
   req.url = "ftp://user:pw@host/list";

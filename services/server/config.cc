@@ -120,6 +120,12 @@ absl::Status ValidateFeeds(const std::string& file, palisade::v1::Config* config
                                 " is not in 0..1 (0 takes the default, 0.1); -1 turns the shrink "
                                 "guard off"));
     }
+    // The same convention; a ratio under 1 would hold every version past the guard's floor.
+    if (const double r = feed.max_growth_ratio(); r != -1 && r != 0 && r < 1) {
+      return error(absl::StrCat("max_growth_ratio ", r,
+                                " is under 1 (0 takes the default, 10); -1 turns the growth "
+                                "guard off"));
+    }
     if (feed.has_interval() && feed.interval().seconds() < 10) {
       return error("interval must be >= 10s");
     }

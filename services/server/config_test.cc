@@ -722,6 +722,31 @@ TEST(ConfigTest, AMinKeepRatioOfMinusOneTurnsTheShrinkGuardOff) {
   }
 }
 
+// max_growth_ratio follows min_keep_ratio's convention (0 or unset: the default, 10; -1: off);
+// a ratio under 1 would hold every version over the guard's floor, so it is refused.
+TEST(ConfigTest, AMaxGrowthRatioUnderOneIsRefused) {
+  for (const char* ratio : {"-1", "0", "1", "10"}) {
+    EXPECT_THAT(
+        ParseConfig(absl::StrCat(R"pb(rule_files: "a" feeds { name: "a" format: FEED_FORMAT_PLAIN
+                                      max_growth_ratio: )pb",
+                                 ratio, "}"),
+                    "c.textproto", "."),
+        IsOk())
+        << ratio;
+  }
+  for (const char* ratio : {"0.5", "-0.5", "-2"}) {
+    EXPECT_THAT(
+        ParseConfig(absl::StrCat(R"pb(rule_files: "a" feeds { name: "a" format: FEED_FORMAT_PLAIN
+                                      max_growth_ratio: )pb",
+                                 ratio, "}"),
+                    "c.textproto", "."),
+        StatusIs(absl::StatusCode::kInvalidArgument,
+                 AllOf(HasSubstr("c.textproto: feeds[0] (\"a\"): max_growth_ratio"),
+                       HasSubstr("-1 turns the growth guard off"))))
+        << ratio;
+  }
+}
+
 // Feed names are fixed for the daemon's life (a reload applies rule_files, cidr_sets and the
 // allowlist only), and a rule naming a feed that is not configured matched as an empty feed: a
 // typo in not_in_feed matched every address. A pack naming one is refused, saying where; "*"
