@@ -26,6 +26,13 @@ namespace {
 
 std::string Errno(int negative) { return std::strerror(-negative); }
 
+// A round scans at most this many times batch_lines entries (PollOnce): the entries it skips (a
+// user's, no MESSAGE) add nothing to a batch, so a reading bounded by the batch alone would go on
+// through a whole backlog of them (a user's chatty service, millions of entries) under mu_,
+// which every input's snapshot waits for (JournalsHeld). 8: a round of skips costs a few times a
+// full batch's reading, and a backlog is still read past eight times as fast as it is delivered.
+constexpr size_t kScanPerBatch = 8;
+
 // journalctl's field names: [A-Z0-9_], not starting with a digit, at most 64 bytes.
 bool ValidMatch(const std::string& match) {
   const size_t eq = match.find('=');
@@ -58,7 +65,8 @@ bool AllDigits(absl::string_view s) {
   return true;
 }
 
-// Whether the sender of an entry with this _UID may be read as a daemon: with no matches (every
+// Whether the sender of an entry with this _UID may be read as a daemon (or it is one of
+// trusted_uids, JournalInput::ReadWriterLocked): with no matches (every
 // entry read) `logger -t sshd "Failed password for root from VICTIM port 22 ssh2"`, or `logger -t
 // x` and a pam line (for the rules that name no programs), run by any local user, would otherwise
 // ban an address the user chose. Others' entries are skipped (or, with read_user_entries, tagged
@@ -76,10 +84,11 @@ bool AllDigits(absl::string_view s) {
 // uids a user's rootless containers run as; container ranges, whose root is not the host's). A
 // system account can still name itself anything (a web app's syslog() as www-data): `matches` on
 // _SYSTEMD_UNIT or _UID narrow an input to the daemons meant.
-bool SystemUid(absl::string_view uid) {
-  uint64_t n = 0;
-  if (!AllDigits(uid) || !absl::SimpleAtoi(uid, &n)) return false;
-  return n <= 999 || (n >= 61184 && n <= 65519) || n == 65534;
+bool SystemUid(uint64_t n) { return n <= 999 || (n >= 61184 && n <= 65519) || n == 65534; }
+
+// The number a _UID holds; false when it is not one (a remote host's upload holds anything).
+bool ParseUid(absl::string_view uid, uint64_t* n) {
+  return AllDigits(uid) && absl::SimpleAtoi(uid, n);
 }
 
 // The value of `field` in the current entry, at most `max` bytes of it (copied: sd_journal's
@@ -217,6 +226,7 @@ JournalInput::JournalInput(palisade::v1::JournalInput config, JournalInputOption
   if (options_.clock == nullptr) options_.clock = &RealClock::Get();
   if (options_.wait_interval <= absl::ZeroDuration()) options_.wait_interval = absl::Milliseconds(50);
   if (options_.list_interval <= absl::ZeroDuration()) options_.list_interval = absl::Seconds(10);
+  trusted_uids_.insert(config_.trusted_uids().begin(), config_.trusted_uids().end());
 }
 
 absl::StatusOr<std::unique_ptr<JournalInput>> JournalInput::Create(
@@ -744,7 +754,8 @@ void JournalInput::ReadLocked() {
   }
   bool ok = true;
   const size_t first = open.empty() ? 0 : round_++ % open.size();
-  for (size_t i = 0; i < open.size() && held_.size() < options_.batch_lines; ++i) {
+  for (size_t i = 0; i < open.size() && held_.size() < options_.batch_lines && scan_left_ > 0;
+       ++i) {
     if (!ReadWriterLocked(*open[(first + i) % open.size()])) ok = false;
   }
   if (ok && !last_error_.empty()) {
@@ -778,7 +789,7 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
   // With matches, what the files held before this read is scanned once it reaches their end
   // (read first: an entry written meanwhile may not have been).
   const uint64_t tail = !w.id.empty() && config_.matches_size() > 0 ? TailLocked(w) : 0;
-  while (held_.size() < options_.batch_lines) {
+  while (held_.size() < options_.batch_lines && scan_left_ > 0) {
     int r = sd_journal_next(j);
     if (r < 0) {
       mark();
@@ -817,19 +828,41 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
       break;
     }
     moved = true;
+    --scan_left_;
     uint64_t usec = 0;
     if ((r = sd_journal_get_realtime_usec(j, &usec)) < 0) {
       mark();
       Error(absl::StrCat("reading an entry's time: ", Errno(r)));
       return false;
     }
-    // A process of a user's (SystemUid): its MESSAGE is as much the user's as its tag, and
-    // the rules that name no programs read any tag, so it is skipped unless read_user_entries
-    // (before its MESSAGE is inflated), and read past as an entry without MESSAGE is. No
-    // _UID: the kernel's or the audit's entries, which no local process sent: read.
-    const bool user = Field(j, "_UID", 16, &uid, nullptr) && !SystemUid(uid);
+    // A process of a user's (SystemUid, not one of trusted_uids): its MESSAGE is as much the
+    // user's as its tag, and the rules that name no programs read any tag, so it is skipped
+    // unless read_user_entries (before its MESSAGE is inflated), and read past as an entry
+    // without MESSAGE is. No _UID at all: the kernel's entries, which no process sent: read.
+    // (The audit's carry the record's uid= as _UID: judged by it.)
+    uint64_t uid_number = 0;
+    const bool user = Field(j, "_UID", 16, &uid, nullptr) &&
+                      !(ParseUid(uid, &uid_number) &&
+                        (SystemUid(uid_number) || trusted_uids_.count(uid_number) > 0));
     if (user && !config_.read_user_entries()) {
       user_entry_->Increment();
+      if (!warned_user_) {
+        // Once: a daemon run as a regular uid (an `adduser mastodon`, a --user service) loses
+        // its lines to this, and the counter alone goes unseen. Its unit, not its MESSAGE (the
+        // user's words, maybe a secret), names what to trust.
+        warned_user_ = true;
+        std::string unit;
+        const bool has_unit = Field(j, "_SYSTEMD_UNIT", 128, &unit, nullptr);
+        const std::string shown = AllDigits(uid) ? uid : "_";
+        Log(absl::StrCat("warning: input ", config_.name(),
+                         ": skipping the entries of users' processes (_UID not a system "
+                         "account's; the first: _UID=", Token(uid, 16),
+                         has_unit ? absl::StrCat(", _SYSTEMD_UNIT=", Token(unit, 128)) : "",
+                         "), counted in palisade_journal_skipped_total{reason=\"user_entry\"}. "
+                         "A daemon that runs as that uid: trusted_uids: ", shown,
+                         "; read_user_entries: true reads every user's, only where every local "
+                         "user is trusted. Logged once."));
+      }
       continue;
     }
     size_t message_size = 0;
@@ -912,22 +945,29 @@ bool JournalInput::CheckDirectoryLocked() {
   return true;
 }
 
-size_t JournalInput::PollOnce() {
+size_t JournalInput::PollOnce(bool* more) {
+  if (more != nullptr) *more = false;
   absl::MutexLock lock(&mu_);
   const bool listed = CheckDirectoryLocked();
+  bool cut = false;  // the scan bound stopped the reading: entries are left
   if (held_.empty() && listed) {
+    scan_left_ = static_cast<size_t>(options_.batch_lines) * kScanPerBatch;
     reopen_due_ = false;
     ReadLocked();
     // A writer read past the files removed under it: reopened now over its files listed, and
     // read on into them (its next file), rather than a round that delivers nothing first.
-    if (reopen_due_ && held_.size() < options_.batch_lines && CheckDirectoryLocked()) {
+    if (reopen_due_ && held_.size() < options_.batch_lines && scan_left_ > 0 &&
+        CheckDirectoryLocked()) {
       ReadLocked();
     }
     reopen_due_ = false;
+    cut = scan_left_ == 0;
   }
   if (held_.empty()) {
     // Entries skipped (no MESSAGE, a user's) are taken too: a restart does not look at them
-    // again.
+    // again. A round that only skipped entries up to the scan bound says so: the thread reads
+    // on at once rather than wait on a journal that has more.
+    if (more != nullptr) *more = cut;
     taken_cursor_ = pending_cursor_;
     taken_cursors_ = pending_cursors_;
     taken_at_end_ = pending_at_end_;
@@ -948,6 +988,7 @@ size_t JournalInput::PollOnce() {
       return 0;
     }
     const size_t n = held_.size();
+    if (more != nullptr) *more = n >= options_.batch_lines || cut;
     lines_->Increment(static_cast<double>(n));
     bytes_->Increment(static_cast<double>(held_bytes_));
     held_.clear();
@@ -971,7 +1012,9 @@ size_t JournalInput::PollOnce() {
 void JournalInput::Start() {
   thread_ = std::thread([this] {
     while (!stop_.HasBeenNotified()) {
-      if (PollOnce() >= options_.batch_lines) continue;  // more may be waiting
+      bool more = false;
+      PollOnce(&more);
+      if (more) continue;  // a full batch, or the scan bound: more is waiting
       if (journal_ == nullptr) {  // a directory gone: looked for again next round
         stop_.WaitForNotificationWithTimeout(options_.wait_interval);
         continue;

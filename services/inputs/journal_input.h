@@ -7,11 +7,16 @@
 // and event_time is the entry's realtime stamp, so the syslog rules (sshd...) and sessions keyed
 // by pid work unchanged. The tag is SYSLOG_IDENTIFIER (else _COMM) and MESSAGE is the writer's:
 // so an entry is read as is only when journald's _UID says a system account sent it (0..999,
-// DynamicUser=, nobody), or when there is no _UID (the kernel's). A user's entry is skipped,
+// DynamicUser=, nobody; or one of trusted_uids), or when there is no _UID at all (the kernel's;
+// the audit's carry the record's uid= as _UID, judged by it). A user's entry is skipped,
 // counted (skipped_total{reason="user_entry"}) and read past, since its MESSAGE alone meets the
 // rules that name no programs (`logger -t x "pam_unix(sshd:auth): authentication failure; ...
-// rhost=VICTIM"`); with read_user_entries it is read, tagged "user-UID/<identifier>"
+// rhost=VICTIM"`); the first one skipped is logged, once per input (its _UID and _SYSTEMD_UNIT,
+// not its MESSAGE). With read_user_entries it is read, tagged "user-UID/<identifier>"
 // (`logger -t sshd` run by uid 1000: user-1000/sshd, not a program any daemon's rule names).
+// In a directory or files (journal-remote's output) _UID is what the uploading host sent.
+// A round scans at most 8 x batch_lines entries, skipped ones included, so that a backlog of
+// them does not hold the lock snapshots wait for (PollOnce's `more`: read on at once).
 // What the writer of an entry read controls cannot pass for the header: host and tag are cut
 // to the characters a syslog tag may hold (others become '_'), a pid that is not digits is left
 // out, and MESSAGE comes after the header, its CR and LF turned to spaces (an entry is one line)
@@ -142,8 +147,10 @@ class JournalInput {
   void Stop();
 
   // One round (what the thread does before each wait): reads up to batch_lines entries and
-  // delivers them. Returns the entries delivered. Only from one thread, and not while started.
-  size_t PollOnce();
+  // delivers them. Returns the entries delivered; `more`: the round stopped before the
+  // journal's end (read on at once, without waiting). Only from one thread, and not while
+  // started.
+  size_t PollOnce(bool* more = nullptr);
 
   // Runs `fn` with this input's position (empty cursor and writer_cursors: nothing taken yet)
   // while no batch is in flight.
@@ -251,7 +258,8 @@ class JournalInput {
   // Reads entries into held_ (and the pending positions), writer after writer, a different
   // writer first each round so that a busy one cannot starve the others.
   void ReadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Reads one writer's entries until held_ is full; false when its journal failed.
+  // Reads one writer's entries until held_ is full or scan_left_ runs out; false when its
+  // journal failed.
   bool ReadWriterLocked(Writer& w) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   palisade::v1::JournalCheckpoint CheckpointLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Error(const std::string& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -320,6 +328,10 @@ class JournalInput {
   std::string taken_cursor_ ABSL_GUARDED_BY(mu_);    // of the last entry the sink took
   absl::Time taken_newest_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::string last_error_ ABSL_GUARDED_BY(mu_);
+  // Entries this round may still scan (sd_journal_next): set by PollOnce, 0 stops the reading.
+  size_t scan_left_ ABSL_GUARDED_BY(mu_) = 0;
+  bool warned_user_ ABSL_GUARDED_BY(mu_) = false;  // the first user entry skipped was logged
+  std::set<uint64_t> trusted_uids_;                // config_.trusted_uids
 
   prometheus::Counter* lines_ = nullptr;
   prometheus::Counter* bytes_ = nullptr;

@@ -122,10 +122,16 @@ class JournalInputTest : public ::testing::Test {
         registry_);
   }
 
-  // Polls until a round delivers nothing.
+  // Polls until a round delivers nothing and has nothing more to read.
   void Drain(JournalInput& input) {
-    while (input.PollOnce() > 0) {
+    bool more = false;
+    while (input.PollOnce(&more) > 0 || more) {
     }
+  }
+
+  std::vector<std::string> Logged() {
+    absl::MutexLock lock(&mu_);
+    return logged_;
   }
 
   palisade::v1::JournalCheckpoint Position(JournalInput& input) {
@@ -472,6 +478,145 @@ TEST_F(JournalInputTest, AUsersEntriesAreSkippedUnlessReadUserEntries) {
   EXPECT_THAT(Lines(), ElementsAre(system[0], t + "01Z web-1 user-1000/x[5001]: " + pam, system[1],
                                    t + "03Z web-1 user-1000/x[5002]: " + pam));
   EXPECT_EQ(Metric("palisade_journal_skipped_total", "user_entry"), 2);
+}
+
+// A user's backlog (journald keeps a million entries a day of a chatty user service) is read
+// past a bounded number of entries at a time: the reading holds the input's lock, which every
+// snapshot waits for (JournalsHeld), and skipped entries never fill a batch. Each round scans at
+// most 8 x batch_lines entries, takes them (the cursor moves past them) and says there is more,
+// so the thread reads on at once instead of waiting on the journal.
+TEST_F(JournalInputTest, AUsersBacklogIsReadPastABoundedNumberOfEntriesARound) {
+  std::string entries;
+  for (int i = 0; i < 100; ++i) {
+    entries += Entry(kBase + i, {{"_TRANSPORT", "stdout"}, {"_UID", "1000"}, {"_PID", "5001"},
+                                 {"SYSLOG_IDENTIFIER", "chatty"}, {"MESSAGE", "tick"}});
+  }
+  entries += Ssh(kBase + 100, 812, "Failed password for root from 203.0.113.9 port 4122 ssh2");
+  Write(entries);
+  auto input = Make(Config());  // batch_lines 2: 16 entries a round at most
+  ASSERT_TRUE(input.ok()) << input.status();
+  bool more = false;
+  EXPECT_EQ((*input)->PollOnce(&more), 0u);
+  EXPECT_TRUE(more);
+  EXPECT_EQ(Metric("palisade_journal_skipped_total", "user_entry"), 16);
+  const palisade::v1::JournalCheckpoint first = Position(**input);
+  EXPECT_THAT(first.cursor(), HasSubstr(";i=10;"));  // the 16th entry's sequence number
+  int rounds = 1;
+  while (more) {
+    (*input)->PollOnce(&more);
+    ++rounds;
+    ASSERT_LE(rounds, 10);
+  }
+  EXPECT_EQ(rounds, 7);  // 6 x 16 skipped, then 4 more and sshd's line, and the end
+  EXPECT_EQ(Metric("palisade_journal_skipped_total", "user_entry"), 100);
+  EXPECT_THAT(Lines(), ElementsAre("2026-12-02T03:03:35.000100Z web-1 sshd[812]: Failed password "
+                                   "for root from 203.0.113.9 port 4122 ssh2"));
+  EXPECT_THAT(Position(**input).cursor(), HasSubstr(";i=65;"));  // the 101st
+  // A restart from the first round's position reads on from the 17th entry.
+  Clear();
+  auto again = Make(Config(), {first});
+  ASSERT_TRUE(again.ok()) << again.status();
+  Drain(**again);
+  EXPECT_EQ(Metric("palisade_journal_skipped_total", "user_entry"), 100 + 84);
+  EXPECT_EQ(Lines().size(), 1u);
+}
+
+// Daemons that run as a regular uid (an `adduser mastodon`, ZNC, a systemd --user service) are
+// read as system accounts are when their uid is in trusted_uids, tag unchanged; the first user
+// entry an input skips is logged once (its uid and unit, never its MESSAGE), naming the two
+// settings, so that a setup that loses its logs to the skip is told so.
+TEST_F(JournalInputTest, TrustedUidsAreReadAsSystemAccountsAndTheFirstSkipIsLogged) {
+  auto entry = [](int64_t usec, const std::string& uid, const std::string& unit,
+                  const std::string& ident, const std::string& message) {
+    std::vector<std::pair<std::string, std::string>> fields = {
+        {"_TRANSPORT", "stdout"}, {"_UID", uid}, {"_PID", "4000"},
+        {"SYSLOG_IDENTIFIER", ident}, {"_HOSTNAME", "web-1"}, {"MESSAGE", message}};
+    if (!unit.empty()) fields.push_back({"_SYSTEMD_UNIT", unit});
+    return Entry(usec, fields);
+  };
+  const std::string secret = "password=hunter2 for 192.0.2.20";
+  Write(entry(kBase, "1001", "session-3.scope", "x", secret) +
+        entry(kBase + 1, "1000", "mastodon-web.service", "mastodon", "Failed login 192.0.2.21") +
+        entry(kBase + 2, "1002", "", "y", secret) +
+        entry(kBase + 3, "1000", "mastodon-web.service", "mastodon", "Failed login 192.0.2.22"));
+  const std::string t = "2026-12-02T03:03:35.0000";
+  palisade::v1::JournalInput trusted = Config();
+  trusted.set_name("trusted");
+  trusted.set_source("journal");
+  trusted.add_trusted_uids(1000);
+  trusted.add_trusted_uids(70000);
+  {
+    auto input = Make(trusted);
+    ASSERT_TRUE(input.ok()) << input.status();
+    Drain(**input);
+    EXPECT_THAT(Lines(), ElementsAre(t + "01Z web-1 mastodon[4000]: Failed login 192.0.2.21",
+                                     t + "03Z web-1 mastodon[4000]: Failed login 192.0.2.22"));
+    ASSERT_EQ(Logged().size(), 1u);
+    const std::string logged = Logged()[0];
+    EXPECT_THAT(logged, HasSubstr("input trusted: "));
+    EXPECT_THAT(logged, HasSubstr("_UID=1001"));
+    EXPECT_THAT(logged, HasSubstr("_SYSTEMD_UNIT=session-3.scope"));
+    EXPECT_THAT(logged, HasSubstr("read_user_entries"));
+    EXPECT_THAT(logged, HasSubstr("trusted_uids"));
+    EXPECT_THAT(logged, ::testing::Not(HasSubstr("hunter2")));
+  }
+  // Without trusted_uids: mastodon's entries are skipped too, still logged once per input.
+  Clear();
+  {
+    absl::MutexLock lock(&mu_);
+    logged_.clear();
+  }
+  palisade::v1::JournalInput plain = Config();
+  plain.set_name("plain");
+  plain.set_source("journal");
+  auto input = Make(plain);
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  EXPECT_TRUE(Lines().empty());
+  ASSERT_EQ(Logged().size(), 1u);
+  EXPECT_THAT(Logged()[0], HasSubstr("input plain: "));
+  Write(entry(kBase + 4, "1000", "mastodon-web.service", "mastodon", "Failed login 192.0.2.23"));
+  Drain(**input);
+  EXPECT_EQ(Logged().size(), 1u);
+  // read_user_entries with trusted_uids: the trusted uid's tag unchanged, the others' marked.
+  Clear();
+  palisade::v1::JournalInput both = trusted;
+  both.set_name("both");
+  both.set_read_user_entries(true);
+  auto all = Make(both);
+  ASSERT_TRUE(all.ok()) << all.status();
+  Drain(**all);
+  EXPECT_THAT(Lines(), ElementsAre(t + "00Z web-1 user-1001/x[4000]: " + secret,
+                                   t + "01Z web-1 mastodon[4000]: Failed login 192.0.2.21",
+                                   t + "02Z web-1 user-1002/y[4000]: " + secret,
+                                   t + "03Z web-1 mastodon[4000]: Failed login 192.0.2.22",
+                                   t + "04Z web-1 mastodon[4000]: Failed login 192.0.2.23"));
+  EXPECT_EQ(Logged().size(), 1u);  // nothing skipped: nothing more logged
+}
+
+// The edges of the system accounts' ranges (SYS_UID_MAX 999, DynamicUser='s 61184..65519,
+// nobody 65534), and a _UID that is not a number (a remote host's upload can hold anything).
+TEST_F(JournalInputTest, SystemUidRangesEndWhereSystemdsDo) {
+  const std::vector<std::string> uids = {"999",   "1000",  "61183", "61184", "65519", "65520",
+                                         "65534", "65535", "x1",    "99999999999"};
+  std::string entries;
+  for (size_t i = 0; i < uids.size(); ++i) {
+    entries += Entry(kBase + static_cast<int64_t>(i),
+                     {{"_UID", uids[i]}, {"SYSLOG_IDENTIFIER", "d"}, {"MESSAGE", "m"}});
+  }
+  Write(entries);
+  palisade::v1::JournalInput config = Config();
+  config.set_read_user_entries(true);
+  auto input = Make(config);
+  ASSERT_TRUE(input.ok()) << input.status();
+  Drain(**input);
+  std::vector<std::string> tags;
+  for (const std::string& line : Lines()) {
+    const size_t space = line.find(' ');
+    tags.push_back(line.substr(space + 1, line.find(':', space) - space - 1));
+  }
+  EXPECT_THAT(tags, ElementsAre("d", "user-1000/d", "user-61183/d", "d", "d", "user-65520/d", "d",
+                                "user-65535/d", "user-_/d", "user-_/d"));
 }
 
 // A MESSAGE longer than the room left by the cap (max_line_bytes, 200 here) is handed on one
