@@ -117,7 +117,7 @@ void Dispatcher::RememberEdge(const std::string& id, int kind, const EdgeRef& re
   if (awaited_.erase(id) > 0) wake_.SignalAll();
   successor_heard_.erase(id);
   for (auto s = successor_heard_.begin(); s != successor_heard_.end();) {
-    if (s->second != id) {
+    if (s->second.id != id) {
       ++s;
       continue;
     }
@@ -248,18 +248,19 @@ absl::Status Dispatcher::Restore() {
     }
   }
   for (OutboxRow& row : *outbox) {
+    auto q = queues_.find(row.decision.actuator());
+    auto p = parked_.find(row.decision.actuator());
+    if (q == queues_.end() && p == parked_.end()) {
+      Drop(row.seq);  // its actuator is gone from the config
+      continue;
+    }
     // The row says the target the edge row does not (see Made::target), before any
     // replacement's row (later): also one kept for a parked actuator, whose object stands.
     if (auto edge = edges_.find(row.decision.id()); edge != edges_.end()) {
       edge->second.target = TargetKey(row.decision.target());
     }
-    auto q = queues_.find(row.decision.actuator());
     if (q == queues_.end()) {
-      if (auto p = parked_.find(row.decision.actuator()); p != parked_.end()) {
-        LogParked(p->second);  // kept for the start that adds its actuator
-        continue;
-      }
-      Drop(row.seq);  // its actuator is gone from the config
+      LogParked(p->second);  // kept for the start that adds its actuator
       continue;
     }
     ActionOp op;
@@ -459,10 +460,16 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     }
   }
   // Ended, it takes over no wait from a replacement in flight (successor_heard_): that apply
-  // settling without landing releases the remove. Before any return below.
-  if (ends) {
+  // settling without landing releases the remove. Before any return below. Unless withdrawn
+  // for another while its own apply is in flight: that apply may yet land (RememberEdge then
+  // releases the remove) and, should it not, its settling passes the wait on to its own
+  // successor, or releases it (PassOnWait). Dropped here, the remove went as the first
+  // replacement failed, and the target was bare until this one landed.
+  const bool withdrawn_in_flight =
+      q != queues_.end() && in_flight_.count(d.id()) > 0 && !d.replaced_by().empty();
+  if (ends && !withdrawn_in_flight) {
     for (auto s = successor_heard_.begin(); s != successor_heard_.end();) {
-      s = s->second == d.id() ? successor_heard_.erase(s) : std::next(s);
+      s = s->second.id == d.id() ? successor_heard_.erase(s) : std::next(s);
     }
   }
   // The decision this one replaced: a cancelled replacement's hand-over names the decision
@@ -516,7 +523,7 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       auto w = awaited_.find(replaced);
       if (after != remove_after_.end() && after->second.replaced_by == d.id() &&
           after->second.target == target && w != awaited_.end() && w->second != q->first) {
-        successor_heard_[replaced] = d.id();
+        successor_heard_[replaced] = {d.id(), q->first};
       }
     }
     q->second.ops.push_back(std::move(op));
@@ -694,6 +701,13 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
   const RemoveBarrier barrier(*q.actuator, q.ops);
   std::deque<ActionOp> keep;
   for (ActionOp& op : q.ops) {
+    // An apply whose decision ended while it was in flight, put back in the queue unsent (the
+    // ops after a refusal of the credentials, or at a stop): cancelled with its remove, as in
+    // the batch (RunQueue), before the guard could refuse it (a reload's never-ban set) and
+    // keep its remove_after_ entry, and a remove waiting for it (awaited_), for ever.
+    if (CancelEndedApply(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op)) {
+      continue;
+    }
     if (barrier.Waits(op) || AwaitsSuccessor(op) || op.not_before > now) {
       keep.push_back(std::move(op));
       continue;
@@ -1015,18 +1029,34 @@ bool Dispatcher::CancelEndedApply(palisade::v1::Actuator kind, const std::string
 }
 
 void Dispatcher::PassOnWait(const std::string& id) {
-  auto s = successor_heard_.find(id);
-  std::string next;
-  if (s != successor_heard_.end()) {
-    next = s->second;
+  Successor heard;
+  if (auto s = successor_heard_.find(id); s != successor_heard_.end()) {
+    heard = s->second;
     successor_heard_.erase(s);
+  }
+  // `id` may itself have taken over the wait of an earlier replacement still in flight (its
+  // successor_heard_ names `id`): that one, should it not land either, passes it on to `id`'s
+  // successor now, or releases it; never to `id`, which will not land.
+  for (auto s = successor_heard_.begin(); s != successor_heard_.end();) {
+    if (s->second.id != id) {
+      ++s;
+    } else if (!heard.id.empty()) {
+      s->second = heard;
+      ++s;
+    } else {
+      s = successor_heard_.erase(s);
+    }
   }
   auto w = awaited_.find(id);
   if (w == awaited_.end()) return;
   const int remove_kind = w->second;
   awaited_.erase(w);
   wake_.SignalAll();
-  if (next.empty()) return;  // none heard (or ended, or in the remove's queue): it goes now
+  // None heard (or ended), or in the remove's queue, where its apply waits behind the remove
+  // (RemoveBarrier): the remove goes now. The queue is checked here, not only as the successor
+  // was heard: the wait may have been passed on since, from another remove's queue.
+  if (heard.id.empty() || heard.kind == remove_kind) return;
+  const std::string& next = heard.id;
   // Handed over, as for a replacement cancelled before it went out (OnDecision): the remove,
   // queued or still to be made once its own apply settles, waits for `next`, and `next` takes
   // over from its decision, still standing (ActionOp::replaces: should `next` be cancelled

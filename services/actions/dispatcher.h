@@ -53,7 +53,8 @@
 // another while its apply is in flight keeps the remove waiting until that apply settles:
 // landed, the remove goes; not (failed, or cancelled at its turn), the remove waits for the
 // decision that replaced it, when that one was heard by then in another started queue than the
-// remove's and has not ended (settled as it is heard: successor_heard_), and goes otherwise.
+// remove's and has not ended (settled as it is heard: successor_heard_), and goes otherwise;
+// that one withdrawn in turn while its own apply is in flight passes the wait on the same way.
 // After a restart the wait is known again while the replacement's apply is in the outbox and
 // its decision stands; not for one whose apply failed for good (its row gone, the restart
 // cannot tell that it stands): that remove runs. A hand-over is known again too: a remove
@@ -245,6 +246,8 @@ class Dispatcher {
   bool WaitsForCredentials(int kind, absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; }
   // Takes the due ops of queue `kind` out (guard checks, order rules); marks applies in flight.
+  // An apply whose decision ended while it was in flight, put back unsent, is cancelled
+  // (CancelEndedApply) before any check.
   std::vector<ActionOp> TakeDue(int kind, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records what became of `ops` (just run): store, edges, metrics, retries.
   // `secretless`: the fingerprint revocations among `ops` that went out without their secret.
@@ -369,8 +372,15 @@ class Dispatcher {
   // Settled when the successor is heard, not when the apply settles: in the remove's own queue
   // the successor's apply waits behind the remove (RemoveBarrier), and one ended or never heard
   // would never release it. Gone when the apply settles, the successor lands (RememberEdge,
-  // which releases the remove at once) or ends: at most one per apply in flight. Memory only.
-  std::map<std::string, std::string> successor_heard_ ABSL_GUARDED_BY(mu_);
+  // which releases the remove at once) or ends; not when the successor is withdrawn for
+  // another while its own apply is in flight: its apply settling without landing passes the
+  // entry on to its own successor, or ends it (PassOnWait). At most one per apply in flight.
+  // Memory only.
+  struct Successor {
+    std::string id;
+    int kind = 0;  // the queue of its apply (PassOnWait checks it against the remove's)
+  };
+  std::map<std::string, Successor> successor_heard_ ABSL_GUARDED_BY(mu_);
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   // When each apply was queued, for the latency histogram. An entry lives exactly as long as
   // its apply: erased when it settles, fails, is refused or is cancelled (queued or held), so

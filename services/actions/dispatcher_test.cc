@@ -2,6 +2,7 @@
 
 #include <map>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -1162,6 +1163,236 @@ INSTANTIATE_TEST_SUITE_P(Successors, InFlightHandOverTest,
                            return "";
                          });
 
+// The hand-over of a remove's wait across replacements in flight (successor_heard_), in three
+// queues on one target: a challenge `a` in the access rules (whose remove waits), and its
+// replacements in other actuators.
+class HandOverInFlightTest : public DispatcherTest {
+ protected:
+  FakeActuator* Add(palisade::v1::Actuator kind, const std::string& label) {
+    auto actuator = std::make_unique<FakeActuator>();
+    FakeActuator* added = actuator.get();
+    added->label = label;
+    dispatcher_.AddActuator(kind, std::move(actuator));
+    return added;
+  }
+  DecisionUpdate In(palisade::v1::Actuator kind, DecisionChange change, const std::string& id) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(kind);
+    return u;
+  }
+  // `a` at the edge, withdrawn for `b` in the IP list (queued behind `w` and `v`, on other
+  // targets: a refusal of w's credentials puts v and b back in the queue).
+  void ChallengeReplacedByAListedBlock() {
+    dispatcher_.OnDecision(Update(DecisionChange::kCreated, "a"));
+    dispatcher_.RunOnce();
+    ASSERT_EQ(dispatcher_.edges().count("a"), 1u);
+    for (const char* id : {"w", "v"}) {
+      DecisionUpdate u = In(kList, DecisionChange::kCreated, id);
+      u.decision.mutable_target()->set_value(absl::StrCat("198.51.100.", id[0] - 'a'));
+      dispatcher_.OnDecision(u);
+    }
+    dispatcher_.OnDecision(Replaced(Update(DecisionChange::kWithdrawn, "a"), "b"));
+    dispatcher_.OnDecision(Replacing(In(kList, DecisionChange::kCreated, "b"), "a"));
+  }
+  static constexpr auto kList = palisade::v1::ACTUATOR_IP_LIST;
+  static constexpr auto kRate = palisade::v1::ACTUATOR_RATE_LIMIT;
+  static constexpr auto kTokens = palisade::v1::ACTUATOR_TOKEN_REVOCATION;
+};
+
+// b in flight is withdrawn for c (heard in the rate limits), and c in turn, while its own apply
+// is in flight, for d: b then settles without landing (here: pushed back by a credential
+// refusal, then cancelled at its turn). The hand-over b -> c was dropped as c was withdrawn, so
+// a's remove went as b settled, and the target was bare until c landed. It waits for c.
+TEST_F(HandOverInFlightTest, ARemoveWaitsForASuccessorWithdrawnWhileItsOwnApplyIsInFlight) {
+  FakeActuator* lists = Add(kList, "list");
+  FakeActuator* rates = Add(kRate, "rate");
+  ChallengeReplacedByAListedBlock();
+  bool listed = false;  // each hook runs once
+  bool rated = false;
+  lists->during_run = [&] {
+    if (std::exchange(listed, true)) return;  // at w's apply, b in flight behind it
+    lists->failures = {absl::UnauthenticatedError("HTTP 401 code 1000")};
+    dispatcher_.OnDecision(Replaced(In(kList, DecisionChange::kWithdrawn, "b"), "c"));
+    dispatcher_.OnDecision(Replacing(In(kRate, DecisionChange::kCreated, "c"), "b"));
+  };
+  rates->during_run = [&] {
+    if (std::exchange(rated, true)) return;  // at c's apply
+    dispatcher_.OnDecision(Replaced(In(kRate, DecisionChange::kWithdrawn, "c"), "d"));
+    dispatcher_.CredentialsRestored("list");
+    dispatcher_.RunOnce();  // b, back in the list's queue, is cancelled at its turn
+    dispatcher_.RunOnce();
+    EXPECT_THAT(fake_->calls, ElementsAre("apply a"));  // a's remove waits for c
+    EXPECT_EQ(dispatcher_.edges().count("b"), 0u);
+  };
+  dispatcher_.RunOnce();  // w refused (b goes back to the queue), then c lands
+  EXPECT_THAT(rates->calls, ElementsAre("apply c"));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  // d, heard now, lands; c's remove, which waited for it, goes.
+  dispatcher_.OnDecision(Replacing(In(kList, DecisionChange::kCreated, "d"), "c"));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(lists->calls, ElementsAre("apply w", "apply v", "apply w", "apply d"));
+  EXPECT_THAT(rates->calls, ElementsAre("apply c", "remove c edge-c"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+// The same, c's apply failing before b's settles: a's remove must not then wait for c (which
+// will never land) for ever. It waits for d when d was heard in a queue other than the remove's
+// (the hand-over goes on), and goes when d was not heard or is in the remove's own queue (d's
+// apply waits there behind the remove: RemoveBarrier).
+enum class AfterC { kNotHeard, kInTheRemovesQueue, kElsewhere };
+
+class SuccessorFailsFirstTest : public HandOverInFlightTest,
+                                public ::testing::WithParamInterface<AfterC> {};
+
+TEST_P(SuccessorFailsFirstTest, ARemoveNeverWaitsForASuccessorWhoseApplyFailed) {
+  fake_->adopts = true;  // as access rules
+  FakeActuator* lists = Add(kList, "list");
+  FakeActuator* rates = Add(kRate, "rate");
+  FakeActuator* tokens = Add(kTokens, "tokens");
+  const AfterC after = GetParam();
+  ChallengeReplacedByAListedBlock();
+  bool listed = false;  // each hook runs once
+  bool rated = false;
+  lists->during_run = [&] {
+    if (std::exchange(listed, true)) return;
+    lists->failures = {absl::UnauthenticatedError("HTTP 401 code 1000")};
+    dispatcher_.OnDecision(Replaced(In(kList, DecisionChange::kWithdrawn, "b"), "c"));
+    dispatcher_.OnDecision(Replacing(In(kRate, DecisionChange::kCreated, "c"), "b"));
+  };
+  rates->during_run = [&] {
+    if (std::exchange(rated, true)) return;
+    rates->failures = {absl::FailedPreconditionError("the plan's quota of rules")};
+    dispatcher_.OnDecision(Replaced(In(kRate, DecisionChange::kWithdrawn, "c"), "d"));
+    if (after == AfterC::kInTheRemovesQueue) {
+      dispatcher_.OnDecision(Replacing(Update(DecisionChange::kCreated, "d"), "c"));
+    } else if (after == AfterC::kElsewhere) {
+      tokens->failures = {absl::UnavailableError("503")};  // d lands one backoff later
+      dispatcher_.OnDecision(Replacing(In(kTokens, DecisionChange::kCreated, "d"), "c"));
+    }
+  };
+  dispatcher_.RunOnce();  // w refused (b back in the queue), c fails for good
+  ASSERT_THAT(rates->calls, ElementsAre("apply c"));
+  dispatcher_.CredentialsRestored("list");
+  dispatcher_.RunOnce();  // b cancelled at its turn
+  dispatcher_.RunOnce();
+  if (after == AfterC::kElsewhere) {
+    EXPECT_THAT(fake_->calls, ElementsAre("apply a"));  // waits for d
+    clock_.Advance(absl::Minutes(1));
+    dispatcher_.RunOnce();
+    EXPECT_THAT(tokens->calls, ElementsAre("apply d", "apply d"));
+  }
+  for (int i = 0; i < 3; ++i) dispatcher_.RunOnce();
+  if (after == AfterC::kInTheRemovesQueue) {
+    EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a", "apply d"));
+  } else {
+    EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  }
+  EXPECT_THAT(lists->calls, ElementsAre("apply w", "apply v", "apply w"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Successors, SuccessorFailsFirstTest,
+                         ::testing::Values(AfterC::kNotHeard, AfterC::kInTheRemovesQueue,
+                                           AfterC::kElsewhere),
+                         [](const ::testing::TestParamInfo<AfterC>& info) {
+                           switch (info.param) {
+                             case AfterC::kNotHeard:
+                               return "NotHeard";
+                             case AfterC::kInTheRemovesQueue:
+                               return "InTheRemovesQueue";
+                             case AfterC::kElsewhere:
+                               return "Elsewhere";
+                           }
+                           return "";
+                         });
+
+// c lands while b is still in flight: a's remove goes at once (RememberEdge releases the wait
+// that b's hand-over would have passed to c), not when b settles.
+TEST_F(HandOverInFlightTest, ASuccessorLandingFirstReleasesTheRemoveAtOnce) {
+  FakeActuator* lists = Add(kList, "list");
+  FakeActuator* rates = Add(kRate, "rate");
+  ChallengeReplacedByAListedBlock();
+  bool listed = false;  // each hook runs once
+  lists->during_run = [&] {
+    if (lists->calls.back() != "apply b") return;
+    if (std::exchange(listed, true)) return;
+    lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
+    dispatcher_.OnDecision(Replaced(In(kList, DecisionChange::kWithdrawn, "b"), "c"));
+    dispatcher_.OnDecision(Replacing(In(kRate, DecisionChange::kCreated, "c"), "b"));
+    dispatcher_.RunOnce();  // c lands
+    ASSERT_EQ(dispatcher_.edges().count("c"), 1u);
+    dispatcher_.RunOnce();
+    EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  };
+  dispatcher_.RunOnce();  // b goes out, and fails for good after c landed
+  EXPECT_THAT(lists->calls, ElementsAre("apply w", "apply v", "apply b"));
+  EXPECT_THAT(rates->calls, ElementsAre("apply c"));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+// c, heard while b is in flight, is cancelled while still queued and replaced by d: the
+// hand-over to c is gone with c, and is made again to d as d is heard (naming c, which handed
+// over to b: handed_over_). b failing, a's remove waits for d.
+TEST_F(HandOverInFlightTest, ASuccessorCancelledBeforeItWentOutHandsOverToItsOwnReplacement) {
+  FakeActuator* lists = Add(kList, "list");
+  FakeActuator* rates = Add(kRate, "rate");
+  FakeActuator* tokens = Add(kTokens, "tokens");
+  ChallengeReplacedByAListedBlock();
+  bool listed = false;  // each hook runs once
+  lists->during_run = [&] {
+    if (lists->calls.back() != "apply b") return;
+    if (std::exchange(listed, true)) return;
+    lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
+    dispatcher_.OnDecision(Replaced(In(kList, DecisionChange::kWithdrawn, "b"), "c"));
+    dispatcher_.OnDecision(Replacing(In(kRate, DecisionChange::kCreated, "c"), "b"));
+    dispatcher_.OnDecision(Replaced(In(kRate, DecisionChange::kWithdrawn, "c"), "d"));
+    tokens->failures = {absl::UnavailableError("503")};  // d lands one backoff later
+    dispatcher_.OnDecision(Replacing(In(kTokens, DecisionChange::kCreated, "d"), "c"));
+  };
+  dispatcher_.RunOnce();  // b fails for good; d's first try fails
+  EXPECT_THAT(lists->calls, ElementsAre("apply w", "apply v", "apply b"));
+  EXPECT_THAT(tokens->calls, ElementsAre("apply d"));
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a"));  // waits for d
+  clock_.Advance(absl::Minutes(1));
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  EXPECT_THAT(rates->calls, IsEmpty());
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+// An ended replacement b that a credential refusal (of the op before it, in a batch of an
+// actuator sent one op at a time) put back in the queue kept its remove_after_ entry, and a's
+// remove waited for it; a reload then put b's target in the never-ban set, and the guard
+// refused b before it reached its turn: a's remove waited for ever. b is cancelled, never
+// refused, and a's remove goes.
+TEST_F(HandOverInFlightTest, AnEndedApplyPutBackByACredentialRefusalIsCancelledNotRefused) {
+  dispatcher_.SetGuard(std::make_unique<Guard>(GuardOptions()));
+  FakeActuator* lists = Add(kList, "list");
+  ChallengeReplacedByAListedBlock();
+  bool listed = false;  // each hook runs once
+  lists->during_run = [&] {
+    if (std::exchange(listed, true)) return;  // at w's apply, b in flight behind it
+    lists->failures = {absl::UnauthenticatedError("HTTP 401 code 1000")};
+    dispatcher_.OnDecision(Replaced(In(kList, DecisionChange::kWithdrawn, "b"), "c"));
+  };
+  dispatcher_.RunOnce();  // w refused: b goes back to the queue
+  EXPECT_THAT(lists->calls, ElementsAre("apply w"));
+  dispatcher_.SetNeverBan(*CidrSet::Parse({"203.0.113.0/24"}));
+  dispatcher_.CredentialsRestored("list");
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  EXPECT_THAT(lists->calls, ElementsAre("apply w", "apply v", "apply w"));
+  EXPECT_EQ(Actions("refused"), 0);
+  EXPECT_THAT(dispatcher_.FailedForGood(), IsEmpty());
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
 // A shadow decision's apply in flight was never charged (dry run sends nothing): an enforcing
 // block replacing it is a new restriction, charged as any other, not taken for the replacement
 // of something the edge already restricts.
@@ -1899,6 +2130,50 @@ INSTANTIATE_TEST_SUITE_P(HeardOrRestored, ParkedReplacementTest, ::testing::Bool
                          [](const ::testing::TestParamInfo<bool>& info) {
                            return info.param ? "Heard" : "Restored";
                          });
+
+// An edge record whose actuator left the config (neither started nor parked at the restart):
+// its outbox rows are dropped, never restored, so its target stays unknown (see Made::target),
+// and a block replacing it in another actuator is charged as a new restriction. The target was
+// set from the row before it was dropped, and the block spent no budget.
+TEST_F(DispatcherTest, AReplacementOfAnEdgeRecordWhoseActuatorLeftTheConfigIsCharged) {
+  auto store = FreshStore("left_the_config.db");
+  ASSERT_TRUE(store.ok());
+  constexpr auto kRate = palisade::v1::ACTUATOR_RATE_LIMIT;
+  auto rates = std::make_unique<FakeActuator>();
+  rates->label = "rate";
+  dispatcher_.AddActuator(kRate, std::move(rates));
+  auto record = [&](DecisionChange change, const std::string& id, palisade::v1::Actuator kind,
+                    const std::string& target, const std::string& replaces = "",
+                    const std::string& replaced_by = "") {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(kind);
+    u.decision.mutable_target()->set_value(target);
+    u.decision.set_active(change == DecisionChange::kCreated);
+    u.decision.set_replaces(replaces);
+    u.decision.set_replaced_by(replaced_by);
+    u.outbox_seq =
+        *(*store)->RecordDecision(u.decision, nullptr, change == DecisionChange::kCreated);
+    return u;
+  };
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "challenge", kRate, "203.0.113.7"));
+  dispatcher_.RunOnce();
+  ASSERT_EQ(dispatcher_.edges().count("challenge"), 1u);
+  constexpr auto kRule = palisade::v1::ACTUATOR_ACCESS_RULE;
+  record(DecisionChange::kCreated, "fresh", kRule, "203.0.113.9");
+  record(DecisionChange::kWithdrawn, "challenge", kRate, "203.0.113.7", "", "block");
+  record(DecisionChange::kCreated, "block", kRule, "203.0.113.7", "challenge");
+
+  // The restart: the rate limits gone from the config, a budget of one a minute.
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  GuardOptions options;
+  options.max_new_per_minute = 1;
+  r->dispatcher.SetGuard(std::make_unique<Guard>(options));
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  ASSERT_EQ(r->dispatcher.edges().count("challenge"), 1u);
+  r->dispatcher.RunOnce();
+  EXPECT_THAT(r->actuator->calls, ElementsAre("apply fresh"));  // fresh spent the slot
+  EXPECT_EQ(r->dispatcher.held(), 1u);
+}
 
 // An actuator neither started nor parked is not configured: its operations leave the outbox, when
 // heard and at a restart.
