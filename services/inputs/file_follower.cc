@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -126,6 +127,43 @@ std::optional<uint32_t> GzipSize(const std::string& path) {
          static_cast<uint32_t>(trailer[2]) << 16 | static_cast<uint32_t>(trailer[3]) << 24;
 }
 
+// The first `bytes` bytes a gzip file inflates to (fewer when it holds fewer, or is cut or
+// corrupt); nullopt when `path` is no gzip file (xz, zstd: not told). Bounded: at most 1 MiB of
+// it is read (a few hundred bytes of text come from far less).
+std::optional<std::string> GunzipHead(const std::string& path, size_t bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return std::nullopt;
+  unsigned char magic[2] = {0, 0};
+  if (::pread(fd, magic, 2, 0) != 2 || magic[0] != 0x1f || magic[1] != 0x8b) {
+    ::close(fd);
+    return std::nullopt;
+  }
+  std::string out(bytes, '\0');
+  z_stream z{};
+  if (inflateInit2(&z, 16 + MAX_WBITS) != Z_OK) {
+    ::close(fd);
+    return std::string();
+  }
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  unsigned char in[16 * 1024];
+  uint64_t read = 0;
+  while (z.avail_out > 0 && read < (1 << 20)) {
+    if (z.avail_in == 0) {
+      const ssize_t n = ::pread(fd, in, sizeof(in), static_cast<off_t>(read));
+      if (n <= 0) break;
+      read += static_cast<uint64_t>(n);
+      z.next_in = in;
+      z.avail_in = static_cast<uInt>(n);
+    }
+    if (inflate(&z, Z_NO_FLUSH) != Z_OK) break;  // the end, or not deflate: what came out
+  }
+  out.resize(out.size() - z.avail_out);
+  inflateEnd(&z);
+  ::close(fd);
+  return out;
+}
+
 }  // namespace
 
 FileFollower::FileFollower(std::string path, FileFollowerOptions options,
@@ -139,8 +177,22 @@ FileFollower::FileFollower(std::string path, FileFollowerOptions options,
 
 FileFollower::~FileFollower() { Close(); }
 
-bool FileFollower::FollowedElsewhere(uint64_t device, uint64_t inode) const {
-  return options_.followed_elsewhere && options_.followed_elsewhere(device, inode);
+bool FileFollower::FollowedElsewhere(const std::string& name, uint64_t device,
+                                     uint64_t inode) const {
+  return options_.followed_elsewhere && options_.followed_elsewhere(name, device, inode);
+}
+
+bool FileFollower::RotatedFromElsewhere(absl::string_view rotated) const {
+  for (size_t i = path_.size() + 1; i + 1 < rotated.size(); ++i) {
+    if (rotated[i] != '.' && rotated[i] != '-' && rotated[i] != '_') continue;
+    const std::string log(rotated.substr(0, i));
+    struct stat st;
+    if (RotatedName(rotated, log) && ::stat(log.c_str(), &st) == 0 && S_ISREG(st.st_mode) &&
+        FollowedElsewhere(log, st.st_dev, st.st_ino)) {
+      return true;
+    }
+  }
+  return false;
 }
 
 void FileFollower::Close() {
@@ -199,6 +251,7 @@ absl::StatusOr<bool> FileFollower::OpenAt(const std::string& path, uint64_t offs
 void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
   resume_.reset();
   rotated_after_.clear();
+  next_file_pending_ = false;
   // Set when the checkpoint's file is there but cannot be opened (EACCES, EMFILE): whether it
   // is the same file cannot be told, so nothing is decided; Poll tries again.
   std::string cannot_open;
@@ -326,7 +379,11 @@ void FileFollower::Resume(const palisade::v1::FileCheckpoint& from) {
     queued_after_lost_ = rotated_after_.size();
     if (!rotated_after_.empty()) {
       then_truncated_ = truncated;  // the path after them: a hole may start it
-      (void)NextFile();
+      // Opened at the first Poll, not here: at a restart the file inputs make every restored
+      // follower before any polls, and one of the queued files may be another's live log
+      // (app.log-1 beside app.log) whose follower does not exist yet (followed_elsewhere).
+      // Opened here, it was read from byte 0 by this follower as well as by its own.
+      next_file_pending_ = true;
       return;
     }
   }
@@ -362,6 +419,11 @@ void FileFollower::QueueWrittenAfter(int64_t after_ns, const std::string& name,
   // the file clock). RotatedNames are the path with a suffix: compared by that suffix.
   struct stat now;
   const bool path_there = ::stat(path_.c_str(), &now) == 0;
+  // The path's file, another inode holding lines, is written after every rotated file: dated
+  // before the file left, it says the clock was stepped back since (NTP after a drift forward).
+  const bool clock_back = path_there && S_ISREG(now.st_mode) && now.st_size > 0 &&
+                          !(now.st_dev == file.first && now.st_ino == file.second) &&
+                          WrittenNs(now) < after_ns;
   std::vector<std::pair<int64_t, std::string>> newer;
   for (const std::string& rotated : RotatedNames(path_)) {
     struct stat st;
@@ -369,8 +431,10 @@ void FileFollower::QueueWrittenAfter(int64_t after_ns, const std::string& name,
         ::stat(rotated.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
         (st.st_dev == file.first && st.st_ino == file.second) ||
         (path_there && st.st_dev == now.st_dev && st.st_ino == now.st_ino) ||
-        FollowedElsewhere(st.st_dev, st.st_ino)) {
-      continue;  // a live log of its own (app.log-1) is read by its follower, not here
+        FollowedElsewhere(rotated, st.st_dev, st.st_ino) || RotatedFromElsewhere(rotated)) {
+      // A live log of its own (app.log-1) is read by its follower, not here; so are its rotated
+      // files (app.log-1.1), whether that follower holds them still or no more.
+      continue;
     }
     // A file that starts as the one left does is a copy of it (dateext's, copytruncate's), not
     // a file written after it; a copy is no longer than what was left (a short file's few bytes,
@@ -390,10 +454,18 @@ void FileFollower::QueueWrittenAfter(int64_t after_ns, const std::string& name,
                               path_.size())
         .has_value();
   });
+  // The names order; they admit a file its last write says is older only when the clock was
+  // seen stepped back. Else a stray name sorting later (PATH.0 left by hand; PATH-20270315 from
+  // a clock once stepped forward, kept longest by logrotate) was read again from its start at
+  // every rotation.
   auto rotated_before = [&](const std::pair<int64_t, std::string>& n) {
-    if (by_names && !name.empty()) return !*RotatedAfterByName(n.second, name, path_.size());
-    return n.first < after_ns ||
-           (n.first == after_ns && (name.empty() || !NewerName(n.second, name, path_.size())));
+    const bool older =
+        n.first < after_ns ||
+        (n.first == after_ns && (name.empty() || !NewerName(n.second, name, path_.size())));
+    if (by_names && !name.empty()) {
+      return !*RotatedAfterByName(n.second, name, path_.size()) || (older && !clock_back);
+    }
+    return older;
   };
   newer.erase(std::remove_if(newer.begin(), newer.end(), rotated_before), newer.end());
   std::sort(newer.begin(), newer.end(), [this, by_names](const auto& a, const auto& b) {
@@ -593,7 +665,7 @@ absl::StatusOr<bool> FileFollower::NextFile() {
     }
     // Followed live by another follower since it was queued (one made after this one at a
     // restart, for a per-instance log app.log-1): read there, neither here nor lost.
-    if (!at.empty() && FollowedElsewhere(next.device(), next.inode())) continue;
+    if (!at.empty() && FollowedElsewhere(at, next.device(), next.inode())) continue;
     absl::StatusOr<bool> opened = at.empty() ? absl::StatusOr<bool>(false) : OpenAt(at, 0);
     if (!opened.ok() || !*opened) {
       // Gone (compressed, removed) before it was read: its lines are not, and that is said.
@@ -698,6 +770,10 @@ absl::StatusOr<size_t> FileFollower::Poll(size_t max_lines,
           absl::StrCat(resume_->why, " (to resume from its checkpoint; tried again next poll)"));
     }
   }
+  if (next_file_pending_) {
+    next_file_pending_ = false;
+    (void)NextFile();
+  }
   size_t taken = 0;
   absl::Status error;
   // Truncated and written again past our offset before we looked (copytruncate while the
@@ -749,7 +825,7 @@ std::string FileFollower::CopyOf(const palisade::v1::FileCheckpoint& at, uint64_
     if (!RotatedName(rotated, path_) || ::stat(rotated.c_str(), &st) != 0 ||
         !S_ISREG(st.st_mode) || (st.st_dev == at.device() && st.st_ino == at.inode()) ||
         static_cast<uint64_t>(st.st_size) <= at.offset() ||
-        FollowedElsewhere(st.st_dev, st.st_ino) || !IsCopyOf(rotated, at)) {
+        FollowedElsewhere(rotated, st.st_dev, st.st_ino) || !IsCopyOf(rotated, at)) {
       continue;
     }
     const std::pair<int64_t, int64_t> written(st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
@@ -803,38 +879,60 @@ void FileFollower::Truncated() {
 }
 
 void FileFollower::CompressedCopyLost(const palisade::v1::FileCheckpoint& at) {
-  // The newest compressed file under a rotated name of the path (PATH.1.gz, PATH-20261207.gz)
-  // written since the follower last looked at the file: made at this rotation (an older day's
-  // was written before; a tie, the same tick, goes by the name, PATH.1 before PATH.2).
-  std::string newest;
-  int64_t newest_ns = 0;
+  // A compressed file under a rotated name of the path (PATH.1.gz, PATH-20261207.gz) written
+  // since the follower last looked at the file, newest first (a tie, the same tick, goes by the
+  // name: PATH.1 before PATH.2), that is a copy of it: a gzip file whose first bytes inflated
+  // are the file's (those fingerprinted). Any .gz made meanwhile (another log's, beside a
+  // truncation by hand: : > PATH) was taken for the copy. One whose compression cannot be read
+  // here (xz, zstd) is taken unless it is a rotated copy of a log another follower holds
+  // (PATH-1.1.xz of PATH-1): its first bytes cannot be told.
+  std::vector<std::pair<int64_t, std::string>> candidates;
   for (const std::string& name : RotatedNames(path_)) {
     const size_t ext = CompressedSuffix(name);
     struct stat st;
-    if (ext == 0 || !RotatedName(absl::string_view(name).substr(0, name.size() - ext), path_) ||
-        ::stat(name.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || WrittenNs(st) < at.written_ns()) {
+    if (ext == 0) continue;
+    const absl::string_view stripped = absl::string_view(name).substr(0, name.size() - ext);
+    if (!RotatedName(stripped, path_) || ::stat(name.c_str(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        WrittenNs(st) < at.written_ns() || RotatedFromElsewhere(stripped)) {
       continue;
     }
-    if (!newest.empty() &&
-        (WrittenNs(st) < newest_ns ||
-         (WrittenNs(st) == newest_ns &&
-          !NewerName(absl::string_view(name).substr(0, name.size() - ext),
-                     absl::string_view(newest).substr(0, newest.size() - CompressedSuffix(newest)),
-                     path_.size())))) {
-      continue;
+    candidates.emplace_back(WrittenNs(st), name);
+  }
+  auto stripped = [](const std::string& name) {
+    return absl::string_view(name).substr(0, name.size() - CompressedSuffix(name));
+  };
+  std::sort(candidates.begin(), candidates.end(), [&](const auto& a, const auto& b) {
+    if (a.first != b.first) return a.first > b.first;
+    return NewerName(stripped(a.second), stripped(b.second), path_.size());
+  });
+  std::string newest;
+  for (const auto& [when, name] : candidates) {
+    std::optional<std::string> head = GunzipHead(name, at.fingerprint_bytes());
+    if (at.fingerprint_bytes() == 0 || !head.has_value() ||
+        (head->size() == at.fingerprint_bytes() && Fingerprint(*head) == at.fingerprint())) {
+      newest = name;
+      break;
     }
-    newest = name;
-    newest_ns = WrittenNs(st);
   }
   if (newest.empty()) return;  // truncated by hand (: > app.log), or the copy kept elsewhere
   CompressedCopyLoss loss{at, newest, std::nullopt};
   std::optional<uint32_t> size = GzipSize(newest);
   // The copy holds what was read and what came after, up to the truncation: its size less the
-  // position, mod 2^32 as gzip counts (exact below 4 GiB lost). One smaller than the position is
-  // another file (the follower's file below 4 GiB): how much was lost is not known.
+  // position, mod 2^32 as gzip counts. Exact only from a position below 4 GiB in a copy below
+  // 4 GiB (told by its compressed size: deflate inflates at most 1032-fold); else at least
+  // that. One smaller than the position is another file (the follower's file below 4 GiB), or
+  // a copy past 4 GiB: how much was lost is not known.
+  struct stat gz;
+  const bool exact = at.offset() < (uint64_t{1} << 32) && ::stat(newest.c_str(), &gz) == 0 &&
+                     static_cast<uint64_t>(gz.st_size) < (uint64_t{1} << 32) / 1032;
   if (size.has_value() && (at.offset() >= (uint64_t{1} << 32) || *size >= at.offset())) {
     loss.bytes = static_cast<uint32_t>(*size - static_cast<uint32_t>(at.offset()));
-    if (*loss.bytes == 0) return;  // nothing written after the last read
+    loss.at_least = !exact;
+    if (*loss.bytes == 0) {
+      if (exact) return;  // nothing written after the last read
+      loss.bytes.reset();  // nothing, or a multiple of 4 GiB
+      loss.at_least = false;
+    }
   }
   if (lost_to_compression_.size() >= 16) lost_to_compression_.erase(lost_to_compression_.begin());
   lost_to_compression_.push_back(std::move(loss));

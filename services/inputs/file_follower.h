@@ -18,8 +18,9 @@
 //     read, SEEK_DATA; a second truncation under it is told by the bytes where the data
 //     began after the hole); where it stood then (at the copy's end when the copy was read)
 //     is kept for TakeTruncated (a glob tells the copy by it); a copy compressed before the
-//     follower looked (compress without delaycompress: PATH.1.gz only) is not read, and what it
-//     held past the position is said lost (TakeLostToCompression, gzip's trailer counting it);
+//     follower looked (compress without delaycompress: PATH.1.gz only; told by its first bytes
+//     inflated) is not read, and what it held past the position is said lost
+//     (TakeLostToCompression, gzip's trailer counting it: a lower bound past 4 GiB);
 //   - a file that does not exist yet is waited for, not an error; one removed (rm, find
 //     -delete) is read to its end (a last line without its newline is a line), then closed
 //     (its space freed; descriptors do not pile up) and its path waited for again;
@@ -27,9 +28,11 @@
 //     error naming it (kFailedPrecondition): it is opened without blocking, never read;
 //   - lines longer than max_line_bytes are cut there and counted.
 // Which files were rotated after another the names say when they are of one scheme (PATH.N
-// counts down, a date up; a clock stepped back moves no name), else their last writes; a file
-// another follower follows live (options.followed_elsewhere: app.log-1 beside app.log) is never
-// one of them.
+// counts down, a date up; a clock stepped back moves no name), else their last writes; a name
+// does not admit a file its last write says is older unless the clock was seen stepped back (a
+// stray PATH.0 is no file rotated after PATH.1). A file another follower follows live or read
+// (options.followed_elsewhere: app.log-1 beside app.log, and its app.log-1.1) is never one of
+// them.
 // checkpoint() is the position after the last line handed out: device, inode, offset, a fingerprint
 // of the file's first bytes (an inode reused by another file is not mistaken for the same file),
 // and when the file was last written as last seen. A follower created from a checkpoint resumes
@@ -83,7 +86,10 @@ struct FileFollowerOptions {
   // such a file is never read as one of this path's rotated files, whatever its name (a
   // per-instance log, app.log-1, is a RotatedName of app.log and written after app.log.1: it was
   // read again from byte 0 when app.log rotated). Asked at a rotation, not per line. Unset: none.
-  std::function<bool(uint64_t device, uint64_t inode)> followed_elsewhere;
+  // `name` is where this follower found the file (a rotated name of its path, or a log it may
+  // be a rotated copy of): the file's first bytes can be checked there.
+  std::function<bool(const std::string& name, uint64_t device, uint64_t inode)>
+      followed_elsewhere;
 };
 
 struct FollowerStats {
@@ -115,9 +121,10 @@ class FileFollower {
   // The position after the last line handed out (input name left empty); while a checkpoint
   // waits to be resumed from (its file could not be opened yet), that checkpoint.
   palisade::v1::FileCheckpoint checkpoint() const;
-  // Whether a file is open (or a checkpoint waits to be resumed from): false before the file
-  // appears, and after it was removed and read to its end (checkpoint() then names no file).
-  bool following() const { return open_.fd >= 0 || resume_.has_value(); }
+  // Whether a file is open (or a checkpoint waits to be resumed from, or files queued after one
+  // given up wait for the first Poll to open them): false before the file appears, and after
+  // it was removed and read to its end (checkpoint() then names no file).
+  bool following() const { return open_.fd >= 0 || resume_.has_value() || next_file_pending_; }
   // Bytes written to the file and not yet handed out (the lag), as of the last Poll.
   uint64_t lag_bytes() const { return lag_bytes_; }
   const FollowerStats& stats() const { return stats_; }
@@ -156,6 +163,9 @@ class FileFollower {
     // The bytes past `at` the copy held, as gzip's trailer says (its size mod 2^32); unknown for
     // another compression (xz, zstd, bzip2).
     std::optional<uint64_t> bytes;
+    // `bytes` is a lower bound: gzip counts mod 2^32, and the position is at or past 4 GiB or
+    // the copy may hold 4 GiB or more (compressed, more than 4 GiB / 1032, deflate's best ratio).
+    bool at_least = false;
   };
   // Those since the last call, at most the last 16. A copy holding no byte past the position
   // (gzip's trailer says so) lost nothing and is not among them.
@@ -215,7 +225,10 @@ class FileFollower {
   // began after a hole no longer the ones seen there: rewritten in place.
   bool HeadChanged() const;
   // options_.followed_elsewhere, false when unset.
-  bool FollowedElsewhere(uint64_t device, uint64_t inode) const;
+  bool FollowedElsewhere(const std::string& name, uint64_t device, uint64_t inode) const;
+  // Whether `rotated`, a rotated name of the path, is also a rotated name of a log another
+  // follower follows live (app.log-1.1 of app.log-1: FollowedElsewhere): that log's file.
+  bool RotatedFromElsewhere(absl::string_view rotated) const;
   // Resumes from a checkpoint (constructor).
   void Resume(const palisade::v1::FileCheckpoint& from);
 
@@ -246,6 +259,9 @@ class FileFollower {
   // (rotated_after_, oldest first), then the current file, each from its start.
   bool draining_rotated_ = false;
   std::vector<palisade::v1::FileCheckpoint> rotated_after_;  // path, device, inode
+  // Resumed from a checkpoint given up, files queued after it: the first is opened at the first
+  // Poll (NextFile), once the followers that may hold one live exist (followed_elsewhere).
+  bool next_file_pending_ = false;
   // The path's file is read next as after a truncation (a hole may start it): after a
   // copytruncate's copy, or after files queued behind a path that was truncated.
   bool then_truncated_ = false;

@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <array>
 #include <cstdio>
@@ -62,14 +63,26 @@ void Compress(const std::string& path) {
   ASSERT_EQ(std::remove(path.c_str()), 0);
 }
 
-// A gzip file as logrotate's compress leaves it: a header, a body, then the trailer's CRC-32 and
-// the uncompressed size (ISIZE, little-endian, mod 2^32), which is all the follower reads of it.
-void WriteGzip(const std::string& path, uint32_t size) {
-  std::string gz("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03", 10);
-  gz += "deflated";  // inflated by no one here
-  gz.append(4, '\0');  // CRC-32: not checked
-  for (int i = 0; i < 4; ++i) gz.push_back(static_cast<char>((size >> (8 * i)) & 0xff));
-  std::ofstream(path, std::ios::binary) << gz;
+// `text` compressed as gzip does (header, deflate, CRC-32, ISIZE).
+std::string Gzip(const std::string& text) {
+  z_stream z{};
+  EXPECT_EQ(deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 16 + MAX_WBITS, 8,
+                         Z_DEFAULT_STRATEGY),
+            Z_OK);
+  std::string out(deflateBound(&z, text.size()) + 64, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(text.data()));
+  z.avail_in = static_cast<uInt>(text.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+// A gzip file as logrotate's compress leaves it, of `text`.
+void WriteGzip(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << Gzip(text);
 }
 
 TEST_F(FileFollowerTest, NewLinesAsTheyComeAndAPartialLineHeld) {
@@ -455,7 +468,7 @@ TEST_F(FileFollowerTest, ACopyTruncateWhoseCopyIsCompressedAtOnceSaysWhatWasLost
   Append("a1\n");
   EXPECT_THAT(Poll(f), ElementsAre("a1"));
   Append("a2\na3\n");  // after the last poll: in the copy only
-  WriteGzip(path_ + ".1.gz", 9);
+  WriteGzip(path_ + ".1.gz", "a1\na2\na3\n");
   std::ofstream(path_, std::ios::trunc | std::ios::binary) << "b1\n";
   EXPECT_THAT(Poll(f), ElementsAre("b1"));
   EXPECT_EQ(f.stats().truncations, 1u);
@@ -467,11 +480,114 @@ TEST_F(FileFollowerTest, ACopyTruncateWhoseCopyIsCompressedAtOnceSaysWhatWasLost
   EXPECT_THAT(f.TakeLostToCompression(), IsEmpty());
   // The next day with nothing written after the last poll: the copy holds exactly what was read.
   ASSERT_EQ(std::rename((path_ + ".1.gz").c_str(), (path_ + ".2.gz").c_str()), 0);
-  WriteGzip(path_ + ".1.gz", 3);
+  WriteGzip(path_ + ".1.gz", "b1\n");
   std::ofstream(path_, std::ios::trunc | std::ios::binary) << "c1\n";
   EXPECT_THAT(Poll(f), ElementsAre("c1"));
   EXPECT_EQ(f.stats().truncations, 2u);
   EXPECT_THAT(f.TakeLostToCompression(), IsEmpty());
+}
+
+// A compressed file written since the follower's last look is no copy of its file unless it
+// starts as the file did: a per-instance log's compressed copy (PATH-1.1.gz: less its .gz, a
+// rotated name of the path) or any gzip made meanwhile (PATH.1.gz of another file) beside a
+// truncation by hand (: > PATH) was said to hold the file's lost lines. The copy's first bytes,
+// inflated, must be the file's (those fingerprinted).
+TEST_F(FileFollowerTest, ACompressedFileThatIsNoCopyOfTheTruncatedFileIsNotSaidLost) {
+  for (const std::string& gz : {path_ + "-1.1.gz", path_ + ".1.gz"}) {
+    SCOPED_TRACE(gz);
+    for (const std::string& p : {path_, path_ + "-1.1.gz", path_ + ".1.gz"}) {
+      std::remove(p.c_str());
+    }
+    FileFollower f(path_);
+    Append("a1\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    WriteGzip(gz, "i1\ni2\ni3\n");  // another log's: 9 bytes, more than the position's 3
+    std::ofstream(path_, std::ios::trunc | std::ios::binary) << "b1\n";
+    EXPECT_THAT(Poll(f), ElementsAre("b1"));
+    EXPECT_EQ(f.stats().truncations, 1u);
+    EXPECT_THAT(f.TakeLostToCompression(), IsEmpty());
+  }
+}
+
+// A compressed file whose first bytes cannot be read here (xz) is not told by them: one that is
+// a rotated copy of a log another follower holds (PATH-1.1.xz of PATH-1) is no copy of this one.
+TEST_F(FileFollowerTest, ACompressedCopyOfALogFollowedElsewhereIsNotSaidLost) {
+  for (const std::string& p : {path_ + "-1", path_ + "-1.1.xz"}) std::remove(p.c_str());
+  Append("i3\n", path_ + "-1");
+  FileFollowerOptions options;
+  options.followed_elsewhere = [this](const std::string& name, uint64_t, uint64_t) {
+    return name == path_ + "-1";
+  };
+  FileFollower f(path_, options);
+  Append("a1\n");
+  EXPECT_THAT(Poll(f), ElementsAre("a1"));
+  Append("\xfd" "7zXZ i1 i2", path_ + "-1.1.xz");
+  std::ofstream(path_, std::ios::trunc | std::ios::binary) << "b1\n";
+  EXPECT_THAT(Poll(f), ElementsAre("b1"));
+  EXPECT_THAT(f.TakeLostToCompression(), IsEmpty());
+}
+
+// gzip counts the uncompressed size mod 2^32 (ISIZE): from a position at or past 4 GiB (or a
+// copy that may hold 4 GiB or more) the bytes the trailer says are lost are a lower bound only.
+TEST_F(FileFollowerTest, ACompressedCopyPastFourGiBSaysAtLeastWhatWasLost) {
+  std::remove((path_ + ".1.gz").c_str());
+  Append("a1\n");
+  palisade::v1::FileCheckpoint checkpoint;
+  {
+    FileFollower f(path_);
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    checkpoint = f.checkpoint();
+  }
+  // Sparse past 4 GiB, a line ending where the checkpoint says (no 4 GiB are read).
+  const uint64_t far = (uint64_t{1} << 32) + 16;
+  {
+    const int fd = ::open(path_.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "\n", 1, static_cast<off_t>(far - 1)), 1);
+    ::close(fd);
+  }
+  checkpoint.set_offset(far);
+  FileFollower f(path_, {}, checkpoint);
+  EXPECT_THAT(Poll(f), IsEmpty());
+  ASSERT_EQ(f.checkpoint().offset(), far);
+  // The copy's first 256 bytes are the file's; its trailer says 300 (mod 2^32).
+  WriteGzip(path_ + ".1.gz", "a1\n" + std::string(297, '\0'));
+  std::ofstream(path_, std::ios::trunc | std::ios::binary) << "b1\n";
+  EXPECT_THAT(Poll(f), ElementsAre("b1"));
+  std::vector<FileFollower::CompressedCopyLoss> lost = f.TakeLostToCompression();
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_EQ(lost[0].bytes, 300u - 16u);
+  EXPECT_TRUE(lost[0].at_least);
+}
+
+// A stray rotated name that sorts after the file rotated (PATH.0 left by hand; a dated name
+// from a clock once stepped forward, PATH-20270315) but was last written long before it is no
+// file rotated after it: the names order the files, they do not admit one the clock says is
+// older unless the clock was seen stepped back (the path's file dated before the rotated one).
+// It was read again from its start at every rotation.
+TEST_F(FileFollowerTest, AStrayRotatedNameThatSortsLaterIsNotReadAtEachRotation) {
+  for (const auto& [stray, rotated] : std::vector<std::array<std::string, 2>>{
+           {".0", ".1"}, {"-20270315", "-20261207"}}) {
+    SCOPED_TRACE(stray);
+    const std::string s = path_ + stray, r = path_ + rotated;
+    for (const char* p : {"", ".0", ".1", "-20270315", "-20261207"}) {
+      std::remove((path_ + p).c_str());
+    }
+    Append("s1\n", s);
+    WrittenAgo(s, 86400);
+    FileFollower f(path_);
+    Append("a1\n");
+    EXPECT_THAT(Poll(f), ElementsAre("a1"));
+    Append("a2\n");
+    ASSERT_EQ(std::rename(path_.c_str(), r.c_str()), 0);
+    Append("b1\n");
+    std::vector<std::string> lines;
+    for (int i = 0; i < 4; ++i) {
+      for (std::string& line : Poll(f)) lines.push_back(std::move(line));
+    }
+    EXPECT_THAT(lines, ElementsAre("a2", "b1"));
+    EXPECT_EQ(f.stats().rotations, 1u);
+  }
 }
 
 // copytruncate (logrotate's cp, then truncate) with lines written after the last poll: they are

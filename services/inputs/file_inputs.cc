@@ -411,17 +411,29 @@ void FileInputs::DiscoverLocked(Input& input) {
     // and was read again from byte 0 at each rotation of app.log. Asked at a rotation, on the
     // thread reading this file while the round holds mu_ (no other follower moves meanwhile);
     // `input` and the map's entries outlive the follower. Not across inputs: two inputs may
-    // follow one path, each reading its rotated files itself.
-    follower.followed_elsewhere = [&input, path](uint64_t device, uint64_t inode) {
+    // follow one path, each reading its rotated files itself. Nor a file another follower read
+    // to its end and let go of (app.log-1's own rotated copy, app.log-1.1: a rotated name of
+    // app.log too, written after app.log.1): `known` holds it with that follower's path, told
+    // by its first bytes (the inode may be another file's now). Read again whole, else.
+    follower.followed_elsewhere = [&input, path](const std::string& name, uint64_t device,
+                                                 uint64_t inode) {
       for (const auto& [other, file] : input.files) {
         if (other == path || file.follower == nullptr) continue;  // null: being made
         const palisade::v1::FileCheckpoint c = file.follower->checkpoint();
         if (c.inode() == inode && c.device() == device) return true;
+        // At its path: the file it reads next (resumed in app.log-1.1 at a restart, it reads
+        // the new app.log-1 once that is drained).
+        struct stat st;
+        if (::stat(other.c_str(), &st) == 0 && st.st_dev == device && st.st_ino == inode) {
+          return true;
+        }
         for (const palisade::v1::FileCheckpoint& q : file.follower->queued()) {
           if (q.inode() == inode && q.device() == device) return true;
         }
       }
-      return false;
+      auto known = input.known.find({device, inode});
+      return known != input.known.end() && known->second.path() != path &&
+             FileFollower::IsFileOf(name, known->second);
     };
     File& file = input.files[path];
     if (from.has_value() && from->left_out()) file.left_out = *from;
@@ -841,8 +853,9 @@ void FileInputs::PublishLocked(Input& input, const std::string& path, const File
                      ": truncated in place (copytruncate) and its copy compressed before it was "
                      "read (", loss.compressed, ": compress without delaycompress): ",
                      loss.bytes.has_value()
-                         ? absl::StrCat("the ", *loss.bytes, " bytes written after offset ",
-                                        loss.at.offset(), " lost")
+                         ? absl::StrCat(loss.at_least ? "at least " : "the ", *loss.bytes,
+                                        " bytes written after offset ", loss.at.offset(),
+                                        " lost", loss.at_least ? " (gzip counts mod 4 GiB)" : "")
                          : absl::StrCat("what was written after offset ", loss.at.offset(),
                                         " is possibly lost"),
                      " (compressed files are not read; delaycompress keeps them readable)"));

@@ -55,10 +55,11 @@
 // there) first reads the files rotated after it (FileFollower). A
 // batch the sink refuses is kept and offered again on the next round (nothing skipped).
 //
-// A file a follower of the input follows live is never read by another as one of its path's
-// rotated files (app.log-1 under app.log*: FileFollowerOptions::followed_elsewhere). A
-// copytruncate whose copy was compressed before it was read (compress without delaycompress)
-// is logged with the bytes lost (gzip's trailer) and counted as an error.
+// A file a follower of the input follows live, or read to its end and let go of, is never read
+// by another as one of its path's rotated files (app.log-1 and app.log-1.1 under app.log*:
+// FileFollowerOptions::followed_elsewhere). A copytruncate whose copy was compressed before it
+// was read (compress without delaycompress) is logged with the bytes lost (gzip's trailer; "at
+// least" past 4 GiB) and counted as an error.
 //
 // Errors (permission denied, a read failing) are logged through `log` and counted in
 // palisade_input_errors_total{input}, and retried every round; they never stop the thread. A
