@@ -517,12 +517,15 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
       }
       // It replaced one withdrawn while its apply is in flight (remove_after_), for which the
       // remove of the decision that one replaced waits: should that apply not land, the remove
-      // waits for this one instead (PassOnWait). Settled now, as its queue is known: never in
-      // that remove's own queue, where this apply would wait behind the remove (RemoveBarrier)
-      // and the remove for it, for ever; the order rules stand there.
+      // waits for this one instead (PassOnWait). Recorded with its queue whatever that queue:
+      // PassOnWait lets the remove go rather than wait in its own queue, where this apply would
+      // wait behind the remove (RemoveBarrier) and the remove for it, for ever. Not recorded
+      // in that remove's queue, the entry that `replaced` itself took over (from the remove of
+      // an earlier replacement in flight, in another queue) was lost as its apply failed, and
+      // that remove went, the target bare until this one landed.
       auto w = awaited_.find(replaced);
       if (after != remove_after_.end() && after->second.replaced_by == d.id() &&
-          after->second.target == target && w != awaited_.end() && w->second != q->first) {
+          after->second.target == target && w != awaited_.end()) {
         successor_heard_[replaced] = {d.id(), q->first};
       }
     }
@@ -704,7 +707,8 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
     // An apply whose decision ended while it was in flight, put back in the queue unsent (the
     // ops after a refusal of the credentials, or at a stop): cancelled with its remove, as in
     // the batch (RunQueue), before the guard could refuse it (a reload's never-ban set) and
-    // keep its remove_after_ entry, and a remove waiting for it (awaited_), for ever.
+    // keep its remove_after_ entry, and a remove waiting for it (awaited_), for ever. A
+    // backstop: RunQueue cancels it as it puts it back.
     if (CancelEndedApply(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op)) {
       continue;
     }
@@ -827,10 +831,18 @@ int Dispatcher::RunQueue(int kind) {
         // Shutting down, or Cloudflare has just refused palisaded's credentials for this
         // actuator (each op after would be refused too, one request each): what has not gone
         // out goes back to the queue (and is in the outbox).
+        // An apply whose decision ended while it was in flight is cancelled here, not at its
+        // turn (TakeDue), which comes only once the credential wait ends (up to max_backoff):
+        // the remove waiting for it (awaited_) waited as long, the replaced object standing
+        // past its decision.
         Queue& q = queues_[kind];
         for (size_t rest = chunks.size(); rest-- > c;) {
           for (auto it = chunks[rest].rbegin(); it != chunks[rest].rend(); ++it) {
             if ((*it)->kind == ActionOp::Kind::kApply) in_flight_.erase((*it)->decision.id());
+            if (CancelEndedApply(static_cast<palisade::v1::Actuator>(kind), actuator->name(),
+                                 **it)) {
+              continue;
+            }
             q.ops.push_front(std::move(**it));
           }
         }

@@ -247,7 +247,7 @@ class Dispatcher {
   bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return running_ == 0; }
   // Takes the due ops of queue `kind` out (guard checks, order rules); marks applies in flight.
   // An apply whose decision ended while it was in flight, put back unsent, is cancelled
-  // (CancelEndedApply) before any check.
+  // (CancelEndedApply) before any check: a backstop, RunQueue cancelling it as it puts it back.
   std::vector<ActionOp> TakeDue(int kind, absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records what became of `ops` (just run): store, edges, metrics, retries.
   // `secretless`: the fingerprint revocations among `ops` that went out without their secret.
@@ -367,11 +367,13 @@ class Dispatcher {
   std::map<std::string, int> awaited_ ABSL_GUARDED_BY(mu_);
   // A replacement withdrawn while its apply is in flight (remove_after_), whose replaced
   // decision's remove waits for it (awaited_), by id -> the decision that replaced it in turn,
-  // heard created (naming it, directly or through handed_over_) in a started queue other than
-  // that remove's: the remove waits for that one if the apply does not land (PassOnWait).
-  // Settled when the successor is heard, not when the apply settles: in the remove's own queue
-  // the successor's apply waits behind the remove (RemoveBarrier), and one ended or never heard
-  // would never release it. Gone when the apply settles, the successor lands (RememberEdge,
+  // heard created (naming it, directly or through handed_over_) in a started queue, and that
+  // queue: the remove waits for that one if the apply does not land (PassOnWait), unless it is
+  // the remove's own queue, where the successor's apply waits behind the remove (RemoveBarrier):
+  // the remove goes then. Recorded whatever the queue: the entry is passed on to the removes
+  // that `id` took over (PassOnWait), each checking the queue against its own. Settled when the
+  // successor is heard, not when the apply settles: one ended or never heard would never
+  // release the remove. Gone when the apply settles, the successor lands (RememberEdge,
   // which releases the remove at once) or ends; not when the successor is withdrawn for
   // another while its own apply is in flight: its apply settling without landing passes the
   // entry on to its own successor, or ends it (PassOnWait). At most one per apply in flight.

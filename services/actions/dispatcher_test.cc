@@ -1200,9 +1200,10 @@ class HandOverInFlightTest : public DispatcherTest {
 };
 
 // b in flight is withdrawn for c (heard in the rate limits), and c in turn, while its own apply
-// is in flight, for d: b then settles without landing (here: pushed back by a credential
-// refusal, then cancelled at its turn). The hand-over b -> c was dropped as c was withdrawn, so
-// a's remove went as b settled, and the target was bare until c landed. It waits for c.
+// is in flight, for d: b settles without landing (here: pushed back by a credential refusal,
+// and cancelled as it is, before c goes out). a's remove waits for c, then goes as c lands.
+// (b settling after c was withdrawn, the hand-over b -> c was dropped, a's remove went, and the
+// target was bare until c landed: see SuccessorFailsFirstTest, where b settles after c.)
 TEST_F(HandOverInFlightTest, ARemoveWaitsForASuccessorWithdrawnWhileItsOwnApplyIsInFlight) {
   FakeActuator* lists = Add(kList, "list");
   FakeActuator* rates = Add(kRate, "rate");
@@ -1219,7 +1220,7 @@ TEST_F(HandOverInFlightTest, ARemoveWaitsForASuccessorWithdrawnWhileItsOwnApplyI
     if (std::exchange(rated, true)) return;  // at c's apply
     dispatcher_.OnDecision(Replaced(In(kRate, DecisionChange::kWithdrawn, "c"), "d"));
     dispatcher_.CredentialsRestored("list");
-    dispatcher_.RunOnce();  // b, back in the list's queue, is cancelled at its turn
+    dispatcher_.RunOnce();
     dispatcher_.RunOnce();
     EXPECT_THAT(fake_->calls, ElementsAre("apply a"));  // a's remove waits for c
     EXPECT_EQ(dispatcher_.edges().count("b"), 0u);
@@ -1236,11 +1237,12 @@ TEST_F(HandOverInFlightTest, ARemoveWaitsForASuccessorWithdrawnWhileItsOwnApplyI
   EXPECT_EQ(dispatcher_.pending(), 0u);
 }
 
-// The same, c's apply failing before b's settles: a's remove must not then wait for c (which
-// will never land) for ever. It waits for d when d was heard in a queue other than the remove's
-// (the hand-over goes on), and goes when d was not heard or is in the remove's own queue (d's
-// apply waits there behind the remove: RemoveBarrier).
-enum class AfterC { kNotHeard, kInTheRemovesQueue, kElsewhere };
+// c's apply failing before b's settles (b goes out while c, heard meanwhile, is withdrawn for d
+// and fails for good): a's remove must not then wait for c (which will never land) for ever. It
+// waits for d when d was heard in a queue other than the remove's (the hand-over goes on, also
+// when d is in c's own remove's queue: the IP list), and goes when d was not heard or is in the
+// remove's own queue (d's apply waits there behind the remove: RemoveBarrier).
+enum class AfterC { kNotHeard, kInTheRemovesQueue, kElsewhere, kInTheIpList };
 
 class SuccessorFailsFirstTest : public HandOverInFlightTest,
                                 public ::testing::WithParamInterface<AfterC> {};
@@ -1252,14 +1254,14 @@ TEST_P(SuccessorFailsFirstTest, ARemoveNeverWaitsForASuccessorWhoseApplyFailed) 
   FakeActuator* tokens = Add(kTokens, "tokens");
   const AfterC after = GetParam();
   ChallengeReplacedByAListedBlock();
-  bool listed = false;  // each hook runs once
-  bool rated = false;
   lists->during_run = [&] {
-    if (std::exchange(listed, true)) return;
-    lists->failures = {absl::UnauthenticatedError("HTTP 401 code 1000")};
+    if (lists->calls.back() != "apply b") return;  // b goes out once
     dispatcher_.OnDecision(Replaced(In(kList, DecisionChange::kWithdrawn, "b"), "c"));
     dispatcher_.OnDecision(Replacing(In(kRate, DecisionChange::kCreated, "c"), "b"));
+    dispatcher_.RunOnce();  // c goes out, and fails for good
+    lists->failures.push_front(absl::FailedPreconditionError("the list is at max_items"));
   };
+  bool rated = false;  // the hook runs once
   rates->during_run = [&] {
     if (std::exchange(rated, true)) return;
     rates->failures = {absl::FailedPreconditionError("the plan's quota of rules")};
@@ -1269,18 +1271,25 @@ TEST_P(SuccessorFailsFirstTest, ARemoveNeverWaitsForASuccessorWhoseApplyFailed) 
     } else if (after == AfterC::kElsewhere) {
       tokens->failures = {absl::UnavailableError("503")};  // d lands one backoff later
       dispatcher_.OnDecision(Replacing(In(kTokens, DecisionChange::kCreated, "d"), "c"));
+    } else if (after == AfterC::kInTheIpList) {
+      lists->failures = {absl::UnavailableError("503")};  // d lands one backoff later
+      dispatcher_.OnDecision(Replacing(In(kList, DecisionChange::kCreated, "d"), "c"));
     }
   };
-  dispatcher_.RunOnce();  // w refused (b back in the queue), c fails for good
+  dispatcher_.RunOnce();  // b goes out; c fails for good, then b
   ASSERT_THAT(rates->calls, ElementsAre("apply c"));
-  dispatcher_.CredentialsRestored("list");
-  dispatcher_.RunOnce();  // b cancelled at its turn
+  ASSERT_THAT(lists->calls, ElementsAre("apply w", "apply v", "apply b"));
   dispatcher_.RunOnce();
-  if (after == AfterC::kElsewhere) {
+  if (after == AfterC::kElsewhere || after == AfterC::kInTheIpList) {
     EXPECT_THAT(fake_->calls, ElementsAre("apply a"));  // waits for d
     clock_.Advance(absl::Minutes(1));
     dispatcher_.RunOnce();
-    EXPECT_THAT(tokens->calls, ElementsAre("apply d", "apply d"));
+    if (after == AfterC::kElsewhere) {
+      EXPECT_THAT(tokens->calls, ElementsAre("apply d", "apply d"));
+    } else {
+      EXPECT_THAT(lists->calls,
+                  ElementsAre("apply w", "apply v", "apply b", "apply d", "apply d"));
+    }
   }
   for (int i = 0; i < 3; ++i) dispatcher_.RunOnce();
   if (after == AfterC::kInTheRemovesQueue) {
@@ -1288,13 +1297,12 @@ TEST_P(SuccessorFailsFirstTest, ARemoveNeverWaitsForASuccessorWhoseApplyFailed) 
   } else {
     EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
   }
-  EXPECT_THAT(lists->calls, ElementsAre("apply w", "apply v", "apply w"));
   EXPECT_EQ(dispatcher_.pending(), 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Successors, SuccessorFailsFirstTest,
                          ::testing::Values(AfterC::kNotHeard, AfterC::kInTheRemovesQueue,
-                                           AfterC::kElsewhere),
+                                           AfterC::kElsewhere, AfterC::kInTheIpList),
                          [](const ::testing::TestParamInfo<AfterC>& info) {
                            switch (info.param) {
                              case AfterC::kNotHeard:
@@ -1303,6 +1311,8 @@ INSTANTIATE_TEST_SUITE_P(Successors, SuccessorFailsFirstTest,
                                return "InTheRemovesQueue";
                              case AfterC::kElsewhere:
                                return "Elsewhere";
+                             case AfterC::kInTheIpList:
+                               return "InTheIpList";
                            }
                            return "";
                          });
@@ -1390,6 +1400,34 @@ TEST_F(HandOverInFlightTest, AnEndedApplyPutBackByACredentialRefusalIsCancelledN
   EXPECT_THAT(lists->calls, ElementsAre("apply w", "apply v", "apply w"));
   EXPECT_EQ(Actions("refused"), 0);
   EXPECT_THAT(dispatcher_.FailedForGood(), IsEmpty());
+  EXPECT_EQ(dispatcher_.pending(), 0u);
+}
+
+// b, withdrawn for c while in flight, is put back unsent by a refusal of the credentials (of w,
+// the op before it): cancelled only at its turn, once the credential wait ended, it kept a's
+// remove waiting until then (up to max_backoff), and c, in a's own queue, behind that remove:
+// a stood past its decision. b is cancelled as it is put back, and a's remove goes, then c;
+// the list's queue alone waits for its credentials.
+TEST_F(HandOverInFlightTest, AnEndedApplyPutBackByACredentialRefusalReleasesTheRemoveAtOnce) {
+  fake_->adopts = true;  // as access rules
+  FakeActuator* lists = Add(kList, "list");
+  ChallengeReplacedByAListedBlock();
+  bool listed = false;  // the hook runs once
+  lists->during_run = [&] {
+    if (std::exchange(listed, true)) return;  // at w's apply, b in flight behind it
+    lists->failures = {absl::UnauthenticatedError("HTTP 401 code 1000")};
+    dispatcher_.OnDecision(Replaced(In(kList, DecisionChange::kWithdrawn, "b"), "c"));
+    dispatcher_.OnDecision(Replacing(Update(DecisionChange::kCreated, "c"), "b"));
+  };
+  dispatcher_.RunOnce();  // w refused: v and b go back to the queue
+  EXPECT_EQ(Actions("cancelled"), 1);
+  dispatcher_.RunOnce();
+  dispatcher_.RunOnce();
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a", "apply c"));
+  EXPECT_THAT(lists->calls, ElementsAre("apply w"));
+  dispatcher_.CredentialsRestored("list");
+  dispatcher_.RunOnce();
+  EXPECT_THAT(lists->calls, ElementsAre("apply w", "apply v", "apply w"));
   EXPECT_EQ(dispatcher_.pending(), 0u);
 }
 
