@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 #include <iterator>
+#include <limits>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -89,6 +90,14 @@ bool SystemUid(uint64_t n) { return n <= 999 || (n >= 61184 && n <= 65519) || n 
 // The number a _UID holds; false when it is not one (a remote host's upload holds anything).
 bool ParseUid(absl::string_view uid, uint64_t* n) {
   return AllDigits(uid) && absl::SimpleAtoi(uid, n);
+}
+
+// A unit whose processes are a person's, not a daemon's: a login's (session-N.scope) or a user
+// manager's (user@UID.service, which every --user unit runs under beside the user's own shells
+// and dbus). Trusting such a uid reads whatever the person writes as a daemon's line.
+bool PersonsUnit(absl::string_view unit) {
+  return (absl::StartsWith(unit, "session-") && absl::EndsWith(unit, ".scope")) ||
+         (absl::StartsWith(unit, "user@") && absl::EndsWith(unit, ".service"));
 }
 
 // The value of `field` in the current entry, at most `max` bytes of it (copied: sd_journal's
@@ -847,21 +856,32 @@ bool JournalInput::ReadWriterLocked(Writer& w) {
     if (user && !config_.read_user_entries()) {
       user_entry_->Increment();
       if (!warned_user_) {
-        // Once: a daemon run as a regular uid (an `adduser mastodon`, a --user service) loses
-        // its lines to this, and the counter alone goes unseen. Its unit, not its MESSAGE (the
-        // user's words, maybe a secret), names what to trust.
+        // Once: a daemon run as a regular uid (an `adduser mastodon` with a unit of its own)
+        // loses its lines to this, and the counter alone goes unseen. Its unit, not its MESSAGE
+        // (the user's words, maybe a secret), names what to trust. A value for trusted_uids is
+        // suggested only for what may be a daemon's uid: the first entry skipped is most often
+        // a person's (PersonsUnit), whose uid pasted in would read their words as a daemon's;
+        // and one trusted_uids holds (uint32: a remote upload's _UID is any digits), written as
+        // the number (a textproto reads a leading 0 as octal).
         warned_user_ = true;
         std::string unit;
-        const bool has_unit = Field(j, "_SYSTEMD_UNIT", 128, &unit, nullptr);
-        const std::string shown = AllDigits(uid) ? uid : "_";
-        Log(absl::StrCat("warning: input ", config_.name(),
-                         ": skipping the entries of users' processes (_UID not a system "
-                         "account's; the first: _UID=", Token(uid, 16),
-                         has_unit ? absl::StrCat(", _SYSTEMD_UNIT=", Token(unit, 128)) : "",
-                         "), counted in palisade_journal_skipped_total{reason=\"user_entry\"}. "
-                         "A daemon that runs as that uid: trusted_uids: ", shown,
-                         "; read_user_entries: true reads every user's, only where every local "
-                         "user is trusted. Logged once."));
+        const bool has_unit = Field(j, "_SYSTEMD_UNIT", 256, &unit, nullptr);
+        const bool suggest = ParseUid(uid, &uid_number) &&
+                             uid_number <= std::numeric_limits<uint32_t>::max() &&
+                             !(has_unit && PersonsUnit(unit));
+        Log(absl::StrCat(
+            "warning: input ", config_.name(),
+            ": skipping the entries of users' processes (_UID not a system account's; the "
+            "first: _UID=", Token(uid, 16),
+            has_unit ? absl::StrCat(", _SYSTEMD_UNIT=", Token(unit, 128)) : "",
+            "), counted in palisade_journal_skipped_total{reason=\"user_entry\"}. ",
+            suggest ? absl::StrCat("A daemon that runs as that uid: trusted_uids: ", uid_number,
+                                   "; ")
+                    : "That one is no daemon's uid to trust (a login session's or a user "
+                      "manager's processes, or no uid_t): if the counter grows with a daemon's "
+                      "entries, its own uid goes in trusted_uids; ",
+            "read_user_entries: true reads every user's, only where every local user is "
+            "trusted. Logged once."));
       }
       continue;
     }

@@ -12,8 +12,10 @@
 // counted (skipped_total{reason="user_entry"}) and read past, since its MESSAGE alone meets the
 // rules that name no programs (`logger -t x "pam_unix(sshd:auth): authentication failure; ...
 // rhost=VICTIM"`); the first one skipped is logged, once per input (its _UID and _SYSTEMD_UNIT,
-// not its MESSAGE). With read_user_entries it is read, tagged "user-UID/<identifier>"
-// (`logger -t sshd` run by uid 1000: user-1000/sshd, not a program any daemon's rule names).
+// not its MESSAGE; a trusted_uids value is suggested only for a uint32 whose unit is not a
+// login's session-N.scope nor a user manager's user@N.service). With read_user_entries it is
+// read, tagged "user-UID/<identifier>" (`logger -t sshd` run by uid 1000: user-1000/sshd, not a
+// program any daemon's rule names).
 // In a directory or files (journal-remote's output) _UID is what the uploading host sent.
 // A round scans at most 8 x batch_lines entries, skipped ones included, so that a backlog of
 // them does not hold the lock snapshots wait for (PollOnce's `more`: read on at once).

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -91,6 +92,7 @@ class JournalInputTest : public ::testing::Test {
       std::vector<palisade::v1::JournalCheckpoint> from = {}) {
     JournalInputOptions options;
     options.batch_lines = batch_lines_;
+    options.wait_interval = wait_interval_;
     options.max_line_bytes = 200;
     options.checkpoints = std::move(from);
     options.log = [this](const std::string& m) {
@@ -127,6 +129,22 @@ class JournalInputTest : public ::testing::Test {
     bool more = false;
     while (input.PollOnce(&more) > 0 || more) {
     }
+  }
+
+  // Stops a started input whose wait_interval is long: the thread may have begun a wait just
+  // after the stop was asked for, which only a change of the journal ends early, so a user's
+  // entry (read past) is written until Stop returned.
+  void StopWaking(JournalInput& input) {
+    std::atomic<bool> stopped{false};
+    std::thread stopper([&] {
+      input.Stop();
+      stopped = true;
+    });
+    for (int64_t i = 0; !stopped; ++i) {
+      Write(Entry(kBase + 1000000 + i, {{"_UID", "1000"}, {"MESSAGE", "wake"}}));
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    stopper.join();
   }
 
   std::vector<std::string> Logged() {
@@ -175,6 +193,7 @@ class JournalInputTest : public ::testing::Test {
   bool refuse_ ABSL_GUARDED_BY(mu_) = false;
   int listings_ ABSL_GUARDED_BY(mu_) = 0;  // of a directory input's directory
   uint32_t batch_lines_ = 2;               // for the inputs Make builds after it is set
+  absl::Duration wait_interval_;           // likewise; zero: the input's default
   std::vector<std::string> headers_read_ ABSL_GUARDED_BY(mu_);  // journal files' base names
   SimulatedClock clock_;
 };
@@ -519,6 +538,83 @@ TEST_F(JournalInputTest, AUsersBacklogIsReadPastABoundedNumberOfEntriesARound) {
   Drain(**again);
   EXPECT_EQ(Metric("palisade_journal_skipped_total", "user_entry"), 100 + 84);
   EXPECT_EQ(Lines().size(), 1u);
+}
+
+// Report on dcc76f2, item 1: the thread reads on at once after a round the scan bound cut
+// (PollOnce's `more`), as after a full batch. Taken for a journal's end (the thread's old
+// `PollOnce() >= batch_lines`), each such round was followed by a wait, so a backlog of skipped
+// entries was read at 8 x batch_lines entries per wait_interval: sshd's line behind 100 user
+// entries (7 rounds of 16 at batch_lines 2) came after 5 waits, 5 minutes here. 30 s: a wide
+// margin for a loaded machine, still half of one wait_interval.
+TEST_F(JournalInputTest, TheThreadReadsOnAtOnceAfterARoundTheScanBoundCut) {
+  std::string entries;
+  for (int i = 0; i < 100; ++i) {
+    entries += Entry(kBase + i, {{"_TRANSPORT", "stdout"}, {"_UID", "1000"}, {"_PID", "5001"},
+                                 {"SYSLOG_IDENTIFIER", "chatty"}, {"MESSAGE", "tick"}});
+  }
+  entries += Ssh(kBase + 100, 812, "Failed password for root from 203.0.113.9 port 4122 ssh2");
+  Write(entries);
+  wait_interval_ = absl::Seconds(60);
+  auto input = Make(Config());
+  ASSERT_TRUE(input.ok()) << input.status();
+  (*input)->Start();
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (Lines().empty() && absl::Now() < deadline) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_THAT(Lines(), ElementsAre(HasSubstr("sshd[812]: Failed password for root from "
+                                             "203.0.113.9 port 4122 ssh2")));
+  EXPECT_EQ(Metric("palisade_journal_skipped_total", "user_entry"), 100);
+  StopWaking(**input);
+}
+
+// Report on dcc76f2, item 2: the first skip's log suggests a trusted_uids value only for a uid
+// that may be a daemon's own. Not a login's (session-N.scope) nor a user manager's
+// (user@N.service): those are a person's processes, whose words trusted would pass for a
+// daemon's; not one past uint32 (a remote upload's _UID is any digits; the config refuses it);
+// and the number, not the digits (a leading 0 reads as octal in a textproto). Otherwise the log
+// names the counter and read_user_entries, and no value.
+TEST_F(JournalInputTest, TheFirstSkipSuggestsTrustedUidsOnlyForWhatMayBeADaemonsUid) {
+  struct Case {
+    std::string uid, unit, suggested;  // suggested "": no value suggested
+  };
+  const std::vector<Case> cases = {
+      {"1000", "mastodon-web.service", "trusted_uids: 1000;"},
+      {"0000070000", "znc.service", "trusted_uids: 70000;"},
+      {"1002", "", "trusted_uids: 1002;"},
+      {"1001", "session-3.scope", ""},
+      {"1001", "user@1001.service", ""},
+      {"4294967296", "app.service", ""},
+  };
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    SCOPED_TRACE(absl::StrCat("_UID=", c.uid, " _SYSTEMD_UNIT=", c.unit));
+    std::vector<std::pair<std::string, std::string>> fields = {
+        {"_UID", c.uid}, {"SYSLOG_IDENTIFIER", "x"}, {"MESSAGE", "password=hunter2"}};
+    if (!c.unit.empty()) fields.push_back({"_SYSTEMD_UNIT", c.unit});
+    const std::string path = absl::StrCat(dir_, "/case", i, ".journal");
+    Write(Entry(kBase, fields), path);
+    palisade::v1::JournalInput config;
+    config.set_name(absl::StrCat("case", i));
+    config.set_source("journal");
+    config.add_files(path);
+    {
+      absl::MutexLock lock(&mu_);
+      logged_.clear();
+    }
+    auto input = Make(config);
+    ASSERT_TRUE(input.ok()) << input.status();
+    Drain(**input);
+    ASSERT_EQ(Logged().size(), 1u);
+    const std::string logged = Logged()[0];
+    EXPECT_THAT(logged, HasSubstr("_UID=" + c.uid));
+    EXPECT_THAT(logged, HasSubstr("palisade_journal_skipped_total{reason=\"user_entry\"}"));
+    EXPECT_THAT(logged, HasSubstr("read_user_entries: true"));
+    EXPECT_THAT(logged, ::testing::Not(HasSubstr("hunter2")));
+    if (c.suggested.empty()) {
+      EXPECT_THAT(logged, ::testing::Not(HasSubstr("trusted_uids:")));
+    } else {
+      EXPECT_THAT(logged, HasSubstr(c.suggested));
+    }
+  }
 }
 
 // Daemons that run as a regular uid (an `adduser mastodon`, ZNC, a systemd --user service) are
