@@ -18,9 +18,9 @@
 //    the replaced object's remove waits for it). Token revocations have a per-minute budget of
 //    their own: they block no visitor, and a burst of them (tokens in a log) must not hold the
 //    bans behind it.
-//    Threat-feed entries (a feed version is vetted by its own shrink guard) and an operator's
-//    manual decisions (a deliberate act, which a flood of detections must not hold) spend
-//    neither budget; the active cap holds them too. Past a limit, applies are held: kept,
+//    Threat-feed entries (a version is vetted by its feed's shrink and growth guards) and an
+//    operator's manual decisions (a deliberate act, which a flood of detections must not hold)
+//    spend neither budget; the active cap holds them too. Past a limit, applies are held: kept,
 //    reported (metric, log line, Admin.Status), not pushed, until an operator releases them
 //    (Admin.ReleaseHeld).
 //  - palisaded's own API token (its id, known once verified at start): a revocation of it is

@@ -160,7 +160,8 @@ ABSL_FLAG(std::string, origin, "", "watch: only this origin (rule, manual, feed)
 ABSL_FLAG(int32_t, count, 0, "watch: stop after this many events (0: follow until interrupted).");
 ABSL_FLAG(std::string, mode, "replace", "feeds push: replace, add or remove.");
 ABSL_FLAG(bool, force, false,
-          "feeds push: apply even if the shrink guard would hold it (takes the admin role).");
+          "feeds push: apply even if the shrink or the growth guard would hold it (takes the "
+          "admin role).");
 ABSL_FLAG(std::string, lookup, "", "feeds show: only the entry containing this address.");
 ABSL_FLAG(int32_t, entries, 20, "feeds show: at most this many entries.");
 ABSL_FLAG(std::string, csv_column, "ip", "feeds test: CSV address column.");

@@ -7,8 +7,10 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "palisade/v1/state.pb.h"
 #include "services/common/proto_time.h"
 #include "services/feeds/fetcher.h"
@@ -29,6 +31,9 @@ constexpr double kDefaultGrowthRatio = 10;
 // The growth guard holds no version covering fewer than this many addresses (IPv6: /64
 // networks) in a family: a small feed may grow freely, what is held is a jump to large space.
 constexpr uint64_t kGrowthFloor = 65536;
+// ... and judges growth against the least the feed covered within this many seconds: a day's
+// growth is bounded by max_growth_ratio.
+constexpr int64_t kGrowthWindow = 24 * 3600;
 constexpr size_t kMaxRejectionsReturned = 100;
 // Tick sweeps expired entries out when the earliest expiry, rounded up to this many seconds, has
 // passed.
@@ -92,6 +97,7 @@ bool TooWide(const Cidr& cidr, const FeedConfig& c) {
 }
 
 std::string SnapshotName(absl::string_view feed) { return absl::StrCat("feed:", feed); }
+// The guards' baseline, beside the version (FeedState has no field for it).
 
 void Log(absl::string_view message) { std::cerr << "palisaded: feeds: " << message << std::endl; }
 
@@ -248,6 +254,10 @@ absl::Status FeedManager::Restore() {
     if (!state.ParseFromString(*blob)) {
       return absl::DataLossError(absl::StrCat("feed ", name, ": stored version is unreadable"));
     }
+    if (state.has_guard()) ReadGuard(state.guard(), feed);
+    // Stored before the baseline was (an upgrade): the version as stored is the baseline,
+    // expired entries included.
+    std::vector<FeedEntry> stored;
     std::vector<FeedEntry> entries;
     entries.reserve(state.entries_size());
     uint64_t never_ban = 0, too_wide = 0, expired = 0;
@@ -256,6 +266,7 @@ absl::Status FeedManager::Restore() {
     for (const auto& e : state.entries()) {
       absl::StatusOr<Cidr> cidr = Cidr::Parse(e.cidr());
       if (!cidr.ok()) continue;
+      if (!state.has_guard()) stored.push_back(FeedEntry{*cidr});
       // Entries that ended while the daemon was down leave now, as the sweep would have taken
       // them (Start's edge sync comes before the first sweep).
       if (e.expiry() <= now) {
@@ -286,6 +297,12 @@ absl::Status FeedManager::Restore() {
     feed.ttl_expiry_known = false;
     // A restarted daemon fetches at once rather than waiting a whole interval.
     feed.next_fetch = clock_.TimeNow();
+    if (!stored.empty()) {
+      const FeedSet was(std::move(stored));
+      feed.guarded = true;
+      feed.guard_entries = was.size();
+      feed.guard_covered = was.Covered();
+    }
     PublishLocked(feed, std::make_shared<const FeedSet>(std::move(entries)));
     Log(absl::StrCat(name, ": restored version ", feed.version, ", ", feed.current->size(),
                      " entries",
@@ -305,10 +322,72 @@ void FeedManager::PublishLocked(Feed& feed, std::shared_ptr<const FeedSet> set) 
     if (feed.min_expiry == 0 || e.expiry < feed.min_expiry) feed.min_expiry = e.expiry;
     feed.bytes += IndicatorBytes(e.ref);
   }
+  feed.covered = set->Covered();
   feed.current = set;
   feed.entries_gauge->Set(static_cast<double>(set->size()));
   feed.version_gauge->Set(static_cast<double>(feed.version));
   registry_.Publish(feed.config.name(), std::move(set));
+}
+
+void FeedManager::WriteGuard(const Feed& feed, palisade::v1::FeedState::Guard* out) {
+  out->set_guarded(feed.guarded);
+  out->set_entries(feed.guard_entries);
+  out->set_v4(feed.guard_covered.v4);
+  out->set_v6_64s(feed.guard_covered.v6_64s);
+  for (const auto& [at, covered] : feed.replaced) {
+    auto* sample = out->add_replaced();
+    sample->set_at(at);
+    sample->set_v4(covered.v4);
+    sample->set_v6_64s(covered.v6_64s);
+  }
+}
+
+void FeedManager::ReadGuard(const palisade::v1::FeedState::Guard& in, Feed& feed) {
+  feed.guarded = in.guarded();
+  feed.guard_entries = in.entries();
+  feed.guard_covered = {in.v4(), in.v6_64s()};
+  feed.replaced.clear();
+  for (const auto& sample : in.replaced()) {
+    feed.replaced.emplace_back(sample.at(), FeedSet::Coverage{sample.v4(), sample.v6_64s()});
+  }
+}
+
+void FeedManager::AppliedLocked(Feed& feed, bool force) {
+  const int64_t now = absl::ToUnixSeconds(clock_.TimeNow());
+  if (force) {
+    // Meant as it is: what came before no longer bounds what comes next.
+    feed.guarded = false;
+    feed.replaced.clear();
+  } else if (feed.guarded) {
+    // The baseline replaced was in force until now: one sample an hour, the least of it.
+    if (!feed.replaced.empty() && feed.replaced.back().first / 3600 == now / 3600) {
+      auto& [at, least] = feed.replaced.back();
+      at = now;
+      least.v4 = std::min(least.v4, feed.guard_covered.v4);
+      least.v6_64s = std::min(least.v6_64s, feed.guard_covered.v6_64s);
+    } else {
+      feed.replaced.emplace_back(now, feed.guard_covered);
+    }
+    LeastCoveredLocked(feed, now);  // drops what is a day old
+  }
+  if (feed.current->size() > 0) {
+    feed.guarded = true;
+    feed.guard_entries = feed.current->size();
+    feed.guard_covered = feed.covered;
+  }
+}
+
+FeedSet::Coverage FeedManager::LeastCoveredLocked(Feed& feed, int64_t now) {
+  while (!feed.replaced.empty() &&
+         (feed.replaced.front().first <= now - kGrowthWindow || feed.replaced.size() > 25)) {
+    feed.replaced.pop_front();
+  }
+  FeedSet::Coverage least{~uint64_t{0}, ~uint64_t{0}};
+  for (const auto& [at, covered] : feed.replaced) {
+    least.v4 = std::min(least.v4, covered.v4);
+    least.v6_64s = std::min(least.v6_64s, covered.v6_64s);
+  }
+  return least;
 }
 
 palisade::v1::FeedState FeedManager::StateLocked(const Feed& feed) const {
@@ -317,6 +396,7 @@ palisade::v1::FeedState FeedManager::StateLocked(const Feed& feed) const {
   state.set_etag(feed.etag);
   state.set_last_modified(feed.last_modified);
   state.set_last_success(absl::ToUnixSeconds(feed.last_success));
+  WriteGuard(feed, state.mutable_guard());
   if (feed.current == nullptr) return state;
   state.mutable_entries()->Reserve(static_cast<int>(feed.current->size()));
   for (const FeedEntry& e : feed.current->entries()) {
@@ -349,8 +429,8 @@ void FeedManager::PersistLocked(Feed& feed, bool made_here) {
 
 absl::Status FeedManager::SaveLocked(Feed& feed, const palisade::v1::FeedState& state) {
   if (store_ == nullptr) return absl::OkStatus();
-  absl::Status s =
-      store_->SaveSnapshot(SnapshotName(feed.config.name()), state.SerializeAsString());
+  // The guards' baseline is in the state (FeedState.guard), written with the version at once.
+  absl::Status s = store_->SaveSnapshot(SnapshotName(feed.config.name()), state.SerializeAsString());
   if (s.ok()) {
     if (!feed.store_error.ok()) {
       Log(absl::StrCat(feed.config.name(), ": version ", feed.version, " stored"));
@@ -398,15 +478,18 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
     if (held == nullptr) {
       ++fresh;
     } else if (mode == palisade::v1::FEED_PUSH_MODE_ADD) {
-      // The held entry, renewed: FeedSet's merge, but the push's reference when it gives one
-      // (the newest listing says what the entry is), so what it weighs is known before the set
-      // is built, whichever copy a merge would keep.
+      // The held entry, renewed. A listing with a reference of its own is what the entry now
+      // is: that reference with its own expiry, confidence and ttl_expiry (a TTL entry's is
+      // now + entry_ttl), so what it weighs is known before the set is built (whichever copy a
+      // merge would keep) and `feeds show` never cites indicator--B (a day at 20) for the
+      // held entry's year at 90.
       e.first_seen = held->first_seen;
       e.last_seen = std::max(e.last_seen, held->last_seen);
-      e.expiry = std::max(e.expiry, held->expiry);
-      e.confidence = std::max(e.confidence, held->confidence);
-      e.ttl_expiry = e.ttl_expiry || held->ttl_expiry;
       if (e.ref.empty()) {
+        // One that says nothing of its own (a plain line) renews the entry as it is.
+        e.expiry = std::max(e.expiry, held->expiry);
+        e.confidence = std::max(e.confidence, held->confidence);
+        e.ttl_expiry = e.ttl_expiry || held->ttl_expiry;
         // A fresh copy moved in: its capacity is its size (a copy assigned into a buffer that
         // held a longer string would keep that one's), which is what IndicatorBytes charges.
         e.ref = std::string(held->ref);
@@ -488,34 +571,48 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
 
   // The guards: a version much smaller (a broken or truncated feed) or covering much more
   // address space (a compromised one, or one rewritten on the path of an http:// url) than the
-  // current one is held, not applied, until a push with force says it is meant.
+  // current one is held, not applied, until a push with force says it is meant. A feed whose
+  // entries all expired is judged against its last version with entries (a held version's
+  // pulls renew nothing: else it applied itself an entry_ttl after it was first held); only a
+  // feed that never had one, or whose baseline a force cleared, is spared.
   std::string held_reason;
+  const bool guarded = !force && (!old.empty() || feed.guarded);
+  const uint64_t was_entries = old.empty() ? feed.guard_entries : old.size();
+  const absl::string_view was_what = old.empty() ? "its last version with entries (they expired)"
+                                                 : "the current";
   const double keep = KeepRatioOf(feed.config);
-  if (!force && keep > 0 && !old.empty() &&
-      static_cast<double>(next->size()) < keep * static_cast<double>(old.size())) {
+  // (A delta to an empty feed shrinks nothing: only a whole version is judged against the
+  // baseline's entries.)
+  if (guarded && keep > 0 && (whole || !old.empty()) &&
+      static_cast<double>(next->size()) < keep * static_cast<double>(was_entries)) {
     held_reason = absl::StrCat("the new version has ", next->size(), " entries, fewer than ",
-                               keep * 100, "% of the current ", old.size(),
+                               keep * 100, "% of ", was_what, " ", was_entries,
                                "; held (push with force to apply)");
   }
   const double growth = GrowthRatioOf(feed.config);
-  if (held_reason.empty() && !force && growth > 0 && !old.empty()) {
+  if (held_reason.empty() && guarded && growth > 0) {
     // Addresses, not entries: edge_max_entries counts ranges, and a range may be a /12. Each
-    // family alone, so that IPv6 space (in /64s) does not hide a jump in IPv4.
-    const FeedSet::Coverage was = feed.current->Covered();
+    // family alone, so that IPv6 space (in /64s) does not hide a jump in IPv4. Against the
+    // least the feed covered within the last day too, not only now: versions each just under
+    // the ratio would otherwise multiply it (100 addresses to 930 M in seven pulls).
+    const FeedSet::Coverage was = old.empty() ? feed.guard_covered : feed.covered;
+    const FeedSet::Coverage least = LeastCoveredLocked(feed, now);
     const FeedSet::Coverage will = next->Covered();
-    auto grows = [growth](uint64_t before, uint64_t after) {
-      return after >= kGrowthFloor &&
-             static_cast<double>(after) > growth * static_cast<double>(before);
+    auto holds = [&](uint64_t current, uint64_t day, uint64_t after, absl::string_view what) {
+      const uint64_t before = std::min(current, day);
+      if (after < kGrowthFloor ||
+          static_cast<double>(after) <= growth * static_cast<double>(before)) {
+        return false;
+      }
+      held_reason = absl::StrCat(
+          "the new version covers ", after, " ", what, ", more than ", growth, " times ",
+          before < current ? absl::StrCat("the ", before, " it covered within the last 24 h")
+                           : absl::StrCat(was_what, " ", before),
+          " (max_growth_ratio); held (push with force to apply)");
+      return true;
     };
-    auto reason = [&](uint64_t before, uint64_t after, absl::string_view what) {
-      return absl::StrCat("the new version covers ", after, " ", what, ", more than ", growth,
-                          " times the current ", before,
-                          " (max_growth_ratio); held (push with force to apply)");
-    };
-    if (grows(was.v4, will.v4)) {
-      held_reason = reason(was.v4, will.v4, "IPv4 addresses");
-    } else if (grows(was.v6_64s, will.v6_64s)) {
-      held_reason = reason(was.v6_64s, will.v6_64s, "IPv6 /64 networks");
+    if (!holds(was.v4, least.v4, will.v4, "IPv4 addresses")) {
+      holds(was.v6_64s, least.v6_64s, will.v6_64s, "IPv6 /64 networks");
     }
   }
   if (!held_reason.empty()) {
@@ -545,6 +642,7 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
   feed.success_gauge->Set(static_cast<double>(now));
   feed.age_gauge->Set(0);
   PublishLocked(feed, std::move(next));
+  AppliedLocked(feed, force);
   PersistLocked(feed);
   response.set_version(feed.version);
   if (feed.config.to_edge()) SyncEdgeLocked();
@@ -1029,6 +1127,9 @@ absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
   feed->never_ban = never_ban;
   feed->never_ban_counter->Increment(static_cast<double>(never_ban));
   PublishLocked(*feed, std::make_shared<const FeedSet>(std::move(entries)));
+  // The writer's versions include its sweeps and forced ones (FeedState does not say which):
+  // each is taken as applied, so a node that comes to write judges as strictly or more.
+  AppliedLocked(*feed, /*force=*/false);
   PersistLocked(*feed, /*made_here=*/false);
   if (running_.load() && feed->config.to_edge()) SyncEdgeLocked();
   return true;

@@ -9,8 +9,10 @@
 // Safety: indicators that touch the never-ban set (non-public ranges, the allowlist, this host,
 // Cloudflare's ranges) are dropped and counted; a version that shrinks the feed below
 // min_keep_ratio of its current size, or covers more than max_growth_ratio times its addresses
-// in a family, is held, not applied (push with force to override); a to_edge feed pulled over
-// plain http:// is warned of at construction; while
+// in a family (or the least it covered within the last 24 h), is held, not applied (push with
+// force to override); a feed whose entries all expired is judged against its last version with
+// entries (stored beside the version); a to_edge feed pulled over plain http:// is warned of at
+// construction; while
 // the union is larger than edge_max_entries the edge holds its additions back: it keeps (and
 // refreshes) what the union still lists of the set it last asked for, waiting claims included
 // (after Start: the table's feed decisions that the never-ban set and the minimum prefixes still
@@ -29,11 +31,13 @@
 #define PALISADE_SERVICES_FEEDMANAGER_FEED_MANAGER_H_
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -91,12 +95,12 @@ class FeedManager {
   // here first); else PushHere. Refused, naming the feed, with the feed keeping its version:
   // kNotFound (not configured), kResourceExhausted (content over its max_bytes, a parse past
   // its max_parsed_bytes, or an ADD that would grow the feed's entries past it: a held entry
-  // it renews takes the pushed reference, charged as it is stored; one that does not grow the
-  // feed is taken even over it), kInvalidArgument (content that cannot be read). The never-ban
-  // set filters a REPLACE's and an ADD's entries, not what a REMOVE takes out; a REMOVE is read
-  // without the feed's min_confidence and STIX validity times (it only names what to take
-  // out). An applied push drops a pulled feed's validators: its next pull asks for the whole
-  // content.
+  // it renews takes the pushed reference (with its expiry and confidence), charged as it is
+  // stored; one that does not grow the feed is taken even over it), kInvalidArgument (content
+  // that cannot be read). The never-ban set filters a REPLACE's and an ADD's entries, not what
+  // a REMOVE takes out; a REMOVE is read without the feed's min_confidence and STIX validity
+  // times (it only names what to take out). An applied push drops a pulled feed's validators:
+  // its next pull asks for the whole content.
   absl::StatusOr<palisade::v1::PushFeedResponse> Push(absl::string_view feed,
                                                       palisade::v1::FeedPushMode mode,
                                                       palisade::v1::FeedFormat format, bool force,
@@ -167,6 +171,18 @@ class FeedManager {
     // What `current` holds by the parser's estimate (IndicatorBytes per entry): an ADD push may
     // not grow it past the feed's max_parsed_bytes.
     uint64_t bytes = 0;
+    FeedSet::Coverage covered;  // `current`'s, for the growth guard
+    // The guards' baseline: the entries and coverage of the last version with entries applied
+    // (pushed, pulled or followed), so that a feed whose entries all expired (a held version's
+    // pulls renew nothing) judges a new version against what it had. Not `guarded` until such
+    // a version, nor after a force; stored with the version (FeedState.guard: Restore after any
+    // downtime).
+    bool guarded = false;
+    uint64_t guard_entries = 0;
+    FeedSet::Coverage guard_covered;
+    // The baselines replaced within the last 24 h, as (when, coverage), the least of each hour,
+    // oldest first (at most 25): growth is judged against their least too.
+    std::deque<std::pair<int64_t, FeedSet::Coverage>> replaced;
     prometheus::Gauge* entries_gauge;
     prometheus::Gauge* version_gauge;
     prometheus::Gauge* success_gauge;
@@ -188,6 +204,15 @@ class FeedManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked(Feed& feed, std::shared_ptr<const FeedSet> set)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After a version is applied (published): it becomes the guards' baseline if it has entries,
+  // the one it replaces a sample of the day's; `force` clears what came before.
+  void AppliedLocked(Feed& feed, bool force) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops the samples a day old; the least of the others, per family (UINT64_MAX: none).
+  FeedSet::Coverage LeastCoveredLocked(Feed& feed, int64_t now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The baseline as stored with the version (FeedState.guard), and read back.
+  static void WriteGuard(const Feed& feed, palisade::v1::FeedState::Guard* out);
+  static void ReadGuard(const palisade::v1::FeedState::Guard& in, Feed& feed);
   // Stores the feed's version and, when `made_here`, hands it to on_version. A version the
   // store refuses is counted and becomes the feed's last_error until SaveLocked writes it.
   void PersistLocked(Feed& feed, bool made_here = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

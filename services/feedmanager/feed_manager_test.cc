@@ -1760,6 +1760,167 @@ TEST_F(FeedManagerTest, GrowthGuardSparesFirstVersionsAndSmallFeeds) {
   EXPECT_FALSE(r->held());
 }
 
+// The guards ran only while the feed held entries: while a version was held, each pull got it
+// again (200, held again) and no 304 renewed the entries held, so after entry_ttl the sweep
+// emptied the feed and the next pull applied the held version (16 /12s to the edge, no force).
+// The guards compare an empty feed with its last non-empty version, stored with it: a restart
+// after a long downtime (every entry expired) holds it too.
+TEST_F(FeedManagerTest, AHeldVersionStaysHeldOnceTheCurrentEntriesExpire) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/held_past_ttl.db");
+  std::remove(path.c_str());
+  FeedServer grows, shrinks;
+  grows.Serve(Hosts(0, 100));
+  shrinks.Serve(Hosts(0, 100));
+  auto pulled = [](const std::string& name, const std::string& url) {
+    FeedConfig c = Plain(name);
+    c.set_url(url);
+    c.mutable_interval()->set_seconds(600);
+    c.mutable_entry_ttl()->set_seconds(2 * 3600);
+    return c;
+  };
+  const std::vector<FeedConfig> configs = {pulled("grows", grows.url()),
+                                           pulled("shrinks", shrinks.url())};
+  {
+    auto store = Store::Open(path);
+    ASSERT_THAT(store, IsOk());
+    auto feeds = Make(configs, nullptr, store->get());
+    ASSERT_THAT(feeds->FetchNow("grows"), IsOk());
+    ASSERT_THAT(feeds->FetchNow("shrinks"), IsOk());
+    grows.Serve(Twelves(16));
+    shrinks.Serve(Hosts(0, 5));
+    for (int i = 0; i < 3 * 6; ++i) {  // 3 hours of pulls, 10 minutes apart
+      clock_.Advance(absl::Seconds(600));
+      feeds->Tick();
+    }
+    const palisade::v1::ListFeedsResponse list = feeds->List();
+    ASSERT_THAT(list.feeds(), SizeIs(2));
+    for (const palisade::v1::FeedInfo& info : list.feeds()) {
+      EXPECT_EQ(info.entries(), 0u) << info.name();  // the held-back version's entries expired
+      EXPECT_TRUE(info.held()) << info.name();
+    }
+    EXPECT_FALSE(feeds->registry().Contains("grows", Ip("44.1.2.3")));
+    EXPECT_FALSE(feeds->registry().Contains("shrinks", Ip("198.18.0.1")));
+  }
+  clock_.Advance(absl::Hours(24 * 30));
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  auto feeds = Make(configs, nullptr, store->get());
+  ASSERT_THAT(feeds->Restore(), IsOk());
+  absl::StatusOr<PushFeedResponse> r = feeds->FetchNow("grows");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(), HasSubstr("16777216 IPv4 addresses"));
+  EXPECT_FALSE(feeds->registry().Contains("grows", Ip("44.1.2.3")));
+  r = feeds->FetchNow("shrinks");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  // Force applies it, and what was forced is the next baseline.
+  ASSERT_THAT(feeds->Push("grows", kReplace, {}, true, Twelves(16)), IsOk());
+  EXPECT_TRUE(feeds->registry().Contains("grows", Ip("44.1.2.3")));
+  r = feeds->Push("grows", kReplace, {}, false, Twelves(20));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+}
+
+// A delta shrinks nothing: an ADD to a pushed feed whose entries all expired is not judged
+// against the entries it had (the growth guard still judges what it covers).
+TEST_F(FeedManagerTest, AnAddToAFeedWhoseEntriesExpiredIsNoShrink) {
+  FeedConfig c = Plain("pushed");
+  c.mutable_entry_ttl()->set_seconds(3600);
+  auto feeds = Make({c});
+  ASSERT_THAT(feeds->Push("pushed", kReplace, {}, false, Hosts(0, 100)), IsOk());
+  clock_.Advance(absl::Hours(2));
+  feeds->Tick();
+  ASSERT_EQ(feeds->List().feeds(0).entries(), 0u);
+  absl::StatusOr<PushFeedResponse> r =
+      feeds->Push("pushed", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, "198.51.100.7\n");
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+  r = feeds->Push("pushed", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, Twelves(1));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+}
+
+// `n` public IPv4 /16s, from 60.0.0.0/16 on.
+std::string Sixteens(int n) {
+  std::string out;
+  for (int i = 0; i < n; ++i) absl::StrAppend(&out, 60 + i / 256, ".", i % 256, ".0.0/16\n");
+  return out;
+}
+
+// Each version was judged against the one before it only: growing just under 10x per version
+// took 100 addresses to 930 M in seven pulls. Growth is judged against the least the feed
+// covered within the last 24 h: a day's growth is bounded by max_growth_ratio.
+TEST_F(FeedManagerTest, GrowthGuardBoundsADaysGrowth) {
+  auto feeds = Make({Plain("f")});
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false, Sixteens(1)), IsOk());
+  clock_.Advance(absl::Hours(2));
+  absl::StatusOr<PushFeedResponse> r = feeds->Push("f", kReplace, {}, false, Sixteens(9));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+  clock_.Advance(absl::Hours(2));
+  r = feeds->Push("f", kReplace, {}, false, Sixteens(81));  // 9x the current, 81x the day's least
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(), AllOf(HasSubstr("5308416 IPv4 addresses"),
+                                      HasSubstr("65536"), HasSubstr("24 h")));
+  clock_.Advance(absl::Hours(20));
+  r = feeds->Push("f", kReplace, {}, false, Sixteens(81));  // 24 h on: the day's least is 9 /16s
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  clock_.Advance(absl::Hours(2));
+  r = feeds->Push("f", kReplace, {}, false, Sixteens(81));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+  EXPECT_EQ(*feeds->Version("f"), 3u);
+}
+
+// An ADD renewing an entry took the pushed reference but kept the longer expiry and the higher
+// confidence of the entry held: `feeds show` cited indicator--B (a day, confidence 20) for a
+// year's listing at 90. The listing pushed is the entry: its reference with its own expiry and
+// confidence.
+TEST_F(FeedManagerTest, AnAddRenewalTakesThePushedEntryWhole) {
+  auto feeds = Make({Plain("stix")});
+  constexpr auto kStix = palisade::v1::FEED_FORMAT_STIX;
+  auto bundle = [this](const std::string& id, absl::Duration valid, int confidence) {
+    const std::string until =
+        absl::FormatTime("%Y-%m-%dT%H:%M:%SZ", clock_.TimeNow() + valid, absl::UTCTimeZone());
+    return absl::StrCat(R"({"type": "bundle", "id": "bundle--1", "objects": [)",
+                        R"({"type": "indicator", "id": ")", id, R"(", "pattern_type": "stix",)",
+                        R"( "pattern": "[ipv4-addr:value = '198.51.100.7']", "valid_until": ")",
+                        until, R"(", "confidence": )", confidence, "}]}");
+  };
+  const absl::Time start = clock_.TimeNow();
+  ASSERT_THAT(feeds->Push("stix", kReplace, kStix, false,
+                          bundle("indicator--A", absl::Hours(24 * 365), 90)),
+              IsOk());
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(feeds->Push("stix", palisade::v1::FEED_PUSH_MODE_ADD, kStix, false,
+                          bundle("indicator--B", absl::Hours(24), 20)),
+              IsOk());
+  palisade::v1::GetFeedRequest get;
+  get.set_name("stix");
+  get.set_lookup("198.51.100.7");
+  absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds->Get(get);
+  ASSERT_THAT(got, IsOk());
+  ASSERT_THAT(got->entries(), SizeIs(1));
+  EXPECT_EQ(got->entries(0).ref(), "indicator--B");
+  EXPECT_EQ(got->entries(0).confidence(), 20u);
+  EXPECT_EQ(got->entries(0).expiry().seconds(), absl::ToUnixSeconds(clock_.TimeNow()) + 86400);
+  EXPECT_EQ(got->entries(0).first_seen().seconds(), absl::ToUnixSeconds(start));
+  // A plain ADD (no reference, no expiry of its own) renews it and keeps what it has, with at
+  // least entry_ttl from now.
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(feeds->Push("stix", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, "198.51.100.7\n"),
+              IsOk());
+  got = feeds->Get(get);
+  ASSERT_THAT(got, IsOk());
+  ASSERT_THAT(got->entries(), SizeIs(1));
+  EXPECT_EQ(got->entries(0).ref(), "indicator--B");
+  EXPECT_EQ(got->entries(0).confidence(), 20u);
+  EXPECT_EQ(got->entries(0).expiry().seconds(), absl::ToUnixSeconds(clock_.TimeNow()) + 7 * 86400);
+}
+
 // A to_edge feed pulled over plain http:// lets whoever sits on the path write the edge: said
 // at start.
 TEST_F(FeedManagerTest, AToEdgeFeedPulledOverHttpIsWarnedOfAtStart) {

@@ -461,6 +461,15 @@ absl::StatusOr<std::unique_ptr<SyslogReceiver>> SyslogReceiver::Start(
                "kernel was short of memory.")
            .Register(registry)
            .Add(input);
+  r->udp_streams_folded_ =
+      &prometheus::BuildCounter()
+           .Name("palisade_syslog_sender_streams_folded_total")
+           .Help(
+               "UDP datagrams sent on in their source's stream, not their sender's "
+               "(LogBatch.stream): a new sender past max_udp_senders (the windows of its lines "
+               "age by the source's others' times).")
+           .Register(registry)
+           .Add(input);
   r->malformed_ = &prometheus::BuildCounter()
                        .Name("palisade_syslog_malformed_frames_total")
                        .Help("Syslog frames skipped: too long, a bad length, no <PRI>.")
@@ -792,7 +801,10 @@ std::string SyslogReceiver::UdpStream(const std::string& sender) {
   }
   // Still full (that many senders, or forged addresses): the source's stream, as before
   // senders had their own.
-  if (udp_streams_.size() >= options_.max_udp_senders) return std::string();
+  if (udp_streams_.size() >= options_.max_udp_senders) {
+    udp_streams_folded_->Increment();
+    return std::string();
+  }
   udp_streams_.emplace(sender, now);
   return sender;
 }
@@ -940,32 +952,28 @@ void SyslogReceiver::Release(const std::string& peer, bool holds_slot) {
 
 namespace {
 
-// What may end a newline-framed frame: LF, or NUL (RFC 6587 lets a sender of non-transparent
-// framing end frames with another byte: Python's SysLogHandler over TCP ends them with NUL, as
-// rsyslog's AddtlFrameDelimiter may).
+// What may end a newline-framed frame: LF, or NUL too on an input that says so (RFC 6587 lets a
+// sender of non-transparent framing end frames with another byte: Python's SysLogHandler over
+// TCP ends them with NUL, as rsyslog's AddtlFrameDelimiter may).
 constexpr absl::string_view kFrameEnds("\n\0", 2);
 
 // Where the newline-framed frame, or skipped line, from `at` ends (npos: not here yet): its LF,
-// or its NUL too on a connection whose first frame ended in NUL. Elsewhere a NUL is text: a
-// sender that strips CR and LF from a message but passes NUL on (log4j2's newLineEscape, an app
-// following OWASP's CR/LF advice) frames by LF, and a NUL taken as a frame end would let a
-// client forge the next frame ("x\0<38>... Failed password for root from VICTIM ..."). The
-// connection's first frame, while its framing is unknown, ends at either: SettleNewline then
-// records which.
+// or its NUL too where the input ends frames at NUL (SyslogInput.nul_ends_frames). Elsewhere a
+// NUL is text: a sender that strips CR and LF from a message but passes NUL on (log4j2's
+// newLineEscape, an app following OWASP's CR/LF advice) frames by LF, and a NUL taken as a
+// frame end would let a client forge the next frame ("x\0<38>... Failed password for root
+// from VICTIM ..."). The config decides, never the bytes: a connection's first frame is the
+// client's as much as any other.
 size_t FrameEnd(const std::string& stream, size_t at, const SyslogReceiver::DeframeState& state) {
-  if (state.nul_ends_frames || state.framing == SyslogReceiver::DeframeState::Framing::kUnknown) {
-    return stream.find_first_of(kFrameEnds.data(), at, kFrameEnds.size());
-  }
+  if (state.nul_ends_frames) return stream.find_first_of(kFrameEnds.data(), at, kFrameEnds.size());
   return stream.find('\n', at);
 }
 
 // A connection whose framing is unknown saw its first newline-framed frame, or a line that
-// started no frame, end with `end`: it frames by newlines, and ends frames at NUL too only if
-// that first frame ended there.
-void SettleNewline(char end, SyslogReceiver::DeframeState* state) {
+// started no frame, end: it frames by newlines.
+void SettleNewline(SyslogReceiver::DeframeState* state) {
   if (state->framing != SyslogReceiver::DeframeState::Framing::kUnknown) return;
   state->framing = SyslogReceiver::DeframeState::Framing::kNewline;
-  state->nul_ends_frames = end == '\0';
 }
 
 // What `stream` holds at `at`: the start of an octet-counted frame (RFC 6587 "LEN SP <PRI>...":
@@ -1012,7 +1020,7 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
         at = stream->size();
         break;
       }
-      SettleNewline((*stream)[nl], state);
+      SettleNewline(state);
       state->dropping_line = false;
       at = nl + 1;
       continue;
@@ -1027,9 +1035,9 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       // they are read as part of the next length: that frame comes out wrong (or is dropped),
       // and the stream picks up again after it the same way. Between reads only a run of
       // digits and a space is kept, so memory stays bounded however long the skip.
-      // On a connection known to frame by newlines only a newline (FrameEnd) ends it: a
-      // "LEN SP <" in the line is a client's text, not a frame start. Elsewhere a NUL ends no
-      // skip: a connection yet to settle, or one whose sender counts octets, ends no frame at one.
+      // On a connection known to frame by newlines only a frame end (FrameEnd) ends it: a
+      // "LEN SP <" in the line is a client's text, not a frame start. Elsewhere a NUL ends a
+      // skip only where the input ends frames at NUL.
       if (state->framing == DeframeState::Framing::kNewline) {
         const size_t nl = FrameEnd(*stream, at, *state);
         if (nl == std::string::npos) {
@@ -1041,10 +1049,11 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
         continue;
       }
       const char c = (*stream)[at];
-      if (c == '\n') {
+      if (c == '\n' || (c == '\0' && state->nul_ends_frames)) {
         // A connection whose first line started no frame (tail -F | nc, a banner with no
-        // "<PRI>") and ended at LF frames by newlines: a client's "100 <13>z" later is no count.
-        SettleNewline(c, state);
+        // "<PRI>") and ended at a frame end frames by newlines: a client's "100 <13>z" later
+        // is no count.
+        SettleNewline(state);
         state->resyncing = false;
         ++at;
         continue;
@@ -1131,7 +1140,7 @@ void SyslogReceiver::Deframe(std::string* stream, size_t max_frame_bytes, Defram
       }
       break;
     }
-    SettleNewline((*stream)[nl], state);
+    SettleNewline(state);
     if (nl - at > max_frame_bytes) {
       ++*malformed;
     } else {
@@ -1185,6 +1194,7 @@ void SyslogReceiver::Connection(int fd, bool tls, absl::Time accepted, const std
   std::string stream;
   std::string buf(64 * 1024, '\0');
   DeframeState state;
+  state.nul_ends_frames = config_.nul_ends_frames();
   bool closed = false;
   // The sender closed, or was closed for idling: a last newline-framed message without its
   // newline, as some senders end a connection, is a frame. It, and frames still held, go

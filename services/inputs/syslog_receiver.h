@@ -1,9 +1,13 @@
 // A syslog receiver (issue 14 §1): RFC 5424 and RFC 3164 messages over UDP, TCP (RFC 6587:
 // octet counting, "LEN SP <PRI>...", and newline framing, a frame ending at LF, or at NUL too on
-// a connection whose first frame ended in NUL; told apart per frame by how it starts, except
-// that on a connection whose first frame, or first skipped line, ended at a newline a line
-// starting with digits is never a count, while one whose first frame came by its count still
-// reads a line starting '<' as a newline-framed frame)
+// an input configured so (nul_ends_frames: the config decides, never the bytes, which a client
+// shapes); told apart per frame by how it starts, except that on a connection whose first
+// frame, or first skipped line, ended at a newline a line starting with digits is never a
+// count, while one whose first frame came by its count still reads a line starting '<' as a
+// newline-framed frame. The trade-off: a line of junk before an octet-counting sender's first
+// count (a PROXY protocol header, a banner) makes its connection newline-framed, and each of
+// its counted frames is then skipped as malformed; the alternative, counts trusted after a
+// newline-framed line, would let a client's "\n100 <13>" swallow other programs' lines)
 // and TLS (RFC 5425: the same frames inside OpenSSL, optionally with client certificates),
 // handed to a batch sink (the daemon's Pipeline::ProcessBatch) in batches per format: a frame
 // whose header is `<PRI>1 ` is RFC 5424, any other RFC 3164.
@@ -59,7 +63,8 @@
 // accepts, TLS handshake failures, lines held back (TCP/TLS) and dropped (UDP) by the rate
 // limit, UDP datagrams the kernel dropped (the socket's receive buffer full while the UDP thread
 // waited on the sink; udp_receive_buffer_bytes), bytes a connection's socket held at Stop past
-// stop_drain_bytes (what it held up to that is delivered).
+// stop_drain_bytes (what it held up to that is delivered), UDP datagrams sent on in their
+// source's stream past max_udp_senders.
 //
 // Thread-safety: Start and Stop from one thread; the receiver runs its own threads (one for UDP,
 // one accepting per TCP/TLS listener, one per connection, one flushing).
@@ -201,15 +206,15 @@ class SyslogReceiver {
     // read as a count.
     enum class Framing { kUnknown, kOctet, kNewline };
     Framing framing = Framing::kUnknown;
-    // Newline-framed, and its first frame ended in NUL (Python's SysLogHandler over TCP,
-    // rsyslog's AddtlFrameDelimiter): NUL ends its frames, as LF does. Elsewhere a NUL is text,
-    // as a sender that strips CR and LF but passes NUL on (log4j2's newLineEscape) would let a
-    // client's "x\0<38>..." forge a frame.
+    // SyslogInput.nul_ends_frames, set when the connection opens: NUL ends its newline-framed
+    // frames, as LF does (Python's SysLogHandler over TCP, rsyslog's AddtlFrameDelimiter).
+    // Otherwise a NUL is text, as a sender that strips CR and LF but passes NUL on (log4j2's
+    // newLineEscape) would let a client's "x\0<38>..." forge a frame. Never set by the bytes.
     bool nul_ends_frames = false;
     uint64_t skip = 0;  // bytes of an over-long counted frame still to skip
   };
   // Cuts `stream` into frames (RFC 6587: "LEN SP MSG" when a frame starts "LEN SP <", else up to
-  // a newline, or a NUL on a connection whose first frame ended in one: nul_ends_frames);
+  // a newline, or a NUL too where state->nul_ends_frames);
   // complete frames are appended to `frames`, an incomplete one stays in `stream`. A
   // newline-framed frame longer than max_frame_bytes is dropped up to its newline (or that NUL)
   // and counted in `*malformed`. Bytes that start no frame (no `<PRI>`, a length that is bad,
@@ -353,6 +358,7 @@ class SyslogReceiver {
   size_t pending_frames_ ABSL_GUARDED_BY(batch_mu_) = 0;
   absl::Mutex sink_mu_;  // batches reach the sink one at a time, in order
   prometheus::Counter* udp_frames_ = nullptr;
+  prometheus::Counter* udp_streams_folded_ = nullptr;  // UdpStream gave the source's
   prometheus::Counter* tcp_frames_ = nullptr;
   prometheus::Counter* tls_frames_ = nullptr;
   prometheus::Counter* tls_handshake_failures_ = nullptr;

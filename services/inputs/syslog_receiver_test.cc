@@ -42,9 +42,10 @@ using ::testing::HasSubstr;
 const bool kSigpipeIgnored = [] { return std::signal(SIGPIPE, SIG_IGN) != SIG_ERR; }();
 
 std::vector<std::string> Deframe(const std::vector<std::string>& reads, size_t max,
-                                 uint64_t* malformed) {
+                                 uint64_t* malformed, bool nul_ends_frames = false) {
   std::string stream;
   SyslogReceiver::DeframeState state;
+  state.nul_ends_frames = nul_ends_frames;  // as Connection sets it from the input's config
   std::vector<std::string> frames;
   for (const std::string& r : reads) {
     stream += r;
@@ -55,10 +56,10 @@ std::vector<std::string> Deframe(const std::vector<std::string>& reads, size_t m
 
 // Every way of cutting `all` into two reads gives `want`, with `malformed` bytes runs counted.
 void ExpectInEveryCut(const std::string& all, size_t max, const std::vector<std::string>& want,
-                      uint64_t malformed) {
+                      uint64_t malformed, bool nul_ends_frames = false) {
   for (size_t cut = 0; cut <= all.size(); ++cut) {
     uint64_t counted = 0;
-    EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, max, &counted),
+    EXPECT_THAT(Deframe({all.substr(0, cut), all.substr(cut)}, max, &counted, nul_ends_frames),
                 ::testing::ElementsAreArray(want))
         << all << " cut at " << cut;
     EXPECT_EQ(counted, malformed) << all << " cut at " << cut;
@@ -180,42 +181,57 @@ TEST(DeframeTest, ANewlineFramedConnectionTakesNoCountWithinTheCap) {
 }
 
 // RFC 6587 lets a non-transparent-framing sender end frames with another byte than LF; Python's
-// SysLogHandler over TCP ends them with NUL, as rsyslog's AddtlFrameDelimiter may. On a
-// connection whose first frame ended in NUL, frames end at a NUL (or an LF) instead of piling up
-// to max_frame_bytes and being dropped whole, in any cut of the reads; a NUL between frames (as
-// "\0\n") is a stray separator.
-TEST(DeframeTest, ANulEndsANewlineFramedFrame) {
+// SysLogHandler over TCP ends them with NUL, as rsyslog's AddtlFrameDelimiter may. An input
+// that says so (SyslogInput.nul_ends_frames) ends newline-framed frames at a NUL, and at an LF
+// too, instead of piling them up to max_frame_bytes and dropping them whole, in any cut of the
+// reads; a NUL between frames (as "\0\n") is a stray separator. The data never decides it: a
+// first message holding an LF (Python passes a message's LF on) ends a frame there, and the
+// later NUL-ended frames still end at their NUL.
+TEST(DeframeTest, ANulEndsNewlineFramedFramesWhereTheInputSaysSo) {
   const std::string nul(1, '\0');
   ExpectInEveryCut(absl::StrCat("<13>one", nul, "<13>two", nul, "\n<13>three\n", nul, "<13>four",
                                 nul),
-                   64, {"<13>one", "<13>two", "<13>three", "<13>four"}, 0);
+                   64, {"<13>one", "<13>two", "<13>three", "<13>four"}, 0,
+                   /*nul_ends_frames=*/true);
   // An over-long line, and one that starts no frame, are skipped up to a NUL too.
   const std::string big(100, 'x');
   ExpectInEveryCut(absl::StrCat("<13>a", nul, "<13>", big, nul, "<13>b", nul, "junk", nul,
                                 "<13>c", nul),
-                   64, {"<13>a", "<13>b", "<13>c"}, 2);
-  // A first frame too long to keep still tells, by its NUL, how the connection ends frames.
+                   64, {"<13>a", "<13>b", "<13>c"}, 2, /*nul_ends_frames=*/true);
   ExpectInEveryCut(absl::StrCat("<13>", big, nul, "<13>b", nul, "<13>c", nul), 64,
-                   {"<13>b", "<13>c"}, 1);
+                   {"<13>b", "<13>c"}, 1, /*nul_ends_frames=*/true);
+  // The first message holds an LF: its second line starts no frame (skipped to its NUL), and
+  // every later frame still ends at its NUL. Were the first frame's end to decide (LF: NUL is
+  // text), every later frame would pile up to the cap and be dropped.
+  ExpectInEveryCut(absl::StrCat("<13>line one\nline two", nul, "<13>next", nul, "<13>last", nul),
+                   64, {"<13>line one", "<13>next", "<13>last"}, 1, /*nul_ends_frames=*/true);
+  ExpectInEveryCut(absl::StrCat("junk\n<13>a", nul, "<13>b", nul), 64, {"<13>a", "<13>b"}, 1,
+                   /*nul_ends_frames=*/true);
 }
 
 // A sender that strips CR and LF from a message but passes NUL on (log4j2's TCP syslog appender
 // with newLineEscape, an app following OWASP's CR/LF advice) frames by LF: a NUL in a client's
 // text there is text. Read as a frame end it would forge a frame keyed on someone else's address
-// ("x\0<38>... Failed password for root from VICTIM ..."). Only a connection whose first frame
-// ended in NUL has its frames end at one; elsewhere a NUL ends no frame, no skip of an over-long
-// frame and no resync (on a connection not yet decided, nor on an octet-counted one), in any
-// cut of the reads.
-TEST(DeframeTest, ANulIsTextOnAConnectionWhoseFramesEndAtLf) {
+// ("x\0<38>... Failed password for root from VICTIM ..."). Unless the input ends frames at NUL
+// (nul_ends_frames, off by default), a NUL ends no frame, no skip of an over-long frame and no
+// resync, on the connection's first frame too (a log4j2 app reconnecting after idle_timeout,
+// whose first message is the attacker's), whatever that first frame ended with, in any cut.
+TEST(DeframeTest, ANulIsTextUnlessTheInputSaysItEndsFrames) {
   const std::string nul(1, '\0');
   const std::string forged =
       "<38>Dec  5 10:00:00 bastion sshd[9]: Failed password for root from 198.51.100.9 port 22 "
       "ssh2";
   const std::string line = absl::StrCat("<13>app: login failed for x", nul, forged);
+  ExpectInEveryCut(absl::StrCat(line, "\n<13>after\n"), 1024, {line, "<13>after"}, 0);
   ExpectInEveryCut(absl::StrCat("<13>first\n", line, "\n<13>after\n"), 1024,
                    {"<13>first", line, "<13>after"}, 0);
+  // A first frame ending in NUL turns nothing on: the NULs stay in the frame.
+  ExpectInEveryCut(absl::StrCat("<13>one", nul, "<13>two", nul, "\n<13>three\n"), 1024,
+                   {absl::StrCat("<13>one", nul, "<13>two", nul), "<13>three"}, 0);
   // An over-long frame is dropped up to its LF, and a line that starts no frame skipped to it.
   const std::string big(1024, 'x');
+  ExpectInEveryCut(absl::StrCat("<13>", big, nul, forged, "\n<13>after\n"), 1024, {"<13>after"},
+                   1);
   ExpectInEveryCut(absl::StrCat("<13>first\n<13>", big, nul, forged, "\n<13>after\n"), 1024,
                    {"<13>first", "<13>after"}, 1);
   ExpectInEveryCut(absl::StrCat("<13>first\njunk", nul, forged, "\n<13>after\n"), 1024,
@@ -626,6 +642,40 @@ TEST_F(ReceiverTest, BatchesNameTheirSenderWithinTheUdpSendersBound) {
   EXPECT_THAT(senders_, ElementsAre("127.0.0.2 <38>Dec  7 12:00:00 a sshd[1]: one",
                                     " <38>Dec  7 12:00:00 b sshd[1]: two",
                                     "127.0.0.4 <38>Dec  7 12:00:00 c sshd[1]: three"));
+  // The one that went in the source's stream is counted (no sender label: senders are forged).
+  EXPECT_EQ(Metric("palisade_syslog_sender_streams_folded_total"), 1);
+}
+
+// SyslogInput.nul_ends_frames reaches the input's connections: on, the frames of a Python
+// SysLogHandler (each ended by a NUL, no LF) come one by one; off (the default), a NUL is text
+// and only the LF ends the frame (the trailing NUL is trimmed as a trailing LF is).
+TEST_F(ReceiverTest, NulEndsFramesOnlyOnAnInputThatSaysSo) {
+  const std::string nul(1, '\0');
+  for (const bool on : {true, false}) {
+    {
+      absl::MutexLock lock(&mu_);
+      got_.clear();
+    }
+    palisade::v1::SyslogInput config;
+    config.set_name(on ? "nul_on" : "nul_off");
+    config.set_tcp_listen("127.0.0.1:0");
+    config.set_nul_ends_frames(on);
+    auto r = Start(config);
+    ASSERT_NE(r, nullptr);
+    const int fd = Connect(r->tcp_port());
+    const std::string data = absl::StrCat("<13>one", nul, "<13>two", nul, "\n");
+    ASSERT_EQ(::send(fd, data.data(), data.size(), 0), static_cast<ssize_t>(data.size()));
+    WaitFor(on ? 2 : 1);
+    r->Stop();  // flushes what came after, were more frames cut
+    ::close(fd);
+    absl::MutexLock lock(&mu_);
+    const std::vector<std::string> got = got_;
+    if (on) {
+      EXPECT_THAT(got, ElementsAre("3164 nul_on <13>one", "3164 nul_on <13>two"));
+    } else {
+      EXPECT_THAT(got, ElementsAre(absl::StrCat("3164 nul_off <13>one", nul, "<13>two")));
+    }
+  }
 }
 
 // Which entry names a sender's zone: its HOSTNAME's, whatever the ranges say, else the most

@@ -306,6 +306,14 @@ Pipeline::Pipeline(std::shared_ptr<const RuleSet> rules, PipelineOptions options
       .Set(static_cast<double>(options_.engine.memory_budget_bytes != 0
                                    ? options_.engine.memory_budget_bytes
                                    : EngineOptions().memory_budget_bytes));
+  sender_streams_folded_counter_ =
+      &prometheus::BuildCounter()
+           .Name("palisade_ingest_sender_streams_folded_total")
+           .Help("Batches whose sender (LogBatch.stream, a syslog receiver's peer) had no stream "
+                 "of its own, past max_sender_streams or max_streams, and went in their "
+                 "source's: their windows age by the source's other senders' times.")
+           .Register(registry)
+           .Add({});
   evidence_truncated_counter_ =
       &prometheus::BuildCounter()
            .Name("palisade_engine_evidence_truncated_total")
@@ -1085,6 +1093,7 @@ Pipeline::StreamState& Pipeline::StreamFor(absl::string_view source, absl::strin
     // Past the senders' share, or the cap: the source's stream, as before senders had theirs.
     if (sender_streams_ >= options_.max_sender_streams ||
         streams_.size() >= options_.max_streams) {
+      sender_streams_folded_counter_->Increment();
       return StreamFor(source, absl::string_view(), now, key);
     }
   } else {

@@ -132,7 +132,7 @@ struct PipelineOptions {
   uint32_t max_streams = 65536;
   // Of those, the streams of senders (LogBatch.stream: a syslog receiver's peers, which UDP
   // lets anyone forge) at most: past it a sender's lines go in its source's stream, so senders
-  // cannot take the places of sources.
+  // cannot take the places of sources (counted: palisade_ingest_sender_streams_folded_total).
   uint32_t max_sender_streams = 32768;
   // Cluster (issue 17): when set, a line's matches are not counted here (Engine::MatchLine, not
   // Process) but handed to `route_match` (MatchRouter::Route), to be counted by the owner of
@@ -474,6 +474,8 @@ class Pipeline {
   prometheus::Counter* memory_evicted_counter_ = nullptr;
   prometheus::Gauge* memory_gauge_ = nullptr;
   prometheus::Counter* evidence_truncated_counter_ = nullptr;
+  // Batches of a sender whose lines went in their source's stream (StreamFor).
+  prometheus::Counter* sender_streams_folded_counter_ = nullptr;
   // The engine's session table (Rule.session).
   prometheus::Gauge* sessions_gauge_ = nullptr;
   prometheus::Gauge* session_bytes_gauge_ = nullptr;

@@ -818,6 +818,8 @@ TEST_F(PipelineTest, SenderStreamsAreBoundedAndPastItTheSourcesStreamCounts) {
   EXPECT_EQ(pipeline.streams(), 3u);  // two senders', then the source's for the other three
   EXPECT_EQ(pipeline.streams_overflowed(), 0u);
   EXPECT_EQ(table.active_count(), 1u);  // the lines count, whatever their stream
+  // Each batch that went in its source's stream instead is counted (no sender label).
+  EXPECT_EQ(CounterValue(registry, "palisade_ingest_sender_streams_folded_total"), 3);
 }
 
 // Streams are never shared past their use: one with no batch for longer than a day, plus a

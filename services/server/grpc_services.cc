@@ -181,7 +181,8 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
       lines.source = header.source();
       lines.json_format = header.json_format();
       lines.sequence = header.sequence();
-      lines.stream = header.stream();
+      // lines.stream stays empty: LogBatch.stream is the syslog receiver's (in-process), and a
+      // client's made-up senders would fill max_sender_streams (see below).
       return Run(header, static_cast<int>(lines.lines.size()), [&](int skip) {
         lines.lines.erase(lines.lines.begin(), lines.lines.begin() + skip);
         // The cut flags (empty when no line is cut) follow their lines.
@@ -200,6 +201,10 @@ class ShipReactor final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc:
     if (absl::Status parsed = limits_.ParseLogBatch(bytes, &batch); !parsed.ok()) {
       return NotALogBatch(parsed, bytes.bytes);
     }
+    // The stream is the syslog receiver's, set in-process: a client that set it could fill
+    // PipelineOptions::max_sender_streams with made-up senders (one-line batches, each held
+    // two days) and put the receiver's senders back in their sources' streams.
+    batch.clear_stream();
     return Run(batch, batch.records_size(), [&](int skip) {
       if (skip > 0) batch.mutable_records()->DeleteSubrange(0, skip);
       return pipeline_.ProcessBatch(batch);
@@ -350,15 +355,16 @@ class PushReactor final : public grpc::ServerReadReactor<palisade::v1::FeedChunk
 
  private:
   // The method takes the ingest role (checked before any chunk is read); a push that skips the
-  // shrink guard (force), or that replaces what a feed's own url gives (the operator's source,
-  // maybe to_edge), takes the admin role too. PERMISSION_DENIED naming why, counted.
+  // shrink and growth guards (force), or that replaces what a feed's own url gives (the
+  // operator's source, maybe to_edge), takes the admin role too. PERMISSION_DENIED naming why,
+  // counted.
   grpc::Status AllowedToPush() const {
     std::string why;
     if (auto admin = admin_only_.find(header_.feed()); admin != admin_only_.end()) {
       why = absl::StrCat("a push to feed \"", header_.feed(), "\", which ", admin->second,
                          ", needs the admin role");
     } else if (header_.force()) {
-      why = "a push with force (which skips the shrink guard) needs the admin role";
+      why = "a push with force (which skips the shrink and growth guards) needs the admin role";
     } else {
       return grpc::Status::OK;
     }

@@ -78,6 +78,61 @@ constexpr absl::string_view kPinnedPack = R"pb(
   }
 )pb";
 
+double CounterValue(prometheus::Registry& registry, const std::string& name) {
+  double sum = 0;
+  for (const auto& family : registry.Collect()) {
+    if (family.name != name) continue;
+    for (const auto& m : family.metric) sum += m.counter.value;
+  }
+  return sum;
+}
+
+// LogBatch.stream is the syslog receiver's (in-process): a Ship client that set it could fill
+// max_sender_streams with made-up senders (32,768 one-line batches, held 48 h and more), and
+// the syslog senders' lines would go in their source's stream again. Both Ship paths (lines
+// alone, read as views; records with event times, parsed whole) clear it: here, with no place
+// for a sender stream at all, a batch whose stream reached the pipeline would be counted as
+// folded into its source's.
+TEST(IngestServiceTest, AShippedBatchsStreamIsIgnored) {
+  absl::StatusOr<LoadedPack> pack = ParseRulePack(kPinnedPack, "pinned.textproto");
+  ASSERT_THAT(pack, IsOk());
+  absl::StatusOr<std::shared_ptr<const RuleSet>> rules = RuleSet::Compile({*pack});
+  ASSERT_THAT(rules, IsOk());
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  DecisionTable table(clock);
+  PipelineOptions options;
+  options.max_sender_streams = 0;
+  Pipeline pipeline(*rules, options, clock, table, registry);
+  ApiLimits limits(ApiLimits::Options(), registry);
+  IngestService ingest(pipeline, limits);
+  grpc::ServerBuilder builder;
+  builder.RegisterService(&ingest);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<palisade::v1::Ingest::Stub> stub =
+      palisade::v1::Ingest::NewStub(server->InProcessChannel(grpc::ChannelArguments()));
+  grpc::ClientContext context;
+  auto call = stub->Ship(&context);
+  for (const bool timed : {false, true}) {
+    palisade::v1::LogBatch batch;
+    batch.set_format(palisade::v1::LOG_FORMAT_RAW);
+    batch.set_source("web-1");
+    batch.set_stream(timed ? "made-up-2" : "made-up-1");
+    palisade::v1::LogRecord* record = batch.add_records();
+    record->set_line("hello");
+    if (timed) record->mutable_event_time()->set_seconds(1765000000);
+    ASSERT_TRUE(call->Write(batch));
+    palisade::v1::BatchAck ack;
+    ASSERT_TRUE(call->Read(&ack));
+    EXPECT_EQ(ack.accepted(), 1u);
+    EXPECT_EQ(CounterValue(registry, "palisade_ingest_sender_streams_folded_total"), 0)
+        << (timed ? "records with event times" : "lines alone");
+  }
+  call->WritesDone();
+  EXPECT_TRUE(call->Finish().ok());
+  server->Shutdown();
+}
+
 // A line a shipper cut at its own cap comes flagged (LogRecord.cut), and the daemon takes it as
 // cut whatever its own cap: here one larger than the line, under which the line looked whole
 // and a rule pinned to its end keyed the forged tail right before the shipper's cut. Through

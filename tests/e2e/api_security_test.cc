@@ -231,11 +231,11 @@ TEST(ApiSecurityTest, EveryMethodChecksTokenAndRole) {
   EXPECT_EQ(expected_denied, 2 + 7 + 4 * 2);
 }
 
-// Feeds.Push with force skips the shrink guard, a feed with a url is the operator's own pull, and
-// a push-only to_edge feed's entries go to the Cloudflare list past the blast-radius guard's
-// budget: each push needs the admin role, refused on the push's first chunk, naming why, unless
-// the to_edge feed says ingest_may_push. A plain push to a push-only feed is an ingest
-// client's, as before. Before, the ingest token could do all of them.
+// Feeds.Push with force skips the shrink and growth guards, a feed with a url is the operator's
+// own pull, and a push-only to_edge feed's entries go to the Cloudflare list past the
+// blast-radius guard's budget: each push needs the admin role, refused on the push's first
+// chunk, naming why, unless the to_edge feed says ingest_may_push. A plain push to a push-only
+// feed is an ingest client's, as before. Before, the ingest token could do all of them.
 TEST(ApiSecurityTest, ForcedPushesAndPushesToPulledOrEdgeFeedsNeedTheAdminRole) {
   const std::string pulled = Tmp("pulled.txt");
   {
@@ -275,7 +275,7 @@ TEST(ApiSecurityTest, ForcedPushesAndPushesToPulledOrEdgeFeedsNeedTheAdminRole) 
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
   EXPECT_EQ(s.error_message(),
             "client \"shipper\" may not call Feeds.Push: a push with force (which skips the "
-            "shrink guard) needs the admin role");
+            "shrink and growth guards) needs the admin role");
   s = push(kIngestToken, "pulled", false);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED) << s.error_message();
   EXPECT_EQ(s.error_message(),
