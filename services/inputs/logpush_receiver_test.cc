@@ -8,7 +8,6 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include <zlib.h>
 
 #include <atomic>
 #include <cstdlib>
@@ -26,6 +25,7 @@
 #include "services/common/clock.h"
 #include "services/common/header_flood_for_tests.h"
 #include "services/common/status_matchers.h"
+#include "services/inputs/gzip_for_tests.h"
 
 namespace palisade {
 namespace {
@@ -38,19 +38,7 @@ using ::testing::Not;
 
 constexpr char kSecret[] = "Bearer s3cr3t-8c6b1f0e";
 
-std::string Gzip(const std::string& data, int level = Z_DEFAULT_COMPRESSION) {
-  z_stream z{};
-  EXPECT_EQ(deflateInit2(&z, level, Z_DEFLATED, 16 + MAX_WBITS, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  std::string out(deflateBound(&z, data.size()) + 64, '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data.data()));
-  z.avail_in = static_cast<uInt>(data.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&z, Z_FINISH), Z_STREAM_END);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
+using ::palisade::testing::Gzip;
 
 absl::StatusOr<std::string> InflateAll(const std::string& gz, size_t max_out) {
   BoundedInflater inflater(max_out);

@@ -373,9 +373,9 @@ grep -q '1.19.0.0/16 .* SBL434604' <<<"$out" || fail "feeds show: $out"
 ctl2 feeds show drop --lookup=8.8.8.8 >/dev/null && fail "an unlisted address must exit 3"
 out=$(ctl2 feeds push drop /dev/null) && fail "the shrink guard must hold an empty version"
 grep -q 'HELD: the new version has 0 entries' <<<"$out" || fail "held: $out"
-# Force skips the shrink guard: it takes the admin role.
+# Force skips the shrink and growth guards: it takes the admin role.
 ctl2 feeds push drop /dev/null --force 2>"$work/err" && fail "force with the ingest role"
-grep -q 'a push with force (which skips the shrink guard) needs the admin role' "$work/err" \
+grep -q 'a push with force (which skips the shrink and growth guards) needs the admin role' "$work/err" \
   || fail "force refused: $(cat "$work/err")"
 PALISADE_TOKEN="$admin_token" "$ctl_bin" --server="127.0.0.1:$port2" feeds push drop /dev/null \
   --force | grep -q 'version 2: 0 added, 5 removed' || fail "force"
