@@ -701,17 +701,22 @@ std::vector<ActionOp> Dispatcher::TakeDue(int kind, absl::Time now) {
   auto qi = queues_.find(kind);
   if (qi == queues_.end() || WaitsForCredentials(kind, now)) return batch;
   Queue& q = qi->second;
+  // An apply whose decision ended while it was in flight, put back in the queue unsent (the
+  // ops after a refusal of the credentials, or at a stop): cancelled with its remove, as in the
+  // batch (RunQueue), before the guard could refuse it (a reload's never-ban set) and keep its
+  // remove_after_ entry, and a remove waiting for it (awaited_), for ever. A backstop: RunQueue
+  // cancels it as it puts it back. A pass of its own, before the loop below moves ops out:
+  // the cancel's PassOnWait may rewrite a remove of this very queue.
+  for (auto it = q.ops.begin(); it != q.ops.end();) {
+    if (CancelEndedApply(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), *it)) {
+      it = q.ops.erase(it);
+    } else {
+      ++it;
+    }
+  }
   const RemoveBarrier barrier(*q.actuator, q.ops);
   std::deque<ActionOp> keep;
   for (ActionOp& op : q.ops) {
-    // An apply whose decision ended while it was in flight, put back in the queue unsent (the
-    // ops after a refusal of the credentials, or at a stop): cancelled with its remove, as in
-    // the batch (RunQueue), before the guard could refuse it (a reload's never-ban set) and
-    // keep its remove_after_ entry, and a remove waiting for it (awaited_), for ever. A
-    // backstop: RunQueue cancels it as it puts it back.
-    if (CancelEndedApply(static_cast<palisade::v1::Actuator>(kind), q.actuator->name(), op)) {
-      continue;
-    }
     if (barrier.Waits(op) || AwaitsSuccessor(op) || op.not_before > now) {
       keep.push_back(std::move(op));
       continue;

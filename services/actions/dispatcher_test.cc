@@ -1225,7 +1225,7 @@ TEST_F(HandOverInFlightTest, ARemoveWaitsForASuccessorWithdrawnWhileItsOwnApplyI
     EXPECT_THAT(fake_->calls, ElementsAre("apply a"));  // a's remove waits for c
     EXPECT_EQ(dispatcher_.edges().count("b"), 0u);
   };
-  dispatcher_.RunOnce();  // w refused (b goes back to the queue), then c lands
+  dispatcher_.RunOnce();  // w refused (b cancelled as it is put back), then c lands
   EXPECT_THAT(rates->calls, ElementsAre("apply c"));
   dispatcher_.RunOnce();
   EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
