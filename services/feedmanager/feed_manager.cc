@@ -34,6 +34,9 @@ constexpr uint64_t kGrowthFloor = 65536;
 // ... and judges growth against the least the feed covered within this many seconds: a day's
 // growth is bounded by max_growth_ratio.
 constexpr int64_t kGrowthWindow = 24 * 3600;
+// ... through at most this many samples (one an hour): more read back (a version from the
+// cluster's KV bucket, which is only semi-trusted) are not kept.
+constexpr int kMaxGuardSamples = 25;
 constexpr size_t kMaxRejectionsReturned = 100;
 // Tick sweeps expired entries out when the earliest expiry, rounded up to this many seconds, has
 // passed.
@@ -97,7 +100,6 @@ bool TooWide(const Cidr& cidr, const FeedConfig& c) {
 }
 
 std::string SnapshotName(absl::string_view feed) { return absl::StrCat("feed:", feed); }
-// The guards' baseline, beside the version (FeedState has no field for it).
 
 void Log(absl::string_view message) { std::cerr << "palisaded: feeds: " << message << std::endl; }
 
@@ -302,6 +304,12 @@ absl::Status FeedManager::Restore() {
       feed.guarded = true;
       feed.guard_entries = was.size();
       feed.guard_covered = was.Covered();
+    } else if (!state.has_guard()) {
+      // Nothing to judge a new version against (what the feed had before is not known): said,
+      // since its next version applies whatever it covers.
+      Log(absl::StrCat(name, ": the version stored (from before the guards' baseline was stored "
+                             "with it) is empty: the shrink and growth guards do not judge the "
+                             "feed's next version, which becomes their baseline"));
     }
     PublishLocked(feed, std::make_shared<const FeedSet>(std::move(entries)));
     Log(absl::StrCat(name, ": restored version ", feed.version, ", ", feed.current->size(),
@@ -347,7 +355,9 @@ void FeedManager::ReadGuard(const palisade::v1::FeedState::Guard& in, Feed& feed
   feed.guard_entries = in.entries();
   feed.guard_covered = {in.v4(), in.v6_64s()};
   feed.replaced.clear();
-  for (const auto& sample : in.replaced()) {
+  // The newest kMaxGuardSamples (oldest first, as written).
+  for (int i = std::max(0, in.replaced_size() - kMaxGuardSamples); i < in.replaced_size(); ++i) {
+    const auto& sample = in.replaced(i);
     feed.replaced.emplace_back(sample.at(), FeedSet::Coverage{sample.v4(), sample.v6_64s()});
   }
 }
@@ -379,7 +389,8 @@ void FeedManager::AppliedLocked(Feed& feed, bool force) {
 
 FeedSet::Coverage FeedManager::LeastCoveredLocked(Feed& feed, int64_t now) {
   while (!feed.replaced.empty() &&
-         (feed.replaced.front().first <= now - kGrowthWindow || feed.replaced.size() > 25)) {
+         (feed.replaced.front().first <= now - kGrowthWindow ||
+          feed.replaced.size() > static_cast<size_t>(kMaxGuardSamples))) {
     feed.replaced.pop_front();
   }
   FeedSet::Coverage least{~uint64_t{0}, ~uint64_t{0}};
@@ -577,7 +588,12 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
   // feed that never had one, or whose baseline a force cleared, is spared.
   std::string held_reason;
   const bool guarded = !force && (!old.empty() || feed.guarded);
-  const uint64_t was_entries = old.empty() ? feed.guard_entries : old.size();
+  // A whole version is judged against the baseline's entries while sweeps have taken some of
+  // them out too, not only once they took all: a truncated version held against 1,000 entries
+  // would otherwise apply as soon as fewer than 10 times its size were left.
+  const bool against_baseline =
+      feed.guarded && (old.empty() || (whole && feed.guard_entries > old.size()));
+  const uint64_t was_entries = against_baseline ? feed.guard_entries : old.size();
   const absl::string_view was_what = old.empty() ? "its last version with entries (they expired)"
                                                  : "the current";
   const double keep = KeepRatioOf(feed.config);
@@ -586,7 +602,11 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
   if (guarded && keep > 0 && (whole || !old.empty()) &&
       static_cast<double>(next->size()) < keep * static_cast<double>(was_entries)) {
     held_reason = absl::StrCat("the new version has ", next->size(), " entries, fewer than ",
-                               keep * 100, "% of ", was_what, " ", was_entries,
+                               keep * 100, "% of ",
+                               against_baseline && !old.empty()
+                                   ? "its last version applied (entries expired since)"
+                                   : was_what,
+                               " ", was_entries,
                                "; held (push with force to apply)");
   }
   const double growth = GrowthRatioOf(feed.config);
@@ -1127,9 +1147,16 @@ absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
   feed->never_ban = never_ban;
   feed->never_ban_counter->Increment(static_cast<double>(never_ban));
   PublishLocked(*feed, std::make_shared<const FeedSet>(std::move(entries)));
-  // The writer's versions include its sweeps and forced ones (FeedState does not say which):
-  // each is taken as applied, so a node that comes to write judges as strictly or more.
-  AppliedLocked(*feed, /*force=*/false);
+  // The writer's baseline, as it stands after this version: a sweep's version (entries expired,
+  // some or all) keeps the one before it, a forced one starts afresh. Rebuilt from the versions
+  // seen, a node that joined after a sweep emptied the feed would write unguarded, and each
+  // partial sweep would lower the baseline. A writer older than FeedState.guard: each of its
+  // versions (sweeps and forced ones alike: it does not say which) is taken as applied.
+  if (state.has_guard()) {
+    ReadGuard(state.guard(), *feed);
+  } else {
+    AppliedLocked(*feed, /*force=*/false);
+  }
   PersistLocked(*feed, /*made_here=*/false);
   if (running_.load() && feed->config.to_edge()) SyncEdgeLocked();
   return true;

@@ -116,8 +116,10 @@ class FeedManager {
   void SetPushForward(PushForward forward);
   // A version another node made (the cluster writer's, as on_version gave it): becomes this
   // node's registry entry and stored copy, without an edge sync unless this manager runs
-  // (Start: it writes, and a former writer published late). false: ignored, this node holds
-  // that version or a newer one. kNotFound: the feed is not configured here.
+  // (Start: it writes, and a former writer published late), and with it the writer's guards'
+  // baseline (FeedState.guard; at most 25 samples of it kept), so that this node, should it come
+  // to write, judges new versions as the writer did. false: ignored, this node holds that
+  // version or a newer one. kNotFound: the feed is not configured here.
   absl::StatusOr<bool> Follow(absl::string_view feed, const palisade::v1::FeedState& state);
   // The version held (0: none; kNotFound when not configured).
   absl::StatusOr<uint64_t> Version(absl::string_view feed) const;

@@ -1865,10 +1865,11 @@ TEST_F(FeedManagerTest, GrowthGuardBoundsADaysGrowth) {
   EXPECT_THAT(r->held_reason(), AllOf(HasSubstr("5308416 IPv4 addresses"),
                                       HasSubstr("65536"), HasSubstr("24 h")));
   clock_.Advance(absl::Hours(20));
-  r = feeds->Push("f", kReplace, {}, false, Sixteens(81));  // 24 h on: the day's least is 9 /16s
+  // 24 h on: the 1 /16 replaced at +2 h is 22 h old, still the day's least.
+  r = feeds->Push("f", kReplace, {}, false, Sixteens(81));
   ASSERT_THAT(r, IsOk());
   EXPECT_TRUE(r->held());
-  clock_.Advance(absl::Hours(2));
+  clock_.Advance(absl::Hours(2));  // it is a day old: the least is the current 9 /16s
   r = feeds->Push("f", kReplace, {}, false, Sixteens(81));
   ASSERT_THAT(r, IsOk());
   EXPECT_FALSE(r->held());
@@ -1936,6 +1937,240 @@ TEST_F(FeedManagerTest, AToEdgeFeedPulledOverHttpIsWarnedOfAtStart) {
   EXPECT_THAT(logged, AllOf(HasSubstr("edge-http"), HasSubstr("http://")));
   EXPECT_THAT(logged, ::testing::Not(HasSubstr("local-http")));
   EXPECT_THAT(logged, ::testing::Not(HasSubstr("edge-https")));
+}
+
+// A version as a writer stores and publishes it: entries Hosts(from, to) ending at `expiry`,
+// and `guard` (none when null).
+palisade::v1::FeedState StateOf(uint64_t version, int from, int to, int64_t expiry,
+                                const palisade::v1::FeedState::Guard* guard) {
+  palisade::v1::FeedState state;
+  state.set_version(version);
+  for (int i = from; i < to; ++i) {
+    auto* e = state.add_entries();
+    e->set_cidr(absl::StrCat("198.18.", i / 256, ".", i % 256, "/32"));
+    e->set_expiry(expiry);
+  }
+  if (guard != nullptr) *state.mutable_guard() = *guard;
+  return state;
+}
+
+// Follow rebuilt the guards' baseline from the versions it saw, never reading the writer's
+// (FeedState.guard): a node that joined when the writer's sweep had emptied the feed (a version
+// held, its pulls renewing nothing) got only that empty version, was unguarded, and applied the
+// held content once it came to write.
+TEST_F(FeedManagerTest, ANodeJoiningAfterTheEntriesExpiredKeepsTheWritersBaseline) {
+  FeedServer server;
+  server.Serve(Twelves(16));  // what the writer holds
+  FeedConfig c = Plain("f");
+  c.set_url(server.url());
+  c.mutable_interval()->set_seconds(600);
+  c.mutable_entry_ttl()->set_seconds(3600);
+  std::vector<palisade::v1::FeedState> made;
+  FeedManagerOptions options;
+  options.feeds = {c};
+  options.on_version = [&made](absl::string_view, const palisade::v1::FeedState& state) {
+    made.push_back(state);
+  };
+  FeedManager writer(options, clock_, metrics_, nullptr, nullptr);
+  ASSERT_THAT(writer.Push("f", kReplace, {}, false, Hosts(0, 100)), IsOk());
+  clock_.Advance(absl::Minutes(61));
+  writer.Tick();  // the entries expire (a version, empty); the pull is held
+  EXPECT_TRUE(writer.List().feeds(0).held());
+  ASSERT_THAT(made, SizeIs(2));
+  ASSERT_THAT(made[1].entries(), SizeIs(0));
+  EXPECT_TRUE(made[1].guard().guarded());
+
+  prometheus::Registry joined_metrics;
+  FeedManagerOptions fo;
+  fo.feeds = {c};
+  FeedManager joined(fo, clock_, joined_metrics, nullptr, nullptr);
+  ASSERT_THAT(joined.Follow("f", made[1]), IsOkAndHolds(true));
+  absl::StatusOr<PushFeedResponse> r = joined.FetchNow("f");  // the writer gone, it writes
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(), HasSubstr("16777216 IPv4 addresses"));
+  EXPECT_FALSE(joined.registry().Contains("f", Ip("44.1.2.3")));
+}
+
+// A follower took each of the writer's versions as applied: a sweep that left 5 of 100 entries
+// made 5 its baseline, so a truncated version the writer held against 100 applied there.
+TEST_F(FeedManagerTest, AFollowerKeepsTheBaselineThroughPartialSweeps) {
+  const int64_t now = absl::ToUnixSeconds(clock_.TimeNow());
+  palisade::v1::FeedState::Guard guard;
+  guard.set_guarded(true);
+  guard.set_entries(100);
+  guard.set_v4(100);
+  prometheus::Registry follower_metrics;
+  FeedManagerOptions fo;
+  fo.feeds = {Plain("f")};
+  FeedManager follower(fo, clock_, follower_metrics, nullptr, nullptr);
+  ASSERT_THAT(follower.Follow("f", StateOf(1, 0, 100, now + 3600, &guard)), IsOkAndHolds(true));
+  ASSERT_THAT(follower.Follow("f", StateOf(2, 0, 5, now + 3600, &guard)), IsOkAndHolds(true));
+  absl::StatusOr<PushFeedResponse> r =
+      follower.Push("f", kReplace, {}, false, Hosts(0, 9));  // it came to write
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(), HasSubstr("its last version applied (entries expired since) 100"));
+  // A version from a writer older than FeedState.guard is taken as applied.
+  ASSERT_THAT(follower.Follow("f", StateOf(10, 0, 50, now + 3600, nullptr)), IsOkAndHolds(true));
+  r = follower.Push("f", kReplace, {}, false, Hosts(0, 9));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+}
+
+// A follower kept its own samples of the day: a writer's force (its baseline started afresh)
+// never cleared them, so the node judged the next version against what the force had ended.
+TEST_F(FeedManagerTest, AWritersForceClearsItsFollowersSamples) {
+  std::vector<palisade::v1::FeedState> made;
+  FeedManagerOptions options;
+  options.feeds = {Plain("f")};
+  options.on_version = [&made](absl::string_view, const palisade::v1::FeedState& state) {
+    made.push_back(state);
+  };
+  FeedManager writer(options, clock_, metrics_, nullptr, nullptr);
+  ASSERT_THAT(writer.Push("f", kReplace, {}, false, Sixteens(1)), IsOk());
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(writer.Push("f", kReplace, {}, true, Sixteens(81)), IsOk());
+  ASSERT_THAT(made, SizeIs(2));
+  prometheus::Registry follower_metrics;
+  FeedManagerOptions fo;
+  fo.feeds = {Plain("f")};
+  FeedManager follower(fo, clock_, follower_metrics, nullptr, nullptr);
+  ASSERT_THAT(follower.Follow("f", made[0]), IsOkAndHolds(true));
+  ASSERT_THAT(follower.Follow("f", made[1]), IsOkAndHolds(true));
+  clock_.Advance(absl::Hours(1));
+  // 100 /16s: within 10x the forced 81, as the writer judges it.
+  absl::StatusOr<PushFeedResponse> r = follower.Push("f", kReplace, {}, false, Sixteens(100));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held()) << r->held_reason();
+}
+
+// The shrink guard judged a whole version against the entries left whenever any were: a
+// truncated version held against 105 entries applied once sweeps had left fewer than 10 times
+// its size.
+TEST_F(FeedManagerTest, AShrunkVersionIsJudgedAgainstTheBaselineWhileEntriesExpire) {
+  FeedConfig c = Plain("f");
+  c.mutable_entry_ttl()->set_seconds(2 * 3600);
+  auto feeds = Make({c});
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false, Hosts(0, 100)), IsOk());
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(feeds->Push("f", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, Hosts(100, 105)),
+              IsOk());
+  absl::StatusOr<PushFeedResponse> r = feeds->Push("f", kReplace, {}, false, Hosts(0, 9));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  clock_.Advance(absl::Minutes(61));
+  feeds->Tick();  // the first 100 expire
+  ASSERT_EQ(feeds->List().feeds(0).entries(), 5u);
+  r = feeds->Push("f", kReplace, {}, false, Hosts(0, 9));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(), HasSubstr("fewer than 10% of its last version applied"));
+  // A delta is still judged against the entries it changes.
+  r = feeds->Push("f", palisade::v1::FEED_PUSH_MODE_REMOVE, {}, false, Hosts(100, 101));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+}
+
+// A store written before FeedState.guard: the version's entries, expired ones included, are the
+// baseline; an empty one has none, which Restore says.
+TEST_F(FeedManagerTest, AVersionStoredBeforeTheBaselineIsItsOwnBaseline) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/no_guard.db");
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  const int64_t now = absl::ToUnixSeconds(clock_.TimeNow());
+  ASSERT_THAT((*store)->SaveSnapshot("feed:had",
+                                     StateOf(7, 0, 100, now - 60, nullptr).SerializeAsString()),
+              IsOk());
+  ASSERT_THAT((*store)->SaveSnapshot("feed:empty",
+                                     StateOf(3, 0, 0, now - 60, nullptr).SerializeAsString()),
+              IsOk());
+  auto feeds = Make({Plain("had"), Plain("empty")}, nullptr, store->get());
+  ::testing::internal::CaptureStderr();
+  ASSERT_THAT(feeds->Restore(), IsOk());
+  const std::string logged = ::testing::internal::GetCapturedStderr();
+  EXPECT_THAT(logged, AllOf(HasSubstr("empty: the version stored"),
+                            HasSubstr("do not judge the feed's next version")));
+  EXPECT_THAT(logged, ::testing::Not(HasSubstr("had: the version stored")));
+  EXPECT_EQ(feeds->List().feeds(1).entries(), 0u);  // "had": expired
+  absl::StatusOr<PushFeedResponse> r = feeds->Push("had", kReplace, {}, false, Hosts(0, 5));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(), HasSubstr("its last version with entries (they expired) 100"));
+  r = feeds->Push("had", kReplace, {}, false, Hosts(0, 100) + Twelves(1));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(), HasSubstr("1048676 IPv4 addresses"));
+  r = feeds->Push("empty", kReplace, {}, false, Twelves(16));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held());
+}
+
+// The day's samples: one an hour, the least of the baselines replaced within it, stored with
+// the version; the growth guard judges against the least.
+TEST_F(FeedManagerTest, BaselinesReplacedWithinAnHourMergeIntoOneSample) {
+  const int64_t start = absl::ToUnixSeconds(clock_.TimeNow());
+  ASSERT_EQ(start % 3600, 0);
+  std::vector<palisade::v1::FeedState> made;
+  FeedManagerOptions options;
+  options.feeds = {Plain("f")};
+  options.on_version = [&made](absl::string_view, const palisade::v1::FeedState& state) {
+    made.push_back(state);
+  };
+  FeedManager feeds(options, clock_, metrics_, nullptr, nullptr);
+  ASSERT_THAT(feeds.Push("f", kReplace, {}, false, Sixteens(1)), IsOk());
+  clock_.Advance(absl::Minutes(10));
+  ASSERT_THAT(feeds.Push("f", kReplace, {}, false, Sixteens(9)), IsOk());
+  clock_.Advance(absl::Minutes(10));
+  ASSERT_THAT(feeds.Push("f", kReplace, {}, false, Sixteens(2)), IsOk());
+  ASSERT_THAT(made, SizeIs(3));
+  ASSERT_THAT(made[2].guard().replaced(), SizeIs(1));
+  EXPECT_EQ(made[2].guard().replaced(0).at(), start + 1200);
+  EXPECT_EQ(made[2].guard().replaced(0).v4(), 65536u);  // 1 /16 and 9: the least
+  EXPECT_EQ(made[2].guard().v4(), 2u * 65536);
+  clock_.Advance(absl::Minutes(10));
+  // 7.5x the current 2 /16s, 15x the 1 of the hour's sample.
+  absl::StatusOr<PushFeedResponse> r = feeds.Push("f", kReplace, {}, false, Sixteens(15));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(), HasSubstr("the 65536 it covered within the last 24 h"));
+  clock_.Advance(absl::Minutes(40));  // the next hour (+70 min): a sample of its own
+  ASSERT_THAT(feeds.Push("f", kReplace, {}, false, Sixteens(3)), IsOk());
+  ASSERT_THAT(made, SizeIs(4));
+  ASSERT_THAT(made[3].guard().replaced(), SizeIs(2));
+  EXPECT_EQ(made[3].guard().replaced(1).at(), start + 4200);
+  EXPECT_EQ(made[3].guard().replaced(1).v4(), 2u * 65536);
+}
+
+// The cluster's KV bucket is only semi-trusted: a followed (or restored) baseline keeps at most
+// 25 samples, the newest, whatever the version carries.
+TEST_F(FeedManagerTest, AFollowedBaselineKeepsAtMostTwentyFiveSamples) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/guard_cap.db");
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  const int64_t now = absl::ToUnixSeconds(clock_.TimeNow());
+  palisade::v1::FeedState::Guard guard;
+  guard.set_guarded(true);
+  guard.set_entries(10);
+  guard.set_v4(10);
+  for (int i = 0; i < 1000; ++i) {
+    auto* sample = guard.add_replaced();
+    sample->set_at(now - 1000 + i);
+    sample->set_v4(static_cast<uint64_t>(i) + 1);
+  }
+  FeedManagerOptions fo;
+  fo.feeds = {Plain("f")};
+  FeedManager follower(fo, clock_, metrics_, nullptr, store->get());
+  ASSERT_THAT(follower.Follow("f", StateOf(1, 0, 10, now + 3600, &guard)), IsOkAndHolds(true));
+  absl::StatusOr<std::string> blob = (*store)->LoadSnapshot("feed:f");
+  ASSERT_THAT(blob, IsOk());
+  palisade::v1::FeedState stored;
+  ASSERT_TRUE(stored.ParseFromString(*blob));
+  ASSERT_THAT(stored.guard().replaced(), SizeIs(25));
+  EXPECT_EQ(stored.guard().replaced(0).at(), now - 25);
+  EXPECT_EQ(stored.guard().replaced(24).v4(), 1000u);
 }
 
 }  // namespace
