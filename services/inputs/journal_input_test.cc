@@ -425,14 +425,16 @@ TEST_F(JournalInputTest, AnUnprivilegedUsersEntryCannotTakeADaemonsTag) {
                   t + "10Z openvpn[992]: 192.0.2.15:1194 TLS Auth Error",
                   t + "11Z kernel: Out of memory: Killed process 42 (x)"));
   // What Rule.programs is compared with: alice's line is not sshd's.
+  // The parsed line's views point into the line: the copy Lines() returns must outlive them.
   LineParser parser(palisade::v1::LOG_FORMAT_SYSLOG);
-  for (size_t i = 0; i < Lines().size(); ++i) {
+  const std::vector<std::string> lines = Lines();
+  for (size_t i = 0; i < lines.size(); ++i) {
     ParsedLine parsed;
-    ASSERT_TRUE(parser.Parse(Lines()[i], absl::FromUnixMicros(kBase), &parsed).ok()) << i;
+    ASSERT_TRUE(parser.Parse(lines[i], absl::FromUnixMicros(kBase), &parsed).ok()) << i;
     if (i < 3) {
-      EXPECT_NE(parsed.program, "sshd") << Lines()[i];
+      EXPECT_NE(parsed.program, "sshd") << lines[i];
     } else if (i < 5) {
-      EXPECT_EQ(parsed.program, "sshd") << Lines()[i];
+      EXPECT_EQ(parsed.program, "sshd") << lines[i];
     }
   }
 }
