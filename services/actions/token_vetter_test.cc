@@ -274,8 +274,8 @@ TEST(VerifyWithCloudflareTest, AnUnreadableAnswerIsNoAnswerYet) {
   };
   EXPECT_EQ(verdict(200, R"({"success":"yes","errors":[],"messages":[],"result":{}})"),
             TokenVerdict::kUnknown);
-  EXPECT_EQ(verdict(200, R"({"success":true,"errors":[],"messages":[],)"
-                         R"("result":{"id":"ed17574386854bf78a67040be0a770b0","status":"active"}})"),
+  EXPECT_EQ(verdict(200, R"({"success":true,"errors":[],"messages":[],"result":)"
+                         R"({"id":"ed17574386854bf78a67040be0a770b0","status":"active"}})"),
             TokenVerdict::kLive);
   EXPECT_EQ(verdict(401, R"({"success":false,"errors":[{"code":1000,"message":"Invalid API )"
                          R"(Token"}],"messages":[],"result":null})"),

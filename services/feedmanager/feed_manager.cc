@@ -441,7 +441,8 @@ void FeedManager::PersistLocked(Feed& feed, bool made_here) {
 absl::Status FeedManager::SaveLocked(Feed& feed, const palisade::v1::FeedState& state) {
   if (store_ == nullptr) return absl::OkStatus();
   // The guards' baseline is in the state (FeedState.guard), written with the version at once.
-  absl::Status s = store_->SaveSnapshot(SnapshotName(feed.config.name()), state.SerializeAsString());
+  absl::Status s =
+      store_->SaveSnapshot(SnapshotName(feed.config.name()), state.SerializeAsString());
   if (s.ok()) {
     if (!feed.store_error.ok()) {
       Log(absl::StrCat(feed.config.name(), ": version ", feed.version, " stored"));
