@@ -311,6 +311,12 @@ absl::Status FeedManager::Restore() {
                              "with it) is empty: the shrink and growth guards do not judge the "
                              "feed's next version, which becomes their baseline"));
     }
+    // What the never-ban set or the minimum prefix now holds out is no version's to hold: the
+    // baseline loses it too (an allowlisted range over most of the feed would otherwise hold
+    // the next whole version of the rest as a shrink until forced).
+    if (feed.guarded) {
+      feed.guard_entries -= std::min<uint64_t>(feed.guard_entries, never_ban + too_wide);
+    }
     PublishLocked(feed, std::make_shared<const FeedSet>(std::move(entries)));
     Log(absl::StrCat(name, ": restored version ", feed.version, ", ", feed.current->size(),
                      " entries",

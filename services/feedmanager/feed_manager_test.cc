@@ -2107,6 +2107,35 @@ TEST_F(FeedManagerTest, AVersionStoredBeforeTheBaselineIsItsOwnBaseline) {
   EXPECT_FALSE(r->held());
 }
 
+// A never-ban range added over most of a feed, then a restart: the entries it holds out are no
+// longer the feed's, so they leave the guards' baseline too; else the next whole version of
+// what is left was held as a shrink against entries no version may hold, until forced.
+TEST_F(FeedManagerTest, EntriesTheNeverBanSetTakesAtARestartLeaveTheBaseline) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/never_ban_baseline.db");
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  {
+    auto feeds = Make({Plain("f")}, nullptr, store->get());
+    ASSERT_THAT(feeds->Push("f", kReplace, {}, false, Hosts(0, 100)), IsOk());
+  }
+  FeedManagerOptions options;
+  options.feeds = {Plain("f")};
+  options.edge_max_entries = 10000;
+  // Hosts 0..95 of the 100 allowlisted since.
+  options.never_ban = *CidrSet::Parse({"192.0.2.0/24", "198.18.0.0/26", "198.18.0.64/27"});
+  FeedManager feeds(std::move(options), clock_, metrics_, nullptr, store->get());
+  ASSERT_THAT(feeds.Restore(), IsOk());
+  EXPECT_EQ(feeds.List().feeds(0).entries(), 4u);
+  absl::StatusOr<PushFeedResponse> r = feeds.Push("f", kReplace, {}, false, Hosts(96, 100));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held()) << r->held_reason();
+  // The baseline still guards what is left.
+  r = feeds.Push("f", kReplace, {}, false, std::string());
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+}
+
 // The day's samples: one an hour, the least of the baselines replaced within it, stored with
 // the version; the growth guard judges against the least.
 TEST_F(FeedManagerTest, BaselinesReplacedWithinAnHourMergeIntoOneSample) {
