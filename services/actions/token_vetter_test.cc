@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "services/cloudflare/http_transport.h"
+#include "services/cloudflare/scripted_transport_for_tests.h"
 #include "services/common/clock.h"
 #include "services/common/fingerprint.h"
 
@@ -246,27 +246,12 @@ TEST_F(TokenVetterTest, TheWorkerVerifiesInTheBackground) {
 // Cloudflare's verify answers, as the vetter takes them: a 2xx the client cannot read
 // (kInternal: a reply of an unexpected shape) is no answer yet, not "not a token" (a live leaked
 // token would be dropped for good); a refusal from both endpoints is "not a token".
-class ScriptedVerify final : public HttpTransport {
- public:
-  ScriptedVerify(int status, std::string body) : status_(status), body_(std::move(body)) {}
-  absl::StatusOr<HttpResponse> Send(const HttpRequest&) override {
-    HttpResponse r;
-    r.status = status_;
-    r.body = body_;
-    return r;
-  }
-
- private:
-  int status_;
-  std::string body_;
-};
-
 TEST(VerifyWithCloudflareTest, AnUnreadableAnswerIsNoAnswerYet) {
   SimulatedClock clock;
   const std::string leaked = "cfut_0123456789abcdefghijABCDEFGHIJ0123456789";
   auto verdict = [&](int status, const std::string& body) {
     prometheus::Registry registry;
-    ScriptedVerify transport(status, body);
+    ::palisade::testing::ScriptedTransport transport(status, body);
     ClientOptions options;
     options.account_id = "0123456789abcdef0123456789abcdef";
     CloudflareClient client(transport, clock, options, Credentials{}, registry);

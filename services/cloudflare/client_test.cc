@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "services/cloudflare/scripted_transport_for_tests.h"
 #include "services/common/status_matchers.h"
 #include "tests/cloudflare_fake/emulator_server.h"
 #include "tests/cloudflare_fake/fake_cloudflare.h"
@@ -378,20 +379,7 @@ TEST_F(ClientTest, APostThatCouldNotConnectIsRetried) {
 }
 
 // HTTP status first, then the code: 10006 on a 400 is a bad request, not "not found".
-class ScriptedTransport final : public HttpTransport {
- public:
-  ScriptedTransport(int status, std::string body) : status_(status), body_(std::move(body)) {}
-  absl::StatusOr<HttpResponse> Send(const HttpRequest&) override {
-    HttpResponse r;
-    r.status = status_;
-    r.body = body_;
-    return r;
-  }
-
- private:
-  int status_;
-  std::string body_;
-};
+using ::palisade::testing::ScriptedTransport;
 
 TEST(ClientErrorTest, DecidedByHttpStatusFirst) {
   SimulatedClock clock;

@@ -599,7 +599,7 @@ void SyslogReceiver::Add(std::string frame, const std::string& peer_source,
   bool full = false;
   {
     absl::MutexLock lock(&batch_mu_);
-    Pending& pending = pending_[{source, sender}];
+    Pending& pending = pending_[source][sender];
     palisade::v1::LogBatch& batch = v5424 ? pending.rfc5424 : pending.rfc3164;
     batch.add_records()->set_line(std::move(frame));
     // Many senders' small batches are bounded together too.
@@ -612,24 +612,26 @@ void SyslogReceiver::Add(std::string frame, const std::string& peer_source,
 
 void SyslogReceiver::Flush() {
   absl::MutexLock sink_lock(&sink_mu_);
-  std::map<std::pair<std::string, std::string>, Pending> pending;
+  std::map<std::string, std::map<std::string, Pending>> pending;
   {
     absl::MutexLock lock(&batch_mu_);
     pending.swap(pending_);
     pending_frames_ = 0;
   }
-  for (auto& [to, p] : pending) {
-    p.rfc3164.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
-    p.rfc5424.set_format(palisade::v1::LOG_FORMAT_SYSLOG5424);
-    for (palisade::v1::LogBatch* batch : {&p.rfc3164, &p.rfc5424}) {
-      if (batch->records_size() == 0) continue;
-      batch->set_source(to.first);
-      batch->set_stream(to.second);
-      absl::Status s = sink_(*batch);
-      if (!s.ok()) {
-        sink_errors_->Increment();
-        if (options_.log) {
-          options_.log(absl::StrCat("input ", config_.name(), ": batch refused: ", s.message()));
+  for (auto& [source, by_sender] : pending) {
+    for (auto& [sender, p] : by_sender) {
+      p.rfc3164.set_format(palisade::v1::LOG_FORMAT_SYSLOG);
+      p.rfc5424.set_format(palisade::v1::LOG_FORMAT_SYSLOG5424);
+      for (palisade::v1::LogBatch* batch : {&p.rfc3164, &p.rfc5424}) {
+        if (batch->records_size() == 0) continue;
+        batch->set_source(source);
+        batch->set_stream(sender);
+        absl::Status s = sink_(*batch);
+        if (!s.ok()) {
+          sink_errors_->Increment();
+          if (options_.log) {
+            options_.log(absl::StrCat("input ", config_.name(), ": batch refused: ", s.message()));
+          }
         }
       }
     }

@@ -354,7 +354,9 @@ class SyslogReceiver {
     palisade::v1::LogBatch rfc5424;
   };
   absl::Mutex batch_mu_;
-  std::map<std::pair<std::string, std::string>, Pending> pending_ ABSL_GUARDED_BY(batch_mu_);
+  // By source, then sender (LogBatch.stream): two lookups that copy neither string once the
+  // pair is there (a pair key would be built, and its strings copied, for every frame).
+  std::map<std::string, std::map<std::string, Pending>> pending_ ABSL_GUARDED_BY(batch_mu_);
   size_t pending_frames_ ABSL_GUARDED_BY(batch_mu_) = 0;
   absl::Mutex sink_mu_;  // batches reach the sink one at a time, in order
   prometheus::Counter* udp_frames_ = nullptr;
