@@ -38,6 +38,9 @@ constexpr int64_t kGrowthWindow = 24 * 3600;
 // cluster's KV bucket, which is only semi-trusted) are not kept.
 constexpr int kMaxGuardSamples = 25;
 constexpr size_t kMaxRejectionsReturned = 100;
+// A version the store refused is written again a second after, then backing off (doubling) to
+// this: each write is a whole copy of the feed, serialized.
+constexpr absl::Duration kMaxSaveBackoff = absl::Minutes(5);
 // Tick sweeps expired entries out when the earliest expiry, rounded up to this many seconds, has
 // passed.
 constexpr int64_t kSweepGrid = 60;
@@ -191,8 +194,8 @@ FeedManager::FeedManager(FeedManagerOptions options, Clock& clock, prometheus::R
                    .Register(metrics);
   auto& store_errors = prometheus::BuildCounter()
                            .Name("palisade_feed_store_errors_total")
-                           .Help("Feed versions the store refused (each is written again every "
-                                 "second until it takes it).")
+                           .Help("Feed versions the store refused (each is written again, "
+                                 "backing off from a second to 5 minutes, until it takes it).")
                            .Register(metrics);
   for (const FeedConfig& config : options_.feeds) {
     Feed feed;
@@ -256,7 +259,9 @@ absl::Status FeedManager::Restore() {
     if (!state.ParseFromString(*blob)) {
       return absl::DataLossError(absl::StrCat("feed ", name, ": stored version is unreadable"));
     }
-    if (state.has_guard()) ReadGuard(state.guard(), feed);
+    if (state.has_guard()) {
+      ReadGuard(state.guard(), absl::ToUnixSeconds(clock_.TimeNow()), feed);
+    }
     // Stored before the baseline was (an upgrade): the version as stored is the baseline,
     // expired entries included.
     std::vector<FeedEntry> stored;
@@ -356,7 +361,7 @@ void FeedManager::WriteGuard(const Feed& feed, palisade::v1::FeedState::Guard* o
   }
 }
 
-void FeedManager::ReadGuard(const palisade::v1::FeedState::Guard& in, Feed& feed) {
+void FeedManager::ReadGuard(const palisade::v1::FeedState::Guard& in, int64_t now, Feed& feed) {
   feed.guarded = in.guarded();
   feed.guard_entries = in.entries();
   feed.guard_covered = {in.v4(), in.v6_64s()};
@@ -364,7 +369,11 @@ void FeedManager::ReadGuard(const palisade::v1::FeedState::Guard& in, Feed& feed
   // The newest kMaxGuardSamples (oldest first, as written).
   for (int i = std::max(0, in.replaced_size() - kMaxGuardSamples); i < in.replaced_size(); ++i) {
     const auto& sample = in.replaced(i);
-    feed.replaced.emplace_back(sample.at(), FeedSet::Coverage{sample.v4(), sample.v6_64s()});
+    // Not after now: one dated ahead of this node's clock (a writer's clock ahead of it, or a
+    // forged version) would never age out of the day's window, and would bound growth for as
+    // long as it is ahead. Taken as of now, it ages out a day from now.
+    feed.replaced.emplace_back(std::min(sample.at(), now),
+                               FeedSet::Coverage{sample.v4(), sample.v6_64s()});
   }
 }
 
@@ -437,7 +446,7 @@ void FeedManager::PersistLocked(Feed& feed, bool made_here) {
   absl::Status s = SaveLocked(feed, state);
   if (!s.ok()) {
     // Applied, published and (to_edge) at the edge, but a restart would restore the version
-    // before it: said and counted, and written again by each Tick until the store takes it.
+    // before it: said and counted, and written again by Tick until the store takes it.
     feed.store_errors->Increment();
     feed.last_error = s;
     Log(absl::StrCat(feed.config.name(), ": ", s.message()));
@@ -455,10 +464,14 @@ absl::Status FeedManager::SaveLocked(Feed& feed, const palisade::v1::FeedState& 
       if (feed.last_error == feed.store_error) feed.last_error = absl::OkStatus();
     }
     feed.store_error = absl::OkStatus();
+    feed.save_failures = 0;
     return s;
   }
+  ++feed.save_failures;
+  const absl::Duration backoff = absl::Seconds(1) * (1 << std::min(feed.save_failures - 1, 9));
+  feed.next_save = clock_.TimeNow() + std::min(kMaxSaveBackoff, backoff);
   feed.store_error = absl::Status(
-      s.code(), absl::StrCat("version ", feed.version, " not stored (retried each second): ",
+      s.code(), absl::StrCat("version ", feed.version, " not stored (retried, backing off): ",
                              s.message()));
   return feed.store_error;
 }
@@ -622,10 +635,16 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
     // family alone, so that IPv6 space (in /64s) does not hide a jump in IPv4. Against the
     // least the feed covered within the last day too, not only now: versions each just under
     // the ratio would otherwise multiply it (100 addresses to 930 M in seven pulls).
-    const FeedSet::Coverage was = old.empty() ? feed.guard_covered : feed.covered;
+    // Against the larger of what is left and the baseline (the last version applied): after
+    // sweeps took some entries out, what is left would hold a version back at the feed's usual
+    // size as growth until the rest expired.
+    const FeedSet::Coverage baseline =
+        feed.guarded ? feed.guard_covered : FeedSet::Coverage{0, 0};
     const FeedSet::Coverage least = LeastCoveredLocked(feed, now);
     const FeedSet::Coverage will = next->Covered();
-    auto holds = [&](uint64_t current, uint64_t day, uint64_t after, absl::string_view what) {
+    auto holds = [&](uint64_t left, uint64_t applied, uint64_t day, uint64_t after,
+                     absl::string_view what) {
+      const uint64_t current = std::max(left, applied);
       const uint64_t before = std::min(current, day);
       if (after < kGrowthFloor ||
           static_cast<double>(after) <= growth * static_cast<double>(before)) {
@@ -633,13 +652,18 @@ absl::StatusOr<PushFeedResponse> FeedManager::ApplyLocked(Feed& feed, FeedPushMo
       }
       held_reason = absl::StrCat(
           "the new version covers ", after, " ", what, ", more than ", growth, " times ",
-          before < current ? absl::StrCat("the ", before, " it covered within the last 24 h")
-                           : absl::StrCat(was_what, " ", before),
+          before < current
+              ? absl::StrCat("the ", before, " it covered within the last 24 h")
+              : absl::StrCat(current > left && !old.empty()
+                                 ? "its last version applied (entries expired since)"
+                                 : was_what,
+                             " ", before),
           " (max_growth_ratio); held (push with force to apply)");
       return true;
     };
-    if (!holds(was.v4, least.v4, will.v4, "IPv4 addresses")) {
-      holds(was.v6_64s, least.v6_64s, will.v6_64s, "IPv6 /64 networks");
+    if (!holds(feed.covered.v4, baseline.v4, least.v4, will.v4, "IPv4 addresses")) {
+      holds(feed.covered.v6_64s, baseline.v6_64s, least.v6_64s, will.v6_64s,
+            "IPv6 /64 networks");
     }
   }
   if (!held_reason.empty()) {
@@ -929,6 +953,7 @@ absl::StatusOr<PushFeedResponse> FeedManager::FetchNow(absl::string_view name) {
   absl::MutexLock fetch_lock(&fetch_mu_);
   FetchRequest request;
   FeedConfig config;
+  uint64_t asked_for = 0;  // the version the request's validators name
   {
     absl::MutexLock lock(&mu_);
     Feed* feed = FindLocked(name);
@@ -948,6 +973,7 @@ absl::StatusOr<PushFeedResponse> FeedManager::FetchNow(absl::string_view name) {
     request.max_bytes = config.max_bytes() > 0 ? config.max_bytes() : kDefaultMaxBytes;
     request.cancel = &stopping_;
     feed->last_attempt = clock_.TimeNow();
+    asked_for = feed->version;
   }
   absl::StatusOr<FetchResult> fetched = Fetch(request);
   if (fetched.status().code() == absl::StatusCode::kCancelled) {
@@ -986,7 +1012,9 @@ absl::StatusOr<PushFeedResponse> FeedManager::FetchNow(absl::string_view name) {
     // That version is a whole copy of the feed: it is made only when it moves an entry's expiry
     // by a step (RenewalStep), not at each pull; until then last_seen stays that of the
     // version held.
-    if (feed->current != nullptr && feed->ttl_expiry_known) {
+    // Only the version the request named: one made while it was in flight (a push, a sweep)
+    // is not what the server said is unchanged.
+    if (feed->current != nullptr && feed->ttl_expiry_known && feed->version == asked_for) {
       const int64_t at = absl::ToUnixSeconds(now);
       const absl::Duration ttl = TtlOf(config);
       const int64_t renewed_expiry = at + absl::ToInt64Seconds(ttl);
@@ -1035,8 +1063,10 @@ void FeedManager::Tick() {
       if (feed.last_success != absl::InfinitePast()) {
         feed.age_gauge->Set(absl::ToDoubleSeconds(now - feed.last_success));
       }
-      // A version the store refused is written again.
-      if (!feed.store_error.ok()) SaveLocked(feed, StateLocked(feed)).IgnoreError();
+      // A version the store refused is written again, when its backoff has passed.
+      if (!feed.store_error.ok() && now >= feed.next_save) {
+        SaveLocked(feed, StateLocked(feed)).IgnoreError();
+      }
       // Entries past their expiry leave the feed (a new version of it), on a one-minute grid:
       // at most a minute late, and entries ending seconds apart leave in one version, not one
       // each (a version is stored whole and, in a cluster, published).
@@ -1160,7 +1190,13 @@ absl::StatusOr<bool> FeedManager::Follow(absl::string_view name,
   // partial sweep would lower the baseline. A writer older than FeedState.guard: each of its
   // versions (sweeps and forced ones alike: it does not say which) is taken as applied.
   if (state.has_guard()) {
-    ReadGuard(state.guard(), *feed);
+    ReadGuard(state.guard(), absl::ToUnixSeconds(clock_.TimeNow()), *feed);
+    // What this node's never-ban set or minimum prefix holds out is no version's to hold here:
+    // the baseline loses it too, as at a Restore (else, should this node come to write, the
+    // next whole version of the rest is held as a shrink against entries it may never hold).
+    if (feed->guarded) {
+      feed->guard_entries -= std::min<uint64_t>(feed->guard_entries, never_ban + rejected);
+    }
   } else {
     AppliedLocked(*feed, /*force=*/false);
   }

@@ -2,7 +2,8 @@
 // Feeds.Push or pulled by its own thread), and keeps three things in step with them:
 //  - the FeedRegistry the engine reads for in_feed conditions (swapped, never locked by readers);
 //  - the feed's durable copy in the store, so a restart resumes with the last applied version
-//    (one the store refuses is the feed's last_error, counted, and written again by each Tick);
+//    (one the store refuses is the feed's last_error, counted, and written again by Tick, the
+//    retries backing off from a second to 5 minutes);
 //  - the edge: the merged union of the feeds marked to_edge becomes decisions of origin feed
 //    (DecisionTable::SyncFeed), so only entries that came or went cause list operations.
 //
@@ -117,14 +118,16 @@ class FeedManager {
   // A version another node made (the cluster writer's, as on_version gave it): becomes this
   // node's registry entry and stored copy, without an edge sync unless this manager runs
   // (Start: it writes, and a former writer published late), and with it the writer's guards'
-  // baseline (FeedState.guard; at most 25 samples of it kept), so that this node, should it come
-  // to write, judges new versions as the writer did. false: ignored, this node holds that
+  // baseline (FeedState.guard; at most 25 samples of it kept, none dated after now; less the
+  // entries this node's never-ban set or minimum prefix holds out), so that this node, should it
+  // come to write, judges new versions as the writer did. false: ignored, this node holds that
   // version or a newer one. kNotFound: the feed is not configured here.
   absl::StatusOr<bool> Follow(absl::string_view feed, const palisade::v1::FeedState& state);
   // The version held (0: none; kNotFound when not configured).
   absl::StatusOr<uint64_t> Version(absl::string_view feed) const;
   // Fetches a pulled feed now and applies what it got. A 304 renews the entries the version
-  // holds (the server still lists them): those without a valid_until of their own expire
+  // holds (the server still lists them; not when a push or a sweep made another version while
+  // the request was in flight): those without a valid_until of their own expire
   // entry_ttl from now, in a new version made only when that moves their expiry by a step
   // (max(interval, 1 h), at most entry_ttl / 8 and (entry_ttl - interval) / 2), not at each
   // pull: should the server then go dark, the entries still have 7/8 of entry_ttl to live.
@@ -157,8 +160,12 @@ class FeedManager {
     int failures = 0;  // consecutive fetch failures, for backoff
     // The last push's or pull's failure, with the code it was answered with (OK: none).
     absl::Status last_error;
-    // Why the store refused the version held (OK: it is stored). Tick writes it again.
+    // Why the store refused the version held (OK: it is stored). Tick writes it again at
+    // next_save: each write is a whole copy of the feed, serialized, so the retries back off
+    // with the refusals in a row (save_failures).
     absl::Status store_error;
+    absl::Time next_save = absl::InfinitePast();
+    int save_failures = 0;
     std::string etag, last_modified;
     // Whether each entry's FeedEntry::ttl_expiry is known. A version restored or followed does
     // not say (FeedState does not carry it): until a pull gets the whole content again, pulls
@@ -212,13 +219,15 @@ class FeedManager {
   // Drops the samples a day old; the least of the others, per family (UINT64_MAX: none).
   FeedSet::Coverage LeastCoveredLocked(Feed& feed, int64_t now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The baseline as stored with the version (FeedState.guard), and read back.
+  // The baseline as stored with the version (FeedState.guard), and read back (the samples
+  // dated no later than `now`, in Unix seconds).
   static void WriteGuard(const Feed& feed, palisade::v1::FeedState::Guard* out);
-  static void ReadGuard(const palisade::v1::FeedState::Guard& in, Feed& feed);
+  static void ReadGuard(const palisade::v1::FeedState::Guard& in, int64_t now, Feed& feed);
   // Stores the feed's version and, when `made_here`, hands it to on_version. A version the
   // store refuses is counted and becomes the feed's last_error until SaveLocked writes it.
   void PersistLocked(Feed& feed, bool made_here = true) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes the feed's version to the store (if any); records or clears its store_error.
+  // Writes the feed's version to the store (if any); records or clears its store_error (and
+  // when to write it again).
   absl::Status SaveLocked(Feed& feed, const palisade::v1::FeedState& state)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   palisade::v1::FeedState StateLocked(const Feed& feed) const ABSL_SHARED_LOCKS_REQUIRED(mu_);

@@ -2202,5 +2202,189 @@ TEST_F(FeedManagerTest, AFollowedBaselineKeepsAtMostTwentyFiveSamples) {
   EXPECT_EQ(stored.guard().replaced(24).v4(), 1000u);
 }
 
+
+// After a partial sweep (the feed's older entries expired, a later ADD's left), a whole version
+// was judged for growth against what was left: the feed's usual 10 /16s, listed again, were
+// held as 655,360 addresses for 1 until the rest expired. Growth is judged against the larger
+// of what is left and the baseline (the last version applied); real growth is still held.
+TEST_F(FeedManagerTest, AVersionBackAtItsSizeAfterAPartialSweepIsNoGrowth) {
+  FeedConfig c = Plain("f");
+  c.mutable_entry_ttl()->set_seconds(2 * 3600);
+  auto feeds = Make({c});
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false, Sixteens(10)), IsOk());
+  clock_.Advance(absl::Hours(1));
+  ASSERT_THAT(feeds->Push("f", palisade::v1::FEED_PUSH_MODE_ADD, {}, false, Hosts(0, 1)),
+              IsOk());
+  clock_.Advance(absl::Minutes(61));
+  feeds->Tick();  // the 10 /16s expire, the host stays
+  ASSERT_EQ(feeds->List().feeds(0).entries(), 1u);
+  absl::StatusOr<PushFeedResponse> r = feeds->Push("f", kReplace, {}, false, Sixteens(200));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  EXPECT_THAT(r->held_reason(),
+              AllOf(HasSubstr("13107200 IPv4 addresses"),
+                    HasSubstr("the 655360 it covered within the last 24 h")));
+  r = feeds->Push("f", kReplace, {}, false, Sixteens(10));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held()) << r->held_reason();
+  EXPECT_TRUE(feeds->registry().Contains("f", Ip("60.9.1.2")));
+}
+
+// A guard sample read from the cluster's KV bucket (or the store) dated ahead of the clock
+// never aged out: one small sample a year ahead held every version past 10x it for that year.
+// A sample's time is at most now: it ages out a day after it was read.
+TEST_F(FeedManagerTest, AFollowedSampleDatedAheadOfTheClockAgesOut) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/future_sample.db");
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  const int64_t now = absl::ToUnixSeconds(clock_.TimeNow());
+  palisade::v1::FeedState state;
+  state.set_version(1);
+  for (int i = 0; i < 10; ++i) {
+    auto* e = state.add_entries();
+    e->set_cidr(absl::StrCat("60.", i, ".0.0/16"));
+    e->set_expiry(now + 30 * 86400);
+  }
+  auto* guard = state.mutable_guard();
+  guard->set_guarded(true);
+  guard->set_entries(10);
+  guard->set_v4(10 * 65536);
+  auto* sample = guard->add_replaced();
+  sample->set_at(now + 365 * 86400);
+  sample->set_v4(65536);
+  FeedManagerOptions fo;
+  fo.feeds = {Plain("f")};
+  FeedManager follower(fo, clock_, metrics_, nullptr, store->get());
+  ASSERT_THAT(follower.Follow("f", state), IsOkAndHolds(true));
+  absl::StatusOr<std::string> blob = (*store)->LoadSnapshot("feed:f");
+  ASSERT_THAT(blob, IsOk());
+  palisade::v1::FeedState stored;
+  ASSERT_TRUE(stored.ParseFromString(*blob));
+  ASSERT_THAT(stored.guard().replaced(), SizeIs(1));
+  EXPECT_EQ(stored.guard().replaced(0).at(), now);
+  // Within the day the sample is the least (50 /16s: 50x it).
+  absl::StatusOr<PushFeedResponse> r = follower.Push("f", kReplace, {}, false, Sixteens(50));
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+  clock_.Advance(absl::Hours(25));
+  r = follower.Push("f", kReplace, {}, false, Sixteens(50));  // 5x the 10 held
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held()) << r->held_reason();
+}
+
+// Restore takes the entries this node's never-ban set holds out of the guards' baseline; Follow
+// did not: a follower allowlisting 96 of the writer's 100 entries kept 100 as its baseline, so
+// once it came to write, the next whole version (4 entries after its never-ban set) was held as
+// a shrink until forced.
+TEST_F(FeedManagerTest, EntriesAFollowersNeverBanSetTakesLeaveTheBaseline) {
+  std::vector<palisade::v1::FeedState> made;
+  FeedManagerOptions options;
+  options.feeds = {Plain("f")};
+  options.on_version = [&made](absl::string_view, const palisade::v1::FeedState& state) {
+    made.push_back(state);
+  };
+  FeedManager writer(options, clock_, metrics_, nullptr, nullptr);
+  ASSERT_THAT(writer.Push("f", kReplace, {}, false, Hosts(0, 100)), IsOk());
+  ASSERT_THAT(made, SizeIs(1));
+  ASSERT_EQ(made[0].guard().entries(), 100u);
+
+  prometheus::Registry follower_metrics;
+  FeedManagerOptions fo;
+  fo.feeds = {Plain("f")};
+  // Hosts 0..95 of the 100 allowlisted on this node.
+  fo.never_ban = *CidrSet::Parse({"192.0.2.0/24", "198.18.0.0/26", "198.18.0.64/27"});
+  FeedManager follower(fo, clock_, follower_metrics, nullptr, nullptr);
+  ASSERT_THAT(follower.Follow("f", made[0]), IsOkAndHolds(true));
+  EXPECT_EQ(follower.List().feeds(0).entries(), 4u);
+  absl::StatusOr<PushFeedResponse> r =
+      follower.Push("f", kReplace, {}, false, Hosts(0, 100));  // it came to write
+  ASSERT_THAT(r, IsOk());
+  EXPECT_FALSE(r->held()) << r->held_reason();
+  // The baseline still guards what is left.
+  r = follower.Push("f", kReplace, {}, false, std::string());
+  ASSERT_THAT(r, IsOk());
+  EXPECT_TRUE(r->held());
+}
+
+// A version the store refused was serialized (the whole feed) and written again every second
+// for as long as the store refused it. The retries back off (1 s, 2 s, 4 s, 8 s, ... at most
+// 5 min): a store back after 11 s takes the version at the retry 15 s after the refusal.
+TEST_F(FeedManagerTest, AVersionTheStoreRefusesIsRetriedWithBackoff) {
+  const std::string path = absl::StrCat(::testing::TempDir(), "/refused_backoff.db");
+  std::remove(path.c_str());
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  auto feeds = Make({Plain("f")}, nullptr, store->get());
+  ::palisade::testing::ExecSql(path, "CREATE TRIGGER full BEFORE INSERT ON snapshots "
+                                     "BEGIN SELECT RAISE(ABORT, 'full'); END;");
+  ASSERT_THAT(feeds->Push("f", kReplace, {}, false, "198.51.100.1\n"), IsOk());
+  EXPECT_THAT(feeds->List().feeds(0).last_error(), HasSubstr("version 1 not stored"));
+  for (int i = 0; i < 10; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    feeds->Tick();
+  }
+  ::palisade::testing::ExecSql(path, "DROP TRIGGER full;");
+  clock_.Advance(absl::Seconds(1));
+  feeds->Tick();  // +11 s: the retries were at +1, +3 and +7 s; the next is at +15 s
+  EXPECT_THAT(feeds->List().feeds(0).last_error(), HasSubstr("not stored"));
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(absl::Seconds(1));
+    feeds->Tick();
+  }
+  EXPECT_EQ(feeds->List().feeds(0).last_error(), "");
+  absl::StatusOr<std::string> blob = (*store)->LoadSnapshot("feed:f");
+  ASSERT_THAT(blob, IsOk());
+  palisade::v1::FeedState stored;
+  ASSERT_TRUE(stored.ParseFromString(*blob));
+  EXPECT_EQ(stored.version(), 1u);
+}
+
+// A push that crossed a pull: the pull's request carried the validators of the version before
+// the push, the server answered 304, and the pushed entries were renewed (a new version) as
+// the server's content. A 304 renews only the version its request named.
+TEST_F(FeedManagerTest, APushCrossingAPullIsNotRenewedByItsNotModified) {
+  absl::Notification asked, pushed;
+  httplib::Server server;
+  server.Get("/feed.txt", [&](const httplib::Request& req, httplib::Response& res) {
+    if (req.get_header_value("If-None-Match") == "\"v1\"") {
+      asked.Notify();
+      pushed.WaitForNotificationWithTimeout(absl::Seconds(60));
+      res.status = 304;
+      return;
+    }
+    res.set_header("ETag", "\"v1\"");
+    res.set_content("198.51.100.1\n", "text/plain");
+  });
+  const int port = server.bind_to_any_port("127.0.0.1");
+  std::thread thread([&server] { server.listen_after_bind(); });
+  FeedConfig c = Plain("drop");
+  c.set_url(absl::StrCat("http://127.0.0.1:", port, "/feed.txt"));
+  c.mutable_interval()->set_seconds(600);
+  auto feeds = Make({c});
+  ASSERT_THAT(feeds->FetchNow("drop"), IsOk());
+
+  absl::StatusOr<PushFeedResponse> pulled = absl::UnknownError("not run");
+  std::thread pull([&] { pulled = feeds->FetchNow("drop"); });
+  ASSERT_TRUE(asked.WaitForNotificationWithTimeout(absl::Seconds(60)));
+  ASSERT_THAT(feeds->Push("drop", kReplace, {}, false, "198.51.100.9\n"), IsOk());
+  const int64_t pushed_expiry = absl::ToUnixSeconds(clock_.TimeNow()) + 7 * 86400;
+  clock_.Advance(absl::Hours(2));  // a 304 now would move the pushed entry's expiry by a step
+  pushed.Notify();
+  pull.join();
+  ASSERT_THAT(pulled, IsOk());
+  EXPECT_EQ(pulled->version(), 2u);
+  EXPECT_THAT(feeds->Version("drop"), IsOkAndHolds(2u));
+  palisade::v1::GetFeedRequest get;
+  get.set_name("drop");
+  get.set_lookup("198.51.100.9");
+  absl::StatusOr<palisade::v1::GetFeedResponse> got = feeds->Get(get);
+  ASSERT_THAT(got, IsOk());
+  ASSERT_THAT(got->entries(), SizeIs(1));
+  EXPECT_EQ(got->entries(0).expiry().seconds(), pushed_expiry);
+  server.stop();
+  thread.join();
+}
+
 }  // namespace
 }  // namespace palisade
