@@ -135,6 +135,17 @@ std::optional<double> RetryAfter(const HttpResponse& r) {
   return std::nullopt;
 }
 
+// A redirect's target as scheme and host only ("https://api.cloudflare.com"): its user info,
+// path and query may hold anything, a credential included.
+std::string Origin(absl::string_view url) {
+  const size_t scheme_end = url.find("://");
+  if (scheme_end == absl::string_view::npos) return "a path on the same host";
+  absl::string_view host = url.substr(scheme_end + 3);
+  host = host.substr(0, host.find_first_of("/?#"));
+  if (const size_t at = host.rfind('@'); at != absl::string_view::npos) host.remove_prefix(at + 1);
+  return absl::StrCat(url.substr(0, scheme_end), "://", host);
+}
+
 // "Ratelimit: "default";r=50;t=30": when r reaches 0, nothing before t seconds.
 std::optional<double> ExhaustedFor(const HttpResponse& r) {
   auto it = r.headers.find("ratelimit");
@@ -406,10 +417,13 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, Attempt* attem
   *attempt = Attempt();
   if (!resp.ok()) {
     requests_.Add({{"endpoint", call.label}, {"code", "transport"}}).Increment();
-    // A reply over the transport's caps keeps its code: asking again would bring it again.
-    const absl::StatusCode code = resp.status().code() == absl::StatusCode::kOutOfRange
-                                      ? absl::StatusCode::kOutOfRange
-                                      : absl::StatusCode::kUnavailable;
+    // A reply over the transport's caps keeps its code, as does a URL of a scheme the transport
+    // refuses: asking again would bring the same.
+    const absl::StatusCode failed = resp.status().code();
+    const absl::StatusCode code =
+        failed == absl::StatusCode::kOutOfRange || failed == absl::StatusCode::kFailedPrecondition
+            ? failed
+            : absl::StatusCode::kUnavailable;
     // Marked by the transport (libcurl's code): its text changes between libcurl versions.
     attempt->unsent = TransportNeverSent(resp.status());
     return absl::Status(code, absl::StrCat(where, ": ", resp.status().message()));
@@ -426,15 +440,26 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, Attempt* attem
     if (wait) budget_.BlockUntil(clock_.TimeNow() + *wait);
   }
   // A 429's delay is in its headers, whatever the body is (a proxy's HTML page included): read
-  // before the body, so that it is kept and blocks the shared budget either way.
+  // before the body, so that it is kept and blocks the shared budget either way. So is a 5xx's:
+  // Cloudflare's edge and proxies send Retry-After on a 503 (and 502, 504) too, and a retry
+  // sooner than asked only adds to the overload.
   std::optional<absl::Duration> retry_after;
-  if (resp->status == 429) {
+  if (resp->status == 429 || resp->status >= 500) {
     if (std::optional<double> seconds = RetryAfter(*resp)) {
       retry_after = ServerDelay(*seconds, call.label);
     }
     if (retry_after && call.as_token == nullptr) {
       budget_.BlockUntil(clock_.TimeNow() + *retry_after);
     }
+  }
+  // No redirect is followed (the transport refuses to): the API sends none, so one comes from a
+  // wrong api_base (http:// moved to https://) or something in between. Not retried.
+  if (resp->status >= 300 && resp->status < 400) {
+    const auto location = resp->headers.find("location");
+    return absl::FailedPreconditionError(
+        absl::StrCat(where, ": HTTP ", resp->status, " redirect",
+                     location == resp->headers.end() ? "" : " to " + Origin(location->second),
+                     " not followed (check cloudflare.api_base)"));
   }
   auto throttled = [&](absl::Status status) {
     if (retry_after) {
@@ -451,7 +476,9 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, Attempt* attem
       return throttled(absl::ResourceExhaustedError(
           absl::StrCat(where, ": HTTP 429 with a body that is not JSON")));
     }
-    if (transient) return absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status));
+    if (transient) {
+      return throttled(absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status)));
+    }
     return absl::InternalError(
         absl::StrCat(where, ": HTTP ", resp->status, " with a body that is not JSON"));
   }
@@ -460,7 +487,9 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, Attempt* attem
       return throttled(absl::ResourceExhaustedError(
           absl::StrCat(where, ": HTTP 429 with a body that is not a JSON object")));
     }
-    if (transient) return absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status));
+    if (transient) {
+      return throttled(absl::UnavailableError(absl::StrCat(where, ": HTTP ", resp->status)));
+    }
     return absl::InternalError(
         absl::StrCat(where, ": HTTP ", resp->status, " with a body that is not a JSON object"));
   }
@@ -503,7 +532,7 @@ absl::StatusOr<json> CloudflareClient::SendOnce(const Call& call, Attempt* attem
                          : answered_ok ? " (a reply that does not say \"success\": true)"
                                        : ""));
   if (cf_code != 0) status.SetPayload(kErrorCodeUrl, absl::Cord(std::to_string(cf_code)));
-  return resp->status == 429 ? throttled(std::move(status)) : status;
+  return throttled(std::move(status));  // only a 429 or a 5xx has a delay to carry
 }
 
 absl::StatusOr<json> CloudflareClient::Send(const Call& call) {

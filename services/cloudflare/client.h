@@ -23,7 +23,9 @@
 //                                               blocking the budget, whatever the body is;
 //                                               at most max_server_delay)
 //   5xx, 408, 409, transport failures,        → kUnavailable (but kUnknown, above, for a call
-//   timeouts                                    that a repeat would apply twice)
+//   timeouts                                    that a repeat would apply twice); a 5xx's
+//                                               Retry-After is attached and blocks the budget
+//                                               as a 429's does
 //   404 (10001/10006/1003/7000/7003/...),     → kNotFound
 //   or any 4xx + 10001 firewallaccessrules.api.not_found
 //   401; 9109/1000/9103/9106/9107/6003        → kUnauthenticated
@@ -31,6 +33,8 @@
 //                                             → kPermissionDenied: the token is valid but
 //                                               IP-restricted (IsIpRestricted)
 //   other 403 (10000)                         → kPermissionDenied
+//   3xx (never followed)                      → kFailedPrecondition naming the target's scheme
+//                                               and host only; not retried
 //   4xx + 10009 duplicate                     → kAlreadyExists
 //   4xx + 10031 list in use                   → kFailedPrecondition
 //   4xx + quota codes (10024/10012/20022/1002)→ kFailedPrecondition, naming the plan's quota:
@@ -189,7 +193,8 @@ struct Page {
   int total_count = 0;
 };
 
-// The retry delay a kResourceExhausted status carries, when the server gave one.
+// The retry delay a status carries, when the server gave one: a 429's (kResourceExhausted) or a
+// 5xx's (kUnavailable, or kUnknown for a call a repeat would apply twice).
 std::optional<absl::Duration> RetryDelay(const absl::Status& status);
 
 // The canonical form of a list item's ip, as Palisade writes items: one IPv4 address bare

@@ -885,6 +885,85 @@ TEST(ClientThrottleTest, AnUnusableServerDelayFallsBackToBackoff) {
   EXPECT_EQ(clock.TimeNow(), start);
 }
 
+// Cloudflare's edge and proxies in front of the API send Retry-After on a 503 (and a 502 or 504)
+// too. It was read only on a 429: the 5xx was retried after the client's own 0.5-1 s backoff,
+// into the same overload. Any 5xx's Retry-After(-Ms) is now the retry's delay (held to
+// max_server_delay) and blocks the shared budget, whatever its body.
+TEST(ClientThrottleTest, A5xxWithRetryAfterIsRetriedNoSoonerThanAsked) {
+  struct Case {
+    int status;
+    std::map<std::string, std::string> headers;
+    std::string body;
+    absl::Duration delay;
+  };
+  const Case cases[] = {
+      {503, {{"retry-after", "20"}}, kFailed, absl::Seconds(20)},
+      {502,
+       {{"retry-after-ms", "7500"}},
+       "<html><h1>502 Bad Gateway</h1></html>",
+       absl::Milliseconds(7500)},
+      {504, {{"retry-after", "86400"}}, "[]", absl::Seconds(300)},  // held to the cap
+  };
+  for (const Case& c : cases) {
+    const std::string name = absl::StrCat(c.status, " ", c.headers.begin()->first);
+    SimulatedClock clock;
+    prometheus::Registry registry;
+    Credentials creds;
+    creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+    SequenceTransport transport({{c.status, c.headers, c.body}, {200, {}, kNoLists}});
+    ClientOptions options;
+    options.max_wait = absl::Seconds(600);
+    CloudflareClient client(transport, clock, options, creds, registry);
+    const absl::Time start = clock.TimeNow();
+    EXPECT_THAT(client.ListLists(), IsOk()) << name;
+    EXPECT_EQ(transport.calls, 2u) << name;
+    EXPECT_EQ(clock.TimeNow() - start, c.delay) << name;
+  }
+  // Longer than max_wait: returned with its delay at once, and the budget blocked meanwhile.
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  SequenceTransport transport({{503, {{"retry-after", "120"}}, kFailed}, {200, {}, kNoLists}});
+  CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+  absl::StatusOr<std::vector<IpList>> first = client.ListLists();
+  EXPECT_THAT(first, StatusIs(absl::StatusCode::kUnavailable, HasSubstr("HTTP 503")));
+  EXPECT_EQ(RetryDelay(first.status()), absl::Seconds(120));
+  EXPECT_EQ(transport.calls, 1u);
+  clock.Advance(absl::Seconds(30));
+  EXPECT_THAT(client.ListLists(),
+              StatusIs(absl::StatusCode::kResourceExhausted, HasSubstr("budget")));
+  EXPECT_EQ(transport.calls, 1u);
+  clock.Advance(absl::Seconds(91));
+  EXPECT_THAT(client.ListLists(), IsOk());
+  EXPECT_EQ(transport.calls, 2u);
+}
+
+// A redirect is not followed (the transport refuses to) and is no reply to read: it was mapped
+// as any other status (kInvalidArgument "code 0", or kInternal "not JSON") and said nothing of
+// where it pointed. It is kFailedPrecondition naming the target's scheme and host only (its
+// user info and query may hold a credential), not retried, and not "outcome unknown".
+TEST(ClientErrorTest, ARedirectIsRefusedNamingOnlyItsOrigin) {
+  SimulatedClock clock;
+  prometheus::Registry registry;
+  Credentials creds;
+  creds.token = Secret("cfut_0123456789abcdefghijABCDEFGHIJ0123456789");
+  SequenceTransport transport(
+      {{301,
+        {{"location", "https://user:pw-secret@api.cloudflare.com/client/v4/lists?token=secret"}},
+        "<html>Moved</html>"}});
+  CloudflareClient client(transport, clock, ClientOptions(), creds, registry);
+  absl::StatusOr<std::vector<IpList>> listed = client.ListLists();
+  EXPECT_THAT(listed, StatusIs(absl::StatusCode::kFailedPrecondition,
+                               HasSubstr("HTTP 301 redirect to https://api.cloudflare.com not "
+                                         "followed")));
+  EXPECT_THAT(listed.status().message(), Not(HasSubstr("secret")));
+  EXPECT_EQ(transport.calls, 1u);
+  absl::StatusOr<IpList> created = client.CreateList("l", "");
+  EXPECT_THAT(created, StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("HTTP 301")));
+  EXPECT_EQ(transport.calls, 2u);
+}
+
 // Runs `hook` once, inside the first SleepFor: what another thread does while a call waits.
 class HookedClock final : public Clock {
  public:

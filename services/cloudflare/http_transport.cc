@@ -60,6 +60,13 @@ bool BeforeSending(CURLcode rc) {
          rc == CURLE_COULDNT_CONNECT;
 }
 
+// The URL's scheme ("file" of "file:///x"), for an error: never the rest, whose query may hold
+// anything.
+std::string SchemeOf(absl::string_view url) {
+  const size_t end = url.find("://");
+  return end == absl::string_view::npos ? "" : std::string(url.substr(0, end));
+}
+
 // Whether a repeat of `method` leaves the server as one call would (RFC 9110 9.2.2). POST and
 // PATCH are not: the client's own list (client.cc) treats them as such unless a call says so.
 bool Idempotent(absl::string_view method) {
@@ -113,6 +120,26 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   for (const auto& [k, v] : request.headers) {
     headers = curl_slist_append(headers, absl::StrCat(k, ": ", v).c_str());
   }
+  // Only HTTP(S) is ever spoken, whatever the URL (a mistyped api_base, file:// or ftp://, would
+  // read a local file or send the credentials in clear), and no redirect is followed: the API
+  // sends none, and one followed would carry the credential headers to wherever it points. The
+  // client reads a 3xx as an error. A proxy's CONNECT reply is not this reply's headers.
+#if LIBCURL_VERSION_NUM >= 0x075500  // 7.85: the bitmask options are deprecated
+  const CURLcode protocols = curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  const CURLcode redirects = curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+#else
+  const CURLcode protocols = curl_easy_setopt(curl, CURLOPT_PROTOCOLS,
+                                              static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+  const CURLcode redirects = curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS,
+                                              static_cast<long>(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+  if (protocols != CURLE_OK || redirects != CURLE_OK) {
+    curl_slist_free_all(headers);
+    Release(curl);
+    return absl::InternalError("HTTP transport: libcurl cannot be held to http and https");
+  }
+  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(curl, CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
   curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
   curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, request.method.c_str());
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
@@ -157,6 +184,12 @@ absl::StatusOr<HttpResponse> CurlTransport::Send(const HttpRequest& request) {
   if (reply.body_too_large || rc == CURLE_FILESIZE_EXCEEDED) {
     return absl::OutOfRangeError(absl::StrCat("HTTP transport: the reply is over the cap of ",
                                               options_.max_reply_bytes, " bytes; not read"));
+  }
+  if (rc == CURLE_UNSUPPORTED_PROTOCOL) {
+    // Nothing left: no connection is made for a scheme refused.
+    return MarkTransportNeverSent(absl::FailedPreconditionError(
+        absl::StrCat("HTTP transport: the URL's scheme \"", SchemeOf(request.url),
+                     "\" is refused; only http and https are spoken")));
   }
   if (rc != CURLE_OK) {
     // The message names the failure, never the URL's query or any header.

@@ -11,6 +11,8 @@
 // the same reply. A failure that came before any of the request left (the host or the proxy
 // did not resolve, no connection was made) is marked so (TransportNeverSent): a call that
 // changes state may be sent again after it, and after no other failure.
+// Only http and https are spoken: a URL of another scheme (file://, ftp://) is kFailedPrecondition
+// naming the scheme alone, marked never sent. No redirect is followed: a 3xx is the reply.
 // Thread-safety: CurlTransport::Send may be called from any thread.
 #ifndef PALISADE_SERVICES_CLOUDFLARE_HTTP_TRANSPORT_H_
 #define PALISADE_SERVICES_CLOUDFLARE_HTTP_TRANSPORT_H_

@@ -9,11 +9,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
@@ -31,6 +34,7 @@ namespace {
 using ::palisade::testing::IsOk;
 using ::palisade::testing::StatusIs;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class Loopback {
  public:
@@ -307,6 +311,64 @@ TEST(CurlTransportTest, APutMarkedFreshIsNotSentOnAKeptConnection) {
   EXPECT_TRUE(server.post_arrived());
   EXPECT_FALSE(TransportNeverSent(r.status())) << r.status();
   EXPECT_TRUE(server.post_on_new_connection());
+}
+
+// Only http and https are spoken. A file:// URL (an api_base mistyped, or set by whoever can
+// edit the config) was read like a reply: a local file's content came back as the body, with
+// status 0; an ftp:// one would carry the credentials in clear.
+TEST(CurlTransportTest, AnUrlOfAnotherSchemeIsRefused) {
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/local-file");
+  {
+    std::ofstream out(path);
+    out << "local-file-content";
+  }
+  CurlTransport transport;
+  HttpRequest local = Get("file://" + path);
+  local.headers.emplace_back("Authorization", "Bearer cfut_secret_token_value");
+  absl::StatusOr<HttpResponse> r = transport.Send(local);
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kFailedPrecondition,
+                          HasSubstr("scheme \"file\" is refused; only http and https")));
+  EXPECT_TRUE(TransportNeverSent(r.status())) << r.status();
+  EXPECT_THAT(r.status().message(), Not(HasSubstr("local-file")));
+  EXPECT_THAT(r.status().message(), Not(HasSubstr("secret")));
+  // Another URL of the same handle, after the refusal: the options hold on a kept handle too.
+  EXPECT_THAT(transport.Send(Get("ftp://127.0.0.1:1/token?key=secret")),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("scheme \"ftp\"")));
+}
+
+// A redirect is never followed, to another scheme or to the same host: the 3xx itself is the
+// reply (the client refuses it), and the credential headers go nowhere else.
+TEST(CurlTransportTest, ARedirectIsNotFollowed) {
+  const std::string path = absl::StrCat(std::getenv("TEST_TMPDIR"), "/redirect-target");
+  {
+    std::ofstream out(path);
+    out << "local-file-content";
+  }
+  std::atomic<int> followed{0};
+  Loopback server([&](httplib::Server& s) {
+    s.Get("/to-file", [&](const httplib::Request&, httplib::Response& res) {
+      res.set_redirect("file://" + path, 302);
+    });
+    s.Get("/to-ftp", [](const httplib::Request&, httplib::Response& res) {
+      res.set_redirect("ftp://127.0.0.1:1/x", 301);
+    });
+    s.Get("/to-http", [](const httplib::Request&, httplib::Response& res) {
+      res.set_redirect("/target", 307);
+    });
+    s.Get("/target", [&](const httplib::Request&, httplib::Response& res) {
+      ++followed;
+      res.set_content("{}", "application/json");
+    });
+  });
+  CurlTransport transport;
+  for (const auto& [from, status] : std::vector<std::pair<std::string, int>>{
+           {"/to-file", 302}, {"/to-ftp", 301}, {"/to-http", 307}}) {
+    absl::StatusOr<HttpResponse> r = transport.Send(Get(server.url(from)));
+    ASSERT_THAT(r, IsOk()) << from;
+    EXPECT_EQ(r->status, status) << from;
+    EXPECT_THAT(r->body, Not(HasSubstr("local-file-content"))) << from;
+  }
+  EXPECT_EQ(followed.load(), 0);
 }
 
 }  // namespace

@@ -109,6 +109,22 @@ TEST(AtomicWriteFileTest, ErrorNamesThePathNotTheContent) {
   EXPECT_THAT(s.message(), Not(HasSubstr("hunter2")));
 }
 
+// A write that fails leaves no temporary file behind: it holds the secret, and a file per
+// failed try would pile up beside the token file. The rename is made to fail by a directory in
+// the token file's place (EISDIR); the temporary file had been created, written and fsynced.
+TEST(AtomicWriteFileTest, AFailedRenameLeavesNoTemporaryFile) {
+  const std::string path = TmpPath("token-dir");
+  ASSERT_EQ(mkdir(path.c_str(), 0700), 0);
+  const std::string inside = absl::StrCat(path, "/keep");
+  ASSERT_TRUE(std::ofstream(inside) << "x");  // not empty: nothing may replace it
+  absl::Status s = AtomicWriteFile(path, "hunter2-secret\n");
+  EXPECT_THAT(s, StatusIs(absl::StatusCode::kInternal,
+                          AllOf(HasSubstr("cannot rename over"), HasSubstr(path))));
+  EXPECT_THAT(s.message(), Not(HasSubstr("hunter2")));
+  EXPECT_FALSE(Exists(absl::StrCat(path, ".tmp.", getpid())));
+  EXPECT_TRUE(Exists(inside));
+}
+
 class RotationTest : public ::testing::Test {
  protected:
   void SetUp() override {
