@@ -151,6 +151,7 @@ void Dispatcher::RememberFailure(int kind, const ActionOp& op, bool lacked_secre
   const std::string& id = op.decision.id();
   const std::string version = FailureVersion(op.decision);
   failed_[id] = version;
+  takes_over_rows_.erase(id);    // its hand-over record, if any, is replaced below
   refused_never_ban_.erase(id);  // the caller refusing it as never-ban says so after
   if (lacked_secret) {
     retry_with_secret_.insert(id);
@@ -175,6 +176,28 @@ bool Dispatcher::ForgetFailure(const std::string& id) {
   return true;
 }
 
+void Dispatcher::RecordTakeOvers(const palisade::v1::Decision& removed) {
+  if (store_ == nullptr) return;
+  const std::string target = TargetKey(removed.target());
+  const auto record = [&](int kind, const ActionOp& o) {
+    if (o.kind != ActionOp::Kind::kApply || o.replaces.empty() ||
+        o.decision.id() == removed.id() || TargetKey(o.decision.target()) != target) {
+      return;
+    }
+    // Taking over from another object still at the edge, the restart knows it (Restore).
+    auto was = edges_.find(o.replaces);
+    if (o.replaces != removed.id() && was != edges_.end() && IsObject(was->second.ref)) return;
+    if (!takes_over_rows_.insert(o.decision.id()).second) return;
+    absl::Status s =
+        store_->CompleteApply(0, {o.decision.id(), kind, o.replaces, kTakesOverContainer, true});
+    if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
+  };
+  for (const auto& [kind, q] : queues_) {
+    for (const ActionOp& o : q.ops) record(kind, o);
+  }
+  for (const auto& [kind, o] : held_) record(kind, o);
+}
+
 std::map<std::string, std::string> Dispatcher::FailedForGood() const {
   absl::MutexLock lock(&mu_);
   return failed_;
@@ -186,7 +209,12 @@ absl::Status Dispatcher::Restore() {
   absl::StatusOr<std::vector<EdgeRow>> edges = store_->LoadEdges();
   if (!edges.ok()) return edges.status();
   std::map<int, std::vector<EdgeRef>> made;
+  std::map<std::string, std::string> taking_over;  // hand-over records: decision id -> record id
   for (const EdgeRow& e : *edges) {
+    if (e.container == kTakesOverContainer) {  // no object: see kTakesOverContainer
+      taking_over[e.decision_id] = e.id;
+      continue;
+    }
     if (e.container == kFailedContainer) {  // no object: an apply that failed for good
       failed_[e.decision_id] = e.id;
       // Whatever the reason, a fingerprint's secret went with the process that held it.
@@ -218,33 +246,63 @@ absl::Status Dispatcher::Restore() {
       }
     }
   }
+  // A hand-over record whose decision has no apply left to take over with: nothing to keep.
+  for (auto it = taking_over.begin(); it != taking_over.end();) {
+    if (standing_applies.count(it->first) > 0) {
+      takes_over_rows_.insert(it->first);
+      ++it;
+      continue;
+    }
+    absl::Status s = store_->ForgetEdge(it->first);
+    if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
+    it = taking_over.erase(it);  // nor does an ended decision's apply take over by it, below
+  }
   // A hand-over (OnDecision: a replacement cancelled before it went out, replaced in turn) is
   // kept in memory only: its apply row is gone, and the rows, joined to the stored decisions,
   // still name it (the replaced decision's remove by replaced_by, the next replacement by
   // replaces). A remove whose successor has neither an apply still to do nor an edge record
   // follows it on to the standing apply that replaced it, on its own target: that one takes over
   // from the decision still at the edge (not charged) and the remove waits for it, as before the
-  // restart. One level: a chain of two cancelled replacements leaves no row naming the middle
-  // one, and would need the stored decisions (the cancelled one's replaced_by) to follow it.
+  // restart. A chain of cancelled replacements (b, then c, each replaced in turn) leaves no row
+  // naming the link from one to the next: it is followed through the stored decisions (each
+  // cancelled one's replaced_by, as the table wrote it when withdrawing it), read one link at a
+  // time (never all of them: the ended ones are kept for the retention, with their evidence).
   std::map<std::string, std::string> successor_of;  // remove's decision id -> followed on
   std::map<std::string, std::string> takes_over;    // that apply's decision id -> the remove's
   for (const OutboxRow& row : *outbox) {
     const std::string& id = row.decision.id();
-    const std::string& next = row.decision.replaced_by();
+    const std::string target = TargetKey(row.decision.target());
     auto was = edges_.find(id);
-    if (row.apply || next.empty() || standing_applies.count(next) > 0 || edges_.count(next) > 0 ||
-        failed_.count(next) > 0 || was == edges_.end() || !IsObject(was->second.ref)) {
+    if (row.apply || row.decision.replaced_by().empty() || was == edges_.end() ||
+        !IsObject(was->second.ref)) {
       continue;
     }
-    const auto [first, last] = standing_by_replaced.equal_range(next);
-    for (auto it = first; it != last; ++it) {
-      const palisade::v1::Decision& r = it->second->decision;
-      if (removed_at.count(r.id()) == 0 &&
-          TargetKey(r.target()) == TargetKey(row.decision.target())) {
-        successor_of[id] = r.id();
-        takes_over[r.id()] = id;
+    // `next` was cancelled (no apply still to do, nothing at the edge, no failure record): the
+    // standing apply naming it took over, or, none, the one that replaced it in turn did.
+    std::set<std::string> seen;  // a chain the table wrote never loops; a store might
+    for (std::string next = row.decision.replaced_by();
+         !next.empty() && standing_applies.count(next) == 0 && edges_.count(next) == 0 &&
+         failed_.count(next) == 0 && seen.insert(next).second;) {
+      const auto [first, last] = standing_by_replaced.equal_range(next);
+      for (auto it = first; it != last; ++it) {
+        const palisade::v1::Decision& r = it->second->decision;
+        if (removed_at.count(r.id()) == 0 && TargetKey(r.target()) == target) {
+          successor_of[id] = r.id();
+          takes_over[r.id()] = id;
+          break;
+        }
+      }
+      if (successor_of.count(id) > 0) break;
+      // A link that cannot be read (pruned, corrupt) ends the walk, not the restart: the remove
+      // then goes at once, as it did before chains were followed.
+      absl::StatusOr<palisade::v1::Decision> link = store_->LoadDecision(next);
+      if (!link.ok()) {
+        std::cerr << "palisaded: restore: the hand-over from " << id << " is not followed past "
+                  << next << ": " << link.status().message() << std::endl;
         break;
       }
+      if (link->active() || TargetKey(link->target()) != target) break;
+      next = link->replaced_by();
     }
   }
   for (OutboxRow& row : *outbox) {
@@ -271,7 +329,8 @@ absl::Status Dispatcher::Restore() {
     op.not_before = row.not_before;
     // The rows carry the decisions, and so the table's pairing (Decision.replaces): as in
     // OnDecision, a replacement of what still stands at the edge. (Of an object whose remove
-    // has completed since, in the same actuator, it is charged: the restart cannot tell.)
+    // has completed since, in the same actuator: that remove left a kTakesOverContainer
+    // record, below.)
     if (row.apply && !op.decision.replaces().empty()) {
       auto was = edges_.find(op.decision.replaces());
       if (was != edges_.end() && IsObject(was->second.ref) &&
@@ -282,6 +341,11 @@ absl::Status Dispatcher::Restore() {
       if (auto t = takes_over.find(op.decision.id()); t != takes_over.end()) {
         op.replaces = t->second;
       }
+    }
+    // Taking over from a decision whose remove completed before it (kTakesOverContainer).
+    if (auto t = taking_over.find(op.decision.id());
+        row.apply && op.replaces.empty() && t != taking_over.end()) {
+      op.replaces = t->second;
     }
     auto removed = removed_at.find(op.decision.id());
     const bool removed_after = removed != removed_at.end() && removed->second > row.seq;
@@ -533,6 +597,13 @@ void Dispatcher::OnDecision(const DecisionUpdate& update) {
     queued_at_[d.id()] = clock_.TimeNow();
   } else if (ends) {
     counted_.erase(d.id());
+    // Its hand-over record (kTakesOverContainer) takes over nothing now; an apply in flight
+    // landing after replaces it with its object's, which its remove then takes down.
+    if (takes_over_rows_.erase(d.id()) > 0 && edges_.count(d.id()) == 0 &&
+        failed_.count(d.id()) == 0 && store_ != nullptr) {
+      absl::Status s = store_->ForgetEdge(d.id());
+      if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
+    }
     // Withdrawn for a stronger decision (Decision.replaced_by): its remove waits for that one
     // (AwaitsSuccessor), from now, before that creation is even heard (a worker may run in
     // between); OnDecision lets it go at once if that one is in the same queue. Never after an
@@ -915,6 +986,17 @@ void Dispatcher::Settle(int kind, Actuator& actuator, std::vector<ActionOp*>& op
       accepted |= sent;  // a dry run sent nothing
       Report(static_cast<palisade::v1::Actuator>(kind), actuator.name(), op,
              sent ? "applied" : "dry_run");
+      if (op.kind == ActionOp::Kind::kApply) {
+        // Its record replaces the hand-over record, if any. Without an outbox row (seq 0: the
+        // store refused its decision) it writes none, and the hand-over record would stay until
+        // its decision's end: gone now.
+        if (takes_over_rows_.erase(id) > 0 && op.seq == 0 && store_ != nullptr) {
+          absl::Status s = store_->ForgetEdge(id);
+          if (!s.ok()) std::cerr << "palisaded: " << s.message() << std::endl;
+        }
+      } else if (IsObject(op.edge)) {
+        RecordTakeOvers(op.decision);  // before the remove's record goes
+      }
       if (store_ != nullptr && op.seq != 0) {
         absl::Status s = op.kind == ActionOp::Kind::kApply
                              ? store_->CompleteApply(op.seq, {id, kind, op.edge.id,

@@ -59,7 +59,8 @@
 // its decision stands; not for one whose apply failed for good (its row gone, the restart
 // cannot tell that it stands): that remove runs. A hand-over is known again too: a remove
 // whose replacement has no row left follows it to the standing apply that names it
-// (Decision.replaces) on its target, which takes over (one level: see Restore).
+// (Decision.replaces) on its target, which takes over; through a chain of cancelled replacements,
+// by the stored decisions' replaced_by (see Restore).
 // Pause / Resume let the reconciler compare the edge with the decisions while nothing changes
 // the edge: ops are still queued, none starts.
 // Dry run (cloudflare.dry_run, or the decision's rule in shadow mode): an op is recorded and
@@ -215,6 +216,13 @@ class Dispatcher {
 
   // The edge record's container that marks a failure record, not an object (see above).
   static constexpr char kFailedContainer[] = "(failed for good)";
+  // The edge record's container that marks a hand-over, not an object: the decision's apply,
+  // still to do, takes over (not charged: ActionOp::replaces) from the decision the record's id
+  // names, whose remove has completed before it (in the same queue: RemoveBarrier). Written as
+  // that remove completes, since nothing the store keeps says it after: a restart charged the
+  // apply as a new restriction (held, the target bare). Replaced by the apply's own record (an
+  // object or a failure), deleted when its decision ends, or by Restore when no apply is left.
+  static constexpr char kTakesOverContainer[] = "(takes over)";
   // The edge record's id of what an op made in dry run: no object.
   static constexpr char kDryRunObject[] = "dry-run";
   // The version of a decision a failure record is for: its expiry, which an extension moves.
@@ -288,6 +296,10 @@ class Dispatcher {
   // Forgets a failure record, in memory and in the store (the decision ended, or is applied
   // again). Returns false when there was none.
   bool ForgetFailure(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The remove of `removed`'s object is about to complete: each apply still to do (queued or
+  // held) that takes over on its target (ActionOp::replaces) from a decision that will have no
+  // object at the edge gets a hand-over record (kTakesOverContainer), before the remove's.
+  void RecordTakeOvers(const palisade::v1::Decision& removed) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   Clock& clock_;
   const DispatcherOptions options_;
@@ -383,6 +395,9 @@ class Dispatcher {
     int kind = 0;  // the queue of its apply (PassOnWait checks it against the remove's)
   };
   std::map<std::string, Successor> successor_heard_ ABSL_GUARDED_BY(mu_);
+  // Decisions with a hand-over record in the store (kTakesOverContainer) not yet replaced by
+  // their apply's own record: their end deletes it. At most one per apply queued or held.
+  std::set<std::string> takes_over_rows_ ABSL_GUARDED_BY(mu_);
   Store* store_ ABSL_GUARDED_BY(mu_) = nullptr;
   // When each apply was queued, for the latency histogram. An entry lives exactly as long as
   // its apply: erased when it settles, fails, is refused or is cancelled (queued or held), so

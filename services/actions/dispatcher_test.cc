@@ -1,8 +1,10 @@
 #include "services/actions/dispatcher.h"
 
 #include <map>
+#include <optional>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -34,7 +36,12 @@ class FakeActuator final : public Actuator {
       calls.push_back(std::string(op->kind == ActionOp::Kind::kApply ? "apply " : "remove ") +
                       op->decision.id() + (op->edge.id.empty() ? "" : " " + op->edge.id));
       secrets.push_back(op->secret);
-      if (during_run) during_run();
+      if (during_run) {
+        // Run a copy: a hook may clear or replace during_run, which would destroy the closure
+        // running (and its captures) under it.
+        const std::function<void()> hook = during_run;
+        hook();
+      }
       if (needs_secret && op->kind == ActionOp::Kind::kApply && op->secret.empty()) {
         // As TokenActuator: a fingerprint's token is reached only through its secret.
         op->result = absl::FailedPreconditionError("the secret is no longer in memory");
@@ -146,6 +153,66 @@ class DispatcherTest : public ::testing::Test {
   std::unique_ptr<Restarted> Restart(Store* store) {
     return std::make_unique<Restarted>(clock_, store);
   }
+  // The chain of AHandOverThroughTwoCancelledReplacementsSurvivesARestart, in `store`, up to
+  // the process's "death": a challenge a at the edge replaced by b, b by c, c by d (a block on
+  // the IP list, capped at one item), each of b, c cancelled while held; d held, and "fresh"
+  // (another target) recorded but not heard.
+  void RecordTwoCancelledReplacements(Store* store) {
+    GuardOptions options;
+    options.max_active_per_actuator = 1;
+    dispatcher_.SetGuard(std::make_unique<Guard>(options));
+    dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::make_unique<FakeActuator>());
+    auto record = [&](DecisionChange change, const std::string& id, palisade::v1::Actuator kind,
+                      const std::string& target, const std::string& replaces = "",
+                      const std::string& replaced_by = "") {
+      DecisionUpdate u = Update(change, id);
+      u.decision.set_actuator(kind);
+      u.decision.mutable_target()->set_value(target);
+      u.decision.set_active(change == DecisionChange::kCreated);
+      u.decision.set_replaces(replaces);
+      u.decision.set_replaced_by(replaced_by);
+      u.outbox_seq =
+          *store->RecordDecision(u.decision, nullptr, change == DecisionChange::kCreated);
+      return u;
+    };
+    constexpr auto kList = palisade::v1::ACTUATOR_IP_LIST;
+    constexpr auto kRule = palisade::v1::ACTUATOR_ACCESS_RULE;
+    dispatcher_.OnDecision(record(DecisionChange::kCreated, "full", kList, "203.0.113.9"));
+    dispatcher_.OnDecision(record(DecisionChange::kCreated, "a", kRule, "203.0.113.7"));
+    dispatcher_.RunOnce();
+    dispatcher_.OnDecision(record(DecisionChange::kWithdrawn, "a", kRule, "203.0.113.7", "", "b"));
+    dispatcher_.OnDecision(record(DecisionChange::kCreated, "b", kList, "203.0.113.7", "a"));
+    dispatcher_.RunOnce();
+    ASSERT_EQ(dispatcher_.held(), 1u);  // b, over the list's cap
+    dispatcher_.OnDecision(
+        record(DecisionChange::kWithdrawn, "b", kList, "203.0.113.7", "a", "c"));
+    dispatcher_.OnDecision(record(DecisionChange::kCreated, "c", kList, "203.0.113.7", "b"));
+    dispatcher_.RunOnce();
+    ASSERT_EQ(dispatcher_.held(), 1u);  // c
+    dispatcher_.OnDecision(
+        record(DecisionChange::kWithdrawn, "c", kList, "203.0.113.7", "b", "d"));
+    // Recorded, not heard before the process "dies": an unrelated block on another target.
+    record(DecisionChange::kCreated, "fresh", kList, "203.0.113.1");
+    dispatcher_.OnDecision(record(DecisionChange::kCreated, "d", kList, "203.0.113.7", "c"));
+    dispatcher_.RunOnce();
+    dispatcher_.RunOnce();
+    ASSERT_EQ(dispatcher_.held(), 1u);  // d
+    ASSERT_THAT(fake_->calls, ElementsAre("apply a"));
+  }
+  // The restart after it, with the list's cap raised and a budget of one a minute; `lists` is
+  // set to its IP list actuator.
+  std::unique_ptr<Restarted> RestartWithABudgetOfOne(Store* store, FakeActuator** lists) {
+    std::unique_ptr<Restarted> r = Restart(store);
+    GuardOptions restarted;
+    restarted.max_new_per_minute = 1;
+    r->dispatcher.SetGuard(std::make_unique<Guard>(restarted));
+    auto list = std::make_unique<FakeActuator>();
+    *lists = list.get();
+    (*lists)->label = "list";
+    r->dispatcher.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+    return r;
+  }
+  DecisionUpdate RemoveBeforeItsSuccessor(Store* store, bool c_row);
   // A leaked token's revocation, durable in `store`, still being retried through an outage
   // (three attempts, its op in the outbox): a restart now loses its secret. Returns its update.
   DecisionUpdate RevocationPendingThroughAnOutage(Store* store) {
@@ -1450,13 +1517,15 @@ TEST_F(DispatcherTest, ABlockReplacingAShadowDecisionInFlightIsCharged) {
   dispatcher_.OnDecision(shadow);
   // While first goes out, shadow is in flight with it (taken with the batch, not settled).
   fake_->during_run = [&] {
-    fake_->during_run = nullptr;
+    // Copied first: clearing during_run destroys this closure, and its captures with it.
     DecisionUpdate withdrawn = shadow;
-    withdrawn.change = DecisionChange::kWithdrawn;
-    dispatcher_.OnDecision(Replaced(withdrawn, "block"));
     DecisionUpdate block = Replacing(Update(DecisionChange::kCreated, "block"), "shadow");
+    Dispatcher& dispatcher = dispatcher_;
+    fake_->during_run = nullptr;
+    withdrawn.change = DecisionChange::kWithdrawn;
+    dispatcher.OnDecision(Replaced(withdrawn, "block"));
     block.decision.set_actuator(palisade::v1::ACTUATOR_IP_LIST);
-    dispatcher_.OnDecision(block);
+    dispatcher.OnDecision(block);
   };
   dispatcher_.RunOnce();  // first spends the slot
   dispatcher_.RunOnce();
@@ -1709,6 +1778,243 @@ TEST_F(DispatcherTest, AHandOverSurvivesARestart) {
   r->dispatcher.RunOnce();
   EXPECT_THAT(r->actuator->calls, ElementsAre("remove a edge-a"));
   EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+}
+
+// The same through a chain of two cancelled replacements: b, then c, each cancelled while held
+// and replaced in turn, d takes over from the challenge a. No outbox row names c's link to b
+// (b's and c's applies are gone; a's remove names b, d's apply names c): the restart follows
+// the chain through the stored decisions (b replaced by c, c by d). It followed one level only:
+// a's remove went at once, and d, naming a c never at the edge, spent the budget: held, the
+// target bare.
+TEST_F(DispatcherTest, AHandOverThroughTwoCancelledReplacementsSurvivesARestart) {
+  auto store = FreshStore("hand_over_chain.db");
+  ASSERT_TRUE(store.ok());
+  RecordTwoCancelledReplacements(store->get());
+  ASSERT_FALSE(HasFailure());
+
+  FakeActuator* lists = nullptr;
+  std::unique_ptr<Restarted> r = RestartWithABudgetOfOne(store->get(), &lists);
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  r->dispatcher.RunOnce();
+  EXPECT_EQ(r->dispatcher.held(), 0u);
+  EXPECT_THAT(lists->calls, ElementsAre("apply fresh", "apply d"));  // fresh spent the slot
+  EXPECT_THAT(r->actuator->calls, IsEmpty());  // the challenge's remove waited for d
+  r->dispatcher.RunOnce();
+  EXPECT_THAT(r->actuator->calls, ElementsAre("remove a edge-a"));
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+}
+
+// The chain is read link by link (Store::LoadDecision), never all the stored decisions at once:
+// those include every ended one kept for the retention, with its evidence, and one corrupt row
+// among them made Restore fail, and palisaded not start.
+TEST_F(DispatcherTest, ACorruptUnrelatedDecisionDoesNotStopARestore) {
+  auto store = FreshStore("hand_over_chain_corrupt_other.db");
+  ASSERT_TRUE(store.ok());
+  RecordTwoCancelledReplacements(store->get());
+  ASSERT_FALSE(HasFailure());
+  DecisionUpdate old = Update(DecisionChange::kExpired, "old");
+  old.decision.set_active(false);
+  ASSERT_TRUE((*store)->RecordDecision(old.decision, nullptr, std::nullopt).ok());
+  ::palisade::testing::ExecSql(
+      absl::StrCat(std::getenv("TEST_TMPDIR"), "/hand_over_chain_corrupt_other.db"),
+      "UPDATE decisions SET proto = x'ffffffff' WHERE CAST(id AS TEXT) = 'old';");
+  ASSERT_FALSE(HasFailure());
+
+  FakeActuator* lists = nullptr;
+  std::unique_ptr<Restarted> r = RestartWithABudgetOfOne(store->get(), &lists);
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  r->dispatcher.RunOnce();
+  EXPECT_EQ(r->dispatcher.held(), 0u);
+  EXPECT_THAT(lists->calls, ElementsAre("apply fresh", "apply d"));
+  EXPECT_THAT(r->actuator->calls, IsEmpty());  // the hand-over was still followed
+  r->dispatcher.RunOnce();
+  EXPECT_THAT(r->actuator->calls, ElementsAre("remove a edge-a"));
+}
+
+// A link of the chain that cannot be read (corrupt) ends the walk, and Restore goes on: the
+// remove goes at once, as it did before chains were followed (d is then charged).
+TEST_F(DispatcherTest, ACorruptLinkEndsTheWalkAndTheRemoveGoes) {
+  auto store = FreshStore("hand_over_chain_corrupt_link.db");
+  ASSERT_TRUE(store.ok());
+  RecordTwoCancelledReplacements(store->get());
+  ASSERT_FALSE(HasFailure());
+  ::palisade::testing::ExecSql(
+      absl::StrCat(std::getenv("TEST_TMPDIR"), "/hand_over_chain_corrupt_link.db"),
+      "UPDATE decisions SET proto = x'ffffffff' WHERE CAST(id AS TEXT) = 'b';");
+  ASSERT_FALSE(HasFailure());
+
+  FakeActuator* lists = nullptr;
+  std::unique_ptr<Restarted> r = RestartWithABudgetOfOne(store->get(), &lists);
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  r->dispatcher.RunOnce();
+  EXPECT_THAT(r->actuator->calls, ElementsAre("remove a edge-a"));
+  EXPECT_THAT(lists->calls, ElementsAre("apply fresh"));
+  EXPECT_EQ(r->dispatcher.held(), 1u);  // d, charged
+}
+
+// A challenge a's remove released for its successor c in a's own queue (b, the block between,
+// withdrawn for c while in flight, failed): a's remove goes first, then c (RemoveBarrier), not
+// charged (it took over from b in flight, sent). A crash between the two leaves c's apply,
+// naming b (no row, nothing at the edge), and nothing of a: restored, c was charged as a new
+// restriction and held behind the minute's budget, the target bare (a gone) until an operator
+// released it. a's remove leaves a record that c takes over (kTakesOverContainer).
+TEST_F(DispatcherTest, ASuccessorInTheRemovesQueueIsNotChargedAfterACrashBetweenThem) {
+  auto store = FreshStore("hand_over_same_queue.db");
+  ASSERT_TRUE(store.ok());
+  fake_->adopts = true;  // as access rules: c's apply waits behind a's remove
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  lists->label = "list";
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  auto record = [&](DecisionChange change, const std::string& id, palisade::v1::Actuator kind,
+                    const std::string& target, const std::string& replaces = "",
+                    const std::string& replaced_by = "") {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(kind);
+    u.decision.mutable_target()->set_value(target);
+    u.decision.set_active(change == DecisionChange::kCreated);
+    u.decision.set_replaces(replaces);
+    u.decision.set_replaced_by(replaced_by);
+    u.outbox_seq = *(*store)->RecordDecision(u.decision, nullptr, true);
+    return u;
+  };
+  constexpr auto kList = palisade::v1::ACTUATOR_IP_LIST;
+  constexpr auto kRule = palisade::v1::ACTUATOR_ACCESS_RULE;
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "a", kRule, "203.0.113.7"));
+  dispatcher_.RunOnce();
+  dispatcher_.OnDecision(record(DecisionChange::kWithdrawn, "a", kRule, "203.0.113.7", "", "b"));
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "b", kList, "203.0.113.7", "a"));
+  bool withdrawn = false;  // the hook runs once
+  lists->during_run = [&] {
+    if (std::exchange(withdrawn, true)) return;
+    lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
+    dispatcher_.OnDecision(
+        record(DecisionChange::kWithdrawn, "b", kList, "203.0.113.7", "a", "c"));
+    // Recorded, not heard before the process "dies": an unrelated block on another target.
+    record(DecisionChange::kCreated, "fresh", kRule, "203.0.113.1");
+    dispatcher_.OnDecision(record(DecisionChange::kCreated, "c", kRule, "203.0.113.7", "b"));
+  };
+  dispatcher_.RunOnce();  // b goes out and fails for good: a's remove may go, c behind it
+  dispatcher_.RunOnce();  // a's remove; the process dies before c goes out
+  ASSERT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  ASSERT_THAT(lists->calls, ElementsAre("apply b"));
+
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  r->actuator->adopts = true;
+  GuardOptions restarted;
+  restarted.max_new_per_minute = 1;
+  r->dispatcher.SetGuard(std::make_unique<Guard>(restarted));
+  r->dispatcher.AddActuator(kList, std::make_unique<FakeActuator>());
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  r->dispatcher.RunOnce();
+  EXPECT_EQ(r->dispatcher.held(), 0u);
+  EXPECT_THAT(r->actuator->calls, ElementsAre("apply fresh", "apply c"));  // fresh spent the slot
+  EXPECT_THAT(*(*store)->LoadOutbox(), IsEmpty());
+  // The record went with c's apply: the edges table holds c's object and fresh's.
+  EXPECT_THAT(r->dispatcher.edges(),
+              ElementsAre(Pair("c", ::testing::_), Pair("fresh", ::testing::_)));
+  std::unique_ptr<Restarted> again = Restart(store->get());
+  ASSERT_TRUE(again->dispatcher.Restore().ok());
+  EXPECT_THAT(again->dispatcher.edges(), SizeIs(2));
+}
+
+// ASuccessorInTheRemovesQueueIsNotChargedAfterACrashBetweenThem up to a's remove, in `store`:
+// c's apply, taking over from a, still to do. `c_row`: c's apply has an outbox row (false: the
+// store refused it, seq 0). Returns c's creation.
+DecisionUpdate DispatcherTest::RemoveBeforeItsSuccessor(Store* store, bool c_row) {
+  fake_->adopts = true;
+  auto list = std::make_unique<FakeActuator>();
+  FakeActuator* lists = list.get();
+  dispatcher_.AddActuator(palisade::v1::ACTUATOR_IP_LIST, std::move(list));
+  auto record = [&](DecisionChange change, const std::string& id, palisade::v1::Actuator kind,
+                    const std::string& replaces = "", const std::string& replaced_by = "",
+                    bool outbox = true) {
+    DecisionUpdate u = Update(change, id);
+    u.decision.set_actuator(kind);
+    u.decision.mutable_target()->set_value("203.0.113.7");
+    u.decision.set_active(change == DecisionChange::kCreated);
+    u.decision.set_replaces(replaces);
+    u.decision.set_replaced_by(replaced_by);
+    u.outbox_seq = *store->RecordDecision(u.decision, nullptr,
+                                          outbox ? std::optional<bool>(true) : std::nullopt);
+    return u;
+  };
+  constexpr auto kList = palisade::v1::ACTUATOR_IP_LIST;
+  constexpr auto kRule = palisade::v1::ACTUATOR_ACCESS_RULE;
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "a", kRule));
+  dispatcher_.RunOnce();
+  dispatcher_.OnDecision(record(DecisionChange::kWithdrawn, "a", kRule, "", "b"));
+  dispatcher_.OnDecision(record(DecisionChange::kCreated, "b", kList, "a"));
+  DecisionUpdate c;
+  bool withdrawn = false;  // the hook runs once
+  lists->during_run = [&] {
+    if (std::exchange(withdrawn, true)) return;
+    lists->failures = {absl::FailedPreconditionError("the list is at max_items")};
+    dispatcher_.OnDecision(record(DecisionChange::kWithdrawn, "b", kList, "a", "c"));
+    c = record(DecisionChange::kCreated, "c", kRule, "b", "", c_row);
+    dispatcher_.OnDecision(c);
+  };
+  dispatcher_.RunOnce();  // b goes out and fails for good: a's remove may go, c behind it
+  dispatcher_.RunOnce();  // a's remove
+  lists->during_run = nullptr;  // its captures end here
+  EXPECT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a"));
+  return c;
+}
+
+// The hand-over records in the store (kTakesOverContainer), by decision id.
+std::vector<std::string> TakeOverRecords(Store* store) {
+  std::vector<std::string> ids;
+  absl::StatusOr<std::vector<EdgeRow>> edges = store->LoadEdges();
+  EXPECT_TRUE(edges.ok()) << edges.status();
+  if (!edges.ok()) return ids;
+  for (const EdgeRow& e : *edges) {
+    if (e.container == Dispatcher::kTakesOverContainer) ids.push_back(e.decision_id);
+  }
+  return ids;
+}
+
+// c's hand-over record goes with c's end (before its apply went out): kept, a restart would
+// find it for nothing.
+TEST_F(DispatcherTest, AHandOverRecordIsDeletedWhenItsDecisionEnds) {
+  auto store = FreshStore("take_over_ends.db");
+  ASSERT_TRUE(store.ok());
+  DecisionUpdate c = RemoveBeforeItsSuccessor(store->get(), true);
+  ASSERT_FALSE(HasFailure());
+  ASSERT_THAT(TakeOverRecords(store->get()), ElementsAre("c"));
+  DecisionUpdate ended = c;
+  ended.change = DecisionChange::kExpired;
+  ended.decision.set_active(false);
+  ended.outbox_seq = *(*store)->RecordDecision(ended.decision, nullptr, false);
+  dispatcher_.OnDecision(ended);
+  EXPECT_THAT(TakeOverRecords(store->get()), IsEmpty());
+}
+
+// An apply with no outbox row (seq 0) writes no edge record to replace its hand-over record:
+// it is deleted as the apply lands, not left until its decision's end.
+TEST_F(DispatcherTest, AHandOverRecordGoesWithAnApplyThatHasNoRow) {
+  auto store = FreshStore("take_over_no_row.db");
+  ASSERT_TRUE(store.ok());
+  RemoveBeforeItsSuccessor(store->get(), false);
+  ASSERT_FALSE(HasFailure());
+  ASSERT_THAT(TakeOverRecords(store->get()), ElementsAre("c"));
+  dispatcher_.RunOnce();
+  ASSERT_THAT(fake_->calls, ElementsAre("apply a", "remove a edge-a", "apply c"));
+  EXPECT_THAT(TakeOverRecords(store->get()), IsEmpty());
+}
+
+// Restore deletes a hand-over record whose decision has no apply left to take over with.
+TEST_F(DispatcherTest, RestoreDeletesAHandOverRecordWithNoApplyLeft) {
+  auto store = FreshStore("take_over_orphan.db");
+  ASSERT_TRUE(store.ok());
+  ASSERT_TRUE((*store)
+                  ->CompleteApply(0, {"gone", palisade::v1::ACTUATOR_ACCESS_RULE, "a",
+                                      Dispatcher::kTakesOverContainer, true})
+                  .ok());
+  ASSERT_THAT(TakeOverRecords(store->get()), ElementsAre("gone"));
+  std::unique_ptr<Restarted> r = Restart(store->get());
+  ASSERT_TRUE(r->dispatcher.Restore().ok());
+  EXPECT_THAT(TakeOverRecords(store->get()), IsEmpty());
+  EXPECT_THAT(r->dispatcher.edges(), IsEmpty());
 }
 
 // Audit of itself: a revocation of palisaded's own token (the audit-log misuse rule) never

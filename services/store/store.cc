@@ -687,6 +687,21 @@ absl::StatusOr<std::vector<palisade::v1::Decision>> Store::LoadDecisions(bool ac
   return out;
 }
 
+absl::StatusOr<palisade::v1::Decision> Store::LoadDecision(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  Stmt q(statements_, db_, "SELECT proto FROM decisions WHERE id = ?");
+  absl::Status s = Prepared(q, db_);
+  if (!s.ok()) return s;
+  q.Bind(1, id);
+  if (q.Next()) {
+    palisade::v1::Decision d;
+    if (!d.ParseFromString(q.Blob(0))) return absl::DataLossError("store: a decision is corrupt");
+    return d;
+  }
+  if (s = q.Finished("load decision"); !s.ok()) return s;
+  return absl::NotFoundError("store: no such decision");
+}
+
 absl::StatusOr<std::vector<OffenceRow>> Store::LoadOffences(absl::Time since, size_t limit,
                                                             absl::Time counted_after) {
   absl::MutexLock lock(&mu_);

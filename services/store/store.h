@@ -200,6 +200,9 @@ class Store {
   absl::Status Reschedule(int64_t seq, int attempts, absl::Time not_before);
 
   absl::StatusOr<std::vector<palisade::v1::Decision>> LoadDecisions(bool active_only);
+  // One decision by its id, active or ended: kNotFound when none is stored (pruned, or never
+  // written), kDataLoss when its row is corrupt. Reads that row only, not the others.
+  absl::StatusOr<palisade::v1::Decision> LoadDecision(const std::string& id);
   // The offences last seen at or after `since`, or whose count stands past `counted_after`
   // (their counted_until: a memory longer than `since` allows), the latest first, at most
   // `limit` of them (the history is kept for the retention; a restart needs only what

@@ -217,6 +217,41 @@ TEST(StoreTest, CompletingMovesTheOperationToTheEdgeAndBack) {
   EXPECT_THAT(*(*store)->LoadDecisions(false), SizeIs(1));
 }
 
+// One decision by its id (the dispatcher's Restore follows a chain of replacements link by
+// link): that row only, so that another corrupt row does not make it fail.
+TEST(StoreTest, LoadDecisionReadsOneRowByItsId) {
+  const std::string path = Path("one-decision.db");
+  auto store = Store::Open(path);
+  ASSERT_THAT(store, IsOk());
+  palisade::v1::Decision ended = D("d1", false);
+  ended.set_replaced_by("d2");
+  ASSERT_THAT((*store)->RecordDecision(ended, nullptr, std::nullopt), IsOk());
+  ASSERT_THAT((*store)->RecordDecision(D("d2"), nullptr, std::nullopt), IsOk());
+  ASSERT_THAT((*store)->RecordDecision(D("bad", false), nullptr, std::nullopt), IsOk());
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+    ASSERT_EQ(sqlite3_exec(db,
+                           "UPDATE decisions SET proto = x'ffffffff' "
+                           "WHERE CAST(id AS TEXT) = 'bad'",
+                           nullptr, nullptr, nullptr),
+              SQLITE_OK);
+    sqlite3_close(db);
+  }
+  absl::StatusOr<palisade::v1::Decision> d1 = (*store)->LoadDecision("d1");
+  ASSERT_THAT(d1, IsOk());
+  EXPECT_EQ(d1->id(), "d1");
+  EXPECT_FALSE(d1->active());
+  EXPECT_EQ(d1->replaced_by(), "d2");
+  absl::StatusOr<palisade::v1::Decision> d2 = (*store)->LoadDecision("d2");
+  ASSERT_THAT(d2, IsOk());
+  EXPECT_TRUE(d2->active());
+  EXPECT_THAT((*store)->LoadDecision("none").status(), StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT((*store)->LoadDecision("bad").status(), StatusIs(absl::StatusCode::kDataLoss));
+  // All of them at once meets the corrupt row.
+  EXPECT_THAT((*store)->LoadDecisions(false).status(), StatusIs(absl::StatusCode::kDataLoss));
+}
+
 TEST(StoreTest, Snapshots) {
   auto store = Store::Open(Path("c.db"));
   ASSERT_THAT(store, IsOk());
@@ -918,6 +953,7 @@ TEST(StoreTest, AReadThatFailsIsAnErrorNotAShortAnswer) {
         (*store)->LoadSnapshot("windows").status(),
         (*store)->LoadDecisions(true).status(),
         (*store)->LoadDecisions(false).status(),
+        (*store)->LoadDecision("d1").status(),
         (*store)->LoadOffences(absl::InfinitePast(), 100).status(),
         (*store)->LastOffenceId().status(),
         (*store)->LoadOutbox().status(),
