@@ -191,12 +191,15 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
   // The writer's log hears the table only while this node writes; a mirrored change is not
   // the writer's (writing_ is false then).
   ClusterNode* self = node.get();
-  // Each change set as one (DecisionLogWriter::EnqueueSet), so that mirrors hear it as one.
-  node->listener_id_ = table.AddSetListener([self](const std::vector<DecisionUpdate>& set) {
-    if (!self->writing_.load()) return;
-    absl::MutexLock lock(&self->writer_mu_);
-    if (self->log_writer_ != nullptr) self->log_writer_->EnqueueSet(set);
-  });
+  // Each change set as one (DecisionLogWriter::EnqueueSet), so that mirrors hear it as one;
+  // with the snapshots of the claims it left waiting, so that mirrors hold them too and a
+  // take-over decides them when the decision they wait behind ends.
+  node->listener_id_ = table.AddClaimsSetListener(
+      [self](const std::vector<DecisionUpdate>& set, const std::vector<WaitingClaims>& waiting) {
+        if (!self->writing_.load()) return;
+        absl::MutexLock lock(&self->writer_mu_);
+        if (self->log_writer_ != nullptr) self->log_writer_->EnqueueSet(set, waiting);
+      });
   DecisionReplicaOptions ro;
   // Where this node stopped reading the log, if its table (restored from the store) holds what
   // it had read: the view starts as that table.
@@ -221,9 +224,18 @@ absl::StatusOr<std::unique_ptr<ClusterNode>> ClusterNode::Start(ClusterNodeOptio
         mirrored = self->log_writer_ != nullptr && !self->log_writer_->took_over();
       }
       if (mirrored && c.kind == ReplicatedChange::Kind::kState) {
-        self->table_.MirrorState(c.state);
+        // The writer's waiting claims follow its state (kWaiting, then kWaitingEnd): the
+        // table's own are marked stale, and go at the end unless a snapshot replaced them (a
+        // writer dying in between leaves them). Not while coming to write: the state may be
+        // this node's own take-over state, read back before its publish was acknowledged, and
+        // its claims (the table's) follow it unread.
+        self->table_.MirrorState(c.state, /*mark_stale=*/!self->writing_.load());
       } else if (mirrored && c.kind == ReplicatedChange::Kind::kSet) {
         self->table_.MirrorAll(c.set);  // heard in one call, as on the writer
+      } else if (mirrored && c.kind == ReplicatedChange::Kind::kWaiting) {
+        self->table_.MirrorWaiting({c.waiting});
+      } else if (mirrored && c.kind == ReplicatedChange::Kind::kWaitingEnd) {
+        if (!self->writing_.load()) self->table_.MirrorWaitingEnd();  // as the state's marks
       } else if (mirrored) {
         self->table_.Mirror(c.change, c.decision);
       }
@@ -538,6 +550,7 @@ void ClusterNode::BecomeWriter() {
   DecisionLogWriterOptions wo;
   wo.node_id = options_.node_id;
   wo.state = [this] { return table_.List({}); };
+  wo.waiting = [this] { return table_.Waiting(); };
   wo.published = options_.edge_update;
   wo.wait_applied = [this](uint64_t sequence) {
     // A replica that can read on only from a writer's next state (the log purged) would wait

@@ -503,6 +503,53 @@ TEST_F(ClusterNodeTest, AMirrorHearsAReplacedDecisionsWithdrawalAndReplacementIn
                                              absl::StrCat("created ", manual->id()))));
 }
 
+// Claims the writer's table keeps waiting behind a stronger decision (a rule's block and an
+// operator's challenge behind an operator's block) reach every node with the log, so that a
+// node taking over decides them when that decision ends, as the writer would have. They lived
+// in the writer's table only: after a take-over the block ended and nothing followed.
+TEST_F(ClusterNodeTest, ClaimsWaitingBehindADecisionAreDecidedByTheNextWriter) {
+  std::unique_ptr<TestNode> a = StartNode("a");
+  std::unique_ptr<TestNode> b = StartNode("b");
+  ASSERT_TRUE(a->node != nullptr && b->node != nullptr);
+  ASSERT_TRUE(a->node->writer());
+  const std::string ip = "192.0.2.11";
+  palisade::v1::AddDecisionRequest block = Ban(ip);
+  *block.mutable_duration() = ToProtoDuration(absl::Minutes(10));
+  absl::StatusOr<palisade::v1::Decision> blocked = b->node->AddManual(block);
+  ASSERT_THAT(blocked, IsOk());
+  // Both wait behind the operator's block: the rule's (1 h) and an operator's challenge (20 min).
+  ASSERT_THAT(b->node->SendDetection("r:1", Probe(ip)), IsOk());
+  palisade::v1::AddDecisionRequest challenge = Ban(ip);
+  challenge.set_action(palisade::v1::ACTION_CHALLENGE);
+  *challenge.mutable_duration() = ToProtoDuration(absl::Minutes(20));
+  ASSERT_THAT(b->node->AddManual(challenge), IsOk());
+  CaughtUp(*b);
+  const auto active = [&](TestNode& n) {
+    return n.table.List({.target = ip, .active_only = true});
+  };
+  ASSERT_EQ(active(*b).size(), 1u);
+  EXPECT_EQ(active(*b)[0].id(), blocked->id());
+
+  // a stops ticking: b takes over with what it mirrored.
+  clock_.Advance(absl::Seconds(15 + 2 + 1));
+  b->node->Tick();
+  ASSERT_TRUE(b->node->writer());
+  // The block ends: the operator's challenge follows it, then the rule's block.
+  clock_.Advance(absl::Minutes(10));
+  b->table.ExpireDue();
+  std::vector<palisade::v1::Decision> now = active(*b);
+  ASSERT_EQ(now.size(), 1u) << "the claims waiting behind the block were lost at the take-over";
+  EXPECT_EQ(now[0].origin(), palisade::v1::ORIGIN_MANUAL);
+  EXPECT_EQ(now[0].action(), palisade::v1::ACTION_CHALLENGE);
+  clock_.Advance(absl::Minutes(10));
+  b->table.ExpireDue();
+  now = active(*b);
+  ASSERT_EQ(now.size(), 1u);
+  EXPECT_EQ(now[0].origin(), palisade::v1::ORIGIN_RULE);
+  EXPECT_EQ(now[0].rule_id(), "probe");
+  EXPECT_EQ(now[0].action(), palisade::v1::ACTION_BLOCK);
+}
+
 // A detection whose evidence is over NATS' payload limit (100 lines of 10.5 KB, as
 // engine.max_evidence 100 and max_evidence_bytes 1 MiB allow; an attacker pads its lines) goes
 // to the writer with its evidence cut to fit, and is decided, whether sent by a partition owner

@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "services/cluster/message_size.h"
+#include "services/common/proto_time.h"
 
 namespace palisade::cluster {
 namespace {
@@ -22,8 +23,28 @@ using palisade::v1::Decision;
 // schema's field numbers belong to the API):
 //   "U1 <change>\n" + Decision                         an update
 //   "S1 <state id> <i> <n>\n" + ListDecisionsResponse  chunk i (1-based) of n of a full state
+//   "W1\n" + ListDecisionsResponse                      a target's waiting claims (EncodeWaiting)
 constexpr absl::string_view kUpdateTag = "U1 ";
 constexpr absl::string_view kStateTag = "S1 ";
+constexpr absl::string_view kWaitingTag = "W1";
+//   "W1 end <state id>\n"                              a state's snapshots ended
+constexpr absl::string_view kWaitingEndTag = "W1 end ";
+
+// Bounds on a snapshot, which anyone who can publish on the subject can forge and a mirror
+// charges to its active budget: a claim's texts (cut to it when encoded), and its claims (at
+// most one of each kind a table merges them into: origin, action, actuator, dry run).
+constexpr size_t kMaxWaitingTextBytes = 1024;
+constexpr int kMaxWaitingClaims =
+    2 * palisade::v1::Action_MAX * palisade::v1::Actuator_MAX * 2;
+
+// `s` cut to at most kMaxWaitingTextBytes, on a UTF-8 character's boundary (a proto string
+// must stay valid UTF-8).
+std::string CutWaitingText(const std::string& s) {
+  if (s.size() <= kMaxWaitingTextBytes) return s;
+  size_t n = kMaxWaitingTextBytes;
+  while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80) --n;
+  return s.substr(0, n);
+}
 
 bool ParseChange(absl::string_view name, DecisionChange* out) {
   for (DecisionChange c : {DecisionChange::kCreated, DecisionChange::kExtended,
@@ -100,6 +121,60 @@ std::string EncodeUpdate(const DecisionUpdate& update) {
                       update.decision.SerializeAsString());
 }
 
+std::string EncodeWaiting(const WaitingClaims& waiting) {
+  // Decisions as the API's message carries them: the first names the target and the decision
+  // the claims wait behind (its id), each next one is a claim (what a decision made of it
+  // would carry).
+  palisade::v1::ListDecisionsResponse m;
+  Decision* head = m.add_decisions();
+  head->mutable_target()->set_value(waiting.target);
+  head->set_id(waiting.decision_id);
+  for (const WaitingClaimRow& c : waiting.claims) {
+    Decision* d = m.add_decisions();
+    d->set_origin(static_cast<palisade::v1::Origin>(c.origin));
+    d->set_action(static_cast<palisade::v1::Action>(c.action));
+    d->set_actuator(static_cast<palisade::v1::Actuator>(c.actuator));
+    d->set_dry_run(c.dry_run);
+    *d->mutable_expiry() = ToProtoTime(c.expiry);
+    d->set_rule_id(CutWaitingText(c.rule_id));
+    d->set_reason(CutWaitingText(c.reason));
+    d->set_offence(c.offence);
+  }
+  return absl::StrCat(kWaitingTag, "\n", m.SerializeAsString());
+}
+
+bool DecodeWaiting(absl::string_view message, WaitingClaims* out) {
+  absl::string_view header, body;
+  if (!SplitMessage(message, &header, &body) || header != kWaitingTag) return false;
+  palisade::v1::ListDecisionsResponse m;
+  if (!m.ParseFromArray(body.data(), static_cast<int>(body.size())) || m.decisions_size() < 1 ||
+      m.decisions_size() - 1 > kMaxWaitingClaims) {
+    return false;
+  }
+  *out = {};
+  out->target = m.decisions(0).target().value();
+  out->decision_id = m.decisions(0).id();
+  for (int i = 1; i < m.decisions_size(); ++i) {
+    const Decision& d = m.decisions(i);
+    // Anyone who can publish on the subject can send one: a time no Timestamp holds, a kind of
+    // claim no writer makes (each unknown number would be a kind of its own), or texts over
+    // the bound, are refused.
+    absl::StatusOr<absl::Time> expiry = CheckedProtoTime(d.expiry());
+    if (!expiry.ok()) return false;
+    if ((d.origin() != palisade::v1::ORIGIN_RULE && d.origin() != palisade::v1::ORIGIN_MANUAL) ||
+        d.action() == palisade::v1::ACTION_UNSPECIFIED ||
+        !palisade::v1::Action_IsValid(d.action()) ||
+        d.actuator() == palisade::v1::ACTUATOR_UNSPECIFIED ||
+        !palisade::v1::Actuator_IsValid(d.actuator()) ||
+        d.rule_id().size() > kMaxWaitingTextBytes || d.reason().size() > kMaxWaitingTextBytes) {
+      return false;
+    }
+    out->claims.push_back({out->target, out->decision_id, d.origin(), d.action(), d.actuator(),
+                           d.dry_run(), *expiry, d.rule_id(), d.reason(), d.offence()});
+  }
+  return true;
+}
+
 // ---------------------------------------------------------------------------------------------
 // DecisionLogWriter
 
@@ -137,16 +212,23 @@ DecisionTable::SetListener DecisionLogWriter::SetListener() {
   return [this](const std::vector<DecisionUpdate>& set) { EnqueueSet(set); };
 }
 
+DecisionTable::ClaimsSetListener DecisionLogWriter::ClaimsSetListener() {
+  return [this](const std::vector<DecisionUpdate>& set, const std::vector<WaitingClaims>& w) {
+    EnqueueSet(set, w);
+  };
+}
+
 bool DecisionLogWriter::Enqueue(const DecisionUpdate& update) {
   std::vector<Item> items(1);
   if (!MakeItem(update, &items[0])) return true;  // stale: nothing was decided
   return Push(std::move(items));
 }
 
-bool DecisionLogWriter::EnqueueSet(const std::vector<DecisionUpdate>& set) {
+bool DecisionLogWriter::EnqueueSet(const std::vector<DecisionUpdate>& set,
+                                   const std::vector<WaitingClaims>& waiting) {
   std::vector<Item> items;
   std::vector<const DecisionUpdate*> updates;  // updates[i]: items[i]'s
-  items.reserve(set.size());
+  items.reserve(set.size() + waiting.size());
   updates.reserve(set.size());
   for (const DecisionUpdate& u : set) {
     items.emplace_back();
@@ -156,7 +238,7 @@ bool DecisionLogWriter::EnqueueSet(const std::vector<DecisionUpdate>& set) {
       updates.push_back(&u);
     }
   }
-  if (items.empty()) return true;
+  if (items.empty() && waiting.empty()) return true;
   // Only the runs that end a decision and create its successor on one target are marked, each
   // as a set of its own: the table makes a replaced decision's withdrawal and its replacement
   // (or an ended decision and the claim reinstated behind it) one after the other, and replicas
@@ -193,6 +275,18 @@ bool DecisionLogWriter::EnqueueSet(const std::vector<DecisionUpdate>& set) {
     for (size_t i = 0; i < n; ++i) {
       items[begin + i].set = absl::StrCat(set_id, " ", i + 1, " ", n);
     }
+  }
+  // After the updates: a snapshot names the decision its claims wait behind, which a mirror
+  // must hold by then (a claim reinstated behind an ended decision waits behind its successor).
+  for (const WaitingClaims& w : waiting) {
+    Item& item = items.emplace_back();
+    item.waiting = true;
+    {
+      absl::MutexLock lock(&mu_);
+      item.id = absl::StrCat(id_prefix_, "w", waiting_count_++);
+    }
+    item.data = EncodeWaiting(w);
+    item.cost = Cost(item.data.size());
   }
   return Push(std::move(items));
 }
@@ -475,6 +569,29 @@ DecisionLogWriter::Outcome DecisionLogWriter::PublishStateTaken(bool taking_over
     if (o != Outcome::kStored) return o;
     if (i == 0) *start = ack.sequence;
   }
+  // The claims waiting behind its decisions, after it: a mirror that applied the state
+  // (dropping the claims it held) takes them from these. One refused for its size is skipped.
+  if (options_.waiting) {
+    const std::vector<WaitingClaims> waiting = options_.waiting();
+    for (size_t i = 0; i < waiting.size(); ++i) {
+      NatsClient::Ack ack;
+      const Outcome o = PublishWithRetry(kDecisionWaitingSubject, EncodeWaiting(waiting[i]),
+                                         absl::StrCat(state_id, ":w", i + 1), &ack);
+      if (o == Outcome::kRefused) {
+        refused_.fetch_add(1);
+        continue;
+      }
+      if (o != Outcome::kStored) return o;
+      waiting_published_.fetch_add(1);
+    }
+    // Their end: a mirror drops the claims it held from before the state only for targets no
+    // snapshot named, and only now (a writer dying before its last snapshot leaves them).
+    NatsClient::Ack ack;
+    const Outcome o =
+        PublishWithRetry(kDecisionWaitingSubject, absl::StrCat(kWaitingEndTag, state_id, "\n"),
+                         absl::StrCat(state_id, ":wend"), &ack);
+    if (o != Outcome::kStored) return o;
+  }
   return Outcome::kStored;
 }
 
@@ -496,6 +613,11 @@ void DecisionLogWriter::Run() {
       const absl::Status s = PublishStateNow();
       refused = s.code() == absl::StatusCode::kResourceExhausted;
       ok = s.ok() || refused;
+    } else if (item->waiting) {
+      const Outcome o = PublishWithRetry(kDecisionWaitingSubject, item->data, item->id, &ack);
+      refused = o == Outcome::kRefused;
+      ok = o == Outcome::kStored || refused;
+      if (o == Outcome::kStored) waiting_published_.fetch_add(1);
     } else {
       const Outcome o =
           PublishWithRetry(kDecisionSubject, item->data, item->id, &ack, false, item->set);
@@ -516,7 +638,9 @@ void DecisionLogWriter::Run() {
       queued_bytes_ = 0;
       return;
     }
-    if (!item->state) {
+    if (item->waiting) {
+      // Not an update: neither counted in published() nor toward the next state.
+    } else if (!item->state) {
       if (!refused) {
         published_.fetch_add(1);
         if (ack.duplicate) duplicates_.fetch_add(1);
@@ -713,6 +837,7 @@ void DecisionReplica::Run() {
   StateHeader pending;
   std::vector<Decision> pending_decisions;
   uint64_t pending_after = 0;  // the sequence before the pending state's first chunk
+  std::string last_state_id;  // the last state applied (its snapshots' end names it)
   Clock& clock = options_.clock != nullptr ? *options_.clock : RealClock::Get();
   absl::Time pending_since;  // the pending state's last chunk, on `clock`
   // A state dropped for its age: read again from its first chunk if the next message read is
@@ -931,6 +1056,25 @@ void DecisionReplica::Run() {
         options_.apply(c);
         updates_.fetch_add(1);
       }
+    } else if (ok && absl::StartsWith(header, kWaitingEndTag)) {
+      // The end of the snapshots of the last state applied here; another state's (one this
+      // replica skipped, or began after) says nothing of the claims its mirror holds.
+      clear_pending();  // inside a state's chunks: that state is incomplete
+      if (header.substr(kWaitingEndTag.size()) == last_state_id) {
+        ReplicatedChange c;
+        c.kind = ReplicatedChange::Kind::kWaitingEnd;
+        c.sequence = seq;
+        options_.apply(c);
+      }
+    } else if (ok && header == kWaitingTag) {
+      ReplicatedChange c;
+      c.kind = ReplicatedChange::Kind::kWaiting;
+      c.sequence = seq;
+      ok = DecodeWaiting(data, &c.waiting);
+      if (ok) {
+        clear_pending();  // inside a state's chunks: that state is incomplete
+        options_.apply(c);
+      }
     } else if (ok && ParseStateHeader(header, &h)) {
       if (!aged.id.empty() && h.id == aged.id && h.count == aged.count &&
           h.index == aged.index + 1) {
@@ -976,6 +1120,7 @@ void DecisionReplica::Run() {
             c.kind = ReplicatedChange::Kind::kState;
             c.sequence = seq;
             c.state = std::move(pending_decisions);
+            last_state_id = std::string(h.id);
             clear_pending();
             options_.apply(c);
             states_.fetch_add(1);
@@ -1020,6 +1165,10 @@ void DecisionView::Apply(const ReplicatedChange& change) {
   if (change.kind == ReplicatedChange::Kind::kSet) {
     for (const DecisionUpdate& u : change.set) by_id_[u.decision.id()] = u.decision;
     return;
+  }
+  if (change.kind == ReplicatedChange::Kind::kWaiting ||
+      change.kind == ReplicatedChange::Kind::kWaitingEnd) {
+    return;  // claims are no decisions
   }
   // Every update carries the whole decision as it now is.
   by_id_[change.decision.id()] = change.decision;

@@ -22,6 +22,16 @@
 //     sweep's other expiries) go alone: a mirror does not hold them until a burst's or a whole
 //     batch's last message.
 //     A header, not the first line: a replica of an older build reads each update as before.
+//   - a waiting-claims snapshot, on `palisade.decisions.waiting`: the rule and manual claims
+//     one target's active decision keeps waiting (a rule's challenge behind a block: decided
+//     when the block ends), as the writer's table now has them, replacing the ones before
+//     (none: none wait). The writer publishes a target's after the updates of the change set
+//     that changed them (DecisionTable::ClaimsSetListener, the snapshots its store writes), and
+//     every target's after each full state, then "W1 end <state id>" (a mirror drops the
+//     claims it held from before the state only for targets none named, and only then: a
+//     writer dying in between leaves them), so that a mirror's table holds the writer's claims
+//     (DecisionTable::MirrorWaiting) and a take-over decides them when their decision ends. A
+//     replica of an older build counts them malformed and skips them (its node keeps no claims).
 //   - a full state, on `palisade.decisions.state`: every decision the writer's table holds, in
 //     consecutive chunks (each under NATS' 1 MiB payload limit) whose header says "i of n". The
 //     writer publishes one on take-over (DecisionLogWriter::PublishState), after its queue
@@ -112,6 +122,7 @@ inline constexpr char kDecisionStream[] = "PALISADE_DECISIONS";
 inline constexpr char kDecisionSubjects[] = "palisade.decisions.>";
 inline constexpr char kDecisionSubject[] = "palisade.decisions.update";
 inline constexpr char kDecisionStateSubject[] = "palisade.decisions.state";
+inline constexpr char kDecisionWaitingSubject[] = "palisade.decisions.waiting";
 
 // The stream the log needs: both subjects, `replicas` (1 or 3), file storage, a duplicate window
 // long enough for a writer's retries and a take-over.
@@ -119,7 +130,7 @@ StreamSpec DecisionLogStreamSpec(int replicas, absl::Duration duplicate_window =
 
 // One change as replicas see it.
 struct ReplicatedChange {
-  enum class Kind { kUpdate, kState, kSet };
+  enum class Kind { kUpdate, kState, kSet, kWaiting, kWaitingEnd };
   Kind kind = Kind::kUpdate;
   uint64_t sequence = 0;  // in the stream; for a state or a set, its last message's
   // kUpdate: the change and the decision as it now is.
@@ -128,8 +139,14 @@ struct ReplicatedChange {
   // kSet: two or more updates on one target of one change set of the writer's table, in order
   // (each its change and decision; no secret, no outbox_seq), to be applied and heard as one.
   std::vector<DecisionUpdate> set;
-  // kState: every decision the writer held; the view becomes exactly this.
+  // kState: every decision the writer held; the view becomes exactly this. The writer's
+  // waiting claims follow it (kWaiting, then kWaitingEnd): a mirror marks its own stale
+  // (MirrorState's mark_stale) and drops those no snapshot replaced at the end.
   std::vector<palisade::v1::Decision> state;
+  // kWaiting: one target's waiting rule and manual claims as the writer has them.
+  // kWaitingEnd: the writer's snapshots after the last state this replica applied ended
+  // ("W1 end <state id>"; one naming another state is not handed on).
+  WaitingClaims waiting;
 };
 
 // The NATS header that marks an update as one of a change set: "<set id> <i> <n>" (1-based).
@@ -139,6 +156,9 @@ inline constexpr char kSetHeader[] = "Palisade-Set";
 std::string EncodeUpdate(const DecisionUpdate& update);
 // The de-duplication id of an update; "" for a change that is not published (stale).
 std::string UpdateId(const DecisionUpdate& update);
+// The message of one target's waiting-claims snapshot, and back (false: it does not parse).
+std::string EncodeWaiting(const WaitingClaims& waiting);
+bool DecodeWaiting(absl::string_view message, WaitingClaims* out);
 
 struct DecisionLogWriterOptions {
   std::string node_id;
@@ -157,6 +177,9 @@ struct DecisionLogWriterOptions {
   // Every decision the writer's table holds (DecisionTable::List({})): for the states the
   // writer publishes by itself. Called from the writer's thread, outside its lock.
   std::function<std::vector<palisade::v1::Decision>()> state;
+  // The rule and manual claims waiting behind the table's decisions (DecisionTable::Waiting):
+  // published after each full state, one snapshot per target. Null: none.
+  std::function<std::vector<WaitingClaims>()> waiting;
   absl::Duration retry_min = absl::Milliseconds(100);
   absl::Duration retry_max = absl::Seconds(5);
   // Each update once the stream holds it (acknowledged, or answered duplicate), in the order
@@ -186,14 +209,18 @@ class DecisionLogWriter {
   DecisionTable::Listener Listener();
   // For DecisionTable::AddSetListener: EnqueueSet for each change set.
   DecisionTable::SetListener SetListener();
+  // For DecisionTable::AddClaimsSetListener: EnqueueSet for each change set and its snapshots.
+  DecisionTable::ClaimsSetListener ClaimsSetListener();
   // Queues one update (stale ones are ignored). false: the queue was full; it was emptied and
   // a full state will be published in its place.
   bool Enqueue(const DecisionUpdate& update);
   // Queues a change set's updates (stale ones are ignored) at once, each run on one target from
   // a withdrawal or expiry to the next creation marked as one set (see the header) when it
-  // holds more than one; extensions go alone. false as Enqueue (the whole change set in the
-  // state).
-  bool EnqueueSet(const std::vector<DecisionUpdate>& set);
+  // holds more than one; extensions go alone; then `waiting`'s snapshots, one message each,
+  // in the queue's bound as updates are. false as Enqueue (the whole change set, and the
+  // claims, in the state).
+  bool EnqueueSet(const std::vector<DecisionUpdate>& set,
+                  const std::vector<WaitingClaims>& waiting = {});
   // Queues a full state (options.state()) after what is queued: on take-over.
   void PublishState();
 
@@ -203,6 +230,8 @@ class DecisionLogWriter {
   bool WaitUntilPublished(absl::Duration timeout);
 
   uint64_t published() const { return published_.load(); }    // updates acknowledged
+  // Waiting-claims snapshots acknowledged (after a change set or a state).
+  uint64_t waiting_published() const { return waiting_published_.load(); }
   uint64_t duplicates() const { return duplicates_.load(); }  // of them, already stored
   uint64_t states_published() const { return states_.load(); }
   uint64_t compactions() const { return compactions_.load(); }  // purges made (options.compact)
@@ -227,6 +256,7 @@ class DecisionLogWriter {
   void Run();
   struct Item {
     bool state = false;  // a full state, taken when its turn comes
+    bool waiting = false;  // a waiting-claims snapshot (id and data), not an update
     std::string id;      // de-duplication id (updates)
     std::string data;    // the message (updates)
     DecisionUpdate update;  // the update, for options.published (when set)
@@ -288,7 +318,8 @@ class DecisionLogWriter {
   std::string last_error_ ABSL_GUARDED_BY(mu_);
   std::atomic<bool> fenced_{false};
   std::atomic<uint64_t> published_{0}, duplicates_{0}, states_{0}, dropped_{0}, failures_{0};
-  std::atomic<uint64_t> evidence_cut_{0}, refused_{0};
+  std::atomic<uint64_t> evidence_cut_{0}, refused_{0}, waiting_published_{0};
+  uint64_t waiting_count_ ABSL_GUARDED_BY(mu_) = 0;  // snapshots queued so far (their ids)
   std::thread thread_;
 };
 

@@ -41,6 +41,10 @@ class Recorder {
       std::vector<std::string> each;
       for (const DecisionUpdate& u : c.set) each.push_back(Describe(u.change, u.decision));
       seen_.push_back(absl::StrCat("set [", absl::StrJoin(each, ", "), "]"));
+    } else if (c.kind == ReplicatedChange::Kind::kWaiting) {
+      seen_.push_back(absl::StrCat("waiting ", c.waiting.target, " ", c.waiting.claims.size()));
+    } else if (c.kind == ReplicatedChange::Kind::kWaitingEnd) {
+      seen_.push_back("waiting end");
     } else {
       seen_.push_back(Describe(c.change, c.decision));
     }
@@ -1298,6 +1302,106 @@ TEST(DecisionLogClusterTest, AServerKilledMidStreamLosesNothing) {
             << " later; consumers made again: " << (*rep)->resubscribed() << "\n";
   EXPECT_THAT(r.seen(), ElementsAreArray(heard));
   EXPECT_THAT(Snapshot(r.view().List()), ElementsAreArray(Snapshot(writer.table().List({}))));
+}
+
+// A target's waiting claims go through the log as they are; a message that is not one (or
+// carries a time no Timestamp holds) is refused.
+TEST(WaitingClaimsMessage, RoundTripsAndRefusesWhatIsNotOne) {
+  WaitingClaims w{"192.0.2.7", "00000000000000aa", {}};
+  w.claims.push_back({w.target, w.decision_id, palisade::v1::ORIGIN_RULE,
+                      palisade::v1::ACTION_CHALLENGE, palisade::v1::ACTUATOR_ACCESS_RULE, true,
+                      absl::FromUnixSeconds(1'700'000'000), "probe", "the last probe", 3});
+  WaitingClaims back;
+  ASSERT_TRUE(DecodeWaiting(EncodeWaiting(w), &back));
+  EXPECT_EQ(back.target, w.target);
+  EXPECT_EQ(back.decision_id, w.decision_id);
+  ASSERT_EQ(back.claims.size(), 1u);
+  const WaitingClaimRow& c = back.claims[0];
+  EXPECT_EQ(c.target, w.target);
+  EXPECT_EQ(c.decision_id, w.decision_id);
+  EXPECT_EQ(c.origin, palisade::v1::ORIGIN_RULE);
+  EXPECT_EQ(c.action, palisade::v1::ACTION_CHALLENGE);
+  EXPECT_EQ(c.actuator, palisade::v1::ACTUATOR_ACCESS_RULE);
+  EXPECT_TRUE(c.dry_run);
+  EXPECT_EQ(c.expiry, absl::FromUnixSeconds(1'700'000'000));
+  EXPECT_EQ(c.rule_id, "probe");
+  EXPECT_EQ(c.reason, "the last probe");
+  EXPECT_EQ(c.offence, 3u);
+  // None waiting: the snapshot still names its target.
+  ASSERT_TRUE(DecodeWaiting(EncodeWaiting({"192.0.2.8", "", {}}), &back));
+  EXPECT_EQ(back.target, "192.0.2.8");
+  EXPECT_TRUE(back.claims.empty());
+  EXPECT_FALSE(DecodeWaiting("W1\n", &back));  // no target
+  EXPECT_FALSE(DecodeWaiting(EncodeUpdate({DecisionChange::kCreated, {}}), &back));
+  w.claims[0].expiry = absl::InfiniteFuture();
+  std::string forged = EncodeWaiting(w);
+  EXPECT_FALSE(DecodeWaiting(forged, &back));
+}
+
+// A full state's waiting-claims snapshots (one message per target) end with a closing message:
+// a mirror drops the claims it held only for targets none named, and only once it comes (a
+// writer dying between the state and its last snapshot leaves the mirrors' claims as they were).
+TEST_F(DecisionLogTest, AStatesWaitingSnapshotsAreFollowedByTheirEnd) {
+  SimulatedClock clock;
+  DecisionTable table(clock);
+  WaitingClaims w{"192.0.2.7", "00000000000000aa", {}};
+  w.claims.push_back({w.target, w.decision_id, palisade::v1::ORIGIN_RULE,
+                      palisade::v1::ACTION_CHALLENGE, palisade::v1::ACTUATOR_ACCESS_RULE, false,
+                      absl::FromUnixSeconds(1'700'000'000), "probe", "the last probe", 1});
+  auto log = DecisionLogWriter::Start(
+      *client_, {.node_id = "web-1",
+                 .state = [&] { return table.List({}); },
+                 .waiting = [&] { return std::vector<WaitingClaims>{w}; },
+                 .retry_min = absl::Milliseconds(20),
+                 .retry_max = absl::Milliseconds(200)});
+  ASSERT_TRUE(log.ok()) << log.status();
+  Recorder r;
+  auto rep = Replica(r);
+  ASSERT_TRUE(rep);
+  (*log)->PublishState();
+  ASSERT_TRUE((*log)->WaitUntilPublished(absl::Seconds(60)));
+  ASSERT_TRUE(rep->WaitUntilApplied(LastSequence(), absl::Seconds(60)));
+  EXPECT_THAT(r.seen(), ::testing::ElementsAre("state 0", "waiting 192.0.2.7 1", "waiting end"));
+  EXPECT_EQ(rep->malformed(), 0u);
+}
+
+// What a forged snapshot can make a mirror hold is bounded: claims of kinds that do not exist,
+// more claims than there are kinds, or texts over the bound are refused.
+TEST(WaitingClaimsMessage, RefusesClaimsNoWriterMakes) {
+  WaitingClaims w{"192.0.2.7", "00000000000000aa", {}};
+  const WaitingClaimRow row{w.target, w.decision_id, palisade::v1::ORIGIN_RULE,
+                            palisade::v1::ACTION_BLOCK, palisade::v1::ACTUATOR_ACCESS_RULE, false,
+                            absl::FromUnixSeconds(1'700'000'000), "probe", "why", 1};
+  WaitingClaims back;
+  const auto with = [&](auto change) {
+    WaitingClaims f = w;
+    f.claims.push_back(row);
+    change(f.claims.back());
+    return EncodeWaiting(f);
+  };
+  ASSERT_TRUE(DecodeWaiting(with([](WaitingClaimRow&) {}), &back));
+  EXPECT_FALSE(DecodeWaiting(with([](WaitingClaimRow& c) { c.action = 0; }), &back));
+  EXPECT_FALSE(DecodeWaiting(with([](WaitingClaimRow& c) { c.action = 4711; }), &back));
+  EXPECT_FALSE(DecodeWaiting(with([](WaitingClaimRow& c) { c.actuator = 0; }), &back));
+  EXPECT_FALSE(DecodeWaiting(with([](WaitingClaimRow& c) { c.actuator = 4711; }), &back));
+  EXPECT_FALSE(DecodeWaiting(with([](WaitingClaimRow& c) { c.origin = 0; }), &back));
+  // Texts: cut to the bound when encoded, refused over it when decoded.
+  ASSERT_TRUE(DecodeWaiting(
+      with([](WaitingClaimRow& c) { c.reason = std::string(100'000, 'r'); }), &back));
+  ASSERT_EQ(back.claims.size(), 1u);
+  EXPECT_LT(back.claims[0].reason.size(), 100'000u);
+  palisade::v1::ListDecisionsResponse m;
+  m.add_decisions()->mutable_target()->set_value(w.target);
+  palisade::v1::Decision* d = m.add_decisions();
+  d->set_origin(palisade::v1::ORIGIN_RULE);
+  d->set_action(palisade::v1::ACTION_BLOCK);
+  d->set_actuator(palisade::v1::ACTUATOR_ACCESS_RULE);
+  d->set_rule_id(std::string(100'000, 'x'));
+  EXPECT_FALSE(DecodeWaiting(absl::StrCat("W1\n", m.SerializeAsString()), &back));
+  // Many claims: more than the kinds of claim there are.
+  WaitingClaims many = w;
+  for (int i = 0; i < 50'000; ++i) many.claims.push_back(row);
+  EXPECT_FALSE(DecodeWaiting(EncodeWaiting(many), &back));
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <optional>
 #include <type_traits>
+#include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/numbers.h"
@@ -334,10 +335,12 @@ bool IsTurn(Turn* t) { return *t->done == t->ticket; }
 void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, Commit* commit) {
   // The targets whose waiting claims changed: charged anew, and their rule and manual claims
   // written as they now are (the feeds' come back with the first sync after a restart).
+  // Snapshots for the store and for the claims listeners (the decision log's).
+  const bool snapshots = store_ != nullptr || claims_listener_count_.load() > 0;
   for (const std::string& target : claims_changed_) {
     ChargeClaimsLocked(target);
     WaitingClaims* w = nullptr;
-    if (store_ != nullptr) {
+    if (snapshots) {
       w = &commit->waiting.emplace_back();
       w->target = target;
     }
@@ -418,7 +421,7 @@ void DecisionTable::PrepareWriteLocked(std::vector<DecisionUpdate>& change_set, 
 }
 
 void DecisionTable::WriteInTurn(Commit& commit) {
-  if (commit.changes.empty() && commit.waiting.empty()) return;
+  if (commit.store == nullptr) return;  // nothing to write (no store, or no change)
   absl::MutexLock lock(&write_mu_);
   // In the order the changes were made: the store's rows are the table's history.
   Turn turn{&written_, commit.write_ticket};
@@ -452,7 +455,7 @@ void DecisionTable::WriteInTurn(Commit& commit) {
     }
     unwritten_bytes_ += WaitingBytes(w);
     if (w.decision_id.empty()) ++unwritten_ended_;
-    it->second = std::move(w);
+    it->second = w;  // a copy: the claims listeners hear `commit.waiting` after this
   }
   for (Store::Change& c : commit.changes) {
     // The change points into its caller's update: the copy owns its decision (a deque's
@@ -572,20 +575,35 @@ void DecisionTable::RemoveListener(uint64_t id) {
   set_listeners_.erase(std::remove_if(set_listeners_.begin(), set_listeners_.end(),
                                       [id](const auto& l) { return l.first == id; }),
                        set_listeners_.end());
+  claims_listeners_.erase(std::remove_if(claims_listeners_.begin(), claims_listeners_.end(),
+                                         [id](const auto& l) { return l.first == id; }),
+                          claims_listeners_.end());
+  claims_listener_count_.store(claims_listeners_.size());
 }
 
-void DecisionTable::Notify(uint64_t ticket, const std::vector<DecisionUpdate>& updates,
+uint64_t DecisionTable::AddClaimsSetListener(ClaimsSetListener listener) {
+  absl::MutexLock lock(&listeners_mu_);
+  const uint64_t id = next_listener_id_++;
+  claims_listeners_.emplace_back(id, std::move(listener));
+  claims_listener_count_.store(claims_listeners_.size());
+  return id;
+}
+
+void DecisionTable::Notify(const Commit& commit, const std::vector<DecisionUpdate>& updates,
                            const std::function<void(const std::vector<DecisionUpdate>&)>& before) {
   absl::MutexLock lock(&listeners_mu_);
   // Changes are made under mu_ but heard outside it (listeners do I/O); without the turn, a
   // thread that expired a decision could reach the dispatcher before the one that created it.
-  Turn turn{&notified_, ticket};
+  Turn turn{&notified_, commit.ticket};
   listeners_mu_.Await(absl::Condition(&IsTurn, &turn));
   if (before) before(updates);
   // The whole set first: a per-update listener that looks at a set listener's state (a pull of
   // the bouncer API made from it) finds the set whole there, never half of it.
   if (!updates.empty()) {
     for (const auto& l : set_listeners_) l.second(updates);
+  }
+  if (!updates.empty() || !commit.waiting.empty()) {
+    for (const auto& l : claims_listeners_) l.second(updates, commit.waiting);
   }
   for (const DecisionUpdate& u : updates) {
     for (const auto& l : listeners_) l.second(u);
@@ -1217,7 +1235,7 @@ DecisionUpdate DecisionTable::Apply(const Detection& detection,
     commit = CommitLocked(all, now);
   }
   WriteInTurn(commit);
-  Notify(commit.ticket, all);
+  Notify(commit, all);
   return all.back();
 }
 
@@ -1315,7 +1333,7 @@ void DecisionTable::ApplyAllInto(
   for (size_t i = 0; interleaved && i < updates.size(); ++i) {
     updates[i].outbox_seq = all[in_all[i]].outbox_seq;
   }
-  Notify(commit.ticket, interleaved ? all : updates, [&](const std::vector<DecisionUpdate>&) {
+  Notify(commit, interleaved ? all : updates, [&](const std::vector<DecisionUpdate>&) {
     if (before_notify) before_notify(updates);
   });
 }
@@ -1414,7 +1432,7 @@ absl::StatusOr<Decision> DecisionTable::AddManual(const palisade::v1::AddDecisio
     commit = CommitLocked(all, now);
   }
   WriteInTurn(commit);
-  Notify(commit.ticket, all);
+  Notify(commit, all);
   return all.back().decision;
 }
 
@@ -1434,6 +1452,13 @@ void DecisionTable::ExpireLocked(Decision& d, std::vector<DecisionUpdate>* out) 
   d.set_active(false);
   EndedLocked(d);
   out->push_back({DecisionChange::kExpired, d});
+  if (forward_ != nullptr) {
+    // A mirror: what follows is the writer's to decide (its successor and the claims' snapshot
+    // come with the log); decided here only should this table write first (ExpireDue).
+    // Even with no claims held here yet: the writer's snapshot naming it may still come.
+    mirror_ended_[d.target().value()] = d.id();
+    return;
+  }
   ReinstateLocked(d, out);  // a claim that waited behind it takes over
 }
 
@@ -1510,7 +1535,7 @@ std::vector<DecisionUpdate> DecisionTable::SyncFeed(const std::vector<FeedTarget
     commit = CommitLocked(updates, now);
   }
   WriteInTurn(commit);
-  Notify(commit.ticket, updates);
+  Notify(commit, updates);
   return updates;
 }
 
@@ -1537,7 +1562,7 @@ absl::StatusOr<Decision> DecisionTable::Withdraw(absl::string_view id) {
     commit = CommitLocked(all, clock_.TimeNow());
   }
   WriteInTurn(commit);
-  Notify(commit.ticket, all);
+  Notify(commit, all);
   return update.decision;
 }
 
@@ -1593,7 +1618,7 @@ std::vector<DecisionUpdate> DecisionTable::WithdrawCovered(const CidrSet& allowl
     commit = CommitLocked(updates, clock_.TimeNow());
   }
   WriteInTurn(commit);
-  Notify(commit.ticket, updates);
+  Notify(commit, updates);
   return updates;
 }
 
@@ -1706,6 +1731,15 @@ std::vector<Decision> DecisionTable::ExpireDue() {
   {
     absl::MutexLock lock(&mu_);
     const absl::Time now = clock_.TimeNow();
+    if (forward_ == nullptr && !mirror_ended_.empty()) {
+      // Ended while this table mirrored, the writer's word on what follows never came: this
+      // table writes now, and decides it.
+      for (const auto& [target, id] : std::exchange(mirror_ended_, {})) {
+        auto it = by_id_.find(id);
+        if (active_.contains(target) || it == by_id_.end()) continue;
+        ReinstateLocked(it->second, &updates);
+      }
+    }
     while (!by_expiry_.empty() && by_expiry_.begin()->first <= now) {
       auto it = by_id_.find(by_expiry_.begin()->second);
       if (it == by_id_.end() || !it->second.active()) {  // no entry outlives its decision
@@ -1728,7 +1762,7 @@ std::vector<Decision> DecisionTable::ExpireDue() {
     commit = CommitLocked(updates, now);
   }
   WriteInTurn(commit);
-  Notify(commit.ticket, updates);
+  Notify(commit, updates);
   std::vector<Decision> out;
   out.reserve(updates.size());
   for (DecisionUpdate& u : updates) {
@@ -1767,6 +1801,7 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
     }
   }
   if (d.active()) {
+    mirror_ended_.erase(d.target().value());  // the writer's word on what follows
     if (auto a = active_.find(d.target().value()); a != active_.end() && a->second.id != d.id()) {
       EndMirroredLocked(std::string(a->second.id), out);
     }
@@ -1775,6 +1810,12 @@ void DecisionTable::MirrorLocked(const Decision& d, std::optional<DecisionChange
     ChargeClaimsLocked(d.target().value());
   } else if (was_active) {
     DropWaitingLocked(d.target().value());  // ended by the writer: as in EndMirroredLocked
+  } else if (auto e = mirror_ended_.find(d.target().value());
+             e != mirror_ended_.end() && e->second == d.id()) {
+    // The writer ended it too, after every snapshot naming it: its word on what follows
+    // (a successor) came with it, or none follows.
+    DropWaitingLocked(d.target().value());
+    mirror_ended_.erase(e);
   }
   by_id_[d.id()] = d;
   if (!d.active()) EndedLocked(d);
@@ -1836,7 +1877,7 @@ void DecisionTable::Mirror(DecisionChange change, const Decision& d) {
     commit = CommitLocked(updates, clock_.TimeNow());
   }
   WriteInTurn(commit);
-  Notify(commit.ticket, updates);
+  Notify(commit, updates);
 }
 
 void DecisionTable::MirrorAll(const std::vector<DecisionUpdate>& set) {
@@ -1848,14 +1889,27 @@ void DecisionTable::MirrorAll(const std::vector<DecisionUpdate>& set) {
     commit = CommitLocked(updates, clock_.TimeNow());
   }
   WriteInTurn(commit);
-  Notify(commit.ticket, updates);
+  Notify(commit, updates);
 }
 
-void DecisionTable::MirrorState(const std::vector<Decision>& state) {
+void DecisionTable::MirrorState(const std::vector<Decision>& state, bool mark_stale) {
   std::vector<DecisionUpdate> updates;
   Commit commit;
   {
     absl::MutexLock lock(&mu_);
+    if (mark_stale) {
+      // Not dropped: the writer's snapshots follow the state one message per target, and a
+      // writer dying before its last would leave this table none. Slightly old claims beat
+      // none: each snapshot that comes replaces its target's, and only the ones still marked
+      // when the writer says its snapshots ended go (MirrorWaitingEnd).
+      for (const auto& [target, claims] : covered_) {
+        for (const Claim& c : claims) {
+          if (c.origin == palisade::v1::ORIGIN_FEED) continue;
+          stale_waiting_.insert(target);
+          break;
+        }
+      }
+    }
     absl::flat_hash_set<std::string> in_state;
     for (const Decision& d : state) in_state.insert(d.id());
     std::vector<std::string> gone;
@@ -1867,7 +1921,84 @@ void DecisionTable::MirrorState(const std::vector<Decision>& state) {
     commit = CommitLocked(updates, clock_.TimeNow());
   }
   WriteInTurn(commit);
-  Notify(commit.ticket, updates);
+  Notify(commit, updates);
+}
+
+void DecisionTable::MirrorWaiting(const std::vector<WaitingClaims>& waiting) {
+  std::vector<DecisionUpdate> updates;  // none: no decision changes
+  Commit commit;
+  {
+    absl::MutexLock lock(&mu_);
+    const absl::Time now = clock_.TimeNow();
+    for (const WaitingClaims& w : waiting) {
+      stale_waiting_.erase(w.target);  // the writer's word on them
+      auto e = mirror_ended_.find(w.target);
+      // Behind a decision this table's sweep ended first (its clock ahead of the writer's):
+      // the writer's claims behind it, kept (and the entry with them) for a take-over to
+      // decide. Otherwise the writer's word on what follows.
+      const bool ended_here = e != mirror_ended_.end() && e->second == w.decision_id;
+      if (!ended_here && e != mirror_ended_.end()) mirror_ended_.erase(e);
+      DropWaitingLocked(w.target);
+      auto a = active_.find(w.target);
+      if (!ended_here && (a == active_.end() || a->second.id != w.decision_id)) continue;
+      for (const WaitingClaimRow& r : w.claims) {
+        const auto origin = static_cast<palisade::v1::Origin>(r.origin);
+        // The writer sends none of the feeds' (they come back with its syncs).
+        if (origin != palisade::v1::ORIGIN_RULE && origin != palisade::v1::ORIGIN_MANUAL) {
+          continue;
+        }
+        // Merged with a like one (CoverLocked): a forged snapshot holds no more claims than
+        // the kinds of claim there are.
+        CoverLocked(w.target,
+                    Claim{origin, static_cast<palisade::v1::Action>(r.action),
+                          static_cast<palisade::v1::Actuator>(r.actuator), r.dry_run, r.expiry,
+                          r.rule_id, r.reason, /*stored=*/absl::InfinitePast(), r.offence},
+                    now);
+      }
+      // Written to this table's store, and charged, as they now are (PrepareWriteLocked).
+      ClaimsChangedLocked(w.target);
+    }
+    commit = CommitLocked(updates, now);
+  }
+  WriteInTurn(commit);
+  Notify(commit, updates);
+}
+
+void DecisionTable::MirrorWaitingEnd() {
+  std::vector<DecisionUpdate> updates;  // none: no decision changes
+  Commit commit;
+  {
+    absl::MutexLock lock(&mu_);
+    // Targets no snapshot named since the state: the writer holds no claims waiting there.
+    for (const std::string& target : std::exchange(stale_waiting_, {})) {
+      DropWaitingLocked(target);
+      mirror_ended_.erase(target);
+    }
+    commit = CommitLocked(updates, clock_.TimeNow());
+  }
+  WriteInTurn(commit);
+  Notify(commit, updates);
+}
+
+std::vector<WaitingClaims> DecisionTable::Waiting() const {
+  absl::MutexLock lock(&mu_);
+  std::vector<WaitingClaims> out;
+  for (const auto& [target, claims] : covered_) {
+    auto a = active_.find(target);
+    if (a == active_.end()) continue;
+    WaitingClaims* w = nullptr;
+    for (const Claim& c : claims) {
+      if (c.origin == palisade::v1::ORIGIN_FEED) continue;
+      if (w == nullptr) {
+        w = &out.emplace_back();
+        w->target = target;
+        w->decision_id = a->second.id;
+      }
+      w->claims.push_back({target, w->decision_id, c.origin, c.action, c.actuator, c.dry_run,
+                           c.expiry, c.rule_id, c.reason, c.offence});
+    }
+  }
+  return out;
 }
 
 size_t DecisionTable::active_count() const {

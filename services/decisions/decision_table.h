@@ -16,7 +16,9 @@
 //    claims. The waiting rule and manual claims are stored with the change set that changed
 //    them and restored at start (a feed's come back with its first sync), only behind the
 //    decision they waited behind, and count in the active budget (max_active_bytes) with it.
-//    A mirror drops them when the writer ends that decision (the writer decides what follows);
+//    In a cluster they go with the decision log (ClaimsSetListener, MirrorWaiting): a mirror
+//    holds the writer's, and drops them when the writer ends that decision (the writer decides
+//    what follows; a mirror's own sweep decides nothing, until it writes after a take-over);
 //    a waiting extension is written only once its expiry moved on by a tenth of what is left
 //    (or a minute), or its offence rose, so a restart may bring a claim back that much shorter
 //    (and a rule claim with the rule or reason written with it: only the operator's reason is
@@ -194,6 +196,14 @@ class DecisionTable {
   // replacement on the same target (the bouncer API). The set listeners hear a set before the
   // per-update listeners hear any of it.
   using SetListener = std::function<void(const std::vector<DecisionUpdate>&)>;
+  // Called, as a SetListener, with a change set and the rule and manual claims waiting behind
+  // the targets whose claims it changed, as they now are (the snapshots a store writes with
+  // it: each replaces the target's claims before it; decision_id "" and no claims: none wait).
+  // The set is empty when only claims changed (a claim began to wait, or moved its expiry on);
+  // never both. For the cluster's decision log: its mirrors keep the writer's waiting claims
+  // (MirrorWaiting), so that a take-over decides them when the decision before them ends.
+  using ClaimsSetListener = std::function<void(const std::vector<DecisionUpdate>&,
+                                               const std::vector<WaitingClaims>&)>;
 
   DecisionTable(Clock& clock, uint32_t max_evidence = 5);
 
@@ -208,6 +218,7 @@ class DecisionTable {
   // Returns the listener's id, for RemoveListener.
   uint64_t AddListener(Listener listener);
   uint64_t AddSetListener(SetListener listener);
+  uint64_t AddClaimsSetListener(ClaimsSetListener listener);
   // After it returns, the listener is not running and is never called again (it waits for a
   // change set being heard). Not from inside a listener.
   void RemoveListener(uint64_t id);
@@ -330,7 +341,28 @@ class DecisionTable {
   // A full state of the writer's table: decisions held active here and absent from `state`
   // end (told as withdrawn), and each of `state` is set as by Mirror (told as created,
   // extended, expired or withdrawn by how it differs from the copy held; not told when equal).
-  void MirrorState(const std::vector<palisade::v1::Decision>& state);
+  // `mark_stale`: the rule and manual claims waiting here are marked stale (the writer's follow
+  // the state, one snapshot per target, then an end: MirrorWaiting, MirrorWaitingEnd). Not
+  // dropped: a writer dying before its last snapshot would leave this table none; a target
+  // whose claims emptied while its updates were lost (the log writer's queue overflowed) gets
+  // no snapshot, and its claims go at the end.
+  void MirrorState(const std::vector<palisade::v1::Decision>& state, bool mark_stale = false);
+  // The writer's waiting claims (its ClaimsSetListener's snapshots, read from the decision log):
+  // each replaces the rule and manual claims waiting on its target here, if they wait behind
+  // the decision this table holds active there, or behind the one this table's own sweep ended
+  // before the writer's did (kept for a take-over to decide); else they go: the writer's
+  // decision on it comes with the log, and its own snapshot after it. Stored and charged to
+  // the active budget as the writer's own claims, and heard by no listener (no decision changed). A mirror does not
+  // decide them (ExpireDue ends a decision here without deciding what follows: the writer's
+  // word comes with the log); once this table writes (SetForward(nullptr), a take-over), it
+  // decides them as its own when the decision they wait behind ends.
+  void MirrorWaiting(const std::vector<WaitingClaims>& waiting);
+  // The rule and manual claims waiting behind each active decision, a snapshot per target (as
+  // a ClaimsSetListener hears them): for a full state of the decision log.
+  std::vector<WaitingClaims> Waiting() const;
+  // The writer's snapshots after its last full state ended: the claims still marked stale by
+  // that state (no snapshot named their target since) go.
+  void MirrorWaitingEnd();
 
   // As of the last change set (no lock: palisaded's gauge reads it on every decision change,
   // and the table's lock there made one stream's batch wait for another's decisions).
@@ -535,7 +567,8 @@ class DecisionTable {
     std::vector<Store::Change> changes;     // empty: nothing to write
     std::vector<DecisionUpdate*> recorded;  // recorded[i] is the update changes[i] writes
     // The rule and manual claims waiting behind the targets whose claims changed, as they now
-    // are (Store::RecordDecisions writes them after `changes`, in the same transaction).
+    // are (Store::RecordDecisions writes them after `changes`, in the same transaction; the
+    // ClaimsSetListeners hear them with the set). Made only with a store or such a listener.
     std::vector<WaitingClaims> waiting;
   };
   // The store rows of `change_set`, and the waiting claims of the targets whose claims changed
@@ -559,7 +592,7 @@ class DecisionTable {
   // each set takes a ticket under mu_ (CommitLocked), in the order of the changes, and sets
   // are heard in ticket order. `before`, when set, runs in the same turn, first. Every ticket
   // taken must be notified (even with no updates), or the later ones would wait forever.
-  void Notify(uint64_t ticket, const std::vector<DecisionUpdate>& updates,
+  void Notify(const Commit& commit, const std::vector<DecisionUpdate>& updates,
               const std::function<void(const std::vector<DecisionUpdate>&)>& before = nullptr);
 
   Clock& clock_;
@@ -598,6 +631,14 @@ class DecisionTable {
   // stored (Store's waiting claims, written with the change set that changed them) and
   // restored at start; the feeds' come back with the first sync.
   absl::flat_hash_map<std::string, std::vector<Claim>> covered_ ABSL_GUARDED_BY(mu_);
+  // A mirror's: target -> the id of its decision this table's sweep ended while claims waited
+  // behind it, before the writer's word on it came (its successor, or its claims' snapshot,
+  // which erase the entry). Should this table write first (a take-over), its next sweep
+  // decides them (ExpireDue), as the writer's would have.
+  absl::flat_hash_map<std::string, std::string> mirror_ended_ ABSL_GUARDED_BY(mu_);
+  // A mirror's: targets whose waiting claims predate the writer's last full state, and whose
+  // snapshot has not come since (MirrorState's mark_stale; MirrorWaitingEnd drops them).
+  absl::flat_hash_set<std::string> stale_waiting_ ABSL_GUARDED_BY(mu_);
   // Targets whose covered_ rule or manual claims changed since the last change set was
   // committed (some of them may have changed their feed claims only).
   absl::flat_hash_set<std::string> claims_changed_ ABSL_GUARDED_BY(mu_);
@@ -640,6 +681,11 @@ class DecisionTable {
   absl::Mutex listeners_mu_;
   std::vector<std::pair<uint64_t, Listener>> listeners_ ABSL_GUARDED_BY(listeners_mu_);
   std::vector<std::pair<uint64_t, SetListener>> set_listeners_ ABSL_GUARDED_BY(listeners_mu_);
+  std::vector<std::pair<uint64_t, ClaimsSetListener>> claims_listeners_
+      ABSL_GUARDED_BY(listeners_mu_);
+  // claims_listeners_.size(), read under mu_: whether a change set's snapshots are made without
+  // a store (PrepareWriteLocked).
+  std::atomic<size_t> claims_listener_count_{0};
   uint64_t next_listener_id_ ABSL_GUARDED_BY(listeners_mu_) = 1;
   Forward forward_ ABSL_GUARDED_BY(mu_);
   int forwarding_ ABSL_GUARDED_BY(mu_) = 0;  // ApplyAll calls running a copy of forward_

@@ -1468,6 +1468,132 @@ TEST_F(ClaimsTest, AReinstatedClaimWhoseOffenderWasForgottenCarriesTheEndedDecis
   EXPECT_EQ(FromProtoTime(kept->offence_last()), FromProtoTime(live.decision.offence_last()));
 }
 
+// Cluster: the writer's claims listener hears a claim that begins to wait (no store, no
+// decision changed); a mirror keeps the snapshot behind the very decision it names, decides
+// nothing when its own sweep ends that decision, and decides the claim once it writes.
+TEST_F(DecisionTableTest, AMirrorKeepsTheWritersWaitingClaimsAndDecidesThemOnceItWrites) {
+  DecisionTable writer(clock_);
+  std::vector<DecisionUpdate> sent;
+  std::vector<WaitingClaims> snapshots;
+  writer.AddClaimsSetListener(
+      [&](const std::vector<DecisionUpdate>& set, const std::vector<WaitingClaims>& waiting) {
+        sent.insert(sent.end(), set.begin(), set.end());
+        snapshots.insert(snapshots.end(), waiting.begin(), waiting.end());
+      });
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("192.0.2.7");
+  *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
+  ASSERT_THAT(writer.AddManual(req), IsOk());
+  ASSERT_THAT(sent, SizeIs(1));
+  const Decision block = sent[0].decision;
+  // The rule's block waits behind the operator's: heard with the snapshot of the claims.
+  writer.Apply(Det("192.0.2.7", clock_.TimeNow()), HourBlock());
+  ASSERT_THAT(snapshots, SizeIs(1));
+  EXPECT_EQ(snapshots[0].target, "192.0.2.7");
+  EXPECT_EQ(snapshots[0].decision_id, block.id());
+  ASSERT_THAT(snapshots[0].claims, SizeIs(1));
+  EXPECT_EQ(snapshots[0].claims[0].rule_id, "ssh");
+
+  table_.SetForward([](const Detection&) {});  // a mirror
+  table_.Mirror(DecisionChange::kCreated, block);
+  const size_t charged = table_.active_bytes();
+  WaitingClaims behind_another = snapshots[0];
+  behind_another.decision_id = "0000000000000abc";
+  table_.MirrorWaiting({behind_another});  // not behind the decision held here: dropped
+  EXPECT_THAT(table_.Waiting(), SizeIs(0));
+  table_.MirrorWaiting(snapshots);
+  ASSERT_THAT(table_.Waiting(), SizeIs(1));
+  EXPECT_GT(table_.active_bytes(), charged) << "charged to the active budget";
+  EXPECT_EQ(changes_, (std::vector<DecisionChange>{DecisionChange::kCreated}));
+
+  // Its own sweep ends the block, and decides nothing: what follows is the writer's word.
+  clock_.Advance(absl::Minutes(10));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
+  EXPECT_EQ(table_.active_count(), 0u);
+  // The writer's word never came (it died): writing now, this table decides the claim.
+  table_.SetForward(nullptr);
+  table_.ExpireDue();
+  std::vector<Decision> now = table_.List({.target = "192.0.2.7", .active_only = true});
+  ASSERT_THAT(now, SizeIs(1));
+  EXPECT_EQ(now[0].origin(), palisade::v1::ORIGIN_RULE);
+  EXPECT_EQ(now[0].rule_id(), "ssh");
+}
+
+// Cluster: a full state does not drop a mirror's waiting claims (the writer's snapshots follow
+// it one message per target, and a writer that dies in between would leave none): they are
+// marked stale, each snapshot that comes replaces its target's, and only those still marked
+// when the writer says its snapshots ended go.
+TEST_F(DecisionTableTest, AMirrorKeepsItsWaitingClaimsAtAStateUntilTheWritersSnapshotsEnd) {
+  DecisionTable writer(clock_);
+  std::vector<DecisionUpdate> sent;
+  std::vector<WaitingClaims> snapshots;
+  writer.AddClaimsSetListener(
+      [&](const std::vector<DecisionUpdate>& set, const std::vector<WaitingClaims>& waiting) {
+        sent.insert(sent.end(), set.begin(), set.end());
+        snapshots.insert(snapshots.end(), waiting.begin(), waiting.end());
+      });
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("192.0.2.7");
+  *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
+  ASSERT_THAT(writer.AddManual(req), IsOk());
+  ASSERT_THAT(sent, SizeIs(1));
+  const Decision block = sent[0].decision;
+  writer.Apply(Det("192.0.2.7", clock_.TimeNow()), HourBlock());
+  ASSERT_THAT(snapshots, SizeIs(1));
+
+  table_.SetForward([](const Detection&) {});  // a mirror
+  table_.Mirror(DecisionChange::kCreated, block);
+  table_.MirrorWaiting(snapshots);
+  ASSERT_THAT(table_.Waiting(), SizeIs(1));
+  // The writer dies after its state, before the snapshots: the claims stay.
+  table_.MirrorState({block}, /*mark_stale=*/true);
+  EXPECT_THAT(table_.Waiting(), SizeIs(1)) << "the waiting claims were dropped at the state";
+  // A state whose snapshots came: the claims stay (as the writer's snapshot has them).
+  table_.MirrorState({block}, /*mark_stale=*/true);
+  table_.MirrorWaiting(snapshots);
+  table_.MirrorWaitingEnd();
+  EXPECT_THAT(table_.Waiting(), SizeIs(1)) << "a target whose snapshot came lost its claims";
+  // A state after which no snapshot named the target (none wait there on the writer now).
+  table_.MirrorState({block}, /*mark_stale=*/true);
+  table_.MirrorWaitingEnd();
+  EXPECT_THAT(table_.Waiting(), SizeIs(0)) << "claims the writer no longer has were kept";
+}
+
+// Cluster: a mirror whose clock runs ahead ends a decision by its own sweep before the writer's
+// snapshot naming it comes: the snapshot is kept, and decided should this table write.
+TEST_F(DecisionTableTest, AMirrorKeepsASnapshotBehindADecisionItsOwnSweepEnded) {
+  DecisionTable writer(clock_);
+  std::vector<DecisionUpdate> sent;
+  std::vector<WaitingClaims> snapshots;
+  writer.AddClaimsSetListener(
+      [&](const std::vector<DecisionUpdate>& set, const std::vector<WaitingClaims>& waiting) {
+        sent.insert(sent.end(), set.begin(), set.end());
+        snapshots.insert(snapshots.end(), waiting.begin(), waiting.end());
+      });
+  palisade::v1::AddDecisionRequest req;
+  req.mutable_target()->set_value("192.0.2.7");
+  *req.mutable_duration() = ToProtoDuration(absl::Minutes(10));
+  ASSERT_THAT(writer.AddManual(req), IsOk());
+  ASSERT_THAT(sent, SizeIs(1));
+  const Decision block = sent[0].decision;
+
+  table_.SetForward([](const Detection&) {});  // a mirror
+  table_.Mirror(DecisionChange::kCreated, block);
+  writer.Apply(Det("192.0.2.7", clock_.TimeNow()), HourBlock());
+  ASSERT_THAT(snapshots, SizeIs(1));
+  // Before the snapshot comes, this table's sweep ends the block (its clock ahead).
+  clock_.Advance(absl::Minutes(10));
+  EXPECT_THAT(table_.ExpireDue(), SizeIs(1));
+  table_.MirrorWaiting(snapshots);  // names the block this table ended
+  // The writer dies: this table writes, and decides the claim.
+  table_.SetForward(nullptr);
+  table_.ExpireDue();
+  std::vector<Decision> now = table_.List({.target = "192.0.2.7", .active_only = true});
+  ASSERT_THAT(now, SizeIs(1)) << "the snapshot naming the ended decision was dropped";
+  EXPECT_EQ(now[0].origin(), palisade::v1::ORIGIN_RULE);
+  EXPECT_EQ(now[0].rule_id(), "ssh");
+}
+
 // Cluster (issue 17): a node that is not the writer mirrors the writer's decisions.
 TEST_F(DecisionTableTest, MirrorSetsTheWritersCopyAndTellsTheListenersOnce) {
   DecisionTable writer(clock_);
