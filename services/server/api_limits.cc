@@ -1,5 +1,6 @@
 #include "services/server/api_limits.h"
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -143,18 +144,24 @@ inline void ChargeRecord(const uint8_t* p, uint32_t length, size_t budget, size_
 
 ApiLimits::StreamSlot& ApiLimits::StreamSlot::operator=(StreamSlot&& other) noexcept {
   if (this != &other) {
-    if (limits_ != nullptr) limits_->Release();
+    if (limits_ != nullptr) limits_->Release(client_);
     limits_ = other.limits_;
+    client_ = std::move(other.client_);
     other.limits_ = nullptr;
   }
   return *this;
 }
 
 ApiLimits::StreamSlot::~StreamSlot() {
-  if (limits_ != nullptr) limits_->Release();
+  if (limits_ != nullptr) limits_->Release(client_);
 }
 
-void ApiLimits::Release() {
+void ApiLimits::Release(const std::string& client) {
+  if (!client.empty()) {
+    absl::MutexLock lock(&clients_mu_);
+    auto it = open_by_client_.find(client);
+    if (it != open_by_client_.end() && --it->second == 0) open_by_client_.erase(it);
+  }
   open_.fetch_sub(1, std::memory_order_relaxed);
   open_gauge_.Decrement();
 }
@@ -174,18 +181,49 @@ ApiLimits::ApiLimits(Options options, prometheus::Registry& registry)
                       .Register(registry)
                       .Add({})) {}
 
-absl::StatusOr<ApiLimits::StreamSlot> ApiLimits::AcquireStream(absl::string_view method) {
+uint32_t ApiLimits::max_streams_per_client() const {
+  return options_.max_streams_per_client != 0 ? options_.max_streams_per_client
+                                              : std::max<uint32_t>(1, options_.max_streams / 2);
+}
+
+uint32_t ApiLimits::streams_open_by(absl::string_view client) const {
+  absl::MutexLock lock(&clients_mu_);
+  auto it = open_by_client_.find(client);
+  return it == open_by_client_.end() ? 0 : it->second;
+}
+
+absl::StatusOr<ApiLimits::StreamSlot> ApiLimits::AcquireStream(absl::string_view method,
+                                                               absl::string_view client) {
+  // The client's share first: one token's streams (a read-only token's Watch calls that never
+  // read, a Ship whose acks are never read) must leave slots for the others' Ship.
+  if (!client.empty()) {
+    absl::MutexLock lock(&clients_mu_);
+    uint32_t& open = open_by_client_[client];
+    if (open >= max_streams_per_client()) {
+      if (open == 0) open_by_client_.erase(client);
+      CountRefusal(method, "max_streams_per_client");
+      return absl::ResourceExhaustedError(absl::StrCat(
+          method, ": this client has ", max_streams_per_client(),
+          " streaming calls open, its share of api.max_streams; retry when one ends"));
+    }
+    ++open;
+  }
   // Taken first and given back when over: concurrent callers can never all pass the check.
   const uint32_t before = open_.fetch_add(1, std::memory_order_relaxed);
   if (before >= options_.max_streams) {
     open_.fetch_sub(1, std::memory_order_relaxed);
+    if (!client.empty()) {
+      absl::MutexLock lock(&clients_mu_);
+      auto it = open_by_client_.find(client);
+      if (it != open_by_client_.end() && --it->second == 0) open_by_client_.erase(it);
+    }
     CountRefusal(method, "max_streams");
     return absl::ResourceExhaustedError(
         absl::StrCat(method, ": ", options_.max_streams,
                      " streaming calls are open (api.max_streams); retry when one ends"));
   }
   open_gauge_.Increment();
-  return StreamSlot(this);
+  return StreamSlot(this, std::string(client));
 }
 
 absl::Status ApiLimits::ParseLogBatch(const grpc::ByteBuffer& wire,

@@ -1,6 +1,8 @@
 // The ingress caps of palisaded's gRPC API (config api.max_*), shared by its services:
 //  - streaming calls open at once over the whole process (Ingest.Ship, Feeds.Push, Events.Watch
-//    each hold a slot while they run; past api.max_streams a new one is refused);
+//    each hold a slot while they run; past api.max_streams a new one is refused), and by each
+//    client (max_streams_per_client: one token's streams, stalled or not, must not take every
+//    slot and refuse the shippers' Ship);
 //  - records per LogBatch, counted on the wire before the batch is parsed (a parsed empty record
 //    costs ~190 bytes for its 2 bytes on the wire: the cap has to act before parsing);
 //  - one counter of every refusal, palisade_api_limit_refusals_total{method,limit}, which also
@@ -17,9 +19,12 @@
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "grpcpp/support/byte_buffer.h"
 #include "grpcpp/support/slice.h"
 #include "palisade/v1/palisade.pb.h"
@@ -37,13 +42,20 @@ class ApiLimits {
     uint32_t max_records_per_batch = 10'000;
     uint32_t max_streams = 64;
     uint32_t max_message_bytes = 16u << 20;
+    // Streaming calls one client may hold at once; 0: half of max_streams (at least 1), so
+    // that one token (a read-only one included) cannot take the slots every shipper needs.
+    // (Not a config field yet: api.max_streams_per_client would set it.)
+    uint32_t max_streams_per_client = 0;
   };
 
   // One of max_streams, held by a streaming call until it is done (destroyed).
   class StreamSlot {
    public:
     StreamSlot() = default;
-    StreamSlot(StreamSlot&& other) noexcept : limits_(other.limits_) { other.limits_ = nullptr; }
+    StreamSlot(StreamSlot&& other) noexcept
+        : limits_(other.limits_), client_(std::move(other.client_)) {
+      other.limits_ = nullptr;
+    }
     StreamSlot& operator=(StreamSlot&& other) noexcept;
     StreamSlot(const StreamSlot&) = delete;
     StreamSlot& operator=(const StreamSlot&) = delete;
@@ -51,16 +63,25 @@ class ApiLimits {
 
    private:
     friend class ApiLimits;
-    explicit StreamSlot(ApiLimits* limits) : limits_(limits) {}
+    StreamSlot(ApiLimits* limits, std::string client)
+        : limits_(limits), client_(std::move(client)) {}
     ApiLimits* limits_ = nullptr;
+    std::string client_;  // whose share it counts in
   };
 
   ApiLimits(Options options, prometheus::Registry& registry);
 
   const Options& options() const { return options_; }
 
-  // A slot for one streaming call, or RESOURCE_EXHAUSTED naming api.max_streams (counted).
-  absl::StatusOr<StreamSlot> AcquireStream(absl::string_view method);
+  // A slot for one streaming call of `client` (an opaque key of the authenticated caller; empty
+  // when the API has no clients, and then only the process's pool applies), or
+  // RESOURCE_EXHAUSTED naming api.max_streams (counted as "max_streams") or the client's share
+  // (counted as "max_streams_per_client"). The key is never shown or counted by value.
+  absl::StatusOr<StreamSlot> AcquireStream(absl::string_view method,
+                                           absl::string_view client = {});
+  // The client's share (max_streams_per_client, or its default).
+  uint32_t max_streams_per_client() const;
+  uint32_t streams_open_by(absl::string_view client) const;
   uint32_t streams_open() const { return open_.load(std::memory_order_relaxed); }
 
   // Parses a LogBatch received as bytes. RESOURCE_EXHAUSTED naming api.max_records_per_batch
@@ -108,13 +129,15 @@ class ApiLimits {
 
  private:
   const Options options_;
-  void Release();
+  void Release(const std::string& client);
   // The bytes a batch's parse may hold: 2 x max_message_bytes, and max_records_per_batch
   // records of a line each.
   size_t ParseBudget() const;
   absl::Status RefuseParseCost(size_t budget);
 
   std::atomic<uint32_t> open_{0};
+  mutable absl::Mutex clients_mu_;
+  absl::flat_hash_map<std::string, uint32_t> open_by_client_ ABSL_GUARDED_BY(clients_mu_);
   prometheus::Family<prometheus::Counter>& refusals_;
   prometheus::Gauge& open_gauge_;
 };

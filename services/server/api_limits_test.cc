@@ -392,6 +392,47 @@ namespace {
 // unknown field or a packed element for a few bytes on the wire each (tens of bytes of memory
 // per wire byte). A batch whose parse would hold more than its byte budget is refused, before
 // it is parsed, with max_message_bytes named.
+// One client's streaming calls (a read-only token's Watch calls that never read, a Ship whose
+// acks are never read, a trickled Push) took every slot of api.max_streams, and every shipper's
+// Ship was refused. A client holds at most its share (half the pool by default); the others'
+// calls still get slots, and a freed slot counts back in its client's share.
+TEST(StreamSlotsTest, OneClientCannotTakeEverySlot) {
+  prometheus::Registry registry;
+  ApiLimits::Options options;
+  options.max_streams = 4;
+  ApiLimits limits(options, registry);
+  EXPECT_EQ(limits.max_streams_per_client(), 2u);
+  std::vector<ApiLimits::StreamSlot> held;
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<ApiLimits::StreamSlot> slot = limits.AcquireStream("Events.Watch", "siem");
+    ASSERT_THAT(slot, IsOk());
+    held.push_back(*std::move(slot));
+  }
+  EXPECT_THAT(limits.AcquireStream("Events.Watch", "siem"),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  EXPECT_EQ(limits.streams_open_by("siem"), 2u);
+  absl::StatusOr<ApiLimits::StreamSlot> ship = limits.AcquireStream("Ingest.Ship", "shipper");
+  ASSERT_THAT(ship, IsOk());
+  EXPECT_EQ(limits.streams_open(), 3u);
+  held.pop_back();
+  EXPECT_EQ(limits.streams_open_by("siem"), 1u);
+  EXPECT_THAT(limits.AcquireStream("Events.Watch", "siem"), IsOk());  // held and given back
+  EXPECT_EQ(limits.streams_open_by("siem"), 1u);
+  EXPECT_EQ(limits.streams_open(), 2u);
+  // Without clients (no token: nobody to tell apart) only the pool applies.
+  std::vector<ApiLimits::StreamSlot> anonymous;
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<ApiLimits::StreamSlot> slot = limits.AcquireStream("Ingest.Ship");
+    ASSERT_THAT(slot, IsOk());
+    anonymous.push_back(*std::move(slot));
+  }
+  EXPECT_THAT(limits.AcquireStream("Ingest.Ship"), StatusIs(absl::StatusCode::kResourceExhausted));
+  // A configured share.
+  ApiLimits::Options three = options;
+  three.max_streams_per_client = 3;
+  EXPECT_EQ(ApiLimits(three, registry).max_streams_per_client(), 3u);
+}
+
 class ParsedBytesTest : public ::testing::Test {
  protected:
   static std::string Varint(uint64_t v) {

@@ -102,7 +102,9 @@ std::string ShipDedup::KeyOf(const std::string& shipper_id, const std::string& p
 }
 
 size_t ShipDedup::BytesOf(const ShippedPosition& p) {
-  return p.shipper_id().size() + p.path().size() + p.fingerprint().size() + 64;
+  // What is stored: the position's id, path and fingerprint, and the id and path again in the
+  // key of by_path_ (KeyOf: with a NUL between them).
+  return 2 * (p.shipper_id().size() + p.path().size()) + 1 + p.fingerprint().size() + 64;
 }
 
 ShipDedup::Lru::iterator ShipDedup::FindLocked(const BatchOrigin& origin) {

@@ -51,7 +51,8 @@ struct ShipDedupOptions {
   // Files (shipper x path x identity) remembered in all. 4096 x (128 + 1024 + 64 + overhead)
   // bytes at most: about 5 MiB, and max_bytes caps it lower.
   size_t max_files = 4096;
-  // Bytes of the remembered ids, paths and fingerprints (plus 64 per file for the rest).
+  // Bytes of the remembered ids, paths (each held twice: the position and its path's key) and
+  // fingerprints, plus 64 per file for the rest.
   size_t max_bytes = size_t{2} << 20;
   // Identities per (shipper, path): the current file and the rotated ones a restarted shipper
   // may still be draining (logrotate's PATH.1) or resending.

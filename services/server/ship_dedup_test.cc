@@ -196,9 +196,11 @@ TEST_F(ShipDedupTest, TheTableIsBoundedInFilesPerPathFilesAndBytes) {
   ASSERT_TRUE(dedup.Take(Batch({"l"}, 0, 1, "/p", "s9"), pipeline_.process()).ok());
   EXPECT_EQ(pipeline_.lines.size(), 14u);  // s9 is still known: not processed again
 
-  // Bytes: long paths fill the budget before the count does.
+  // Bytes: long paths fill the budget before the count does. A file's shipper id and path are
+  // held twice (in its position and in the key of its path's files) and cost twice; counted
+  // once, 5 of these files fitted in the budget of 3 and the table held twice its max_bytes.
   ShipDedupOptions small;
-  small.max_bytes = 3 * (5 + 1000 + 2 + 64);
+  small.max_bytes = 3 * (2 * (5 + 1000) + 1 + 2 + 64);
   prometheus::Registry other;
   ShipDedup bytes(small, other);
   for (int i = 0; i < 5; ++i) {
